@@ -1,0 +1,37 @@
+"""Meshes and Warp kernels: per-frame BVHs, closest points, ray hits, nearest vertices, surface samples and
+triangle frames. The only package that launches Warp; every query runs on CPU and CUDA from one source."""
+
+from .mesh import TriangleMesh
+from .primitives import box, head_proxy, uv_sphere
+from .queries import ClosestPoint, NearestVertices, RayHit, closest_point, knn_vertices, ray_intersect
+from .sampling import SurfaceSamples, sample_near_surface, sample_surface
+from .triangles import (
+    TriangleFrames,
+    closest_point_on_triangle,
+    face_adjacency,
+    face_areas,
+    face_normals,
+    triangle_frames,
+)
+
+__all__ = [
+    "ClosestPoint",
+    "NearestVertices",
+    "RayHit",
+    "SurfaceSamples",
+    "TriangleFrames",
+    "TriangleMesh",
+    "box",
+    "closest_point",
+    "closest_point_on_triangle",
+    "face_adjacency",
+    "face_areas",
+    "face_normals",
+    "head_proxy",
+    "knn_vertices",
+    "ray_intersect",
+    "sample_near_surface",
+    "sample_surface",
+    "triangle_frames",
+    "uv_sphere",
+]

@@ -1,0 +1,286 @@
+"""Mesh queries over packed points: closest point, ray intersection and k nearest vertices.
+
+Warp finds the discrete answer (which face, which vertices) on the frame's BVH; torch recomputes the
+continuous part (barycentrics, positions, distances, ray parameters) from it, so gradients reach both the
+query points and the mesh vertices.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import no_type_check
+
+import torch
+import torch.nn.functional as F
+import warp as wp
+from jaxtyping import Bool, Float, Int
+from torch import Tensor
+
+from .._checks import check_device, check_float, check_positive, check_shape
+from . import _warp
+from .mesh import TriangleMesh
+from .triangles import closest_point_on_triangle, gather_triangles, ray_triangle
+
+MAX_KNN = 16
+_vec16f = wp.types.vector(length=MAX_KNN, dtype=wp.float32)
+_vec16i = wp.types.vector(length=MAX_KNN, dtype=wp.int32)
+# Warp needs a finite search radius; this stands for "unbounded".
+_UNBOUNDED = 1.0e30
+
+
+@no_type_check  # Warp parameter types are not Python type hints; keep the jaxtyping checker off them.
+@wp.kernel
+def _closest_point_kernel(
+    mesh_ids: wp.array(dtype=wp.uint64),
+    max_distance: float,
+    points: wp.array(dtype=wp.vec3),
+    frame: wp.array(dtype=wp.int64),
+    face: wp.array(dtype=wp.int32),
+    bary: wp.array(dtype=wp.vec3),
+    closest: wp.array(dtype=wp.vec3),
+    distance: wp.array(dtype=wp.float32),
+    sign: wp.array(dtype=wp.float32),
+):
+    i = wp.tid()
+    mesh = mesh_ids[frame[i]]
+    q = wp.mesh_query_point_sign_normal(mesh, points[i], max_distance)
+    if q.result:
+        c = wp.mesh_eval_position(mesh, q.face, q.u, q.v)
+        face[i] = q.face
+        bary[i] = wp.vec3(q.u, q.v, 1.0 - q.u - q.v)
+        closest[i] = c
+        distance[i] = wp.length(points[i] - c)
+        sign[i] = q.sign
+    else:
+        face[i] = -1
+        bary[i] = wp.vec3(0.0)
+        closest[i] = wp.vec3(0.0)
+        distance[i] = wp.inf
+        sign[i] = 0.0
+
+
+@no_type_check  # Warp parameter types are not Python type hints; keep the jaxtyping checker off them.
+@wp.kernel
+def _ray_face_kernel(
+    mesh_ids: wp.array(dtype=wp.uint64),
+    max_t: float,
+    origins: wp.array(dtype=wp.vec3),
+    dirs: wp.array(dtype=wp.vec3),
+    frame: wp.array(dtype=wp.int64),
+    face: wp.array(dtype=wp.int32),
+):
+    i = wp.tid()
+    q = wp.mesh_query_ray(mesh_ids[frame[i]], origins[i], dirs[i], max_t)
+    if q.result:
+        face[i] = q.face
+    else:
+        face[i] = -1
+
+
+@no_type_check  # Warp parameter types are not Python type hints; keep the jaxtyping checker off them.
+@wp.kernel
+def _knn_kernel(
+    bvh_ids: wp.array(dtype=wp.uint64),
+    vertices: wp.array2d(dtype=wp.vec3),
+    start_radius: wp.array(dtype=wp.float32),
+    k: int,
+    points: wp.array(dtype=wp.vec3),
+    frame: wp.array(dtype=wp.int64),
+    index: wp.array2d(dtype=wp.int32),
+):
+    i = wp.tid()
+    f = frame[i]
+    p = points[i]
+    best_d = _vec16f()
+    best_i = _vec16i()
+    radius = float(start_radius[f])
+    found = int(0)
+    # Grow a box until its inscribed ball holds k vertices: then the k nearest are all inside the ball.
+    while found < k:
+        found = int(0)
+        for j in range(MAX_KNN):
+            best_d[j] = 1.0e38
+            best_i[j] = -1
+        query = wp.bvh_query_aabb(bvh_ids[f], p - wp.vec3(radius), p + wp.vec3(radius))
+        v = int(0)
+        while wp.bvh_query_next(query, v):
+            d = wp.length_sq(vertices[f, v] - p)
+            if d <= radius * radius:
+                found += 1
+                if d < best_d[k - 1]:
+                    # Insertion into the sorted top-k list.
+                    j = k - 1
+                    while j > 0 and best_d[j - 1] > d:
+                        best_d[j] = best_d[j - 1]
+                        best_i[j] = best_i[j - 1]
+                        j -= 1
+                    best_d[j] = d
+                    best_i[j] = v
+        radius = radius * 2.0
+    for j in range(k):
+        index[i, j] = best_i[j]
+
+
+@dataclass
+class ClosestPoint:
+    """Closest point on the mesh for each query. Misses (beyond ``max_distance``) have ``hit`` False,
+    ``face`` -1, zero ``bary``, ``point`` and ``sign``, and infinite ``distance``."""
+
+    face: Int[Tensor, "N"]
+    bary: Float[Tensor, "N 3"]  # weights of the face's corners mesh.faces[face]
+    point: Float[Tensor, "N 3"]
+    distance: Float[Tensor, "N"]  # unsigned
+    sign: Float[Tensor, "N"]  # -1 inside, +1 outside (meaningful for closed meshes)
+    hit: Bool[Tensor, "N"]
+
+    @property
+    def signed_distance(self) -> Float[Tensor, "N"]:
+        return self.sign * self.distance
+
+
+@dataclass
+class RayHit:
+    """First hit of each ray (either side of a triangle). Misses have ``hit`` False, ``face`` -1, infinite
+    ``t`` and zero ``bary`` and ``normal``. ``t`` is in units of the ray direction: hit = origin + t * dir."""
+
+    hit: Bool[Tensor, "N"]
+    t: Float[Tensor, "N"]
+    face: Int[Tensor, "N"]
+    bary: Float[Tensor, "N 3"]
+    normal: Float[Tensor, "N 3"]  # unit geometric normal of the hit face, (b - a) x (c - a)
+
+
+@dataclass
+class NearestVertices:
+    """The k nearest mesh vertices of each query, nearest first."""
+
+    index: Int[Tensor, "N k"]
+    distance: Float[Tensor, "N k"]
+
+
+def _check_points(mesh: TriangleMesh, name: str, points: Tensor, rows: int | None = None) -> None:
+    check_shape(name, points, [rows, 3])
+    check_device(name, points, mesh.device)
+    check_float(name, points, [rows, 3])
+
+
+def _needs_grad(*tensors: Tensor) -> bool:
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+
+
+def _query_dtype(mesh: TriangleMesh, *tensors: Tensor) -> torch.dtype:
+    return torch.promote_types(mesh.vertices.dtype, torch.result_type(*tensors) if len(tensors) > 1 else tensors[0].dtype)
+
+
+def closest_point(
+    mesh: TriangleMesh,
+    points: Float[Tensor, "N 3"],
+    frame: Int[Tensor, "N"] | int | None = None,
+    max_distance: float | None = None,
+) -> ClosestPoint:
+    """Closest point on frame ``frame[i]`` of ``mesh`` to ``points[i]``, within ``max_distance`` if given.
+
+    ``point``, ``bary`` and ``distance`` are differentiable with respect to ``points`` and
+    ``mesh.vertices``; ``sign`` comes from the angle-weighted pseudo-normal of the closest feature.
+    """
+    _check_points(mesh, "points", points)
+    check_positive("max_distance", max_distance)
+    n = points.shape[0]
+    frame = mesh.frame_index(frame, n)
+    face = torch.empty(n, dtype=torch.int32, device=mesh.device)
+    bary, point = (torch.empty(n, 3, device=mesh.device) for _ in range(2))
+    distance, sign = (torch.empty(n, device=mesh.device) for _ in range(2))
+    limit = _UNBOUNDED if max_distance is None else min(float(max_distance), _UNBOUNDED)
+    _warp.launch_rows(
+        _closest_point_kernel,
+        n,
+        [mesh.warp_mesh_ids(), limit],
+        [points.detach().float(), frame, face, bary, point, distance, sign],
+        mesh.device,
+    )
+    hit = face >= 0
+    face = face.long()
+    dtype = _query_dtype(mesh, points)
+    if dtype == torch.float32 and not _needs_grad(points, mesh.vertices):
+        # Warp's float32 answer is final: nothing to differentiate, nothing more precise to recompute.
+        return ClosestPoint(face=face, bary=bary, point=point, distance=distance, sign=sign, hit=hit)
+
+    tri = gather_triangles(mesh.vertices.to(dtype), mesh.faces, frame, face.clamp(min=0))
+    point, bary = closest_point_on_triangle(points.to(dtype), tri[:, 0], tri[:, 1], tri[:, 2])
+    distance = torch.linalg.vector_norm(points.to(dtype) - point, dim=-1)
+    miss = ~hit
+    return ClosestPoint(
+        face=face,
+        bary=bary.masked_fill(miss[:, None], 0.0),
+        point=point.masked_fill(miss[:, None], 0.0),
+        distance=distance.masked_fill(miss, math.inf),
+        sign=sign.to(dtype),
+        hit=hit,
+    )
+
+
+def ray_intersect(
+    mesh: TriangleMesh,
+    origins: Float[Tensor, "N 3"],
+    dirs: Float[Tensor, "N 3"],
+    frame: Int[Tensor, "N"] | int | None = None,
+    max_t: float | None = None,
+) -> RayHit:
+    """First intersection of each ray with frame ``frame[i]`` of ``mesh``, for ``0 <= t <= max_t``.
+
+    ``t`` and ``bary`` are differentiable with respect to ``origins``, ``dirs`` and ``mesh.vertices``.
+    """
+    _check_points(mesh, "origins", origins)
+    _check_points(mesh, "dirs", dirs, rows=origins.shape[0])
+    if (dirs.detach().abs().amax(dim=-1) == 0).any():
+        raise ValueError("dirs: expected non-zero ray directions, found a zero vector")
+    check_positive("max_t", max_t)
+    n = origins.shape[0]
+    frame = mesh.frame_index(frame, n)
+    face = torch.empty(n, dtype=torch.int32, device=mesh.device)
+    limit = _UNBOUNDED if max_t is None else min(float(max_t), _UNBOUNDED)
+    _warp.launch_rows(
+        _ray_face_kernel, n, [mesh.warp_mesh_ids(), limit], [origins.detach().float(), dirs.detach().float(), frame, face], mesh.device
+    )
+    hit = face >= 0
+    face = face.long().clamp(min=0)
+    dtype = _query_dtype(mesh, origins, dirs)
+    tri = gather_triangles(mesh.vertices.to(dtype), mesh.faces, frame, face)
+    t, bary = ray_triangle(origins.to(dtype), dirs.to(dtype), tri[:, 0], tri[:, 1], tri[:, 2])
+    normal = F.normalize(torch.linalg.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), dim=-1)
+    miss = ~hit
+    return RayHit(
+        hit=hit,
+        t=t.masked_fill(miss, math.inf),
+        face=face.masked_fill(miss, -1),
+        bary=bary.masked_fill(miss[:, None], 0.0),
+        normal=normal.masked_fill(miss[:, None], 0.0),
+    )
+
+
+def knn_vertices(
+    mesh: TriangleMesh, points: Float[Tensor, "N 3"], k: int, frame: Int[Tensor, "N"] | int | None = None
+) -> NearestVertices:
+    """The ``k`` (at most 16) nearest vertices of frame ``frame[i]`` to ``points[i]``, nearest first.
+
+    ``distance`` is differentiable with respect to ``points`` and ``mesh.vertices``.
+    """
+    _check_points(mesh, "points", points)
+    if not isinstance(k, int) or not 1 <= k <= min(MAX_KNN, mesh.num_vertices):
+        raise ValueError(f"k: expected an integer in [1, {min(MAX_KNN, mesh.num_vertices)}], got {k!r}")
+    n = points.shape[0]
+    frame = mesh.frame_index(frame, n)
+    index = torch.empty(n, k, dtype=torch.int32, device=mesh.device)
+    bvh_ids = mesh.warp_vertex_bvh_ids()
+    points32 = mesh.warp_points()
+    # Start the search at the mean edge length: most queries near the surface then need one pass.
+    edges = points32[:, mesh.faces[:, 1]] - points32[:, mesh.faces[:, 0]]
+    start = torch.linalg.vector_norm(edges, dim=-1).mean(dim=1).contiguous()
+    shared = [bvh_ids, _warp.to_warp(points32, wp.vec3), _warp.to_warp(start, wp.float32), k]
+    _warp.launch_rows(_knn_kernel, n, shared, [points.detach().float(), frame, index], mesh.device)
+    index = index.long()
+    dtype = _query_dtype(mesh, points)
+    nearest = mesh.vertices.to(dtype)[frame[:, None], index]
+    distance = torch.linalg.vector_norm(points.to(dtype)[:, None] - nearest, dim=-1)
+    return NearestVertices(index=index, distance=distance)

@@ -1,0 +1,110 @@
+"""TriangleMesh: input checks with clear errors, per-frame BVHs refit in place."""
+
+import math
+
+import pytest
+import torch
+
+from headfields.geometry import TriangleMesh, box, closest_point, head_proxy, knn_vertices, ray_intersect, sample_near_surface
+
+ERRORS = (ValueError, TypeError)  # ours, or the jaxtyping checker's (a TypeError) where it fires first
+
+
+def test_single_frame_vertices_get_a_frame_axis():
+    v, f = box()
+    mesh = TriangleMesh(v, f)
+    assert (mesh.num_frames, mesh.num_vertices, mesh.num_faces) == (1, 8, 12)
+    assert mesh.vertices.shape == (1, 8, 3) and mesh.faces.dtype == torch.long
+    assert "frames=1" in repr(mesh)
+
+
+@pytest.mark.parametrize(
+    "vertices, faces, match",
+    [
+        (torch.zeros(8, 2), box()[1], "vertices"),  # wrong shape
+        (torch.zeros(8, 3, dtype=torch.int64), box()[1], "vertices"),  # wrong dtype
+        (box()[0].masked_fill(torch.eye(8, 3, dtype=torch.bool), math.nan), box()[1], "vertices"),  # NaN
+        (torch.zeros(1, 0, 3), torch.zeros(0, 3, dtype=torch.long), "vertices"),  # no vertex
+        (box()[0], torch.zeros(0, 3, dtype=torch.long), "faces"),  # no triangle
+        (box()[0], box()[1].float(), "faces"),  # wrong dtype
+        (box()[0], box()[1][:, :2], "faces"),  # wrong shape
+        (box()[0], box()[1] + 1, "faces"),  # index 8 out of range
+        (box()[0], box()[1] - 1, "faces"),  # index -1 out of range
+        (box()[0], torch.tensor([[0, 1, 1]]), "zero area"),  # degenerate: repeated vertex
+        (torch.tensor([[0.0, 0, 0], [1, 0, 0], [2, 0, 0]]), torch.tensor([[0, 1, 2]]), "zero area"),  # collinear
+        (box()[0], box()[1].to("meta"), "faces"),  # other device
+    ],
+)
+def test_bad_mesh_input_raises_naming_the_argument(vertices, faces, match):
+    with pytest.raises(ERRORS, match=match):
+        TriangleMesh(vertices, faces)
+
+
+def test_bad_query_input_raises_naming_the_argument():
+    v, f = box()
+    mesh = TriangleMesh(torch.stack([v, v * 2]), f)
+    p = torch.zeros(4, 3)
+    with pytest.raises(ERRORS, match="frame"):
+        closest_point(mesh, p)  # two frames: frame is required
+    with pytest.raises(ERRORS, match="frame"):
+        closest_point(mesh, p, frame=2)
+    with pytest.raises(ERRORS, match="frame"):
+        closest_point(mesh, p, frame=torch.tensor([0, 1, 2, 0]))
+    with pytest.raises(ERRORS, match="frame"):
+        closest_point(mesh, p, frame=torch.zeros(3, dtype=torch.long))
+    with pytest.raises(ERRORS, match="points"):
+        closest_point(mesh, torch.tensor([[0.0, math.nan, 0.0]]), frame=0)
+    with pytest.raises(ERRORS, match="points"):
+        closest_point(mesh, torch.zeros(4, 3, dtype=torch.long), frame=0)
+    with pytest.raises(ERRORS, match="points"):
+        closest_point(mesh, torch.zeros(4, 3, device="meta"), frame=0)
+    with pytest.raises(ERRORS, match="max_distance"):
+        closest_point(mesh, p, frame=0, max_distance=-1.0)
+
+
+def test_update_checks_its_input():
+    v, f = box()
+    mesh = TriangleMesh(v, f)
+    with pytest.raises(ERRORS, match="vertices"):
+        mesh.update(torch.zeros(2, 8, 3))  # frame count differs
+    with pytest.raises(ERRORS, match="vertices"):
+        mesh.update(v.masked_fill(torch.eye(8, 3, dtype=torch.bool), math.inf))
+    with pytest.raises(ERRORS, match="zero area"):
+        mesh.update(v * torch.tensor([1.0, 1.0, 0.0]))  # flattened box: the z-faces collapse
+
+
+def test_refit_answers_like_a_fresh_build_without_rebuilding(device):
+    v, f = head_proxy(device=device)
+    mesh = TriangleMesh(v, f)
+    p = sample_near_surface(mesh, 2000, thickness=0.4)
+    dirs = torch.nn.functional.normalize(-p, dim=-1)
+    closest_point(mesh, p)  # builds the BVHs on the original vertices
+    knn_vertices(mesh, p, 4)
+    ids = (mesh.warp_mesh_ids().numpy().tolist(), mesh.warp_vertex_bvh_ids().numpy().tolist())
+
+    angle = torch.tensor(0.4)
+    c, s = torch.cos(angle), torch.sin(angle)
+    rotation = torch.tensor([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]], device=device)
+    moved = (v * torch.tensor([1.1, 0.9, 1.0], device=device)) @ rotation.T + 0.2
+    mesh.update(moved)
+    fresh = TriangleMesh(moved, f)
+
+    assert (mesh.warp_mesh_ids().numpy().tolist(), mesh.warp_vertex_bvh_ids().numpy().tolist()) == ids
+    a, b = closest_point(mesh, p), closest_point(fresh, p)
+    torch.testing.assert_close(a.distance, b.distance)
+    # Points agree except where two are equally close (deep inside, near the medial axis).
+    assert ((a.point - b.point).norm(dim=-1) < 1e-5).float().mean() > 0.99
+    ra, rb = ray_intersect(mesh, p * 3, dirs), ray_intersect(fresh, p * 3, dirs)
+    assert torch.equal(ra.hit, rb.hit)
+    torch.testing.assert_close(ra.t[ra.hit], rb.t[rb.hit])
+    torch.testing.assert_close(knn_vertices(mesh, p, 4).distance, knn_vertices(fresh, p, 4).distance)
+
+
+def test_vertices_keep_their_autograd_graph():
+    v, f = box(dtype=torch.float64)
+    scale = torch.tensor(1.5, dtype=torch.float64, requires_grad=True)
+    mesh = TriangleMesh(v * scale, f)
+    q = closest_point(mesh, torch.tensor([[0.0, 0.0, 2.0]], dtype=torch.float64))
+    (grad,) = torch.autograd.grad(q.distance.sum(), scale)
+    # distance = 2 - 0.5 * scale for a point above the top face
+    torch.testing.assert_close(grad, torch.tensor(-0.5, dtype=torch.float64))
