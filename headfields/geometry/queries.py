@@ -100,13 +100,13 @@ def _knn_kernel(
     while found < k:
         found = int(0)
         for j in range(MAX_KNN):
-            best_d[j] = 1.0e38
+            best_d[j] = wp.inf
             best_i[j] = -1
         query = wp.bvh_query_aabb(bvh_ids[f], p - wp.vec3(radius), p + wp.vec3(radius))
         v = int(0)
         while wp.bvh_query_next(query, v):
-            d = wp.length_sq(vertices[f, v] - p)
-            if d <= radius * radius:
+            d = wp.length(vertices[f, v] - p)
+            if d <= radius:
                 found += 1
                 if d < best_d[k - 1]:
                     # Insertion into the sorted top-k list.
@@ -227,21 +227,22 @@ def ray_intersect(
     frame: Int[Tensor, "N"] | int | None = None,
     max_t: float | None = None,
 ) -> RayHit:
-    """First intersection of each ray with frame ``frame[i]`` of ``mesh``, for ``0 <= t <= max_t``.
+    """First intersection of each ray with frame ``frame[i]`` of ``mesh``, for ``0 <= t < max_t``.
 
     ``t`` and ``bary`` are differentiable with respect to ``origins``, ``dirs`` and ``mesh.vertices``.
     """
     _check_points(mesh, "origins", origins)
     _check_points(mesh, "dirs", dirs, rows=origins.shape[0])
-    if (dirs.detach().abs().amax(dim=-1) == 0).any():
-        raise ValueError("dirs: expected non-zero ray directions, found a zero vector")
+    dirs32 = dirs.detach().float()
+    if (dirs32.abs().amax(dim=-1) == 0).any():
+        raise ValueError("dirs: expected non-zero ray directions (in float32), found a zero vector")
     check_positive("max_t", max_t)
     n = origins.shape[0]
     frame = mesh.frame_index(frame, n)
     face = torch.empty(n, dtype=torch.int32, device=mesh.device)
     limit = _UNBOUNDED if max_t is None else min(float(max_t), _UNBOUNDED)
     _warp.launch_rows(
-        _ray_face_kernel, n, [mesh.warp_mesh_ids(), limit], [origins.detach().float(), dirs.detach().float(), frame, face], mesh.device
+        _ray_face_kernel, n, [mesh.warp_mesh_ids(), limit], [origins.detach().float(), dirs32, frame, face], mesh.device
     )
     hit = face >= 0
     face = face.long().clamp(min=0)
@@ -267,7 +268,7 @@ def knn_vertices(
     ``distance`` is differentiable with respect to ``points`` and ``mesh.vertices``.
     """
     _check_points(mesh, "points", points)
-    if not isinstance(k, int) or not 1 <= k <= min(MAX_KNN, mesh.num_vertices):
+    if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= min(MAX_KNN, mesh.num_vertices):
         raise ValueError(f"k: expected an integer in [1, {min(MAX_KNN, mesh.num_vertices)}], got {k!r}")
     n = points.shape[0]
     frame = mesh.frame_index(frame, n)
@@ -279,6 +280,9 @@ def knn_vertices(
     start = torch.linalg.vector_norm(edges, dim=-1).mean(dim=1).contiguous()
     shared = [bvh_ids, _warp.to_warp(points32, wp.vec3), _warp.to_warp(start, wp.float32), k]
     _warp.launch_rows(_knn_kernel, n, shared, [points.detach().float(), frame, index], mesh.device)
+    if (index < 0).any():
+        row = int((index < 0).any(dim=1).nonzero()[0, 0])
+        raise ValueError(f"points: row {row} is too far from the mesh for float32 distances ({points[row].tolist()})")
     index = index.long()
     dtype = _query_dtype(mesh, points)
     nearest = mesh.vertices.to(dtype)[frame[:, None], index]

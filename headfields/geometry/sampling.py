@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -26,7 +27,7 @@ def sample_surface(mesh: TriangleMesh, n: int, frame: int | None = None, seed: i
 
     The same ``seed`` gives the same samples on every device (random numbers are drawn on the CPU).
     """
-    if not isinstance(n, int) or n < 0:
+    if not isinstance(n, int) or isinstance(n, bool) or n < 0:
         raise ValueError(f"n: expected a non-negative integer, got {n!r}")
     frame_id = int(mesh.frame_index(frame, 1)[0])
     vertices = mesh.vertices[frame_id]
@@ -53,8 +54,8 @@ def sample_near_surface(
 ) -> Float[Tensor, "N 3"]:
     """``n`` points within ``±thickness`` of the surface: area-weighted surface samples moved along their
     face normal by a uniform offset. Seeded like :func:`sample_surface`."""
-    if not thickness >= 0:
-        raise ValueError(f"thickness: expected a non-negative number, got {thickness}")
+    if not (math.isfinite(thickness) and thickness >= 0):
+        raise ValueError(f"thickness: expected a finite non-negative number, got {thickness}")
     s = sample_surface(mesh, n, frame=frame, seed=seed)
     generator = torch.Generator(device="cpu").manual_seed(seed + 1)
     offset = (torch.rand(n, 1, generator=generator, dtype=torch.float64) * 2 - 1) * thickness
