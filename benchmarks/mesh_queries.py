@@ -216,7 +216,9 @@ def closest_point_rows(w: Workload, device: torch.device, args: argparse.Namespa
         tm = trimesh_mesh(trimesh, w)
         query64 = w.points[:m].double().numpy()
         timing, (_, distance, _) = measure(
-            lambda: trimesh.proximity.closest_point(tm, query64), m, args.repeats,
+            lambda: trimesh.proximity.closest_point(tm, query64),
+            m,
+            args.repeats,
             warmup=lambda: trimesh.proximity.closest_point(tm, query64[:256]),
         )
         agreement = f"max abs Δdistance {max_abs(hf_distance[:m], distance):.2e}"
@@ -246,8 +248,7 @@ def ray_rows(w: Workload, device: torch.device, args: argparse.Namespace, peers:
         both = hit & hf_hit
         same_face = np.mean(out["primitive_ids"].numpy()[both].astype(np.int64) == hf_face[both])
         agreement = (
-            f"{hit_agreement(hf_hit, hit)}; max abs Δt {max_abs(hf_t[both], t[both]):.2e}; "
-            f"same face {100 * same_face:.3f} %"
+            f"{hit_agreement(hf_hit, hit)}; max abs Δt {max_abs(hf_t[both], t[both]):.2e}; same face {100 * same_face:.3f} %"
         )
         rows.append(Row(RAY, O3D_NAME, timing, agreement))
 
@@ -260,7 +261,9 @@ def ray_rows(w: Workload, device: torch.device, args: argparse.Namespace, peers:
         intersector = trimesh.ray.ray_triangle.RayMeshIntersector(trimesh_mesh(trimesh, w))
         o64, d64 = w.origins[:m].double().numpy(), w.dirs[:m].double().numpy()
         timing, face = measure(
-            lambda: intersector.intersects_first(o64, d64), m, args.repeats,
+            lambda: intersector.intersects_first(o64, d64),
+            m,
+            args.repeats,
             warmup=lambda: intersector.intersects_first(o64[:64], d64[:64]),
         )
         rows.append(Row(RAY, f"trimesh RayMeshIntersector (first {m:,})", timing, hit_agreement(hf_hit[:m], face >= 0)))

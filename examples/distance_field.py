@@ -64,7 +64,8 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(image).save(args.out)
     print(f"mesh: {mesh}")
-    print(f"slices z=0 | y=0 | x=0, {points.shape[0]} queries in {elapsed * 1e3:.1f} ms ({points.shape[0] / elapsed / 1e6:.2f} M points/s)")
+    rate = points.shape[0] / elapsed / 1e6
+    print(f"slices z=0 | y=0 | x=0: {points.shape[0]} queries in {elapsed * 1e3:.1f} ms ({rate:.2f} M points/s)")
     print(f"signed distance in [{sdf.min():.3f}, {sdf.max():.3f}]; wrote {args.out}")
 
 

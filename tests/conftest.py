@@ -18,3 +18,10 @@ DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 @pytest.fixture(params=DEVICES)
 def device(request) -> torch.device:
     return torch.device(request.param)
+
+
+@pytest.fixture
+def box_mesh(device):
+    from headfields.geometry import TriangleMesh, box
+
+    return TriangleMesh(*box(device=device))

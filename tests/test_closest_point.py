@@ -31,7 +31,9 @@ def test_box_distance_and_sign_are_exact(device, size):
     q = closest_point(TriangleMesh(v, f), p)
     assert q.hit.all()
     torch.testing.assert_close(q.signed_distance, truth, atol=1e-5, rtol=0)
-    torch.testing.assert_close(box_distance(q.point, torch.tensor(size, device=device) / 2), torch.zeros_like(truth), atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        box_distance(q.point, torch.tensor(size, device=device) / 2), torch.zeros_like(truth), atol=1e-5, rtol=0
+    )
 
 
 def test_sphere_distance_within_tessellation_error(device):
@@ -93,7 +95,9 @@ def test_flame_size_mesh_matches_trimesh():
     v, f = head_proxy()
     p = sample_near_surface(TriangleMesh(v, f), 3000, thickness=0.3, seed=3)
     q = closest_point(TriangleMesh(v, f), p)
-    peer_point, peer_distance, _ = trimesh.proximity.closest_point(trimesh.Trimesh(v.numpy(), f.numpy(), process=False), p.numpy())
+    peer_point, peer_distance, _ = trimesh.proximity.closest_point(
+        trimesh.Trimesh(v.numpy(), f.numpy(), process=False), p.numpy()
+    )
     np.testing.assert_allclose(q.distance.numpy(), peer_distance, atol=1e-5)
     # Closest points agree except where two are equally close (the medial axis); there only distances must.
     same = np.linalg.norm(q.point.numpy() - peer_point, axis=-1) < 1e-4
@@ -173,3 +177,12 @@ def test_cpu_launch_split_over_threads_gives_identical_results(monkeypatch):
     split = closest_point(TriangleMesh(v, f), p)
     assert sorted(launches) == [1250] * 4
     assert torch.equal(whole.face, split.face) and torch.equal(whole.point, split.point)
+
+
+def test_strided_views_are_read_correctly(device):
+    v, f = head_proxy(device=device)
+    mesh = TriangleMesh(v, f)
+    wide = torch.randn(500, 4, generator=torch.Generator().manual_seed(2)).to(device)
+    view = wide[:, 1:]  # [N,3] but not contiguous
+    q_view, q_copy = closest_point(mesh, view), closest_point(mesh, view.contiguous())
+    assert torch.equal(q_view.face, q_copy.face) and torch.equal(q_view.distance, q_copy.distance)

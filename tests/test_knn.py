@@ -11,12 +11,9 @@ from hypothesis import strategies as st
 
 from headfields.geometry import TriangleMesh, box, head_proxy, knn_vertices, uv_sphere
 
+from helpers import raises_naming
+
 HYPOTHESIS = settings(suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-
-
-def raises_naming(name: str):
-    """A ValueError/TypeError naming ``name``: the library's ``"name: ..."`` or jaxtyping's ``parameter 'name'``."""
-    return pytest.raises((ValueError, TypeError), match=rf"(^{name}:|parameter '{name}')")
 
 
 def brute_force(vertices: torch.Tensor, points: torch.Tensor, k: int):
@@ -212,12 +209,6 @@ def test_random_clouds_match_brute_force(device, seed, num_vertices, n, k, sprea
 
 
 # ---------------------------------------------------------------- bad input
-
-
-@pytest.fixture
-def box_mesh(device):
-    v, f = box(device=device)
-    return TriangleMesh(v, f)
 
 
 def test_bad_k(device, box_mesh):

@@ -15,14 +15,10 @@ from trimesh.ray.ray_triangle import RayMeshIntersector
 
 from headfields.geometry import TriangleMesh, box, head_proxy, ray_intersect, uv_sphere
 
+from helpers import raises_naming
+
 # Hypothesis reuses the (stateless) device fixture across examples.
 HYPOTHESIS = settings(suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-
-
-def raises_naming(name: str):
-    """Bad input raises a ValueError/TypeError that names ``name``: either the library's own
-    ``"name: expected ..."`` message or the jaxtyping checker's ``parameter 'name'``."""
-    return pytest.raises((ValueError, TypeError), match=rf"(^{name}:|parameter '{name}')")
 
 
 def random_dirs(g: torch.Generator, n: int, lo: float = 0.2, hi: float = 5.0) -> torch.Tensor:
@@ -130,9 +126,7 @@ def test_box_axis_aligned_rays_exact(device):
     h = ray_intersect(mesh, origins, dirs)
     assert h.hit.tolist() == [True] * 5 + [False]
     torch.testing.assert_close(h.t, expected_t, rtol=1e-6, atol=1e-6)
-    expected_normal = torch.tensor(
-        [[-1.0, 0, 0], [0, 1.0, 0], [0, 0, -1.0], [0, 0, 1.0], [-1.0, 0, 0], [0, 0, 0]], device=device
-    )
+    expected_normal = torch.tensor([[-1.0, 0, 0], [0, 1.0, 0], [0, 0, -1.0], [0, 0, 1.0], [-1.0, 0, 0], [0, 0, 0]], device=device)
     torch.testing.assert_close(h.normal, expected_normal, rtol=0, atol=1e-6)
     hit_point = origins[:5] + h.t[:5, None] * dirs[:5]
     torch.testing.assert_close(hit_point, (h.bary[:5, :, None] * v[f[h.face[:5]]]).sum(1), rtol=0, atol=1e-5)
@@ -155,7 +149,7 @@ def test_sphere_rays_from_centre_hit_within_chord_sag(device, dtype):
     origins = torch.zeros_like(dirs)
     h = ray_intersect(mesh, origins.to(device=device, dtype=dtype), dirs.to(device=device, dtype=dtype))
     assert h.hit.all()
-    dist = (h.t.cpu().double() * dirs.norm(dim=-1))
+    dist = h.t.cpu().double() * dirs.norm(dim=-1)
     assert (dist >= sag_bound - 1e-5).all() and (dist <= radius + 1e-5).all()
     # The ray leaves through the outside of the face: the outward normal is along the ray.
     assert ((h.normal.cpu().double() * dirs).sum(-1) > 0).all()
@@ -169,7 +163,9 @@ def test_non_unit_directions_scale_t(device):
     v, f = head_proxy(device=device)
     mesh = TriangleMesh(v, f)
     g = torch.Generator().manual_seed(2)
-    origins = (torch.nn.functional.normalize(torch.randn(500, 3, generator=g), dim=-1) * 0.6 * torch.rand(500, 1, generator=g)).to(device)  # inside the head
+    origins = (
+        torch.nn.functional.normalize(torch.randn(500, 3, generator=g), dim=-1) * 0.6 * torch.rand(500, 1, generator=g)
+    ).to(device)  # inside the head
     unit = torch.nn.functional.normalize(torch.randn(500, 3, generator=g), dim=-1).to(device)
     scale = (0.01 + 20 * torch.rand(500, 1, generator=g)).to(device)
     a = ray_intersect(mesh, origins, unit)
@@ -199,7 +195,9 @@ def test_max_t_turns_far_hits_into_misses(device):
     # max_t cuts at the first surface only: a ray from inside whose exit is beyond max_t misses.
     inside = ray_intersect(mesh, torch.zeros(1, 3, device=device), torch.tensor([[0.1, 0.0, 0.0]], device=device), max_t=5.0)
     assert not inside.hit[0] and inside.face[0] == -1
-    assert ray_intersect(mesh, torch.zeros(1, 3, device=device), torch.tensor([[0.1, 0.0, 0.0]], device=device), max_t=10.5).hit[0]
+    assert ray_intersect(mesh, torch.zeros(1, 3, device=device), torch.tensor([[0.1, 0.0, 0.0]], device=device), max_t=10.5).hit[
+        0
+    ]
 
 
 def test_rays_that_miss(device):
@@ -406,12 +404,6 @@ def test_hit_point_is_barycentric_combination(device, seed, n, spread, length):
 
 
 # ---------------------------------------------------------------- bad input
-
-
-@pytest.fixture
-def box_mesh(device):
-    v, f = box(device=device)
-    return TriangleMesh(v, f)
 
 
 def test_bad_origins(device, box_mesh):

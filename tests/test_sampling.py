@@ -13,12 +13,9 @@ from hypothesis import strategies as st
 
 from headfields.geometry import TriangleMesh, box, closest_point, head_proxy, sample_near_surface, sample_surface, uv_sphere
 
+from helpers import raises_naming
+
 HYPOTHESIS = settings(suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-
-
-def raises_naming(name: str):
-    """A ValueError/TypeError naming ``name``: the library's ``"name: ..."`` or jaxtyping's ``parameter 'name'``."""
-    return pytest.raises((ValueError, TypeError), match=rf"(^{name}:|parameter '{name}')")
 
 
 def on_box_surface(points: torch.Tensor, size: tuple[float, float, float], centre: torch.Tensor) -> torch.Tensor:

@@ -37,8 +37,10 @@ def warp_device(device: torch.device) -> wp.context.Device:
 
 
 def to_warp(x: torch.Tensor, dtype: Any) -> wp.array:
-    """Zero-copy view of a contiguous torch tensor as a Warp array of ``dtype``."""
-    return wp.from_torch(x.contiguous(), dtype=dtype)
+    """Zero-copy view of a contiguous torch tensor as a Warp array of ``dtype`` (a copy would lose writes)."""
+    if not x.is_contiguous():
+        raise RuntimeError("headfields internal error: Warp arrays must view contiguous tensors")
+    return wp.from_torch(x, dtype=dtype)
 
 
 def _spread_bits(x: torch.Tensor) -> torch.Tensor:
@@ -89,10 +91,10 @@ def launch_rows(
     wp_device = warp_device(device)
     # Compile before fanning out, so that worker threads do not race to build the same module.
     wp.load_module(kernel.module, device=wp_device)
-    shared = [_as_kernel_arg(value, p) for value, p in zip(shared, params)]
+    shared = [_as_kernel_arg(value, p) for value, p in zip(shared, params, strict=False)]
 
     def run(lo: int, hi: int) -> None:
-        arrays = [to_warp(t[lo:hi], p.type.dtype) for t, p in zip(per_row, params[len(shared) :])]
+        arrays = [to_warp(t[lo:hi], p.type.dtype) for t, p in zip(per_row, params[len(shared) :], strict=True)]
         wp.launch(kernel, dim=hi - lo, inputs=[*shared, *arrays], device=wp_device)
 
     if device.type == "cuda":
@@ -104,6 +106,6 @@ def launch_rows(
         run(0, rows)
         return
     bounds = torch.linspace(0, rows, threads + 1).round().long().tolist()
-    futures = [_pool(threads).submit(run, lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:])]
+    futures = [_pool(threads).submit(run, lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
     for f in futures:
         f.result()

@@ -106,7 +106,8 @@ class TriangleMesh:
     def warp_mesh_ids(self) -> wp.array:
         """Warp ids (``uint64 [B]``) of the per-frame triangle BVHs, built on first call."""
         if self._mesh_ids is None:
-            indices = _warp.to_warp(self.faces.to(torch.int32).reshape(-1), wp.int32)
+            self._faces32 = self.faces.to(torch.int32).reshape(-1)  # kept alive: Warp's meshes view it
+            indices = _warp.to_warp(self._faces32, wp.int32)
             self._meshes = [wp.Mesh(points=p, indices=indices) for p in self._frame_points()]
             self._mesh_ids = wp.array([m.id for m in self._meshes], dtype=wp.uint64, device=_warp.warp_device(self.device))
         return self._mesh_ids
@@ -120,7 +121,7 @@ class TriangleMesh:
             )
         return self._vertex_bvh_ids
 
-    def frame_index(self, frame: Int[Tensor, "N"] | int | None, count: int, name: str = "frame") -> Int[Tensor, "N"]:
+    def frame_index(self, frame: Int[Tensor, " N"] | int | None, count: int, name: str = "frame") -> Int[Tensor, " N"]:
         """Validate a per-sample frame argument and return it as int64 ``[count]`` on the mesh's device."""
         if frame is None:
             if self.num_frames != 1:
@@ -133,4 +134,4 @@ class TriangleMesh:
         check_shape(name, frame, [count])
         check_device(name, frame, self.device)
         check_int(name, frame, [count], upper=self.num_frames)
-        return frame.long()
+        return frame.long().contiguous()

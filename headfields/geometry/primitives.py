@@ -45,18 +45,26 @@ def box(
     # Vertex i has bits (x, y, z) = (i >> 2, i >> 1, i) & 1. Two triangles per side, outward.
     faces = torch.tensor(
         [
-            [0, 1, 3], [0, 3, 2],  # x = -0.5
-            [4, 6, 7], [4, 7, 5],  # x = +0.5
-            [0, 4, 5], [0, 5, 1],  # y = -0.5
-            [2, 3, 7], [2, 7, 6],  # y = +0.5
-            [0, 2, 6], [0, 6, 4],  # z = -0.5
-            [1, 5, 7], [1, 7, 3],  # z = +0.5
+            [0, 1, 3],
+            [0, 3, 2],  # x = -0.5
+            [4, 6, 7],
+            [4, 7, 5],  # x = +0.5
+            [0, 4, 5],
+            [0, 5, 1],  # y = -0.5
+            [2, 3, 7],
+            [2, 7, 6],  # y = +0.5
+            [0, 2, 6],
+            [0, 6, 4],  # z = -0.5
+            [1, 5, 7],
+            [1, 7, 3],  # z = +0.5
         ]
     )
     return (corners * torch.tensor(size, dtype=torch.float64)).to(dtype=dtype, device=device), faces.to(device)
 
 
-def head_proxy(dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> tuple[Float[Tensor, "V 3"], Int[Tensor, "F 3"]]:
+def head_proxy(
+    dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"
+) -> tuple[Float[Tensor, "V 3"], Int[Tensor, "F 3"]]:
     """A closed, FLAME-size stand-in for a head (5002 vertices, 10000 faces): an egg of half-axes
     0.8 x 0.95 x 1.1 with a nose bump along +x. For benchmarks and demos before a parametric head is loaded."""
     v, f = uv_sphere(dtype=torch.float64)

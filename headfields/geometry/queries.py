@@ -7,6 +7,7 @@ query points and the mesh vertices.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import no_type_check
@@ -144,15 +145,15 @@ class ClosestPoint:
     """Closest point on the mesh for each query. Misses (beyond ``max_distance``) have ``hit`` False,
     ``face`` -1, zero ``bary``, ``point`` and ``sign``, and infinite ``distance``."""
 
-    face: Int[Tensor, "N"]
+    face: Int[Tensor, " N"]
     bary: Float[Tensor, "N 3"]  # weights of the face's corners mesh.faces[face]
     point: Float[Tensor, "N 3"]
-    distance: Float[Tensor, "N"]  # unsigned
-    sign: Float[Tensor, "N"]  # -1 inside, +1 outside (meaningful for closed meshes)
-    hit: Bool[Tensor, "N"]
+    distance: Float[Tensor, " N"]  # unsigned
+    sign: Float[Tensor, " N"]  # -1 inside, +1 outside (meaningful for closed meshes)
+    hit: Bool[Tensor, " N"]
 
     @property
-    def signed_distance(self) -> Float[Tensor, "N"]:
+    def signed_distance(self) -> Float[Tensor, " N"]:
         return self.sign * self.distance
 
 
@@ -161,9 +162,9 @@ class RayHit:
     """First hit of each ray (either side of a triangle). Misses have ``hit`` False, ``face`` -1, infinite
     ``t`` and zero ``bary`` and ``normal``. ``t`` is in units of the ray direction: hit = origin + t * dir."""
 
-    hit: Bool[Tensor, "N"]
-    t: Float[Tensor, "N"]
-    face: Int[Tensor, "N"]
+    hit: Bool[Tensor, " N"]
+    t: Float[Tensor, " N"]
+    face: Int[Tensor, " N"]
     bary: Float[Tensor, "N 3"]
     normal: Float[Tensor, "N 3"]  # unit geometric normal of the hit face, (b - a) x (c - a)
 
@@ -187,13 +188,14 @@ def _needs_grad(*tensors: Tensor) -> bool:
 
 
 def _query_dtype(mesh: TriangleMesh, *tensors: Tensor) -> torch.dtype:
-    return torch.promote_types(mesh.vertices.dtype, torch.result_type(*tensors) if len(tensors) > 1 else tensors[0].dtype)
+    """The dtype torch recomputes in: the widest of the mesh's and the queries'."""
+    return functools.reduce(torch.promote_types, [t.dtype for t in tensors], mesh.vertices.dtype)
 
 
 def closest_point(
     mesh: TriangleMesh,
     points: Float[Tensor, "N 3"],
-    frame: Int[Tensor, "N"] | int | None = None,
+    frame: Int[Tensor, " N"] | int | None = None,
     max_distance: float | None = None,
 ) -> ClosestPoint:
     """Closest point on frame ``frame[i]`` of ``mesh`` to ``points[i]``, within ``max_distance`` if given.
@@ -209,7 +211,7 @@ def closest_point(
     bary, point = (torch.empty(n, 3, device=mesh.device) for _ in range(2))
     distance, sign = (torch.empty(n, device=mesh.device) for _ in range(2))
     limit = _UNBOUNDED if max_distance is None else min(float(max_distance), _UNBOUNDED)
-    points32 = points.detach().float()
+    points32 = points.detach().float().contiguous()
     _warp.launch_rows(
         _closest_point_kernel,
         n,
@@ -242,7 +244,7 @@ def ray_intersect(
     mesh: TriangleMesh,
     origins: Float[Tensor, "N 3"],
     dirs: Float[Tensor, "N 3"],
-    frame: Int[Tensor, "N"] | int | None = None,
+    frame: Int[Tensor, " N"] | int | None = None,
     max_t: float | None = None,
 ) -> RayHit:
     """First intersection of each ray with frame ``frame[i]`` of ``mesh``, for ``0 <= t < max_t``.
@@ -251,7 +253,7 @@ def ray_intersect(
     """
     _check_points(mesh, "origins", origins)
     _check_points(mesh, "dirs", dirs, rows=origins.shape[0])
-    dirs32 = dirs.detach().float()
+    dirs32 = dirs.detach().float().contiguous()
     if (dirs32.abs().amax(dim=-1) == 0).any():
         raise ValueError("dirs: expected non-zero ray directions (in float32), found a zero vector")
     check_positive("max_t", max_t)
@@ -266,7 +268,7 @@ def ray_intersect(
     _warp.launch_rows(
         _ray_kernel,
         n,
-        [mesh.warp_mesh_ids(), limit, origins.detach().float(), dirs32, frame, face, t, bary, normal],
+        [mesh.warp_mesh_ids(), limit, origins.detach().float().contiguous(), dirs32, frame, face, t, bary, normal],
         [order],
         mesh.device,
     )
@@ -290,7 +292,7 @@ def ray_intersect(
 
 
 def knn_vertices(
-    mesh: TriangleMesh, points: Float[Tensor, "N 3"], k: int, frame: Int[Tensor, "N"] | int | None = None
+    mesh: TriangleMesh, points: Float[Tensor, "N 3"], k: int, frame: Int[Tensor, " N"] | int | None = None
 ) -> NearestVertices:
     """The ``k`` (at most 16) nearest vertices of frame ``frame[i]`` to ``points[i]``, nearest first.
 
@@ -307,7 +309,7 @@ def knn_vertices(
     # Start the search at the mean edge length: most queries near the surface then need one pass.
     edges = vertices32[:, mesh.faces[:, 1]] - vertices32[:, mesh.faces[:, 0]]
     start = torch.linalg.vector_norm(edges, dim=-1).mean(dim=1).contiguous()
-    queries = points.detach().float()
+    queries = points.detach().float().contiguous()
     shared = [bvh_ids, vertices32, start, k, queries, frame, index]
     _warp.launch_rows(_knn_kernel, n, shared, [_warp.morton_order(queries)], mesh.device)
     if (index < 0).any():

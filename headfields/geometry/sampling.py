@@ -16,10 +16,10 @@ from .triangles import face_areas, face_normals
 @dataclass
 class SurfaceSamples:
     point: Float[Tensor, "N 3"]  # differentiable w.r.t. mesh.vertices
-    face: Int[Tensor, "N"]
+    face: Int[Tensor, " N"]
     bary: Float[Tensor, "N 3"]
     normal: Float[Tensor, "N 3"]  # unit geometric normal of the face
-    frame: Int[Tensor, "N"]
+    frame: Int[Tensor, " N"]
 
 
 def sample_surface(mesh: TriangleMesh, n: int, frame: int | None = None, seed: int = 0) -> SurfaceSamples:

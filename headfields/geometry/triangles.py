@@ -26,7 +26,7 @@ def _safe_div(num: Tensor, den: Tensor) -> Tensor:
 
 
 def gather_triangles(
-    vertices: Float[Tensor, "B V 3"], faces: Int[Tensor, "F 3"], frame: Int[Tensor, "N"], face: Int[Tensor, "N"]
+    vertices: Float[Tensor, "B V 3"], faces: Int[Tensor, "F 3"], frame: Int[Tensor, " N"], face: Int[Tensor, " N"]
 ) -> Float[Tensor, "N 3 3"]:
     """Corners ``[N, corner, xyz]`` of triangle ``face[i]`` in frame ``frame[i]``."""
     return vertices[frame[:, None], faces[face]]
@@ -85,8 +85,12 @@ def closest_point_on_triangle(
 
 
 def ray_triangle(
-    origins: Float[Tensor, "N 3"], dirs: Float[Tensor, "N 3"], a: Float[Tensor, "N 3"], b: Float[Tensor, "N 3"], c: Float[Tensor, "N 3"]
-) -> tuple[Float[Tensor, "N"], Float[Tensor, "N 3"]]:
+    origins: Float[Tensor, "N 3"],
+    dirs: Float[Tensor, "N 3"],
+    a: Float[Tensor, "N 3"],
+    b: Float[Tensor, "N 3"],
+    c: Float[Tensor, "N 3"],
+) -> tuple[Float[Tensor, " N"], Float[Tensor, "N 3"]]:
     """Ray parameter ``t`` (hit = origin + t * dir) and barycentrics of the hit on the plane of ``(a, b, c)``.
 
     Möller–Trumbore without the inside test: callers pass triangles known to be hit. A ray parallel to its
