@@ -13,6 +13,7 @@ demo: setup
 	$(PYTHON) examples/distance_field.py --out outputs/distance_field.png
 
 test: setup
+	$(PYTHON) -m ruff check .
 	$(PYTHON) -m pytest -q
 
 bench: setup

@@ -4,8 +4,19 @@ import math
 
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
-from headfields.geometry import TriangleMesh, box, closest_point, head_proxy, knn_vertices, ray_intersect, sample_near_surface
+from headfields.geometry import (
+    TriangleMesh,
+    box,
+    closest_point,
+    head_proxy,
+    knn_vertices,
+    ray_intersect,
+    sample_near_surface,
+    uv_sphere,
+)
 
 ERRORS = (ValueError, TypeError)  # ours, or the jaxtyping checker's (a TypeError) where it fires first
 
@@ -108,3 +119,22 @@ def test_vertices_keep_their_autograd_graph():
     (grad,) = torch.autograd.grad(q.distance.sum(), scale)
     # distance = 2 - 0.5 * scale for a point above the top face
     torch.testing.assert_close(grad, torch.tensor(-0.5, dtype=torch.float64))
+
+
+@given(
+    scale=st.tuples(*[st.floats(0.5, 2.0)] * 3),
+    jitter_seed=st.integers(0, 2**31 - 1),
+    point_seed=st.integers(0, 2**31 - 1),
+)
+def test_refit_equals_fresh_build_for_any_deformation(scale, jitter_seed, point_seed):
+    v, f = uv_sphere(8, 12)
+    mesh = TriangleMesh(v, f)
+    g = torch.Generator().manual_seed(point_seed)
+    p = torch.randn(200, 3, generator=g) * 1.5
+    closest_point(mesh, p)  # build on the original vertices
+    jitter = 0.05 * torch.randn(v.shape, generator=torch.Generator().manual_seed(jitter_seed))
+    moved = v * torch.tensor(scale) + jitter
+    mesh.update(moved)
+    refit, fresh = closest_point(mesh, p), closest_point(TriangleMesh(moved, f), p)
+    torch.testing.assert_close(refit.distance, fresh.distance)
+    torch.testing.assert_close(refit.sign, fresh.sign)
