@@ -1,21 +1,27 @@
 # The two commands of the README: `make demo` (main job) and `make test`. Both set up first.
+#
+# Set-up makes a virtual environment in $(VENV) that also sees the packages of the Python that creates it
+# (--system-site-packages), so an installed torch (a CUDA build, say) is used as it is. torch is installed
+# only where none is importable; TORCH_SPEC picks which.
 PYTHON ?= python3
-# Installed only where torch is missing, so a GPU user's own torch build is kept.
+VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
+PY := $(VENV)/bin/python
 
 .PHONY: setup demo test bench
 
 setup:
-	@$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install "$(TORCH_SPEC)"
-	$(PYTHON) -m pip install --quiet -e ".[dev]"
+	@test -x $(PY) || $(PYTHON) -m venv --system-site-packages $(VENV)
+	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install "$(TORCH_SPEC)"
+	$(PY) -m pip install --quiet -e ".[dev]"
 
 demo: setup
-	$(PYTHON) examples/distance_field.py --out outputs/distance_field.png
+	$(PY) examples/distance_field.py --out outputs/distance_field.png
 
 test: setup
-	$(PYTHON) -m ruff check .
-	$(PYTHON) -m pytest -q
+	$(PY) -m ruff check .
+	$(PY) -m pytest -q
 
 bench: setup
-	$(PYTHON) -m pip install --quiet -e ".[bench]"
-	$(PYTHON) benchmarks/mesh_queries.py
+	$(PY) -m pip install --quiet -e ".[bench]"
+	$(PY) benchmarks/mesh_queries.py

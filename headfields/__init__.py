@@ -1,7 +1,7 @@
 """headfields: differentiable head-avatar primitives on CPU and GPU.
 
-Subpackages: ``geometry`` (mesh kernels), ``parametric``, ``deformers``, ``encoders``, ``decoders``,
-``renderers``, ``data``, ``models``. Import what you need, e.g. ``from headfields.geometry import closest_point``.
+Available now: ``headfields.geometry`` (meshes and Warp mesh kernels). The parametric heads, data, deformers,
+encoders, decoders, renderers and paper models follow (see the README's primitive table).
 """
 
 __version__ = "0.1.0"

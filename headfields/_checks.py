@@ -2,49 +2,67 @@
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 
+import numpy as np
 import torch
+
+# A Python or numpy integer: what arguments such as counts and frame numbers accept.
+IntLike = int | np.integer
 
 
 def _shape_str(shape: Sequence[int | str | None]) -> str:
     return "[" + ", ".join("*" if s is None else str(s) for s in shape) + "]"
 
 
-def check_shape(name: str, x: torch.Tensor, shape: Sequence[int | str | None]) -> None:
-    """Check ``x`` has ``len(shape)`` dims; int entries must match, None/str entries are free."""
+def check_shape(name: str, x: torch.Tensor, shape: Sequence[int | str | None], device: torch.device | None = None) -> None:
+    """Check ``x`` is a tensor with ``len(shape)`` dims (int entries must match; None/str are free) on ``device``."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name}: expected a torch.Tensor of shape {_shape_str(shape)}, got {type(x).__name__}")
     ok = x.dim() == len(shape) and all(not isinstance(s, int) or x.shape[i] == s for i, s in enumerate(shape))
     if not ok:
         raise ValueError(f"{name}: expected shape {_shape_str(shape)}, got {list(x.shape)}")
+    if device is not None and x.device != device:
+        raise ValueError(f"{name}: expected a tensor on {device} (the mesh's device), got one on {x.device}")
 
 
-def check_float(name: str, x: torch.Tensor, shape: Sequence[int | str | None]) -> None:
-    """A floating tensor of the given shape with only finite values."""
-    check_shape(name, x, shape)
+def check_float(name: str, x: torch.Tensor, shape: Sequence[int | str | None], device: torch.device | None = None) -> None:
+    """A floating tensor of the given shape (and device) with only finite values."""
+    check_shape(name, x, shape, device)
     if not x.is_floating_point():
         raise TypeError(f"{name}: expected a floating-point tensor, got {x.dtype}")
+    check_finite(name, x)
+
+
+def check_finite(name: str, x: torch.Tensor, what: str = "finite values") -> None:
     bad = ~torch.isfinite(x)
     if bad.any():
         row = int(bad.reshape(x.shape[0], -1).any(dim=1).nonzero()[0, 0]) if x.dim() else 0
-        raise ValueError(f"{name}: expected finite values, found NaN or Inf (first at index {row})")
+        raise ValueError(f"{name}: expected {what}, found NaN or Inf (first in row {row})")
 
 
-def check_int(name: str, x: torch.Tensor, shape: Sequence[int | str | None], upper: int | None = None) -> None:
-    """An integer tensor of the given shape with values in ``[0, upper)``."""
-    check_shape(name, x, shape)
+def check_int(
+    name: str, x: torch.Tensor, shape: Sequence[int | str | None], upper: int | None = None, device: torch.device | None = None
+) -> None:
+    """An integer index tensor of the given shape (and device) with values in ``[0, upper)``."""
+    check_shape(name, x, shape, device)
     if x.dtype.is_floating_point or x.dtype.is_complex or x.dtype == torch.bool:
         raise TypeError(f"{name}: expected an integer tensor, got {x.dtype}")
-    if upper is not None and x.numel() > 0:
+    if x.numel() > 0:
         lo, hi = int(x.min()), int(x.max())
-        if lo < 0 or hi >= upper:
-            raise ValueError(f"{name}: expected indices in [0, {upper}), got values in [{lo}, {hi}]")
+        if lo < 0 or (upper is not None and hi >= upper):
+            expected = f"[0, {upper})" if upper is not None else "non-negative values"
+            raise ValueError(f"{name}: expected indices in {expected}, got values in [{lo}, {hi}]")
 
 
-def check_device(name: str, x: torch.Tensor, device: torch.device) -> None:
-    if x.device != device:
-        raise ValueError(f"{name}: expected a tensor on {device} (the mesh's device), got one on {x.device}")
+def check_count(name: str, value: object, lo: int, hi: int | None = None) -> int:
+    """A Python or numpy integer (not a bool) in ``[lo, hi]``; returned as an int."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name}: expected an integer, got {value!r}")
+    if value < lo or (hi is not None and value > hi):
+        raise ValueError(f"{name}: expected an integer in [{lo}, {hi if hi is not None else 'inf'}], got {value}")
+    return int(value)
 
 
 def check_positive(name: str, value: float | int | None) -> None:

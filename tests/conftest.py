@@ -11,8 +11,8 @@ settings.register_profile("dev", deadline=None, max_examples=60, suppress_health
 settings.register_profile("ci", deadline=None, max_examples=30, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
-# CUDA cases are collected only where a GPU exists; on CPU-only machines they are absent, not skipped.
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+# Every device test also runs on CUDA; on a machine without a GPU those cases show as skipped (see -ra).
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device"))]
 
 
 @pytest.fixture(params=DEVICES)

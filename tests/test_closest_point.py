@@ -72,10 +72,12 @@ def triangle_soups(draw) -> np.ndarray:
 query_points = arrays(np.float64, st.tuples(st.integers(1, 20), st.just(3)), elements=st.floats(-2, 2, width=32))
 
 
-@given(tris=triangle_soups(), points=query_points)
-def test_closest_point_matches_brute_force_over_every_triangle(tris, points):
-    mesh = TriangleMesh(torch.tensor(tris.reshape(-1, 3), dtype=torch.float32), torch.arange(3 * len(tris)).reshape(-1, 3))
-    q = closest_point(mesh, torch.tensor(points, dtype=torch.float32))
+@given(tris=triangle_soups(), points=query_points, dtype=st.sampled_from([torch.float32, torch.float64]))
+def test_closest_point_matches_brute_force_over_every_triangle(tris, points, dtype):
+    """float32 exercises Warp's own answer, float64 the torch recomputation on Warp's face."""
+    mesh = TriangleMesh(torch.tensor(tris.reshape(-1, 3), dtype=dtype), torch.arange(3 * len(tris)).reshape(-1, 3))
+    q = closest_point(mesh, torch.tensor(points, dtype=dtype))
+    assert q.distance.dtype == dtype
     # trimesh's point-triangle distance, from every point to every triangle.
     pairs_p = np.repeat(points, len(tris), axis=0)
     pairs_t = np.tile(tris, (len(points), 1, 1))
@@ -156,13 +158,33 @@ def test_gradcheck_point_and_distance_wrt_points_and_vertices():
     assert torch.autograd.gradcheck(fn, (p, v), eps=1e-6, atol=1e-5)
 
 
-def test_distance_gradient_is_unit_direction_away_from_closest_point():
-    v, f, p = small_mesh_and_points(1)
-    p.requires_grad_(True)
+def test_distance_gradient_outside_a_box_points_away_from_it():
+    # Outside an axis-aligned box the closest point is the clamp of p to the box, so the gradient of the
+    # distance is normalize(p - clamp(p)): a face normal, or a direction from an edge or a corner.
+    half = torch.tensor([0.5, 1.0, 1.5], dtype=torch.float64)
+    v, f = box(tuple((2 * half).tolist()), dtype=torch.float64)
+    g = torch.Generator().manual_seed(4)
+    p = (torch.rand(500, 3, generator=g, dtype=torch.float64) * 2 - 1) * 3
+    p = p[((p.abs() - half) > 0.05).any(dim=-1)].requires_grad_(True)
     q = closest_point(TriangleMesh(v, f), p)
     (grad,) = torch.autograd.grad(q.distance.sum(), p)
-    expected = (p - q.point).detach() / q.distance.detach()[:, None]
-    torch.testing.assert_close(grad, expected)
+    clamped = torch.maximum(torch.minimum(p.detach(), half), -half)
+    torch.testing.assert_close(grad, torch.nn.functional.normalize(p.detach() - clamped, dim=-1))
+
+
+def test_signed_distance_of_a_miss_is_infinite_not_nan():
+    v, f = box()
+    q = closest_point(TriangleMesh(v, f), torch.tensor([[0.0, 0.0, 0.6], [0.0, 0.0, 3.0]]), max_distance=1.0)
+    assert q.hit.tolist() == [True, False]
+    assert torch.isclose(q.signed_distance[0], torch.tensor(0.1)) and q.signed_distance[1] == math.inf
+
+
+def test_queries_outside_float32_range_raise():
+    v, f = box(dtype=torch.float64)
+    mesh = TriangleMesh(v, f)
+    far = torch.tensor([[1e39, 0.0, 0.0]], dtype=torch.float64)
+    with pytest.raises(ValueError, match="points: expected values within float32 range"):
+        closest_point(mesh, far)
 
 
 def test_cpu_launch_split_over_threads_gives_identical_results(monkeypatch):

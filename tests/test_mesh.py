@@ -1,7 +1,10 @@
 """TriangleMesh: input checks with clear errors, per-frame BVHs refit in place."""
 
 import math
+import os
+import signal
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given
@@ -138,3 +141,55 @@ def test_refit_equals_fresh_build_for_any_deformation(scale, jitter_seed, point_
     refit, fresh = closest_point(mesh, p), closest_point(TriangleMesh(moved, f), p)
     torch.testing.assert_close(refit.distance, fresh.distance)
     torch.testing.assert_close(refit.sign, fresh.sign)
+
+
+def test_in_place_vertex_changes_are_picked_up_by_the_next_query():
+    v, f = box()
+    vertices = torch.nn.Parameter(v.clone())
+    mesh = TriangleMesh(vertices, f)
+    p = torch.tensor([[0.0, 0.0, 0.7], [0.0, 0.0, 0.0]])
+    torch.testing.assert_close(closest_point(mesh, p).signed_distance, torch.tensor([0.2, -0.5]))
+    with torch.no_grad():
+        vertices.mul_(4.0)  # as an optimiser step would
+    torch.testing.assert_close(closest_point(mesh, p).signed_distance, torch.tensor([-1.3, -2.0]))
+    torch.testing.assert_close(knn_vertices(mesh, p[1:], 1).distance, torch.tensor([[2 * math.sqrt(3.0)]]))
+
+
+def test_meshes_outside_float32_range_raise():
+    v, f = box(dtype=torch.float64)
+    with pytest.raises(ValueError, match="vertices: expected values within float32 range"):
+        TriangleMesh(v * 1e39, f)
+    with pytest.raises(ValueError, match="zero area"):
+        TriangleMesh(v * 1e-40, f)  # underflows to a point in float32
+
+
+def test_numpy_integers_are_accepted_for_counts_and_frames():
+    v, f = box()
+    mesh = TriangleMesh(torch.stack([v, 2 * v]), f)
+    p = torch.zeros(2, 3)
+    assert knn_vertices(mesh, p, np.int64(2), frame=np.int64(1)).index.shape == (2, 2)
+    with pytest.raises(TypeError, match="k"):
+        knn_vertices(mesh, p, True, frame=0)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
+def test_split_launches_work_in_a_forked_child():
+    v, f = head_proxy()
+    mesh = TriangleMesh(v, f)
+    p = sample_near_surface(mesh, 40_000, thickness=0.2)  # large enough to use the thread pool
+    expected = closest_point(mesh, p).distance
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child, a DataLoader worker say: it must never return into pytest
+        try:
+            signal.alarm(60)  # a hang kills the child, and the parent reads no answer
+            torch.set_num_threads(1)  # as DataLoader workers do: torch's own OpenMP pool does not survive fork
+            ok = torch.equal(closest_point(mesh, p).distance, expected)
+            os.write(write, b"1" if ok else b"0")
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        answer = pipe.read()
+    os.waitpid(pid, 0)
+    assert answer == b"1"

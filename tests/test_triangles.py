@@ -116,3 +116,23 @@ def test_bad_faces_raise(fn):
     v, f = uv_sphere(4, 6)
     with pytest.raises((ValueError, TypeError), match="faces"):
         fn(v, f.float()) if fn is triangle_frames else fn(f.float())
+
+
+def test_triangle_frames_refuse_degenerate_triangles():
+    v = torch.tensor([[0.0, 0, 0], [1, 0, 0], [0, 1, 0], [2, 0, 0]])
+    with pytest.raises(ValueError, match="zero area"):
+        triangle_frames(v, torch.tensor([[0, 1, 2], [0, 1, 3]]))  # the second is collinear
+
+
+def test_face_adjacency_refuses_negative_indices():
+    with pytest.raises(ValueError, match="faces"):
+        face_adjacency(torch.tensor([[0, 1, 2], [-1, 2, 1]]))
+
+
+@pytest.mark.parametrize("fn", [face_normals, face_areas])
+def test_face_normals_and_areas_check_their_input(fn):
+    v, f = uv_sphere(4, 6)
+    with pytest.raises((ValueError, TypeError), match="faces"):
+        fn(v, f + len(v))
+    with pytest.raises((ValueError, TypeError), match="vertices"):
+        fn(v[:, :2], f)

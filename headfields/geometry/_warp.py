@@ -1,13 +1,15 @@
 """Warp set-up and launches: the one place that turns torch tensors into Warp arrays.
 
-On CUDA a launch runs on torch's current stream. On CPU Warp runs a launch on one thread and releases the
-GIL, so a large launch is split into row chunks that run concurrently on a thread pool.
+On CUDA, Warp work (launches, BVH builds and refits) runs on torch's current stream, so it is ordered with
+the torch operations around it. On CPU Warp runs a launch on one thread and releases the GIL, so a large
+launch is split into row chunks that run concurrently on a thread pool.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 from typing import Any
@@ -15,10 +17,13 @@ from typing import Any
 import torch
 import warp as wp
 
-wp.config.log_level = wp.LOG_WARNING  # no banner or per-module compile messages
+# Warp's config is process-wide. Unless the user has changed it, drop Warp's per-module "load took ... ms"
+# messages; warnings still show.
+if wp.config.log_level == wp.LOG_INFO:
+    wp.config.log_level = wp.LOG_WARNING
 wp.init()
 
-# Below this many rows a CPU launch is not worth splitting: thread hand-off costs more than it saves.
+# Below this many rows per thread a CPU launch is not split: thread hand-off would cost more than it saves.
 MIN_ROWS_PER_THREAD = 8192
 
 
@@ -28,12 +33,27 @@ def num_cpu_threads() -> int:
 
 
 @cache
-def _pool(workers: int) -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="headfields-warp")
+def _pool() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=num_cpu_threads(), thread_name_prefix="headfields-warp")
+
+
+# A forked child (a DataLoader worker, say) inherits the pool object but not its threads: start a new one.
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_pool.cache_clear)
 
 
 def warp_device(device: torch.device) -> wp.context.Device:
     return wp.device_from_torch(device)
+
+
+@contextlib.contextmanager
+def torch_stream(device: torch.device) -> Iterator[None]:
+    """Run the Warp work inside on torch's current stream of ``device`` (nothing to do on CPU)."""
+    if device.type == "cuda":
+        with wp.ScopedStream(wp.stream_from_torch(device)):
+            yield
+    else:
+        yield
 
 
 def to_warp(x: torch.Tensor, dtype: Any) -> wp.array:
@@ -55,7 +75,7 @@ def morton_order(points: torch.Tensor) -> torch.Tensor:
     """A permutation (int64 ``[N]``) visiting ``points [N,3]`` along a Z-order curve on a 1024³ grid.
 
     Queries launched in this order walk the same BVH nodes one after another, which keeps them in cache:
-    about 15% faster closest-point queries on CPU (benchmarks/mesh_queries.py), sort included.
+    closest-point queries on CPU run about 15% faster, sort included (benchmarks/mesh_queries.py).
     """
     if points.shape[0] == 0:
         return torch.zeros(0, dtype=torch.long, device=points.device)
@@ -65,17 +85,8 @@ def morton_order(points: torch.Tensor) -> torch.Tensor:
     return torch.argsort(code, stable=True)
 
 
-def _as_kernel_arg(value: Any, param: Any) -> Any:
-    return to_warp(value, param.type.dtype) if isinstance(value, torch.Tensor) else value
-
-
 def launch_rows(
-    kernel: wp.Kernel,
-    rows: int,
-    shared: Sequence[Any],
-    per_row: Sequence[torch.Tensor],
-    device: torch.device,
-    min_rows_per_thread: int | None = None,
+    kernel: wp.Kernel, rows: int, shared: Sequence[Any], per_row: Sequence[torch.Tensor], device: torch.device
 ) -> None:
     """Launch ``kernel`` over ``rows`` threads.
 
@@ -85,27 +96,27 @@ def launch_rows(
     """
     if rows == 0:
         return
-    params = kernel.adj.args
+    params = kernel.adj.args  # the kernel's declared parameters (Warp has no public accessor)
     if len(params) != len(shared) + len(per_row):
         raise RuntimeError(f"{kernel.key}: expected {len(params)} arguments, got {len(shared) + len(per_row)}")
     wp_device = warp_device(device)
     # Compile before fanning out, so that worker threads do not race to build the same module.
     wp.load_module(kernel.module, device=wp_device)
-    shared = [_as_kernel_arg(value, p) for value, p in zip(shared, params, strict=False)]
+    shared = [to_warp(v, p.type.dtype) if isinstance(v, torch.Tensor) else v for v, p in zip(shared, params, strict=False)]
 
     def run(lo: int, hi: int) -> None:
         arrays = [to_warp(t[lo:hi], p.type.dtype) for t, p in zip(per_row, params[len(shared) :], strict=True)]
         wp.launch(kernel, dim=hi - lo, inputs=[*shared, *arrays], device=wp_device)
 
     if device.type == "cuda":
-        with wp.ScopedStream(wp.stream_from_torch(device)):
+        with torch_stream(device):
             run(0, rows)
         return
-    threads = min(num_cpu_threads(), max(1, rows // (min_rows_per_thread or MIN_ROWS_PER_THREAD)))
+    threads = min(num_cpu_threads(), max(1, rows // MIN_ROWS_PER_THREAD))
     if threads == 1:
         run(0, rows)
         return
     bounds = torch.linspace(0, rows, threads + 1).round().long().tolist()
-    futures = [_pool(threads).submit(run, lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
+    futures = [_pool().submit(run, lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
     for f in futures:
         f.result()

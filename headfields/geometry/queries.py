@@ -18,7 +18,7 @@ import warp as wp
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from .._checks import check_device, check_float, check_positive, check_shape
+from .._checks import IntLike, check_count, check_finite, check_float, check_positive
 from . import _warp
 from .mesh import TriangleMesh
 from .triangles import closest_point_on_triangle, gather_triangles, ray_triangle
@@ -154,7 +154,8 @@ class ClosestPoint:
 
     @property
     def signed_distance(self) -> Float[Tensor, " N"]:
-        return self.sign * self.distance
+        """``sign * distance``; +inf for misses, whose side is unknown."""
+        return torch.where(self.hit, self.sign * self.distance, self.distance)
 
 
 @dataclass
@@ -177,10 +178,12 @@ class NearestVertices:
     distance: Float[Tensor, "N k"]
 
 
-def _check_points(mesh: TriangleMesh, name: str, points: Tensor, rows: int | None = None) -> None:
-    check_shape(name, points, [rows, 3])
-    check_device(name, points, mesh.device)
-    check_float(name, points, [rows, 3])
+def _float32_queries(mesh: TriangleMesh, name: str, points: Tensor, rows: int | None = None) -> Tensor:
+    """Check query tensor ``points [N,3]`` and return the contiguous float32 copy that Warp reads."""
+    check_float(name, points, [rows, 3], device=mesh.device)
+    points32 = points.detach().float().contiguous()
+    check_finite(name, points32, "values within float32 range")
+    return points32
 
 
 def _needs_grad(*tensors: Tensor) -> bool:
@@ -195,15 +198,17 @@ def _query_dtype(mesh: TriangleMesh, *tensors: Tensor) -> torch.dtype:
 def closest_point(
     mesh: TriangleMesh,
     points: Float[Tensor, "N 3"],
-    frame: Int[Tensor, " N"] | int | None = None,
+    frame: Int[Tensor, " N"] | IntLike | None = None,
     max_distance: float | None = None,
 ) -> ClosestPoint:
     """Closest point on frame ``frame[i]`` of ``mesh`` to ``points[i]``, within ``max_distance`` if given.
 
-    ``point``, ``bary`` and ``distance`` are differentiable with respect to ``points`` and
-    ``mesh.vertices``; ``sign`` comes from the angle-weighted pseudo-normal of the closest feature.
+    ``point`` and ``distance`` are differentiable with respect to ``points`` and ``mesh.vertices``; so is
+    ``bary`` within a face (where the closest point is a shared edge or vertex, either face may be reported,
+    and ``bary`` belongs to that face). ``sign`` comes from the angle-weighted pseudo-normal of the closest
+    feature.
     """
-    _check_points(mesh, "points", points)
+    points32 = _float32_queries(mesh, "points", points)
     check_positive("max_distance", max_distance)
     n = points.shape[0]
     frame = mesh.frame_index(frame, n)
@@ -211,7 +216,6 @@ def closest_point(
     bary, point = (torch.empty(n, 3, device=mesh.device) for _ in range(2))
     distance, sign = (torch.empty(n, device=mesh.device) for _ in range(2))
     limit = _UNBOUNDED if max_distance is None else min(float(max_distance), _UNBOUNDED)
-    points32 = points.detach().float().contiguous()
     _warp.launch_rows(
         _closest_point_kernel,
         n,
@@ -244,16 +248,15 @@ def ray_intersect(
     mesh: TriangleMesh,
     origins: Float[Tensor, "N 3"],
     dirs: Float[Tensor, "N 3"],
-    frame: Int[Tensor, " N"] | int | None = None,
+    frame: Int[Tensor, " N"] | IntLike | None = None,
     max_t: float | None = None,
 ) -> RayHit:
     """First intersection of each ray with frame ``frame[i]`` of ``mesh``, for ``0 <= t < max_t``.
 
     ``t`` and ``bary`` are differentiable with respect to ``origins``, ``dirs`` and ``mesh.vertices``.
     """
-    _check_points(mesh, "origins", origins)
-    _check_points(mesh, "dirs", dirs, rows=origins.shape[0])
-    dirs32 = dirs.detach().float().contiguous()
+    origins32 = _float32_queries(mesh, "origins", origins)
+    dirs32 = _float32_queries(mesh, "dirs", dirs, rows=origins.shape[0])
     if (dirs32.abs().amax(dim=-1) == 0).any():
         raise ValueError("dirs: expected non-zero ray directions (in float32), found a zero vector")
     check_positive("max_t", max_t)
@@ -268,7 +271,7 @@ def ray_intersect(
     _warp.launch_rows(
         _ray_kernel,
         n,
-        [mesh.warp_mesh_ids(), limit, origins.detach().float().contiguous(), dirs32, frame, face, t, bary, normal],
+        [mesh.warp_mesh_ids(), limit, origins32, dirs32, frame, face, t, bary, normal],
         [order],
         mesh.device,
     )
@@ -285,22 +288,21 @@ def ray_intersect(
     return RayHit(
         hit=hit,
         t=t.masked_fill(miss, math.inf),
-        face=face.masked_fill(miss, -1),
+        face=face,
         bary=bary.masked_fill(miss[:, None], 0.0),
         normal=normal.masked_fill(miss[:, None], 0.0),
     )
 
 
 def knn_vertices(
-    mesh: TriangleMesh, points: Float[Tensor, "N 3"], k: int, frame: Int[Tensor, " N"] | int | None = None
+    mesh: TriangleMesh, points: Float[Tensor, "N 3"], k: IntLike, frame: Int[Tensor, " N"] | IntLike | None = None
 ) -> NearestVertices:
     """The ``k`` (at most 16) nearest vertices of frame ``frame[i]`` to ``points[i]``, nearest first.
 
     ``distance`` is differentiable with respect to ``points`` and ``mesh.vertices``.
     """
-    _check_points(mesh, "points", points)
-    if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= min(MAX_KNN, mesh.num_vertices):
-        raise ValueError(f"k: expected an integer in [1, {min(MAX_KNN, mesh.num_vertices)}], got {k!r}")
+    queries = _float32_queries(mesh, "points", points)
+    k = check_count("k", k, 1, min(MAX_KNN, mesh.num_vertices))
     n = points.shape[0]
     frame = mesh.frame_index(frame, n)
     index = torch.empty(n, k, dtype=torch.int32, device=mesh.device)
@@ -309,7 +311,6 @@ def knn_vertices(
     # Start the search at the mean edge length: most queries near the surface then need one pass.
     edges = vertices32[:, mesh.faces[:, 1]] - vertices32[:, mesh.faces[:, 0]]
     start = torch.linalg.vector_norm(edges, dim=-1).mean(dim=1).contiguous()
-    queries = points.detach().float().contiguous()
     shared = [bvh_ids, vertices32, start, k, queries, frame, index]
     _warp.launch_rows(_knn_kernel, n, shared, [_warp.morton_order(queries)], mesh.device)
     if (index < 0).any():

@@ -9,6 +9,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from .._checks import IntLike, check_count
 from .mesh import TriangleMesh
 from .triangles import face_areas, face_normals
 
@@ -22,16 +23,10 @@ class SurfaceSamples:
     frame: Int[Tensor, " N"]
 
 
-def sample_surface(mesh: TriangleMesh, n: int, frame: int | None = None, seed: int = 0) -> SurfaceSamples:
-    """``n`` points uniformly distributed over the area of frame ``frame`` of ``mesh``.
-
-    The same ``seed`` gives the same samples on every device (random numbers are drawn on the CPU).
-    """
-    if not isinstance(n, int) or isinstance(n, bool) or n < 0:
-        raise ValueError(f"n: expected a non-negative integer, got {n!r}")
+def _sample_surface(mesh: TriangleMesh, n: IntLike, frame: IntLike | None, generator: torch.Generator) -> SurfaceSamples:
+    n = check_count("n", n, 0)
     frame_id = int(mesh.frame_index(frame, 1)[0])
     vertices = mesh.vertices[frame_id]
-    generator = torch.Generator(device="cpu").manual_seed(seed)
     areas = face_areas(vertices.detach().double(), mesh.faces).cpu()
     face = torch.multinomial(areas, n, replacement=True, generator=generator) if n > 0 else torch.zeros(0, dtype=torch.long)
     # Uniform barycentrics: sqrt warping of the first coordinate (Osada et al. 2002, shape distributions).
@@ -49,14 +44,22 @@ def sample_surface(mesh: TriangleMesh, n: int, frame: int | None = None, seed: i
     )
 
 
+def sample_surface(mesh: TriangleMesh, n: IntLike, frame: IntLike | None = None, seed: int = 0) -> SurfaceSamples:
+    """``n`` points uniformly distributed over the area of frame ``frame`` of ``mesh``.
+
+    The same ``seed`` gives the same samples on every device (random numbers are drawn on the CPU).
+    """
+    return _sample_surface(mesh, n, frame, torch.Generator(device="cpu").manual_seed(seed))
+
+
 def sample_near_surface(
-    mesh: TriangleMesh, n: int, thickness: float, frame: int | None = None, seed: int = 0
+    mesh: TriangleMesh, n: IntLike, thickness: float, frame: IntLike | None = None, seed: int = 0
 ) -> Float[Tensor, "N 3"]:
     """``n`` points within ``±thickness`` of the surface: area-weighted surface samples moved along their
     face normal by a uniform offset. Seeded like :func:`sample_surface`."""
     if not (math.isfinite(thickness) and thickness >= 0):
         raise ValueError(f"thickness: expected a finite non-negative number, got {thickness}")
-    s = sample_surface(mesh, n, frame=frame, seed=seed)
-    generator = torch.Generator(device="cpu").manual_seed(seed + 1)
-    offset = (torch.rand(n, 1, generator=generator, dtype=torch.float64) * 2 - 1) * thickness
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    s = _sample_surface(mesh, n, frame, generator)
+    offset = (torch.rand(s.point.shape[0], 1, generator=generator, dtype=torch.float64) * 2 - 1) * thickness
     return s.point + offset.to(s.point) * s.normal

@@ -25,6 +25,37 @@ def _safe_div(num: Tensor, den: Tensor) -> Tensor:
     return num / torch.where(den == 0, torch.ones_like(den), den)
 
 
+# A triangle whose area is below this fraction of the squared bounding-box diagonal is degenerate: float32
+# queries cannot resolve it and its normal and frame are undefined.
+DEGENERATE_AREA_FRACTION = 1e-12
+
+
+def _corners(vertices: Tensor, faces: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    return vertices[..., faces[:, 0], :], vertices[..., faces[:, 1], :], vertices[..., faces[:, 2], :]
+
+
+def _check_mesh(vertices: Tensor, faces: Tensor) -> None:
+    """Vertices ``[..., V, 3]`` (finite floats) and faces ``[F, 3]`` indexing them, on one device."""
+    if not isinstance(vertices, Tensor):
+        raise TypeError(f"vertices: expected a torch.Tensor of shape [..., V, 3], got {type(vertices).__name__}")
+    check_float("vertices", vertices, [None] * max(vertices.dim() - 1, 1) + [3])
+    check_int("faces", faces, [None, 3], upper=vertices.shape[-2], device=vertices.device)
+
+
+def check_nondegenerate(vertices: Float[Tensor, "*B V 3"], faces: Int[Tensor, "F 3"]) -> None:
+    """Raise if a triangle's area is (numerically) zero relative to the mesh's bounding box."""
+    extent = vertices.amax(dim=-2) - vertices.amin(dim=-2)
+    bad = face_areas(vertices, faces) <= DEGENERATE_AREA_FRACTION * (extent**2).sum(-1, keepdim=True)
+    if bad.any():
+        first = bad.nonzero()[0].tolist()
+        face, frame = first[-1], first[:-1]
+        where = f" in frame {frame[0]}" if len(frame) == 1 else (f" at batch index {frame}" if frame else "")
+        raise ValueError(
+            f"vertices: triangle {face} (vertices {faces[face].tolist()}) has zero area{where}; "
+            f"{int(bad.sum())} degenerate triangle(s) in all. Remove them first."
+        )
+
+
 def gather_triangles(
     vertices: Float[Tensor, "B V 3"], faces: Int[Tensor, "F 3"], frame: Int[Tensor, " N"], face: Int[Tensor, " N"]
 ) -> Float[Tensor, "N 3 3"]:
@@ -34,12 +65,14 @@ def gather_triangles(
 
 def face_normals(vertices: Float[Tensor, "*B V 3"], faces: Int[Tensor, "F 3"]) -> Float[Tensor, "*B F 3"]:
     """Unit geometric normals, ``normalize((b - a) x (c - a))`` (counter-clockwise faces point outwards)."""
-    a, b, c = vertices[..., faces[:, 0], :], vertices[..., faces[:, 1], :], vertices[..., faces[:, 2], :]
+    _check_mesh(vertices, faces)
+    a, b, c = _corners(vertices, faces)
     return F.normalize(torch.linalg.cross(b - a, c - a), dim=-1)
 
 
 def face_areas(vertices: Float[Tensor, "*B V 3"], faces: Int[Tensor, "F 3"]) -> Float[Tensor, "*B F"]:
-    a, b, c = vertices[..., faces[:, 0], :], vertices[..., faces[:, 1], :], vertices[..., faces[:, 2], :]
+    _check_mesh(vertices, faces)
+    a, b, c = _corners(vertices, faces)
     return 0.5 * torch.linalg.vector_norm(torch.linalg.cross(b - a, c - a), dim=-1)
 
 
@@ -126,9 +159,9 @@ def triangle_frames(vertices: Float[Tensor, "*B V 3"], faces: Int[Tensor, "F 3"]
     """INSTA's per-triangle frames (Zielonka et al. 2023): with e1 = b − a, e2 = c − a,
     n = normalize(e1 × e2), b̂ = normalize(e1 × n), t = normalize(b̂ × n); R = [t | b̂ | n], origin a.
     """
-    check_float("vertices", vertices, [*(None,) * (vertices.dim() - 2), None, 3])
-    check_int("faces", faces, [None, 3], upper=vertices.shape[-2])
-    a, b, c = vertices[..., faces[:, 0], :], vertices[..., faces[:, 1], :], vertices[..., faces[:, 2], :]
+    _check_mesh(vertices, faces)
+    check_nondegenerate(vertices, faces)
+    a, b, c = _corners(vertices, faces)
     e1, e2 = b - a, c - a
     n = F.normalize(torch.linalg.cross(e1, e2), dim=-1)
     bitangent = F.normalize(torch.linalg.cross(e1, n), dim=-1)
