@@ -107,12 +107,28 @@ def _knn_kernel(
     index: wp.array2d(dtype=wp.int32),
     order: wp.array(dtype=wp.int64),
 ):
-    i = order[wp.tid()]
+    t = wp.tid()
+    i = order[t]
     f = frame[i]
     p = points[i]
+    radius = float(start_radius[f])
+    # Warm start: the k vertices found for the previous query in Z-order (a near neighbour) are k distinct
+    # vertices, so the farthest of them bounds this query's k-th distance, and one search usually suffices.
+    # (On CPU a launch runs its threads in order; where the row is not written yet, it still holds -1.)
+    if t > 0:
+        previous = order[t - 1]
+        if frame[previous] == f:
+            bound = float(0.0)
+            for j in range(k):
+                v = index[previous, j]
+                if v < 0:
+                    bound = wp.inf
+                else:
+                    bound = wp.max(bound, wp.length(vertices[f, v] - p))
+            if bound < wp.inf:
+                radius = bound * 1.0001 + 1.0e-30
     best_d = _vec16f()
     best_i = _vec16i()
-    radius = float(start_radius[f])
     found = int(0)
     # Grow a box until its inscribed ball holds k vertices: then the k nearest are all inside the ball.
     while found < k:
@@ -305,7 +321,7 @@ def knn_vertices(
     k = check_count("k", k, 1, min(MAX_KNN, mesh.num_vertices))
     n = points.shape[0]
     frame = mesh.frame_index(frame, n)
-    index = torch.empty(n, k, dtype=torch.int32, device=mesh.device)
+    index = torch.full((n, k), -1, dtype=torch.int32, device=mesh.device)  # -1: not written yet
     bvh_ids = mesh.warp_vertex_bvh_ids()
     vertices32 = mesh.warp_points()
     # Start the search at the mean edge length: most queries near the surface then need one pass.
