@@ -1,17 +1,26 @@
 # The two commands of the README: `make demo` (main job) and `make test`. Both set up first.
 #
-# Set-up makes a virtual environment in $(VENV) that also sees the packages of the Python that creates it
-# (--system-site-packages), so an installed torch (a CUDA build, say) is used as it is. torch is installed
-# only where none is importable; TORCH_SPEC picks which.
+# Set-up installs into the active virtual or conda environment if $(PYTHON) runs in one. Otherwise it makes
+# one in $(VENV) that also sees the packages of $(PYTHON) (--system-site-packages). Either way an installed
+# torch (a CUDA build, say) is used as it is; torch is installed only where none is importable, and
+# TORCH_SPEC picks which.
 PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
+IN_ENV := $(shell $(PYTHON) -c "import os, sys; print(int(sys.prefix != sys.base_prefix or os.path.isdir(os.path.join(sys.prefix, 'conda-meta'))))")
+ifeq ($(IN_ENV),1)
+PY := $(shell $(PYTHON) -c "import sys; print(sys.executable)")
+else
 PY := $(VENV)/bin/python
+endif
 
 .PHONY: setup demo test bench
 
 setup:
-	@test -x $(PY) || $(PYTHON) -m venv --system-site-packages $(VENV)
+ifneq ($(IN_ENV),1)
+	@test -x $(PY) || $(PYTHON) -m venv --system-site-packages $(VENV) \
+		|| (rm -rf $(VENV); echo "could not create $(VENV): on Debian/Ubuntu, apt-get install python3-venv"; exit 1)
+endif
 	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install "$(TORCH_SPEC)"
 	$(PY) -m pip install --quiet -e ".[dev]"
 

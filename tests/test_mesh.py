@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from headfields.geometry import (
     TriangleMesh,
+    _warp,
     box,
     closest_point,
     head_proxy,
@@ -193,3 +194,45 @@ def test_split_launches_work_in_a_forked_child():
         answer = pipe.read()
     os.waitpid(pid, 0)
     assert answer == b"1"
+
+
+def test_update_with_the_same_tensor_picks_up_writes_torch_does_not_count():
+    v, f = box()
+    vertices = v.clone()
+    mesh = TriangleMesh(vertices, f)
+    p = torch.tensor([[0.0, 0.0, 0.7]])
+    assert torch.isclose(closest_point(mesh, p).distance[0], torch.tensor(0.2))
+    vertices.numpy()[:] *= 4.0  # invisible to torch's version counter, like a fused optimiser step
+    mesh.update(mesh.vertices)
+    assert torch.isclose(closest_point(mesh, p).signed_distance[0], torch.tensor(-1.3))
+
+
+def test_a_mesh_built_in_inference_mode_follows_its_vertices():
+    v, f = box()
+    with torch.inference_mode():
+        vertices = v.clone()
+        mesh = TriangleMesh(vertices, f)
+        p = torch.tensor([[0.0, 0.0, 0.7]])
+        assert torch.isclose(closest_point(mesh, p).distance[0], torch.tensor(0.2))
+        vertices.mul_(4.0)  # inference tensors keep no version counter: every query re-copies
+        assert torch.isclose(closest_point(mesh, p).signed_distance[0], torch.tensor(-1.3))
+    mesh.update(v * 2)  # and it can be updated outside inference mode
+    assert torch.isclose(closest_point(mesh, p).signed_distance[0], torch.tensor(-0.3))
+
+
+def test_a_rejected_update_leaves_the_mesh_as_it_was():
+    v, f = box()
+    mesh = TriangleMesh(v, f)
+    with pytest.raises(ValueError, match="zero area"):
+        mesh.update(v * torch.tensor([1.0, 1.0, 0.0]))
+    assert mesh.vertices.shape == (1, 8, 3) and torch.equal(mesh.vertices[0], v)
+    assert torch.isclose(closest_point(mesh, torch.tensor([[0.0, 0.0, 0.7]])).distance[0], torch.tensor(0.2))
+
+
+@pytest.mark.parametrize("rows", [7, 16_777_217, 33_554_435, 2**40 + 3])
+@pytest.mark.parametrize("chunks", [1, 2, 3, 16])
+def test_chunk_bounds_cover_every_row_exactly_once(rows, chunks):
+    bounds = _warp.chunk_bounds(rows, chunks)
+    assert bounds[0] == 0 and bounds[-1] == rows and len(bounds) == chunks + 1
+    sizes = [hi - lo for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
+    assert min(sizes) >= 0 and max(sizes) - min(sizes) <= 1

@@ -28,8 +28,10 @@ MIN_ROWS_PER_THREAD = 8192
 
 
 def num_cpu_threads() -> int:
-    """Threads used for CPU launches: the cores this process may run on."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    """Threads used for CPU launches: the cores this process may run on, at most torch's own thread count
+    (so a DataLoader worker, which torch sets to one thread, stays on one)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(cores, torch.get_num_threads()))
 
 
 @cache
@@ -63,16 +65,20 @@ def to_warp(x: torch.Tensor, dtype: Any) -> wp.array:
     return wp.from_torch(x, dtype=dtype)
 
 
+MORTON_BITS = 21  # per axis: 63-bit codes in an int64, fine enough that a far outlier keeps the rest apart
+
+
 def _spread_bits(x: torch.Tensor) -> torch.Tensor:
-    """Insert two zero bits after each of the low 10 bits (Morton interleaving)."""
-    x = (x | (x << 16)) & 0x030000FF
-    x = (x | (x << 8)) & 0x0300F00F
-    x = (x | (x << 4)) & 0x030C30C3
-    return (x | (x << 2)) & 0x09249249
+    """Insert two zero bits after each of the low 21 bits (Morton interleaving)."""
+    x = (x | (x << 32)) & 0x1F00000000FFFF
+    x = (x | (x << 16)) & 0x1F0000FF0000FF
+    x = (x | (x << 8)) & 0x100F00F00F00F00F
+    x = (x | (x << 4)) & 0x10C30C30C30C30C3
+    return (x | (x << 2)) & 0x1249249249249249
 
 
 def morton_order(points: torch.Tensor) -> torch.Tensor:
-    """A permutation (int64 ``[N]``) visiting ``points [N,3]`` along a Z-order curve on a 1024³ grid.
+    """A permutation (int64 ``[N]``) visiting ``points [N,3]`` along a Z-order curve on a 2²¹-per-axis grid.
 
     Queries launched in this order walk the same BVH nodes one after another, which keeps them in cache:
     closest-point queries on CPU run about 15% faster, sort included (benchmarks/mesh_queries.py).
@@ -80,9 +86,15 @@ def morton_order(points: torch.Tensor) -> torch.Tensor:
     if points.shape[0] == 0:
         return torch.zeros(0, dtype=torch.long, device=points.device)
     lo, hi = points.amin(dim=0), points.amax(dim=0)
-    cell = ((points - lo) * (1023 / (hi - lo).clamp(min=1e-12))).long().clamp(0, 1023)
+    top = 2**MORTON_BITS - 1
+    cell = ((points.double() - lo) * (top / (hi - lo).double().clamp(min=1e-300))).long().clamp(0, top)
     code = _spread_bits(cell[:, 0]) | (_spread_bits(cell[:, 1]) << 1) | (_spread_bits(cell[:, 2]) << 2)
     return torch.argsort(code, stable=True)
+
+
+def chunk_bounds(rows: int, chunks: int) -> list[int]:
+    """``chunks + 1`` integer boundaries splitting ``range(rows)`` into near-equal consecutive chunks."""
+    return [rows * i // chunks for i in range(chunks + 1)]
 
 
 def launch_rows(
@@ -116,7 +128,7 @@ def launch_rows(
     if threads == 1:
         run(0, rows)
         return
-    bounds = torch.linspace(0, rows, threads + 1).round().long().tolist()
+    bounds = chunk_bounds(rows, threads)
     futures = [_pool().submit(run, lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
     for f in futures:
         f.result()

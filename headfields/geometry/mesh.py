@@ -15,7 +15,8 @@ from .triangles import check_nondegenerate
 
 
 def _version(t: Tensor) -> int:
-    """torch's count of in-place writes to ``t`` (shared with its views); inference tensors keep none."""
+    """torch's count of in-place writes to ``t`` (shared with its views); -1 where it keeps none (inference
+    tensors), which makes every query re-copy the vertices."""
     try:
         return t._version
     except RuntimeError:
@@ -27,8 +28,9 @@ class TriangleMesh:
 
     ``vertices`` keeps the caller's tensor (dtype, device, autograd graph), so quantities that torch
     recomputes from query indices carry gradients to it. Warp holds a float32 copy with one BVH per frame,
-    built on first use and refit (never rebuilt) when the vertices move: through :meth:`update`, or in place
-    (an optimiser step on a vertex parameter), which the next query notices.
+    built on first use and refit (never rebuilt) when the vertices move: through :meth:`update`, or by an
+    in-place write that torch counts (``vertices.mul_``, a non-fused optimiser step), which the next query
+    notices.
     """
 
     def __init__(self, vertices: Float[Tensor, "B V 3"] | Float[Tensor, "V 3"], faces: Int[Tensor, "F 3"]):
@@ -73,26 +75,37 @@ class TriangleMesh:
         )
 
     def update(self, vertices: Float[Tensor, "B V 3"] | Float[Tensor, "V 3"]) -> None:
-        """Move the vertices (same frames, vertex count and device) and refit every built BVH in place."""
+        """Move the vertices (same frames, vertex count and device) and refit every built BVH in place.
+
+        Also the way to tell the mesh about in-place writes that torch does not count (fused optimiser
+        steps, writes through ``.numpy()``): ``mesh.update(mesh.vertices)``.
+        """
         if isinstance(vertices, Tensor) and vertices.dim() == 2:
             vertices = vertices[None]
         check_float("vertices", vertices, [self.num_frames, self.num_vertices, 3], device=self.device)
+        points = self._float32_copy(vertices)  # checked before anything changes
         self.vertices = vertices
-        self._sync()
+        self._sync(points)
 
     def _float32_copy(self, vertices: Tensor) -> Tensor:
         """Warp's float32 copy, checked as Warp will see it: finite and without degenerate triangles."""
-        points = vertices.detach().to(torch.float32).contiguous().clone()
+        with torch.inference_mode(False):  # a plain tensor even under inference mode, so it can be refit later
+            points = vertices.detach().to(torch.float32).contiguous().clone()
         check_finite("vertices", points, "values within float32 range")
         check_nondegenerate(points, self.faces)
         return points
 
-    def _sync(self) -> None:
-        """Copy the vertices to Warp and refit the built BVHs, if they changed since the last copy."""
-        synced_tensor, synced_version = self._synced
-        if synced_tensor is self.vertices and synced_version == _version(self.vertices):
-            return
-        self._points.copy_(self._float32_copy(self.vertices))
+    def _sync(self, points: Tensor | None = None) -> None:
+        """Copy the vertices to Warp and refit the built BVHs: with ``points`` given, from them; otherwise
+        only if torch counted an in-place write since the last copy (or cannot count them)."""
+        if points is None:
+            synced_tensor, synced_version = self._synced
+            version = _version(self.vertices)
+            if synced_tensor is self.vertices and synced_version == version >= 0:
+                return
+            points = self._float32_copy(self.vertices)
+        with torch.inference_mode(False):
+            self._points.copy_(points)
         self._synced = (self.vertices, _version(self.vertices))
         with _warp.torch_stream(self.device):
             for m in self._meshes:
@@ -101,7 +114,8 @@ class TriangleMesh:
                 bvh.refit()
 
     def warp_points(self) -> Float[Tensor, "B V 3"]:
-        """The detached float32 vertices Warp's BVHs are built on, brought up to date with ``vertices``."""
+        """The detached float32 vertices Warp's BVHs are built on, brought up to date with ``vertices``.
+        Read-only: a write here would move the BVHs without moving ``vertices``."""
         self._sync()
         return self._points
 

@@ -113,8 +113,10 @@ def _knn_kernel(
     p = points[i]
     radius = float(start_radius[f])
     # Warm start: the k vertices found for the previous query in Z-order (a near neighbour) are k distinct
-    # vertices, so the farthest of them bounds this query's k-th distance, and one search usually suffices.
+    # vertices, so the farthest of them bounds this query's k-th distance. The first pass searches within
+    # the smaller of that bound and the mean edge length; if it comes up short, the bound is a sure second.
     # (On CPU a launch runs its threads in order; where the row is not written yet, it still holds -1.)
+    bound = float(wp.inf)
     if t > 0:
         previous = order[t - 1]
         if frame[previous] == f:
@@ -123,10 +125,10 @@ def _knn_kernel(
                 v = index[previous, j]
                 if v < 0:
                     bound = wp.inf
-                else:
+                elif bound < wp.inf:
                     bound = wp.max(bound, wp.length(vertices[f, v] - p))
-            if bound < wp.inf:
-                radius = bound * 1.0001 + 1.0e-30
+            bound = bound * 1.0001 + 1.0e-30
+    radius = wp.min(radius, bound)
     best_d = _vec16f()
     best_i = _vec16i()
     found = int(0)
@@ -151,7 +153,10 @@ def _knn_kernel(
                         j -= 1
                     best_d[j] = d
                     best_i[j] = v
-        radius = radius * 2.0
+        if radius < bound:
+            radius = bound
+        else:
+            radius = radius * 2.0
     for j in range(k):
         index[i, j] = best_i[j]
 
