@@ -86,8 +86,8 @@ def morton_order(points: torch.Tensor) -> torch.Tensor:
     if points.shape[0] == 0:
         return torch.zeros(0, dtype=torch.long, device=points.device)
     lo, hi = points.amin(dim=0), points.amax(dim=0)
-    top = 2**MORTON_BITS - 1
-    cell = ((points.double() - lo) * (top / (hi - lo).double().clamp(min=1e-300))).long().clamp(0, top)
+    top = 2**MORTON_BITS - 1  # float32 resolves 2^24 steps, enough for 2^21 cells
+    cell = ((points - lo) * (top / (hi - lo).clamp(min=torch.finfo(points.dtype).tiny))).long().clamp(0, top)
     code = _spread_bits(cell[:, 0]) | (_spread_bits(cell[:, 1]) << 1) | (_spread_bits(cell[:, 2]) << 2)
     return torch.argsort(code, stable=True)
 

@@ -24,6 +24,8 @@ from .mesh import TriangleMesh
 from .triangles import closest_point_on_triangle, gather_triangles, ray_triangle
 
 MAX_KNN = 16
+# knn: a warm-start bound above this many mean edge lengths is not trusted to be cheap (see _knn_kernel).
+WARM_START_MAX_EDGES = wp.constant(8.0)
 _vec16f = wp.types.vector(length=MAX_KNN, dtype=wp.float32)
 _vec16i = wp.types.vector(length=MAX_KNN, dtype=wp.int32)
 # Warp needs a finite search radius; this stands for "unbounded".
@@ -113,8 +115,9 @@ def _knn_kernel(
     p = points[i]
     radius = float(start_radius[f])
     # Warm start: the k vertices found for the previous query in Z-order (a near neighbour) are k distinct
-    # vertices, so the farthest of them bounds this query's k-th distance. The first pass searches within
-    # the smaller of that bound and the mean edge length; if it comes up short, the bound is a sure second.
+    # vertices, so the farthest of them bounds this query's k-th distance, and one pass within it suffices.
+    # A bound far above the mean edge length (the previous query was far away) starts from the edge length
+    # instead, and jumps to the bound if that pass comes up short.
     # (On CPU a launch runs its threads in order; where the row is not written yet, it still holds -1.)
     bound = float(wp.inf)
     if t > 0:
@@ -128,7 +131,8 @@ def _knn_kernel(
                 elif bound < wp.inf:
                     bound = wp.max(bound, wp.length(vertices[f, v] - p))
             bound = bound * 1.0001 + 1.0e-30
-    radius = wp.min(radius, bound)
+    if bound < WARM_START_MAX_EDGES * radius:
+        radius = bound
     best_d = _vec16f()
     best_i = _vec16i()
     found = int(0)
