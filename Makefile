@@ -14,6 +14,10 @@ else
 PY := $(VENV)/bin/python
 endif
 
+# Build with the environment's own setuptools when it is recent enough: then set-up needs no network once
+# everything is installed (pip's isolated build would fetch setuptools every time).
+NO_ISOLATION = $(shell $(PY) -c "import setuptools; print('--no-build-isolation' if int(setuptools.__version__.split('.')[0]) >= 70 else '')" 2>/dev/null)
+
 .PHONY: setup demo test bench
 
 setup:
@@ -22,7 +26,7 @@ ifneq ($(IN_ENV),1)
 		|| (rm -rf $(VENV); echo "could not create $(VENV): on Debian/Ubuntu, apt-get install python3-venv"; exit 1)
 endif
 	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install "$(TORCH_SPEC)"
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet $(NO_ISOLATION) -e ".[dev]"
 
 demo: setup
 	$(PY) examples/distance_field.py --out outputs/distance_field.png
@@ -32,5 +36,5 @@ test: setup
 	$(PY) -m pytest -q
 
 bench: setup
-	$(PY) -m pip install --quiet -e ".[bench]"
+	$(PY) -m pip install --quiet $(NO_ISOLATION) -e ".[bench]"
 	$(PY) benchmarks/mesh_queries.py
