@@ -43,22 +43,18 @@ def box(
     """Axis-aligned box centred at the origin with edge lengths ``size``: 8 vertices, 12 faces."""
     corners = torch.tensor([[x, y, z] for x in (-0.5, 0.5) for y in (-0.5, 0.5) for z in (-0.5, 0.5)], dtype=torch.float64)
     # Vertex i has bits (x, y, z) = (i >> 2, i >> 1, i) & 1. Two triangles per side, outward.
+    # fmt: off
     faces = torch.tensor(
         [
-            [0, 1, 3],
-            [0, 3, 2],  # x = -0.5
-            [4, 6, 7],
-            [4, 7, 5],  # x = +0.5
-            [0, 4, 5],
-            [0, 5, 1],  # y = -0.5
-            [2, 3, 7],
-            [2, 7, 6],  # y = +0.5
-            [0, 2, 6],
-            [0, 6, 4],  # z = -0.5
-            [1, 5, 7],
-            [1, 7, 3],  # z = +0.5
+            [0, 1, 3], [0, 3, 2],  # x = -0.5
+            [4, 6, 7], [4, 7, 5],  # x = +0.5
+            [0, 4, 5], [0, 5, 1],  # y = -0.5
+            [2, 3, 7], [2, 7, 6],  # y = +0.5
+            [0, 2, 6], [0, 6, 4],  # z = -0.5
+            [1, 5, 7], [1, 7, 3],  # z = +0.5
         ]
     )
+    # fmt: on
     return (corners * torch.tensor(size, dtype=torch.float64)).to(dtype=dtype, device=device), faces.to(device)
 
 

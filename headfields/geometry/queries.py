@@ -207,7 +207,8 @@ def _float32_queries(mesh: TriangleMesh, name: str, points: Tensor, rows: int | 
     """Check query tensor ``points [N,3]`` and return the contiguous float32 copy that Warp reads."""
     check_float(name, points, [rows, 3], device=mesh.device)
     points32 = points.detach().float().contiguous()
-    check_finite(name, points32, "values within float32 range")
+    if points.dtype != torch.float32:  # float32 input was checked just above
+        check_finite(name, points32, "values within float32 range")
     return points32
 
 

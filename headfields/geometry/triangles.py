@@ -34,6 +34,12 @@ def _corners(vertices: Tensor, faces: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     return vertices[..., faces[:, 0], :], vertices[..., faces[:, 1], :], vertices[..., faces[:, 2], :]
 
 
+def _face_cross(vertices: Tensor, faces: Tensor) -> Tensor:
+    """``(b - a) x (c - a)`` per face, unchecked: twice the area times the unit normal."""
+    a, b, c = _corners(vertices, faces)
+    return torch.linalg.cross(b - a, c - a)
+
+
 def _check_mesh(vertices: Tensor, faces: Tensor) -> None:
     """Vertices ``[..., V, 3]`` (finite floats) and faces ``[F, 3]`` indexing them, on one device."""
     if not isinstance(vertices, Tensor):
@@ -43,9 +49,11 @@ def _check_mesh(vertices: Tensor, faces: Tensor) -> None:
 
 
 def check_nondegenerate(vertices: Float[Tensor, "*B V 3"], faces: Int[Tensor, "F 3"]) -> None:
-    """Raise if a triangle's area is (numerically) zero relative to the mesh's bounding box."""
+    """Raise if a triangle's area is (numerically) zero relative to the mesh's bounding box. Callers have
+    checked ``vertices`` and ``faces`` already (it runs on every mesh update)."""
     extent = vertices.amax(dim=-2) - vertices.amin(dim=-2)
-    bad = face_areas(vertices, faces) <= DEGENERATE_AREA_FRACTION * (extent**2).sum(-1, keepdim=True)
+    areas = 0.5 * torch.linalg.vector_norm(_face_cross(vertices, faces), dim=-1)
+    bad = areas <= DEGENERATE_AREA_FRACTION * (extent**2).sum(-1, keepdim=True)
     if bad.any():
         first = bad.nonzero()[0].tolist()
         face, frame = first[-1], first[:-1]
@@ -66,14 +74,12 @@ def gather_triangles(
 def face_normals(vertices: Float[Tensor, "*B V 3"], faces: Int[Tensor, "F 3"]) -> Float[Tensor, "*B F 3"]:
     """Unit geometric normals, ``normalize((b - a) x (c - a))`` (counter-clockwise faces point outwards)."""
     _check_mesh(vertices, faces)
-    a, b, c = _corners(vertices, faces)
-    return F.normalize(torch.linalg.cross(b - a, c - a), dim=-1)
+    return F.normalize(_face_cross(vertices, faces), dim=-1)
 
 
 def face_areas(vertices: Float[Tensor, "*B V 3"], faces: Int[Tensor, "F 3"]) -> Float[Tensor, "*B F"]:
     _check_mesh(vertices, faces)
-    a, b, c = _corners(vertices, faces)
-    return 0.5 * torch.linalg.vector_norm(torch.linalg.cross(b - a, c - a), dim=-1)
+    return 0.5 * torch.linalg.vector_norm(_face_cross(vertices, faces), dim=-1)
 
 
 def closest_point_on_triangle(
