@@ -18,6 +18,7 @@ from headfields.geometry import (
     head_proxy,
     triangle_frames,
     uv_sphere,
+    vertex_normals,
 )
 
 
@@ -109,6 +110,23 @@ def test_closest_point_on_triangle_matches_trimesh(data):
     np.testing.assert_allclose(point.numpy(), expected, atol=1e-9)
     np.testing.assert_allclose(bary.sum(-1).numpy(), 1.0, atol=1e-12)
     assert (bary >= -1e-12).all()
+
+
+def test_vertex_normals_match_trimesh_area_weighting():
+    vertices, faces = head_proxy()
+    ours = vertex_normals(vertices.double(), faces)
+    mesh = trimesh.Trimesh(vertices.numpy(), faces.numpy(), process=False)
+    # trimesh's mean of the face normals around a vertex, each scaled by its face's area first.
+    area_weighted = trimesh.geometry.mean_vertex_normals(len(vertices), mesh.faces, mesh.face_normals * mesh.area_faces[:, None])
+    assert np.allclose(ours.numpy(), area_weighted, atol=1e-6)
+
+
+def test_vertex_normals_of_a_sphere_are_radial_and_batch():
+    vertices, faces = uv_sphere()
+    normals = vertex_normals(torch.stack([vertices, 2 * vertices]), faces)
+    radial = torch.nn.functional.normalize(vertices, dim=-1)
+    assert torch.allclose(normals[1], normals[0], atol=1e-6)  # scale-invariant
+    assert (normals[0] * radial).sum(-1).min() > 0.999
 
 
 @pytest.mark.parametrize("fn", [triangle_frames, face_adjacency])

@@ -12,6 +12,7 @@ from .triangles import (
     face_areas,
     face_normals,
     triangle_frames,
+    vertex_normals,
 )
 
 __all__ = [
@@ -34,4 +35,5 @@ __all__ = [
     "sample_surface",
     "triangle_frames",
     "uv_sphere",
+    "vertex_normals",
 ]

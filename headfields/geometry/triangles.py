@@ -77,6 +77,16 @@ def face_normals(vertices: Float[Tensor, "*B V 3"], faces: Int[Tensor, "F 3"]) -
     return F.normalize(_face_cross(vertices, faces), dim=-1)
 
 
+def vertex_normals(vertices: Float[Tensor, "*B V 3"], faces: Int[Tensor, "F 3"]) -> Float[Tensor, "*B V 3"]:
+    """Unit vertex normals: the area-weighted mean of the normals of the faces around each vertex."""
+    _check_mesh(vertices, faces)
+    cross = _face_cross(vertices, faces)  # |cross| = 2 * area, so summing it weights by area
+    summed = torch.zeros_like(vertices)
+    for corner in range(3):
+        summed.index_add_(-2, faces[:, corner], cross)
+    return F.normalize(summed, dim=-1)
+
+
 def face_areas(vertices: Float[Tensor, "*B V 3"], faces: Int[Tensor, "F 3"]) -> Float[Tensor, "*B F"]:
     _check_mesh(vertices, faces)
     return 0.5 * torch.linalg.vector_norm(_face_cross(vertices, faces), dim=-1)
