@@ -1,0 +1,160 @@
+"""Small file readers and writers for the dataset format: PNG images (8-bit colour and labels, 16-bit
+depth) with Pillow, Wavefront OBJ ``v`` / ``f`` lines, whitespace-separated text vectors and ``.npz`` files.
+Every reader raises FileNotFoundError naming a missing file and ValueError naming a malformed one."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+UINT16_MAX = 65535
+
+
+def require_file(path: Path, what: str = "file") -> Path:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: {what} not found")
+    return path
+
+
+def _open(path: Path) -> Image.Image:
+    require_file(path, "image")
+    try:
+        image = Image.open(path)
+        image.load()
+    except OSError as e:  # not an image, truncated...
+        raise ValueError(f"{path}: cannot read the image ({e})") from e
+    return image
+
+
+def read_color(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """An 8-bit image as uint8 RGB ``[H,W,3]`` and its alpha ``[H,W]`` (None when it has no alpha)."""
+    image = _open(path)
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = np.asarray(image.convert("RGBA"))
+        return np.ascontiguousarray(rgba[..., :3]), np.ascontiguousarray(rgba[..., 3])
+    if image.mode not in ("RGB", "L", "P"):
+        raise ValueError(f"{path}: expected an 8-bit RGB(A) or grey image, got mode {image.mode}")
+    return np.asarray(image.convert("RGB")).copy(), None
+
+
+def write_color(path: Path, rgb: np.ndarray, alpha: np.ndarray | None = None) -> None:
+    """uint8 ``[H,W,3]`` (and ``[H,W]`` alpha) as an RGB or RGBA PNG."""
+    array = rgb if alpha is None else np.concatenate([rgb, alpha[..., None]], axis=-1)
+    Image.fromarray(np.ascontiguousarray(array), "RGB" if alpha is None else "RGBA").save(path)
+
+
+def read_uint16(path: Path) -> np.ndarray:
+    """A 16-bit grey PNG (depth) as int64 ``[H,W]``."""
+    image = _open(path)
+    if image.mode not in ("I;16", "I;16B", "I;16L", "I", "L"):
+        raise ValueError(f"{path}: expected a 16-bit grey PNG, got mode {image.mode}")
+    values = np.asarray(image).astype(np.int64)
+    if values.ndim != 2 or values.min(initial=0) < 0 or values.max(initial=0) > UINT16_MAX:
+        raise ValueError(f"{path}: expected 16-bit values in [0, {UINT16_MAX}]")
+    return values
+
+
+def write_uint16(path: Path, values: np.ndarray) -> None:
+    Image.fromarray(np.ascontiguousarray(values.astype(np.uint16))).save(path)  # mode I;16
+
+
+def read_labels(path: Path) -> np.ndarray:
+    """An 8-bit label PNG as uint8 ``[H,W]``. Grey or palette images give their values; an RGB(A) image is
+    accepted when its colour channels are equal (a grey label map saved as colour)."""
+    image = _open(path)
+    if image.mode in ("L", "P"):
+        return np.asarray(image).copy()
+    if image.mode in ("RGB", "RGBA"):
+        rgb = np.asarray(image)[..., :3]
+        if (rgb == rgb[..., :1]).all():
+            return np.ascontiguousarray(rgb[..., 0])
+    raise ValueError(f"{path}: expected an 8-bit grey label image, got mode {image.mode} with distinct colour channels")
+
+
+def write_labels(path: Path, labels: np.ndarray) -> None:
+    Image.fromarray(np.ascontiguousarray(labels.astype(np.uint8)), "L").save(path)
+
+
+def read_obj(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Vertices float32 ``[V,3]`` and 0-based triangles int64 ``[F,3]`` from the ``v`` and ``f`` lines of an
+    OBJ (``f a/b/c ...`` keeps the vertex index; polygons become fans; negative indices count from the end)."""
+    require_file(path, "mesh")
+    lines = path.read_text().splitlines()
+    try:  # fast path: "v x y z" and "f a b c" lines only
+        v_lines = [line[2:] for line in lines if line.startswith("v ")]
+        f_lines = [line[2:] for line in lines if line.startswith("f ")]
+        v = np.array(" ".join(v_lines).split(), dtype=np.float32).reshape(len(v_lines), 3)
+        f = np.array(" ".join(f_lines).split(), dtype=np.int64).reshape(len(f_lines), 3) - 1
+        if (f < 0).any():
+            raise ValueError("negative indices")
+    except ValueError:
+        v, f = _read_obj_lines(path, lines)
+    if len(v) == 0 or len(f) == 0:
+        raise ValueError(f"{path}: expected at least one vertex and one face, got {len(v)} and {len(f)}")
+    if f.min() < 0 or f.max() >= len(v):
+        raise ValueError(f"{path}: face indices out of range for {len(v)} vertices")
+    return v, f
+
+
+def _read_obj_lines(path: Path, lines: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """The general OBJ reader, line by line, naming the first line it cannot parse."""
+    vertices: list[list[float]] = []
+    faces: list[list[int]] = []
+    for number, line in enumerate(lines, start=1):
+        parts = line.split()
+        if not parts:
+            continue
+        try:
+            if parts[0] == "v":
+                vertices.append([float(x) for x in parts[1:4]])
+                if len(vertices[-1]) != 3:
+                    raise ValueError("a vertex needs 3 coordinates")
+            elif parts[0] == "f":
+                ids = [int(p.split("/")[0]) for p in parts[1:]]
+                if len(ids) < 3:
+                    raise ValueError("a face needs at least 3 vertices")
+                ids = [i - 1 if i > 0 else len(vertices) + i for i in ids]
+                faces.extend([ids[0], ids[k], ids[k + 1]] for k in range(1, len(ids) - 1))
+        except ValueError as e:
+            raise ValueError(f"{path}: line {number}: cannot parse {line.strip()!r} ({e})") from e
+    return np.asarray(vertices, dtype=np.float32).reshape(-1, 3), np.asarray(faces, dtype=np.int64).reshape(-1, 3)
+
+
+def write_obj(path: Path, vertices: np.ndarray, faces: np.ndarray) -> None:
+    # %.9g round-trips float32 exactly.
+    lines = list(map("v {:.9g} {:.9g} {:.9g}".format, *vertices.astype(np.float32).T.tolist()))
+    lines += map("f {} {} {}".format, *(faces.astype(np.int64) + 1).T.tolist())
+    path.write_text("\n".join(lines) + "\n")
+
+
+def read_vector(path: Path) -> np.ndarray:
+    """All whitespace-separated numbers of a text file, flattened, as float32."""
+    require_file(path, "text file")
+    try:
+        values = np.array(path.read_text().split(), dtype=np.float64)
+    except ValueError as e:
+        raise ValueError(f"{path}: expected whitespace-separated numbers ({e})") from e
+    if values.size == 0 or not np.isfinite(values).all():
+        raise ValueError(f"{path}: expected at least one finite number")
+    return values.astype(np.float32)
+
+
+def write_vector(path: Path, values: np.ndarray) -> None:
+    path.write_text("\n".join(f"{x:.9g}" for x in values.astype(np.float32).tolist()) + "\n")
+
+
+def read_npz(path: Path, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """The arrays ``keys`` of an ``.npz`` file (no pickles)."""
+    require_file(path, "parameter file")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: np.asarray(data[k]) for k in keys if k in data.files}
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile) as e:
+        raise ValueError(f"{path}: cannot read the .npz file ({e})") from e
+    missing = [k for k in keys if k not in arrays]
+    if missing:
+        raise ValueError(f"{path}: missing key {missing[0]!r} (expected {', '.join(keys)})")
+    return arrays
