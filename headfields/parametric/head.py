@@ -1,0 +1,84 @@
+"""``Head``: a parametric model (FLAME, SMPL-X) evaluated for B frames, with what deformers need from it.
+
+Beyond smplx's output (posed vertices, joints) a Head keeps the unposed (rest) vertices, the neutral
+canonical vertices, the per-joint rest -> posed transforms and the per-vertex skinning weights, so points
+anywhere near the head can be skinned forward and back (see :mod:`headfields.parametric.skinning`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import torch
+from jaxtyping import Bool, Float, Int
+from torch import Tensor
+
+from .._checks import IntLike
+from ..geometry import TriangleMesh
+from .skinning import skin_points
+
+
+@dataclass
+class Head:
+    """A parametric head for B frames (one identity). Poses are axis-angle per joint in smplx's joint order.
+
+    ``vertices = sum_j skinning_weights[v, j] * joint_transforms[b, j] @ [rest_vertices[b, v], 1]``: the
+    transforms map rest to posed space with the translation folded in.
+    """
+
+    vertices: Float[Tensor, "B V 3"]  # posed, translated
+    rest_vertices: Float[Tensor, "B V 3"]  # template + shape + expression + pose correctives, before skinning
+    canonical_vertices: Float[Tensor, "V 3"]  # template + shape: neutral expression, zero pose
+    faces: Int[Tensor, "F 3"]
+    uvs: Float[Tensor, "T 2"] | None
+    uv_faces: Int[Tensor, "F 3"] | None  # rows of ``uvs`` for each face's corners
+    shape: Float[Tensor, " S"]
+    expression: Float[Tensor, "B E"]
+    pose: Float[Tensor, "B J 3"]
+    translation: Float[Tensor, "B 3"]
+    joints: Float[Tensor, "B J 3"]  # posed joint positions, translated
+    joint_transforms: Float[Tensor, "B J 4 4"]  # rest -> posed, translation included
+    skinning_weights: Float[Tensor, "V J"]
+    regions: dict[str, Int[Tensor, " _"]]  # region name -> vertex ids (names as in the model's masks file)
+    landmarks: Float[Tensor, "B L 3"] | None
+
+    @property
+    def num_frames(self) -> int:
+        return self.vertices.shape[0]
+
+    @cached_property
+    def posed_mesh(self) -> TriangleMesh:
+        """The posed vertices over B frames, one BVH per frame (built on first query)."""
+        return TriangleMesh(self.vertices, self.faces)
+
+    @cached_property
+    def rest_mesh(self) -> TriangleMesh:
+        """The rest (unposed) vertices over B frames: where forward skinning reads its weights."""
+        return TriangleMesh(self.rest_vertices, self.faces)
+
+    @cached_property
+    def canonical_mesh(self) -> TriangleMesh:
+        """The neutral canonical mesh (one frame)."""
+        return TriangleMesh(self.canonical_vertices, self.faces)
+
+    def face_mask(self, *region_names: str) -> Bool[Tensor, " F"]:
+        """Faces whose three vertices all lie in the union of the named regions."""
+        inside = torch.zeros(self.vertices.shape[1], dtype=torch.bool, device=self.faces.device)
+        for name in region_names:
+            if name not in self.regions:
+                known = ", ".join(sorted(self.regions)) or "none: the model has no masks file"
+                raise ValueError(f"region_names: unknown region {name!r}; known regions: {known}")
+            inside[self.regions[name]] = True
+        return inside[self.faces].all(dim=-1)
+
+    def pose_points(self, points: Float[Tensor, "N 3"], frame: Int[Tensor, " N"] | IntLike | None = None) -> Float[Tensor, "N 3"]:
+        """Rest -> posed: skin ``points`` (in frame ``frame[i]``'s rest space) with the weights of their
+        nearest rest-mesh triangle. On rest vertices this gives ``vertices``."""
+        return skin_points(self.rest_mesh, self.skinning_weights, self.joint_transforms, points, frame)
+
+    def unpose_points(
+        self, points: Float[Tensor, "N 3"], frame: Int[Tensor, " N"] | IntLike | None = None
+    ) -> Float[Tensor, "N 3"]:
+        """Posed -> rest: the inverse blended transform, with weights from the nearest posed-mesh triangle."""
+        return skin_points(self.posed_mesh, self.skinning_weights, self.joint_transforms, points, frame, inverse=True)

@@ -1,0 +1,88 @@
+"""Linear blend skinning of arbitrary points: weights from the nearest triangle, blended joint transforms.
+
+A point takes the skinning weights of its closest point on the mesh (the barycentric blend of the triangle's
+three vertex weight rows). Forward skinning (rest -> posed) reads the weights on the rest mesh; inverse
+skinning (posed -> rest) reads them on the posed mesh and applies the inverse of the blended transform. On
+mesh vertices both are exact: the closest point of a vertex is the vertex itself.
+
+Warp finds the triangle; the barycentrics are recomputed in torch (see ``closest_point``), so the result is
+differentiable with respect to the points, the vertex weights and the joint transforms.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from .._checks import IntLike, check_float
+from ..geometry import TriangleMesh, closest_point
+
+
+@dataclass
+class SkinningWeights:
+    """Per-point skinning weights and where they were read."""
+
+    weights: Float[Tensor, "N J"]
+    face: Int[Tensor, " N"]  # nearest triangle on the frame's mesh
+    distance: Float[Tensor, " N"]  # unsigned distance to it
+    frame: Int[Tensor, " N"]
+
+
+def skinning_weights(
+    mesh: TriangleMesh,
+    vertex_weights: Float[Tensor, "V J"],
+    points: Float[Tensor, "N 3"],
+    frame: Int[Tensor, " N"] | IntLike | None = None,
+) -> SkinningWeights:
+    """Weights of ``points[i]``: the barycentric blend of ``vertex_weights`` over its nearest triangle on
+    frame ``frame[i]`` of ``mesh`` (an int names one frame for all; None only for one-frame meshes)."""
+    check_float("points", points, [None, 3], device=mesh.device)
+    check_float("vertex_weights", vertex_weights, [mesh.num_vertices, None], device=mesh.device)
+    frame = mesh.frame_index(frame, points.shape[0])
+    q = closest_point(mesh, points, frame)
+    dtype = torch.promote_types(q.bary.dtype, vertex_weights.dtype)
+    corners = vertex_weights.to(dtype)[mesh.faces[q.face]]  # [N, 3, J]
+    weights = torch.einsum("nk,nkj->nj", q.bary.to(dtype), corners)
+    return SkinningWeights(weights=weights, face=q.face, distance=q.distance, frame=frame)
+
+
+def blend_transforms(
+    weights: Float[Tensor, "N J"], transforms: Float[Tensor, "B J 4 4"], frame: Int[Tensor, " N"]
+) -> Float[Tensor, "N 4 4"]:
+    """Per point, the weighted sum of its frame's joint transforms: ``sum_j weights[i, j] * transforms[frame[i], j]``."""
+    check_float("transforms", transforms, [None, weights.shape[1], 4, 4], device=weights.device)
+    dtype = torch.promote_types(weights.dtype, transforms.dtype)
+    return torch.einsum("nj,njrc->nrc", weights.to(dtype), transforms.to(dtype)[frame])
+
+
+def transform_points(
+    transforms: Float[Tensor, "N 4 4"], points: Float[Tensor, "N 3"], inverse: bool = False
+) -> Float[Tensor, "N 3"]:
+    """Apply each 4x4 affine transform to its point, or its inverse (``R^-1 (x - t)``, solved, not inverted)."""
+    dtype = torch.promote_types(transforms.dtype, points.dtype)
+    linear, offset = transforms[:, :3, :3].to(dtype), transforms[:, :3, 3].to(dtype)
+    points = points.to(dtype)
+    if inverse:
+        return torch.linalg.solve(linear, points - offset)
+    return torch.einsum("nrc,nc->nr", linear, points) + offset
+
+
+def skin_points(
+    mesh: TriangleMesh,
+    vertex_weights: Float[Tensor, "V J"],
+    transforms: Float[Tensor, "B J 4 4"],
+    points: Float[Tensor, "N 3"],
+    frame: Int[Tensor, " N"] | IntLike | None = None,
+    inverse: bool = False,
+) -> Float[Tensor, "N 3"]:
+    """Skin ``points`` with weights read on ``mesh`` and the blended ``transforms`` of each point's frame.
+
+    Forward (rest -> posed): ``mesh`` is the rest mesh. Inverse (posed -> rest, ``inverse=True``): ``mesh``
+    is the posed mesh, and the inverse of the blended transform is applied.
+    """
+    check_float("transforms", transforms, [mesh.num_frames, vertex_weights.shape[-1], 4, 4], device=mesh.device)
+    w = skinning_weights(mesh, vertex_weights, points, frame)
+    return transform_points(blend_transforms(w.weights, transforms, w.frame), points, inverse=inverse)
