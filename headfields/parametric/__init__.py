@@ -1,12 +1,15 @@
 """Parametric heads: FLAME and SMPL-X from their official files (chumpy pickles included, without chumpy),
-evaluated into a :class:`Head` for B frames, and linear blend skinning of arbitrary points."""
+evaluated into a :class:`Head` for B frames, linear blend skinning of arbitrary points, and small synthetic
+model files in the official formats for tests and demos."""
 
 from .files import read_model_file
 from .head import Head
 from .model import ParametricModel, load_model
 from .skinning import SkinningWeights, blend_transforms, skin_points, skinning_weights, transform_points
+from .synthetic import SYNTHETIC_EXPRESSIONS, write_synthetic_flame, write_synthetic_smplx
 
 __all__ = [
+    "SYNTHETIC_EXPRESSIONS",
     "Head",
     "ParametricModel",
     "SkinningWeights",
@@ -16,4 +19,6 @@ __all__ = [
     "skin_points",
     "skinning_weights",
     "transform_points",
+    "write_synthetic_flame",
+    "write_synthetic_smplx",
 ]
