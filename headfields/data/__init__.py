@@ -1,5 +1,5 @@
 """Data: the INSTA / NeRFace ``transforms.json`` dataset format (one loader for real captures and the synthetic
-video) and its writer."""
+video) and its writer, and the synthetic head video generator."""
 
 from .insta import (
     DEFAULT_INTEGER_DEPTH_SCALE,
@@ -9,12 +9,15 @@ from .insta import (
     load_insta_dataset,
     save_insta_dataset,
 )
+from .synthetic import SyntheticVideoConfig, make_synthetic_video
 
 __all__ = [
     "DEFAULT_INTEGER_DEPTH_SCALE",
     "SPLITS",
     "FrameSet",
+    "SyntheticVideoConfig",
     "TrackedParams",
     "load_insta_dataset",
+    "make_synthetic_video",
     "save_insta_dataset",
 ]

@@ -1,0 +1,265 @@
+"""A synthetic head video in the INSTA format: what a tracked monocular capture holds, rendered from the
+synthetic FLAME head (or the SMPL-X head and torso, seen from all sides).
+
+The sequence is a string of short *episodes*, each raising one expression channel (brows, smile, jaw) and
+letting it fall again, over small smooth head, gaze and camera motion. Training frames never combine two
+channels; test frames do (brows raised with the jaw open, ...), so a test measures generalisation to
+expression combinations never seen. Ground truth is ray cast from the posed mesh with Warp: RGB (anti-aliased),
+mask, depth and region segmentation. Everything is deterministic from the seed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from .._checks import check_count, check_positive
+from ..geometry import ray_intersect, vertex_normals
+from ..parametric import load_model
+from ..parametric.head import Head
+from ..parametric.model import ParametricModel
+from ..parametric.synthetic import SYNTHETIC_EXPRESSIONS, write_synthetic_flame, write_synthetic_smplx
+from ..renderers.cameras import PinholeCameras, look_at, pixel_rays
+from ._appearance import HeadAppearance
+from .insta import FrameSet, TrackedParams, save_insta_dataset
+
+# Episode channels: two expression directions of the synthetic model and the jaw. Amplitudes are the peak
+# coefficient (expression) or angle in radians (jaw) an episode reaches, scaled by a random 0.6-1.0.
+EXPRESSION_CHANNELS = ("brow_raise", "smile")
+EXPRESSION_PEAK = 1.0
+JAW_PEAK = 0.30  # radians: a clearly open mouth showing teeth and the cavity
+# The test episodes: every pair of channels at once.
+TEST_COMBINATIONS = (("brow_raise", "jaw"), ("smile", "jaw"), ("brow_raise", "smile"))
+BACKGROUND_EXPRESSIONS = 20  # expression directions past the named ones that wander a little
+BACKGROUND_EXPRESSION_STD = 0.15
+HEAD_SWING = (0.10, 0.30, 0.05)  # radians: head pitch, yaw, roll amplitude in the monocular video
+GAZE_SWING = 0.25  # radians
+HEAD_DRIFT = 0.01  # metres
+CAMERA_DRIFT = 0.02  # metres
+FRAME_MARGIN = 1.1  # the head's bounding box fills the image up to this margin
+SEGMENTATION_BACKGROUND = 0
+
+
+@dataclass(frozen=True)
+class SyntheticVideoConfig:
+    """What to render. Defaults: a monocular FLAME video of 300 frames at 96x96 pixels."""
+
+    num_frames: int = 300
+    num_val: int = 10  # held out from the training episodes (seen kinds of expression)
+    num_test: int = 50  # the last frames: unseen combinations of expressions
+    resolution: int = 96  # square images, pixels
+    supersampling: int = 2  # colour rays per pixel side (anti-aliasing); depth, mask and labels: the centre ray
+    fov: float = math.radians(30.0)
+    episode_frames: int = 25
+    orbit: bool = False  # True: the SMPL-X head and torso turning before the camera (the 360 degree portrait)
+    orbit_turns: float = 2.0
+    background: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_count("num_frames", self.num_frames, 3)
+        check_count("num_val", self.num_val, 1)
+        check_count("num_test", self.num_test, 1)
+        if self.num_val + self.num_test >= self.num_frames:
+            raise ValueError(
+                f"num_frames: expected more than num_val + num_test = {self.num_val + self.num_test} frames, "
+                f"got {self.num_frames}"
+            )
+        check_count("resolution", self.resolution, 8, 4096)
+        check_count("supersampling", self.supersampling, 1, 8)
+        check_count("episode_frames", self.episode_frames, 2)
+        check_positive("fov", self.fov)
+        if not self.fov < math.pi:
+            raise ValueError(f"fov: expected a field of view below pi radians, got {self.fov}")
+
+
+def make_synthetic_video(root: str | Path, config: SyntheticVideoConfig | None = None) -> Path:
+    """Render the synthetic head video into folder ``root`` in the INSTA format and return ``root``.
+
+    ``root/model`` holds the synthetic FLAME (or SMPL-X) model files the parameters refer to;
+    :func:`headfields.data.load_insta_dataset` reads the result back.
+    """
+    config = config or SyntheticVideoConfig()
+    root = Path(root)
+    model_type = "smplx" if config.orbit else "flame"
+    writer = write_synthetic_smplx if config.orbit else write_synthetic_flame
+    model_dir = writer(root / "model", seed=config.seed)
+    model = load_model(model_dir, model_type=model_type)
+
+    generator = torch.Generator().manual_seed(config.seed)
+    params, test_start = _sequence(model, config, generator)
+    head = model(shape=params.shape, expression=params.expression, pose=params.pose, translation=params.translation)
+    cameras = _cameras(head, config, generator)
+    appearance = _appearance(model, config.seed)
+    labels = {name: i + 1 for i, name in enumerate(appearance.names)}
+
+    brow = params.expression[:, SYNTHETIC_EXPRESSIONS["brow_raise"]]
+    images, masks, depths, segmentation = _render(head, cameras, appearance, brow, config)
+    splits = {
+        "train": torch.arange(0, test_start - config.num_val),
+        "val": torch.arange(test_start - config.num_val, test_start),
+        "test": torch.arange(test_start, config.num_frames),
+    }
+    frame_sets = {
+        split: FrameSet(
+            split=split,
+            cameras=cameras.select(index),
+            images=images[index],
+            masks=masks[index],
+            depths=depths[index],
+            segmentation=segmentation[index],
+            expression=params.expression[index],
+            params=TrackedParams(params.shape, params.expression[index], params.pose[index], params.translation[index]),
+            mesh_vertices=head.vertices.detach()[index],
+            mesh_faces=head.faces,
+            model_type=model_type,
+            model_path=model_dir,
+            segmentation_labels=labels,
+        )
+        for split, index in splits.items()
+    }
+    return save_insta_dataset(root, frame_sets)
+
+
+def _smooth_noise(frames: int, channels: int, generator: torch.Generator, periods: tuple[float, ...] = (97.0, 41.0)) -> Tensor:
+    """Smooth random curves in [-1, 1] over the frames: a sum of sines of random phase (one per period)."""
+    t = torch.arange(frames, dtype=torch.float64)[:, None]
+    out = torch.zeros(frames, channels, dtype=torch.float64)
+    for period in periods:
+        phase = 2 * math.pi * torch.rand(channels, generator=generator, dtype=torch.float64)
+        out += torch.sin(2 * math.pi * t / period + phase)
+    return out / len(periods)
+
+
+def _episodes(config: SyntheticVideoConfig, generator: torch.Generator) -> tuple[dict[str, Tensor], int]:
+    """Per-channel activation in [0, 1] over the frames, and the first test frame.
+
+    Training episodes raise one channel each, in turn; test episodes (the last ``num_test`` frames) raise a
+    pair of channels together. Each episode is a sin^2 bump of random height 0.6-1.0.
+    """
+    n, test_start = config.num_frames, config.num_frames - config.num_test
+    channels = (*EXPRESSION_CHANNELS, "jaw")
+    activation = {c: torch.zeros(n, dtype=torch.float64) for c in channels}
+    step = config.episode_frames
+    train = [
+        (start, min(start + step, test_start), (channels[i % len(channels)],))
+        for i, start in enumerate(range(0, test_start, step))
+    ]
+    test = [
+        (start, min(start + step, n), TEST_COMBINATIONS[i % len(TEST_COMBINATIONS)])
+        for i, start in enumerate(range(test_start, n, step))
+    ]
+    for start, stop, active in train + test:
+        bump = torch.sin(math.pi * (torch.arange(stop - start, dtype=torch.float64) + 0.5) / (stop - start)) ** 2
+        for channel in active:
+            height = 0.6 + 0.4 * torch.rand((), generator=generator, dtype=torch.float64)
+            activation[channel][start:stop] = height * bump
+    return activation, test_start
+
+
+def _sequence(model: ParametricModel, config: SyntheticVideoConfig, generator: torch.Generator) -> tuple[TrackedParams, int]:
+    n = config.num_frames
+    activation, test_start = _episodes(config, generator)
+    expression = torch.zeros(n, model.num_expression, dtype=torch.float64)
+    for channel in EXPRESSION_CHANNELS:
+        expression[:, SYNTHETIC_EXPRESSIONS[channel]] = EXPRESSION_PEAK * activation[channel]
+    first, last = len(SYNTHETIC_EXPRESSIONS), min(model.num_expression, len(SYNTHETIC_EXPRESSIONS) + BACKGROUND_EXPRESSIONS)
+    expression[:, first:last] = BACKGROUND_EXPRESSION_STD * _smooth_noise(n, last - first, generator)
+
+    joint = {name: i for i, name in enumerate(model.joint_names)}
+    pose = torch.zeros(n, model.num_joints, 3, dtype=torch.float64)
+    pose[:, joint["jaw"], 0] = JAW_PEAK * activation["jaw"]
+    gaze = GAZE_SWING * _smooth_noise(n, 2, generator)  # pitch, yaw: both eyes look the same way
+    for eye in ("left_eye", "right_eye"):
+        pose[:, joint[eye], :2] = gaze
+    swing = torch.tensor(HEAD_SWING, dtype=torch.float64) * _smooth_noise(n, 3, generator)
+    pose[:, joint["head" if config.orbit else "neck"]] = swing
+    if config.orbit:  # the subject turns before the camera: global yaw sweeps all the way round
+        pose[:, 0, 1] = 2 * math.pi * config.orbit_turns * torch.arange(n, dtype=torch.float64) / n
+    translation = HEAD_DRIFT * _smooth_noise(n, 3, generator)
+    params = TrackedParams(torch.zeros(model.num_shape), expression.float(), pose.float(), translation.float())
+    return params, test_start
+
+
+def _cameras(head: Head, config: SyntheticVideoConfig, generator: torch.Generator) -> PinholeCameras:
+    """A camera in front of the head (+z) at the distance where the head's box fills the view, drifting."""
+    rest = head.canonical_vertices.detach()
+    low, high = rest.amin(dim=0), rest.amax(dim=0)
+    centre, half = (low + high) / 2, (high - low) / 2
+    # The box's front face spans the image (up to the margin); an orbit must also fit the box turned sideways.
+    half_width = max(float(half[0]), float(half[2])) if config.orbit else float(half[0])
+    distance = FRAME_MARGIN * max(half_width, float(half[1])) / math.tan(config.fov / 2) + float(half[:3:2].max())
+    n = config.num_frames
+    eye = centre + torch.tensor([0.0, 0.0, distance]) + CAMERA_DRIFT * _smooth_noise(n, 3, generator).float()
+    target = centre.expand(n, 3)
+    camera_to_world = look_at(eye, target, torch.tensor([0.0, 1.0, 0.0]))
+    return PinholeCameras.from_fov(camera_to_world, config.resolution, config.resolution, config.fov)
+
+
+def _appearance(model: ParametricModel, seed: int) -> HeadAppearance:
+    """Per-vertex appearance data of the model's neutral head (zero shape, expression and pose)."""
+    neutral = model()
+    canonical = neutral.canonical_vertices.detach()
+    names = tuple(neutral.regions)
+    labels = torch.full((canonical.shape[0],), -1, dtype=torch.long)
+    for i, name in enumerate(names):
+        labels[neutral.regions[name]] = i
+    if (labels < 0).any():
+        raise ValueError(f"model: expected regions that cover every vertex, {int((labels < 0).sum())} vertices have none")
+    brow_dir = model.expr_dirs[:, :, SYNTHETIC_EXPRESSIONS["brow_raise"]].detach()
+    moved = brow_dir.norm(dim=-1)
+    joints = {name: i for i, name in enumerate(model.joint_names)}
+    eye_centres = neutral.joints[0, [joints["left_eye"], joints["right_eye"]]].detach()
+    return HeadAppearance(
+        canonical=canonical,
+        normals=vertex_normals(canonical, neutral.faces),
+        labels=labels,
+        names=names,
+        wrinkle_weight=moved / moved.max(),
+        eye_centres=eye_centres,
+        seed=seed,
+    )
+
+
+def _render(
+    head: Head, cameras: PinholeCameras, appearance: HeadAppearance, brow: Tensor, config: SyntheticVideoConfig
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Ray cast every frame: anti-aliased RGB (uint8), and from each pixel's centre ray the mask, z depth and label."""
+    n, size, s = config.num_frames, config.resolution, config.supersampling
+    mesh = head.posed_mesh
+    faces = head.faces
+    background = torch.tensor(config.background)
+    grid = torch.stack(torch.meshgrid(torch.arange(size), torch.arange(size), indexing="xy"), dim=-1).reshape(-1, 2)
+    sub = (torch.arange(s) + 0.5) / s
+    offsets = torch.stack(torch.meshgrid(sub, sub, indexing="xy"), dim=-1).reshape(-1, 2)  # [s*s, 2]
+    colour_pixels = (grid[:, None, :] + offsets[None]).reshape(-1, 2)  # [HW*s*s, 2]
+    centre_pixels = grid + 0.5
+
+    images = torch.empty(n, size, size, 3, dtype=torch.uint8)
+    masks = torch.empty(n, size, size, dtype=torch.bool)
+    depths = torch.empty(n, size, size)
+    segmentation = torch.empty(n, size, size, dtype=torch.uint8)
+    forward = cameras.camera_to_world[:, :3, 2]  # OpenCV +z: the viewing axis, for z depth
+    with torch.no_grad():
+        for f in range(n):
+            rays = pixel_rays(cameras, f, colour_pixels)
+            hit = ray_intersect(mesh, rays.origins, rays.directions, frame=f)
+            colour = background.expand(len(rays), 3).clone()
+            corners = faces[hit.face[hit.hit]]
+            colour[hit.hit] = appearance.colour(corners, hit.bary[hit.hit], brow[f].expand(len(corners)))
+            colour = colour.reshape(size * size, s * s, 3).mean(dim=1)
+            images[f] = (colour * 255 + 0.5).clamp(0, 255).to(torch.uint8).reshape(size, size, 3)
+
+            rays = pixel_rays(cameras, f, centre_pixels)
+            hit = ray_intersect(mesh, rays.origins, rays.directions, frame=f)
+            masks[f] = hit.hit.reshape(size, size)
+            depth = torch.where(hit.hit, hit.t * (rays.directions @ forward[f]), 0.0)
+            depths[f] = depth.reshape(size, size)
+            label = torch.full((size * size,), SEGMENTATION_BACKGROUND, dtype=torch.long)
+            label[hit.hit] = appearance.label(faces[hit.face[hit.hit]], hit.bary[hit.hit]) + 1
+            segmentation[f] = label.to(torch.uint8).reshape(size, size)
+    return images, masks, depths, segmentation

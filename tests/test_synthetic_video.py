@@ -1,0 +1,139 @@
+"""The synthetic head video: what it writes is read back consistently, and it shows what a capture would.
+
+Truth comes from elsewhere each time: the tracked parameters re-evaluated through the model must give the
+written meshes; mesh vertices projected through the written cameras must land where the ray-cast depth,
+mask and labels say they are.
+"""
+
+import hashlib
+from pathlib import Path
+
+import pytest
+import torch
+
+from headfields.data import load_insta_dataset
+from headfields.data.synthetic import EXPRESSION_CHANNELS, SyntheticVideoConfig, make_synthetic_video
+from headfields.parametric import load_model
+from headfields.parametric.synthetic import SYNTHETIC_EXPRESSIONS
+from headfields.renderers.cameras import project_points
+
+from helpers import raises_naming
+
+SMALL = SyntheticVideoConfig(num_frames=40, num_val=4, num_test=12, resolution=48, episode_frames=8)
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory) -> Path:
+    return make_synthetic_video(tmp_path_factory.mktemp("video"), SMALL)
+
+
+@pytest.fixture(scope="module")
+def splits(video):
+    return {split: load_insta_dataset(video, split) for split in ("train", "val", "test")}
+
+
+def test_splits_cover_the_frames_in_order(splits):
+    sizes = {split: len(frames) for split, frames in splits.items()}
+    assert sizes == {"train": 24, "val": 4, "test": 12}
+    for frames in splits.values():
+        assert frames.images.shape[1:] == (48, 48, 3)
+        assert frames.model_type == "flame"
+
+
+def test_parameters_reproduce_the_written_meshes(splits):
+    frames = splits["test"]
+    model = load_model(frames.model_path, model_type=frames.model_type)
+    p = frames.params
+    head = model(shape=p.shape, expression=p.expression, pose=p.pose, translation=p.translation)
+    torch.testing.assert_close(head.vertices, frames.mesh_vertices, atol=1e-5, rtol=0)
+    torch.testing.assert_close(frames.expression, p.expression)
+
+
+def test_ray_cast_depth_mask_and_labels_agree_with_projected_vertices(splits):
+    frames = splits["train"]
+    model = load_model(frames.model_path, model_type=frames.model_type)
+    regions = model().regions
+    names = {label: name for name, label in frames.segmentation_labels.items()}
+    region_of = torch.empty(model.num_vertices, dtype=torch.long)
+    for name, ids in regions.items():
+        region_of[ids] = frames.segmentation_labels[name]
+
+    checked = 0
+    for f in range(0, len(frames), 5):
+        vertices = frames.mesh_vertices[f]
+        pixels, depth = project_points(frames.cameras, vertices, f)
+        col, row = pixels.floor().long().unbind(-1)
+        inside = (col >= 0) & (col < 48) & (row >= 0) & (row < 48)
+        seen = frames.depths[f][row[inside], col[inside]]
+        # A vertex is visible where the depth map is no nearer than it (1 mm: the pixel spans the slope).
+        visible = inside.clone()
+        visible[inside] = (seen - depth[inside]).abs() < 1e-3
+        assert visible.sum() > 50
+        v_row, v_col = row[visible], col[visible]
+        assert frames.masks[f][v_row, v_col].all()
+        labels = frames.segmentation[f][v_row, v_col].long()
+        agree = (labels == region_of[visible]).float().mean()
+        assert agree > 0.9, f"frame {f}: labels agree with the vertices' regions for {agree:.0%} only"
+        assert set(labels.tolist()) <= set(names)
+        checked += int(visible.sum())
+    assert checked > 500
+    # Pixels outside the mask have no depth and the background label.
+    for frames in splits.values():
+        assert (frames.depths[~frames.masks] == 0).all()
+        assert (frames.segmentation[~frames.masks] == 0).all()
+        assert (frames.depths[frames.masks] > 0).all()
+
+
+def test_test_frames_combine_expressions_never_combined_in_training(splits):
+    def channels(frames):
+        p = frames.params
+        levels = [p.expression[:, SYNTHETIC_EXPRESSIONS[c]] for c in EXPRESSION_CHANNELS]
+        levels.append(p.pose[:, 2, 0] / p.pose[:, 2, 0].abs().max().clamp(min=1e-9))  # jaw (FLAME joint 2)
+        return (torch.stack(levels, dim=1) > 0.2).sum(dim=1)
+
+    assert (channels(splits["train"]) <= 1).all()
+    assert (channels(splits["val"]) <= 1).all()
+    assert (channels(splits["test"]) >= 2).any()
+
+
+def test_open_jaw_shows_teeth_and_mouth_and_raised_brows_darken_the_forehead(splits):
+    frames = splits["train"]
+    jaw = frames.params.pose[:, 2, 0]
+    mouth_labels = torch.tensor([frames.segmentation_labels[n] for n in ("teeth", "mouth_interior")])
+    mouth_pixels = torch.isin(frames.segmentation.long(), mouth_labels).flatten(1).sum(dim=1)
+    assert mouth_pixels[jaw > 0.15].min() > 0
+    assert mouth_pixels[jaw < 0.01].float().mean() < 0.2 * mouth_pixels[jaw > 0.15].float().mean()
+
+
+def test_same_seed_same_files_other_seed_other_video(video, tmp_path):
+    def digest(root: Path) -> str:
+        h = hashlib.sha256()
+        for path in sorted(p for p in root.rglob("*") if p.is_file() and p.suffix in (".png", ".json", ".npz")):
+            h.update(path.relative_to(root).as_posix().encode())
+            h.update(path.read_bytes())
+        return h.hexdigest()
+
+    again = make_synthetic_video(tmp_path / "again", SMALL)
+    assert digest(again) == digest(video)
+    other = make_synthetic_video(tmp_path / "other", SyntheticVideoConfig(**{**SMALL.__dict__, "seed": 1}))
+    assert digest(other) != digest(video)
+
+
+def test_orbit_video_turns_the_smplx_bust_all_the_way_round(tmp_path):
+    config = SyntheticVideoConfig(num_frames=24, num_val=2, num_test=6, resolution=32, episode_frames=6, orbit=True)
+    root = make_synthetic_video(tmp_path, config)
+    frames = load_insta_dataset(root, "train")
+    assert frames.model_type == "smplx"
+    assert "torso" in frames.segmentation_labels
+    yaw = frames.params.pose[:, 0, 1]
+    assert yaw.max() - yaw.min() > 3.0  # more than half a turn within the training frames
+    assert frames.masks.flatten(1).any(dim=1).all()  # the subject is in view in every frame
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("num_frames", 10), ("resolution", 4), ("supersampling", 0), ("fov", 0.0), ("num_test", 0)],
+)
+def test_bad_config_names_the_field(field, value):
+    with raises_naming(field):
+        SyntheticVideoConfig(**{field: value})
