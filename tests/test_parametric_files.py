@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 import scipy.sparse
 import torch
-from test_parametric_model import flame_arrays, random_parameters, smplx_flame, smplx_flame_output, write_flame
 
 from headfields.parametric import load_model, read_model_file
+
+from model_files import flame_arrays, random_parameters, smplx_flame, smplx_flame_output, write_flame
 
 # Real scipy classes, captured before any test hides scipy.
 _SPARSE = {"csc": scipy.sparse.csc_matrix, "coo": scipy.sparse.coo_matrix, "csr": scipy.sparse.csr_matrix}

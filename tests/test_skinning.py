@@ -6,7 +6,12 @@ import torch
 from hypothesis import given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
-from test_parametric_model import (
+
+from headfields.geometry import TriangleMesh, face_normals, sample_surface
+from headfields.parametric import blend_transforms, load_model, skin_points, skinning_weights, write_synthetic_flame
+
+from helpers import raises_naming
+from model_files import (
     random_parameters,
     smplx_flame,
     smplx_flame_output,
@@ -15,11 +20,6 @@ from test_parametric_model import (
     write_flame,
     write_smplx,
 )
-
-from headfields.geometry import TriangleMesh, face_normals, sample_surface
-from headfields.parametric import blend_transforms, load_model, skin_points, skinning_weights
-
-from helpers import raises_naming
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +61,28 @@ def test_pose_points_on_vertices_match_smplx_flame(flame, seed, batch, angle):
     posed = head.pose_points(points, frame)
     _close(posed, expected[frame, vertex])
     _close(head.unpose_points(posed, frame), points, atol=1e-6)  # round trip on the mesh
+
+
+@pytest.fixture(scope="module")
+def synthetic_flame(tmp_path_factory):
+    folder = write_synthetic_flame(tmp_path_factory.mktemp("synthetic_flame"))
+    return load_model(folder), smplx_flame(folder, 300, 100)
+
+
+@hsettings(max_examples=10)
+@given(seed=st.integers(0, 2**31 - 1), batch=st.integers(1, 2), angle=st.floats(0.0, 0.4), neutral=st.booleans())
+def test_skinning_the_synthetic_flame_matches_smplx(synthetic_flame, seed, batch, angle, neutral):
+    """The acceptance property: a FLAME file written by headfields loads in smplx, and skinning its vertices as
+    arbitrary points (weights from the nearest rest triangle) gives smplx's posed vertices. ``neutral`` keeps
+    the expression at zero, where the lips are closest (each lip must keep its own weights)."""
+    model, reference = synthetic_flame
+    params = random_parameters(model, seed, batch, angle)
+    if neutral:
+        params[1] = torch.zeros_like(params[1])
+    head = model(*params)
+    expected = smplx_flame_output(reference, *params).vertices
+    points, frame, vertex = _all_vertices(head, seed)
+    _close(head.pose_points(points, frame), expected[frame, vertex])
 
 
 @hsettings(max_examples=10)

@@ -71,6 +71,10 @@ POCKET_LOWER = (
     (0.022, -0.010, "mouth_interior"),  # tongue
     (0.034, -0.007, "mouth_interior"),
 )
+# The lips part by this much at rest (at the centre, closing towards the corners): touching lips would put
+# upper- and lower-lip vertices at one position, and skinning a point there by its nearest triangle could
+# take either lip's weights (the jaw's or the head's).
+LIP_GAP = 0.001
 POCKET_BACK_DEPTH = 0.039  # the deepest point, on the mouth line, shared by both halves
 POCKET_CORNER_SCALE = 0.35  # the pocket shrinks to this fraction of its size at the mouth corners
 
@@ -341,7 +345,7 @@ def build_head() -> HeadMesh:
     pocket = n_grid + n_in + np.arange(n_in * n_prof).reshape(n_in, n_prof)
     eye_start = n_grid + n_in * (1 + n_prof)
 
-    # positions: pole, grid, lower-lip edge copies (touching the upper lip at rest), pocket, eyes
+    # positions: pole, grid, lower-lip edge copies (LIP_GAP below the upper lip at rest), pocket, eyes
     pole = np.array([[0.0, CRANIUM_HEIGHT, 0.0]])
     flat = grid.reshape(-1, 3)
     upper_edge = grid[mouth_row, inner]
@@ -351,7 +355,8 @@ def build_head() -> HeadMesh:
     eye_centres = np.array([[x, EYE_Y, _surface_z(flat, x, EYE_Y) - EYE_INSET] for x in (EYE_X, -EYE_X)])
     eyes = [_eyeball(c) for c in eye_centres]
     n_eye = len(eyes[0][0])
-    vertices = np.concatenate([pole, flat, upper_edge, pocket_points.reshape(-1, 3), eyes[0][0], eyes[1][0]])
+    lower_edge = upper_edge - np.outer(LIP_GAP * (1.0 - np.clip(corner_t, 0, 1) ** 2), [0.0, 1.0, 0.0])
+    vertices = np.concatenate([pole, flat, lower_edge, pocket_points.reshape(-1, 3), eyes[0][0], eyes[1][0]])
 
     # faces: grid with the cut (the quads under the mouth row take the lower-lip copies), pocket, eyes
     cut_row = grid_id(mouth_row, np.arange(n_cols))
