@@ -40,6 +40,7 @@ HEAD_SWING = (0.10, 0.30, 0.05)  # radians: head pitch, yaw, roll amplitude in t
 GAZE_SWING = 0.25  # radians
 HEAD_DRIFT = 0.01  # metres
 CAMERA_DRIFT = 0.02  # metres
+SHOULDER_DROP = 0.35  # a portrait shows the torso this far (in head-and-neck heights) below the neck
 FRAME_MARGIN = 1.1  # the head's bounding box fills the image up to this margin
 SEGMENTATION_BACKGROUND = 0
 
@@ -186,8 +187,17 @@ def _sequence(model: ParametricModel, config: SyntheticVideoConfig, generator: t
 
 
 def _cameras(head: Head, config: SyntheticVideoConfig, generator: torch.Generator) -> PinholeCameras:
-    """A camera in front of the head (+z) at the distance where the head's box fills the view, drifting."""
+    """A camera in front of the head (+z) at the distance where the head's box fills the view, drifting.
+
+    A portrait (SMPL-X) is framed on the head and shoulders: the box of the vertices outside the torso region,
+    extended down into the torso by SHOULDER_DROP of its height.
+    """
     rest = head.canonical_vertices.detach()
+    if "torso" in head.regions:
+        torso = torch.zeros(len(rest), dtype=torch.bool)
+        torso[head.regions["torso"]] = True
+        top, bottom = rest[~torso, 1].max(), rest[~torso, 1].min()
+        rest = rest[rest[:, 1] >= bottom - SHOULDER_DROP * (top - bottom)]
     low, high = rest.amin(dim=0), rest.amax(dim=0)
     centre, half = (low + high) / 2, (high - low) / 2
     # The box's front face spans the image (up to the margin); an orbit must also fit the box turned sideways.
