@@ -16,6 +16,10 @@ import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from ..geometry import vertex_normals
+from ..parametric.model import ParametricModel
+from ..parametric.synthetic import SYNTHETIC_EXPRESSIONS
+
 # Albedo per region (linear RGB in [0, 1]); regions missing from a model are simply unused.
 REGION_COLOURS: dict[str, tuple[float, float, float]] = {
     "skin": (0.86, 0.64, 0.52),
@@ -132,3 +136,28 @@ def _lattice_value(cell: Int[Tensor, "N 3"], seed: int) -> Float[Tensor, " N"]:
     h = (h ^ (h >> 13)) * 1274126177
     h = h ^ (h >> 16)
     return (h & 0xFFFFFF).double() / float(0x1000000)
+
+
+def head_appearance(model: ParametricModel, seed: int) -> HeadAppearance:
+    """Per-vertex appearance data of the model's neutral head (zero shape, expression and pose)."""
+    neutral = model()
+    canonical = neutral.canonical_vertices.detach()
+    names = tuple(neutral.regions)
+    labels = torch.full((canonical.shape[0],), -1, dtype=torch.long, device=canonical.device)
+    for i, name in enumerate(names):
+        labels[neutral.regions[name]] = i
+    if (labels < 0).any():
+        raise ValueError(f"model: expected regions that cover every vertex, {int((labels < 0).sum())} vertices have none")
+    brow_dir = model.expr_dirs[:, :, SYNTHETIC_EXPRESSIONS["brow_raise"]].detach()
+    moved = brow_dir.norm(dim=-1)
+    joints = {name: i for i, name in enumerate(model.joint_names)}
+    eye_centres = neutral.joints[0, [joints["left_eye"], joints["right_eye"]]].detach()
+    return HeadAppearance(
+        canonical=canonical,
+        normals=vertex_normals(canonical, neutral.faces),
+        labels=labels,
+        names=names,
+        wrinkle_weight=moved / moved.max(),
+        eye_centres=eye_centres,
+        seed=seed,
+    )

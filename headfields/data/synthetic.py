@@ -18,13 +18,13 @@ import torch
 from torch import Tensor
 
 from .._checks import check_count, check_positive
-from ..geometry import ray_intersect, vertex_normals
+from ..geometry import ray_intersect
 from ..parametric import load_model
 from ..parametric.head import Head
 from ..parametric.model import ParametricModel
 from ..parametric.synthetic import SYNTHETIC_EXPRESSIONS, write_synthetic_flame, write_synthetic_smplx
 from ..renderers.cameras import PinholeCameras, look_at, pixel_rays
-from ._appearance import HeadAppearance
+from ._appearance import HeadAppearance, head_appearance
 from .insta import FrameSet, TrackedParams, save_insta_dataset
 
 # Episode channels: two expression directions of the synthetic model and the jaw. Amplitudes are the peak
@@ -78,28 +78,35 @@ class SyntheticVideoConfig:
             raise ValueError(f"fov: expected a field of view below pi radians, got {self.fov}")
 
 
-def make_synthetic_video(root: str | Path, config: SyntheticVideoConfig | None = None) -> Path:
+def make_synthetic_video(
+    root: str | Path, config: SyntheticVideoConfig | None = None, device: str | torch.device | None = None
+) -> Path:
     """Render the synthetic head video into folder ``root`` in the INSTA format and return ``root``.
 
     ``root/model`` holds the synthetic FLAME (or SMPL-X) model files the parameters refer to;
-    :func:`headfields.data.load_insta_dataset` reads the result back.
+    :func:`headfields.data.load_insta_dataset` reads the result back. ``device`` runs the model and the ray
+    casting (default: the CPU); the parameters are drawn on the CPU, so the video is the same on any device.
     """
     config = config or SyntheticVideoConfig()
     root = Path(root)
     model_type = "smplx" if config.orbit else "flame"
     writer = write_synthetic_smplx if config.orbit else write_synthetic_flame
     model_dir = writer(root / "model", seed=config.seed)
-    model = load_model(model_dir, model_type=model_type)
+    model = load_model(model_dir, model_type=model_type, device=device)
 
     generator = torch.Generator().manual_seed(config.seed)
     params, test_start = _sequence(model, config, generator)
-    head = model(shape=params.shape, expression=params.expression, pose=params.pose, translation=params.translation)
+    on_device = params.to(model.v_template.device)
+    head = model(
+        shape=on_device.shape, expression=on_device.expression, pose=on_device.pose, translation=on_device.translation
+    )
     cameras = _cameras(head, config, generator)
-    appearance = _appearance(model, config.seed)
+    appearance = head_appearance(model, config.seed)
     labels = {name: i + 1 for i, name in enumerate(appearance.names)}
 
-    brow = params.expression[:, SYNTHETIC_EXPRESSIONS["brow_raise"]]
-    images, masks, depths, segmentation = _render(head, cameras, appearance, brow, config)
+    brow = on_device.expression[:, SYNTHETIC_EXPRESSIONS["brow_raise"]]
+    images, masks, depths, segmentation = (x.cpu() for x in _render(head, cameras, appearance, brow, config))
+    cameras, vertices, faces = cameras.to("cpu"), head.vertices.detach().cpu(), head.faces.cpu()
     splits = {
         "train": torch.arange(0, test_start - config.num_val),
         "val": torch.arange(test_start - config.num_val, test_start),
@@ -115,8 +122,8 @@ def make_synthetic_video(root: str | Path, config: SyntheticVideoConfig | None =
             segmentation=segmentation[index],
             expression=params.expression[index],
             params=TrackedParams(params.shape, params.expression[index], params.pose[index], params.translation[index]),
-            mesh_vertices=head.vertices.detach()[index],
-            mesh_faces=head.faces,
+            mesh_vertices=vertices[index],
+            mesh_faces=faces,
             model_type=model_type,
             model_path=model_dir,
             segmentation_labels=labels,
@@ -194,7 +201,7 @@ def _cameras(head: Head, config: SyntheticVideoConfig, generator: torch.Generato
     """
     rest = head.canonical_vertices.detach()
     if "torso" in head.regions:
-        torso = torch.zeros(len(rest), dtype=torch.bool)
+        torso = torch.zeros(len(rest), dtype=torch.bool, device=rest.device)
         torso[head.regions["torso"]] = True
         top, bottom = rest[~torso, 1].max(), rest[~torso, 1].min()
         rest = rest[rest[:, 1] >= bottom - SHOULDER_DROP * (top - bottom)]
@@ -204,35 +211,10 @@ def _cameras(head: Head, config: SyntheticVideoConfig, generator: torch.Generato
     half_width = max(float(half[0]), float(half[2])) if config.orbit else float(half[0])
     distance = FRAME_MARGIN * max(half_width, float(half[1])) / math.tan(config.fov / 2) + float(half[:3:2].max())
     n = config.num_frames
-    eye = centre + torch.tensor([0.0, 0.0, distance]) + CAMERA_DRIFT * _smooth_noise(n, 3, generator).float()
-    target = centre.expand(n, 3)
-    camera_to_world = look_at(eye, target, torch.tensor([0.0, 1.0, 0.0]))
+    drift = CAMERA_DRIFT * _smooth_noise(n, 3, generator).to(rest)
+    eye = centre + torch.tensor([0.0, 0.0, distance], dtype=rest.dtype, device=rest.device) + drift
+    camera_to_world = look_at(eye, centre.expand(n, 3), torch.tensor([0.0, 1.0, 0.0], dtype=rest.dtype, device=rest.device))
     return PinholeCameras.from_fov(camera_to_world, config.resolution, config.resolution, config.fov)
-
-
-def _appearance(model: ParametricModel, seed: int) -> HeadAppearance:
-    """Per-vertex appearance data of the model's neutral head (zero shape, expression and pose)."""
-    neutral = model()
-    canonical = neutral.canonical_vertices.detach()
-    names = tuple(neutral.regions)
-    labels = torch.full((canonical.shape[0],), -1, dtype=torch.long)
-    for i, name in enumerate(names):
-        labels[neutral.regions[name]] = i
-    if (labels < 0).any():
-        raise ValueError(f"model: expected regions that cover every vertex, {int((labels < 0).sum())} vertices have none")
-    brow_dir = model.expr_dirs[:, :, SYNTHETIC_EXPRESSIONS["brow_raise"]].detach()
-    moved = brow_dir.norm(dim=-1)
-    joints = {name: i for i, name in enumerate(model.joint_names)}
-    eye_centres = neutral.joints[0, [joints["left_eye"], joints["right_eye"]]].detach()
-    return HeadAppearance(
-        canonical=canonical,
-        normals=vertex_normals(canonical, neutral.faces),
-        labels=labels,
-        names=names,
-        wrinkle_weight=moved / moved.max(),
-        eye_centres=eye_centres,
-        seed=seed,
-    )
 
 
 def _render(
@@ -242,17 +224,19 @@ def _render(
     n, size, s = config.num_frames, config.resolution, config.supersampling
     mesh = head.posed_mesh
     faces = head.faces
-    background = torch.tensor(config.background)
-    grid = torch.stack(torch.meshgrid(torch.arange(size), torch.arange(size), indexing="xy"), dim=-1).reshape(-1, 2)
-    sub = (torch.arange(s) + 0.5) / s
+    device = head.vertices.device
+    background = torch.tensor(config.background, device=device)
+    steps = torch.arange(size, device=device)
+    grid = torch.stack(torch.meshgrid(steps, steps, indexing="xy"), dim=-1).reshape(-1, 2)
+    sub = (torch.arange(s, device=device) + 0.5) / s
     offsets = torch.stack(torch.meshgrid(sub, sub, indexing="xy"), dim=-1).reshape(-1, 2)  # [s*s, 2]
     colour_pixels = (grid[:, None, :] + offsets[None]).reshape(-1, 2)  # [HW*s*s, 2]
     centre_pixels = grid + 0.5
 
-    images = torch.empty(n, size, size, 3, dtype=torch.uint8)
-    masks = torch.empty(n, size, size, dtype=torch.bool)
-    depths = torch.empty(n, size, size)
-    segmentation = torch.empty(n, size, size, dtype=torch.uint8)
+    images = torch.empty(n, size, size, 3, dtype=torch.uint8, device=device)
+    masks = torch.empty(n, size, size, dtype=torch.bool, device=device)
+    depths = torch.empty(n, size, size, device=device)
+    segmentation = torch.empty(n, size, size, dtype=torch.uint8, device=device)
     forward = cameras.camera_to_world[:, :3, 2]  # OpenCV +z: the viewing axis, for z depth
     with torch.no_grad():
         for f in range(n):
@@ -269,7 +253,7 @@ def _render(
             masks[f] = hit.hit.reshape(size, size)
             depth = torch.where(hit.hit, hit.t * (rays.directions @ forward[f]), 0.0)
             depths[f] = depth.reshape(size, size)
-            label = torch.full((size * size,), SEGMENTATION_BACKGROUND, dtype=torch.long)
+            label = torch.full((size * size,), SEGMENTATION_BACKGROUND, dtype=torch.long, device=device)
             label[hit.hit] = appearance.label(faces[hit.face[hit.hit]], hit.bary[hit.hit]) + 1
             segmentation[f] = label.to(torch.uint8).reshape(size, size)
     return images, masks, depths, segmentation
