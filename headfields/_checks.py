@@ -24,7 +24,7 @@ def check_shape(name: str, x: torch.Tensor, shape: Sequence[int | str | None], d
     if not ok:
         raise ValueError(f"{name}: expected shape {_shape_str(shape)}, got {list(x.shape)}")
     if device is not None and x.device != device:
-        raise ValueError(f"{name}: expected a tensor on {device} (the mesh's device), got one on {x.device}")
+        raise ValueError(f"{name}: expected a tensor on {device} (the device of the other inputs), got one on {x.device}")
 
 
 def check_float(name: str, x: torch.Tensor, shape: Sequence[int | str | None], device: torch.device | None = None) -> None:
@@ -54,6 +54,19 @@ def check_int(
         if lo < 0 or (upper is not None and hi >= upper):
             expected = f"[0, {upper})" if upper is not None else "non-negative values"
             raise ValueError(f"{name}: expected indices in {expected}, got values in [{lo}, {hi}]")
+
+
+def check_frame(name: str, frame: torch.Tensor | IntLike, count: int, num_frames: int, device: torch.device) -> torch.Tensor:
+    """A per-sample frame argument, one integer for all ``count`` samples or an integer tensor ``[count]`` on
+    ``device``, with frames in ``[0, num_frames)``; returned as contiguous int64 ``[count]`` on ``device``."""
+    if isinstance(frame, bool):
+        raise TypeError(f"{name}: expected a frame number or an integer tensor [{count}], got {frame!r}")
+    if isinstance(frame, numbers.Integral):
+        if not 0 <= frame < num_frames:
+            raise ValueError(f"{name}: expected a frame in [0, {num_frames}), got {frame}")
+        return torch.full((count,), int(frame), dtype=torch.long, device=device)
+    check_int(name, frame, [count], upper=num_frames, device=device)
+    return frame.long().contiguous()
 
 
 def check_count(name: str, value: object, lo: int, hi: int | None = None) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import scipy.stats
 import torch
@@ -227,6 +228,41 @@ def test_sample_pixels_is_seeded_and_returns_pixel_centres(device):
     assert torch.equal(a.cols.float() + 0.5, a.pixels[:, 0])
     frame, pixels = a  # unpacks like a (frame, pixels) pair
     assert frame is a.frame and pixels is a.pixels
+
+
+def test_sample_pixels_gives_the_same_samples_on_every_device(device):
+    """Random numbers come from the CPU generator, so a seed gives the CPU's samples on the cameras' device,
+    whether frames is a list, a tensor on that device or left out."""
+    expected = sample_pixels(cameras(4, seed=7), 300, torch.Generator().manual_seed(5), frames=[2, 0])
+    cams = cameras(4, seed=7, device=device)
+    for frames in ([2, 0], torch.tensor([2, 0], device=device)):
+        s = sample_pixels(cams, 300, torch.Generator().manual_seed(5), frames=frames)
+        assert s.frame.device == s.pixels.device == cams.device
+        assert torch.equal(s.frame.cpu(), expected.frame) and torch.equal(s.pixels.cpu(), expected.pixels)
+    every = sample_pixels(cams, 300, torch.Generator().manual_seed(5))
+    assert every.frame.device == cams.device and set(every.frame.tolist()) == {0, 1, 2, 3}
+
+
+def test_look_at_default_up_follows_the_eye_device(device):
+    eye = torch.tensor([[0.0, 0.0, 1.0]], device=device)
+    m = look_at(eye, torch.zeros(1, 3, device=device))
+    assert m.device == eye.device  # default up created on the eye's device
+    expected = torch.tensor([[1.0, 0.0, 0.0, 0.0], [0.0, -1.0, 0.0, 0.0], [0.0, 0.0, -1.0, 1.0], [0.0, 0.0, 0.0, 1.0]])
+    torch.testing.assert_close(m[0].cpu(), expected)  # +z towards the origin, +y down = world -y
+
+
+def test_frame_arguments_on_another_device_name_the_argument_not_a_mesh():
+    cams = cameras(3, seed=10)
+    pixels = torch.ones(4, 2, dtype=torch.float64)
+    with raises_naming("frame") as error:
+        pixel_rays(cams, torch.zeros(4, dtype=torch.long, device="meta"), pixels)
+    assert "mesh" not in str(error.value)
+    with raises_naming("frames"):
+        sample_pixels(cams, 10, torch.Generator(), frames=torch.tensor([0, 1], device="meta"))
+    # A numpy integer is a frame, a bool is not.
+    torch.testing.assert_close(pixel_rays(cams, np.int64(2), pixels).directions, pixel_rays(cams, 2, pixels).directions)
+    with raises_naming("frame"):
+        pixel_rays(cams, True, pixels)
 
 
 def test_sample_pixels_is_uniform_over_the_given_frames():

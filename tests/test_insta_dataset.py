@@ -333,6 +333,10 @@ def test_invalid_json_syntax(dataset):
         (lambda m: m.update(fl_y="ten"), ["fl_y"]),
         (lambda m: m.update(w=9), ["w, h"]),
         (lambda m: m.pop("h"), ["h: missing"]),
+        (lambda m: m.update(w=math.nan), ["w: expected a finite number"]),  # not a bare "cannot convert NaN"
+        (lambda m: m.update(h=math.inf), ["h: expected a finite number"]),  # nor an OverflowError
+        (lambda m: m.update(w=8.5), ["w: expected a positive integer"]),
+        (lambda m: [m.pop(k) for k in ("fl_x", "w", "h")] and m.update(camera_angle_x=math.pi), ["camera_angle_x", "(0, pi)"]),
         (lambda m: m.pop("integer_depth_scale"), ["integer_depth_scale"]),
         (lambda m: m["frames"][1].pop("mesh_path"), ["frames[1]", "mesh_path"]),
         (lambda m: m["frames"][0].pop("exp_path"), ["frames[1]", "exp_path"]),
@@ -402,6 +406,9 @@ def test_depth_and_segmentation_images_of_the_wrong_kind(dataset):
     depth = root / frames[0]["depth_path"]
     Image.fromarray(np.zeros((H, W, 3), np.uint8)).save(depth)
     with raises_file(ValueError, depth, "16-bit"):
+        load_insta_dataset(root)
+    Image.fromarray(np.full((H, W), 200, np.uint8)).save(depth)  # 8-bit grey: not a depth map
+    with raises_file(ValueError, depth, "16-bit", "mode L"):
         load_insta_dataset(root)
     Image.fromarray(np.zeros((H - 1, W), np.uint16)).save(depth)
     with raises_file(ValueError, depth, "size"):
@@ -480,3 +487,37 @@ def test_obj_reader_handles_polygons_texture_indices_and_negative_indices(tmp_pa
     path.write_text("v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 4\n")
     with raises_file(ValueError, path, "out of range"):
         _io.read_obj(path)
+
+
+def test_obj_reader_checks_every_line_and_splits_on_any_whitespace(tmp_path):
+    from headfields.data import _io
+
+    path = tmp_path / "mesh.obj"
+    # 12 tokens in all, as 3 "x y z" vertices would have: the second vertex is still short of a coordinate.
+    path.write_text("v 0 0 0 1\nv 1 0\nv 0 1 0\nf 1 2 3\n")
+    with raises_file(ValueError, path, "line 2", "3 coordinates"):
+        _io.read_obj(path)
+    path.write_text("v\t0 0 0\nv 1\t0\t0\nv  0 1 0\r\nf\t1 2\t3\n")  # tabs, double spaces, CRLF
+    vertices, faces = _io.read_obj(path)
+    np.testing.assert_array_equal(vertices, [[0, 0, 0], [1, 0, 0], [0, 1, 0]])
+    np.testing.assert_array_equal(faces, [[0, 1, 2]])
+    path.write_text("v 0 0 0 1\nv 1 0 0 1\nv 0 1 0 1\nf 1 2 3\n")  # homogeneous w: dropped
+    np.testing.assert_array_equal(_io.read_obj(path)[0], [[0, 0, 0], [1, 0, 0], [0, 1, 0]])
+
+
+def test_obj_writer_round_trips_float32_exactly_and_trimesh_reads_it(tmp_path):
+    from headfields.data import _io
+
+    rng = np.random.default_rng(0)
+    vertices = (rng.standard_normal((600, 3)) * 10.0 ** rng.integers(-30, 30, (600, 1))).astype(np.float32)
+    f32 = np.finfo(np.float32)
+    vertices[:4] = [[0.0, -0.0, 1e-45], [f32.max, f32.tiny, -1.0 / 3], [0.1, 0.2, 0.3], [1, 2, 3]]
+    faces = np.concatenate([rng.permutation(600).reshape(-1, 3), rng.integers(0, 600, (700, 3))])  # all vertices used
+    path = tmp_path / "mesh.obj"
+    _io.write_obj(path, vertices, faces)
+    v, f = _io.read_obj(path)
+    assert v.dtype == np.float32 and np.array_equal(v.view(np.uint32), vertices.view(np.uint32))  # bit-exact, -0.0 too
+    np.testing.assert_array_equal(f, faces)
+    reference = trimesh.load(path, process=False)
+    np.testing.assert_array_equal(reference.vertices.astype(np.float32), vertices)
+    np.testing.assert_array_equal(reference.faces, faces)

@@ -173,6 +173,27 @@ def test_numpy_integers_are_accepted_for_counts_and_frames():
         knn_vertices(mesh, p, True, frame=0)
 
 
+def test_meshes_and_cameras_check_frame_arguments_alike():
+    """TriangleMesh.frame_index and the camera ray functions share one check: the same frame arguments pass,
+    the same bad ones fail with the same message naming the argument."""
+    from headfields.renderers import PinholeCameras, look_at, pixel_rays
+
+    v, f = box()
+    mesh = TriangleMesh(torch.stack([v, 2 * v]), f)
+    cams = PinholeCameras.from_fov(look_at(torch.tensor([[0.0, 0.0, 2.0], [0.0, 0.0, 3.0]]), torch.zeros(2, 3)), 8, 6, 1.0)
+    pixels = torch.full((3, 2), 4.0)
+    for good in (1, np.int64(1), torch.ones(3, dtype=torch.int32)):
+        assert torch.equal(mesh.frame_index(good, 3), torch.ones(3, dtype=torch.long))
+        assert torch.equal(pixel_rays(cams, good, pixels).frame, torch.ones(3, dtype=torch.long))
+    bad = [2, -1, True, torch.tensor([0, 2, 0]), torch.zeros(3, dtype=torch.long, device="meta")]
+    for frame in bad:
+        with pytest.raises(ERRORS, match="^frame: ") as from_mesh:
+            mesh.frame_index(frame, 3)
+        with pytest.raises(ERRORS, match="^frame: ") as from_cameras:
+            pixel_rays(cams, frame, pixels)
+        assert str(from_mesh.value) == str(from_cameras.value)
+
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
 def test_split_launches_work_in_a_forked_child():
     v, f = head_proxy()

@@ -33,7 +33,7 @@ import json
 import math
 import numbers
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,8 +43,8 @@ import torch
 from jaxtyping import Bool, Float, Int, UInt8
 from torch import Tensor
 
-from .._checks import check_finite, check_int, check_positive, check_shape
-from ..renderers.cameras import PinholeCameras, check_rigid
+from .._checks import check_float, check_int, check_positive, check_shape
+from ..renderers.cameras import PinholeCameras, check_rigid, focal_from_fov
 from . import _io
 
 SPLITS = ("train", "val", "test")
@@ -80,15 +80,9 @@ class TrackedParams:
     translation: Float[Tensor, "N 3"]
 
     def __post_init__(self) -> None:
-        check_shape("shape", self.shape, [None])
         n = self.expression.shape[0] if isinstance(self.expression, Tensor) else None
-        for name, dims in (("expression", [n, None]), ("pose", [n, None, 3]), ("translation", [n, 3])):
-            check_shape(name, getattr(self, name), dims)
-        for name in PARAM_KEYS:
-            value = getattr(self, name)
-            if not value.is_floating_point():
-                raise TypeError(f"{name}: expected a floating-point tensor, got {value.dtype}")
-            check_finite(name, value.reshape(1, -1) if value.dim() == 1 else value)
+        for name, dims in (("shape", [None]), ("expression", [n, None]), ("pose", [n, None, 3]), ("translation", [n, 3])):
+            check_float(name, getattr(self, name), dims)
 
     @property
     def num_frames(self) -> int:
@@ -131,24 +125,19 @@ class FrameSet:
         if self.masks is not None:
             _check_dtype("masks", self.masks, [n, h, w], torch.bool)
         if self.depths is not None:
-            check_shape("depths", self.depths, [n, h, w])
-            if not self.depths.is_floating_point():
-                raise TypeError(f"depths: expected a floating-point tensor, got {self.depths.dtype}")
-            check_finite("depths", self.depths)
+            check_float("depths", self.depths, [n, h, w])
             if (self.depths < 0).any():
                 raise ValueError("depths: expected non-negative depths in metres (0 = no depth), got negative values")
         if self.segmentation is not None:
             _check_dtype("segmentation", self.segmentation, [n, h, w], torch.uint8)
         if self.expression is not None:
-            check_shape("expression", self.expression, [n, None])
-            check_finite("expression", self.expression)
+            check_float("expression", self.expression, [n, None])
         if self.params is not None and self.params.num_frames != n:
             raise ValueError(f"params: expected parameters of {n} frames (the cameras'), got {self.params.num_frames}")
         if (self.mesh_vertices is None) != (self.mesh_faces is None):
             raise ValueError("mesh_faces: expected mesh_vertices and mesh_faces together, got only one of them")
         if self.mesh_vertices is not None:
-            check_shape("mesh_vertices", self.mesh_vertices, [n, None, 3])
-            check_finite("mesh_vertices", self.mesh_vertices)
+            check_float("mesh_vertices", self.mesh_vertices, [n, None, 3])
             check_int("mesh_faces", self.mesh_faces, [None, 3], upper=self.mesh_vertices.shape[1])
         if self.model_type is not None and self.model_type not in MODEL_TYPES:
             raise ValueError(f"model_type: expected one of {', '.join(MODEL_TYPES)} or None, got {self.model_type!r}")
@@ -239,7 +228,7 @@ class _Json:
 
     def integer(self, key: str) -> int:
         value = self.data[key]
-        if isinstance(value, bool) or not isinstance(value, numbers.Real) or value != int(value) or value < 1:
+        if self.number(key, value, positive=True) != int(value):  # finite first: int(NaN) would raise bare
             raise self.error(key, f"expected a positive integer, got {value!r}")
         return int(value)
 
@@ -342,18 +331,27 @@ def _intrinsics(meta: _Json, size: tuple[int, int] | None) -> tuple[float, float
     if "fl_x" in d:
         fx = meta.number("fl_x", d["fl_x"], positive=True)
     elif "camera_angle_x" in d:
-        fx = w / (2 * math.tan(meta.number("camera_angle_x", d["camera_angle_x"], positive=True) / 2))
+        fx = _focal(meta, "camera_angle_x", w)
     else:
         raise meta.error("fl_x", "missing key (give fl_x, camera_angle_x or NeRFace's intrinsics list)")
     if "fl_y" in d:
         fy = meta.number("fl_y", d["fl_y"], positive=True)
     elif "camera_angle_y" in d:
-        fy = h / (2 * math.tan(meta.number("camera_angle_y", d["camera_angle_y"], positive=True) / 2))
+        fy = _focal(meta, "camera_angle_y", h)
     else:
         fy = fx
     cx = meta.number("cx", d["cx"]) if "cx" in d else w / 2
     cy = meta.number("cy", d["cy"]) if "cy" in d else h / 2
     return fx, fy, cx, cy, w, h
+
+
+def _focal(meta: _Json, key: str, size: int) -> float:
+    """Focal length in pixels from a field of view in radians (NeRF's ``camera_angle_x``)."""
+    fov = meta.number(key, meta.data[key])
+    try:
+        return focal_from_fov(size, fov, key)
+    except ValueError as e:
+        raise meta.error(key, str(e).removeprefix(f"{key}: ")) from e
 
 
 def _optional_key(meta: _Json, frames: list[dict[str, Any]], key: str, index: list[int]) -> bool:
@@ -417,27 +415,31 @@ def load_insta_dataset(root: str | os.PathLike, split: str = "train") -> FrameSe
             raise meta.error(f"frames[{i}].transform_matrix", str(e).removeprefix("transform_matrix: ")) from e
     cameras = PinholeCameras(fx, fy, cx, cy, w, h, matrices.float())
 
-    result = FrameSet(
+    labels = _segmentation_labels(meta)
+    model_type, model_path = _model(meta, root)
+    has = {key: _optional_key(meta, frames, key, index) for key in ("depth_path", "seg_mask_path", "params_path", "mesh_path")}
+    depths = _depths(meta, root, index, frames, (h, w)) if has["depth_path"] else None
+    segmentation = _segmentation(meta, root, index, frames, (h, w)) if has["seg_mask_path"] else None
+    expression = _expression(meta, root, index, frames)
+    params = _params(meta, root, index, frames) if has["params_path"] else None
+    mesh_vertices, mesh_faces = _meshes(meta, root, index, frames) if has["mesh_path"] else (None, None)
+    return FrameSet(  # its checks cover the optional fields as for a FrameSet built in memory
         split=split,
         cameras=cameras,
         images=torch.from_numpy(np.stack(colors)),
         masks=None if alphas[0] is None else torch.from_numpy(np.stack(alphas) >= ALPHA_THRESHOLD),
+        depths=depths,
+        segmentation=segmentation,
+        expression=expression,
+        params=params,
+        mesh_vertices=mesh_vertices,
+        mesh_faces=mesh_faces,
+        model_type=model_type,
+        model_path=model_path,
+        segmentation_labels=labels,
         root=root,
         image_paths=image_paths,
-        segmentation_labels=_segmentation_labels(meta),
     )
-    result.model_type, result.model_path = _model(meta, root)
-    if _optional_key(meta, frames, "depth_path", index):
-        result.depths = _depths(meta, root, index, frames, (h, w))
-    if _optional_key(meta, frames, "seg_mask_path", index):
-        result.segmentation = _segmentation(meta, root, index, frames, (h, w))
-    result.expression = _expression(meta, root, index, frames)
-    if _optional_key(meta, frames, "params_path", index):
-        result.params = _params(meta, root, index, frames)
-    if _optional_key(meta, frames, "mesh_path", index):
-        result.mesh_vertices, result.mesh_faces = _meshes(meta, root, index, frames)
-    result.__post_init__()  # the optional fields, checked as a FrameSet built in memory would be
-    return result
 
 
 def _file(meta: _Json, root: Path, i: int, frame: dict[str, Any], key: str) -> Path:
@@ -448,23 +450,32 @@ def _depths(meta: _Json, root: Path, index: list[int], frames: list[dict], size:
     if "integer_depth_scale" not in meta.data:
         raise meta.error("integer_depth_scale", "missing key (the frames have depth_path)")
     scale = meta.number("integer_depth_scale", meta.data["integer_depth_scale"], positive=True)
-    depths = []
-    for i, frame in zip(index, frames, strict=True):
-        path = _io.require_file(_file(meta, root, i, frame, "depth_path"), f"depth image (frames[{i}].depth_path)")
-        values = _io.read_uint16(path)
-        _same(meta, path, "a depth image of size (h, w)", values.shape, size)
-        depths.append(values)
-    return torch.from_numpy((np.stack(depths) * scale).astype(np.float32))
+    units = _images(meta, root, index, frames, "depth_path", "depth image", _io.read_uint16, size)
+    return torch.from_numpy((units * scale).astype(np.float32))
 
 
 def _segmentation(meta: _Json, root: Path, index: list[int], frames: list[dict], size: tuple[int, int]) -> Tensor:
-    labels = []
+    return torch.from_numpy(_images(meta, root, index, frames, "seg_mask_path", "segmentation image", _io.read_labels, size))
+
+
+def _images(
+    meta: _Json,
+    root: Path,
+    index: list[int],
+    frames: list[dict],
+    key: str,
+    what: str,
+    read: Callable[[Path], np.ndarray],
+    size: tuple[int, int],
+) -> np.ndarray:
+    """The ``[N,H,W]`` stack of each frame's image ``key`` read with ``read``, all of ``size`` (h, w)."""
+    images = []
     for i, frame in zip(index, frames, strict=True):
-        path = _io.require_file(_file(meta, root, i, frame, "seg_mask_path"), f"segmentation image (frames[{i}].seg_mask_path)")
-        values = _io.read_labels(path)
-        _same(meta, path, "a segmentation image of size (h, w)", values.shape, size)
-        labels.append(values)
-    return torch.from_numpy(np.stack(labels))
+        path = _io.require_file(_file(meta, root, i, frame, key), f"{what} (frames[{i}].{key})")
+        values = read(path)
+        _same(meta, path, f"a {what} of size (h, w)", values.shape, size)
+        images.append(values)
+    return np.stack(images)
 
 
 def _expression(meta: _Json, root: Path, index: list[int], frames: list[dict]) -> Tensor | None:

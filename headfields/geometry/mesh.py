@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import numbers
-
 import torch
 import warp as wp
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from .._checks import IntLike, check_finite, check_float, check_int
+from .._checks import IntLike, check_finite, check_float, check_frame, check_int
 from . import _warp
 from .triangles import check_nondegenerate
 
@@ -151,9 +149,4 @@ class TriangleMesh:
             if self.num_frames != 1:
                 raise ValueError(f"{name}: required when the mesh has {self.num_frames} frames, got None")
             return torch.zeros(count, dtype=torch.long, device=self.device)
-        if isinstance(frame, numbers.Integral) and not isinstance(frame, bool):
-            if not 0 <= frame < self.num_frames:
-                raise ValueError(f"{name}: expected a frame in [0, {self.num_frames}), got {frame}")
-            return torch.full((count,), int(frame), dtype=torch.long, device=self.device)
-        check_int(name, frame, [count], upper=self.num_frames, device=self.device)
-        return frame.long().contiguous()
+        return check_frame(name, frame, count, self.num_frames, self.device)

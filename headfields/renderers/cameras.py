@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from .._checks import IntLike, check_count, check_float, check_int, check_positive
+from .._checks import IntLike, check_count, check_float, check_frame, check_int, check_positive
 
 # camera_to_world must be rigid: |R^T R - I|, |det R - 1| and the last row's error below this. Loose enough
 # for float32 matrices written to text by trackers, tight enough to catch a scale or shear.
@@ -165,13 +165,8 @@ def check_rigid(name: str, matrices: Tensor) -> None:
         )
 
 
-def _frame_index(cameras: PinholeCameras, frame: Tensor | IntLike, count: int | None) -> Tensor:
-    if isinstance(frame, numbers.Integral) and not isinstance(frame, bool):
-        if not 0 <= frame < cameras.num_frames:
-            raise ValueError(f"frame: expected a frame in [0, {cameras.num_frames}), got {frame}")
-        return torch.full((count or 0,), int(frame), dtype=torch.long, device=cameras.device)
-    check_int("frame", frame, [count], upper=cameras.num_frames, device=cameras.device)
-    return frame.long()
+def _frame_index(cameras: PinholeCameras, frame: Tensor | IntLike, count: int) -> Tensor:
+    return check_frame("frame", frame, count, cameras.num_frames, cameras.device)
 
 
 def pixel_rays(cameras: PinholeCameras, frame: Int[Tensor, " R"] | IntLike, pixels: Float[Tensor, "R 2"]) -> Rays:
@@ -222,24 +217,25 @@ def sample_pixels(
     frames: Int[Tensor, " K"] | Sequence[int] | None = None,
 ) -> PixelSamples:
     """``count`` pixel centres drawn uniformly (with replacement) over all pixels of ``frames`` (default: every
-    frame). Random numbers come from ``generator`` on its device, so a seed gives the same samples; results
-    are moved to the cameras' device (float32 pixels, int64 frames)."""
+    frame; a tensor must be on the cameras' device). Random numbers come from ``generator`` on its device, so a
+    seed gives the same samples on any device; results are on the cameras' device (float32 pixels, int64 frames)."""
     count = check_count("count", count, 0)
     if not isinstance(generator, torch.Generator):
         raise TypeError(f"generator: expected a torch.Generator, got {type(generator).__name__}")
+    device = cameras.device
     if frames is None:
-        frames = torch.arange(cameras.num_frames)
+        frames = torch.arange(cameras.num_frames, device=device)
     elif not isinstance(frames, Tensor):
-        frames = torch.as_tensor(list(frames), dtype=torch.long)
-    check_int("frames", frames, [None], upper=cameras.num_frames)
+        frames = torch.as_tensor(list(frames), dtype=torch.long, device=device)
+    check_int("frames", frames, [None], upper=cameras.num_frames, device=device)
     if frames.numel() == 0:
         raise ValueError("frames: expected at least one frame to sample from, got none")
     g = generator.device
-    pick = torch.randint(frames.numel(), (count,), generator=generator, device=g)
+    pick = torch.randint(frames.numel(), (count,), generator=generator, device=g).to(device)
     cols = torch.randint(cameras.width, (count,), generator=generator, device=g)
     rows = torch.randint(cameras.height, (count,), generator=generator, device=g)
-    pixels = torch.stack([cols, rows], dim=-1).float() + 0.5
-    return PixelSamples(frame=frames.to(g).long()[pick].to(cameras.device), pixels=pixels.to(cameras.device))
+    pixels = torch.stack([cols, rows], dim=-1).to(device, torch.float32) + 0.5
+    return PixelSamples(frame=frames.long()[pick], pixels=pixels)
 
 
 def look_at(
