@@ -136,13 +136,13 @@ def smplx_flame_output(reference, shape, expression, pose, translation):
     )
 
 
-def smplx_smplx(folder: Path, num_shape: int, num_expression: int):
+def smplx_smplx(folder: Path, num_shape: int, num_expression: int, flat_hand_mean: bool = True):
     reference = smplx.SMPLX(
         str(folder),
         gender="neutral",
         ext="npz",
         use_pca=False,
-        flat_hand_mean=True,
+        flat_hand_mean=flat_hand_mean,
         num_betas=num_shape,
         num_expression_coeffs=num_expression,
     )

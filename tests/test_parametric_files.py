@@ -3,8 +3,10 @@ then read with both unimportable), on .npz files, and on files it must refuse.""
 
 import os
 import pickle
+import re
 import sys
 import types
+import zipfile
 
 import numpy as np
 import pytest
@@ -238,3 +240,60 @@ def test_missing_file_and_extension(tmp_path):
     (tmp_path / "list.pkl").write_bytes(pickle.dumps([1, 2]))
     with pytest.raises(ValueError, match=r"^path: expected .*list\.pkl to hold a dict"):
         read_model_file(tmp_path / "list.pkl")
+
+
+def _object_array(shape, values):
+    out = np.empty(shape, dtype=object)
+    for index, value in zip(np.ndindex(shape), values, strict=True):
+        out[index] = value
+    return out
+
+
+@pytest.mark.parametrize("suffix", [".pkl", ".npz"])
+def test_object_arrays_of_same_shape_arrays(tmp_path, chumpy_pickle, suffix):
+    """Elements that are same-shape arrays (or chumpy arrays) stay elements: no stacking into a deeper array."""
+    rng = np.random.default_rng(2)
+    parts = [rng.random(3) for _ in range(6)]
+    path = tmp_path / f"m{suffix}"
+    if suffix == ".pkl":
+        grid = _object_array((2, 3), [FakeCh(p) for p in parts])  # stubs turned into arrays on reading
+        path.write_bytes(chumpy_pickle({"pair": _object_array((2,), parts[:2]), "grid": grid}))
+    else:
+        np.savez(path, pair=_object_array((2,), parts[:2]), grid=_object_array((2, 3), parts))
+    loaded = read_model_file(path)
+    assert loaded["pair"].shape == (2,) and loaded["grid"].shape == (2, 3)
+    assert loaded["pair"].dtype == object and loaded["grid"].dtype == object
+    for got, expected in zip(loaded["grid"].ravel(), parts, strict=True):
+        assert isinstance(got, np.ndarray)
+        np.testing.assert_array_equal(got, expected)
+    np.testing.assert_array_equal(loaded["pair"][1], parts[1])
+
+
+def _truncated_member_npz(path):
+    """A well-formed zip whose .npy member stops halfway through the array data."""
+    np.savez(path, a=np.arange(100.0))
+    with zipfile.ZipFile(path) as archive:
+        raw = archive.read("a.npy")
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("a.npy", raw[: len(raw) // 2])
+
+
+def test_corrupt_files_are_named(tmp_path):
+    good = pickle.dumps(flame_arrays(), protocol=2)
+    files = {
+        "truncated.pkl": lambda p: p.write_bytes(good[: len(good) // 2]),  # pickle data was truncated
+        "empty.pkl": lambda p: p.write_bytes(b""),  # EOFError
+        "garbage.pkl": lambda p: p.write_bytes(b"\x80\x02this is not a pickle at all"),
+        "garbage.npz": lambda p: p.write_bytes(b"PK\x03\x04 not really a zip"),  # BadZipFile
+        "member.npz": _truncated_member_npz,  # numpy's ValueError about the array data
+    }
+    for name, write in files.items():
+        path = tmp_path / name
+        write(path)
+        with pytest.raises(ValueError, match=rf"^path: {re.escape(str(path))}: cannot read"):
+            read_model_file(path)
+    # Refusing a class stays its own, clear error.
+    evil = tmp_path / "evil.pkl"
+    evil.write_bytes(pickle.dumps({"v_template": Exploit()}))
+    with pytest.raises(pickle.UnpicklingError, match=rf"^path: {re.escape(str(evil))} refers to"):
+        read_model_file(evil)

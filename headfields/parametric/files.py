@@ -68,6 +68,10 @@ def _numpy_core(submodule: str, name: str) -> Any:
     raise pickle.UnpicklingError(f"numpy.core.{submodule}.{name} is not available in numpy {np.__version__}")
 
 
+class _Refused(pickle.UnpicklingError):
+    """A pickle naming a class that is not part of a model file (kept apart from corrupt files)."""
+
+
 class _ModelUnpickler(pickle.Unpickler):
     """Resolves only numpy, a few builtins, and chumpy / scipy.sparse stubs; refuses everything else."""
 
@@ -94,7 +98,7 @@ class _ModelUnpickler(pickle.Unpickler):
             return _COLLECTIONS[(module, name)]
         if (module, name) in _BUILTINS:
             return super().find_class(module, name)
-        raise pickle.UnpicklingError(
+        raise _Refused(
             f"path: {self.path} refers to {module}.{name}, which is not part of a model file "
             "(only numpy arrays, builtins, chumpy arrays and scipy sparse matrices are read: unpickling can run code)"
         )
@@ -137,7 +141,10 @@ def _convert(obj: Any, path: Path) -> Any:
     if isinstance(obj, list | tuple):
         return type(obj)(_convert(v, path) for v in obj)
     if isinstance(obj, np.ndarray) and obj.dtype == object:
-        return np.array([_convert(v, path) for v in obj.ravel()], dtype=object).reshape(obj.shape)
+        out = np.empty(obj.shape, dtype=object)  # filled one by one: np.array would stack same-shape elements
+        for index, value in np.ndenumerate(obj):
+            out[index] = _convert(value, path)
+        return out
     return obj
 
 
@@ -176,17 +183,25 @@ def read_model_file(path: str | Path, keys: set[str] | None = None) -> dict[str,
 
     chumpy arrays and scipy sparse matrices (e.g. FLAME's ``J_regressor``) become dense numpy arrays, with
     neither library imported. ``keys`` reads only those members of an ``.npz`` (a pickle is always read
-    whole, then filtered). A pickle naming any other class is refused: unpickling can run code.
+    whole, then filtered). A pickle naming any other class is refused (``pickle.UnpicklingError``): unpickling
+    can run code. A corrupt or truncated file raises a ValueError naming it.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"path: model file {path} does not exist")
     suffix = path.suffix.lower()
-    if suffix == ".npz":
-        return _read_npz(path, keys)
-    if suffix != ".pkl":
+    if suffix not in (".npz", ".pkl"):
         raise ValueError(f"path: expected a .pkl or .npz model file, got {path} (extension {path.suffix!r})")
-    content = _unpickle(path.read_bytes(), path)
+    try:
+        if suffix == ".npz":
+            return _read_npz(path, keys)
+        content = _unpickle(path.read_bytes(), path)
+    except _Refused:
+        raise  # already names the path and the refused class
+    except (pickle.UnpicklingError, EOFError, zipfile.BadZipFile, ValueError) as error:
+        if str(error).startswith("path: "):  # our own messages about the content
+            raise
+        raise ValueError(f"path: {path}: cannot read it as a {suffix} model file (corrupt or truncated?): {error}") from error
     if not isinstance(content, dict):
         raise ValueError(f"path: expected {path} to hold a dict of arrays, got {type(content).__name__}")
     return {str(k): v for k, v in content.items() if keys is None or k in keys}

@@ -20,7 +20,7 @@ from smplx.joint_names import JOINT_NAMES as SMPLX_ALL_JOINT_NAMES
 from smplx.lbs import batch_rigid_transform, batch_rodrigues, blend_shapes, vertices2joints, vertices2landmarks
 from torch import Tensor, nn
 
-from .._checks import check_count, check_finite
+from .._checks import _shape_str, check_count, check_float
 from .files import read_model_file
 from .head import Head
 
@@ -92,6 +92,11 @@ class ParametricModel(nn.Module):
     ``shapedirs``, ``posedirs``, ``J_regressor``, ``kintree_table``, ``weights``; optional ``lmk_faces_idx``
     / ``lmk_bary_coords``, ``vt`` / ``ft`` and ``regions``: name -> vertex ids). ``source`` starts the
     message of errors about the data (the argument or file it came from).
+
+    SMPL-X hands: the pose is used as given, with full axis-angle per hand joint, so a zero hand pose is a
+    flat hand. This is smplx's ``SMPLX(use_pca=False, flat_hand_mean=True)``; the file's ``hands_mean*``
+    and ``hands_components*`` are ignored. To match smplx's default ``flat_hand_mean=False``, add
+    ``hands_meanl`` / ``hands_meanr`` (reshaped to [15, 3]) to the hand joints' pose.
     """
 
     def __init__(
@@ -183,8 +188,9 @@ class ParametricModel(nn.Module):
         if expand and array.ndim == len(shape) - 1:
             array = array[..., None]  # a single direction, as smplx allows
         if array.ndim != len(shape) or any(s is not None and a != s for a, s in zip(array.shape, shape, strict=True)):
-            expected = "[" + ", ".join("*" if s is None else str(s) for s in shape) + "]"
-            raise ValueError(f"{self._source}: {what} expected shape {expected} for {self.spec.name}, got {list(array.shape)}")
+            raise ValueError(
+                f"{self._source}: {what} expected shape {_shape_str(shape)} for {self.spec.name}, got {list(array.shape)}"
+            )
         if kind is np.int64:
             if not np.issubdtype(array.dtype, np.integer):
                 raise ValueError(f"{self._source}: {what} expected integers, got {array.dtype}")
@@ -229,20 +235,16 @@ class ParametricModel(nn.Module):
             f"shape={self.num_shape}, expression={self.num_expression}, regions={len(self.region_names)}"
         )
 
-    def _parameter(self, name: str, x: Any, shape: list[int | None], described: str) -> Tensor:
-        """Check one forward argument's dims and sizes (None: the batch) and cast it to the model's dtype."""
+    def _parameter(self, name: str, x: Any, shape: list[int | str]) -> Tensor:
+        """Check one forward argument's dims and sizes (str: free, e.g. the batch) and cast it to the model's dtype."""
+        described = f"{_shape_str(shape)} for this {self.spec.name} model"
         if not isinstance(x, Tensor):
-            raise TypeError(
-                f"{name}: expected a torch.Tensor {described} for this {self.spec.name} model, got {type(x).__name__}"
-            )
-        if x.dim() != len(shape) or any(s is not None and a != s for a, s in zip(x.shape, shape, strict=True)):
-            raise ValueError(f"{name}: expected {described} for this {self.spec.name} model, got {list(x.shape)}")
-        if not x.is_floating_point():
-            raise TypeError(f"{name}: expected a floating-point tensor, got {x.dtype}")
+            raise TypeError(f"{name}: expected a torch.Tensor {described}, got {type(x).__name__}")
+        if x.dim() != len(shape) or any(isinstance(s, int) and a != s for a, s in zip(x.shape, shape, strict=True)):
+            raise ValueError(f"{name}: expected {described}, got {list(x.shape)}")
+        check_float(name, x, shape)  # floating point, finite
         if x.device != self.v_template.device:
             raise ValueError(f"{name}: expected a tensor on {self.v_template.device} (the model's device), got one on {x.device}")
-        if x.numel():
-            check_finite(name, x)
         return x.to(self.v_template.dtype)
 
     def forward(
@@ -260,15 +262,15 @@ class ParametricModel(nn.Module):
         """
         e, j = self.num_expression, self.num_joints
         given = {
-            "expression": (expression, [None, e], f"[B, {e}]"),
-            "pose": (pose, [None, j, 3], f"[B, {j}, 3]"),
-            "translation": (translation, [None, 3], "[B, 3]"),
+            "expression": (expression, ["B", e]),
+            "pose": (pose, ["B", j, 3]),
+            "translation": (translation, ["B", 3]),
         }
         checked, batch, batch_from = {}, None, None
-        for name, (x, dims, described) in given.items():
+        for name, (x, dims) in given.items():
             if x is None:
                 continue
-            checked[name] = self._parameter(name, x, dims, described)
+            checked[name] = self._parameter(name, x, dims)
             if batch is None:
                 batch, batch_from = x.shape[0], name
             elif x.shape[0] != batch:
@@ -278,9 +280,7 @@ class ParametricModel(nn.Module):
             raise ValueError(f"{batch_from}: expected at least one frame, got an empty batch")
         template = self.v_template
         zeros = template.new_zeros
-        shape = (
-            zeros(self.num_shape) if shape is None else self._parameter("shape", shape, [self.num_shape], f"[{self.num_shape}]")
-        )
+        shape = zeros(self.num_shape) if shape is None else self._parameter("shape", shape, [self.num_shape])
         expression = checked.get("expression", zeros(batch, e))
         pose = checked.get("pose", zeros(batch, j, 3))
         translation = checked.get("translation", zeros(batch, 3))
@@ -376,7 +376,9 @@ def load_model(
     ``SMPLX_{GENDER}.npz/.pkl``. Side files in the same folder are used when present: landmarks
     (``flame_static_embedding.pkl``; SMPL-X keeps them in the model file), UVs (``FLAME_texture.npz``;
     ``vt``/``ft`` in the SMPL-X file) and regions (``FLAME_masks.pkl`` / ``SMPLX_masks.pkl``).
-    ``num_shape`` / ``num_expression`` keep the first directions (default: all in the file).
+    ``num_shape`` / ``num_expression`` keep the first directions (default: all in the file). SMPL-X hand
+    poses follow smplx's ``flat_hand_mean=True`` (zero pose: flat hand; the file's ``hands_mean*`` is
+    ignored, see :class:`ParametricModel`).
     """
     spec = _spec(model_type)
     file = _find_model_file(path, model_type, gender)

@@ -17,7 +17,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from .._checks import IntLike, check_float
+from .._checks import IntLike, check_float, check_int
 from ..geometry import TriangleMesh, closest_point
 
 
@@ -53,21 +53,19 @@ def blend_transforms(
     weights: Float[Tensor, "N J"], transforms: Float[Tensor, "B J 4 4"], frame: Int[Tensor, " N"]
 ) -> Float[Tensor, "N 4 4"]:
     """Per point, the weighted sum of its frame's joint transforms: ``sum_j weights[i, j] * transforms[frame[i], j]``."""
+    check_float("weights", weights, [None, None])
     check_float("transforms", transforms, [None, weights.shape[1], 4, 4], device=weights.device)
-    dtype = torch.promote_types(weights.dtype, transforms.dtype)
-    return torch.einsum("nj,njrc->nrc", weights.to(dtype), transforms.to(dtype)[frame])
+    check_int("frame", frame, [weights.shape[0]], upper=transforms.shape[0], device=weights.device)
+    return _blend(weights, transforms, frame)
 
 
 def transform_points(
     transforms: Float[Tensor, "N 4 4"], points: Float[Tensor, "N 3"], inverse: bool = False
 ) -> Float[Tensor, "N 3"]:
     """Apply each 4x4 affine transform to its point, or its inverse (``R^-1 (x - t)``, solved, not inverted)."""
-    dtype = torch.promote_types(transforms.dtype, points.dtype)
-    linear, offset = transforms[:, :3, :3].to(dtype), transforms[:, :3, 3].to(dtype)
-    points = points.to(dtype)
-    if inverse:
-        return torch.linalg.solve(linear, points - offset)
-    return torch.einsum("nrc,nc->nr", linear, points) + offset
+    check_float("transforms", transforms, [None, 4, 4])
+    check_float("points", points, [transforms.shape[0], 3], device=transforms.device)
+    return _transform(transforms, points, inverse)
 
 
 def skin_points(
@@ -84,5 +82,22 @@ def skin_points(
     is the posed mesh, and the inverse of the blended transform is applied.
     """
     check_float("transforms", transforms, [mesh.num_frames, vertex_weights.shape[-1], 4, 4], device=mesh.device)
-    w = skinning_weights(mesh, vertex_weights, points, frame)
-    return transform_points(blend_transforms(w.weights, transforms, w.frame), points, inverse=inverse)
+    w = skinning_weights(mesh, vertex_weights, points, frame)  # checks points, vertex_weights and frame
+    return _transform(_blend(w.weights, transforms, w.frame), points, inverse)
+
+
+# Unchecked cores: skin_points checks everything once, up front (before the nearest-triangle search).
+
+
+def _blend(weights: Tensor, transforms: Tensor, frame: Tensor) -> Tensor:
+    dtype = torch.promote_types(weights.dtype, transforms.dtype)
+    return torch.einsum("nj,njrc->nrc", weights.to(dtype), transforms.to(dtype)[frame])
+
+
+def _transform(transforms: Tensor, points: Tensor, inverse: bool) -> Tensor:
+    dtype = torch.promote_types(transforms.dtype, points.dtype)
+    linear, offset = transforms[:, :3, :3].to(dtype), transforms[:, :3, 3].to(dtype)
+    points = points.to(dtype)
+    if inverse:
+        return torch.linalg.solve(linear, points - offset)
+    return torch.einsum("nrc,nc->nr", linear, points) + offset

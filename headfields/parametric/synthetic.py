@@ -13,9 +13,7 @@ vertices); SMPLX_NEUTRAL.npz and SMPLX_masks.pkl (the same regions plus "torso")
 
 from __future__ import annotations
 
-import io
 import pickle
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -511,12 +509,5 @@ def _write_pickle(path: Path, data: dict) -> None:
 
 
 def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """``np.savez`` with fixed zip timestamps, so the same arrays give the same bytes."""
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as zf:
-        for name, value in arrays.items():
-            array_bytes = io.BytesIO()
-            np.lib.format.write_array(array_bytes, np.asanyarray(value), allow_pickle=False)
-            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
-            zf.writestr(info, array_bytes.getvalue())
-    path.write_bytes(buffer.getvalue())
+    """``np.savez``: its zip entries carry a fixed 1980 timestamp, so the same arrays give the same bytes."""
+    np.savez(path, **arrays)
