@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from headfields.data import load_insta_dataset
+from headfields.data import cached_synthetic_video, load_insta_dataset
 from headfields.data._appearance import head_appearance
 from headfields.data.synthetic import EXPRESSION_CHANNELS, SyntheticVideoConfig, make_synthetic_video
 from headfields.parametric import load_model
@@ -156,3 +156,18 @@ def test_orbit_video_turns_the_smplx_bust_all_the_way_round(tmp_path):
 def test_bad_config_names_the_field(field, value):
     with raises_naming(field):
         SyntheticVideoConfig(**{field: value})
+
+
+def test_cached_video_renders_once_and_ignores_a_half_written_folder(tmp_path):
+    tiny = SyntheticVideoConfig(num_frames=6, num_val=1, num_test=2, resolution=16, episode_frames=2)
+    root = cached_synthetic_video(tiny, tmp_path)
+    first = (root / "transforms_train.json").stat().st_mtime_ns
+    assert cached_synthetic_video(tiny, tmp_path) == root
+    assert (root / "transforms_train.json").stat().st_mtime_ns == first  # reused, not rendered again
+    assert len(load_insta_dataset(root, "train")) == 3
+    other = cached_synthetic_video(dataclasses.replace(tiny, seed=1), tmp_path)
+    assert other != root
+    (other / ".complete").unlink()  # as if the run writing it had been killed
+    (other / "transforms_train.json").unlink()
+    assert cached_synthetic_video(dataclasses.replace(tiny, seed=1), tmp_path) == other
+    assert (other / "transforms_train.json").exists()

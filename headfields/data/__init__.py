@@ -9,7 +9,7 @@ from .insta import (
     load_insta_dataset,
     save_insta_dataset,
 )
-from .synthetic import SyntheticVideoConfig, make_synthetic_video
+from .synthetic import SyntheticVideoConfig, cached_synthetic_video, make_synthetic_video
 
 __all__ = [
     "DEFAULT_INTEGER_DEPTH_SCALE",
@@ -17,6 +17,7 @@ __all__ = [
     "FrameSet",
     "SyntheticVideoConfig",
     "TrackedParams",
+    "cached_synthetic_video",
     "load_insta_dataset",
     "make_synthetic_video",
     "save_insta_dataset",

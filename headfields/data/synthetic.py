@@ -10,7 +10,10 @@ mask, depth and region segmentation. Everything is deterministic from the seed.
 
 from __future__ import annotations
 
+import hashlib
 import math
+import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +46,7 @@ CAMERA_DRIFT = 0.02  # metres
 SHOULDER_DROP = 0.35  # a portrait shows the torso this far (in head-and-neck heights) below the neck
 FRAME_MARGIN = 1.1  # the head's bounding box fills the image up to this margin
 SEGMENTATION_BACKGROUND = 0
+CACHE_VERSION = 1  # bump when the generator's output changes, so cached videos are rendered anew
 
 
 @dataclass(frozen=True)
@@ -131,6 +135,28 @@ def make_synthetic_video(
         for split, index in splits.items()
     }
     return save_insta_dataset(root, frame_sets)
+
+
+def cached_synthetic_video(config: SyntheticVideoConfig | None = None, cache_dir: str | Path | None = None) -> Path:
+    """The synthetic video of ``config``, rendered on first use into a cache folder and reused after.
+
+    The folder (under ``cache_dir``, default ``$XDG_CACHE_HOME/headfields`` or ``~/.cache/headfields``) is
+    named by a digest of the config and of this package's version, so another config renders anew.
+    """
+    config = config or SyntheticVideoConfig()
+    if cache_dir is None:
+        cache_dir = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "headfields"
+    key = hashlib.sha256(repr((config, CACHE_VERSION)).encode()).hexdigest()[:16]
+    root = Path(cache_dir) / f"synthetic_{'orbit' if config.orbit else 'head'}_{key}"
+    done = root / ".complete"
+    if not done.exists():
+        partial = root.with_name(root.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        make_synthetic_video(partial, config)
+        (partial / done.name).touch()
+        shutil.rmtree(root, ignore_errors=True)
+        partial.rename(root)  # a folder that exists is complete, even if a run was killed half-way
+    return root
 
 
 def _smooth_noise(frames: int, channels: int, generator: torch.Generator, periods: tuple[float, ...] = (97.0, 41.0)) -> Tensor:
