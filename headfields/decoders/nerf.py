@@ -1,0 +1,148 @@
+"""NeRF field decoder: a density MLP (density + geometry features) followed by a view-dependent colour MLP.
+
+The layout is instant-ngp's, as INSTA uses it (see ../shared/PAPERS.md, INSTA "Network"): the density MLP reads
+the encoder's features (and optional conditioning, such as INSTA's 16 lips-only expression coefficients) and
+outputs one raw density plus 15 geometry features; the colour MLP reads those geometry features and the encoded
+view direction (spherical harmonics of degree 4: 16 values) and outputs rgb through a sigmoid. Which samples get
+which conditioning is the model's business; the decoder only takes ``cond [N, cond_dim]``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float
+from torch import Tensor, nn
+
+from .._checks import check_count, check_float
+
+# INSTA's network (PAPERS.md): density MLP 64 wide with 2 hidden layers, 15 geometry features; colour MLP 64 wide
+# with 3 hidden layers.
+INSTA_HIDDEN = 64
+INSTA_DENSITY_LAYERS = 2
+INSTA_COLOR_LAYERS = 3
+INSTA_GEOMETRY_DIM = 15
+# trunc_exp: the backward pass evaluates exp at most at this argument (instant-ngp / torch-ngp), so a large raw
+# density cannot blow up the gradient even where the forward value overflows.
+TRUNC_EXP_MAX = 15.0
+
+
+class _TruncExp(torch.autograd.Function):
+    """exp(x) forward; gradient exp(min(x, TRUNC_EXP_MAX)) backward."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:
+        ctx.save_for_backward(x)
+        return torch.exp(x)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        (x,) = ctx.saved_tensors
+        return grad * torch.exp(x.clamp(max=TRUNC_EXP_MAX))
+
+
+def trunc_exp(x: Float[Tensor, "*shape"]) -> Float[Tensor, "*shape"]:
+    """``exp(x)`` whose gradient is ``exp(min(x, 15))``: finite where ``exp`` overflows (instant-ngp's density)."""
+    return _TruncExp.apply(x)
+
+
+DensityActivation = Literal["trunc_exp", "softplus"]
+_DENSITY_ACTIVATIONS = {"trunc_exp": trunc_exp, "softplus": F.softplus}
+
+
+@dataclass(frozen=True)
+class NerfDecoderConfig:
+    """Sizes of the two MLPs (the input widths are the decoder's arguments). Defaults: INSTA's network (PAPERS.md)."""
+
+    hidden_dim: int = INSTA_HIDDEN
+    density_layers: int = INSTA_DENSITY_LAYERS  # hidden layers of the density MLP
+    color_layers: int = INSTA_COLOR_LAYERS  # hidden layers of the colour MLP
+    geometry_dim: int = INSTA_GEOMETRY_DIM  # features passed from the density to the colour MLP
+    density_activation: DensityActivation = "trunc_exp"
+    cond_to_color: bool = False  # also append cond to the colour-MLP input (INSTA: no)
+
+    def __post_init__(self) -> None:
+        check_count("hidden_dim", self.hidden_dim, 1)
+        check_count("density_layers", self.density_layers, 0)
+        check_count("color_layers", self.color_layers, 0)
+        check_count("geometry_dim", self.geometry_dim, 0)
+        if self.density_activation not in _DENSITY_ACTIVATIONS:
+            choices = sorted(_DENSITY_ACTIVATIONS)
+            raise ValueError(f"density_activation: expected one of {choices}, got {self.density_activation!r}")
+
+
+@dataclass
+class FieldOutput:
+    """What a field decoder returns for N samples."""
+
+    density: Float[Tensor, " N"]  # volume density, >= 0
+    rgb: Float[Tensor, "N 3"]  # colour in [0, 1]
+    extras: dict[str, Tensor] = field(default_factory=dict)  # decoder-specific outputs (here "geometry" [N, 15])
+
+
+def mlp(in_dim: int, hidden_dim: int, hidden_layers: int, out_dim: int) -> nn.Sequential:
+    """``hidden_layers`` ReLU layers of width ``hidden_dim`` and a linear output layer (tiny-cuda-nn's layout)."""
+    layers: list[nn.Module] = []
+    width = in_dim
+    for _ in range(hidden_layers):
+        layers += [nn.Linear(width, hidden_dim), nn.ReLU()]
+        width = hidden_dim
+    layers.append(nn.Linear(width, out_dim))
+    return nn.Sequential(*layers)
+
+
+class NerfDecoder(nn.Module):
+    """Density MLP on ``[features, cond]`` -> (raw density, geometry); colour MLP on ``[geometry, dirs, cond?]`` -> rgb."""
+
+    def __init__(self, feature_dim: int, dir_dim: int, cond_dim: int = 0, config: NerfDecoderConfig | None = None) -> None:
+        """``feature_dim``: encoder output width (INSTA's hash grid: 16 levels x 2 = 32); ``dir_dim``: encoded view
+        direction width (SH degree 4: 16); ``cond_dim``: conditioning appended to the density-MLP input (INSTA: 16
+        expression coefficients; 0: none, forward takes ``cond=None``)."""
+        super().__init__()
+        self.feature_dim = check_count("feature_dim", feature_dim, 1)
+        self.dir_dim = check_count("dir_dim", dir_dim, 0)
+        self.cond_dim = check_count("cond_dim", cond_dim, 0)
+        self.config = config = config if config is not None else NerfDecoderConfig()
+        if config.cond_to_color and cond_dim == 0:
+            raise ValueError("config: cond_to_color expects cond_dim > 0 (there is no conditioning to pass on)")
+        density_in = feature_dim + cond_dim
+        self.density_net = mlp(density_in, config.hidden_dim, config.density_layers, 1 + config.geometry_dim)
+        color_in = config.geometry_dim + dir_dim + (cond_dim if config.cond_to_color else 0)
+        self.color_net = mlp(color_in, config.hidden_dim, config.color_layers, 3)
+        self._activation = _DENSITY_ACTIVATIONS[config.density_activation]
+
+    def _check(self, name: str, x: Tensor, width: int, n: int | None) -> None:
+        weight = self.density_net[0].weight
+        check_float(name, x, [n, width], device=weight.device)
+        if x.dtype != weight.dtype:
+            raise TypeError(f"{name}: expected {weight.dtype} (the decoder's parameters), got {x.dtype}")
+
+    def _density_input(self, features: Tensor, cond: Tensor | None) -> Tensor:
+        self._check("features", features, self.feature_dim, None)
+        n = features.shape[0]
+        if self.cond_dim == 0:
+            if cond is not None:
+                raise ValueError(f"cond: expected None (cond_dim is 0), got a tensor of shape {list(cond.shape)}")
+            return features
+        if cond is None:
+            raise ValueError(f"cond: expected a tensor of shape [{n}, {self.cond_dim}] (cond_dim > 0), got None")
+        self._check("cond", cond, self.cond_dim, n)
+        return torch.cat([features, cond], dim=-1)
+
+    def density(self, features: Float[Tensor, "N F"], cond: Float[Tensor, "N C"] | None = None) -> Float[Tensor, " N"]:
+        """Density alone (for occupancy-grid updates): skips the colour MLP."""
+        raw = self.density_net(self._density_input(features, cond))
+        return self._activation(raw[:, 0])
+
+    def forward(
+        self, features: Float[Tensor, "N F"], dirs_encoded: Float[Tensor, "N Dd"], cond: Float[Tensor, "N C"] | None = None
+    ) -> FieldOutput:
+        out = self.density_net(self._density_input(features, cond))
+        self._check("dirs_encoded", dirs_encoded, self.dir_dim, features.shape[0])
+        geometry = out[:, 1:]
+        color_in = [geometry, dirs_encoded] + ([cond] if self.config.cond_to_color else [])
+        rgb = torch.sigmoid(self.color_net(torch.cat(color_in, dim=-1)))
+        return FieldOutput(density=self._activation(out[:, 0]), rgb=rgb, extras={"geometry": geometry})

@@ -1,0 +1,138 @@
+"""Training losses: photometric (L1, L2, Huber) with per-ray weights, region weights as data, depth prior, mask BCE.
+
+Every loss is a mean over the elements it covers and returns a scalar tensor. Per-ray ``weight`` multiplies each
+ray's terms before the mean (it is not renormalised: INSTA's lips/mouth rays x40 make the loss larger, as in its
+code). An empty batch, or a ``mask`` with no True entry, gives a loss of exactly 0 that is still connected to the
+graph of ``pred`` (its gradient is 0), never NaN, so a batch without e.g. face pixels does not break training.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Bool, Float, Int
+from torch import Tensor
+
+from ._checks import check_finite, check_float, check_int, check_positive, check_shape
+
+# INSTA (PAPERS.md, "Losses"): Huber with delta 0.1 on RGB; lips and mouth pixels weighted x40 after 500 steps;
+# L1 depth against the rendered FLAME depth with weight 1.25, off on hair, cloth and background.
+HUBER_DELTA = 0.1
+INSTA_MOUTH_WEIGHT = 40.0
+INSTA_MOUTH_WARMUP_STEPS = 500
+INSTA_DEPTH_WEIGHT = 1.25
+# Opacities may leave [0, 1] by float rounding in compositing; beyond this it is a bug, not rounding.
+OPACITY_TOLERANCE = 1e-4
+
+
+def _zero(pred: Tensor) -> Tensor:
+    """A scalar 0 that keeps the graph of ``pred`` (gradient 0) - the value of a loss over no elements."""
+    return pred.sum() * 0.0
+
+
+def _pair(pred: Tensor, target: Tensor, weight: Tensor | None, pred_name: str = "pred") -> None:
+    check_float(pred_name, pred, [None] * pred.dim())
+    check_float("target", target, list(pred.shape), device=pred.device)
+    if weight is not None:
+        check_float("weight", weight, [pred.shape[0]], device=pred.device)
+        if (weight < 0).any():
+            raise ValueError("weight: expected non-negative per-ray weights, got a negative value")
+
+
+def _weighted_mean(per_element: Tensor, weight: Tensor | None) -> Tensor:
+    if per_element.numel() == 0:
+        return _zero(per_element)
+    if weight is not None:
+        per_element = per_element * weight.reshape(-1, *[1] * (per_element.dim() - 1))
+    return per_element.mean()
+
+
+def l1_loss(
+    pred: Float[Tensor, "N ..."], target: Float[Tensor, "N ..."], weight: Float[Tensor, " N"] | None = None
+) -> Float[Tensor, ""]:
+    """Mean of ``weight[n] * |pred - target|`` over all elements (``weight`` defaults to ones)."""
+    _pair(pred, target, weight)
+    return _weighted_mean((pred - target).abs(), weight)
+
+
+def mse_loss(
+    pred: Float[Tensor, "N ..."], target: Float[Tensor, "N ..."], weight: Float[Tensor, " N"] | None = None
+) -> Float[Tensor, ""]:
+    """Mean of ``weight[n] * (pred - target)^2`` over all elements (L2; MonoAvatar's photometric loss)."""
+    _pair(pred, target, weight)
+    return _weighted_mean((pred - target).square(), weight)
+
+
+def huber_loss(
+    pred: Float[Tensor, "N ..."],
+    target: Float[Tensor, "N ..."],
+    delta: float = HUBER_DELTA,
+    weight: Float[Tensor, " N"] | None = None,
+) -> Float[Tensor, ""]:
+    """Mean of ``weight[n] * h(pred - target)`` with ``h(r) = r^2 / 2`` for ``|r| < delta`` and
+    ``delta * (|r| - delta / 2)`` beyond (torch.nn.functional.huber_loss's definition; INSTA: delta 0.1)."""
+    check_positive("delta", delta)
+    _pair(pred, target, weight)
+    return _weighted_mean(F.huber_loss(pred, target, reduction="none", delta=delta), weight)
+
+
+def region_weights(
+    labels: Int[Tensor, " N"], weights: Mapping[int, float] | Float[Tensor, " L"], default: float = 1.0
+) -> Float[Tensor, " N"]:
+    """Per-ray multipliers from per-ray region labels: ``weights[labels[n]]``.
+
+    ``weights`` is a mapping ``{label: weight}`` (labels missing from it get ``default``; any integer label,
+    negative too) or a lookup tensor ``[L]`` indexed by labels in ``[0, L)``. The result has the lookup
+    tensor's dtype, or the default dtype for a mapping, on ``labels``' device. Weights must be non-negative."""
+    check_shape("labels", labels, [None])
+    if labels.dtype.is_floating_point or labels.dtype.is_complex or labels.dtype == torch.bool:
+        raise TypeError(f"labels: expected an integer tensor, got {labels.dtype}")
+    if isinstance(weights, Tensor):
+        check_float("weights", weights, [None])
+        if (weights < 0).any():
+            raise ValueError("weights: expected non-negative region weights, got a negative value")
+        check_int("labels", labels, [None], upper=weights.shape[0])
+        return weights.to(labels.device)[labels.long()]
+    if not isinstance(weights, Mapping):
+        raise TypeError(f"weights: expected a mapping {{label: weight}} or a tensor [L], got {type(weights).__name__}")
+    if not default >= 0:
+        raise ValueError(f"default: expected a non-negative weight, got {default}")
+    out = torch.full(labels.shape, float(default), device=labels.device)
+    for label, value in weights.items():
+        if not float(value) >= 0 or value == float("inf"):
+            raise ValueError(f"weights: expected finite non-negative region weights, got {value!r} for label {label!r}")
+        out[labels == int(label)] = float(value)
+    return out
+
+
+def depth_loss(pred: Float[Tensor, " N"], target: Float[Tensor, " N"], mask: Bool[Tensor, " N"]) -> Float[Tensor, ""]:
+    """Mean ``|pred - target|`` over the rays where ``mask`` is True (INSTA's depth prior: ``target`` the rendered
+    FLAME depth, ``mask`` off on hair, cloth, background and rays that miss the mesh; weight 1.25 is the caller's).
+    ``target`` may hold inf/NaN where ``mask`` is False (e.g. rays that miss). An all-False mask gives 0."""
+    check_float("pred", pred, [None])
+    check_shape("target", target, [pred.shape[0]], device=pred.device)
+    if not target.is_floating_point():
+        raise TypeError(f"target: expected a floating-point tensor, got {target.dtype}")
+    check_shape("mask", mask, [pred.shape[0]], device=pred.device)
+    if mask.dtype != torch.bool:
+        raise TypeError(f"mask: expected a bool tensor, got {mask.dtype}")
+    check_finite("target", target[mask], "finite values where mask is True")
+    if not mask.any():
+        return _zero(pred)
+    return (pred[mask] - target[mask]).abs().mean()
+
+
+def mask_loss(
+    opacity: Float[Tensor, " N"], target: Float[Tensor, " N"], weight: Float[Tensor, " N"] | None = None
+) -> Float[Tensor, ""]:
+    """Silhouette loss: mean binary cross-entropy between rendered ``opacity`` and the ``target`` mask, both in
+    [0, 1] (opacity within 1e-4 of it is clamped; torch clamps the logs at -100, so opacity 0 or 1 stays finite)."""
+    _pair(opacity, target, weight, "opacity")
+    if opacity.numel() and (opacity.min() < -OPACITY_TOLERANCE or opacity.max() > 1 + OPACITY_TOLERANCE):
+        raise ValueError(f"opacity: expected values in [0, 1], got values in [{float(opacity.min())}, {float(opacity.max())}]")
+    if target.numel() and (target.min() < 0 or target.max() > 1):
+        raise ValueError(f"target: expected values in [0, 1], got values in [{float(target.min())}, {float(target.max())}]")
+    bce = F.binary_cross_entropy(opacity.clamp(0.0, 1.0), target.to(opacity.dtype), reduction="none")
+    return _weighted_mean(bce, weight)

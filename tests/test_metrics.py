@@ -1,0 +1,103 @@
+"""PSNR against its formula; SSIM against an independent SciPy implementation of Wang et al. (skimage's method)."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy.ndimage import gaussian_filter
+
+from headfields.metrics import psnr, ssim
+
+from helpers import raises_naming
+
+
+def ssim_scipy(a: np.ndarray, b: np.ndarray, data_range: float = 1.0) -> float:
+    """SSIM as skimage.metrics.structural_similarity(gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
+    channel_axis=-1): SciPy Gaussian filtering (truncate 3.5 -> 11 taps), borders of 5 pixels cropped."""
+    filt = lambda x: gaussian_filter(x, sigma=1.5, truncate=3.5, mode="reflect")  # noqa: E731
+    c1, c2, pad = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2, 5
+    values = []
+    for ch in range(a.shape[-1]):
+        x, y = a[..., ch].astype(np.float64), b[..., ch].astype(np.float64)
+        mx, my = filt(x), filt(y)
+        vx, vy, cxy = filt(x * x) - mx * mx, filt(y * y) - my * my, filt(x * y) - mx * my
+        s = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
+        values.append(s[pad:-pad, pad:-pad].mean())
+    return float(np.mean(values))
+
+
+def images(seed: int, shape=(24, 31, 3)):
+    rng = np.random.default_rng(seed)
+    a = rng.random(shape)
+    b = np.clip(a + rng.normal(0, 0.1, shape), 0, 1)
+    return a, b
+
+
+def test_skimage_is_not_needed():
+    # skimage is not a dependency; where it is installed, the reference above must agree with it.
+    skm = pytest.importorskip("skimage.metrics")
+    a, b = images(0)
+    ref = skm.structural_similarity(a, b, data_range=1.0, channel_axis=-1, gaussian_weights=True, sigma=1.5,
+                                    use_sample_covariance=False)  # fmt: skip
+    assert math.isclose(ssim_scipy(a, b), ref, rel_tol=1e-10)
+
+
+@settings(max_examples=15)
+@given(st.integers(0, 10_000), st.sampled_from([1.0, 255.0]))
+def test_ssim_matches_the_scipy_reference(seed, scale):
+    a, b = images(seed)
+    got = ssim(torch.from_numpy(a * scale), torch.from_numpy(b * scale), max_value=scale)
+    assert math.isclose(float(got), ssim_scipy(a * scale, b * scale, scale), rel_tol=1e-9)
+
+
+def test_ssim_batches_and_devices(device):
+    pairs = [images(s) for s in range(3)]
+    a = torch.tensor(np.stack([p[0] for p in pairs]), dtype=torch.float32, device=device)
+    b = torch.tensor(np.stack([p[1] for p in pairs]), dtype=torch.float32, device=device)
+    expected = np.mean([ssim_scipy(*p) for p in pairs])
+    assert math.isclose(float(ssim(a, b)), expected, rel_tol=1e-5)
+    assert ssim(a, a).item() == 1.0
+    assert ssim(a, 1 - a) < 0.5
+
+
+def test_ssim_is_differentiable():
+    a, b = images(1, (12, 12, 1))
+    x = torch.from_numpy(a).requires_grad_()
+    assert torch.autograd.gradcheck(lambda x: ssim(x, torch.from_numpy(b)), (x,), fast_mode=True)
+
+
+def test_psnr_formula(device):
+    a, b = images(2)
+    pred, target = torch.tensor(a, device=device), torch.tensor(b, device=device)
+    mse = np.mean((a - b) ** 2)
+    assert math.isclose(float(psnr(pred, target)), 10 * math.log10(1 / mse), rel_tol=1e-12)
+    assert math.isclose(float(psnr(pred * 255, target * 255, max_value=255)), 10 * math.log10(1 / mse), rel_tol=1e-12)
+    mask = torch.zeros(a.shape[:2], dtype=torch.bool, device=device)
+    mask[3:9, 4:20] = True
+    masked_mse = np.mean((a[3:9, 4:20] - b[3:9, 4:20]) ** 2)
+    assert math.isclose(float(psnr(pred, target, mask=mask)), 10 * math.log10(1 / masked_mse), rel_tol=1e-12)
+    # Constant error 0.1 everywhere: exactly 20 dB; identical images: inf.
+    assert math.isclose(float(psnr(torch.full((5, 3), 0.6), torch.full((5, 3), 0.5))), 20.0, rel_tol=1e-5)
+    assert psnr(pred, pred).item() == math.inf
+
+
+@pytest.mark.parametrize(
+    "call, name",
+    [
+        (lambda: psnr(torch.zeros(4, 3), torch.zeros(4, 2)), "target"),
+        (lambda: psnr(torch.zeros(4, 3), torch.zeros(4, 3), max_value=0.0), "max_value"),
+        (lambda: psnr(torch.zeros(4, 3), torch.zeros(4, 3), mask=torch.zeros(4, dtype=torch.bool)), "mask"),
+        (lambda: psnr(torch.zeros(4, 3), torch.zeros(4, 3), mask=torch.ones(3, dtype=torch.bool)), "mask"),
+        (lambda: psnr(torch.full((4, 3), math.nan), torch.zeros(4, 3)), "pred"),
+        (lambda: ssim(torch.zeros(8, 16, 3), torch.zeros(8, 16, 3)), "pred"),
+        (lambda: ssim(torch.zeros(16, 16, 3), torch.zeros(16, 15, 3)), "target"),
+        (lambda: ssim(torch.zeros(2, 2, 16, 16, 3), torch.zeros(2, 2, 16, 16, 3)), "pred"),
+        (lambda: ssim(torch.zeros(16, 16, 3, dtype=torch.long), torch.zeros(16, 16, 3)), "pred"),
+    ],
+)
+def test_bad_input(call, name):
+    with raises_naming(name):
+        call()
