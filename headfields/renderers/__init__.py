@@ -30,3 +30,20 @@ __all__ = [
     "project_points",
     "sample_pixels",
 ]
+
+# Packed samples, occupancy-grid marching, mesh-guided filtering and compositing (issue 4).
+from .compositing import Composite, composite  # noqa: E402
+from .mesh_sampler import mesh_guided_filter  # noqa: E402
+from .occupancy import OccupancyGrid  # noqa: E402
+from .samples import BoxHit, PackedSamples, ray_aabb, stratified_samples  # noqa: E402
+
+__all__ += [
+    "BoxHit",
+    "Composite",
+    "OccupancyGrid",
+    "PackedSamples",
+    "composite",
+    "mesh_guided_filter",
+    "ray_aabb",
+    "stratified_samples",
+]

@@ -1,0 +1,298 @@
+"""Occupancy grid over a world box and ray marching through it (Warp, CPU and CUDA from one source).
+
+The grid keeps a decaying maximum of the density seen in each cell (INSTA / Instant-NGP:
+``grid = max(decay * grid, new)``) and a bitfield of the cells above a threshold. Marching steps along each
+ray with ``dt = clamp(t * cone_angle, step_size, max_step)`` and emits a packed sample only where the step's
+midpoint lies in an occupied cell: a first Warp pass counts each ray's samples, a prefix sum gives offsets,
+and a second pass writes them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import no_type_check
+
+import torch
+import warp as wp
+from jaxtyping import Bool, Float
+from torch import Tensor, nn
+
+from .._checks import IntLike, check_count, check_float, check_positive
+from ..geometry import _warp
+from .samples import PackedSamples, _check_aabb, per_ray, ray_aabb
+
+RESOLUTION = 128  # INSTA: one 128^3 grid in world space
+# INSTA's step rule: dt = clamp(t / 256, sqrt(3)/1024, sqrt(3)/128) in a unit box (Instant-NGP's 1024 steps
+# across the box diagonal at least, one cell diagonal of a 128^3 grid at most); scaled here by the largest
+# side of the box.
+CONE_ANGLE = 1 / 256
+MIN_STEP = math.sqrt(3) / 1024
+MAX_STEP = math.sqrt(3) / 128
+MAX_SAMPLES_PER_RAY = 1024  # INSTA: up to 1024 steps a ray
+UPDATE_CHUNK = 1 << 18  # cells evaluated per density_fn call during an update (bounds its memory)
+
+
+@no_type_check  # Warp parameter types are not Python type hints; keep the jaxtyping checker off them.
+@wp.func
+def _occupied(bits: wp.array(dtype=wp.uint8), res: wp.vec3i, lo: wp.vec3, scale: wp.vec3, p: wp.vec3) -> bool:
+    c = wp.cw_mul(p - lo, scale)  # position in cells
+    if c[0] < 0.0 or c[1] < 0.0 or c[2] < 0.0:
+        return False
+    i = int(c[0])
+    j = int(c[1])
+    k = int(c[2])
+    if i >= res[0] or j >= res[1] or k >= res[2]:
+        return False
+    return bits[(i * res[1] + j) * res[2] + k] != wp.uint8(0)
+
+
+@no_type_check
+@wp.func
+def _step(t: float, step_size: float, max_step: float, cone_angle: float) -> float:
+    return wp.min(wp.max(t * cone_angle, step_size), max_step)
+
+
+# Both passes walk the same steps in the same float32 arithmetic, so the write pass fills exactly the slots
+# the count pass reserved. The midpoint is (t0 + t1) / 2, not t0 + dt / 2, which a compiler could fuse.
+
+
+@no_type_check
+@wp.kernel
+def _count_kernel(
+    bits: wp.array(dtype=wp.uint8),
+    res: wp.vec3i,
+    lo: wp.vec3,
+    scale: wp.vec3,
+    step_size: float,
+    max_step: float,
+    cone_angle: float,
+    max_samples: int,
+    origins: wp.array(dtype=wp.vec3),
+    dirs: wp.array(dtype=wp.vec3),
+    near: wp.array(dtype=wp.float32),
+    far: wp.array(dtype=wp.float32),
+    count: wp.array(dtype=wp.int32),
+):
+    i = wp.tid()
+    o = origins[i]
+    d = dirs[i]
+    t_far = far[i]
+    t = float(near[i])
+    n = int(0)
+    while t < t_far and n < max_samples:
+        t1 = wp.min(t + _step(t, step_size, max_step, cone_angle), t_far)
+        if t1 <= t:  # the step vanished in float32 (t far beyond step_size / 2^-24): stop
+            break
+        if _occupied(bits, res, lo, scale, o + 0.5 * (t + t1) * d):
+            n += 1
+        t = t1
+    count[i] = n
+
+
+@no_type_check
+@wp.kernel
+def _write_kernel(
+    bits: wp.array(dtype=wp.uint8),
+    res: wp.vec3i,
+    lo: wp.vec3,
+    scale: wp.vec3,
+    step_size: float,
+    max_step: float,
+    cone_angle: float,
+    max_samples: int,
+    out_ray: wp.array(dtype=wp.int64),
+    out_start: wp.array(dtype=wp.float32),
+    out_end: wp.array(dtype=wp.float32),
+    origins: wp.array(dtype=wp.vec3),
+    dirs: wp.array(dtype=wp.vec3),
+    near: wp.array(dtype=wp.float32),
+    far: wp.array(dtype=wp.float32),
+    ray: wp.array(dtype=wp.int64),
+    offset: wp.array(dtype=wp.int64),
+):
+    i = wp.tid()
+    o = origins[i]
+    d = dirs[i]
+    t_far = far[i]
+    t = float(near[i])
+    n = int(0)
+    s = wp.int64(offset[i])
+    while t < t_far and n < max_samples:
+        t1 = wp.min(t + _step(t, step_size, max_step, cone_angle), t_far)
+        if t1 <= t:
+            break
+        if _occupied(bits, res, lo, scale, o + 0.5 * (t + t1) * d):
+            out_ray[s] = ray[i]
+            out_start[s] = t
+            out_end[s] = t1
+            s += wp.int64(1)
+            n += 1
+        t = t1
+
+
+def _resolution(value: IntLike | Sequence[IntLike]) -> tuple[int, int, int]:
+    if isinstance(value, Sequence):
+        if len(value) != 3:
+            raise ValueError(f"resolution: expected an integer or 3 integers, got {value!r}")
+        return tuple(check_count("resolution", v, 1) for v in value)  # type: ignore[return-value]
+    r = check_count("resolution", value, 1)
+    return (r, r, r)
+
+
+class OccupancyGrid(nn.Module):
+    """A grid of cells over the world box ``aabb = [min corner, max corner]``, all occupied at first.
+
+    Buffers (saved in the state dict): ``aabb``, ``occupancy`` (float ``[X,Y,Z]``, the decayed maximum of
+    the density seen per cell, 0 at first) and ``binary`` (bool ``[X,Y,Z]``, the cells marching visits).
+    """
+
+    aabb: Tensor
+    occupancy: Tensor
+    binary: Tensor
+
+    def __init__(self, aabb: Float[Tensor, "2 3"], resolution: IntLike | Sequence[IntLike] = RESOLUTION):
+        super().__init__()
+        _check_aabb("aabb", aabb)
+        res = _resolution(resolution)
+        self.register_buffer("aabb", aabb.detach().float().clone())
+        self.register_buffer("occupancy", torch.zeros(res, device=aabb.device))
+        self.register_buffer("binary", torch.ones(res, dtype=torch.bool, device=aabb.device))
+
+    @property
+    def resolution(self) -> tuple[int, int, int]:
+        return tuple(self.binary.shape)  # type: ignore[return-value]
+
+    @property
+    def cell_size(self) -> Float[Tensor, " 3"]:
+        return (self.aabb[1] - self.aabb[0]) / torch.tensor(self.resolution, device=self.aabb.device)
+
+    @property
+    def _scale(self) -> Tensor:
+        """Cells per world unit on each axis (marching and ``occupied`` share this float32 arithmetic)."""
+        return torch.tensor(self.resolution, device=self.aabb.device) / (self.aabb[1] - self.aabb[0])
+
+    def mark_all(self) -> None:
+        """Mark every cell occupied (the occupancy values are kept; the next ``update`` re-thresholds them)."""
+        self.binary.fill_(True)
+
+    def _cell_of(self, points: Tensor) -> tuple[Tensor, Tensor]:
+        """Integer cell of each point ``[N,3]`` and whether it lies inside the grid."""
+        res = torch.tensor(self.resolution, device=points.device)
+        c = torch.floor((points.float() - self.aabb[0]) * self._scale).long()
+        inside = ((c >= 0) & (c < res)).all(dim=-1)
+        return c.clamp(min=torch.zeros_like(res), max=res - 1), inside
+
+    def occupied(self, points: Float[Tensor, "N 3"]) -> Bool[Tensor, " N"]:
+        """Whether each point lies in an occupied cell (points outside the box never do)."""
+        check_float("points", points, [None, 3], device=self.aabb.device)
+        c, inside = self._cell_of(points)
+        return inside & self.binary[c[:, 0], c[:, 1], c[:, 2]]
+
+    @torch.no_grad()
+    def update(
+        self,
+        density_fn: Callable[[Tensor], Tensor],
+        decay: float = 0.95,
+        threshold: float = 0.01,
+        num_cells: IntLike | None = None,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        """Evaluate ``density_fn`` (world points ``[M,3]`` -> densities ``[M]``) at one random point inside each
+        of ``num_cells`` distinct random cells (all cells when None); set those cells to
+        ``max(decay * occupancy, density)`` and the bitfield to ``occupancy > threshold`` everywhere.
+
+        Randomness comes from ``generator`` (torch's global generator when None). For a moving head,
+        ``density_fn`` warps the points with a random training frame, so the grid holds the union over frames.
+        """
+        if not callable(density_fn):
+            raise TypeError(f"density_fn: expected a callable, got {type(density_fn).__name__}")
+        if not (isinstance(decay, (int, float)) and 0 <= decay <= 1):
+            raise ValueError(f"decay: expected a number in [0, 1], got {decay!r}")
+        if not (isinstance(threshold, (int, float)) and math.isfinite(threshold)):
+            raise ValueError(f"threshold: expected a finite number, got {threshold!r}")
+        total = self.binary.numel()
+        rng_device = generator.device if generator is not None else torch.device("cpu")
+        if num_cells is None:
+            cells = torch.arange(total, device=self.aabb.device)
+        else:
+            m = check_count("num_cells", num_cells, 1, total)
+            cells = torch.randperm(total, generator=generator, device=rng_device)[:m].to(self.aabb.device)
+        ijk = torch.stack(torch.unravel_index(cells, self.resolution), dim=-1)
+        u = torch.rand(cells.shape[0], 3, generator=generator, device=rng_device).to(self.aabb.device)
+        points = self.aabb[0] + (ijk + u) * self.cell_size
+        density = []
+        for chunk in points.split(UPDATE_CHUNK):
+            d = density_fn(chunk)
+            check_float("density_fn", d, [chunk.shape[0]], device=self.aabb.device)
+            density.append(d.float())
+        flat = self.occupancy.view(-1)
+        flat[cells] = torch.maximum(flat[cells] * decay, torch.cat(density))
+        self.binary.copy_(self.occupancy > threshold)
+
+    def march(
+        self,
+        origins: Float[Tensor, "R 3"],
+        dirs: Float[Tensor, "R 3"],
+        near: Float[Tensor, " R"] | float = 0.0,
+        far: Float[Tensor, " R"] | float | None = None,
+        step_size: float | None = None,
+        cone_angle: float = CONE_ANGLE,
+        max_step: float | None = None,
+        max_samples_per_ray: IntLike = MAX_SAMPLES_PER_RAY,
+    ) -> PackedSamples:
+        """Step along each ray from ``max(near, box entry)`` to ``min(far, box exit)`` (``far`` None: the exit) with
+        ``dt = clamp(t * cone_angle, step_size, max_step)`` (the last step is cut at the exit) and emit the
+        steps whose midpoint lies in an occupied cell, at most ``max_samples_per_ray`` a ray.
+
+        ``step_size`` and ``max_step`` default to INSTA's ``sqrt(3)/1024`` and ``sqrt(3)/128`` times the
+        largest side of the box (``max_step`` at least ``step_size``); ``cone_angle = 0`` gives constant
+        steps. ``t`` is in units of ``dirs`` (unit vectors, so world units). The Warp kernels run in float32;
+        ``t`` comes back in ``origins``'s dtype.
+        """
+        device = self.aabb.device
+        check_float("origins", origins, [None, 3], device=device)
+        r = origins.shape[0]
+        check_float("dirs", dirs, [r, 3], device=device)
+        near_t = per_ray("near", near, r, origins)
+        far_t = None if far is None else per_ray("far", far, r, origins)
+        side = float((self.aabb[1] - self.aabb[0]).max())
+        step_size = MIN_STEP * side if step_size is None else step_size
+        max_step = max(MAX_STEP * side, step_size) if max_step is None else max_step
+        for name, value in (("step_size", step_size), ("max_step", max_step)):
+            if not (isinstance(value, (int, float)) and math.isfinite(value)):
+                raise ValueError(f"{name}: expected a finite positive number, got {value!r}")
+            check_positive(name, value)
+        if max_step < step_size:
+            raise ValueError(f"max_step: expected at least step_size ({step_size}), got {max_step}")
+        if not (isinstance(cone_angle, (int, float)) and math.isfinite(cone_angle) and cone_angle >= 0):
+            raise ValueError(f"cone_angle: expected a finite non-negative number, got {cone_angle!r}")
+        max_samples = check_count("max_samples_per_ray", max_samples_per_ray, 1, 2**31 - 1)
+
+        box = ray_aabb(origins, dirs, self.aabb)
+        lo = torch.maximum(box.near, near_t)
+        hi = box.far if far_t is None else torch.minimum(box.far, far_t)
+        hi = torch.where(box.hit, hi, lo)  # misses: an empty range
+        o32, d32 = origins.detach().float().contiguous(), dirs.detach().float().contiguous()
+        lo32, hi32 = lo.detach().float().contiguous(), hi.detach().float().contiguous()
+        res = wp.vec3i(*self.resolution)
+        shared = [
+            self.binary.view(-1).view(torch.uint8),
+            res,
+            wp.vec3(*self.aabb[0].tolist()),
+            wp.vec3(*self._scale.tolist()),
+            float(step_size),
+            float(max_step),
+            float(cone_angle),
+            max_samples,
+        ]
+        count = torch.zeros(r, dtype=torch.int32, device=device)
+        _warp.launch_rows(_count_kernel, r, shared, [o32, d32, lo32, hi32, count], device)
+        end = torch.cumsum(count, dim=0)
+        total = int(end[-1]) if r > 0 else 0
+        out_ray = torch.empty(total, dtype=torch.long, device=device)
+        out_start, out_end = torch.empty(total, device=device), torch.empty(total, device=device)
+        rays = torch.arange(r, device=device)
+        outputs = [out_ray, out_start, out_end]
+        _warp.launch_rows(_write_kernel, r, [*shared, *outputs], [o32, d32, lo32, hi32, rays, end - count], device)
+        return PackedSamples._trusted(out_ray, out_start.to(origins.dtype), out_end.to(origins.dtype), r)

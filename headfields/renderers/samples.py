@@ -1,0 +1,171 @@
+"""Packed ray samples (nerfacc style), ray-box intersection and stratified sampling.
+
+Samples of all rays live in flat tensors sorted by ray: sample ``s`` covers ``[t_start[s], t_end[s]]`` along
+ray ``ray[s]`` (``t`` in units of the ray direction, which the renderers take to be unit length). Rays may
+have any number of samples, none included; within a ray the intervals are in increasing ``t``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from jaxtyping import Bool, Float, Int
+from torch import Tensor
+
+from .._checks import IntLike, check_count, check_float, check_shape
+from .cameras import Rays
+
+
+@dataclass
+class PackedSamples:
+    """Intervals along rays, packed: ``ray`` sorted ascending, in ``[0, num_rays)``."""
+
+    ray: Int[Tensor, " S"]
+    t_start: Float[Tensor, " S"]
+    t_end: Float[Tensor, " S"]
+    num_rays: int
+
+    def __post_init__(self) -> None:
+        # Checks everything, values included (a few passes over the data): for samples built by callers.
+        # The samplers here build theirs with ``_trusted``.
+        self.num_rays = check_count("num_rays", self.num_rays, 0)
+        check_shape("ray", self.ray, [None])
+        if self.ray.dtype != torch.long:
+            raise TypeError(f"ray: expected an int64 tensor, got {self.ray.dtype}")
+        s = self.ray.shape[0]
+        check_float("t_start", self.t_start, [s], device=self.ray.device)
+        check_float("t_end", self.t_end, [s], device=self.ray.device)
+        if s > 0:
+            # One reduction, one sync: sorted rays in range and non-negative interval lengths.
+            bad = (self.ray[0] < 0) | (self.ray[-1] >= self.num_rays) | (self.ray[1:] < self.ray[:-1]).any()
+            if bool(bad):
+                raise ValueError(f"ray: expected ray indices sorted ascending in [0, {self.num_rays})")
+            if bool((self.t_end < self.t_start).any()):
+                raise ValueError("t_end: expected t_end >= t_start for every sample")
+
+    @classmethod
+    def _trusted(cls, ray: Tensor, t_start: Tensor, t_end: Tensor, num_rays: int) -> PackedSamples:
+        """Samples known to be valid (made by this package's samplers): skips the value checks."""
+        samples = cls.__new__(cls)
+        samples.ray, samples.t_start, samples.t_end, samples.num_rays = ray, t_start, t_end, num_rays
+        return samples
+
+    def __len__(self) -> int:
+        return self.ray.shape[0]
+
+    @property
+    def device(self) -> torch.device:
+        return self.ray.device
+
+    @property
+    def t_mid(self) -> Float[Tensor, " S"]:
+        return (self.t_start + self.t_end) / 2
+
+    @property
+    def deltas(self) -> Float[Tensor, " S"]:
+        """Interval lengths ``t_end - t_start`` (the δ of volume rendering)."""
+        return self.t_end - self.t_start
+
+    def counts(self) -> Int[Tensor, " R"]:
+        """Number of samples on each ray."""
+        return torch.bincount(self.ray, minlength=self.num_rays)
+
+    def midpoints(self, origins: Float[Tensor, "R 3"], dirs: Float[Tensor, "R 3"]) -> Float[Tensor, "S 3"]:
+        """World points at the interval midpoints: ``origins[ray] + t_mid * dirs[ray]``."""
+        check_float("origins", origins, [self.num_rays, 3], device=self.device)
+        check_float("dirs", dirs, [self.num_rays, 3], device=self.device)
+        t = self.t_mid.to(torch.promote_types(self.t_mid.dtype, origins.dtype))
+        return origins[self.ray] + t[:, None] * dirs[self.ray]
+
+    def select(self, keep: Bool[Tensor, " S"]) -> PackedSamples:
+        """The samples where ``keep`` is True (order, hence sorting, is preserved)."""
+        check_shape("keep", keep, [len(self)], device=self.device)
+        if keep.dtype != torch.bool:
+            raise TypeError(f"keep: expected a bool tensor, got {keep.dtype}")
+        return PackedSamples._trusted(self.ray[keep], self.t_start[keep], self.t_end[keep], self.num_rays)
+
+
+@dataclass
+class BoxHit:
+    """Where rays cross a box: ``t`` in ``[near, far]`` is inside, with ``near >= 0`` (the ray starts at its
+    origin). Misses have ``hit`` False and ``near = far = 0``."""
+
+    near: Float[Tensor, " R"]
+    far: Float[Tensor, " R"]
+    hit: Bool[Tensor, " R"]
+
+    def __iter__(self):  # ``near, far, hit = ray_aabb(...)``
+        return iter((self.near, self.far, self.hit))
+
+
+def _check_aabb(name: str, aabb: Tensor, device: torch.device | None = None) -> None:
+    check_float(name, aabb, [2, 3], device=device)
+    if not bool((aabb[1] > aabb[0]).all()):
+        raise ValueError(f"{name}: expected min corner < max corner on every axis, got {aabb.tolist()}")
+
+
+def ray_aabb(origins: Float[Tensor, "R 3"], dirs: Float[Tensor, "R 3"], aabb: Float[Tensor, "2 3"]) -> BoxHit:
+    """Intersect rays with the axis-aligned box ``aabb = [min corner, max corner]`` (slab method).
+
+    A ray that only touches the box (``far == near``) counts as a miss.
+    """
+    check_float("origins", origins, [None, 3])
+    check_float("dirs", dirs, [origins.shape[0], 3], device=origins.device)
+    _check_aabb("aabb", aabb, device=origins.device)
+    lo, hi = aabb[0].to(origins.dtype), aabb[1].to(origins.dtype)
+    parallel = dirs == 0
+    safe = torch.where(parallel, torch.ones_like(dirs), dirs)
+    t0, t1 = (lo - origins) / safe, (hi - origins) / safe
+    # An axis the ray is parallel to constrains nothing if the origin is within that slab, else everything.
+    inside = (origins >= lo) & (origins <= hi)
+    unbounded = torch.where(inside, -math.inf, math.inf)
+    t_min = torch.where(parallel, unbounded, torch.minimum(t0, t1)).amax(dim=-1).clamp(min=0)
+    t_max = torch.where(parallel, -unbounded, torch.maximum(t0, t1)).amin(dim=-1)
+    hit = t_max > t_min
+    zero = torch.zeros_like(t_min)
+    return BoxHit(near=torch.where(hit, t_min, zero), far=torch.where(hit, t_max, zero), hit=hit)
+
+
+def per_ray(name: str, value: Tensor | float, rays: int, like: Tensor) -> Tensor:
+    """A per-ray bound given as a number or a tensor ``[R]``, as a tensor ``[R]`` of ``like``'s dtype."""
+    if isinstance(value, Tensor):
+        check_float(name, value, [rays], device=like.device)
+        return value.to(like.dtype)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise TypeError(f"{name}: expected a finite number or a float tensor [{rays}], got {value!r}")
+    return torch.full((rays,), float(value), dtype=like.dtype, device=like.device)
+
+
+def stratified_samples(
+    rays: Rays | tuple[Float[Tensor, "R 3"], Float[Tensor, "R 3"]],
+    near: Float[Tensor, " R"] | float,
+    far: Float[Tensor, " R"] | float,
+    num_samples: IntLike,
+    generator: torch.Generator | None = None,
+) -> PackedSamples:
+    """``num_samples`` contiguous intervals per ray partitioning ``[near, far]`` (rays with ``far <= near``
+    get none).
+
+    The interval ``[near, far]`` is cut into equal bins; each bin gets one point, at a uniformly random place
+    when ``generator`` is given (stratified sampling, NeRF) or at its centre when it is None. The intervals'
+    boundaries are ``near``, the midpoints between consecutive points, and ``far``; so without a generator
+    the intervals are the bins themselves and their midpoints are evenly spaced.
+    """
+    origins, dirs = (rays.origins, rays.directions) if isinstance(rays, Rays) else rays
+    check_float("origins", origins, [None, 3])
+    r = origins.shape[0]
+    check_float("dirs", dirs, [r, 3], device=origins.device)
+    n = check_count("num_samples", num_samples, 1)
+    near, far = per_ray("near", near, r, origins), per_ray("far", far, r, origins)
+    if generator is None:
+        u = torch.full((r, n), 0.5, dtype=origins.dtype, device=origins.device)
+    else:
+        u = torch.rand(r, n, generator=generator, device=generator.device, dtype=origins.dtype).to(origins.device)
+    span = (far - near)[:, None]
+    points = near[:, None] + (torch.arange(n, device=origins.device, dtype=origins.dtype) + u) * (span / n)
+    edges = torch.cat([near[:, None], (points[:, 1:] + points[:, :-1]) / 2, far[:, None]], dim=1)
+    keep = (far > near)[:, None].expand(r, n)
+    ray = torch.arange(r, device=origins.device)[:, None].expand(r, n)
+    return PackedSamples._trusted(ray[keep], edges[:, :-1][keep], edges[:, 1:][keep], r)
