@@ -1,0 +1,365 @@
+"""Multi-resolution hash grid encoding (instant-ngp, Müller et al. 2022) with Warp forward and backward kernels.
+
+Level ``l`` is a grid of resolution ``r_l = floor(base * b^l)`` with ``b = exp((ln finest - ln base) / (levels - 1))``
+over the unit cube, whose ``(r_l + 1)^3`` vertices each hold ``features_per_level`` trainable features. A point
+is encoded by trilinear interpolation of the features at the 8 corners of its cell on every level; the
+levels' features are concatenated (level-major: ``out[:, l*F:(l+1)*F]`` is level ``l``).
+
+Parameter layout: one float32 table ``[rows, F]`` with the levels stacked. A level whose ``(r_l + 1)^3`` vertices
+fit in ``2^log2_table_size`` rows is stored densely (vertex ``(x, y, z)`` at ``x + (r+1) (y + (r+1) z)``), so it
+uses exactly that many rows; a finer level gets ``2^log2_table_size`` rows and the instant-ngp spatial hash
+``(x * 1) xor (y * 2654435761) xor (z * 805459861)`` (uint32 arithmetic) modulo that size.
+
+Gradients reach the table (a scatter-add over the corners) and the points (for normals or an eikonal term).
+Second derivatives are not supported: asking for a gradient with ``create_graph=True`` raises an error
+(rather than returning a gradient that is silently constant). Points outside ``[0, 1]^3`` are clamped onto
+the cube, so their gradient is zero along each clamped axis.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import no_type_check
+
+import torch
+import warp as wp
+from jaxtyping import Float
+from torch import Tensor, nn
+
+from .._checks import check_count, check_finite, check_float
+from ..geometry import _warp
+
+# INSTA (Zielonka et al. 2023) uses 16 levels of 2 features, 2^18 rows a level, resolutions 16 to 2048.
+INSTA_LEVELS, INSTA_FEATURES, INSTA_LOG2_TABLE, INSTA_BASE, INSTA_FINEST = 16, 2, 18, 16, 2048
+# instant-ngp's spatial-hash primes (Teschner et al. 2003); the first is 1 so that neighbours along x stay
+# close in memory.
+PRIME_Y = wp.constant(wp.uint32(2654435761))
+PRIME_Z = wp.constant(wp.uint32(805459861))
+# instant-ngp initialises the table uniformly in +-1e-4: small enough that the MLP starts from a near-constant input.
+INIT_SCALE = 1e-4
+# floor(base * b^l) of an exact integer (the finest level) must not round down to n - 1 through exp/log.
+RESOLUTION_ROUNDING = 1e-9
+MAX_LEVELS, MAX_FEATURES, MAX_LOG2_TABLE, MAX_RESOLUTION = 32, 8, 24, 2**20
+SPATIAL_DIMS = 3
+CORNERS = 2**SPATIAL_DIMS
+
+SECOND_DERIVATIVE_ERROR = (
+    "HashGrid: second derivatives are not supported (the gradient was requested with create_graph=True); "
+    "use the gradient as a constant (detach it) or a finite-difference normal instead"
+)
+
+_vec8i = wp.types.vector(length=CORNERS, dtype=wp.int32)
+_vec8f = wp.types.vector(length=CORNERS, dtype=wp.float32)
+
+
+@dataclass(frozen=True)
+class HashGridConfig:
+    """Hash grid hyper-parameters; the defaults are INSTA's."""
+
+    levels: int = INSTA_LEVELS
+    features_per_level: int = INSTA_FEATURES
+    log2_table_size: int = INSTA_LOG2_TABLE  # rows per hashed level: 2^log2_table_size
+    base_resolution: int = INSTA_BASE  # cells per axis on the coarsest level
+    finest_resolution: int = INSTA_FINEST  # cells per axis on the finest level
+
+    def __post_init__(self) -> None:
+        check_count("levels", self.levels, 1, MAX_LEVELS)
+        check_count("features_per_level", self.features_per_level, 1, MAX_FEATURES)
+        check_count("log2_table_size", self.log2_table_size, 1, MAX_LOG2_TABLE)
+        check_count("base_resolution", self.base_resolution, 1, MAX_RESOLUTION)
+        check_count("finest_resolution", self.finest_resolution, self.base_resolution, MAX_RESOLUTION)
+        if self.levels == 1 and self.finest_resolution != self.base_resolution:
+            raise ValueError(
+                f"finest_resolution: expected base_resolution ({self.base_resolution}) with a single level, "
+                f"got {self.finest_resolution}"
+            )
+
+    @property
+    def per_level_scale(self) -> float:
+        """``b``: the factor between consecutive levels' resolutions (about 1.38 for INSTA)."""
+        if self.levels == 1:
+            return 1.0
+        return math.exp((math.log(self.finest_resolution) - math.log(self.base_resolution)) / (self.levels - 1))
+
+    @property
+    def table_size(self) -> int:
+        return 2**self.log2_table_size
+
+    @property
+    def out_dim(self) -> int:
+        return self.levels * self.features_per_level
+
+    def resolutions(self) -> list[int]:
+        """Cells per axis of each level, ``floor(base * b^l)``."""
+        b = self.per_level_scale
+        return [math.floor(self.base_resolution * b**level + RESOLUTION_ROUNDING) for level in range(self.levels)]
+
+    def dense(self) -> list[bool]:
+        """Which levels are stored densely: those whose ``(r + 1)^3`` vertices fit in the table."""
+        return [(r + 1) ** SPATIAL_DIMS <= self.table_size for r in self.resolutions()]
+
+    def level_rows(self) -> list[int]:
+        """Table rows of each level: ``(r + 1)^3`` when dense, else ``2^log2_table_size``."""
+        return [(r + 1) ** SPATIAL_DIMS if d else self.table_size for r, d in zip(self.resolutions(), self.dense(), strict=True)]
+
+
+# ------------------------------------------------------------------------------------------------ kernels
+
+
+@no_type_check  # Warp parameter types are not Python type hints; keep the jaxtyping checker off them.
+@wp.func
+def _corner_row(x: int, y: int, z: int, res: int, dense: int, offset: int, rows: int) -> int:
+    if dense != 0:
+        side = res + 1
+        return offset + x + side * (y + side * z)
+    h = wp.uint32(x) ^ (wp.uint32(y) * PRIME_Y) ^ (wp.uint32(z) * PRIME_Z)
+    return offset + wp.int32(h % wp.uint32(rows))
+
+
+@no_type_check  # Warp parameter types are not Python type hints; keep the jaxtyping checker off them.
+@wp.func
+def _axis_cell(p: float, res: int) -> int:
+    # The cell's lower vertex; a point on the far face (p = 1) belongs to the last cell, at fraction 1.
+    return wp.min(int(wp.floor(p * float(res))), res - 1)
+
+
+@no_type_check  # Warp parameter types are not Python type hints; keep the jaxtyping checker off them.
+@wp.func
+def _level_corners(p: wp.vec3, res: int, dense: int, offset: int, rows: int):
+    """Table rows and trilinear weights of the 8 corners of ``p``'s cell, and the fractions inside it."""
+    cx = _axis_cell(p[0], res)
+    cy = _axis_cell(p[1], res)
+    cz = _axis_cell(p[2], res)
+    scale = float(res)
+    f = wp.vec3(p[0] * scale - float(cx), p[1] * scale - float(cy), p[2] * scale - float(cz))
+    row = _vec8i()
+    weight = _vec8f()
+    for c in range(CORNERS):
+        bx = c & 1
+        by = (c >> 1) & 1
+        bz = (c >> 2) & 1
+        wx = wp.where(bx == 1, f[0], 1.0 - f[0])
+        wy = wp.where(by == 1, f[1], 1.0 - f[1])
+        wz = wp.where(bz == 1, f[2], 1.0 - f[2])
+        row[c] = _corner_row(cx + bx, cy + by, cz + bz, res, dense, offset, rows)
+        weight[c] = wx * wy * wz
+    return row, weight, f
+
+
+# One launch per level: a level's table (at most 2^18 x 2 floats for INSTA, 2 MiB) then stays in cache and the
+# TLB while every point reads it, which on CPU runs about 2x faster than visiting all levels per point.
+
+
+@no_type_check  # Warp parameter types are not Python type hints; keep the jaxtyping checker off them.
+@wp.kernel
+def _encode_kernel(
+    table: wp.array2d(dtype=wp.float32),
+    res: int,
+    dense: int,
+    offset: int,
+    rows: int,
+    column: int,
+    points: wp.array(dtype=wp.vec3),
+    features: wp.array2d(dtype=wp.float32),
+):
+    i = wp.tid()
+    p = wp.min(wp.max(points[i], wp.vec3(0.0)), wp.vec3(1.0))
+    row, weight, f = _level_corners(p, res, dense, offset, rows)
+    for k in range(table.shape[1]):
+        acc = float(0.0)
+        for c in range(CORNERS):
+            acc += weight[c] * table[row[c], k]
+        features[i, column + k] = acc
+
+
+# The table and point gradients are separate kernels: one kernel with both behind flags ran the table-only
+# case (training) twice as slowly on CPU.
+
+
+@no_type_check  # Warp parameter types are not Python type hints; keep the jaxtyping checker off them.
+@wp.kernel
+def _table_grad_kernel(
+    res: int,
+    dense: int,
+    offset: int,
+    rows: int,
+    column: int,
+    grad_table: wp.array3d(dtype=wp.float32),  # [slots, this level's rows, F]
+    points: wp.array(dtype=wp.vec3),
+    grad_features: wp.array2d(dtype=wp.float32),
+    slot: wp.array(dtype=wp.int32),
+):
+    i = wp.tid()
+    p = wp.min(wp.max(points[i], wp.vec3(0.0)), wp.vec3(1.0))
+    row, weight, f = _level_corners(p, res, dense, offset, rows)
+    s = slot[i]
+    for k in range(grad_table.shape[2]):
+        g = grad_features[i, column + k]
+        for c in range(CORNERS):
+            wp.atomic_add(grad_table, s, row[c] - offset, k, weight[c] * g)
+
+
+@no_type_check  # Warp parameter types are not Python type hints; keep the jaxtyping checker off them.
+@wp.kernel
+def _points_grad_kernel(
+    table: wp.array2d(dtype=wp.float32),
+    res: int,
+    dense: int,
+    offset: int,
+    rows: int,
+    column: int,
+    points: wp.array(dtype=wp.vec3),
+    grad_features: wp.array2d(dtype=wp.float32),
+    grad_points: wp.array(dtype=wp.vec3),
+):
+    """Adds this level's gradient to ``grad_points``."""
+    i = wp.tid()
+    q = points[i]
+    p = wp.min(wp.max(q, wp.vec3(0.0)), wp.vec3(1.0))
+    row, weight, f = _level_corners(p, res, dense, offset, rows)
+    grad = wp.vec3(0.0)
+    for c in range(CORNERS):
+        dot = float(0.0)
+        for k in range(table.shape[1]):
+            dot += grad_features[i, column + k] * table[row[c], k]
+        bx = c & 1
+        by = (c >> 1) & 1
+        bz = (c >> 2) & 1
+        # d(weight)/d(fraction) along each axis: +-1 for that axis times the other two weights.
+        wx = wp.where(bx == 1, f[0], 1.0 - f[0])
+        wy = wp.where(by == 1, f[1], 1.0 - f[1])
+        wz = wp.where(bz == 1, f[2], 1.0 - f[2])
+        sx = wp.where(bx == 1, 1.0, -1.0)
+        sy = wp.where(by == 1, 1.0, -1.0)
+        sz = wp.where(bz == 1, 1.0, -1.0)
+        grad += dot * wp.vec3(sx * wy * wz, wx * sy * wz, wx * wy * sz)
+    grad *= float(res)
+    # Clamped coordinates do not move the encoding.
+    for d in range(SPATIAL_DIMS):
+        if q[d] < 0.0 or q[d] > 1.0:
+            grad[d] = 0.0
+    grad_points[i] = grad_points[i] + grad
+
+
+# ------------------------------------------------------------------------------------------------ autograd
+
+
+@dataclass(frozen=True)
+class _Level:
+    """What the kernels need of one level: resolution, dense (1) or hashed (0), first table row, table rows,
+    first output column."""
+
+    res: int
+    dense: int
+    offset: int
+    rows: int
+    column: int
+
+    def args(self) -> list[int]:
+        return [self.res, self.dense, self.offset, self.rows, self.column]
+
+
+def _cpu_slots(rows: int, device: torch.device) -> tuple[int, Tensor]:
+    """Gradient buffer of each row of a launch: one per concurrently running chunk.
+
+    Warp's CPU atomics are plain read-modify-writes (one launch runs on one thread), so the chunks that
+    ``launch_rows`` runs concurrently must not add into the same table: measured, they lose updates. Each
+    chunk gets its own buffer, summed afterwards. On CUDA atomics are real and one buffer serves all rows.
+    This mirrors ``launch_rows``' split; the tests check table gradients on a launch large enough to be split.
+    """
+    threads = 1
+    if device.type == "cpu":
+        threads = min(_warp.num_cpu_threads(), max(1, rows // _warp.MIN_ROWS_PER_THREAD))
+    counts = torch.diff(torch.tensor(_warp.chunk_bounds(rows, threads)))
+    slot = torch.repeat_interleave(torch.arange(threads, dtype=torch.int32), counts).to(device)
+    return threads, slot
+
+
+class _HashGridFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, points: Tensor, table: Tensor, levels: tuple[_Level, ...]) -> Tensor:
+        points = points.detach().contiguous()
+        table = table.detach().contiguous()
+        n, device = points.shape[0], points.device
+        out = torch.empty(n, len(levels) * table.shape[1], dtype=torch.float32, device=device)
+        for level in levels:
+            _warp.launch_rows(_encode_kernel, n, [table, *level.args()], [points, out], device)
+        ctx.save_for_backward(points, table)
+        ctx.levels = levels
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor) -> tuple[Tensor | None, Tensor | None, None]:
+        if torch.is_grad_enabled():
+            # create_graph=True: the Warp backward would hand back gradients with no graph, silently constant.
+            raise RuntimeError(SECOND_DERIVATIVE_ERROR)
+        points, table = ctx.saved_tensors
+        want_points, want_table = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        n, device = points.shape[0], points.device
+        grad_out = grad_out.float().contiguous()
+        grad_points = grad_table = None
+        if want_table:
+            grad_table = torch.empty_like(table)
+            slots, slot = _cpu_slots(n, device)
+            scratch = torch.empty(slots * max(level.rows for level in ctx.levels) * table.shape[1], device=device)
+            for level in ctx.levels:
+                level_grad = grad_table[level.offset : level.offset + level.rows]
+                # One slot writes straight into the result; several add up per-chunk buffers of this level
+                # only, which stay in cache.
+                buffers = level_grad[None] if slots == 1 else scratch[: slots * level_grad.numel()].view(slots, *level_grad.shape)
+                buffers.zero_()
+                _warp.launch_rows(_table_grad_kernel, n, [*level.args(), buffers], [points, grad_out, slot], device)
+                if slots > 1:  # (torch.sum over the leading dim is several times slower than adds)
+                    torch.add(buffers[0], buffers[1], out=level_grad)
+                    for extra in buffers[2:]:
+                        level_grad += extra
+        if want_points:
+            grad_points = torch.zeros_like(points)
+            for level in ctx.levels:
+                _warp.launch_rows(_points_grad_kernel, n, [table, *level.args()], [points, grad_out, grad_points], device)
+        return grad_points, grad_table, None
+
+
+class HashGrid(nn.Module):
+    """Multi-resolution hash grid encoding of points in ``[0, 1]^3`` (see the module docstring).
+
+    ``table`` (float32 ``[rows, features_per_level]``) is the trainable parameter, initialised uniformly in
+    ``+-1e-4`` from torch's random generator (or ``generator``). Output: float32 ``[N, levels * features_per_level]``.
+    """
+
+    in_dim = SPATIAL_DIMS
+
+    def __init__(self, config: HashGridConfig | None = None, generator: torch.Generator | None = None):
+        super().__init__()
+        self.config = config if config is not None else HashGridConfig()
+        self.out_dim = self.config.out_dim
+        c = self.config
+        level_rows = c.level_rows()
+        self.table = nn.Parameter(torch.empty(sum(level_rows), c.features_per_level, dtype=torch.float32))
+        self._levels = tuple(
+            _Level(res=r, dense=int(d), offset=sum(level_rows[:level]), rows=rows, column=level * c.features_per_level)
+            for level, (r, d, rows) in enumerate(zip(c.resolutions(), c.dense(), level_rows, strict=True))
+        )
+        self.reset_parameters(generator)
+
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        with torch.no_grad():
+            self.table.uniform_(-INIT_SCALE, INIT_SCALE, generator=generator)
+
+    def forward(self, x: Float[Tensor, "N 3"]) -> Float[Tensor, "N F"]:
+        device = self.table.device
+        check_float("x", x, [None, SPATIAL_DIMS], device=device)
+        if self.table.dtype != torch.float32:
+            raise TypeError(f"table: expected float32 (the Warp kernels' type), got {self.table.dtype}")
+        x32 = x.float()  # keeps the autograd graph back to x's own dtype
+        if x.dtype != torch.float32:  # float32 input was checked just above
+            check_finite("x", x32, "values within float32 range")
+        return _HashGridFunction.apply(x32, self.table, self._levels)
+
+    def extra_repr(self) -> str:
+        c = self.config
+        return (
+            f"levels={c.levels}, features_per_level={c.features_per_level}, log2_table_size={c.log2_table_size}, "
+            f"resolution={c.base_resolution}..{c.finest_resolution}"
+        )

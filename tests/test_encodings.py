@@ -1,0 +1,114 @@
+"""Frequency (positional) and spherical-harmonics encodings against their formulas, scipy's spherical
+harmonics and numerical integration over the sphere."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy.special import sph_harm_y
+
+from headfields.encoders import FrequencyEncoding, SphericalHarmonics
+
+from helpers import raises_naming
+
+
+def test_frequency_encoding_formula(device):
+    enc = FrequencyEncoding(in_dim=2, num_frequencies=3).to(device)
+    assert enc.out_dim == 2 * (1 + 2 * 3)
+    x = torch.tensor([[0.25, -0.5], [0.1, 0.7]], dtype=torch.float64, device=device)
+    out = enc(x).cpu().numpy()
+    for n, (a, b) in enumerate(x.tolist()):
+        expected = [a, b]
+        for k in range(3):
+            f = 2.0**k * math.pi
+            expected += [math.sin(f * a), math.sin(f * b), math.cos(f * a), math.cos(f * b)]
+        np.testing.assert_allclose(out[n], expected, atol=1e-12)
+
+
+def test_frequency_encoding_without_input():
+    enc = FrequencyEncoding(in_dim=3, num_frequencies=2, include_input=False)
+    x = torch.tensor([[0.5, 0.0, 1.0]])
+    assert enc.out_dim == 12
+    # sin(pi/2)=1, sin(0)=0, sin(pi)=0; cos(pi/2)=0, cos(0)=1, cos(pi)=-1; then at 2 pi x.
+    expected = torch.tensor([[1.0, 0.0, 0.0, 0.0, 1.0, -1.0, 0.0, 0.0, 0.0, -1.0, 1.0, 1.0]])
+    torch.testing.assert_close(enc(x), expected, atol=1e-6, rtol=0)
+
+
+def test_frequency_encoding_bad_input():
+    enc = FrequencyEncoding(3, 4)
+    with raises_naming("x"):
+        enc(torch.zeros(5, 2))
+    with raises_naming("x"):
+        enc(torch.tensor([[0.0, float("inf"), 0.0]]))
+    with raises_naming("num_frequencies"):
+        FrequencyEncoding(3, -1)
+    with raises_naming("num_frequencies"):
+        FrequencyEncoding(3, 0, include_input=False)
+    with raises_naming("in_dim"):
+        FrequencyEncoding(0, 4)
+
+
+def scipy_real_sh(order: int, m: int, dirs: np.ndarray) -> np.ndarray:
+    """Real SH from scipy's complex ones (which carry the Condon-Shortley phase):
+    sqrt(2) Re Y_l^m for m > 0, Y_l^0, sqrt(2) Im Y_l^|m| for m < 0."""
+    polar = np.arccos(np.clip(dirs[:, 2], -1, 1))
+    azimuth = np.arctan2(dirs[:, 1], dirs[:, 0])
+    y = sph_harm_y(order, abs(m), polar, azimuth)
+    if m > 0:
+        return math.sqrt(2) * y.real
+    if m < 0:
+        return math.sqrt(2) * y.imag
+    return y.real
+
+
+def random_dirs(n: int, seed: int, dtype=torch.float64) -> torch.Tensor:
+    d = torch.randn(n, 3, generator=torch.Generator().manual_seed(seed), dtype=dtype)
+    return d / torch.linalg.vector_norm(d, dim=-1, keepdim=True)
+
+
+@pytest.mark.parametrize("degree", [1, 2, 3, 4, 5])
+def test_sh_matches_scipy(degree, device):
+    enc = SphericalHarmonics(degree)
+    assert enc.out_dim == degree**2
+    dirs = random_dirs(200, seed=degree)
+    out = enc(dirs.to(device)).cpu().numpy()
+    for order in range(degree):
+        for m in range(-order, order + 1):
+            expected = scipy_real_sh(order, m, dirs.numpy())
+            np.testing.assert_allclose(out[:, order**2 + order + m], expected, atol=1e-12, err_msg=f"l={order} m={m}")
+
+
+def test_sh_orthonormal_on_sphere():
+    """Gauss-Legendre in cos(polar) times a uniform azimuth grid integrates these polynomials exactly."""
+    nodes, weights = np.polynomial.legendre.leggauss(12)
+    azimuth = np.arange(24) * (2 * math.pi / 24)
+    cos_t, phi = np.meshgrid(nodes, azimuth, indexing="ij")
+    sin_t = np.sqrt(1 - cos_t**2)
+    dirs = np.stack([sin_t * np.cos(phi), sin_t * np.sin(phi), cos_t], axis=-1).reshape(-1, 3)
+    w = np.repeat(weights, len(azimuth)) * (2 * math.pi / len(azimuth))
+    y = SphericalHarmonics(5)(torch.from_numpy(dirs)).numpy()
+    gram = (y * w[:, None]).T @ y
+    np.testing.assert_allclose(gram, np.eye(25), atol=1e-12)
+
+
+def test_sh_float32_and_gradients():
+    enc = SphericalHarmonics(4)
+    d = random_dirs(50, seed=9)
+    out32 = enc(d.float())
+    assert out32.dtype == torch.float32
+    torch.testing.assert_close(out32.double(), enc(d), atol=1e-6, rtol=0)
+    d = d.requires_grad_()
+    assert torch.autograd.gradcheck(enc, (d,))
+
+
+def test_sh_bad_input():
+    enc = SphericalHarmonics()
+    with raises_naming("dirs"):
+        enc(torch.ones(4, 3))  # not unit
+    with raises_naming("dirs"):
+        enc(torch.ones(4, 2))
+    with raises_naming("degree"):
+        SphericalHarmonics(6)
+    with raises_naming("degree"):
+        SphericalHarmonics(0)

@@ -1,0 +1,178 @@
+"""Hash grid encoding: the Warp kernels against a straightforward PyTorch implementation written here from the
+encoding's definition (resolutions, dense/hashed layout, instant-ngp hash, trilinear weights), and gradcheck."""
+
+import math
+
+import pytest
+import torch
+
+from headfields.encoders import HashGrid, HashGridConfig
+
+from helpers import raises_naming
+
+PRIMES = (1, 2654435761, 805459861)  # instant-ngp
+UINT32 = 0xFFFFFFFF
+# Small config with dense levels (resolutions 4, 8) and hashed ones (16, 32: (r+1)^3 > 2^10).
+SMALL = HashGridConfig(levels=4, features_per_level=2, log2_table_size=10, base_resolution=4, finest_resolution=32)
+
+
+def torch_hash_grid(x: torch.Tensor, table: torch.Tensor, config: HashGridConfig) -> torch.Tensor:
+    """Reference encoding in plain PyTorch (differentiable in ``x`` and ``table``): ``[N, levels * F]``."""
+    growth = math.exp((math.log(config.finest_resolution) - math.log(config.base_resolution)) / max(config.levels - 1, 1))
+    size = 2**config.log2_table_size
+    x = x.clamp(0.0, 1.0)
+    offset, out = 0, []
+    for level in range(config.levels):
+        res = math.floor(config.base_resolution * growth**level + 1e-9)
+        dense = (res + 1) ** 3 <= size
+        pos = x * res
+        cell = torch.floor(pos).clamp(max=res - 1)
+        frac = pos - cell
+        cell = cell.long()
+        acc = 0.0
+        for corner in range(8):
+            bits = torch.tensor([(corner >> d) & 1 for d in range(3)], device=x.device)
+            vertex = cell + bits
+            weight = torch.where(bits.bool(), frac, 1.0 - frac).prod(dim=-1)
+            if dense:
+                index = vertex[:, 0] + (res + 1) * (vertex[:, 1] + (res + 1) * vertex[:, 2])
+            else:
+                h = (vertex[:, 0] * PRIMES[0]) ^ (vertex[:, 1] * PRIMES[1]) ^ (vertex[:, 2] * PRIMES[2])
+                index = (h & UINT32) % size
+            acc = acc + weight[:, None] * table[offset + index]
+        out.append(acc)
+        offset += (res + 1) ** 3 if dense else size
+    return torch.cat(out, dim=1)
+
+
+def random_grid(config: HashGridConfig, device: torch.device, seed: int = 0) -> HashGrid:
+    grid = HashGrid(config, generator=torch.Generator().manual_seed(seed)).to(device)
+    with torch.no_grad():  # features of order one, so that errors are not hidden by the tiny initial scale
+        grid.table.uniform_(-1.0, 1.0, generator=torch.Generator(device=device).manual_seed(seed + 1))
+    return grid
+
+
+def test_config_resolutions_insta():
+    config = HashGridConfig()
+    res = config.resolutions()
+    assert res[0] == 16 and res[-1] == 2048 and len(res) == 16
+    assert config.per_level_scale == pytest.approx(1.3819, abs=1e-4)  # INSTA's "per-level scale ~1.38"
+    assert all(b > a for a, b in zip(res, res[1:], strict=False))
+    # Dense while (r+1)^3 <= 2^18, i.e. r <= 63: resolutions 16, 22, 30, 42, 58.
+    assert config.dense() == [r <= 63 for r in res] and sum(config.dense()) == 5
+    grid = HashGrid(config)
+    assert grid.out_dim == 32 and grid.in_dim == 3
+    assert grid.table.shape == (sum(config.level_rows()), 2) and grid.table.dtype == torch.float32
+    assert grid.table.abs().max() <= 1e-4
+
+
+# Three features a level and a hashed level whose resolution (40) is not a power of two.
+ODD = HashGridConfig(levels=3, features_per_level=3, log2_table_size=8, base_resolution=2, finest_resolution=40)
+
+
+@pytest.mark.parametrize("config", [SMALL, ODD])
+def test_forward_matches_torch(config, device):
+    grid = random_grid(config, device)
+    assert any(config.dense()) and not all(config.dense())
+    x = torch.rand(5000, 3, generator=torch.Generator().manual_seed(2))
+    x[:4] = torch.tensor([[0, 0, 0], [1, 1, 1], [1, 0, 0.5], [0.25, 0.5, 1]])  # on the cube's faces and corners
+    x = x.to(device)
+    torch.testing.assert_close(grid(x), torch_hash_grid(x, grid.table, config), atol=1e-5, rtol=0)
+
+
+def test_outside_points_are_clamped(device):
+    grid = random_grid(SMALL, device)
+    x = torch.tensor([[-0.5, 0.3, 1.7], [2.0, -1.0, 0.5]], device=device, requires_grad=True)
+    clamped = x.detach().clamp(0, 1)
+    torch.testing.assert_close(grid(x), torch_hash_grid(clamped, grid.table, SMALL), atol=1e-5, rtol=0)
+    grid(x).sum().backward()
+    assert (x.grad[0, [0, 2]] == 0).all() and (x.grad[1, :2] == 0).all()
+    assert (x.grad[0, 1] != 0) and (x.grad[1, 2] != 0)
+
+
+@pytest.mark.parametrize("n", [3000, 40000])  # 40000 rows are split over threads on CPU
+def test_gradients_match_torch(n, device):
+    grid = random_grid(SMALL, device)
+    gen = torch.Generator().manual_seed(3)
+    x = torch.rand(n, 3, generator=gen).to(device).requires_grad_()
+    # Few distinct cells on the coarse levels, so concurrent chunks add into the same table rows.
+    weights = torch.randn(n, grid.out_dim, generator=gen).to(device)
+    (grid(x) * weights).sum().backward()
+    table = grid.table.detach().clone().requires_grad_()
+    x_ref = x.detach().clone().requires_grad_()
+    (torch_hash_grid(x_ref, table, SMALL) * weights).sum().backward()
+    torch.testing.assert_close(grid.table.grad, table.grad, atol=1e-4, rtol=1e-5)
+    torch.testing.assert_close(x.grad, x_ref.grad, atol=1e-4, rtol=1e-4)
+
+
+def test_table_gradient_only(device):
+    grid = random_grid(SMALL, device)
+    x = torch.rand(100, 3, device=device)  # no grad wanted for the points
+    grid(x).pow(2).sum().backward()
+    table = grid.table.detach().clone().requires_grad_()
+    torch_hash_grid(x, table, SMALL).pow(2).sum().backward()
+    torch.testing.assert_close(grid.table.grad, table.grad, atol=1e-5, rtol=1e-5)
+
+
+def test_float64_points_get_float64_gradients(device):
+    grid = random_grid(SMALL, device)
+    x = torch.rand(50, 3, dtype=torch.float64, device=device, requires_grad=True)
+    y = grid(x)
+    assert y.dtype == torch.float32
+    y.sum().backward()
+    assert x.grad.dtype == torch.float64 and x.grad.abs().sum() > 0
+
+
+@pytest.mark.filterwarnings("ignore:Input #.*double precision")  # float32 on purpose: the kernels are float32
+def test_gradcheck(device):
+    """Finite differences in float32 on a tiny grid, with respect to the points and the table: points away
+    from cell faces (the encoding is only piecewise smooth), eps well above float32 rounding."""
+    config = HashGridConfig(levels=2, features_per_level=2, log2_table_size=5, base_resolution=2, finest_resolution=4)
+    grid = random_grid(config, device)
+    x = torch.tensor([[0.1, 0.6, 0.3], [0.85, 0.4, 0.7], [0.35, 0.15, 0.9]], device=device, requires_grad=True)
+    table = grid.table.detach().clone().requires_grad_()
+
+    def encode(points, table_):  # the module's encoding with gradcheck's (perturbed) table in place of its own
+        return torch.func.functional_call(grid, {"table": table_}, (points,))
+
+    assert torch.autograd.gradcheck(encode, (x, table), eps=1e-3, atol=2e-3, rtol=1e-2)
+
+
+def test_double_backward_is_refused():
+    grid = random_grid(SMALL, torch.device("cpu"))
+    x = torch.rand(10, 3, requires_grad=True)
+    with pytest.raises(RuntimeError, match="second derivatives are not supported"):
+        torch.autograd.grad(grid(x).sum(), x, create_graph=True)
+
+
+def test_empty_input(device):
+    grid = random_grid(SMALL, device)
+    out = grid(torch.zeros(0, 3, device=device))
+    assert out.shape == (0, grid.out_dim)
+
+
+def test_bad_inputs():
+    grid = HashGrid(SMALL)
+    with raises_naming("x"):
+        grid(torch.rand(4, 2))
+    with raises_naming("x"):
+        grid(torch.tensor([[0.1, float("nan"), 0.2]]))
+    with raises_naming("x"):
+        grid(torch.ones(3, 3, dtype=torch.long))
+    with raises_naming("x"):
+        grid(torch.full((1, 3), 1e300, dtype=torch.float64))
+    with raises_naming("levels"):
+        HashGridConfig(levels=0)
+    with raises_naming("finest_resolution"):
+        HashGridConfig(base_resolution=32, finest_resolution=16)
+    with raises_naming("log2_table_size"):
+        HashGridConfig(log2_table_size=40)
+    with raises_naming("features_per_level"):
+        HashGridConfig(features_per_level=2.0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_wrong_device():
+    grid = HashGrid(SMALL).to("cuda")
+    with raises_naming("x"):
+        grid(torch.rand(4, 3))
