@@ -1,0 +1,1 @@
+"""The paper models, each a short assembly of public headfields primitives."""

@@ -1,0 +1,172 @@
+"""INSTA (Zielonka, Bolkart, Thies; CVPR 2023), assembled from public headfields primitives.
+
+Samples along camera rays are kept where an occupancy grid (the union of the head over all frames) says
+something is, and near the frame's posed FLAME mesh; each is carried to canonical space through its nearest
+posed triangle's frame, encoded by a hash grid, and decoded by small NeRF MLPs, the first 16 expression
+coefficients entering the density MLP only near the lips. Training: Huber photometric loss with lips and
+mouth up-weighted after a warm-up, and a depth prior from the posed mesh (ray cast), off on hair and background.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from jaxtyping import Float
+from torch import Tensor, nn
+
+from ..data import FrameSet
+from ..decoders import NerfDecoder, NerfDecoderConfig
+from ..deformers import TriangleFrameDeformer
+from ..encoders import HashGrid, HashGridConfig, SphericalHarmonics
+from ..geometry import ray_intersect
+from ..losses import depth_loss, huber_loss
+from ..parametric import Head, ParametricModel
+from ..renderers import OccupancyGrid, composite, mesh_guided_filter, ray_aabb
+from ..renderers.cameras import Rays
+from ..training import RayBatch, StepOutput
+
+
+@dataclass(frozen=True)
+class InstaConfig:
+    """INSTA's recipe (PAPERS.md); CPU-friendly sizes where noted."""
+
+    hash_grid: HashGridConfig = field(default_factory=HashGridConfig)  # 16 levels, 2^18, 16 -> 2048
+    decoder: NerfDecoderConfig = field(default_factory=NerfDecoderConfig)  # 64 wide MLPs, 15 geometry features
+    sh_degree: int = 4
+    expression_dims: int = 16  # first FLAME expression coefficients fed near the lips
+    lips_regions: tuple[str, ...] = ("lips", "teeth", "mouth_interior")  # faces whose samples see the expression
+    box_inflation: float = 0.15  # render box = canonical mesh box inflated by this fraction of its diagonal
+    occupancy_resolution: int = 64  # INSTA: 128 (GPU); 64 is plenty at 64-128 px on a CPU
+    occupancy_decay: float = 0.95
+    occupancy_threshold: float = 0.01
+    occupancy_every: int = 16  # steps between occupancy refreshes
+    steps_per_diagonal: int = 256  # ray-marching step = box diagonal / this (INSTA: sqrt(3)/1024 of a unit box)
+    surface_distance: float = 0.03  # metres: samples farther from the frame's posed mesh are skipped
+    mouth_weight: float = 40.0  # INSTA: lips and mouth pixels x40 after the warm-up
+    mouth_regions: tuple[str, ...] = ("lips", "teeth", "mouth_interior")
+    warmup_steps: int = 500
+    depth_weight: float = 1.25
+    depth_off_regions: tuple[str, ...] = ("hair", "torso")  # INSTA: no depth prior on hair and cloth
+    huber_delta: float = 0.1
+    learning_rate: float = 2.5e-3  # INSTA's PyTorch port
+    betas: tuple[float, float] = (0.9, 0.99)
+    eps: float = 1e-15
+    background: tuple[float, float, float] = (1.0, 1.0, 1.0)
+
+
+class Insta(nn.Module):
+    def __init__(self, parametric: ParametricModel, segmentation_labels: dict[str, int], config: InstaConfig | None = None):
+        super().__init__()
+        self.config = config = config or InstaConfig()
+        self.parametric = parametric.requires_grad_(False)
+        self.labels = dict(segmentation_labels)
+        neutral = parametric()
+        canonical = neutral.canonical_vertices
+        low, high = canonical.amin(0), canonical.amax(0)
+        pad = config.box_inflation * (high - low).norm()
+        self.register_buffer("box", torch.stack([low - pad, high + pad]))
+        self.register_buffer("lips_faces", neutral.face_mask(*[r for r in config.lips_regions if r in neutral.regions]))
+        self.deformer = TriangleFrameDeformer()
+        self.encoder = HashGrid(config.hash_grid)
+        self.directions = SphericalHarmonics(config.sh_degree)
+        self.decoder = NerfDecoder(self.encoder.out_dim, self.directions.out_dim, config.expression_dims, config.decoder)
+        self.occupancy = OccupancyGrid(self.box, config.occupancy_resolution)
+        self._heads: dict[int, tuple[FrameSet, Head]] = {}
+        self._train_frames: FrameSet | None = None
+
+    # --- the field ---------------------------------------------------------------------------------------
+    def head(self, frames: FrameSet) -> Head:
+        """The tracked head of every frame of ``frames`` (cached per FrameSet)."""
+        cached = self._heads.get(id(frames))
+        if cached is None or cached[0] is not frames:
+            p = frames.params.to(self.box.device)
+            cached = (frames, self.parametric(shape=p.shape, expression=p.expression, pose=p.pose, translation=p.translation))
+            self._heads[id(frames)] = cached
+        return cached[1]
+
+    def _encode(self, x: Float[Tensor, "S 3"], frame: Tensor, head: Head, dirs: Tensor | None):
+        """Canonical hash-grid features, lips-only expression conditioning, validity, canonical directions."""
+        canonical = self.deformer(x, head, frame, dirs)
+        unit = ((canonical.points - self.box[0]) / (self.box[1] - self.box[0])).clamp(0.0, 1.0)
+        lips = self.lips_faces[canonical.face.clamp(min=0)] & canonical.valid
+        expression = head.expression[frame, : self.config.expression_dims]
+        cond = torch.where(lips[:, None], expression, torch.ones_like(expression))
+        return self.encoder(unit), cond, canonical.valid, canonical.dirs
+
+    def field(self, x: Float[Tensor, "S 3"], dirs: Float[Tensor, "S 3"], frame: Tensor, head: Head):
+        features, cond, valid, canonical_dirs = self._encode(x, frame, head, dirs)
+        out = self.decoder(features, self.directions(canonical_dirs), cond)
+        return out.density * valid, out.rgb
+
+    def density(self, x: Float[Tensor, "S 3"], frame: Tensor, head: Head) -> Float[Tensor, " S"]:
+        features, cond, valid, _ = self._encode(x, frame, head, None)
+        return self.decoder.density(features, cond) * valid
+
+    # --- rendering ---------------------------------------------------------------------------------------
+    def render(self, rays: Rays, head: Head):
+        near, far, _ = ray_aabb(rays.origins, rays.directions, self.box)
+        step = float((self.box[1] - self.box[0]).norm()) / self.config.steps_per_diagonal
+        samples = self.occupancy.march(rays.origins, rays.directions, near, far, step)
+        samples = mesh_guided_filter(
+            samples, rays.origins, rays.directions, head.posed_mesh, rays.frame, self.config.surface_distance
+        )
+        x = samples.midpoints(rays.origins, rays.directions)
+        frame = rays.frame[samples.ray]
+        density, rgb = self.field(x, rays.directions[samples.ray], frame, head)
+        background = torch.tensor(self.config.background, device=x.device)
+        return composite(samples, density, rgb, background)
+
+    def render_rays(self, rays: Rays, frames: FrameSet) -> Float[Tensor, "R 3"]:
+        return self.render(rays, self.head(frames)).rgb
+
+    # --- training ----------------------------------------------------------------------------------------
+    def configure_optimizer(self) -> torch.optim.Optimizer:
+        c = self.config
+        params = [p for p in self.parameters() if p.requires_grad]
+        return torch.optim.Adam(params, lr=c.learning_rate, betas=c.betas, eps=c.eps)
+
+    def before_step(self, step: int) -> None:
+        if self._train_frames is None or step % self.config.occupancy_every:
+            return
+        head = self.head(self._train_frames)
+        # A random training frame warps the cells (INSTA): the grid holds the union of the head over frames.
+        generator = torch.Generator().manual_seed(step)
+        frame = int(torch.randint(head.num_frames, (1,), generator=generator))
+
+        def density(x: Tensor) -> Tensor:
+            with torch.no_grad():
+                return self.density(x, torch.full((len(x),), frame, device=x.device), head)
+
+        self.occupancy.update(density, decay=self.config.occupancy_decay, threshold=self.config.occupancy_threshold,
+                              generator=generator)
+
+    def training_step(self, batch: RayBatch, step: int) -> StepOutput:
+        c = self.config
+        self._train_frames = batch.frames
+        head = self.head(batch.frames)
+        result = self.render(batch.rays, head)
+        weight = None
+        if step >= c.warmup_steps and batch.segmentation is not None:
+            mouth = torch.tensor([self.labels[r] for r in c.mouth_regions if r in self.labels], device=result.rgb.device)
+            weight = torch.where(torch.isin(batch.segmentation, mouth), c.mouth_weight, 1.0)
+        loss = huber_loss(result.rgb, batch.rgb, delta=c.huber_delta, weight=weight)
+        logs = {}
+        if c.depth_weight > 0:
+            prior = self._mesh_depth(batch.rays, head)
+            keep = prior > 0
+            if batch.segmentation is not None:
+                off = torch.tensor([self.labels[r] for r in c.depth_off_regions if r in self.labels] + [0],
+                                   device=prior.device)
+                keep &= ~torch.isin(batch.segmentation, off)
+            depth = depth_loss(result.depth, prior, keep)
+            loss = loss + c.depth_weight * depth
+            logs["depth"] = float(depth.detach())
+        return StepOutput(loss=loss, rgb=result.rgb, logs=logs)
+
+    @staticmethod
+    def _mesh_depth(rays: Rays, head: Head) -> Float[Tensor, " R"]:
+        """Distance along each ray to the frame's posed mesh (0 on a miss): INSTA's depth prior."""
+        with torch.no_grad():
+            hit = ray_intersect(head.posed_mesh, rays.origins, rays.directions, rays.frame)
+        return torch.where(hit.hit, hit.t, torch.zeros_like(hit.t))

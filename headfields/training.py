@@ -1,0 +1,236 @@
+"""The training loop shared by every avatar model: random rays from all training frames, periodic held-out
+evaluation, checkpoints that resume exactly, rendered images and a metrics file.
+
+A model plugs in through :class:`AvatarModel`: a loss on a batch of rays, a renderer of rays, its optimiser.
+The loop owns the data sampling, the clock, the exponential moving average of the weights (evaluation uses
+the averaged weights, as INSTA does) and the files.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+import torch
+from jaxtyping import Bool, Float, Int
+from PIL import Image
+from torch import Tensor
+
+from ._checks import check_count, check_positive
+from .data import FrameSet
+from .ema import ExponentialMovingAverage
+from .metrics import psnr, ssim
+from .renderers.cameras import Rays, image_pixels, pixel_rays, sample_pixels
+
+CHECKPOINT_NAME = "checkpoint.pt"
+
+
+@dataclass
+class RayBatch:
+    """Rays with what the training frames say about their pixels."""
+
+    rays: Rays
+    frames: FrameSet  # where the rays come from: ``rays.frame`` indexes its frames
+    rgb: Float[Tensor, "R 3"]  # in [0, 1]
+    mask: Bool[Tensor, " R"] | None = None
+    depth: Float[Tensor, " R"] | None = None  # metres along the camera axis; 0 = none
+    segmentation: Int[Tensor, " R"] | None = None  # region labels of the dataset
+
+
+@dataclass
+class StepOutput:
+    loss: Tensor  # scalar to minimise
+    rgb: Float[Tensor, "R 3"]  # the rendered colours, for the running PSNR
+    logs: dict[str, float]
+
+
+@runtime_checkable
+class AvatarModel(Protocol):
+    """What the loop needs from a model (an ``nn.Module``)."""
+
+    def training_step(self, batch: RayBatch, step: int) -> StepOutput: ...
+
+    def render_rays(self, rays: Rays, frames: FrameSet) -> Float[Tensor, "R 3"]: ...  # rays.frame indexes frames
+
+    def configure_optimizer(self) -> torch.optim.Optimizer: ...
+
+    def before_step(self, step: int) -> None: ...  # e.g. refresh an occupancy grid
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    max_iterations: int = 20000
+    max_minutes: float | None = None  # wall-clock budget of the training steps (evaluation not counted)
+    rays_per_batch: int = 4096
+    eval_every: int = 1000  # iterations between held-out evaluations (0: only at the end)
+    checkpoint_every: int = 1000  # iterations between checkpoints (0: only at the end)
+    log_every: int = 50
+    ema_decay: float = 0.95  # INSTA evaluates an exponential moving average of the weights
+    eval_frames: int = 8  # held-out frames rendered at each intermediate evaluation; all at the end
+    render_chunk: int = 8192  # rays rendered at once during evaluation
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_count("max_iterations", self.max_iterations, 1)
+        check_positive("max_minutes", self.max_minutes)
+        check_count("rays_per_batch", self.rays_per_batch, 1)
+        check_count("eval_every", self.eval_every, 0)
+        check_count("checkpoint_every", self.checkpoint_every, 0)
+        check_count("log_every", self.log_every, 1)
+        check_count("eval_frames", self.eval_frames, 1)
+        check_count("render_chunk", self.render_chunk, 1)
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay: expected a decay in [0, 1), got {self.ema_decay}")
+
+
+@dataclass
+class Evaluation:
+    psnr: float
+    ssim: float
+    frames: int
+
+
+def ray_batch(frames: FrameSet, count: int, generator: torch.Generator, device: torch.device) -> RayBatch:
+    """``count`` random pixels over all of ``frames`` (uniform), as rays with their targets, on ``device``."""
+    cameras = frames.cameras.to(device)
+    picked = sample_pixels(cameras, count, generator)
+    frame, rows, cols = picked.frame.cpu(), picked.rows.cpu(), picked.cols.cpu()
+
+    def gather(x: Tensor | None) -> Tensor | None:
+        return None if x is None else x[frame, rows, cols].to(device)
+
+    segmentation = gather(frames.segmentation)
+    return RayBatch(
+        rays=pixel_rays(cameras, picked.frame, picked.pixels),
+        frames=frames,
+        rgb=gather(frames.images).float() / 255.0,
+        mask=gather(frames.masks),
+        depth=gather(frames.depths),
+        segmentation=None if segmentation is None else segmentation.long(),
+    )
+
+
+def render_image(model: AvatarModel, frames: FrameSet, frame: int, chunk: int, device: torch.device) -> Float[Tensor, "H W 3"]:
+    cameras = frames.cameras.to(device)
+    pixels = image_pixels(cameras)
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(pixels), chunk):
+            rays = pixel_rays(cameras, frame, pixels[start : start + chunk])
+            out.append(model.render_rays(rays, frames))
+    return torch.cat(out).reshape(cameras.height, cameras.width, 3).clamp(0, 1).cpu()
+
+
+def evaluate(
+    model: AvatarModel, frames: FrameSet, indices: list[int], chunk: int, device: torch.device, out: Path | None = None
+) -> Evaluation:
+    """PSNR and SSIM over the given held-out frames (means over frames); writes prediction | truth images to ``out``."""
+    psnrs, ssims = [], []
+    for f in indices:
+        pred = render_image(model, frames, f, chunk, device)
+        truth = frames.images[f].float() / 255.0
+        psnrs.append(float(psnr(pred, truth)))
+        ssims.append(float(ssim(pred, truth)))
+        if out is not None:
+            out.mkdir(parents=True, exist_ok=True)
+            side = torch.cat([pred, truth], dim=1)
+            Image.fromarray((side.numpy() * 255 + 0.5).astype(np.uint8)).save(out / f"{f:05d}.png")
+    return Evaluation(psnr=float(np.mean(psnrs)), ssim=float(np.mean(ssims)), frames=len(indices))
+
+
+def _spread(count: int, total: int) -> list[int]:
+    """``count`` frame indices spread evenly over ``total`` frames."""
+    return sorted({round(i * (total - 1) / max(count - 1, 1)) for i in range(min(count, total))})
+
+
+def train(
+    model: AvatarModel,
+    train_frames: FrameSet,
+    eval_frames: FrameSet,
+    out: str | Path,
+    config: TrainingConfig | None = None,
+    device: str | torch.device | None = None,
+    resume: bool = True,
+    log=sys.stdout,
+) -> dict[str, float]:
+    """Train ``model`` on ``train_frames``, evaluate on ``eval_frames``, write ``out/metrics.json`` and renders.
+
+    With ``resume`` and a checkpoint in ``out``, training continues from it exactly: the weights, optimiser,
+    moving average, sampler state and clock are restored, so stopping and resuming gives the same weights
+    as an uninterrupted run.
+    """
+    config = config or TrainingConfig()
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    optimizer = model.configure_optimizer()
+    ema = ExponentialMovingAverage(model, decay=config.ema_decay)
+    generator = torch.Generator().manual_seed(config.seed)
+    step, elapsed = 0, 0.0
+    checkpoint = out / CHECKPOINT_NAME
+    if resume and checkpoint.exists():
+        state = torch.load(checkpoint, map_location=device, weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        ema.load_state_dict(state["ema"])
+        generator.set_state(state["generator"])
+        step, elapsed = state["step"], state["elapsed"]
+
+    def save() -> None:
+        state = {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "ema": ema.state_dict(),
+            "generator": generator.get_state(),
+            "step": step,
+            "elapsed": elapsed,
+            "config": asdict(config),
+        }
+        torch.save(state, checkpoint.with_suffix(".tmp"))
+        checkpoint.with_suffix(".tmp").replace(checkpoint)  # never leave a half-written checkpoint
+
+    budget = math.inf if config.max_minutes is None else 60.0 * config.max_minutes
+    held_out = _spread(config.eval_frames, len(eval_frames))
+    model.train()
+    running_psnr = 0.0
+    while step < config.max_iterations and elapsed < budget:
+        start = time.perf_counter()
+        model.before_step(step)
+        batch = ray_batch(train_frames, config.rays_per_batch, generator, device)
+        result = model.training_step(batch, step)
+        optimizer.zero_grad(set_to_none=True)
+        result.loss.backward()
+        optimizer.step()
+        ema.update()
+        step += 1
+        elapsed += time.perf_counter() - start
+        with torch.no_grad():
+            running_psnr = float(psnr(result.rgb.detach().clamp(0, 1), batch.rgb))
+        if step % config.log_every == 0 or step == 1:
+            logs = " ".join(f"{k} {v:.4g}" for k, v in result.logs.items())
+            loss = float(result.loss.detach())
+            print(f"step {step:6d}  {elapsed:7.1f} s  loss {loss:.4g}  psnr {running_psnr:.2f}  {logs}", file=log)
+        if config.checkpoint_every and step % config.checkpoint_every == 0:
+            save()
+        if config.eval_every and step % config.eval_every == 0 and step < config.max_iterations:
+            model.eval()
+            with ema.average_parameters():
+                ev = evaluate(model, eval_frames, held_out, config.render_chunk, device, out / "renders" / f"step_{step:06d}")
+            model.train()
+            print(f"eval  {step:6d}  psnr {ev.psnr:.2f}  ssim {ev.ssim:.4f}  ({ev.frames} frames)", file=log)
+    save()
+
+    model.eval()
+    with ema.average_parameters():
+        every = list(range(len(eval_frames)))
+        final = evaluate(model, eval_frames, every, config.render_chunk, device, out / "renders" / "final")
+    metrics = {"psnr": final.psnr, "ssim": final.ssim, "train_seconds": elapsed, "iterations": step, "eval_frames": final.frames}
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    print(f"final  psnr {final.psnr:.2f}  ssim {final.ssim:.4f}  after {step} iterations, {elapsed:.0f} s", file=log)
+    return metrics
