@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from ..data import FrameSet
 from ..decoders import NerfDecoder, NerfDecoderConfig
-from ..deformers import TriangleFrameDeformer
+from ..deformers import Deformer, TriangleFrameDeformer
 from ..encoders import HashGrid, HashGridConfig, SphericalHarmonics
 from ..geometry import ray_intersect
 from ..losses import depth_loss, huber_loss
@@ -40,7 +40,7 @@ class InstaConfig:
     occupancy_resolution: int = 64  # INSTA: 128 (GPU); 64 is plenty at 64-128 px on a CPU
     occupancy_decay: float = 0.95
     occupancy_threshold: float = 0.01
-    occupancy_every: int = 16  # steps between occupancy refreshes
+    occupancy_every: int = 16  # steps between occupancy refreshes; 0: no grid (every cell stays occupied)
     steps_per_diagonal: int = 256  # ray-marching step = box diagonal / this (INSTA: sqrt(3)/1024 of a unit box)
     surface_distance: float = 0.03  # metres: samples farther from the frame's posed mesh are skipped
     mouth_weight: float = 40.0  # INSTA: lips and mouth pixels x40 after the warm-up
@@ -56,7 +56,15 @@ class InstaConfig:
 
 
 class Insta(nn.Module):
-    def __init__(self, parametric: ParametricModel, segmentation_labels: dict[str, int], config: InstaConfig | None = None):
+    def __init__(
+        self,
+        parametric: ParametricModel,
+        segmentation_labels: dict[str, int],
+        config: InstaConfig | None = None,
+        deformer: Deformer | None = None,
+    ):
+        """``deformer`` replaces INSTA's triangle-frame deformer (e.g. a rigid one, for an ablation); it must
+        report the nearest face, which selects the samples that see the expression."""
         super().__init__()
         self.config = config = config or InstaConfig()
         self.parametric = parametric.requires_grad_(False)
@@ -67,7 +75,7 @@ class Insta(nn.Module):
         pad = config.box_inflation * (high - low).norm()
         self.register_buffer("box", torch.stack([low - pad, high + pad]))
         self.register_buffer("lips_faces", neutral.face_mask(*[r for r in config.lips_regions if r in neutral.regions]))
-        self.deformer = TriangleFrameDeformer()
+        self.deformer = deformer if deformer is not None else TriangleFrameDeformer()
         self.encoder = HashGrid(config.hash_grid)
         self.directions = SphericalHarmonics(config.sh_degree)
         self.decoder = NerfDecoder(self.encoder.out_dim, self.directions.out_dim, config.expression_dims, config.decoder)
@@ -127,7 +135,8 @@ class Insta(nn.Module):
         return torch.optim.Adam(params, lr=c.learning_rate, betas=c.betas, eps=c.eps)
 
     def before_step(self, step: int) -> None:
-        if self._train_frames is None or step % self.config.occupancy_every:
+        every = self.config.occupancy_every
+        if self._train_frames is None or every == 0 or step % every:
             return
         head = self.head(self._train_frames)
         # A random training frame warps the cells (INSTA): the grid holds the union of the head over frames.
