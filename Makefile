@@ -29,7 +29,7 @@ endif
 	$(PY) -m pip install --quiet $(NO_ISOLATION) -e ".[dev]"
 
 demo: setup
-	$(PY) examples/distance_field.py --out outputs/distance_field.png
+	$(PY) examples/insta.py --out outputs/insta --max-minutes 15
 
 test: setup
 	$(PY) -m ruff check .

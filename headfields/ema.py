@@ -15,6 +15,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+__all__ = ["ExponentialMovingAverage"]
+
 # INSTA (PAPERS.md, "Optimiser"): evaluation uses an EMA of the weights with decay 0.95.
 INSTA_EMA_DECAY = 0.95
 

@@ -17,6 +17,19 @@ from torch import Tensor
 
 from ._checks import check_finite, check_float, check_int, check_positive, check_shape
 
+__all__ = [
+    "HUBER_DELTA",
+    "INSTA_DEPTH_WEIGHT",
+    "INSTA_MOUTH_WARMUP_STEPS",
+    "INSTA_MOUTH_WEIGHT",
+    "depth_loss",
+    "huber_loss",
+    "l1_loss",
+    "mask_loss",
+    "mse_loss",
+    "region_weights",
+]
+
 # INSTA (PAPERS.md, "Losses"): Huber with delta 0.1 on RGB; lips and mouth pixels weighted x40 after 500 steps;
 # L1 depth against the rendered FLAME depth with weight 1.25, off on hair, cloth and background.
 HUBER_DELTA = 0.1

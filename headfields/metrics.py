@@ -13,6 +13,8 @@ from torch import Tensor
 
 from ._checks import check_float, check_positive, check_shape
 
+__all__ = ["psnr", "ssim"]
+
 # SSIM as defined by Wang et al. (2004) and used by the papers' tables (and skimage with gaussian_weights=True,
 # use_sample_covariance=False): an 11x11 Gaussian window of sigma 1.5, K1 = 0.01, K2 = 0.03, averaged over the
 # positions where the window fits inside the image ("valid"), then over channels and images.

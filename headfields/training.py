@@ -28,6 +28,18 @@ from .ema import ExponentialMovingAverage
 from .metrics import psnr, ssim
 from .renderers.cameras import Rays, image_pixels, pixel_rays, sample_pixels
 
+__all__ = [
+    "AvatarModel",
+    "Evaluation",
+    "RayBatch",
+    "StepOutput",
+    "TrainingConfig",
+    "evaluate",
+    "ray_batch",
+    "render_image",
+    "train",
+]
+
 CHECKPOINT_NAME = "checkpoint.pt"
 
 

@@ -1,5 +1,6 @@
 """Meshes and Warp kernels: per-frame BVHs, closest points, ray hits, nearest vertices, surface samples and
-triangle frames. The only package that launches Warp; every query runs on CPU and CUDA from one source."""
+triangle frames. Every query runs on CPU and CUDA from one source; ``_warp.launch_rows`` is the one launcher
+that every Warp kernel in headfields goes through (thread pool on CPU, torch's stream on CUDA)."""
 
 from .mesh import TriangleMesh
 from .primitives import box, head_proxy, uv_sphere

@@ -20,11 +20,20 @@ from ..decoders import NerfDecoder, NerfDecoderConfig
 from ..deformers import Deformer, TriangleFrameDeformer
 from ..encoders import HashGrid, HashGridConfig, SphericalHarmonics
 from ..geometry import ray_intersect
-from ..losses import depth_loss, huber_loss
+from ..losses import (
+    HUBER_DELTA,
+    INSTA_DEPTH_WEIGHT,
+    INSTA_MOUTH_WARMUP_STEPS,
+    INSTA_MOUTH_WEIGHT,
+    depth_loss,
+    huber_loss,
+)
 from ..parametric import Head, ParametricModel
 from ..renderers import OccupancyGrid, composite, mesh_guided_filter, ray_aabb
 from ..renderers.cameras import Rays
 from ..training import RayBatch, StepOutput
+
+__all__ = ["Insta", "InstaConfig"]
 
 
 @dataclass(frozen=True)
@@ -43,12 +52,12 @@ class InstaConfig:
     occupancy_every: int = 16  # steps between occupancy refreshes; 0: no grid (every cell stays occupied)
     steps_per_diagonal: int = 256  # ray-marching step = box diagonal / this (INSTA: sqrt(3)/1024 of a unit box)
     surface_distance: float = 0.03  # metres: samples farther from the frame's posed mesh are skipped
-    mouth_weight: float = 40.0  # INSTA: lips and mouth pixels x40 after the warm-up
+    mouth_weight: float = INSTA_MOUTH_WEIGHT  # lips and mouth pixels weigh this much after the warm-up
     mouth_regions: tuple[str, ...] = ("lips", "teeth", "mouth_interior")
-    warmup_steps: int = 500
-    depth_weight: float = 1.25
+    warmup_steps: int = INSTA_MOUTH_WARMUP_STEPS
+    depth_weight: float = INSTA_DEPTH_WEIGHT
     depth_off_regions: tuple[str, ...] = ("hair", "torso")  # INSTA: no depth prior on hair and cloth
-    huber_delta: float = 0.1
+    huber_delta: float = HUBER_DELTA
     learning_rate: float = 2.5e-3  # INSTA's PyTorch port
     betas: tuple[float, float] = (0.9, 0.99)
     eps: float = 1e-15
