@@ -261,19 +261,16 @@ class _Level:
 
 
 def _cpu_slots(rows: int, device: torch.device) -> tuple[int, Tensor]:
-    """Gradient buffer of each row of a launch: one per concurrently running chunk.
+    """Gradient buffer of each row of a launch: one per concurrently running chunk of ``launch_rows``.
 
     Warp's CPU atomics are plain read-modify-writes (one launch runs on one thread), so the chunks that
     ``launch_rows`` runs concurrently must not add into the same table: measured, they lose updates. Each
     chunk gets its own buffer, summed afterwards. On CUDA atomics are real and one buffer serves all rows.
-    This mirrors ``launch_rows``' split; the tests check table gradients on a launch large enough to be split.
     """
-    threads = 1
-    if device.type == "cpu":
-        threads = min(_warp.num_cpu_threads(), max(1, rows // _warp.MIN_ROWS_PER_THREAD))
-    counts = torch.diff(torch.tensor(_warp.chunk_bounds(rows, threads)))
-    slot = torch.repeat_interleave(torch.arange(threads, dtype=torch.int32), counts).to(device)
-    return threads, slot
+    bounds = _warp.launch_bounds(rows, device)
+    counts = torch.diff(torch.tensor(bounds))
+    slot = torch.repeat_interleave(torch.arange(len(counts), dtype=torch.int32), counts).to(device)
+    return len(counts), slot
 
 
 class _HashGridFunction(torch.autograd.Function):

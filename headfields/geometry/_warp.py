@@ -97,6 +97,14 @@ def chunk_bounds(rows: int, chunks: int) -> list[int]:
     return [rows * i // chunks for i in range(chunks + 1)]
 
 
+def launch_bounds(rows: int, device: torch.device) -> list[int]:
+    """How :func:`launch_rows` splits ``rows`` into concurrently launched chunks: their boundaries (one chunk
+    on CUDA or for a small launch). Kernels whose rows add into shared memory use it to give each chunk its
+    own buffer, since Warp's CPU atomics are not safe across concurrent launches."""
+    threads = 1 if device.type == "cuda" else min(num_cpu_threads(), max(1, rows // MIN_ROWS_PER_THREAD))
+    return chunk_bounds(rows, threads)
+
+
 def launch_rows(
     kernel: wp.Kernel, rows: int, shared: Sequence[Any], per_row: Sequence[torch.Tensor], device: torch.device
 ) -> None:
@@ -124,11 +132,10 @@ def launch_rows(
         with torch_stream(device):
             run(0, rows)
         return
-    threads = min(num_cpu_threads(), max(1, rows // MIN_ROWS_PER_THREAD))
-    if threads == 1:
+    bounds = launch_bounds(rows, device)
+    if len(bounds) == 2:
         run(0, rows)
         return
-    bounds = chunk_bounds(rows, threads)
     futures = [_pool().submit(run, lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
     for f in futures:
         f.result()
