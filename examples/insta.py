@@ -1,7 +1,7 @@
 """Train INSTA on the built-in synthetic head video (default) or on a real INSTA-format capture.
 
     python examples/insta.py --out outputs/insta --max-minutes 15
-    python examples/insta.py --data /path/to/insta/subject --out outputs/subject --device cuda
+    python examples/insta.py --data /path/to/insta/subject --model /path/to/FLAME2020 --device cuda
 
 Writes ``out/metrics.json`` (held-out psnr, ssim, train_seconds, iterations), renders (prediction | truth) under
 ``out/renders/`` and a checkpoint; run again with the same ``--out`` to resume.
@@ -23,6 +23,7 @@ from headfields.training import TrainingConfig, train
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, default=None, help="an INSTA-format folder (default: the synthetic video)")
+    parser.add_argument("--model", type=Path, default=None, help="FLAME model folder (default: the dataset's own)")
     parser.add_argument("--out", type=Path, default=Path("outputs/insta"))
     parser.add_argument("--max-minutes", type=float, default=15.0, help="training time budget")
     parser.add_argument("--iterations", type=int, default=TrainingConfig.max_iterations)
@@ -34,9 +35,11 @@ def main() -> None:
     root = args.data if args.data is not None else cached_synthetic_video()
     train_frames = load_insta_dataset(root, "train")
     eval_frames = load_insta_dataset(root, args.eval_split)
-    if train_frames.params is None or train_frames.model_path is None:
-        raise SystemExit(f"--data: {root} has no tracked parameters (params_path) and model folder; INSTA needs them")
-    parametric = load_model(train_frames.model_path, train_frames.model_type, device=args.device)
+    model_path = args.model or train_frames.model_path
+    if model_path is None:
+        raise SystemExit(f"--model: {root} names no parametric model folder; give the FLAME model folder")
+    # A real capture brings tracked meshes (mesh_path) and expressions (exp_path); the synthetic one parameters.
+    parametric = load_model(model_path, train_frames.model_type or "flame", device=args.device)
     model = Insta(parametric, train_frames.segmentation_labels, InstaConfig()).to(args.device)
     config = TrainingConfig(
         max_iterations=args.iterations, max_minutes=args.max_minutes, rays_per_batch=args.rays, eval_every=500

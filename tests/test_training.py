@@ -1,6 +1,7 @@
 """The shared training loop with INSTA on a tiny synthetic video: the loss falls, the pieces connect, and a
 checkpoint resumes where it stopped."""
 
+import dataclasses
 import json
 
 import pytest
@@ -70,3 +71,18 @@ def test_train_writes_metrics_and_renders_and_resumes_exactly(video, tmp_path):
     assert metrics["iterations"] == 6
     for (name, a), (_, b) in zip(straight.state_dict().items(), resumed.state_dict().items(), strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-6, msg=name)
+
+
+def test_insta_reads_a_capture_without_parameters_from_its_meshes(video):
+    train_frames, _ = video
+    capture = dataclasses.replace(train_frames, params=None)  # what a real INSTA capture holds
+    model = _model(train_frames)
+    head = model.head(capture)
+    from_params = model.head(train_frames)
+    torch.testing.assert_close(head.vertices, train_frames.mesh_vertices)
+    torch.testing.assert_close(head.vertices, from_params.vertices, atol=1e-5, rtol=0)
+    torch.testing.assert_close(head.expression, train_frames.expression)
+    batch = ray_batch(capture, 64, torch.Generator().manual_seed(1), torch.device("cpu"))
+    assert torch.isfinite(model.training_step(batch, step=0).loss)
+    with pytest.raises(ValueError, match="^frames:"):
+        model.head(dataclasses.replace(capture, mesh_vertices=None, mesh_faces=None))
