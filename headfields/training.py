@@ -41,6 +41,8 @@ __all__ = [
 ]
 
 CHECKPOINT_NAME = "checkpoint.pt"
+ERROR_GAIN = 4.0  # error images show |render - truth| four times brighter
+SIDE_BY_SIDE_FRAMES = 4  # held-out frames stacked in out/side_by_side.png
 
 
 @dataclass
@@ -139,10 +141,21 @@ def render_image(model: AvatarModel, frames: FrameSet, frame: int, chunk: int, d
     return torch.cat(out).reshape(cameras.height, cameras.width, 3).clamp(0, 1).cpu()
 
 
+def _to_png(image: Tensor, path: Path) -> None:
+    Image.fromarray((image.clamp(0, 1).numpy() * 255 + 0.5).astype(np.uint8)).save(path)
+
+
+def comparison(pred: Float[Tensor, "H W 3"], truth: Float[Tensor, "H W 3"]) -> Float[Tensor, "H W3 3"]:
+    """Ground truth | render | error side by side; the error is the mean absolute difference, x ERROR_GAIN."""
+    error = ((pred - truth).abs().mean(dim=-1, keepdim=True) * ERROR_GAIN).clamp(0, 1).expand_as(pred)
+    return torch.cat([truth, pred, error], dim=1)
+
+
 def evaluate(
     model: AvatarModel, frames: FrameSet, indices: list[int], chunk: int, device: torch.device, out: Path | None = None
 ) -> Evaluation:
-    """PSNR and SSIM over the given held-out frames (means over frames); writes prediction | truth images to ``out``."""
+    """PSNR and SSIM over the given held-out frames (means over frames). With ``out``, writes each frame's
+    render (``00000.png``) and its comparison with the ground truth (``00000_compare.png``)."""
     psnrs, ssims = [], []
     for f in indices:
         pred = render_image(model, frames, f, chunk, device)
@@ -151,8 +164,8 @@ def evaluate(
         ssims.append(float(ssim(pred, truth)))
         if out is not None:
             out.mkdir(parents=True, exist_ok=True)
-            side = torch.cat([pred, truth], dim=1)
-            Image.fromarray((side.numpy() * 255 + 0.5).astype(np.uint8)).save(out / f"{f:05d}.png")
+            _to_png(pred, out / f"{f:05d}.png")
+            _to_png(comparison(pred, truth), out / f"{f:05d}_compare.png")
     return Evaluation(psnr=float(np.mean(psnrs)), ssim=float(np.mean(ssims)), frames=len(indices))
 
 
@@ -227,7 +240,10 @@ def train(
         if step % config.log_every == 0 or step == 1:
             logs = " ".join(f"{k} {v:.4g}" for k, v in result.logs.items())
             loss = float(result.loss.detach())
-            print(f"step {step:6d}  {elapsed:7.1f} s  loss {loss:.4g}  psnr {running_psnr:.2f}  {logs}", file=log)
+            done = max(step / config.max_iterations, elapsed / budget)
+            bar = "#" * int(20 * done)
+            line = f"[{bar:<20}] step {step:6d}  {elapsed:7.1f} s  loss {loss:.4g}  psnr {running_psnr:.2f}  {logs}"
+            print(line, file=log, flush=True)
         if config.checkpoint_every and step % config.checkpoint_every == 0:
             save()
         if config.eval_every and step % config.eval_every == 0 and step < config.max_iterations:
@@ -242,6 +258,9 @@ def train(
     with ema.average_parameters():
         every = list(range(len(eval_frames)))
         final = evaluate(model, eval_frames, every, config.render_chunk, device, out / "renders" / "final")
+    shown = _spread(SIDE_BY_SIDE_FRAMES, len(eval_frames))
+    rows = [np.asarray(Image.open(out / "renders" / "final" / f"{f:05d}_compare.png")) for f in shown]
+    Image.fromarray(np.concatenate(rows, axis=0)).save(out / "side_by_side.png")
     metrics = {"psnr": final.psnr, "ssim": final.ssim, "train_seconds": elapsed, "iterations": step, "eval_frames": final.frames}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     print(f"final  psnr {final.psnr:.2f}  ssim {final.ssim:.4f}  after {step} iterations, {elapsed:.0f} s", file=log)

@@ -4,8 +4,10 @@ checkpoint resumes where it stopped."""
 import dataclasses
 import json
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from headfields.data import SyntheticVideoConfig, load_insta_dataset, make_synthetic_video
 from headfields.decoders import NerfDecoderConfig
@@ -61,7 +63,17 @@ def test_train_writes_metrics_and_renders_and_resumes_exactly(video, tmp_path):
     metrics = train(straight, train_frames, eval_frames, tmp_path / "straight", config)
     written = json.loads((tmp_path / "straight" / "metrics.json").read_text())
     assert written == metrics and metrics["iterations"] == 6 and metrics["psnr"] > 0
-    assert len(list((tmp_path / "straight" / "renders" / "final").glob("*.png"))) == len(eval_frames)
+    final = tmp_path / "straight" / "renders" / "final"
+    assert len(list(final.glob("*_compare.png"))) == len(eval_frames) == len(list(final.glob("?????.png")))
+    # The comparison is ground truth | render | error, and the montage stacks comparisons.
+    compare = torch.from_numpy(np.array(Image.open(final / "00000_compare.png"))).float() / 255
+    render = torch.from_numpy(np.array(Image.open(final / "00000.png"))).float() / 255
+    width = render.shape[1]
+    torch.testing.assert_close(compare[:, :width], eval_frames.images[0].float() / 255, atol=1 / 255, rtol=0)
+    torch.testing.assert_close(compare[:, width : 2 * width], render, atol=1 / 255, rtol=0)
+    error = ((render - eval_frames.images[0].float() / 255).abs().mean(-1) * 4).clamp(0, 1)
+    torch.testing.assert_close(compare[:, 2 * width :, 0], error, atol=2 / 255, rtol=0)
+    assert np.asarray(Image.open(tmp_path / "straight" / "side_by_side.png")).shape[1] == 3 * width
 
     # Stop after 3 steps, then resume from the checkpoint in a fresh model: the same weights as straight through.
     halves = tmp_path / "halves"

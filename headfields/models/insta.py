@@ -9,7 +9,6 @@ mouth up-weighted after a warm-up, and a depth prior from the posed mesh (ray ca
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 
 import torch
@@ -33,6 +32,7 @@ from ..parametric import Head, ParametricModel
 from ..renderers import OccupancyGrid, composite, mesh_guided_filter, ray_aabb
 from ..renderers.cameras import Rays
 from ..training import RayBatch, StepOutput
+from .tracking import TrackedHeads
 
 __all__ = ["Insta", "InstaConfig"]
 
@@ -90,32 +90,13 @@ class Insta(nn.Module):
         self.directions = SphericalHarmonics(config.sh_degree)
         self.decoder = NerfDecoder(self.encoder.out_dim, self.directions.out_dim, config.expression_dims, config.decoder)
         self.occupancy = OccupancyGrid(self.box, config.occupancy_resolution)
-        self._heads: dict[int, tuple[FrameSet, Head]] = {}
+        self._heads = TrackedHeads()
         self._train_frames: FrameSet | None = None
 
     # --- the field ---------------------------------------------------------------------------------------
     def head(self, frames: FrameSet) -> Head:
-        """The tracked head of every frame of ``frames`` (cached per FrameSet): from its parameters, or for a
-        real INSTA capture from its tracked meshes and expressions (on the parametric model's topology)."""
-        cached = self._heads.get(id(frames))
-        if cached is None or cached[0] is not frames:
-            cached = (frames, self._tracked_head(frames))
-            self._heads[id(frames)] = cached
-        return cached[1]
-
-    def _tracked_head(self, frames: FrameSet) -> Head:
-        device = self.box.device
-        if frames.params is not None:
-            p = frames.params.to(device)
-            return self.parametric(shape=p.shape, expression=p.expression, pose=p.pose, translation=p.translation)
-        if frames.mesh_vertices is None or frames.expression is None:
-            raise ValueError(f"frames: expected tracked parameters, or meshes and expressions, in the {frames.split} split")
-        neutral = self.parametric(translation=torch.zeros(len(frames), 3, device=device))  # B neutral frames
-        if frames.mesh_faces.shape != neutral.faces.shape or not torch.equal(frames.mesh_faces.to(device), neutral.faces):
-            raise ValueError("frames: expected tracked meshes with the parametric model's faces (FLAME topology)")
-        # INSTA needs only the posed meshes, the canonical mesh and the expression of each frame.
-        vertices = frames.mesh_vertices.to(device)
-        return dataclasses.replace(neutral, vertices=vertices, rest_vertices=vertices, expression=frames.expression.to(device))
+        """The tracked head of every frame of ``frames``, evaluated once per FrameSet."""
+        return self._heads.get(frames, self.parametric)
 
     def _encode(self, x: Float[Tensor, "S 3"], frame: Tensor, head: Head, dirs: Tensor | None):
         """Canonical hash-grid features, lips-only expression conditioning, validity, canonical directions."""

@@ -1,0 +1,47 @@
+"""The tracked head of a dataset split, shared by the paper models: from its tracked parameters, or for a real
+INSTA capture from its tracked meshes and expressions."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from ..data import FrameSet
+from ..parametric import Head, ParametricModel
+
+__all__ = ["TrackedHeads", "tracked_head"]
+
+
+def tracked_head(parametric: ParametricModel, frames: FrameSet) -> Head:
+    """A :class:`Head` of every frame of ``frames``, on the parametric model's device.
+
+    With tracked parameters (the synthetic video) the model is evaluated on them. A real INSTA capture has
+    tracked meshes and expression coefficients instead: the Head then carries those meshes as its posed (and
+    rest) vertices on the model's neutral canonical mesh, which is what mesh-driven deformers need.
+    """
+    device = parametric.v_template.device
+    if frames.params is not None:
+        p = frames.params.to(device)
+        return parametric(shape=p.shape, expression=p.expression, pose=p.pose, translation=p.translation)
+    if frames.mesh_vertices is None or frames.expression is None:
+        raise ValueError(f"frames: expected tracked parameters, or meshes and expressions, in the {frames.split} split")
+    neutral = parametric(translation=torch.zeros(len(frames), 3, device=device))  # B neutral frames
+    if frames.mesh_faces.shape != neutral.faces.shape or not torch.equal(frames.mesh_faces.to(device), neutral.faces):
+        raise ValueError(f"frames: expected tracked meshes with the {parametric.model_type} model's faces")
+    vertices = frames.mesh_vertices.to(device)
+    return dataclasses.replace(neutral, vertices=vertices, rest_vertices=vertices, expression=frames.expression.to(device))
+
+
+class TrackedHeads:
+    """Heads evaluated once per FrameSet (a model sees the same training and held-out splits all along)."""
+
+    def __init__(self) -> None:
+        self._cache: dict[int, tuple[FrameSet, Head]] = {}
+
+    def get(self, frames: FrameSet, parametric: ParametricModel) -> Head:
+        cached = self._cache.get(id(frames))
+        if cached is None or cached[0] is not frames:  # an id can be reused once a FrameSet is gone
+            cached = (frames, tracked_head(parametric, frames))
+            self._cache[id(frames)] = cached
+        return cached[1]
