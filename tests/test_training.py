@@ -42,9 +42,9 @@ def test_insta_loss_falls_on_a_fixed_batch(video):
     train_frames, _ = video
     model = _model(train_frames)
     optimizer = model.configure_optimizer()
-    batch = ray_batch(train_frames, 256, torch.Generator().manual_seed(0), torch.device("cpu"))
+    batch = ray_batch(train_frames, 128, torch.Generator().manual_seed(0), torch.device("cpu"))
     losses = []
-    for step in range(40):
+    for step in range(25):
         model.before_step(step)
         out = model.training_step(batch, step=0)
         optimizer.zero_grad()
