@@ -74,7 +74,7 @@ class AvatarModel(Protocol):
 
     def configure_optimizer(self) -> torch.optim.Optimizer: ...
 
-    def before_step(self, step: int) -> None: ...  # e.g. refresh an occupancy grid
+    def before_step(self, step: int, frames: FrameSet) -> None: ...  # e.g. refresh an occupancy grid from frames
 
 
 @dataclass(frozen=True)
@@ -204,7 +204,7 @@ def train(
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         ema.load_state_dict(state["ema"])
-        generator.set_state(state["generator"])
+        generator.set_state(state["generator"].cpu())  # map_location moved it; the sampler's generator is on the CPU
         step, elapsed = state["step"], state["elapsed"]
 
     def save() -> None:
@@ -226,7 +226,7 @@ def train(
     running_psnr = 0.0
     while step < config.max_iterations and elapsed < budget:
         start = time.perf_counter()
-        model.before_step(step)
+        model.before_step(step, train_frames)
         batch = ray_batch(train_frames, config.rays_per_batch, generator, device)
         result = model.training_step(batch, step)
         optimizer.zero_grad(set_to_none=True)

@@ -11,6 +11,7 @@ from PIL import Image
 
 from headfields.data import SyntheticVideoConfig, load_insta_dataset, make_synthetic_video
 from headfields.decoders import NerfDecoderConfig
+from headfields.deformers import RigidDeformer
 from headfields.encoders import HashGridConfig
 from headfields.models.insta import Insta, InstaConfig
 from headfields.parametric import load_model
@@ -44,9 +45,9 @@ def test_insta_loss_falls_on_a_fixed_batch(video):
     optimizer = model.configure_optimizer()
     batch = ray_batch(train_frames, 128, torch.Generator().manual_seed(0), torch.device("cpu"))
     losses = []
-    for step in range(25):
-        model.before_step(step)
-        out = model.training_step(batch, step=0)
+    for step in range(25):  # past TINY's warm-up: the mouth weighting is on for the last steps
+        model.before_step(step, train_frames)
+        out = model.training_step(batch, step)
         optimizer.zero_grad()
         out.loss.backward()
         optimizer.step()
@@ -54,15 +55,22 @@ def test_insta_loss_falls_on_a_fixed_batch(video):
     assert losses[-1] < 0.5 * losses[0], losses
     # Every trainable piece received a gradient: the deformer's canonical points reach the grid and MLPs.
     assert model.encoder.table.grad is not None and model.encoder.table.grad.abs().sum() > 0
+    assert not model.occupancy.binary.all()  # the grid was refreshed and prunes empty space
+
+
+def _checkpoint(folder):
+    return torch.load(folder / "checkpoint.pt", weights_only=False)
 
 
 def test_train_writes_metrics_and_renders_and_resumes_exactly(video, tmp_path):
     train_frames, eval_frames = video
-    config = TrainingConfig(max_iterations=6, rays_per_batch=128, eval_every=0, checkpoint_every=3, eval_frames=1)
+    # Checkpoint at a step where the occupancy grid is due for a refresh: the resumed run must do it too.
+    every = TINY.occupancy_every
+    config = TrainingConfig(max_iterations=2 * every, rays_per_batch=128, eval_every=0, checkpoint_every=every, eval_frames=1)
     straight = _model(train_frames)
     metrics = train(straight, train_frames, eval_frames, tmp_path / "straight", config)
     written = json.loads((tmp_path / "straight" / "metrics.json").read_text())
-    assert written == metrics and metrics["iterations"] == 6 and metrics["psnr"] > 0
+    assert written == metrics and metrics["iterations"] == 2 * every and metrics["psnr"] > 0
     final = tmp_path / "straight" / "renders" / "final"
     assert len(list(final.glob("*_compare.png"))) == len(eval_frames) == len(list(final.glob("?????.png")))
     # The comparison is ground truth | render | error, and the montage stacks comparisons.
@@ -75,14 +83,29 @@ def test_train_writes_metrics_and_renders_and_resumes_exactly(video, tmp_path):
     torch.testing.assert_close(compare[:, 2 * width :, 0], error, atol=2 / 255, rtol=0)
     assert np.asarray(Image.open(tmp_path / "straight" / "side_by_side.png")).shape[1] == 3 * width
 
-    # Stop after 3 steps, then resume from the checkpoint in a fresh model: the same weights as straight through.
+    # Stop half-way, then resume from the checkpoint in a fresh model: the same state as straight through.
     halves = tmp_path / "halves"
-    train(_model(train_frames), train_frames, eval_frames, halves, TrainingConfig(**{**config.__dict__, "max_iterations": 3}))
+    train(_model(train_frames), train_frames, eval_frames, halves, dataclasses.replace(config, max_iterations=every))
     resumed = _model(train_frames, seed=123)  # different initial weights: all must come from the checkpoint
-    metrics = train(resumed, train_frames, eval_frames, halves, config)
-    assert metrics["iterations"] == 6
-    for (name, a), (_, b) in zip(straight.state_dict().items(), resumed.state_dict().items(), strict=True):
-        torch.testing.assert_close(a, b, rtol=0, atol=1e-6, msg=name)
+    assert train(resumed, train_frames, eval_frames, halves, config)["iterations"] == 2 * every
+    a, b = _checkpoint(tmp_path / "straight"), _checkpoint(halves)
+    for part in ("model", "ema"):
+        for name, value in a[part].items():
+            torch.testing.assert_close(b[part][name], value, rtol=0, atol=1e-6, msg=f"{part}: {name}")
+    for (i, x), (_, y) in zip(a["optimizer"]["state"].items(), b["optimizer"]["state"].items(), strict=True):
+        torch.testing.assert_close(y["exp_avg"], x["exp_avg"], rtol=0, atol=1e-6, msg=f"optimizer: {i}")
+    assert torch.equal(a["generator"], b["generator"])
+
+
+def test_insta_needs_a_deformer_that_reports_faces(video):
+    train_frames, _ = video
+    parametric, labels = load_model(train_frames.model_path), train_frames.segmentation_labels
+    model = Insta(parametric, labels, TINY, deformer=RigidDeformer())
+    batch = ray_batch(train_frames, 16, torch.Generator().manual_seed(0), torch.device("cpu"))
+    with pytest.raises(ValueError, match="^deformer:"):
+        model.training_step(batch, 0)
+    with pytest.raises(ValueError, match="^lips_regions:"):
+        Insta(parametric, labels, dataclasses.replace(TINY, lips_regions=("gills",)))
 
 
 def test_insta_reads_a_capture_without_parameters_from_its_meshes(video):

@@ -2,6 +2,7 @@
 video) and its writer, and the synthetic head video generator."""
 
 from .insta import (
+    BACKGROUND_LABEL,
     DEFAULT_INTEGER_DEPTH_SCALE,
     SPLITS,
     FrameSet,
@@ -12,6 +13,7 @@ from .insta import (
 from .synthetic import SyntheticVideoConfig, cached_synthetic_video, make_synthetic_video
 
 __all__ = [
+    "BACKGROUND_LABEL",
     "DEFAULT_INTEGER_DEPTH_SCALE",
     "SPLITS",
     "FrameSet",

@@ -51,6 +51,7 @@ SPLITS = ("train", "val", "test")
 MODEL_TYPES = ("flame", "smplx")
 CAMERA_CONVENTIONS = ("opencv", "opengl")
 # Metres per depth-PNG unit written by default: 0.1 mm steps, depths up to 6.5 m (the 16-bit range).
+BACKGROUND_LABEL = 0  # the segmentation label of pixels that show no subject
 DEFAULT_INTEGER_DEPTH_SCALE = 1e-4
 # Alpha at or above this is foreground (an RGBA PNG's alpha -> mask).
 ALPHA_THRESHOLD = 128

@@ -28,7 +28,7 @@ from ..parametric.model import ParametricModel
 from ..parametric.synthetic import SYNTHETIC_EXPRESSIONS, write_synthetic_flame, write_synthetic_smplx
 from ..renderers.cameras import PinholeCameras, look_at, pixel_rays
 from ._appearance import HeadAppearance, head_appearance
-from .insta import FrameSet, TrackedParams, save_insta_dataset
+from .insta import BACKGROUND_LABEL, FrameSet, TrackedParams, save_insta_dataset
 
 # Episode channels: two expression directions of the synthetic model and the jaw. Amplitudes are the peak
 # coefficient (expression) or angle in radians (jaw) an episode reaches, scaled by a random 0.6-1.0.
@@ -45,7 +45,6 @@ HEAD_DRIFT = 0.01  # metres
 CAMERA_DRIFT = 0.02  # metres
 SHOULDER_DROP = 0.35  # a portrait shows the torso this far (in head-and-neck heights) below the neck
 FRAME_MARGIN = 1.1  # the head's bounding box fills the image up to this margin
-SEGMENTATION_BACKGROUND = 0
 CACHE_VERSION = 1  # bump when the generator's output changes, so cached videos are rendered anew
 
 
@@ -279,7 +278,7 @@ def _render(
             masks[f] = hit.hit.reshape(size, size)
             depth = torch.where(hit.hit, hit.t * (rays.directions @ forward[f]), 0.0)
             depths[f] = depth.reshape(size, size)
-            label = torch.full((size * size,), SEGMENTATION_BACKGROUND, dtype=torch.long, device=device)
+            label = torch.full((size * size,), BACKGROUND_LABEL, dtype=torch.long, device=device)
             label[hit.hit] = appearance.label(faces[hit.face[hit.hit]], hit.bary[hit.hit]) + 1
             segmentation[f] = label.to(torch.uint8).reshape(size, size)
     return images, masks, depths, segmentation

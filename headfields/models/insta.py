@@ -15,7 +15,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
-from ..data import FrameSet
+from ..data import BACKGROUND_LABEL, FrameSet
 from ..decoders import NerfDecoder, NerfDecoderConfig
 from ..deformers import Deformer, TriangleFrameDeformer
 from ..encoders import HashGrid, HashGridConfig, SphericalHarmonics
@@ -84,14 +84,16 @@ class Insta(nn.Module):
         low, high = canonical.amin(0), canonical.amax(0)
         pad = config.box_inflation * (high - low).norm()
         self.register_buffer("box", torch.stack([low - pad, high + pad]))
-        self.register_buffer("lips_faces", neutral.face_mask(*[r for r in config.lips_regions if r in neutral.regions]))
+        self.register_buffer("lips_faces", neutral.face_mask(*_present("lips_regions", config.lips_regions, neutral.regions)))
+        self.mouth_labels = [self.labels[r] for r in _present("mouth_regions", config.mouth_regions, self.labels)]
+        # Regions a model lacks (FLAME has no torso) are skipped; the background never gets the depth prior.
+        self.depth_off_labels = [self.labels[r] for r in config.depth_off_regions if r in self.labels] + [BACKGROUND_LABEL]
         self.deformer = deformer if deformer is not None else TriangleFrameDeformer()
         self.encoder = HashGrid(config.hash_grid)
         self.directions = SphericalHarmonics(config.sh_degree)
         self.decoder = NerfDecoder(self.encoder.out_dim, self.directions.out_dim, config.expression_dims, config.decoder)
         self.occupancy = OccupancyGrid(self.box, config.occupancy_resolution)
         self._heads = TrackedHeads()
-        self._train_frames: FrameSet | None = None
 
     # --- the field ---------------------------------------------------------------------------------------
     def head(self, frames: FrameSet) -> Head:
@@ -101,6 +103,8 @@ class Insta(nn.Module):
     def _encode(self, x: Float[Tensor, "S 3"], frame: Tensor, head: Head, dirs: Tensor | None):
         """Canonical hash-grid features, lips-only expression conditioning, validity, canonical directions."""
         canonical = self.deformer(x, head, frame, dirs)
+        if canonical.face is None:
+            raise ValueError("deformer: expected a deformer that reports each sample's nearest face (INSTA's lips conditioning)")
         unit = ((canonical.points - self.box[0]) / (self.box[1] - self.box[0])).clamp(0.0, 1.0)
         lips = self.lips_faces[canonical.face.clamp(min=0)] & canonical.valid
         expression = head.expression[frame, : self.config.expression_dims]
@@ -139,11 +143,11 @@ class Insta(nn.Module):
         params = [p for p in self.parameters() if p.requires_grad]
         return torch.optim.Adam(params, lr=c.learning_rate, betas=c.betas, eps=c.eps)
 
-    def before_step(self, step: int) -> None:
+    def before_step(self, step: int, frames: FrameSet) -> None:
         every = self.config.occupancy_every
-        if self._train_frames is None or every == 0 or step % every:
+        if every == 0 or step % every:
             return
-        head = self.head(self._train_frames)
+        head = self.head(frames)
         # A random training frame warps the cells (INSTA): the grid holds the union of the head over frames.
         generator = torch.Generator().manual_seed(step)
         frame = int(torch.randint(head.num_frames, (1,), generator=generator))
@@ -157,12 +161,11 @@ class Insta(nn.Module):
 
     def training_step(self, batch: RayBatch, step: int) -> StepOutput:
         c = self.config
-        self._train_frames = batch.frames
         head = self.head(batch.frames)
         result = self.render(batch.rays, head)
         weight = None
         if step >= c.warmup_steps and batch.segmentation is not None:
-            mouth = torch.tensor([self.labels[r] for r in c.mouth_regions if r in self.labels], device=result.rgb.device)
+            mouth = torch.tensor(self.mouth_labels, device=result.rgb.device)
             weight = torch.where(torch.isin(batch.segmentation, mouth), c.mouth_weight, 1.0)
         loss = huber_loss(result.rgb, batch.rgb, delta=c.huber_delta, weight=weight)
         logs = {}
@@ -170,8 +173,7 @@ class Insta(nn.Module):
             prior = self._mesh_depth(batch.rays, head)
             keep = prior > 0
             if batch.segmentation is not None:
-                off = torch.tensor([self.labels[r] for r in c.depth_off_regions if r in self.labels] + [0],
-                                   device=prior.device)
+                off = torch.tensor(self.depth_off_labels, device=prior.device)
                 keep &= ~torch.isin(batch.segmentation, off)
             depth = depth_loss(result.depth, prior, keep)
             loss = loss + c.depth_weight * depth
@@ -184,3 +186,11 @@ class Insta(nn.Module):
         with torch.no_grad():
             hit = ray_intersect(head.posed_mesh, rays.origins, rays.directions, rays.frame)
         return torch.where(hit.hit, hit.t, torch.zeros_like(hit.t))
+
+
+def _present(name: str, regions: tuple[str, ...], known) -> list[str]:
+    """The configured regions the model or dataset has; none at all is an error, not a silent switch-off."""
+    present = [r for r in regions if r in known]
+    if not present:
+        raise ValueError(f"{name}: expected at least one of {list(regions)} among the regions {sorted(known)}")
+    return present
