@@ -273,3 +273,18 @@ def test_bad_input():
         grid.update("not callable")
     with raises_naming("num_cells"):
         grid.update(lambda p: torch.zeros(len(p)), num_cells=65)
+
+
+def test_update_threshold_capped_at_the_mean_keeps_the_densest_cells_of_a_young_field():
+    grid = OccupancyGrid(torch.tensor([[0.0, 0.0, 0.0], [1.0, 1.0, 1.0]]), 4)
+    # A young field: every value far below the threshold; x decides how dense a cell is.
+    def field(points):
+        return 1e-4 * (1.0 + torch.floor(points[:, 0] * 4))
+
+    grid.update(field, decay=0.0, threshold=0.01)
+    assert not grid.binary.any()  # the plain threshold prunes everything
+    grid.update(field, decay=0.0, threshold=0.01, cap_at_mean=True)
+    expected = grid.occupancy > grid.occupancy.mean()  # instant-ngp: min(threshold, mean)
+    assert torch.equal(grid.binary, expected)
+    assert expected.any() and not expected.all()
+    assert torch.equal(grid.binary[:, 0, 0], torch.tensor([False, False, True, True]))

@@ -55,7 +55,6 @@ def test_insta_loss_falls_on_a_fixed_batch(video):
     assert losses[-1] < 0.5 * losses[0], losses
     # Every trainable piece received a gradient: the deformer's canonical points reach the grid and MLPs.
     assert model.encoder.table.grad is not None and model.encoder.table.grad.abs().sum() > 0
-    assert not model.occupancy.binary.all()  # the grid was refreshed and prunes empty space
 
 
 def _checkpoint(folder):

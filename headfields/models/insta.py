@@ -29,7 +29,7 @@ from ..losses import (
     huber_loss,
 )
 from ..parametric import Head, ParametricModel
-from ..renderers import OccupancyGrid, composite, mesh_guided_filter, ray_aabb
+from ..renderers import OccupancyGrid, composite, mesh_guided_filter
 from ..renderers.cameras import Rays
 from ..training import RayBatch, StepOutput
 from .tracking import TrackedHeads
@@ -49,7 +49,7 @@ class InstaConfig:
     box_inflation: float = 0.15  # render box = canonical mesh box inflated by this fraction of its diagonal
     occupancy_resolution: int = 64  # INSTA: 128 (GPU); 64 is plenty at 64-128 px on a CPU
     occupancy_decay: float = 0.95
-    occupancy_threshold: float = 0.01
+    occupancy_threshold: float = 0.01  # on the optical thickness of one marching step, capped at the grid's mean
     occupancy_every: int = 16  # steps between occupancy refreshes; 0: no grid (every cell stays occupied)
     steps_per_diagonal: int = 256  # ray-marching step = box diagonal / this (INSTA: sqrt(3)/1024 of a unit box)
     surface_distance: float = 0.03  # metres: samples farther from the frame's posed mesh are skipped
@@ -122,9 +122,7 @@ class Insta(nn.Module):
 
     # --- rendering ---------------------------------------------------------------------------------------
     def render(self, rays: Rays, head: Head):
-        near, far, _ = ray_aabb(rays.origins, rays.directions, self.box)
-        step = float((self.box[1] - self.box[0]).norm()) / self.config.steps_per_diagonal
-        samples = self.occupancy.march(rays.origins, rays.directions, near, far, step)
+        samples = self.occupancy.march(rays.origins, rays.directions, step_size=self._step_size())  # within the box
         samples = mesh_guided_filter(
             samples, rays.origins, rays.directions, head.posed_mesh, rays.frame, self.config.surface_distance
         )
@@ -133,6 +131,9 @@ class Insta(nn.Module):
         density, rgb = self.field(x, rays.directions[samples.ray], frame, head)
         background = torch.tensor(self.config.background, device=x.device)
         return composite(samples, density, rgb, background)
+
+    def _step_size(self) -> float:
+        return float((self.box[1] - self.box[0]).norm()) / self.config.steps_per_diagonal
 
     def render_rays(self, rays: Rays, frames: FrameSet) -> Float[Tensor, "R 3"]:
         return self.render(rays, self.head(frames)).rgb
@@ -152,12 +153,14 @@ class Insta(nn.Module):
         generator = torch.Generator().manual_seed(step)
         frame = int(torch.randint(head.num_frames, (1,), generator=generator))
 
-        def density(x: Tensor) -> Tensor:
-            with torch.no_grad():
-                return self.density(x, torch.full((len(x),), frame, device=x.device), head)
+        step_size = self._step_size()
 
-        self.occupancy.update(density, decay=self.config.occupancy_decay, threshold=self.config.occupancy_threshold,
-                              generator=generator)
+        def thickness(x: Tensor) -> Tensor:  # optical thickness of one marching step, as instant-ngp thresholds
+            with torch.no_grad():
+                return self.density(x, torch.full((len(x),), frame, device=x.device), head) * step_size
+
+        c = self.config
+        self.occupancy.update(thickness, c.occupancy_decay, c.occupancy_threshold, generator=generator, cap_at_mean=True)
 
     def training_step(self, batch: RayBatch, step: int) -> StepOutput:
         c = self.config

@@ -197,10 +197,14 @@ class OccupancyGrid(nn.Module):
         threshold: float = 0.01,
         num_cells: IntLike | None = None,
         generator: torch.Generator | None = None,
+        cap_at_mean: bool = False,
     ) -> None:
         """Evaluate ``density_fn`` (world points ``[M,3]`` -> densities ``[M]``) at one random point inside each
         of ``num_cells`` distinct random cells (all cells when None); set those cells to
         ``max(decay * occupancy, density)`` and the bitfield to ``occupancy > threshold`` everywhere.
+
+        With ``cap_at_mean`` the threshold is ``min(threshold, mean occupancy)`` (instant-ngp's rule), so a
+        young field whose values are all still small keeps its densest cells instead of being pruned away.
 
         Randomness comes from ``generator`` (torch's global generator when None). For a moving head,
         ``density_fn`` warps the points with a random training frame, so the grid holds the union over frames.
@@ -228,6 +232,8 @@ class OccupancyGrid(nn.Module):
             density.append(d.float())
         flat = self.occupancy.view(-1)
         flat[cells] = torch.maximum(flat[cells] * decay, torch.cat(density))
+        if cap_at_mean:
+            threshold = min(threshold, float(self.occupancy.mean()))
         self.binary.copy_(self.occupancy > threshold)
 
     def march(
