@@ -19,7 +19,6 @@ from ..data import BACKGROUND_LABEL, FrameSet
 from ..decoders import NerfDecoder, NerfDecoderConfig
 from ..deformers import Deformer, TriangleFrameDeformer
 from ..encoders import HashGrid, HashGridConfig, SphericalHarmonics
-from ..geometry import ray_intersect
 from ..losses import (
     HUBER_DELTA,
     INSTA_DEPTH_WEIGHT,
@@ -32,14 +31,17 @@ from ..parametric import Head, ParametricModel
 from ..renderers import OccupancyGrid, composite, mesh_guided_filter
 from ..renderers.cameras import Rays
 from ..training import RayBatch, StepOutput
-from .tracking import TrackedHeads
+from .tracking import TrackedHeads, mesh_depth, present_regions
 
 __all__ = ["Insta", "InstaConfig"]
 
 
 @dataclass(frozen=True)
 class InstaConfig:
-    """INSTA's recipe (PAPERS.md); CPU-friendly sizes where noted."""
+    """INSTA's recipe (PAPERS.md); CPU-friendly sizes where noted. Departures, each a setting away:
+    the deformer's eye-triangle area scaling and face-neighbour blending are off by default (pass a
+    configured ``TriangleFrameDeformer``); the marching step is the box diagonal / 256 (INSTA: / 1024), and
+    the grid is 64^3 (INSTA: 128^3); samples must lie within ``surface_distance`` of the posed mesh."""
 
     hash_grid: HashGridConfig = field(default_factory=HashGridConfig)  # 16 levels, 2^18, 16 -> 2048
     decoder: NerfDecoderConfig = field(default_factory=NerfDecoderConfig)  # 64 wide MLPs, 15 geometry features
@@ -84,8 +86,9 @@ class Insta(nn.Module):
         low, high = canonical.amin(0), canonical.amax(0)
         pad = config.box_inflation * (high - low).norm()
         self.register_buffer("box", torch.stack([low - pad, high + pad]))
-        self.register_buffer("lips_faces", neutral.face_mask(*_present("lips_regions", config.lips_regions, neutral.regions)))
-        self.mouth_labels = [self.labels[r] for r in _present("mouth_regions", config.mouth_regions, self.labels)]
+        lips = present_regions("lips_regions", config.lips_regions, neutral.regions)
+        self.register_buffer("lips_faces", neutral.face_mask(*lips))
+        self.mouth_labels = [self.labels[r] for r in present_regions("mouth_regions", config.mouth_regions, self.labels)]
         # Regions a model lacks (FLAME has no torso) are skipped; the background never gets the depth prior.
         self.depth_off_labels = [self.labels[r] for r in config.depth_off_regions if r in self.labels] + [BACKGROUND_LABEL]
         self.deformer = deformer if deformer is not None else TriangleFrameDeformer()
@@ -173,7 +176,7 @@ class Insta(nn.Module):
         loss = huber_loss(result.rgb, batch.rgb, delta=c.huber_delta, weight=weight)
         logs = {}
         if c.depth_weight > 0:
-            prior = self._mesh_depth(batch.rays, head)
+            prior = mesh_depth(head, batch.rays)
             keep = prior > 0
             if batch.segmentation is not None:
                 off = torch.tensor(self.depth_off_labels, device=prior.device)
@@ -182,18 +185,3 @@ class Insta(nn.Module):
             loss = loss + c.depth_weight * depth
             logs["depth"] = float(depth.detach())
         return StepOutput(loss=loss, rgb=result.rgb, logs=logs)
-
-    @staticmethod
-    def _mesh_depth(rays: Rays, head: Head) -> Float[Tensor, " R"]:
-        """Distance along each ray to the frame's posed mesh (0 on a miss): INSTA's depth prior."""
-        with torch.no_grad():
-            hit = ray_intersect(head.posed_mesh, rays.origins, rays.directions, rays.frame)
-        return torch.where(hit.hit, hit.t, torch.zeros_like(hit.t))
-
-
-def _present(name: str, regions: tuple[str, ...], known) -> list[str]:
-    """The configured regions the model or dataset has; none at all is an error, not a silent switch-off."""
-    present = [r for r in regions if r in known]
-    if not present:
-        raise ValueError(f"{name}: expected at least one of {list(regions)} among the regions {sorted(known)}")
-    return present

@@ -1,16 +1,22 @@
-"""The tracked head of a dataset split, shared by the paper models: from its tracked parameters, or for a real
-INSTA capture from its tracked meshes and expressions."""
+"""What the paper models share about the tracked head: the Head of a dataset split (from its tracked
+parameters, or for a real INSTA capture from its tracked meshes and expressions), its depth along rays, and
+the region names a model and a dataset have in common."""
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Collection
 
 import torch
+from jaxtyping import Float
+from torch import Tensor
 
 from ..data import FrameSet
+from ..geometry import ray_intersect
 from ..parametric import Head, ParametricModel
+from ..renderers.cameras import Rays
 
-__all__ = ["TrackedHeads", "tracked_head"]
+__all__ = ["TrackedHeads", "mesh_depth", "present_regions", "tracked_head"]
 
 
 def tracked_head(parametric: ParametricModel, frames: FrameSet) -> Head:
@@ -45,3 +51,19 @@ class TrackedHeads:
             cached = (frames, tracked_head(parametric, frames))
             self._cache[id(frames)] = cached
         return cached[1]
+
+
+def mesh_depth(head: Head, rays: Rays) -> Float[Tensor, " R"]:
+    """Distance along each ray to its frame's posed mesh, 0 where it misses (INSTA's depth prior)."""
+    with torch.no_grad():
+        hit = ray_intersect(head.posed_mesh, rays.origins, rays.directions, rays.frame)
+    return torch.where(hit.hit, hit.t, torch.zeros_like(hit.t))
+
+
+def present_regions(name: str, regions: tuple[str, ...], known: Collection[str]) -> list[str]:
+    """The configured ``regions`` found in ``known``; none at all is an error naming ``name``, not a silent
+    switch-off (a region one model lacks, such as FLAME's torso, is simply skipped)."""
+    present = [r for r in regions if r in known]
+    if not present:
+        raise ValueError(f"{name}: expected at least one of {list(regions)} among the regions {sorted(known)}")
+    return present
