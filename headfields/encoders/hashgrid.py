@@ -126,8 +126,10 @@ def _axis_cell(p: float, res: int) -> int:
 
 @no_type_check  # Warp parameter types are not Python type hints; keep the jaxtyping checker off them.
 @wp.func
-def _level_corners(p: wp.vec3, res: int, dense: int, offset: int, rows: int):
-    """Table rows and trilinear weights of the 8 corners of ``p``'s cell, and the fractions inside it."""
+def _level_corners(point: wp.vec3, res: int, dense: int, offset: int, rows: int):
+    """Table rows and trilinear weights of the 8 corners of the cell of ``point`` (clamped to the unit cube),
+    and the fractions inside it."""
+    p = wp.min(wp.max(point, wp.vec3(0.0)), wp.vec3(1.0))
     cx = _axis_cell(p[0], res)
     cy = _axis_cell(p[1], res)
     cz = _axis_cell(p[2], res)
@@ -164,8 +166,7 @@ def _encode_kernel(
     features: wp.array2d(dtype=wp.float32),
 ):
     i = wp.tid()
-    p = wp.min(wp.max(points[i], wp.vec3(0.0)), wp.vec3(1.0))
-    row, weight, f = _level_corners(p, res, dense, offset, rows)
+    row, weight, f = _level_corners(points[i], res, dense, offset, rows)
     for k in range(table.shape[1]):
         acc = float(0.0)
         for c in range(CORNERS):
@@ -191,8 +192,7 @@ def _table_grad_kernel(
     slot: wp.array(dtype=wp.int32),
 ):
     i = wp.tid()
-    p = wp.min(wp.max(points[i], wp.vec3(0.0)), wp.vec3(1.0))
-    row, weight, f = _level_corners(p, res, dense, offset, rows)
+    row, weight, f = _level_corners(points[i], res, dense, offset, rows)
     s = slot[i]
     for k in range(grad_table.shape[2]):
         g = grad_features[i, column + k]
@@ -216,8 +216,7 @@ def _points_grad_kernel(
     """Adds this level's gradient to ``grad_points``."""
     i = wp.tid()
     q = points[i]
-    p = wp.min(wp.max(q, wp.vec3(0.0)), wp.vec3(1.0))
-    row, weight, f = _level_corners(p, res, dense, offset, rows)
+    row, weight, f = _level_corners(q, res, dense, offset, rows)
     grad = wp.vec3(0.0)
     for c in range(CORNERS):
         dot = float(0.0)
