@@ -82,6 +82,7 @@ class TrainingConfig:
     max_iterations: int = 20000
     max_minutes: float | None = None  # wall-clock budget of the training steps (evaluation not counted)
     rays_per_batch: int = 4096
+    frames_per_batch: int | None = None  # each batch draws its rays from this many random frames (None: all)
     eval_every: int = 1000  # iterations between held-out evaluations (0: only at the end)
     checkpoint_every: int = 1000  # iterations between checkpoints (0: only at the end)
     log_every: int = 50
@@ -94,6 +95,8 @@ class TrainingConfig:
         check_count("max_iterations", self.max_iterations, 1)
         check_positive("max_minutes", self.max_minutes)
         check_count("rays_per_batch", self.rays_per_batch, 1)
+        if self.frames_per_batch is not None:
+            check_count("frames_per_batch", self.frames_per_batch, 1)
         check_count("eval_every", self.eval_every, 0)
         check_count("checkpoint_every", self.checkpoint_every, 0)
         check_count("log_every", self.log_every, 1)
@@ -110,10 +113,19 @@ class Evaluation:
     frames: int
 
 
-def ray_batch(frames: FrameSet, count: int, generator: torch.Generator, device: torch.device) -> RayBatch:
-    """``count`` random pixels over all of ``frames`` (uniform), as rays with their targets, on ``device``."""
+def ray_batch(
+    frames: FrameSet, count: int, generator: torch.Generator, device: torch.device, frames_per_batch: int | None = None
+) -> RayBatch:
+    """``count`` random pixels over all of ``frames`` (uniform), as rays with their targets, on ``device``.
+
+    With ``frames_per_batch``, the pixels come from that many frames drawn at random first (all frames when
+    there are fewer): models that compute something per frame (MonoAvatar's UV-CNN features) then do it a
+    few times per batch instead of once for nearly every ray."""
     cameras = frames.cameras.to(device)
-    picked = sample_pixels(cameras, count, generator)
+    subset = None
+    if frames_per_batch is not None and frames_per_batch < len(frames):
+        subset = torch.randperm(len(frames), generator=generator)[:frames_per_batch].to(device)
+    picked = sample_pixels(cameras, count, generator, subset)
     frame, rows, cols = picked.frame.cpu(), picked.rows.cpu(), picked.cols.cpu()
 
     def gather(x: Tensor | None) -> Tensor | None:
@@ -227,7 +239,7 @@ def train(
     while step < config.max_iterations and elapsed < budget:
         start = time.perf_counter()
         model.before_step(step, train_frames)
-        batch = ray_batch(train_frames, config.rays_per_batch, generator, device)
+        batch = ray_batch(train_frames, config.rays_per_batch, generator, device, config.frames_per_batch)
         result = model.training_step(batch, step)
         optimizer.zero_grad(set_to_none=True)
         result.loss.backward()

@@ -40,6 +40,16 @@ def test_insta_defaults_shapes_and_ranges(device, activation):
     torch.testing.assert_close(dec.density(feats * 10, cond), out.density)
 
 
+def test_monoavatar_sizes_give_the_colour_mlp_its_own_width():
+    # MonoAvatar (PAPERS.md): MLP1 3 x 128 -> density (+ features), MLP2 64 wide with the encoded direction.
+    config = NerfDecoderConfig(hidden_dim=128, density_layers=3, color_layers=1, color_hidden_dim=64, geometry_dim=32)
+    dec = NerfDecoder(128, 27, 0, config)
+    dense = [(m.in_features, m.out_features) for m in dec.density_net if isinstance(m, torch.nn.Linear)]
+    color = [(m.in_features, m.out_features) for m in dec.color_net if isinstance(m, torch.nn.Linear)]
+    assert dense == [(128, 128), (128, 128), (128, 128), (128, 33)]
+    assert color == [(32 + 27, 64), (64, 3)]
+
+
 def test_density_activation_is_applied_to_the_first_output():
     for activation, fn in [("trunc_exp", torch.exp), ("softplus", F.softplus)]:
         dec = NerfDecoder(*DIMS, NerfDecoderConfig(**TINY, density_activation=activation))
@@ -135,6 +145,8 @@ def test_bad_input():
         NerfDecoderConfig(density_activation="relu")
     with raises_naming("hidden_dim"):
         NerfDecoderConfig(hidden_dim=0)
+    with raises_naming("color_hidden_dim"):
+        NerfDecoderConfig(color_hidden_dim=0)
     with raises_naming("feature_dim"):
         NerfDecoder(0, 3)
     with raises_naming("cond_dim"):

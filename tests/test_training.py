@@ -120,3 +120,15 @@ def test_insta_reads_a_capture_without_parameters_from_its_meshes(video):
     assert torch.isfinite(model.training_step(batch, step=0).loss)
     with pytest.raises(ValueError, match="^frames:"):
         model.head(dataclasses.replace(capture, mesh_vertices=None, mesh_faces=None))
+
+
+def test_ray_batch_draws_from_the_requested_number_of_frames(video):
+    train_frames, _ = video
+    generator = torch.Generator().manual_seed(3)
+    for _ in range(5):
+        batch = ray_batch(train_frames, 256, generator, torch.device("cpu"), frames_per_batch=2)
+        assert len(batch.rays.frame.unique()) == 2  # 256 draws from 2 frames miss one with odds 2^-255
+    everything = ray_batch(train_frames, 4096, generator, torch.device("cpu"), frames_per_batch=100)
+    assert len(everything.rays.frame.unique()) == len(train_frames)
+    with pytest.raises(ValueError, match="^frames_per_batch:"):
+        TrainingConfig(frames_per_batch=0)

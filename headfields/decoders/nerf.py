@@ -60,6 +60,7 @@ class NerfDecoderConfig:
     hidden_dim: int = INSTA_HIDDEN
     density_layers: int = INSTA_DENSITY_LAYERS  # hidden layers of the density MLP
     color_layers: int = INSTA_COLOR_LAYERS  # hidden layers of the colour MLP
+    color_hidden_dim: int | None = None  # width of the colour MLP (None: hidden_dim; MonoAvatar: 64 under 128)
     geometry_dim: int = INSTA_GEOMETRY_DIM  # features passed from the density to the colour MLP
     density_activation: DensityActivation = "trunc_exp"
     cond_to_color: bool = False  # also append cond to the colour-MLP input (INSTA: no)
@@ -68,6 +69,8 @@ class NerfDecoderConfig:
         check_count("hidden_dim", self.hidden_dim, 1)
         check_count("density_layers", self.density_layers, 0)
         check_count("color_layers", self.color_layers, 0)
+        if self.color_hidden_dim is not None:
+            check_count("color_hidden_dim", self.color_hidden_dim, 1)
         check_count("geometry_dim", self.geometry_dim, 0)
         if self.density_activation not in _DENSITY_ACTIVATIONS:
             choices = sorted(_DENSITY_ACTIVATIONS)
@@ -111,7 +114,8 @@ class NerfDecoder(nn.Module):
         density_in = feature_dim + cond_dim
         self.density_net = mlp(density_in, config.hidden_dim, config.density_layers, 1 + config.geometry_dim)
         color_in = config.geometry_dim + dir_dim + (cond_dim if config.cond_to_color else 0)
-        self.color_net = mlp(color_in, config.hidden_dim, config.color_layers, 3)
+        color_hidden = config.hidden_dim if config.color_hidden_dim is None else config.color_hidden_dim
+        self.color_net = mlp(color_in, color_hidden, config.color_layers, 3)
         self._activation = _DENSITY_ACTIVATIONS[config.density_activation]
 
     def _check(self, name: str, x: Tensor, width: int, n: int | None) -> None:
