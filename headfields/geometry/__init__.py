@@ -1,6 +1,6 @@
-"""Meshes and Warp kernels: per-frame BVHs, closest points, ray hits, nearest vertices, surface samples and
-triangle frames. Every query runs on CPU and CUDA from one source; ``_warp.launch_rows`` is the one launcher
-that every Warp kernel in headfields goes through (thread pool on CPU, torch's stream on CUDA)."""
+"""Meshes and Warp kernels: per-frame BVHs, closest points, ray hits, nearest vertices, surface samples,
+triangle frames and UV rasterisation. Every query runs on CPU and CUDA from one source; ``_warp.launch_rows`` is
+the one launcher that every Warp kernel in headfields goes through (thread pool on CPU, torch's stream on CUDA)."""
 
 from .mesh import TriangleMesh
 from .primitives import box, head_proxy, uv_sphere
@@ -15,6 +15,7 @@ from .triangles import (
     triangle_frames,
     vertex_normals,
 )
+from .uv import UVRaster, interpolate_uv, rasterize_uv, sample_uv, vertex_uvs
 
 __all__ = [
     "ClosestPoint",
@@ -23,6 +24,7 @@ __all__ = [
     "SurfaceSamples",
     "TriangleFrames",
     "TriangleMesh",
+    "UVRaster",
     "box",
     "closest_point",
     "closest_point_on_triangle",
@@ -30,11 +32,15 @@ __all__ = [
     "face_areas",
     "face_normals",
     "head_proxy",
+    "interpolate_uv",
     "knn_vertices",
     "ray_intersect",
+    "rasterize_uv",
     "sample_near_surface",
     "sample_surface",
+    "sample_uv",
     "triangle_frames",
     "uv_sphere",
     "vertex_normals",
+    "vertex_uvs",
 ]
