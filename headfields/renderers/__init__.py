@@ -33,6 +33,7 @@ __all__ = [
 
 # Packed samples, occupancy-grid marching, mesh-guided filtering and compositing (issue 4).
 from .compositing import Composite, composite  # noqa: E402
+from .hierarchical import importance_samples  # noqa: E402
 from .mesh_sampler import mesh_guided_filter  # noqa: E402
 from .occupancy import OccupancyGrid  # noqa: E402
 from .samples import BoxHit, PackedSamples, ray_aabb, stratified_samples  # noqa: E402
@@ -43,6 +44,7 @@ __all__ += [
     "OccupancyGrid",
     "PackedSamples",
     "composite",
+    "importance_samples",
     "mesh_guided_filter",
     "ray_aabb",
     "stratified_samples",

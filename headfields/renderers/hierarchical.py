@@ -1,0 +1,119 @@
+"""Hierarchical sampling (NeRF coarse + fine, MonoAvatar's renderer): fine intervals drawn from coarse weights.
+
+The coarse weights of a ray define a piecewise-constant pdf over its coarse intervals: interval ``j`` gets mass
+proportional to ``w_j + padding`` spread uniformly over ``[t_start_j, t_end_j]``. The CDF is piecewise linear
+inside the intervals and flat over any gap between them (coarse samples removed by a filter, e.g.
+:func:`mesh_guided_filter`), so no new edge lands inside a gap, though a new interval may straddle one. New
+edges are inverse-CDF images of stratified quantiles, all rays at once: the per-ray CDFs are offset by the
+ray index (``ray + cdf``) into one sorted array that one ``torch.searchsorted`` serves.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from .._checks import IntLike, check_count, check_finite, check_shape
+from .samples import PackedSamples
+
+# NeRF (Mildenhall et al. 2020, sample_pdf) adds 1e-5 to the coarse weights before normalising, so empty rays
+# resample uniformly and nothing divides by zero (mip-NeRF blurs the weights instead).
+PADDING = 1e-5
+
+
+def _check_weights(weights: Tensor, s: int, device: torch.device) -> None:
+    """Shape and dtype, then the values with one reduction (one sync on CUDA): finite and non-negative."""
+    check_shape("weights", weights, [s], device=device)
+    if not weights.is_floating_point():
+        raise TypeError(f"weights: expected a floating-point tensor, got {weights.dtype}")
+    if s == 0:
+        return
+    with torch.no_grad():
+        finite, non_negative = torch.stack([weights.sum().isfinite(), weights.amin() >= 0]).tolist()
+    if not finite:
+        check_finite("weights", weights)
+    if not non_negative:
+        raise ValueError("weights: expected non-negative values, found a negative one")
+
+
+def importance_samples(
+    samples: PackedSamples,
+    weights: Float[Tensor, " S"],
+    num_samples: IntLike,
+    generator: torch.Generator | None = None,
+    padding: float = PADDING,
+) -> PackedSamples:
+    """``num_samples`` contiguous intervals on every ray that has coarse samples, drawn from its coarse weights.
+
+    Each ray's ``num_samples + 1`` new edges are ``F^-1(u_i)``, ``F`` the CDF of the pdf with mass
+    ``weights + padding`` per coarse interval (uniform inside it), for quantiles ``u_0 <= ... <= u_n``
+    (``n = num_samples``):
+
+    - ``generator`` None: ``u_i = i / n``; deterministic, and the new intervals span the ray's weighted support.
+    - with a ``generator``: ``u_i = (i + xi_i) / (n + 1)``, ``xi = torch.rand(K, n + 1, generator=generator,
+      dtype=torch.float64)`` drawn on the generator's device, one row per ray that has samples (``K`` of them,
+      in ray order): one quantile in each of ``n + 1`` equal strata of ``[0, 1)`` (stratified, mip-NeRF).
+
+    ``F^-1(u)`` is the start of the support where ``F > u`` (``inf {t : F(t) > u}``), and its end for
+    ``u = 1``: an edge never lies inside a gap between coarse intervals or inside an interval without mass,
+    though a new interval may straddle a gap (and its midpoint lie in it). A ray whose padded weights sum
+    to zero (all weights zero with ``padding = 0``) takes the limit ``padding -> 0``: equal mass per interval.
+    Rays without coarse samples get no new ones. The result keeps the dtype and device of ``samples``; no
+    gradient flows (weights and intervals are detached: new samples are where to query the field).
+    """
+    s, r, device = len(samples), samples.num_rays, samples.device
+    _check_weights(weights, s, device)
+    n = check_count("num_samples", num_samples, 1)
+    if isinstance(padding, bool) or not isinstance(padding, (int, float)):
+        raise TypeError(f"padding: expected a finite number >= 0, got {padding!r}")
+    if not (math.isfinite(padding) and padding >= 0):
+        raise ValueError(f"padding: expected a finite number >= 0, got {padding!r}")
+    dtype = samples.t_start.dtype
+    if s == 0:
+        empty = samples.t_start.new_zeros(0)
+        return PackedSamples._trusted(samples.ray.new_zeros(0), empty, empty.clone(), r)
+
+    with torch.no_grad():
+        ray = samples.ray
+        counts = samples.counts()
+        mass = weights.detach().double() + float(padding)
+        total = torch.zeros(r, dtype=torch.float64, device=device).index_add(0, ray, mass)
+        no_mass = total == 0  # all weights zero and no padding: equal masses, the limit padding -> 0
+        mass = torch.where(no_mass[ray], 1.0, mass) / torch.where(no_mass, counts.double(), total)[ray]
+        first = torch.cumsum(counts, dim=0) - counts
+        last = first + counts - 1
+        # Per-ray inclusive CDF from one global cumsum (of normalised masses, so the global sum stays ~ the
+        # ray count and the per-ray differences keep their precision); dividing by each ray's own last value
+        # makes the CDF end at exactly 1, so the offset keys ``ray + cdf`` are sorted across rays.
+        running = torch.cat([mass.new_zeros(1), torch.cumsum(mass, dim=0)])
+        base = running[first]
+        cdf = (running[1:] - base[ray]) / (running[last + 1] - base)[ray]
+        index = torch.arange(s, device=device)
+        cdf_before = torch.where(index == first[ray], 0.0, torch.cat([cdf.new_zeros(1), cdf[:-1]]))
+        positive = cdf > cdf_before
+        # The last interval with mass on each ray: where u = 1 maps (its end), not onto trailing empty intervals.
+        last_positive = torch.full((r,), -1, dtype=torch.long, device=device)
+        last_positive = last_positive.scatter_reduce(0, ray, torch.where(positive, index, -1), "amax")
+
+        rays = torch.nonzero(counts > 0)[:, 0]
+        k = rays.shape[0]
+        steps = torch.arange(n + 1, dtype=torch.float64, device=device)
+        if generator is None:
+            u = (steps / n).expand(k, n + 1)
+        else:
+            xi = torch.rand(k, n + 1, generator=generator, device=generator.device, dtype=torch.float64).to(device)
+            u = (steps + xi) / (n + 1)
+        keys = ray.double() + cdf
+        # The first key above ray + u is in this ray (earlier rays' keys are <= ray) unless u reaches 1.
+        found = torch.searchsorted(keys, (rays.double()[:, None] + u).contiguous(), right=True)
+        found = torch.minimum(found, last_positive[rays][:, None])
+        lo, hi = cdf_before[found], cdf[found]
+        frac = ((u - lo) / torch.where(hi > lo, hi - lo, 1.0)).clamp(0, 1)
+        t0, t1 = samples.t_start.detach().double()[found], samples.t_end.detach().double()[found]
+        edges = torch.lerp(t0, t1, frac)
+        edges = torch.cummax(edges, dim=1).values.to(dtype)  # non-decreasing despite rounding at interval ends
+        new_ray = rays[:, None].expand(k, n).reshape(-1)
+        return PackedSamples._trusted(new_ray, edges[:, :-1].reshape(-1), edges[:, 1:].reshape(-1), r)
