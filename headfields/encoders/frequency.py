@@ -1,8 +1,10 @@
-"""NeRF positional encoding (Mildenhall et al. 2020): sines and cosines of the input at octave frequencies."""
+"""NeRF positional encoding (Mildenhall et al. 2020): sines and cosines of the input at octave frequencies,
+with Nerfies' coarse-to-fine window (Park et al. 2021) that fades the bands in one by one during training."""
 
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 from jaxtyping import Float
@@ -13,11 +15,44 @@ from .._checks import check_count, check_float
 MAX_FREQUENCIES = 32  # 2^31 pi x already aliases for any float32 x
 
 
+def _check_window(window: object, num_frequencies: int) -> float:
+    if isinstance(window, bool) or not isinstance(window, numbers.Real):
+        raise TypeError(f"window: expected a number in [0, {num_frequencies}] or None, got {window!r}")
+    if not 0 <= window <= num_frequencies:  # also rejects NaN
+        raise ValueError(f"window: expected a number in [0, {num_frequencies}] or None, got {window}")
+    return float(window)
+
+
+def window_weights(window: float, num_frequencies: int) -> list[float]:
+    """Nerfies' coarse-to-fine weights ``w_k(α) = (1 − cos(π · clamp(α − k, 0, 1))) / 2`` of bands
+    ``k = 0 .. K−1`` for ``α = window`` in ``[0, K]``: band k is off for ``α ≤ k``, on for ``α ≥ k + 1``."""
+    num_frequencies = check_count("num_frequencies", num_frequencies, 0, MAX_FREQUENCIES)
+    alpha = _check_window(window, num_frequencies)
+    return [(1.0 - math.cos(math.pi * min(max(alpha - k, 0.0), 1.0))) / 2.0 for k in range(num_frequencies)]
+
+
+def frequency_window(step: int, num_frequencies: int, ramp_steps: int, start_step: int = 0) -> float:
+    """The window ``α`` at training ``step``: 0 until ``start_step``, then growing linearly to
+    ``num_frequencies`` over ``ramp_steps`` steps, then held (Nerfies' schedule; MonoAvatar: 0 → 6 bands over
+    80k iterations). ``ramp_steps = 0`` switches every band on at ``start_step``."""
+    step = check_count("step", step, 0)
+    num_frequencies = check_count("num_frequencies", num_frequencies, 0, MAX_FREQUENCIES)
+    ramp_steps = check_count("ramp_steps", ramp_steps, 0)
+    start_step = check_count("start_step", start_step, 0)
+    if step < start_step:
+        return 0.0
+    if ramp_steps == 0:
+        return float(num_frequencies)
+    return num_frequencies * min((step - start_step) / ramp_steps, 1.0)
+
+
 class FrequencyEncoding(nn.Module):
     """``[x, sin(2^0 pi x), cos(2^0 pi x), ..., sin(2^(K-1) pi x), cos(2^(K-1) pi x)]`` for ``K = num_frequencies``.
 
     Each block holds all ``in_dim`` coordinates; ``x`` itself comes first when ``include_input``.
-    ``out_dim = in_dim * (include_input + 2 K)``.
+    ``out_dim = in_dim * (include_input + 2 K)``. ``forward(x, window=α)`` multiplies band k's sines and
+    cosines by :func:`window_weights` (Nerfies' coarse-to-fine); ``x`` itself is never windowed, and
+    ``window=None`` keeps every band fully on.
     """
 
     def __init__(self, in_dim: int, num_frequencies: int, include_input: bool = True):
@@ -32,10 +67,14 @@ class FrequencyEncoding(nn.Module):
             "frequencies", math.pi * 2.0 ** torch.arange(self.num_frequencies, dtype=torch.float64), persistent=False
         )
 
-    def forward(self, x: Float[Tensor, "N D"]) -> Float[Tensor, "N E"]:
+    def forward(self, x: Float[Tensor, "N D"], window: float | None = None) -> Float[Tensor, "N E"]:
         check_float("x", x, [None, self.in_dim], device=self.frequencies.device)
+        weights = None if window is None else window_weights(window, self.num_frequencies)
         angles = x[:, None, :] * self.frequencies.to(x.dtype)[:, None]  # [N, K, D]
-        waves = torch.stack([torch.sin(angles), torch.cos(angles)], dim=2).reshape(x.shape[0], -1)  # [N, K*2*D]
+        waves = torch.stack([torch.sin(angles), torch.cos(angles)], dim=2)  # [N, K, 2, D]
+        if weights is not None:
+            waves = waves * torch.tensor(weights, dtype=x.dtype, device=x.device)[:, None, None]
+        waves = waves.reshape(x.shape[0], -1)  # [N, K*2*D]
         return torch.cat([x, waves], dim=1) if self.include_input else waves
 
     def extra_repr(self) -> str:

@@ -1,0 +1,266 @@
+"""MonoAvatar's error-correction warp (Bai et al., CVPR 2023): a Nerfies-style SE(3) field (Park et al. 2021)
+that absorbs tracking errors during training.
+
+For a sample ``q`` of frame ``f`` a trunk MLP reads ``[PE(q) windowed, latent[f]]`` (a learnable per-frame
+latent) and three linear heads give a log-quaternion ``ω``, a centre ``c`` and a translation ``t``:
+
+    q' = R(q + c) − c + t,    d' = R d,    R = rotation of the unit quaternion exp((0, ω)),
+
+i.e. a rotation by the angle ``2|ω|`` about ``ω / |ω|`` around the point ``−c``, then a shift. The heads start
+at zero, so the warp starts as the identity exactly (the trunk and latents then get gradients once the heads
+have moved off zero, i.e. from the second optimiser step). The positional encoding of ``q`` fades its bands in
+with Nerfies' coarse-to-fine window (MonoAvatar: 0 → 6 bands over 80k iterations).
+
+The warp is on for training after a warm-up and off at test: with ``not self.training`` or
+``step < config.start_step`` (``set_step`` each iteration) it returns its input unchanged. Its regularisers
+(:meth:`ErrorCorrectionWarp.regularizers`) are Nerfies' elastic loss on the Jacobian ``∂q'/∂q`` and the
+magnitude ``‖q − q'‖²``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor, nn
+
+from .._checks import IntLike, check_count, check_float, check_frame, check_int, check_positive
+from ..encoders.frequency import FrequencyEncoding, frequency_window
+from ..losses import elastic_loss, magnitude_loss
+from ..parametric import Head
+from .base import Canonical, Deformer, check_deformer_input
+
+# MonoAvatar (PAPERS.md, "MonoAvatar"): trunk 5 x 128 on PE(q) with bands 0 -> 6 over 80k iterations; the warp
+# is off for the first 5k iterations; elastic loss weight 1e-4 (1e-5 late in training), magnitude 1e-2.
+MONOAVATAR_HIDDEN = 128
+MONOAVATAR_HIDDEN_LAYERS = 5
+MONOAVATAR_WARP_FREQUENCIES = 6
+MONOAVATAR_WINDOW_STEPS = 80_000
+MONOAVATAR_WARP_START = 5_000
+MONOAVATAR_ELASTIC_WEIGHT = 1e-4
+MONOAVATAR_MAGNITUDE_WEIGHT = 1e-2
+# Not in PAPERS.md: the per-frame latent's width and its initial spread (small, so frames start alike).
+LATENT_DIM = 32
+LATENT_INIT_STD = 1e-2
+# exp map: below this |ω|^2 the Taylor series replaces sin|ω|/|ω| and cos|ω| (no 0/0, no NaN gradient at 0,
+# and no cancellation in the float32 gradient of sin(θ)/θ for small θ); series to θ^6: error < 1e-13 here.
+SMALL_ANGLE_SQ = 1e-2
+
+
+@dataclass(frozen=True)
+class ErrorCorrectionConfig:
+    """Sizes, schedule and regulariser weights of :class:`ErrorCorrectionWarp`; defaults from MonoAvatar
+    (PAPERS.md) except ``latent_dim``, which the paper does not give."""
+
+    latent_dim: int = LATENT_DIM  # per-frame latent width (our choice; not in PAPERS.md)
+    hidden_dim: int = MONOAVATAR_HIDDEN  # trunk width
+    hidden_layers: int = MONOAVATAR_HIDDEN_LAYERS  # trunk ReLU layers
+    num_frequencies: int = MONOAVATAR_WARP_FREQUENCIES  # PE bands of q (windowed in 0 -> num_frequencies)
+    window_steps: int = MONOAVATAR_WINDOW_STEPS  # steps over which the window opens, counted from step 0
+    start_step: int = MONOAVATAR_WARP_START  # the warp is the identity before this step
+    elastic_weight: float = MONOAVATAR_ELASTIC_WEIGHT
+    magnitude_weight: float = MONOAVATAR_MAGNITUDE_WEIGHT
+    elastic_scale: float | None = None  # Geman-McClure scale of the elastic loss (None: plain; Nerfies: 0.03)
+    length_scale: float = 0.1  # the encoding reads q / length_scale: a FLAME head (metres) spans about [-1, 1]
+
+    def __post_init__(self) -> None:
+        check_count("latent_dim", self.latent_dim, 1)
+        check_count("hidden_dim", self.hidden_dim, 1)
+        check_count("hidden_layers", self.hidden_layers, 0)
+        check_count("num_frequencies", self.num_frequencies, 0)
+        check_count("window_steps", self.window_steps, 0)
+        check_count("start_step", self.start_step, 0)
+        for name in ("elastic_weight", "magnitude_weight"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < float("inf"):
+                raise ValueError(f"{name}: expected a finite non-negative number, got {value!r}")
+        check_positive("length_scale", self.length_scale)
+        scale = self.elastic_scale
+        if scale is not None and (isinstance(scale, bool) or not isinstance(scale, int | float) or not scale > 0):
+            raise ValueError(f"elastic_scale: expected a positive number or None, got {scale!r}")
+
+
+@dataclass
+class WarpRegularizers:
+    """The warp's regularisers on a set of samples: raw values and the config's weights, so both can be logged.
+    ``total`` is what a training loss adds."""
+
+    elastic: Float[Tensor, ""]  # mean ‖log σ(∂q'/∂q)‖² (Geman-McClure if config.elastic_scale), unweighted
+    magnitude: Float[Tensor, ""]  # mean ‖q − q'‖², unweighted
+    elastic_weight: float
+    magnitude_weight: float
+
+    @property
+    def weighted_elastic(self) -> Tensor:
+        return self.elastic_weight * self.elastic
+
+    @property
+    def weighted_magnitude(self) -> Tensor:
+        return self.magnitude_weight * self.magnitude
+
+    @property
+    def total(self) -> Tensor:
+        return self.weighted_elastic + self.weighted_magnitude
+
+
+def log_quaternion_to_rotation(omega: Float[Tensor, "N 3"]) -> Float[Tensor, "N 3 3"]:
+    """Rotation matrices of the unit quaternions ``exp((0, ω)) = (cos|ω|, sin|ω| ω/|ω|)``: a rotation by ``2|ω|``
+    about ``ω/|ω|`` (the identity at ``ω = 0``, exactly). Small ``|ω|`` use Taylor series, so values and gradients
+    stay finite and accurate at and near 0."""
+    check_float("omega", omega, [None, 3])
+    theta_sq = omega.square().sum(dim=-1, keepdim=True)  # [N, 1]
+    small = theta_sq < SMALL_ANGLE_SQ
+    # Double-where: the sqrt never sees 0, so no NaN gradient leaks through the unused branch.
+    theta = torch.sqrt(torch.where(small, torch.ones_like(theta_sq), theta_sq))
+    t2, t4, t6 = theta_sq, theta_sq.square(), theta_sq**3
+    sinc = torch.where(small, 1 - t2 / 6 + t4 / 120 - t6 / 5040, torch.sin(theta) / theta)
+    w = torch.where(small, 1 - t2 / 2 + t4 / 24 - t6 / 720, torch.cos(theta))  # [N, 1]
+    v = sinc * omega  # [N, 3]: the quaternion's vector part
+    x, y, z = v.unbind(-1)
+    zero = torch.zeros_like(x)
+    skew = torch.stack([zero, -z, y, z, zero, -x, -y, x, zero], dim=-1).reshape(-1, 3, 3)
+    eye = torch.eye(3, dtype=omega.dtype, device=omega.device)
+    # R = I + 2 w [v]x + 2 [v]x^2 for a unit quaternion (w, v).
+    return eye + 2 * w[..., None] * skew + 2 * skew @ skew
+
+
+def _apply(rotation: Tensor, v: Tensor) -> Tensor:
+    """``R v`` per row (broadcast multiply-add)."""
+    return (rotation * v[:, None, :]).sum(-1)
+
+
+@dataclass
+class _Warped:
+    points: Float[Tensor, "N 3"]
+    rotation: Float[Tensor, "N 3 3"]
+
+
+class ErrorCorrectionWarp(Deformer):
+    """MonoAvatar's SE(3) error-correction warp with a per-frame latent; see the module docstring.
+
+    ``num_frames``: frames of the training video; ``frame`` indices (the same as the head's frames) pick the
+    latent and must lie in ``[0, num_frames)`` while the warp is active. The head itself is not read (it is
+    only checked), so the warp can follow any deformer in a :class:`DeformerChain`. The step (``set_step``)
+    is saved with ``state_dict``.
+    """
+
+    def __init__(self, num_frames: int, config: ErrorCorrectionConfig | None = None):
+        super().__init__()
+        self.num_frames = check_count("num_frames", num_frames, 1)
+        self.config = config = config if config is not None else ErrorCorrectionConfig()
+        self.step = 0
+        self.encoding = FrequencyEncoding(3, config.num_frequencies)
+        self.latent = nn.Embedding(self.num_frames, config.latent_dim)
+        nn.init.normal_(self.latent.weight, std=LATENT_INIT_STD)
+        layers: list[nn.Module] = []
+        width = self.encoding.out_dim + config.latent_dim
+        for _ in range(config.hidden_layers):
+            layers += [nn.Linear(width, config.hidden_dim), nn.ReLU()]
+            width = config.hidden_dim
+        self.trunk = nn.Sequential(*layers)
+        self.rotation_head = nn.Linear(width, 3)  # log-quaternion ω
+        self.center_head = nn.Linear(width, 3)  # c
+        self.translation_head = nn.Linear(width, 3)  # t
+        for head in (self.rotation_head, self.center_head, self.translation_head):
+            nn.init.zeros_(head.weight)
+            nn.init.zeros_(head.bias)
+
+    # ------------------------------------------------------------------ schedule
+
+    def set_step(self, step: int) -> None:
+        """The training step: sets the coarse-to-fine window and whether the warp is on (``step >= start_step``)."""
+        self.step = check_count("step", step, 0)
+
+    @property
+    def window(self) -> float:
+        """The positional encoding's window α at the current step: 0 → ``num_frequencies`` over ``window_steps``."""
+        return frequency_window(self.step, self.config.num_frequencies, self.config.window_steps)
+
+    @property
+    def active(self) -> bool:
+        """True when training and past the warm-up; otherwise the warp is the identity."""
+        return self.training and self.step >= self.config.start_step
+
+    def get_extra_state(self) -> dict:
+        return {"step": self.step}
+
+    def set_extra_state(self, state: dict) -> None:
+        self.set_step(state["step"])
+
+    # ------------------------------------------------------------------ the map
+
+    def _warp(self, x: Tensor, frame: Tensor) -> _Warped:
+        """``q' = R(q + c) − c + t`` and ``R`` for checked inputs; the network runs in the parameters' dtype, the
+        transform in the promoted dtype of ``x`` and the parameters."""
+        param_dtype = self.latent.weight.dtype
+        dtype = torch.promote_types(x.dtype, param_dtype)
+        features = torch.cat(
+            [self.encoding(x.to(param_dtype) / self.config.length_scale, window=self.window), self.latent(frame)], dim=-1
+        )
+        hidden = self.trunk(features)
+        omega = self.rotation_head(hidden).to(dtype)
+        center = self.center_head(hidden).to(dtype)
+        translation = self.translation_head(hidden).to(dtype)
+        rotation = log_quaternion_to_rotation(omega)
+        points = _apply(rotation, x.to(dtype) + center) - center + translation
+        return _Warped(points=points, rotation=rotation)
+
+    def _check_x(self, x: Tensor) -> None:
+        check_float("x", x, [None, 3], device=self.latent.weight.device)
+
+    def forward(
+        self,
+        x: Float[Tensor, "N 3"],
+        head: Head,
+        frame: Int[Tensor, " N"] | IntLike | None = None,
+        dirs: Float[Tensor, "N 3"] | None = None,
+    ) -> Canonical:
+        checked = check_deformer_input(x, head, frame, dirs)
+        valid = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
+        if not self.active:
+            return Canonical(points=x, dirs=dirs, valid=valid, face=None)
+        self._check_x(x)
+        check_int("frame", checked.frame, [x.shape[0]], upper=self.num_frames)
+        warped = self._warp(x, checked.frame)
+        # R is a rotation: directions keep their length (no renormalisation, so the identity stays exact).
+        out_dirs = None if dirs is None else _apply(warped.rotation, dirs.to(warped.rotation.dtype))
+        return Canonical(points=warped.points, dirs=out_dirs, valid=valid, face=None)
+
+    def jacobian(self, x: Float[Tensor, "N 3"], frame: Int[Tensor, " N"] | IntLike) -> Float[Tensor, "N 3 3"]:
+        """``J[n, i, j] = ∂q'_i / ∂q_j`` of the active map at the samples, by three backward passes (each sample's
+        output depends only on its own input), with ``create_graph`` so it can be trained through. Gradients
+        reach the parameters, not ``x``. Computed whatever the step and mode (for inspection and tests)."""
+        self._check_x(x)
+        frame = check_frame("frame", frame, x.shape[0], self.num_frames, x.device)
+        return self._jacobian(x, frame)[0]
+
+    def _jacobian(self, x: Tensor, frame: Tensor) -> tuple[Tensor, Tensor]:
+        with torch.enable_grad():
+            q = x.detach().requires_grad_(True)
+            points = self._warp(q, frame).points
+            rows = [torch.autograd.grad(points[:, i].sum(), q, create_graph=True)[0] for i in range(3)]
+        return torch.stack(rows, dim=1).to(points.dtype), points - q.to(points.dtype)
+
+    def regularizers(self, x: Float[Tensor, "N 3"], frame: Int[Tensor, " N"] | IntLike) -> WarpRegularizers:
+        """Nerfies' elastic loss on ``∂q'/∂q`` and the magnitude ``‖q − q'‖²`` (means over the samples), raw and
+        with the config's weights. The Jacobian costs three extra backward passes through the trunk with a graph
+        kept for the second-order gradient: pass a subset of the batch's samples (e.g. a few thousand), not all.
+        Gradients reach the warp's parameters, not ``x``. While the warp is inactive both are 0 (it is the
+        identity there)."""
+        self._check_x(x)
+        frame = check_frame("frame", frame, x.shape[0], self.num_frames, x.device)
+        weights = {"elastic_weight": self.config.elastic_weight, "magnitude_weight": self.config.magnitude_weight}
+        if not self.active or x.shape[0] == 0:
+            # A zero on the parameters' graph, so ``total.backward()`` always works.
+            zero = (self.latent.weight.sum() * 0.0).to(torch.promote_types(x.dtype, self.latent.weight.dtype))
+            return WarpRegularizers(elastic=zero, magnitude=zero, **weights)
+        jacobian, displacement = self._jacobian(x, frame)
+        return WarpRegularizers(
+            elastic=elastic_loss(jacobian, scale=self.config.elastic_scale),
+            magnitude=magnitude_loss(displacement),
+            **weights,
+        )
+
+    def extra_repr(self) -> str:
+        return f"num_frames={self.num_frames}, step={self.step}"
