@@ -157,7 +157,7 @@ def _knn_kernel(
                         j -= 1
                     best_d[j] = d
                     best_i[j] = v
-        if radius < bound:
+        if radius < bound and bound < wp.inf:  # the warm start's bound; without one, keep doubling
             radius = bound
         else:
             radius = radius * 2.0
@@ -246,7 +246,7 @@ def closest_point(
         _closest_point_kernel,
         n,
         [mesh.warp_mesh_ids(), limit, points32, frame, face, bary, point, distance, sign],
-        [_warp.morton_order(points32)],
+        [_warp.morton_order(points32, frame if mesh.num_frames > 1 else None)],
         mesh.device,
     )
     hit = face >= 0
@@ -338,7 +338,8 @@ def knn_vertices(
     edges = vertices32[:, mesh.faces[:, 1]] - vertices32[:, mesh.faces[:, 0]]
     start = torch.linalg.vector_norm(edges, dim=-1).mean(dim=1).contiguous()
     shared = [bvh_ids, vertices32, start, k, queries, frame, index]
-    _warp.launch_rows(_knn_kernel, n, shared, [_warp.morton_order(queries)], mesh.device)
+    order = _warp.morton_order(queries, frame if mesh.num_frames > 1 else None)
+    _warp.launch_rows(_knn_kernel, n, shared, [order], mesh.device)
     if (index < 0).any():
         row = int((index < 0).any(dim=1).nonzero()[0, 0])
         raise ValueError(f"points: row {row} is too far from the mesh for float32 distances ({points[row].tolist()})")
