@@ -99,3 +99,9 @@ def test_bad_window_and_schedule_arguments():
         frequency_window(0, -1, 10)
     with raises_naming("start_step"):
         frequency_window(0, 6, 10, start_step=-1)
+
+
+def test_no_points_give_an_empty_encoding():
+    encoding = FrequencyEncoding(3, 4)
+    assert encoding(torch.zeros(0, 3)).shape == (0, 3 + 2 * 4 * 3)
+    assert encoding(torch.zeros(0, 3), window=2.0).shape == (0, 27)

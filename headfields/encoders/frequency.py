@@ -74,7 +74,7 @@ class FrequencyEncoding(nn.Module):
         waves = torch.stack([torch.sin(angles), torch.cos(angles)], dim=2)  # [N, K, 2, D]
         if weights is not None:
             waves = waves * torch.tensor(weights, dtype=x.dtype, device=x.device)[:, None, None]
-        waves = waves.reshape(x.shape[0], -1)  # [N, K*2*D]
+        waves = waves.reshape(x.shape[0], 2 * self.num_frequencies * self.in_dim)  # [N, K*2*D], N may be 0
         return torch.cat([x, waves], dim=1) if self.include_input else waves
 
     def extra_repr(self) -> str:
