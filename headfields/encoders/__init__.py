@@ -1,8 +1,27 @@
 """Encoders: map points or directions to features. Each is an ``nn.Module`` with ``in_dim``, ``out_dim`` and
-``forward(x [N, in_dim]) -> [N, out_dim]``."""
+``forward(x [N, in_dim]) -> [N, out_dim]`` (mesh-anchored encoders also take the mesh and frames). The UV-space
+CNNs make the per-vertex features those read."""
 
 from .frequency import FrequencyEncoding
 from .hashgrid import HashGrid, HashGridConfig
+from .mesh_anchored import AnchoredFeatures, MeshAnchoredConfig, MeshAnchoredEncoder
 from .spherical_harmonics import SphericalHarmonics
+from .uv_cnn import UVCodeDecoder, UVCodeDecoderConfig, UVUNet, UVUNetConfig
+from .vertex_features import CodeVertexFeatures, DisplacementVertexFeatures, StaticVertexFeatures
 
-__all__ = ["FrequencyEncoding", "HashGrid", "HashGridConfig", "SphericalHarmonics"]
+__all__ = [
+    "AnchoredFeatures",
+    "CodeVertexFeatures",
+    "DisplacementVertexFeatures",
+    "FrequencyEncoding",
+    "HashGrid",
+    "HashGridConfig",
+    "MeshAnchoredConfig",
+    "MeshAnchoredEncoder",
+    "SphericalHarmonics",
+    "StaticVertexFeatures",
+    "UVCodeDecoder",
+    "UVCodeDecoderConfig",
+    "UVUNet",
+    "UVUNetConfig",
+]

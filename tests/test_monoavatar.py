@@ -1,0 +1,137 @@
+"""MonoAvatar on a tiny synthetic video: the loss falls and every piece (UV rasterisation, U-Net, mesh-anchored
+encoder, decoder, error-correction warp) receives gradients; the warp is off at test time; the vertex
+features follow the expression; the shared training loop runs it; bad configurations raise."""
+
+import dataclasses
+
+import pytest
+import torch
+
+from headfields.data import SyntheticVideoConfig, load_insta_dataset, make_synthetic_video
+from headfields.decoders import NerfDecoderConfig
+from headfields.deformers import ErrorCorrectionConfig
+from headfields.encoders import MeshAnchoredConfig, UVCodeDecoderConfig, UVUNetConfig
+from headfields.models.monoavatar import MonoAvatar, MonoAvatarConfig
+from headfields.parametric import load_model
+from headfields.training import TrainingConfig, ray_batch, train
+
+from helpers import raises_naming
+
+TINY = MonoAvatarConfig(
+    feature_dim=8,
+    uv_resolution=32,
+    unet=UVUNetConfig(out_channels=8, channels=(4, 8, 16)),
+    code_decoder=UVCodeDecoderConfig(out_channels=8, resolution=32, channels=(16, 8, 4)),
+    anchored=MeshAnchoredConfig(position_frequencies=4, hidden_dim=16, hidden_layers=1, out_dim=16),
+    decoder=NerfDecoderConfig(hidden_dim=16, density_layers=1, color_layers=1, geometry_dim=8, density_activation="softplus"),
+    coarse_samples=24,
+    fine_samples=12,
+    warp=ErrorCorrectionConfig(latent_dim=4, hidden_dim=16, hidden_layers=2, window_steps=20, start_step=3),
+    warp_samples=64,
+    learning_rate=5e-3,
+    final_learning_rate=5e-4,
+    decay_steps=100,
+)
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory):
+    config = SyntheticVideoConfig(num_frames=8, num_val=1, num_test=2, resolution=24, episode_frames=2)
+    root = make_synthetic_video(tmp_path_factory.mktemp("video"), config)
+    return load_insta_dataset(root, "train"), load_insta_dataset(root, "test")
+
+
+def _model(frames, config=TINY, seed=0):
+    torch.manual_seed(seed)
+    return MonoAvatar(load_model(frames.model_path, frames.model_type), len(frames), config)
+
+
+def _head_batch(frames, count, seed=0):
+    """Rays from two frames, only where the head is (so every ray has samples)."""
+    batch = ray_batch(frames, 4 * count, torch.Generator().manual_seed(seed), torch.device("cpu"), frames_per_batch=2)
+    keep = batch.mask.nonzero()[:count, 0]
+    rays = dataclasses.replace(
+        batch.rays, origins=batch.rays.origins[keep], directions=batch.rays.directions[keep], frame=batch.rays.frame[keep]
+    )
+    return dataclasses.replace(batch, rays=rays, rgb=batch.rgb[keep], mask=batch.mask[keep], depth=None, segmentation=None)
+
+
+def test_loss_falls_and_every_piece_gets_gradients(video):
+    train_frames, _ = video
+    model = _model(train_frames)
+    optimizer = model.configure_optimizer()
+    batch = _head_batch(train_frames, 96)
+    losses = []
+    for step in range(30):  # the warp switches on at step 3
+        model.before_step(step, train_frames)
+        out = model.training_step(batch, step)
+        optimizer.zero_grad()
+        out.loss.backward()
+        optimizer.step()
+        losses.append(float(out.loss.detach()))
+    assert losses[-1] < 0.5 * losses[0], losses
+    assert "elastic" in out.logs and "magnitude" in out.logs
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(5e-3 * 0.1 ** (29 / 100))
+    pieces = {
+        "U-Net": model.vertex_features.unet,
+        "mesh-anchored MLP": model.anchored,
+        "decoder": model.decoder,
+        "warp trunk": model.warp.trunk,
+        "warp latents": model.warp.latent,
+    }
+    for name, module in pieces.items():
+        grads = [p.grad for p in module.parameters() if p.grad is not None]
+        assert grads and sum(float(g.abs().sum()) for g in grads) > 0, name
+
+
+def test_the_warp_is_used_in_training_and_off_at_test_time(video):
+    train_frames, _ = video
+    model = _model(train_frames)
+    rays = _head_batch(train_frames, 32).rays
+    model.before_step(TINY.warp.start_step, train_frames)
+    with torch.no_grad():
+        model.eval()
+        before = model.render_rays(rays, train_frames)
+        for head in (model.warp.translation_head, model.warp.center_head):
+            torch.nn.init.constant_(head.bias, 0.01)  # a 1 cm correction everywhere
+        after = model.render_rays(rays, train_frames)
+        model.train()
+        warped = model.render_rays(rays, train_frames)  # no generator: the same samples as in eval
+    torch.testing.assert_close(after, before, rtol=0, atol=0)
+    assert (warped - before).abs().max() > 1e-4
+
+
+@pytest.mark.parametrize("features", ["displacement", "code"])
+def test_vertex_features_follow_the_expression_and_static_ones_do_not(video, features):
+    train_frames, _ = video
+    model = _model(train_frames, dataclasses.replace(TINY, features=features))
+    head = model.head(train_frames)
+    frame = torch.arange(head.num_frames)
+    per_frame = model._frames(head, frame).features
+    assert per_frame.shape == (head.num_frames, head.vertices.shape[1], 8)
+    spread = (per_frame - per_frame.mean(0)).abs().amax()
+    assert spread > 1e-3 * per_frame.abs().amax()  # frames with different expressions get different features
+    static = _model(train_frames, dataclasses.replace(TINY, features="static"))._frames(head, frame).features
+    assert torch.equal(static, static[:1].expand_as(static))
+
+
+def test_the_training_loop_trains_it_and_writes_its_files(video, tmp_path):
+    train_frames, eval_frames = video
+    config = TrainingConfig(max_iterations=4, rays_per_batch=64, frames_per_batch=2, eval_every=0, checkpoint_every=0)
+    metrics = train(_model(train_frames), train_frames, eval_frames, tmp_path, config)
+    assert metrics["iterations"] == 4 and 0 < metrics["psnr"] < 60
+    assert (tmp_path / "side_by_side.png").exists() and (tmp_path / "renders" / "final" / "00001_compare.png").exists()
+
+
+def test_bad_configuration_raises(video):
+    train_frames, _ = video
+    with raises_naming("head_joint"):
+        _model(train_frames, dataclasses.replace(TINY, head_joint="tail"))
+    with raises_naming("features"):
+        _model(train_frames, dataclasses.replace(TINY, features="voxels"))
+    with raises_naming("num_frames"):
+        MonoAvatar(load_model(train_frames.model_path), 0, TINY)
+    parametric = load_model(train_frames.model_path)
+    parametric.uvs = None  # a model file without 'vt' / 'ft'
+    with raises_naming("uvs"):
+        MonoAvatar(parametric, len(train_frames), TINY)
