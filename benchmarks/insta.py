@@ -11,9 +11,7 @@ training iterations per second and rendering rays per second, and the ratios.
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import torch
@@ -22,30 +20,14 @@ from headfields.data import cached_synthetic_video, load_insta_dataset
 from headfields.deformers import RigidDeformer, RigidDeformerConfig
 from headfields.models.insta import Insta, InstaConfig
 from headfields.parametric import load_model
-from headfields.renderers.cameras import image_pixels, pixel_rays
-from headfields.training import TrainingConfig, train
+from headfields.training import TrainingConfig
 
-
-def rendering_rays_per_second(model: Insta, frames, repeats: int = 3) -> float:
-    """Median rays/s rendering the first held-out frame (after one warm-up render)."""
-    pixels = image_pixels(frames.cameras)
-    rays = pixel_rays(frames.cameras, 0, pixels)
-    times = []
-    with torch.no_grad():
-        for i in range(repeats + 1):
-            start = time.perf_counter()
-            model.render_rays(rays, frames)
-            if i:
-                times.append(time.perf_counter() - start)
-    return len(pixels) / statistics.median(times)
+from avatars import train_variant
 
 
 def run(name: str, model: Insta, train_frames, eval_frames, minutes: float, rays: int, out: Path) -> dict:
     config = TrainingConfig(max_minutes=minutes, rays_per_batch=rays, eval_every=0, checkpoint_every=0, log_every=200)
-    metrics = train(model, train_frames, eval_frames, out / name, config, resume=False)
-    metrics["iterations_per_second"] = metrics["iterations"] / metrics["train_seconds"]
-    metrics["render_rays_per_second"] = rendering_rays_per_second(model, eval_frames)
-    return metrics
+    return train_variant(model, train_frames, eval_frames, out / name, config)
 
 
 def main() -> None:
@@ -72,8 +54,10 @@ def main() -> None:
         results[name] = run(f"variant_{i}", build(), train_frames, eval_frames, args.minutes, args.rays, out)
 
     base = results["INSTA (triangle frames, occupancy grid)"]
-    print(f"\n{len(train_frames)} training frames, {len(eval_frames)} held-out test frames at "
-          f"{eval_frames.cameras.width} px; {args.minutes:g} min per variant on {torch.get_num_threads()} CPU threads\n")
+    print(
+        f"\n{len(train_frames)} training frames, {len(eval_frames)} held-out test frames at "
+        f"{eval_frames.cameras.width} px; {args.minutes:g} min per variant on {torch.get_num_threads()} CPU threads\n"
+    )
     header = "| variant | held-out PSNR | SSIM | iterations | it/s | render rays/s | ΔPSNR | INSTA speed-up (train / render) |"
     print(header)
     print("|---|---:|---:|---:|---:|---:|---:|---|")

@@ -277,6 +277,7 @@ def test_bad_input():
 
 def test_update_threshold_capped_at_the_mean_keeps_the_densest_cells_of_a_young_field():
     grid = OccupancyGrid(torch.tensor([[0.0, 0.0, 0.0], [1.0, 1.0, 1.0]]), 4)
+
     # A young field: every value far below the threshold; x decides how dense a cell is.
     def field(points):
         return 1e-4 * (1.0 + torch.floor(points[:, 0] * 4))
