@@ -84,21 +84,51 @@ def test_loss_falls_and_every_piece_gets_gradients(video):
         assert grads and sum(float(g.abs().sum()) for g in grads) > 0, name
 
 
-def test_the_warp_is_used_in_training_and_off_at_test_time(video):
-    train_frames, _ = video
+def test_the_warp_corrects_training_renders_only(video):
+    train_frames, eval_frames = video
     model = _model(train_frames)
     rays = _head_batch(train_frames, 32).rays
+    head = model.head(train_frames)
     model.before_step(TINY.warp.start_step, train_frames)
     with torch.no_grad():
-        model.eval()
         before = model.render_rays(rays, train_frames)
-        for head in (model.warp.translation_head, model.warp.center_head):
-            torch.nn.init.constant_(head.bias, 0.01)  # a 1 cm correction everywhere
-        after = model.render_rays(rays, train_frames)
-        model.train()
-        warped = model.render_rays(rays, train_frames)  # no generator: the same samples as in eval
+        for out in (model.warp.translation_head, model.warp.center_head):
+            torch.nn.init.constant_(out.bias, 0.01)  # a 1 cm correction everywhere
+        corrected = model.render(rays, head, correct=True)[0].rgb  # what training_step renders
+        after = model.render_rays(rays, train_frames)  # any other render: no correction, train mode or not
+        model.eval()
+        evaluated = model.render(rays, head, correct=True)[0].rgb
+    assert (corrected - before).abs().max() > 1e-4
     torch.testing.assert_close(after, before, rtol=0, atol=0)
-    assert (warped - before).abs().max() > 1e-4
+    torch.testing.assert_close(evaluated, before, rtol=0, atol=0)
+
+
+def test_features_see_the_expression_not_the_head_pose_or_the_identity(video):
+    """Variant D reads V(expression, pose) - V(0, 0) in the head's frame: a rigidly moved head (global rotation,
+    translation) of another identity with the same expression gets the same features. (A neck rotation does
+    change them: it bends the neck against the head and drives pose correctives; so does an open jaw, whose
+    displacements depend on where the identity's jaw joint is.)"""
+    train_frames, _ = video
+    model = _model(train_frames)
+    parametric = model.parametric
+    generator = torch.Generator().manual_seed(5)
+    expression = 0.5 * torch.randn(1, parametric.num_expression, generator=generator).expand(2, -1)
+    pose = torch.zeros(2, parametric.num_joints, 3)
+    pose[1, 0] = torch.tensor([0.3, -0.5, 0.1])  # global
+    translation = torch.tensor([[0.0, 0.0, 0.0], [0.05, -0.02, 0.1]])
+    with torch.no_grad():
+        features = []
+        for shape in (torch.zeros(parametric.num_shape), 0.5 * torch.randn(parametric.num_shape, generator=generator)):
+            head = parametric(shape=shape, expression=expression, pose=pose, translation=translation)
+            features.append(model._frames(head, torch.tensor([0, 1])).features)
+        neutral = parametric(shape=0.5 * torch.ones(parametric.num_shape), translation=translation)
+        at_rest = model._frames(neutral, torch.tensor([0, 1])).features
+    torch.testing.assert_close(features[0][1], features[0][0], atol=1e-4, rtol=1e-3)  # head pose removed
+    torch.testing.assert_close(features[1], features[0], atol=1e-3, rtol=1e-2)  # identity removed
+    assert (features[0][0] - at_rest[0]).abs().max() > 1e-3  # the expression is seen
+    # A neutral face of any identity, anywhere, reads the zero displacement map.
+    zero = model.vertex_features(torch.zeros(1, parametric.num_vertices, 3))
+    torch.testing.assert_close(at_rest, zero.expand_as(at_rest), atol=1e-5, rtol=1e-4)
 
 
 @pytest.mark.parametrize("features", ["displacement", "code"])

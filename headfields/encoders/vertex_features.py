@@ -24,13 +24,20 @@ DISPLACEMENT_SCALE = 0.01  # metres: FLAME's expression displacements (mm to cm)
 class _UVLayout(nn.Module):
     """A mesh's UV rasterisation and one UV per vertex, as buffers (derived data: rebuilt, not saved)."""
 
-    def __init__(self, faces: Int[Tensor, "F 3"], uvs: Float[Tensor, "T 2"], uv_faces: Int[Tensor, "F 3"], resolution: int):
+    def __init__(
+        self,
+        faces: Int[Tensor, "F 3"],
+        uvs: Float[Tensor, "T 2"],
+        uv_faces: Int[Tensor, "F 3"],
+        num_vertices: int,
+        resolution: int,
+    ):
         super().__init__()
         raster = rasterize_uv(uvs, uv_faces, resolution)
         self.register_buffer("faces", faces.clone(), persistent=False)
         self.register_buffer("texel_face", raster.face, persistent=False)
         self.register_buffer("texel_bary", raster.bary, persistent=False)
-        self.register_buffer("vertex_uv", vertex_uvs(faces, uv_faces, uvs, int(faces.max()) + 1), persistent=False)
+        self.register_buffer("vertex_uv", vertex_uvs(faces, uv_faces, uvs, num_vertices), persistent=False)
 
     @property
     def raster(self) -> UVRaster:
@@ -54,13 +61,14 @@ class DisplacementVertexFeatures(nn.Module):
         faces: Int[Tensor, "F 3"],
         uvs: Float[Tensor, "T 2"] | None,
         uv_faces: Int[Tensor, "F 3"] | None,
+        num_vertices: int,
         resolution: int = 256,  # MonoAvatar: 256 x 256 UV maps
         unet: UVUNetConfig | None = None,
         displacement_scale: float = DISPLACEMENT_SCALE,
     ):
         super().__init__()
         _check_uvs(uvs, uv_faces)
-        self.layout = _UVLayout(faces, uvs, uv_faces, check_count("resolution", resolution, 1))
+        self.layout = _UVLayout(faces, uvs, uv_faces, num_vertices, check_count("resolution", resolution, 1))
         self.unet = UVUNet(unet or UVUNetConfig())
         check_positive("displacement_scale", displacement_scale)
         self.displacement_scale = float(displacement_scale)
@@ -81,13 +89,14 @@ class CodeVertexFeatures(nn.Module):
         faces: Int[Tensor, "F 3"],
         uvs: Float[Tensor, "T 2"] | None,
         uv_faces: Int[Tensor, "F 3"] | None,
+        num_vertices: int,
         code_dim: int,
         decoder: UVCodeDecoderConfig | None = None,
     ):
         super().__init__()
         _check_uvs(uvs, uv_faces)
         self.decoder = UVCodeDecoder(code_dim, decoder or UVCodeDecoderConfig())
-        self.layout = _UVLayout(faces, uvs, uv_faces, self.decoder.config.resolution)
+        self.layout = _UVLayout(faces, uvs, uv_faces, num_vertices, self.decoder.config.resolution)
         self.code_dim = code_dim
         self.out_dim = self.decoder.config.out_channels
 

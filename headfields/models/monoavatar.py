@@ -49,9 +49,11 @@ VertexFeatureKind = Literal["displacement", "code", "static"]
 
 @dataclass(frozen=True)
 class MonoAvatarConfig:
-    """MonoAvatar's recipe (PAPERS.md). Departures, each a setting away: one network serves the coarse and
-    the fine pass (NeRF trains two), samples farther than ``surface_distance`` from the mesh are skipped (the
-    features live on the mesh), and the fine pass renders its own intervals instead of the union."""
+    """MonoAvatar's recipe (PAPERS.md). Departures: one network serves the coarse and the fine pass (NeRF
+    trains two) and only the fine pass is rendered and supervised, from its own intervals (not the union with
+    the coarse ones); samples farther than ``surface_distance`` from the mesh are skipped (the features live
+    on the mesh); the elastic loss keeps its weight all along (the paper lowers it late) and is not weighted
+    by the rendering weights."""
 
     features: VertexFeatureKind = "displacement"  # D (paper's best), C ("code"), or the static ablation
     feature_dim: int = 64
@@ -88,6 +90,9 @@ class MonoAvatarConfig:
         for name in ("feature_dim", "uv_resolution", "direction_frequencies", "coarse_samples", "fine_samples"):
             check_count(name, getattr(self, name), 1)
         check_count("warp_samples", self.warp_samples, 0)
+        if self.code_decoder.resolution != self.uv_resolution:
+            got = self.code_decoder.resolution
+            raise ValueError(f"code_decoder: expected resolution = uv_resolution = {self.uv_resolution}, got {got}")
         for name, channels in (("unet", self.unet.out_channels), ("code_decoder", self.code_decoder.out_channels)):
             if channels != self.feature_dim:
                 raise ValueError(f"{name}: expected out_channels = feature_dim = {self.feature_dim}, got {channels}")
@@ -102,6 +107,7 @@ def cpu_config(**overrides) -> MonoAvatarConfig:
     coarse-to-fine window shortened in proportion to the ~1,000 iterations (the paper: 5k and 80k of 400k)."""
     sizes = dict(
         uv_resolution=128,
+        code_decoder=UVCodeDecoderConfig(resolution=128),
         coarse_samples=48,
         fine_samples=32,
         warp=ErrorCorrectionConfig(start_step=300, window_steps=2_000),
@@ -120,6 +126,7 @@ class _Frames:
     translation: Float[Tensor, "U 3"]
     mesh: TriangleMesh  # posed vertices in the head's frame, U frames
     features: Float[Tensor, "U V F"]
+    correct: bool = False  # apply the error-correction warp (training frames, in training only)
 
 
 class MonoAvatar(nn.Module):
@@ -135,14 +142,15 @@ class MonoAvatar(nn.Module):
         low, high = neutral.canonical_vertices.amin(0), neutral.canonical_vertices.amax(0)
         pad = c.box_inflation * (high - low).norm()
         self.register_buffer("box", torch.stack([low - pad, high + pad]))
-        self.register_buffer("canonical", neutral.canonical_vertices)
         if c.features == "displacement":
             self.vertex_features = DisplacementVertexFeatures(
-                neutral.faces, neutral.uvs, neutral.uv_faces, c.uv_resolution, c.unet
+                neutral.faces, neutral.uvs, neutral.uv_faces, parametric.num_vertices, c.uv_resolution, c.unet
             )
         elif c.features == "code":
             code_dim = parametric.num_expression + 3 * (parametric.num_joints - 1)  # expression, every joint but the root
-            self.vertex_features = CodeVertexFeatures(neutral.faces, neutral.uvs, neutral.uv_faces, code_dim, c.code_decoder)
+            self.vertex_features = CodeVertexFeatures(
+                neutral.faces, neutral.uvs, neutral.uv_faces, parametric.num_vertices, code_dim, c.code_decoder
+            )
         else:
             self.vertex_features = StaticVertexFeatures(parametric.num_vertices, c.feature_dim)
         self.anchored = MeshAnchoredEncoder(self.vertex_features.out_dim, c.anchored)
@@ -161,8 +169,14 @@ class MonoAvatar(nn.Module):
         transform = head.joint_transforms[frames, self.head_joint]
         rotation, translation = transform[:, :3, :3], transform[:, :3, 3]
         vertices = torch.einsum("uji,uvj->uvi", rotation, head.vertices[frames] - translation[:, None])
-        if self.config.features == "displacement":
-            features = self.vertex_features(vertices - self.canonical)
+        low, high = vertices.amin(dim=(0, 1)), vertices.amax(dim=(0, 1))
+        if (low < self.box[0]).any() or (high > self.box[1]).any():
+            raise ValueError(
+                f"frames: expected the head, in its frame, inside the sampling box {self.box.tolist()}; it spans "
+                f"{[low.tolist(), high.tolist()]} (a capture with tracked meshes but no head pose puts it elsewhere)"
+            )
+        if self.config.features == "displacement":  # V(expression, pose) - V(0, 0) of this subject (PAPERS.md)
+            features = self.vertex_features(vertices - head.canonical_vertices)
         elif self.config.features == "code":
             codes = torch.cat([head.expression[frames], head.pose[frames, 1:].flatten(1)], dim=1)
             features = self.vertex_features(codes)
@@ -172,7 +186,7 @@ class MonoAvatar(nn.Module):
 
     # --- the field ---------------------------------------------------------------------------------------
     def _warp(self, x: Tensor, local: Tensor, ctx: _Frames, head: Head, dirs: Tensor | None):
-        if self.warp is None or not self.training:
+        if not ctx.correct:
             return x, dirs
         out = self.warp(x, head, ctx.frames[local], dirs)
         return out.points, out.dirs
@@ -187,10 +201,12 @@ class MonoAvatar(nn.Module):
         return out.density, out.rgb
 
     # --- rendering ---------------------------------------------------------------------------------------
-    def render(self, rays: Rays, head: Head, generator: torch.Generator | None = None):
-        """Coarse samples near the mesh, then fine samples drawn from the coarse weights (NeRF)."""
+    def render(self, rays: Rays, head: Head, generator: torch.Generator | None = None, correct: bool = False):
+        """Coarse samples near the mesh, then fine samples drawn from the coarse weights (NeRF). ``correct``:
+        apply the error-correction warp (``rays.frame`` must then index the training frames)."""
         c = self.config
         ctx = self._frames(head, rays.frame)
+        ctx.correct = correct and self.warp is not None and self.warp.active
         rotation, translation = ctx.rotation[ctx.local], ctx.translation[ctx.local]
         origins = torch.einsum("rji,rj->ri", rotation, rays.origins - translation)  # world -> head frame
         dirs = torch.einsum("rji,rj->ri", rotation, rays.directions)
@@ -230,11 +246,11 @@ class MonoAvatar(nn.Module):
         c = self.config
         head = self.head(batch.frames)
         generator = torch.Generator(batch.rgb.device).manual_seed(step)  # jitter repeats on resume
-        result, fine, x, ctx = self.render(batch.rays, head, generator)
+        result, fine, x, ctx = self.render(batch.rays, head, generator, correct=True)
         loss = mse_loss(result.rgb, batch.rgb)
         logs = {}
-        if self.warp is not None and self.warp.active and len(x):
-            some = slice(0, c.warp_samples)
+        if ctx.correct and len(x):
+            some = torch.randperm(len(x), generator=generator, device=generator.device)[: c.warp_samples].to(x.device)
             terms = self.warp.regularizers(x[some].detach(), ctx.frames[ctx.local[fine.ray[some]]])
             loss = loss + terms.total
             logs.update(elastic=float(terms.elastic.detach()), magnitude=float(terms.magnitude.detach()))
