@@ -35,7 +35,7 @@ def head_psnr(renders: Path, frames: FrameSet) -> float:
     variant, is left out."""
     values = []
     for f in range(len(frames)):
-        pred = torch.from_numpy(np.asarray(Image.open(renders / f"{f:05d}.png"))).float() / 255.0
+        pred = torch.from_numpy(np.array(Image.open(renders / f"{f:05d}.png"))).float() / 255.0
         truth = frames.images[f].float() / 255.0
         mask = frames.masks[f]
         values.append(float(psnr(pred[mask], truth[mask])))

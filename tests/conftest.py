@@ -25,3 +25,13 @@ def box_mesh(device):
     from headfields.geometry import TriangleMesh, box
 
     return TriangleMesh(*box(device=device))
+
+
+@pytest.fixture(scope="session")
+def tiny_video(tmp_path_factory):
+    """A tiny synthetic video for model tests: (train, test) FrameSets of 5 and 2 frames at 16 px."""
+    from headfields.data import SyntheticVideoConfig, load_insta_dataset, make_synthetic_video
+
+    config = SyntheticVideoConfig(num_frames=8, num_val=1, num_test=2, resolution=16, episode_frames=2)
+    root = make_synthetic_video(tmp_path_factory.mktemp("video"), config)
+    return load_insta_dataset(root, "train"), load_insta_dataset(root, "test")

@@ -7,7 +7,6 @@ import dataclasses
 import pytest
 import torch
 
-from headfields.data import SyntheticVideoConfig, load_insta_dataset, make_synthetic_video
 from headfields.decoders import NerfDecoderConfig
 from headfields.deformers import ErrorCorrectionConfig
 from headfields.encoders import MeshAnchoredConfig, UVCodeDecoderConfig, UVUNetConfig
@@ -34,11 +33,9 @@ TINY = MonoAvatarConfig(
 )
 
 
-@pytest.fixture(scope="module")
-def video(tmp_path_factory):
-    config = SyntheticVideoConfig(num_frames=8, num_val=1, num_test=2, resolution=24, episode_frames=2)
-    root = make_synthetic_video(tmp_path_factory.mktemp("video"), config)
-    return load_insta_dataset(root, "train"), load_insta_dataset(root, "test")
+@pytest.fixture
+def video(tiny_video):
+    return tiny_video
 
 
 def _model(frames, config=TINY, seed=0):
@@ -91,13 +88,14 @@ def test_the_warp_corrects_training_renders_only(video):
     head = model.head(train_frames)
     model.before_step(TINY.warp.start_step, train_frames)
     with torch.no_grad():
+        model.decoder.density_net[-1].bias[0] = 300.0  # an opaque field, so a shifted sample shows
         before = model.render_rays(rays, train_frames)
         for out in (model.warp.translation_head, model.warp.center_head):
             torch.nn.init.constant_(out.bias, 0.01)  # a 1 cm correction everywhere
-        corrected = model.render(rays, head, correct=True)[0].rgb  # what training_step renders
+        corrected = model.render(rays, head, correct=True).composite.rgb  # what training_step renders
         after = model.render_rays(rays, train_frames)  # any other render: no correction, train mode or not
         model.eval()
-        evaluated = model.render(rays, head, correct=True)[0].rgb
+        evaluated = model.render(rays, head, correct=True).composite.rgb
     assert (corrected - before).abs().max() > 1e-4
     torch.testing.assert_close(after, before, rtol=0, atol=0)
     torch.testing.assert_close(evaluated, before, rtol=0, atol=0)
@@ -145,12 +143,24 @@ def test_vertex_features_follow_the_expression_and_static_ones_do_not(video, fea
     assert torch.equal(static, static[:1].expand_as(static))
 
 
-def test_the_training_loop_trains_it_and_writes_its_files(video, tmp_path):
+def test_the_training_loop_runs_it_and_resumes_exactly(video, tmp_path):
+    """Straight through 4 steps, or 2 then a resume into a fresh model: the same weights, learning rate and
+    warp step (the warp switches on at step 3, after the resume; the lr decays every step)."""
     train_frames, eval_frames = video
-    config = TrainingConfig(max_iterations=4, rays_per_batch=64, frames_per_batch=2, eval_every=0, checkpoint_every=0)
-    metrics = train(_model(train_frames), train_frames, eval_frames, tmp_path, config)
-    assert metrics["iterations"] == 4 and 0 < metrics["psnr"] < 60
-    assert (tmp_path / "side_by_side.png").exists() and (tmp_path / "renders" / "final" / "00001_compare.png").exists()
+    config = TrainingConfig(
+        max_iterations=4, rays_per_batch=64, frames_per_batch=2, eval_every=0, checkpoint_every=2, eval_frames=1
+    )
+    straight = _model(train_frames)
+    metrics = train(straight, train_frames, eval_frames, tmp_path / "straight", config)
+    assert metrics["iterations"] == 4 and (tmp_path / "straight" / "side_by_side.png").exists()
+    train(_model(train_frames), train_frames, eval_frames, tmp_path / "halves", dataclasses.replace(config, max_iterations=2))
+    resumed = _model(train_frames, seed=7)  # other initial weights: everything must come from the checkpoint
+    train(resumed, train_frames, eval_frames, tmp_path / "halves", config)
+    assert resumed.warp.step == straight.warp.step == 3  # before_step of the last step
+    assert resumed._optimizer.param_groups[0]["lr"] == straight._optimizer.param_groups[0]["lr"]
+    for name, value in straight.state_dict().items():
+        if isinstance(value, torch.Tensor):
+            torch.testing.assert_close(resumed.state_dict()[name], value, rtol=0, atol=1e-6, msg=name)
 
 
 def test_bad_configuration_raises(video):

@@ -9,7 +9,6 @@ import pytest
 import torch
 from PIL import Image
 
-from headfields.data import SyntheticVideoConfig, load_insta_dataset, make_synthetic_video
 from headfields.decoders import NerfDecoderConfig
 from headfields.deformers import RigidDeformer
 from headfields.encoders import HashGridConfig
@@ -27,11 +26,9 @@ TINY = InstaConfig(
 )
 
 
-@pytest.fixture(scope="module")
-def video(tmp_path_factory):
-    config = SyntheticVideoConfig(num_frames=8, num_val=1, num_test=2, resolution=16, episode_frames=2)
-    root = make_synthetic_video(tmp_path_factory.mktemp("video"), config)
-    return load_insta_dataset(root, "train"), load_insta_dataset(root, "test")
+@pytest.fixture
+def video(tiny_video):
+    return tiny_video
 
 
 def _model(frames, seed=0):

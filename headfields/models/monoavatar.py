@@ -37,12 +37,13 @@ from ..encoders import (
 from ..geometry import TriangleMesh
 from ..losses import mse_loss
 from ..parametric import Head, ParametricModel
-from ..renderers import composite, importance_samples, mesh_guided_filter, ray_aabb, stratified_samples
+from ..renderers import Composite, composite, importance_samples, mesh_guided_filter, ray_aabb, stratified_samples
 from ..renderers.cameras import Rays
+from ..renderers.samples import PackedSamples
 from ..training import RayBatch, StepOutput
 from .tracking import TrackedHeads
 
-__all__ = ["MonoAvatar", "MonoAvatarConfig", "cpu_config"]
+__all__ = ["MonoAvatar", "MonoAvatarConfig", "MonoAvatarRender", "cpu_config"]
 
 VertexFeatureKind = Literal["displacement", "code", "static"]
 
@@ -68,9 +69,10 @@ class MonoAvatarConfig:
             color_layers=1,
             color_hidden_dim=64,
             geometry_dim=64,
-            density_activation="softplus",
+            density_activation="trunc_exp",
         )
-    )  # MLP1 3 x 128 -> density, MLP2 64 wide with the encoded view direction
+    )  # MLP1 3 x 128 -> density, MLP2 64 wide with the encoded view direction; trunc_exp reaches the
+    # densities of a surface in metres (~1e3 per metre) from unit-scale outputs (1 dB over softplus in 3 min)
     direction_frequencies: int = 4  # PE bands of the view direction
     head_joint: str = "neck"  # the joint whose tracked transform is the head's frame (FLAME: global then neck)
     coarse_samples: int = 64
@@ -103,17 +105,30 @@ class MonoAvatarConfig:
 
 def cpu_config(**overrides) -> MonoAvatarConfig:
     """The sizes a 15-minute run on a 2-core CPU affords (benchmarks/monoavatar.py), then ``overrides``:
-    128 x 128 UV maps, 48 coarse and 32 fine samples per ray, and the error-correction warp's warm-up and
-    coarse-to-fine window shortened in proportion to the ~1,000 iterations (the paper: 5k and 80k of 400k)."""
+    128 x 128 UV maps, 48 coarse and 32 fine samples per ray, a learning rate of 2e-3 decaying over 5,000
+    steps, and the error-correction warp's warm-up and coarse-to-fine window shortened in proportion to the
+    ~1,000 iterations (the paper: 1e-3 over 400k steps; warp after 5k, window over 80k)."""
     sizes = dict(
         uv_resolution=128,
         code_decoder=UVCodeDecoderConfig(resolution=128),
         coarse_samples=48,
         fine_samples=32,
         warp=ErrorCorrectionConfig(start_step=300, window_steps=2_000),
+        learning_rate=2e-3,
+        final_learning_rate=2e-4,
         decay_steps=5_000,
     )
     return MonoAvatarConfig(**{**sizes, **overrides})
+
+
+@dataclass
+class MonoAvatarRender:
+    """What :meth:`MonoAvatar.render` returns: the composite of the fine samples, and those samples."""
+
+    composite: Composite  # rgb, depth, opacity per ray; weights per sample
+    samples: PackedSamples  # the fine intervals
+    points: Float[Tensor, "S 3"]  # their midpoints in the head's frame (before any error correction)
+    frame: Int[Tensor, " S"]  # their frame in the FrameSet
 
 
 @dataclass
@@ -201,7 +216,7 @@ class MonoAvatar(nn.Module):
         return out.density, out.rgb
 
     # --- rendering ---------------------------------------------------------------------------------------
-    def render(self, rays: Rays, head: Head, generator: torch.Generator | None = None, correct: bool = False):
+    def render(self, rays: Rays, head: Head, generator: torch.Generator | None = None, correct: bool = False) -> MonoAvatarRender:
         """Coarse samples near the mesh, then fine samples drawn from the coarse weights (NeRF). ``correct``:
         apply the error-correction warp (``rays.frame`` must then index the training frames)."""
         c = self.config
@@ -222,10 +237,10 @@ class MonoAvatar(nn.Module):
         x = fine.midpoints(origins, dirs)
         density, rgb = self.field(x, dirs[fine.ray], ctx.local[fine.ray], ctx, head)
         background = torch.tensor(c.background, device=x.device)
-        return composite(fine, density, rgb, background), fine, x, ctx
+        return MonoAvatarRender(composite(fine, density, rgb, background), fine, x, ctx.frames[ctx.local[fine.ray]])
 
     def render_rays(self, rays: Rays, frames: FrameSet) -> Float[Tensor, "R 3"]:
-        return self.render(rays, self.head(frames))[0].rgb
+        return self.render(rays, self.head(frames)).composite.rgb
 
     # --- training ----------------------------------------------------------------------------------------
     def configure_optimizer(self) -> torch.optim.Optimizer:
@@ -246,12 +261,13 @@ class MonoAvatar(nn.Module):
         c = self.config
         head = self.head(batch.frames)
         generator = torch.Generator(batch.rgb.device).manual_seed(step)  # jitter repeats on resume
-        result, fine, x, ctx = self.render(batch.rays, head, generator, correct=True)
-        loss = mse_loss(result.rgb, batch.rgb)
+        out = self.render(batch.rays, head, generator, correct=True)
+        loss = mse_loss(out.composite.rgb, batch.rgb)
         logs = {}
-        if ctx.correct and len(x):
-            some = torch.randperm(len(x), generator=generator, device=generator.device)[: c.warp_samples].to(x.device)
-            terms = self.warp.regularizers(x[some].detach(), ctx.frames[ctx.local[fine.ray[some]]])
+        if self.warp is not None and self.warp.active and len(out.points):
+            n = len(out.points)
+            some = torch.randperm(n, generator=generator, device=generator.device)[: c.warp_samples].to(out.points.device)
+            terms = self.warp.regularizers(out.points[some].detach(), out.frame[some])
             loss = loss + terms.total
             logs.update(elastic=float(terms.elastic.detach()), magnitude=float(terms.magnitude.detach()))
-        return StepOutput(loss=loss, rgb=result.rgb, logs=logs)
+        return StepOutput(loss=loss, rgb=out.composite.rgb, logs=logs)
