@@ -55,9 +55,7 @@ def _blur(x: Tensor, window: Tensor) -> Tensor:
     return F.conv2d(x, window.view(1, 1, 1, -1))
 
 
-def ssim(
-    pred: Float[Tensor, "*B H W C"], target: Float[Tensor, "*B H W C"], max_value: float = 1.0
-) -> Float[Tensor, ""]:
+def ssim(pred: Float[Tensor, "*B H W C"], target: Float[Tensor, "*B H W C"], max_value: float = 1.0) -> Float[Tensor, ""]:
     """Mean structural similarity over the valid window positions, channels and images (Wang et al. 2004:
     Gaussian window 11, sigma 1.5, K1 0.01, K2 0.03, ``L = max_value``). Images must be at least 11 x 11."""
     check_positive("max_value", max_value)

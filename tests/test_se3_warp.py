@@ -230,7 +230,9 @@ def test_regularizers_raw_and_weighted(flame_head):
     reg = warp.regularizers(x, frame)
     moved = warp(x, flame_head, frame).points.detach()
     elastic, magnitude = float(reg.elastic.detach()), float(reg.magnitude.detach())
-    assert magnitude == pytest.approx(float((moved - x).square().sum(-1).mean()), rel=1e-12)
+    # In units of length_scale (the encoding's unit), where the paper's weights apply.
+    scaled = (moved - x) / config.length_scale
+    assert magnitude == pytest.approx(float(scaled.square().sum(-1).mean()), rel=1e-12)
     assert elastic == pytest.approx(float(elastic_loss(warp.jacobian(x, frame)).detach()), rel=1e-12)
     assert elastic > 0 and magnitude > 0
     assert float(reg.weighted_elastic.detach()) == pytest.approx(0.5 * elastic)

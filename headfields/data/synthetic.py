@@ -100,9 +100,7 @@ def make_synthetic_video(
     generator = torch.Generator().manual_seed(config.seed)
     params, test_start = _sequence(model, config, generator)
     on_device = params.to(model.v_template.device)
-    head = model(
-        shape=on_device.shape, expression=on_device.expression, pose=on_device.pose, translation=on_device.translation
-    )
+    head = model(shape=on_device.shape, expression=on_device.expression, pose=on_device.pose, translation=on_device.translation)
     cameras = _cameras(head, config, generator)
     appearance = head_appearance(model, config.seed)
     labels = {name: i + 1 for i, name in enumerate(appearance.names)}

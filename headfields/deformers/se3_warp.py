@@ -87,7 +87,7 @@ class WarpRegularizers:
     ``total`` is what a training loss adds."""
 
     elastic: Float[Tensor, ""]  # mean ‖log σ(∂q'/∂q)‖² (Geman-McClure if config.elastic_scale), unweighted
-    magnitude: Float[Tensor, ""]  # mean ‖q − q'‖², unweighted
+    magnitude: Float[Tensor, ""]  # mean ‖(q − q') / length_scale‖², unweighted (scene units, as the weights assume)
     elastic_weight: float
     magnitude_weight: float
 
@@ -243,8 +243,10 @@ class ErrorCorrectionWarp(Deformer):
         return torch.stack(rows, dim=1).to(points.dtype), points - q.to(points.dtype)
 
     def regularizers(self, x: Float[Tensor, "N 3"], frame: Int[Tensor, " N"] | IntLike) -> WarpRegularizers:
-        """Nerfies' elastic loss on ``∂q'/∂q`` and the magnitude ``‖q − q'‖²`` (means over the samples), raw and
-        with the config's weights. The Jacobian costs three extra backward passes through the trunk with a graph
+        """Nerfies' elastic loss on ``∂q'/∂q`` and the magnitude ``‖(q − q') / length_scale‖²`` (means over the
+        samples), raw and with the config's weights. The magnitude is measured in the encoding's unit: the
+        paper's weight (1e-2) assumes a head of about unit size; in metres it let the warp drift by centimetres
+        within a few dozen steps. The Jacobian costs three extra backward passes through the trunk with a graph
         kept for the second-order gradient: pass a subset of the batch's samples (e.g. a few thousand), not all.
         Gradients reach the warp's parameters, not ``x``. While the warp is inactive both are 0 (it is the
         identity there)."""
@@ -258,7 +260,7 @@ class ErrorCorrectionWarp(Deformer):
         jacobian, displacement = self._jacobian(x, frame)
         return WarpRegularizers(
             elastic=elastic_loss(jacobian, scale=self.config.elastic_scale),
-            magnitude=magnitude_loss(displacement),
+            magnitude=magnitude_loss(displacement / self.config.length_scale),
             **weights,
         )
 
