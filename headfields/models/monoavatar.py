@@ -140,7 +140,7 @@ class _Frames:
     translation: Float[Tensor, "U 3"]
     mesh: TriangleMesh  # posed vertices in the head's frame, U frames
     features: Float[Tensor, "U V F"]
-    correct: bool = False  # apply the error-correction warp (training frames, in training only)
+    correct: bool  # apply the error-correction warp (training frames, in training only)
 
 
 class MonoAvatar(nn.Module):
@@ -178,7 +178,7 @@ class MonoAvatar(nn.Module):
         return self._heads.get(frames, self.parametric)
 
     # --- per-frame state: the head's frame, its mesh there, its vertex features ------------------------
-    def _frames(self, head: Head, frame: Int[Tensor, " R"]) -> _Frames:
+    def _frames(self, head: Head, frame: Int[Tensor, " R"], correct: bool = False) -> _Frames:
         frames, local = torch.unique(frame, return_inverse=True)
         transform = head.joint_transforms[frames, self.head_joint]
         rotation, translation = transform[:, :3, :3], transform[:, :3, 3]
@@ -196,7 +196,8 @@ class MonoAvatar(nn.Module):
             features = self.vertex_features(codes)
         else:
             features = self.vertex_features(len(frames))
-        return _Frames(frames, local, rotation, translation, TriangleMesh(vertices, head.faces), features)
+        correct = correct and self.warp is not None and self.warp.active
+        return _Frames(frames, local, rotation, translation, TriangleMesh(vertices, head.faces), features, correct)
 
     # --- the field ---------------------------------------------------------------------------------------
     def _warp(self, x: Tensor, local: Tensor, ctx: _Frames, head: Head, dirs: Tensor | None):
@@ -219,8 +220,7 @@ class MonoAvatar(nn.Module):
         """Coarse samples near the mesh, then fine samples drawn from the coarse weights (NeRF). ``correct``:
         apply the error-correction warp (``rays.frame`` must then index the training frames)."""
         c = self.config
-        ctx = self._frames(head, rays.frame)
-        ctx.correct = correct and self.warp is not None and self.warp.active
+        ctx = self._frames(head, rays.frame, correct)
         rotation, translation = ctx.rotation[ctx.local], ctx.translation[ctx.local]
         origins = torch.einsum("rji,rj->ri", rotation, rays.origins - translation)  # world -> head frame
         dirs = torch.einsum("rji,rj->ri", rotation, rays.directions)

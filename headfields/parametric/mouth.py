@@ -19,7 +19,7 @@ from jaxtyping import Int
 from torch import Tensor
 
 from .._checks import check_count, check_int, check_positive
-from ..geometry import face_adjacency
+from ..geometry import closest_point_on_triangle, face_adjacency
 from .model import FULL_SPACE, SMALL_SPACE, ParametricModel
 
 # Depth of the back centre behind the lip loop's centroid, in metres (FLAME's unit). An adult dental arch is
@@ -245,11 +245,10 @@ def _uv_disc(uvs: Tensor, uv_faces: Tensor, loop_points: Tensor, rings: int) -> 
 
 
 def _distance_to_triangles(points: Tensor, triangles: Tensor) -> Tensor:
-    """Distance from each 2D point [P, 2] to the nearest of the triangles [F, 3, 2] (0 inside one)."""
-    q = points[:, None, None]  # [P, 1, 1, 2]
-    start, edge = triangles[None], triangles.roll(-1, dims=1)[None] - triangles[None]  # [1, F, 3, 2]
-    s = ((q - start) * edge).sum(-1) / (edge * edge).sum(-1).clamp_min(1e-30)
-    to_edge = (q - start - s.clamp(0, 1)[..., None] * edge).norm(dim=-1).amin(-1)  # [P, F]
-    side = edge[..., 0] * (q - start)[..., 1] - edge[..., 1] * (q - start)[..., 0]
-    inside = (side >= 0).all(-1) | (side <= 0).all(-1)
-    return torch.where(inside, 0.0, to_edge).amin(-1)
+    """Distance from each 2D point [P, 2] to the nearest of the triangles [F, 3, 2] (0 inside one): the
+    geometry package's closest point on a triangle, on the UV plane lifted to z = 0."""
+    p, f = len(points), len(triangles)
+    lifted = torch.nn.functional.pad(triangles, (0, 1)).repeat(p, 1, 1)  # [P * F, 3, 3]
+    queries = torch.nn.functional.pad(points, (0, 1)).repeat_interleave(f, dim=0)  # [P * F, 3]
+    closest, _ = closest_point_on_triangle(queries, *lifted.unbind(1))
+    return (closest - queries).norm(dim=-1).reshape(p, f).amin(-1)
