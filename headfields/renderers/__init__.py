@@ -49,3 +49,16 @@ __all__ += [
     "ray_aabb",
     "stratified_samples",
 ]
+
+# NeuS rendering (issue 6): opacity from an SDF, composited from alphas, with up-sampling near the surface.
+from .compositing import accumulate, composite_alpha  # noqa: E402
+from .neus import InverseVariance, inverse_variance_schedule, neus_alpha, neus_samples  # noqa: E402
+
+__all__ += [
+    "InverseVariance",
+    "accumulate",
+    "composite_alpha",
+    "inverse_variance_schedule",
+    "neus_alpha",
+    "neus_samples",
+]
