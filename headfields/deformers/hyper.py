@@ -1,0 +1,341 @@
+"""MonoNPHM's backward deformation with hyper-dimensions (Giebenhain et al., CVPR 2024; hyper-dimensions after
+HyperNeRF, Park et al. 2021), and the root finding that carries canonical points forward to posed space.
+
+An MLP reads a posed point ``x`` and a condition ``z`` (MonoNPHM: the expression code and a compressed identity
+code) and returns an offset ``Δx`` and ``H`` hyper coordinates ``h``; the canonical field is queried at
+
+    [x + Δx, h]    (3 + H dims).
+
+The trunk is ``hidden_layers`` Linear + Softplus(β) layers (twice differentiable, so an SDF queried through the
+deformation can have its gradient trained, as NeuS needs); hidden layer ``skip_layer`` reads the network input
+again, concatenated to the previous layer's output. The output layer starts at zero, so the deformation starts
+as the identity with ``h = 0`` exactly (the trunk gets gradients once the output layer has moved off zero, i.e.
+from the second optimiser step).
+
+The map is backward (posed → canonical). :func:`find_preimage` inverts ``x ↦ x + Δx(x)`` for given canonical
+points (MonoNPHM: its anchors, for landmarks) by Newton's method, with gradients by implicit differentiation.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from jaxtyping import Bool, Float, Int
+from torch import Tensor, nn
+
+from .._checks import IntLike, check_count, check_float, check_shape
+from ..encoders.frequency import MAX_FREQUENCIES, FrequencyEncoding
+from ..parametric import Head
+from .base import Canonical, Deformer, check_deformer_input
+
+# MonoNPHM (PAPERS.md, "MonoNPHM"): 6 hidden layers of 400, Softplus(beta = 100), skip connection at layer 3,
+# 2 hyper coordinates; regulariser weights: hyper magnitude 0.05, offsets^2 0.0025.
+MONONPHM_HIDDEN = 400
+MONONPHM_HIDDEN_LAYERS = 6
+MONONPHM_SKIP_LAYER = 3
+MONONPHM_SOFTPLUS_BETA = 100.0
+MONONPHM_HYPER_DIM = 2
+MONONPHM_OFFSET_WEIGHT = 0.0025
+MONONPHM_HYPER_WEIGHT = 0.05
+
+
+def _check_weight(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < math.inf:
+        raise ValueError(f"{name}: expected a finite non-negative number, got {value!r}")
+
+
+@dataclass(frozen=True)
+class HyperDeformerConfig:
+    """Sizes and regulariser weights of :class:`HyperDeformer`; defaults from MonoNPHM (PAPERS.md)."""
+
+    hidden_dim: int = MONONPHM_HIDDEN  # trunk width
+    hidden_layers: int = MONONPHM_HIDDEN_LAYERS  # Linear + Softplus layers
+    skip_layer: int | None = MONONPHM_SKIP_LAYER  # this hidden layer (0-based, >= 1) also reads the input; None: no skip
+    beta: float = MONONPHM_SOFTPLUS_BETA  # Softplus sharpness
+    hyper_dim: int = MONONPHM_HYPER_DIM  # H; 0 gives a plain backward offset field
+    position_frequencies: int = 0  # NeRF PE bands of x (0: raw x, as MonoNPHM)
+    offset_weight: float = MONONPHM_OFFSET_WEIGHT
+    hyper_weight: float = MONONPHM_HYPER_WEIGHT
+
+    def __post_init__(self) -> None:
+        check_count("hidden_dim", self.hidden_dim, 1)
+        check_count("hidden_layers", self.hidden_layers, 0)
+        if self.skip_layer is not None:
+            if self.hidden_layers < 2:
+                raise ValueError(f"skip_layer: expected None with fewer than 2 hidden layers, got {self.skip_layer!r}")
+            check_count("skip_layer", self.skip_layer, 1, self.hidden_layers - 1)
+        if isinstance(self.beta, bool) or not isinstance(self.beta, int | float) or not 0 < self.beta < math.inf:
+            raise ValueError(f"beta: expected a finite positive number, got {self.beta!r}")
+        check_count("hyper_dim", self.hyper_dim, 0)
+        check_count("position_frequencies", self.position_frequencies, 0, MAX_FREQUENCIES)
+        _check_weight("offset_weight", self.offset_weight)
+        _check_weight("hyper_weight", self.hyper_weight)
+
+
+@dataclass
+class HyperDeformation:
+    """The deformation at a set of posed points: ``points = [x + offset, hyper]`` is the canonical query."""
+
+    offset: Float[Tensor, "N 3"]  # Δx
+    hyper: Float[Tensor, "N H"]  # hyper coordinates (H may be 0)
+    points: Float[Tensor, "N D"]  # [x + offset, hyper], D = 3 + H
+
+
+@dataclass
+class HyperRegularizers:
+    """MonoNPHM's deformation regularisers on a set of samples, raw and with the config's weights (both can be
+    logged); ``total`` is what a training loss adds."""
+
+    offset: Float[Tensor, ""]  # mean ‖Δx‖², unweighted
+    hyper: Float[Tensor, ""]  # mean ‖h‖², unweighted (0 when H = 0)
+    offset_weight: float
+    hyper_weight: float
+
+    @property
+    def weighted_offset(self) -> Tensor:
+        return self.offset_weight * self.offset
+
+    @property
+    def weighted_hyper(self) -> Tensor:
+        return self.hyper_weight * self.hyper
+
+    @property
+    def total(self) -> Tensor:
+        return self.weighted_offset + self.weighted_hyper
+
+
+class HyperDeformer(Deformer):
+    """MonoNPHM's backward deformation MLP ``(x, z) -> (Δx, h)``; see the module docstring.
+
+    ``condition_dim``: the width C of the condition ``z`` (MonoNPHM: expression + identity codes; 0 for an
+    unconditioned field). :meth:`deform` is the core; :meth:`forward` is the :class:`Deformer` interface, whose
+    condition defaults to the head's per-frame expression coefficients. The network runs in the parameters'
+    dtype; results come in the promoted dtype of the inputs and the parameters.
+    """
+
+    def __init__(self, condition_dim: int, config: HyperDeformerConfig | None = None):
+        super().__init__()
+        self.condition_dim = check_count("condition_dim", condition_dim, 0)
+        self.config = config = config if config is not None else HyperDeformerConfig()
+        self.encoding = FrequencyEncoding(3, config.position_frequencies)
+        self.in_dim = self.encoding.out_dim + self.condition_dim
+        layers = []
+        width = self.in_dim
+        for i in range(config.hidden_layers):
+            skip = self.in_dim if i == config.skip_layer else 0
+            layers.append(nn.Linear(width + skip, config.hidden_dim))
+            width = config.hidden_dim
+        self.layers = nn.ModuleList(layers)
+        self.activation = nn.Softplus(beta=config.beta)
+        self.output = nn.Linear(width, 3 + config.hyper_dim)  # [Δx, h]
+        # Identity at init, exactly (HyperNeRF starts its hyper output near zero; we start both at zero).
+        nn.init.zeros_(self.output.weight)
+        nn.init.zeros_(self.output.bias)
+
+    @property
+    def hyper_dim(self) -> int:
+        return self.config.hyper_dim
+
+    @property
+    def out_dim(self) -> int:
+        """Width of the canonical points, ``3 + H``."""
+        return 3 + self.config.hyper_dim
+
+    def _network(self, x: Tensor, condition: Tensor) -> Tensor:
+        """``[Δx, h]`` for checked inputs, in the parameters' dtype."""
+        dtype = self.output.weight.dtype
+        features = torch.cat([self.encoding(x.to(dtype)), condition.to(dtype)], dim=-1)
+        hidden = features
+        for i, layer in enumerate(self.layers):
+            if i == self.config.skip_layer:
+                hidden = torch.cat([hidden, features], dim=-1)
+            hidden = self.activation(layer(hidden))
+        return self.output(hidden)
+
+    def deform(self, x: Float[Tensor, "N 3"], condition: Float[Tensor, "N C"]) -> HyperDeformation:
+        """Offsets and hyper coordinates at posed points ``x`` under per-point conditions; differentiable (twice)
+        in ``x``, ``condition`` and the weights."""
+        check_float("x", x, [None, 3], device=self.output.weight.device)
+        check_float("condition", condition, [x.shape[0], self.condition_dim], device=x.device)
+        out = self._network(x, condition)
+        dtype = torch.promote_types(torch.promote_types(x.dtype, condition.dtype), out.dtype)
+        out = out.to(dtype)
+        offset, hyper = out[:, :3], out[:, 3:]
+        points = torch.cat([x.to(dtype) + offset, hyper], dim=-1)
+        return HyperDeformation(offset=offset, hyper=hyper, points=points)
+
+    def forward(
+        self,
+        x: Float[Tensor, "N 3"],
+        head: Head,
+        frame: Int[Tensor, " N"] | IntLike | None = None,
+        dirs: Float[Tensor, "N 3"] | None = None,
+        condition: Float[Tensor, "N C"] | None = None,
+    ) -> Canonical:
+        """Canonical points ``[x + Δx, h]`` (``3 + H`` dims). ``condition`` defaults to
+        ``head.expression[frame]`` (then ``condition_dim`` must equal the head's expression size).
+
+        ``dirs`` pass through unchanged: a backward field maps points, and the direction map would be the inverse
+        of its Jacobian (whose hyper rows have no direction at all), so the canonical field should read the posed
+        view direction. ``valid`` is all True, ``face`` None.
+        """
+        checked = check_deformer_input(x, head, frame, dirs)
+        if condition is None:
+            expressions = head.expression.shape[1]
+            if expressions != self.condition_dim:
+                raise ValueError(
+                    f"condition: expected one for a deformer with condition_dim={self.condition_dim}; the default "
+                    f"(head.expression[frame]) has {expressions} coefficients"
+                )
+            condition = head.expression[checked.frame]
+        deformation = self.deform(x, condition)
+        valid = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
+        return Canonical(points=deformation.points, dirs=dirs, valid=valid, face=None)
+
+    def regularizers(self, deformation: HyperDeformation) -> HyperRegularizers:
+        """MonoNPHM's regularisers: ``offset = mean ‖Δx‖²`` and ``hyper = mean ‖h‖²`` over the samples, raw and
+        with the config's weights. The paper names a hyper "magnitude" without its norm; the squared norm is
+        smooth at ``h = 0`` (where the hyper coordinates start), so its gradient vanishes there instead of
+        flipping sign, and it matches the offsets' term. Both are 0 on no samples."""
+        if not isinstance(deformation, HyperDeformation):
+            raise TypeError(f"deformation: expected a HyperDeformation, got {type(deformation).__name__}")
+        check_shape("deformation.offset", deformation.offset, [None, 3])
+        check_shape("deformation.hyper", deformation.hyper, [deformation.offset.shape[0], None])
+        count = max(deformation.offset.shape[0], 1)  # sum / count: 0, not NaN, on no samples (with a graph)
+        return HyperRegularizers(
+            offset=deformation.offset.square().sum() / count,
+            hyper=deformation.hyper.square().sum() / count,
+            offset_weight=self.config.offset_weight,
+            hyper_weight=self.config.hyper_weight,
+        )
+
+    def extra_repr(self) -> str:
+        return f"condition_dim={self.condition_dim}, hyper_dim={self.config.hyper_dim}"
+
+
+# ---------------------------------------------------------------------------------------------- root finding
+
+
+@dataclass
+class Preimage:
+    """Solutions of ``x + offset(x) = a``: ``points`` are finite everywhere; where ``converged`` is False they
+    are the best iterate found, with ``residual`` ``‖x + offset(x) − a‖`` there."""
+
+    points: Float[Tensor, "N 3"]
+    residual: Float[Tensor, " N"]
+    converged: Bool[Tensor, " N"]
+
+
+@dataclass
+class _Linearised:
+    residual: Float[Tensor, "N 3"]  # x + offset(x) - a
+    jacobian: Float[Tensor, "N 3 3"]  # I + d offset / dx
+
+
+def _checked_offset(offset_fn: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
+    """``offset_fn(x)`` checked to be a float ``[N,3]`` on the device of ``x`` (non-finite values are allowed: a
+    trial point may leave the function's domain), in the dtype of ``x``."""
+    offset = offset_fn(x)
+    check_shape("offset_fn", offset, [x.shape[0], 3], device=x.device)
+    if not offset.is_floating_point():
+        raise TypeError(f"offset_fn: expected it to return a floating-point tensor, got {offset.dtype}")
+    return offset.to(x.dtype)
+
+
+def _linearise(offset_fn: Callable[[Tensor], Tensor], x: Tensor, targets: Tensor) -> _Linearised:
+    """Residual and Jacobian at ``x`` (detached), by three backward passes (``offset_fn`` is pointwise)."""
+    with torch.enable_grad():
+        q = x.detach().requires_grad_(True)
+        offset = _checked_offset(offset_fn, q)
+        rows = []
+        for i in range(3):
+            # No graph to x (an offset that ignores x): that row of d offset / dx is zero.
+            grad = (
+                torch.autograd.grad(offset[:, i].sum(), q, retain_graph=True, allow_unused=True)
+                if offset.requires_grad
+                else (None,)
+            )
+            rows.append(torch.zeros_like(q) if grad[0] is None else grad[0])
+    eye = torch.eye(3, dtype=x.dtype, device=x.device)
+    return _Linearised(residual=(q + offset - targets).detach(), jacobian=eye + torch.stack(rows, dim=1).detach())
+
+
+def _solve(jacobian: Tensor, rhs: Tensor) -> tuple[Tensor, Tensor]:
+    """``J⁻¹ rhs`` per point and where that was possible; singular or non-finite Jacobians are replaced by the
+    identity (so no NaN reaches values or gradients) and flagged False."""
+    finite = torch.isfinite(jacobian).flatten(1).all(dim=1)
+    eye = torch.eye(3, dtype=jacobian.dtype, device=jacobian.device).expand_as(jacobian)
+    safe = torch.where(finite[:, None, None], jacobian, eye)
+    _, info = torch.linalg.inv_ex(safe)
+    ok = finite & (info == 0)
+    safe = torch.where(ok[:, None, None], safe, eye)
+    return torch.linalg.solve(safe, rhs.unsqueeze(-1)).squeeze(-1), ok
+
+
+def find_preimage(
+    offset_fn: Callable[[Tensor], Tensor],
+    targets: Float[Tensor, "N 3"],
+    init: Float[Tensor, "N 3"] | None = None,
+    iterations: int = 20,
+    tolerance: float = 1e-6,
+) -> Preimage:
+    """Solve ``x + offset_fn(x) = a`` for each target ``a`` (MonoNPHM: canonical anchors carried to posed space).
+
+    ``offset_fn`` maps ``[N,3] -> [N,3]`` pointwise (row i depends only on row i), e.g.
+    ``lambda x: deformer.deform(x, condition).offset``. Damped Newton with a 3×3 Jacobian per point, vectorised
+    and without a graph: a step that does not lower a point's residual is rejected and that point's step length
+    halved (doubled again, up to 1, after each accepted step). Starts at ``init`` (default: the targets, right
+    for small offsets). ``converged``: ``‖x + offset(x) − a‖ <= tolerance``.
+
+    Gradients by the implicit function theorem: with ``J = I + ∂offset/∂x`` at the solution, the returned points
+    carry ``∂x/∂a = J⁻¹`` and ``∂x/∂θ = −J⁻¹ ∂offset/∂θ`` for every tensor ``θ`` that ``offset_fn`` reads
+    (weights, condition codes). They come from one differentiable evaluation at the solution,
+    ``x* − J⁻¹ (r − r̄)`` with ``J`` detached and ``r̄`` the value of ``r``: the value is exactly ``x*``. Exact at
+    a root; where not converged they are those of the linearisation there.
+    """
+    check_float("targets", targets, [None, 3])
+    if init is not None:
+        check_float("init", init, [targets.shape[0], 3], device=targets.device)
+    iterations = check_count("iterations", iterations, 0)
+    if isinstance(tolerance, bool) or not isinstance(tolerance, int | float) or not 0 <= tolerance < math.inf:
+        raise ValueError(f"tolerance: expected a finite non-negative number, got {tolerance!r}")
+    if not callable(offset_fn):
+        raise TypeError(f"offset_fn: expected a callable [N,3] -> [N,3], got {type(offset_fn).__name__}")
+    a = targets.detach()
+    x = (a if init is None else init.detach().to(a.dtype)).clone()
+    with torch.no_grad():
+        lin = _linearise(offset_fn, x, a)
+        norm = _residual_norm(lin.residual)
+        step = torch.ones_like(norm)
+        for _ in range(iterations):
+            if bool((norm <= tolerance).all()):
+                break
+            delta, _ = _solve(lin.jacobian, lin.residual)
+            # offset_fn only ever sees finite points: no step from a non-finite residual or an overflowing solve.
+            active = (norm > tolerance) & torch.isfinite(norm) & torch.isfinite(delta).all(dim=1)
+            trial = torch.where(active[:, None], x - step[:, None] * delta, x)
+            trial_lin = _linearise(offset_fn, trial, a)
+            trial_norm = _residual_norm(trial_lin.residual)
+            better = active & (trial_norm < norm)
+            x = torch.where(better[:, None], trial, x)
+            lin = _Linearised(
+                residual=torch.where(better[:, None], trial_lin.residual, lin.residual),
+                jacobian=torch.where(better[:, None, None], trial_lin.jacobian, lin.jacobian),
+            )
+            norm = torch.where(better, trial_norm, norm)
+            step = torch.where(better, (2 * step).clamp(max=1), torch.where(active, step / 2, step))
+    # The implicit-function step: value x (exactly), gradients J⁻¹ ∂r through targets and offset_fn's tensors.
+    residual = x + _checked_offset(offset_fn, x) - targets
+    residual = torch.where(torch.isfinite(norm)[:, None], residual, torch.zeros_like(residual))  # no NaN into points
+    correction, _ = _solve(lin.jacobian, residual - residual.detach())
+    points = x - correction
+    return Preimage(points=points, residual=norm, converged=norm <= tolerance)
+
+
+def _residual_norm(residual: Tensor) -> Tensor:
+    """``‖r‖`` per point, +inf where ``r`` is not finite (so such a trial is never accepted)."""
+    norm = torch.linalg.vector_norm(residual, dim=-1)
+    return torch.where(torch.isfinite(norm), norm, torch.full_like(norm, math.inf))
