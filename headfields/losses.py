@@ -1,5 +1,5 @@
 """Training losses: photometric (L1, L2, Huber) with per-ray weights, region weights as data, depth prior, mask BCE,
-and the deformation-field regularisers of Nerfies / MonoAvatar (elastic, magnitude).
+the deformation-field regularisers of Nerfies / MonoAvatar (elastic, magnitude) and the eikonal term of SDF fields.
 
 Every loss is a mean over the elements it covers and returns a scalar tensor. Per-ray ``weight`` multiplies each
 ray's terms before the mean (it is not renormalised: INSTA's lips/mouth rays x40 make the loss larger, as in its
@@ -24,7 +24,9 @@ __all__ = [
     "INSTA_DEPTH_WEIGHT",
     "INSTA_MOUTH_WARMUP_STEPS",
     "INSTA_MOUTH_WEIGHT",
+    "NEUS_EIKONAL_WEIGHT",
     "depth_loss",
+    "eikonal_loss",
     "elastic_loss",
     "huber_loss",
     "l1_loss",
@@ -45,6 +47,8 @@ OPACITY_TOLERANCE = 1e-4
 # Elastic loss: singular values are clamped here before the log (Nerfies clamps at float32 epsilon), so a
 # Jacobian that collapses a direction costs (log 1.19e-7)^2 ~ 254 per sample instead of inf.
 ELASTIC_MIN_SINGULAR = float(torch.finfo(torch.float32).eps)
+# NeuS (PAPERS.md, "MonoNPHM"): the eikonal term (||grad f|| - 1)^2 enters the training loss with weight 0.1.
+NEUS_EIKONAL_WEIGHT = 0.1
 
 
 def _zero(pred: Tensor) -> Tensor:
@@ -196,3 +200,16 @@ def magnitude_loss(displacement: Float[Tensor, "N 3"], weight: Float[Tensor, " N
         if (weight < 0).any():
             raise ValueError("weight: expected non-negative per-sample weights, got a negative value")
     return _weighted_mean(displacement.square().sum(dim=-1), weight)
+
+
+def eikonal_loss(gradients: Float[Tensor, "N 3"], weight: Float[Tensor, " N"] | None = None) -> Float[Tensor, ""]:
+    """Mean over samples of ``(||g|| - 1)^2``: keeps an SDF's gradient ``g = grad f`` at unit length (IGR; NeuS adds it
+    with weight ``NEUS_EIKONAL_WEIGHT``, the caller's). Pass gradients taken with ``create_graph=True`` so the loss
+    reaches the field's parameters. ``weight [N]`` multiplies each sample's term before the mean. An empty batch
+    gives 0."""
+    check_float("gradients", gradients, [None, 3])
+    if weight is not None:
+        check_float("weight", weight, [gradients.shape[0]], device=gradients.device)
+        if (weight < 0).any():
+            raise ValueError("weight: expected non-negative per-sample weights, got a negative value")
+    return _weighted_mean((torch.linalg.vector_norm(gradients, dim=-1) - 1.0).square(), weight)

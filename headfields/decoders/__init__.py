@@ -1,5 +1,22 @@
-"""Field decoders: from encoded features (and view direction, conditioning) to density and colour."""
+"""Field decoders: from encoded features (and view direction, conditioning) to density or signed distance, and colour."""
 
+from .appearance import AppearanceConfig, AppearanceField, SHLighting
 from .nerf import FieldOutput, NerfDecoder, NerfDecoderConfig, mlp, trunc_exp
+from .sdf import AnchorBlend, AnchorSdf, AnchorSdfConfig, SdfMlp, SdfMlpConfig, SdfOutput
 
-__all__ = ["FieldOutput", "NerfDecoder", "NerfDecoderConfig", "mlp", "trunc_exp"]
+__all__ = [
+    "AnchorBlend",
+    "AnchorSdf",
+    "AnchorSdfConfig",
+    "AppearanceConfig",
+    "AppearanceField",
+    "FieldOutput",
+    "NerfDecoder",
+    "NerfDecoderConfig",
+    "SHLighting",
+    "SdfMlp",
+    "SdfMlpConfig",
+    "SdfOutput",
+    "mlp",
+    "trunc_exp",
+]
