@@ -1,7 +1,9 @@
 """Meshes and Warp kernels: per-frame BVHs, closest points, ray hits, nearest vertices, surface samples,
-triangle frames and UV rasterisation. Every query runs on CPU and CUDA from one source; ``_warp.launch_rows`` is
-the one launcher that every Warp kernel in headfields goes through (thread pool on CPU, torch's stream on CUDA)."""
+triangle frames, UV rasterisation, and meshes extracted from SDFs. Every query runs on CPU and CUDA from one source;
+``_warp.launch_rows`` is the one launcher that every Warp kernel in headfields goes through (thread pool on CPU,
+torch's stream on CUDA)."""
 
+from .isosurface import IsoSurface, extract_isosurface
 from .mesh import TriangleMesh
 from .primitives import box, head_proxy, uv_sphere
 from .queries import ClosestPoint, NearestVertices, RayHit, closest_point, knn_vertices, ray_intersect
@@ -19,6 +21,7 @@ from .uv import UVRaster, interpolate_uv, rasterize_uv, sample_uv, vertex_uvs
 
 __all__ = [
     "ClosestPoint",
+    "IsoSurface",
     "NearestVertices",
     "RayHit",
     "SurfaceSamples",
@@ -28,6 +31,7 @@ __all__ = [
     "box",
     "closest_point",
     "closest_point_on_triangle",
+    "extract_isosurface",
     "face_adjacency",
     "face_areas",
     "face_normals",
