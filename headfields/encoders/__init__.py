@@ -4,6 +4,7 @@ CNNs make the per-vertex features those read."""
 
 from .frequency import FrequencyEncoding
 from .hashgrid import HashGrid, HashGridConfig
+from .latent_codes import LatentCodes, LatentCodesConfig
 from .mesh_anchored import AnchoredFeatures, MeshAnchoredConfig, MeshAnchoredEncoder
 from .spherical_harmonics import SphericalHarmonics
 from .uv_cnn import UVCodeDecoder, UVCodeDecoderConfig, UVUNet, UVUNetConfig
@@ -16,6 +17,8 @@ __all__ = [
     "FrequencyEncoding",
     "HashGrid",
     "HashGridConfig",
+    "LatentCodes",
+    "LatentCodesConfig",
     "MeshAnchoredConfig",
     "MeshAnchoredEncoder",
     "SphericalHarmonics",
