@@ -153,7 +153,10 @@ def render_image(model: AvatarModel, frames: FrameSet, frame: int, chunk: int, d
     return torch.cat(out).reshape(cameras.height, cameras.width, 3).clamp(0, 1).cpu()
 
 
-def _to_png(image: Tensor, path: Path) -> None:
+def save_png(image: Float[Tensor, "H W 3"], path: str | Path) -> None:
+    """An image in [0, 1] as an 8-bit PNG (parent folders made as needed)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray((image.clamp(0, 1).numpy() * 255 + 0.5).astype(np.uint8)).save(path)
 
 
@@ -176,8 +179,8 @@ def evaluate(
         ssims.append(float(ssim(pred, truth)))
         if out is not None:
             out.mkdir(parents=True, exist_ok=True)
-            _to_png(pred, out / f"{f:05d}.png")
-            _to_png(comparison(pred, truth), out / f"{f:05d}_compare.png")
+            save_png(pred, out / f"{f:05d}.png")
+            save_png(comparison(pred, truth), out / f"{f:05d}_compare.png")
     return Evaluation(psnr=float(np.mean(psnrs)), ssim=float(np.mean(ssims)), frames=len(indices))
 
 

@@ -1,0 +1,249 @@
+"""MonoNPHM on a tiny synthetic video: at initialisation it renders and extracts the analytic sphere of its
+SDF's geometric initialisation; training lowers the loss and reaches every piece; landmarks found by root
+finding map back onto their canonical points; tracking a held-out frame from the neutral code lowers its
+error; the shared training loop runs it and resumes exactly; bad configurations raise."""
+
+import dataclasses
+import math
+
+import pytest
+import torch
+
+from headfields.decoders import AnchorSdfConfig, AppearanceConfig, SdfMlpConfig
+from headfields.deformers import HyperDeformerConfig
+from headfields.encoders import LatentCodesConfig
+from headfields.models.mononphm import MonoNphm, MonoNphmConfig
+from headfields.models.mononphm_tracking import TrackingConfig, frame_error, posed_landmarks, track_frame
+from headfields.parametric import load_model
+from headfields.renderers import Rays
+from headfields.training import TrainingConfig, ray_batch, train
+
+from helpers import raises_naming
+
+TINY = MonoNphmConfig(
+    deformer=HyperDeformerConfig(hidden_dim=16, hidden_layers=2, skip_layer=1),
+    canonical="global",
+    global_sdf=SdfMlpConfig(hidden_dim=32, hidden_layers=2, position_frequencies=2),
+    appearance=AppearanceConfig(hidden_dim=16, hidden_layers=2, feature_dim=8),
+    identity_code=LatentCodesConfig(dim=2, weight=1e-2),
+    expression_code=LatentCodesConfig(dim=4, weight=1e-2),
+    appearance_code=LatentCodesConfig(dim=2, weight=1e-2),
+    coarse_samples=16,
+    upsample_rounds=1,
+    samples_per_round=8,
+    eikonal_points=64,
+    correspondence_vertices=64,
+    learning_rate=5e-3,
+    final_learning_rate=5e-4,
+    decay_steps=100,
+)
+SHARP = 8.0  # v of the inverse variance: inv_s = exp(80), a hard surface for the analytic checks
+
+
+@pytest.fixture
+def video(tiny_video):
+    return tiny_video
+
+
+def _model(frames, config=TINY, seed=0):
+    torch.manual_seed(seed)
+    return MonoNphm(load_model(frames.model_path, frames.model_type), len(frames), config)
+
+
+def _head_batch(frames, count, seed=0):
+    """Rays from two frames, half of them on the head."""
+    batch = ray_batch(frames, 8 * count, torch.Generator().manual_seed(seed), torch.device("cpu"), frames_per_batch=2)
+    keep = torch.cat([batch.mask.nonzero()[: count // 2, 0], (~batch.mask).nonzero()[: count // 2, 0]]).sort().values
+    rays = dataclasses.replace(
+        batch.rays, origins=batch.rays.origins[keep], directions=batch.rays.directions[keep], frame=batch.rays.frame[keep]
+    )
+    return dataclasses.replace(batch, rays=rays, rgb=batch.rgb[keep], mask=batch.mask[keep], depth=None, segmentation=None)
+
+
+def _sphere_rays(model, state, count=64, seed=0):
+    """Rays from 1 m in front of the head frame's origin towards points around the init sphere's centre, in
+    world coordinates of ``state``; and the sphere (centre, radius) in world metres."""
+    g = torch.Generator().manual_seed(seed)
+    centre_head = model.center
+    radius = TINY.global_sdf.radius * float(model.scale)
+    origin_head = centre_head + torch.tensor([0.0, 0.0, 1.0])
+    aim = centre_head + 2.8 * radius * (torch.rand(count, 3, generator=g) - 0.5) * torch.tensor([1.0, 1.0, 0.0])
+    dirs_head = torch.nn.functional.normalize(aim - origin_head, dim=-1)
+    rotation, translation = state.rotation[0], state.translation[0]
+    origins = (origin_head @ rotation.T + translation).expand(count, 3)
+    rays = Rays(origins, dirs_head @ rotation.T, torch.zeros(count, dtype=torch.long))
+    return rays, centre_head @ rotation.T + translation, radius
+
+
+def test_at_init_it_renders_and_extracts_the_analytic_sphere(video):
+    """The backward field is the identity and the SDF a sphere: depth, normals and opacity of a NeuS render
+    match ray-sphere intersection in world space (through the frame's head pose), and so does the mesh."""
+    train_frames, _ = video
+    wide = dataclasses.replace(TINY.global_sdf, hidden_dim=200)  # its init is a sphere to 0.4% of r (3% at 32)
+    model = _model(train_frames, dataclasses.replace(TINY, global_sdf=wide))
+    with torch.no_grad():
+        model.inverse_variance.v.fill_(SHARP)
+    state = model.frame_state(train_frames, torch.tensor([3]))
+    rays, centre, radius = _sphere_rays(model, state)
+    with torch.no_grad():
+        out = model.render(rays, state, torch.zeros(len(rays.origins), dtype=torch.long))
+    # Analytic first hit |o + t d - c| = r.
+    oc = rays.origins - centre
+    b = (oc * rays.directions).sum(-1)
+    disc = b**2 - (oc.square().sum(-1) - radius**2)
+    hit = disc > 0
+    t = -b - disc.clamp(min=0).sqrt()
+    assert hit.sum() > 10 and (~hit).sum() > 5
+    near_edge = disc.clamp(min=0).sqrt() < 0.1 * radius  # grazing rays: NeuS's discrete intervals blur the edge
+    sure = hit & ~near_edge
+    torch.testing.assert_close(out.composite.opacity[sure], torch.ones(int(sure.sum())), atol=2e-3, rtol=0)
+    torch.testing.assert_close(out.composite.opacity[~hit], torch.zeros(int((~hit).sum())), atol=2e-3, rtol=0)
+    # A sharp NeuS surface puts the depth in the interval that holds the crossing (at its midpoint, for a hard
+    # step): the error is within that interval's length, plus the init's 0.4% of r.
+    samples, scale = out.samples, float(model.scale)
+    crossing = t[samples.ray] / scale
+    holds = (samples.t_start <= crossing) & (crossing <= samples.t_end) & sure[samples.ray]
+    assert torch.equal(samples.ray[holds], sure.nonzero()[:, 0])  # one interval per ray that surely hits
+    bound = samples.deltas[holds] * scale + 0.005 * radius
+    error = (out.composite.depth[sure] - t[sure]).abs()
+    assert (error <= bound).all(), (error, bound)
+    assert bound.max() < 0.1 * radius  # the up-sampling made those intervals short
+    normal = torch.nn.functional.normalize(rays.origins[sure] + t[sure, None] * rays.directions[sure] - centre, dim=-1)
+    cosine = (torch.nn.functional.normalize(out.normals[sure], dim=-1) * normal).sum(-1)
+    assert cosine.min() > 0.99, cosine.min()
+
+    surface = model.extract_mesh(state, resolution=48)
+    distance = (surface.vertices - centre).norm(dim=-1)
+    assert (distance - radius).abs().max() < 0.015 * radius
+    assert len(surface.faces) > 100
+
+
+def test_frame_state_reads_learnt_codes_for_training_frames_and_zero_elsewhere(video):
+    train_frames, eval_frames = video
+    model = _model(train_frames)
+    with torch.no_grad():
+        model.expression.codes.copy_(torch.randn_like(model.expression.codes))
+    index = torch.tensor([1, 3])
+    state = model.frame_state(train_frames, index)
+    head = model.head(train_frames)
+    e = model.parametric.num_expression
+    torch.testing.assert_close(state.condition[:, :e], head.expression[index])
+    torch.testing.assert_close(state.condition[:, e : e + 3], head.pose[index, model.jaw_joint])
+    torch.testing.assert_close(state.condition[:, e + 3 : e + 7], model.expression.codes[index])
+    held_out = model.frame_state(eval_frames, torch.tensor([0]))
+    assert torch.equal(held_out.condition[0, e + 3 : e + 7], torch.zeros(4))
+    torch.testing.assert_close(held_out.rotation[0], model.head(eval_frames).joint_transforms[0, model.head_joint, :3, :3])
+
+
+ANCHORS = dataclasses.replace(
+    TINY,
+    canonical="anchors",
+    num_anchors=8,
+    anchor_sdf=AnchorSdfConfig(local=SdfMlpConfig(hidden_dim=16, hidden_layers=2), neighbours=4, sigma_rank=4),
+)
+
+
+@pytest.mark.parametrize("config", [TINY, ANCHORS], ids=["global", "anchors"])
+def test_loss_falls_and_every_piece_gets_gradients(video, config):
+    train_frames, _ = video
+    model = _model(train_frames, config)
+    optimizer = model.configure_optimizer()
+    batch = _head_batch(train_frames, 64)
+    losses = []
+    for step in range(40):
+        model.before_step(step, train_frames)
+        out = model.training_step(batch, step)
+        optimizer.zero_grad()
+        out.loss.backward()
+        optimizer.step()
+        losses.append(float(out.loss.detach()))
+    assert losses[-1] < 0.5 * losses[0], losses
+    assert {"silhouette", "eikonal", "correspondence", "inv_s"} <= set(out.logs)
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(5e-3 * 0.1 ** (39 / 100))
+    pieces = {
+        "deformer trunk": model.deformer.layers,
+        "deformer heads": model.deformer.output,
+        "SDF": model.sdf,
+        "appearance": model.appearance,
+        "lighting": model.lighting,
+        "inverse variance": model.inverse_variance,
+        "expression codes": model.expression,
+    }
+    for name, module in pieces.items():
+        grads = [p.grad for p in module.parameters() if p.grad is not None]
+        assert grads and sum(float(g.abs().sum()) for g in grads) > 0, name
+
+
+def test_landmarks_by_root_finding_map_back_onto_their_canonical_points(video):
+    train_frames, _ = video
+    model = _model(train_frames)
+    state = model.frame_state(train_frames, torch.tensor([2]))
+    canonical = model.parametric().canonical_vertices[:40]
+    rotation, translation = state.rotation[0], state.translation[0]
+    with torch.no_grad():  # identity field: the landmarks are the canonical points under the head pose
+        torch.testing.assert_close(posed_landmarks(model, state, canonical), canonical @ rotation.T + translation)
+        for p in model.deformer.output.parameters():
+            p.copy_(0.05 * torch.randn_like(p))  # a non-trivial field
+    world = posed_landmarks(model, state, canonical)
+    x = model.normalize((world - translation) @ rotation)  # back into the normalised head frame
+    with torch.no_grad():
+        back = x + model.deformer.deform(x, state.condition.expand(len(x), -1)).offset
+    torch.testing.assert_close(back, model.normalize(canonical), atol=1e-4, rtol=0)
+    assert (world - (canonical @ rotation.T + translation)).abs().max() > 1e-3  # the field moved them
+
+
+def test_tracking_from_the_neutral_code_lowers_the_image_error(video):
+    train_frames, eval_frames = video
+    model = _model(train_frames)
+    optimizer = model.configure_optimizer()
+    for step in range(30):
+        batch = ray_batch(train_frames, 256, torch.Generator().manual_seed(step), torch.device("cpu"), frames_per_batch=2)
+        out = model.training_step(batch, step)
+        optimizer.zero_grad()
+        out.loss.backward()
+        optimizer.step()
+    frozen = {k: v.clone() for k, v in model.state_dict().items()}
+    trainable = [p.requires_grad for p in model.parameters()]
+    result = track_frame(model, eval_frames, 1, TrackingConfig(steps=15, rays_per_step=256, landmarks=8))
+    before = frame_error(model, eval_frames, 1, result.start)
+    after = frame_error(model, eval_frames, 1, result.state)
+    assert after < before, (before, after)  # on the whole image (the per-step losses are on random rays)
+    assert len(result.losses) == 15
+    assert torch.equal(result.start.condition, torch.zeros_like(result.start.condition))
+    for name, value in model.state_dict().items():  # the networks stayed frozen
+        assert torch.equal(value, frozen[name]), name
+    assert [p.requires_grad for p in model.parameters()] == trainable  # and are trainable again
+
+
+def test_the_training_loop_runs_it_and_resumes_exactly(video, tmp_path):
+    train_frames, eval_frames = video
+    config = TrainingConfig(
+        max_iterations=4, rays_per_batch=64, frames_per_batch=2, eval_every=0, checkpoint_every=2, eval_frames=1
+    )
+    straight = _model(train_frames)
+    metrics = train(straight, train_frames, eval_frames, tmp_path / "straight", config)
+    assert metrics["iterations"] == 4 and math.isfinite(metrics["psnr"])
+    train(_model(train_frames), train_frames, eval_frames, tmp_path / "halves", dataclasses.replace(config, max_iterations=2))
+    resumed = _model(train_frames, seed=7)  # other initial weights: everything must come from the checkpoint
+    train(resumed, train_frames, eval_frames, tmp_path / "halves", config)
+    assert resumed._optimizer.param_groups[0]["lr"] == straight._optimizer.param_groups[0]["lr"]
+    for name, value in straight.state_dict().items():
+        if isinstance(value, torch.Tensor):
+            torch.testing.assert_close(resumed.state_dict()[name], value, rtol=0, atol=1e-6, msg=name)
+
+
+def test_bad_configuration_raises(video):
+    train_frames, eval_frames = video
+    with raises_naming("head_joint"):
+        _model(train_frames, dataclasses.replace(TINY, head_joint="tail"))
+    with raises_naming("canonical"):
+        _model(train_frames, dataclasses.replace(TINY, canonical="voxels"))
+    with raises_naming("num_frames"):
+        MonoNphm(load_model(train_frames.model_path), 0, TINY)
+    model = _model(train_frames)
+    with raises_naming("frames"):  # training frames must be the ones the codes were made for
+        model.frame_state(dataclasses.replace(eval_frames, split="train"), torch.tensor([0]))
+    with raises_naming("state"):
+        model.extract_mesh(model.frame_state(eval_frames, torch.tensor([0, 1])))
+    with raises_naming("steps"):
+        TrackingConfig(steps=-1)
