@@ -18,17 +18,11 @@ from pathlib import Path
 
 import torch
 
-from headfields.data import cached_synthetic_video, load_insta_dataset
+from headfields.data import cached_synthetic_video, load_insta_dataset, write_obj
 from headfields.models.mononphm import MonoNphm, MonoNphmConfig, cpu_config
 from headfields.models.mononphm_tracking import TrackingConfig, frame_error, track_frame
 from headfields.parametric import load_model
 from headfields.training import TrainingConfig, comparison, save_png, train
-
-
-def save_obj(path: Path, vertices: torch.Tensor, faces: torch.Tensor) -> None:
-    lines = [f"v {x:.6f} {y:.6f} {z:.6f}" for x, y, z in vertices.tolist()]
-    lines += [f"f {a + 1} {b + 1} {c + 1}" for a, b, c in faces.tolist()]
-    path.write_text("\n".join(lines) + "\n")
 
 
 def main() -> None:
@@ -86,7 +80,7 @@ def main() -> None:
 
     f = len(eval_frames) // 2
     surface = model.extract_mesh(model.frame_state(eval_frames, torch.tensor([f], device=args.device)), args.mesh_resolution)
-    save_obj(args.out / f"mesh_{f:05d}.obj", surface.vertices.cpu(), surface.faces.cpu())
+    write_obj(args.out / f"mesh_{f:05d}.obj", surface.vertices.cpu().numpy(), surface.faces.cpu().numpy())
 
 
 if __name__ == "__main__":

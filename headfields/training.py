@@ -12,6 +12,7 @@ import json
 import math
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -142,14 +143,24 @@ def ray_batch(
     )
 
 
-def render_image(model: AvatarModel, frames: FrameSet, frame: int, chunk: int, device: torch.device) -> Float[Tensor, "H W 3"]:
+def render_image(
+    model: AvatarModel,
+    frames: FrameSet,
+    frame: int,
+    chunk: int,
+    device: torch.device,
+    render: Callable[[Rays], Float[Tensor, "R 3"]] | None = None,
+) -> Float[Tensor, "H W 3"]:
+    """Frame ``frame`` of ``frames``, ``chunk`` rays at a time without gradients, on the CPU, clamped to [0, 1].
+    ``render(rays)`` gives the colours (default: ``model.render_rays(rays, frames)``)."""
+    render = render or (lambda rays: model.render_rays(rays, frames))
     cameras = frames.cameras.to(device)
     pixels = image_pixels(cameras)
     out = []
     with torch.no_grad():
         for start in range(0, len(pixels), chunk):
             rays = pixel_rays(cameras, frame, pixels[start : start + chunk])
-            out.append(model.render_rays(rays, frames))
+            out.append(render(rays))
     return torch.cat(out).reshape(cameras.height, cameras.width, 3).clamp(0, 1).cpu()
 
 

@@ -5,6 +5,7 @@ inverse and to 1e-8 on a random network, implicit gradients against finite diffe
 failures; bad input."""
 
 import copy
+import dataclasses
 import math
 
 import numpy as np
@@ -26,7 +27,7 @@ from helpers import raises_naming
 
 FRAMES = 3
 EXPRESSIONS = 10
-SMALL = HyperDeformerConfig(hidden_dim=16, hidden_layers=3, skip_layer=2, beta=10.0, hyper_dim=2)
+SMALL = HyperDeformerConfig(hidden_dim=16, hidden_layers=3, skip_layer=2, beta=10.0, hyper_dim=2, hyper_init_std=0.0)
 TINY = HyperDeformerConfig(hidden_dim=16, hidden_layers=2, skip_layer=1, beta=10.0, hyper_dim=2)  # "2 x 16"
 
 
@@ -86,6 +87,18 @@ def test_identity_at_init_is_exact(flame_heads, device):
     assert torch.equal(canonical.points, torch.cat([x64, torch.zeros_like(x64[:, :2])], dim=1))
     assert canonical.points.dtype == torch.float64 and canonical.dirs is dirs
     assert canonical.valid.all() and canonical.face is None
+
+
+def test_default_hyper_head_starts_near_zero_not_at_zero():
+    """HyperNeRF's init: the offsets are exactly zero, the hyper coordinates tiny but not zero, so a canonical field
+    whose hyper weights start at zero still gets (and gives) a gradient."""
+    torch.manual_seed(0)
+    deformer = HyperDeformer(EXPRESSIONS, dataclasses.replace(SMALL, hyper_init_std=1e-5))
+    x, condition = samples(dtype=torch.float32)
+    out = deformer.deform(x, condition)
+    assert torch.equal(out.offset, torch.zeros_like(x))
+    assert 0 < float(out.hyper.detach().abs().max()) < 1e-3
+    assert HyperDeformerConfig().hyper_init_std == 1e-5
 
 
 def test_gradients_reach_the_output_then_the_trunk():

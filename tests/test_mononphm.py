@@ -122,14 +122,14 @@ def test_frame_state_reads_learnt_codes_for_training_frames_and_zero_elsewhere(v
     train_frames, eval_frames = video
     model = _model(train_frames)
     with torch.no_grad():
-        model.expression.codes.copy_(torch.randn_like(model.expression.codes))
+        model.expression_codes.codes.copy_(torch.randn_like(model.expression_codes.codes))
     index = torch.tensor([1, 3])
     state = model.frame_state(train_frames, index)
     head = model.head(train_frames)
     e = model.parametric.num_expression
     torch.testing.assert_close(state.condition[:, :e], head.expression[index])
     torch.testing.assert_close(state.condition[:, e : e + 3], head.pose[index, model.jaw_joint])
-    torch.testing.assert_close(state.condition[:, e + 3 : e + 7], model.expression.codes[index])
+    torch.testing.assert_close(state.condition[:, e + 3 : e + 7], model.expression_codes.codes[index])
     held_out = model.frame_state(eval_frames, torch.tensor([0]))
     assert torch.equal(held_out.condition[0, e + 3 : e + 7], torch.zeros(4))
     torch.testing.assert_close(held_out.rotation[0], model.head(eval_frames).joint_transforms[0, model.head_joint, :3, :3])
@@ -149,7 +149,8 @@ def test_loss_falls_and_every_piece_gets_gradients(video, config):
     model = _model(train_frames, config)
     optimizer = model.configure_optimizer()
     batch = _head_batch(train_frames, 64)
-    losses = []
+    hyper_head = model.deformer.output.weight[3:].detach().clone()
+    losses, colour = [], []
     for step in range(40):
         model.before_step(step, train_frames)
         out = model.training_step(batch, step)
@@ -157,7 +158,11 @@ def test_loss_falls_and_every_piece_gets_gradients(video, config):
         out.loss.backward()
         optimizer.step()
         losses.append(float(out.loss.detach()))
+        colour.append(out.logs["rgb"])
     assert losses[-1] < 0.5 * losses[0], losses
+    assert colour[-1] < 0.6 * colour[0], colour  # the image term itself, not only the regularisers
+    # The hyper head starts near zero (HyperNeRF), where the SDF's hyper inputs start at zero weight: both train.
+    assert (model.deformer.output.weight[3:] - hyper_head).abs().max() > 1e-3
     assert {"silhouette", "eikonal", "correspondence", "inv_s"} <= set(out.logs)
     assert optimizer.param_groups[0]["lr"] == pytest.approx(5e-3 * 0.1 ** (39 / 100))
     pieces = {
@@ -167,7 +172,9 @@ def test_loss_falls_and_every_piece_gets_gradients(video, config):
         "appearance": model.appearance,
         "lighting": model.lighting,
         "inverse variance": model.inverse_variance,
-        "expression codes": model.expression,
+        "expression codes": model.expression_codes,
+        "identity codes": model.identity_codes,
+        "appearance codes": model.appearance_codes,
     }
     for name, module in pieces.items():
         grads = [p.grad for p in module.parameters() if p.grad is not None]
@@ -181,15 +188,58 @@ def test_landmarks_by_root_finding_map_back_onto_their_canonical_points(video):
     canonical = model.parametric().canonical_vertices[:40]
     rotation, translation = state.rotation[0], state.translation[0]
     with torch.no_grad():  # identity field: the landmarks are the canonical points under the head pose
-        torch.testing.assert_close(posed_landmarks(model, state, canonical), canonical @ rotation.T + translation)
+        torch.testing.assert_close(posed_landmarks(model, state, canonical).points, canonical @ rotation.T + translation)
         for p in model.deformer.output.parameters():
             p.copy_(0.05 * torch.randn_like(p))  # a non-trivial field
-    world = posed_landmarks(model, state, canonical)
+    landmarks = posed_landmarks(model, state, canonical)
+    assert landmarks.converged.all()
+    world = landmarks.points
     x = model.normalize((world - translation) @ rotation)  # back into the normalised head frame
     with torch.no_grad():
         back = x + model.deformer.deform(x, state.condition.expand(len(x), -1)).offset
     torch.testing.assert_close(back, model.normalize(canonical), atol=1e-4, rtol=0)
     assert (world - (canonical @ rotation.T + translation)).abs().max() > 1e-3  # the field moved them
+
+
+def test_landmark_gradients_match_finite_differences(video):
+    """Implicit differentiation through the root finder, as tracking uses it: d(world landmark)/d(condition)."""
+    train_frames, _ = video
+    model = _model(train_frames).double()
+    with torch.no_grad():
+        for p in model.deformer.output.parameters():
+            p.copy_(0.05 * torch.randn_like(p))
+    state = model.frame_state(train_frames, torch.tensor([2]))
+    state = dataclasses.replace(state, condition=state.condition.detach().requires_grad_(True))
+    canonical = model.parametric().canonical_vertices[:6].double()
+    direction = torch.randn(6, 3, dtype=torch.float64)
+    (posed_landmarks(model, state, canonical).points * direction).sum().backward()
+    analytic = state.condition.grad[0]
+
+    def value(condition):
+        points = posed_landmarks(model, dataclasses.replace(state, condition=condition), canonical).points
+        return float((points * direction).sum())
+
+    with torch.no_grad():
+        for i in torch.randperm(state.condition.shape[1])[:4].tolist():
+            step = torch.zeros_like(state.condition)
+            step[0, i] = 1e-5
+            numeric = (value(state.condition + step) - value(state.condition - step)) / 2e-5
+            assert abs(numeric - float(analytic[i])) < 1e-6 + 1e-4 * abs(numeric), (i, numeric, float(analytic[i]))
+
+
+def test_rendering_with_and_without_gradients_agrees(video):
+    train_frames, _ = video
+    model = _model(train_frames)
+    rays = _head_batch(train_frames, 32).rays
+    index, local = torch.unique(rays.frame, return_inverse=True)
+    state = model.frame_state(train_frames, index)
+    with_grad = model.render(rays, state, local)
+    with torch.no_grad():
+        without = model.render(rays, state, local)
+    for name in ("rgb", "depth", "opacity"):
+        torch.testing.assert_close(getattr(without.composite, name), getattr(with_grad.composite, name).detach(), msg=name)
+    torch.testing.assert_close(without.normals, with_grad.normals.detach())
+    assert with_grad.composite.rgb.requires_grad and not without.composite.rgb.requires_grad
 
 
 def test_tracking_from_the_neutral_code_lowers_the_image_error(video):
@@ -209,7 +259,12 @@ def test_tracking_from_the_neutral_code_lowers_the_image_error(video):
     after = frame_error(model, eval_frames, 1, result.state)
     assert after < before, (before, after)  # on the whole image (the per-step losses are on random rays)
     assert len(result.losses) == 15
-    assert torch.equal(result.start.condition, torch.zeros_like(result.start.condition))
+    identity = model.identity_codes.dim
+    start, learnt = result.start.condition[0], model.frame_state(eval_frames, torch.tensor([1])).condition[0]
+    assert torch.equal(start[:-identity], torch.zeros_like(start[:-identity]))  # the neutral expression...
+    assert torch.equal(start[-identity:], learnt[-identity:]) and torch.equal(
+        result.state.condition[0, -identity:], start[-identity:]
+    )
     for name, value in model.state_dict().items():  # the networks stayed frozen
         assert torch.equal(value, frozen[name]), name
     assert [p.requires_grad for p in model.parameters()] == trainable  # and are trainable again

@@ -1,6 +1,7 @@
 """Data: the INSTA / NeRFace ``transforms.json`` dataset format (one loader for real captures and the synthetic
 video) and its writer, and the synthetic head video generator."""
 
+from ._io import write_obj
 from .insta import (
     BACKGROUND_LABEL,
     DEFAULT_INTEGER_DEPTH_SCALE,
@@ -23,4 +24,5 @@ __all__ = [
     "load_insta_dataset",
     "make_synthetic_video",
     "save_insta_dataset",
+    "write_obj",
 ]

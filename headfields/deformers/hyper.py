@@ -40,6 +40,7 @@ MONONPHM_SOFTPLUS_BETA = 100.0
 MONONPHM_HYPER_DIM = 2
 MONONPHM_OFFSET_WEIGHT = 0.0025
 MONONPHM_HYPER_WEIGHT = 0.05
+HYPERNERF_HYPER_INIT_STD = 1e-5  # HyperNeRF: the hyper head's weights are drawn with this deviation
 
 
 def _check_weight(name: str, value: object) -> None:
@@ -59,6 +60,9 @@ class HyperDeformerConfig:
     position_frequencies: int = 0  # NeRF PE bands of x (0: raw x, as MonoNPHM)
     offset_weight: float = MONONPHM_OFFSET_WEIGHT
     hyper_weight: float = MONONPHM_HYPER_WEIGHT
+    # HyperNeRF draws its hyper head near zero, not at zero: a canonical field whose hyper inputs start with zero
+    # weights (an SDF's sphere initialisation) would otherwise never get a gradient to them, nor give one back.
+    hyper_init_std: float = HYPERNERF_HYPER_INIT_STD
 
     def __post_init__(self) -> None:
         check_count("hidden_dim", self.hidden_dim, 1)
@@ -73,6 +77,7 @@ class HyperDeformerConfig:
         check_count("position_frequencies", self.position_frequencies, 0, MAX_FREQUENCIES)
         _check_weight("offset_weight", self.offset_weight)
         _check_weight("hyper_weight", self.hyper_weight)
+        _check_weight("hyper_init_std", self.hyper_init_std)
 
 
 @dataclass
@@ -131,9 +136,11 @@ class HyperDeformer(Deformer):
         self.layers = nn.ModuleList(layers)
         self.activation = nn.Softplus(beta=config.beta)
         self.output = nn.Linear(width, 3 + config.hyper_dim)  # [Δx, h]
-        # Identity at init, exactly (HyperNeRF starts its hyper output near zero; we start both at zero).
+        # The offsets start at zero exactly (the identity); the hyper coordinates near zero (hyper_init_std).
         nn.init.zeros_(self.output.weight)
         nn.init.zeros_(self.output.bias)
+        with torch.no_grad():
+            self.output.weight[3:].normal_(0.0, config.hyper_init_std)
 
     @property
     def hyper_dim(self) -> int:

@@ -9,7 +9,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from .._checks import IntLike, check_count
+from .._checks import IntLike, check_count, check_float
 from .mesh import TriangleMesh
 from .triangles import face_areas, face_normals
 
@@ -63,3 +63,16 @@ def sample_near_surface(
     s = _sample_surface(mesh, n, frame, generator)
     offset = (torch.rand(s.point.shape[0], 1, generator=generator, dtype=torch.float64) * 2 - 1) * thickness
     return s.point + offset.to(s.point) * s.normal
+
+
+def farthest_points(points: Float[Tensor, "N 3"], count: int) -> Int[Tensor, " K"]:
+    """Indices of ``count`` points spread by farthest-point sampling, from the one nearest the centroid
+    (deterministic)."""
+    check_float("points", points, [None, 3])
+    count = check_count("count", count, 1, points.shape[0])
+    chosen = [int((points - points.mean(0)).norm(dim=1).argmin())]
+    distance = (points - points[chosen[0]]).norm(dim=1)
+    for _ in range(count - 1):
+        chosen.append(int(distance.argmax()))
+        distance = torch.minimum(distance, (points - points[chosen[-1]]).norm(dim=1))
+    return torch.tensor(chosen, device=points.device)

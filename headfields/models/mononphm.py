@@ -26,8 +26,8 @@ from ..data import FrameSet
 from ..decoders import AnchorSdf, AnchorSdfConfig, AppearanceConfig, AppearanceField, SdfMlp, SdfMlpConfig, SHLighting
 from ..deformers import HyperDeformation, HyperDeformer, HyperDeformerConfig
 from ..encoders import LatentCodes, LatentCodesConfig
-from ..geometry import IsoSurface, extract_isosurface
-from ..losses import eikonal_loss, l1_loss, mask_loss
+from ..geometry import IsoSurface, extract_isosurface, farthest_points
+from ..losses import NEUS_EIKONAL_WEIGHT, eikonal_loss, l1_loss, mask_loss
 from ..parametric import Head, ParametricModel
 from ..renderers import (
     Composite,
@@ -39,11 +39,12 @@ from ..renderers import (
     neus_samples,
     ray_aabb,
 )
-from ..renderers.cameras import Rays, image_pixels, pixel_rays
-from ..training import RayBatch, StepOutput
+from ..renderers.cameras import Rays
+from ..renderers.neus import NEUS_BASE_INV_S, NEUS_INITIAL_VARIANCE
+from ..training import RayBatch, StepOutput, render_image
 from .tracking import TrackedHeads
 
-__all__ = ["FrameState", "MonoNphm", "MonoNphmConfig", "MonoNphmRender", "cpu_config", "farthest_points"]
+__all__ = ["FrameState", "MonoNphm", "MonoNphmConfig", "MonoNphmRender", "cpu_config"]
 
 CanonicalKind = Literal["anchors", "global"]
 
@@ -55,7 +56,9 @@ class MonoNphmConfig:
     from a prior trained on registered scans; here the tracked mesh plays that part); a correspondence loss
     asks the backward field to carry the tracked mesh's posed vertices to its neutral ones (NPHM's training
     supervises its deformations with registered scans the same way); anchors are farthest-point samples of
-    the neutral mesh (MonoNPHM predicts them from the identity code); one appearance MLP, not an ensemble."""
+    the neutral mesh (MonoNPHM predicts them from the identity code), with no per-anchor codes and the same
+    identity code for every member (MonoNPHM: 64 global + 32 per anchor); one appearance MLP, not an ensemble;
+    the inverse variance is learnt (NeuS), not scheduled."""
 
     deformer: HyperDeformerConfig = field(default_factory=HyperDeformerConfig)  # 6 x 400, Softplus(100), H = 2
     canonical: CanonicalKind = "anchors"  # the anchor ensemble, or one global SDF MLP
@@ -72,10 +75,10 @@ class MonoNphmConfig:
     coarse_samples: int = 32  # MonoNPHM: 32 stratified + 32 importance samples
     upsample_rounds: int = 1
     samples_per_round: int = 32
-    upsample_inv_s: float = 64.0  # NeuS: round i up-samples at 64 * 2^i
-    inverse_variance: float = 0.3  # NeuS: inv_s = exp(10 v), v learnt from 0.3
+    upsample_inv_s: float = NEUS_BASE_INV_S  # NeuS: round i up-samples at 64 * 2^i
+    inverse_variance: float = NEUS_INITIAL_VARIANCE  # NeuS: inv_s = exp(10 v), v learnt from 0.3
     box_inflation: float = 0.1  # the sampling box: the neutral mesh's box inflated by this fraction of its diagonal
-    eikonal_weight: float = 0.1  # NeuS
+    eikonal_weight: float = NEUS_EIKONAL_WEIGHT
     eikonal_points: int = 1024  # uniform points in the box per step, besides the render samples
     silhouette_weight: float = 0.1
     correspondence_weight: float = 1.0  # in the normalised units (see the departures)
@@ -121,18 +124,6 @@ def cpu_config(**overrides) -> MonoNphmConfig:
         decay_steps=5_000,
     )
     return MonoNphmConfig(**{**sizes, **overrides})
-
-
-def farthest_points(points: Float[Tensor, "N 3"], count: int) -> Int[Tensor, " K"]:
-    """Indices of ``count`` points spread by farthest-point sampling, from the one nearest the centroid
-    (deterministic)."""
-    count = check_count("count", count, 1, points.shape[0])
-    chosen = [int((points - points.mean(0)).norm(dim=1).argmin())]
-    distance = (points - points[chosen[0]]).norm(dim=1)
-    for _ in range(count - 1):
-        chosen.append(int(distance.argmax()))
-        distance = torch.minimum(distance, (points - points[chosen[-1]]).norm(dim=1))
-    return torch.tensor(chosen, device=points.device)
 
 
 @dataclass
@@ -181,8 +172,8 @@ class MonoNphm(nn.Module):
         self.register_buffer("box", torch.stack([-half - pad, half + pad]))  # normalised head frame
 
         tracked_dim = (parametric.num_expression + (3 if self.jaw_joint is not None else 0)) if c.tracked_expression else 0
-        self.identity = LatentCodes(1, c.identity_code)
-        self.expression = LatentCodes(num_frames, c.expression_code)
+        self.identity_codes = LatentCodes(1, c.identity_code)
+        self.expression_codes = LatentCodes(num_frames, c.expression_code)
         self.appearance_codes = LatentCodes(1, c.appearance_code)
         condition_dim = tracked_dim + c.expression_code.dim + c.identity_code.dim
         self.deformer = HyperDeformer(condition_dim, c.deformer)
@@ -223,16 +214,16 @@ class MonoNphm(nn.Module):
         if frames.split == "train":
             if len(frames) != self.num_frames:
                 raise ValueError(f"frames: expected the {self.num_frames} training frames, got {len(frames)}")
-            expression = self.expression(index)
+            expression = self.expression_codes(index)
         else:
-            expression = self.expression.codes.new_zeros(u, self.expression.dim)
-        identity = self.identity(index.new_zeros(u))
+            expression = self.expression_codes.codes.new_zeros(u, self.expression_codes.dim)
+        identity = self.identity_codes(index.new_zeros(u))
         condition = torch.cat([self.tracked_condition(head, index).to(expression), expression, identity], dim=1)
         return FrameState(transform[:, :3, :3], transform[:, :3, 3], condition, self.appearance_codes(index.new_zeros(u)))
 
     # --- the fields ------------------------------------------------------------------------------------
     def canonical_sdf(self, canonical: Float[Tensor, "S 3"], hyper: Float[Tensor, "S H"], condition: Float[Tensor, "S C"]):
-        identity = condition[:, condition.shape[1] - self.identity.dim :]
+        identity = condition[:, condition.shape[1] - self.identity_codes.dim :]
         return self.sdf(canonical, torch.cat([hyper, identity], dim=1))
 
     def posed_sdf(self, x: Float[Tensor, "S 3"], condition: Float[Tensor, "S C"]) -> Float[Tensor, " S"]:
@@ -289,7 +280,7 @@ class MonoNphm(nn.Module):
         world_normals = torch.einsum("sij,sj->si", rotation[samples.ray], normals)
         rgb = albedo * self.lighting(world_normals)
         background = torch.tensor(c.background, device=x.device, dtype=rgb.dtype)
-        comp = composite_alpha(samples, alpha.clamp(0, 1), rgb.clamp(0, 1), background)
+        comp = composite_alpha(samples, alpha, rgb, background)  # rgb unclamped: a clamp would cut the lighting's gradient
         comp.depth = comp.depth * self.scale
         return MonoNphmRender(
             composite=comp,
@@ -311,15 +302,11 @@ class MonoNphm(nn.Module):
         device = self.center.device
         if state is None:
             state = self.frame_state(frames, torch.tensor([frame], device=device))
-        cameras = frames.cameras.to(device)
-        pixels = image_pixels(cameras)
-        out = []
-        with torch.no_grad():
-            for start in range(0, len(pixels), chunk):
-                rays = pixel_rays(cameras, frame, pixels[start : start + chunk])
-                local = torch.zeros(len(rays.origins), dtype=torch.long, device=device)
-                out.append(self.render(rays, state, local).composite.rgb)
-        return torch.cat(out).reshape(cameras.height, cameras.width, 3).clamp(0, 1).cpu()
+
+        def render(rays: Rays) -> Tensor:
+            return self.render(rays, state, torch.zeros_like(rays.frame)).composite.rgb
+
+        return render_image(self, frames, frame, chunk, device, render)
 
     # --- geometry ----------------------------------------------------------------------------------------
     def extract_mesh(self, state: FrameState, resolution: int = 128) -> IsoSurface:
@@ -375,7 +362,7 @@ class MonoNphm(nn.Module):
         out = self.render(batch.rays, state, local, generator)
         rgb = l1_loss(out.composite.rgb, batch.rgb)
         loss = rgb
-        logs = {"inv_s": float(self.inverse_variance().detach())}
+        logs = {"rgb": float(rgb.detach()), "inv_s": float(self.inverse_variance().detach())}
         if batch.mask is not None and c.silhouette_weight > 0:
             silhouette = mask_loss(out.composite.opacity.clamp(0, 1), batch.mask.to(out.composite.opacity.dtype))
             loss = loss + c.silhouette_weight * silhouette
@@ -386,8 +373,8 @@ class MonoNphm(nn.Module):
         eikonal = eikonal_loss(gradients)
         deformation = self.deformer.regularizers(out.deformation)
         codes = (
-            self.expression.regularizer(self.expression(index))
-            + self.identity.regularizer()
+            self.expression_codes.regularizer(self.expression_codes(index))
+            + self.identity_codes.regularizer()
             + self.appearance_codes.regularizer()
         )
         loss = loss + c.eikonal_weight * eikonal + deformation.total + codes

@@ -13,19 +13,29 @@ from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from .._checks import check_count, check_positive
 from ..data import FrameSet
 from ..deformers import find_preimage, log_quaternion_to_rotation
+from ..geometry import farthest_points
 from ..losses import l1_loss, mask_loss
 from ..renderers.cameras import image_pixels, pixel_rays, project_points
-from .mononphm import FrameState, MonoNphm, farthest_points
+from .mononphm import FrameState, MonoNphm
 
-__all__ = ["TrackingConfig", "TrackingResult", "frame_error", "landmark_vertices", "posed_landmarks", "track_frame"]
+__all__ = [
+    "PosedLandmarks",
+    "TrackingConfig",
+    "TrackingResult",
+    "frame_error",
+    "landmark_vertices",
+    "posed_landmarks",
+    "track_frame",
+]
 
 FRONT_REGIONS = ("skin", "lips", "eyes")  # where landmark vertices are drawn from (FLAME's region names)
+LANDMARK_TOLERANCE = 1e-5  # normalised units (~2 um on a FLAME head): what float32 root finding reaches
 
 
 @dataclass(frozen=True)
@@ -54,7 +64,7 @@ class TrackingConfig:
 @dataclass
 class TrackingResult:
     state: FrameState  # the fitted frame (one row), detached
-    start: FrameState  # where the fit started from
+    start: FrameState  # where the fit started from (for "neutral": zero expression, the learnt identity)
     losses: list[float] = field(default_factory=list)  # per step
 
 
@@ -62,39 +72,49 @@ def landmark_vertices(model: MonoNphm, count: int) -> Int[Tensor, " K"]:
     """``count`` vertices spread over the face (farthest points of the front regions of the neutral mesh)."""
     neutral = model.parametric()
     regions = [neutral.regions[name] for name in FRONT_REGIONS if name in neutral.regions]
-    ids = torch.cat(regions).unique() if regions else torch.arange(model.parametric.num_vertices)
-    rest = neutral.canonical_vertices[ids]
-    front = ids[rest[:, 2] > model.center[2]]
+    ids = torch.cat(regions).unique() if regions else torch.arange(model.parametric.num_vertices, device=model.center.device)
+    front = ids[neutral.canonical_vertices[ids, 2] > model.center[2]]
     return front[farthest_points(neutral.canonical_vertices[front], count)]
 
 
-def posed_landmarks(model: MonoNphm, state: FrameState, canonical: Float[Tensor, "K 3"]) -> Float[Tensor, "K 3"]:
+@dataclass
+class PosedLandmarks:
+    points: Float[Tensor, "K 3"]  # world
+    converged: Bool[Tensor, " K"]  # root finding met LANDMARK_TOLERANCE (the others are its best iterate)
+
+
+def posed_landmarks(model: MonoNphm, state: FrameState, canonical: Float[Tensor, "K 3"]) -> PosedLandmarks:
     """World positions of canonical points (metres, neutral head frame) for frame ``state`` (one row): the
     posed points the backward field carries onto them, found by root finding, differentiable by implicit
     differentiation in the condition and pose."""
     condition = state.condition.expand(len(canonical), -1)
-    solved = find_preimage(lambda x: model.deformer.deform(x, condition).offset, model.normalize(canonical))
+    solved = find_preimage(
+        lambda x: model.deformer.deform(x, condition).offset, model.normalize(canonical), tolerance=LANDMARK_TOLERANCE
+    )
     head_frame = solved.points * model.scale + model.center
-    return head_frame @ state.rotation[0].T + state.translation[0]
+    return PosedLandmarks(head_frame @ state.rotation[0].T + state.translation[0], solved.converged)
 
 
 def track_frame(model: MonoNphm, frames: FrameSet, frame: int, config: TrackingConfig | None = None) -> TrackingResult:
-    """Fit frame ``frame`` of ``frames`` with the networks frozen: its condition (tracked expression part,
-    expression code, identity) and, with ``optimize_pose``, a rotation and translation applied after its
-    tracked head pose."""
+    """Fit frame ``frame`` of ``frames`` with the networks frozen: the expression part of its condition (tracked
+    expression and expression code; the identity code stays as learnt) and, with ``optimize_pose``, a
+    correction of its head pose: a rotation in the head's frame (before the tracked rotation) and a world
+    translation."""
     c = config or TrackingConfig()
     device = model.center.device
     index = torch.tensor([frame], device=device)
     with torch.no_grad():
         tracked = model.frame_state(frames, index)
-    condition = tracked.condition.clone()
+    split = tracked.condition.shape[1] - model.identity_codes.dim
+    identity = tracked.condition[:, split:]
+    expression = tracked.condition[:, :split].clone()
     if c.start == "neutral":
-        condition.zero_()
-    condition0 = condition.clone()
-    condition.requires_grad_(True)
+        expression.zero_()
+    start = replace(tracked, condition=torch.cat([expression, identity], dim=1))
+    expression.requires_grad_(True)
     omega = torch.zeros(1, 3, device=device, requires_grad=True)
     shift = torch.zeros(1, 3, device=device, requires_grad=True)
-    groups = [{"params": [condition], "lr": c.code_learning_rate}]
+    groups = [{"params": [expression], "lr": c.code_learning_rate}]
     if c.optimize_pose:
         groups.append({"params": [omega, shift], "lr": c.pose_learning_rate})
     optimizer = torch.optim.Adam(groups)
@@ -102,44 +122,46 @@ def track_frame(model: MonoNphm, frames: FrameSet, frame: int, config: TrackingC
     cameras = frames.cameras.to(device)
     targets = frames.images[frame].to(device).float().reshape(-1, 3) / 255.0
     masks = None if frames.masks is None else frames.masks[frame].to(device).reshape(-1)
-    landmark_ids = landmark_vertices(model, c.landmarks) if c.landmarks and frames.mesh_vertices is not None else None
-    if landmark_ids is not None:
-        detected = project_points(cameras, frames.mesh_vertices[frame, landmark_ids].to(device), frame).pixels
-        canonical = model.parametric().canonical_vertices[landmark_ids]
+    use_landmarks = c.landmarks > 0 and c.landmark_weight > 0 and frames.mesh_vertices is not None
+    if use_landmarks:
+        ids = landmark_vertices(model, c.landmarks)
+        detected = project_points(cameras, frames.mesh_vertices[frame, ids.cpu()].to(device), frame).pixels
+        canonical = model.head(frames).canonical_vertices[ids]  # the subject's neutral mesh
 
     generator = torch.Generator().manual_seed(c.seed)
     pixels = image_pixels(cameras)
-    was_training = [p.requires_grad for p in model.parameters()]
+    requires_grad = [p.requires_grad for p in model.parameters()]
     model.requires_grad_(False)
     losses = []
     try:
         for _ in range(c.steps):
             pick = torch.randint(0, len(pixels), (c.rays_per_step,), generator=generator).to(device)
             rays = pixel_rays(cameras, frame, pixels[pick])
-            state = _posed(tracked, condition, omega, shift)
+            state = _posed(tracked, torch.cat([expression, identity], dim=1), omega, shift)
             out = model.render(rays, state, torch.zeros(len(pick), dtype=torch.long, device=device), generator)
             loss = l1_loss(out.composite.rgb, targets[pick])
             if masks is not None and c.silhouette_weight > 0:
                 opacity = out.composite.opacity.clamp(0, 1)
                 loss = loss + c.silhouette_weight * mask_loss(opacity, masks[pick].to(opacity.dtype))
-            if landmark_ids is not None and c.landmark_weight > 0:
-                projected = project_points(cameras, posed_landmarks(model, state, canonical), frame).pixels
-                loss = loss + c.landmark_weight * ((projected - detected) / cameras.width).square().sum(-1).mean()
+            if use_landmarks:
+                landmarks = posed_landmarks(model, state, canonical)
+                error = ((project_points(cameras, landmarks.points, frame).pixels - detected) / cameras.width).square()
+                ok = landmarks.converged  # a landmark the root finder lost gives no (misleading) gradient
+                loss = loss + c.landmark_weight * (error.sum(-1) * ok).sum() / ok.sum().clamp(min=1)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
             losses.append(float(loss.detach()))
     finally:
-        for p, flag in zip(model.parameters(), was_training, strict=True):
+        for p, flag in zip(model.parameters(), requires_grad, strict=True):
             p.requires_grad_(flag)
-    final = _posed(tracked, condition, omega, shift)
-    final = FrameState(*(t.detach() for t in (final.rotation, final.translation, final.condition, final.appearance)))
-    start = _posed(tracked, condition0, omega.new_zeros(1, 3), shift.new_zeros(1, 3))
-    return TrackingResult(final, start, losses)
+    with torch.no_grad():
+        final = _posed(tracked, torch.cat([expression, identity], dim=1), omega, shift)
+    return TrackingResult(replace(final, condition=final.condition.detach()), start, losses)
 
 
 def _posed(tracked: FrameState, condition: Tensor, omega: Tensor, shift: Tensor) -> FrameState:
-    """The tracked pose followed by the correction: rotation R exp(omega), translation t + shift."""
+    """The tracked pose with the correction: rotation R exp(omega), translation t + shift."""
     rotation = tracked.rotation @ log_quaternion_to_rotation(omega)
     return replace(tracked, rotation=rotation, translation=tracked.translation + shift, condition=condition)
 
