@@ -9,6 +9,8 @@ expression combinations never seen in training, rendered from their tracked expr
 code); the symmetric Chamfer distance between the marching-cubes mesh of the SDF and the ground-truth mesh
 at the peaks of the held-out expression episodes, over the surface the frame's camera sees, in mm and in %
 of the head's size (its box diagonal); and the colour error of held-out frames tracked from the neutral code.
+Geometry and tracking use the final training weights (the PSNR the EMA of the last ~20 steps, as every model
+benchmark here).
 """
 
 from __future__ import annotations

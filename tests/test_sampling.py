@@ -1,5 +1,5 @@
 """sample_surface and sample_near_surface: points on the surface, area weighting against exact areas,
-uniformity inside triangles, seeding, frames and bad input."""
+uniformity inside triangles, seeding, frames and bad input; farthest_points against a brute-force loop."""
 
 from __future__ import annotations
 
@@ -11,7 +11,16 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from headfields.geometry import TriangleMesh, box, closest_point, head_proxy, sample_near_surface, sample_surface, uv_sphere
+from headfields.geometry import (
+    TriangleMesh,
+    box,
+    closest_point,
+    farthest_points,
+    head_proxy,
+    sample_near_surface,
+    sample_surface,
+    uv_sphere,
+)
 
 from helpers import raises_naming
 
@@ -321,3 +330,18 @@ def test_bad_frame(device):
         sample_near_surface(multi, 10, 0.1)
     with raises_naming("frame"):
         sample_near_surface(multi, 10, 0.1, frame=5)
+
+
+def test_farthest_points_match_a_brute_force_loop():
+    """Each pick maximises the distance to the nearest earlier pick (recomputed from scratch every time)."""
+    points = torch.randn(300, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    chosen = farthest_points(points, 12).tolist()
+    assert chosen[0] == int((points - points.mean(0)).norm(dim=1).argmin())
+    for i in range(1, len(chosen)):
+        nearest_pick = torch.cdist(points, points[chosen[:i]]).amin(dim=1)
+        assert chosen[i] == int(nearest_pick.argmax())
+    assert len(set(chosen)) == 12
+    with raises_naming("count"):
+        farthest_points(points, 301)
+    with raises_naming("points"):
+        farthest_points(points[:, :2], 3)

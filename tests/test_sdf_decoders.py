@@ -86,9 +86,12 @@ def test_anchor_sdf_starts_as_one_sphere(device):
     g = torch.Generator().manual_seed(3)
     extra = torch.randn(600, 3, generator=g, dtype=torch.float64).to(device)
     local = torch.randn(20, 2, generator=g, dtype=torch.float64).to(device)
+    x.requires_grad_(True)
     out = field(x, extra, local)
     truth = torch.linalg.vector_norm(x - torch.tensor(CENTER, dtype=torch.float64, device=device), dim=1) - 0.4
     assert float((out.sdf - truth).detach().abs().max()) < SPHERE_TOL[64] * 0.4
+    (gradient,) = torch.autograd.grad(out.sdf.sum(), x)  # the blend of equal members is a distance field too
+    assert float(eikonal_loss(gradient)) < 1e-3
     # Every member is the same function of x (each first-layer bias shifted by W1 a_k): they agree to the float32
     # rounding of the parameters (built in the default dtype, then made float64).
     members, glob = out.extras["member_sdf"], out.extras["global_sdf"]

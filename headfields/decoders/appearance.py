@@ -20,6 +20,7 @@ from .._checks import check_count, check_float, check_int
 from ..encoders.frequency import MAX_FREQUENCIES, FrequencyEncoding
 from ..encoders.spherical_harmonics import UNIT_TOLERANCE, SphericalHarmonics
 from .nerf import mlp
+from .sdf import _check_input  # one check of optional per-point inputs for the decoders
 
 # MonoNPHM's colour MLP (PAPERS.md): 4 x 200 ReLU -> RGB, fed with a 16-d projection of the SDF MLP's last hidden layer.
 MONONPHM_COLOR_HIDDEN = 200
@@ -106,25 +107,14 @@ class AppearanceField(nn.Module):
         width = in_dim * (1 + 2 * bands) + config.feature_dim + code_dim
         self.net = mlp(width, config.hidden_dim, config.hidden_layers, 3)
 
-    def _check(self, name: str, value: Tensor | None, width: int, n: int | None) -> None:
-        weight = self.projection.weight
-        if width == 0:
-            if value is not None:
-                raise ValueError(f"{name}: expected None (code_dim is 0), got a tensor of shape {list(value.shape)}")
-            return
-        if value is None:
-            raise ValueError(f"{name}: expected a tensor of shape [{n}, {width}], got None")
-        check_float(name, value, [n, width], device=weight.device)
-        if value.dtype != weight.dtype:
-            raise TypeError(f"{name}: expected {weight.dtype} (the field's parameters), got {value.dtype}")
-
     def forward(
         self, x: Float[Tensor, "N D"], sdf_features: Float[Tensor, "N F"], code: Float[Tensor, "N C"] | None = None
     ) -> Float[Tensor, "N 3"]:
-        self._check("x", x, self.in_dim, None)
+        like = self.projection.weight
+        _check_input("x", x, self.in_dim, None, like)
         n = x.shape[0]
-        self._check("sdf_features", sdf_features, self.sdf_feature_dim, n)
-        self._check("code", code, self.code_dim, n)
+        _check_input("sdf_features", sdf_features, self.sdf_feature_dim, n, like)
+        _check_input("code", code, self.code_dim, n, like)
         parts = [self.encoding(x) if self.encoding is not None else x, self.projection(sdf_features)]
         if code is not None:
             parts.append(code)
