@@ -26,11 +26,16 @@ Options, all off by default; face selections are Bool ``[F]`` masks given as dat
   blending the mapped points; directions blend the rotated directions and are renormalised.
 - ``config.max_distance``: samples farther than this from their frame's posed mesh are dropped (``valid``
   False, ``face`` -1, points returned unchanged, directions normalised).
+- ``config.source = "rest"``: read the frames on the frame's rest mesh (``head.rest_vertices``: expression
+  and pose correctives, unposed) instead of the posed mesh, so the deformer runs after
+  :class:`~headfields.deformers.SkinningDeformer` in a chain (360° portrait avatar: inverse LBS, then the
+  coarse triangle deformation). "Posed" in this docstring then reads "rest".
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -38,7 +43,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from .._checks import IntLike, check_positive, check_shape
-from ..geometry import closest_point, face_adjacency, face_areas, triangle_frames
+from ..geometry import TriangleMesh, closest_point, face_adjacency, face_areas, triangle_frames
 from ..parametric import Head
 from .base import Canonical, Deformer, check_deformer_input
 
@@ -58,9 +63,12 @@ class TriangleDeformerConfig:
     area_exponent: float = AREA_EXPONENT  # scale_faces: s = (area_posed / area_canonical) ** area_exponent
     nearest_falloff: float = NEAREST_FALLOFF  # blend_faces: weight exp(-nearest_falloff * |c0 - x|)
     neighbour_falloff: float = NEIGHBOUR_FALLOFF  # blend_faces: weight exp(-neighbour_falloff * |ci - x|)
+    source: Literal["posed", "rest"] = "posed"  # the mesh samples start on: posed, or rest (after inverse LBS)
 
     def __post_init__(self) -> None:
         check_positive("max_distance", self.max_distance)
+        if self.source not in ("posed", "rest"):
+            raise ValueError(f"source: expected 'posed' or 'rest', got {self.source!r}")
         for name in ("area_exponent", "nearest_falloff", "neighbour_falloff"):
             value = getattr(self, name)
             if not (isinstance(value, int | float) and value >= 0 and value != float("inf")):
@@ -126,11 +134,12 @@ class TriangleFrameDeformer(Deformer):
         # Warp picks the face (no gradient through a discrete choice).
         max_distance = self.config.max_distance
         with torch.no_grad():
-            q = closest_point(head.posed_mesh, x.detach(), frame, max_distance)
+            q = closest_point(self._source(head), x.detach(), frame, max_distance)
         valid = q.hit if max_distance is None else q.hit & (q.distance <= max_distance)
         face = q.face.clamp(min=0)
 
-        dtype = torch.promote_types(torch.promote_types(x.dtype, head.vertices.dtype), head.canonical_vertices.dtype)
+        source = self._source(head).vertices
+        dtype = torch.promote_types(torch.promote_types(x.dtype, source.dtype), head.canonical_vertices.dtype)
         x = x.to(dtype)
         dirs = None if dirs is None else dirs.to(dtype)
         mapped = self._map(x, dirs, head, frame, face[:, None], dtype)
@@ -154,12 +163,16 @@ class TriangleFrameDeformer(Deformer):
             face=q.face.masked_fill(~valid, -1),
         )
 
+    def _source(self, head: Head) -> TriangleMesh:
+        """The mesh samples start on (``config.source``): the only place that picks it."""
+        return head.rest_mesh if self.config.source == "rest" else head.posed_mesh
+
     def _map(self, x: Tensor, dirs: Tensor | None, head: Head, frame: Tensor, faces: Tensor, dtype: torch.dtype) -> _Mapped:
         """Sample i mapped through each of its faces ``faces[i, k]`` (frame ``frame[i]``): ``[M, K, 3]``.
         Directions are rotated, not yet normalised."""
         m, k = faces.shape
         # Posed frames per sample; canonical ones for every face, then gathered (F is small next to a batch).
-        posed = head.vertices.to(dtype)[frame[:, None, None], head.faces[faces]].reshape(m * k, 3, 3)
+        posed = self._source(head).vertices.to(dtype)[frame[:, None, None], head.faces[faces]].reshape(m * k, 3, 3)
         one = torch.tensor(_ONE_TRIANGLE, device=x.device)
         frames_p = triangle_frames(posed, one)
         rot_p, origin_p = frames_p.rotation.reshape(m, k, 3, 3), frames_p.origin.reshape(m, k, 3)
@@ -183,7 +196,7 @@ class TriangleFrameDeformer(Deformer):
         dirs_r = None if dirs is None else dirs[rows]
         neighbours = face_adjacency(head.faces)[face[rows]]  # [M, 3], -1 across a boundary edge
         candidates = torch.cat([face[rows, None], neighbours.clamp(min=0)], dim=1)  # [M, 4]
-        centroids = head.vertices.to(dtype)[frame_r[:, None, None], head.faces[candidates]].mean(dim=-2)
+        centroids = self._source(head).vertices.to(dtype)[frame_r[:, None, None], head.faces[candidates]].mean(dim=-2)
         distance = torch.linalg.vector_norm(centroids - x_r[:, None], dim=-1)
         falloff = distance.new_tensor([self.config.nearest_falloff] + [self.config.neighbour_falloff] * 3)
         # Softmax of the log-weights: INSTA's normalised exponentials, without underflow far from the mesh.
