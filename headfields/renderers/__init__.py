@@ -62,3 +62,26 @@ __all__ += [
     "neus_alpha",
     "neus_samples",
 ]
+
+# View-balanced ray sampling (issue 7): rays drawn evenly from front, side and back views.
+from .view_balance import (  # noqa: E402
+    BACK,
+    FRONT,
+    SIDE,
+    VIEW_EDGES,
+    balanced_frames,
+    sample_pixels_balanced,
+    view_angles,
+    view_bins,
+)
+
+__all__ += [
+    "BACK",
+    "FRONT",
+    "SIDE",
+    "VIEW_EDGES",
+    "balanced_frames",
+    "sample_pixels_balanced",
+    "view_angles",
+    "view_bins",
+]

@@ -1,0 +1,129 @@
+"""View-balanced ray sampling (360° Volumetric Portrait Avatar, Nehvi et al. 2023).
+
+A subject turning before one camera is seen mostly from the front in a typical capture, so drawing pixels
+uniformly over frames starves the back views. The paper balances the rays of each batch over views: every frame
+is put in a view bin (front / side / back) by the angle between the subject's facing direction and the
+direction to the camera, and each batch draws the same number of rays from every bin that has frames.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from .._checks import IntLike, check_count, check_float, check_int
+from .cameras import PinholeCameras, PixelSamples, sample_pixels
+
+# Bin edges on the view angle (radians). Equal thirds of [0, pi]: for a subject turning at a steady rate the
+# view angle is uniform on [0, pi], so the three bins then hold equally many frames and balancing changes
+# nothing; for a capture that lingers on the front it lifts the side and back views (Nehvi et al. 2023,
+# "front, side and back views").
+FRONT_EDGE = math.pi / 3  # below: front view (the face is visible)
+BACK_EDGE = 2 * math.pi / 3  # at or above: back view (the back of the head)
+VIEW_EDGES = (FRONT_EDGE, BACK_EDGE)
+FRONT, SIDE, BACK = 0, 1, 2  # bin labels of view_bins with the default edges
+NUM_VIEW_BINS = 3
+
+# Facing directions and subject-to-camera offsets shorter than this have no direction.
+_MIN_LENGTH = 1e-12
+
+
+def _check_generator(generator: object) -> None:
+    if not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator: expected a torch.Generator, got {type(generator).__name__}")
+
+
+def view_angles(cameras: PinholeCameras, forward: Float[Tensor, "B 3"], centers: Float[Tensor, "B 3"]) -> Float[Tensor, " B"]:
+    """Per frame, the angle in [0, pi] between the subject's facing direction ``forward[b]`` (world, any
+    length) and the direction from the subject's centre ``centers[b]`` to the camera centre: 0 when the camera
+    is in front of the subject, pi when it is behind. In the promoted dtype of the inputs; differentiable
+    away from 0 and pi."""
+    if not isinstance(cameras, PinholeCameras):
+        raise TypeError(f"cameras: expected PinholeCameras, got {type(cameras).__name__}")
+    n, device = cameras.num_frames, cameras.device
+    check_float("forward", forward, [n, 3], device=device)
+    check_float("centers", centers, [n, 3], device=device)
+    dtype = torch.promote_types(torch.promote_types(forward.dtype, centers.dtype), cameras.camera_to_world.dtype)
+    facing = forward.to(dtype)
+    to_camera = cameras.camera_to_world[:, :3, 3].to(dtype) - centers.to(dtype)
+    for name, v in (("forward", facing), ("centers", to_camera)):
+        short = v.detach().norm(dim=-1) <= _MIN_LENGTH
+        if short.any():
+            row = int(short.nonzero()[0, 0])
+            what = "non-zero facing directions" if name == "forward" else "subject centres away from the camera centre"
+            raise ValueError(f"{name}: expected {what}, got a degenerate one in row {row}")
+    # atan2(|a x b|, a . b) is accurate near 0 and pi, where acos of the normalised dot product is not.
+    cross = torch.linalg.cross(facing, to_camera, dim=-1).norm(dim=-1)
+    return torch.atan2(cross, (facing * to_camera).sum(dim=-1))
+
+
+def view_bins(angles: Float[Tensor, " B"], edges: Sequence[float] = VIEW_EDGES) -> Int[Tensor, " B"]:
+    """The view bin of each angle (radians, in [0, pi]): bin ``i`` holds ``edges[i-1] <= angle < edges[i]``.
+    With the default edges: 0 front (``FRONT``), 1 side (``SIDE``), 2 back (``BACK``). int64, on the angles'
+    device."""
+    check_float("angles", angles, [None])
+    # atan2 may round to pi's nearest float, a little above math.pi in float32.
+    top = math.pi * (1 + torch.finfo(angles.dtype).eps)
+    if angles.numel() and (angles.min() < 0 or angles.max() > top):
+        lo, hi = float(angles.min()), float(angles.max())
+        raise ValueError(f"angles: expected view angles in [0, pi], got values in [{lo:.4g}, {hi:.4g}]")
+    values = [float(e) for e in edges]
+    if not all(0 < e < math.pi for e in values) or any(a >= b for a, b in zip(values[:-1], values[1:], strict=True)):
+        raise ValueError(f"edges: expected increasing angles inside (0, pi), got {tuple(edges)!r}")
+    boundaries = torch.tensor(values, dtype=angles.dtype, device=angles.device)
+    return torch.bucketize(angles.detach(), boundaries, right=True)
+
+
+def balanced_frames(
+    bins: Int[Tensor, " B"], count: IntLike, generator: torch.Generator, num_bins: IntLike = NUM_VIEW_BINS
+) -> Int[Tensor, " count"]:
+    """``count`` frame indices (int64, on the bins' device) with every non-empty bin equally represented.
+
+    ``bins[b]`` is frame ``b``'s view bin in ``[0, num_bins)``. Each of the ``k`` non-empty bins gets
+    ``count // k`` draws, and ``count % k`` bins drawn at random get one more; within a bin, frames are drawn
+    uniformly with replacement. Empty bins are skipped (a front-only video samples only the front). The result
+    is grouped by bin, in bin order. Random numbers come from ``generator`` on its device, so a seed gives the
+    same frames on any device."""
+    num_bins = check_count("num_bins", num_bins, 1)
+    check_int("bins", bins, [None], upper=num_bins)
+    count = check_count("count", count, 0)
+    _check_generator(generator)
+    if bins.numel() == 0:
+        raise ValueError("bins: expected at least one frame to sample from, got none")
+    device, g = bins.device, generator.device
+    order = torch.argsort(bins, stable=True)  # frames grouped by bin
+    sizes = torch.bincount(bins, minlength=num_bins).tolist()
+    filled = [i for i, size in enumerate(sizes) if size > 0]
+    per_bin = [count // len(filled)] * len(filled)
+    # The remainder goes to random bins, so no view is favoured over many batches.
+    for i in torch.randperm(len(filled), generator=generator, device=g)[: count % len(filled)].tolist():
+        per_bin[i] += 1
+    starts = [sum(sizes[:i]) for i in range(num_bins)]
+    picks = [
+        starts[b] + torch.randint(sizes[b], (c,), generator=generator, device=g).to(device)
+        for b, c in zip(filled, per_bin, strict=True)
+    ]
+    return order[torch.cat(picks)]
+
+
+def sample_pixels_balanced(
+    cameras: PinholeCameras, bins: Int[Tensor, " B"], count: IntLike, generator: torch.Generator
+) -> PixelSamples:
+    """``count`` pixels balanced over view bins: frames from :func:`balanced_frames` (``bins`` [num_frames]),
+    each with a pixel drawn uniformly over the image as :func:`sample_pixels` does."""
+    if not isinstance(cameras, PinholeCameras):
+        raise TypeError(f"cameras: expected PinholeCameras, got {type(cameras).__name__}")
+    check_int("bins", bins, [cameras.num_frames], device=cameras.device)
+    count = check_count("count", count, 0)
+    _check_generator(generator)
+    num_bins = max(NUM_VIEW_BINS, int(bins.max()) + 1) if bins.numel() else NUM_VIEW_BINS
+    frame = balanced_frames(bins, count, generator, num_bins)
+    # Intrinsics are shared, so a pixel's distribution does not depend on its frame: draw the pixels for one
+    # frame with sample_pixels and pair them with the balanced frames.
+    one = torch.zeros(1, dtype=torch.long, device=cameras.device)
+    pixels = sample_pixels(cameras, count, generator, one).pixels
+    return PixelSamples(frame=frame, pixels=pixels)
