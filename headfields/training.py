@@ -28,6 +28,7 @@ from .data import FrameSet
 from .ema import ExponentialMovingAverage
 from .metrics import psnr, ssim
 from .renderers.cameras import Rays, image_pixels, pixel_rays, sample_pixels
+from .renderers.view_balance import sample_pixels_balanced
 
 __all__ = [
     "AvatarModel",
@@ -84,6 +85,7 @@ class TrainingConfig:
     max_minutes: float | None = None  # wall-clock budget of the training steps (evaluation not counted)
     rays_per_batch: int = 4096
     frames_per_batch: int | None = None  # each batch draws its rays from this many random frames (None: all)
+    balance_views: bool = False  # draw rays evenly from the model's view bins (``model.view_bins(frames)``)
     eval_every: int = 1000  # iterations between held-out evaluations (0: only at the end)
     checkpoint_every: int = 1000  # iterations between checkpoints (0: only at the end)
     log_every: int = 50
@@ -98,6 +100,8 @@ class TrainingConfig:
         check_count("rays_per_batch", self.rays_per_batch, 1)
         if self.frames_per_batch is not None:
             check_count("frames_per_batch", self.frames_per_batch, 1)
+            if self.balance_views:
+                raise ValueError("balance_views: expected False with frames_per_batch (both choose the frames)")
         check_count("eval_every", self.eval_every, 0)
         check_count("checkpoint_every", self.checkpoint_every, 0)
         check_count("log_every", self.log_every, 1)
@@ -115,18 +119,27 @@ class Evaluation:
 
 
 def ray_batch(
-    frames: FrameSet, count: int, generator: torch.Generator, device: torch.device, frames_per_batch: int | None = None
+    frames: FrameSet,
+    count: int,
+    generator: torch.Generator,
+    device: torch.device,
+    frames_per_batch: int | None = None,
+    view_bins: Int[Tensor, " N"] | None = None,
 ) -> RayBatch:
     """``count`` random pixels over all of ``frames`` (uniform), as rays with their targets, on ``device``.
 
     With ``frames_per_batch``, the pixels come from that many frames drawn at random first (all frames when
     there are fewer): models that compute something per frame (MonoAvatar's UV-CNN features) then do it a
-    few times per batch instead of once for nearly every ray."""
+    few times per batch instead of once for nearly every ray. With ``view_bins`` (a bin per frame, e.g. front /
+    side / back), each bin gives the same share of the rays (:func:`~headfields.renderers.sample_pixels_balanced`)."""
     cameras = frames.cameras.to(device)
-    subset = None
-    if frames_per_batch is not None and frames_per_batch < len(frames):
-        subset = torch.randperm(len(frames), generator=generator)[:frames_per_batch].to(device)
-    picked = sample_pixels(cameras, count, generator, subset)
+    if view_bins is not None:  # the 360-degree portrait: front, side and back views alike
+        picked = sample_pixels_balanced(cameras, view_bins.to(device), count, generator)
+    else:
+        subset = None
+        if frames_per_batch is not None and frames_per_batch < len(frames):
+            subset = torch.randperm(len(frames), generator=generator)[:frames_per_batch].to(device)
+        picked = sample_pixels(cameras, count, generator, subset)
     frame, rows, cols = picked.frame.cpu(), picked.rows.cpu(), picked.cols.cpu()
 
     def gather(x: Tensor | None) -> Tensor | None:
@@ -247,13 +260,18 @@ def train(
         checkpoint.with_suffix(".tmp").replace(checkpoint)  # never leave a half-written checkpoint
 
     budget = math.inf if config.max_minutes is None else 60.0 * config.max_minutes
+    view_bins = None
+    if config.balance_views:
+        if not hasattr(model, "view_bins"):
+            raise ValueError(f"balance_views: expected a model with view_bins(frames), got {type(model).__name__}")
+        view_bins = model.view_bins(train_frames)
     held_out = _spread(config.eval_frames, len(eval_frames))
     model.train()
     running_psnr = 0.0
     while step < config.max_iterations and elapsed < budget:
         start = time.perf_counter()
         model.before_step(step, train_frames)
-        batch = ray_batch(train_frames, config.rays_per_batch, generator, device, config.frames_per_batch)
+        batch = ray_batch(train_frames, config.rays_per_batch, generator, device, config.frames_per_batch, view_bins)
         result = model.training_step(batch, step)
         optimizer.zero_grad(set_to_none=True)
         result.loss.backward()

@@ -35,3 +35,15 @@ def tiny_video(tmp_path_factory):
     config = SyntheticVideoConfig(num_frames=8, num_val=1, num_test=2, resolution=16, episode_frames=2)
     root = make_synthetic_video(tmp_path_factory.mktemp("video"), config)
     return load_insta_dataset(root, "train"), load_insta_dataset(root, "test")
+
+
+@pytest.fixture(scope="session")
+def tiny_orbit_video(tmp_path_factory):
+    """A tiny 360-degree video (the SMPL-X bust turning once): (train, test) FrameSets of 13 and 4 frames at 16 px."""
+    from headfields.data import SyntheticVideoConfig, load_insta_dataset, make_synthetic_video
+
+    config = SyntheticVideoConfig(
+        num_frames=18, num_val=1, num_test=4, resolution=16, episode_frames=3, orbit=True, orbit_turns=1.0
+    )
+    root = make_synthetic_video(tmp_path_factory.mktemp("orbit"), config)
+    return load_insta_dataset(root, "train"), load_insta_dataset(root, "test")
