@@ -37,8 +37,10 @@ __all__ = [
     "StepOutput",
     "TrainingConfig",
     "evaluate",
+    "exponential_learning_rate",
     "ray_batch",
     "render_image",
+    "save_png",
     "train",
 ]
 
@@ -154,6 +156,14 @@ def ray_batch(
         depth=gather(frames.depths),
         segmentation=None if segmentation is None else segmentation.long(),
     )
+
+
+def exponential_learning_rate(optimizer: torch.optim.Optimizer, step: int, initial: float, final: float, steps: int) -> None:
+    """Set every group's learning rate to ``initial`` decayed exponentially to ``final`` at ``steps`` (then kept):
+    a function of the step alone, so a resumed run gets the same rates."""
+    progress = min(step / steps, 1.0)
+    for group in optimizer.param_groups:
+        group["lr"] = initial * (final / initial) ** progress
 
 
 def render_image(

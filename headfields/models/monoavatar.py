@@ -40,7 +40,7 @@ from ..parametric import Head, ParametricModel
 from ..renderers import Composite, composite, importance_samples, mesh_guided_filter, ray_aabb, stratified_samples
 from ..renderers.cameras import Rays
 from ..renderers.samples import PackedSamples
-from ..training import RayBatch, StepOutput
+from ..training import RayBatch, StepOutput, exponential_learning_rate
 from .tracking import TrackedHeads
 
 __all__ = ["MonoAvatar", "MonoAvatarConfig", "MonoAvatarRender", "cpu_config"]
@@ -249,10 +249,8 @@ class MonoAvatar(nn.Module):
 
     def before_step(self, step: int, frames: FrameSet) -> None:
         c = self.config
-        if self._optimizer is not None:  # exponential decay, lr -> final_learning_rate at decay_steps
-            progress = min(step / c.decay_steps, 1.0)
-            for group in self._optimizer.param_groups:
-                group["lr"] = c.learning_rate * (c.final_learning_rate / c.learning_rate) ** progress
+        if self._optimizer is not None:
+            exponential_learning_rate(self._optimizer, step, c.learning_rate, c.final_learning_rate, c.decay_steps)
         if self.warp is not None:
             self.warp.set_step(step)
 

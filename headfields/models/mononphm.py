@@ -41,7 +41,7 @@ from ..renderers import (
 )
 from ..renderers.cameras import Rays
 from ..renderers.neus import NEUS_BASE_INV_S, NEUS_INITIAL_VARIANCE
-from ..training import RayBatch, StepOutput, render_image
+from ..training import RayBatch, StepOutput, exponential_learning_rate, render_image
 from .tracking import TrackedHeads
 
 __all__ = ["FrameState", "MonoNphm", "MonoNphmConfig", "MonoNphmRender", "cpu_config"]
@@ -331,10 +331,8 @@ class MonoNphm(nn.Module):
 
     def before_step(self, step: int, frames: FrameSet) -> None:
         c = self.config
-        if self._optimizer is not None:  # exponential decay, lr -> final_learning_rate at decay_steps
-            progress = min(step / c.decay_steps, 1.0)
-            for group in self._optimizer.param_groups:
-                group["lr"] = c.learning_rate * (c.final_learning_rate / c.learning_rate) ** progress
+        if self._optimizer is not None:
+            exponential_learning_rate(self._optimizer, step, c.learning_rate, c.final_learning_rate, c.decay_steps)
 
     def correspondence_loss(
         self, head: Head, index: Int[Tensor, " U"], state: FrameState, generator: torch.Generator
