@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from .._checks import IntLike, check_count, check_finite, check_float, check_shape
 from .compositing import _alpha_weights
 from .hierarchical import importance_samples
-from .samples import PackedSamples, per_ray
+from .samples import PackedSamples, per_ray, stratified_points
 
 # MonoNPHM's (and NeuS's) alpha: sigmoid(s f_prev) - sigmoid(s f_next) + 1e-5 over sigmoid(s f_prev) + 1e-5, so a
 # section whose start is already deep inside (both CDFs ~0) divides nothing by zero (PAPERS.md, MonoNPHM).
@@ -177,7 +177,7 @@ def neus_samples(
     differentiable (the renderer queries the field at the intervals' midpoints, with gradients).
     """
     check_float("origins", origins, [None, 3])
-    r, device, dtype = origins.shape[0], origins.device, origins.dtype
+    r, device = origins.shape[0], origins.device
     check_float("dirs", dirs, [r, 3], device=device)
     near, far = per_ray("near", near, r, origins), per_ray("far", far, r, origins)
     if not callable(sdf_fn):
@@ -193,15 +193,10 @@ def neus_samples(
         raise ValueError(f"base_inv_s: expected a finite number > 0, got {base_inv_s!r}")
 
     with torch.no_grad():
-        # The stratified points, drawn exactly as stratified_samples draws them (one row per ray, all rays).
-        if generator is None:
-            u = torch.full((r, n), 0.5, dtype=dtype, device=device)
-        else:
-            u = torch.rand(r, n, generator=generator, device=generator.device, dtype=dtype).to(device)
         rays = torch.nonzero(far > near)[:, 0]
         k = rays.shape[0]
         lo, span = near[rays, None], (far - near)[rays, None]
-        t = lo + (torch.arange(n, device=device, dtype=dtype) + u[rays]) * (span / n)
+        t = stratified_points(near, far, n, generator)[rays]  # the points stratified_samples draws
         # Every ray has the same number of points, so they stay dense [K, m] until the end.
         if rounds > 0 and k > 0:
             sdf = _evaluate(sdf_fn, origins, dirs, rays, t)

@@ -138,6 +138,19 @@ def per_ray(name: str, value: Tensor | float, rays: int, like: Tensor) -> Tensor
     return torch.full((rays,), float(value), dtype=like.dtype, device=like.device)
 
 
+def stratified_points(
+    near: Float[Tensor, " R"], far: Float[Tensor, " R"], n: int, generator: torch.Generator | None
+) -> Float[Tensor, "R n"]:
+    """One point in each of ``n`` equal bins of ``[near, far]`` per ray: uniformly placed in its bin with a
+    ``generator`` (one row of draws per ray, all rays), at the bin's centre without (unchecked: for samplers)."""
+    if generator is None:
+        u = torch.full((near.shape[0], n), 0.5, dtype=near.dtype, device=near.device)
+    else:
+        u = torch.rand(near.shape[0], n, generator=generator, device=generator.device, dtype=near.dtype).to(near.device)
+    bins = torch.arange(n, device=near.device, dtype=near.dtype)
+    return near[:, None] + (bins + u) * ((far - near)[:, None] / n)
+
+
 def stratified_samples(
     rays: Rays | tuple[Float[Tensor, "R 3"], Float[Tensor, "R 3"]],
     near: Float[Tensor, " R"] | float,
@@ -159,12 +172,7 @@ def stratified_samples(
     check_float("dirs", dirs, [r, 3], device=origins.device)
     n = check_count("num_samples", num_samples, 1)
     near, far = per_ray("near", near, r, origins), per_ray("far", far, r, origins)
-    if generator is None:
-        u = torch.full((r, n), 0.5, dtype=origins.dtype, device=origins.device)
-    else:
-        u = torch.rand(r, n, generator=generator, device=generator.device, dtype=origins.dtype).to(origins.device)
-    span = (far - near)[:, None]
-    points = near[:, None] + (torch.arange(n, device=origins.device, dtype=origins.dtype) + u) * (span / n)
+    points = stratified_points(near, far, n, generator)
     edges = torch.cat([near[:, None], (points[:, 1:] + points[:, :-1]) / 2, far[:, None]], dim=1)
     keep = (far > near)[:, None].expand(r, n)
     ray = torch.arange(r, device=origins.device)[:, None].expand(r, n)
