@@ -49,7 +49,7 @@ def main() -> None:
     args = parser.parse_args()
     out = args.out or Path(tempfile.mkdtemp(prefix="portrait360_bench_"))
 
-    root = cached_synthetic_video(SyntheticVideoConfig(orbit=True))
+    root = cached_synthetic_video(SyntheticVideoConfig.portrait360())
     train_frames, eval_frames = load_insta_dataset(root, "train"), load_insta_dataset(root, "test")
     parametric = load_model(train_frames.model_path, train_frames.model_type)
     variants = {

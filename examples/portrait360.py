@@ -37,7 +37,7 @@ def main() -> None:
     parser.add_argument("--eval-split", default="test", choices=("val", "test"))
     args = parser.parse_args()
 
-    root = args.data if args.data is not None else cached_synthetic_video(SyntheticVideoConfig(orbit=True))
+    root = args.data if args.data is not None else cached_synthetic_video(SyntheticVideoConfig.portrait360())
     train_frames = load_insta_dataset(root, "train")
     eval_frames = load_insta_dataset(root, args.eval_split)
     model_path = args.model or train_frames.model_path

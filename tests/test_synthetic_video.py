@@ -7,6 +7,7 @@ they are.
 
 import dataclasses
 import hashlib
+import math
 from pathlib import Path
 
 import pytest
@@ -15,9 +16,10 @@ import torch
 from headfields.data import cached_synthetic_video, load_insta_dataset
 from headfields.data._appearance import head_appearance
 from headfields.data.synthetic import EXPRESSION_CHANNELS, SyntheticVideoConfig, make_synthetic_video
+from headfields.geometry import TriangleMesh, ray_intersect
 from headfields.parametric import load_model
 from headfields.parametric.synthetic import SYNTHETIC_EXPRESSIONS
-from headfields.renderers.cameras import project_points
+from headfields.renderers.cameras import pixel_rays, project_points
 
 from helpers import raises_naming
 from model_files import smplx_flame, smplx_flame_output
@@ -149,9 +151,63 @@ def test_orbit_video_turns_the_smplx_bust_all_the_way_round(tmp_path):
     assert frames.masks.flatten(1).any(dim=1).all()  # the subject is in view in every frame
 
 
+def test_portrait_orbit_lingers_at_the_front_and_holds_out_one_even_turn(tmp_path):
+    config = SyntheticVideoConfig.portrait360(
+        num_frames=130, num_val=10, num_test=20, resolution=8, supersampling=1, episode_frames=10
+    )
+    root = make_synthetic_video(tmp_path, config)
+    yaw = torch.cat([load_insta_dataset(root, split).params.pose[:, 0, 1].double() for split in ("train", "val", "test")])
+    seen, held_out = yaw[:110], yaw[110:]
+    # Training and validation: y + w sin(y) = theta for evenly spaced theta over orbit_turns turns (Kepler).
+    w = config.orbit_front_weight
+    theta = 2 * math.pi * config.orbit_turns * torch.arange(110, dtype=torch.float64) / 110
+    torch.testing.assert_close(seen + w * torch.sin(seen), theta, atol=1e-5, rtol=0)  # float32 on disk
+    # Frames per angle ~ 1 + w cos(yaw): the front third holds 1/3 + w sin(pi/3) / pi of them.
+    front = (torch.cos(seen) > 0.5).double().mean()
+    assert abs(float(front) - (1 / 3 + w * math.sin(math.pi / 3) / math.pi)) < 0.03
+    # Held out: one even turn from the front, so every view is measured.
+    torch.testing.assert_close(held_out, 2 * math.pi * torch.arange(20, dtype=torch.float64) / 20, atol=1e-6, rtol=0)
+
+
+def test_expression_gain_renders_stronger_expressions_than_the_written_parameters(tmp_path):
+    config = dataclasses.replace(SMALL, expression_gain=1.5)
+    frames = load_insta_dataset(make_synthetic_video(tmp_path, config), "train")
+    p = frames.params
+    reference = smplx_flame(frames.model_path, len(p.shape), p.expression.shape[1])
+    tracked = smplx_flame_output(reference, p.shape, p.expression, p.pose, p.translation).vertices.detach()
+    torch.testing.assert_close(frames.mesh_vertices, tracked, atol=1e-5, rtol=0)  # the files hold the tracked fit
+    pose = p.pose.clone()
+    pose[:, 2] *= 1.5  # FLAME's jaw
+    seen = smplx_flame_output(reference, p.shape, 1.5 * p.expression, pose, p.translation).vertices.detach()
+
+    # Ray cast both meshes through the pixel centres of the widest-open-mouth frame: the depth map is the
+    # stronger expression's, not the written one's.
+    f = int(p.pose[:, 2, 0].argmax())
+    steps = torch.arange(config.resolution) + 0.5
+    pixels = torch.stack(torch.meshgrid(steps, steps, indexing="xy"), dim=-1).reshape(-1, 2)
+    rays = pixel_rays(frames.cameras, f, pixels)
+    forward = frames.cameras.camera_to_world[f, :3, 2]
+
+    def depth_map(vertices):
+        hit = ray_intersect(TriangleMesh(vertices[f : f + 1], frames.mesh_faces), rays.origins, rays.directions)
+        return torch.where(hit.hit, hit.t * (rays.directions @ forward), 0.0).reshape(config.resolution, -1)
+
+    assert (depth_map(seen) - frames.depths[f]).abs().max() < 1e-4  # smplx and our model: float32 apart
+    assert (depth_map(tracked) - frames.depths[f]).abs().max() > 5e-3
+
+
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("num_frames", 10), ("resolution", 4), ("supersampling", 0), ("fov", 0.0), ("num_test", 0)],
+    [
+        ("num_frames", 10),
+        ("resolution", 4),
+        ("supersampling", 0),
+        ("fov", 0.0),
+        ("num_test", 0),
+        ("orbit_front_weight", 1.0),
+        ("orbit_turns", 0.0),
+        ("expression_gain", -1.0),
+    ],
 )
 def test_bad_config_names_the_field(field, value):
     with raises_naming(field):

@@ -81,11 +81,12 @@ def test_view_bins_edges():
 
 @pytest.fixture(scope="module")
 def orbit_video(tmp_path_factory):
-    """A 20-frame orbit, one turn: yaw steps of 18 degrees, never within 6 degrees of a bin edge."""
+    """A 21-frame orbit: 20 training and validation frames make one turn in yaw steps of 18 degrees, never within
+    6 degrees of a bin edge."""
     from headfields.data import SyntheticVideoConfig, load_insta_dataset, make_synthetic_video
 
     config = SyntheticVideoConfig(
-        num_frames=20, num_val=1, num_test=1, resolution=8, supersampling=1, episode_frames=4, orbit=True, orbit_turns=1.0
+        num_frames=21, num_val=1, num_test=1, resolution=8, supersampling=1, episode_frames=4, orbit=True, orbit_turns=1.0
     )
     root = make_synthetic_video(tmp_path_factory.mktemp("orbit"), config)
     return config, load_insta_dataset(root, "train")
@@ -107,14 +108,14 @@ def test_orbit_frames_fall_into_front_side_and_back_thirds(orbit_video):
     np.testing.assert_allclose(angles.numpy(), np.arccos(cosine), atol=1e-7)
 
     k = np.arange(len(frames))
-    yaw = 2 * np.pi * config.orbit_turns * k / config.num_frames
+    yaw = 2 * np.pi * config.orbit_turns * k / (config.num_frames - config.num_test)
     # The camera is framed on the head, about 0.1 rad above the body's centre, and drifts a little.
     np.testing.assert_allclose(angles.numpy(), _wrapped(yaw), atol=0.12)
     expected = np.digitize(_wrapped(yaw), [np.pi / 3, 2 * np.pi / 3])
     bins = view_bins(angles)
     assert bins.tolist() == expected.tolist()
     counts = np.bincount(bins.numpy(), minlength=3)
-    assert counts.tolist() == [5, 6, 7]  # 18 of 20 frames of a uniform turn: about a third each
+    assert counts.tolist() == [6, 6, 7]  # 19 of 20 frames of a uniform turn: about a third each
 
     batch = balanced_frames(bins, 300, torch.Generator().manual_seed(0))
     assert np.bincount(bins[batch].numpy(), minlength=3).tolist() == [100, 100, 100]

@@ -6,6 +6,11 @@ letting it fall again, over small smooth head, gaze and camera motion. Training 
 channels; test frames do (brows raised with the jaw open, ...), so a test measures generalisation to
 expression combinations never seen. Ground truth is ray cast from the posed mesh with Warp: RGB (anti-aliased),
 mask, depth and region segmentation. Everything is deterministic from the seed.
+
+The orbit video (:meth:`SyntheticVideoConfig.portrait360`) is a 360-degree capture: the subject turns before the
+camera, lingering where it faces the camera as real subjects do (few back views in training), the held-out frames
+make one even turn (every view measured), and the subject's expressions are stronger than its tracked parameters
+say (the under-fitting of a monocular tracker: a personal deformation the generic model misses).
 """
 
 from __future__ import annotations
@@ -45,7 +50,9 @@ HEAD_DRIFT = 0.01  # metres
 CAMERA_DRIFT = 0.02  # metres
 SHOULDER_DROP = 0.35  # a portrait shows the torso this far (in head-and-neck heights) below the neck
 FRAME_MARGIN = 1.1  # the head's bounding box fills the image up to this margin
-CACHE_VERSION = 1  # bump when the generator's output changes, so cached videos are rendered anew
+# The portrait subject's expressions (coefficients and jaw angle) are this many times what its tracker reports.
+PORTRAIT_EXPRESSION_GAIN = 1.5
+CACHE_VERSION = 2  # bump when the generator's output changes, so cached videos are rendered anew
 
 
 @dataclass(frozen=True)
@@ -60,7 +67,9 @@ class SyntheticVideoConfig:
     fov: float = math.radians(30.0)
     episode_frames: int = 25
     orbit: bool = False  # True: the SMPL-X head and torso turning before the camera (the 360 degree portrait)
-    orbit_turns: float = 2.0
+    orbit_turns: float = 2.0  # turns over the training and validation frames; the test frames make one even turn
+    orbit_front_weight: float = 0.0  # in [0, 1): training frames per yaw angle ~ 1 + weight * cos(yaw)
+    expression_gain: float = 1.0  # rendered expression and jaw pose = gain x the tracked (stored) ones
     background: tuple[float, float, float] = (1.0, 1.0, 1.0)
     seed: int = 0
 
@@ -79,6 +88,18 @@ class SyntheticVideoConfig:
         check_positive("fov", self.fov)
         if not self.fov < math.pi:
             raise ValueError(f"fov: expected a field of view below pi radians, got {self.fov}")
+        check_positive("orbit_turns", self.orbit_turns)
+        if not 0.0 <= self.orbit_front_weight < 1.0:
+            raise ValueError(f"orbit_front_weight: expected a weight in [0, 1), got {self.orbit_front_weight}")
+        check_positive("expression_gain", self.expression_gain)
+
+    @classmethod
+    def portrait360(cls, **changes) -> SyntheticVideoConfig:
+        """The 360-degree portrait video: the SMPL-X bust turning twice before the camera, front-heavy
+        (``orbit_front_weight`` 0.8: about 55% front, 33% side and 11% back training views), with expressions
+        ``PORTRAIT_EXPRESSION_GAIN`` times the tracked ones. ``changes`` override any field."""
+        defaults = dict(orbit=True, orbit_front_weight=0.8, expression_gain=PORTRAIT_EXPRESSION_GAIN)
+        return cls(**{**defaults, **changes})
 
 
 def make_synthetic_video(
@@ -105,8 +126,13 @@ def make_synthetic_video(
     appearance = head_appearance(model, config.seed)
     labels = {name: i + 1 for i, name in enumerate(appearance.names)}
 
-    brow = on_device.expression[:, SYNTHETIC_EXPRESSIONS["brow_raise"]]
-    images, masks, depths, segmentation = (x.cpu() for x in _render(head, cameras, appearance, brow, config))
+    # What the camera sees: the tracked parameters with expression and jaw scaled by the gain.
+    expression, pose = on_device.expression * config.expression_gain, on_device.pose.clone()
+    jaw = list(model.joint_names).index("jaw")
+    pose[:, jaw] *= config.expression_gain
+    subject = model(shape=on_device.shape, expression=expression, pose=pose, translation=on_device.translation)
+    brow = expression[:, SYNTHETIC_EXPRESSIONS["brow_raise"]]
+    images, masks, depths, segmentation = (x.cpu() for x in _render(subject, cameras, appearance, brow, config))
     cameras, vertices, faces = cameras.to("cpu"), head.vertices.detach().cpu(), head.faces.cpu()
     splits = {
         "train": torch.arange(0, test_start - config.num_val),
@@ -210,10 +236,24 @@ def _sequence(model: ParametricModel, config: SyntheticVideoConfig, generator: t
     swing = torch.tensor(HEAD_SWING, dtype=torch.float64) * _smooth_noise(n, 3, generator)
     pose[:, joint["head" if config.orbit else "neck"]] = swing
     if config.orbit:  # the subject turns before the camera: global yaw sweeps all the way round
-        pose[:, 0, 1] = 2 * math.pi * config.orbit_turns * torch.arange(n, dtype=torch.float64) / n
+        pose[:, 0, 1] = _orbit_yaw(config, test_start)
     translation = HEAD_DRIFT * _smooth_noise(n, 3, generator)
     params = TrackedParams(torch.zeros(model.num_shape), expression.float(), pose.float(), translation.float())
     return params, test_start
+
+
+def _orbit_yaw(config: SyntheticVideoConfig, test_start: int) -> Tensor:
+    """The subject's global yaw per frame. Training and validation frames turn ``orbit_turns`` times, with frames
+    per angle ~ 1 + w cos(yaw) (w = ``orbit_front_weight``): the yaw y solves y + w sin(y) = theta for evenly
+    spaced theta (Kepler's equation, by Newton's method). The test frames make one even turn from the front."""
+    w = config.orbit_front_weight
+    theta = 2 * math.pi * config.orbit_turns * torch.arange(test_start, dtype=torch.float64) / test_start
+    yaw = theta.clone()
+    for _ in range(50):  # 1 + w cos(y) >= 1 - w > 0: the map is increasing, Newton from theta converges
+        yaw = yaw - (yaw + w * torch.sin(yaw) - theta) / (1 + w * torch.cos(yaw))
+    num_test = config.num_frames - test_start
+    test = 2 * math.pi * torch.arange(num_test, dtype=torch.float64) / num_test
+    return torch.cat([yaw, test])
 
 
 def _cameras(head: Head, config: SyntheticVideoConfig, generator: torch.Generator) -> PinholeCameras:
