@@ -6,8 +6,8 @@ sampling, each trained for the same time budget in the same run.
     python benchmarks/portrait360.py --minutes 5    # a quick look
 
 Prints held-out PSNR (EMA weights, all test frames: expression combinations never seen in training) over whole
-images and per view bin (front, side, back: the angle between where the subject faces and the camera), and
-training iterations per second.
+images and per view bin (front, side, back: the angle between where the subject faces and the camera), over the
+face's pixels in front views (where the expressions show), and training iterations per second.
 """
 
 from __future__ import annotations
@@ -32,13 +32,26 @@ from avatars import train_variant
 BIN_NAMES = {FRONT: "front", SIDE: "side", BACK: "back"}
 
 
+FACE_REGIONS = ("skin", "lips", "teeth", "mouth_interior", "eyes")  # where expressions show
+
+
 def psnr_by_bin(renders: Path, frames, bins: torch.Tensor) -> dict[str, float]:
-    """Mean PSNR of the final renders per view bin (NaN for a bin without frames)."""
+    """Mean PSNR of the final renders per view bin (NaN for a bin without frames), and ``face``: the PSNR of the
+    face's pixels (ground-truth labels in FACE_REGIONS) pooled over the front views."""
     values: dict[int, list[float]] = {b: [] for b in BIN_NAMES}
+    labels = torch.tensor([frames.segmentation_labels[name] for name in FACE_REGIONS])
+    face_pred, face_true = [], []
     for f in range(len(frames)):
         pred = torch.from_numpy(np.array(Image.open(renders / f"{f:05d}.png"))).float() / 255.0
-        values[int(bins[f])].append(float(psnr(pred, frames.images[f].float() / 255.0)))
-    return {BIN_NAMES[b]: float(np.mean(v)) if v else float("nan") for b, v in values.items()}
+        true = frames.images[f].float() / 255.0
+        values[int(bins[f])].append(float(psnr(pred, true)))
+        if bins[f] == FRONT:
+            face = torch.isin(frames.segmentation[f].long(), labels)
+            face_pred.append(pred[face])
+            face_true.append(true[face])
+    result = {BIN_NAMES[b]: float(np.mean(v)) if v else float("nan") for b, v in values.items()}
+    result["face"] = float(psnr(torch.cat(face_pred), torch.cat(face_true))) if face_pred else float("nan")
+    return result
 
 
 def main() -> None:
@@ -79,11 +92,12 @@ def main() -> None:
         f"{len(eval_frames)} held-out test frames (front/side/back {bins.tolist()}) at {eval_frames.cameras.width} px; "
         f"{args.minutes:g} min per variant on {torch.get_num_threads()} CPU threads\n"
     )
-    print("| variant | held-out PSNR | front | side | back | SSIM | iterations | it/s |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("| variant | held-out PSNR | front | side | back | face (front) | SSIM | iterations | it/s |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, m in results.items():
         print(
             f"| {name} | {m['psnr']:.2f} dB | {m['front']:.2f} dB | {m['side']:.2f} dB | {m['back']:.2f} dB | "
+            f"{m['face']:.2f} dB | "
             f"{m['ssim']:.4f} | {m['iterations']} | {m['iterations_per_second']:.2f} |"
         )
     print(f"\nrenders and metrics under {out}")

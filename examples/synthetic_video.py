@@ -55,11 +55,14 @@ def main() -> None:
     parser.add_argument("--sheet", type=Path, default=None, help="also write a contact sheet PNG here")
     parser.add_argument("--frames", type=int, default=SyntheticVideoConfig.num_frames)
     parser.add_argument("--resolution", type=int, default=SyntheticVideoConfig.resolution)
-    parser.add_argument("--orbit", action="store_true", help="SMPL-X head and torso turning before the camera")
+    parser.add_argument(
+        "--orbit", action="store_true", help="the 360° portrait video: SMPL-X head and torso turning before the camera"
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
-    config = SyntheticVideoConfig(num_frames=args.frames, resolution=args.resolution, orbit=args.orbit, seed=args.seed)
+    sizes = dict(num_frames=args.frames, resolution=args.resolution, seed=args.seed)
+    config = SyntheticVideoConfig.portrait360(**sizes) if args.orbit else SyntheticVideoConfig(**sizes)
     start = time.perf_counter()
     make_synthetic_video(args.out, config)
     seconds = time.perf_counter() - start

@@ -138,6 +138,9 @@ def test_head_fields(flame_folder):
     assert torch.equal(head.uv_faces, torch.tensor(arrays["f"].astype(np.int64)))
     assert set(head.regions) == {"upper", "lower", "face"}
     assert head.landmarks.shape == (3, 51, 3) and head.num_frames == 3
+    # Per-frame boxes of the posed vertices.
+    posed = head.vertices.detach().numpy()
+    np.testing.assert_array_equal(head.bounds.numpy(), np.stack([posed.min(axis=1), posed.max(axis=1)], axis=1))
 
 
 def test_face_mask_against_brute_force(flame_folder):

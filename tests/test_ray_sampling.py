@@ -99,6 +99,24 @@ def test_ray_aabb_axis_aligned_cases(device):
     assert box.near.tolist() == [1.0, 0.0, 0.0, 0.0, 1.0] and box.far.tolist() == [2.0, 0.5, 0.0, 0.0, 2.0]
 
 
+def test_ray_aabb_per_ray_boxes(device):
+    """One box per ray: rays along +x from x = -5 through unit-half-size cubes centred at x = c_r, one cube each."""
+    centres = torch.tensor([-1.0, 0.0, 2.5, 9.0], device=device)
+    boxes = torch.stack(
+        [
+            torch.stack([centres - 1, -torch.ones(4, device=device), -torch.ones(4, device=device)], -1),
+            torch.stack([centres + 1, torch.ones(4, device=device), torch.ones(4, device=device)], -1),
+        ],
+        1,
+    )
+    origins = torch.tensor([[-5.0, 0.0, 0.0]], device=device).expand(4, 3)
+    dirs = torch.tensor([[1.0, 0.0, 0.0]], device=device).expand(4, 3)
+    box = ray_aabb(origins, dirs, boxes)
+    assert box.hit.all()
+    torch.testing.assert_close(box.near, centres + 4)  # enters at x = c - 1
+    torch.testing.assert_close(box.far, centres + 6)
+
+
 def test_ray_aabb_bad_input():
     o = torch.zeros(2, 3)
     with raises_naming("aabb"):
@@ -107,6 +125,8 @@ def test_ray_aabb_bad_input():
         ray_aabb(o, o, torch.zeros(3, 3))
     with raises_naming("dirs"):
         ray_aabb(o, torch.zeros(3, 3), torch.tensor([[0.0, 0, 0], [1.0, 1, 1]]))
+    with raises_naming("aabb"):  # one box per ray, but for three rays
+        ray_aabb(o, o, torch.tensor([[0.0, 0, 0], [1.0, 1, 1]]).expand(3, 2, 3))
 
 
 def test_stratified_without_generator_is_evenly_spaced(device):

@@ -11,8 +11,10 @@ The basis network's output layer starts at zero, so the deformation starts as th
 coefficients do not start at zero, so that output layer gets a gradient on the first backward; the mapping
 network gets one once the basis has moved off zero (after one optimiser step).
 
-Points outside the box are clamped onto it before the basis reads them: a point outside is displaced as its
-nearest point on the box is (rays reach far beyond the head), with no gradient along the clamped axes.
+Points outside the box are, by default, clamped onto it before the basis reads them: a point outside is
+displaced as its nearest point on the box is (rays reach far beyond the head), with no gradient along the
+clamped axes. With ``outside="identity"`` they are not displaced at all and the networks skip them: a box around
+the face then saves the work on every sample of the torso, which expressions do not move.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ JAW_JOINT = "jaw"  # SMPL-X's and FLAME's name of the jaw joint (smplx's joint o
 BLEND_GRID = HashGridConfig(levels=8, features_per_level=2, log2_table_size=14, base_resolution=4, finest_resolution=64)
 
 FieldKind = Literal["mlp", "hashgrid"]
+Outside = Literal["clamp", "identity"]
 
 
 @dataclass(frozen=True)
@@ -63,11 +66,14 @@ class BlendFieldConfig:
     mapping_layers: int = HIDDEN_LAYERS
     jaw_joint: str = JAW_JOINT  # joint whose pose joins the default condition
     magnitude_weight: float = MAGNITUDE_WEIGHT
+    outside: Outside = "clamp"  # points outside the box: displaced as their nearest point on it, or not at all
 
     def __post_init__(self) -> None:
         check_count("num_fields", self.num_fields, 1)
         if self.field not in ("mlp", "hashgrid"):
             raise ValueError(f"field: expected 'mlp' or 'hashgrid', got {self.field!r}")
+        if self.outside not in ("clamp", "identity"):
+            raise ValueError(f"outside: expected 'clamp' or 'identity', got {self.outside!r}")
         if not isinstance(self.hashgrid, HashGridConfig):
             raise TypeError(f"hashgrid: expected a HashGridConfig, got {type(self.hashgrid).__name__}")
         check_count("mlp_hidden_dim", self.mlp_hidden_dim, 1)
@@ -155,10 +161,7 @@ class BlendFieldDeformer(Deformer):
         """``Σ_k c_k(condition) B_k(x)`` per point."""
         check_float("x", x, [None, 3], device=self.bounds.device)
         check_float("condition", condition, [x.shape[0], self.condition_dim], device=x.device)
-        basis = self.basis(x)
-        coefficients = self.coefficients(condition)
-        dtype = torch.promote_types(basis.dtype, coefficients.dtype)
-        return torch.einsum("nk,nkd->nd", coefficients.to(dtype), basis.to(dtype))
+        return _blend(self.coefficients(condition), self.basis(x))
 
     def head_condition(self, head: Head, frame: Int[Tensor, " N"]) -> Float[Tensor, "N C"]:
         """The default condition ``[head.expression[frame], head.pose[frame, jaw]]`` (needs ``joint_names``)."""
@@ -192,11 +195,23 @@ class BlendFieldDeformer(Deformer):
         ``valid`` is all True, ``face`` None.
         """
         checked = check_deformer_input(x, head, frame, dirs)
-        if condition is None:
+        if condition is not None:
+            check_float("condition", condition, [x.shape[0], self.condition_dim], device=x.device)
+        inside = None  # the points the basis displaces: all of them, or those in the box
+        if self.config.outside == "identity":
+            lo, hi = self.bounds.to(x.dtype)
+            inside = ((x >= lo) & (x <= hi)).all(dim=-1).nonzero().squeeze(-1)
+        picked = x if inside is None else x[inside]
+        if condition is None:  # one mapping per frame, not per sample: a batch holds a few frames' samples
+            frame = checked.frame if inside is None else checked.frame[inside]
+            frames, inverse = torch.unique(frame, return_inverse=True)
             # In the points' dtype: a float64 head does not turn float32 samples into float64.
-            condition = self.head_condition(head, checked.frame).to(x.dtype)
-        offset = self.displacement(x, condition)
-        points = x.to(offset.dtype) + offset
+            coefficients = self.coefficients(self.head_condition(head, frames).to(x.dtype))[inverse]
+        else:
+            coefficients = self.coefficients(condition if inside is None else condition[inside])
+        offset = _blend(coefficients, self.basis(picked))
+        points = x.to(torch.promote_types(x.dtype, offset.dtype))
+        points = points + offset if inside is None else points.index_add(0, inside, offset.to(points.dtype))
         valid = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
         return Canonical(points=points, dirs=dirs, valid=valid, face=None)
 
@@ -207,3 +222,9 @@ class BlendFieldDeformer(Deformer):
 
     def extra_repr(self) -> str:
         return f"condition_dim={self.condition_dim}, num_fields={self.num_fields}, field={self.config.field!r}"
+
+
+def _blend(coefficients: Float[Tensor, "N K"], basis: Float[Tensor, "N K 3"]) -> Float[Tensor, "N 3"]:
+    """``Σ_k c_k B_k`` per point, in the promoted dtype of the two."""
+    dtype = torch.promote_types(basis.dtype, coefficients.dtype)
+    return torch.einsum("nk,nkd->nd", coefficients.to(dtype), basis.to(dtype))

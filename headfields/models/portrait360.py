@@ -52,7 +52,8 @@ class Portrait360Config:
     INSTA benchmark); stratified samples between the posed mesh's box bounds."""
 
     blend: BlendKind = "deformation"
-    blend_fields: BlendFieldConfig = field(default_factory=BlendFieldConfig)
+    # The fields leave samples outside their box alone (see static_regions).
+    blend_fields: BlendFieldConfig = field(default_factory=lambda: BlendFieldConfig(outside="identity"))
     hash_grid: HashGridConfig = field(default_factory=HashGridConfig)
     decoder: NerfDecoderConfig = field(default_factory=NerfDecoderConfig)
     sh_degree: int = 4
@@ -60,6 +61,9 @@ class Portrait360Config:
     num_samples: int = 96  # stratified samples per ray across the posed mesh's box, before the mesh filter
     surface_distance: float = 0.03  # metres: samples farther from the frame's posed mesh are skipped
     box_inflation: float = 0.1  # canonical box = canonical mesh box inflated by this fraction of its diagonal
+    # Regions expressions and the jaw do not move (those the model has): the blend fields cover the box of the rest
+    # of the canonical mesh, padded by surface_distance, and skip the samples outside it (most of a bust's).
+    static_regions: tuple[str, ...] = ("torso",)
     huber_delta: float = HUBER_DELTA
     learning_rate: float = 2.5e-3
     betas: tuple[float, float] = (0.9, 0.99)
@@ -83,12 +87,13 @@ class Portrait360(nn.Module):
         names = list(parametric.joint_names)
         joint = c.facing_joint if c.facing_joint in names else names[0]  # FLAME has no "head": its global joint
         self.facing_joint = names.index(joint)
-        canonical = parametric().canonical_vertices
+        rest = parametric()
+        canonical = rest.canonical_vertices
         low, high = canonical.amin(0), canonical.amax(0)
         pad = c.box_inflation * (high - low).norm()
         self.register_buffer("box", torch.stack([low - pad, high + pad]))
         condition_dim = parametric.num_expression + 3  # expression and jaw pose
-        blend = BlendFieldDeformer(condition_dim, self.box, c.blend_fields, names)
+        blend = BlendFieldDeformer(condition_dim, self._moving_box(rest), c.blend_fields, names)
         rigid = (SkinningDeformer(), TriangleFrameDeformer(TriangleDeformerConfig(source="rest")))
         if c.blend == "deformation":
             self.deformer = DeformerChain(*rigid, blend)
@@ -102,6 +107,16 @@ class Portrait360(nn.Module):
         self.directions = SphericalHarmonics(c.sh_degree)
         self.decoder = NerfDecoder(self.encoder.out_dim, self.directions.out_dim, cond_dim, c.decoder)
         self._heads = TrackedHeads()
+
+    def _moving_box(self, rest: Head) -> Float[Tensor, "2 3"]:
+        """The box of the canonical vertices outside ``static_regions``, padded by ``surface_distance``."""
+        moving = torch.ones(rest.canonical_vertices.shape[0], dtype=torch.bool, device=rest.faces.device)
+        for name in self.config.static_regions:
+            if name in rest.regions:  # FLAME has no torso: everything moves
+                moving[rest.regions[name]] = False
+        vertices = rest.canonical_vertices[moving]
+        pad = self.config.surface_distance
+        return torch.stack([vertices.amin(0) - pad, vertices.amax(0) + pad])
 
     def head(self, frames: FrameSet) -> Head:
         return self._heads.get(frames, self.parametric)
@@ -118,19 +133,21 @@ class Portrait360(nn.Module):
     def field(self, x: Float[Tensor, "S 3"], dirs: Float[Tensor, "S 3"], frame: Int[Tensor, " S"], head: Head):
         canonical = self.deformer(x, head, frame, dirs)
         unit = ((canonical.points - self.box[0]) / (self.box[1] - self.box[0])).clamp(0.0, 1.0)
-        cond = None if self.mapping is None else self.mapping(self._condition(head, frame).to(x.dtype))
+        cond = None
+        if self.mapping is not None:  # the coefficients once per frame, then per sample
+            frames, inverse = torch.unique(frame, return_inverse=True)
+            cond = self.mapping(self._condition(head, frames).to(x.dtype))[inverse]
         out = self.decoder(self.encoder(unit), self.directions(canonical.dirs), cond)
         return out.density * canonical.valid, out.rgb
 
     # --- rendering ---------------------------------------------------------------------------------------
     def render(self, rays: Rays, head: Head, generator: torch.Generator | None = None) -> Composite:
-        """Stratified samples across the box of the frames' posed meshes, kept within ``surface_distance`` of
-        each ray's frame mesh, composited over the background."""
+        """Stratified samples across the box of each ray's frame's posed mesh, kept within ``surface_distance``
+        of that mesh, composited over the background."""
         c = self.config
-        vertices = head.vertices[torch.unique(rays.frame)]
-        low, high = vertices.amin(dim=(0, 1)), vertices.amax(dim=(0, 1))
-        pad = c.surface_distance
-        near, far, _ = ray_aabb(rays.origins, rays.directions, torch.stack([low - pad, high + pad]))
+        pad = torch.tensor([-c.surface_distance, c.surface_distance], device=rays.origins.device)
+        boxes = head.bounds[rays.frame] + pad[:, None]
+        near, far, _ = ray_aabb(rays.origins, rays.directions, boxes)
         samples = stratified_samples(rays, near, far, c.num_samples, generator)
         samples = mesh_guided_filter(samples, rays.origins, rays.directions, head.posed_mesh, rays.frame, c.surface_distance)
         x = samples.midpoints(rays.origins, rays.directions)

@@ -48,6 +48,12 @@ class Head:
         return self.vertices.shape[0]
 
     @cached_property
+    def bounds(self) -> Float[Tensor, "B 2 3"]:
+        """Each frame's box of the posed vertices, ``[min corner, max corner]`` (no gradient)."""
+        vertices = self.vertices.detach()
+        return torch.stack([vertices.amin(dim=1), vertices.amax(dim=1)], dim=1)
+
+    @cached_property
     def posed_mesh(self) -> TriangleMesh:
         """The posed vertices over B frames, one BVH per frame (built on first query)."""
         return TriangleMesh(self.vertices, self.faces)

@@ -100,21 +100,28 @@ class BoxHit:
         return iter((self.near, self.far, self.hit))
 
 
-def _check_aabb(name: str, aabb: Tensor, device: torch.device | None = None) -> None:
-    check_float(name, aabb, [2, 3], device=device)
-    if not bool((aabb[1] > aabb[0]).all()):
+def _check_aabb(name: str, aabb: Tensor, device: torch.device | None = None, rays: int | None = None) -> None:
+    """``aabb``: one box ``[2, 3]`` or, where ``rays`` is given, also one box per ray ``[rays, 2, 3]``."""
+    if rays is not None and isinstance(aabb, Tensor) and aabb.dim() == 3:
+        check_float(name, aabb, [rays, 2, 3], device=device)
+    else:
+        check_float(name, aabb, [2, 3], device=device)
+    if not bool((aabb[..., 1, :] > aabb[..., 0, :]).all()):
         raise ValueError(f"{name}: expected min corner < max corner on every axis, got {aabb.tolist()}")
 
 
-def ray_aabb(origins: Float[Tensor, "R 3"], dirs: Float[Tensor, "R 3"], aabb: Float[Tensor, "2 3"]) -> BoxHit:
-    """Intersect rays with the axis-aligned box ``aabb = [min corner, max corner]`` (slab method).
+def ray_aabb(
+    origins: Float[Tensor, "R 3"], dirs: Float[Tensor, "R 3"], aabb: Float[Tensor, "2 3"] | Float[Tensor, "R 2 3"]
+) -> BoxHit:
+    """Intersect rays with the axis-aligned box ``aabb = [min corner, max corner]`` (slab method): one box for
+    all rays, or one per ray (``[R, 2, 3]``, e.g. each ray's frame's box).
 
     A ray that only touches the box (``far == near``) counts as a miss.
     """
     check_float("origins", origins, [None, 3])
     check_float("dirs", dirs, [origins.shape[0], 3], device=origins.device)
-    _check_aabb("aabb", aabb, device=origins.device)
-    lo, hi = aabb[0].to(origins.dtype), aabb[1].to(origins.dtype)
+    _check_aabb("aabb", aabb, device=origins.device, rays=origins.shape[0])
+    lo, hi = aabb[..., 0, :].to(origins.dtype), aabb[..., 1, :].to(origins.dtype)
     parallel = dirs == 0
     safe = torch.where(parallel, torch.ones_like(dirs), dirs)
     t0, t1 = (lo - origins) / safe, (hi - origins) / safe
