@@ -232,6 +232,11 @@ def test_outside_identity_leaves_points_outside_the_box_in_place(config, flame):
     torch.testing.assert_close(out[~inside], x[~inside], rtol=0, atol=0)
     torch.testing.assert_close(out[inside], x[inside] + clamping.displacement(x[inside], condition[inside]))
     assert (out[inside] - x[inside]).abs().min() > 0  # the random basis moves the points inside
+    # Near a face the displacement fades: x = 0.28 is 1/3 of the taper (0.1 of 0.6) from the face at 0.3,
+    # so the smoothstep weight is t^2 (3 - 2t) at t = 1/3, i.e. 7/27.
+    near = torch.tensor([[0.28, 0.0, 0.1]], dtype=torch.float64)
+    faded = deformer(near, head, torch.tensor([0]), condition=condition[:1]).points
+    torch.testing.assert_close(faded, near + 7 / 27 * clamping.displacement(near, condition[:1]))
 
 
 # ---------------------------------------------------------------- the head's condition

@@ -93,6 +93,19 @@ def test_cond_to_color_adds_cond_to_the_colour_input():
     torch.testing.assert_close(out.rgb, torch.sigmoid(dec.color_net(torch.cat([out.extras["geometry"], dirs, cond], dim=-1))))
 
 
+def test_cond_to_colour_only_leaves_the_density_alone():
+    dec = NerfDecoder(*DIMS, NerfDecoderConfig(**TINY, cond_to_color=True, cond_to_density=False))
+    assert dec.density_net[0].in_features == dec.feature_dim  # the density MLP does not read cond
+    feats, dirs, cond = inputs(dec, 6, "cpu")
+    a, b = dec(feats, dirs, cond), dec(feats, dirs, torch.randn_like(cond) * 5)
+    torch.testing.assert_close(a.density, b.density, rtol=0, atol=0)
+    torch.testing.assert_close(a.density, dec.density(feats))  # the density needs no cond
+    assert not torch.allclose(a.rgb, b.rgb)
+    torch.testing.assert_close(a.rgb, torch.sigmoid(dec.color_net(torch.cat([a.extras["geometry"], dirs, cond], dim=-1))))
+    with raises_naming("cond"):
+        dec(feats, dirs)  # the colour MLP needs it
+
+
 def test_no_cond_and_empty_batch(device):
     dec = NerfDecoder(4, 3, 0, NerfDecoderConfig(**TINY)).to(device)
     feats, dirs, _ = inputs(dec, 0, device)
@@ -153,3 +166,5 @@ def test_bad_input():
         NerfDecoder(4, 3, -1)
     with raises_naming("config"):
         NerfDecoder(4, 3, 0, NerfDecoderConfig(cond_to_color=True))
+    with raises_naming("config"):  # cond would go nowhere
+        NerfDecoder(4, 3, 2, NerfDecoderConfig(cond_to_density=False))

@@ -245,15 +245,18 @@ def _sequence(model: ParametricModel, config: SyntheticVideoConfig, generator: t
 def _orbit_yaw(config: SyntheticVideoConfig, test_start: int) -> Tensor:
     """The subject's global yaw per frame. Training and validation frames turn ``orbit_turns`` times, with frames
     per angle ~ 1 + w cos(yaw) (w = ``orbit_front_weight``): the yaw y solves y + w sin(y) = theta for evenly
-    spaced theta (Kepler's equation, by Newton's method). The test frames make one even turn from the front."""
+    spaced theta. The root lies in [theta - w, theta + w] and the map is increasing: bisection finds it to
+    float64 precision. The test frames make one even turn from the front."""
     w = config.orbit_front_weight
     theta = 2 * math.pi * config.orbit_turns * torch.arange(test_start, dtype=torch.float64) / test_start
-    yaw = theta.clone()
-    for _ in range(50):  # 1 + w cos(y) >= 1 - w > 0: the map is increasing, Newton from theta converges
-        yaw = yaw - (yaw + w * torch.sin(yaw) - theta) / (1 + w * torch.cos(yaw))
+    low, high = theta - w, theta + w
+    for _ in range(60):  # the bracket halves: 2w / 2^60
+        mid = (low + high) / 2
+        below = mid + w * torch.sin(mid) < theta
+        low, high = torch.where(below, mid, low), torch.where(below, high, mid)
     num_test = config.num_frames - test_start
     test = 2 * math.pi * torch.arange(num_test, dtype=torch.float64) / num_test
-    return torch.cat([yaw, test])
+    return torch.cat([(low + high) / 2, test])
 
 
 def _cameras(head: Head, config: SyntheticVideoConfig, generator: torch.Generator) -> PinholeCameras:

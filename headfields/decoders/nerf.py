@@ -64,6 +64,7 @@ class NerfDecoderConfig:
     geometry_dim: int = INSTA_GEOMETRY_DIM  # features passed from the density to the colour MLP
     density_activation: DensityActivation = "trunc_exp"
     cond_to_color: bool = False  # also append cond to the colour-MLP input (INSTA: no)
+    cond_to_density: bool = True  # append cond to the density-MLP input (False: cond conditions the colour only)
 
     def __post_init__(self) -> None:
         check_count("hidden_dim", self.hidden_dim, 1)
@@ -98,7 +99,8 @@ def mlp(in_dim: int, hidden_dim: int, hidden_layers: int, out_dim: int) -> nn.Se
 
 
 class NerfDecoder(nn.Module):
-    """Density MLP on ``[features, cond]`` -> (raw density, geometry); colour MLP on ``[geometry, dirs, cond?]`` -> rgb."""
+    """Density MLP on ``[features, cond?]`` -> (raw density, geometry); colour MLP on ``[geometry, dirs, cond?]`` -> rgb
+    (where cond goes: ``cond_to_density``, ``cond_to_color`` of the config)."""
 
     def __init__(self, feature_dim: int, dir_dim: int, cond_dim: int = 0, config: NerfDecoderConfig | None = None) -> None:
         """``feature_dim``: encoder output width (INSTA's hash grid: 16 levels x 2 = 32); ``dir_dim``: encoded view
@@ -111,7 +113,9 @@ class NerfDecoder(nn.Module):
         self.config = config = config if config is not None else NerfDecoderConfig()
         if config.cond_to_color and cond_dim == 0:
             raise ValueError("config: cond_to_color expects cond_dim > 0 (there is no conditioning to pass on)")
-        density_in = feature_dim + cond_dim
+        if cond_dim > 0 and not (config.cond_to_density or config.cond_to_color):
+            raise ValueError("config: expected cond_to_density or cond_to_color with cond_dim > 0 (cond would be unused)")
+        density_in = feature_dim + (cond_dim if config.cond_to_density else 0)
         self.density_net = mlp(density_in, config.hidden_dim, config.density_layers, 1 + config.geometry_dim)
         color_in = config.geometry_dim + dir_dim + (cond_dim if config.cond_to_color else 0)
         color_hidden = config.hidden_dim if config.color_hidden_dim is None else config.color_hidden_dim
@@ -131,10 +135,15 @@ class NerfDecoder(nn.Module):
             if cond is not None:
                 raise ValueError(f"cond: expected None (cond_dim is 0), got a tensor of shape {list(cond.shape)}")
             return features
+        if not self.config.cond_to_density:
+            return features  # cond, if given, is checked where the colour MLP takes it
+        self._check_cond(cond, n)
+        return torch.cat([features, cond], dim=-1)
+
+    def _check_cond(self, cond: Tensor | None, n: int) -> None:
         if cond is None:
             raise ValueError(f"cond: expected a tensor of shape [{n}, {self.cond_dim}] (cond_dim > 0), got None")
         self._check("cond", cond, self.cond_dim, n)
-        return torch.cat([features, cond], dim=-1)
 
     def density(self, features: Float[Tensor, "N F"], cond: Float[Tensor, "N C"] | None = None) -> Float[Tensor, " N"]:
         """Density alone (for occupancy-grid updates): skips the colour MLP."""
@@ -147,6 +156,9 @@ class NerfDecoder(nn.Module):
         out = self.density_net(self._density_input(features, cond))
         self._check("dirs_encoded", dirs_encoded, self.dir_dim, features.shape[0])
         geometry = out[:, 1:]
-        color_in = [geometry, dirs_encoded] + ([cond] if self.config.cond_to_color else [])
+        color_in = [geometry, dirs_encoded]
+        if self.config.cond_to_color:
+            self._check_cond(cond, features.shape[0])
+            color_in.append(cond)
         rgb = torch.sigmoid(self.color_net(torch.cat(color_in, dim=-1)))
         return FieldOutput(density=self._activation(out[:, 0]), rgb=rgb, extras={"geometry": geometry})

@@ -14,7 +14,8 @@ network gets one once the basis has moved off zero (after one optimiser step).
 Points outside the box are, by default, clamped onto it before the basis reads them: a point outside is
 displaced as its nearest point on the box is (rays reach far beyond the head), with no gradient along the
 clamped axes. With ``outside="identity"`` they are not displaced at all and the networks skip them: a box around
-the face then saves the work on every sample of the torso, which expressions do not move.
+the face then saves the work on every sample of the torso, which expressions do not move. The displacement then
+fades to zero towards the box's faces (a smoothstep over ``taper`` of the box at each face), so there is no seam.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ HIDDEN = 64
 HIDDEN_LAYERS = 2
 POSITION_FREQUENCIES = 6  # NeRF PE bands of the normalised point (the "mlp" field)
 MAGNITUDE_WEIGHT = 1e-2  # weight of the mean ‖Δx‖² regulariser (as MonoAvatar's correction-field magnitude)
+TAPER = 0.1  # the identity-outside displacement fades out over this fraction of the box at each face
 JAW_JOINT = "jaw"  # SMPL-X's and FLAME's name of the jaw joint (smplx's joint order)
 # A coarse hash grid: 8 levels of 2 features, resolutions 4 to 64, 2^14 rows a level (the coarse levels dense).
 BLEND_GRID = HashGridConfig(levels=8, features_per_level=2, log2_table_size=14, base_resolution=4, finest_resolution=64)
@@ -67,6 +69,7 @@ class BlendFieldConfig:
     jaw_joint: str = JAW_JOINT  # joint whose pose joins the default condition
     magnitude_weight: float = MAGNITUDE_WEIGHT
     outside: Outside = "clamp"  # points outside the box: displaced as their nearest point on it, or not at all
+    taper: float = TAPER  # with outside="identity": fraction of the box over which the displacement fades out
 
     def __post_init__(self) -> None:
         check_count("num_fields", self.num_fields, 1)
@@ -74,6 +77,8 @@ class BlendFieldConfig:
             raise ValueError(f"field: expected 'mlp' or 'hashgrid', got {self.field!r}")
         if self.outside not in ("clamp", "identity"):
             raise ValueError(f"outside: expected 'clamp' or 'identity', got {self.outside!r}")
+        if isinstance(self.taper, bool) or not isinstance(self.taper, int | float) or not 0 < self.taper <= 0.5:
+            raise ValueError(f"taper: expected a fraction of the box in (0, 0.5], got {self.taper!r}")
         if not isinstance(self.hashgrid, HashGridConfig):
             raise TypeError(f"hashgrid: expected a HashGridConfig, got {type(self.hashgrid).__name__}")
         check_count("mlp_hidden_dim", self.mlp_hidden_dim, 1)
@@ -199,8 +204,9 @@ class BlendFieldDeformer(Deformer):
             check_float("condition", condition, [x.shape[0], self.condition_dim], device=x.device)
         inside = None  # the points the basis displaces: all of them, or those in the box
         if self.config.outside == "identity":
+            check_float("x", x, [None, 3], device=self.bounds.device)
             lo, hi = self.bounds.to(x.dtype)
-            inside = ((x >= lo) & (x <= hi)).all(dim=-1).nonzero().squeeze(-1)
+            inside = ((x > lo) & (x < hi)).all(dim=-1).nonzero().squeeze(-1)
         picked = x if inside is None else x[inside]
         if condition is None:  # one mapping per frame, not per sample: a batch holds a few frames' samples
             frame = checked.frame if inside is None else checked.frame[inside]
@@ -210,10 +216,20 @@ class BlendFieldDeformer(Deformer):
         else:
             coefficients = self.coefficients(condition if inside is None else condition[inside])
         offset = _blend(coefficients, self.basis(picked))
+        if inside is not None:
+            offset = offset * self.window(picked)[:, None].to(offset.dtype)
         points = x.to(torch.promote_types(x.dtype, offset.dtype))
         points = points + offset if inside is None else points.index_add(0, inside, offset.to(points.dtype))
         valid = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
         return Canonical(points=points, dirs=dirs, valid=valid, face=None)
+
+    def window(self, x: Float[Tensor, "N 3"]) -> Float[Tensor, " N"]:
+        """1 inside the box away from its faces, falling smoothly to 0 at them (a smoothstep over ``taper`` of
+        the box per axis and side, multiplied over the axes); 0 outside."""
+        u = self.normalize(x)
+        edge = torch.minimum(u, 1 - u) / self.config.taper  # 0 at a face, >= 1 past the taper
+        t = edge.clamp(0.0, 1.0)
+        return (t * t * (3 - 2 * t)).prod(dim=-1)
 
     def regularizer(self, displacement: Float[Tensor, "N 3"]) -> Float[Tensor, ""]:
         """``magnitude_weight`` times the mean over samples of ``‖Δx‖²`` (0 on no samples): keeps the basis a

@@ -11,6 +11,7 @@ front, side and back views.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -47,9 +48,10 @@ FACING = (0.0, 0.0, 1.0)  # SMPL-X and FLAME face +z in their rest pose
 class Portrait360Config:
     """The 360° portrait's recipe (PAPERS.md gives its structure, not its sizes: these are ours). ``blend``:
     the paper's blend basis of deformation fields, or its ablation, where the mapping network's coefficients
-    condition the colour network instead (a learnt blend of colour fields). Departures: no occupancy grid (on
-    the CPU the mesh-guided filter already keeps samples within ``surface_distance`` of the posed mesh, see the
-    INSTA benchmark); stratified samples between the posed mesh's box bounds."""
+    condition the colour MLP alone instead (a learnt blend of colour fields; the density does not see them).
+    Departures: no occupancy grid (on the CPU the mesh-guided filter already keeps samples within
+    ``surface_distance`` of the posed mesh, see the INSTA benchmark); stratified samples between the bounds of
+    each ray's frame's posed-mesh box."""
 
     blend: BlendKind = "deformation"
     # The fields leave samples outside their box alone (see static_regions).
@@ -57,7 +59,9 @@ class Portrait360Config:
     hash_grid: HashGridConfig = field(default_factory=HashGridConfig)
     decoder: NerfDecoderConfig = field(default_factory=NerfDecoderConfig)
     sh_degree: int = 4
-    facing_joint: str = "head"  # whose tracked rotation of FACING says where the subject looks (view bins)
+    # Whose tracked rotation of FACING says where the subject looks (view bins); None: "head", or the root joint
+    # of a model without one (FLAME).
+    facing_joint: str | None = None
     num_samples: int = 96  # stratified samples per ray across the posed mesh's box, before the mesh filter
     surface_distance: float = 0.03  # metres: samples farther from the frame's posed mesh are skipped
     box_inflation: float = 0.1  # canonical box = canonical mesh box inflated by this fraction of its diagonal
@@ -85,7 +89,9 @@ class Portrait360(nn.Module):
         self.config = c = config or Portrait360Config()
         self.parametric = parametric.requires_grad_(False)
         names = list(parametric.joint_names)
-        joint = c.facing_joint if c.facing_joint in names else names[0]  # FLAME has no "head": its global joint
+        joint = c.facing_joint or ("head" if "head" in names else names[0])  # FLAME has no "head": its root
+        if joint not in names:
+            raise ValueError(f"config: facing_joint {joint!r} is not a joint of the model; its joints: {names}")
         self.facing_joint = names.index(joint)
         rest = parametric()
         canonical = rest.canonical_vertices
@@ -105,7 +111,10 @@ class Portrait360(nn.Module):
         self._condition = blend.head_condition
         self.encoder = HashGrid(c.hash_grid)
         self.directions = SphericalHarmonics(c.sh_degree)
-        self.decoder = NerfDecoder(self.encoder.out_dim, self.directions.out_dim, cond_dim, c.decoder)
+        decoder = c.decoder
+        if self.mapping is not None:  # the ablation's coefficients condition the colour, never the density
+            decoder = dataclasses.replace(decoder, cond_to_color=True, cond_to_density=False)
+        self.decoder = NerfDecoder(self.encoder.out_dim, self.directions.out_dim, cond_dim, decoder)
         self._heads = TrackedHeads()
 
     def _moving_box(self, rest: Head) -> Float[Tensor, "2 3"]:
@@ -114,6 +123,8 @@ class Portrait360(nn.Module):
         for name in self.config.static_regions:
             if name in rest.regions:  # FLAME has no torso: everything moves
                 moving[rest.regions[name]] = False
+        if not moving.any():
+            raise ValueError(f"config: static_regions {self.config.static_regions} cover the whole mesh: nothing to blend")
         vertices = rest.canonical_vertices[moving]
         pad = self.config.surface_distance
         return torch.stack([vertices.amin(0) - pad, vertices.amax(0) + pad])
