@@ -59,6 +59,7 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=20.0, help="training budget per variant")
     parser.add_argument("--rays", type=int, default=2048)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--only", type=int, nargs="+", default=None, help="run these variants (0, 1, 2) only")
     args = parser.parse_args()
     out = args.out or Path(tempfile.mkdtemp(prefix="portrait360_bench_"))
 
@@ -72,6 +73,8 @@ def main() -> None:
     }
     results = {}
     for i, (name, (blend, balanced)) in enumerate(variants.items()):
+        if args.only is not None and i not in args.only:
+            continue
         torch.manual_seed(0)
         model = Portrait360(parametric, Portrait360Config(blend=blend))
         training = TrainingConfig(

@@ -5,6 +5,7 @@ gradcheck, devices and bad input."""
 
 import dataclasses
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -188,6 +189,28 @@ def test_global_rotation_is_undone_exactly(flame):
     out = SkinningDeformer()(posed, head, frame, posed_dirs)
     _close(out.points, canonical)
     _close(out.dirs, dirs, atol=1e-6)
+
+
+def test_directions_under_a_non_rigid_pose_follow_the_inverse_blended_rotation(flame):
+    """At a posed vertex the nearest triangle's weights are the vertex's own row, so the direction map is
+    ``normalize(inv(sum_j W[v, j] R_j) d)``: built here in NumPy from the weights and joint rotations."""
+    model, _ = flame
+    head = model(*random_parameters(model, 11, 2, LARGE_ANGLE))
+    x, frame = _packed(head.vertices)
+    g = torch.Generator().manual_seed(5)
+    keep = torch.randperm(x.shape[0], generator=g)[:300]
+    x, frame = x[keep], frame[keep]
+    dirs = F.normalize(torch.randn(300, 3, generator=g), dim=-1)
+    out = SkinningDeformer()(x, head, frame, dirs)
+
+    weights = head.skinning_weights.double().numpy()[keep.numpy() % head.vertices.shape[1]]  # [N, J]
+    rotations = head.joint_transforms[..., :3, :3].double().numpy()[frame.numpy()]  # [N, J, 3, 3]
+    linear = np.einsum("nj,njrc->nrc", weights, rotations)
+    expected = np.einsum("nrc,nc->nr", np.linalg.inv(linear), dirs.double().numpy())
+    expected /= np.linalg.norm(expected, axis=-1, keepdims=True)
+    _close(out.dirs, torch.from_numpy(expected).float(), atol=1e-5)
+    # Non-rigid indeed: somewhere the blended linear part is far from a rotation.
+    assert np.abs(np.einsum("nrc,nsc->nrs", linear, linear) - np.eye(3)).max() > 1e-2
 
 
 def test_max_distance_drops_far_samples(flame):
