@@ -4,6 +4,10 @@ evaluation, checkpoints that resume exactly, rendered images and a metrics file.
 A model plugs in through :class:`AvatarModel`: a loss on a batch of rays, a renderer of rays, its optimiser.
 The loop owns the data sampling, the clock, the exponential moving average of the weights (evaluation uses
 the averaged weights, as INSTA does) and the files.
+
+Under ``torchrun`` (any initialised process group of several ranks, see :mod:`headfields.distributed`) the
+same loop trains data-parallel: every rank draws the same batch and renders its share of the rays, and
+``DistributedDataParallel`` averages the gradients, so a step is the one-process step on the whole batch.
 """
 
 from __future__ import annotations
@@ -21,8 +25,10 @@ import numpy as np
 import torch
 from jaxtyping import Bool, Float, Int
 from PIL import Image
-from torch import Tensor
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
 
+from . import distributed
 from ._checks import check_count, check_positive
 from .data import FrameSet
 from .ema import ExponentialMovingAverage
@@ -59,6 +65,16 @@ class RayBatch:
     mask: Bool[Tensor, " R"] | None = None
     depth: Float[Tensor, " R"] | None = None  # metres along the camera axis; 0 = none
     segmentation: Int[Tensor, " R"] | None = None  # region labels of the dataset
+
+    def slice(self, start: int, stop: int) -> RayBatch:
+        """Rays ``start`` to ``stop`` (exclusive) with their targets: a rank's share of a batch."""
+
+        def part(x: Tensor | None) -> Tensor | None:
+            return None if x is None else x[start:stop]
+
+        rays = Rays(origins=part(self.rays.origins), directions=part(self.rays.directions), frame=part(self.rays.frame))
+        rgb, mask, depth, segmentation = part(self.rgb), part(self.mask), part(self.depth), part(self.segmentation)
+        return RayBatch(rays=rays, frames=self.frames, rgb=rgb, mask=mask, depth=depth, segmentation=segmentation)
 
 
 @dataclass
@@ -223,6 +239,32 @@ def _spread(count: int, total: int) -> list[int]:
     return sorted({round(i * (total - 1) / max(count - 1, 1)) for i in range(min(count, total))})
 
 
+class _TrainingStep(nn.Module):
+    """The model's training step as a forward: DistributedDataParallel averages the gradients of the forward it
+    wraps, and our models train through ``training_step``, not ``forward``."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: RayBatch, step: int) -> StepOutput:
+        return self.model.training_step(batch, step)
+
+
+def _data_parallel(model: nn.Module, device: torch.device) -> DistributedDataParallel:
+    """``model``'s training step under DistributedDataParallel. Construction gives every rank rank 0's
+    parameters and buffers; each forward gives every rank rank 0's buffers again, after ``before_step``
+    changed them (an occupancy grid refreshed from one rank's density), so all ranks march the same grid."""
+    index = (device.index if device.index is not None else torch.cuda.current_device()) if device.type == "cuda" else None
+    return DistributedDataParallel(  # its default syncs the buffers at each forward
+        _TrainingStep(model),
+        device_ids=None if index is None else [index],  # CPU ranks (gloo): none
+        # Parameters can sit out a step (MonoAvatar's error-correction warp before its start step): DDP then has
+        # to look for them, one walk over the autograd graph per step, and leaves their gradients None.
+        find_unused_parameters=True,
+    )
+
+
 def train(
     model: AvatarModel,
     train_frames: FrameSet,
@@ -238,17 +280,37 @@ def train(
     With ``resume`` and a checkpoint in ``out``, training continues from it exactly: the weights, optimiser,
     moving average, sampler state and clock are restored, so stopping and resuming gives the same weights
     as an uninterrupted run.
+
+    In a process group of W ranks (torchrun; :func:`~headfields.distributed.init_distributed`) it trains
+    data-parallel: every rank draws the same ``rays_per_batch`` rays and renders its contiguous W-th of them,
+    gradients are averaged, and rank 0 alone decides when the time budget is spent, evaluates and writes the
+    files (``out`` must be the same folder, shared, on every rank: each rank resumes from its checkpoint).
+    Every rank returns rank 0's metrics; the logged loss and PSNR are those of the whole batch.
     """
     config = config or TrainingConfig()
     device = torch.device(device) if device is not None else next(model.parameters()).device
+    rank, ranks = distributed.rank(), distributed.world_size()
+    lead = rank == 0
+    if config.rays_per_batch % ranks:
+        raise ValueError(
+            f"rays_per_batch: expected a multiple of the {ranks} ranks (an equal share each), got {config.rays_per_batch}"
+        )
+    share = config.rays_per_batch // ranks
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    if lead:
+        out.mkdir(parents=True, exist_ok=True)
+    # Before the average copies the weights: DDP makes them rank 0's on every rank.
+    step_fn = _data_parallel(model, device) if ranks > 1 else model.training_step
     optimizer = model.configure_optimizer()
     ema = ExponentialMovingAverage(model, decay=config.ema_decay)
-    generator = torch.Generator().manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)  # the same seed on every rank: the same batches
     step, elapsed = 0, 0.0
     checkpoint = out / CHECKPOINT_NAME
-    if resume and checkpoint.exists():
+    if distributed.broadcast_object(resume and checkpoint.exists(), device):  # rank 0's word
+        if not checkpoint.exists():
+            raise FileNotFoundError(
+                f"out: rank {rank} finds no {checkpoint}, which rank 0 resumes from (give all ranks one folder)"
+            )
         state = torch.load(checkpoint, map_location=device, weights_only=False)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -270,6 +332,12 @@ def train(
         checkpoint.with_suffix(".tmp").replace(checkpoint)  # never leave a half-written checkpoint
 
     budget = math.inf if config.max_minutes is None else 60.0 * config.max_minutes
+
+    def going() -> bool:
+        more = step < config.max_iterations and elapsed < budget
+        # Every rank counts the same steps, but clocks differ: rank 0's decides, so all stop at the same step.
+        return more if budget == math.inf else distributed.broadcast_object(more, device)
+
     view_bins = None
     if config.balance_views:
         if not hasattr(model, "view_bins"):
@@ -277,38 +345,43 @@ def train(
         view_bins = model.view_bins(train_frames)
     held_out = _spread(config.eval_frames, len(eval_frames))
     model.train()
-    running_psnr = 0.0
-    while step < config.max_iterations and elapsed < budget:
+    while going():
         start = time.perf_counter()
         model.before_step(step, train_frames)
         batch = ray_batch(train_frames, config.rays_per_batch, generator, device, config.frames_per_batch, view_bins)
-        result = model.training_step(batch, step)
+        if ranks > 1:
+            batch = batch.slice(rank * share, (rank + 1) * share)
+        result = step_fn(batch, step)
         optimizer.zero_grad(set_to_none=True)
         result.loss.backward()
         optimizer.step()
-        ema.update()
+        ema.update()  # the same weights on every rank after the step: the same average
         step += 1
         elapsed += time.perf_counter() - start
-        with torch.no_grad():
-            running_psnr = float(psnr(result.rgb.detach().clamp(0, 1), batch.rgb))
         if step % config.log_every == 0 or step == 1:
-            logs = " ".join(f"{k} {v:.4g}" for k, v in result.logs.items())
-            loss = float(result.loss.detach())
-            done = max(step / config.max_iterations, elapsed / budget)
-            bar = "#" * int(20 * done)
-            line = f"[{bar:<20}] step {step:6d}  {elapsed:7.1f} s  loss {loss:.4g}  psnr {running_psnr:.2f}  {logs}"
-            print(line, file=log, flush=True)
-        if config.checkpoint_every and step % config.checkpoint_every == 0:
+            with torch.no_grad():  # equal shares: the means over ranks are the whole batch's loss and error
+                error = (result.rgb.detach().clamp(0, 1) - batch.rgb).square().mean()
+                loss, mse = distributed.mean_over_ranks(torch.stack([result.loss.detach(), error])).tolist()
+            if lead:
+                running_psnr = 10 * math.log10(1 / mse) if mse > 0 else math.inf  # metrics.psnr of the whole batch
+                logs = " ".join(f"{k} {v:.4g}" for k, v in result.logs.items())  # rank 0's share
+                done = max(step / config.max_iterations, elapsed / budget)
+                bar = "#" * int(20 * done)
+                line = f"[{bar:<20}] step {step:6d}  {elapsed:7.1f} s  loss {loss:.4g}  psnr {running_psnr:.2f}  {logs}"
+                print(line, file=log, flush=True)
+        if lead and config.checkpoint_every and step % config.checkpoint_every == 0:
             save()
-        if config.eval_every and step % config.eval_every == 0 and step < config.max_iterations:
+        if lead and config.eval_every and step % config.eval_every == 0 and step < config.max_iterations:
             model.eval()
             with ema.average_parameters():
                 ev = evaluate(model, eval_frames, held_out, config.render_chunk, device, out / "renders" / f"step_{step:06d}")
             model.train()
             print(f"eval  {step:6d}  psnr {ev.psnr:.2f}  ssim {ev.ssim:.4f}  ({ev.frames} frames)", file=log)
+    model.eval()
+    if not lead:  # the other ranks wait for rank 0's evaluation
+        return distributed.broadcast_object(None, device)
     save()
 
-    model.eval()
     with ema.average_parameters():
         every = list(range(len(eval_frames)))
         final = evaluate(model, eval_frames, every, config.render_chunk, device, out / "renders" / "final")
@@ -318,4 +391,4 @@ def train(
     metrics = {"psnr": final.psnr, "ssim": final.ssim, "train_seconds": elapsed, "iterations": step, "eval_frames": final.frames}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     print(f"final  psnr {final.psnr:.2f}  ssim {final.ssim:.4f}  after {step} iterations, {elapsed:.0f} s", file=log)
-    return metrics
+    return distributed.broadcast_object(metrics, device)
