@@ -33,6 +33,7 @@ demo: setup
 
 test: setup
 	$(PY) -m ruff check .
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --site-dir build/site  # no --quiet: it hides the warnings strict counts
 	$(PY) -m pytest -q
 
 bench: setup
