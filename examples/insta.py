@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from headfields.data import cached_synthetic_video, load_insta_dataset
+from headfields.distributed import destroy_distributed, init_distributed
 from headfields.models.insta import Insta, InstaConfig
 from headfields.parametric import load_model
 from headfields.training import TrainingConfig, train
@@ -32,6 +33,7 @@ def main() -> None:
     parser.add_argument("--eval-split", default="test", choices=("val", "test"))
     args = parser.parse_args()
 
+    device = init_distributed(args.device)  # under torchrun: this rank's device, in the process group
     root = args.data if args.data is not None else cached_synthetic_video()
     train_frames = load_insta_dataset(root, "train")
     eval_frames = load_insta_dataset(root, args.eval_split)
@@ -39,13 +41,14 @@ def main() -> None:
     if model_path is None:
         raise SystemExit(f"--model: {root} names no parametric model folder; give the FLAME model folder")
     # A real capture brings tracked meshes (mesh_path) and expressions (exp_path); the synthetic one parameters.
-    parametric = load_model(model_path, train_frames.model_type or "flame", device=args.device)
-    model = Insta(parametric, train_frames.segmentation_labels, InstaConfig()).to(args.device)
+    parametric = load_model(model_path, train_frames.model_type or "flame", device=device)
+    model = Insta(parametric, train_frames.segmentation_labels, InstaConfig()).to(device)
     config = TrainingConfig(
         max_iterations=args.iterations, max_minutes=args.max_minutes, rays_per_batch=args.rays, eval_every=500
     )
-    metrics = train(model, train_frames, eval_frames, args.out, config, device=args.device)
+    metrics = train(model, train_frames, eval_frames, args.out, config, device=device)
     print({k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()})
+    destroy_distributed()
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from headfields.data import cached_synthetic_video, load_insta_dataset
+from headfields.distributed import destroy_distributed, init_distributed
 from headfields.models.monoavatar import MonoAvatar, MonoAvatarConfig, cpu_config
 from headfields.parametric import add_mouth_interior, load_model
 from headfields.training import TrainingConfig, train
@@ -40,13 +41,14 @@ def main() -> None:
     parser.add_argument("--eval-split", default="test", choices=("val", "test"))
     args = parser.parse_args()
 
+    device = init_distributed(args.device)  # under torchrun: this rank's device, in the process group
     root = args.data if args.data is not None else cached_synthetic_video()
     train_frames = load_insta_dataset(root, "train")
     eval_frames = load_insta_dataset(root, args.eval_split)
     model_path = args.model or train_frames.model_path
     if model_path is None:
         raise SystemExit(f"--model: {root} names no parametric model folder; give the FLAME model folder")
-    parametric = load_model(model_path, train_frames.model_type or "flame", device=args.device)
+    parametric = load_model(model_path, train_frames.model_type or "flame", device=device)
     if "mouth_interior" not in parametric.regions:  # real FLAME has no mouth cavity: anchor features inside it
         if train_frames.params is None:
             raise SystemExit(
@@ -55,7 +57,7 @@ def main() -> None:
             )
         parametric = add_mouth_interior(parametric)
     config = MonoAvatarConfig(features=args.features) if args.paper_sizes else cpu_config(features=args.features)
-    model = MonoAvatar(parametric, len(train_frames), config).to(args.device)
+    model = MonoAvatar(parametric, len(train_frames), config).to(device)
     training = TrainingConfig(
         max_iterations=args.iterations,
         max_minutes=args.max_minutes,
@@ -63,8 +65,9 @@ def main() -> None:
         frames_per_batch=args.frames_per_batch,
         eval_every=500,
     )
-    metrics = train(model, train_frames, eval_frames, args.out, training, device=args.device)
+    metrics = train(model, train_frames, eval_frames, args.out, training, device=device)
     print({k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()})
+    destroy_distributed()
 
 
 if __name__ == "__main__":

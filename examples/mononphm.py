@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from headfields.data import cached_synthetic_video, load_insta_dataset, write_obj
+from headfields.distributed import destroy_distributed, init_distributed, rank
 from headfields.models.mononphm import MonoNphm, MonoNphmConfig, cpu_config
 from headfields.models.mononphm_tracking import TrackingConfig, frame_error, track_frame
 from headfields.parametric import load_model
@@ -42,15 +43,16 @@ def main() -> None:
     parser.add_argument("--eval-split", default="test", choices=("val", "test"))
     args = parser.parse_args()
 
+    device = init_distributed(args.device)  # under torchrun: this rank's device, in the process group
     root = args.data if args.data is not None else cached_synthetic_video()
     train_frames = load_insta_dataset(root, "train")
     eval_frames = load_insta_dataset(root, args.eval_split)
     model_path = args.model or train_frames.model_path
     if model_path is None:
         raise SystemExit(f"--model: {root} names no parametric model folder; give the FLAME model folder")
-    parametric = load_model(model_path, train_frames.model_type or "flame", device=args.device)
+    parametric = load_model(model_path, train_frames.model_type or "flame", device=device)
     config = MonoNphmConfig() if args.paper_sizes else cpu_config()
-    model = MonoNphm(parametric, len(train_frames), config).to(args.device)
+    model = MonoNphm(parametric, len(train_frames), config).to(device)
     training = TrainingConfig(
         max_iterations=args.iterations,
         max_minutes=args.max_minutes,
@@ -58,8 +60,12 @@ def main() -> None:
         frames_per_batch=args.frames_per_batch,
         eval_every=500,
     )
-    metrics = train(model, train_frames, eval_frames, args.out, training, device=args.device)
+    metrics = train(model, train_frames, eval_frames, args.out, training, device=device)
     print({k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()})
+    main_rank = rank() == 0
+    destroy_distributed()
+    if not main_rank:  # tracking and the mesh: rank 0 alone
+        return
 
     model.eval()
     tracked = {}
@@ -79,7 +85,7 @@ def main() -> None:
     (args.out / "tracking.json").write_text(json.dumps(tracked, indent=2))
 
     f = len(eval_frames) // 2
-    surface = model.extract_mesh(model.frame_state(eval_frames, torch.tensor([f], device=args.device)), args.mesh_resolution)
+    surface = model.extract_mesh(model.frame_state(eval_frames, torch.tensor([f], device=device)), args.mesh_resolution)
     write_obj(args.out / f"mesh_{f:05d}.obj", surface.vertices.cpu().numpy(), surface.faces.cpu().numpy())
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from headfields.data import SyntheticVideoConfig, cached_synthetic_video, load_insta_dataset
+from headfields.distributed import destroy_distributed, init_distributed
 from headfields.models.portrait360 import Portrait360, Portrait360Config
 from headfields.parametric import load_model
 from headfields.training import TrainingConfig, train
@@ -37,14 +38,15 @@ def main() -> None:
     parser.add_argument("--eval-split", default="test", choices=("val", "test"))
     args = parser.parse_args()
 
+    device = init_distributed(args.device)  # under torchrun: this rank's device, in the process group
     root = args.data if args.data is not None else cached_synthetic_video(SyntheticVideoConfig.portrait360())
     train_frames = load_insta_dataset(root, "train")
     eval_frames = load_insta_dataset(root, args.eval_split)
     model_path = args.model or train_frames.model_path
     if model_path is None:
         raise SystemExit(f"--model: {root} names no parametric model folder; give the SMPL-X model folder")
-    parametric = load_model(model_path, train_frames.model_type or "smplx", device=args.device)
-    model = Portrait360(parametric, Portrait360Config(blend=args.blend)).to(args.device)
+    parametric = load_model(model_path, train_frames.model_type or "smplx", device=device)
+    model = Portrait360(parametric, Portrait360Config(blend=args.blend)).to(device)
     training = TrainingConfig(
         max_iterations=args.iterations,
         max_minutes=args.max_minutes,
@@ -52,8 +54,9 @@ def main() -> None:
         balance_views=not args.uniform_views,
         eval_every=1000,
     )
-    metrics = train(model, train_frames, eval_frames, args.out, training, device=args.device)
+    metrics = train(model, train_frames, eval_frames, args.out, training, device=device)
     print({k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()})
+    destroy_distributed()
 
 
 if __name__ == "__main__":

@@ -17,7 +17,15 @@ import torch.distributed as dist
 from jaxtyping import Float
 from torch import Tensor
 
-__all__ = ["broadcast_object", "init_distributed", "is_distributed", "mean_over_ranks", "rank", "world_size"]
+__all__ = [
+    "broadcast_object",
+    "destroy_distributed",
+    "init_distributed",
+    "is_distributed",
+    "mean_over_ranks",
+    "rank",
+    "world_size",
+]
 
 
 def _initialised() -> bool:
@@ -65,6 +73,12 @@ def init_distributed(device: str | torch.device | None = None, timeout: datetime
     if not _initialised():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timeout)
     return device
+
+
+def destroy_distributed() -> None:
+    """Leave the process group at the end of a script (nothing without one)."""
+    if _initialised():
+        dist.destroy_process_group()
 
 
 def mean_over_ranks(values: Float[Tensor, "*S"]) -> Float[Tensor, "*S"]:

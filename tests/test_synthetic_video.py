@@ -8,6 +8,7 @@ they are.
 import dataclasses
 import hashlib
 import math
+import multiprocessing
 from pathlib import Path
 
 import pytest
@@ -227,3 +228,20 @@ def test_cached_video_renders_once_and_ignores_a_half_written_folder(tmp_path):
     (other / "transforms_train.json").unlink()
     assert cached_synthetic_video(dataclasses.replace(tiny, seed=1), tmp_path) == other
     assert (other / "transforms_train.json").exists()
+
+
+def _cached_in_child(config: SyntheticVideoConfig, cache_dir: str) -> str:
+    return str(cached_synthetic_video(config, cache_dir))
+
+
+def test_processes_starting_together_each_get_a_complete_video(tmp_path):
+    """torchrun's ranks call cached_synthetic_video at once: both must see a whole video and leave no partial
+    folders behind (the race once left a 'complete' folder without its model)."""
+    tiny = SyntheticVideoConfig(num_frames=6, num_val=1, num_test=2, resolution=16, episode_frames=2)
+    with multiprocessing.get_context("spawn").Pool(2) as pool:
+        roots = pool.starmap(_cached_in_child, [(tiny, str(tmp_path))] * 2)
+    assert roots[0] == roots[1]
+    root = Path(roots[0])
+    assert (root / ".complete").exists() and (root / "model").is_dir()
+    assert len(load_insta_dataset(root, "train")) == 3
+    assert [p.name for p in tmp_path.iterdir()] == [root.name]

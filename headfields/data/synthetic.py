@@ -19,6 +19,7 @@ import hashlib
 import math
 import os
 import shutil
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -164,7 +165,9 @@ def cached_synthetic_video(config: SyntheticVideoConfig | None = None, cache_dir
     """The synthetic video of ``config``, rendered on first use into a cache folder and reused after.
 
     The folder (under ``cache_dir``, default ``$XDG_CACHE_HOME/headfields`` or ``~/.cache/headfields``) is
-    named by a digest of the config and of this package's version, so another config renders anew.
+    named by a digest of the config and of this package's version, so another config renders anew. Processes
+    that start together (``torchrun``'s ranks) may each render it: each renders into a folder of its own and
+    the first to finish moves its folder into place, so none ever reads a half-written video.
     """
     config = config or SyntheticVideoConfig()
     if cache_dir is None:
@@ -172,13 +175,21 @@ def cached_synthetic_video(config: SyntheticVideoConfig | None = None, cache_dir
     key = hashlib.sha256(repr((config, CACHE_VERSION)).encode()).hexdigest()[:16]
     root = Path(cache_dir) / f"synthetic_{'orbit' if config.orbit else 'head'}_{key}"
     done = root / ".complete"
-    if not done.exists():
-        partial = root.with_name(root.name + ".partial")
-        shutil.rmtree(partial, ignore_errors=True)
+    if done.exists():
+        return root
+    partial = root.with_name(f"{root.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    try:
         make_synthetic_video(partial, config)
         (partial / done.name).touch()
-        shutil.rmtree(root, ignore_errors=True)
-        partial.rename(root)  # a folder that exists is complete, even if a run was killed half-way
+        if root.exists() and not done.exists():  # an incomplete folder left by an older version
+            shutil.rmtree(root, ignore_errors=True)
+        try:
+            partial.rename(root)  # atomic: a folder under the final name is complete
+        except OSError:
+            if not done.exists():  # not another process's finished copy: a real failure
+                raise
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
     return root
 
 

@@ -1,9 +1,10 @@
 """Encoders: map points or directions to features. Each is an ``nn.Module`` with ``in_dim``, ``out_dim`` and
 ``forward(x [N, in_dim]) -> [N, out_dim]`` (mesh-anchored encoders also take the mesh and frames). The UV-space
-CNNs make the per-vertex features those read."""
+CNNs make the per-vertex features those read; :class:`HyperEncoding` reads points with hyper-dimensions."""
 
 from .frequency import FrequencyEncoding
 from .hashgrid import HashGrid, HashGridConfig
+from .hyper import HyperEncoding
 from .latent_codes import LatentCodes, LatentCodesConfig
 from .mesh_anchored import AnchoredFeatures, MeshAnchoredConfig, MeshAnchoredEncoder
 from .spherical_harmonics import SphericalHarmonics
@@ -17,6 +18,7 @@ __all__ = [
     "FrequencyEncoding",
     "HashGrid",
     "HashGridConfig",
+    "HyperEncoding",
     "LatentCodes",
     "LatentCodesConfig",
     "MeshAnchoredConfig",

@@ -74,9 +74,13 @@ class Insta(nn.Module):
         segmentation_labels: dict[str, int],
         config: InstaConfig | None = None,
         deformer: Deformer | None = None,
+        encoder: nn.Module | None = None,
     ):
         """``deformer`` replaces INSTA's triangle-frame deformer (e.g. a rigid one, for an ablation); it must
-        report the nearest face, which selects the samples that see the expression."""
+        report the nearest face, which selects the samples that see the expression. ``encoder`` replaces the
+        hash grid: it reads the canonical points with their first three coordinates mapped to the unit box
+        (a deformer may append hyper-dimensions, passed on as they are; see
+        :class:`~headfields.encoders.HyperEncoding`) and has an ``out_dim``."""
         super().__init__()
         self.config = config = config or InstaConfig()
         self.parametric = parametric.requires_grad_(False)
@@ -92,7 +96,9 @@ class Insta(nn.Module):
         # Regions a model lacks (FLAME has no torso) are skipped; the background never gets the depth prior.
         self.depth_off_labels = [self.labels[r] for r in config.depth_off_regions if r in self.labels] + [BACKGROUND_LABEL]
         self.deformer = deformer if deformer is not None else TriangleFrameDeformer()
-        self.encoder = HashGrid(config.hash_grid)
+        self.encoder = encoder if encoder is not None else HashGrid(config.hash_grid)
+        if not isinstance(getattr(self.encoder, "out_dim", None), int):
+            raise TypeError(f"encoder: expected a module with an int out_dim, got {type(self.encoder).__name__}")
         self.directions = SphericalHarmonics(config.sh_degree)
         self.decoder = NerfDecoder(self.encoder.out_dim, self.directions.out_dim, config.expression_dims, config.decoder)
         self.occupancy = OccupancyGrid(self.box, config.occupancy_resolution)
@@ -108,7 +114,9 @@ class Insta(nn.Module):
         canonical = self.deformer(x, head, frame, dirs)
         if canonical.face is None:
             raise ValueError("deformer: expected a deformer that reports each sample's nearest face (INSTA's lips conditioning)")
-        unit = ((canonical.points - self.box[0]) / (self.box[1] - self.box[0])).clamp(0.0, 1.0)
+        points = canonical.points  # 3-D, or with hyper-dimensions after them
+        unit = ((points[:, :3] - self.box[0]) / (self.box[1] - self.box[0])).clamp(0.0, 1.0)
+        unit = torch.cat([unit, points[:, 3:].to(unit.dtype)], dim=1)
         lips = self.lips_faces[canonical.face.clamp(min=0)] & canonical.valid
         expression = head.expression[frame, : self.config.expression_dims]
         cond = torch.where(lips[:, None], expression, torch.ones_like(expression))

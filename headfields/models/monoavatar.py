@@ -144,8 +144,17 @@ class _Frames:
 
 
 class MonoAvatar(nn.Module):
-    def __init__(self, parametric: ParametricModel, num_frames: int, config: MonoAvatarConfig | None = None):
-        """``num_frames``: training frames (one error-correction latent each)."""
+    def __init__(
+        self,
+        parametric: ParametricModel,
+        num_frames: int,
+        config: MonoAvatarConfig | None = None,
+        point_encoder: nn.Module | None = None,
+    ):
+        """``num_frames``: training frames (one error-correction latent each). ``point_encoder`` (none in the
+        paper): an encoder of the sample's head-frame position, mapped to the unit box (e.g. a
+        :class:`~headfields.encoders.HashGrid`, with an ``out_dim``), whose features join the mesh-anchored ones
+        at the decoder's input."""
         super().__init__()
         self.config = c = config or MonoAvatarConfig()
         self.parametric = parametric.requires_grad_(False)
@@ -168,8 +177,12 @@ class MonoAvatar(nn.Module):
         else:
             self.vertex_features = StaticVertexFeatures(parametric.num_vertices, c.feature_dim)
         self.anchored = MeshAnchoredEncoder(self.vertex_features.out_dim, c.anchored)
+        if point_encoder is not None and not isinstance(getattr(point_encoder, "out_dim", None), int):
+            raise TypeError(f"point_encoder: expected a module with an int out_dim, got {type(point_encoder).__name__}")
+        self.point_encoder = point_encoder
+        feature_dim = self.anchored.out_dim + (0 if point_encoder is None else point_encoder.out_dim)
         self.directions = FrequencyEncoding(3, c.direction_frequencies)
-        self.decoder = NerfDecoder(self.anchored.out_dim, self.directions.out_dim, 0, c.decoder)
+        self.decoder = NerfDecoder(feature_dim, self.directions.out_dim, 0, c.decoder)
         self.warp = None if c.warp is None else ErrorCorrectionWarp(check_count("num_frames", num_frames, 1), c.warp)
         self._heads = TrackedHeads()
         self._optimizer: torch.optim.Optimizer | None = None
@@ -206,13 +219,20 @@ class MonoAvatar(nn.Module):
         out = self.warp(x, head, ctx.frames[local], dirs)
         return out.points, out.dirs
 
+    def _features(self, x: Float[Tensor, "S 3"], local: Int[Tensor, " S"], ctx: _Frames) -> Float[Tensor, "S F"]:
+        features = self.anchored(x, ctx.mesh, ctx.features, local).features
+        if self.point_encoder is None:
+            return features
+        unit = ((x - self.box[0]) / (self.box[1] - self.box[0])).clamp(0.0, 1.0)
+        return torch.cat([features, self.point_encoder(unit).to(features.dtype)], dim=1)
+
     def density(self, x: Float[Tensor, "S 3"], local: Int[Tensor, " S"], ctx: _Frames, head: Head) -> Float[Tensor, " S"]:
         x, _ = self._warp(x, local, ctx, head, None)
-        return self.decoder.density(self.anchored(x, ctx.mesh, ctx.features, local).features)
+        return self.decoder.density(self._features(x, local, ctx))
 
     def field(self, x: Float[Tensor, "S 3"], dirs: Float[Tensor, "S 3"], local: Int[Tensor, " S"], ctx: _Frames, head: Head):
         x, dirs = self._warp(x, local, ctx, head, dirs)
-        out = self.decoder(self.anchored(x, ctx.mesh, ctx.features, local).features, self.directions(dirs))
+        out = self.decoder(self._features(x, local, ctx), self.directions(dirs))
         return out.density, out.rgb
 
     # --- rendering ---------------------------------------------------------------------------------------
