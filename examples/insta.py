@@ -14,10 +14,9 @@ from pathlib import Path
 
 import torch
 
-from headfields.data import cached_synthetic_video, load_insta_dataset
+from headfields.data import load_subject
 from headfields.distributed import destroy_distributed, init_distributed
 from headfields.models.insta import Insta, InstaConfig
-from headfields.parametric import load_model
 from headfields.training import TrainingConfig, train
 
 
@@ -34,14 +33,8 @@ def main() -> None:
     args = parser.parse_args()
 
     device = init_distributed(args.device)  # under torchrun: this rank's device, in the process group
-    root = args.data if args.data is not None else cached_synthetic_video()
-    train_frames = load_insta_dataset(root, "train")
-    eval_frames = load_insta_dataset(root, args.eval_split)
-    model_path = args.model or train_frames.model_path
-    if model_path is None:
-        raise SystemExit(f"--model: {root} names no parametric model folder; give the FLAME model folder")
-    # A real capture brings tracked meshes (mesh_path) and expressions (exp_path); the synthetic one parameters.
-    parametric = load_model(model_path, train_frames.model_type or "flame", device=device)
+    subject = load_subject(args.data, args.model, args.eval_split, device=device)
+    train_frames, eval_frames, parametric = subject.train, subject.eval, subject.parametric
     model = Insta(parametric, train_frames.segmentation_labels, InstaConfig()).to(device)
     config = TrainingConfig(
         max_iterations=args.iterations, max_minutes=args.max_minutes, rays_per_batch=args.rays, eval_every=500

@@ -21,11 +21,11 @@ from pathlib import Path
 
 import torch
 
-from headfields.data import FrameSet, cached_synthetic_video, load_insta_dataset
+from headfields.data import FrameSet, load_subject
 from headfields.distributed import destroy_distributed, init_distributed
 from headfields.encoders import HashGrid, HashGridConfig
 from headfields.models.monoavatar import MonoAvatar, MonoAvatarConfig, cpu_config
-from headfields.parametric import ParametricModel, load_model
+from headfields.parametric import ParametricModel
 from headfields.training import TrainingConfig, train
 
 RAYS_PER_BATCH = 1024  # MonoAvatar's batch
@@ -58,12 +58,8 @@ def main() -> None:
     args = parser.parse_args()
 
     device = init_distributed(args.device)
-    root = args.data if args.data is not None else cached_synthetic_video()
-    train_frames, eval_frames = load_insta_dataset(root, "train"), load_insta_dataset(root, "test")
-    model_path = args.model or train_frames.model_path
-    if model_path is None:
-        raise SystemExit(f"--model: {root} names no parametric model folder; give the FLAME model folder")
-    parametric = load_model(model_path, train_frames.model_type or "flame", device=device)
+    subject = load_subject(args.data, args.model, "test", device=device)
+    train_frames, eval_frames, parametric = subject.train, subject.eval, subject.parametric
     model = build(parametric, train_frames).to(device)
     config = TrainingConfig(
         max_iterations=args.iterations,

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import torch
 
-from headfields.data import cached_synthetic_video, load_insta_dataset
+from headfields.data import load_subject
 from headfields.distributed import destroy_distributed, init_distributed
 from headfields.models.monoavatar import MonoAvatar, MonoAvatarConfig, cpu_config
-from headfields.parametric import add_mouth_interior, load_model
+from headfields.parametric import add_mouth_interior
 from headfields.training import TrainingConfig, train
 
 
@@ -42,13 +42,8 @@ def main() -> None:
     args = parser.parse_args()
 
     device = init_distributed(args.device)  # under torchrun: this rank's device, in the process group
-    root = args.data if args.data is not None else cached_synthetic_video()
-    train_frames = load_insta_dataset(root, "train")
-    eval_frames = load_insta_dataset(root, args.eval_split)
-    model_path = args.model or train_frames.model_path
-    if model_path is None:
-        raise SystemExit(f"--model: {root} names no parametric model folder; give the FLAME model folder")
-    parametric = load_model(model_path, train_frames.model_type or "flame", device=device)
+    subject = load_subject(args.data, args.model, args.eval_split, device=device)
+    train_frames, eval_frames, parametric = subject.train, subject.eval, subject.parametric
     if "mouth_interior" not in parametric.regions:  # real FLAME has no mouth cavity: anchor features inside it
         if train_frames.params is None:
             raise SystemExit(

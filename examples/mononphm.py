@@ -18,11 +18,10 @@ from pathlib import Path
 
 import torch
 
-from headfields.data import cached_synthetic_video, load_insta_dataset, write_obj
+from headfields.data import load_subject, write_obj
 from headfields.distributed import destroy_distributed, init_distributed, rank
 from headfields.models.mononphm import MonoNphm, MonoNphmConfig, cpu_config
 from headfields.models.mononphm_tracking import TrackingConfig, frame_error, track_frame
-from headfields.parametric import load_model
 from headfields.training import TrainingConfig, comparison, save_png, train
 
 
@@ -44,13 +43,8 @@ def main() -> None:
     args = parser.parse_args()
 
     device = init_distributed(args.device)  # under torchrun: this rank's device, in the process group
-    root = args.data if args.data is not None else cached_synthetic_video()
-    train_frames = load_insta_dataset(root, "train")
-    eval_frames = load_insta_dataset(root, args.eval_split)
-    model_path = args.model or train_frames.model_path
-    if model_path is None:
-        raise SystemExit(f"--model: {root} names no parametric model folder; give the FLAME model folder")
-    parametric = load_model(model_path, train_frames.model_type or "flame", device=device)
+    subject = load_subject(args.data, args.model, args.eval_split, device=device)
+    train_frames, eval_frames, parametric = subject.train, subject.eval, subject.parametric
     config = MonoNphmConfig() if args.paper_sizes else cpu_config()
     model = MonoNphm(parametric, len(train_frames), config).to(device)
     training = TrainingConfig(

@@ -17,10 +17,9 @@ from pathlib import Path
 
 import torch
 
-from headfields.data import SyntheticVideoConfig, cached_synthetic_video, load_insta_dataset
+from headfields.data import SyntheticVideoConfig, load_subject
 from headfields.distributed import destroy_distributed, init_distributed
 from headfields.models.portrait360 import Portrait360, Portrait360Config
-from headfields.parametric import load_model
 from headfields.training import TrainingConfig, train
 
 
@@ -39,13 +38,10 @@ def main() -> None:
     args = parser.parse_args()
 
     device = init_distributed(args.device)  # under torchrun: this rank's device, in the process group
-    root = args.data if args.data is not None else cached_synthetic_video(SyntheticVideoConfig.portrait360())
-    train_frames = load_insta_dataset(root, "train")
-    eval_frames = load_insta_dataset(root, args.eval_split)
-    model_path = args.model or train_frames.model_path
-    if model_path is None:
-        raise SystemExit(f"--model: {root} names no parametric model folder; give the SMPL-X model folder")
-    parametric = load_model(model_path, train_frames.model_type or "smplx", device=device)
+    subject = load_subject(
+        args.data, args.model, args.eval_split, video=SyntheticVideoConfig.portrait360(), model_type="smplx", device=device
+    )
+    train_frames, eval_frames, parametric = subject.train, subject.eval, subject.parametric
     model = Portrait360(parametric, Portrait360Config(blend=args.blend)).to(device)
     training = TrainingConfig(
         max_iterations=args.iterations,
