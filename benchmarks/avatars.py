@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -16,18 +17,33 @@ from headfields.renderers.cameras import image_pixels, pixel_rays
 from headfields.training import AvatarModel, TrainingConfig, train
 
 
+def median_seconds(step: Callable[[], None], repeats: int, device: torch.device) -> float:
+    """Median wall time of ``repeats`` calls of ``step`` after one untimed warm-up (Warp compiles its kernels,
+    BVHs are built, the allocator settles), waiting for CUDA kernels to finish."""
+
+    def timed() -> float:
+        start = time.perf_counter()
+        step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return time.perf_counter() - start
+
+    timed()
+    return statistics.median(timed() for _ in range(repeats))
+
+
 def rendering_rays_per_second(model: AvatarModel, frames: FrameSet, repeats: int = 3) -> float:
-    """Median rays/s rendering the first held-out frame (after one warm-up render)."""
-    pixels = image_pixels(frames.cameras)
-    rays = pixel_rays(frames.cameras, 0, pixels)
-    times = []
-    with torch.no_grad():
-        for i in range(repeats + 1):
-            start = time.perf_counter()
+    """Median rays/s rendering the first held-out frame (after one warm-up render), on the model's device."""
+    device = next(model.parameters()).device
+    cameras = frames.cameras.to(device)
+    pixels = image_pixels(cameras)
+    rays = pixel_rays(cameras, 0, pixels)
+
+    def render() -> None:
+        with torch.no_grad():
             model.render_rays(rays, frames)
-            if i:
-                times.append(time.perf_counter() - start)
-    return len(pixels) / statistics.median(times)
+
+    return len(pixels) / median_seconds(render, repeats, device)
 
 
 def head_psnr(renders: Path, frames: FrameSet) -> float:
@@ -42,11 +58,19 @@ def head_psnr(renders: Path, frames: FrameSet) -> float:
     return float(np.mean(values))
 
 
-def train_variant(model: AvatarModel, train_frames: FrameSet, eval_frames: FrameSet, out: Path, config: TrainingConfig) -> dict:
-    """Train from scratch into ``out``; the loop's metrics plus iterations/s, render rays/s and head PSNR."""
+def train_variant(
+    model: AvatarModel,
+    train_frames: FrameSet,
+    eval_frames: FrameSet,
+    out: Path,
+    config: TrainingConfig,
+    render_repeats: int = 3,
+) -> dict:
+    """Train from scratch into ``out``; the loop's metrics plus iterations/s, render rays/s (median of
+    ``render_repeats`` renders) and head PSNR."""
     metrics = train(model, train_frames, eval_frames, out, config, resume=False)
     metrics["iterations_per_second"] = metrics["iterations"] / metrics["train_seconds"]
-    metrics["render_rays_per_second"] = rendering_rays_per_second(model, eval_frames)
+    metrics["render_rays_per_second"] = rendering_rays_per_second(model, eval_frames, render_repeats)
     if eval_frames.masks is not None:
         metrics["head_psnr"] = head_psnr(out / "renders" / "final", eval_frames)
     return metrics

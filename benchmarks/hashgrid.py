@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import argparse
 import platform
-import statistics
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -31,22 +29,7 @@ from headfields.geometry._warp import num_cpu_threads
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from test_hashgrid import torch_hash_grid  # noqa: E402  (the tests' independent reference)
 
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def median_seconds(step: Callable[[], None], repeats: int, device: torch.device) -> float:
-    step()  # warm-up: kernel compilation, allocator
-    sync(device)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        step()
-        sync(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+from avatars import median_seconds  # noqa: E402  (the timer every benchmark here shares)
 
 
 def main() -> None:

@@ -1,0 +1,536 @@
+"""Every paper model and every mix of primitives trained on the same synthetic video for the same time, in one
+table; and the cost per sample of each deformer and encoder.
+
+    python benchmarks/compare.py                     # 5 minutes per model
+    python benchmarks/compare.py --quick             # 0.5 min per model, 3 held-out frames, fewer samples
+    python benchmarks/compare.py --only INSTA mix    # the models whose key holds one of these
+    python benchmarks/compare.py --only paper        # the paper models alone (or: mix)
+    python benchmarks/compare.py --skip-models       # the primitive tables alone
+
+Models: each trains in a child process of its own (this script with ``--only-exact``; the parent loads the default
+FLAME video once and hands the frames over in a file), with the batch sizes of its own benchmark or example, so
+its peak memory is its own: on the CPU the growth of the resident set over training, the final evaluation and
+the rays/s renders (the child's peak ``ru_maxrss`` less its resident set before training), on
+CUDA the growth of ``torch.cuda.max_memory_allocated`` over the same span (torch's allocations:
+not the BVHs Warp allocates itself). The evaluation renders 8192-ray chunks, more than any training batch here,
+so the figure can be set by rendering rather than training.
+Printed: held-out PSNR / SSIM over whole images and PSNR over the head's pixels (EMA weights; all test frames,
+``--quick`` an even spread of QUICK_EVAL_FRAMES of them: a FrameSet sliced here, the loop's final evaluation
+renders every frame it is given), iterations, training seconds, it/s, rendering rays/s, peak memory, and for
+each mix its ΔPSNR and it/s ratio against its closest paper model (its peer) in the same run.
+
+Primitives: forward (no gradients) and forward + backward (gradients for the weights, points and directions) of each
+deformer and encoder, on N points near the video's posed heads (mesh vertices plus noise, spread over
+FRAMES_PER_HEAD frames), each case warmed up once, then the median of ``repeats`` runs; in ns per sample and as
+a ratio to a reference measured in the same run (RigidDeformer, FrequencyEncoding). The UV-CNN vertex features
+are computed once per frame, not per sample: their cost is reported per frame, in a table of its own. Chains:
+Portrait360's and those of the mixes (INSTA's, MonoNPHM's and MonoAvatar's are single deformers listed above).
+
+Writes ``out/results.json``; renders and metrics of each model under ``out/<model>/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import warp
+from torch import Tensor, nn
+
+from headfields.data import FrameSet, TrackedParams, cached_synthetic_video, load_insta_dataset
+from headfields.deformers import Deformer, DeformerChain, RigidDeformer, SkinningDeformer, TriangleFrameDeformer
+from headfields.encoders import (
+    DisplacementVertexFeatures,
+    FrequencyEncoding,
+    HashGrid,
+    HashGridConfig,
+    MeshAnchoredConfig,
+    MeshAnchoredEncoder,
+    SphericalHarmonics,
+    UVUNetConfig,
+)
+from headfields.encoders.mesh_anchored import MONOAVATAR_POSITION_FREQUENCIES
+from headfields.geometry._warp import num_cpu_threads
+from headfields.models import monoavatar, mononphm
+from headfields.models.insta import Insta, InstaConfig
+from headfields.models.monoavatar import MonoAvatar, MonoAvatarConfig
+from headfields.models.mononphm import MonoNphm, MonoNphmConfig
+from headfields.models.portrait360 import Portrait360, Portrait360Config
+from headfields.models.tracking import tracked_head
+from headfields.parametric import Head, ParametricModel, load_model
+from headfields.training import TrainingConfig
+
+from avatars import median_seconds, train_variant
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+DEFAULT_MINUTES, QUICK_MINUTES = 5.0, 0.5
+QUICK_EVAL_FRAMES = 3  # held-out frames evaluated by --quick, spread evenly over the test split
+POINTS, QUICK_POINTS = 2**16, 2**12  # samples per primitive call
+REPEATS, QUICK_REPEATS = 5, 3
+RENDER_REPEATS, QUICK_RENDER_REPEATS = 3, 1
+FRAMES_PER_HEAD = 4  # training frames the primitives' samples spread over (a batch of the per-frame models)
+NOISE = 0.01  # metres: standard deviation of the samples around the mesh vertices
+ANCHORED_FEATURES = 64  # MonoAvatar's per-vertex feature width
+MIB = 2**20
+
+ModelBuilder = Callable[[ParametricModel, FrameSet], nn.Module]
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A model of the comparison. ``build`` is None for a mix whose example cannot be imported (``missing``)."""
+
+    key: str  # the table's label, what --only matches and --only-exact names; also the folder under --out
+    name: str  # a mix's description (its docstring's first line)
+    kind: str  # "paper" | "mix"
+    build: ModelBuilder | None
+    rays_per_batch: int
+    frames_per_batch: int | None
+    peer: str | None = None  # a mix's closest paper model (its key)
+    missing: str | None = None
+
+
+# The paper models as their benchmarks build them on the FLAME video (batch sizes from those benchmarks).
+PAPERS = [
+    Entry("INSTA", "INSTA", "paper", lambda p, f: Insta(p, f.segmentation_labels, InstaConfig()), 2048, None),
+    # The synthetic video's tracking is exact: the error-correction warp would have nothing to correct.
+    Entry("MonoAvatar", "MonoAvatar", "paper", lambda p, f: MonoAvatar(p, len(f), monoavatar.cpu_config(warp=None)), 1024, 4),
+    Entry("MonoNPHM", "MonoNPHM", "paper", lambda p, f: MonoNphm(p, len(f), mononphm.cpu_config()), 512, 4),
+    # On the frontal FLAME video (no torso: static_regions skips it; no side or back views to balance).
+    Entry("Portrait360", "Portrait360", "paper", lambda p, f: Portrait360(p, Portrait360Config()), 2048, None),
+]
+MIXES = {  # example module -> its closest paper model
+    "mix_triangle_neus": "MonoNPHM",  # INSTA's deformer with MonoNPHM's SDF, appearance and NeuS rendering
+    "mix_anchored_hashgrid": "MonoAvatar",  # MonoAvatar's mesh-anchored UV-CNN features with a hash grid
+    "mix_hyper_insta": "INSTA",  # MonoNPHM's hyper-dimensional backward field on INSTA
+}
+
+
+def mix_entry(module_name: str, peer: str) -> Entry:
+    """The registry entry of ``examples/<module_name>.py`` (named by its docstring's first line)."""
+    if str(EXAMPLES) not in sys.path:
+        sys.path.insert(0, str(EXAMPLES))
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as error:
+        if error.name != module_name:  # the example exists but something it imports does not
+            raise
+        return Entry(module_name, module_name, "mix", None, 0, None, peer, f"examples/{module_name}.py not found")
+    name = (module.__doc__ or module_name).strip().splitlines()[0].rstrip(".")
+    return Entry(module_name, name, "mix", module.build, module.RAYS_PER_BATCH, module.FRAMES_PER_BATCH, peer)
+
+
+def registry() -> list[Entry]:
+    return PAPERS + [mix_entry(module, peer) for module, peer in MIXES.items()]
+
+
+def select(entries: list[Entry], only: list[str] | None) -> list[Entry]:
+    """The entries whose key holds one of ``only``, or whose kind is one ("paper", "mix"), case-insensitive; all
+    without ``only``."""
+    if only is None:
+        return entries
+    wanted = [w.lower() for w in only]
+    picked = [e for e in entries if any(w in e.key.lower() or w == e.kind for w in wanted)]
+    if not picked:
+        raise SystemExit(f"--only: expected parts of the keys {[e.key for e in entries]}, got {only}")
+    return picked
+
+
+# ---------------------------------------------------------------------------------------------------- data
+
+
+def frame_subset(frames: FrameSet, indices: list[int]) -> FrameSet:
+    """Frames ``indices`` of ``frames``: every per-frame field sliced, the shared ones kept (FrameSet has no
+    selection of its own)."""
+    index = torch.tensor(indices, dtype=torch.long)
+
+    def pick(x: Tensor | None) -> Tensor | None:
+        return None if x is None else x[index.to(x.device)]
+
+    params = frames.params
+    if params is not None:
+        params = TrackedParams(params.shape, pick(params.expression), pick(params.pose), pick(params.translation))
+    return dataclasses.replace(
+        frames,
+        cameras=frames.cameras.select(index.to(frames.cameras.device)),
+        images=pick(frames.images),
+        masks=pick(frames.masks),
+        depths=pick(frames.depths),
+        segmentation=pick(frames.segmentation),
+        expression=pick(frames.expression),
+        params=params,
+        mesh_vertices=pick(frames.mesh_vertices),
+        image_paths=None if frames.image_paths is None else [frames.image_paths[i] for i in indices],
+    )
+
+
+def spread(count: int, total: int) -> list[int]:
+    """``count`` indices spread evenly over ``range(total)``."""
+    return sorted(set(torch.linspace(0, total - 1, min(count, total)).round().long().tolist()))
+
+
+def load_video(quick: bool) -> tuple[FrameSet, FrameSet]:
+    """The default FLAME video's training and held-out frames (with ``quick``, QUICK_EVAL_FRAMES of the latter)."""
+    root = cached_synthetic_video()
+    train_frames, eval_frames = load_insta_dataset(root, "train"), load_insta_dataset(root, "test")
+    if quick:
+        eval_frames = frame_subset(eval_frames, spread(QUICK_EVAL_FRAMES, len(eval_frames)))
+    return train_frames, eval_frames
+
+
+# -------------------------------------------------------------------------------------------------- models
+
+
+def resident_bytes() -> int:
+    """This process's resident set now (Linux), else its peak so far."""
+    try:
+        return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return peak_resident_bytes()
+
+
+def peak_resident_bytes() -> int:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024  # macOS reports bytes, Linux KiB
+
+
+def train_one(entry: Entry, args: argparse.Namespace) -> dict:
+    """Train and measure one model in this process (the child's work), on the frames the parent saved."""
+    device = torch.device(args.device)
+    train_frames, eval_frames = torch.load(args.frames, weights_only=False)
+    parametric = load_model(train_frames.model_path, train_frames.model_type, device=device)
+    torch.manual_seed(0)  # the same initial weights in every run
+    model = entry.build(parametric, train_frames).to(device)
+    config = TrainingConfig(
+        max_iterations=10**9,  # the clock alone stops every model (a fast one on a GPU would hit the default count)
+        max_minutes=args.minutes,
+        rays_per_batch=entry.rays_per_batch,
+        frames_per_batch=entry.frames_per_batch,
+        eval_every=0,
+        checkpoint_every=0,
+        log_every=100,
+    )
+    repeats = QUICK_RENDER_REPEATS if args.quick else RENDER_REPEATS
+    before = resident_bytes()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)  # the model's weights and the frames' tensors
+    metrics = train_variant(model, train_frames, eval_frames, args.out / entry.key, config, repeats)
+    if device.type == "cuda":  # torch's allocations only (Warp allocates its BVHs itself)
+        metrics["peak_memory_bytes"] = torch.cuda.max_memory_allocated(device) - before
+    else:
+        metrics["peak_memory_bytes"] = max(peak_resident_bytes() - before, 0)
+        metrics["peak_resident_bytes"] = peak_resident_bytes()  # the whole child: data, imports and all
+    return metrics
+
+
+def run_models(entries: list[Entry], frames: tuple[FrameSet, FrameSet], args: argparse.Namespace) -> dict[str, dict]:
+    """Each available entry trained in a child process; its metrics, or why there are none."""
+    saved = args.out / "frames.pt"
+    torch.save(frames, saved)  # read in a moment by each child, instead of the video's thousand files
+    results = {}
+    for entry in entries:
+        results[entry.key] = {"name": entry.name, "kind": entry.kind, "peer": entry.peer}
+        if entry.build is None:
+            results[entry.key]["error"] = entry.missing
+            continue
+        path = args.out / entry.key / "result.json"
+        path.unlink(missing_ok=True)
+        command = [sys.executable, __file__, "--only-exact", entry.key, "--json", str(path), "--frames", str(saved)]
+        command += ["--minutes", str(args.minutes), "--device", str(args.device), "--out", str(args.out)]
+        command += ["--quick"] if args.quick else []
+        print(f"\n== {entry.key}: {args.minutes:g} min ==", flush=True)
+        code = subprocess.run(command).returncode
+        results[entry.key].update(json.loads(path.read_text()) if code == 0 else {"error": f"child exited with status {code}"})
+    saved.unlink()
+    return results
+
+
+def print_models(entries: list[Entry], results: dict[str, dict]) -> None:
+    print(
+        "| model | kind | held-out PSNR | head PSNR | SSIM | iterations | train s | it/s | render rays/s | peak memory | "
+        "ΔPSNR vs peer | it/s vs peer |"
+    )
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|")
+    for e in entries:
+        m = results[e.key]
+        if "error" in m:
+            print(f"| {e.key} | {e.kind} | {m['error']} | | | | | | | | | |")
+            continue
+        delta = ratio = "—"
+        if e.peer is not None:
+            peer = results.get(e.peer)
+            if peer is None or "error" in peer:
+                delta = f"{e.peer} not run"
+            else:
+                delta = f"{m['psnr'] - peer['psnr']:+.2f} dB vs {e.peer}"
+                ratio = f"{m['iterations_per_second'] / peer['iterations_per_second']:.2f}×"
+        head = f"{m['head_psnr']:.2f} dB" if "head_psnr" in m else "—"
+        print(
+            f"| {e.key} | {e.kind} | {m['psnr']:.2f} dB | {head} | {m['ssim']:.4f} | {m['iterations']} | "
+            f"{m['train_seconds']:.0f} | {m['iterations_per_second']:.2f} | {m['render_rays_per_second']:,.0f} | "
+            f"{m['peak_memory_bytes'] / MIB:,.0f} MiB | {delta} | {ratio} |"
+        )
+    for e in entries:
+        if e.kind == "mix" and e.name != e.key:
+            print(f"\n{e.key}: {e.name}.", end="")
+    print()
+
+
+# ---------------------------------------------------------------------------------------------- primitives
+
+
+@dataclass
+class Case:
+    """One primitive call on the samples: ``call(points, dirs)`` returns the tensors a backward pass sums;
+    ``per`` samples (or frames) share one call."""
+
+    name: str
+    call: Callable[[Tensor, Tensor], list[Tensor]]
+    module: nn.Module
+    per: int
+
+
+def deformer_call(deformer: Deformer, head: Head, frame: Tensor, **extra: Tensor) -> Callable[[Tensor, Tensor], list[Tensor]]:
+    def call(x: Tensor, dirs: Tensor) -> list[Tensor]:
+        out = deformer(x, head, frame, dirs, **extra)
+        return [out.points] + ([] if out.dirs is None else [out.dirs])
+
+    return call
+
+
+def chain_label(chain: DeformerChain) -> str:
+    return " → ".join(type(d).__name__ for d in chain.deformers)
+
+
+def primitive_cases(
+    parametric: ParametricModel, train_frames: FrameSet, head: Head, frame: Tensor, mixes: list[Entry], n: int
+) -> tuple[list[Case], list[Case], list[Case]]:
+    """Deformers (RigidDeformer first), encoders (FrequencyEncoding first) and per-frame primitives, each as the
+    paper models configure them (taken from built models where a model holds one)."""
+    device = head.vertices.device
+    gen = torch.Generator().manual_seed(0)
+    canonical = head.canonical_vertices[torch.randint(head.canonical_vertices.shape[0], (n,), generator=gen).to(device)]
+    canonical = canonical + NOISE * torch.randn(n, 3, generator=gen).to(device)
+    frames = len(train_frames)
+    nphm_cpu = MonoNphm(parametric, frames, mononphm.cpu_config()).to(device)
+    nphm_paper = MonoNphm(parametric, frames, MonoNphmConfig()).to(device)
+    avatar = MonoAvatar(parametric, frames, monoavatar.cpu_config()).to(device)
+    avatar.warp.train()
+    avatar.warp.set_step(avatar.warp.config.start_step + avatar.warp.config.window_steps)  # on, every band open
+    portrait = Portrait360(parametric, Portrait360Config()).to(device)
+
+    def condition(deformer: nn.Module) -> Tensor:
+        return torch.randn(n, deformer.condition_dim, generator=gen).to(device)
+
+    def on_canonical(call: Callable[[Tensor, Tensor], list[Tensor]]) -> Callable[[Tensor, Tensor], list[Tensor]]:
+        # Fields that follow another deformer read canonical points (the blend fields skip those outside their box).
+        return lambda x, dirs: call(canonical.detach().requires_grad_(x.requires_grad), dirs)
+
+    blend = portrait.deformer.deformers[-1]
+    deformers = [
+        Case("RigidDeformer", deformer_call(RigidDeformer(), head, frame), RigidDeformer(), n),
+        Case("TriangleFrameDeformer (INSTA)", deformer_call(TriangleFrameDeformer(), head, frame), TriangleFrameDeformer(), n),
+        Case("SkinningDeformer (FLAME)", deformer_call(SkinningDeformer(), head, frame), SkinningDeformer(), n),
+        Case("BlendFieldDeformer (Portrait360, canonical points)", on_canonical(deformer_call(blend, head, frame)), blend, n),
+        Case(
+            "HyperDeformer (MonoNPHM cpu_config: 4 × 96)",
+            deformer_call(nphm_cpu.deformer, head, frame, condition=condition(nphm_cpu.deformer)),
+            nphm_cpu.deformer,
+            n,
+        ),
+        Case(
+            "HyperDeformer (MonoNPHM paper: 6 × 400)",
+            deformer_call(nphm_paper.deformer, head, frame, condition=condition(nphm_paper.deformer)),
+            nphm_paper.deformer,
+            n,
+        ),
+        Case("ErrorCorrectionWarp (MonoAvatar)", deformer_call(avatar.warp, head, frame), avatar.warp, n),
+        Case(f"Portrait360 chain: {chain_label(portrait.deformer)}", deformer_call(portrait.deformer, head, frame), portrait, n),
+    ]
+    for entry in mixes:  # a mix's own chain, called as the Deformer interface allows (default conditions)
+        torch.manual_seed(0)
+        model = entry.build(parametric, train_frames).to(device)
+        chain = getattr(model, "deformer", None)
+        if isinstance(chain, DeformerChain):
+            deformers.append(Case(f"{entry.key} chain: {chain_label(chain)}", deformer_call(chain, head, frame), model, n))
+
+    rows = frame
+    frequency = FrequencyEncoding(3, MONOAVATAR_POSITION_FREQUENCIES).to(device)
+    grid = HashGrid(HashGridConfig()).to(device)
+    sh = SphericalHarmonics(InstaConfig().sh_degree).to(device)
+    anchored = MeshAnchoredEncoder(ANCHORED_FEATURES, MeshAnchoredConfig()).to(device)
+    # Learnt per-vertex features (a parameter, so the backward pass reaches them and zero_grad resets them).
+    vertex_features = nn.Parameter(0.1 * torch.randn(head.num_frames, head.vertices.shape[1], ANCHORED_FEATURES, generator=gen))
+    anchored_module = nn.ModuleList([anchored, nn.ParameterList([vertex_features])]).to(device)
+    vertex_features = anchored_module[1][0]
+    low, high = head.vertices.amin(dim=(0, 1)), head.vertices.amax(dim=(0, 1))
+    encoders = [
+        Case(f"FrequencyEncoding ({MONOAVATAR_POSITION_FREQUENCIES} bands)", lambda x, d: [frequency(x)], frequency, n),
+        Case("HashGrid (INSTA: 16 levels × 2, 2^18)", lambda x, d: [grid(((x - low) / (high - low)).clamp(0, 1))], grid, n),
+        Case(f"SphericalHarmonics (degree {sh.degree})", lambda x, d: [sh(d)], sh, n),
+        Case(
+            f"MeshAnchoredEncoder (k = {anchored.config.k}, {ANCHORED_FEATURES}-d vertex features)",
+            lambda x, d: [anchored(x, head.posed_mesh, vertex_features, rows).features],
+            anchored_module,
+            n,
+        ),
+    ]
+
+    displacements = head.vertices - head.canonical_vertices
+    per_frame = []
+    for label, resolution in (("cpu_config", monoavatar.cpu_config().uv_resolution), ("paper", MonoAvatarConfig().uv_resolution)):
+        uv = DisplacementVertexFeatures(
+            head.faces, head.uvs, head.uv_faces, head.vertices.shape[1], resolution, UVUNetConfig()
+        ).to(device)
+        per_frame.append(
+            Case(
+                f"UV-CNN vertex features, D ({label}: {resolution}² UV map)",
+                lambda x, d, uv=uv: [uv(displacements)],  # the weights get gradients, not the tracked mesh
+                uv,
+                head.num_frames,
+            )
+        )
+    return deformers, encoders, per_frame
+
+
+def time_case(case: Case, x: Tensor, dirs: Tensor, repeats: int) -> tuple[float, float]:
+    """Median seconds of a forward pass (no gradients) and of a forward + backward pass (gradients for the
+    weights, the points and the directions)."""
+
+    def forward() -> None:
+        with torch.no_grad():
+            case.call(x, dirs)
+
+    def backward() -> None:
+        case.module.zero_grad(set_to_none=True)
+        points, directions = x.detach().requires_grad_(), dirs.detach().requires_grad_()
+        sum(out.sum() for out in case.call(points, directions)).backward()
+
+    return median_seconds(forward, repeats, x.device), median_seconds(backward, repeats, x.device)
+
+
+def run_primitives(parametric: ParametricModel, train_frames: FrameSet, mixes: list[Entry], args: argparse.Namespace) -> dict:
+    device = torch.device(args.device)
+    n = QUICK_POINTS if args.quick else POINTS
+    repeats = QUICK_REPEATS if args.quick else REPEATS
+    with torch.no_grad():  # the tracked head is data: the models' parametric model is frozen
+        head = tracked_head(parametric, frame_subset(train_frames, spread(FRAMES_PER_HEAD, len(train_frames))))
+    gen = torch.Generator().manual_seed(1)
+    frame = torch.randint(head.num_frames, (n,), generator=gen).to(device)
+    x = head.vertices[frame, torch.randint(head.vertices.shape[1], (n,), generator=gen).to(device)]
+    x = (x + NOISE * torch.randn(n, 3, generator=gen).to(device)).detach()
+    dirs = torch.nn.functional.normalize(torch.randn(n, 3, generator=gen), dim=-1).to(device)
+    deformers, encoders, per_frame = primitive_cases(parametric, train_frames, head, frame, mixes, n)
+    results: dict = {"points": n, "repeats": repeats, "frames": head.num_frames}
+    for group, cases in (("deformers", deformers), ("encoders", encoders), ("per_frame", per_frame)):
+        rows = []
+        for case in cases:
+            start = time.perf_counter()
+            fwd, bwd = time_case(case, x, dirs, repeats)
+            rows.append({"name": case.name, "forward_seconds": fwd, "backward_seconds": bwd, "per": case.per})
+            print(f"  {case.name}: {time.perf_counter() - start:.1f} s", flush=True)
+        results[group] = rows
+    return results
+
+
+def print_primitives(results: dict) -> None:
+    for group, kind, reference in (("deformers", "deformer", "RigidDeformer"), ("encoders", "encoder", "FrequencyEncoding")):
+        rows = results[group]
+        ref = rows[0]  # the reference comes first
+        print(f"\n| {kind} | forward ns/sample | fwd + bwd ns/sample | forward vs {reference} | fwd + bwd vs {reference} |")
+        print("|---|---:|---:|---:|---:|")
+        for r in rows:
+            print(
+                f"| {r['name']} | {1e9 * r['forward_seconds'] / r['per']:,.0f} | {1e9 * r['backward_seconds'] / r['per']:,.0f} | "
+                f"{r['forward_seconds'] / ref['forward_seconds']:.1f}× | {r['backward_seconds'] / ref['backward_seconds']:.1f}× |"
+            )
+    print(f"\n| per-frame primitive ({results['frames']} frames a call) | forward ms/frame | fwd + bwd ms/frame |")
+    print("|---|---:|---:|")
+    for r in results["per_frame"]:
+        print(f"| {r['name']} | {1e3 * r['forward_seconds'] / r['per']:,.1f} | {1e3 * r['backward_seconds'] / r['per']:,.1f} |")
+
+
+# -------------------------------------------------------------------------------------------------------- main
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--minutes", type=float, default=None, help=f"training budget per model ({DEFAULT_MINUTES:g})")
+    parser.add_argument("--quick", action="store_true", help=f"{QUICK_MINUTES:g} min per model, fewer frames and samples")
+    parser.add_argument(
+        "--only", nargs="+", default=None, metavar="NAME", help="models whose key holds one of these, or paper / mix"
+    )
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--skip-primitives", action="store_true")
+    parser.add_argument("--skip-models", action="store_true")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--only-exact", default=None, help=argparse.SUPPRESS)  # a child: train this model alone
+    parser.add_argument("--json", type=Path, default=None, help=argparse.SUPPRESS)  # where the child writes its metrics
+    parser.add_argument("--frames", type=Path, default=None, help=argparse.SUPPRESS)  # the parent's frames, for the child
+    args = parser.parse_args()
+    if args.minutes is None:
+        args.minutes = QUICK_MINUTES if args.quick else DEFAULT_MINUTES
+    args.out = args.out or Path(tempfile.mkdtemp(prefix="compare_bench_"))
+    args.out.mkdir(parents=True, exist_ok=True)
+    entries = registry()
+
+    if args.only_exact is not None:  # the child
+        entry = next((e for e in entries if e.key == args.only_exact and e.build is not None), None)
+        if entry is None:
+            raise SystemExit(f"--only-exact: expected one of {[e.key for e in entries if e.build]}, got {args.only_exact!r}")
+        metrics = train_one(entry, args)
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(metrics, indent=2) + "\n")
+        return
+
+    start = time.perf_counter()
+    selected = select(entries, args.only)
+    train_frames, eval_frames = load_video(args.quick)  # writes the cached video once, before any child
+    results: dict = {"models": {}, "primitives": None}
+    if not args.skip_models:
+        results["models"] = run_models(selected, (train_frames, eval_frames), args)
+    if not args.skip_primitives:
+        print("\n== primitives ==", flush=True)
+        parametric = load_model(train_frames.model_path, train_frames.model_type, device=args.device)
+        mixes = [e for e in entries if e.kind == "mix" and e.build is not None]
+        results["primitives"] = run_primitives(parametric, train_frames, mixes, args)
+
+    threads = num_cpu_threads() if torch.device(args.device).type == "cpu" else "-"
+    header = (
+        f"{len(train_frames)} training frames, {len(eval_frames)} held-out test frames evaluated at "
+        f"{eval_frames.cameras.width} px; {args.minutes:g} min per model; {torch.get_num_threads()} torch threads, "
+        f"{threads} Warp CPU threads; torch {torch.__version__}, warp {warp.config.version}; device {args.device} "
+        f"({platform.processor() or platform.machine()})"
+    )
+    results["header"] = header
+    print(f"\n{header}\n")
+    if not args.skip_models:
+        print_models(selected, results["models"])
+    if results["primitives"] is not None:
+        p = results["primitives"]
+        print(
+            f"\n{p['points']} samples per call, median of {p['repeats']} after a warm-up; "
+            "fwd + bwd: gradients for the weights, points and directions"
+        )
+        print_primitives(p)
+    results["wall_seconds"] = time.perf_counter() - start
+    (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    print(f"\nrenders, metrics and results.json under {args.out} ({results['wall_seconds']:.0f} s in all)")
+
+
+if __name__ == "__main__":
+    main()
