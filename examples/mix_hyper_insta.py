@@ -53,10 +53,11 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=TrainingConfig.max_iterations)
     parser.add_argument("--rays", type=int, default=RAYS_PER_BATCH, help="rays per batch")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--eval-split", default="test", choices=("val", "test"))
     args = parser.parse_args()
 
     device = init_distributed(args.device)
-    subject = load_subject(args.data, args.model, "test", device=device)
+    subject = load_subject(args.data, args.model, args.eval_split, device=device)
     train_frames, eval_frames, parametric = subject.train, subject.eval, subject.parametric
     model = build(parametric, train_frames).to(device)
     config = TrainingConfig(max_iterations=args.iterations, max_minutes=args.max_minutes, rays_per_batch=args.rays)

@@ -230,16 +230,24 @@ def test_cached_video_renders_once_and_ignores_a_half_written_folder(tmp_path):
     assert (other / "transforms_train.json").exists()
 
 
-def _cached_in_child(config: SyntheticVideoConfig, cache_dir: str) -> str:
-    return str(cached_synthetic_video(config, cache_dir))
+def _cached_in_child(config: SyntheticVideoConfig, cache_dir: str, start, results) -> None:
+    start.wait()  # both processes call at once
+    results.put(str(cached_synthetic_video(config, cache_dir)))
 
 
 def test_processes_starting_together_each_get_a_complete_video(tmp_path):
     """torchrun's ranks call cached_synthetic_video at once: both must see a whole video and leave no partial
     folders behind (the race once left a 'complete' folder without its model)."""
     tiny = SyntheticVideoConfig(num_frames=6, num_val=1, num_test=2, resolution=16, episode_frames=2)
-    with multiprocessing.get_context("spawn").Pool(2) as pool:
-        roots = pool.starmap(_cached_in_child, [(tiny, str(tmp_path))] * 2)
+    context = multiprocessing.get_context("spawn")
+    start, results = context.Barrier(2), context.Queue()
+    workers = [context.Process(target=_cached_in_child, args=(tiny, str(tmp_path), start, results)) for _ in range(2)]
+    for worker in workers:
+        worker.start()
+    roots = [results.get(timeout=120) for _ in workers]
+    for worker in workers:
+        worker.join(timeout=60)
+        assert worker.exitcode == 0
     assert roots[0] == roots[1]
     root = Path(roots[0])
     assert (root / ".complete").exists() and (root / "model").is_dir()

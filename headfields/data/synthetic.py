@@ -181,8 +181,12 @@ def cached_synthetic_video(config: SyntheticVideoConfig | None = None, cache_dir
     try:
         make_synthetic_video(partial, config)
         (partial / done.name).touch()
-        if root.exists() and not done.exists():  # an incomplete folder left by an older version
-            shutil.rmtree(root, ignore_errors=True)
+        if root.exists() and not done.exists():  # an incomplete folder left by an older version: moved aside
+            try:  # first (atomic), so a copy another process moves in meanwhile is never the one deleted
+                stale = root.rename(root.with_name(f"{root.name}.stale-{uuid.uuid4().hex[:8]}"))
+                shutil.rmtree(stale, ignore_errors=True)
+            except OSError:
+                pass  # another process moved it first
         try:
             partial.rename(root)  # atomic: a folder under the final name is complete
         except OSError:
