@@ -68,9 +68,6 @@ class TriangleNeusConfig:
     learning_rate: float = 1e-3  # decays exponentially to final_learning_rate over decay_steps
     final_learning_rate: float = 1e-4
     decay_steps: int = 5_000
-    # INSTA's Adam betas: with the default 0.999, one spiking step (they happen) inflates the second moment of the
-    # inverse variance's single parameter for thousands of steps, freezing the surface's sharpness (measured).
-    betas: tuple[float, float] = (0.9, 0.99)
     background: tuple[float, float, float] = (1.0, 1.0, 1.0)
 
     def __post_init__(self) -> None:
@@ -82,8 +79,6 @@ class TriangleNeusConfig:
         check_count("decay_steps", self.decay_steps, 1)
         for name in ("upsample_inv_s", "box_padding", "learning_rate", "final_learning_rate"):
             check_positive(name, getattr(self, name))
-        if not (len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas)):
-            raise ValueError(f"betas: expected two numbers in [0, 1), got {self.betas}")
         for name in ("eikonal_weight", "silhouette_weight", "surface_weight"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name}: expected a non-negative weight, got {getattr(self, name)}")
@@ -181,7 +176,7 @@ class TriangleNeus(nn.Module):
     # --- training ----------------------------------------------------------------------------------------
     def configure_optimizer(self) -> torch.optim.Optimizer:
         params = [p for p in self.parameters() if p.requires_grad]
-        self._optimizer = torch.optim.Adam(params, lr=self.config.learning_rate, betas=self.config.betas)
+        self._optimizer = torch.optim.Adam(params, lr=self.config.learning_rate)
         return self._optimizer
 
     def before_step(self, step: int, frames: FrameSet) -> None:
