@@ -32,7 +32,6 @@ Writes ``out/results.json``; renders and metrics of each model under ``out/<mode
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import importlib
 import json
 import os
@@ -50,7 +49,7 @@ import torch
 import warp
 from torch import Tensor, nn
 
-from headfields.data import FrameSet, TrackedParams, cached_synthetic_video, load_insta_dataset
+from headfields.data import FrameSet, cached_synthetic_video, load_insta_dataset
 from headfields.deformers import Deformer, DeformerChain, RigidDeformer, SkinningDeformer, TriangleFrameDeformer
 from headfields.encoders import (
     DisplacementVertexFeatures,
@@ -152,31 +151,6 @@ def select(entries: list[Entry], only: list[str] | None) -> list[Entry]:
 # ---------------------------------------------------------------------------------------------------- data
 
 
-def frame_subset(frames: FrameSet, indices: list[int]) -> FrameSet:
-    """Frames ``indices`` of ``frames``: every per-frame field sliced, the shared ones kept (FrameSet has no
-    selection of its own)."""
-    index = torch.tensor(indices, dtype=torch.long)
-
-    def pick(x: Tensor | None) -> Tensor | None:
-        return None if x is None else x[index.to(x.device)]
-
-    params = frames.params
-    if params is not None:
-        params = TrackedParams(params.shape, pick(params.expression), pick(params.pose), pick(params.translation))
-    return dataclasses.replace(
-        frames,
-        cameras=frames.cameras.select(index.to(frames.cameras.device)),
-        images=pick(frames.images),
-        masks=pick(frames.masks),
-        depths=pick(frames.depths),
-        segmentation=pick(frames.segmentation),
-        expression=pick(frames.expression),
-        params=params,
-        mesh_vertices=pick(frames.mesh_vertices),
-        image_paths=None if frames.image_paths is None else [frames.image_paths[i] for i in indices],
-    )
-
-
 def spread(count: int, total: int) -> list[int]:
     """``count`` indices spread evenly over ``range(total)``."""
     return sorted(set(torch.linspace(0, total - 1, min(count, total)).round().long().tolist()))
@@ -187,7 +161,7 @@ def load_video(quick: bool) -> tuple[FrameSet, FrameSet]:
     root = cached_synthetic_video()
     train_frames, eval_frames = load_insta_dataset(root, "train"), load_insta_dataset(root, "test")
     if quick:
-        eval_frames = frame_subset(eval_frames, spread(QUICK_EVAL_FRAMES, len(eval_frames)))
+        eval_frames = eval_frames.select(spread(QUICK_EVAL_FRAMES, len(eval_frames)))
     return train_frames, eval_frames
 
 
@@ -428,7 +402,7 @@ def run_primitives(parametric: ParametricModel, train_frames: FrameSet, mixes: l
     n = QUICK_POINTS if args.quick else POINTS
     repeats = QUICK_REPEATS if args.quick else REPEATS
     with torch.no_grad():  # the tracked head is data: the models' parametric model is frozen
-        head = tracked_head(parametric, frame_subset(train_frames, spread(FRAMES_PER_HEAD, len(train_frames))))
+        head = tracked_head(parametric, train_frames.select(spread(FRAMES_PER_HEAD, len(train_frames))))
     gen = torch.Generator().manual_seed(1)
     frame = torch.randint(head.num_frames, (n,), generator=gen).to(device)
     x = head.vertices[frame, torch.randint(head.vertices.shape[1], (n,), generator=gen).to(device)]

@@ -183,6 +183,25 @@ def test_frame_set_moves_between_devices(dataset, device):
     assert moved.params.pose.device.type == device.type and moved.mesh_faces.device.type == device.type
 
 
+def test_select_slices_every_per_frame_field_and_keeps_the_shared_ones(dataset):
+    root, _ = dataset
+    frames = load_insta_dataset(root, "train")
+    picked = frames.select([2, 0])
+    assert len(picked) == 2 and picked.split == frames.split
+    for i, f in enumerate([2, 0]):
+        assert picked.image_paths[i] == frames.image_paths[f]
+        torch.testing.assert_close(picked.cameras.camera_to_world[i], frames.cameras.camera_to_world[f], rtol=0, atol=0)
+        for name in ("images", "masks", "depths", "segmentation", "expression", "mesh_vertices"):
+            assert torch.equal(getattr(picked, name)[i], getattr(frames, name)[f]), name
+        for name in ("expression", "pose", "translation"):
+            assert torch.equal(getattr(picked.params, name)[i], getattr(frames.params, name)[f]), name
+    assert torch.equal(picked.params.shape, frames.params.shape) and torch.equal(picked.mesh_faces, frames.mesh_faces)
+    assert (picked.cameras.fx, picked.cameras.width) == (frames.cameras.fx, frames.cameras.width)
+    assert picked.segmentation_labels == frames.segmentation_labels and picked.model_path == frames.model_path
+    with raises_naming("frames"):
+        frames.select([len(frames)])
+
+
 # ---------------------------------------------------------------- hand-written files
 
 

@@ -33,8 +33,8 @@ import json
 import math
 import numbers
 import os
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +91,10 @@ class TrackedParams:
 
     def to(self, device: torch.device | str) -> TrackedParams:
         return TrackedParams(*(getattr(self, k).to(device) for k in PARAM_KEYS))
+
+    def select(self, frames: Int[Tensor, " K"]) -> TrackedParams:
+        """The parameters of the given frames, in that order (the shape is shared)."""
+        return TrackedParams(self.shape, self.expression[frames], self.pose[frames], self.translation[frames])
 
 
 @dataclass
@@ -160,6 +164,28 @@ class FrameSet:
     @property
     def num_frames(self) -> int:
         return self.cameras.num_frames
+
+    def select(self, frames: Sequence[int] | Int[Tensor, " K"]) -> FrameSet:
+        """Frames ``frames`` of this split, in that order: every per-frame field sliced, the shared ones kept."""
+        index = torch.as_tensor(frames, dtype=torch.long, device=self.cameras.device).reshape(-1)
+        cameras = self.cameras.select(index)  # checks the indices, naming ``frames``
+
+        def pick(x: Tensor | None) -> Tensor | None:
+            return None if x is None else x[index.to(x.device)]
+
+        return replace(
+            self,
+            cameras=cameras,
+            images=pick(self.images),
+            masks=pick(self.masks),
+            depths=pick(self.depths),
+            segmentation=pick(self.segmentation),
+            expression=pick(self.expression),
+            params=None if self.params is None else self.params.select(index.to(self.params.expression.device)),
+            mesh_vertices=pick(self.mesh_vertices),
+            segmentation_labels=dict(self.segmentation_labels),
+            image_paths=None if self.image_paths is None else [self.image_paths[i] for i in index.tolist()],
+        )
 
     def to(self, device: torch.device | str) -> FrameSet:
         """The same frames with every tensor on ``device``."""
