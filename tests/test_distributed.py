@@ -12,12 +12,11 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from tiny_configs import TINY_INSTA
 
 from headfields import distributed
 from headfields.data import load_insta_dataset
-from headfields.decoders import NerfDecoderConfig
-from headfields.encoders import HashGridConfig
-from headfields.models.insta import Insta, InstaConfig
+from headfields.models.insta import Insta
 from headfields.parametric import load_model
 from headfields.training import TrainingConfig, ray_batch, train
 
@@ -28,15 +27,7 @@ TIMEOUT_S = 120  # the two ranks together take a few seconds; a hang fails inste
 # A tiny INSTA whose occupancy grid is refreshed every other step (steps 0, 2, 4). The depth prior is off: it is
 # a mean over the rays that hit the mesh, which differ between the ranks' shares, so only the photometric mean
 # makes a two-rank step exactly the one-process step.
-TINY = InstaConfig(
-    hash_grid=HashGridConfig(levels=4, log2_table_size=12, base_resolution=4, finest_resolution=32),
-    decoder=NerfDecoderConfig(hidden_dim=16),
-    occupancy_resolution=16,
-    occupancy_every=2,
-    steps_per_diagonal=64,
-    warmup_steps=STEPS + 1,
-    depth_weight=0.0,
-)
+TINY = dataclasses.replace(TINY_INSTA, occupancy_every=2, warmup_steps=STEPS + 1, depth_weight=0.0)
 CONFIG = TrainingConfig(max_iterations=STEPS, rays_per_batch=128, eval_every=0, checkpoint_every=0, log_every=1, eval_frames=1)
 
 

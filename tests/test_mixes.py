@@ -9,42 +9,20 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_configs import TINY_GRID, TINY_INSTA, TINY_MONOAVATAR
 from torch import nn
 
-from headfields.decoders import NerfDecoderConfig
 from headfields.deformers import TriangleFrameDeformer
-from headfields.encoders import HashGridConfig, MeshAnchoredConfig, UVCodeDecoderConfig, UVUNetConfig
-from headfields.models.insta import Insta, InstaConfig
-from headfields.models.monoavatar import MonoAvatar, MonoAvatarConfig
+from headfields.models.insta import Insta
+from headfields.models.monoavatar import MonoAvatar
 from headfields.parametric import load_model
 from headfields.training import ray_batch
 
 from helpers import raises_naming
 
 EXAMPLES = Path(__file__).parents[1] / "examples"
-GRID = HashGridConfig(levels=4, log2_table_size=12, base_resolution=4, finest_resolution=32)
-INSTA = InstaConfig(
-    hash_grid=GRID,
-    decoder=NerfDecoderConfig(hidden_dim=16),
-    occupancy_resolution=16,
-    occupancy_every=4,
-    steps_per_diagonal=64,
-    warmup_steps=5,
-)
-MONOAVATAR = MonoAvatarConfig(
-    feature_dim=8,
-    uv_resolution=32,
-    unet=UVUNetConfig(out_channels=8, channels=(4, 8, 16)),
-    code_decoder=UVCodeDecoderConfig(out_channels=8, resolution=32, channels=(16, 8, 4)),
-    anchored=MeshAnchoredConfig(position_frequencies=4, hidden_dim=16, hidden_layers=1, out_dim=16),
-    decoder=NerfDecoderConfig(hidden_dim=16, density_layers=1, color_layers=1, geometry_dim=8, density_activation="softplus"),
-    coarse_samples=24,
-    fine_samples=12,
-    warp=None,
-    learning_rate=5e-3,
-    final_learning_rate=5e-4,
-    decay_steps=100,
-)
+GRID, INSTA = TINY_GRID, TINY_INSTA
+MONOAVATAR = dataclasses.replace(TINY_MONOAVATAR, warp=None)
 
 
 def _example(name: str):

@@ -6,31 +6,15 @@ import dataclasses
 
 import pytest
 import torch
+from tiny_configs import TINY_MONOAVATAR
 
-from headfields.decoders import NerfDecoderConfig
-from headfields.deformers import ErrorCorrectionConfig
-from headfields.encoders import MeshAnchoredConfig, UVCodeDecoderConfig, UVUNetConfig
-from headfields.models.monoavatar import MonoAvatar, MonoAvatarConfig
+from headfields.models.monoavatar import MonoAvatar
 from headfields.parametric import load_model
 from headfields.training import TrainingConfig, ray_batch, train
 
 from helpers import raises_naming
 
-TINY = MonoAvatarConfig(
-    feature_dim=8,
-    uv_resolution=32,
-    unet=UVUNetConfig(out_channels=8, channels=(4, 8, 16)),
-    code_decoder=UVCodeDecoderConfig(out_channels=8, resolution=32, channels=(16, 8, 4)),
-    anchored=MeshAnchoredConfig(position_frequencies=4, hidden_dim=16, hidden_layers=1, out_dim=16),
-    decoder=NerfDecoderConfig(hidden_dim=16, density_layers=1, color_layers=1, geometry_dim=8, density_activation="softplus"),
-    coarse_samples=24,
-    fine_samples=12,
-    warp=ErrorCorrectionConfig(latent_dim=4, hidden_dim=16, hidden_layers=2, window_steps=20, start_step=3),
-    warp_samples=64,
-    learning_rate=5e-3,
-    final_learning_rate=5e-4,
-    decay_steps=100,
-)
+TINY = TINY_MONOAVATAR
 
 
 @pytest.fixture
@@ -157,7 +141,7 @@ def test_the_training_loop_runs_it_and_resumes_exactly(video, tmp_path):
     resumed = _model(train_frames, seed=7)  # other initial weights: everything must come from the checkpoint
     train(resumed, train_frames, eval_frames, tmp_path / "halves", config)
     assert resumed.warp.step == straight.warp.step == 3  # before_step of the last step
-    assert resumed._optimizer.param_groups[0]["lr"] == straight._optimizer.param_groups[0]["lr"]
+    assert resumed._adam.optimizer.param_groups[0]["lr"] == straight._adam.optimizer.param_groups[0]["lr"]
     for name, value in straight.state_dict().items():
         if isinstance(value, torch.Tensor):
             torch.testing.assert_close(resumed.state_dict()[name], value, rtol=0, atol=1e-6, msg=name)

@@ -1,0 +1,34 @@
+"""Tiny configurations of the paper models, shared by the tests that train them a few steps on the tiny video."""
+
+from headfields.decoders import NerfDecoderConfig
+from headfields.deformers import ErrorCorrectionConfig
+from headfields.encoders import HashGridConfig, MeshAnchoredConfig, UVCodeDecoderConfig, UVUNetConfig
+from headfields.models.insta import InstaConfig
+from headfields.models.monoavatar import MonoAvatarConfig
+
+TINY_GRID = HashGridConfig(levels=4, log2_table_size=12, base_resolution=4, finest_resolution=32)
+
+TINY_INSTA = InstaConfig(
+    hash_grid=TINY_GRID,
+    decoder=NerfDecoderConfig(hidden_dim=16),
+    occupancy_resolution=16,
+    occupancy_every=4,
+    steps_per_diagonal=64,
+    warmup_steps=5,
+)
+
+TINY_MONOAVATAR = MonoAvatarConfig(
+    feature_dim=8,
+    uv_resolution=32,
+    unet=UVUNetConfig(out_channels=8, channels=(4, 8, 16)),
+    code_decoder=UVCodeDecoderConfig(out_channels=8, resolution=32, channels=(16, 8, 4)),
+    anchored=MeshAnchoredConfig(position_frequencies=4, hidden_dim=16, hidden_layers=1, out_dim=16),
+    decoder=NerfDecoderConfig(hidden_dim=16, density_layers=1, color_layers=1, geometry_dim=8, density_activation="softplus"),
+    coarse_samples=24,
+    fine_samples=12,
+    warp=ErrorCorrectionConfig(latent_dim=4, hidden_dim=16, hidden_layers=2, window_steps=20, start_step=3),
+    warp_samples=64,
+    learning_rate=5e-3,
+    final_learning_rate=5e-4,
+    decay_steps=100,
+)
