@@ -116,7 +116,8 @@ class Insta(nn.Module):
             raise ValueError("deformer: expected a deformer that reports each sample's nearest face (INSTA's lips conditioning)")
         points = canonical.points  # 3-D, or with hyper-dimensions after them
         unit = ((points[:, :3] - self.box[0]) / (self.box[1] - self.box[0])).clamp(0.0, 1.0)
-        unit = torch.cat([unit, points[:, 3:].to(unit.dtype)], dim=1)
+        if points.shape[1] > 3:  # hyper-dimensions pass on as they are
+            unit = torch.cat([unit, points[:, 3:].to(unit.dtype)], dim=1)
         lips = self.lips_faces[canonical.face.clamp(min=0)] & canonical.valid
         expression = head.expression[frame, : self.config.expression_dims]
         cond = torch.where(lips[:, None], expression, torch.ones_like(expression))
