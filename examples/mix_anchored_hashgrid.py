@@ -16,17 +16,13 @@ Writes ``out/metrics.json`` (held-out psnr, ssim, train_seconds, iterations), re
 
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
-
-import torch
-
+from headfields.cli import rounded, training_config, training_parser
 from headfields.data import FrameSet, load_subject
 from headfields.distributed import destroy_distributed, init_distributed
 from headfields.encoders import HashGrid, HashGridConfig
 from headfields.models.monoavatar import MonoAvatar, MonoAvatarConfig, cpu_config
 from headfields.parametric import ParametricModel
-from headfields.training import TrainingConfig, train
+from headfields.training import train
 
 RAYS_PER_BATCH = 1024  # MonoAvatar's batch
 FRAMES_PER_BATCH = 4
@@ -47,29 +43,16 @@ def build(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", type=Path, default=None, help="an INSTA-format folder (default: the synthetic video)")
-    parser.add_argument("--model", type=Path, default=None, help="FLAME model folder (default: the dataset's own)")
-    parser.add_argument("--out", type=Path, default=Path("outputs/mix_anchored_hashgrid"))
-    parser.add_argument("--max-minutes", type=float, default=5.0, help="training time budget")
-    parser.add_argument("--iterations", type=int, default=TrainingConfig.max_iterations)
-    parser.add_argument("--rays", type=int, default=RAYS_PER_BATCH, help="rays per batch")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--eval-split", default="test", choices=("val", "test"))
+    parser = training_parser(__doc__.split("\n")[0], "outputs/mix_anchored_hashgrid", minutes=5.0, rays=RAYS_PER_BATCH)
     args = parser.parse_args()
 
     device = init_distributed(args.device)
     subject = load_subject(args.data, args.model, args.eval_split, device=device)
     train_frames, eval_frames, parametric = subject.train, subject.eval, subject.parametric
     model = build(parametric, train_frames).to(device)
-    config = TrainingConfig(
-        max_iterations=args.iterations,
-        max_minutes=args.max_minutes,
-        rays_per_batch=args.rays,
-        frames_per_batch=FRAMES_PER_BATCH,
-    )
+    config = training_config(args, frames_per_batch=FRAMES_PER_BATCH)
     metrics = train(model, train_frames, eval_frames, args.out, config, device=device)
-    print({k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()})
+    print(rounded(metrics))
     destroy_distributed()
 
 

@@ -10,35 +10,23 @@ under ``out/renders/`` and a checkpoint; run again with the same ``--out`` to re
 
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
-
-import torch
-
+from headfields.cli import rounded, training_config, training_parser
 from headfields.data import load_subject
 from headfields.distributed import destroy_distributed, init_distributed
 from headfields.models.monoavatar import MonoAvatar, MonoAvatarConfig, cpu_config
 from headfields.parametric import add_mouth_interior
-from headfields.training import TrainingConfig, train
+from headfields.training import train
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", type=Path, default=None, help="an INSTA-format folder (default: the synthetic video)")
-    parser.add_argument("--model", type=Path, default=None, help="FLAME model folder (default: the dataset's own)")
-    parser.add_argument("--out", type=Path, default=Path("outputs/monoavatar"))
+    parser = training_parser(__doc__.split("\n")[0], "outputs/monoavatar", minutes=15.0, rays=1024)  # MonoAvatar: 1024
     parser.add_argument("--features", default="displacement", choices=("displacement", "code", "static"))
     parser.add_argument(
         "--paper-sizes",
         action="store_true",
         help="the paper's sizes (256 px UV maps, 64 + 64 samples, warp after 5k steps) instead of the CPU-sized defaults",
     )
-    parser.add_argument("--max-minutes", type=float, default=15.0, help="training time budget")
-    parser.add_argument("--iterations", type=int, default=TrainingConfig.max_iterations)
-    parser.add_argument("--rays", type=int, default=1024, help="rays per batch (MonoAvatar: 1024)")
     parser.add_argument("--frames-per-batch", type=int, default=4, help="frames the rays of a batch come from")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--eval-split", default="test", choices=("val", "test"))
     args = parser.parse_args()
 
     device = init_distributed(args.device)  # under torchrun: this rank's device, in the process group
@@ -53,15 +41,9 @@ def main() -> None:
         parametric = add_mouth_interior(parametric)
     config = MonoAvatarConfig(features=args.features) if args.paper_sizes else cpu_config(features=args.features)
     model = MonoAvatar(parametric, len(train_frames), config).to(device)
-    training = TrainingConfig(
-        max_iterations=args.iterations,
-        max_minutes=args.max_minutes,
-        rays_per_batch=args.rays,
-        frames_per_batch=args.frames_per_batch,
-        eval_every=500,
-    )
+    training = training_config(args, frames_per_batch=args.frames_per_batch, eval_every=500)
     metrics = train(model, train_frames, eval_frames, args.out, training, device=device)
-    print({k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()})
+    print(rounded(metrics))
     destroy_distributed()
 
 

@@ -12,34 +12,25 @@ under ``out/tracked/`` and ``out/mesh_XXXXX.obj``.
 
 from __future__ import annotations
 
-import argparse
 import json
-from pathlib import Path
 
 import torch
 
+from headfields.cli import rounded, training_config, training_parser
 from headfields.data import load_subject, write_obj
 from headfields.distributed import destroy_distributed, init_distributed, rank
 from headfields.models.mononphm import MonoNphm, MonoNphmConfig, cpu_config
 from headfields.models.mononphm_tracking import TrackingConfig, frame_error, track_frame
-from headfields.training import TrainingConfig, comparison, save_png, train
+from headfields.training import comparison, save_png, train
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", type=Path, default=None, help="an INSTA-format folder (default: the synthetic video)")
-    parser.add_argument("--model", type=Path, default=None, help="FLAME model folder (default: the dataset's own)")
-    parser.add_argument("--out", type=Path, default=Path("outputs/mononphm"))
+    parser = training_parser(__doc__.split("\n")[0], "outputs/mononphm", minutes=20.0, rays=512)
     parser.add_argument("--paper-sizes", action="store_true", help="the paper's sizes instead of the CPU-sized defaults")
-    parser.add_argument("--max-minutes", type=float, default=20.0, help="training time budget")
-    parser.add_argument("--iterations", type=int, default=TrainingConfig.max_iterations)
-    parser.add_argument("--rays", type=int, default=512, help="rays per batch")
     parser.add_argument("--frames-per-batch", type=int, default=4, help="frames the rays of a batch come from")
     parser.add_argument("--track", type=int, default=3, help="held-out frames to track after training")
     parser.add_argument("--track-steps", type=int, default=60)
     parser.add_argument("--mesh-resolution", type=int, default=128)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--eval-split", default="test", choices=("val", "test"))
     args = parser.parse_args()
 
     device = init_distributed(args.device)  # under torchrun: this rank's device, in the process group
@@ -47,15 +38,9 @@ def main() -> None:
     train_frames, eval_frames, parametric = subject.train, subject.eval, subject.parametric
     config = MonoNphmConfig() if args.paper_sizes else cpu_config()
     model = MonoNphm(parametric, len(train_frames), config).to(device)
-    training = TrainingConfig(
-        max_iterations=args.iterations,
-        max_minutes=args.max_minutes,
-        rays_per_batch=args.rays,
-        frames_per_batch=args.frames_per_batch,
-        eval_every=500,
-    )
+    training = training_config(args, frames_per_batch=args.frames_per_batch, eval_every=500)
     metrics = train(model, train_frames, eval_frames, args.out, training, device=device)
-    print({k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()})
+    print(rounded(metrics))
     main_rank = rank() == 0
     destroy_distributed()
     if not main_rank:  # tracking and the mesh: rank 0 alone

@@ -12,29 +12,19 @@ under ``out/renders/`` and a checkpoint; run again with the same ``--out`` to re
 
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
-
-import torch
-
+from headfields.cli import rounded, training_config, training_parser
 from headfields.data import SyntheticVideoConfig, load_subject
 from headfields.distributed import destroy_distributed, init_distributed
 from headfields.models.portrait360 import Portrait360, Portrait360Config
-from headfields.training import TrainingConfig, train
+from headfields.training import train
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", type=Path, default=None, help="an INSTA-format folder (default: the synthetic orbit video)")
-    parser.add_argument("--model", type=Path, default=None, help="SMPL-X model folder (default: the dataset's own)")
-    parser.add_argument("--out", type=Path, default=Path("outputs/portrait360"))
+    parser = training_parser(
+        __doc__.split("\n")[0], "outputs/portrait360", minutes=20.0, rays=2048, model="SMPL-X", video="the synthetic orbit video"
+    )
     parser.add_argument("--blend", default="deformation", choices=("deformation", "colour"))
     parser.add_argument("--uniform-views", action="store_true", help="draw rays uniformly over frames, not per view bin")
-    parser.add_argument("--max-minutes", type=float, default=20.0, help="training time budget")
-    parser.add_argument("--iterations", type=int, default=TrainingConfig.max_iterations)
-    parser.add_argument("--rays", type=int, default=2048, help="rays per batch")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--eval-split", default="test", choices=("val", "test"))
     args = parser.parse_args()
 
     device = init_distributed(args.device)  # under torchrun: this rank's device, in the process group
@@ -43,15 +33,9 @@ def main() -> None:
     )
     train_frames, eval_frames, parametric = subject.train, subject.eval, subject.parametric
     model = Portrait360(parametric, Portrait360Config(blend=args.blend)).to(device)
-    training = TrainingConfig(
-        max_iterations=args.iterations,
-        max_minutes=args.max_minutes,
-        rays_per_batch=args.rays,
-        balance_views=not args.uniform_views,
-        eval_every=1000,
-    )
+    training = training_config(args, balance_views=not args.uniform_views, eval_every=1000)
     metrics = train(model, train_frames, eval_frames, args.out, training, device=device)
-    print({k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()})
+    print(rounded(metrics))
     destroy_distributed()
 
 

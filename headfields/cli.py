@@ -1,0 +1,44 @@
+"""The command line every training example shares (``examples/*.py``): where the capture, the parametric model and
+the outputs are, the time budget, the batch, the device and the held-out split. An example adds its own flags to
+the parser :func:`training_parser` returns."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+
+from ._checks import check_count, check_positive
+from .training import TrainingConfig
+
+__all__ = ["rounded", "training_config", "training_parser"]
+
+
+def training_parser(
+    description: str, out: str | Path, minutes: float, rays: int, model: str = "FLAME", video: str = "the synthetic video"
+) -> argparse.ArgumentParser:
+    """``--data --model --out --max-minutes --iterations --rays --device --eval-split`` with these defaults
+    (``model``, ``video``: the names the help gives the parametric model and the default data)."""
+    check_positive("minutes", minutes)
+    check_count("rays", rays, 1)
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--data", type=Path, default=None, help=f"an INSTA-format folder (default: {video})")
+    parser.add_argument("--model", type=Path, default=None, help=f"{model} model folder (default: the dataset's own)")
+    parser.add_argument("--out", type=Path, default=Path(out))
+    parser.add_argument("--max-minutes", type=float, default=minutes, help="training time budget")
+    parser.add_argument("--iterations", type=int, default=TrainingConfig.max_iterations)
+    parser.add_argument("--rays", type=int, default=rays, help="rays per batch")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--eval-split", default="test", choices=("val", "test"))
+    return parser
+
+
+def training_config(args: argparse.Namespace, **fields) -> TrainingConfig:
+    """The loop's configuration from the parsed shared flags, plus an example's own ``fields``."""
+    return TrainingConfig(max_iterations=args.iterations, max_minutes=args.max_minutes, rays_per_batch=args.rays, **fields)
+
+
+def rounded(metrics: dict, digits: int = 4) -> dict:
+    """``metrics`` with its floats rounded, for printing."""
+    return {k: round(v, digits) if isinstance(v, float) else v for k, v in metrics.items()}
