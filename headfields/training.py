@@ -38,6 +38,7 @@ from .renderers.view_balance import sample_pixels_balanced
 
 __all__ = [
     "AvatarModel",
+    "DecayingAdam",
     "Evaluation",
     "RayBatch",
     "StepOutput",
@@ -180,6 +181,39 @@ def exponential_learning_rate(optimizer: torch.optim.Optimizer, step: int, initi
     progress = min(step / steps, 1.0)
     for group in optimizer.param_groups:
         group["lr"] = initial * (final / initial) ** progress
+
+
+class DecayingAdam:
+    """Adam over a module's trainable parameters, its learning rate decayed exponentially from ``initial`` to
+    ``final`` over ``steps`` steps (then kept), as MonoAvatar and MonoNPHM train. A model's
+    ``configure_optimizer`` returns :meth:`build`; its ``before_step`` calls :meth:`set_step`, which sets the
+    rate from the step alone (a resumed run gets the same rates). With ``max_grad_norm``, every step first
+    clips the gradients' total norm to it (under DDP the gradients are already averaged, so every rank clips
+    alike)."""
+
+    def __init__(self, initial: float, final: float, steps: int, max_grad_norm: float | None = None):
+        check_positive("initial", initial)
+        check_positive("final", final)
+        check_positive("max_grad_norm", max_grad_norm)
+        self.initial, self.final, self.steps = float(initial), float(final), check_count("steps", steps, 1)
+        self.max_grad_norm = max_grad_norm
+        self.optimizer: torch.optim.Adam | None = None
+
+    def build(self, module: nn.Module) -> torch.optim.Adam:
+        params = [p for p in module.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.Adam(params, lr=self.initial)
+        if self.max_grad_norm is not None:
+            limit = self.max_grad_norm
+
+            def clip(*_) -> None:  # a step pre-hook returns None: the step's arguments stay as they are
+                nn.utils.clip_grad_norm_(params, limit)
+
+            self.optimizer.register_step_pre_hook(clip)
+        return self.optimizer
+
+    def set_step(self, step: int) -> None:
+        if self.optimizer is not None:  # before build there is nothing to set
+            exponential_learning_rate(self.optimizer, step, self.initial, self.final, self.steps)
 
 
 def render_image(

@@ -54,7 +54,7 @@ def test_at_init_the_sdf_is_the_configured_sphere(tiny_video):
     g = torch.Generator().manual_seed(0)
     points = model.box[0] + torch.rand(500, 3, generator=g) * (model.box[1] - model.box[0])
     with torch.no_grad():
-        sdf = model.canonical_sdf(points).sdf
+        sdf = model.canonical_sdf(points, model.neutral_condition(len(points), points)).sdf
     expected = points.norm(dim=-1) - radius
     assert (sdf - expected).abs().max() < 0.04 * points.norm(dim=-1).max(), float((sdf - expected).abs().max())
 
@@ -62,12 +62,34 @@ def test_at_init_the_sdf_is_the_configured_sphere(tiny_video):
     frame, vertices = 3, torch.arange(0, head.vertices.shape[1], 7)
     posed = model.normalize(head.vertices[frame, vertices])
     with torch.no_grad():
-        canonical = model.canonical(posed, head, torch.full((len(vertices),), frame))
-        sdf = model.canonical_sdf(canonical).sdf
+        canonical, condition = model.canonical(posed, head, torch.full((len(vertices),), frame))
+        sdf = model.canonical_sdf(canonical, condition).sdf
     target = model.normalize(head.canonical_vertices[vertices])
     torch.testing.assert_close(canonical, target, rtol=0, atol=5e-3)  # 0.75 mm
     assert (posed - target).norm(dim=-1).max() > 0.1  # the frame is not the rest pose: the deformer does the work
     assert (sdf - (target.norm(dim=-1) - radius)).abs().max() < 0.04 * target.norm(dim=-1).max()
+
+
+def test_lips_samples_see_the_expression_and_others_zeros(tiny_video):
+    """A posed face's centroid lies on that face, so its nearest face is itself: the condition is the frame's first
+    expression coefficients exactly where the face's three vertices are all in the lips regions."""
+    train_frames, _ = tiny_video
+    model = _model(train_frames)
+    head = model.head(train_frames)
+    frame = len(train_frames) - 1
+    centroids = model.normalize(head.vertices[frame][head.faces].mean(dim=1))
+    with torch.no_grad():
+        _, condition = model.canonical(centroids, head, torch.full((len(centroids),), frame))
+    lips = head.face_mask(*TINY.lips_regions)
+    assert 0 < int(lips.sum()) < len(lips)
+    expected = torch.where(lips[:, None], head.expression[frame, : TINY.expression_dims], torch.zeros(()))
+    assert float(head.expression[frame, : TINY.expression_dims].abs().max()) > 0  # the frame has an expression
+    torch.testing.assert_close(condition, expected, rtol=0, atol=0)
+
+    plain = _model(train_frames, dataclasses.replace(TINY, expression_dims=0))
+    with torch.no_grad():
+        _, none = plain.canonical(centroids, head, torch.full((len(centroids),), frame))
+    assert none is None
 
 
 def test_rays_that_miss_the_box_render_the_background(tiny_video):
@@ -125,11 +147,31 @@ def test_training_lowers_the_loss_and_reaches_every_piece(tiny_video):
 
 @pytest.mark.parametrize(
     ("name", "value"),
-    [("coarse_samples", 1), ("samples_per_round", 0), ("box_padding", 0.0), ("eikonal_weight", -1.0), ("decay_steps", 0)],
+    [
+        ("coarse_samples", 1),
+        ("samples_per_round", 0),
+        ("box_padding", 0.0),
+        ("eikonal_weight", -1.0),
+        ("decay_steps", 0),
+        ("expression_dims", -1),
+        ("max_grad_norm", 0.0),
+    ],
 )
 def test_bad_configs_raise_naming_the_field(name, value):
     with raises_naming(name):
         mix.TriangleNeusConfig(**{name: value})
+
+
+def test_more_expression_dims_than_the_model_has_raise(tiny_video):
+    train_frames, _ = tiny_video
+    with raises_naming("expression_dims"):
+        _model(train_frames, dataclasses.replace(TINY, expression_dims=10_000))
+
+
+def test_lips_regions_the_model_lacks_raise(tiny_video):
+    train_frames, _ = tiny_video
+    with raises_naming("lips_regions"):
+        _model(train_frames, dataclasses.replace(TINY, lips_regions=("no_such_region",)))
 
 
 def test_the_example_names_its_batch():

@@ -281,7 +281,7 @@ def test_the_training_loop_runs_it_and_resumes_exactly(video, tmp_path):
     train(_model(train_frames), train_frames, eval_frames, tmp_path / "halves", dataclasses.replace(config, max_iterations=2))
     resumed = _model(train_frames, seed=7)  # other initial weights: everything must come from the checkpoint
     train(resumed, train_frames, eval_frames, tmp_path / "halves", config)
-    assert resumed._optimizer.param_groups[0]["lr"] == straight._optimizer.param_groups[0]["lr"]
+    assert resumed._adam.optimizer.param_groups[0]["lr"] == straight._adam.optimizer.param_groups[0]["lr"]
     for name, value in straight.state_dict().items():
         if isinstance(value, torch.Tensor):
             torch.testing.assert_close(resumed.state_dict()[name], value, rtol=0, atol=1e-6, msg=name)

@@ -17,6 +17,7 @@ from headfields.geometry import (
     closest_point,
     farthest_points,
     head_proxy,
+    sample_box,
     sample_near_surface,
     sample_surface,
     uv_sphere,
@@ -345,3 +346,29 @@ def test_farthest_points_match_a_brute_force_loop():
         farthest_points(points, 301)
     with raises_naming("points"):
         farthest_points(points[:, :2], 3)
+
+
+# ---------------------------------------------------------------- in a box
+
+
+def test_box_points_are_uniform_in_the_box(device):
+    """Each coordinate is uniform on its side of the box (Kolmogorov-Smirnov), and the generator repeats them."""
+    box = torch.tensor([[-1.0, 0.5, 2.0], [3.0, 0.75, 2.5]], dtype=torch.float64, device=device)
+    points = sample_box(box, 20000, torch.Generator(device).manual_seed(3))
+    assert points.shape == (20000, 3) and points.device == box.device and points.dtype == box.dtype
+    for axis in range(3):
+        low, width = float(box[0, axis]), float(box[1, axis] - box[0, axis])
+        ks = scipy.stats.kstest(points[:, axis].cpu().numpy(), scipy.stats.uniform(loc=low, scale=width).cdf)
+        assert ks.pvalue > 1e-3, (axis, ks)
+    again = sample_box(box, 20000, torch.Generator(device).manual_seed(3))
+    assert torch.equal(points, again)
+    assert sample_box(box, 0).shape == (0, 3)
+
+
+def test_bad_boxes_raise_naming_the_argument():
+    with raises_naming("box"):
+        sample_box(torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 1.0]]), 4)  # low above high on x
+    with raises_naming("box"):
+        sample_box(torch.zeros(3), 4)
+    with raises_naming("n"):
+        sample_box(torch.tensor([[0.0, 0.0, 0.0], [1.0, 1.0, 1.0]]), -1)

@@ -8,22 +8,14 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from tiny_configs import TINY_INSTA
 
-from headfields.decoders import NerfDecoderConfig
 from headfields.deformers import RigidDeformer
-from headfields.encoders import HashGridConfig
-from headfields.models.insta import Insta, InstaConfig
+from headfields.models.insta import Insta
 from headfields.parametric import load_model
-from headfields.training import TrainingConfig, ray_batch, train
+from headfields.training import DecayingAdam, TrainingConfig, ray_batch, train
 
-TINY = InstaConfig(
-    hash_grid=HashGridConfig(levels=4, log2_table_size=12, base_resolution=4, finest_resolution=32),
-    decoder=NerfDecoderConfig(hidden_dim=16),
-    occupancy_resolution=16,
-    occupancy_every=4,
-    steps_per_diagonal=64,
-    warmup_steps=5,
-)
+TINY = TINY_INSTA
 
 
 @pytest.fixture
@@ -129,3 +121,34 @@ def test_ray_batch_draws_from_the_requested_number_of_frames(video):
     assert len(everything.rays.frame.unique()) == len(train_frames)
     with pytest.raises(ValueError, match="^frames_per_batch:"):
         TrainingConfig(frames_per_batch=0)
+
+
+def test_decaying_adam_follows_the_exponential_schedule_over_trainable_parameters():
+    """Analytic rates: ``initial`` at step 0, their geometric mean half-way, ``final`` from ``steps`` on."""
+    module = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.Linear(3, 1))
+    module[0].requires_grad_(False)
+    adam = DecayingAdam(1e-2, 1e-4, 100)
+    adam.set_step(50)  # before build: nothing to set, and no error
+    optimizer = adam.build(module)
+    assert [p for g in optimizer.param_groups for p in g["params"]] == list(module[1].parameters())
+    for step, rate in ((0, 1e-2), (50, 1e-3), (100, 1e-4), (1000, 1e-4)):
+        adam.set_step(step)
+        assert optimizer.param_groups[0]["lr"] == pytest.approx(rate, rel=1e-12)
+    for name, args in (("initial", (0.0, 1e-4, 10)), ("final", (1e-2, -1.0, 10)), ("steps", (1e-2, 1e-4, 0))):
+        with pytest.raises(ValueError, match=f"^{name}:"):
+            DecayingAdam(*args)
+    with pytest.raises(ValueError, match="^max_grad_norm:"):
+        DecayingAdam(1e-2, 1e-4, 10, max_grad_norm=0.0)
+
+
+def test_decaying_adam_clips_the_total_gradient_norm_before_each_step():
+    module = torch.nn.Linear(3, 2)
+    optimizer = DecayingAdam(1e-2, 1e-4, 100, max_grad_norm=0.5).build(module)
+    for scale, expected in ((10.0, 0.5), (1e-3, None)):  # a large gradient is scaled to the limit, a small one kept
+        gradients = [torch.full_like(p, scale) for p in module.parameters()]
+        for p, g in zip(module.parameters(), gradients, strict=True):
+            p.grad = g.clone()
+        optimizer.step()
+        norm = torch.linalg.vector_norm(torch.cat([p.grad.reshape(-1) for p in module.parameters()]))
+        unclipped = torch.linalg.vector_norm(torch.cat([g.reshape(-1) for g in gradients]))
+        assert float(norm) == pytest.approx(expected if expected is not None else float(unclipped), rel=1e-6)

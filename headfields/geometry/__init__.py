@@ -7,7 +7,7 @@ from .isosurface import IsoSurface, extract_isosurface
 from .mesh import TriangleMesh
 from .primitives import box, head_proxy, uv_sphere
 from .queries import ClosestPoint, NearestVertices, RayHit, closest_point, knn_vertices, ray_intersect
-from .sampling import SurfaceSamples, farthest_points, sample_near_surface, sample_surface
+from .sampling import SurfaceSamples, farthest_points, sample_box, sample_near_surface, sample_surface
 from .triangles import (
     TriangleFrames,
     closest_point_on_triangle,
@@ -41,6 +41,7 @@ __all__ = [
     "knn_vertices",
     "ray_intersect",
     "rasterize_uv",
+    "sample_box",
     "sample_near_surface",
     "sample_surface",
     "sample_uv",

@@ -1,4 +1,4 @@
-"""Area-weighted random points on a mesh surface, seeded and reproducible on any device."""
+"""Random points: area-weighted on a mesh surface (seeded and reproducible on any device), uniform in a box."""
 
 from __future__ import annotations
 
@@ -63,6 +63,18 @@ def sample_near_surface(
     s = _sample_surface(mesh, n, frame, generator)
     offset = (torch.rand(s.point.shape[0], 1, generator=generator, dtype=torch.float64) * 2 - 1) * thickness
     return s.point + offset.to(s.point) * s.normal
+
+
+def sample_box(box: Float[Tensor, "2 3"], n: IntLike, generator: torch.Generator | None = None) -> Float[Tensor, "N 3"]:
+    """``n`` points uniform in the axis-aligned ``box`` (its low and high corners), drawn by ``generator`` on its
+    device and returned on the box's (the eikonal term's points away from the surface)."""
+    check_float("box", box, [2, 3])
+    if not bool((box[1] >= box[0]).all()):
+        raise ValueError(f"box: expected the low corner, then the high one, got {box.tolist()}")
+    n = check_count("n", n, 0)
+    device = generator.device if generator is not None else box.device
+    u = torch.rand(n, 3, generator=generator, device=device).to(box)
+    return box[0] + u * (box[1] - box[0])
 
 
 def farthest_points(points: Float[Tensor, "N 3"], count: int) -> Int[Tensor, " K"]:

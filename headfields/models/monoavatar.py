@@ -40,7 +40,7 @@ from ..parametric import Head, ParametricModel
 from ..renderers import Composite, composite, importance_samples, mesh_guided_filter, ray_aabb, stratified_samples
 from ..renderers.cameras import Rays
 from ..renderers.samples import PackedSamples
-from ..training import RayBatch, StepOutput, exponential_learning_rate
+from ..training import DecayingAdam, RayBatch, StepOutput
 from .tracking import TrackedHeads
 
 __all__ = ["MonoAvatar", "MonoAvatarConfig", "MonoAvatarRender", "cpu_config"]
@@ -185,7 +185,7 @@ class MonoAvatar(nn.Module):
         self.decoder = NerfDecoder(feature_dim, self.directions.out_dim, 0, c.decoder)
         self.warp = None if c.warp is None else ErrorCorrectionWarp(check_count("num_frames", num_frames, 1), c.warp)
         self._heads = TrackedHeads()
-        self._optimizer: torch.optim.Optimizer | None = None
+        self._adam = DecayingAdam(c.learning_rate, c.final_learning_rate, c.decay_steps)
 
     def head(self, frames: FrameSet) -> Head:
         return self._heads.get(frames, self.parametric)
@@ -263,14 +263,10 @@ class MonoAvatar(nn.Module):
 
     # --- training ----------------------------------------------------------------------------------------
     def configure_optimizer(self) -> torch.optim.Optimizer:
-        params = [p for p in self.parameters() if p.requires_grad]
-        self._optimizer = torch.optim.Adam(params, lr=self.config.learning_rate)
-        return self._optimizer
+        return self._adam.build(self)
 
     def before_step(self, step: int, frames: FrameSet) -> None:
-        c = self.config
-        if self._optimizer is not None:
-            exponential_learning_rate(self._optimizer, step, c.learning_rate, c.final_learning_rate, c.decay_steps)
+        self._adam.set_step(step)
         if self.warp is not None:
             self.warp.set_step(step)
 

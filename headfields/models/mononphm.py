@@ -26,7 +26,7 @@ from ..data import FrameSet
 from ..decoders import AnchorSdf, AnchorSdfConfig, AppearanceConfig, AppearanceField, SdfMlp, SdfMlpConfig, SHLighting
 from ..deformers import HyperDeformation, HyperDeformer, HyperDeformerConfig
 from ..encoders import LatentCodes, LatentCodesConfig
-from ..geometry import IsoSurface, extract_isosurface, farthest_points
+from ..geometry import IsoSurface, extract_isosurface, farthest_points, sample_box
 from ..losses import NEUS_EIKONAL_WEIGHT, eikonal_loss, l1_loss, mask_loss
 from ..parametric import Head, ParametricModel
 from ..renderers import (
@@ -35,13 +35,12 @@ from ..renderers import (
     PackedSamples,
     accumulate,
     composite_alpha,
-    neus_alpha,
-    neus_samples,
+    neus_rays,
     ray_aabb,
 )
 from ..renderers.cameras import Rays
 from ..renderers.neus import NEUS_BASE_INV_S, NEUS_INITIAL_VARIANCE
-from ..training import RayBatch, StepOutput, exponential_learning_rate, render_image
+from ..training import DecayingAdam, RayBatch, StepOutput, render_image
 from .tracking import TrackedHeads
 
 __all__ = ["FrameState", "MonoNphm", "MonoNphmConfig", "MonoNphmRender", "cpu_config"]
@@ -187,7 +186,7 @@ class MonoNphm(nn.Module):
         self.lighting = SHLighting()
         self.inverse_variance = InverseVariance(c.inverse_variance)
         self._heads = TrackedHeads()
-        self._optimizer: torch.optim.Optimizer | None = None
+        self._adam = DecayingAdam(c.learning_rate, c.final_learning_rate, c.decay_steps)
 
     # --- frames, coordinates ---------------------------------------------------------------------------
     def head(self, frames: FrameSet) -> Head:
@@ -244,49 +243,38 @@ class MonoNphm(nn.Module):
         near, far, _ = ray_aabb(origins, dirs, self.box)
         condition = state.condition[local]
 
-        def sdf_fn(points: Tensor, ray: Tensor) -> Tensor:
-            return self.posed_sdf(points, condition[ray])
+        def field_fn(x: Tensor, ray: Tensor) -> tuple[Tensor, Tensor, tuple[HyperDeformation, Tensor]]:
+            d = self.deformer.deform(x, condition[ray])
+            canonical = x + d.offset
+            out = self.canonical_sdf(canonical, d.hyper, condition[ray])
+            return out.sdf, canonical, (d, out.features)
 
-        samples = neus_samples(
+        neus = neus_rays(
             origins,
             dirs,
             near,
             far,
-            sdf_fn,
+            field_fn,
+            self.inverse_variance(),
             c.coarse_samples,
             c.upsample_rounds,
             c.samples_per_round,
             c.upsample_inv_s,
             generator,
         )
-        train = torch.is_grad_enabled()
-        with torch.enable_grad():
-            x = samples.midpoints(origins, dirs)
-            if not x.requires_grad:
-                x = x.detach().requires_grad_(True)
-            cond = condition[samples.ray]
-            d = self.deformer.deform(x, cond)
-            canonical = x + d.offset
-            field_out = self.canonical_sdf(canonical, d.hyper, cond)
-            grad_posed, grad_canonical = torch.autograd.grad(
-                field_out.sdf.sum(), [x, canonical], create_graph=train, retain_graph=train
-            )
-        if not train:
-            field_out.sdf = field_out.sdf.detach()
-        normals = F.normalize(grad_posed, dim=-1)
-        slope = (grad_posed * dirs[samples.ray]).sum(-1)
-        alpha = neus_alpha(field_out.sdf, slope, samples.deltas, self.inverse_variance())
-        albedo = self.appearance(torch.cat([canonical, d.hyper], dim=1), field_out.features, state.appearance[local][samples.ray])
+        samples, (d, features) = neus.samples, neus.field
+        normals = F.normalize(neus.gradient, dim=-1)
+        albedo = self.appearance(torch.cat([neus.canonical, d.hyper], dim=1), features, state.appearance[local][samples.ray])
         world_normals = torch.einsum("sij,sj->si", rotation[samples.ray], normals)
         rgb = albedo * self.lighting(world_normals)
-        background = torch.tensor(c.background, device=x.device, dtype=rgb.dtype)
-        comp = composite_alpha(samples, alpha, rgb, background)  # rgb unclamped: a clamp would cut the lighting's gradient
+        background = torch.tensor(c.background, device=rgb.device, dtype=rgb.dtype)
+        comp = composite_alpha(samples, neus.alpha, rgb, background)  # rgb unclamped: a clamp would cut the lighting's gradient
         comp.depth = comp.depth * self.scale
         return MonoNphmRender(
             composite=comp,
             normals=accumulate(samples, comp.weights, world_normals),
             samples=samples,
-            sdf_gradient=grad_canonical,
+            sdf_gradient=neus.canonical_gradient,
             deformation=d,
         )
 
@@ -325,14 +313,10 @@ class MonoNphm(nn.Module):
 
     # --- training ----------------------------------------------------------------------------------------
     def configure_optimizer(self) -> torch.optim.Optimizer:
-        params = [p for p in self.parameters() if p.requires_grad]
-        self._optimizer = torch.optim.Adam(params, lr=self.config.learning_rate)
-        return self._optimizer
+        return self._adam.build(self)
 
     def before_step(self, step: int, frames: FrameSet) -> None:
-        c = self.config
-        if self._optimizer is not None:
-            exponential_learning_rate(self._optimizer, step, c.learning_rate, c.final_learning_rate, c.decay_steps)
+        self._adam.set_step(step)
 
     def correspondence_loss(
         self, head: Head, index: Int[Tensor, " U"], state: FrameState, generator: torch.Generator
@@ -386,8 +370,7 @@ class MonoNphm(nn.Module):
     def _box_gradients(self, state: FrameState, generator: torch.Generator) -> Float[Tensor, "P 3"]:
         """The canonical SDF's gradient at uniform points of the box (the eikonal term away from the surface)."""
         c = self.config
-        u = torch.rand(c.eikonal_points, 3, generator=generator, device=generator.device).to(self.box)
-        points = (self.box[0] + u * (self.box[1] - self.box[0])).requires_grad_(True)
+        points = sample_box(self.box, c.eikonal_points, generator).requires_grad_(True)
         condition = state.condition[:1].expand(c.eikonal_points, -1)  # only the identity part is read
         hyper = points.new_zeros(c.eikonal_points, self.deformer.hyper_dim)  # the canonical slice h = 0
         sdf = self.canonical_sdf(points, hyper, condition).sdf

@@ -52,14 +52,16 @@ __all__ += [
 
 # NeuS rendering (issue 6): opacity from an SDF, composited from alphas, with up-sampling near the surface.
 from .compositing import accumulate, composite_alpha  # noqa: E402
-from .neus import InverseVariance, inverse_variance_schedule, neus_alpha, neus_samples  # noqa: E402
+from .neus import InverseVariance, NeusRays, inverse_variance_schedule, neus_alpha, neus_rays, neus_samples  # noqa: E402
 
 __all__ += [
     "InverseVariance",
+    "NeusRays",
     "accumulate",
     "composite_alpha",
     "inverse_variance_schedule",
     "neus_alpha",
+    "neus_rays",
     "neus_samples",
 ]
 

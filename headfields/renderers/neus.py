@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 import torch
 from jaxtyping import Float, Int
@@ -226,3 +228,59 @@ def _upsample(rays: Tensor, t: Tensor, sdf: Tensor, num_rays: int, inv_s: float,
     # Edges j / (2 count) of 2 count intervals: the odd ones are the strata centres (every ray has sections).
     drawn = importance_samples(sections, weights, 2 * count)
     return drawn.t_start.reshape(k, 2 * count)[:, 1::2]
+
+
+FieldT = TypeVar("FieldT")
+# (points [S, 3], ray [S]) -> (sdf [S], the canonical points the SDF read [S, 3], anything else the caller needs)
+SdfFieldFn = Callable[[Float[Tensor, "S 3"], Int[Tensor, " S"]], tuple[Float[Tensor, " S"], Float[Tensor, "S 3"], FieldT]]
+
+
+@dataclass
+class NeusRays(Generic[FieldT]):
+    """What :func:`neus_rays` returns: the samples, their NeuS opacities and the SDF's gradients there."""
+
+    samples: PackedSamples
+    alpha: Float[Tensor, " S"]
+    canonical: Float[Tensor, "S 3"]  # the canonical points the SDF read at the samples
+    gradient: Float[Tensor, "S 3"]  # of the SDF w.r.t. the sample points: normals, and NeuS's slopes
+    canonical_gradient: Float[Tensor, "S 3"]  # w.r.t. the canonical points the SDF read (the eikonal term's)
+    field: FieldT  # the field function's third output at the samples
+
+
+def neus_rays(
+    origins: Float[Tensor, "R 3"],
+    dirs: Float[Tensor, "R 3"],
+    near: Float[Tensor, " R"] | float,
+    far: Float[Tensor, " R"] | float,
+    field_fn: SdfFieldFn,
+    inv_s: InvS,
+    num_samples: IntLike = NEUS_NUM_SAMPLES,
+    rounds: IntLike = NEUS_ROUNDS,
+    samples_per_round: IntLike = NEUS_SAMPLES_PER_ROUND,
+    base_inv_s: float = NEUS_BASE_INV_S,
+    generator: torch.Generator | None = None,
+) -> NeusRays[FieldT]:
+    """NeuS opacities along rays of an SDF seen through a deformation: :func:`neus_samples` with ``field_fn``'s
+    sdf, then ``field_fn`` at the samples' midpoints with its gradients w.r.t. those points and w.r.t. the
+    canonical points, then :func:`neus_alpha` with the slope of the SDF along each ray.
+
+    Gradients are computed in evaluation too (normals need them); with grad mode on they keep their graph, so the
+    opacities, the normals and the eikonal term train the field. Midpoints that already require grad (rays
+    that depend on a tracked pose) are kept as they are, so the pose gets gradients too."""
+
+    def sdf_fn(points: Tensor, ray: Tensor) -> Tensor:
+        return field_fn(points, ray)[0]
+
+    samples = neus_samples(origins, dirs, near, far, sdf_fn, num_samples, rounds, samples_per_round, base_inv_s, generator)
+    train = torch.is_grad_enabled()
+    with torch.enable_grad():
+        x = samples.midpoints(origins, dirs)
+        if not x.requires_grad:
+            x = x.detach().requires_grad_(True)
+        sdf, canonical, field = field_fn(x, samples.ray)
+        gradient, canonical_gradient = torch.autograd.grad(sdf.sum(), [x, canonical], create_graph=train, retain_graph=train)
+    if not train:
+        sdf = sdf.detach()
+    slope = (gradient * dirs[samples.ray]).sum(-1)
+    alpha = neus_alpha(sdf, slope, samples.deltas, inv_s)
+    return NeusRays(samples, alpha, canonical, gradient, canonical_gradient, field)
