@@ -10,7 +10,7 @@ from public primitives only.
     torchrun --nproc_per_node=2 examples/mix_triangle_neus.py --device cpu
 
 Measured on the 2-core CPU by ``benchmarks/compare.py`` (default synthetic video, all 50 test frames, EMA weights,
-5 minutes of training each): held-out PSNR 25.86 dB, against INSTA's 27.79 dB and MonoNPHM's 28.27 dB.
+5 minutes of training each): held-out PSNR 27.83 dB, against MonoNPHM's 28.68 dB and INSTA's 27.57 dB.
 """
 
 # No ``from __future__ import annotations``: the benchmark and the tests load this file by path, unregistered,
@@ -69,8 +69,8 @@ class TriangleNeusConfig:
     eikonal_points: int = 1024  # uniform points in the canonical box per step, besides the render samples
     silhouette_weight: float = 0.1
     # The tracked mesh guides the geometry, as INSTA's depth prior does: the canonical SDF is asked to vanish at
-    # points of the canonical mesh (mean |sdf| in normalised units). Off: in one 5-minute run each, weight 0.1 gave
-    # 25.60 dB held out against 26.22 dB without it.
+    # points of the canonical mesh (mean |sdf| in normalised units). Off: in one 5-minute run each (before the
+    # clipping and the conditioning), weight 0.1 gave 25.60 dB held out against 26.22 dB without it.
     surface_weight: float = 0.0
     surface_points: int = 1024  # canonical mesh points per step
     learning_rate: float = 1e-3  # decays exponentially to final_learning_rate over decay_steps
