@@ -20,7 +20,7 @@ import math
 import os
 import shutil
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -140,24 +140,22 @@ def make_synthetic_video(
         "val": torch.arange(test_start - config.num_val, test_start),
         "test": torch.arange(test_start, config.num_frames),
     }
-    frame_sets = {
-        split: FrameSet(
-            split=split,
-            cameras=cameras.select(index),
-            images=images[index],
-            masks=masks[index],
-            depths=depths[index],
-            segmentation=segmentation[index],
-            expression=params.expression[index],
-            params=TrackedParams(params.shape, params.expression[index], params.pose[index], params.translation[index]),
-            mesh_vertices=vertices[index],
-            mesh_faces=faces,
-            model_type=model_type,
-            model_path=model_dir,
-            segmentation_labels=labels,
-        )
-        for split, index in splits.items()
-    }
+    video = FrameSet(
+        split="train",  # each split below is a selection of the whole video
+        cameras=cameras,
+        images=images,
+        masks=masks,
+        depths=depths,
+        segmentation=segmentation,
+        expression=params.expression,
+        params=params,
+        mesh_vertices=vertices,
+        mesh_faces=faces,
+        model_type=model_type,
+        model_path=model_dir,
+        segmentation_labels=labels,
+    )
+    frame_sets = {split: replace(video.select(index), split=split) for split, index in splits.items()}
     return save_insta_dataset(root, frame_sets)
 
 
