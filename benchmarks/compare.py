@@ -70,7 +70,7 @@ from headfields.models.mononphm import MonoNphm, MonoNphmConfig
 from headfields.models.portrait360 import Portrait360, Portrait360Config
 from headfields.models.tracking import tracked_head
 from headfields.parametric import Head, ParametricModel, load_model
-from headfields.training import TrainingConfig
+from headfields.training import TrainingConfig, evenly_spread
 
 from avatars import median_seconds, train_variant
 
@@ -151,17 +151,12 @@ def select(entries: list[Entry], only: list[str] | None) -> list[Entry]:
 # ---------------------------------------------------------------------------------------------------- data
 
 
-def spread(count: int, total: int) -> list[int]:
-    """``count`` indices spread evenly over ``range(total)``."""
-    return sorted(set(torch.linspace(0, total - 1, min(count, total)).round().long().tolist()))
-
-
 def load_video(quick: bool) -> tuple[FrameSet, FrameSet]:
     """The default FLAME video's training and held-out frames (with ``quick``, QUICK_EVAL_FRAMES of the latter)."""
     root = cached_synthetic_video()
     train_frames, eval_frames = load_insta_dataset(root, "train"), load_insta_dataset(root, "test")
     if quick:
-        eval_frames = eval_frames.select(spread(QUICK_EVAL_FRAMES, len(eval_frames)))
+        eval_frames = eval_frames.select(evenly_spread(QUICK_EVAL_FRAMES, len(eval_frames)))
     return train_frames, eval_frames
 
 
@@ -402,7 +397,7 @@ def run_primitives(parametric: ParametricModel, train_frames: FrameSet, mixes: l
     n = QUICK_POINTS if args.quick else POINTS
     repeats = QUICK_REPEATS if args.quick else REPEATS
     with torch.no_grad():  # the tracked head is data: the models' parametric model is frozen
-        head = tracked_head(parametric, train_frames.select(spread(FRAMES_PER_HEAD, len(train_frames))))
+        head = tracked_head(parametric, train_frames.select(evenly_spread(FRAMES_PER_HEAD, len(train_frames))))
     gen = torch.Generator().manual_seed(1)
     frame = torch.randint(head.num_frames, (n,), generator=gen).to(device)
     x = head.vertices[frame, torch.randint(head.vertices.shape[1], (n,), generator=gen).to(device)]

@@ -44,6 +44,7 @@ __all__ = [
     "StepOutput",
     "TrainingConfig",
     "evaluate",
+    "evenly_spread",
     "exponential_learning_rate",
     "ray_batch",
     "render_image",
@@ -268,9 +269,11 @@ def evaluate(
     return Evaluation(psnr=float(np.mean(psnrs)), ssim=float(np.mean(ssims)), frames=len(indices))
 
 
-def _spread(count: int, total: int) -> list[int]:
-    """``count`` frame indices spread evenly over ``total`` frames."""
-    return sorted({round(i * (total - 1) / max(count - 1, 1)) for i in range(min(count, total))})
+def evenly_spread(count: int, total: int) -> list[int]:
+    """``min(count, total)`` indices spread evenly over ``range(total)``, its ends included (all of them when
+    ``count >= total``)."""
+    n = min(count, total)
+    return sorted({round(i * (total - 1) / max(n - 1, 1)) for i in range(n)})
 
 
 class _TrainingStep(nn.Module):
@@ -377,7 +380,7 @@ def train(
         if not hasattr(model, "view_bins"):
             raise ValueError(f"balance_views: expected a model with view_bins(frames), got {type(model).__name__}")
         view_bins = model.view_bins(train_frames)
-    held_out = _spread(config.eval_frames, len(eval_frames))
+    held_out = evenly_spread(config.eval_frames, len(eval_frames))
     model.train()
     while going():
         start = time.perf_counter()
@@ -419,7 +422,7 @@ def train(
     with ema.average_parameters():
         every = list(range(len(eval_frames)))
         final = evaluate(model, eval_frames, every, config.render_chunk, device, out / "renders" / "final")
-    shown = _spread(SIDE_BY_SIDE_FRAMES, len(eval_frames))
+    shown = evenly_spread(SIDE_BY_SIDE_FRAMES, len(eval_frames))
     rows = [np.asarray(Image.open(out / "renders" / "final" / f"{f:05d}_compare.png")) for f in shown]
     Image.fromarray(np.concatenate(rows, axis=0)).save(out / "side_by_side.png")
     metrics = {"psnr": final.psnr, "ssim": final.ssim, "train_seconds": elapsed, "iterations": step, "eval_frames": final.frames}

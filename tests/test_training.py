@@ -7,13 +7,15 @@ import json
 import numpy as np
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 from PIL import Image
 from tiny_configs import TINY_INSTA
 
 from headfields.deformers import RigidDeformer
 from headfields.models.insta import Insta
 from headfields.parametric import load_model
-from headfields.training import DecayingAdam, TrainingConfig, ray_batch, train
+from headfields.training import DecayingAdam, TrainingConfig, evenly_spread, ray_batch, train
 
 TINY = TINY_INSTA
 
@@ -152,3 +154,17 @@ def test_decaying_adam_clips_the_total_gradient_norm_before_each_step():
         norm = torch.linalg.vector_norm(torch.cat([p.grad.reshape(-1) for p in module.parameters()]))
         unclipped = torch.linalg.vector_norm(torch.cat([g.reshape(-1) for g in gradients]))
         assert float(norm) == pytest.approx(expected if expected is not None else float(unclipped), rel=1e-6)
+
+
+@given(st.integers(1, 300), st.integers(1, 300))
+def test_evenly_spread_takes_both_ends_and_gaps_within_one(count, total):
+    """min(count, total) distinct sorted indices from 0 to total - 1 (both when two or more), consecutive gaps
+    differing by at most one: every frame when count >= total (the held-out split smaller than eval_frames)."""
+    picked = evenly_spread(count, total)
+    n = min(count, total)
+    assert len(picked) == n and picked == sorted(set(picked))
+    assert picked[0] == 0 and (n == 1 or picked[-1] == total - 1)
+    gaps = [b - a for a, b in zip(picked, picked[1:], strict=False)]
+    assert not gaps or max(gaps) - min(gaps) <= 1
+    if count >= total:
+        assert picked == list(range(total))
