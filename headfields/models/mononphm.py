@@ -225,10 +225,19 @@ class MonoNphm(nn.Module):
         identity = condition[:, condition.shape[1] - self.identity_codes.dim :]
         return self.sdf(canonical, torch.cat([hyper, identity], dim=1))
 
+    def posed_field(
+        self, x: Float[Tensor, "S 3"], condition: Float[Tensor, "S C"]
+    ) -> tuple[Float[Tensor, " S"], Float[Tensor, "S 3"], tuple[HyperDeformation, Float[Tensor, "S F"]]]:
+        """At posed points ``x`` (normalised head frame) given each point's condition: the SDF, the canonical
+        points it read, and the deformation with the SDF's features (the field function of :func:`neus_rays`)."""
+        d = self.deformer.deform(x, condition)
+        canonical = x + d.offset
+        out = self.canonical_sdf(canonical, d.hyper, condition)
+        return out.sdf, canonical, (d, out.features)
+
     def posed_sdf(self, x: Float[Tensor, "S 3"], condition: Float[Tensor, "S C"]) -> Float[Tensor, " S"]:
         """The SDF at posed points ``x`` (normalised head frame) given each point's condition."""
-        d = self.deformer.deform(x, condition)
-        return self.canonical_sdf(x + d.offset, d.hyper, condition).sdf
+        return self.posed_field(x, condition)[0]
 
     # --- rendering -------------------------------------------------------------------------------------
     def render(
@@ -244,10 +253,7 @@ class MonoNphm(nn.Module):
         condition = state.condition[local]
 
         def field_fn(x: Tensor, ray: Tensor) -> tuple[Tensor, Tensor, tuple[HyperDeformation, Tensor]]:
-            d = self.deformer.deform(x, condition[ray])
-            canonical = x + d.offset
-            out = self.canonical_sdf(canonical, d.hyper, condition[ray])
-            return out.sdf, canonical, (d, out.features)
+            return self.posed_field(x, condition[ray])
 
         neus = neus_rays(
             origins,
