@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from headfields.encoders import HashGrid, HashGridConfig
-from headfields.geometry._warp import num_cpu_threads
+from headfields.kernels import num_cpu_threads
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from test_hashgrid import torch_hash_grid  # noqa: E402  (the tests' independent reference)

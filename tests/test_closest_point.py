@@ -10,7 +10,8 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from headfields.geometry import TriangleMesh, _warp, box, closest_point, head_proxy, sample_near_surface, uv_sphere
+from headfields import kernels
+from headfields.geometry import TriangleMesh, box, closest_point, head_proxy, sample_near_surface, uv_sphere
 
 
 def box_distance(p: torch.Tensor, half: torch.Tensor) -> torch.Tensor:
@@ -192,10 +193,10 @@ def test_cpu_launch_split_over_threads_gives_identical_results(monkeypatch):
     p = sample_near_surface(TriangleMesh(v, f), 5000, thickness=0.2)
     whole = closest_point(TriangleMesh(v, f), p)
     launches = []
-    real_launch = _warp.wp.launch
-    monkeypatch.setattr(_warp, "MIN_ROWS_PER_THREAD", 100)
-    monkeypatch.setattr(_warp, "num_cpu_threads", lambda: 4)
-    monkeypatch.setattr(_warp.wp, "launch", lambda *a, **k: (launches.append(k["dim"]), real_launch(*a, **k)))
+    real_launch = kernels.wp.launch
+    monkeypatch.setattr(kernels, "MIN_ROWS_PER_THREAD", 100)
+    monkeypatch.setattr(kernels, "num_cpu_threads", lambda: 4)
+    monkeypatch.setattr(kernels.wp, "launch", lambda *a, **k: (launches.append(k["dim"]), real_launch(*a, **k)))
     split = closest_point(TriangleMesh(v, f), p)
     assert sorted(launches) == [1250] * 4
     assert torch.equal(whole.face, split.face) and torch.equal(whole.point, split.point)

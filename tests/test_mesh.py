@@ -12,7 +12,6 @@ from hypothesis import strategies as st
 
 from headfields.geometry import (
     TriangleMesh,
-    _warp,
     box,
     closest_point,
     head_proxy,
@@ -248,12 +247,3 @@ def test_a_rejected_update_leaves_the_mesh_as_it_was():
         mesh.update(v * torch.tensor([1.0, 1.0, 0.0]))
     assert mesh.vertices.shape == (1, 8, 3) and torch.equal(mesh.vertices[0], v)
     assert torch.isclose(closest_point(mesh, torch.tensor([[0.0, 0.0, 0.7]])).distance[0], torch.tensor(0.2))
-
-
-@pytest.mark.parametrize("rows", [7, 16_777_217, 33_554_435, 2**40 + 3])
-@pytest.mark.parametrize("chunks", [1, 2, 3, 16])
-def test_chunk_bounds_cover_every_row_exactly_once(rows, chunks):
-    bounds = _warp.chunk_bounds(rows, chunks)
-    assert bounds[0] == 0 and bounds[-1] == rows and len(bounds) == chunks + 1
-    sizes = [hi - lo for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
-    assert min(sizes) >= 0 and max(sizes) - min(sizes) <= 1

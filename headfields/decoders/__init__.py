@@ -1,7 +1,8 @@
 """Field decoders: from encoded features (and view direction, conditioning) to density or signed distance, and colour."""
 
+from ..networks import mlp  # re-exported: callers import it from here
 from .appearance import AppearanceConfig, AppearanceField, SHLighting
-from .nerf import FieldOutput, NerfDecoder, NerfDecoderConfig, mlp, trunc_exp
+from .nerf import FieldOutput, NerfDecoder, NerfDecoderConfig, trunc_exp
 from .sdf import AnchorBlend, AnchorSdf, AnchorSdfConfig, SdfMlp, SdfMlpConfig, SdfOutput
 
 __all__ = [

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from .._checks import check_count, check_float, check_int
 from ..encoders.frequency import MAX_FREQUENCIES, FrequencyEncoding
 from ..encoders.spherical_harmonics import UNIT_TOLERANCE, SphericalHarmonics
-from .nerf import mlp
+from ..networks import mlp
 from .sdf import _check_input  # one check of optional per-point inputs for the decoders
 
 # MonoNPHM's colour MLP (PAPERS.md): 4 x 200 ReLU -> RGB, fed with a 16-d projection of the SDF MLP's last hidden layer.

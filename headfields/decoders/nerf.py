@@ -18,6 +18,7 @@ from jaxtyping import Float
 from torch import Tensor, nn
 
 from .._checks import check_count, check_float
+from ..networks import mlp
 
 # INSTA's network (PAPERS.md): density MLP 64 wide with 2 hidden layers, 15 geometry features; colour MLP 64 wide
 # with 3 hidden layers.
@@ -85,17 +86,6 @@ class FieldOutput:
     density: Float[Tensor, " N"]  # volume density, >= 0
     rgb: Float[Tensor, "N 3"]  # colour in [0, 1]
     extras: dict[str, Tensor] = field(default_factory=dict)  # decoder-specific outputs (here "geometry" [N, 15])
-
-
-def mlp(in_dim: int, hidden_dim: int, hidden_layers: int, out_dim: int) -> nn.Sequential:
-    """``hidden_layers`` ReLU layers of width ``hidden_dim`` and a linear output layer (tiny-cuda-nn's layout)."""
-    layers: list[nn.Module] = []
-    width = in_dim
-    for _ in range(hidden_layers):
-        layers += [nn.Linear(width, hidden_dim), nn.ReLU()]
-        width = hidden_dim
-    layers.append(nn.Linear(width, out_dim))
-    return nn.Sequential(*layers)
 
 
 class NerfDecoder(nn.Module):

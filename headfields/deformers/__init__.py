@@ -1,13 +1,20 @@
 """Deformers: posed (world) samples -> the canonical space of a field, ``forward(x, head, frame, dirs) ->
-Canonical``. INSTA's triangle-frame deformer, the rigid baseline, MonoAvatar's SE(3) error-correction warp, MonoNPHM's
+Canonical``. INSTA's triangle-frame deformer, the rigid baseline, MonoAvatar's SE(3) error-correction field, MonoNPHM's
 backward deformation with hyper-dimensions (and root finding to invert it), the 360° portrait avatar's inverse
 SMPL-X skinning (chained before the triangle-frame deformer on the rest mesh) and its blend basis of displacement
 fields, and a chain of deformers."""
 
+import warnings
+
 from .base import Canonical, Deformer, DeformerChain, RigidDeformer, RigidDeformerConfig, check_deformer_input
 from .blend_fields import BlendFieldConfig, BlendFieldDeformer
+from .error_correction import (
+    CorrectionRegularizers,
+    ErrorCorrectionConfig,
+    ErrorCorrectionField,
+    log_quaternion_to_rotation,
+)
 from .hyper import HyperDeformation, HyperDeformer, HyperDeformerConfig, HyperRegularizers, Preimage, find_preimage
-from .se3_warp import ErrorCorrectionConfig, ErrorCorrectionWarp, WarpRegularizers, log_quaternion_to_rotation
 from .skinning import SkinningDeformer, SkinningDeformerConfig
 from .triangle_frames import TriangleDeformerConfig, TriangleFrameDeformer
 
@@ -15,10 +22,11 @@ __all__ = [
     "BlendFieldConfig",
     "BlendFieldDeformer",
     "Canonical",
+    "CorrectionRegularizers",
     "Deformer",
     "DeformerChain",
     "ErrorCorrectionConfig",
-    "ErrorCorrectionWarp",
+    "ErrorCorrectionField",
     "HyperDeformation",
     "HyperDeformer",
     "HyperDeformerConfig",
@@ -30,8 +38,22 @@ __all__ = [
     "SkinningDeformerConfig",
     "TriangleDeformerConfig",
     "TriangleFrameDeformer",
-    "WarpRegularizers",
     "check_deformer_input",
     "find_preimage",
     "log_quaternion_to_rotation",
 ]
+
+# Old names of the error-correction field ("warp" now means NVIDIA Warp only): they still work, with a warning.
+_RENAMED = {"ErrorCorrectionWarp": ErrorCorrectionField, "WarpRegularizers": CorrectionRegularizers}
+
+
+def __getattr__(name: str) -> type:
+    if name in _RENAMED:
+        new = _RENAMED[name]
+        warnings.warn(
+            f"headfields.deformers.{name} is renamed to {new.__name__}; this alias goes in the next release",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return new
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -30,10 +30,10 @@ from jaxtyping import Float, Int
 from torch import Tensor, nn
 
 from .._checks import IntLike, check_count, check_float
-from ..decoders.nerf import mlp
 from ..encoders.frequency import MAX_FREQUENCIES, FrequencyEncoding
 from ..encoders.hashgrid import HashGrid, HashGridConfig
 from ..losses import magnitude_loss
+from ..networks import mlp
 from ..parametric import Head
 from .base import Canonical, Deformer, check_deformer_input
 

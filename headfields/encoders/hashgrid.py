@@ -27,8 +27,8 @@ import warp as wp
 from jaxtyping import Float
 from torch import Tensor, nn
 
+from .. import kernels
 from .._checks import check_count, check_finite, check_float
-from ..geometry import _warp
 
 # INSTA (Zielonka et al. 2023) uses 16 levels of 2 features, 2^18 rows a level, resolutions 16 to 2048.
 INSTA_LEVELS, INSTA_FEATURES, INSTA_LOG2_TABLE, INSTA_BASE, INSTA_FINEST = 16, 2, 18, 16, 2048
@@ -266,7 +266,7 @@ def _cpu_slots(rows: int, device: torch.device) -> tuple[int, Tensor]:
     ``launch_rows`` runs concurrently must not add into the same table: measured, they lose updates. Each
     chunk gets its own buffer, summed afterwards. On CUDA atomics are real and one buffer serves all rows.
     """
-    bounds = _warp.launch_bounds(rows, device)
+    bounds = kernels.launch_bounds(rows, device)
     counts = torch.diff(torch.tensor(bounds))
     slot = torch.repeat_interleave(torch.arange(len(counts), dtype=torch.int32), counts).to(device)
     return len(counts), slot
@@ -280,7 +280,7 @@ class _HashGridFunction(torch.autograd.Function):
         n, device = points.shape[0], points.device
         out = torch.empty(n, len(levels) * table.shape[1], dtype=torch.float32, device=device)
         for level in levels:
-            _warp.launch_rows(_encode_kernel, n, [table, *level.args()], [points, out], device)
+            kernels.launch_rows(_encode_kernel, n, [table, *level.args()], [points, out], device)
         ctx.save_for_backward(points, table)
         ctx.levels = levels
         return out
@@ -305,7 +305,7 @@ class _HashGridFunction(torch.autograd.Function):
                 # only, which stay in cache.
                 buffers = level_grad[None] if slots == 1 else scratch[: slots * level_grad.numel()].view(slots, *level_grad.shape)
                 buffers.zero_()
-                _warp.launch_rows(_table_grad_kernel, n, [*level.args(), buffers], [points, grad_out, slot], device)
+                kernels.launch_rows(_table_grad_kernel, n, [*level.args(), buffers], [points, grad_out, slot], device)
                 if slots > 1:  # (torch.sum over the leading dim is several times slower than adds)
                     torch.add(buffers[0], buffers[1], out=level_grad)
                     for extra in buffers[2:]:
@@ -313,7 +313,7 @@ class _HashGridFunction(torch.autograd.Function):
         if want_points:
             grad_points = torch.zeros_like(points)
             for level in ctx.levels:
-                _warp.launch_rows(_points_grad_kernel, n, [table, *level.args()], [points, grad_out, grad_points], device)
+                kernels.launch_rows(_points_grad_kernel, n, [table, *level.args()], [points, grad_out, grad_points], device)
         return grad_points, grad_table, None
 
 

@@ -18,9 +18,9 @@ from jaxtyping import Float, Int
 from torch import Tensor, nn
 
 from .._checks import IntLike, check_count, check_float, check_positive
-from ..decoders.nerf import mlp
 from ..geometry import TriangleMesh, knn_vertices
 from ..geometry.queries import MAX_KNN
+from ..networks import mlp
 from .frequency import FrequencyEncoding
 
 # MonoAvatar (PAPERS.md): k = 4 nearest vertices; PE of positions with 10 bands; MLP0 3 x 128 ReLU.

@@ -1,6 +1,6 @@
 """Meshes and Warp kernels: per-frame BVHs, closest points, ray hits, nearest vertices, surface samples,
-triangle frames, UV rasterisation, and meshes extracted from SDFs. Every query runs on CPU and CUDA from one source;
-``_warp.launch_rows`` is the one launcher that every Warp kernel in headfields goes through (thread pool on CPU,
+triangle frames, UV rasterisation, and meshes extracted from SDFs. Every query runs on CPU and CUDA from one source,
+launched through :func:`headfields.kernels.launch_rows` like every Warp kernel in headfields (thread pool on CPU,
 torch's stream on CUDA)."""
 
 from .isosurface import IsoSurface, extract_isosurface

@@ -7,8 +7,8 @@ import warp as wp
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from .. import kernels
 from .._checks import IntLike, check_finite, check_float, check_frame, check_int
-from . import _warp
 from .triangles import check_nondegenerate
 
 
@@ -105,7 +105,7 @@ class TriangleMesh:
         with torch.inference_mode(False):
             self._points.copy_(points)
         self._synced = (self.vertices, _version(self.vertices))
-        with _warp.torch_stream(self.device):
+        with kernels.torch_stream(self.device):
             for m in self._meshes:
                 m.refit()
             for bvh in self._vertex_bvhs:
@@ -119,15 +119,15 @@ class TriangleMesh:
 
     def _frame_points(self) -> list[wp.array]:
         points = self.warp_points()
-        return [_warp.to_warp(points[b], wp.vec3) for b in range(self.num_frames)]
+        return [kernels.to_warp(points[b], wp.vec3) for b in range(self.num_frames)]
 
     def warp_mesh_ids(self) -> wp.array:
         """Warp ids (``uint64 [B]``) of the per-frame triangle BVHs: built on first call, refit when stale."""
         if self._mesh_ids is None:
-            with _warp.torch_stream(self.device):
-                indices = _warp.to_warp(self._faces32, wp.int32)
+            with kernels.torch_stream(self.device):
+                indices = kernels.to_warp(self._faces32, wp.int32)
                 self._meshes = [wp.Mesh(points=p, indices=indices) for p in self._frame_points()]
-                self._mesh_ids = wp.array([m.id for m in self._meshes], dtype=wp.uint64, device=_warp.warp_device(self.device))
+                self._mesh_ids = wp.array([m.id for m in self._meshes], dtype=wp.uint64, device=kernels.warp_device(self.device))
         self._sync()
         return self._mesh_ids
 
@@ -135,10 +135,10 @@ class TriangleMesh:
         """Warp ids (``uint64 [B]``) of per-frame BVHs over the vertices as points: built on first call,
         refit when stale."""
         if self._vertex_bvh_ids is None:
-            with _warp.torch_stream(self.device):
+            with kernels.torch_stream(self.device):
                 self._vertex_bvhs = [wp.Bvh(p, p) for p in self._frame_points()]
                 self._vertex_bvh_ids = wp.array(
-                    [b.id for b in self._vertex_bvhs], dtype=wp.uint64, device=_warp.warp_device(self.device)
+                    [b.id for b in self._vertex_bvhs], dtype=wp.uint64, device=kernels.warp_device(self.device)
                 )
         self._sync()
         return self._vertex_bvh_ids

@@ -18,8 +18,8 @@ import warp as wp
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
+from .. import kernels
 from .._checks import IntLike, check_count, check_finite, check_float, check_positive
-from . import _warp
 from .mesh import TriangleMesh
 from .triangles import closest_point_on_triangle, gather_triangles, ray_triangle
 
@@ -33,7 +33,7 @@ _UNBOUNDED = 1.0e30
 
 
 # Each kernel runs one query per thread, in the order given by ``order`` (a spatially coherent permutation,
-# see _warp.morton_order), and writes its answers back at the query's own row.
+# see kernels.morton_order), and writes its answers back at the query's own row.
 
 
 @no_type_check  # Warp parameter types are not Python type hints; keep the jaxtyping checker off them.
@@ -242,11 +242,11 @@ def closest_point(
     bary, point = (torch.empty(n, 3, device=mesh.device) for _ in range(2))
     distance, sign = (torch.empty(n, device=mesh.device) for _ in range(2))
     limit = _UNBOUNDED if max_distance is None else min(float(max_distance), _UNBOUNDED)
-    _warp.launch_rows(
+    kernels.launch_rows(
         _closest_point_kernel,
         n,
         [mesh.warp_mesh_ids(), limit, points32, frame, face, bary, point, distance, sign],
-        [_warp.morton_order(points32, frame if mesh.num_frames > 1 else None)],
+        [kernels.morton_order(points32, frame if mesh.num_frames > 1 else None)],
         mesh.device,
     )
     hit = face >= 0
@@ -294,7 +294,7 @@ def ray_intersect(
     limit = _UNBOUNDED if max_t is None else min(float(max_t), _UNBOUNDED)
     # Rays keep their own order: camera rays in pixel order are already coherent.
     order = torch.arange(n, device=mesh.device)
-    _warp.launch_rows(
+    kernels.launch_rows(
         _ray_kernel,
         n,
         [mesh.warp_mesh_ids(), limit, origins32, dirs32, frame, face, t, bary, normal],
@@ -338,8 +338,8 @@ def knn_vertices(
     edges = vertices32[:, mesh.faces[:, 1]] - vertices32[:, mesh.faces[:, 0]]
     start = torch.linalg.vector_norm(edges, dim=-1).mean(dim=1).contiguous()
     shared = [bvh_ids, vertices32, start, k, queries, frame, index]
-    order = _warp.morton_order(queries, frame if mesh.num_frames > 1 else None)
-    _warp.launch_rows(_knn_kernel, n, shared, [order], mesh.device)
+    order = kernels.morton_order(queries, frame if mesh.num_frames > 1 else None)
+    kernels.launch_rows(_knn_kernel, n, shared, [order], mesh.device)
     if (index < 0).any():
         row = int((index < 0).any(dim=1).nonzero()[0, 0])
         raise ValueError(f"points: row {row} is too far from the mesh for float32 distances ({points[row].tolist()})")

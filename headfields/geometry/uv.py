@@ -23,8 +23,8 @@ import warp as wp
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
+from .. import kernels
 from .._checks import IntLike, check_count, check_float, check_int, check_shape
-from . import _warp
 
 # Coverage is decided exactly, in integers: corners snap to 1/4096 of a texel (GPU rasterisers snap to 1/256),
 # and edge functions of such coordinates fit in int64, so a texel centre on an edge shared by two triangles
@@ -186,11 +186,11 @@ def rasterize_uv(
         lowers = torch.cat([pixel.amin(dim=1) - _BOX_PADDING, torch.full_like(pixel[:, 0, :1], -1.0)], dim=1)
         uppers = torch.cat([pixel.amax(dim=1) + _BOX_PADDING, torch.full_like(pixel[:, 0, :1], 1.0)], dim=1)
         lowers, uppers = lowers.float().contiguous(), uppers.float().contiguous()
-        with _warp.torch_stream(device):
-            bvh = wp.Bvh(_warp.to_warp(lowers, wp.vec3), _warp.to_warp(uppers, wp.vec3))
+        with kernels.torch_stream(device):
+            bvh = wp.Bvh(kernels.to_warp(lowers, wp.vec3), kernels.to_warp(uppers, wp.vec3))
         texels = torch.arange(height * width, dtype=torch.long, device=device)
         shared = [bvh.id, corners, face_ids.to(torch.int32), width, texel_size]
-        _warp.launch_rows(_uv_cover_kernel, height * width, shared, [texels, face], device)
+        kernels.launch_rows(_uv_cover_kernel, height * width, shared, [texels, face], device)
 
     face = face.long()
     covered = face >= 0

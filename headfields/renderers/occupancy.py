@@ -18,8 +18,8 @@ import warp as wp
 from jaxtyping import Bool, Float
 from torch import Tensor, nn
 
+from .. import kernels as _warp
 from .._checks import IntLike, check_count, check_float, check_positive
-from ..geometry import _warp
 from .samples import PackedSamples, _check_aabb, per_ray, ray_aabb
 
 RESOLUTION = 128  # INSTA: one 128^3 grid in world space

@@ -1,4 +1,4 @@
-"""MonoAvatar's error-correction warp (Bai et al., CVPR 2023): a Nerfies-style SE(3) field (Park et al. 2021)
+"""MonoAvatar's error-correction field (Bai et al., CVPR 2023): a Nerfies-style SE(3) deformation (Park et al. 2021)
 that absorbs tracking errors during training.
 
 For a sample ``q`` of frame ``f`` a trunk MLP reads ``[PE(q) windowed, latent[f]]`` (a learnable per-frame
@@ -7,13 +7,13 @@ latent) and three linear heads give a log-quaternion ``ω``, a centre ``c`` and 
     q' = R(q + c) − c + t,    d' = R d,    R = rotation of the unit quaternion exp((0, ω)),
 
 i.e. a rotation by the angle ``2|ω|`` about ``ω / |ω|`` around the point ``−c``, then a shift. The heads start
-at zero, so the warp starts as the identity exactly (the trunk and latents then get gradients once the heads
+at zero, so the field starts as the identity exactly (the trunk and latents then get gradients once the heads
 have moved off zero, i.e. from the second optimiser step). The positional encoding of ``q`` fades its bands in
 with Nerfies' coarse-to-fine window (MonoAvatar: 0 → 6 bands over 80k iterations).
 
-The warp is on for training after a warm-up and off at test: with ``not self.training`` or
+The field is on for training after a warm-up and off at test: with ``not self.training`` or
 ``step < config.start_step`` (``set_step`` each iteration) it returns its input unchanged. Its regularisers
-(:meth:`ErrorCorrectionWarp.regularizers`) are Nerfies' elastic loss on the Jacobian ``∂q'/∂q`` and the
+(:meth:`ErrorCorrectionField.regularizers`) are Nerfies' elastic loss on the Jacobian ``∂q'/∂q`` and the
 magnitude ``‖q − q'‖²``.
 """
 
@@ -28,16 +28,17 @@ from torch import Tensor, nn
 from .._checks import IntLike, check_count, check_float, check_frame, check_int, check_positive
 from ..encoders.frequency import FrequencyEncoding, frequency_window
 from ..losses import elastic_loss, magnitude_loss
+from ..networks import mlp_trunk
 from ..parametric import Head
 from .base import Canonical, Deformer, check_deformer_input
 
-# MonoAvatar (PAPERS.md, "MonoAvatar"): trunk 5 x 128 on PE(q) with bands 0 -> 6 over 80k iterations; the warp
+# MonoAvatar (PAPERS.md, "MonoAvatar"): trunk 5 x 128 on PE(q) with bands 0 -> 6 over 80k iterations; the field
 # is off for the first 5k iterations; elastic loss weight 1e-4 (1e-5 late in training), magnitude 1e-2.
 MONOAVATAR_HIDDEN = 128
 MONOAVATAR_HIDDEN_LAYERS = 5
-MONOAVATAR_WARP_FREQUENCIES = 6
+MONOAVATAR_CORRECTION_FREQUENCIES = 6
 MONOAVATAR_WINDOW_STEPS = 80_000
-MONOAVATAR_WARP_START = 5_000
+MONOAVATAR_CORRECTION_START = 5_000
 MONOAVATAR_ELASTIC_WEIGHT = 1e-4
 MONOAVATAR_MAGNITUDE_WEIGHT = 1e-2
 # Not in PAPERS.md: the per-frame latent's width and its initial spread (small, so frames start alike).
@@ -50,15 +51,15 @@ SMALL_ANGLE_SQ = 1e-2
 
 @dataclass(frozen=True)
 class ErrorCorrectionConfig:
-    """Sizes, schedule and regulariser weights of :class:`ErrorCorrectionWarp`; defaults from MonoAvatar
+    """Sizes, schedule and regulariser weights of :class:`ErrorCorrectionField`; defaults from MonoAvatar
     (PAPERS.md) except ``latent_dim``, which the paper does not give."""
 
     latent_dim: int = LATENT_DIM  # per-frame latent width (our choice; not in PAPERS.md)
     hidden_dim: int = MONOAVATAR_HIDDEN  # trunk width
     hidden_layers: int = MONOAVATAR_HIDDEN_LAYERS  # trunk ReLU layers
-    num_frequencies: int = MONOAVATAR_WARP_FREQUENCIES  # PE bands of q (windowed in 0 -> num_frequencies)
+    num_frequencies: int = MONOAVATAR_CORRECTION_FREQUENCIES  # PE bands of q (windowed in 0 -> num_frequencies)
     window_steps: int = MONOAVATAR_WINDOW_STEPS  # steps over which the window opens, counted from step 0
-    start_step: int = MONOAVATAR_WARP_START  # the warp is the identity before this step
+    start_step: int = MONOAVATAR_CORRECTION_START  # the field is the identity before this step
     elastic_weight: float = MONOAVATAR_ELASTIC_WEIGHT
     magnitude_weight: float = MONOAVATAR_MAGNITUDE_WEIGHT
     elastic_scale: float | None = None  # Geman-McClure scale of the elastic loss (None: plain; Nerfies: 0.03)
@@ -82,8 +83,8 @@ class ErrorCorrectionConfig:
 
 
 @dataclass
-class WarpRegularizers:
-    """The warp's regularisers on a set of samples: raw values and the config's weights, so both can be logged.
+class CorrectionRegularizers:
+    """The field's regularisers on a set of samples: raw values and the config's weights, so both can be logged.
     ``total`` is what a training loss adds."""
 
     elastic: Float[Tensor, ""]  # mean ‖log σ(∂q'/∂q)‖² (Geman-McClure if config.elastic_scale), unweighted
@@ -131,17 +132,17 @@ def _apply(rotation: Tensor, v: Tensor) -> Tensor:
 
 
 @dataclass
-class _Warped:
+class _Corrected:
     points: Float[Tensor, "N 3"]
     rotation: Float[Tensor, "N 3 3"]
 
 
-class ErrorCorrectionWarp(Deformer):
-    """MonoAvatar's SE(3) error-correction warp with a per-frame latent; see the module docstring.
+class ErrorCorrectionField(Deformer):
+    """MonoAvatar's SE(3) error-correction field with a per-frame latent; see the module docstring.
 
     ``num_frames``: frames of the training video; ``frame`` indices (the same as the head's frames) pick the
-    latent and must lie in ``[0, num_frames)`` while the warp is active. The head itself is not read (it is
-    only checked), so the warp can follow any deformer in a :class:`DeformerChain`. The step (``set_step``)
+    latent and must lie in ``[0, num_frames)`` while the field is active. The head itself is not read (it is
+    only checked), so the field can follow any deformer in a :class:`DeformerChain`. The step (``set_step``)
     is saved with ``state_dict``.
     """
 
@@ -153,12 +154,9 @@ class ErrorCorrectionWarp(Deformer):
         self.encoding = FrequencyEncoding(3, config.num_frequencies)
         self.latent = nn.Embedding(self.num_frames, config.latent_dim)
         nn.init.normal_(self.latent.weight, std=LATENT_INIT_STD)
-        layers: list[nn.Module] = []
         width = self.encoding.out_dim + config.latent_dim
-        for _ in range(config.hidden_layers):
-            layers += [nn.Linear(width, config.hidden_dim), nn.ReLU()]
-            width = config.hidden_dim
-        self.trunk = nn.Sequential(*layers)
+        self.trunk = mlp_trunk(width, config.hidden_dim, config.hidden_layers)
+        width = config.hidden_dim if config.hidden_layers else width
         self.rotation_head = nn.Linear(width, 3)  # log-quaternion ω
         self.center_head = nn.Linear(width, 3)  # c
         self.translation_head = nn.Linear(width, 3)  # t
@@ -169,7 +167,7 @@ class ErrorCorrectionWarp(Deformer):
     # ------------------------------------------------------------------ schedule
 
     def set_step(self, step: int) -> None:
-        """The training step: sets the coarse-to-fine window and whether the warp is on (``step >= start_step``)."""
+        """The training step: sets the coarse-to-fine window and whether the field is on (``step >= start_step``)."""
         self.step = check_count("step", step, 0)
 
     @property
@@ -179,7 +177,7 @@ class ErrorCorrectionWarp(Deformer):
 
     @property
     def active(self) -> bool:
-        """True when training and past the warm-up; otherwise the warp is the identity."""
+        """True when training and past the warm-up; otherwise the field is the identity."""
         return self.training and self.step >= self.config.start_step
 
     def get_extra_state(self) -> dict:
@@ -190,7 +188,7 @@ class ErrorCorrectionWarp(Deformer):
 
     # ------------------------------------------------------------------ the map
 
-    def _warp(self, x: Tensor, frame: Tensor) -> _Warped:
+    def _correct(self, x: Tensor, frame: Tensor) -> _Corrected:
         """``q' = R(q + c) − c + t`` and ``R`` for checked inputs; the network runs in the parameters' dtype, the
         transform in the promoted dtype of ``x`` and the parameters."""
         param_dtype = self.latent.weight.dtype
@@ -204,7 +202,7 @@ class ErrorCorrectionWarp(Deformer):
         translation = self.translation_head(hidden).to(dtype)
         rotation = log_quaternion_to_rotation(omega)
         points = _apply(rotation, x.to(dtype) + center) - center + translation
-        return _Warped(points=points, rotation=rotation)
+        return _Corrected(points=points, rotation=rotation)
 
     def _check_x(self, x: Tensor) -> None:
         check_float("x", x, [None, 3], device=self.latent.weight.device)
@@ -222,10 +220,10 @@ class ErrorCorrectionWarp(Deformer):
             return Canonical(points=x, dirs=dirs, valid=valid, face=None)
         self._check_x(x)
         check_int("frame", checked.frame, [x.shape[0]], upper=self.num_frames)
-        warped = self._warp(x, checked.frame)
+        corrected = self._correct(x, checked.frame)
         # R is a rotation: directions keep their length (no renormalisation, so the identity stays exact).
-        out_dirs = None if dirs is None else _apply(warped.rotation, dirs.to(warped.rotation.dtype))
-        return Canonical(points=warped.points, dirs=out_dirs, valid=valid, face=None)
+        out_dirs = None if dirs is None else _apply(corrected.rotation, dirs.to(corrected.rotation.dtype))
+        return Canonical(points=corrected.points, dirs=out_dirs, valid=valid, face=None)
 
     def jacobian(self, x: Float[Tensor, "N 3"], frame: Int[Tensor, " N"] | IntLike) -> Float[Tensor, "N 3 3"]:
         """``J[n, i, j] = ∂q'_i / ∂q_j`` of the active map at the samples, by three backward passes (each sample's
@@ -238,17 +236,17 @@ class ErrorCorrectionWarp(Deformer):
     def _jacobian(self, x: Tensor, frame: Tensor) -> tuple[Tensor, Tensor]:
         with torch.enable_grad():
             q = x.detach().requires_grad_(True)
-            points = self._warp(q, frame).points
+            points = self._correct(q, frame).points
             rows = [torch.autograd.grad(points[:, i].sum(), q, create_graph=True)[0] for i in range(3)]
         return torch.stack(rows, dim=1).to(points.dtype), points - q.to(points.dtype)
 
-    def regularizers(self, x: Float[Tensor, "N 3"], frame: Int[Tensor, " N"] | IntLike) -> WarpRegularizers:
+    def regularizers(self, x: Float[Tensor, "N 3"], frame: Int[Tensor, " N"] | IntLike) -> CorrectionRegularizers:
         """Nerfies' elastic loss on ``∂q'/∂q`` and the magnitude ``‖(q − q') / length_scale‖²`` (means over the
         samples), raw and with the config's weights. The magnitude is measured in the encoding's unit: the
-        paper's weight (1e-2) assumes a head of about unit size; in metres it let the warp drift by centimetres
+        paper's weight (1e-2) assumes a head of about unit size; in metres it let the field drift by centimetres
         within a few dozen steps. The Jacobian costs three extra backward passes through the trunk with a graph
         kept for the second-order gradient: pass a subset of the batch's samples (e.g. a few thousand), not all.
-        Gradients reach the warp's parameters, not ``x``. While the warp is inactive both are 0 (it is the
+        Gradients reach the field's parameters, not ``x``. While the field is inactive both are 0 (it is the
         identity there)."""
         self._check_x(x)
         frame = check_frame("frame", frame, x.shape[0], self.num_frames, x.device)
@@ -256,9 +254,9 @@ class ErrorCorrectionWarp(Deformer):
         if not self.active or x.shape[0] == 0:
             # A zero on the parameters' graph, so ``total.backward()`` always works.
             zero = (self.latent.weight.sum() * 0.0).to(torch.promote_types(x.dtype, self.latent.weight.dtype))
-            return WarpRegularizers(elastic=zero, magnitude=zero, **weights)
+            return CorrectionRegularizers(elastic=zero, magnitude=zero, **weights)
         jacobian, displacement = self._jacobian(x, frame)
-        return WarpRegularizers(
+        return CorrectionRegularizers(
             elastic=elastic_loss(jacobian, scale=self.config.elastic_scale),
             magnitude=magnitude_loss(displacement / self.config.length_scale),
             **weights,

@@ -1,8 +1,16 @@
-"""Warp set-up and launches: the one place that turns torch tensors into Warp arrays.
+"""The one launcher of Warp kernels: geometry, encoders and renderers all launch through :func:`launch_rows`.
 
-On CUDA, Warp work (launches, BVH builds and refits) runs on torch's current stream, so it is ordered with
-the torch operations around it. On CPU Warp runs a launch on one thread and releases the GIL, so a large
-launch is split into row chunks that run concurrently on a thread pool.
+Torch tensors are viewed as Warp arrays without a copy (:func:`to_warp`), and Warp work runs where the tensors
+are: the device follows the tensors, never a global setting.
+
+- **CPU.** Warp runs a CPU launch on one thread (and releases the GIL), so a large launch is split into row
+  chunks of at least ``MIN_ROWS_PER_THREAD`` rows, launched concurrently on a thread pool of
+  :func:`num_cpu_threads` threads; the results are identical to one launch. A forked child (a DataLoader
+  worker) starts a pool of its own.
+- **CUDA.** Launches, BVH builds and refits run on torch's current stream (:func:`torch_stream`), so they are
+  ordered with the torch operations around them.
+
+Queries launched in :func:`morton_order` walk a BVH coherently, which keeps it in cache.
 """
 
 from __future__ import annotations
@@ -16,6 +24,8 @@ from typing import Any
 
 import torch
 import warp as wp
+from jaxtyping import Float, Int
+from torch import Tensor
 
 # Warp's config is process-wide. Unless the user has changed it, drop Warp's per-module "load took ... ms"
 # messages; warnings still show.
@@ -23,8 +33,20 @@ if wp.config.log_level == wp.LOG_INFO:
     wp.config.log_level = wp.LOG_WARNING
 wp.init()
 
-# Below this many rows per thread a CPU launch is not split: thread hand-off would cost more than it saves.
+__all__ = [
+    "MIN_ROWS_PER_THREAD",
+    "chunk_bounds",
+    "launch_bounds",
+    "launch_rows",
+    "morton_order",
+    "num_cpu_threads",
+    "to_warp",
+    "torch_stream",
+    "warp_device",
+]
+
 MIN_ROWS_PER_THREAD = 8192
+"""Below this many rows per thread a CPU launch is not split: thread hand-off would cost more than it saves."""
 
 
 def num_cpu_threads() -> int:
@@ -36,7 +58,7 @@ def num_cpu_threads() -> int:
 
 @cache
 def _pool() -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(max_workers=num_cpu_threads(), thread_name_prefix="headfields-warp")
+    return ThreadPoolExecutor(max_workers=num_cpu_threads(), thread_name_prefix="headfields-kernels")
 
 
 # A forked child (a DataLoader worker, say) inherits the pool object but not its threads: start a new one.
@@ -45,6 +67,7 @@ if hasattr(os, "register_at_fork"):
 
 
 def warp_device(device: torch.device) -> wp.context.Device:
+    """The Warp device of a torch device (``cuda:1`` stays ``cuda:1``)."""
     return wp.device_from_torch(device)
 
 
@@ -77,7 +100,7 @@ def _spread_bits(x: torch.Tensor) -> torch.Tensor:
     return (x | (x << 2)) & 0x1249249249249249
 
 
-def morton_order(points: torch.Tensor, frame: torch.Tensor | None = None) -> torch.Tensor:
+def morton_order(points: Float[Tensor, "N 3"], frame: Int[Tensor, " N"] | None = None) -> Int[Tensor, " N"]:
     """A permutation (int64 ``[N]``) visiting ``points [N,3]`` along a Z-order curve on a 2²¹-per-axis grid;
     with ``frame [N]``, frame by frame (each frame's points along the curve).
 
@@ -113,11 +136,22 @@ def launch_bounds(rows: int, device: torch.device) -> list[int]:
 def launch_rows(
     kernel: wp.Kernel, rows: int, shared: Sequence[Any], per_row: Sequence[torch.Tensor], device: torch.device
 ) -> None:
-    """Launch ``kernel`` over ``rows`` threads.
+    """Launch ``kernel`` over ``rows`` threads on ``device``.
 
     The kernel's parameters are ``shared`` followed by ``per_row`` (torch tensors whose first dimension is
-    ``rows``). Torch tensors become Warp arrays of the dtype the kernel declares. On CPU the rows are split
-    into chunks launched concurrently; results are identical to one launch.
+    ``rows``). Torch tensors become Warp arrays of the dtype the kernel declares (no copy: the kernel writes
+    into them). On CPU the rows are split into chunks launched concurrently, each seeing its own slice of
+    ``per_row`` with ``wp.tid()`` counted from the chunk's first row; results are identical to one launch. On
+    CUDA the launch runs on torch's current stream.
+
+    Example, with ``scale`` a ``@wp.kernel`` of ``(k: float, x: wp.array(dtype=float), y: wp.array(dtype=float))``
+    that sets ``y[i] = k * x[i]`` for ``i = wp.tid()``:
+
+    ```python
+    x = torch.rand(100_000)  # on CPU: up to 12 threads of at least 8192 rows each
+    y = torch.empty_like(x)
+    launch_rows(scale, x.shape[0], [2.0], [x, y], x.device)  # y == 2 * x
+    ```
     """
     if rows == 0:
         return

@@ -1,10 +1,12 @@
-"""MonoAvatar's SE(3) error-correction warp: exact identity at init, in eval and in the warm-up; the closed form
+"""MonoAvatar's SE(3) error-correction field: exact identity at init, in eval and in the warm-up; the closed form
 R(q + c) − c + t with R built by Rodrigues' formula in NumPy; the exp map against Rodrigues (hypothesis, tiny
 angles), a 90° case and gradcheck across its Taylor switch; the whole network re-evaluated in NumPy at several
-windows; the regularisers' Jacobian against finite differences; gradients; chaining; the saved step; bad input."""
+windows; the regularisers' Jacobian against finite differences; gradients; chaining; the saved step; bad input;
+the old names, deprecated."""
 
 import copy
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -12,16 +14,19 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import headfields.deformers
 from headfields.deformers import (
+    CorrectionRegularizers,
     DeformerChain,
     ErrorCorrectionConfig,
-    ErrorCorrectionWarp,
+    ErrorCorrectionField,
     RigidDeformer,
     log_quaternion_to_rotation,
 )
 from headfields.encoders.frequency import frequency_window
 from headfields.losses import elastic_loss
-from headfields.parametric import load_model, write_synthetic_flame
+from headfields.parametric import load_model
+from headfields.synthetic import write_synthetic_flame
 
 from helpers import raises_naming
 
@@ -31,7 +36,7 @@ SMALL = ErrorCorrectionConfig(latent_dim=4, hidden_dim=16, hidden_layers=2, num_
 
 @pytest.fixture(scope="module")
 def flame_heads(tmp_path_factory):
-    """``heads(device)``: a synthetic FLAME head with FRAMES frames on ``device`` (the warp only checks it)."""
+    """``heads(device)``: a synthetic FLAME head with FRAMES frames on ``device`` (the field only checks it)."""
     folder = tmp_path_factory.mktemp("flame")
     write_synthetic_flame(folder)
     model = load_model(folder, num_shape=10, num_expression=10, dtype=torch.float64)
@@ -62,18 +67,18 @@ def samples(n=12, seed=0, device="cpu"):
     return x.to(device), frame.to(device), dirs.to(device)
 
 
-def active_warp(config=SMALL, step=None, dtype=torch.float64, seed=0, randomize_heads=True) -> ErrorCorrectionWarp:
-    """A training-mode warp past its warm-up; with ``randomize_heads`` every parameter is random (non-identity)."""
+def active_field(config=SMALL, step=None, dtype=torch.float64, seed=0, randomize_heads=True) -> ErrorCorrectionField:
+    """A training-mode field past its warm-up; with ``randomize_heads`` every parameter is random (non-identity)."""
     torch.manual_seed(seed)
-    warp = ErrorCorrectionWarp(FRAMES, config).to(dtype).train()
-    warp.set_step(config.start_step if step is None else step)
+    field = ErrorCorrectionField(FRAMES, config).to(dtype).train()
+    field.set_step(config.start_step if step is None else step)
     if randomize_heads:
         with torch.no_grad():
-            for head in (warp.rotation_head, warp.center_head, warp.translation_head):
+            for head in (field.rotation_head, field.center_head, field.translation_head):
                 head.weight.normal_(0, 0.3)
                 head.bias.normal_(0, 0.3)
-            warp.latent.weight.normal_(0, 0.5)
-    return warp
+            field.latent.weight.normal_(0, 0.5)
+    return field
 
 
 def rodrigues(omega: np.ndarray) -> np.ndarray:
@@ -91,30 +96,30 @@ def rodrigues(omega: np.ndarray) -> np.ndarray:
 
 
 def test_identity_at_init_is_exact(flame_heads, device):
-    warp = ErrorCorrectionWarp(FRAMES, SMALL).to(device).train()
-    warp.set_step(SMALL.start_step)
-    assert warp.active
+    field = ErrorCorrectionField(FRAMES, SMALL).to(device).train()
+    field.set_step(SMALL.start_step)
+    assert field.active
     head = flame_heads(device)
     x, frame, dirs = samples(device=device)
-    out = warp(x, head, frame, dirs)
+    out = field(x, head, frame, dirs)
     assert torch.equal(out.points, x) and torch.equal(out.dirs, dirs)
     assert out.valid.all() and out.face is None
 
 
 def test_identity_in_eval_and_before_the_warm_up(flame_head):
     x, frame, dirs = samples()
-    warp = active_warp()
-    assert not torch.equal(warp(x, flame_head, frame, dirs).points, x)  # really a non-identity warp
-    warp.eval()
-    out = warp(x, flame_head, frame, dirs)
+    field = active_field()
+    assert not torch.equal(field(x, flame_head, frame, dirs).points, x)  # really a non-identity field
+    field.eval()
+    out = field(x, flame_head, frame, dirs)
     assert out.points is x and out.dirs is dirs and out.valid.all() and out.face is None
-    warp.train()
-    warp.set_step(SMALL.start_step - 1)
-    assert not warp.active
-    out = warp(x, flame_head, frame, None)
+    field.train()
+    field.set_step(SMALL.start_step - 1)
+    assert not field.active
+    out = field(x, flame_head, frame, None)
     assert out.points is x and out.dirs is None
     # Inactive: frames beyond the latent table (e.g. test frames) are fine.
-    small = ErrorCorrectionWarp(1, SMALL).eval()
+    small = ErrorCorrectionField(1, SMALL).eval()
     assert small(x, flame_head, frame).points is x
 
 
@@ -122,13 +127,13 @@ def test_identity_in_eval_and_before_the_warm_up(flame_head):
 
 
 def test_constant_heads_give_the_closed_form(flame_head):
-    warp = active_warp(randomize_heads=False)
+    field = active_field(randomize_heads=False)
     omega, center, translation = np.array([0.3, -0.5, 0.2]), np.array([0.05, -0.1, 0.02]), np.array([0.01, 0.03, -0.02])
     with torch.no_grad():
-        for head, value in ((warp.rotation_head, omega), (warp.center_head, center), (warp.translation_head, translation)):
+        for head, value in ((field.rotation_head, omega), (field.center_head, center), (field.translation_head, translation)):
             head.bias.copy_(torch.from_numpy(value))
     x, frame, dirs = samples()
-    out = warp(x, flame_head, frame, dirs)
+    out = field(x, flame_head, frame, dirs)
     r = rodrigues(omega)
     np.testing.assert_allclose(r.T @ r, np.eye(3), atol=1e-14)
     assert np.linalg.det(r) == pytest.approx(1.0, abs=1e-14)
@@ -170,17 +175,17 @@ def test_exp_map_gradients_are_finite_and_correct_near_zero():
 # ---------------------------------------------------------------- the whole network in NumPy
 
 
-def numpy_warp(warp: ErrorCorrectionWarp, x: np.ndarray, frame: np.ndarray) -> np.ndarray:
+def numpy_correction(field: ErrorCorrectionField, x: np.ndarray, frame: np.ndarray) -> np.ndarray:
     """The module docstring's map, evaluated layer by layer from the module's weights."""
-    p = {k: v.detach().numpy() for k, v in warp.state_dict().items() if k != "_extra_state"}
-    alpha = frequency_window(warp.step, warp.config.num_frequencies, warp.config.window_steps)
-    u = x / warp.config.length_scale  # the encoding reads positions in units of length_scale
+    p = {k: v.detach().numpy() for k, v in field.state_dict().items() if k != "_extra_state"}
+    alpha = frequency_window(field.step, field.config.num_frequencies, field.config.window_steps)
+    u = x / field.config.length_scale  # the encoding reads positions in units of length_scale
     features = [u]
-    for k in range(warp.config.num_frequencies):
+    for k in range(field.config.num_frequencies):
         w = (1 - math.cos(math.pi * min(max(alpha - k, 0), 1))) / 2
         features += [w * np.sin(2**k * math.pi * u), w * np.cos(2**k * math.pi * u)]
     h = np.concatenate(features + [p["latent.weight"][frame]], axis=1)
-    for i in range(warp.config.hidden_layers):
+    for i in range(field.config.hidden_layers):
         h = np.maximum(h @ p[f"trunk.{2 * i}.weight"].T + p[f"trunk.{2 * i}.bias"], 0)
     omega, center, translation = (
         h @ p[f"{n}.weight"].T + p[f"{n}.bias"] for n in ("rotation_head", "center_head", "translation_head")
@@ -193,103 +198,103 @@ def numpy_warp(warp: ErrorCorrectionWarp, x: np.ndarray, frame: np.ndarray) -> n
 
 @pytest.mark.parametrize("step", [10, 60, 135, 1000])  # α = 0.3, 1.8, then 3 (ramp done)
 def test_network_matches_a_numpy_evaluation(flame_head, step):
-    warp = active_warp(step=step)
+    field = active_field(step=step)
     x, frame, _ = samples(n=9, seed=step)
-    out = warp(x, flame_head, frame).points.detach().numpy()
-    np.testing.assert_allclose(out, numpy_warp(warp, x.numpy(), frame.numpy()), atol=1e-12)
+    out = field(x, flame_head, frame).points.detach().numpy()
+    np.testing.assert_allclose(out, numpy_correction(field, x.numpy(), frame.numpy()), atol=1e-12)
 
 
 def test_window_follows_the_step():
-    warp = ErrorCorrectionWarp(FRAMES)
-    assert warp.window == 0.0
-    warp.set_step(40_000)
-    assert warp.window == pytest.approx(3.0)
-    warp.set_step(10**6)
-    assert warp.window == 6.0
+    field = ErrorCorrectionField(FRAMES)
+    assert field.window == 0.0
+    field.set_step(40_000)
+    assert field.window == pytest.approx(3.0)
+    field.set_step(10**6)
+    assert field.window == 6.0
 
 
 # ---------------------------------------------------------------- regularisers and gradients
 
 
 def test_jacobian_matches_finite_differences():
-    warp = active_warp()
+    field = active_field()
     x, frame, _ = samples(n=6, seed=4)
-    jac = warp.jacobian(x, frame).detach()
+    jac = field.jacobian(x, frame).detach()
     eps = 1e-6
     for j in range(3):
         step = torch.zeros(3, dtype=torch.float64)
         step[j] = eps
-        plus, minus = warp._warp(x + step, frame).points, warp._warp(x - step, frame).points
+        plus, minus = field._correct(x + step, frame).points, field._correct(x - step, frame).points
         torch.testing.assert_close(jac[:, :, j], ((plus - minus) / (2 * eps)).detach(), atol=1e-7, rtol=1e-6)
 
 
 def test_regularizers_raw_and_weighted(flame_head):
     config = ErrorCorrectionConfig(**{**SMALL.__dict__, "elastic_weight": 0.5, "magnitude_weight": 3.0})
-    warp = active_warp(config)
+    field = active_field(config)
     x, frame, _ = samples(n=8, seed=5)
-    reg = warp.regularizers(x, frame)
-    moved = warp(x, flame_head, frame).points.detach()
+    reg = field.regularizers(x, frame)
+    moved = field(x, flame_head, frame).points.detach()
     elastic, magnitude = float(reg.elastic.detach()), float(reg.magnitude.detach())
     # In units of length_scale (the encoding's unit), where the paper's weights apply.
     scaled = (moved - x) / config.length_scale
     assert magnitude == pytest.approx(float(scaled.square().sum(-1).mean()), rel=1e-12)
-    assert elastic == pytest.approx(float(elastic_loss(warp.jacobian(x, frame)).detach()), rel=1e-12)
+    assert elastic == pytest.approx(float(elastic_loss(field.jacobian(x, frame)).detach()), rel=1e-12)
     assert elastic > 0 and magnitude > 0
     assert float(reg.weighted_elastic.detach()) == pytest.approx(0.5 * elastic)
     assert float(reg.weighted_magnitude.detach()) == pytest.approx(3.0 * magnitude)
     assert float(reg.total.detach()) == pytest.approx(0.5 * elastic + 3.0 * magnitude)
-    # Identity warp (init) and inactive warp: both regularisers are 0, and backward still works.
-    fresh = ErrorCorrectionWarp(FRAMES, SMALL).double().train()
+    # Identity field (init) and inactive field: both regularisers are 0, and backward still works.
+    fresh = ErrorCorrectionField(FRAMES, SMALL).double().train()
     fresh.set_step(SMALL.start_step)
     init = fresh.regularizers(x, frame)
     assert float(init.elastic.detach()) == 0.0 and float(init.magnitude.detach()) == 0.0
-    warp.eval()
-    off = warp.regularizers(x, frame)
+    field.eval()
+    off = field.regularizers(x, frame)
     assert float(off.total.detach()) == 0.0
     off.total.backward()
 
 
 def test_gradients_reach_the_latent_and_the_trunk(flame_head):
-    warp = active_warp()
+    field = active_field()
     x, frame, dirs = samples(n=8, seed=6)
     frame = torch.zeros_like(frame)  # only frame 0's latent is used
-    out = warp(x, flame_head, frame, dirs)
-    (out.points.square().sum() + out.dirs.sum() + warp.regularizers(x, frame).total).backward()
-    latent_grad = warp.latent.weight.grad
+    out = field(x, flame_head, frame, dirs)
+    (out.points.square().sum() + out.dirs.sum() + field.regularizers(x, frame).total).backward()
+    latent_grad = field.latent.weight.grad
     assert latent_grad[0].abs().sum() > 0 and latent_grad[1:].abs().sum() == 0
-    for name, p in warp.named_parameters():
+    for name, p in field.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
     # The elastic term alone reaches the trunk too (second-order through the Jacobian).
-    warp.zero_grad()
-    warp.regularizers(x, frame).elastic.backward()
-    assert warp.trunk[0].weight.grad.abs().sum() > 0
+    field.zero_grad()
+    field.regularizers(x, frame).elastic.backward()
+    assert field.trunk[0].weight.grad.abs().sum() > 0
 
 
-def test_float32_warp_on_float64_points_and_device(flame_heads, device):
-    warp = active_warp(dtype=torch.float32).to(device)
+def test_float32_field_on_float64_points_and_device(flame_heads, device):
+    field = active_field(dtype=torch.float32).to(device)
     head = flame_heads(device)
     x, frame, dirs = samples(device=device)
-    out = warp(x, head, frame, dirs)
+    out = field(x, head, frame, dirs)
     assert out.points.dtype == torch.float64 and out.points.device == x.device
     torch.testing.assert_close(out.dirs.norm(dim=-1), torch.ones(x.shape[0], dtype=torch.float64, device=device))
 
 
 def test_chain_after_the_rigid_deformer(flame_head):
-    warp = active_warp()
+    field = active_field()
     x, frame, dirs = samples(seed=7)
     rigid = RigidDeformer()(x, flame_head, frame, dirs)
-    chained = DeformerChain(RigidDeformer(), warp)(x, flame_head, frame, dirs)
-    direct = warp(rigid.points, flame_head, frame, rigid.dirs)
+    chained = DeformerChain(RigidDeformer(), field)(x, flame_head, frame, dirs)
+    direct = field(rigid.points, flame_head, frame, rigid.dirs)
     torch.testing.assert_close(chained.points, direct.points, rtol=0, atol=0)
     assert not torch.allclose(chained.points, rigid.points)
 
 
 def test_step_is_saved_with_the_state_dict():
-    warp = ErrorCorrectionWarp(FRAMES, SMALL)
-    warp.set_step(1234)
-    other = ErrorCorrectionWarp(FRAMES, SMALL)
-    other.load_state_dict(warp.state_dict())
-    assert other.step == 1234 and torch.equal(other.latent.weight, warp.latent.weight)
+    field = ErrorCorrectionField(FRAMES, SMALL)
+    field.set_step(1234)
+    other = ErrorCorrectionField(FRAMES, SMALL)
+    other.load_state_dict(field.state_dict())
+    assert other.step == 1234 and torch.equal(other.latent.weight, field.latent.weight)
 
 
 # ---------------------------------------------------------------- bad input
@@ -297,24 +302,24 @@ def test_step_is_saved_with_the_state_dict():
 
 def test_bad_input(flame_head):
     x, frame, dirs = samples()
-    warp = ErrorCorrectionWarp(2, SMALL).train()  # fewer latents than the head has frames
-    warp.set_step(SMALL.start_step)
+    field = ErrorCorrectionField(2, SMALL).train()  # fewer latents than the head has frames
+    field.set_step(SMALL.start_step)
     with raises_naming("frame"):
-        warp(x, flame_head, torch.full_like(frame, 2))
+        field(x, flame_head, torch.full_like(frame, 2))
     with raises_naming("frame"):
-        warp.regularizers(x, 2)
+        field.regularizers(x, 2)
     with raises_naming("frame"):
-        warp(x, flame_head, torch.full_like(frame, FRAMES))  # beyond the head too
+        field(x, flame_head, torch.full_like(frame, FRAMES))  # beyond the head too
     with raises_naming("x"):
-        warp(x[:, :2], flame_head, frame)
+        field(x[:, :2], flame_head, frame)
     with raises_naming("x"):
-        warp.regularizers(torch.full((2, 3), float("nan")), 0)
+        field.regularizers(torch.full((2, 3), float("nan")), 0)
     with raises_naming("omega"):
         log_quaternion_to_rotation(torch.zeros(2, 4))
     with raises_naming("step"):
-        warp.set_step(-1)
+        field.set_step(-1)
     with raises_naming("num_frames"):
-        ErrorCorrectionWarp(0)
+        ErrorCorrectionField(0)
     with raises_naming("latent_dim"):
         ErrorCorrectionConfig(latent_dim=0)
     with raises_naming("start_step"):
@@ -327,3 +332,19 @@ def test_bad_input(flame_head):
         ErrorCorrectionConfig(magnitude_weight=float("nan"))
     with raises_naming("elastic_scale"):
         ErrorCorrectionConfig(elastic_scale=0.0)
+
+
+# ---------------------------------------------------------------- the old names
+
+
+@pytest.mark.parametrize(
+    ("old", "new"), [("ErrorCorrectionWarp", ErrorCorrectionField), ("WarpRegularizers", CorrectionRegularizers)]
+)
+def test_old_names_warn_and_are_the_new_classes(old, new):
+    with pytest.warns(DeprecationWarning, match=f"renamed to {new.__name__}; this alias goes in the next release"):
+        assert getattr(headfields.deformers, old) is new
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the new names do not warn
+        assert getattr(headfields.deformers, new.__name__) is new
+    with pytest.raises(AttributeError, match="NoSuchDeformer"):
+        headfields.deformers.NoSuchDeformer  # noqa: B018

@@ -1,0 +1,67 @@
+"""The kernels launcher: the docstring's example on CPU and CUDA, split CPU launches equal to one launch, chunk
+bounds, Morton order, and the one private Warp attribute it reads (``kernel.adj.args``)."""
+
+from typing import no_type_check
+
+import pytest
+import torch
+import warp as wp
+
+from headfields import kernels
+
+
+@no_type_check  # Warp parameter types are not Python type hints; keep the jaxtyping checker off them.
+@wp.kernel
+def scale(k: float, x: wp.array(dtype=float), y: wp.array(dtype=float)):
+    i = wp.tid()
+    y[i] = k * x[i]
+
+
+def test_the_docstring_example(device):
+    x = torch.rand(100_000, device=device)
+    y = torch.empty_like(x)
+    kernels.launch_rows(scale, x.shape[0], [2.0], [x, y], x.device)
+    assert torch.equal(y, 2 * x)
+
+
+def test_a_split_cpu_launch_equals_one_launch(monkeypatch):
+    x = torch.rand(1000)
+    whole = torch.empty_like(x)
+    kernels.launch_rows(scale, 1000, [3.0], [x, whole], x.device)
+    monkeypatch.setattr(kernels, "MIN_ROWS_PER_THREAD", 100)
+    monkeypatch.setattr(kernels, "num_cpu_threads", lambda: 3)
+    assert kernels.launch_bounds(1000, x.device) == [0, 333, 666, 1000]
+    split = torch.empty_like(x)
+    kernels.launch_rows(scale, 1000, [3.0], [x, split], x.device)
+    assert torch.equal(whole, split)
+
+
+def test_the_kernel_parameters_warp_keeps_privately():
+    # launch_rows reads kernel.adj.args (Warp has no public accessor): fail loudly if Warp changes it.
+    params = scale.adj.args
+    assert [p.label for p in params] == ["k", "x", "y"]
+    assert params[1].type.dtype == wp.float32
+    with pytest.raises(RuntimeError, match="expected 3 arguments, got 2"):
+        kernels.launch_rows(scale, 4, [2.0], [torch.zeros(4)], torch.device("cpu"))
+
+
+@pytest.mark.parametrize("rows", [7, 16_777_217, 33_554_435, 2**40 + 3])
+@pytest.mark.parametrize("chunks", [1, 2, 3, 16])
+def test_chunk_bounds_cover_every_row_exactly_once(rows, chunks):
+    bounds = kernels.chunk_bounds(rows, chunks)
+    assert bounds[0] == 0 and bounds[-1] == rows and len(bounds) == chunks + 1
+    sizes = [hi - lo for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
+    assert min(sizes) >= 0 and max(sizes) - min(sizes) <= 1
+
+
+def test_morton_order_is_a_permutation_grouped_by_frame():
+    g = torch.Generator().manual_seed(0)
+    points = torch.rand(500, 3, generator=g)
+    frame = torch.randint(0, 3, (500,), generator=g)
+    order = kernels.morton_order(points, frame)
+    assert torch.equal(order.sort().values, torch.arange(500))
+    assert bool((frame[order].diff() >= 0).all())
+    # Along the curve, consecutive points are much closer than random pairs.
+    alone = kernels.morton_order(points)
+    step = (points[alone].diff(dim=0)).norm(dim=1).mean()
+    assert step < 0.5 * (points - points[torch.randperm(500, generator=g)]).norm(dim=1).mean()
