@@ -16,10 +16,11 @@ from pathlib import Path
 
 import torch
 
-from headfields.data import cached_synthetic_video, load_insta_dataset
+from headfields.data import load_insta_dataset
 from headfields.deformers import RigidDeformer, RigidDeformerConfig
 from headfields.models.insta import Insta, InstaConfig
 from headfields.parametric import load_model
+from headfields.synthetic import cached_synthetic_video
 from headfields.training import TrainingConfig
 
 from avatars import train_variant

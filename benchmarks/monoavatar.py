@@ -18,9 +18,10 @@ from pathlib import Path
 
 import torch
 
-from headfields.data import cached_synthetic_video, load_insta_dataset
+from headfields.data import load_insta_dataset
 from headfields.models.monoavatar import MonoAvatar, cpu_config
 from headfields.parametric import load_model
+from headfields.synthetic import cached_synthetic_video
 from headfields.training import TrainingConfig
 
 from avatars import train_variant

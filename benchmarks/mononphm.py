@@ -22,12 +22,13 @@ from pathlib import Path
 
 import torch
 
-from headfields.data import cached_synthetic_video, load_insta_dataset
+from headfields.data import load_insta_dataset
 from headfields.geometry import TriangleMesh, ray_intersect
 from headfields.metrics import chamfer_distance
 from headfields.models.mononphm import MonoNphm, cpu_config
 from headfields.models.mononphm_tracking import TrackingConfig, frame_error, track_frame
 from headfields.parametric import load_model
+from headfields.synthetic import cached_synthetic_video
 from headfields.training import TrainingConfig
 
 from avatars import train_variant

@@ -20,11 +20,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from headfields.data import SyntheticVideoConfig, cached_synthetic_video, load_insta_dataset
+from headfields.data import load_insta_dataset
 from headfields.metrics import psnr
 from headfields.models.portrait360 import Portrait360, Portrait360Config
 from headfields.parametric import load_model
 from headfields.renderers import BACK, FRONT, SIDE
+from headfields.synthetic import SyntheticVideoConfig, cached_synthetic_video
 from headfields.training import TrainingConfig
 
 from avatars import train_variant

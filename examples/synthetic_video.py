@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image
 
 from headfields.data import FrameSet, load_insta_dataset
-from headfields.data.synthetic import SyntheticVideoConfig, make_synthetic_video
+from headfields.synthetic.video import SyntheticVideoConfig, make_synthetic_video
 
 
 def _label_colours(count: int) -> np.ndarray:

@@ -30,7 +30,8 @@ def box_mesh(device):
 @pytest.fixture(scope="session")
 def tiny_video(tmp_path_factory):
     """A tiny synthetic video for model tests: (train, test) FrameSets of 5 and 2 frames at 16 px."""
-    from headfields.data import SyntheticVideoConfig, load_insta_dataset, make_synthetic_video
+    from headfields.data import load_insta_dataset
+    from headfields.synthetic import SyntheticVideoConfig, make_synthetic_video
 
     config = SyntheticVideoConfig(num_frames=8, num_val=1, num_test=2, resolution=16, episode_frames=2)
     root = make_synthetic_video(tmp_path_factory.mktemp("video"), config)
@@ -40,7 +41,8 @@ def tiny_video(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_orbit_video(tmp_path_factory):
     """A tiny 360-degree video (the SMPL-X bust turning once): (train, test) FrameSets of 13 and 4 frames at 16 px."""
-    from headfields.data import SyntheticVideoConfig, load_insta_dataset, make_synthetic_video
+    from headfields.data import load_insta_dataset
+    from headfields.synthetic import SyntheticVideoConfig, make_synthetic_video
 
     config = SyntheticVideoConfig(
         num_frames=18, num_val=1, num_test=4, resolution=16, episode_frames=3, orbit=True, orbit_turns=1.0

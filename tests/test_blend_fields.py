@@ -13,7 +13,8 @@ import torch
 
 from headfields.deformers import BlendFieldConfig, BlendFieldDeformer
 from headfields.encoders import HashGridConfig
-from headfields.parametric import load_model, write_synthetic_flame
+from headfields.parametric import load_model
+from headfields.synthetic import write_synthetic_flame
 
 from helpers import raises_naming
 

@@ -21,7 +21,8 @@ from headfields.deformers import (
     RigidDeformer,
     find_preimage,
 )
-from headfields.parametric import load_model, write_synthetic_flame
+from headfields.parametric import load_model
+from headfields.synthetic import write_synthetic_flame
 
 from helpers import raises_naming
 

@@ -10,9 +10,10 @@ import pytest
 import torch
 from smplx.lbs import lbs
 
-from headfields.parametric import add_mouth_interior, load_model, read_model_file, write_synthetic_flame
+from headfields.parametric import add_mouth_interior, load_model, read_model_file
 from headfields.parametric.model import ParametricModel
 from headfields.parametric.mouth import MOUTH_DEPTH, MOUTH_RINGS
+from headfields.synthetic import write_synthetic_flame
 
 from helpers import raises_naming
 

@@ -8,14 +8,8 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from headfields.geometry import TriangleMesh, face_normals, sample_surface
-from headfields.parametric import (
-    blend_transforms,
-    load_model,
-    skin_points,
-    skinning_weights,
-    transform_points,
-    write_synthetic_flame,
-)
+from headfields.parametric import blend_transforms, load_model, skin_points, skinning_weights, transform_points
+from headfields.synthetic import write_synthetic_flame
 
 from helpers import raises_naming
 from model_files import (

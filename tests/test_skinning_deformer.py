@@ -18,7 +18,8 @@ from headfields.deformers import (
     TriangleFrameDeformer,
 )
 from headfields.geometry import face_normals, sample_near_surface
-from headfields.parametric import load_model, write_synthetic_smplx
+from headfields.parametric import load_model
+from headfields.synthetic import write_synthetic_smplx
 
 from helpers import raises_naming
 from model_files import (

@@ -2,8 +2,9 @@
 
 import torch
 
-from headfields.data import SyntheticVideoConfig, load_insta_dataset, load_subject, make_synthetic_video
+from headfields.data import load_insta_dataset, load_subject
 from headfields.parametric import load_model
+from headfields.synthetic import SyntheticVideoConfig, make_synthetic_video
 
 from helpers import raises_naming
 

@@ -11,14 +11,14 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from headfields.geometry import TriangleMesh, ray_intersect
-from headfields.parametric._synthetic_mesh import LIP_GAP
-from headfields.parametric.synthetic import (
+from headfields.synthetic import (
     REGION_NAMES,
     SMPLX_REGION_NAMES,
     SYNTHETIC_EXPRESSIONS,
     write_synthetic_flame,
     write_synthetic_smplx,
 )
+from headfields.synthetic._head_mesh import LIP_GAP
 
 from helpers import raises_naming
 

@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from headfields.data import cached_synthetic_video, load_insta_dataset
-from headfields.data._appearance import head_appearance
-from headfields.data.synthetic import EXPRESSION_CHANNELS, SyntheticVideoConfig, make_synthetic_video
+from headfields.data import load_insta_dataset
 from headfields.geometry import TriangleMesh, ray_intersect
 from headfields.parametric import load_model
-from headfields.parametric.synthetic import SYNTHETIC_EXPRESSIONS
 from headfields.renderers.cameras import pixel_rays, project_points
+from headfields.synthetic import SYNTHETIC_EXPRESSIONS, cached_synthetic_video
+from headfields.synthetic._appearance import head_appearance
+from headfields.synthetic.video import EXPRESSION_CHANNELS, SyntheticVideoConfig, make_synthetic_video
 
 from helpers import raises_naming
 from model_files import smplx_flame, smplx_flame_output

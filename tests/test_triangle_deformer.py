@@ -21,7 +21,8 @@ from headfields.deformers import (
     TriangleFrameDeformer,
 )
 from headfields.geometry import box, sample_near_surface, sample_surface, uv_sphere
-from headfields.parametric import Head, load_model, write_synthetic_flame
+from headfields.parametric import Head, load_model
+from headfields.synthetic import write_synthetic_flame
 
 from helpers import raises_naming
 

@@ -12,7 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from headfields.geometry import UVRaster, interpolate_uv, rasterize_uv, sample_uv, vertex_uvs
-from headfields.parametric import load_model, write_synthetic_flame
+from headfields.parametric import load_model
+from headfields.synthetic import write_synthetic_flame
 
 from helpers import raises_naming
 

@@ -83,7 +83,8 @@ def test_view_bins_edges():
 def orbit_video(tmp_path_factory):
     """A 21-frame orbit: 20 training and validation frames make one turn in yaw steps of 18 degrees, never within
     6 degrees of a bin edge."""
-    from headfields.data import SyntheticVideoConfig, load_insta_dataset, make_synthetic_video
+    from headfields.data import load_insta_dataset
+    from headfields.synthetic import SyntheticVideoConfig, make_synthetic_video
 
     config = SyntheticVideoConfig(
         num_frames=21, num_val=1, num_test=1, resolution=8, supersampling=1, episode_frames=4, orbit=True, orbit_turns=1.0

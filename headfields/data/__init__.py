@@ -1,19 +1,19 @@
-"""Data: the INSTA / NeRFace ``transforms.json`` dataset format (one loader for real captures and the synthetic
-video) and its writer, the synthetic head video generator, and :func:`load_subject`, which gives an example script its
-frames and parametric model."""
+"""Data: the frame container (:class:`FrameSet`), the reader and writer of the INSTA / NeRFace ``transforms.json``
+dataset format (one loader for real captures and the synthetic video), and :func:`load_subject`, which gives an
+example script its frames and parametric model. The synthetic video itself is in ``headfields.synthetic``."""
 
+from typing import Any
+
+from .._moved import moved
 from ._io import write_obj
-from .insta import (
-    BACKGROUND_LABEL,
-    DEFAULT_INTEGER_DEPTH_SCALE,
-    SPLITS,
-    FrameSet,
-    TrackedParams,
-    load_insta_dataset,
-    save_insta_dataset,
-)
+from .frames import BACKGROUND_LABEL, SPLITS, FrameSet, TrackedParams
+from .insta_reader import load_insta_dataset
+from .insta_writer import DEFAULT_INTEGER_DEPTH_SCALE, save_insta_dataset
 from .subject import Subject, load_subject
-from .synthetic import SyntheticVideoConfig, cached_synthetic_video, make_synthetic_video
+
+# Deprecated aliases (moved to headfields.synthetic), resolved on first use by __getattr__: headfields.synthetic
+# imports this package, so importing it here would be a cycle. Still in __all__ while the README lists them here.
+_MOVED_TO_SYNTHETIC = ("SyntheticVideoConfig", "cached_synthetic_video", "make_synthetic_video")
 
 __all__ = [
     "BACKGROUND_LABEL",
@@ -30,3 +30,9 @@ __all__ = [
     "save_insta_dataset",
     "write_obj",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MOVED_TO_SYNTHETIC:
+        return moved(__name__, name, "headfields.synthetic")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

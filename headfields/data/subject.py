@@ -5,13 +5,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from ..parametric import load_model
 from ..parametric.model import ParametricModel
-from .insta import SPLITS, FrameSet, load_insta_dataset
-from .synthetic import SyntheticVideoConfig, cached_synthetic_video
+from .frames import SPLITS, FrameSet
+from .insta_reader import load_insta_dataset
+
+if TYPE_CHECKING:  # headfields.synthetic imports this package: load_subject imports it when it renders the video
+    from ..synthetic import SyntheticVideoConfig
 
 
 @dataclass
@@ -35,7 +39,11 @@ def load_subject(
     ``model_type`` where the dataset names no type)."""
     if eval_split not in SPLITS or eval_split == "train":
         raise ValueError(f"eval_split: expected a held-out split of {[s for s in SPLITS if s != 'train']}, got {eval_split!r}")
-    root = Path(data) if data is not None else cached_synthetic_video(video)
+    if data is None:
+        from ..synthetic import cached_synthetic_video
+
+        data = cached_synthetic_video(video)
+    root = Path(data)
     train = load_insta_dataset(root, "train")
     held_out = load_insta_dataset(root, eval_split)
     path = model if model is not None else train.model_path

@@ -1,13 +1,19 @@
 """Parametric heads: FLAME and SMPL-X from their official files (chumpy pickles included, without chumpy),
-evaluated into a :class:`Head` for B frames, linear blend skinning of arbitrary points, a mouth cavity for
-FLAME's open lips, and small synthetic model files in the official formats for tests and demos."""
+evaluated into a :class:`Head` for B frames, linear blend skinning of arbitrary points, and a mouth cavity for
+FLAME's open lips. Small synthetic model files in the official formats are in ``headfields.synthetic``."""
 
+from typing import Any
+
+from .._moved import moved
 from .files import read_model_file
 from .head import Head
 from .model import ParametricModel, load_model
 from .mouth import add_mouth_interior
 from .skinning import SkinningWeights, blend_transforms, skin_points, skinning_weights, transform_points
-from .synthetic import SYNTHETIC_EXPRESSIONS, write_synthetic_flame, write_synthetic_smplx
+
+# Deprecated aliases (moved to headfields.synthetic), resolved on first use by __getattr__: headfields.synthetic
+# imports this package, so importing it here would be a cycle. Still in __all__ while the README lists them here.
+_MOVED_TO_SYNTHETIC = ("SYNTHETIC_EXPRESSIONS", "write_synthetic_flame", "write_synthetic_smplx")
 
 __all__ = [
     "SYNTHETIC_EXPRESSIONS",
@@ -24,3 +30,9 @@ __all__ = [
     "write_synthetic_flame",
     "write_synthetic_smplx",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MOVED_TO_SYNTHETIC:
+        return moved(__name__, name, "headfields.synthetic")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

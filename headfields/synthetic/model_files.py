@@ -1,7 +1,7 @@
 """Small synthetic FLAME and SMPL-X model files in the official formats, which smplx itself loads.
 
 Real FLAME / SMPL-X files need a licence, so tests, demos and the synthetic head video use these. The head
-(geometry in ``_synthetic_mesh.py``) has a mouth that opens with the jaw, eyes that rotate in place, UVs and
+(geometry in ``_head_mesh.py``) has a mouth that opens with the jaw, eyes that rotate in place, UVs and
 region labels; here it gets its rig: joints (regressor rows that average vertex sets), skinning weights,
 300 shape and 100 expression directions (the first few named, the rest smooth random fields), pose
 correctives and the landmark embedding. Same seed, same bytes.
@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from .._checks import check_count
-from . import _synthetic_mesh as mesh
-from ._synthetic_mesh import REGION_NAMES, HeadMesh, smoothstep
+from . import _head_mesh as mesh
+from ._head_mesh import REGION_NAMES, HeadMesh, smoothstep
 
 __all__ = [
     "REGION_NAMES",

@@ -5,7 +5,7 @@ The head is a latitude-longitude grid deformed into a skull, a lower face and a 
 brows, lips and chin. The grid is cut along the mouth row between the mouth corners (upper- and lower-lip edge
 vertices are separate, the corners shared), and a pocket joins the two edges behind the lips, so an open jaw
 shows the pocket, not a hole. Coordinates: metres, y up, the face looks along +z, x towards the subject's left.
-Everything is deterministic numpy float64; the seed only enters the blend-shape fields (``synthetic.py``).
+Everything is deterministic numpy float64; the seed only enters the blend-shape fields (``model_files.py``).
 """
 
 from __future__ import annotations

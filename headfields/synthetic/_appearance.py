@@ -18,7 +18,7 @@ from torch import Tensor
 
 from ..geometry import vertex_normals
 from ..parametric.model import ParametricModel
-from ..parametric.synthetic import SYNTHETIC_EXPRESSIONS
+from .model_files import SYNTHETIC_EXPRESSIONS
 
 # Albedo per region (linear RGB in [0, 1]); regions missing from a model are simply unused.
 REGION_COLOURS: dict[str, tuple[float, float, float]] = {

@@ -27,14 +27,14 @@ import torch
 from torch import Tensor
 
 from .._checks import check_count, check_positive
+from ..data import BACKGROUND_LABEL, FrameSet, TrackedParams, save_insta_dataset
 from ..geometry import ray_intersect
 from ..parametric import load_model
 from ..parametric.head import Head
 from ..parametric.model import ParametricModel
-from ..parametric.synthetic import SYNTHETIC_EXPRESSIONS, write_synthetic_flame, write_synthetic_smplx
 from ..renderers.cameras import PinholeCameras, look_at, pixel_rays
 from ._appearance import HeadAppearance, head_appearance
-from .insta import BACKGROUND_LABEL, FrameSet, TrackedParams, save_insta_dataset
+from .model_files import SYNTHETIC_EXPRESSIONS, write_synthetic_flame, write_synthetic_smplx
 
 # Episode channels: two expression directions of the synthetic model and the jaw. Amplitudes are the peak
 # coefficient (expression) or angle in radians (jaw) an episode reaches, scaled by a random 0.6-1.0.

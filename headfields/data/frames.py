@@ -1,0 +1,155 @@
+"""The frame container: :class:`FrameSet`, one split of a dataset (cameras, images and whatever per-frame data
+a capture has), and :class:`TrackedParams`, the parametric-model parameters tracked for its frames. What the
+readers return, the writer takes and the models train on."""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import torch
+from jaxtyping import Bool, Float, Int, UInt8
+from torch import Tensor
+
+from .._checks import check_float, check_int, check_shape
+from ..renderers.cameras import PinholeCameras
+
+SPLITS = ("train", "val", "test")
+MODEL_TYPES = ("flame", "smplx")
+BACKGROUND_LABEL = 0  # the segmentation label of pixels that show no subject
+PARAM_KEYS = ("shape", "expression", "pose", "translation")
+
+
+@dataclass
+class TrackedParams:
+    """Tracked parametric-model parameters of N frames (one identity), in headfields' pose convention."""
+
+    shape: Float[Tensor, " S"]
+    expression: Float[Tensor, "N E"]
+    pose: Float[Tensor, "N J 3"]  # axis-angle per joint, smplx's joint order
+    translation: Float[Tensor, "N 3"]
+
+    def __post_init__(self) -> None:
+        n = self.expression.shape[0] if isinstance(self.expression, Tensor) else None
+        for name, dims in (("shape", [None]), ("expression", [n, None]), ("pose", [n, None, 3]), ("translation", [n, 3])):
+            check_float(name, getattr(self, name), dims)
+
+    @property
+    def num_frames(self) -> int:
+        return self.expression.shape[0]
+
+    def to(self, device: torch.device | str) -> TrackedParams:
+        return TrackedParams(*(getattr(self, k).to(device) for k in PARAM_KEYS))
+
+    def select(self, frames: Int[Tensor, " K"]) -> TrackedParams:
+        """The parameters of the given frames, in that order (the shape is shared)."""
+        return TrackedParams(self.shape, self.expression[frames], self.pose[frames], self.translation[frames])
+
+
+@dataclass
+class FrameSet:
+    """One split of a dataset: N frames with shared intrinsics and whatever per-frame data it has.
+
+    The loader fills ``root`` and ``image_paths``; a FrameSet built in memory for the writer leaves them None.
+    """
+
+    split: str
+    cameras: PinholeCameras
+    images: UInt8[Tensor, "N H W 3"]
+    masks: Bool[Tensor, "N H W"] | None = None  # foreground (the reader: alpha >= ALPHA_THRESHOLD)
+    depths: Float[Tensor, "N H W"] | None = None  # metres along the camera z axis; 0 = no depth
+    segmentation: UInt8[Tensor, "N H W"] | None = None  # region labels, see segmentation_labels
+    expression: Float[Tensor, "N E"] | None = None  # exp_path files or NeRFace's inline lists
+    params: TrackedParams | None = None
+    mesh_vertices: Float[Tensor, "N V 3"] | None = None  # posed tracked mesh per frame
+    mesh_faces: Int[Tensor, "F 3"] | None = None
+    model_type: str | None = None  # "flame" | "smplx"
+    model_path: Path | None = None  # folder of the model files
+    segmentation_labels: dict[str, int] = field(default_factory=dict)
+    root: Path | None = None
+    image_paths: list[Path] | None = None
+
+    def __post_init__(self) -> None:
+        if self.split not in SPLITS:
+            raise ValueError(f"split: expected one of {', '.join(SPLITS)}, got {self.split!r}")
+        if not isinstance(self.cameras, PinholeCameras):
+            raise TypeError(f"cameras: expected PinholeCameras, got {type(self.cameras).__name__}")
+        n, h, w = self.cameras.num_frames, self.cameras.height, self.cameras.width
+        _check_dtype("images", self.images, [n, h, w, 3], torch.uint8)
+        if self.masks is not None:
+            _check_dtype("masks", self.masks, [n, h, w], torch.bool)
+        if self.depths is not None:
+            check_float("depths", self.depths, [n, h, w])
+            if (self.depths < 0).any():
+                raise ValueError("depths: expected non-negative depths in metres (0 = no depth), got negative values")
+        if self.segmentation is not None:
+            _check_dtype("segmentation", self.segmentation, [n, h, w], torch.uint8)
+        if self.expression is not None:
+            check_float("expression", self.expression, [n, None])
+        if self.params is not None and self.params.num_frames != n:
+            raise ValueError(f"params: expected parameters of {n} frames (the cameras'), got {self.params.num_frames}")
+        if (self.mesh_vertices is None) != (self.mesh_faces is None):
+            raise ValueError("mesh_faces: expected mesh_vertices and mesh_faces together, got only one of them")
+        if self.mesh_vertices is not None:
+            check_float("mesh_vertices", self.mesh_vertices, [n, None, 3])
+            check_int("mesh_faces", self.mesh_faces, [None, 3], upper=self.mesh_vertices.shape[1])
+        if self.model_type is not None and self.model_type not in MODEL_TYPES:
+            raise ValueError(f"model_type: expected one of {', '.join(MODEL_TYPES)} or None, got {self.model_type!r}")
+        if (self.model_type is None) != (self.model_path is None):
+            raise ValueError("model_path: expected model_type and model_path together, got only one of them")
+        if self.model_path is not None:
+            self.model_path = Path(self.model_path)
+        for name, label in self.segmentation_labels.items():
+            if not isinstance(name, str) or isinstance(label, bool) or not isinstance(label, numbers.Integral):
+                raise TypeError(f"segmentation_labels: expected {{region name: integer label}}, got {name!r}: {label!r}")
+            if not 0 <= label <= 255:
+                raise ValueError(f"segmentation_labels: expected labels in [0, 255], got {name!r}: {label}")
+        if self.image_paths is not None and len(self.image_paths) != n:
+            raise ValueError(f"image_paths: expected {n} paths (one per frame), got {len(self.image_paths)}")
+
+    def __len__(self) -> int:
+        return self.cameras.num_frames
+
+    @property
+    def num_frames(self) -> int:
+        return self.cameras.num_frames
+
+    def select(self, frames: Sequence[int] | Int[Tensor, " K"]) -> FrameSet:
+        """Frames ``frames`` of this split, in that order: every per-frame field sliced, the shared ones kept."""
+        index = torch.as_tensor(frames, dtype=torch.long, device=self.cameras.device).reshape(-1)
+        cameras = self.cameras.select(index)  # checks the indices, naming ``frames``
+
+        def pick(x: Tensor | None) -> Tensor | None:
+            return None if x is None else x[index.to(x.device)]
+
+        return replace(
+            self,
+            cameras=cameras,
+            images=pick(self.images),
+            masks=pick(self.masks),
+            depths=pick(self.depths),
+            segmentation=pick(self.segmentation),
+            expression=pick(self.expression),
+            params=None if self.params is None else self.params.select(index.to(self.params.expression.device)),
+            mesh_vertices=pick(self.mesh_vertices),
+            segmentation_labels=dict(self.segmentation_labels),
+            image_paths=None if self.image_paths is None else [self.image_paths[i] for i in index.tolist()],
+        )
+
+    def to(self, device: torch.device | str) -> FrameSet:
+        """The same frames with every tensor on ``device``."""
+
+        def move(x):
+            return None if x is None else x.to(device)
+
+        tensors = ("images", "masks", "depths", "segmentation", "expression", "params", "mesh_vertices", "mesh_faces")
+        moved = {name: move(getattr(self, name)) for name in tensors}
+        return replace(self, cameras=self.cameras.to(device), segmentation_labels=dict(self.segmentation_labels), **moved)
+
+
+def _check_dtype(name: str, x: Tensor, shape: list[int], dtype: torch.dtype) -> None:
+    check_shape(name, x, shape)
+    if x.dtype != dtype:
+        raise TypeError(f"{name}: expected a {dtype} tensor, got {x.dtype}")

@@ -1,0 +1,234 @@
+"""The reader of the INSTA / NeRFace ``transforms.json`` dataset format: :func:`load_insta_dataset`, one loader
+for real captures and the synthetic video (the writer, ``insta_writer.py``, writes what it reads).
+
+A dataset folder holds ``transforms_train.json``, ``transforms_val.json`` and ``transforms_test.json`` (as
+INSTA writes them). A single ``transforms.json`` is accepted too: its frames are all "train", unless it lists
+each split's frames by ``file_path`` in top-level ``train_filenames`` / ``val_filenames`` / ``test_filenames``
+(nerfstudio's convention).
+
+Top level: ``fl_x, fl_y, cx, cy, w, h`` (pixels; ``camera_angle_x`` / ``camera_angle_y`` in radians stand in
+for missing focal lengths, ``cx, cy`` default to the image centre, ``w, h`` to the first image's size), or
+NeRFace's ``intrinsics: [fx, fy, cx, cy]`` with ``cx, cy`` relative to the image size. ``integer_depth_scale``:
+metres per depth-PNG unit (instant-ngp / INSTA multiply: ``metres = png value * integer_depth_scale``).
+Per frame: ``transform_matrix`` (4x4 camera to world), ``file_path`` (relative to the folder; without an
+extension, ``.png`` then ``.jpg`` is tried), and optionally ``mesh_path`` (OBJ of the posed tracked mesh),
+``exp_path`` (text file of expression coefficients) or NeRFace's inline ``expression`` list, ``depth_path``
+(16-bit PNG, 0 = no depth) and ``seg_mask_path`` (8-bit PNG of region labels). An optional key must be on
+every frame of a file or on none.
+
+Camera axes: INSTA's matrices are in OpenCV axes (+x right, +y down, +z forward), NeRFace's in OpenGL axes
+(+y up, +z backward, and pixel ``i`` sampled at ``i`` rather than ``i + 0.5``); a file with NeRFace's
+``intrinsics`` list is read as OpenGL unless it says otherwise. The top-level ``camera_convention``
+("opencv" | "opengl") makes it explicit; loaded cameras are always OpenCV (see ``headfields.renderers``).
+
+headfields' own optional extensions (real captures do not have them): per frame ``params_path`` (an ``.npz``
+with the tracked parameters ``shape [S]``, ``expression [E]``, ``pose [J,3]``, ``translation [3]``), and at
+top level ``model`` (``{"type": "flame" | "smplx", "path": folder of the model files, relative}``) and
+``segmentation_labels`` (``{region name: label in the seg PNGs}``; 0 is background).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..renderers.cameras import PinholeCameras, check_rigid
+from . import _io
+from ._transforms_json import (
+    TransformsJson,
+    camera_matrix,
+    check_same,
+    image_path,
+    intrinsics,
+    model_folder,
+    optional_key,
+    segmentation_labels,
+    split_frames,
+)
+from .frames import PARAM_KEYS, SPLITS, FrameSet, TrackedParams
+
+CAMERA_CONVENTIONS = ("opencv", "opengl")
+# Alpha at or above this is foreground (an RGBA PNG's alpha -> mask).
+ALPHA_THRESHOLD = 128
+_PARAM_SHAPES = {"shape": ["S"], "expression": ["E"], "pose": ["J", 3], "translation": [3]}  # per frame, in .npz files
+# OpenGL camera axes (+y up, +z backward) -> OpenCV (+y down, +z forward): flip the y and z columns.
+_GL_TO_CV = torch.diag(torch.tensor([1.0, -1.0, -1.0, 1.0]))
+
+
+def load_insta_dataset(root: str | os.PathLike, split: str = "train") -> FrameSet:
+    """Read split ``split`` ("train", "val" or "test") of the dataset in folder ``root``.
+
+    Tensors come back on the CPU (``FrameSet.to`` moves them): images uint8, masks from an RGBA image's
+    alpha, depths in metres (float32), camera_to_world float32 in OpenCV axes.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"split: expected one of {', '.join(SPLITS)}, got {split!r}")
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: dataset folder not found")
+    path, combined = root / f"transforms_{split}.json", False
+    if not path.is_file():
+        if not (root / "transforms.json").is_file():
+            raise FileNotFoundError(f"{path}: transforms file not found (nor a single {root / 'transforms.json'})")
+        path, combined = root / "transforms.json", True
+    meta = TransformsJson(path)
+    frames = split_frames(meta, split, combined)
+    position = {id(f): k for k, f in enumerate(meta.frames)}
+    index = [position[id(f)] for f in frames]  # positions in the file, for error messages
+
+    image_paths = [image_path(meta, root, i, f) for i, f in zip(index, frames, strict=True)]
+    colors, alphas = zip(*(_io.read_color(p) for p in image_paths), strict=True)
+    first_size = (colors[0].shape[1], colors[0].shape[0])
+    fx, fy, cx, cy, w, h = intrinsics(meta, first_size)
+    for i, p, c in zip(index, image_paths, colors, strict=True):
+        if (c.shape[1], c.shape[0]) != (w, h):
+            origin = f"w, h of {meta.path}" if "w" in meta.data else f"the first image's, {image_paths[0]}"
+            raise ValueError(f"{p}: expected {w}x{h} pixels ({origin}), got {c.shape[1]}x{c.shape[0]} (frames[{i}])")
+    if any(a is not None for a in alphas) and not all(a is not None for a in alphas):
+        k = [a is None for a in alphas].index(alphas[0] is not None)
+        raise ValueError(f"{image_paths[k]}: has {'no ' if alphas[k] is None else ''}alpha channel unlike {image_paths[0]}")
+
+    convention = meta.data.get("camera_convention", "opengl" if "intrinsics" in meta.data else "opencv")
+    if convention not in CAMERA_CONVENTIONS:
+        raise meta.error("camera_convention", f"expected one of {', '.join(CAMERA_CONVENTIONS)}, got {convention!r}")
+    matrices = torch.from_numpy(np.stack([camera_matrix(meta, i, f) for i, f in zip(index, frames, strict=True)]))
+    if convention == "opengl":
+        matrices = matrices @ _GL_TO_CV.double()
+    for i, m in zip(index, matrices, strict=True):
+        try:
+            check_rigid("transform_matrix", m[None])
+        except ValueError as e:
+            raise meta.error(f"frames[{i}].transform_matrix", str(e).removeprefix("transform_matrix: ")) from e
+    cameras = PinholeCameras(fx, fy, cx, cy, w, h, matrices.float())
+
+    labels = segmentation_labels(meta)
+    model_type, model_path = model_folder(meta, root)
+    has = {key: optional_key(meta, frames, key, index) for key in ("depth_path", "seg_mask_path", "params_path", "mesh_path")}
+    depths = _depths(meta, root, index, frames, (h, w)) if has["depth_path"] else None
+    segmentation = _segmentation(meta, root, index, frames, (h, w)) if has["seg_mask_path"] else None
+    expression = _expression(meta, root, index, frames)
+    params = _params(meta, root, index, frames) if has["params_path"] else None
+    mesh_vertices, mesh_faces = _meshes(meta, root, index, frames) if has["mesh_path"] else (None, None)
+    return FrameSet(  # its checks cover the optional fields as for a FrameSet built in memory
+        split=split,
+        cameras=cameras,
+        images=torch.from_numpy(np.stack(colors)),
+        masks=None if alphas[0] is None else torch.from_numpy(np.stack(alphas) >= ALPHA_THRESHOLD),
+        depths=depths,
+        segmentation=segmentation,
+        expression=expression,
+        params=params,
+        mesh_vertices=mesh_vertices,
+        mesh_faces=mesh_faces,
+        model_type=model_type,
+        model_path=model_path,
+        segmentation_labels=labels,
+        root=root,
+        image_paths=image_paths,
+    )
+
+
+def _file(meta: TransformsJson, root: Path, i: int, frame: dict[str, Any], key: str) -> Path:
+    return root / meta.text(f"frames[{i}].{key}", frame[key])
+
+
+def _depths(meta: TransformsJson, root: Path, index: list[int], frames: list[dict], size: tuple[int, int]) -> Tensor:
+    if "integer_depth_scale" not in meta.data:
+        raise meta.error("integer_depth_scale", "missing key (the frames have depth_path)")
+    scale = meta.number("integer_depth_scale", meta.data["integer_depth_scale"], positive=True)
+    units = _images(meta, root, index, frames, "depth_path", "depth image", _io.read_uint16, size)
+    return torch.from_numpy((units * scale).astype(np.float32))
+
+
+def _segmentation(meta: TransformsJson, root: Path, index: list[int], frames: list[dict], size: tuple[int, int]) -> Tensor:
+    return torch.from_numpy(_images(meta, root, index, frames, "seg_mask_path", "segmentation image", _io.read_labels, size))
+
+
+def _images(
+    meta: TransformsJson,
+    root: Path,
+    index: list[int],
+    frames: list[dict],
+    key: str,
+    what: str,
+    read: Callable[[Path], np.ndarray],
+    size: tuple[int, int],
+) -> np.ndarray:
+    """The ``[N,H,W]`` stack of each frame's image ``key`` read with ``read``, all of ``size`` (h, w)."""
+    images = []
+    for i, frame in zip(index, frames, strict=True):
+        path = _io.require_file(_file(meta, root, i, frame, key), f"{what} (frames[{i}].{key})")
+        values = read(path)
+        check_same(meta, path, f"a {what} of size (h, w)", values.shape, size)
+        images.append(values)
+    return np.stack(images)
+
+
+def _expression(meta: TransformsJson, root: Path, index: list[int], frames: list[dict]) -> Tensor | None:
+    from_files = optional_key(meta, frames, "exp_path", index)
+    inline = optional_key(meta, frames, "expression", index)
+    if not (from_files or inline):
+        return None
+    rows, source = [], "exp_path" if from_files else "expression"
+    for i, frame in zip(index, frames, strict=True):
+        if from_files:
+            path = _io.require_file(_file(meta, root, i, frame, "exp_path"), f"expression file (frames[{i}].exp_path)")
+            row = _io.read_vector(path)
+        else:
+            path, value = meta.path, frame["expression"]
+            if not isinstance(value, list) or not value or not all(_is_number(v) for v in value):
+                raise meta.error(f"frames[{i}].expression", f"expected a list of numbers, got {value!r}"[:300])
+            row = np.asarray(value, dtype=np.float32)
+        if rows and row.shape != rows[0].shape:
+            raise ValueError(
+                f"{path}: frames[{i}].{source}: expected {rows[0].size} coefficients (as frames[{index[0]}]), got {row.size}"
+            )
+        rows.append(row)
+    return torch.from_numpy(np.stack(rows))
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _params(meta: TransformsJson, root: Path, index: list[int], frames: list[dict]) -> TrackedParams:
+    loaded = []
+    for i, frame in zip(index, frames, strict=True):
+        path = _file(meta, root, i, frame, "params_path")
+        arrays = _io.read_npz(_io.require_file(path, f"parameter file (frames[{i}].params_path)"), PARAM_KEYS)
+        for key, a in arrays.items():
+            expected = _PARAM_SHAPES[key]
+            if a.ndim != len(expected) or any(isinstance(e, int) and e != n for e, n in zip(expected, a.shape, strict=True)):
+                raise ValueError(f"{path}: {key}: expected shape {expected}, got {list(a.shape)}")
+            if not np.issubdtype(a.dtype, np.floating) or not np.isfinite(a).all():
+                raise ValueError(f"{path}: {key}: expected finite floating-point values")
+        if loaded:
+            for key in PARAM_KEYS:
+                check_same(meta, path, f"{key} of shape", arrays[key].shape, loaded[0][key].shape)
+            if not np.array_equal(arrays["shape"], loaded[0]["shape"]):
+                raise ValueError(f"{path}: shape: expected the same identity on every frame (as frames[{index[0]}])")
+        loaded.append(arrays)
+    stack = {k: torch.from_numpy(np.stack([a[k] for a in loaded]).astype(np.float32)) for k in PARAM_KEYS}
+    return TrackedParams(stack["shape"][0], stack["expression"], stack["pose"], stack["translation"])
+
+
+def _meshes(meta: TransformsJson, root: Path, index: list[int], frames: list[dict]) -> tuple[Tensor, Tensor]:
+    vertices, faces = [], None
+    for i, frame in zip(index, frames, strict=True):
+        path = _io.require_file(_file(meta, root, i, frame, "mesh_path"), f"mesh (frames[{i}].mesh_path)")
+        v, f = _io.read_obj(path)
+        if faces is not None:
+            check_same(meta, path, "vertices of shape", v.shape, vertices[0].shape)
+            if not np.array_equal(f, faces):
+                raise ValueError(f"{path}: expected the same faces as the first frame's mesh (frames[{index[0]}])")
+        faces = f
+        vertices.append(v)
+    return torch.from_numpy(np.stack(vertices)), torch.from_numpy(faces)

@@ -1,0 +1,141 @@
+"""The writer of the INSTA / NeRFace ``transforms.json`` dataset format: :func:`save_insta_dataset` writes
+FrameSets in INSTA's released layout (what the synthetic video generator uses, and what
+:func:`~headfields.data.load_insta_dataset` reads; the format is described in ``insta_reader.py``)."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .._checks import check_positive
+from . import _io
+from .frames import SPLITS, FrameSet
+
+# Metres per depth-PNG unit written by default: 0.1 mm steps, depths up to 6.5 m (the 16-bit range).
+DEFAULT_INTEGER_DEPTH_SCALE = 1e-4
+# Where the writer puts each kind of file (INSTA's folder names), numbered over all splits.
+_LAYOUT = {
+    "file_path": "images/{:05d}.png",
+    "depth_path": "depth/{:05d}.png",
+    "seg_mask_path": "seg_mask/{:05d}.png",
+    "mesh_path": "meshes/{:05d}.obj",
+    "exp_path": "flame/exp/{:05d}.txt",
+    "params_path": "params/{:05d}.npz",
+}
+
+
+def save_insta_dataset(
+    root: str | os.PathLike,
+    frame_sets: Mapping[str, FrameSet],
+    *,
+    integer_depth_scale: float = DEFAULT_INTEGER_DEPTH_SCALE,
+) -> Path:
+    """Write ``frame_sets`` ({split: FrameSet}) to folder ``root`` in the format :func:`load_insta_dataset`
+    reads, and return ``root``.
+
+    Files are numbered over all splits in train, val, test order under INSTA's folder names (``images/``,
+    ``depth/``, ``seg_mask/``, ``meshes/``, ``flame/exp/``, plus ``params/``); images are RGBA PNGs when the
+    frames have masks. All three ``transforms_{split}.json`` are written (a split not given gets no frames).
+    The model and segmentation labels come from the FrameSets, which must agree on them; the model path is
+    written relative to ``root``. Depths are quantised to ``integer_depth_scale`` metres (16-bit range).
+    """
+    root = Path(root)
+    if not isinstance(frame_sets, Mapping) or not frame_sets:
+        raise ValueError(f"frame_sets: expected a non-empty {{split: FrameSet}} mapping, got {frame_sets!r}"[:200])
+    for split, fs in frame_sets.items():
+        if split not in SPLITS:
+            raise ValueError(f"frame_sets: expected splits among {', '.join(SPLITS)}, got {split!r}")
+        if not isinstance(fs, FrameSet):
+            raise TypeError(f"frame_sets: expected FrameSet values, got {type(fs).__name__} for {split!r}")
+        if fs.split != split:
+            raise ValueError(f"frame_sets: the FrameSet under {split!r} is of split {fs.split!r}")
+    check_positive("integer_depth_scale", integer_depth_scale)
+    first = next(iter(frame_sets.values()))
+    for fs in frame_sets.values():
+        if (fs.model_type, fs.model_path) != (
+            first.model_type,
+            first.model_path,
+        ) or fs.segmentation_labels != first.segmentation_labels:
+            raise ValueError("frame_sets: expected the same model_type, model_path and segmentation_labels in every split")
+    root.mkdir(parents=True, exist_ok=True)
+
+    count = 0
+    for split in SPLITS:
+        fs = frame_sets.get(split)
+        meta = _top_level(fs or first, root, integer_depth_scale)
+        if fs is not None:
+            meta["frames"] = _write_frames(fs.to("cpu"), root, count, integer_depth_scale)
+            count += len(fs)
+        (root / f"transforms_{split}.json").write_text(json.dumps(meta, indent=1) + "\n")
+    return root
+
+
+def _top_level(fs: FrameSet, root: Path, depth_scale: float) -> dict[str, Any]:
+    c = fs.cameras
+    meta: dict[str, Any] = {
+        "fl_x": float(c.fx), "fl_y": float(c.fy), "cx": float(c.cx), "cy": float(c.cy), "w": c.width, "h": c.height,
+        "camera_angle_x": c.fov_x, "camera_angle_y": c.fov_y, "camera_convention": "opencv",
+    }  # fmt: skip
+    if fs.depths is not None:
+        meta["integer_depth_scale"] = depth_scale
+    if fs.model_type is not None:
+        meta["model"] = {"type": fs.model_type, "path": Path(os.path.relpath(fs.model_path, root)).as_posix()}
+    if fs.segmentation_labels:
+        meta["segmentation_labels"] = {k: int(v) for k, v in fs.segmentation_labels.items()}
+    meta["frames"] = []
+    return meta
+
+
+def _write_frames(fs: FrameSet, root: Path, start: int, depth_scale: float) -> list[dict[str, Any]]:
+    if fs.depths is not None:
+        units = torch.round(fs.depths.detach().double() / depth_scale)
+        if units.max() > _io.UINT16_MAX:
+            i = int(units.reshape(len(fs), -1).amax(1).argmax())
+            raise ValueError(
+                f"depths: {fs.split} frame {i} has a depth of {float(fs.depths[i].max()):.4g} m, beyond the "
+                f"{_io.UINT16_MAX * depth_scale:.4g} m that 16 bits hold at integer_depth_scale={depth_scale}"
+            )
+        units = units.to(torch.int64).numpy()
+    c2w = fs.cameras.camera_to_world.detach()
+    present = {
+        "file_path": True,
+        "depth_path": fs.depths is not None,
+        "seg_mask_path": fs.segmentation is not None,
+        "mesh_path": fs.mesh_vertices is not None,
+        "exp_path": fs.expression is not None,
+        "params_path": fs.params is not None,
+    }
+    frames = []
+    for i in range(len(fs)):
+        k = start + i
+        names = {key: pattern.format(k) for key, pattern in _LAYOUT.items() if present[key]}
+        for name in names.values():
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+        frame: dict[str, Any] = {"file_path": names["file_path"], "transform_matrix": c2w[i].tolist()}
+        alpha = None if fs.masks is None else fs.masks[i].numpy().astype(np.uint8) * 255
+        _io.write_color(root / names["file_path"], fs.images[i].numpy(), alpha)
+        if fs.depths is not None:
+            _io.write_uint16(root / names["depth_path"], units[i])
+            frame["depth_path"] = names["depth_path"]
+        if fs.segmentation is not None:
+            _io.write_labels(root / names["seg_mask_path"], fs.segmentation[i].numpy())
+            frame["seg_mask_path"] = names["seg_mask_path"]
+        if fs.mesh_vertices is not None:
+            _io.write_obj(root / names["mesh_path"], fs.mesh_vertices[i].detach().numpy(), fs.mesh_faces.numpy())
+            frame["mesh_path"] = names["mesh_path"]
+        if fs.expression is not None:
+            _io.write_vector(root / names["exp_path"], fs.expression[i].detach().numpy())
+            frame["exp_path"] = names["exp_path"]
+        if fs.params is not None:
+            p = fs.params
+            arrays = {"shape": p.shape, "expression": p.expression[i], "pose": p.pose[i], "translation": p.translation[i]}
+            np.savez(root / names["params_path"], **{key: v.detach().numpy().astype(np.float32) for key, v in arrays.items()})
+            frame["params_path"] = names["params_path"]
+        frames.append(frame)
+    return frames

@@ -1,0 +1,28 @@
+"""Synthetic ground truth for tests, demos and benchmarks, kept apart from the primitives: small FLAME and SMPL-X
+model files in the official formats (:func:`write_synthetic_flame`, :func:`write_synthetic_smplx`) and a tracked
+head video rendered from them in the INSTA format (:func:`make_synthetic_video`, cached by
+:func:`cached_synthetic_video`).
+
+It builds on ``headfields.data`` and ``headfields.parametric``; neither imports it."""
+
+from .model_files import (
+    REGION_NAMES,
+    SMPLX_REGION_NAMES,
+    SYNTHETIC_EXPRESSIONS,
+    SYNTHETIC_SHAPES,
+    write_synthetic_flame,
+    write_synthetic_smplx,
+)
+from .video import SyntheticVideoConfig, cached_synthetic_video, make_synthetic_video
+
+__all__ = [
+    "REGION_NAMES",
+    "SMPLX_REGION_NAMES",
+    "SYNTHETIC_EXPRESSIONS",
+    "SYNTHETIC_SHAPES",
+    "SyntheticVideoConfig",
+    "cached_synthetic_video",
+    "make_synthetic_video",
+    "write_synthetic_flame",
+    "write_synthetic_smplx",
+]
