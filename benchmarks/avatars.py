@@ -12,8 +12,9 @@ import torch
 from PIL import Image
 
 from headfields.data import FrameSet
+from headfields.heads import tracked_head
 from headfields.metrics import psnr
-from headfields.renderers.cameras import image_pixels, pixel_rays
+from headfields.renderers import image_pixels, pixel_rays
 from headfields.training import AvatarModel, TrainingConfig, train
 
 
@@ -38,10 +39,11 @@ def rendering_rays_per_second(model: AvatarModel, frames: FrameSet, repeats: int
     cameras = frames.cameras.to(device)
     pixels = image_pixels(cameras)
     rays = pixel_rays(cameras, 0, pixels)
+    head = tracked_head(model.parametric, frames)
 
     def render() -> None:
         with torch.no_grad():
-            model.render_rays(rays, frames)
+            model.render_rays(rays, head)
 
     return len(pixels) / median_seconds(render, repeats, device)
 

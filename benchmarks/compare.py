@@ -7,8 +7,9 @@ table; and the cost per sample of each deformer and encoder.
     python benchmarks/compare.py --only paper        # the paper models alone (or: mix)
     python benchmarks/compare.py --skip-models       # the primitive tables alone
 
-Models: each trains in a child process of its own (this script with ``--only-exact``; the parent loads the default
-FLAME video once and hands the frames over in a file), with the batch sizes of its own benchmark or example, so
+Models: the paper models and the library's mixes (``headfields.models.mixes``), each in a child process of its own
+(this script with ``--only-exact``; the parent loads the default FLAME video once and hands the frames over in a
+file), with the batch sizes of its own benchmark or mix, so
 its peak memory is its own: on the CPU the growth of the resident set over training, the final evaluation and
 the rays/s renders (the child's peak ``ru_maxrss`` less its resident set before training), on
 CUDA the growth of ``torch.cuda.max_memory_allocated`` over the same span (torch's allocations:
@@ -32,7 +33,6 @@ Writes ``out/results.json``; renders and metrics of each model under ``out/<mode
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import platform
@@ -49,7 +49,7 @@ import torch
 import warp
 from torch import Tensor, nn
 
-from headfields.data import FrameSet, cached_synthetic_video, load_insta_dataset
+from headfields.data import FrameSet, load_insta_dataset
 from headfields.deformers import Deformer, DeformerChain, RigidDeformer, SkinningDeformer, TriangleFrameDeformer
 from headfields.encoders import (
     DisplacementVertexFeatures,
@@ -62,19 +62,20 @@ from headfields.encoders import (
     UVUNetConfig,
 )
 from headfields.encoders.mesh_anchored import MONOAVATAR_POSITION_FREQUENCIES
-from headfields.geometry._warp import num_cpu_threads
+from headfields.heads import tracked_head
+from headfields.kernels import num_cpu_threads
 from headfields.models import monoavatar, mononphm
 from headfields.models.insta import Insta, InstaConfig
+from headfields.models.mixes import MIXES
 from headfields.models.monoavatar import MonoAvatar, MonoAvatarConfig
 from headfields.models.mononphm import MonoNphm, MonoNphmConfig
 from headfields.models.portrait360 import Portrait360, Portrait360Config
-from headfields.models.tracking import tracked_head
 from headfields.parametric import Head, ParametricModel, load_model
+from headfields.synthetic import cached_synthetic_video
 from headfields.training import TrainingConfig, evenly_spread
 
 from avatars import median_seconds, train_variant
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 DEFAULT_MINUTES, QUICK_MINUTES = 5.0, 0.5
 QUICK_EVAL_FRAMES = 3  # held-out frames evaluated by --quick, spread evenly over the test split
 POINTS, QUICK_POINTS = 2**16, 2**12  # samples per primitive call
@@ -90,50 +91,32 @@ ModelBuilder = Callable[[ParametricModel, FrameSet], nn.Module]
 
 @dataclass(frozen=True)
 class Entry:
-    """A model of the comparison. ``build`` is None for a mix whose example cannot be imported (``missing``)."""
+    """A model of the comparison."""
 
     key: str  # the table's label, what --only matches and --only-exact names; also the folder under --out
     name: str  # a mix's description (its docstring's first line)
     kind: str  # "paper" | "mix"
-    build: ModelBuilder | None
+    build: ModelBuilder
     rays_per_batch: int
     frames_per_batch: int | None
     peer: str | None = None  # a mix's closest paper model (its key)
-    missing: str | None = None
 
 
+NO_CORRECTION = monoavatar.cpu_config(error_correction=None)
 # The paper models as their benchmarks build them on the FLAME video (batch sizes from those benchmarks).
 PAPERS = [
     Entry("INSTA", "INSTA", "paper", lambda p, f: Insta(p, f.segmentation_labels, InstaConfig()), 2048, None),
-    # The synthetic video's tracking is exact: the error-correction warp would have nothing to correct.
-    Entry("MonoAvatar", "MonoAvatar", "paper", lambda p, f: MonoAvatar(p, len(f), monoavatar.cpu_config(warp=None)), 1024, 4),
+    # The synthetic video's tracking is exact: the error correction would have nothing to correct.
+    Entry("MonoAvatar", "MonoAvatar", "paper", lambda p, f: MonoAvatar(p, len(f), NO_CORRECTION), 1024, 4),
     Entry("MonoNPHM", "MonoNPHM", "paper", lambda p, f: MonoNphm(p, len(f), mononphm.cpu_config()), 512, 4),
     # On the frontal FLAME video (no torso: static_regions skips it; no side or back views to balance).
     Entry("Portrait360", "Portrait360", "paper", lambda p, f: Portrait360(p, Portrait360Config()), 2048, None),
 ]
-MIXES = {  # example module -> its closest paper model
-    "mix_triangle_neus": "MonoNPHM",  # INSTA's deformer with MonoNPHM's SDF, appearance and NeuS rendering
-    "mix_anchored_hashgrid": "MonoAvatar",  # MonoAvatar's mesh-anchored UV-CNN features with a hash grid
-    "mix_hyper_insta": "INSTA",  # MonoNPHM's hyper-dimensional backward field on INSTA
-}
-
-
-def mix_entry(module_name: str, peer: str) -> Entry:
-    """The registry entry of ``examples/<module_name>.py`` (named by its docstring's first line)."""
-    if str(EXAMPLES) not in sys.path:
-        sys.path.insert(0, str(EXAMPLES))
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as error:
-        if error.name != module_name:  # the example exists but something it imports does not
-            raise
-        return Entry(module_name, module_name, "mix", None, 0, None, peer, f"examples/{module_name}.py not found")
-    name = (module.__doc__ or module_name).strip().splitlines()[0].rstrip(".")
-    return Entry(module_name, name, "mix", module.build, module.RAYS_PER_BATCH, module.FRAMES_PER_BATCH, peer)
 
 
 def registry() -> list[Entry]:
-    return PAPERS + [mix_entry(module, peer) for module, peer in MIXES.items()]
+    mixes = [Entry(key, m.name, "mix", m.build, m.rays_per_batch, m.frames_per_batch, m.peer) for key, m in MIXES.items()]
+    return PAPERS + mixes
 
 
 def select(entries: list[Entry], only: list[str] | None) -> list[Entry]:
@@ -213,9 +196,6 @@ def run_models(entries: list[Entry], frames: tuple[FrameSet, FrameSet], args: ar
     results = {}
     for entry in entries:
         results[entry.key] = {"name": entry.name, "kind": entry.kind, "peer": entry.peer}
-        if entry.build is None:
-            results[entry.key]["error"] = entry.missing
-            continue
         path = args.out / entry.key / "result.json"
         path.unlink(missing_ok=True)
         command = [sys.executable, __file__, "--only-exact", entry.key, "--json", str(path), "--frames", str(saved)]
@@ -281,8 +261,11 @@ def deformer_call(deformer: Deformer, head: Head, frame: Tensor, **extra: Tensor
     return call
 
 
-def chain_label(chain: DeformerChain) -> str:
-    return " → ".join(type(d).__name__ for d in chain.deformers)
+def chain_case(label: str, model: nn.Module, head: Head, frame: Tensor, n: int) -> Case:
+    """The deformer chain of ``model``'s field, timed with the model's parameters."""
+    chain = model.field.deformer
+    name = f"{label} chain: {' → '.join(type(d).__name__ for d in chain.deformers)}"
+    return Case(name, deformer_call(chain, head, frame), model, n)
 
 
 def primitive_cases(
@@ -298,8 +281,8 @@ def primitive_cases(
     nphm_cpu = MonoNphm(parametric, frames, mononphm.cpu_config()).to(device)
     nphm_paper = MonoNphm(parametric, frames, MonoNphmConfig()).to(device)
     avatar = MonoAvatar(parametric, frames, monoavatar.cpu_config()).to(device)
-    avatar.warp.train()
-    avatar.warp.set_step(avatar.warp.config.start_step + avatar.warp.config.window_steps)  # on, every band open
+    correction = avatar.correction.train()
+    correction.set_step(correction.config.start_step + correction.config.window_steps)  # on, every band open
     portrait = Portrait360(parametric, Portrait360Config()).to(device)
 
     def condition(deformer: nn.Module) -> Tensor:
@@ -309,7 +292,7 @@ def primitive_cases(
         # Fields that follow another deformer read canonical points (the blend fields skip those outside their box).
         return lambda x, dirs: call(canonical.detach().requires_grad_(x.requires_grad), dirs)
 
-    blend = portrait.deformer.deformers[-1]
+    blend = portrait.field.deformer.deformers[-1]
     deformers = [
         Case("RigidDeformer", deformer_call(RigidDeformer(), head, frame), RigidDeformer(), n),
         Case("TriangleFrameDeformer (INSTA)", deformer_call(TriangleFrameDeformer(), head, frame), TriangleFrameDeformer(), n),
@@ -327,15 +310,14 @@ def primitive_cases(
             nphm_paper.deformer,
             n,
         ),
-        Case("ErrorCorrectionWarp (MonoAvatar)", deformer_call(avatar.warp, head, frame), avatar.warp, n),
-        Case(f"Portrait360 chain: {chain_label(portrait.deformer)}", deformer_call(portrait.deformer, head, frame), portrait, n),
+        Case("ErrorCorrectionField (MonoAvatar)", deformer_call(correction, head, frame), correction, n),
+        chain_case("Portrait360", portrait, head, frame, n),
     ]
     for entry in mixes:  # a mix's own chain, called as the Deformer interface allows (default conditions)
         torch.manual_seed(0)
         model = entry.build(parametric, train_frames).to(device)
-        chain = getattr(model, "deformer", None)
-        if isinstance(chain, DeformerChain):
-            deformers.append(Case(f"{entry.key} chain: {chain_label(chain)}", deformer_call(chain, head, frame), model, n))
+        if isinstance(model.field.deformer, DeformerChain):
+            deformers.append(chain_case(entry.key, model, head, frame, n))
 
     rows = frame
     frequency = FrequencyEncoding(3, MONOAVATAR_POSITION_FREQUENCIES).to(device)

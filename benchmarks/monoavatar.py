@@ -54,8 +54,8 @@ def main() -> None:
     results = {}
     for i, (name, features) in enumerate(variants.items()):
         torch.manual_seed(0)
-        # The synthetic video's tracking is exact: the error-correction warp would have nothing to correct.
-        model = MonoAvatar(parametric, len(train_frames), cpu_config(features=features, warp=None))
+        # The synthetic video's tracking is exact: the error correction would have nothing to correct.
+        model = MonoAvatar(parametric, len(train_frames), cpu_config(features=features, error_correction=None))
         results[name] = train_variant(model, train_frames, eval_frames, out / f"variant_{i}", training)
 
     base = results["static vertex features"]

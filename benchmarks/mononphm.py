@@ -24,6 +24,7 @@ import torch
 
 from headfields.data import load_insta_dataset
 from headfields.geometry import TriangleMesh, ray_intersect
+from headfields.heads import tracked_head
 from headfields.metrics import chamfer_distance
 from headfields.models.mononphm import MonoNphm, cpu_config
 from headfields.models.mononphm_tracking import TrackingConfig, frame_error, track_frame
@@ -48,7 +49,7 @@ def visible_faces(vertices: torch.Tensor, faces: torch.Tensor, eye: torch.Tensor
 def seen_chamfer(model: MonoNphm, frames, frame: int, resolution: int) -> tuple[float, float]:
     """Symmetric Chamfer distance (metres) between the visible parts of the extracted and the true meshes, and
     the true mesh's box diagonal."""
-    state = model.frame_state(frames, torch.tensor([frame]))
+    state = model.frame_state(tracked_head(model.parametric, frames), torch.tensor([frame]))
     with torch.no_grad():
         surface = model.extract_mesh(state, resolution)
     eye = frames.cameras.camera_to_world[frame, :3, 3]

@@ -24,7 +24,7 @@ def main() -> None:
     parser.add_argument(
         "--paper-sizes",
         action="store_true",
-        help="the paper's sizes (256 px UV maps, 64 + 64 samples, warp after 5k steps) instead of the CPU-sized defaults",
+        help="the paper's sizes (256 px UV maps, 64 + 64 samples, correction after 5k steps), not the CPU-sized defaults",
     )
     parser.add_argument("--frames-per-batch", type=int, default=4, help="frames the rays of a batch come from")
     args = parser.parse_args()

@@ -19,6 +19,7 @@ import torch
 from headfields.cli import rounded, training_config, training_parser
 from headfields.data import load_subject, write_obj
 from headfields.distributed import destroy_distributed, init_distributed, rank
+from headfields.heads import tracked_head
 from headfields.models.mononphm import MonoNphm, MonoNphmConfig, cpu_config
 from headfields.models.mononphm_tracking import TrackingConfig, frame_error, track_frame
 from headfields.training import comparison, save_png, train
@@ -64,7 +65,8 @@ def main() -> None:
     (args.out / "tracking.json").write_text(json.dumps(tracked, indent=2))
 
     f = len(eval_frames) // 2
-    surface = model.extract_mesh(model.frame_state(eval_frames, torch.tensor([f], device=device)), args.mesh_resolution)
+    state = model.frame_state(tracked_head(parametric, eval_frames), torch.tensor([f], device=device))
+    surface = model.extract_mesh(state, args.mesh_resolution)
     write_obj(args.out / f"mesh_{f:05d}.obj", surface.vertices.cpu().numpy(), surface.faces.cpu().numpy())
 
 

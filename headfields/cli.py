@@ -5,14 +5,15 @@ the parser :func:`training_parser` returns."""
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
-from ._checks import check_count, check_positive
+from .checks import check_count, check_positive
 from .training import TrainingConfig
 
-__all__ = ["rounded", "training_config", "training_parser"]
+__all__ = ["rounded", "run_example", "training_config", "training_parser"]
 
 
 def training_parser(
@@ -42,3 +43,30 @@ def training_config(args: argparse.Namespace, **fields) -> TrainingConfig:
 def rounded(metrics: dict, digits: int = 4) -> dict:
     """``metrics`` with its floats rounded, for printing."""
     return {k: round(v, digits) if isinstance(v, float) else v for k, v in metrics.items()}
+
+
+def run_example(
+    doc: str,
+    build: Callable,
+    out: str | Path,
+    minutes: float,
+    rays: int,
+    frames_per_batch: int | None = None,
+    **training_fields,
+) -> dict:
+    """The whole of a mix's script: the shared flags (``doc``'s first line as the description), the subject
+    (``--data``, default the synthetic video), ``build(parametric, train_frames)`` on the device, :func:`train`
+    with ``frames_per_batch`` and ``training_fields``, the metrics printed. Runs under ``torchrun`` too."""
+    from .data import load_subject
+    from .distributed import destroy_distributed, init_distributed
+    from .training import train
+
+    args = training_parser(doc.strip().split("\n")[0], out, minutes=minutes, rays=rays).parse_args()
+    device = init_distributed(args.device)  # under torchrun: this rank's device, in the process group
+    subject = load_subject(args.data, args.model, args.eval_split, device=device)
+    model = build(subject.parametric, subject.train).to(device)
+    config = training_config(args, frames_per_batch=frames_per_batch, **training_fields)
+    metrics = train(model, subject.train, subject.eval, args.out, config, device=device)
+    print(rounded(metrics))
+    destroy_distributed()
+    return metrics

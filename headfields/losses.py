@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from ._checks import check_finite, check_float, check_int, check_positive, check_shape
+from .checks import check_finite, check_float, check_int, check_positive, check_shape
 
 __all__ = [
     "ELASTIC_MIN_SINGULAR",

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from ._checks import IntLike, check_count, check_float, check_int, check_positive, check_shape
+from .checks import IntLike, check_count, check_float, check_int, check_positive, check_shape
 
 __all__ = ["ChamferDistance", "chamfer_distance", "psnr", "ssim"]
 

@@ -1,9 +1,11 @@
 """The training loop shared by every avatar model: random rays from all training frames, periodic held-out
 evaluation, checkpoints that resume exactly, rendered images and a metrics file.
 
-A model plugs in through :class:`AvatarModel`: a loss on a batch of rays, a renderer of rays, its optimiser.
-The loop owns the data sampling, the clock, the exponential moving average of the weights (evaluation uses
-the averaged weights, as INSTA does) and the files.
+A model plugs in through :class:`AvatarModel`: its parametric model, its optimiser's settings, a loss on a batch
+of rays and a renderer of rays. The loop owns the shared work: it builds each split's tracked
+:class:`~headfields.parametric.Head` once and hands it over with every batch, seeds each step's jitter, builds the
+optimiser (per-group learning rates, exponential decay, gradient clipping) and the exponential moving average of
+the weights where the model's paper evaluates one, and writes the files.
 
 Under ``torchrun`` (any initialised process group of several ranks, see :mod:`headfields.distributed`) the
 same loop trains data-parallel: every rank draws the same batch and renders its share of the rays, and
@@ -12,10 +14,13 @@ same loop trains data-parallel: every rank draws the same batch and renders its 
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import math
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -29,10 +34,12 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from . import distributed
-from ._checks import check_count, check_positive
+from .checks import check_count, check_positive
 from .data import FrameSet
 from .ema import ExponentialMovingAverage
+from .heads import tracked_head
 from .metrics import psnr, ssim
+from .parametric import Head, ParametricModel
 from .renderers.cameras import Rays, image_pixels, pixel_rays, sample_pixels
 from .renderers.view_balance import sample_pixels_balanced
 
@@ -40,15 +47,18 @@ __all__ = [
     "AvatarModel",
     "DecayingAdam",
     "Evaluation",
+    "OptimizerConfig",
     "RayBatch",
     "StepOutput",
     "TrainingConfig",
+    "build_optimizer",
     "evaluate",
     "evenly_spread",
     "exponential_learning_rate",
     "ray_batch",
     "render_image",
     "save_png",
+    "set_learning_rate",
     "train",
 ]
 
@@ -67,6 +77,8 @@ class RayBatch:
     mask: Bool[Tensor, " R"] | None = None
     depth: Float[Tensor, " R"] | None = None  # metres along the camera axis; 0 = none
     segmentation: Int[Tensor, " R"] | None = None  # region labels of the dataset
+    head: Head | None = None  # the tracked head of ``frames`` (the loop builds it once per split)
+    generator: torch.Generator | None = None  # this step's jitter (seeded by the loop from the seed and the step)
 
     def slice(self, start: int, stop: int) -> RayBatch:
         """Rays ``start`` to ``stop`` (exclusive) with their targets: a rank's share of a batch."""
@@ -76,7 +88,7 @@ class RayBatch:
 
         rays = Rays(origins=part(self.rays.origins), directions=part(self.rays.directions), frame=part(self.rays.frame))
         rgb, mask, depth, segmentation = part(self.rgb), part(self.mask), part(self.depth), part(self.segmentation)
-        return RayBatch(rays=rays, frames=self.frames, rgb=rgb, mask=mask, depth=depth, segmentation=segmentation)
+        return dataclasses.replace(self, rays=rays, rgb=rgb, mask=mask, depth=depth, segmentation=segmentation)
 
 
 @dataclass
@@ -86,17 +98,45 @@ class StepOutput:
     logs: dict[str, float]
 
 
+@dataclass(frozen=True)
+class OptimizerConfig:
+    """Adam as a paper trains: its learning rate decayed exponentially to ``final_learning_rate`` over
+    ``decay_steps`` (None: constant), the gradients' total norm clipped to ``max_grad_norm`` (None: no
+    clipping), and evaluation with an exponential moving average of the weights of decay ``ema_decay`` (None:
+    the weights as they are)."""
+
+    learning_rate: float
+    final_learning_rate: float | None = None
+    decay_steps: int = 1
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    weight_decay: float = 0.0  # Adam's L2 penalty
+    max_grad_norm: float | None = None
+    ema_decay: float | None = None
+
+    def __post_init__(self) -> None:
+        check_positive("learning_rate", self.learning_rate)
+        check_positive("final_learning_rate", self.final_learning_rate)
+        check_count("decay_steps", self.decay_steps, 1)
+        check_positive("max_grad_norm", self.max_grad_norm)
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay: expected a non-negative number, got {self.weight_decay}")
+        if self.ema_decay is not None and not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay: expected a decay in [0, 1) or None, got {self.ema_decay}")
+
+
 @runtime_checkable
 class AvatarModel(Protocol):
-    """What the loop needs from a model (an ``nn.Module``)."""
+    """What the loop needs from a model (an ``nn.Module``). Optional: ``before_step(step, head)`` (refresh an
+    occupancy grid, advance a schedule), ``param_groups()`` (parameter groups, each a dict with ``params`` and
+    an ``lr_scale`` on the learning rate), ``view_bins(frames, head)`` (for ``balance_views``)."""
+
+    parametric: ParametricModel  # the loop builds each split's Head from it
+    optimization: OptimizerConfig
 
     def training_step(self, batch: RayBatch, step: int) -> StepOutput: ...
 
-    def render_rays(self, rays: Rays, frames: FrameSet) -> Float[Tensor, "R 3"]: ...  # rays.frame indexes frames
-
-    def configure_optimizer(self) -> torch.optim.Optimizer: ...
-
-    def before_step(self, step: int, frames: FrameSet) -> None: ...  # e.g. refresh an occupancy grid from frames
+    def render_rays(self, rays: Rays, head: Head) -> Float[Tensor, "R 3"]: ...  # rays.frame indexes head's frames
 
 
 @dataclass(frozen=True)
@@ -109,7 +149,7 @@ class TrainingConfig:
     eval_every: int = 1000  # iterations between held-out evaluations (0: only at the end)
     checkpoint_every: int = 1000  # iterations between checkpoints (0: only at the end)
     log_every: int = 50
-    ema_decay: float = 0.95  # INSTA evaluates an exponential moving average of the weights
+    ema_decay: float | None = None  # None: the model's (OptimizerConfig.ema_decay); a number overrides it
     eval_frames: int = 8  # held-out frames rendered at each intermediate evaluation; all at the end
     render_chunk: int = 8192  # rays rendered at once during evaluation
     seed: int = 0
@@ -127,8 +167,8 @@ class TrainingConfig:
         check_count("log_every", self.log_every, 1)
         check_count("eval_frames", self.eval_frames, 1)
         check_count("render_chunk", self.render_chunk, 1)
-        if not 0.0 <= self.ema_decay < 1.0:
-            raise ValueError(f"ema_decay: expected a decay in [0, 1), got {self.ema_decay}")
+        if self.ema_decay is not None and not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay: expected a decay in [0, 1) or None, got {self.ema_decay}")
 
 
 @dataclass
@@ -145,6 +185,7 @@ def ray_batch(
     device: torch.device,
     frames_per_batch: int | None = None,
     view_bins: Int[Tensor, " N"] | None = None,
+    head: Head | None = None,
 ) -> RayBatch:
     """``count`` random pixels over all of ``frames`` (uniform), as rays with their targets, on ``device``.
 
@@ -173,48 +214,69 @@ def ray_batch(
         mask=gather(frames.masks),
         depth=gather(frames.depths),
         segmentation=None if segmentation is None else segmentation.long(),
+        head=head,
     )
 
 
 def exponential_learning_rate(optimizer: torch.optim.Optimizer, step: int, initial: float, final: float, steps: int) -> None:
-    """Set every group's learning rate to ``initial`` decayed exponentially to ``final`` at ``steps`` (then kept):
-    a function of the step alone, so a resumed run gets the same rates."""
+    """Set every group's learning rate to ``initial`` decayed exponentially to ``final`` at ``steps`` (then kept),
+    times the group's ``lr_scale``: a function of the step alone, so a resumed run gets the same rates."""
     progress = min(step / steps, 1.0)
     for group in optimizer.param_groups:
-        group["lr"] = initial * (final / initial) ** progress
+        group["lr"] = initial * (final / initial) ** progress * group.get("lr_scale", 1.0)
+
+
+def build_optimizer(model: nn.Module, config: OptimizerConfig) -> torch.optim.Adam:
+    """Adam over ``model.param_groups()`` (each group's ``lr_scale`` multiplies the rate) or over all its
+    trainable parameters; with ``max_grad_norm``, each step first clips the gradients' total norm (a step
+    pre-hook: under DDP the gradients are already averaged, so every rank clips alike)."""
+    groups = model.param_groups() if hasattr(model, "param_groups") else [{"params": list(model.parameters())}]
+    groups = [{**g, "params": [p for p in g["params"] if p.requires_grad]} for g in groups]
+    for g in groups:
+        g.setdefault("lr_scale", 1.0)
+        g["lr"] = config.learning_rate * g["lr_scale"]
+    c = config
+    optimizer = torch.optim.Adam(groups, lr=c.learning_rate, betas=c.betas, eps=c.eps, weight_decay=c.weight_decay)
+    if c.max_grad_norm is not None:
+        params = [p for g in groups for p in g["params"]]
+        limit = c.max_grad_norm
+
+        def clip(*_) -> None:  # a step pre-hook returns None: the step's arguments stay as they are
+            nn.utils.clip_grad_norm_(params, limit)
+
+        optimizer.register_step_pre_hook(clip)
+    return optimizer
+
+
+def set_learning_rate(optimizer: torch.optim.Optimizer, config: OptimizerConfig, step: int) -> None:
+    """The learning rates of ``step`` (constant without ``final_learning_rate``)."""
+    final = config.final_learning_rate if config.final_learning_rate is not None else config.learning_rate
+    exponential_learning_rate(optimizer, step, config.learning_rate, final, config.decay_steps)
 
 
 class DecayingAdam:
-    """Adam over a module's trainable parameters, its learning rate decayed exponentially from ``initial`` to
-    ``final`` over ``steps`` steps (then kept), as MonoAvatar and MonoNPHM train. A model's
-    ``configure_optimizer`` returns :meth:`build`; its ``before_step`` calls :meth:`set_step`, which sets the
-    rate from the step alone (a resumed run gets the same rates). With ``max_grad_norm``, every step first
-    clips the gradients' total norm to it (under DDP the gradients are already averaged, so every rank clips
-    alike)."""
+    """Deprecated (goes in the next release): give the model an :class:`OptimizerConfig` and let :func:`train`
+    build it. Adam over a module's trainable parameters with the rate decayed from ``initial`` to ``final``
+    over ``steps`` steps and optional clipping: :func:`build_optimizer` and :func:`set_learning_rate`."""
 
     def __init__(self, initial: float, final: float, steps: int, max_grad_norm: float | None = None):
+        warnings.warn(
+            "DecayingAdam is deprecated: give the model an OptimizerConfig (train builds it); it goes in the next release",
+            DeprecationWarning,
+            stacklevel=2,
+        )
         check_positive("initial", initial)
         check_positive("final", final)
-        check_positive("max_grad_norm", max_grad_norm)
-        self.initial, self.final, self.steps = float(initial), float(final), check_count("steps", steps, 1)
-        self.max_grad_norm = max_grad_norm
+        self.config = OptimizerConfig(initial, final, check_count("steps", steps, 1), max_grad_norm=max_grad_norm)
         self.optimizer: torch.optim.Adam | None = None
 
     def build(self, module: nn.Module) -> torch.optim.Adam:
-        params = [p for p in module.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.Adam(params, lr=self.initial)
-        if self.max_grad_norm is not None:
-            limit = self.max_grad_norm
-
-            def clip(*_) -> None:  # a step pre-hook returns None: the step's arguments stay as they are
-                nn.utils.clip_grad_norm_(params, limit)
-
-            self.optimizer.register_step_pre_hook(clip)
+        self.optimizer = build_optimizer(module, self.config)
         return self.optimizer
 
     def set_step(self, step: int) -> None:
         if self.optimizer is not None:  # before build there is nothing to set
-            exponential_learning_rate(self.optimizer, step, self.initial, self.final, self.steps)
+            set_learning_rate(self.optimizer, self.config, step)
 
 
 def render_image(
@@ -224,10 +286,14 @@ def render_image(
     chunk: int,
     device: torch.device,
     render: Callable[[Rays], Float[Tensor, "R 3"]] | None = None,
+    head: Head | None = None,
 ) -> Float[Tensor, "H W 3"]:
     """Frame ``frame`` of ``frames``, ``chunk`` rays at a time without gradients, on the CPU, clamped to [0, 1].
-    ``render(rays)`` gives the colours (default: ``model.render_rays(rays, frames)``)."""
-    render = render or (lambda rays: model.render_rays(rays, frames))
+    ``render(rays)`` gives the colours (default: ``model.render_rays(rays, head)``, ``head`` the frames' tracked
+    head, built when not given)."""
+    if render is None:
+        head = head if head is not None else tracked_head(model.parametric, frames)
+        render = lambda rays: model.render_rays(rays, head)  # noqa: E731
     cameras = frames.cameras.to(device)
     pixels = image_pixels(cameras)
     out = []
@@ -252,13 +318,21 @@ def comparison(pred: Float[Tensor, "H W 3"], truth: Float[Tensor, "H W 3"]) -> F
 
 
 def evaluate(
-    model: AvatarModel, frames: FrameSet, indices: list[int], chunk: int, device: torch.device, out: Path | None = None
+    model: AvatarModel,
+    frames: FrameSet,
+    indices: list[int],
+    chunk: int,
+    device: torch.device,
+    out: Path | None = None,
+    head: Head | None = None,
 ) -> Evaluation:
     """PSNR and SSIM over the given held-out frames (means over frames). With ``out``, writes each frame's
-    render (``00000.png``) and its comparison with the ground truth (``00000_compare.png``)."""
+    render (``00000.png``) and its comparison with the ground truth (``00000_compare.png``). ``head``: the
+    frames' tracked head (built when not given)."""
+    head = head if head is not None else tracked_head(model.parametric, frames)
     psnrs, ssims = [], []
     for f in indices:
-        pred = render_image(model, frames, f, chunk, device)
+        pred = render_image(model, frames, f, chunk, device, head=head)
         truth = frames.images[f].float() / 255.0
         psnrs.append(float(psnr(pred, truth)))
         ssims.append(float(ssim(pred, truth)))
@@ -274,6 +348,11 @@ def evenly_spread(count: int, total: int) -> list[int]:
     ``count >= total``)."""
     n = min(count, total)
     return sorted({round(i * (total - 1) / max(n - 1, 1)) for i in range(n)})
+
+
+def averaged(ema: ExponentialMovingAverage | None):
+    """The averaged weights in place for a ``with`` block (the weights as they are without an average)."""
+    return contextlib.nullcontext() if ema is None else ema.average_parameters()
 
 
 class _TrainingStep(nn.Module):
@@ -338,8 +417,12 @@ def train(
         out.mkdir(parents=True, exist_ok=True)
     # Before the average copies the weights: DDP makes them rank 0's on every rank.
     step_fn = _data_parallel(model, device) if ranks > 1 else model.training_step
-    optimizer = model.configure_optimizer()
-    ema = ExponentialMovingAverage(model, decay=config.ema_decay)
+    optimization = model.optimization
+    optimizer = build_optimizer(model, optimization)
+    ema_decay = config.ema_decay if config.ema_decay is not None else optimization.ema_decay
+    ema = None if ema_decay is None else ExponentialMovingAverage(model, decay=ema_decay)
+    # Each split's tracked head, once: every batch and every evaluation reads it.
+    train_head, eval_head = tracked_head(model.parametric, train_frames), tracked_head(model.parametric, eval_frames)
     generator = torch.Generator().manual_seed(config.seed)  # the same seed on every rank: the same batches
     step, elapsed = 0, 0.0
     checkpoint = out / CHECKPOINT_NAME
@@ -351,7 +434,8 @@ def train(
         state = torch.load(checkpoint, map_location=device, weights_only=False)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        ema.load_state_dict(state["ema"])
+        if ema is not None:
+            ema.load_state_dict(state["ema"])
         generator.set_state(state["generator"].cpu())  # map_location moved it; the sampler's generator is on the CPU
         step, elapsed = state["step"], state["elapsed"]
 
@@ -359,7 +443,7 @@ def train(
         state = {
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
-            "ema": ema.state_dict(),
+            "ema": None if ema is None else ema.state_dict(),
             "generator": generator.get_state(),
             "step": step,
             "elapsed": elapsed,
@@ -378,21 +462,26 @@ def train(
     view_bins = None
     if config.balance_views:
         if not hasattr(model, "view_bins"):
-            raise ValueError(f"balance_views: expected a model with view_bins(frames), got {type(model).__name__}")
-        view_bins = model.view_bins(train_frames)
+            raise ValueError(f"balance_views: expected a model with view_bins(frames, head), got {type(model).__name__}")
+        view_bins = model.view_bins(train_frames, train_head)
     held_out = evenly_spread(config.eval_frames, len(eval_frames))
     model.train()
     while going():
         start = time.perf_counter()
-        model.before_step(step, train_frames)
-        batch = ray_batch(train_frames, config.rays_per_batch, generator, device, config.frames_per_batch, view_bins)
+        set_learning_rate(optimizer, optimization, step)
+        if hasattr(model, "before_step"):
+            model.before_step(step, train_head)
+        batch = ray_batch(train_frames, config.rays_per_batch, generator, device, config.frames_per_batch, view_bins, train_head)
+        # The step's jitter: a function of the seed and the step, so a resumed run draws the same samples.
+        batch.generator = torch.Generator(device).manual_seed(config.seed + step)
         if ranks > 1:
             batch = batch.slice(rank * share, (rank + 1) * share)
         result = step_fn(batch, step)
         optimizer.zero_grad(set_to_none=True)
         result.loss.backward()
         optimizer.step()
-        ema.update()  # the same weights on every rank after the step: the same average
+        if ema is not None:
+            ema.update()  # the same weights on every rank after the step: the same average
         step += 1
         elapsed += time.perf_counter() - start
         if step % config.log_every == 0 or step == 1:
@@ -410,8 +499,9 @@ def train(
             save()
         if lead and config.eval_every and step % config.eval_every == 0 and step < config.max_iterations:
             model.eval()
-            with ema.average_parameters():
-                ev = evaluate(model, eval_frames, held_out, config.render_chunk, device, out / "renders" / f"step_{step:06d}")
+            with averaged(ema):
+                renders = out / "renders" / f"step_{step:06d}"
+                ev = evaluate(model, eval_frames, held_out, config.render_chunk, device, renders, eval_head)
             model.train()
             print(f"eval  {step:6d}  psnr {ev.psnr:.2f}  ssim {ev.ssim:.4f}  ({ev.frames} frames)", file=log)
     model.eval()
@@ -419,9 +509,9 @@ def train(
         return distributed.broadcast_object(None, device)
     save()
 
-    with ema.average_parameters():
+    with averaged(ema):
         every = list(range(len(eval_frames)))
-        final = evaluate(model, eval_frames, every, config.render_chunk, device, out / "renders" / "final")
+        final = evaluate(model, eval_frames, every, config.render_chunk, device, out / "renders" / "final", eval_head)
     shown = evenly_spread(SIDE_BY_SIDE_FRAMES, len(eval_frames))
     rows = [np.asarray(Image.open(out / "renders" / "final" / f"{f:05d}_compare.png")) for f in shown]
     Image.fromarray(np.concatenate(rows, axis=0)).save(out / "side_by_side.png")

@@ -7,3 +7,25 @@ def raises_naming(name: str):
     """Bad input raises a ValueError/TypeError that names ``name``: either the library's own
     ``"name: expected ..."`` message or the jaxtyping checker's ``parameter 'name'``."""
     return pytest.raises((ValueError, TypeError), match=rf"(^{name}:|parameter '{name}')")
+
+
+def fit(model, batch, steps: int, on_backward=None):
+    """``steps`` optimiser steps of ``model`` on one batch, as the training loop takes them (the model's optimiser
+    and schedule, ``before_step`` with the batch's head); ``on_backward(step)`` runs after each backward. Returns
+    the losses, the optimiser and the last step's output."""
+    from headfields.training import build_optimizer, set_learning_rate
+
+    optimizer = build_optimizer(model, model.optimization)
+    losses = []
+    for step in range(steps):
+        set_learning_rate(optimizer, model.optimization, step)
+        if hasattr(model, "before_step"):
+            model.before_step(step, batch.head)
+        out = model.training_step(batch, step)
+        optimizer.zero_grad()
+        out.loss.backward()
+        if on_backward is not None:
+            on_backward(step)
+        optimizer.step()
+        losses.append(float(out.loss.detach()))
+    return losses, optimizer, out

@@ -16,9 +16,10 @@ from tiny_configs import TINY_INSTA
 
 from headfields import distributed
 from headfields.data import load_insta_dataset
+from headfields.heads import tracked_head
 from headfields.models.insta import Insta
 from headfields.parametric import load_model
-from headfields.training import TrainingConfig, ray_batch, train
+from headfields.training import TrainingConfig, build_optimizer, ray_batch, set_learning_rate, train
 
 RANKS = 2
 STEPS = 5
@@ -38,10 +39,10 @@ class _Recording(Insta):
         super().__init__(*args, **kwargs)
         self.losses: list[float] = []
 
-    def before_step(self, step, frames):
-        super().before_step(step, frames)
+    def before_step(self, step, head):
+        super().before_step(step, head)
         if distributed.rank() == 1:  # a refresh that differs between ranks: every rank must march rank 0's grid
-            self.occupancy.binary.fill_(True)
+            self.sampler.grid.binary.fill_(True)
 
     def training_step(self, batch, step):
         result = super().training_step(batch, step)
@@ -116,11 +117,14 @@ def runs(tiny_video, tmp_path_factory):
 def _plain_loop(train_frames) -> _Recording:
     """The one-process loop written out: the model's own step on the whole batch, no wrapper."""
     model = _model(train_frames, seed=0)
-    optimizer = model.configure_optimizer()
+    optimizer = build_optimizer(model, model.optimization)
     generator = torch.Generator().manual_seed(CONFIG.seed)
+    head = tracked_head(model.parametric, train_frames)
     for step in range(CONFIG.max_iterations):
-        model.before_step(step, train_frames)
-        batch = ray_batch(train_frames, CONFIG.rays_per_batch, generator, torch.device("cpu"))
+        set_learning_rate(optimizer, model.optimization, step)
+        model.before_step(step, head)
+        batch = ray_batch(train_frames, CONFIG.rays_per_batch, generator, torch.device("cpu"), head=head)
+        batch.generator = torch.Generator().manual_seed(CONFIG.seed + step)
         loss = model.training_step(batch, step).loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -134,7 +138,7 @@ def test_both_ranks_hold_identical_weights_and_buffers(runs):
     for name, value in zero["state"].items():  # parameters, the occupancy grid, FLAME's buffers
         torch.testing.assert_close(one["state"][name], value, rtol=0, atol=1e-6, msg=name)
     # The grid was refreshed from the trained field (it starts all-zero), so keeping it equal meant something.
-    assert single["state"]["occupancy.occupancy"].abs().sum() > 0
+    assert single["state"]["sampler.grid.occupancy"].abs().sum() > 0
 
 
 def test_two_ranks_match_one_process_on_the_same_total_batch(runs):

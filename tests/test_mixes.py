@@ -1,7 +1,7 @@
-"""Two of issue 8's combinations on a tiny synthetic video, built by their examples: INSTA with a hyper-dimensional
+"""Two of the mixes on a tiny synthetic video (``headfields.models.mixes``): INSTA with a hyper-dimensional
 backward field (starts as INSTA's deformation, trains every piece) and MonoAvatar's anchored features with a hash
 grid (with the grid's decoder inputs zeroed it renders exactly as MonoAvatar, and it trains every piece); the
-models reject encoders without a width."""
+models reject encoders without a width; each example script runs its library mix."""
 
 import dataclasses
 import importlib.util
@@ -13,44 +13,31 @@ from tiny_configs import TINY_GRID, TINY_INSTA, TINY_MONOAVATAR
 from torch import nn
 
 from headfields.deformers import TriangleFrameDeformer
+from headfields.heads import tracked_head
 from headfields.models.insta import Insta
+from headfields.models.mixes import MIXES, anchored_hashgrid, hyper_insta
 from headfields.models.monoavatar import MonoAvatar
 from headfields.parametric import load_model
 from headfields.training import ray_batch
 
-from helpers import raises_naming
+from helpers import fit, raises_naming
 
 EXAMPLES = Path(__file__).parents[1] / "examples"
 GRID, INSTA = TINY_GRID, TINY_INSTA
-MONOAVATAR = dataclasses.replace(TINY_MONOAVATAR, warp=None)
-
-
-def _example(name: str):
-    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+MONOAVATAR = dataclasses.replace(TINY_MONOAVATAR, error_correction=None)
 
 
 def _parametric(frames):
     return load_model(frames.model_path, frames.model_type)
 
 
-def _batch(frames, count, seed=0, frames_per_batch=None):
-    return ray_batch(frames, count, torch.Generator().manual_seed(seed), torch.device("cpu"), frames_per_batch)
+def _batch(model, frames, count, seed=0, frames_per_batch=None):
+    head = tracked_head(model.parametric, frames)
+    return ray_batch(frames, count, torch.Generator().manual_seed(seed), torch.device("cpu"), frames_per_batch, head=head)
 
 
 def _train(model, batch, steps):
-    optimizer = model.configure_optimizer()
-    losses = []
-    for step in range(steps):
-        model.before_step(step, batch.frames)
-        out = model.training_step(batch, step)
-        optimizer.zero_grad()
-        out.loss.backward()
-        optimizer.step()
-        losses.append(float(out.loss.detach()))
-    return losses
+    return fit(model, batch, steps)[0]
 
 
 def _has_gradient(module: nn.Module) -> bool:
@@ -62,13 +49,13 @@ def test_hyper_insta_starts_with_insta_deformation(tiny_video):
     points are the triangle frames' own."""
     train_frames, _ = tiny_video
     torch.manual_seed(0)
-    model = _example("mix_hyper_insta").build(_parametric(train_frames), train_frames, INSTA)
-    head = model.head(train_frames)
-    rays = _batch(train_frames, 64).rays
+    model = hyper_insta(_parametric(train_frames), train_frames, INSTA)
+    batch = _batch(model, train_frames, 64)
+    rays, head = batch.rays, batch.head
     x = rays.origins + 0.5 * rays.directions  # near the head: the camera sits ~0.5-1 m away
     frame = rays.frame
     with torch.no_grad():
-        chained = model.deformer(x, head, frame)
+        chained = model.field.deformer(x, head, frame)
         alone = TriangleFrameDeformer()(x, head, frame)
     assert chained.points.shape == (64, 5)
     torch.testing.assert_close(chained.points[:, :3], alone.points, rtol=0, atol=1e-6)
@@ -79,11 +66,11 @@ def test_hyper_insta_starts_with_insta_deformation(tiny_video):
 def test_hyper_insta_trains_every_piece(tiny_video):
     train_frames, _ = tiny_video
     torch.manual_seed(0)
-    model = _example("mix_hyper_insta").build(_parametric(train_frames), train_frames, INSTA)
-    losses = _train(model, _batch(train_frames, 128), 25)
+    model = hyper_insta(_parametric(train_frames), train_frames, INSTA)
+    losses = _train(model, _batch(model, train_frames, 128), 25)
     assert losses[-1] < 0.5 * losses[0], losses
-    hyper = model.deformer.deformers[1]
-    for name, module in {"hyper trunk": hyper.layers, "hyper output": hyper.output, "hash grid": model.encoder}.items():
+    hyper = model.field.deformer.deformers[1]
+    for name, module in {"hyper trunk": hyper.layers, "hyper output": hyper.output, "hash grid": model.field.encoder}.items():
         assert _has_gradient(module), name
 
 
@@ -91,14 +78,16 @@ def _anchored_pair(frames):
     """The combination and plain MonoAvatar with the same weights, the combination's grid inputs zeroed."""
     parametric = _parametric(frames)
     torch.manual_seed(0)
-    mixed = _example("mix_anchored_hashgrid").build(parametric, frames, MONOAVATAR, GRID)
+    mixed = anchored_hashgrid(parametric, frames, MONOAVATAR, GRID)
     plain = MonoAvatar(parametric, len(frames), MONOAVATAR)
-    state = mixed.state_dict()
-    first = "decoder.density_net.0.weight"
-    anchored = plain.anchored.out_dim
+    first = "field.decoder.density_net.0.weight"
+    anchored = plain.field.encoder.out_dim
     with torch.no_grad():
-        mixed.decoder.density_net[0].weight[:, anchored:] = 0.0
-    own = {k: v for k, v in state.items() if not k.startswith("point_encoder.")}
+        mixed.field.decoder.density_net[0].weight[:, anchored:] = 0.0
+    state = mixed.state_dict()
+    # The mix's encoder is [anchored features, grid]: its first part is plain MonoAvatar's encoder.
+    own = {k.replace("field.encoder.encoders.0.", "field.encoder."): v for k, v in state.items()}
+    own = {k: v for k, v in own.items() if not k.startswith(("field.encoder.encoders.", "field.encoder.mappings."))}
     own[first] = state[first][:, :anchored]
     plain.load_state_dict(own)
     return mixed, plain
@@ -107,11 +96,12 @@ def _anchored_pair(frames):
 def test_anchored_hashgrid_with_silent_grid_is_monoavatar(tiny_video):
     train_frames, _ = tiny_video
     mixed, plain = _anchored_pair(train_frames)
-    rays = _batch(train_frames, 96, frames_per_batch=2).rays
+    batch = _batch(plain, train_frames, 96, frames_per_batch=2)
+    rays, head = batch.rays, batch.head
     generator = lambda: torch.Generator().manual_seed(3)  # noqa: E731 - the same jitter for both
     with torch.no_grad():
-        a = mixed.render(rays, mixed.head(train_frames), generator()).composite
-        b = plain.render(rays, plain.head(train_frames), generator()).composite
+        a = mixed.render(rays, head, generator()).composite
+        b = plain.render(rays, head, generator()).composite
     assert a.opacity.max() > 0.1  # the rays see the head
     torch.testing.assert_close(a.rgb, b.rgb, rtol=0, atol=1e-6)
 
@@ -119,8 +109,8 @@ def test_anchored_hashgrid_with_silent_grid_is_monoavatar(tiny_video):
 def test_anchored_hashgrid_trains_every_piece(tiny_video):
     train_frames, _ = tiny_video
     torch.manual_seed(0)
-    model = _example("mix_anchored_hashgrid").build(_parametric(train_frames), train_frames, MONOAVATAR, GRID)
-    batch = _batch(train_frames, 256, frames_per_batch=2)
+    model = anchored_hashgrid(_parametric(train_frames), train_frames, MONOAVATAR, GRID)
+    batch = _batch(model, train_frames, 256, frames_per_batch=2)
     keep = batch.mask.nonzero()[:96, 0]  # rays on the head, so every one has samples
     rays = dataclasses.replace(
         batch.rays, origins=batch.rays.origins[keep], directions=batch.rays.directions[keep], frame=batch.rays.frame[keep]
@@ -128,8 +118,10 @@ def test_anchored_hashgrid_trains_every_piece(tiny_video):
     batch = dataclasses.replace(batch, rays=rays, rgb=batch.rgb[keep], mask=batch.mask[keep], depth=None, segmentation=None)
     losses = _train(model, batch, 25)
     assert losses[-1] < 0.5 * losses[0], losses
-    for name in ("point_encoder", "anchored", "vertex_features", "decoder"):
-        assert _has_gradient(getattr(model, name)), name
+    anchored, grid = model.field.encoder.encoders
+    pieces = {"hash grid": grid, "anchored": anchored.anchored, "vertex features": anchored.vertex_features}
+    for name, module in {**pieces, "decoder": model.field.decoder}.items():
+        assert _has_gradient(module), name
 
 
 def test_encoders_without_a_width_are_rejected(tiny_video):
@@ -141,7 +133,11 @@ def test_encoders_without_a_width_are_rejected(tiny_video):
         MonoAvatar(parametric, len(train_frames), MONOAVATAR, point_encoder=nn.Identity())
 
 
-@pytest.mark.parametrize("name", ["mix_hyper_insta", "mix_anchored_hashgrid"])
-def test_examples_name_their_batch(name):
-    module = _example(name)
-    assert module.RAYS_PER_BATCH > 0 and (module.FRAMES_PER_BATCH is None or module.FRAMES_PER_BATCH > 0)
+@pytest.mark.parametrize("name", sorted(MIXES))
+def test_each_example_runs_its_library_mix(name):
+    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # not as __main__: it only names its mix
+    mix = MIXES[name]
+    assert module.MIX is mix and mix.rays_per_batch > 0 and mix.peer in ("INSTA", "MonoAvatar", "MonoNPHM", "Portrait360")
+    assert mix.name and module.__doc__.startswith(mix.name)

@@ -12,11 +12,12 @@ import torch
 from headfields.decoders import AnchorSdfConfig, AppearanceConfig, SdfMlpConfig
 from headfields.deformers import HyperDeformerConfig
 from headfields.encoders import LatentCodesConfig
+from headfields.heads import tracked_head
 from headfields.models.mononphm import MonoNphm, MonoNphmConfig
 from headfields.models.mononphm_tracking import TrackingConfig, frame_error, posed_landmarks, track_frame
 from headfields.parametric import load_model
 from headfields.renderers import Rays
-from headfields.training import TrainingConfig, ray_batch, train
+from headfields.training import OptimizerConfig, TrainingConfig, build_optimizer, ray_batch, set_learning_rate, train
 
 from helpers import raises_naming
 
@@ -33,9 +34,7 @@ TINY = MonoNphmConfig(
     samples_per_round=8,
     eikonal_points=64,
     correspondence_vertices=64,
-    learning_rate=5e-3,
-    final_learning_rate=5e-4,
-    decay_steps=100,
+    optimization=OptimizerConfig(5e-3, 5e-4, 100, ema_decay=0.95),
 )
 SHARP = 8.0  # v of the inverse variance: inv_s = exp(80), a hard surface for the analytic checks
 
@@ -50,9 +49,14 @@ def _model(frames, config=TINY, seed=0):
     return MonoNphm(load_model(frames.model_path, frames.model_type), len(frames), config)
 
 
-def _head_batch(frames, count, seed=0):
+def _head(model, frames):
+    return tracked_head(model.parametric, frames)
+
+
+def _head_batch(frames, count, head, seed=0):
     """Rays from two frames, half of them on the head."""
-    batch = ray_batch(frames, 8 * count, torch.Generator().manual_seed(seed), torch.device("cpu"), frames_per_batch=2)
+    generator = torch.Generator().manual_seed(seed)
+    batch = ray_batch(frames, 8 * count, generator, torch.device("cpu"), frames_per_batch=2, head=head)
     keep = torch.cat([batch.mask.nonzero()[: count // 2, 0], (~batch.mask).nonzero()[: count // 2, 0]]).sort().values
     rays = dataclasses.replace(
         batch.rays, origins=batch.rays.origins[keep], directions=batch.rays.directions[keep], frame=batch.rays.frame[keep]
@@ -83,7 +87,7 @@ def test_at_init_it_renders_and_extracts_the_analytic_sphere(video):
     model = _model(train_frames, dataclasses.replace(TINY, global_sdf=wide))
     with torch.no_grad():
         model.inverse_variance.v.fill_(SHARP)
-    state = model.frame_state(train_frames, torch.tensor([3]))
+    state = model.frame_state(_head(model, train_frames), torch.tensor([3]), learnt=True)
     rays, centre, radius = _sphere_rays(model, state)
     with torch.no_grad():
         out = model.render(rays, state, torch.zeros(len(rays.origins), dtype=torch.long))
@@ -124,15 +128,20 @@ def test_frame_state_reads_learnt_codes_for_training_frames_and_zero_elsewhere(v
     with torch.no_grad():
         model.expression_codes.codes.copy_(torch.randn_like(model.expression_codes.codes))
     index = torch.tensor([1, 3])
-    state = model.frame_state(train_frames, index)
-    head = model.head(train_frames)
+    head = _head(model, train_frames)
+    state = model.frame_state(head, index, learnt=True)
     e = model.parametric.num_expression
     torch.testing.assert_close(state.condition[:, :e], head.expression[index])
     torch.testing.assert_close(state.condition[:, e : e + 3], head.pose[index, model.jaw_joint])
     torch.testing.assert_close(state.condition[:, e + 3 : e + 7], model.expression_codes.codes[index])
-    held_out = model.frame_state(eval_frames, torch.tensor([0]))
+    # The same training frames rendered as held out (learnt=False): the tracked condition with zero codes.
+    unlearnt = model.frame_state(head, index)
+    torch.testing.assert_close(unlearnt.condition[:, : e + 3], state.condition[:, : e + 3])
+    assert torch.equal(unlearnt.condition[:, e + 3 : e + 7], torch.zeros(2, 4))
+    eval_head = _head(model, eval_frames)
+    held_out = model.frame_state(eval_head, torch.tensor([0]))
     assert torch.equal(held_out.condition[0, e + 3 : e + 7], torch.zeros(4))
-    torch.testing.assert_close(held_out.rotation[0], model.head(eval_frames).joint_transforms[0, model.head_joint, :3, :3])
+    torch.testing.assert_close(held_out.rotation[0], eval_head.joint_transforms[0, model.head_joint, :3, :3])
 
 
 ANCHORS = dataclasses.replace(
@@ -147,12 +156,12 @@ ANCHORS = dataclasses.replace(
 def test_loss_falls_and_every_piece_gets_gradients(video, config):
     train_frames, _ = video
     model = _model(train_frames, config)
-    optimizer = model.configure_optimizer()
-    batch = _head_batch(train_frames, 64)
+    optimizer = build_optimizer(model, model.optimization)
+    batch = _head_batch(train_frames, 64, _head(model, train_frames))
     hyper_head = model.deformer.output.weight[3:].detach().clone()
     losses, colour = [], []
     for step in range(40):
-        model.before_step(step, train_frames)
+        set_learning_rate(optimizer, model.optimization, step)
         out = model.training_step(batch, step)
         optimizer.zero_grad()
         out.loss.backward()
@@ -184,7 +193,7 @@ def test_loss_falls_and_every_piece_gets_gradients(video, config):
 def test_landmarks_by_root_finding_map_back_onto_their_canonical_points(video):
     train_frames, _ = video
     model = _model(train_frames)
-    state = model.frame_state(train_frames, torch.tensor([2]))
+    state = model.frame_state(_head(model, train_frames), torch.tensor([2]), learnt=True)
     canonical = model.parametric().canonical_vertices[:40]
     rotation, translation = state.rotation[0], state.translation[0]
     with torch.no_grad():  # identity field: the landmarks are the canonical points under the head pose
@@ -208,7 +217,7 @@ def test_landmark_gradients_match_finite_differences(video):
     with torch.no_grad():
         for p in model.deformer.output.parameters():
             p.copy_(0.05 * torch.randn_like(p))
-    state = model.frame_state(train_frames, torch.tensor([2]))
+    state = model.frame_state(_head(model, train_frames), torch.tensor([2]), learnt=True)
     state = dataclasses.replace(state, condition=state.condition.detach().requires_grad_(True))
     canonical = model.parametric().canonical_vertices[:6].double()
     direction = torch.randn(6, 3, dtype=torch.float64)
@@ -230,9 +239,10 @@ def test_landmark_gradients_match_finite_differences(video):
 def test_rendering_with_and_without_gradients_agrees(video):
     train_frames, _ = video
     model = _model(train_frames)
-    rays = _head_batch(train_frames, 32).rays
+    head = _head(model, train_frames)
+    rays = _head_batch(train_frames, 32, head).rays
     index, local = torch.unique(rays.frame, return_inverse=True)
-    state = model.frame_state(train_frames, index)
+    state = model.frame_state(head, index, learnt=True)
     with_grad = model.render(rays, state, local)
     with torch.no_grad():
         without = model.render(rays, state, local)
@@ -245,9 +255,11 @@ def test_rendering_with_and_without_gradients_agrees(video):
 def test_tracking_from_the_neutral_code_lowers_the_image_error(video):
     train_frames, eval_frames = video
     model = _model(train_frames)
-    optimizer = model.configure_optimizer()
+    optimizer = build_optimizer(model, model.optimization)
+    head = _head(model, train_frames)
     for step in range(30):
-        batch = ray_batch(train_frames, 256, torch.Generator().manual_seed(step), torch.device("cpu"), frames_per_batch=2)
+        generator = torch.Generator().manual_seed(step)
+        batch = ray_batch(train_frames, 256, generator, torch.device("cpu"), frames_per_batch=2, head=head)
         out = model.training_step(batch, step)
         optimizer.zero_grad()
         out.loss.backward()
@@ -260,7 +272,7 @@ def test_tracking_from_the_neutral_code_lowers_the_image_error(video):
     assert after < before, (before, after)  # on the whole image (the per-step losses are on random rays)
     assert len(result.losses) == 15
     identity = model.identity_codes.dim
-    start, learnt = result.start.condition[0], model.frame_state(eval_frames, torch.tensor([1])).condition[0]
+    start, learnt = result.start.condition[0], model.frame_state(_head(model, eval_frames), torch.tensor([1])).condition[0]
     assert torch.equal(start[:-identity], torch.zeros_like(start[:-identity]))  # the neutral expression...
     assert torch.equal(start[-identity:], learnt[-identity:]) and torch.equal(
         result.state.condition[0, -identity:], start[-identity:]
@@ -281,7 +293,13 @@ def test_the_training_loop_runs_it_and_resumes_exactly(video, tmp_path):
     train(_model(train_frames), train_frames, eval_frames, tmp_path / "halves", dataclasses.replace(config, max_iterations=2))
     resumed = _model(train_frames, seed=7)  # other initial weights: everything must come from the checkpoint
     train(resumed, train_frames, eval_frames, tmp_path / "halves", config)
-    assert resumed._adam.optimizer.param_groups[0]["lr"] == straight._adam.optimizer.param_groups[0]["lr"]
+    # The loop owns the optimiser and the average: their final states are in the checkpoints.
+    ends = [torch.load(tmp_path / run / "checkpoint.pt", weights_only=False) for run in ("straight", "halves")]
+    assert [end["step"] for end in ends] == [4, 4]
+    assert ends[1]["optimizer"]["param_groups"][0]["lr"] == ends[0]["optimizer"]["param_groups"][0]["lr"]
+    assert ends[0]["optimizer"]["param_groups"][0]["lr"] == pytest.approx(5e-3 * 0.1 ** (3 / 100))
+    assert ends[0]["ema"] is not None  # MonoNphm's optimisation asks for the average (ema_decay 0.95)
+    torch.testing.assert_close(ends[1]["ema"], ends[0]["ema"], rtol=0, atol=1e-6)
     for name, value in straight.state_dict().items():
         if isinstance(value, torch.Tensor):
             torch.testing.assert_close(resumed.state_dict()[name], value, rtol=0, atol=1e-6, msg=name)
@@ -296,9 +314,10 @@ def test_bad_configuration_raises(video):
     with raises_naming("num_frames"):
         MonoNphm(load_model(train_frames.model_path), 0, TINY)
     model = _model(train_frames)
-    with raises_naming("frames"):  # training frames must be the ones the codes were made for
-        model.frame_state(dataclasses.replace(eval_frames, split="train"), torch.tensor([0]))
+    eval_head = _head(model, eval_frames)
+    with raises_naming("head"):  # learnt codes need the training frames' head, the one the codes were made for
+        model.frame_state(eval_head, torch.tensor([0]), learnt=True)
     with raises_naming("state"):
-        model.extract_mesh(model.frame_state(eval_frames, torch.tensor([0, 1])))
+        model.extract_mesh(model.frame_state(eval_head, torch.tensor([0, 1])))
     with raises_naming("steps"):
         TrackingConfig(steps=-1)

@@ -11,12 +11,13 @@ import torch
 from headfields.decoders import NerfDecoderConfig
 from headfields.deformers import BlendFieldConfig, DeformerChain
 from headfields.encoders import HashGridConfig
+from headfields.heads import tracked_head
 from headfields.models.portrait360 import Portrait360, Portrait360Config
 from headfields.parametric import load_model
 from headfields.renderers import BACK, FRONT, SIDE
-from headfields.training import TrainingConfig, ray_batch, train
+from headfields.training import OptimizerConfig, TrainingConfig, ray_batch, train
 
-from helpers import raises_naming
+from helpers import fit, raises_naming
 
 TINY = Portrait360Config(
     blend_fields=BlendFieldConfig(num_fields=4, mlp_hidden_dim=16, mapping_hidden_dim=16),
@@ -24,7 +25,7 @@ TINY = Portrait360Config(
     decoder=NerfDecoderConfig(hidden_dim=16, density_layers=1, color_layers=1, geometry_dim=7),
     sh_degree=2,
     num_samples=48,
-    learning_rate=1e-2,
+    optimization=OptimizerConfig(1e-2, betas=(0.9, 0.99), eps=1e-15),
 )
 
 
@@ -33,18 +34,19 @@ def _model(frames, config=TINY, seed=0):
     return Portrait360(load_model(frames.model_path, frames.model_type), config)
 
 
-def _batch(frames, count, seed=0):
-    return ray_batch(frames, count, torch.Generator().manual_seed(seed), torch.device("cpu"))
+def _batch(model, frames, count, seed=0):
+    head = tracked_head(model.parametric, frames)
+    return ray_batch(frames, count, torch.Generator().manual_seed(seed), torch.device("cpu"), head=head)
 
 
 def test_the_blend_basis_starts_as_the_identity(tiny_orbit_video):
     train_frames, _ = tiny_orbit_video
     model = _model(train_frames)
-    rays = _batch(train_frames, 128).rays
-    head = model.head(train_frames)
+    batch = _batch(model, train_frames, 128)
+    rays, head = batch.rays, batch.head
     with torch.no_grad():
         with_blend = model.render(rays, head)
-        model.deformer = DeformerChain(*list(model.deformer.deformers)[:2])  # skinning and triangle frames only
+        model.field.deformer = DeformerChain(*list(model.field.deformer.deformers)[:2])  # skinning, triangle frames
         without = model.render(rays, head)
     torch.testing.assert_close(with_blend.rgb, without.rgb, rtol=0, atol=0)
     assert with_blend.opacity.max() > 0  # the rays see the bust
@@ -54,22 +56,14 @@ def test_the_blend_basis_starts_as_the_identity(tiny_orbit_video):
 def test_loss_falls_and_every_piece_gets_gradients(tiny_orbit_video, blend):
     train_frames, _ = tiny_orbit_video
     model = _model(train_frames, dataclasses.replace(TINY, blend=blend))
-    optimizer = model.configure_optimizer()
-    batch = _batch(train_frames, 256)
-    losses = []
-    for step in range(40):
-        out = model.training_step(batch, step)
-        optimizer.zero_grad()
-        out.loss.backward()
-        optimizer.step()
-        losses.append(float(out.loss.detach()))
+    losses, _, _ = fit(model, _batch(model, train_frames, 256), 40)
     assert losses[-1] < 0.5 * losses[0], losses
-    pieces = {"hash grid": model.encoder, "decoder": model.decoder}
+    pieces = {"hash grid": model.field.encoder, "decoder": model.field.decoder}
     if blend == "deformation":
-        blend_fields = model.deformer.deformers[2]
+        blend_fields = model.field.deformer.deformers[2]
         pieces.update(basis=blend_fields.basis_net, mapping=blend_fields.mapping)
     else:
-        pieces["mapping"] = model.mapping
+        pieces["mapping"] = model.field.condition.network
     for name, module in pieces.items():
         grads = [p.grad for p in module.parameters() if p.grad is not None]
         assert grads and sum(float(g.abs().sum()) for g in grads) > 0, name
@@ -79,7 +73,7 @@ def test_view_bins_follow_the_orbit(tiny_orbit_video):
     """One turn of the subject before a fixed camera: facing the camera, then sideways, then away, and back."""
     train_frames, _ = tiny_orbit_video
     model = _model(train_frames)
-    bins = model.view_bins(train_frames)
+    bins = model.view_bins(train_frames, tracked_head(model.parametric, train_frames))
     assert set(bins.tolist()) == {FRONT, SIDE, BACK}
     assert bins[0] == FRONT  # the orbit starts facing the camera
     yaw = train_frames.params.pose[:, 0, 1]  # the global yaw the generator swept
@@ -104,5 +98,7 @@ def test_bad_configuration_raises(tiny_orbit_video):
         Portrait360Config(blend="texture")
     with raises_naming("num_samples"):
         Portrait360Config(num_samples=0)
-    with raises_naming("surface_distance"):
-        Portrait360Config(surface_distance=-1.0)
+    with raises_naming("shell"):
+        Portrait360Config(shell=-1.0)
+    with raises_naming("padding"):
+        Portrait360Config(padding=0.0)

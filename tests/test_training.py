@@ -13,9 +13,21 @@ from PIL import Image
 from tiny_configs import TINY_INSTA
 
 from headfields.deformers import RigidDeformer
+from headfields.heads import tracked_head
 from headfields.models.insta import Insta
 from headfields.parametric import load_model
-from headfields.training import DecayingAdam, TrainingConfig, evenly_spread, ray_batch, train
+from headfields.training import (
+    DecayingAdam,
+    OptimizerConfig,
+    TrainingConfig,
+    build_optimizer,
+    evenly_spread,
+    ray_batch,
+    set_learning_rate,
+    train,
+)
+
+from helpers import fit
 
 TINY = TINY_INSTA
 
@@ -30,22 +42,19 @@ def _model(frames, seed=0):
     return Insta(load_model(frames.model_path, frames.model_type), frames.segmentation_labels, TINY)
 
 
+def _batch(model, frames, count, seed=0):
+    head = tracked_head(model.parametric, frames)
+    return ray_batch(frames, count, torch.Generator().manual_seed(seed), torch.device("cpu"), head=head)
+
+
 def test_insta_loss_falls_on_a_fixed_batch(video):
     train_frames, _ = video
     model = _model(train_frames)
-    optimizer = model.configure_optimizer()
-    batch = ray_batch(train_frames, 128, torch.Generator().manual_seed(0), torch.device("cpu"))
-    losses = []
-    for step in range(25):  # past TINY's warm-up: the mouth weighting is on for the last steps
-        model.before_step(step, train_frames)
-        out = model.training_step(batch, step)
-        optimizer.zero_grad()
-        out.loss.backward()
-        optimizer.step()
-        losses.append(float(out.loss.detach()))
+    losses, _, _ = fit(model, _batch(model, train_frames, 128), 25)  # past TINY's warm-up: the mouth weighting is on
     assert losses[-1] < 0.5 * losses[0], losses
     # Every trainable piece received a gradient: the deformer's canonical points reach the grid and MLPs.
-    assert model.encoder.table.grad is not None and model.encoder.table.grad.abs().sum() > 0
+    table = model.field.encoder.table
+    assert table.grad is not None and table.grad.abs().sum() > 0
 
 
 def _checkpoint(folder):
@@ -91,7 +100,7 @@ def test_insta_needs_a_deformer_that_reports_faces(video):
     train_frames, _ = video
     parametric, labels = load_model(train_frames.model_path), train_frames.segmentation_labels
     model = Insta(parametric, labels, TINY, deformer=RigidDeformer())
-    batch = ray_batch(train_frames, 16, torch.Generator().manual_seed(0), torch.device("cpu"))
+    batch = _batch(model, train_frames, 16)
     with pytest.raises(ValueError, match="^deformer:"):
         model.training_step(batch, 0)
     with pytest.raises(ValueError, match="^lips_regions:"):
@@ -102,15 +111,15 @@ def test_insta_reads_a_capture_without_parameters_from_its_meshes(video):
     train_frames, _ = video
     capture = dataclasses.replace(train_frames, params=None)  # what a real INSTA capture holds
     model = _model(train_frames)
-    head = model.head(capture)
-    from_params = model.head(train_frames)
+    head = tracked_head(model.parametric, capture)
+    from_params = tracked_head(model.parametric, train_frames)
     torch.testing.assert_close(head.vertices, train_frames.mesh_vertices)
     torch.testing.assert_close(head.vertices, from_params.vertices, atol=1e-5, rtol=0)
     torch.testing.assert_close(head.expression, train_frames.expression)
-    batch = ray_batch(capture, 64, torch.Generator().manual_seed(1), torch.device("cpu"))
+    batch = _batch(model, capture, 64, seed=1)
     assert torch.isfinite(model.training_step(batch, step=0).loss)
     with pytest.raises(ValueError, match="^frames:"):
-        model.head(dataclasses.replace(capture, mesh_vertices=None, mesh_faces=None))
+        tracked_head(model.parametric, dataclasses.replace(capture, mesh_vertices=None, mesh_faces=None))
 
 
 def test_ray_batch_draws_from_the_requested_number_of_frames(video):
@@ -125,27 +134,36 @@ def test_ray_batch_draws_from_the_requested_number_of_frames(video):
         TrainingConfig(frames_per_batch=0)
 
 
-def test_decaying_adam_follows_the_exponential_schedule_over_trainable_parameters():
-    """Analytic rates: ``initial`` at step 0, their geometric mean half-way, ``final`` from ``steps`` on."""
-    module = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.Linear(3, 1))
+def test_the_optimizer_follows_the_exponential_schedule_over_trainable_parameters():
+    """Analytic rates: ``initial`` at step 0, their geometric mean half-way, ``final`` from ``steps`` on; a
+    group's ``lr_scale`` multiplies its rate; frozen parameters are left out; no final rate: constant."""
+    module = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.Linear(3, 1), torch.nn.Linear(1, 1))
     module[0].requires_grad_(False)
-    adam = DecayingAdam(1e-2, 1e-4, 100)
-    adam.set_step(50)  # before build: nothing to set, and no error
-    optimizer = adam.build(module)
-    assert [p for g in optimizer.param_groups for p in g["params"]] == list(module[1].parameters())
+    module.param_groups = lambda: [{"params": module[:2].parameters()}, {"params": module[2].parameters(), "lr_scale": 0.1}]
+    config = OptimizerConfig(1e-2, 1e-4, 100)
+    optimizer = build_optimizer(module, config)
+    assert optimizer.param_groups[0]["params"] == list(module[1].parameters())
     for step, rate in ((0, 1e-2), (50, 1e-3), (100, 1e-4), (1000, 1e-4)):
-        adam.set_step(step)
+        set_learning_rate(optimizer, config, step)
         assert optimizer.param_groups[0]["lr"] == pytest.approx(rate, rel=1e-12)
-    for name, args in (("initial", (0.0, 1e-4, 10)), ("final", (1e-2, -1.0, 10)), ("steps", (1e-2, 1e-4, 0))):
+        assert optimizer.param_groups[1]["lr"] == pytest.approx(0.1 * rate, rel=1e-12)
+    constant = OptimizerConfig(3e-3)
+    set_learning_rate(optimizer, constant, 77)
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(3e-3, rel=1e-12)
+    for name, kwargs in (
+        ("learning_rate", dict(learning_rate=0.0)),
+        ("final_learning_rate", dict(learning_rate=1e-2, final_learning_rate=-1.0)),
+        ("decay_steps", dict(learning_rate=1e-2, decay_steps=0)),
+        ("ema_decay", dict(learning_rate=1e-2, ema_decay=1.0)),
+        ("weight_decay", dict(learning_rate=1e-2, weight_decay=-1.0)),
+    ):
         with pytest.raises(ValueError, match=f"^{name}:"):
-            DecayingAdam(*args)
-    with pytest.raises(ValueError, match="^max_grad_norm:"):
-        DecayingAdam(1e-2, 1e-4, 10, max_grad_norm=0.0)
+            OptimizerConfig(**kwargs)
 
 
-def test_decaying_adam_clips_the_total_gradient_norm_before_each_step():
+def test_the_optimizer_clips_the_total_gradient_norm_before_each_step():
     module = torch.nn.Linear(3, 2)
-    optimizer = DecayingAdam(1e-2, 1e-4, 100, max_grad_norm=0.5).build(module)
+    optimizer = build_optimizer(module, OptimizerConfig(1e-2, 1e-4, 100, max_grad_norm=0.5))
     for scale, expected in ((10.0, 0.5), (1e-3, None)):  # a large gradient is scaled to the limit, a small one kept
         gradients = [torch.full_like(p, scale) for p in module.parameters()]
         for p, g in zip(module.parameters(), gradients, strict=True):
@@ -154,6 +172,26 @@ def test_decaying_adam_clips_the_total_gradient_norm_before_each_step():
         norm = torch.linalg.vector_norm(torch.cat([p.grad.reshape(-1) for p in module.parameters()]))
         unclipped = torch.linalg.vector_norm(torch.cat([g.reshape(-1) for g in gradients]))
         assert float(norm) == pytest.approx(expected if expected is not None else float(unclipped), rel=1e-6)
+
+
+def test_decaying_adam_is_a_deprecated_alias_of_the_same_schedule():
+    module = torch.nn.Linear(2, 1)
+    with pytest.warns(DeprecationWarning, match="OptimizerConfig"):
+        adam = DecayingAdam(1e-2, 1e-4, 100)
+    optimizer = adam.build(module)
+    adam.set_step(50)
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(1e-3, rel=1e-12)
+
+
+def test_a_model_without_an_average_evaluates_its_weights(video, tmp_path):
+    """ema_decay None (the model's, or the loop's override): no average in the checkpoint, and the final
+    evaluation reads the trained weights themselves."""
+    train_frames, eval_frames = video
+    model = _model(train_frames)
+    config = TrainingConfig(max_iterations=2, rays_per_batch=64, eval_every=0, checkpoint_every=0, eval_frames=1)
+    model.optimization = dataclasses.replace(model.optimization, ema_decay=None)
+    train(model, train_frames, eval_frames, tmp_path, config)
+    assert _checkpoint(tmp_path)["ema"] is None
 
 
 @given(st.integers(1, 300), st.integers(1, 300))

@@ -5,6 +5,7 @@ from headfields.deformers import ErrorCorrectionConfig
 from headfields.encoders import HashGridConfig, MeshAnchoredConfig, UVCodeDecoderConfig, UVUNetConfig
 from headfields.models.insta import InstaConfig
 from headfields.models.monoavatar import MonoAvatarConfig
+from headfields.training import OptimizerConfig
 
 TINY_GRID = HashGridConfig(levels=4, log2_table_size=12, base_resolution=4, finest_resolution=32)
 
@@ -26,9 +27,7 @@ TINY_MONOAVATAR = MonoAvatarConfig(
     decoder=NerfDecoderConfig(hidden_dim=16, density_layers=1, color_layers=1, geometry_dim=8, density_activation="softplus"),
     coarse_samples=24,
     fine_samples=12,
-    warp=ErrorCorrectionConfig(latent_dim=4, hidden_dim=16, hidden_layers=2, window_steps=20, start_step=3),
-    warp_samples=64,
-    learning_rate=5e-3,
-    final_learning_rate=5e-4,
-    decay_steps=100,
+    error_correction=ErrorCorrectionConfig(latent_dim=4, hidden_dim=16, hidden_layers=2, window_steps=20, start_step=3),
+    correction_samples=64,
+    optimization=OptimizerConfig(5e-3, 5e-4, 100, ema_decay=0.95),
 )

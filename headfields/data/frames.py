@@ -13,7 +13,7 @@ import torch
 from jaxtyping import Bool, Float, Int, UInt8
 from torch import Tensor
 
-from .._checks import check_float, check_int, check_shape
+from ..checks import check_float, check_int, check_shape
 from ..renderers.cameras import PinholeCameras
 
 SPLITS = ("train", "val", "test")

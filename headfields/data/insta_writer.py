@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._checks import check_positive
+from ..checks import check_positive
 from . import _io
 from .frames import SPLITS, FrameSet
 

@@ -16,7 +16,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
-from .._checks import check_count, check_float, check_int
+from ..checks import check_count, check_float, check_int
 from ..encoders.frequency import MAX_FREQUENCIES, FrequencyEncoding
 from ..encoders.spherical_harmonics import UNIT_TOLERANCE, SphericalHarmonics
 from ..networks import mlp

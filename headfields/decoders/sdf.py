@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
-from .._checks import check_count, check_float, check_int, check_positive
+from ..checks import check_count, check_float, check_int, check_positive
 from ..encoders.frequency import MAX_FREQUENCIES, FrequencyEncoding
 
 # MonoNPHM's canonical SDF (PAPERS.md, "MonoNPHM"): local MLPs 4 x 200, Softplus(beta = 100); 12 nearest anchors,

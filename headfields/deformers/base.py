@@ -4,14 +4,14 @@ input checks, :class:`DeformerChain`, which runs deformers one after another, an
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from jaxtyping import Bool, Float, Int
 from torch import Tensor, nn
 
-from .._checks import IntLike, check_float, check_positive
+from ..checks import IntLike, check_float, check_positive
 from ..geometry import closest_point
 from ..parametric import Head
 
@@ -28,6 +28,7 @@ class Canonical:
     dirs: Float[Tensor, "N 3"] | None  # canonical unit view directions (None when none were given)
     valid: Bool[Tensor, " N"]
     face: Int[Tensor, " N"] | None  # nearest posed triangle, when the deformer knows it (for conditioning)
+    extras: dict[str, Tensor] = field(default_factory=dict)  # what a deformer reports for its loss (e.g. offsets)
 
 
 @dataclass
@@ -89,7 +90,7 @@ class DeformerChain(Deformer):
         dirs: Float[Tensor, "N 3"] | None = None,
     ) -> Canonical:
         checked = check_deformer_input(x, head, frame, dirs)
-        points, dirs, valid, face = checked.x, checked.dirs, None, None
+        points, dirs, valid, face, extras = checked.x, checked.dirs, None, None, {}
         for i, deformer in enumerate(self.deformers):
             if points.shape[1] != 3:
                 raise ValueError(
@@ -99,25 +100,27 @@ class DeformerChain(Deformer):
             points, dirs = out.points, out.dirs
             valid = out.valid if valid is None else valid & out.valid
             face = out.face if face is None else face
+            extras.update(out.extras)
         if face is not None:
             face = face.masked_fill(~valid, -1)
-        return Canonical(points=points, dirs=dirs, valid=valid, face=face)
+        return Canonical(points=points, dirs=dirs, valid=valid, face=face, extras=extras)
 
 
 @dataclass
 class RigidDeformerConfig:
     max_distance: float | None = None  # drop samples farther than this from the frame's posed mesh
     nearest_face: bool = False  # also report each sample's nearest posed triangle (implied by max_distance)
+    joint: int = 0  # whose motion is undone: the root (the head's global motion), or e.g. FLAME's neck
 
     def __post_init__(self) -> None:
         check_positive("max_distance", self.max_distance)
 
 
 class RigidDeformer(Deformer):
-    """The head's global rigid motion undone: ``canonical = R⁻¹ (x − t)`` with ``[R | t]`` the root joint's
-    rest → posed transform of the sample's frame (``head.joint_transforms[frame, 0]``, translation
-    included), and directions ``R⁻¹ d``. No expression or jaw motion: the baseline that INSTA's
-    triangle-frame deformer is measured against.
+    """The head's rigid motion undone: ``canonical = R⁻¹ (x − t)`` with ``[R | t]`` the rest → posed transform
+    of the configured joint (the root by default: the global motion) in the sample's frame
+    (``head.joint_transforms[frame, joint]``, translation included), and directions ``R⁻¹ d``. No expression
+    or jaw motion: the baseline that INSTA's triangle-frame deformer is measured against.
     """
 
     def __init__(self, config: RigidDeformerConfig | None = None):
@@ -132,7 +135,7 @@ class RigidDeformer(Deformer):
         dirs: Float[Tensor, "N 3"] | None = None,
     ) -> Canonical:
         checked = check_deformer_input(x, head, frame, dirs)
-        root = head.joint_transforms[checked.frame, 0]  # [N, 4, 4]
+        root = head.joint_transforms[checked.frame, self.config.joint]  # [N, 4, 4]
         dtype = torch.promote_types(x.dtype, root.dtype)
         rotation, offset = root[:, :3, :3].to(dtype), root[:, :3, 3].to(dtype)
         # Rᵀ = R⁻¹ for the root's rotation (the root joint carries no scale).
@@ -149,3 +152,4 @@ class RigidDeformer(Deformer):
             valid = q.hit if max_distance is None else q.hit & (q.distance <= max_distance)
             face = q.face.masked_fill(~valid, -1)
         return Canonical(points=points, dirs=canonical_dirs, valid=valid, face=face)
+

@@ -29,7 +29,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
-from .._checks import IntLike, check_count, check_float
+from ..checks import IntLike, check_count, check_float
 from ..encoders.frequency import MAX_FREQUENCIES, FrequencyEncoding
 from ..encoders.hashgrid import HashGrid, HashGridConfig
 from ..losses import magnitude_loss

@@ -25,7 +25,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
-from .._checks import IntLike, check_count, check_float, check_frame, check_int, check_positive
+from ..checks import IntLike, check_count, check_float, check_frame, check_int, check_positive
 from ..encoders.frequency import FrequencyEncoding, frequency_window
 from ..losses import elastic_loss, magnitude_loss
 from ..networks import mlp_trunk

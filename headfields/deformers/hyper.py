@@ -26,7 +26,7 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor, nn
 
-from .._checks import IntLike, check_count, check_float, check_shape
+from ..checks import IntLike, check_count, check_float, check_shape
 from ..encoders.frequency import MAX_FREQUENCIES, FrequencyEncoding
 from ..parametric import Head
 from .base import Canonical, Deformer, check_deformer_input

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from .._checks import IntLike, check_positive
+from ..checks import IntLike, check_positive
 from ..parametric import Head, blend_transforms, skinning_weights, transform_points
 from .base import Canonical, Deformer, check_deformer_input
 

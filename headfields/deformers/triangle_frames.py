@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from .._checks import IntLike, check_positive, check_shape
+from ..checks import IntLike, check_positive, check_shape
 from ..geometry import TriangleMesh, closest_point, face_adjacency, face_areas, triangle_frames
 from ..parametric import Head
 from .base import Canonical, Deformer, check_deformer_input

@@ -30,3 +30,8 @@ __all__ = [
     "UVUNet",
     "UVUNetConfig",
 ]
+
+# MonoAvatar's encoder as a field part (issue 16): per-frame vertex features read by the mesh-anchored blend.
+from .mesh_features import ConcatEncoder, MeshFeatureEncoder, VertexFeatureKind  # noqa: E402
+
+__all__ += ["ConcatEncoder", "MeshFeatureEncoder", "VertexFeatureKind"]

@@ -10,7 +10,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
-from .._checks import check_count, check_float
+from ..checks import check_count, check_float
 
 MAX_FREQUENCIES = 32  # 2^31 pi x already aliases for any float32 x
 

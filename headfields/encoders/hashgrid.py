@@ -28,7 +28,7 @@ from jaxtyping import Float
 from torch import Tensor, nn
 
 from .. import kernels
-from .._checks import check_count, check_finite, check_float
+from ..checks import check_count, check_finite, check_float
 
 # INSTA (Zielonka et al. 2023) uses 16 levels of 2 features, 2^18 rows a level, resolutions 16 to 2048.
 INSTA_LEVELS, INSTA_FEATURES, INSTA_LOG2_TABLE, INSTA_BASE, INSTA_FINEST = 16, 2, 18, 16, 2048

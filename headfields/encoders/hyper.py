@@ -9,7 +9,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
-from .._checks import check_count, check_float
+from ..checks import check_count, check_float
 from .frequency import FrequencyEncoding
 
 SPATIAL_DIMS = 3

@@ -10,7 +10,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
-from .._checks import check_count, check_int
+from ..checks import check_count, check_int
 
 __all__ = ["LatentCodes", "LatentCodesConfig"]
 

@@ -17,7 +17,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
-from .._checks import IntLike, check_count, check_float, check_positive
+from ..checks import IntLike, check_count, check_float, check_positive
 from ..geometry import TriangleMesh, knn_vertices
 from ..geometry.queries import MAX_KNN
 from ..networks import mlp

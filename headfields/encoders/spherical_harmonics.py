@@ -13,7 +13,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
-from .._checks import check_count, check_float
+from ..checks import check_count, check_float
 
 MAX_DEGREE = 5  # orders l <= 4: the polynomials below
 # Directions must be unit to this tolerance: the polynomials are orthonormal only on the sphere.

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor, nn
 
-from .._checks import check_count, check_float
+from ..checks import check_count, check_float
 
 # MonoAvatar (PAPERS.md): 64-d features per vertex, a 256 x 256 UV map, 6 levels of 8/16/32/64/128/256 channels,
 # LeakyReLU 0.2; the U-Net's input is the 3-channel vertex displacement map.

@@ -12,7 +12,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
-from .._checks import check_count, check_float, check_positive
+from ..checks import check_count, check_float, check_positive
 from ..geometry import UVRaster, interpolate_uv, rasterize_uv, sample_uv, vertex_uvs
 from .uv_cnn import UVCodeDecoder, UVCodeDecoderConfig, UVUNet, UVUNetConfig
 

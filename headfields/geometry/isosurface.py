@@ -12,7 +12,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from .._checks import IntLike, check_count, check_float
+from ..checks import IntLike, check_count, check_float
 from .mesh import TriangleMesh
 from .triangles import DEGENERATE_AREA_FRACTION, _face_cross
 

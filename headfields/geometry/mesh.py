@@ -8,7 +8,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from .. import kernels
-from .._checks import IntLike, check_finite, check_float, check_frame, check_int
+from ..checks import IntLike, check_finite, check_float, check_frame, check_int
 from .triangles import check_nondegenerate
 
 

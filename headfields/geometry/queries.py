@@ -19,7 +19,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from .. import kernels
-from .._checks import IntLike, check_count, check_finite, check_float, check_positive
+from ..checks import IntLike, check_count, check_finite, check_float, check_positive
 from .mesh import TriangleMesh
 from .triangles import closest_point_on_triangle, gather_triangles, ray_triangle
 

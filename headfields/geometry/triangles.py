@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from .._checks import check_float, check_int
+from ..checks import check_float, check_int
 
 
 def _dot(a: Tensor, b: Tensor) -> Tensor:

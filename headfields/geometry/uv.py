@@ -24,7 +24,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from .. import kernels
-from .._checks import IntLike, check_count, check_float, check_int, check_shape
+from ..checks import IntLike, check_count, check_float, check_int, check_shape
 
 # Coverage is decided exactly, in integers: corners snap to 1/4096 of a texel (GPU rasterisers snap to 1/256),
 # and edge functions of such coordinates fit in int64, so a texel centre on an edge shared by two triangles

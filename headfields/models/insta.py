@@ -1,10 +1,9 @@
 """INSTA (Zielonka, Bolkart, Thies; CVPR 2023), assembled from public headfields primitives.
 
-Samples along camera rays are kept where an occupancy grid (the union of the head over all frames) says
-something is, and near the frame's posed FLAME mesh; each is carried to canonical space through its nearest
-posed triangle's frame, encoded by a hash grid, and decoded by small NeRF MLPs, the first 16 expression
-coefficients entering the density MLP only near the lips. Training: Huber photometric loss with lips and
-mouth up-weighted after a warm-up, and a depth prior from the posed mesh (ray cast), off on hair and background.
+sample (occupancy-grid marching in the canonical box) → deform (nearest posed FLAME triangle's frame) →
+encode (hash grid in the unit box) → decode (NeRF MLPs; the first 16 expression coefficients enter the density
+MLP only near the lips) → composite → Huber loss with lips and mouth up-weighted after a warm-up, and a depth
+prior from the posed mesh (ray cast), off on hair and background.
 """
 
 from __future__ import annotations
@@ -12,36 +11,29 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-from jaxtyping import Float
-from torch import Tensor, nn
+from torch import nn
 
-from ..data import BACKGROUND_LABEL, FrameSet
+from ..data import BACKGROUND_LABEL
 from ..decoders import NerfDecoder, NerfDecoderConfig
 from ..deformers import Deformer, TriangleFrameDeformer
 from ..encoders import HashGrid, HashGridConfig, SphericalHarmonics
-from ..losses import (
-    HUBER_DELTA,
-    INSTA_DEPTH_WEIGHT,
-    INSTA_MOUTH_WARMUP_STEPS,
-    INSTA_MOUTH_WEIGHT,
-    depth_loss,
-    huber_loss,
-)
+from ..fields import NerfField, RegionExpression, UnitBox, inflated_box
+from ..heads import mesh_depth, present_regions
+from ..losses import HUBER_DELTA, INSTA_DEPTH_WEIGHT, INSTA_MOUTH_WARMUP_STEPS, INSTA_MOUTH_WEIGHT, depth_loss, huber_loss
 from ..parametric import Head, ParametricModel
-from ..renderers import OccupancyGrid, composite, mesh_guided_filter
-from ..renderers.cameras import Rays
-from ..training import RayBatch, StepOutput
-from .tracking import TrackedHeads, mesh_depth, present_regions
+from ..renderers import OccupancySampler, Rays, render_nerf
+from ..training import OptimizerConfig, RayBatch, StepOutput
 
 __all__ = ["Insta", "InstaConfig"]
 
 
 @dataclass(frozen=True)
 class InstaConfig:
-    """INSTA's recipe (PAPERS.md); CPU-friendly sizes where noted. Departures, each a setting away:
-    the deformer's eye-triangle area scaling and face-neighbour blending are off by default (pass a
-    configured ``TriangleFrameDeformer``); the marching step is the box diagonal / 256 (INSTA: / 1024), and
-    the grid is 64^3 (INSTA: 128^3); samples must lie within ``surface_distance`` of the posed mesh."""
+    """INSTA's recipe (PAPERS.md); CPU-friendly sizes where noted. Departures, each a setting away: the
+    deformer's eye-triangle area scaling and face-neighbour blending are off by default (pass a configured
+    ``TriangleFrameDeformer``); the marching step is the box diagonal / 256 (INSTA: / 1024), and the grid is
+    64^3 (INSTA: 128^3); samples farther than ``shell`` from the posed mesh are skipped (INSTA warps every
+    sample in its box: ``shell=None``)."""
 
     hash_grid: HashGridConfig = field(default_factory=HashGridConfig)  # 16 levels, 2^18, 16 -> 2048
     decoder: NerfDecoderConfig = field(default_factory=NerfDecoderConfig)  # 64 wide MLPs, 15 geometry features
@@ -54,16 +46,15 @@ class InstaConfig:
     occupancy_threshold: float = 0.01  # on the optical thickness of one marching step, capped at the grid's mean
     occupancy_every: int = 16  # steps between occupancy refreshes; 0: no grid (every cell stays occupied)
     steps_per_diagonal: int = 256  # ray-marching step = box diagonal / this (INSTA: sqrt(3)/1024 of a unit box)
-    surface_distance: float = 0.03  # metres: samples farther from the frame's posed mesh are skipped
+    shell: float | None = 0.03  # metres from the frame's posed mesh beyond which samples are skipped (None: off)
     mouth_weight: float = INSTA_MOUTH_WEIGHT  # lips and mouth pixels weigh this much after the warm-up
     mouth_regions: tuple[str, ...] = ("lips", "teeth", "mouth_interior")
     warmup_steps: int = INSTA_MOUTH_WARMUP_STEPS
     depth_weight: float = INSTA_DEPTH_WEIGHT
     depth_off_regions: tuple[str, ...] = ("hair", "torso")  # INSTA: no depth prior on hair and cloth
     huber_delta: float = HUBER_DELTA
-    learning_rate: float = 2.5e-3  # INSTA's PyTorch port
-    betas: tuple[float, float] = (0.9, 0.99)
-    eps: float = 1e-15
+    # INSTA's PyTorch port: Adam at 2.5e-3, betas (0.9, 0.99), eps 1e-15; evaluation with an EMA of 0.95.
+    optimization: OptimizerConfig = OptimizerConfig(2.5e-3, betas=(0.9, 0.99), eps=1e-15, ema_decay=0.95)
     background: tuple[float, float, float] = (1.0, 1.0, 1.0)
 
 
@@ -79,105 +70,47 @@ class Insta(nn.Module):
         """``deformer`` replaces INSTA's triangle-frame deformer (e.g. a rigid one, for an ablation); it must
         report the nearest face, which selects the samples that see the expression. ``encoder`` replaces the
         hash grid: it reads the canonical points with their first three coordinates mapped to the unit box
-        (a deformer may append hyper-dimensions, passed on as they are; see
-        :class:`~headfields.encoders.HyperEncoding`) and has an ``out_dim``."""
+        (hyper-dimensions passed on as they are, see :class:`~headfields.encoders.HyperEncoding`) and has an
+        ``out_dim``."""
         super().__init__()
-        self.config = config = config or InstaConfig()
+        self.config = c = config or InstaConfig()
+        self.optimization = c.optimization
         self.parametric = parametric.requires_grad_(False)
-        self.labels = dict(segmentation_labels)
         neutral = parametric()
-        canonical = neutral.canonical_vertices
-        low, high = canonical.amin(0), canonical.amax(0)
-        pad = config.box_inflation * (high - low).norm()
-        self.register_buffer("box", torch.stack([low - pad, high + pad]))
-        lips = present_regions("lips_regions", config.lips_regions, neutral.regions)
-        self.register_buffer("lips_faces", neutral.face_mask(*lips))
-        self.mouth_labels = [self.labels[r] for r in present_regions("mouth_regions", config.mouth_regions, self.labels)]
-        # Regions a model lacks (FLAME has no torso) are skipped; the background never gets the depth prior.
-        self.depth_off_labels = [self.labels[r] for r in config.depth_off_regions if r in self.labels] + [BACKGROUND_LABEL]
-        self.deformer = deformer if deformer is not None else TriangleFrameDeformer()
-        self.encoder = encoder if encoder is not None else HashGrid(config.hash_grid)
-        if not isinstance(getattr(self.encoder, "out_dim", None), int):
-            raise TypeError(f"encoder: expected a module with an int out_dim, got {type(self.encoder).__name__}")
-        self.directions = SphericalHarmonics(config.sh_degree)
-        self.decoder = NerfDecoder(self.encoder.out_dim, self.directions.out_dim, config.expression_dims, config.decoder)
-        self.occupancy = OccupancyGrid(self.box, config.occupancy_resolution)
-        self._heads = TrackedHeads()
-
-    # --- the field ---------------------------------------------------------------------------------------
-    def head(self, frames: FrameSet) -> Head:
-        """The tracked head of every frame of ``frames``, evaluated once per FrameSet."""
-        return self._heads.get(frames, self.parametric)
-
-    def _encode(self, x: Float[Tensor, "S 3"], frame: Tensor, head: Head, dirs: Tensor | None):
-        """Canonical hash-grid features, lips-only expression conditioning, validity, canonical directions."""
-        canonical = self.deformer(x, head, frame, dirs)
-        if canonical.face is None:
-            raise ValueError("deformer: expected a deformer that reports each sample's nearest face (INSTA's lips conditioning)")
-        points = canonical.points  # 3-D, or with hyper-dimensions after them
-        unit = ((points[:, :3] - self.box[0]) / (self.box[1] - self.box[0])).clamp(0.0, 1.0)
-        if points.shape[1] > 3:  # hyper-dimensions pass on as they are
-            unit = torch.cat([unit, points[:, 3:].to(unit.dtype)], dim=1)
-        lips = self.lips_faces[canonical.face.clamp(min=0)] & canonical.valid
-        expression = head.expression[frame, : self.config.expression_dims]
-        cond = torch.where(lips[:, None], expression, torch.ones_like(expression))
-        return self.encoder(unit), cond, canonical.valid, canonical.dirs
-
-    def field(self, x: Float[Tensor, "S 3"], dirs: Float[Tensor, "S 3"], frame: Tensor, head: Head):
-        features, cond, valid, canonical_dirs = self._encode(x, frame, head, dirs)
-        out = self.decoder(features, self.directions(canonical_dirs), cond)
-        return out.density * valid, out.rgb
-
-    def density(self, x: Float[Tensor, "S 3"], frame: Tensor, head: Head) -> Float[Tensor, " S"]:
-        features, cond, valid, _ = self._encode(x, frame, head, None)
-        return self.decoder.density(features, cond) * valid
-
-    # --- rendering ---------------------------------------------------------------------------------------
-    def render(self, rays: Rays, head: Head):
-        samples = self.occupancy.march(rays.origins, rays.directions, step_size=self._step_size())  # within the box
-        samples = mesh_guided_filter(
-            samples, rays.origins, rays.directions, head.posed_mesh, rays.frame, self.config.surface_distance
+        box = inflated_box(neutral.canonical_vertices, c.box_inflation)
+        encoder = encoder if encoder is not None else HashGrid(c.hash_grid)
+        if not isinstance(getattr(encoder, "out_dim", None), int):
+            raise TypeError(f"encoder: expected a module with an int out_dim, got {type(encoder).__name__}")
+        lips = neutral.face_mask(*present_regions("lips_regions", c.lips_regions, neutral.regions))
+        directions = SphericalHarmonics(c.sh_degree)
+        self.field = NerfField(
+            deformer if deformer is not None else TriangleFrameDeformer(),
+            encoder,
+            NerfDecoder(encoder.out_dim, directions.out_dim, c.expression_dims, c.decoder),
+            directions,
+            UnitBox(box),
+            RegionExpression(c.expression_dims, lips, outside=1.0),  # ones away from the lips, as INSTA feeds
         )
-        x = samples.midpoints(rays.origins, rays.directions)
-        frame = rays.frame[samples.ray]
-        density, rgb = self.field(x, rays.directions[samples.ray], frame, head)
-        background = torch.tensor(self.config.background, device=x.device)
-        return composite(samples, density, rgb, background)
+        grid = (c.occupancy_resolution, c.steps_per_diagonal, c.occupancy_every, c.occupancy_decay, c.occupancy_threshold)
+        self.sampler = OccupancySampler(box, *grid, shell=c.shell)
+        labels = dict(segmentation_labels)
+        self.mouth_labels = [labels[r] for r in present_regions("mouth_regions", c.mouth_regions, labels)]
+        # Regions a model lacks (FLAME has no torso) are skipped; the background never gets the depth prior.
+        self.depth_off_labels = [labels[r] for r in c.depth_off_regions if r in labels] + [BACKGROUND_LABEL]
 
-    def _step_size(self) -> float:
-        return float((self.box[1] - self.box[0]).norm()) / self.config.steps_per_diagonal
+    def render(self, rays: Rays, head: Head, generator: torch.Generator | None = None):
+        background = torch.tensor(self.config.background, device=rays.origins.device)
+        return render_nerf(self.field, rays, head, self.sampler, background, generator).composite
 
-    def render_rays(self, rays: Rays, frames: FrameSet) -> Float[Tensor, "R 3"]:
-        return self.render(rays, self.head(frames)).rgb
+    def render_rays(self, rays: Rays, head: Head) -> torch.Tensor:
+        return self.render(rays, head).rgb
 
-    # --- training ----------------------------------------------------------------------------------------
-    def configure_optimizer(self) -> torch.optim.Optimizer:
-        c = self.config
-        params = [p for p in self.parameters() if p.requires_grad]
-        return torch.optim.Adam(params, lr=c.learning_rate, betas=c.betas, eps=c.eps)
-
-    def before_step(self, step: int, frames: FrameSet) -> None:
-        every = self.config.occupancy_every
-        if every == 0 or step % every:
-            return
-        head = self.head(frames)
-        # A random training frame warps the cells (INSTA): the grid holds the union of the head over frames.
-        generator = torch.Generator().manual_seed(step)
-        frame = int(torch.randint(head.num_frames, (1,), generator=generator))
-
-        step_size = self._step_size()
-
-        def thickness(x: Tensor) -> Tensor:  # optical thickness of one marching step, as instant-ngp thresholds
-            with torch.no_grad():
-                return self.density(x, torch.full((len(x),), frame, device=x.device), head) * step_size
-
-        c = self.config
-        self.occupancy.update(thickness, c.occupancy_decay, c.occupancy_threshold, generator=generator, cap_at_mean=True)
+    def before_step(self, step: int, head: Head) -> None:
+        self.sampler.refresh(self.field, head, step)
 
     def training_step(self, batch: RayBatch, step: int) -> StepOutput:
         c = self.config
-        head = self.head(batch.frames)
-        result = self.render(batch.rays, head)
+        result = self.render(batch.rays, batch.head, batch.generator)
         weight = None
         if step >= c.warmup_steps and batch.segmentation is not None:
             mouth = torch.tensor(self.mouth_labels, device=result.rgb.device)
@@ -185,11 +118,10 @@ class Insta(nn.Module):
         loss = huber_loss(result.rgb, batch.rgb, delta=c.huber_delta, weight=weight)
         logs = {}
         if c.depth_weight > 0:
-            prior = mesh_depth(head, batch.rays)
+            prior = mesh_depth(batch.head, batch.rays)
             keep = prior > 0
             if batch.segmentation is not None:
-                off = torch.tensor(self.depth_off_labels, device=prior.device)
-                keep &= ~torch.isin(batch.segmentation, off)
+                keep &= ~torch.isin(batch.segmentation, torch.tensor(self.depth_off_labels, device=prior.device))
             depth = depth_loss(result.depth, prior, keep)
             loss = loss + c.depth_weight * depth
             logs["depth"] = float(depth.detach())

@@ -21,27 +21,28 @@ import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
-from .._checks import check_count, check_positive
+from ..checks import check_count, check_positive
 from ..data import FrameSet
 from ..decoders import AnchorSdf, AnchorSdfConfig, AppearanceConfig, AppearanceField, SdfMlp, SdfMlpConfig, SHLighting
 from ..deformers import HyperDeformation, HyperDeformer, HyperDeformerConfig
 from ..encoders import LatentCodes, LatentCodesConfig
 from ..geometry import IsoSurface, extract_isosurface, farthest_points, sample_box
+from ..heads import tracked_head
 from ..losses import NEUS_EIKONAL_WEIGHT, eikonal_loss, l1_loss, mask_loss
 from ..parametric import Head, ParametricModel
 from ..renderers import (
+    NEUS_BASE_INV_S,
+    NEUS_INITIAL_VARIANCE,
     Composite,
     InverseVariance,
     PackedSamples,
+    Rays,
     accumulate,
     composite_alpha,
     neus_rays,
     ray_aabb,
 )
-from ..renderers.cameras import Rays
-from ..renderers.neus import NEUS_BASE_INV_S, NEUS_INITIAL_VARIANCE
-from ..training import DecayingAdam, RayBatch, StepOutput, render_image
-from .tracking import TrackedHeads
+from ..training import OptimizerConfig, RayBatch, StepOutput, render_image
 
 __all__ = ["FrameState", "MonoNphm", "MonoNphmConfig", "MonoNphmRender", "cpu_config"]
 
@@ -82,9 +83,7 @@ class MonoNphmConfig:
     silhouette_weight: float = 0.1
     correspondence_weight: float = 1.0  # in the normalised units (see the departures)
     correspondence_vertices: int = 512  # tracked vertices per step
-    learning_rate: float = 5e-4  # decays exponentially to final_learning_rate over decay_steps
-    final_learning_rate: float = 5e-5
-    decay_steps: int = 100_000
+    optimization: OptimizerConfig = OptimizerConfig(5e-4, 5e-5, 100_000, ema_decay=0.95)  # exponential decay
     background: tuple[float, float, float] = (1.0, 1.0, 1.0)
 
     def __post_init__(self) -> None:
@@ -96,8 +95,7 @@ class MonoNphmConfig:
         check_count("samples_per_round", self.samples_per_round, 1)
         check_count("eikonal_points", self.eikonal_points, 0)
         check_count("correspondence_vertices", self.correspondence_vertices, 0)
-        check_count("decay_steps", self.decay_steps, 1)
-        for name in ("upsample_inv_s", "box_inflation", "learning_rate", "final_learning_rate"):
+        for name in ("upsample_inv_s", "box_inflation"):
             check_positive(name, getattr(self, name))
         for name in ("eikonal_weight", "silhouette_weight", "correspondence_weight"):
             if getattr(self, name) < 0:
@@ -118,9 +116,7 @@ def cpu_config(**overrides) -> MonoNphmConfig:
         coarse_samples=24,
         upsample_rounds=2,
         samples_per_round=8,
-        learning_rate=1e-3,
-        final_learning_rate=1e-4,
-        decay_steps=5_000,
+        optimization=OptimizerConfig(1e-3, 1e-4, 5_000, ema_decay=0.95),
     )
     return MonoNphmConfig(**{**sizes, **overrides})
 
@@ -152,6 +148,7 @@ class MonoNphm(nn.Module):
         """``num_frames``: training frames (one expression code each)."""
         super().__init__()
         self.config = c = config or MonoNphmConfig()
+        self.optimization = c.optimization
         self.parametric = parametric.requires_grad_(False)
         for name in ("head_joint", "jaw_joint"):
             joint = getattr(c, name)
@@ -185,12 +182,8 @@ class MonoNphm(nn.Module):
         self.appearance = AppearanceField(3 + hyper, self.sdf.feature_dim, c.appearance_code.dim, c.appearance)
         self.lighting = SHLighting()
         self.inverse_variance = InverseVariance(c.inverse_variance)
-        self._heads = TrackedHeads()
-        self._adam = DecayingAdam(c.learning_rate, c.final_learning_rate, c.decay_steps)
 
     # --- frames, coordinates ---------------------------------------------------------------------------
-    def head(self, frames: FrameSet) -> Head:
-        return self._heads.get(frames, self.parametric)
 
     def normalize(self, x: Float[Tensor, "N 3"]) -> Float[Tensor, "N 3"]:
         """Head-frame metres -> the normalised units the fields live in."""
@@ -204,15 +197,14 @@ class MonoNphm(nn.Module):
             parts.append(head.pose[frames, self.jaw_joint])
         return torch.cat(parts, dim=1)
 
-    def frame_state(self, frames: FrameSet, index: Int[Tensor, " U"]) -> FrameState:
-        """The tracked pose and codes of frames ``index`` of ``frames``. Training frames read their learnt
-        expression code; any other split reads zero, the mean code (tracking then refines it)."""
-        head = self.head(frames)
+    def frame_state(self, head: Head, index: Int[Tensor, " U"], learnt: bool = False) -> FrameState:
+        """The tracked pose and codes of frames ``index`` of ``head``. With ``learnt`` (``head`` is the training
+        frames') they read their learnt expression codes; otherwise zero, the mean code (tracking refines it)."""
         transform = head.joint_transforms[index, self.head_joint]
         u = len(index)
-        if frames.split == "train":
-            if len(frames) != self.num_frames:
-                raise ValueError(f"frames: expected the {self.num_frames} training frames, got {len(frames)}")
+        if learnt:
+            if head.num_frames != self.num_frames:
+                raise ValueError(f"head: expected the {self.num_frames} training frames, got {head.num_frames}")
             expression = self.expression_codes(index)
         else:
             expression = self.expression_codes.codes.new_zeros(u, self.expression_codes.dim)
@@ -284,18 +276,19 @@ class MonoNphm(nn.Module):
             deformation=d,
         )
 
-    def render_rays(self, rays: Rays, frames: FrameSet) -> Float[Tensor, "R 3"]:
+    def render_rays(self, rays: Rays, head: Head) -> Float[Tensor, "R 3"]:
+        """Held-out rendering: the frames' tracked expression with the neutral (zero) expression code."""
         index, local = torch.unique(rays.frame, return_inverse=True)
-        return self.render(rays, self.frame_state(frames, index), local).composite.rgb
+        return self.render(rays, self.frame_state(head, index), local).composite.rgb
 
     def render_frame(
         self, frames: FrameSet, frame: int, state: FrameState | None = None, chunk: int = 4096
     ) -> Float[Tensor, "H W 3"]:
         """The whole image of frame ``frame`` of ``frames`` (on the CPU, in [0, 1]) from ``state`` (one row;
-        default: the frame's own state, see :meth:`frame_state`)."""
+        default: the frame's tracked pose and expression with the neutral (zero) code, see :meth:`frame_state`)."""
         device = self.center.device
         if state is None:
-            state = self.frame_state(frames, torch.tensor([frame], device=device))
+            state = self.frame_state(tracked_head(self.parametric, frames), torch.tensor([frame], device=device))
 
         def render(rays: Rays) -> Tensor:
             return self.render(rays, state, torch.zeros_like(rays.frame)).composite.rgb
@@ -318,12 +311,6 @@ class MonoNphm(nn.Module):
         return surface
 
     # --- training ----------------------------------------------------------------------------------------
-    def configure_optimizer(self) -> torch.optim.Optimizer:
-        return self._adam.build(self)
-
-    def before_step(self, step: int, frames: FrameSet) -> None:
-        self._adam.set_step(step)
-
     def correspondence_loss(
         self, head: Head, index: Int[Tensor, " U"], state: FrameState, generator: torch.Generator
     ) -> Float[Tensor, ""]:
@@ -344,9 +331,9 @@ class MonoNphm(nn.Module):
 
     def training_step(self, batch: RayBatch, step: int) -> StepOutput:
         c = self.config
-        generator = torch.Generator(batch.rgb.device).manual_seed(step)  # jitter repeats on resume
+        generator = batch.generator or torch.Generator(batch.rgb.device).manual_seed(step)
         index, local = torch.unique(batch.rays.frame, return_inverse=True)
-        state = self.frame_state(batch.frames, index)
+        state = self.frame_state(batch.head, index, learnt=True)
         out = self.render(batch.rays, state, local, generator)
         rgb = l1_loss(out.composite.rgb, batch.rgb)
         loss = rgb
@@ -368,7 +355,7 @@ class MonoNphm(nn.Module):
         loss = loss + c.eikonal_weight * eikonal + deformation.total + codes
         logs.update(eikonal=float(eikonal.detach()), offset=float(deformation.offset.detach()))
         if c.correspondence_weight > 0 and c.correspondence_vertices > 0:
-            corr = self.correspondence_loss(self.head(batch.frames), index, state, generator)
+            corr = self.correspondence_loss(batch.head, index, state, generator)
             loss = loss + c.correspondence_weight * corr
             logs["correspondence"] = float(corr.detach())
         return StepOutput(loss=loss, rgb=out.composite.rgb, logs=logs)

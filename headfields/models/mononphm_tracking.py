@@ -16,12 +16,13 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from .._checks import check_count, check_positive
+from ..checks import check_count, check_positive
 from ..data import FrameSet
 from ..deformers import find_preimage, log_quaternion_to_rotation
 from ..geometry import farthest_points
+from ..heads import tracked_head
 from ..losses import l1_loss, mask_loss
-from ..renderers.cameras import image_pixels, pixel_rays, project_points
+from ..renderers import image_pixels, pixel_rays, project_points
 from .mononphm import FrameState, MonoNphm
 
 __all__ = [
@@ -103,8 +104,9 @@ def track_frame(model: MonoNphm, frames: FrameSet, frame: int, config: TrackingC
     c = config or TrackingConfig()
     device = model.center.device
     index = torch.tensor([frame], device=device)
+    head = tracked_head(model.parametric, frames)
     with torch.no_grad():
-        tracked = model.frame_state(frames, index)
+        tracked = model.frame_state(head, index)
     split = tracked.condition.shape[1] - model.identity_codes.dim
     identity = tracked.condition[:, split:]
     expression = tracked.condition[:, :split].clone()
@@ -126,7 +128,7 @@ def track_frame(model: MonoNphm, frames: FrameSet, frame: int, config: TrackingC
     if use_landmarks:
         ids = landmark_vertices(model, c.landmarks)
         detected = project_points(cameras, frames.mesh_vertices[frame, ids.cpu()].to(device), frame).pixels
-        canonical = model.head(frames).canonical_vertices[ids]  # the subject's neutral mesh
+        canonical = head.canonical_vertices[ids]  # the subject's neutral mesh
 
     generator = torch.Generator().manual_seed(c.seed)
     pixels = image_pixels(cameras)

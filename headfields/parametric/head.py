@@ -14,7 +14,7 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from .._checks import IntLike
+from ..checks import IntLike
 from ..geometry import TriangleMesh
 from .skinning import skin_points
 
@@ -88,3 +88,9 @@ class Head:
     ) -> Float[Tensor, "N 3"]:
         """Posed -> rest: the inverse blended transform, with weights from the nearest posed-mesh triangle."""
         return skin_points(self.posed_mesh, self.skinning_weights, self.joint_transforms, points, frame, inverse=True)
+
+    def to_joint_frame(self, joint: int, frames: Int[Tensor, " U"], points: Float[Tensor, "U N 3"]) -> Float[Tensor, "U N 3"]:
+        """World ``points`` of frames ``frames`` in each frame's ``joint`` frame (its tracked rest -> posed
+        transform undone): the head's own frame, where head motion need not be learnt."""
+        transform = self.joint_transforms[frames, joint]
+        return torch.einsum("uji,unj->uni", transform[:, :3, :3], points - transform[:, None, :3, 3])

@@ -20,7 +20,7 @@ from smplx.joint_names import JOINT_NAMES as SMPLX_ALL_JOINT_NAMES
 from smplx.lbs import batch_rigid_transform, batch_rodrigues, blend_shapes, vertices2joints, vertices2landmarks
 from torch import Tensor, nn
 
-from .._checks import _shape_str, check_count, check_float
+from ..checks import _shape_str, check_count, check_float
 from .files import read_model_file
 from .head import Head
 

@@ -18,7 +18,7 @@ import torch
 from jaxtyping import Int
 from torch import Tensor
 
-from .._checks import check_count, check_int, check_positive
+from ..checks import check_count, check_int, check_positive
 from ..geometry import closest_point_on_triangle, face_adjacency
 from .model import FULL_SPACE, SMALL_SPACE, ParametricModel
 

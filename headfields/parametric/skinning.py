@@ -17,7 +17,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from .._checks import IntLike, check_float, check_int
+from ..checks import IntLike, check_float, check_int
 from ..geometry import TriangleMesh, closest_point
 
 

@@ -52,9 +52,20 @@ __all__ += [
 
 # NeuS rendering (issue 6): opacity from an SDF, composited from alphas, with up-sampling near the surface.
 from .compositing import accumulate, composite_alpha  # noqa: E402
-from .neus import InverseVariance, NeusRays, inverse_variance_schedule, neus_alpha, neus_rays, neus_samples  # noqa: E402
+from .neus import (  # noqa: E402
+    NEUS_BASE_INV_S,
+    NEUS_INITIAL_VARIANCE,
+    InverseVariance,
+    NeusRays,
+    inverse_variance_schedule,
+    neus_alpha,
+    neus_rays,
+    neus_samples,
+)
 
 __all__ += [
+    "NEUS_BASE_INV_S",
+    "NEUS_INITIAL_VARIANCE",
     "InverseVariance",
     "NeusRays",
     "accumulate",
@@ -86,4 +97,20 @@ __all__ += [
     "sample_pixels_balanced",
     "view_angles",
     "view_bins",
+]
+
+# Renderers that take a field (issue 16), and the samplers they draw from.
+from .samplers import HierarchicalSampler, OccupancySampler, StratifiedSampler, ray_bounds  # noqa: E402
+from .volume import NerfRender, NeusRender, NeusSampler, render_nerf, render_neus  # noqa: E402
+
+__all__ += [
+    "HierarchicalSampler",
+    "NerfRender",
+    "NeusRender",
+    "NeusSampler",
+    "OccupancySampler",
+    "StratifiedSampler",
+    "ray_bounds",
+    "render_nerf",
+    "render_neus",
 ]

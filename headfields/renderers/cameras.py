@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from .._checks import IntLike, check_count, check_float, check_frame, check_int, check_positive
+from ..checks import IntLike, check_count, check_float, check_frame, check_int, check_positive
 
 # camera_to_world must be rigid: |R^T R - I|, |det R - 1| and the last row's error below this. Loose enough
 # for float32 matrices written to text by trackers, tight enough to catch a scale or shear.

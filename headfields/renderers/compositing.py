@@ -15,7 +15,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from .._checks import check_finite, check_float, check_shape
+from ..checks import check_finite, check_float, check_shape
 from .samples import PackedSamples
 
 # How far outside [0, 1] composite_alpha accepts an alpha (then clamps it): float32 rounding of a computed

@@ -16,7 +16,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from .._checks import IntLike, check_count, check_finite, check_shape
+from ..checks import IntLike, check_count, check_finite, check_shape
 from .samples import PackedSamples
 
 # NeRF (Mildenhall et al. 2020, sample_pdf) adds 1e-5 to the coarse weights before normalising, so empty rays

@@ -10,7 +10,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from .._checks import IntLike, check_positive
+from ..checks import IntLike, check_positive
 from ..geometry import TriangleMesh, closest_point
 from .samples import PackedSamples
 

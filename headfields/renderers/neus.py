@@ -18,7 +18,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
-from .._checks import IntLike, check_count, check_finite, check_float, check_shape
+from ..checks import IntLike, check_count, check_finite, check_float, check_shape
 from .compositing import _alpha_weights
 from .hierarchical import importance_samples
 from .samples import PackedSamples, per_ray, stratified_points

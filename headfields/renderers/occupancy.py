@@ -19,7 +19,7 @@ from jaxtyping import Bool, Float
 from torch import Tensor, nn
 
 from .. import kernels as _warp
-from .._checks import IntLike, check_count, check_float, check_positive
+from ..checks import IntLike, check_count, check_float, check_positive
 from .samples import PackedSamples, _check_aabb, per_ray, ray_aabb
 
 RESOLUTION = 128  # INSTA: one 128^3 grid in world space

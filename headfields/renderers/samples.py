@@ -14,7 +14,7 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from .._checks import IntLike, check_count, check_float, check_shape
+from ..checks import IntLike, check_count, check_float, check_shape
 from .cameras import Rays
 
 

@@ -15,7 +15,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from .._checks import IntLike, check_count, check_float, check_int
+from ..checks import IntLike, check_count, check_float, check_int
 from .cameras import PinholeCameras, PixelSamples, sample_pixels
 
 # Bin edges on the view angle (radians). Equal thirds of [0, pi]: for a subject turning at a steady rate the

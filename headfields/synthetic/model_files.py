@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .._checks import check_count
+from ..checks import check_count
 from . import _head_mesh as mesh
 from ._head_mesh import REGION_NAMES, HeadMesh, smoothstep
 

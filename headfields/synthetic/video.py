@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from .._checks import check_count, check_positive
+from ..checks import check_count, check_positive
 from ..data import BACKGROUND_LABEL, FrameSet, TrackedParams, save_insta_dataset
 from ..geometry import ray_intersect
 from ..parametric import load_model

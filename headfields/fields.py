@@ -1,0 +1,275 @@
+"""Fields: one contract from posed samples to what a renderer composites, and the composers that build it.
+
+A field maps posed samples — points ``x [S, 3]`` in world space, their view directions, the frame each
+belongs to and the frames' :class:`~headfields.parametric.Head` — to a :class:`FieldOutput`: a density (NeRF)
+or a signed distance (NeuS), a colour, and what the deformer reported on the way (nearest face, validity,
+named extras such as a backward field's offsets for its regularisers). Every renderer takes a field.
+
+The composers chain the parts every paper model is made of::
+
+    x ─► deformer ─► canonical points ─► mapping (encoder's domain) ─► encoder ─► decoder ─► density | sdf, rgb
+                         └──────────────► condition (expression near the lips, per-frame codes, ...) ──┘
+
+:class:`NerfField` (INSTA, MonoAvatar, the 360° portrait) and :class:`NeusField` (an SDF with an appearance field
+and spherical-harmonics lighting). Conditioning is data: a :class:`Condition` picks, per sample, what the
+decoder sees (:class:`RegionExpression`, :class:`FrameCondition`).
+
+    field = NerfField(TriangleFrameDeformer(), HashGrid(), NerfDecoder(32, 16), SphericalHarmonics(4), UnitBox(box))
+    out = field(x, dirs, frame, head)  # out.density [S], out.rgb [S, 3], out.canonical.face [S]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Bool, Float, Int
+from torch import Tensor, nn
+
+from .deformers import Canonical, Deformer
+from .parametric import Head
+
+__all__ = [
+    "Condition",
+    "Field",
+    "FieldOutput",
+    "FrameCondition",
+    "Normalize",
+    "NerfField",
+    "NeusField",
+    "RegionExpression",
+    "SdfGeometry",
+    "UnitBox",
+    "identity_canonical",
+    "inflated_box",
+]
+
+
+@dataclass
+class FieldOutput:
+    """What a field gives at S samples. ``rgb`` is None when no directions were given (geometry only)."""
+
+    canonical: Canonical  # where the deformer took the samples: face, valid, extras
+    rgb: Float[Tensor, "S 3"] | None
+    density: Float[Tensor, " S"] | None = None  # NeRF fields, 0 where the deformer dropped the sample
+    sdf: Float[Tensor, " S"] | None = None  # SDF fields
+
+
+@runtime_checkable
+class Field(Protocol):
+    """``field(x [S,3], dirs [S,3] | None, frame [S], head) -> FieldOutput``."""
+
+    def __call__(
+        self, x: Float[Tensor, "S 3"], dirs: Float[Tensor, "S 3"] | None, frame: Int[Tensor, " S"], head: Head
+    ) -> FieldOutput: ...
+
+
+def identity_canonical(x: Float[Tensor, "S 3"], dirs: Float[Tensor, "S 3"] | None) -> Canonical:
+    """The samples as they are: for fields whose features ride the posed mesh (MonoAvatar) and need no deformer."""
+    valid = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
+    return Canonical(points=x, dirs=dirs, valid=valid, face=None)
+
+
+def inflated_box(vertices: Float[Tensor, "V 3"], fraction: float) -> Float[Tensor, "2 3"]:
+    """The box of ``vertices`` grown on every side by ``fraction`` of its diagonal: a model's render box."""
+    low, high = vertices.amin(0), vertices.amax(0)
+    pad = fraction * (high - low).norm()
+    return torch.stack([low - pad, high + pad])
+
+
+# --- mappings into an encoder's domain ------------------------------------------------------------------
+
+
+class UnitBox(nn.Module):
+    """The first three coordinates mapped from ``box [2, 3]`` to the unit cube and clamped (a hash grid's
+    domain); hyper-dimensions after them pass on as they are."""
+
+    def __init__(self, box: Float[Tensor, "2 3"]):
+        super().__init__()
+        self.register_buffer("box", box.detach().clone())
+
+    def forward(self, points: Float[Tensor, "S D"]) -> Float[Tensor, "S D"]:
+        unit = ((points[:, :3] - self.box[0]) / (self.box[1] - self.box[0])).clamp(0.0, 1.0)
+        return torch.cat([unit, points[:, 3:].to(unit.dtype)], dim=1) if points.shape[1] > 3 else unit
+
+
+class Normalize(nn.Module):
+    """``(p - center) / scale`` on the first three coordinates (an SDF's units: the head spans about [-1, 1]),
+    hyper-dimensions passed on. Isotropic, so an SDF's gradient keeps its length."""
+
+    def __init__(self, center: Float[Tensor, " 3"], scale: float | Float[Tensor, ""]):
+        super().__init__()
+        self.register_buffer("center", center.detach().clone())
+        self.register_buffer("scale", torch.as_tensor(scale, dtype=center.dtype, device=center.device).reshape(()))
+
+    @classmethod
+    def of_box(cls, vertices: Float[Tensor, "V 3"]) -> Normalize:
+        """Centred on the box of ``vertices``, its longest side spanning [-1, 1]."""
+        low, high = vertices.amin(0), vertices.amax(0)
+        return cls((low + high) / 2, (high - low).amax() / 2)
+
+    def forward(self, points: Float[Tensor, "S D"]) -> Float[Tensor, "S D"]:
+        unit = (points[:, :3] - self.center) / self.scale
+        return torch.cat([unit, points[:, 3:].to(unit.dtype)], dim=1) if points.shape[1] > 3 else unit
+
+
+# --- conditioning -----------------------------------------------------------------------------------------
+
+
+class Condition(Protocol):
+    """``condition(canonical, head, frame) -> [S, dim]``: what a decoder sees besides the features."""
+
+    dim: int
+
+    def __call__(self, canonical: Canonical, head: Head, frame: Int[Tensor, " S"]) -> Float[Tensor, "S C"]: ...
+
+
+class RegionExpression(nn.Module):
+    """The frame's first ``dims`` expression coefficients where the sample's nearest posed face is in
+    ``faces`` (INSTA's lips conditioning), ``outside`` elsewhere; with ``faces`` None, at every sample."""
+
+    def __init__(self, dims: int, faces: Bool[Tensor, " F"] | None = None, outside: float = 0.0):
+        super().__init__()
+        self.dim, self.outside = dims, float(outside)
+        self.register_buffer("faces", None if faces is None else faces.detach().clone())
+
+    def forward(self, canonical: Canonical, head: Head, frame: Int[Tensor, " S"]) -> Float[Tensor, "S C"]:
+        expression = head.expression[frame, : self.dim].to(canonical.points.dtype)
+        if self.faces is None:
+            return expression
+        if canonical.face is None:
+            raise ValueError("deformer: expected a deformer that reports each sample's nearest face (region conditioning)")
+        inside = self.faces[canonical.face.clamp(min=0)] & canonical.valid
+        return torch.where(inside[:, None], expression, torch.full_like(expression, self.outside))
+
+
+class FrameCondition(nn.Module):
+    """``network(inputs(head, frames))`` computed once per frame present, then given to each of its samples
+    (the 360° portrait's blend coefficients from expression and jaw pose; per-frame codes)."""
+
+    def __init__(self, inputs: Callable[[Head, Int[Tensor, " U"]], Float[Tensor, "U I"]], network: nn.Module, dim: int):
+        super().__init__()
+        self.inputs, self.network, self.dim = inputs, network, dim
+
+    def forward(self, canonical: Canonical, head: Head, frame: Int[Tensor, " S"]) -> Float[Tensor, "S C"]:
+        frames, inverse = torch.unique(frame, return_inverse=True)
+        return self.network(self.inputs(head, frames).to(canonical.points.dtype))[inverse]
+
+
+def _deform(deformer: Deformer | None, x: Tensor, dirs: Tensor | None, frame: Tensor, head: Head) -> Canonical:
+    return identity_canonical(x, dirs) if deformer is None else deformer(x, head, frame, dirs)
+
+
+# --- NeRF -------------------------------------------------------------------------------------------------
+
+
+class NerfField(nn.Module):
+    """deformer → mapping → encoder → :class:`~headfields.decoders.NerfDecoder` (density, then colour from the
+    encoded canonical direction). ``encoder(points)``, or ``encoder(points, head, frame)`` for an encoder that
+    reads the posed mesh (``reads_head = True``); ``deformer`` None: the samples as they are."""
+
+    def __init__(
+        self,
+        deformer: Deformer | None,
+        encoder: nn.Module,
+        decoder: nn.Module,
+        directions: nn.Module,
+        mapping: nn.Module | None = None,
+        condition: nn.Module | None = None,
+    ):
+        super().__init__()
+        self.deformer, self.encoder, self.decoder, self.directions = deformer, encoder, decoder, directions
+        self.mapping = mapping if mapping is not None else nn.Identity()
+        self.condition = condition
+
+    def encode(self, canonical: Canonical, head: Head, frame: Int[Tensor, " S"]) -> Float[Tensor, "S F"]:
+        points = self.mapping(canonical.points)
+        return self.encoder(points, head, frame) if getattr(self.encoder, "reads_head", False) else self.encoder(points)
+
+    def forward(
+        self, x: Float[Tensor, "S 3"], dirs: Float[Tensor, "S 3"] | None, frame: Int[Tensor, " S"], head: Head
+    ) -> FieldOutput:
+        canonical = _deform(self.deformer, x, dirs, frame, head)
+        features = self.encode(canonical, head, frame)
+        cond = None if self.condition is None else self.condition(canonical, head, frame)
+        if dirs is None:
+            density, rgb = self.decoder.density(features, cond), None
+        else:
+            out = self.decoder(features, self.directions(canonical.dirs), cond)
+            density, rgb = out.density, out.rgb
+        return FieldOutput(canonical=canonical, rgb=rgb, density=density * canonical.valid)
+
+
+# --- SDF (NeuS) -------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SdfGeometry:
+    """An SDF field's geometry at S samples, before its colour."""
+
+    sdf: Float[Tensor, " S"]
+    points: Float[Tensor, "S 3"]  # the canonical points the SDF read, in its units (the eikonal term's variable)
+    mapped: Float[Tensor, "S D"]  # the same with their hyper-dimensions (what the appearance reads)
+    features: Float[Tensor, "S F"]  # the SDF network's features (what the appearance reads)
+    canonical: Canonical
+
+
+class NeusField(nn.Module):
+    """deformer → mapping (the SDF's units) → SDF network (features) → appearance field × SH lighting of the
+    world normal. ``sdf(points [S,3], extra)`` reads the hyper-dimensions and ``sdf_condition`` as ``extra``;
+    ``appearance(mapped [S,D], features, code)`` reads ``colour_condition`` as its code. :meth:`geometry` and
+    :meth:`colour` are the two halves a NeuS renderer calls (the colour needs the SDF's gradient)."""
+
+    def __init__(
+        self,
+        deformer: Deformer | None,
+        sdf: nn.Module,
+        appearance: nn.Module,
+        mapping: nn.Module | None = None,
+        lighting: nn.Module | None = None,
+        sdf_condition: nn.Module | None = None,
+        colour_condition: nn.Module | None = None,
+    ):
+        super().__init__()
+        self.deformer, self.sdf, self.appearance, self.lighting = deformer, sdf, appearance, lighting
+        self.mapping = mapping if mapping is not None else nn.Identity()
+        self.sdf_condition, self.colour_condition = sdf_condition, colour_condition
+
+    def canonical_sdf(self, mapped: Float[Tensor, "S D"], cond: Float[Tensor, "S C"] | None):
+        """The SDF network at mapped canonical points (with their hyper-dimensions) under ``cond``."""
+        extra = [t for t in (mapped[:, 3:], cond) if t is not None and t.shape[1] > 0]
+        return self.sdf(mapped[:, :3], torch.cat(extra, dim=1) if extra else None)
+
+    def geometry(self, x: Float[Tensor, "S 3"], frame: Int[Tensor, " S"], head: Head) -> SdfGeometry:
+        canonical = _deform(self.deformer, x, None, frame, head)
+        mapped = self.mapping(canonical.points)
+        points = mapped[:, :3]
+        mapped = torch.cat([points, mapped[:, 3:]], dim=1)  # the SDF reads ``points``: its gradient's variable
+        cond = None if self.sdf_condition is None else self.sdf_condition(canonical, head, frame)
+        out = self.canonical_sdf(mapped, cond)
+        return SdfGeometry(out.sdf, points, mapped, out.features, canonical)
+
+    def colour(
+        self, geometry: SdfGeometry, normals: Float[Tensor, "S 3"], frame: Int[Tensor, " S"], head: Head
+    ) -> Float[Tensor, "S 3"]:
+        """Albedo at the samples, times the SH lighting of the unit world ``normals`` (unclamped: a clamp
+        would cut the lighting's gradient)."""
+        code = None if self.colour_condition is None else self.colour_condition(geometry.canonical, head, frame)
+        rgb = self.appearance(geometry.mapped, geometry.features, code)
+        return rgb if self.lighting is None else rgb * self.lighting(F.normalize(normals, dim=-1))
+
+    def forward(
+        self, x: Float[Tensor, "S 3"], dirs: Float[Tensor, "S 3"] | None, frame: Int[Tensor, " S"], head: Head
+    ) -> FieldOutput:
+        if dirs is None:
+            geometry = self.geometry(x, frame, head)
+            return FieldOutput(canonical=geometry.canonical, rgb=None, sdf=geometry.sdf)
+        train = torch.is_grad_enabled()
+        with torch.enable_grad():  # normals need the SDF's gradient in evaluation too
+            x = x if x.requires_grad else x.detach().requires_grad_(True)
+            geometry = self.geometry(x, frame, head)
+            (normals,) = torch.autograd.grad(geometry.sdf.sum(), x, create_graph=train)
+        return FieldOutput(canonical=geometry.canonical, rgb=self.colour(geometry, normals, frame, head), sdf=geometry.sdf)

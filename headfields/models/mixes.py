@@ -1,0 +1,72 @@
+"""Mixes of the papers' parts that none of the papers built, each a few lines of assembly, with the batch it
+trains on and the paper model it is compared with (``benchmarks/compare.py``, ``docs/mix_and_match.md``).
+
+    model = MIXES["mix_hyper_insta"].build(parametric, train_frames)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from torch import nn
+
+from ..data import FrameSet
+from ..deformers import DeformerChain, HyperDeformer, HyperDeformerConfig, TriangleFrameDeformer
+from ..encoders import HashGrid, HashGridConfig, HyperEncoding
+from ..parametric import ParametricModel
+from .insta import Insta, InstaConfig
+from .monoavatar import MonoAvatar, MonoAvatarConfig, cpu_config
+from .neus_avatar import NeusAvatar, NeusAvatarConfig
+
+__all__ = ["MIXES", "Mix", "anchored_hashgrid", "hyper_insta", "triangle_neus"]
+
+# A small backward field (MonoNPHM's is 6 x 400): it runs on every sample INSTA keeps.
+HYPER = HyperDeformerConfig(hidden_dim=64, hidden_layers=3, skip_layer=None, hyper_dim=2, position_frequencies=4)
+HYPER_FREQUENCIES = 2  # PE bands of the hyper coordinates
+# A smaller grid than INSTA's (2^14 rows, 8 levels): the anchored features already carry most of the signal.
+ANCHORED_GRID = HashGridConfig(levels=8, features_per_level=2, log2_table_size=14, base_resolution=16, finest_resolution=512)
+
+
+def triangle_neus(parametric: ParametricModel, train_frames: FrameSet, config: NeusAvatarConfig | None = None) -> NeusAvatar:
+    """INSTA's triangle frames with MonoNPHM's NeuS SDF: an INSTA-style avatar with a clean surface (no paper built it)."""
+    return NeusAvatar(parametric, TriangleFrameDeformer(), config)  # no max_distance: every sample maps
+
+
+def anchored_hashgrid(
+    parametric: ParametricModel,
+    train_frames: FrameSet,
+    config: MonoAvatarConfig | None = None,
+    hash_grid: HashGridConfig = ANCHORED_GRID,
+) -> MonoAvatar:
+    """MonoAvatar's mesh-anchored UV-CNN features with a hash grid: a combination none of the papers built."""
+    config = config or cpu_config(error_correction=None)  # the synthetic video's tracking is exact
+    return MonoAvatar(parametric, len(train_frames), config, point_encoder=HashGrid(hash_grid))
+
+
+def hyper_insta(parametric: ParametricModel, train_frames: FrameSet, config: InstaConfig | None = None) -> Insta:
+    """INSTA with a hyper-dimensional backward field: a combination none of the papers built."""
+    config = config or InstaConfig()
+    deformer = DeformerChain(TriangleFrameDeformer(), HyperDeformer(parametric.num_expression, HYPER))
+    encoder = HyperEncoding(HashGrid(config.hash_grid), HYPER.hyper_dim, HYPER_FREQUENCIES)
+    return Insta(parametric, train_frames.segmentation_labels, config, deformer=deformer, encoder=encoder)
+
+
+@dataclass(frozen=True)
+class Mix:
+    build: Callable[[ParametricModel, FrameSet], nn.Module]
+    rays_per_batch: int
+    frames_per_batch: int | None  # rays from this many frames per batch (None: all)
+    peer: str  # the closest paper model
+    eval_every: int = 1000
+
+    @property
+    def name(self) -> str:
+        return (self.build.__doc__ or "").strip().rstrip(".")
+
+
+MIXES = {
+    "mix_triangle_neus": Mix(triangle_neus, 512, None, "MonoNPHM", eval_every=500),
+    "mix_anchored_hashgrid": Mix(anchored_hashgrid, 1024, 4, "MonoAvatar"),
+    "mix_hyper_insta": Mix(hyper_insta, 2048, None, "INSTA"),
+}

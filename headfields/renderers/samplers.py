@@ -1,0 +1,124 @@
+"""Samplers: where along each ray a renderer evaluates its field, chosen by configuration.
+
+Each sampler is ``sampler(rays, head, field, generator) -> PackedSamples`` (nerfacc's packed samples). The
+bounds are a fixed box or each ray's frame's posed-mesh box, padded (:func:`ray_bounds`). ``shell``, where a
+sampler has one, is an optional filter: samples farther than ``shell`` metres from the frame's posed mesh are
+dropped (None: off). It speeds a CPU up but removes hair, glasses and clothing off the template; no paper
+model uses it by default.
+
+    sampler = StratifiedSampler(64, box=box)  # or padding=0.03: each frame's posed-mesh box
+    samples = sampler(rays, head, field, torch.Generator().manual_seed(0))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from jaxtyping import Float
+from torch import Tensor, nn
+
+from ..checks import check_count, check_positive
+from ..parametric import Head
+from .cameras import Rays
+from .compositing import composite
+from .hierarchical import importance_samples
+from .mesh_sampler import mesh_guided_filter
+from .occupancy import OccupancyGrid
+from .samples import PackedSamples, ray_aabb, stratified_samples
+
+__all__ = ["HierarchicalSampler", "OccupancySampler", "StratifiedSampler", "ray_bounds"]
+
+
+def ray_bounds(
+    rays: Rays, head: Head, box: Float[Tensor, "2 3"] | None = None, padding: float = 0.0
+) -> tuple[Float[Tensor, " R"], Float[Tensor, " R"]]:
+    """Near and far of each ray in ``box`` (world), or in its frame's posed-mesh box padded by ``padding``."""
+    if box is None:
+        pad = torch.tensor([-padding, padding], device=rays.origins.device, dtype=rays.origins.dtype)
+        box = head.bounds[rays.frame] + pad[:, None]
+    near, far, _ = ray_aabb(rays.origins, rays.directions, box)
+    return near, far
+
+
+def _shell(samples: PackedSamples, rays: Rays, head: Head, shell: float | None) -> PackedSamples:
+    if shell is None:
+        return samples
+    return mesh_guided_filter(samples, rays.origins, rays.directions, head.posed_mesh, rays.frame, shell)
+
+
+class StratifiedSampler(nn.Module):
+    """``num_samples`` stratified samples per ray between its bounds (:func:`ray_bounds`), then the shell."""
+
+    def __init__(
+        self, num_samples: int, box: Float[Tensor, "2 3"] | None = None, padding: float = 0.0, shell: float | None = None
+    ):
+        super().__init__()
+        self.num_samples = check_count("num_samples", num_samples, 1)
+        self.register_buffer("box", None if box is None else box.detach().clone())
+        check_positive("shell", shell)
+        self.padding, self.shell = float(padding), shell
+
+    def forward(self, rays: Rays, head: Head, field=None, generator: torch.Generator | None = None) -> PackedSamples:
+        near, far = ray_bounds(rays, head, self.box, self.padding)
+        return _shell(stratified_samples(rays, near, far, self.num_samples, generator), rays, head, self.shell)
+
+
+class HierarchicalSampler(nn.Module):
+    """NeRF's two passes: ``coarse`` samples, the field's density there (no gradient), then ``fine_samples``
+    drawn from their compositing weights, then the shell. Only the fine samples are returned (one network
+    serves both passes)."""
+
+    def __init__(self, coarse: StratifiedSampler, fine_samples: int):
+        super().__init__()
+        self.coarse, self.fine_samples = coarse, check_count("fine_samples", fine_samples, 1)
+
+    def forward(self, rays: Rays, head: Head, field, generator: torch.Generator | None = None) -> PackedSamples:
+        coarse = self.coarse(rays, head, field, generator)
+        with torch.no_grad():
+            x = coarse.midpoints(rays.origins, rays.directions)
+            density = field(x, None, rays.frame[coarse.ray], head).density
+            weights = composite(coarse, density, torch.zeros_like(x)).weights
+        fine = importance_samples(coarse, weights, self.fine_samples, generator)
+        return _shell(fine, rays, head, self.coarse.shell)
+
+
+class OccupancySampler(nn.Module):
+    """instant-ngp's marching through an occupancy grid over ``box`` (INSTA): steps of the box diagonal /
+    ``steps_per_diagonal``, skipping empty cells, then the shell. :meth:`refresh` re-estimates the grid every
+    ``every`` steps (0: never; every cell stays occupied)."""
+
+    def __init__(
+        self,
+        box: Float[Tensor, "2 3"],
+        resolution: int,
+        steps_per_diagonal: int,
+        every: int,
+        decay: float,
+        threshold: float,
+        shell: float | None = None,
+    ):
+        super().__init__()
+        self.grid = OccupancyGrid(box, resolution)
+        self.step_size = float((box[1] - box[0]).norm()) / check_count("steps_per_diagonal", steps_per_diagonal, 1)
+        check_positive("shell", shell)
+        self.every, self.decay, self.threshold, self.shell = check_count("every", every, 0), decay, threshold, shell
+
+    def forward(self, rays: Rays, head: Head, field=None, generator: torch.Generator | None = None) -> PackedSamples:
+        samples = self.grid.march(rays.origins, rays.directions, step_size=self.step_size)
+        return _shell(samples, rays, head, self.shell)
+
+    def refresh(self, field: Callable, head: Head, step: int) -> None:
+        """On every ``every``-th step: a random frame (seeded by the step) warps every cell's random point
+        through ``field``; the grid keeps the union of the head over frames (INSTA)."""
+        if self.every == 0 or step % self.every:
+            return
+        generator = torch.Generator().manual_seed(step)
+        frame = int(torch.randint(head.num_frames, (1,), generator=generator))
+
+        def thickness(x: Tensor) -> Tensor:  # optical thickness of one marching step, as instant-ngp thresholds
+            with torch.no_grad():
+                frames = torch.full((len(x),), frame, device=x.device)
+                return field(x, None, frames, head).density * self.step_size
+
+        self.grid.update(thickness, self.decay, self.threshold, generator=generator, cap_at_mean=True)

@@ -1,0 +1,116 @@
+"""The two volume renderers, each taking a field (:mod:`headfields.fields`), rays, the frames' head and a sampler.
+
+:func:`render_nerf` composites a density field's samples (NeRF, INSTA, MonoAvatar, the 360° portrait);
+:func:`render_neus` turns an SDF field into NeuS opacities with up-sampling near its zero level (MonoNPHM).
+Both work on packed samples (nerfacc's layout) and return typed results.
+
+    out = render_nerf(field, rays, head, StratifiedSampler(64, padding=0.03), background, generator)
+    out.composite.rgb  # [R, 3]; out.composite.depth, out.composite.opacity, out.field.canonical.face, ...
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float
+from torch import Tensor, nn
+
+from ..checks import check_count, check_positive
+from ..fields import Field, FieldOutput, NeusField, SdfGeometry
+from ..parametric import Head
+from .cameras import Rays
+from .compositing import Composite, accumulate, composite, composite_alpha
+from .neus import NEUS_BASE_INV_S, NEUS_NUM_SAMPLES, NEUS_ROUNDS, NEUS_SAMPLES_PER_ROUND, neus_rays
+from .samplers import ray_bounds
+from .samples import PackedSamples
+
+__all__ = ["NerfRender", "NeusRender", "NeusSampler", "render_nerf", "render_neus"]
+
+
+@dataclass
+class NerfRender:
+    composite: Composite  # rgb, depth, opacity per ray; weights per sample
+    samples: PackedSamples
+    points: Float[Tensor, "S 3"]  # the samples' midpoints (world)
+    field: FieldOutput  # the field at those points
+
+
+def render_nerf(
+    field: Field,
+    rays: Rays,
+    head: Head,
+    sampler: nn.Module,
+    background: Float[Tensor, " 3"] | None = None,
+    generator: torch.Generator | None = None,
+) -> NerfRender:
+    """``sampler``'s samples along ``rays``, the field's density and colour there, composited over ``background``."""
+    samples = sampler(rays, head, field, generator)
+    x = samples.midpoints(rays.origins, rays.directions)
+    out = field(x, rays.directions[samples.ray], rays.frame[samples.ray], head)
+    return NerfRender(composite(samples, out.density, out.rgb, background), samples, x, out)
+
+
+@dataclass(frozen=True)
+class NeusSampler:
+    """NeuS's samples: ``coarse`` stratified points between the ray's bounds (a fixed ``box``, or its frame's
+    posed-mesh box padded by ``padding``), then ``rounds`` of ``per_round`` up-samples at ``inv_s =
+    base_inv_s * 2^i``. Defaults: NeuS's (64, then 4 rounds of 16)."""
+
+    coarse: int = NEUS_NUM_SAMPLES
+    rounds: int = NEUS_ROUNDS
+    per_round: int = NEUS_SAMPLES_PER_ROUND
+    base_inv_s: float = NEUS_BASE_INV_S
+    padding: float = 0.0
+    box: tuple[tuple[float, float, float], tuple[float, float, float]] | None = None
+
+    def __post_init__(self) -> None:
+        check_count("rounds", self.rounds, 0)
+        check_count("coarse", self.coarse, 2 if self.rounds else 1)  # a round needs one section at least
+        check_count("per_round", self.per_round, 1)
+        check_positive("base_inv_s", self.base_inv_s)
+        if not self.padding >= 0:
+            raise ValueError(f"padding: expected a non-negative distance, got {self.padding}")
+
+
+@dataclass
+class NeusRender:
+    """Depth in metres along the (unit) world rays; normals are unit world SDF normals composited with the
+    weights (their length is the opacity)."""
+
+    composite: Composite
+    normals: Float[Tensor, "R 3"]
+    samples: PackedSamples
+    sdf_gradient: Float[Tensor, "S 3"]  # w.r.t. the canonical points the SDF read, in its units (eikonal)
+    geometry: SdfGeometry  # the field's geometry at the samples (canonical points, deformer extras)
+
+
+def render_neus(
+    field: NeusField,
+    rays: Rays,
+    head: Head,
+    sampler: NeusSampler,
+    inv_s: Float[Tensor, ""] | float,
+    background: Float[Tensor, " 3"] | None = None,
+    generator: torch.Generator | None = None,
+) -> NeusRender:
+    """NeuS rendering of an SDF field: up-sampled samples, the opacity of each section from the SDF and its
+    slope along the ray, the colour from the SDF's features and world normal, composited with the alphas.
+    Differentiable in the field (and in the rays, for tracking) when grad mode is on."""
+    box = None if sampler.box is None else torch.tensor(sampler.box, dtype=rays.origins.dtype, device=rays.origins.device)
+    near, far = ray_bounds(rays, head, box, sampler.padding)
+
+    def field_fn(x: Tensor, ray: Tensor) -> tuple[Tensor, Tensor, SdfGeometry]:
+        geometry = field.geometry(x, rays.frame[ray], head)
+        return geometry.sdf, geometry.points, geometry
+
+    neus = neus_rays(
+        rays.origins, rays.directions, near, far, field_fn, inv_s,
+        sampler.coarse, sampler.rounds, sampler.per_round, sampler.base_inv_s, generator,
+    )  # fmt: skip
+    samples, frame = neus.samples, rays.frame[neus.samples.ray]
+    rgb = field.colour(neus.field, neus.gradient, frame, head)
+    comp = composite_alpha(samples, neus.alpha, rgb, background)
+    normals = accumulate(samples, comp.weights, F.normalize(neus.gradient, dim=-1))
+    return NeusRender(comp, normals, samples, neus.canonical_gradient, neus.field)
