@@ -316,7 +316,7 @@ def primitive_cases(
     for entry in mixes:  # a mix's own chain, called as the Deformer interface allows (default conditions)
         torch.manual_seed(0)
         model = entry.build(parametric, train_frames).to(device)
-        if isinstance(model.field.deformer, DeformerChain):
+        if isinstance(model.field.deformer, DeformerChain) and len(model.field.deformer.deformers) > 1:
             deformers.append(chain_case(entry.key, model, head, frame, n))
 
     rows = frame
