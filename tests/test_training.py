@@ -206,3 +206,14 @@ def test_evenly_spread_takes_both_ends_and_gaps_within_one(count, total):
     assert not gaps or max(gaps) - min(gaps) <= 1
     if count >= total:
         assert picked == list(range(total))
+
+
+def test_models_tracking_is_a_deprecated_alias_of_heads():
+    import headfields.heads
+    import headfields.models.tracking as tracking
+
+    for name in ("tracked_head", "mesh_depth", "present_regions"):
+        with pytest.warns(DeprecationWarning, match="headfields.heads"):
+            assert getattr(tracking, name) is getattr(headfields.heads, name)
+    with pytest.raises(AttributeError):
+        tracking.TrackedHeads  # noqa: B018 - the per-FrameSet cache is gone: the loop builds each split's head

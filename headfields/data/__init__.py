@@ -12,7 +12,7 @@ from .insta_writer import DEFAULT_INTEGER_DEPTH_SCALE, save_insta_dataset
 from .subject import Subject, load_subject
 
 # Deprecated aliases (moved to headfields.synthetic), resolved on first use by __getattr__: headfields.synthetic
-# imports this package, so importing it here would be a cycle. Still in __all__ while the README lists them here.
+# imports this package, so importing it here would be a cycle. Not in __all__: the README and docs name headfields.synthetic.
 _MOVED_TO_SYNTHETIC = ("SyntheticVideoConfig", "cached_synthetic_video", "make_synthetic_video")
 
 __all__ = [
@@ -21,12 +21,9 @@ __all__ = [
     "SPLITS",
     "Subject",
     "FrameSet",
-    "SyntheticVideoConfig",
     "TrackedParams",
-    "cached_synthetic_video",
     "load_insta_dataset",
     "load_subject",
-    "make_synthetic_video",
     "save_insta_dataset",
     "write_obj",
 ]

@@ -58,7 +58,9 @@ class Deformer(nn.Module):
     """Base class: ``forward(x [N,3], head, frame, dirs [N,3] | None) -> Canonical``.
 
     ``x`` are posed (world) points, ``frame[i]`` the head frame sample i belongs to (an int for all), and
-    ``dirs`` the unit view directions at the samples. Subclasses call :func:`check_deformer_input` first.
+    ``dirs`` the unit view directions at the samples. ``forward`` checks its input once
+    (:func:`check_deformer_input`) and calls :meth:`canonicalize`, which subclasses implement and which trusts its
+    input: a chain checks once at its entry, not at every link (each check is a host synchronisation on CUDA).
     """
 
     def forward(
@@ -67,8 +69,23 @@ class Deformer(nn.Module):
         head: Head,
         frame: Int[Tensor, " N"] | IntLike | None = None,
         dirs: Float[Tensor, "N 3"] | None = None,
+        **options,
     ) -> Canonical:
+        checked = check_deformer_input(x, head, frame, dirs)
+        return self.canonicalize(checked.x, head, checked.frame, checked.dirs, **options)
+
+    def canonicalize(
+        self, x: Float[Tensor, "N 3"], head: Head, frame: Int[Tensor, " N"], dirs: Float[Tensor, "N 3"] | None
+    ) -> Canonical:
+        """The deformation of checked input: ``frame`` int64 ``[N]`` on the device of ``x``."""
         raise NotImplementedError
+
+
+def _trusting(deformer: nn.Module):
+    """``deformer.canonicalize`` where the deformer has its own; otherwise its ``forward`` (a deformer written to
+    the forward-only contract checks what it needs itself)."""
+    own = getattr(type(deformer), "canonicalize", Deformer.canonicalize)
+    return deformer.canonicalize if own is not Deformer.canonicalize else deformer
 
 
 class DeformerChain(Deformer):
@@ -82,21 +99,16 @@ class DeformerChain(Deformer):
             raise TypeError(f"deformers: expected one or more deformer modules, got {[type(d).__name__ for d in deformers]}")
         self.deformers = nn.ModuleList(deformers)
 
-    def forward(
-        self,
-        x: Float[Tensor, "N 3"],
-        head: Head,
-        frame: Int[Tensor, " N"] | IntLike | None = None,
-        dirs: Float[Tensor, "N 3"] | None = None,
+    def canonicalize(
+        self, x: Float[Tensor, "N 3"], head: Head, frame: Int[Tensor, " N"], dirs: Float[Tensor, "N 3"] | None
     ) -> Canonical:
-        checked = check_deformer_input(x, head, frame, dirs)
-        points, dirs, valid, face, extras = checked.x, checked.dirs, None, None, {}
+        points, valid, face, extras = x, None, None, {}
         for i, deformer in enumerate(self.deformers):
             if points.shape[1] != 3:
                 raise ValueError(
                     f"deformers: deformer {i - 1} returned {points.shape[1]}-D points; only the last may add dimensions"
                 )
-            out = deformer(points, head, checked.frame, dirs)
+            out = _trusting(deformer)(points, head, frame, dirs)
             points, dirs = out.points, out.dirs
             valid = out.valid if valid is None else valid & out.valid
             face = out.face if face is None else face
@@ -127,15 +139,10 @@ class RigidDeformer(Deformer):
         super().__init__()
         self.config = config or RigidDeformerConfig()
 
-    def forward(
-        self,
-        x: Float[Tensor, "N 3"],
-        head: Head,
-        frame: Int[Tensor, " N"] | IntLike | None = None,
-        dirs: Float[Tensor, "N 3"] | None = None,
+    def canonicalize(
+        self, x: Float[Tensor, "N 3"], head: Head, frame: Int[Tensor, " N"], dirs: Float[Tensor, "N 3"] | None
     ) -> Canonical:
-        checked = check_deformer_input(x, head, frame, dirs)
-        root = head.joint_transforms[checked.frame, self.config.joint]  # [N, 4, 4]
+        root = head.joint_transforms[frame, self.config.joint]  # [N, 4, 4]
         dtype = torch.promote_types(x.dtype, root.dtype)
         rotation, offset = root[:, :3, :3].to(dtype), root[:, :3, 3].to(dtype)
         # Rᵀ = R⁻¹ for the root's rotation (the root joint carries no scale).
@@ -148,7 +155,7 @@ class RigidDeformer(Deformer):
         max_distance = self.config.max_distance
         if max_distance is not None or self.config.nearest_face:
             with torch.no_grad():
-                q = closest_point(head.posed_mesh, x.detach(), checked.frame, max_distance)
+                q = closest_point(head.posed_mesh, x.detach(), frame, max_distance)
             valid = q.hit if max_distance is None else q.hit & (q.distance <= max_distance)
             face = q.face.masked_fill(~valid, -1)
         return Canonical(points=points, dirs=canonical_dirs, valid=valid, face=face)

@@ -29,13 +29,13 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
-from ..checks import IntLike, check_count, check_float
+from ..checks import check_count, check_float
 from ..encoders.frequency import MAX_FREQUENCIES, FrequencyEncoding
 from ..encoders.hashgrid import HashGrid, HashGridConfig
 from ..losses import magnitude_loss
 from ..networks import mlp
 from ..parametric import Head
-from .base import Canonical, Deformer, check_deformer_input
+from .base import Canonical, Deformer
 
 # 360° Volumetric Portrait Avatar (PAPERS.md): a blend basis of K displacement fields in canonical space, with
 # coefficients from a mapping network on jaw pose + expression. PAPERS.md gives no sizes: the ones below are
@@ -184,12 +184,12 @@ class BlendFieldDeformer(Deformer):
             )
         return torch.cat([head.expression[frame], head.pose[frame, self.jaw_index]], dim=-1)
 
-    def forward(
+    def canonicalize(
         self,
         x: Float[Tensor, "N 3"],
         head: Head,
-        frame: Int[Tensor, " N"] | IntLike | None = None,
-        dirs: Float[Tensor, "N 3"] | None = None,
+        frame: Int[Tensor, " N"],
+        dirs: Float[Tensor, "N 3"] | None,
         condition: Float[Tensor, "N C"] | None = None,
     ) -> Canonical:
         """Canonical points ``x + Σ_k c_k B_k(x)``; ``condition`` defaults to :meth:`head_condition` (cast to the
@@ -199,7 +199,6 @@ class BlendFieldDeformer(Deformer):
         inverse of the displacement's Jacobian) would cost three more backward passes for a small change.
         ``valid`` is all True, ``face`` None.
         """
-        checked = check_deformer_input(x, head, frame, dirs)
         if condition is not None:
             check_float("condition", condition, [x.shape[0], self.condition_dim], device=x.device)
         inside = None  # the points the basis displaces: all of them, or those in the box
@@ -209,7 +208,7 @@ class BlendFieldDeformer(Deformer):
             inside = ((x > lo) & (x < hi)).all(dim=-1).nonzero().squeeze(-1)
         picked = x if inside is None else x[inside]
         if condition is None:  # one mapping per frame, not per sample: a batch holds a few frames' samples
-            frame = checked.frame if inside is None else checked.frame[inside]
+            frame = frame if inside is None else frame[inside]
             frames, inverse = torch.unique(frame, return_inverse=True)
             # In the points' dtype: a float64 head does not turn float32 samples into float64.
             coefficients = self.coefficients(self.head_condition(head, frames).to(x.dtype))[inverse]

@@ -30,7 +30,7 @@ from ..encoders.frequency import FrequencyEncoding, frequency_window
 from ..losses import elastic_loss, magnitude_loss
 from ..networks import mlp_trunk
 from ..parametric import Head
-from .base import Canonical, Deformer, check_deformer_input
+from .base import Canonical, Deformer
 
 # MonoAvatar (PAPERS.md, "MonoAvatar"): trunk 5 x 128 on PE(q) with bands 0 -> 6 over 80k iterations; the field
 # is off for the first 5k iterations; elastic loss weight 1e-4 (1e-5 late in training), magnitude 1e-2.
@@ -207,20 +207,19 @@ class ErrorCorrectionField(Deformer):
     def _check_x(self, x: Tensor) -> None:
         check_float("x", x, [None, 3], device=self.latent.weight.device)
 
-    def forward(
+    def canonicalize(
         self,
         x: Float[Tensor, "N 3"],
         head: Head,
-        frame: Int[Tensor, " N"] | IntLike | None = None,
-        dirs: Float[Tensor, "N 3"] | None = None,
+        frame: Int[Tensor, " N"],
+        dirs: Float[Tensor, "N 3"] | None,
     ) -> Canonical:
-        checked = check_deformer_input(x, head, frame, dirs)
         valid = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
         if not self.active:
             return Canonical(points=x, dirs=dirs, valid=valid, face=None)
         self._check_x(x)
-        check_int("frame", checked.frame, [x.shape[0]], upper=self.num_frames)
-        corrected = self._correct(x, checked.frame)
+        check_int("frame", frame, [x.shape[0]], upper=self.num_frames)
+        corrected = self._correct(x, frame)
         # R is a rotation: directions keep their length (no renormalisation, so the identity stays exact).
         out_dirs = None if dirs is None else _apply(corrected.rotation, dirs.to(corrected.rotation.dtype))
         return Canonical(points=corrected.points, dirs=out_dirs, valid=valid, face=None)

@@ -26,10 +26,10 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor, nn
 
-from ..checks import IntLike, check_count, check_float, check_shape
+from ..checks import check_count, check_float, check_shape
 from ..encoders.frequency import MAX_FREQUENCIES, FrequencyEncoding
 from ..parametric import Head
-from .base import Canonical, Deformer, check_deformer_input
+from .base import Canonical, Deformer
 
 # MonoNPHM (PAPERS.md, "MonoNPHM"): 6 hidden layers of 400, Softplus(beta = 100), skip connection at layer 3,
 # 2 hyper coordinates; regulariser weights: hyper magnitude 0.05, offsets^2 0.0025.
@@ -167,6 +167,9 @@ class HyperDeformer(Deformer):
         in ``x``, ``condition`` and the weights."""
         check_float("x", x, [None, 3], device=self.output.weight.device)
         check_float("condition", condition, [x.shape[0], self.condition_dim], device=x.device)
+        return self._deform(x, condition)
+
+    def _deform(self, x: Tensor, condition: Tensor) -> HyperDeformation:
         out = self._network(x, condition)
         dtype = torch.promote_types(torch.promote_types(x.dtype, condition.dtype), out.dtype)
         out = out.to(dtype)
@@ -174,12 +177,12 @@ class HyperDeformer(Deformer):
         points = torch.cat([x.to(dtype) + offset, hyper], dim=-1)
         return HyperDeformation(offset=offset, hyper=hyper, points=points)
 
-    def forward(
+    def canonicalize(
         self,
         x: Float[Tensor, "N 3"],
         head: Head,
-        frame: Int[Tensor, " N"] | IntLike | None = None,
-        dirs: Float[Tensor, "N 3"] | None = None,
+        frame: Int[Tensor, " N"],
+        dirs: Float[Tensor, "N 3"] | None,
         condition: Float[Tensor, "N C"] | None = None,
     ) -> Canonical:
         """Canonical points ``[x + Δx, h]`` (``3 + H`` dims). ``condition`` defaults to
@@ -187,9 +190,8 @@ class HyperDeformer(Deformer):
 
         ``dirs`` pass through unchanged: a backward field maps points, and the direction map would be the inverse
         of its Jacobian (whose hyper rows have no direction at all), so the canonical field should read the posed
-        view direction. ``valid`` is all True, ``face`` None.
+        view direction. ``valid`` is all True, ``face`` None; ``extras`` holds ``offset`` and ``hyper``.
         """
-        checked = check_deformer_input(x, head, frame, dirs)
         if condition is None:
             expressions = head.expression.shape[1]
             if expressions != self.condition_dim:
@@ -197,10 +199,13 @@ class HyperDeformer(Deformer):
                     f"condition: expected one for a deformer with condition_dim={self.condition_dim}; the default "
                     f"(head.expression[frame]) has {expressions} coefficients"
                 )
-            condition = head.expression[checked.frame]
-        deformation = self.deform(x, condition)
+            condition = head.expression[frame]
+        else:
+            check_float("condition", condition, [x.shape[0], self.condition_dim], device=x.device)
+        d = self._deform(x, condition)
         valid = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
-        return Canonical(points=deformation.points, dirs=dirs, valid=valid, face=None)
+        # The offsets and hyper coordinates, for the regularisers (HyperDeformation(offset, hyper, points)).
+        return Canonical(points=d.points, dirs=dirs, valid=valid, face=None, extras={"offset": d.offset, "hyper": d.hyper})
 
     def regularizers(self, deformation: HyperDeformation) -> HyperRegularizers:
         """MonoNPHM's regularisers: ``offset = mean ‖Δx‖²`` and ``hyper = mean ‖h‖²`` over the samples, raw and

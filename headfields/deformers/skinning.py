@@ -21,9 +21,9 @@ import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from ..checks import IntLike, check_positive
+from ..checks import check_positive
 from ..parametric import Head, blend_transforms, skinning_weights, transform_points
-from .base import Canonical, Deformer, check_deformer_input
+from .base import Canonical, Deformer
 
 
 @dataclass(frozen=True)
@@ -43,15 +43,14 @@ class SkinningDeformer(Deformer):
         super().__init__()
         self.config = config or SkinningDeformerConfig()
 
-    def forward(
+    def canonicalize(
         self,
         x: Float[Tensor, "N 3"],
         head: Head,
-        frame: Int[Tensor, " N"] | IntLike | None = None,
-        dirs: Float[Tensor, "N 3"] | None = None,
+        frame: Int[Tensor, " N"],
+        dirs: Float[Tensor, "N 3"] | None,
     ) -> Canonical:
-        checked = check_deformer_input(x, head, frame, dirs)
-        w = skinning_weights(head.posed_mesh, head.skinning_weights, x, checked.frame)
+        w = skinning_weights(head.posed_mesh, head.skinning_weights, x, frame)
         blended = blend_transforms(w.weights, head.joint_transforms, w.frame)
         points = transform_points(blended, x, inverse=True)
         max_distance = self.config.max_distance

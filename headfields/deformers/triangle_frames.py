@@ -42,10 +42,10 @@ import torch.nn.functional as F
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from ..checks import IntLike, check_positive, check_shape
+from ..checks import check_positive, check_shape
 from ..geometry import TriangleMesh, closest_point, face_adjacency, face_areas, triangle_frames
 from ..parametric import Head
-from .base import Canonical, Deformer, check_deformer_input
+from .base import Canonical, Deformer
 
 # INSTA's neighbour blending: weight exp(-NEAREST_FALLOFF * |c0 - x|) for the nearest triangle and
 # exp(-NEIGHBOUR_FALLOFF * |ci - x|) for its edge neighbours (distances in the mesh's units).
@@ -113,15 +113,13 @@ class TriangleFrameDeformer(Deformer):
                     raise TypeError(f"{name}: expected a Bool [F] face mask, got {mask.dtype}")
             self.register_buffer(name, mask)
 
-    def forward(
+    def canonicalize(
         self,
         x: Float[Tensor, "N 3"],
         head: Head,
-        frame: Int[Tensor, " N"] | IntLike | None = None,
-        dirs: Float[Tensor, "N 3"] | None = None,
+        frame: Int[Tensor, " N"],
+        dirs: Float[Tensor, "N 3"] | None,
     ) -> Canonical:
-        checked = check_deformer_input(x, head, frame, dirs)
-        frame = checked.frame
         num_faces = head.faces.shape[0]
         for name in ("scale_faces", "blend_faces"):
             mask = getattr(self, name)

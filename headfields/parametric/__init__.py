@@ -12,11 +12,10 @@ from .mouth import add_mouth_interior
 from .skinning import SkinningWeights, blend_transforms, skin_points, skinning_weights, transform_points
 
 # Deprecated aliases (moved to headfields.synthetic), resolved on first use by __getattr__: headfields.synthetic
-# imports this package, so importing it here would be a cycle. Still in __all__ while the README lists them here.
+# imports this package, so importing it here would be a cycle. Not in __all__: the README and docs name headfields.synthetic.
 _MOVED_TO_SYNTHETIC = ("SYNTHETIC_EXPRESSIONS", "write_synthetic_flame", "write_synthetic_smplx")
 
 __all__ = [
-    "SYNTHETIC_EXPRESSIONS",
     "Head",
     "ParametricModel",
     "SkinningWeights",
@@ -27,8 +26,6 @@ __all__ = [
     "skin_points",
     "skinning_weights",
     "transform_points",
-    "write_synthetic_flame",
-    "write_synthetic_smplx",
 ]
 
 
