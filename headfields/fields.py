@@ -45,6 +45,7 @@ __all__ = [
     "UnitBox",
     "identity_canonical",
     "inflated_box",
+    "padded_box",
 ]
 
 
@@ -73,11 +74,14 @@ def identity_canonical(x: Float[Tensor, "S 3"], dirs: Float[Tensor, "S 3"] | Non
     return Canonical(points=x, dirs=dirs, valid=valid, face=None)
 
 
+def padded_box(vertices: Float[Tensor, "V 3"], pad: float | Float[Tensor, ""]) -> Float[Tensor, "2 3"]:
+    """The box of ``vertices`` grown by ``pad`` on every side."""
+    return torch.stack([vertices.amin(0) - pad, vertices.amax(0) + pad])
+
+
 def inflated_box(vertices: Float[Tensor, "V 3"], fraction: float) -> Float[Tensor, "2 3"]:
     """The box of ``vertices`` grown on every side by ``fraction`` of its diagonal: a model's render box."""
-    low, high = vertices.amin(0), vertices.amax(0)
-    pad = fraction * (high - low).norm()
-    return torch.stack([low - pad, high + pad])
+    return padded_box(vertices, fraction * (vertices.amax(0) - vertices.amin(0)).norm())
 
 
 # --- mappings into an encoder's domain ------------------------------------------------------------------

@@ -82,9 +82,13 @@ class RayBatch:
 
     def slice(self, start: int, stop: int) -> RayBatch:
         """Rays ``start`` to ``stop`` (exclusive) with their targets: a rank's share of a batch."""
+        return self.select(slice(start, stop))
+
+    def select(self, index: slice | Int[Tensor, " K"]) -> RayBatch:
+        """The rays ``index`` picks (a slice or indices) with their targets; head, frames and generator kept."""
 
         def part(x: Tensor | None) -> Tensor | None:
-            return None if x is None else x[start:stop]
+            return None if x is None else x[index]
 
         rays = Rays(origins=part(self.rays.origins), directions=part(self.rays.directions), frame=part(self.rays.frame))
         rgb, mask, depth, segmentation = part(self.rgb), part(self.mask), part(self.depth), part(self.segmentation)
@@ -230,12 +234,12 @@ def build_optimizer(model: nn.Module, config: OptimizerConfig) -> torch.optim.Ad
     """Adam over ``model.param_groups()`` (each group's ``lr_scale`` multiplies the rate) or over all its
     trainable parameters; with ``max_grad_norm``, each step first clips the gradients' total norm (a step
     pre-hook: under DDP the gradients are already averaged, so every rank clips alike)."""
+    c = config
     groups = model.param_groups() if hasattr(model, "param_groups") else [{"params": list(model.parameters())}]
     groups = [{**g, "params": [p for p in g["params"] if p.requires_grad]} for g in groups]
     for g in groups:
         g.setdefault("lr_scale", 1.0)
-        g["lr"] = config.learning_rate * g["lr_scale"]
-    c = config
+        g["lr"] = c.learning_rate * g["lr_scale"]
     optimizer = torch.optim.Adam(groups, lr=c.learning_rate, betas=c.betas, eps=c.eps, weight_decay=c.weight_decay)
     if c.max_grad_norm is not None:
         params = [p for g in groups for p in g["params"]]

@@ -112,10 +112,7 @@ def test_anchored_hashgrid_trains_every_piece(tiny_video):
     model = anchored_hashgrid(_parametric(train_frames), train_frames, MONOAVATAR, GRID)
     batch = _batch(model, train_frames, 256, frames_per_batch=2)
     keep = batch.mask.nonzero()[:96, 0]  # rays on the head, so every one has samples
-    rays = dataclasses.replace(
-        batch.rays, origins=batch.rays.origins[keep], directions=batch.rays.directions[keep], frame=batch.rays.frame[keep]
-    )
-    batch = dataclasses.replace(batch, rays=rays, rgb=batch.rgb[keep], mask=batch.mask[keep], depth=None, segmentation=None)
+    batch = dataclasses.replace(batch.select(keep), depth=None, segmentation=None)
     losses = _train(model, batch, 25)
     assert losses[-1] < 0.5 * losses[0], losses
     anchored, grid = model.field.encoder.encoders

@@ -35,10 +35,7 @@ def _head_batch(model, frames, count, seed=0):
     batch = ray_batch(frames, 4 * count, generator, cpu, frames_per_batch=2, head=head)
     batch.generator = torch.Generator().manual_seed(seed + 1)
     keep = batch.mask.nonzero()[:count, 0]
-    rays = dataclasses.replace(
-        batch.rays, origins=batch.rays.origins[keep], directions=batch.rays.directions[keep], frame=batch.rays.frame[keep]
-    )
-    return dataclasses.replace(batch, rays=rays, rgb=batch.rgb[keep], mask=batch.mask[keep], depth=None, segmentation=None)
+    return dataclasses.replace(batch.select(keep), depth=None, segmentation=None)
 
 
 def test_loss_falls_and_every_piece_gets_gradients(video):

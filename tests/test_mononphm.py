@@ -58,10 +58,7 @@ def _head_batch(frames, count, head, seed=0):
     generator = torch.Generator().manual_seed(seed)
     batch = ray_batch(frames, 8 * count, generator, torch.device("cpu"), frames_per_batch=2, head=head)
     keep = torch.cat([batch.mask.nonzero()[: count // 2, 0], (~batch.mask).nonzero()[: count // 2, 0]]).sort().values
-    rays = dataclasses.replace(
-        batch.rays, origins=batch.rays.origins[keep], directions=batch.rays.directions[keep], frame=batch.rays.frame[keep]
-    )
-    return dataclasses.replace(batch, rays=rays, rgb=batch.rgb[keep], mask=batch.mask[keep], depth=None, segmentation=None)
+    return dataclasses.replace(batch.select(keep), depth=None, segmentation=None)
 
 
 def _sphere_rays(model, state, count=64, seed=0):

@@ -105,10 +105,7 @@ def _head_batch(frames, head, count, seed=0):
     """Rays from all frames, half of them on the head."""
     batch = ray_batch(frames, 8 * count, torch.Generator().manual_seed(seed), torch.device("cpu"), head=head)
     keep = torch.cat([batch.mask.nonzero()[: count // 2, 0], (~batch.mask).nonzero()[: count // 2, 0]]).sort().values
-    rays = dataclasses.replace(
-        batch.rays, origins=batch.rays.origins[keep], directions=batch.rays.directions[keep], frame=batch.rays.frame[keep]
-    )
-    return dataclasses.replace(batch, rays=rays, rgb=batch.rgb[keep], mask=batch.mask[keep], depth=None, segmentation=None)
+    return dataclasses.replace(batch.select(keep), depth=None, segmentation=None)
 
 
 def _has_gradient(module: nn.Module) -> bool:

@@ -76,9 +76,7 @@ def test_every_nerf_model_trains_with_the_shell_off(tiny_video, name):
     head = tracked_head(model.parametric, train_frames)
     batch = ray_batch(train_frames, 512, torch.Generator().manual_seed(0), torch.device("cpu"), frames_per_batch=2, head=head)
     keep = batch.mask.nonzero()[:96, 0]  # rays on the head: what the field has to learn
-    origins, directions, frame = batch.rays.origins[keep], batch.rays.directions[keep], batch.rays.frame[keep]
-    rays = dataclasses.replace(batch.rays, origins=origins, directions=directions, frame=frame)
-    batch = dataclasses.replace(batch, rays=rays, rgb=batch.rgb[keep], mask=batch.mask[keep], depth=None, segmentation=None)
+    batch = dataclasses.replace(batch.select(keep), depth=None, segmentation=None)
     batch.generator = torch.Generator().manual_seed(2)
     losses, _, _ = fit(model, batch, 25)
     assert losses[-1] < 0.5 * losses[0], losses

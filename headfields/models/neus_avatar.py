@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from ..checks import check_count
 from ..decoders import AppearanceConfig, AppearanceField, SdfMlp, SdfMlpConfig, SHLighting
 from ..deformers import Deformer
-from ..fields import NeusField, Normalize, RegionExpression
+from ..fields import NeusField, Normalize, RegionExpression, padded_box
 from ..geometry import sample_box
 from ..heads import present_regions
 from ..losses import NEUS_EIKONAL_WEIGHT, eikonal_loss, l1_loss, mask_loss
@@ -76,10 +76,8 @@ class NeusAvatar(nn.Module):
                 f"expression_dims: expected at most the model's {parametric.num_expression} coefficients, got {c.expression_dims}"
             )
         neutral = parametric()
-        canonical = neutral.canonical_vertices
-        normalize = Normalize.of_box(canonical)
-        pad = c.sampler.padding
-        self.register_buffer("box", normalize(torch.stack([canonical.amin(0) - pad, canonical.amax(0) + pad])))
+        normalize = Normalize.of_box(neutral.canonical_vertices)
+        self.register_buffer("box", normalize(padded_box(neutral.canonical_vertices, c.sampler.padding)))
         sdf_condition = colour_condition = None
         if c.expression_dims:
             lips = neutral.face_mask(*present_regions("lips_regions", c.lips_regions, neutral.regions))

@@ -29,7 +29,7 @@ from ..deformers import (
     TriangleFrameDeformer,
 )
 from ..encoders import HashGrid, HashGridConfig, SphericalHarmonics
-from ..fields import FrameCondition, NerfField, UnitBox, inflated_box
+from ..fields import FrameCondition, NerfField, UnitBox, inflated_box, padded_box
 from ..losses import HUBER_DELTA, huber_loss
 from ..parametric import Head, ParametricModel
 from ..renderers import Rays, StratifiedSampler, render_nerf, view_angles, view_bins
@@ -121,8 +121,7 @@ class Portrait360(nn.Module):
                 moving[rest.regions[name]] = False
         if not moving.any():
             raise ValueError(f"config: static_regions {self.config.static_regions} cover the whole mesh: nothing to blend")
-        vertices, pad = rest.canonical_vertices[moving], self.config.padding
-        return torch.stack([vertices.amin(0) - pad, vertices.amax(0) + pad])
+        return padded_box(rest.canonical_vertices[moving], self.config.padding)
 
     def view_bins(self, frames: FrameSet, head: Head) -> Int[Tensor, " B"]:
         """Front (0), side (1) or back (2) view of each frame: the angle between where the subject faces (the
