@@ -300,14 +300,14 @@ def primitive_cases(
         Case("BlendFieldDeformer (Portrait360, canonical points)", on_canonical(deformer_call(blend, head, frame)), blend, n),
         Case(
             "HyperDeformer (MonoNPHM cpu_config: 4 × 96)",
-            deformer_call(nphm_cpu.deformer, head, frame, condition=condition(nphm_cpu.deformer)),
-            nphm_cpu.deformer,
+            deformer_call(nphm_cpu.hyper, head, frame, condition=condition(nphm_cpu.hyper)),
+            nphm_cpu.hyper,
             n,
         ),
         Case(
             "HyperDeformer (MonoNPHM paper: 6 × 400)",
-            deformer_call(nphm_paper.deformer, head, frame, condition=condition(nphm_paper.deformer)),
-            nphm_paper.deformer,
+            deformer_call(nphm_paper.hyper, head, frame, condition=condition(nphm_paper.hyper)),
+            nphm_paper.hyper,
             n,
         ),
         Case("ErrorCorrectionField (MonoAvatar)", deformer_call(correction, head, frame), correction, n),

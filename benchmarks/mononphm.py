@@ -49,9 +49,8 @@ def visible_faces(vertices: torch.Tensor, faces: torch.Tensor, eye: torch.Tensor
 def seen_chamfer(model: MonoNphm, frames, frame: int, resolution: int) -> tuple[float, float]:
     """Symmetric Chamfer distance (metres) between the visible parts of the extracted and the true meshes, and
     the true mesh's box diagonal."""
-    state = model.frame_state(tracked_head(model.parametric, frames), torch.tensor([frame]))
     with torch.no_grad():
-        surface = model.extract_mesh(state, resolution)
+        surface = model.extract_mesh(tracked_head(model.parametric, frames), frame, resolution)
     eye = frames.cameras.camera_to_world[frame, :3, 3]
     truth = frames.mesh_vertices[frame]
     chamfer = chamfer_distance(
@@ -96,7 +95,7 @@ def main() -> None:
         result = track_frame(model, eval_frames, f, TrackingConfig(steps=args.track_steps))
         tracked[f] = (
             frame_error(model, eval_frames, f, result.start),
-            frame_error(model, eval_frames, f, result.state),
+            frame_error(model, eval_frames, f, result.head),
             frame_error(model, eval_frames, f),
         )
 

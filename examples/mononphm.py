@@ -22,7 +22,7 @@ from headfields.distributed import destroy_distributed, init_distributed, rank
 from headfields.heads import tracked_head
 from headfields.models.mononphm import MonoNphm, MonoNphmConfig, cpu_config
 from headfields.models.mononphm_tracking import TrackingConfig, frame_error, track_frame
-from headfields.training import comparison, save_png, train
+from headfields.training import comparison, render_image, save_png, train
 
 
 def main() -> None:
@@ -54,19 +54,18 @@ def main() -> None:
         result = track_frame(model, eval_frames, f, TrackingConfig(steps=args.track_steps))
         tracked[f] = {
             "neutral_error": frame_error(model, eval_frames, f, result.start),
-            "tracked_error": frame_error(model, eval_frames, f, result.state),
+            "tracked_error": frame_error(model, eval_frames, f, result.head),
             "tracked_expression_error": frame_error(model, eval_frames, f),
         }
         print(f"frame {f}: " + ", ".join(f"{k} {v:.4f}" for k, v in tracked[f].items()))
         save_png(
-            comparison(model.render_frame(eval_frames, f, result.state), eval_frames.images[f].float() / 255),
+            comparison(render_image(model, eval_frames, f, 4096, device, head=result.head), eval_frames.images[f].float() / 255),
             args.out / "tracked" / f"{f:05d}.png",
         )
     (args.out / "tracking.json").write_text(json.dumps(tracked, indent=2))
 
     f = len(eval_frames) // 2
-    state = model.frame_state(tracked_head(parametric, eval_frames), torch.tensor([f], device=device))
-    surface = model.extract_mesh(state, args.mesh_resolution)
+    surface = model.extract_mesh(tracked_head(parametric, eval_frames), f, args.mesh_resolution)
     write_obj(args.out / f"mesh_{f:05d}.obj", surface.vertices.cpu().numpy(), surface.faces.cpu().numpy())
 
 

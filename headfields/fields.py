@@ -12,7 +12,8 @@ The composers chain the parts every paper model is made of::
 
 :class:`NerfField` (INSTA, MonoAvatar, the 360° portrait) and :class:`NeusField` (an SDF with an appearance field
 and spherical-harmonics lighting). Conditioning is data: a :class:`Condition` picks, per sample, what the
-decoder sees (:class:`RegionExpression`, :class:`FrameCondition`).
+decoder sees (:class:`RegionExpression`, :class:`FrameCondition`,
+:class:`TrackedCondition`, :class:`SharedCode`, :class:`ConcatCondition`).
 
     field = NerfField(TriangleFrameDeformer(), HashGrid(), NerfDecoder(32, 16), SphericalHarmonics(4), UnitBox(box))
     out = field(x, dirs, frame, head)  # out.density [S], out.rgb [S, 3], out.canonical.face [S]
@@ -20,6 +21,7 @@ decoder sees (:class:`RegionExpression`, :class:`FrameCondition`).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
@@ -30,18 +32,23 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor, nn
 
 from .deformers import Canonical, Deformer
+from .encoders import LatentCodes, LatentCodesConfig
 from .parametric import Head
 
 __all__ = [
+    "ConcatCondition",
     "Condition",
     "Field",
     "FieldOutput",
+    "FrameCodes",
     "FrameCondition",
     "Normalize",
     "NerfField",
     "NeusField",
     "RegionExpression",
     "SdfGeometry",
+    "SharedCode",
+    "TrackedCondition",
     "UnitBox",
     "identity_canonical",
     "inflated_box",
@@ -161,6 +168,62 @@ class FrameCondition(nn.Module):
     def forward(self, canonical: Canonical, head: Head, frame: Int[Tensor, " S"]) -> Float[Tensor, "S C"]:
         frames, inverse = torch.unique(frame, return_inverse=True)
         return self.network(self.inputs(head, frames).to(canonical.points.dtype))[inverse]
+
+
+class SharedCode(nn.Module):
+    """One learnt code given to every sample: a one-subject model's identity or appearance code (MonoNPHM).
+    ``codes`` is the :class:`~headfields.encoders.LatentCodes` of one that holds it (its regulariser too)."""
+
+    def __init__(self, config: LatentCodesConfig):
+        super().__init__()
+        self.codes, self.dim = LatentCodes(1, config), config.dim
+
+    @property
+    def code(self) -> Float[Tensor, " C"]:
+        return self.codes.codes[0]
+
+    def forward(self, canonical: Canonical, head: Head, frame: Int[Tensor, " S"]) -> Float[Tensor, "S C"]:
+        return self.code.to(canonical.points.dtype).expand(frame.shape[0], -1)
+
+
+class FrameCodes(LatentCodes):
+    """One learnt code per training frame (an auto-decoder's): :meth:`attach` puts them on the training frames'
+    head as ``head.codes``, where a :class:`TrackedCondition` reads them (MonoNPHM's expression codes)."""
+
+    def attach(self, head: Head) -> Head:
+        if head.num_frames != self.count:
+            raise ValueError(f"head: expected the {self.count} frames the codes were learnt for, got {head.num_frames}")
+        return dataclasses.replace(head, codes=self.codes)
+
+
+class TrackedCondition(nn.Module):
+    """Of each sample's frame: the head's first ``expression`` coefficients, the axis-angle poses of ``joints``
+    and ``head.codes`` (``codes`` numbers per frame, zeros where the head has none): the condition of a
+    deformation driven by the tracking and by per-frame latent codes (MonoNPHM's)."""
+
+    def __init__(self, expression: int, joints: tuple[int, ...] = (), codes: int = 0):
+        super().__init__()
+        self.expression, self.joints, self.codes = expression, tuple(joints), codes
+        self.dim = expression + 3 * len(self.joints) + codes
+
+    def forward(self, canonical: Canonical, head: Head, frame: Int[Tensor, " S"]) -> Float[Tensor, "S C"]:
+        parts = [head.expression[frame, : self.expression], *(head.pose[frame, j] for j in self.joints)]
+        if head.codes is not None and head.codes.shape[1] != self.codes:
+            raise ValueError(f"head: expected codes of {self.codes} numbers per frame, got {head.codes.shape[1]}")
+        codes = head.codes[frame] if head.codes is not None else head.expression.new_zeros(len(frame), self.codes)
+        return torch.cat([*parts, codes], dim=1).to(canonical.points.dtype)
+
+
+class ConcatCondition(nn.Module):
+    """Several conditions side by side."""
+
+    def __init__(self, *conditions: nn.Module):
+        super().__init__()
+        self.conditions = nn.ModuleList(conditions)
+        self.dim = sum(c.dim for c in conditions)
+
+    def forward(self, canonical: Canonical, head: Head, frame: Int[Tensor, " S"]) -> Float[Tensor, "S C"]:
+        return torch.cat([c(canonical, head, frame) for c in self.conditions], dim=1)
 
 
 def _deform(deformer: Deformer | None, x: Tensor, dirs: Tensor | None, frame: Tensor, head: Head) -> Canonical:

@@ -294,10 +294,13 @@ def render_image(
 ) -> Float[Tensor, "H W 3"]:
     """Frame ``frame`` of ``frames``, ``chunk`` rays at a time without gradients, on the CPU, clamped to [0, 1].
     ``render(rays)`` gives the colours (default: ``model.render_rays(rays, head)``, ``head`` the frames' tracked
-    head, built when not given)."""
+    head, built when not given, or a one-frame head of frame ``frame``: a tracker's fit of it)."""
     if render is None:
         head = head if head is not None else tracked_head(model.parametric, frames)
-        render = lambda rays: model.render_rays(rays, head)  # noqa: E731
+        if head.num_frames == 1:  # the frame's own head: its rays read row 0
+            render = lambda rays: model.render_rays(dataclasses.replace(rays, frame=torch.zeros_like(rays.frame)), head)  # noqa: E731
+        else:
+            render = lambda rays: model.render_rays(rays, head)  # noqa: E731
     cameras = frames.cameras.to(device)
     pixels = image_pixels(cameras)
     out = []

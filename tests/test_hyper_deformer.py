@@ -381,8 +381,8 @@ def test_bad_input(flame_head):
         deformer(x, flame_head, 0, condition=condition[:, :4])
     with raises_naming("frame"):
         deformer(x, flame_head, FRAMES)
-    with raises_naming("deformation"):
-        deformer.regularizers(deformer(x, flame_head, 0))
+    with raises_naming("deformation"):  # a Canonical with no offsets: not one this deformer made
+        deformer.regularizers(RigidDeformer()(x, flame_head, 0))
     with raises_naming("condition_dim"):
         HyperDeformer(-1)
     offset_fn = lambda x: deformer.deform(x, condition).offset  # noqa: E731

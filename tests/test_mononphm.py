@@ -1,7 +1,8 @@
 """MonoNPHM on a tiny synthetic video: at initialisation it renders and extracts the analytic sphere of its
-SDF's geometric initialisation; training lowers the loss and reaches every piece; landmarks found by root
-finding map back onto their canonical points; tracking a held-out frame from the neutral code lowers its
-error; the shared training loop runs it and resumes exactly; bad configurations raise."""
+SDF's geometric initialisation; its deformer reads the head frame and the per-frame condition; training lowers the
+loss and reaches every piece; landmarks found by root finding map back onto their canonical points; tracking a
+held-out frame from the neutral code lowers its error; the shared training loop runs it and resumes exactly; bad
+configurations raise."""
 
 import dataclasses
 import math
@@ -14,9 +15,10 @@ from headfields.deformers import HyperDeformerConfig
 from headfields.encoders import LatentCodesConfig
 from headfields.heads import tracked_head
 from headfields.models.mononphm import MonoNphm, MonoNphmConfig
-from headfields.models.mononphm_tracking import TrackingConfig, frame_error, posed_landmarks, track_frame
+from headfields.models.mononphm_landmarks import posed_landmarks
+from headfields.models.mononphm_tracking import TrackingConfig, frame_error, track_frame
 from headfields.parametric import load_model
-from headfields.renderers import Rays
+from headfields.renderers import NeusSampler, Rays
 from headfields.training import OptimizerConfig, TrainingConfig, build_optimizer, ray_batch, set_learning_rate, train
 
 from helpers import raises_naming
@@ -29,9 +31,7 @@ TINY = MonoNphmConfig(
     identity_code=LatentCodesConfig(dim=2, weight=1e-2),
     expression_code=LatentCodesConfig(dim=4, weight=1e-2),
     appearance_code=LatentCodesConfig(dim=2, weight=1e-2),
-    coarse_samples=16,
-    upsample_rounds=1,
-    samples_per_round=8,
+    sampler=NeusSampler(coarse=16, rounds=1, per_round=8, padding=0.04),
     eikonal_points=64,
     correspondence_vertices=64,
     optimization=OptimizerConfig(5e-3, 5e-4, 100, ema_decay=0.95),
@@ -49,8 +49,9 @@ def _model(frames, config=TINY, seed=0):
     return MonoNphm(load_model(frames.model_path, frames.model_type), len(frames), config)
 
 
-def _head(model, frames):
-    return tracked_head(model.parametric, frames)
+def _head(model, frames, learnt=False):
+    head = tracked_head(model.parametric, frames)
+    return model.expression_codes.attach(head) if learnt else head
 
 
 def _head_batch(frames, count, head, seed=0):
@@ -61,18 +62,23 @@ def _head_batch(frames, count, head, seed=0):
     return dataclasses.replace(batch.select(keep), depth=None, segmentation=None)
 
 
-def _sphere_rays(model, state, count=64, seed=0):
-    """Rays from 1 m in front of the head frame's origin towards points around the init sphere's centre, in
-    world coordinates of ``state``; and the sphere (centre, radius) in world metres."""
+def _head_pose(model, head, frame):
+    transform = head.joint_transforms[frame, model.head_joint]
+    return transform[:3, :3], transform[:3, 3]
+
+
+def _sphere_rays(model, head, frame, count=64, seed=0):
+    """Rays of frame ``frame`` from 1 m in front of the head frame's origin towards points around the init sphere's
+    centre, in world coordinates; and the sphere (centre, radius) in world metres."""
     g = torch.Generator().manual_seed(seed)
-    centre_head = model.center
-    radius = TINY.global_sdf.radius * float(model.scale)
+    centre_head = model.normalize.center
+    radius = TINY.global_sdf.radius * float(model.normalize.scale)
     origin_head = centre_head + torch.tensor([0.0, 0.0, 1.0])
     aim = centre_head + 2.8 * radius * (torch.rand(count, 3, generator=g) - 0.5) * torch.tensor([1.0, 1.0, 0.0])
     dirs_head = torch.nn.functional.normalize(aim - origin_head, dim=-1)
-    rotation, translation = state.rotation[0], state.translation[0]
+    rotation, translation = _head_pose(model, head, frame)
     origins = (origin_head @ rotation.T + translation).expand(count, 3)
-    rays = Rays(origins, dirs_head @ rotation.T, torch.zeros(count, dtype=torch.long))
+    rays = Rays(origins, dirs_head @ rotation.T, torch.full((count,), frame, dtype=torch.long))
     return rays, centre_head @ rotation.T + translation, radius
 
 
@@ -84,10 +90,10 @@ def test_at_init_it_renders_and_extracts_the_analytic_sphere(video):
     model = _model(train_frames, dataclasses.replace(TINY, global_sdf=wide))
     with torch.no_grad():
         model.inverse_variance.v.fill_(SHARP)
-    state = model.frame_state(_head(model, train_frames), torch.tensor([3]), learnt=True)
-    rays, centre, radius = _sphere_rays(model, state)
+    head = _head(model, train_frames, learnt=True)
+    rays, centre, radius = _sphere_rays(model, head, 3)
     with torch.no_grad():
-        out = model.render(rays, state, torch.zeros(len(rays.origins), dtype=torch.long))
+        out = model.render(rays, head)
     # Analytic first hit |o + t d - c| = r.
     oc = rays.origins - centre
     b = (oc * rays.directions).sum(-1)
@@ -101,11 +107,11 @@ def test_at_init_it_renders_and_extracts_the_analytic_sphere(video):
     torch.testing.assert_close(out.composite.opacity[~hit], torch.zeros(int((~hit).sum())), atol=2e-3, rtol=0)
     # A sharp NeuS surface puts the depth in the interval that holds the crossing (at its midpoint, for a hard
     # step): the error is within that interval's length, plus the init's 0.4% of r.
-    samples, scale = out.samples, float(model.scale)
-    crossing = t[samples.ray] / scale
+    samples = out.samples
+    crossing = t[samples.ray]
     holds = (samples.t_start <= crossing) & (crossing <= samples.t_end) & sure[samples.ray]
     assert torch.equal(samples.ray[holds], sure.nonzero()[:, 0])  # one interval per ray that surely hits
-    bound = samples.deltas[holds] * scale + 0.005 * radius
+    bound = samples.deltas[holds] + 0.005 * radius
     error = (out.composite.depth[sure] - t[sure]).abs()
     assert (error <= bound).all(), (error, bound)
     assert bound.max() < 0.1 * radius  # the up-sampling made those intervals short
@@ -113,32 +119,39 @@ def test_at_init_it_renders_and_extracts_the_analytic_sphere(video):
     cosine = (torch.nn.functional.normalize(out.normals[sure], dim=-1) * normal).sum(-1)
     assert cosine.min() > 0.99, cosine.min()
 
-    surface = model.extract_mesh(state, resolution=48)
+    surface = model.extract_mesh(head, 3, resolution=48)
     distance = (surface.vertices - centre).norm(dim=-1)
     assert (distance - radius).abs().max() < 0.015 * radius
     assert len(surface.faces) > 100
 
 
-def test_frame_state_reads_learnt_codes_for_training_frames_and_zero_elsewhere(video):
+def test_the_deformer_reads_the_head_frame_and_the_frame_condition(video):
+    """At initialisation the chain is the head joint's motion undone and the normalisation, exactly (the backward
+    field's output layer starts at zero); its condition is [tracked expression, jaw pose, the head's codes (zero
+    where it has none), identity]."""
     train_frames, eval_frames = video
     model = _model(train_frames)
     with torch.no_grad():
         model.expression_codes.codes.copy_(torch.randn_like(model.expression_codes.codes))
-    index = torch.tensor([1, 3])
-    head = _head(model, train_frames)
-    state = model.frame_state(head, index, learnt=True)
+        model.field.sdf_condition.code.copy_(torch.tensor([0.3, -0.2]))
+    head = _head(model, train_frames, learnt=True)
+    frame = torch.tensor([1, 3, 3])
+    x = head.vertices[frame, :3].reshape(-1, 3)[:3] + 0.01
+    canonical = model.field.deformer(x, head, frame)
+    in_head = head.to_joint_frame(model.head_joint, frame, x[:, None])[:, 0]
+    torch.testing.assert_close(canonical.points[:, :3], (in_head - model.normalize.center) / model.normalize.scale)
+    condition = model.hyper.condition(canonical, head, frame)
     e = model.parametric.num_expression
-    torch.testing.assert_close(state.condition[:, :e], head.expression[index])
-    torch.testing.assert_close(state.condition[:, e : e + 3], head.pose[index, model.jaw_joint])
-    torch.testing.assert_close(state.condition[:, e + 3 : e + 7], model.expression_codes.codes[index])
-    # The same training frames rendered as held out (learnt=False): the tracked condition with zero codes.
-    unlearnt = model.frame_state(head, index)
-    torch.testing.assert_close(unlearnt.condition[:, : e + 3], state.condition[:, : e + 3])
-    assert torch.equal(unlearnt.condition[:, e + 3 : e + 7], torch.zeros(2, 4))
-    eval_head = _head(model, eval_frames)
-    held_out = model.frame_state(eval_head, torch.tensor([0]))
-    assert torch.equal(held_out.condition[0, e + 3 : e + 7], torch.zeros(4))
-    torch.testing.assert_close(held_out.rotation[0], eval_head.joint_transforms[0, model.head_joint, :3, :3])
+    torch.testing.assert_close(condition[:, :e], head.expression[frame])
+    torch.testing.assert_close(condition[:, e : e + 3], head.pose[frame, model.jaw_joint])
+    torch.testing.assert_close(condition[:, e + 3 : e + 7], model.expression_codes.codes[frame])
+    torch.testing.assert_close(condition[:, e + 7 :], torch.tensor([[0.3, -0.2]]).expand(3, -1))
+    # The same frames as held out (no codes on the head): the tracked condition with zero codes.
+    plain = model.hyper.condition(canonical, _head(model, train_frames), frame)
+    torch.testing.assert_close(plain[:, : e + 3], condition[:, : e + 3])
+    assert torch.equal(plain[:, e + 3 : e + 7], torch.zeros(3, 4))
+    held_out = model.hyper.condition(canonical, _head(model, eval_frames), torch.zeros(3, dtype=torch.long))
+    assert torch.equal(held_out[:, e + 3 : e + 7], torch.zeros(3, 4))
 
 
 ANCHORS = dataclasses.replace(
@@ -155,7 +168,7 @@ def test_loss_falls_and_every_piece_gets_gradients(video, config):
     model = _model(train_frames, config)
     optimizer = build_optimizer(model, model.optimization)
     batch = _head_batch(train_frames, 64, _head(model, train_frames))
-    hyper_head = model.deformer.output.weight[3:].detach().clone()
+    hyper_head = model.hyper.output.weight[3:].detach().clone()
     losses, colour = [], []
     for step in range(40):
         set_learning_rate(optimizer, model.optimization, step)
@@ -168,19 +181,19 @@ def test_loss_falls_and_every_piece_gets_gradients(video, config):
     assert losses[-1] < 0.5 * losses[0], losses
     assert colour[-1] < 0.6 * colour[0], colour  # the image term itself, not only the regularisers
     # The hyper head starts near zero (HyperNeRF), where the SDF's hyper inputs start at zero weight: both train.
-    assert (model.deformer.output.weight[3:] - hyper_head).abs().max() > 1e-3
-    assert {"silhouette", "eikonal", "correspondence", "inv_s"} <= set(out.logs)
+    assert (model.hyper.output.weight[3:] - hyper_head).abs().max() > 1e-3
+    assert {"silhouette", "eikonal", "correspondence", "inv_s", "offset"} <= set(out.logs)
     assert optimizer.param_groups[0]["lr"] == pytest.approx(5e-3 * 0.1 ** (39 / 100))
     pieces = {
-        "deformer trunk": model.deformer.layers,
-        "deformer heads": model.deformer.output,
-        "SDF": model.sdf,
-        "appearance": model.appearance,
-        "lighting": model.lighting,
+        "deformer trunk": model.hyper.layers,
+        "deformer heads": model.hyper.output,
+        "SDF": model.field.sdf,
+        "appearance": model.field.appearance,
+        "lighting": model.field.lighting,
         "inverse variance": model.inverse_variance,
         "expression codes": model.expression_codes,
-        "identity codes": model.identity_codes,
-        "appearance codes": model.appearance_codes,
+        "identity code": model.field.sdf_condition,
+        "appearance code": model.field.colour_condition,
     }
     for name, module in pieces.items():
         grads = [p.grad for p in module.parameters() if p.grad is not None]
@@ -190,59 +203,57 @@ def test_loss_falls_and_every_piece_gets_gradients(video, config):
 def test_landmarks_by_root_finding_map_back_onto_their_canonical_points(video):
     train_frames, _ = video
     model = _model(train_frames)
-    state = model.frame_state(_head(model, train_frames), torch.tensor([2]), learnt=True)
+    head = _head(model, train_frames, learnt=True).select([2])
     canonical = model.parametric().canonical_vertices[:40]
-    rotation, translation = state.rotation[0], state.translation[0]
+    rotation, translation = _head_pose(model, head, 0)
     with torch.no_grad():  # identity field: the landmarks are the canonical points under the head pose
-        torch.testing.assert_close(posed_landmarks(model, state, canonical).points, canonical @ rotation.T + translation)
-        for p in model.deformer.output.parameters():
+        torch.testing.assert_close(posed_landmarks(model, head, canonical).points, canonical @ rotation.T + translation)
+        for p in model.hyper.output.parameters():
             p.copy_(0.05 * torch.randn_like(p))  # a non-trivial field
-    landmarks = posed_landmarks(model, state, canonical)
+    landmarks = posed_landmarks(model, head, canonical)
     assert landmarks.converged.all()
     world = landmarks.points
-    x = model.normalize((world - translation) @ rotation)  # back into the normalised head frame
-    with torch.no_grad():
-        back = x + model.deformer.deform(x, state.condition.expand(len(x), -1)).offset
+    with torch.no_grad():  # back through the whole chain: the head frame, the normalisation, the field
+        back = model.field.deformer(world, head, 0).points[:, :3]
     torch.testing.assert_close(back, model.normalize(canonical), atol=1e-4, rtol=0)
     assert (world - (canonical @ rotation.T + translation)).abs().max() > 1e-3  # the field moved them
 
 
 def test_landmark_gradients_match_finite_differences(video):
-    """Implicit differentiation through the root finder, as tracking uses it: d(world landmark)/d(condition)."""
+    """Implicit differentiation through the root finder, as tracking uses it: d(world landmark)/d(frame's code)."""
     train_frames, _ = video
     model = _model(train_frames).double()
     with torch.no_grad():
-        for p in model.deformer.output.parameters():
+        for p in model.hyper.output.parameters():
             p.copy_(0.05 * torch.randn_like(p))
-    state = model.frame_state(_head(model, train_frames), torch.tensor([2]), learnt=True)
-    state = dataclasses.replace(state, condition=state.condition.detach().requires_grad_(True))
+    head = _head(model, train_frames).select([2])
+    codes = torch.randn(1, model.expression_codes.dim, dtype=torch.float64, requires_grad=True)
     canonical = model.parametric().canonical_vertices[:6].double()
     direction = torch.randn(6, 3, dtype=torch.float64)
-    (posed_landmarks(model, state, canonical).points * direction).sum().backward()
-    analytic = state.condition.grad[0]
 
-    def value(condition):
-        points = posed_landmarks(model, dataclasses.replace(state, condition=condition), canonical).points
-        return float((points * direction).sum())
+    def value(codes):
+        landmarks = posed_landmarks(model, dataclasses.replace(head, codes=codes), canonical, tolerance=1e-12)
+        return (landmarks.points * direction).sum()
 
+    value(codes).backward()
     with torch.no_grad():
-        for i in torch.randperm(state.condition.shape[1])[:4].tolist():
-            step = torch.zeros_like(state.condition)
+        for i in range(codes.shape[1]):
+            step = torch.zeros_like(codes)
             step[0, i] = 1e-5
-            numeric = (value(state.condition + step) - value(state.condition - step)) / 2e-5
-            assert abs(numeric - float(analytic[i])) < 1e-6 + 1e-4 * abs(numeric), (i, numeric, float(analytic[i]))
+            numeric = float(value(codes + step) - value(codes - step)) / 2e-5
+            analytic = float(codes.grad[0, i])
+            assert abs(numeric - analytic) < 1e-6 + 1e-4 * abs(numeric), (i, numeric, analytic)
+    assert codes.grad.abs().max() > 1e-4  # the codes do move the landmarks
 
 
 def test_rendering_with_and_without_gradients_agrees(video):
     train_frames, _ = video
     model = _model(train_frames)
-    head = _head(model, train_frames)
+    head = _head(model, train_frames, learnt=True)
     rays = _head_batch(train_frames, 32, head).rays
-    index, local = torch.unique(rays.frame, return_inverse=True)
-    state = model.frame_state(head, index, learnt=True)
-    with_grad = model.render(rays, state, local)
+    with_grad = model.render(rays, head)
     with torch.no_grad():
-        without = model.render(rays, state, local)
+        without = model.render(rays, head)
     for name in ("rgb", "depth", "opacity"):
         torch.testing.assert_close(getattr(without.composite, name), getattr(with_grad.composite, name).detach(), msg=name)
     torch.testing.assert_close(without.normals, with_grad.normals.detach())
@@ -265,15 +276,15 @@ def test_tracking_from_the_neutral_code_lowers_the_image_error(video):
     trainable = [p.requires_grad for p in model.parameters()]
     result = track_frame(model, eval_frames, 1, TrackingConfig(steps=15, rays_per_step=256, landmarks=8))
     before = frame_error(model, eval_frames, 1, result.start)
-    after = frame_error(model, eval_frames, 1, result.state)
+    after = frame_error(model, eval_frames, 1, result.head)
     assert after < before, (before, after)  # on the whole image (the per-step losses are on random rays)
     assert len(result.losses) == 15
-    identity = model.identity_codes.dim
-    start, learnt = result.start.condition[0], model.frame_state(_head(model, eval_frames), torch.tensor([1])).condition[0]
-    assert torch.equal(start[:-identity], torch.zeros_like(start[:-identity]))  # the neutral expression...
-    assert torch.equal(start[-identity:], learnt[-identity:]) and torch.equal(
-        result.state.condition[0, -identity:], start[-identity:]
-    )
+    start, tracked = result.start, _head(model, eval_frames).select([1])
+    assert torch.equal(start.expression, torch.zeros_like(start.expression))  # the neutral expression...
+    assert torch.equal(start.pose[:, model.jaw_joint], torch.zeros(1, 3)) and torch.equal(start.codes, torch.zeros(1, 4))
+    torch.testing.assert_close(start.joint_transforms, tracked.joint_transforms)  # ...at the tracked pose
+    assert not torch.equal(result.head.codes, start.codes) and not result.head.codes.requires_grad
+    assert not torch.equal(result.head.joint_transforms, start.joint_transforms)  # the pose was corrected
     for name, value in model.state_dict().items():  # the networks stayed frozen
         assert torch.equal(value, frozen[name]), name
     assert [p.requires_grad for p in model.parameters()] == trainable  # and are trainable again
@@ -313,8 +324,14 @@ def test_bad_configuration_raises(video):
     model = _model(train_frames)
     eval_head = _head(model, eval_frames)
     with raises_naming("head"):  # learnt codes need the training frames' head, the one the codes were made for
-        model.frame_state(eval_head, torch.tensor([0]), learnt=True)
-    with raises_naming("state"):
-        model.extract_mesh(model.frame_state(eval_head, torch.tensor([0, 1])))
+        model.expression_codes.attach(eval_head)
+    with raises_naming("head"):  # codes of another width
+        model.render_rays(
+            _head_batch(eval_frames, 8, eval_head).rays, dataclasses.replace(eval_head, codes=torch.zeros(len(eval_frames), 3))
+        )
+    with raises_naming("frame"):
+        model.extract_mesh(eval_head, len(eval_frames))
+    with raises_naming("head"):
+        posed_landmarks(model, eval_head, model.parametric().canonical_vertices[:3])
     with raises_naming("steps"):
         TrackingConfig(steps=-1)

@@ -159,4 +159,3 @@ def test_lips_regions_the_model_lacks_raise(tiny_video):
     train_frames, _ = tiny_video
     with raises_naming("lips_regions"):
         _model(train_frames, dataclasses.replace(TINY, lips_regions=("no_such_region",)))
-

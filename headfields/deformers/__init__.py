@@ -6,7 +6,15 @@ fields, and a chain of deformers."""
 
 import warnings
 
-from .base import Canonical, Deformer, DeformerChain, RigidDeformer, RigidDeformerConfig, check_deformer_input
+from .base import (
+    Canonical,
+    Deformer,
+    DeformerChain,
+    MappedDeformer,
+    RigidDeformer,
+    RigidDeformerConfig,
+    check_deformer_input,
+)
 from .blend_fields import BlendFieldConfig, BlendFieldDeformer
 from .error_correction import (
     CorrectionRegularizers,
@@ -31,6 +39,7 @@ __all__ = [
     "HyperDeformer",
     "HyperDeformerConfig",
     "HyperRegularizers",
+    "MappedDeformer",
     "Preimage",
     "RigidDeformer",
     "RigidDeformerConfig",

@@ -160,3 +160,19 @@ class RigidDeformer(Deformer):
             face = q.face.masked_fill(~valid, -1)
         return Canonical(points=points, dirs=canonical_dirs, valid=valid, face=face)
 
+
+class MappedDeformer(Deformer):
+    """The points through a fixed ``mapping`` (``mapping(x [N,3]) -> [N,3]``), e.g.
+    :class:`headfields.fields.Normalize`: after a :class:`RigidDeformer` it puts the samples in the normalised
+    head frame a learnt backward field works in (MonoNPHM's :class:`HyperDeformer`). Directions pass unchanged:
+    the mapping must be a shift and a uniform scale."""
+
+    def __init__(self, mapping: nn.Module):
+        super().__init__()
+        self.mapping = mapping
+
+    def canonicalize(
+        self, x: Float[Tensor, "N 3"], head: Head, frame: Int[Tensor, " N"], dirs: Float[Tensor, "N 3"] | None
+    ) -> Canonical:
+        valid = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
+        return Canonical(points=self.mapping(x), dirs=dirs, valid=valid, face=None)

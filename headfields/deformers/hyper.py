@@ -117,13 +117,18 @@ class HyperDeformer(Deformer):
 
     ``condition_dim``: the width C of the condition ``z`` (MonoNPHM: expression + identity codes; 0 for an
     unconditioned field). :meth:`deform` is the core; :meth:`forward` is the :class:`Deformer` interface, whose
-    condition defaults to the head's per-frame expression coefficients. The network runs in the parameters'
+    condition is ``condition(samples, head, frame)`` (a :class:`headfields.fields.Condition` of width C, such as a
+    :class:`~headfields.fields.FrameCondition` of per-frame codes), or by default the head's per-frame expression
+    coefficients. The network runs in the parameters'
     dtype; results come in the promoted dtype of the inputs and the parameters.
     """
 
-    def __init__(self, condition_dim: int, config: HyperDeformerConfig | None = None):
+    def __init__(self, condition_dim: int, config: HyperDeformerConfig | None = None, condition: nn.Module | None = None):
         super().__init__()
         self.condition_dim = check_count("condition_dim", condition_dim, 0)
+        if condition is not None and getattr(condition, "dim", None) != condition_dim:
+            raise ValueError(f"condition: expected a condition of width {condition_dim}, got {getattr(condition, 'dim', None)}")
+        self.condition = condition
         self.config = config = config if config is not None else HyperDeformerConfig()
         self.encoding = FrequencyEncoding(3, config.position_frequencies)
         self.in_dim = self.encoding.out_dim + self.condition_dim
@@ -185,14 +190,17 @@ class HyperDeformer(Deformer):
         dirs: Float[Tensor, "N 3"] | None,
         condition: Float[Tensor, "N C"] | None = None,
     ) -> Canonical:
-        """Canonical points ``[x + Δx, h]`` (``3 + H`` dims). ``condition`` defaults to
-        ``head.expression[frame]`` (then ``condition_dim`` must equal the head's expression size).
+        """Canonical points ``[x + Δx, h]`` (``3 + H`` dims). ``condition`` defaults to the deformer's condition
+        module, else to ``head.expression[frame]`` (then ``condition_dim`` must equal the head's expression size).
 
         ``dirs`` pass through unchanged: a backward field maps points, and the direction map would be the inverse
         of its Jacobian (whose hyper rows have no direction at all), so the canonical field should read the posed
         view direction. ``valid`` is all True, ``face`` None; ``extras`` holds ``offset`` and ``hyper``.
         """
-        if condition is None:
+        valid = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
+        if condition is None and self.condition is not None:
+            condition = self.condition(Canonical(points=x, dirs=dirs, valid=valid, face=None), head, frame)
+        elif condition is None:
             expressions = head.expression.shape[1]
             if expressions != self.condition_dim:
                 raise ValueError(
@@ -203,17 +211,19 @@ class HyperDeformer(Deformer):
         else:
             check_float("condition", condition, [x.shape[0], self.condition_dim], device=x.device)
         d = self._deform(x, condition)
-        valid = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
         # The offsets and hyper coordinates, for the regularisers (HyperDeformation(offset, hyper, points)).
         return Canonical(points=d.points, dirs=dirs, valid=valid, face=None, extras={"offset": d.offset, "hyper": d.hyper})
 
-    def regularizers(self, deformation: HyperDeformation) -> HyperRegularizers:
-        """MonoNPHM's regularisers: ``offset = mean ‖Δx‖²`` and ``hyper = mean ‖h‖²`` over the samples, raw and
-        with the config's weights. The paper names a hyper "magnitude" without its norm; the squared norm is
-        smooth at ``h = 0`` (where the hyper coordinates start), so its gradient vanishes there instead of
-        flipping sign, and it matches the offsets' term. Both are 0 on no samples."""
+    def regularizers(self, deformation: HyperDeformation | Canonical) -> HyperRegularizers:
+        """MonoNPHM's regularisers: ``offset = mean ‖Δx‖²`` and ``hyper = mean ‖h‖²`` over the samples (of a
+        :class:`Canonical` this deformer made: its ``extras``), raw and with the config's weights. The paper names
+        a hyper "magnitude" without its norm; the squared norm is smooth at ``h = 0`` (where the hyper coordinates
+        start), so its gradient vanishes there instead of flipping sign, and it matches the offsets' term. Both are
+        0 on no samples."""
+        if isinstance(deformation, Canonical) and {"offset", "hyper"} <= deformation.extras.keys():
+            deformation = HyperDeformation(deformation.extras["offset"], deformation.extras["hyper"], deformation.points)
         if not isinstance(deformation, HyperDeformation):
-            raise TypeError(f"deformation: expected a HyperDeformation, got {type(deformation).__name__}")
+            raise TypeError(f"deformation: expected a HyperDeformation, or a Canonical it made, got {type(deformation).__name__}")
         check_shape("deformation.offset", deformation.offset, [None, 3])
         check_shape("deformation.hyper", deformation.hyper, [deformation.offset.shape[0], None])
         count = max(deformation.offset.shape[0], 1)  # sum / count: 0, not NaN, on no samples (with a graph)

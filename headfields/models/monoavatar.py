@@ -104,9 +104,7 @@ class MonoAvatar(nn.Module):
         super().__init__()
         self.config = c = config or MonoAvatarConfig()
         self.optimization, self.parametric = c.optimization, parametric.requires_grad_(False)
-        if c.head_joint not in parametric.joint_names:
-            raise ValueError(f"head_joint: expected one of {list(parametric.joint_names)}, got {c.head_joint!r}")
-        joint = parametric.joint_names.index(c.head_joint)
+        joint = parametric.joint_index(c.head_joint, "head_joint")
         n, sizes = parametric(), (c.feature_dim, c.uv_resolution, c.unet, c.code_decoder)
         encoder = MeshFeatureEncoder.build(c.features, n, joint, c.anchored, *sizes)
         if point_encoder is not None:  # both read the head-frame point: the grid's in the unit box

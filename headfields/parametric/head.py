@@ -7,6 +7,7 @@ anywhere near the head can be skinned forward and back (see :mod:`headfields.par
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -42,10 +43,33 @@ class Head:
     skinning_weights: Float[Tensor, "V J"]
     regions: dict[str, Int[Tensor, " _"]]  # region name -> vertex ids (names as in the model's masks file)
     landmarks: Float[Tensor, "B L 3"] | None
+    # Per-frame latent codes a model reads besides the tracking (MonoNPHM's expression codes: learnt for the
+    # training frames, fitted by tracking); None: the frames have none, and a model reads its neutral code.
+    codes: Float[Tensor, "B C"] | None = None
+
+    PER_FRAME = (
+        "vertices",
+        "rest_vertices",
+        "expression",
+        "pose",
+        "translation",
+        "joints",
+        "joint_transforms",
+        "landmarks",
+        "codes",
+    )
 
     @property
     def num_frames(self) -> int:
         return self.vertices.shape[0]
+
+    def select(self, frames: Int[Tensor, " U"] | list[int]) -> Head:
+        """The head of frames ``frames`` only, in that order (the identity's tensors shared, not copied)."""
+        index = torch.as_tensor(frames, dtype=torch.long, device=self.vertices.device)
+        if index.ndim != 1 or (len(index) and not (0 <= int(index.min()) and int(index.max()) < self.num_frames)):
+            raise ValueError(f"frames: expected a list of frame indices in [0, {self.num_frames}), got {index.tolist()}")
+        rows = {name: getattr(self, name)[index] for name in self.PER_FRAME if getattr(self, name) is not None}
+        return dataclasses.replace(self, **rows)
 
     @cached_property
     def bounds(self) -> Float[Tensor, "B 2 3"]:

@@ -219,6 +219,13 @@ class ParametricModel(nn.Module):
     def joint_names(self) -> tuple[str, ...]:
         return self.spec.joint_names
 
+    def joint_index(self, joint: str, argument: str = "joint") -> int:
+        """The index of joint ``joint`` (a name of :attr:`joint_names`); an unknown name is an error naming
+        ``argument`` (the config field it came from)."""
+        if joint not in self.spec.joint_names:
+            raise ValueError(f"{argument}: expected one of {list(self.spec.joint_names)}, got {joint!r}")
+        return self.spec.joint_names.index(joint)
+
     @property
     def num_vertices(self) -> int:
         return self.v_template.shape[0]
