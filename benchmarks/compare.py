@@ -162,13 +162,14 @@ def peak_resident_bytes() -> int:
 def train_one(entry: Entry, args: argparse.Namespace) -> dict:
     """Train and measure one model in this process (the child's work), on the frames the parent saved."""
     device = torch.device(args.device)
-    train_frames, eval_frames = torch.load(args.frames, weights_only=False)
+    train_frames, eval_frames = load_video(args.quick)  # the cached video, read from its files (no pickles)
     parametric = load_model(train_frames.model_path, train_frames.model_type, device=device)
     torch.manual_seed(0)  # the same initial weights in every run
     model = entry.build(parametric, train_frames).to(device)
     config = TrainingConfig(
-        max_iterations=10**9,  # the clock alone stops every model (a fast one on a GPU would hit the default count)
-        max_minutes=args.minutes,
+        # The clock alone stops every model (a fast one on a GPU would hit the default count), or --iterations.
+        max_iterations=args.iterations or 10**9,
+        max_minutes=None if args.iterations else args.minutes,
         rays_per_batch=entry.rays_per_batch,
         frames_per_batch=entry.frames_per_batch,
         eval_every=0,
@@ -189,22 +190,21 @@ def train_one(entry: Entry, args: argparse.Namespace) -> dict:
     return metrics
 
 
-def run_models(entries: list[Entry], frames: tuple[FrameSet, FrameSet], args: argparse.Namespace) -> dict[str, dict]:
+def run_models(entries: list[Entry], args: argparse.Namespace) -> dict[str, dict]:
     """Each available entry trained in a child process; its metrics, or why there are none."""
-    saved = args.out / "frames.pt"
-    torch.save(frames, saved)  # read in a moment by each child, instead of the video's thousand files
     results = {}
     for entry in entries:
         results[entry.key] = {"name": entry.name, "kind": entry.kind, "peer": entry.peer}
         path = args.out / entry.key / "result.json"
         path.unlink(missing_ok=True)
-        command = [sys.executable, __file__, "--only-exact", entry.key, "--json", str(path), "--frames", str(saved)]
+        command = [sys.executable, __file__, "--only-exact", entry.key, "--json", str(path)]
         command += ["--minutes", str(args.minutes), "--device", str(args.device), "--out", str(args.out)]
+        command += ["--iterations", str(args.iterations)] if args.iterations else []
         command += ["--quick"] if args.quick else []
-        print(f"\n== {entry.key}: {args.minutes:g} min ==", flush=True)
+        budget = f"{args.iterations} iterations" if args.iterations else f"{args.minutes:g} min"
+        print(f"\n== {entry.key}: {budget} ==", flush=True)
         code = subprocess.run(command).returncode
         results[entry.key].update(json.loads(path.read_text()) if code == 0 else {"error": f"child exited with status {code}"})
-    saved.unlink()
     return results
 
 
@@ -431,7 +431,9 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--only-exact", default=None, help=argparse.SUPPRESS)  # a child: train this model alone
     parser.add_argument("--json", type=Path, default=None, help=argparse.SUPPRESS)  # where the child writes its metrics
-    parser.add_argument("--frames", type=Path, default=None, help=argparse.SUPPRESS)  # the parent's frames, for the child
+    parser.add_argument(
+        "--iterations", type=int, default=None, help="a fixed step budget per model instead of the clock (A/B runs)"
+    )
     args = parser.parse_args()
     if args.minutes is None:
         args.minutes = QUICK_MINUTES if args.quick else DEFAULT_MINUTES
@@ -453,7 +455,7 @@ def main() -> None:
     train_frames, eval_frames = load_video(args.quick)  # writes the cached video once, before any child
     results: dict = {"models": {}, "primitives": None}
     if not args.skip_models:
-        results["models"] = run_models(selected, (train_frames, eval_frames), args)
+        results["models"] = run_models(selected, args)
     if not args.skip_primitives:
         print("\n== primitives ==", flush=True)
         parametric = load_model(train_frames.model_path, train_frames.model_type, device=args.device)

@@ -13,7 +13,7 @@ from headfields.cli import rounded, training_config, training_parser
 from headfields.data import load_subject
 from headfields.distributed import destroy_distributed, init_distributed
 from headfields.models.insta import Insta, InstaConfig
-from headfields.training import train
+from headfields.training import seed_everything, train
 
 
 def main() -> None:
@@ -23,6 +23,7 @@ def main() -> None:
     device = init_distributed(args.device)  # under torchrun: this rank's device, in the process group
     subject = load_subject(args.data, args.model, args.eval_split, device=device)
     train_frames, eval_frames, parametric = subject.train, subject.eval, subject.parametric
+    seed_everything(args.seed)  # the initial weights
     model = Insta(parametric, train_frames.segmentation_labels, InstaConfig()).to(device)
     config = training_config(args, eval_every=500)
     metrics = train(model, train_frames, eval_frames, args.out, config, device=device)

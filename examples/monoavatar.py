@@ -15,7 +15,7 @@ from headfields.data import load_subject
 from headfields.distributed import destroy_distributed, init_distributed
 from headfields.models.monoavatar import MonoAvatar, MonoAvatarConfig, cpu_config
 from headfields.parametric import add_mouth_interior
-from headfields.training import train
+from headfields.training import seed_everything, train
 
 
 def main() -> None:
@@ -40,6 +40,7 @@ def main() -> None:
             )
         parametric = add_mouth_interior(parametric)
     config = MonoAvatarConfig(features=args.features) if args.paper_sizes else cpu_config(features=args.features)
+    seed_everything(args.seed)  # the initial weights
     model = MonoAvatar(parametric, len(train_frames), config).to(device)
     training = training_config(args, frames_per_batch=args.frames_per_batch, eval_every=500)
     metrics = train(model, train_frames, eval_frames, args.out, training, device=device)

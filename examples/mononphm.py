@@ -22,7 +22,7 @@ from headfields.distributed import destroy_distributed, init_distributed, rank
 from headfields.heads import tracked_head
 from headfields.models.mononphm import MonoNphm, MonoNphmConfig, cpu_config
 from headfields.models.mononphm_tracking import TrackingConfig, frame_error, track_frame
-from headfields.training import comparison, render_image, save_png, train
+from headfields.training import comparison, render_image, save_png, seed_everything, train
 
 
 def main() -> None:
@@ -38,6 +38,7 @@ def main() -> None:
     subject = load_subject(args.data, args.model, args.eval_split, device=device)
     train_frames, eval_frames, parametric = subject.train, subject.eval, subject.parametric
     config = MonoNphmConfig() if args.paper_sizes else cpu_config()
+    seed_everything(args.seed)  # the initial weights
     model = MonoNphm(parametric, len(train_frames), config).to(device)
     training = training_config(args, frames_per_batch=args.frames_per_batch, eval_every=500)
     metrics = train(model, train_frames, eval_frames, args.out, training, device=device)

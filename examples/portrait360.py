@@ -16,7 +16,7 @@ from headfields.cli import rounded, training_config, training_parser
 from headfields.data import SyntheticVideoConfig, load_subject
 from headfields.distributed import destroy_distributed, init_distributed
 from headfields.models.portrait360 import Portrait360, Portrait360Config
-from headfields.training import train
+from headfields.training import seed_everything, train
 
 
 def main() -> None:
@@ -32,6 +32,7 @@ def main() -> None:
         args.data, args.model, args.eval_split, video=SyntheticVideoConfig.portrait360(), model_type="smplx", device=device
     )
     train_frames, eval_frames, parametric = subject.train, subject.eval, subject.parametric
+    seed_everything(args.seed)  # the initial weights
     model = Portrait360(parametric, Portrait360Config(blend=args.blend)).to(device)
     training = training_config(args, balance_views=not args.uniform_views, eval_every=1000)
     metrics = train(model, train_frames, eval_frames, args.out, training, device=device)

@@ -1,15 +1,41 @@
-"""Input checks shared by every public function: each error names the argument and what was expected."""
+"""Input checks shared by every public function: each error names the argument and what was expected.
+
+The checks that read a tensor's values (finite values, index ranges: each a host synchronisation on CUDA) run
+once, at the public entry point a user calls: a renderer checks its rays, then renders inside
+:func:`trusted_values`, so the samples it derives are not re-checked at every layer of the field (deformer,
+encoder, decoder) nor in every round of a sampler. Shape, dtype and device checks always run.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import numbers
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
 
 # A Python or numpy integer: what arguments such as counts and frame numbers accept.
 IntLike = int | np.integer
+
+_TRUSTED = contextvars.ContextVar("headfields_trusted_values", default=False)
+
+
+@contextlib.contextmanager
+def trusted_values() -> Iterator[None]:
+    """Within it, the checks of tensor values are skipped (see the module's docstring): for a caller that has
+    checked its own input and passes on only what it computed from it."""
+    token = _TRUSTED.set(True)
+    try:
+        yield
+    finally:
+        _TRUSTED.reset(token)
+
+
+def checking_values() -> bool:
+    """False inside :func:`trusted_values`: for a check of values written out by hand (e.g. non-zero vectors)."""
+    return not _TRUSTED.get()
 
 
 def _shape_str(shape: Sequence[int | str | None]) -> str:
@@ -36,10 +62,19 @@ def check_float(name: str, x: torch.Tensor, shape: Sequence[int | str | None], d
 
 
 def check_finite(name: str, x: torch.Tensor, what: str = "finite values") -> None:
+    if _TRUSTED.get():
+        return
     bad = ~torch.isfinite(x)
     if bad.any():
         row = int(bad.reshape(x.shape[0], -1).any(dim=1).nonzero()[0, 0]) if x.dim() else 0
         raise ValueError(f"{name}: expected {what}, found NaN or Inf (first in row {row})")
+
+
+def check_nonzero_rows(name: str, x: torch.Tensor, what: str = "non-zero directions") -> None:
+    """No all-zero row in ``x [N, D]`` (a direction that defines no ray); skipped inside :func:`trusted_values`."""
+    if not _TRUSTED.get() and x.numel() and bool((torch.linalg.vector_norm(x, dim=-1) == 0).any()):
+        row = int((torch.linalg.vector_norm(x, dim=-1) == 0).nonzero()[0, 0])
+        raise ValueError(f"{name}: expected {what}, found a zero vector (row {row})")
 
 
 def check_int(
@@ -49,7 +84,7 @@ def check_int(
     check_shape(name, x, shape, device)
     if x.dtype.is_floating_point or x.dtype.is_complex or x.dtype == torch.bool:
         raise TypeError(f"{name}: expected an integer tensor, got {x.dtype}")
-    if x.numel() > 0:
+    if x.numel() > 0 and not _TRUSTED.get():
         lo, hi = int(x.min()), int(x.max())
         if lo < 0 or (upper is not None and hi >= upper):
             expected = f"[0, {upper})" if upper is not None else "non-negative values"

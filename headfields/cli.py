@@ -19,7 +19,7 @@ __all__ = ["rounded", "run_example", "training_config", "training_parser"]
 def training_parser(
     description: str, out: str | Path, minutes: float, rays: int, model: str = "FLAME", video: str = "the synthetic video"
 ) -> argparse.ArgumentParser:
-    """``--data --model --out --max-minutes --iterations --rays --device --eval-split`` with these defaults
+    """``--data --model --out --max-minutes --iterations --rays --device --eval-split --seed`` with these defaults
     (``model``, ``video``: the names the help gives the parametric model and the default data)."""
     check_positive("minutes", minutes)
     check_count("rays", rays, 1)
@@ -32,12 +32,15 @@ def training_parser(
     parser.add_argument("--rays", type=int, default=rays, help="rays per batch")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--eval-split", default="test", choices=("val", "test"))
+    parser.add_argument("--seed", type=int, default=0, help="seeds the initial weights and the sampling")
     return parser
 
 
 def training_config(args: argparse.Namespace, **fields) -> TrainingConfig:
     """The loop's configuration from the parsed shared flags, plus an example's own ``fields``."""
-    return TrainingConfig(max_iterations=args.iterations, max_minutes=args.max_minutes, rays_per_batch=args.rays, **fields)
+    return TrainingConfig(
+        max_iterations=args.iterations, max_minutes=args.max_minutes, rays_per_batch=args.rays, seed=args.seed, **fields
+    )
 
 
 def rounded(metrics: dict, digits: int = 4) -> dict:
@@ -59,11 +62,12 @@ def run_example(
     with ``frames_per_batch`` and ``training_fields``, the metrics printed. Runs under ``torchrun`` too."""
     from .data import load_subject
     from .distributed import destroy_distributed, init_distributed
-    from .training import train
+    from .training import seed_everything, train
 
     args = training_parser(doc.strip().split("\n")[0], out, minutes=minutes, rays=rays).parse_args()
     device = init_distributed(args.device)  # under torchrun: this rank's device, in the process group
     subject = load_subject(args.data, args.model, args.eval_split, device=device)
+    seed_everything(args.seed)
     model = build(subject.parametric, subject.train).to(device)
     config = training_config(args, frames_per_batch=frames_per_batch, **training_fields)
     metrics = train(model, subject.train, subject.eval, args.out, config, device=device)

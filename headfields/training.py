@@ -18,6 +18,7 @@ import contextlib
 import dataclasses
 import json
 import math
+import random
 import sys
 import time
 import warnings
@@ -34,7 +35,16 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from . import distributed
-from .checks import check_count, check_positive
+from .checkpoints import (
+    CheckpointError,
+    RunFolder,
+    check_fingerprint,
+    frozen_state_keys,
+    load_checkpoint,
+    run_fingerprint,
+    save_checkpoint,
+)
+from .checks import check_count, check_positive, trusted_values
 from .data import FrameSet
 from .ema import ExponentialMovingAverage
 from .heads import tracked_head
@@ -44,6 +54,7 @@ from .renderers.cameras import Rays, image_pixels, pixel_rays, sample_pixels
 from .renderers.view_balance import sample_pixels_balanced
 
 __all__ = [
+    "seed_everything",
     "AvatarModel",
     "DecayingAdam",
     "Evaluation",
@@ -152,6 +163,7 @@ class TrainingConfig:
     balance_views: bool = False  # draw rays evenly from the model's view bins (``model.view_bins(frames)``)
     eval_every: int = 1000  # iterations between held-out evaluations (0: only at the end)
     checkpoint_every: int = 1000  # iterations between checkpoints (0: only at the end)
+    checkpoint_minutes: float | None = 5.0  # also a checkpoint when this long has passed since the last (None: never)
     log_every: int = 50
     ema_decay: float | None = None  # None: the model's (OptimizerConfig.ema_decay); a number overrides it
     eval_frames: int = 8  # held-out frames rendered at each intermediate evaluation; all at the end
@@ -168,6 +180,8 @@ class TrainingConfig:
                 raise ValueError("balance_views: expected False with frames_per_batch (both choose the frames)")
         check_count("eval_every", self.eval_every, 0)
         check_count("checkpoint_every", self.checkpoint_every, 0)
+        check_positive("checkpoint_minutes", self.checkpoint_minutes)
+        check_count("seed", self.seed, 0)
         check_count("log_every", self.log_every, 1)
         check_count("eval_frames", self.eval_frames, 1)
         check_count("render_chunk", self.render_chunk, 1)
@@ -180,6 +194,15 @@ class Evaluation:
     psnr: float
     ssim: float
     frames: int
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, numpy's and torch's global generators (CPU and every CUDA device) from ``seed``. Call it
+    before building a model: its initial weights draw from them (the loop seeds its own sampling)."""
+    seed = check_count("seed", seed, 0)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
 
 
 def ray_batch(
@@ -307,7 +330,8 @@ def render_image(
     with torch.no_grad():
         for start in range(0, len(pixels), chunk):
             rays = pixel_rays(cameras, frame, pixels[start : start + chunk])
-            out.append(render(rays))
+            with trusted_values():  # the image's own rays, checked by pixel_rays
+                out.append(render(rays))
     return torch.cat(out).reshape(cameras.height, cameras.width, 3).clamp(0, 1).cpu()
 
 
@@ -413,15 +437,29 @@ def train(
     config = config or TrainingConfig()
     device = torch.device(device) if device is not None else next(model.parameters()).device
     rank, ranks = distributed.rank(), distributed.world_size()
-    lead = rank == 0
     if config.rays_per_batch % ranks:
         raise ValueError(
             f"rays_per_batch: expected a multiple of the {ranks} ranks (an equal share each), got {config.rays_per_batch}"
         )
     share = config.rays_per_batch // ranks
-    out = Path(out)
-    if lead:
-        out.mkdir(parents=True, exist_ok=True)
+    for name, frames in (("train_frames", train_frames), ("eval_frames", eval_frames)):
+        if not isinstance(frames, FrameSet) or len(frames) == 0:
+            raise ValueError(f"{name}: expected a FrameSet with at least one frame, got {_describe(frames)}")
+    folder = RunFolder(out)
+    if rank == 0:  # made, probe-written and locked before any training: a bad folder fails now, not at the end
+        folder.open()
+    try:
+        return _train(model, train_frames, eval_frames, folder.path, config, device, resume, log, rank, ranks, share)
+    finally:
+        folder.close()
+
+
+def _describe(frames: object) -> str:
+    return f"{len(frames)} frames" if isinstance(frames, FrameSet) else type(frames).__name__
+
+
+def _train(model, train_frames, eval_frames, out: Path, config: TrainingConfig, device, resume, log, rank, ranks, share):
+    lead = rank == 0
     # Before the average copies the weights: DDP makes them rank 0's on every rank.
     step_fn = _data_parallel(model, device) if ranks > 1 else model.training_step
     optimization = model.optimization
@@ -433,31 +471,44 @@ def train(
     generator = torch.Generator().manual_seed(config.seed)  # the same seed on every rank: the same batches
     step, elapsed = 0, 0.0
     checkpoint = out / CHECKPOINT_NAME
+    fingerprint, frozen = run_fingerprint(model, train_frames, config), frozen_state_keys(model)
     if distributed.broadcast_object(resume and checkpoint.exists(), device):  # rank 0's word
         if not checkpoint.exists():
             raise FileNotFoundError(
                 f"out: rank {rank} finds no {checkpoint}, which rank 0 resumes from (give all ranks one folder)"
             )
-        state = torch.load(checkpoint, map_location=device, weights_only=False)
-        model.load_state_dict(state["model"])
+        state = load_checkpoint(checkpoint, device)
+        check_fingerprint(checkpoint, state.get("fingerprint"), fingerprint)
+        missing, unexpected = model.load_state_dict(state["model"], strict=False)
+        if unexpected or set(missing) - frozen:
+            raise CheckpointError(f"checkpoint: {checkpoint} does not fit the model (missing {missing}, unexpected {unexpected})")
         optimizer.load_state_dict(state["optimizer"])
         if ema is not None:
             ema.load_state_dict(state["ema"])
         generator.set_state(state["generator"].cpu())  # map_location moved it; the sampler's generator is on the CPU
         step, elapsed = state["step"], state["elapsed"]
+    torch.manual_seed(config.seed + step)  # whatever draws from the global generator during training
+
+    last_save = time.monotonic()
 
     def save() -> None:
+        nonlocal last_save
         state = {
-            "model": model.state_dict(),
+            "model": {k: v for k, v in model.state_dict().items() if k not in frozen},
             "optimizer": optimizer.state_dict(),
             "ema": None if ema is None else ema.state_dict(),
             "generator": generator.get_state(),
             "step": step,
             "elapsed": elapsed,
             "config": asdict(config),
+            "fingerprint": fingerprint,
         }
-        torch.save(state, checkpoint.with_suffix(".tmp"))
-        checkpoint.with_suffix(".tmp").replace(checkpoint)  # never leave a half-written checkpoint
+        save_checkpoint(state, checkpoint)
+        last_save = time.monotonic()
+
+    def checkpoint_due() -> bool:
+        timed = config.checkpoint_minutes is not None and time.monotonic() - last_save >= 60.0 * config.checkpoint_minutes
+        return bool(config.checkpoint_every and step % config.checkpoint_every == 0) or timed
 
     budget = math.inf if config.max_minutes is None else 60.0 * config.max_minutes
 
@@ -483,7 +534,8 @@ def train(
         batch.generator = torch.Generator(device).manual_seed(config.seed + step)
         if ranks > 1:
             batch = batch.slice(rank * share, (rank + 1) * share)
-        result = step_fn(batch, step)
+        with trusted_values():  # the loop's own batch: checked where it was drawn, not again in every layer
+            result = step_fn(batch, step)
         optimizer.zero_grad(set_to_none=True)
         result.loss.backward()
         optimizer.step()
@@ -502,7 +554,7 @@ def train(
                 bar = "#" * int(20 * done)
                 line = f"[{bar:<20}] step {step:6d}  {elapsed:7.1f} s  loss {loss:.4g}  psnr {running_psnr:.2f}  {logs}"
                 print(line, file=log, flush=True)
-        if lead and config.checkpoint_every and step % config.checkpoint_every == 0:
+        if lead and checkpoint_due():
             save()
         if lead and config.eval_every and step % config.eval_every == 0 and step < config.max_iterations:
             model.eval()

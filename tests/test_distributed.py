@@ -15,6 +15,7 @@ import torch.multiprocessing as mp
 from tiny_configs import TINY_INSTA
 
 from headfields import distributed
+from headfields.checkpoints import load_checkpoint
 from headfields.data import load_insta_dataset
 from headfields.heads import tracked_head
 from headfields.models.insta import Insta
@@ -100,7 +101,7 @@ def runs(tiny_video, tmp_path_factory):
             for p in processes.processes:
                 p.kill()
             pytest.fail(f"the {RANKS} ranks did not finish in {TIMEOUT_S} s")
-    ranks = [torch.load(folder / f"rank{r}.pt", weights_only=False) for r in range(RANKS)]
+    ranks = [torch.load(folder / f"rank{r}.pt", weights_only=True) for r in range(RANKS)]
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as the ranks: the same summation order in every kernel
@@ -153,7 +154,7 @@ def test_two_ranks_match_one_process_on_the_same_total_batch(runs):
     # Averaged gradients, the same Adam steps: the one-process weights, and the same moving average of them.
     for name, value in single["state"].items():
         torch.testing.assert_close(zero["state"][name], value, rtol=1e-4, atol=1e-5, msg=name)
-    ema = [torch.load(runs.folder / run / "checkpoint.pt", weights_only=False)["ema"] for run in ("out0", "single")]
+    ema = [load_checkpoint(runs.folder / run / "checkpoint.pt")["ema"] for run in ("out0", "single")]
     for name, value in ema[1]["shadow"].items():
         torch.testing.assert_close(ema[0]["shadow"][name], value, rtol=1e-4, atol=1e-5, msg=f"ema: {name}")
 

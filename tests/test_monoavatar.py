@@ -8,6 +8,7 @@ import pytest
 import torch
 from tiny_configs import TINY_MONOAVATAR
 
+from headfields.checkpoints import load_checkpoint
 from headfields.heads import tracked_head
 from headfields.models.monoavatar import MonoAvatar
 from headfields.parametric import load_model
@@ -136,7 +137,7 @@ def test_the_training_loop_runs_it_and_resumes_exactly(video, tmp_path):
     resumed = _model(train_frames, seed=7)  # other initial weights: everything must come from the checkpoint
     train(resumed, train_frames, eval_frames, tmp_path / "halves", config)
     assert resumed.correction.step == straight.correction.step == 3  # before_step of the last step
-    states = [torch.load(tmp_path / run / "checkpoint.pt", weights_only=False) for run in ("straight", "halves")]
+    states = [load_checkpoint(tmp_path / run / "checkpoint.pt") for run in ("straight", "halves")]
     lr = [state["optimizer"]["param_groups"][0]["lr"] for state in states]
     assert lr[0] == lr[1] == pytest.approx(5e-3 * 0.1 ** (3 / 100))
     for name, value in straight.state_dict().items():

@@ -10,6 +10,7 @@ import math
 import pytest
 import torch
 
+from headfields.checkpoints import load_checkpoint
 from headfields.decoders import AnchorSdfConfig, AppearanceConfig, SdfMlpConfig
 from headfields.deformers import HyperDeformerConfig
 from headfields.encoders import LatentCodesConfig
@@ -302,7 +303,7 @@ def test_the_training_loop_runs_it_and_resumes_exactly(video, tmp_path):
     resumed = _model(train_frames, seed=7)  # other initial weights: everything must come from the checkpoint
     train(resumed, train_frames, eval_frames, tmp_path / "halves", config)
     # The loop owns the optimiser and the average: their final states are in the checkpoints.
-    ends = [torch.load(tmp_path / run / "checkpoint.pt", weights_only=False) for run in ("straight", "halves")]
+    ends = [load_checkpoint(tmp_path / run / "checkpoint.pt") for run in ("straight", "halves")]
     assert [end["step"] for end in ends] == [4, 4]
     assert ends[1]["optimizer"]["param_groups"][0]["lr"] == ends[0]["optimizer"]["param_groups"][0]["lr"]
     assert ends[0]["optimizer"]["param_groups"][0]["lr"] == pytest.approx(5e-3 * 0.1 ** (3 / 100))

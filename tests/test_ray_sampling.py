@@ -171,12 +171,15 @@ def test_stratified_with_generator_partitions_each_ray(device):
 
 def test_stratified_bad_input():
     o = torch.zeros(2, 3)
+    d = torch.tensor([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0]])
+    with raises_naming("dirs"):
+        stratified_samples((o, o), 0.0, 1.0, 4)  # zero directions
     with raises_naming("num_samples"):
-        stratified_samples((o, o), 0.0, 1.0, 0)
+        stratified_samples((o, d), 0.0, 1.0, 0)
     with raises_naming("near"):
-        stratified_samples((o, o), torch.zeros(3), 1.0, 4)
+        stratified_samples((o, d), torch.zeros(3), 1.0, 4)
     with raises_naming("far"):
-        stratified_samples((o, o), 0.0, math.inf, 4)
+        stratified_samples((o, d), 0.0, math.inf, 4)
     with raises_naming("rays"):
         stratified_samples((o, torch.zeros(3, 3)), 0.0, 1.0, 4)
 
@@ -217,11 +220,12 @@ def test_mesh_guided_filter_against_trimesh(device):
 def test_mesh_guided_filter_bad_input(box_mesh):
     device = box_mesh.device
     o = torch.zeros(2, 3, device=device)
-    samples = stratified_samples((o, o), 0.0, 1.0, 3)
+    d = torch.tensor([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0]], device=device)
+    samples = stratified_samples((o, d), 0.0, 1.0, 3)
     with raises_naming("max_distance"):
-        mesh_guided_filter(samples, o, o, box_mesh, 0, -1.0)
+        mesh_guided_filter(samples, o, d, box_mesh, 0, -1.0)
     with raises_naming("frame"):
-        mesh_guided_filter(samples, o, o, box_mesh, 3, 0.1)
+        mesh_guided_filter(samples, o, d, box_mesh, 3, 0.1)
     with raises_naming("origins"):
         mesh_guided_filter(samples, torch.zeros(3, 3, device=device), torch.zeros(3, 3, device=device), box_mesh, 0, 0.1)
 

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from PIL import Image
 from tiny_configs import TINY_INSTA
 
+from headfields.checkpoints import load_checkpoint
 from headfields.deformers import RigidDeformer
 from headfields.heads import tracked_head
 from headfields.models.insta import Insta
@@ -58,7 +59,7 @@ def test_insta_loss_falls_on_a_fixed_batch(video):
 
 
 def _checkpoint(folder):
-    return torch.load(folder / "checkpoint.pt", weights_only=False)
+    return load_checkpoint(folder / "checkpoint.pt")
 
 
 def test_train_writes_metrics_and_renders_and_resumes_exactly(video, tmp_path):

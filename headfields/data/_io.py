@@ -24,8 +24,8 @@ def _open(path: Path) -> Image.Image:
     try:
         image = Image.open(path)
         image.load()
-    except OSError as e:  # not an image, truncated...
-        raise ValueError(f"{path}: cannot read the image ({e})") from e
+    except (OSError, Image.DecompressionBombError, ValueError) as e:  # not an image, truncated, a bomb...
+        raise ValueError(f"{path}: cannot read the image ({type(e).__name__}: {e})") from e
     return image
 
 
@@ -102,6 +102,9 @@ def read_obj(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return v, f
 
 
+_OBJ_REASONS = ("a vertex needs 3 coordinates", "a face needs at least 3 vertices")
+
+
 def _read_obj_lines(path: Path, lines: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """The general OBJ reader, line by line, naming the first line it cannot parse."""
     vertices: list[list[float]] = []
@@ -121,8 +124,9 @@ def _read_obj_lines(path: Path, lines: list[str]) -> tuple[np.ndarray, np.ndarra
                     raise ValueError("a face needs at least 3 vertices")
                 ids = [i - 1 if i > 0 else len(vertices) + i for i in ids]
                 faces.extend([ids[0], ids[k], ids[k + 1]] for k in range(1, len(ids) - 1))
-        except ValueError as e:
-            raise ValueError(f"{path}: line {number}: cannot parse {line.strip()!r} ({e})") from e
+        except ValueError as e:  # the line's number, not its content: the file may not be the mesh it claims to be
+            reason = str(e) if str(e) in _OBJ_REASONS else "a number expected"
+            raise ValueError(f"{path}: line {number}: cannot parse its {parts[0]!r} line ({reason})") from e
     return np.asarray(vertices, dtype=np.float32).reshape(-1, 3), np.asarray(faces, dtype=np.int64).reshape(-1, 3)
 
 
@@ -139,8 +143,8 @@ def read_vector(path: Path) -> np.ndarray:
     require_file(path, "text file")
     try:
         values = np.array(path.read_text().split(), dtype=np.float64)
-    except ValueError as e:
-        raise ValueError(f"{path}: expected whitespace-separated numbers ({e})") from e
+    except (ValueError, UnicodeDecodeError) as e:  # numpy's message would quote the file: name the file only
+        raise ValueError(f"{path}: expected whitespace-separated numbers, found other text") from e
     if values.size == 0 or not np.isfinite(values).all():
         raise ValueError(f"{path}: expected at least one finite number")
     return values.astype(np.float32)

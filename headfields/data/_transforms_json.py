@@ -22,8 +22,8 @@ IMAGE_SUFFIXES = (".png", ".jpg")  # tried in order for a file_path without exte
 class TransformsJson:
     """A parsed transforms file plus the path that every error names."""
 
-    def __init__(self, path: Path):
-        self.path = path
+    def __init__(self, path: Path, allow_outside_root: bool = False):
+        self.path, self.root, self.allow_outside_root = path, path.parent, allow_outside_root
         try:
             data = json.loads(path.read_text())
         except json.JSONDecodeError as e:
@@ -61,6 +61,15 @@ class TransformsJson:
         if not isinstance(value, str) or not value:
             raise self.error(key, f"expected a non-empty string, got {value!r}")
         return value
+
+    def file(self, key: str, value: Any) -> Path:
+        """The path ``value`` names, relative to the dataset folder, which it must not leave (``..``, an absolute
+        path, a link out) unless the reader was asked to allow it: a capture names its own files."""
+        path = self.root / self.text(key, value)
+        if not self.allow_outside_root and not path.resolve().is_relative_to(self.root.resolve()):
+            raise self.error(key, f"expected a path inside the dataset folder {self.root}, got {value!r} "
+                             "(load_insta_dataset(..., allow_outside_root=True) reads it)")  # fmt: skip
+        return path
 
 
 def _kind(value: Any) -> str:
@@ -105,7 +114,7 @@ def split_frames(meta: TransformsJson, split: str, combined: bool) -> list[dict[
 def image_path(meta: TransformsJson, root: Path, i: int, frame: dict[str, Any]) -> Path:
     if "file_path" not in frame:
         raise meta.error(f"frames[{i}]", "missing key 'file_path'")
-    path = root / meta.text(f"frames[{i}].file_path", frame["file_path"])
+    path = meta.file(f"frames[{i}].file_path", frame["file_path"])
     if path.suffix.lower() not in IMAGE_SUFFIXES + (".jpeg",):
         for suffix in IMAGE_SUFFIXES:
             candidate = path.with_name(path.name + suffix)
@@ -208,4 +217,4 @@ def model_folder(meta: TransformsJson, root: Path) -> tuple[str | None, Path | N
     model = meta.data["model"]
     if not isinstance(model, dict) or model.get("type") not in MODEL_TYPES or not isinstance(model.get("path"), str):
         raise meta.error("model", f'expected {{"type": "flame" | "smplx", "path": relative folder}}, got {model!r}'[:300])
-    return model["type"], root / model["path"]
+    return model["type"], meta.file("model.path", model["path"])

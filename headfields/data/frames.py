@@ -106,6 +106,12 @@ class FrameSet:
                 raise TypeError(f"segmentation_labels: expected {{region name: integer label}}, got {name!r}: {label!r}")
             if not 0 <= label <= 255:
                 raise ValueError(f"segmentation_labels: expected labels in [0, 255], got {name!r}: {label}")
+        shared = {
+            label for label in self.segmentation_labels.values() if list(self.segmentation_labels.values()).count(label) > 1
+        }
+        if shared:  # a region weight (INSTA's mouth) would land on every region sharing the label
+            names = sorted(n for n, label in self.segmentation_labels.items() if label in shared)
+            raise ValueError(f"segmentation_labels: expected one label per region, got {sorted(shared)} shared by {names}")
         if self.image_paths is not None and len(self.image_paths) != n:
             raise ValueError(f"image_paths: expected {n} paths (one per frame), got {len(self.image_paths)}")
 

@@ -63,14 +63,17 @@ _PARAM_SHAPES = {"shape": ["S"], "expression": ["E"], "pose": ["J", 3], "transla
 _GL_TO_CV = torch.diag(torch.tensor([1.0, -1.0, -1.0, 1.0]))
 
 
-def load_insta_dataset(root: str | os.PathLike, split: str = "train") -> FrameSet:
-    """Read split ``split`` ("train", "val" or "test") of the dataset in folder ``root``.
+def load_insta_dataset(root: str | os.PathLike, split: str = "train", allow_outside_root: bool = False) -> FrameSet:
+    """Read split ``split`` ("train", "val" or "test") of the dataset in folder ``root``. Every file the
+    transforms name must lie inside ``root`` unless ``allow_outside_root``.
 
     Tensors come back on the CPU (``FrameSet.to`` moves them): images uint8, masks from an RGBA image's
     alpha, depths in metres (float32), camera_to_world float32 in OpenCV axes.
     """
     if split not in SPLITS:
         raise ValueError(f"split: expected one of {', '.join(SPLITS)}, got {split!r}")
+    if not isinstance(root, str | os.PathLike):
+        raise TypeError(f"root: expected a dataset folder path, got {type(root).__name__}")
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: dataset folder not found")
@@ -79,7 +82,7 @@ def load_insta_dataset(root: str | os.PathLike, split: str = "train") -> FrameSe
         if not (root / "transforms.json").is_file():
             raise FileNotFoundError(f"{path}: transforms file not found (nor a single {root / 'transforms.json'})")
         path, combined = root / "transforms.json", True
-    meta = TransformsJson(path)
+    meta = TransformsJson(path, allow_outside_root)
     frames = split_frames(meta, split, combined)
     position = {id(f): k for k, f in enumerate(meta.frames)}
     index = [position[id(f)] for f in frames]  # positions in the file, for error messages
@@ -137,7 +140,7 @@ def load_insta_dataset(root: str | os.PathLike, split: str = "train") -> FrameSe
 
 
 def _file(meta: TransformsJson, root: Path, i: int, frame: dict[str, Any], key: str) -> Path:
-    return root / meta.text(f"frames[{i}].{key}", frame[key])
+    return meta.file(f"frames[{i}].{key}", frame[key])
 
 
 def _depths(meta: TransformsJson, root: Path, index: list[int], frames: list[dict], size: tuple[int, int]) -> Tensor:

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from jaxtyping import Bool, Float, Int
 from torch import Tensor, nn
 
-from ..checks import IntLike, check_float, check_positive
+from ..checks import IntLike, check_float, check_nonzero_rows, check_positive
 from ..geometry import closest_point
 from ..parametric import Head
 
@@ -49,8 +49,7 @@ def check_deformer_input(x: Tensor, head: Head, frame: Tensor | IntLike | None, 
     frame = head.posed_mesh.frame_index(frame, x.shape[0])
     if dirs is not None:
         check_float("dirs", dirs, [x.shape[0], 3], device=x.device)
-        if (torch.linalg.vector_norm(dirs, dim=-1) == 0).any():
-            raise ValueError("dirs: expected non-zero view directions, found a zero vector")
+        check_nonzero_rows("dirs", dirs, "non-zero view directions")
     return DeformerInput(x=x, frame=frame, dirs=dirs)
 
 

@@ -28,7 +28,8 @@ class TriangleMesh:
     recomputes from query indices carry gradients to it. Warp holds a float32 copy with one BVH per frame,
     built on first use and refit (never rebuilt) when the vertices move: through :meth:`update`, or by an
     in-place write that torch counts (``vertices.mul_``, a non-fused optimiser step), which the next query
-    notices.
+    notices. The copy is centred on each frame's box (:meth:`warp_origin`; queries are moved the same way by
+    :meth:`to_warp_frame`), so a mesh far from the world origin keeps float32's precision relative to its size.
     """
 
     def __init__(self, vertices: Float[Tensor, "B V 3"] | Float[Tensor, "V 3"], faces: Int[Tensor, "F 3"]):
@@ -42,7 +43,7 @@ class TriangleMesh:
             raise ValueError("faces: expected at least one triangle, got an empty [0, 3] tensor")
         self.faces: Int[Tensor, "F 3"] = faces.long()
         self.vertices: Float[Tensor, "B V 3"] = vertices
-        self._points = self._float32_copy(vertices)  # what Warp's BVHs are built on
+        self._points, self._origin = self._float32_copy(vertices)  # what Warp's BVHs are built on, and their centre
         self._synced = (vertices, _version(vertices))
         self._faces32 = self.faces.to(torch.int32).reshape(-1)  # kept alive: Warp's meshes view it
         self._meshes: list[wp.Mesh] = []
@@ -81,27 +82,36 @@ class TriangleMesh:
         if isinstance(vertices, Tensor) and vertices.dim() == 2:
             vertices = vertices[None]
         check_float("vertices", vertices, [self.num_frames, self.num_vertices, 3], device=self.device)
-        points = self._float32_copy(vertices)  # checked before anything changes
+        copy = self._float32_copy(vertices)  # checked before anything changes
         self.vertices = vertices
-        self._sync(points)
+        self._sync(copy)
 
-    def _float32_copy(self, vertices: Tensor) -> Tensor:
-        """Warp's float32 copy, checked as Warp will see it: finite and without degenerate triangles."""
-        with torch.inference_mode(False):  # a plain tensor even under inference mode, so it can be refit later
-            points = vertices.detach().to(torch.float32).contiguous().clone()
+    def _float32_copy(self, vertices: Tensor) -> tuple[Tensor, Tensor]:
+        """Warp's float32 copy relative to each frame's origin (in the vertices' precision), and that origin [B, 3]:
+        the box's centre snapped to a power-of-two grid as coarse as the mesh, so a mesh around the world origin
+        keeps origin 0 (its copy is the plain float32 cast) and a far one is copied near 0. Checked as Warp will
+        see it: finite and without degenerate triangles."""
+        with torch.inference_mode(False):  # plain tensors even under inference mode, so they can be refit later
+            detached = vertices.detach()
+            low, high = detached.amin(dim=1), detached.amax(dim=1)
+            extent = (high - low).amax(dim=1, keepdim=True).clamp(min=torch.finfo(detached.dtype).tiny)
+            step = torch.exp2(torch.floor(torch.log2(extent)))
+            origin = torch.round((low + high) / 2 / step) * step
+            points = (detached - origin[:, None]).to(torch.float32).contiguous()
         check_finite("vertices", points, "values within float32 range")
         check_nondegenerate(points, self.faces)
-        return points
+        return points, origin
 
-    def _sync(self, points: Tensor | None = None) -> None:
-        """Copy the vertices to Warp and refit the built BVHs: with ``points`` given, from them; otherwise
+    def _sync(self, copy: tuple[Tensor, Tensor] | None = None) -> None:
+        """Copy the vertices to Warp and refit the built BVHs: with ``copy`` given, from it; otherwise
         only if torch counted an in-place write since the last copy (or cannot count them)."""
-        if points is None:
+        if copy is None:
             synced_tensor, synced_version = self._synced
             version = _version(self.vertices)
             if synced_tensor is self.vertices and synced_version == version >= 0:
                 return
-            points = self._float32_copy(self.vertices)
+            copy = self._float32_copy(self.vertices)
+        points, self._origin = copy
         with torch.inference_mode(False):
             self._points.copy_(points)
         self._synced = (self.vertices, _version(self.vertices))
@@ -112,10 +122,23 @@ class TriangleMesh:
                 bvh.refit()
 
     def warp_points(self) -> Float[Tensor, "B V 3"]:
-        """The detached float32 vertices Warp's BVHs are built on, brought up to date with ``vertices``.
-        Read-only: a write here would move the BVHs without moving ``vertices``."""
+        """The detached float32 vertices Warp's BVHs are built on (each frame's relative to :meth:`warp_origin`),
+        brought up to date with ``vertices``. Read-only: a write here would move the BVHs without moving
+        ``vertices``."""
         self._sync()
         return self._points
+
+    def warp_origin(self) -> Float[Tensor, "B 3"]:
+        """Each frame's centre that :meth:`warp_points` are relative to, in the vertices' dtype."""
+        self._sync()
+        return self._origin
+
+    def to_warp_frame(self, points: Float[Tensor, "N 3"], frame: Int[Tensor, " N"]) -> Float[Tensor, "N 3"]:
+        """Query ``points`` (world) as Warp's float32 BVHs of their frames see them: relative to the frame's
+        centre, subtracted in the wider of the two dtypes, then rounded to float32 (detached, contiguous)."""
+        origin = self.warp_origin()
+        dtype = torch.promote_types(points.dtype, origin.dtype)
+        return (points.detach().to(dtype) - origin.to(dtype)[frame]).to(torch.float32).contiguous()
 
     def _frame_points(self) -> list[wp.array]:
         points = self.warp_points()

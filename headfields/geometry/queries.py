@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import math
+import numbers
 from dataclasses import dataclass
 from typing import no_type_check
 
@@ -19,7 +20,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from .. import kernels
-from ..checks import IntLike, check_count, check_finite, check_float, check_positive
+from ..checks import IntLike, check_count, check_finite, check_float, check_nonzero_rows, check_positive, checking_values
 from .mesh import TriangleMesh
 from .triangles import closest_point_on_triangle, gather_triangles, ray_triangle
 
@@ -203,13 +204,25 @@ class NearestVertices:
     distance: Float[Tensor, "N k"]
 
 
-def _float32_queries(mesh: TriangleMesh, name: str, points: Tensor, rows: int | None = None) -> Tensor:
-    """Check query tensor ``points [N,3]`` and return the contiguous float32 copy that Warp reads."""
-    check_float(name, points, [rows, 3], device=mesh.device)
-    points32 = points.detach().float().contiguous()
-    if points.dtype != torch.float32:  # float32 input was checked just above
+# Past this distance from a frame's centre, a squared distance overflows float32 (1.8e19² = 3.4e38): Warp would
+# report a miss, not the answer.
+FLOAT32_REACH = 1e18
+
+
+def _float32_queries(mesh: TriangleMesh, name: str, points: Tensor, frame: Tensor, positions: bool = True) -> Tensor:
+    """The contiguous float32 copy of checked ``points [N,3]`` that Warp reads: query positions relative to their
+    frame's centre (:meth:`TriangleMesh.to_warp_frame`), or, with ``positions`` False, vectors as they are."""
+    points32 = mesh.to_warp_frame(points, frame) if positions else points.detach().float().contiguous()
+    if checking_values() and points32.numel() and not bool(points32.abs().amax() < FLOAT32_REACH):
         check_finite(name, points32, "values within float32 range")
+        row = int((points32.abs() >= FLOAT32_REACH).any(dim=1).nonzero()[0, 0])
+        raise ValueError(f"{name}: row {row} is beyond float32's reach from the mesh (|x| >= {FLOAT32_REACH:g} from its centre)")
     return points32
+
+
+def _check_mesh(mesh: object) -> None:
+    if not isinstance(mesh, TriangleMesh):
+        raise TypeError(f"mesh: expected a headfields.geometry.TriangleMesh, got {type(mesh).__name__}")
 
 
 def _needs_grad(*tensors: Tensor) -> bool:
@@ -234,10 +247,14 @@ def closest_point(
     and ``bary`` belongs to that face). ``sign`` comes from the angle-weighted pseudo-normal of the closest
     feature.
     """
-    points32 = _float32_queries(mesh, "points", points)
+    _check_mesh(mesh)
+    check_float("points", points, [None, 3], device=mesh.device)
+    if max_distance is not None and (isinstance(max_distance, bool) or not isinstance(max_distance, numbers.Real)):
+        raise TypeError(f"max_distance: expected a number or None, got {max_distance!r}")
     check_positive("max_distance", max_distance)
     n = points.shape[0]
     frame = mesh.frame_index(frame, n)
+    points32 = _float32_queries(mesh, "points", points, frame)
     face = torch.empty(n, dtype=torch.int32, device=mesh.device)
     bary, point = (torch.empty(n, 3, device=mesh.device) for _ in range(2))
     distance, sign = (torch.empty(n, device=mesh.device) for _ in range(2))
@@ -254,6 +271,7 @@ def closest_point(
     dtype = _query_dtype(mesh, points)
     if dtype == torch.float32 and not _needs_grad(points, mesh.vertices):
         # Warp's float32 answer is final: nothing to differentiate, nothing more precise to recompute.
+        point = torch.where(hit[:, None], point + mesh.warp_origin()[frame], point)  # back from the frame's centre
         return ClosestPoint(face=face, bary=bary, point=point, distance=distance, sign=sign, hit=hit)
 
     tri = gather_triangles(mesh.vertices.to(dtype), mesh.faces, frame, face.clamp(min=0))
@@ -281,13 +299,15 @@ def ray_intersect(
 
     ``t`` and ``bary`` are differentiable with respect to ``origins``, ``dirs`` and ``mesh.vertices``.
     """
-    origins32 = _float32_queries(mesh, "origins", origins)
-    dirs32 = _float32_queries(mesh, "dirs", dirs, rows=origins.shape[0])
-    if (dirs32.abs().amax(dim=-1) == 0).any():
-        raise ValueError("dirs: expected non-zero ray directions (in float32), found a zero vector")
+    _check_mesh(mesh)
+    check_float("origins", origins, [None, 3], device=mesh.device)
+    check_float("dirs", dirs, [origins.shape[0], 3], device=mesh.device)
     check_positive("max_t", max_t)
     n = origins.shape[0]
     frame = mesh.frame_index(frame, n)
+    origins32 = _float32_queries(mesh, "origins", origins, frame)
+    dirs32 = _float32_queries(mesh, "dirs", dirs, frame, positions=False)
+    check_nonzero_rows("dirs", dirs32, "non-zero ray directions (in float32)")
     face = torch.empty(n, dtype=torch.int32, device=mesh.device)
     t = torch.empty(n, device=mesh.device)
     bary, normal = (torch.empty(n, 3, device=mesh.device) for _ in range(2))
@@ -327,10 +347,12 @@ def knn_vertices(
 
     ``distance`` is differentiable with respect to ``points`` and ``mesh.vertices``.
     """
-    queries = _float32_queries(mesh, "points", points)
+    _check_mesh(mesh)
+    check_float("points", points, [None, 3], device=mesh.device)
     k = check_count("k", k, 1, min(MAX_KNN, mesh.num_vertices))
     n = points.shape[0]
     frame = mesh.frame_index(frame, n)
+    queries = _float32_queries(mesh, "points", points, frame)
     index = torch.full((n, k), -1, dtype=torch.int32, device=mesh.device)  # -1: not written yet
     bvh_ids = mesh.warp_vertex_bvh_ids()
     vertices32 = mesh.warp_points()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import _compat_pickle
 import importlib
 import io
+import os
 import pickle
 import warnings
 import zipfile
@@ -178,6 +179,11 @@ def _read_npz(path: Path, keys: set[str] | None) -> dict[str, Any]:
     return out
 
 
+# What a corrupt pickle or archive raises besides ValueError (a garbled length: MemoryError; a garbled opcode's
+# argument: TypeError, IndexError, KeyError).
+_CORRUPT = (pickle.UnpicklingError, EOFError, zipfile.BadZipFile, TypeError, MemoryError, IndexError, KeyError)
+
+
 def read_model_file(path: str | Path, keys: set[str] | None = None) -> dict[str, Any]:
     """The arrays of a model file (``.pkl`` pickle read as latin1, or ``.npz``) as a dict of numpy arrays.
 
@@ -186,6 +192,8 @@ def read_model_file(path: str | Path, keys: set[str] | None = None) -> dict[str,
     whole, then filtered). A pickle naming any other class is refused (``pickle.UnpicklingError``): unpickling
     can run code. A corrupt or truncated file raises a ValueError naming it.
     """
+    if not isinstance(path, str | os.PathLike):
+        raise TypeError(f"path: expected a model file path, got {type(path).__name__}")
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"path: model file {path} does not exist")
@@ -198,10 +206,22 @@ def read_model_file(path: str | Path, keys: set[str] | None = None) -> dict[str,
         content = _unpickle(path.read_bytes(), path)
     except _Refused:
         raise  # already names the path and the refused class
-    except (pickle.UnpicklingError, EOFError, zipfile.BadZipFile, ValueError) as error:
+    except (
+        pickle.UnpicklingError,
+        EOFError,
+        zipfile.BadZipFile,
+        ValueError,
+        TypeError,
+        MemoryError,
+        IndexError,
+        KeyError,
+    ) as error:
         if str(error).startswith("path: "):  # our own messages about the content
             raise
-        raise ValueError(f"path: {path}: cannot read it as a {suffix} model file (corrupt or truncated?): {error}") from error
+        # The error's type only: a corrupt pickle's message can quote the file's bytes.
+        raise ValueError(
+            f"path: {path}: cannot read it as a {suffix} model file (corrupt or truncated? {type(error).__name__})"
+        ) from error
     if not isinstance(content, dict):
         raise ValueError(f"path: expected {path} to hold a dict of arrays, got {type(content).__name__}")
     return {str(k): v for k, v in content.items() if keys is None or k in keys}

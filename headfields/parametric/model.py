@@ -8,6 +8,7 @@ chain), so results match ``smplx.FLAME`` / ``smplx.SMPLX``; the files are read b
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -387,6 +388,11 @@ def load_model(
     poses follow smplx's ``flat_hand_mean=True`` (zero pose: flat hand; the file's ``hands_mean*`` is
     ignored, see :class:`ParametricModel`).
     """
+    if not isinstance(path, str | os.PathLike):
+        raise TypeError(f"path: expected a model file or folder path, got {type(path).__name__}")
+    if dtype not in (torch.float32, torch.float64):
+        # smplx's Rodrigues formula divides by an epsilon that underflows in half precision (NaN vertices).
+        raise ValueError(f"dtype: expected torch.float32 or torch.float64, got {dtype}")
     spec = _spec(model_type)
     file = _find_model_file(path, model_type, gender)
     data = read_model_file(file)

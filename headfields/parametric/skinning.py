@@ -17,7 +17,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from ..checks import IntLike, check_float, check_int
+from ..checks import IntLike, check_float, check_int, checking_values
 from ..geometry import TriangleMesh, closest_point
 
 
@@ -99,5 +99,9 @@ def _transform(transforms: Tensor, points: Tensor, inverse: bool) -> Tensor:
     linear, offset = transforms[:, :3, :3].to(dtype), transforms[:, :3, 3].to(dtype)
     points = points.to(dtype)
     if inverse:
-        return torch.linalg.solve(linear, points - offset)
+        solved, info = torch.linalg.solve_ex(linear, points - offset)
+        if checking_values() and bool((info != 0).any()):
+            row = int((info != 0).nonzero()[0, 0])
+            raise ValueError(f"points: row {row}'s blended transform is singular (no skinning weights reach it)")
+        return solved
     return torch.einsum("nrc,nc->nr", linear, points) + offset

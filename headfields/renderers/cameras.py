@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from ..checks import IntLike, check_count, check_float, check_frame, check_int, check_positive
+from ..checks import IntLike, check_count, check_float, check_frame, check_int, check_nonzero_rows, check_positive
 
 # camera_to_world must be rigid: |R^T R - I|, |det R - 1| and the last row's error below this. Loose enough
 # for float32 matrices written to text by trackers, tight enough to catch a scale or shear.
@@ -112,6 +112,17 @@ class Rays:
         return self.origins.shape[0]
 
 
+def check_rays(rays: Rays, num_frames: int, device: torch.device | None = None) -> None:
+    """``rays`` of a head of ``num_frames`` frames: finite origins and non-zero directions ``[R, 3]`` (on
+    ``device``), and each ray's frame an integer in ``[0, num_frames)``."""
+    if not isinstance(rays, Rays):
+        raise TypeError(f"rays: expected headfields.renderers.Rays, got {type(rays).__name__}")
+    check_float("rays.origins", rays.origins, [None, 3], device=device)
+    check_float("rays.directions", rays.directions, [rays.origins.shape[0], 3], device=rays.origins.device)
+    check_int("rays.frame", rays.frame, [rays.origins.shape[0]], upper=num_frames, device=rays.origins.device)
+    check_nonzero_rows("rays.directions", rays.directions)
+
+
 @dataclass
 class Projection:
     pixels: Float[Tensor, "N 2"]  # (x, y) in pixels, centre of pixel (col, row) at (col + 0.5, row + 0.5)
@@ -200,13 +211,18 @@ def image_rays(cameras: PinholeCameras, frame: IntLike) -> Rays:
 
 def project_points(cameras: PinholeCameras, points: Float[Tensor, "N 3"], frame: Int[Tensor, " N"] | IntLike) -> Projection:
     """World points to pixel coordinates and camera-space depth z of each point's frame; the inverse of
-    :func:`pixel_rays` (a point at depth z on the ray through pixel p projects to p). Differentiable."""
+    :func:`pixel_rays` (a point at depth z on the ray through pixel p projects to p). Differentiable. Pixels
+    are always finite; they mean something only where ``depth > 0``."""
     check_float("points", points, [None, 3], device=cameras.device)
     frame = _frame_index(cameras, frame, points.shape[0])
     w2c = cameras.world_to_camera[frame]
     q = (w2c[:, :3, :3] @ points.to(w2c.dtype)[:, :, None])[:, :, 0] + w2c[:, :3, 3]
     z = q[:, 2]
-    pixels = torch.stack([cameras.fx * q[:, 0] / z + cameras.cx, cameras.fy * q[:, 1] / z + cameras.cy], dim=-1)
+    # A point in the camera's plane (z = 0, the centre itself) has no pixel: divide by a depth kept off zero, so
+    # its pixel is finite (and meaningless, as behind the camera) instead of NaN.
+    eps = torch.finfo(z.dtype).eps
+    safe = torch.where(z.abs() < eps, torch.where(z < 0, -eps, eps), z)
+    pixels = torch.stack([cameras.fx * q[:, 0] / safe + cameras.cx, cameras.fy * q[:, 1] / safe + cameras.cy], dim=-1)
     return Projection(pixels=pixels, depth=z)
 
 

@@ -41,9 +41,16 @@ def _exclusive_sums(samples: PackedSamples, x: Tensor) -> Tensor:
     return exclusive - exclusive[first[samples.ray]]
 
 
+# An optical depth past which a sample is opaque for any float (exp(-50) = 2e-22). Each tau is clamped to it before
+# the one cumulative sum over all rays, so that a huge (or overflowed, inf) tau on one ray cannot swamp the sums
+# of the rays after it; a clamped sample has alpha = 1 - 2e-22 and hides what is behind it, as it should.
+TAU_OPAQUE = 50.0
+
+
 def transmittance(samples: PackedSamples, tau: Float[Tensor, " S"]) -> Float[Tensor, " S"]:
-    """``exp(-sum of tau over the earlier samples of the same ray)`` (segment-wise exclusive sum)."""
-    return torch.exp(-_exclusive_sums(samples, tau.double())).to(tau.dtype)
+    """``exp(-sum of tau over the earlier samples of the same ray)`` (segment-wise exclusive sum; each tau
+    clamped to ``TAU_OPAQUE``)."""
+    return torch.exp(-_exclusive_sums(samples, tau.double().clamp(max=TAU_OPAQUE))).to(tau.dtype)
 
 
 def _alpha_weights(samples: PackedSamples, alpha: Tensor) -> Tensor:

@@ -19,7 +19,7 @@ from jaxtyping import Bool, Float
 from torch import Tensor, nn
 
 from .. import kernels as _warp
-from ..checks import IntLike, check_count, check_float, check_positive
+from ..checks import IntLike, check_count, check_float, check_nonzero_rows, check_positive
 from .samples import PackedSamples, _check_aabb, per_ray, ray_aabb
 
 RESOLUTION = 128  # INSTA: one 128^3 grid in world space
@@ -260,6 +260,7 @@ class OccupancyGrid(nn.Module):
         check_float("origins", origins, [None, 3], device=device)
         r = origins.shape[0]
         check_float("dirs", dirs, [r, 3], device=device)
+        check_nonzero_rows("dirs", dirs)
         near_t = per_ray("near", near, r, origins)
         far_t = None if far is None else per_ray("far", far, r, origins)
         side = float((self.aabb[1] - self.aabb[0]).max())

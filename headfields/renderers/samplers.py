@@ -18,7 +18,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
-from ..checks import check_count, check_positive
+from ..checks import check_count, check_positive, trusted_values
 from ..parametric import Head
 from .cameras import Rays
 from .compositing import composite
@@ -121,4 +121,5 @@ class OccupancySampler(nn.Module):
                 frames = torch.full((len(x),), frame, device=x.device)
                 return field(x, None, frames, head).density * self.step_size
 
-        self.grid.update(thickness, self.decay, self.threshold, generator=generator, cap_at_mean=True)
+        with trusted_values():  # the grid's own points: no check of each chunk through the field's layers
+            self.grid.update(thickness, self.decay, self.threshold, generator=generator, cap_at_mean=True)

@@ -14,7 +14,7 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from ..checks import IntLike, check_count, check_float, check_shape
+from ..checks import IntLike, check_count, check_float, check_nonzero_rows, check_shape
 from .cameras import Rays
 
 
@@ -177,6 +177,7 @@ def stratified_samples(
     check_float("origins", origins, [None, 3])
     r = origins.shape[0]
     check_float("dirs", dirs, [r, 3], device=origins.device)
+    check_nonzero_rows("dirs", dirs)
     n = check_count("num_samples", num_samples, 1)
     near, far = per_ray("near", near, r, origins), per_ray("far", far, r, origins)
     points = stratified_points(near, far, n, generator)

@@ -17,10 +17,10 @@ import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor, nn
 
-from ..checks import check_count, check_positive
+from ..checks import check_count, check_positive, trusted_values
 from ..fields import Field, FieldOutput, NeusField, SdfGeometry
 from ..parametric import Head
-from .cameras import Rays
+from .cameras import Rays, check_rays
 from .compositing import Composite, accumulate, composite, composite_alpha
 from .neus import NEUS_BASE_INV_S, NEUS_NUM_SAMPLES, NEUS_ROUNDS, NEUS_SAMPLES_PER_ROUND, neus_rays
 from .samplers import ray_bounds
@@ -45,11 +45,14 @@ def render_nerf(
     background: Float[Tensor, " 3"] | None = None,
     generator: torch.Generator | None = None,
 ) -> NerfRender:
-    """``sampler``'s samples along ``rays``, the field's density and colour there, composited over ``background``."""
-    samples = sampler(rays, head, field, generator)
-    x = samples.midpoints(rays.origins, rays.directions)
-    out = field(x, rays.directions[samples.ray], rays.frame[samples.ray], head)
-    return NerfRender(composite(samples, out.density, out.rgb, background), samples, x, out)
+    """``sampler``'s samples along ``rays``, the field's density and colour there, composited over ``background``.
+    The rays are checked once here; what is computed from them is not re-checked (:func:`~headfields.checks.trusted_values`)."""
+    check_rays(rays, head.num_frames, head.vertices.device)
+    with trusted_values():
+        samples = sampler(rays, head, field, generator)
+        x = samples.midpoints(rays.origins, rays.directions)
+        out = field(x, rays.directions[samples.ray], rays.frame[samples.ray], head)
+        return NerfRender(composite(samples, out.density, out.rgb, background), samples, x, out)
 
 
 @dataclass(frozen=True)
@@ -97,7 +100,13 @@ def render_neus(
 ) -> NeusRender:
     """NeuS rendering of an SDF field: up-sampled samples, the opacity of each section from the SDF and its
     slope along the ray, the colour from the SDF's features and world normal, composited with the alphas.
-    Differentiable in the field (and in the rays, for tracking) when grad mode is on."""
+    Differentiable in the field (and in the rays, for tracking) when grad mode is on. The rays are checked once."""
+    check_rays(rays, head.num_frames, head.vertices.device)
+    with trusted_values():
+        return _render_neus(field, rays, head, sampler, inv_s, background, generator)
+
+
+def _render_neus(field, rays, head, sampler, inv_s, background, generator) -> NeusRender:
     box = None if sampler.box is None else torch.tensor(sampler.box, dtype=rays.origins.dtype, device=rays.origins.device)
     near, far = ray_bounds(rays, head, box, sampler.padding)
 

@@ -1,0 +1,227 @@
+"""A run's folder and its checkpoints: held by one process, written atomically, verified when read.
+
+- :class:`RunFolder` makes the folder, probe-writes it (a read-only or full folder fails before training, not
+  at the first checkpoint) and locks it: a second run into the same folder fails at once, naming the process
+  that holds it.
+- :func:`save_checkpoint` writes to a temporary file of this process, fsyncs it, renames it over the
+  checkpoint and fsyncs the folder; on any failure the temporary file is removed and the error names the folder.
+- :func:`load_checkpoint` verifies the archive (the CRC-32 of every member of torch's zip format), loads it
+  with ``weights_only=True`` (a checkpoint cannot run code) and checks that every floating-point tensor is finite.
+- :func:`run_fingerprint` says what a checkpoint was made for (model recipe, training settings, frames, model
+  files); :func:`check_fingerprint` refuses to resume into anything else and says what differs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import os
+import zipfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .data import FrameSet
+
+__all__ = [
+    "CheckpointError",
+    "RunFolder",
+    "check_fingerprint",
+    "frozen_state_keys",
+    "load_checkpoint",
+    "run_fingerprint",
+    "save_checkpoint",
+]
+
+LOCK_NAME = ".run.lock"
+# Training settings a resumed run may change: its budget and how often it checkpoints, evaluates and logs.
+RESUMABLE_SETTINGS = frozenset(
+    {"max_iterations", "max_minutes", "eval_every", "checkpoint_every", "checkpoint_minutes", "log_every"}
+    | {"eval_frames", "render_chunk"}
+)
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be used: unreadable, corrupt, non-finite, or made for another run."""
+
+
+class RunFolder:
+    """``path`` held by this process while open (a context manager): made, probe-written, then locked with
+    ``flock`` on ``path/.run.lock`` (released when closed or when the process dies, even by SIGKILL)."""
+
+    def __init__(self, path: str | Path):
+        if not isinstance(path, str | os.PathLike):
+            raise TypeError(f"out: expected a folder path, got {type(path).__name__}")
+        self.path = Path(path)
+        self._lock = None
+
+    def open(self) -> RunFolder:
+        probe = self.path / f".probe.{os.getpid()}"
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            with open(probe, "wb") as f:
+                f.write(b"\0" * 4096)  # a full disk fails here, not after training
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as error:
+            raise OSError(f"out: cannot write in {self.path} ({error.strerror or error})") from error
+        finally:
+            with contextlib.suppress(OSError):
+                probe.unlink(missing_ok=True)
+        self._lock = _lock(self.path / LOCK_NAME)
+        for stale in self.path.glob("*.tmp"):  # a killed run's half-written checkpoint: nobody else writes here now
+            stale.unlink(missing_ok=True)
+        return self
+
+    def close(self) -> None:
+        if self._lock is not None:
+            self._lock.close()  # closing the descriptor releases the flock
+            self._lock = None
+
+    def __enter__(self) -> RunFolder:
+        return self.open()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _lock(path: Path):
+    import fcntl  # POSIX; imported here so that importing the library works everywhere
+
+    handle = open(path, "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown"
+        handle.close()
+        raise RuntimeError(
+            f"out: {path.parent} is in use by another run (process {holder}); wait for it, or give another folder"
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return handle
+
+
+def save_checkpoint(state: Mapping, path: str | Path) -> None:
+    """``state`` to ``path`` atomically (see the module docstring): ``path`` is the old checkpoint or the new one,
+    never a part of one."""
+    path = Path(path)
+    temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(temporary, "wb") as f:
+            torch.save(dict(state), f)
+            f.flush()
+            os.fsync(f.fileno())
+        temporary.replace(path)
+        _fsync_folder(path.parent)
+    except (OSError, RuntimeError) as error:
+        temporary.unlink(missing_ok=True)
+        raise OSError(f"out: could not write the checkpoint {path.name} in {path.parent} ({error})") from error
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (not possible everywhere: then the rename stands as it is)."""
+    try:
+        descriptor = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)
+
+
+def load_checkpoint(path: str | Path, device: torch.device | str | None = None) -> dict:
+    """The verified state saved at ``path`` (see the module docstring), on ``device``."""
+    path = Path(path)
+    if not path.is_file() or path.stat().st_size == 0:
+        raise CheckpointError(f"checkpoint: {path} is {'empty' if path.is_file() else 'not a file'}")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as error:
+        raise CheckpointError(f"checkpoint: {path} is not a readable torch checkpoint ({type(error).__name__})") from error
+    if bad is not None:
+        raise CheckpointError(f"checkpoint: {path} is corrupt (member {bad} fails its CRC check)")
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as error:  # torch raises many types on a foreign archive; none may escape unnamed
+        raise CheckpointError(f"checkpoint: {path} cannot be loaded safely ({type(error).__name__}: {error})") from error
+    if not isinstance(state, dict):
+        raise CheckpointError(f"checkpoint: {path} holds a {type(state).__name__}, not a training state")
+    for name, tensor in _tensors(state):
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise CheckpointError(f"checkpoint: {path} holds non-finite values in {name}")
+    return state
+
+
+def _tensors(value, name: str = "") -> Iterator[tuple[str, torch.Tensor]]:
+    if isinstance(value, torch.Tensor):
+        yield name, value
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            yield from _tensors(item, f"{name}.{key}" if name else str(key))
+    elif isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            yield from _tensors(item, f"{name}[{i}]")
+
+
+def frozen_state_keys(model: nn.Module) -> set[str]:
+    """The state-dict keys of the model's frozen parametric model (``model.parametric``): the subject's model
+    files, not training state; a checkpoint neither stores nor restores them (its fingerprint does)."""
+    parametric = getattr(model, "parametric", None)
+    if parametric is None:
+        return set()
+    return {key for key in model.state_dict() if key.startswith("parametric.")}
+
+
+def _digest(*tensors: torch.Tensor | None) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    for t in tensors:
+        if t is not None:
+            t = t.detach().cpu().contiguous()
+            h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+            h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes())
+    return h.hexdigest()
+
+
+def run_fingerprint(model: nn.Module, frames: FrameSet, training_config) -> dict[str, str]:
+    """What a checkpoint of this run is for: the model's class and recipe, the training settings a resume
+    may not change, the training frames (their images, cameras and tracking) and the parametric model's files."""
+    recipe = getattr(model, "config", None)
+    settings = {k: v for k, v in dataclasses.asdict(training_config).items() if k not in RESUMABLE_SETTINGS}
+    tracking = frames.params.expression if frames.params is not None else frames.mesh_vertices
+    parametric = getattr(model, "parametric", None)
+    files = "none" if parametric is None else _digest(*parametric.state_dict().values())
+    return {
+        "model": f"{type(model).__module__}.{type(model).__qualname__}: {recipe!r}",
+        "training": repr(sorted(settings.items())),
+        "frames": f"{len(frames)} frames, {_digest(frames.images, frames.cameras.camera_to_world, tracking)}",
+        "model files": files,
+    }
+
+
+def check_fingerprint(path: Path, stored: Mapping[str, str] | None, current: Mapping[str, str]) -> None:
+    """Refuse to resume from ``path`` when it was made for another run, naming what differs."""
+    if stored is None:
+        raise CheckpointError(f"checkpoint: {path} has no fingerprint (an older format): start afresh or move it away")
+    differs = [key for key in current if stored.get(key) != current[key]]
+    if differs:
+        detail = "; ".join(f"{key}: checkpoint {_short(stored.get(key))}, now {_short(current[key])}" for key in differs)
+        raise CheckpointError(
+            f"checkpoint: {path} was made for another run ({', '.join(differs)} differ: {detail}); give another --out, "
+            "or remove the checkpoint to start afresh"
+        )
+
+
+def _short(text: str | None, limit: int = 160) -> str:
+    text = str(text)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
