@@ -536,6 +536,9 @@ def _train(model, train_frames, eval_frames, out: Path, config: TrainingConfig, 
             batch = batch.slice(rank * share, (rank + 1) * share)
         with trusted_values():  # the loop's own batch: checked where it was drawn, not again in every layer
             result = step_fn(batch, step)
+        if not bool(torch.isfinite(result.loss.detach())):  # before the step: the weights and checkpoint stay sound
+            terms = ", ".join(f"{k} {v:.4g}" for k, v in result.logs.items())
+            raise FloatingPointError(f"training_step: the loss is {float(result.loss.detach())} at step {step} ({terms})")
         optimizer.zero_grad(set_to_none=True)
         result.loss.backward()
         optimizer.step()

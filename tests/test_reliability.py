@@ -219,6 +219,24 @@ def test_two_runs_with_one_seed_give_bit_identical_weights(video, tmp_path):
     assert any(not torch.equal(v, _model(train_frames, seed=5).state_dict()[k]) for k, v in other.state_dict().items())
 
 
+def test_a_non_finite_loss_stops_the_run_before_the_step(video, tmp_path):
+    train_frames, eval_frames = video
+    model = _model(train_frames)
+    train(model, train_frames, eval_frames, tmp_path / "run", STEPS)
+    good = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    step = model.training_step
+
+    def poisoned(batch, index):
+        out = step(batch, index)
+        return dataclasses.replace(out, loss=out.loss * float("nan"))
+
+    model.training_step = poisoned
+    with pytest.raises(FloatingPointError, match="training_step: the loss is nan at step 2"):
+        train(model, train_frames, eval_frames, tmp_path / "run", dataclasses.replace(STEPS, max_iterations=4))
+    assert all(torch.isfinite(p).all() for p in model.parameters())  # no step was taken with it
+    assert load_checkpoint(tmp_path / "run" / "checkpoint.pt")["step"] == good["step"]
+
+
 def test_empty_splits_fail_before_training(video, tmp_path):
     train_frames, eval_frames = video
     empty = eval_frames.select([])
