@@ -72,9 +72,11 @@ def check_finite(name: str, x: torch.Tensor, what: str = "finite values") -> Non
 
 def check_nonzero_rows(name: str, x: torch.Tensor, what: str = "non-zero directions") -> None:
     """No all-zero row in ``x [N, D]`` (a direction that defines no ray); skipped inside :func:`trusted_values`."""
-    if not _TRUSTED.get() and x.numel() and bool((torch.linalg.vector_norm(x, dim=-1) == 0).any()):
-        row = int((torch.linalg.vector_norm(x, dim=-1) == 0).nonzero()[0, 0])
-        raise ValueError(f"{name}: expected {what}, found a zero vector (row {row})")
+    if _TRUSTED.get() or not x.numel():
+        return
+    zero = torch.linalg.vector_norm(x, dim=-1) == 0
+    if bool(zero.any()):
+        raise ValueError(f"{name}: expected {what}, found a zero vector (row {int(zero.nonzero()[0, 0])})")
 
 
 def check_int(
@@ -114,5 +116,8 @@ def check_count(name: str, value: object, lo: int, hi: int | None = None) -> int
 
 
 def check_positive(name: str, value: float | int | None) -> None:
+    """None, or a number (not a bool) greater than 0."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
+        raise TypeError(f"{name}: expected a number or None, got {value!r}")
     if value is not None and not value > 0:
         raise ValueError(f"{name}: expected a positive number, got {value}")

@@ -4,6 +4,7 @@ readers return, the writer takes and the models train on."""
 
 from __future__ import annotations
 
+import collections
 import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -106,9 +107,8 @@ class FrameSet:
                 raise TypeError(f"segmentation_labels: expected {{region name: integer label}}, got {name!r}: {label!r}")
             if not 0 <= label <= 255:
                 raise ValueError(f"segmentation_labels: expected labels in [0, 255], got {name!r}: {label}")
-        shared = {
-            label for label in self.segmentation_labels.values() if list(self.segmentation_labels.values()).count(label) > 1
-        }
+        counts = collections.Counter(self.segmentation_labels.values())
+        shared = {label for label, count in counts.items() if count > 1}
         if shared:  # a region weight (INSTA's mouth) would land on every region sharing the label
             names = sorted(n for n, label in self.segmentation_labels.items() if label in shared)
             raise ValueError(f"segmentation_labels: expected one label per region, got {sorted(shared)} shared by {names}")

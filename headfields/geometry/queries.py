@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import math
-import numbers
 from dataclasses import dataclass
 from typing import no_type_check
 
@@ -249,8 +248,6 @@ def closest_point(
     """
     _check_mesh(mesh)
     check_float("points", points, [None, 3], device=mesh.device)
-    if max_distance is not None and (isinstance(max_distance, bool) or not isinstance(max_distance, numbers.Real)):
-        raise TypeError(f"max_distance: expected a number or None, got {max_distance!r}")
     check_positive("max_distance", max_distance)
     n = points.shape[0]
     frame = mesh.frame_index(frame, n)

@@ -96,9 +96,8 @@ class MonoNphm(NeusModel):
         super().__init__(parametric, c, c.deformer.hyper_dim)
         self.head_joint = parametric.joint_index(c.head_joint, "head_joint")
         self.jaw_joint = None if c.jaw_joint is None else parametric.joint_index(c.jaw_joint, "jaw_joint")
-        self.num_frames = check_count("num_frames", num_frames, 1)
         rest = parametric().canonical_vertices
-        self.expression_codes = FrameCodes(num_frames, c.expression_code)
+        self.expression_codes = FrameCodes(check_count("num_frames", num_frames, 1), c.expression_code)
         identity, appearance = SharedCode(c.identity_code), SharedCode(c.appearance_code)
         jaw = (self.jaw_joint,) if self.jaw_joint is not None and c.tracked_expression else ()
         tracked = TrackedCondition(parametric.num_expression if c.tracked_expression else 0, jaw, c.expression_code.dim)

@@ -206,16 +206,7 @@ def read_model_file(path: str | Path, keys: set[str] | None = None) -> dict[str,
         content = _unpickle(path.read_bytes(), path)
     except _Refused:
         raise  # already names the path and the refused class
-    except (
-        pickle.UnpicklingError,
-        EOFError,
-        zipfile.BadZipFile,
-        ValueError,
-        TypeError,
-        MemoryError,
-        IndexError,
-        KeyError,
-    ) as error:
+    except (*_CORRUPT, ValueError) as error:
         if str(error).startswith("path: "):  # our own messages about the content
             raise
         # The error's type only: a corrupt pickle's message can quote the file's bytes.

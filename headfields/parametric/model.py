@@ -117,6 +117,9 @@ class ParametricModel(nn.Module):
         self._source = source
         if not dtype.is_floating_point:
             raise TypeError(f"dtype: expected a floating-point dtype, got {dtype}")
+        if dtype not in (torch.float32, torch.float64):
+            # smplx's Rodrigues formula divides by an epsilon that underflows in half precision (NaN vertices).
+            raise ValueError(f"dtype: expected torch.float32 or torch.float64, got {dtype}")
 
         template = self._array(data, "v_template", np.float64, [None, 3])
         v = template.shape[0]
@@ -390,9 +393,6 @@ def load_model(
     """
     if not isinstance(path, str | os.PathLike):
         raise TypeError(f"path: expected a model file or folder path, got {type(path).__name__}")
-    if dtype not in (torch.float32, torch.float64):
-        # smplx's Rodrigues formula divides by an epsilon that underflows in half precision (NaN vertices).
-        raise ValueError(f"dtype: expected torch.float32 or torch.float64, got {dtype}")
     spec = _spec(model_type)
     file = _find_model_file(path, model_type, gender)
     data = read_model_file(file)
