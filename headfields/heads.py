@@ -19,20 +19,30 @@ from torch import Tensor
 
 from .data import FrameSet
 from .geometry import ray_intersect
-from .parametric import Head, ParametricModel
+from .parametric import Head, ParametricModel, TrackedMeshModel
 from .renderers.cameras import Rays
 
-__all__ = ["mesh_depth", "present_regions", "tracked_head"]
+__all__ = ["MOUTH_REGIONS", "mesh_depth", "present_regions", "tracked_head"]
+
+# The lips and the inside of the mouth, by the names of headfields' synthetic model and of INSTA's face-parsing
+# preset (headfields.data.INSTA_FACE_PARSING): what INSTA up-weights and where the expression enters its field.
+MOUTH_REGIONS = ("lips", "upper_lip", "lower_lip", "teeth", "mouth_interior")
 
 
-def tracked_head(parametric: ParametricModel, frames: FrameSet) -> Head:
+def tracked_head(parametric: ParametricModel | TrackedMeshModel, frames: FrameSet) -> Head:
     """A :class:`Head` of every frame of ``frames``, on the parametric model's device.
 
     With tracked parameters (the synthetic video) the model is evaluated on them. A real INSTA capture has
     tracked meshes and expression coefficients instead: the Head then carries those meshes as its posed (and
-    rest) vertices on the model's neutral canonical mesh, which is what mesh-driven deformers need.
+    rest) vertices on the model's neutral canonical mesh, which is what mesh-driven deformers need. A capture
+    with no model files at all has a :class:`TrackedMeshModel`: see :meth:`TrackedMeshModel.track`.
     """
     device = parametric.v_template.device
+    if isinstance(parametric, TrackedMeshModel):
+        if frames.mesh_vertices is None or not torch.equal(frames.mesh_faces.to(device), parametric.faces):
+            raise ValueError(f"frames: expected tracked meshes with the canonical mesh's faces in the {frames.split} split")
+        expression = None if frames.expression is None else frames.expression.to(device)
+        return parametric.track(frames.mesh_vertices.to(device), expression)
     if frames.params is not None:
         p = frames.params.to(device)
         return parametric(shape=p.shape, expression=p.expression, pose=p.pose, translation=p.translation)

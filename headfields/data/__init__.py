@@ -9,6 +9,7 @@ from ._io import write_obj
 from .frames import BACKGROUND_LABEL, SPLITS, FrameSet, TrackedParams
 from .insta_reader import load_insta_dataset
 from .insta_writer import DEFAULT_INTEGER_DEPTH_SCALE, save_insta_dataset
+from .labels import INSTA_FACE_PARSING, LABEL_PRESETS, detect_label_preset
 from .subject import Subject, load_subject
 
 # Deprecated aliases (moved to headfields.synthetic), resolved on first use by __getattr__: headfields.synthetic
@@ -21,7 +22,10 @@ __all__ = [
     "SPLITS",
     "Subject",
     "FrameSet",
+    "INSTA_FACE_PARSING",
+    "LABEL_PRESETS",
     "TrackedParams",
+    "detect_label_preset",
     "load_insta_dataset",
     "load_subject",
     "save_insta_dataset",

@@ -64,20 +64,27 @@ def write_uint16(path: Path, values: np.ndarray) -> None:
 
 
 def read_labels(path: Path) -> np.ndarray:
-    """An 8-bit label PNG as uint8 ``[H,W]``. Grey or palette images give their values; an RGB(A) image is
-    accepted when its colour channels are equal (a grey label map saved as colour)."""
+    """An 8-bit label PNG as uint8 ``[H,W]``. Grey or palette images give their values; an RGB(A) image gives
+    its red channel, where INSTA's face-parsing script writes the code (a grey map saved as colour has all
+    three channels equal, so this reads it too)."""
     image = _open(path)
     if image.mode in ("L", "P"):
         return np.asarray(image).copy()
     if image.mode in ("RGB", "RGBA"):
-        rgb = np.asarray(image)[..., :3]
-        if (rgb == rgb[..., :1]).all():
-            return np.ascontiguousarray(rgb[..., 0])
-    raise ValueError(f"{path}: expected an 8-bit grey label image, got mode {image.mode} with distinct colour channels")
+        return np.ascontiguousarray(np.asarray(image)[..., 0])
+    raise ValueError(f"{path}: expected an 8-bit grey, RGB or RGBA label image, got mode {image.mode}")
 
 
-def write_labels(path: Path, labels: np.ndarray) -> None:
-    Image.fromarray(np.ascontiguousarray(labels.astype(np.uint8)), "L").save(path)
+def write_labels(path: Path, labels: np.ndarray, red: bool = False) -> None:
+    """uint8 ``[H,W]`` labels as a grey PNG, or (``red``) as an RGB PNG with the labels in the red channel and
+    the other channels zero (INSTA's face-parsing output)."""
+    labels = np.ascontiguousarray(labels.astype(np.uint8))
+    if red:
+        rgb = np.zeros((*labels.shape, 3), dtype=np.uint8)
+        rgb[..., 0] = labels
+        Image.fromarray(rgb, "RGB").save(path)
+    else:
+        Image.fromarray(labels, "L").save(path)
 
 
 def read_obj(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -130,12 +137,54 @@ def _read_obj_lines(path: Path, lines: list[str]) -> tuple[np.ndarray, np.ndarra
     return np.asarray(vertices, dtype=np.float32).reshape(-1, 3), np.asarray(faces, dtype=np.int64).reshape(-1, 3)
 
 
-def write_obj(path: Path, vertices: np.ndarray, faces: np.ndarray) -> None:
-    """``v`` and ``f`` lines (1-based). One ``%`` over the whole file is about twice as fast as a format per
-    line (this is most of the time of writing a synthetic video); %.9g round-trips float32 exactly."""
+def read_obj_uvs(path: Path, num_faces: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """The texture coordinates of an OBJ: ``vt`` rows float32 ``[T,2]`` and each triangle's three ``vt`` ids
+    int64 ``[F,3]`` (from ``f v/t ...``, polygons as fans like :func:`read_obj`); None when it has none.
+    ``num_faces`` is the triangle count :func:`read_obj` gave, which every face must match."""
+    uvs: list[list[float]] = []
+    uv_faces: list[list[int]] = []
+    for number, line in enumerate(require_file(path, "mesh").read_text().splitlines(), start=1):
+        parts = line.split()
+        if not parts or parts[0] not in ("vt", "f"):
+            continue
+        try:
+            if parts[0] == "vt":
+                uvs.append([float(x) for x in parts[1:3]])
+                if len(uvs[-1]) != 2:
+                    raise ValueError
+            else:
+                corners = [p.split("/") for p in parts[1:]]
+                if any(len(c) < 2 or not c[1] for c in corners):
+                    return None  # a face without texture coordinates: the mesh has no complete UV map
+                ids = [int(c[1]) for c in corners]
+                ids = [i - 1 if i > 0 else len(uvs) + i for i in ids]
+                uv_faces.extend([ids[0], ids[k], ids[k + 1]] for k in range(1, len(ids) - 1))
+        except ValueError as e:
+            raise ValueError(f"{path}: line {number}: cannot parse its {parts[0]!r} line (texture coordinates)") from e
+    if not uvs or not uv_faces:
+        return None
+    t, tf = np.asarray(uvs, dtype=np.float32), np.asarray(uv_faces, dtype=np.int64)
+    if len(tf) != num_faces or tf.min() < 0 or tf.max() >= len(t):
+        raise ValueError(f"{path}: expected a texture coordinate in range for every corner of its {num_faces} triangles")
+    return t, tf
+
+
+def write_obj(
+    path: Path, vertices: np.ndarray, faces: np.ndarray, uvs: np.ndarray | None = None, uv_faces: np.ndarray | None = None
+) -> None:
+    """``v`` and ``f`` lines (1-based), and ``vt`` lines with ``f v/t`` corners when ``uvs`` and ``uv_faces`` are
+    given. One ``%`` over the whole file is about twice as fast as a format per line (this is most of the time of
+    writing a synthetic video); %.9g round-trips float32 exactly."""
     v = vertices.astype(np.float32).ravel().tolist()
-    f = (faces.astype(np.int64) + 1).ravel().tolist()
-    path.write_text(("v %.9g %.9g %.9g\n" * len(vertices)) % tuple(v) + ("f %d %d %d\n" * len(faces)) % tuple(f))
+    text = ("v %.9g %.9g %.9g\n" * len(vertices)) % tuple(v)
+    if uvs is None:
+        f = (faces.astype(np.int64) + 1).ravel().tolist()
+        path.write_text(text + ("f %d %d %d\n" * len(faces)) % tuple(f))
+        return
+    t = uvs.astype(np.float32).ravel().tolist()
+    corners = np.stack([faces, uv_faces], axis=-1).astype(np.int64) + 1  # [F, 3, (v, t)]
+    f = corners.ravel().tolist()
+    path.write_text(text + ("vt %.9g %.9g\n" * len(uvs)) % tuple(t) + ("f %d/%d %d/%d %d/%d\n" * len(faces)) % tuple(f))
 
 
 def read_vector(path: Path) -> np.ndarray:

@@ -24,7 +24,8 @@ Camera axes: INSTA's matrices are in OpenCV axes (+x right, +y down, +z forward)
 headfields' own optional extensions (real captures do not have them): per frame ``params_path`` (an ``.npz``
 with the tracked parameters ``shape [S]``, ``expression [E]``, ``pose [J,3]``, ``translation [3]``), and at
 top level ``model`` (``{"type": "flame" | "smplx", "path": folder of the model files, relative}``) and
-``segmentation_labels`` (``{region name: label in the seg PNGs}``; 0 is background).
+``segmentation_labels`` (``{region name: label in the seg PNGs}``; 0 is background) and ``composited_over``
+(``[r, g, b]`` in [0, 1]: the images are already composited over this colour, so ``background`` is not applied).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from __future__ import annotations
 import math
 import numbers
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +54,8 @@ from ._transforms_json import (
     segmentation_labels,
     split_frames,
 )
-from .frames import PARAM_KEYS, SPLITS, FrameSet, TrackedParams
+from .frames import BACKGROUND_LABEL, PARAM_KEYS, SPLITS, FrameSet, TrackedParams
+from .labels import LABEL_PRESETS, detect_label_preset
 
 CAMERA_CONVENTIONS = ("opencv", "opengl")
 # Alpha at or above this is foreground (an RGBA PNG's alpha -> mask).
@@ -63,9 +65,21 @@ _PARAM_SHAPES = {"shape": ["S"], "expression": ["E"], "pose": ["J", 3], "transla
 _GL_TO_CV = torch.diag(torch.tensor([1.0, -1.0, -1.0, 1.0]))
 
 
-def load_insta_dataset(root: str | os.PathLike, split: str = "train", allow_outside_root: bool = False) -> FrameSet:
+def load_insta_dataset(
+    root: str | os.PathLike,
+    split: str = "train",
+    allow_outside_root: bool = False,
+    segmentation_labels: str | Mapping[str, int] | None = None,
+    background: tuple[float, float, float] | None = None,
+) -> FrameSet:
     """Read split ``split`` ("train", "val" or "test") of the dataset in folder ``root``. Every file the
     transforms name must lie inside ``root`` unless ``allow_outside_root``.
+
+    ``segmentation_labels`` names the codes of the segmentation images: ``{region: code}``, or a preset's name
+    (``"insta"``, see :mod:`headfields.data.labels`). Default: the transforms' own ``segmentation_labels``,
+    else the preset the codes found match (INSTA's face-parsing codes). A code that no label names is an error
+    naming the image. ``background`` (RGB in [0, 1]): composite RGBA images over it by their alpha, as the
+    models render (INSTA's matted images hold arbitrary colour where alpha is 0); default: keep the RGB as is.
 
     Tensors come back on the CPU (``FrameSet.to`` moves them): images uint8, masks from an RGBA image's
     alpha, depths in metres (float32), camera_to_world float32 in OpenCV axes.
@@ -112,18 +126,20 @@ def load_insta_dataset(root: str | os.PathLike, split: str = "train", allow_outs
             raise meta.error(f"frames[{i}].transform_matrix", str(e).removeprefix("transform_matrix: ")) from e
     cameras = PinholeCameras(fx, fy, cx, cy, w, h, matrices.float())
 
-    labels = segmentation_labels(meta)
+    labels = _labels(meta, segmentation_labels)
     model_type, model_path = model_folder(meta, root)
     has = {key: optional_key(meta, frames, key, index) for key in ("depth_path", "seg_mask_path", "params_path", "mesh_path")}
     depths = _depths(meta, root, index, frames, (h, w)) if has["depth_path"] else None
-    segmentation = _segmentation(meta, root, index, frames, (h, w)) if has["seg_mask_path"] else None
+    segmentation = None
+    if has["seg_mask_path"]:
+        segmentation, labels = _segmentation(meta, root, index, frames, (h, w), labels, segmentation_labels)
     expression = _expression(meta, root, index, frames)
     params = _params(meta, root, index, frames) if has["params_path"] else None
     mesh_vertices, mesh_faces = _meshes(meta, root, index, frames) if has["mesh_path"] else (None, None)
     return FrameSet(  # its checks cover the optional fields as for a FrameSet built in memory
         split=split,
         cameras=cameras,
-        images=torch.from_numpy(np.stack(colors)),
+        images=torch.from_numpy(_composite(np.stack(colors), alphas, None if _composited(meta) else background)),
         masks=None if alphas[0] is None else torch.from_numpy(np.stack(alphas) >= ALPHA_THRESHOLD),
         depths=depths,
         segmentation=segmentation,
@@ -133,7 +149,7 @@ def load_insta_dataset(root: str | os.PathLike, split: str = "train", allow_outs
         mesh_faces=mesh_faces,
         model_type=model_type,
         model_path=model_path,
-        segmentation_labels=labels,
+        segmentation_labels=labels or {},
         root=root,
         image_paths=image_paths,
     )
@@ -151,8 +167,71 @@ def _depths(meta: TransformsJson, root: Path, index: list[int], frames: list[dic
     return torch.from_numpy((units * scale).astype(np.float32))
 
 
-def _segmentation(meta: TransformsJson, root: Path, index: list[int], frames: list[dict], size: tuple[int, int]) -> Tensor:
-    return torch.from_numpy(_images(meta, root, index, frames, "seg_mask_path", "segmentation image", _io.read_labels, size))
+def _labels(meta: TransformsJson, given: str | Mapping[str, int] | None) -> dict[str, int] | None:
+    """The labels ``given`` (a preset's name or a mapping), else the transforms' own; None: detect them."""
+    if isinstance(given, str):
+        if given not in LABEL_PRESETS:
+            raise ValueError(f"segmentation_labels: expected a preset among {sorted(LABEL_PRESETS)} or a mapping, got {given!r}")
+        return dict(LABEL_PRESETS[given])
+    if given is not None:
+        if not isinstance(given, Mapping):
+            raise TypeError(f"segmentation_labels: expected a preset name or {{region: code}}, got {type(given).__name__}")
+        return dict(given)  # FrameSet checks the names and codes
+    return segmentation_labels(meta) if "segmentation_labels" in meta.data else None
+
+
+def _segmentation(
+    meta: TransformsJson,
+    root: Path,
+    index: list[int],
+    frames: list[dict],
+    size: tuple[int, int],
+    labels: dict[str, int] | None,
+    given: str | Mapping[str, int] | None,
+) -> tuple[Tensor, dict[str, int]]:
+    """The label images and the labels that name their codes (detected from a preset when none are given);
+    a code no label names is an error naming the first image that has it."""
+    images = _images(meta, root, index, frames, "seg_mask_path", "segmentation image", _io.read_labels, size)
+    codes = np.unique(images)
+    if labels is None:
+        preset = detect_label_preset(codes.tolist())
+        if preset is None:
+            raise ValueError(
+                f"{meta.path}: segmentation_labels: the segmentation images hold codes {codes.tolist()}, which no "
+                f"label preset ({', '.join(LABEL_PRESETS)}) covers; name them in the transforms' segmentation_labels "
+                "or pass segmentation_labels= to the loader"
+            )
+        labels, source = dict(LABEL_PRESETS[preset]), f"the {preset!r} preset"
+    else:
+        source = "the labels passed" if given is not None else f"segmentation_labels of {meta.path}"
+    unknown = sorted(set(codes.tolist()) - set(labels.values()) - {BACKGROUND_LABEL})
+    if unknown:
+        k = next(k for k, image in enumerate(images) if np.isin(image, unknown).any())
+        path = _file(meta, root, index[k], frames[k], "seg_mask_path")
+        found = sorted(set(np.unique(images[k]).tolist()) & set(unknown))
+        raise ValueError(f"{path}: label codes {found} are not among {source} {labels} (frames[{index[k]}].seg_mask_path)")
+    return torch.from_numpy(images), labels
+
+
+def _composited(meta: TransformsJson) -> bool:
+    """Whether the transforms say the images are already composited over a colour (headfields' key)."""
+    if "composited_over" not in meta.data:
+        return False
+    value = meta.data["composited_over"]
+    if not (isinstance(value, list) and len(value) == 3 and all(_is_number(v) and 0 <= v <= 1 for v in value)):
+        raise meta.error("composited_over", f"expected an RGB colour [r, g, b] in [0, 1], got {value!r}"[:200])
+    return True
+
+
+def _composite(colors: np.ndarray, alphas: tuple, background: tuple[float, float, float] | None) -> np.ndarray:
+    """uint8 ``[N,H,W,3]`` colours over ``background`` by their alpha (as they are without one of the two)."""
+    if background is None or alphas[0] is None:
+        return colors
+    bg = np.asarray(background, dtype=np.float32)
+    if bg.shape != (3,) or not np.isfinite(bg).all() or (bg < 0).any() or (bg > 1).any():
+        raise ValueError(f"background: expected an RGB colour in [0, 1], got {background!r}")
+    a = np.stack(alphas)[..., None].astype(np.float32) / 255.0
+    return np.round(colors * a + bg * 255.0 * (1.0 - a)).astype(np.uint8)
 
 
 def _images(

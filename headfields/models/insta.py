@@ -18,7 +18,7 @@ from ..decoders import NerfDecoder, NerfDecoderConfig
 from ..deformers import Deformer, TriangleFrameDeformer
 from ..encoders import HashGrid, HashGridConfig, SphericalHarmonics
 from ..fields import NerfField, RegionExpression, UnitBox, inflated_box
-from ..heads import mesh_depth, present_regions
+from ..heads import MOUTH_REGIONS, mesh_depth, present_regions
 from ..losses import HUBER_DELTA, INSTA_DEPTH_WEIGHT, INSTA_MOUTH_WARMUP_STEPS, INSTA_MOUTH_WEIGHT, depth_loss, huber_loss
 from ..parametric import Head, ParametricModel
 from ..renderers import OccupancySampler, Rays, render_nerf
@@ -39,7 +39,7 @@ class InstaConfig:
     decoder: NerfDecoderConfig = field(default_factory=NerfDecoderConfig)  # 64 wide MLPs, 15 geometry features
     sh_degree: int = 4
     expression_dims: int = 16  # first FLAME expression coefficients fed near the lips
-    lips_regions: tuple[str, ...] = ("lips", "teeth", "mouth_interior")  # faces whose samples see the expression
+    lips_regions: tuple[str, ...] = MOUTH_REGIONS  # faces whose samples see the expression
     box_inflation: float = 0.15  # render box = canonical mesh box inflated by this fraction of its diagonal
     occupancy_resolution: int = 64  # INSTA: 128 (GPU); 64 is plenty at 64-128 px on a CPU
     occupancy_decay: float = 0.95
@@ -48,10 +48,10 @@ class InstaConfig:
     steps_per_diagonal: int = 256  # ray-marching step = box diagonal / this (INSTA: sqrt(3)/1024 of a unit box)
     shell: float | None = 0.03  # metres from the frame's posed mesh beyond which samples are skipped (None: off)
     mouth_weight: float = INSTA_MOUTH_WEIGHT  # lips and mouth pixels weigh this much after the warm-up
-    mouth_regions: tuple[str, ...] = ("lips", "teeth", "mouth_interior")
+    mouth_regions: tuple[str, ...] = MOUTH_REGIONS
     warmup_steps: int = INSTA_MOUTH_WARMUP_STEPS
     depth_weight: float = INSTA_DEPTH_WEIGHT
-    depth_off_regions: tuple[str, ...] = ("hair", "torso")  # INSTA: no depth prior on hair and cloth
+    depth_off_regions: tuple[str, ...] = ("hair", "torso", "cloth", "hat")  # INSTA: no depth prior on hair and cloth
     huber_delta: float = HUBER_DELTA
     # INSTA's PyTorch port: Adam at 2.5e-3, betas (0.9, 0.99), eps 1e-15; evaluation with an EMA of 0.95.
     optimization: OptimizerConfig = OptimizerConfig(2.5e-3, betas=(0.9, 0.99), eps=1e-15, ema_decay=0.95)

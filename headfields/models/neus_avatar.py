@@ -15,7 +15,7 @@ from ..checks import check_count
 from ..decoders import AppearanceConfig, AppearanceField, SdfMlp, SdfMlpConfig, SHLighting
 from ..deformers import Deformer
 from ..fields import NeusField, Normalize, RegionExpression
-from ..heads import present_regions
+from ..heads import MOUTH_REGIONS, present_regions
 from ..parametric import ParametricModel
 from ..training import OptimizerConfig
 from .neus_model import NeusConfig, NeusModel
@@ -37,7 +37,7 @@ class NeusAvatarConfig(NeusConfig):
     # wrinkles are not on the mesh. In one 5-minute run each with triangle frames (10 held-out frames): 27.10 dB
     # without conditioning, 27.43 dB with the lips conditioning of both, 27.78 dB with the albedo's everywhere.
     expression_dims: int = 16  # 0: no conditioning at all (of the SDF nor of the albedo)
-    lips_regions: tuple[str, ...] = ("lips", "teeth", "mouth_interior")
+    lips_regions: tuple[str, ...] = MOUTH_REGIONS
     expression_everywhere: bool = True  # False: the albedo too sees the expression near the lips only
     # Clipping: through the triangle frames NeuS's loss spikes now and then and its sharpness stalls; in one 5-minute
     # run each, clipping at 1.0 gave 27.10 dB on 10 held-out frames against 25.73 dB without.

@@ -1,10 +1,11 @@
 """Synthetic ground truth for tests, demos and benchmarks, kept apart from the primitives: small FLAME and SMPL-X
 model files in the official formats (:func:`write_synthetic_flame`, :func:`write_synthetic_smplx`) and a tracked
 head video rendered from them in the INSTA format (:func:`make_synthetic_video`, cached by
-:func:`cached_synthetic_video`).
+:func:`cached_synthetic_video`), also as a real INSTA capture with no model files (:func:`write_insta_capture`).
 
 It builds on ``headfields.data`` and ``headfields.parametric``; neither imports it."""
 
+from .insta_capture import subdivide, write_insta_capture
 from .model_files import (
     REGION_NAMES,
     SMPLX_REGION_NAMES,
@@ -23,6 +24,8 @@ __all__ = [
     "SyntheticVideoConfig",
     "cached_synthetic_video",
     "make_synthetic_video",
+    "subdivide",
     "write_synthetic_flame",
+    "write_insta_capture",
     "write_synthetic_smplx",
 ]

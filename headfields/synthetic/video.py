@@ -53,7 +53,7 @@ SHOULDER_DROP = 0.35  # a portrait shows the torso this far (in head-and-neck he
 FRAME_MARGIN = 1.1  # the head's bounding box fills the image up to this margin
 # The portrait subject's expressions (coefficients and jaw angle) are this many times what its tracker reports.
 PORTRAIT_EXPRESSION_GAIN = 1.5
-CACHE_VERSION = 2  # bump when the generator's output changes, so cached videos are rendered anew
+CACHE_VERSION = 3  # bump when the generator's output changes, so cached videos are rendered anew
 
 
 @dataclass(frozen=True)
@@ -156,7 +156,7 @@ def make_synthetic_video(
         segmentation_labels=labels,
     )
     frame_sets = {split: replace(video.select(index), split=split) for split, index in splits.items()}
-    return save_insta_dataset(root, frame_sets)
+    return save_insta_dataset(root, frame_sets, composited_over=config.background)
 
 
 def cached_synthetic_video(config: SyntheticVideoConfig | None = None, cache_dir: str | Path | None = None) -> Path:
