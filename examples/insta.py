@@ -1,7 +1,8 @@
 """Train INSTA on the built-in synthetic head video (default) or on a real INSTA-format capture.
 
     python examples/insta.py --out outputs/insta --max-minutes 15
-    python examples/insta.py --data /path/to/insta/subject --model /path/to/FLAME2020 --device cuda
+    python examples/insta.py --data /path/to/insta/subject --device cuda   # INSTA's layout: its meshes, no model files
+    python examples/insta.py --data /path/to/subject --model /path/to/FLAME2020   # tracked FLAME parameters
 
 Writes ``out/metrics.json`` (held-out psnr, ssim, train_seconds, iterations), renders (prediction | truth) under
 ``out/renders/`` and a checkpoint; run again with the same ``--out`` to resume.
@@ -21,7 +22,8 @@ def main() -> None:
     args = parser.parse_args()
 
     device = init_distributed(args.device)  # under torchrun: this rank's device, in the process group
-    subject = load_subject(args.data, args.model, args.eval_split, device=device)
+    subject = load_subject(args.data, args.model, args.eval_split, device=device, regions=args.regions)
+    print(*subject.notes, sep="\n")  # what a capture without model files was read as
     train_frames, eval_frames, parametric = subject.train, subject.eval, subject.parametric
     seed_everything(args.seed)  # the initial weights
     model = Insta(parametric, train_frames.segmentation_labels, InstaConfig()).to(device)

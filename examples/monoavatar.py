@@ -3,6 +3,7 @@
     python examples/monoavatar.py --out outputs/monoavatar --max-minutes 15
     python examples/monoavatar.py --features static          # the paper's ablation: expression-independent features
     python examples/monoavatar.py --data /path/to/subject --model /path/to/FLAME2020 --device cuda --uv-resolution 256
+    python examples/monoavatar.py --data /path/to/insta/subject   # INSTA's layout: tracked meshes, no model files
 
 Writes ``out/metrics.json`` (held-out psnr, ssim, train_seconds, iterations), renders (truth | render | error)
 under ``out/renders/`` and a checkpoint; run again with the same ``--out`` to resume.
@@ -14,7 +15,7 @@ from headfields.cli import rounded, training_config, training_parser
 from headfields.data import load_subject
 from headfields.distributed import destroy_distributed, init_distributed
 from headfields.models.monoavatar import MonoAvatar, MonoAvatarConfig, cpu_config
-from headfields.parametric import add_mouth_interior
+from headfields.parametric import ParametricModel, add_mouth_interior
 from headfields.training import seed_everything, train
 
 
@@ -30,9 +31,12 @@ def main() -> None:
     args = parser.parse_args()
 
     device = init_distributed(args.device)  # under torchrun: this rank's device, in the process group
-    subject = load_subject(args.data, args.model, args.eval_split, device=device)
+    subject = load_subject(args.data, args.model, args.eval_split, device=device, regions=args.regions)
+    print(*subject.notes, sep="\n")  # what a capture without model files was read as
     train_frames, eval_frames, parametric = subject.train, subject.eval, subject.parametric
-    if "mouth_interior" not in parametric.regions:  # real FLAME has no mouth cavity: anchor features inside it
+    # Real FLAME has no mouth cavity: anchor features inside it. A capture's own tracked meshes (no model files)
+    # are used as the tracker made them.
+    if isinstance(parametric, ParametricModel) and "mouth_interior" not in parametric.regions:
         if train_frames.params is None:
             raise SystemExit(
                 "--data: a capture with tracked meshes needs a FLAME with a mouth interior "

@@ -35,7 +35,8 @@ def main() -> None:
     args = parser.parse_args()
 
     device = init_distributed(args.device)  # under torchrun: this rank's device, in the process group
-    subject = load_subject(args.data, args.model, args.eval_split, device=device)
+    subject = load_subject(args.data, args.model, args.eval_split, device=device, regions=args.regions)
+    print(*subject.notes, sep="\n")  # what a capture without model files was read as
     train_frames, eval_frames, parametric = subject.train, subject.eval, subject.parametric
     config = MonoNphmConfig() if args.paper_sizes else cpu_config()
     seed_everything(args.seed)  # the initial weights

@@ -19,13 +19,21 @@ __all__ = ["rounded", "run_example", "training_config", "training_parser"]
 def training_parser(
     description: str, out: str | Path, minutes: float, rays: int, model: str = "FLAME", video: str = "the synthetic video"
 ) -> argparse.ArgumentParser:
-    """``--data --model --out --max-minutes --iterations --rays --device --eval-split --seed`` with these defaults
+    """``--data --model --regions --out --max-minutes --iterations --rays --device --eval-split --seed`` with these defaults
     (``model``, ``video``: the names the help gives the parametric model and the default data)."""
     check_positive("minutes", minutes)
     check_count("rays", rays, 1)
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--data", type=Path, default=None, help=f"an INSTA-format folder (default: {video})")
-    parser.add_argument("--model", type=Path, default=None, help=f"{model} model folder (default: the dataset's own)")
+    parser.add_argument(
+        "--model", type=Path, default=None,
+        help=f"{model} model folder (default: the dataset's own; a capture with tracked meshes needs none)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--regions", type=Path, default=None,
+        help="a tracked-mesh capture's region file: regions.json or a mesh_masks/ folder (default: the capture's "
+        "own, else from its segmentation)",
+    )  # fmt: skip
     parser.add_argument("--out", type=Path, default=Path(out))
     parser.add_argument("--max-minutes", type=float, default=minutes, help="training time budget")
     parser.add_argument("--iterations", type=int, default=TrainingConfig.max_iterations)
@@ -66,7 +74,8 @@ def run_example(
 
     args = training_parser(doc.strip().split("\n")[0], out, minutes=minutes, rays=rays).parse_args()
     device = init_distributed(args.device)  # under torchrun: this rank's device, in the process group
-    subject = load_subject(args.data, args.model, args.eval_split, device=device)
+    subject = load_subject(args.data, args.model, args.eval_split, device=device, regions=args.regions)
+    print(*subject.notes, sep="\n")
     seed_everything(args.seed)
     model = build(subject.parametric, subject.train).to(device)
     config = training_config(args, frames_per_batch=frames_per_batch, **training_fields)

@@ -19,7 +19,7 @@ from torch import Tensor
 
 from .data import FrameSet
 from .geometry import ray_intersect
-from .parametric import Head, ParametricModel, TrackedMeshModel
+from .parametric import Head, SubjectModel, TrackedMeshModel
 from .renderers.cameras import Rays
 
 __all__ = ["MOUTH_REGIONS", "mesh_depth", "present_regions", "tracked_head"]
@@ -29,7 +29,7 @@ __all__ = ["MOUTH_REGIONS", "mesh_depth", "present_regions", "tracked_head"]
 MOUTH_REGIONS = ("lips", "upper_lip", "lower_lip", "teeth", "mouth_interior")
 
 
-def tracked_head(parametric: ParametricModel | TrackedMeshModel, frames: FrameSet) -> Head:
+def tracked_head(parametric: SubjectModel, frames: FrameSet) -> Head:
     """A :class:`Head` of every frame of ``frames``, on the parametric model's device.
 
     With tracked parameters (the synthetic video) the model is evaluated on them. A real INSTA capture has

@@ -49,7 +49,7 @@ from .data import FrameSet
 from .ema import ExponentialMovingAverage
 from .heads import tracked_head
 from .metrics import psnr, ssim
-from .parametric import Head, ParametricModel
+from .parametric import Head, SubjectModel
 from .renderers.cameras import Rays, image_pixels, pixel_rays, sample_pixels
 from .renderers.view_balance import sample_pixels_balanced
 
@@ -146,7 +146,7 @@ class AvatarModel(Protocol):
     occupancy grid, advance a schedule), ``param_groups()`` (parameter groups, each a dict with ``params`` and
     an ``lr_scale`` on the learning rate), ``view_bins(frames, head)`` (for ``balance_views``)."""
 
-    parametric: ParametricModel  # the loop builds each split's Head from it
+    parametric: SubjectModel  # the loop builds each split's Head from it
     optimization: OptimizerConfig
 
     def training_step(self, batch: RayBatch, step: int) -> StepOutput: ...

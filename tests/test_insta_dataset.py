@@ -15,7 +15,14 @@ import torch
 import trimesh
 from PIL import Image
 
-from headfields.data import DEFAULT_INTEGER_DEPTH_SCALE, FrameSet, TrackedParams, load_insta_dataset, save_insta_dataset
+from headfields.data import (
+    DEFAULT_INTEGER_DEPTH_SCALE,
+    INSTA_FACE_PARSING,
+    FrameSet,
+    TrackedParams,
+    load_insta_dataset,
+    save_insta_dataset,
+)
 from headfields.renderers import PinholeCameras, look_at, pixel_rays
 
 from helpers import raises_naming
@@ -273,7 +280,10 @@ def test_insta_style_file_with_field_of_view_and_depth_scale(tmp_path):
     depth = np.full((H, W), 1000, np.uint16)
     depth[0, 0] = 0
     Image.fromarray(depth).save(tmp_path / "a_depth.png")
-    Image.fromarray(np.full((H, W, 3), 2, np.uint8)).save(tmp_path / "a_seg.png")  # grey labels saved as RGB
+    seg = np.zeros((H, W, 3), np.uint8)
+    seg[..., 0], seg[..., 2] = 130, 9  # INSTA's face parser: the code (upper lip) in red, other channels not read
+    seg[0, :, 0] = 0  # a background row
+    Image.fromarray(seg).save(tmp_path / "a_seg.png")
     (tmp_path / "a.txt").write_text("0.5 1.5\n-2.0\n")
     meta = {
         "camera_angle_x": math.pi / 2,
@@ -295,7 +305,9 @@ def test_insta_style_file_with_field_of_view_and_depth_scale(tmp_path):
     assert fs.cameras.fx == pytest.approx(W / 2) and fs.cameras.fy == pytest.approx(W / 2)  # square pixels
     assert (fs.cameras.cx, fs.cameras.cy) == (W / 2, H / 2)
     assert fs.depths[0, 1, 1] == pytest.approx(1.0) and fs.depths[0, 0, 0] == 0
-    assert (fs.segmentation == 2).all()
+    assert (fs.segmentation[0, 1:] == 130).all() and (fs.segmentation[0, 0] == 0).all()
+    assert fs.segmentation_labels == INSTA_FACE_PARSING  # detected from the codes: transforms name no labels
+    assert fs.segmentation_labels["upper_lip"] == 130 and fs.segmentation_labels["cloth"] == 90
     assert fs.expression.tolist() == [[0.5, 1.5, -2.0]]
 
 

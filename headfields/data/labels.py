@@ -40,11 +40,12 @@ LABEL_PRESETS: dict[str, dict[str, int]] = {"insta": INSTA_FACE_PARSING}
 
 
 def detect_label_preset(codes: Collection[int]) -> str | None:
-    """The preset whose codes (with the background's 0) include every one of ``codes``, if exactly one does.
-
-    Only codes a preset alone could produce count: a capture of a few small labels (1, 2, 3) matches none."""
+    """The preset that names most of ``codes`` (the background's 0 aside), if it names more than half of them: a
+    capture of a few small labels (1, 2, 3) matches none, while a face-parsed capture with a stray code still
+    gets its preset, and the reader then names the image that holds the stray code."""
     found = set(int(c) for c in codes) - {BACKGROUND_LABEL}
-    if not found:
+    named = {name: len(found & set(labels.values())) for name, labels in LABEL_PRESETS.items()}
+    best = max(named, key=named.get, default=None)
+    if best is None or 2 * named[best] <= len(found):
         return None
-    matches = [name for name, labels in LABEL_PRESETS.items() if found <= set(labels.values())]
-    return matches[0] if len(matches) == 1 else None
+    return best

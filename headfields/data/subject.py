@@ -3,6 +3,7 @@ synthetic video, with the parametric model they are tracked with. What every exa
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -10,11 +11,11 @@ from typing import TYPE_CHECKING
 import torch
 
 from ..parametric import load_model
-from ..parametric.model import ParametricModel
-from ..parametric.tracked_meshes import TrackedMeshModel
+from ..parametric.tracked_meshes import SubjectModel
 from .frames import SPLITS, FrameSet
 from .insta_reader import load_insta_dataset
 from .tracked_meshes import load_tracked_mesh_model
+from .trackers import detect_capture_format, load_vhap_dataset
 
 if TYPE_CHECKING:  # headfields.synthetic imports this package: load_subject imports it when it renders the video
     from ..synthetic import SyntheticVideoConfig
@@ -24,7 +25,7 @@ if TYPE_CHECKING:  # headfields.synthetic imports this package: load_subject imp
 class Subject:
     train: FrameSet
     eval: FrameSet  # the held-out split
-    parametric: ParametricModel | TrackedMeshModel  # on the requested device
+    parametric: SubjectModel  # on the requested device
     root: Path  # the dataset folder
     notes: list[str] = field(default_factory=list)  # what the loader inferred (a tracked-mesh subject's regions)
 
@@ -53,15 +54,46 @@ def load_subject(
 
         data = cached_synthetic_video(video)
     root = Path(data)
-    train = load_insta_dataset(root, "train", background=background)
-    held_out = load_insta_dataset(root, eval_split, segmentation_labels=train.segmentation_labels or None, background=background)
+    train, held_out, notes = _frames(root, eval_split, background)
     path = model if model is not None else train.model_path
     if path is None and train.params is None and train.mesh_vertices is not None:
-        parametric, notes = load_tracked_mesh_model(root, train, regions, device)
-        return Subject(train=train, eval=held_out, parametric=parametric, root=root, notes=notes)
+        parametric, more = load_tracked_mesh_model(root, train, regions, device)
+        return Subject(train=train, eval=held_out, parametric=parametric, root=root, notes=notes + more)
     if path is None:
         raise ValueError(
             f"model: {root} names no parametric model folder and has no tracked meshes; give the {model_type} model folder"
         )
-    parametric = load_model(path, train.model_type or model_type, device=device)
-    return Subject(train=train, eval=held_out, parametric=parametric, root=root)
+    sizes = {}
+    if train.params is not None:  # as many directions as the tracker fitted (IMavatar: 100 shape, 50 expression)
+        sizes = dict(num_shape=train.params.shape.shape[0], num_expression=train.params.expression.shape[1])
+    parametric = load_model(path, train.model_type or model_type, device=device, **sizes)
+    return Subject(train=train, eval=held_out, parametric=parametric, root=root, notes=notes)
+
+
+def _frames(root: Path, eval_split: str, background: tuple[float, float, float]) -> tuple[FrameSet, FrameSet, list[str]]:
+    """The training and held-out frames of the capture in ``root``, in whichever format a tracker wrote it
+    (:func:`~headfields.data.trackers.detect_capture_format`), and what the reader left out."""
+    fmt = detect_capture_format(root)
+    if fmt == "insta":
+        train = load_insta_dataset(root, "train", background=background)
+        labels = train.segmentation_labels or None  # the held-out split's codes must mean the same
+        return train, load_insta_dataset(root, eval_split, segmentation_labels=labels, background=background), []
+    if fmt == "imavatar":
+        raise ValueError(
+            f"data: {root} is an IMavatar / PointAvatar capture, whose splits are sequence folders named in its "
+            "config: read them with headfields.data.trackers.load_imavatar_dataset(root, split, sequences=[...])"
+        )
+    notes = [
+        f"{fmt} capture: VHAP's per-vertex offsets (static_offset), which headfields' FLAME lacks, are not carried",
+        "images: the pixels outside the foreground masks (fg_mask_path) set to the background",
+    ]
+    frames = [_over_background(load_vhap_dataset(root, s, offsets="ignore"), background) for s in ("train", eval_split)]
+    return *frames, notes
+
+
+def _over_background(frames: FrameSet, background: tuple[float, float, float]) -> FrameSet:
+    """The frames with every pixel outside their masks set to ``background`` (captures whose images are not matted)."""
+    if frames.masks is None:
+        return frames
+    colour = (torch.tensor(background) * 255).round().to(torch.uint8)
+    return dataclasses.replace(frames, images=torch.where(frames.masks[..., None], frames.images, colour))

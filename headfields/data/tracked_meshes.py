@@ -59,7 +59,7 @@ def load_tracked_mesh_model(
             f"{frames.mesh_faces.shape[0]} faces as in {frames.root}'s mesh_path files), got {len(vertices)} vertices, "
             f"{len(faces)} faces"
         )
-    notes = [f"tracked meshes: {len(vertices)} vertices, {len(faces)} faces ({path})"]
+    notes = [f"canonical mesh: {path}, the tracked meshes' topology ({len(vertices)} vertices, {len(faces)} faces)"]
     uv = _io.read_obj_uvs(path, len(faces))
     if uv is None:
         notes.append(f"UVs: {path.name} has none, so a cylindrical projection about the vertical axis")

@@ -20,7 +20,7 @@ from ..encoders import HashGrid, HashGridConfig, SphericalHarmonics
 from ..fields import NerfField, RegionExpression, UnitBox, inflated_box
 from ..heads import MOUTH_REGIONS, mesh_depth, present_regions
 from ..losses import HUBER_DELTA, INSTA_DEPTH_WEIGHT, INSTA_MOUTH_WARMUP_STEPS, INSTA_MOUTH_WEIGHT, depth_loss, huber_loss
-from ..parametric import Head, ParametricModel
+from ..parametric import Head, SubjectModel
 from ..renderers import OccupancySampler, Rays, render_nerf
 from ..training import OptimizerConfig, RayBatch, StepOutput
 
@@ -61,7 +61,7 @@ class InstaConfig:
 class Insta(nn.Module):
     def __init__(
         self,
-        parametric: ParametricModel,
+        parametric: SubjectModel,
         segmentation_labels: dict[str, int],
         config: InstaConfig | None = None,
         deformer: Deformer | None = None,

@@ -14,7 +14,7 @@ from torch import nn
 from ..data import FrameSet
 from ..deformers import DeformerChain, HyperDeformer, HyperDeformerConfig, TriangleFrameDeformer
 from ..encoders import HashGrid, HashGridConfig, HyperEncoding
-from ..parametric import ParametricModel
+from ..parametric import SubjectModel
 from .insta import Insta, InstaConfig
 from .monoavatar import MonoAvatar, MonoAvatarConfig, cpu_config
 from .neus_avatar import NeusAvatar, NeusAvatarConfig
@@ -28,13 +28,13 @@ HYPER_FREQUENCIES = 2  # PE bands of the hyper coordinates
 ANCHORED_GRID = HashGridConfig(levels=8, features_per_level=2, log2_table_size=14, base_resolution=16, finest_resolution=512)
 
 
-def triangle_neus(parametric: ParametricModel, train_frames: FrameSet, config: NeusAvatarConfig | None = None) -> NeusAvatar:
+def triangle_neus(parametric: SubjectModel, train_frames: FrameSet, config: NeusAvatarConfig | None = None) -> NeusAvatar:
     """INSTA's triangle frames with MonoNPHM's NeuS SDF: an INSTA-style avatar with a clean surface (no paper built it)."""
     return NeusAvatar(parametric, TriangleFrameDeformer(), config)  # no max_distance: every sample maps
 
 
 def anchored_hashgrid(
-    parametric: ParametricModel,
+    parametric: SubjectModel,
     train_frames: FrameSet,
     config: MonoAvatarConfig | None = None,
     hash_grid: HashGridConfig = ANCHORED_GRID,
@@ -44,7 +44,7 @@ def anchored_hashgrid(
     return MonoAvatar(parametric, len(train_frames), config, point_encoder=HashGrid(hash_grid))
 
 
-def hyper_insta(parametric: ParametricModel, train_frames: FrameSet, config: InstaConfig | None = None) -> Insta:
+def hyper_insta(parametric: SubjectModel, train_frames: FrameSet, config: InstaConfig | None = None) -> Insta:
     """INSTA with a hyper-dimensional backward field: a combination none of the papers built."""
     config = config or InstaConfig()
     deformer = DeformerChain(TriangleFrameDeformer(), HyperDeformer(parametric.num_expression, HYPER))
@@ -54,7 +54,7 @@ def hyper_insta(parametric: ParametricModel, train_frames: FrameSet, config: Ins
 
 @dataclass(frozen=True)
 class Mix:
-    build: Callable[[ParametricModel, FrameSet], nn.Module]
+    build: Callable[[SubjectModel, FrameSet], nn.Module]
     rays_per_batch: int
     frames_per_batch: int | None  # rays from this many frames per batch (None: all)
     peer: str  # the closest paper model

@@ -28,7 +28,7 @@ from ..encoders import (
 )
 from ..fields import NerfField, UnitBox, inflated_box
 from ..losses import mse_loss
-from ..parametric import Head, ParametricModel
+from ..parametric import Head, SubjectModel
 from ..renderers import HierarchicalSampler, NerfRender, Rays, StratifiedSampler, render_nerf
 from ..training import OptimizerConfig, RayBatch, StepOutput
 
@@ -97,7 +97,7 @@ def cpu_config(**overrides) -> MonoAvatarConfig:
 
 
 class MonoAvatar(nn.Module):
-    def __init__(self, parametric: ParametricModel, num_frames: int, config: MonoAvatarConfig | None = None, point_encoder=None):
+    def __init__(self, parametric: SubjectModel, num_frames: int, config: MonoAvatarConfig | None = None, point_encoder=None):
         """``num_frames``: training frames (one error-correction latent each). ``point_encoder`` (none in the
         paper): an encoder of the sample's head-frame position in the unit box (e.g. a hash grid, with an
         ``out_dim``), whose features join the mesh-anchored ones at the decoder's input."""

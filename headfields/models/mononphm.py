@@ -25,7 +25,7 @@ from ..deformers import (
 from ..encoders import LatentCodesConfig
 from ..fields import ConcatCondition, FrameCodes, NeusField, Normalize, SharedCode, TrackedCondition
 from ..geometry import farthest_points
-from ..parametric import Head, ParametricModel
+from ..parametric import Head, SubjectModel, require_parametric_model
 from ..renderers import NeusSampler
 from ..training import OptimizerConfig, RayBatch, StepOutput
 from .neus_model import NeusConfig, NeusModel
@@ -91,8 +91,9 @@ class MonoNphm(NeusModel):
     """``num_frames``: training frames (one expression code each). The field's deformer is
     ``DeformerChain(RigidDeformer(head joint), MappedDeformer(normalise), HyperDeformer)``."""
 
-    def __init__(self, parametric: ParametricModel, num_frames: int, config: MonoNphmConfig | None = None):
+    def __init__(self, parametric: SubjectModel, num_frames: int, config: MonoNphmConfig | None = None):
         c = config or MonoNphmConfig()
+        require_parametric_model(parametric, "MonoNphm", "FLAME's jaw joint and landmarks")
         super().__init__(parametric, c, c.deformer.hyper_dim)
         self.head_joint = parametric.joint_index(c.head_joint, "head_joint")
         self.jaw_joint = None if c.jaw_joint is None else parametric.joint_index(c.jaw_joint, "jaw_joint")

@@ -16,7 +16,7 @@ from ..decoders import AppearanceConfig, AppearanceField, SdfMlp, SdfMlpConfig, 
 from ..deformers import Deformer
 from ..fields import NeusField, Normalize, RegionExpression
 from ..heads import MOUTH_REGIONS, present_regions
-from ..parametric import ParametricModel
+from ..parametric import SubjectModel
 from ..training import OptimizerConfig
 from .neus_model import NeusConfig, NeusModel
 
@@ -52,7 +52,7 @@ class NeusAvatar(NeusModel):
     """posed sample → ``deformer`` → :class:`~headfields.fields.NeusField` → NeuS. ``hyper_dim``: the
     hyper-dimensions the deformer appends to the canonical points (0 for mesh-driven deformers)."""
 
-    def __init__(self, parametric: ParametricModel, deformer: Deformer, config: NeusAvatarConfig | None = None, hyper_dim=0):
+    def __init__(self, parametric: SubjectModel, deformer: Deformer, config: NeusAvatarConfig | None = None, hyper_dim=0):
         c = config or NeusAvatarConfig()
         super().__init__(parametric, c, hyper_dim)
         if c.expression_dims > parametric.num_expression:

@@ -16,7 +16,7 @@ from ..checks import check_count
 from ..fields import NeusField, Normalize, SharedCode, padded_box
 from ..geometry import IsoSurface, extract_isosurface, sample_box
 from ..losses import NEUS_EIKONAL_WEIGHT, eikonal_loss, l1_loss, mask_loss
-from ..parametric import Head, ParametricModel
+from ..parametric import Head, SubjectModel
 from ..renderers import NEUS_INITIAL_VARIANCE, InverseVariance, NeusRender, NeusSampler, Rays, render_neus
 from ..training import OptimizerConfig, RayBatch, StepOutput
 
@@ -52,7 +52,7 @@ class NeusModel(nn.Module):
 
     field: NeusField
 
-    def __init__(self, parametric: ParametricModel, config: NeusConfig, hyper_dim: int = 0):
+    def __init__(self, parametric: SubjectModel, config: NeusConfig, hyper_dim: int = 0):
         super().__init__()
         self.config, self.optimization, self.hyper_dim = config, config.optimization, hyper_dim
         self.parametric = parametric.requires_grad_(False)

@@ -31,7 +31,7 @@ from ..deformers import (
 from ..encoders import HashGrid, HashGridConfig, SphericalHarmonics
 from ..fields import FrameCondition, NerfField, UnitBox, inflated_box, padded_box
 from ..losses import HUBER_DELTA, huber_loss
-from ..parametric import Head, ParametricModel
+from ..parametric import Head, SubjectModel, require_parametric_model
 from ..renderers import Rays, StratifiedSampler, render_nerf, view_angles, view_bins
 from ..training import OptimizerConfig, RayBatch, StepOutput
 
@@ -79,10 +79,11 @@ class Portrait360Config:
 
 
 class Portrait360(nn.Module):
-    def __init__(self, parametric: ParametricModel, config: Portrait360Config | None = None):
+    def __init__(self, parametric: SubjectModel, config: Portrait360Config | None = None):
         super().__init__()
         self.config = c = config or Portrait360Config()
         self.optimization = c.optimization
+        require_parametric_model(parametric, "Portrait360", "SMPL-X's skeleton and skinning weights")
         self.parametric = parametric.requires_grad_(False)
         names = list(parametric.joint_names)
         joint = c.facing_joint or ("head" if "head" in names else names[0])  # FLAME has no "head": its root

@@ -10,7 +10,7 @@ from .head import Head
 from .model import ParametricModel, load_model
 from .mouth import add_mouth_interior
 from .skinning import SkinningWeights, blend_transforms, skin_points, skinning_weights, transform_points
-from .tracked_meshes import TrackedMeshModel, require_parametric_model, rigid_fit
+from .tracked_meshes import SubjectModel, TrackedMeshModel, require_parametric_model, rigid_fit
 
 # Deprecated aliases (moved to headfields.synthetic), resolved on first use by __getattr__: headfields.synthetic
 # imports this package, so importing it here would be a cycle. Not in __all__: the README and docs name headfields.synthetic.
@@ -20,6 +20,7 @@ __all__ = [
     "Head",
     "ParametricModel",
     "SkinningWeights",
+    "SubjectModel",
     "TrackedMeshModel",
     "add_mouth_interior",
     "blend_transforms",

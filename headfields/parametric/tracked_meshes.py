@@ -21,8 +21,9 @@ from torch import Tensor, nn
 
 from ..checks import check_float, check_int
 from .head import Head
+from .model import ParametricModel
 
-__all__ = ["TrackedMeshModel", "cylindrical_uvs", "require_parametric_model", "rigid_fit"]
+__all__ = ["SubjectModel", "TrackedMeshModel", "cylindrical_uvs", "require_parametric_model", "rigid_fit"]
 
 # The share of vertices the second pass of the rigid fit keeps (those the first pass fits best).
 RIGID_FIT_INLIERS = 0.7
@@ -139,7 +140,11 @@ class TrackedMeshModel(nn.Module):
         )
 
 
-def require_parametric_model(parametric: nn.Module, model: str, needs: str) -> None:
+# What a subject's heads come from, and what every model takes: a parametric model, or a capture's tracked meshes.
+SubjectModel = ParametricModel | TrackedMeshModel
+
+
+def require_parametric_model(parametric: SubjectModel, model: str, needs: str) -> None:
     """A clear error when ``model`` (a model's name) is given tracked meshes where it ``needs`` a parametric model."""
     if isinstance(parametric, TrackedMeshModel):
         raise ValueError(

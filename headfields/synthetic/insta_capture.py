@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Float, Int, UInt8
 from torch import Tensor
 
 from ..data import INSTA_FACE_PARSING, SPLITS, FrameSet, load_insta_dataset, save_insta_dataset
@@ -43,12 +43,16 @@ def write_insta_capture(
     remesh: bool = False,
     frames: int | None = None,
     seed: int = 0,
+    source: str | os.PathLike | None = None,
 ) -> Path:
     """Write the synthetic video of ``config`` (rendered once and cached) to ``root`` in INSTA's layout and
     return ``root``. ``remesh``: the tracked meshes and ``canonical.obj`` are the head subdivided once (each
     triangle into four) with its vertices shuffled (``seed``), and ``canonical.obj`` has no UVs. ``frames``:
-    keep only the first ``frames`` of each split (tests)."""
-    source = cached_synthetic_video(config)
+    keep only the first ``frames`` of each split (tests). ``source``: a synthetic video already written by
+    :func:`make_synthetic_video`, instead of ``config``'s."""
+    if source is not None and config is not None:
+        raise ValueError("source: expected either a written video or a config, got both")
+    source = Path(source) if source is not None else cached_synthetic_video(config)
     splits = {split: load_insta_dataset(source, split) for split in SPLITS}
     if frames is not None:
         splits = {s: fs.select(range(min(frames, len(fs)))) for s, fs in splits.items()}
@@ -88,7 +92,7 @@ def _as_insta(fs: FrameSet, mix: Tensor | None, faces: Tensor) -> FrameSet:
     )
 
 
-def insta_labels(segmentation: Int[Tensor, "N H W"], labels: dict[str, int]) -> Int[Tensor, "N H W"]:
+def insta_labels(segmentation: UInt8[Tensor, "N H W"], labels: dict[str, int]) -> UInt8[Tensor, "N H W"]:
     """The synthetic label images recoded with INSTA's face-parsing codes (:data:`INSTA_CODES_OF_SYNTHETIC`)."""
     out = torch.zeros_like(segmentation)
     rows = torch.arange(segmentation.shape[1])[None, :, None].expand_as(segmentation)
@@ -126,5 +130,5 @@ def subdivide(faces: Int[Tensor, "F 3"], num_vertices: int, seed: int = 0) -> tu
     order = torch.randperm(count, generator=torch.Generator().manual_seed(seed))  # new id -> old id
     rank = torch.empty_like(order)
     rank[order] = torch.arange(count)
-    mix = torch.sparse_coo_tensor(torch.stack([rank[rows], cols]), values.double(), (count, num_vertices))
+    mix = torch.sparse_coo_tensor(torch.stack([rank[rows], cols]), values.double(), (count, num_vertices), check_invariants=True)
     return mix.coalesce(), rank[new_faces]

@@ -1,0 +1,149 @@
+"""Check a capture before training on it: ``python -m headfields.data.inspect CAPTURE [--model DIR] [--regions FILE]``.
+
+Reads every split as the training scripts would and prints what it found: frames per split, image size,
+intrinsics, the label codes present (with their names), the expression width, the tracked meshes' topology, the
+subject's model (parametric, or the tracked meshes with their regions) and which models can train on it. Each
+problem is one line naming the file and the field; the exit status is 1 when there is any.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .frames import BACKGROUND_LABEL, SPLITS, FrameSet
+from .insta_reader import load_insta_dataset
+from .subject import Subject, load_subject
+
+__all__ = ["CaptureReport", "inspect_capture", "main"]
+
+
+@dataclass
+class CaptureReport:
+    root: Path
+    lines: list[str] = field(default_factory=list)  # the summary, one fact a line
+    problems: list[str] = field(default_factory=list)  # one error a line, naming the file and the field
+    models: dict[str, str] = field(default_factory=dict)  # model -> "yes", or why not
+
+    def __str__(self) -> str:
+        out = [f"capture {self.root}", *(f"  {line}" for line in self.lines)]
+        if self.models:
+            out.append("  models:")
+            out += [f"    {name:22s} {verdict}" for name, verdict in self.models.items()]
+        out += [f"problem: {p}" for p in self.problems]
+        out.append(f"{len(self.problems)} problem(s)" if self.problems else "no problems found")
+        return "\n".join(out)
+
+
+def inspect_capture(
+    root: str | os.PathLike, model: str | os.PathLike | None = None, regions: str | os.PathLike | None = None
+) -> CaptureReport:
+    """The report of the capture in ``root`` (``model``, ``regions``: as ``load_subject`` takes them)."""
+    report = CaptureReport(Path(root))
+    splits: dict[str, FrameSet] = {}
+    for split in SPLITS:
+        try:
+            splits[split] = load_insta_dataset(root, split)
+        except (OSError, ValueError, TypeError) as e:
+            report.problems.append(str(e))
+    if "train" not in splits:
+        return report
+    train = splits["train"]
+    report.lines.append("frames: " + ", ".join(f"{s} {len(fs)}" for s, fs in splits.items()))
+    _check_frame_counts(report, splits)
+    c = train.cameras
+    report.lines.append(
+        f"images: {c.width} x {c.height} px, {'RGBA (alpha: the mask)' if train.masks is not None else 'RGB, no mask'}"
+    )
+    report.lines.append(f"intrinsics: fx {c.fx:.2f}, fy {c.fy:.2f}, cx {c.cx:.2f}, cy {c.cy:.2f}")
+    if train.depths is not None:
+        report.lines.append(
+            f"depth: {float((train.depths > 0).float().mean()):.0%} of pixels, up to {float(train.depths.max()):.3f} m"
+        )
+    if train.segmentation is not None:
+        names = {code: name for name, code in train.segmentation_labels.items()}
+        codes = [c for c in torch.unique(train.segmentation).tolist() if c != BACKGROUND_LABEL]
+        report.lines.append("label codes: " + ", ".join(f"{code} {names[code]}" for code in codes))
+    if train.expression is not None:
+        report.lines.append(f"expression: {train.expression.shape[1]} coefficients a frame")
+    if train.mesh_vertices is not None:
+        report.lines.append(f"tracked meshes: {train.mesh_vertices.shape[1]} vertices, {train.mesh_faces.shape[0]} faces")
+    if train.params is not None:
+        p = train.params
+        report.lines.append(
+            f"tracked parameters: shape {p.shape.shape[0]}, expression {p.expression.shape[1]}, pose {p.pose.shape[1]} joints"
+        )
+    try:
+        subject = load_subject(root, model, regions=regions)
+    except (OSError, ValueError, TypeError) as e:
+        report.problems.append(str(e))
+        return report
+    report.lines.append(f"subject's model: {subject.parametric.model_type} ({type(subject.parametric).__name__})")
+    report.lines += subject.notes
+    report.models = {name: _can_train(build, subject) for name, build in _model_builders().items()}
+    return report
+
+
+def _check_frame_counts(report: CaptureReport, splits: dict[str, FrameSet]) -> None:
+    """INSTA writes every frame to transforms.json too: the split files must list no frame it lacks."""
+    combined = report.root / "transforms.json"
+    if not combined.is_file() or not (report.root / "transforms_train.json").is_file():
+        return
+    try:
+        frames = json.loads(combined.read_text()).get("frames", [])
+        listed = {os.path.normpath(f["file_path"]) for f in frames if isinstance(f, dict) and isinstance(f.get("file_path"), str)}
+    except (ValueError, AttributeError) as e:
+        report.problems.append(f"{combined}: cannot read its frames ({e})")
+        return
+    for split, fs in splits.items():
+        missing = [p for p in fs.image_paths if os.path.normpath(p.relative_to(report.root)) not in listed]
+        if missing:
+            report.problems.append(
+                f"{combined}: frames: lists {len(listed)} frames, without {len(missing)} of transforms_{split}.json's "
+                f"{len(fs)} (first: {missing[0]})"
+            )
+
+
+def _model_builders() -> dict[str, Callable]:
+    from ..models.insta import Insta
+    from ..models.mixes import MIXES
+    from ..models.monoavatar import MonoAvatar, cpu_config
+    from ..models.mononphm import MonoNphm
+    from ..models.portrait360 import Portrait360
+
+    return {
+        "INSTA": lambda p, train: Insta(p, train.segmentation_labels),
+        "MonoAvatar": lambda p, train: MonoAvatar(p, len(train), cpu_config()),
+        "MonoNPHM": lambda p, train: MonoNphm(p, len(train)),
+        "360° portrait": lambda p, train: Portrait360(p),
+        "mix_triangle_neus": MIXES["mix_triangle_neus"].build,
+    }
+
+
+def _can_train(build: Callable, subject: Subject) -> str:
+    try:
+        build(subject.parametric, subject.train)
+    except (ValueError, TypeError) as e:
+        return f"no: {e}"
+    return "yes"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m headfields.data.inspect", description=__doc__.split("\n")[0])
+    parser.add_argument("capture", type=Path, help="the capture's folder (transforms_*.json or transforms.json)")
+    parser.add_argument("--model", type=Path, default=None, help="the parametric model folder (default: the capture's own)")
+    parser.add_argument("--regions", type=Path, default=None, help="a tracked-mesh capture's region file")
+    args = parser.parse_args(argv)
+    report = inspect_capture(args.capture, args.model, args.regions)
+    print(report)
+    return 1 if report.problems else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
