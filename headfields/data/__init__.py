@@ -1,16 +1,22 @@
 """Data: the frame container (:class:`FrameSet`), the reader and writer of the INSTA / NeRFace ``transforms.json``
-dataset format (one loader for real captures and the synthetic video), and :func:`load_subject`, which gives an
-example script its frames and parametric model. The synthetic video itself is in ``headfields.synthetic``."""
+dataset format (one loader for real captures and the synthetic video), the readers of VHAP and IMavatar captures,
+a capture's tracked meshes as its model (no model files needed), and :func:`load_subject`, which gives an
+example script its frames and model. ``python -m headfields.data.inspect CAPTURE`` checks a capture. The
+synthetic video itself is in ``headfields.synthetic``."""
 
 from typing import Any
 
 from .._moved import moved
 from ._io import write_obj
 from .frames import BACKGROUND_LABEL, SPLITS, FrameSet, TrackedParams
+from .imavatar_reader import load_imavatar_dataset
 from .insta_reader import load_insta_dataset
 from .insta_writer import DEFAULT_INTEGER_DEPTH_SCALE, save_insta_dataset
 from .labels import INSTA_FACE_PARSING, LABEL_PRESETS, detect_label_preset
 from .subject import Subject, load_subject
+from .tracked_meshes import load_tracked_mesh_model, read_region_file, regions_from_segmentation
+from .trackers import detect_capture_format, load_tracker_dataset
+from .vhap_reader import load_vhap_dataset
 
 # Deprecated aliases (moved to headfields.synthetic), resolved on first use by __getattr__: headfields.synthetic
 # imports this package, so importing it here would be a cycle. Not in __all__: the README and docs name headfields.synthetic.
@@ -26,8 +32,15 @@ __all__ = [
     "LABEL_PRESETS",
     "TrackedParams",
     "detect_label_preset",
+    "detect_capture_format",
+    "load_imavatar_dataset",
     "load_insta_dataset",
     "load_subject",
+    "load_tracked_mesh_model",
+    "load_tracker_dataset",
+    "load_vhap_dataset",
+    "read_region_file",
+    "regions_from_segmentation",
     "save_insta_dataset",
     "write_obj",
 ]
