@@ -7,6 +7,7 @@ the same video with its FLAME parameters and model files.
 
     python benchmarks/tracked_meshes.py --iterations 500           # the two paths, 500 iterations each
     python benchmarks/tracked_meshes.py --iterations 500 --remesh  # and a re-meshed head (another topology)
+    python benchmarks/tracked_meshes.py --model-regions             # and the tracked meshes with FLAME's regions
 
 Prints held-out PSNR / SSIM on every test frame (EMA weights) and the difference; writes ``OUT/metrics.json``.
 """
@@ -33,12 +34,20 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=500, help="training iterations per path (the budget)")
     parser.add_argument("--rays", type=int, default=2048)
     parser.add_argument("--remesh", action="store_true", help="also train on the re-meshed head")
+    parser.add_argument(
+        "--model-regions",
+        action="store_true",
+        help="also train the tracked-mesh path with the synthetic FLAME's own regions (a region file) instead of the vote",
+    )
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     out = args.out or Path(tempfile.mkdtemp(prefix="tracked_meshes_"))
 
     subjects = {"parametric (FLAME parameters, model files)": load_subject()}
     subjects["tracked meshes (INSTA layout, no model)"] = load_subject(write_insta_capture(out / "capture"))
+    if args.model_regions:
+        name = "tracked meshes, FLAME's regions (regions.json)"
+        subjects[name] = load_subject(out / "capture", regions=flame_region_file(subjects, out / "flame_regions.json"))
     if args.remesh:
         capture = write_insta_capture(out / "capture_remeshed", remesh=True)
         subjects["tracked meshes, re-meshed head"] = load_subject(capture)
@@ -54,12 +63,21 @@ def main() -> None:
         results[name] = train_variant(model, subject.train, subject.eval, out / f"path_{i}", config)
 
     base = results["parametric (FLAME parameters, model files)"]
-    print(f"\nINSTA, {args.iterations} iterations per path, {len(subject.eval)} held-out test frames, {torch.get_num_threads()} threads")
+    frames, threads = len(subject.eval), torch.get_num_threads()
+    print(f"\nINSTA, {args.iterations} iterations per path, {frames} held-out test frames, {threads} threads")
     print(f"{'path':48s} {'PSNR':>7s} {'SSIM':>7s} {'dPSNR':>7s} {'seconds':>8s}")
     for name, r in results.items():
         print(f"{name:48s} {r['psnr']:7.2f} {r['ssim']:7.4f} {r['psnr'] - base['psnr']:+7.2f} {r['train_seconds']:8.0f}")
     (out / "metrics.json").write_text(json.dumps(results, indent=1) + "\n")
     print(f"metrics: {out / 'metrics.json'}")
+
+
+def flame_region_file(subjects: dict, path: Path) -> Path:
+    """The synthetic FLAME's regions as a region file of the tracked meshes (same topology): each region's faces."""
+    neutral = subjects["parametric (FLAME parameters, model files)"].parametric()
+    regions = {name: neutral.face_mask(name).nonzero().flatten().tolist() for name in neutral.regions}
+    path.write_text(json.dumps(regions))
+    return path
 
 
 if __name__ == "__main__":

@@ -76,6 +76,11 @@ class Insta(nn.Module):
         self.config = c = config or InstaConfig()
         self.optimization = c.optimization
         self.parametric = parametric.requires_grad_(False)
+        if c.expression_dims > parametric.num_expression:  # a capture's expression files may hold fewer
+            raise ValueError(
+                f"expression_dims: expected at most the subject's {parametric.num_expression} expression coefficients, "
+                f"got {c.expression_dims}"
+            )
         neutral = parametric()
         box = inflated_box(neutral.canonical_vertices, c.box_inflation)
         encoder = encoder if encoder is not None else HashGrid(c.hash_grid)
