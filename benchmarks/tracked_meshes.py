@@ -40,6 +40,7 @@ def main() -> None:
         help="also train the tracked-mesh path with the synthetic FLAME's own regions (a region file) instead of the vote",
     )
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--seed", type=int, default=0, help="the initial weights and the sampling, the same on every path")
     args = parser.parse_args()
     out = args.out or Path(tempfile.mkdtemp(prefix="tracked_meshes_"))
 
@@ -52,13 +53,19 @@ def main() -> None:
         capture = write_insta_capture(out / "capture_remeshed", remesh=True)
         subjects["tracked meshes, re-meshed head"] = load_subject(capture)
     config = TrainingConfig(
-        max_iterations=args.iterations, max_minutes=1e6, rays_per_batch=args.rays, eval_every=0, checkpoint_every=0, log_every=100
+        seed=args.seed,
+        max_iterations=args.iterations,
+        max_minutes=1e6,
+        rays_per_batch=args.rays,
+        eval_every=0,
+        checkpoint_every=0,
+        log_every=100,
     )
     results = {}
     for i, (name, subject) in enumerate(subjects.items()):
         for note in subject.notes:
             print(f"{name}: {note}")
-        seed_everything(0)  # the same initial weights on every path
+        seed_everything(args.seed)  # the same initial weights on every path
         model = Insta(subject.parametric, subject.train.segmentation_labels)
         results[name] = train_variant(model, subject.train, subject.eval, out / f"path_{i}", config)
 
