@@ -114,11 +114,17 @@ def test_rgba_images_are_composited_over_the_background(tmp_path):
     images = load_insta_dataset(tmp_path, background=bg).images[0].double()
     for (r, c), a in {(0, 0): 1.0, (0, 1): 128 / 255, (1, 0): 0.0, (1, 1): 51 / 255}.items():
         expected = torch.tensor([200.0, 100.0, 0.0]) * a + torch.tensor(bg, dtype=torch.float64) * 255 * (1 - a)
-        assert torch.allclose(images[r, c], expected.round(), atol=0.51)
+        assert torch.allclose(images[r, c], expected, atol=1.0)  # integer compositing: within one level
     assert torch.equal(load_insta_dataset(tmp_path).images[0], torch.from_numpy(rgba[..., :3]))  # no background: as is
-    meta["composited_over"] = [1.0, 1.0, 1.0]  # headfields' key: already composited, so left alone
+    meta["composited_over"] = list(bg)  # headfields' key: already composited over this colour, so left alone
     (tmp_path / "transforms_train.json").write_text(json.dumps(meta))
     assert torch.equal(load_insta_dataset(tmp_path, background=bg).images[0], torch.from_numpy(rgba[..., :3]))
+    # Over another colour: the old colour's share (1 - alpha) swapped for the new one's.
+    white = load_insta_dataset(tmp_path, background=(1.0, 1.0, 1.0)).images[0].double()
+    for (r, c), a in {(0, 0): 1.0, (0, 1): 128 / 255, (1, 0): 0.0, (1, 1): 51 / 255}.items():
+        old = torch.tensor(rgba[r, c, :3], dtype=torch.float64)
+        expected = old + (255 - torch.tensor(bg, dtype=torch.float64) * 255) * (1 - a)
+        assert torch.allclose(white[r, c], expected.clamp(0, 255), atol=1.0)
 
 
 # ---------------------------------------------------------------- the tracked-mesh subject
@@ -133,6 +139,19 @@ def test_rigid_fit_recovers_the_head_motion_despite_an_open_jaw():
     moved[:, :60] += torch.tensor([0.0, -0.03, 0.01], dtype=torch.float64)  # 15% of the vertices move (a jaw)
     fit = rigid_fit(canonical, moved)
     assert torch.allclose(fit[:, :3, :3], rotation, atol=1e-9) and torch.allclose(fit[:, :3, 3], translation, atol=1e-9)
+
+
+def test_neutral_head_moves_with_translation_and_names_a_batch_mismatch():
+    mesh = trimesh.creation.icosphere(subdivisions=1)
+    model = TrackedMeshModel(torch.tensor(mesh.vertices, dtype=torch.float32), torch.tensor(mesh.faces), 4)
+    shift = torch.tensor([[0.1, -0.2, 0.3], [0.0, 0.0, 1.0]])
+    head = model(translation=shift)
+    assert torch.allclose(head.vertices, model.v_template + shift[:, None])
+    assert torch.allclose(head.rest_vertices, model.v_template.expand(2, -1, -1), atol=1e-6)
+    with raises_naming("expression"):
+        model(translation=shift, expression=torch.zeros(3, 4))
+    with raises_naming("regions"):
+        TrackedMeshModel(model.v_template, model.faces, 4, {"lips.v2": torch.tensor([0, 1])})
 
 
 def test_axis_angle_of_rotation_matrices_against_rodrigues():
@@ -203,6 +222,11 @@ def test_region_files_json_and_one_obj_per_region(capture, tmp_path):
     trimesh.Trimesh(vertices[used].numpy(), [[local[int(v)] for v in f] for f in faces[ids]], process=False).export(
         folder / "lips.obj"
     )
+    assert read_region_file(folder, vertices, faces)["lips"].nonzero().flatten().tolist() == ids
+    # Written with 6 decimals, as Blender and MeshLab write OBJs: matched within a tolerance.
+    lines = [f"v {x:.6f} {y:.6f} {z:.6f}" for x, y, z in vertices[used].tolist()]
+    lines += [f"f {' '.join(str(local[int(v)] + 1) for v in f)}" for f in faces[ids]]
+    (folder / "lips.obj").write_text("\n".join(lines) + "\n")
     assert read_region_file(folder, vertices, faces)["lips"].nonzero().flatten().tolist() == ids
     trimesh.Trimesh(vertices[:3].numpy() + 1.0, [[0, 1, 2]], process=False).export(folder / "hair.obj")
     with raises_naming(str(folder / "hair.obj")):

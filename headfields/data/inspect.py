@@ -97,12 +97,16 @@ def _check_frame_counts(report: CaptureReport, splits: dict[str, FrameSet]) -> N
         return
     try:
         frames = json.loads(combined.read_text()).get("frames", [])
-        listed = {os.path.normpath(f["file_path"]) for f in frames if isinstance(f, dict) and isinstance(f.get("file_path"), str)}
+        listed = {
+            os.path.splitext(os.path.normpath(f["file_path"]))[0]  # NeRFace's file_path has no extension
+            for f in frames
+            if isinstance(f, dict) and isinstance(f.get("file_path"), str)
+        }
     except (ValueError, AttributeError) as e:
         report.problems.append(f"{combined}: cannot read its frames ({e})")
         return
     for split, fs in splits.items():
-        missing = [p for p in fs.image_paths if os.path.normpath(p.relative_to(report.root)) not in listed]
+        missing = [p for p in fs.image_paths if os.path.splitext(os.path.normpath(p.relative_to(report.root)))[0] not in listed]
         if missing:
             report.problems.append(
                 f"{combined}: frames: lists {len(listed)} frames, without {len(missing)} of transforms_{split}.json's "

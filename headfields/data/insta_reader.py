@@ -139,7 +139,7 @@ def load_insta_dataset(
     return FrameSet(  # its checks cover the optional fields as for a FrameSet built in memory
         split=split,
         cameras=cameras,
-        images=torch.from_numpy(_composite(np.stack(colors), alphas, None if _composited(meta) else background)),
+        images=torch.from_numpy(_composite(colors, alphas, background, _composited(meta))),
         masks=None if alphas[0] is None else torch.from_numpy(np.stack(alphas) >= ALPHA_THRESHOLD),
         depths=depths,
         segmentation=segmentation,
@@ -213,25 +213,42 @@ def _segmentation(
     return torch.from_numpy(images), labels
 
 
-def _composited(meta: TransformsJson) -> bool:
-    """Whether the transforms say the images are already composited over a colour (headfields' key)."""
+def _composited(meta: TransformsJson) -> tuple[float, float, float] | None:
+    """The colour the transforms say the images are already composited over (headfields' key), if any."""
     if "composited_over" not in meta.data:
-        return False
+        return None
     value = meta.data["composited_over"]
     if not (isinstance(value, list) and len(value) == 3 and all(_is_number(v) and 0 <= v <= 1 for v in value)):
         raise meta.error("composited_over", f"expected an RGB colour [r, g, b] in [0, 1], got {value!r}"[:200])
-    return True
+    return tuple(float(v) for v in value)
 
 
-def _composite(colors: np.ndarray, alphas: tuple, background: tuple[float, float, float] | None) -> np.ndarray:
-    """uint8 ``[N,H,W,3]`` colours over ``background`` by their alpha (as they are without one of the two)."""
+def _composite(
+    colors: tuple[np.ndarray, ...],
+    alphas: tuple,
+    background: tuple[float, float, float] | None,
+    already: tuple[float, float, float] | None,
+) -> np.ndarray:
+    """uint8 ``[N,H,W,3]``: each colour image over ``background`` by its alpha, frame by frame in integers (a
+    capture's stack stays the only large array). Images ``already`` composited over a colour get the new colour
+    in its place where alpha leaves room for it; without alpha or background they are as they are."""
     if background is None or alphas[0] is None:
-        return colors
-    bg = np.asarray(background, dtype=np.float32)
+        return np.stack(colors)
+    bg = np.asarray(background, dtype=np.float64)
     if bg.shape != (3,) or not np.isfinite(bg).all() or (bg < 0).any() or (bg > 1).any():
         raise ValueError(f"background: expected an RGB colour in [0, 1], got {background!r}")
-    a = np.stack(alphas)[..., None].astype(np.float32) / 255.0
-    return np.round(colors * a + bg * 255.0 * (1.0 - a)).astype(np.uint8)
+    if already is not None and np.allclose(bg, already):
+        return np.stack(colors)
+    out = np.empty((len(colors), *colors[0].shape), dtype=np.uint8)
+    for k, (c, a) in enumerate(zip(colors, alphas, strict=True)):
+        a = a[..., None].astype(np.int32)
+        if already is None:  # c a / 255 + bg (255 - a), rounded
+            value = (c.astype(np.int32) * a + np.round(bg * 255).astype(np.int32) * (255 - a) + 127) // 255
+        else:  # c already holds old (255 - a) / 255: swap it for the new colour
+            shift = (bg - np.asarray(already)) * 255
+            value = c.astype(np.int32) + np.round(shift * (255 - a) / 255).astype(np.int32)
+        out[k] = np.clip(value, 0, 255)
+    return out
 
 
 def _images(

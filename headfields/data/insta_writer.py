@@ -83,6 +83,8 @@ def save_insta_dataset(
     insta = layout == "insta"
     if insta:
         _check_insta_layout(first, canonical)
+        if composited_over is not None:
+            raise ValueError("composited_over: layout 'insta' has no such key (INSTA's images are matted, composited on reading)")
     root.mkdir(parents=True, exist_ok=True)
 
     count, every = 0, []

@@ -29,6 +29,7 @@ __all__ = ["CANONICAL_MESH", "REGION_FILES", "load_tracked_mesh_model", "read_re
 
 CANONICAL_MESH = "canonical.obj"  # INSTA's transforms script copies the tracker's neutral mesh here
 REGION_FILES = ("regions.json", "mesh_masks")  # looked for in the capture's folder, in this order
+REGION_MATCH_TOLERANCE = 1e-5  # a region OBJ's vertex may lie this share of the mesh's size from its canonical vertex
 VOTE_FRAMES = 32  # training frames, spread over the sequence, whose segmentation votes for the faces' regions
 
 
@@ -116,10 +117,18 @@ def _no_regions(path: Path) -> dict:
 
 
 def _obj_region(path: Path, vertices: Tensor, faces: Tensor) -> Bool[Tensor, " F"]:
-    """The faces of ``faces`` that the OBJ ``path`` holds, each found by its three vertices' positions."""
+    """The faces of ``faces`` that the OBJ ``path`` holds, each found by its three vertices' positions (the nearest
+    canonical vertex, within :data:`REGION_MATCH_TOLERANCE` of the mesh's size: OBJ writers round to 6 decimals)."""
     v, f = _io.read_obj(path)
-    position = {tuple(p): i for i, p in enumerate(np.round(vertices.numpy(), 6).tolist())}
-    ids = [position.get(tuple(p), -1) for p in np.round(v, 6).tolist()]
+    points = torch.from_numpy(v).double()
+    nearest = torch.cat([torch.cdist(chunk, vertices.double()).min(dim=1).indices for chunk in points.split(4096)])
+    size = float((vertices.amax(0) - vertices.amin(0)).norm())
+    error = float((vertices.double()[nearest] - points).norm(dim=1).max())
+    if error > REGION_MATCH_TOLERANCE * size:
+        raise ValueError(
+            f"{path}: a vertex lies {error:.3g} from every canonical mesh vertex (expected the canonical mesh's positions)"
+        )
+    ids = nearest.tolist()
     by_corners = {tuple(sorted(c)): i for i, c in enumerate(faces.tolist())}
     mask = torch.zeros(len(faces), dtype=torch.bool)
     for row, corners in enumerate(f.tolist()):
@@ -135,6 +144,7 @@ def regions_from_segmentation(frames: FrameSet, max_frames: int = VOTE_FRAMES) -
     in the frames where that centre is the first thing the camera's ray to it hits."""
     if frames.segmentation is None or frames.mesh_vertices is None:
         raise ValueError(f"frames: expected segmentation and tracked meshes in the {frames.split} split")
+    frames = frames.to("cpu")  # a vote of at most max_frames frames, once
     pick = torch.linspace(0, len(frames) - 1, min(len(frames), max_frames)).round().long().unique()
     sub = frames.select(pick)
     faces, k = sub.mesh_faces, len(pick)

@@ -63,6 +63,8 @@ class TrackedMeshModel(nn.Module):
         self.register_buffer("uv_faces", uv_faces.long())
         self.region_names = tuple(sorted(regions or {}))
         for name in self.region_names:
+            if not isinstance(name, str) or not name.isidentifier():
+                raise ValueError(f"regions: expected region names that are identifiers (letters, digits, _), got {name!r}")
             check_int(f"regions[{name!r}]", regions[name], [None], upper=canonical_vertices.shape[0])
             self.register_buffer(f"region_{name}", regions[name].long())
 
@@ -94,14 +96,18 @@ class TrackedMeshModel(nn.Module):
         """The neutral canonical mesh for B frames (one without arguments), moved by ``translation``; an
         ``expression`` is carried on the head (a mesh has no blend shapes to apply it)."""
         device, b = self.v_template.device, 1
-        for name, x in (("translation", translation), ("expression", expression)):
-            if x is not None:
-                check_float(name, x, [None, 3 if name == "translation" else self.num_expression], device=device)
-                b = x.shape[0]
+        if translation is not None:
+            check_float("translation", translation, [None, 3], device=device)
+            b = translation.shape[0]
+        if expression is not None:
+            check_float("expression", expression, [b if translation is not None else None, self.num_expression], device=device)
+            b = expression.shape[0]
         transforms = torch.eye(4, device=device).repeat(b, self.num_joints, 1, 1)
+        vertices = self.v_template.expand(b, -1, -1)
         if translation is not None:
             transforms[:, :, :3, 3] = translation[:, None]
-        return self._head(self.v_template.expand(b, -1, -1), transforms, expression)
+            vertices = vertices + translation[:, None]
+        return self._head(vertices, transforms, expression)
 
     def track(self, vertices: Float[Tensor, "B V 3"], expression: Float[Tensor, "B E"] | None = None) -> Head:
         """The head of B frames whose posed vertices are the tracked meshes ``vertices``; its joints' transform is
@@ -203,7 +209,7 @@ def rotation_to_axis_angle(rotation: Float[Tensor, "B 3 3"]) -> Float[Tensor, "B
         ],
         dim=1,
     )  # row k: 4 q_k q
-    q = rows[torch.arange(len(r)), k] / (2 * big)
+    q = rows[torch.arange(len(r), device=r.device), k] / (2 * big)
     q = q * torch.where(q[:, :1] < 0, -1.0, 1.0)  # w >= 0: angle in [0, pi]
     vector = q[:, 1:]
     sin_half = vector.norm(dim=-1, keepdim=True)
@@ -219,8 +225,10 @@ def cylindrical_uvs(vertices: Float[Tensor, "V 3"], faces: Int[Tensor, "F 3"]) -
     centre = (vertices.amin(0) + vertices.amax(0)) / 2
     p = vertices - centre
     u = (torch.atan2(p[:, 0], p[:, 2]) / (2 * math.pi) + 0.5)[faces]  # [F, 3], the front at u = 0.5
-    across = (u.amax(1, keepdim=True) - u.amin(1, keepdim=True)) > 0.5  # the face straddles the back seam
-    u = torch.where(across & (u < 0.5), u + 1.0, u)
+    shifted = torch.where(u < 0.5, u + 1.0, u)
+    span = lambda x: x.amax(1, keepdim=True) - x.amin(1, keepdim=True)  # noqa: E731
+    across = (span(u) > 0.5) & (span(shifted) < 0.5)  # straddles the back seam (not a face around the axis)
+    u = torch.where(across, shifted, u)
     u = u / u.amax().clamp_min(1.0)
     height = vertices[:, 1].amax() - vertices[:, 1].amin()
     v = ((vertices[:, 1] - vertices[:, 1].amin()) / height.clamp_min(1e-12))[faces]
