@@ -244,12 +244,15 @@ def test_imavatar_without_masks(imavatar):
     assert load_imavatar_dataset(folder).masks is None
 
 
-def _edit(folder: Path, change) -> Path:
-    path = folder / "flame_params.json"
+def _edit_json(path: Path, change) -> Path:
     meta = json.loads(path.read_text())
     change(meta)
     path.write_text(json.dumps(meta))
     return path
+
+
+def _edit(folder: Path, change) -> Path:
+    return _edit_json(folder / "flame_params.json", change)
 
 
 IMAVATAR_BAD = {
@@ -506,11 +509,7 @@ def test_vhap_static_offsets_refused_unless_ignored(tmp_path):
 
 
 def _edit_frames(root: Path, split: str, change) -> Path:
-    path = root / f"transforms_{split}.json"
-    meta = json.loads(path.read_text())
-    change(meta)
-    path.write_text(json.dumps(meta))
-    return path
+    return _edit_json(root / f"transforms_{split}.json", change)
 
 
 VHAP_BAD = {

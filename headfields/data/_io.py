@@ -4,6 +4,7 @@ Every reader raises FileNotFoundError naming a missing file and ValueError namin
 
 from __future__ import annotations
 
+import os
 import zipfile
 from pathlib import Path
 
@@ -17,6 +18,16 @@ def require_file(path: Path, what: str = "file") -> Path:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: {what} not found")
     return path
+
+
+def require_folder(root: object) -> Path:
+    """``root`` as the Path of an existing capture folder (a TypeError for what is not a path)."""
+    if not isinstance(root, str | os.PathLike):
+        raise TypeError(f"root: expected a capture folder path, got {type(root).__name__}")
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: capture folder not found")
+    return root
 
 
 def _open(path: Path) -> Image.Image:

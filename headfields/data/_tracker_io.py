@@ -1,44 +1,18 @@
-"""What the readers of other trackers' captures share (``imavatar_reader.py``, ``vhap_reader.py``): folder,
-split and path checks, images and masks, JSON number arrays, rigid matrices."""
+"""What the readers of other trackers' captures share (``imavatar_reader.py``, ``vhap_reader.py``): image and
+mask files, JSON number arrays, rigid inverses."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
-from ..renderers.cameras import check_rigid
 from . import _io
 from ._transforms_json import TransformsJson
-from .frames import SPLITS
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 MASK_THRESHOLD = 127.5  # IMavatar rend_util.load_mask: alpha > 127.5 (the same as INSTA's alpha >= 128)
-
-
-def check_split(split: str) -> None:
-    if split not in SPLITS:
-        raise ValueError(f"split: expected one of {', '.join(SPLITS)}, got {split!r}")
-
-
-def folder(root: str | os.PathLike) -> Path:
-    if not isinstance(root, str | os.PathLike):
-        raise TypeError(f"root: expected a capture folder path, got {type(root).__name__}")
-    root = Path(root)
-    if not root.is_dir():
-        raise FileNotFoundError(f"{root}: capture folder not found")
-    return root
-
-
-def inside(meta: TransformsJson, key: str, relative: str) -> Path:
-    """The file ``relative`` names in the capture folder, which it must not leave (``..``, absolute paths)."""
-    path = meta.root / relative
-    if not path.resolve().is_relative_to(meta.root.resolve()):
-        raise meta.error(key, f"expected a path inside the capture folder {meta.root}, got {relative!r}")
-    return path
 
 
 def image_path(meta: TransformsJson, i: int, frame: dict[str, Any]) -> Path:
@@ -48,14 +22,14 @@ def image_path(meta: TransformsJson, i: int, frame: dict[str, Any]) -> Path:
         raise meta.error(f"frames[{i}]", "missing key 'file_path'")
     relative = meta.text(f"frames[{i}].file_path", frame["file_path"])
     relative = relative if Path(relative).suffix.lower() in IMAGE_SUFFIXES else relative + ".png"
-    path = inside(meta, f"frames[{i}].file_path", relative)
+    path = meta.file(f"frames[{i}].file_path", relative)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: image not found (frames[{i}].file_path of {meta.path})")
     return path
 
 
 def image_file(meta: TransformsJson, i: int, frame: dict[str, Any], key: str, what: str) -> Path:
-    path = inside(meta, f"frames[{i}].{key}", meta.text(f"frames[{i}].{key}", frame[key]))
+    path = meta.file(f"frames[{i}].{key}", frame[key])
     return _io.require_file(path, f"{what} (frames[{i}].{key} of {meta.path})")
 
 
@@ -86,13 +60,6 @@ def number_array(meta: TransformsJson, key: str, value: Any, shape: tuple[int | 
     if not np.isfinite(a).all():
         raise meta.error(key, "expected finite numbers, got NaN or Inf")
     return a
-
-
-def check_rigid_matrix(meta: TransformsJson, key: str, m: np.ndarray) -> None:
-    try:
-        check_rigid(key, torch.from_numpy(m)[None])
-    except ValueError as e:
-        raise meta.error(key, str(e).removeprefix(f"{key}: ").replace("matrix 0 is", "it is")) from e
 
 
 def rigid_inverse(m: np.ndarray) -> np.ndarray:

@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
-from ..renderers.cameras import focal_from_fov
+from ..renderers.cameras import check_rigid, focal_from_fov
 from .frames import MODEL_TYPES, SPLITS
 
 IMAGE_SUFFIXES = (".png", ".jpg")  # tried in order for a file_path without extension (NeRFace)
@@ -68,8 +69,15 @@ class TransformsJson:
         path = self.root / self.text(key, value)
         if not self.allow_outside_root and not path.resolve().is_relative_to(self.root.resolve()):
             raise self.error(key, f"expected a path inside the dataset folder {self.root}, got {value!r} "
-                             "(load_insta_dataset(..., allow_outside_root=True) reads it)")  # fmt: skip
+                             "(the loader's allow_outside_root=True reads it)")  # fmt: skip
         return path
+
+    def rigid(self, key: str, matrix: np.ndarray) -> None:
+        """A 4 x 4 ``matrix`` that must be rigid (``check_rigid``), or an error naming ``key``."""
+        try:
+            check_rigid(key, torch.from_numpy(np.asarray(matrix))[None])
+        except ValueError as e:
+            raise self.error(key, str(e).removeprefix(f"{key}: ").replace("matrix 0 is", "it is")) from e
 
 
 def _kind(value: Any) -> str:

@@ -23,6 +23,11 @@ BACKGROUND_LABEL = 0  # the segmentation label of pixels that show no subject
 PARAM_KEYS = ("shape", "expression", "pose", "translation")
 
 
+def check_split(split: str) -> None:
+    if split not in SPLITS:
+        raise ValueError(f"split: expected one of {', '.join(SPLITS)}, got {split!r}")
+
+
 @dataclass
 class TrackedParams:
     """Tracked parametric-model parameters of N frames (one identity), in headfields' pose convention."""

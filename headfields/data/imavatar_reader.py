@@ -43,9 +43,9 @@ import torch
 
 from ..renderers.cameras import PinholeCameras
 from . import _io
-from ._tracker_io import check_rigid_matrix, check_split, folder, image_path, number_array, read_mask, rigid_inverse
+from ._tracker_io import image_path, number_array, read_mask, rigid_inverse
 from ._transforms_json import TransformsJson
-from .frames import FrameSet, TrackedParams
+from .frames import FrameSet, TrackedParams, check_split
 
 IMAVATAR_JSON = "flame_params.json"
 IMAVATAR_FLAME_SCALE = 4.0  # IMavatar code/flame/FLAME.py: factor = 4 (FLAME scaled to fit the unit sphere)
@@ -63,7 +63,7 @@ def load_imavatar_dataset(
     >>> test = load_imavatar_dataset("subject1/subject1/MVI_1812", "test")
     """
     check_split(split)
-    root = folder(root)
+    root = _io.require_folder(root)
     if sequences is None:
         if not (root / json_name).is_file():
             found = imavatar_sequences(root, json_name)
@@ -145,7 +145,7 @@ def _imavatar_sequence(path: Path) -> dict[str, Any]:
         if len(m) not in (3, 4):
             raise meta.error(f"frames[{i}].world_mat", f"expected a 3x4 or 4x4 matrix of numbers, got {len(m)}x4")
         m = np.concatenate([m, [[0.0, 0.0, 0.0, 1.0]]]) if len(m) == 3 else m
-        check_rigid_matrix(meta, f"frames[{i}].world_mat", m)
+        meta.rigid(f"frames[{i}].world_mat", m)
         out["world_mat"].append(m)
         out["expression"].append(number_array(meta, f"frames[{i}].expression", frame["expression"], (None,), "a list of numbers"))
         if len(out["expression"][-1]) != len(out["expression"][0]):

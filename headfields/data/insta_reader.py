@@ -41,7 +41,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..renderers.cameras import PinholeCameras, check_rigid
+from ..renderers.cameras import PinholeCameras
 from . import _io
 from ._transforms_json import (
     TransformsJson,
@@ -54,7 +54,7 @@ from ._transforms_json import (
     segmentation_labels,
     split_frames,
 )
-from .frames import BACKGROUND_LABEL, PARAM_KEYS, SPLITS, FrameSet, TrackedParams
+from .frames import BACKGROUND_LABEL, PARAM_KEYS, FrameSet, TrackedParams, check_split
 from .labels import LABEL_PRESETS, detect_label_preset
 
 CAMERA_CONVENTIONS = ("opencv", "opengl")
@@ -84,13 +84,8 @@ def load_insta_dataset(
     Tensors come back on the CPU (``FrameSet.to`` moves them): images uint8, masks from an RGBA image's
     alpha, depths in metres (float32), camera_to_world float32 in OpenCV axes.
     """
-    if split not in SPLITS:
-        raise ValueError(f"split: expected one of {', '.join(SPLITS)}, got {split!r}")
-    if not isinstance(root, str | os.PathLike):
-        raise TypeError(f"root: expected a dataset folder path, got {type(root).__name__}")
-    root = Path(root)
-    if not root.is_dir():
-        raise FileNotFoundError(f"{root}: dataset folder not found")
+    check_split(split)
+    root = _io.require_folder(root)
     path, combined = root / f"transforms_{split}.json", False
     if not path.is_file():
         if not (root / "transforms.json").is_file():
@@ -120,10 +115,7 @@ def load_insta_dataset(
     if convention == "opengl":
         matrices = matrices @ _GL_TO_CV.double()
     for i, m in zip(index, matrices, strict=True):
-        try:
-            check_rigid("transform_matrix", m[None])
-        except ValueError as e:
-            raise meta.error(f"frames[{i}].transform_matrix", str(e).removeprefix("transform_matrix: ")) from e
+        meta.rigid(f"frames[{i}].transform_matrix", m.numpy())
     cameras = PinholeCameras(fx, fy, cx, cy, w, h, matrices.float())
 
     labels = _labels(meta, segmentation_labels)
@@ -139,7 +131,7 @@ def load_insta_dataset(
     return FrameSet(  # its checks cover the optional fields as for a FrameSet built in memory
         split=split,
         cameras=cameras,
-        images=torch.from_numpy(_composite(colors, alphas, background, _composited(meta))),
+        images=torch.from_numpy(composite_images(colors, alphas, background, _composited(meta))),
         masks=None if alphas[0] is None else torch.from_numpy(np.stack(alphas) >= ALPHA_THRESHOLD),
         depths=depths,
         segmentation=segmentation,
@@ -223,11 +215,11 @@ def _composited(meta: TransformsJson) -> tuple[float, float, float] | None:
     return tuple(float(v) for v in value)
 
 
-def _composite(
+def composite_images(
     colors: tuple[np.ndarray, ...],
     alphas: tuple,
     background: tuple[float, float, float] | None,
-    already: tuple[float, float, float] | None,
+    already: tuple[float, float, float] | None = None,
 ) -> np.ndarray:
     """uint8 ``[N,H,W,3]``: each colour image over ``background`` by its alpha, frame by frame in integers (a
     capture's stack stays the only large array). Images ``already`` composited over a colour get the new colour

@@ -8,12 +8,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 
 from ..parametric import load_model
 from ..parametric.tracked_meshes import SubjectModel
 from .frames import SPLITS, FrameSet
-from .insta_reader import load_insta_dataset
+from .insta_reader import composite_images, load_insta_dataset
 from .tracked_meshes import load_tracked_mesh_model
 from .trackers import detect_capture_format, load_vhap_dataset
 
@@ -95,5 +96,7 @@ def _over_background(frames: FrameSet, background: tuple[float, float, float]) -
     """The frames with every pixel outside their masks set to ``background`` (captures whose images are not matted)."""
     if frames.masks is None:
         return frames
-    colour = (torch.tensor(background) * 255).round().to(torch.uint8)
-    return dataclasses.replace(frames, images=torch.where(frames.masks[..., None], frames.images, colour))
+    alphas = tuple(frames.masks.numpy().astype(np.uint8) * 255)  # a mask as a binary alpha
+    return dataclasses.replace(
+        frames, images=torch.from_numpy(composite_images(tuple(frames.images.numpy()), alphas, background))
+    )

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from ._tracker_io import folder
+from . import _io
 from ._transforms_json import TransformsJson
 from .frames import SPLITS, FrameSet
 from .imavatar_reader import IMAVATAR_JSON, imavatar_sequences, load_imavatar_dataset
@@ -31,7 +31,7 @@ def detect_capture_format(root: str | os.PathLike) -> str:
     >>> detect_capture_format("captures/subject1/MVI_1810")
     'imavatar'
     """
-    root = folder(root)
+    root = _io.require_folder(root)
     names = [f"transforms_{s}.json" for s in SPLITS] + ["transforms.json"]
     files = [root / n for n in names if (root / n).is_file()]
     if files:

@@ -36,9 +36,9 @@ import torch
 
 from ..renderers.cameras import PinholeCameras, focal_from_fov
 from . import _io
-from ._tracker_io import check_rigid_matrix, check_split, folder, image_file, image_path, inside, read_mask
+from ._tracker_io import image_file, image_path, read_mask
 from ._transforms_json import TransformsJson, camera_matrix, optional_key
-from .frames import FrameSet, TrackedParams
+from .frames import FrameSet, TrackedParams, check_split
 
 OFFSET_MODES = ("error", "ignore")
 VHAP_KEYS = {"translation": 3, "rotation": 3, "neck_pose": 3, "jaw_pose": 3, "eyes_pose": 6, "expr": None}
@@ -55,7 +55,7 @@ def load_vhap_dataset(root: str | os.PathLike, split: str = "train", offsets: st
     check_split(split)
     if offsets not in OFFSET_MODES:
         raise ValueError(f"offsets: expected one of {', '.join(OFFSET_MODES)}, got {offsets!r}")
-    root = folder(root)
+    root = _io.require_folder(root)
     meta = TransformsJson(_io.require_file(root / f"transforms_{split}.json", "transforms file"))
     if not meta.frames:
         raise meta.error("frames", f"the {split!r} split has no frames (VHAP writes an empty 'val' split for one camera)")
@@ -87,7 +87,7 @@ def load_vhap_dataset(root: str | os.PathLike, split: str = "train", offsets: st
 
     matrices = np.stack([camera_matrix(meta, i, f) @ _GL_TO_CV for i, f in enumerate(frames)])
     for i, m in enumerate(matrices):
-        check_rigid_matrix(meta, f"frames[{i}].transform_matrix", m)
+        meta.rigid(f"frames[{i}].transform_matrix", m)
     cameras = PinholeCameras(fx, fy, cx, h - cy, w, h, torch.from_numpy(matrices).float())
 
     cache: dict[Path, dict[str, np.ndarray]] = {}
@@ -152,7 +152,7 @@ def _vhap_params(meta: TransformsJson, i: int, frame: dict[str, Any], cache: dic
     if "flame_param_path" not in frame:
         raise meta.error(f"frames[{i}]", "missing key 'flame_param_path'")
     path = _io.require_file(
-        inside(meta, f"frames[{i}].flame_param_path", meta.text(f"frames[{i}].flame_param_path", frame["flame_param_path"])),
+        meta.file(f"frames[{i}].flame_param_path", frame["flame_param_path"]),
         f"FLAME parameter file (frames[{i}].flame_param_path)",
     )
     if path not in cache:

@@ -74,9 +74,10 @@ def _as_insta(fs: FrameSet, mix: Tensor | None, faces: Tensor) -> FrameSet:
     subject (the anti-aliased rim too, so compositing over the background gives the image back), tracked meshes
     (re-meshed by ``mix``), expressions, no parameters or model."""
     background = (fs.images == 255).all(dim=-1)
-    vertices = fs.mesh_vertices if mix is None else (mix @ fs.mesh_vertices.double().transpose(0, 1).reshape(mix.shape[1], -1))
-    if mix is not None:
-        vertices = vertices.reshape(mix.shape[0], len(fs), 3).transpose(0, 1).float()
+    vertices = fs.mesh_vertices
+    if mix is not None:  # [V, N * 3] through the sparse map, back to [N, U, 3]
+        stacked = fs.mesh_vertices.double().transpose(0, 1).reshape(mix.shape[1], -1)
+        vertices = (mix @ stacked).reshape(mix.shape[0], len(fs), 3).transpose(0, 1).float()
     return dataclasses.replace(
         fs,
         masks=fs.masks | ~background,
