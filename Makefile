@@ -7,6 +7,9 @@
 PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
+# The installed torch, pinned while the extras install: lpips needs torchvision, whose newest release would
+# otherwise replace torch (and pull CUDA packages) instead of matching it.
+TORCH_PIN := build/torch-pin.txt
 IN_ENV := $(shell $(PYTHON) -c "import os, sys; print(int(sys.prefix != sys.base_prefix or os.path.isdir(os.path.join(sys.prefix, 'conda-meta'))))")
 ifeq ($(IN_ENV),1)
 PY := $(shell $(PYTHON) -c "import sys; print(sys.executable)")
@@ -26,7 +29,8 @@ ifneq ($(IN_ENV),1)
 		|| (rm -rf $(VENV); echo "could not create $(VENV): on Debian/Ubuntu, apt-get install python3-venv"; exit 1)
 endif
 	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install "$(TORCH_SPEC)"
-	$(PY) -m pip install --quiet $(NO_ISOLATION) -e ".[dev]"
+	@mkdir -p build && $(PY) -c "import torch; print('torch==' + torch.__version__)" > $(TORCH_PIN)
+	$(PY) -m pip install --quiet $(NO_ISOLATION) -e ".[dev]" -c $(TORCH_PIN)
 
 demo: setup
 	$(PY) examples/insta.py --out outputs/insta --max-minutes 15
@@ -37,5 +41,5 @@ test: setup
 	$(PY) -m pytest -q
 
 bench: setup
-	$(PY) -m pip install --quiet $(NO_ISOLATION) -e ".[bench]"
+	$(PY) -m pip install --quiet $(NO_ISOLATION) -e ".[bench]" -c $(TORCH_PIN)
 	$(PY) benchmarks/mesh_queries.py

@@ -64,7 +64,7 @@ from headfields.encoders import (
 from headfields.encoders.mesh_anchored import MONOAVATAR_POSITION_FREQUENCIES
 from headfields.heads import tracked_head
 from headfields.kernels import num_cpu_threads
-from headfields.models import monoavatar, mononphm
+from headfields.models import insta, monoavatar, mononphm, portrait360
 from headfields.models.insta import Insta, InstaConfig
 from headfields.models.mixes import MIXES
 from headfields.models.monoavatar import MonoAvatar, MonoAvatarConfig
@@ -103,14 +103,14 @@ class Entry:
 
 
 NO_CORRECTION = monoavatar.cpu_config(error_correction=None)
-# The paper models as their benchmarks build them on the FLAME video (batch sizes from those benchmarks).
+# The paper models' CPU recipes (cpu_config) on the FLAME video, batch sizes from their benchmarks.
 PAPERS = [
-    Entry("INSTA", "INSTA", "paper", lambda p, f: Insta(p, f.segmentation_labels, InstaConfig()), 2048, None),
+    Entry("INSTA", "INSTA", "paper", lambda p, f: Insta(p, f.segmentation_labels, insta.cpu_config()), 2048, None),
     # The synthetic video's tracking is exact: the error correction would have nothing to correct.
     Entry("MonoAvatar", "MonoAvatar", "paper", lambda p, f: MonoAvatar(p, len(f), NO_CORRECTION), 1024, 4),
     Entry("MonoNPHM", "MonoNPHM", "paper", lambda p, f: MonoNphm(p, len(f), mononphm.cpu_config()), 512, 4),
     # On the frontal FLAME video (no torso: static_regions skips it; no side or back views to balance).
-    Entry("Portrait360", "Portrait360", "paper", lambda p, f: Portrait360(p, Portrait360Config()), 2048, None),
+    Entry("Portrait360", "Portrait360", "paper", lambda p, f: Portrait360(p, portrait360.cpu_config()), 2048, None),
 ]
 
 

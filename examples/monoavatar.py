@@ -11,10 +11,11 @@ under ``out/renders/`` and a checkpoint; run again with the same ``--out`` to re
 
 from __future__ import annotations
 
-from headfields.cli import rounded, training_config, training_parser
+from headfields.cli import add_recipe_flag, recipe_config, rounded, training_config, training_parser
 from headfields.data import load_subject
 from headfields.distributed import destroy_distributed, init_distributed
-from headfields.models.monoavatar import MonoAvatar, MonoAvatarConfig, cpu_config
+from headfields.models import monoavatar
+from headfields.models.monoavatar import MonoAvatar
 from headfields.parametric import ParametricModel, add_mouth_interior
 from headfields.training import seed_everything, train
 
@@ -22,11 +23,7 @@ from headfields.training import seed_everything, train
 def main() -> None:
     parser = training_parser(__doc__.split("\n")[0], "outputs/monoavatar", minutes=15.0, rays=1024)  # MonoAvatar: 1024
     parser.add_argument("--features", default="displacement", choices=("displacement", "code", "static"))
-    parser.add_argument(
-        "--paper-sizes",
-        action="store_true",
-        help="the paper's sizes (256 px UV maps, 64 + 64 samples, correction after 5k steps), not the CPU-sized defaults",
-    )
+    add_recipe_flag(parser)
     parser.add_argument("--frames-per-batch", type=int, default=4, help="frames the rays of a batch come from")
     args = parser.parse_args()
 
@@ -43,7 +40,7 @@ def main() -> None:
                 "(its meshes fix the topology); track with parameters, or use such a model"
             )
         parametric = add_mouth_interior(parametric)
-    config = MonoAvatarConfig(features=args.features) if args.paper_sizes else cpu_config(features=args.features)
+    config = recipe_config(args, monoavatar, features=args.features)
     seed_everything(args.seed)  # the initial weights
     model = MonoAvatar(parametric, len(train_frames), config).to(device)
     training = training_config(args, frames_per_batch=args.frames_per_batch, eval_every=500)

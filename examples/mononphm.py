@@ -2,7 +2,7 @@
 held-out frames with the networks frozen and extract the head's mesh at one of them.
 
     python examples/mononphm.py --out outputs/mononphm --max-minutes 20
-    python examples/mononphm.py --data /path/to/subject --model /path/to/FLAME2020 --device cuda --paper-sizes
+    python examples/mononphm.py --data /path/to/subject --model /path/to/FLAME2020 --device cuda   # the paper's recipe on CUDA
 
 Writes ``out/metrics.json`` (held-out psnr, ssim, train_seconds, iterations), renders (truth | render | error)
 under ``out/renders/``, a checkpoint (run again with the same ``--out`` to resume), ``out/tracking.json``
@@ -16,18 +16,19 @@ import json
 
 import torch
 
-from headfields.cli import rounded, training_config, training_parser
+from headfields.cli import add_recipe_flag, recipe_config, rounded, training_config, training_parser
 from headfields.data import load_subject, write_obj
 from headfields.distributed import destroy_distributed, init_distributed, rank
 from headfields.heads import tracked_head
-from headfields.models.mononphm import MonoNphm, MonoNphmConfig, cpu_config
+from headfields.models import mononphm
+from headfields.models.mononphm import MonoNphm
 from headfields.models.mononphm_tracking import TrackingConfig, frame_error, track_frame
 from headfields.training import comparison, render_image, save_png, seed_everything, train
 
 
 def main() -> None:
     parser = training_parser(__doc__.split("\n")[0], "outputs/mononphm", minutes=20.0, rays=512)
-    parser.add_argument("--paper-sizes", action="store_true", help="the paper's sizes instead of the CPU-sized defaults")
+    add_recipe_flag(parser)
     parser.add_argument("--frames-per-batch", type=int, default=4, help="frames the rays of a batch come from")
     parser.add_argument("--track", type=int, default=3, help="held-out frames to track after training")
     parser.add_argument("--track-steps", type=int, default=60)
@@ -38,7 +39,7 @@ def main() -> None:
     subject = load_subject(args.data, args.model, args.eval_split, device=device, regions=args.regions)
     print(*subject.notes, sep="\n")  # what a capture without model files was read as
     train_frames, eval_frames, parametric = subject.train, subject.eval, subject.parametric
-    config = MonoNphmConfig() if args.paper_sizes else cpu_config()
+    config = recipe_config(args, mononphm)
     seed_everything(args.seed)  # the initial weights
     model = MonoNphm(parametric, len(train_frames), config).to(device)
     training = training_config(args, frames_per_batch=args.frames_per_batch, eval_every=500)

@@ -12,10 +12,11 @@ under ``out/renders/`` and a checkpoint; run again with the same ``--out`` to re
 
 from __future__ import annotations
 
-from headfields.cli import rounded, training_config, training_parser
+from headfields.cli import add_recipe_flag, recipe_config, rounded, training_config, training_parser
 from headfields.data import SyntheticVideoConfig, load_subject
 from headfields.distributed import destroy_distributed, init_distributed
-from headfields.models.portrait360 import Portrait360, Portrait360Config
+from headfields.models import portrait360
+from headfields.models.portrait360 import Portrait360
 from headfields.training import seed_everything, train
 
 
@@ -25,6 +26,7 @@ def main() -> None:
     )
     parser.add_argument("--blend", default="deformation", choices=("deformation", "colour"))
     parser.add_argument("--uniform-views", action="store_true", help="draw rays uniformly over frames, not per view bin")
+    add_recipe_flag(parser)
     args = parser.parse_args()
 
     device = init_distributed(args.device)  # under torchrun: this rank's device, in the process group
@@ -33,7 +35,7 @@ def main() -> None:
     )
     train_frames, eval_frames, parametric = subject.train, subject.eval, subject.parametric
     seed_everything(args.seed)  # the initial weights
-    model = Portrait360(parametric, Portrait360Config(blend=args.blend)).to(device)
+    model = Portrait360(parametric, recipe_config(args, portrait360, blend=args.blend)).to(device)
     training = training_config(args, balance_views=not args.uniform_views, eval_every=1000)
     metrics = train(model, train_frames, eval_frames, args.out, training, device=device)
     print(rounded(metrics))

@@ -7,13 +7,14 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 import torch
 
 from .checks import check_count, check_positive
 from .training import TrainingConfig
 
-__all__ = ["rounded", "run_example", "training_config", "training_parser"]
+__all__ = ["RECIPES", "add_recipe_flag", "recipe_config", "rounded", "run_example", "training_config", "training_parser"]
 
 
 def training_parser(
@@ -42,6 +43,29 @@ def training_parser(
     parser.add_argument("--eval-split", default="test", choices=("val", "test"))
     parser.add_argument("--seed", type=int, default=0, help="seeds the initial weights and the sampling")
     return parser
+
+
+RECIPES = ("paper", "cpu")  # every paper model's module has paper_config() and cpu_config()
+
+
+def add_recipe_flag(parser: argparse.ArgumentParser) -> None:
+    """``--recipe paper|cpu``: the paper's sizes and schedules, or those a CPU run affords (default: the paper's
+    on CUDA, the CPU's on a CPU)."""
+    parser.add_argument(
+        "--recipe", choices=RECIPES, default=None,
+        help="'paper': the paper's sizes and schedules; 'cpu': the sizes a CPU run of minutes affords "
+        "(default: paper on CUDA, cpu on a CPU)",
+    )  # fmt: skip
+
+
+def recipe_config(args: argparse.Namespace, module: ModuleType, **overrides):
+    """The model configuration of ``args.recipe`` (see :func:`add_recipe_flag`) from ``module``'s
+    ``paper_config`` / ``cpu_config``, with ``overrides``; prints which recipe it is."""
+    name = args.recipe or ("paper" if torch.device(args.device).type == "cuda" else "cpu")
+    if name not in RECIPES:
+        raise ValueError(f"recipe: expected one of {RECIPES}, got {name!r}")
+    print(f"recipe: {name} ({module.__name__}.{name}_config)")
+    return getattr(module, f"{name}_config")(**overrides)
 
 
 def training_config(args: argparse.Namespace, **fields) -> TrainingConfig:

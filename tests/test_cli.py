@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from headfields.cli import rounded, training_config, training_parser
+from headfields.cli import add_recipe_flag, recipe_config, rounded, training_config, training_parser
+from headfields.models import insta, monoavatar, mononphm, portrait360
 from headfields.training import TrainingConfig
 
 EXAMPLES = Path(__file__).parents[1] / "examples"
@@ -47,3 +48,23 @@ def test_every_training_example_prints_its_help(name):
     assert run.returncode == 0, run.stderr
     for flag in ("--data", "--model", "--out", "--max-minutes", "--iterations", "--rays", "--device", "--eval-split"):
         assert flag in run.stdout, (name, flag)
+
+
+@pytest.mark.parametrize("module", [insta, monoavatar, mononphm, portrait360], ids=lambda m: m.__name__)
+def test_recipe_flag_picks_the_paper_on_cuda_and_the_cpu_recipe_on_a_cpu(module):
+    parser = training_parser("demo", "out", minutes=1.0, rays=8)
+    add_recipe_flag(parser)
+    paper, cpu = module.paper_config(), module.cpu_config()
+    assert paper != cpu  # two recipes, not one
+    assert recipe_config(parser.parse_args(["--device", "cpu"]), module) == cpu
+    assert recipe_config(parser.parse_args(["--device", "cuda"]), module) == paper  # builds no tensor: no GPU needed
+    assert recipe_config(parser.parse_args(["--device", "cpu", "--recipe", "paper"]), module) == paper
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--recipe", "gpu"])
+
+
+@pytest.mark.parametrize("name", PAPER_EXAMPLES)
+def test_paper_examples_offer_the_recipe_flag(name):
+    run = subprocess.run([sys.executable, str(EXAMPLES / f"{name}.py"), "--help"], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert "--recipe {paper,cpu}" in run.stdout

@@ -30,7 +30,7 @@ from ..renderers import NeusSampler
 from ..training import OptimizerConfig, RayBatch, StepOutput
 from .neus_model import NeusConfig, NeusModel
 
-__all__ = ["MonoNphm", "MonoNphmConfig", "cpu_config"]
+__all__ = ["MonoNphm", "MonoNphmConfig", "cpu_config", "paper_config"]
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,7 @@ class MonoNphmConfig(NeusConfig):
     sampler: NeusSampler = NeusSampler(coarse=32, rounds=1, per_round=32, padding=0.04)
     correspondence_weight: float = 1.0  # in the normalised units (see the departures)
     correspondence_vertices: int = 512  # tracked vertices per step
-    optimization: OptimizerConfig = OptimizerConfig(5e-4, 5e-5, 100_000, ema_decay=0.95)  # exponential decay
+    optimization: OptimizerConfig = OptimizerConfig(5e-4, 5e-5, 100_000)  # exponential decay; no EMA (none in MonoNPHM)
 
     WEIGHTS = (*NeusConfig.WEIGHTS, "correspondence_weight")
 
@@ -82,9 +82,14 @@ def cpu_config(**overrides) -> MonoNphmConfig:
         appearance=AppearanceConfig(hidden_dim=64, hidden_layers=3, position_frequencies=4),
         expression_code=LatentCodesConfig(dim=16, weight=1e-2),
         sampler=NeusSampler(coarse=24, rounds=2, per_round=8, padding=0.04),
-        optimization=OptimizerConfig(1e-3, 1e-4, 5_000, ema_decay=0.95),
+        optimization=OptimizerConfig(1e-3, 1e-4, 5_000),
     )
     return MonoNphmConfig(**{**sizes, **overrides})
+
+
+def paper_config(**overrides) -> MonoNphmConfig:
+    """MonoNPHM's sizes and schedule (``MonoNphmConfig()``), then ``overrides``."""
+    return MonoNphmConfig(**overrides)
 
 
 class MonoNphm(NeusModel):

@@ -35,7 +35,7 @@ from ..parametric import Head, SubjectModel, require_parametric_model
 from ..renderers import Rays, StratifiedSampler, render_nerf, view_angles, view_bins
 from ..training import OptimizerConfig, RayBatch, StepOutput
 
-__all__ = ["Portrait360", "Portrait360Config"]
+__all__ = ["Portrait360", "Portrait360Config", "cpu_config", "paper_config"]
 
 BlendKind = Literal["deformation", "colour"]
 FACING = (0.0, 0.0, 1.0)  # SMPL-X and FLAME face +z in their rest pose
@@ -45,9 +45,9 @@ FACING = (0.0, 0.0, 1.0)  # SMPL-X and FLAME face +z in their rest pose
 class Portrait360Config:
     """The 360° portrait's recipe (PAPERS.md gives its structure, not its sizes: these are ours). ``blend``:
     the paper's blend basis of deformation fields, or its ablation, where the mapping network's coefficients
-    condition the colour MLP alone (a learnt blend of colour fields; the density does not see them).
-    Departures: no occupancy grid; samples farther than ``shell`` from the posed mesh are skipped (the paper
-    keeps them: ``shell=None``)."""
+    condition the colour MLP alone (a learnt blend of colour fields; the density does not see them). This default
+    is :func:`paper_config`: every sample in the box is kept, no weight average at evaluation (the paper names
+    none); :func:`cpu_config` is the recipe a CPU run affords. Departure: no occupancy grid (docs/portrait360.md)."""
 
     blend: BlendKind = "deformation"
     # The fields leave samples outside their box alone (see static_regions).
@@ -60,13 +60,14 @@ class Portrait360Config:
     facing_joint: str | None = None
     num_samples: int = 96  # stratified samples per ray across the posed mesh's box
     padding: float = 0.03  # metres around each frame's posed-mesh box, where rays are sampled
-    shell: float | None = 0.03  # metres from the frame's posed mesh beyond which samples are skipped (None: off)
+    shell: float | None = None  # metres from the frame's posed mesh beyond which samples are skipped (None: off)
     box_inflation: float = 0.1  # canonical box = canonical mesh box inflated by this fraction of its diagonal
     # Regions expressions and the jaw do not move (those the model has): the blend fields cover the box of the rest
     # of the canonical mesh, padded by ``padding``, and skip the samples outside it (most of a bust's).
     static_regions: tuple[str, ...] = ("torso",)
     huber_delta: float = HUBER_DELTA
-    optimization: OptimizerConfig = OptimizerConfig(2.5e-3, betas=(0.9, 0.99), eps=1e-15, ema_decay=0.95)
+    # The paper names no optimiser: INSTA's (the same group's instant-ngp lineage), without INSTA's EMA.
+    optimization: OptimizerConfig = OptimizerConfig(2.5e-3, betas=(0.9, 0.99), eps=1e-15)
     background: tuple[float, float, float] = (1.0, 1.0, 1.0)
 
     def __post_init__(self) -> None:
@@ -76,6 +77,21 @@ class Portrait360Config:
         check_count("num_samples", self.num_samples, 1)
         for name in ("padding", "shell", "box_inflation"):
             check_positive(name, getattr(self, name))
+
+
+CPU_SHELL = 0.03  # metres from the posed mesh: cpu_config's shell
+
+
+def paper_config(**overrides) -> Portrait360Config:
+    """The paper's recipe (what it says, our sizes where it is silent), then ``overrides``: ``Portrait360Config()``."""
+    return Portrait360Config(**overrides)
+
+
+def cpu_config(**overrides) -> Portrait360Config:
+    """The recipe a 20-minute run on a 2-core CPU affords, then ``overrides``: samples farther than CPU_SHELL from
+    the posed mesh are skipped (fewer network evaluations per ray; detail off the template, such as a hair volume,
+    is lost: benchmarks/hair.py measures the cost)."""
+    return Portrait360Config(**{"shell": CPU_SHELL, **overrides})
 
 
 class Portrait360(nn.Module):
