@@ -1,12 +1,21 @@
-"""Image metrics: PSNR and SSIM (Wang et al. 2004), the numbers every paper's tables report; and the Chamfer
-distance between two triangle meshes, the geometry score of SDF heads such as MonoNPHM (Giebenhain et al. 2024).
+"""Image and geometry metrics, the numbers the papers' tables report.
 
-Images are channels-last floats ``[H, W, C]`` or ``[B, H, W, C]`` with values in ``[0, max_value]``.
-Identical images give PSNR ``inf`` (zero error) and SSIM exactly 1.
+Images: PSNR, L1 and SSIM (Wang et al. 2004) of channels-last floats ``[H, W, C]`` or ``[B, H, W, C]`` with
+values in ``[0, max_value]``, each over the whole frame or over a mask's pixels (the head: the avatar papers
+report both). Identical images give PSNR ``inf`` (zero error), L1 0 and SSIM exactly 1. A mask with no pixel
+to compare is an error, never a NaN. LPIPS, which needs a network and its weights, is in
+:mod:`headfields.perceptual`.
+
+Geometry (MonoNPHM, Giebenhain et al. 2024, as NPHM evaluates): Chamfer L1 and L2, normal consistency and
+F-scores between two meshes (:func:`chamfer_distance`: exact point-to-surface distances of area-uniform
+samples) or two point sets (:func:`point_chamfer_distance`: nearest neighbours), in one
+:class:`ChamferDistance` result.
 """
 
 from __future__ import annotations
 
+import numbers
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -14,9 +23,17 @@ import torch.nn.functional as F
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from .checks import IntLike, check_count, check_float, check_int, check_positive, check_shape
+from .checks import (
+    IntLike,
+    check_count,
+    check_float,
+    check_int,
+    check_nonzero_rows,
+    check_positive,
+    check_shape,
+)
 
-__all__ = ["ChamferDistance", "chamfer_distance", "psnr", "ssim"]
+__all__ = ["ChamferDistance", "FScore", "chamfer_distance", "l1", "point_chamfer_distance", "psnr", "ssim"]
 
 # SSIM as defined by Wang et al. (2004) and used by the papers' tables (and skimage with gaussian_weights=True,
 # use_sample_covariance=False): an 11x11 Gaussian window of sigma 1.5, K1 = 0.01, K2 = 0.03, averaged over the
@@ -27,23 +44,45 @@ SSIM_K1 = 0.01
 SSIM_K2 = 0.03
 
 
+def _check_mask(mask: Tensor, shape: Sequence[int], device: torch.device) -> None:
+    check_shape("mask", mask, list(shape), device=device)
+    if mask.dtype != torch.bool:
+        raise TypeError(f"mask: expected a bool tensor, got {mask.dtype}")
+
+
+def _pixels(pred: Tensor, target: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
+    """The checked images' values, only the mask's pixels (rows of the last dim) with a mask; never empty."""
+    check_float("pred", pred, [None] * pred.dim())
+    check_float("target", target, list(pred.shape), device=pred.device)
+    if mask is not None:
+        _check_mask(mask, pred.shape[:-1], pred.device)
+        pred, target = pred[mask], target[mask]
+    if pred.numel() == 0:
+        raise ValueError(f"{'mask' if mask is not None else 'pred'}: expected at least one pixel to compare, got none")
+    return pred, target
+
+
 def psnr(
     pred: Float[Tensor, "*B C"], target: Float[Tensor, "*B C"], max_value: float = 1.0, mask: Bool[Tensor, "*B"] | None = None
 ) -> Float[Tensor, ""]:
     """``10 log10(max_value^2 / MSE)`` over all elements, or over the pixels (rows of the last dim) where ``mask``
-    is True. ``inf`` when the images are identical; a mask with no True entry is an error (no pixels to compare)."""
+    is True, pooled over the images of a batch. ``inf`` when the images are identical; a mask with no True entry
+    is an error (no pixels to compare).
+
+    Example: ``psnr(render, truth, mask=segmentation != BACKGROUND_LABEL)`` is the head's PSNR of an image."""
     check_positive("max_value", max_value)
-    check_float("pred", pred, [None] * pred.dim())
-    check_float("target", target, list(pred.shape), device=pred.device)
-    if mask is not None:
-        check_shape("mask", mask, list(pred.shape[:-1]), device=pred.device)
-        if mask.dtype != torch.bool:
-            raise TypeError(f"mask: expected a bool tensor, got {mask.dtype}")
-        pred, target = pred[mask], target[mask]
-    if pred.numel() == 0:
-        raise ValueError(f"{'mask' if mask is not None else 'pred'}: expected at least one pixel to compare, got none")
+    pred, target = _pixels(pred, target, mask)
     mse = (pred - target).square().mean()
     return 10 * torch.log10(max_value**2 / mse)
+
+
+def l1(pred: Float[Tensor, "*B C"], target: Float[Tensor, "*B C"], mask: Bool[Tensor, "*B"] | None = None) -> Float[Tensor, ""]:
+    """Mean absolute difference over all elements, or over the pixels (rows of the last dim) where ``mask`` is
+    True, pooled over the images of a batch; in the images' units. A mask with no True entry is an error.
+
+    Example: ``l1(render, truth)`` is 0.1 for images that differ by 0.1 everywhere."""
+    pred, target = _pixels(pred, target, mask)
+    return (pred - target).abs().mean()
 
 
 def _gaussian_window(dtype: torch.dtype, device: torch.device) -> Tensor:
@@ -58,20 +97,38 @@ def _blur(x: Tensor, window: Tensor) -> Tensor:
     return F.conv2d(x, window.view(1, 1, 1, -1))
 
 
-def ssim(pred: Float[Tensor, "*B H W C"], target: Float[Tensor, "*B H W C"], max_value: float = 1.0) -> Float[Tensor, ""]:
+def ssim(
+    pred: Float[Tensor, "*B H W C"],
+    target: Float[Tensor, "*B H W C"],
+    max_value: float = 1.0,
+    mask: Bool[Tensor, "*B H W"] | None = None,
+) -> Float[Tensor, ""]:
     """Mean structural similarity over the valid window positions, channels and images (Wang et al. 2004:
-    Gaussian window 11, sigma 1.5, K1 0.01, K2 0.03, ``L = max_value``). Images must be at least 11 x 11."""
+    Gaussian window 11, sigma 1.5, K1 0.01, K2 0.03, ``L = max_value``). Images must be at least 11 x 11.
+
+    With ``mask``, the SSIM map (the mean over channels at each window centre) is averaged over the window
+    centres where ``mask`` is True, pooled over the images: the windows still see the pixels around the mask's
+    edge, as they see the image's. Centres lie at least 5 pixels (half a window) inside the image, so a mask
+    with no True entry there is an error.
+
+    Example: ``ssim(render, truth, mask=segmentation != BACKGROUND_LABEL)`` is the head's SSIM of an image."""
     check_positive("max_value", max_value)
     if pred.dim() not in (3, 4):
         raise ValueError(f"pred: expected shape [H, W, C] or [B, H, W, C], got {list(pred.shape)}")
     check_float("pred", pred, [None] * pred.dim())
     check_float("target", target, list(pred.shape), device=pred.device)
-    h, w = pred.shape[-3], pred.shape[-2]
+    h, w, c = pred.shape[-3:]
     if h < SSIM_WINDOW or w < SSIM_WINDOW:
         size = f"{SSIM_WINDOW} x {SSIM_WINDOW}"
         raise ValueError(f"pred: expected images of at least {size} pixels (the SSIM window), got {h} x {w}")
+    if mask is not None:
+        _check_mask(mask, pred.shape[:-1], pred.device)
+        half = SSIM_WINDOW // 2
+        centres = mask[..., half : h - half, half : w - half]  # the window centres of the valid positions
+        if not bool(centres.any()):
+            raise ValueError(f"mask: expected a pixel at least {half} pixels inside the image (an SSIM window centre), got none")
     # [B, H, W, C] -> [B * C, 1, H, W]: every channel of every image filtered on its own.
-    x, y = (t.reshape(-1, h, w, t.shape[-1]).permute(0, 3, 1, 2).reshape(-1, 1, h, w) for t in (pred, target))
+    x, y = (t.reshape(-1, h, w, c).permute(0, 3, 1, 2).reshape(-1, 1, h, w) for t in (pred, target))
     window = _gaussian_window(x.dtype, x.device)
     mu_x, mu_y = _blur(x, window), _blur(y, window)
     var_x = _blur(x * x, window) - mu_x**2
@@ -79,20 +136,79 @@ def ssim(pred: Float[Tensor, "*B H W C"], target: Float[Tensor, "*B H W C"], max
     cov = _blur(x * y, window) - mu_x * mu_y
     c1, c2 = (SSIM_K1 * max_value) ** 2, (SSIM_K2 * max_value) ** 2
     ssim_map = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
-    return ssim_map.mean()
+    if mask is None:
+        return ssim_map.mean()
+    per_centre = ssim_map.reshape(-1, c, *ssim_map.shape[-2:]).mean(dim=1)  # [B, H - 10, W - 10]
+    return per_centre[centres.reshape(per_centre.shape)].mean()
+
+
+@dataclass
+class FScore:
+    """F-scores at distance thresholds (Knapitsch et al. 2017, as NPHM and MonoNPHM report them): ``a`` is the
+    reconstruction, ``b`` the reference."""
+
+    threshold: Float[Tensor, " T"]
+    precision: Float[Tensor, " T"]  # the share of a's samples within the threshold of b (distance <= threshold)
+    recall: Float[Tensor, " T"]  # the share of b's samples within the threshold of a
+    f: Float[Tensor, " T"]  # 2 precision recall / (precision + recall); 0 where both are 0
 
 
 @dataclass
 class ChamferDistance:
-    """Mean point-to-surface distances between two meshes, in the meshes' units (not squared)."""
+    """Distances between the samples of two surfaces and the other surface, in the surfaces' units, summarised
+    as the geometry tables do (NPHM / MonoNPHM: each score the mean of its two directions)."""
 
-    a_to_b: Float[Tensor, ""]  # mean over area-uniform samples of mesh a of the distance to mesh b's surface
-    b_to_a: Float[Tensor, ""]
-    symmetric: Float[Tensor, ""]  # (a_to_b + b_to_a) / 2
-    a_samples: Float[Tensor, "N 3"]  # the points drawn on mesh a
-    a_distances: Float[Tensor, " N"]  # each one's distance to mesh b (for percentiles, F-scores, error maps)
-    b_samples: Float[Tensor, "N 3"]
-    b_distances: Float[Tensor, " N"]  # each b sample's distance to mesh a
+    a_to_b: Float[Tensor, ""]  # mean over a's samples of the distance to b (NPHM's "accuracy" when a is the reconstruction)
+    b_to_a: Float[Tensor, ""]  # ("completeness")
+    symmetric: Float[Tensor, ""]  # Chamfer L1: (a_to_b + b_to_a) / 2
+    squared: Float[Tensor, ""]  # Chamfer L2: the same with squared distances, (mean a_d^2 + mean b_d^2) / 2
+    # Mean |cos| between each sample's normal and the normal where its nearest point lies on the other surface,
+    # both directions averaged (unsigned: an inside-out surface scores as its twin); None without normals.
+    normal_consistency: Float[Tensor, ""] | None
+    a_samples: Float[Tensor, "N 3"]  # the points drawn on a (or a's points)
+    a_distances: Float[Tensor, " N"]  # each one's distance to b (for percentiles, F-scores, error maps)
+    b_samples: Float[Tensor, "M 3"]
+    b_distances: Float[Tensor, " M"]  # each b sample's distance to a
+    a_normal_agreement: Float[Tensor, " N"] | None = None  # each a sample's |cos| with b's normal there (None: no normals)
+    b_normal_agreement: Float[Tensor, " M"] | None = None
+
+    def f_score(self, thresholds: float | Sequence[float]) -> FScore:
+        """Precision, recall and F-score at each threshold (in the surfaces' units), ``a`` the reconstruction.
+
+        Example: ``chamfer_distance(*mesh, *truth).f_score([0.001, 0.0025]).f`` for 1 and 2.5 mm on metric heads."""
+        values = [thresholds] if isinstance(thresholds, numbers.Real) else list(thresholds)
+        if not values:
+            raise ValueError("thresholds: expected at least one threshold, got none")
+        for t in values:
+            check_positive("thresholds", t)
+        dtype, device = self.a_distances.dtype, self.a_distances.device
+        threshold = torch.tensor([float(t) for t in values], dtype=dtype, device=device)
+        with torch.no_grad():  # a step function: no useful gradient
+            precision = (self.a_distances[None] <= threshold[:, None]).to(dtype).mean(dim=1)
+            recall = (self.b_distances[None] <= threshold[:, None]).to(dtype).mean(dim=1)
+            total = precision + recall
+            f = torch.where(total > 0, 2 * precision * recall / total.clamp(min=torch.finfo(dtype).tiny), 0.0)
+        return FScore(threshold=threshold, precision=precision, recall=recall, f=f)
+
+
+def _summary(
+    a_samples: Tensor, a_distances: Tensor, b_samples: Tensor, b_distances: Tensor, a_cos: Tensor | None, b_cos: Tensor | None
+) -> ChamferDistance:
+    """The one place the scores are computed from the per-sample distances (and normal agreements)."""
+    a_to_b, b_to_a = a_distances.mean(), b_distances.mean()
+    return ChamferDistance(
+        a_to_b=a_to_b,
+        b_to_a=b_to_a,
+        symmetric=(a_to_b + b_to_a) / 2,
+        squared=(a_distances.square().mean() + b_distances.square().mean()) / 2,
+        normal_consistency=None if a_cos is None or b_cos is None else (a_cos.mean() + b_cos.mean()) / 2,
+        a_samples=a_samples,
+        a_distances=a_distances,
+        b_samples=b_samples,
+        b_distances=b_distances,
+        a_normal_agreement=a_cos,
+        b_normal_agreement=b_cos,
+    )
 
 
 def _check_mesh(name: str, vertices: Tensor, faces: Tensor, device: torch.device | None = None) -> None:
@@ -114,14 +230,17 @@ def chamfer_distance(
 ) -> ChamferDistance:
     """Chamfer distance between meshes a and b: ``num_samples`` area-uniform points on each surface, each point's
     exact distance to the other surface (point to triangle, not to the other's samples or vertices), averaged
-    per direction; ``symmetric`` is the mean of the two directions.
+    per direction; ``symmetric`` (L1) and ``squared`` (L2) are the means of the two directions. Normal
+    consistency compares each sample's face normal with the normal of the face its closest point lies on.
 
     Samples are drawn from ``generator`` (a CPU generator; seed 0 when None), so a fixed generator state gives the
     same score on every device. Differentiable with respect to both meshes' vertices; the result has the wider
     dtype of the two.
+
+    Example: ``chamfer_distance(*uv_sphere(radius=1.0), *uv_sphere(radius=1.1)).symmetric`` is about 0.1.
     """
     # Imported here: image metrics should not pay for Warp's start-up.
-    from .geometry import TriangleMesh, closest_point, sample_surface
+    from .geometry import TriangleMesh, closest_point, face_normals, sample_surface
 
     _check_mesh("a", a_vertices, a_faces)
     _check_mesh("b", b_vertices, b_faces, device=a_vertices.device)
@@ -140,17 +259,76 @@ def chamfer_distance(
     # One seed per surface from the caller's generator: sample_surface draws its own random numbers on the CPU.
     seed_a, seed_b = torch.randint(0, 2**62, (2,), generator=generator).tolist()
     dtype = torch.promote_types(a_vertices.dtype, b_vertices.dtype)
-    on_a = sample_surface(mesh_a, num_samples, seed=seed_a).point.to(dtype)
-    on_b = sample_surface(mesh_b, num_samples, seed=seed_b).point.to(dtype)
-    a_distances = closest_point(mesh_b, on_a).distance
-    b_distances = closest_point(mesh_a, on_b).distance
-    a_to_b, b_to_a = a_distances.mean(), b_distances.mean()
-    return ChamferDistance(
-        a_to_b=a_to_b,
-        b_to_a=b_to_a,
-        symmetric=(a_to_b + b_to_a) / 2,
-        a_samples=on_a,
-        a_distances=a_distances,
-        b_samples=on_b,
-        b_distances=b_distances,
-    )
+    on_a, on_b = sample_surface(mesh_a, num_samples, seed=seed_a), sample_surface(mesh_b, num_samples, seed=seed_b)
+    a_samples, b_samples = on_a.point.to(dtype), on_b.point.to(dtype)
+    to_b, to_a = closest_point(mesh_b, a_samples), closest_point(mesh_a, b_samples)
+    normals_a, normals_b = face_normals(a_vertices.to(dtype), a_faces), face_normals(b_vertices.to(dtype), b_faces)
+    a_cos = (normals_a[on_a.face] * normals_b[to_b.face]).sum(dim=-1).abs()
+    b_cos = (normals_b[on_b.face] * normals_a[to_a.face]).sum(dim=-1).abs()
+    return _summary(a_samples, to_b.distance, b_samples, to_a.distance, a_cos, b_cos)
+
+
+# Pairs per block of the nearest-neighbour search: 2^24 distances (64 MiB in float32) at a time.
+NEAREST_BLOCK = 2**24
+
+
+def _nearest(queries: Tensor, points: Tensor) -> Tensor:
+    """Index of the nearest of ``points [M, 3]`` to each of ``queries [N, 3]``, by exact (not matrix-product)
+    distances in blocks of rows: O(N M) work, for the point sets of an evaluation, not for millions of points."""
+    rows = max(1, NEAREST_BLOCK // points.shape[0])
+    with torch.no_grad():
+        return torch.cat(
+            [
+                torch.cdist(block, points, compute_mode="donot_use_mm_for_euclid_dist").argmin(dim=1)
+                for block in queries.split(rows)
+            ]
+        )
+
+
+def _unit_normals(name: str, normals: Tensor | None, count: int, device: torch.device) -> Tensor | None:
+    if normals is None:
+        return None
+    check_float(name, normals, [count, 3], device=device)
+    check_nonzero_rows(name, normals, "non-zero normals")
+    return normals / torch.linalg.vector_norm(normals, dim=-1, keepdim=True)
+
+
+def point_chamfer_distance(
+    a_points: Float[Tensor, "N 3"],
+    b_points: Float[Tensor, "M 3"],
+    a_normals: Float[Tensor, "N 3"] | None = None,
+    b_normals: Float[Tensor, "M 3"] | None = None,
+) -> ChamferDistance:
+    """Chamfer distance between two point sets (scans, samples of surfaces drawn elsewhere): each point's
+    distance to the nearest point of the other set, scored like :func:`chamfer_distance`. With normals for both
+    sets (any length, normalised here), normal consistency compares each point's normal with its nearest
+    neighbour's; without them it is None.
+
+    Exact distances, O(N M) work: for meshes prefer :func:`chamfer_distance`, whose point-to-triangle distances
+    do not depend on how densely the other surface was sampled. Differentiable with respect to the points and
+    normals; the result has the wider dtype of the two sets.
+
+    Example: ``point_chamfer_distance(scan, samples, scan_normals, sample_normals).f_score(0.001).f``."""
+    check_float("a_points", a_points, [None, 3])
+    check_float("b_points", b_points, [None, 3], device=a_points.device)
+    for name, points in (("a_points", a_points), ("b_points", b_points)):
+        if points.shape[0] == 0:
+            raise ValueError(f"{name}: expected at least one point, got an empty [0, 3] tensor")
+    if (a_normals is None) != (b_normals is None):
+        missing = "b_normals" if b_normals is None else "a_normals"
+        raise ValueError(f"{missing}: expected normals for both point sets or for neither, got them for one")
+    device = a_points.device
+    a_unit = _unit_normals("a_normals", a_normals, a_points.shape[0], device)
+    b_unit = _unit_normals("b_normals", b_normals, b_points.shape[0], device)
+    dtype = torch.promote_types(a_points.dtype, b_points.dtype)
+    a, b = a_points.to(dtype), b_points.to(dtype)
+    # The search picks the neighbours; torch recomputes their distances, so gradients reach both sets.
+    near_b, near_a = _nearest(a, b), _nearest(b, a)
+    a_distances = torch.linalg.vector_norm(a - b[near_b], dim=-1)
+    b_distances = torch.linalg.vector_norm(b - a[near_a], dim=-1)
+    a_cos = b_cos = None
+    if a_unit is not None and b_unit is not None:
+        a_unit, b_unit = a_unit.to(dtype), b_unit.to(dtype)
+        a_cos = (a_unit * b_unit[near_b]).sum(dim=-1).abs()
+        b_cos = (b_unit * a_unit[near_a]).sum(dim=-1).abs()
+    return _summary(a, a_distances, b, b_distances, a_cos, b_cos)

@@ -18,11 +18,13 @@ import contextlib
 import dataclasses
 import json
 import math
+import numbers
+import os
 import random
 import sys
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -45,11 +47,12 @@ from .checkpoints import (
     save_checkpoint,
 )
 from .checks import check_count, check_positive, trusted_values
-from .data import FrameSet
+from .data import BACKGROUND_LABEL, FrameSet
 from .ema import ExponentialMovingAverage
 from .heads import tracked_head
-from .metrics import psnr, ssim
+from .metrics import SSIM_WINDOW, l1, psnr, ssim
 from .parametric import Head, SubjectModel
+from .perceptual import LPIPS_MIN_SIZE, Lpips, LpipsUnavailable, load_lpips
 from .renderers.cameras import Rays, image_pixels, pixel_rays, sample_pixels
 from .renderers.view_balance import sample_pixels_balanced
 
@@ -76,6 +79,12 @@ __all__ = [
 CHECKPOINT_NAME = "checkpoint.pt"
 ERROR_GAIN = 4.0  # error images show |render - truth| four times brighter
 SIDE_BY_SIDE_FRAMES = 4  # held-out frames stacked in out/side_by_side.png
+# How the *_head metrics use the mask (recorded in metrics.json as "head_masking").
+HEAD_MASKING = (
+    "psnr_head, l1_head: over the mask's pixels; ssim_head: the SSIM map averaged over the window centres in the "
+    "mask; lpips_head: LPIPS of both images set to white outside the mask; each a mean over the frames whose mask "
+    "has pixels"
+)
 
 
 @dataclass
@@ -169,6 +178,11 @@ class TrainingConfig:
     eval_frames: int = 8  # held-out frames rendered at each intermediate evaluation; all at the end
     render_chunk: int = 8192  # rays rendered at once during evaluation
     seed: int = 0
+    # Regions whose PSNR the final evaluation reports: (name, segmentation label codes) pairs, e.g.
+    # (("hair", (6,)), ("face", (1, 2, 5))): pairs, not a dict, so the config stays hashable.
+    eval_regions: tuple[tuple[str, tuple[int, ...]], ...] = ()
+    # torchvision's ImageNet AlexNet state dict for LPIPS; None: torch.hub's cache (headfields.perceptual).
+    lpips_weights: str | None = None
 
     def __post_init__(self) -> None:
         check_count("max_iterations", self.max_iterations, 1)
@@ -187,13 +201,87 @@ class TrainingConfig:
         check_count("render_chunk", self.render_chunk, 1)
         if self.ema_decay is not None and not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay: expected a decay in [0, 1) or None, got {self.ema_decay}")
+        # Frozen: normalised through object.__setattr__, so the config stays hashable and compares by value.
+        object.__setattr__(self, "eval_regions", tuple(_region_codes("eval_regions", self.eval_regions).items()))
+        if self.lpips_weights is not None:
+            if not isinstance(self.lpips_weights, str | os.PathLike):
+                raise TypeError(f"lpips_weights: expected a path or None, got {self.lpips_weights!r}")
+            object.__setattr__(self, "lpips_weights", os.fspath(self.lpips_weights))
+
+
+def _region_codes(
+    name: str, regions: Mapping[str, int | Iterable[int]] | Iterable[tuple[str, int | Iterable[int]]]
+) -> dict[str, tuple[int, ...]]:
+    """``{region name: segmentation label codes}`` from a dict or (name, codes) pairs, each code an integer in
+    [0, 255] (a single integer stands for one code); errors name ``name``."""
+    if isinstance(regions, str) or not isinstance(regions, Mapping | Iterable):
+        raise TypeError(f"{name}: expected {{region name: label codes}} or (name, codes) pairs, got {regions!r}")
+    out: dict[str, tuple[int, ...]] = {}
+    for entry in regions.items() if isinstance(regions, Mapping) else regions:
+        if not isinstance(entry, tuple | list) or len(entry) != 2 or not isinstance(entry[0], str) or not entry[0]:
+            raise TypeError(f"{name}: expected (region name, label codes) pairs, got {entry!r}")
+        region, codes = entry
+        if region in out:
+            raise ValueError(f"{name}: expected each region once, got {region!r} twice")
+        codes = (codes,) if isinstance(codes, numbers.Integral) else codes
+        if isinstance(codes, str) or not isinstance(codes, Iterable):
+            raise TypeError(f"{name}: expected label codes (integers) for {region!r}, got {codes!r}")
+        codes = tuple(codes)
+        if not codes:
+            raise ValueError(f"{name}: expected at least one label code for {region!r}, got none")
+        for code in codes:
+            if isinstance(code, bool) or not isinstance(code, numbers.Integral) or not 0 <= code <= 255:
+                raise ValueError(f"{name}: expected label codes in [0, 255] for {region!r}, got {code!r}")
+        out[region] = tuple(int(c) for c in codes)
+    return out
 
 
 @dataclass
 class Evaluation:
+    """Means over the evaluated frames. The ``*_head`` scores use each frame's head mask (``mask`` says which;
+    None without one, or when no frame's mask has a pixel; see :data:`HEAD_MASKING`); ``lpips`` is None with
+    the reason in ``lpips_note``; ``psnr_regions`` holds each asked region's PSNR (None where no frame shows it)."""
+
     psnr: float
     ssim: float
     frames: int
+    l1: float
+    psnr_head: float | None
+    ssim_head: float | None
+    l1_head: float | None
+    head_frames: int  # frames whose mask has pixels (the head means are over them)
+    mask: str | None  # which mask: "segmentation != 0 (background)", the foreground masks, or None
+    lpips: float | None
+    lpips_head: float | None
+    lpips_note: str | None  # why lpips is None (None when it was computed)
+    lpips_network: str | None  # "alex: backbone <file>, linear layers lpips <version> v0.1" when computed
+    psnr_regions: dict[str, float | None]
+    region_frames: dict[str, int]  # frames in which each region has pixels (its PSNR is the mean over them)
+    regions: dict[str, tuple[int, ...]]  # the label codes of each region
+
+    def metrics(self) -> dict[str, object]:
+        """The image part of ``metrics.json`` (JSON types: lists, not tuples)."""
+        out: dict[str, object] = {
+            "psnr": self.psnr,
+            "ssim": self.ssim,
+            "l1": self.l1,
+            "psnr_head": self.psnr_head,
+            "ssim_head": self.ssim_head,
+            "l1_head": self.l1_head,
+            "lpips": self.lpips,
+            "lpips_head": self.lpips_head,
+            "lpips_note": self.lpips_note,
+            "lpips_network": self.lpips_network,
+            "mask": self.mask,
+            "head_masking": HEAD_MASKING if self.mask is not None else None,
+            "head_frames": self.head_frames,
+        }
+        if self.regions:
+            out["psnr_regions"] = dict(self.psnr_regions)
+            out["regions"] = {
+                name: {"labels": list(codes), "frames": self.region_frames[name]} for name, codes in self.regions.items()
+            }
+        return out
 
 
 def seed_everything(seed: int) -> None:
@@ -348,6 +436,32 @@ def comparison(pred: Float[Tensor, "H W 3"], truth: Float[Tensor, "H W 3"]) -> F
     return torch.cat([truth, pred, error], dim=1)
 
 
+def _head_masks(frames: FrameSet) -> tuple[Bool[Tensor, "N H W"] | None, str | None]:
+    """The subject's pixels of every frame and which mask they come from: the segmentation's non-background
+    labels, else the foreground masks, else none."""
+    if frames.segmentation is not None:
+        return frames.segmentation != BACKGROUND_LABEL, f"segmentation != {BACKGROUND_LABEL} (background)"
+    if frames.masks is not None:
+        return frames.masks, "masks (foreground alpha)"
+    return None, None
+
+
+def _lpips_network(lpips: Lpips | LpipsUnavailable | None, frames: FrameSet) -> tuple[Lpips | None, str | None]:
+    """The network to use for ``frames``, or None and why not."""
+    h, w = frames.cameras.height, frames.cameras.width
+    if lpips is None:
+        return None, "not computed (no LPIPS network given to evaluate)"
+    if isinstance(lpips, LpipsUnavailable):
+        return None, lpips.reason
+    if min(h, w) < LPIPS_MIN_SIZE:
+        return None, f"images of {h} x {w} pixels are smaller than LPIPS's AlexNet needs ({LPIPS_MIN_SIZE} x {LPIPS_MIN_SIZE})"
+    return lpips, None
+
+
+def _mean(values: list[float]) -> float | None:
+    return float(np.mean(values)) if values else None
+
+
 def evaluate(
     model: AvatarModel,
     frames: FrameSet,
@@ -356,22 +470,80 @@ def evaluate(
     device: torch.device,
     out: Path | None = None,
     head: Head | None = None,
+    regions: dict[str, tuple[int, ...]] | None = None,
+    lpips: Lpips | LpipsUnavailable | None = None,
 ) -> Evaluation:
-    """PSNR and SSIM over the given held-out frames (means over frames). With ``out``, writes each frame's
-    render (``00000.png``) and its comparison with the ground truth (``00000_compare.png``). ``head``: the
-    frames' tracked head (built when not given)."""
+    """PSNR, SSIM, L1 and LPIPS over the given held-out frames (means over frames), over the whole frame and
+    over the head (each frame's subject mask: the segmentation's non-background pixels, else ``frames.masks``;
+    :data:`HEAD_MASKING` says how each score uses it), and the PSNR of each of ``regions`` ({name: segmentation
+    label codes}, e.g. ``{"hair": (6,), "face": (1, 2, 5)}``: the pixels with any of the codes).
+
+    ``lpips``: a network from :func:`~headfields.perceptual.load_lpips` (load it once, not per call), or its
+    :class:`~headfields.perceptual.LpipsUnavailable`; without one, or for images under 31 x 31, ``lpips`` is
+    None and ``lpips_note`` says why. A frame whose mask (or region) has no pixel is left out of that mean;
+    ``head_frames`` and ``region_frames`` count the frames in it. With ``out``, writes each frame's render
+    (``00000.png``) and its comparison with the ground truth (``00000_compare.png``). ``head``: the frames'
+    tracked head (built when not given).
+
+    Example: ``evaluate(model, frames, [0, 5], 8192, device, regions={"hair": (6,)}, lpips=load_lpips()).psnr_head``."""
+    regions = _region_codes("regions", regions) if regions is not None else {}
+    if regions and frames.segmentation is None:
+        raise ValueError("regions: expected frames with a segmentation (region labels) to find the regions in, got none")
+    if lpips is not None and not isinstance(lpips, Lpips | LpipsUnavailable):
+        raise TypeError(f"lpips: expected an Lpips network, LpipsUnavailable or None, got {type(lpips).__name__}")
     head = head if head is not None else tracked_head(model.parametric, frames)
-    psnrs, ssims = [], []
+    masks, mask_rule = _head_masks(frames)
+    network, note = _lpips_network(lpips, frames)
+    full: dict[str, list[float]] = {"psnr": [], "ssim": [], "l1": [], "lpips": []}
+    inside: dict[str, list[float]] = {"psnr": [], "ssim": [], "l1": [], "lpips": []}
+    per_region: dict[str, list[float]] = {name: [] for name in regions}
+    codes = {name: torch.tensor(c, dtype=torch.uint8) for name, c in regions.items()}
+    half = SSIM_WINDOW // 2
     for f in indices:
         pred = render_image(model, frames, f, chunk, device, head=head)
         truth = frames.images[f].float() / 255.0
-        psnrs.append(float(psnr(pred, truth)))
-        ssims.append(float(ssim(pred, truth)))
+        full["psnr"].append(float(psnr(pred, truth)))
+        full["ssim"].append(float(ssim(pred, truth)))
+        full["l1"].append(float(l1(pred, truth)))
+        mask = None if masks is None else masks[f].cpu()
+        if mask is not None and bool(mask.any()):
+            inside["psnr"].append(float(psnr(pred, truth, mask=mask)))
+            inside["l1"].append(float(l1(pred, truth, mask=mask)))
+            if bool(mask[half:-half, half:-half].any()):  # a mask only on the border has no SSIM window centre
+                inside["ssim"].append(float(ssim(pred, truth, mask=mask)))
+        if network is not None:
+            on = network.device
+            with torch.no_grad():
+                full["lpips"].append(float(network(pred.to(on), truth.to(on))))
+                if mask is not None and bool(mask.any()):
+                    inside["lpips"].append(float(network(pred.to(on), truth.to(on), mask=mask.to(on))))
+        for name, c in codes.items():
+            region = torch.isin(frames.segmentation[f].cpu(), c)
+            if bool(region.any()):
+                per_region[name].append(float(psnr(pred, truth, mask=region)))
         if out is not None:
             out.mkdir(parents=True, exist_ok=True)
             save_png(pred, out / f"{f:05d}.png")
             save_png(comparison(pred, truth), out / f"{f:05d}_compare.png")
-    return Evaluation(psnr=float(np.mean(psnrs)), ssim=float(np.mean(ssims)), frames=len(indices))
+    head_frames = len(inside["psnr"])
+    return Evaluation(
+        psnr=float(np.mean(full["psnr"])),
+        ssim=float(np.mean(full["ssim"])),
+        frames=len(indices),
+        l1=float(np.mean(full["l1"])),
+        psnr_head=_mean(inside["psnr"]),
+        ssim_head=_mean(inside["ssim"]),
+        l1_head=_mean(inside["l1"]),
+        head_frames=head_frames,
+        mask=mask_rule,
+        lpips=_mean(full["lpips"]),
+        lpips_head=_mean(inside["lpips"]),
+        lpips_note=note,
+        lpips_network=None if network is None else network.source,
+        psnr_regions={name: _mean(values) for name, values in per_region.items()},
+        region_frames={name: len(values) for name, values in per_region.items()},
+        regions=regions,
+    )
 
 
 def evenly_spread(count: int, total: int) -> list[int]:
@@ -445,6 +617,8 @@ def train(
     for name, frames in (("train_frames", train_frames), ("eval_frames", eval_frames)):
         if not isinstance(frames, FrameSet) or len(frames) == 0:
             raise ValueError(f"{name}: expected a FrameSet with at least one frame, got {_describe(frames)}")
+    if config.eval_regions and eval_frames.segmentation is None:
+        raise ValueError("eval_regions: expected eval_frames with a segmentation (region labels), got frames without one")
     folder = RunFolder(out)
     if rank == 0:  # made, probe-written and locked before any training: a bad folder fails now, not at the end
         folder.open()
@@ -452,6 +626,17 @@ def train(
         return _train(model, train_frames, eval_frames, folder.path, config, device, resume, log, rank, ranks, share)
     finally:
         folder.close()
+
+
+def _load_lpips(weights: str | None, device: torch.device) -> Lpips | LpipsUnavailable:
+    """:func:`~headfields.perceptual.load_lpips` for the run, its errors naming the config's ``lpips_weights``."""
+    try:
+        return load_lpips(weights, device)
+    except (FileNotFoundError, ValueError) as error:
+        message = str(error)
+        if not message.startswith("weights:"):
+            raise
+        raise type(error)("lpips_weights:" + message.removeprefix("weights:")) from None
 
 
 def _describe(frames: object) -> str:
@@ -523,6 +708,8 @@ def _train(model, train_frames, eval_frames, out: Path, config: TrainingConfig, 
             raise ValueError(f"balance_views: expected a model with view_bins(frames, head), got {type(model).__name__}")
         view_bins = model.view_bins(train_frames, train_head)
     held_out = evenly_spread(config.eval_frames, len(eval_frames))
+    # Once per run, before training: a weights file that was asked for and cannot be read fails now.
+    perceptual = _load_lpips(config.lpips_weights, device) if lead else None
     model.train()
     while going():
         start = time.perf_counter()
@@ -565,7 +752,8 @@ def _train(model, train_frames, eval_frames, out: Path, config: TrainingConfig, 
                 renders = out / "renders" / f"step_{step:06d}"
                 ev = evaluate(model, eval_frames, held_out, config.render_chunk, device, renders, eval_head)
             model.train()
-            print(f"eval  {step:6d}  psnr {ev.psnr:.2f}  ssim {ev.ssim:.4f}  ({ev.frames} frames)", file=log)
+            head = "" if ev.psnr_head is None else f"  head psnr {ev.psnr_head:.2f}"
+            print(f"eval  {step:6d}  psnr {ev.psnr:.2f}{head}  ssim {ev.ssim:.4f}  ({ev.frames} frames)", file=log)
     model.eval()
     if not lead:  # the other ranks wait for rank 0's evaluation
         return distributed.broadcast_object(None, device)
@@ -573,11 +761,26 @@ def _train(model, train_frames, eval_frames, out: Path, config: TrainingConfig, 
 
     with averaged(ema):
         every = list(range(len(eval_frames)))
-        final = evaluate(model, eval_frames, every, config.render_chunk, device, out / "renders" / "final", eval_head)
+        final = evaluate(
+            model,
+            eval_frames,
+            every,
+            config.render_chunk,
+            device,
+            out / "renders" / "final",
+            eval_head,
+            regions=dict(config.eval_regions),
+            lpips=perceptual,
+        )
     shown = evenly_spread(SIDE_BY_SIDE_FRAMES, len(eval_frames))
     rows = [np.asarray(Image.open(out / "renders" / "final" / f"{f:05d}_compare.png")) for f in shown]
     Image.fromarray(np.concatenate(rows, axis=0)).save(out / "side_by_side.png")
-    metrics = {"psnr": final.psnr, "ssim": final.ssim, "train_seconds": elapsed, "iterations": step, "eval_frames": final.frames}
+    metrics = {**final.metrics(), "train_seconds": elapsed, "iterations": step, "eval_frames": final.frames}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    print(f"final  psnr {final.psnr:.2f}  ssim {final.ssim:.4f}  after {step} iterations, {elapsed:.0f} s", file=log)
+    head = "" if final.psnr_head is None else f"  head psnr {final.psnr_head:.2f}"
+    perceptual_score = "" if final.lpips is None else f"  lpips {final.lpips:.4f}"
+    summary = f"psnr {final.psnr:.2f}{head}  ssim {final.ssim:.4f}{perceptual_score}"
+    print(f"final  {summary}  after {step} iterations, {elapsed:.0f} s", file=log)
+    if final.lpips_note is not None:
+        print(f"lpips: null ({final.lpips_note})", file=log)
     return distributed.broadcast_object(metrics, device)

@@ -1,4 +1,5 @@
-"""PSNR against its formula; SSIM against an independent SciPy implementation of Wang et al. (skimage's method)."""
+"""PSNR and L1 against their formulas; SSIM, whole and masked, against an independent SciPy implementation of Wang
+et al. (skimage's method)."""
 
 import math
 
@@ -9,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.ndimage import gaussian_filter
 
-from headfields.metrics import psnr, ssim
+from headfields.metrics import l1, psnr, ssim
 
 from helpers import raises_naming
 
@@ -101,3 +102,69 @@ def test_psnr_formula(device):
 def test_bad_input(call, name):
     with raises_naming(name):
         call()
+
+
+def ssim_map_scipy(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The reference's SSIM map, averaged over channels, at the valid window centres (5-pixel border cropped)."""
+    filt = lambda x: gaussian_filter(x, sigma=1.5, truncate=3.5, mode="reflect")  # noqa: E731
+    c1, c2, pad = 0.01**2, 0.03**2, 5
+    maps = []
+    for ch in range(a.shape[-1]):
+        x, y = a[..., ch].astype(np.float64), b[..., ch].astype(np.float64)
+        mx, my = filt(x), filt(y)
+        vx, vy, cxy = filt(x * x) - mx * mx, filt(y * y) - my * my, filt(x * y) - mx * my
+        s = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
+        maps.append(s[pad:-pad, pad:-pad])
+    return np.mean(maps, axis=0)
+
+
+def test_masked_ssim_averages_the_map_over_the_mask(device):
+    pairs = [images(s) for s in (3, 4)]
+    a = torch.tensor(np.stack([p[0] for p in pairs]), device=device)
+    b = torch.tensor(np.stack([p[1] for p in pairs]), device=device)
+    mask = torch.zeros(a.shape[:3], dtype=torch.bool, device=device)
+    mask[0, 4:14, 3:20] = True  # partly in the 5-pixel border, where no window is centred
+    mask[1, 8:20, 10:29] = True
+    maps = [ssim_map_scipy(*p) for p in pairs]
+    centres = mask[:, 5:-5, 5:-5].cpu().numpy()
+    expected = np.concatenate([m[c] for m, c in zip(maps, centres, strict=True)]).mean()  # pooled over the images
+    assert math.isclose(float(ssim(a, b, mask=mask)), expected, rel_tol=1e-9)
+    # A mask of every pixel is no mask; one image's mask is that image's map.
+    assert math.isclose(float(ssim(a, b, mask=torch.ones_like(mask))), float(ssim(a, b)), rel_tol=1e-12)
+    assert math.isclose(float(ssim(a[1], b[1], mask=mask[1])), maps[1][centres[1]].mean(), rel_tol=1e-9)
+    assert ssim(a, a, mask=mask).item() == 1.0
+
+
+def test_l1_formula(device):
+    a, b = images(5)
+    pred, target = torch.tensor(a, device=device), torch.tensor(b, device=device)
+    assert math.isclose(float(l1(pred, target)), np.abs(a - b).mean(), rel_tol=1e-12)
+    mask = torch.zeros(a.shape[:2], dtype=torch.bool, device=device)
+    mask[2:7, 1:9] = True
+    assert math.isclose(float(l1(pred, target, mask=mask)), np.abs(a[2:7, 1:9] - b[2:7, 1:9]).mean(), rel_tol=1e-12)
+    assert math.isclose(float(l1(torch.full((5, 3), 0.6), torch.full((5, 3), 0.5))), 0.1, rel_tol=1e-5)
+    assert l1(pred, pred).item() == 0.0
+
+
+@pytest.mark.parametrize(
+    "call, name",
+    [
+        (lambda: l1(torch.zeros(4, 3), torch.zeros(4, 2)), "target"),
+        (lambda: l1(torch.zeros(4, 3), torch.zeros(4, 3), mask=torch.zeros(4, dtype=torch.bool)), "mask"),
+        (lambda: l1(torch.zeros(4, 3), torch.zeros(4, 3), mask=torch.ones(4)), "mask"),
+        (lambda: l1(torch.full((4, 3), math.inf), torch.zeros(4, 3)), "pred"),
+        (lambda: ssim(torch.zeros(16, 16, 3), torch.zeros(16, 16, 3), mask=torch.ones(16, 15, dtype=torch.bool)), "mask"),
+        (lambda: ssim(torch.zeros(16, 16, 3), torch.zeros(16, 16, 3), mask=torch.ones(16, 16)), "mask"),
+        (lambda: ssim(torch.zeros(16, 16, 3), torch.zeros(16, 16, 3), mask=_border_only(16)), "mask"),
+    ],
+)
+def test_bad_masked_input(call, name):
+    with raises_naming(name):
+        call()
+
+
+def _border_only(size: int) -> torch.Tensor:
+    """A mask of the 5-pixel border alone: no SSIM window is centred in it."""
+    mask = torch.ones(size, size, dtype=torch.bool)
+    mask[5:-5, 5:-5] = False
+    return mask

@@ -22,13 +22,14 @@ from headfields.training import (
     OptimizerConfig,
     TrainingConfig,
     build_optimizer,
+    evaluate,
     evenly_spread,
     ray_batch,
     set_learning_rate,
     train,
 )
 
-from helpers import fit
+from helpers import fit, raises_naming
 
 TINY = TINY_INSTA
 
@@ -218,3 +219,146 @@ def test_models_tracking_is_a_deprecated_alias_of_heads():
             assert getattr(tracking, name) is getattr(headfields.heads, name)
     with pytest.raises(AttributeError):
         tracking.TrackedHeads  # noqa: B018 - the per-FrameSet cache is gone: the loop builds each split's head
+
+
+# The image metrics of issue 19: head (mask) and region scores, L1 and LPIPS in evaluate and metrics.json.
+
+
+class _Grey(torch.nn.Module):
+    """A model that renders every ray mid-grey: evaluate's scores are then those of a known image."""
+
+    def __init__(self, parametric):
+        super().__init__()
+        self.parametric = parametric
+        self.optimization = OptimizerConfig(learning_rate=1e-3)
+
+    def training_step(self, batch, step):  # pragma: no cover - evaluation only
+        raise NotImplementedError
+
+    def render_rays(self, rays, head):
+        return torch.full((rays.origins.shape[0], 3), 0.5)
+
+
+@pytest.fixture(scope="module")
+def video32(tmp_path_factory):
+    """Held-out frames of 32 px: large enough for LPIPS's AlexNet (31 x 31)."""
+    from headfields.data import load_insta_dataset
+    from headfields.synthetic import SyntheticVideoConfig, make_synthetic_video
+
+    config = SyntheticVideoConfig(num_frames=6, num_val=1, num_test=2, resolution=32, episode_frames=2)
+    return load_insta_dataset(make_synthetic_video(tmp_path_factory.mktemp("video32"), config), "test")
+
+
+def _regions(frames):
+    labels = frames.segmentation_labels
+    return {"hair": (labels["hair"],), "face": (labels["skin"], labels["lips"], labels["eyes"]), "absent": (200,)}
+
+
+def test_evaluate_scores_the_head_the_regions_and_lpips(video32, tmp_path):
+    from test_perceptual import random_alexnet
+
+    from headfields.data import BACKGROUND_LABEL
+    from headfields.metrics import l1, psnr, ssim
+    from headfields.perceptual import Lpips, load_lpips
+
+    frames = video32
+    weights = tmp_path / "alexnet.pth"
+    torch.save(random_alexnet(0), weights)
+    network = load_lpips(weights)  # unavailable without the lpips package: then the note is checked instead
+    regions = _regions(frames)
+    ev = evaluate(_Grey(load_model(frames.model_path, frames.model_type)), frames, [0, 1], 4096, torch.device("cpu"),
+                  regions=regions, lpips=network)  # fmt: skip
+    grey = torch.full((32, 32, 3), 0.5)
+    truths = [frames.images[f].float() / 255 for f in range(2)]
+    masks = [frames.segmentation[f] != BACKGROUND_LABEL for f in range(2)]
+
+    def mean(values):
+        return float(np.mean([float(v) for v in values]))
+
+    assert ev.frames == 2 and ev.head_frames == 2 and ev.mask == "segmentation != 0 (background)"
+    assert ev.psnr == pytest.approx(mean(psnr(grey, t) for t in truths), rel=1e-12)
+    assert ev.l1 == pytest.approx(mean(l1(grey, t) for t in truths), rel=1e-12)
+    assert ev.psnr_head == pytest.approx(mean(psnr(grey, t, mask=m) for t, m in zip(truths, masks, strict=True)), rel=1e-12)
+    assert ev.ssim_head == pytest.approx(mean(ssim(grey, t, mask=m) for t, m in zip(truths, masks, strict=True)), rel=1e-12)
+    assert ev.l1_head == pytest.approx(mean(l1(grey, t, mask=m) for t, m in zip(truths, masks, strict=True)), rel=1e-12)
+    hair = [torch.isin(frames.segmentation[f], torch.tensor(regions["hair"], dtype=torch.uint8)) for f in range(2)]
+    expected_hair = [float(psnr(grey, t, mask=m)) for t, m in zip(truths, hair, strict=True) if m.any()]
+    assert ev.psnr_regions["hair"] == pytest.approx(float(np.mean(expected_hair)), rel=1e-12)
+    assert ev.region_frames["hair"] == len(expected_hair) and ev.psnr_regions["face"] is not None
+    assert ev.psnr_regions["absent"] is None and ev.region_frames["absent"] == 0  # no frame shows it: null, not NaN
+    if isinstance(network, Lpips):
+        assert ev.lpips == pytest.approx(mean(network(grey, t) for t in truths), rel=1e-6)
+        assert ev.lpips_head == pytest.approx(mean(network(grey, t, m) for t, m in zip(truths, masks, strict=True)), rel=1e-6)
+        assert ev.lpips_note is None and str(weights) in ev.lpips_network
+    else:
+        assert ev.lpips is None and ev.lpips_head is None and "not installed" in ev.lpips_note
+    json.dumps(ev.metrics(), allow_nan=False)  # plain JSON: no NaN anywhere
+    assert ev.metrics()["regions"]["face"] == {"labels": list(regions["face"]), "frames": 2}
+    # Without a network, or for images under 31 x 31, LPIPS is null with the reason.
+    small = evaluate(_Grey(load_model(frames.model_path, frames.model_type)), frames, [0], 4096, torch.device("cpu"))
+    assert small.lpips is None and "not computed" in small.lpips_note and small.psnr_regions == {}
+    assert "regions" not in small.metrics() and "psnr_regions" not in small.metrics()
+
+
+def test_evaluate_without_a_mask_or_segmentation(video32):
+    model = _Grey(load_model(video32.model_path, video32.model_type))
+    bare = dataclasses.replace(video32, segmentation=None, masks=None)
+    ev = evaluate(model, bare, [0], 4096, torch.device("cpu"))
+    assert ev.mask is None and ev.psnr_head is None and ev.ssim_head is None and ev.head_frames == 0
+    assert ev.metrics()["head_masking"] is None
+    only_masks = evaluate(model, dataclasses.replace(video32, segmentation=None), [0], 4096, torch.device("cpu"))
+    assert only_masks.mask == "masks (foreground alpha)" and only_masks.psnr_head is not None
+    with pytest.raises(ValueError, match="^regions:"):
+        evaluate(model, bare, [0], 4096, torch.device("cpu"), regions={"hair": (6,)})
+
+
+def test_metrics_json_records_the_papers_metrics(video, tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))  # an empty cache: no AlexNet weights
+    train_frames, eval_frames = video
+    regions = _regions(eval_frames)
+    pairs = tuple(regions.items())
+    config = TrainingConfig(max_iterations=2, rays_per_batch=64, eval_every=0, checkpoint_every=0, eval_regions=pairs)
+    assert hash(config) == hash(dataclasses.replace(config))  # frozen and hashable, as before
+    metrics = train(_model(train_frames), train_frames, eval_frames, tmp_path / "run", config)
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text()) == metrics
+    for key in ("psnr", "ssim", "l1", "psnr_head", "ssim_head", "l1_head"):
+        assert isinstance(metrics[key], float) and np.isfinite(metrics[key]), key
+    assert 0 < metrics["l1_head"] < 1 and metrics["psnr_head"] > 0
+    assert metrics["mask"] == "segmentation != 0 (background)" and "over the mask" in metrics["head_masking"]
+    assert metrics["head_frames"] == metrics["eval_frames"] == len(eval_frames)
+    assert metrics["lpips"] is None and metrics["lpips_head"] is None and metrics["lpips_network"] is None
+    assert str(tmp_path / "hub") in metrics["lpips_note"] or "not installed" in metrics["lpips_note"]
+    assert set(metrics["psnr_regions"]) == set(regions) and metrics["psnr_regions"]["absent"] is None
+    assert metrics["regions"]["hair"]["labels"] == list(regions["hair"])
+    assert {"train_seconds", "iterations"} <= set(metrics) and metrics["iterations"] == 2
+
+
+def test_lpips_weights_and_regions_are_checked_before_training(video, tmp_path):
+    train_frames, eval_frames = video
+    config = TrainingConfig(max_iterations=2, rays_per_batch=64, eval_every=0, checkpoint_every=0)
+    missing = dataclasses.replace(config, lpips_weights=str(tmp_path / "nowhere.pth"))
+    with pytest.raises(FileNotFoundError, match="^lpips_weights:"):
+        train(_model(train_frames), train_frames, eval_frames, tmp_path / "a", missing)
+    assert not (tmp_path / "a" / "checkpoint.pt").exists()  # it failed before any step
+    no_labels = dataclasses.replace(eval_frames, segmentation=None)
+    with pytest.raises(ValueError, match="^eval_regions:"):
+        regions = dataclasses.replace(config, eval_regions=(("hair", (6,)),))
+        train(_model(train_frames), train_frames, no_labels, tmp_path / "b", regions)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"eval_regions": (("hair", ()),)},
+        {"eval_regions": (("hair", (256,)),)},
+        {"eval_regions": (("hair", (-1,)),)},
+        {"eval_regions": (("", (6,)),)},
+        {"eval_regions": (("hair", (6,)), ("hair", (7,)))},
+        {"eval_regions": {"hair": (6,)}},  # pairs, not a dict: the config stays hashable
+        {"eval_regions": (("hair",),)},
+        {"lpips_weights": 5},
+    ],
+)
+def test_training_config_checks_the_metric_settings(kwargs):
+    with raises_naming(next(iter(kwargs))):
+        TrainingConfig(**kwargs)

@@ -1,0 +1,251 @@
+"""LPIPS (Zhang et al. 2018), the learned perceptual distance of the avatar papers' tables, with the AlexNet
+trunk they report ("LPIPS (alex)", version 0.1 of the ``lpips`` package).
+
+The network is the ``lpips`` package's: AlexNet's five convolutional stages, each stage's features unit-normalised
+over channels, their squared differences weighted by the package's calibrated 1x1 convolutions, averaged over
+space and summed over the stages. We build it here in plain torch rather than call ``lpips.LPIPS``: that one
+imports torchvision for AlexNet's definition, and PyPI's torchvision wheels are built against CUDA torch, so with
+a CPU build of torch ``import torchvision`` (and so ``import lpips``) fails. ``tests/test_perceptual.py`` checks
+that this network gives ``lpips.LPIPS``'s numbers on the same weights.
+
+Two weight files, neither downloaded (evaluation runs offline):
+
+- the trunk: torchvision's ImageNet AlexNet, the file its ``alexnet(weights="IMAGENET1K_V1")`` downloads into
+  ``torch.hub.get_dir()/checkpoints/`` (:data:`ALEXNET_FILE`), or a path you give;
+- the linear layers: ``weights/v0.1/alex.pth`` inside the installed ``lpips`` package (``pip install -e
+  ".[lpips]"``), found without importing it.
+
+:func:`load_lpips` returns an :class:`Lpips` network, or :class:`LpipsUnavailable` with the reason when either
+file is missing: the training loop then records ``lpips: null`` and the reason, never a made-up value.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from jaxtyping import Bool, Float
+from torch import Tensor, nn
+
+from .checks import check_float, check_shape, checking_values
+
+__all__ = [
+    "ALEXNET_FILE",
+    "ALEXNET_URL",
+    "LPIPS_BACKGROUND",
+    "LPIPS_MIN_SIZE",
+    "Lpips",
+    "LpipsUnavailable",
+    "default_lpips_weights",
+    "load_lpips",
+]
+
+# torchvision's ImageNet AlexNet (AlexNet_Weights.IMAGENET1K_V1): the name its download gives the file in
+# torch.hub's checkpoints folder; the 8 hex digits are the start of the file's SHA-256.
+ALEXNET_FILE = "alexnet-owt-7be5be79.pth"
+ALEXNET_URL = f"https://download.pytorch.org/models/{ALEXNET_FILE}"
+LINEAR_FILE = ("weights", "v0.1", "alex.pth")  # inside the lpips package
+# lpips v0.1's input scaling: ImageNet's mean and standard deviation, mapped from [0, 1] to [-1, 1].
+SHIFT = (-0.030, -0.088, -0.188)
+SCALE = (0.458, 0.448, 0.450)
+CHANNELS = (64, 192, 384, 256, 256)  # the five stages' widths
+TAPS = (1, 4, 7, 9, 11)  # the ReLUs after which lpips reads each stage (torchvision's ``features`` indices)
+NORM_EPS = 1e-10  # lpips's guard in the channel normalisation
+# The smallest image AlexNet's stride-4 convolution and two 3x3 stride-2 poolings leave a pixel for.
+LPIPS_MIN_SIZE = 31
+LPIPS_BACKGROUND = 1.0  # the colour (white) both images take outside a mask
+
+
+def _alexnet_features() -> nn.Sequential:
+    """AlexNet's convolutional part with torchvision's layer indices (so its state dict's ``features.*`` keys
+    load as they are), up to the last ReLU: the final pooling feeds no stage."""
+    return nn.Sequential(
+        nn.Conv2d(3, 64, kernel_size=11, stride=4, padding=2),
+        nn.ReLU(),
+        nn.MaxPool2d(kernel_size=3, stride=2),
+        nn.Conv2d(64, 192, kernel_size=5, padding=2),
+        nn.ReLU(),
+        nn.MaxPool2d(kernel_size=3, stride=2),
+        nn.Conv2d(192, 384, kernel_size=3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(384, 256, kernel_size=3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(256, 256, kernel_size=3, padding=1),
+        nn.ReLU(),
+    )
+
+
+class Lpips(nn.Module):
+    """LPIPS v0.1 with AlexNet: ``Lpips(backbone, linear)`` from the two state dicts (torchvision's AlexNet, and
+    the ``lpips`` package's ``alex.pth``), or :func:`load_lpips` from their files. Its weights are frozen; the
+    distance is differentiable with respect to the images. ``source`` says where the weights came from."""
+
+    network = "alex"
+
+    def __init__(self, backbone: Mapping[str, Tensor], linear: Mapping[str, Tensor], source: str = "given state dicts"):
+        super().__init__()
+        self.features = _alexnet_features()
+        self.linear = nn.ModuleList(nn.Conv2d(c, 1, kernel_size=1, bias=False) for c in CHANNELS)
+        self.register_buffer("shift", torch.tensor(SHIFT).view(1, 3, 1, 1))
+        self.register_buffer("scale", torch.tensor(SCALE).view(1, 3, 1, 1))
+        trunk = {k: v for k, v in backbone.items() if k.startswith("features.")}
+        _load(self.features, {k.removeprefix("features."): v for k, v in trunk.items()}, "backbone", "torchvision's AlexNet")
+        # The package's layers are lin{i}.model.1 (a dropout sits at model.0, inactive when evaluating).
+        layers = {f"{i}.weight": linear.get(f"lin{i}.model.1.weight") for i in range(len(CHANNELS))}
+        _load(self.linear, {k: v for k, v in layers.items() if v is not None}, "linear", "lpips's alex.pth (lin0..lin4)")
+        self.requires_grad_(False)
+        self.eval()
+        self.source = source
+
+    @property
+    def device(self) -> torch.device:
+        """Where the network's weights are (and the images must be)."""
+        return self.shift.device
+
+    def forward(
+        self,
+        pred: Float[Tensor, "*B H W 3"],
+        target: Float[Tensor, "*B H W 3"],
+        mask: Bool[Tensor, "*B H W"] | None = None,
+    ) -> Float[Tensor, ""]:
+        """LPIPS between images in [0, 1] (``[H, W, 3]`` or ``[B, H, W, 3]``, at least 31 x 31), averaged over
+        the images: lpips's number for each pair, on the network's device and dtype.
+
+        With ``mask``, both images are set to white (:data:`LPIPS_BACKGROUND`) outside it before the network,
+        as the papers' tables evaluate images with the background removed: the background then adds nothing
+        but the network's view of the head's edge against white, and the score is the whole image's mean (so
+        it shrinks with the head's share of the image; compare it between runs on the same frames). Every
+        image needs a pixel in its mask.
+
+        Example: ``load_lpips()(render, truth)`` is 0 for identical images and ~0.1 to 0.3 for avatar renders."""
+        if pred.dim() not in (3, 4):
+            raise ValueError(f"pred: expected shape [H, W, 3] or [B, H, W, 3], got {list(pred.shape)}")
+        device = self.device
+        check_float("pred", pred, [None] * (pred.dim() - 1) + [3], device=device)
+        check_float("target", target, list(pred.shape), device=device)
+        h, w = pred.shape[-3], pred.shape[-2]
+        if min(h, w) < LPIPS_MIN_SIZE:
+            size = f"{LPIPS_MIN_SIZE} x {LPIPS_MIN_SIZE}"
+            raise ValueError(f"pred: expected images of at least {size} pixels (what AlexNet needs), got {h} x {w}")
+        if checking_values():
+            for name, x in (("pred", pred), ("target", target)):
+                if bool((x < 0).any() | (x > 1).any()):
+                    lo, hi = float(x.min()), float(x.max())
+                    raise ValueError(f"{name}: expected values in [0, 1], got values in [{lo:.4g}, {hi:.4g}]")
+        x, y = pred.reshape(-1, h, w, 3), target.reshape(-1, h, w, 3)
+        if mask is not None:
+            check_shape("mask", mask, list(pred.shape[:-1]), device=device)
+            if mask.dtype != torch.bool:
+                raise TypeError(f"mask: expected a bool tensor, got {mask.dtype}")
+            mask = mask.reshape(-1, h, w, 1)
+            empty = ~mask.flatten(1).any(dim=1)
+            if bool(empty.any()):
+                raise ValueError(f"mask: expected a pixel in every image's mask, image {int(empty.nonzero()[0, 0])} has none")
+            x, y = (torch.where(mask, t, torch.full_like(t, LPIPS_BACKGROUND)) for t in (x, y))
+        return self._distance(x, y).mean()
+
+    def _distance(self, x: Tensor, y: Tensor) -> Tensor:
+        """Per-image LPIPS of ``[N, H, W, 3]`` images in [0, 1]."""
+        dtype = self.shift.dtype
+        # [0, 1] -> [-1, 1] (lpips's input range) -> ImageNet-normalised; NCHW for the convolutions.
+        x, y = ((2 * t.to(dtype) - 1).permute(0, 3, 1, 2) for t in (x, y))
+        x, y = (x - self.shift) / self.scale, (y - self.shift) / self.scale
+        total = x.new_zeros(x.shape[0])
+        stage = 0
+        for index, layer in enumerate(self.features):
+            x, y = layer(x), layer(y)
+            if index == TAPS[stage]:
+                fx = x / (torch.linalg.vector_norm(x, dim=1, keepdim=True) + NORM_EPS)
+                fy = y / (torch.linalg.vector_norm(y, dim=1, keepdim=True) + NORM_EPS)
+                total = total + self.linear[stage]((fx - fy).square()).mean(dim=(1, 2, 3))
+                stage += 1
+        return total
+
+
+def _load(module: nn.Module, state: Mapping[str, Tensor], name: str, what: str) -> None:
+    """``state`` into ``module``, every tensor present and of its shape, else an error naming ``name``."""
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(state))
+    if missing:
+        raise ValueError(f"{name}: expected the state dict of {what}, missing {missing}")
+    for key, value in expected.items():
+        if not isinstance(state[key], Tensor) or state[key].shape != value.shape:
+            got = list(state[key].shape) if isinstance(state[key], Tensor) else type(state[key]).__name__
+            raise ValueError(f"{name}: expected {what}, got {key} of shape {got} (expected {list(value.shape)})")
+    module.load_state_dict(dict(state))
+
+
+@dataclass(frozen=True)
+class LpipsUnavailable:
+    """Why there is no LPIPS network: metrics record ``lpips: null`` and this reason."""
+
+    reason: str
+
+
+def default_lpips_weights() -> Path:
+    """Where torchvision keeps its ImageNet AlexNet: ``torch.hub.get_dir()/checkpoints/alexnet-owt-7be5be79.pth``
+    (``$TORCH_HOME/hub/...``; ``~/.cache/torch/hub/...`` by default)."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / ALEXNET_FILE
+
+
+def _linear_weights() -> Path | LpipsUnavailable:
+    """The installed lpips package's ``alex.pth``, found without importing the package (which imports torchvision)."""
+    spec = importlib.util.find_spec("lpips")
+    if spec is None or not spec.submodule_search_locations:
+        return LpipsUnavailable('the lpips package is not installed (pip install -e ".[lpips]")')
+    path = Path(next(iter(spec.submodule_search_locations))).joinpath(*LINEAR_FILE)
+    if not path.is_file():
+        return LpipsUnavailable(f"the lpips package has no {path} (its linear layers' weights): reinstall it")
+    return path
+
+
+def _read(path: Path, name: str) -> dict[str, Tensor]:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch.load raises many kinds (pickle, zip, EOF): one message naming the argument
+        raise ValueError(f"{name}: could not read {path} as a torch state dict ({type(error).__name__}: {error})") from None
+    if not isinstance(state, Mapping):
+        raise ValueError(f"{name}: expected {path} to hold a state dict, got a {type(state).__name__}")
+    return dict(state)
+
+
+def load_lpips(weights: str | Path | None = None, device: str | torch.device | None = None) -> Lpips | LpipsUnavailable:
+    """The LPIPS (alex) network on ``device`` (default: the CPU), or :class:`LpipsUnavailable` with the reason.
+
+    The AlexNet weights come from ``weights`` when given (a torchvision AlexNet state dict; a missing file is
+    an error, since you asked for it), else from torch.hub's cache (:func:`default_lpips_weights`; when not
+    there, unavailable). The linear layers come from the installed ``lpips`` package (not installed:
+    unavailable). Nothing is downloaded. To fill the cache on a machine with network:
+    ``torchvision.models.alexnet(weights="IMAGENET1K_V1")``, or fetch :data:`ALEXNET_URL` into it.
+
+    Example: ``metric = load_lpips(); value = metric(render, truth) if isinstance(metric, Lpips) else None``."""
+    if weights is not None:
+        backbone_path = Path(weights)
+        if not backbone_path.is_file():
+            raise FileNotFoundError(f"weights: no file at {backbone_path} (torchvision's AlexNet state dict, {ALEXNET_FILE})")
+    linear_path = _linear_weights()
+    if isinstance(linear_path, LpipsUnavailable):
+        return linear_path
+    if weights is None:
+        backbone_path = default_lpips_weights()
+        if not backbone_path.is_file():
+            return LpipsUnavailable(
+                f"no AlexNet weights at {backbone_path} (torch.hub's cache; nothing is downloaded): put {ALEXNET_URL} "
+                "there, or give the file's path (TrainingConfig.lpips_weights)"
+            )
+    backbone = _read(backbone_path, "weights")
+    try:
+        version = importlib.metadata.version("lpips")
+    except importlib.metadata.PackageNotFoundError:  # found on the path but not installed as a distribution
+        version = "?"
+    source = f"alex: backbone {backbone_path}, linear layers lpips {version} v0.1"
+    try:
+        metric = Lpips(backbone, _read(linear_path, "linear"), source)
+    except ValueError as error:  # the backbone's state dict is the ``weights`` file: name the argument given
+        message = str(error)
+        raise ValueError("weights:" + message.removeprefix("backbone:")) if message.startswith("backbone:") else error from None
+    return metric.to(device) if device is not None else metric
