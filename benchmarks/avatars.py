@@ -7,13 +7,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
 
 from headfields.data import FrameSet
 from headfields.heads import tracked_head
-from headfields.metrics import psnr
 from headfields.renderers import image_pixels, pixel_rays
 from headfields.training import AvatarModel, TrainingConfig, train
 
@@ -48,18 +45,6 @@ def rendering_rays_per_second(model: AvatarModel, frames: FrameSet, repeats: int
     return len(pixels) / median_seconds(render, repeats, device)
 
 
-def head_psnr(renders: Path, frames: FrameSet) -> float:
-    """Mean PSNR over the head's pixels (the mask) of the final renders: the background, the same in every
-    variant, is left out."""
-    values = []
-    for f in range(len(frames)):
-        pred = torch.from_numpy(np.array(Image.open(renders / f"{f:05d}.png"))).float() / 255.0
-        truth = frames.images[f].float() / 255.0
-        mask = frames.masks[f]
-        values.append(float(psnr(pred[mask], truth[mask])))
-    return float(np.mean(values))
-
-
 def train_variant(
     model: AvatarModel,
     train_frames: FrameSet,
@@ -68,11 +53,9 @@ def train_variant(
     config: TrainingConfig,
     render_repeats: int = 3,
 ) -> dict:
-    """Train from scratch into ``out``; the loop's metrics plus iterations/s, render rays/s (median of
-    ``render_repeats`` renders) and head PSNR."""
+    """Train from scratch into ``out``; the loop's metrics (full frame and head: ``psnr``, ``psnr_head``, ...) plus
+    iterations/s and render rays/s (median of ``render_repeats`` renders)."""
     metrics = train(model, train_frames, eval_frames, out, config, resume=False)
     metrics["iterations_per_second"] = metrics["iterations"] / metrics["train_seconds"]
     metrics["render_rays_per_second"] = rendering_rays_per_second(model, eval_frames, render_repeats)
-    if eval_frames.masks is not None:
-        metrics["head_psnr"] = head_psnr(out / "renders" / "final", eval_frames)
     return metrics

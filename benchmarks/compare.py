@@ -15,7 +15,8 @@ the rays/s renders (the child's peak ``ru_maxrss`` less its resident set before 
 CUDA the growth of ``torch.cuda.max_memory_allocated`` over the same span (torch's allocations:
 not the BVHs Warp allocates itself). The evaluation renders 8192-ray chunks, more than any training batch here,
 so the figure can be set by rendering rather than training.
-Printed: held-out PSNR / SSIM over whole images and PSNR over the head's pixels (EMA weights; all test frames,
+Printed: held-out PSNR / SSIM / L1 / LPIPS over whole images and over the head's pixels (LPIPS where the AlexNet
+weights are in torch's hub cache, else "—" and the reason; evaluation weights; all test frames,
 ``--quick`` an even spread of QUICK_EVAL_FRAMES of them: a FrameSet sliced here, the loop's final evaluation
 renders every frame it is given), iterations, training seconds, it/s, rendering rays/s, peak memory, and for
 each mix its ΔPSNR and it/s ratio against its closest paper model (its peer) in the same run.
@@ -208,16 +209,38 @@ def run_models(entries: list[Entry], args: argparse.Namespace) -> dict[str, dict
     return results
 
 
+def lpips_cell(m: dict, key: str) -> str:
+    return "—" if m.get(key) is None else f"{m[key]:.4f}"
+
+
 def print_models(entries: list[Entry], results: dict[str, dict]) -> None:
-    print(
-        "| model | kind | held-out PSNR | head PSNR | SSIM | iterations | train s | it/s | render rays/s | peak memory | "
-        "ΔPSNR vs peer | it/s vs peer |"
-    )
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|")
+    """Two tables: image metrics over the full frame and over the head (the segmentation's non-background
+    pixels), as paper tables report them; then speed, memory and each mix against its peer."""
+    print("| model | kind | PSNR | SSIM | L1 | LPIPS | head PSNR | head SSIM | head L1 | head LPIPS |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for e in entries:
         m = results[e.key]
         if "error" in m:
-            print(f"| {e.key} | {e.kind} | {m['error']} | | | | | | | | | |")
+            print(f"| {e.key} | {e.kind} | {m['error']} | | | | | | | |")
+            continue
+        head = (
+            "| — | — | — "
+            if m.get("psnr_head") is None
+            else (f"| {m['psnr_head']:.2f} dB | {m['ssim_head']:.4f} | {m['l1_head']:.4f} ")
+        )
+        print(
+            f"| {e.key} | {e.kind} | {m['psnr']:.2f} dB | {m['ssim']:.4f} | {m['l1']:.4f} | {lpips_cell(m, 'lpips')} "
+            f"{head}| {lpips_cell(m, 'lpips_head')} |"
+        )
+    notes = {m.get("lpips_note") for m in results.values() if m.get("lpips_note")}
+    for note in sorted(notes):
+        print(f"\nLPIPS: {note}", end="")
+    print("\n")
+    print("| model | iterations | train s | it/s | render rays/s | peak memory | ΔPSNR vs peer | it/s vs peer |")
+    print("|---|---:|---:|---:|---:|---:|---|---:|")
+    for e in entries:
+        m = results[e.key]
+        if "error" in m:
             continue
         delta = ratio = "—"
         if e.peer is not None:
@@ -227,11 +250,9 @@ def print_models(entries: list[Entry], results: dict[str, dict]) -> None:
             else:
                 delta = f"{m['psnr'] - peer['psnr']:+.2f} dB vs {e.peer}"
                 ratio = f"{m['iterations_per_second'] / peer['iterations_per_second']:.2f}×"
-        head = f"{m['head_psnr']:.2f} dB" if "head_psnr" in m else "—"
         print(
-            f"| {e.key} | {e.kind} | {m['psnr']:.2f} dB | {head} | {m['ssim']:.4f} | {m['iterations']} | "
-            f"{m['train_seconds']:.0f} | {m['iterations_per_second']:.2f} | {m['render_rays_per_second']:,.0f} | "
-            f"{m['peak_memory_bytes'] / MIB:,.0f} MiB | {delta} | {ratio} |"
+            f"| {e.key} | {m['iterations']} | {m['train_seconds']:.0f} | {m['iterations_per_second']:.2f} | "
+            f"{m['render_rays_per_second']:,.0f} | {m['peak_memory_bytes'] / MIB:,.0f} MiB | {delta} | {ratio} |"
         )
     for e in entries:
         if e.kind == "mix" and e.name != e.key:

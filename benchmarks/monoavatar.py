@@ -67,9 +67,9 @@ def main() -> None:
     print("|---|---:|---:|---:|---:|---:|---:|---|")
     for name, m in results.items():
         print(
-            f"| {name} | {m['psnr']:.2f} dB | {m['head_psnr']:.2f} dB | {m['ssim']:.4f} | {m['iterations']} | "
+            f"| {name} | {m['psnr']:.2f} dB | {m['psnr_head']:.2f} dB | {m['ssim']:.4f} | {m['iterations']} | "
             f"{m['iterations_per_second']:.2f} | {m['render_rays_per_second']:,.0f} | "
-            f"{m['psnr'] - base['psnr']:+.2f} / {m['head_psnr'] - base['head_psnr']:+.2f} dB |"
+            f"{m['psnr'] - base['psnr']:+.2f} / {m['psnr_head'] - base['psnr_head']:+.2f} dB |"
         )
     print(f"\nrenders and metrics under {out}")
 

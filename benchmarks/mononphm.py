@@ -106,7 +106,7 @@ def main() -> None:
     print("| held-out PSNR | head PSNR | SSIM | iterations | it/s | render rays/s |")
     print("|---:|---:|---:|---:|---:|---:|")
     print(
-        f"| {m['psnr']:.2f} dB | {m['head_psnr']:.2f} dB | {m['ssim']:.4f} | {m['iterations']} | "
+        f"| {m['psnr']:.2f} dB | {m['psnr_head']:.2f} dB | {m['ssim']:.4f} | {m['iterations']} | "
         f"{m['iterations_per_second']:.2f} | {m['render_rays_per_second']:,.0f} |"
     )
     print("\n| held-out frame | Chamfer (seen surface) | head size | Chamfer / head size |")
