@@ -208,6 +208,8 @@ def test_expression_gain_renders_stronger_expressions_than_the_written_parameter
         ("orbit_front_weight", 1.0),
         ("orbit_turns", 0.0),
         ("expression_gain", -1.0),
+        ("hair_volume", "thick"),
+        ("glasses", 1),
     ],
 )
 def test_bad_config_names_the_field(field, value):

@@ -2,9 +2,13 @@
 model files in the official formats (:func:`write_synthetic_flame`, :func:`write_synthetic_smplx`) and a tracked
 head video rendered from them in the INSTA format (:func:`make_synthetic_video`, cached by
 :func:`cached_synthetic_video`), also as a real INSTA capture with no model files (:func:`write_insta_capture`).
+The video can add what a tracked template lacks: a hair volume (:class:`HairVolume`, :class:`HairVolumeConfig`)
+and glasses (:func:`glasses_mesh`), with labels of their own (:data:`HAIR_VOLUME_LABEL`, :data:`GLASSES_LABEL`).
 
 It builds on ``headfields.data`` and ``headfields.parametric``; neither imports it."""
 
+from .glasses import GLASSES_LABEL, glasses_mesh
+from .hair import HAIR_VOLUME_LABEL, HairVolume, HairVolumeConfig, VolumeComposite
 from .insta_capture import subdivide, write_insta_capture
 from .model_files import (
     REGION_NAMES,
@@ -17,12 +21,18 @@ from .model_files import (
 from .video import SyntheticVideoConfig, cached_synthetic_video, make_synthetic_video
 
 __all__ = [
+    "GLASSES_LABEL",
+    "HAIR_VOLUME_LABEL",
+    "HairVolume",
+    "HairVolumeConfig",
     "REGION_NAMES",
     "SMPLX_REGION_NAMES",
     "SYNTHETIC_EXPRESSIONS",
     "SYNTHETIC_SHAPES",
     "SyntheticVideoConfig",
+    "VolumeComposite",
     "cached_synthetic_video",
+    "glasses_mesh",
     "make_synthetic_video",
     "subdivide",
     "write_synthetic_flame",

@@ -18,13 +18,16 @@ from torch import Tensor
 
 from ..data import INSTA_FACE_PARSING, SPLITS, FrameSet, load_insta_dataset, save_insta_dataset
 from ..parametric import load_model
+from .glasses import GLASSES_LABEL
+from .hair import HAIR_VOLUME_LABEL, HairVolumeConfig
 from .video import SyntheticVideoConfig, cached_synthetic_video
 
 __all__ = ["INSTA_CODES_OF_SYNTHETIC", "subdivide", "write_insta_capture"]
 
 # The synthetic video's regions as INSTA's face parser labels them. Lips and eyes are split in two by the
 # image position (above / below the lips' centre, right / left of the eyes' centre: the subject's left eye is
-# on the image's right); the parser's "mouth" is everything between the lips.
+# on the image's right); the parser's "mouth" is everything between the lips. The hair volume is hair to the
+# parser, as the template's scalp is.
 INSTA_CODES_OF_SYNTHETIC = {
     "skin": "skin",
     "lips": ("upper_lip", "lower_lip"),
@@ -33,6 +36,8 @@ INSTA_CODES_OF_SYNTHETIC = {
     "eyes": ("left_eye", "right_eye"),
     "hair": "hair",
     "neck": "neck",
+    HAIR_VOLUME_LABEL: "hair",
+    GLASSES_LABEL: "glasses",
 }
 INSTA_DEPTH_SCALE = 1e-3  # INSTA's transforms.py: millimetres
 
@@ -44,15 +49,25 @@ def write_insta_capture(
     frames: int | None = None,
     seed: int = 0,
     source: str | os.PathLike | None = None,
+    *,
+    hair_volume: HairVolumeConfig | bool | None = None,
+    glasses: bool | None = None,
 ) -> Path:
     """Write the synthetic video of ``config`` (rendered once and cached) to ``root`` in INSTA's layout and
     return ``root``. ``remesh``: the tracked meshes and ``canonical.obj`` are the head subdivided once (each
     triangle into four) with its vertices shuffled (``seed``), and ``canonical.obj`` has no UVs. ``frames``:
     keep only the first ``frames`` of each split (tests). ``source``: a synthetic video already written by
-    :func:`make_synthetic_video`, instead of ``config``'s."""
+    :func:`make_synthetic_video`, instead of ``config``'s. ``hair_volume``, ``glasses``: replace the config's,
+    as in :func:`cached_synthetic_video` (the hair volume's pixels get the parser's ``hair``, the glasses' its
+    ``glasses``).
+
+        root = write_insta_capture("/tmp/capture_hair", hair_volume=True)
+    """
     if source is not None and config is not None:
         raise ValueError("source: expected either a written video or a config, got both")
-    source = Path(source) if source is not None else cached_synthetic_video(config)
+    if source is not None and (hair_volume is not None or glasses is not None):
+        raise ValueError("source: a written video has its hair and glasses already; give hair_volume / glasses without it")
+    source = Path(source) if source is not None else cached_synthetic_video(config, hair_volume=hair_volume, glasses=glasses)
     splits = {split: load_insta_dataset(source, split) for split in SPLITS}
     if frames is not None:
         splits = {s: fs.select(range(min(frames, len(fs)))) for s, fs in splits.items()}

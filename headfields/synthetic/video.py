@@ -5,7 +5,9 @@ The sequence is a string of short *episodes*, each raising one expression channe
 letting it fall again, over small smooth head, gaze and camera motion. Training frames never combine two
 channels; test frames do (brows raised with the jaw open, ...), so a test measures generalisation to
 expression combinations never seen. Ground truth is ray cast from the posed mesh with Warp: RGB (anti-aliased),
-mask, depth and region segmentation. Everything is deterministic from the seed.
+mask, depth and region segmentation. Everything is deterministic from the seed. Options add what a tracked
+template lacks: a volume of hair over the scalp and a pair of glasses (``hair.py``, ``glasses.py``), composited
+with the head exactly (``_render.py``), with labels of their own, and absent from the written meshes.
 
 The orbit video (:meth:`SyntheticVideoConfig.portrait360`) is a 360-degree capture: the subject turns before the
 camera, lingering where it faces the camera as real subjects do (few back views in training), the held-out frames
@@ -27,13 +29,16 @@ import torch
 from torch import Tensor
 
 from ..checks import check_count, check_positive
-from ..data import BACKGROUND_LABEL, FrameSet, TrackedParams, save_insta_dataset
-from ..geometry import ray_intersect
+from ..data import FrameSet, TrackedParams, save_insta_dataset
+from ..geometry import TriangleMesh
 from ..parametric import load_model
 from ..parametric.head import Head
 from ..parametric.model import ParametricModel
-from ..renderers.cameras import PinholeCameras, look_at, pixel_rays
-from ._appearance import HeadAppearance, head_appearance
+from ..renderers.cameras import PinholeCameras, look_at
+from ._appearance import head_appearance
+from ._render import Additions, render_frames
+from .glasses import GLASSES_LABEL, glasses_mesh
+from .hair import HAIR_VOLUME_LABEL, HairVolume, HairVolumeConfig
 from .model_files import SYNTHETIC_EXPRESSIONS, write_synthetic_flame, write_synthetic_smplx
 
 # Episode channels: two expression directions of the synthetic model and the jaw. Amplitudes are the peak
@@ -73,6 +78,10 @@ class SyntheticVideoConfig:
     expression_gain: float = 1.0  # rendered expression and jaw pose = gain x the tracked (stored) ones
     background: tuple[float, float, float] = (1.0, 1.0, 1.0)
     seed: int = 0
+    # What the tracked template lacks (off by default): a volume of hair over the scalp (True: the default
+    # HairVolumeConfig) and a pair of glasses. Neither is in the written meshes; each has its own label.
+    hair_volume: HairVolumeConfig | bool | None = None
+    glasses: bool = False
 
     def __post_init__(self) -> None:
         check_count("num_frames", self.num_frames, 3)
@@ -93,6 +102,12 @@ class SyntheticVideoConfig:
         if not 0.0 <= self.orbit_front_weight < 1.0:
             raise ValueError(f"orbit_front_weight: expected a weight in [0, 1), got {self.orbit_front_weight}")
         check_positive("expression_gain", self.expression_gain)
+        if isinstance(self.hair_volume, bool):  # True: the default hair; stored as a config, so caches agree
+            object.__setattr__(self, "hair_volume", HairVolumeConfig() if self.hair_volume else None)
+        if self.hair_volume is not None and not isinstance(self.hair_volume, HairVolumeConfig):
+            raise TypeError(f"hair_volume: expected a HairVolumeConfig, True, False or None, got {self.hair_volume!r}")
+        if not isinstance(self.glasses, bool):
+            raise TypeError(f"glasses: expected True or False, got {self.glasses!r}")
 
     @classmethod
     def portrait360(cls, **changes) -> SyntheticVideoConfig:
@@ -111,6 +126,13 @@ def make_synthetic_video(
     ``root/model`` holds the synthetic FLAME (or SMPL-X) model files the parameters refer to;
     :func:`headfields.data.load_insta_dataset` reads the result back. ``device`` runs the model and the ray
     casting (default: the CPU); the parameters are drawn on the CPU, so the video is the same on any device.
+
+    With ``config.hair_volume`` or ``config.glasses`` the images show them (see :mod:`headfields.synthetic.hair`,
+    :mod:`headfields.synthetic.glasses`; the camera frames them too), their pixels carry the labels
+    ``"hair_volume"`` (the volume's opacity before the first opaque surface exceeds 0.5) and ``"glasses"``, and
+    the written meshes stay the template's.
+
+        root = make_synthetic_video("/tmp/hair", SyntheticVideoConfig(hair_volume=True, glasses=True))
     """
     config = config or SyntheticVideoConfig()
     root = Path(root)
@@ -123,9 +145,18 @@ def make_synthetic_video(
     params, test_start = _sequence(model, config, generator)
     on_device = params.to(model.v_template.device)
     head = model(shape=on_device.shape, expression=on_device.expression, pose=on_device.pose, translation=on_device.translation)
-    cameras = _cameras(head, config, generator)
     appearance = head_appearance(model, config.seed)
     labels = {name: i + 1 for i, name in enumerate(appearance.names)}
+    hair, glasses = None, None  # what the template lacks, in its canonical frame; labelled after its regions
+    if config.hair_volume is not None:
+        hair = HairVolume.around(head.canonical_vertices.detach(), head.faces, config.hair_volume, config.seed)
+        labels[HAIR_VOLUME_LABEL] = len(labels) + 1
+    if config.glasses:
+        glasses = glasses_mesh(head.canonical_vertices.detach(), head.faces)
+        labels[GLASSES_LABEL] = len(labels) + 1
+    extent = [hair.outer_points()] if hair else []
+    extent += [glasses[0]] if glasses else []
+    cameras = _cameras(head, config, generator, torch.cat(extent) if extent else None)
 
     # What the camera sees: the tracked parameters with expression and jaw scaled by the gain.
     expression, pose = on_device.expression * config.expression_gain, on_device.pose.clone()
@@ -133,7 +164,13 @@ def make_synthetic_video(
     pose[:, jaw] *= config.expression_gain
     subject = model(shape=on_device.shape, expression=expression, pose=pose, translation=on_device.translation)
     brow = expression[:, SYNTHETIC_EXPRESSIONS["brow_raise"]]
-    images, masks, depths, segmentation = (x.cpu() for x in _render(subject, cameras, appearance, brow, config))
+    additions = None
+    if hair is not None or glasses is not None:
+        additions = _additions(model, subject, hair, glasses, labels)
+    rendered = render_frames(
+        subject, cameras, appearance, brow, config.resolution, config.supersampling, config.background, additions
+    )
+    images, masks, depths, segmentation = (x.cpu() for x in rendered)
     cameras, vertices, faces = cameras.to("cpu"), head.vertices.detach().cpu(), head.faces.cpu()
     splits = {
         "train": torch.arange(0, test_start - config.num_val),
@@ -159,19 +196,35 @@ def make_synthetic_video(
     return save_insta_dataset(root, frame_sets, composited_over=config.background)
 
 
-def cached_synthetic_video(config: SyntheticVideoConfig | None = None, cache_dir: str | Path | None = None) -> Path:
+def cached_synthetic_video(
+    config: SyntheticVideoConfig | None = None,
+    cache_dir: str | Path | None = None,
+    *,
+    hair_volume: HairVolumeConfig | bool | None = None,
+    glasses: bool | None = None,
+) -> Path:
     """The synthetic video of ``config``, rendered on first use into a cache folder and reused after.
 
-    The folder (under ``cache_dir``, default ``$XDG_CACHE_HOME/headfields`` or ``~/.cache/headfields``) is
-    named by a digest of the config and of this package's version, so another config renders anew. Processes
-    that start together (``torchrun``'s ranks) may each render it: each renders into a folder of its own and
-    the first to finish moves its folder into place, so none ever reads a half-written video.
+    ``hair_volume`` and ``glasses``, if given, replace the config's (default: the default video's): the hair
+    variant is ``cached_synthetic_video(hair_volume=True)``. The folder (under ``cache_dir``, default
+    ``$XDG_CACHE_HOME/headfields`` or ``~/.cache/headfields``) is named by a digest of the config and of this
+    package's version, so another config renders anew. Processes that start together (``torchrun``'s ranks)
+    may each render it: each renders into a folder of its own and the first to finish moves its folder into
+    place, so none ever reads a half-written video.
+
+        root = cached_synthetic_video(hair_volume=True, glasses=True)
     """
     config = config or SyntheticVideoConfig()
+    if hair_volume is not None:
+        config = replace(config, hair_volume=hair_volume)
+    if glasses is not None:
+        config = replace(config, glasses=glasses)
     if cache_dir is None:
         cache_dir = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "headfields"
     key = hashlib.sha256(repr((config, CACHE_VERSION)).encode()).hexdigest()[:16]
-    root = Path(cache_dir) / f"synthetic_{'orbit' if config.orbit else 'head'}_{key}"
+    kind = "orbit" if config.orbit else "head"
+    kind += ("_hair" if config.hair_volume else "") + ("_glasses" if config.glasses else "")
+    root = Path(cache_dir) / f"synthetic_{kind}_{key}"
     done = root / ".complete"
     if done.exists():
         return root
@@ -272,11 +325,34 @@ def _orbit_yaw(config: SyntheticVideoConfig, test_start: int) -> Tensor:
     return torch.cat([(low + high) / 2, test])
 
 
-def _cameras(head: Head, config: SyntheticVideoConfig, generator: torch.Generator) -> PinholeCameras:
+def _head_joint(model: ParametricModel) -> str:
+    """The joint the cranium rides: SMPL-X's head, FLAME's neck (FLAME's neck joint turns the head)."""
+    return "head" if "head" in model.joint_names else "neck"
+
+
+def _additions(
+    model: ParametricModel,
+    subject: Head,
+    hair: HairVolume | None,
+    glasses: tuple[Tensor, Tensor] | None,
+    labels: dict[str, int],
+) -> Additions:
+    """The hair and glasses carried by the rendered head's joint: its rest -> posed transform moves the canonical
+    head rigidly (the cranium's skinning weights are all on it)."""
+    transforms = subject.joint_transforms[:, model.joint_index(_head_joint(model))].detach()
+    posed = None
+    if glasses is not None:
+        points = glasses[0] @ transforms[:, :3, :3].transpose(1, 2) + transforms[:, None, :3, 3]
+        posed = TriangleMesh(points, glasses[1])
+    return Additions(transforms, hair, labels.get(HAIR_VOLUME_LABEL, 0), posed, labels.get(GLASSES_LABEL, 0))
+
+
+def _cameras(head: Head, config: SyntheticVideoConfig, generator: torch.Generator, extra: Tensor | None = None) -> PinholeCameras:
     """A camera in front of the head (+z) at the distance where the head's box fills the view, drifting.
 
     A portrait (SMPL-X) is framed on the head and shoulders: the box of the vertices outside the torso region,
-    extended down into the torso by SHOULDER_DROP of its height.
+    extended down into the torso by SHOULDER_DROP of its height. ``extra``: canonical points the box must also
+    hold (the hair's outer surface, the glasses).
     """
     rest = head.canonical_vertices.detach()
     if "torso" in head.regions:
@@ -284,6 +360,8 @@ def _cameras(head: Head, config: SyntheticVideoConfig, generator: torch.Generato
         torso[head.regions["torso"]] = True
         top, bottom = rest[~torso, 1].max(), rest[~torso, 1].min()
         rest = rest[rest[:, 1] >= bottom - SHOULDER_DROP * (top - bottom)]
+    if extra is not None:
+        rest = torch.cat([rest, extra.to(rest)])
     low, high = rest.amin(dim=0), rest.amax(dim=0)
     centre, half = (low + high) / 2, (high - low) / 2
     # The box's front face spans the image (up to the margin); an orbit must also fit the box turned sideways.
@@ -294,45 +372,3 @@ def _cameras(head: Head, config: SyntheticVideoConfig, generator: torch.Generato
     eye = centre + torch.tensor([0.0, 0.0, distance], dtype=rest.dtype, device=rest.device) + drift
     camera_to_world = look_at(eye, centre.expand(n, 3), torch.tensor([0.0, 1.0, 0.0], dtype=rest.dtype, device=rest.device))
     return PinholeCameras.from_fov(camera_to_world, config.resolution, config.resolution, config.fov)
-
-
-def _render(
-    head: Head, cameras: PinholeCameras, appearance: HeadAppearance, brow: Tensor, config: SyntheticVideoConfig
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Ray cast every frame: anti-aliased RGB (uint8), and from each pixel's centre ray the mask, z depth and label."""
-    n, size, s = config.num_frames, config.resolution, config.supersampling
-    mesh = head.posed_mesh
-    faces = head.faces
-    device = head.vertices.device
-    background = torch.tensor(config.background, device=device)
-    steps = torch.arange(size, device=device)
-    grid = torch.stack(torch.meshgrid(steps, steps, indexing="xy"), dim=-1).reshape(-1, 2)
-    sub = (torch.arange(s, device=device) + 0.5) / s
-    offsets = torch.stack(torch.meshgrid(sub, sub, indexing="xy"), dim=-1).reshape(-1, 2)  # [s*s, 2]
-    colour_pixels = (grid[:, None, :] + offsets[None]).reshape(-1, 2)  # [HW*s*s, 2]
-    centre_pixels = grid + 0.5
-
-    images = torch.empty(n, size, size, 3, dtype=torch.uint8, device=device)
-    masks = torch.empty(n, size, size, dtype=torch.bool, device=device)
-    depths = torch.empty(n, size, size, device=device)
-    segmentation = torch.empty(n, size, size, dtype=torch.uint8, device=device)
-    forward = cameras.camera_to_world[:, :3, 2]  # OpenCV +z: the viewing axis, for z depth
-    with torch.no_grad():
-        for f in range(n):
-            rays = pixel_rays(cameras, f, colour_pixels)
-            hit = ray_intersect(mesh, rays.origins, rays.directions, frame=f)
-            colour = background.expand(len(rays), 3).clone()
-            corners = faces[hit.face[hit.hit]]
-            colour[hit.hit] = appearance.colour(corners, hit.bary[hit.hit], brow[f].expand(len(corners)))
-            colour = colour.reshape(size * size, s * s, 3).mean(dim=1)
-            images[f] = (colour * 255 + 0.5).clamp(0, 255).to(torch.uint8).reshape(size, size, 3)
-
-            rays = pixel_rays(cameras, f, centre_pixels)
-            hit = ray_intersect(mesh, rays.origins, rays.directions, frame=f)
-            masks[f] = hit.hit.reshape(size, size)
-            depth = torch.where(hit.hit, hit.t * (rays.directions @ forward[f]), 0.0)
-            depths[f] = depth.reshape(size, size)
-            label = torch.full((size * size,), BACKGROUND_LABEL, dtype=torch.long, device=device)
-            label[hit.hit] = appearance.label(faces[hit.face[hit.hit]], hit.bary[hit.hit]) + 1
-            segmentation[f] = label.to(torch.uint8).reshape(size, size)
-    return images, masks, depths, segmentation
