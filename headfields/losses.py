@@ -25,6 +25,7 @@ __all__ = [
     "INSTA_MOUTH_WARMUP_STEPS",
     "INSTA_MOUTH_WEIGHT",
     "NEUS_EIKONAL_WEIGHT",
+    "NGP_HUBER_DIVISOR",
     "depth_loss",
     "eikonal_loss",
     "elastic_loss",
@@ -33,15 +34,21 @@ __all__ = [
     "magnitude_loss",
     "mask_loss",
     "mse_loss",
+    "ngp_huber_loss",
     "region_weights",
 ]
 
-# INSTA (PAPERS.md, "Losses"): Huber with delta 0.1 on RGB; lips and mouth pixels weighted x40 after 500 steps;
-# L1 depth against the rendered FLAME depth with weight 1.25, off on hair, cloth and background.
+# INSTA (configs/nerf/main.json; instant-ngp's testbed_nerf.cu as INSTA ships it): Huber with delta 0.1 on RGB
+# (ngp_huber_loss); lips and mouth pixels weighted x40 ("seg_weight") after 500 steps (src/core.cu); L1 depth
+# against the tracked FLAME's depth with weight 1.25 ("depth_weight") on an allow-list of face-parsing labels.
 HUBER_DELTA = 0.1
 INSTA_MOUTH_WEIGHT = 40.0
 INSTA_MOUTH_WARMUP_STEPS = 500
 INSTA_DEPTH_WEIGHT = 1.25
+# instant-ngp divides its NeRF Huber by 5 (testbed_nerf.cu, loss_and_gradient: `huber_loss(target, prediction,
+# 0.1f) / 5.0f`, "such that its L2 region near zero matches with the L2 loss"), on tiny-cuda-nn's Huber
+# r^2 / (2 delta) | |r| - delta / 2, which is torch's divided by delta.
+NGP_HUBER_DIVISOR = 5.0
 # Opacities may leave [0, 1] by float rounding in compositing; beyond this it is a bug, not rounding.
 OPACITY_TOLERANCE = 1e-4
 # Elastic loss: singular values are clamped here before the log (Nerfies clamps at float32 epsilon), so a
@@ -102,6 +109,32 @@ def huber_loss(
     return _weighted_mean(F.huber_loss(pred, target, reduction="none", delta=delta), weight)
 
 
+def ngp_huber_loss(
+    pred: Float[Tensor, "N C"],
+    target: Float[Tensor, "N C"],
+    delta: float = HUBER_DELTA,
+    weight: Float[Tensor, " N"] | None = None,
+) -> Float[Tensor, ""]:
+    """instant-ngp's NeRF Huber, which INSTA trains with: the mean over rays of ``weight[n] * sum_c h(pred - target) / 5``
+    with tiny-cuda-nn's ``h(r) = r^2 / (2 delta)`` for ``|r| <= delta`` and ``|r| - delta / 2`` beyond.
+
+    Per element that is torch's Huber (:func:`huber_loss`) times ``1 / (5 delta)``: 2 at INSTA's delta 0.1, so the
+    quadratic part is exactly ``r^2``. The channels are summed, not averaged: instant-ngp's
+    ``compute_loss_kernel_train_nerf`` back-propagates every channel's gradient unaveraged and divides by the
+    number of rays only (``loss_scale /= n_rays``). For RGB ``[N, 3]`` at delta 0.1 this is 6 times
+    :func:`huber_loss`; its scale matters next to the depth term and the weight decay.
+
+        loss = ngp_huber_loss(rgb, target, weight=mouth_weights)  # rgb, target [R, 3]
+    """
+    check_positive("delta", delta)
+    _pair(pred, target, weight)
+    check_shape("pred", pred, [None, None])
+    if pred.shape[0] == 0:
+        return _zero(pred)
+    per_ray = F.huber_loss(pred, target, reduction="none", delta=delta).sum(dim=1) / (NGP_HUBER_DIVISOR * delta)
+    return _weighted_mean(per_ray, weight)
+
+
 def region_weights(
     labels: Int[Tensor, " N"], weights: Mapping[int, float] | Float[Tensor, " L"], default: float = 1.0
 ) -> Float[Tensor, " N"]:
@@ -132,8 +165,9 @@ def region_weights(
 
 
 def depth_loss(pred: Float[Tensor, " N"], target: Float[Tensor, " N"], mask: Bool[Tensor, " N"]) -> Float[Tensor, ""]:
-    """Mean ``|pred - target|`` over the rays where ``mask`` is True (INSTA's depth prior: ``target`` the rendered
-    FLAME depth, ``mask`` off on hair, cloth, background and rays that miss the mesh; weight 1.25 is the caller's).
+    """Mean ``|pred - target|`` over the rays where ``mask`` is True (INSTA's depth prior: ``target`` the tracked
+    FLAME's depth along the ray, ``mask`` its allow-list of face-parsing labels and the rays that hit the mesh;
+    weight 1.25 is the caller's, and INSTA divides by all rays, not the masked ones: the caller's too).
     ``target`` may hold inf/NaN where ``mask`` is False (e.g. rays that miss). An all-False mask gives 0."""
     check_float("pred", pred, [None])
     check_shape("target", target, [pred.shape[0]], device=pred.device)

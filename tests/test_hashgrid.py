@@ -52,11 +52,11 @@ def random_grid(config: HashGridConfig, device: torch.device, seed: int = 0) -> 
     return grid
 
 
-def test_config_resolutions_insta():
+def test_config_resolutions_default():
     config = HashGridConfig()
     res = config.resolutions()
     assert res[0] == 16 and res[-1] == 2048 and len(res) == 16
-    assert config.per_level_scale == pytest.approx(1.3819, abs=1e-4)  # INSTA's "per-level scale ~1.38"
+    assert config.per_level_scale == pytest.approx(1.3819, abs=1e-4)  # instant-ngp's / INSTA's "per-level scale ~1.38"
     assert all(b > a for a, b in zip(res, res[1:], strict=False))
     # Dense while (r+1)^3 <= 2^18, i.e. r <= 63: resolutions 16, 22, 30, 42, 58.
     assert config.dense() == [r <= 63 for r in res] and sum(config.dense()) == 5
@@ -66,11 +66,28 @@ def test_config_resolutions_insta():
     assert grid.table.abs().max() <= 1e-4
 
 
+def test_insta_recipe_grid():
+    """INSTA's grid (configs/nerf/main.json: 16 levels x 8 features, 2^18 rows, base 16) with instant-ngp's
+    per-level scale for a finest 2048 over the unit cube (testbed.cu: exp(log(2048 * 1 / 16) / 15))."""
+    from headfields.models.insta import INSTA_HASH_GRID, InstaConfig, cpu_config
+
+    config = InstaConfig().hash_grid
+    assert config == INSTA_HASH_GRID
+    assert (config.levels, config.features_per_level, config.table_size, config.base_resolution) == (16, 8, 2**18, 16)
+    assert config.finest_resolution == 2048 and config.out_dim == 128
+    assert config.per_level_scale == pytest.approx(math.exp(math.log(2048 / 16) / 15), rel=1e-12)
+    assert config.per_level_scale == pytest.approx(1.3819128799677, rel=1e-12)
+    assert cpu_config().hash_grid == HashGridConfig()  # the CPU recipe: 2 features a level, all else the same
+    assert (HashGridConfig().levels, HashGridConfig().features_per_level) == (16, 2)  # other models' default kept
+
+
 # Three features a level and a hashed level whose resolution (40) is not a power of two.
 ODD = HashGridConfig(levels=3, features_per_level=3, log2_table_size=8, base_resolution=2, finest_resolution=40)
+# INSTA's 8 features a level, on a small grid (dense 2 and 8, hashed 40).
+EIGHT = HashGridConfig(levels=3, features_per_level=8, log2_table_size=8, base_resolution=2, finest_resolution=40)
 
 
-@pytest.mark.parametrize("config", [SMALL, ODD])
+@pytest.mark.parametrize("config", [SMALL, ODD, EIGHT])
 def test_forward_matches_torch(config, device):
     grid = random_grid(config, device)
     assert any(config.dense()) and not all(config.dense())

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from headfields.ema import ExponentialMovingAverage
-from headfields.losses import depth_loss, huber_loss, l1_loss, mask_loss, mse_loss, region_weights
+from headfields.losses import depth_loss, huber_loss, l1_loss, mask_loss, mse_loss, ngp_huber_loss, region_weights
 
 from helpers import raises_naming
 
@@ -32,6 +32,29 @@ def test_huber_matches_the_direct_formula(values, delta):
     pred = torch.tensor(values, dtype=torch.float64)[:, None]
     expected = sum(huber_direct(v, delta) for v in values) / len(values)
     assert math.isclose(float(huber_loss(pred, torch.zeros_like(pred), delta=delta)), expected, rel_tol=1e-12, abs_tol=1e-15)
+
+
+def test_instant_ngp_huber_on_a_hand_computed_case(device):
+    """instant-ngp's Huber as INSTA trains with it (testbed_nerf.cu: tiny-cuda-nn's Huber at delta 0.1, divided by
+    5; channel gradients summed per ray, divided by the number of rays). By hand, delta = 0.1:
+    ray 0, r = (0.05, 0.3, -0.02): 0.05^2 + (0.3 - 0.05) / 5 + 0.02^2 = 0.0025 + 0.05 + 0.0004 = 0.0529;
+    ray 1, r = (0, 0, 0.1), weight 2: the kink, where both branches give 0.1^2 = (0.1 - 0.05) / 5 = 0.01; x 2 = 0.02.
+    Mean over the two rays: 0.03645."""
+    pred = torch.tensor([[0.05, 0.3, -0.02], [0.0, 0.0, 0.1]], dtype=torch.float64, device=device, requires_grad=True)
+    weight = torch.tensor([1.0, 2.0], dtype=torch.float64, device=device)
+    loss = ngp_huber_loss(pred, torch.zeros_like(pred), weight=weight)
+    assert math.isclose(float(loss), 0.03645, rel_tol=1e-12)
+    loss.backward()
+    # Gradient per element: 2 r inside delta, sign(r) / 5 beyond; times the ray's weight, over the 2 rays.
+    expected = torch.tensor([[0.1, 0.2, -0.04], [0.0, 0.0, 0.4]], dtype=torch.float64, device=device) / 2
+    torch.testing.assert_close(pred.grad, expected, atol=1e-12, rtol=0)
+    assert math.isclose(float(ngp_huber_loss(pred[:1], torch.zeros(1, 3, dtype=torch.float64, device=device))), 0.0529)
+    empty = torch.zeros(0, 3, requires_grad=True)
+    assert float(ngp_huber_loss(empty, torch.zeros(0, 3))) == 0.0
+    with raises_naming("delta"):
+        ngp_huber_loss(pred, pred, delta=0.0)
+    with raises_naming("pred"):
+        ngp_huber_loss(pred[:, :, None], pred[:, :, None])
 
 
 def test_photometric_losses_match_torch_and_weights_scale_rays(device):

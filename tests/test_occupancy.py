@@ -106,7 +106,25 @@ def test_constant_steps_are_analytic(device):
     assert samples.t_end[6].item() == 4.0 and samples.deltas[6].item() == pytest.approx(0.2, abs=1e-6)
 
 
-def test_default_steps_follow_insta(device):
+def test_insta_marches_with_constant_steps(device):
+    """INSTA's box is instant-ngp's unit cube (aabb_scale 1), where instant-ngp sets the cone angle to 0: constant
+    steps of sqrt(3)/1024 times the box's side. A grid built with INSTA's cone angle marches that by default."""
+    from headfields.renderers.occupancy import INSTA_CONE_ANGLE
+
+    box = torch.tensor([[-0.5, -0.5, -0.5], [0.5, 0.5, 0.5]], device=device)
+    grid = OccupancyGrid(box, 8, cone_angle=INSTA_CONE_ANGLE)
+    assert INSTA_CONE_ANGLE == 0.0 and grid.cone_angle == 0.0 and OccupancyGrid(box, 8).cone_angle == 1 / 256
+    origins = torch.tensor([[0.0, 0.1, -3.0]], device=device)
+    dirs = torch.tensor([[0.0, 0.0, 1.0]], device=device)
+    samples = grid.march(origins, dirs)  # entry t = 2.5, exit t = 3.5: 1024 / sqrt(3) ~ 591.2 steps
+    step = math.sqrt(3) / 1024
+    assert len(samples) == math.ceil(1.0 / step)
+    torch.testing.assert_close(samples.deltas[:-1], torch.full((len(samples) - 1,), step, device=device), rtol=1e-3, atol=0)
+    with raises_naming("cone_angle"):
+        OccupancyGrid(box, 8, cone_angle=float("nan"))
+
+
+def test_default_steps_follow_instant_ngp_s_cone(device):
     # Defaults: cone 1/256 clamped to [sqrt(3)/1024, sqrt(3)/128] times the box's largest side (2 here).
     grid = OccupancyGrid(torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]], device=device), 8)
     origins = torch.tensor([[0.0, 0.0, -1.0], [0.0, 0.0, -200.0]], device=device)

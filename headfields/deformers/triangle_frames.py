@@ -5,25 +5,37 @@ For a sample ``x`` of frame ``f``, Warp finds the nearest triangle of frame ``f`
 builds that triangle's frame ``M = [[R, a], [0, 1]]`` (``R = [t | b̂ | n]``, origin its first corner, see
 :func:`headfields.geometry.triangle_frames`) on the posed and on the canonical mesh and maps
 
-    x_canonical = M_canon · M_posed⁻¹ · x = a_c + R_c R_pᵀ (x − a_p),    d_canonical = normalize(R_c R_pᵀ d).
+    x_canonical = M_canon · M_posed⁻¹ · x = a_c + R_c R_pᵀ (x − a_p),    d_canonical = normalize(R_c R_pᵀ d)
 
-Each triangle's map is rigid, so on a triangle that moved rigidly it is exact; a stretched triangle keeps
-the sample's local (tangent, bitangent, normal) offsets, not its barycentrics. Recomputing the frames from
-the face indices in torch makes the result differentiable w.r.t. ``x`` and both meshes' vertices.
+(INSTA's ``src/core.cu``, kernel ``warp``; ``include/rta/affine.cuh``: ``tri2projection``, ``transform_point``,
+``transform_direction``). Each triangle's map is rigid, so on a triangle that moved rigidly it is exact; a
+stretched triangle keeps the sample's local (tangent, bitangent, normal) offsets, not its barycentrics.
+Recomputing the frames from the face indices in torch makes the result differentiable w.r.t. ``x`` and both
+meshes' vertices.
 
-Options, all off by default; face selections are Bool ``[F]`` masks given as data (e.g.
-``head.face_mask("eyes")``):
+Options, all off by default; face selections are Bool ``[F]`` masks given as data
+(:class:`~headfields.models.insta.Insta` builds INSTA's from the model's regions):
 
-- ``scale_faces``: on these faces the posed frame's rotation is scaled by ``s = (area_posed /
-  area_canonical) ** area_exponent`` (INSTA: exponent 1, on the eye triangles), i.e.
-  ``M_posed = [[s R_p, a_p], [0, 1]]``, so ``x_canonical = a_c + R_c R_pᵀ (x − a_p) / s``: the origin
-  still maps to the origin, the local offsets shrink by ``s``. Directions use the rotation parts only
-  and are unaffected. With exponent 0.5, ``s`` is the triangle's length scale and a uniformly scaled
-  triangle maps back exactly.
-- ``blend_faces``: samples whose nearest face is one of these take the weighted mean of the maps of that
-  face (weight ``exp(−‖c₀ − x‖)``) and of its ≤3 edge-adjacent faces (``exp(−4 ‖cᵢ − x‖)``), ``c`` the
-  posed centroids, weights normalised (INSTA, face triangles). The maps are affine, so blending them is
-  blending the mapped points; directions blend the rotated directions and are renormalised.
+- ``scale_faces`` (INSTA: the eye-region triangles, its mask 1): the posed frame's rotation block is scaled by
+  ``s = (area_posed / area_canonical) ** area_exponent`` (exponent 1: ``tiny_mesh.cu`` sets the triangle's
+  ``scaling`` to the area ratio, ``tri2projection`` multiplies the frame by it), i.e.
+  ``M_posed = [[s R_p, a_p], [0, 1]]``; the canonical frame is never scaled. So
+  ``x_canonical = a_c + R_c R_pᵀ (x − a_p) / s``: the origin still maps to the origin, the local offsets shrink
+  by ``s``. Directions are normalised after the map, so the scale leaves them unchanged. With exponent 0.5,
+  ``s`` is the triangle's length scale and a uniformly scaled triangle maps back exactly.
+- ``blend_faces`` (INSTA: the face triangles, its mask 2): a sample whose nearest face is one of these blends
+  that face's frame matrix with those of its ≤3 edge neighbours, the posed and the canonical frames
+  separately (``interpolate_transformation``, called once on each mesh), each with weights from the sample's
+  position ``x``:
+
+      w_k = exp(−φ_k ‖c_k − x‖) / Σ_j exp(−φ_j ‖c_j − x‖),   φ = 1 for the nearest face, 4 for a neighbour,
+
+  ``c_k`` the posed centroids for the posed blend and the canonical centroids (against the same posed ``x``)
+  for the canonical blend. With ``M̄_p = Σ w^p_k M_p,k`` (scaled where ``scale_faces`` says) and
+  ``M̄_c = Σ w^c_k M_c,k``: ``x_canonical = M̄_c · M̄_p⁻¹ · x`` and ``d_canonical = normalize(Ā_c Ā_p⁻¹ d)``
+  (``Ā`` the 3x3 blocks). The blends are affine, not rigid. Where posed equals canonical both blends agree
+  and the map is the identity; under a rigid motion away from the canonical mesh the two weightings differ,
+  so a blended map is not exactly rigid (as in INSTA).
 - ``config.max_distance``: samples farther than this from their frame's posed mesh are dropped (``valid``
   False, ``face`` -1, points returned unchanged, directions normalised).
 - ``config.source = "rest"``: read the frames on the frame's rest mesh (``head.rest_vertices``: expression
@@ -44,17 +56,18 @@ from torch import Tensor
 
 from ..checks import check_positive, check_shape
 from ..geometry import TriangleMesh, closest_point, face_adjacency, face_areas, triangle_frames
+from ..geometry.triangles import corner_areas, corner_frames
 from ..parametric import Head
 from .base import Canonical, Deformer
 
-# INSTA's neighbour blending: weight exp(-NEAREST_FALLOFF * |c0 - x|) for the nearest triangle and
-# exp(-NEIGHBOUR_FALLOFF * |ci - x|) for its edge neighbours (distances in the mesh's units).
+# INSTA's neighbour blending (include/rta/affine.cuh, interpolate_transformation): weight
+# exp(-NEAREST_FALLOFF * |c0 - x|) for the nearest triangle and exp(-NEIGHBOUR_FALLOFF * |ci - x|) (its `factor`)
+# for its edge neighbours, distances in the mesh's units (metres for FLAME).
 NEAREST_FALLOFF = 1.0
 NEIGHBOUR_FALLOFF = 4.0
-# INSTA scales the eye triangles' frames by area(posed) / area(canonical): exponent 1 on the area ratio.
+# INSTA scales the eye triangles' frames by area(posed) / area(canonical) (src/tiny_mesh.cu, build_triangles):
+# exponent 1 on the area ratio.
 AREA_EXPONENT = 1.0
-# One triangle as a mesh: frames and areas of gathered corners [M, 3, 3] reuse the whole-mesh functions.
-_ONE_TRIANGLE = ((0, 1, 2),)
 
 
 @dataclass
@@ -76,9 +89,18 @@ class TriangleDeformerConfig:
 
 
 @dataclass
-class _Mapped:
-    points: Float[Tensor, "M K 3"]
-    dirs: Float[Tensor, "M K 3"] | None
+class _Frames:
+    """INSTA's frame matrices (``tri2projection``) of faces ``[M, K]`` on the posed mesh of each row's frame and on
+    the canonical mesh, with the faces' centroids: ``M_p = [[scale R_p, posed_origin], [0, 1]]``,
+    ``M_c = [[canonical, canonical_origin], [0, 1]]``."""
+
+    posed: Float[Tensor, "M K 3 3"]  # R_p, unscaled
+    scale: Float[Tensor, "M K"]  # s of scale_faces, 1 elsewhere
+    posed_origin: Float[Tensor, "M K 3"]
+    posed_centroid: Float[Tensor, "M K 3"]
+    canonical: Float[Tensor, "M K 3 3"]
+    canonical_origin: Float[Tensor, "M K 3"]
+    canonical_centroid: Float[Tensor, "M K 3"]
 
 
 def _apply(rotation: Tensor, v: Tensor) -> Tensor:
@@ -96,6 +118,9 @@ class TriangleFrameDeformer(Deformer):
 
     ``scale_faces`` / ``blend_faces``: Bool ``[F]`` masks over the head's faces selecting the faces whose
     samples get area scaling / neighbour blending (None: off). They are buffers, saved with the module.
+
+        deformer = TriangleFrameDeformer(scale_faces=eyes, blend_faces=face)  # INSTA's masks, see models.insta
+        canonical = deformer(x, head, frame, dirs)  # points [N, 3], dirs, valid, face
     """
 
     def __init__(
@@ -140,9 +165,7 @@ class TriangleFrameDeformer(Deformer):
         dtype = torch.promote_types(torch.promote_types(x.dtype, source.dtype), head.canonical_vertices.dtype)
         x = x.to(dtype)
         dirs = None if dirs is None else dirs.to(dtype)
-        mapped = self._map(x, dirs, head, frame, face[:, None], dtype)
-        points = mapped.points[:, 0]
-        out_dirs = None if dirs is None else mapped.dirs[:, 0]
+        points, out_dirs = self._nearest(x, dirs, self._frames(head, frame, face[:, None], dtype))
 
         if self.blend_faces is not None:
             rows = (valid & self.blend_faces[face]).nonzero()[:, 0]
@@ -165,43 +188,61 @@ class TriangleFrameDeformer(Deformer):
         """The mesh samples start on (``config.source``): the only place that picks it."""
         return head.rest_mesh if self.config.source == "rest" else head.posed_mesh
 
-    def _map(self, x: Tensor, dirs: Tensor | None, head: Head, frame: Tensor, faces: Tensor, dtype: torch.dtype) -> _Mapped:
-        """Sample i mapped through each of its faces ``faces[i, k]`` (frame ``frame[i]``): ``[M, K, 3]``.
-        Directions are rotated, not yet normalised."""
-        m, k = faces.shape
-        # Posed frames per sample; canonical ones for every face, then gathered (F is small next to a batch).
-        posed = self._source(head).vertices.to(dtype)[frame[:, None, None], head.faces[faces]].reshape(m * k, 3, 3)
-        one = torch.tensor(_ONE_TRIANGLE, device=x.device)
-        frames_p = triangle_frames(posed, one)
-        rot_p, origin_p = frames_p.rotation.reshape(m, k, 3, 3), frames_p.origin.reshape(m, k, 3)
+    def _frames(self, head: Head, frame: Tensor, faces: Tensor, dtype: torch.dtype) -> _Frames:
+        """The frames of faces ``faces[i, k]`` (posed mesh of frame ``frame[i]``) on both meshes."""
+        # Posed frames per sample, of corners gathered from the checked mesh (no per-sample checks); canonical
+        # ones for every face, then gathered (F is small next to a batch).
+        posed = self._source(head).vertices.to(dtype)[frame[:, None, None], head.faces[faces]]  # [M, K, 3, 3]
+        frames_p = corner_frames(posed)
         canonical = head.canonical_vertices.to(dtype)
         frames_c = triangle_frames(canonical, head.faces)
-        rot_c, origin_c = frames_c.rotation[faces], frames_c.origin[faces]
-        local = _apply_transposed(rot_p, x[:, None] - origin_p)
+        scale = torch.ones(faces.shape, dtype=dtype, device=posed.device)
         if self.scale_faces is not None:
-            ratio = face_areas(posed, one).reshape(m, k) / face_areas(canonical, head.faces)[faces]
-            scale = torch.where(self.scale_faces[faces], ratio**self.config.area_exponent, torch.ones_like(ratio))
-            local = local / scale[..., None]
-        points = _apply(rot_c, local) + origin_c
-        rotated = None if dirs is None else _apply(rot_c, _apply_transposed(rot_p, dirs[:, None]))
-        return _Mapped(points=points, dirs=rotated)
+            ratio = corner_areas(posed) / face_areas(canonical, head.faces)[faces]
+            scale = torch.where(self.scale_faces[faces], ratio**self.config.area_exponent, scale)
+        return _Frames(
+            posed=frames_p.rotation,
+            scale=scale,
+            posed_origin=frames_p.origin,
+            posed_centroid=posed.mean(dim=-2),
+            canonical=frames_c.rotation[faces],
+            canonical_origin=frames_c.origin[faces],
+            canonical_centroid=canonical[head.faces].mean(dim=-2)[faces],
+        )
+
+    @staticmethod
+    def _nearest(x: Tensor, dirs: Tensor | None, frames: _Frames) -> tuple[Tensor, Tensor | None]:
+        """``M_c · M_p⁻¹`` of each sample's one face (``K = 1``): ``M_p⁻¹`` in closed form (``R_pᵀ / s``).
+        Directions are rotated, not yet normalised."""
+        local = _apply_transposed(frames.posed[:, 0], x - frames.posed_origin[:, 0]) / frames.scale[:, :1]
+        points = _apply(frames.canonical[:, 0], local) + frames.canonical_origin[:, 0]
+        rotated = None if dirs is None else _apply(frames.canonical[:, 0], _apply_transposed(frames.posed[:, 0], dirs))
+        return points, rotated
 
     def _blend(
         self, x: Tensor, dirs: Tensor | None, head: Head, frame: Tensor, face: Tensor, rows: Tensor, dtype: torch.dtype
     ) -> tuple[Tensor, Tensor | None]:
-        """The blended map of samples ``rows``: their nearest face and its edge neighbours, INSTA's weights."""
+        """INSTA's blended map of samples ``rows``: their nearest face and its edge neighbours, the posed and the
+        canonical frame matrices each blended with its own weights, then ``M̄_c · M̄_p⁻¹``."""
         x_r, frame_r = x[rows], frame[rows]
-        dirs_r = None if dirs is None else dirs[rows]
         neighbours = face_adjacency(head.faces)[face[rows]]  # [M, 3], -1 across a boundary edge
         candidates = torch.cat([face[rows, None], neighbours.clamp(min=0)], dim=1)  # [M, 4]
-        centroids = self._source(head).vertices.to(dtype)[frame_r[:, None, None], head.faces[candidates]].mean(dim=-2)
-        distance = torch.linalg.vector_norm(centroids - x_r[:, None], dim=-1)
-        falloff = distance.new_tensor([self.config.nearest_falloff] + [self.config.neighbour_falloff] * 3)
-        # Softmax of the log-weights: INSTA's normalised exponentials, without underflow far from the mesh.
+        frames = self._frames(head, frame_r, candidates, dtype)
+        falloff = x_r.new_tensor([self.config.nearest_falloff] + [self.config.neighbour_falloff] * 3)
         missing = torch.cat([torch.zeros_like(neighbours[:, :1]), neighbours], dim=1) < 0
-        logits = (-falloff * distance).masked_fill(missing, -torch.inf)
-        weights = torch.softmax(logits, dim=1)
-        mapped = self._map(x_r, dirs_r, head, frame_r, candidates, dtype)
-        points = (weights[..., None] * mapped.points).sum(dim=1)
-        blended_dirs = None if dirs is None else (weights[..., None] * mapped.dirs).sum(dim=1)
-        return points, blended_dirs
+
+        def weights(centroids: Tensor) -> Tensor:
+            # Softmax of the log-weights: INSTA's normalised exponentials, without underflow far from the mesh.
+            distance = torch.linalg.vector_norm(centroids - x_r[:, None], dim=-1)
+            return torch.softmax((-falloff * distance).masked_fill(missing, -torch.inf), dim=1)
+
+        w_p, w_c = weights(frames.posed_centroid), weights(frames.canonical_centroid)
+        posed = ((w_p * frames.scale)[..., None, None] * frames.posed).sum(dim=1)  # Ā_p [M, 3, 3]
+        posed_origin = (w_p[..., None] * frames.posed_origin).sum(dim=1)
+        canonical = (w_c[..., None, None] * frames.canonical).sum(dim=1)  # Ā_c
+        canonical_origin = (w_c[..., None] * frames.canonical_origin).sum(dim=1)
+        # M̄_p⁻¹ applied to the point, and its 3x3 block to the direction: one solve, one or two right-hand sides.
+        rhs = [x_r - posed_origin] + ([] if dirs is None else [dirs[rows]])
+        local = torch.linalg.solve(posed, torch.stack(rhs, dim=-1))  # [M, 3, 1 | 2]
+        points = _apply(canonical, local[..., 0]) + canonical_origin
+        return points, None if dirs is None else _apply(canonical, local[..., 1])

@@ -30,8 +30,13 @@ from torch import Tensor, nn
 from .. import kernels
 from ..checks import check_count, check_finite, check_float
 
-# INSTA (Zielonka et al. 2023) uses 16 levels of 2 features, 2^18 rows a level, resolutions 16 to 2048.
-INSTA_LEVELS, INSTA_FEATURES, INSTA_LOG2_TABLE, INSTA_BASE, INSTA_FINEST = 16, 2, 18, 16, 2048
+# The default grid: instant-ngp's NeRF grid (its testbed.cu default network config: 16 levels of 2 features,
+# base resolution 16; the finest level's 2048 cells over the unit cube are testbed.cu's `desired_resolution`)
+# with 2^18 rows a level (instant-ngp: 2^19). INSTA (Zielonka et al. 2023, configs/nerf/main.json) has the same
+# levels, base, finest and rows but 8 features a level: `headfields.models.insta.INSTA_HASH_GRID`.
+# tiny-cuda-nn (grid_scale, grid_resolution) puts level l's lattice at scale base * b^l - 1 with a half-cell
+# offset, here at floor(base * b^l) cells from 0: the same growth b, vertices a fraction of a cell apart.
+LEVELS, FEATURES_PER_LEVEL, LOG2_TABLE_SIZE, BASE_RESOLUTION, FINEST_RESOLUTION = 16, 2, 18, 16, 2048
 # instant-ngp's spatial-hash primes (Teschner et al. 2003); the first is 1 so that neighbours along x stay
 # close in memory.
 PRIME_Y = wp.constant(wp.uint32(2654435761))
@@ -55,13 +60,14 @@ _vec8f = wp.types.vector(length=CORNERS, dtype=wp.float32)
 
 @dataclass(frozen=True)
 class HashGridConfig:
-    """Hash grid hyper-parameters; the defaults are INSTA's."""
+    """Hash grid hyper-parameters; the defaults are instant-ngp's NeRF grid with 2^18 rows a level (INSTA's grid
+    has 8 features a level: ``headfields.models.insta.INSTA_HASH_GRID``)."""
 
-    levels: int = INSTA_LEVELS
-    features_per_level: int = INSTA_FEATURES
-    log2_table_size: int = INSTA_LOG2_TABLE  # rows per hashed level: 2^log2_table_size
-    base_resolution: int = INSTA_BASE  # cells per axis on the coarsest level
-    finest_resolution: int = INSTA_FINEST  # cells per axis on the finest level
+    levels: int = LEVELS
+    features_per_level: int = FEATURES_PER_LEVEL
+    log2_table_size: int = LOG2_TABLE_SIZE  # rows per hashed level: 2^log2_table_size
+    base_resolution: int = BASE_RESOLUTION  # cells per axis on the coarsest level
+    finest_resolution: int = FINEST_RESOLUTION  # cells per axis on the finest level
 
     def __post_init__(self) -> None:
         check_count("levels", self.levels, 1, MAX_LEVELS)
@@ -77,7 +83,8 @@ class HashGridConfig:
 
     @property
     def per_level_scale(self) -> float:
-        """``b``: the factor between consecutive levels' resolutions (about 1.38 for INSTA)."""
+        """``b``: the factor between consecutive levels' resolutions (``(2048 / 16) ** (1 / 15)``, about 1.38, for
+        INSTA and instant-ngp: testbed.cu derives it from the finest resolution the same way)."""
         if self.levels == 1:
             return 1.0
         return math.exp((math.log(self.finest_resolution) - math.log(self.base_resolution)) / (self.levels - 1))
@@ -149,8 +156,9 @@ def _level_corners(point: wp.vec3, res: int, dense: int, offset: int, rows: int)
     return row, weight, f
 
 
-# One launch per level: a level's table (at most 2^18 x 2 floats for INSTA, 2 MiB) then stays in cache and the
-# TLB while every point reads it, which on CPU runs about 2x faster than visiting all levels per point.
+# One launch per level: a level's table (at most 2^18 x F floats: 2 MiB at F = 2, 8 MiB for INSTA's F = 8) then
+# stays in cache and the TLB while every point reads it, which on CPU ran about 2x faster (at F = 2) than
+# visiting all levels per point.
 
 
 @no_type_check  # Warp parameter types are not Python type hints; keep the jaxtyping checker off them.

@@ -92,6 +92,13 @@ def face_areas(vertices: Float[Tensor, "*B V 3"], faces: Int[Tensor, "F 3"]) -> 
     return 0.5 * torch.linalg.vector_norm(_face_cross(vertices, faces), dim=-1)
 
 
+def corner_areas(corners: Float[Tensor, "*B 3 3"]) -> Float[Tensor, " *B"]:
+    """Areas of triangles given by their corners ``[..., corner, xyz]`` (as :func:`gather_triangles` returns them
+    from a mesh that was checked): unchecked, for per-sample triangles on a hot path."""
+    a, b, c = corners.unbind(dim=-2)
+    return 0.5 * torch.linalg.vector_norm(torch.linalg.cross(b - a, c - a), dim=-1)
+
+
 def closest_point_on_triangle(
     p: Float[Tensor, "N 3"], a: Float[Tensor, "N 3"], b: Float[Tensor, "N 3"], c: Float[Tensor, "N 3"]
 ) -> tuple[Float[Tensor, "N 3"], Float[Tensor, "N 3"]]:
@@ -177,7 +184,17 @@ def triangle_frames(vertices: Float[Tensor, "*B V 3"], faces: Int[Tensor, "F 3"]
     """
     _check_mesh(vertices, faces)
     check_nondegenerate(vertices, faces)
-    a, b, c = _corners(vertices, faces)
+    return _frames(*_corners(vertices, faces))
+
+
+def corner_frames(corners: Float[Tensor, "*B 3 3"]) -> TriangleFrames:
+    """:func:`triangle_frames` of triangles given by their corners ``[..., corner, xyz]`` (as
+    :func:`gather_triangles` returns them from a mesh that was checked): unchecked, for per-sample triangles on a
+    hot path, where the checks of the whole mesh would be repeated for every sample."""
+    return _frames(*corners.unbind(dim=-2))
+
+
+def _frames(a: Tensor, b: Tensor, c: Tensor) -> TriangleFrames:
     e1, e2 = b - a, c - a
     n = F.normalize(torch.linalg.cross(e1, e2), dim=-1)
     bitangent = F.normalize(torch.linalg.cross(e1, n), dim=-1)

@@ -1,61 +1,219 @@
 """INSTA (Zielonka, Bolkart, Thies; CVPR 2023), assembled from public headfields primitives.
 
-sample (occupancy-grid marching in the canonical box) → deform (nearest posed FLAME triangle's frame) →
-encode (hash grid in the unit box) → decode (NeRF MLPs; the first 16 expression coefficients enter the density
-MLP only near the lips) → composite → Huber loss with lips and mouth up-weighted after a warm-up, and a depth
-prior from the posed mesh (ray cast), off on hair and background.
+sample (occupancy-grid marching through INSTA's box) → deform (nearest posed FLAME triangle's frame; the
+eye-region triangles scaled by their area change, the face triangles blending their neighbours' frames) → encode
+(hash grid in the unit box) → decode (NeRF MLPs; the first 16 expression coefficients enter the density MLP only
+near the lips) → composite → instant-ngp's Huber loss with lips and mouth up-weighted after a warm-up, and a depth
+prior from the posed mesh (ray cast) on INSTA's allow-list of face-parsing labels.
+
+Two recipes: :func:`paper_config`, equal to ``InstaConfig()``, is INSTA's code (``configs/nerf/main.json``, ``src/``
+and the instant-ngp it ships); :func:`cpu_config` has the sizes a 15-minute run on a 2-core CPU affords.
+docs/insta.md tabulates them with their sources.
+
+    model = Insta(parametric, frames.segmentation_labels, cpu_config())  # or paper_config() on a GPU
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import dataclass, field
 
 import torch
-from torch import nn
+from jaxtyping import Bool
+from torch import Tensor, nn
 
-from ..data import BACKGROUND_LABEL
+from ..checks import check_positive
+from ..data import INSTA_FACE_PARSING
 from ..decoders import NerfDecoder, NerfDecoderConfig
 from ..deformers import Deformer, TriangleFrameDeformer
 from ..encoders import HashGrid, HashGridConfig, SphericalHarmonics
 from ..fields import NerfField, RegionExpression, UnitBox, inflated_box
 from ..heads import MOUTH_REGIONS, mesh_depth, present_regions
-from ..losses import HUBER_DELTA, INSTA_DEPTH_WEIGHT, INSTA_MOUTH_WARMUP_STEPS, INSTA_MOUTH_WEIGHT, depth_loss, huber_loss
+from ..losses import (
+    HUBER_DELTA,
+    INSTA_DEPTH_WEIGHT,
+    INSTA_MOUTH_WARMUP_STEPS,
+    INSTA_MOUTH_WEIGHT,
+    depth_loss,
+    ngp_huber_loss,
+)
 from ..parametric import Head, SubjectModel
 from ..renderers import OccupancySampler, Rays, render_nerf
+from ..renderers.occupancy import CONE_ANGLE, INSTA_CONE_ANGLE
 from ..training import OptimizerConfig, RayBatch, StepOutput
 
-__all__ = ["Insta", "InstaConfig"]
+__all__ = [
+    "INSTA_HASH_GRID",
+    "Insta",
+    "InstaConfig",
+    "InstaFaceMasks",
+    "cpu_config",
+    "insta_face_masks",
+    "paper_config",
+]
+
+# INSTA's hash grid (configs/nerf/main.json "encoding": 16 levels of 8 features, 2^18 rows, base resolution 16).
+# The finest level has 2048 cells over the unit cube: instant-ngp's testbed.cu sets per_level_scale from its
+# `desired_resolution` 2048 x aabb_scale 1, i.e. (2048 / 16)^(1/15) ~ 1.382.
+INSTA_HASH_GRID = HashGridConfig(levels=16, features_per_level=8, log2_table_size=18, base_resolution=16, finest_resolution=2048)
+# INSTA's box: instant-ngp's unit cube (aabb_scale 1; NERF_SCALE = MESH_SCALE = 1, nerf_loader.h) with the meshes and
+# cameras shifted by +0.5 (tiny_mesh.cu load, nerf_loader.h mica_matrix_to_ngp): a 1 m cube centred on the
+# tracking frame's origin. The hash grid, the occupancy grid and the marching all live in it.
+INSTA_BOX_SIZE = 1.0
+INSTA_OCCUPANCY_RESOLUTION = 128  # NERF_GRIDSIZE() (instant-ngp's nerf.h)
+INSTA_STEPS_PER_DIAGONAL = 1024  # NERF_STEPS(): steps of sqrt(3)/1024 of the unit cube (testbed_nerf.cu)
+INSTA_RENDER_BOX_INFLATION = 0.15  # tiny_mesh.cu: a mesh's box grown by 0.15 of its diagonal (the CPU recipe's box)
+# INSTA's optimiser (main.json "optimizer"): an EMA (decay 0.95) of Adam at 1.75e-3, betas 0.9 / 0.99, eps 1e-15,
+# l2_reg 1e-6, which tiny-cuda-nn's Adam applies to the MLP weights only ("No L2 reg for non-matrix params": not
+# to the hash grid; Insta.param_groups).
+INSTA_OPTIMIZATION = OptimizerConfig(1.75e-3, betas=(0.9, 0.99), eps=1e-15, weight_decay=1e-6, ema_decay=0.95)
+# INSTA's PyTorch port (Zielon/INSTA-pytorch main_insta.py) trains at 2.5e-3: the CPU recipe's rate.
+INSTA_PYTORCH_LEARNING_RATE = 2.5e-3
+# INSTA's depth prior applies only where the face parser's code is in (90, 250] (compute_loss_kernel_train_nerf in
+# the instant-ngp INSTA ships: `if (mask_id <= 90 || mask_id > 250) depth_supervision_lambda = 0`): the face,
+# ears, eyes, mouth and neck, not cloth (90), hair (80), hat (70) or the background. headfields' synthetic head
+# names three of those regions its own way: lips, teeth (the mouth's inside) and eyes.
+INSTA_DEPTH_CODES = (90, 250)  # exclusive, inclusive
+INSTA_DEPTH_REGIONS = tuple(n for n, code in INSTA_FACE_PARSING.items() if INSTA_DEPTH_CODES[0] < code <= INSTA_DEPTH_CODES[1])
+INSTA_DEPTH_REGIONS += ("lips", "teeth", "eyes")
+# INSTA's triangle masks (src/masking.cpp, include/rta/masking.h): a triangle takes the LAST mask, in the enum's
+# order (boundary 0, eye region 1, face 2, left ear 4, lips 7, right ear 10), that ANY of its vertices lies in.
+# Eye region: area scaling (affine.cuh tri2projection: mask_id == 1); face: neighbour blending (core.cu warp:
+# mask_id == 2); lips: the expression (core.cu warp: ones where mask_id != 7). The boundary mask ranks below the
+# others, so it changes none of the three. Our region names for each mask: FLAME_masks.pkl's, then stand-ins of
+# the synthetic head (skin, eyes) and of the face parser (headfields.data.INSTA_FACE_PARSING).
+INSTA_SCALE_REGIONS = ("eye_region", "eyes", "left_eye", "right_eye")
+INSTA_BLEND_REGIONS = ("face", "skin", "nose", "left_brow", "right_brow")
+INSTA_LEFT_EAR_REGIONS, INSTA_RIGHT_EAR_REGIONS = ("left_ear",), ("right_ear",)
 
 
 @dataclass(frozen=True)
 class InstaConfig:
-    """INSTA's recipe (PAPERS.md); CPU-friendly sizes where noted. Departures, each a setting away: the
-    deformer's eye-triangle area scaling and face-neighbour blending are off by default (pass a configured
-    ``TriangleFrameDeformer``); the marching step is the box diagonal / 256 (INSTA: / 1024), and the grid is
-    64^3 (INSTA: 128^3); samples farther than ``shell`` from the posed mesh are skipped (INSTA warps every
-    sample in its box: ``shell=None``)."""
+    """INSTA's recipe as its code trains (configs/nerf/main.json, src/, its instant-ngp; docs/insta.md has the
+    table with the source of each number). ``InstaConfig() == paper_config()``; :func:`cpu_config` is the CPU-sized
+    recipe. Region names are alternatives: those a model has are used (``()`` turns an option off). What INSTA's
+    code does that no field here controls (its occupancy-refresh schedule, random training backgrounds) is listed
+    in docs/insta.md."""
 
-    hash_grid: HashGridConfig = field(default_factory=HashGridConfig)  # 16 levels, 2^18, 16 -> 2048
+    hash_grid: HashGridConfig = INSTA_HASH_GRID  # 16 levels x 8 features, 2^18 rows, 16 -> 2048
     decoder: NerfDecoderConfig = field(default_factory=NerfDecoderConfig)  # 64 wide MLPs, 15 geometry features
     sh_degree: int = 4
-    expression_dims: int = 16  # first FLAME expression coefficients fed near the lips
-    lips_regions: tuple[str, ...] = MOUTH_REGIONS  # faces whose samples see the expression
-    box_inflation: float = 0.15  # render box = canonical mesh box inflated by this fraction of its diagonal
-    occupancy_resolution: int = 64  # INSTA: 128 (GPU); 64 is plenty at 64-128 px on a CPU
-    occupancy_decay: float = 0.95
-    occupancy_threshold: float = 0.01  # on the optical thickness of one marching step, capped at the grid's mean
-    occupancy_every: int = 16  # steps between occupancy refreshes; 0: no grid (every cell stays occupied)
-    steps_per_diagonal: int = 256  # ray-marching step = box diagonal / this (INSTA: sqrt(3)/1024 of a unit box)
-    shell: float | None = 0.03  # metres from the frame's posed mesh beyond which samples are skipped (None: off)
+    expression_dims: int = 16  # first FLAME expression coefficients fed near the lips (main.json exp_params)
+    lips_regions: tuple[str, ...] = MOUTH_REGIONS  # INSTA's lips mask: its triangles' samples see the expression
+    scale_regions: tuple[str, ...] = INSTA_SCALE_REGIONS  # eye-region mask: frames scaled by the area change
+    blend_regions: tuple[str, ...] = INSTA_BLEND_REGIONS  # face mask: neighbour blending
+    left_ear_regions: tuple[str, ...] = INSTA_LEFT_EAR_REGIONS  # ear masks outrank the face mask: not blended
+    right_ear_regions: tuple[str, ...] = INSTA_RIGHT_EAR_REGIONS  # ... and the right ear outranks the lips too
+    box_size: float | None = INSTA_BOX_SIZE  # cube of this side (metres) around the origin; None: the mesh's box
+    box_inflation: float = INSTA_RENDER_BOX_INFLATION  # box_size None: the canonical mesh's box grown by this x diagonal
+    occupancy_resolution: int = INSTA_OCCUPANCY_RESOLUTION
+    occupancy_decay: float = 0.95  # instant-ngp's density_grid_decay
+    occupancy_threshold: float = 0.01  # NERF_MIN_OPTICAL_THICKNESS of one step, capped at the grid's mean
+    occupancy_every: int = 16  # steps between refreshes (instant-ngp: every step at first, every 16 from step 256)
+    steps_per_diagonal: int = INSTA_STEPS_PER_DIAGONAL  # the (smallest) marching step: box diagonal / this
+    cone_angle: float = INSTA_CONE_ANGLE  # step growth with distance; 0: constant steps (INSTA's aabb_scale 1)
+    shell: float | None = None  # metres from the frame's posed mesh beyond which samples are skipped (None: off)
     mouth_weight: float = INSTA_MOUTH_WEIGHT  # lips and mouth pixels weigh this much after the warm-up
-    mouth_regions: tuple[str, ...] = MOUTH_REGIONS
+    mouth_regions: tuple[str, ...] = MOUTH_REGIONS  # INSTA: codes 120, 130, 140 (lower lip, upper lip, mouth)
     warmup_steps: int = INSTA_MOUTH_WARMUP_STEPS
     depth_weight: float = INSTA_DEPTH_WEIGHT
-    depth_off_regions: tuple[str, ...] = ("hair", "torso", "cloth", "hat")  # INSTA: no depth prior on hair and cloth
+    depth_regions: tuple[str, ...] = INSTA_DEPTH_REGIONS  # segmentation labels that get the depth prior
     huber_delta: float = HUBER_DELTA
-    # INSTA's PyTorch port: Adam at 2.5e-3, betas (0.9, 0.99), eps 1e-15; evaluation with an EMA of 0.95.
-    optimization: OptimizerConfig = OptimizerConfig(2.5e-3, betas=(0.9, 0.99), eps=1e-15, ema_decay=0.95)
-    background: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    optimization: OptimizerConfig = INSTA_OPTIMIZATION
+    background: tuple[float, float, float] = (1.0, 1.0, 1.0)  # INSTA renders over white (testbed.h)
+
+    def __post_init__(self) -> None:
+        check_positive("box_size", self.box_size)
+        if not (isinstance(self.cone_angle, int | float) and math.isfinite(self.cone_angle) and self.cone_angle >= 0):
+            raise ValueError(f"cone_angle: expected a finite non-negative number, got {self.cone_angle!r}")
+
+
+def paper_config(**overrides) -> InstaConfig:
+    """INSTA's recipe (``InstaConfig()``), then ``overrides``."""
+    return InstaConfig(**overrides)
+
+
+def cpu_config(**overrides) -> InstaConfig:
+    """The sizes a 15-minute run on a 2-core CPU affords (benchmarks/insta.py), then ``overrides``; the rest is the
+    paper's. 2 features a level instead of 8 (a quarter of the grid's reads, writes and table); the box of the
+    canonical mesh grown by 0.15 of its diagonal instead of a 1 m cube, with a 64^3 grid and steps of its diagonal /
+    256 growing with distance (1/256): the cells and samples land on the head; the 3 cm mesh shell (it skips the
+    empty space the young grid still marks occupied); INSTA's PyTorch port's learning rate, 2.5e-3, for the short
+    run."""
+    sizes = dict(
+        hash_grid=HashGridConfig(),
+        box_size=None,
+        occupancy_resolution=64,
+        steps_per_diagonal=256,
+        cone_angle=CONE_ANGLE,
+        shell=0.03,
+        optimization=dataclasses.replace(INSTA_OPTIMIZATION, learning_rate=INSTA_PYTORCH_LEARNING_RATE),
+    )
+    return InstaConfig(**{**sizes, **overrides})
+
+
+@dataclass
+class InstaFaceMasks:
+    """INSTA's per-triangle options over a head's faces (None: the option is off)."""
+
+    scale: Bool[Tensor, " F"] | None  # eye region: the posed frame scaled by the area change
+    blend: Bool[Tensor, " F"] | None  # face: the posed and canonical frames blended with the neighbours'
+    lips: Bool[Tensor, " F"]  # lips: the samples see the expression
+
+
+def insta_face_masks(head: Head, config: InstaConfig) -> InstaFaceMasks:
+    """INSTA's triangle masks from ``head``'s regions (src/masking.cpp): a face takes the last of eye region, face,
+    left ear, lips, right ear (INSTA's enum order) that any of its vertices lies in. Each mask is the union of the
+    configured regions the head has. The lips must find one; so must the eye region and the face unless configured
+    ``()`` (off); the ears may be absent (the synthetic head has none)."""
+    known = head.regions
+
+    def touching(name: str, regions: tuple[str, ...], required: bool) -> Bool[Tensor, " F"] | None:
+        if not regions:
+            return None
+        present = [r for r in regions if r in known]
+        if required and not present:
+            raise ValueError(
+                f"{name}: expected at least one of {list(regions)} among the head's regions {sorted(known)} "
+                f"({name}=() turns the option off)"
+            )
+        inside = torch.zeros(head.canonical_vertices.shape[0], dtype=torch.bool, device=head.faces.device)
+        for region in present:
+            inside[known[region]] = True
+        return inside[head.faces].any(dim=-1)
+
+    if not config.lips_regions:
+        raise ValueError("lips_regions: expected at least one region name (INSTA's lips mask), got ()")
+    order = [  # INSTA's ids 1, 2, 4, 7, 10
+        touching("scale_regions", config.scale_regions, True),
+        touching("blend_regions", config.blend_regions, True),
+        touching("left_ear_regions", config.left_ear_regions, False),
+        touching("lips_regions", config.lips_regions, True),
+        touching("right_ear_regions", config.right_ear_regions, False),
+    ]
+    label = torch.full(head.faces.shape[:1], -1, dtype=torch.long, device=head.faces.device)
+    for rank, mask in enumerate(order):
+        if mask is not None:
+            label[mask] = rank
+    scale, blend, _, lips, _ = (None if mask is None else label == rank for rank, mask in enumerate(order))
+    return InstaFaceMasks(scale=scale, blend=blend, lips=lips)
+
+
+def insta_box(canonical_vertices: Tensor, config: InstaConfig) -> Tensor:
+    """The render box ``[2, 3]``: INSTA's cube of side ``box_size`` around the origin, or (``box_size`` None) the
+    canonical mesh's box grown by ``box_inflation`` of its diagonal. The canonical mesh must lie in the cube."""
+    if config.box_size is None:
+        return inflated_box(canonical_vertices, config.box_inflation)
+    half = config.box_size / 2
+    box = torch.tensor([[-half] * 3, [half] * 3], dtype=canonical_vertices.dtype, device=canonical_vertices.device)
+    low, high = canonical_vertices.amin(0), canonical_vertices.amax(0)
+    if (low < box[0]).any() or (high > box[1]).any():
+        raise ValueError(
+            f"box_size: the canonical mesh spans {low.tolist()} to {high.tolist()}, outside the {config.box_size} m cube "
+            "around the origin (INSTA's box); pass a larger box_size or box_size=None (the mesh's own box)"
+        )
+    return box
 
 
 class Insta(nn.Module):
@@ -82,26 +240,36 @@ class Insta(nn.Module):
                 f"got {c.expression_dims}"
             )
         neutral = parametric()
-        box = inflated_box(neutral.canonical_vertices, c.box_inflation)
+        box = insta_box(neutral.canonical_vertices, c)
         encoder = encoder if encoder is not None else HashGrid(c.hash_grid)
         if not isinstance(getattr(encoder, "out_dim", None), int):
             raise TypeError(f"encoder: expected a module with an int out_dim, got {type(encoder).__name__}")
-        lips = neutral.face_mask(*present_regions("lips_regions", c.lips_regions, neutral.regions))
+        masks = insta_face_masks(neutral, c)
+        if deformer is None:
+            deformer = TriangleFrameDeformer(scale_faces=masks.scale, blend_faces=masks.blend)
         directions = SphericalHarmonics(c.sh_degree)
         self.field = NerfField(
-            deformer if deformer is not None else TriangleFrameDeformer(),
+            deformer,
             encoder,
             NerfDecoder(encoder.out_dim, directions.out_dim, c.expression_dims, c.decoder),
             directions,
             UnitBox(box),
-            RegionExpression(c.expression_dims, lips, outside=1.0),  # ones away from the lips, as INSTA feeds
+            RegionExpression(c.expression_dims, masks.lips, outside=1.0),  # ones away from the lips, as INSTA feeds
         )
         grid = (c.occupancy_resolution, c.steps_per_diagonal, c.occupancy_every, c.occupancy_decay, c.occupancy_threshold)
         self.sampler = OccupancySampler(box, *grid, shell=c.shell)
+        self.sampler.grid.cone_angle = c.cone_angle  # the sampler takes no cone angle: its grid's marching default
         labels = dict(segmentation_labels)
         self.mouth_labels = [labels[r] for r in present_regions("mouth_regions", c.mouth_regions, labels)]
-        # Regions a model lacks (FLAME has no torso) are skipped; the background never gets the depth prior.
-        self.depth_off_labels = [labels[r] for r in c.depth_off_regions if r in labels] + [BACKGROUND_LABEL]
+        self.depth_labels = [labels[r] for r in present_regions("depth_regions", c.depth_regions, labels)]
+
+    def param_groups(self) -> list[dict]:
+        """The hash grid's table apart, without weight decay: tiny-cuda-nn's Adam, which INSTA trains with, puts its
+        L2 regulariser on the MLP weights only ("No L2 reg for non-matrix params")."""
+        grid = [p for m in self.field.modules() if isinstance(m, HashGrid) for p in m.parameters()]
+        ids = {id(p) for p in grid}
+        rest = [p for p in self.parameters() if id(p) not in ids]
+        return [{"params": rest}, *([{"params": grid, "weight_decay": 0.0}] if grid else [])]
 
     def render(self, rays: Rays, head: Head, generator: torch.Generator | None = None):
         background = torch.tensor(self.config.background, device=rays.origins.device)
@@ -120,14 +288,17 @@ class Insta(nn.Module):
         if step >= c.warmup_steps and batch.segmentation is not None:
             mouth = torch.tensor(self.mouth_labels, device=result.rgb.device)
             weight = torch.where(torch.isin(batch.segmentation, mouth), c.mouth_weight, 1.0)
-        loss = huber_loss(result.rgb, batch.rgb, delta=c.huber_delta, weight=weight)
+        loss = ngp_huber_loss(result.rgb, batch.rgb, delta=c.huber_delta, weight=weight)
         logs = {}
-        if c.depth_weight > 0:
+        # INSTA's depth prior needs the segmentation: without it no ray is on the allow-list.
+        if c.depth_weight > 0 and batch.segmentation is not None:
             prior = mesh_depth(batch.head, batch.rays)
-            keep = prior > 0
-            if batch.segmentation is not None:
-                keep &= ~torch.isin(batch.segmentation, torch.tensor(self.depth_off_labels, device=prior.device))
-            depth = depth_loss(result.depth, prior, keep)
+            allowed = torch.tensor(self.depth_labels, device=prior.device)
+            keep = (prior > 0) & torch.isin(batch.segmentation, allowed)
+            # Summed over the kept rays and divided by all of them (instant-ngp divides every ray's gradient by the
+            # number of rays): the mean over the kept rays times their share.
+            share = keep.sum() / max(keep.numel(), 1)
+            depth = depth_loss(result.depth, prior, keep) * share
             loss = loss + c.depth_weight * depth
             logs["depth"] = float(depth.detach())
         return StepOutput(loss=loss, rgb=result.rgb, logs=logs)

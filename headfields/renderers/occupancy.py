@@ -22,14 +22,21 @@ from .. import kernels as _warp
 from ..checks import IntLike, check_count, check_float, check_nonzero_rows, check_positive
 from .samples import PackedSamples, _check_aabb, per_ray, ray_aabb
 
-RESOLUTION = 128  # INSTA: one 128^3 grid in world space
-# INSTA's step rule: dt = clamp(t / 256, sqrt(3)/1024, sqrt(3)/128) in a unit box (Instant-NGP's 1024 steps
-# across the box diagonal at least, one cell diagonal of a 128^3 grid at most); scaled here by the largest
-# side of the box.
-CONE_ANGLE = 1 / 256
+RESOLUTION = 128  # instant-ngp / INSTA: NERF_GRIDSIZE() = 128 (nerf.h), one grid over its unit cube
+# instant-ngp's step (testbed_nerf.cu, calc_dt): dt = clamp(t * cone_angle, sqrt(3)/1024, max) in its unit cube,
+# i.e. NERF_STEPS() = 1024 steps across the cube's diagonal at least; scaled here by the largest side of the box.
+# Its cone angle is 1/256 for scenes larger than the unit cube and 0 (constant steps) for aabb_scale <= 1
+# (load_nerf_post), which is INSTA's: its box is the unit cube (a 1 m cube around the tracking frame's origin).
+CONE_ANGLE = 1 / 256  # the default here: steps that grow with distance (instant-ngp's large scenes)
+INSTA_CONE_ANGLE = 0.0
 MIN_STEP = math.sqrt(3) / 1024
+# The largest cone step: one cell diagonal of a 128^3 grid (instant-ngp's cap is the cell of its coarsest
+# cascade; one grid here).
 MAX_STEP = math.sqrt(3) / 128
-MAX_SAMPLES_PER_RAY = 1024  # INSTA: up to 1024 steps a ray
+MAX_SAMPLES_PER_RAY = 1024  # instant-ngp / INSTA: NERF_STEPS() = 1024 steps a training ray at most
+# point_to_density_flame (INSTA's src/core.cu) would mark the cells within 3 cm of the canonical FLAME mesh (1.5 cm
+# behind its surface) occupied, but its only caller, update_density_grid_flame, is commented out in INSTA's
+# training_prep_nerf: INSTA's grid holds the network's density alone, as OccupancyGrid.update does.
 UPDATE_CHUNK = 1 << 18  # cells evaluated per density_fn call during an update (bounds its memory)
 
 
@@ -131,6 +138,12 @@ def _write_kernel(
         t = t1
 
 
+def _check_cone_angle(value: float) -> float:
+    if isinstance(value, bool) or not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
+        raise ValueError(f"cone_angle: expected a finite non-negative number, got {value!r}")
+    return float(value)
+
+
 def _resolution(value: IntLike | Sequence[IntLike]) -> tuple[int, int, int]:
     if isinstance(value, Sequence):
         if len(value) != 3:
@@ -145,16 +158,27 @@ class OccupancyGrid(nn.Module):
 
     Buffers (saved in the state dict): ``aabb``, ``occupancy`` (float ``[X,Y,Z]``, the decayed maximum of
     the density seen per cell, 0 at first) and ``binary`` (bool ``[X,Y,Z]``, the cells marching visits).
+    ``cone_angle`` is :meth:`march`'s default step growth (``CONE_ANGLE``; ``INSTA_CONE_ANGLE``, 0, gives the
+    constant steps INSTA marches with).
+
+        grid = OccupancyGrid(box, 128, cone_angle=INSTA_CONE_ANGLE)
+        samples = grid.march(origins, dirs, step_size=diagonal / 1024)
     """
 
     aabb: Tensor
     occupancy: Tensor
     binary: Tensor
 
-    def __init__(self, aabb: Float[Tensor, "2 3"], resolution: IntLike | Sequence[IntLike] = RESOLUTION):
+    def __init__(
+        self,
+        aabb: Float[Tensor, "2 3"],
+        resolution: IntLike | Sequence[IntLike] = RESOLUTION,
+        cone_angle: float = CONE_ANGLE,
+    ):
         super().__init__()
         _check_aabb("aabb", aabb)
         res = _resolution(resolution)
+        self.cone_angle = _check_cone_angle(cone_angle)
         self.register_buffer("aabb", aabb.detach().float().clone())
         self.register_buffer("occupancy", torch.zeros(res, device=aabb.device))
         self.register_buffer("binary", torch.ones(res, dtype=torch.bool, device=aabb.device))
@@ -243,7 +267,7 @@ class OccupancyGrid(nn.Module):
         near: Float[Tensor, " R"] | float = 0.0,
         far: Float[Tensor, " R"] | float | None = None,
         step_size: float | None = None,
-        cone_angle: float = CONE_ANGLE,
+        cone_angle: float | None = None,
         max_step: float | None = None,
         max_samples_per_ray: IntLike = MAX_SAMPLES_PER_RAY,
     ) -> PackedSamples:
@@ -251,10 +275,10 @@ class OccupancyGrid(nn.Module):
         ``dt = clamp(t * cone_angle, step_size, max_step)`` (the last step is cut at the exit) and emit the
         steps whose midpoint lies in an occupied cell, at most ``max_samples_per_ray`` a ray.
 
-        ``step_size`` and ``max_step`` default to INSTA's ``sqrt(3)/1024`` and ``sqrt(3)/128`` times the
-        largest side of the box (``max_step`` at least ``step_size``); ``cone_angle = 0`` gives constant
-        steps. ``t`` is in units of ``dirs`` (unit vectors, so world units). The Warp kernels run in float32;
-        ``t`` comes back in ``origins``'s dtype.
+        ``step_size`` and ``max_step`` default to instant-ngp's ``sqrt(3)/1024`` and one 128^3 cell diagonal,
+        ``sqrt(3)/128``, times the largest side of the box (``max_step`` at least ``step_size``); ``cone_angle``
+        defaults to the grid's (``cone_angle = 0`` gives constant steps). ``t`` is in units of ``dirs`` (unit
+        vectors, so world units). The Warp kernels run in float32; ``t`` comes back in ``origins``'s dtype.
         """
         device = self.aabb.device
         check_float("origins", origins, [None, 3], device=device)
@@ -272,8 +296,7 @@ class OccupancyGrid(nn.Module):
             check_positive(name, value)
         if max_step < step_size:
             raise ValueError(f"max_step: expected at least step_size ({step_size}), got {max_step}")
-        if not (isinstance(cone_angle, (int, float)) and math.isfinite(cone_angle) and cone_angle >= 0):
-            raise ValueError(f"cone_angle: expected a finite non-negative number, got {cone_angle!r}")
+        cone_angle = self.cone_angle if cone_angle is None else _check_cone_angle(cone_angle)
         max_samples = check_count("max_samples_per_ray", max_samples_per_ray, 1, 2**31 - 1)
 
         box = ray_aabb(origins, dirs, self.aabb)
