@@ -1,5 +1,5 @@
 """INSTA on the synthetic head video: the triangle-frame deformer against a rigid one, and the occupancy grid
-against none, each trained for the same time budget in the same run.
+against none, each trained for the same time budget in the same run, with INSTA's CPU recipe (``cpu_config``).
 
     python benchmarks/insta.py                 # 15 minutes per trained variant (the issue's budget)
     python benchmarks/insta.py --minutes 2     # a quick look
@@ -18,7 +18,7 @@ import torch
 
 from headfields.data import load_insta_dataset
 from headfields.deformers import RigidDeformer, RigidDeformerConfig
-from headfields.models.insta import Insta, InstaConfig
+from headfields.models.insta import Insta, cpu_config
 from headfields.parametric import load_model
 from headfields.synthetic import cached_synthetic_video
 from headfields.training import TrainingConfig
@@ -45,9 +45,11 @@ def main() -> None:
     labels = train_frames.segmentation_labels
 
     variants = {
-        "INSTA (triangle frames, occupancy grid)": lambda: Insta(parametric, labels),
-        "rigid deformer": lambda: Insta(parametric, labels, deformer=RigidDeformer(RigidDeformerConfig(nearest_face=True))),
-        "no occupancy grid": lambda: Insta(parametric, labels, InstaConfig(occupancy_every=0)),
+        "INSTA (triangle frames, occupancy grid)": lambda: Insta(parametric, labels, cpu_config()),
+        "rigid deformer": lambda: Insta(
+            parametric, labels, cpu_config(), deformer=RigidDeformer(RigidDeformerConfig(nearest_face=True))
+        ),
+        "no occupancy grid": lambda: Insta(parametric, labels, cpu_config(occupancy_every=0)),
     }
     results = {}
     for i, (name, build) in enumerate(variants.items()):

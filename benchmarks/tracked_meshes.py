@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from headfields.data import load_subject
+from headfields.models import insta
 from headfields.models.insta import Insta
 from headfields.synthetic import write_insta_capture
 from headfields.training import TrainingConfig, seed_everything
@@ -66,7 +67,7 @@ def main() -> None:
         for note in subject.notes:
             print(f"{name}: {note}")
         seed_everything(args.seed)  # the same initial weights on every path
-        model = Insta(subject.parametric, subject.train.segmentation_labels)
+        model = Insta(subject.parametric, subject.train.segmentation_labels, insta.cpu_config())
         results[name] = train_variant(model, subject.train, subject.eval, out / f"path_{i}", config)
 
     base = results["parametric (FLAME parameters, model files)"]

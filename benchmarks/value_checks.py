@@ -15,7 +15,7 @@ import torch
 import headfields.checks as checks
 from headfields.data import load_insta_dataset
 from headfields.heads import tracked_head
-from headfields.models import monoavatar, mononphm
+from headfields.models import insta, monoavatar, mononphm
 from headfields.models.insta import Insta
 from headfields.models.mixes import MIXES
 from headfields.parametric import load_model
@@ -39,7 +39,7 @@ def main() -> None:
     parametric = load_model(frames.model_path, frames.model_type)
     head = tracked_head(parametric, frames)
     builds = {
-        "INSTA": lambda: Insta(parametric, frames.segmentation_labels),
+        "INSTA": lambda: Insta(parametric, frames.segmentation_labels, insta.cpu_config()),
         "MonoAvatar": lambda: monoavatar.MonoAvatar(parametric, len(frames), monoavatar.cpu_config()),
         "MonoNPHM": lambda: mononphm.MonoNphm(parametric, len(frames), mononphm.cpu_config()),
         "mix_triangle_neus": lambda: MIXES["mix_triangle_neus"].build(parametric, frames),

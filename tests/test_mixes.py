@@ -12,9 +12,8 @@ import torch
 from tiny_configs import TINY_GRID, TINY_INSTA, TINY_MONOAVATAR
 from torch import nn
 
-from headfields.deformers import TriangleFrameDeformer
 from headfields.heads import tracked_head
-from headfields.models.insta import Insta
+from headfields.models.insta import Insta, insta_deformer, insta_face_masks
 from headfields.models.mixes import MIXES, anchored_hashgrid, hyper_insta
 from headfields.models.monoavatar import MonoAvatar
 from headfields.parametric import load_model
@@ -56,7 +55,7 @@ def test_hyper_insta_starts_with_insta_deformation(tiny_video):
     frame = rays.frame
     with torch.no_grad():
         chained = model.field.deformer(x, head, frame)
-        alone = TriangleFrameDeformer()(x, head, frame)
+        alone = insta_deformer(insta_face_masks(model.parametric(), INSTA))(x, head, frame)  # INSTA's own
     assert chained.points.shape == (64, 5)
     torch.testing.assert_close(chained.points[:, :3], alone.points, rtol=0, atol=1e-6)
     assert chained.points[:, 3:].abs().max() < 1e-3

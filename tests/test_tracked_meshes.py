@@ -26,6 +26,7 @@ from headfields.data.inspect import inspect_capture, main
 from headfields.data.tracked_meshes import read_region_file, regions_from_segmentation
 from headfields.encoders import UVCodeDecoderConfig
 from headfields.heads import tracked_head
+from headfields.models import insta
 from headfields.models.insta import Insta
 from headfields.models.mixes import MIXES
 from headfields.models.monoavatar import MonoAvatar, cpu_config
@@ -258,7 +259,7 @@ def test_every_model_that_can_trains_on_a_remeshed_capture_without_model_files(r
     subject = load_subject(remeshed)
     p, frames = subject.parametric, subject.train
     model = {
-        "insta": lambda: Insta(p, frames.segmentation_labels),
+        "insta": lambda: Insta(p, frames.segmentation_labels, insta.cpu_config()),
         "monoavatar": lambda: MonoAvatar(
             p, len(frames), cpu_config(uv_resolution=32, code_decoder=UVCodeDecoderConfig(resolution=32))
         ),

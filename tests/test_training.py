@@ -52,7 +52,7 @@ def _batch(model, frames, count, seed=0):
 def test_insta_loss_falls_on_a_fixed_batch(video):
     train_frames, _ = video
     model = _model(train_frames)
-    losses, _, _ = fit(model, _batch(model, train_frames, 128), 25)  # past TINY's warm-up: the mouth weighting is on
+    losses, _, _ = fit(model, _batch(model, train_frames, 128), 40)  # past TINY's warm-up: the mouth weighting is on
     assert losses[-1] < 0.5 * losses[0], losses
     # Every trainable piece received a gradient: the deformer's canonical points reach the grid and MLPs.
     table = model.field.encoder.table
@@ -81,7 +81,8 @@ def test_train_writes_metrics_and_renders_and_resumes_exactly(video, tmp_path):
     torch.testing.assert_close(compare[:, :width], eval_frames.images[0].float() / 255, atol=1 / 255, rtol=0)
     torch.testing.assert_close(compare[:, width : 2 * width], render, atol=1 / 255, rtol=0)
     error = ((render - eval_frames.images[0].float() / 255).abs().mean(-1) * 4).clamp(0, 1)
-    torch.testing.assert_close(compare[:, 2 * width :, 0], error, atol=2 / 255, rtol=0)
+    # The PNG's rounding, and a float32 ulp more: the gain of 4 can land an error exactly on a rounding boundary.
+    torch.testing.assert_close(compare[:, 2 * width :, 0], error, atol=2 / 255 + 1e-6, rtol=0)
     assert np.asarray(Image.open(tmp_path / "straight" / "side_by_side.png")).shape[1] == 3 * width
 
     # Stop half-way, then resume from the checkpoint in a fresh model: the same state as straight through.

@@ -49,6 +49,7 @@ __all__ = [
     "InstaConfig",
     "InstaFaceMasks",
     "cpu_config",
+    "insta_deformer",
     "insta_face_masks",
     "paper_config",
 ]
@@ -162,6 +163,12 @@ class InstaFaceMasks:
     lips: Bool[Tensor, " F"]  # lips: the samples see the expression
 
 
+def insta_deformer(masks: InstaFaceMasks) -> TriangleFrameDeformer:
+    """INSTA's triangle-frame deformer: eye triangles scaled by their area ratio, face triangles blended with their
+    neighbours (``masks``: :func:`insta_face_masks` of the subject's neutral head)."""
+    return TriangleFrameDeformer(scale_faces=masks.scale, blend_faces=masks.blend)
+
+
 def insta_face_masks(head: Head, config: InstaConfig) -> InstaFaceMasks:
     """INSTA's triangle masks from ``head``'s regions (src/masking.cpp): a face takes the last of eye region, face,
     left ear, lips, right ear (INSTA's enum order) that any of its vertices lies in. Each mask is the union of the
@@ -245,8 +252,7 @@ class Insta(nn.Module):
         if not isinstance(getattr(encoder, "out_dim", None), int):
             raise TypeError(f"encoder: expected a module with an int out_dim, got {type(encoder).__name__}")
         masks = insta_face_masks(neutral, c)
-        if deformer is None:
-            deformer = TriangleFrameDeformer(scale_faces=masks.scale, blend_faces=masks.blend)
+        deformer = deformer if deformer is not None else insta_deformer(masks)
         directions = SphericalHarmonics(c.sh_degree)
         self.field = NerfField(
             deformer,
@@ -257,8 +263,7 @@ class Insta(nn.Module):
             RegionExpression(c.expression_dims, masks.lips, outside=1.0),  # ones away from the lips, as INSTA feeds
         )
         grid = (c.occupancy_resolution, c.steps_per_diagonal, c.occupancy_every, c.occupancy_decay, c.occupancy_threshold)
-        self.sampler = OccupancySampler(box, *grid, shell=c.shell)
-        self.sampler.grid.cone_angle = c.cone_angle  # the sampler takes no cone angle: its grid's marching default
+        self.sampler = OccupancySampler(box, *grid, shell=c.shell, cone_angle=c.cone_angle)
         labels = dict(segmentation_labels)
         self.mouth_labels = [labels[r] for r in present_regions("mouth_regions", c.mouth_regions, labels)]
         self.depth_labels = [labels[r] for r in present_regions("depth_regions", c.depth_regions, labels)]

@@ -15,7 +15,8 @@ from ..data import FrameSet
 from ..deformers import DeformerChain, HyperDeformer, HyperDeformerConfig, TriangleFrameDeformer
 from ..encoders import HashGrid, HashGridConfig, HyperEncoding
 from ..parametric import SubjectModel
-from .insta import Insta, InstaConfig
+from .insta import Insta, InstaConfig, insta_deformer, insta_face_masks
+from .insta import cpu_config as insta_cpu_config
 from .monoavatar import MonoAvatar, MonoAvatarConfig, cpu_config
 from .neus_avatar import NeusAvatar, NeusAvatarConfig
 
@@ -46,8 +47,9 @@ def anchored_hashgrid(
 
 def hyper_insta(parametric: SubjectModel, train_frames: FrameSet, config: InstaConfig | None = None) -> Insta:
     """INSTA with a hyper-dimensional backward field: a combination none of the papers built."""
-    config = config or InstaConfig()
-    deformer = DeformerChain(TriangleFrameDeformer(), HyperDeformer(parametric.num_expression, HYPER))
+    config = config or insta_cpu_config()  # a mix runs beside INSTA's CPU recipe (compare.py)
+    triangles = insta_deformer(insta_face_masks(parametric(), config))
+    deformer = DeformerChain(triangles, HyperDeformer(parametric.num_expression, HYPER))
     encoder = HyperEncoding(HashGrid(config.hash_grid), HYPER.hyper_dim, HYPER_FREQUENCIES)
     return Insta(parametric, train_frames.segmentation_labels, config, deformer=deformer, encoder=encoder)
 

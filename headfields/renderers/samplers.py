@@ -24,7 +24,7 @@ from .cameras import Rays
 from .compositing import composite
 from .hierarchical import importance_samples
 from .mesh_sampler import mesh_guided_filter
-from .occupancy import OccupancyGrid
+from .occupancy import CONE_ANGLE, OccupancyGrid
 from .samples import PackedSamples, ray_aabb, stratified_samples
 
 __all__ = ["HierarchicalSampler", "OccupancySampler", "StratifiedSampler", "ray_bounds"]
@@ -85,7 +85,8 @@ class HierarchicalSampler(nn.Module):
 
 class OccupancySampler(nn.Module):
     """instant-ngp's marching through an occupancy grid over ``box`` (INSTA): steps of the box diagonal /
-    ``steps_per_diagonal``, skipping empty cells, then the shell. :meth:`refresh` re-estimates the grid every
+    ``steps_per_diagonal``, growing with the distance by ``cone_angle`` (0: constant, as INSTA), skipping empty
+    cells, then the shell. :meth:`refresh` re-estimates the grid every
     ``every`` steps (0: never; every cell stays occupied)."""
 
     def __init__(
@@ -97,9 +98,10 @@ class OccupancySampler(nn.Module):
         decay: float,
         threshold: float,
         shell: float | None = None,
+        cone_angle: float = CONE_ANGLE,
     ):
         super().__init__()
-        self.grid = OccupancyGrid(box, resolution)
+        self.grid = OccupancyGrid(box, resolution, cone_angle=cone_angle)
         self.step_size = float((box[1] - box[0]).norm()) / check_count("steps_per_diagonal", steps_per_diagonal, 1)
         check_positive("shell", shell)
         self.every, self.decay, self.threshold, self.shell = check_count("every", every, 0), decay, threshold, shell
