@@ -1,10 +1,12 @@
 """MonoAvatar's SE(3) error-correction field: exact identity at init, in eval and in the warm-up; the closed form
 R(q + c) − c + t with R built by Rodrigues' formula in NumPy; the exp map against Rodrigues (hypothesis, tiny
 angles), a 90° case and gradcheck across its Taylor switch; the whole network re-evaluated in NumPy at several
-windows; the regularisers' Jacobian against finite differences; gradients; chaining; the saved step; bad input;
-the old names, deprecated."""
+windows; the paper's sizes (three 2-layer heads of 128) and schedules (off for 5k steps, the elastic weight 1e-4
+→ 1e-5, a tenth of the learning rate); the regularisers' Jacobian against finite differences; gradients;
+chaining; the saved step; bad input; the old names, deprecated."""
 
 import copy
+import dataclasses
 import math
 import warnings
 
@@ -31,7 +33,10 @@ from headfields.synthetic import write_synthetic_flame
 from helpers import raises_naming
 
 FRAMES = 3
-SMALL = ErrorCorrectionConfig(latent_dim=4, hidden_dim=16, hidden_layers=2, num_frequencies=3, window_steps=100, start_step=10)
+SMALL = ErrorCorrectionConfig(
+    latent_dim=4, hidden_dim=16, hidden_layers=2, head_dim=8, num_frequencies=3, window_steps=100, start_step=10
+)
+HEADS = ("rotation_head", "center_head", "translation_head")
 
 
 @pytest.fixture(scope="module")
@@ -75,8 +80,9 @@ def active_field(config=SMALL, step=None, dtype=torch.float64, seed=0, randomize
     if randomize_heads:
         with torch.no_grad():
             for head in (field.rotation_head, field.center_head, field.translation_head):
-                head.weight.normal_(0, 0.3)
-                head.bias.normal_(0, 0.3)
+                for layer in head[::2]:  # the linear layers (ReLUs between them)
+                    layer.weight.normal_(0, 0.3)
+                    layer.bias.normal_(0, 0.3)
             field.latent.weight.normal_(0, 0.5)
     return field
 
@@ -123,6 +129,68 @@ def test_identity_in_eval_and_before_the_warm_up(flame_head):
     assert small(x, flame_head, frame).points is x
 
 
+def test_off_for_the_papers_first_5k_steps_and_in_eval(flame_head):
+    """The default (MonoAvatar) field is the identity before step 5,000 and in eval mode, and on from 5,000."""
+    x, frame, dirs = samples()
+    torch.manual_seed(0)
+    field = ErrorCorrectionField(FRAMES).double().train()
+    with torch.no_grad():
+        torch.nn.init.constant_(field.translation_head[-1].bias, 0.01)  # a 1 cm shift wherever it is on
+    for step, on in ((0, False), (4_999, False), (5_000, True), (10**6, True)):
+        field.set_step(step)
+        out = field(x, flame_head, frame, dirs).points
+        assert field.active == on
+        if on:
+            torch.testing.assert_close(out, x + 0.01, rtol=0, atol=1e-15)
+        else:
+            assert out is x
+    field.eval()
+    assert not field.active and field(x, flame_head, frame, dirs).points is x
+
+
+# ---------------------------------------------------------------- the paper's sizes and schedules
+
+
+def test_three_heads_of_two_layers_128_wide():
+    """MonoAvatar: a 5 x 128 trunk, then rotation, pivot and translation heads, each 2 layers of 128, that start
+    as the identity (zero output layers)."""
+    field = ErrorCorrectionField(FRAMES)
+    trunk = [m for m in field.trunk if isinstance(m, torch.nn.Linear)]
+    assert [m.out_features for m in trunk] == [128] * 5
+    for name in HEADS:
+        layers = [m for m in getattr(field, name) if isinstance(m, torch.nn.Linear)]
+        assert [(m.in_features, m.out_features) for m in layers] == [(128, 128), (128, 3)], name
+        assert isinstance(getattr(field, name)[1], torch.nn.ReLU)
+        assert not layers[-1].weight.any() and not layers[-1].bias.any()
+    linear = ErrorCorrectionField(FRAMES, ErrorCorrectionConfig(head_layers=1))  # Nerfies' linear heads
+    assert [type(m) for m in linear.rotation_head] == [torch.nn.Linear]
+
+
+def test_elastic_weight_decays_from_1e4_to_1e5_log_linearly():
+    """1e-4 at step 0, 1e-5 from the end of training (400k) on, the geometric mean half-way; the regularisers
+    carry the scheduled weight."""
+    config = ErrorCorrectionConfig()
+    assert config.elastic_weight_at(0) == pytest.approx(1e-4, rel=1e-12)
+    assert config.elastic_weight_at(200_000) == pytest.approx(math.sqrt(1e-4 * 1e-5), rel=1e-12)
+    assert config.elastic_weight_at(100_000) == pytest.approx(1e-4 * 10**-0.25, rel=1e-12)
+    assert config.elastic_weight_at(400_000) == pytest.approx(1e-5, rel=1e-12)
+    assert config.elastic_weight_at(10**7) == pytest.approx(1e-5, rel=1e-12)
+    constant = ErrorCorrectionConfig(final_elastic_weight=None)
+    assert constant.elastic_weight_at(0) == constant.elastic_weight_at(10**7) == 1e-4
+    field = active_field(dataclasses.replace(SMALL, elastic_weight=1e-4, final_elastic_weight=1e-5, elastic_decay_steps=100))
+    x, frame, _ = samples(n=4)
+    for step, weight in ((10, 1e-4 * 0.1**0.1), (50, 1e-4 * 0.1**0.5), (100, 1e-5), (300, 1e-5)):
+        field.set_step(step)
+        assert field.elastic_weight == pytest.approx(weight, rel=1e-12)
+        reg = field.regularizers(x, frame)
+        assert reg.elastic_weight == pytest.approx(weight, rel=1e-12)
+        assert float(reg.weighted_elastic.detach()) == pytest.approx(weight * float(reg.elastic.detach()), rel=1e-12)
+
+
+def test_learning_rate_is_a_tenth_of_the_models():
+    assert ErrorCorrectionConfig().learning_rate_scale == 0.1  # MonoAvatar: 1e-4 -> 1e-5 against 1e-3 -> 1e-4
+
+
 # ---------------------------------------------------------------- the closed form
 
 
@@ -131,7 +199,7 @@ def test_constant_heads_give_the_closed_form(flame_head):
     omega, center, translation = np.array([0.3, -0.5, 0.2]), np.array([0.05, -0.1, 0.02]), np.array([0.01, 0.03, -0.02])
     with torch.no_grad():
         for head, value in ((field.rotation_head, omega), (field.center_head, center), (field.translation_head, translation)):
-            head.bias.copy_(torch.from_numpy(value))
+            head[-1].bias.copy_(torch.from_numpy(value))  # the output layer's weights are zero: a constant
     x, frame, dirs = samples()
     out = field(x, flame_head, frame, dirs)
     r = rodrigues(omega)
@@ -187,9 +255,15 @@ def numpy_correction(field: ErrorCorrectionField, x: np.ndarray, frame: np.ndarr
     h = np.concatenate(features + [p["latent.weight"][frame]], axis=1)
     for i in range(field.config.hidden_layers):
         h = np.maximum(h @ p[f"trunk.{2 * i}.weight"].T + p[f"trunk.{2 * i}.bias"], 0)
-    omega, center, translation = (
-        h @ p[f"{n}.weight"].T + p[f"{n}.bias"] for n in ("rotation_head", "center_head", "translation_head")
-    )
+
+    def head(name: str) -> np.ndarray:  # head_layers linear layers, ReLU between them
+        out = h
+        for i in range(field.config.head_layers):
+            out = out @ p[f"{name}.{2 * i}.weight"].T + p[f"{name}.{2 * i}.bias"]
+            out = np.maximum(out, 0) if i < field.config.head_layers - 1 else out
+        return out
+
+    omega, center, translation = (head(n) for n in HEADS)
     out = np.empty_like(x)
     for n in range(x.shape[0]):
         out[n] = rodrigues(omega[n]) @ (x[n] + center[n]) - center[n] + translation[n]
@@ -229,7 +303,9 @@ def test_jacobian_matches_finite_differences():
 
 
 def test_regularizers_raw_and_weighted(flame_head):
-    config = ErrorCorrectionConfig(**{**SMALL.__dict__, "elastic_weight": 0.5, "magnitude_weight": 3.0})
+    config = ErrorCorrectionConfig(
+        **{**SMALL.__dict__, "elastic_weight": 0.5, "final_elastic_weight": None, "magnitude_weight": 3.0}
+    )
     field = active_field(config)
     x, frame, _ = samples(n=8, seed=5)
     reg = field.regularizers(x, frame)
@@ -332,6 +408,19 @@ def test_bad_input(flame_head):
         ErrorCorrectionConfig(magnitude_weight=float("nan"))
     with raises_naming("elastic_scale"):
         ErrorCorrectionConfig(elastic_scale=0.0)
+    with raises_naming("head_layers"):
+        ErrorCorrectionConfig(head_layers=0)
+    with raises_naming("head_dim"):
+        ErrorCorrectionConfig(head_dim=0)
+    with raises_naming("learning_rate_scale"):
+        ErrorCorrectionConfig(learning_rate_scale=0.0)
+    for final in (0.0, -1e-5, float("inf")):
+        with raises_naming("final_elastic_weight"):
+            ErrorCorrectionConfig(final_elastic_weight=final)
+    with raises_naming("elastic_decay_steps"):
+        ErrorCorrectionConfig(elastic_decay_steps=0)
+    with raises_naming("step"):
+        ErrorCorrectionConfig().elastic_weight_at(-1)
 
 
 # ---------------------------------------------------------------- the old names

@@ -1,5 +1,6 @@
 """Hierarchical (importance) sampling against a per-ray numpy inverse CDF, its distribution over the coarse
-intervals, analytic cases (one weighted interval, uniform weights on even bins), packing, and bad input."""
+intervals, analytic cases (one weighted interval, uniform weights on even bins), packing, and bad input; the
+fine pass's samples (coarse cut at the fine edges) against a per-ray numpy partition and a hand-worked case."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from headfields.renderers import PackedSamples, importance_samples, stratified_samples
+from headfields.renderers.hierarchical import merge_samples
 
 from helpers import raises_naming
 
@@ -229,3 +231,74 @@ def test_bad_input():
 def test_weights_on_another_device():
     with raises_naming("weights"):
         importance_samples(gapped_ray("cpu"), torch.ones(5, device="cuda"), 4)
+
+
+# ---------------------------------------------------------------- the fine pass's samples
+
+
+def merged_reference(coarse: PackedSamples, fine: PackedSamples) -> list[np.ndarray]:
+    """Per ray: the sorted distinct edges of both sets, and the pieces between consecutive ones that lie within a
+    coarse interval, as rows (start, end)."""
+    out = []
+    for r in range(coarse.num_rays):
+        c, f = (coarse.ray == r).numpy(), (fine.ray == r).numpy()
+        a, b = coarse.t_start.numpy()[c], coarse.t_end.numpy()[c]
+        edges = np.unique(np.concatenate([a, b, fine.t_start.numpy()[f], fine.t_end.numpy()[f]]))
+        lo, hi = edges[:-1, None], edges[1:, None]
+        inside = ((lo >= a) & (hi <= b)).any(axis=1) if len(edges) > 1 else np.zeros(0, bool)
+        out.append(np.stack([edges[:-1][inside], edges[1:][inside]], axis=1) if len(edges) > 1 else np.zeros((0, 2)))
+    return out
+
+
+def test_merge_hand_worked():
+    """Coarse [0, 1], [1, 2], [3, 4] (a gap from 2 to 3), fine [0.5, 2.5], [2.5, 3.5]: the coarse intervals cut
+    at 0.5 and 3.5; the fine pieces in the gap are dropped."""
+    coarse = PackedSamples(torch.zeros(3, dtype=torch.long), torch.tensor([0.0, 1.0, 3.0]), torch.tensor([1.0, 2.0, 4.0]), 2)
+    fine = PackedSamples(torch.tensor([0, 0, 1]), torch.tensor([0.5, 2.5, 7.0]), torch.tensor([2.5, 3.5, 8.0]), 2)
+    merged = merge_samples(coarse, fine)
+    assert merged.ray.tolist() == [0] * 5 and merged.num_rays == 2  # ray 1 has no coarse samples: none
+    assert merged.t_start.tolist() == [0.0, 0.5, 1.0, 3.0, 3.5]
+    assert merged.t_end.tolist() == [0.5, 1.0, 2.0, 3.5, 4.0]
+    assert merged.t_start.dtype == torch.float32
+
+
+@HYPOTHESIS
+@given(rays=RAYS, seed=st.integers(0, 2**31 - 1), num_samples=st.integers(1, 9), jitter=st.booleans())
+def test_merge_partitions_the_coarse_support_at_every_edge(rays, seed, num_samples, jitter):
+    """Against the per-ray numpy partition, exactly (the edges are the inputs' own values): gapped and contiguous
+    coarse intervals, zero-length ones, rays without samples, importance samples that straddle the gaps."""
+    coarse, weights = build_samples(rays, seed)
+    generator = torch.Generator().manual_seed(seed) if jitter else None
+    fine = importance_samples(coarse, weights, num_samples, generator)
+    merged = merge_samples(coarse, fine)
+    expected = merged_reference(coarse, fine)
+    assert merged.num_rays == coarse.num_rays and merged.t_start.dtype == torch.float64
+    assert (merged.ray[1:] >= merged.ray[:-1]).all()
+    for r in range(coarse.num_rays):
+        mine = merged.ray == r
+        got = torch.stack([merged.t_start[mine], merged.t_end[mine]], dim=1).numpy()
+        np.testing.assert_array_equal(got, expected[r])
+    # Lengths: the coarse support is covered exactly, once.
+    covered = torch.zeros(coarse.num_rays, dtype=torch.float64).index_add(0, merged.ray, merged.deltas)
+    support = torch.zeros(coarse.num_rays, dtype=torch.float64).index_add(0, coarse.ray, coarse.deltas)
+    torch.testing.assert_close(covered, support, rtol=1e-12, atol=1e-12)
+
+
+def test_merge_contiguous_rays_get_coarse_plus_fine_plus_one(device):
+    """Stratified coarse samples (contiguous) and jittered importance samples (edges strictly inside): every
+    ray has n_c + n_f + 1 intervals, every coarse edge among them."""
+    rays = (torch.zeros(5, 3, device=device), torch.tensor([[0.0, 0.0, 1.0]] * 5, device=device))
+    near, far = torch.full((5,), 1.0, device=device), torch.full((5,), 3.0, device=device)
+    coarse = stratified_samples(rays, near, far, 16, torch.Generator(device=device).manual_seed(0))
+    weights = torch.rand(len(coarse), generator=torch.Generator(device=device).manual_seed(1), device=device)
+    fine = importance_samples(coarse, weights, 8, torch.Generator(device=device).manual_seed(2))
+    merged = merge_samples(coarse, fine)
+    assert (merged.counts() == 16 + 8 + 1).all()
+    assert torch.isin(coarse.t_start, merged.t_start).all() and torch.isin(coarse.t_end, merged.t_end).all()
+
+
+def test_merge_bad_input():
+    coarse = gapped_ray("cpu")
+    other = PackedSamples(torch.zeros(1, dtype=torch.long), torch.zeros(1), torch.ones(1), 2)
+    with raises_naming("fine"):
+        merge_samples(coarse, other)

@@ -1,18 +1,27 @@
-"""MonoAvatar on a tiny synthetic video: the loss falls and every piece (UV rasterisation, U-Net, mesh-anchored
-encoder, decoder, error-correction field) receives gradients; the correction is off at test time; the vertex
-features follow the expression; the shared training loop runs it; bad configurations raise."""
+"""MonoAvatar on a tiny synthetic video: the loss falls and every piece (UV rasterisation, U-Net, both networks'
+mesh-anchored MLPs and decoders, error-correction field) receives gradients; both passes are supervised, the
+fine one on the coarse and the importance samples together, and the shared UV CNN runs once for both; the
+correction trains at a tenth of the learning rate and is off at test time; the recipes (paper = default); each
+of the paper's vertex-feature ablations builds and trains; the vertex features follow the expression; the
+shared training loop runs it; bad configurations raise."""
 
 import dataclasses
 
+import numpy as np
 import pytest
 import torch
 from tiny_configs import TINY_MONOAVATAR
 
 from headfields.checkpoints import load_checkpoint
+from headfields.encoders import UVCodeDecoderConfig
+from headfields.encoders.mesh_features import FEATURE_KINDS
+from headfields.encoders.vertex_features import CodeBroadcastVertexFeatures, CodeMlpVertexFeatures
 from headfields.heads import tracked_head
-from headfields.models.monoavatar import MonoAvatar
+from headfields.models.monoavatar import MonoAvatar, MonoAvatarConfig, cpu_config, paper_config
 from headfields.parametric import load_model
-from headfields.training import TrainingConfig, ray_batch, train
+from headfields.renderers import render_nerf
+from headfields.renderers.hierarchical import merge_samples
+from headfields.training import OptimizerConfig, TrainingConfig, ray_batch, train
 
 from helpers import fit, raises_naming
 
@@ -44,14 +53,19 @@ def test_loss_falls_and_every_piece_gets_gradients(video):
     model = _model(train_frames)
     losses, optimizer, out = fit(model, _head_batch(model, train_frames, 96), 30)  # the correction is on from step 3
     assert losses[-1] < 0.5 * losses[0], losses
-    assert "elastic" in out.logs and "magnitude" in out.logs
+    assert {"coarse", "fine", "elastic", "magnitude"} <= set(out.logs)
+    # The rest at the model's rate, the correction at a tenth of it (MonoAvatar: 1e-3 -> 1e-4 and 1e-4 -> 1e-5).
     assert optimizer.param_groups[0]["lr"] == pytest.approx(5e-3 * 0.1 ** (29 / 100))
+    assert optimizer.param_groups[1]["lr"] == pytest.approx(5e-4 * 0.1 ** (29 / 100))
     encoder = model.field.encoder
     pieces = {
         "U-Net": encoder.vertex_features.unet,
-        "mesh-anchored MLP": encoder.anchored,
-        "decoder": model.field.decoder,
+        "fine mesh-anchored MLP": encoder.anchored,
+        "fine decoder": model.field.decoder,
+        "coarse mesh-anchored MLP": model.coarse_field.encoder.anchored,
+        "coarse decoder": model.coarse_field.decoder,
         "correction trunk": model.correction.trunk,
+        "correction heads": model.correction.rotation_head,
         "correction latents": model.correction.latent,
     }
     for name, module in pieces.items():
@@ -66,11 +80,12 @@ def test_the_correction_moves_training_renders_only(video):
     rays, head = batch.rays, batch.head
     model.before_step(TINY.error_correction.start_step, head)
     with torch.no_grad():
-        model.field.decoder.density_net[-1].bias[0] = 300.0  # an opaque field, so a shifted sample shows
+        for network in (model.field, model.coarse_field):
+            network.decoder.density_net[-1].bias[0] = 300.0  # an opaque field, so a shifted sample shows
         model.eval()
         before = model.render_rays(rays, head)
         for out in (model.correction.translation_head, model.correction.center_head):
-            torch.nn.init.constant_(out.bias, 0.01)  # a 1 cm correction everywhere
+            torch.nn.init.constant_(out[-1].bias, 0.01)  # a 1 cm correction everywhere
         evaluated = model.render_rays(rays, head)  # evaluation: no correction
         model.train()
         corrected = model.render_rays(rays, head)  # what training_step renders
@@ -109,14 +124,15 @@ def test_features_see_the_expression_not_the_head_pose_or_the_identity(video):
     torch.testing.assert_close(at_rest, zero.expand_as(at_rest), atol=1e-5, rtol=1e-4)
 
 
-@pytest.mark.parametrize("features", ["displacement", "code"])
+@pytest.mark.parametrize("features", ["displacement", "code_cnn", "codes_mlp", "codes"])
 def test_vertex_features_follow_the_expression_and_static_ones_do_not(video, features):
     train_frames, _ = video
     model = _model(train_frames, dataclasses.replace(TINY, features=features))
     head = tracked_head(model.parametric, train_frames)
     frame = torch.arange(head.num_frames)
     per_frame = model.field.encoder.frame_features(head, frame)
-    assert per_frame.shape == (head.num_frames, head.vertices.shape[1], 8)
+    width = 8 + head.expression.shape[1] + 3 * (head.pose.shape[1] - 1) if features == "codes" else 8  # codes appended
+    assert per_frame.shape == (head.num_frames, head.vertices.shape[1], width)
     spread = (per_frame - per_frame.mean(0)).abs().amax()
     assert spread > 1e-3 * per_frame.abs().amax()  # frames with different expressions get different features
     static = _model(train_frames, dataclasses.replace(TINY, features="static")).field.encoder.frame_features(head, frame)
@@ -157,3 +173,143 @@ def test_bad_configuration_raises(video):
     parametric.uvs = None  # a model file without 'vt' / 'ft'
     with raises_naming("uvs"):
         MonoAvatar(parametric, len(train_frames), TINY)
+    model = _model(train_frames)
+    batch = _head_batch(model, train_frames, 24)
+    coarse, _ = model.render_passes(batch.rays, batch.head)
+    half = batch.select(slice(0, len(batch.rgb) // 2)).rays
+    with raises_naming("sampler"):  # samples drawn for other rays
+        render_nerf(model.field, half, batch.head, coarse.samples)
+    with raises_naming("fine"):
+        merge_samples(coarse.samples, dataclasses.replace(coarse.samples, num_rays=coarse.samples.num_rays + 1))
+
+
+# ---------------------------------------------------------------- recipes
+
+
+def test_the_default_is_the_papers_recipe():
+    """``MonoAvatarConfig()`` is ``paper_config()``, with the paper's numbers (PAPERS.md; NeRF's sample counts)."""
+    paper = paper_config()
+    assert paper == MonoAvatarConfig()
+    assert paper_config(shell=0.05) == MonoAvatarConfig(shell=0.05)
+    assert (paper.coarse_samples, paper.fine_samples, paper.shell) == (64, 128, None)  # NeRF's counts, every sample
+    assert (paper.feature_dim, paper.uv_resolution, paper.anchored.k, paper.features) == (64, 256, 4, "displacement")
+    assert paper.optimization == OptimizerConfig(1e-3, 1e-4, 400_000)  # Adam 1e-3 -> 1e-4 over 400k, no EMA
+    assert paper.optimization.ema_decay is None
+    ec = paper.error_correction
+    assert (ec.hidden_dim, ec.hidden_layers, ec.head_dim, ec.head_layers) == (128, 5, 128, 2)
+    assert (ec.start_step, ec.window_steps, ec.num_frequencies) == (5_000, 80_000, 6)
+    assert (ec.learning_rate_scale, ec.elastic_weight, ec.final_elastic_weight) == (0.1, 1e-4, 1e-5)
+    assert (ec.elastic_decay_steps, ec.magnitude_weight) == (400_000, 1e-2)
+
+
+def test_cpu_recipe_takes_overrides():
+    cpu = cpu_config()
+    assert cpu != paper_config() and cpu.shell == 0.03 and cpu.optimization.decay_steps == 5_000
+    assert cpu.error_correction.elastic_decay_steps == cpu.optimization.decay_steps  # both schedules end together
+    assert cpu_config(error_correction=None).error_correction is None
+    assert cpu_config(features="code").features == "code_cnn"  # the old name of variant C
+    small = cpu_config(uv_resolution=32, code_decoder=UVCodeDecoderConfig(resolution=32))
+    assert small.uv_resolution == small.code_decoder.resolution == 32
+
+
+# ---------------------------------------------------------------- NeRF's two networks
+
+
+def test_the_fine_pass_reads_the_coarse_and_the_importance_samples(video):
+    """With every sample kept (no shell), a ray's fine pass cuts its Nc contiguous coarse intervals at the Nf + 1
+    jittered importance edges, all strictly inside: Nc + Nf + 1 intervals covering the same span."""
+    train_frames, _ = video
+    model = _model(train_frames)
+    batch = _head_batch(model, train_frames, 24)
+    with torch.no_grad():
+        coarse, fine = model.render_passes(batch.rays, batch.head, torch.Generator().manual_seed(4))
+    nc, nf = TINY.coarse_samples, TINY.fine_samples
+    hit = coarse.samples.counts() > 0
+    assert hit.all() and (coarse.samples.counts() == nc).all()
+    assert (fine.samples.counts()[hit] == nc + nf + 1).all()
+    for r in range(3):
+        c, f = coarse.samples.ray == r, fine.samples.ray == r
+        coarse_edges = np.append(coarse.samples.t_start[c].numpy(), coarse.samples.t_end[c][-1].item())
+        fine_edges = np.append(fine.samples.t_start[f].numpy(), fine.samples.t_end[f][-1].item())
+        assert np.isin(coarse_edges, fine_edges).all()  # every coarse edge is kept
+        np.testing.assert_array_equal(fine.samples.t_start[f][1:].numpy(), fine.samples.t_end[f][:-1].numpy())
+
+
+def test_each_pass_is_supervised_by_its_own_loss(video):
+    """loss = MSE(coarse) + MSE(fine). The fine samples are drawn from detached coarse weights, so the coarse
+    network's gradient is that of the coarse MSE alone, and the fine network's that of the fine MSE alone."""
+    train_frames, _ = video
+    model = _model(train_frames, dataclasses.replace(TINY, error_correction=None))
+    batch = _head_batch(model, train_frames, 48)
+    generator = lambda: torch.Generator().manual_seed(11)  # noqa: E731 - the same jitter each time
+    coarse_net, fine_net = model.coarse_field.decoder.density_net[0].weight, model.field.decoder.density_net[0].weight
+
+    def grads(loss):
+        return torch.autograd.grad(loss, [coarse_net, fine_net], allow_unused=True)
+
+    out = model.training_step(dataclasses.replace(batch, generator=generator()), 0)
+    total = grads(out.loss)
+    coarse, fine = model.render_passes(batch.rays, batch.head, generator())
+    expected = [((r.composite.rgb - batch.rgb) ** 2).mean() for r in (coarse, fine)]
+    values = [float(e.detach()) for e in expected]
+    assert float(out.loss.detach()) == pytest.approx(values[0] + values[1], rel=1e-6)
+    assert (out.logs["coarse"], out.logs["fine"]) == pytest.approx(values, rel=1e-6)
+    only_coarse, only_fine = grads(expected[0]), grads(expected[1])
+    assert only_coarse[1] is None and only_fine[0] is None  # no path from one pass's loss to the other network
+    assert total[0].abs().sum() > 0 and total[1].abs().sum() > 0
+    torch.testing.assert_close(total[0], only_coarse[0], rtol=1e-5, atol=1e-9)
+    torch.testing.assert_close(total[1], only_fine[1], rtol=1e-5, atol=1e-9)
+
+
+def test_the_shared_uv_cnn_runs_once_for_both_passes(video):
+    train_frames, _ = video
+    model = _model(train_frames)
+    assert model.coarse_field.encoder.vertex_features is model.field.encoder.vertex_features  # one CNN, one set of weights
+    assert model.coarse_field.encoder.anchored is not model.field.encoder.anchored  # each network its own MLP0
+    calls = []
+    model.field.encoder.vertex_features.unet.register_forward_hook(lambda *_: calls.append(1))
+    batch = _head_batch(model, train_frames, 24)  # rays of two frames
+    model.training_step(batch, 0)
+    assert len(calls) == 1  # one U-Net call on the two frames, for the coarse and the fine pass
+    with torch.no_grad():
+        model.render_rays(batch.rays, batch.head)
+    assert len(calls) == 2
+    model.field.encoder(batch.rays.origins, batch.head, batch.rays.frame)  # outside a render: no reuse
+    model.field.encoder(batch.rays.origins, batch.head, batch.rays.frame)
+    assert len(calls) == 4
+
+
+# ---------------------------------------------------------------- the vertex-feature ablations
+
+
+@pytest.mark.parametrize("features", [*FEATURE_KINDS, "code"])
+def test_each_feature_ablation_builds_and_trains_a_step(video, features):
+    train_frames, _ = video
+    model = _model(train_frames, dataclasses.replace(TINY, features=features, error_correction=None))
+    learnt = model.field.encoder.vertex_features
+    before = [p.detach().clone() for p in learnt.parameters()]
+    losses, _, out = fit(model, _head_batch(model, train_frames, 32), 2)
+    assert np.isfinite(losses).all() and {"coarse", "fine"} <= set(out.logs)
+    assert any(not torch.equal(p, q) for p, q in zip(learnt.parameters(), before, strict=True))  # the features learn
+
+
+def test_ablation_vertex_features_match_their_definitions():
+    """ "codes": [s_v, z] exactly; "codes_mlp": MLP([e_v, z]) evaluated in NumPy."""
+    torch.manual_seed(0)
+    codes = torch.randn(3, 5)
+    broadcast = CodeBroadcastVertexFeatures(num_vertices=7, code_dim=5, feature_dim=4)
+    out = broadcast(codes)
+    assert out.shape == (3, 7, 9)
+    static = broadcast.static.features.detach()
+    for b in range(3):
+        for v in range(7):
+            torch.testing.assert_close(out[b, v], torch.cat([static[v], codes[b]]), rtol=0, atol=0)
+    net = CodeMlpVertexFeatures(num_vertices=7, code_dim=5, feature_dim=4, hidden_dim=6, hidden_layers=2)
+    p = {k: v.detach().double().numpy() for k, v in net.state_dict().items()}
+    h = np.concatenate(
+        [np.broadcast_to(p["embedding.features"], (3, 7, 4)), np.broadcast_to(codes.double().numpy()[:, None], (3, 7, 5))], -1
+    )
+    for i in (0, 2):
+        h = np.maximum(h @ p[f"mlp.{i}.weight"].T + p[f"mlp.{i}.bias"], 0)
+    h = h @ p["mlp.4.weight"].T + p["mlp.4.bias"]
+    np.testing.assert_allclose(net(codes).detach().numpy(), h, atol=1e-5)

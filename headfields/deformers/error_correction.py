@@ -2,19 +2,27 @@
 that absorbs tracking errors during training.
 
 For a sample ``q`` of frame ``f`` a trunk MLP reads ``[PE(q) windowed, latent[f]]`` (a learnable per-frame
-latent) and three linear heads give a log-quaternion ``ω``, a centre ``c`` and a translation ``t``:
+latent) and three heads, each a small MLP of its own (MonoAvatar: 2 layers, 128 wide), give a log-quaternion
+``ω`` (the rotation), a centre ``c`` (the pivot) and a translation ``t``:
 
     q' = R(q + c) − c + t,    d' = R d,    R = rotation of the unit quaternion exp((0, ω)),
 
-i.e. a rotation by the angle ``2|ω|`` about ``ω / |ω|`` around the point ``−c``, then a shift. The heads start
-at zero, so the field starts as the identity exactly (the trunk and latents then get gradients once the heads
-have moved off zero, i.e. from the second optimiser step). The positional encoding of ``q`` fades its bands in
-with Nerfies' coarse-to-fine window (MonoAvatar: 0 → 6 bands over 80k iterations).
+i.e. a rotation by the angle ``2|ω|`` about ``ω / |ω|`` around the point ``−c``, then a shift. The heads' output
+layers start at zero, so the field starts as the identity exactly (the rest of the heads, the trunk and the
+latents then get gradients once the output layers have moved off zero, i.e. from the second optimiser step).
+The positional encoding of ``q`` fades its bands in with Nerfies' coarse-to-fine window (MonoAvatar: 0 → 6
+bands over 80k iterations).
 
 The field is on for training after a warm-up and off at test: with ``not self.training`` or
 ``step < config.start_step`` (``set_step`` each iteration) it returns its input unchanged. Its regularisers
-(:meth:`ErrorCorrectionField.regularizers`) are Nerfies' elastic loss on the Jacobian ``∂q'/∂q`` and the
-magnitude ``‖q − q'‖²``.
+(:meth:`ErrorCorrectionField.regularizers`) are Nerfies' elastic loss on the Jacobian ``∂q'/∂q``, its weight
+decayed log-linearly over training (MonoAvatar: 1e-4, then 1e-5), and the magnitude ``‖q − q'‖²``. The field
+trains at a tenth of the model's learning rate (MonoAvatar: 1e-4 → 1e-5 against 1e-3 → 1e-4): a model puts its
+parameters in an optimiser group of their own with ``lr_scale = config.learning_rate_scale``.
+
+    field = ErrorCorrectionField(num_frames, ErrorCorrectionConfig())
+    field.set_step(step)  # each training step: the window, the warm-up, the elastic weight
+    out = field(x, head, frame, dirs)  # out.points = R(x + c) − c + t (training, past the warm-up)
 """
 
 from __future__ import annotations
@@ -28,18 +36,25 @@ from torch import Tensor, nn
 from ..checks import IntLike, check_count, check_float, check_frame, check_int, check_positive
 from ..encoders.frequency import FrequencyEncoding, frequency_window
 from ..losses import elastic_loss, magnitude_loss
-from ..networks import mlp_trunk
+from ..networks import mlp, mlp_trunk
 from ..parametric import Head
 from .base import Canonical, Deformer
 
-# MonoAvatar (PAPERS.md, "MonoAvatar"): trunk 5 x 128 on PE(q) with bands 0 -> 6 over 80k iterations; the field
-# is off for the first 5k iterations; elastic loss weight 1e-4 (1e-5 late in training), magnitude 1e-2.
+# MonoAvatar (PAPERS.md, "MonoAvatar"; the error-correction field and its training): trunk 5 x 128 on PE(q) with
+# bands 0 -> 6 over 80k iterations; three heads (rotation, pivot, translation), each 2 layers of 128; learning rate
+# 1e-4 -> 1e-5, a tenth of the rest's; off for the first 5k iterations; elastic loss weight 1e-4, 1e-5 late in
+# training (the 400k iterations), magnitude 1e-2.
 MONOAVATAR_HIDDEN = 128
 MONOAVATAR_HIDDEN_LAYERS = 5
+MONOAVATAR_HEAD_DIM = 128
+MONOAVATAR_HEAD_LAYERS = 2
 MONOAVATAR_CORRECTION_FREQUENCIES = 6
 MONOAVATAR_WINDOW_STEPS = 80_000
 MONOAVATAR_CORRECTION_START = 5_000
+MONOAVATAR_CORRECTION_LR_SCALE = 0.1
 MONOAVATAR_ELASTIC_WEIGHT = 1e-4
+MONOAVATAR_FINAL_ELASTIC_WEIGHT = 1e-5
+MONOAVATAR_ELASTIC_DECAY_STEPS = 400_000
 MONOAVATAR_MAGNITUDE_WEIGHT = 1e-2
 # Not in PAPERS.md: the per-frame latent's width and its initial spread (small, so frames start alike).
 LATENT_DIM = 32
@@ -52,15 +67,21 @@ SMALL_ANGLE_SQ = 1e-2
 @dataclass(frozen=True)
 class ErrorCorrectionConfig:
     """Sizes, schedule and regulariser weights of :class:`ErrorCorrectionField`; defaults from MonoAvatar
-    (PAPERS.md) except ``latent_dim``, which the paper does not give."""
+    (PAPERS.md) except ``latent_dim``, which the paper does not give, and the shape of the elastic weight's
+    decay (log-linear over ``elastic_decay_steps``: the paper gives its two ends only)."""
 
     latent_dim: int = LATENT_DIM  # per-frame latent width (our choice; not in PAPERS.md)
     hidden_dim: int = MONOAVATAR_HIDDEN  # trunk width
     hidden_layers: int = MONOAVATAR_HIDDEN_LAYERS  # trunk ReLU layers
+    head_dim: int = MONOAVATAR_HEAD_DIM  # width of each head's hidden layers
+    head_layers: int = MONOAVATAR_HEAD_LAYERS  # linear layers per head, its output included (1: a linear head)
     num_frequencies: int = MONOAVATAR_CORRECTION_FREQUENCIES  # PE bands of q (windowed in 0 -> num_frequencies)
     window_steps: int = MONOAVATAR_WINDOW_STEPS  # steps over which the window opens, counted from step 0
     start_step: int = MONOAVATAR_CORRECTION_START  # the field is the identity before this step
-    elastic_weight: float = MONOAVATAR_ELASTIC_WEIGHT
+    learning_rate_scale: float = MONOAVATAR_CORRECTION_LR_SCALE  # its optimiser group's lr_scale
+    elastic_weight: float = MONOAVATAR_ELASTIC_WEIGHT  # at step 0
+    final_elastic_weight: float | None = MONOAVATAR_FINAL_ELASTIC_WEIGHT  # at elastic_decay_steps (None: constant)
+    elastic_decay_steps: int = MONOAVATAR_ELASTIC_DECAY_STEPS
     magnitude_weight: float = MONOAVATAR_MAGNITUDE_WEIGHT
     elastic_scale: float | None = None  # Geman-McClure scale of the elastic loss (None: plain; Nerfies: 0.03)
     length_scale: float = 0.1  # the encoding reads q / length_scale: a FLAME head (metres) spans about [-1, 1]
@@ -69,17 +90,33 @@ class ErrorCorrectionConfig:
         check_count("latent_dim", self.latent_dim, 1)
         check_count("hidden_dim", self.hidden_dim, 1)
         check_count("hidden_layers", self.hidden_layers, 0)
+        check_count("head_dim", self.head_dim, 1)
+        check_count("head_layers", self.head_layers, 1)
         check_count("num_frequencies", self.num_frequencies, 0)
         check_count("window_steps", self.window_steps, 0)
         check_count("start_step", self.start_step, 0)
+        check_count("elastic_decay_steps", self.elastic_decay_steps, 1)
+        check_positive("learning_rate_scale", self.learning_rate_scale)
         for name in ("elastic_weight", "magnitude_weight"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < float("inf"):
                 raise ValueError(f"{name}: expected a finite non-negative number, got {value!r}")
+        final = self.final_elastic_weight
+        if final is not None and (isinstance(final, bool) or not isinstance(final, int | float) or not 0 < final < float("inf")):
+            raise ValueError(f"final_elastic_weight: expected a finite positive number or None, got {final!r}")
         check_positive("length_scale", self.length_scale)
         scale = self.elastic_scale
         if scale is not None and (isinstance(scale, bool) or not isinstance(scale, int | float) or not scale > 0):
             raise ValueError(f"elastic_scale: expected a positive number or None, got {scale!r}")
+
+    def elastic_weight_at(self, step: int) -> float:
+        """The elastic loss weight at ``step``: ``elastic_weight`` decayed log-linearly to ``final_elastic_weight`` at
+        ``elastic_decay_steps``, then kept (like the learning rate: a function of the step alone)."""
+        step = check_count("step", step, 0)
+        if self.final_elastic_weight is None or self.elastic_weight == 0:
+            return float(self.elastic_weight)
+        progress = min(step / self.elastic_decay_steps, 1.0)
+        return float(self.elastic_weight * (self.final_elastic_weight / self.elastic_weight) ** progress)
 
 
 @dataclass
@@ -89,7 +126,7 @@ class CorrectionRegularizers:
 
     elastic: Float[Tensor, ""]  # mean ‖log σ(∂q'/∂q)‖² (Geman-McClure if config.elastic_scale), unweighted
     magnitude: Float[Tensor, ""]  # mean ‖(q − q') / length_scale‖², unweighted (scene units, as the weights assume)
-    elastic_weight: float
+    elastic_weight: float  # the scheduled weight at the field's step
     magnitude_weight: float
 
     @property
@@ -137,6 +174,15 @@ class _Corrected:
     rotation: Float[Tensor, "N 3 3"]
 
 
+def _head(in_dim: int, config: ErrorCorrectionConfig) -> nn.Sequential:
+    """``head_layers - 1`` ReLU layers of ``head_dim``, then a linear output of 3 that starts at zero (so the map
+    starts as the identity); ``head[-1]`` is the output layer."""
+    head = mlp(in_dim, config.head_dim, config.head_layers - 1, 3)
+    nn.init.zeros_(head[-1].weight)
+    nn.init.zeros_(head[-1].bias)
+    return head
+
+
 class ErrorCorrectionField(Deformer):
     """MonoAvatar's SE(3) error-correction field with a per-frame latent; see the module docstring.
 
@@ -157,12 +203,9 @@ class ErrorCorrectionField(Deformer):
         width = self.encoding.out_dim + config.latent_dim
         self.trunk = mlp_trunk(width, config.hidden_dim, config.hidden_layers)
         width = config.hidden_dim if config.hidden_layers else width
-        self.rotation_head = nn.Linear(width, 3)  # log-quaternion ω
-        self.center_head = nn.Linear(width, 3)  # c
-        self.translation_head = nn.Linear(width, 3)  # t
-        for head in (self.rotation_head, self.center_head, self.translation_head):
-            nn.init.zeros_(head.weight)
-            nn.init.zeros_(head.bias)
+        self.rotation_head = _head(width, config)  # log-quaternion ω
+        self.center_head = _head(width, config)  # c, the pivot
+        self.translation_head = _head(width, config)  # t
 
     # ------------------------------------------------------------------ schedule
 
@@ -174,6 +217,11 @@ class ErrorCorrectionField(Deformer):
     def window(self) -> float:
         """The positional encoding's window α at the current step: 0 → ``num_frequencies`` over ``window_steps``."""
         return frequency_window(self.step, self.config.num_frequencies, self.config.window_steps)
+
+    @property
+    def elastic_weight(self) -> float:
+        """The elastic loss weight at the current step (:meth:`ErrorCorrectionConfig.elastic_weight_at`)."""
+        return self.config.elastic_weight_at(self.step)
 
     @property
     def active(self) -> bool:
@@ -241,15 +289,15 @@ class ErrorCorrectionField(Deformer):
 
     def regularizers(self, x: Float[Tensor, "N 3"], frame: Int[Tensor, " N"] | IntLike) -> CorrectionRegularizers:
         """Nerfies' elastic loss on ``∂q'/∂q`` and the magnitude ``‖(q − q') / length_scale‖²`` (means over the
-        samples), raw and with the config's weights. The magnitude is measured in the encoding's unit: the
-        paper's weight (1e-2) assumes a head of about unit size; in metres it let the field drift by centimetres
-        within a few dozen steps. The Jacobian costs three extra backward passes through the trunk with a graph
-        kept for the second-order gradient: pass a subset of the batch's samples (e.g. a few thousand), not all.
-        Gradients reach the field's parameters, not ``x``. While the field is inactive both are 0 (it is the
-        identity there)."""
+        samples), raw and with their weights (the elastic one scheduled: :attr:`elastic_weight`). The magnitude is
+        measured in the encoding's unit: the paper's weight (1e-2) assumes a head of about unit size; in metres it
+        let the field drift by centimetres within a few dozen steps. The Jacobian costs three extra backward
+        passes through the trunk with a graph kept for the second-order gradient: pass a subset of the batch's
+        samples (e.g. a few thousand), not all. Gradients reach the field's parameters, not ``x``. While the field
+        is inactive both are 0 (it is the identity there)."""
         self._check_x(x)
         frame = check_frame("frame", frame, x.shape[0], self.num_frames, x.device)
-        weights = {"elastic_weight": self.config.elastic_weight, "magnitude_weight": self.config.magnitude_weight}
+        weights = {"elastic_weight": self.elastic_weight, "magnitude_weight": float(self.config.magnitude_weight)}
         if not self.active or x.shape[0] == 0:
             # A zero on the parameters' graph, so ``total.backward()`` always works.
             zero = (self.latent.weight.sum() * 0.0).to(torch.promote_types(x.dtype, self.latent.weight.dtype))

@@ -1,10 +1,15 @@
 """MonoAvatar's encoder as a field part: per-frame vertex features read at points by the mesh-anchored blend.
 
 For the frames present in a call, the vertex features are computed once per frame from the head (variant D: the
-vertices' displacements from the neutral mesh; C: expression and pose codes; or static features), the posed mesh
-is taken into each frame's ``joint`` frame, and :class:`~headfields.encoders.MeshAnchoredEncoder` blends the
-k nearest vertices' features at the points (given in that frame too, e.g. by a
-:class:`~headfields.deformers.RigidDeformer` on the same joint).
+vertices' displacements from the neutral mesh; C: expression and pose codes through a UV decoder; or one of the
+paper's ablation baselines), the posed mesh is taken into each frame's ``joint`` frame, and
+:class:`~headfields.encoders.MeshAnchoredEncoder` blends the k nearest vertices' features at the points (given in
+that frame too, e.g. by a :class:`~headfields.deformers.RigidDeformer` on the same joint).
+
+NeRF's coarse and fine networks can share the vertex features and keep their own per-neighbour MLPs:
+:meth:`MeshFeatureEncoder.sibling` builds the second encoder on the same vertex-feature module, and inside
+:meth:`MeshFeatureEncoder.reuse_frame_features` both read one computation per frame (the UV CNN runs once for
+the two passes).
 
     encoder = MeshFeatureEncoder(DisplacementVertexFeatures(...), MeshAnchoredEncoder(64), joint=2, kind="displacement")
     features = encoder(points, head, frame)  # [N, anchored.out_dim]
@@ -12,6 +17,8 @@ k nearest vertices' features at the points (given in that frame too, e.g. by a
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Literal
 
 import torch
@@ -22,27 +29,73 @@ from ..geometry import TriangleMesh
 from ..parametric import Head
 from .mesh_anchored import MeshAnchoredConfig, MeshAnchoredEncoder
 from .uv_cnn import UVCodeDecoderConfig, UVUNetConfig
-from .vertex_features import CodeVertexFeatures, DisplacementVertexFeatures, StaticVertexFeatures
+from .vertex_features import (
+    CodeBroadcastVertexFeatures,
+    CodeMlpVertexFeatures,
+    CodeVertexFeatures,
+    DisplacementVertexFeatures,
+    StaticVertexFeatures,
+)
 
-__all__ = ["ConcatEncoder", "MeshFeatureEncoder", "VertexFeatureKind"]
+__all__ = ["FEATURE_KINDS", "ConcatEncoder", "MeshFeatureEncoder", "VertexFeatureKind", "feature_kind"]
 
-VertexFeatureKind = Literal["displacement", "code", "static"]
+# MonoAvatar's vertex features, named after its variants and ablation rows: "displacement" (D, the paper's best),
+# "code_cnn" (C: codes through the UV decoder), "codes_mlp" (a code MLP), "codes" (the 3DMM codes as they are),
+# "static". "code" is the old name of "code_cnn", still accepted.
+VertexFeatureKind = Literal["displacement", "code_cnn", "codes_mlp", "codes", "static", "code"]
+FEATURE_KINDS = ("displacement", "code_cnn", "codes_mlp", "codes", "static")
+_ALIASES = {"code": "code_cnn"}
+_READS_CODES = ("code_cnn", "codes_mlp", "codes")
+
+
+def feature_kind(name: str, kind: object) -> str:
+    """``kind`` checked and its old name resolved ("code" -> "code_cnn"); errors name ``name``."""
+    if not isinstance(kind, str) or _ALIASES.get(kind, kind) not in FEATURE_KINDS:
+        raise ValueError(f"{name}: expected one of {FEATURE_KINDS} (or 'code', the old name of 'code_cnn'), got {kind!r}")
+    return _ALIASES.get(kind, kind)
+
+
+class _FrameFeatures:
+    """What sibling encoders share: while ``memo`` is a dict (inside ``reuse_frame_features``), each frame's
+    head-frame vertices and vertex features, computed once."""
+
+    def __init__(self) -> None:
+        self.memo: dict | None = None
 
 
 class MeshFeatureEncoder(nn.Module):
     """Features of head-frame ``points`` from the ``k`` nearest head-frame vertices of their frame.
     ``kind`` says what ``vertex_features`` reads per frame: ``"displacement"`` (posed minus neutral vertices,
-    ``[U, V, 3]``), ``"code"`` (expression and every joint's pose but the root's, ``[U, E + 3 (J - 1)]``) or
-    ``"static"`` (the frame count)."""
+    ``[U, V, 3]``), ``"code_cnn"``, ``"codes_mlp"`` or ``"codes"`` (expression and every joint's pose but the
+    root's, ``[U, E + 3 (J - 1)]``) or ``"static"`` (the frame count)."""
 
     reads_head = True  # a field hands it (points, head, frame)
 
     def __init__(self, vertex_features: nn.Module, anchored: MeshAnchoredEncoder, joint: int, kind: VertexFeatureKind):
         super().__init__()
-        if kind not in ("displacement", "code", "static"):
-            raise ValueError(f"kind: expected 'displacement', 'code' or 'static', got {kind!r}")
-        self.vertex_features, self.anchored, self.joint, self.kind = vertex_features, anchored, joint, kind
+        self.vertex_features, self.anchored, self.joint = vertex_features, anchored, joint
+        self.kind = feature_kind("kind", kind)
         self.out_dim = anchored.out_dim
+        self._shared = _FrameFeatures()
+
+    def sibling(self, anchored: MeshAnchoredEncoder) -> MeshFeatureEncoder:
+        """An encoder on the same vertex-feature module (the same weights) with its own per-neighbour MLP
+        ``anchored``: NeRF's coarse and fine networks on one UV CNN. The two share
+        :meth:`reuse_frame_features`."""
+        other = MeshFeatureEncoder(self.vertex_features, anchored, self.joint, self.kind)
+        other._shared = self._shared
+        return other
+
+    @contextmanager
+    def reuse_frame_features(self) -> Iterator[None]:
+        """Inside the block, this encoder and its siblings compute each frame's vertex features once for a head
+        and grad mode and reuse them (a coarse and a fine pass over the same rays); forgotten on exit."""
+        outer = self._shared.memo
+        self._shared.memo = {} if outer is None else outer
+        try:
+            yield
+        finally:
+            self._shared.memo = outer
 
     @classmethod
     def build(
@@ -57,13 +110,19 @@ class MeshFeatureEncoder(nn.Module):
         code_decoder: UVCodeDecoderConfig | None = None,
     ) -> MeshFeatureEncoder:
         """MonoAvatar's encoder of the given ``kind`` for the mesh of ``neutral`` (its faces and UVs): a UV U-Net
-        on displacements (D), a UV decoder of expression and pose codes (C), or ``feature_dim`` static features."""
+        on displacements (D), a UV decoder of expression and pose codes (C), or an ablation baseline: a code MLP,
+        the codes themselves beside static features, or ``feature_dim`` static features."""
+        kind = feature_kind("kind", kind)
         faces, v = neutral.faces, neutral.vertices.shape[1]
+        code_dim = neutral.expression.shape[1] + 3 * (neutral.pose.shape[1] - 1)  # expression, poses but the root's
         if kind == "displacement":
             features = DisplacementVertexFeatures(faces, neutral.uvs, neutral.uv_faces, v, uv_resolution, unet)
-        elif kind == "code":  # expression and every joint's pose but the root's
-            code_dim = neutral.expression.shape[1] + 3 * (neutral.pose.shape[1] - 1)
+        elif kind == "code_cnn":
             features = CodeVertexFeatures(faces, neutral.uvs, neutral.uv_faces, v, code_dim, code_decoder)
+        elif kind == "codes_mlp":
+            features = CodeMlpVertexFeatures(v, code_dim, feature_dim)
+        elif kind == "codes":
+            features = CodeBroadcastVertexFeatures(v, code_dim, feature_dim)
         else:
             features = StaticVertexFeatures(v, feature_dim)
         return cls(features, MeshAnchoredEncoder(features.out_dim, anchored), joint, kind)
@@ -76,14 +135,27 @@ class MeshFeatureEncoder(nn.Module):
             vertices = head.to_joint_frame(self.joint, frames, head.vertices[frames])
         if self.kind == "displacement":  # V(expression, pose) - V(0, 0) of this subject, in the head's frame
             return self.vertex_features(vertices - head.canonical_vertices)
-        if self.kind == "code":
+        if self.kind in _READS_CODES:
             return self.vertex_features(torch.cat([head.expression[frames], head.pose[frames, 1:].flatten(1)], dim=1))
         return self.vertex_features(len(frames))
 
-    def forward(self, points: Float[Tensor, "N 3"], head: Head, frame: Int[Tensor, " N"]) -> Float[Tensor, "N F"]:
-        frames, local = torch.unique(frame, return_inverse=True)
+    def _frame_inputs(self, head: Head, frames: Tensor) -> tuple[Tensor, Tensor]:
+        """The frames' head-frame vertices and vertex features, from the shared memo when one is open."""
+        memo = self._shared.memo
+        key = None
+        if memo is not None:  # the head object, the frames and the grad mode: a no-grad result must not serve a grad pass
+            key = (id(head), tuple(frames.tolist()), torch.is_grad_enabled())
+            if key in memo:
+                return memo[key][1:]
         vertices = head.to_joint_frame(self.joint, frames, head.vertices[frames])
         features = self.frame_features(head, frames, vertices)
+        if memo is not None:
+            memo[key] = (head, vertices, features)  # holding the head keeps its id from being reused in the block
+        return vertices, features
+
+    def forward(self, points: Float[Tensor, "N 3"], head: Head, frame: Int[Tensor, " N"]) -> Float[Tensor, "N F"]:
+        frames, local = torch.unique(frame, return_inverse=True)
+        vertices, features = self._frame_inputs(head, frames)
         return self.anchored(points, TriangleMesh(vertices, head.faces), features, local).features
 
 

@@ -2,8 +2,20 @@
 
 The paper's variants: "D" rasterises each frame's vertex displacements into a UV map, runs a U-Net on it and
 samples the feature map back at the vertices; "C" decodes expression and pose codes straight into the UV
-feature map; the ablation baseline learns one static feature per vertex for all frames. Each module returns
-features ``[B, V, F]`` for B frames, so a mesh-anchored encoder can read them per sample.
+feature map. Its ablation of the vertex features (UV-CNN features against static features, 3DMM codes and a
+code MLP, PAPERS.md) has three baselines without the UV-space CNN, and so without spatial context:
+
+- static: one learnt feature per vertex, the same in every frame (:class:`StaticVertexFeatures`);
+- 3DMM codes: each vertex's learnt feature with the frame's codes appended (:class:`CodeBroadcastVertexFeatures`);
+- code MLP: one MLP shared by the vertices maps a vertex's learnt embedding and the frame's codes to its feature
+  (:class:`CodeMlpVertexFeatures`).
+
+PAPERS.md names these rows only; how the codes reach the vertices is our reading: each vertex keeps a learnt
+identity (without one, every vertex would carry the same code and the per-neighbour MLP could not tell a
+nose from an ear), and the codes enter either as they are or through an MLP. Each module returns features
+``[B, V, F]`` for B frames, so a mesh-anchored encoder can read them per sample.
+
+    features = CodeMlpVertexFeatures(num_vertices=5023, code_dim=65)(codes)  # codes [B, 65] -> [B, 5023, 64]
 """
 
 from __future__ import annotations
@@ -14,11 +26,23 @@ from torch import Tensor, nn
 
 from ..checks import check_count, check_float, check_positive
 from ..geometry import UVRaster, interpolate_uv, rasterize_uv, sample_uv, vertex_uvs
+from ..networks import mlp
 from .uv_cnn import UVCodeDecoder, UVCodeDecoderConfig, UVUNet, UVUNetConfig
 
-__all__ = ["CodeVertexFeatures", "DisplacementVertexFeatures", "StaticVertexFeatures"]
+__all__ = [
+    "CodeBroadcastVertexFeatures",
+    "CodeMlpVertexFeatures",
+    "CodeVertexFeatures",
+    "DisplacementVertexFeatures",
+    "StaticVertexFeatures",
+]
 
 DISPLACEMENT_SCALE = 0.01  # metres: FLAME's expression displacements (mm to cm) reach the U-Net near unit size
+MONOAVATAR_FEATURES = 64  # MonoAvatar: 64-d vertex features
+STATIC_INIT_STD = 0.1  # spread of the learnt per-vertex features at initialisation
+# The code MLP's size: not in PAPERS.md (our choice, as wide as MonoAvatar's other MLPs).
+CODE_MLP_HIDDEN = 128
+CODE_MLP_HIDDEN_LAYERS = 2
 
 
 class _UVLayout(nn.Module):
@@ -108,10 +132,61 @@ class CodeVertexFeatures(nn.Module):
 class StaticVertexFeatures(nn.Module):
     """The ablation baseline: one learnt feature per vertex, the same in every frame."""
 
-    def __init__(self, num_vertices: int, feature_dim: int = 64, init_std: float = 0.1):
+    def __init__(self, num_vertices: int, feature_dim: int = MONOAVATAR_FEATURES, init_std: float = STATIC_INIT_STD):
         super().__init__()
         self.out_dim = check_count("feature_dim", feature_dim, 1)
         self.features = nn.Parameter(init_std * torch.randn(check_count("num_vertices", num_vertices, 1), feature_dim))
 
     def forward(self, num_frames: int) -> Float[Tensor, "B V F"]:
         return self.features.expand(check_count("num_frames", num_frames, 1), -1, -1)
+
+
+class CodeBroadcastVertexFeatures(nn.Module):
+    """The ablation "3DMM codes": vertex ``v`` of a frame with codes ``z`` (expression and pose, ``[B, E]``) gets
+    ``[s_v, z]``, a learnt static feature ``s_v`` (``feature_dim``) with the codes appended: ``[B, V,
+    feature_dim + E]``. The codes are the same at every vertex; the per-neighbour MLP reads them locally."""
+
+    def __init__(
+        self, num_vertices: int, code_dim: int, feature_dim: int = MONOAVATAR_FEATURES, init_std: float = STATIC_INIT_STD
+    ):
+        super().__init__()
+        self.static = StaticVertexFeatures(num_vertices, feature_dim, init_std)
+        self.code_dim = check_count("code_dim", code_dim, 1)
+        self.out_dim = feature_dim + code_dim
+
+    def forward(self, codes: Float[Tensor, "B E"]) -> Float[Tensor, "B V F"]:
+        check_float("codes", codes, [None, self.code_dim], device=self.static.features.device)
+        static = self.static(max(codes.shape[0], 1))[: codes.shape[0]]
+        return torch.cat([static, codes.to(static.dtype)[:, None].expand(-1, static.shape[1], -1)], dim=-1)
+
+
+class CodeMlpVertexFeatures(nn.Module):
+    """The ablation "code MLP": one MLP, shared by the vertices, maps ``[e_v, z]`` (a learnt per-vertex embedding
+    of ``feature_dim`` and the frame's codes ``[B, E]``) to the vertex's feature: ``[B, V, feature_dim]``. It sees
+    the codes through a network, as the UV CNN does, but each vertex alone (no spatial context)."""
+
+    def __init__(
+        self,
+        num_vertices: int,
+        code_dim: int,
+        feature_dim: int = MONOAVATAR_FEATURES,
+        hidden_dim: int = CODE_MLP_HIDDEN,
+        hidden_layers: int = CODE_MLP_HIDDEN_LAYERS,
+        init_std: float = STATIC_INIT_STD,
+    ):
+        super().__init__()
+        self.embedding = StaticVertexFeatures(num_vertices, feature_dim, init_std)
+        self.code_dim = check_count("code_dim", code_dim, 1)
+        self.mlp = mlp(
+            feature_dim + code_dim,
+            check_count("hidden_dim", hidden_dim, 1),
+            check_count("hidden_layers", hidden_layers, 0),
+            feature_dim,
+        )
+        self.out_dim = feature_dim
+
+    def forward(self, codes: Float[Tensor, "B E"]) -> Float[Tensor, "B V F"]:
+        check_float("codes", codes, [None, self.code_dim], device=self.embedding.features.device)
+        embedding = self.embedding(max(codes.shape[0], 1))[: codes.shape[0]]
+        codes = codes.to(embedding.dtype)[:, None].expand(-1, embedding.shape[1], -1)
+        return self.mlp(torch.cat([embedding, codes], dim=-1))

@@ -1,10 +1,14 @@
 """MonoAvatar (Bai et al., CVPR 2023), assembled from public headfields primitives.
 
-sample (NeRF's coarse then fine passes, one network) → deform (the tracked head's motion undone, then, in
-training only, an SE(3) error-correction field with a per-frame latent) → encode (a UV-space CNN turns each
-frame's vertex displacements (variant D) or codes (C) into 64-d vertex features; a sample blends its 4
-nearest posed vertices' per-neighbour MLP outputs) → decode (NeRF MLPs) → composite → MSE + the correction's
+sample (NeRF's coarse pass, then its fine pass on the coarse and the importance samples together) → deform (the
+tracked head's motion undone, then, in training only, an SE(3) error-correction field with a per-frame latent)
+→ encode (a UV-space CNN turns each frame's vertex displacements (variant D) or codes (C) into 64-d vertex
+features, shared by the two networks; a sample blends its 4 nearest posed vertices' per-neighbour MLP outputs,
+one MLP per network) → decode (each network's NeRF MLPs) → composite → MSE of both passes + the correction's
 elastic and magnitude terms.
+
+    model = MonoAvatar(parametric, len(train_frames), paper_config())  # or cpu_config() for a CPU run
+    coarse, fine = model.render_passes(rays, head)  # model.render_rays(rays, head): the fine pass's colours
 """
 
 from __future__ import annotations
@@ -21,27 +25,42 @@ from ..encoders import (
     ConcatEncoder,
     FrequencyEncoding,
     MeshAnchoredConfig,
+    MeshAnchoredEncoder,
     MeshFeatureEncoder,
     UVCodeDecoderConfig,
     UVUNetConfig,
     VertexFeatureKind,
 )
+from ..encoders.mesh_features import feature_kind
 from ..fields import NerfField, UnitBox, inflated_box
 from ..losses import mse_loss
 from ..parametric import Head, SubjectModel
-from ..renderers import HierarchicalSampler, NerfRender, Rays, StratifiedSampler, render_nerf
+from ..renderers import NerfRender, Rays, StratifiedSampler, importance_samples, render_nerf
+from ..renderers.hierarchical import merge_samples
 from ..training import OptimizerConfig, RayBatch, StepOutput
 
-__all__ = ["MonoAvatar", "MonoAvatarConfig", "cpu_config"]
+__all__ = ["MonoAvatar", "MonoAvatarConfig", "cpu_config", "paper_config"]
+
+# NeRF (Mildenhall et al. 2020), whose coarse + fine sampling MonoAvatar follows: 64 coarse and 128 fine samples
+# per ray; PAPERS.md gives MonoAvatar's no counts of its own.
+NERF_COARSE_SAMPLES = 64
+NERF_FINE_SAMPLES = 128
+# MonoAvatar (PAPERS.md): Adam, lr 1e-3 -> 1e-4 (exponential) over 400k iterations, no moving average named.
+MONOAVATAR_OPTIMIZATION = OptimizerConfig(1e-3, 1e-4, 400_000)
 
 
 @dataclass(frozen=True)
 class MonoAvatarConfig:
-    """MonoAvatar's recipe (PAPERS.md). Departures: one network serves the coarse and the fine pass (NeRF
-    trains two) and only the fine pass is rendered and supervised; samples farther than ``shell`` from the
-    mesh are skipped (the paper keeps them: ``shell=None``); the elastic loss keeps its weight all along."""
+    """MonoAvatar's recipe (PAPERS.md; ``paper_config()``). NeRF's two networks, coarse and fine, both supervised;
+    the fine one renders the coarse and the importance samples together and is what evaluation renders. Where the
+    paper is silent: the two networks share the vertex-feature CNN and each has its own per-neighbour MLP and
+    decoder; 64 + 128 samples per ray (NeRF's); the error correction's latent width and the shape of the elastic
+    weight's decay (log-linear). Departures: the elastic loss is a plain mean over a random subset of the fine
+    samples (Nerfies weights it by the rendering weights); the magnitude loss is in units of the correction's
+    ``length_scale``. docs/monoavatar.md tabulates every setting against the paper and ``cpu_config()``."""
 
-    features: VertexFeatureKind = "displacement"  # D (paper's best), C ("code"), or the static ablation
+    # D (the paper's best), "code_cnn" (C), or an ablation row: "codes_mlp", "codes", "static"; "code" = "code_cnn"
+    features: VertexFeatureKind = "displacement"
     feature_dim: int = 64
     uv_resolution: int = 256
     unet: UVUNetConfig = field(default_factory=UVUNetConfig)  # 6 levels, 8..256 channels, LeakyReLU 0.2
@@ -56,18 +75,17 @@ class MonoAvatarConfig:
     )
     direction_frequencies: int = 4  # PE bands of the view direction
     head_joint: str = "neck"  # the joint whose tracked transform is the head's frame (FLAME: global then neck)
-    coarse_samples: int = 64
-    fine_samples: int = 64
+    coarse_samples: int = NERF_COARSE_SAMPLES  # per ray, the coarse network's
+    fine_samples: int = NERF_FINE_SAMPLES  # per ray, drawn from the coarse weights; the fine network reads both
     padding: float = 0.03  # metres around each frame's posed-mesh box, where rays are sampled
-    shell: float | None = 0.03  # metres from the frame's mesh beyond which samples are skipped (None: off)
+    shell: float | None = None  # metres from the frame's mesh beyond which coarse samples are dropped (None: keep all)
     box_inflation: float = 0.15  # the point encoder's box: canonical mesh box inflated by this fraction of its diagonal
     error_correction: ErrorCorrectionConfig | None = field(default_factory=ErrorCorrectionConfig)  # None: none
-    correction_samples: int = 1024  # samples per step whose correction Jacobian enters the elastic loss
-    optimization: OptimizerConfig = OptimizerConfig(1e-3, 1e-4, 400_000, ema_decay=0.95)  # decays over 400k steps
+    correction_samples: int = 1024  # fine samples per step whose correction Jacobian enters the elastic loss
+    optimization: OptimizerConfig = MONOAVATAR_OPTIMIZATION  # the correction's group at error_correction's lr scale
 
     def __post_init__(self) -> None:
-        if self.features not in ("displacement", "code", "static"):
-            raise ValueError(f"features: expected 'displacement', 'code' or 'static', got {self.features!r}")
+        object.__setattr__(self, "features", feature_kind("features", self.features))  # "code" -> "code_cnn"
         for name in ("feature_dim", "uv_resolution", "direction_frequencies", "coarse_samples", "fine_samples"):
             check_count(name, getattr(self, name), 1)
         check_count("correction_samples", self.correction_samples, 0)
@@ -81,33 +99,50 @@ class MonoAvatarConfig:
             check_positive(name, getattr(self, name))
 
 
+def paper_config(**overrides) -> MonoAvatarConfig:
+    """MonoAvatar's sizes and schedules (``MonoAvatarConfig()``, the default), then ``overrides``."""
+    return MonoAvatarConfig(**overrides)
+
+
 def cpu_config(**overrides) -> MonoAvatarConfig:
     """The sizes a 15-minute run on a 2-core CPU affords (benchmarks/monoavatar.py), then ``overrides``: 128 x 128
-    UV maps, 48 coarse and 32 fine samples per ray, the learning rate decaying over 5,000 steps, and the error
-    correction's warm-up and coarse-to-fine window shortened in proportion to the ~1,000 iterations."""
+    UV maps; 24 coarse and 16 fine samples per ray, and coarse samples beyond 3 cm of the mesh dropped (the
+    shell: most of a ray's box is empty air around the face), so that a step with both networks trained costs
+    what the one-network recipe's 48 + 32 samples did (0.92-1.04x, measured); the learning rate and the elastic weight
+    decaying tenfold over 5,000 steps, and the error correction's warm-up and coarse-to-fine window shortened in
+    proportion to the ~1,000 iterations; a moving average of the weights (0.95) for evaluation, which the paper
+    does not name: a short run ends at a high learning rate, and the average was 0.8 dB ahead of the raw weights
+    after 400 steps (docs/monoavatar.md)."""
     sizes = dict(
         uv_resolution=128,
         code_decoder=UVCodeDecoderConfig(resolution=128),
-        coarse_samples=48,
-        fine_samples=32,
-        error_correction=ErrorCorrectionConfig(start_step=300, window_steps=2_000),
+        coarse_samples=24,
+        fine_samples=16,
+        shell=0.03,
+        error_correction=ErrorCorrectionConfig(start_step=300, window_steps=2_000, elastic_decay_steps=5_000),
         optimization=OptimizerConfig(1e-3, 1e-4, 5_000, ema_decay=0.95),
     )
     return MonoAvatarConfig(**{**sizes, **overrides})
 
 
 class MonoAvatar(nn.Module):
+    """MonoAvatar: ``field`` is the fine network (what evaluation renders), ``coarse_field`` the coarse one; both
+    read the same deformer chain and vertex features. ``sampler`` draws the coarse samples."""
+
     def __init__(self, parametric: SubjectModel, num_frames: int, config: MonoAvatarConfig | None = None, point_encoder=None):
         """``num_frames``: training frames (one error-correction latent each). ``point_encoder`` (none in the
         paper): an encoder of the sample's head-frame position in the unit box (e.g. a hash grid, with an
-        ``out_dim``), whose features join the mesh-anchored ones at the decoder's input."""
+        ``out_dim``), whose features join the fine network's mesh-anchored ones at its decoder's input (the
+        coarse network, which only places the fine samples, stays as in the paper)."""
         super().__init__()
         self.config = c = config or MonoAvatarConfig()
         self.optimization, self.parametric = c.optimization, parametric.requires_grad_(False)
         joint = parametric.joint_index(c.head_joint, "head_joint")
         n, sizes = parametric(), (c.feature_dim, c.uv_resolution, c.unet, c.code_decoder)
         encoder = MeshFeatureEncoder.build(c.features, n, joint, c.anchored, *sizes)
-        if point_encoder is not None:  # both read the head-frame point: the grid's in the unit box
+        # The coarse network: its own per-neighbour MLP on the same vertex features (one UV CNN for both).
+        coarse_encoder = encoder.sibling(MeshAnchoredEncoder(encoder.anchored.feature_dim, c.anchored))
+        if point_encoder is not None:  # it reads the head-frame point in the unit box, beside the anchored features
             if not isinstance(getattr(point_encoder, "out_dim", None), int):
                 raise TypeError(f"point_encoder: expected a module with an int out_dim, got {type(point_encoder).__name__}")
             box = UnitBox(inflated_box(n.canonical_vertices, c.box_inflation))
@@ -116,14 +151,40 @@ class MonoAvatar(nn.Module):
         if c.error_correction is not None:
             self.correction = ErrorCorrectionField(check_count("num_frames", num_frames, 1), c.error_correction)
             deformers.append(self.correction)  # the identity outside training and before its start step
+        deformer = DeformerChain(*deformers)  # one chain, one correction, for both networks
         directions = FrequencyEncoding(3, c.direction_frequencies)
-        decoder = NerfDecoder(encoder.out_dim, directions.out_dim, 0, c.decoder)
-        self.field = NerfField(DeformerChain(*deformers), encoder, decoder, directions)
-        coarse = StratifiedSampler(c.coarse_samples, padding=c.padding, shell=c.shell)
-        self.sampler = HierarchicalSampler(coarse, c.fine_samples)
+        self.field = NerfField(deformer, encoder, NerfDecoder(encoder.out_dim, directions.out_dim, 0, c.decoder), directions)
+        coarse_decoder = NerfDecoder(coarse_encoder.out_dim, directions.out_dim, 0, c.decoder)
+        self.coarse_field = NerfField(deformer, coarse_encoder, coarse_decoder, directions)
+        self.sampler = StratifiedSampler(c.coarse_samples, padding=c.padding, shell=c.shell)
+
+    def param_groups(self) -> list[dict]:
+        """The optimiser's groups: everything at the model's rate, the error correction at its ``learning_rate_scale``
+        of it (MonoAvatar: 1e-4 → 1e-5 against 1e-3 → 1e-4)."""
+        if self.correction is None:
+            return [{"params": list(self.parameters()), "lr_scale": 1.0}]
+        correction = list(self.correction.parameters())
+        ids = {id(p) for p in correction}
+        rest = [p for p in self.parameters() if id(p) not in ids]
+        return [
+            {"params": rest, "lr_scale": 1.0},
+            {"params": correction, "lr_scale": self.correction.config.learning_rate_scale},
+        ]
+
+    def render_passes(self, rays: Rays, head: Head, generator: torch.Generator | None = None) -> tuple[NerfRender, NerfRender]:
+        """NeRF's two passes: the coarse network on the sampler's samples, then the fine network on those and
+        ``fine_samples`` more per ray drawn from the coarse weights (:func:`~headfields.renderers.importance_samples`,
+        joined by ``merge_samples``). Returns ``(coarse, fine)``."""
+        background = torch.ones(3, device=rays.origins.device)
+        with self.coarse_field.encoder.reuse_frame_features():  # the shared UV CNN: once per frame for both passes
+            coarse = render_nerf(self.coarse_field, rays, head, self.sampler, background, generator)
+            drawn = importance_samples(coarse.samples, coarse.composite.weights.detach(), self.config.fine_samples, generator)
+            fine = render_nerf(self.field, rays, head, merge_samples(coarse.samples, drawn), background, generator)
+        return coarse, fine
 
     def render(self, rays: Rays, head: Head, generator: torch.Generator | None = None) -> NerfRender:
-        return render_nerf(self.field, rays, head, self.sampler, torch.ones(3, device=rays.origins.device), generator)
+        """The fine pass (what evaluation renders)."""
+        return self.render_passes(rays, head, generator)[1]
 
     def render_rays(self, rays: Rays, head: Head) -> Tensor:
         return self.render(rays, head).composite.rgb
@@ -133,8 +194,10 @@ class MonoAvatar(nn.Module):
             self.correction.set_step(step)
 
     def training_step(self, batch: RayBatch, step: int) -> StepOutput:
-        out = self.render(batch.rays, batch.head, batch.generator)
-        loss, logs = mse_loss(out.composite.rgb, batch.rgb), {}
+        coarse, out = self.render_passes(batch.rays, batch.head, batch.generator)
+        coarse_loss, fine_loss = mse_loss(coarse.composite.rgb, batch.rgb), mse_loss(out.composite.rgb, batch.rgb)
+        loss = coarse_loss + fine_loss  # NeRF: both passes supervised alike
+        logs = {"coarse": float(coarse_loss.detach()), "fine": float(fine_loss.detach())}
         if self.correction is not None and self.correction.active and len(out.points):
             g = batch.generator or torch.Generator().manual_seed(step)
             some = torch.randperm(len(out.points), generator=g, device=g.device)[: self.config.correction_samples]

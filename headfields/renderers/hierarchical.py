@@ -1,4 +1,5 @@
-"""Hierarchical sampling (NeRF coarse + fine, MonoAvatar's renderer): fine intervals drawn from coarse weights.
+"""Hierarchical sampling (NeRF coarse + fine, MonoAvatar's renderer): fine intervals drawn from coarse weights,
+and the fine pass's samples: the coarse ones cut at the fine edges (:func:`merge_samples`).
 
 The coarse weights of a ray define a piecewise-constant pdf over its coarse intervals: interval ``j`` gets mass
 proportional to ``w_j + padding`` spread uniformly over ``[t_start_j, t_end_j]``. The CDF is piecewise linear
@@ -117,3 +118,41 @@ def importance_samples(
         edges = torch.cummax(edges, dim=1).values.to(dtype)  # non-decreasing despite rounding at interval ends
         new_ray = rays[:, None].expand(k, n).reshape(-1)
         return PackedSamples._trusted(new_ray, edges[:, :-1].reshape(-1), edges[:, 1:].reshape(-1), r)
+
+
+def merge_samples(coarse: PackedSamples, fine: PackedSamples) -> PackedSamples:
+    """NeRF's fine-pass samples: ``coarse``'s intervals cut at every edge of ``fine`` (samples on the same rays),
+    so a fine network sees the coarse and the fine samples together, as NeRF evaluates its fine network on
+    ``sort(z_coarse ∪ z_fine)``.
+
+    On every ray the result partitions the union of its coarse intervals exactly, at every coarse and fine edge
+    inside it: intervals of zero length are dropped, and so are the parts of fine intervals outside the coarse
+    intervals (in a gap a filter cut, e.g. :func:`mesh_guided_filter`'s shell, which the fine intervals of
+    :func:`importance_samples` may straddle). A ray with ``n_c`` contiguous coarse intervals and ``n_f``
+    contiguous fine ones gets at most ``n_c + n_f + 1``; a ray without coarse samples gets none. Sorted by ray,
+    then ``t``; the dtype and device of ``coarse``; no gradient (edges are where to query the field).
+
+        coarse = StratifiedSampler(64)(rays, head)
+        weights = composite(coarse, coarse_density, coarse_rgb).weights
+        samples = merge_samples(coarse, importance_samples(coarse, weights, 128, generator))  # NeRF's fine pass
+    """
+    if fine.num_rays != coarse.num_rays:
+        raise ValueError(f"fine: expected samples on the {coarse.num_rays} rays of coarse, got {fine.num_rays} rays")
+    if fine.device != coarse.device:
+        raise ValueError(f"fine: expected samples on {coarse.device} (coarse's device), got {fine.device}")
+    dtype = coarse.t_start.dtype
+    with torch.no_grad():
+        sc, sf = len(coarse), len(fine)
+        ray = torch.cat([coarse.ray, coarse.ray, fine.ray, fine.ray])
+        t = torch.cat([coarse.t_start, coarse.t_end, fine.t_start.to(dtype), fine.t_end.to(dtype)]).detach()
+        # Coverage by coarse intervals changes by +1 where one starts and -1 where one ends; fine edges only cut.
+        step = torch.cat([t.new_ones(sc), -t.new_ones(sc), t.new_zeros(2 * sf)]).long()
+        order = torch.argsort(t, stable=True)
+        order = order[torch.argsort(ray[order], stable=True)]  # by ray, then t
+        ray, t, step = ray[order], t[order], step[order]
+        # Every ray's starts and ends balance, so the running sum is each ray's own coverage after each edge.
+        inside = torch.cumsum(step, dim=0)[:-1] > 0
+        # A piece between consecutive edges of one ray lies inside a coarse interval or wholly outside them all
+        # (every coarse edge is an edge here); at tied edges the coverage after the last of them is the piece's.
+        keep = (ray[1:] == ray[:-1]) & (t[1:] > t[:-1]) & inside
+        return PackedSamples._trusted(ray[:-1][keep], t[:-1][keep], t[1:][keep], coarse.num_rays)

@@ -41,15 +41,19 @@ def render_nerf(
     field: Field,
     rays: Rays,
     head: Head,
-    sampler: nn.Module,
+    sampler: nn.Module | PackedSamples,
     background: Float[Tensor, " 3"] | None = None,
     generator: torch.Generator | None = None,
 ) -> NerfRender:
     """``sampler``'s samples along ``rays``, the field's density and colour there, composited over ``background``.
-    The rays are checked once here; what is computed from them is not re-checked (:func:`~headfields.checks.trusted_values`)."""
+    ``sampler`` may also be samples drawn already (NeRF's fine pass: :func:`~headfields.renderers.hierarchical.merge_samples`
+    of the coarse pass's samples and those drawn from its weights). The rays are checked once here; what is
+    computed from them is not re-checked (:func:`~headfields.checks.trusted_values`)."""
     check_rays(rays, head.num_frames, head.vertices.device)
+    if isinstance(sampler, PackedSamples) and sampler.num_rays != rays.origins.shape[0]:
+        raise ValueError(f"sampler: expected samples on the {rays.origins.shape[0]} rays, got {sampler.num_rays} rays")
     with trusted_values():
-        samples = sampler(rays, head, field, generator)
+        samples = sampler if isinstance(sampler, PackedSamples) else sampler(rays, head, field, generator)
         x = samples.midpoints(rays.origins, rays.directions)
         out = field(x, rays.directions[samples.ray], rays.frame[samples.ray], head)
         return NerfRender(composite(samples, out.density, out.rgb, background), samples, x, out)
