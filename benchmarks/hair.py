@@ -6,6 +6,7 @@ tracked mesh), in one run.
     python benchmarks/hair.py                        # 1500 iterations per variant
     python benchmarks/hair.py --iterations 100       # a quick look
     python benchmarks/hair.py --only INSTA           # the variants whose name holds one of these
+    python benchmarks/hair.py --only Portrait360 --iterations 300 --rays 1024
 
 Prints per variant: held-out PSNR over the whole frame and over the head, PSNR on the hair volume's pixels and
 on the face (the template's skin, lips, eyes), iterations/s and rendering rays/s, and each model's
@@ -49,6 +50,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--iterations", type=int, default=DEFAULT_ITERATIONS, help="training iterations per variant")
     parser.add_argument("--only", nargs="+", default=None, help="variants whose name holds one of these")
+    parser.add_argument("--rays", type=int, default=None, help="rays per batch for every variant (default: RAYS)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     out = args.out or Path(tempfile.mkdtemp(prefix="hair_bench_"))
@@ -71,7 +73,7 @@ def main() -> None:
         config = TrainingConfig(
             max_iterations=args.iterations,
             max_minutes=None,
-            rays_per_batch=RAYS[name.split(",")[0]],
+            rays_per_batch=args.rays or RAYS[name.split(",")[0]],
             eval_every=0,
             checkpoint_every=0,
             log_every=100,

@@ -14,6 +14,7 @@ from __future__ import annotations
 from headfields.cli import add_recipe_flag, recipe_config, rounded, training_config, training_parser
 from headfields.data import load_subject
 from headfields.distributed import destroy_distributed, init_distributed
+from headfields.encoders import FEATURE_KINDS
 from headfields.models import monoavatar
 from headfields.models.monoavatar import MonoAvatar
 from headfields.parametric import ParametricModel, add_mouth_interior
@@ -22,7 +23,7 @@ from headfields.training import seed_everything, train
 
 def main() -> None:
     parser = training_parser(__doc__.split("\n")[0], "outputs/monoavatar", minutes=15.0, rays=1024)  # MonoAvatar: 1024
-    parser.add_argument("--features", default="displacement", choices=("displacement", "code", "static"))
+    parser.add_argument("--features", default="displacement", choices=FEATURE_KINDS, help="D, C (code_cnn), or an ablation")
     add_recipe_flag(parser)
     parser.add_argument("--frames-per-batch", type=int, default=4, help="frames the rays of a batch come from")
     args = parser.parse_args()

@@ -2,6 +2,7 @@
 
     python examples/synthetic_video.py --out data/synthetic_head --sheet docs/images/synthetic_video.png
     python examples/synthetic_video.py --orbit --out data/synthetic_portrait --sheet docs/images/synthetic_orbit.png
+    python examples/synthetic_video.py --hair --glasses --out data/synthetic_hair --sheet docs/images/synthetic_hair.png
 
 The sheet shows the first training frame and the test frame with the mouth open widest (test frames combine
 expressions never combined in training): RGB, region segmentation, depth.
@@ -58,10 +59,12 @@ def main() -> None:
     parser.add_argument(
         "--orbit", action="store_true", help="the 360° portrait video: SMPL-X head and torso turning before the camera"
     )
+    parser.add_argument("--hair", action="store_true", help="a hair volume 1-6 cm beyond the scalp (not in the meshes)")
+    parser.add_argument("--glasses", action="store_true", help="glasses (not in the meshes)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
-    sizes = dict(num_frames=args.frames, resolution=args.resolution, seed=args.seed)
+    sizes = dict(num_frames=args.frames, resolution=args.resolution, seed=args.seed, hair_volume=args.hair, glasses=args.glasses)
     config = SyntheticVideoConfig.portrait360(**sizes) if args.orbit else SyntheticVideoConfig(**sizes)
     start = time.perf_counter()
     make_synthetic_video(args.out, config)

@@ -9,11 +9,19 @@ from .latent_codes import LatentCodes, LatentCodesConfig
 from .mesh_anchored import AnchoredFeatures, MeshAnchoredConfig, MeshAnchoredEncoder
 from .spherical_harmonics import SphericalHarmonics
 from .uv_cnn import UVCodeDecoder, UVCodeDecoderConfig, UVUNet, UVUNetConfig
-from .vertex_features import CodeVertexFeatures, DisplacementVertexFeatures, StaticVertexFeatures
+from .vertex_features import (
+    CodeBroadcastVertexFeatures,
+    CodeMlpVertexFeatures,
+    CodeVertexFeatures,
+    DisplacementVertexFeatures,
+    StaticVertexFeatures,
+)
 
 __all__ = [
     "AnchoredFeatures",
     "CodeVertexFeatures",
+    "CodeBroadcastVertexFeatures",
+    "CodeMlpVertexFeatures",
     "DisplacementVertexFeatures",
     "FrequencyEncoding",
     "HashGrid",
@@ -32,6 +40,6 @@ __all__ = [
 ]
 
 # MonoAvatar's encoder as a field part (issue 16): per-frame vertex features read by the mesh-anchored blend.
-from .mesh_features import ConcatEncoder, MeshFeatureEncoder, VertexFeatureKind  # noqa: E402
+from .mesh_features import FEATURE_KINDS, ConcatEncoder, MeshFeatureEncoder, VertexFeatureKind, feature_kind  # noqa: E402
 
-__all__ += ["ConcatEncoder", "MeshFeatureEncoder", "VertexFeatureKind"]
+__all__ += ["FEATURE_KINDS", "ConcatEncoder", "MeshFeatureEncoder", "VertexFeatureKind", "feature_kind"]
