@@ -39,7 +39,7 @@ from ..losses import (
     ngp_huber_loss,
 )
 from ..parametric import Head, SubjectModel
-from ..renderers import OccupancySampler, Rays, render_nerf
+from ..renderers import CPU_SHELL, OccupancySampler, Rays, render_nerf
 from ..renderers.occupancy import CONE_ANGLE, INSTA_CONE_ANGLE
 from ..training import OptimizerConfig, RayBatch, StepOutput
 
@@ -148,7 +148,7 @@ def cpu_config(**overrides) -> InstaConfig:
         occupancy_resolution=64,
         steps_per_diagonal=256,
         cone_angle=CONE_ANGLE,
-        shell=0.03,
+        shell=CPU_SHELL,
         optimization=dataclasses.replace(INSTA_OPTIMIZATION, learning_rate=INSTA_PYTORCH_LEARNING_RATE),
     )
     return InstaConfig(**{**sizes, **overrides})

@@ -35,7 +35,7 @@ from ..encoders.mesh_features import feature_kind
 from ..fields import NerfField, UnitBox, inflated_box
 from ..losses import mse_loss
 from ..parametric import Head, SubjectModel
-from ..renderers import NerfRender, Rays, StratifiedSampler, importance_samples, render_nerf
+from ..renderers import CPU_SHELL, NerfRender, Rays, StratifiedSampler, importance_samples, render_nerf
 from ..renderers.hierarchical import merge_samples
 from ..training import OptimizerConfig, RayBatch, StepOutput
 
@@ -118,7 +118,7 @@ def cpu_config(**overrides) -> MonoAvatarConfig:
         code_decoder=UVCodeDecoderConfig(resolution=128),
         coarse_samples=24,
         fine_samples=16,
-        shell=0.03,
+        shell=CPU_SHELL,
         error_correction=ErrorCorrectionConfig(start_step=300, window_steps=2_000, elastic_decay_steps=5_000),
         optimization=OptimizerConfig(1e-3, 1e-4, 5_000, ema_decay=0.95),
     )

@@ -32,7 +32,7 @@ from ..encoders import HashGrid, HashGridConfig, SphericalHarmonics
 from ..fields import FrameCondition, NerfField, UnitBox, inflated_box, padded_box
 from ..losses import HUBER_DELTA, huber_loss
 from ..parametric import Head, SubjectModel, require_parametric_model
-from ..renderers import Rays, StratifiedSampler, render_nerf, view_angles, view_bins
+from ..renderers import CPU_SHELL, Rays, StratifiedSampler, render_nerf, view_angles, view_bins
 from ..training import OptimizerConfig, RayBatch, StepOutput
 
 __all__ = ["Portrait360", "Portrait360Config", "cpu_config", "paper_config"]
@@ -77,9 +77,6 @@ class Portrait360Config:
         check_count("num_samples", self.num_samples, 1)
         for name in ("padding", "shell", "box_inflation"):
             check_positive(name, getattr(self, name))
-
-
-CPU_SHELL = 0.03  # metres from the posed mesh: cpu_config's shell
 
 
 def paper_config(**overrides) -> Portrait360Config:

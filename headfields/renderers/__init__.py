@@ -19,6 +19,7 @@ from .cameras import (
 )
 
 __all__ = [
+    "CPU_SHELL",
     "PinholeCameras",
     "PixelSamples",
     "Projection",
@@ -36,7 +37,7 @@ __all__ = [
 # Packed samples, occupancy-grid marching, mesh-guided filtering and compositing (issue 4).
 from .compositing import Composite, composite  # noqa: E402
 from .hierarchical import importance_samples, merge_samples  # noqa: E402
-from .mesh_sampler import mesh_guided_filter  # noqa: E402
+from .mesh_sampler import CPU_SHELL, mesh_guided_filter  # noqa: E402
 from .occupancy import OccupancyGrid  # noqa: E402
 from .samples import BoxHit, PackedSamples, ray_aabb, stratified_samples  # noqa: E402
 

@@ -14,6 +14,10 @@ from ..checks import IntLike, check_positive
 from ..geometry import TriangleMesh, closest_point
 from .samples import PackedSamples
 
+# metres: the mesh shell of every CPU recipe (cpu_config). It skips samples far from the tracked mesh for speed,
+# and with them detail off the template (benchmarks/hair.py measures the cost); the paper recipes have none.
+CPU_SHELL = 0.03
+
 
 def mesh_guided_filter(
     samples: PackedSamples,
