@@ -318,3 +318,80 @@ def test_eikonal_loss_hand_values():
         eikonal_loss(g, -weight)
     with raises_naming("weight"):
         eikonal_loss(g, weight[:3])
+
+
+def mirrored_cloud(pairs: int, middle: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Anchors in mirror pairs across x = 0 (listed (2i, 2i + 1)), then ``middle`` on the plane, and the pairing."""
+    half = anchor_cloud(pairs, seed=seed)
+    half[:, 0] = half[:, 0].abs() + 0.05
+    plane = anchor_cloud(middle, seed=seed + 1)
+    plane[:, 0] = 0.0
+    anchors = torch.cat([torch.stack([half, half * torch.tensor([-1.0, 1, 1], dtype=torch.float64)], 1).reshape(-1, 3), plane])
+    mirror = torch.cat([torch.arange(2 * pairs).reshape(-1, 2).flip(1).reshape(-1), torch.arange(2 * pairs, 2 * pairs + middle)])
+    return anchors, mirror
+
+
+FLIP = torch.tensor([-1.0, 1.0, 1.0], dtype=torch.float64)
+
+
+def test_mirror_pairs_share_a_member_and_give_a_symmetric_field():
+    # Pairs only: a member on the plane reads x - a unmirrored, so it is symmetric only if its MLP is.
+    anchors, mirror = mirrored_cloud(6, 0, seed=20)
+    config = AnchorSdfConfig(local=SdfMlpConfig(hidden_dim=10, hidden_layers=2), neighbours=5, sigma_rank=4, global_weight=0.0)
+    field = AnchorSdf(anchors, config=config, local_dim=2, mirror=mirror).double()
+    assert field.num_members == 6 and field.weights[0].shape[0] == 6  # one MLP per pair
+    perturb(field, 0.5, seed=21)
+    x = box(50, (0, 0, 0), 0.5, seed=22)
+    local = torch.randn(12, 2, generator=torch.Generator().manual_seed(23), dtype=torch.float64)
+    symmetric_local = local.clone()
+    symmetric_local[mirror] = local  # each pair's codes swapped: the mirror image of the code layout
+    symmetric_local = (local + symmetric_local) / 2  # equal within each pair
+    # The mirror image of the point reads the partner anchors, mirrored: the same values, exactly.
+    torch.testing.assert_close(
+        field(x * FLIP, None, symmetric_local).sdf, field(x, None, symmetric_local).sdf, rtol=1e-12, atol=1e-12
+    )
+    # Without the mirror pairing the (perturbed, independent) members are not symmetric: the check above says something.
+    plain = AnchorSdf(anchors, config=config, local_dim=2).double()
+    perturb(plain, 0.5, seed=21)
+    assert float((plain(x * FLIP, None, symmetric_local).sdf - plain(x, None, symmetric_local).sdf).detach().abs().max()) > 1e-3
+
+
+def test_per_call_anchors_move_the_field_with_them_and_groups_match_separate_calls():
+    anchors = anchor_cloud(12, seed=30)
+    config = AnchorSdfConfig(local=SdfMlpConfig(hidden_dim=8, hidden_layers=2), neighbours=4, sigma_rank=3, global_weight=0.0)
+    field = AnchorSdf(anchors, extra_dim=1, config=config, local_dim=2).double()
+    perturb(field, 0.4, seed=31)
+    g = torch.Generator().manual_seed(32)
+    x = box(30, (0, 0, 0), 0.5, seed=33)
+    extra = torch.randn(30, 1, generator=g, dtype=torch.float64)
+    local = torch.randn(2, 12, 2, generator=g, dtype=torch.float64)
+    shift = torch.tensor([0.3, -0.2, 0.1], dtype=torch.float64)
+    moved = torch.stack([field.anchors, field.anchors + shift])
+    # Local members read x - a: the field of anchors moved by t at x + t is the field at x (no global member here).
+    group1 = torch.ones(30, dtype=torch.long)
+    torch.testing.assert_close(
+        field(x + shift, extra, local, moved, group1).sdf, field(x, extra, local[1], field.anchors).sdf, rtol=1e-12, atol=1e-12
+    )
+    group = torch.arange(30) % 2
+    both = field(x, extra, local, moved, group).sdf
+    for k in (0, 1):
+        alone = field(x[group == k], extra[group == k], local[k], moved[k]).sdf
+        torch.testing.assert_close(both[group == k], alone, rtol=1e-12, atol=1e-12)
+    with raises_naming("group"):
+        field(x, extra, local, moved)
+    with raises_naming("mirror"):
+        AnchorSdf(anchors, config=config, mirror=torch.tensor([1, 2, 0] + list(range(3, 12))))
+
+
+def test_global_distance_weights_the_global_member_as_an_anchor_that_far():
+    anchors = anchor_cloud(20, seed=40)
+    config = AnchorSdfConfig(local=SdfMlpConfig(hidden_dim=8, hidden_layers=1), neighbours=12, sigma_rank=8, global_distance=0.75)
+    field = AnchorSdf(anchors, config=config).double()
+    x = box(40, (0, 0, 0), 0.6, seed=41)
+    blend = field.blend(x)
+    d = torch.cdist(x, field.anchors).sort(dim=1).values
+    sigma = d[:, 7] / 3.75
+    gauss = torch.exp(-0.5 * (d[:, :12] / sigma[:, None]) ** 2)
+    glob = torch.exp(-0.5 * (0.75 / sigma) ** 2)
+    torch.testing.assert_close(blend.global_weight, glob / (gauss.sum(1) + glob), rtol=1e-10, atol=1e-14)
+    torch.testing.assert_close(blend.weight, gauss / (gauss.sum(1) + glob)[:, None], rtol=1e-10, atol=1e-14)

@@ -205,6 +205,9 @@ class AnchorSdfConfig:
     sigma_rank: int = MONONPHM_SIGMA_RANK  # sigma = (distance to the sigma_rank-th nearest anchor) / sigma_divisor
     sigma_divisor: float = MONONPHM_SIGMA_DIVISOR
     global_weight: float = GLOBAL_WEIGHT  # the global MLP's unnormalised weight (see GLOBAL_WEIGHT)
+    # Or, as MonoNPHM's code does, the global member's weight is a Gaussian weight at this fixed distance (input
+    # units), so it varies with sigma as the local ones do; None: the constant ``global_weight``.
+    global_distance: float | None = None
     radius: float | None = None  # the initial sphere's radius for every member; None: local.radius
     learn_anchors: bool = False  # anchors a trainable parameter (True) or a fixed buffer
 
@@ -217,6 +220,7 @@ class AnchorSdfConfig:
         if not self.global_weight >= 0:
             raise ValueError(f"global_weight: expected a non-negative number, got {self.global_weight}")
         check_positive("radius", self.radius)
+        check_positive("global_distance", self.global_distance)
 
 
 @dataclass
@@ -240,6 +244,12 @@ class AnchorSdf(nn.Module):
     ``extra_dim``: per-point inputs (hyper coordinates, global code); ``local_dim``: width of the per-anchor codes
     ``local [K, local_dim]`` passed to forward (0: none). Every member starts as the same sphere, centred at
     ``center`` (default: the anchors' mean), so the blend is that sphere whatever the weights.
+
+    ``mirror [K]`` (MonoNPHM's symmetry): anchor ``k``'s mirror partner across the plane x = 0 (itself for an
+    anchor on it). A pair shares one MLP: the partner listed second reads ``x - a_k`` with its x coordinate negated,
+    so the pair's local shapes are mirror images of each other. ``anchors`` given to forward (``[K, 3]``, or
+    ``[G, K, 3]`` with a ``group [N]`` per point: one set per identity, as a prior predicts them) replace the
+    ``anchors`` given here, which then only place the initial spheres.
     """
 
     def __init__(
@@ -249,6 +259,7 @@ class AnchorSdf(nn.Module):
         config: AnchorSdfConfig | None = None,
         local_dim: int = 0,
         center: Sequence[float] | Tensor | None = None,
+        mirror: Int[Tensor, " K"] | None = None,
     ) -> None:
         super().__init__()
         check_float("anchors", anchors, [None, 3])
@@ -270,37 +281,74 @@ class AnchorSdf(nn.Module):
             self.anchors = nn.Parameter(anchors64.to(dtype))
         else:
             self.register_buffer("anchors", anchors64.to(dtype))
+        owner, flip = _mirror_members(mirror, k)
+        self.register_buffer("owner", owner)  # anchor -> the member MLP it reads
+        self.register_buffer("flip", flip)  # anchor reads its relative x coordinate negated
+        self.num_members = int(owner.max()) + 1
         self.encoding = FrequencyEncoding(3, member.position_frequencies) if member.position_frequencies else None
         self.in_dim = 3 * (1 + 2 * member.position_frequencies) + extra_dim + local_dim
         self.feature_dim = member.hidden_dim
         # Member k reads x - a_k: its sphere sits at center - a_k in its own coordinates (the first-layer bias).
-        stacks = [_sphere_layers(self.in_dim, member, centre - a, dtype) for a in anchors64]
+        firsts = torch.nonzero(~flip)[:, 0]  # the anchor that owns each member, in member order
+        stacks = [_sphere_layers(self.in_dim, member, centre - anchors64[a], dtype) for a in firsts.tolist()]
         self.weights = nn.ParameterList([nn.Parameter(torch.stack([s[0][i] for s in stacks])) for i in range(len(stacks[0][0]))])
         self.biases = nn.ParameterList([nn.Parameter(torch.stack([s[1][i] for s in stacks])) for i in range(len(stacks[0][1]))])
         self.global_mlp = SdfMlp(extra_dim, member, centre)
 
-    def blend(self, x: Float[Tensor, "N 3"]) -> AnchorBlend:
-        """Nearest anchors of each point and the normalised blend weights (differentiable in ``x`` and the anchors)."""
+    def _point_anchors(
+        self, x: Tensor, anchors: Tensor | None, group: Tensor | None
+    ) -> tuple[Tensor, Tensor | None]:
+        """The anchors to blend (``[K, 3]`` or ``[G, K, 3]``) and each point's set (None: one set), checked."""
+        if anchors is None:
+            if group is not None:
+                raise ValueError("group: expected None without per-call anchors [G, K, 3], got a tensor")
+            return self.anchors, None
+        k = self.num_anchors
+        if anchors.dim() == 2:
+            check_float("anchors", anchors, [k, 3], device=x.device)
+            if group is not None:
+                raise ValueError("group: expected None with one anchor set [K, 3], got a tensor")
+            return anchors.to(x.dtype), None
+        check_float("anchors", anchors, [None, k, 3], device=x.device)
+        if group is None:
+            raise ValueError(f"group: expected the set of each point (a tensor [{x.shape[0]}]) with anchors [G, K, 3]")
+        check_int("group", group, [x.shape[0]], upper=anchors.shape[0], device=x.device)
+        return anchors.to(x.dtype), group
+
+    def blend(
+        self, x: Float[Tensor, "N 3"], anchors: Float[Tensor, "*G K 3"] | None = None, group: Int[Tensor, " N"] | None = None
+    ) -> AnchorBlend:
+        """Nearest anchors of each point and the normalised blend weights (differentiable in ``x`` and the anchors).
+        ``anchors``, ``group``: per-call anchors (see the class docstring)."""
         _check_input("x", x, 3, None, self.anchors)
+        anchors, group = self._point_anchors(x, anchors, group)
         cfg = self.config
         count = max(cfg.neighbours, cfg.sigma_rank)
         with torch.no_grad():  # which anchors: no gradient; the distances are recomputed below
-            distance = torch.cdist(x, self.anchors, compute_mode="donot_use_mm_for_euclid_dist")
+            if group is None:
+                distance = torch.cdist(x, anchors, compute_mode="donot_use_mm_for_euclid_dist")
+            else:
+                distance = (x[:, None, :] - anchors[group]).norm(dim=-1)
             index = distance.topk(count, dim=1, largest=False).indices
-        d2 = (x[:, None, :] - self.anchors[index]).square().sum(dim=-1)  # [N, count], nearest first
+        near = anchors[index] if group is None else anchors[group[:, None], index]
+        d2 = (x[:, None, :] - near).square().sum(dim=-1)  # [N, count], nearest first
         sigma2 = (d2[:, cfg.sigma_rank - 1 : cfg.sigma_rank] / cfg.sigma_divisor**2).clamp(min=torch.finfo(d2.dtype).tiny)
         gauss = torch.exp(-0.5 * d2[:, : cfg.neighbours] / sigma2)
-        total = gauss.sum(dim=1) + cfg.global_weight
-        return AnchorBlend(
-            index=index[:, : cfg.neighbours], weight=gauss / total[:, None], global_weight=cfg.global_weight / total
-        )
+        if cfg.global_distance is None:
+            glob = torch.full_like(gauss[:, 0], cfg.global_weight)
+        else:
+            glob = torch.exp(-0.5 * cfg.global_distance**2 / sigma2[:, 0])
+        total = gauss.sum(dim=1) + glob
+        return AnchorBlend(index=index[:, : cfg.neighbours], weight=gauss / total[:, None], global_weight=glob / total)
 
     def members(self, enc: Float[Tensor, "P D"], anchor: Int[Tensor, " P"]) -> tuple[Float[Tensor, " P"], Float[Tensor, "P H"]]:
-        """Local member ``anchor[p]`` on input row ``enc[p] = [PE(x - a), extra, local]``: (sdf, last hidden layer)."""
+        """The member MLP of anchor ``anchor[p]`` on input row ``enc[p] = [PE(x - a), extra, local]`` (x already
+        mirrored for a mirrored anchor): (sdf, last hidden layer)."""
         _check_input("enc", enc, self.in_dim, None, self.weights[0])
         check_int("anchor", anchor, [enc.shape[0]], upper=self.num_anchors, device=enc.device)
-        order = torch.argsort(anchor, stable=True)
-        counts = torch.bincount(anchor, minlength=self.num_anchors).tolist()  # one host sync for the group sizes
+        member = self.owner[anchor]
+        order = torch.argsort(member, stable=True)
+        counts = torch.bincount(member, minlength=self.num_members).tolist()  # one host sync for the group sizes
         rows = enc[order].split(counts)
         sdf, features = [], []
         skip, beta = self.member_config.skip_layer, self.member_config.beta
@@ -316,22 +364,39 @@ class AnchorSdf(nn.Module):
         return torch.cat(sdf)[inverse], torch.cat(features)[inverse]
 
     def forward(
-        self, x: Float[Tensor, "N 3"], extra: Float[Tensor, "N E"] | None = None, local: Float[Tensor, "K A"] | None = None
+        self,
+        x: Float[Tensor, "N 3"],
+        extra: Float[Tensor, "N E"] | None = None,
+        local: Float[Tensor, "*G K A"] | None = None,
+        anchors: Float[Tensor, "*G K 3"] | None = None,
+        group: Int[Tensor, " N"] | None = None,
     ) -> SdfOutput:
         """The blended sdf and features. ``extras``: ``index``, ``weight`` [N, M] and ``global_weight`` [N] of the
-        blend, ``member_sdf`` [N, M] (each local member's sdf) and ``global_sdf`` [N]."""
+        blend, ``member_sdf`` [N, M] (each local member's sdf) and ``global_sdf`` [N]. ``local`` is ``[K, A]``, or
+        ``[G, K, A]`` (one set per group) with per-call ``anchors [G, K, 3]`` and ``group``."""
         like = self.weights[0]
         _check_input("x", x, 3, None, like)
         n, m = x.shape[0], self.config.neighbours
         _check_input("extra", extra, self.extra_dim, n, like)
-        _check_input("local", local, self.local_dim, self.num_anchors, like)
-        blend = self.blend(x)
-        relative = (x[:, None, :] - self.anchors[blend.index]).reshape(n * m, 3)
+        anchors, group = self._point_anchors(x, anchors, group)
+        if local is not None and local.dim() == 3:
+            check_float("local", local, [anchors.shape[0] if group is not None else 1, self.num_anchors, self.local_dim])
+            if group is None:
+                local = local[0]
+        else:
+            _check_input("local", local, self.local_dim, self.num_anchors, like)
+        blend = self.blend(x, anchors, group)
+        near = anchors[blend.index] if group is None else anchors[group[:, None], blend.index]
+        relative = x[:, None, :] - near
+        # A mirrored anchor reads its partner's MLP in mirrored coordinates (x -> -x).
+        relative = torch.where(self.flip[blend.index][..., None], relative * relative.new_tensor([-1.0, 1.0, 1.0]), relative)
+        relative = relative.reshape(n * m, 3)
         enc = [self.encoding(relative) if self.encoding is not None else relative]
         if extra is not None:
             enc.append(extra[:, None, :].expand(n, m, self.extra_dim).reshape(n * m, self.extra_dim))
         if local is not None:
-            enc.append(local[blend.index.reshape(-1)])
+            rows = local[blend.index] if local.dim() == 2 else local[group[:, None], blend.index]
+            enc.append(rows.reshape(n * m, self.local_dim))
         member_sdf, member_features = self.members(torch.cat(enc, dim=-1), blend.index.reshape(-1))
         member_sdf, member_features = member_sdf.reshape(n, m), member_features.reshape(n, m, self.feature_dim)
         glob = self.global_mlp(x, extra)
@@ -345,3 +410,21 @@ class AnchorSdf(nn.Module):
             "global_sdf": glob.sdf,
         }
         return SdfOutput(sdf=sdf, features=features, extras=extras)
+
+
+def _mirror_members(mirror: Tensor | None, count: int) -> tuple[Tensor, Tensor]:
+    """(member index per anchor ``[K]``, whether the anchor reads mirrored coordinates ``[K]``): the first anchor
+    of a mirror pair owns the member, the second reads it mirrored; an anchor without a partner owns its own."""
+    if mirror is None:
+        return torch.arange(count), torch.zeros(count, dtype=torch.bool)
+    check_int("mirror", mirror, [count], upper=count)
+    partner = mirror.detach().to("cpu", torch.long)
+    k = torch.arange(count)
+    if not torch.equal(partner[partner], k):
+        raise ValueError("mirror: expected an involution (mirror[mirror[k]] == k for every anchor k)")
+    flip = partner < k  # the second of each pair
+    owners = torch.nonzero(~flip)[:, 0]
+    member_of_owner = torch.empty(count, dtype=torch.long)
+    member_of_owner[owners] = torch.arange(len(owners))
+    owner = torch.where(flip, member_of_owner[partner], member_of_owner[k])
+    return owner, flip
