@@ -33,7 +33,7 @@ from .checks import (
     check_shape,
 )
 
-__all__ = ["ChamferDistance", "FScore", "chamfer_distance", "l1", "point_chamfer_distance", "psnr", "ssim"]
+__all__ = ["ChamferDistance", "FScore", "chamfer_distance", "l1", "point_chamfer_distance", "psnr", "ssim", "visible_faces"]
 
 # SSIM as defined by Wang et al. (2004) and used by the papers' tables (and skimage with gaussian_weights=True,
 # use_sample_covariance=False): an 11x11 Gaussian window of sigma 1.5, K1 = 0.01, K2 = 0.03, averaged over the
@@ -270,6 +270,24 @@ def chamfer_distance(
 
 # Pairs per block of the nearest-neighbour search: 2^24 distances (64 MiB in float32) at a time.
 NEAREST_BLOCK = 2**24
+
+
+VISIBLE_TOLERANCE = 1e-4  # metres: a face is seen when the first hit toward its centroid is this close to it or farther
+
+
+def visible_faces(vertices: Float[Tensor, "V 3"], faces: Int[Tensor, "F 3"], eye: Float[Tensor, " 3"]) -> Int[Tensor, "G 3"]:
+    """The faces whose centroid is the first thing a ray from ``eye`` meets: the surface a camera there sees
+    (monocular geometry is scored on it, as MonoNPHM scores only the face region its depth scans hold)."""
+    from .geometry import TriangleMesh, ray_intersect
+
+    _check_mesh("mesh", vertices, faces)
+    check_float("eye", eye, [3], device=vertices.device)
+    centroids = vertices[faces].mean(dim=1)
+    eye = eye.to(vertices.dtype)
+    to_centroid = centroids - eye
+    distance = to_centroid.norm(dim=-1)
+    hit = ray_intersect(TriangleMesh(vertices, faces), eye.expand_as(centroids), to_centroid / distance[:, None])
+    return faces[~hit.hit | (hit.t >= distance - VISIBLE_TOLERANCE)]
 
 
 def _nearest(queries: Tensor, points: Tensor) -> Tensor:

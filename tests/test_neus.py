@@ -338,6 +338,27 @@ def test_samples_concentrate_at_the_surface(dtype):
     assert fractions[-1] > 0.25
 
 
+def test_without_the_coarse_points_the_up_samples_alone_are_rendered():
+    # MonoNPHM's tracking renderer: the stratified points only steer the up-samples.
+    origins, dirs, near, far = sphere_rays(torch.float64, "cpu")
+    n, rounds, per_round = 24, 2, 8
+    sphere = CountingSphere()
+    samples = neus_samples(origins, dirs, near, far, sphere, n, rounds, per_round, keep_coarse=False)
+    assert samples.counts().tolist() == [rounds * per_round] * len(OFFSETS) + [0]
+    points, rays = torch.cat(sphere.points[1:]), torch.cat(sphere.rays[1:])  # the up-samples sdf_fn saw
+    t = ((points - origins[rays]) * dirs[rays]).sum(dim=1)
+    for r in range(len(OFFSETS)):
+        mine = samples.ray == r
+        t0, t1 = samples.t_start[mine], samples.t_end[mine]
+        torch.testing.assert_close(t0, torch.sort(t[rays == r]).values)  # each section starts at an up-sample
+        assert torch.equal(t0[1:], t1[:-1])  # and ends at the next
+        torch.testing.assert_close(t1[-1], t0[-1] + (far[r] - near[r]) / n)  # the last: one coarse step
+    entry = 2 - math.sqrt(RADIUS**2 - OFFSETS[0] ** 2)  # the ray through the centre: all of them near its entry
+    assert float((samples.t_start[samples.ray == 0] - entry).abs().max()) < 0.1
+    with raises_naming("rounds"):
+        neus_samples(origins, dirs, near, far, sphere, n, 0, per_round, keep_coarse=False)
+
+
 def test_no_rounds_is_the_stratified_set():
     origins, dirs, near, far = sphere_rays(torch.float64, "cpu")
     for seed in (None, 3):

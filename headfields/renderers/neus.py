@@ -160,6 +160,7 @@ def neus_samples(
     samples_per_round: IntLike = NEUS_SAMPLES_PER_ROUND,
     base_inv_s: float = NEUS_BASE_INV_S,
     generator: torch.Generator | None = None,
+    keep_coarse: bool = True,
 ) -> PackedSamples:
     """NeuS's up-sampling: ``num_samples + rounds * samples_per_round`` points on every ray with ``far > near``
     (none on the others), concentrated where the SDF crosses zero.
@@ -177,6 +178,10 @@ def neus_samples(
     does, one interval around each point: edges ``near``, the midpoints between consecutive points, ``far``; so
     every point is inside its interval, and ``rounds = 0`` gives exactly the stratified set. Nothing is
     differentiable (the renderer queries the field at the intervals' midpoints, with gradients).
+
+    ``keep_coarse=False`` (MonoNPHM's tracking renderer) returns the up-samples alone, each the start of a section
+    that ends at the next one (the last one a coarse step long, NeuS's ``sample_dist``): the stratified points only
+    steer where the up-samples go. It needs ``rounds >= 1``.
     """
     check_float("origins", origins, [None, 3])
     r, device = origins.shape[0], origins.device
@@ -187,6 +192,8 @@ def neus_samples(
     rounds = check_count("rounds", rounds, 0)
     n = check_count("num_samples", num_samples, 2 if rounds > 0 else 1)  # rounds need at least one section
     per_round = check_count("samples_per_round", samples_per_round, 1)
+    if not keep_coarse and rounds == 0:
+        raise ValueError("rounds: expected at least 1 with keep_coarse=False (the up-samples are the samples)")
     if (
         isinstance(base_inv_s, bool)
         or not isinstance(base_inv_s, (int, float))
@@ -200,16 +207,23 @@ def neus_samples(
         lo, span = near[rays, None], (far - near)[rays, None]
         t = stratified_points(near, far, n, generator)[rays]  # the points stratified_samples draws
         # Every ray has the same number of points, so they stay dense [K, m] until the end.
+        drawn = [t[:, :0]]
         if rounds > 0 and k > 0:
             sdf = _evaluate(sdf_fn, origins, dirs, rays, t)
             for i in range(rounds):
                 new = _upsample(rays, t, sdf, r, base_inv_s * 2**i, per_round)
+                drawn.append(new)
                 t, order = torch.sort(torch.cat([t, new], dim=1), dim=1, stable=True)
                 sdf = torch.gather(torch.cat([sdf, _evaluate(sdf_fn, origins, dirs, rays, new)], dim=1), 1, order)
-        edges = torch.cat([lo, (t[:, 1:] + t[:, :-1]) / 2, lo + span], dim=1)
-        m = t.shape[1]
+        if keep_coarse:
+            edges = torch.cat([lo, (t[:, 1:] + t[:, :-1]) / 2, lo + span], dim=1)
+            start, end = edges[:, :-1], edges[:, 1:]
+        else:
+            start = torch.sort(torch.cat(drawn, dim=1), dim=1).values
+            end = torch.cat([start[:, 1:], start[:, -1:] + span / n], dim=1)
+        m = start.shape[1]
         ray = rays[:, None].expand(k, m).reshape(-1)
-        return PackedSamples._trusted(ray, edges[:, :-1].reshape(-1), edges[:, 1:].reshape(-1), r)
+        return PackedSamples._trusted(ray, start.reshape(-1), end.reshape(-1), r)
 
 
 def _upsample(rays: Tensor, t: Tensor, sdf: Tensor, num_rays: int, inv_s: float, count: int) -> Tensor:
@@ -259,6 +273,7 @@ def neus_rays(
     samples_per_round: IntLike = NEUS_SAMPLES_PER_ROUND,
     base_inv_s: float = NEUS_BASE_INV_S,
     generator: torch.Generator | None = None,
+    keep_coarse: bool = True,
 ) -> NeusRays[FieldT]:
     """NeuS opacities along rays of an SDF seen through a deformation: :func:`neus_samples` with ``field_fn``'s
     sdf, then ``field_fn`` at the samples' midpoints with its gradients w.r.t. those points and w.r.t. the
@@ -271,7 +286,9 @@ def neus_rays(
     def sdf_fn(points: Tensor, ray: Tensor) -> Tensor:
         return field_fn(points, ray)[0]
 
-    samples = neus_samples(origins, dirs, near, far, sdf_fn, num_samples, rounds, samples_per_round, base_inv_s, generator)
+    samples = neus_samples(
+        origins, dirs, near, far, sdf_fn, num_samples, rounds, samples_per_round, base_inv_s, generator, keep_coarse
+    )
     train = torch.is_grad_enabled()
     with torch.enable_grad():
         x = samples.midpoints(origins, dirs)

@@ -63,7 +63,9 @@ def render_nerf(
 class NeusSampler:
     """NeuS's samples: ``coarse`` stratified points between the ray's bounds (a fixed ``box``, or its frame's
     posed-mesh box padded by ``padding``), then ``rounds`` of ``per_round`` up-samples at ``inv_s =
-    base_inv_s * 2^i``. Defaults: NeuS's (64, then 4 rounds of 16)."""
+    base_inv_s * 2^i``; ``keep_coarse=False`` renders the up-samples alone (MonoNPHM's tracking: 32 stratified
+    points steer 32 up-samples at a fixed ``inv_s``; see :func:`~headfields.renderers.neus_samples`). Defaults:
+    NeuS's (64, then 4 rounds of 16)."""
 
     coarse: int = NEUS_NUM_SAMPLES
     rounds: int = NEUS_ROUNDS
@@ -71,9 +73,10 @@ class NeusSampler:
     base_inv_s: float = NEUS_BASE_INV_S
     padding: float = 0.0
     box: tuple[tuple[float, float, float], tuple[float, float, float]] | None = None
+    keep_coarse: bool = True
 
     def __post_init__(self) -> None:
-        check_count("rounds", self.rounds, 0)
+        check_count("rounds", self.rounds, 0 if self.keep_coarse else 1)
         check_count("coarse", self.coarse, 2 if self.rounds else 1)  # a round needs one section at least
         check_count("per_round", self.per_round, 1)
         check_positive("base_inv_s", self.base_inv_s)
@@ -120,7 +123,7 @@ def _render_neus(field, rays, head, sampler, inv_s, background, generator) -> Ne
 
     neus = neus_rays(
         rays.origins, rays.directions, near, far, field_fn, inv_s,
-        sampler.coarse, sampler.rounds, sampler.per_round, sampler.base_inv_s, generator,
+        sampler.coarse, sampler.rounds, sampler.per_round, sampler.base_inv_s, generator, sampler.keep_coarse,
     )  # fmt: skip
     samples, frame = neus.samples, rays.frame[neus.samples.ray]
     rgb = field.colour(neus.field, neus.gradient, frame, head)
