@@ -12,7 +12,7 @@ import trimesh
 from scipy.spatial import cKDTree
 
 from headfields.geometry import box, face_normals, uv_sphere
-from headfields.metrics import ChamferDistance, chamfer_distance, point_chamfer_distance
+from headfields.metrics import ChamferDistance, chamfer_distance, point_chamfer_distance, visible_faces
 
 from helpers import raises_naming
 
@@ -234,3 +234,15 @@ def test_point_set_bad_inputs_are_named():
     for bad in (0.0, -1.0, [], [0.1, math.nan]):
         with raises_naming("thresholds"):
             c.f_score(bad)
+
+
+def test_visible_faces_of_a_sphere_are_the_cap_the_eye_sees():
+    # From an eye at distance 10 on +z, a unit sphere shows the cap z > 1/10 (where the view ray is tangent).
+    vertices, faces = uv_sphere(48, 96, radius=1.0)
+    seen = visible_faces(vertices, faces, torch.tensor([0.0, 0.0, 10.0]))
+    z_seen = vertices[seen].mean(dim=1)[:, 2]
+    z_all = vertices[faces].mean(dim=1)[:, 2]
+    assert float(z_seen.min()) > 0.05  # nothing behind the silhouette
+    assert int((z_all > 0.2).sum()) == int((z_seen > 0.2).sum())  # everything well inside the cap
+    with raises_naming("eye"):
+        visible_faces(vertices, faces, torch.zeros(2))
