@@ -26,7 +26,8 @@ deformer and encoder, on N points near the video's posed heads (mesh vertices pl
 FRAMES_PER_HEAD frames), each case warmed up once, then the median of ``repeats`` runs; in ns per sample and as
 a ratio to a reference measured in the same run (RigidDeformer, FrequencyEncoding). The UV-CNN vertex features
 are computed once per frame, not per sample: their cost is reported per frame, in a table of its own. Chains:
-Portrait360's and those of the mixes (INSTA's, MonoNPHM's and MonoAvatar's are single deformers listed above).
+Portrait360's and those of the mixes (INSTA's, MonoAvatar's and the hyper NeuS avatar's HyperDeformer are single
+deformers listed above).
 
 Writes ``out/results.json``; renders and metrics of each model under ``out/<model>/``.
 """
@@ -65,11 +66,11 @@ from headfields.encoders import (
 from headfields.encoders.mesh_anchored import MONOAVATAR_POSITION_FREQUENCIES
 from headfields.heads import tracked_head
 from headfields.kernels import num_cpu_threads
-from headfields.models import insta, monoavatar, mononphm, portrait360
+from headfields.models import hyper_neus, insta, monoavatar, portrait360
+from headfields.models.hyper_neus import HyperNeusAvatar, HyperNeusConfig
 from headfields.models.insta import Insta, InstaConfig
 from headfields.models.mixes import MIXES
 from headfields.models.monoavatar import MonoAvatar, MonoAvatarConfig
-from headfields.models.mononphm import MonoNphm, MonoNphmConfig
 from headfields.models.portrait360 import Portrait360, Portrait360Config
 from headfields.parametric import Head, ParametricModel, load_model
 from headfields.synthetic import cached_synthetic_video
@@ -109,15 +110,31 @@ PAPERS = [
     Entry("INSTA", "INSTA", "paper", lambda p, f: Insta(p, f.segmentation_labels, insta.cpu_config()), 2048, None),
     # The synthetic video's tracking is exact: the error correction would have nothing to correct.
     Entry("MonoAvatar", "MonoAvatar", "paper", lambda p, f: MonoAvatar(p, len(f), NO_CORRECTION), 1024, 4),
-    Entry("MonoNPHM", "MonoNPHM", "paper", lambda p, f: MonoNphm(p, len(f), mononphm.cpu_config()), 512, 4),
     # On the frontal FLAME video (no torso: static_regions skips it; no side or back views to balance).
     Entry("Portrait360", "Portrait360", "paper", lambda p, f: Portrait360(p, portrait360.cpu_config()), 2048, None),
 ]
 
 
+# MonoNPHM's networks fitted per subject with its CPU recipe, without the paper's prior (which is learnt from scans:
+# benchmarks/nphm.py): a mix, and the model the library's NeuS mixes are compared with.
+HYPER_NEUS = Entry(
+    "hyper_neus",
+    "HyperNeus (MonoNPHM nets, no prior)",
+    "mix",
+    lambda p, f: HyperNeusAvatar(p, len(f), hyper_neus.cpu_config()),
+    512,
+    4,
+)
+# A mix's peer (headfields.models.mixes: the paper whose parts it shares) -> the entry run for it here.
+PEER_ENTRIES = {"MonoNPHM": HYPER_NEUS.key}
+
+
 def registry() -> list[Entry]:
-    mixes = [Entry(key, m.name, "mix", m.build, m.rays_per_batch, m.frames_per_batch, m.peer) for key, m in MIXES.items()]
-    return PAPERS + mixes
+    mixes = [
+        Entry(key, m.name, "mix", m.build, m.rays_per_batch, m.frames_per_batch, PEER_ENTRIES.get(m.peer, m.peer))
+        for key, m in MIXES.items()
+    ]
+    return PAPERS + [HYPER_NEUS] + mixes
 
 
 def select(entries: list[Entry], only: list[str] | None) -> list[Entry]:
@@ -299,8 +316,8 @@ def primitive_cases(
     canonical = head.canonical_vertices[torch.randint(head.canonical_vertices.shape[0], (n,), generator=gen).to(device)]
     canonical = canonical + NOISE * torch.randn(n, 3, generator=gen).to(device)
     frames = len(train_frames)
-    nphm_cpu = MonoNphm(parametric, frames, mononphm.cpu_config()).to(device)
-    nphm_paper = MonoNphm(parametric, frames, MonoNphmConfig()).to(device)
+    hyper_cpu = HyperNeusAvatar(parametric, frames, hyper_neus.cpu_config()).to(device)
+    hyper_paper = HyperNeusAvatar(parametric, frames, HyperNeusConfig()).to(device)
     avatar = MonoAvatar(parametric, frames, monoavatar.cpu_config()).to(device)
     correction = avatar.correction.train()
     correction.set_step(correction.config.start_step + correction.config.window_steps)  # on, every band open
@@ -320,21 +337,23 @@ def primitive_cases(
         Case("SkinningDeformer (FLAME)", deformer_call(SkinningDeformer(), head, frame), SkinningDeformer(), n),
         Case("BlendFieldDeformer (Portrait360, canonical points)", on_canonical(deformer_call(blend, head, frame)), blend, n),
         Case(
-            "HyperDeformer (MonoNPHM cpu_config: 4 × 96)",
-            deformer_call(nphm_cpu.hyper, head, frame, condition=condition(nphm_cpu.hyper)),
-            nphm_cpu.hyper,
+            "HyperDeformer (hyper_neus cpu_config: 4 × 96)",
+            deformer_call(hyper_cpu.hyper, head, frame, condition=condition(hyper_cpu.hyper)),
+            hyper_cpu.hyper,
             n,
         ),
         Case(
             "HyperDeformer (MonoNPHM paper: 6 × 400)",
-            deformer_call(nphm_paper.hyper, head, frame, condition=condition(nphm_paper.hyper)),
-            nphm_paper.hyper,
+            deformer_call(hyper_paper.hyper, head, frame, condition=condition(hyper_paper.hyper)),
+            hyper_paper.hyper,
             n,
         ),
         Case("ErrorCorrectionField (MonoAvatar)", deformer_call(correction, head, frame), correction, n),
         chain_case("Portrait360", portrait, head, frame, n),
     ]
     for entry in mixes:  # a mix's own chain, called as the Deformer interface allows (default conditions)
+        if entry.key == HYPER_NEUS.key:
+            continue  # its HyperDeformer is timed above, at both sizes
         torch.manual_seed(0)
         model = entry.build(parametric, train_frames).to(device)
         if isinstance(model.field.deformer, DeformerChain) and len(model.field.deformer.deformers) > 1:

@@ -1,8 +1,9 @@
-"""MonoNPHM on the synthetic head video: held-out image quality, the geometry of the SDF at held-out frames,
-and tracking of held-out frames with the networks frozen.
+"""The hyper NeuS avatar (a mix: MonoNPHM's networks without the prior) on the synthetic head video: held-out
+image quality, the geometry of the SDF at held-out frames, and tracking of held-out frames with the networks frozen.
+The paper's MonoNPHM (a prior learnt from scans, then fitted) is benchmarks/nphm.py.
 
-    python benchmarks/mononphm.py                 # 20 minutes of training (the issue's budget)
-    python benchmarks/mononphm.py --minutes 3     # a quick look
+    python benchmarks/hyper_neus.py                 # 20 minutes of training (the issue's budget)
+    python benchmarks/hyper_neus.py --minutes 3     # a quick look
 
 Prints held-out PSNR / SSIM over whole images and PSNR over the head's pixels (EMA weights, all test frames:
 expression combinations never seen in training, rendered from their tracked expression and the neutral
@@ -23,30 +24,18 @@ from pathlib import Path
 import torch
 
 from headfields.data import load_insta_dataset
-from headfields.geometry import TriangleMesh, ray_intersect
 from headfields.heads import tracked_head
-from headfields.metrics import chamfer_distance
-from headfields.models.mononphm import MonoNphm, cpu_config
-from headfields.models.mononphm_tracking import TrackingConfig, frame_error, track_frame
+from headfields.metrics import chamfer_distance, visible_faces
+from headfields.models.hyper_neus import HyperNeusAvatar, cpu_config
+from headfields.models.hyper_neus_tracking import TrackingConfig, frame_error, track_frame
 from headfields.parametric import load_model
 from headfields.synthetic import cached_synthetic_video
 from headfields.training import TrainingConfig
 
 from avatars import train_variant
 
-VISIBLE_TOLERANCE = 1e-4  # metres: a face is seen when the first hit toward its centroid is that far or farther
 
-
-def visible_faces(vertices: torch.Tensor, faces: torch.Tensor, eye: torch.Tensor) -> torch.Tensor:
-    """The faces whose centroid is the first thing a ray from ``eye`` meets (the surface a camera there sees)."""
-    centroids = vertices[faces].mean(dim=1)
-    to_centroid = centroids - eye
-    distance = to_centroid.norm(dim=-1)
-    hit = ray_intersect(TriangleMesh(vertices, faces), eye.expand_as(centroids), to_centroid / distance[:, None])
-    return faces[~hit.hit | (hit.t >= distance - VISIBLE_TOLERANCE)]
-
-
-def seen_chamfer(model: MonoNphm, frames, frame: int, resolution: int) -> tuple[float, float]:
+def seen_chamfer(model: HyperNeusAvatar, frames, frame: int, resolution: int) -> tuple[float, float]:
     """Symmetric Chamfer distance (metres) between the visible parts of the extracted and the true meshes, and
     the true mesh's box diagonal."""
     with torch.no_grad():
@@ -69,12 +58,12 @@ def main() -> None:
     parser.add_argument("--track-steps", type=int, default=60)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
-    out = args.out or Path(tempfile.mkdtemp(prefix="mononphm_bench_"))
+    out = args.out or Path(tempfile.mkdtemp(prefix="hyper_neus_bench_"))
 
     root = cached_synthetic_video()
     train_frames, eval_frames = load_insta_dataset(root, "train"), load_insta_dataset(root, "test")
     torch.manual_seed(0)
-    model = MonoNphm(load_model(train_frames.model_path, train_frames.model_type), len(train_frames), cpu_config())
+    model = HyperNeusAvatar(load_model(train_frames.model_path, train_frames.model_type), len(train_frames), cpu_config())
     training = TrainingConfig(
         max_minutes=args.minutes,
         rays_per_batch=args.rays,

@@ -15,7 +15,7 @@ import torch
 import headfields.checks as checks
 from headfields.data import load_insta_dataset
 from headfields.heads import tracked_head
-from headfields.models import insta, monoavatar, mononphm
+from headfields.models import hyper_neus, insta, monoavatar
 from headfields.models.insta import Insta
 from headfields.models.mixes import MIXES
 from headfields.parametric import load_model
@@ -41,8 +41,8 @@ def main() -> None:
     builds = {
         "INSTA": lambda: Insta(parametric, frames.segmentation_labels, insta.cpu_config()),
         "MonoAvatar": lambda: monoavatar.MonoAvatar(parametric, len(frames), monoavatar.cpu_config()),
-        "MonoNPHM": lambda: mononphm.MonoNphm(parametric, len(frames), mononphm.cpu_config()),
         "mix_triangle_neus": lambda: MIXES["mix_triangle_neus"].build(parametric, frames),
+        "hyper_neus": lambda: hyper_neus.HyperNeusAvatar(parametric, len(frames), hyper_neus.cpu_config()),
     }
     untrusting = contextlib.nullcontext
     modules = [m for m in __import__("sys").modules.values() if getattr(m, "trusted_values", None) is checks.trusted_values]

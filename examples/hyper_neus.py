@@ -1,8 +1,9 @@
-"""Fit MonoNPHM to the built-in synthetic head video (default) or a real INSTA-format capture, then track
-held-out frames with the networks frozen and extract the head's mesh at one of them.
+"""Fit the hyper NeuS avatar (a mix: MonoNPHM's networks without the prior) to the built-in synthetic head video
+(default) or a real INSTA-format capture, then track held-out frames with the networks frozen and extract the
+head's mesh at one of them. The paper's MonoNPHM (a prior learnt from scans, then fitted) is examples/mononphm.py.
 
-    python examples/mononphm.py --out outputs/mononphm --max-minutes 20
-    python examples/mononphm.py --data /path/to/subject --model /path/to/FLAME2020 --device cuda   # the paper's recipe on CUDA
+    python examples/hyper_neus.py --out outputs/hyper_neus --max-minutes 20
+    python examples/hyper_neus.py --data /path/to/subject --model /path/to/FLAME2020 --device cuda   # MonoNPHM's sizes
 
 Writes ``out/metrics.json`` (held-out psnr, ssim, train_seconds, iterations), renders (truth | render | error)
 under ``out/renders/``, a checkpoint (run again with the same ``--out`` to resume), ``out/tracking.json``
@@ -20,14 +21,14 @@ from headfields.cli import add_recipe_flag, recipe_config, rounded, training_con
 from headfields.data import load_subject, write_obj
 from headfields.distributed import destroy_distributed, init_distributed, rank
 from headfields.heads import tracked_head
-from headfields.models import mononphm
-from headfields.models.mononphm import MonoNphm
-from headfields.models.mononphm_tracking import TrackingConfig, frame_error, track_frame
+from headfields.models import hyper_neus
+from headfields.models.hyper_neus import HyperNeusAvatar
+from headfields.models.hyper_neus_tracking import TrackingConfig, frame_error, track_frame
 from headfields.training import comparison, render_image, save_png, seed_everything, train
 
 
 def main() -> None:
-    parser = training_parser(__doc__.split("\n")[0], "outputs/mononphm", minutes=20.0, rays=512)
+    parser = training_parser(__doc__.split("\n")[0], "outputs/hyper_neus", minutes=20.0, rays=512)
     add_recipe_flag(parser)
     parser.add_argument("--frames-per-batch", type=int, default=4, help="frames the rays of a batch come from")
     parser.add_argument("--track", type=int, default=3, help="held-out frames to track after training")
@@ -39,9 +40,9 @@ def main() -> None:
     subject = load_subject(args.data, args.model, args.eval_split, device=device, regions=args.regions)
     print(*subject.notes, sep="\n")  # what a capture without model files was read as
     train_frames, eval_frames, parametric = subject.train, subject.eval, subject.parametric
-    config = recipe_config(args, mononphm)
+    config = recipe_config(args, hyper_neus)
     seed_everything(args.seed)  # the initial weights
-    model = MonoNphm(parametric, len(train_frames), config).to(device)
+    model = HyperNeusAvatar(parametric, len(train_frames), config).to(device)
     training = training_config(args, frames_per_batch=args.frames_per_batch, eval_every=500)
     metrics = train(model, train_frames, eval_frames, args.out, training, device=device)
     print(rounded(metrics))

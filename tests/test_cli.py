@@ -8,12 +8,13 @@ from pathlib import Path
 import pytest
 
 from headfields.cli import add_recipe_flag, recipe_config, rounded, training_config, training_parser
-from headfields.models import insta, monoavatar, mononphm, portrait360
+from headfields.models import hyper_neus, insta, monoavatar, portrait360
 from headfields.training import TrainingConfig
 
 EXAMPLES = Path(__file__).parents[1] / "examples"
-PAPER_EXAMPLES = ["insta", "monoavatar", "mononphm", "portrait360"]
-TRAINING_EXAMPLES = PAPER_EXAMPLES + ["mix_triangle_neus", "mix_anchored_hashgrid", "mix_hyper_insta"]
+# The examples with two recipes (--recipe): the paper models and the hyper NeuS avatar (MonoNPHM's network sizes).
+RECIPE_EXAMPLES = ["insta", "monoavatar", "portrait360", "hyper_neus"]
+TRAINING_EXAMPLES = RECIPE_EXAMPLES + ["mix_triangle_neus", "mix_anchored_hashgrid", "mix_hyper_insta"]
 
 
 def test_defaults_and_flags_reach_the_training_config():
@@ -50,7 +51,7 @@ def test_every_training_example_prints_its_help(name):
         assert flag in run.stdout, (name, flag)
 
 
-@pytest.mark.parametrize("module", [insta, monoavatar, mononphm, portrait360], ids=lambda m: m.__name__)
+@pytest.mark.parametrize("module", [insta, monoavatar, portrait360, hyper_neus], ids=lambda m: m.__name__)
 def test_recipe_flag_picks_the_paper_on_cuda_and_the_cpu_recipe_on_a_cpu(module):
     parser = training_parser("demo", "out", minutes=1.0, rays=8)
     add_recipe_flag(parser)
@@ -63,8 +64,8 @@ def test_recipe_flag_picks_the_paper_on_cuda_and_the_cpu_recipe_on_a_cpu(module)
         parser.parse_args(["--recipe", "gpu"])
 
 
-@pytest.mark.parametrize("name", PAPER_EXAMPLES)
-def test_paper_examples_offer_the_recipe_flag(name):
+@pytest.mark.parametrize("name", RECIPE_EXAMPLES)
+def test_recipe_examples_offer_the_recipe_flag(name):
     run = subprocess.run([sys.executable, str(EXAMPLES / f"{name}.py"), "--help"], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     assert "--recipe {paper,cpu}" in run.stdout

@@ -1,8 +1,8 @@
-"""MonoNPHM on a tiny synthetic video: at initialisation it renders and extracts the analytic sphere of its
-SDF's geometric initialisation; its deformer reads the head frame and the per-frame condition; training lowers the
-loss and reaches every piece; landmarks found by root finding map back onto their canonical points; tracking a
-held-out frame from the neutral code lowers its error; the shared training loop runs it and resumes exactly; bad
-configurations raise."""
+"""The hyper NeuS avatar (a mix: MonoNPHM's networks without the prior) on a tiny synthetic video: at
+initialisation it renders and extracts the analytic sphere of its SDF's geometric initialisation; its deformer
+reads the head frame and the per-frame condition; training lowers the loss and reaches every piece; landmarks
+found by root finding map back onto their canonical points; tracking a held-out frame from the neutral code lowers
+its error; the shared training loop runs it and resumes exactly; bad configurations raise."""
 
 import dataclasses
 import math
@@ -15,16 +15,16 @@ from headfields.decoders import AnchorSdfConfig, AppearanceConfig, SdfMlpConfig
 from headfields.deformers import HyperDeformerConfig
 from headfields.encoders import LatentCodesConfig
 from headfields.heads import tracked_head
-from headfields.models.mononphm import MonoNphm, MonoNphmConfig
-from headfields.models.mononphm_landmarks import posed_landmarks
-from headfields.models.mononphm_tracking import TrackingConfig, frame_error, track_frame
+from headfields.models.hyper_neus import HyperNeusAvatar, HyperNeusConfig
+from headfields.models.hyper_neus_landmarks import posed_landmarks
+from headfields.models.hyper_neus_tracking import TrackingConfig, frame_error, track_frame
 from headfields.parametric import load_model
 from headfields.renderers import NeusSampler, Rays
 from headfields.training import OptimizerConfig, TrainingConfig, build_optimizer, ray_batch, set_learning_rate, train
 
 from helpers import raises_naming
 
-TINY = MonoNphmConfig(
+TINY = HyperNeusConfig(
     deformer=HyperDeformerConfig(hidden_dim=16, hidden_layers=2, skip_layer=1),
     canonical="global",
     global_sdf=SdfMlpConfig(hidden_dim=32, hidden_layers=2, position_frequencies=2),
@@ -47,7 +47,7 @@ def video(tiny_video):
 
 def _model(frames, config=TINY, seed=0):
     torch.manual_seed(seed)
-    return MonoNphm(load_model(frames.model_path, frames.model_type), len(frames), config)
+    return HyperNeusAvatar(load_model(frames.model_path, frames.model_type), len(frames), config)
 
 
 def _head(model, frames, learnt=False):
@@ -307,7 +307,7 @@ def test_the_training_loop_runs_it_and_resumes_exactly(video, tmp_path):
     assert [end["step"] for end in ends] == [4, 4]
     assert ends[1]["optimizer"]["param_groups"][0]["lr"] == ends[0]["optimizer"]["param_groups"][0]["lr"]
     assert ends[0]["optimizer"]["param_groups"][0]["lr"] == pytest.approx(5e-3 * 0.1 ** (3 / 100))
-    assert ends[0]["ema"] is not None  # MonoNphm's optimisation asks for the average (ema_decay 0.95)
+    assert ends[0]["ema"] is not None  # HyperNeusAvatar's optimisation asks for the average (ema_decay 0.95)
     torch.testing.assert_close(ends[1]["ema"], ends[0]["ema"], rtol=0, atol=1e-6)
     for name, value in straight.state_dict().items():
         if isinstance(value, torch.Tensor):
@@ -321,7 +321,7 @@ def test_bad_configuration_raises(video):
     with raises_naming("canonical"):
         _model(train_frames, dataclasses.replace(TINY, canonical="voxels"))
     with raises_naming("num_frames"):
-        MonoNphm(load_model(train_frames.model_path), 0, TINY)
+        HyperNeusAvatar(load_model(train_frames.model_path), 0, TINY)
     model = _model(train_frames)
     eval_head = _head(model, eval_frames)
     with raises_naming("head"):  # learnt codes need the training frames' head, the one the codes were made for

@@ -27,10 +27,10 @@ from headfields.data.tracked_meshes import read_region_file, regions_from_segmen
 from headfields.encoders import UVCodeDecoderConfig
 from headfields.heads import tracked_head
 from headfields.models import insta
+from headfields.models.hyper_neus import HyperNeusAvatar
 from headfields.models.insta import Insta
 from headfields.models.mixes import MIXES
 from headfields.models.monoavatar import MonoAvatar, cpu_config
-from headfields.models.mononphm import MonoNphm
 from headfields.models.portrait360 import Portrait360
 from headfields.parametric import TrackedMeshModel, load_model, rigid_fit
 from headfields.parametric.tracked_meshes import cylindrical_uvs, rotation_to_axis_angle
@@ -250,7 +250,7 @@ def test_models_without_a_skeleton_name_what_is_missing(remeshed):
         Portrait360(subject.parametric)
     assert "SMPL-X's skeleton" in str(error.value) and "params_path" in str(error.value)
     with raises_naming("parametric") as error:
-        MonoNphm(subject.parametric, len(subject.train))
+        HyperNeusAvatar(subject.parametric, len(subject.train))
     assert "jaw joint" in str(error.value)
 
 
@@ -372,4 +372,4 @@ def test_inspect_prints_the_summary(capture, capsys):
     assert "frames: train 9, val 1, test 2" in out and "40 x 40 px" in out
     assert "250 skin" in out and "130 upper_lip" in out and "120 lower_lip" in out
     assert "tracked meshes: 5557 vertices" in out and "no problems found" in out
-    assert "INSTA                  yes" in out and "MonoNPHM               no: parametric" in out
+    assert "INSTA                  yes" in out and "hyper_neus             no: parametric" in out

@@ -116,18 +116,18 @@ def _check_frame_counts(report: CaptureReport, splits: dict[str, FrameSet]) -> N
 
 def _model_builders() -> dict[str, Callable]:
     from ..models import insta
+    from ..models.hyper_neus import HyperNeusAvatar
     from ..models.insta import Insta
     from ..models.mixes import MIXES
     from ..models.monoavatar import MonoAvatar, cpu_config
-    from ..models.mononphm import MonoNphm
     from ..models.portrait360 import Portrait360
 
     return {
         "INSTA": lambda p, train: Insta(p, train.segmentation_labels, insta.cpu_config()),
         "MonoAvatar": lambda p, train: MonoAvatar(p, len(train), cpu_config()),
-        "MonoNPHM": lambda p, train: MonoNphm(p, len(train)),
         "360° portrait": lambda p, train: Portrait360(p),
         "mix_triangle_neus": MIXES["mix_triangle_neus"].build,
+        "hyper_neus": lambda p, train: HyperNeusAvatar(p, len(train)),
     }
 
 

@@ -1,7 +1,12 @@
-"""MonoNPHM (Giebenhain et al., CVPR 2024): posed sample → head frame, normalised (the SDF's units) → backward
-deformation with hyper-dimensions under [tracked expression and jaw, expression code, identity code] → SDF (with the
-identity code) → albedo (SDF features, appearance code) × SH lighting → NeuS. Held-out frames: their tracked
-expression with the neutral (zero) code, or tracked (:mod:`headfields.models.mononphm_tracking`)."""
+"""The hyper NeuS avatar, a mix: MonoNPHM's networks fitted per subject, without a prior. MonoNPHM's deformation,
+SDF and appearance networks (Giebenhain et al., CVPR 2024) are learnt for one subject from one video, with the
+tracked FLAME expression as the deformation's condition and a correspondence loss, instead of the paper's
+parametric head prior learnt from scans (that is :mod:`headfields.models.nphm` and :mod:`headfields.models.mononphm`).
+
+Posed sample → head frame, normalised (the SDF's units) → backward deformation with hyper-dimensions under
+[tracked expression and jaw, expression code, identity code] → SDF (with the identity code) → albedo (SDF features,
+appearance code) × SH lighting → NeuS. Held-out frames: their tracked expression with the neutral (zero) code, or
+tracked (:mod:`headfields.models.hyper_neus_tracking`)."""
 
 from __future__ import annotations
 
@@ -30,12 +35,13 @@ from ..renderers import NeusSampler
 from ..training import OptimizerConfig, RayBatch, StepOutput
 from .neus_model import NeusConfig, NeusModel
 
-__all__ = ["MonoNphm", "MonoNphmConfig", "cpu_config", "paper_config"]
+__all__ = ["HyperNeusAvatar", "HyperNeusConfig", "cpu_config", "paper_config"]
 
 
 @dataclass(frozen=True)
-class MonoNphmConfig(NeusConfig):
-    """MonoNPHM's recipe (PAPERS.md). Departures, for a single subject learnt from one video with no prior:
+class HyperNeusConfig(NeusConfig):
+    """MonoNPHM's network sizes and schedule (PAPERS.md), for a single subject learnt from one video with no prior.
+    Where this mix departs from the paper:
     the deformation's condition also carries the tracked FLAME expression and jaw pose (MonoNPHM's codes come
     from a prior trained on registered scans; here the tracked mesh plays that part); a correspondence loss
     asks the backward field to carry the tracked mesh's posed vertices to its neutral ones (NPHM's training
@@ -72,9 +78,9 @@ class MonoNphmConfig(NeusConfig):
         check_count("correspondence_vertices", self.correspondence_vertices, 0)
 
 
-def cpu_config(**overrides) -> MonoNphmConfig:
-    """The sizes a 20-minute run on a 2-core CPU affords (benchmarks/mononphm.py), then ``overrides``: one global
-    SDF MLP (the ensemble evaluates 13 per sample), smaller networks, codes and samples (paper: MonoNphmConfig())."""
+def cpu_config(**overrides) -> HyperNeusConfig:
+    """The sizes a 20-minute run on a 2-core CPU affords (benchmarks/hyper_neus.py), then ``overrides``: one global
+    SDF MLP (the ensemble evaluates 13 per sample), smaller networks, codes and samples (paper: HyperNeusConfig())."""
     sizes = dict(
         deformer=HyperDeformerConfig(hidden_dim=96, hidden_layers=4, skip_layer=2),
         canonical="global",
@@ -84,21 +90,24 @@ def cpu_config(**overrides) -> MonoNphmConfig:
         sampler=NeusSampler(coarse=24, rounds=2, per_round=8, padding=0.04),
         optimization=OptimizerConfig(1e-3, 1e-4, 5_000),
     )
-    return MonoNphmConfig(**{**sizes, **overrides})
+    return HyperNeusConfig(**{**sizes, **overrides})
 
 
-def paper_config(**overrides) -> MonoNphmConfig:
-    """MonoNPHM's sizes and schedule (``MonoNphmConfig()``), then ``overrides``."""
-    return MonoNphmConfig(**overrides)
+def paper_config(**overrides) -> HyperNeusConfig:
+    """MonoNPHM's network sizes and schedule (``HyperNeusConfig()``), then ``overrides``."""
+    return HyperNeusConfig(**overrides)
 
 
-class MonoNphm(NeusModel):
-    """``num_frames``: training frames (one expression code each). The field's deformer is
+class HyperNeusAvatar(NeusModel):
+    """MonoNPHM's networks fitted per subject, without a prior: a hyper-dimensional NeuS avatar driven by the
+    tracked FLAME expression (a mix; the paper's method is :mod:`headfields.models.mononphm`).
+
+    ``num_frames``: training frames (one expression code each). The field's deformer is
     ``DeformerChain(RigidDeformer(head joint), MappedDeformer(normalise), HyperDeformer)``."""
 
-    def __init__(self, parametric: SubjectModel, num_frames: int, config: MonoNphmConfig | None = None):
-        c = config or MonoNphmConfig()
-        require_parametric_model(parametric, "MonoNphm", "FLAME's jaw joint and landmarks")
+    def __init__(self, parametric: SubjectModel, num_frames: int, config: HyperNeusConfig | None = None):
+        c = config or HyperNeusConfig()
+        require_parametric_model(parametric, "HyperNeusAvatar", "FLAME's jaw joint and landmarks")
         super().__init__(parametric, c, c.deformer.hyper_dim)
         self.head_joint = parametric.joint_index(c.head_joint, "head_joint")
         self.jaw_joint = None if c.jaw_joint is None else parametric.joint_index(c.jaw_joint, "jaw_joint")

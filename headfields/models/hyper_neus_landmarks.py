@@ -1,7 +1,8 @@
-"""Landmarks of MonoNPHM's posed head: canonical points carried into posed space by root finding of
-``x + Δ(x) = a`` (the backward field has no closed-form inverse), with gradients by implicit differentiation
-(:func:`headfields.deformers.find_preimage`). Tracking (:mod:`headfields.models.mononphm_tracking`) matches them
-to detections; here the canonical points are vertices of the neutral mesh.
+"""Landmarks of the hyper NeuS avatar's posed head (as MonoNPHM finds them): canonical points carried into posed
+space by root finding of ``x + Δ(x) = a`` (the backward field has no closed-form inverse), with gradients by
+implicit differentiation (:func:`headfields.deformers.find_preimage`). Tracking
+(:mod:`headfields.models.hyper_neus_tracking`) matches them to detections; here the canonical points are vertices
+of the neutral mesh.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from torch import Tensor
 from ..deformers import find_preimage
 from ..geometry import farthest_points
 from ..parametric import Head
-from .mononphm import MonoNphm
+from .hyper_neus import HyperNeusAvatar
 
 __all__ = ["LANDMARK_TOLERANCE", "PosedLandmarks", "landmark_vertices", "posed_landmarks"]
 
@@ -23,7 +24,7 @@ FRONT_REGIONS = ("skin", "lips", "eyes")  # where landmark vertices are drawn fr
 LANDMARK_TOLERANCE = 1e-5  # normalised units (~2 um on a FLAME head): what float32 root finding reaches
 
 
-def landmark_vertices(model: MonoNphm, count: int) -> Int[Tensor, " K"]:
+def landmark_vertices(model: HyperNeusAvatar, count: int) -> Int[Tensor, " K"]:
     """``count`` vertices spread over the face (farthest points of the front regions of the neutral mesh)."""
     neutral = model.parametric()
     regions = [neutral.regions[name] for name in FRONT_REGIONS if name in neutral.regions]
@@ -39,7 +40,7 @@ class PosedLandmarks:
 
 
 def posed_landmarks(
-    model: MonoNphm, head: Head, canonical: Float[Tensor, "K 3"], tolerance: float = LANDMARK_TOLERANCE
+    model: HyperNeusAvatar, head: Head, canonical: Float[Tensor, "K 3"], tolerance: float = LANDMARK_TOLERANCE
 ) -> PosedLandmarks:
     """World positions, in the frame of the one-frame ``head``, of canonical points (metres, neutral head frame):
     the posed points the backward field carries onto them, found by root finding, differentiable by implicit

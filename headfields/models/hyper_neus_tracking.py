@@ -1,8 +1,9 @@
-"""MonoNPHM's tracking: with the networks frozen, fit one frame's expression condition (tracked expression, jaw
-pose, expression code) and a correction of its head pose to the frame's image (L1 colour, silhouette) and its
-landmarks. The frame is a one-frame :class:`~headfields.parametric.Head` whose fitted parts are parameters.
-The landmarks (:mod:`headfields.models.mononphm_landmarks`) are matched to the frame's tracked mesh vertices
-projected into the image (a detector's stand-in).
+"""Tracking for the hyper NeuS avatar (MonoNPHM's tracking, on the mix): with the networks frozen, fit one frame's
+expression condition (tracked expression, jaw pose, expression code) and a correction of its head pose to the
+frame's image (L1 colour, silhouette) and its landmarks. The frame is a one-frame
+:class:`~headfields.parametric.Head` whose fitted parts are parameters. The landmarks
+(:mod:`headfields.models.hyper_neus_landmarks`) are matched to the frame's tracked mesh vertices projected into
+the image (a detector's stand-in).
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ from ..losses import l1_loss, mask_loss
 from ..parametric import Head
 from ..renderers import image_pixels, pixel_rays, project_points
 from ..training import render_image
-from .mononphm import MonoNphm
-from .mononphm_landmarks import landmark_vertices, posed_landmarks
+from .hyper_neus import HyperNeusAvatar
+from .hyper_neus_landmarks import landmark_vertices, posed_landmarks
 
 __all__ = ["TrackingConfig", "TrackingResult", "frame_error", "track_frame"]
 
@@ -58,7 +59,7 @@ class TrackingResult:
     losses: list[float] = field(default_factory=list)  # per step
 
 
-def frame_error(model: MonoNphm, frames: FrameSet, frame: int, head: Head | None = None) -> float:
+def frame_error(model: HyperNeusAvatar, frames: FrameSet, frame: int, head: Head | None = None) -> float:
     """Mean absolute colour error of frame ``frame``'s full render from the one-frame ``head`` (default: its
     tracked head, which has the neutral expression code)."""
     head = head if head is not None else tracked_head(model.parametric, frames).select([frame])
@@ -67,7 +68,7 @@ def frame_error(model: MonoNphm, frames: FrameSet, frame: int, head: Head | None
 
 
 def _fitted(
-    model: MonoNphm, tracked: Head, expression: Tensor, jaw: Tensor | None, codes: Tensor, omega: Tensor, shift: Tensor
+    model: HyperNeusAvatar, tracked: Head, expression: Tensor, jaw: Tensor | None, codes: Tensor, omega: Tensor, shift: Tensor
 ) -> Head:
     """``tracked`` with the fitted condition and its head joint's pose corrected: rotation R exp(omega), translation
     t + shift. The mesh (which only the sampler's box reads) stays the tracked one."""
@@ -82,7 +83,7 @@ def _fitted(
     return dataclasses.replace(tracked, expression=expression, pose=pose, joint_transforms=transforms, codes=codes)
 
 
-def track_frame(model: MonoNphm, frames: FrameSet, frame: int, config: TrackingConfig | None = None) -> TrackingResult:
+def track_frame(model: HyperNeusAvatar, frames: FrameSet, frame: int, config: TrackingConfig | None = None) -> TrackingResult:
     """Fit frame ``frame`` of ``frames`` with the networks frozen: its expression, jaw pose and expression code
     (the identity code stays as learnt) and, with ``optimize_pose``, a correction of its head pose: a rotation in
     the head's frame (before the tracked rotation) and a world translation."""

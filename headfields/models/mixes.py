@@ -59,7 +59,7 @@ class Mix:
     build: Callable[[SubjectModel, FrameSet], nn.Module]
     rays_per_batch: int
     frames_per_batch: int | None  # rays from this many frames per batch (None: all)
-    peer: str  # the closest paper model
+    peer: str  # the closest paper model (for "MonoNPHM", compare.py runs its networks without the prior: hyper_neus)
     eval_every: int = 1000
 
     @property
