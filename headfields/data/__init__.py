@@ -1,7 +1,8 @@
 """Data: the frame container (:class:`FrameSet`), the reader and writer of the INSTA / NeRFace ``transforms.json``
 dataset format (one loader for real captures and the synthetic video), the readers of VHAP and IMavatar captures,
-a capture's tracked meshes as its model (no model files needed), and :func:`load_subject`, which gives an
-example script its frames and model. ``python -m headfields.data.inspect CAPTURE`` checks a capture. The
+a capture's tracked meshes as its model (no model files needed), :func:`load_subject`, which gives an
+example script its frames and model, and 3D scans for a head prior (:class:`ScanSet`, :func:`sample_scans`,
+:func:`read_scan_folder`). ``python -m headfields.data.inspect CAPTURE`` checks a capture. The
 synthetic video itself is in ``headfields.synthetic``."""
 
 from typing import Any
@@ -13,6 +14,7 @@ from .imavatar_reader import load_imavatar_dataset
 from .insta_reader import load_insta_dataset
 from .insta_writer import DEFAULT_INTEGER_DEPTH_SCALE, save_insta_dataset
 from .labels import INSTA_FACE_PARSING, LABEL_PRESETS, detect_label_preset
+from .scans import ScanSamples, ScanSet, read_scan_folder, sample_scans
 from .subject import Subject, load_subject
 from .tracked_meshes import load_tracked_mesh_model, read_region_file, regions_from_segmentation
 from .trackers import detect_capture_format, load_tracker_dataset
@@ -30,6 +32,8 @@ __all__ = [
     "FrameSet",
     "INSTA_FACE_PARSING",
     "LABEL_PRESETS",
+    "ScanSamples",
+    "ScanSet",
     "TrackedParams",
     "detect_label_preset",
     "detect_capture_format",
@@ -40,7 +44,9 @@ __all__ = [
     "load_tracker_dataset",
     "load_vhap_dataset",
     "read_region_file",
+    "read_scan_folder",
     "regions_from_segmentation",
+    "sample_scans",
     "save_insta_dataset",
     "write_obj",
 ]

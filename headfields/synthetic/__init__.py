@@ -4,11 +4,16 @@ head video rendered from them in the INSTA format (:func:`make_synthetic_video`,
 :func:`cached_synthetic_video`), also as a real INSTA capture with no model files (:func:`write_insta_capture`).
 The video can add what a tracked template lacks: a hair volume (:class:`HairVolume`, :class:`HairVolumeConfig`)
 and glasses (:func:`glasses_mesh`), with labels of their own (:data:`HAIR_VOLUME_LABEL`, :data:`GLASSES_LABEL`).
+For a parametric head prior: identities with detail FLAME lacks (:class:`SyntheticIdentity`,
+:func:`personal_detail`, :func:`personal_model`), a registered scan set of them (:func:`synthetic_scan_set`) and
+a video of one it never saw (``SyntheticVideoConfig(identity=...)``, :func:`nphm_held_out_video`; its true meshes
+by :func:`load_ground_truth`).
 
 It builds on ``headfields.data`` and ``headfields.parametric``; neither imports it."""
 
 from .glasses import GLASSES_LABEL, glasses_mesh
 from .hair import HAIR_VOLUME_LABEL, HairVolume, HairVolumeConfig, VolumeComposite
+from .identities import PersonalDetailConfig, SyntheticIdentity, load_ground_truth, personal_detail, personal_model
 from .insta_capture import subdivide, write_insta_capture
 from .model_files import (
     REGION_NAMES,
@@ -18,6 +23,7 @@ from .model_files import (
     write_synthetic_flame,
     write_synthetic_smplx,
 )
+from .scans import ScanSetConfig, anchor_vertices, nphm_held_out_video, synthetic_scan_set
 from .video import SyntheticVideoConfig, cached_synthetic_video, make_synthetic_video
 
 __all__ = [
@@ -25,16 +31,25 @@ __all__ = [
     "HAIR_VOLUME_LABEL",
     "HairVolume",
     "HairVolumeConfig",
+    "PersonalDetailConfig",
     "REGION_NAMES",
     "SMPLX_REGION_NAMES",
     "SYNTHETIC_EXPRESSIONS",
     "SYNTHETIC_SHAPES",
+    "ScanSetConfig",
+    "SyntheticIdentity",
     "SyntheticVideoConfig",
     "VolumeComposite",
+    "anchor_vertices",
     "cached_synthetic_video",
     "glasses_mesh",
+    "load_ground_truth",
     "make_synthetic_video",
+    "nphm_held_out_video",
+    "personal_detail",
+    "personal_model",
     "subdivide",
+    "synthetic_scan_set",
     "write_synthetic_flame",
     "write_insta_capture",
     "write_synthetic_smplx",

@@ -17,6 +17,7 @@ say (the under-fitting of a monocular tracker: a personal deformation the generi
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 import os
@@ -39,6 +40,7 @@ from ._appearance import head_appearance
 from ._render import Additions, render_frames
 from .glasses import GLASSES_LABEL, glasses_mesh
 from .hair import HAIR_VOLUME_LABEL, HairVolume, HairVolumeConfig
+from .identities import SyntheticIdentity, save_ground_truth
 from .model_files import SYNTHETIC_EXPRESSIONS, write_synthetic_flame, write_synthetic_smplx
 
 # Episode channels: two expression directions of the synthetic model and the jaw. Amplitudes are the peak
@@ -82,6 +84,10 @@ class SyntheticVideoConfig:
     # HairVolumeConfig) and a pair of glasses. Neither is in the written meshes; each has its own label.
     hair_volume: HairVolumeConfig | bool | None = None
     glasses: bool = False
+    # A person of their own (FLAME monocular video only): the images show the identity's shape with its personal
+    # detail; the written meshes and parameters are plain FLAME with its shape (the best a FLAME tracker can
+    # reach), and root/ground_truth.npz holds the true meshes (see make_synthetic_video).
+    identity: SyntheticIdentity | None = None
 
     def __post_init__(self) -> None:
         check_count("num_frames", self.num_frames, 3)
@@ -108,6 +114,10 @@ class SyntheticVideoConfig:
             raise TypeError(f"hair_volume: expected a HairVolumeConfig, True, False or None, got {self.hair_volume!r}")
         if not isinstance(self.glasses, bool):
             raise TypeError(f"glasses: expected True or False, got {self.glasses!r}")
+        if self.identity is not None and not isinstance(self.identity, SyntheticIdentity):
+            raise TypeError(f"identity: expected a SyntheticIdentity or None, got {type(self.identity).__name__}")
+        if self.identity is not None and self.orbit:
+            raise ValueError("identity: expected the monocular FLAME video (orbit=False); the orbit video is SMPL-X's")
 
     @classmethod
     def portrait360(cls, **changes) -> SyntheticVideoConfig:
@@ -132,6 +142,13 @@ def make_synthetic_video(
     ``"hair_volume"`` (the volume's opacity before the first opaque surface exceeds 0.5) and ``"glasses"``, and
     the written meshes stay the template's.
 
+    With ``config.identity`` the subject is that person: their shape with their personal detail
+    (:func:`~headfields.synthetic.identities.personal_model`) and appearance seed in the images, masks, depths and
+    labels; the written parameters carry their shape coefficients and the written meshes are the plain FLAME of
+    those (no detail). ``root/ground_truth.npz`` holds the meshes the camera saw, frame by frame
+    (:func:`~headfields.synthetic.identities.save_ground_truth`; read a split's with
+    :func:`~headfields.synthetic.identities.load_ground_truth`).
+
         root = make_synthetic_video("/tmp/hair", SyntheticVideoConfig(hair_volume=True, glasses=True))
     """
     config = config or SyntheticVideoConfig()
@@ -143,26 +160,36 @@ def make_synthetic_video(
 
     generator = torch.Generator().manual_seed(config.seed)
     params, test_start = _sequence(model, config, generator)
+    subject_model, detail, appearance_seed = model, None, config.seed
+    if config.identity is not None:
+        subject_model, detail = config.identity.personal_model(model)
+        params = replace(params, shape=config.identity.shape_coefficients(model).float().cpu())
+        appearance_seed = config.identity.appearance_seed
     on_device = params.to(model.v_template.device)
     head = model(shape=on_device.shape, expression=on_device.expression, pose=on_device.pose, translation=on_device.translation)
-    appearance = head_appearance(model, config.seed)
+    appearance = head_appearance(subject_model, appearance_seed)
+    # The subject's canonical head: the template's, or the identity's with its detail (what the additions sit on).
+    canonical = head.canonical_vertices.detach()
+    if detail is not None:
+        canonical = subject_model(shape=on_device.shape).canonical_vertices.detach()
     labels = {name: i + 1 for i, name in enumerate(appearance.names)}
     hair, glasses = None, None  # what the template lacks, in its canonical frame; labelled after its regions
     if config.hair_volume is not None:
-        hair = HairVolume.around(head.canonical_vertices.detach(), head.faces, config.hair_volume, config.seed)
+        hair = HairVolume.around(canonical, head.faces, config.hair_volume, config.seed)
         labels[HAIR_VOLUME_LABEL] = len(labels) + 1
     if config.glasses:
-        glasses = glasses_mesh(head.canonical_vertices.detach(), head.faces)
+        glasses = glasses_mesh(canonical, head.faces)
         labels[GLASSES_LABEL] = len(labels) + 1
     extent = [hair.outer_points()] if hair else []
     extent += [glasses[0]] if glasses else []
+    extent += [canonical] if detail is not None else []
     cameras = _cameras(head, config, generator, torch.cat(extent) if extent else None)
 
     # What the camera sees: the tracked parameters with expression and jaw scaled by the gain.
     expression, pose = on_device.expression * config.expression_gain, on_device.pose.clone()
     jaw = list(model.joint_names).index("jaw")
     pose[:, jaw] *= config.expression_gain
-    subject = model(shape=on_device.shape, expression=expression, pose=pose, translation=on_device.translation)
+    subject = subject_model(shape=on_device.shape, expression=expression, pose=pose, translation=on_device.translation)
     brow = expression[:, SYNTHETIC_EXPRESSIONS["brow_raise"]]
     additions = None
     if hair is not None or glasses is not None:
@@ -193,7 +220,10 @@ def make_synthetic_video(
         segmentation_labels=labels,
     )
     frame_sets = {split: replace(video.select(index), split=split) for split, index in splits.items()}
-    return save_insta_dataset(root, frame_sets, composited_over=config.background)
+    root = save_insta_dataset(root, frame_sets, composited_over=config.background)
+    if detail is not None:
+        save_ground_truth(root, subject.vertices.detach(), faces, splits, detail)
+    return root
 
 
 def cached_synthetic_video(
@@ -221,9 +251,10 @@ def cached_synthetic_video(
         config = replace(config, glasses=glasses)
     if cache_dir is None:
         cache_dir = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "headfields"
-    key = hashlib.sha256(repr((config, CACHE_VERSION)).encode()).hexdigest()[:16]
+    key = hashlib.sha256(_cache_text(config).encode()).hexdigest()[:16]
     kind = "orbit" if config.orbit else "head"
     kind += ("_hair" if config.hair_volume else "") + ("_glasses" if config.glasses else "")
+    kind += "_identity" if config.identity is not None else ""
     root = Path(cache_dir) / f"synthetic_{kind}_{key}"
     done = root / ".complete"
     if done.exists():
@@ -246,6 +277,21 @@ def cached_synthetic_video(
     finally:
         shutil.rmtree(partial, ignore_errors=True)
     return root
+
+
+# Fields added to SyntheticVideoConfig since CACHE_VERSION was last bumped: left out of the cache key while unset,
+# so the videos cached before they came keep their keys (their output is the same).
+_UNKEYED_WHEN_NONE = ("identity",)
+
+
+def _cache_text(config: SyntheticVideoConfig) -> str:
+    """What the cache key hashes: ``repr((config, CACHE_VERSION))``, written without the unset late fields."""
+    fields = [
+        f"{f.name}={getattr(config, f.name)!r}"
+        for f in dataclasses.fields(config)
+        if f.repr and not (f.name in _UNKEYED_WHEN_NONE and getattr(config, f.name) is None)
+    ]
+    return f"({type(config).__qualname__}({', '.join(fields)}), {CACHE_VERSION!r})"
 
 
 def _smooth_noise(frames: int, channels: int, generator: torch.Generator, periods: tuple[float, ...] = (97.0, 41.0)) -> Tensor:
