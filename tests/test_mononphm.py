@@ -1,0 +1,185 @@
+"""MonoNPHM's tracking on tiny sizes: the corrected pose against the rigid deformer and an analytic rotation; the
+posed anchors of an undeformed prior against their closed form, with gradients to the pose; landmark pairs against
+a brute force; the silhouette and smoothness terms against hand values; stage 1 lowers the photometric loss and
+fits the identity, held-out tracking leaves it alone, stage 2 smooths; the whole reconstruction writes its
+metrics; bad input raises."""
+
+import dataclasses
+import math
+
+import pytest
+import torch
+
+from headfields.data import load_subject
+from headfields.decoders import AnchorSdfConfig, AppearanceConfig, SdfMlpConfig
+from headfields.deformers import HyperDeformerConfig, RigidDeformer, RigidDeformerConfig
+from headfields.models import mononphm
+from headfields.models.nphm import Nphm, NphmConfig
+from headfields.parametric import load_model
+from headfields.synthetic import (
+    ScanSetConfig,
+    SyntheticVideoConfig,
+    anchor_vertices,
+    load_ground_truth,
+    make_synthetic_video,
+)
+
+from helpers import raises_naming
+
+TINY = NphmConfig(
+    global_dim=4,
+    local_dim=2,
+    expression_dim=3,
+    compressed_identity_dim=2,
+    appearance_dim=2,
+    sdf=AnchorSdfConfig(local=SdfMlpConfig(hidden_dim=16, hidden_layers=2), neighbours=3, sigma_rank=3, global_distance=0.75),
+    deformer=HyperDeformerConfig(hidden_dim=16, hidden_layers=2, skip_layer=1),
+    appearance=AppearanceConfig(hidden_dim=16, hidden_layers=2, feature_dim=4),
+    anchor_hidden=8,
+)
+FEW = mononphm.TrackingConfig(
+    first_frame=dataclasses.replace(mononphm.TrackingConfig().first_frame, steps=12),
+    per_frame=dataclasses.replace(mononphm.TrackingConfig().per_frame, steps=2),
+    joint=dataclasses.replace(mononphm.TrackingConfig().joint, steps=4),
+    rays_per_step=96,
+)
+SAMPLER = mononphm.cpu_config(sampler=dataclasses.replace(mononphm.cpu_config().sampler, coarse=8, per_round=8))
+
+
+@pytest.fixture(scope="module")
+def person(tmp_path_factory):
+    """A tiny video of a held-out synthetic person (personal detail, FLAME tracking), its model and ground truth."""
+    root = tmp_path_factory.mktemp("person")
+    flame = load_model(make_synthetic_video(root, _video_config()) / "model", "flame")
+    subject = load_subject(root, eval_split="test")
+    return subject, flame, load_ground_truth(root, "test")
+
+
+def _video_config() -> SyntheticVideoConfig:
+    identity = ScanSetConfig(num_identities=2).held_out_identity(300)
+    return SyntheticVideoConfig(num_frames=10, num_val=2, num_test=3, resolution=24, supersampling=1, identity=identity)
+
+
+def tiny_prior(flame, seed: int = 0) -> Nphm:
+    ids, mirror = anchor_vertices(flame)
+    neutral = flame().canonical_vertices
+    torch.manual_seed(seed)
+    prior = Nphm(neutral[ids], mirror, (neutral.amin(0) + neutral.amax(0)) / 2, 1, 1, TINY)
+    with torch.no_grad():  # the anchor predictor at zero: anchors are the template's
+        prior.anchor_offsets[-1].weight.zero_()
+        prior.anchor_offsets[-1].bias.zero_()
+    return prior.requires_grad_(False)
+
+
+def test_corrected_pose_is_the_rigid_deformer_at_zero_and_rotates_in_the_head_frame(person):
+    subject, flame, _ = person
+    model = mononphm.MonoNphm(tiny_prior(flame), subject.parametric, len(subject.train), SAMPLER)
+    head = model.head(subject.train)
+    x = torch.randn(20, 3, generator=torch.Generator().manual_seed(0)) * 0.1
+    frame = torch.arange(20) % len(subject.train)
+    rigid = RigidDeformer(RigidDeformerConfig(joint=model.head_joint))
+    torch.testing.assert_close(model.pose(x, head, frame, None).points, rigid(x, head, frame, None).points)
+    with torch.no_grad():  # a quarter turn about the head frame's z: exp((0, w)) turns by 2|w|
+        model.pose.rotation[:, 2] = math.pi / 4
+    turn = torch.tensor([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+    expected = rigid(x, head, frame, None).points @ turn  # R_z^T applied to each row
+    torch.testing.assert_close(model.pose(x, head, frame, None).points, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_posed_anchors_of_an_undeformed_prior_and_their_gradients(person):
+    subject, flame, _ = person
+    prior = tiny_prior(flame)
+    with torch.no_grad():
+        prior.deformer.output.weight.zero_()  # no offsets and no hyper coordinates: posed = canonical
+    model = mononphm.MonoNphm(prior, subject.parametric, len(subject.train), SAMPLER)
+    head = model.head(subject.train)
+    ids = torch.tensor([0, 7, 64])
+    with torch.no_grad():
+        model.pose.shift[1] = torch.tensor([0.01, 0.0, -0.02])
+    posed, converged = model.posed_anchors(head, 1, ids)
+    assert bool(converged.all())
+    metres = prior.template_anchors[ids] * prior.normalize.scale + prior.normalize.center
+    transform = head.joint_transforms[1, model.head_joint]
+    expected = metres @ transform[:3, :3].T + transform[:3, 3] + torch.tensor([0.01, 0.0, -0.02])
+    torch.testing.assert_close(posed.detach(), expected, atol=1e-5, rtol=1e-5)
+    posed.sum().backward()
+    assert model.pose.rotation.grad[1].abs().sum() > 0 and model.pose.shift.grad[1].abs().sum() > 0
+    assert model.pose.rotation.grad[0].abs().sum() == 0  # another frame's pose does not move
+
+
+def test_landmark_pairs_are_the_nearest_anchors_within_the_distance(person):
+    subject, flame, _ = person
+    prior = tiny_prior(flame)
+    anchors, landmarks = mononphm.landmark_pairs(prior, subject.parametric, 0.01)
+    assert len(anchors) > 0
+    points = subject.parametric().landmarks[0]
+    template = prior.template_anchors * prior.normalize.scale + prior.normalize.center
+    for a, lm in zip(anchors.tolist(), landmarks.tolist(), strict=True):
+        distances = (template - points[lm]).norm(dim=1)
+        assert int(distances.argmin()) == a and float(distances[a]) <= 0.01
+    unpaired = sorted(set(range(len(points))) - set(landmarks.tolist()))
+    for lm in unpaired:
+        assert float((template - points[lm]).norm(dim=1).min()) > 0.01
+
+
+def test_silhouette_and_smoothness_terms_match_hand_values(person):
+    subject, flame, _ = person
+    mask = torch.tensor([1.0, 1.0, 0.0, 0.0])
+    assert float(mononphm._soft_jaccard(mask, mask)) == pytest.approx(0.0)
+    disjoint = torch.tensor([0.0, 0.0, 1.0, 1.0])
+    assert float(mononphm._soft_jaccard(disjoint, mask)) == pytest.approx((1 - 5 / 9) * 5)
+    model = mononphm.MonoNphm(tiny_prior(flame), subject.parametric, 3, SAMPLER)
+    with torch.no_grad():
+        model.expression_codes.codes.copy_(torch.tensor([[0.0, 0, 0], [1.0, 0, 0], [1.0, 2.0, 0]]))
+        model.pose.shift[2] = torch.tensor([0.0, 0.0, 0.1])
+    stage = mononphm.StageConfig(steps=1, smooth_expression=2.0, smooth_pose=3.0)
+    # Expression: mean of 1 and 4; pose: mean of 0 and 10 x 0.01.
+    assert float(mononphm._smoothness(model, stage).detach()) == pytest.approx(2.0 * 2.5 + 3.0 * 0.05)
+
+
+def test_stage_one_fits_the_person_and_held_out_tracking_keeps_the_identity(person):
+    subject, flame, _ = person
+    model = mononphm.MonoNphm(tiny_prior(flame), subject.parametric, len(subject.train), SAMPLER)
+    history = mononphm.track_sequence(model, subject.train, FEW)
+    first = [log for log in history.logs if log["stage"] == "stage1"]
+    assert first[-1]["rgb"] < first[0]["rgb"]  # the first frame's colour error falls
+    assert history.steps["stage1"] == 12 + 2 * (len(subject.train) - 1) and history.steps["stage2"] == 4
+    assert float(model.codes.identity.abs().sum()) > 0 and float(model.codes.appearance.abs().sum()) > 0
+    held = model.with_frames(len(subject.eval))
+    before = [t.detach().clone() for t in (held.codes.identity, held.codes.appearance, held.lighting.coefficients)]
+    mononphm.track_frames(held, subject.eval, FEW)
+    after = (held.codes.identity, held.codes.appearance, held.lighting.coefficients)
+    assert all(torch.equal(a, b) for a, b in zip(before, after, strict=True))
+    assert float(held.expression_codes.codes.abs().sum()) > 0  # every held-out frame moved from the mean code
+    assert not any(p.requires_grad for p in model.prior.parameters())
+
+
+def test_reconstruct_writes_the_metrics(person, tmp_path):
+    subject, flame, truth = person
+    result = mononphm.reconstruct(
+        tiny_prior(flame), subject.train, subject.eval, subject.parametric, SAMPLER, FEW, truth,
+        eval_frames=2, geometry_frames=1, mesh_resolution=24, out=tmp_path,
+    )  # fmt: skip
+    m = result.metrics
+    for key in ("psnr", "ssim", "l1", "psnr_mean_codes", "chamfer", "chamfer_flame", "chamfer_mm", "f_score"):
+        assert key in m
+    # The tracked FLAME mesh misses the person's detail but is close: under 2% of the head's size.
+    assert 0 < m["chamfer_flame"] < 0.02 and m["chamfer_flame_mm"] == pytest.approx(
+        1000 * m["chamfer_flame"] * m["head_size_m"], rel=0.05
+    )
+    assert (tmp_path / "renders").is_dir() and list(tmp_path.glob("mesh_*.obj"))
+    own = mononphm.geometry_score(truth[0][0], truth[1], truth[0][0], truth[1], subject.eval.cameras.camera_to_world[0, :3, 3])
+    assert own.chamfer == pytest.approx(0.0, abs=1e-6) and own.f_score["5mm"] == pytest.approx(1.0)
+
+
+def test_bad_input_raises(person):
+    subject, flame, _ = person
+    model = mononphm.MonoNphm(tiny_prior(flame), subject.parametric, len(subject.train), SAMPLER)
+    with raises_naming("frames"):
+        mononphm.track_sequence(model, subject.eval, FEW)
+    with raises_naming("rgb"):
+        mononphm.StageConfig(steps=1, rgb=-1.0)
+    with raises_naming("foreground_fraction"):
+        mononphm.TrackingConfig(foreground_fraction=1.5)
+    with raises_naming("num_frames"):
+        mononphm.MonoNphm(tiny_prior(flame), subject.parametric, 0, SAMPLER)
