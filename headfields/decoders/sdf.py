@@ -295,9 +295,7 @@ class AnchorSdf(nn.Module):
         self.biases = nn.ParameterList([nn.Parameter(torch.stack([s[1][i] for s in stacks])) for i in range(len(stacks[0][1]))])
         self.global_mlp = SdfMlp(extra_dim, member, centre)
 
-    def _point_anchors(
-        self, x: Tensor, anchors: Tensor | None, group: Tensor | None
-    ) -> tuple[Tensor, Tensor | None]:
+    def _point_anchors(self, x: Tensor, anchors: Tensor | None, group: Tensor | None) -> tuple[Tensor, Tensor | None]:
         """The anchors to blend (``[K, 3]`` or ``[G, K, 3]``) and each point's set (None: one set), checked."""
         if anchors is None:
             if group is not None:
