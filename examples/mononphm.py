@@ -20,6 +20,7 @@ import argparse
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from headfields.cli import RECIPES, rounded
@@ -35,6 +36,11 @@ def main() -> None:
     parser.add_argument("--prior", type=Path, required=True, help="a prior saved by benchmarks/nphm.py (prior.pt)")
     parser.add_argument("--data", type=Path, default=None, help="an INSTA-format capture (default: the held-out person)")
     parser.add_argument("--model", type=Path, default=None, help="FLAME model folder (default: the capture's own)")
+    parser.add_argument(
+        "--landmarks", type=Path, default=None,
+        help="a folder with train.npy and test.npy: detected landmarks [frames, L, 2] in pixels, in the order of the "
+        "FLAME model's landmarks (default: the capture's tracked landmarks, projected)",
+    )  # fmt: skip
     parser.add_argument("--out", type=Path, default=Path("outputs/mononphm"))
     parser.add_argument("--recipe", choices=RECIPES, default=None, help="paper or cpu (default: paper on CUDA, cpu on a CPU)")
     parser.add_argument("--max-minutes", type=float, default=None, help="tracking budget (steps scale down to fit)")
@@ -59,10 +65,13 @@ def main() -> None:
     tracking = mononphm.TrackingConfig(max_minutes=args.max_minutes, seed=args.seed)
     if recipe == "cpu":
         tracking = mononphm.cpu_tracking(max_minutes=args.max_minutes, seed=args.seed)
+    landmarks = None
+    if args.landmarks is not None:
+        landmarks = tuple(torch.from_numpy(np.load(args.landmarks / f"{split}.npy")) for split in ("train", "test"))
     seed_everything(args.seed)
     result = mononphm.reconstruct(
         prior, subject.train, subject.eval, subject.parametric, config, tracking, truth,
-        args.eval_frames, args.geometry_frames, args.mesh_resolution, args.out,
+        args.eval_frames, args.geometry_frames, args.mesh_resolution, args.out, landmarks,
     )  # fmt: skip
     metrics = {"recipe": recipe, **result.metrics}
     args.out.mkdir(parents=True, exist_ok=True)

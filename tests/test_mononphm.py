@@ -183,3 +183,16 @@ def test_bad_input_raises(person):
         mononphm.TrackingConfig(foreground_fraction=1.5)
     with raises_naming("num_frames"):
         mononphm.MonoNphm(tiny_prior(flame), subject.parametric, 0, SAMPLER)
+
+
+def test_landmarks_given_per_frame_replace_the_projected_tracking(person):
+    subject, flame, _ = person
+    model = mononphm.MonoNphm(tiny_prior(flame), subject.parametric, len(subject.train), SAMPLER)
+    anchors, landmarks = mononphm.landmark_pairs(model.prior, model.parametric)
+    projected = mononphm._detected_landmarks(model, subject.train, landmarks, None)
+    count = subject.parametric().landmarks.shape[1]
+    given = torch.rand(len(subject.train), count, 2) * 24
+    torch.testing.assert_close(mononphm._detected_landmarks(model, subject.train, landmarks, given), given[:, landmarks])
+    assert projected.shape == (len(subject.train), len(landmarks), 2)
+    with raises_naming("landmarks"):
+        mononphm.track_sequence(model, subject.train, FEW, landmarks=torch.zeros(len(subject.train), count + 1, 2))

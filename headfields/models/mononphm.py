@@ -29,7 +29,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
-from ..checks import check_count, check_positive
+from ..checks import check_count, check_float, check_positive
 from ..data import FrameSet, write_obj
 from ..decoders import SHLighting
 from ..deformers import Canonical, Deformer, DeformerChain, MappedDeformer, find_preimage, log_quaternion_to_rotation
@@ -489,8 +489,13 @@ class _Tracker:
         self.history.steps[name] = self.history.steps.get(name, 0) + steps
 
 
-def _detected_landmarks(model: MonoNphm, frames: FrameSet, landmark_ids: Tensor) -> Tensor | None:
-    """The capture's tracked landmarks ``landmark_ids`` projected into each frame (pixels ``[F, L, 2]``)."""
+def _detected_landmarks(model: MonoNphm, frames: FrameSet, landmark_ids: Tensor, landmarks: Tensor | None) -> Tensor | None:
+    """Each frame's landmarks ``landmark_ids`` in pixels ``[F, L, 2]``: of ``landmarks`` (a detector's, in the tracking
+    model's landmark order), else the capture's tracked landmarks projected."""
+    if landmarks is not None:
+        count = model.parametric().landmarks.shape[1]
+        check_float("landmarks", landmarks, [len(frames), count, 2])
+        return landmarks.to(model.box.device, torch.float32)[:, landmark_ids]
     head = tracked_head(model.parametric, frames)
     if head.landmarks is None or not len(landmark_ids):
         return None
@@ -501,26 +506,30 @@ def _detected_landmarks(model: MonoNphm, frames: FrameSet, landmark_ids: Tensor)
     return project_points(cameras, points.reshape(-1, 3).to(cameras.camera_to_world), frame).pixels.reshape(n, count, 2)
 
 
-def track_sequence(model: MonoNphm, frames: FrameSet, config: TrackingConfig | None = None) -> TrackingHistory:
-    """Fit ``model`` (a frozen prior, fresh codes) to ``frames``: stage 1 frame by frame, then stage 2 jointly."""
-    c = config or TrackingConfig()
-    return _track(model, frames, c, fit_identity=True)
+def track_sequence(
+    model: MonoNphm, frames: FrameSet, config: TrackingConfig | None = None, landmarks: Float[Tensor, "F L 2"] | None = None
+) -> TrackingHistory:
+    """Fit ``model`` (a frozen prior, fresh codes) to ``frames``: stage 1 frame by frame, then stage 2 jointly.
+    ``landmarks``: detected landmarks per frame (pixels, in the order of the capture's tracking model's landmarks,
+    e.g. a landmark file's), instead of the capture's tracked landmarks projected."""
+    return _track(model, frames, config or TrackingConfig(), True, landmarks)
 
 
-def track_frames(model: MonoNphm, frames: FrameSet, config: TrackingConfig | None = None) -> TrackingHistory:
+def track_frames(
+    model: MonoNphm, frames: FrameSet, config: TrackingConfig | None = None, landmarks: Float[Tensor, "F L 2"] | None = None
+) -> TrackingHistory:
     """Fit only the expression codes and poses of ``frames`` (stage 1 per frame, each frame from the mean code),
     with the identity, appearance and lighting as they are: held-out frames of a tracked sequence."""
-    c = config or TrackingConfig()
-    return _track(model, frames, c, fit_identity=False)
+    return _track(model, frames, config or TrackingConfig(), False, landmarks)
 
 
-def _track(model: MonoNphm, frames: FrameSet, c: TrackingConfig, fit_identity: bool) -> TrackingHistory:
+def _track(model: MonoNphm, frames: FrameSet, c: TrackingConfig, fit_identity: bool, landmarks: Tensor | None) -> TrackingHistory:
     if len(frames) != model.expression_codes.count:
         raise ValueError(f"frames: expected the {model.expression_codes.count} frames the model fits, got {len(frames)}")
     pairs = landmark_pairs(model.prior, model.parametric, c.landmark_distance)
     base = tracked_head(model.parametric, frames)
     tracker = _Tracker(
-        model, base, _Pixels(model, frames), pairs, _detected_landmarks(model, frames, pairs[1]), c,
+        model, base, _Pixels(model, frames), pairs, _detected_landmarks(model, frames, pairs[1], landmarks), c,
         torch.Generator().manual_seed(c.seed), TrackingHistory(),
     )  # fmt: skip
     n, first = len(frames), c.first_frame if fit_identity else c.per_frame
@@ -628,6 +637,7 @@ def reconstruct(
     geometry_frames: int = 3,
     mesh_resolution: int = 128,
     out: Path | None = None,
+    landmarks: tuple[Tensor, Tensor] | None = None,
 ) -> Reconstruction:
     """MonoNPHM on a video: fit the frozen ``prior`` to the ``train`` frames (:func:`track_sequence`), then the
     ``held_out`` frames' expressions and poses alone (:func:`track_frames`), and measure, on ``eval_frames`` held-out
@@ -635,7 +645,8 @@ def reconstruct(
     ``*_mean_codes``) and after; and on ``geometry_frames`` of them, with ``truth`` (the held-out split's true
     vertices ``[N, V, 3]`` and faces), the Chamfer distance of the tracked surface (``chamfer``, a fraction of the
     head's size; ``chamfer_mm`` in millimetres, normal consistency, F-scores) and of the capture's tracked FLAME
-    mesh (``chamfer_flame``), over the surface the frame's camera sees. ``out``: where renders and meshes go."""
+    mesh (``chamfer_flame``), over the surface the frame's camera sees. ``out``: where renders and meshes go;
+    ``landmarks``: detected landmarks of the train and the held-out frames (see :func:`track_sequence`)."""
     tracking = tracking or TrackingConfig()
     device = prior.template_anchors.device
     model = MonoNphm(prior, parametric, len(train), config).to(device)
@@ -645,9 +656,9 @@ def reconstruct(
         before = _image_scores(_render_frames(model.with_frames(len(held_out)), held_out, ids), held_out, ids)
     metrics.update({f"{k}_mean_codes": v for k, v in before.items()})
     start = time.perf_counter()
-    history = track_sequence(model, train, tracking)
+    history = track_sequence(model, train, tracking, None if landmarks is None else landmarks[0])
     fitted = model.with_frames(len(held_out))
-    held_history = track_frames(fitted, held_out, tracking)
+    held_history = track_frames(fitted, held_out, tracking, None if landmarks is None else landmarks[1])
     metrics["tracking_seconds"] = time.perf_counter() - start
     metrics["tracking_steps"] = {**history.steps, "held_out": held_history.steps.get("stage1", 0)}
     with torch.no_grad():
