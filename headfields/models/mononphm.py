@@ -44,17 +44,17 @@ from .neus_model import NeusConfig, NeusModel
 from .nphm import Nphm
 
 __all__ = [
+    "GeometryScore",
     "MonoNphm",
     "MonoNphmConfig",
-    "GeometryScore",
     "Reconstruction",
     "StageConfig",
     "TrackingConfig",
     "TrackingHistory",
     "cpu_config",
     "cpu_tracking",
-    "landmark_pairs",
     "geometry_score",
+    "landmark_pairs",
     "paper_config",
     "reconstruct",
     "track_frames",
@@ -322,9 +322,9 @@ def cpu_tracking(**overrides) -> TrackingConfig:
     """Fewer steps and rays for a CPU, the paper's weights and rates, then ``overrides``."""
     base = TrackingConfig()
     sizes = dict(
-        first_frame=dataclasses.replace(base.first_frame, steps=150),
+        first_frame=dataclasses.replace(base.first_frame, steps=200),
         per_frame=dataclasses.replace(base.per_frame, steps=20),
-        joint=dataclasses.replace(base.joint, steps=150),
+        joint=dataclasses.replace(base.joint, steps=300),
         rays_per_step=256,
         frames_per_joint_step=2,
     )
@@ -577,6 +577,9 @@ class GeometryScore:
 
 
 F_SCORE_THRESHOLDS = (0.005, 0.01, 0.015, 0.02)  # metres: MonoNPHM's utils/metrics.py eval_pointcloud
+# Metres: the reconstruction is scored inside the true head's box grown by this much. The prior continues the neck
+# past the capture's cut (its scans are open there), as MonoNPHM scores only the face region of its scans.
+SCORE_MARGIN = 0.01
 
 
 def geometry_score(
@@ -586,7 +589,13 @@ def geometry_score(
     truth_faces: Int[Tensor, "G 3"],
     eye: Float[Tensor, " 3"],
 ) -> GeometryScore:
-    """Score ``vertices, faces`` against the truth over the faces a camera at ``eye`` sees of each."""
+    """Score ``vertices, faces`` against the truth over the faces a camera at ``eye`` sees of each, the former
+    inside the truth's box grown by ``SCORE_MARGIN``."""
+    low, high = truth_vertices.amin(0) - SCORE_MARGIN, truth_vertices.amax(0) + SCORE_MARGIN
+    centroids = vertices[faces].mean(dim=1)
+    faces = faces[((centroids >= low) & (centroids <= high)).all(dim=1)]
+    if len(faces) == 0:
+        raise ValueError("vertices: expected a surface inside the true head's box, got none there")
     seen, truth_seen = visible_faces(vertices, faces, eye), visible_faces(truth_vertices, truth_faces, eye)
     score = chamfer_distance(vertices, seen, truth_vertices, truth_seen)
     f = score.f_score(F_SCORE_THRESHOLDS).f
@@ -617,12 +626,20 @@ def _render_frames(model: MonoNphm, frames: FrameSet, ids: list[int], chunk: int
 
 
 def _image_scores(renders: list[Tensor], frames: FrameSet, ids: list[int]) -> dict[str, float]:
+    """Mean PSNR, SSIM and L1 over the frames, of the whole image and, with masks, of the head (``_head``)."""
     truth = [frames.images[f].float() / 255 for f in ids]
-    return {
-        "psnr": sum(float(psnr(r, t)) for r, t in zip(renders, truth, strict=True)) / len(ids),
-        "ssim": sum(float(ssim(r, t)) for r, t in zip(renders, truth, strict=True)) / len(ids),
-        "l1": sum(float(l1(r, t)) for r, t in zip(renders, truth, strict=True)) / len(ids),
+    pairs = list(zip(renders, truth, strict=True))
+    scores = {
+        "psnr": sum(float(psnr(r, t)) for r, t in pairs) / len(ids),
+        "ssim": sum(float(ssim(r, t)) for r, t in pairs) / len(ids),
+        "l1": sum(float(l1(r, t)) for r, t in pairs) / len(ids),
     }
+    if frames.masks is not None:
+        masks = [frames.masks[f].bool() for f in ids]
+        scores["psnr_head"] = sum(float(psnr(r, t, mask=m)) for (r, t), m in zip(pairs, masks, strict=True)) / len(ids)
+        scores["ssim_head"] = sum(float(ssim(r, t, mask=m)) for (r, t), m in zip(pairs, masks, strict=True)) / len(ids)
+        scores["l1_head"] = sum(float(l1(r, t, mask=m)) for (r, t), m in zip(pairs, masks, strict=True)) / len(ids)
+    return scores
 
 
 def reconstruct(

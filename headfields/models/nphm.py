@@ -102,7 +102,7 @@ def cpu_prior_config(**overrides) -> NphmConfig:
             local=SdfMlpConfig(hidden_dim=48, hidden_layers=3), neighbours=6, sigma_rank=4, global_distance=NPHM_GLOBAL_DISTANCE
         ),
         deformer=HyperDeformerConfig(hidden_dim=96, hidden_layers=4, skip_layer=2),
-        appearance=AppearanceConfig(hidden_dim=64, hidden_layers=2),
+        appearance=AppearanceConfig(hidden_dim=64, hidden_layers=3, position_frequencies=4),  # one MLP: PE for lips, eyes
     )
     return NphmConfig(**{**sizes, **overrides})
 
