@@ -29,3 +29,24 @@ def fit(model, batch, steps: int, on_backward=None):
         optimizer.step()
         losses.append(float(out.loss.detach()))
     return losses, optimizer, out
+
+
+def tiny_nphm_config(sdf_width: int = 16):
+    """An NPHM prior small enough for a test: codes of a few numbers, members ``sdf_width`` wide, 3 neighbours."""
+    from headfields.decoders import AnchorSdfConfig, AppearanceConfig, SdfMlpConfig
+    from headfields.deformers import HyperDeformerConfig
+    from headfields.models.nphm import NphmConfig
+
+    return NphmConfig(
+        global_dim=4,
+        local_dim=2,
+        expression_dim=3,
+        compressed_identity_dim=2,
+        appearance_dim=2,
+        sdf=AnchorSdfConfig(
+            local=SdfMlpConfig(hidden_dim=sdf_width, hidden_layers=2), neighbours=3, sigma_rank=3, global_distance=0.75
+        ),
+        deformer=HyperDeformerConfig(hidden_dim=16, hidden_layers=2, skip_layer=1),
+        appearance=AppearanceConfig(hidden_dim=16, hidden_layers=2, feature_dim=4),
+        anchor_hidden=8,
+    )

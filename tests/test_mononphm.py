@@ -15,10 +15,9 @@ import pytest
 import torch
 
 from headfields.data import load_subject
-from headfields.decoders import AnchorSdfConfig, AppearanceConfig, SdfMlpConfig
-from headfields.deformers import HyperDeformerConfig, RigidDeformer, RigidDeformerConfig
+from headfields.deformers import RigidDeformer, RigidDeformerConfig
 from headfields.models import mononphm
-from headfields.models.nphm import Nphm, NphmConfig, save_prior
+from headfields.models.nphm import Nphm, save_prior
 from headfields.parametric import load_model
 from headfields.synthetic import (
     ScanSetConfig,
@@ -28,19 +27,9 @@ from headfields.synthetic import (
     make_synthetic_video,
 )
 
-from helpers import raises_naming
+from helpers import raises_naming, tiny_nphm_config
 
-TINY = NphmConfig(
-    global_dim=4,
-    local_dim=2,
-    expression_dim=3,
-    compressed_identity_dim=2,
-    appearance_dim=2,
-    sdf=AnchorSdfConfig(local=SdfMlpConfig(hidden_dim=16, hidden_layers=2), neighbours=3, sigma_rank=3, global_distance=0.75),
-    deformer=HyperDeformerConfig(hidden_dim=16, hidden_layers=2, skip_layer=1),
-    appearance=AppearanceConfig(hidden_dim=16, hidden_layers=2, feature_dim=4),
-    anchor_hidden=8,
-)
+TINY = tiny_nphm_config(sdf_width=16)
 FEW = mononphm.TrackingConfig(
     first_frame=dataclasses.replace(mononphm.TrackingConfig().first_frame, steps=12),
     per_frame=dataclasses.replace(mononphm.TrackingConfig().per_frame, steps=2),

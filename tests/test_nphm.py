@@ -9,15 +9,12 @@ import pytest
 import torch
 
 from headfields.data import ScanSet, sample_scans
-from headfields.decoders import AnchorSdfConfig, AppearanceConfig, SdfMlpConfig
-from headfields.deformers import HyperDeformerConfig
 from headfields.fields import padded_box
 from headfields.geometry import uv_sphere
 from headfields.models.nphm import (
     NPHM_UNIT,
     SPACE_SHARPNESS,
     Nphm,
-    NphmConfig,
     PriorLossWeights,
     PriorTrainingConfig,
     load_prior,
@@ -26,21 +23,11 @@ from headfields.models.nphm import (
     train_prior,
 )
 
-from helpers import raises_naming
+from helpers import raises_naming, tiny_nphm_config
 
 CENTER = torch.tensor([0.01, 0.02, -0.01])
 RADIUS = 0.5 * NPHM_UNIT  # the members' initial sphere: radius 0.5 in the prior's units, at the origin
-TINY = NphmConfig(
-    global_dim=4,
-    local_dim=2,
-    expression_dim=3,
-    compressed_identity_dim=2,
-    appearance_dim=2,
-    sdf=AnchorSdfConfig(local=SdfMlpConfig(hidden_dim=64, hidden_layers=2), neighbours=3, sigma_rank=3, global_distance=0.75),
-    deformer=HyperDeformerConfig(hidden_dim=16, hidden_layers=2, skip_layer=1),
-    appearance=AppearanceConfig(hidden_dim=16, hidden_layers=2, feature_dim=4),
-    anchor_hidden=8,
-)
+TINY = tiny_nphm_config(sdf_width=64)
 # Two mirror pairs and two anchors on the plane x = 0 (the head space's), on the initial sphere.
 ANCHORS = CENTER + RADIUS * torch.tensor(
     [[0.6, 0.0, 0.8], [-0.6, 0.0, 0.8], [0.6, 0.8, 0.0], [-0.6, 0.8, 0.0], [0.0, -1.0, 0.0], [0.0, 0.0, -1.0]]
