@@ -705,6 +705,8 @@ def reconstruct(
     metrics["chamfer_flame"] = mean([s.relative for s in flame])
     metrics["chamfer_mm"] = 1000 * mean([s.chamfer for s in scores])
     metrics["chamfer_flame_mm"] = 1000 * mean([s.chamfer for s in flame])
+    metrics["chamfer_l2_mm2"] = 1e6 * mean([s.chamfer_l2 for s in scores])
+    metrics["chamfer_l2_flame_mm2"] = 1e6 * mean([s.chamfer_l2 for s in flame])
     metrics["normal_consistency"] = mean([s.normal_consistency for s in scores])
     metrics["normal_consistency_flame"] = mean([s.normal_consistency for s in flame])
     metrics["f_score"] = {k: mean([s.f_score[k] for s in scores]) for k in scores[0].f_score}
