@@ -48,7 +48,7 @@ def test_instant_ngp_huber_on_a_hand_computed_case(device):
     # Gradient per element: 2 r inside delta, sign(r) / 5 beyond; times the ray's weight, over the 2 rays.
     expected = torch.tensor([[0.1, 0.2, -0.04], [0.0, 0.0, 0.4]], dtype=torch.float64, device=device) / 2
     torch.testing.assert_close(pred.grad, expected, atol=1e-12, rtol=0)
-    assert math.isclose(float(ngp_huber_loss(pred[:1], torch.zeros(1, 3, dtype=torch.float64, device=device))), 0.0529)
+    assert math.isclose(float(ngp_huber_loss(pred[:1], torch.zeros(1, 3, dtype=torch.float64, device=device)).detach()), 0.0529)
     empty = torch.zeros(0, 3, requires_grad=True)
     assert float(ngp_huber_loss(empty, torch.zeros(0, 3))) == 0.0
     with raises_naming("delta"):
