@@ -63,6 +63,7 @@ __all__ = [
     "Evaluation",
     "OptimizerConfig",
     "RayBatch",
+    "RunLog",
     "StepOutput",
     "TrainingConfig",
     "build_optimizer",
@@ -643,6 +644,33 @@ def _describe(frames: object) -> str:
     return f"{len(frames)} frames" if isinstance(frames, FrameSet) else type(frames).__name__
 
 
+LOG_NAME = "log.jsonl"  # a JSON line per logged step and per evaluation, in the run folder
+
+
+class RunLog:
+    """``RUN/log.jsonl``: one JSON object a line (``step``, ``time`` in training seconds, then the record's values),
+    appended as training goes. A resumed run first drops the lines past its checkpoint's step, so the file is the
+    history of the weights it continues from, without the steps an interruption lost."""
+
+    def __init__(self, path: Path, resume_step: int = 0):
+        self.path = Path(path)
+        kept = []
+        if resume_step > 0 and self.path.exists():
+            for line in self.path.read_text().splitlines():
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:  # a line cut short by the interruption
+                    continue
+                if isinstance(record, dict) and record.get("step", math.inf) <= resume_step:
+                    kept.append(line)
+        self.path.write_text("".join(f"{line}\n" for line in kept))
+
+    def append(self, step: int, seconds: float, **values) -> None:
+        record = {"step": step, "time": round(seconds, 3), **values}
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record, allow_nan=True) + "\n")
+
+
 def _train(model, train_frames, eval_frames, out: Path, config: TrainingConfig, device, resume, log, rank, ranks, share):
     lead = rank == 0
     # Before the average copies the weights: DDP makes them rank 0's on every rank.
@@ -673,6 +701,7 @@ def _train(model, train_frames, eval_frames, out: Path, config: TrainingConfig, 
         generator.set_state(state["generator"].cpu())  # map_location moved it; the sampler's generator is on the CPU
         step, elapsed = state["step"], state["elapsed"]
     torch.manual_seed(config.seed + step)  # whatever draws from the global generator during training
+    run_log = RunLog(out / LOG_NAME, step) if lead else None
 
     last_save = time.monotonic()
 
@@ -744,6 +773,8 @@ def _train(model, train_frames, eval_frames, out: Path, config: TrainingConfig, 
                 bar = "#" * int(20 * done)
                 line = f"[{bar:<20}] step {step:6d}  {elapsed:7.1f} s  loss {loss:.4g}  psnr {running_psnr:.2f}  {logs}"
                 print(line, file=log, flush=True)
+                rates = [group["lr"] for group in optimizer.param_groups]
+                run_log.append(step, elapsed, loss=loss, psnr=running_psnr, terms=result.logs, learning_rates=rates)
         if lead and checkpoint_due():
             save()
         if lead and config.eval_every and step % config.eval_every == 0 and step < config.max_iterations:
@@ -754,6 +785,7 @@ def _train(model, train_frames, eval_frames, out: Path, config: TrainingConfig, 
             model.train()
             head = "" if ev.psnr_head is None else f"  head psnr {ev.psnr_head:.2f}"
             print(f"eval  {step:6d}  psnr {ev.psnr:.2f}{head}  ssim {ev.ssim:.4f}  ({ev.frames} frames)", file=log)
+            run_log.append(step, elapsed, eval={"psnr": ev.psnr, "psnr_head": ev.psnr_head, "ssim": ev.ssim})
     model.eval()
     if not lead:  # the other ranks wait for rank 0's evaluation
         return distributed.broadcast_object(None, device)

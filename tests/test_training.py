@@ -20,6 +20,7 @@ from headfields.parametric import load_model
 from headfields.training import (
     DecayingAdam,
     OptimizerConfig,
+    RunLog,
     TrainingConfig,
     build_optimizer,
     evaluate,
@@ -97,6 +98,26 @@ def test_train_writes_metrics_and_renders_and_resumes_exactly(video, tmp_path):
     for (i, x), (_, y) in zip(a["optimizer"]["state"].items(), b["optimizer"]["state"].items(), strict=True):
         torch.testing.assert_close(y["exp_avg"], x["exp_avg"], rtol=0, atol=1e-6, msg=f"optimizer: {i}")
     assert torch.equal(a["generator"], b["generator"])
+    # log.jsonl: a line per logged step (log_every and step 1), the same history straight through and resumed.
+    logs = [
+        [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines()]
+        for folder in (tmp_path / "straight", halves)
+    ]
+    steps = [r["step"] for r in logs[0]]
+    assert steps == [1] + list(range(config.log_every, 2 * every + 1, config.log_every)) and [r["step"] for r in logs[1]] == steps
+    for x, y in zip(*logs, strict=True):
+        assert y["loss"] == pytest.approx(x["loss"], rel=1e-5) and y["terms"].keys() == x["terms"].keys()
+        assert len(x["learning_rates"]) == len(build_optimizer(straight, straight.optimization).param_groups) and x["time"] >= 0
+
+
+def test_run_log_drops_the_lines_past_the_resumed_step(tmp_path):
+    path = tmp_path / "log.jsonl"
+    path.write_text("".join(json.dumps({"step": s, "loss": 1.0 / s}) + "\n" for s in range(1, 11)) + '{"step": 11, "lo')
+    RunLog(path, 6).append(7, 1.5, loss=0.25)
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2, 3, 4, 5, 6, 7] and records[-1] == {"step": 7, "time": 1.5, "loss": 0.25}
+    RunLog(path, 0)  # a fresh run starts a fresh log
+    assert path.read_text() == ""
 
 
 def test_insta_needs_a_deformer_that_reports_faces(video):
