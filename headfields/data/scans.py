@@ -143,6 +143,10 @@ class ScanSamples:
     space: Float[Tensor, "B P 3"]
     scan: Int[Tensor, " B"]
 
+    def to(self, device: torch.device | str) -> ScanSamples:
+        """The samples with every tensor on ``device``."""
+        return ScanSamples(**{k: v if v is None else v.to(device) for k, v in vars(self).items()})
+
 
 def sample_scans(
     scans: ScanSet,

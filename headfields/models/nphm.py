@@ -115,7 +115,7 @@ class NphmGeometry:
     canonical: Float[Tensor, "N 3"]  # x + dx: the SDF's point (the eikonal term's variable)
     deformation: HyperDeformation
     features: Float[Tensor, "N F"]
-    out: SdfOutput
+    anchors: Float[Tensor, "G K 3"]  # each group's anchors, as the SDF read them
 
 
 class Nphm(nn.Module):
@@ -177,11 +177,18 @@ class Nphm(nn.Module):
         return self.template_anchors + self.anchor_offsets(glob).reshape(-1, self.num_anchors, 3)
 
     def deform(
-        self, x: Float[Tensor, "N 3"], group: Int[Tensor, " N"], identity: Float[Tensor, "G I"], expression: Float[Tensor, "G E"]
+        self,
+        x: Float[Tensor, "N 3"],
+        group: Int[Tensor, " N"],
+        identity: Float[Tensor, "G I"],
+        expression: Float[Tensor, "G E"],
+        anchors: Float[Tensor, "G K 3"] | None = None,
     ) -> HyperDeformation:
-        """The backward deformation of posed points ``x`` (normalised units) of group ``group`` (a scan, a frame)."""
+        """The backward deformation of posed points ``x`` (normalised units) of group ``group`` (a scan, a frame);
+        ``anchors``: the groups' (default: predicted from ``identity``)."""
         check_float("expression", expression, [identity.shape[0], self.config.expression_dim], device=x.device)
-        compressed = self.compress(torch.cat([identity, self.anchors(identity).flatten(1)], dim=1))
+        anchors = self.anchors(identity) if anchors is None else anchors
+        compressed = self.compress(torch.cat([identity, anchors.flatten(1)], dim=1))
         condition = torch.cat([expression, compressed], dim=1)
         return self.deformer.deform(x, condition[group])
 
@@ -204,15 +211,23 @@ class Nphm(nn.Module):
         self, x: Float[Tensor, "N 3"], group: Int[Tensor, " N"], identity: Float[Tensor, "G I"], expression: Float[Tensor, "G E"]
     ) -> NphmGeometry:
         """SDF (normalised units) at posed points ``x`` (normalised units) under each group's codes."""
-        deformation = self.deform(x, group, identity, expression)
+        anchors = self.anchors(identity)  # once: the deformation's condition and the SDF both read them
+        deformation = self.deform(x, group, identity, expression, anchors)
         canonical = deformation.points[:, :3]
-        out = self.canonical_sdf(canonical, deformation.hyper, group, identity)
-        return NphmGeometry(out.sdf, canonical, deformation, out.features, out)
+        out = self.canonical_sdf(canonical, deformation.hyper, group, identity, anchors)
+        return NphmGeometry(out.sdf, canonical, deformation, out.features, anchors)
 
-    def albedo(self, geometry: NphmGeometry, group: Int[Tensor, " N"], appearance: Float[Tensor, "G A"]) -> Float[Tensor, "N 3"]:
-        """Albedo in (0, 1) at the points of ``geometry`` under each group's appearance code."""
-        check_float("appearance", appearance, [None, self.config.appearance_dim], device=geometry.sdf.device)
-        return self.appearance(geometry.deformation.points, geometry.features, appearance[group])
+    def albedo(
+        self,
+        points: Float[Tensor, "N D"],
+        features: Float[Tensor, "N F"],
+        group: Int[Tensor, " N"],
+        appearance: Float[Tensor, "G A"],
+    ) -> Float[Tensor, "N 3"]:
+        """Albedo in (0, 1) at canonical points ``[x + dx, h]`` with their SDF ``features`` (of a
+        :class:`NphmGeometry`) under each group's appearance code."""
+        check_float("appearance", appearance, [None, self.config.appearance_dim], device=points.device)
+        return self.appearance(points, features, appearance[group])
 
 
 # ----------------------------------------------------------------------------------------------------- training
@@ -295,9 +310,10 @@ def prior_losses(
     terms["space"] = torch.exp(-SPACE_SHARPNESS * sdf_space.abs()).mean()
     if w.near > 0:
         terms["near"] = (sdf_near - samples.near_sdf.reshape(-1) / model.normalize.scale).abs().mean()
-    albedo = model.albedo(_rows(geometry, slice(0, b * n)), group[: b * n], appearance)
+    on_surface = slice(0, b * n)
+    albedo = model.albedo(geometry.deformation.points[on_surface], geometry.features[on_surface], group[on_surface], appearance)
     terms["colour"] = (albedo - samples.colours.reshape(-1, 3)).abs().mean()
-    anchors = model.anchors(identity)
+    anchors = geometry.anchors
     if scans.anchors is not None:
         truth = model.normalize(scans.anchors.to(device)[identity_index].reshape(-1, 3)).reshape(anchors.shape)
         terms["anchors"] = F.mse_loss(anchors, truth)
@@ -322,12 +338,6 @@ def prior_losses(
     terms["neutral_offset"] = (offset.square().sum(-1) * on_neutral).sum() / on_neutral.sum().clamp(min=1)
     loss = sum(getattr(w, name) * value for name, value in terms.items())
     return loss, {name: float(value.detach()) for name, value in terms.items()}
-
-
-def _rows(geometry: NphmGeometry, rows: slice) -> NphmGeometry:
-    d = geometry.deformation
-    deformation = HyperDeformation(d.offset[rows], d.hyper[rows], d.points[rows])
-    return NphmGeometry(geometry.sdf[rows], geometry.canonical[rows], deformation, geometry.features[rows], geometry.out)
 
 
 @dataclass(frozen=True)
@@ -411,7 +421,7 @@ def train_prior(model: Nphm, scans: ScanSet, config: PriorTrainingConfig | None 
                 group["lr"] = lr * fraction
         index = torch.randperm(scans.num_scans, generator=generator)[: c.scans_per_step]
         samples = sample_scans(scans, index, c.surface_points, c.near_points, c.space_points, c.near_std, box, generator)
-        loss, logs = prior_losses(model, scans, _to(samples, device), c.weights, generator)
+        loss, logs = prior_losses(model, scans, samples.to(device), c.weights, generator)
         for optimizer in optimizers:
             optimizer.zero_grad()
         loss.backward()
@@ -428,12 +438,6 @@ def train_prior(model: Nphm, scans: ScanSet, config: PriorTrainingConfig | None 
     history.seconds = time.perf_counter() - start
     model.eval()
     return history
-
-
-def _to(samples: ScanSamples, device: torch.device) -> ScanSamples:
-    """``samples`` with every tensor on ``device``."""
-    moved = {k: v.to(device) if isinstance(v, Tensor) else v for k, v in vars(samples).items()}
-    return type(samples)(**moved)
 
 
 # ------------------------------------------------------------------------------------------------- saving
