@@ -319,7 +319,10 @@ class AnchorSdf(nn.Module):
         """Nearest anchors of each point and the normalised blend weights (differentiable in ``x`` and the anchors).
         ``anchors``, ``group``: per-call anchors (see the class docstring)."""
         _check_input("x", x, 3, None, self.anchors)
-        anchors, group = self._point_anchors(x, anchors, group)
+        return self._blend(x, *self._point_anchors(x, anchors, group))
+
+    def _blend(self, x: Tensor, anchors: Tensor, group: Tensor | None) -> AnchorBlend:
+        """:meth:`blend` of checked inputs."""
         cfg = self.config
         count = max(cfg.neighbours, cfg.sigma_rank)
         with torch.no_grad():  # which anchors: no gradient; the distances are recomputed below
@@ -383,7 +386,7 @@ class AnchorSdf(nn.Module):
                 local = local[0]
         else:
             _check_input("local", local, self.local_dim, self.num_anchors, like)
-        blend = self.blend(x, anchors, group)
+        blend = self._blend(x, anchors, group)
         near = anchors[blend.index] if group is None else anchors[group[:, None], blend.index]
         relative = x[:, None, :] - near
         # A mirrored anchor reads its partner's MLP in mirrored coordinates (x -> -x).
