@@ -183,10 +183,11 @@ def test_landmarks_given_per_frame_replace_the_projected_tracking(person):
     subject, flame, _ = person
     model = mononphm.MonoNphm(tiny_prior(flame), subject.parametric, len(subject.train), SAMPLER)
     anchors, landmarks = mononphm.landmark_pairs(model.prior, model.parametric)
-    projected = mononphm._detected_landmarks(model, subject.train, landmarks, None)
+    head = model.head(subject.train)
+    projected = mononphm._detected_landmarks(model, subject.train, head, landmarks, None)
     count = subject.parametric().landmarks.shape[1]
     given = torch.rand(len(subject.train), count, 2) * 24
-    torch.testing.assert_close(mononphm._detected_landmarks(model, subject.train, landmarks, given), given[:, landmarks])
+    torch.testing.assert_close(mononphm._detected_landmarks(model, subject.train, head, landmarks, given), given[:, landmarks])
     assert projected.shape == (len(subject.train), len(landmarks), 2)
     with raises_naming("landmarks"):
         mononphm.track_sequence(model, subject.train, FEW, landmarks=torch.zeros(len(subject.train), count + 1, 2))

@@ -223,10 +223,11 @@ class MonoNphm(NeusModel):
         to posed space by root finding of ``x + dx(x) = a``, differentiable by implicit differentiation), and
         whether the root finding converged."""
         prior, identity = self.prior, self.codes.identity
-        canonical = prior.anchors(identity)[0, anchors]
+        predicted = prior.anchors(identity)
+        canonical = predicted[0, anchors]
         row = torch.zeros(len(anchors), dtype=torch.long, device=canonical.device)
         expression = head.codes[frame : frame + 1].to(identity.dtype)
-        solved = find_preimage(lambda x: prior.deform(x, row, identity, expression).offset, canonical, tolerance=1e-5)
+        solved = find_preimage(lambda x: prior.deform(x, row, identity, expression, predicted).offset, canonical, tolerance=1e-5)
         head_frame = solved.points * prior.normalize.scale + prior.normalize.center
         rotation, translation = self.pose.transforms(head, torch.full_like(row, frame))
         return torch.einsum("nij,nj->ni", rotation, head_frame) + translation, solved.converged
@@ -281,10 +282,6 @@ class StageConfig:
                 raise ValueError(f"{f.name}: expected a finite non-negative number, got {value!r}")
 
 
-def _stage1(steps: int, **changes) -> StageConfig:
-    return StageConfig(steps=steps, **changes)
-
-
 @dataclass(frozen=True)
 class TrackingConfig:
     """MonoNPHM's two stages. Stage 1: the first frame (identity, appearance, lighting, its expression and pose)
@@ -292,9 +289,11 @@ class TrackingConfig:
     starting from the previous one. Stage 2: every frame jointly, with temporal smoothness."""
 
     first_frame: StageConfig = field(
-        default_factory=lambda: _stage1(500, expression_code=1000.0, variance_start=0.3, variance_every=25)
+        default_factory=lambda: StageConfig(500, expression_code=1000.0, variance_start=0.3, variance_every=25)
     )
-    per_frame: StageConfig = field(default_factory=lambda: _stage1(125, code_rate=4.95e-4, rotation_rate=5e-4, shift_rate=2.5e-4))
+    per_frame: StageConfig = field(
+        default_factory=lambda: StageConfig(125, code_rate=4.95e-4, rotation_rate=5e-4, shift_rate=2.5e-4)
+    )
     joint: StageConfig = field(
         default_factory=lambda: StageConfig(
             steps=1000, mask=10.0, landmarks=5.0, local_code=500.0, global_code=50.0, appearance_code=50.0,
@@ -354,6 +353,7 @@ class _Pixels:
             if frames.masks is not None
             else torch.ones_like(self.rgb[..., 0], dtype=torch.bool)
         )
+        self.foreground = [torch.nonzero(m.cpu())[:, 0] for m in self.mask]  # pixel ids per frame, drawn from each step
         labels = frames.segmentation_labels or {}
         self.mouth = None
         if frames.segmentation is not None and "mouth_interior" in labels:
@@ -361,7 +361,7 @@ class _Pixels:
 
     def draw(self, frame: int, count: int, fraction: float, generator: torch.Generator) -> Tensor:
         """Pixel ids of frame ``frame``: ``fraction`` of ``count`` on the foreground, the rest anywhere."""
-        fg = torch.nonzero(self.mask[frame].cpu())[:, 0]
+        fg = self.foreground[frame]
         k = int(round(count * fraction)) if len(fg) else 0
         pick_fg = fg[torch.randint(0, max(len(fg), 1), (k,), generator=generator)] if k else fg[:0]
         pick_any = torch.randint(0, len(self.pixels), (count - k,), generator=generator)
@@ -489,14 +489,15 @@ class _Tracker:
         self.history.steps[name] = self.history.steps.get(name, 0) + steps
 
 
-def _detected_landmarks(model: MonoNphm, frames: FrameSet, landmark_ids: Tensor, landmarks: Tensor | None) -> Tensor | None:
+def _detected_landmarks(
+    model: MonoNphm, frames: FrameSet, head: Head, landmark_ids: Tensor, landmarks: Tensor | None
+) -> Tensor | None:
     """Each frame's landmarks ``landmark_ids`` in pixels ``[F, L, 2]``: of ``landmarks`` (a detector's, in the tracking
-    model's landmark order), else the capture's tracked landmarks projected."""
+    model's landmark order), else the landmarks of ``head`` (the frames' tracked head) projected."""
     if landmarks is not None:
         count = model.parametric().landmarks.shape[1]
         check_float("landmarks", landmarks, [len(frames), count, 2])
         return landmarks.to(model.box.device, torch.float32)[:, landmark_ids]
-    head = tracked_head(model.parametric, frames)
     if head.landmarks is None or not len(landmark_ids):
         return None
     cameras = frames.cameras.to(model.box.device)
@@ -529,7 +530,7 @@ def _track(model: MonoNphm, frames: FrameSet, c: TrackingConfig, fit_identity: b
     pairs = landmark_pairs(model.prior, model.parametric, c.landmark_distance)
     base = tracked_head(model.parametric, frames)
     tracker = _Tracker(
-        model, base, _Pixels(model, frames), pairs, _detected_landmarks(model, frames, pairs[1], landmarks), c,
+        model, base, _Pixels(model, frames), pairs, _detected_landmarks(model, frames, base, pairs[1], landmarks), c,
         torch.Generator().manual_seed(c.seed), TrackingHistory(),
     )  # fmt: skip
     n, first = len(frames), c.first_frame if fit_identity else c.per_frame
