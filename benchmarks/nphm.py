@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from headfields.checkpoints import RunFolder
 from headfields.cli import rounded
 from headfields.data import load_subject
 from headfields.models import mononphm
@@ -54,7 +55,7 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    args.out.mkdir(parents=True, exist_ok=True)
+    RunFolder(args.out).open()  # writable and ours before the minutes of training, not after
     device = torch.device(args.device)
 
     seed_everything(args.seed)

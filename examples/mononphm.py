@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from headfields.cli import RECIPES, rounded
+from headfields.checkpoints import RunFolder
+from headfields.cli import add_recipe_flag, recipe_config, recipe_name, rounded
 from headfields.data import load_subject
 from headfields.models import mononphm
 from headfields.models.nphm import load_prior
@@ -42,7 +43,7 @@ def main() -> None:
         "FLAME model's landmarks (default: the capture's tracked landmarks, projected)",
     )  # fmt: skip
     parser.add_argument("--out", type=Path, default=Path("outputs/mononphm"))
-    parser.add_argument("--recipe", choices=RECIPES, default=None, help="paper or cpu (default: paper on CUDA, cpu on a CPU)")
+    add_recipe_flag(parser)
     parser.add_argument("--max-minutes", type=float, default=None, help="tracking budget (steps scale down to fit)")
     parser.add_argument("--eval-frames", type=int, default=5, help="held-out frames measured")
     parser.add_argument("--geometry-frames", type=int, default=3, help="of them, frames whose surface is measured")
@@ -53,30 +54,28 @@ def main() -> None:
     if not args.prior.is_file():
         parser.error(f"--prior: no file {args.prior} (train one: python benchmarks/nphm.py --out DIR, then DIR/prior.pt)")
 
-    device = torch.device(args.device)
-    recipe = args.recipe or ("paper" if device.type == "cuda" else "cpu")
-    print(f"recipe: {recipe}")
-    prior = load_prior(args.prior, device)
-    video = None if args.data is not None else nphm_held_out_video()
-    subject = load_subject(args.data, args.model, "test", video=video, device=device)
-    root = subject.root
-    truth = load_ground_truth(root, "test") if (root / "ground_truth.npz").is_file() else None
-    config = mononphm.paper_config() if recipe == "paper" else mononphm.cpu_config()
-    tracking = mononphm.TrackingConfig(max_minutes=args.max_minutes, seed=args.seed)
-    if recipe == "cpu":
-        tracking = mononphm.cpu_tracking(max_minutes=args.max_minutes, seed=args.seed)
-    landmarks = None
-    if args.landmarks is not None:
-        landmarks = tuple(torch.from_numpy(np.load(args.landmarks / f"{split}.npy")) for split in ("train", "test"))
-    seed_everything(args.seed)
-    result = mononphm.reconstruct(
-        prior, subject.train, subject.eval, subject.parametric, config, tracking, truth,
-        args.eval_frames, args.geometry_frames, args.mesh_resolution, args.out, landmarks,
-    )  # fmt: skip
-    metrics = {"recipe": recipe, **result.metrics}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    print(rounded(metrics))
+    with RunFolder(args.out):  # writable and ours before minutes of tracking, not after
+        device = torch.device(args.device)
+        prior = load_prior(args.prior, device)
+        video = None if args.data is not None else nphm_held_out_video()
+        subject = load_subject(args.data, args.model, "test", video=video, device=device)
+        root = subject.root
+        truth = load_ground_truth(root, "test") if (root / "ground_truth.npz").is_file() else None
+        config, recipe = recipe_config(args, mononphm), recipe_name(args)
+        tracking = mononphm.TrackingConfig(max_minutes=args.max_minutes, seed=args.seed)
+        if recipe == "cpu":
+            tracking = mononphm.cpu_tracking(max_minutes=args.max_minutes, seed=args.seed)
+        landmarks = None
+        if args.landmarks is not None:
+            landmarks = tuple(torch.from_numpy(np.load(args.landmarks / f"{split}.npy")) for split in ("train", "test"))
+        seed_everything(args.seed)
+        result = mononphm.reconstruct(
+            prior, subject.train, subject.eval, subject.parametric, config, tracking, truth,
+            args.eval_frames, args.geometry_frames, args.mesh_resolution, args.out, landmarks,
+        )  # fmt: skip
+        metrics = {"recipe": recipe, **result.metrics}
+        (args.out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        print(rounded(metrics))
 
 
 if __name__ == "__main__":

@@ -14,7 +14,16 @@ import torch
 from .checks import check_count, check_positive
 from .training import TrainingConfig
 
-__all__ = ["RECIPES", "add_recipe_flag", "recipe_config", "rounded", "run_example", "training_config", "training_parser"]
+__all__ = [
+    "RECIPES",
+    "add_recipe_flag",
+    "recipe_config",
+    "recipe_name",
+    "rounded",
+    "run_example",
+    "training_config",
+    "training_parser",
+]
 
 
 def training_parser(
@@ -58,12 +67,18 @@ def add_recipe_flag(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
 
-def recipe_config(args: argparse.Namespace, module: ModuleType, **overrides):
-    """The model configuration of ``args.recipe`` (see :func:`add_recipe_flag`) from ``module``'s
-    ``paper_config`` / ``cpu_config``, with ``overrides``; prints which recipe it is."""
+def recipe_name(args: argparse.Namespace) -> str:
+    """``args.recipe``, or its default: the paper's on CUDA (``args.device``), the CPU's on a CPU."""
     name = args.recipe or ("paper" if torch.device(args.device).type == "cuda" else "cpu")
     if name not in RECIPES:
         raise ValueError(f"recipe: expected one of {RECIPES}, got {name!r}")
+    return name
+
+
+def recipe_config(args: argparse.Namespace, module: ModuleType, **overrides):
+    """The model configuration of ``args.recipe`` (see :func:`add_recipe_flag`) from ``module``'s
+    ``paper_config`` / ``cpu_config``, with ``overrides``; prints which recipe it is."""
+    name = recipe_name(args)
     print(f"recipe: {name} ({module.__name__}.{name}_config)")
     return getattr(module, f"{name}_config")(**overrides)
 
