@@ -118,3 +118,8 @@ __all__ += [
     "render_nerf",
     "render_neus",
 ]
+
+# Camera paths for novel-view videos: a rig read off the capture's cameras, orbit / spiral / front paths.
+from .camera_paths import CAMERA_PATHS, CameraRig, camera_path, camera_rig, resized_cameras  # noqa: E402
+
+__all__ += ["CAMERA_PATHS", "CameraRig", "camera_path", "camera_rig", "resized_cameras"]
