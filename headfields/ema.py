@@ -71,6 +71,13 @@ class ExponentialMovingAverage:
                 for name, p in params.items():
                     p.copy_(backup[name])
 
+    @torch.no_grad()
+    def copy_to(self) -> None:
+        """Put the averaged weights into the module for good (a trained model loaded for use, not for training)."""
+        self._check_matches()
+        for name, p in self._parameters():
+            p.copy_(self.shadow[name])
+
     def state_dict(self) -> dict[str, Any]:
         return {"decay": self.decay, "num_updates": self.num_updates, "shadow": {k: v.clone() for k, v in self.shadow.items()}}
 

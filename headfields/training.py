@@ -27,7 +27,7 @@ import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -53,7 +53,8 @@ from .heads import tracked_head
 from .metrics import SSIM_WINDOW, l1, psnr, ssim
 from .parametric import Head, SubjectModel
 from .perceptual import LPIPS_MIN_SIZE, Lpips, LpipsUnavailable, load_lpips
-from .renderers.cameras import Rays, image_pixels, pixel_rays, sample_pixels
+from .progress import Progress, format_seconds
+from .renderers.cameras import PinholeCameras, Rays, image_pixels, pixel_rays, sample_pixels
 from .renderers.view_balance import sample_pixels_balanced
 
 __all__ = [
@@ -64,6 +65,9 @@ __all__ = [
     "OptimizerConfig",
     "RayBatch",
     "RunLog",
+    "CHECKPOINT_NAME",
+    "CONFIG_NAME",
+    "LOG_NAME",
     "StepOutput",
     "TrainingConfig",
     "build_optimizer",
@@ -72,12 +76,19 @@ __all__ = [
     "exponential_learning_rate",
     "ray_batch",
     "render_image",
+    "render_view",
     "save_png",
     "set_learning_rate",
     "train",
 ]
 
 CHECKPOINT_NAME = "checkpoint.pt"
+CONFIG_NAME = "config.json"  # the run's whole configuration (headfields.runs.RunConfig)
+LOGS = ("jsonl", "tensorboard")  # TrainingConfig.log
+# With a time budget, the final evaluation may take at most this share of it: more held-out frames than fit are
+# evaluated as an evenly spread subset (said in the output and in metrics.json), so the budget is the wall time.
+FINAL_EVALUATION_SHARE = 0.25
+BUDGET_MARGIN = 1.25  # the final evaluation's estimate is scaled by this (LPIPS, the files, a slower frame)
 ERROR_GAIN = 4.0  # error images show |render - truth| four times brighter
 SIDE_BY_SIDE_FRAMES = 4  # held-out frames stacked in out/side_by_side.png
 # How the *_head metrics use the mask (recorded in metrics.json as "head_masking").
@@ -167,7 +178,9 @@ class AvatarModel(Protocol):
 @dataclass(frozen=True)
 class TrainingConfig:
     max_iterations: int = 20000
-    max_minutes: float | None = None  # wall-clock budget of the training steps (evaluation not counted)
+    # Wall-clock budget of the whole run: the training steps, their evaluations and the final evaluation (a subset
+    # of the held-out frames when all would not fit, see FINAL_EVALUATION_SHARE).
+    max_minutes: float | None = None
     rays_per_batch: int = 4096
     frames_per_batch: int | None = None  # each batch draws its rays from this many random frames (None: all)
     balance_views: bool = False  # draw rays evenly from the model's view bins (``model.view_bins(frames)``)
@@ -184,6 +197,9 @@ class TrainingConfig:
     eval_regions: tuple[tuple[str, tuple[int, ...]], ...] = ()
     # torchvision's ImageNet AlexNet state dict for LPIPS; None: torch.hub's cache (headfields.perceptual).
     lpips_weights: str | None = None
+    # Where the logged steps go besides RUN/log.jsonl: "tensorboard" adds TensorBoard events under RUN/tensorboard
+    # (scalars, and the held-out comparisons of each evaluation; needs the tensorboard extra).
+    log: Literal["jsonl", "tensorboard"] = "jsonl"
 
     def __post_init__(self) -> None:
         check_count("max_iterations", self.max_iterations, 1)
@@ -200,6 +216,8 @@ class TrainingConfig:
         check_count("log_every", self.log_every, 1)
         check_count("eval_frames", self.eval_frames, 1)
         check_count("render_chunk", self.render_chunk, 1)
+        if self.log not in LOGS:
+            raise ValueError(f"log: expected one of {LOGS}, got {self.log!r}")
         if self.ema_decay is not None and not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay: expected a decay in [0, 1) or None, got {self.ema_decay}")
         # Frozen: normalised through object.__setattr__, so the config stays hashable and compares by value.
@@ -409,16 +427,29 @@ def render_image(
     head, built when not given, or a one-frame head of frame ``frame``: a tracker's fit of it)."""
     if render is None:
         head = head if head is not None else tracked_head(model.parametric, frames)
-        if head.num_frames == 1:  # the frame's own head: its rays read row 0
-            render = lambda rays: model.render_rays(dataclasses.replace(rays, frame=torch.zeros_like(rays.frame)), head)  # noqa: E731
-        else:
-            render = lambda rays: model.render_rays(rays, head)  # noqa: E731
-    cameras = frames.cameras.to(device)
+        return render_view(model, frames.cameras, frame, head, 0 if head.num_frames == 1 else frame, chunk, device)
+    return _render_pixels(render, frames.cameras.to(device), frame, chunk)
+
+
+def render_view(
+    model: AvatarModel, cameras: PinholeCameras, camera: int, head: Head, head_frame: int, chunk: int, device: torch.device
+) -> Float[Tensor, "H W 3"]:
+    """The image of camera ``camera`` of ``cameras`` seeing frame ``head_frame`` of ``head`` (any camera: a
+    capture's, or a new path around the head), ``chunk`` rays at a time without gradients, on the CPU, in [0, 1]."""
+    check_count("head_frame", head_frame, 0, head.num_frames - 1)
+
+    def render(rays: Rays) -> Float[Tensor, "R 3"]:
+        return model.render_rays(dataclasses.replace(rays, frame=torch.full_like(rays.frame, head_frame)), head)
+
+    return _render_pixels(render, cameras.to(device), camera, chunk)
+
+
+def _render_pixels(render: Callable, cameras: PinholeCameras, camera: int, chunk: int) -> Float[Tensor, "H W 3"]:
     pixels = image_pixels(cameras)
     out = []
     with torch.no_grad():
         for start in range(0, len(pixels), chunk):
-            rays = pixel_rays(cameras, frame, pixels[start : start + chunk])
+            rays = pixel_rays(cameras, camera, pixels[start : start + chunk])
             with trusted_values():  # the image's own rays, checked by pixel_rays
                 out.append(render(rays))
     return torch.cat(out).reshape(cameras.height, cameras.width, 3).clamp(0, 1).cpu()
@@ -473,6 +504,7 @@ def evaluate(
     head: Head | None = None,
     regions: dict[str, tuple[int, ...]] | None = None,
     lpips: Lpips | LpipsUnavailable | None = None,
+    progress: Progress | None = None,
 ) -> Evaluation:
     """PSNR, SSIM, L1 and LPIPS over the given held-out frames (means over frames), over the whole frame and
     over the head (each frame's subject mask: the segmentation's non-background pixels, else ``frames.masks``;
@@ -484,7 +516,7 @@ def evaluate(
     None and ``lpips_note`` says why. A frame whose mask (or region) has no pixel is left out of that mean;
     ``head_frames`` and ``region_frames`` count the frames in it. With ``out``, writes each frame's render
     (``00000.png``) and its comparison with the ground truth (``00000_compare.png``). ``head``: the frames'
-    tracked head (built when not given).
+    tracked head (built when not given). ``progress``: advanced by one a frame.
 
     Example: ``evaluate(model, frames, [0, 5], 8192, device, regions={"hair": (6,)}, lpips=load_lpips()).psnr_head``."""
     regions = _region_codes("regions", regions) if regions is not None else {}
@@ -526,6 +558,8 @@ def evaluate(
             out.mkdir(parents=True, exist_ok=True)
             save_png(pred, out / f"{f:05d}.png")
             save_png(comparison(pred, truth), out / f"{f:05d}_compare.png")
+        if progress is not None:
+            progress.update(1)
     head_frames = len(inside["psnr"])
     return Evaluation(
         psnr=float(np.mean(full["psnr"])),
@@ -594,6 +628,7 @@ def train(
     device: str | torch.device | None = None,
     resume: bool = True,
     log=sys.stdout,
+    run=None,
 ) -> dict[str, float]:
     """Train ``model`` on ``train_frames``, evaluate on ``eval_frames``, write ``out/metrics.json`` and renders.
 
@@ -606,6 +641,10 @@ def train(
     gradients are averaged, and rank 0 alone decides when the time budget is spent, evaluates and writes the
     files (``out`` must be the same folder, shared, on every rank: each rank resumes from its checkpoint).
     Every rank returns rank 0's metrics; the logged loss and PSNR are those of the whole batch.
+
+    ``run``: the :class:`~headfields.runs.RunConfig` that built ``model`` (its ``training`` must be ``config``),
+    written to ``out/config.json`` and into the checkpoint before training, so that
+    :func:`~headfields.runs.load_run` can rebuild the model (:func:`~headfields.runs.train_run` passes it).
     """
     config = config or TrainingConfig()
     device = torch.device(device) if device is not None else next(model.parameters()).device
@@ -620,11 +659,18 @@ def train(
             raise ValueError(f"{name}: expected a FrameSet with at least one frame, got {_describe(frames)}")
     if config.eval_regions and eval_frames.segmentation is None:
         raise ValueError("eval_regions: expected eval_frames with a segmentation (region labels), got frames without one")
+    described = None
+    if run is not None:
+        if run.training != config:
+            raise ValueError("run: expected the RunConfig whose training configuration is config, got another")
+        described = json.dumps(run.to_dict(), indent=2)
     folder = RunFolder(out)
     if rank == 0:  # made, probe-written and locked before any training: a bad folder fails now, not at the end
         folder.open()
+        if described is not None:
+            (folder.path / CONFIG_NAME).write_text(described + "\n")
     try:
-        return _train(model, train_frames, eval_frames, folder.path, config, device, resume, log, rank, ranks, share)
+        return _train(model, train_frames, eval_frames, folder.path, config, device, resume, log, rank, ranks, share, described)
     finally:
         folder.close()
 
@@ -671,7 +717,52 @@ class RunLog:
             f.write(json.dumps(record, allow_nan=True) + "\n")
 
 
-def _train(model, train_frames, eval_frames, out: Path, config: TrainingConfig, device, resume, log, rank, ranks, share):
+def _probe_frame_seconds(model, frames: FrameSet, head: Head, config: TrainingConfig, device) -> float:
+    """Seconds one held-out frame takes to render, from one chunk of its rays (a first estimate; evaluations measure)."""
+    cameras = frames.cameras.to(device)
+    pixels = image_pixels(cameras)[: config.render_chunk]
+    was_training = model.training
+    model.eval()
+    start = time.perf_counter()
+    with torch.no_grad(), trusted_values():
+        model.render_rays(pixel_rays(cameras, 0, pixels), head)
+    seconds = (time.perf_counter() - start) * cameras.height * cameras.width / len(pixels)
+    model.train(was_training)
+    return seconds
+
+
+def _tensorboard(out: Path, step: int):
+    """A TensorBoard writer into ``out/tensorboard`` that drops the events past ``step`` (a resumed run's)."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as error:
+        raise ImportError(
+            f"log: 'tensorboard' needs the tensorboard package ({error}): pip install 'headfields[tensorboard]'"
+        ) from None
+    return SummaryWriter(str(out / "tensorboard"), purge_step=step if step > 0 else None)
+
+
+def _board_scalars(board, step: int, values: dict[str, float], rates: list[float]) -> None:
+    for name, value in values.items():
+        board.add_scalar(f"train/{name}", value, step)
+    for i, rate in enumerate(rates):
+        board.add_scalar(f"learning_rate/group_{i}", rate, step)
+
+
+def _board_evaluation(board, step: int, ev: Evaluation, renders: Path, frames: list[int]) -> None:
+    for name in ("psnr", "psnr_head", "ssim", "l1"):
+        value = getattr(ev, name)
+        if value is not None:
+            board.add_scalar(f"eval/{name}", value, step)
+    for f in frames[:SIDE_BY_SIDE_FRAMES]:  # truth | render | error of the evaluated frames
+        image = np.asarray(Image.open(renders / f"{f:05d}_compare.png"))
+        board.add_image(f"eval/frame_{f:05d}", image, step, dataformats="HWC")
+    board.flush()
+
+
+def _train(
+    model, train_frames, eval_frames, out: Path, config: TrainingConfig, device, resume, log, rank, ranks, share, described
+):
     lead = rank == 0
     # Before the average copies the weights: DDP makes them rank 0's on every rank.
     step_fn = _data_parallel(model, device) if ranks > 1 else model.training_step
@@ -682,7 +773,7 @@ def _train(model, train_frames, eval_frames, out: Path, config: TrainingConfig, 
     # Each split's tracked head, once: every batch and every evaluation reads it.
     train_head, eval_head = tracked_head(model.parametric, train_frames), tracked_head(model.parametric, eval_frames)
     generator = torch.Generator().manual_seed(config.seed)  # the same seed on every rank: the same batches
-    step, elapsed = 0, 0.0
+    step, elapsed, wall = 0, 0.0, 0.0  # wall: the run's wall-clock seconds, evaluations included (the budget's)
     checkpoint = out / CHECKPOINT_NAME
     fingerprint, frozen = run_fingerprint(model, train_frames, config), frozen_state_keys(model)
     if distributed.broadcast_object(resume and checkpoint.exists(), device):  # rank 0's word
@@ -700,8 +791,14 @@ def _train(model, train_frames, eval_frames, out: Path, config: TrainingConfig, 
             ema.load_state_dict(state["ema"])
         generator.set_state(state["generator"].cpu())  # map_location moved it; the sampler's generator is on the CPU
         step, elapsed = state["step"], state["elapsed"]
+        wall = state.get("wall", elapsed)
     torch.manual_seed(config.seed + step)  # whatever draws from the global generator during training
     run_log = RunLog(out / LOG_NAME, step) if lead else None
+    board = _tensorboard(out, step) if lead and config.log == "tensorboard" else None
+    clock = time.monotonic() - wall  # spent() continues a resumed run's clock
+
+    def spent() -> float:
+        return time.monotonic() - clock
 
     last_save = time.monotonic()
 
@@ -714,7 +811,9 @@ def _train(model, train_frames, eval_frames, out: Path, config: TrainingConfig, 
             "generator": generator.get_state(),
             "step": step,
             "elapsed": elapsed,
+            "wall": spent(),
             "config": asdict(config),
+            "run": described,  # config.json's text (None: trained without a RunConfig)
             "fingerprint": fingerprint,
         }
         save_checkpoint(state, checkpoint)
@@ -725,11 +824,37 @@ def _train(model, train_frames, eval_frames, out: Path, config: TrainingConfig, 
         return bool(config.checkpoint_every and step % config.checkpoint_every == 0) or timed
 
     budget = math.inf if config.max_minutes is None else 60.0 * config.max_minutes
+    everything = list(range(len(eval_frames)))
+    # Seconds a held-out frame takes to render and score: first from one chunk of rays, then from each evaluation.
+    frame_seconds = _probe_frame_seconds(model, eval_frames, eval_head, config, device) if lead and budget < math.inf else 0.0
+
+    def final_frames() -> list[int]:
+        """The held-out frames the final evaluation can afford: all, or an evenly spread subset of them."""
+        if budget == math.inf or frame_seconds * BUDGET_MARGIN * len(everything) <= FINAL_EVALUATION_SHARE * budget:
+            return everything
+        return evenly_spread(max(1, int(FINAL_EVALUATION_SHARE * budget / (frame_seconds * BUDGET_MARGIN))), len(everything))
 
     def going() -> bool:
-        more = step < config.max_iterations and elapsed < budget
+        reserve = frame_seconds * BUDGET_MARGIN * len(final_frames()) if budget < math.inf else 0.0
+        more = step < config.max_iterations and spent() + reserve < budget
         # Every rank counts the same steps, but clocks differ: rank 0's decides, so all stop at the same step.
         return more if budget == math.inf else distributed.broadcast_object(more, device)
+
+    if lead and budget < math.inf:
+        n = len(final_frames())
+        print(
+            f"budget {format_seconds(budget)}: training, then the final evaluation of {n} of {len(everything)} held-out "
+            f"frames (about {format_seconds(frame_seconds * n)} by a first measurement)",
+            file=log,
+        )
+    bar = Progress(
+        total=budget if budget < math.inf else config.max_iterations,
+        desc="train",
+        unit="s" if budget < math.inf else "step",
+        file=log,
+        enabled=lead,
+        initial=min(spent(), budget) if budget < math.inf else step,
+    )
 
     view_bins = None
     if config.balance_views:
@@ -740,8 +865,9 @@ def _train(model, train_frames, eval_frames, out: Path, config: TrainingConfig, 
     # Once per run, before training: a weights file that was asked for and cannot be read fails now.
     perceptual = _load_lpips(config.lpips_weights, device) if lead else None
     model.train()
+    first_step, first_wall = step, spent()  # this process's start: its rate of steps
     while going():
-        start = time.perf_counter()
+        start, wall_start = time.perf_counter(), spent()
         set_learning_rate(optimizer, optimization, step)
         if hasattr(model, "before_step"):
             model.before_step(step, train_head)
@@ -768,51 +894,76 @@ def _train(model, train_frames, eval_frames, out: Path, config: TrainingConfig, 
                 loss, mse = distributed.mean_over_ranks(torch.stack([result.loss.detach(), error])).tolist()
             if lead:
                 running_psnr = 10 * math.log10(1 / mse) if mse > 0 else math.inf  # metrics.psnr of the whole batch
-                logs = " ".join(f"{k} {v:.4g}" for k, v in result.logs.items())  # rank 0's share
-                done = max(step / config.max_iterations, elapsed / budget)
-                bar = "#" * int(20 * done)
-                line = f"[{bar:<20}] step {step:6d}  {elapsed:7.1f} s  loss {loss:.4g}  psnr {running_psnr:.2f}  {logs}"
-                print(line, file=log, flush=True)
                 rates = [group["lr"] for group in optimizer.param_groups]
                 run_log.append(step, elapsed, loss=loss, psnr=running_psnr, terms=result.logs, learning_rates=rates)
+                rate = (step - first_step) / max(spent() - first_wall, 1e-9)
+                # rank 0's share of the terms
+                bar.set_values(step=step, **{"it/s": rate}, loss=loss, psnr=running_psnr, **result.logs)
+                if board is not None:
+                    _board_scalars(board, step, {"loss": loss, "psnr": running_psnr, **result.logs}, rates)
         if lead and checkpoint_due():
             save()
         if lead and config.eval_every and step % config.eval_every == 0 and step < config.max_iterations:
             model.eval()
+            began = time.monotonic()
             with averaged(ema):
                 renders = out / "renders" / f"step_{step:06d}"
                 ev = evaluate(model, eval_frames, held_out, config.render_chunk, device, renders, eval_head)
+            frame_seconds = (time.monotonic() - began) / len(held_out)  # the trained model's own speed
             model.train()
             head = "" if ev.psnr_head is None else f"  head psnr {ev.psnr_head:.2f}"
-            print(f"eval  {step:6d}  psnr {ev.psnr:.2f}{head}  ssim {ev.ssim:.4f}  ({ev.frames} frames)", file=log)
+            bar.write(f"eval  {step:6d}  psnr {ev.psnr:.2f}{head}  ssim {ev.ssim:.4f}  ({ev.frames} frames)")
             run_log.append(step, elapsed, eval={"psnr": ev.psnr, "psnr_head": ev.psnr_head, "ssim": ev.ssim})
+            if board is not None:
+                _board_evaluation(board, step, ev, renders, held_out)
+        bar.update(spent() - wall_start if budget < math.inf else 1)
+    bar.close()
     model.eval()
     if not lead:  # the other ranks wait for rank 0's evaluation
         return distributed.broadcast_object(None, device)
     save()
 
-    with averaged(ema):
-        every = list(range(len(eval_frames)))
+    chosen = final_frames()
+    note = None
+    if len(chosen) < len(everything):
+        note = (
+            f"{len(chosen)} of the {len(everything)} held-out frames, evenly spread: all would take about "
+            f"{format_seconds(frame_seconds * len(everything))}, over {FINAL_EVALUATION_SHARE:.0%} of the "
+            f"{format_seconds(budget)} budget (give more --max-minutes, or evaluate the run with python -m headfields render)"
+        )
+        print(f"final evaluation: {note}", file=log)
+    with averaged(ema), Progress(len(chosen), "final evaluation", "frame", file=log) as progress:
         final = evaluate(
             model,
             eval_frames,
-            every,
+            chosen,
             config.render_chunk,
             device,
             out / "renders" / "final",
             eval_head,
             regions=dict(config.eval_regions),
             lpips=perceptual,
+            progress=progress,
         )
-    shown = evenly_spread(SIDE_BY_SIDE_FRAMES, len(eval_frames))
+    shown = [chosen[i] for i in evenly_spread(SIDE_BY_SIDE_FRAMES, len(chosen))]
     rows = [np.asarray(Image.open(out / "renders" / "final" / f"{f:05d}_compare.png")) for f in shown]
     Image.fromarray(np.concatenate(rows, axis=0)).save(out / "side_by_side.png")
-    metrics = {**final.metrics(), "train_seconds": elapsed, "iterations": step, "eval_frames": final.frames}
+    metrics = {
+        **final.metrics(),
+        "train_seconds": elapsed,
+        "wall_seconds": spent(),
+        "iterations": step,
+        "eval_frames": final.frames,
+        "eval_frames_total": len(everything),
+        "eval_note": note,
+    }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     head = "" if final.psnr_head is None else f"  head psnr {final.psnr_head:.2f}"
     perceptual_score = "" if final.lpips is None else f"  lpips {final.lpips:.4f}"
     summary = f"psnr {final.psnr:.2f}{head}  ssim {final.ssim:.4f}{perceptual_score}"
-    print(f"final  {summary}  after {step} iterations, {elapsed:.0f} s", file=log)
+    print(f"final  {summary}  after {step} iterations, {elapsed:.0f} s of training, {spent():.0f} s in all", file=log)
+    if board is not None:
+        board.close()
     if final.lpips_note is not None:
         print(f"lpips: null ({final.lpips_note})", file=log)
     return distributed.broadcast_object(metrics, device)
