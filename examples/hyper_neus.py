@@ -17,41 +17,25 @@ import json
 
 import torch
 
-from headfields.cli import add_recipe_flag, recipe_config, rounded, training_config, training_parser
-from headfields.data import load_subject, write_obj
-from headfields.distributed import destroy_distributed, init_distributed, rank
-from headfields.heads import tracked_head
-from headfields.models import hyper_neus
-from headfields.models.hyper_neus import HyperNeusAvatar
+from headfields.cli import example_training, run_training, training_parser
+from headfields.data import write_obj
 from headfields.models.hyper_neus_tracking import TrackingConfig, frame_error, track_frame
-from headfields.training import comparison, render_image, save_png, seed_everything, train
+from headfields.runs import load_run
+from headfields.training import comparison, render_image, save_png
 
 
 def main() -> None:
-    parser = training_parser(__doc__.split("\n")[0], "outputs/hyper_neus", minutes=20.0, rays=512)
-    add_recipe_flag(parser)
-    parser.add_argument("--frames-per-batch", type=int, default=4, help="frames the rays of a batch come from")
+    training = example_training(max_minutes=20.0, rays_per_batch=512, frames_per_batch=4, eval_every=500)
+    parser = training_parser(__doc__.split("\n")[0], "hyper_neus", "outputs/hyper_neus", training)
     parser.add_argument("--track", type=int, default=3, help="held-out frames to track after training")
     parser.add_argument("--track-steps", type=int, default=60)
     parser.add_argument("--mesh-resolution", type=int, default=128)
     args = parser.parse_args()
-
-    device = init_distributed(args.device)  # under torchrun: this rank's device, in the process group
-    subject = load_subject(args.data, args.model, args.eval_split, device=device, regions=args.regions)
-    print(*subject.notes, sep="\n")  # what a capture without model files was read as
-    train_frames, eval_frames, parametric = subject.train, subject.eval, subject.parametric
-    config = recipe_config(args, hyper_neus)
-    seed_everything(args.seed)  # the initial weights
-    model = HyperNeusAvatar(parametric, len(train_frames), config).to(device)
-    training = training_config(args, frames_per_batch=args.frames_per_batch, eval_every=500)
-    metrics = train(model, train_frames, eval_frames, args.out, training, device=device)
-    print(rounded(metrics))
-    main_rank = rank() == 0
-    destroy_distributed()
-    if not main_rank:  # tracking and the mesh: rank 0 alone
+    if run_training(args) is None:  # tracking and the mesh: rank 0 alone
         return
 
-    model.eval()
+    run = load_run(args.out, args.device)  # the trained model, with its evaluation weights
+    model, eval_frames, device = run.model, run.subject.eval, run.device
     tracked = {}
     count = min(args.track, len(eval_frames))
     for f in torch.linspace(0, len(eval_frames) - 1, count).round().long().tolist():
@@ -69,7 +53,7 @@ def main() -> None:
     (args.out / "tracking.json").write_text(json.dumps(tracked, indent=2))
 
     f = len(eval_frames) // 2
-    surface = model.extract_mesh(tracked_head(parametric, eval_frames), f, args.mesh_resolution)
+    surface = model.extract_mesh(run.eval_head, f, args.mesh_resolution)
     write_obj(args.out / f"mesh_{f:05d}.obj", surface.vertices.cpu().numpy(), surface.faces.cpu().numpy())
 
 

@@ -10,11 +10,15 @@ else is MonoAvatar, with the error correction off as the synthetic video's track
 The assembly is ``headfields.models.mixes.anchored_hashgrid``; ``benchmarks/compare.py`` trains it next to its paper model.
 """
 
-from headfields.cli import run_example
+from headfields.cli import example_training, run_training, training_parser
 from headfields.models.mixes import MIXES
 
 MIX = MIXES["mix_anchored_hashgrid"]
 
 if __name__ == "__main__":
-    rays, frames, every = MIX.rays_per_batch, MIX.frames_per_batch, MIX.eval_every
-    run_example(__doc__, MIX.build, "outputs/mix_anchored_hashgrid", 5.0, rays, frames, eval_every=every)
+    training = example_training(
+        max_minutes=5.0, rays_per_batch=MIX.rays_per_batch, frames_per_batch=MIX.frames_per_batch, eval_every=MIX.eval_every
+    )
+    run_training(
+        training_parser(__doc__.split("\n")[0], "mix_anchored_hashgrid", "outputs/mix_anchored_hashgrid", training).parse_args()
+    )

@@ -9,11 +9,13 @@ renderer (``headfields.models.neus_avatar.NeusAvatar``) do the rest.
 The assembly is ``headfields.models.mixes.triangle_neus``; ``benchmarks/compare.py`` trains it next to its paper model.
 """
 
-from headfields.cli import run_example
+from headfields.cli import example_training, run_training, training_parser
 from headfields.models.mixes import MIXES
 
 MIX = MIXES["mix_triangle_neus"]
 
 if __name__ == "__main__":
-    rays, frames, every = MIX.rays_per_batch, MIX.frames_per_batch, MIX.eval_every
-    run_example(__doc__, MIX.build, "outputs/mix_triangle_neus", 5.0, rays, frames, eval_every=every)
+    training = example_training(
+        max_minutes=5.0, rays_per_batch=MIX.rays_per_batch, frames_per_batch=MIX.frames_per_batch, eval_every=MIX.eval_every
+    )
+    run_training(training_parser(__doc__.split("\n")[0], "mix_triangle_neus", "outputs/mix_triangle_neus", training).parse_args())

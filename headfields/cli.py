@@ -1,17 +1,23 @@
 """The command line every training example shares (``examples/*.py``): where the capture, the parametric model and
-the outputs are, the time budget, the batch, the device and the held-out split. An example adds its own flags to
-the parser :func:`training_parser` returns."""
+the outputs are, the device, the recipe, and a flag for every field of the model's configuration and of the
+training configuration, generated from the dataclasses (:mod:`headfields.configs`):
+
+    python examples/insta.py --recipe cpu --insta.hash-grid.levels 8 --eval-every 250 --max-minutes 5
+    python examples/insta.py --config outputs/insta/config.json --max-minutes 30   # a saved run's settings
+    python examples/insta.py --help                                                 # every flag, explained
+"""
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
+import dataclasses
 from pathlib import Path
 from types import ModuleType
 
 import torch
 
-from .checks import check_count, check_positive
+from .configs import add_config_flags, config_from_flags
+from .models.registry import model_entry
 from .training import TrainingConfig
 
 __all__ = [
@@ -20,46 +26,127 @@ __all__ = [
     "recipe_config",
     "recipe_name",
     "rounded",
-    "run_example",
-    "training_config",
+    "run_config",
+    "run_training",
     "training_parser",
 ]
 
+RECIPES = ("paper", "cpu")  # every paper model's module has paper_config() and cpu_config()
+# The training flags' short names, kept from before the flags were generated.
+TRAINING_ALIASES = {"max_iterations": "--iterations", "rays_per_batch": "--rays"}
+
 
 def training_parser(
-    description: str, out: str | Path, minutes: float, rays: int, model: str = "FLAME", video: str = "the synthetic video"
+    description: str,
+    model: str,
+    out: str | Path,
+    training: TrainingConfig,
+    parametric: str = "FLAME",
+    video: str = "the synthetic video",
 ) -> argparse.ArgumentParser:
-    """``--data --model --regions --out --max-minutes --iterations --rays --device --eval-split --seed`` with these defaults
-    (``model``, ``video``: the names the help gives the parametric model and the default data)."""
-    check_positive("minutes", minutes)
-    check_count("rays", rays, 1)
-    parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--data", type=Path, default=None, help=f"an INSTA-format folder (default: {video})")
+    """The parser of a training example of ``model`` (a name of :data:`~headfields.models.registry.MODELS`):
+    ``--data --model --regions --out --device --eval-split --recipe --config``, every field of ``training`` (the
+    example's defaults) as a top-level flag (``--max-minutes``, ``--eval-every``, ...) and every field of the
+    model's recipe as ``--{model}.{field}`` (``parametric``, ``video``: the names the help gives the parametric model
+    and the default data). :func:`run_config` turns the parsed flags into the run."""
+    if not isinstance(training, TrainingConfig):
+        raise TypeError(f"training: expected a TrainingConfig (the example's defaults), got {type(training).__name__}")
+    entry = model_entry(model)
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=None, help=f"a capture folder (default: {video})")
     parser.add_argument(
         "--model", type=Path, default=None,
-        help=f"{model} model folder (default: the dataset's own; a capture with tracked meshes needs none)",
+        help=f"{parametric} model folder (default: the dataset's own; a capture with tracked meshes needs none)",
     )  # fmt: skip
     parser.add_argument(
         "--regions", type=Path, default=None,
         help="a tracked-mesh capture's region file: regions.json or a mesh_masks/ folder (default: the capture's "
         "own, else from its segmentation)",
     )  # fmt: skip
-    parser.add_argument("--out", type=Path, default=Path(out))
-    parser.add_argument("--max-minutes", type=float, default=minutes, help="training time budget")
-    parser.add_argument("--iterations", type=int, default=TrainingConfig.max_iterations)
-    parser.add_argument("--rays", type=int, default=rays, help="rays per batch")
+    parser.add_argument("--out", type=Path, default=Path(out), help="the run folder (run again to resume)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--eval-split", default="test", choices=("val", "test"))
-    parser.add_argument("--seed", type=int, default=0, help="seeds the initial weights and the sampling")
+    parser.add_argument("--eval-split", default=None, choices=("val", "test"), help="the held-out split (default: test)")
+    recipes = sorted(entry.recipes)
+    parser.add_argument(
+        "--recipe", choices=recipes, default=None,
+        help="'paper': the paper's sizes and schedules; 'cpu': the sizes a CPU run of minutes affords (default: "
+        "paper on CUDA, cpu on a CPU)" if "paper" in recipes else "the mix's one recipe",
+    )  # fmt: skip
+    parser.add_argument(
+        "--config", type=Path, default=None,
+        help="a saved config.json (or a run folder): its recipe, training settings and data are the start, the "
+        "other flags change them",
+    )  # fmt: skip
+    add_config_flags(parser, training, "", aliases=TRAINING_ALIASES)
+    add_config_flags(parser, entry.recipe(_default_recipe(recipes, parser.get_default("device"))), model)
+    parser.set_defaults(run_model=model, run_training=training)
     return parser
 
 
-RECIPES = ("paper", "cpu")  # every paper model's module has paper_config() and cpu_config()
+def _default_recipe(recipes: list[str], device: str) -> str:
+    return "paper" if "paper" in recipes and torch.device(device).type == "cuda" else "cpu"
+
+
+def run_config(args: argparse.Namespace):
+    """The :class:`~headfields.runs.RunConfig` of a :func:`training_parser`'s parsed flags: the recipe (``--recipe``,
+    or ``--config``'s), the example's training defaults (or ``--config``'s), then every flag given; prints which
+    recipe it started from."""
+    from .runs import RunConfig, SubjectSource, read_run_config
+
+    model = args.run_model
+    entry = model_entry(model)
+    if args.config is not None:
+        if args.recipe is not None:
+            raise ValueError("recipe: give --recipe or --config, not both (a saved config holds its recipe)")
+        saved = read_run_config(args.config)
+        if saved.model != model:
+            raise ValueError(f"config: {args.config} is a {saved.model} run, not {model}")
+        recipe, training, subject, name = saved.recipe, saved.training, saved.subject, None
+        print(f"config: {args.config}")
+    else:
+        name = args.recipe or _default_recipe(sorted(entry.recipes), args.device)
+        recipe, training, subject = entry.recipe(name), args.run_training, SubjectSource()
+        print(f"recipe: {name} ({model})")
+    video = entry.video() if entry.video is not None else None
+    given = {k: str(getattr(args, k)) for k in ("data", "model", "regions", "eval_split") if getattr(args, k) is not None}
+    if given or args.config is None:
+        subject = SubjectSource(
+            data=given.get("data", subject.data),
+            model=given.get("model", subject.model),
+            eval_split=given.get("eval_split", subject.eval_split),
+            regions=given.get("regions", subject.regions),
+            model_type=entry.model_type,
+            video=video if given.get("data", subject.data) is None else None,
+        )
+    return RunConfig(
+        model=model,
+        recipe=config_from_flags(args, recipe, model),
+        training=config_from_flags(args, training, ""),
+        subject=subject,
+        recipe_name=name,
+    )
+
+
+def run_training(args: argparse.Namespace) -> dict:
+    """The whole of an example's training: :func:`run_config`, then :func:`~headfields.runs.train_run` on the
+    device (under ``torchrun``: this rank's, in the process group), the metrics printed. Returns the metrics on
+    rank 0 (the only rank, without torchrun) and None on the others, so what follows training runs once."""
+    from .distributed import destroy_distributed, init_distributed, rank
+    from .runs import train_run
+
+    run = run_config(args)
+    device = init_distributed(args.device)
+    metrics = train_run(run, args.out, device)
+    lead = rank() == 0
+    if lead:
+        print(rounded(metrics))
+    destroy_distributed()
+    return metrics if lead else None
 
 
 def add_recipe_flag(parser: argparse.ArgumentParser) -> None:
-    """``--recipe paper|cpu``: the paper's sizes and schedules, or those a CPU run affords (default: the paper's
-    on CUDA, the CPU's on a CPU)."""
+    """``--recipe paper|cpu`` for a script outside the registry (MonoNPHM's tracking): the paper's sizes and
+    schedules, or those a CPU run affords (default: the paper's on CUDA, the CPU's on a CPU)."""
     parser.add_argument(
         "--recipe", choices=RECIPES, default=None,
         help="'paper': the paper's sizes and schedules; 'cpu': the sizes a CPU run of minutes affords "
@@ -69,7 +156,7 @@ def add_recipe_flag(parser: argparse.ArgumentParser) -> None:
 
 def recipe_name(args: argparse.Namespace) -> str:
     """``args.recipe``, or its default: the paper's on CUDA (``args.device``), the CPU's on a CPU."""
-    name = args.recipe or ("paper" if torch.device(args.device).type == "cuda" else "cpu")
+    name = args.recipe or _default_recipe(list(RECIPES), args.device)
     if name not in RECIPES:
         raise ValueError(f"recipe: expected one of {RECIPES}, got {name!r}")
     return name
@@ -83,42 +170,11 @@ def recipe_config(args: argparse.Namespace, module: ModuleType, **overrides):
     return getattr(module, f"{name}_config")(**overrides)
 
 
-def training_config(args: argparse.Namespace, **fields) -> TrainingConfig:
-    """The loop's configuration from the parsed shared flags, plus an example's own ``fields``."""
-    return TrainingConfig(
-        max_iterations=args.iterations, max_minutes=args.max_minutes, rays_per_batch=args.rays, seed=args.seed, **fields
-    )
-
-
 def rounded(metrics: dict, digits: int = 4) -> dict:
     """``metrics`` with its floats rounded, for printing."""
     return {k: round(v, digits) if isinstance(v, float) else v for k, v in metrics.items()}
 
 
-def run_example(
-    doc: str,
-    build: Callable,
-    out: str | Path,
-    minutes: float,
-    rays: int,
-    frames_per_batch: int | None = None,
-    **training_fields,
-) -> dict:
-    """The whole of a mix's script: the shared flags (``doc``'s first line as the description), the subject
-    (``--data``, default the synthetic video), ``build(parametric, train_frames)`` on the device, :func:`train`
-    with ``frames_per_batch`` and ``training_fields``, the metrics printed. Runs under ``torchrun`` too."""
-    from .data import load_subject
-    from .distributed import destroy_distributed, init_distributed
-    from .training import seed_everything, train
-
-    args = training_parser(doc.strip().split("\n")[0], out, minutes=minutes, rays=rays).parse_args()
-    device = init_distributed(args.device)  # under torchrun: this rank's device, in the process group
-    subject = load_subject(args.data, args.model, args.eval_split, device=device, regions=args.regions)
-    print(*subject.notes, sep="\n")
-    seed_everything(args.seed)
-    model = build(subject.parametric, subject.train).to(device)
-    config = training_config(args, frames_per_batch=frames_per_batch, **training_fields)
-    metrics = train(model, subject.train, subject.eval, args.out, config, device=device)
-    print(rounded(metrics))
-    destroy_distributed()
-    return metrics
+def example_training(**fields) -> TrainingConfig:
+    """An example's training defaults: :class:`TrainingConfig` with ``fields``."""
+    return dataclasses.replace(TrainingConfig(), **fields)

@@ -49,3 +49,33 @@ def tiny_orbit_video(tmp_path_factory):
     )
     root = make_synthetic_video(tmp_path_factory.mktemp("orbit"), config)
     return load_insta_dataset(root, "train"), load_insta_dataset(root, "test")
+
+
+def _tiny_run(folder, model: str, recipe, video_root, **training):
+    """A run of ``model`` trained a few steps on the tiny video at ``video_root``, written to ``folder`` (config.json,
+    checkpoint, log.jsonl, metrics.json), and its RunConfig."""
+    from headfields.runs import RunConfig, SubjectSource, train_run
+    from headfields.training import TrainingConfig
+
+    fields = dict(max_iterations=6, rays_per_batch=128, eval_every=3, log_every=2, eval_frames=1, render_chunk=4096)
+    run = RunConfig(model, recipe, TrainingConfig(**{**fields, **training}), SubjectSource(data=str(video_root)))
+    train_run(run, folder, "cpu", log=open(os.devnull, "w"))
+    return folder, run
+
+
+@pytest.fixture(scope="session")
+def tiny_insta_run(tmp_path_factory, tiny_video):
+    """(folder, RunConfig) of INSTA (tests/tiny_configs.TINY_INSTA) trained 6 steps on the tiny video."""
+    from tiny_configs import TINY_INSTA
+
+    return _tiny_run(tmp_path_factory.mktemp("insta_run"), "insta", TINY_INSTA, tiny_video[0].root)
+
+
+@pytest.fixture(scope="session")
+def tiny_neus_run(tmp_path_factory, tiny_video):
+    """(folder, RunConfig) of the triangle-frame NeuS mix (an SDF model) trained 6 steps on the tiny video."""
+    from headfields.models.neus_avatar import NeusAvatarConfig
+    from headfields.renderers import NeusSampler
+
+    recipe = NeusAvatarConfig(sampler=NeusSampler(coarse=16, rounds=1, per_round=8, padding=0.03), eikonal_points=64)
+    return _tiny_run(tmp_path_factory.mktemp("neus_run"), "mix_triangle_neus", recipe, tiny_video[0].root)

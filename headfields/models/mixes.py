@@ -20,7 +20,7 @@ from .insta import cpu_config as insta_cpu_config
 from .monoavatar import MonoAvatar, MonoAvatarConfig, cpu_config
 from .neus_avatar import NeusAvatar, NeusAvatarConfig
 
-__all__ = ["MIXES", "Mix", "anchored_hashgrid", "hyper_insta", "triangle_neus"]
+__all__ = ["MIXES", "Mix", "anchored_hashgrid", "anchored_hashgrid_config", "hyper_insta", "triangle_neus"]
 
 # A small backward field (MonoNPHM's is 6 x 400): it runs on every sample INSTA keeps.
 HYPER = HyperDeformerConfig(hidden_dim=64, hidden_layers=3, skip_layer=None, hyper_dim=2, position_frequencies=4)
@@ -34,6 +34,12 @@ def triangle_neus(parametric: SubjectModel, train_frames: FrameSet, config: Neus
     return NeusAvatar(parametric, TriangleFrameDeformer(), config)  # no max_distance: every sample maps
 
 
+def anchored_hashgrid_config() -> MonoAvatarConfig:
+    """The anchored hash grid's recipe: MonoAvatar's CPU one without the error correction (the synthetic
+    video's tracking is exact)."""
+    return cpu_config(error_correction=None)
+
+
 def anchored_hashgrid(
     parametric: SubjectModel,
     train_frames: FrameSet,
@@ -41,7 +47,7 @@ def anchored_hashgrid(
     hash_grid: HashGridConfig = ANCHORED_GRID,
 ) -> MonoAvatar:
     """MonoAvatar's mesh-anchored UV-CNN features with a hash grid: a combination none of the papers built."""
-    config = config or cpu_config(error_correction=None)  # the synthetic video's tracking is exact
+    config = config or anchored_hashgrid_config()
     return MonoAvatar(parametric, len(train_frames), config, point_encoder=HashGrid(hash_grid))
 
 
@@ -56,7 +62,8 @@ def hyper_insta(parametric: SubjectModel, train_frames: FrameSet, config: InstaC
 
 @dataclass(frozen=True)
 class Mix:
-    build: Callable[[SubjectModel, FrameSet], nn.Module]
+    build: Callable[[SubjectModel, FrameSet, object], nn.Module]  # (parametric, train_frames, config)
+    config: Callable[[], object]  # the mix's recipe (what build uses without a config)
     rays_per_batch: int
     frames_per_batch: int | None  # rays from this many frames per batch (None: all)
     peer: str  # the closest paper model (for "MonoNPHM", compare.py runs its networks without the prior: hyper_neus)
@@ -68,7 +75,7 @@ class Mix:
 
 
 MIXES = {
-    "mix_triangle_neus": Mix(triangle_neus, 512, None, "MonoNPHM", eval_every=500),
-    "mix_anchored_hashgrid": Mix(anchored_hashgrid, 1024, 4, "MonoAvatar"),
-    "mix_hyper_insta": Mix(hyper_insta, 2048, None, "INSTA"),
+    "mix_triangle_neus": Mix(triangle_neus, NeusAvatarConfig, 512, None, "MonoNPHM", eval_every=500),
+    "mix_anchored_hashgrid": Mix(anchored_hashgrid, anchored_hashgrid_config, 1024, 4, "MonoAvatar"),
+    "mix_hyper_insta": Mix(hyper_insta, insta_cpu_config, 2048, None, "INSTA"),
 }

@@ -1,0 +1,141 @@
+"""Every avatar model by name: how to build it for a subject from its configuration, and its named recipes. A run's
+``config.json`` names its model here, so :func:`headfields.load_run` rebuilds any run's model the way training did.
+
+    entry = MODELS["insta"]
+    model = entry.build(subject, entry.recipe("cpu"))  # the subject's parametric model and frames
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from torch import nn
+
+if TYPE_CHECKING:
+    from ..data import Subject
+
+__all__ = ["MODELS", "ModelEntry", "build_model", "model_entry"]
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """``build(subject, config)``: the model for a subject; ``recipes``: recipe name -> its configuration (a paper
+    model has "paper" and "cpu"; a mix has its one recipe); ``model_type`` and ``video``: the parametric model a
+    capture without one is read with, and the synthetic video the model trains on by default (None: the
+    default video)."""
+
+    build: Callable[[Subject, Any], nn.Module]
+    recipes: Mapping[str, Callable[[], Any]]
+    model_type: str = "flame"
+    video: Callable[[], Any] | None = None
+    config_type: type | None = field(default=None, compare=False)  # the recipe's class (a saved config must be one)
+
+    def recipe(self, name: str) -> Any:
+        if name not in self.recipes:
+            raise ValueError(f"recipe: expected one of {sorted(self.recipes)}, got {name!r}")
+        return self.recipes[name]()
+
+
+def _insta(subject: Subject, config) -> nn.Module:
+    from .insta import Insta
+
+    return Insta(subject.parametric, subject.train.segmentation_labels, config)
+
+
+def _monoavatar(subject: Subject, config) -> nn.Module:
+    from ..parametric import ParametricModel, add_mouth_interior
+    from .monoavatar import MonoAvatar
+
+    parametric = subject.parametric
+    # Real FLAME has no mouth cavity: MonoAvatar anchors features inside it. A capture's own tracked meshes (no
+    # model files) fix the topology, so they are used as the tracker made them.
+    if isinstance(parametric, ParametricModel) and "mouth_interior" not in parametric.regions:
+        if subject.train.params is None:
+            raise ValueError(
+                "data: a capture with tracked meshes needs a FLAME with a mouth interior for MonoAvatar (its meshes "
+                "fix the topology); track with parameters, or use such a model"
+            )
+        parametric = add_mouth_interior(parametric)
+    return MonoAvatar(parametric, len(subject.train), config)
+
+
+def _portrait360(subject: Subject, config) -> nn.Module:
+    from .portrait360 import Portrait360
+
+    return Portrait360(subject.parametric, config)
+
+
+def _hyper_neus(subject: Subject, config) -> nn.Module:
+    from .hyper_neus import HyperNeusAvatar
+
+    return HyperNeusAvatar(subject.parametric, len(subject.train), config)
+
+
+def _paper_model(module_name: str, build, config_name: str, **more) -> ModelEntry:
+    import importlib
+
+    module = importlib.import_module(f"{__package__}.{module_name}")
+    recipes = {"paper": module.paper_config, "cpu": module.cpu_config}
+    return ModelEntry(build, recipes, config_type=getattr(module, config_name), **more)
+
+
+def _mix(name: str) -> ModelEntry:
+    from .mixes import MIXES
+
+    mix = MIXES[name]
+    return ModelEntry(lambda subject, config: mix.build(subject.parametric, subject.train, config), {"cpu": mix.config})
+
+
+def _portrait360_video():
+    from ..synthetic import SyntheticVideoConfig
+
+    return SyntheticVideoConfig.portrait360()
+
+
+def _entries() -> dict[str, ModelEntry]:
+    return {
+        "insta": _paper_model("insta", _insta, "InstaConfig"),
+        "monoavatar": _paper_model("monoavatar", _monoavatar, "MonoAvatarConfig"),
+        "portrait360": _paper_model(
+            "portrait360", _portrait360, "Portrait360Config", model_type="smplx", video=_portrait360_video
+        ),
+        "hyper_neus": _paper_model("hyper_neus", _hyper_neus, "HyperNeusConfig"),
+        **{name: _mix(name) for name in ("mix_triangle_neus", "mix_anchored_hashgrid", "mix_hyper_insta")},
+    }
+
+
+class _Models(Mapping):
+    """The registry, filled on first use (the model modules import the training loop, which imports this)."""
+
+    _entries: dict[str, ModelEntry] | None = None
+
+    def _all(self) -> dict[str, ModelEntry]:
+        if self._entries is None:
+            type(self)._entries = _entries()
+        return self._entries
+
+    def __getitem__(self, name: str) -> ModelEntry:
+        return self._all()[name]
+
+    def __iter__(self):
+        return iter(self._all())
+
+    def __len__(self) -> int:
+        return len(self._all())
+
+
+MODELS: Mapping[str, ModelEntry] = _Models()
+
+
+def model_entry(name: str) -> ModelEntry:
+    """``MODELS[name]``, with an error that lists the names."""
+    if name not in MODELS:
+        raise ValueError(f"model: expected one of {sorted(MODELS)}, got {name!r}")
+    return MODELS[name]
+
+
+def build_model(name: str, subject: Subject, config) -> nn.Module:
+    """Model ``name`` for ``subject`` with ``config`` (see :data:`MODELS`)."""
+    return model_entry(name).build(subject, config)

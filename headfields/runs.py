@@ -1,0 +1,195 @@
+"""Self-describing runs: what a run folder holds, and :func:`load_run`, which rebuilds a trained avatar from it.
+
+A run folder (``train(..., run=RunConfig)``, every example script) holds:
+
+- ``config.json``: the :class:`RunConfig`, i.e. the model's name and its whole configuration (the recipe), the
+  training configuration and where the subject came from (also inside the checkpoint);
+- ``checkpoint.pt``: the weights, their moving average, the optimiser (:mod:`headfields.checkpoints`);
+- ``log.jsonl``: a line per logged step; ``metrics.json`` and ``renders/`` once training has finished.
+
+    run = load_run("outputs/insta", device="cpu")  # the model with its evaluation (EMA) weights, in eval mode
+    rgb = render_image(run.model, run.subject.eval, 0, 8192, run.device, head=run.eval_head)
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .checkpoints import CheckpointError, check_fingerprint, frozen_state_keys, load_checkpoint, run_fingerprint
+from .configs import config_from_dict, config_to_dict
+from .data import Subject, load_subject
+from .ema import ExponentialMovingAverage
+from .heads import tracked_head
+from .models.registry import build_model, model_entry
+from .parametric import Head
+from .synthetic import SyntheticVideoConfig
+from .training import CHECKPOINT_NAME, CONFIG_NAME, TrainingConfig
+
+__all__ = ["Run", "RunConfig", "SubjectSource", "load_run", "read_run_config", "train_run"]
+
+
+@dataclass(frozen=True)
+class SubjectSource:
+    """Where a run's subject comes from: the capture folder ``data`` (None: the synthetic video ``video``, or the
+    default one), its parametric model folder ``model`` (None: the capture's own), the held-out split, a
+    tracked-mesh capture's ``regions`` file and the model type a capture that names none is read with. Paths
+    (strings, as config.json holds them) are stored absolute, so a run loads from any working directory."""
+
+    data: str | None = None
+    model: str | None = None
+    eval_split: str = "test"
+    regions: str | None = None
+    model_type: str = "flame"
+    video: SyntheticVideoConfig | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("data", "model", "regions"):
+            value = getattr(self, name)
+            if value is not None:
+                if not isinstance(value, str):
+                    raise TypeError(f"{name}: expected a path as a string, or None, got {value!r}")
+                object.__setattr__(self, name, str(Path(value).expanduser().absolute()))
+
+    def load(self, device: str | torch.device | None = None) -> Subject:
+        return load_subject(
+            self.data, self.model, self.eval_split, video=self.video, model_type=self.model_type, device=device,
+            regions=self.regions,
+        )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that defines a run: the model (a name of :data:`~headfields.models.registry.MODELS`) and its
+    configuration ``recipe``, the ``training`` configuration and the ``subject``; ``recipe_name`` says which named
+    recipe it started from ("paper", "cpu"; None: a saved config)."""
+
+    model: str
+    recipe: Any
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    subject: SubjectSource = field(default_factory=SubjectSource)
+    recipe_name: str | None = None
+
+    def __post_init__(self) -> None:
+        model_entry(self.model)  # a known name
+        if not isinstance(self.training, TrainingConfig):
+            raise TypeError(f"training: expected a TrainingConfig, got {type(self.training).__name__}")
+        if not isinstance(self.subject, SubjectSource):
+            raise TypeError(f"subject: expected a SubjectSource, got {type(self.subject).__name__}")
+
+    def to_dict(self) -> dict:
+        return config_to_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> RunConfig:
+        return config_from_dict(data, cls)
+
+
+def read_run_config(path: str | Path) -> RunConfig:
+    """The :class:`RunConfig` saved as ``path`` (a ``config.json``, or a run folder holding one)."""
+    path = Path(path)
+    file = path / CONFIG_NAME if path.is_dir() else path
+    if not file.is_file():
+        raise FileNotFoundError(f"config: no {CONFIG_NAME} in {path} (a run folder that train wrote, or its config.json)")
+    try:
+        data = json.loads(file.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"config: {file} is not JSON ({error})") from None
+    return RunConfig.from_dict(data)
+
+
+def train_run(run: RunConfig, out: str | Path, device: str | torch.device | None = None, **train_options) -> dict:
+    """The run ``run`` into ``out``: the subject loaded, the weights seeded and built, then
+    :func:`~headfields.training.train` (which writes ``out/config.json`` first and resumes from a checkpoint of
+    the same run). ``train_options``: ``train``'s other arguments (``resume``, ``log``)."""
+    from .training import seed_everything, train
+
+    subject = run.subject.load(device)
+    for note in subject.notes:  # what a capture without model files was read as
+        print(note)
+    seed_everything(run.training.seed)  # the initial weights
+    model = build_model(run.model, subject, run.recipe).to(device)
+    return train(model, subject.train, subject.eval, out, run.training, device=device, run=run, **train_options)
+
+
+@dataclass
+class Run:
+    """A trained run, loaded: its model in eval mode with its evaluation weights, the subject it was trained on
+    and the tracked heads of both splits, on ``device``."""
+
+    path: Path
+    config: RunConfig
+    model: nn.Module
+    subject: Subject
+    train_head: Head
+    eval_head: Head
+    device: torch.device
+    step: int  # training steps the weights had
+    metrics: dict | None  # metrics.json, once training finished
+
+    def head(self, split: str) -> Head:
+        """The tracked head of ``split`` ("train" or the held-out split)."""
+        if split == "train":
+            return self.train_head
+        if split == self.subject.eval.split:
+            return self.eval_head
+        raise ValueError(f"split: expected 'train' or {self.subject.eval.split!r}, got {split!r}")
+
+    def frames(self, split: str):
+        """The frames of ``split`` ("train" or the held-out split)."""
+        self.head(split)  # checks the name
+        return self.subject.train if split == "train" else self.subject.eval
+
+
+def load_run(path: str | Path, device: str | torch.device | None = None) -> Run:
+    """The run in folder ``path`` (see the module docstring), on ``device`` (default: CUDA when torch sees one, else
+    the CPU): the subject loaded from where the run recorded it, the model rebuilt from ``config.json`` and the
+    checkpoint's weights put in, the moving average's where the run kept one (the weights it evaluates with)."""
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"run: {path} is not a folder (give the --out folder of a training run)")
+    checkpoint = path / CHECKPOINT_NAME
+    if not checkpoint.is_file():
+        raise FileNotFoundError(f"run: no {CHECKPOINT_NAME} in {path}: has the run written one yet?")
+    device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
+    state = load_checkpoint(checkpoint, device)
+    saved = state.get("run")
+    if (path / CONFIG_NAME).is_file():
+        config = read_run_config(path)
+        if saved is not None and json.loads(saved) != config.to_dict():
+            raise CheckpointError(f"run: {path / CONFIG_NAME} differs from the configuration inside {checkpoint}")
+    elif saved is not None:
+        config = RunConfig.from_dict(json.loads(saved))
+    else:
+        raise CheckpointError(f"run: {path} has no {CONFIG_NAME} and its checkpoint no configuration (trained without one)")
+
+    subject = config.subject.load(device)
+    model = build_model(config.model, subject, config.recipe).to(device)
+    # The same frames, model files and recipe as the checkpoint was made with, or a clear error saying what differs.
+    check_fingerprint(checkpoint, state.get("fingerprint"), run_fingerprint(model, subject.train, config.training))
+    missing, unexpected = model.load_state_dict(state["model"], strict=False)
+    if unexpected or set(missing) - frozen_state_keys(model):
+        raise CheckpointError(f"checkpoint: {checkpoint} does not fit the model (missing {missing}, unexpected {unexpected})")
+    if state.get("ema") is not None:
+        average = ExponentialMovingAverage(model, state["ema"]["decay"])
+        average.load_state_dict(state["ema"])
+        average.copy_to()
+    model.eval()
+    metrics_file = path / "metrics.json"
+    metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else None
+    return Run(
+        path=path,
+        config=config,
+        model=model,
+        subject=subject,
+        train_head=tracked_head(model.parametric, subject.train),
+        eval_head=tracked_head(model.parametric, subject.eval),
+        device=device,
+        step=int(state["step"]),
+        metrics=metrics,
+    )

@@ -1,0 +1,147 @@
+"""Self-describing runs: config.json and the checkpoint's copy round-trip, log.jsonl has a line per logged step,
+load_run rebuilds the model with its evaluation weights (bit for bit in a fresh process), and each bad run folder
+gets a clear error."""
+
+import json
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from headfields.checkpoints import CheckpointError, load_checkpoint
+from headfields.configs import config_to_dict
+from headfields.runs import RunConfig, SubjectSource, load_run, read_run_config
+from headfields.training import CHECKPOINT_NAME, CONFIG_NAME, LOG_NAME, evaluate, render_image
+
+
+def test_config_json_round_trips_and_matches_the_checkpoint(tiny_insta_run):
+    folder, run = tiny_insta_run
+    saved = read_run_config(folder)
+    assert saved == run
+    assert json.loads((folder / CONFIG_NAME).read_text()) == config_to_dict(run)
+    state = load_checkpoint(folder / CHECKPOINT_NAME)
+    assert json.loads(state["run"]) == config_to_dict(run)
+    assert RunConfig.from_dict(json.loads(state["run"])) == run
+
+
+def test_log_has_a_line_per_logged_step_and_per_evaluation(tiny_insta_run):
+    folder, run = tiny_insta_run
+    records = [json.loads(line) for line in (folder / LOG_NAME).read_text().splitlines()]
+    steps = [r["step"] for r in records if "loss" in r]
+    every = run.training.log_every
+    assert steps == [s for s in range(1, run.training.max_iterations + 1) if s == 1 or s % every == 0]
+    assert all({"time", "loss", "psnr", "terms", "learning_rates"} <= set(r) for r in records if "loss" in r)
+    evals = [r["step"] for r in records if "eval" in r]
+    assert evals == [s for s in range(1, run.training.max_iterations) if s % run.training.eval_every == 0]
+
+
+def test_load_run_puts_in_the_moving_average_and_reproduces_the_held_out_scores(tiny_insta_run):
+    folder, _ = tiny_insta_run
+    run = load_run(folder, "cpu")
+    state = load_checkpoint(folder / CHECKPOINT_NAME)
+    assert state["ema"] is not None
+    for name, p in run.model.named_parameters():
+        assert torch.equal(p.detach(), state["ema"]["shadow"][name]), name
+    assert not run.model.training and run.step == state["step"]
+    # The final evaluation of training ran with the same averaged weights: the same images, the same scores.
+    frames = list(range(len(run.subject.eval)))
+    ev = evaluate(run.model, run.subject.eval, frames, 4096, run.device, head=run.eval_head)
+    assert ev.psnr == pytest.approx(run.metrics["psnr"], abs=1e-9)
+    assert ev.ssim == pytest.approx(run.metrics["ssim"], abs=1e-9)
+
+
+def test_load_run_in_a_fresh_process_renders_bit_for_bit(tiny_insta_run, tmp_path):
+    folder, _ = tiny_insta_run
+    script = textwrap.dedent(
+        f"""
+        import torch
+        from headfields import load_run
+        from headfields.training import render_image
+        run = load_run({str(folder)!r}, "cpu")
+        torch.save(render_image(run.model, run.subject.eval, 1, 4096, run.device, head=run.eval_head), {str(tmp_path / "a.pt")!r})
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    run = load_run(folder, "cpu")
+    here = render_image(run.model, run.subject.eval, 1, 4096, run.device, head=run.eval_head)
+    assert torch.equal(torch.load(tmp_path / "a.pt"), here)
+
+
+def test_a_missing_or_incomplete_run_folder_is_named(tiny_insta_run, tmp_path):
+    with pytest.raises(FileNotFoundError, match="^run: .* is not a folder"):
+        load_run(tmp_path / "nowhere")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="^run: no checkpoint.pt"):
+        load_run(tmp_path / "empty")
+    with pytest.raises(FileNotFoundError, match="^config: no config.json"):
+        read_run_config(tmp_path / "empty")
+
+
+def test_an_edited_config_json_is_refused(tiny_insta_run, tmp_path):
+    folder, _ = tiny_insta_run
+    copy = tmp_path / "run"
+    shutil.copytree(folder, copy)
+    data = json.loads((copy / CONFIG_NAME).read_text())
+    data["recipe"]["sh_degree"] = 2
+    (copy / CONFIG_NAME).write_text(json.dumps(data))
+    with pytest.raises(CheckpointError, match="differs from the configuration inside"):
+        load_run(copy, "cpu")
+    data["model"] = "no_such_model"
+    (copy / CONFIG_NAME).write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="model: expected one of"):
+        read_run_config(copy)
+
+
+def test_a_run_whose_capture_changed_is_refused(tiny_insta_run, tmp_path):
+    """The fingerprint: another capture's frames under the recorded path fail with what differs."""
+    folder, run = tiny_insta_run
+    copy = tmp_path / "run"
+    shutil.copytree(folder, copy)
+    (copy / CONFIG_NAME).unlink()  # the checkpoint's copy of the config is then the one read
+    state = load_checkpoint(copy / CHECKPOINT_NAME)
+    from headfields.synthetic import SyntheticVideoConfig, make_synthetic_video
+
+    other = make_synthetic_video(
+        tmp_path / "other", SyntheticVideoConfig(num_frames=8, num_val=1, num_test=2, resolution=16, seed=3)
+    )
+    moved = RunConfig(run.model, run.recipe, run.training, SubjectSource(data=str(other)))
+    state["run"] = json.dumps(config_to_dict(moved))
+    torch.save(state, copy / CHECKPOINT_NAME)
+    with pytest.raises(CheckpointError, match="frames"):
+        load_run(copy, "cpu")
+
+
+def test_render_image_of_a_loaded_run_is_its_model_render(tiny_insta_run):
+    """run.head(split) and run.frames(split) name the splits; a wrong name is refused."""
+    folder, _ = tiny_insta_run
+    run = load_run(folder, "cpu")
+    assert run.frames("train") is run.subject.train and run.head("test") is run.eval_head
+    with pytest.raises(ValueError, match="^split:"):
+        run.head("val")
+    image = render_image(run.model, run.subject.train, 0, 4096, run.device, head=run.train_head)
+    assert image.shape == (16, 16, 3) and bool(torch.isfinite(image).all())
+
+
+def test_subject_source_stores_absolute_paths(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    source = SubjectSource(data="capture", model="flame")  # relative to the working directory
+    assert source.data == str(tmp_path / "capture") and source.model == str(tmp_path / "flame")
+    with pytest.raises(TypeError, match="data"):  # (beartype checks the annotation first in the tests)
+        SubjectSource(data=3)
+
+
+def test_train_refuses_a_run_config_of_other_training_settings(tiny_video, tmp_path):
+    from tiny_configs import TINY_INSTA
+
+    from headfields.models.registry import build_model
+    from headfields.training import TrainingConfig, train
+
+    train_frames, eval_frames = tiny_video
+    run = RunConfig("insta", TINY_INSTA, TrainingConfig(max_iterations=2), SubjectSource(data=str(train_frames.root)))
+    model = build_model("insta", run.subject.load("cpu"), TINY_INSTA)
+    with pytest.raises(ValueError, match="^run: expected the RunConfig whose training"):
+        train(model, train_frames, eval_frames, tmp_path, TrainingConfig(max_iterations=3), run=run)
