@@ -1,0 +1,32 @@
+"""``python -m headfields COMMAND``: use a trained run. ``render`` makes videos (replay, reenactment, camera paths),
+``export`` writes coloured meshes; ``python -m headfields COMMAND --help`` explains each flag."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..checkpoints import CheckpointError
+from . import export, render
+
+__all__ = ["main", "parser"]
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="python -m headfields", description=__doc__.split("\n")[0])
+    commands = top.add_subparsers(title="commands", dest="name", required=True)
+    for module in (render, export):
+        module.add_parser(commands)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command of ``argv`` (default: the command line); a bad argument exits with its message, status 2."""
+    top = parser()
+    args = top.parse_args(argv)
+    try:
+        args.command(args)
+    except (ValueError, FileNotFoundError, CheckpointError) as error:  # bad input: its message, not a traceback
+        print(f"python -m headfields {args.name}: error: {error}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,89 @@
+"""``python -m headfields export RUN --out DIR``: a trained avatar's surface as coloured PLY meshes, in canonical space
+(the neutral expression and pose) or posed at the frames of a split.
+
+    python -m headfields export outputs/insta --out meshes                      # canonical.ply and test_00000.ply
+    python -m headfields export outputs/insta --out meshes --frames all         # every held-out frame, posed
+    python -m headfields export outputs/insta --out meshes --split train --frames 0,10,20 --no-canonical
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from ..export import DENSITY_THRESHOLD, field_mesh, write_ply
+from ..progress import Progress
+from ..runs import load_run
+
+__all__ = ["add_parser", "export", "frame_list"]
+
+
+def add_parser(commands) -> None:
+    parser = commands.add_parser(
+        "export",
+        help="a trained run's surface as coloured PLY meshes (marching cubes of its density or SDF)",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("run", type=Path, help="a training run's folder (its --out)")
+    parser.add_argument("--out", type=Path, required=True, help="the folder the meshes go to")
+    parser.add_argument("--split", default=None, help="the split of the posed meshes (default: the run's held-out split)")
+    parser.add_argument(
+        "--frames", default="0",
+        help="posed meshes of these frames of the split: 'all', 'none', or indices such as 0,5,10 (a sequence: 'all')",
+    )  # fmt: skip
+    parser.add_argument(
+        "--canonical", action=argparse.BooleanOptionalAction, default=True,
+        help="also the mesh in canonical space (the parametric model's neutral expression and pose)",
+    )  # fmt: skip
+    parser.add_argument("--resolution", type=int, default=256, help="marching-cubes grid points per axis")
+    parser.add_argument(
+        "--level", type=float, default=None,
+        help=f"the surface's level: NeuS models' SDF (default 0), NeRF models' density per metre (default "
+        f"{DENSITY_THRESHOLD:g}: 3 mm of it hide 95%% of what lies behind, see headfields.export)",
+    )  # fmt: skip
+    parser.add_argument("--padding", type=float, default=0.05, help="metres the posed mesh's box grows on every side")
+    parser.add_argument("--device", default=None, help="default: cuda when available, else cpu")
+    parser.set_defaults(command=export)
+
+
+def frame_list(text: str, count: int) -> list[int]:
+    """The frames ``--frames`` names among ``count``: 'all', 'none', or comma-separated indices."""
+    if text == "all":
+        return list(range(count))
+    if text == "none":
+        return []
+    try:
+        frames = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ValueError(f"frames: expected 'all', 'none' or indices such as 0,5,10, got {text!r}") from None
+    bad = [f for f in frames if not 0 <= f < count]
+    if bad:
+        raise ValueError(f"frames: expected indices in [0, {count - 1}] (the split's frames), got {bad}")
+    return frames
+
+
+def export(args: argparse.Namespace) -> dict:
+    """The ``export`` command: writes the meshes, prints and returns what it wrote."""
+    if args.resolution < 2:
+        raise ValueError(f"resolution: expected at least 2 grid points per axis, got {args.resolution}")
+    run = load_run(args.run, args.device)
+    split = args.split or run.subject.eval.split
+    head = run.head(split)
+    frames = frame_list(args.frames, head.num_frames)
+    jobs = [("canonical", run.model.parametric(), 0)] if args.canonical else []
+    jobs += [(f"{split}_{f:05d}", head, f) for f in frames]
+    if not jobs:
+        raise ValueError("frames: nothing to export (--frames none with --no-canonical)")
+    args.out.mkdir(parents=True, exist_ok=True)
+    written = {}
+    with Progress(len(jobs), "export", "mesh") as bar:
+        for name, frame_head, frame in jobs:
+            mesh = field_mesh(run.model, frame_head, frame, args.resolution, args.level, args.padding)
+            path = args.out / f"{name}.ply"
+            write_ply(path, mesh.vertices, mesh.faces, mesh.colors)
+            written[str(path)] = {"vertices": len(mesh.vertices), "faces": len(mesh.faces)}
+            bar.update(1)
+    print(json.dumps(written))
+    return written

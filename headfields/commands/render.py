@@ -1,0 +1,216 @@
+"""``python -m headfields render RUN``: a video of a trained avatar, replaying its held-out frames, driven by
+another capture's tracking, or seen from a new camera path.
+
+    python -m headfields render outputs/insta                                   # the held-out split, its cameras
+    python -m headfields render outputs/insta --camera orbit --frames 48 --resolution 128 --out orbit.mp4
+    python -m headfields render outputs/insta --drive /path/to/other/capture    # reenactment (relative transfer)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..driving import TRANSFERS, drive, is_own_capture
+from ..heads import tracked_head
+from ..metrics import psnr
+from ..parametric import Head
+from ..progress import Progress
+from ..renderers.camera_paths import CAMERA_PATHS, camera_path, camera_rig, resized_cameras
+from ..renderers.cameras import PinholeCameras
+from ..runs import Run, load_run
+from ..training import render_view, save_png
+from ..video import VideoWriter
+
+__all__ = ["CAMERAS", "RenderPlan", "add_parser", "plan_render", "render"]
+
+CAMERAS = ("track", *CAMERA_PATHS)  # track: the driving frames' own cameras
+STILL_FRAMES = 48  # frames of a camera path around the still avatar when --frames is not given
+
+
+def add_parser(commands) -> None:
+    parser = commands.add_parser(
+        "render",
+        help="a video of a trained run: its held-out frames, another capture driving it, or a camera path",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("run", type=Path, help="a training run's folder (its --out)")
+    parser.add_argument(
+        "--drive", type=Path, default=None, metavar="CAPTURE",
+        help="a capture (INSTA, VHAP or metrical-tracker layout) whose tracking drives the avatar (default: the "
+        "avatar's own held-out split)",
+    )  # fmt: skip
+    parser.add_argument("--split", default=None, help="the driving capture's split (default: the run's held-out split)")
+    transfer = parser.add_mutually_exclusive_group()
+    transfer.add_argument(
+        "--transfer", choices=TRANSFERS, default="auto",
+        help="relative: the driver's expression, jaw and head pose as offsets from its neutral frame, added to the "
+        "avatar's; absolute: as they are; auto: absolute for the avatar's own capture, relative otherwise",
+    )  # fmt: skip
+    transfer.add_argument("--absolute", dest="transfer", action="store_const", const="absolute", help="--transfer absolute")
+    transfer.add_argument("--relative", dest="transfer", action="store_const", const="relative", help="--transfer relative")
+    parser.add_argument("--driver-neutral", type=int, default=0, metavar="N", help="the driver's neutral frame (relative)")
+    parser.add_argument(
+        "--avatar-neutral", type=int, default=0, metavar="N",
+        help="the avatar's neutral training frame: what relative transfer adds to, and the still pose of a camera path",
+    )  # fmt: skip
+    parser.add_argument(
+        "--camera", choices=CAMERAS, default="track",
+        help="track: the driving frames' cameras; orbit / spiral / front: a path around the head at the training "
+        "cameras' distance and elevation",
+    )  # fmt: skip
+    parser.add_argument(
+        "--frames", type=int, default=None,
+        help=f"frames to render (default: every driving frame; a camera path without --drive: {STILL_FRAMES})",
+    )  # fmt: skip
+    parser.add_argument("--fps", type=float, default=25.0)
+    parser.add_argument(
+        "--resolution", type=int, default=None,
+        help="pixels of the longer image side (default: the capture's); sizes are rounded to even numbers (mp4)",
+    )  # fmt: skip
+    parser.add_argument("--yaw-range", type=float, default=360.0, help="degrees an orbit turns")
+    parser.add_argument("--elevation-range", type=float, default=15.0, help="degrees a spiral swings up and down")
+    parser.add_argument("--out", type=Path, default=None, help="the mp4 (default: RUN/videos/<camera>.mp4)")
+    parser.add_argument("--png", action="store_true", help="also each frame as a PNG, in a folder named like the video")
+    parser.add_argument(
+        "--side-by-side", action="store_true",
+        help="the capture's image beside each render (the avatar's own capture, --camera track)",
+    )  # fmt: skip
+    parser.add_argument("--device", default=None, help="default: cuda when available, else cpu")
+    parser.add_argument("--chunk", type=int, default=8192, help="rays rendered at once")
+    parser.set_defaults(command=render)
+
+
+@dataclass
+class RenderPlan:
+    """What to render: camera ``k`` of ``cameras`` sees frame ``head_frames[k]`` of ``head``; ``truth`` holds the
+    capture's image of each rendered frame where it is the same view (else None)."""
+
+    cameras: PinholeCameras
+    head: Head
+    head_frames: list[int]
+    truth: torch.Tensor | None  # uint8 [K, H, W, 3]
+    notes: list[str]
+
+
+def _even(value: float) -> int:
+    return max(2, 2 * round(value / 2))
+
+
+def plan_render(run: Run, args: argparse.Namespace) -> RenderPlan:
+    """The cameras, heads and ground truth ``args`` ask of ``run`` (see :func:`add_parser` for the flags)."""
+    from ..data import load_tracker_dataset
+
+    avatar = run.subject.train
+    notes = []
+    if args.drive is not None:
+        if not args.drive.is_dir():
+            raise FileNotFoundError(f"drive: no capture folder {args.drive}")
+        split = args.split or run.subject.eval.split
+        driver = load_tracker_dataset(args.drive, split)
+    else:
+        split = args.split or run.subject.eval.split
+        driver = run.frames(split)
+    own = is_own_capture(avatar, driver)
+    transfer = args.transfer if args.transfer != "auto" else ("absolute" if own else "relative")
+    notes.append(f"driving: {'the avatar' if own else 'another'} capture's {split} split ({len(driver)} frames), {transfer}")
+    driven = drive(avatar, driver, transfer == "relative", args.avatar_neutral, args.driver_neutral)
+    parametric = run.model.parametric
+    template = avatar.cameras
+    if args.camera == "track":
+        count = len(driver) if args.frames is None else args.frames
+        if not 1 <= count <= len(driver):
+            raise ValueError(f"frames: expected 1 to the driver's {len(driver)} frames with --camera track, got {count}")
+        head, head_frames = tracked_head(parametric, driven), list(range(count))
+        c2w = driver.cameras.camera_to_world[:count]
+        if transfer == "relative":  # the driver's camera motion from its neutral frame, applied to the avatar's camera
+            base = avatar.cameras.camera_to_world[args.avatar_neutral]
+            c2w = base @ torch.linalg.inv(driver.cameras.camera_to_world[args.driver_neutral]) @ c2w
+        else:
+            template = driver.cameras
+        cameras = PinholeCameras(template.fx, template.fy, template.cx, template.cy, template.width, template.height, c2w)
+    else:
+        if args.drive is not None:
+            count = len(driver) if args.frames is None else args.frames
+            head = tracked_head(parametric, driven)
+            head_frames = [k % len(driver) for k in range(count)]
+        else:  # the still avatar in its neutral training frame
+            count = STILL_FRAMES if args.frames is None else args.frames
+            head, head_frames = run.train_head, [args.avatar_neutral] * count
+        if count < 1:
+            raise ValueError(f"frames: expected at least 1 frame, got {count}")
+        neutral = run.train_head.vertices[args.avatar_neutral]
+        center = (neutral.amin(dim=0) + neutral.amax(dim=0)) / 2
+        rig = camera_rig(avatar.cameras.to(center.device), center)
+        cameras = camera_path(
+            args.camera, rig, count, avatar.cameras, yaw_range=math.radians(args.yaw_range),
+            elevation_range=math.radians(args.elevation_range),
+        )  # fmt: skip
+    width, height = cameras.width, cameras.height
+    if args.resolution is not None:
+        if args.resolution < 2:
+            raise ValueError(f"resolution: expected at least 2 pixels, got {args.resolution}")
+        scale = args.resolution / max(width, height)
+        width, height = _even(width * scale), _even(height * scale)
+    else:
+        width, height = _even(width), _even(height)
+    if (width, height) != (cameras.width, cameras.height):
+        cameras = resized_cameras(cameras, width, height)
+    truth = None
+    if own and transfer == "absolute" and args.camera == "track":
+        images = driver.images[: len(head_frames)]
+        if images.shape[1:3] == (height, width):
+            truth = images
+        else:  # the same views at another size: the capture's images, resampled
+            resized = torch.nn.functional.interpolate(images.permute(0, 3, 1, 2).float(), (height, width), mode="area")
+            truth = resized.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+    if args.side_by_side and truth is None:
+        raise ValueError(
+            "side_by_side: needs the capture's images of the same views: drive with the avatar's own capture "
+            "(no --drive, or its folder), --camera track, without --relative"
+        )
+    return RenderPlan(cameras, head, head_frames, truth, notes)
+
+
+def render(args: argparse.Namespace) -> dict:
+    """The ``render`` command: writes the video (and the PNGs), prints and returns a summary."""
+    if args.fps <= 0:
+        raise ValueError(f"fps: expected a positive frame rate, got {args.fps}")
+    if args.chunk < 1:
+        raise ValueError(f"chunk: expected at least 1 ray, got {args.chunk}")
+    run = load_run(args.run, args.device)
+    plan = plan_render(run, args)
+    print(*plan.notes, sep="\n")
+    out = args.out if args.out is not None else run.path / "videos" / f"{args.camera}.mp4"
+    if out.suffix != ".mp4":
+        raise ValueError(f"out: expected a .mp4 file, got {out}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    pngs = out.with_suffix("") if args.png else None
+    scores = []
+    cameras = plan.cameras.to(run.device)
+    with VideoWriter(out, fps=args.fps) as video, Progress(len(plan.head_frames), "render", "frame") as bar:
+        for k, frame in enumerate(plan.head_frames):
+            image = render_view(run.model, cameras, k, plan.head, frame, args.chunk, run.device)
+            if plan.truth is not None:
+                truth = plan.truth[k].float() / 255.0
+                scores.append(float(psnr(image, truth)))
+                bar.set_values(psnr=sum(scores) / len(scores))
+                if args.side_by_side:
+                    image = torch.cat([truth, image], dim=1)
+            video.write(image)
+            if pngs is not None:
+                save_png(image, pngs / f"{k:05d}.png")
+            bar.update(1)
+    summary = {"video": str(out), "frames": len(plan.head_frames), "width": video.width, "height": video.height}
+    if scores:  # the renders themselves, before the video's compression
+        summary["psnr"] = sum(scores) / len(scores)
+        if run.metrics is not None and run.metrics.get("psnr") is not None:
+            summary["run_psnr"] = run.metrics["psnr"]
+    print(json.dumps(summary))
+    return summary

@@ -1,0 +1,163 @@
+"""``python -m headfields render | export`` on tiny trained runs: the videos decode to the frames asked for, a
+replay of the held-out split scores the run's held-out PSNR, reenactment by another capture, meshes with vertex
+colours, and a clear error for each bad argument."""
+
+import dataclasses
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import trimesh
+from PIL import Image
+
+from headfields.commands import main
+from headfields.data import load_insta_dataset, save_insta_dataset
+from headfields.export import field_mesh
+from headfields.metrics import psnr
+from headfields.runs import load_run
+from headfields.synthetic import SyntheticVideoConfig, make_synthetic_video
+from headfields.video import read_video, video_info
+
+
+def _summary(capsys) -> dict:
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+def test_replaying_the_held_out_split_scores_the_runs_psnr(tiny_insta_run, tmp_path, capsys):
+    folder, _ = tiny_insta_run
+    out = tmp_path / "replay.mp4"
+    assert main(["render", str(folder), "--out", str(out), "--device", "cpu"]) == 0
+    summary = _summary(capsys)
+    run = load_run(folder, "cpu")
+    truth = run.subject.eval.images
+    assert summary["psnr"] == pytest.approx(run.metrics["psnr"], abs=1e-9)  # the renders, before compression
+    video = read_video(out)
+    assert video.shape == truth.shape
+    decoded = float(np.mean([float(psnr(v.float() / 255, t.float() / 255)) for v, t in zip(video, truth, strict=True)]))
+    assert abs(decoded - run.metrics["psnr"]) < 0.5  # the video itself, compressed
+
+
+def test_orbit_writes_the_frames_and_size_asked_for(tiny_insta_run, tmp_path, capsys):
+    folder, _ = tiny_insta_run
+    out = tmp_path / "orbit.mp4"
+    argv = ["render", str(folder), "--camera", "orbit", "--frames", "6", "--resolution", "24", "--out", str(out), "--png"]
+    assert main([*argv, "--device", "cpu"]) == 0
+    info = video_info(out)
+    assert (info.frames, info.width, info.height) == (6, 24, 24)
+    pngs = sorted((tmp_path / "orbit").glob("*.png"))
+    assert len(pngs) == 6
+    frames = read_video(out).float()
+    assert not torch.equal(frames[0], frames[3])  # the far side is another view
+
+
+def test_side_by_side_puts_the_truth_left_of_the_render(tiny_insta_run, tmp_path, capsys):
+    folder, _ = tiny_insta_run
+    out = tmp_path / "both.mp4"
+    assert main(["render", str(folder), "--side-by-side", "--png", "--out", str(out), "--device", "cpu"]) == 0
+    run = load_run(folder, "cpu")
+    h, w = run.subject.eval.images.shape[1:3]
+    assert (video_info(out).width, video_info(out).height) == (2 * w, h)
+    first = torch.from_numpy(np.array(Image.open(tmp_path / "both" / "00000.png")))
+    assert torch.equal(first[:, :w], run.subject.eval.images[0])  # lossless PNG: the capture's pixels
+
+
+@pytest.fixture(scope="module")
+def other_capture(tmp_path_factory):
+    """Another person (another seed: another shape and expressions), tracked with the same model sizes."""
+    config = SyntheticVideoConfig(num_frames=8, num_val=1, num_test=3, resolution=16, episode_frames=2, seed=5)
+    return make_synthetic_video(tmp_path_factory.mktemp("other"), config)
+
+
+def test_another_capture_drives_the_avatar_relatively(tiny_insta_run, other_capture, tmp_path, capsys):
+    folder, _ = tiny_insta_run
+    out = tmp_path / "drive.mp4"
+    assert main(["render", str(folder), "--drive", str(other_capture), "--out", str(out), "--device", "cpu"]) == 0
+    assert "another capture's test split (3 frames), relative" in capsys.readouterr().out
+    assert video_info(out).frames == 3
+    # Absolute transfer of the same capture moves the head elsewhere: other images.
+    absolute = tmp_path / "absolute.mp4"
+    argv = ["render", str(folder), "--drive", str(other_capture), "--absolute", "--out", str(absolute), "--device", "cpu"]
+    assert main(argv) == 0
+    assert not torch.equal(read_video(out), read_video(absolute))
+
+
+def test_a_driver_with_another_expression_size_is_refused(tiny_insta_run, other_capture, tmp_path, capsys):
+    folder, _ = tiny_insta_run
+    splits = {s: load_insta_dataset(other_capture, s) for s in ("train", "test")}
+    smaller = tmp_path / "smaller"
+    shutil.copytree(splits["train"].model_path, smaller / "model")  # the capture's model files, inside it
+    cut = {}
+    for split, frames in splits.items():
+        params = dataclasses.replace(frames.params, expression=frames.params.expression[:, :10])
+        cut[split] = dataclasses.replace(
+            frames, params=params, expression=frames.expression[:, :10], model_path=smaller / "model"
+        )
+    save_insta_dataset(smaller, cut)
+    assert main(["render", str(folder), "--drive", str(smaller), "--out", str(tmp_path / "x.mp4"), "--device", "cpu"]) == 2
+    error = capsys.readouterr().err
+    assert "driver: expected expression coefficients of shape" in error and "[10]" in error
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--camera", "track", "--frames", "99"], "frames: expected 1 to the driver's 2 frames"),
+        (["--camera", "orbit", "--side-by-side"], "side_by_side: needs the capture's images"),
+        (["--out", "video.avi"], "out: expected a .mp4 file"),
+        (["--fps", "0"], "fps: expected a positive frame rate"),
+        (["--resolution", "1"], "resolution: expected at least 2 pixels"),
+        (["--driver-neutral", "7", "--relative"], "driver_neutral"),
+    ],
+)
+def test_bad_render_arguments_are_named(tiny_insta_run, tmp_path, capsys, argv, message):
+    folder, _ = tiny_insta_run
+    assert main(["render", str(folder), "--device", "cpu", *argv]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_unknown_camera_path_and_missing_run_exit_with_a_message(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["render", str(tmp_path), "--camera", "dolly"])
+    assert stop.value.code == 2 and "invalid choice: 'dolly'" in capsys.readouterr().err
+    assert main(["render", str(tmp_path / "nowhere")]) == 2
+    assert "run:" in capsys.readouterr().err
+    assert main(["export", str(tmp_path / "nowhere"), "--out", str(tmp_path / "m")]) == 2
+    assert "run:" in capsys.readouterr().err
+    assert main(["render", str(tmp_path), "--drive", str(tmp_path / "nowhere")]) == 2  # tmp_path has no checkpoint
+    assert "run: no checkpoint.pt" in capsys.readouterr().err
+
+
+def test_export_writes_coloured_meshes_of_the_field(tiny_neus_run, tmp_path, capsys):
+    folder, _ = tiny_neus_run
+    out = tmp_path / "meshes"
+    argv = ["export", str(folder), "--out", str(out), "--frames", "all", "--resolution", "24", "--device", "cpu"]
+    assert main(argv) == 0
+    written = _summary(capsys)
+    run = load_run(folder, "cpu")
+    names = ["canonical.ply"] + [f"test_{f:05d}.ply" for f in range(len(run.subject.eval))]
+    assert sorted(p.name for p in out.iterdir()) == sorted(names)
+    posed = field_mesh(run.model, run.eval_head, 1, 24)
+    mesh = trimesh.load(out / "test_00001.ply", process=False)
+    assert len(mesh.vertices) == len(posed.vertices) > 0 and written[str(out / "test_00001.ply")]["faces"] == len(mesh.faces)
+    np.testing.assert_allclose(mesh.vertices, posed.vertices.numpy(), atol=1e-6)
+    colours = mesh.visual.vertex_colors[:, :3]
+    np.testing.assert_allclose(colours, (posed.colors.numpy() * 255).round(), atol=1)
+
+
+def test_export_of_a_field_without_a_surface_says_which_level(tiny_insta_run, tmp_path, capsys):
+    folder, _ = tiny_insta_run
+    assert main(["export", str(folder), "--out", str(tmp_path / "m"), "--resolution", "16", "--device", "cpu"]) == 2
+    assert "level" in capsys.readouterr().err
+    assert main(["export", str(folder), "--out", str(tmp_path / "m"), "--frames", "5", "--device", "cpu"]) == 2
+    assert "frames: expected indices in [0, 1]" in capsys.readouterr().err
+
+
+def test_the_module_runs_as_a_program():
+    done = subprocess.run([sys.executable, "-m", "headfields", "render", "--help"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0
+    for flag in ("--drive", "--camera", "--frames", "--fps", "--resolution", "--out", "--png", "--side-by-side", "--absolute"):
+        assert flag in done.stdout
