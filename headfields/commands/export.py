@@ -41,7 +41,7 @@ def add_parser(commands) -> None:
     parser.add_argument(
         "--level", type=float, default=None,
         help=f"the surface's level: NeuS models' SDF (default 0), NeRF models' density per metre (default "
-        f"{DENSITY_THRESHOLD:g}: 3 mm of it hide 95%% of what lies behind, see headfields.export)",
+        f"{DENSITY_THRESHOLD:g}: an optical depth of 1 a centimetre, see headfields.export.DENSITY_THRESHOLD)",
     )  # fmt: skip
     parser.add_argument("--padding", type=float, default=0.05, help="metres the posed mesh's box grows on every side")
     parser.add_argument("--device", default=None, help="default: cuda when available, else cpu")
