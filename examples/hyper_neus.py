@@ -31,6 +31,10 @@ def main() -> None:
     parser.add_argument("--track-steps", type=int, default=60)
     parser.add_argument("--mesh-resolution", type=int, default=128)
     args = parser.parse_args()
+    print(
+        f"after training (outside --max-minutes): {args.track} held-out frames tracked for {args.track_steps} steps "
+        f"each, and one mesh at {args.mesh_resolution}^3 (a line per tracked frame)"
+    )
     if run_training(args) is None:  # tracking and the mesh: rank 0 alone
         return
 

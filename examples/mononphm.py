@@ -44,7 +44,11 @@ def main() -> None:
     )  # fmt: skip
     parser.add_argument("--out", type=Path, default=Path("outputs/mononphm"))
     add_recipe_flag(parser)
-    parser.add_argument("--max-minutes", type=float, default=None, help="tracking budget (steps scale down to fit)")
+    parser.add_argument(
+        "--max-minutes", type=float, default=None,
+        help="the budget of the whole reconstruction: its renders and meshes are measured ahead, the tracking steps "
+        "scale down to fit what is left (said before tracking starts)",
+    )  # fmt: skip
     parser.add_argument("--eval-frames", type=int, default=5, help="held-out frames measured")
     parser.add_argument("--geometry-frames", type=int, default=3, help="of them, frames whose surface is measured")
     parser.add_argument("--mesh-resolution", type=int, default=128)

@@ -39,6 +39,7 @@ def test_replaying_the_held_out_split_scores_the_runs_psnr(tiny_insta_run, tmp_p
     assert video.shape == truth.shape
     decoded = float(np.mean([float(psnr(v.float() / 255, t.float() / 255)) for v, t in zip(video, truth, strict=True)]))
     assert abs(decoded - run.metrics["psnr"]) < 0.5  # the video itself, compressed
+    assert summary["video_psnr"] == pytest.approx(decoded, abs=1e-5)
 
 
 def test_orbit_writes_the_frames_and_size_asked_for(tiny_insta_run, tmp_path, capsys):

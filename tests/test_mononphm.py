@@ -166,6 +166,28 @@ def test_reconstruct_writes_the_metrics(person, tmp_path):
     assert own.chamfer == pytest.approx(0.0, abs=1e-6) and own.f_score["5mm"] == pytest.approx(1.0)
 
 
+def test_a_budget_covers_the_evaluation_and_shares_the_rest_by_steps(person, capsys, monkeypatch):
+    """With max_minutes, reconstruct sets the renders and meshes aside, says so, and gives the two tracking calls
+    the rest in proportion to their steps (not the whole budget each)."""
+    subject, flame, truth = person
+    given = []
+    track = mononphm._track
+    monkeypatch.setattr(
+        mononphm, "_track", lambda model, frames, c, *rest: given.append(c.max_minutes) or track(model, frames, c, *rest)
+    )
+    budget = dataclasses.replace(FEW, max_minutes=0.5)
+    mononphm.reconstruct(
+        tiny_prior(flame), subject.train, subject.eval, subject.parametric, SAMPLER, budget, truth,
+        eval_frames=2, geometry_frames=1, mesh_resolution=24,
+    )  # fmt: skip
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("budget 30.0s: tracking"))
+    assert "then rendering 2 held-out frames" in line and "1 meshes at 24^3" in line
+    train_steps = FEW.first_frame.steps + (len(subject.train) - 1) * FEW.per_frame.steps + FEW.joint.steps
+    held_steps = len(subject.eval) * FEW.per_frame.steps
+    assert len(given) == 2 and sum(given) < 0.5
+    assert given[0] / given[1] == pytest.approx(train_steps / held_steps)
+
+
 def test_bad_input_raises(person):
     subject, flame, _ = person
     model = mononphm.MonoNphm(tiny_prior(flame), subject.parametric, len(subject.train), SAMPLER)

@@ -145,3 +145,54 @@ def test_train_refuses_a_run_config_of_other_training_settings(tiny_video, tmp_p
     model = build_model("insta", run.subject.load("cpu"), TINY_INSTA)
     with pytest.raises(ValueError, match="^run: expected the RunConfig whose training"):
         train(model, train_frames, eval_frames, tmp_path, TrainingConfig(max_iterations=3), run=run)
+
+
+def _train_tiny(tiny_video, out, log, **training):
+    from tiny_configs import TINY_INSTA
+
+    from headfields.runs import train_run
+    from headfields.training import TrainingConfig
+
+    fields = dict(max_iterations=2, rays_per_batch=128, eval_every=1, log_every=1, eval_frames=1, render_chunk=4096)
+    run = RunConfig("insta", TINY_INSTA, TrainingConfig(**{**fields, **training}), SubjectSource(data=str(tiny_video[0].root)))
+    return train_run(run, out, "cpu", log=log)
+
+
+def test_a_budget_too_short_for_every_frame_evaluates_an_evenly_spread_subset(tiny_video, tmp_path, monkeypatch):
+    import io
+
+    from headfields import training
+
+    # A held-out frame "takes" 100 s: of a 10-minute budget the final evaluation may take a quarter, 150 s, i.e.
+    # one frame at 125 s (the margin included) of the two.
+    monkeypatch.setattr(training, "_probe_frame_seconds", lambda *args: 100.0)
+    log = io.StringIO()
+    metrics = _train_tiny(tiny_video, tmp_path, log, max_minutes=10.0, eval_every=0)
+    assert (metrics["eval_frames"], metrics["eval_frames_total"]) == (1, 2)
+    assert metrics["eval_note"].startswith("1 of the 2 held-out frames, evenly spread")
+    text = log.getvalue()
+    assert "final evaluation of 1 of 2 held-out frames" in text and "final evaluation: 1 of the 2" in text
+    assert sorted(p.name for p in (tmp_path / "renders" / "final").glob("*.png")) == ["00000.png", "00000_compare.png"]
+    assert metrics["wall_seconds"] >= metrics["train_seconds"] > 0
+
+
+def test_without_a_budget_every_frame_is_evaluated(tiny_insta_run):
+    folder, _ = tiny_insta_run
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert metrics["eval_frames"] == metrics["eval_frames_total"] == 2 and metrics["eval_note"] is None
+
+
+def test_tensorboard_gets_the_scalars_and_the_held_out_comparisons(tiny_video, tmp_path):
+    import io
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    _train_tiny(tiny_video, tmp_path, io.StringIO(), log="tensorboard")
+    events = EventAccumulator(str(tmp_path / "tensorboard"), size_guidance={"images": 0, "scalars": 0})
+    events.Reload()
+    scalars, images = events.Tags()["scalars"], events.Tags()["images"]
+    assert {"train/loss", "train/psnr", "learning_rate/group_0", "eval/psnr", "eval/ssim"} <= set(scalars)
+    assert [e.step for e in events.Scalars("train/loss")] == [1, 2]
+    logged = [json.loads(line) for line in (tmp_path / LOG_NAME).read_text().splitlines() if "loss" in line]
+    assert [e.value for e in events.Scalars("train/loss")] == pytest.approx([r["loss"] for r in logged], rel=1e-6)
+    assert images == ["eval/frame_00000"] and events.Images("eval/frame_00000")[0].step == 1

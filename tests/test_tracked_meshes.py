@@ -372,4 +372,4 @@ def test_inspect_prints_the_summary(capture, capsys):
     assert "frames: train 9, val 1, test 2" in out and "40 x 40 px" in out
     assert "250 skin" in out and "130 upper_lip" in out and "120 lower_lip" in out
     assert "tracked meshes: 5557 vertices" in out and "no problems found" in out
-    assert "INSTA                  yes" in out and "hyper_neus             no: parametric" in out
+    assert "insta                  yes" in out and "hyper_neus             no: parametric" in out

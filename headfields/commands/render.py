@@ -25,7 +25,7 @@ from ..renderers.camera_paths import CAMERA_PATHS, camera_path, camera_rig, resi
 from ..renderers.cameras import PinholeCameras
 from ..runs import Run, load_run
 from ..training import render_view, save_png
-from ..video import VideoWriter
+from ..video import VideoWriter, read_video
 
 __all__ = ["CAMERAS", "RenderPlan", "add_parser", "plan_render", "render"]
 
@@ -208,9 +208,12 @@ def render(args: argparse.Namespace) -> dict:
                 save_png(image, pngs / f"{k:05d}.png")
             bar.update(1)
     summary = {"video": str(out), "frames": len(plan.head_frames), "width": video.width, "height": video.height}
-    if scores:  # the renders themselves, before the video's compression
-        summary["psnr"] = sum(scores) / len(scores)
+    if scores:
+        summary["psnr"] = sum(scores) / len(scores)  # the renders themselves
+        decoded = read_video(out)[:, :, -plan.cameras.width :].float() / 255  # the video, compressed (renders on the right)
+        truth = plan.truth.float() / 255
+        summary["video_psnr"] = sum(float(psnr(v, t)) for v, t in zip(decoded, truth, strict=True)) / len(truth)
         if run.metrics is not None and run.metrics.get("psnr") is not None:
-            summary["run_psnr"] = run.metrics["psnr"]
+            summary["run_psnr"] = run.metrics["psnr"]  # the run's held-out PSNR, for comparison
     print(json.dumps(summary))
     return summary

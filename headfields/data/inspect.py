@@ -115,25 +115,15 @@ def _check_frame_counts(report: CaptureReport, splits: dict[str, FrameSet]) -> N
 
 
 def _model_builders() -> dict[str, Callable]:
-    from ..models import insta
-    from ..models.hyper_neus import HyperNeusAvatar
-    from ..models.insta import Insta
-    from ..models.mixes import MIXES
-    from ..models.monoavatar import MonoAvatar, cpu_config
-    from ..models.portrait360 import Portrait360
+    """Every registered model at its CPU recipe (each entry's cheapest to build): ``build(subject)``."""
+    from ..models.registry import MODELS
 
-    return {
-        "INSTA": lambda p, train: Insta(p, train.segmentation_labels, insta.cpu_config()),
-        "MonoAvatar": lambda p, train: MonoAvatar(p, len(train), cpu_config()),
-        "360° portrait": lambda p, train: Portrait360(p),
-        "mix_triangle_neus": MIXES["mix_triangle_neus"].build,
-        "hyper_neus": lambda p, train: HyperNeusAvatar(p, len(train)),
-    }
+    return {name: (lambda subject, entry=entry: entry.build(subject, entry.recipe("cpu"))) for name, entry in MODELS.items()}
 
 
 def _can_train(build: Callable, subject: Subject) -> str:
     try:
-        build(subject.parametric, subject.train)
+        build(subject)
     except (ValueError, TypeError) as e:
         return f"no: {e}"
     return "yes"

@@ -34,10 +34,11 @@ from ..data import FrameSet, write_obj
 from ..decoders import SHLighting
 from ..deformers import Canonical, Deformer, DeformerChain, MappedDeformer, find_preimage, log_quaternion_to_rotation
 from ..encoders import LatentCodesConfig
-from ..fields import FrameCodes, NeusField
+from ..fields import FrameCodes, NeusField, padded_box
 from ..heads import tracked_head
 from ..metrics import chamfer_distance, l1, psnr, ssim, visible_faces
 from ..parametric import Head, SubjectModel
+from ..progress import Progress, format_seconds
 from ..renderers import InverseVariance, NeusSampler, image_pixels, pixel_rays, project_points
 from ..training import comparison, evenly_spread, render_image, save_png
 from .neus_model import NeusConfig, NeusModel
@@ -455,6 +456,7 @@ class _Tracker:
     config: TrackingConfig
     generator: torch.Generator
     history: TrackingHistory
+    progress: Progress | None = None
 
     def run(self, frames: list[int], stage: StageConfig, steps: int, identity: bool, name: str, per_step: int = 1) -> None:
         """``steps`` Adam steps on ``frames`` (``per_step`` of them a step); only their rows of the per-frame codes
@@ -486,6 +488,10 @@ class _Tracker:
             optimizer.step()
             if step % 25 == 0 or step == steps - 1:
                 self.history.logs.append({"stage": name, "step": step, "loss": float(loss.detach()), **logs})
+                if self.progress is not None:
+                    self.progress.set_values(stage=name, loss=float(loss.detach()))
+            if self.progress is not None:
+                self.progress.update(1)
         self.history.steps[name] = self.history.steps.get(name, 0) + steps
 
 
@@ -535,11 +541,14 @@ def _track(model: MonoNphm, frames: FrameSet, c: TrackingConfig, fit_identity: b
     )  # fmt: skip
     n, first = len(frames), c.first_frame if fit_identity else c.per_frame
     scale = 1.0
+    total = first.steps + (n - 1) * c.per_frame.steps + (c.joint.steps if fit_identity else 0)
     if c.max_minutes is not None:  # time one step, then scale every stage's steps to fit the budget
         start = time.perf_counter()
         tracker.run([0], first, 1, fit_identity, "probe")
-        total = first.steps + (n - 1) * c.per_frame.steps + (c.joint.steps if fit_identity else 0)
         scale = min(1.0, 60 * c.max_minutes / max((time.perf_counter() - start) * total, 1e-9))
+    steps = [max(1, round(scale * (first if f == 0 else c.per_frame).steps)) for f in range(n)]
+    joint_steps = max(1, round(scale * c.joint.steps)) if fit_identity and c.joint.steps else 0
+    tracker.progress = Progress(sum(steps) + joint_steps, "track" if fit_identity else "track held-out frames", "step")
     started = time.perf_counter()
     for f in range(n):
         stage = first if f == 0 else c.per_frame
@@ -547,13 +556,13 @@ def _track(model: MonoNphm, frames: FrameSet, c: TrackingConfig, fit_identity: b
             with torch.no_grad():  # start from the previous frame (a sequence) or the mean (held-out frames)
                 for p in (model.expression_codes.codes, model.pose.rotation, model.pose.shift):
                     p[f] = p[f - 1] if fit_identity else 0.0
-        tracker.run([f], stage, max(1, round(scale * stage.steps)), fit_identity and f == 0, "stage1")
+        tracker.run([f], stage, steps[f], fit_identity and f == 0, "stage1")
     tracker.history.seconds["stage1"] = time.perf_counter() - started
-    if fit_identity and c.joint.steps:
+    if joint_steps:
         started = time.perf_counter()
-        steps = max(1, round(scale * c.joint.steps))
-        tracker.run(list(range(n)), c.joint, steps, True, "stage2", c.frames_per_joint_step)
+        tracker.run(list(range(n)), c.joint, joint_steps, True, "stage2", c.frames_per_joint_step)
         tracker.history.seconds["stage2"] = time.perf_counter() - started
+    tracker.progress.close()
     model.set_variance(VARIANCE_MAX)
     return tracker.history
 
@@ -643,6 +652,51 @@ def _image_scores(renders: list[Tensor], frames: FrameSet, ids: list[int]) -> di
     return scores
 
 
+def _share_budget(
+    model: MonoNphm,
+    held_out: FrameSet,
+    tracking: TrackingConfig,
+    seconds: float,
+    renders: int,
+    meshes: list[int],
+    resolution: int,
+) -> tuple[TrackingConfig, TrackingConfig]:
+    """The tracking configurations of the train and the held-out frames within ``tracking.max_minutes`` for the whole
+    of :func:`reconstruct`: what the ``renders`` (timed: ``seconds``, done once already) and the ``meshes`` (one
+    chunk of SDF queries timed and scaled to ``resolution``^3) will take is set aside, the rest shared by steps."""
+    budget = 60.0 * tracking.max_minutes
+    head = model.with_frames(len(held_out)).head(held_out)
+    box = padded_box(head.vertices[0].detach(), model.config.sampler.padding)
+    points = box[0] + (box[1] - box[0]) * torch.rand(MESH_PROBE_POINTS, 3, device=box.device)
+    start = time.perf_counter()
+    with torch.no_grad():
+        model.field.geometry(points, torch.zeros(len(points), dtype=torch.long, device=box.device), head)
+    mesh_seconds = (time.perf_counter() - start) * resolution**3 / MESH_PROBE_POINTS
+    left = budget - 2 * seconds - mesh_seconds * len(meshes)  # the renders after tracking take what they took before
+    floor = TRACKING_FLOOR * budget
+    note = ""
+    if left < floor:
+        note = (
+            f"; over the budget by about {format_seconds(floor - left)}: fewer --eval-frames or --geometry-frames, or a "
+            "smaller --mesh-resolution, fit it"
+        )
+    left = max(left, floor)
+    print(
+        f"budget {format_seconds(budget)}: tracking {format_seconds(left)}, then rendering {renders} held-out frames "
+        f"(about {format_seconds(seconds)}) and {len(meshes)} meshes at {resolution}^3 (about "
+        f"{format_seconds(mesh_seconds * len(meshes))}){note}"
+    )
+    c, n = tracking, model.expression_codes.count
+    train_steps = c.first_frame.steps + (n - 1) * c.per_frame.steps + c.joint.steps
+    held_steps = len(held_out) * c.per_frame.steps
+    share = left * train_steps / (train_steps + held_steps)
+    return dataclasses.replace(c, max_minutes=share / 60), dataclasses.replace(c, max_minutes=(left - share) / 60)
+
+
+MESH_PROBE_POINTS = 4096  # SDF queries timed to estimate a mesh's marching cubes
+TRACKING_FLOOR = 0.1  # the share of the budget tracking keeps however long the evaluation takes
+
+
 def reconstruct(
     prior: Nphm,
     train: FrameSet,
@@ -664,19 +718,30 @@ def reconstruct(
     vertices ``[N, V, 3]`` and faces), the Chamfer distance of the tracked surface (``chamfer``, a fraction of the
     head's size; ``chamfer_mm`` in millimetres, normal consistency, F-scores) and of the capture's tracked FLAME
     mesh (``chamfer_flame``), over the surface the frame's camera sees. ``out``: where renders and meshes go;
-    ``landmarks``: detected landmarks of the train and the held-out frames (see :func:`track_sequence`)."""
+    ``landmarks``: detected landmarks of the train and the held-out frames (see :func:`track_sequence`).
+
+    With ``tracking.max_minutes``, that is the budget of the whole: the renders are timed and the meshing measured
+    ahead, and the tracking of both splits gets what is left (shared by their steps), said before it starts."""
     tracking = tracking or TrackingConfig()
     device = prior.template_anchors.device
     model = MonoNphm(prior, parametric, len(train), config).to(device)
     ids = evenly_spread(min(eval_frames, len(held_out)), len(held_out))
+    measured = (
+        [] if truth is None or held_out.mesh_vertices is None else evenly_spread(min(geometry_frames, len(ids)), len(held_out))
+    )
     metrics: dict = {"train_frames": len(train), "eval_frames": ids}
+    began = time.perf_counter()
     with torch.no_grad():
         before = _image_scores(_render_frames(model.with_frames(len(held_out)), held_out, ids), held_out, ids)
     metrics.update({f"{k}_mean_codes": v for k, v in before.items()})
+    train_tracking = held_tracking = tracking
+    if tracking.max_minutes is not None:
+        seconds = time.perf_counter() - began
+        train_tracking, held_tracking = _share_budget(model, held_out, tracking, seconds, len(ids), measured, mesh_resolution)
     start = time.perf_counter()
-    history = track_sequence(model, train, tracking, None if landmarks is None else landmarks[0])
+    history = track_sequence(model, train, train_tracking, None if landmarks is None else landmarks[0])
     fitted = model.with_frames(len(held_out))
-    held_history = track_frames(fitted, held_out, tracking, None if landmarks is None else landmarks[1])
+    held_history = track_frames(fitted, held_out, held_tracking, None if landmarks is None else landmarks[1])
     metrics["tracking_seconds"] = time.perf_counter() - start
     metrics["tracking_steps"] = {**history.steps, "held_out": held_history.steps.get("stage1", 0)}
     with torch.no_grad():
@@ -691,9 +756,11 @@ def reconstruct(
         return Reconstruction(model, fitted, metrics, history)
     head = fitted.head(held_out)
     scores, flame = [], []
-    for f in evenly_spread(min(geometry_frames, len(ids)), len(held_out)):
+    bar = Progress(len(measured), "meshes", "mesh")
+    for f in measured:
         with torch.no_grad():
             surface = fitted.extract_mesh(head, f, mesh_resolution)
+        bar.update(1)
         eye = held_out.cameras.camera_to_world[f, :3, 3].to(device)
         true_vertices, true_faces = truth[0][f].to(device), truth[1].to(device)
         scores.append(geometry_score(surface.vertices, surface.faces, true_vertices, true_faces, eye))
