@@ -10,14 +10,21 @@ output) otherwise, so a long step never runs silent and a log never fills with c
 
 from __future__ import annotations
 
-import io
 import math
 import sys
 import time
+from typing import Protocol, runtime_checkable
 
 from tqdm import tqdm
 
-__all__ = ["Progress", "format_seconds"]
+__all__ = ["Progress", "TextSink", "format_seconds"]
+
+@runtime_checkable
+class TextSink(Protocol):
+    """Where progress goes: a text file, a stream, or anything with ``write(str)``."""
+
+    def write(self, text: str, /) -> object: ...
+
 
 PLAIN_EVERY_SECONDS = 30.0  # plain lines: one at most this often (and at the first and last update)
 
@@ -43,7 +50,7 @@ class Progress:
         total: float | None,
         desc: str,
         unit: str = "it",
-        file: io.TextIOBase | None = None,
+        file: TextSink | None = None,
         every: float = PLAIN_EVERY_SECONDS,
         enabled: bool = True,
         initial: float = 0,

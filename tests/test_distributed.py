@@ -4,7 +4,7 @@ is the plain one."""
 
 import dataclasses
 import io
-import re
+import json
 import time
 from pathlib import Path
 
@@ -64,8 +64,8 @@ def _model(frames, seed: int) -> _Recording:
     return _Recording(load_model(frames.model_path, frames.model_type), frames.segmentation_labels, TINY)
 
 
-def _logged_losses(text: str) -> list[float]:
-    return [float(x) for x in re.findall(r"loss (\S+)", text)]
+def _logged_losses(folder: Path) -> list[float]:
+    return [json.loads(line)["loss"] for line in (folder / "log.jsonl").read_text().splitlines()]
 
 
 def _rank(rank: int, root: Path, folder: Path) -> None:
@@ -149,8 +149,9 @@ def test_two_ranks_match_one_process_on_the_same_total_batch(runs):
     mean = [(a + b) / 2 for a, b in zip(zero["losses"], one["losses"], strict=True)]
     assert mean == pytest.approx(single["losses"], rel=1e-4)
     assert zero["losses"] != pytest.approx(one["losses"], rel=1e-3)  # the ranks did render different rays
-    # What rank 0 logs is that mean (printed to 4 significant digits).
-    assert _logged_losses(zero["log"]) == pytest.approx(single["losses"], rel=1e-3)
+    # What rank 0 logs (log.jsonl, every step) is that mean; the other rank writes no log.
+    assert _logged_losses(runs.folder / "out0") == pytest.approx(single["losses"], rel=1e-4)
+    assert not (runs.folder / "out1" / "log.jsonl").exists()
     # Averaged gradients, the same Adam steps: the one-process weights, and the same moving average of them.
     for name, value in single["state"].items():
         torch.testing.assert_close(zero["state"][name], value, rtol=1e-4, atol=1e-5, msg=name)

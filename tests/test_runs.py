@@ -147,7 +147,7 @@ def test_train_refuses_a_run_config_of_other_training_settings(tiny_video, tmp_p
         train(model, train_frames, eval_frames, tmp_path, TrainingConfig(max_iterations=3), run=run)
 
 
-def _train_tiny(tiny_video, out, log, **training):
+def _train_tiny(tiny_video, out, sink, **training):
     from tiny_configs import TINY_INSTA
 
     from headfields.runs import train_run
@@ -155,7 +155,7 @@ def _train_tiny(tiny_video, out, log, **training):
 
     fields = dict(max_iterations=2, rays_per_batch=128, eval_every=1, log_every=1, eval_frames=1, render_chunk=4096)
     run = RunConfig("insta", TINY_INSTA, TrainingConfig(**{**fields, **training}), SubjectSource(data=str(tiny_video[0].root)))
-    return train_run(run, out, "cpu", log=log)
+    return train_run(run, out, "cpu", log=sink)
 
 
 def test_a_budget_too_short_for_every_frame_evaluates_an_evenly_spread_subset(tiny_video, tmp_path, monkeypatch):

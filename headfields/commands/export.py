@@ -15,18 +15,15 @@ from pathlib import Path
 from ..export import DENSITY_THRESHOLD, field_mesh, write_ply
 from ..progress import Progress
 from ..runs import load_run
+from ._common import run_parser
 
 __all__ = ["add_parser", "export", "frame_list"]
 
 
 def add_parser(commands) -> None:
-    parser = commands.add_parser(
-        "export",
-        help="a trained run's surface as coloured PLY meshes (marching cubes of its density or SDF)",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    parser = run_parser(
+        commands, "export", "a trained run's surface as coloured PLY meshes (marching cubes of its density or SDF)", __doc__
     )
-    parser.add_argument("run", type=Path, help="a training run's folder (its --out)")
     parser.add_argument("--out", type=Path, required=True, help="the folder the meshes go to")
     parser.add_argument("--split", default=None, help="the split of the posed meshes (default: the run's held-out split)")
     parser.add_argument(
@@ -44,7 +41,6 @@ def add_parser(commands) -> None:
         f"{DENSITY_THRESHOLD:g}: an optical depth of 1 a centimetre, see headfields.export.DENSITY_THRESHOLD)",
     )  # fmt: skip
     parser.add_argument("--padding", type=float, default=0.05, help="metres the posed mesh's box grows on every side")
-    parser.add_argument("--device", default=None, help="default: cuda when available, else cpu")
     parser.set_defaults(command=export)
 
 

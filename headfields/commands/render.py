@@ -26,6 +26,7 @@ from ..renderers.cameras import PinholeCameras
 from ..runs import Run, load_run
 from ..training import render_view, save_png
 from ..video import VideoWriter, read_video
+from ._common import run_parser
 
 __all__ = ["CAMERAS", "RenderPlan", "add_parser", "plan_render", "render"]
 
@@ -34,13 +35,9 @@ STILL_FRAMES = 48  # frames of a camera path around the still avatar when --fram
 
 
 def add_parser(commands) -> None:
-    parser = commands.add_parser(
-        "render",
-        help="a video of a trained run: its held-out frames, another capture driving it, or a camera path",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    parser = run_parser(
+        commands, "render", "a video of a trained run: its held-out frames, another capture driving it, or a camera path", __doc__
     )
-    parser.add_argument("run", type=Path, help="a training run's folder (its --out)")
     parser.add_argument(
         "--drive", type=Path, default=None, metavar="CAPTURE",
         help="a capture (INSTA, VHAP or metrical-tracker layout) whose tracking drives the avatar (default: the "
@@ -69,7 +66,7 @@ def add_parser(commands) -> None:
         "--frames", type=int, default=None,
         help=f"frames to render (default: every driving frame; a camera path without --drive: {STILL_FRAMES})",
     )  # fmt: skip
-    parser.add_argument("--fps", type=float, default=25.0)
+    parser.add_argument("--fps", type=float, default=25.0, help="the video's frames a second")
     parser.add_argument(
         "--resolution", type=int, default=None,
         help="pixels of the longer image side (default: the capture's); sizes are rounded to even numbers (mp4)",
@@ -82,7 +79,6 @@ def add_parser(commands) -> None:
         "--side-by-side", action="store_true",
         help="the capture's image beside each render (the avatar's own capture, --camera track)",
     )  # fmt: skip
-    parser.add_argument("--device", default=None, help="default: cuda when available, else cpu")
     parser.add_argument("--chunk", type=int, default=8192, help="rays rendered at once")
     parser.set_defaults(command=render)
 

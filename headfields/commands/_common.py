@@ -1,0 +1,32 @@
+"""What every command over a run shares: its parser with the run folder and the device."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def run_parser(commands, name: str, help: str, doc: str) -> argparse.ArgumentParser:
+    """Subcommand ``name`` of ``commands`` (described by the first paragraph of ``doc``, examples after it) with the
+    positional run folder and ``--device``."""
+    parser = commands.add_parser(
+        name,
+        help=help,
+        description=doc.split("\n\n")[0],
+        epilog="examples:\n" + doc.split("\n\n", 1)[1] if "\n\n" in doc else None,
+        formatter_class=_Formatter,
+    )
+    parser.add_argument("run", type=Path, help="a training run's folder (its --out)")
+    parser.add_argument("--device", default=None, help="default: cuda when torch sees one, else cpu")
+    return parser
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """The examples kept as written; a flag's default added to its help unless the help already says it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        unset = action.default is None or action.default is False or action.default is argparse.SUPPRESS
+        if "default" in text or unset or not action.option_strings:
+            return text
+        return f"{text} (default: %(default)s)"
