@@ -1,5 +1,6 @@
 """``python -m headfields COMMAND``: use a trained run. ``render`` makes videos (replay, reenactment, camera paths),
-``export`` writes coloured meshes; ``python -m headfields COMMAND --help`` explains each flag."""
+``export`` writes coloured meshes, ``view`` serves a live viewer in the browser; ``python -m headfields COMMAND
+--help`` explains each flag."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import argparse
 import sys
 
 from ..checkpoints import CheckpointError
-from . import export, render
+from . import export, render, view
 
 __all__ = ["main", "parser"]
 
@@ -15,7 +16,7 @@ __all__ = ["main", "parser"]
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="python -m headfields", description=__doc__.split("\n")[0])
     commands = top.add_subparsers(title="commands", dest="name", required=True)
-    for module in (render, export):
+    for module in (render, export, view):
         module.add_parser(commands)
     return top
 
@@ -26,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     args = top.parse_args(argv)
     try:
         args.command(args)
-    except (ValueError, FileNotFoundError, CheckpointError) as error:  # bad input: its message, not a traceback
+    except (ValueError, FileNotFoundError, ImportError, CheckpointError) as error:  # its message, not a traceback
         print(f"python -m headfields {args.name}: error: {error}", file=sys.stderr)
         return 2
     return 0

@@ -1,0 +1,55 @@
+"""``python -m headfields view RUN``: the avatar in the browser, seen from a free camera and driven by sliders
+(expression, jaw, head pose) or by the capture's tracking, frame by frame (viser).
+
+    python -m headfields view outputs/insta                        # http://localhost:8080, this machine only
+    python -m headfields view outputs/insta --watch --port 8090    # reloads each checkpoint training writes
+    python -m headfields view outputs/insta --host 0.0.0.0         # reachable from other machines
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from ._common import run_parser
+
+__all__ = ["add_parser", "view"]
+
+
+def add_parser(commands) -> None:
+    parser = run_parser(commands, "view", "an interactive viewer of a trained run in the browser", __doc__)
+    parser.add_argument("--port", type=int, default=8080, help="the port to serve on")
+    parser.add_argument(
+        "--host", default="127.0.0.1",
+        help="the address to bind: 127.0.0.1 serves this machine only; 0.0.0.0 every network interface",
+    )  # fmt: skip
+    parser.add_argument("--watch", action="store_true", help="reload the checkpoint whenever training writes a new one")
+    parser.add_argument("--resolution", type=int, default=128, help="pixels of the longer image side once the camera rests")
+    parser.add_argument("--moving-resolution", type=int, default=48, help="... while the camera or a slider moves")
+    parser.add_argument("--chunk", type=int, default=8192, help="rays rendered at once")
+    parser.set_defaults(command=view)
+
+
+def view(args: argparse.Namespace, block: bool = True):
+    """The ``view`` command: serves until interrupted (Ctrl-C); ``block=False`` returns the started viewer."""
+    from ..viewer import AvatarViewer
+
+    for name in ("resolution", "moving_resolution", "chunk"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"{name}: expected a positive number, got {getattr(args, name)}")
+    if not 0 <= args.port < 65536:
+        raise ValueError(f"port: expected a port in [0, 65535], got {args.port}")
+    viewer = AvatarViewer(
+        args.run, host=args.host, port=args.port, watch=args.watch, device=args.device,
+        moving_pixels=args.moving_resolution, resting_pixels=args.resolution, chunk=args.chunk,
+    ).start()  # fmt: skip
+    if not block:
+        return viewer
+    try:
+        while True:
+            time.sleep(1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        viewer.stop()
+    return None

@@ -1,0 +1,506 @@
+"""An interactive viewer of a trained run in the browser (viser): the avatar seen from the browser's free camera,
+driven by GUI sliders (expression, jaw, head pose) or by the capture's own tracking, frame by frame.
+
+    with AvatarViewer("outputs/insta", port=8080) as viewer:  # serves http://127.0.0.1:8080
+        input("press enter to stop")
+
+The parts a test reaches without a browser are pure functions: :func:`state_head` (the GUI state -> a
+:class:`~headfields.parametric.Head`) and :func:`viser_camera` (viser's camera -> :class:`PinholeCameras`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from smplx.lbs import batch_rodrigues
+from torch import Tensor
+
+from .checks import trusted_values
+from .data.frames import TrackedParams
+from .heads import mesh_depth
+from .parametric import Head
+from .parametric.tracked_meshes import TrackedMeshModel, rotation_to_axis_angle
+from .renderers.cameras import PinholeCameras, image_pixels, pixel_rays
+from .runs import Run, load_run
+from .training import CHECKPOINT_NAME
+
+__all__ = ["AvatarViewer", "ViewerState", "depth_image", "render_avatar", "state_head", "viser_camera"]
+
+EXPRESSION_SLIDERS = 10  # the first expression coefficients the GUI offers
+MOVING_PIXELS = 48  # the longer image side while the camera or a slider moves: a CPU renders it in well under a second
+RESTING_PIXELS = 128  # ... once it rests (REST_SECONDS without a change)
+REST_SECONDS = 0.3
+WATCH_SECONDS = 1.0  # how often --watch looks at the checkpoint's mtime
+THREAD_PREFIX = "headfields-viewer"  # every thread the viewer starts is named so; a test checks none outlives stop()
+
+
+@dataclass(frozen=True)
+class ViewerState:
+    """What the GUI asks for. ``frame``: a frame of ``split`` whose tracking (expression, pose, translation) is the
+    base, or None for the neutral head; ``expression`` (the first coefficients), ``jaw`` (degrees about the jaw
+    joint's x axis) and ``yaw`` / ``pitch`` / ``roll`` (degrees about the root joint's y / x / z axes) are offsets
+    on top of that base. All zero with ``frame=None``: the parametric model's neutral head."""
+
+    expression: tuple[float, ...] = ()
+    jaw: float = 0.0
+    yaw: float = 0.0
+    pitch: float = 0.0
+    roll: float = 0.0
+    frame: int | None = None
+    split: str = "train"
+    mesh: bool = False  # the display toggles: the tracked mesh overlay, depth instead of colour
+    depth: bool = False
+
+    @property
+    def posed(self) -> bool:
+        """Whether a slider other than the frame is off zero."""
+        return any(self.expression) or any((self.jaw, self.yaw, self.pitch, self.roll))
+
+
+def _rotate(axis_angle: Tensor, offset: Tensor) -> Tensor:
+    """The rotation ``axis_angle`` followed (in its own frame) by ``offset``, as axis-angle (both [3])."""
+    rotations = batch_rodrigues(torch.stack([axis_angle, offset]).double())
+    return rotation_to_axis_angle((rotations[0] @ rotations[1])[None])[0].to(axis_angle.dtype)
+
+
+def _euler(yaw: float, pitch: float, roll: float, like: Tensor) -> Tensor:
+    """Axis-angle of ``Ry(yaw) Rx(pitch) Rz(roll)`` (degrees)."""
+    axes = torch.eye(3, dtype=torch.float64, device=like.device)
+    angles = torch.tensor([pitch, yaw, roll], dtype=torch.float64, device=like.device) * (math.pi / 180)
+    r = batch_rodrigues(axes * angles[:, None])  # Rx, Ry, Rz
+    return rotation_to_axis_angle((r[1] @ r[0] @ r[2])[None])[0].to(like.dtype)
+
+
+def state_head(
+    parametric,
+    state: ViewerState,
+    params: TrackedParams | None,
+    neutral_translation: Tensor | None = None,
+    tracked: Head | None = None,
+) -> Head:
+    """The one-frame :class:`Head` of the GUI ``state``: frame ``state.frame`` of ``params`` (the split's tracked
+    parameters; the neutral head, moved to ``neutral_translation`` (default: none), when ``state.frame`` is None)
+    with the sliders' offsets added. A model of tracked meshes (or a split without parameters) has only its
+    ``tracked`` head of the split: its frame, the sliders ignored.
+
+    >>> head = state_head(run.model.parametric, ViewerState(jaw=10.0, frame=0), run.subject.train.params)
+    >>> head.num_frames
+    1
+    """
+    if isinstance(parametric, TrackedMeshModel) or params is None:
+        if tracked is None:
+            raise ValueError("tracked: expected the split's tracked head (a subject without tracked parameters)")
+        return tracked.select([0 if state.frame is None else state.frame])
+    device = parametric.v_template.device
+    params = params.to(device)
+    e, j = parametric.num_expression, parametric.num_joints
+    if len(state.expression) > e:
+        raise ValueError(f"state: expected at most {e} expression values (the model's), got {len(state.expression)}")
+    if state.frame is None:
+        expression = torch.zeros(e, device=device)
+        pose = torch.zeros(j, 3, device=device)
+        translation = torch.zeros(3, device=device) if neutral_translation is None else neutral_translation.to(device)
+    else:
+        if not 0 <= state.frame < params.num_frames:
+            raise ValueError(f"frame: expected a frame in [0, {params.num_frames}), got {state.frame}")
+        expression = params.expression[state.frame].clone()
+        pose = params.pose[state.frame].clone()
+        translation = params.translation[state.frame]
+    if state.expression:
+        expression[: len(state.expression)] += torch.tensor(state.expression, dtype=expression.dtype, device=device)
+    if state.jaw and "jaw" in parametric.joint_names:
+        jaw = parametric.joint_names.index("jaw")
+        pose[jaw] = _rotate(pose[jaw], torch.tensor([math.radians(state.jaw), 0.0, 0.0], dtype=pose.dtype, device=device))
+    if state.yaw or state.pitch or state.roll:
+        pose[0] = _rotate(pose[0], _euler(state.yaw, state.pitch, state.roll, pose))
+    return parametric(shape=params.shape, expression=expression[None], pose=pose[None], translation=translation[None])
+
+
+def _quaternion_matrix(wxyz) -> Tensor:
+    w, x, y, z = (float(v) for v in np.asarray(wxyz, dtype=np.float64) / np.linalg.norm(wxyz))
+    return torch.tensor(
+        [
+            [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
+            [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
+            [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
+        ],
+        dtype=torch.float64,
+    )
+
+
+def viser_camera(position, wxyz, fov: float, aspect: float, pixels: int) -> PinholeCameras:
+    """The :class:`PinholeCameras` (one camera) of viser's camera: ``wxyz`` and ``position`` are viser's
+    ``R_world_camera`` and ``t`` (``P_world = R p_camera + t``) with OpenCV axes, as headfields'; ``fov`` the
+    vertical field of view (radians), ``aspect`` width / height; the longer image side gets ``pixels`` pixels.
+
+    >>> cameras = viser_camera(client.camera.position, client.camera.wxyz, client.camera.fov, client.camera.aspect, 128)
+    """
+    if not (math.isfinite(aspect) and aspect > 0):
+        raise ValueError(f"aspect: expected a positive width / height, got {aspect}")
+    if not 0 < fov < math.pi:
+        raise ValueError(f"fov: expected a vertical field of view in (0, pi) radians, got {fov}")
+    width, height = (pixels, max(1, round(pixels / aspect))) if aspect >= 1 else (max(1, round(pixels * aspect)), pixels)
+    c2w = torch.eye(4, dtype=torch.float64)
+    c2w[:3, :3] = _quaternion_matrix(wxyz)
+    c2w[:3, 3] = torch.as_tensor(np.asarray(position, dtype=np.float64))
+    fy = height / 2 / math.tan(fov / 2)
+    return PinholeCameras(fy, fy, width / 2, height / 2, width, height, c2w.float()[None])
+
+
+def render_avatar(model, cameras: PinholeCameras, head: Head, depth: bool, chunk: int, device) -> Tensor:
+    """Colour [H, W, 3] in [0, 1] of camera 0 of ``cameras`` seeing frame 0 of ``head`` or, with ``depth``, its
+    depth [H, W]: the model's composited depth where its ``render`` returns one (NeRF and NeuS models: a
+    Composite's ``depth``, 0 for empty rays), else the distance to the tracked mesh (0 where a ray misses)."""
+    cameras = cameras.to(device)
+    pixels = image_pixels(cameras)
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(pixels), chunk):
+            rays = pixel_rays(cameras, 0, pixels[start : start + chunk])
+            with trusted_values():  # the image's own rays, checked by pixel_rays
+                if not depth:
+                    out.append(model.render_rays(rays, head))
+                    continue
+                result = model.render(rays, head) if hasattr(model, "render") else None
+                composite = getattr(result, "composite", result)
+                values = getattr(composite, "depth", None)
+                out.append(mesh_depth(head, rays) if values is None else values)
+    image = torch.cat(out).cpu()
+    if depth:
+        return image.reshape(cameras.height, cameras.width)
+    return image.reshape(cameras.height, cameras.width, 3).clamp(0, 1)
+
+
+def depth_image(depth: Tensor) -> np.ndarray:
+    """A depth map [H, W] (0: nothing) as a grey uint8 image [H, W, 3]: near bright, far dark, nothing black."""
+    hit = depth > 0
+    grey = torch.zeros_like(depth)
+    if hit.any():
+        near, far = depth[hit].min(), depth[hit].max()
+        grey[hit] = 1 - 0.8 * (depth[hit] - near) / (far - near).clamp_min(1e-6)
+    return (grey[..., None].expand(-1, -1, 3).numpy() * 255 + 0.5).astype(np.uint8)
+
+
+@dataclass
+class _Request:
+    camera: PinholeCameras
+    moving: bool
+
+
+class AvatarViewer:
+    """A viser server showing the run at ``run_or_path`` (a :class:`Run`, or a run folder loaded on ``device``).
+
+    ``host`` defaults to localhost: only this machine reaches the viewer; ``"0.0.0.0"`` serves every network
+    interface. ``watch``: reload the checkpoint whenever training writes a new one. Renders happen in one worker
+    thread, one at a time; a newer camera or slider state replaces a request still queued.
+
+    >>> viewer = AvatarViewer("outputs/insta", port=8080).start()
+    >>> viewer.stop()
+    """
+
+    def __init__(
+        self,
+        run_or_path: Run | str | Path,
+        host: str = "127.0.0.1",
+        port: int = 8080,
+        watch: bool = False,
+        device: str | torch.device | None = None,
+        moving_pixels: int = MOVING_PIXELS,
+        resting_pixels: int = RESTING_PIXELS,
+        chunk: int = 8192,
+    ):
+        self.run = run_or_path if isinstance(run_or_path, Run) else load_run(run_or_path, device)
+        self.host, self.port, self.watch = host, port, watch
+        self.moving_pixels, self.resting_pixels, self.chunk = moving_pixels, resting_pixels, chunk
+        self.server = None
+        self.frames_rendered = 0  # images sent to browsers (tests wait on it)
+        self.sharp_frames = 0  # ... of them at the resting resolution
+        self.shown_state: ViewerState | None = None  # the state of the last image sent
+        self._lock = threading.Condition()
+        self._requests: dict[int, _Request] = {}  # client id -> its newest request
+        self._resting: dict[int, tuple[_Request, float]] = {}  # client id -> its last moving request, its time
+        self._stopping = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._mesh = None
+        self._mesh_vertices: np.ndarray | None = None
+        self._gui: dict = {}
+        self._checkpoint_mtime = self._mtime()
+
+    # -- the model's side ------------------------------------------------------------------------------------------
+    @property
+    def has_params(self) -> bool:
+        """Whether the sliders drive the head (a parametric model with tracked parameters)."""
+        return not isinstance(self.run.model.parametric, TrackedMeshModel) and self.run.subject.train.params is not None
+
+    def splits(self) -> tuple[str, ...]:
+        return ("train", self.run.subject.eval.split)
+
+    def head(self, state: ViewerState) -> Head:
+        """The head ``state`` asks for, on the run's device (see :func:`state_head`)."""
+        run = self.run
+        frames = run.frames(state.split)
+        train = run.subject.train
+        neutral = None if train.params is None else train.params.translation[0]  # keeps the neutral head in view
+        head = state_head(run.model.parametric, state, frames.params, neutral, run.head(state.split))
+        codes = run.head(state.split).codes
+        if codes is not None and head.codes is None and state.frame is not None:
+            head = dataclasses.replace(head, codes=codes[state.frame : state.frame + 1])
+        return head
+
+    def head_center(self) -> Tensor:
+        vertices = self.run.train_head.vertices[0].detach()
+        return ((vertices.amin(dim=0) + vertices.amax(dim=0)) / 2).cpu()
+
+    # -- the server ------------------------------------------------------------------------------------------------
+    def start(self) -> AvatarViewer:
+        try:
+            import viser
+        except ImportError as error:
+            raise ImportError(f"viewer: needs viser ({error}): pip install 'headfields[viewer]'") from None
+
+        if self.server is not None:
+            return self
+        self._stopping.clear()
+        self.server = viser.ViserServer(host=self.host, port=self.port, verbose=False)
+        self.port = self.server.get_port()
+        if self.host in ("0.0.0.0", "::", ""):
+            print(f"viewer: reachable from other machines on this network at port {self.port} (--host {self.host})")
+        print(f"viewer: http://{'localhost' if self.host in ('127.0.0.1', 'localhost') else self.host}:{self.port}")
+        self._setup_scene()
+        self._setup_gui()
+        self.server.on_client_connect(self._connect)
+        self.server.on_client_disconnect(self._disconnect)
+        self._spawn("render", self._render_loop)
+        if self.watch:
+            self._spawn("watch", self._watch_loop)
+        return self
+
+    def stop(self) -> None:
+        """Stops the server and joins the viewer's threads: the port is free again once this returns."""
+        self._stopping.set()
+        with self._lock:
+            self._lock.notify_all()
+        for thread in self._threads:
+            thread.join(timeout=30)
+        self._threads = []
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
+
+    def __enter__(self) -> AvatarViewer:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def _spawn(self, name: str, target) -> None:
+        thread = threading.Thread(target=target, name=f"{THREAD_PREFIX}-{name}", daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def _initial_camera(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+        """The capture's first camera: its position, the head centre, its image-up, its vertical field of view."""
+        cameras = self.run.subject.train.cameras
+        c2w = cameras.camera_to_world[0].detach().double().cpu().numpy()
+        return c2w[:3, 3], self.head_center().double().numpy(), -c2w[:3, 1], cameras.fov_y
+
+    def _setup_scene(self) -> None:
+        position, center, up, fov = self._initial_camera()
+        scene = self.server.scene
+        scene.set_up_direction(tuple(float(v) for v in up))
+        initial = self.server.initial_camera
+        initial.position, initial.look_at, initial.up, initial.fov = position, center, up, fov
+
+    def _setup_gui(self) -> None:
+        gui, run = self.server.gui, self.run
+        g = self._gui
+        parametric = run.model.parametric
+        count = min(EXPRESSION_SLIDERS, parametric.num_expression) if self.has_params else 0
+        if not self.has_params:
+            gui.add_markdown(
+                "**Tracked meshes without parameters**: only the frame slider drives the head; the expression, jaw "
+                "and head-pose sliders are disabled."
+            )
+        with gui.add_folder("Tracking"):
+            g["split"] = gui.add_dropdown("split", self.splits(), initial_value="train")
+            g["frame"] = gui.add_slider("frame", -1 if self.has_params else 0, len(run.subject.train) - 1, 1, 0)
+            g["reset"] = gui.add_button("reset to neutral", disabled=not self.has_params)
+        with gui.add_folder("Pose"):
+            disabled = not self.has_params or "jaw" not in parametric.joint_names
+            g["jaw"] = gui.add_slider("jaw", -10.0, 30.0, 0.5, 0.0, disabled=disabled)
+            g["yaw"] = gui.add_slider("yaw", -60.0, 60.0, 1.0, 0.0, disabled=not self.has_params)
+            g["pitch"] = gui.add_slider("pitch", -45.0, 45.0, 1.0, 0.0, disabled=not self.has_params)
+            g["roll"] = gui.add_slider("roll", -45.0, 45.0, 1.0, 0.0, disabled=not self.has_params)
+        with gui.add_folder("Expression", expand_by_default=count > 0):
+            g["expression"] = [gui.add_slider(f"expression {k}", -3.0, 3.0, 0.05, 0.0) for k in range(count)]
+        with gui.add_folder("Display"):
+            g["mesh"] = gui.add_checkbox("tracked mesh overlay", False)
+            g["depth"] = gui.add_checkbox("depth", False)
+            g["status"] = gui.add_markdown(f"step {run.step}")
+        for handle in (g["frame"], g["jaw"], g["yaw"], g["pitch"], g["roll"], g["mesh"], g["depth"], *g["expression"]):
+            handle.on_update(lambda _: self._changed())
+        g["split"].on_update(lambda _: self._split_changed())
+        g["reset"].on_click(lambda _: self.reset())
+
+    def state(self) -> ViewerState:
+        """The GUI's state now (frame -1: the neutral head)."""
+        g = self._gui
+        frame = int(g["frame"].value)
+        return ViewerState(
+            expression=tuple(float(s.value) for s in g["expression"]),
+            jaw=float(g["jaw"].value) if self.has_params else 0.0,
+            yaw=float(g["yaw"].value) if self.has_params else 0.0,
+            pitch=float(g["pitch"].value) if self.has_params else 0.0,
+            roll=float(g["roll"].value) if self.has_params else 0.0,
+            frame=None if frame < 0 else frame,
+            split=g["split"].value,
+            mesh=bool(g["mesh"].value),
+            depth=bool(g["depth"].value),
+        )
+
+    def reset(self) -> None:
+        """Every slider to zero, the neutral head."""
+        g = self._gui
+        with self.server.atomic():
+            for handle in (g["jaw"], g["yaw"], g["pitch"], g["roll"], *g["expression"]):
+                handle.value = 0.0
+            g["frame"].value = -1
+        self._changed()
+
+    def _split_changed(self) -> None:
+        frames = self.run.frames(self._gui["split"].value)
+        slider = self._gui["frame"]
+        slider.max = len(frames) - 1
+        slider.value = min(slider.value, len(frames) - 1)
+        self._changed()
+
+    # -- requests and the render worker ----------------------------------------------------------------------------
+    def _camera(self, client, moving: bool) -> PinholeCameras:
+        camera = client.camera
+        return viser_camera(
+            camera.position, camera.wxyz, camera.fov, camera.aspect, self.moving_pixels if moving else self.resting_pixels
+        )
+
+    def _request(self, client, moving: bool) -> None:
+        try:
+            request = _Request(self._camera(client, moving), moving)
+        except (AssertionError, ValueError, ZeroDivisionError):  # the client has not sent its camera yet
+            return
+        with self._lock:
+            self._requests[client.client_id] = request
+            self._lock.notify_all()
+
+    def _connect(self, client) -> None:
+        client.camera.on_update(lambda camera: self._request(camera.client, moving=True))
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not self._stopping.is_set():
+            try:
+                client.camera.aspect  # noqa: B018 (raises until the client has sent its camera)
+                break
+            except (AssertionError, ZeroDivisionError):
+                time.sleep(0.05)
+        self._request(client, moving=False)
+
+    def _disconnect(self, client) -> None:
+        with self._lock:
+            self._requests.pop(client.client_id, None)
+            self._resting.pop(client.client_id, None)
+
+    def _changed(self) -> None:
+        if self.server is None:
+            return
+        for client in self.server.get_clients().values():
+            self._request(client, moving=True)
+
+    def _next(self) -> tuple[int, _Request] | None:
+        """The next request (waiting for one): a queued one, else a resting client's refinement."""
+        with self._lock:
+            while not self._stopping.is_set():
+                if self._requests:
+                    client_id = next(iter(self._requests))
+                    request = self._requests.pop(client_id)
+                    if request.moving:
+                        self._resting[client_id] = (request, time.monotonic())
+                    else:
+                        self._resting.pop(client_id, None)
+                    return client_id, request
+                now = time.monotonic()
+                for client_id, (request, since) in list(self._resting.items()):
+                    if now - since >= REST_SECONDS:
+                        del self._resting[client_id]
+                        camera = request.camera
+                        scale = self.resting_pixels / max(camera.width, camera.height)
+                        width, height = max(1, round(camera.width * scale)), max(1, round(camera.height * scale))
+                        fy = camera.fy * height / camera.height
+                        sharp = PinholeCameras(fy, fy, width / 2, height / 2, width, height, camera.camera_to_world)
+                        return client_id, _Request(sharp, moving=False)
+                self._lock.wait(timeout=REST_SECONDS / 3)
+        return None
+
+    def _render_loop(self) -> None:
+        while (job := self._next()) is not None:
+            client_id, request = job
+            server = self.server
+            client = None if server is None else server.get_clients().get(client_id)
+            if client is None:
+                continue
+            try:
+                self._render(client, request)
+            except Exception as error:  # a failed render leaves the viewer up, the error shown
+                self._gui["status"].content = f"render failed: {error}"
+                print(f"viewer: render failed: {error!r}")
+
+    def _render(self, client, request: _Request) -> None:
+        state = self.state()
+        run = self.run  # one run per image, though --watch may swap it meanwhile
+        head = self.head(state)
+        result = render_avatar(run.model, request.camera, head, state.depth, self.chunk, run.device)
+        image = depth_image(result) if state.depth else (result.numpy() * 255 + 0.5).astype(np.uint8)
+        client.scene.set_background_image(image, format="png" if not request.moving else "jpeg")
+        self._show_mesh(head, state.mesh)
+        self.shown_state = state
+        self.frames_rendered += 1
+        self.sharp_frames += not request.moving
+
+    def _show_mesh(self, head: Head, show: bool) -> None:
+        if not show:
+            if self._mesh is not None:
+                self._mesh.remove()
+                self._mesh = None
+            return
+        vertices = head.vertices[0].detach().cpu().numpy().astype(np.float32)
+        if self._mesh is not None and np.array_equal(self._mesh_vertices, vertices):
+            return
+        self._mesh_vertices = vertices
+        faces = head.faces.cpu().numpy().astype(np.uint32)
+        self._mesh = self.server.scene.add_mesh_simple(
+            "/tracked_mesh", vertices, faces, color=(90, 200, 255), wireframe=True, opacity=0.5
+        )
+
+    # -- --watch ---------------------------------------------------------------------------------------------------
+    def _mtime(self) -> float | None:
+        file = self.run.path / CHECKPOINT_NAME
+        return file.stat().st_mtime if file.is_file() else None
+
+    def _watch_loop(self) -> None:
+        while not self._stopping.wait(WATCH_SECONDS):
+            mtime = self._mtime()
+            if mtime is None or mtime == self._checkpoint_mtime:
+                continue
+            time.sleep(WATCH_SECONDS / 2)  # let the writer finish
+            try:
+                run = load_run(self.run.path, self.run.device)
+            except Exception as error:  # a checkpoint being written: try again at the next poll
+                print(f"viewer: could not reload {self.run.path} yet ({error})")
+                continue
+            self.run, self._checkpoint_mtime = run, mtime
+            self._gui["status"].content = f"step {run.step} (reloaded {time.strftime('%H:%M:%S')})"
+            print(f"viewer: reloaded {run.path} at step {run.step}")
+            self._changed()
