@@ -270,3 +270,16 @@ def test_viewer_in_a_browser(run):
     change = np.abs(after[face] - before[face]).mean(axis=-1)
     assert (change > 8).mean() > 0.002, f"the face region did not change (mean change {change.mean():.3f})"
     assert port_is_free(port) and not viewer_threads()
+
+
+def test_an_sdf_run_renders_its_colour_as_render_view_and_its_depth(tiny_neus_run):
+    """Every model load_run loads: the NeuS mix (an SDF model) too; the viewer's colour is the render command's."""
+    from headfields.training import render_view
+
+    run = load_run(tiny_neus_run[0], "cpu")
+    head = state_head(run.model.parametric, ViewerState(frame=1, jaw=8.0), run.subject.train.params)
+    cameras = run.subject.train.cameras.select(torch.tensor([1]))
+    colour = render_avatar(run.model, cameras, head, False, 4096, run.device)
+    assert torch.equal(colour, render_view(run.model, cameras, 0, head, 0, 4096, run.device))
+    depth = render_avatar(run.model, cameras, head, True, 4096, run.device)
+    assert depth.shape == (cameras.height, cameras.width) and torch.isfinite(depth).all() and (depth > 0).any()
