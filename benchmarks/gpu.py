@@ -1,0 +1,291 @@
+"""GPU in one command: the CUDA tests, the kernel and encoder benchmarks and a timed INSTA training, in one report.
+
+Run it from the repository root::
+
+    python benchmarks/gpu.py                        # writes outputs/gpu/gpu_report.md and prints it
+    python benchmarks/gpu.py --out /tmp/gpu --minutes 10
+    python benchmarks/gpu.py --quick                # a few minutes in all: a test subset, smaller sizes, 1 min INSTA
+
+Each step runs in a subprocess of its own (its full output under ``OUT/logs/``), so one that fails is reported,
+with its last lines, and the next still runs; the exit status is 1 if any step failed:
+
+1. the CUDA test cases: ``pytest tests -q -k cuda`` (every device test is parametrised ``cpu``/``cuda``, see
+   tests/conftest.py's ``DEVICES``; ``--quick``: the hash grid and mesh-query test files only);
+2. ``benchmarks/hashgrid.py`` and ``benchmarks/mesh_queries.py`` with ``--device cuda`` (their tables go into the
+   report as printed), and whether the optional CUDA peers tiny-cuda-nn and cubvh are importable;
+3. ``examples/insta.py --device cuda --max-minutes M`` (the paper recipe, the default on CUDA) into ``OUT/insta``
+   (removed first: a benchmark starts afresh rather than resuming): held-out PSNR, iterations per second and the
+   peak GPU memory, which a small wrapper around the example reads from torch's allocator in the child and writes to
+   ``OUT/insta_memory.json`` (Warp's own allocations, if any, are not in it).
+
+Without a CUDA device it runs the same steps on the CPU at tiny sizes (``--quick`` implied), so the script stays
+working on every machine: a fast CPU test file, the benchmarks on a few points, INSTA for 3 iterations on a tiny
+synthetic video. The report then says at the top that its figures are not GPU figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+TAIL_LINES = 30  # of a failed step's output, in the report
+
+# Runs the example as its own __main__, then writes torch's peak CUDA memory where the parent reads it:
+# argv = [-c, memory.json, examples/insta.py, flags...].
+INSTA_CHILD = """
+import json, runpy, sys, torch
+memory_file, script = sys.argv[1], sys.argv[2]
+sys.argv = [script] + sys.argv[3:]
+try:
+    runpy.run_path(script, run_name="__main__")
+finally:
+    cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
+    peak = {"max_memory_allocated": torch.cuda.max_memory_allocated() if cuda else None,
+            "max_memory_reserved": torch.cuda.max_memory_reserved() if cuda else None}
+    with open(memory_file, "w") as f:
+        json.dump(peak, f)
+"""
+
+
+@dataclass
+class Step:
+    """One subprocess: its command, exit status (None: it ran past its time limit), seconds and output."""
+
+    name: str
+    command: list[str]
+    returncode: int | None
+    seconds: float
+    stdout: str
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+    def status(self) -> str:
+        if self.returncode is None:
+            return f"**FAILED**: ran past its time limit ({self.seconds:.0f} s)"
+        return f"ok ({self.seconds:.0f} s)" if self.ok else f"**FAILED**: exit status {self.returncode} ({self.seconds:.0f} s)"
+
+    def tail(self, lines: int = TAIL_LINES) -> str:
+        return "\n".join((self.stdout + "\n" + self.stderr).strip().splitlines()[-lines:])
+
+
+def shown(command: list[str]) -> str:
+    """``command`` as a line, the INSTA wrapper's code named rather than spelt out."""
+    return " ".join("<peak-memory wrapper>" if "\n" in part else part for part in command)
+
+
+def run_step(name: str, command: list[str], timeout: float, logs: Path) -> Step:
+    """Run ``command`` from the repository root in a session of its own (so a timeout ends its children too), log
+    its output to ``logs/name.log`` and say how it went."""
+    print(f"[gpu.py] {name}: {shown(command)}", flush=True)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    started = time.perf_counter()
+    proc = subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+        returncode: int | None = proc.returncode
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # the session started above: this child and its own children only
+        stdout, stderr = proc.communicate()
+        returncode = None
+    step = Step(name, command, returncode, time.perf_counter() - started, stdout or "", stderr or "")
+    (logs / f"{name}.log").write_text(f"$ {shown(command)}\n\n--- stdout\n{step.stdout}\n--- stderr\n{step.stderr}")
+    print(f"[gpu.py] {name}: {step.status()}", flush=True)
+    return step
+
+
+def pytest_counts(output: str) -> dict[str, int]:
+    """pytest's closing counts ("3 passed, 1 skipped, 9 deselected in 4.2s") as {outcome: count}."""
+    for line in reversed(output.splitlines()):
+        if re.search(r"\bin [\d.]+s", line):
+            found = re.findall(r"(\d+) (passed|failed|skipped|deselected|errors?|xfailed|xpassed|warnings?)", line)
+            return {word.rstrip("s") if word.startswith(("error", "warning")) else word: int(n) for n, word in found}
+    return {}
+
+
+def peer_status(name: str) -> str:
+    """An optional CUDA peer: its version, or why it is not available. Not benchmarked here."""
+    if importlib.util.find_spec(name) is None:
+        return "not installed"
+    try:
+        module = importlib.import_module(name)
+    except Exception as error:  # an extension built for another torch or CUDA fails in many ways
+        return f"installed, import failed: {type(error).__name__}: {error}"
+    return f"available, version {getattr(module, '__version__', 'unknown')}"
+
+
+def machine_lines(cuda: bool) -> list[str]:
+    import warp as wp
+
+    if cuda:  # asked after the steps, so the parent holds no CUDA context while they run
+        props = torch.cuda.get_device_properties(0)
+        device = f"{props.name}, {props.total_memory / 2**30:.1f} GiB, CUDA {torch.version.cuda}"
+    else:
+        device = f"none (CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs)"
+    return [
+        f"- device: {device}",
+        f"- python {platform.python_version()}, torch {torch.__version__}, warp {wp.__version__}; {platform.platform()}",
+        f"- command: `python {' '.join([Path(sys.argv[0]).name, *sys.argv[1:]])}`; {time.strftime('%Y-%m-%d %H:%M:%S')}",
+    ]
+
+
+def failure_block(step: Step) -> list[str]:
+    return [f"Last {TAIL_LINES} lines of its output:", "", "```", step.tail(), "```", ""]
+
+
+def tests_section(step: Step) -> list[str]:
+    counts = pytest_counts(step.stdout)
+    lines = ["## Tests", "", f"`{' '.join(step.command[2:])}`: {step.status()}", ""]
+    if counts:
+        values = " | ".join(map(str, counts.values()))
+        lines += ["| " + " | ".join(counts) + " |", "|" + "---:|" * len(counts), f"| {values} |", ""]
+    summary = [ln for ln in step.stdout.splitlines() if ln.startswith(("FAILED", "ERROR", "SKIPPED"))]
+    if summary:
+        lines += ["```", *summary[:40], *(["..."] if len(summary) > 40 else []), "```", ""]
+    return lines + ([] if step.ok and counts else failure_block(step))
+
+
+def benchmark_section(title: str, step: Step, fenced: bool) -> list[str]:
+    lines = [f"## {title}", "", f"`{' '.join(step.command[1:])}`: {step.status()}", ""]
+    if not step.ok:
+        return lines + failure_block(step)
+    out = step.stdout.strip()
+    return lines + (["```", out, "```", ""] if fenced else [out, ""])
+
+
+def insta_section(step: Step, run: Path, memory_file: Path, cuda: bool) -> tuple[list[str], bool]:
+    """The INSTA figures from ``run/metrics.json`` and the wrapper's memory file, and whether they were there."""
+    lines = ["## INSTA", "", f"`{' '.join(step.command[4:])}`: {step.status()}", ""]
+    try:
+        metrics = json.loads((run / "metrics.json").read_text())
+        rate = metrics["iterations"] / metrics["train_seconds"]
+    except (OSError, ValueError, KeyError, ZeroDivisionError) as error:
+        return lines + [f"No figures: {run / 'metrics.json'}: {error}", ""] + failure_block(step), False
+    try:
+        memory = json.loads(memory_file.read_text())
+    except (OSError, ValueError):
+        memory = {}
+    allocated, reserved = memory.get("max_memory_allocated"), memory.get("max_memory_reserved")
+    peak = f"{allocated / 2**30:.2f} GiB ({reserved / 2**30:.2f} GiB reserved)" if allocated is not None else "— (no CUDA)"
+    head = f"{metrics['psnr_head']:.2f} dB" if metrics.get("psnr_head") is not None else "—"
+    lines += [
+        "| held-out PSNR | head PSNR | SSIM | iterations | train s | it/s | peak GPU memory (torch) | eval frames |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+        f"| {metrics['psnr']:.2f} dB | {head} | {metrics['ssim']:.4f} | {metrics['iterations']} | "
+        f"{metrics['train_seconds']:.1f} | {rate:.2f} it/s | {peak} | "
+        f"{metrics['eval_frames']} of {metrics['eval_frames_total']} |",
+        "",
+        f"Run folder: `{run}` (renders, log.jsonl, checkpoint)." + ("" if cuda else " CPU recipe, 3 iterations."),
+        "",
+    ]
+    if not step.ok:  # figures written, yet the process failed afterwards
+        lines += failure_block(step)
+    return lines, True
+
+
+def tiny_video(folder: Path) -> Path:
+    from headfields.synthetic import SyntheticVideoConfig, make_synthetic_video
+
+    if folder.exists():
+        shutil.rmtree(folder)
+    config = SyntheticVideoConfig(num_frames=8, num_val=1, num_test=2, resolution=16, episode_frames=2)
+    return make_synthetic_video(folder, config)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", type=Path, default=Path("outputs/gpu"), help="where the report, logs and INSTA run go")
+    parser.add_argument("--minutes", type=float, default=5.0, help="INSTA's training budget on the GPU")
+    parser.add_argument("--quick", action="store_true", help="a test subset and smaller sizes (implied without CUDA)")
+    args = parser.parse_args()
+    if args.minutes <= 0:
+        parser.error("--minutes: expected a positive number")
+    cuda = torch.cuda.is_available()
+    quick = args.quick or not cuda
+    out = args.out.resolve()
+    logs = out / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    python = sys.executable
+
+    # 1. tests
+    if cuda:
+        files = ["tests/test_hashgrid.py", "tests/test_closest_point.py", "tests/test_ray.py"] if quick else ["tests"]
+        selection, test_timeout = ["-k", "cuda"], (900 if quick else 3600)
+    else:  # a fast file, its CPU cases: about 15 s on 2 cores
+        files, selection, test_timeout = ["tests/test_knn.py"], ["-k", "cpu"], 300
+    tests = run_step("tests", [python, "-m", "pytest", *files, "-q", *selection], test_timeout, logs)
+
+    # 2. benchmarks
+    device = "cuda" if cuda else "cpu"
+    if not cuda:  # hashgrid.py checks its first 4096 points against the reference; fewer is fine
+        hash_flags, mesh_flags = ["--points", "1024", "--repeats", "1"], ["--points", "2000", "--repeats", "1"]
+        mesh_flags += ["--trimesh-points", "500", "--trimesh-rays", "200"]
+    elif quick:
+        hash_flags, mesh_flags = ["--points", str(2**16), "--repeats", "3"], ["--points", "100000", "--repeats", "3"]
+    else:
+        hash_flags, mesh_flags = ["--points", str(2**20), "--repeats", "5"], ["--points", "1000000", "--repeats", "5"]
+    bench_timeout = 600 if quick else 1800
+    hashgrid = run_step("hashgrid", [python, "benchmarks/hashgrid.py", "--device", device, *hash_flags], bench_timeout, logs)
+    mesh = run_step("mesh_queries", [python, "benchmarks/mesh_queries.py", "--device", device, *mesh_flags], bench_timeout, logs)
+    peers = {name: peer_status(name) for name in ("tinycudann", "cubvh")}
+
+    # 3. INSTA
+    run = out / "insta"
+    if run.exists():
+        shutil.rmtree(run)  # a fresh run: the example resumes an existing one
+    memory_file = out / "insta_memory.json"
+    memory_file.unlink(missing_ok=True)
+    minutes = min(args.minutes, 1.0) if quick else args.minutes
+    insta_flags = ["--out", str(run), "--device", device, "--max-minutes", f"{minutes:g}"]
+    if not cuda:
+        insta_flags += ["--data", str(tiny_video(out / "video")), "--iterations", "3", "--rays", "256", "--eval-frames", "1"]
+    # The budget covers training and evaluation; the synthetic video's first rendering and Warp's compilation come on top.
+    insta_cmd = [python, "-c", INSTA_CHILD, str(memory_file), "examples/insta.py", *insta_flags]
+    insta = run_step("insta", insta_cmd, minutes * 60 + 1200, logs)
+
+    # 4. report
+    insta_lines, insta_figures = insta_section(insta, run, memory_file, cuda)
+    steps = [tests, hashgrid, mesh, insta]
+    failed = [s.name for s in steps if not s.ok] + ([] if insta_figures or not insta.ok else ["insta (no metrics.json)"])
+    lines = ["# headfields on the GPU", ""]
+    if not cuda:
+        lines += ["> **no CUDA device: CPU fallback at tiny sizes, not GPU figures.**", ""]
+    elif quick:
+        lines += ["> `--quick`: a test subset, smaller benchmark sizes and a 1-minute INSTA run.", ""]
+    lines += machine_lines(cuda)
+    lines += [f"- steps failed: {', '.join(failed)}" if failed else "- every step passed", ""]
+    lines += tests_section(tests)
+    lines += benchmark_section("Hash grid", hashgrid, fenced=True)
+    lines += benchmark_section("Mesh queries", mesh, fenced=False)
+    lines += ["## Optional CUDA peers", "", *(f"- {name}: {status}" for name, status in peers.items())]
+    lines += ["", "(Neither is benchmarked by the scripts above; listed so a GPU run says which could be compared.)", ""]
+    lines += insta_lines
+    lines += [f"Full output of every step under `{logs}`.", ""]
+    report = "\n".join(lines)
+    (out / "gpu_report.md").write_text(report)
+    print(report)
+    print(f"[gpu.py] report: {out / 'gpu_report.md'}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,128 @@
+"""benchmarks/gpu.py ("GPU in one command"): its CPU fallback end to end, so the script cannot rot on machines without
+a GPU, and its step runner's failure reporting. The names here avoid "cuda": gpu.py selects the CUDA tests with
+``-k cuda`` and must not select these."""
+
+import importlib.util
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "benchmarks" / "gpu.py"
+
+
+def load_gpu_script():
+    """benchmarks/gpu.py as a module (registered first: its dataclass resolves annotations through sys.modules)."""
+    if "gpu_benchmark_script" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("gpu_benchmark_script", SCRIPT)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
+    return sys.modules["gpu_benchmark_script"]
+
+
+def section(report: str, title: str) -> str:
+    """The text of ``## title`` up to the next ``## ``."""
+    match = re.search(rf"^## {re.escape(title)}\n(.*?)(?=^## |\Z)", report, flags=re.S | re.M)
+    assert match is not None, f"no section {title!r} in the report:\n{report}"
+    return match.group(1)
+
+
+@pytest.fixture(scope="module")
+def fallback_run(tmp_path_factory):
+    """gpu.py --quick with CUDA hidden (the CPU fallback on any machine): its process and output folder."""
+    out = tmp_path_factory.mktemp("gpu")
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), "--out", str(out), "--quick"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    return done, out
+
+
+def test_fallback_exits_cleanly_and_writes_the_report(fallback_run):
+    done, out = fallback_run
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    report = (out / "gpu_report.md").read_text()
+    assert report in done.stdout  # printed as well as written
+    assert "no CUDA device: CPU fallback at tiny sizes, not GPU figures" in report.split("\n## ")[0]  # at the top
+    assert "- every step passed" in report
+    for step in ("tests", "hashgrid", "mesh_queries", "insta"):
+        assert "--- stdout" in (out / "logs" / f"{step}.log").read_text()
+
+
+def test_fallback_tests_section_counts(fallback_run):
+    _, out = fallback_run
+    text = section((out / "gpu_report.md").read_text(), "Tests")
+    header, _, values = re.search(r"^\|(.*)\|\n\|(.*)\|\n\|(.*)\|$", text, flags=re.M).groups()
+    counts = dict(zip([h.strip() for h in header.split("|")], [int(v) for v in values.split("|")], strict=True))
+    assert counts["passed"] > 0 and "failed" not in counts and "error" not in counts
+    assert "-k cpu" in text
+
+
+def test_fallback_benchmark_tables(fallback_run):
+    _, out = fallback_run
+    report = (out / "gpu_report.md").read_text()
+    hashgrid = section(report, "Hash grid")
+    warp, reference = map(float, re.search(r"^forward\s+([\d.]+)\s+([\d.]+)\s+[\d.]+x$", hashgrid, flags=re.M).groups())
+    assert warp > 0 and reference > 0
+    assert "device cpu" in hashgrid
+    mesh = section(report, "Mesh queries")
+    throughput = re.search(r"^\| closest point \| headfields \(cpu\) \| 2,000 \| [\d.]+ ms \| ([\d.]+) k/s", mesh, flags=re.M)
+    assert throughput is not None and float(throughput.group(1)) > 0
+    assert "| first ray hit | headfields (cpu) |" in mesh and "| k=4 nearest vertices | headfields (cpu) |" in mesh
+    peers = section(report, "Optional CUDA peers")
+    assert re.search(r"^- tinycudann: \S", peers, flags=re.M) and re.search(r"^- cubvh: \S", peers, flags=re.M)
+
+
+def test_fallback_insta_figures_match_metrics(fallback_run):
+    _, out = fallback_run
+    text = section((out / "gpu_report.md").read_text(), "INSTA")
+    psnr, iterations, seconds, rate = re.search(
+        r"^\| ([\d.]+) dB \| [^|]+ \| [\d.]+ \| (\d+) \| ([\d.]+) \| ([\d.]+) it/s \| — \(no CUDA\) \|", text, flags=re.M
+    ).groups()
+    metrics = json.loads((out / "insta" / "metrics.json").read_text())
+    assert int(iterations) == metrics["iterations"] == 3
+    assert float(psnr) == pytest.approx(metrics["psnr"], abs=0.006) and 5.0 < float(psnr) < 60.0
+    assert float(rate) == pytest.approx(metrics["iterations"] / metrics["train_seconds"], rel=0.01, abs=0.006)
+    assert float(seconds) == pytest.approx(metrics["train_seconds"], abs=0.06)
+    memory = json.loads((out / "insta_memory.json").read_text())  # the wrapper ran, and saw no CUDA
+    assert memory == {"max_memory_allocated": None, "max_memory_reserved": None}
+
+
+def test_step_failure_is_reported_with_its_last_lines(tmp_path):
+    gpu = load_gpu_script()
+    code = "print('first'); print('last words'); raise SystemExit(3)"
+    step = gpu.run_step("broken", [sys.executable, "-c", code], 60, tmp_path)
+    assert step.returncode == 3 and not step.ok
+    assert "FAILED" in step.status() and "exit status 3" in step.status()
+    block = "\n".join(gpu.benchmark_section("Broken", step, fenced=True))
+    assert "last words" in block and "FAILED" in block
+    assert "last words" in (tmp_path / "broken.log").read_text()
+
+
+def test_step_past_its_time_limit_is_ended_and_reported(tmp_path):
+    gpu = load_gpu_script()
+    started = time.perf_counter()
+    step = gpu.run_step("slow", [sys.executable, "-c", "import time; print('started', flush=True); time.sleep(60)"], 2, tmp_path)
+    assert time.perf_counter() - started < 30
+    assert step.returncode is None and not step.ok and "time limit" in step.status()
+    assert "started" in step.tail()
+
+
+def test_pytest_counts_reads_the_closing_line():
+    gpu = load_gpu_script()
+    output = "....sF\nFAILED tests/test_x.py::test_y[cuda]\n1 failed, 4 passed, 1 skipped, 9 deselected, 2 warnings in 4.20s\n"
+    assert gpu.pytest_counts(output) == {"failed": 1, "passed": 4, "skipped": 1, "deselected": 9, "warning": 2}
+    assert gpu.pytest_counts("== 3 passed, 1 error in 0.5s ==") == {"passed": 3, "error": 1}
+    assert gpu.pytest_counts("ImportError while loading conftest") == {}
