@@ -23,6 +23,7 @@ from .training import TrainingConfig
 __all__ = [
     "RECIPES",
     "add_recipe_flag",
+    "example_training",
     "recipe_config",
     "recipe_name",
     "rounded",
