@@ -16,12 +16,11 @@ import dataclasses
 
 import torch
 from jaxtyping import Float
-from smplx.lbs import batch_rodrigues
 from torch import Tensor
 
 from .checks import check_count
 from .data import FrameSet, TrackedParams
-from .parametric.tracked_meshes import rotation_to_axis_angle
+from .parametric.tracked_meshes import compose_rotations
 
 __all__ = ["TRANSFERS", "drive", "is_own_capture"]
 
@@ -45,12 +44,7 @@ def _relative_rotations(
 ) -> Float[Tensor, "N J 3"]:
     """Per joint: the driver's rotation away from its neutral frame, applied to the avatar's neutral rotation,
     ``R = R_driver R_driver_neutral^T R_avatar`` (axis-angle in, axis-angle out)."""
-    n, j = driver.shape[:2]
-    r_driver = batch_rodrigues(driver.reshape(-1, 3).double()).view(n, j, 3, 3)
-    r_neutral = batch_rodrigues(driver_neutral.double()).view(1, j, 3, 3)
-    r_avatar = batch_rodrigues(avatar.double()).view(1, j, 3, 3)
-    rotation = r_driver @ r_neutral.transpose(-1, -2) @ r_avatar
-    return rotation_to_axis_angle(rotation.reshape(-1, 3, 3)).view(n, j, 3).to(driver.dtype)
+    return compose_rotations(driver, -driver_neutral, avatar)
 
 
 def _check_sizes(name: str, avatar: Tensor | None, driver: Tensor | None, what: str) -> None:

@@ -76,6 +76,7 @@ __all__ = [
     "exponential_learning_rate",
     "ray_batch",
     "render_image",
+    "render_pixels",
     "render_view",
     "save_png",
     "set_learning_rate",
@@ -428,7 +429,7 @@ def render_image(
     if render is None:
         head = head if head is not None else tracked_head(model.parametric, frames)
         return render_view(model, frames.cameras, frame, head, 0 if head.num_frames == 1 else frame, chunk, device)
-    return _render_pixels(render, frames.cameras.to(device), frame, chunk)
+    return render_pixels(render, frames.cameras.to(device), frame, chunk).clamp(0, 1)
 
 
 def render_view(
@@ -441,10 +442,12 @@ def render_view(
     def render(rays: Rays) -> Float[Tensor, "R 3"]:
         return model.render_rays(dataclasses.replace(rays, frame=torch.full_like(rays.frame, head_frame)), head)
 
-    return _render_pixels(render, cameras.to(device), camera, chunk)
+    return render_pixels(render, cameras.to(device), camera, chunk).clamp(0, 1)
 
 
-def _render_pixels(render: Callable, cameras: PinholeCameras, camera: int, chunk: int) -> Float[Tensor, "H W 3"]:
+def render_pixels(render: Callable[[Rays], Tensor], cameras: PinholeCameras, camera: int, chunk: int) -> Float[Tensor, "H W C"]:
+    """What ``render(rays)`` gives for every pixel of camera ``camera`` of ``cameras`` (colours [R, 3], a depth [R],
+    ...), ``chunk`` rays at a time without gradients, as an image [H, W, C] on the CPU."""
     pixels = image_pixels(cameras)
     out = []
     with torch.no_grad():
@@ -452,7 +455,7 @@ def _render_pixels(render: Callable, cameras: PinholeCameras, camera: int, chunk
             rays = pixel_rays(cameras, camera, pixels[start : start + chunk])
             with trusted_values():  # the image's own rays, checked by pixel_rays
                 out.append(render(rays))
-    return torch.cat(out).reshape(cameras.height, cameras.width, 3).clamp(0, 1).cpu()
+    return torch.cat(out).reshape(cameras.height, cameras.width, -1).cpu()
 
 
 def save_png(image: Float[Tensor, "H W 3"], path: str | Path) -> None:

@@ -19,17 +19,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from smplx.lbs import batch_rodrigues
 from torch import Tensor
 
-from .checks import trusted_values
 from .data.frames import TrackedParams
 from .heads import mesh_depth
 from .parametric import Head
-from .parametric.tracked_meshes import TrackedMeshModel, rotation_to_axis_angle
-from .renderers.cameras import PinholeCameras, image_pixels, pixel_rays
+from .parametric.tracked_meshes import TrackedMeshModel, compose_rotations
+from .renderers.cameras import PinholeCameras, Rays
 from .runs import Run, load_run
-from .training import CHECKPOINT_NAME
+from .training import CHECKPOINT_NAME, render_pixels, render_view
 
 __all__ = ["AvatarViewer", "ViewerState", "depth_image", "render_avatar", "state_head", "viser_camera"]
 
@@ -64,18 +62,12 @@ class ViewerState:
         return any(self.expression) or any((self.jaw, self.yaw, self.pitch, self.roll))
 
 
-def _rotate(axis_angle: Tensor, offset: Tensor) -> Tensor:
-    """The rotation ``axis_angle`` followed (in its own frame) by ``offset``, as axis-angle (both [3])."""
-    rotations = batch_rodrigues(torch.stack([axis_angle, offset]).double())
-    return rotation_to_axis_angle((rotations[0] @ rotations[1])[None])[0].to(axis_angle.dtype)
-
-
 def _euler(yaw: float, pitch: float, roll: float, like: Tensor) -> Tensor:
     """Axis-angle of ``Ry(yaw) Rx(pitch) Rz(roll)`` (degrees)."""
     axes = torch.eye(3, dtype=torch.float64, device=like.device)
     angles = torch.tensor([pitch, yaw, roll], dtype=torch.float64, device=like.device) * (math.pi / 180)
-    r = batch_rodrigues(axes * angles[:, None])  # Rx, Ry, Rz
-    return rotation_to_axis_angle((r[1] @ r[0] @ r[2])[None])[0].to(like.dtype)
+    rx, ry, rz = axes * angles[:, None]
+    return compose_rotations(ry, rx, rz).to(like.dtype)
 
 
 def state_head(
@@ -117,9 +109,10 @@ def state_head(
         expression[: len(state.expression)] += torch.tensor(state.expression, dtype=expression.dtype, device=device)
     if state.jaw and "jaw" in parametric.joint_names:
         jaw = parametric.joint_names.index("jaw")
-        pose[jaw] = _rotate(pose[jaw], torch.tensor([math.radians(state.jaw), 0.0, 0.0], dtype=pose.dtype, device=device))
+        jaw_offset = torch.tensor([math.radians(state.jaw), 0.0, 0.0], dtype=pose.dtype, device=device)
+        pose[jaw] = compose_rotations(pose[jaw], jaw_offset)  # the offset in the joint's own frame
     if state.yaw or state.pitch or state.roll:
-        pose[0] = _rotate(pose[0], _euler(state.yaw, state.pitch, state.roll, pose))
+        pose[0] = compose_rotations(pose[0], _euler(state.yaw, state.pitch, state.roll, pose))
     return parametric(shape=params.shape, expression=expression[None], pose=pose[None], translation=translation[None])
 
 
@@ -158,24 +151,15 @@ def render_avatar(model, cameras: PinholeCameras, head: Head, depth: bool, chunk
     """Colour [H, W, 3] in [0, 1] of camera 0 of ``cameras`` seeing frame 0 of ``head`` or, with ``depth``, its
     depth [H, W]: the model's composited depth where its ``render`` returns one (NeRF and NeuS models: a
     Composite's ``depth``, 0 for empty rays), else the distance to the tracked mesh (0 where a ray misses)."""
-    cameras = cameras.to(device)
-    pixels = image_pixels(cameras)
-    out = []
-    with torch.no_grad():
-        for start in range(0, len(pixels), chunk):
-            rays = pixel_rays(cameras, 0, pixels[start : start + chunk])
-            with trusted_values():  # the image's own rays, checked by pixel_rays
-                if not depth:
-                    out.append(model.render_rays(rays, head))
-                    continue
-                result = model.render(rays, head) if hasattr(model, "render") else None
-                composite = getattr(result, "composite", result)
-                values = getattr(composite, "depth", None)
-                out.append(mesh_depth(head, rays) if values is None else values)
-    image = torch.cat(out).cpu()
-    if depth:
-        return image.reshape(cameras.height, cameras.width)
-    return image.reshape(cameras.height, cameras.width, 3).clamp(0, 1)
+    if not depth:
+        return render_view(model, cameras, 0, head, 0, chunk, device)
+
+    def depth_of(rays: Rays) -> Tensor:
+        result = model.render(rays, head) if hasattr(model, "render") else None
+        values = getattr(getattr(result, "composite", result), "depth", None)
+        return mesh_depth(head, rays) if values is None else values
+
+    return render_pixels(depth_of, cameras.to(device), 0, chunk)[..., 0]
 
 
 def depth_image(depth: Tensor) -> np.ndarray:

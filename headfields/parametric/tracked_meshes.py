@@ -23,7 +23,7 @@ from ..checks import check_float, check_int
 from .head import Head
 from .model import ParametricModel
 
-__all__ = ["SubjectModel", "TrackedMeshModel", "cylindrical_uvs", "require_parametric_model", "rigid_fit"]
+__all__ = ["SubjectModel", "TrackedMeshModel", "compose_rotations", "cylindrical_uvs", "require_parametric_model", "rigid_fit"]
 
 # The share of vertices the second pass of the rigid fit keeps (those the first pass fits best).
 RIGID_FIT_INLIERS = 0.7
@@ -216,6 +216,19 @@ def rotation_to_axis_angle(rotation: Float[Tensor, "B 3 3"]) -> Float[Tensor, "B
     angle = 2 * torch.atan2(sin_half, q[:, :1])
     scale = torch.where(sin_half > 1e-12, angle / sin_half.clamp_min(1e-12), 2.0 / q[:, :1].clamp_min(1e-12))
     return (vector * scale).to(rotation.dtype)
+
+
+def compose_rotations(*axis_angles: Float[Tensor, "... 3"]) -> Float[Tensor, "... 3"]:
+    """The axis-angle of ``R(a_1) R(a_2) ... R(a_n)`` (each ``[..., 3]``, broadcast against each other; ``-a`` is
+    ``R(a)^T``), in float64 and back to the first's dtype."""
+    from smplx.lbs import batch_rodrigues
+
+    shape = torch.broadcast_shapes(*(a.shape for a in axis_angles))
+    product = None
+    for a in axis_angles:
+        r = batch_rodrigues(a.expand(shape).reshape(-1, 3).double())
+        product = r if product is None else product @ r
+    return rotation_to_axis_angle(product).reshape(shape).to(axis_angles[0].dtype)
 
 
 def cylindrical_uvs(vertices: Float[Tensor, "V 3"], faces: Int[Tensor, "F 3"]) -> tuple[Float[Tensor, "T 2"], Int[Tensor, "F 3"]]:
