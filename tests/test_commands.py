@@ -162,3 +162,17 @@ def test_the_module_runs_as_a_program():
     assert done.returncode == 0
     for flag in ("--drive", "--camera", "--frames", "--fps", "--resolution", "--out", "--png", "--side-by-side", "--absolute"):
         assert flag in done.stdout
+
+
+def test_a_run_folder_that_cannot_be_written_is_named(tiny_insta_run, tmp_path, capsys):
+    """The default video goes into RUN/videos: a read-only run says so, and --out elsewhere works."""
+    import os
+
+    folder = shutil.copytree(tiny_insta_run[0], tmp_path / "run")
+    if os.geteuid() == 0:  # root writes anywhere: the videos folder is a file instead
+        (folder / "videos").write_text("not a folder")
+    else:
+        folder.chmod(0o555)
+    assert main(["render", str(folder), "--device", "cpu"]) == 2
+    assert "videos" in capsys.readouterr().err
+    assert main(["render", str(folder), "--device", "cpu", "--out", str(tmp_path / "ok.mp4")]) == 0

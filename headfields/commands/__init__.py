@@ -27,7 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     args = top.parse_args(argv)
     try:
         args.command(args)
-    except (ValueError, FileNotFoundError, ImportError, CheckpointError) as error:  # its message, not a traceback
+    # Bad input, or a folder it cannot write (a read-only run: give --out elsewhere): its message, not a traceback.
+    except (ValueError, OSError, ImportError, CheckpointError) as error:
         print(f"python -m headfields {args.name}: error: {error}", file=sys.stderr)
         return 2
     return 0
