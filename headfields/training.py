@@ -361,6 +361,9 @@ def exponential_learning_rate(optimizer: torch.optim.Optimizer, step: int, initi
         group["lr"] = initial * (final / initial) ** progress * group.get("lr_scale", 1.0)
 
 
+FUSED_ADAM_DEVICES = ("cpu", "cuda")
+
+
 def build_optimizer(model: nn.Module, config: OptimizerConfig) -> torch.optim.Adam:
     """Adam over ``model.param_groups()`` (each group's ``lr_scale`` multiplies the rate) or over all its
     trainable parameters; with ``max_grad_norm``, each step first clips the gradients' total norm (a step
@@ -371,9 +374,14 @@ def build_optimizer(model: nn.Module, config: OptimizerConfig) -> torch.optim.Ad
     for g in groups:
         g.setdefault("lr_scale", 1.0)
         g["lr"] = c.learning_rate * g["lr_scale"]
-    optimizer = torch.optim.Adam(groups, lr=c.learning_rate, betas=c.betas, eps=c.eps, weight_decay=c.weight_decay)
+    params = [p for g in groups for p in g["params"]]
+    # torch's fused Adam: one kernel over all parameters, 7x faster than the per-tensor loop on a hash grid's table
+    # on CPU (benchmarks/profile_step.py). It takes floating parameters on CPU or CUDA alone.
+    fused = bool(params) and all(p.is_floating_point() and p.device.type in FUSED_ADAM_DEVICES for p in params)
+    optimizer = torch.optim.Adam(
+        groups, lr=c.learning_rate, betas=c.betas, eps=c.eps, weight_decay=c.weight_decay, fused=fused or None
+    )
     if c.max_grad_norm is not None:
-        params = [p for g in groups for p in g["params"]]
         limit = c.max_grad_norm
 
         def clip(*_) -> None:  # a step pre-hook returns None: the step's arguments stay as they are
