@@ -20,7 +20,7 @@ import os
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache
-from typing import Any
+from typing import Any, no_type_check
 
 import torch
 import warp as wp
@@ -88,36 +88,68 @@ def to_warp(x: torch.Tensor, dtype: Any) -> wp.array:
     return wp.from_torch(x, dtype=dtype)
 
 
-MORTON_BITS = 21  # per axis: 63-bit codes in an int64, fine enough that a far outlier keeps the rest apart
+MORTON_BITS = 21  # per axis at most: 63-bit codes in an int64, fine enough that a far outlier keeps the rest apart
+_INT64_BITS = 63
 
 
-def _spread_bits(x: torch.Tensor) -> torch.Tensor:
-    """Insert two zero bits after each of the low 21 bits (Morton interleaving)."""
-    x = (x | (x << 32)) & 0x1F00000000FFFF
-    x = (x | (x << 16)) & 0x1F0000FF0000FF
-    x = (x | (x << 8)) & 0x100F00F00F00F00F
-    x = (x | (x << 4)) & 0x10C30C30C30C30C3
-    return (x | (x << 2)) & 0x1249249249249249
+@no_type_check  # Warp parameter types are not Python type hints; keep the jaxtyping checker off them.
+@wp.func
+def _spread_bits(v: wp.int64):
+    """Two zero bits after each of the low 21 bits of ``v`` (Morton interleaving)."""
+    x = (v | (v << wp.int64(32))) & wp.int64(0x1F00000000FFFF)
+    x = (x | (x << wp.int64(16))) & wp.int64(0x1F0000FF0000FF)
+    x = (x | (x << wp.int64(8))) & wp.int64(0x100F00F00F00F00F)
+    x = (x | (x << wp.int64(4))) & wp.int64(0x10C30C30C30C30C3)
+    return (x | (x << wp.int64(2))) & wp.int64(0x1249249249249249)
 
 
-def morton_order(points: Float[Tensor, "N 3"], frame: Int[Tensor, " N"] | None = None) -> Int[Tensor, " N"]:
-    """A permutation (int64 ``[N]``) visiting ``points [N,3]`` along a Z-order curve on a 2²¹-per-axis grid;
-    with ``frame [N]``, frame by frame (each frame's points along the curve).
+@no_type_check
+@wp.kernel
+def _morton_key_kernel(
+    box: wp.array(dtype=wp.vec3),  # [low corner, cells per unit]
+    bits: int,
+    top: float,
+    points: wp.array(dtype=wp.vec3),
+    frame: wp.array(dtype=wp.int64),
+    key: wp.array(dtype=wp.int64),
+):
+    i = wp.tid()
+    c = wp.cw_mul(points[i] - box[0], box[1])
+    x = _spread_bits(wp.int64(wp.clamp(c[0], 0.0, top)))
+    y = _spread_bits(wp.int64(wp.clamp(c[1], 0.0, top)))
+    z = _spread_bits(wp.int64(wp.clamp(c[2], 0.0, top)))
+    key[i] = x | (y << wp.int64(1)) | (z << wp.int64(2)) | (frame[i] << wp.int64(3 * bits))  # frame by frame
+
+
+def morton_order(
+    points: Float[Tensor, "N 3"], frame: Int[Tensor, " N"] | None = None, num_frames: int | None = None
+) -> Int[Tensor, " N"]:
+    """A permutation (int64 ``[N]``) visiting ``points [N,3]`` along a Z-order curve over their box; with ``frame
+    [N]`` (values below ``num_frames``; None: read off ``frame``, a host synchronisation on CUDA), frame by frame
+    (each frame's points along the curve).
 
     Queries launched in this order walk the same BVH nodes one after another, which keeps them in cache:
     closest-point queries on CPU run about 15% faster, sort included (benchmarks/mesh_queries.py); and a
     query's predecessor is a near neighbour on the same frame's mesh, which the k-nearest search starts from.
+    One Warp pass computes each point's key (the frame's number above the point's Morton code: 21 bits an axis,
+    fewer where the frames need the room) and one sort orders them.
     """
-    if points.shape[0] == 0:
+    n = points.shape[0]
+    if n == 0:
         return torch.zeros(0, dtype=torch.long, device=points.device)
+    frame_bits = 0
     if frame is not None:
-        order = morton_order(points)
-        return order[torch.argsort(frame[order], stable=True)]
-    lo, hi = points.amin(dim=0), points.amax(dim=0)
-    top = 2**MORTON_BITS - 1  # float32 resolves 2^24 steps, enough for 2^21 cells
-    cell = ((points - lo) * (top / (hi - lo).clamp(min=torch.finfo(points.dtype).tiny))).long().clamp(0, top)
-    code = _spread_bits(cell[:, 0]) | (_spread_bits(cell[:, 1]) << 1) | (_spread_bits(cell[:, 2]) << 2)
-    return torch.argsort(code, stable=True)
+        count = int(frame.max()) + 1 if num_frames is None else num_frames
+        frame_bits = max(count - 1, 0).bit_length()
+    bits = min(MORTON_BITS, (_INT64_BITS - frame_bits) // 3)
+    points32 = points.detach().float().contiguous()
+    lo, hi = points32.amin(dim=0), points32.amax(dim=0)
+    top = 2**bits - 1  # float32 resolves 2^24 steps, enough for 2^21 cells
+    box = torch.stack([lo, top / (hi - lo).clamp(min=torch.finfo(torch.float32).tiny)]).contiguous()
+    frame = torch.zeros(n, dtype=torch.long, device=points.device) if frame is None else frame.long().contiguous()
+    key = torch.empty(n, dtype=torch.long, device=points.device)
+    launch_rows(_morton_key_kernel, n, [box, bits, float(top)], [points32, frame, key], points.device)
+    return torch.argsort(key, stable=True)
 
 
 def chunk_bounds(rows: int, chunks: int) -> list[int]:
