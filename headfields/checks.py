@@ -33,6 +33,14 @@ def trusted_values() -> Iterator[None]:
         _TRUSTED.reset(token)
 
 
+def validation(validate: bool) -> contextlib.AbstractContextManager[None]:
+    """The ``validate`` switch of a public function: ``validate=False`` (the caller guarantees its input) runs the
+    call inside :func:`trusted_values`; True checks as usual."""
+    if not isinstance(validate, bool):
+        raise TypeError(f"validate: expected True or False, got {validate!r}")
+    return contextlib.nullcontext() if validate else trusted_values()
+
+
 def checking_values() -> bool:
     """False inside :func:`trusted_values`: for a check of values written out by hand (e.g. non-zero vectors)."""
     return not _TRUSTED.get()

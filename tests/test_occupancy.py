@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-from headfields.renderers import OccupancyGrid, PackedSamples, ray_aabb
+from headfields.renderers import OccupancyGrid, PackedSamples, composite, ray_aabb
 
 from helpers import raises_naming
 
@@ -307,3 +307,110 @@ def test_update_threshold_capped_at_the_mean_keeps_the_densest_cells_of_a_young_
     assert torch.equal(grid.binary, expected)
     assert expected.any() and not expected.all()
     assert torch.equal(grid.binary[:, 0, 0], torch.tensor([False, False, True, True]))
+
+
+# --- march_fixed: a fixed number of samples, nothing read back (CUDA graphs) ----------------------------------
+
+
+def sphere_grid(device) -> OccupancyGrid:
+    aabb = torch.tensor(AABB, device=device)
+    grid = OccupancyGrid(aabb, 16)
+    grid.binary.copy_(sphere_mask((16, 16, 16), aabb, (0.0, 0.25, -0.25), 0.7).to(device))
+    return grid
+
+
+STEPS = dict(step_size=STEP, cone_angle=CONE, max_step=MAX_STEP)
+
+
+def test_march_fixed_holds_the_march_then_zero_length_padding(device):
+    grid = sphere_grid(device)
+    origins, dirs = camera_rays(300, seed=3, device=device)
+    full = grid.march(origins, dirs, **STEPS)
+    fixed, overflow = grid.march_fixed(origins, dirs, len(full) + 77, **STEPS)
+    assert len(fixed) == len(full) + 77 and not bool(overflow)
+    n = len(full)
+    assert torch.equal(fixed.ray[:n], full.ray) and torch.equal(fixed.t_start[:n], full.t_start)
+    assert torch.equal(fixed.t_end[:n], full.t_end)
+    assert bool((fixed.ray[n:] == 299).all()) and bool((fixed.deltas[n:] == 0).all())
+    # The padding is valid packed samples (sorted, within the last ray's range) and composites to nothing.
+    PackedSamples(fixed.ray, fixed.t_start, fixed.t_end, fixed.num_rays)
+    g = torch.Generator().manual_seed(0)
+    density, rgb = torch.rand(len(fixed), generator=g).to(device) * 50, torch.rand(len(fixed), 3, generator=g).to(device)
+    want = composite(full, density[:n], rgb[:n])
+    got = composite(fixed, density, rgb, validate=False)
+    torch.testing.assert_close(got.rgb, want.rgb, rtol=0, atol=1e-6)
+    torch.testing.assert_close(got.opacity, want.opacity, rtol=0, atol=1e-6)
+    assert bool((got.weights[n:] == 0).all())
+
+
+def test_march_fixed_cuts_what_does_not_fit_and_says_so(device):
+    grid = sphere_grid(device)
+    origins, dirs = camera_rays(300, seed=4, device=device)
+    full = grid.march(origins, dirs, **STEPS)
+    capacity = len(full) // 3
+    fixed, overflow = grid.march_fixed(origins, dirs, capacity, **STEPS)
+    assert bool(overflow) and len(fixed) == capacity
+    # The slots hold exactly the march's first samples: later rays' samples are the ones cut.
+    assert torch.equal(fixed.ray, full.ray[:capacity]) and torch.equal(fixed.t_start, full.t_start[:capacity])
+
+
+def test_march_fixed_and_compositing_read_nothing_back(monkeypatch):
+    """Nothing in the march or the compositing turns a tensor into a Python value (each would be a host
+    synchronisation on CUDA, which a CUDA graph cannot capture)."""
+    grid = sphere_grid("cpu")
+    origins, dirs = camera_rays(300, seed=5, device="cpu")
+    grid.march_fixed(origins, dirs, 16384, **STEPS)  # Warp compiles its kernels outside the watch
+
+    def refuse(self, *args, **kwargs):
+        raise AssertionError("a tensor was read back to the host")
+
+    for name in ("item", "tolist", "__bool__", "__int__", "__float__", "__index__"):
+        monkeypatch.setattr(torch.Tensor, name, refuse)
+    samples, overflow = grid.march_fixed(origins, dirs, 16384, validate=False, **STEPS)
+    density, rgb = torch.ones(16384), torch.full((16384, 3), 0.5)
+    result = composite(samples, density, rgb, background=torch.zeros(3), validate=False)
+    with pytest.raises(AssertionError, match="read back"):  # the watch works: the checks read values
+        composite(samples, density, rgb)
+    monkeypatch.undo()
+    assert result.rgb.shape == (300, 3) and not bool(overflow)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_march_fixed_and_compositing_replay_in_a_cuda_graph():
+    device = torch.device("cuda")
+    grid = sphere_grid(device)
+    origins, dirs = camera_rays(300, seed=6, device=device)
+    static_origins, static_dirs = origins.clone(), dirs.clone()
+    density = torch.rand(8192, device=device) * 20
+    rgb = torch.rand(8192, 3, device=device)
+
+    def step():
+        samples, overflow = grid.march_fixed(static_origins, static_dirs, 8192, validate=False, **STEPS)
+        return composite(samples, density, rgb, validate=False).rgb, overflow
+
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        step()  # warm-up outside the capture: Warp loads its module
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out, overflow = step()
+    new_origins, new_dirs = camera_rays(300, seed=7, device=device)
+    static_origins.copy_(new_origins)
+    static_dirs.copy_(new_dirs)
+    graph.replay()
+    want, want_overflow = grid.march_fixed(new_origins, new_dirs, 8192, **STEPS)
+    torch.testing.assert_close(out, composite(want, density, rgb).rgb)
+    assert bool(overflow) == bool(want_overflow)
+
+
+def test_march_fixed_bad_input():
+    grid = sphere_grid("cpu")
+    origins, dirs = camera_rays(4, seed=0, device="cpu")
+    with raises_naming("capacity"):
+        grid.march_fixed(origins, dirs, 0)
+    with raises_naming("origins"):
+        grid.march_fixed(origins[:0], dirs[:0], 16)
+    with raises_naming("validate"):
+        grid.march(origins, dirs, validate="no")

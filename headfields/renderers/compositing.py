@@ -15,7 +15,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from ..checks import check_finite, check_float, check_shape
+from ..checks import check_finite, check_float, check_shape, checking_values, validation
 from .samples import PackedSamples
 
 # How far outside [0, 1] composite_alpha accepts an alpha (then clamps it): float32 rounding of a computed
@@ -36,9 +36,7 @@ class Composite:
 def _exclusive_sums(samples: PackedSamples, x: Tensor) -> Tensor:
     """Sum of ``x`` over the earlier samples of the same ray: one global cumsum minus its value at each ray's start."""
     exclusive = torch.cumsum(x, dim=0) - x
-    counts = samples.counts()
-    first = torch.cumsum(counts, dim=0) - counts  # index of each ray's first sample
-    return exclusive - exclusive[first[samples.ray]]
+    return exclusive - exclusive[samples.first()[samples.ray]]
 
 
 # An optical depth past which a sample is opaque for any float (exp(-50) = 2e-22). Each tau is clamped to it before
@@ -88,7 +86,7 @@ def accumulate(samples: PackedSamples, weights: Float[Tensor, " S"], values: Flo
         check_shape(name, x, shape, device=device)
         if not x.is_floating_point():
             raise TypeError(f"{name}: expected a floating-point tensor, got {x.dtype}")
-    if s > 0:
+    if s > 0 and checking_values():
         with torch.no_grad():
             finite_weights, finite_values = torch.stack([weights.sum().isfinite(), values.sum().isfinite()]).tolist()
         if not finite_weights:
@@ -102,12 +100,12 @@ def accumulate(samples: PackedSamples, weights: Float[Tensor, " S"], values: Flo
 def _check_fields(name: str, field: Tensor, rgb: Tensor, s: int, device: torch.device, upper: float | None = None) -> None:
     """Shapes and dtypes, then the values with one reduction (one sync on CUDA): finite (a NaN or Inf makes a
     sum non-finite), ``field`` non-negative and at most ``upper`` (within ALPHA_TOLERANCE). Runs every training
-    step, so it stays cheap."""
+    step, so it stays cheap; skipped for trusted values (a renderer's own samples, ``validate=False``)."""
     for arg, x, shape in ((name, field, [s]), ("rgb", rgb, [s, 3])):
         check_shape(arg, x, shape, device=device)
         if not x.is_floating_point():
             raise TypeError(f"{arg}: expected a floating-point tensor, got {x.dtype}")
-    if s == 0:
+    if s == 0 or not checking_values():
         return
     lower = 0.0 if upper is None else -ALPHA_TOLERANCE
     with torch.no_grad():
@@ -145,15 +143,19 @@ def composite(
     density: Float[Tensor, " S"],
     rgb: Float[Tensor, "S 3"],
     background: Float[Tensor, " 3"] | Float[Tensor, "R 3"] | None = None,
+    validate: bool = True,
 ) -> Composite:
     """Alpha-composite the samples of each ray front to back over ``background`` (black when None).
 
     ``density`` (>= 0) is per unit ``t``; rays without samples get the background, zero opacity and depth.
-    Differentiable with respect to ``density``, ``rgb`` and ``background``.
+    Differentiable with respect to ``density``, ``rgb`` and ``background``. ``validate=False`` skips the checks
+    of values (finite, non-negative: a host synchronisation on CUDA); then no step reads a value back, so the
+    call can be captured in a CUDA graph.
     """
     s, r, device = len(samples), samples.num_rays, samples.device
-    _check_fields("density", density, rgb, s, device)
-    _check_background(background, r, device)
+    with validation(validate):
+        _check_fields("density", density, rgb, s, device)
+        _check_background(background, r, device)
     dtype = torch.promote_types(density.dtype, rgb.dtype)
     tau = density.to(dtype) * samples.deltas.to(dtype)
     alpha = 1 - torch.exp(-tau)
@@ -165,17 +167,19 @@ def composite_alpha(
     alpha: Float[Tensor, " S"],
     rgb: Float[Tensor, "S 3"],
     background: Float[Tensor, " 3"] | Float[Tensor, "R 3"] | None = None,
+    validate: bool = True,
 ) -> Composite:
     """Like :func:`composite`, given each sample's opacity ``alpha`` in ``[0, 1]`` (NeuS's discrete opacity,
     :func:`~headfields.renderers.neus.neus_alpha`) instead of a density: ``w_i = alpha_i prod_{j<i} (1 - alpha_j)``.
 
     Values up to ALPHA_TOLERANCE outside ``[0, 1]`` (rounding) are clamped. After a sample with ``alpha = 1`` the
     weights are exactly 0, with no NaN in values or gradients. Differentiable with respect to ``alpha``, ``rgb``
-    and ``background`` (first derivatives exact also at ``alpha = 0`` or ``1``).
+    and ``background`` (first derivatives exact also at ``alpha = 0`` or ``1``). ``validate`` as in :func:`composite`.
     """
     s, r, device = len(samples), samples.num_rays, samples.device
-    _check_fields("alpha", alpha, rgb, s, device, upper=1.0)
-    _check_background(background, r, device)
+    with validation(validate):
+        _check_fields("alpha", alpha, rgb, s, device, upper=1.0)
+        _check_background(background, r, device)
     dtype = torch.promote_types(alpha.dtype, rgb.dtype)
     weights = _alpha_weights(samples, alpha.to(dtype).clamp(0, 1))
     return _composite(samples, weights, rgb, background)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import no_type_check
 
 import torch
@@ -19,7 +20,7 @@ from jaxtyping import Bool, Float
 from torch import Tensor, nn
 
 from .. import kernels as _warp
-from ..checks import IntLike, check_count, check_float, check_nonzero_rows, check_positive
+from ..checks import IntLike, check_count, check_float, check_nonzero_rows, check_positive, validation
 from .samples import PackedSamples, _check_aabb, per_ray, ray_aabb
 
 RESOLUTION = 128  # instant-ngp / INSTA: NERF_GRIDSIZE() = 128 (nerf.h), one grid over its unit cube
@@ -108,6 +109,7 @@ def _write_kernel(
     max_step: float,
     cone_angle: float,
     max_samples: int,
+    capacity: wp.int64,
     out_ray: wp.array(dtype=wp.int64),
     out_start: wp.array(dtype=wp.float32),
     out_end: wp.array(dtype=wp.float32),
@@ -130,6 +132,8 @@ def _write_kernel(
         if t1 <= t:
             break
         if _occupied(bits, res, lo, scale, o + 0.5 * (t + t1) * d):
+            if s >= capacity:  # march_fixed's slots are full: the rest of this ray is cut
+                break
             out_ray[s] = ray[i]
             out_start[s] = t
             out_end[s] = t1
@@ -151,6 +155,33 @@ def _resolution(value: IntLike | Sequence[IntLike]) -> tuple[int, int, int]:
         return tuple(check_count("resolution", v, 1) for v in value)  # type: ignore[return-value]
     r = check_count("resolution", value, 1)
     return (r, r, r)
+
+
+@dataclass(frozen=True)
+class _Box:
+    low: list[float]
+    scale: list[float]  # cells per unit on each axis
+    side: float  # the largest side
+
+
+@dataclass
+class _MarchRays:
+    """What both marching passes read: the kernels' shared arguments and the rays' float32 copies, clipped to the box."""
+
+    shared: list
+    origins: Tensor
+    dirs: Tensor
+    near: Tensor
+    far: Tensor
+    dtype: torch.dtype  # the caller's: the samples' t comes back in it
+
+    @property
+    def count(self) -> int:
+        return self.origins.shape[0]
+
+    @property
+    def per_ray(self) -> list[Tensor]:
+        return [self.origins, self.dirs, self.near, self.far]
 
 
 class OccupancyGrid(nn.Module):
@@ -182,6 +213,15 @@ class OccupancyGrid(nn.Module):
         self.register_buffer("aabb", aabb.detach().float().clone())
         self.register_buffer("occupancy", torch.zeros(res, device=aabb.device))
         self.register_buffer("binary", torch.ones(res, dtype=torch.bool, device=aabb.device))
+        self._cache_box()
+        # A loaded state dict may bring another box: the host copy follows it.
+        self.register_load_state_dict_post_hook(lambda module, keys: module._cache_box())
+
+    def _cache_box(self) -> None:
+        """What marching needs of the box as Python numbers, read once (then marching reads nothing back from the
+        device, a host synchronisation on CUDA): its low corner, cells per unit (the float32 values ``occupied``
+        computes) and its largest side."""
+        self._box = _Box(self.aabb[0].tolist(), self._scale.tolist(), float((self.aabb[1] - self.aabb[0]).max()))
 
     @property
     def resolution(self) -> tuple[int, int, int]:
@@ -270,6 +310,7 @@ class OccupancyGrid(nn.Module):
         cone_angle: float | None = None,
         max_step: float | None = None,
         max_samples_per_ray: IntLike = MAX_SAMPLES_PER_RAY,
+        validate: bool = True,
     ) -> PackedSamples:
         """Step along each ray from ``max(near, box entry)`` to ``min(far, box exit)`` (``far`` None: the exit) with
         ``dt = clamp(t * cone_angle, step_size, max_step)`` (the last step is cut at the exit) and emit the
@@ -279,7 +320,50 @@ class OccupancyGrid(nn.Module):
         ``sqrt(3)/128``, times the largest side of the box (``max_step`` at least ``step_size``); ``cone_angle``
         defaults to the grid's (``cone_angle = 0`` gives constant steps). ``t`` is in units of ``dirs`` (unit
         vectors, so world units). The Warp kernels run in float32; ``t`` comes back in ``origins``'s dtype.
+        ``validate=False`` skips the checks of the rays' values (the caller guarantees them).
+
+        The number of samples is known only after the count pass (one host synchronisation on CUDA); for a fixed
+        number, see :meth:`march_fixed`.
         """
+        with validation(validate):
+            rays = self._rays(origins, dirs, near, far, step_size, cone_angle, max_step, max_samples_per_ray)
+        count = self._count(rays)
+        end = torch.cumsum(count, dim=0)
+        total = int(end[-1]) if rays.count > 0 else 0
+        return self._write(rays, count, end, total)
+
+    def march_fixed(
+        self,
+        origins: Float[Tensor, "R 3"],
+        dirs: Float[Tensor, "R 3"],
+        capacity: IntLike,
+        near: Float[Tensor, " R"] | float = 0.0,
+        far: Float[Tensor, " R"] | float | None = None,
+        step_size: float | None = None,
+        cone_angle: float | None = None,
+        max_step: float | None = None,
+        max_samples_per_ray: IntLike = MAX_SAMPLES_PER_RAY,
+        validate: bool = True,
+    ) -> tuple[PackedSamples, Bool[Tensor, ""]]:
+        """:meth:`march` into exactly ``capacity`` samples, with no host synchronisation (``validate=False``, and
+        ``step_size`` and ``max_step`` given or the box's defaults): shapes that do not depend on the grid's
+        contents, so the march can be captured in a CUDA graph and replayed.
+
+        The samples of :meth:`march` come first; the slots left over are zero-length intervals at the end of
+        the last ray (weight 0 when composited). If the rays need more than ``capacity`` samples, each ray's
+        samples past the last slot are cut and the returned flag (a bool tensor, read it when convenient) is True.
+        """
+        capacity = check_count("capacity", capacity, 1)
+        with validation(validate):
+            rays = self._rays(origins, dirs, near, far, step_size, cone_angle, max_step, max_samples_per_ray)
+        if rays.count == 0:
+            raise ValueError("origins: expected at least one ray for march_fixed's padding, got none")
+        count = self._count(rays)
+        end = torch.cumsum(count, dim=0)
+        return self._write(rays, count, end, capacity), end[-1] > capacity
+
+    def _rays(self, origins, dirs, near, far, step_size, cone_angle, max_step, max_samples_per_ray) -> _MarchRays:
+        """The rays' float32 copies clipped to the box, and the step parameters, checked."""
         device = self.aabb.device
         check_float("origins", origins, [None, 3], device=device)
         r = origins.shape[0]
@@ -287,7 +371,7 @@ class OccupancyGrid(nn.Module):
         check_nonzero_rows("dirs", dirs)
         near_t = per_ray("near", near, r, origins)
         far_t = None if far is None else per_ray("far", far, r, origins)
-        side = float((self.aabb[1] - self.aabb[0]).max())
+        side = self._box.side
         step_size = MIN_STEP * side if step_size is None else step_size
         max_step = max(MAX_STEP * side, step_size) if max_step is None else max_step
         for name, value in (("step_size", step_size), ("max_step", max_step)):
@@ -303,26 +387,38 @@ class OccupancyGrid(nn.Module):
         lo = torch.maximum(box.near, near_t)
         hi = box.far if far_t is None else torch.minimum(box.far, far_t)
         hi = torch.where(box.hit, hi, lo)  # misses: an empty range
-        o32, d32 = origins.detach().float().contiguous(), dirs.detach().float().contiguous()
-        lo32, hi32 = lo.detach().float().contiguous(), hi.detach().float().contiguous()
-        res = wp.vec3i(*self.resolution)
         shared = [
             self.binary.view(-1).view(torch.uint8),
-            res,
-            wp.vec3(*self.aabb[0].tolist()),
-            wp.vec3(*self._scale.tolist()),
+            wp.vec3i(*self.resolution),
+            wp.vec3(*self._box.low),
+            wp.vec3(*self._box.scale),
             float(step_size),
             float(max_step),
             float(cone_angle),
             max_samples,
         ]
-        count = torch.zeros(r, dtype=torch.int32, device=device)
-        _warp.launch_rows(_count_kernel, r, shared, [o32, d32, lo32, hi32, count], device)
-        end = torch.cumsum(count, dim=0)
-        total = int(end[-1]) if r > 0 else 0
-        out_ray = torch.empty(total, dtype=torch.long, device=device)
-        out_start, out_end = torch.empty(total, device=device), torch.empty(total, device=device)
-        rays = torch.arange(r, device=device)
-        outputs = [out_ray, out_start, out_end]
-        _warp.launch_rows(_write_kernel, r, [*shared, *outputs], [o32, d32, lo32, hi32, rays, end - count], device)
-        return PackedSamples._trusted(out_ray, out_start.to(origins.dtype), out_end.to(origins.dtype), r)
+        return _MarchRays(
+            shared=shared,
+            origins=origins.detach().float().contiguous(),
+            dirs=dirs.detach().float().contiguous(),
+            near=lo.detach().float().contiguous(),
+            far=hi.detach().float().contiguous(),
+            dtype=origins.dtype,
+        )
+
+    def _count(self, rays: _MarchRays) -> Tensor:
+        count = torch.zeros(rays.count, dtype=torch.int32, device=self.aabb.device)
+        _warp.launch_rows(_count_kernel, rays.count, rays.shared, [*rays.per_ray, count], self.aabb.device)
+        return count
+
+    def _write(self, rays: _MarchRays, count: Tensor, end: Tensor, slots: int) -> PackedSamples:
+        """The samples into ``slots`` slots; slots past the rays' samples (march_fixed's) stay zero-length
+        intervals at the far end of the last ray."""
+        device, r = self.aabb.device, rays.count
+        out_ray = torch.full((slots,), r - 1, dtype=torch.long, device=device)
+        out_start = rays.far[r - 1 :].expand(slots).contiguous()
+        out_end = out_start.clone()
+        outputs = [wp.int64(slots), out_ray, out_start, out_end]
+        ray_index = torch.arange(r, device=device)
+        _warp.launch_rows(_write_kernel, r, [*rays.shared, *outputs], [*rays.per_ray, ray_index, end - count], device)
+        return PackedSamples._trusted(out_ray, out_start.to(rays.dtype), out_end.to(rays.dtype), r)

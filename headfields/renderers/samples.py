@@ -14,7 +14,7 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from ..checks import IntLike, check_count, check_float, check_nonzero_rows, check_shape
+from ..checks import IntLike, check_count, check_float, check_nonzero_rows, check_shape, checking_values
 from .cameras import Rays
 
 
@@ -72,6 +72,12 @@ class PackedSamples:
         """Number of samples on each ray."""
         return torch.bincount(self.ray, minlength=self.num_rays)
 
+    def first(self) -> Int[Tensor, " R"]:
+        """Index of each ray's first sample (where its samples would start, for a ray without any): a binary
+        search of the sorted ``ray``, with no host synchronisation (``bincount`` reads the largest index)."""
+        rays = torch.arange(self.num_rays, device=self.device)
+        return torch.searchsorted(self.ray, rays)
+
     def midpoints(self, origins: Float[Tensor, "R 3"], dirs: Float[Tensor, "R 3"]) -> Float[Tensor, "S 3"]:
         """World points at the interval midpoints: ``origins[ray] + t_mid * dirs[ray]``."""
         check_float("origins", origins, [self.num_rays, 3], device=self.device)
@@ -106,7 +112,7 @@ def _check_aabb(name: str, aabb: Tensor, device: torch.device | None = None, ray
         check_float(name, aabb, [rays, 2, 3], device=device)
     else:
         check_float(name, aabb, [2, 3], device=device)
-    if not bool((aabb[..., 1, :] > aabb[..., 0, :]).all()):
+    if checking_values() and not bool((aabb[..., 1, :] > aabb[..., 0, :]).all()):
         raise ValueError(f"{name}: expected min corner < max corner on every axis, got {aabb.tolist()}")
 
 
