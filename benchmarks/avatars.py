@@ -12,7 +12,10 @@ import torch
 from headfields.data import FrameSet
 from headfields.heads import tracked_head
 from headfields.renderers import image_pixels, pixel_rays
-from headfields.training import AvatarModel, TrainingConfig, train
+from headfields.renderers.camera_paths import resized_cameras
+from headfields.training import AvatarModel, TrainingConfig, render_view, train
+
+RENDER_CHUNK = 8192  # rays a render call, as the training loop's evaluation renders
 
 
 def median_seconds(step: Callable[[], None], repeats: int, device: torch.device) -> float:
@@ -45,6 +48,20 @@ def rendering_rays_per_second(model: AvatarModel, frames: FrameSet, repeats: int
     return len(pixels) / median_seconds(render, repeats, device)
 
 
+FRAME_SIZE = 512  # the frame render_frame_seconds times: 512 x 512 pixels
+
+
+def render_frame_seconds(model: AvatarModel, frames: FrameSet, size: int = FRAME_SIZE) -> float:
+    """Wall seconds to render the first held-out frame at ``size`` x ``size`` pixels (its camera resized),
+    ``RENDER_CHUNK`` rays at a time as the training loop's evaluation renders, on the model's device."""
+    device = next(model.parameters()).device
+    cameras = resized_cameras(frames.cameras, size, size)
+    head = tracked_head(model.parametric, frames)
+    start = time.perf_counter()
+    render_view(model, cameras, 0, head, 0, RENDER_CHUNK, device)  # ends on the CPU: the GPU's work is done
+    return time.perf_counter() - start
+
+
 def train_variant(
     model: AvatarModel,
     train_frames: FrameSet,
@@ -52,10 +69,15 @@ def train_variant(
     out: Path,
     config: TrainingConfig,
     render_repeats: int = 3,
+    frame_size: int | None = None,
 ) -> dict:
     """Train from scratch into ``out``; the loop's metrics (full frame and head: ``psnr``, ``psnr_head``, ...) plus
-    iterations/s and render rays/s (median of ``render_repeats`` renders)."""
+    iterations/s and render rays/s (median of ``render_repeats`` renders); with ``frame_size``, the seconds one
+    ``frame_size``² frame takes to render."""
     metrics = train(model, train_frames, eval_frames, out, config, resume=False)
     metrics["iterations_per_second"] = metrics["iterations"] / metrics["train_seconds"]
     metrics["render_rays_per_second"] = rendering_rays_per_second(model, eval_frames, render_repeats)
+    if frame_size:
+        metrics["render_frame_size"] = frame_size
+        metrics["render_frame_seconds"] = render_frame_seconds(model, eval_frames, frame_size)
     return metrics

@@ -18,7 +18,8 @@ so the figure can be set by rendering rather than training.
 Printed: held-out PSNR / SSIM / L1 / LPIPS over whole images and over the head's pixels (LPIPS where the AlexNet
 weights are in torch's hub cache, else "—" and the reason; evaluation weights; all test frames,
 ``--quick`` an even spread of QUICK_EVAL_FRAMES of them: a FrameSet sliced here, the loop's final evaluation
-renders every frame it is given), iterations, training seconds, it/s, rendering rays/s, peak memory, and for
+renders every frame it is given), iterations, training seconds, it/s, rendering rays/s, the seconds a 512 x 512
+frame takes to render (not with ``--quick``), peak memory, and for
 each mix its ΔPSNR and it/s ratio against its closest paper model (its peer) in the same run.
 
 Primitives: forward (no gradients) and forward + backward (gradients for the weights, points and directions) of each
@@ -76,7 +77,7 @@ from headfields.parametric import Head, ParametricModel, load_model
 from headfields.synthetic import cached_synthetic_video
 from headfields.training import TrainingConfig, evenly_spread
 
-from avatars import median_seconds, train_variant
+from avatars import FRAME_SIZE, median_seconds, train_variant
 
 DEFAULT_MINUTES, QUICK_MINUTES = 5.0, 0.5
 QUICK_EVAL_FRAMES = 3  # held-out frames evaluated by --quick, spread evenly over the test split
@@ -199,7 +200,8 @@ def train_one(entry: Entry, args: argparse.Namespace) -> dict:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
         before = torch.cuda.memory_allocated(device)  # the model's weights and the frames' tensors
-    metrics = train_variant(model, train_frames, eval_frames, args.out / entry.key, config, repeats)
+    frame_size = None if args.quick else FRAME_SIZE
+    metrics = train_variant(model, train_frames, eval_frames, args.out / entry.key, config, repeats, frame_size)
     if device.type == "cuda":  # torch's allocations only (Warp allocates its BVHs itself)
         metrics["peak_memory_bytes"] = torch.cuda.max_memory_allocated(device) - before
     else:
@@ -253,8 +255,9 @@ def print_models(entries: list[Entry], results: dict[str, dict]) -> None:
     for note in sorted(notes):
         print(f"\nLPIPS: {note}", end="")
     print("\n")
-    print("| model | iterations | train s | it/s | render rays/s | peak memory | ΔPSNR vs peer | it/s vs peer |")
-    print("|---|---:|---:|---:|---:|---:|---|---:|")
+    frame = f"{FRAME_SIZE}² frame"
+    print(f"| model | iterations | train s | it/s | render rays/s | {frame} | peak memory | ΔPSNR vs peer | it/s vs peer |")
+    print("|---|---:|---:|---:|---:|---:|---:|---|---:|")
     for e in entries:
         m = results[e.key]
         if "error" in m:
@@ -267,9 +270,10 @@ def print_models(entries: list[Entry], results: dict[str, dict]) -> None:
             else:
                 delta = f"{m['psnr'] - peer['psnr']:+.2f} dB vs {e.peer}"
                 ratio = f"{m['iterations_per_second'] / peer['iterations_per_second']:.2f}×"
+        frame = f"{m['render_frame_seconds']:.1f} s" if "render_frame_seconds" in m else "—"
         print(
             f"| {e.key} | {m['iterations']} | {m['train_seconds']:.0f} | {m['iterations_per_second']:.2f} | "
-            f"{m['render_rays_per_second']:,.0f} | {m['peak_memory_bytes'] / MIB:,.0f} MiB | {delta} | {ratio} |"
+            f"{m['render_rays_per_second']:,.0f} | {frame} | {m['peak_memory_bytes'] / MIB:,.0f} MiB | {delta} | {ratio} |"
         )
     for e in entries:
         if e.kind == "mix" and e.name != e.key:
