@@ -114,6 +114,17 @@ def check_frame(name: str, frame: torch.Tensor | IntLike, count: int, num_frames
     return frame.long().contiguous()
 
 
+def frame_rows(
+    name: str, frame: torch.Tensor | IntLike | None, count: int, num_frames: int, device: torch.device
+) -> torch.Tensor:
+    """:func:`check_frame`, where None stands for frame 0 of a one-frame head or mesh (and is an error otherwise)."""
+    if frame is None:
+        if num_frames != 1:
+            raise ValueError(f"{name}: required when there are {num_frames} frames, got None")
+        return torch.zeros(count, dtype=torch.long, device=device)
+    return check_frame(name, frame, count, num_frames, device)
+
+
 def check_count(name: str, value: object, lo: int, hi: int | None = None) -> int:
     """A Python or numpy integer (not a bool) in ``[lo, hi]``; returned as an int."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):

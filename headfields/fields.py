@@ -21,7 +21,6 @@ decoder sees (:class:`RegionExpression`, :class:`FrameCondition`,
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
@@ -193,7 +192,7 @@ class FrameCodes(LatentCodes):
     def attach(self, head: Head) -> Head:
         if head.num_frames != self.count:
             raise ValueError(f"head: expected the {self.count} frames the codes were learnt for, got {head.num_frames}")
-        return dataclasses.replace(head, codes=self.codes)
+        return head.with_codes(self.codes)
 
 
 class TrackedCondition(nn.Module):

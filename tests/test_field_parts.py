@@ -135,6 +135,20 @@ def test_frame_codes_attach_to_the_head_and_receive_the_gradient(flame):
         codes.attach(head.select([0, 1]))
 
 
+def test_attaching_codes_keeps_the_head_s_geometry_built_once(flame):
+    _, head, _ = flame
+    codes = FrameCodes(FRAMES, LatentCodesConfig(dim=2, init_std=0.1)).double()
+    built = head.posed_mesh, head.bounds  # the BVH-bearing mesh and the boxes, computed on the tracked head
+    for _ in range(2):  # a model attaches its codes at every step
+        attached = codes.attach(head)
+        assert attached.posed_mesh is built[0] and attached.bounds is built[1]
+    assert "rest_mesh" not in attached.__dict__  # what was never built stays lazy
+    assert_close(attached.rest_mesh.vertices, head.rest_vertices, rtol=0, atol=0)
+    # A head whose vertices differ computes its own.
+    moved = dataclasses.replace(head, vertices=head.vertices + 1.0)
+    assert moved.with_codes(codes.codes).posed_mesh is not built[0]
+
+
 def test_shared_code_and_concatenation(flame):
     _, head, _ = flame
     shared = SharedCode(LatentCodesConfig(dim=3, init_std=0.5)).double()

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from jaxtyping import Bool, Float, Int
 from torch import Tensor, nn
 
-from ..checks import IntLike, check_float, check_nonzero_rows, check_positive
+from ..checks import IntLike, check_float, check_nonzero_rows, check_positive, frame_rows
 from ..geometry import closest_point
 from ..parametric import Head
 
@@ -46,7 +46,7 @@ def check_deformer_input(x: Tensor, head: Head, frame: Tensor | IntLike | None, 
     if not isinstance(head, Head):
         raise TypeError(f"head: expected a headfields.parametric.Head, got {type(head).__name__}")
     check_float("x", x, [None, 3], device=head.vertices.device)
-    frame = head.posed_mesh.frame_index(frame, x.shape[0])
+    frame = frame_rows("frame", frame, x.shape[0], head.num_frames, x.device)  # (no mesh built to check it)
     if dirs is not None:
         check_float("dirs", dirs, [x.shape[0], 3], device=x.device)
         check_nonzero_rows("dirs", dirs, "non-zero view directions")

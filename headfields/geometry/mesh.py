@@ -8,7 +8,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from .. import kernels
-from ..checks import IntLike, check_finite, check_float, check_frame, check_int
+from ..checks import IntLike, check_finite, check_float, check_int, frame_rows
 from .triangles import check_nondegenerate
 
 
@@ -168,8 +168,4 @@ class TriangleMesh:
 
     def frame_index(self, frame: Int[Tensor, " N"] | IntLike | None, count: int, name: str = "frame") -> Int[Tensor, " N"]:
         """Validate a per-sample frame argument and return it as int64 ``[count]`` on the mesh's device."""
-        if frame is None:
-            if self.num_frames != 1:
-                raise ValueError(f"{name}: required when the mesh has {self.num_frames} frames, got None")
-            return torch.zeros(count, dtype=torch.long, device=self.device)
-        return check_frame(name, frame, count, self.num_frames, self.device)
+        return frame_rows(name, frame, count, self.num_frames, self.device)

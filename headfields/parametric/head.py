@@ -19,6 +19,9 @@ from ..checks import IntLike
 from ..geometry import TriangleMesh
 from .skinning import skin_points
 
+# The cached properties of a Head that depend on its vertices and faces alone.
+GEOMETRY_CACHES = ("bounds", "posed_mesh", "rest_mesh", "canonical_mesh")
+
 
 @dataclass
 class Head:
@@ -70,6 +73,16 @@ class Head:
             raise ValueError(f"frames: expected a list of frame indices in [0, {self.num_frames}), got {index.tolist()}")
         rows = {name: getattr(self, name)[index] for name in self.PER_FRAME if getattr(self, name) is not None}
         return dataclasses.replace(self, **rows)
+
+    def with_codes(self, codes: Float[Tensor, "B C"] | None) -> Head:
+        """This head with other per-frame ``codes``. Codes move no vertex, so the new head shares this one's
+        geometry already computed (``bounds`` and the meshes with their BVHs): a model that attaches its learnt
+        codes at every step does not rebuild them."""
+        head = dataclasses.replace(self, codes=codes)
+        for name in GEOMETRY_CACHES:
+            if name in self.__dict__:
+                head.__dict__[name] = self.__dict__[name]
+        return head
 
     @cached_property
     def bounds(self) -> Float[Tensor, "B 2 3"]:
