@@ -3,7 +3,8 @@ table; and the cost per sample of each deformer and encoder.
 
     python benchmarks/compare.py                     # 5 minutes per model
     python benchmarks/compare.py --quick             # 0.5 min per model, 3 held-out frames, fewer samples
-    python benchmarks/compare.py --only INSTA mix    # the models whose key holds one of these
+    python benchmarks/compare.py --only INSTA mix    # INSTA (a key: that model alone) and the mixes
+    python benchmarks/compare.py --only anchored     # the models whose key holds it
     python benchmarks/compare.py --only paper        # the paper models alone (or: mix)
     python benchmarks/compare.py --skip-models       # the primitive tables alone
 
@@ -139,12 +140,17 @@ def registry() -> list[Entry]:
 
 
 def select(entries: list[Entry], only: list[str] | None) -> list[Entry]:
-    """The entries whose key holds one of ``only``, or whose kind is one ("paper", "mix"), case-insensitive; all
-    without ``only``."""
+    """The entries named by ``only``, case-insensitive: a key itself (``INSTA`` is INSTA alone), else the keys
+    that hold it, or a kind ("paper", "mix"); all without ``only``."""
     if only is None:
         return entries
+    keys = {e.key.lower() for e in entries}
+
+    def named(e: Entry, w: str) -> bool:
+        return e.key.lower() == w if w in keys else (w in e.key.lower() or w == e.kind)
+
     wanted = [w.lower() for w in only]
-    picked = [e for e in entries if any(w in e.key.lower() or w == e.kind for w in wanted)]
+    picked = [e for e in entries if any(named(e, w) for w in wanted)]
     if not picked:
         raise SystemExit(f"--only: expected parts of the keys {[e.key for e in entries]}, got {only}")
     return picked
@@ -467,7 +473,7 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=None, help=f"training budget per model ({DEFAULT_MINUTES:g})")
     parser.add_argument("--quick", action="store_true", help=f"{QUICK_MINUTES:g} min per model, fewer frames and samples")
     parser.add_argument(
-        "--only", nargs="+", default=None, metavar="NAME", help="models whose key holds one of these, or paper / mix"
+        "--only", nargs="+", default=None, metavar="NAME", help="models by key (exact), part of a key, or paper / mix"
     )
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--skip-primitives", action="store_true")
