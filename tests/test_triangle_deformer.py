@@ -2,7 +2,8 @@
 round trip on the surface, a NumPy evaluation of INSTA's C++ kernel (src/core.cu ``warp``, affine.cuh), written
 loop by loop from its maths, with brute-force nearest triangles (trimesh's point-triangle projection), the
 options (area scaling, INSTA's blending of the posed and canonical frames), gradcheck, mixed frames, chaining
-and bad input."""
+and bad input. The oracle and gradcheck tests run both backends (the fused Warp kernels and the torch reference;
+test_triangle_kernels.py compares the two)."""
 
 import numpy as np
 import pytest
@@ -22,80 +23,14 @@ from headfields.deformers import (
     TriangleDeformerConfig,
     TriangleFrameDeformer,
 )
-from headfields.geometry import box, sample_near_surface, sample_surface, uv_sphere
-from headfields.parametric import Head, load_model
+from headfields.geometry import box, sample_surface
+from headfields.parametric import load_model
 from headfields.synthetic import write_synthetic_flame
 
+from hand_heads import bent_head, make_head, near_points, rigid_head, small_sphere
 from helpers import raises_naming
 
 # ---------------------------------------------------------------- helpers
-
-
-def make_head(vertices, canonical, faces, root=None) -> Head:
-    """A Head by hand: posed ``vertices [B,V,3]``, ``canonical [V,3]``; ``root [B,4,4]`` its global motion."""
-    b, v = vertices.shape[:2]
-    kw = {"dtype": vertices.dtype, "device": vertices.device}
-    root = torch.eye(4, **kw).expand(b, 4, 4) if root is None else root
-    return Head(
-        vertices=vertices,
-        rest_vertices=vertices,
-        canonical_vertices=canonical,
-        faces=faces.to(vertices.device),
-        uvs=None,
-        uv_faces=None,
-        shape=torch.zeros(0, **kw),
-        expression=torch.zeros(b, 0, **kw),
-        pose=torch.zeros(b, 1, 3, **kw),
-        translation=root[:, :3, 3],
-        joints=torch.zeros(b, 1, 3, **kw),
-        joint_transforms=root[:, None],
-        skinning_weights=torch.ones(v, 1, **kw),
-        regions={},
-        landmarks=None,
-    )
-
-
-def rigid_head(canonical, faces, rotation, translation) -> Head:
-    """Every frame b is ``rotation[b] @ canonical + translation[b]``, and the root joint says so."""
-    root = torch.eye(4, dtype=canonical.dtype, device=canonical.device).repeat(len(rotation), 1, 1)
-    root[:, :3, :3], root[:, :3, 3] = rotation, translation
-    vertices = torch.einsum("bij,vj->bvi", rotation, canonical) + translation[:, None]
-    return make_head(vertices, canonical, faces, root)
-
-
-def small_sphere(dtype=torch.float64, device="cpu"):
-    v, f = uv_sphere(6, 8, dtype=dtype, device=device)
-    return v * torch.tensor([1.0, 0.8, 1.2], dtype=dtype, device=device), f
-
-
-def bent_head(frames=2, seed=0, device="cpu") -> Head:
-    """A non-rigidly moving sphere: every frame bends, stretches, rotates and translates it differently."""
-    g = torch.Generator().manual_seed(seed)
-    canonical, faces = small_sphere(device=device)
-    posed = []
-    for _ in range(frames):
-        a, k = torch.rand(2, generator=g, dtype=torch.float64) * torch.tensor([0.3, 3.0], dtype=torch.float64) + 0.1
-        v = canonical * (1 + a.item() * torch.sin(k.item() * canonical[:, :1]))
-        rot = random_rotation(g)
-        posed.append(v @ rot.T.to(device) + torch.randn(3, generator=g, dtype=torch.float64).to(device))
-    return make_head(torch.stack(posed), canonical, faces)
-
-
-def random_rotation(g):
-    q, _ = torch.linalg.qr(torch.randn(3, 3, generator=g, dtype=torch.float64))
-    return q * torch.sign(torch.det(q))
-
-
-def near_points(head: Head, n: int, thickness: float, seed: int = 0):
-    """``n`` points within ``thickness`` of each frame's posed mesh, random directions, frame per point."""
-    xs, frames = [], []
-    for b in range(head.num_frames):
-        xs.append(sample_near_surface(head.posed_mesh, n, thickness, frame=b, seed=seed + b))
-        frames.append(torch.full((n,), b, dtype=torch.long, device=head.vertices.device))
-    x, frame = torch.cat(xs), torch.cat(frames)
-    g = torch.Generator().manual_seed(seed)
-    dirs = F.normalize(torch.randn(x.shape, generator=g, dtype=torch.float64), dim=-1).to(x)
-    return x, frame, dirs
 
 
 @pytest.fixture(scope="module")
@@ -217,14 +152,16 @@ def check_against_numpy(head, deformer, x, frame, dirs, **options):
 # ---------------------------------------------------------------- tests
 
 
-def test_matches_a_numpy_evaluation_of_the_formula(device):
+@pytest.mark.parametrize("backend", ["warp", "torch"])
+def test_matches_a_numpy_evaluation_of_the_formula(device, backend):
     head = bent_head(frames=2, device=device)
     x, frame, dirs = near_points(head, 60, 0.3)
-    out = check_against_numpy(head, TriangleFrameDeformer(), x, frame, dirs)
+    out = check_against_numpy(head, TriangleFrameDeformer(TriangleDeformerConfig(backend=backend)), x, frame, dirs)
     assert out.valid.all() and out.points.dtype == torch.float64
 
 
-def test_options_match_the_numpy_evaluation(device):
+@pytest.mark.parametrize("backend", ["warp", "torch"])
+def test_options_match_the_numpy_evaluation(device, backend):
     head = bent_head(frames=2, seed=1, device=device)
     x, frame, dirs = near_points(head, 40, 0.3, seed=5)
     g = torch.Generator().manual_seed(0)
@@ -232,7 +169,8 @@ def test_options_match_the_numpy_evaluation(device):
     scale = (torch.rand(num_faces, generator=g) < 0.5).to(device)
     blend = (torch.rand(num_faces, generator=g) < 0.5).to(device)
     for exponent in (1.0, 0.5):
-        deformer = TriangleFrameDeformer(TriangleDeformerConfig(area_exponent=exponent), scale_faces=scale, blend_faces=blend)
+        config = TriangleDeformerConfig(area_exponent=exponent, backend=backend)
+        deformer = TriangleFrameDeformer(config, scale_faces=scale, blend_faces=blend)
         check_against_numpy(
             head, deformer, x, frame, dirs, scale=scale.cpu().numpy(), exponent=exponent, blend=blend.cpu().numpy()
         )
@@ -407,7 +345,8 @@ def test_max_distance_drops_exactly_the_far_samples(device):
     assert torch.equal(limited.points[~limited.valid], x[~limited.valid])
 
 
-def test_gradients_reach_points_directions_and_both_meshes():
+@pytest.mark.parametrize("backend", ["warp", "torch"])
+def test_gradients_reach_points_directions_and_both_meshes(backend):
     v, f = box(dtype=torch.float64)
     g = torch.Generator().manual_seed(0)
     noise = torch.randn(v.shape, generator=g, dtype=torch.float64)
@@ -419,7 +358,8 @@ def test_gradients_reach_points_directions_and_both_meshes():
     x0 = tri.mean(dim=1) + 0.07 * n
     d0 = F.normalize(torch.randn(5, 3, generator=g, dtype=torch.float64), dim=-1)
     selected = torch.arange(12) % 2 == 0
-    for deformer in (TriangleFrameDeformer(), TriangleFrameDeformer(scale_faces=selected, blend_faces=~selected)):
+    config = TriangleDeformerConfig(backend=backend)
+    for deformer in (TriangleFrameDeformer(config), TriangleFrameDeformer(config, scale_faces=selected, blend_faces=~selected)):
 
         def fn(x, d, posed, canonical, deformer=deformer):
             out = deformer(x, make_head(posed[None], canonical, f), 0, d)
@@ -518,6 +458,8 @@ def test_bad_input_names_the_argument():
         RigidDeformerConfig(max_distance=0.0)
     with raises_naming("area_exponent"):
         TriangleDeformerConfig(area_exponent=float("nan"))
+    with raises_naming("backend"):
+        TriangleDeformerConfig(backend="numpy")
     for deformer in (RigidDeformer(), DeformerChain(TriangleFrameDeformer())):
         with raises_naming("x"):
             deformer(x[:, :2], head, frame, dirs)

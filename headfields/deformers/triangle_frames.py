@@ -1,17 +1,25 @@
 """INSTA's triangle-frame deformer (Zielonka, Bolkart, Thies; CVPR 2023): each sample rides its nearest
 posed triangle back to the canonical mesh.
 
-For a sample ``x`` of frame ``f``, Warp finds the nearest triangle of frame ``f``'s posed mesh; torch
-builds that triangle's frame ``M = [[R, a], [0, 1]]`` (``R = [t | b̂ | n]``, origin its first corner, see
-:func:`headfields.geometry.triangle_frames`) on the posed and on the canonical mesh and maps
+For a sample ``x`` of frame ``f``, the nearest triangle of frame ``f``'s posed mesh gives its frame
+``M = [[R, a], [0, 1]]`` (``R = [t | b̂ | n]``, origin its first corner, see
+:func:`headfields.geometry.triangle_frames`) on the posed and on the canonical mesh, which map
 
     x_canonical = M_canon · M_posed⁻¹ · x = a_c + R_c R_pᵀ (x − a_p),    d_canonical = normalize(R_c R_pᵀ d)
 
 (INSTA's ``src/core.cu``, kernel ``warp``; ``include/rta/affine.cuh``: ``tri2projection``, ``transform_point``,
 ``transform_direction``). Each triangle's map is rigid, so on a triangle that moved rigidly it is exact; a
 stretched triangle keeps the sample's local (tangent, bitangent, normal) offsets, not its barycentrics.
-Recomputing the frames from the face indices in torch makes the result differentiable w.r.t. ``x`` and both
-meshes' vertices.
+The result is differentiable w.r.t. ``x``, the directions and both meshes' vertices (not through the choice of
+face). Two backends compute it (``config.backend``):
+
+- ``"warp"`` (the default): one Warp kernel finds each sample's face and maps it, and a hand-written backward
+  kernel reuses that face (:mod:`headfields.deformers.triangle_kernels`);
+- ``"torch"``: Warp finds the face, torch ops recompute the frames and the map: the reference the kernels are
+  tested against, and the route of second derivatives (``create_graph=True``) on either backend.
+
+Their queries differ (the kernel's needs no inside/outside sign), so where a shared vertex or edge is nearest
+they may pick different faces at one distance: 0.2% of the samples 1 cm around a posed FLAME head's vertices.
 
 Options, all off by default; face selections are Bool ``[F]`` masks given as data
 (:class:`~headfields.models.insta.Insta` builds INSTA's from the model's regions):
@@ -46,6 +54,7 @@ Options, all off by default; face selections are Bool ``[F]`` masks given as dat
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Literal
 
@@ -59,6 +68,7 @@ from ..geometry import TriangleMesh, closest_point, face_adjacency, face_areas, 
 from ..geometry.triangles import corner_areas, corner_frames
 from ..parametric import Head
 from .base import Canonical, Deformer
+from .triangle_kernels import FrameMapOptions, frame_map
 
 # INSTA's neighbour blending (include/rta/affine.cuh, interpolate_transformation): weight
 # exp(-NEAREST_FALLOFF * |c0 - x|) for the nearest triangle and exp(-NEIGHBOUR_FALLOFF * |ci - x|) (its `factor`)
@@ -77,11 +87,17 @@ class TriangleDeformerConfig:
     nearest_falloff: float = NEAREST_FALLOFF  # blend_faces: weight exp(-nearest_falloff * |c0 - x|)
     neighbour_falloff: float = NEIGHBOUR_FALLOFF  # blend_faces: weight exp(-neighbour_falloff * |ci - x|)
     source: Literal["posed", "rest"] = "posed"  # the mesh samples start on: posed, or rest (after inverse LBS)
+    # "warp": one fused kernel finds the face and maps (triangle_kernels); "torch": Warp finds the face, torch ops
+    # map: the reference the kernels are tested against. The kernel made the deformer's forward in INSTA's training
+    # step ~9x faster (benchmarks/profile_step.py on the 2-core CPU; the nearest-face query is now most of its cost).
+    backend: Literal["warp", "torch"] = "warp"
 
     def __post_init__(self) -> None:
         check_positive("max_distance", self.max_distance)
         if self.source not in ("posed", "rest"):
             raise ValueError(f"source: expected 'posed' or 'rest', got {self.source!r}")
+        if self.backend not in ("warp", "torch"):
+            raise ValueError(f"backend: expected 'warp' or 'torch', got {self.backend!r}")
         for name in ("area_exponent", "nearest_falloff", "neighbour_falloff"):
             value = getattr(self, name)
             if not (isinstance(value, int | float) and value >= 0 and value != float("inf")):
@@ -137,6 +153,9 @@ class TriangleFrameDeformer(Deformer):
                 if mask.dtype != torch.bool:
                     raise TypeError(f"{name}: expected a Bool [F] face mask, got {mask.dtype}")
             self.register_buffer(name, mask)
+        # face_adjacency of the last faces seen (a sort of 3F edges, ~20 ms on FLAME's faces): a head's faces are its
+        # model's buffer, the same tensor every step, and topology is never written in place.
+        self._adjacency: tuple[Tensor, Tensor] | None = None
 
     def canonicalize(
         self,
@@ -153,61 +172,90 @@ class TriangleFrameDeformer(Deformer):
                     f"{name}: expected a mask over the head's {num_faces} faces on {x.device}, "
                     f"got {list(mask.shape)} on {mask.device}"
                 )
-
-        # Warp picks the face (no gradient through a discrete choice).
-        max_distance = self.config.max_distance
-        with torch.no_grad():
-            q = closest_point(self._source(head), x.detach(), frame, max_distance)
-        valid = q.hit if max_distance is None else q.hit & (q.distance <= max_distance)
-        face = q.face.clamp(min=0)
-
-        source = self._source(head).vertices
-        dtype = torch.promote_types(torch.promote_types(x.dtype, source.dtype), head.canonical_vertices.dtype)
+        mesh = self._source(head)
+        dtype = torch.promote_types(torch.promote_types(x.dtype, mesh.vertices.dtype), head.canonical_vertices.dtype)
         x = x.to(dtype)
         dirs = None if dirs is None else dirs.to(dtype)
-        points, out_dirs = self._nearest(x, dirs, self._frames(head, frame, face[:, None], dtype))
-
-        if self.blend_faces is not None:
-            rows = (valid & self.blend_faces[face]).nonzero()[:, 0]
-            if rows.numel() > 0:
-                blended_points, blended_dirs = self._blend(x, dirs, head, frame, face, rows, dtype)
-                points = points.index_put((rows,), blended_points)
-                if dirs is not None:
-                    out_dirs = out_dirs.index_put((rows,), blended_dirs)
-
-        if out_dirs is not None:
-            out_dirs = F.normalize(torch.where(valid[:, None], out_dirs, dirs), dim=-1)
-        return Canonical(
-            points=torch.where(valid[:, None], points, x),
-            dirs=out_dirs,
-            valid=valid,
-            face=q.face.masked_fill(~valid, -1),
+        source, canonical = mesh.vertices.to(dtype), head.canonical_vertices.to(dtype)
+        if self.config.backend == "torch":
+            return self._torch(x, dirs, source, canonical, head.faces, frame, mesh)
+        c = self.config
+        options = FrameMapOptions(
+            mesh=mesh,
+            frame=frame,
+            faces=head.faces,
+            scale_faces=self.scale_faces,
+            blend_faces=self.blend_faces,
+            adjacency=None if self.blend_faces is None else self._face_adjacency(head.faces),
+            max_distance=c.max_distance,
+            area_exponent=c.area_exponent,
+            nearest_falloff=c.nearest_falloff,
+            neighbour_falloff=c.neighbour_falloff,
+            reference=functools.partial(self._torch_map, faces=head.faces, frame=frame),
         )
+        points, out_dirs, face = frame_map(x, dirs, source, canonical, options)
+        return Canonical(points=points, dirs=out_dirs, valid=face >= 0, face=face)
+
+    def _face_adjacency(self, faces: Tensor) -> Tensor:
+        if self._adjacency is None or self._adjacency[0] is not faces:
+            self._adjacency = (faces, face_adjacency(faces))
+        return self._adjacency[1]
 
     def _source(self, head: Head) -> TriangleMesh:
         """The mesh samples start on (``config.source``): the only place that picks it."""
         return head.rest_mesh if self.config.source == "rest" else head.posed_mesh
 
-    def _frames(self, head: Head, frame: Tensor, faces: Tensor, dtype: torch.dtype) -> _Frames:
-        """The frames of faces ``faces[i, k]`` (posed mesh of frame ``frame[i]``) on both meshes."""
+    # ------------------------------------------------ the torch reference (backend="torch")
+
+    def _torch(
+        self, x: Tensor, dirs: Tensor | None, source: Tensor, canonical: Tensor, faces: Tensor, frame: Tensor, mesh: TriangleMesh
+    ) -> Canonical:
+        """Warp picks the face (no gradient through a discrete choice), torch maps the samples."""
+        max_distance = self.config.max_distance
+        with torch.no_grad():
+            q = closest_point(mesh, x.detach(), frame, max_distance)
+        valid = q.hit if max_distance is None else q.hit & (q.distance <= max_distance)
+        face = q.face.masked_fill(~valid, -1)
+        points, out_dirs = self._torch_map(x, dirs, source, canonical, face, faces=faces, frame=frame)
+        return Canonical(points=points, dirs=out_dirs, valid=valid, face=face)
+
+    def _torch_map(
+        self, x: Tensor, dirs: Tensor | None, source: Tensor, canonical: Tensor, face: Tensor, *, faces: Tensor, frame: Tensor
+    ) -> tuple[Tensor, Tensor | None]:
+        """The map at given faces (-1: dropped, ``x`` and normalised ``dirs`` returned), in torch ops."""
+        valid = face >= 0
+        face = face.clamp(min=0)
+        points, out_dirs = self._nearest(x, dirs, self._frames(source, canonical, faces, frame, face[:, None]))
+        if self.blend_faces is not None:
+            rows = (valid & self.blend_faces[face]).nonzero()[:, 0]
+            if rows.numel() > 0:
+                blended_points, blended_dirs = self._blend(x, dirs, source, canonical, faces, frame, face, rows)
+                points = points.index_put((rows,), blended_points)
+                if dirs is not None:
+                    out_dirs = out_dirs.index_put((rows,), blended_dirs)
+        if out_dirs is not None:
+            out_dirs = F.normalize(torch.where(valid[:, None], out_dirs, dirs), dim=-1)
+        return torch.where(valid[:, None], points, x), out_dirs
+
+    def _frames(self, source: Tensor, canonical: Tensor, faces: Tensor, frame: Tensor, candidates: Tensor) -> _Frames:
+        """The frames of faces ``candidates[i, k]`` (source mesh of frame ``frame[i]``) on both meshes."""
         # Posed frames per sample, of corners gathered from the checked mesh (no per-sample checks); canonical
         # ones for every face, then gathered (F is small next to a batch).
-        posed = self._source(head).vertices.to(dtype)[frame[:, None, None], head.faces[faces]]  # [M, K, 3, 3]
+        posed = source[frame[:, None, None], faces[candidates]]  # [M, K, 3, 3]
         frames_p = corner_frames(posed)
-        canonical = head.canonical_vertices.to(dtype)
-        frames_c = triangle_frames(canonical, head.faces)
-        scale = torch.ones(faces.shape, dtype=dtype, device=posed.device)
+        frames_c = triangle_frames(canonical, faces)
+        scale = torch.ones(candidates.shape, dtype=source.dtype, device=posed.device)
         if self.scale_faces is not None:
-            ratio = corner_areas(posed) / face_areas(canonical, head.faces)[faces]
-            scale = torch.where(self.scale_faces[faces], ratio**self.config.area_exponent, scale)
+            ratio = corner_areas(posed) / face_areas(canonical, faces)[candidates]
+            scale = torch.where(self.scale_faces[candidates], ratio**self.config.area_exponent, scale)
         return _Frames(
             posed=frames_p.rotation,
             scale=scale,
             posed_origin=frames_p.origin,
             posed_centroid=posed.mean(dim=-2),
-            canonical=frames_c.rotation[faces],
-            canonical_origin=frames_c.origin[faces],
-            canonical_centroid=canonical[head.faces].mean(dim=-2)[faces],
+            canonical=frames_c.rotation[candidates],
+            canonical_origin=frames_c.origin[candidates],
+            canonical_centroid=canonical[faces].mean(dim=-2)[candidates],
         )
 
     @staticmethod
@@ -220,14 +268,22 @@ class TriangleFrameDeformer(Deformer):
         return points, rotated
 
     def _blend(
-        self, x: Tensor, dirs: Tensor | None, head: Head, frame: Tensor, face: Tensor, rows: Tensor, dtype: torch.dtype
+        self,
+        x: Tensor,
+        dirs: Tensor | None,
+        source: Tensor,
+        canonical: Tensor,
+        faces: Tensor,
+        frame: Tensor,
+        face: Tensor,
+        rows: Tensor,
     ) -> tuple[Tensor, Tensor | None]:
         """INSTA's blended map of samples ``rows``: their nearest face and its edge neighbours, the posed and the
         canonical frame matrices each blended with its own weights, then ``M̄_c · M̄_p⁻¹``."""
         x_r, frame_r = x[rows], frame[rows]
-        neighbours = face_adjacency(head.faces)[face[rows]]  # [M, 3], -1 across a boundary edge
+        neighbours = face_adjacency(faces)[face[rows]]  # [M, 3], -1 across a boundary edge
         candidates = torch.cat([face[rows, None], neighbours.clamp(min=0)], dim=1)  # [M, 4]
-        frames = self._frames(head, frame_r, candidates, dtype)
+        frames = self._frames(source, canonical, faces, frame_r, candidates)
         falloff = x_r.new_tensor([self.config.nearest_falloff] + [self.config.neighbour_falloff] * 3)
         missing = torch.cat([torch.zeros_like(neighbours[:, :1]), neighbours], dim=1) < 0
 
@@ -237,12 +293,12 @@ class TriangleFrameDeformer(Deformer):
             return torch.softmax((-falloff * distance).masked_fill(missing, -torch.inf), dim=1)
 
         w_p, w_c = weights(frames.posed_centroid), weights(frames.canonical_centroid)
-        posed = ((w_p * frames.scale)[..., None, None] * frames.posed).sum(dim=1)  # Ā_p [M, 3, 3]
-        posed_origin = (w_p[..., None] * frames.posed_origin).sum(dim=1)
-        canonical = (w_c[..., None, None] * frames.canonical).sum(dim=1)  # Ā_c
-        canonical_origin = (w_c[..., None] * frames.canonical_origin).sum(dim=1)
+        matrix_p = ((w_p * frames.scale)[..., None, None] * frames.posed).sum(dim=1)  # Ā_p [M, 3, 3]
+        origin_p = (w_p[..., None] * frames.posed_origin).sum(dim=1)
+        matrix_c = (w_c[..., None, None] * frames.canonical).sum(dim=1)  # Ā_c
+        origin_c = (w_c[..., None] * frames.canonical_origin).sum(dim=1)
         # M̄_p⁻¹ applied to the point, and its 3x3 block to the direction: one solve, one or two right-hand sides.
-        rhs = [x_r - posed_origin] + ([] if dirs is None else [dirs[rows]])
-        local = torch.linalg.solve(posed, torch.stack(rhs, dim=-1))  # [M, 3, 1 | 2]
-        points = _apply(canonical, local[..., 0]) + canonical_origin
-        return points, None if dirs is None else _apply(canonical, local[..., 1])
+        rhs = [x_r - origin_p] + ([] if dirs is None else [dirs[rows]])
+        local = torch.linalg.solve(matrix_p, torch.stack(rhs, dim=-1))  # [M, 3, 1 | 2]
+        points = _apply(matrix_c, local[..., 0]) + origin_c
+        return points, None if dirs is None else _apply(matrix_c, local[..., 1])
