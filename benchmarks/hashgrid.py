@@ -2,20 +2,28 @@
 
 Run it from the repository root::
 
-    python benchmarks/hashgrid.py                      # INSTA's config, 2^18 points, CPU
-    python benchmarks/hashgrid.py --points 65536 --repeats 3 --device cuda
+    python benchmarks/hashgrid.py                      # INSTA's grid and the 2-feature grid, 2^18 points, CPU
+    python benchmarks/hashgrid.py --grids insta --threads 1
+    python benchmarks/hashgrid.py --points 65536 --repeats 3 --device cuda --table-dtype float16
 
-Both encoders run INSTA's configuration (16 levels x 2 features, 2^18 rows a level, resolutions 16 to 2048)
-on the same uniformly random points in the unit cube, with the same table. Timed: forward + backward of
-``(features * weights).sum()``, with gradients for the table only (training) and for the table and the points
-(normals, eikonal terms). Each case gets one untimed warm-up (Warp compiles its kernels), then ``--repeats``
-timed runs; the table reports the median throughput. The PyTorch reference is tests/test_hashgrid.py's
-``torch_hash_grid``; its features and table gradient are compared with the Warp ones before timing.
+Grids: ``insta`` is INSTA's (``headfields.models.insta.INSTA_HASH_GRID``: 16 levels x 8 features, 2^18 rows a
+level, resolutions 16 to 2048), ``ngp`` the library default (the same with 2 features a level). Both encoders
+run on the same uniformly random points in the unit cube, with the same table. Timed: the forward alone, and
+forward + backward of ``(features * weights).sum()`` with gradients for the table only (training) and for the
+table and the points (normals, eikonal terms). Each case gets one untimed warm-up (Warp compiles its kernels),
+then ``--repeats`` timed runs of each encoder in the same process; the table reports median throughputs and
+their ratio. The PyTorch reference is tests/test_hashgrid.py's ``torch_hash_grid``; its features and table
+gradient are compared with the Warp ones before timing (with ``--table-dtype float16`` the reference gets the
+table rounded to float16, which is what the Warp kernels read).
+
+On a loaded 2-core machine torch's two-thread element-wise operations slow down far more than Warp's launches
+(each waits for both threads); ``--threads 1`` gives the steadier comparison.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import platform
 import sys
 from collections.abc import Callable
@@ -25,11 +33,67 @@ import torch
 
 from headfields.encoders import HashGrid, HashGridConfig
 from headfields.kernels import num_cpu_threads
+from headfields.models.insta import INSTA_HASH_GRID
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from test_hashgrid import torch_hash_grid  # noqa: E402  (the tests' independent reference)
 
 from avatars import median_seconds  # noqa: E402  (the timer every benchmark here shares)
+
+GRIDS = {"insta": ("INSTA 16 x 8", INSTA_HASH_GRID), "ngp": ("16 x 2", HashGridConfig())}
+CHECK_POINTS = 4096
+Step = Callable[[], None]
+Encode = Callable[[torch.Tensor], torch.Tensor]
+
+
+def cases(config: HashGridConfig, x: torch.Tensor, gen: torch.Generator) -> list[tuple[str, Step, Step]]:
+    """(name, Warp step, reference step) of each timed pass, after checking that both encoders agree."""
+    device = x.device
+    grid = HashGrid(config, generator=gen)
+    with torch.no_grad():  # features of order one rather than the tiny initial ones, for the comparison
+        grid.table.uniform_(-1.0, 1.0, generator=gen)
+    grid.to(device)
+    weights = torch.randn(x.shape[0], grid.out_dim, generator=gen).to(device)
+    # The table the Warp kernels read (the float16 rounding, if any), as the reference's parameter.
+    read_dtype = torch.float16 if config.table_dtype == "float16" else torch.float32
+    ref_table = grid.table.detach().to(read_dtype).float().requires_grad_()
+
+    check(grid, ref_table, x[:CHECK_POINTS], weights[:CHECK_POINTS])
+
+    def reference(points: torch.Tensor) -> torch.Tensor:
+        return torch_hash_grid(points, ref_table, config)
+
+    def training_step(encode: Encode, table: torch.Tensor, points_grad: bool) -> Step:
+        def step() -> None:
+            table.grad = None
+            (encode(x.requires_grad_(points_grad)) * weights).sum().backward()
+
+        return step
+
+    def forward_only(encode: Encode) -> Step:
+        def step() -> None:
+            with torch.no_grad():
+                encode(x.requires_grad_(False))
+
+        return step
+
+    return [
+        ("forward", forward_only(grid), forward_only(reference)),
+        ("forward + backward (table)", training_step(grid, grid.table, False), training_step(reference, ref_table, False)),
+        ("forward + backward (table, points)", training_step(grid, grid.table, True), training_step(reference, ref_table, True)),
+    ]
+
+
+def check(grid: HashGrid, ref_table: torch.Tensor, x: torch.Tensor, weights: torch.Tensor) -> None:
+    """Print how far the Warp features and table gradient are from the reference's on ``x``."""
+    config = grid.config
+    grid.table.grad = ref_table.grad = None
+    (grid(x) * weights).sum().backward()
+    (torch_hash_grid(x, ref_table, config) * weights).sum().backward()
+    with torch.no_grad():
+        feature_err = float((grid(x) - torch_hash_grid(x, ref_table, config)).abs().max())
+    grad_err = float((grid.table.grad - ref_table.grad).abs().max())
+    print(f"check on {x.shape[0]} points: max |features diff| {feature_err:.2e}, max |table grad diff| {grad_err:.2e}")
 
 
 def main() -> None:
@@ -37,67 +101,33 @@ def main() -> None:
     parser.add_argument("--points", type=int, default=2**18)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--grids", nargs="+", choices=list(GRIDS), default=list(GRIDS), help="which grid sizes, in order")
+    parser.add_argument("--table-dtype", choices=["float32", "float16"], default="float32", help="the table Warp reads")
     parser.add_argument("--threads", type=int, default=None, help="torch (and so Warp CPU) threads")
     args = parser.parse_args()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    config = HashGridConfig()  # INSTA
     gen = torch.Generator().manual_seed(0)
-    grid = HashGrid(config, generator=gen)
-    with torch.no_grad():  # features of order one rather than the tiny initial ones, for the comparison
-        grid.table.uniform_(-1.0, 1.0, generator=gen)
-    grid.to(device)
     x = torch.rand(args.points, 3, generator=gen).to(device)
-    weights = torch.randn(args.points, grid.out_dim, generator=gen).to(device)
-    ref_table = grid.table.detach().clone().requires_grad_()
-
-    # Same answers first.
-    x_ref = x[:4096]
-    (grid(x_ref) * weights[:4096]).sum().backward()
-    (torch_hash_grid(x_ref, ref_table, config) * weights[:4096]).sum().backward()
-    with torch.no_grad():
-        feature_err = float((grid(x_ref) - torch_hash_grid(x_ref, ref_table, config)).abs().max())
-    grad_err = float((grid.table.grad - ref_table.grad).abs().max())
-    print(f"check on 4096 points: max |features diff| {feature_err:.2e}, max |table grad diff| {grad_err:.2e}")
-
-    def warp_step(points_grad: bool) -> Callable[[], None]:
-        def step() -> None:
-            grid.table.grad = None
-            (grid(x.requires_grad_(points_grad)) * weights).sum().backward()
-
-        return step
-
-    def torch_step(points_grad: bool) -> Callable[[], None]:
-        def step() -> None:
-            ref_table.grad = None
-            (torch_hash_grid(x.requires_grad_(points_grad), ref_table, config) * weights).sum().backward()
-
-        return step
-
-    def forward_only(encode: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[], None]:
-        def step() -> None:
-            with torch.no_grad():
-                encode(x.requires_grad_(False))
-
-        return step
-
-    cases = [
-        ("forward", forward_only(grid), forward_only(lambda p: torch_hash_grid(p, ref_table, config))),
-        ("forward + backward (table)", warp_step(False), torch_step(False)),
-        ("forward + backward (table, points)", warp_step(True), torch_step(True)),
-    ]
     threads = num_cpu_threads() if device.type == "cpu" else "-"
     print(
-        f"\nHashGrid (Warp) vs PyTorch reference: INSTA config, {args.points} points, device {device}, "
-        f"{threads} threads, {platform.processor() or platform.machine()}, median of {args.repeats}"
+        f"HashGrid (Warp) vs PyTorch reference: {args.points} points, device {device}, {threads} threads, "
+        f"{platform.processor() or platform.machine()}, table read as {args.table_dtype}, median of {args.repeats}"
     )
-    print(f"{'pass':<36} {'Warp Mpts/s':>12} {'PyTorch Mpts/s':>15} {'speed-up':>9}")
-    for name, warp_fn, torch_fn in cases:
-        warp_s = median_seconds(warp_fn, args.repeats, device)
-        torch_s = median_seconds(torch_fn, args.repeats, device)
-        n = args.points / 1e6
-        print(f"{name:<36} {n / warp_s:>12.2f} {n / torch_s:>15.2f} {torch_s / warp_s:>8.1f}x")
+    rows = []
+    for key in args.grids:
+        label, config = GRIDS[key]
+        config = dataclasses.replace(config, table_dtype=args.table_dtype)
+        print(f"{label}: ", end="")
+        for name, warp_fn, torch_fn in cases(config, x, gen):
+            warp_s = median_seconds(warp_fn, args.repeats, device)
+            torch_s = median_seconds(torch_fn, args.repeats, device)
+            rows.append((label, name, warp_s, torch_s))
+    print(f"\n{'grid':<13} {'pass':<36} {'Warp Mpts/s':>12} {'PyTorch Mpts/s':>15} {'speed-up':>9}")
+    n = args.points / 1e6
+    for label, name, warp_s, torch_s in rows:
+        print(f"{label:<13} {name:<36} {n / warp_s:>12.3g} {n / torch_s:>15.3g} {torch_s / warp_s:>8.1f}x")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
 """Hash grid encoding: the Warp kernels against a straightforward PyTorch implementation written here from the
 encoding's definition (resolutions, dense/hashed layout, instant-ngp hash, trilinear weights), and gradcheck."""
 
+import dataclasses
+import json
 import math
 
 import pytest
@@ -97,6 +99,43 @@ def test_forward_matches_torch(config, device):
     torch.testing.assert_close(grid(x), torch_hash_grid(x, grid.table, config), atol=1e-5, rtol=0)
 
 
+HALF_ROUNDING = 2.0**-11  # float16's relative rounding error (10 stored mantissa bits, round to nearest)
+
+
+@pytest.mark.parametrize("config", [SMALL, EIGHT])
+def test_half_table_is_the_float32_grid_with_the_rounded_table(config, device):
+    """table_dtype="float16": a float32 parameter, whose float16 rounding the kernels read; features and both
+    gradients are float32 and equal the float32 grid's with the rounded table."""
+    half = random_grid(dataclasses.replace(config, table_dtype="float16"), device)
+    rounded = HashGrid(config).to(device)
+    with torch.no_grad():
+        rounded.table.copy_(half.table.half().float())
+    assert half.table.dtype == torch.float32 and not torch.equal(rounded.table, half.table)
+    gen = torch.Generator().manual_seed(4)
+    x = torch.rand(20000, 3, generator=gen).to(device)  # several chunks on CPU
+    weights = torch.randn(x.shape[0], half.out_dim, generator=gen).to(device)
+    x_half, x_rounded = x.clone().requires_grad_(), x.clone().requires_grad_()
+    y_half, y_rounded = half(x_half), rounded(x_rounded)
+    assert y_half.dtype == torch.float32
+    torch.testing.assert_close(y_half, y_rounded, atol=1e-6, rtol=0)
+    # Within float16 rounding of the unrounded float32 encoding (the trilinear weights sum to one, |table| <= 1).
+    error = (y_half - torch_hash_grid(x, half.table.detach(), config)).abs().max()
+    assert 0 < error <= HALF_ROUNDING
+    (y_half * weights).sum().backward()
+    (y_rounded * weights).sum().backward()
+    assert half.table.grad.dtype == torch.float32
+    torch.testing.assert_close(half.table.grad, rounded.table.grad, atol=1e-5, rtol=1e-6)
+    torch.testing.assert_close(x_half.grad, x_rounded.grad, atol=1e-4, rtol=1e-5)
+
+
+def test_half_table_config_round_trips():
+    from headfields.configs import config_from_dict, config_to_dict
+
+    config = dataclasses.replace(EIGHT, table_dtype="float16")
+    assert config_from_dict(json.loads(json.dumps(config_to_dict(config)))) == config
+    assert "table_dtype=float16" in repr(HashGrid(config))
+
+
 def test_outside_points_are_clamped(device):
     grid = random_grid(SMALL, device)
     x = torch.tensor([[-0.5, 0.3, 1.7], [2.0, -1.0, 0.5]], device=device, requires_grad=True)
@@ -186,6 +225,8 @@ def test_bad_inputs():
         HashGridConfig(log2_table_size=40)
     with raises_naming("features_per_level"):
         HashGridConfig(features_per_level=2.0)
+    with raises_naming("table_dtype"):
+        HashGridConfig(table_dtype="bfloat16")
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")

@@ -14,13 +14,22 @@ Gradients reach the table (a scatter-add over the corners) and the points (for n
 Second derivatives are not supported: asking for a gradient with ``create_graph=True`` raises an error
 (rather than returning a gradient that is silently constant). Points outside ``[0, 1]^3`` are clamped onto
 the cube, so their gradient is zero along each clamped axis.
+
+Half-precision table (``HashGridConfig(table_dtype="float16")``, tiny-cuda-nn's default): the parameter stays a
+float32 master copy, which the optimiser updates; each forward rounds it to a float16 copy that the kernels
+read (half the memory traffic of the random corner reads), and the interpolation, the features and both
+gradients stay float32. The encoding is then that of the float32 grid with the rounded table (relative error
+2^-11 a value), and the table gradient is the float32 one (it does not depend on the table's values). Meant for
+CUDA; CPU accepts it too (there, at INSTA's size, the forward measured 1.2-1.5x faster than with the float32
+table), which is also where the tests check it.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: the kernels that `_kernels` makes are annotated with its local
+# vector types, which Warp must receive as objects (it cannot resolve a local name from a string annotation).
+import functools
 import math
 from dataclasses import dataclass
-from typing import no_type_check
+from typing import Literal, no_type_check
 
 import torch
 import warp as wp
@@ -48,6 +57,9 @@ RESOLUTION_ROUNDING = 1e-9
 MAX_LEVELS, MAX_FEATURES, MAX_LOG2_TABLE, MAX_RESOLUTION = 32, 8, 24, 2**20
 SPATIAL_DIMS = 3
 CORNERS = 2**SPATIAL_DIMS
+# The table types the kernels read (HashGridConfig.table_dtype), as torch and Warp types.
+TABLE_DTYPES = {"float32": (torch.float32, wp.float32), "float16": (torch.float16, wp.float16)}
+TableDtype = Literal["float32", "float16"]
 
 SECOND_DERIVATIVE_ERROR = (
     "HashGrid: second derivatives are not supported (the gradient was requested with create_graph=True); "
@@ -68,8 +80,13 @@ class HashGridConfig:
     log2_table_size: int = LOG2_TABLE_SIZE  # rows per hashed level: 2^log2_table_size
     base_resolution: int = BASE_RESOLUTION  # cells per axis on the coarsest level
     finest_resolution: int = FINEST_RESOLUTION  # cells per axis on the finest level
+    # The table the kernels read: float16 halves its memory traffic (tiny-cuda-nn's default on CUDA); the
+    # parameter stays float32 and the interpolation and gradients float32 (see the module docstring).
+    table_dtype: TableDtype = "float32"
 
     def __post_init__(self) -> None:
+        if self.table_dtype not in TABLE_DTYPES:
+            raise ValueError(f"table_dtype: expected one of {', '.join(map(repr, TABLE_DTYPES))}, got {self.table_dtype!r}")
         check_count("levels", self.levels, 1, MAX_LEVELS)
         check_count("features_per_level", self.features_per_level, 1, MAX_FEATURES)
         check_count("log2_table_size", self.log2_table_size, 1, MAX_LOG2_TABLE)
@@ -158,95 +175,131 @@ def _level_corners(point: wp.vec3, res: int, dense: int, offset: int, rows: int)
 
 # One launch per level: a level's table (at most 2^18 x F floats: 2 MiB at F = 2, 8 MiB for INSTA's F = 8) then
 # stays in cache and the TLB while every point reads it, which on CPU ran about 2x faster (at F = 2) than
-# visiting all levels per point.
+# visiting all levels per point (at F = 8: 1.5x faster forward, 2x faster table gradient).
+#
+# A table row is one Warp vector of F floats, so the kernels are made per F (`_kernels`): a corner is one vector
+# load or one vector atomic add instead of F scalar ones with their index arithmetic. At INSTA's F = 8 on CPU
+# this ran the forward 2-3x and the table gradient about 2x faster than a loop over the row's F scalars.
+# Tried and not kept (no measurable gain at F = 8 on CPU): Morton-sorting the points first, and masking the
+# hash with rows - 1 instead of the modulo.
 
 
-@no_type_check  # Warp parameter types are not Python type hints; keep the jaxtyping checker off them.
-@wp.kernel
-def _encode_kernel(
-    table: wp.array2d(dtype=wp.float32),
-    res: int,
-    dense: int,
-    offset: int,
-    rows: int,
-    column: int,
-    points: wp.array(dtype=wp.vec3),
-    features: wp.array2d(dtype=wp.float32),
-):
-    i = wp.tid()
-    row, weight, f = _level_corners(points[i], res, dense, offset, rows)
-    for k in range(table.shape[1]):
-        acc = float(0.0)
+@dataclass(frozen=True)
+class _Kernels:
+    """The Warp kernels of one (features a level, table type) pair."""
+
+    encode: wp.Kernel
+    table_grad: wp.Kernel
+    sum_slots: wp.Kernel
+    points_grad: wp.Kernel
+
+
+@functools.cache
+def _kernels(features: int, table_dtype: str) -> _Kernels:
+    """The kernels for ``features`` a level reading a ``table_dtype`` table (one Warp module per pair, compiled
+    on first use); their arithmetic is float32 whatever the table's type."""
+    vec = wp.types.vector(length=features, dtype=wp.float32)
+    row_vec = wp.types.vector(length=features, dtype=TABLE_DTYPES[table_dtype][1])
+    module = f"headfields_hashgrid_f{features}_{table_dtype}"
+
+    @no_type_check  # Warp parameter types are not Python type hints; keep the jaxtyping checker off them.
+    @wp.kernel(module=module, enable_backward=False)
+    def encode(
+        table: wp.array(dtype=row_vec),
+        res: int,
+        dense: int,
+        offset: int,
+        rows: int,
+        level: int,
+        points: wp.array(dtype=wp.vec3),
+        encoded: wp.array2d(dtype=vec),  # [N, levels]
+    ):
+        i = wp.tid()
+        row, weight, f = _level_corners(points[i], res, dense, offset, rows)
+        acc = vec()
         for c in range(CORNERS):
-            acc += weight[c] * table[row[c], k]
-        features[i, column + k] = acc
+            acc += weight[c] * vec(table[row[c]])  # (a float16 row converted to float32)
+        encoded[i, level] = acc
 
+    # The table and point gradients are separate kernels: one kernel with both behind flags ran the table-only
+    # case (training) twice as slowly on CPU.
 
-# The table and point gradients are separate kernels: one kernel with both behind flags ran the table-only
-# case (training) twice as slowly on CPU.
-
-
-@no_type_check  # Warp parameter types are not Python type hints; keep the jaxtyping checker off them.
-@wp.kernel
-def _table_grad_kernel(
-    res: int,
-    dense: int,
-    offset: int,
-    rows: int,
-    column: int,
-    grad_table: wp.array3d(dtype=wp.float32),  # [slots, this level's rows, F]
-    points: wp.array(dtype=wp.vec3),
-    grad_features: wp.array2d(dtype=wp.float32),
-    slot: wp.array(dtype=wp.int32),
-):
-    i = wp.tid()
-    row, weight, f = _level_corners(points[i], res, dense, offset, rows)
-    s = slot[i]
-    for k in range(grad_table.shape[2]):
-        g = grad_features[i, column + k]
+    @no_type_check  # Warp parameter types are not Python type hints; keep the jaxtyping checker off them.
+    @wp.kernel(module=module, enable_backward=False)
+    def table_grad(
+        res: int,
+        dense: int,
+        offset: int,
+        rows: int,
+        level: int,
+        grad_table: wp.array2d(dtype=vec),  # [slots, this level's rows]
+        points: wp.array(dtype=wp.vec3),
+        grad_features: wp.array2d(dtype=vec),  # [N, levels]
+        slot: wp.array(dtype=wp.int32),
+    ):
+        i = wp.tid()
+        row, weight, f = _level_corners(points[i], res, dense, offset, rows)
+        s = slot[i]
+        g = grad_features[i, level]
         for c in range(CORNERS):
-            wp.atomic_add(grad_table, s, row[c] - offset, k, weight[c] * g)
+            wp.atomic_add(grad_table, s, row[c] - offset, weight[c] * g)
 
+    @no_type_check  # Warp parameter types are not Python type hints; keep the jaxtyping checker off them.
+    @wp.kernel(module=module, enable_backward=False)
+    def sum_slots(
+        buffers: wp.array2d(dtype=vec),  # [slots, this level's rows]
+        row: wp.array(dtype=wp.int32),  # this launch row's table row (launch_rows counts rows from the chunk's first)
+        grad_table: wp.array(dtype=vec),  # [this level's rows]
+    ):
+        """Sums the per-chunk buffers into ``grad_table`` and zeroes them for the next level."""
+        i = wp.tid()
+        r = row[i]
+        acc = vec()
+        for s in range(buffers.shape[0]):
+            acc += buffers[s, r]
+            buffers[s, r] = vec()
+        grad_table[i] = acc
 
-@no_type_check  # Warp parameter types are not Python type hints; keep the jaxtyping checker off them.
-@wp.kernel
-def _points_grad_kernel(
-    table: wp.array2d(dtype=wp.float32),
-    res: int,
-    dense: int,
-    offset: int,
-    rows: int,
-    column: int,
-    points: wp.array(dtype=wp.vec3),
-    grad_features: wp.array2d(dtype=wp.float32),
-    grad_points: wp.array(dtype=wp.vec3),
-):
-    """Adds this level's gradient to ``grad_points``."""
-    i = wp.tid()
-    q = points[i]
-    row, weight, f = _level_corners(q, res, dense, offset, rows)
-    grad = wp.vec3(0.0)
-    for c in range(CORNERS):
-        dot = float(0.0)
-        for k in range(table.shape[1]):
-            dot += grad_features[i, column + k] * table[row[c], k]
-        bx = c & 1
-        by = (c >> 1) & 1
-        bz = (c >> 2) & 1
-        # d(weight)/d(fraction) along each axis: +-1 for that axis times the other two weights.
-        wx = wp.where(bx == 1, f[0], 1.0 - f[0])
-        wy = wp.where(by == 1, f[1], 1.0 - f[1])
-        wz = wp.where(bz == 1, f[2], 1.0 - f[2])
-        sx = wp.where(bx == 1, 1.0, -1.0)
-        sy = wp.where(by == 1, 1.0, -1.0)
-        sz = wp.where(bz == 1, 1.0, -1.0)
-        grad += dot * wp.vec3(sx * wy * wz, wx * sy * wz, wx * wy * sz)
-    grad *= float(res)
-    # Clamped coordinates do not move the encoding.
-    for d in range(SPATIAL_DIMS):
-        if q[d] < 0.0 or q[d] > 1.0:
-            grad[d] = 0.0
-    grad_points[i] = grad_points[i] + grad
+    @no_type_check  # Warp parameter types are not Python type hints; keep the jaxtyping checker off them.
+    @wp.kernel(module=module, enable_backward=False)
+    def points_grad(
+        table: wp.array(dtype=row_vec),
+        res: int,
+        dense: int,
+        offset: int,
+        rows: int,
+        level: int,
+        points: wp.array(dtype=wp.vec3),
+        grad_features: wp.array2d(dtype=vec),  # [N, levels]
+        grad_points: wp.array(dtype=wp.vec3),
+    ):
+        """Adds this level's gradient to ``grad_points``."""
+        i = wp.tid()
+        q = points[i]
+        row, weight, f = _level_corners(q, res, dense, offset, rows)
+        g = grad_features[i, level]
+        grad = wp.vec3(0.0)
+        for c in range(CORNERS):
+            dot = wp.dot(g, vec(table[row[c]]))
+            bx = c & 1
+            by = (c >> 1) & 1
+            bz = (c >> 2) & 1
+            # d(weight)/d(fraction) along each axis: +-1 for that axis times the other two weights.
+            wx = wp.where(bx == 1, f[0], 1.0 - f[0])
+            wy = wp.where(by == 1, f[1], 1.0 - f[1])
+            wz = wp.where(bz == 1, f[2], 1.0 - f[2])
+            sx = wp.where(bx == 1, 1.0, -1.0)
+            sy = wp.where(by == 1, 1.0, -1.0)
+            sz = wp.where(bz == 1, 1.0, -1.0)
+            grad += dot * wp.vec3(sx * wy * wz, wx * sy * wz, wx * wy * sz)
+        grad *= float(res)
+        # Clamped coordinates do not move the encoding.
+        for d in range(SPATIAL_DIMS):
+            if q[d] < 0.0 or q[d] > 1.0:
+                grad[d] = 0.0
+        grad_points[i] = grad_points[i] + grad
+
+    return _Kernels(encode, table_grad, sum_slots, points_grad)
 
 
 # ------------------------------------------------------------------------------------------------ autograd
@@ -255,16 +308,16 @@ def _points_grad_kernel(
 @dataclass(frozen=True)
 class _Level:
     """What the kernels need of one level: resolution, dense (1) or hashed (0), first table row, table rows,
-    first output column."""
+    index (its output columns are ``index * F`` onwards)."""
 
     res: int
     dense: int
     offset: int
     rows: int
-    column: int
+    index: int
 
     def args(self) -> list[int]:
-        return [self.res, self.dense, self.offset, self.rows, self.column]
+        return [self.res, self.dense, self.offset, self.rows, self.index]
 
 
 def _cpu_slots(rows: int, device: torch.device) -> tuple[int, Tensor]:
@@ -280,49 +333,67 @@ def _cpu_slots(rows: int, device: torch.device) -> tuple[int, Tensor]:
     return len(counts), slot
 
 
+def _table_grad(
+    k: _Kernels, levels: tuple[_Level, ...], shape: torch.Size, points: Tensor, grad_out: Float[Tensor, "N L F"]
+) -> Tensor:
+    """The table's gradient, level by level: a scatter-add of each point's 8 corners.
+
+    With several CPU chunks each adds into its own buffer of the level's rows, and `sum_slots` adds them up and
+    zeroes them for the next level, on the kernels' thread pool: on a busy 2-core machine torch's two-thread zero
+    and add of INSTA's level (2 x 8 MiB) took 12-16 ms against this kernel's 2.6 ms.
+    """
+    n, device = points.shape[0], points.device
+    slots, slot = _cpu_slots(n, device)
+    if slots == 1:  # one launch (CUDA, real atomics; or a small CPU launch): straight into the result
+        grad_table = torch.zeros(shape, dtype=torch.float32, device=device)
+        for level in levels:
+            buffers = grad_table[level.offset : level.offset + level.rows][None]
+            kernels.launch_rows(k.table_grad, n, [*level.args(), buffers], [points, grad_out, slot], device)
+        return grad_table
+    grad_table = torch.empty(shape, dtype=torch.float32, device=device)
+    max_rows = max(level.rows for level in levels)
+    scratch = torch.zeros(slots * max_rows * shape[1], device=device)  # zero again after each level's sum
+    row = torch.arange(max_rows, dtype=torch.int32, device=device)
+    for level in levels:
+        level_grad = grad_table[level.offset : level.offset + level.rows]
+        buffers = scratch[: slots * level_grad.numel()].view(slots, *level_grad.shape)
+        kernels.launch_rows(k.table_grad, n, [*level.args(), buffers], [points, grad_out, slot], device)
+        kernels.launch_rows(k.sum_slots, level.rows, [buffers], [row[: level.rows], level_grad], device)
+    return grad_table
+
+
 class _HashGridFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, points: Tensor, table: Tensor, levels: tuple[_Level, ...]) -> Tensor:
+    def forward(ctx, points: Tensor, table: Tensor, levels: tuple[_Level, ...], table_dtype: str) -> Tensor:
         points = points.detach().contiguous()
-        table = table.detach().contiguous()
-        n, device = points.shape[0], points.device
-        out = torch.empty(n, len(levels) * table.shape[1], dtype=torch.float32, device=device)
+        # The table the kernels read: the parameter itself, or its float16 copy, made once per call.
+        read = table.detach().to(TABLE_DTYPES[table_dtype][0]).contiguous()
+        n, device, features = points.shape[0], points.device, table.shape[1]
+        ctx.kernels = _kernels(features, table_dtype)
+        out = torch.empty(n, len(levels), features, dtype=torch.float32, device=device)
         for level in levels:
-            kernels.launch_rows(_encode_kernel, n, [table, *level.args()], [points, out], device)
-        ctx.save_for_backward(points, table)
+            kernels.launch_rows(ctx.kernels.encode, n, [read, *level.args()], [points, out], device)
+        ctx.save_for_backward(points, read)
         ctx.levels = levels
-        return out
+        return out.view(n, len(levels) * features)
 
     @staticmethod
-    def backward(ctx, grad_out: Tensor) -> tuple[Tensor | None, Tensor | None, None]:
+    def backward(ctx, grad_out: Tensor) -> tuple[Tensor | None, Tensor | None, None, None]:
         if torch.is_grad_enabled():
             # create_graph=True: the Warp backward would hand back gradients with no graph, silently constant.
             raise RuntimeError(SECOND_DERIVATIVE_ERROR)
-        points, table = ctx.saved_tensors
+        points, read = ctx.saved_tensors
         want_points, want_table = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        n, device = points.shape[0], points.device
-        grad_out = grad_out.float().contiguous()
+        n, device, features = points.shape[0], points.device, read.shape[1]
+        grad_out = grad_out.float().contiguous().view(n, len(ctx.levels), features)
         grad_points = grad_table = None
-        if want_table:
-            grad_table = torch.empty_like(table)
-            slots, slot = _cpu_slots(n, device)
-            scratch = torch.empty(slots * max(level.rows for level in ctx.levels) * table.shape[1], device=device)
-            for level in ctx.levels:
-                level_grad = grad_table[level.offset : level.offset + level.rows]
-                # One slot writes straight into the result; several add up per-chunk buffers of this level
-                # only, which stay in cache.
-                buffers = level_grad[None] if slots == 1 else scratch[: slots * level_grad.numel()].view(slots, *level_grad.shape)
-                buffers.zero_()
-                kernels.launch_rows(_table_grad_kernel, n, [*level.args(), buffers], [points, grad_out, slot], device)
-                if slots > 1:  # (torch.sum over the leading dim is several times slower than adds)
-                    torch.add(buffers[0], buffers[1], out=level_grad)
-                    for extra in buffers[2:]:
-                        level_grad += extra
+        if want_table:  # float32 whatever the table the kernels read: the gradient does not depend on its values
+            grad_table = _table_grad(ctx.kernels, ctx.levels, read.shape, points, grad_out)
         if want_points:
             grad_points = torch.zeros_like(points)
             for level in ctx.levels:
-                kernels.launch_rows(_points_grad_kernel, n, [table, *level.args()], [points, grad_out, grad_points], device)
-        return grad_points, grad_table, None
+                kernels.launch_rows(ctx.kernels.points_grad, n, [read, *level.args()], [points, grad_out, grad_points], device)
+        return grad_points, grad_table, None, None
 
 
 class HashGrid(nn.Module):
@@ -330,6 +401,12 @@ class HashGrid(nn.Module):
 
     ``table`` (float32 ``[rows, features_per_level]``) is the trainable parameter, initialised uniformly in
     ``+-1e-4`` from torch's random generator (or ``generator``). Output: float32 ``[N, levels * features_per_level]``.
+    With ``config.table_dtype == "float16"`` the kernels read a float16 rounding of ``table``, made each call.
+
+    ```python
+    grid = HashGrid(HashGridConfig(features_per_level=8, table_dtype="float16")).cuda()
+    features = grid(torch.rand(4096, 3, device="cuda"))  # [4096, 128] float32
+    ```
     """
 
     in_dim = SPATIAL_DIMS
@@ -342,7 +419,7 @@ class HashGrid(nn.Module):
         level_rows = c.level_rows()
         self.table = nn.Parameter(torch.empty(sum(level_rows), c.features_per_level, dtype=torch.float32))
         self._levels = tuple(
-            _Level(res=r, dense=int(d), offset=sum(level_rows[:level]), rows=rows, column=level * c.features_per_level)
+            _Level(res=r, dense=int(d), offset=sum(level_rows[:level]), rows=rows, index=level)
             for level, (r, d, rows) in enumerate(zip(c.resolutions(), c.dense(), level_rows, strict=True))
         )
         self.reset_parameters(generator)
@@ -359,11 +436,11 @@ class HashGrid(nn.Module):
         x32 = x.float()  # keeps the autograd graph back to x's own dtype
         if x.dtype != torch.float32:  # float32 input was checked just above
             check_finite("x", x32, "values within float32 range")
-        return _HashGridFunction.apply(x32, self.table, self._levels)
+        return _HashGridFunction.apply(x32, self.table, self._levels, self.config.table_dtype)
 
     def extra_repr(self) -> str:
         c = self.config
         return (
             f"levels={c.levels}, features_per_level={c.features_per_level}, log2_table_size={c.log2_table_size}, "
-            f"resolution={c.base_resolution}..{c.finest_resolution}"
+            f"resolution={c.base_resolution}..{c.finest_resolution}, table_dtype={c.table_dtype}"
         )
