@@ -38,6 +38,7 @@ __all__ = [
     "chunk_bounds",
     "launch_bounds",
     "launch_rows",
+    "launch_slots",
     "morton_order",
     "num_cpu_threads",
     "to_warp",
@@ -163,6 +164,21 @@ def launch_bounds(rows: int, device: torch.device) -> list[int]:
     own buffer, since Warp's CPU atomics are not safe across concurrent launches."""
     threads = 1 if device.type == "cuda" else min(num_cpu_threads(), max(1, rows // MIN_ROWS_PER_THREAD))
     return chunk_bounds(rows, threads)
+
+
+def launch_slots(rows: int, device: torch.device) -> tuple[int, Tensor]:
+    """For a kernel whose rows add into shared memory (scatter gradients): how many buffers it needs and each
+    row's buffer (int32 ``[rows]``), one per chunk that :func:`launch_rows` runs concurrently.
+
+    Warp's CPU atomics are plain read-modify-writes (one launch runs on one thread), so chunks launched
+    concurrently must not add into the same buffer: measured, they lose updates. Each chunk gets its own, summed
+    afterwards. On CUDA atomics are real and one buffer serves all rows (made on the device: no host copy).
+    """
+    bounds = launch_bounds(rows, device)
+    if len(bounds) == 2:
+        return 1, torch.zeros(rows, dtype=torch.int32, device=device)
+    counts = torch.diff(torch.tensor(bounds))
+    return len(counts), torch.repeat_interleave(torch.arange(len(counts), dtype=torch.int32), counts).to(device)
 
 
 def launch_rows(

@@ -508,16 +508,6 @@ def _vec3(x: Tensor) -> wp.array:
     return kernels.to_warp(x, wp.types.vector(3, _SCALARS[x.dtype]))
 
 
-def _slots(rows: int, device: torch.device) -> tuple[int, Tensor]:
-    """Gradient buffer of each row of a launch: one per concurrently running chunk of ``launch_rows`` (Warp's
-    CPU atomics are not safe across concurrent launches; on CUDA one buffer serves all rows)."""
-    bounds = kernels.launch_bounds(rows, device)
-    if len(bounds) == 2:  # one chunk (always on CUDA): built on the device, no copy from the host
-        return 1, torch.zeros(rows, dtype=torch.int32, device=device)
-    counts = torch.diff(torch.tensor(bounds))
-    return len(counts), torch.repeat_interleave(torch.arange(len(counts), dtype=torch.int32), counts)
-
-
 class _FrameMap(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, dirs: Tensor | None, source: Tensor, canonical: Tensor, options: FrameMapOptions):
@@ -528,7 +518,7 @@ class _FrameMap(torch.autograd.Function):
         dirs_in = dirs.detach().contiguous() if has_dirs else x.new_empty(0, 3)
         mesh, frame = options.mesh, options.frame
         queries = mesh.to_warp_frame(x, frame)
-        order = kernels.morton_order(queries, frame if mesh.num_frames > 1 else None)
+        order = kernels.morton_order(queries, frame if mesh.num_frames > 1 else None, mesh.num_frames)
         points = torch.empty_like(x)
         out_dirs = torch.empty_like(x) if has_dirs else x.new_empty(0, 3)
         face = torch.empty(n, dtype=torch.int32, device=device)
@@ -559,7 +549,7 @@ class _FrameMap(torch.autograd.Function):
             grad_dirs = torch.zeros_like(x) if grad_dirs is None else grad_dirs.contiguous()
         grad_x = torch.empty_like(x)
         grad_d = torch.empty_like(x) if has_dirs else empty
-        slots, slot = _slots(n, device)
+        slots, slot = kernels.launch_slots(n, device)
         # [slots, frames, V, 3] and [slots, 1, V, 3]; a stand-in where the gradient is not wanted.
         grad_source = x.new_zeros(slots, *source.shape) if want[2] else x.new_zeros(1, 1, 1, 3)
         grad_canonical = x.new_zeros(slots, 1, *canonical.shape) if want[3] else x.new_zeros(1, 1, 1, 3)

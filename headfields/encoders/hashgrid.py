@@ -320,19 +320,6 @@ class _Level:
         return [self.res, self.dense, self.offset, self.rows, self.index]
 
 
-def _cpu_slots(rows: int, device: torch.device) -> tuple[int, Tensor]:
-    """Gradient buffer of each row of a launch: one per concurrently running chunk of ``launch_rows``.
-
-    Warp's CPU atomics are plain read-modify-writes (one launch runs on one thread), so the chunks that
-    ``launch_rows`` runs concurrently must not add into the same table: measured, they lose updates. Each
-    chunk gets its own buffer, summed afterwards. On CUDA atomics are real and one buffer serves all rows.
-    """
-    bounds = kernels.launch_bounds(rows, device)
-    counts = torch.diff(torch.tensor(bounds))
-    slot = torch.repeat_interleave(torch.arange(len(counts), dtype=torch.int32), counts).to(device)
-    return len(counts), slot
-
-
 def _table_grad(
     k: _Kernels, levels: tuple[_Level, ...], shape: torch.Size, points: Tensor, grad_out: Float[Tensor, "N L F"]
 ) -> Tensor:
@@ -343,7 +330,7 @@ def _table_grad(
     and add of INSTA's level (2 x 8 MiB) took 12-16 ms against this kernel's 2.6 ms.
     """
     n, device = points.shape[0], points.device
-    slots, slot = _cpu_slots(n, device)
+    slots, slot = kernels.launch_slots(n, device)
     if slots == 1:  # one launch (CUDA, real atomics; or a small CPU launch): straight into the result
         grad_table = torch.zeros(shape, dtype=torch.float32, device=device)
         for level in levels:

@@ -41,6 +41,7 @@ _UNBOUNDED = 1.0e30
 def _closest_point_kernel(
     mesh_ids: wp.array(dtype=wp.uint64),
     max_distance: float,
+    with_sign: int,
     points: wp.array(dtype=wp.vec3),
     frame: wp.array(dtype=wp.int64),
     face: wp.array(dtype=wp.int32),
@@ -52,14 +53,27 @@ def _closest_point_kernel(
 ):
     i = order[wp.tid()]
     mesh = mesh_ids[frame[i]]
-    q = wp.mesh_query_point_sign_normal(mesh, points[i], max_distance)
-    if q.result:
-        c = wp.mesh_eval_position(mesh, q.face, q.u, q.v)
-        face[i] = q.face
-        bary[i] = wp.vec3(q.u, q.v, 1.0 - q.u - q.v)
+    found = bool(False)
+    f = int(-1)
+    u = float(0.0)
+    v = float(0.0)
+    s = float(0.0)
+    if with_sign != 0:
+        q = wp.mesh_query_point_sign_normal(mesh, points[i], max_distance)
+        if q.result:
+            found, f, u, v, s = True, int(q.face), float(q.u), float(q.v), float(q.sign)
+    else:
+        # Without the sign the search skips a square root per triangle and the pseudo-normal bookkeeping.
+        q_unsigned = wp.mesh_query_point_no_sign(mesh, points[i], max_distance)
+        if q_unsigned.result:
+            found, f, u, v = True, int(q_unsigned.face), float(q_unsigned.u), float(q_unsigned.v)
+    if found:
+        c = wp.mesh_eval_position(mesh, f, u, v)
+        face[i] = f
+        bary[i] = wp.vec3(u, v, 1.0 - u - v)
         closest[i] = c
         distance[i] = wp.length(points[i] - c)
-        sign[i] = q.sign
+        sign[i] = s
     else:
         face[i] = -1
         bary[i] = wp.vec3(0.0)
@@ -136,13 +150,17 @@ def _knn_kernel(
     best_d = _vec16f()
     best_i = _vec16i()
     found = int(0)
-    # Grow a box until its inscribed ball holds k vertices: then the k nearest are all inside the ball.
+    # Grow a ball until it holds k vertices: then the k nearest are all inside it. A ball query, not its bounding
+    # box: for a query off the surface, the box reaches down into the surface and visits every vertex under a square
+    # of side 2 * radius (the box cost 1.4-1.8x the ball's time on three head meshes, benchmarks/mesh_queries.py).
+    # wp.bvh_query_sphere is new in Warp 1.17.
     while found < k:
         found = int(0)
         for j in range(MAX_KNN):
             best_d[j] = wp.inf
             best_i[j] = -1
-        query = wp.bvh_query_aabb(bvh_ids[f], p - wp.vec3(radius), p + wp.vec3(radius))
+        # (Slightly wider than the ball, so that rounding in Warp's squared-distance test cannot drop a vertex on it.)
+        query = wp.bvh_query_sphere(bvh_ids[f], p, radius * 1.00001)
         v = int(0)
         while wp.bvh_query_next(query, v):
             d = wp.length(vertices[f, v] - p)
@@ -168,13 +186,14 @@ def _knn_kernel(
 @dataclass
 class ClosestPoint:
     """Closest point on the mesh for each query. Misses (beyond ``max_distance``) have ``hit`` False,
-    ``face`` -1, zero ``bary``, ``point`` and ``sign``, and infinite ``distance``."""
+    ``face`` -1, zero ``bary``, ``point`` and ``sign``, and infinite ``distance``. A query made with
+    ``signed=False`` has zero ``sign`` everywhere (and ``signed_distance`` then 0 for hits)."""
 
     face: Int[Tensor, " N"]
     bary: Float[Tensor, "N 3"]  # weights of the face's corners mesh.faces[face]
     point: Float[Tensor, "N 3"]
     distance: Float[Tensor, " N"]  # unsigned
-    sign: Float[Tensor, " N"]  # -1 inside, +1 outside (meaningful for closed meshes)
+    sign: Float[Tensor, " N"]  # -1 inside, +1 outside (meaningful for closed meshes); 0 when not asked for
     hit: Bool[Tensor, " N"]
 
     @property
@@ -238,17 +257,25 @@ def closest_point(
     points: Float[Tensor, "N 3"],
     frame: Int[Tensor, " N"] | IntLike | None = None,
     max_distance: float | None = None,
+    signed: bool = True,
 ) -> ClosestPoint:
     """Closest point on frame ``frame[i]`` of ``mesh`` to ``points[i]``, within ``max_distance`` if given.
 
     ``point`` and ``distance`` are differentiable with respect to ``points`` and ``mesh.vertices``; so is
     ``bary`` within a face (where the closest point is a shared edge or vertex, either face may be reported,
     and ``bary`` belongs to that face). ``sign`` comes from the angle-weighted pseudo-normal of the closest
-    feature.
+    feature; with ``signed=False`` it is not computed (all zeros), which makes the search cheaper.
+
+    ```python
+    v, f = head_proxy()
+    q = closest_point(TriangleMesh(v, f), torch.tensor([[0.0, 0.0, 2.0]]))  # q.distance ≈ [0.9], q.sign == [1.0]
+    ```
     """
     _check_mesh(mesh)
     check_float("points", points, [None, 3], device=mesh.device)
     check_positive("max_distance", max_distance)
+    if not isinstance(signed, bool):
+        raise TypeError(f"signed: expected True or False, got {signed!r}")
     n = points.shape[0]
     frame = mesh.frame_index(frame, n)
     points32 = _float32_queries(mesh, "points", points, frame)
@@ -259,8 +286,8 @@ def closest_point(
     kernels.launch_rows(
         _closest_point_kernel,
         n,
-        [mesh.warp_mesh_ids(), limit, points32, frame, face, bary, point, distance, sign],
-        [kernels.morton_order(points32, frame if mesh.num_frames > 1 else None)],
+        [mesh.warp_mesh_ids(), limit, int(signed), points32, frame, face, bary, point, distance, sign],
+        [kernels.morton_order(points32, frame if mesh.num_frames > 1 else None, mesh.num_frames)],
         mesh.device,
     )
     hit = face >= 0
@@ -357,7 +384,7 @@ def knn_vertices(
     edges = vertices32[:, mesh.faces[:, 1]] - vertices32[:, mesh.faces[:, 0]]
     start = torch.linalg.vector_norm(edges, dim=-1).mean(dim=1).contiguous()
     shared = [bvh_ids, vertices32, start, k, queries, frame, index]
-    order = kernels.morton_order(queries, frame if mesh.num_frames > 1 else None)
+    order = kernels.morton_order(queries, frame if mesh.num_frames > 1 else None, mesh.num_frames)
     kernels.launch_rows(_knn_kernel, n, shared, [order], mesh.device)
     if (index < 0).any():
         row = int((index < 0).any(dim=1).nonzero()[0, 0])

@@ -34,5 +34,6 @@ def mesh_guided_filter(
     frame = mesh.frame_index(frame, samples.num_rays)
     points = samples.midpoints(origins, dirs)
     with torch.no_grad():
-        near = closest_point(mesh, points.detach(), frame[samples.ray], max_distance=float(max_distance))
+        # Unsigned: the side of the surface does not matter here, and the search is cheaper without it.
+        near = closest_point(mesh, points.detach(), frame[samples.ray], max_distance=float(max_distance), signed=False)
     return samples.select(near.hit & (near.distance <= max_distance))
