@@ -26,6 +26,7 @@ from .triangles import closest_point_on_triangle, gather_triangles, ray_triangle
 MAX_KNN = 16
 # knn: a warm-start bound above this many mean edge lengths is not trusted to be cheap (see _knn_kernel).
 WARM_START_MAX_EDGES = wp.constant(8.0)
+EDGE_SAMPLE = 1024  # knn: faces whose mean edge length starts the search
 _vec16f = wp.types.vector(length=MAX_KNN, dtype=wp.float32)
 _vec16i = wp.types.vector(length=MAX_KNN, dtype=wp.int32)
 # Warp needs a finite search radius; this stands for "unbounded".
@@ -121,6 +122,7 @@ def _knn_kernel(
     points: wp.array(dtype=wp.vec3),
     frame: wp.array(dtype=wp.int64),
     index: wp.array2d(dtype=wp.int32),
+    distance: wp.array2d(dtype=wp.float32),
     order: wp.array(dtype=wp.int64),
 ):
     t = wp.tid()
@@ -181,6 +183,7 @@ def _knn_kernel(
             radius = radius * 2.0
     for j in range(k):
         index[i, j] = best_i[j]
+        distance[i, j] = best_d[j]
 
 
 @dataclass
@@ -378,12 +381,15 @@ def knn_vertices(
     frame = mesh.frame_index(frame, n)
     queries = _float32_queries(mesh, "points", points, frame)
     index = torch.full((n, k), -1, dtype=torch.int32, device=mesh.device)  # -1: not written yet
+    distance = torch.empty(n, k, device=mesh.device)
     bvh_ids = mesh.warp_vertex_bvh_ids()
     vertices32 = mesh.warp_points()
-    # Start the search at the mean edge length: most queries near the surface then need one pass.
-    edges = vertices32[:, mesh.faces[:, 1]] - vertices32[:, mesh.faces[:, 0]]
+    # Start the search at the mean edge length (of an even spread of EDGE_SAMPLE faces: a start, not a bound, so
+    # an estimate serves): most queries near the surface then need one pass.
+    faces = mesh.faces[:: max(1, mesh.num_faces // EDGE_SAMPLE)]
+    edges = vertices32[:, faces[:, 1]] - vertices32[:, faces[:, 0]]
     start = torch.linalg.vector_norm(edges, dim=-1).mean(dim=1).contiguous()
-    shared = [bvh_ids, vertices32, start, k, queries, frame, index]
+    shared = [bvh_ids, vertices32, start, k, queries, frame, index, distance]
     order = kernels.morton_order(queries, frame if mesh.num_frames > 1 else None, mesh.num_frames)
     kernels.launch_rows(_knn_kernel, n, shared, [order], mesh.device)
     if (index < 0).any():
@@ -391,6 +397,8 @@ def knn_vertices(
         raise ValueError(f"points: row {row} is too far from the mesh for float32 distances ({points[row].tolist()})")
     index = index.long()
     dtype = _query_dtype(mesh, points)
+    if dtype == torch.float32 and not _needs_grad(points, mesh.vertices):
+        return NearestVertices(index=index, distance=distance)  # Warp's float32 distances are final
     nearest = mesh.vertices.to(dtype)[frame[:, None], index]
     distance = torch.linalg.vector_norm(points.to(dtype)[:, None] - nearest, dim=-1)
     return NearestVertices(index=index, distance=distance)
