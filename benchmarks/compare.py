@@ -37,6 +37,7 @@ Writes ``out/results.json``; renders and metrics of each model under ``out/<mode
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -59,7 +60,6 @@ from headfields.encoders import (
     DisplacementVertexFeatures,
     FrequencyEncoding,
     HashGrid,
-    HashGridConfig,
     MeshAnchoredConfig,
     MeshAnchoredEncoder,
     SphericalHarmonics,
@@ -70,7 +70,7 @@ from headfields.heads import tracked_head
 from headfields.kernels import num_cpu_threads
 from headfields.models import hyper_neus, insta, monoavatar, portrait360
 from headfields.models.hyper_neus import HyperNeusAvatar, HyperNeusConfig
-from headfields.models.insta import Insta, InstaConfig
+from headfields.models.insta import INSTA_HASH_GRID, Insta, InstaConfig
 from headfields.models.mixes import MIXES
 from headfields.models.monoavatar import MonoAvatar, MonoAvatarConfig
 from headfields.models.portrait360 import Portrait360, Portrait360Config
@@ -341,9 +341,19 @@ def primitive_cases(
         return lambda x, dirs: call(canonical.detach().requires_grad_(x.requires_grad), dirs)
 
     blend = portrait.field.deformer.deformers[-1]
+    masks = insta.insta_face_masks(tracked_head(parametric, train_frames), insta.cpu_config())
+    triangles = insta.insta_deformer(masks).to(device)  # the fused Warp kernels (the default backend)
+    reference = dataclasses.replace(triangles.config, backend="torch")
+    triangles_torch = TriangleFrameDeformer(reference, triangles.scale_faces, triangles.blend_faces)
     deformers = [
         Case("RigidDeformer", deformer_call(RigidDeformer(), head, frame), RigidDeformer(), n),
-        Case("TriangleFrameDeformer (INSTA)", deformer_call(TriangleFrameDeformer(), head, frame), TriangleFrameDeformer(), n),
+        Case("TriangleFrameDeformer (INSTA's masks)", deformer_call(triangles, head, frame), triangles, n),
+        Case(
+            "TriangleFrameDeformer (INSTA's masks, torch reference)",
+            deformer_call(triangles_torch, head, frame),
+            triangles_torch,
+            n,
+        ),
         Case("SkinningDeformer (FLAME)", deformer_call(SkinningDeformer(), head, frame), SkinningDeformer(), n),
         Case("BlendFieldDeformer (Portrait360, canonical points)", on_canonical(deformer_call(blend, head, frame)), blend, n),
         Case(
@@ -371,7 +381,8 @@ def primitive_cases(
 
     rows = frame
     frequency = FrequencyEncoding(3, MONOAVATAR_POSITION_FREQUENCIES).to(device)
-    grid = HashGrid(HashGridConfig()).to(device)
+    grid = HashGrid(INSTA_HASH_GRID).to(device)
+    grid_cpu = HashGrid(insta.cpu_config().hash_grid).to(device)
     sh = SphericalHarmonics(InstaConfig().sh_degree).to(device)
     anchored = MeshAnchoredEncoder(ANCHORED_FEATURES, MeshAnchoredConfig()).to(device)
     # Learnt per-vertex features (a parameter, so the backward pass reaches them and zero_grad resets them).
@@ -381,7 +392,13 @@ def primitive_cases(
     low, high = head.vertices.amin(dim=(0, 1)), head.vertices.amax(dim=(0, 1))
     encoders = [
         Case(f"FrequencyEncoding ({MONOAVATAR_POSITION_FREQUENCIES} bands)", lambda x, d: [frequency(x)], frequency, n),
-        Case("HashGrid (INSTA: 16 levels × 2, 2^18)", lambda x, d: [grid(((x - low) / (high - low)).clamp(0, 1))], grid, n),
+        Case("HashGrid (INSTA: 16 levels × 8, 2^18)", lambda x, d: [grid(((x - low) / (high - low)).clamp(0, 1))], grid, n),
+        Case(
+            "HashGrid (INSTA cpu_config: 16 levels × 2, 2^18)",
+            lambda x, d: [grid_cpu(((x - low) / (high - low)).clamp(0, 1))],
+            grid_cpu,
+            n,
+        ),
         Case(f"SphericalHarmonics (degree {sh.degree})", lambda x, d: [sh(d)], sh, n),
         Case(
             f"MeshAnchoredEncoder (k = {anchored.config.k}, {ANCHORED_FEATURES}-d vertex features)",
