@@ -195,6 +195,7 @@ def train_one(entry: Entry, args: argparse.Namespace) -> dict:
         # The clock alone stops every model (a fast one on a GPU would hit the default count), or --iterations.
         max_iterations=args.iterations or 10**9,
         max_minutes=None if args.iterations else args.minutes,
+        budget="training",  # equal training time: the evaluation follows, on every held-out frame
         rays_per_batch=entry.rays_per_batch,
         frames_per_batch=entry.frames_per_batch,
         eval_every=0,

@@ -85,6 +85,7 @@ __all__ = [
 
 CHECKPOINT_NAME = "checkpoint.pt"
 CONFIG_NAME = "config.json"  # the run's whole configuration (headfields.runs.RunConfig)
+BUDGETS = ("run", "training")
 LOGS = ("jsonl", "tensorboard")  # TrainingConfig.log
 # With a time budget, the final evaluation may take at most this share of it: more held-out frames than fit are
 # evaluated as an evenly spread subset (said in the output and in metrics.json), so the budget is the wall time.
@@ -180,8 +181,11 @@ class AvatarModel(Protocol):
 class TrainingConfig:
     max_iterations: int = 20000
     # Wall-clock budget of the whole run: the training steps, their evaluations and the final evaluation (a subset
-    # of the held-out frames when all would not fit, see FINAL_EVALUATION_SHARE).
+    # of the held-out frames when all would not fit, see FINAL_EVALUATION_SHARE); see ``budget``.
     max_minutes: float | None = None
+    # What max_minutes bounds: "run", the whole run's wall time; "training", the training steps' time alone (the
+    # evaluations follow outside it, the final one on every held-out frame): equal training time for benchmarks.
+    budget: Literal["run", "training"] = "run"
     rays_per_batch: int = 4096
     frames_per_batch: int | None = None  # each batch draws its rays from this many random frames (None: all)
     balance_views: bool = False  # draw rays evenly from the model's view bins (``model.view_bins(frames)``)
@@ -217,6 +221,8 @@ class TrainingConfig:
         check_count("log_every", self.log_every, 1)
         check_count("eval_frames", self.eval_frames, 1)
         check_count("render_chunk", self.render_chunk, 1)
+        if self.budget not in BUDGETS:
+            raise ValueError(f"budget: expected one of {BUDGETS}, got {self.budget!r}")
         if self.log not in LOGS:
             raise ValueError(f"log: expected one of {LOGS}, got {self.log!r}")
         if self.ema_decay is not None and not 0.0 <= self.ema_decay < 1.0:
@@ -835,23 +841,26 @@ def _train(
         return bool(config.checkpoint_every and step % config.checkpoint_every == 0) or timed
 
     budget = math.inf if config.max_minutes is None else 60.0 * config.max_minutes
+    whole_run = budget < math.inf and config.budget == "run"  # evaluations inside the budget
     everything = list(range(len(eval_frames)))
     # Seconds a held-out frame takes to render and score: first from one chunk of rays, then from each evaluation.
-    frame_seconds = _probe_frame_seconds(model, eval_frames, eval_head, config, device) if lead and budget < math.inf else 0.0
+    frame_seconds = _probe_frame_seconds(model, eval_frames, eval_head, config, device) if lead and whole_run else 0.0
 
     def final_frames() -> list[int]:
         """The held-out frames the final evaluation can afford: all, or an evenly spread subset of them."""
-        if budget == math.inf or frame_seconds * BUDGET_MARGIN * len(everything) <= FINAL_EVALUATION_SHARE * budget:
+        if not whole_run or frame_seconds * BUDGET_MARGIN * len(everything) <= FINAL_EVALUATION_SHARE * budget:
             return everything
         return evenly_spread(max(1, int(FINAL_EVALUATION_SHARE * budget / (frame_seconds * BUDGET_MARGIN))), len(everything))
 
     def going() -> bool:
-        reserve = frame_seconds * BUDGET_MARGIN * len(final_frames()) if budget < math.inf else 0.0
-        more = step < config.max_iterations and spent() + reserve < budget
+        if whole_run:
+            more = step < config.max_iterations and spent() + frame_seconds * BUDGET_MARGIN * len(final_frames()) < budget
+        else:  # the training steps' own clock (or none)
+            more = step < config.max_iterations and elapsed < budget
         # Every rank counts the same steps, but clocks differ: rank 0's decides, so all stop at the same step.
         return more if budget == math.inf else distributed.broadcast_object(more, device)
 
-    if lead and budget < math.inf:
+    if lead and whole_run:
         n = len(final_frames())
         print(
             f"budget {format_seconds(budget)}: training, then the final evaluation of {n} of {len(everything)} held-out "
@@ -864,7 +873,7 @@ def _train(
         unit="s" if budget < math.inf else "step",
         file=log,
         enabled=lead,
-        initial=min(spent(), budget) if budget < math.inf else step,
+        initial=min(spent() if whole_run else elapsed, budget) if budget < math.inf else step,
     )
 
     view_bins = None
@@ -878,7 +887,7 @@ def _train(
     model.train()
     first_step, first_wall = step, spent()  # this process's start: its rate of steps
     while going():
-        start, wall_start = time.perf_counter(), spent()
+        start, wall_start, elapsed_start = time.perf_counter(), spent(), elapsed
         set_learning_rate(optimizer, optimization, step)
         if hasattr(model, "before_step"):
             model.before_step(step, train_head)
@@ -927,7 +936,10 @@ def _train(
             run_log.append(step, elapsed, eval={"psnr": ev.psnr, "psnr_head": ev.psnr_head, "ssim": ev.ssim})
             if board is not None:
                 _board_evaluation(board, step, ev, renders, held_out)
-        bar.update(spent() - wall_start if budget < math.inf else 1)
+        if budget < math.inf:  # the clock the budget counts
+            bar.update(spent() - wall_start if whole_run else elapsed - elapsed_start)
+        else:
+            bar.update(1)
     bar.close()
     model.eval()
     if not lead:  # the other ranks wait for rank 0's evaluation

@@ -16,6 +16,8 @@ from headfields.configs import config_to_dict
 from headfields.runs import RunConfig, SubjectSource, load_run, read_run_config
 from headfields.training import CHECKPOINT_NAME, CONFIG_NAME, LOG_NAME, evaluate, render_image
 
+from helpers import raises_naming
+
 
 def test_config_json_round_trips_and_matches_the_checkpoint(tiny_insta_run):
     folder, run = tiny_insta_run
@@ -174,6 +176,25 @@ def test_a_budget_too_short_for_every_frame_evaluates_an_evenly_spread_subset(ti
     assert "final evaluation of 1 of 2 held-out frames" in text and "final evaluation: 1 of the 2" in text
     assert sorted(p.name for p in (tmp_path / "renders" / "final").glob("*.png")) == ["00000.png", "00000_compare.png"]
     assert metrics["wall_seconds"] >= metrics["train_seconds"] > 0
+
+
+def test_a_training_budget_counts_the_steps_alone_and_evaluates_every_frame(tiny_video, tmp_path, monkeypatch):
+    import io
+
+    from headfields import training
+
+    def no_probe(*args):
+        raise AssertionError("a training budget needs no estimate of the evaluation")
+
+    monkeypatch.setattr(training, "_probe_frame_seconds", no_probe)
+    budget = 0.02  # minutes: 1.2 s of training steps, then the evaluations outside it
+    metrics = _train_tiny(tiny_video, tmp_path, io.StringIO(), max_minutes=budget, max_iterations=10**6, budget="training")
+    assert metrics["eval_frames"] == metrics["eval_frames_total"] == 2 and metrics["eval_note"] is None
+    steps = metrics["iterations"]
+    assert steps >= 2 and metrics["train_seconds"] >= 60 * budget  # stopped by the training clock, not the count
+    assert metrics["train_seconds"] < 60 * budget + 2 * metrics["train_seconds"] / steps  # at most one step past it
+    with raises_naming("budget"):
+        training.TrainingConfig(budget="wall")
 
 
 def test_without_a_budget_every_frame_is_evaluated(tiny_insta_run):
