@@ -42,9 +42,8 @@ from torch import Tensor
 
 from .. import kernels
 from ..geometry import TriangleMesh
+from ..geometry.queries import UNBOUNDED
 
-# Warp needs a finite search radius; this stands for "unbounded" (as in geometry.queries).
-_UNBOUNDED = 1.0e30
 # Candidates of a blended sample: the nearest face and its three edge neighbours.
 BLEND_CANDIDATES = wp.constant(4)
 
@@ -522,7 +521,7 @@ class _FrameMap(torch.autograd.Function):
         points = torch.empty_like(x)
         out_dirs = torch.empty_like(x) if has_dirs else x.new_empty(0, 3)
         face = torch.empty(n, dtype=torch.int32, device=device)
-        limit = _UNBOUNDED if options.max_distance is None else min(float(options.max_distance), _UNBOUNDED)
+        limit = UNBOUNDED if options.max_distance is None else min(float(options.max_distance), UNBOUNDED)
         has_limit = int(options.max_distance is not None)
         inputs = [queries, _vec3(x), frame, _vec3(dirs_in)]
         outputs = [_vec3(points), _vec3(out_dirs), face]

@@ -30,7 +30,7 @@ EDGE_SAMPLE = 1024  # knn: faces whose mean edge length starts the search
 _vec16f = wp.types.vector(length=MAX_KNN, dtype=wp.float32)
 _vec16i = wp.types.vector(length=MAX_KNN, dtype=wp.int32)
 # Warp needs a finite search radius; this stands for "unbounded".
-_UNBOUNDED = 1.0e30
+UNBOUNDED = 1.0e30
 
 
 # Each kernel runs one query per thread, in the order given by ``order`` (a spatially coherent permutation,
@@ -285,7 +285,7 @@ def closest_point(
     face = torch.empty(n, dtype=torch.int32, device=mesh.device)
     bary, point = (torch.empty(n, 3, device=mesh.device) for _ in range(2))
     distance, sign = (torch.empty(n, device=mesh.device) for _ in range(2))
-    limit = _UNBOUNDED if max_distance is None else min(float(max_distance), _UNBOUNDED)
+    limit = UNBOUNDED if max_distance is None else min(float(max_distance), UNBOUNDED)
     kernels.launch_rows(
         _closest_point_kernel,
         n,
@@ -338,7 +338,7 @@ def ray_intersect(
     face = torch.empty(n, dtype=torch.int32, device=mesh.device)
     t = torch.empty(n, device=mesh.device)
     bary, normal = (torch.empty(n, 3, device=mesh.device) for _ in range(2))
-    limit = _UNBOUNDED if max_t is None else min(float(max_t), _UNBOUNDED)
+    limit = UNBOUNDED if max_t is None else min(float(max_t), UNBOUNDED)
     # Rays keep their own order: camera rays in pixel order are already coherent.
     order = torch.arange(n, device=mesh.device)
     kernels.launch_rows(
