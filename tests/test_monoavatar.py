@@ -19,7 +19,7 @@ from headfields.encoders.vertex_features import CodeBroadcastVertexFeatures, Cod
 from headfields.heads import tracked_head
 from headfields.models.monoavatar import MonoAvatar, MonoAvatarConfig, cpu_config, paper_config
 from headfields.parametric import load_model
-from headfields.renderers import render_nerf
+from headfields.renderers import Rays, render_nerf
 from headfields.renderers.hierarchical import merge_samples
 from headfields.training import OptimizerConfig, TrainingConfig, ray_batch, train
 
@@ -277,6 +277,22 @@ def test_the_shared_uv_cnn_runs_once_for_both_passes(video):
     model.field.encoder(batch.rays.origins, batch.head, batch.rays.frame)  # outside a render: no reuse
     model.field.encoder(batch.rays.origins, batch.head, batch.rays.frame)
     assert len(calls) == 4
+
+
+def test_rays_that_all_miss_the_head_render_the_background(video):
+    # A chunk of a large image's top rows: no ray reaches the head, so no frame's vertex features are read.
+    train_frames, _ = video
+    model = _model(train_frames).eval()
+    head = tracked_head(model.parametric, train_frames)
+    box = head.bounds[0]
+    origins = (box[1] + 1.0).expand(16, 3).clone()
+    dirs = torch.nn.functional.normalize(torch.ones(16, 3), dim=-1)  # away from the head
+    rays = Rays(origins, dirs, torch.zeros(16, dtype=torch.long))
+    with torch.no_grad():
+        rgb = model.render_rays(rays, head)
+    assert rgb.shape == (16, 3) and bool(torch.isfinite(rgb).all())
+    empty = model.field.encoder(torch.zeros(0, 3), head, torch.zeros(0, dtype=torch.long))
+    assert empty.shape == (0, model.field.encoder.anchored.out_dim)
 
 
 # ---------------------------------------------------------------- the vertex-feature ablations

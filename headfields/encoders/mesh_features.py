@@ -154,6 +154,8 @@ class MeshFeatureEncoder(nn.Module):
         return vertices, features
 
     def forward(self, points: Float[Tensor, "N 3"], head: Head, frame: Int[Tensor, " N"]) -> Float[Tensor, "N F"]:
+        if points.shape[0] == 0:  # rays that all missed the head (a corner of a large image): no frame to read
+            return points.new_zeros(0, self.anchored.out_dim, dtype=self.anchored.mlp0[0].weight.dtype)
         frames, local = torch.unique(frame, return_inverse=True)
         vertices, features = self._frame_inputs(head, frames)
         return self.anchored(points, TriangleMesh(vertices, head.faces), features, local).features

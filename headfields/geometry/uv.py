@@ -293,7 +293,8 @@ def sample_uv(
         raise ValueError("mask: expected at least one covered texel, got none")
     weight = mask.to(uv_map.dtype)
     total = F.grid_sample(uv_map * weight, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    norm = F.grid_sample(weight[None, None], grid[:1], mode="bilinear", padding_mode="zeros", align_corners=False)
+    one = (uv.to(uv_map.dtype) * 2 - 1)[None, :, None, :]  # the mask is one map, whatever the batch (0 included)
+    norm = F.grid_sample(weight[None, None], one, mode="bilinear", padding_mode="zeros", align_corners=False)
     total, norm = total[..., 0].transpose(1, 2), norm[0, 0, :, 0]  # [B, V, C], [V]
     hit = norm > 0
     out = total / torch.where(hit, norm, torch.ones_like(norm))[None, :, None]
