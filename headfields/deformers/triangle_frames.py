@@ -281,7 +281,7 @@ class TriangleFrameDeformer(Deformer):
         """INSTA's blended map of samples ``rows``: their nearest face and its edge neighbours, the posed and the
         canonical frame matrices each blended with its own weights, then ``M̄_c · M̄_p⁻¹``."""
         x_r, frame_r = x[rows], frame[rows]
-        neighbours = face_adjacency(faces)[face[rows]]  # [M, 3], -1 across a boundary edge
+        neighbours = self._face_adjacency(faces)[face[rows]]  # [M, 3], -1 across a boundary edge
         candidates = torch.cat([face[rows, None], neighbours.clamp(min=0)], dim=1)  # [M, 4]
         frames = self._frames(source, canonical, faces, frame_r, candidates)
         falloff = x_r.new_tensor([self.config.nearest_falloff] + [self.config.neighbour_falloff] * 3)
