@@ -76,7 +76,9 @@ def warp_device(device: torch.device) -> wp.context.Device:
 def torch_stream(device: torch.device) -> Iterator[None]:
     """Run the Warp work inside on torch's current stream of ``device`` (nothing to do on CPU)."""
     if device.type == "cuda":
-        with wp.ScopedStream(wp.stream_from_torch(device)):
+        # No wait on Warp's own stream on entry: all our Warp work runs here, and under CUDA-graph capture such a
+        # wait would tie the captured stream to uncaptured work (cudaErrorStreamCaptureInvalidated).
+        with wp.ScopedStream(wp.stream_from_torch(device), sync_enter=False):
             yield
     else:
         yield

@@ -17,7 +17,8 @@ DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.i
 
 @pytest.fixture(params=DEVICES)
 def device(request) -> torch.device:
-    return torch.device(request.param)
+    # "cuda" with its index, as tensors report it, so that `x.device == device` holds.
+    return torch.device("cuda", torch.cuda.current_device()) if request.param == "cuda" else torch.device(request.param)
 
 
 @pytest.fixture

@@ -124,7 +124,15 @@ def test_half_table_is_the_float32_grid_with_the_rounded_table(config, device):
     (y_half * weights).sum().backward()
     (y_rounded * weights).sum().backward()
     assert half.table.grad.dtype == torch.float32
-    torch.testing.assert_close(half.table.grad, rounded.table.grad, atol=1e-5, rtol=1e-6)
+    # Each table entry sums hundreds of contributions, in another order on every CUDA run (atomic adds): equal up
+    # to float32 summation error, a small multiple of eps times the sum of the magnitudes added into the entry,
+    # which is the gradient of the same features weighted by |weights| (the trilinear weights are >= 0).
+    magnitude = HashGrid(config).to(device)
+    with torch.no_grad():
+        magnitude.table.copy_(rounded.table)
+    (magnitude(x) * weights.abs()).sum().backward()
+    summation_error = 64 * torch.finfo(torch.float32).eps * magnitude.table.grad + 1e-7
+    assert ((half.table.grad - rounded.table.grad).abs() <= summation_error).all()
     torch.testing.assert_close(x_half.grad, x_rounded.grad, atol=1e-4, rtol=1e-5)
 
 

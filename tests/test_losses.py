@@ -168,7 +168,7 @@ def perturb(net: torch.nn.Module, seed: int) -> None:
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for p in net.parameters():
-            p.add_(torch.randn(p.shape, generator=g, dtype=p.dtype))
+            p.add_(torch.randn(p.shape, generator=g, dtype=p.dtype).to(p.device))  # the same draws on every device
 
 
 def test_ema_follows_the_recursion(device):
