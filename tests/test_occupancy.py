@@ -5,12 +5,14 @@ lookup (a sphere of occupied cells), analytic constant steps, misses, the per-ra
 from __future__ import annotations
 
 import math
+import types
 
 import pytest
 import torch
 
-from headfields.renderers import OccupancyGrid, PackedSamples, composite, ray_aabb
+from headfields.renderers import OccupancyGrid, OccupancySampler, PackedSamples, composite, ray_aabb
 
+from hand_heads import bent_head
 from helpers import raises_naming
 
 AABB = [[-1.0, -0.75, -1.25], [1.0, 1.25, 0.75]]
@@ -227,13 +229,60 @@ def test_update_is_a_decayed_maximum(device, num_cells):
     cell = ((points.double() - aabb[0]) / (aabb[1] - aabb[0]) * torch.tensor(res, device=device)).floor().long()
     flat = (cell[:, 0] * res[1] + cell[:, 1]) * res[2] + cell[:, 2]
     assert len(flat) == (num_cells or 210) and len(flat.unique()) == len(flat)
-    expected = start.clone().view(-1)
+    # instant-ngp's ema_grid_samples_nerf: every cell decays, the sampled ones keep the larger of that and the new value.
+    expected = 0.9 * start.clone().view(-1)
     expected[flat] = torch.maximum(0.9 * start.view(-1)[flat], (points[:, 0] + 1) * 0.02)
     torch.testing.assert_close(grid.occupancy.view(-1), expected, atol=1e-7, rtol=0)
     assert torch.equal(grid.binary, grid.occupancy > 0.03)
-    untouched = torch.ones(210, dtype=torch.bool, device=device)
-    untouched[flat] = False
-    assert torch.equal(grid.occupancy.view(-1)[untouched], start.view(-1)[untouched])
+
+
+def test_update_draws_occupied_cells_among_the_occupied(device):
+    """num_occupied: cells drawn (with repeats) among those above the threshold; a cell drawn twice keeps the larger
+    of its two random points' densities."""
+    aabb = torch.tensor(AABB, device=device)
+    res = (6, 5, 7)
+    grid = OccupancyGrid(aabb, res)
+    occupied = torch.tensor([3, 50, 51, 199], device=device)
+    grid.occupancy.view(-1)[occupied] = 0.5
+    seen = []
+
+    def density_fn(points):
+        seen.append(points)
+        return points[:, 1] + 2.0  # 1 .. 3 across the box, above every decayed value: the maximum is the density
+
+    grid.update(density_fn, decay=0.5, threshold=0.1, num_cells=1, num_occupied=40, generator=torch.Generator().manual_seed(2))
+    points = torch.cat(seen)
+    assert len(points) == 41
+    cell = ((points.double() - aabb[0]) / (aabb[1] - aabb[0]) * torch.tensor(res, device=device)).floor().long()
+    flat = (cell[:, 0] * res[1] + cell[:, 1]) * res[2] + cell[:, 2]
+    assert torch.isin(flat[1:], occupied).all() and len(flat[1:].unique()) == len(occupied)  # 40 draws of 4 cells
+    expected = 0.5 * grid.occupancy.new_zeros(210).index_fill_(0, occupied, 0.5)
+    for c in flat.unique():
+        expected[c] = (points[flat == c, 1] + 2.0).max()
+    torch.testing.assert_close(grid.occupancy.view(-1), expected, atol=1e-6, rtol=0)
+
+
+def test_occupancy_sampler_refresh_follows_instant_ngps_schedule():
+    """Every cell at each refresh before the warm-up step, then a quarter of them uniformly and a quarter among the
+    occupied ones (half the evaluations); None keeps every cell."""
+    box = torch.tensor(AABB)
+    counts = []
+
+    def field(x, dirs, frames, head):
+        counts.append(len(x))
+        return types.SimpleNamespace(density=torch.full((len(x),), 10.0))
+
+    head = bent_head(frames=3)
+    sampler = OccupancySampler(box, 16, 128, every=4, decay=0.95, threshold=0.01, warmup_steps=8)
+    for step in range(12):
+        sampler.refresh(field, head, step)
+    assert counts == [16**3, 16**3, 16**3 // 4 + 16**3 // 4]  # steps 0, 4, then 8 (past the warm-up)
+    counts.clear()
+    always = OccupancySampler(box, 16, 128, every=4, decay=0.95, threshold=0.01, warmup_steps=None)
+    always.refresh(field, head, 400)
+    assert counts == [16**3]
+    with raises_naming("warmup_steps"):
+        OccupancySampler(box, 16, 128, every=4, decay=0.95, threshold=0.01, warmup_steps=-1)
 
 
 def test_update_decays_unseen_density_and_marks_cells(device):
@@ -291,6 +340,8 @@ def test_bad_input():
         grid.update("not callable")
     with raises_naming("num_cells"):
         grid.update(lambda p: torch.zeros(len(p)), num_cells=65)
+    with raises_naming("num_occupied"):
+        grid.update(lambda p: torch.zeros(len(p)), num_occupied=-1)
 
 
 def test_update_threshold_capped_at_the_mean_keeps_the_densest_cells_of_a_young_field():

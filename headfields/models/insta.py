@@ -23,7 +23,7 @@ import torch
 from jaxtyping import Bool
 from torch import Tensor, nn
 
-from ..checks import check_positive
+from ..checks import check_count, check_positive
 from ..data import INSTA_FACE_PARSING
 from ..decoders import NerfDecoder, NerfDecoderConfig
 from ..deformers import Deformer, TriangleFrameDeformer
@@ -40,7 +40,7 @@ from ..losses import (
 )
 from ..parametric import Head, SubjectModel
 from ..renderers import CPU_SHELL, OccupancySampler, Rays, render_nerf
-from ..renderers.occupancy import CONE_ANGLE, INSTA_CONE_ANGLE
+from ..renderers.occupancy import CONE_ANGLE, GRID_WARMUP_STEPS, INSTA_CONE_ANGLE
 from ..training import OptimizerConfig, RayBatch, StepOutput
 
 __all__ = [
@@ -112,6 +112,9 @@ class InstaConfig:
     occupancy_decay: float = 0.95  # instant-ngp's density_grid_decay
     occupancy_threshold: float = 0.01  # NERF_MIN_OPTICAL_THICKNESS of one step, capped at the grid's mean
     occupancy_every: int = 16  # steps between refreshes (instant-ngp: every step at first, every 16 from step 256)
+    # Refreshes evaluate every cell until this step, then a quarter uniformly and a quarter among the occupied
+    # cells (instant-ngp); None: every cell at every refresh.
+    occupancy_warmup: int | None = GRID_WARMUP_STEPS
     steps_per_diagonal: int = INSTA_STEPS_PER_DIAGONAL  # the (smallest) marching step: box diagonal / this
     cone_angle: float = INSTA_CONE_ANGLE  # step growth with distance; 0: constant steps (INSTA's aabb_scale 1)
     shell: float | None = None  # metres from the frame's posed mesh beyond which samples are skipped (None: off)
@@ -126,6 +129,8 @@ class InstaConfig:
 
     def __post_init__(self) -> None:
         check_positive("box_size", self.box_size)
+        if self.occupancy_warmup is not None:
+            check_count("occupancy_warmup", self.occupancy_warmup, 0)
         if not (isinstance(self.cone_angle, int | float) and math.isfinite(self.cone_angle) and self.cone_angle >= 0):
             raise ValueError(f"cone_angle: expected a finite non-negative number, got {self.cone_angle!r}")
 
@@ -263,7 +268,7 @@ class Insta(nn.Module):
             RegionExpression(c.expression_dims, masks.lips, outside=1.0),  # ones away from the lips, as INSTA feeds
         )
         grid = (c.occupancy_resolution, c.steps_per_diagonal, c.occupancy_every, c.occupancy_decay, c.occupancy_threshold)
-        self.sampler = OccupancySampler(box, *grid, shell=c.shell, cone_angle=c.cone_angle)
+        self.sampler = OccupancySampler(box, *grid, shell=c.shell, cone_angle=c.cone_angle, warmup_steps=c.occupancy_warmup)
         labels = dict(segmentation_labels)
         self.mouth_labels = [labels[r] for r in present_regions("mouth_regions", c.mouth_regions, labels)]
         self.depth_labels = [labels[r] for r in present_regions("depth_regions", c.depth_regions, labels)]

@@ -38,6 +38,10 @@ MAX_SAMPLES_PER_RAY = 1024  # instant-ngp / INSTA: NERF_STEPS() = 1024 steps a t
 # point_to_density_flame (INSTA's src/core.cu) would mark the cells within 3 cm of the canonical FLAME mesh (1.5 cm
 # behind its surface) occupied, but its only caller, update_density_grid_flame, is commented out in INSTA's
 # training_prep_nerf: INSTA's grid holds the network's density alone, as OccupancyGrid.update does.
+# instant-ngp's refresh schedule (testbed_nerf.cu, training_prep_nerf): every cell until step 256, then a quarter of
+# the cells' count drawn uniformly plus a quarter drawn among the occupied cells.
+GRID_WARMUP_STEPS = 256
+GRID_UNIFORM_FRACTION = GRID_OCCUPIED_FRACTION = 0.25
 UPDATE_CHUNK = 1 << 18  # cells evaluated per density_fn call during an update (bounds its memory)
 
 
@@ -262,10 +266,14 @@ class OccupancyGrid(nn.Module):
         num_cells: IntLike | None = None,
         generator: torch.Generator | None = None,
         cap_at_mean: bool = False,
+        num_occupied: IntLike = 0,
     ) -> None:
         """Evaluate ``density_fn`` (world points ``[M,3]`` -> densities ``[M]``) at one random point inside each
-        of ``num_cells`` distinct random cells (all cells when None); set those cells to
-        ``max(decay * occupancy, density)`` and the bitfield to ``occupancy > threshold`` everywhere.
+        of ``num_cells`` distinct random cells (all cells when None) and of ``num_occupied`` random cells drawn
+        (with repeats) among those whose occupancy is above ``threshold``; every cell's occupancy decays by
+        ``decay`` and takes the maximum with the densities found in it. The bitfield is then ``occupancy >
+        threshold`` everywhere. This is instant-ngp's update (``update_density_grid_nerf``: uniform and
+        "non-uniform" samples, ``ema_grid_samples_nerf``'s decayed maximum).
 
         With ``cap_at_mean`` the threshold is ``min(threshold, mean occupancy)`` (instant-ngp's rule), so a
         young field whose values are all still small keeps its densest cells instead of being pruned away.
@@ -280,12 +288,19 @@ class OccupancyGrid(nn.Module):
         if not (isinstance(threshold, (int, float)) and math.isfinite(threshold)):
             raise ValueError(f"threshold: expected a finite number, got {threshold!r}")
         total = self.binary.numel()
+        num_occupied = check_count("num_occupied", num_occupied, 0)
         rng_device = generator.device if generator is not None else torch.device("cpu")
+        flat = self.occupancy.view(-1)
         if num_cells is None:
             cells = torch.arange(total, device=self.aabb.device)
         else:
             m = check_count("num_cells", num_cells, 1, total)
             cells = torch.randperm(total, generator=generator, device=rng_device)[:m].to(self.aabb.device)
+        if num_occupied:
+            occupied = (flat > threshold).nonzero()[:, 0]
+            if len(occupied):
+                pick = torch.randint(len(occupied), (num_occupied,), generator=generator, device=rng_device)
+                cells = torch.cat([cells, occupied[pick.to(occupied.device)]])
         ijk = torch.stack(torch.unravel_index(cells, self.resolution), dim=-1)
         u = torch.rand(cells.shape[0], 3, generator=generator, device=rng_device).to(self.aabb.device)
         points = self.aabb[0] + (ijk + u) * self.cell_size
@@ -294,8 +309,7 @@ class OccupancyGrid(nn.Module):
             d = density_fn(chunk)
             check_float("density_fn", d, [chunk.shape[0]], device=self.aabb.device)
             density.append(d.float())
-        flat = self.occupancy.view(-1)
-        flat[cells] = torch.maximum(flat[cells] * decay, torch.cat(density))
+        flat.mul_(decay).scatter_reduce_(0, cells, torch.cat(density), reduce="amax")  # a cell drawn twice: the larger
         if cap_at_mean:
             threshold = min(threshold, float(self.occupancy.mean()))
         self.binary.copy_(self.occupancy > threshold)

@@ -24,7 +24,7 @@ from .cameras import Rays
 from .compositing import composite
 from .hierarchical import importance_samples
 from .mesh_sampler import mesh_guided_filter
-from .occupancy import CONE_ANGLE, OccupancyGrid
+from .occupancy import CONE_ANGLE, GRID_OCCUPIED_FRACTION, GRID_UNIFORM_FRACTION, GRID_WARMUP_STEPS, OccupancyGrid
 from .samples import PackedSamples, ray_aabb, stratified_samples
 
 __all__ = ["HierarchicalSampler", "OccupancySampler", "StratifiedSampler", "ray_bounds"]
@@ -87,7 +87,9 @@ class OccupancySampler(nn.Module):
     """instant-ngp's marching through an occupancy grid over ``box`` (INSTA): steps of the box diagonal /
     ``steps_per_diagonal``, growing with the distance by ``cone_angle`` (0: constant, as INSTA), skipping empty
     cells, then the shell. :meth:`refresh` re-estimates the grid every
-    ``every`` steps (0: never; every cell stays occupied)."""
+    ``every`` steps (0: never; every cell stays occupied): every cell until step ``warmup_steps``, then, as
+    instant-ngp, a quarter of the cells drawn uniformly and a quarter among the occupied ones (``warmup_steps``
+    None: every cell at every refresh)."""
 
     def __init__(
         self,
@@ -99,9 +101,11 @@ class OccupancySampler(nn.Module):
         threshold: float,
         shell: float | None = None,
         cone_angle: float = CONE_ANGLE,
+        warmup_steps: int | None = GRID_WARMUP_STEPS,
     ):
         super().__init__()
         self.grid = OccupancyGrid(box, resolution, cone_angle=cone_angle)
+        self.warmup_steps = None if warmup_steps is None else check_count("warmup_steps", warmup_steps, 0)
         self.step_size = float((box[1] - box[0]).norm()) / check_count("steps_per_diagonal", steps_per_diagonal, 1)
         check_positive("shell", shell)
         self.every, self.decay, self.threshold, self.shell = check_count("every", every, 0), decay, threshold, shell
@@ -123,5 +127,9 @@ class OccupancySampler(nn.Module):
                 frames = torch.full((len(x),), frame, device=x.device)
                 return field(x, None, frames, head).density * self.step_size
 
+        cells: dict[str, int] = {}
+        if self.warmup_steps is not None and step >= self.warmup_steps:
+            total = self.grid.binary.numel()
+            cells = dict(num_cells=int(total * GRID_UNIFORM_FRACTION), num_occupied=int(total * GRID_OCCUPIED_FRACTION))
         with trusted_values():  # the grid's own points: no check of each chunk through the field's layers
-            self.grid.update(thickness, self.decay, self.threshold, generator=generator, cap_at_mean=True)
+            self.grid.update(thickness, self.decay, self.threshold, generator=generator, cap_at_mean=True, **cells)
