@@ -148,22 +148,12 @@ def _candidate(mesh: Any, f: int, k: int):
 
 @no_type_check
 @wp.func
-def _blends(mesh: Any, f: int):
-    """Whether face ``f`` is one of ``blend_faces``."""
-    blend = False
-    if mesh.has_blend != 0:
-        blend = mesh.blend_mask[f] != wp.uint8(0)
-    return blend
-
-
-@no_type_check
-@wp.func
-def _scaled(mesh: Any, g: int):
-    """Whether face ``g`` is one of ``scale_faces``."""
-    scaled = False
-    if mesh.has_scale != 0:
-        scaled = mesh.scale_mask[g] != wp.uint8(0)
-    return scaled
+def _in_mask(has: int, mask: wp.array(dtype=wp.uint8), f: int):
+    """Whether face ``f`` is in a face mask (``has`` 0: no mask, and ``mask`` may be empty)."""
+    inside = False
+    if has != 0:
+        inside = mask[f] != wp.uint8(0)
+    return inside
 
 
 @no_type_check
@@ -221,7 +211,7 @@ def _frames(mesh: Any, fr: int, f: int, blend: bool, x: Any):
         pa, pb, pc = _posed_corners(mesh, fr, f)
         ca, cb, cc = _canonical_corners(mesh, f)
         rotation_p = _frame(pa, pb, pc)
-        s = _scale(mesh, _scaled(mesh, f), pa, pb, pc, ca, cb, cc)
+        s = _scale(mesh, _in_mask(mesh.has_scale, mesh.scale_mask, f), pa, pb, pc, ca, cb, cc)
         return rotation_p * s, wp.transpose(rotation_p) / s, pa, _frame(ca, cb, cc), ca
     top_p, top_c = _blend_maxima(mesh, fr, f, x)
     zero = x[0] * type(x[0])(0.0)
@@ -239,7 +229,7 @@ def _frames(mesh: Any, fr: int, f: int, blend: bool, x: Any):
             z_p, z_c = _logits(mesh, fr, g, k, x)
             e_p = wp.exp(z_p - top_p)
             e_c = wp.exp(z_c - top_c)
-            s = _scale(mesh, _scaled(mesh, g), pa, pb, pc, ca, cb, cc)
+            s = _scale(mesh, _in_mask(mesh.has_scale, mesh.scale_mask, g), pa, pb, pc, ca, cb, cc)
             matrix_p = matrix_p + _frame(pa, pb, pc) * (e_p * s)
             origin_p = origin_p + pa * e_p
             matrix_c = matrix_c + _frame(ca, cb, cc) * e_c
@@ -339,7 +329,7 @@ def _kernels(scalar: type) -> tuple[Any, wp.Kernel, wp.Kernel]:
             if has_dirs != 0:
                 out_dirs[i] = _unit(dirs[i])
             return
-        matrix_p, inverse_p, origin_p, matrix_c, origin_c = _frames(mesh, fr, f, _blends(mesh, f), x)
+        matrix_p, inverse_p, origin_p, matrix_c, origin_c = _frames(mesh, fr, f, _in_mask(mesh.has_blend, mesh.blend_mask, f), x)
         out_points[i] = matrix_c @ (inverse_p @ (x - origin_p)) + origin_c
         if has_dirs != 0:
             out_dirs[i] = _unit(matrix_c @ (inverse_p @ dirs[i]))
@@ -375,7 +365,7 @@ def _kernels(scalar: type) -> tuple[Any, wp.Kernel, wp.Kernel]:
                 grad_dirs[i] = _unit_adjoint(dirs[i], grad_out_dirs[i])
             return
         x = points[i]
-        blend = _blends(mesh, f)
+        blend = _in_mask(mesh.has_blend, mesh.blend_mask, f)
         matrix_p, inverse_p, origin_p, matrix_c, origin_c = _frames(mesh, fr, f, blend, x)
         # The map: l = M_p⁻¹ (x − o_p), points = M_c l + o_c; m = M_p⁻¹ d, dirs = normalize(M_c m).
         local = inverse_p @ (x - origin_p)
@@ -417,7 +407,7 @@ def _kernels(scalar: type) -> tuple[Any, wp.Kernel, wp.Kernel]:
                 pa, pb, pc = _posed_corners(mesh, fr, g)
                 ca, cb, cc = _canonical_corners(mesh, g)
                 rotation_p = _frame(pa, pb, pc)
-                scaled = _scaled(mesh, g)
+                scaled = _in_mask(mesh.has_scale, mesh.scale_mask, g)
                 s = _scale(mesh, scaled, pa, pb, pc, ca, cb, cc)
                 w_p = scalar(1.0)
                 w_c = scalar(1.0)
