@@ -16,7 +16,11 @@ with its last lines, and the next still runs; the exit status is 1 if any step f
 3. ``examples/insta.py --device cuda --max-minutes M`` (the paper recipe, the default on CUDA) into ``OUT/insta``
    (removed first: a benchmark starts afresh rather than resuming): held-out PSNR, iterations per second and the
    peak GPU memory, which a small wrapper around the example reads from torch's allocator in the child and writes to
-   ``OUT/insta_memory.json`` (Warp's own allocations, if any, are not in it).
+   ``OUT/insta_memory.json`` (Warp's own allocations, if any, are not in it);
+4. on CUDA only, every other example (the paper models and the mixes, each at its default recipe on CUDA) and
+   ``benchmarks/nphm.py`` for ``--example-minutes`` each (default 1; 0 leaves them out) into ``OUT/examples/``: a
+   check that each CUDA path trains and evaluates, with its it/s, peak memory and held-out PSNR (a minute is far
+   from converged: not a quality figure).
 
 Without a CUDA device it runs the same steps on the CPU at tiny sizes (``--quick`` implied), so the script stays
 working on every machine: a fast CPU test file, the benchmarks on a few points, INSTA for 3 iterations on a tiny
@@ -60,6 +64,11 @@ finally:
     with open(memory_file, "w") as f:
         json.dump(peak, f)
 """
+
+
+# Step 4: the examples besides INSTA, and the MonoNPHM pipeline (prior, then tracking) at a small prior.
+EXAMPLES = ("monoavatar", "portrait360", "hyper_neus", "mix_anchored_hashgrid", "mix_hyper_insta", "mix_triangle_neus")
+NPHM_FLAGS = ["--identities", "4", "--expressions", "3"]
 
 
 @dataclass
@@ -172,6 +181,16 @@ def benchmark_section(title: str, step: Step, fenced: bool) -> list[str]:
     return lines + (["```", out, "```", ""] if fenced else [out, ""])
 
 
+def peak_memory(memory_file: Path) -> str:
+    """torch's peak CUDA memory as the wrapper wrote it."""
+    try:
+        memory = json.loads(memory_file.read_text())
+    except (OSError, ValueError):
+        return "—"  # the wrapper wrote nothing
+    allocated, reserved = memory.get("max_memory_allocated"), memory.get("max_memory_reserved")
+    return f"{allocated / 2**30:.2f} GiB ({reserved / 2**30:.2f} GiB reserved)" if allocated is not None else "— (no CUDA)"
+
+
 def insta_section(step: Step, run: Path, memory_file: Path, cuda: bool) -> tuple[list[str], bool]:
     """The INSTA figures from ``run/metrics.json`` and the wrapper's memory file, and whether they were there."""
     lines = ["## INSTA", "", f"`{' '.join(step.command[4:])}`: {step.status()}", ""]
@@ -180,12 +199,7 @@ def insta_section(step: Step, run: Path, memory_file: Path, cuda: bool) -> tuple
         rate = metrics["iterations"] / metrics["train_seconds"]
     except (OSError, ValueError, KeyError, ZeroDivisionError) as error:
         return lines + [f"No figures: {run / 'metrics.json'}: {error}", ""] + failure_block(step), False
-    try:
-        memory = json.loads(memory_file.read_text())
-    except (OSError, ValueError):
-        memory = {}
-    allocated, reserved = memory.get("max_memory_allocated"), memory.get("max_memory_reserved")
-    peak = f"{allocated / 2**30:.2f} GiB ({reserved / 2**30:.2f} GiB reserved)" if allocated is not None else "— (no CUDA)"
+    peak = peak_memory(memory_file)
     head = f"{metrics['psnr_head']:.2f} dB" if metrics.get("psnr_head") is not None else "—"
     lines += [
         "| held-out PSNR | head PSNR | SSIM | iterations | train s | it/s | peak GPU memory (torch) | eval frames |",
@@ -200,6 +214,41 @@ def insta_section(step: Step, run: Path, memory_file: Path, cuda: bool) -> tuple
     if not step.ok:  # figures written, yet the process failed afterwards
         lines += failure_block(step)
     return lines, True
+
+
+def example_row(name: str, step: Step, run: Path, memory_file: Path) -> str:
+    """One row of the examples table: status, recipe (as the example printed it), it/s, peak memory, PSNR."""
+    recipe = re.search(r"^recipe: (\w+)", step.stdout, flags=re.M)
+    try:
+        metrics = json.loads((run / "metrics.json").read_text())
+    except (OSError, ValueError):
+        metrics = {}
+    seconds, iterations = metrics.get("train_seconds"), metrics.get("iterations")
+    rate = f"{iterations / seconds:.2f}" if seconds and iterations else "—"
+    psnr = f"{metrics['psnr']:.2f} dB" if isinstance(metrics.get("psnr"), int | float) else "—"
+    recipe_name = recipe.group(1) if recipe else "—"
+    return f"| {name} | {step.status()} | {recipe_name} | {rate} | {peak_memory(memory_file)} | {psnr} |"
+
+
+def examples_section(rows: list[str], failed: list[Step], minutes: float, cuda: bool) -> list[str]:
+    lines = ["## Every other example", ""]
+    if not cuda:
+        return lines + ["Left out: CUDA only (the CPU runs them in the test suite and benchmarks/compare.py).", ""]
+    if not rows:
+        return lines + ["Left out (`--example-minutes 0`).", ""]
+    lines += [
+        f"`examples/NAME.py --device cuda --max-minutes {minutes:g} --eval-frames 8` (and `benchmarks/nphm.py "
+        f"--device cuda --prior-minutes {minutes:g} --track-minutes {minutes:g} {' '.join(NPHM_FLAGS)}`): a check that "
+        "each CUDA path trains and evaluates; a minute is far from converged.",
+        "",
+        "| run | status | recipe | it/s | peak GPU memory (torch) | held-out PSNR |",
+        "|---|---|---|---:|---:|---:|",
+        *rows,
+        "",
+    ]
+    for step in failed:
+        lines += [f"{step.name}:", "", *failure_block(step)]
+    return lines
 
 
 def tiny_video(folder: Path) -> Path:
@@ -217,9 +266,12 @@ def main() -> int:
     parser.add_argument("--minutes", type=float, default=5.0, help="INSTA's training budget on the GPU")
     parser.add_argument("--quick", action="store_true", help="a test subset and smaller sizes (implied without CUDA)")
     parser.add_argument("--skip-tests", action="store_true", help="leave out step 1 (the CUDA tests ran on their own)")
+    parser.add_argument("--example-minutes", type=float, default=1.0, help="each other example's budget on CUDA (0: none)")
     args = parser.parse_args()
     if args.minutes <= 0:
         parser.error("--minutes: expected a positive number")
+    if args.example_minutes < 0:
+        parser.error("--example-minutes: expected a non-negative number")
     cuda = torch.cuda.is_available()
     quick = args.quick or not cuda
     out = args.out.resolve()
@@ -272,9 +324,26 @@ def main() -> int:
     insta_cmd = [python, "-c", INSTA_CHILD, str(memory_file), "examples/insta.py", *insta_flags]
     insta = run_step("insta", insta_cmd, minutes * 60 + 1200, logs)
 
-    # 4. report
+    # 4. the other examples (CUDA only)
+    example_rows, example_steps = [], []
+    if cuda and args.example_minutes > 0:
+        folder = out / "examples"
+        if folder.exists():
+            shutil.rmtree(folder)
+        folder.mkdir(parents=True)
+        budget = f"{args.example_minutes:g}"
+        commands = {name: [f"examples/{name}.py", "--max-minutes", budget, "--eval-frames", "8"] for name in EXAMPLES}
+        commands["nphm"] = ["benchmarks/nphm.py", "--prior-minutes", budget, "--track-minutes", budget, *NPHM_FLAGS]
+        for name, command in commands.items():
+            memory = folder / f"{name}_memory.json"
+            full = [python, "-c", INSTA_CHILD, str(memory), *command, "--device", "cuda", "--out", str(folder / name)]
+            step = run_step(f"example {name}", full, args.example_minutes * 60 * 3 + 600, logs)
+            example_rows.append(example_row(name, step, folder / name, memory))
+            example_steps.append(step)
+
+    # 5. report
     insta_lines, insta_figures = insta_section(insta, run, memory_file, cuda)
-    steps = [step for step in (tests, hashgrid, mesh, insta, hashgrid_half) if step is not None]
+    steps = [step for step in (tests, hashgrid, mesh, insta, hashgrid_half, *example_steps) if step is not None]
     failed = [s.name for s in steps if not s.ok] + ([] if insta_figures or not insta.ok else ["insta (no metrics.json)"])
     lines = ["# headfields on the GPU", ""]
     if not cuda:
@@ -291,6 +360,7 @@ def main() -> int:
     lines += ["## Optional CUDA peers", "", *(f"- {name}: {status}" for name, status in peers.items())]
     lines += ["", "(Neither is benchmarked by the scripts above; listed so a GPU run says which could be compared.)", ""]
     lines += insta_lines
+    lines += examples_section(example_rows, [step for step in example_steps if not step.ok], args.example_minutes, cuda)
     lines += [f"Full output of every step under `{logs}`.", ""]
     report = "\n".join(lines)
     (out / "gpu_report.md").write_text(report)

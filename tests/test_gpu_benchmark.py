@@ -127,3 +127,27 @@ def test_pytest_counts_reads_the_closing_line():
     assert gpu.pytest_counts(output) == {"failed": 1, "passed": 4, "skipped": 1, "deselected": 9, "warning": 2}
     assert gpu.pytest_counts("== 3 passed, 1 error in 0.5s ==") == {"passed": 3, "error": 1}
     assert gpu.pytest_counts("ImportError while loading conftest") == {}
+
+
+def test_fallback_leaves_the_other_examples_to_a_gpu(fallback_run):
+    _, out = fallback_run
+    text = section((out / "gpu_report.md").read_text(), "Every other example")
+    assert "Left out: CUDA only" in text
+    assert not (out / "examples").exists()
+
+
+def test_example_row_reads_the_runs_metrics_and_memory(tmp_path):
+    """A row of the examples table from what a run leaves: the recipe line it printed, metrics.json, the wrapper's
+    memory file; and dashes where a failed run left nothing."""
+    gpu = load_gpu_script()
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.json").write_text(json.dumps({"psnr": 25.8249, "iterations": 600, "train_seconds": 50.0}))
+    memory = tmp_path / "memory.json"
+    memory.write_text(json.dumps({"max_memory_allocated": 2**30, "max_memory_reserved": 3 * 2**29}))
+    step = gpu.Step("example monoavatar", ["python"], 0, 61.0, "recipe: paper (monoavatar)\ntrain: ...\n", "")
+    row = gpu.example_row("monoavatar", step, run, memory)
+    assert row == "| monoavatar | ok (61 s) | paper | 12.00 | 1.00 GiB (1.50 GiB reserved) | 25.82 dB |"
+    broken = gpu.Step("example portrait360", ["python"], 1, 3.0, "", "Traceback ...")
+    row = gpu.example_row("portrait360", broken, tmp_path / "missing", tmp_path / "missing.json")
+    assert row == "| portrait360 | **FAILED**: exit status 1 (3 s) | — | — | — | — |"
