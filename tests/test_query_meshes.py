@@ -11,7 +11,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from headfields import kernels
-from headfields.geometry import TriangleMesh, closest_point, extract_isosurface, knn_vertices, sample_near_surface, uv_sphere
+from headfields.geometry import (
+    TriangleMesh,
+    closest_point,
+    extract_isosurface,
+    knn_vertices,
+    ray_intersect,
+    sample_near_surface,
+    uv_sphere,
+)
 
 from helpers import raises_naming
 
@@ -180,3 +188,33 @@ def test_unsigned_closest_point_keeps_gradients():
 def test_signed_must_be_a_bool(box_mesh):
     with raises_naming("signed"):
         closest_point(box_mesh, torch.zeros(1, 3, device=box_mesh.device), signed=1)
+
+
+def test_validate_false_reads_nothing_back(monkeypatch):
+    """validate=False: closest points and first hits (float32, no gradient) turn no tensor into a Python value (each
+    would be a host synchronisation on CUDA), and answer as the checked call does; validate=True reads the frame
+    indices, which the watch catches."""
+    v, f = lumpy_sphere()
+    mesh = TriangleMesh(torch.stack([v, v * 1.2]), f)
+    g = torch.Generator().manual_seed(3)
+    points = torch.randn(2000, 3, generator=g)
+    frame = torch.randint(0, 2, (2000,), generator=g)
+    dirs = -points / points.norm(dim=1, keepdim=True)
+    want_near = closest_point(mesh, points, frame)  # also builds the BVHs and compiles outside the watch
+    want_hit = ray_intersect(mesh, points * 3, dirs, frame)
+
+    def refuse(self, *args, **kwargs):
+        raise AssertionError("a tensor was read back to the host")
+
+    for name in ("item", "tolist", "__bool__", "__int__", "__float__", "__index__"):
+        monkeypatch.setattr(torch.Tensor, name, refuse)
+    near = closest_point(mesh, points, frame, validate=False)
+    hit = ray_intersect(mesh, points * 3, dirs, frame, validate=False)
+    with pytest.raises(AssertionError, match="read back"):
+        closest_point(mesh, points, frame)
+    monkeypatch.undo()
+    assert torch.equal(near.face, want_near.face) and torch.equal(near.distance, want_near.distance)
+    assert torch.equal(hit.face, want_hit.face) and torch.equal(hit.t, want_hit.t)
+    assert torch.equal(knn_vertices(mesh, points, 4, frame, validate=False).index, knn_vertices(mesh, points, 4, frame).index)
+    with raises_naming("validate"):
+        closest_point(mesh, points, frame, validate="no")

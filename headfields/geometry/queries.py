@@ -19,7 +19,16 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from .. import kernels
-from ..checks import IntLike, check_count, check_finite, check_float, check_nonzero_rows, check_positive, checking_values
+from ..checks import (
+    IntLike,
+    check_count,
+    check_finite,
+    check_float,
+    check_nonzero_rows,
+    check_positive,
+    checking_values,
+    validation,
+)
 from .mesh import TriangleMesh
 from .triangles import closest_point_on_triangle, gather_triangles, ray_triangle
 
@@ -261,6 +270,7 @@ def closest_point(
     frame: Int[Tensor, " N"] | IntLike | None = None,
     max_distance: float | None = None,
     signed: bool = True,
+    validate: bool = True,
 ) -> ClosestPoint:
     """Closest point on frame ``frame[i]`` of ``mesh`` to ``points[i]``, within ``max_distance`` if given.
 
@@ -273,46 +283,50 @@ def closest_point(
     v, f = head_proxy()
     q = closest_point(TriangleMesh(v, f), torch.tensor([[0.0, 0.0, 2.0]]))  # q.distance ≈ [0.9], q.sign == [1.0]
     ```
-    """
-    _check_mesh(mesh)
-    check_float("points", points, [None, 3], device=mesh.device)
-    check_positive("max_distance", max_distance)
-    if not isinstance(signed, bool):
-        raise TypeError(f"signed: expected True or False, got {signed!r}")
-    n = points.shape[0]
-    frame = mesh.frame_index(frame, n)
-    points32 = _float32_queries(mesh, "points", points, frame)
-    face = torch.empty(n, dtype=torch.int32, device=mesh.device)
-    bary, point = (torch.empty(n, 3, device=mesh.device) for _ in range(2))
-    distance, sign = (torch.empty(n, device=mesh.device) for _ in range(2))
-    limit = UNBOUNDED if max_distance is None else min(float(max_distance), UNBOUNDED)
-    kernels.launch_rows(
-        _closest_point_kernel,
-        n,
-        [mesh.warp_mesh_ids(), limit, int(signed), points32, frame, face, bary, point, distance, sign],
-        [kernels.morton_order(points32, frame if mesh.num_frames > 1 else None, mesh.num_frames)],
-        mesh.device,
-    )
-    hit = face >= 0
-    face = face.long()
-    dtype = _query_dtype(mesh, points)
-    if dtype == torch.float32 and not _needs_grad(points, mesh.vertices):
-        # Warp's float32 answer is final: nothing to differentiate, nothing more precise to recompute.
-        point = torch.where(hit[:, None], point + mesh.warp_origin()[frame], point)  # back from the frame's centre
-        return ClosestPoint(face=face, bary=bary, point=point, distance=distance, sign=sign, hit=hit)
 
-    tri = gather_triangles(mesh.vertices.to(dtype), mesh.faces, frame, face.clamp(min=0))
-    point, bary = closest_point_on_triangle(points.to(dtype), tri[:, 0], tri[:, 1], tri[:, 2])
-    distance = torch.linalg.vector_norm(points.to(dtype) - point, dim=-1)
-    miss = ~hit
-    return ClosestPoint(
-        face=face,
-        bary=bary.masked_fill(miss[:, None], 0.0),
-        point=point.masked_fill(miss[:, None], 0.0),
-        distance=distance.masked_fill(miss, math.inf),
-        sign=sign.to(dtype),
-        hit=hit,
-    )
+    ``validate=False``: the caller guarantees its input (frame indices in range, queries within float32's reach of
+    the mesh, non-zero ray directions), and those checks, each a host synchronisation on CUDA, are skipped.
+    """
+    with validation(validate):
+        _check_mesh(mesh)
+        check_float("points", points, [None, 3], device=mesh.device)
+        check_positive("max_distance", max_distance)
+        if not isinstance(signed, bool):
+            raise TypeError(f"signed: expected True or False, got {signed!r}")
+        n = points.shape[0]
+        frame = mesh.frame_index(frame, n)
+        points32 = _float32_queries(mesh, "points", points, frame)
+        face = torch.empty(n, dtype=torch.int32, device=mesh.device)
+        bary, point = (torch.empty(n, 3, device=mesh.device) for _ in range(2))
+        distance, sign = (torch.empty(n, device=mesh.device) for _ in range(2))
+        limit = UNBOUNDED if max_distance is None else min(float(max_distance), UNBOUNDED)
+        kernels.launch_rows(
+            _closest_point_kernel,
+            n,
+            [mesh.warp_mesh_ids(), limit, int(signed), points32, frame, face, bary, point, distance, sign],
+            [kernels.morton_order(points32, frame if mesh.num_frames > 1 else None, mesh.num_frames)],
+            mesh.device,
+        )
+        hit = face >= 0
+        face = face.long()
+        dtype = _query_dtype(mesh, points)
+        if dtype == torch.float32 and not _needs_grad(points, mesh.vertices):
+            # Warp's float32 answer is final: nothing to differentiate, nothing more precise to recompute.
+            point = torch.where(hit[:, None], point + mesh.warp_origin()[frame], point)  # back from the frame's centre
+            return ClosestPoint(face=face, bary=bary, point=point, distance=distance, sign=sign, hit=hit)
+
+        tri = gather_triangles(mesh.vertices.to(dtype), mesh.faces, frame, face.clamp(min=0))
+        point, bary = closest_point_on_triangle(points.to(dtype), tri[:, 0], tri[:, 1], tri[:, 2])
+        distance = torch.linalg.vector_norm(points.to(dtype) - point, dim=-1)
+        miss = ~hit
+        return ClosestPoint(
+            face=face,
+            bary=bary.masked_fill(miss[:, None], 0.0),
+            point=point.masked_fill(miss[:, None], 0.0),
+            distance=distance.masked_fill(miss, math.inf),
+            sign=sign.to(dtype),
+            hit=hit,
+        )
 
 
 def ray_intersect(
@@ -321,84 +335,97 @@ def ray_intersect(
     dirs: Float[Tensor, "N 3"],
     frame: Int[Tensor, " N"] | IntLike | None = None,
     max_t: float | None = None,
+    validate: bool = True,
 ) -> RayHit:
     """First intersection of each ray with frame ``frame[i]`` of ``mesh``, for ``0 <= t < max_t``.
 
     ``t`` and ``bary`` are differentiable with respect to ``origins``, ``dirs`` and ``mesh.vertices``.
-    """
-    _check_mesh(mesh)
-    check_float("origins", origins, [None, 3], device=mesh.device)
-    check_float("dirs", dirs, [origins.shape[0], 3], device=mesh.device)
-    check_positive("max_t", max_t)
-    n = origins.shape[0]
-    frame = mesh.frame_index(frame, n)
-    origins32 = _float32_queries(mesh, "origins", origins, frame)
-    dirs32 = _float32_queries(mesh, "dirs", dirs, frame, positions=False)
-    check_nonzero_rows("dirs", dirs32, "non-zero ray directions (in float32)")
-    face = torch.empty(n, dtype=torch.int32, device=mesh.device)
-    t = torch.empty(n, device=mesh.device)
-    bary, normal = (torch.empty(n, 3, device=mesh.device) for _ in range(2))
-    limit = UNBOUNDED if max_t is None else min(float(max_t), UNBOUNDED)
-    # Rays keep their own order: camera rays in pixel order are already coherent.
-    order = torch.arange(n, device=mesh.device)
-    kernels.launch_rows(
-        _ray_kernel,
-        n,
-        [mesh.warp_mesh_ids(), limit, origins32, dirs32, frame, face, t, bary, normal],
-        [order],
-        mesh.device,
-    )
-    hit = face >= 0
-    face = face.long()
-    dtype = _query_dtype(mesh, origins, dirs)
-    if dtype == torch.float32 and not _needs_grad(origins, dirs, mesh.vertices):
-        return RayHit(hit=hit, t=t, face=face, bary=bary, normal=normal)
 
-    tri = gather_triangles(mesh.vertices.to(dtype), mesh.faces, frame, face.clamp(min=0))
-    t, bary = ray_triangle(origins.to(dtype), dirs.to(dtype), tri[:, 0], tri[:, 1], tri[:, 2])
-    normal = F.normalize(torch.linalg.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), dim=-1)
-    miss = ~hit
-    return RayHit(
-        hit=hit,
-        t=t.masked_fill(miss, math.inf),
-        face=face,
-        bary=bary.masked_fill(miss[:, None], 0.0),
-        normal=normal.masked_fill(miss[:, None], 0.0),
-    )
+    ``validate=False``: the caller guarantees its input (frame indices in range, queries within float32's reach of
+    the mesh, non-zero ray directions), and those checks, each a host synchronisation on CUDA, are skipped.
+    """
+    with validation(validate):
+        _check_mesh(mesh)
+        check_float("origins", origins, [None, 3], device=mesh.device)
+        check_float("dirs", dirs, [origins.shape[0], 3], device=mesh.device)
+        check_positive("max_t", max_t)
+        n = origins.shape[0]
+        frame = mesh.frame_index(frame, n)
+        origins32 = _float32_queries(mesh, "origins", origins, frame)
+        dirs32 = _float32_queries(mesh, "dirs", dirs, frame, positions=False)
+        check_nonzero_rows("dirs", dirs32, "non-zero ray directions (in float32)")
+        face = torch.empty(n, dtype=torch.int32, device=mesh.device)
+        t = torch.empty(n, device=mesh.device)
+        bary, normal = (torch.empty(n, 3, device=mesh.device) for _ in range(2))
+        limit = UNBOUNDED if max_t is None else min(float(max_t), UNBOUNDED)
+        # Rays keep their own order: camera rays in pixel order are already coherent.
+        order = torch.arange(n, device=mesh.device)
+        kernels.launch_rows(
+            _ray_kernel,
+            n,
+            [mesh.warp_mesh_ids(), limit, origins32, dirs32, frame, face, t, bary, normal],
+            [order],
+            mesh.device,
+        )
+        hit = face >= 0
+        face = face.long()
+        dtype = _query_dtype(mesh, origins, dirs)
+        if dtype == torch.float32 and not _needs_grad(origins, dirs, mesh.vertices):
+            return RayHit(hit=hit, t=t, face=face, bary=bary, normal=normal)
+
+        tri = gather_triangles(mesh.vertices.to(dtype), mesh.faces, frame, face.clamp(min=0))
+        t, bary = ray_triangle(origins.to(dtype), dirs.to(dtype), tri[:, 0], tri[:, 1], tri[:, 2])
+        normal = F.normalize(torch.linalg.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), dim=-1)
+        miss = ~hit
+        return RayHit(
+            hit=hit,
+            t=t.masked_fill(miss, math.inf),
+            face=face,
+            bary=bary.masked_fill(miss[:, None], 0.0),
+            normal=normal.masked_fill(miss[:, None], 0.0),
+        )
 
 
 def knn_vertices(
-    mesh: TriangleMesh, points: Float[Tensor, "N 3"], k: IntLike, frame: Int[Tensor, " N"] | IntLike | None = None
+    mesh: TriangleMesh,
+    points: Float[Tensor, "N 3"],
+    k: IntLike,
+    frame: Int[Tensor, " N"] | IntLike | None = None,
+    validate: bool = True,
 ) -> NearestVertices:
     """The ``k`` (at most 16) nearest vertices of frame ``frame[i]`` to ``points[i]``, nearest first.
 
     ``distance`` is differentiable with respect to ``points`` and ``mesh.vertices``.
+
+    ``validate=False``: the caller guarantees its input (frame indices in range, queries within float32's reach of
+    the mesh, non-zero ray directions), and those checks, each a host synchronisation on CUDA, are skipped.
     """
-    _check_mesh(mesh)
-    check_float("points", points, [None, 3], device=mesh.device)
-    k = check_count("k", k, 1, min(MAX_KNN, mesh.num_vertices))
-    n = points.shape[0]
-    frame = mesh.frame_index(frame, n)
-    queries = _float32_queries(mesh, "points", points, frame)
-    index = torch.full((n, k), -1, dtype=torch.int32, device=mesh.device)  # -1: not written yet
-    distance = torch.empty(n, k, device=mesh.device)
-    bvh_ids = mesh.warp_vertex_bvh_ids()
-    vertices32 = mesh.warp_points()
-    # Start the search at the mean edge length (of an even spread of EDGE_SAMPLE faces: a start, not a bound, so
-    # an estimate serves): most queries near the surface then need one pass.
-    faces = mesh.faces[:: max(1, mesh.num_faces // EDGE_SAMPLE)]
-    edges = vertices32[:, faces[:, 1]] - vertices32[:, faces[:, 0]]
-    start = torch.linalg.vector_norm(edges, dim=-1).mean(dim=1).contiguous()
-    shared = [bvh_ids, vertices32, start, k, queries, frame, index, distance]
-    order = kernels.morton_order(queries, frame if mesh.num_frames > 1 else None, mesh.num_frames)
-    kernels.launch_rows(_knn_kernel, n, shared, [order], mesh.device)
-    if (index < 0).any():
-        row = int((index < 0).any(dim=1).nonzero()[0, 0])
-        raise ValueError(f"points: row {row} is too far from the mesh for float32 distances ({points[row].tolist()})")
-    index = index.long()
-    dtype = _query_dtype(mesh, points)
-    if dtype == torch.float32 and not _needs_grad(points, mesh.vertices):
-        return NearestVertices(index=index, distance=distance)  # Warp's float32 distances are final
-    nearest = mesh.vertices.to(dtype)[frame[:, None], index]
-    distance = torch.linalg.vector_norm(points.to(dtype)[:, None] - nearest, dim=-1)
-    return NearestVertices(index=index, distance=distance)
+    with validation(validate):
+        _check_mesh(mesh)
+        check_float("points", points, [None, 3], device=mesh.device)
+        k = check_count("k", k, 1, min(MAX_KNN, mesh.num_vertices))
+        n = points.shape[0]
+        frame = mesh.frame_index(frame, n)
+        queries = _float32_queries(mesh, "points", points, frame)
+        index = torch.full((n, k), -1, dtype=torch.int32, device=mesh.device)  # -1: not written yet
+        distance = torch.empty(n, k, device=mesh.device)
+        bvh_ids = mesh.warp_vertex_bvh_ids()
+        vertices32 = mesh.warp_points()
+        # Start the search at the mean edge length (of an even spread of EDGE_SAMPLE faces: a start, not a bound, so
+        # an estimate serves): most queries near the surface then need one pass.
+        faces = mesh.faces[:: max(1, mesh.num_faces // EDGE_SAMPLE)]
+        edges = vertices32[:, faces[:, 1]] - vertices32[:, faces[:, 0]]
+        start = torch.linalg.vector_norm(edges, dim=-1).mean(dim=1).contiguous()
+        shared = [bvh_ids, vertices32, start, k, queries, frame, index, distance]
+        order = kernels.morton_order(queries, frame if mesh.num_frames > 1 else None, mesh.num_frames)
+        kernels.launch_rows(_knn_kernel, n, shared, [order], mesh.device)
+        if (index < 0).any():
+            row = int((index < 0).any(dim=1).nonzero()[0, 0])
+            raise ValueError(f"points: row {row} is too far from the mesh for float32 distances ({points[row].tolist()})")
+        index = index.long()
+        dtype = _query_dtype(mesh, points)
+        if dtype == torch.float32 and not _needs_grad(points, mesh.vertices):
+            return NearestVertices(index=index, distance=distance)  # Warp's float32 distances are final
+        nearest = mesh.vertices.to(dtype)[frame[:, None], index]
+        distance = torch.linalg.vector_norm(points.to(dtype)[:, None] - nearest, dim=-1)
+        return NearestVertices(index=index, distance=distance)
