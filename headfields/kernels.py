@@ -88,6 +88,8 @@ def to_warp(x: torch.Tensor, dtype: Any) -> wp.array:
     """Zero-copy view of a contiguous torch tensor as a Warp array of ``dtype`` (a copy would lose writes)."""
     if not x.is_contiguous():
         raise RuntimeError("headfields internal error: Warp arrays must view contiguous tensors")
+    if x.numel() == 0:  # torch calls any empty tensor contiguous, whatever its strides; Warp checks them
+        x = torch.empty(x.shape, dtype=x.dtype, device=x.device)  # (nothing to write, so nothing is lost)
     return wp.from_torch(x, dtype=dtype)
 
 

@@ -90,3 +90,12 @@ def test_morton_order_groups_frames_and_follows_the_curve_within_each(num_frames
 
 def test_morton_order_of_no_points_is_empty():
     assert kernels.morton_order(torch.zeros(0, 3), torch.zeros(0, dtype=torch.long)).shape == (0,)
+
+
+def test_an_empty_tensor_of_any_strides_becomes_a_warp_array(device):
+    """torch calls every empty tensor contiguous whatever its strides (an op's output can carry odd ones, as a
+    512² render's chunk of rays that all missed the head did); Warp refuses a non-unit inner stride."""
+    odd = torch.empty(0, 3, device=device).as_strided((0, 3), (1, 2))
+    assert odd.is_contiguous() and odd.stride(-1) != 1
+    array = kernels.to_warp(odd, wp.vec3)
+    assert array.shape == (0,)

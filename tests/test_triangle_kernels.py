@@ -231,3 +231,8 @@ def test_forward_only_and_dtype_promotion():
     torch.testing.assert_close(out.points, reference.points, atol=1e-12, rtol=0)
     empty = TriangleFrameDeformer()(x[:0], head, frame[:0], dirs[:0])
     assert empty.points.shape == (0, 3) and empty.dirs.shape == (0, 3) and empty.face.shape == (0,)
+    # No samples with strides Warp would refuse (torch calls them contiguous): Portrait360's 512² render met them.
+    odd = x.new_empty(0, 3).as_strided((0, 3), (1, 2)).requires_grad_()
+    empty = TriangleFrameDeformer()(odd, head, frame[:0], odd)
+    empty.points.sum().backward()
+    assert empty.points.shape == (0, 3) and odd.grad.shape == (0, 3)
