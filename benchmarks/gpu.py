@@ -49,9 +49,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 TAIL_LINES = 30  # of a failed step's output, in the report
 
-# Runs the example as its own __main__, then writes torch's peak CUDA memory where the parent reads it:
-# argv = [-c, memory.json, examples/insta.py, flags...].
-INSTA_CHILD = """
+# Runs a script (INSTA's example, the other examples, nphm.py) as its own __main__, then writes torch's peak CUDA
+# memory where the parent reads it: argv = [-c, memory.json, script.py, flags...].
+PEAK_MEMORY_CHILD = """
 import json, runpy, sys, torch
 memory_file, script = sys.argv[1], sys.argv[2]
 sys.argv = [script] + sys.argv[3:]
@@ -321,7 +321,7 @@ def main() -> int:
     if not cuda:
         insta_flags += ["--data", str(tiny_video(out / "video")), "--iterations", "3", "--rays", "256", "--eval-frames", "1"]
     # The budget covers training and evaluation; the synthetic video's first rendering and Warp's compilation come on top.
-    insta_cmd = [python, "-c", INSTA_CHILD, str(memory_file), "examples/insta.py", *insta_flags]
+    insta_cmd = [python, "-c", PEAK_MEMORY_CHILD, str(memory_file), "examples/insta.py", *insta_flags]
     insta = run_step("insta", insta_cmd, minutes * 60 + 1200, logs)
 
     # 4. the other examples (CUDA only)
@@ -336,7 +336,7 @@ def main() -> int:
         commands["nphm"] = ["benchmarks/nphm.py", "--prior-minutes", budget, "--track-minutes", budget, *NPHM_FLAGS]
         for name, command in commands.items():
             memory = folder / f"{name}_memory.json"
-            full = [python, "-c", INSTA_CHILD, str(memory), *command, "--device", "cuda", "--out", str(folder / name)]
+            full = [python, "-c", PEAK_MEMORY_CHILD, str(memory), *command, "--device", "cuda", "--out", str(folder / name)]
             step = run_step(f"example {name}", full, args.example_minutes * 60 * 3 + 600, logs)
             example_rows.append(example_row(name, step, folder / name, memory))
             example_steps.append(step)

@@ -284,8 +284,8 @@ def closest_point(
     q = closest_point(TriangleMesh(v, f), torch.tensor([[0.0, 0.0, 2.0]]))  # q.distance ≈ [0.9], q.sign == [1.0]
     ```
 
-    ``validate=False``: the caller guarantees its input (frame indices in range, queries within float32's reach of
-    the mesh, non-zero ray directions), and those checks, each a host synchronisation on CUDA, are skipped.
+    ``validate=False``: the caller guarantees its input (frame indices in range, points within float32's reach of
+    the mesh), and those checks, each a host synchronisation on CUDA, are skipped.
     """
     with validation(validate):
         _check_mesh(mesh)
@@ -341,8 +341,8 @@ def ray_intersect(
 
     ``t`` and ``bary`` are differentiable with respect to ``origins``, ``dirs`` and ``mesh.vertices``.
 
-    ``validate=False``: the caller guarantees its input (frame indices in range, queries within float32's reach of
-    the mesh, non-zero ray directions), and those checks, each a host synchronisation on CUDA, are skipped.
+    ``validate=False``: the caller guarantees its input (frame indices in range, origins within float32's reach of
+    the mesh, non-zero directions), and those checks, each a host synchronisation on CUDA, are skipped.
     """
     with validation(validate):
         _check_mesh(mesh)
@@ -397,8 +397,8 @@ def knn_vertices(
 
     ``distance`` is differentiable with respect to ``points`` and ``mesh.vertices``.
 
-    ``validate=False``: the caller guarantees its input (frame indices in range, queries within float32's reach of
-    the mesh, non-zero ray directions), and those checks, each a host synchronisation on CUDA, are skipped.
+    ``validate=False``: the caller guarantees its input (frame indices in range, points within float32's reach of
+    the mesh), and those checks, each a host synchronisation on CUDA, are skipped.
     """
     with validation(validate):
         _check_mesh(mesh)
