@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .allocator import reuse_freed_memory
 from .checkpoints import CheckpointError, check_fingerprint, frozen_state_keys, load_checkpoint, run_fingerprint
 from .configs import config_from_dict, config_to_dict
 from .data import Subject, load_subject
@@ -157,6 +158,8 @@ def load_run(path: str | Path, device: str | torch.device | None = None) -> Run:
     if not checkpoint.is_file():
         raise FileNotFoundError(f"run: no {CHECKPOINT_NAME} in {path}: has the run written one yet?")
     device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cpu":
+        reuse_freed_memory()  # its renders' large tensors reuse freed memory (headfields.allocator)
     state = load_checkpoint(checkpoint, device)
     saved = state.get("run")
     if (path / CONFIG_NAME).is_file():

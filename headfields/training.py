@@ -37,6 +37,7 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from . import distributed
+from .allocator import reuse_freed_memory
 from .checkpoints import (
     CheckpointError,
     RunFolder,
@@ -665,6 +666,8 @@ def train(
     """
     config = config or TrainingConfig()
     device = torch.device(device) if device is not None else next(model.parameters()).device
+    if device.type == "cpu":
+        reuse_freed_memory()  # large CPU tensors reuse freed memory rather than page-fault (headfields.allocator)
     rank, ranks = distributed.rank(), distributed.world_size()
     if config.rays_per_batch % ranks:
         raise ValueError(
