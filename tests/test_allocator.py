@@ -4,12 +4,13 @@ by the kernel's own count of minor page faults."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
 import pytest
 
-from headfields.allocator import _glibc, reuse_freed_memory
+from headfields.allocator import GLIBC_MALLOC_VARIABLES, _glibc, reuse_freed_memory
 
 SAMPLES, FEATURES = 135_000, 64  # an INSTA render's samples x its MLP width: 35 MB, above glibc's mmap threshold
 PAGE_BYTES = 4096
@@ -30,9 +31,10 @@ print(json.dumps({{"applied": applied, "faults": faults}}))
 """
 
 
-def steady_faults(mode: str) -> tuple[bool | None, int]:
+def steady_faults(mode: str, **environment: str) -> tuple[bool | None, int]:
     """Whether the child's call applied, and its page faults over the last STEADY rounds."""
-    out = subprocess.run([sys.executable, "-c", CHILD, mode], capture_output=True, text=True, check=True).stdout
+    env = {k: v for k, v in os.environ.items() if k not in (*GLIBC_MALLOC_VARIABLES, "GLIBC_TUNABLES")} | environment
+    out = subprocess.run([sys.executable, "-c", CHILD, mode], capture_output=True, text=True, check=True, env=env).stdout
     result = json.loads(out.strip().splitlines()[-1])
     return result["applied"], sum(result["faults"][-STEADY:])
 
@@ -47,6 +49,25 @@ def test_freed_tensors_are_reused_without_page_faults():
     # In steady state a round reuses what the last one freed; now and then one round still grows the heap (the
     # interpreter's own blocks sit between the freed ones): at most one round's faults in STEADY, measured 0 or one.
     assert reused <= 2 * hidden_pages
+
+
+@pytest.mark.skipif(_glibc() is None, reason="glibc's malloc only")
+def test_the_environments_own_malloc_tuning_stands():
+    """MALLOC_TRIM_THRESHOLD_ at glibc's default: the call changes nothing, and freed tensors page-fault again."""
+    hidden_pages = SAMPLES * FEATURES * 4 // PAGE_BYTES
+    applied, faults = steady_faults("reuse", MALLOC_TRIM_THRESHOLD_="131072")
+    assert applied is False
+    assert faults > STEADY * hidden_pages
+
+
+@pytest.mark.parametrize("variable", ["MALLOC_MMAP_THRESHOLD_", "GLIBC_TUNABLES"])
+def test_any_malloc_tuning_in_the_environment_is_left_alone(monkeypatch, variable):
+    monkeypatch.setenv(variable, "glibc.malloc.trim_threshold=131072" if variable == "GLIBC_TUNABLES" else "131072")
+    reuse_freed_memory.cache_clear()
+    try:
+        assert reuse_freed_memory(1 << 20) is False
+    finally:
+        reuse_freed_memory.cache_clear()
 
 
 def test_without_glibc_it_does_nothing_and_says_so(monkeypatch):
