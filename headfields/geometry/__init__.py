@@ -6,7 +6,7 @@ torch's stream on CUDA)."""
 from .isosurface import IsoSurface, extract_isosurface
 from .mesh import TriangleMesh
 from .primitives import box, head_proxy, uv_sphere
-from .queries import ClosestPoint, NearestVertices, RayHit, closest_point, knn_vertices, ray_intersect
+from .queries import ClosestPoint, NearestVertices, RayHit, closest_point, knn_vertices, ray_intersect, within_distance
 from .sampling import SurfaceSamples, farthest_points, sample_box, sample_near_surface, sample_surface
 from .triangles import (
     TriangleFrames,
@@ -49,4 +49,5 @@ __all__ = [
     "uv_sphere",
     "vertex_normals",
     "vertex_uvs",
+    "within_distance",
 ]

@@ -1,4 +1,4 @@
-"""Mesh queries over packed points: closest point, ray intersection and k nearest vertices.
+"""Mesh queries over packed points: closest point, whether within a distance, ray intersection and k nearest vertices.
 
 Warp finds the discrete answer (which face, which vertices) on the frame's BVH; torch recomputes the
 continuous part (barycentrics, positions, distances, ray parameters) from it, so gradients reach both the
@@ -90,6 +90,24 @@ def _closest_point_kernel(
         closest[i] = wp.vec3(0.0)
         distance[i] = wp.inf
         sign[i] = 0.0
+
+
+@no_type_check  # Warp parameter types are not Python type hints; keep the jaxtyping checker off them.
+@wp.kernel
+def _within_kernel(
+    mesh_ids: wp.array(dtype=wp.uint64),
+    radius: float,
+    points: wp.array(dtype=wp.vec3),
+    frame: wp.array(dtype=wp.int64),
+    within: wp.array(dtype=wp.bool),
+    order: wp.array(dtype=wp.int64),
+):
+    i = order[wp.tid()]
+    # The sphere query yields the faces whose closest point lies within the radius: the first one answers, so
+    # a point near the surface stops at once instead of searching on for its closest face.
+    query = wp.mesh_query_sphere(mesh_ids[frame[i]], points[i], radius)
+    f = int(0)
+    within[i] = wp.mesh_query_next(query, f)
 
 
 @no_type_check  # Warp parameter types are not Python type hints; keep the jaxtyping checker off them.
@@ -327,6 +345,46 @@ def closest_point(
             sign=sign.to(dtype),
             hit=hit,
         )
+
+
+def within_distance(
+    mesh: TriangleMesh,
+    points: Float[Tensor, "N 3"],
+    max_distance: float,
+    frame: Int[Tensor, " N"] | IntLike | None = None,
+    validate: bool = True,
+) -> Bool[Tensor, " N"]:
+    """Whether each of ``points`` lies within ``max_distance`` (inclusive) of frame ``frame[i]`` of ``mesh``: the
+    answer of ``closest_point(...).distance <= max_distance``, found without searching for the closest face (the
+    first face within reach answers), so a test near the surface costs a fraction of a closest-point query. Not
+    differentiable (a mask).
+
+    ```python
+    v, f = head_proxy()
+    near = within_distance(TriangleMesh(v, f), torch.tensor([[0.0, 0.0, 2.0], [0.0, 0.0, 0.0]]), 0.05)
+    ```
+
+    ``validate=False``: the caller guarantees its input (frame indices in range, points within float32's reach of
+    the mesh), and those checks, each a host synchronisation on CUDA, are skipped.
+    """
+    with validation(validate):
+        _check_mesh(mesh)
+        check_float("points", points, [None, 3], device=mesh.device)
+        if isinstance(max_distance, bool) or not isinstance(max_distance, (int, float)):
+            raise TypeError(f"max_distance: expected a positive number, got {max_distance!r}")
+        check_positive("max_distance", max_distance)
+        n = points.shape[0]
+        frame = mesh.frame_index(frame, n)
+        points32 = _float32_queries(mesh, "points", points, frame)
+        within = torch.empty(n, dtype=torch.bool, device=mesh.device)
+        kernels.launch_rows(
+            _within_kernel,
+            n,
+            [mesh.warp_mesh_ids(), min(float(max_distance), UNBOUNDED), points32, frame, within],
+            [kernels.morton_order(points32, frame if mesh.num_frames > 1 else None, mesh.num_frames)],
+            mesh.device,
+        )
+        return within
 
 
 def ray_intersect(

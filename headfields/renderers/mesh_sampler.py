@@ -1,17 +1,16 @@
 """Mesh-guided sampling: keep the samples near the frame's posed mesh (INSTA samples only around FLAME).
 
-The closest-point search runs in Warp on the frame's BVH, bounded by ``max_distance`` so that far samples
-stop early.
+The test runs in Warp on the frame's BVH (:func:`~headfields.geometry.within_distance`): a sample stops at the first
+face within ``max_distance``, and a far one at the first bounding boxes out of reach.
 """
 
 from __future__ import annotations
 
-import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
 from ..checks import IntLike, check_positive
-from ..geometry import TriangleMesh, closest_point
+from ..geometry import TriangleMesh, within_distance
 from .samples import PackedSamples
 
 # metres: the mesh shell of every CPU recipe (cpu_config). It skips samples far from the tracked mesh for speed,
@@ -33,7 +32,5 @@ def mesh_guided_filter(
     check_positive("max_distance", max_distance)
     frame = mesh.frame_index(frame, samples.num_rays)
     points = samples.midpoints(origins, dirs)
-    with torch.no_grad():
-        # Unsigned: the side of the surface does not matter here, and the search is cheaper without it.
-        near = closest_point(mesh, points.detach(), frame[samples.ray], max_distance=float(max_distance), signed=False)
-    return samples.select(near.hit & (near.distance <= max_distance))
+    # Any face within reach answers: no search for the closest one (within_distance).
+    return samples.select(within_distance(mesh, points.detach(), float(max_distance), frame[samples.ray]))
