@@ -507,7 +507,7 @@ class _FrameMap(torch.autograd.Function):
         dirs_in = dirs.detach().contiguous() if has_dirs else x.new_empty(0, 3)
         mesh, frame = options.mesh, options.frame
         queries = mesh.to_warp_frame(x, frame)
-        order = kernels.morton_order(queries, frame if mesh.num_frames > 1 else None, mesh.num_frames)
+        order = mesh.query_order(queries, frame)
         points = torch.empty_like(x)
         out_dirs = torch.empty_like(x) if has_dirs else x.new_empty(0, 3)
         face = torch.empty(n, dtype=torch.int32, device=device)

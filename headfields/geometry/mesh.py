@@ -140,6 +140,11 @@ class TriangleMesh:
         dtype = torch.promote_types(points.dtype, origin.dtype)
         return (points.detach().to(dtype) - origin.to(dtype)[frame]).to(torch.float32).contiguous()
 
+    def query_order(self, queries: Float[Tensor, "N 3"], frame: Int[Tensor, " N"]) -> Int[Tensor, " N"]:
+        """The order in which Warp kernels walk this mesh's BVHs for ``queries`` (float32, in their frames' space,
+        :meth:`to_warp_frame`): :func:`~headfields.kernels.morton_order`, by frame first where there are several."""
+        return kernels.morton_order(queries, frame if self.num_frames > 1 else None, self.num_frames)
+
     def _frame_points(self) -> list[wp.array]:
         points = self.warp_points()
         return [kernels.to_warp(points[b], wp.vec3) for b in range(self.num_frames)]

@@ -322,7 +322,7 @@ def closest_point(
             _closest_point_kernel,
             n,
             [mesh.warp_mesh_ids(), limit, int(signed), points32, frame, face, bary, point, distance, sign],
-            [kernels.morton_order(points32, frame if mesh.num_frames > 1 else None, mesh.num_frames)],
+            [mesh.query_order(points32, frame)],
             mesh.device,
         )
         hit = face >= 0
@@ -381,7 +381,7 @@ def within_distance(
             _within_kernel,
             n,
             [mesh.warp_mesh_ids(), min(float(max_distance), UNBOUNDED), points32, frame, within],
-            [kernels.morton_order(points32, frame if mesh.num_frames > 1 else None, mesh.num_frames)],
+            [mesh.query_order(points32, frame)],
             mesh.device,
         )
         return within
@@ -475,7 +475,7 @@ def knn_vertices(
         edges = vertices32[:, faces[:, 1]] - vertices32[:, faces[:, 0]]
         start = torch.linalg.vector_norm(edges, dim=-1).mean(dim=1).contiguous()
         shared = [bvh_ids, vertices32, start, k, queries, frame, index, distance]
-        order = kernels.morton_order(queries, frame if mesh.num_frames > 1 else None, mesh.num_frames)
+        order = mesh.query_order(queries, frame)
         kernels.launch_rows(_knn_kernel, n, shared, [order], mesh.device)
         if (index < 0).any():
             row = int((index < 0).any(dim=1).nonzero()[0, 0])
