@@ -9,7 +9,7 @@ from __future__ import annotations
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from ..checks import IntLike, check_positive
+from ..checks import IntLike
 from ..geometry import TriangleMesh, within_distance
 from .samples import PackedSamples
 
@@ -26,11 +26,9 @@ def mesh_guided_filter(
     frame: Int[Tensor, " R"] | IntLike | None,
     max_distance: float,
 ) -> PackedSamples:
-    """The samples whose midpoint lies within ``max_distance`` of frame ``frame[ray]`` of ``mesh``."""
-    if not isinstance(max_distance, (int, float)) or isinstance(max_distance, bool):
-        raise TypeError(f"max_distance: expected a positive number, got {max_distance!r}")
-    check_positive("max_distance", max_distance)
+    """The samples whose midpoint lies within ``max_distance`` of frame ``frame[ray]`` of ``mesh``
+    (``max_distance`` is checked by :func:`~headfields.geometry.within_distance`)."""
     frame = mesh.frame_index(frame, samples.num_rays)
     points = samples.midpoints(origins, dirs)
     # Any face within reach answers: no search for the closest one (within_distance).
-    return samples.select(within_distance(mesh, points.detach(), float(max_distance), frame[samples.ray]))
+    return samples.select(within_distance(mesh, points.detach(), max_distance, frame[samples.ray]))
