@@ -10,6 +10,7 @@ from torch import Tensor
 from .. import kernels
 from ..checks import IntLike, check_finite, check_float, check_int, frame_rows
 from .triangles import check_nondegenerate
+from .wide_bvh import MAX_DEPTH, WideBvh, build_topology
 
 
 def _version(t: Tensor) -> int:
@@ -50,6 +51,7 @@ class TriangleMesh:
         self._mesh_ids: wp.array | None = None
         self._vertex_bvhs: list[wp.Bvh] = []
         self._vertex_bvh_ids: wp.array | None = None
+        self._wide_bvh: WideBvh | None | bool = None  # False: the tree is too deep for its traversal stack
 
     @property
     def num_frames(self) -> int:
@@ -120,6 +122,8 @@ class TriangleMesh:
                 m.refit()
             for bvh in self._vertex_bvhs:
                 bvh.refit()
+        if isinstance(self._wide_bvh, WideBvh):
+            self._wide_bvh.refit(self._points)
 
     def warp_points(self) -> Float[Tensor, "B V 3"]:
         """The detached float32 vertices Warp's BVHs are built on (each frame's relative to :meth:`warp_origin`),
@@ -138,7 +142,8 @@ class TriangleMesh:
         centre, subtracted in the wider of the two dtypes, then rounded to float32 (detached, contiguous)."""
         origin = self.warp_origin()
         dtype = torch.promote_types(points.dtype, origin.dtype)
-        return (points.detach().to(dtype) - origin.to(dtype)[frame]).to(torch.float32).contiguous()
+        shift = origin.to(dtype)[0] if self.num_frames == 1 else origin.to(dtype)[frame]  # one frame: no gather
+        return (points.detach().to(dtype) - shift).to(torch.float32).contiguous()
 
     def query_order(self, queries: Float[Tensor, "N 3"], frame: Int[Tensor, " N"]) -> Int[Tensor, " N"]:
         """The order in which Warp kernels walk this mesh's BVHs for ``queries`` (float32, in their frames' space,
@@ -170,6 +175,19 @@ class TriangleMesh:
                 )
         self._sync()
         return self._vertex_bvh_ids
+
+    def wide_bvh(self) -> WideBvh | None:
+        """The per-frame 8-wide BVHs that first ray hits walk on the CPU (:mod:`~headfields.geometry.wide_bvh`):
+        built on first call from frame 0's shape, refit when stale; None on CUDA, and for a mesh whose tree is too
+        deep for the traversal's stack (then Warp's query answers)."""
+        if self.device.type != "cpu":
+            return None
+        if self._wide_bvh is None:
+            points = self.warp_points()
+            topology = build_topology(points[0][self.faces])
+            self._wide_bvh = WideBvh(topology, self.faces, points) if topology.depth <= MAX_DEPTH else False
+        self._sync()
+        return self._wide_bvh or None
 
     def frame_index(self, frame: Int[Tensor, " N"] | IntLike | None, count: int, name: str = "frame") -> Int[Tensor, " N"]:
         """Validate a per-sample frame argument and return it as int64 ``[count]`` on the mesh's device."""

@@ -31,6 +31,7 @@ from ..checks import (
 )
 from .mesh import TriangleMesh
 from .triangles import closest_point_on_triangle, gather_triangles, ray_triangle
+from .wide_bvh import first_hits
 
 MAX_KNN = 16
 # knn: a warm-start bound above this many mean edge lengths is not trusted to be cheap (see _knn_kernel).
@@ -416,15 +417,19 @@ def ray_intersect(
         t = torch.empty(n, device=mesh.device)
         bary, normal = (torch.empty(n, 3, device=mesh.device) for _ in range(2))
         limit = UNBOUNDED if max_t is None else min(float(max_t), UNBOUNDED)
-        # Rays keep their own order: camera rays in pixel order are already coherent.
-        order = torch.arange(n, device=mesh.device)
-        kernels.launch_rows(
-            _ray_kernel,
-            n,
-            [mesh.warp_mesh_ids(), limit, origins32, dirs32, frame, face, t, bary, normal],
-            [order],
-            mesh.device,
-        )
+        wide = mesh.wide_bvh()  # the CPU's traversal, 3x Warp's there (geometry.wide_bvh); CUDA keeps Warp's
+        if wide is not None:
+            first_hits(wide, origins32, dirs32, frame, limit, face, t, bary, normal)
+        else:
+            # Rays keep their own order: camera rays in pixel order are already coherent.
+            order = torch.arange(n, device=mesh.device)
+            kernels.launch_rows(
+                _ray_kernel,
+                n,
+                [mesh.warp_mesh_ids(), limit, origins32, dirs32, frame, face, t, bary, normal],
+                [order],
+                mesh.device,
+            )
         hit = face >= 0
         face = face.long()
         dtype = _query_dtype(mesh, origins, dirs)
