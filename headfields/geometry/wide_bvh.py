@@ -28,6 +28,7 @@ from .. import kernels
 
 NODE_WIDTH = 8  # children per node: one AVX register of float32 box planes
 LEAF_WIDTH = 4  # triangles per leaf: one SSE register of each coordinate
+PACK_ROWS = 11  # per leaf lane: corner a, edges b - a and c - a (xyz each), the edges' L1 lengths' sum and product
 STACK_SIZE = 256  # traversal stack entries (the snippet's arrays are this long)
 # A walk down the tree keeps at most NODE_WIDTH - 1 siblings a level on the stack: deeper trees (only pathological
 # meshes build them) use Warp's query instead.
@@ -123,8 +124,9 @@ def build_topology(triangles: Float[Tensor, "F 3 3"]) -> WideTopology:
 
 class WideBvh:
     """An 8-wide BVH per frame of a mesh, sharing one :class:`WideTopology`: per frame, each node's child boxes
-    ``[6, 8]`` (low x, y, z, high x, y, z; lanes are children) and each leaf's triangles ``[9, 4]`` (corner a,
-    edges b - a and c - a, by coordinate; lanes are triangles), float32, laid out as the snippet reads them."""
+    ``[6, 8]`` (low x, y, z, high x, y, z; lanes are children) and each leaf's triangles ``[11, 4]`` (corner a,
+    edges b - a and c - a, by coordinate; then the edges' L1 lengths' sum and product, which scale float32's error
+    bound; lanes are triangles), float32, laid out as the snippet reads them."""
 
     def __init__(self, topology: WideTopology, faces: Int[Tensor, "F 3"], points: Float[Tensor, "B V 3"]):
         self.topology = topology
@@ -133,7 +135,7 @@ class WideBvh:
         self._pad = topology.leaf_faces < 0
         num_frames = points.shape[0]
         self.boxes = torch.empty(num_frames, topology.child.shape[0], 6, NODE_WIDTH)
-        self.packs = torch.empty(num_frames, topology.leaf_faces.shape[0], 9, LEAF_WIDTH)
+        self.packs = torch.empty(num_frames, topology.leaf_faces.shape[0], PACK_ROWS, LEAF_WIDTH)
         self.refit(points)
 
     def refit(self, points: Float[Tensor, "B V 3"]) -> None:
@@ -150,8 +152,10 @@ class WideBvh:
         leaf_high = tri.amax(dim=3).masked_fill(pad, -torch.inf).amax(dim=2)
         a = tri[..., 0, :]
         edges = (tri[..., 1:, :] - a[..., None, :]).masked_fill(pad[..., None], 0.0)  # padding never hits
-        pack = torch.cat([a[..., None, :], edges], dim=3)  # [b, P, 4 lanes, a / b-a / c-a, xyz]
-        self.packs[frames] = pack.permute(0, 1, 3, 4, 2).reshape(pack.shape[0], -1, 9, LEAF_WIDTH)
+        pack = torch.cat([a[..., None, :], edges], dim=3).flatten(3)  # [b, P, 4 lanes, a / b-a / c-a by xyz]
+        lengths = edges.abs().sum(dim=4)  # [b, P, 4 lanes, 2]: L1 lengths of b - a and c - a
+        scales = torch.stack([lengths.sum(dim=3), lengths.prod(dim=3)], dim=3)
+        self.packs[frames] = torch.cat([pack, scales], dim=3).transpose(2, 3)
         t = self.topology
         num_nodes = t.child.shape[0]
         node_low = torch.empty(points.shape[0], num_nodes, 3)
@@ -185,7 +189,7 @@ typedef float vf4 __attribute__((ext_vector_type(4)));
 typedef int vi4 __attribute__((ext_vector_type(4)));
 const float* B = boxes.data + (long long)f * num_nodes * 48;
 const int* C = child.data;
-const float* P = packs.data + (long long)f * num_leaves * 36;
+const float* P = packs.data + (long long)f * num_leaves * PACK_ROWS * 4;
 const int* LF = leaf_faces.data;
 float ox = o[0], oy = o[1], oz = o[2];
 // A direction component under 1e-20 (zero included) is taken as 1e-20 of its sign: its inverse stays finite.
@@ -196,6 +200,25 @@ float rx = 1.0f / dx, ry = 1.0f / dy, rz = 1.0f / dz;
 // Which plane of each axis the ray meets first: rows 0-2 of a node are the low planes, 3-5 the high ones.
 int near_x = rx >= 0.0f ? 0 : 3, near_y = ry >= 0.0f ? 1 : 4, near_z = rz >= 0.0f ? 2 : 5;
 int far_x = 3 - near_x, far_y = 5 - near_y, far_z = 7 - near_z;
+// The ray against face g's own corners in float64 (the packs hold float32 edges, rounded): whether it hits, and where.
+const wp::vec3* frame_points = points.data + (long long)f * num_vertices;
+auto exact = [&](int g, double& te, double& ue, double& ve) -> bool {
+  const int* corner = tri_faces.data + (long long)g * 3;
+  wp::vec3 pa = frame_points[corner[0]], pb = frame_points[corner[1]], pc = frame_points[corner[2]];
+  double ax = pa[0], ay = pa[1], az = pa[2];
+  double e1x = (double)pb[0] - ax, e1y = (double)pb[1] - ay, e1z = (double)pb[2] - az;
+  double e2x = (double)pc[0] - ax, e2y = (double)pc[1] - ay, e2z = (double)pc[2] - az;
+  double px = dy * e2z - dz * e2y, py = dz * e2x - dx * e2z, pz = dx * e2y - dy * e2x;
+  double det = e1x * px + e1y * py + e1z * pz;
+  double sx = ox - ax, sy = oy - ay, sz = oz - az;
+  double qx = sy * e1z - sz * e1y, qy = sz * e1x - sx * e1z, qz = sx * e1y - sy * e1x;
+  ue = (sx * px + sy * py + sz * pz) / det;
+  ve = ((double)dx * qx + (double)dy * qy + (double)dz * qz) / det;
+  te = (e2x * qx + e2y * qy + e2z * qz) / det;
+  return det != 0.0 && ue >= 0.0 && ve >= 0.0 && ue + ve <= 1.0 && te >= 0.0;
+};
+// 16 float32 ulps (generous against the few the terms carry) of the direction's L1 length.
+float error_scale = 16.0f * 1.1920929e-7f * (__builtin_fabsf(dx) + __builtin_fabsf(dy) + __builtin_fabsf(dz));
 float tmax = max_t;
 int best = -1;
 int stack_node[STACK_SIZE];
@@ -234,7 +257,7 @@ while (true) {
     }
   } else {
     int leaf = -cur - 1;
-    const float* pk = P + (long long)leaf * 36;
+    const float* pk = P + (long long)leaf * PACK_ROWS * 4;
     vf4 ax, ay, az, e1x, e1y, e1z, e2x, e2y, e2z;
     __builtin_memcpy(&ax, pk + 0, 16); __builtin_memcpy(&ay, pk + 4, 16); __builtin_memcpy(&az, pk + 8, 16);
     __builtin_memcpy(&e1x, pk + 12, 16); __builtin_memcpy(&e1y, pk + 16, 16); __builtin_memcpy(&e1z, pk + 20, 16);
@@ -247,12 +270,23 @@ while (true) {
     vf4 qx = sy * e1z - sz * e1y, qy = sz * e1x - sx * e1z, qz = sx * e1y - sy * e1x;
     vf4 v = (dx * qx + dy * qy + dz * qz) * inv;
     vf4 t = (e2x * qx + e2y * qy + e2z * qz) * inv;
-    vi4 ok = (det != 0.0f) & (u >= 0.0f) & (v >= 0.0f) & (u + v <= 1.0f) & (t >= 0.0f) & (t < tmax);
+    // A bound on float32's error in u and v (a few ulps of the largest terms summed, over det): grazing rays and
+    // origins far from small triangles widen it. Lanes within it of an edge, or with det 0, are decided by exact().
+    vf4 s1 = __builtin_elementwise_abs(sx) + __builtin_elementwise_abs(sy) + __builtin_elementwise_abs(sz);
+    vf4 edge_sum, edge_product;  // |b - a|_1 + |c - a|_1 and their product, per lane
+    __builtin_memcpy(&edge_sum, pk + 36, 16); __builtin_memcpy(&edge_product, pk + 40, 16);
+    vf4 margin = (error_scale * (s1 * edge_sum + edge_product)) * __builtin_elementwise_abs(inv);
+    vi4 lane_faces;
+    __builtin_memcpy(&lane_faces, LF + (long long)leaf * 4, 16);
+    vi4 near = (u >= -margin) & (v >= -margin) & (u + v <= 1.0f + margin) & (t >= 0.0f) & (t < tmax);
+    vi4 maybe = ((det == 0.0f) & (lane_faces >= 0)) | near;
+    vi4 sure = (u >= margin) & (v >= margin) & (u + v <= 1.0f - margin);
     for (int j = 0; j < 4; ++j) {
-      if (ok[j] && t[j] < tmax) {
-        tmax = t[j];
-        best = LF[leaf * 4 + j];
-      }
+      if (!maybe[j] || t[j] >= tmax) continue;  // (det 0: t is NaN and goes on)
+      int lane_face = lane_faces[j];
+      if (sure[j]) { tmax = t[j]; best = lane_face; continue; }
+      double te, ue, ve;  // this close to an edge, float32 may miss a hit or invent one: float64 decides
+      if (exact(lane_face, te, ue, ve) && te < tmax) { tmax = (float)te; best = lane_face; }
     }
   }
   cur = -0x7fffffff - 1;  // pop the nearest entry still in reach
@@ -261,33 +295,21 @@ while (true) {
 }
 face.data[i] = best;
 if (best >= 0) {
-  // The hit found, recomputed in float64 from the face's own corners (the packs hold float32 edges, rounded): t, u
-  // and v then carry float32's rounding alone, which is more accurate than Warp's query.
+  double te, ue, ve;
+  exact(best, te, ue, ve);
   const int* corner = tri_faces.data + (long long)best * 3;
-  const wp::vec3* frame_points = points.data + (long long)f * num_vertices;
   wp::vec3 pa = frame_points[corner[0]], pb = frame_points[corner[1]], pc = frame_points[corner[2]];
-  double ax = pa[0], ay = pa[1], az = pa[2];
-  double e1x = (double)pb[0] - ax, e1y = (double)pb[1] - ay, e1z = (double)pb[2] - az;
-  double e2x = (double)pc[0] - ax, e2y = (double)pc[1] - ay, e2z = (double)pc[2] - az;
-  double ddx = d[0], ddy = d[1], ddz = d[2];
-  double px = ddy * e2z - ddz * e2y, py = ddz * e2x - ddx * e2z, pz = ddx * e2y - ddy * e2x;
-  double inv = 1.0 / (e1x * px + e1y * py + e1z * pz);
-  double sx = (double)ox - ax, sy = (double)oy - ay, sz = (double)oz - az;
-  double u = (sx * px + sy * py + sz * pz) * inv;
-  double qx = sy * e1z - sz * e1y, qy = sz * e1x - sx * e1z, qz = sx * e1y - sy * e1x;
-  double v = (ddx * qx + ddy * qy + ddz * qz) * inv;
-  float nx = (float)(e1y * e2z - e1z * e2y), ny = (float)(e1z * e2x - e1x * e2z), nz = (float)(e1x * e2y - e1y * e2x);
-  float len = __builtin_sqrtf(nx * nx + ny * ny + nz * nz);
-  t_hit.data[i] = (float)((e2x * qx + e2y * qy + e2z * qz) * inv);
-  bary.data[i] = wp::vec3((float)(1.0 - u - v), (float)u, (float)v);
-  normal.data[i] = wp::vec3(nx / len, ny / len, nz / len);
+  wp::vec3 n = wp::cross(pb - pa, pc - pa);
+  t_hit.data[i] = (float)te;
+  bary.data[i] = wp::vec3((float)(1.0 - ue - ve), (float)ue, (float)ve);
+  normal.data[i] = n / wp::length(n);
 } else {
   t_hit.data[i] = __builtin_inff();
   bary.data[i] = wp::vec3(0.0f);
   normal.data[i] = wp::vec3(0.0f);
 }
 #endif
-""".replace("STACK_SIZE", str(STACK_SIZE))
+""".replace("STACK_SIZE", str(STACK_SIZE)).replace("PACK_ROWS", str(PACK_ROWS))
 
 
 @no_type_check  # Warp parameter types are not Python type hints; keep the jaxtyping checker off them.
@@ -339,7 +361,8 @@ def _first_hit_kernel(
     f = int(frame[i])
     o, d = origins[i], dirs[i]
     _first_hit(
-        boxes, child, packs, leaf_faces, points, tri_faces, num_nodes, num_leaves, num_vertices, f, o, d, max_t, i, face, t_hit, bary, normal
+        boxes, child, packs, leaf_faces, points, tri_faces, num_nodes, num_leaves, num_vertices,
+        f, o, d, max_t, i, face, t_hit, bary, normal,
     )
 
 
