@@ -177,13 +177,10 @@ class WideBvh:
         self.boxes[frames] = torch.cat([low, high], dim=3).transpose(2, 3)
 
 
-# The traversal, per ray. Boxes: the slab test on 8 children at once; the far distance grows by a few ulps so
-# that a box's rounding never drops a hit on its face (Ize 2013, "Robust BVH ray traversal"). Children hit are
-# pushed far to near, the nearest taken next; entries farther than the best hit so far are skipped when popped.
-# Leaves: Moller-Trumbore on 4 triangles at once (u, v: weights of corners b and c). Outputs as Warp's query:
-# bary (1 - u - v, u, v), the unit normal of (b - a) x (c - a).
-_FIRST_HIT = r"""
-#if !defined(__CUDA_ARCH__)
+# Both queries walk the tree alike (_walk): the node's 8 child boxes tested at once give a key per child (a ray's entry
+# distance, a point's squared distance to the box) and a mask of those in reach; children in reach are pushed far to
+# near and the nearest is taken next; an entry popped out of reach (beyond the best answer so far) is skipped.
+_PRELUDE = r"""
 typedef float vf8 __attribute__((ext_vector_type(8)));
 typedef int vi8 __attribute__((ext_vector_type(8)));
 typedef float vf4 __attribute__((ext_vector_type(4)));
@@ -191,7 +188,67 @@ typedef int vi4 __attribute__((ext_vector_type(4)));
 const float* B = boxes.data + (long long)f * num_nodes * 48;
 const int* C = child.data;
 const float* P = packs.data + (long long)f * num_leaves * PACK_ROWS * 4;
-const int* LF = leaf_faces.data;
+const wp::vec3* frame_points = points.data + (long long)f * num_vertices;
+"""
+
+_WALK = r"""
+int stack_node[STACK_SIZE];
+float stack_key[STACK_SIZE];
+int sp = 0;
+int cur = 0;
+while (true) {
+  if (cur >= 0) {
+    const float* nb = B + (long long)cur * 48;
+NODE_TEST
+    int mask = 0;
+    for (int j = 0; j < 8; ++j) mask |= (reach[j] & 1) << j;
+    const int* nc = C + (long long)cur * 8;
+    if (mask != 0 && (mask & (mask - 1)) == 0) { cur = nc[__builtin_ctz(mask)]; continue; }
+    if (mask != 0) {
+      int base = sp;
+      while (mask) {
+        int j = __builtin_ctz(mask);
+        mask &= mask - 1;
+        float kj = key[j];
+        int k = sp++;
+        while (k > base && stack_key[k - 1] < kj) { stack_key[k] = stack_key[k - 1]; stack_node[k] = stack_node[k - 1]; --k; }
+        stack_key[k] = kj;
+        stack_node[k] = nc[j];
+      }
+      cur = stack_node[--sp];
+      continue;
+    }
+  } else {
+    int leaf = -cur - 1;
+    const float* pk = P + (long long)leaf * PACK_ROWS * 4;
+    vf4 ax, ay, az, e1x, e1y, e1z, e2x, e2y, e2z;  // corner a and edges b - a, c - a of 4 triangles
+    __builtin_memcpy(&ax, pk + 0, 16); __builtin_memcpy(&ay, pk + 4, 16); __builtin_memcpy(&az, pk + 8, 16);
+    __builtin_memcpy(&e1x, pk + 12, 16); __builtin_memcpy(&e1y, pk + 16, 16); __builtin_memcpy(&e1z, pk + 20, 16);
+    __builtin_memcpy(&e2x, pk + 24, 16); __builtin_memcpy(&e2y, pk + 28, 16); __builtin_memcpy(&e2z, pk + 32, 16);
+    vi4 lane_faces;  // -1 on padding lanes
+    __builtin_memcpy(&lane_faces, leaf_faces.data + (long long)leaf * 4, 16);
+LEAF_TEST
+  }
+  cur = -0x7fffffff - 1;  // pop the nearest entry still in reach
+  while (sp > 0) { --sp; if (IN_REACH) { cur = stack_node[sp]; break; } }
+  if (cur == -0x7fffffff - 1) break;
+}
+"""
+
+
+def _snippet(setup: str, node_test: str, in_reach: str, leaf_test: str, finish: str) -> str:
+    """A query's native code: CPU only (a CUDA build of the module compiles it to nothing: CUDA uses Warp's queries)."""
+    walk = _WALK.replace("NODE_TEST", node_test).replace("LEAF_TEST", leaf_test).replace("IN_REACH", in_reach)
+    code = (_PRELUDE + setup + walk + finish).replace("STACK_SIZE", str(STACK_SIZE)).replace("PACK_ROWS", str(PACK_ROWS))
+    return "#if !defined(__CUDA_ARCH__)\n" + code + "#endif\n"
+
+
+# First hit of a ray. Boxes: the slab test; the far distance grows by a few ulps so that a box's rounding never drops
+# a hit on its face (Ize 2013, "Robust BVH ray traversal"). Leaves: Moller-Trumbore on 4 triangles at once (u, v:
+# weights of corners b and c); a triangle within float32's error bound of an edge is decided in float64 (exact()),
+# and so is the face found. Outputs as Warp's query: bary (1 - u - v, u, v), the unit normal of (b - a) x (c - a).
+_FIRST_HIT = _snippet(
+    setup=r"""
 float ox = o[0], oy = o[1], oz = o[2];
 // A direction component under 1e-20 (zero included) is taken as 1e-20 of its sign: its inverse stays finite.
 float dx = __builtin_fabsf(d[0]) < 1e-20f ? __builtin_copysignf(1e-20f, d[0]) : d[0];
@@ -202,7 +259,6 @@ float rx = 1.0f / dx, ry = 1.0f / dy, rz = 1.0f / dz;
 int near_x = rx >= 0.0f ? 0 : 3, near_y = ry >= 0.0f ? 1 : 4, near_z = rz >= 0.0f ? 2 : 5;
 int far_x = 3 - near_x, far_y = 5 - near_y, far_z = 7 - near_z;
 // The ray against face g's own corners in float64 (the packs hold float32 edges, rounded): whether it hits, and where.
-const wp::vec3* frame_points = points.data + (long long)f * num_vertices;
 auto exact = [&](int g, double& te, double& ue, double& ve) -> bool {
   const int* corner = tri_faces.data + (long long)g * 3;
   wp::vec3 pa = frame_points[corner[0]], pb = frame_points[corner[1]], pc = frame_points[corner[2]];
@@ -222,47 +278,20 @@ auto exact = [&](int g, double& te, double& ue, double& ve) -> bool {
 float error_scale = 16.0f * 1.1920929e-7f * (__builtin_fabsf(dx) + __builtin_fabsf(dy) + __builtin_fabsf(dz));
 float tmax = max_t;
 int best = -1;
-int stack_node[STACK_SIZE];
-float stack_t[STACK_SIZE];
-int sp = 0;
-int cur = 0;
-while (true) {
-  if (cur >= 0) {
-    const float* nb = B + (long long)cur * 48;
+""",
+    node_test=r"""
     vf8 nx, fx, ny, fy, nz, fz;
     __builtin_memcpy(&nx, nb + near_x * 8, 32); __builtin_memcpy(&fx, nb + far_x * 8, 32);
     __builtin_memcpy(&ny, nb + near_y * 8, 32); __builtin_memcpy(&fy, nb + far_y * 8, 32);
     __builtin_memcpy(&nz, nb + near_z * 8, 32); __builtin_memcpy(&fz, nb + far_z * 8, 32);
-    vf8 tn = __builtin_elementwise_max(__builtin_elementwise_max((nx - ox) * rx, (ny - oy) * ry),
-                                       __builtin_elementwise_max((nz - oz) * rz, (vf8)0.0f));
-    vf8 tf = __builtin_elementwise_min(__builtin_elementwise_min((fx - ox) * rx, (fy - oy) * ry) * 1.0000004f,
-                                       __builtin_elementwise_min((fz - oz) * rz * 1.0000004f, (vf8)tmax));
-    vi8 hit = tn <= tf;
-    int mask = 0;
-    for (int j = 0; j < 8; ++j) mask |= (hit[j] & 1) << j;
-    const int* nc = C + (long long)cur * 8;
-    if (mask != 0 && (mask & (mask - 1)) == 0) { cur = nc[__builtin_ctz(mask)]; continue; }
-    if (mask != 0) {
-      int base = sp;
-      while (mask) {
-        int j = __builtin_ctz(mask);
-        mask &= mask - 1;
-        float tj = tn[j];
-        int k = sp++;
-        while (k > base && stack_t[k - 1] < tj) { stack_t[k] = stack_t[k - 1]; stack_node[k] = stack_node[k - 1]; --k; }
-        stack_t[k] = tj;
-        stack_node[k] = nc[j];
-      }
-      cur = stack_node[--sp];
-      continue;
-    }
-  } else {
-    int leaf = -cur - 1;
-    const float* pk = P + (long long)leaf * PACK_ROWS * 4;
-    vf4 ax, ay, az, e1x, e1y, e1z, e2x, e2y, e2z;
-    __builtin_memcpy(&ax, pk + 0, 16); __builtin_memcpy(&ay, pk + 4, 16); __builtin_memcpy(&az, pk + 8, 16);
-    __builtin_memcpy(&e1x, pk + 12, 16); __builtin_memcpy(&e1y, pk + 16, 16); __builtin_memcpy(&e1z, pk + 20, 16);
-    __builtin_memcpy(&e2x, pk + 24, 16); __builtin_memcpy(&e2y, pk + 28, 16); __builtin_memcpy(&e2z, pk + 32, 16);
+    vf8 key = __builtin_elementwise_max(__builtin_elementwise_max((nx - ox) * rx, (ny - oy) * ry),
+                                        __builtin_elementwise_max((nz - oz) * rz, (vf8)0.0f));
+    vf8 exit = __builtin_elementwise_min(__builtin_elementwise_min((fx - ox) * rx, (fy - oy) * ry) * 1.0000004f,
+                                         __builtin_elementwise_min((fz - oz) * rz * 1.0000004f, (vf8)tmax));
+    vi8 reach = key <= exit;
+""",
+    in_reach="stack_key[sp] < tmax",
+    leaf_test=r"""
     vf4 px = dy * e2z - dz * e2y, py = dz * e2x - dx * e2z, pz = dx * e2y - dy * e2x;
     vf4 det = e1x * px + e1y * py + e1z * pz;
     vf4 inv = 1.0f / det;
@@ -277,8 +306,6 @@ while (true) {
     vf4 edge_sum, edge_product;  // |b - a|_1 + |c - a|_1 and their product, per lane
     __builtin_memcpy(&edge_sum, pk + 36, 16); __builtin_memcpy(&edge_product, pk + 40, 16);
     vf4 margin = (error_scale * (s1 * edge_sum + edge_product)) * __builtin_elementwise_abs(inv);
-    vi4 lane_faces;
-    __builtin_memcpy(&lane_faces, LF + (long long)leaf * 4, 16);
     vi4 near = (u >= -margin) & (v >= -margin) & (u + v <= 1.0f + margin) & (t >= 0.0f) & (t < tmax);
     vi4 maybe = ((det == 0.0f) & (lane_faces >= 0)) | near;
     vi4 sure = (u >= margin) & (v >= margin) & (u + v <= 1.0f - margin);
@@ -289,11 +316,8 @@ while (true) {
       double te, ue, ve;  // this close to an edge, float32 may miss a hit or invent one: float64 decides
       if (exact(lane_face, te, ue, ve) && te < tmax) { tmax = (float)te; best = lane_face; }
     }
-  }
-  cur = -0x7fffffff - 1;  // pop the nearest entry still in reach
-  while (sp > 0) { --sp; if (stack_t[sp] < tmax) { cur = stack_node[sp]; break; } }
-  if (cur == -0x7fffffff - 1) break;
-}
+""",
+    finish=r"""
 face.data[i] = best;
 if (best >= 0) {
   double te, ue, ve;
@@ -309,8 +333,8 @@ if (best >= 0) {
   bary.data[i] = wp::vec3(0.0f);
   normal.data[i] = wp::vec3(0.0f);
 }
-#endif
-""".replace("STACK_SIZE", str(STACK_SIZE)).replace("PACK_ROWS", str(PACK_ROWS))
+""",
+)
 
 
 @no_type_check  # Warp parameter types are not Python type hints; keep the jaxtyping checker off them.
