@@ -185,10 +185,15 @@ typedef float vf8 __attribute__((ext_vector_type(8)));
 typedef int vi8 __attribute__((ext_vector_type(8)));
 typedef float vf4 __attribute__((ext_vector_type(4)));
 typedef int vi4 __attribute__((ext_vector_type(4)));
-const float* B = boxes.data + (long long)f * num_nodes * 48;
-const int* C = child.data;
-const float* P = packs.data + (long long)f * num_leaves * PACK_ROWS * 4;
-const wp::vec3* frame_points = points.data + (long long)f * num_vertices;
+const float* B = tree.boxes.data + (long long)f * tree.num_nodes * 48;
+const int* C = tree.child.data;
+const float* P = tree.packs.data + (long long)f * tree.num_leaves * PACK_ROWS * 4;
+const wp::vec3* frame_points = tree.points.data + (long long)f * tree.num_vertices;
+// Face g's corners in this frame (the packs hold float32 edges, rounded: float64 work starts from these).
+auto corners = [&](int g, wp::vec3& pa, wp::vec3& pb, wp::vec3& pc) {
+  const int* corner = tree.faces.data + (long long)g * 3;
+  pa = frame_points[corner[0]]; pb = frame_points[corner[1]]; pc = frame_points[corner[2]];
+};
 """
 
 _WALK = r"""
@@ -226,7 +231,7 @@ NODE_TEST
     __builtin_memcpy(&e1x, pk + 12, 16); __builtin_memcpy(&e1y, pk + 16, 16); __builtin_memcpy(&e1z, pk + 20, 16);
     __builtin_memcpy(&e2x, pk + 24, 16); __builtin_memcpy(&e2y, pk + 28, 16); __builtin_memcpy(&e2z, pk + 32, 16);
     vi4 lane_faces;  // -1 on padding lanes
-    __builtin_memcpy(&lane_faces, leaf_faces.data + (long long)leaf * 4, 16);
+    __builtin_memcpy(&lane_faces, tree.leaf_faces.data + (long long)leaf * 4, 16);
 LEAF_TEST
   }
   cur = -0x7fffffff - 1;  // pop the nearest entry still in reach
@@ -258,10 +263,10 @@ float rx = 1.0f / dx, ry = 1.0f / dy, rz = 1.0f / dz;
 // Which plane of each axis the ray meets first: rows 0-2 of a node are the low planes, 3-5 the high ones.
 int near_x = rx >= 0.0f ? 0 : 3, near_y = ry >= 0.0f ? 1 : 4, near_z = rz >= 0.0f ? 2 : 5;
 int far_x = 3 - near_x, far_y = 5 - near_y, far_z = 7 - near_z;
-// The ray against face g's own corners in float64 (the packs hold float32 edges, rounded): whether it hits, and where.
+// The ray against face g in float64: whether it hits, and where.
 auto exact = [&](int g, double& te, double& ue, double& ve) -> bool {
-  const int* corner = tri_faces.data + (long long)g * 3;
-  wp::vec3 pa = frame_points[corner[0]], pb = frame_points[corner[1]], pc = frame_points[corner[2]];
+  wp::vec3 pa, pb, pc;
+  corners(g, pa, pb, pc);
   double ax = pa[0], ay = pa[1], az = pa[2];
   double e1x = (double)pb[0] - ax, e1y = (double)pb[1] - ay, e1z = (double)pb[2] - az;
   double e2x = (double)pc[0] - ax, e2y = (double)pc[1] - ay, e2z = (double)pc[2] - az;
@@ -322,8 +327,8 @@ face.data[i] = best;
 if (best >= 0) {
   double te, ue, ve;
   exact(best, te, ue, ve);
-  const int* corner = tri_faces.data + (long long)best * 3;
-  wp::vec3 pa = frame_points[corner[0]], pb = frame_points[corner[1]], pc = frame_points[corner[2]];
+  wp::vec3 pa, pb, pc;
+  corners(best, pa, pb, pc);
   wp::vec3 n = wp::cross(pb - pa, pc - pa);
   t_hit.data[i] = (float)te;
   bary.data[i] = wp::vec3((float)(1.0 - ue - ve), (float)ue, (float)ve);
@@ -337,18 +342,41 @@ if (best >= 0) {
 )
 
 
+@no_type_check
+@wp.struct
+class _Tree:
+    """A :class:`WideBvh` as the snippets read it: every frame's boxes and leaf packs, the shared topology, and the
+    float32 frames and faces that float64 work starts from."""
+
+    boxes: wp.array(dtype=wp.float32)
+    child: wp.array(dtype=wp.int32)
+    packs: wp.array(dtype=wp.float32)
+    leaf_faces: wp.array(dtype=wp.int32)
+    points: wp.array(dtype=wp.vec3)
+    faces: wp.array(dtype=wp.int32)
+    num_nodes: int
+    num_leaves: int
+    num_vertices: int
+
+
+@no_type_check  # a Warp struct is no type hint the jaxtyping checker knows
+def _warp_tree(bvh: WideBvh) -> _Tree:
+    tree = _Tree()
+    t = bvh.topology
+    tree.boxes = kernels.to_warp(bvh.boxes.reshape(-1), wp.float32)
+    tree.packs = kernels.to_warp(bvh.packs.reshape(-1), wp.float32)
+    tree.child = kernels.to_warp(t.child.reshape(-1), wp.int32)
+    tree.leaf_faces = kernels.to_warp(t.leaf_faces.reshape(-1), wp.int32)
+    tree.points = kernels.to_warp(bvh.points.reshape(-1, 3), wp.vec3)
+    tree.faces = kernels.to_warp(bvh.faces, wp.int32)
+    tree.num_nodes, tree.num_leaves, tree.num_vertices = t.child.shape[0], t.leaf_faces.shape[0], bvh.points.shape[1]
+    return tree
+
+
 @no_type_check  # Warp parameter types are not Python type hints; keep the jaxtyping checker off them.
 @wp.func_native(_FIRST_HIT)
 def _first_hit(
-    boxes: wp.array(dtype=wp.float32),
-    child: wp.array(dtype=wp.int32),
-    packs: wp.array(dtype=wp.float32),
-    leaf_faces: wp.array(dtype=wp.int32),
-    points: wp.array(dtype=wp.vec3),
-    tri_faces: wp.array(dtype=wp.int32),
-    num_nodes: int,
-    num_leaves: int,
-    num_vertices: int,
+    tree: _Tree,
     f: int,
     o: wp.vec3,
     d: wp.vec3,
@@ -364,15 +392,7 @@ def _first_hit(
 @no_type_check
 @wp.kernel
 def _first_hit_kernel(
-    boxes: wp.array(dtype=wp.float32),
-    child: wp.array(dtype=wp.int32),
-    packs: wp.array(dtype=wp.float32),
-    leaf_faces: wp.array(dtype=wp.int32),
-    points: wp.array(dtype=wp.vec3),
-    tri_faces: wp.array(dtype=wp.int32),
-    num_nodes: int,
-    num_leaves: int,
-    num_vertices: int,
+    tree: _Tree,
     max_t: float,
     origins: wp.array(dtype=wp.vec3),
     dirs: wp.array(dtype=wp.vec3),
@@ -383,12 +403,7 @@ def _first_hit_kernel(
     normal: wp.array(dtype=wp.vec3),
 ):
     i = wp.tid()
-    f = int(frame[i])
-    o, d = origins[i], dirs[i]
-    _first_hit(
-        boxes, child, packs, leaf_faces, points, tri_faces, num_nodes, num_leaves, num_vertices,
-        f, o, d, max_t, i, face, t_hit, bary, normal,
-    )
+    _first_hit(tree, int(frame[i]), origins[i], dirs[i], max_t, i, face, t_hit, bary, normal)
 
 
 def first_hits(
@@ -404,13 +419,5 @@ def first_hits(
 ) -> None:
     """Write each ray's first hit below ``max_t`` (CPU, float32 in the frames' Warp space, checked by the caller)
     into ``face`` (int32, -1 on a miss), ``t`` (inf), ``bary`` and ``normal`` (zero) as Warp's query does."""
-    topology = bvh.topology
-    trees = [bvh.boxes.reshape(-1), topology.child.reshape(-1), bvh.packs.reshape(-1), topology.leaf_faces.reshape(-1)]
-    sizes = [topology.child.shape[0], topology.leaf_faces.shape[0], bvh.points.shape[1]]
-    kernels.launch_rows(
-        _first_hit_kernel,
-        origins.shape[0],
-        [*trees, bvh.points.reshape(-1, 3), bvh.faces, *sizes, max_t],
-        [origins, dirs, frame, face, t, bary, normal],
-        origins.device,
-    )
+    per_ray = [origins, dirs, frame, face, t, bary, normal]
+    kernels.launch_rows(_first_hit_kernel, origins.shape[0], [_warp_tree(bvh), max_t], per_ray, origins.device)
