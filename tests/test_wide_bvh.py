@@ -1,6 +1,6 @@
-"""The CPU's 8-wide BVH for first ray hits (headfields.geometry.wide_bvh) against independent truth: its tree against
-a walk in Python over the faces under each node, its answers against brute force over every triangle (float64),
-against Warp's own query, and against itself refit, chunked or bypassed."""
+"""The CPU's 8-wide BVH (headfields.geometry.wide_bvh: first ray hits, nearest faces, faces within reach) against
+independent truth: its tree against a walk in Python over the faces under each node, its answers against brute force
+over every triangle (float64, trimesh), against Warp's own queries, and against itself refit, chunked or bypassed."""
 
 from __future__ import annotations
 
@@ -11,9 +11,19 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_query_meshes import lumpy_sphere, remeshed_blob
+from test_query_meshes import brute_closest_distance, lumpy_sphere, remeshed_blob
 
-from headfields.geometry import TriangleMesh, head_proxy, ray_intersect, sample_near_surface, uv_sphere, wide_bvh
+from headfields.geometry import (
+    TriangleMesh,
+    closest_point,
+    closest_point_on_triangle,
+    head_proxy,
+    ray_intersect,
+    sample_near_surface,
+    uv_sphere,
+    wide_bvh,
+    within_distance,
+)
 from headfields.geometry import mesh as mesh_module
 from headfields.geometry.triangles import ray_triangle
 from headfields.geometry.wide_bvh import LEAF_WIDTH, NODE_WIDTH, WideBvh, build_topology
@@ -274,3 +284,69 @@ def test_topology_of_a_mesh_whose_centroids_coincide():
     topology = build_topology(tri)
     assert sorted(topology.leaf_faces[topology.leaf_faces >= 0].tolist()) == list(range(12))
     assert np.all((topology.leaf_faces >= 0).sum(1).numpy() <= LEAF_WIDTH)
+
+
+def shell_points(mesh: TriangleMesh, n: int, seed: int) -> torch.Tensor:
+    """Points near the surface, in a wide shell and far off, shuffled."""
+    g = torch.Generator().manual_seed(seed)
+    v = mesh.vertices[0]
+    size = float((v.amax(0) - v.amin(0)).norm())
+    near = sample_near_surface(mesh, n // 2, thickness=0.02 * size, seed=seed)
+    wide = sample_near_surface(mesh, n // 4, thickness=0.5 * size, seed=seed + 1)
+    far = torch.nn.functional.normalize(torch.randn(n - n // 2 - n // 4, 3, generator=g), dim=-1) * 10 * size
+    points = torch.cat([near, wide, far])
+    return points[torch.randperm(n, generator=g)]
+
+
+@pytest.mark.parametrize("name", list(MESHES))
+def test_nearest_faces_match_brute_force(name):
+    vertices, faces = MESHES[name]()
+    mesh = TriangleMesh(vertices, faces)
+    points = shell_points(mesh, 400, seed=7)
+    q = closest_point(mesh, points, signed=False)
+    truth = torch.from_numpy(brute_closest_distance(vertices, faces, points))
+    assert q.hit.all() and torch.all(q.sign == 0)
+    torch.testing.assert_close(q.distance.double(), truth, rtol=4 * EPS32, atol=4 * EPS32 * float(truth.max()))
+    # The answer is the reported face's own closest point (float64, then rounded), and its distance.
+    corners = vertices.double()[faces[q.face]]
+    point, bary = closest_point_on_triangle(points.double(), corners[:, 0], corners[:, 1], corners[:, 2])
+    torch.testing.assert_close(q.point.double(), point, rtol=0, atol=2 * EPS32 * float(vertices.abs().max()))
+    torch.testing.assert_close(q.bary.double(), bary, rtol=0, atol=1e-6)
+    torch.testing.assert_close(q.distance, (points - q.point).norm(dim=-1))
+
+
+@pytest.mark.parametrize("name", list(MESHES))
+def test_nearest_faces_within_a_radius_and_within_distance_agree_with_brute_force(name):
+    vertices, faces = MESHES[name]()
+    mesh = TriangleMesh(vertices, faces)
+    points = shell_points(mesh, 400, seed=8)
+    truth = torch.from_numpy(brute_closest_distance(vertices, faces, points))
+    radius = float(truth.median())
+    q = closest_point(mesh, points, signed=False, max_distance=radius)
+    near = within_distance(mesh, points, radius)
+    clear = (truth - radius).abs() > 1e-6 * radius  # float32 decides points this close to the radius either way
+    assert torch.equal(q.hit[clear], (truth <= radius)[clear]) and torch.equal(near[clear], (truth <= radius)[clear])
+    assert torch.all(q.distance[q.hit] <= radius) and torch.all(q.face[~q.hit] == -1)
+    assert torch.all(torch.isinf(q.distance[~q.hit])) and torch.all(q.point[~q.hit] == 0)
+    assert 100 < int(q.hit.sum()) < 300
+
+
+@pytest.mark.parametrize("name", list(MESHES))
+def test_nearest_faces_agree_with_warps_query(monkeypatch, name):
+    vertices, faces = MESHES[name]()
+    mesh = TriangleMesh(torch.stack([vertices, 1.3 * vertices + 0.1]), faces)
+    points = shell_points(TriangleMesh(vertices, faces), 20_000, seed=9)
+    frame = torch.randint(0, 2, (20_000,), generator=torch.Generator().manual_seed(9))
+    points = torch.where(frame[:, None] == 1, 1.3 * points + 0.1, points)
+    ours = closest_point(mesh, points, frame, signed=False)
+    near = within_distance(mesh, points, 0.05, frame)
+    with monkeypatch.context() as m:
+        m.setattr(TriangleMesh, "wide_bvh", lambda self: None)
+        warps = closest_point(mesh, points, frame, signed=False)
+        warps_near = within_distance(mesh, points, 0.05, frame)
+    torch.testing.assert_close(ours.distance, warps.distance, rtol=1e-6, atol=1e-6)
+    # Faces, and points, may differ where the closest point is an edge or vertex several faces share, or where two
+    # points lie at one distance (across a concave crease, or across the head from far away): the distance is one.
+    # Each answer is its own face's closest point (test above).
+    assert (ours.face == warps.face).float().mean() > 0.5
+    assert (near != warps_near).sum() <= 2 and near.any() and not near.all()
