@@ -388,7 +388,8 @@ _POINT_LEAF = r"""
     vi4 inside = (v >= 0.0f) & (w >= 0.0f) & (v + w <= 1.0f);
     vf4 dist = inside ? plane : edge;
     for (int j = 0; j < 4; ++j) {
-      if (lane_faces[j] >= 0 && dist[j] <= best) {
+      // A nearer face replaces the one found; the first within the radius counts (so ties keep the first found).
+      if (lane_faces[j] >= 0 && (dist[j] < best || (best_face < 0 && dist[j] <= best))) {
         best = dist[j];
         best_face = lane_faces[j];
         FOUND
