@@ -177,9 +177,9 @@ class TriangleMesh:
         return self._vertex_bvh_ids
 
     def wide_bvh(self) -> WideBvh | None:
-        """The per-frame 8-wide BVHs that first ray hits walk on the CPU (:mod:`~headfields.geometry.wide_bvh`):
-        built on first call from frame 0's shape, refit when stale; None on CUDA, and for a mesh whose tree is too
-        deep for the traversal's stack (then Warp's query answers)."""
+        """The per-frame 8-wide BVHs that the CPU's first ray hits, unsigned closest points and within-distance tests
+        walk (:mod:`~headfields.geometry.wide_bvh`): built on first call from frame 0's shape, refit when stale; None on
+        CUDA, and for a mesh whose tree is too deep for the walk's stack (then Warp's queries answer)."""
         if self.device.type != "cpu":
             return None
         if self._wide_bvh is None:
