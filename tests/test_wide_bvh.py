@@ -350,3 +350,19 @@ def test_nearest_faces_agree_with_warps_query(monkeypatch, name):
     # Each answer is its own face's closest point (test above).
     assert (ours.face == warps.face).float().mean() > 0.5
     assert (near != warps_near).sum() <= 2 and near.any() and not near.all()
+
+
+def test_built_or_refit_under_inference_mode_then_used_outside_it():
+    # As load_run's renders do: the tree built under torch.inference_mode, the mesh moved outside it (and back).
+    vertices, faces = head_proxy()
+    origins, dirs = torch.full((4, 3), 3.0), -torch.ones(4, 3)
+    mesh = TriangleMesh(vertices, faces)
+    with torch.inference_mode():
+        ray_intersect(mesh, origins, dirs)
+    mesh.update(vertices * 1.1)
+    with torch.inference_mode():
+        mesh.update(vertices * 1.2)
+        inside = ray_intersect(mesh, origins, dirs)
+    outside = ray_intersect(mesh, origins, dirs)
+    fresh = ray_intersect(TriangleMesh(vertices * 1.2, faces), origins, dirs)
+    assert torch.equal(inside.t, fresh.t) and torch.equal(outside.t, fresh.t) and fresh.hit.all()

@@ -123,7 +123,8 @@ class TriangleMesh:
             for bvh in self._vertex_bvhs:
                 bvh.refit()
         if isinstance(self._wide_bvh, WideBvh):
-            self._wide_bvh.refit(self._points)
+            with torch.inference_mode(False):  # its tensors are plain ones, written in place
+                self._wide_bvh.refit(self._points)
 
     def warp_points(self) -> Float[Tensor, "B V 3"]:
         """The detached float32 vertices Warp's BVHs are built on (each frame's relative to :meth:`warp_origin`),
@@ -184,8 +185,9 @@ class TriangleMesh:
             return None
         if self._wide_bvh is None:
             points = self.warp_points()
-            topology = build_topology(points[0][self.faces])
-            self._wide_bvh = WideBvh(topology, self.faces, points) if topology.depth <= MAX_DEPTH else False
+            with torch.inference_mode(False):  # plain tensors even under inference mode, so they can be refit later
+                topology = build_topology(points[0][self.faces])
+                self._wide_bvh = WideBvh(topology, self.faces, points) if topology.depth <= MAX_DEPTH else False
         self._sync()
         return self._wide_bvh or None
 
