@@ -29,6 +29,13 @@ from headfields.geometry.triangles import ray_triangle
 from headfields.geometry.wide_bvh import LEAF_WIDTH, NODE_WIDTH, WideBvh, build_topology
 
 EPS32 = torch.finfo(torch.float32).eps
+REAL_THRESHOLD = mesh_module.WIDE_BUILD_QUERIES_PER_FACE
+
+
+@pytest.fixture(autouse=True)
+def build_at_first_query(monkeypatch):
+    """Every mesh here builds its wide BVH at its first query (it would wait for 32 queries a face)."""
+    monkeypatch.setattr(mesh_module, "WIDE_BUILD_QUERIES_PER_FACE", 0)
 MESHES = {"head proxy": head_proxy, "lumpy sphere": lumpy_sphere, "re-meshed blob": remeshed_blob}
 
 
@@ -180,7 +187,7 @@ def test_rays_aimed_at_edges_and_vertices_answer_as_float64_does(name):
 def warp_query(monkeypatch, mesh: TriangleMesh, *args, **kwargs):
     """``ray_intersect`` through Warp's own BVH query (the CUDA path, and the CPU's for trees too deep)."""
     with monkeypatch.context() as m:
-        m.setattr(TriangleMesh, "wide_bvh", lambda self: None)
+        m.setattr(TriangleMesh, "wide_bvh", lambda self, queries=None: None)
         return ray_intersect(mesh, *args, **kwargs)
 
 
@@ -341,7 +348,7 @@ def test_nearest_faces_agree_with_warps_query(monkeypatch, name):
     ours = closest_point(mesh, points, frame, signed=False)
     near = within_distance(mesh, points, 0.05, frame)
     with monkeypatch.context() as m:
-        m.setattr(TriangleMesh, "wide_bvh", lambda self: None)
+        m.setattr(TriangleMesh, "wide_bvh", lambda self, queries=None: None)
         warps = closest_point(mesh, points, frame, signed=False)
         warps_near = within_distance(mesh, points, 0.05, frame)
     torch.testing.assert_close(ours.distance, warps.distance, rtol=1e-6, atol=1e-6)
@@ -366,3 +373,19 @@ def test_built_or_refit_under_inference_mode_then_used_outside_it():
     outside = ray_intersect(mesh, origins, dirs)
     fresh = ray_intersect(TriangleMesh(vertices * 1.2, faces), origins, dirs)
     assert torch.equal(inside.t, fresh.t) and torch.equal(outside.t, fresh.t) and fresh.hit.all()
+
+
+def test_the_wide_bvh_is_built_once_queries_add_up_to_32_a_face(monkeypatch):
+    monkeypatch.setattr(mesh_module, "WIDE_BUILD_QUERIES_PER_FACE", REAL_THRESHOLD)
+    vertices, faces = lumpy_sphere(12, 24)  # 528 faces: built at 16,896 queries
+    mesh = TriangleMesh(vertices, faces)
+    origins, dirs = rays_at(mesh, 8000, seed=10)
+    first = ray_intersect(mesh, origins, dirs)  # 8,000: Warp's BVH answers
+    assert mesh._wide_bvh is None
+    closest_point(mesh, origins, signed=False)  # 16,000
+    assert mesh._wide_bvh is None
+    again = ray_intersect(mesh, origins, dirs)  # 24,000: built, and it answers
+    assert isinstance(mesh._wide_bvh, WideBvh)
+    assert torch.equal(first.hit, again.hit) and (first.face == again.face).float().mean() > 0.99
+    torch.testing.assert_close(first.t, again.t, rtol=1e-4, atol=0)
+    assert mesh.wide_bvh() is mesh._wide_bvh  # an explicit call builds (or returns) it at once

@@ -521,7 +521,7 @@ class _FrameMap(torch.autograd.Function):
         has_limit = int(options.max_distance is not None)
         # On the CPU the nearest faces come from the wide BVH's search (2.0-2.3x Warp's, geometry.wide_bvh) and the kernel
         # only maps; elsewhere the kernel asks Warp's BVH itself.
-        wide = mesh.wide_bvh()
+        wide = mesh.wide_bvh(n)
         if wide is not None:
             found = [torch.empty(n, 3, device=device), torch.empty(n, 3, device=device), torch.empty(n, device=device)]
             nearest_faces(wide, queries, frame, limit, order, face, *found)

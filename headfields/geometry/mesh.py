@@ -12,6 +12,11 @@ from ..checks import IntLike, check_finite, check_float, check_int, frame_rows
 from .triangles import check_nondegenerate
 from .wide_bvh import MAX_DEPTH, WideBvh, build_topology
 
+# The wide BVH's build (numpy, about 30 us a face) pays back over many queries (it saves 0.07-0.45 us each, by query):
+# a mesh builds it once its queries add up to this many a face, so a training loop's meshes get it within a few steps
+# and a one-off query over a large mesh (metrics.visible_faces: one ray a face) keeps Warp's BVH.
+WIDE_BUILD_QUERIES_PER_FACE = 32
+
 
 def _version(t: Tensor) -> int:
     """torch's count of in-place writes to ``t`` (shared with its views); -1 where it keeps none (inference
@@ -52,6 +57,7 @@ class TriangleMesh:
         self._vertex_bvhs: list[wp.Bvh] = []
         self._vertex_bvh_ids: wp.array | None = None
         self._wide_bvh: WideBvh | None | bool = None  # False: the tree is too deep for its traversal stack
+        self._queries = 0  # queries asked before the wide BVH was built (see WIDE_BUILD_QUERIES_PER_FACE)
 
     @property
     def num_frames(self) -> int:
@@ -177,12 +183,19 @@ class TriangleMesh:
         self._sync()
         return self._vertex_bvh_ids
 
-    def wide_bvh(self) -> WideBvh | None:
+    def wide_bvh(self, queries: int | None = None) -> WideBvh | None:
         """The per-frame 8-wide BVHs that the CPU's first ray hits, unsigned closest points and within-distance tests
-        walk (:mod:`~headfields.geometry.wide_bvh`): built on first call from frame 0's shape, refit when stale; None on
-        CUDA, and for a mesh whose tree is too deep for the walk's stack (then Warp's queries answer)."""
+        walk (:mod:`~headfields.geometry.wide_bvh`): built from frame 0's shape, refit when stale; None on CUDA, for a
+        mesh whose tree is too deep for the walk's stack, and before it is built (then Warp's queries answer).
+
+        ``queries``: the size of the query about to run. The tree is built once the mesh's queries, this one included,
+        reach ``WIDE_BUILD_QUERIES_PER_FACE`` a face; None builds it now."""
         if self.device.type != "cpu":
             return None
+        if self._wide_bvh is None and queries is not None:
+            self._queries += queries
+            if self._queries < WIDE_BUILD_QUERIES_PER_FACE * self.num_faces:
+                return None
         if self._wide_bvh is None:
             points = self.warp_points()
             with torch.inference_mode(False):  # plain tensors even under inference mode, so they can be refit later
