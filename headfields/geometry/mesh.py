@@ -51,7 +51,7 @@ class TriangleMesh:
         self.vertices: Float[Tensor, "B V 3"] = vertices
         self._points, self._origin = self._float32_copy(vertices)  # what Warp's BVHs are built on, and their centre
         self._synced = (vertices, _version(vertices))
-        self._faces32 = self.faces.to(torch.int32).reshape(-1)  # kept alive: Warp's meshes view it
+        self._faces32 = self.faces.to(torch.int32).reshape(-1)  # kept alive: Warp's meshes and the wide BVH view it
         self._meshes: list[wp.Mesh] = []
         self._mesh_ids: wp.array | None = None
         self._vertex_bvhs: list[wp.Bvh] = []
@@ -200,7 +200,7 @@ class TriangleMesh:
             points = self.warp_points()
             with torch.inference_mode(False):  # plain tensors even under inference mode, so they can be refit later
                 topology = build_topology(points[0][self.faces])
-                self._wide_bvh = WideBvh(topology, self.faces, points) if topology.depth <= MAX_DEPTH else False
+                self._wide_bvh = WideBvh(topology, self._faces32, points) if topology.depth <= MAX_DEPTH else False
         self._sync()
         return self._wide_bvh or None
 

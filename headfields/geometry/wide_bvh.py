@@ -72,7 +72,11 @@ class WideTopology:
     filled: Bool[Tensor, "N 8"]  # slot holds a child
     leaf_faces: Int[Tensor, "P 4"]  # int32 face ids, -1 where a leaf has fewer than 4
     levels: list[Tensor]  # node ids by depth, the root's level first
-    depth: int
+
+    @property
+    def depth(self) -> int:
+        """Levels of nodes (MAX_DEPTH bounds what the walk's stack holds)."""
+        return len(self.levels)
 
 
 def build_topology(triangles: Float[Tensor, "F 3 3"]) -> WideTopology:
@@ -121,7 +125,6 @@ def build_topology(triangles: Float[Tensor, "F 3 3"]) -> WideTopology:
         filled=torch.from_numpy(filled),
         leaf_faces=torch.from_numpy(np.stack(leaves)),
         levels=[torch.nonzero(depths == d).flatten() for d in range(int(depths.max()) + 1)],
-        depth=int(depths.max()) + 1,
     )
 
 
@@ -131,10 +134,11 @@ class WideBvh:
     edges b - a and c - a, by coordinate; then the edges' L1 lengths' sum and product, which scale float32's error
     bound; lanes are triangles), float32, laid out as the snippet reads them."""
 
-    def __init__(self, topology: WideTopology, faces: Int[Tensor, "F 3"], points: Float[Tensor, "B V 3"]):
+    def __init__(self, topology: WideTopology, faces: Int[Tensor, " F3"], points: Float[Tensor, "B V 3"]):
+        """``faces``: the mesh's flat int32 corner ids (``TriangleMesh``'s own copy, which Warp's meshes view too)."""
         self.topology = topology
-        self.faces = faces.to(torch.int32).reshape(-1).contiguous()
-        self._leaf_corners = faces.cpu()[topology.leaf_faces.long().clamp(min=0)]  # [P, 4, 3] vertex ids
+        self.faces = faces
+        self._leaf_corners = faces.view(-1, 3).long()[topology.leaf_faces.long().clamp(min=0)]  # [P, 4, 3] vertex ids
         self._pad = topology.leaf_faces < 0
         num_frames = points.shape[0]
         self.boxes = torch.empty(num_frames, topology.child.shape[0], 6, NODE_WIDTH)
@@ -179,7 +183,7 @@ class WideBvh:
         self.boxes[frames] = torch.cat([low, high], dim=3).transpose(2, 3)
 
 
-# Both queries walk the tree alike (_walk): the node's 8 child boxes tested at once give a key per child (a ray's entry
+# Every query walks the tree alike (_WALK): the node's 8 child boxes tested at once give a key per child (a ray's entry
 # distance, a point's squared distance to the box) and a mask of those in reach; children in reach are pushed far to
 # near and the nearest is taken next; an entry popped out of reach (beyond the best answer so far) is skipped.
 _PRELUDE = r"""
@@ -347,8 +351,8 @@ if (best >= 0) {
 # Nearest face of a point, within a radius. Boxes: the squared distance from the point to each box. Leaves: the squared
 # distance to 4 triangles at once (the plane's where the projection falls inside, else the nearest of the 3 edges).
 # The face found gets its closest point again in float64 (Ericson's regions, "Real-Time Collision Detection" 5.1.5),
-# which gives bary, point and distance; one farther than ``radius`` there is a miss. With ``first`` (within_distance)
-# the walk stops at the first face in reach.
+# which gives bary, point and distance; one farther than ``radius`` there is a miss. _WITHIN (within_distance) stops
+# the walk at the first face in reach.
 _POINT_SETUP = r"""
 float qx = q[0], qy = q[1], qz = q[2];
 // Squared reach: the radius's, and FLT_MAX for an unbounded one (an empty slot's infinite key stays out of reach).
