@@ -142,8 +142,14 @@ def test_attaching_codes_keeps_the_head_s_geometry_built_once(flame):
     for _ in range(2):  # a model attaches its codes at every step
         attached = codes.attach(head)
         assert attached.posed_mesh is built[0] and attached.bounds is built[1]
-    assert "rest_mesh" not in attached.__dict__  # what was never built stays lazy
+    assert "rest_mesh" not in head.__dict__  # what was never built stays lazy
     assert_close(attached.rest_mesh.vertices, head.rest_vertices, rtol=0, atol=0)
+    assert head.rest_mesh is attached.rest_mesh  # built through the attached head, kept for the tracked one
+    # Geometry first asked for through an attached head (a renderer's boxes) is computed once, not at every step.
+    fresh = dataclasses.replace(head)
+    boxes = [codes.attach(fresh).bounds for _ in range(2)]
+    assert boxes[0] is boxes[1] is fresh.bounds
+    assert codes.attach(codes.attach(fresh)).bounds is boxes[0]
     # A head whose vertices differ computes its own.
     moved = dataclasses.replace(head, vertices=head.vertices + 1.0)
     assert moved.with_codes(codes.codes).posed_mesh is not built[0]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from functools import cached_property
 
 import torch
 from jaxtyping import Bool, Float, Int
@@ -19,8 +18,23 @@ from ..checks import IntLike
 from ..geometry import TriangleMesh
 from .skinning import skin_points
 
-# The cached properties of a Head that depend on its vertices and faces alone.
-GEOMETRY_CACHES = ("bounds", "posed_mesh", "rest_mesh", "canonical_mesh")
+# Where a Head made by ``with_codes`` finds the geometry it shares with the head it was made from.
+_GEOMETRY_SOURCE = "_geometry_source"
+
+
+def _geometry_cache(compute):
+    """A cached property of what depends on the vertices and faces alone. A head made by :meth:`Head.with_codes`
+    reads and fills its source's cache, so a model that attaches its codes at every step computes the boxes and
+    the meshes (with their BVHs) once, whichever of the heads asks first."""
+    name = compute.__name__
+
+    def get(self: Head):
+        source = self.__dict__.get(_GEOMETRY_SOURCE, self)
+        if name not in source.__dict__:
+            source.__dict__[name] = compute(source)
+        return source.__dict__[name]
+
+    return property(get, doc=compute.__doc__)
 
 
 @dataclass
@@ -76,31 +90,29 @@ class Head:
 
     def with_codes(self, codes: Float[Tensor, "B C"] | None) -> Head:
         """This head with other per-frame ``codes``. Codes move no vertex, so the new head shares this one's
-        geometry already computed (``bounds`` and the meshes with their BVHs): a model that attaches its learnt
-        codes at every step does not rebuild them."""
+        geometry (``bounds`` and the meshes with their BVHs), computed once for both: a model that attaches its
+        learnt codes at every step does not rebuild them."""
         head = dataclasses.replace(self, codes=codes)
-        for name in GEOMETRY_CACHES:
-            if name in self.__dict__:
-                head.__dict__[name] = self.__dict__[name]
+        head.__dict__[_GEOMETRY_SOURCE] = self.__dict__.get(_GEOMETRY_SOURCE, self)
         return head
 
-    @cached_property
+    @_geometry_cache
     def bounds(self) -> Float[Tensor, "B 2 3"]:
         """Each frame's box of the posed vertices, ``[min corner, max corner]`` (no gradient)."""
         vertices = self.vertices.detach()
         return torch.stack([vertices.amin(dim=1), vertices.amax(dim=1)], dim=1)
 
-    @cached_property
+    @_geometry_cache
     def posed_mesh(self) -> TriangleMesh:
         """The posed vertices over B frames, one BVH per frame (built on first query)."""
         return TriangleMesh(self.vertices, self.faces)
 
-    @cached_property
+    @_geometry_cache
     def rest_mesh(self) -> TriangleMesh:
         """The rest (unposed) vertices over B frames: where forward skinning reads its weights."""
         return TriangleMesh(self.rest_vertices, self.faces)
 
-    @cached_property
+    @_geometry_cache
     def canonical_mesh(self) -> TriangleMesh:
         """The neutral canonical mesh (one frame)."""
         return TriangleMesh(self.canonical_vertices, self.faces)
