@@ -304,8 +304,8 @@ def test_samples_counts_order_bounds_and_calls(device, dtype, jitter):
     m = n + rounds * per_round
     assert samples.counts().tolist() == [m] * len(OFFSETS) + [0]
     assert samples.t_start.dtype == dtype and samples.device == origins.device
-    # Called once at the start, then once a round, on new points only: every point exactly once.
-    assert [len(p) for p in sphere.points] == [len(OFFSETS) * n] + [len(OFFSETS) * per_round] * rounds
+    # Called once at the start, then after each round but the last, on new points only: every point at most once.
+    assert [len(p) for p in sphere.points] == [len(OFFSETS) * n] + [len(OFFSETS) * per_round] * (rounds - 1)
     points, rays = torch.cat(sphere.points), torch.cat(sphere.rays)
     t = ((points - origins[rays]) * dirs[rays]).sum(dim=1)
     torch.testing.assert_close(points, origins[rays] + t[:, None] * dirs[rays])  # on their rays
@@ -314,11 +314,23 @@ def test_samples_counts_order_bounds_and_calls(device, dtype, jitter):
         t0, t1 = samples.t_start[mine], samples.t_end[mine]
         assert t0[0] == near[r] and t1[-1] == far[r]
         assert torch.equal(t0[1:], t1[:-1]) and (t1 >= t0).all()  # a sorted partition of [near, far]
-        # Its inner edges are the midpoints between the sorted points sdf_fn saw on this ray.
-        seen = torch.sort(t[rays == r]).values
-        assert len(seen) == m and (seen >= near[r]).all() and (seen <= far[r]).all()
-        torch.testing.assert_close(t0[1:], (seen[1:] + seen[:-1]) / 2)
-        assert ((seen >= t0) & (seen <= t1)).all()  # each point in its own interval
+        # Each point sdf_fn saw lies in an interval of its own; the last round's points (never evaluated) fill
+        # the other intervals. The inner edges are the midpoints between consecutive points, so walking up from
+        # the first point (a stratified one: up-samples fall between points) recovers every point.
+        seen = torch.sort(t[rays == r]).values.tolist()
+        assert len(seen) == m - per_round and near[r] <= seen[0] and seen[-1] <= far[r]
+        owner = [None] * m
+        for point in seen:
+            (k,) = [k for k in range(m) if t0[k] <= point <= t1[k] and owner[k] is None][:1]
+            owner[k] = point
+        assert owner[0] == seen[0] and owner.count(None) == per_round
+        walked = [owner[0]]
+        for k in range(1, m):
+            walked.append(2 * float(t0[k]) - walked[-1])  # t0[k] = (point k-1 + point k) / 2
+            if owner[k] is not None:
+                assert walked[k] == pytest.approx(owner[k], abs=1e-4 if dtype == torch.float32 else 1e-10)
+                walked[k] = owner[k]
+            assert t0[k] - 1e-5 <= walked[k] <= t1[k] + 1e-5  # each point in its own interval
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -345,12 +357,16 @@ def test_without_the_coarse_points_the_up_samples_alone_are_rendered():
     sphere = CountingSphere()
     samples = neus_samples(origins, dirs, near, far, sphere, n, rounds, per_round, keep_coarse=False)
     assert samples.counts().tolist() == [rounds * per_round] * len(OFFSETS) + [0]
-    points, rays = torch.cat(sphere.points[1:]), torch.cat(sphere.rays[1:])  # the up-samples sdf_fn saw
+    # The up-samples sdf_fn saw: the first round's (the last round's steer nothing and are not evaluated).
+    points, rays = torch.cat(sphere.points[1:]), torch.cat(sphere.rays[1:])
+    assert len(sphere.points) == rounds and len(points) == len(OFFSETS) * per_round * (rounds - 1)
     t = ((points - origins[rays]) * dirs[rays]).sum(dim=1)
     for r in range(len(OFFSETS)):
         mine = samples.ray == r
         t0, t1 = samples.t_start[mine], samples.t_end[mine]
-        torch.testing.assert_close(t0, torch.sort(t[rays == r]).values)  # each section starts at an up-sample
+        assert (t0[1:] >= t0[:-1]).all() and (t0 >= near[r]).all() and (t0 <= far[r]).all()
+        # Each up-sample sdf_fn saw starts a section of its own.
+        assert ((t[rays == r][:, None] - t0[None, :]).abs() < 1e-12).sum(dim=1).tolist() == [1] * per_round
         assert torch.equal(t0[1:], t1[:-1])  # and ends at the next
         torch.testing.assert_close(t1[-1], t0[-1] + (far[r] - near[r]) / n)  # the last: one coarse step
     entry = 2 - math.sqrt(RADIUS**2 - OFFSETS[0] ** 2)  # the ray through the centre: all of them near its entry

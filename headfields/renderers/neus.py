@@ -174,9 +174,10 @@ def neus_samples(
     sorted per ray.
 
     ``sdf_fn(points [N, 3], ray [N]) -> sdf [N]`` is called under ``torch.no_grad`` once at the start and once
-    a round, each time on the new points only. The result partitions ``[near, far]`` as :func:`stratified_samples`
-    does, one interval around each point: edges ``near``, the midpoints between consecutive points, ``far``; so
-    every point is inside its interval, and ``rounds = 0`` gives exactly the stratified set. Nothing is
+    after each round but the last (whose points steer no further round), each time on the new points only. The
+    result partitions ``[near, far]`` as :func:`stratified_samples` does, one interval around each point: edges
+    ``near``, the midpoints between consecutive points, ``far``; so every point is inside its interval, and
+    ``rounds = 0`` gives exactly the stratified set. Nothing is
     differentiable (the renderer queries the field at the intervals' midpoints, with gradients).
 
     ``keep_coarse=False`` (MonoNPHM's tracking renderer) returns the up-samples alone, each the start of a section
@@ -214,7 +215,8 @@ def neus_samples(
                 new = _upsample(rays, t, sdf, r, base_inv_s * 2**i, per_round)
                 drawn.append(new)
                 t, order = torch.sort(torch.cat([t, new], dim=1), dim=1, stable=True)
-                sdf = torch.gather(torch.cat([sdf, _evaluate(sdf_fn, origins, dirs, rays, new)], dim=1), 1, order)
+                if i + 1 < rounds:  # the last round's points steer no further round: their SDF is not needed
+                    sdf = torch.gather(torch.cat([sdf, _evaluate(sdf_fn, origins, dirs, rays, new)], dim=1), 1, order)
         if keep_coarse:
             edges = torch.cat([lo, (t[:, 1:] + t[:, :-1]) / 2, lo + span], dim=1)
             start, end = edges[:, :-1], edges[:, 1:]
