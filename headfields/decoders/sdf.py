@@ -25,12 +25,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
 from ..checks import check_count, check_float, check_int, check_positive
 from ..encoders.frequency import MAX_FREQUENCIES, FrequencyEncoding
+from ..networks import softplus
 
 # MonoNPHM's canonical SDF (PAPERS.md, "MonoNPHM"): local MLPs 4 x 200, Softplus(beta = 100); 12 nearest anchors,
 # Gaussian weights with sigma = d_8 / 3.75.
@@ -98,7 +98,7 @@ def _run(
     for i in range(len(weights) - 1):
         if i == skip:
             h = torch.cat([h, enc], dim=-1) / math.sqrt(2.0)
-        h = F.softplus(torch.addmm(biases[i], h, weights[i]), beta=beta)
+        h = softplus(torch.addmm(biases[i], h, weights[i]), beta)
     return torch.addmm(biases[-1], h, weights[-1])[:, 0], h
 
 
@@ -115,9 +115,9 @@ def _unit_sphere_init(hidden_dim: int, hidden_layers: int, beta: float) -> tuple
     points = torch.randn(FIT_POINTS, 3, generator=generator, dtype=torch.float64)
     radii = FIT_BALL * torch.rand(FIT_POINTS, 1, generator=generator, dtype=torch.float64) ** (1.0 / 3.0)
     points = points / torch.linalg.vector_norm(points, dim=1, keepdim=True) * radii  # uniform in the ball
-    h = F.softplus(points @ first, beta=beta)
+    h = softplus(points @ first, beta)
     for _ in range(hidden_layers - 1):
-        h = F.softplus(h, beta=beta)  # identity weights, zero bias
+        h = softplus(h, beta)  # identity weights, zero bias
     design = torch.cat([h, torch.ones(FIT_POINTS, 1, dtype=torch.float64)], dim=1)
     target = torch.linalg.vector_norm(points, dim=1, keepdim=True) - 1.0
     solution = torch.linalg.lstsq(design, target).solution[:, 0]

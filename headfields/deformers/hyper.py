@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from ..checks import check_count, check_float, check_shape
 from ..encoders.frequency import MAX_FREQUENCIES, FrequencyEncoding
+from ..networks import Softplus
 from ..parametric import Head
 from .base import Canonical, Deformer
 
@@ -139,7 +140,7 @@ class HyperDeformer(Deformer):
             layers.append(nn.Linear(width + skip, config.hidden_dim))
             width = config.hidden_dim
         self.layers = nn.ModuleList(layers)
-        self.activation = nn.Softplus(beta=config.beta)
+        self.activation = Softplus(config.beta)
         self.output = nn.Linear(width, 3 + config.hyper_dim)  # [Δx, h]
         # The offsets start at zero exactly (the identity); the hyper coordinates near zero (hyper_init_std).
         nn.init.zeros_(self.output.weight)

@@ -1,0 +1,98 @@
+"""The twice-differentiable Softplus of headfields.networks against torch's own and the analytic derivatives."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch.testing import assert_close
+
+from headfields.networks import Softplus, softplus
+
+BETAS = [1.0, 3.0, 100.0]
+
+
+def values(beta: float, dtype: torch.dtype) -> torch.Tensor:
+    """Inputs on both sides of torch's threshold (beta x = 20) and deep in the flat part, plus random ones."""
+    grid = torch.linspace(-30.0, 30.0, 121, dtype=dtype) / beta
+    return torch.cat([grid, torch.randn(200, dtype=dtype, generator=torch.Generator().manual_seed(0)) * 5 / beta])
+
+
+@pytest.mark.parametrize("beta", BETAS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_values_are_torch_s_bit_for_bit(beta, dtype):
+    x = values(beta, dtype)
+    assert torch.equal(softplus(x, beta), F.softplus(x, beta=beta))
+    assert torch.equal(Softplus(beta)(x), torch.nn.Softplus(beta=beta)(x))
+
+
+@pytest.mark.parametrize("beta", BETAS)
+def test_first_and_second_derivatives_are_the_analytic_ones(beta):
+    x = values(beta, torch.float64).requires_grad_(True)
+    weights = torch.rand_like(x)
+    (first,) = torch.autograd.grad((softplus(x, beta) * weights).sum(), x, create_graph=True)
+    (second,) = torch.autograd.grad(first.sum(), x)
+    s = torch.sigmoid(beta * x.detach())
+    assert_close(first, weights * s, rtol=1e-12, atol=1e-12)  # d softplus / dx = sigmoid(beta x)
+    assert_close(second, weights * beta * s * (1 - s), rtol=1e-12, atol=1e-12)
+    # The same as torch's derivatives of its own softplus, to its threshold's shortcut (< 2e-9 of the slope).
+    (theirs,) = torch.autograd.grad((F.softplus(x, beta=beta) * weights).sum(), x, create_graph=True)
+    (theirs_second,) = torch.autograd.grad(theirs.sum(), x)
+    assert_close(first, theirs, rtol=0, atol=3e-9)
+    assert_close(second, theirs_second, rtol=0, atol=3e-9 * beta)
+
+
+@pytest.mark.parametrize("beta", [1.0, 7.0])
+def test_gradcheck_to_the_third_derivative(beta):
+    x = (torch.randn(24, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1)) / beta).requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda x: softplus(x, beta), (x,))
+    assert torch.autograd.gradgradcheck(lambda x: softplus(x, beta), (x,))
+
+    def slope_times_grad(x, grad):  # the first derivative, as a function of the input and the incoming gradient
+        (first,) = torch.autograd.grad(softplus(x, beta), x, grad, create_graph=True)
+        return first
+
+    grad = torch.randn(24, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradgradcheck(slope_times_grad, (x, grad))  # third derivatives in x and grad
+
+
+def test_an_eikonal_step_through_an_mlp_matches_torch_s_softplus():
+    # The use it is for: gradients of a loss on an MLP's input gradient, w.r.t. the weights.
+    generator = torch.Generator().manual_seed(2)
+    layers = [
+        torch.randn(3, 16, generator=generator, dtype=torch.float64),
+        torch.randn(16, 1, generator=generator, dtype=torch.float64),
+    ]
+    for w in layers:
+        w.requires_grad_(True)
+    points = torch.randn(64, 3, generator=generator, dtype=torch.float64, requires_grad=True)
+
+    def weight_grads(activation):
+        sdf = activation(points @ layers[0]) @ layers[1]
+        (normal,) = torch.autograd.grad(sdf.sum(), points, create_graph=True)
+        return torch.autograd.grad((normal.norm(dim=1) - 1).square().mean(), layers)
+
+    ours, theirs = weight_grads(lambda h: softplus(h, 10.0)), weight_grads(lambda h: F.softplus(h, beta=10.0))
+    for a, b in zip(ours, theirs, strict=True):
+        assert_close(a, b, rtol=1e-7, atol=1e-10)  # torch's threshold shortcut: < 2e-9 of a slope
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.floats(-1e4, 1e4, allow_nan=False), st.sampled_from(BETAS))
+def test_finite_and_monotone_anywhere(value, beta):
+    x = torch.tensor([value, value + 1e-3], dtype=torch.float32, requires_grad=True)
+    y = softplus(x, beta)
+    (first,) = torch.autograd.grad(y.sum(), x, create_graph=True)
+    (second,) = torch.autograd.grad(first.sum(), x)
+    assert torch.isfinite(y).all() and torch.isfinite(first).all() and torch.isfinite(second).all()
+    assert y[1] >= y[0] and (y >= 0).all() and ((first >= 0) & (first <= 1)).all() and (second >= 0).all()
+
+
+@pytest.mark.parametrize(("beta", "error"), [(0.0, ValueError), (-1.0, ValueError), (True, TypeError), ("100", TypeError)])
+def test_bad_beta_is_named(beta, error):
+    with pytest.raises(error, match="beta"):
+        softplus(torch.zeros(3), beta)
+    with pytest.raises(error, match="beta"):
+        Softplus(beta)
