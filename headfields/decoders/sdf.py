@@ -44,6 +44,8 @@ MONONPHM_SIGMA_DIVISOR = 3.75
 # anchor, so the global MLP takes ~5% near the anchors and, far from them, where every Gaussian falls towards
 # exp(-3.75^2 / 2) ~ 9e-4, ~90%: the far field is the global MLP's.
 GLOBAL_WEIGHT = 0.1
+# IGR's skip connection reads [h, enc] / sqrt(2), so the layer's input keeps its scale.
+SKIP_SCALE = 1.0 / math.sqrt(2.0)
 # Radius of the initial sphere, in input units (a head normalised to about unit size fits inside).
 INIT_RADIUS = 0.5
 # The output layer's least-squares fit: this many points in the ball of this radius (in units of the sphere's radius).
@@ -96,9 +98,12 @@ def _run(
     """The MLP on ``enc [P, D]`` with ``weights[i] [in, out]``: (sdf ``[P]``, last hidden layer ``[P, H]``)."""
     h = enc
     for i in range(len(weights) - 1):
-        if i == skip:
-            h = torch.cat([h, enc], dim=-1) / math.sqrt(2.0)
-        h = softplus(torch.addmm(biases[i], h, weights[i]), beta)
+        if i == skip:  # [h, enc] / sqrt(2) @ weights[i], as two products: no concatenation to differentiate twice
+            width = h.shape[1]
+            z = torch.addmm(biases[i], h, weights[i][:width], alpha=SKIP_SCALE)
+            h = softplus(torch.addmm(z, enc, weights[i][width:], alpha=SKIP_SCALE), beta)
+        else:
+            h = softplus(torch.addmm(biases[i], h, weights[i]), beta)
     return torch.addmm(biases[-1], h, weights[-1])[:, 0], h
 
 

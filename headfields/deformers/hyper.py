@@ -163,9 +163,13 @@ class HyperDeformer(Deformer):
         features = torch.cat([self.encoding(x.to(dtype)), condition.to(dtype)], dim=-1)
         hidden = features
         for i, layer in enumerate(self.layers):
-            if i == self.config.skip_layer:
-                hidden = torch.cat([hidden, features], dim=-1)
-            hidden = self.activation(layer(hidden))
+            if i == self.config.skip_layer:  # layer([hidden, features]) as two products: no concatenation to
+                width = hidden.shape[1]  # differentiate twice
+                weight = layer.weight.t()
+                hidden = torch.addmm(torch.addmm(layer.bias, hidden, weight[:width]), features, weight[width:])
+            else:
+                hidden = layer(hidden)
+            hidden = self.activation(hidden)
         return self.output(hidden)
 
     def deform(self, x: Float[Tensor, "N 3"], condition: Float[Tensor, "N C"]) -> HyperDeformation:
