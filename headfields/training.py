@@ -49,6 +49,7 @@ from .checkpoints import (
 )
 from .checks import check_count, check_positive, trusted_values
 from .data import BACKGROUND_LABEL, FrameSet
+from .denormals import denormals_flushed
 from .ema import ExponentialMovingAverage
 from .heads import tracked_head
 from .metrics import SSIM_WINDOW, l1, psnr, ssim
@@ -689,8 +690,12 @@ def train(
         folder.open()
         if described is not None:
             (folder.path / CONFIG_NAME).write_text(described + "\n")
+    # On the CPU, denormal floats (a sharp Softplus makes them) run many times slower: flushed for the run.
+    flushed = denormals_flushed() if device.type == "cpu" else contextlib.nullcontext()
     try:
-        return _train(model, train_frames, eval_frames, folder.path, config, device, resume, log, rank, ranks, share, described)
+        with flushed:
+            args = (rank, ranks, share, described)
+            return _train(model, train_frames, eval_frames, folder.path, config, device, resume, log, *args)
     finally:
         folder.close()
 

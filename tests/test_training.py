@@ -3,6 +3,7 @@ checkpoint resumes where it stopped."""
 
 import dataclasses
 import json
+import platform
 
 import numpy as np
 import pytest
@@ -384,3 +385,25 @@ def test_lpips_weights_and_regions_are_checked_before_training(video, tmp_path):
 def test_training_config_checks_the_metric_settings(kwargs):
     with raises_naming(next(iter(kwargs))):
         TrainingConfig(**kwargs)
+
+
+@pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="the FTZ / DAZ modes are x86's")
+def test_training_on_the_cpu_flushes_denormals_for_its_run_only(video, tmp_path):
+    """A sharp Softplus makes denormal floats, many times slower on x86: the loop flushes them on every thread
+    while it trains, and restores the mode after (headfields.denormals)."""
+    from headfields.denormals import flushing_denormals, set_flush_denormal
+
+    set_flush_denormal(False)
+    train_frames, eval_frames = video
+    model = _model(train_frames)
+    seen = []
+    step = model.training_step
+
+    def recording_step(batch, i):
+        seen.append(flushing_denormals())
+        return step(batch, i)
+
+    model.training_step = recording_step
+    config = TrainingConfig(max_iterations=2, rays_per_batch=64, eval_every=0, checkpoint_every=0, eval_frames=1)
+    train(model, train_frames, eval_frames, tmp_path, config)
+    assert seen == [True, True] and not flushing_denormals()

@@ -1,0 +1,79 @@
+"""Flushing denormal floats on every thread torch computes on, and for a training run only."""
+
+from __future__ import annotations
+
+import platform
+
+import pytest
+import torch
+
+from headfields.denormals import denormals_flushed, flushing_denormals, set_flush_denormal
+
+DENORMAL_BITS = 0xAE398  # float32 1e-39, below its smallest normal number (1.18e-38)
+# Elements enough for torch to split a product over its OpenMP team (its grain is 32,768 elements).
+MANY = 1 << 22
+
+pytestmark = pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="the FTZ / DAZ modes are x86's")
+
+
+@pytest.fixture(autouse=True)
+def _keep_denormals():
+    """Each test starts and ends with torch's default: denormals computed."""
+    set_flush_denormal(False)
+    yield
+    set_flush_denormal(False)
+
+
+def product_of_denormals() -> torch.Tensor:
+    """4M denormals times one, computed by every thread of torch's team (the threads already started). The
+    denormals are written as bits: converting the number 1e-39 to float32 on a flushing thread gives zero."""
+    return torch.full((MANY,), DENORMAL_BITS, dtype=torch.int32).view(torch.float32) * 1.0
+
+
+def kept(x: torch.Tensor) -> int:
+    """How many values are not zero, read from their bits: a float comparison on a thread that treats denormal
+    inputs as zero (DAZ) would count a denormal as zero."""
+    return int(torch.count_nonzero(x.view(torch.int32) & 0x7FFFFFFF))
+
+
+def test_every_thread_of_torch_s_team_flushes():
+    torch.set_num_threads(max(2, torch.get_num_threads()))
+    before = product_of_denormals()  # the team is running before the mode is set: it does not inherit it
+    assert kept(before) == MANY and not flushing_denormals()
+    assert set_flush_denormal(True)
+    assert flushing_denormals() and kept(product_of_denormals()) == 0  # no thread kept one
+    assert set_flush_denormal(False)
+    assert not flushing_denormals() and kept(product_of_denormals()) == MANY
+
+
+def test_torch_s_own_switch_alone_leaves_the_team_computing_denormals():
+    # The reason set_flush_denormal exists: torch.set_flush_denormal sets the calling thread only.
+    torch.set_num_threads(max(2, torch.get_num_threads()))
+    product_of_denormals()
+    torch.set_flush_denormal(True)
+    assert flushing_denormals() and 0 < kept(product_of_denormals()) < MANY  # the caller's share flushed, not the rest
+
+
+def test_the_block_restores_the_mode_it_found():
+    with denormals_flushed() as reached:
+        assert reached and flushing_denormals() and kept(product_of_denormals()) == 0
+    assert not flushing_denormals() and kept(product_of_denormals()) == MANY
+    set_flush_denormal(True)  # a caller that flushes already keeps flushing after the block
+    with denormals_flushed():
+        pass
+    assert flushing_denormals() and kept(product_of_denormals()) == 0
+
+
+def test_values_change_by_less_than_the_smallest_normal():
+    x = torch.randn(MANY, generator=torch.Generator().manual_seed(0)) * 1e-19
+    exact = x * x  # about 1e-38: denormal results among them
+    with denormals_flushed():
+        flushed = x * x
+    assert kept(exact) > kept(flushed)
+    gap = (exact.double() - flushed.double()).abs().max()  # in float64, where these are normal numbers
+    assert 0 < float(gap) < torch.finfo(torch.float32).tiny
+
+
+def test_enabled_must_be_a_bool():
+    with pytest.raises(TypeError, match="enabled"):
+        set_flush_denormal(1)
