@@ -10,17 +10,16 @@ than with denormals flushed (``docs/benchmarks.md``). Flushing to zero (x86's FT
 
 ``torch.set_flush_denormal`` sets the mode of the calling thread alone, and torch's CPU ops also run on the
 threads of its OpenMP team, which inherit the mode only when they start after it (a process's first parallel op
-starts them). :func:`set_flush_denormal` also sets it on every thread of the team, through the GNU OpenMP
-runtime that torch's Linux wheels ship (``GOMP_parallel``); elsewhere (another OpenMP runtime, no x86 modes) it
-sets what it can and says so. :func:`~headfields.training.train` flushes denormals for its run on the CPU
-(:func:`denormals_flushed`) and restores the mode after.
+starts them). :func:`set_flush_denormal` also sets it on every thread of the team, through the OpenMP runtime
+loaded in the process (``GOMP_parallel``: GNU's libgomp, which torch's Linux wheels ship, or Intel's libiomp5);
+elsewhere (no such runtime, no x86 modes) it sets what it can and says so. :func:`~headfields.training.train`
+flushes denormals for its run on the CPU (:func:`denormals_flushed`) and restores the mode after.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
@@ -33,14 +32,18 @@ _TEAM_TASK = ctypes.CFUNCTYPE(None, ctypes.c_void_p)  # void fn(void *data), wha
 
 
 @cache
-def _gnu_openmp() -> ctypes.CDLL | None:
-    """The GNU OpenMP runtime torch's threads belong to (the copy in torch's own ``lib`` folder first), or None."""
-    bundled = sorted((Path(torch.__file__).parent / "lib").glob("libgomp*.so*"))
-    for name in [str(p) for p in bundled] + [ctypes.util.find_library("gomp") or ""]:
-        if not name:
-            continue
+def _openmp_runtime() -> ctypes.CDLL | None:
+    """The OpenMP runtime torch's threads belong to: the one loaded in this process (GNU's libgomp, or Intel's
+    libiomp5, which exports the same ``GOMP_parallel``), found in ``/proc/self/maps``; None where there is none
+    (another platform, a torch without OpenMP)."""
+    try:
+        maps = Path("/proc/self/maps").read_text()
+    except OSError:
+        return None
+    loaded = sorted({line.split()[-1] for line in maps.splitlines() if "libgomp" in line or "libiomp" in line})
+    for path in loaded:
         try:
-            runtime = ctypes.CDLL(name)
+            runtime = ctypes.CDLL(path)
         except OSError:
             continue
         if hasattr(runtime, "GOMP_parallel"):
@@ -58,12 +61,12 @@ def flushing_denormals() -> bool:
 def set_flush_denormal(enabled: bool) -> bool:
     """Flush denormals to zero (``enabled``) or compute with them (the default), on the calling thread and on every
     thread of torch's OpenMP team. True where the whole team was reached; False where only the calling thread was
-    (no GNU OpenMP runtime) or nothing was (a CPU without the modes)."""
+    (no OpenMP runtime found) or nothing was (a CPU without the modes)."""
     if not isinstance(enabled, bool):
         raise TypeError(f"enabled: expected True or False, got {enabled!r}")
     if not torch.set_flush_denormal(enabled):
         return False
-    runtime = _gnu_openmp()
+    runtime = _openmp_runtime()
     if runtime is None:
         return False
     # Each thread of the team (the caller among them) sets its own mode; 0 threads: the team torch uses.

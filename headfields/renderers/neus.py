@@ -177,8 +177,8 @@ def neus_samples(
     after each round but the last (whose points steer no further round), each time on the new points only. The
     result partitions ``[near, far]`` as :func:`stratified_samples` does, one interval around each point: edges
     ``near``, the midpoints between consecutive points, ``far``; so every point is inside its interval, and
-    ``rounds = 0`` gives exactly the stratified set. Nothing is
-    differentiable (the renderer queries the field at the intervals' midpoints, with gradients).
+    ``rounds = 0`` gives exactly the stratified set. Nothing is differentiable (the renderer queries the field at
+    the intervals' midpoints, with gradients).
 
     ``keep_coarse=False`` (MonoNPHM's tracking renderer) returns the up-samples alone, each the start of a section
     that ends at the next one (the last one a coarse step long, NeuS's ``sample_dist``): the stratified points only
