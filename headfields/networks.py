@@ -6,6 +6,9 @@ They live here, below all three, so that an encoder or a deformer need not impor
 
 from __future__ import annotations
 
+import math
+import numbers
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -13,7 +16,7 @@ from torch import Tensor, nn
 __all__ = ["Softplus", "mlp", "mlp_trunk", "softplus"]
 
 # torch's softplus returns x itself where beta x exceeds this (its default); the derivatives below are the exact
-# function's, sigmoid(beta x), which differs from 1 there by less than 2e-9.
+# function's, sigmoid(beta x), which differs from 1 there by at most 2.1e-9.
 SOFTPLUS_THRESHOLD = 20.0
 
 
@@ -85,14 +88,14 @@ class _SoftplusSlope(torch.autograd.Function):
         return scaled, curvature.mul_(grad).mul_(ctx.beta), None, None
 
 
-def softplus(x: Tensor, beta: float = 1.0) -> Tensor:
+def softplus(x: Tensor, beta: numbers.Real = 1.0) -> Tensor:
     """``F.softplus(x, beta)`` (torch's threshold of 20 included), differentiable any number of times; its
     second derivative, ``beta sigmoid(beta x) (1 - sigmoid(beta x))``, costs a few elementwise passes instead
     of torch's eight. For the SDF and deformation MLPs that an eikonal term or NeuS's slopes differentiate twice."""
-    if isinstance(beta, bool) or not isinstance(beta, (int, float)):
-        raise TypeError(f"beta: expected a number > 0, got {beta!r}")
-    if not beta > 0:
-        raise ValueError(f"beta: expected a number > 0, got {beta!r}")
+    if isinstance(beta, bool) or not isinstance(beta, numbers.Real):
+        raise TypeError(f"beta: expected a finite number > 0, got {beta!r}")
+    if not (math.isfinite(beta) and beta > 0):
+        raise ValueError(f"beta: expected a finite number > 0, got {beta!r}")
     return _Softplus.apply(x, float(beta))
 
 

@@ -77,3 +77,16 @@ def test_values_change_by_less_than_the_smallest_normal():
 def test_enabled_must_be_a_bool():
     with pytest.raises(TypeError, match="enabled"):
         set_flush_denormal(1)
+
+
+def test_a_team_shrunk_by_set_num_threads_is_reached_whole():
+    # Its idle threads come back when the count grows again, with the mode they had.
+    threads = max(2, torch.get_num_threads())
+    torch.set_num_threads(threads)
+    product_of_denormals()
+    torch.set_num_threads(1)
+    try:
+        assert set_flush_denormal(True)
+    finally:
+        torch.set_num_threads(threads)
+    assert kept(product_of_denormals()) == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -90,9 +91,16 @@ def test_finite_and_monotone_anywhere(value, beta):
     assert y[1] >= y[0] and (y >= 0).all() and ((first >= 0) & (first <= 1)).all() and (second >= 0).all()
 
 
-@pytest.mark.parametrize(("beta", "error"), [(0.0, ValueError), (-1.0, ValueError), (True, TypeError), ("100", TypeError)])
+@pytest.mark.parametrize(
+    ("beta", "error"), [(0.0, ValueError), (-1.0, ValueError), (float("inf"), ValueError), (True, TypeError), ("100", TypeError)]
+)
 def test_bad_beta_is_named(beta, error):
     with pytest.raises(error, match="beta"):
         softplus(torch.zeros(3), beta)
     with pytest.raises(error, match="beta"):
         Softplus(beta)
+
+
+def test_a_numpy_beta_is_a_number():
+    x = torch.linspace(-1, 1, 11)
+    assert torch.equal(softplus(x, np.float32(5.0)), F.softplus(x, beta=5.0))
