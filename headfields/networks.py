@@ -88,27 +88,30 @@ class _SoftplusSlope(torch.autograd.Function):
         return scaled, curvature.mul_(grad).mul_(ctx.beta), None, None
 
 
-def softplus(x: Tensor, beta: numbers.Real = 1.0) -> Tensor:
-    """``F.softplus(x, beta)`` (torch's threshold of 20 included), differentiable any number of times; its
-    second derivative, ``beta sigmoid(beta x) (1 - sigmoid(beta x))``, costs a few elementwise passes instead
-    of torch's eight. For the SDF and deformation MLPs that an eikonal term or NeuS's slopes differentiate twice."""
+def _checked_beta(beta: numbers.Real) -> float:
     if isinstance(beta, bool) or not isinstance(beta, numbers.Real):
         raise TypeError(f"beta: expected a finite number > 0, got {beta!r}")
     if not (math.isfinite(beta) and beta > 0):
         raise ValueError(f"beta: expected a finite number > 0, got {beta!r}")
-    return _Softplus.apply(x, float(beta))
+    return float(beta)
+
+
+def softplus(x: Tensor, beta: numbers.Real = 1.0) -> Tensor:
+    """``F.softplus(x, beta)`` (torch's threshold of 20 included), differentiable any number of times; its
+    second derivative, ``beta sigmoid(beta x) (1 - sigmoid(beta x))``, costs a few elementwise passes instead
+    of torch's eight. For the SDF and deformation MLPs that an eikonal term or NeuS's slopes differentiate twice."""
+    return _Softplus.apply(x, _checked_beta(beta))
 
 
 class Softplus(nn.Module):
     """:func:`softplus` as a module (``nn.Softplus(beta)``'s values, a cheaper second derivative)."""
 
-    def __init__(self, beta: float = 1.0):
+    def __init__(self, beta: numbers.Real = 1.0):
         super().__init__()
-        softplus(torch.zeros(()), beta)  # the check, at construction
-        self.beta = float(beta)
+        self.beta = _checked_beta(beta)  # checked once here, not at every forward
 
     def forward(self, x: Tensor) -> Tensor:
-        return softplus(x, self.beta)
+        return _Softplus.apply(x, self.beta)
 
     def extra_repr(self) -> str:
         return f"beta={self.beta}"

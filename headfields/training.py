@@ -694,8 +694,9 @@ def train(
     flushed = denormals_flushed() if device.type == "cpu" else contextlib.nullcontext()
     try:
         with flushed:
-            args = (rank, ranks, share, described)
-            return _train(model, train_frames, eval_frames, folder.path, config, device, resume, log, *args)
+            return _train(
+                model, train_frames, eval_frames, folder.path, config, device, resume, log, rank, ranks, share, described
+            )
     finally:
         folder.close()
 
