@@ -15,7 +15,7 @@ from headfields.decoders import AnchorSdfConfig, AppearanceConfig, SdfMlpConfig
 from headfields.deformers import HyperDeformerConfig
 from headfields.encoders import LatentCodesConfig
 from headfields.heads import tracked_head
-from headfields.models.hyper_neus import HyperNeusAvatar, HyperNeusConfig
+from headfields.models.hyper_neus import HyperNeusAvatar, HyperNeusConfig, cpu_config, paper_config
 from headfields.models.hyper_neus_landmarks import posed_landmarks
 from headfields.models.hyper_neus_tracking import TrackingConfig, frame_error, track_frame
 from headfields.parametric import load_model
@@ -336,3 +336,12 @@ def test_bad_configuration_raises(video):
         posed_landmarks(model, eval_head, model.parametric().canonical_vertices[:3])
     with raises_naming("steps"):
         TrackingConfig(steps=-1)
+
+
+def test_the_recipes_average_the_weights_only_for_the_cpu_run():
+    """``paper_config()`` is the default and evaluates the weights as trained (MonoNPHM names no moving average);
+    ``cpu_config()`` keeps one (decay 0.95), its documented departure for a run that ends at a high learning rate."""
+    assert paper_config() == HyperNeusConfig()
+    assert paper_config().optimization.ema_decay is None
+    assert cpu_config().optimization == OptimizerConfig(1e-3, 1e-4, 5_000, ema_decay=0.95)
+    assert cpu_config(optimization=OptimizerConfig(1e-3)).optimization.ema_decay is None  # an override replaces it
