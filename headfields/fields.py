@@ -130,7 +130,12 @@ class Normalize(nn.Module):
 
 
 class Condition(Protocol):
-    """``condition(canonical, head, frame) -> [S, dim]``: what a decoder sees besides the features."""
+    """``condition(canonical, head, frame) -> [S, dim]``: what a decoder sees besides the features.
+
+    A condition that reads each sample's frame alone may also have ``per_frame(head) -> [F, dim] | None``: its
+    row for each of the head's frames (None where it reads more than the frame), so that ``condition(...)``
+    equals ``per_frame(head)[frame]``. A reader such as :class:`~headfields.deformers.HyperDeformer` then
+    computes the condition's share of its network once per frame instead of once per sample."""
 
     dim: int
 
@@ -154,6 +159,9 @@ class RegionExpression(nn.Module):
             raise ValueError("deformer: expected a deformer that reports each sample's nearest face (region conditioning)")
         inside = self.faces[canonical.face.clamp(min=0)] & canonical.valid
         return torch.where(inside[:, None], expression, torch.full_like(expression, self.outside))
+
+    def per_frame(self, head: Head) -> Float[Tensor, "F C"] | None:
+        return head.expression[:, : self.dim] if self.faces is None else None  # the faces: a condition per sample
 
 
 class FrameCondition(nn.Module):
@@ -184,6 +192,9 @@ class SharedCode(nn.Module):
     def forward(self, canonical: Canonical, head: Head, frame: Int[Tensor, " S"]) -> Float[Tensor, "S C"]:
         return self.code.to(canonical.points.dtype).expand(frame.shape[0], -1)
 
+    def per_frame(self, head: Head) -> Float[Tensor, "F C"]:
+        return self.code.expand(head.num_frames, -1)
+
 
 class FrameCodes(LatentCodes):
     """One learnt code per training frame (an auto-decoder's): :meth:`attach` puts them on the training frames'
@@ -206,11 +217,17 @@ class TrackedCondition(nn.Module):
         self.dim = expression + 3 * len(self.joints) + codes
 
     def forward(self, canonical: Canonical, head: Head, frame: Int[Tensor, " S"]) -> Float[Tensor, "S C"]:
+        return self._rows(head, frame, len(frame)).to(canonical.points.dtype)
+
+    def per_frame(self, head: Head) -> Float[Tensor, "F C"]:
+        return self._rows(head, slice(None), head.num_frames)
+
+    def _rows(self, head: Head, frame: Tensor | slice, count: int) -> Tensor:
         parts = [head.expression[frame, : self.expression], *(head.pose[frame, j] for j in self.joints)]
         if head.codes is not None and head.codes.shape[1] != self.codes:
             raise ValueError(f"head: expected codes of {self.codes} numbers per frame, got {head.codes.shape[1]}")
-        codes = head.codes[frame] if head.codes is not None else head.expression.new_zeros(len(frame), self.codes)
-        return torch.cat([*parts, codes], dim=1).to(canonical.points.dtype)
+        codes = head.codes[frame] if head.codes is not None else head.expression.new_zeros(count, self.codes)
+        return torch.cat([*parts, codes], dim=1)
 
 
 class ConcatCondition(nn.Module):
@@ -223,6 +240,11 @@ class ConcatCondition(nn.Module):
 
     def forward(self, canonical: Canonical, head: Head, frame: Int[Tensor, " S"]) -> Float[Tensor, "S C"]:
         return torch.cat([c(canonical, head, frame) for c in self.conditions], dim=1)
+
+    def per_frame(self, head: Head) -> Float[Tensor, "F C"] | None:
+        """Each part's rows side by side; None unless every part has them."""
+        rows = [getattr(c, "per_frame", lambda head: None)(head) for c in self.conditions]
+        return None if any(r is None for r in rows) else torch.cat(rows, dim=1)
 
 
 def _deform(deformer: Deformer | None, x: Tensor, dirs: Tensor | None, frame: Tensor, head: Head) -> Canonical:

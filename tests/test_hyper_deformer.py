@@ -197,6 +197,59 @@ def test_twice_differentiable():
     assert deformer.layers[0].weight.grad.abs().sum() > 0
 
 
+@pytest.mark.parametrize(
+    "config",
+    [
+        SMALL,
+        HyperDeformerConfig(hidden_dim=8, hidden_layers=0, skip_layer=None, hyper_dim=2),
+        dataclasses.replace(TINY, position_frequencies=2),
+    ],
+    ids=["skip", "no hidden layer", "encoded"],
+)
+def test_shared_condition_rows_are_the_per_point_condition(config):
+    """``deform(x, rows, index)`` is ``deform(x, rows[index])``: values, first derivatives and the second-order
+    signal an SDF's eikonal term sends through the deformation (to the weights and to the rows)."""
+    deformer = random_deformer(config, condition_dim=4)
+    x, _ = samples(n=10, seed=5)
+    rows = torch.randn(3, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(6))
+    index = torch.tensor([2, 0, 1, 1, 2, 0, 0, 2, 1, 2])
+
+    def eikonal(shared: bool) -> list[torch.Tensor]:
+        deformer.zero_grad()
+        q, r = x.clone().requires_grad_(True), rows.clone().requires_grad_(True)
+        points = (deformer.deform(q, r, index) if shared else deformer.deform(q, r[index])).points
+        sdf = points[:, :3].square().sum(-1).sqrt() + points[:, 3:].sum(-1) - 0.1
+        (grad,) = torch.autograd.grad(sdf.sum(), q, create_graph=True)
+        ((grad.norm(dim=-1) - 1).square().sum() + sdf.sum()).backward()
+        return [points.detach(), grad.detach(), r.grad] + [p.grad.clone() for p in deformer.parameters()]
+
+    for shared, per_point in zip(eikonal(True), eikonal(False), strict=True):
+        torch.testing.assert_close(shared, per_point, rtol=1e-12, atol=1e-14)
+    q, r = x[:4].clone().requires_grad_(True), rows.clone().requires_grad_(True)
+    assert torch.autograd.gradgradcheck(lambda q, r: deformer.deform(q, r, index[:4]).points, (q, r))
+
+
+def test_shared_condition_rows_leave_the_per_point_products_to_the_position():
+    """With rows per frame, no product runs over points by the condition's columns: the multiply-adds counted by
+    torch's FlopCounterMode are the analytic ones (SMALL: layers 3+C -> 16, 16 -> 16, skip 16+3+C -> 16, 16 -> 5)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    n, u, c, h = 1000, 4, EXPRESSIONS, SMALL.hidden_dim
+    deformer = random_deformer(SMALL, condition_dim=c)
+    x, _ = samples(n=n, c=c)
+    rows = torch.randn(u, c, dtype=torch.float64)
+    index = torch.arange(n) % u
+
+    def flops(*args) -> int:
+        with FlopCounterMode(display=False) as counter:
+            deformer.deform(x, *args)
+        return counter.get_total_flops()
+
+    trunk = h * h + h * (3 + 2)  # layer 1 and the output layer
+    assert flops(rows[index]) == 2 * n * ((3 + c) * h + trunk + (h + 3 + c) * h)
+    assert flops(rows, index) == 2 * n * (3 * h + trunk + (h + 3) * h) + 2 * u * (c * h + c * h)
+
+
 # ---------------------------------------------------------------- regularisers and the Deformer interface
 
 
@@ -229,8 +282,9 @@ def test_forward_defaults_to_the_head_expression(flame_heads, device):
     x, _ = samples(device=device)
     frame = torch.tensor([2, 0, 1] * 4, device=device)
     out = deformer(x, head, frame)
-    expected = deformer.deform(x, head.expression[frame]).points
-    torch.testing.assert_close(out.points, expected, rtol=0, atol=0)
+    # The head's expression rows, read once per frame: exactly deform's shared rows, per point to rounding.
+    torch.testing.assert_close(out.points, deformer.deform(x, head.expression, frame).points, rtol=0, atol=0)
+    torch.testing.assert_close(out.points, deformer.deform(x, head.expression[frame]).points, rtol=0, atol=1e-14)
     # Frames differ only by expression, so their canonical points differ.
     assert not torch.allclose(deformer(x, head, 0).points, deformer(x, head, 1).points)
     # An explicit condition overrides the head; a deformer of another width needs one.
@@ -377,6 +431,12 @@ def test_bad_input(flame_head):
         deformer.deform(x, condition[:, :3])
     with raises_naming("condition"):
         deformer.deform(x, condition[:5])
+    with raises_naming("index"):
+        deformer.deform(x, condition[:3], torch.full((len(x),), 3))
+    with raises_naming("index"):
+        deformer.deform(x, condition[:3], torch.zeros(len(x) - 1, dtype=torch.long))
+    with raises_naming("index"):
+        deformer.deform(x, condition[:3], torch.zeros(len(x)))
     with raises_naming("condition"):
         deformer(x, flame_head, 0, condition=condition[:, :4])
     with raises_naming("frame"):

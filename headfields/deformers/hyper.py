@@ -26,7 +26,7 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor, nn
 
-from ..checks import check_count, check_float, check_shape
+from ..checks import check_count, check_float, check_int, check_shape
 from ..encoders.frequency import MAX_FREQUENCIES, FrequencyEncoding
 from ..networks import Softplus
 from ..parametric import Head
@@ -157,30 +157,54 @@ class HyperDeformer(Deformer):
         """Width of the canonical points, ``3 + H``."""
         return 3 + self.config.hyper_dim
 
-    def _network(self, x: Tensor, condition: Tensor) -> Tensor:
-        """``[Δx, h]`` for checked inputs, in the parameters' dtype."""
+    def _network(self, x: Tensor, condition: Tensor, index: Tensor | None) -> Tensor:
+        """``[Δx, h]`` for checked inputs, in the parameters' dtype; point ``i`` reads ``condition[index[i]]``
+        (``index`` None: ``condition[i]``)."""
         dtype = self.output.weight.dtype
-        features = torch.cat([self.encoding(x.to(dtype)), condition.to(dtype)], dim=-1)
-        hidden = features
+        position, condition = self.encoding(x.to(dtype)), condition.to(dtype)
+        hidden = None
         for i, layer in enumerate(self.layers):
-            if i == self.config.skip_layer:  # layer([hidden, features]) as two products: no concatenation to
-                width = hidden.shape[1]  # differentiate twice
-                weight = layer.weight.t()
-                hidden = torch.addmm(torch.addmm(layer.bias, hidden, weight[:width]), features, weight[width:])
+            if i == 0 or i == self.config.skip_layer:
+                hidden = self._input_layer(layer, hidden, position, condition, index)
             else:
                 hidden = layer(hidden)
             hidden = self.activation(hidden)
+        if hidden is None:  # no hidden layers: the output layer reads the input
+            return self._input_layer(self.output, None, position, condition, index)
         return self.output(hidden)
 
-    def deform(self, x: Float[Tensor, "N 3"], condition: Float[Tensor, "N C"]) -> HyperDeformation:
-        """Offsets and hyper coordinates at posed points ``x`` under per-point conditions; differentiable (twice)
-        in ``x``, ``condition`` and the weights."""
-        check_float("x", x, [None, 3], device=self.output.weight.device)
-        check_float("condition", condition, [x.shape[0], self.condition_dim], device=x.device)
-        return self._deform(x, condition)
+    @staticmethod
+    def _input_layer(
+        layer: nn.Linear, hidden: Tensor | None, position: Tensor, condition: Tensor, index: Tensor | None
+    ) -> Tensor:
+        """``layer([hidden, position, condition])`` (``hidden`` None: the first layer) as products by the blocks of
+        its weight. The condition's share is computed once per row of ``condition`` and then gathered: the rows
+        are per frame, far fewer than the points, and no product or double backward carries their columns
+        per point. No concatenation to differentiate twice either."""
+        weight = layer.weight.t()  # [in, out] view
+        start = 0 if hidden is None else hidden.shape[1]
+        end = start + position.shape[1]
+        out = torch.addmm(layer.bias, condition, weight[end:])
+        out = torch.addmm(out if index is None else out[index], position, weight[start:end])
+        return out if hidden is None else torch.addmm(out, hidden, weight[:start])
 
-    def _deform(self, x: Tensor, condition: Tensor) -> HyperDeformation:
-        out = self._network(x, condition)
+    def deform(
+        self, x: Float[Tensor, "N 3"], condition: Float[Tensor, "U C"], index: Int[Tensor, " N"] | None = None
+    ) -> HyperDeformation:
+        """Offsets and hyper coordinates at posed points ``x`` under per-point conditions; differentiable (twice)
+        in ``x``, ``condition`` and the weights. With ``index``, ``condition`` holds rows shared by many points
+        (one per frame, say) and point ``i`` reads row ``index[i]``: the same as ``deform(x, condition[index])``,
+        with the condition's share of the network computed once per row."""
+        check_float("x", x, [None, 3], device=self.output.weight.device)
+        if index is None:
+            check_float("condition", condition, [x.shape[0], self.condition_dim], device=x.device)
+        else:
+            check_float("condition", condition, [None, self.condition_dim], device=x.device)
+            check_int("index", index, [x.shape[0]], upper=condition.shape[0], device=x.device)
+        return self._deform(x, condition, index)
+
+    def _deform(self, x: Tensor, condition: Tensor, index: Tensor | None = None) -> HyperDeformation:
+        out = self._network(x, condition, index)
         dtype = torch.promote_types(torch.promote_types(x.dtype, condition.dtype), out.dtype)
         out = out.to(dtype)
         offset, hyper = out[:, :3], out[:, 3:]
@@ -197,14 +221,24 @@ class HyperDeformer(Deformer):
     ) -> Canonical:
         """Canonical points ``[x + Δx, h]`` (``3 + H`` dims). ``condition`` defaults to the deformer's condition
         module, else to ``head.expression[frame]`` (then ``condition_dim`` must equal the head's expression size).
+        A condition module that reads each sample's frame alone (its ``per_frame(head)`` gives one row per frame,
+        :class:`headfields.fields.Condition`) and the default are evaluated once per frame of the head, each sample
+        reading its frame's row (:meth:`deform` with ``index``).
 
         ``dirs`` pass through unchanged: a backward field maps points, and the direction map would be the inverse
         of its Jacobian (whose hyper rows have no direction at all), so the canonical field should read the posed
         view direction. ``valid`` is all True, ``face`` None; ``extras`` holds ``offset`` and ``hyper``.
         """
         valid = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
+        index = None
         if condition is None and self.condition is not None:
-            condition = self.condition(Canonical(points=x, dirs=dirs, valid=valid, face=None), head, frame)
+            # A condition of the frame alone gives one row per frame of the head, each sample reading its frame's.
+            per_frame = getattr(self.condition, "per_frame", None)
+            condition = per_frame(head) if per_frame is not None else None
+            if condition is not None:
+                index = frame
+            else:
+                condition = self.condition(Canonical(points=x, dirs=dirs, valid=valid, face=None), head, frame)
         elif condition is None:
             expressions = head.expression.shape[1]
             if expressions != self.condition_dim:
@@ -212,10 +246,10 @@ class HyperDeformer(Deformer):
                     f"condition: expected one for a deformer with condition_dim={self.condition_dim}; the default "
                     f"(head.expression[frame]) has {expressions} coefficients"
                 )
-            condition = head.expression[frame]
+            condition, index = head.expression, frame
         else:
             check_float("condition", condition, [x.shape[0], self.condition_dim], device=x.device)
-        d = self._deform(x, condition)
+        d = self._deform(x, condition, index)
         # The offsets and hyper coordinates, for the regularisers (HyperDeformation(offset, hyper, points)).
         return Canonical(points=d.points, dirs=dirs, valid=valid, face=None, extras={"offset": d.offset, "hyper": d.hyper})
 

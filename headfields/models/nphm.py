@@ -190,7 +190,7 @@ class Nphm(nn.Module):
         anchors = self.anchors(identity) if anchors is None else anchors
         compressed = self.compress(torch.cat([identity, anchors.flatten(1)], dim=1))
         condition = torch.cat([expression, compressed], dim=1)
-        return self.deformer.deform(x, condition[group])
+        return self.deformer.deform(x, condition, group)  # the condition's share once per group
 
     def canonical_sdf(
         self,
