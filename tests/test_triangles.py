@@ -15,6 +15,7 @@ from headfields.geometry import (
     face_adjacency,
     face_areas,
     face_normals,
+    gather_vertex_rows,
     head_proxy,
     triangle_frames,
     uv_sphere,
@@ -154,3 +155,17 @@ def test_face_normals_and_areas_check_their_input(fn):
         fn(v, f + len(v))
     with pytest.raises((ValueError, TypeError), match="vertices"):
         fn(v[:, :2], f)
+
+
+def test_gather_vertex_rows_is_advanced_indexing_with_its_gradient():
+    """``gather_vertex_rows(values, frame, index)`` equals ``values[frame[:, None], index]``, and so do the
+    gradients it sends back (repeated rows included), in float64."""
+    g = torch.Generator().manual_seed(0)
+    values = torch.randn(3, 7, 5, dtype=torch.float64, generator=g, requires_grad=True)
+    frame, index = torch.tensor([2, 0, 2, 1]), torch.tensor([[6, 0], [3, 3], [6, 1], [0, 6]])
+    upstream = torch.randn(4, 2, 5, dtype=torch.float64, generator=g)
+    (ours,) = torch.autograd.grad((gather_vertex_rows(values, frame, index) * upstream).sum(), values)
+    (theirs,) = torch.autograd.grad((values[frame[:, None], index] * upstream).sum(), values)
+    torch.testing.assert_close(gather_vertex_rows(values, frame, index), values[frame[:, None], index], rtol=0, atol=0)
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-15)
+    assert torch.autograd.gradgradcheck(lambda v: gather_vertex_rows(v, frame, index), (values,))

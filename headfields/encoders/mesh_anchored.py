@@ -18,7 +18,7 @@ from jaxtyping import Float, Int
 from torch import Tensor, nn
 
 from ..checks import IntLike, check_count, check_float, check_positive
-from ..geometry import TriangleMesh, knn_vertices
+from ..geometry import TriangleMesh, gather_vertex_rows, knn_vertices
 from ..geometry.queries import MAX_KNN
 from ..networks import mlp
 from .frequency import FrequencyEncoding
@@ -123,16 +123,16 @@ class MeshAnchoredEncoder(nn.Module):
         frame = mesh.frame_index(frame, points.shape[0])
         index = knn.index
         dtype = knn.distance.dtype  # the wider of the points' and the mesh's
-        offset = mesh.vertices.to(dtype)[frame[:, None], index] - points.to(dtype)[:, None]  # [N, k, 3]
+        offset = gather_vertex_rows(mesh.vertices.to(dtype), frame, index) - points.to(dtype)[:, None]  # [N, k, 3]
         if rotation is not None:
             # R^T o as row vectors: o^T R.
-            offset = torch.einsum("nki,nij->nkj", offset, rotation.to(dtype)[frame])
+            offset = torch.einsum("nki,nij->nkj", offset, rotation.to(dtype).index_select(0, frame))
         # softmax(-log(d^2 + eps^2) / 2) = normalised 1 / sqrt(d^2 + eps^2), without overflow at d = 0.
         logits = -0.5 * torch.log(offset.square().sum(dim=-1) + self.config.eps**2)
         weights = torch.softmax(logits, dim=-1).to(weight.dtype)
 
         n, k = index.shape
-        features = vertex_features[frame[:, None], index]  # [N, k, F]
+        features = gather_vertex_rows(vertex_features, frame, index)  # [N, k, F]
         encoded = self.position_encoding(offset.reshape(n * k, SPATIAL_DIMS).to(weight.dtype))
         h = self.mlp0(torch.cat([encoded, features.reshape(n * k, self.feature_dim)], dim=-1))
         h = h.reshape(n, k, self.out_dim)

@@ -14,6 +14,7 @@ from .triangles import (
     face_adjacency,
     face_areas,
     face_normals,
+    gather_vertex_rows,
     triangle_frames,
     vertex_normals,
 )
@@ -36,6 +37,7 @@ __all__ = [
     "face_areas",
     "face_normals",
     "farthest_points",
+    "gather_vertex_rows",
     "head_proxy",
     "interpolate_uv",
     "knn_vertices",

@@ -30,7 +30,7 @@ from ..checks import (
     validation,
 )
 from .mesh import TriangleMesh
-from .triangles import closest_point_on_triangle, gather_triangles, ray_triangle
+from .triangles import closest_point_on_triangle, gather_triangles, gather_vertex_rows, ray_triangle
 from .wide_bvh import first_hits, nearest_faces, within_reach
 
 MAX_KNN = 16
@@ -489,6 +489,6 @@ def knn_vertices(
         dtype = _query_dtype(mesh, points)
         if dtype == torch.float32 and not _needs_grad(points, mesh.vertices):
             return NearestVertices(index=index, distance=distance)  # Warp's float32 distances are final
-        nearest = mesh.vertices.to(dtype)[frame[:, None], index]
+        nearest = gather_vertex_rows(mesh.vertices.to(dtype), frame, index)
         distance = torch.linalg.vector_norm(points.to(dtype)[:, None] - nearest, dim=-1)
         return NearestVertices(index=index, distance=distance)

@@ -64,11 +64,22 @@ def check_nondegenerate(vertices: Float[Tensor, "*B V 3"], faces: Int[Tensor, "F
         )
 
 
+def gather_vertex_rows(
+    values: Float[Tensor, "B V C"], frame: Int[Tensor, " N"], index: Int[Tensor, "N K"]
+) -> Float[Tensor, "N K C"]:
+    """``values[frame[:, None], index]`` (per-vertex values of each sample's frame: positions, features), by one
+    ``index_select`` over the frames' stacked rows: its backward adds rows, where advanced indexing's sorts them
+    first (14x slower on a CPU for 15,600 rows of 96)."""
+    b, v, c = values.shape
+    rows = (frame[:, None] * v + index).reshape(-1)
+    return values.reshape(b * v, c).index_select(0, rows).reshape(*index.shape, c)
+
+
 def gather_triangles(
     vertices: Float[Tensor, "B V 3"], faces: Int[Tensor, "F 3"], frame: Int[Tensor, " N"], face: Int[Tensor, " N"]
 ) -> Float[Tensor, "N 3 3"]:
     """Corners ``[N, corner, xyz]`` of triangle ``face[i]`` in frame ``frame[i]``."""
-    return vertices[frame[:, None], faces[face]]
+    return gather_vertex_rows(vertices, frame, faces[face])
 
 
 def face_normals(vertices: Float[Tensor, "*B V 3"], faces: Int[Tensor, "F 3"]) -> Float[Tensor, "*B F 3"]:
