@@ -11,13 +11,77 @@ import numbers
 
 import torch
 import torch.nn.functional as F
+from jaxtyping import Float
 from torch import Tensor, nn
 
-__all__ = ["Softplus", "mlp", "mlp_trunk", "softplus"]
+__all__ = ["Linear", "Softplus", "linear", "mlp", "mlp_trunk", "softplus"]
 
 # torch's softplus returns x itself where beta x exceeds this (its default); the derivatives below are the exact
 # function's, sigmoid(beta x), which differs from 1 there by at most 2.1e-9.
 SOFTPLUS_THRESHOLD = 20.0
+
+
+# oneDNN's float32 matrix products (torch's mkldnn ops, which torch.compile's CPU code also calls for linear layers),
+# where the torch build has them: 1.6-2.7x torch's MKL products for a linear layer's forward and input gradient on
+# this project's 2-core AMD CPU, on every MLP shape the models run (docs/benchmarks.md).
+ONEDNN_LINEAR = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+
+
+def _onednn_product(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """``x weight^T + bias`` for 2-d float32 CPU tensors, by oneDNN."""
+    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+
+
+class _OneDnnLinear(torch.autograd.Function):
+    """``F.linear`` on 2-d contiguous float32 CPU input, forward and input gradient by oneDNN; the weight's
+    gradient by torch's product (a reduction over the rows, no faster in oneDNN). A backward that is itself
+    differentiated (an eikonal term) runs in differentiable torch ops."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        ctx.save_for_backward(x, weight)
+        return _onednn_product(x, weight, bias)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+        x, weight = ctx.saved_tensors
+        want_x, want_weight, want_bias = ctx.needs_input_grad
+        grad_bias = grad.sum(0) if want_bias else None
+        grad_weight = grad.t() @ x if want_weight else None
+        if not want_x:
+            grad_x = None
+        elif torch.is_grad_enabled():
+            grad_x = grad @ weight
+        else:
+            grad_x = _onednn_product(grad.contiguous(), weight.t().contiguous(), None)
+        return grad_x, grad_weight, grad_bias
+
+
+def linear(
+    x: Float[Tensor, "*B I"], weight: Float[Tensor, "O I"], bias: Float[Tensor, " O"] | None = None
+) -> Float[Tensor, "*B O"]:
+    """``F.linear(x, weight, bias)``: values (to float32 rounding) and derivatives of any order; float32 products
+    on the CPU by oneDNN where torch has it (:data:`ONEDNN_LINEAR`), everything else by ``F.linear``."""
+    fits = (
+        ONEDNN_LINEAR
+        and x.device.type == "cpu"
+        and x.dtype == weight.dtype == torch.float32
+        and (bias is None or bias.dtype == torch.float32)
+        and x.numel() > 0
+        and x.is_contiguous()
+        and weight.is_contiguous()
+    )
+    if not fits:
+        return F.linear(x, weight, bias)
+    out = _OneDnnLinear.apply(x.reshape(-1, x.shape[-1]), weight, bias)
+    return out.reshape(*x.shape[:-1], weight.shape[0])
+
+
+class Linear(nn.Linear):
+    """``nn.Linear`` (the same parameters and state dict) whose product is :func:`linear`'s."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return linear(x, self.weight, self.bias)
 
 
 def mlp_trunk(in_dim: int, hidden_dim: int, hidden_layers: int) -> nn.Sequential:
@@ -26,7 +90,7 @@ def mlp_trunk(in_dim: int, hidden_dim: int, hidden_layers: int) -> nn.Sequential
     layers: list[nn.Module] = []
     width = in_dim
     for _ in range(hidden_layers):
-        layers += [nn.Linear(width, hidden_dim), nn.ReLU()]
+        layers += [Linear(width, hidden_dim), nn.ReLU()]
         width = hidden_dim
     return nn.Sequential(*layers)
 
@@ -42,7 +106,7 @@ def mlp(in_dim: int, hidden_dim: int, hidden_layers: int, out_dim: int) -> nn.Se
     ```
     """
     trunk = mlp_trunk(in_dim, hidden_dim, hidden_layers)
-    return nn.Sequential(*trunk, nn.Linear(hidden_dim if hidden_layers else in_dim, out_dim))
+    return nn.Sequential(*trunk, Linear(hidden_dim if hidden_layers else in_dim, out_dim))
 
 
 class _Softplus(torch.autograd.Function):

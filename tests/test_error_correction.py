@@ -27,6 +27,7 @@ from headfields.deformers import (
 )
 from headfields.encoders.frequency import frequency_window
 from headfields.losses import elastic_loss
+from headfields.networks import Linear
 from headfields.parametric import load_model
 from headfields.synthetic import write_synthetic_flame
 
@@ -163,7 +164,7 @@ def test_three_heads_of_two_layers_128_wide():
         assert isinstance(getattr(field, name)[1], torch.nn.ReLU)
         assert not layers[-1].weight.any() and not layers[-1].bias.any()
     linear = ErrorCorrectionField(FRAMES, ErrorCorrectionConfig(head_layers=1))  # Nerfies' linear heads
-    assert [type(m) for m in linear.rotation_head] == [torch.nn.Linear]
+    assert [type(m) for m in linear.rotation_head] == [Linear]  # one linear layer (headfields.networks: an nn.Linear)
 
 
 def test_elastic_weight_decays_from_1e4_to_1e5_log_linearly():

@@ -1,4 +1,5 @@
-"""The twice-differentiable Softplus of headfields.networks against torch's own and the analytic derivatives."""
+"""The twice-differentiable Softplus of headfields.networks against torch's own and the analytic derivatives; the
+oneDNN-backed linear layer against torch's ``F.linear`` (values, derivatives of every order, the fallbacks)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.testing import assert_close
 
-from headfields.networks import Softplus, softplus
+from headfields import networks
+from headfields.networks import Linear, Softplus, linear, mlp, softplus
 
 BETAS = [1.0, 3.0, 100.0]
 
@@ -104,3 +106,73 @@ def test_bad_beta_is_named(beta, error):
 def test_a_numpy_beta_is_a_number():
     x = torch.linspace(-1, 1, 11)
     assert torch.equal(softplus(x, np.float32(5.0)), F.softplus(x, beta=5.0))
+
+
+# ---------------------------------------------------------------- linear
+
+
+def _linear_case(shape, dtype=torch.float32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(*shape, 7, generator=g, dtype=dtype, requires_grad=True)
+    weight = torch.randn(5, 7, generator=g, dtype=dtype, requires_grad=True)
+    bias = torch.randn(5, generator=g, dtype=dtype, requires_grad=True)
+    return x, weight, bias
+
+
+def _ran_onednn(fn) -> bool:
+    with torch.profiler.profile() as prof:
+        fn()
+    return any("_linear_pointwise" in e.key for e in prof.key_averages())
+
+
+@pytest.mark.parametrize("shape", [(300,), (4, 30), (0,)], ids=["rows", "batched", "empty"])
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_linear_values_and_gradients_are_f_linear_s(shape, with_bias):
+    x, weight, bias = _linear_case(shape)
+    bias = bias if with_bias else None
+    upstream = torch.randn(*shape, 5, generator=torch.Generator().manual_seed(1))
+    ours, theirs = linear(x, weight, bias), F.linear(x, weight, bias)
+    assert_close(ours, theirs, rtol=1e-6, atol=1e-5)
+    wanted = [x, weight] + ([bias] if with_bias else [])
+    for a, b in zip(
+        torch.autograd.grad((ours * upstream).sum(), wanted), torch.autograd.grad((theirs * upstream).sum(), wanted), strict=True
+    ):
+        assert_close(a, b, rtol=1e-5, atol=1e-4)
+
+
+def test_linear_runs_on_onednn_for_float32_cpu_and_falls_back_elsewhere():
+    x, weight, bias = _linear_case((64,))
+    assert _ran_onednn(lambda: linear(x, weight, bias)) == networks.ONEDNN_LINEAR
+    assert not _ran_onednn(lambda: linear(x.double(), weight.double(), bias.double()))  # oneDNN: float32 only
+    assert not _ran_onednn(lambda: linear(x.t().contiguous().t(), weight, bias))  # strided rows: torch's product
+    # Strided input still gives F.linear's result.
+    strided = torch.randn(7, 64).t()
+    assert_close(linear(strided, weight, bias), F.linear(strided, weight, bias))
+
+
+def test_linear_second_and_third_derivatives_are_f_linear_s():
+    """Through a Softplus, as an SDF's eikonal term differentiates the layer's backward (second order) and a third
+    derivative on top: float32 on the oneDNN path against F.linear's."""
+    x, weight, bias = _linear_case((40,))
+
+    def derivatives(fn):
+        q = x.detach().requires_grad_(True)
+        (grad,) = torch.autograd.grad(softplus(fn(q, weight, bias), 10.0).sum(), q, create_graph=True)
+        second = torch.autograd.grad(grad.square().sum(), [q, weight, bias], create_graph=True)
+        third = torch.autograd.grad(second[0].square().sum(), [weight, bias])
+        return [*second, *third]
+
+    for a, b in zip(derivatives(linear), derivatives(F.linear), strict=True):
+        assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_linear_module_is_an_nn_linear_and_mlp_uses_it():
+    layer = Linear(7, 5)
+    assert isinstance(layer, torch.nn.Linear) and set(layer.state_dict()) == {"weight", "bias"}
+    net = mlp(7, 16, 2, 3)
+    assert [type(m) for m in net if isinstance(m, torch.nn.Linear)] == [Linear] * 3
+    x = torch.randn(50, 7)
+    reference = x
+    for m in net:
+        reference = F.linear(reference, m.weight, m.bias) if isinstance(m, torch.nn.Linear) else m(reference)
+    assert_close(net(x), reference, rtol=1e-5, atol=1e-5)

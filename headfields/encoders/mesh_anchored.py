@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from ..checks import IntLike, check_count, check_float, check_positive
 from ..geometry import TriangleMesh, gather_vertex_rows, knn_vertices
 from ..geometry.queries import MAX_KNN
-from ..networks import mlp
+from ..networks import linear, mlp
 from .frequency import FrequencyEncoding
 
 # MonoAvatar (PAPERS.md): k = 4 nearest vertices; PE of positions with 10 bands; MLP0 3 x 128 ReLU.
@@ -132,10 +132,14 @@ class MeshAnchoredEncoder(nn.Module):
         weights = torch.softmax(logits, dim=-1).to(weight.dtype)
 
         n, k = index.shape
-        features = gather_vertex_rows(vertex_features, frame, index)  # [N, k, F]
         encoded = self.position_encoding(offset.reshape(n * k, SPATIAL_DIMS).to(weight.dtype))
-        h = self.mlp0(torch.cat([encoded, features.reshape(n * k, self.feature_dim)], dim=-1))
-        h = h.reshape(n, k, self.out_dim)
+        # MLP0's first layer on [PE(o_j), f_j] as two products: the feature half once per vertex of the frames
+        # present, then gathered (neighbours share vertices: 4 frames of 5,557 against 4 rows per sample).
+        width = encoded.shape[1]
+        first = self.mlp0[0]
+        per_vertex = linear(vertex_features.reshape(b * v, self.feature_dim), weight[:, width:].contiguous(), first.bias)
+        h = gather_vertex_rows(per_vertex.reshape(b, v, -1), frame, index).reshape(n * k, -1)
+        h = self.mlp0[1:](linear(encoded, weight[:, :width].contiguous()) + h).reshape(n, k, self.out_dim)
         blended = (weights[:, :, None] * h).sum(dim=1)
         return AnchoredFeatures(features=blended, weights=weights, index=index, distance=knn.distance)
 
