@@ -25,11 +25,27 @@ SOFTPLUS_THRESHOLD = 20.0
 # where the torch build has them: 1.6-2.7x torch's MKL products for a linear layer's forward and input gradient on
 # this project's 2-core AMD CPU, on every MLP shape the models run (docs/benchmarks.md).
 ONEDNN_LINEAR = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+# oneDNN runs blocks of this many rows, the rest goes to torch's product. oneDNN keeps a buffer of the output's size
+# for every row count it has seen (about 10 MB for 20,000 rows of 128, up to 1,024 of them): a fixed block keeps one.
+ONEDNN_BLOCK_ROWS = 4096
 
 
 def _onednn_product(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-    """``x weight^T + bias`` for 2-d float32 CPU tensors, by oneDNN."""
-    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+    """``x weight^T + bias`` for 2-d contiguous float32 CPU tensors: full blocks of rows by oneDNN, the rest by
+    torch's ``addmm``."""
+    rows = x.shape[0]
+    full = rows - rows % ONEDNN_BLOCK_ROWS
+    out = x.new_empty(rows, weight.shape[0])
+    for start in range(0, full, ONEDNN_BLOCK_ROWS):
+        block = slice(start, start + ONEDNN_BLOCK_ROWS)
+        out[block] = torch.ops.mkldnn._linear_pointwise(x[block], weight, bias, "none", [], "")
+    if full < rows:
+        rest = out[full:]
+        if bias is None:
+            torch.mm(x[full:], weight.t(), out=rest)
+        else:
+            torch.addmm(bias, x[full:], weight.t(), out=rest)
+    return out
 
 
 class _OneDnnLinear(torch.autograd.Function):
