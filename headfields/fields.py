@@ -217,16 +217,13 @@ class TrackedCondition(nn.Module):
         self.dim = expression + 3 * len(self.joints) + codes
 
     def forward(self, canonical: Canonical, head: Head, frame: Int[Tensor, " S"]) -> Float[Tensor, "S C"]:
-        return self._rows(head, frame, len(frame)).to(canonical.points.dtype)
+        return self.per_frame(head)[frame].to(canonical.points.dtype)
 
     def per_frame(self, head: Head) -> Float[Tensor, "F C"]:
-        return self._rows(head, slice(None), head.num_frames)
-
-    def _rows(self, head: Head, frame: Tensor | slice, count: int) -> Tensor:
-        parts = [head.expression[frame, : self.expression], *(head.pose[frame, j] for j in self.joints)]
+        parts = [head.expression[:, : self.expression], *(head.pose[:, j] for j in self.joints)]
         if head.codes is not None and head.codes.shape[1] != self.codes:
             raise ValueError(f"head: expected codes of {self.codes} numbers per frame, got {head.codes.shape[1]}")
-        codes = head.codes[frame] if head.codes is not None else head.expression.new_zeros(count, self.codes)
+        codes = head.codes if head.codes is not None else head.expression.new_zeros(head.num_frames, self.codes)
         return torch.cat([*parts, codes], dim=1)
 
 
