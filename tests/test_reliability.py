@@ -122,7 +122,7 @@ def test_a_timed_checkpoint_is_written_between_step_checkpoints(video, tmp_path)
         seen.append(state["step"])
         original(state, path)
 
-    import headfields.training as training
+    from headfields.training import loop as training
 
     training.save_checkpoint, saved = spy, training.save_checkpoint
     try:

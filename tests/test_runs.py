@@ -163,7 +163,7 @@ def _train_tiny(tiny_video, out, sink, **training):
 def test_a_budget_too_short_for_every_frame_evaluates_an_evenly_spread_subset(tiny_video, tmp_path, monkeypatch):
     import io
 
-    from headfields import training
+    from headfields.training import loop as training
 
     # A held-out frame "takes" 100 s: of a 10-minute budget the final evaluation may take a quarter, 150 s, i.e.
     # one frame at 125 s (the margin included) of the two.
@@ -181,7 +181,7 @@ def test_a_budget_too_short_for_every_frame_evaluates_an_evenly_spread_subset(ti
 def test_a_training_budget_counts_the_steps_alone_and_evaluates_every_frame(tiny_video, tmp_path, monkeypatch):
     import io
 
-    from headfields import training
+    from headfields.training import loop as training
 
     def no_probe(*args):
         raise AssertionError("a training budget needs no estimate of the evaluation")

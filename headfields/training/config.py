@@ -1,0 +1,104 @@
+"""The training loop's configuration (:class:`TrainingConfig`) and the names of the files a run folder holds."""
+
+from __future__ import annotations
+
+import numbers
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+from ..checks import check_count, check_positive
+
+__all__ = ["CHECKPOINT_NAME", "CONFIG_NAME", "LOG_NAME", "TrainingConfig"]
+
+LOG_NAME = "log.jsonl"  # a JSON line per logged step and per evaluation, in the run folder
+CHECKPOINT_NAME = "checkpoint.pt"
+CONFIG_NAME = "config.json"  # the run's whole configuration (headfields.runs.RunConfig)
+BUDGETS = ("run", "training")
+LOGS = ("jsonl", "tensorboard")  # TrainingConfig.log
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    max_iterations: int = 20000
+    # Wall-clock budget of the whole run: the training steps, their evaluations and the final evaluation (a subset
+    # of the held-out frames when all would not fit, see FINAL_EVALUATION_SHARE); see ``budget``.
+    max_minutes: float | None = None
+    # What max_minutes bounds: "run", the whole run's wall time; "training", the training steps' time alone (the
+    # evaluations follow outside it, the final one on every held-out frame): equal training time for benchmarks.
+    budget: Literal["run", "training"] = "run"
+    rays_per_batch: int = 4096
+    frames_per_batch: int | None = None  # each batch draws its rays from this many random frames (None: all)
+    balance_views: bool = False  # draw rays evenly from the model's view bins (``model.view_bins(frames)``)
+    eval_every: int = 1000  # iterations between held-out evaluations (0: only at the end)
+    checkpoint_every: int = 1000  # iterations between checkpoints (0: only at the end)
+    checkpoint_minutes: float | None = 5.0  # also a checkpoint when this long has passed since the last (None: never)
+    log_every: int = 50
+    ema_decay: float | None = None  # None: the model's (OptimizerConfig.ema_decay); a number overrides it
+    eval_frames: int = 8  # held-out frames rendered at each intermediate evaluation; all at the end
+    render_chunk: int = 8192  # rays rendered at once during evaluation
+    seed: int = 0
+    # Regions whose PSNR the final evaluation reports: (name, segmentation label codes) pairs, e.g.
+    # (("hair", (6,)), ("face", (1, 2, 5))): pairs, not a dict, so the config stays hashable.
+    eval_regions: tuple[tuple[str, tuple[int, ...]], ...] = ()
+    # torchvision's ImageNet AlexNet state dict for LPIPS; None: torch.hub's cache (headfields.perceptual).
+    lpips_weights: str | None = None
+    # Where the logged steps go besides RUN/log.jsonl: "tensorboard" adds TensorBoard events under RUN/tensorboard
+    # (scalars, and the held-out comparisons of each evaluation; needs the tensorboard extra).
+    log: Literal["jsonl", "tensorboard"] = "jsonl"
+
+    def __post_init__(self) -> None:
+        check_count("max_iterations", self.max_iterations, 1)
+        check_positive("max_minutes", self.max_minutes)
+        check_count("rays_per_batch", self.rays_per_batch, 1)
+        if self.frames_per_batch is not None:
+            check_count("frames_per_batch", self.frames_per_batch, 1)
+            if self.balance_views:
+                raise ValueError("balance_views: expected False with frames_per_batch (both choose the frames)")
+        check_count("eval_every", self.eval_every, 0)
+        check_count("checkpoint_every", self.checkpoint_every, 0)
+        check_positive("checkpoint_minutes", self.checkpoint_minutes)
+        check_count("seed", self.seed, 0)
+        check_count("log_every", self.log_every, 1)
+        check_count("eval_frames", self.eval_frames, 1)
+        check_count("render_chunk", self.render_chunk, 1)
+        if self.budget not in BUDGETS:
+            raise ValueError(f"budget: expected one of {BUDGETS}, got {self.budget!r}")
+        if self.log not in LOGS:
+            raise ValueError(f"log: expected one of {LOGS}, got {self.log!r}")
+        if self.ema_decay is not None and not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay: expected a decay in [0, 1) or None, got {self.ema_decay}")
+        # Frozen: normalised through object.__setattr__, so the config stays hashable and compares by value.
+        object.__setattr__(self, "eval_regions", tuple(region_codes("eval_regions", self.eval_regions).items()))
+        if self.lpips_weights is not None:
+            if not isinstance(self.lpips_weights, str | os.PathLike):
+                raise TypeError(f"lpips_weights: expected a path or None, got {self.lpips_weights!r}")
+            object.__setattr__(self, "lpips_weights", os.fspath(self.lpips_weights))
+
+
+def region_codes(
+    name: str, regions: Mapping[str, int | Iterable[int]] | Iterable[tuple[str, int | Iterable[int]]]
+) -> dict[str, tuple[int, ...]]:
+    """``{region name: segmentation label codes}`` from a dict or (name, codes) pairs, each code an integer in
+    [0, 255] (a single integer stands for one code); errors name ``name``."""
+    if isinstance(regions, str) or not isinstance(regions, Mapping | Iterable):
+        raise TypeError(f"{name}: expected {{region name: label codes}} or (name, codes) pairs, got {regions!r}")
+    out: dict[str, tuple[int, ...]] = {}
+    for entry in regions.items() if isinstance(regions, Mapping) else regions:
+        if not isinstance(entry, tuple | list) or len(entry) != 2 or not isinstance(entry[0], str) or not entry[0]:
+            raise TypeError(f"{name}: expected (region name, label codes) pairs, got {entry!r}")
+        region, codes = entry
+        if region in out:
+            raise ValueError(f"{name}: expected each region once, got {region!r} twice")
+        codes = (codes,) if isinstance(codes, numbers.Integral) else codes
+        if isinstance(codes, str) or not isinstance(codes, Iterable):
+            raise TypeError(f"{name}: expected label codes (integers) for {region!r}, got {codes!r}")
+        codes = tuple(codes)
+        if not codes:
+            raise ValueError(f"{name}: expected at least one label code for {region!r}, got none")
+        for code in codes:
+            if isinstance(code, bool) or not isinstance(code, numbers.Integral) or not 0 <= code <= 255:
+                raise ValueError(f"{name}: expected label codes in [0, 255] for {region!r}, got {code!r}")
+        out[region] = tuple(int(c) for c in codes)
+    return out
+

@@ -1,0 +1,68 @@
+"""What a model gives the training loop and what the loop gives it: :class:`AvatarModel`, the batch of rays it
+trains on (:class:`RayBatch`) and the result of its step (:class:`StepOutput`)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import torch
+from jaxtyping import Bool, Float, Int
+from torch import Tensor
+
+from ..data import FrameSet
+from ..parametric import Head, SubjectModel
+from ..renderers.cameras import Rays
+from .optimizer import OptimizerConfig
+
+__all__ = ["AvatarModel", "RayBatch", "StepOutput"]
+
+
+@dataclass
+class RayBatch:
+    """Rays with what the training frames say about their pixels."""
+
+    rays: Rays
+    frames: FrameSet  # where the rays come from: ``rays.frame`` indexes its frames
+    rgb: Float[Tensor, "R 3"]  # in [0, 1]
+    mask: Bool[Tensor, " R"] | None = None
+    depth: Float[Tensor, " R"] | None = None  # metres along the camera axis; 0 = none
+    segmentation: Int[Tensor, " R"] | None = None  # region labels of the dataset
+    head: Head | None = None  # the tracked head of ``frames`` (the loop builds it once per split)
+    generator: torch.Generator | None = None  # this step's jitter (seeded by the loop from the seed and the step)
+
+    def slice(self, start: int, stop: int) -> RayBatch:
+        """Rays ``start`` to ``stop`` (exclusive) with their targets: a rank's share of a batch."""
+        return self.select(slice(start, stop))
+
+    def select(self, index: slice | Int[Tensor, " K"]) -> RayBatch:
+        """The rays ``index`` picks (a slice or indices) with their targets; head, frames and generator kept."""
+
+        def part(x: Tensor | None) -> Tensor | None:
+            return None if x is None else x[index]
+
+        rays = Rays(origins=part(self.rays.origins), directions=part(self.rays.directions), frame=part(self.rays.frame))
+        rgb, mask, depth, segmentation = part(self.rgb), part(self.mask), part(self.depth), part(self.segmentation)
+        return dataclasses.replace(self, rays=rays, rgb=rgb, mask=mask, depth=depth, segmentation=segmentation)
+
+
+@dataclass
+class StepOutput:
+    loss: Tensor  # scalar to minimise
+    rgb: Float[Tensor, "R 3"]  # the rendered colours, for the running PSNR
+    logs: dict[str, float]
+
+
+@runtime_checkable
+class AvatarModel(Protocol):
+    """What the loop needs from a model (an ``nn.Module``). Optional: ``before_step(step, head)`` (refresh an
+    occupancy grid, advance a schedule), ``param_groups()`` (parameter groups, each a dict with ``params`` and
+    an ``lr_scale`` on the learning rate), ``view_bins(frames, head)`` (for ``balance_views``)."""
+
+    parametric: SubjectModel  # the loop builds each split's Head from it
+    optimization: OptimizerConfig
+
+    def training_step(self, batch: RayBatch, step: int) -> StepOutput: ...
+
+    def render_rays(self, rays: Rays, head: Head) -> Float[Tensor, "R 3"]: ...  # rays.frame indexes head's frames

@@ -1,0 +1,270 @@
+"""Rendering held-out frames and scoring them: PSNR, SSIM, L1 and LPIPS over the frame, the head and named
+regions, with the renders and comparisons written as PNGs."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from jaxtyping import Bool, Float
+from PIL import Image
+from torch import Tensor
+
+from ..checks import check_count, trusted_values
+from ..data import BACKGROUND_LABEL, FrameSet
+from ..heads import tracked_head
+from ..metrics import SSIM_WINDOW, l1, psnr, ssim
+from ..parametric import Head
+from ..perceptual import LPIPS_MIN_SIZE, Lpips, LpipsUnavailable
+from ..progress import Progress
+from ..renderers.cameras import PinholeCameras, Rays, image_pixels, pixel_rays
+from .config import region_codes
+from .contract import AvatarModel
+
+__all__ = [
+    "HEAD_MASKING",
+    "Evaluation",
+    "comparison",
+    "evaluate",
+    "evenly_spread",
+    "render_image",
+    "render_pixels",
+    "render_view",
+    "save_png",
+]
+
+ERROR_GAIN = 4.0  # error images show |render - truth| four times brighter
+# How the *_head metrics use the mask (recorded in metrics.json as "head_masking").
+HEAD_MASKING = (
+    "psnr_head, l1_head: over the mask's pixels; ssim_head: the SSIM map averaged over the window centres in the "
+    "mask; lpips_head: LPIPS of both images set to white outside the mask; each a mean over the frames whose mask "
+    "has pixels"
+)
+
+
+@dataclass
+class Evaluation:
+    """Means over the evaluated frames. The ``*_head`` scores use each frame's head mask (``mask`` says which;
+    None without one, or when no frame's mask has a pixel; see :data:`HEAD_MASKING`); ``lpips`` is None with
+    the reason in ``lpips_note``; ``psnr_regions`` holds each asked region's PSNR (None where no frame shows it)."""
+
+    psnr: float
+    ssim: float
+    frames: int
+    l1: float
+    psnr_head: float | None
+    ssim_head: float | None
+    l1_head: float | None
+    head_frames: int  # frames whose mask has pixels (the head means are over them)
+    mask: str | None  # which mask: "segmentation != 0 (background)", the foreground masks, or None
+    lpips: float | None
+    lpips_head: float | None
+    lpips_note: str | None  # why lpips is None (None when it was computed)
+    lpips_network: str | None  # "alex: backbone <file>, linear layers lpips <version> v0.1" when computed
+    psnr_regions: dict[str, float | None]
+    region_frames: dict[str, int]  # frames in which each region has pixels (its PSNR is the mean over them)
+    regions: dict[str, tuple[int, ...]]  # the label codes of each region
+
+    def metrics(self) -> dict[str, object]:
+        """The image part of ``metrics.json`` (JSON types: lists, not tuples)."""
+        out: dict[str, object] = {
+            "psnr": self.psnr,
+            "ssim": self.ssim,
+            "l1": self.l1,
+            "psnr_head": self.psnr_head,
+            "ssim_head": self.ssim_head,
+            "l1_head": self.l1_head,
+            "lpips": self.lpips,
+            "lpips_head": self.lpips_head,
+            "lpips_note": self.lpips_note,
+            "lpips_network": self.lpips_network,
+            "mask": self.mask,
+            "head_masking": HEAD_MASKING if self.mask is not None else None,
+            "head_frames": self.head_frames,
+        }
+        if self.regions:
+            out["psnr_regions"] = dict(self.psnr_regions)
+            out["regions"] = {
+                name: {"labels": list(codes), "frames": self.region_frames[name]} for name, codes in self.regions.items()
+            }
+        return out
+
+def render_image(
+    model: AvatarModel,
+    frames: FrameSet,
+    frame: int,
+    chunk: int,
+    device: torch.device,
+    render: Callable[[Rays], Float[Tensor, "R 3"]] | None = None,
+    head: Head | None = None,
+) -> Float[Tensor, "H W 3"]:
+    """Frame ``frame`` of ``frames``, ``chunk`` rays at a time without gradients, on the CPU, clamped to [0, 1].
+    ``render(rays)`` gives the colours (default: ``model.render_rays(rays, head)``, ``head`` the frames' tracked
+    head, built when not given, or a one-frame head of frame ``frame``: a tracker's fit of it)."""
+    if render is None:
+        head = head if head is not None else tracked_head(model.parametric, frames)
+        return render_view(model, frames.cameras, frame, head, 0 if head.num_frames == 1 else frame, chunk, device)
+    return render_pixels(render, frames.cameras.to(device), frame, chunk).clamp(0, 1)
+
+
+def render_view(
+    model: AvatarModel, cameras: PinholeCameras, camera: int, head: Head, head_frame: int, chunk: int, device: torch.device
+) -> Float[Tensor, "H W 3"]:
+    """The image of camera ``camera`` of ``cameras`` seeing frame ``head_frame`` of ``head`` (any camera: a
+    capture's, or a new path around the head), ``chunk`` rays at a time without gradients, on the CPU, in [0, 1]."""
+    check_count("head_frame", head_frame, 0, head.num_frames - 1)
+
+    def render(rays: Rays) -> Float[Tensor, "R 3"]:
+        return model.render_rays(dataclasses.replace(rays, frame=torch.full_like(rays.frame, head_frame)), head)
+
+    return render_pixels(render, cameras.to(device), camera, chunk).clamp(0, 1)
+
+
+def render_pixels(render: Callable[[Rays], Tensor], cameras: PinholeCameras, camera: int, chunk: int) -> Float[Tensor, "H W C"]:
+    """What ``render(rays)`` gives for every pixel of camera ``camera`` of ``cameras`` (colours [R, 3], a depth [R],
+    ...), ``chunk`` rays at a time without gradients, as an image [H, W, C] on the CPU."""
+    pixels = image_pixels(cameras)
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(pixels), chunk):
+            rays = pixel_rays(cameras, camera, pixels[start : start + chunk])
+            with trusted_values():  # the image's own rays, checked by pixel_rays
+                out.append(render(rays))
+    return torch.cat(out).reshape(cameras.height, cameras.width, -1).cpu()
+
+
+def save_png(image: Float[Tensor, "H W 3"], path: str | Path) -> None:
+    """An image in [0, 1] as an 8-bit PNG (parent folders made as needed)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray((image.clamp(0, 1).numpy() * 255 + 0.5).astype(np.uint8)).save(path)
+
+
+def comparison(pred: Float[Tensor, "H W 3"], truth: Float[Tensor, "H W 3"]) -> Float[Tensor, "H W3 3"]:
+    """Ground truth | render | error side by side; the error is the mean absolute difference, x ERROR_GAIN."""
+    error = ((pred - truth).abs().mean(dim=-1, keepdim=True) * ERROR_GAIN).clamp(0, 1).expand_as(pred)
+    return torch.cat([truth, pred, error], dim=1)
+
+
+def _head_masks(frames: FrameSet) -> tuple[Bool[Tensor, "N H W"] | None, str | None]:
+    """The subject's pixels of every frame and which mask they come from: the segmentation's non-background
+    labels, else the foreground masks, else none."""
+    if frames.segmentation is not None:
+        return frames.segmentation != BACKGROUND_LABEL, f"segmentation != {BACKGROUND_LABEL} (background)"
+    if frames.masks is not None:
+        return frames.masks, "masks (foreground alpha)"
+    return None, None
+
+
+def _lpips_network(lpips: Lpips | LpipsUnavailable | None, frames: FrameSet) -> tuple[Lpips | None, str | None]:
+    """The network to use for ``frames``, or None and why not."""
+    h, w = frames.cameras.height, frames.cameras.width
+    if lpips is None:
+        return None, "not computed (no LPIPS network given to evaluate)"
+    if isinstance(lpips, LpipsUnavailable):
+        return None, lpips.reason
+    if min(h, w) < LPIPS_MIN_SIZE:
+        return None, f"images of {h} x {w} pixels are smaller than LPIPS's AlexNet needs ({LPIPS_MIN_SIZE} x {LPIPS_MIN_SIZE})"
+    return lpips, None
+
+
+def _mean(values: list[float]) -> float | None:
+    return float(np.mean(values)) if values else None
+
+
+def evaluate(
+    model: AvatarModel,
+    frames: FrameSet,
+    indices: list[int],
+    chunk: int,
+    device: torch.device,
+    out: Path | None = None,
+    head: Head | None = None,
+    regions: dict[str, tuple[int, ...]] | None = None,
+    lpips: Lpips | LpipsUnavailable | None = None,
+    progress: Progress | None = None,
+) -> Evaluation:
+    """PSNR, SSIM, L1 and LPIPS over the given held-out frames (means over frames), over the whole frame and
+    over the head (each frame's subject mask: the segmentation's non-background pixels, else ``frames.masks``;
+    :data:`HEAD_MASKING` says how each score uses it), and the PSNR of each of ``regions`` ({name: segmentation
+    label codes}, e.g. ``{"hair": (6,), "face": (1, 2, 5)}``: the pixels with any of the codes).
+
+    ``lpips``: a network from :func:`~headfields.perceptual.load_lpips` (load it once, not per call), or its
+    :class:`~headfields.perceptual.LpipsUnavailable`; without one, or for images under 31 x 31, ``lpips`` is
+    None and ``lpips_note`` says why. A frame whose mask (or region) has no pixel is left out of that mean;
+    ``head_frames`` and ``region_frames`` count the frames in it. With ``out``, writes each frame's render
+    (``00000.png``) and its comparison with the ground truth (``00000_compare.png``). ``head``: the frames'
+    tracked head (built when not given). ``progress``: advanced by one a frame.
+
+    Example: ``evaluate(model, frames, [0, 5], 8192, device, regions={"hair": (6,)}, lpips=load_lpips()).psnr_head``."""
+    regions = region_codes("regions", regions) if regions is not None else {}
+    if regions and frames.segmentation is None:
+        raise ValueError("regions: expected frames with a segmentation (region labels) to find the regions in, got none")
+    if lpips is not None and not isinstance(lpips, Lpips | LpipsUnavailable):
+        raise TypeError(f"lpips: expected an Lpips network, LpipsUnavailable or None, got {type(lpips).__name__}")
+    head = head if head is not None else tracked_head(model.parametric, frames)
+    masks, mask_rule = _head_masks(frames)
+    network, note = _lpips_network(lpips, frames)
+    full: dict[str, list[float]] = {"psnr": [], "ssim": [], "l1": [], "lpips": []}
+    inside: dict[str, list[float]] = {"psnr": [], "ssim": [], "l1": [], "lpips": []}
+    per_region: dict[str, list[float]] = {name: [] for name in regions}
+    codes = {name: torch.tensor(c, dtype=torch.uint8) for name, c in regions.items()}
+    half = SSIM_WINDOW // 2
+    for f in indices:
+        pred = render_image(model, frames, f, chunk, device, head=head)
+        truth = frames.images[f].float() / 255.0
+        full["psnr"].append(float(psnr(pred, truth)))
+        full["ssim"].append(float(ssim(pred, truth)))
+        full["l1"].append(float(l1(pred, truth)))
+        mask = None if masks is None else masks[f].cpu()
+        if mask is not None and bool(mask.any()):
+            inside["psnr"].append(float(psnr(pred, truth, mask=mask)))
+            inside["l1"].append(float(l1(pred, truth, mask=mask)))
+            if bool(mask[half:-half, half:-half].any()):  # a mask only on the border has no SSIM window centre
+                inside["ssim"].append(float(ssim(pred, truth, mask=mask)))
+        if network is not None:
+            on = network.device
+            with torch.no_grad():
+                full["lpips"].append(float(network(pred.to(on), truth.to(on))))
+                if mask is not None and bool(mask.any()):
+                    inside["lpips"].append(float(network(pred.to(on), truth.to(on), mask=mask.to(on))))
+        for name, c in codes.items():
+            region = torch.isin(frames.segmentation[f].cpu(), c)
+            if bool(region.any()):
+                per_region[name].append(float(psnr(pred, truth, mask=region)))
+        if out is not None:
+            out.mkdir(parents=True, exist_ok=True)
+            save_png(pred, out / f"{f:05d}.png")
+            save_png(comparison(pred, truth), out / f"{f:05d}_compare.png")
+        if progress is not None:
+            progress.update(1)
+    head_frames = len(inside["psnr"])
+    return Evaluation(
+        psnr=float(np.mean(full["psnr"])),
+        ssim=float(np.mean(full["ssim"])),
+        frames=len(indices),
+        l1=float(np.mean(full["l1"])),
+        psnr_head=_mean(inside["psnr"]),
+        ssim_head=_mean(inside["ssim"]),
+        l1_head=_mean(inside["l1"]),
+        head_frames=head_frames,
+        mask=mask_rule,
+        lpips=_mean(full["lpips"]),
+        lpips_head=_mean(inside["lpips"]),
+        lpips_note=note,
+        lpips_network=None if network is None else network.source,
+        psnr_regions={name: _mean(values) for name, values in per_region.items()},
+        region_frames={name: len(values) for name, values in per_region.items()},
+        regions=regions,
+    )
+
+
+def evenly_spread(count: int, total: int) -> list[int]:
+    """``min(count, total)`` indices spread evenly over ``range(total)``, its ends included (all of them when
+    ``count >= total``)."""
+    n = min(count, total)
+    return sorted({round(i * (total - 1) / max(n - 1, 1)) for i in range(n)})

@@ -1,0 +1,459 @@
+"""The loop itself: :func:`train` checks its input and opens the run folder; a :class:`_Loop` holds one run's
+state (weights, optimiser, average, sampler, clocks) and runs its steps, evaluations, checkpoints and the final
+evaluation."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from .. import distributed
+from ..checkpoints import (
+    CheckpointError,
+    RunFolder,
+    check_fingerprint,
+    frozen_state_keys,
+    load_checkpoint,
+    run_fingerprint,
+    save_checkpoint,
+)
+from ..checks import trusted_values
+from ..data import FrameSet
+from ..ema import ExponentialMovingAverage
+from ..heads import tracked_head
+from ..parametric import Head
+from ..perceptual import Lpips, LpipsUnavailable, load_lpips
+from ..progress import Progress, format_seconds
+from ..renderers.cameras import image_pixels, pixel_rays
+from ..allocator import reuse_freed_memory  # TEMP until headfields.tuning lands
+from ..denormals import denormals_flushed  # TEMP
+import contextlib  # TEMP
+from .batches import ray_batch
+from .config import CHECKPOINT_NAME, CONFIG_NAME, LOG_NAME, TrainingConfig
+from .contract import AvatarModel, RayBatch, StepOutput
+from .evaluation import evaluate, evenly_spread
+from .optimizer import averaged, build_optimizer, set_learning_rate
+from .run_log import SIDE_BY_SIDE_FRAMES, RunLog, board_evaluation, board_scalars, tensorboard_writer
+
+__all__ = ["train"]
+
+# With a time budget, the final evaluation may take at most this share of it: more held-out frames than fit are
+# evaluated as an evenly spread subset (said in the output and in metrics.json), so the budget is the wall time.
+FINAL_EVALUATION_SHARE = 0.25
+BUDGET_MARGIN = 1.25  # the final evaluation's estimate is scaled by this (LPIPS, the files, a slower frame)
+
+
+def train(
+    model: AvatarModel,
+    train_frames: FrameSet,
+    eval_frames: FrameSet,
+    out: str | Path,
+    config: TrainingConfig | None = None,
+    device: str | torch.device | None = None,
+    resume: bool = True,
+    log=sys.stdout,
+    run=None,
+) -> dict[str, float]:
+    """Train ``model`` on ``train_frames``, evaluate on ``eval_frames``, write ``out/metrics.json`` and renders.
+
+    With ``resume`` and a checkpoint in ``out``, training continues from it exactly: the weights, optimiser,
+    moving average, sampler state and clock are restored, so stopping and resuming gives the same weights
+    as an uninterrupted run.
+
+    In a process group of W ranks (torchrun; :func:`~headfields.distributed.init_distributed`) it trains
+    data-parallel: every rank draws the same ``rays_per_batch`` rays and renders its contiguous W-th of them,
+    gradients are averaged, and rank 0 alone decides when the time budget is spent, evaluates and writes the
+    files (``out`` must be the same folder, shared, on every rank: each rank resumes from its checkpoint).
+    Every rank returns rank 0's metrics; the logged loss and PSNR are those of the whole batch.
+
+    ``run``: the :class:`~headfields.runs.RunConfig` that built ``model`` (its ``training`` must be ``config``),
+    written to ``out/config.json`` and into the checkpoint before training, so that
+    :func:`~headfields.runs.load_run` can rebuild the model (:func:`~headfields.runs.train_run` passes it).
+
+    On the CPU the run may tune the process for itself (``config.flush_denormals``, ``config.tune_malloc``: see
+    :mod:`headfields.tuning`); what it changed is restored when it returns or fails.
+
+    Example: ``train(model, subject.train, subject.eval, "outputs/run", TrainingConfig(max_minutes=5))["psnr"]``.
+    """
+    config = config or TrainingConfig()
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    ranks = distributed.world_size()
+    if config.rays_per_batch % ranks:
+        raise ValueError(
+            f"rays_per_batch: expected a multiple of the {ranks} ranks (an equal share each), got {config.rays_per_batch}"
+        )
+    for name, frames in (("train_frames", train_frames), ("eval_frames", eval_frames)):
+        if not isinstance(frames, FrameSet) or len(frames) == 0:
+            raise ValueError(f"{name}: expected a FrameSet with at least one frame, got {_describe(frames)}")
+    if config.eval_regions and eval_frames.segmentation is None:
+        raise ValueError("eval_regions: expected eval_frames with a segmentation (region labels), got frames without one")
+    described = None
+    if run is not None:
+        if run.training != config:
+            raise ValueError("run: expected the RunConfig whose training configuration is config, got another")
+        described = json.dumps(run.to_dict(), indent=2)
+    folder = RunFolder(out)
+    if distributed.rank() == 0:  # made, probe-written and locked before any training: a bad folder fails now, not at the end
+        folder.open()
+        if described is not None:
+            (folder.path / CONFIG_NAME).write_text(described + "\n")
+    try:
+        if device.type == 'cpu':  # TEMP
+            reuse_freed_memory()
+        with denormals_flushed() if device.type == 'cpu' else contextlib.nullcontext():  # TEMP
+            loop = _Loop(model, train_frames, eval_frames, folder.path, config, device, log, described)
+            loop.resume_if(resume)
+            return loop.run()
+    finally:
+        folder.close()
+
+
+class _Loop:
+    """One run: what it trains on and with (fixed), and its state (step, clocks, weights, optimiser, average,
+    sampler generator), which a checkpoint saves whole and :meth:`resume_if` restores."""
+
+    def __init__(
+        self,
+        model: AvatarModel,
+        train_frames: FrameSet,
+        eval_frames: FrameSet,
+        out: Path,
+        config: TrainingConfig,
+        device: torch.device,
+        log,
+        described: str | None,
+    ) -> None:
+        self.model, self.config, self.device, self.out, self.log = model, config, device, out, log
+        self.train_frames, self.eval_frames, self.described = train_frames, eval_frames, described
+        self.rank, self.ranks = distributed.rank(), distributed.world_size()
+        self.lead = self.rank == 0
+        self.share = config.rays_per_batch // self.ranks
+        # Before the average copies the weights: DDP makes them rank 0's on every rank.
+        self.step_fn = _data_parallel(model, device) if self.ranks > 1 else model.training_step
+        self.optimization = model.optimization
+        self.optimizer = build_optimizer(model, self.optimization)
+        ema_decay = config.ema_decay if config.ema_decay is not None else self.optimization.ema_decay
+        self.ema = None if ema_decay is None else ExponentialMovingAverage(model, decay=ema_decay)
+        # Each split's tracked head, once: every batch and every evaluation reads it.
+        self.train_head = tracked_head(model.parametric, train_frames)
+        self.eval_head = tracked_head(model.parametric, eval_frames)
+        self.generator = torch.Generator().manual_seed(config.seed)  # the same seed on every rank: the same batches
+        self.step, self.elapsed, self.wall = 0, 0.0, 0.0  # wall: the run's wall-clock seconds, evaluations included
+        self.checkpoint = out / CHECKPOINT_NAME
+        self.fingerprint, self.frozen = run_fingerprint(model, train_frames, config), frozen_state_keys(model)
+        self.budget = math.inf if config.max_minutes is None else 60.0 * config.max_minutes
+        self.whole_run = self.budget < math.inf and config.budget == "run"  # evaluations inside the budget
+        self.everything = list(range(len(eval_frames)))
+        self.held_out = evenly_spread(config.eval_frames, len(eval_frames))
+
+    # -- state: checkpoints and clocks
+
+    def resume_if(self, resume: bool) -> None:
+        """Restore the state of ``out``'s checkpoint when ``resume`` and rank 0 finds one."""
+        if not distributed.broadcast_object(resume and self.checkpoint.exists(), self.device):  # rank 0's word
+            return
+        if not self.checkpoint.exists():
+            raise FileNotFoundError(
+                f"out: rank {self.rank} finds no {self.checkpoint}, which rank 0 resumes from (give all ranks one folder)"
+            )
+        state = load_checkpoint(self.checkpoint, self.device)
+        check_fingerprint(self.checkpoint, state.get("fingerprint"), self.fingerprint)
+        missing, unexpected = self.model.load_state_dict(state["model"], strict=False)
+        if unexpected or set(missing) - self.frozen:
+            raise CheckpointError(
+                f"checkpoint: {self.checkpoint} does not fit the model (missing {missing}, unexpected {unexpected})"
+            )
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.ema is not None:
+            self.ema.load_state_dict(state["ema"])
+        self.generator.set_state(state["generator"].cpu())  # map_location moved it; the sampler's generator is on the CPU
+        self.step, self.elapsed = state["step"], state["elapsed"]
+        self.wall = state.get("wall", self.elapsed)
+
+    def spent(self) -> float:
+        """The run's wall-clock seconds, a resumed run's earlier ones included."""
+        return time.monotonic() - self.clock
+
+    def save(self) -> None:
+        state = {
+            "model": {k: v for k, v in self.model.state_dict().items() if k not in self.frozen},
+            "optimizer": self.optimizer.state_dict(),
+            "ema": None if self.ema is None else self.ema.state_dict(),
+            "generator": self.generator.get_state(),
+            "step": self.step,
+            "elapsed": self.elapsed,
+            "wall": self.spent(),
+            "config": asdict(self.config),
+            "run": self.described,  # config.json's text (None: trained without a RunConfig)
+            "fingerprint": self.fingerprint,
+        }
+        save_checkpoint(state, self.checkpoint)
+        self.last_save = time.monotonic()
+
+    def checkpoint_due(self) -> bool:
+        c = self.config
+        timed = c.checkpoint_minutes is not None and time.monotonic() - self.last_save >= 60.0 * c.checkpoint_minutes
+        return bool(c.checkpoint_every and self.step % c.checkpoint_every == 0) or timed
+
+    # -- the budget
+
+    def final_frames(self) -> list[int]:
+        """The held-out frames the final evaluation can afford: all, or an evenly spread subset of them."""
+        estimate = self.frame_seconds * BUDGET_MARGIN
+        if not self.whole_run or estimate * len(self.everything) <= FINAL_EVALUATION_SHARE * self.budget:
+            return self.everything
+        return evenly_spread(max(1, int(FINAL_EVALUATION_SHARE * self.budget / estimate)), len(self.everything))
+
+    def going(self) -> bool:
+        c = self.config
+        if self.whole_run:
+            final = self.frame_seconds * BUDGET_MARGIN * len(self.final_frames())
+            more = self.step < c.max_iterations and self.spent() + final < self.budget
+        else:  # the training steps' own clock (or none)
+            more = self.step < c.max_iterations and self.elapsed < self.budget
+        # Every rank counts the same steps, but clocks differ: rank 0's decides, so all stop at the same step.
+        return more if self.budget == math.inf else distributed.broadcast_object(more, self.device)
+
+    # -- the run
+
+    def run(self) -> dict[str, float]:
+        c, model = self.config, self.model
+        torch.manual_seed(c.seed + self.step)  # whatever draws from the global generator during training
+        self.run_log = RunLog(self.out / LOG_NAME, self.step) if self.lead else None
+        self.board = tensorboard_writer(self.out, self.step) if self.lead and c.log == "tensorboard" else None
+        self.clock = time.monotonic() - self.wall  # spent() continues a resumed run's clock
+        self.last_save = time.monotonic()
+        # Seconds a held-out frame takes to render and score: first from one chunk of rays, then from each evaluation.
+        self.frame_seconds = (
+            _probe_frame_seconds(model, self.eval_frames, self.eval_head, c, self.device)
+            if self.lead and self.whole_run
+            else 0.0
+        )
+        if self.lead and self.whole_run:
+            n = len(self.final_frames())
+            print(
+                f"budget {format_seconds(self.budget)}: training, then the final evaluation of {n} of "
+                f"{len(self.everything)} held-out frames (about {format_seconds(self.frame_seconds * n)} by a first "
+                "measurement)",
+                file=self.log,
+            )
+        timed = self.budget < math.inf
+        initial = min(self.spent() if self.whole_run else self.elapsed, self.budget) if timed else self.step
+        bar = Progress(
+            total=self.budget if timed else c.max_iterations,
+            desc="train",
+            unit="s" if timed else "step",
+            file=self.log,
+            enabled=self.lead,
+            initial=initial,
+        )
+        self.view_bins = None
+        if c.balance_views:
+            if not hasattr(model, "view_bins"):
+                raise ValueError(f"balance_views: expected a model with view_bins(frames, head), got {type(model).__name__}")
+            self.view_bins = model.view_bins(self.train_frames, self.train_head)
+        # Once per run, before training: a weights file that was asked for and cannot be read fails now.
+        self.perceptual = _load_lpips(c.lpips_weights, self.device) if self.lead else None
+        model.train()
+        self.first_step, self.first_wall = self.step, self.spent()  # this process's start: its rate of steps
+        while self.going():
+            wall_start, elapsed_start = self.spent(), self.elapsed
+            batch, result = self.train_step()
+            if self.step % c.log_every == 0 or self.step == 1:
+                self.log_step(batch, result, bar)
+            if self.lead and self.checkpoint_due():
+                self.save()
+            if self.lead and c.eval_every and self.step % c.eval_every == 0 and self.step < c.max_iterations:
+                self.evaluate_held_out(bar)
+            if timed:  # the clock the budget counts
+                bar.update(self.spent() - wall_start if self.whole_run else self.elapsed - elapsed_start)
+            else:
+                bar.update(1)
+        bar.close()
+        model.eval()
+        if not self.lead:  # the other ranks wait for rank 0's evaluation
+            return distributed.broadcast_object(None, self.device)
+        self.save()
+        return distributed.broadcast_object(self.final_evaluation(), self.device)
+
+    def train_step(self) -> tuple[RayBatch, StepOutput]:
+        """One optimiser step on a fresh batch; the step's time goes to ``elapsed``."""
+        c, model = self.config, self.model
+        start = time.perf_counter()
+        set_learning_rate(self.optimizer, self.optimization, self.step)
+        if hasattr(model, "before_step"):
+            model.before_step(self.step, self.train_head)
+        batch = ray_batch(
+            self.train_frames, c.rays_per_batch, self.generator, self.device, c.frames_per_batch, self.view_bins,
+            self.train_head,
+        )  # fmt: skip
+        # The step's jitter: a function of the seed and the step, so a resumed run draws the same samples.
+        batch.generator = torch.Generator(self.device).manual_seed(c.seed + self.step)
+        if self.ranks > 1:
+            batch = batch.slice(self.rank * self.share, (self.rank + 1) * self.share)
+        with trusted_values():  # the loop's own batch: checked where it was drawn, not again in every layer
+            result = self.step_fn(batch, self.step)
+        if not bool(torch.isfinite(result.loss.detach())):  # before the step: the weights and checkpoint stay sound
+            terms = ", ".join(f"{k} {v:.4g}" for k, v in result.logs.items())
+            raise FloatingPointError(
+                f"training_step: the loss is {float(result.loss.detach())} at step {self.step} ({terms})"
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        result.loss.backward()
+        self.optimizer.step()
+        if self.ema is not None:
+            self.ema.update()  # the same weights on every rank after the step: the same average
+        self.step += 1
+        self.elapsed += time.perf_counter() - start
+        return batch, result
+
+    def log_step(self, batch: RayBatch, result: StepOutput, bar: Progress) -> None:
+        with torch.no_grad():  # equal shares: the means over ranks are the whole batch's loss and error
+            error = (result.rgb.detach().clamp(0, 1) - batch.rgb).square().mean()
+            loss, mse = distributed.mean_over_ranks(torch.stack([result.loss.detach(), error])).tolist()
+        if not self.lead:
+            return
+        running_psnr = 10 * math.log10(1 / mse) if mse > 0 else math.inf  # metrics.psnr of the whole batch
+        rates = [group["lr"] for group in self.optimizer.param_groups]
+        self.run_log.append(
+            self.step, self.elapsed, loss=loss, psnr=running_psnr, terms=result.logs, learning_rates=rates
+        )
+        rate = (self.step - self.first_step) / max(self.spent() - self.first_wall, 1e-9)
+        # rank 0's share of the terms
+        bar.set_values(step=self.step, **{"it/s": rate}, loss=loss, psnr=running_psnr, **result.logs)
+        if self.board is not None:
+            board_scalars(self.board, self.step, {"loss": loss, "psnr": running_psnr, **result.logs}, rates)
+
+    def evaluate_held_out(self, bar: Progress) -> None:
+        """An intermediate evaluation on ``config.eval_frames`` held-out frames, with the averaged weights."""
+        self.model.eval()
+        began = time.monotonic()
+        with averaged(self.ema):
+            renders = self.out / "renders" / f"step_{self.step:06d}"
+            ev = evaluate(
+                self.model, self.eval_frames, self.held_out, self.config.render_chunk, self.device, renders, self.eval_head
+            )
+        self.frame_seconds = (time.monotonic() - began) / len(self.held_out)  # the trained model's own speed
+        self.model.train()
+        head = "" if ev.psnr_head is None else f"  head psnr {ev.psnr_head:.2f}"
+        bar.write(f"eval  {self.step:6d}  psnr {ev.psnr:.2f}{head}  ssim {ev.ssim:.4f}  ({ev.frames} frames)")
+        self.run_log.append(self.step, self.elapsed, eval={"psnr": ev.psnr, "psnr_head": ev.psnr_head, "ssim": ev.ssim})
+        if self.board is not None:
+            board_evaluation(self.board, self.step, ev, renders, self.held_out)
+
+    def final_evaluation(self) -> dict[str, object]:
+        """The held-out frames the budget affords, scored and written; ``metrics.json``; the metrics."""
+        c, out, log = self.config, self.out, self.log
+        chosen = self.final_frames()
+        note = None
+        if len(chosen) < len(self.everything):
+            note = (
+                f"{len(chosen)} of the {len(self.everything)} held-out frames, evenly spread: all would take about "
+                f"{format_seconds(self.frame_seconds * len(self.everything))}, over {FINAL_EVALUATION_SHARE:.0%} of "
+                f"the {format_seconds(self.budget)} budget (give more --max-minutes, or evaluate the run with "
+                "python -m headfields render)"
+            )
+            print(f"final evaluation: {note}", file=log)
+        with averaged(self.ema), Progress(len(chosen), "final evaluation", "frame", file=log) as progress:
+            final = evaluate(
+                self.model,
+                self.eval_frames,
+                chosen,
+                c.render_chunk,
+                self.device,
+                out / "renders" / "final",
+                self.eval_head,
+                regions=dict(c.eval_regions),
+                lpips=self.perceptual,
+                progress=progress,
+            )
+        shown = [chosen[i] for i in evenly_spread(SIDE_BY_SIDE_FRAMES, len(chosen))]
+        rows = [np.asarray(Image.open(out / "renders" / "final" / f"{f:05d}_compare.png")) for f in shown]
+        Image.fromarray(np.concatenate(rows, axis=0)).save(out / "side_by_side.png")
+        metrics = {
+            **final.metrics(),
+            "train_seconds": self.elapsed,
+            "wall_seconds": self.spent(),
+            "iterations": self.step,
+            "eval_frames": final.frames,
+            "eval_frames_total": len(self.everything),
+            "eval_note": note,
+        }
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        head = "" if final.psnr_head is None else f"  head psnr {final.psnr_head:.2f}"
+        perceptual_score = "" if final.lpips is None else f"  lpips {final.lpips:.4f}"
+        summary = f"psnr {final.psnr:.2f}{head}  ssim {final.ssim:.4f}{perceptual_score}"
+        print(
+            f"final  {summary}  after {self.step} iterations, {self.elapsed:.0f} s of training, {self.spent():.0f} s in all",
+            file=log,
+        )
+        if self.board is not None:
+            self.board.close()
+        if final.lpips_note is not None:
+            print(f"lpips: null ({final.lpips_note})", file=log)
+        return metrics
+
+
+class _TrainingStep(nn.Module):
+    """The model's training step as a forward: DistributedDataParallel averages the gradients of the forward it
+    wraps, and our models train through ``training_step``, not ``forward``."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: RayBatch, step: int) -> StepOutput:
+        return self.model.training_step(batch, step)
+
+
+def _data_parallel(model: nn.Module, device: torch.device) -> DistributedDataParallel:
+    """``model``'s training step under DistributedDataParallel. Construction gives every rank rank 0's
+    parameters and buffers; each forward gives every rank rank 0's buffers again, after ``before_step``
+    changed them (an occupancy grid refreshed from one rank's density), so all ranks march the same grid."""
+    index = (device.index if device.index is not None else torch.cuda.current_device()) if device.type == "cuda" else None
+    return DistributedDataParallel(  # its default syncs the buffers at each forward
+        _TrainingStep(model),
+        device_ids=None if index is None else [index],  # CPU ranks (gloo): none
+        # Parameters can sit out a step (MonoAvatar's error-correction warp before its start step): DDP then has
+        # to look for them, one walk over the autograd graph per step, and leaves their gradients None.
+        find_unused_parameters=True,
+    )
+
+
+def _probe_frame_seconds(model, frames: FrameSet, head: Head, config: TrainingConfig, device) -> float:
+    """Seconds one held-out frame takes to render, from one chunk of its rays (a first estimate; evaluations measure)."""
+    cameras = frames.cameras.to(device)
+    pixels = image_pixels(cameras)[: config.render_chunk]
+    was_training = model.training
+    model.eval()
+    start = time.perf_counter()
+    with torch.no_grad(), trusted_values():
+        model.render_rays(pixel_rays(cameras, 0, pixels), head)
+    seconds = (time.perf_counter() - start) * cameras.height * cameras.width / len(pixels)
+    model.train(was_training)
+    return seconds
+
+
+def _load_lpips(weights: str | None, device: torch.device) -> Lpips | LpipsUnavailable:
+    """:func:`~headfields.perceptual.load_lpips` for the run, its errors naming the config's ``lpips_weights``."""
+    try:
+        return load_lpips(weights, device)
+    except (FileNotFoundError, ValueError) as error:
+        message = str(error)
+        if not message.startswith("weights:"):
+            raise
+        raise type(error)("lpips_weights:" + message.removeprefix("weights:")) from None
+
+
+def _describe(frames: object) -> str:
+    return f"{len(frames)} frames" if isinstance(frames, FrameSet) else type(frames).__name__
