@@ -13,11 +13,12 @@ under ``out/tracked/`` and ``out/mesh_XXXXX.obj``.
 
 from __future__ import annotations
 
+import argparse
 import json
 
 import torch
 
-from headfields.cli import example_training, run_training, training_parser
+from headfields.commands.train import train
 from headfields.data import write_obj
 from headfields.models.hyper_neus_tracking import TrackingConfig, frame_error, track_frame
 from headfields.runs import load_run
@@ -25,20 +26,22 @@ from headfields.training import comparison, render_image, save_png
 
 
 def main() -> None:
-    training = example_training(max_minutes=20.0, rays_per_batch=512, frames_per_batch=4, eval_every=500)
-    parser = training_parser(__doc__.split("\n")[0], "hyper_neus", "outputs/hyper_neus", training)
-    parser.add_argument("--track", type=int, default=3, help="held-out frames to track after training")
-    parser.add_argument("--track-steps", type=int, default=60)
-    parser.add_argument("--mesh-resolution", type=int, default=128)
-    args = parser.parse_args()
-    print(
-        f"after training (outside --max-minutes): {args.track} held-out frames tracked for {args.track_steps} steps "
-        f"each, and one mesh at {args.mesh_resolution}^3 (a line per tracked frame)"
-    )
-    if run_training(args) is None:  # tracking and the mesh: rank 0 alone
+    after = argparse.ArgumentParser(add_help=False)  # the work after training; the rest are the train command's flags
+    after.add_argument("--track", type=int, default=3, help="held-out frames to track after training")
+    after.add_argument("--track-steps", type=int, default=60)
+    after.add_argument("--mesh-resolution", type=int, default=128)
+    args, flags = after.parse_known_args()
+    if "-h" in flags or "--help" in flags:
+        after.print_help()
+    else:
+        print(
+            f"after training (outside --max-minutes): {args.track} held-out frames tracked for {args.track_steps} "
+            f"steps each, and one mesh at {args.mesh_resolution}^3 (a line per tracked frame)"
+        )
+    metrics, out, device = train("hyper_neus", flags)
+    if metrics is None:  # tracking and the mesh: rank 0 alone
         return
-
-    run = load_run(args.out, args.device)  # the trained model, with its evaluation weights
+    run = load_run(out, device)  # the trained model, with its evaluation weights
     model, eval_frames, device = run.model, run.subject.eval, run.device
     tracked = {}
     count = min(args.track, len(eval_frames))
@@ -52,13 +55,13 @@ def main() -> None:
         print(f"frame {f}: " + ", ".join(f"{k} {v:.4f}" for k, v in tracked[f].items()))
         save_png(
             comparison(render_image(model, eval_frames, f, 4096, device, head=result.head), eval_frames.images[f].float() / 255),
-            args.out / "tracked" / f"{f:05d}.png",
+            out / "tracked" / f"{f:05d}.png",
         )
-    (args.out / "tracking.json").write_text(json.dumps(tracked, indent=2))
+    (out / "tracking.json").write_text(json.dumps(tracked, indent=2))
 
     f = len(eval_frames) // 2
     surface = model.extract_mesh(run.eval_head, f, args.mesh_resolution)
-    write_obj(args.out / f"mesh_{f:05d}.obj", surface.vertices.cpu().numpy(), surface.faces.cpu().numpy())
+    write_obj(out / f"mesh_{f:05d}.obj", surface.vertices.cpu().numpy(), surface.faces.cpu().numpy())
 
 
 if __name__ == "__main__":

@@ -10,17 +10,13 @@
 Writes ``out/metrics.json`` (held-out psnr, ssim, train_seconds, iterations), renders (prediction | truth) under
 ``out/renders/``, ``out/config.json``, ``out/log.jsonl`` and a checkpoint; run again with the same ``--out`` to resume.
 ``python -m headfields render OUT`` / ``export OUT`` then make videos and meshes of the trained avatar.
+
+The same as ``python -m headfields train insta``, with the same flags.
 """
 
-from __future__ import annotations
+import sys
 
-from headfields.cli import example_training, run_training, training_parser
-
-
-def main() -> None:
-    training = example_training(max_minutes=15.0, rays_per_batch=2048, eval_every=500)
-    run_training(training_parser(__doc__.split("\n")[0], "insta", "outputs/insta", training).parse_args())
-
+from headfields.commands import main
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main(["train", "insta", *sys.argv[1:]]))

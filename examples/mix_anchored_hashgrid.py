@@ -8,17 +8,13 @@ else is MonoAvatar, with the error correction off as the synthetic video's track
     torchrun --nproc_per_node=2 examples/mix_anchored_hashgrid.py --device cpu
 
 The assembly is ``headfields.models.mixes.anchored_hashgrid``; ``benchmarks/compare.py`` trains it next to its paper model.
+
+The same as ``python -m headfields train mix_anchored_hashgrid``, with the same flags.
 """
 
-from headfields.cli import example_training, run_training, training_parser
-from headfields.models.mixes import MIXES
+import sys
 
-MIX = MIXES["mix_anchored_hashgrid"]
+from headfields.commands import main
 
 if __name__ == "__main__":
-    training = example_training(
-        max_minutes=5.0, rays_per_batch=MIX.rays_per_batch, frames_per_batch=MIX.frames_per_batch, eval_every=MIX.eval_every
-    )
-    run_training(
-        training_parser(__doc__.split("\n")[0], "mix_anchored_hashgrid", "outputs/mix_anchored_hashgrid", training).parse_args()
-    )
+    raise SystemExit(main(["train", "mix_anchored_hashgrid", *sys.argv[1:]]))

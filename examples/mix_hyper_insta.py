@@ -8,15 +8,13 @@ what the FLAME mesh does not move (wrinkles, the inside of the mouth). The field
     torchrun --nproc_per_node=2 examples/mix_hyper_insta.py --device cpu --rays 4096
 
 The assembly is ``headfields.models.mixes.hyper_insta``; ``benchmarks/compare.py`` trains it next to its paper model.
+
+The same as ``python -m headfields train mix_hyper_insta``, with the same flags.
 """
 
-from headfields.cli import example_training, run_training, training_parser
-from headfields.models.mixes import MIXES
+import sys
 
-MIX = MIXES["mix_hyper_insta"]
+from headfields.commands import main
 
 if __name__ == "__main__":
-    training = example_training(
-        max_minutes=5.0, rays_per_batch=MIX.rays_per_batch, frames_per_batch=MIX.frames_per_batch, eval_every=MIX.eval_every
-    )
-    run_training(training_parser(__doc__.split("\n")[0], "mix_hyper_insta", "outputs/mix_hyper_insta", training).parse_args())
+    raise SystemExit(main(["train", "mix_hyper_insta", *sys.argv[1:]]))

@@ -7,15 +7,13 @@ renderer (``headfields.models.neus_avatar.NeusAvatar``) do the rest.
     torchrun --nproc_per_node=2 examples/mix_triangle_neus.py --device cpu
 
 The assembly is ``headfields.models.mixes.triangle_neus``; ``benchmarks/compare.py`` trains it next to its paper model.
+
+The same as ``python -m headfields train mix_triangle_neus``, with the same flags.
 """
 
-from headfields.cli import example_training, run_training, training_parser
-from headfields.models.mixes import MIXES
+import sys
 
-MIX = MIXES["mix_triangle_neus"]
+from headfields.commands import main
 
 if __name__ == "__main__":
-    training = example_training(
-        max_minutes=5.0, rays_per_batch=MIX.rays_per_batch, frames_per_batch=MIX.frames_per_batch, eval_every=MIX.eval_every
-    )
-    run_training(training_parser(__doc__.split("\n")[0], "mix_triangle_neus", "outputs/mix_triangle_neus", training).parse_args())
+    raise SystemExit(main(["train", "mix_triangle_neus", *sys.argv[1:]]))

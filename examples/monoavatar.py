@@ -8,18 +8,13 @@
 Writes ``out/metrics.json`` (held-out psnr, ssim, train_seconds, iterations), renders (truth | render | error)
 under ``out/renders/``, ``out/config.json``, ``out/log.jsonl`` and a checkpoint; run again with the same ``--out``
 to resume. ``--help`` lists a flag for every recipe field (``--monoavatar.*``) and training field.
+
+The same as ``python -m headfields train monoavatar``, with the same flags.
 """
 
-from __future__ import annotations
+import sys
 
-from headfields.cli import example_training, run_training, training_parser
-
-
-def main() -> None:
-    # MonoAvatar's batch: 1024 rays from 4 frames (each frame's UV-CNN features are computed once per batch).
-    training = example_training(max_minutes=15.0, rays_per_batch=1024, frames_per_batch=4, eval_every=500)
-    run_training(training_parser(__doc__.split("\n")[0], "monoavatar", "outputs/monoavatar", training).parse_args())
-
+from headfields.commands import main
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main(["train", "monoavatar", *sys.argv[1:]]))

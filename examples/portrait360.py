@@ -8,21 +8,13 @@ camera, default) or on a real INSTA-format capture tracked with SMPL-X.
 
 Writes ``out/metrics.json`` (held-out psnr, ssim, train_seconds, iterations), renders (truth | render | error)
 under ``out/renders/`` and a checkpoint; run again with the same ``--out`` to resume.
+
+The same as ``python -m headfields train portrait360``, with the same flags.
 """
 
-from __future__ import annotations
+import sys
 
-from headfields.cli import example_training, run_training, training_parser
-
-
-def main() -> None:
-    training = example_training(max_minutes=20.0, rays_per_batch=2048, balance_views=True, eval_every=1000)
-    parser = training_parser(
-        __doc__.split("\n")[0], "portrait360", "outputs/portrait360", training, parametric="SMPL-X",
-        video="the synthetic orbit video",
-    )  # fmt: skip
-    run_training(parser.parse_args())
-
+from headfields.commands import main
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main(["train", "portrait360", *sys.argv[1:]]))

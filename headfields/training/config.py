@@ -20,24 +20,24 @@ LOGS = ("jsonl", "tensorboard")  # TrainingConfig.log
 
 @dataclass(frozen=True)
 class TrainingConfig:
-    max_iterations: int = 20000
+    max_iterations: int = 20000  # training steps at most
     # Wall-clock budget of the whole run: the training steps, their evaluations and the final evaluation (a subset
     # of the held-out frames when all would not fit, see FINAL_EVALUATION_SHARE); see ``budget``.
     max_minutes: float | None = None
     # What max_minutes bounds: "run", the whole run's wall time; "training", the training steps' time alone (the
     # evaluations follow outside it, the final one on every held-out frame): equal training time for benchmarks.
     budget: Literal["run", "training"] = "run"
-    rays_per_batch: int = 4096
+    rays_per_batch: int = 4096  # rays a training step renders
     frames_per_batch: int | None = None  # each batch draws its rays from this many random frames (None: all)
     balance_views: bool = False  # draw rays evenly from the model's view bins (``model.view_bins(frames)``)
     eval_every: int = 1000  # iterations between held-out evaluations (0: only at the end)
     checkpoint_every: int = 1000  # iterations between checkpoints (0: only at the end)
     checkpoint_minutes: float | None = 5.0  # also a checkpoint when this long has passed since the last (None: never)
-    log_every: int = 50
+    log_every: int = 50  # iterations between lines of RUN/log.jsonl (and the progress bar's values)
     ema_decay: float | None = None  # None: the model's (OptimizerConfig.ema_decay); a number overrides it
     eval_frames: int = 8  # held-out frames rendered at each intermediate evaluation; all at the end
     render_chunk: int = 8192  # rays rendered at once during evaluation
-    seed: int = 0
+    seed: int = 0  # the seed of the rays drawn and of each step's jitter
     # Regions whose PSNR the final evaluation reports: (name, segmentation label codes) pairs, e.g.
     # (("hair", (6,)), ("face", (1, 2, 5))): pairs, not a dict, so the config stays hashable.
     eval_regions: tuple[tuple[str, tuple[int, ...]], ...] = ()

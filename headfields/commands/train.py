@@ -1,0 +1,178 @@
+"""``python -m headfields train MODEL``: train a registered model (``insta``, ``monoavatar``, ``portrait360``,
+``hyper_neus``, ``mononphm``, the mixes) on the built-in synthetic video or on a capture, into a run folder that
+``render``, ``export`` and ``view`` open. A flag for every field of the model's recipe and of the training
+configuration, generated from the dataclasses by tyro.
+
+    python -m headfields train insta --out outputs/insta --max-minutes 15      # --recipe cpu on a CPU, paper on CUDA
+    python -m headfields train insta --recipe paper --data /path/to/capture    # INSTA's layout, VHAP's, IMavatar's
+    python -m headfields train insta --insta.hash-grid.levels 8 --eval-every 250   # any recipe or training field
+    python -m headfields train insta --config outputs/insta/config.json --out outputs/insta_b   # a saved run's settings
+    python -m headfields train hyper_neus --help                               # every flag, explained
+
+Run it again with the same ``--out`` to resume. ``--iterations`` and ``--rays`` are short for ``--max-iterations``
+and ``--rays-per-batch``. Under ``torchrun`` it trains data-parallel (:mod:`headfields.distributed`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import torch
+import tyro
+
+from ..models.registry import MODELS, model_entry
+from ..runs import RunConfig, SubjectSource, read_run_config
+from ..training import TrainingConfig
+
+__all__ = ["main", "rounded", "run_config", "train"]
+
+# Short names of two training flags, kept from the examples' command line.
+ALIASES = {"--iterations": "--max-iterations", "--rays": "--rays-per-batch"}
+# Booleans take a value (--balance-views False), as every other flag does.
+CONVENTIONS = (tyro.conf.FlagConversionOff,)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m headfields train MODEL [flags]`` (``argv``: what follows ``train``; default: the command line's).
+    Prints the metrics; under torchrun, rank 0 alone does."""
+    argv = sys.argv[2:] if argv is None else list(argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(f"usage: python -m headfields train MODEL [--help] [flags]\n\nMODEL: one of {', '.join(MODELS)}\n\n{__doc__}")
+        return 0 if argv else 2
+    train(argv[0], argv[1:])
+    return 0
+
+
+def train(model: str, argv: list[str]) -> tuple[dict | None, Path, torch.device]:
+    """Train ``model`` as ``python -m headfields train model *argv`` does: the run of :func:`run_config` trained
+    (:func:`~headfields.runs.train_run`), under torchrun in the process group. Returns the metrics (None on the
+    ranks but rank 0, so what follows training runs once), the run folder and the device."""
+    from ..distributed import destroy_distributed, init_distributed, rank
+    from ..runs import train_run
+
+    run, out, device = run_config(model, argv)
+    device = init_distributed(device)
+    metrics = train_run(run, out, device)
+    lead = rank() == 0
+    if lead:
+        print(rounded(metrics))
+    destroy_distributed()
+    return (metrics if lead else None), out, device
+
+
+def run_config(model: str, argv: list[str]) -> tuple[RunConfig, Path, str]:
+    """The run that ``python -m headfields train model *argv`` trains, its folder and its device.
+
+    Where each setting starts: ``--config``'s saved run (its recipe, training settings and subject), else the
+    recipe ``--recipe`` names (default: "paper" on CUDA, "cpu" on a CPU) and the model's training defaults; the
+    flags given then change it. Example: ``run_config("insta", ["--max-minutes", "1"])[0].training.max_minutes``."""
+    entry = model_entry(model)
+    start = _starting_point(model, entry, argv)
+    flags = tyro.cli(
+        _flags_type(model, entry, start),
+        args=[_unaliased(word) for word in argv],
+        prog=f"python -m headfields train {model}",
+        description=f"Train {model} into a run folder: where the data is, a flag for every training setting and for "
+        f"every field of the recipe (--{model.replace('_', '-')}.*). Run again with the same --out to resume.",
+        config=CONVENTIONS,
+    )
+    given = {k: str(getattr(flags, k)) for k in ("data", "model", "regions", "eval_split") if getattr(flags, k) is not None}
+    subject = start.subject
+    if given or start.saved is None:
+        data = given.get("data", subject.data)
+        subject = SubjectSource(
+            data=data,
+            model=given.get("model", subject.model),
+            eval_split=given.get("eval_split", subject.eval_split),
+            regions=given.get("regions", subject.regions),
+            model_type=entry.model_type,
+            video=(entry.video() if entry.video is not None else None) if data is None else None,
+        )
+    run = RunConfig(model, getattr(flags, model), flags.training, subject, start.recipe_name)
+    return run, flags.out, flags.device
+
+
+def _flags_type(model: str, entry, start: _Start) -> type:
+    """The dataclass whose fields are the command's flags: the options, the training fields (no prefix) and the
+    recipe's (``--{model}.``), each defaulting to where the run starts."""
+    recipes = tuple(sorted(entry.recipes))
+    fields: list[tuple[str, Any, dataclasses.Field]] = [
+        _option("out", Path, Path(f"outputs/{model}"), "the run folder (run again to resume)"),
+        _option("data", Path | None, None, "a capture folder (None: the model's synthetic video)"),
+        _option(
+            "model", Path | None, None,
+            "the parametric model's folder (FLAME, SMPL-X; None: the capture's own; a capture with tracked "
+            "meshes needs none)",
+        ),  # fmt: skip
+        _option(
+            "regions", Path | None, None,
+            "a tracked-mesh capture's region file: regions.json or a mesh_masks/ folder (None: the capture's "
+            "own, else from its segmentation)",
+        ),  # fmt: skip
+        _option("device", str, start.device, "cuda, cuda:1, cpu (its default: cuda when torch sees one)"),
+        _option("eval_split", Literal["val", "test"] | None, None, "the held-out split (None: test)"),
+        _option(
+            "recipe", Literal[recipes] | None, None,  # type: ignore[valid-type]
+            "'paper': the paper's sizes and schedules; 'cpu': what a CPU run of minutes affords (None: paper on "
+            "CUDA, cpu on a CPU)",
+        ),  # fmt: skip
+        _option("config", Path | None, None, "a saved config.json or run folder: the start, which the other flags change"),
+        ("training", Annotated[TrainingConfig, tyro.conf.arg(name="")], dataclasses.field(default=start.training)),
+        (model, type(start.recipe), dataclasses.field(default=start.recipe)),
+    ]
+    return dataclasses.make_dataclass("TrainFlags", fields, frozen=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Start:
+    recipe: Any
+    training: TrainingConfig
+    subject: SubjectSource
+    recipe_name: str | None
+    device: str
+    saved: RunConfig | None
+
+
+def _starting_point(model: str, entry, argv: list[str], quiet: bool = False) -> _Start:
+    """What the flags change: ``--config``'s run, or ``--recipe``'s (its default from ``--device``)."""
+    first = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    first.add_argument("--recipe", default=None)
+    first.add_argument("--config", type=Path, default=None)
+    first.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    known, _ = first.parse_known_args(argv)
+    if known.config is not None:
+        if known.recipe is not None:
+            raise ValueError("recipe: give --recipe or --config, not both (a saved config holds its recipe)")
+        saved = read_run_config(known.config)
+        if saved.model != model:
+            raise ValueError(f"config: {known.config} is a {saved.model} run, not {model}")
+        print(f"config: {known.config}")
+        return _Start(saved.recipe, saved.training, saved.subject, None, known.device, saved)
+    recipes = sorted(entry.recipes)
+    cuda = torch.device(known.device).type == "cuda"
+    name = known.recipe or ("paper" if "paper" in recipes and cuda else "cpu" if "cpu" in recipes else recipes[0])
+    if name not in recipes:
+        raise ValueError(f"recipe: expected one of {recipes} for {model}, got {name!r}")
+    training = entry.training() if getattr(entry, "training", None) is not None else TrainingConfig()
+    if not quiet and "--help" not in argv and "-h" not in argv:
+        print(f"recipe: {name} ({model})")
+    return _Start(entry.recipe(name), training, SubjectSource(), name, known.device, None)
+
+
+def _unaliased(word: str) -> str:
+    """``word`` with a short flag name spelled out (``--rays=64`` -> ``--rays-per-batch=64``)."""
+    flag, equals, value = word.partition("=")
+    return ALIASES.get(flag, flag) + equals + value
+
+
+def _option(name: str, kind: Any, default: Any, help: str) -> tuple[str, Any, dataclasses.Field]:
+    return name, Annotated[kind, tyro.conf.arg(help=help)], dataclasses.field(default=default)
+
+
+def rounded(metrics: dict, digits: int = 4) -> dict:
+    """``metrics`` with its floats rounded, for printing."""
+    return {k: round(v, digits) if isinstance(v, float) else v for k, v in metrics.items()}
