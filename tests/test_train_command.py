@@ -63,6 +63,9 @@ def test_recipe_and_training_flags_change_their_fields():
     assert run.recipe == expected
     assert (run.training.eval_every, run.training.log, run.training.balance_views) == (250, "tensorboard", True)
     assert run.training.eval_regions == (("hair", (6,)), ("face", (1, 2)))
+    # The examples' spelling of booleans and None still reads.
+    training = run_config("insta", ["--device", "cpu", "--balance-views", "true", "--max-minutes=none"])[0].training
+    assert training.balance_views is True and training.max_minutes is None
 
 
 def _leaf_flags(config, prefix: str, hints_of=typing.get_type_hints) -> set[str]:

@@ -32,6 +32,7 @@ __all__ = ["main", "rounded", "run_config", "train"]
 
 # Short names of two training flags, kept from the examples' command line.
 ALIASES = {"--iterations": "--max-iterations", "--rays": "--rays-per-batch"}
+LOWER_CASE = {"true": "True", "false": "False", "none": "None"}
 # Booleans take a value (--balance-views False), as every other flag does.
 CONVENTIONS = (tyro.conf.FlagConversionOff,)
 
@@ -164,9 +165,12 @@ def _starting_point(model: str, entry, argv: list[str], quiet: bool = False) -> 
 
 
 def _unaliased(word: str) -> str:
-    """``word`` with a short flag name spelled out (``--rays=64`` -> ``--rays-per-batch=64``)."""
+    """``word`` with a short flag name spelled out (``--rays=64`` -> ``--rays-per-batch=64``) and the words
+    ``true``, ``false`` and ``none`` as tyro reads them (``True``, ...), as the examples' flags took them."""
+    if word in LOWER_CASE:
+        return LOWER_CASE[word]
     flag, equals, value = word.partition("=")
-    return ALIASES.get(flag, flag) + equals + value
+    return ALIASES.get(flag, flag) + equals + LOWER_CASE.get(value, value)
 
 
 def _option(name: str, kind: Any, default: Any, help: str) -> tuple[str, Any, dataclasses.Field]:
