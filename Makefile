@@ -33,7 +33,7 @@ endif
 	$(PY) -m pip install --quiet $(NO_ISOLATION) -e ".[dev]" -c $(TORCH_PIN)
 
 demo: setup
-	$(PY) examples/insta.py --out outputs/insta --max-minutes 15
+	$(PY) -m headfields train insta --out outputs/insta --max-minutes 15
 
 test: setup
 	$(PY) -m ruff check .

@@ -1,4 +1,4 @@
-"""``python -m headfields render | export ...``: see :mod:`headfields.commands`."""
+"""``python -m headfields train | render | export | view ...``: see :mod:`headfields.commands`."""
 
 from headfields.commands import main
 
