@@ -1,35 +1,91 @@
-"""The README's quick start runs as written, and its primitive table marks as working only what is exported."""
+"""The README's snippets run as written, its figures are the benchmarks page's, and the primitive table of
+docs/index.md marks as working only what is exported."""
 
 import importlib
 import re
 from pathlib import Path
 
-README = (Path(__file__).parents[1] / "README.md").read_text()
+ROOT = Path(__file__).parents[1]
+README = (ROOT / "README.md").read_text()
+INDEX = (ROOT / "docs" / "index.md").read_text()
+BENCHMARKS = (ROOT / "docs" / "benchmarks.md").read_text()
+
+
+def _snippet(text: str, heading: str) -> str:
+    """The first python block under ``heading``, before the next heading."""
+    return re.search(rf"{re.escape(heading)}\n\n(?:(?!\n#).)*?```python\n(.*?)```", text, re.S).group(1)
+
+
+def test_readme_is_a_front_page():
+    assert len(README.splitlines()) < 200
+    assert "make demo" in README and "make test" in README  # the two commands; CI calls make test
+    assert "have not yet run on a GPU" not in README
+    assert not re.search(r"\b(later|earlier|previous|this) session\b|\bcommit [0-9a-f]{7}\b|\bissue \d+", README)
 
 
 def test_quick_start_runs_as_written():
-    code = re.search(r"## Quick start\n\n```python\n(.*?)```", README, re.S).group(1)
     scope: dict = {}
-    exec(compile(code, "README.md quick start", "exec"), scope)
+    exec(compile(_snippet(README, "## Quick start"), "README.md quick start", "exec"), scope)
     assert scope["q"].distance.shape == (1000,) and scope["k"].index.shape == (1000, 4)
     assert scope["points"].grad is not None and scope["points"].grad.abs().sum() > 0
 
 
 def test_heads_data_and_rays_run_as_written(tmp_path, monkeypatch):
-    code = re.search(r"### Heads, data and rays\n\n```python\n(.*?)```", README, re.S).group(1)
     monkeypatch.chdir(tmp_path)  # the snippet writes its files under the working directory
     scope: dict = {}
-    exec(compile(code, "README.md heads, data and rays", "exec"), scope)
+    exec(compile(_snippet(README, "### Heads, data and rays"), "README.md heads, data and rays", "exec"), scope)
     assert scope["head"].vertices.shape[0] == 4
     assert len(scope["rays"]) == 1024 and scope["rays"].frame.max() < len(scope["train"])
 
 
+def test_avatar_from_primitives_trains_as_written(tmp_path, monkeypatch):
+    code = _snippet(README, "### An avatar from primitives")
+    assert len([line for line in code.splitlines() if line.strip()]) <= 35  # the promise: about 30 lines
+    monkeypatch.chdir(tmp_path)
+    scope: dict = {}
+    exec(compile(code, "README.md an avatar from primitives", "exec"), scope)
+    assert scope["metrics"]["iterations"] == 30 and scope["metrics"]["psnr"] > 10
+    assert (tmp_path / "outputs" / "mine" / "metrics.json").is_file()
+
+
+def test_docs_index_getting_started_runs_as_written(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    scope: dict = {}
+    code = _snippet(INDEX, "## Getting started: a head, rays and a render")
+    exec(compile(code, "docs/index.md getting started", "exec"), scope)
+    assert scope["image"].shape == (64, 64, 3) and scope["depth"].shape == (64, 64)
+    assert scope["depth"].max() > 0  # the camera sees the head
+
+
+def test_readme_models_table_figures_are_on_the_benchmarks_page():
+    table = README.split("## Models")[1].split("\n\n")[2]
+    rows = [row for row in table.splitlines() if row.startswith("| `")]
+    assert len(rows) == 8
+    for row in rows:
+        for cell in row.split("|")[3:-1]:  # the figures, after the model's key and what it is
+            for figure in re.findall(r"\d[\d,]*\.\d+|\d{1,3}(?:,\d{3})+", cell):
+                assert figure in BENCHMARKS, f"{figure} of {row.split('|')[1].strip()} is not in docs/benchmarks.md"
+    notes = README.split("## Models")[1].split("## Command line")[0]
+    for figure in ("35.39 dB", "3.13 mm"):  # the notes' figures too
+        assert figure in notes and figure in BENCHMARKS
+
+
+def test_readme_command_line_names_every_registered_model():
+    from headfields.models.registry import MODELS
+
+    section = README.split("## Command line")[1].split("\n## ")[0]
+    assert all(f"`{name}`" in section for name in MODELS), [name for name in MODELS if f"`{name}`" not in section]
+    models = README.split("## Models")[1].split("## Command line")[0]
+    assert all(f"| `{name}` |" in models for name in MODELS)
+
+
 def test_primitives_marked_working_are_exported():
-    working = [row for row in README.splitlines() if row.startswith("| `") and "| working" in row]
-    assert working
+    working = [row for row in INDEX.splitlines() if row.startswith("| `") and "| working" in row]
+    assert len(working) > 20
     for row in working:
         cells = row.split("|")
         module = importlib.import_module(re.search(r"`([a-z_][a-z0-9_.]*)`", cells[2]).group(1))
         # The names a row is about stand before its colon; argument names may follow it. Methods name their class.
         names = {name.split(".")[0] for name in re.findall(r"`([A-Za-z_][A-Za-z0-9_.]*)`", cells[1].split(":")[0])}
+        assert names, row
         assert names <= set(module.__all__), f"{row}: {names - set(module.__all__)} not exported by {module.__name__}"
