@@ -8,10 +8,7 @@ from __future__ import annotations
 import json
 import math
 import re
-import runpy
 import shutil
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -270,14 +267,14 @@ def test_every_model_that_can_trains_on_a_remeshed_capture_without_model_files(r
     assert metrics["iterations"] == 2 and 5 < metrics["psnr"] < 60
 
 
-@pytest.mark.parametrize("example", ["insta", "monoavatar"])
-def test_example_trains_on_a_remeshed_capture_with_no_model(remeshed, tmp_path, monkeypatch, capsys, example):
-    """The issue's acceptance: ``python examples/EXAMPLE.py --data CAPTURE`` with no ``--model``, on meshes of a
-    topology never shipped, writes metrics and renders."""
-    script = Path(__file__).parents[1] / "examples" / f"{example}.py"
-    argv = [str(script), "--data", str(remeshed), "--out", str(tmp_path), "--iterations", "2", "--rays", "128"]
-    monkeypatch.setattr(sys, "argv", [*argv, "--device", "cpu"])
-    runpy.run_path(str(script), run_name="__main__")
+@pytest.mark.parametrize("model", ["insta", "monoavatar"])
+def test_the_train_command_trains_on_a_remeshed_capture_with_no_model(remeshed, tmp_path, capsys, model):
+    """``python -m headfields train MODEL --data CAPTURE`` with no ``--model``, on meshes of a topology never
+    shipped, writes metrics and renders."""
+    from headfields.commands import main
+
+    argv = ["train", model, "--data", str(remeshed), "--out", str(tmp_path), "--iterations", "2", "--rays", "128"]
+    assert main([*argv, "--device", "cpu"]) == 0
     out = capsys.readouterr().out
     assert "regions (the segmentation" in out and "cylindrical projection" in out
     metrics = json.loads((tmp_path / "metrics.json").read_text())
