@@ -7,6 +7,9 @@
 PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
+# pytest's worker processes (pytest-xdist): the CPU's cores, at most 4 (each worker holds its own Warp modules and
+# fixtures, about 1-3 GB on the heaviest tests). TEST_WORKERS=0 runs the tests in this process.
+TEST_WORKERS ?= $(shell $(PYTHON) -c "import os; print(min(4, os.cpu_count() or 1))")
 # The installed torch, pinned while the extras install: lpips needs torchvision, whose newest release would
 # otherwise replace torch (and pull CUDA packages) instead of matching it.
 TORCH_PIN := build/torch-pin.txt
@@ -38,7 +41,7 @@ demo: setup
 test: setup
 	$(PY) -m ruff check .
 	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --site-dir build/site  # no --quiet: it hides the warnings strict counts
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --durations=25  # the 25 slowest tests, so they stay visible
 
 bench: setup
 	$(PY) -m pip install --quiet $(NO_ISOLATION) -e ".[bench]" -c $(TORCH_PIN)
