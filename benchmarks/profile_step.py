@@ -7,7 +7,9 @@ Each model is built as ``benchmarks/compare.py`` builds it (its CPU recipe, its 
 synthetic video, trained for ``--warmup`` steps (Warp compiles, the occupancy grid and the optimiser settle), then
 ``--steps`` more are profiled: 16 by default, so that INSTA's and the portrait's occupancy-grid refresh (every
 16 steps, in ``before_step``) falls once among them and each figure carries its share, as training pays it.
-Every step runs as the training loop runs it (batch, forward, loss, backward, Adam).
+Every step runs as the training loop runs it (batch, forward, loss, backward, Adam), under the process tuning a
+training run applies on the CPU (``headfields.tuning.process_tuning`` with ``TrainingConfig``'s defaults, or
+``--flush-denormals`` / ``--tune-malloc`` true or false).
 
 Printed per model, in milliseconds per step, means over the profiled steps (the refresh amortised):
 
@@ -30,11 +32,11 @@ import torch
 from torch import nn
 from torch.profiler import ProfilerActivity, profile, record_function
 
-from headfields.allocator import reuse_freed_memory
 from headfields.checks import trusted_values
 from headfields.heads import tracked_head
 from headfields.parametric import load_model
-from headfields.training import build_optimizer, ray_batch, set_learning_rate
+from headfields.training import TrainingConfig, build_optimizer, ray_batch, set_learning_rate
+from headfields.tuning import process_tuning
 
 from compare import HYPER_NEUS, PAPERS, load_video
 
@@ -156,6 +158,12 @@ def profile_model(key: str, steps: int, warmup: int, device: torch.device, ops: 
         print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=ops))
 
 
+def true_or_false(text: str) -> bool:
+    if text.lower() not in ("true", "false"):
+        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+    return text.lower() == "true"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", nargs="+", choices=list(entries()), default=list(entries()))
@@ -163,12 +171,22 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=20, help="steps before profiling")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--ops", type=int, default=0, help="also print the top OPS operators by self time (torch.profiler)")
+    defaults = TrainingConfig()
+    for flag in ("flush_denormals", "tune_malloc"):
+        parser.add_argument(
+            f"--{flag.replace('_', '-')}",
+            type=true_or_false,
+            default=getattr(defaults, flag),
+            help=f"true or false (default: TrainingConfig's, {getattr(defaults, flag)}; headfields.tuning)",
+        )
     args = parser.parse_args()
+    device = torch.device(args.device)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    if args.device == "cpu":
-        reuse_freed_memory()  # as train() does: the profile is of the steps training runs
-    for key in args.only:
-        profile_model(key, args.steps, args.warmup, torch.device(args.device), args.ops)
+    # As a training run does: the profile is of the steps training runs.
+    with process_tuning(device, flush_denormals=args.flush_denormals, tune_malloc=args.tune_malloc) as applied:
+        print(f"process tuning: {applied}")
+        for key in args.only:
+            profile_model(key, args.steps, args.warmup, device, args.ops)
 
 
 if __name__ == "__main__":

@@ -41,6 +41,7 @@ LOCK_NAME = ".run.lock"
 RESUMABLE_SETTINGS = frozenset(
     {"max_iterations", "max_minutes", "eval_every", "checkpoint_every", "checkpoint_minutes", "log_every"}
     | {"eval_frames", "render_chunk", "eval_regions", "lpips_weights", "log"}  # no effect on the weights
+    | {"flush_denormals", "tune_malloc"}  # the process's CPU modes: denormals (below 1.2e-38) read as zero, or not
 )
 
 

@@ -1,14 +1,15 @@
-"""Denormal floats on the CPU: flushed to zero while a model trains, on every thread torch computes on.
+"""Denormal floats on the CPU: flushed to zero within a block (a training run that asks for it), on every thread
+torch computes on, and the modes put back after.
 
 A float32 below 1.2e-38 (float64: 2.2e-308) is denormal, and x86 CPUs compute with one many times slower than
 with a normal number (a multiplication of 4M denormals: 1.8 ms against 0.25 ms on this project's CPU). Networks
 with a sharp Softplus produce them: ``exp(beta x)`` of a pre-activation far below zero, and the products of such
 slopes with small gradients in an eikonal term's double backward. Late in a hyper NeuS avatar's CPU training, 1.5%
 of its activations are denormal, and its elementwise ops (softplus, sigmoid, the products) took 46 ms more a step
-than with denormals flushed (``docs/benchmarks.md``). Flushing (x86's FTZ and DAZ modes, ``torch.set_flush_denormal``)
-reads and writes every denormal as zero: a result that would be denormal loses less than the smallest normal
-number, but a computation on denormal inputs sees zeros (a denormal divided by itself gives nan), which training
-a network never relies on.
+than with denormals flushed: its step took 223-225 ms against 201-209 ms flushed (``docs/benchmarks.md``).
+Flushing (x86's FTZ and DAZ modes, ``torch.set_flush_denormal``) reads and writes every denormal as zero: a result
+that would be denormal loses less than the smallest normal number, but a computation on denormal inputs sees zeros
+(a denormal divided by itself gives nan), which training a network never relies on.
 
 ``torch.set_flush_denormal`` sets the mode of the calling thread alone, and torch's CPU ops called from that
 thread also run on the threads of its OpenMP team, which inherit the mode only when they start after it (the
@@ -16,8 +17,15 @@ thread's first parallel op starts them). :func:`set_flush_denormal` also sets it
 thread's team, through the OpenMP runtime torch loaded (``GOMP_parallel``: GNU's libgomp, which torch's Linux wheels
 ship, or Intel's libiomp5); elsewhere (no such runtime, no x86 modes) it sets what it can and says so. Another
 thread's team (OpenMP keeps one per thread that calls parallel code) is not reached.
-:func:`~headfields.training.train` flushes denormals for its run on the CPU (:func:`denormals_flushed`) and
-switches flushing off again after, unless the calling thread flushed before.
+
+Nothing in headfields flushes unasked: :func:`denormals_flushed` flushes for a block and puts back the mode each
+thread of the team had before it, which :func:`headfields.tuning.process_tuning` uses for a CPU training run that
+asks for it (``TrainingConfig.flush_denormals``).
+
+```python
+with denormals_flushed():  # an SDF model's training steps, denormals read and written as zero
+    loss.backward()
+```
 """
 
 from __future__ import annotations
@@ -25,7 +33,8 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from functools import cache
 from pathlib import Path
 
@@ -61,36 +70,79 @@ def _openmp_runtime() -> ctypes.CDLL | None:
 
 
 def flushing_denormals() -> bool:
-    """Whether the calling thread flushes denormals (a denormal float32 times one comes out zero)."""
+    """Whether the calling thread flushes denormals (a denormal float32 times one comes out zero).
+
+    ```python
+    with denormals_flushed():
+        assert flushing_denormals()  # on x86
+    ```
+    """
     return float(torch.tensor(1e-39, dtype=torch.float32) * 1.0) == 0.0
+
+
+def _team_size() -> int:
+    """As many threads as the CPU has, at least: a team that torch.set_num_threads has since shrunk keeps its idle
+    threads, and would use them again unchanged."""
+    return max(torch.get_num_threads(), os.cpu_count() or 1)
+
+
+def _on_each_thread_of_team(task: Callable[[], object]) -> bool:
+    """Run ``task`` on every thread of the calling thread's OpenMP team, the caller among them; False (nothing run)
+    where no OpenMP runtime was found."""
+    runtime = _openmp_runtime()
+    if runtime is None:
+        return False
+    callback = _TEAM_TASK(lambda _: task())
+    runtime.GOMP_parallel(callback, None, _team_size(), 0)
+    return True
+
+
+def _team_modes() -> dict[int, bool]:
+    """Whether each thread of the calling thread's team flushes, by thread id (the caller alone without a runtime)."""
+    modes: dict[int, bool] = {}
+
+    def read() -> None:
+        modes[threading.get_ident()] = flushing_denormals()
+
+    if not _on_each_thread_of_team(read):
+        read()
+    return modes
 
 
 def set_flush_denormal(enabled: bool) -> bool:
     """Flush denormals to zero (``enabled``) or compute with them (the default), on the calling thread and on every
     thread of its OpenMP team (the threads torch's ops called from it run on). True where the team was reached;
-    False where only the calling thread was (no OpenMP runtime found) or nothing was (a CPU without the modes)."""
+    False where only the calling thread was (no OpenMP runtime found) or nothing was (a CPU without the modes).
+    The change lasts until it is set again: :func:`denormals_flushed` sets it for a block.
+
+    ```python
+    set_flush_denormal(True)  # every thread torch computes on for this thread reads denormals as zero
+    ```
+    """
     if not isinstance(enabled, bool):
         raise TypeError(f"enabled: expected True or False, got {enabled!r}")
     if not torch.set_flush_denormal(enabled):
         return False
-    runtime = _openmp_runtime()
-    if runtime is None:
-        return False
-    # Each thread of a team (the caller among them) sets its own mode. As many threads as the CPU has, at least: a
-    # team that torch.set_num_threads has since shrunk keeps its idle threads, and would use them again unchanged.
-    task = _TEAM_TASK(lambda _: torch.set_flush_denormal(enabled))
-    runtime.GOMP_parallel(task, None, max(torch.get_num_threads(), os.cpu_count() or 1), 0)
-    return True
+    return _on_each_thread_of_team(lambda: torch.set_flush_denormal(enabled))
 
 
 @contextlib.contextmanager
 def denormals_flushed() -> Iterator[bool]:
-    """Flush denormals within the block (:func:`set_flush_denormal`); after it, switch flushing off again unless the
-    calling thread flushed on entry. Yields what :func:`set_flush_denormal` returned."""
-    before = flushing_denormals()
+    """Flush denormals within the block (:func:`set_flush_denormal`), then put back the mode each thread of the calling
+    thread's team had on entry, read thread by thread (a thread that joined the team within the block gets the calling
+    thread's mode on entry). Yields what :func:`set_flush_denormal` returned. Exact for the calling thread's team;
+    other threads' teams are neither changed nor put back.
+
+    ```python
+    with denormals_flushed() as reached:  # reached: False where only the calling thread could be set
+        ...
+    ```
+    """
+    caller = flushing_denormals()
+    modes = _team_modes()
     reached = set_flush_denormal(True)
     try:
         yield reached
     finally:
-        if not before:
-            set_flush_denormal(False)
+        torch.set_flush_denormal(caller)
+        _on_each_thread_of_team(lambda: torch.set_flush_denormal(modes.get(threading.get_ident(), caller)))

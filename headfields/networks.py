@@ -2,19 +2,29 @@
 that SDF networks differentiate twice.
 
 They live here, below all three, so that an encoder or a deformer need not import a decoder for its MLP.
+
+:func:`linear` runs float32 CPU products on oneDNN through a private torch op,
+``torch.ops.mkldnn._linear_pointwise`` (the one torch.compile's CPU code calls for linear layers), in this one module.
+Before its first use the op is checked against ``F.linear`` on a small product; where torch lacks it, it fails or it
+differs, a ``RuntimeWarning`` says so and every layer runs ``F.linear`` (``tests/test_networks.py`` fails when a torch
+with oneDNN lacks or changes the op). ``HEADFIELDS_ONEDNN=0`` in the environment, or :func:`use_onednn` (False),
+switches it off: ``F.linear`` everywhere, the same values to float32 rounding.
 """
 
 from __future__ import annotations
 
 import math
 import numbers
+import os
+import warnings
+from functools import cache
 
 import torch
 import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor, nn
 
-__all__ = ["Linear", "Softplus", "linear", "mlp", "mlp_trunk", "softplus"]
+__all__ = ["ONEDNN_SWITCH", "Linear", "Softplus", "linear", "mlp", "mlp_trunk", "onednn_linear", "softplus", "use_onednn"]
 
 # torch's softplus returns x itself where beta x exceeds this (its default); the derivatives below are the exact
 # function's, sigmoid(beta x), which differs from 1 there by at most 2.1e-9.
@@ -24,10 +34,71 @@ SOFTPLUS_THRESHOLD = 20.0
 # oneDNN's float32 matrix products (torch's mkldnn ops, which torch.compile's CPU code also calls for linear layers),
 # where the torch build has them: 1.6-2.7x torch's MKL products for a linear layer's forward and input gradient on
 # this project's 2-core AMD CPU, on every MLP shape the models run (docs/benchmarks.md).
-ONEDNN_LINEAR = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+ONEDNN_SWITCH = "HEADFIELDS_ONEDNN"  # "0" in the environment: F.linear everywhere
 # oneDNN runs blocks of this many rows, the rest goes to torch's product. oneDNN keeps a buffer of the output's size
 # for every row count it has seen (about 10 MB for 20,000 rows of 128, up to 1,024 of them): a fixed block keeps one.
 ONEDNN_BLOCK_ROWS = 4096
+
+_onednn_on: bool | None = None  # whether linear uses oneDNN; None: decided at its first use (onednn_linear)
+
+
+def _onednn_op(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """``x weight^T + bias`` by torch's private oneDNN op (its only call site): 2-d float32 CPU tensors; no fused
+    activation ("none", no scalars, no algorithm)."""
+    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+
+
+@cache
+def _onednn_works() -> bool:
+    """Whether this torch has oneDNN and its private linear op gives ``F.linear``'s values on a small product (checked
+    once); where it has oneDNN but the op is missing, fails or differs, a warning says so."""
+    if not torch.backends.mkldnn.is_available():
+        return False
+    g = torch.Generator().manual_seed(0)
+    x, weight, bias = torch.randn(8, 5, generator=g), torch.randn(3, 5, generator=g), torch.randn(3, generator=g)
+    try:
+        with torch.no_grad():
+            works = torch.allclose(_onednn_op(x, weight, bias), F.linear(x, weight, bias), rtol=1e-5, atol=1e-5)
+        why = "gives other values than F.linear"
+    except Exception as error:  # missing (AttributeError, RuntimeError) or a changed signature (RuntimeError)
+        works, why = False, f"failed: {type(error).__name__}: {error}"
+    if not works:
+        warnings.warn(
+            f"headfields.networks: torch {torch.__version__}'s torch.ops.mkldnn._linear_pointwise {why}; linear layers "
+            f"run F.linear instead (the same values, slower on the CPU). Set {ONEDNN_SWITCH}=0 to silence this.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    return works
+
+
+def onednn_linear() -> bool:
+    """Whether :func:`linear` runs float32 CPU products on oneDNN: torch has the op and it passed its check (made at
+    the first call), unless switched off (``HEADFIELDS_ONEDNN=0``, :func:`use_onednn`).
+
+    ```python
+    print(onednn_linear())  # True on torch's x86 Linux wheels
+    ```
+    """
+    global _onednn_on
+    if _onednn_on is None:
+        _onednn_on = os.environ.get(ONEDNN_SWITCH, "1") != "0" and _onednn_works()
+    return _onednn_on
+
+
+def use_onednn(enabled: bool) -> bool:
+    """Switch oneDNN for :func:`linear` on or off for this process (the environment's ``HEADFIELDS_ONEDNN=0`` switches
+    it off from the start); returns :func:`onednn_linear`, False where torch's op is missing or failed its check.
+
+    ```python
+    use_onednn(False)  # every layer runs F.linear
+    ```
+    """
+    global _onednn_on
+    if not isinstance(enabled, bool):
+        raise TypeError(f"enabled: expected True or False, got {enabled!r}")
+    _onednn_on = enabled and _onednn_works()
+    return _onednn_on
 
 
 def _onednn_product(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
@@ -38,7 +109,7 @@ def _onednn_product(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     out = x.new_empty(rows, weight.shape[0])
     for start in range(0, full, ONEDNN_BLOCK_ROWS):
         block = slice(start, start + ONEDNN_BLOCK_ROWS)
-        out[block] = torch.ops.mkldnn._linear_pointwise(x[block], weight, bias, "none", [], "")
+        out[block] = _onednn_op(x[block], weight, bias)
     if full < rows:
         rest = out[full:]
         if bias is None:
@@ -77,15 +148,20 @@ def linear(
     x: Float[Tensor, "*B I"], weight: Float[Tensor, "O I"], bias: Float[Tensor, " O"] | None = None
 ) -> Float[Tensor, "*B O"]:
     """``F.linear(x, weight, bias)``: values (to float32 rounding) and derivatives of any order; float32 products
-    on the CPU by oneDNN where torch has it (:data:`ONEDNN_LINEAR`), everything else by ``F.linear``."""
+    on the CPU by oneDNN where torch has it (:func:`onednn_linear`), everything else by ``F.linear``.
+
+    ```python
+    y = linear(torch.randn(4096, 64), torch.randn(32, 64), torch.zeros(32))  # [4096, 32], on oneDNN
+    ```
+    """
     fits = (
-        ONEDNN_LINEAR
-        and x.device.type == "cpu"
+        x.device.type == "cpu"
         and x.dtype == weight.dtype == torch.float32
         and (bias is None or bias.dtype == torch.float32)
         and x.numel() > 0
         and x.is_contiguous()
         and weight.is_contiguous()
+        and onednn_linear()
     )
     if not fits:
         return F.linear(x, weight, bias)

@@ -64,6 +64,21 @@ def test_the_block_restores_the_mode_it_found():
     assert flushing_denormals() and kept(product_of_denormals()) == 0
 
 
+def test_the_block_puts_back_each_thread_s_own_mode_after_a_return_or_an_exception():
+    # The caller flushes through torch's own switch and the rest of its team does not: each gets its mode back.
+    torch.set_num_threads(max(2, torch.get_num_threads()))
+    product_of_denormals()  # the team runs before the caller's mode is set
+    torch.set_flush_denormal(True)
+    mixed = kept(product_of_denormals())
+    assert 0 < mixed < MANY
+    with denormals_flushed():
+        assert kept(product_of_denormals()) == 0
+    assert flushing_denormals() and kept(product_of_denormals()) == mixed
+    with pytest.raises(KeyError), denormals_flushed():
+        raise KeyError("a failing training step")
+    assert flushing_denormals() and kept(product_of_denormals()) == mixed
+
+
 def test_values_change_by_less_than_the_smallest_normal():
     x = torch.randn(MANY, generator=torch.Generator().manual_seed(0)) * 1e-19
     exact = x * x  # about 1e-38: denormal results among them

@@ -1,5 +1,6 @@
 """The twice-differentiable Softplus of headfields.networks against torch's own and the analytic derivatives; the
-oneDNN-backed linear layer against torch's ``F.linear`` (values, derivatives of every order, the fallbacks)."""
+oneDNN-backed linear layer against torch's ``F.linear`` (values, derivatives of every order, the fallbacks), and the
+private torch op it calls, which must be there and be ``F.linear`` wherever torch has oneDNN."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from hypothesis import strategies as st
 from torch.testing import assert_close
 
 from headfields import networks
-from headfields.networks import Linear, Softplus, linear, mlp, softplus
+from headfields.networks import Linear, Softplus, linear, mlp, onednn_linear, softplus, use_onednn
 
 BETAS = [1.0, 3.0, 100.0]
 
@@ -142,7 +143,7 @@ def test_linear_values_and_gradients_are_f_linear_s(shape, with_bias):
 
 def test_linear_runs_on_onednn_for_float32_cpu_and_falls_back_elsewhere():
     x, weight, bias = _linear_case((networks.ONEDNN_BLOCK_ROWS,))
-    assert _ran_onednn(lambda: linear(x, weight, bias)) == networks.ONEDNN_LINEAR
+    assert _ran_onednn(lambda: linear(x, weight, bias)) == onednn_linear()
     assert not _ran_onednn(lambda: linear(x[:-1], weight, bias))  # under one block: torch's product
     assert not _ran_onednn(lambda: linear(x.double(), weight.double(), bias.double()))  # oneDNN: float32 only
     assert not _ran_onednn(lambda: linear(x.t().contiguous().t(), weight, bias))  # strided rows: torch's product
@@ -193,3 +194,65 @@ def test_linear_module_is_an_nn_linear_and_mlp_uses_it():
     for m in net:
         reference = F.linear(reference, m.weight, m.bias) if isinstance(m, torch.nn.Linear) else m(reference)
     assert_close(net(x), reference, rtol=1e-5, atol=1e-5)
+
+
+# ---------------------------------------------------------------- linear: the private oneDNN op, its fallback, its switch
+
+
+@pytest.fixture
+def onednn_state(monkeypatch):
+    """The switch and the op's check start undecided and are put back after (both are per process)."""
+    monkeypatch.delenv(networks.ONEDNN_SWITCH, raising=False)
+    monkeypatch.setattr(networks, "_onednn_on", None)
+    networks._onednn_works.cache_clear()
+    yield
+    networks._onednn_works.cache_clear()
+
+
+def test_torch_s_private_onednn_op_is_there_and_is_f_linear():
+    """Fails, not skips, when a torch with oneDNN drops ``torch.ops.mkldnn._linear_pointwise`` or changes what it takes
+    or gives: networks.linear would fall back to F.linear, slower on the CPU (a warning says so to users)."""
+    if not torch.backends.mkldnn.is_available():
+        assert not networks._onednn_works()  # no oneDNN: F.linear, and nothing to warn about
+        return
+    assert hasattr(torch.ops.mkldnn, "_linear_pointwise"), f"torch {torch.__version__} has no mkldnn._linear_pointwise"
+    g = torch.Generator().manual_seed(3)
+    x, weight, bias = torch.randn(networks.ONEDNN_BLOCK_ROWS, 64, generator=g), torch.randn(32, 64, generator=g), torch.randn(32)
+    # The call networks._onednn_op makes, spelled out here so that a change of the op's schema shows in this test.
+    for b in (bias, None):
+        ours = torch.ops.mkldnn._linear_pointwise(x, weight, b, "none", [], "")
+        assert ours.shape == (networks.ONEDNN_BLOCK_ROWS, 32) and ours.dtype == torch.float32
+        assert_close(ours, F.linear(x, weight, b), rtol=1e-5, atol=1e-4)
+    assert networks._onednn_works()
+
+
+def test_the_op_is_checked_once_and_a_failing_one_falls_back_to_f_linear_with_a_warning(onednn_state, monkeypatch):
+    def changed(x, weight, bias):  # as a torch whose op took other arguments would answer
+        raise RuntimeError("mkldnn::_linear_pointwise() Expected a value of type 'str' for argument 'attr'")
+
+    monkeypatch.setattr(networks, "_onednn_op", changed)
+    x, weight, bias = _linear_case((networks.ONEDNN_BLOCK_ROWS,))
+    with pytest.warns(RuntimeWarning, match="_linear_pointwise failed: RuntimeError"):
+        out = linear(x, weight, bias)
+    assert torch.equal(out, F.linear(x, weight, bias)) and not onednn_linear()
+    assert not _ran_onednn(lambda: linear(x, weight, bias))
+    (grad,) = torch.autograd.grad(linear(x, weight, bias).sum(), x)  # F.linear's derivatives
+    assert torch.equal(grad, torch.autograd.grad(F.linear(x, weight, bias).sum(), x)[0])
+
+
+def test_an_op_that_gives_other_values_falls_back_too(onednn_state, monkeypatch):
+    monkeypatch.setattr(networks, "_onednn_op", lambda x, weight, bias: F.linear(x, weight, bias) + 1)
+    with pytest.warns(RuntimeWarning, match="other values than F.linear"):
+        assert not onednn_linear()
+
+
+def test_the_environment_or_use_onednn_switches_it_off(onednn_state, monkeypatch):
+    x, weight, bias = _linear_case((networks.ONEDNN_BLOCK_ROWS,))
+    monkeypatch.setenv(networks.ONEDNN_SWITCH, "0")
+    assert not onednn_linear() and not _ran_onednn(lambda: linear(x, weight, bias))
+    assert torch.equal(linear(x, weight, bias), F.linear(x, weight, bias))
+    on = use_onednn(True)  # the call overrides the environment
+    assert on == networks._onednn_works() and _ran_onednn(lambda: linear(x, weight, bias)) == on
+    assert not use_onednn(False) and not _ran_onednn(lambda: linear(x, weight, bias))
+    with pytest.raises(TypeError, match="enabled"):
+        use_onednn(1)

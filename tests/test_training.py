@@ -380,6 +380,8 @@ def test_lpips_weights_and_regions_are_checked_before_training(video, tmp_path):
         {"eval_regions": {"hair": (6,)}},  # pairs, not a dict: the config stays hashable
         {"eval_regions": (("hair",),)},
         {"lpips_weights": 5},
+        {"flush_denormals": "yes"},
+        {"tune_malloc": 1},
     ],
 )
 def test_training_config_checks_the_metric_settings(kwargs):
@@ -407,3 +409,7 @@ def test_training_on_the_cpu_flushes_denormals_for_its_run_only(video, tmp_path)
     config = TrainingConfig(max_iterations=2, rays_per_batch=64, eval_every=0, checkpoint_every=0, eval_frames=1)
     train(model, train_frames, eval_frames, tmp_path, config)
     assert seen == [True, True] and not flushing_denormals()
+    seen.clear()  # asked not to: the mode stays the caller's
+    config = dataclasses.replace(config, flush_denormals=False)
+    train(model, train_frames, eval_frames, tmp_path / "off", config)
+    assert seen == [False, False] and not flushing_denormals()

@@ -1,14 +1,17 @@
 """The CPU's 8-wide BVH (headfields.geometry.wide_bvh: first ray hits, nearest faces, faces within reach) against
 independent truth: its tree against a walk in Python over the faces under each node, its answers against brute force
-over every triangle (float64, trimesh), against Warp's own queries, and against itself refit, chunked or bypassed."""
+over every triangle (float64, trimesh), against Warp's own queries, and against itself refit, chunked or bypassed;
+what its native code takes from Warp (fails when Warp changes it), and Warp's queries when the walk is unavailable."""
 
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
 import torch
+import warp as wp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_query_meshes import brute_closest_distance, lumpy_sphere, remeshed_blob
@@ -36,6 +39,8 @@ REAL_THRESHOLD = mesh_module.WIDE_BUILD_QUERIES_PER_FACE
 def build_at_first_query(monkeypatch):
     """Every mesh here builds its wide BVH at its first query (it would wait for 32 queries a face)."""
     monkeypatch.setattr(mesh_module, "WIDE_BUILD_QUERIES_PER_FACE", 0)
+
+
 MESHES = {"head proxy": head_proxy, "lumpy sphere": lumpy_sphere, "re-meshed blob": remeshed_blob}
 
 
@@ -389,3 +394,61 @@ def test_the_wide_bvh_is_built_once_queries_add_up_to_32_a_face(monkeypatch):
     assert torch.equal(first.hit, again.hit) and (first.face == again.face).float().mean() > 0.99
     torch.testing.assert_close(first.t, again.t, rtol=1e-4, atol=0)
     assert mesh.wide_bvh() is mesh._wide_bvh  # an explicit call builds (or returns) it at once
+
+
+# ---------------------------------------------------------------- what the walk takes from Warp, and its fallback
+
+
+@pytest.fixture
+def availability(monkeypatch):
+    """available() decided afresh in the test (it is decided once a process), and again after it."""
+    monkeypatch.delenv(wide_bvh.WIDE_BVH_SWITCH, raising=False)
+    wide_bvh.available.cache_clear()
+    yield
+    wide_bvh.available.cache_clear()
+
+
+def test_warp_builds_the_native_walk_for_the_cpu(availability):
+    """Fails, not skips, when a Warp release no longer builds the snippet: its CPU compiler (clang's vector extensions
+    and builtins), its runtime's C++ names (wp::vec3, an array's .data, a struct's fields) or wp.func_native changed.
+    The library would still answer, through Warp's queries at half the speed, with a warning."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert wide_bvh.available(), f"Warp {wp.__version__} no longer builds headfields.geometry.wide_bvh for the CPU"
+
+
+def test_warp_compiles_cpu_code_for_this_cpu_by_default():
+    """The walk tests 8 boxes at once in AVX registers because Warp compiles for the host CPU (-march=native) unless a
+    user chooses otherwise: a Warp whose default targets a generic CPU would halve it (SSE2 lanes) without an error."""
+    default = wp.config.cpu_compiler_flags
+    assert default is None or "-march=native" in default.split(), f"Warp {wp.__version__}'s CPU flags: {default!r}"
+
+
+def test_a_failed_build_warns_and_leaves_the_queries_to_warp(availability, monkeypatch):
+    def failing(*args, **kwargs):
+        raise Exception("CPU kernel build failed with error code -1")  # what Warp 1.19 raises
+
+    monkeypatch.setattr(wp, "load_module", failing)
+    with pytest.warns(RuntimeWarning, match="could not build the wide BVH's CPU walk"):
+        assert not wide_bvh.available()
+
+
+def test_the_switch_leaves_the_queries_to_warp_without_a_word(availability, monkeypatch):
+    monkeypatch.setenv(wide_bvh.WIDE_BVH_SWITCH, "0")
+    monkeypatch.setattr(wp, "load_module", lambda *args, **kwargs: pytest.fail("built although switched off"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert not wide_bvh.available()
+
+
+def test_without_the_walk_meshes_answer_through_warps_queries(availability, monkeypatch):
+    """TriangleMesh.wide_bvh asks wide_bvh.available(): none where it is False, and the same answers from Warp."""
+    vertices, faces = head_proxy()
+    origins, dirs = rays_at(TriangleMesh(vertices, faces), 2_000, seed=6)
+    expected = ray_intersect(TriangleMesh(vertices, faces), origins, dirs)
+    monkeypatch.setenv(wide_bvh.WIDE_BVH_SWITCH, "0")
+    wide_bvh.available.cache_clear()
+    mesh = TriangleMesh(vertices, faces)
+    assert mesh.wide_bvh() is None
+    hit = ray_intersect(mesh, origins, dirs)
+    assert (hit.hit != expected.hit).sum() == 0 and (hit.face == expected.face).float().mean() > 0.999

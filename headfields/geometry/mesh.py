@@ -11,6 +11,7 @@ from .. import kernels
 from ..checks import IntLike, check_finite, check_float, check_int, frame_rows
 from .triangles import check_nondegenerate
 from .wide_bvh import MAX_DEPTH, WideBvh, build_topology
+from .wide_bvh import available as wide_bvh_available
 
 # The wide BVH's build (numpy, about 30 us a face) pays back over many queries (it saves 0.07-0.45 us each, by query):
 # a mesh builds it once its queries add up to this many a face, so a training loop's meshes get it within a few steps
@@ -191,6 +192,8 @@ class TriangleMesh:
         ``queries``: the size of the query about to run. The tree is built once the mesh's queries, this one included,
         reach ``WIDE_BUILD_QUERIES_PER_FACE`` a face; None builds it now."""
         if self.device.type != "cpu":
+            return None
+        if not wide_bvh_available():  # it did not build here, or HEADFIELDS_WIDE_BVH=0: Warp's own queries answer
             return None
         if self._wide_bvh is None and queries is not None:
             self._queries += queries

@@ -14,11 +14,24 @@ query) and faces within reach (1.35-1.5x). CUDA keeps Warp's own queries, which 
 
 The tree's shape is built once per mesh (top-down, a full-sweep surface-area heuristic, in numpy) on frame 0;
 every frame shares it and only its boxes and triangles are refit when the vertices move, as Warp refits its own.
+
+What the snippet takes from Warp beyond its public Python API, all in this module: that Warp compiles CPU code with
+clang (the vector extensions, ``__builtin_ctz``) for the host CPU (``-march=native``, in the default of
+``wp.config.cpu_compiler_flags``; a user's ``""``, a generic target, leaves the walk on SSE2 lanes, slower); the C++
+names of its runtime (``wp::vec3``, an array's ``.data`` pointer, a ``wp.struct``'s fields by name); and
+``__CUDA_ARCH__`` to leave the snippet out of CUDA builds. :func:`available` builds the module once before the walk
+is used: where the build fails (a Warp that changed these), a ``RuntimeWarning`` says so and the meshes use Warp's own
+queries (``HEADFIELDS_WIDE_BVH=0`` does the same on purpose), as for a tree too deep for the walk's stack.
+``tests/test_wide_bvh.py`` fails when the build does, and when Warp's default stops targeting the host CPU.
 """
 
 from __future__ import annotations
 
+import os
+import sys
+import warnings
 from dataclasses import dataclass
+from functools import cache
 from typing import no_type_check
 
 import numpy as np
@@ -37,6 +50,7 @@ STACK_SIZE = 256  # traversal stack entries (the snippet's arrays are this long)
 # meshes build them) use Warp's query instead.
 MAX_DEPTH = (STACK_SIZE - 1) // (NODE_WIDTH - 1)
 REFIT_FRAMES = 64  # frames refit at once, which bounds the refit's temporary memory
+WIDE_BVH_SWITCH = "HEADFIELDS_WIDE_BVH"  # "0" in the environment: Warp's own queries on the CPU too
 
 
 def _surface_area(low: np.ndarray, high: np.ndarray) -> np.ndarray | float:
@@ -621,3 +635,31 @@ def within_reach(
     caller; walked in ``order``) into ``within``: the first face in reach answers."""
     shared = [_warp_tree(bvh), radius, queries, frame, within]
     kernels.launch_rows(_within_kernel, queries.shape[0], shared, [order], queries.device)
+
+
+@cache
+def available() -> bool:
+    """Whether the CPU's queries may walk the wide BVH: not switched off (``HEADFIELDS_WIDE_BVH=0``), and Warp builds
+    this module's native code for the CPU (tried once, at the first call: seconds, then Warp's kernel cache). Where the
+    build fails, a ``RuntimeWarning`` names Warp's version and the error, and the answer is False: Warp's own queries
+    answer instead (:meth:`~headfields.geometry.TriangleMesh.wide_bvh` gives None).
+
+    ```python
+    if available():
+        first_hits(bvh, origins, dirs, frame, max_t, face, t, bary, normal)
+    ```
+    """
+    if os.environ.get(WIDE_BVH_SWITCH, "1") == "0":
+        return False
+    try:
+        wp.load_module(sys.modules[__name__], device="cpu")
+    except Exception as error:  # Warp raises a bare Exception when its CPU build fails
+        warnings.warn(
+            f"headfields.geometry.wide_bvh: Warp {wp.__version__} could not build the wide BVH's CPU walk ({error}); "
+            f"ray hits, closest points and within_distance use Warp's own queries on the CPU (about half as fast). "
+            f"Set {WIDE_BVH_SWITCH}=0 to silence this.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return False
+    return True

@@ -46,6 +46,12 @@ class TrainingConfig:
     # Where the logged steps go besides RUN/log.jsonl: "tensorboard" adds TensorBoard events under RUN/tensorboard
     # (scalars, and the held-out comparisons of each evaluation; needs the tensorboard extra).
     log: Literal["jsonl", "tensorboard"] = "jsonl"
+    # On the CPU, flush denormal floats to zero for the run (headfields.tuning: a sharp Softplus makes them, and
+    # they run many times slower); the mode each thread had comes back when the run ends.
+    flush_denormals: bool = True
+    # On the CPU, keep freed memory in glibc's heap for the run (headfields.tuning: evaluations' large tensors stop
+    # page-faulting, training steps gain nothing; up to 1 GiB stays with the process meanwhile).
+    tune_malloc: bool = False
 
     def __post_init__(self) -> None:
         check_count("max_iterations", self.max_iterations, 1)
@@ -64,6 +70,9 @@ class TrainingConfig:
         check_count("render_chunk", self.render_chunk, 1)
         if self.budget not in BUDGETS:
             raise ValueError(f"budget: expected one of {BUDGETS}, got {self.budget!r}")
+        for name in ("flush_denormals", "tune_malloc"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name}: expected True or False, got {getattr(self, name)!r}")
         if self.log not in LOGS:
             raise ValueError(f"log: expected one of {LOGS}, got {self.log!r}")
         if self.ema_decay is not None and not 0.0 <= self.ema_decay < 1.0:

@@ -35,9 +35,7 @@ from ..parametric import Head
 from ..perceptual import Lpips, LpipsUnavailable, load_lpips
 from ..progress import Progress, format_seconds
 from ..renderers.cameras import image_pixels, pixel_rays
-from ..allocator import reuse_freed_memory  # TEMP until headfields.tuning lands
-from ..denormals import denormals_flushed  # TEMP
-import contextlib  # TEMP
+from ..tuning import process_tuning
 from .batches import ray_batch
 from .config import CHECKPOINT_NAME, CONFIG_NAME, LOG_NAME, TrainingConfig
 from .contract import AvatarModel, RayBatch, StepOutput
@@ -108,9 +106,7 @@ def train(
         if described is not None:
             (folder.path / CONFIG_NAME).write_text(described + "\n")
     try:
-        if device.type == 'cpu':  # TEMP
-            reuse_freed_memory()
-        with denormals_flushed() if device.type == 'cpu' else contextlib.nullcontext():  # TEMP
+        with process_tuning(device, flush_denormals=config.flush_denormals, tune_malloc=config.tune_malloc):
             loop = _Loop(model, train_frames, eval_frames, folder.path, config, device, log, described)
             loop.resume_if(resume)
             return loop.run()
