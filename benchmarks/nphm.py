@@ -4,7 +4,9 @@ detail FLAME cannot express, then track a held-out identity, never in the prior,
     python benchmarks/nphm.py --out outputs/nphm                        # 16 identities, 20 + ~15 minutes on 2 cores
     python benchmarks/nphm.py --out /tmp/nphm --prior-minutes 2 --identities 4 --expressions 3   # a quick look
 
-Writes ``out/prior.pt`` (examples/mononphm.py loads it), ``out/prior_log.json`` (the prior's losses) and
+Writes ``out/prior.pt`` (``python -m headfields train mononphm --mononphm.prior out/prior.pt`` fits it),
+``out/prior_log.json`` (the prior's losses), the tracking's run folder ``out/mononphm`` (the train command's: its
+renders, meshes, config.json and checkpoint, which ``python -m headfields render`` / ``export`` / ``view`` open) and
 ``out/metrics.json``: the prior's budget (identities, scans, steps, seconds) and the tracking's metrics
 (:func:`headfields.models.mononphm.reconstruct`: held-out ``psnr`` / ``ssim`` / ``l1`` after tracking and from the
 mean codes, ``chamfer`` and ``chamfer_flame`` as fractions of the head's size, in mm, normal consistency, F-scores).
@@ -22,19 +24,12 @@ import torch
 
 from headfields.checkpoints import RunFolder
 from headfields.cli import rounded
-from headfields.data import load_subject
 from headfields.models import mononphm
 from headfields.models.nphm import Nphm, PriorTrainingConfig, cpu_prior_config, save_prior, train_prior
 from headfields.parametric import load_model
-from headfields.synthetic import (
-    ScanSetConfig,
-    anchor_vertices,
-    load_ground_truth,
-    nphm_held_out_video,
-    synthetic_scan_set,
-    write_synthetic_flame,
-)
-from headfields.training import seed_everything
+from headfields.runs import RunConfig, SubjectSource, train_run
+from headfields.synthetic import ScanSetConfig, anchor_vertices, nphm_held_out_video, synthetic_scan_set, write_synthetic_flame
+from headfields.training import TrainingConfig, seed_everything
 
 # The prior's CPU batch: 8 scans of 500 surface, 150 off-surface and 60 free-space points a step (MonoNPHM: 16
 # scans of 1250, 250 and 125).
@@ -55,7 +50,7 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    RunFolder(args.out).open()  # writable and ours before the minutes of training, not after
+    folder = RunFolder(args.out).open()  # writable and ours before the minutes of training, not after
     device = torch.device(args.device)
 
     seed_everything(args.seed)
@@ -76,14 +71,11 @@ def main() -> None:
     save_prior(prior, args.out / "prior.pt")
     (args.out / "prior_log.json").write_text(json.dumps(history.logs, indent=1))
 
-    video = nphm_held_out_video(scan_config)  # a person the scan set does not hold
-    subject = load_subject(video=video, device=device)
-    truth = load_ground_truth(subject.root, "test")
-    tracking = mononphm.cpu_tracking(max_minutes=args.track_minutes, seed=args.seed)
-    result = mononphm.reconstruct(
-        prior.requires_grad_(False), subject.train, subject.eval, subject.parametric, mononphm.cpu_config(), tracking,
-        truth, mesh_resolution=args.mesh_resolution, out=args.out,
-    )  # fmt: skip
+    # The tracking: the train command's MonoNPHM run on a person the scan set does not hold.
+    recipe = mononphm.cpu_config(prior=str(args.out / "prior.pt"), mesh_resolution=args.mesh_resolution)
+    training = TrainingConfig(max_minutes=args.track_minutes, seed=args.seed, eval_frames=5)
+    run = RunConfig("mononphm", recipe, training, SubjectSource(video=nphm_held_out_video(scan_config)), "cpu")
+    tracked = train_run(run, args.out / "mononphm", device)
     metrics = {
         "prior": {
             "identities": scans.num_identities,
@@ -94,10 +86,11 @@ def main() -> None:
             "batch": CPU_PRIOR_BATCH,
             "config": "cpu_prior_config()",
         },
-        **result.metrics,
+        **{k: v for k, v in tracked.items() if k != "recipe"},
     }
     (args.out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    m = result.metrics
+    folder.close()
+    m = tracked
     print("\n| surface | Chamfer (% of head size) | Chamfer (mm) | normal consistency | F-score at 5 mm |")
     print("|---|---|---|---|---|")
     for name, key in (("MonoNPHM, tracked", ""), ("tracked FLAME", "_flame")):

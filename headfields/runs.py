@@ -4,7 +4,8 @@ A run folder (``train(..., run=RunConfig)``, every example script) holds:
 
 - ``config.json``: the :class:`RunConfig`, i.e. the model's name and its whole configuration (the recipe), the
   training configuration and where the subject came from (also inside the checkpoint);
-- ``checkpoint.pt``: the weights, their moving average, the optimiser (:mod:`headfields.checkpoints`);
+- ``checkpoint.pt``: the weights, their moving average, the optimiser (:mod:`headfields.checkpoints`); a model
+  with a pipeline of its own (MonoNPHM: :mod:`headfields.models.mononphm_run`) writes the same files;
 - ``log.jsonl``: a line per logged step; ``metrics.json`` and ``renders/`` once training has finished.
 
     run = load_run("outputs/insta", device="cpu")  # the model with its evaluation (EMA) weights, in eval mode
@@ -21,7 +22,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from .allocator import reuse_freed_memory
 from .checkpoints import CheckpointError, check_fingerprint, frozen_state_keys, load_checkpoint, run_fingerprint
 from .configs import config_from_dict, config_to_dict
 from .data import Subject, load_subject
@@ -107,9 +107,14 @@ def read_run_config(path: str | Path) -> RunConfig:
 def train_run(run: RunConfig, out: str | Path, device: str | torch.device | None = None, **train_options) -> dict:
     """The run ``run`` into ``out``: the subject loaded, the weights seeded and built, then
     :func:`~headfields.training.train` (which writes ``out/config.json`` first and resumes from a checkpoint of
-    the same run). ``train_options``: ``train``'s other arguments (``resume``, ``log``)."""
+    the same run). ``train_options``: ``train``'s other arguments (``resume``, ``log``). A model with a pipeline of
+    its own (its registry entry's ``train``: MonoNPHM's tracking of a frozen prior) runs that instead, into the
+    same files."""
     from .training import seed_everything, train
 
+    entry = model_entry(run.model)
+    if entry.train is not None:
+        return entry.train(run, out, device, **train_options)
     subject = run.subject.load(device)
     for note in subject.notes:  # what a capture without model files was read as
         print(note)
@@ -121,7 +126,8 @@ def train_run(run: RunConfig, out: str | Path, device: str | torch.device | None
 @dataclass
 class Run:
     """A trained run, loaded: its model in eval mode with its evaluation weights, the subject it was trained on
-    and the tracked heads of both splits, on ``device``."""
+    and the tracked heads of both splits (carrying what the model fitted per frame, where it did: MonoNPHM's codes
+    and pose corrections), on ``device``."""
 
     path: Path
     config: RunConfig
@@ -150,7 +156,9 @@ class Run:
 def load_run(path: str | Path, device: str | torch.device | None = None) -> Run:
     """The run in folder ``path`` (see the module docstring), on ``device`` (default: CUDA when torch sees one, else
     the CPU): the subject loaded from where the run recorded it, the model rebuilt from ``config.json`` and the
-    checkpoint's weights put in, the moving average's where the run kept one (the weights it evaluates with)."""
+    checkpoint's weights put in, the moving average's where the run kept one (the weights it evaluates with). A
+    model with ``fitted_head(head, split)`` gives each split's head ("train", "held_out") what it fitted per frame.
+    The process is left as it was (no allocator or floating-point mode is changed)."""
     path = Path(path)
     if not path.is_dir():
         raise FileNotFoundError(f"run: {path} is not a folder (give the --out folder of a training run)")
@@ -158,13 +166,12 @@ def load_run(path: str | Path, device: str | torch.device | None = None) -> Run:
     if not checkpoint.is_file():
         raise FileNotFoundError(f"run: no {CHECKPOINT_NAME} in {path}: has the run written one yet?")
     device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
-    if device.type == "cpu":
-        reuse_freed_memory()  # its renders' large tensors reuse freed memory (headfields.allocator)
     state = load_checkpoint(checkpoint, device)
     saved = state.get("run")
     if (path / CONFIG_NAME).is_file():
         config = read_run_config(path)
-        if saved is not None and json.loads(saved) != config.to_dict():
+        # Compared as configs, not as text: a field added since (with its default) is no difference.
+        if saved is not None and RunConfig.from_dict(json.loads(saved)) != config:
             raise CheckpointError(f"run: {path / CONFIG_NAME} differs from the configuration inside {checkpoint}")
     elif saved is not None:
         config = RunConfig.from_dict(json.loads(saved))
@@ -175,7 +182,10 @@ def load_run(path: str | Path, device: str | torch.device | None = None) -> Run:
     model = build_model(config.model, subject, config.recipe).to(device)
     # The same frames, model files and recipe as the checkpoint was made with, or a clear error saying what differs.
     check_fingerprint(checkpoint, state.get("fingerprint"), run_fingerprint(model, subject.train, config.training))
-    missing, unexpected = model.load_state_dict(state["model"], strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(state["model"], strict=False)
+    except RuntimeError as error:  # a tensor of another shape (a prior or recipe that changed since)
+        raise CheckpointError(f"checkpoint: {checkpoint} does not fit the model ({error})") from None
     if unexpected or set(missing) - frozen_state_keys(model):
         raise CheckpointError(f"checkpoint: {checkpoint} does not fit the model (missing {missing}, unexpected {unexpected})")
     if state.get("ema") is not None:
@@ -185,13 +195,18 @@ def load_run(path: str | Path, device: str | torch.device | None = None) -> Run:
     model.eval()
     metrics_file = path / "metrics.json"
     metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else None
+    train_head, eval_head = tracked_head(model.parametric, subject.train), tracked_head(model.parametric, subject.eval)
+    fitted = getattr(model, "fitted_head", None)
+    if fitted is not None:  # a model that fitted something per frame of each split (MonoNPHM's codes and poses)
+        with torch.no_grad():  # the heads a loaded run renders with: no graph back to the weights
+            train_head, eval_head = fitted(train_head, "train"), fitted(eval_head, "held_out")
     return Run(
         path=path,
         config=config,
         model=model,
         subject=subject,
-        train_head=tracked_head(model.parametric, subject.train),
-        eval_head=tracked_head(model.parametric, subject.eval),
+        train_head=train_head,
+        eval_head=eval_head,
         device=device,
         step=int(state["step"]),
         metrics=metrics,

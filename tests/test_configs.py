@@ -40,7 +40,7 @@ LIBRARY_CONFIGS = {
     "training.OptimizerConfig(inf)": lambda: OptimizerConfig(1e-3, max_grad_norm=math.inf, betas=(0.5, 0.9)),
     "nphm.NphmConfig": nphm.NphmConfig,
     "nphm.cpu_prior_config": nphm.cpu_prior_config,
-    "mononphm.TrackingConfig": mononphm.TrackingConfig,
+    "mononphm.MonoNphmTracking": mononphm.MonoNphmTracking,
     "mononphm.cpu_tracking": mononphm.cpu_tracking,
     "hyper_neus_tracking.TrackingConfig": hyper_neus_tracking.TrackingConfig,
 }

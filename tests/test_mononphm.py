@@ -2,11 +2,14 @@
 posed anchors of an undeformed prior against their closed form, with gradients to the pose; landmark pairs against
 a brute force; the silhouette and smoothness terms against hand values; stage 1 lowers the photometric loss and
 fits the identity, held-out tracking leaves it alone, stage 2 smooths; the whole reconstruction writes its
-metrics; bad input raises."""
+metrics; bad input raises. As a run: train_run writes config.json, the checkpoint and the metrics; load_run
+renders both splits' frames with their fitted codes as the reconstruction did; render, export and the viewer
+open the run; the example and the train command track a saved prior."""
 
 import dataclasses
 import json
 import math
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -14,11 +17,16 @@ from pathlib import Path
 import pytest
 import torch
 
+from headfields.checkpoints import load_checkpoint
 from headfields.data import load_subject
 from headfields.deformers import RigidDeformer, RigidDeformerConfig
-from headfields.models import mononphm
+from headfields.heads import tracked_head
+from headfields.models import mononphm, mononphm_tracking
 from headfields.models.nphm import Nphm, save_prior
+from headfields.models.registry import MODELS
 from headfields.parametric import load_model
+from headfields.renderers import image_pixels, pixel_rays
+from headfields.runs import RunConfig, SubjectSource, load_run, train_run
 from headfields.synthetic import (
     ScanSetConfig,
     SyntheticVideoConfig,
@@ -26,18 +34,22 @@ from headfields.synthetic import (
     load_ground_truth,
     make_synthetic_video,
 )
+from headfields.training import CHECKPOINT_NAME, CONFIG_NAME, evaluate, render_image
 
 from helpers import raises_naming, tiny_nphm_config
 
 TINY = tiny_nphm_config(sdf_width=16)
-FEW = mononphm.TrackingConfig(
-    first_frame=dataclasses.replace(mononphm.TrackingConfig().first_frame, steps=12),
-    per_frame=dataclasses.replace(mononphm.TrackingConfig().per_frame, steps=2),
-    joint=dataclasses.replace(mononphm.TrackingConfig().joint, steps=4),
+FEW = mononphm.MonoNphmTracking(
+    first_frame=dataclasses.replace(mononphm.MonoNphmTracking().first_frame, steps=12),
+    per_frame=dataclasses.replace(mononphm.MonoNphmTracking().per_frame, steps=2),
+    joint=dataclasses.replace(mononphm.MonoNphmTracking().joint, steps=4),
     rays_per_step=96,
 )
 EXAMPLES = Path(__file__).parents[1] / "examples"
-SAMPLER = mononphm.cpu_config(sampler=dataclasses.replace(mononphm.cpu_config().sampler, coarse=8, per_round=8))
+SAMPLER = mononphm.cpu_config(
+    sampler=dataclasses.replace(mononphm.cpu_config().sampler, coarse=8, per_round=8), tracking=FEW, geometry_frames=1,
+    mesh_resolution=24,
+)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -65,6 +77,10 @@ def tiny_prior(flame, seed: int = 0) -> Nphm:
     return prior.requires_grad_(False)
 
 
+def _rays(frames, frame: int = 0, count: int = 16):
+    return pixel_rays(frames.cameras, frame, image_pixels(frames.cameras)[:count])
+
+
 def test_corrected_pose_is_the_rigid_deformer_at_zero_and_rotates_in_the_head_frame(person):
     subject, flame, _ = person
     model = mononphm.MonoNphm(tiny_prior(flame), subject.parametric, len(subject.train), SAMPLER)
@@ -73,8 +89,11 @@ def test_corrected_pose_is_the_rigid_deformer_at_zero_and_rotates_in_the_head_fr
     frame = torch.arange(20) % len(subject.train)
     rigid = RigidDeformer(RigidDeformerConfig(joint=model.head_joint))
     torch.testing.assert_close(model.pose(x, head, frame, None).points, rigid(x, head, frame, None).points)
+    plain = head.with_codes(None)  # a head without codes (another capture driving): no correction either
+    torch.testing.assert_close(model.pose(x, plain, frame, None).points, rigid(x, head, frame, None).points)
     with torch.no_grad():  # a quarter turn about the head frame's z: exp((0, w)) turns by 2|w|
-        model.pose.rotation[:, 2] = math.pi / 4
+        model.track().rotation[:, 2] = math.pi / 4
+    head = model.head(subject.train)  # the head carries the corrections
     turn = torch.tensor([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
     expected = rigid(x, head, frame, None).points @ turn  # R_z^T applied to each row
     torch.testing.assert_close(model.pose(x, head, frame, None).points, expected, atol=1e-5, rtol=1e-5)
@@ -86,10 +105,10 @@ def test_posed_anchors_of_an_undeformed_prior_and_their_gradients(person):
     with torch.no_grad():
         prior.deformer.output.weight.zero_()  # no offsets and no hyper coordinates: posed = canonical
     model = mononphm.MonoNphm(prior, subject.parametric, len(subject.train), SAMPLER)
-    head = model.head(subject.train)
     ids = torch.tensor([0, 7, 64])
     with torch.no_grad():
-        model.pose.shift[1] = torch.tensor([0.01, 0.0, -0.02])
+        model.track().shift[1] = torch.tensor([0.01, 0.0, -0.02])
+    head = model.head(subject.train)
     posed, converged = model.posed_anchors(head, 1, ids)
     assert bool(converged.all())
     metres = prior.template_anchors[ids] * prior.normalize.scale + prior.normalize.center
@@ -97,8 +116,9 @@ def test_posed_anchors_of_an_undeformed_prior_and_their_gradients(person):
     expected = metres @ transform[:3, :3].T + transform[:3, 3] + torch.tensor([0.01, 0.0, -0.02])
     torch.testing.assert_close(posed.detach(), expected, atol=1e-5, rtol=1e-5)
     posed.sum().backward()
-    assert model.pose.rotation.grad[1].abs().sum() > 0 and model.pose.shift.grad[1].abs().sum() > 0
-    assert model.pose.rotation.grad[0].abs().sum() == 0  # another frame's pose does not move
+    track = model.track()
+    assert track.rotation.grad[1].abs().sum() > 0 and track.shift.grad[1].abs().sum() > 0
+    assert track.rotation.grad[0].abs().sum() == 0  # another frame's pose does not move
 
 
 def test_landmark_pairs_are_the_nearest_anchors_within_the_distance(person):
@@ -119,41 +139,43 @@ def test_landmark_pairs_are_the_nearest_anchors_within_the_distance(person):
 def test_silhouette_and_smoothness_terms_match_hand_values(person):
     subject, flame, _ = person
     mask = torch.tensor([1.0, 1.0, 0.0, 0.0])
-    assert float(mononphm._soft_jaccard(mask, mask)) == pytest.approx(0.0)
+    assert float(mononphm_tracking._soft_jaccard(mask, mask)) == pytest.approx(0.0)
     disjoint = torch.tensor([0.0, 0.0, 1.0, 1.0])
-    assert float(mononphm._soft_jaccard(disjoint, mask)) == pytest.approx((1 - 5 / 9) * 5)
-    model = mononphm.MonoNphm(tiny_prior(flame), subject.parametric, 3, SAMPLER)
+    assert float(mononphm_tracking._soft_jaccard(disjoint, mask)) == pytest.approx((1 - 5 / 9) * 5)
+    track = mononphm.MonoNphm(tiny_prior(flame), subject.parametric, 3, SAMPLER).track()
     with torch.no_grad():
-        model.expression_codes.codes.copy_(torch.tensor([[0.0, 0, 0], [1.0, 0, 0], [1.0, 2.0, 0]]))
-        model.pose.shift[2] = torch.tensor([0.0, 0.0, 0.1])
+        track.codes.copy_(torch.tensor([[0.0, 0, 0], [1.0, 0, 0], [1.0, 2.0, 0]]))
+        track.shift[2] = torch.tensor([0.0, 0.0, 0.1])
     stage = mononphm.StageConfig(steps=1, smooth_expression=2.0, smooth_pose=3.0)
     # Expression: mean of 1 and 4; pose: mean of 0 and 10 x 0.01.
-    assert float(mononphm._smoothness(model, stage).detach()) == pytest.approx(2.0 * 2.5 + 3.0 * 0.05)
+    assert float(mononphm_tracking._smoothness(track, stage).detach()) == pytest.approx(2.0 * 2.5 + 3.0 * 0.05)
 
 
 def test_stage_one_fits_the_person_and_held_out_tracking_keeps_the_identity(person):
     subject, flame, _ = person
-    model = mononphm.MonoNphm(tiny_prior(flame), subject.parametric, len(subject.train), SAMPLER)
+    model = mononphm.MonoNphm(
+        tiny_prior(flame), subject.parametric, len(subject.train), SAMPLER, held_out_frames=len(subject.eval)
+    )
     history = mononphm.track_sequence(model, subject.train, FEW)
     first = [log for log in history.logs if log["stage"] == "stage1"]
     assert first[-1]["rgb"] < first[0]["rgb"]  # the first frame's colour error falls
     assert history.steps["stage1"] == 12 + 2 * (len(subject.train) - 1) and history.steps["stage2"] == 4
     assert float(model.codes.identity.detach().abs().sum()) > 0 and float(model.codes.appearance.detach().abs().sum()) > 0
-    held = model.with_frames(len(subject.eval))
-    before = [t.detach().clone() for t in (held.codes.identity, held.codes.appearance, held.lighting.coefficients)]
-    mononphm.track_frames(held, subject.eval, FEW)
-    after = (held.codes.identity, held.codes.appearance, held.lighting.coefficients)
-    assert all(torch.equal(a, b) for a, b in zip(before, after, strict=True))
-    assert float(held.expression_codes.codes.detach().abs().sum()) > 0  # every held-out frame moved from the mean code
+    assert float(model.track("held_out").codes.detach().abs().sum()) == 0  # not tracked yet
+    kept = (model.codes.identity, model.codes.appearance, model.lighting.coefficients, *model.track().parameters())
+    before = [t.detach().clone() for t in kept]
+    mononphm.track_frames(model, subject.eval, FEW)
+    assert all(torch.equal(a, b) for a, b in zip(before, kept, strict=True))  # the person and the train frames stay
+    moved = model.track("held_out").codes.detach().abs().sum(dim=1)
+    assert bool((moved > 0).all())  # every held-out frame moved from the mean code
     assert not any(p.requires_grad for p in model.prior.parameters())
 
 
 def test_reconstruct_writes_the_metrics(person, tmp_path):
     subject, flame, truth = person
     result = mononphm.reconstruct(
-        tiny_prior(flame), subject.train, subject.eval, subject.parametric, SAMPLER, FEW, truth,
-        eval_frames=2, geometry_frames=1, mesh_resolution=24, out=tmp_path,
-    )  # fmt: skip
+        tiny_prior(flame), subject.train, subject.eval, subject.parametric, SAMPLER, truth=truth, eval_frames=2, out=tmp_path
+    )
     m = result.metrics
     for key in ("psnr", "ssim", "l1", "psnr_mean_codes", "chamfer", "chamfer_flame", "chamfer_mm", "f_score"):
         assert key in m
@@ -171,14 +193,13 @@ def test_a_budget_covers_the_evaluation_and_shares_the_rest_by_steps(person, cap
     the rest in proportion to their steps (not the whole budget each)."""
     subject, flame, truth = person
     given = []
-    track = mononphm._track
+    track = mononphm_tracking._track
     monkeypatch.setattr(
-        mononphm, "_track", lambda model, frames, c, *rest: given.append(c.max_minutes) or track(model, frames, c, *rest)
-    )
-    budget = dataclasses.replace(FEW, max_minutes=0.5)
+        mononphm_tracking, "_track", lambda *args, **kw: given.append(args[5]) or track(*args, **kw)
+    )  # args[5]: max_minutes
     mononphm.reconstruct(
-        tiny_prior(flame), subject.train, subject.eval, subject.parametric, SAMPLER, budget, truth,
-        eval_frames=2, geometry_frames=1, mesh_resolution=24,
+        tiny_prior(flame), subject.train, subject.eval, subject.parametric, SAMPLER, truth=truth, eval_frames=2,
+        max_minutes=0.5,
     )  # fmt: skip
     line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("budget 30.0s: tracking"))
     assert "then rendering 2 held-out frames" in line and "1 meshes at 24^3" in line
@@ -196,9 +217,18 @@ def test_bad_input_raises(person):
     with raises_naming("rgb"):
         mononphm.StageConfig(steps=1, rgb=-1.0)
     with raises_naming("foreground_fraction"):
-        mononphm.TrackingConfig(foreground_fraction=1.5)
+        mononphm.MonoNphmTracking(foreground_fraction=1.5)
     with raises_naming("num_frames"):
         mononphm.MonoNphm(tiny_prior(flame), subject.parametric, 0, SAMPLER)
+    with raises_naming("split"):  # a model built without held-out frames
+        mononphm.track_frames(model, subject.eval, FEW)
+    with raises_naming("head"):  # codes of another model
+        wrong = tracked_head(model.parametric, subject.train).with_codes(torch.zeros(len(subject.train), 2))
+        model.render_rays(_rays(subject.train), wrong)
+    with raises_naming("max_minutes"):
+        mononphm.track_sequence(model, subject.train, FEW, max_minutes=-1.0)
+    with raises_naming("geometry_frames"):
+        mononphm.cpu_config(geometry_frames=-1)
 
 
 def test_landmarks_given_per_frame_replace_the_projected_tracking(person):
@@ -206,36 +236,130 @@ def test_landmarks_given_per_frame_replace_the_projected_tracking(person):
     model = mononphm.MonoNphm(tiny_prior(flame), subject.parametric, len(subject.train), SAMPLER)
     anchors, landmarks = mononphm.landmark_pairs(model.prior, model.parametric)
     head = model.head(subject.train)
-    projected = mononphm._detected_landmarks(model, subject.train, head, landmarks, None)
+    projected = mononphm_tracking._detected_landmarks(model, subject.train, head, landmarks, None)
     count = subject.parametric().landmarks.shape[1]
     given = torch.rand(len(subject.train), count, 2) * 24
-    torch.testing.assert_close(mononphm._detected_landmarks(model, subject.train, head, landmarks, given), given[:, landmarks])
+    torch.testing.assert_close(
+        mononphm_tracking._detected_landmarks(model, subject.train, head, landmarks, given), given[:, landmarks]
+    )
     assert projected.shape == (len(subject.train), len(landmarks), 2)
     with raises_naming("landmarks"):
         mononphm.track_sequence(model, subject.train, FEW, landmarks=torch.zeros(len(subject.train), count + 1, 2))
 
 
-def test_the_example_tracks_a_saved_prior_and_writes_its_metrics(person, tmp_path):
+# ------------------------------------------------------------------------------------------------------------- runs
+
+
+@pytest.fixture(scope="module")
+def mononphm_run(person, tmp_path_factory):
+    """A MonoNPHM run folder trained by train_run on a saved tiny prior, its RunConfig and the metrics returned."""
+    subject, flame, _ = person
+    root = tmp_path_factory.mktemp("mononphm_run")
+    save_prior(tiny_prior(flame), root / "prior.pt")
+    recipe = dataclasses.replace(SAMPLER, prior=str(root / "prior.pt"))
+    training = dataclasses.replace(MODELS["mononphm"].training(), eval_frames=2, render_chunk=512, seed=3)
+    run = RunConfig("mononphm", recipe, training, SubjectSource(data=str(subject.root)), "cpu")
+    metrics = train_run(run, root / "run", "cpu")
+    return root / "run", run, metrics
+
+
+def test_train_run_writes_the_run_folder(mononphm_run):
+    folder, run, metrics = mononphm_run
+    assert RunConfig.from_dict(json.loads((folder / CONFIG_NAME).read_text())) == run
+    assert json.loads((folder / "metrics.json").read_text()) == metrics
+    assert metrics["recipe"] == "cpu" and metrics["eval_frames"] == [0, 2] and math.isfinite(metrics["psnr"])
+    assert 0 < metrics["chamfer_flame"] < 0.02 and metrics["chamfer"] > 0
+    assert sorted(p.name for p in (folder / "renders").iterdir()) == ["00000.png", "00002.png"]
+    state = load_checkpoint(folder / CHECKPOINT_NAME)
+    assert json.loads(state["run"]) == run.to_dict() and state["fingerprint"] and state["ema"] is None
+    assert state["step"] == sum(metrics["tracking_steps"].values()) > 0
+    for key in ("train_track.codes", "held_out_track.rotation", "codes.identity", "field.lighting.coefficients"):
+        assert key in state["model"], key
+    assert not any(k.startswith("parametric.") for k in state["model"])  # the subject's model files: not stored
+
+
+def test_load_run_renders_both_splits_with_their_fitted_codes(mononphm_run):
+    folder, run, metrics = mononphm_run
+    loaded = load_run(folder, "cpu")
+    model = loaded.model
+    assert isinstance(model, mononphm.MonoNphm) and not model.training and loaded.step > 0
+    state = load_checkpoint(folder / CHECKPOINT_NAME)
+    for split, head in (("train", loaded.train_head), ("held_out", loaded.eval_head)):
+        track = model.track(split)
+        assert torch.equal(track.codes.detach(), state["model"][f"{split}_track.codes"])
+        assert torch.equal(head.codes, torch.cat([track.codes, track.rotation, track.shift], dim=1).detach())
+    assert float(model.track("held_out").codes.detach().abs().sum()) > 0  # the held-out frames were tracked and kept
+    # The held-out renders are the reconstruction's: the same scores as its metrics.
+    with torch.no_grad():
+        ev = evaluate(model, loaded.subject.eval, metrics["eval_frames"], 512, loaded.device, head=loaded.eval_head)
+    assert ev.psnr == pytest.approx(metrics["psnr"], abs=1e-4)
+    with torch.no_grad():  # a training frame renders through the model's contract too
+        image = render_image(model, loaded.subject.train, 1, 512, loaded.device, head=loaded.train_head)
+    assert image.shape == (*loaded.subject.train.images.shape[1:3], 3) and torch.isfinite(image).all()
+
+
+def test_a_finished_run_is_not_tracked_again_and_another_run_is_refused(mononphm_run, capsys):
+    folder, run, metrics = mononphm_run
+    before = (folder / CHECKPOINT_NAME).stat().st_mtime_ns
+    assert train_run(run, folder, "cpu") == metrics
+    assert (folder / CHECKPOINT_NAME).stat().st_mtime_ns == before
+    assert "has finished" in capsys.readouterr().out
+    other = dataclasses.replace(run, recipe=dataclasses.replace(run.recipe, mesh_resolution=16))
+    with pytest.raises(Exception, match="made for another run"):
+        train_run(other, folder, "cpu")
+    missing = dataclasses.replace(run, recipe=dataclasses.replace(run.recipe, prior=None))
+    with raises_naming("mononphm.prior"):
+        train_run(missing, folder / "elsewhere", "cpu")
+
+
+def test_render_export_and_the_viewer_open_the_run(mononphm_run, tmp_path):
+    from headfields.commands import main
+
+    folder, _, _ = mononphm_run
+    video = tmp_path / "track.mp4"
+    assert main(["render", str(folder), "--device", "cpu", "--frames", "2", "--chunk", "512", "--out", str(video)]) == 0
+    assert video.is_file() and video.stat().st_size > 0
+    meshes = tmp_path / "meshes"
+    assert main(["export", str(folder), "--device", "cpu", "--out", str(meshes), "--resolution", "16"]) == 0
+    assert sorted(p.name for p in meshes.iterdir()) == ["canonical.ply", "test_00000.ply"]
+    viser = pytest.importorskip("viser")
+    del viser
+    from headfields.commands import parser
+    from headfields.commands.view import view
+    from headfields.training import render_view
+    from headfields.viewer import AvatarViewer, ViewerState, render_avatar
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    served = view(parser().parse_args(["view", str(folder), "--device", "cpu", "--port", str(port)]), block=False)
+    try:  # the view command serves the run
+        assert served.server.get_port() == port
+    finally:
+        served.stop()
+    run = load_run(folder, "cpu")
+    viewer = AvatarViewer(run)  # not started: the head and the render it serves
+    head = viewer.head(ViewerState(frame=1, split=run.subject.eval.split))
+    torch.testing.assert_close(head.codes, run.eval_head.codes[1:2])
+    cameras = run.subject.eval.cameras.select(torch.tensor([1]))
+    colour = render_avatar(run.model, cameras, head, False, 512, run.device)
+    # The same frame as the loaded run renders it (the viewer's head recomputes FLAME: float rounding apart).
+    expected = render_view(run.model, cameras, 0, run.eval_head.select([1]), 0, 512, run.device)
+    torch.testing.assert_close(colour, expected, atol=1e-5, rtol=0)
+
+
+def test_the_example_and_the_train_command_track_a_saved_prior(person, tmp_path):
     subject, flame, _ = person
     save_prior(tiny_prior(flame), tmp_path / "prior.pt")
     out = tmp_path / "run"
     command = [sys.executable, str(EXAMPLES / "mononphm.py"), "--prior", str(tmp_path / "prior.pt"), "--data", str(subject.root)]
-    command += [
-        "--out",
-        str(out),
-        "--max-minutes",
-        "0.05",
-        "--eval-frames",
-        "1",
-        "--geometry-frames",
-        "1",
-        "--mesh-resolution",
-        "16",
-    ]
+    command += ["--out", str(out), "--max-minutes", "0.05", "--eval-frames", "1", "--geometry-frames", "1"]
+    command += ["--mesh-resolution", "16", "--mononphm.sampler.coarse", "8", "--mononphm.sampler.per-round", "8"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["recipe"] == "cpu" and math.isfinite(metrics["psnr"]) and math.isfinite(metrics["ssim"])
     assert 0 < metrics["chamfer_flame"] < 0.02 and metrics["chamfer"] > 0
-    missing = subprocess.run([*command[:2], "--prior", str(tmp_path / "none.pt")], capture_output=True, text=True, timeout=120)
-    assert missing.returncode != 0 and "--prior" in missing.stderr
+    assert "budget 3.0s: tracking" in done.stdout  # the run's --max-minutes is the tracking's budget
+    missing = subprocess.run([*command[:2], "--out", str(tmp_path / "none")], capture_output=True, text=True, timeout=120)
+    assert missing.returncode != 0 and "--mononphm.prior" in missing.stderr

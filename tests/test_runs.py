@@ -13,8 +13,9 @@ import torch
 
 from headfields.checkpoints import CheckpointError, load_checkpoint
 from headfields.configs import config_to_dict
+from headfields.models.registry import MODELS
 from headfields.runs import RunConfig, SubjectSource, load_run, read_run_config
-from headfields.training import CHECKPOINT_NAME, CONFIG_NAME, LOG_NAME, evaluate, render_image
+from headfields.training import CHECKPOINT_NAME, CONFIG_NAME, LOG_NAME, TrainingConfig, evaluate, render_image
 
 from helpers import raises_naming
 
@@ -217,3 +218,18 @@ def test_tensorboard_gets_the_scalars_and_the_held_out_comparisons(tiny_video, t
     logged = [json.loads(line) for line in (tmp_path / LOG_NAME).read_text().splitlines() if "loss" in line]
     assert [e.value for e in events.Scalars("train/loss")] == pytest.approx([r["loss"] for r in logged], rel=1e-6)
     assert images == ["eval/frame_00000"] and events.Images("eval/frame_00000")[0].step == 1
+
+
+def test_every_model_has_training_defaults_and_recipes_that_round_trip():
+    """The train command starts from each entry's training defaults (its example's) and recipes; a run config of
+    each goes through JSON unchanged. MonoNPHM alone trains through a pipeline of its own."""
+    for name, entry in MODELS.items():
+        training = entry.training() if entry.training is not None else TrainingConfig()
+        assert isinstance(training, TrainingConfig), name
+        for recipe in entry.recipes:
+            run = RunConfig(name, entry.recipe(recipe), training, recipe_name=recipe)
+            assert RunConfig.from_dict(json.loads(json.dumps(run.to_dict()))) == run, (name, recipe)
+    assert MODELS["insta"].training() == TrainingConfig(max_minutes=15.0, rays_per_batch=2048, eval_every=500)
+    assert MODELS["portrait360"].training().balance_views
+    assert MODELS["mononphm"].training().eval_frames == 5 and MODELS["mononphm"].training().max_minutes is None
+    assert [name for name, entry in MODELS.items() if entry.train is not None] == ["mononphm"]

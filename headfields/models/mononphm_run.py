@@ -1,0 +1,140 @@
+"""MonoNPHM as a run (``python -m headfields train mononphm``, :func:`headfields.runs.train_run`): its own pipeline,
+not the NeRF-type loop, writing the run folder every other model writes, so that :func:`headfields.load_run`,
+``render``, ``export`` and ``view`` open it.
+
+The recipe (:class:`~headfields.models.mononphm.MonoNphmConfig`) names the prior file, the tracking and what is
+measured; the run's training configuration gives the budget (``max_minutes``, ``budget``), the ``seed``, the
+held-out frames measured (``eval_frames``), the render chunk and the CPU tunings for the run
+(:mod:`headfields.tuning`). :func:`train` loads the subject and the prior, runs
+:func:`~headfields.models.mononphm_reconstruction.reconstruct` and writes:
+
+- ``config.json``: the :class:`~headfields.runs.RunConfig` (also inside the checkpoint);
+- ``checkpoint.pt`` (:func:`~headfields.checkpoints.save_checkpoint`, the loop's format): the fitted model's state
+  (identity and appearance codes, lighting, each split's expression codes and pose corrections, and the prior's
+  weights it was fitted with), the tracking's steps and seconds, the run's fingerprint;
+- ``metrics.json``, ``renders/`` (render | truth | error of the measured held-out frames) and, with true meshes,
+  ``mesh_XXXXX.obj``.
+
+    python -m headfields train mononphm --mononphm.prior outputs/nphm/prior.pt --max-minutes 10 --out outputs/mononphm
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from ..checkpoints import RunFolder, check_fingerprint, frozen_state_keys, load_checkpoint, run_fingerprint, save_checkpoint
+from .mononphm import MonoNphm, MonoNphmConfig
+from .mononphm_reconstruction import reconstruct
+from .nphm import load_prior
+
+if TYPE_CHECKING:
+    from ..data import Subject
+    from ..runs import RunConfig
+
+__all__ = ["build", "train"]
+
+
+def build(subject: Subject, config: MonoNphmConfig) -> MonoNphm:
+    """The model a run of ``config`` fits to ``subject``: the prior ``config.prior`` (on the CPU), a table of
+    per-frame codes and poses for each split."""
+    prior = load_prior(_prior_file(config))
+    return MonoNphm(prior, subject.parametric, len(subject.train), config, held_out_frames=len(subject.eval))
+
+
+def _prior_file(config: MonoNphmConfig) -> Path:
+    if not isinstance(config, MonoNphmConfig):
+        raise TypeError(f"recipe: expected a MonoNphmConfig, got {type(config).__name__}")
+    if config.prior is None:
+        raise ValueError(
+            "mononphm.prior: expected the prior to fit, a file save_prior wrote (python benchmarks/nphm.py --out DIR "
+            "trains one: --mononphm.prior DIR/prior.pt), got none"
+        )
+    path = Path(config.prior)
+    if not path.is_file():
+        raise FileNotFoundError(f"mononphm.prior: no file {path} (train one: python benchmarks/nphm.py --out DIR)")
+    return path
+
+
+def _landmarks(config: MonoNphmConfig, subject: Subject) -> tuple[torch.Tensor, torch.Tensor] | None:
+    if config.landmarks is None:
+        return None
+    folder = Path(config.landmarks)
+    files = [folder / f"{split}.npy" for split in ("train", subject.eval.split)]
+    for file in files:
+        if not file.is_file():
+            raise FileNotFoundError(f"mononphm.landmarks: no {file.name} in {folder} (train.npy and {files[1].name})")
+    return tuple(torch.from_numpy(np.load(file)) for file in files)
+
+
+def train(run: RunConfig, out: str | Path, device: str | torch.device | None = None, resume: bool = True, log=None) -> dict:
+    """The MonoNPHM run ``run`` into ``out`` (see the module docstring); returns its metrics. A finished run of the
+    same configuration in ``out`` is not tracked again (with ``resume``): its metrics are returned; a checkpoint
+    of another run there is refused. ``log``: where the run's lines go (default: standard output)."""
+    from ..synthetic import load_ground_truth
+    from ..training import CHECKPOINT_NAME, CONFIG_NAME, seed_everything
+    from ..tuning import process_tuning
+
+    config, training = run.recipe, run.training
+    _prior_file(config)  # before the subject loads: a missing prior fails at once
+    device = torch.device(device if device is not None else "cpu")
+    folder = RunFolder(out)
+    folder.open()  # writable and ours before minutes of tracking, not after
+    try:
+        with contextlib.redirect_stdout(log) if log is not None and log is not sys.stdout else contextlib.nullcontext():
+            began = time.monotonic()
+            subject = run.subject.load(device)
+            for note in subject.notes:
+                print(note)
+            model = build(subject, config).to(device)
+            fingerprint = run_fingerprint(model, subject.train, training)
+            checkpoint, metrics_file = folder.path / CHECKPOINT_NAME, folder.path / "metrics.json"
+            if resume and checkpoint.is_file():
+                check_fingerprint(checkpoint, load_checkpoint(checkpoint, "cpu").get("fingerprint"), fingerprint)
+                if metrics_file.is_file():
+                    print(f"{folder.path}: this run has finished (the tracking has no steps left): its metrics")
+                    return json.loads(metrics_file.read_text())
+            described = json.dumps(run.to_dict(), indent=2)
+            (folder.path / CONFIG_NAME).write_text(described + "\n")
+            seed_everything(training.seed)
+            root = subject.root
+            truth = load_ground_truth(root, subject.eval.split) if (root / "ground_truth.npz").is_file() else None
+            # The CPU tunings the training configuration asks for, for the tracking and its measures only (the
+            # subject and the model are loaded as load_run loads them: the same model files, bit for bit).
+            with process_tuning(device, flush_denormals=training.flush_denormals, tune_malloc=training.tune_malloc):
+                result = reconstruct(
+                    model.prior, subject.train, subject.eval, subject.parametric, config,
+                    truth=truth, out=folder.path, landmarks=_landmarks(config, subject), eval_frames=training.eval_frames,
+                    max_minutes=training.max_minutes, budget=training.budget, seed=training.seed,
+                    chunk=training.render_chunk,
+                )  # fmt: skip
+            model, steps = result.model, result.metrics["tracking_steps"]
+            frozen = frozen_state_keys(model)
+            state = {
+                "model": {k: v for k, v in model.state_dict().items() if k not in frozen},
+                "optimizer": None,  # the tracking's optimisers live per stage; a finished fit needs none
+                "ema": None,
+                "step": sum(steps.values()),
+                "elapsed": result.metrics["tracking_seconds"],
+                "wall": time.monotonic() - began,
+                "config": asdict(training),
+                "run": described,
+                "fingerprint": fingerprint,
+            }
+            save_checkpoint(state, checkpoint)
+            metrics = {"recipe": run.recipe_name, **result.metrics, "wall_seconds": time.monotonic() - began}
+            metrics_file.write_text(json.dumps(metrics, indent=2) + "\n")
+            psnr = f"psnr {metrics['psnr']:.2f} (mean codes {metrics['psnr_mean_codes']:.2f})"
+            chamfer = "" if metrics["chamfer"] is None else f"  chamfer {metrics['chamfer_mm']:.2f} mm"
+            print(f"final  {psnr}  ssim {metrics['ssim']:.4f}{chamfer}  after {state['step']} tracking steps")
+            return metrics
+    finally:
+        folder.close()
