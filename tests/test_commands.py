@@ -176,3 +176,23 @@ def test_a_run_folder_that_cannot_be_written_is_named(tiny_insta_run, tmp_path, 
     assert main(["render", str(folder), "--device", "cpu"]) == 2
     assert "videos" in capsys.readouterr().err
     assert main(["render", str(folder), "--device", "cpu", "--out", str(tmp_path / "ok.mp4")]) == 0
+
+
+def test_export_and_view_need_no_pyav_and_render_says_which_it_needs(tmp_path):
+    """PyAV is imported where a video is made: without it (or with one too old) export and view still run."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['av'] = None\n"  # import av now raises ImportError
+        "from headfields.commands import main\n"
+        f"assert main(['render', {str(tmp_path)!r}]) == 2\n"
+        "for name in ('export', 'view'):\n"
+        "    try:\n"
+        "        main([name, '--help'])\n"
+        "    except SystemExit as done:\n"
+        "        assert done.code == 0, name\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "render needs PyAV 18 or newer" in result.stderr and "pip install 'av>=18'" in result.stderr

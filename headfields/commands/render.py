@@ -25,7 +25,6 @@ from ..renderers.camera_paths import CAMERA_PATHS, camera_path, camera_rig, resi
 from ..renderers.cameras import PinholeCameras
 from ..runs import Run, load_run
 from ..training import render_view, save_png
-from ..video import VideoWriter, read_video
 from ._common import run_parser
 
 __all__ = ["CAMERAS", "RenderPlan", "add_parser", "plan_render", "render"]
@@ -118,12 +117,14 @@ def plan_render(run: Run, args: argparse.Namespace) -> RenderPlan:
     notes.append(f"driving: {'the avatar' if own else 'another'} capture's {split} split ({len(driver)} frames), {transfer}")
     driven = drive(avatar, driver, transfer == "relative", args.avatar_neutral, args.driver_neutral)
     parametric = run.model.parametric
+    # The run's own split replayed as tracked: its heads as loaded, with what the run fitted per frame (MonoNPHM's codes).
+    replay = args.drive is None and transfer == "absolute"
     template = avatar.cameras
     if args.camera == "track":
         count = len(driver) if args.frames is None else args.frames
         if not 1 <= count <= len(driver):
             raise ValueError(f"frames: expected 1 to the driver's {len(driver)} frames with --camera track, got {count}")
-        head, head_frames = tracked_head(parametric, driven), list(range(count))
+        head, head_frames = run.head(split) if replay else tracked_head(parametric, driven), list(range(count))
         c2w = driver.cameras.camera_to_world[:count]
         if transfer == "relative":  # the driver's camera motion from its neutral frame, applied to the avatar's camera
             base = avatar.cameras.camera_to_world[args.avatar_neutral]
@@ -134,7 +135,7 @@ def plan_render(run: Run, args: argparse.Namespace) -> RenderPlan:
     else:
         if args.drive is not None:
             count = len(driver) if args.frames is None else args.frames
-            head = tracked_head(parametric, driven)
+            head = run.head(split) if replay else tracked_head(parametric, driven)
             head_frames = [k % len(driver) for k in range(count)]
         else:  # the still avatar in its neutral training frame
             count = STILL_FRAMES if args.frames is None else args.frames
@@ -180,6 +181,7 @@ def render(args: argparse.Namespace) -> dict:
         raise ValueError(f"fps: expected a positive frame rate, got {args.fps}")
     if args.chunk < 1:
         raise ValueError(f"chunk: expected at least 1 ray, got {args.chunk}")
+    VideoWriter, read_video = _video()  # before minutes of loading: an unusable PyAV fails now
     run = load_run(args.run, args.device)
     plan = plan_render(run, args)
     print(*plan.notes, sep="\n")
@@ -213,3 +215,12 @@ def render(args: argparse.Namespace) -> dict:
             summary["run_psnr"] = run.metrics["psnr"]  # the run's held-out PSNR, for comparison
     print(json.dumps(summary))
     return summary
+
+
+def _video():
+    """headfields.video's writer and reader, imported here: ``export`` and ``view`` work without a usable PyAV."""
+    try:
+        from ..video import VideoWriter, read_video
+    except (ImportError, AttributeError) as error:  # no PyAV, or one older than the APIs video.py uses
+        raise ImportError(f"render needs PyAV 18 or newer for its videos ({error}): pip install 'av>=18'") from None
+    return VideoWriter, read_video
