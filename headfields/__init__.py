@@ -1,7 +1,10 @@
 """headfields: differentiable head-avatar primitives on CPU and GPU.
 
-Available now: ``headfields.geometry`` (meshes and Warp mesh kernels). The parametric heads, data, deformers,
-encoders, decoders, renderers and paper models follow (see the README's primitive table).
+Subpackages, one job each: ``geometry`` (meshes and Warp mesh kernels), ``parametric`` (FLAME, SMPL-X, tracked
+meshes), ``data`` (captures), ``deformers``, ``encoders``, ``decoders``, ``fields``, ``renderers``, ``losses``,
+``metrics``, ``training`` (the loop), ``models`` (the papers and the mixes, by name in ``models.registry``),
+``synthetic`` (test and demo heads). ``headfields.load_run(path)`` rebuilds a trained run; ``python -m headfields
+train | render | export | view`` is the command line. docs/index.md lists every primitive.
 """
 
 __version__ = "0.1.0"

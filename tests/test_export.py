@@ -17,7 +17,7 @@ from tiny_configs import TINY_INSTA
 from torch import nn
 
 from headfields.data.scans import read_ply
-from headfields.decoders import AppearanceConfig, FieldOutput, SdfMlpConfig, SdfOutput
+from headfields.decoders import AppearanceConfig, DecoderOutput, SdfMlpConfig, SdfOutput
 from headfields.export import DENSITY_THRESHOLD, ColoredMesh, field_mesh, write_ply
 from headfields.fields import NerfField, NeusField
 from headfields.geometry import uv_sphere
@@ -79,7 +79,7 @@ class _Sphere(nn.Module):
         rgb = _analytic_colour(features, cond)
         radial = torch.nn.functional.normalize(features - cond, dim=-1)
         rgb = torch.cat([rgb[:, :2], (1 - (dirs * radial).sum(-1, keepdim=True)) / 2], dim=1)
-        return FieldOutput(density=self.density(features, cond), rgb=rgb)
+        return DecoderOutput(density=self.density(features, cond), rgb=rgb)
 
 
 class _SphereSdf(nn.Module):

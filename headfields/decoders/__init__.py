@@ -2,7 +2,7 @@
 
 from ..networks import mlp  # re-exported: callers import it from here
 from .appearance import AppearanceConfig, AppearanceField, SHLighting
-from .nerf import FieldOutput, NerfDecoder, NerfDecoderConfig, trunc_exp
+from .nerf import DecoderOutput, NerfDecoder, NerfDecoderConfig, trunc_exp
 from .sdf import AnchorBlend, AnchorSdf, AnchorSdfConfig, SdfMlp, SdfMlpConfig, SdfOutput
 
 __all__ = [
@@ -11,7 +11,7 @@ __all__ = [
     "AnchorSdfConfig",
     "AppearanceConfig",
     "AppearanceField",
-    "FieldOutput",
+    "DecoderOutput",
     "NerfDecoder",
     "NerfDecoderConfig",
     "SHLighting",

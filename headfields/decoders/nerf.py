@@ -80,8 +80,8 @@ class NerfDecoderConfig:
 
 
 @dataclass
-class FieldOutput:
-    """What a field decoder returns for N samples."""
+class DecoderOutput:
+    """What a NeRF decoder returns for N samples (a field wraps it in a :class:`~headfields.fields.FieldOutput`)."""
 
     density: Float[Tensor, " N"]  # volume density, >= 0
     rgb: Float[Tensor, "N 3"]  # colour in [0, 1]
@@ -142,7 +142,7 @@ class NerfDecoder(nn.Module):
 
     def forward(
         self, features: Float[Tensor, "N F"], dirs_encoded: Float[Tensor, "N Dd"], cond: Float[Tensor, "N C"] | None = None
-    ) -> FieldOutput:
+    ) -> DecoderOutput:
         out = self.density_net(self._density_input(features, cond))
         self._check("dirs_encoded", dirs_encoded, self.dir_dim, features.shape[0])
         geometry = out[:, 1:]
@@ -151,4 +151,4 @@ class NerfDecoder(nn.Module):
             self._check_cond(cond, features.shape[0])
             color_in.append(cond)
         rgb = torch.sigmoid(self.color_net(torch.cat(color_in, dim=-1)))
-        return FieldOutput(density=self._activation(out[:, 0]), rgb=rgb, extras={"geometry": geometry})
+        return DecoderOutput(density=self._activation(out[:, 0]), rgb=rgb, extras={"geometry": geometry})

@@ -39,7 +39,7 @@ __all__ = [
     "UVUNetConfig",
 ]
 
-# MonoAvatar's encoder as a field part (issue 16): per-frame vertex features read by the mesh-anchored blend.
+# MonoAvatar's encoder as a field part: per-frame vertex features read by the mesh-anchored blend.
 from .mesh_features import FEATURE_KINDS, ConcatEncoder, MeshFeatureEncoder, VertexFeatureKind, feature_kind  # noqa: E402
 
 __all__ += ["FEATURE_KINDS", "ConcatEncoder", "MeshFeatureEncoder", "VertexFeatureKind", "feature_kind"]

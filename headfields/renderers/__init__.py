@@ -1,4 +1,6 @@
-"""Renderers: cameras and rays now; samplers, compositing and the paper renderers follow.
+"""Renderers: cameras and rays, packed samples (nerfacc's layout, in torch) and the samplers that draw them
+(stratified in a box, occupancy-grid marching, importance, NeuS up-sampling, view-balanced pixels), compositing,
+and the renderers that take a field (``render_nerf``, ``render_neus``); camera paths for novel-view videos.
 
 Every ray carries the index of its frame, so one batch can mix rays from many frames (INSTA trains this way).
 """
@@ -34,7 +36,7 @@ __all__ = [
     "sample_pixels",
 ]
 
-# Packed samples, occupancy-grid marching, mesh-guided filtering and compositing (issue 4).
+# Packed samples, occupancy-grid marching, mesh-guided filtering and compositing.
 from .compositing import Composite, composite  # noqa: E402
 from .hierarchical import importance_samples, merge_samples  # noqa: E402
 from .mesh_sampler import CPU_SHELL, mesh_guided_filter  # noqa: E402
@@ -54,7 +56,7 @@ __all__ += [
     "stratified_samples",
 ]
 
-# NeuS rendering (issue 6): opacity from an SDF, composited from alphas, with up-sampling near the surface.
+# NeuS rendering: opacity from an SDF, composited from alphas, with up-sampling near the surface.
 from .compositing import accumulate, composite_alpha  # noqa: E402
 from .neus import (  # noqa: E402
     NEUS_BASE_INV_S,
@@ -80,7 +82,7 @@ __all__ += [
     "neus_samples",
 ]
 
-# View-balanced ray sampling (issue 7): rays drawn evenly from front, side and back views.
+# View-balanced ray sampling: rays drawn evenly from front, side and back views.
 from .view_balance import (  # noqa: E402
     BACK,
     FRONT,
@@ -103,12 +105,11 @@ __all__ += [
     "view_bins",
 ]
 
-# Renderers that take a field (issue 16), and the samplers they draw from.
-from .samplers import HierarchicalSampler, OccupancySampler, StratifiedSampler, ray_bounds  # noqa: E402
+# Renderers that take a field, and the samplers they draw from.
+from .samplers import OccupancySampler, StratifiedSampler, ray_bounds  # noqa: E402
 from .volume import NerfRender, NeusRender, NeusSampler, render_nerf, render_neus  # noqa: E402
 
 __all__ += [
-    "HierarchicalSampler",
     "NerfRender",
     "NeusRender",
     "NeusSampler",

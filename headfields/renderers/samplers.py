@@ -21,13 +21,11 @@ from torch import Tensor, nn
 from ..checks import check_count, check_positive, trusted_values
 from ..parametric import Head
 from .cameras import Rays
-from .compositing import composite
-from .hierarchical import importance_samples
 from .mesh_sampler import mesh_guided_filter
 from .occupancy import CONE_ANGLE, GRID_OCCUPIED_FRACTION, GRID_UNIFORM_FRACTION, GRID_WARMUP_STEPS, OccupancyGrid
 from .samples import PackedSamples, ray_aabb, stratified_samples
 
-__all__ = ["HierarchicalSampler", "OccupancySampler", "StratifiedSampler", "ray_bounds"]
+__all__ = ["OccupancySampler", "StratifiedSampler", "ray_bounds"]
 
 
 def ray_bounds(
@@ -62,25 +60,6 @@ class StratifiedSampler(nn.Module):
     def forward(self, rays: Rays, head: Head, field=None, generator: torch.Generator | None = None) -> PackedSamples:
         near, far = ray_bounds(rays, head, self.box, self.padding)
         return _shell(stratified_samples(rays, near, far, self.num_samples, generator), rays, head, self.shell)
-
-
-class HierarchicalSampler(nn.Module):
-    """NeRF's two passes: ``coarse`` samples, the field's density there (no gradient), then ``fine_samples``
-    drawn from their compositing weights, then the shell. Only the fine samples are returned (one network
-    serves both passes)."""
-
-    def __init__(self, coarse: StratifiedSampler, fine_samples: int):
-        super().__init__()
-        self.coarse, self.fine_samples = coarse, check_count("fine_samples", fine_samples, 1)
-
-    def forward(self, rays: Rays, head: Head, field, generator: torch.Generator | None = None) -> PackedSamples:
-        coarse = self.coarse(rays, head, field, generator)
-        with torch.no_grad():
-            x = coarse.midpoints(rays.origins, rays.directions)
-            density = field(x, None, rays.frame[coarse.ray], head).density
-            weights = composite(coarse, density, torch.zeros_like(x)).weights
-        fine = importance_samples(coarse, weights, self.fine_samples, generator)
-        return _shell(fine, rays, head, self.coarse.shell)
 
 
 class OccupancySampler(nn.Module):
