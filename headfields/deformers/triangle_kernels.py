@@ -25,6 +25,9 @@ Vertex gradients are added with atomics. Warp's CPU atomics are plain read-modif
 
 A gradient asked for with ``create_graph=True`` (a NeuS field's eikonal term through the deformer) is taken
 through the torch reference the caller passes, recomputed at the saved faces: the Warp backward has no graph.
+
+One file over 500 lines because the forward and reverse kernels are one derivation: each line of the reverse pass
+undoes a line of the forward, and they are read (and changed) side by side.
 """
 
 # No `from __future__ import annotations`: Warp reads the kernels' annotations as objects, and those of the

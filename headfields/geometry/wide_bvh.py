@@ -23,6 +23,9 @@ names of its runtime (``wp::vec3``, an array's ``.data`` pointer, a ``wp.struct`
 is used: where the build fails (a Warp that changed these), a ``RuntimeWarning`` says so and the meshes use Warp's own
 queries (``HEADFIELDS_WIDE_BVH=0`` does the same on purpose), as for a tree too deep for the walk's stack.
 ``tests/test_wide_bvh.py`` fails when the build does, and when Warp's default stops targeting the host CPU.
+
+One file over 500 lines because the tree's builder, its layout and the native walk that reads that layout must
+agree field by field; they are kept where one edit sees all three.
 """
 
 from __future__ import annotations

@@ -6,6 +6,9 @@ brows, lips and chin. The grid is cut along the mouth row between the mouth corn
 vertices are separate, the corners shared), and a pocket joins the two edges behind the lips, so an open jaw
 shows the pocket, not a hole. Coordinates: metres, y up, the face looks along +z, x towards the subject's left.
 Everything is deterministic numpy float64; the seed only enters the blend-shape fields (``model_files.py``).
+
+One file over 500 lines because it is one surface: the grid, the mouth cut and pocket, the eyes and the bust share
+the grid's indices and seams, and a split would pass those indices between modules.
 """
 
 from __future__ import annotations

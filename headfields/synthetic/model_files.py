@@ -9,6 +9,9 @@ correctives and the landmark embedding. Same seed, same bytes.
 Files, with the official keys: FLAME_NEUTRAL.pkl (protocol-2 plain-numpy pickle), flame_static_embedding.pkl,
 FLAME_texture.npz (vt, ft), FLAME_masks.pkl (region name -> vertex ids; here the regions partition the
 vertices); SMPLX_NEUTRAL.npz and SMPLX_masks.pkl (the same regions plus "torso").
+
+One file over 500 lines because it is one job: the rig and the files of one synthetic model, whose parts (joints,
+weights, blend shapes, embedding) are read off the same vertex sets; the geometry is already apart.
 """
 
 from __future__ import annotations
