@@ -4,6 +4,7 @@ colours, and a clear error for each bad argument."""
 
 import dataclasses
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -152,7 +153,14 @@ def test_export_writes_coloured_meshes_of_the_field(tiny_neus_run, tmp_path, cap
 def test_export_of_a_field_without_a_surface_says_which_level(tiny_insta_run, tmp_path, capsys):
     folder, _ = tiny_insta_run
     assert main(["export", str(folder), "--out", str(tmp_path / "m"), "--resolution", "16", "--device", "cpu"]) == 2
-    assert "level" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    found = re.search(r"give --level a value in \(([-\d.e+]+), ([-\d.e+]+)\), e\.g\. --level ([-\d.e+]+)", err)
+    assert found, err
+    low, high, level = map(float, found.groups())
+    assert low < level < high  # and that level has a surface: the same command with it writes the mesh
+    argv = ["export", str(folder), "--out", str(tmp_path / "m"), "--resolution", "16", "--device", "cpu"]
+    assert main([*argv, "--level", str(level), "--frames", "none"]) == 0
+    assert (tmp_path / "m" / "canonical.ply").is_file()
     assert main(["export", str(folder), "--out", str(tmp_path / "m"), "--frames", "5", "--device", "cpu"]) == 2
     assert "frames: expected indices in [0, 1]" in capsys.readouterr().err
 
@@ -196,3 +204,10 @@ def test_export_and_view_need_no_pyav_and_render_says_which_it_needs(tmp_path):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "render needs PyAV 18 or newer" in result.stderr and "pip install 'av>=18'" in result.stderr
+
+
+def test_exports_default_grid_follows_the_capture():
+    from headfields.commands.export import MAX_RESOLUTION, MIN_RESOLUTION, default_resolution
+
+    assert default_resolution(96, 96) == 96 and default_resolution(512, 384) == 512
+    assert default_resolution(16, 16) == MIN_RESOLUTION and default_resolution(4096, 2160) == MAX_RESOLUTION
