@@ -28,7 +28,7 @@ from .fields import NerfField, NeusField, padded_box
 from .geometry import extract_isosurface, vertex_normals
 from .parametric import Head
 
-__all__ = ["DENSITY_THRESHOLD", "ColoredMesh", "field_mesh", "write_ply"]
+__all__ = ["DENSITY_THRESHOLD", "ColoredMesh", "NoSurfaceError", "field_mesh", "write_ply"]
 
 # The default surface of a NeRF density, per metre (the renderers composite alpha = 1 - exp(-density * step), steps
 # in metres): sigma = -ln(1 - alpha) / thickness with alpha = 1 - 1/e ~ 0.63 over 1 cm, i.e. optical depth 1 per cm
@@ -123,10 +123,10 @@ def field_mesh(
     except ValueError as error:
         low, high, count = seen
         if count == resolution**3 and not low < sign * level < high:  # the whole grid, and nothing crosses the level
-            raise ValueError(_empty_message(nerf, level, sorted((sign * low, sign * high)), frame)) from error
+            raise NoSurfaceError(nerf, level, *sorted((sign * low, sign * high)), frame) from error
         raise
     if len(surface.faces) == 0:
-        raise ValueError(_empty_message(nerf, level, sorted((sign * seen[0], sign * seen[1])), frame))
+        raise NoSurfaceError(nerf, level, *sorted((sign * seen[0], sign * seen[1])), frame)
 
     normals = vertex_normals(surface.vertices, surface.faces)
     # A vertex whose faces' normals cancel (a pinch) has no normal: any unit direction will do for its colour.
@@ -141,15 +141,30 @@ def field_mesh(
     return ColoredMesh(vertices=surface.vertices, faces=surface.faces, colors=colors)
 
 
-def _empty_message(nerf: bool, level: float, found: list[float], frame: int) -> str:
-    what, unit = ("density", " per metre") if nerf else ("SDF", "")
-    low, high = found
-    hint = f"a level in ({low:.6g}, {high:.6g}), e.g. {(low + high) / 2:.6g}" if low < high else "another level"
-    untrained = " (an untrained NeRF's density is ~1 per metre everywhere)" if nerf and high < level else ""
-    return (
-        f"level: no surface at frame {frame}: the {what} on the grid lies in [{low:.6g}, {high:.6g}]{unit}, never "
-        f"crossing level {level:.6g}{untrained}; pass {hint}, or widen padding or refine resolution"
-    )
+class NoSurfaceError(ValueError):
+    """:func:`field_mesh` found no surface: the field's values on the grid, ``[low, high]``, never cross ``level``.
+    ``suggested`` is a level inside that range (None when the field is constant there)."""
+
+    def __init__(self, nerf: bool, level: float, low: float, high: float, frame: int) -> None:
+        self.nerf, self.level, self.low, self.high, self.frame = nerf, level, low, high, frame
+        self.suggested = (low + high) / 2 if low < high else None
+        super().__init__(self.message())
+
+    def message(self, flag: str | None = None) -> str:
+        """The error's text; ``flag`` (a command line's ``--level``) is how the suggested level is given."""
+        what, unit = ("density", " per metre") if self.nerf else ("SDF", "")
+        low, high = self.low, self.high
+        if self.suggested is None:
+            hint = "pass another level" if flag is None else f"give another {flag}"
+        elif flag is None:
+            hint = f"pass a level in ({low:.6g}, {high:.6g}), e.g. {self.suggested:.6g}"
+        else:
+            hint = f"give {flag} a value in ({low:.6g}, {high:.6g}), e.g. {flag} {self.suggested:.6g}"
+        untrained = " (an untrained NeRF's density is ~1 per metre everywhere)" if self.nerf and high < self.level else ""
+        return (
+            f"level: no surface at frame {self.frame}: the {what} on the grid lies in [{low:.6g}, {high:.6g}]{unit}, "
+            f"never crossing level {self.level:.6g}{untrained}; {hint}, or widen padding or refine resolution"
+        )
 
 
 def write_ply(

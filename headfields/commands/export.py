@@ -12,7 +12,7 @@ import argparse
 import json
 from pathlib import Path
 
-from ..export import DENSITY_THRESHOLD, field_mesh, write_ply
+from ..export import DENSITY_THRESHOLD, NoSurfaceError, field_mesh, write_ply
 from ..progress import Progress
 from ..runs import load_run
 from ._common import run_parser
@@ -95,11 +95,8 @@ def export(args: argparse.Namespace) -> dict:
         for name, frame_head, frame in jobs:
             try:
                 mesh = field_mesh(run.model, frame_head, frame, args.resolution, args.level, args.padding)
-            except ValueError as error:  # no surface at the level: the message's suggestion, as the flag to give
-                if not str(error).startswith("level:"):
-                    raise
-                text = str(error).replace("pass a level in", "give --level a value in").replace(", e.g. ", ", e.g. --level ")
-                raise ValueError(text) from None
+            except NoSurfaceError as error:  # the suggested level, as the flag to give
+                raise ValueError(error.message("--level")) from None
             path = args.out / f"{name}.ply"
             write_ply(path, mesh.vertices, mesh.faces, mesh.colors)
             written[str(path)] = {"vertices": len(mesh.vertices), "faces": len(mesh.faces)}
