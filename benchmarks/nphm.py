@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from headfields.checkpoints import RunFolder
-from headfields.cli import rounded
+from headfields.commands.train import rounded
 from headfields.models import mononphm
 from headfields.models.nphm import Nphm, PriorTrainingConfig, cpu_prior_config, save_prior, train_prior
 from headfields.parametric import load_model

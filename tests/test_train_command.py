@@ -30,7 +30,7 @@ MODULES = {"insta": insta, "monoavatar": monoavatar, "portrait360": portrait360,
 
 def _defaults(model: str) -> TrainingConfig:
     entry = MODELS[model]
-    return entry.training() if getattr(entry, "training", None) is not None else TrainingConfig()
+    return entry.training() if entry.training is not None else TrainingConfig()
 
 
 def test_defaults_and_flags_reach_the_run_config():
