@@ -3,8 +3,8 @@
 - :class:`RunFolder` makes the folder, probe-writes it (a read-only or full folder fails before training, not
   at the first checkpoint) and locks it: a second run into the same folder fails at once, naming the process
   that holds it.
-- :func:`save_checkpoint` writes to a temporary file of this process, fsyncs it, renames it over the
-  checkpoint and fsyncs the folder; on any failure the temporary file is removed and the error names the folder.
+- :func:`save_checkpoint` writes through :func:`headfields.outputs.atomic_path`: a temporary file, synced and
+  renamed over the checkpoint; on any failure the temporary file is removed and the error names the checkpoint.
 - :func:`load_checkpoint` verifies the archive (the CRC-32 of every member of torch's zip format), loads it
   with ``weights_only=True`` (a checkpoint cannot run code) and checks that every floating-point tensor is finite.
 - :func:`run_fingerprint` says what a checkpoint was made for (model recipe, training settings, frames, model
@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import os
@@ -25,6 +24,7 @@ import torch
 from torch import nn
 
 from .data import FrameSet
+from .outputs import atomic_path, is_temporary, lock_file, probe_folder
 
 __all__ = [
     "CheckpointError",
@@ -60,21 +60,14 @@ class RunFolder:
         self._lock = None
 
     def open(self) -> RunFolder:
-        probe = self.path / f".probe.{os.getpid()}"
-        try:
-            self.path.mkdir(parents=True, exist_ok=True)
-            with open(probe, "wb") as f:
-                f.write(b"\0" * 4096)  # a full disk fails here, not after training
-                f.flush()
-                os.fsync(f.fileno())
-        except OSError as error:
-            raise OSError(f"out: cannot write in {self.path} ({error.strerror or error})") from error
-        finally:
-            with contextlib.suppress(OSError):
-                probe.unlink(missing_ok=True)
-        self._lock = _lock(self.path / LOCK_NAME)
-        for stale in self.path.glob("*.tmp"):  # a killed run's half-written checkpoint: nobody else writes here now
-            stale.unlink(missing_ok=True)
+        probe_folder(self.path, "out")
+        self._lock = lock_file(
+            self.path / LOCK_NAME,
+            lambda holder: f"out: {self.path} is in use by another run (process {holder}); wait for it, or give another folder",
+        )
+        for stale in self.path.iterdir():  # a killed run's half-written files: nobody else writes here now
+            if is_temporary(stale.name):
+                stale.unlink(missing_ok=True)
         return self
 
     def close(self) -> None:
@@ -89,55 +82,15 @@ class RunFolder:
         self.close()
 
 
-def _lock(path: Path):
-    import fcntl  # POSIX; imported here so that importing the library works everywhere
-
-    handle = open(path, "a+")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.seek(0)
-        holder = handle.read().strip() or "unknown"
-        handle.close()
-        raise RuntimeError(
-            f"out: {path.parent} is in use by another run (process {holder}); wait for it, or give another folder"
-        ) from None
-    handle.seek(0)
-    handle.truncate()
-    handle.write(str(os.getpid()))
-    handle.flush()
-    return handle
-
-
 def save_checkpoint(state: Mapping, path: str | Path) -> None:
     """``state`` to ``path`` atomically (see the module docstring): ``path`` is the old checkpoint or the new one,
     never a part of one."""
     path = Path(path)
-    temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     try:
-        with open(temporary, "wb") as f:
-            torch.save(dict(state), f)
-            f.flush()
-            os.fsync(f.fileno())
-        temporary.replace(path)
-        _fsync_folder(path.parent)
-    except (OSError, RuntimeError) as error:
-        temporary.unlink(missing_ok=True)
-        raise OSError(f"out: could not write the checkpoint {path.name} in {path.parent} ({error})") from error
-
-
-def _fsync_folder(folder: Path) -> None:
-    """Make a rename in ``folder`` durable (not possible everywhere: then the rename stands as it is)."""
-    try:
-        descriptor = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(descriptor)
-    except OSError:
-        pass
-    finally:
-        os.close(descriptor)
+        with atomic_path(path, "checkpoint") as temporary:
+            torch.save(dict(state), temporary)
+    except RuntimeError as error:  # torch's zip writer on a full disk
+        raise OSError(f"checkpoint: could not write {path} ({error})") from error
 
 
 def load_checkpoint(path: str | Path, device: torch.device | str | None = None) -> dict:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import numbers
+import os
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -140,3 +141,45 @@ def check_positive(name: str, value: float | int | None) -> None:
         raise TypeError(f"{name}: expected a number or None, got {value!r}")
     if value is not None and not value > 0:
         raise ValueError(f"{name}: expected a positive number, got {value}")
+
+
+def available_memory(device: torch.device | str) -> int | None:
+    """Bytes that ``device`` can still give: on CUDA the driver's free memory plus what torch's cache holds
+    unused; on the CPU the kernel's MemAvailable (Linux), else the free physical pages; None where unknown."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+    if device.type != "cpu":
+        return None
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def format_bytes(count: float) -> str:
+    """``count`` bytes in decimal units: "512 B", "4.19 MB", "120 GB"."""
+    units, k = ("B", "KB", "MB", "GB", "TB", "PB"), 0
+    while abs(count) >= 1000 and k < len(units) - 1:
+        count, k = count / 1000, k + 1
+    return f"{int(count)} B" if k == 0 else f"{count:.3g} {units[k]}"
+
+
+def check_memory(name: str, value: object, need: float, device: torch.device | str, what: str) -> None:
+    """Refuse ``value`` of argument ``name`` when ``what`` (its buffers: ``need`` bytes) would not fit in the memory
+    ``device`` has available: a clear error before the allocation, rather than the allocator's traceback after
+    minutes of work. Does nothing where the available memory is unknown."""
+    available = available_memory(device)
+    if available is not None and need > available:
+        raise ValueError(
+            f"{name}: {value} needs {format_bytes(need)} for {what} on {torch.device(device)}, more than the "
+            f"{format_bytes(available)} available; give a smaller {name}"
+        )

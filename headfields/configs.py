@@ -10,8 +10,9 @@ non-finite floats the strings ``"inf"``, ``"-inf"`` and ``"nan"`` (read back as 
 admits a float), so ``json.dumps(..., allow_nan=False)`` always works. Reading builds each dataclass through its
 class (``__post_init__`` validates), lists become tuples (the configs are frozen and hashable), and:
 
-- a ``"__class__"`` is the field's annotated class (or ``expected``) itself, or a class imported from a
-  ``headfields.*`` module: a config file cannot import arbitrary code;
+- a ``"__class__"`` is looked up in :func:`config_classes`, a list of the classes known to be configurations
+  (the library's, those a field names, and any a user registers with :func:`register_config`): reading a config
+  file never imports a module, so it cannot run code;
 - a key that is no field (renamed or removed since) raises ValueError naming the class and the key;
 - a missing key takes the class default, so a config saved by an older version still loads.
 """
@@ -20,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import importlib
 import json
 import math
 import numbers
@@ -30,16 +30,21 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path, PurePath
 from typing import Any, Literal, Union
 
+from .outputs import write_atomic
+
 __all__ = [
     "CLASS_KEY",
     "config_from_dict",
     "config_to_dict",
+    "config_classes",
     "load_config",
+    "register_config",
     "save_config",
 ]
 
 CLASS_KEY = "__class__"  # the key of each dataclass's "module.QualName" in config_to_dict's output
-TRUSTED_PACKAGE = "headfields"  # config files may name classes of this package's modules only
+LIBRARY = "headfields"  # the package whose dataclasses derived from a known configuration are known too
+_REGISTERED: list[type] = []  # register_config's classes
 _NON_FINITE = {"inf": math.inf, "-inf": -math.inf, "nan": math.nan}
 _NoneType = type(None)
 
@@ -76,9 +81,7 @@ def save_config(path: str | Path, config: Any) -> Path:
 
     save_config(out / "config.json", insta.cpu_config())
     """
-    path = Path(path)
-    path.write_text(json.dumps(config_to_dict(config), indent=2, allow_nan=False) + "\n")
-    return path
+    return write_atomic(path, json.dumps(config_to_dict(config), indent=2, allow_nan=False) + "\n")
 
 
 def load_config(path: str | Path, expected: type | None = None) -> Any:
@@ -147,32 +150,67 @@ def _dataclass_options(tp: Any) -> tuple[type, ...]:
     return tuple(t for t in options if isinstance(t, type) and dataclasses.is_dataclass(t))
 
 
+def register_config(cls: type) -> type:
+    """Let config files name ``cls``, a dataclass of your own (a recipe's subclass, a model's configuration), with
+    the dataclasses its fields name; returns ``cls``, so it works as a decorator::
+
+        @register_config
+        @dataclass(frozen=True)
+        class MyInstaConfig(InstaConfig):
+            extra_layers: int = 2
+    """
+    if not (isinstance(cls, type) and dataclasses.is_dataclass(cls)):
+        raise TypeError(f"cls: expected a dataclass, got {cls!r}")
+    if cls not in _REGISTERED:
+        _REGISTERED.append(cls)
+    return cls
+
+
+def config_classes(roots: Iterable[type] = ()) -> dict[str, type]:
+    """The classes a config file may name, by ``"module.QualName"``: the library's configurations
+    (:class:`~headfields.runs.RunConfig` and every registered model's recipe classes), ``roots``, the classes given
+    to :func:`register_config`, and from each of these the dataclasses its fields' annotations name and the
+    library's dataclasses it derives from or that derive from it. Only classes already imported: finding them imports nothing."""
+    from .models.registry import MODELS  # (both import this module)
+    from .runs import RunConfig
+
+    todo = [RunConfig, *_REGISTERED, *roots]
+    for entry in MODELS.values():
+        todo += [entry.config_type] if entry.config_type is not None else [type(make()) for make in entry.recipes.values()]
+    found: dict[str, type] = {}
+    while todo:
+        cls = todo.pop()
+        if _class_name(cls) in found:
+            continue
+        found[_class_name(cls)] = cls
+        for hint in _hints(cls).values():
+            todo += _dataclasses_named(hint)
+        related = [*cls.__bases__, *cls.__subclasses__()]  # a recipe's base class, and the library's variants of it
+        todo += [c for c in related if dataclasses.is_dataclass(c) and c.__module__.split(".")[0] == LIBRARY]
+    return found
+
+
+def _dataclasses_named(hint: Any) -> list[type]:
+    """The dataclasses a type annotation names, at any depth (``A``, ``A | None``, ``tuple[A, ...]``)."""
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+        return [hint]
+    return [cls for arg in typing.get_args(hint) for cls in _dataclasses_named(arg)]
+
+
 def _resolve_class(name: Any, candidates: tuple[type, ...], where: str) -> type:
-    """The class a ``"__class__"`` names: one of ``candidates`` itself, or one imported from the trusted package
-    (and then a subclass of a candidate, if any)."""
+    """The class a ``"__class__"`` names: one of ``candidates`` itself, or one of :func:`config_classes` (and then
+    a subclass of a candidate, if any)."""
     if not isinstance(name, str):
         raise ValueError(f"{where}: expected {CLASS_KEY!r} to be a 'module.QualName' string, got {name!r}")
     for cls in candidates:
         if name == _class_name(cls):
-            return cls  # the annotated class: nothing to import
-    if not (name.startswith(TRUSTED_PACKAGE + ".") and name.replace(".", "").replace("_", "").isalnum()):
+            return cls  # the annotated class: nothing to look up
+    cls = config_classes(candidates).get(name)
+    if cls is None:
         raise ValueError(
-            f"{where}: refusing {CLASS_KEY} {name!r}: a config may name only classes of the {TRUSTED_PACKAGE} package "
-            f"(a module named {TRUSTED_PACKAGE}.*)"
+            f"{where}: refusing {CLASS_KEY} {name!r}: not a configuration class headfields knows (the library's "
+            "recipes and their parts; a class of your own: headfields.configs.register_config)"
         )
-    parts = name.split(".")
-    cls: Any = None
-    for i in range(len(parts) - 1, 0, -1):  # the longest importable module, then the qualified name in it
-        try:
-            module = importlib.import_module(".".join(parts[:i]))
-        except ImportError:
-            continue
-        cls = module
-        for part in parts[i:]:
-            cls = getattr(cls, part, None)
-        break
-    if not (isinstance(cls, type) and dataclasses.is_dataclass(cls)):
-        raise ValueError(f"{where}: {CLASS_KEY} {name!r} names no dataclass")
     if candidates and not issubclass(cls, candidates):
         expected = " or ".join(c.__qualname__ for c in candidates)
         raise ValueError(f"{where}: expected a {expected} (or a subclass), got {CLASS_KEY} {name!r}")

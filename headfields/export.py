@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from .checks import IntLike, check_count, check_finite, check_float, check_int
 from .fields import NerfField, NeusField, padded_box
 from .geometry import extract_isosurface, vertex_normals
+from .outputs import atomic_path
 from .parametric import Head
 
 __all__ = ["DENSITY_THRESHOLD", "ColoredMesh", "NoSurfaceError", "field_mesh", "write_ply"]
@@ -208,7 +209,7 @@ def write_ply(
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("wb") as file:
+    with atomic_path(path, "path") as temporary, temporary.open("wb") as file:  # no part of a mesh at path, ever
         file.write(("\n".join(header) + "\n").encode("ascii"))
         file.write(rows.tobytes())
         file.write(polygons.tobytes())

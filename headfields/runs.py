@@ -97,11 +97,26 @@ def read_run_config(path: str | Path) -> RunConfig:
     file = path / CONFIG_NAME if path.is_dir() else path
     if not file.is_file():
         raise FileNotFoundError(f"config: no {CONFIG_NAME} in {path} (a run folder that train wrote, or its config.json)")
+    return _run_config(_read_json(file, "config"), f"config: {file}")
+
+
+def _read_json(file: Path, what: str) -> Any:
     try:
-        data = json.loads(file.read_text())
-    except json.JSONDecodeError as error:
-        raise ValueError(f"config: {file} is not JSON ({error})") from None
-    return RunConfig.from_dict(data)
+        return json.loads(file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{what}: {file} is not JSON ({error})") from None
+    except RecursionError:
+        raise ValueError(f"{what}: {file} nests too deeply to be a {what} file") from None
+
+
+def _run_config(data: Any, where: str) -> RunConfig:
+    """The RunConfig ``data`` (a decoded config.json) describes; errors start with ``where`` (the file)."""
+    if not isinstance(data, dict):
+        raise ValueError(f"{where}: expected an object of RunConfig's fields, got a JSON {type(data).__name__}")
+    try:
+        return RunConfig.from_dict(data)
+    except (TypeError, ValueError) as error:
+        raise type(error)(f"{where}: {error}") from None
 
 
 def train_run(run: RunConfig, out: str | Path, device: str | torch.device | None = None, **train_options) -> dict:
@@ -171,10 +186,10 @@ def load_run(path: str | Path, device: str | torch.device | None = None) -> Run:
     if (path / CONFIG_NAME).is_file():
         config = read_run_config(path)
         # Compared as configs, not as text: a field added since (with its default) is no difference.
-        if saved is not None and RunConfig.from_dict(json.loads(saved)) != config:
+        if saved is not None and _run_config(json.loads(saved), f"checkpoint: {checkpoint}") != config:
             raise CheckpointError(f"run: {path / CONFIG_NAME} differs from the configuration inside {checkpoint}")
     elif saved is not None:
-        config = RunConfig.from_dict(json.loads(saved))
+        config = _run_config(json.loads(saved), f"checkpoint: {checkpoint}")
     else:
         raise CheckpointError(f"run: {path} has no {CONFIG_NAME} and its checkpoint no configuration (trained without one)")
 
@@ -194,7 +209,9 @@ def load_run(path: str | Path, device: str | torch.device | None = None) -> Run:
         average.copy_to()
     model.eval()
     metrics_file = path / "metrics.json"
-    metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else None
+    metrics = _read_json(metrics_file, "metrics") if metrics_file.is_file() else None
+    if metrics is not None and not isinstance(metrics, dict):
+        raise ValueError(f"metrics: {metrics_file} holds a JSON {type(metrics).__name__}, not the run's metrics")
     train_head, eval_head = tracked_head(model.parametric, subject.train), tracked_head(model.parametric, subject.eval)
     fitted = getattr(model, "fitted_head", None)
     if fitted is not None:  # a model that fitted something per frame of each split (MonoNPHM's codes and poses)

@@ -1,6 +1,9 @@
 """mp4 videos with PyAV: H.264 (libx264) in yuv420p, the format every browser and player plays.
 
-Frames stream to the encoder one at a time, so a long render never holds more than the frame it is writing::
+Frames stream to the encoder one at a time, so a long render never holds more than the frame it is writing, into a
+hidden temporary file beside the video that is renamed over it when the writer closes
+(:class:`headfields.outputs.PendingFile`): an interrupted or failed render leaves the previous video, or none,
+never a part of one::
 
     from headfields.video import VideoWriter, read_video, video_info
 
@@ -19,9 +22,10 @@ at edges between strongly different colours, whatever the quality setting (see :
 
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -34,7 +38,9 @@ from av.video.reformatter import ColorPrimaries, ColorRange, Colorspace, ColorTr
 from jaxtyping import Float, UInt8
 from torch import Tensor
 
-__all__ = ["DEFAULT_CRF", "VideoInfo", "VideoWriter", "read_video", "video_info", "write_video"]
+from .outputs import PendingFile
+
+__all__ = ["DEFAULT_CRF", "VideoInfo", "VideoWriter", "read_video", "video_frames", "video_info", "write_video"]
 
 # x264's constant rate factor (0 = lossless luma, 51 = worst; lower = better and larger). Measured on a 128x128
 # rendered-looking frame (a shaded skin-coloured head with sharp hair and silhouette edges on a gradient
@@ -142,12 +148,18 @@ class VideoWriter:
         self.quality = _check_quality(quality)
         self.frames_written = 0
         # Opened at the first frame, once the size is known: an mp4 with no frame is never left behind.
+        self._pending: PendingFile | None = None  # the file being written, renamed over path when closed
         self._container: av.container.OutputContainer | None = None
         self._stream: av.video.stream.VideoStream | None = None
         self._closed = False
 
     def _open(self) -> None:
-        container = av.open(str(self.path), mode="w", options={"movflags": "+faststart"})  # index first: plays while loading
+        self._pending = PendingFile(self.path, "path")
+        try:
+            container = av.open(str(self._pending.temporary), mode="w", options={"movflags": "+faststart"})  # index first
+        except BaseException:
+            self._pending.discard()
+            raise
         stream = container.add_stream("libx264", rate=self.fps)
         stream.width, stream.height, stream.pix_fmt = self.width, self.height, "yuv420p"
         stream.options = {"crf": f"{self.quality:g}"}
@@ -186,8 +198,8 @@ class VideoWriter:
         self.frames_written += 1
 
     def close(self) -> None:
-        """Flush the encoder and finish the file; a second call does nothing. Closing a writer that got no frame
-        raises (there is no video to write)."""
+        """Flush the encoder, finish the file and put it at ``path``; a second call does nothing. Closing a writer
+        that got no frame raises (there is no video to write)."""
         if self._closed:
             return
         self._closed = True
@@ -195,9 +207,22 @@ class VideoWriter:
             raise ValueError(f"frames: expected at least one frame, none was written to {str(self.path)!r}")
         try:
             self._container.mux(self._stream.encode(None))  # the frames still in x264's look-ahead
-        finally:
             self._container.close()
+        except BaseException:
+            self.discard()
+            raise
+        self._container = self._stream = None
+        self._pending.commit()
+
+    def discard(self) -> None:
+        """Stop without writing the video: ``path`` keeps what it held before (or stays absent)."""
+        self._closed = True
+        if self._container is not None:
+            with contextlib.suppress(Exception):  # the error that brought us here is the one to report
+                self._container.close()
             self._container = self._stream = None
+        if self._pending is not None:
+            self._pending.discard()
 
     def __enter__(self) -> VideoWriter:
         return self
@@ -206,10 +231,7 @@ class VideoWriter:
         if kind is None:
             self.close()
             return
-        # An error in the body: keep what was written, without masking that error with one of our own.
-        if self._container is not None:
-            self.close()
-        self._closed = True
+        self.discard()  # an error or an interrupt in the body: no part of a video at path
 
 
 def write_video(
@@ -241,19 +263,30 @@ def _open_video(path: str | Path) -> av.container.InputContainer:
     return container
 
 
+def video_frames(path: str | Path) -> Iterator[UInt8[Tensor, "H W 3"]]:
+    """The frames of the first video stream of ``path``, decoded to RGB one at a time (uint8 [H, W, 3], on the CPU):
+    a long video is never held whole.
+
+    >>> for frame in video_frames(tmp / "flash.mp4"): ...
+    """
+    with _open_video(path) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        for frame in container.decode(stream):
+            # The same chroma filter the writer used (its colour matrix and range come from the stream's tags).
+            yield torch.from_numpy(frame.to_ndarray(format="rgb24", interpolation=_SCALE))
+
+
 def read_video(path: str | Path) -> UInt8[Tensor, "N H W 3"]:
     """Every frame of the first video stream of ``path``, decoded to RGB (uint8 [N, H, W, 3], on the CPU).
 
     >>> frames = read_video(tmp / "flash.mp4")  # frames.shape == (8, 32, 32, 3)
     """
-    with _open_video(path) as container:
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        # The same chroma filter the writer used (its colour matrix and range come from the stream's tags).
-        frames = [f.to_ndarray(format="rgb24", interpolation=_SCALE) for f in container.decode(stream)]
-        if not frames:
-            return torch.zeros(0, stream.codec_context.height, stream.codec_context.width, 3, dtype=torch.uint8)
-        return torch.from_numpy(np.stack(frames))
+    frames = list(video_frames(path))
+    if not frames:
+        info = video_info(path)
+        return torch.zeros(0, info.height, info.width, 3, dtype=torch.uint8)
+    return torch.stack(frames)
 
 
 def video_info(path: str | Path) -> VideoInfo:

@@ -178,6 +178,7 @@ def test_a_run_folder_that_cannot_be_written_is_named(tiny_insta_run, tmp_path, 
 
     folder = shutil.copytree(tiny_insta_run[0], tmp_path / "run")
     if os.geteuid() == 0:  # root writes anywhere: the videos folder is a file instead
+        shutil.rmtree(folder / "videos", ignore_errors=True)  # (another test may have rendered into the shared run)
         (folder / "videos").write_text("not a folder")
     else:
         folder.chmod(0o555)

@@ -101,7 +101,7 @@ def test_headfields_class_that_does_not_fit_is_refused():
     data["hash_grid"] = config_to_dict(NerfDecoderConfig())
     with pytest.raises(ValueError, match="HashGridConfig"):
         config_from_dict(data)
-    with pytest.raises(ValueError, match="names no dataclass"):
+    with pytest.raises(ValueError, match="not a configuration class"):
         config_from_dict({CLASS_KEY: "headfields.models.insta.Insta"})
     with pytest.raises(ValueError, match="expected a InstaConfig"):
         config_from_dict(config_to_dict(NeusConfig()), expected=InstaConfig)

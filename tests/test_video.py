@@ -145,7 +145,8 @@ def test_writer_streams_without_keeping_frames(tmp_path):
             del frame
             if i == 150:
                 # Packets reach the file as frames arrive (x264 holds a bounded look-ahead, a few dozen frames).
-                assert path.stat().st_size > 0
+                (pending,) = tmp_path.glob(".long.*.tmp.mp4")  # the video being written, renamed over path when closed
+                assert pending.stat().st_size > 0
         gc.collect()
         # The writer holds no reference to a frame it was given ...
         assert all(ref() is None for ref in alive)
@@ -180,16 +181,35 @@ def test_close_is_idempotent_and_write_after_close_raises(tmp_path):
     assert video_info(tmp_path / "once.mp4").frames == 1
 
 
-def test_error_in_body_keeps_written_frames(tmp_path):
+def test_an_error_in_the_body_leaves_the_previous_video_and_no_part_of_the_new_one(tmp_path):
+    path = tmp_path / "video.mp4"
+    write_video(path, np.stack([rendered(k, 16) for k in range(3)]), fps=5)
+    before = path.read_bytes()
     with pytest.raises(RuntimeError, match="render failed"):
-        with VideoWriter(tmp_path / "partial.mp4", fps=5) as video:
+        with VideoWriter(path, fps=5) as video:
             video.write(rendered(0, 16))
             raise RuntimeError("render failed")
-    assert video_info(tmp_path / "partial.mp4").frames == 1
+    assert path.read_bytes() == before  # the complete earlier video, untouched
+    assert video_info(path).frames == 3
+    with pytest.raises(KeyboardInterrupt):
+        with VideoWriter(tmp_path / "interrupted.mp4", fps=5) as video:
+            video.write(rendered(0, 16))
+            raise KeyboardInterrupt  # Ctrl-C mid-render: nothing at the name
     with pytest.raises(RuntimeError, match="before any frame"):
         with VideoWriter(tmp_path / "empty.mp4", fps=5):
             raise RuntimeError("before any frame")  # not masked by the writer's own "no frames" error
-    assert not (tmp_path / "empty.mp4").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["video.mp4"]  # no temporary file either
+
+
+def test_a_video_appears_at_its_name_only_when_closed(tmp_path):
+    path = tmp_path / "video.mp4"
+    with VideoWriter(path, fps=5) as video:
+        for k in range(2):
+            video.write(rendered(k, 16))
+            assert not path.exists()
+        (pending,) = [p for p in tmp_path.iterdir() if p.name.startswith(".video.")]
+        assert pending.suffix == ".mp4"  # being written beside it, hidden
+    assert video_info(path).frames == 2 and sorted(p.name for p in tmp_path.iterdir()) == ["video.mp4"]
 
 
 # ---------------------------------------------------------------- bad input

@@ -8,6 +8,7 @@ import argparse
 import sys
 
 from ..checkpoints import CheckpointError
+from ..outputs import OutputBusyError
 from . import export, render, view
 
 __all__ = ["main", "parser"]
@@ -35,7 +36,10 @@ def main(argv: list[str] | None = None) -> int:
         args = parser().parse_args(argv)
         args.command(args)
     # Bad input, or a folder it cannot write (a read-only run: give --out elsewhere): its message, not a traceback.
-    except (ValueError, OSError, ImportError, CheckpointError) as error:
+    except (ValueError, OSError, ImportError, CheckpointError, OutputBusyError) as error:
         print(f"python -m headfields {name}: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: what was being written was discarded (headfields.outputs)
+        print(f"python -m headfields {name}: interrupted", file=sys.stderr)
+        return 130
     return 0

@@ -9,10 +9,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 from pathlib import Path
 
 from ..export import DENSITY_THRESHOLD, NoSurfaceError, field_mesh, write_ply
+from ..outputs import hold, probe_folder
 from ..progress import Progress
 from ..runs import load_run
 from ._common import run_parser
@@ -74,9 +76,15 @@ def default_resolution(width: int, height: int) -> int:
 
 
 def export(args: argparse.Namespace) -> dict:
-    """The ``export`` command: writes the meshes, prints and returns what it wrote."""
+    """The ``export`` command: writes the meshes, prints and returns what it wrote.
+
+    Each mesh is written whole (:func:`~headfields.export.write_ply`): an interrupted or failed export leaves each
+    file as it was, or absent. The folder is probed before the run is loaded, and the meshes' files are held
+    (:func:`headfields.outputs.hold`) before the first is computed: a read-only folder, a full disk or a second
+    export of the same files fails at once. A grid that would not fit in memory is refused before it is made."""
     if args.resolution is not None and args.resolution < 2:
         raise ValueError(f"resolution: expected at least 2 grid points per axis, got {args.resolution}")
+    probe_folder(args.out, "out")
     run = load_run(args.run, args.device)
     if args.resolution is None:
         cameras = run.subject.train.cameras
@@ -89,9 +97,10 @@ def export(args: argparse.Namespace) -> dict:
     jobs += [(f"{split}_{f:05d}", head, f) for f in frames]
     if not jobs:
         raise ValueError("frames: nothing to export (--frames none with --no-canonical)")
-    args.out.mkdir(parents=True, exist_ok=True)
     written = {}
-    with Progress(len(jobs), "export", "mesh") as bar:
+    with contextlib.ExitStack() as held, Progress(len(jobs), "export", "mesh") as bar:
+        for name, _, _ in jobs:
+            held.enter_context(hold(args.out / f"{name}.ply", "out"))
         for name, frame_head, frame in jobs:
             try:
                 mesh = field_mesh(run.model, frame_head, frame, args.resolution, args.level, args.padding)

@@ -15,16 +15,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from jaxtyping import Float
+from torch import Tensor
 
+from ..checks import check_memory
 from ..driving import TRANSFERS, drive, is_own_capture
 from ..heads import tracked_head
 from ..metrics import psnr
+from ..outputs import hold, probe_folder
 from ..parametric import Head
 from ..progress import Progress
 from ..renderers.camera_paths import CAMERA_PATHS, camera_path, camera_rig, resized_cameras
 from ..renderers.cameras import PinholeCameras
 from ..runs import Run, load_run
 from ..training import render_view, save_png
+from ..training.evaluation import image_bytes
 from ._common import run_parser
 
 __all__ = ["CAMERAS", "RenderPlan", "add_parser", "plan_render", "render"]
@@ -85,13 +90,28 @@ def add_parser(commands) -> None:
 @dataclass
 class RenderPlan:
     """What to render: camera ``k`` of ``cameras`` sees frame ``head_frames[k]`` of ``head``; ``truth`` holds the
-    capture's image of each rendered frame where it is the same view (else None)."""
+    capture's image of each rendered frame where it is the same view (else None), at the capture's size."""
 
     cameras: PinholeCameras
     head: Head
     head_frames: list[int]
-    truth: torch.Tensor | None  # uint8 [K, H, W, 3]
+    truth: torch.Tensor | None  # uint8 [K, h, w, 3]
     notes: list[str]
+
+    def truth_image(self, k: int) -> Float[Tensor, "H W 3"]:
+        """The capture's image of rendered frame ``k``, in [0, 1] at the render's size (resampled one at a time:
+        a long sequence's images are never held twice)."""
+        image = self.truth[k].float() / 255
+        if image.shape[:2] != (self.cameras.height, self.cameras.width):  # the same view at another size
+            size = (self.cameras.height, self.cameras.width)
+            image = torch.nn.functional.interpolate(image.permute(2, 0, 1)[None], size, mode="area")[0].permute(1, 2, 0)
+            image = (image * 255).round().clamp(0, 255) / 255  # as the capture would store it at this size
+        return image
+
+    def frame_bytes(self) -> int:
+        """Bytes one frame's buffers take: the render, the capture's image beside it and the encoder's copy."""
+        pixels = self.cameras.width * self.cameras.height
+        return image_bytes(self.cameras.width, self.cameras.height) + pixels * 3 * (4 + 4 + 1) * 2
 
 
 def _even(value: float) -> int:
@@ -151,22 +171,13 @@ def plan_render(run: Run, args: argparse.Namespace) -> RenderPlan:
         )  # fmt: skip
     width, height = cameras.width, cameras.height
     if args.resolution is not None:
-        if args.resolution < 2:
-            raise ValueError(f"resolution: expected at least 2 pixels, got {args.resolution}")
         scale = args.resolution / max(width, height)
         width, height = _even(width * scale), _even(height * scale)
     else:
         width, height = _even(width), _even(height)
     if (width, height) != (cameras.width, cameras.height):
         cameras = resized_cameras(cameras, width, height)
-    truth = None
-    if own and transfer == "absolute" and args.camera == "track":
-        images = driver.images[: len(head_frames)]
-        if images.shape[1:3] == (height, width):
-            truth = images
-        else:  # the same views at another size: the capture's images, resampled
-            resized = torch.nn.functional.interpolate(images.permute(0, 3, 1, 2).float(), (height, width), mode="area")
-            truth = resized.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+    truth = driver.images[: len(head_frames)] if own and transfer == "absolute" and args.camera == "track" else None
     if args.side_by_side and truth is None:
         raise ValueError(
             "side_by_side: needs the capture's images of the same views: drive with the avatar's own capture "
@@ -176,19 +187,33 @@ def plan_render(run: Run, args: argparse.Namespace) -> RenderPlan:
 
 
 def render(args: argparse.Namespace) -> dict:
-    """The ``render`` command: writes the video (and the PNGs), prints and returns a summary."""
+    """The ``render`` command: writes the video (and the PNGs), prints and returns a summary.
+
+    The video is written whole (:class:`~headfields.video.VideoWriter`): an interrupted or failed render leaves the
+    previous file at ``--out``, or none. Its folder is probed and the output held (:func:`headfields.outputs.hold`)
+    before the run is loaded: a read-only folder, a full disk or a second render into the same file fails at once."""
     if args.fps <= 0:
         raise ValueError(f"fps: expected a positive frame rate, got {args.fps}")
     if args.chunk < 1:
         raise ValueError(f"chunk: expected at least 1 ray, got {args.chunk}")
-    VideoWriter, read_video = _video()  # before minutes of loading: an unusable PyAV fails now
-    run = load_run(args.run, args.device)
-    plan = plan_render(run, args)
-    print(*plan.notes, sep="\n")
-    out = args.out if args.out is not None else run.path / "videos" / f"{args.camera}.mp4"
+    if args.resolution is not None and args.resolution < 2:
+        raise ValueError(f"resolution: expected at least 2 pixels, got {args.resolution}")
+    VideoWriter, video_frames = _video()  # before minutes of loading: an unusable PyAV fails now
+    out = args.out if args.out is not None else args.run / "videos" / f"{args.camera}.mp4"
     if out.suffix != ".mp4":
         raise ValueError(f"out: expected a .mp4 file, got {out}")
-    out.parent.mkdir(parents=True, exist_ok=True)
+    probe_folder(out.parent, "out")
+    with hold(out, "out"):
+        run = load_run(args.run, args.device)
+        plan = plan_render(run, args)
+        print(*plan.notes, sep="\n")
+        flag = "resolution" if args.resolution is not None else "cameras"
+        size = f"{plan.cameras.width} x {plan.cameras.height} pixels"
+        check_memory(flag, size, plan.frame_bytes(), "cpu", "a frame's buffers")
+        return _render(run, plan, out, args, VideoWriter, video_frames)
+
+
+def _render(run: Run, plan: RenderPlan, out: Path, args: argparse.Namespace, VideoWriter, video_frames) -> dict:
     pngs = out.with_suffix("") if args.png else None
     scores = []
     cameras = plan.cameras.to(run.device)
@@ -196,7 +221,7 @@ def render(args: argparse.Namespace) -> dict:
         for k, frame in enumerate(plan.head_frames):
             image = render_view(run.model, cameras, k, plan.head, frame, args.chunk, run.device)
             if plan.truth is not None:
-                truth = plan.truth[k].float() / 255.0
+                truth = plan.truth_image(k)
                 scores.append(float(psnr(image, truth)))
                 bar.set_values(psnr=sum(scores) / len(scores))
                 if args.side_by_side:
@@ -208,9 +233,12 @@ def render(args: argparse.Namespace) -> dict:
     summary = {"video": str(out), "frames": len(plan.head_frames), "width": video.width, "height": video.height}
     if scores:
         summary["psnr"] = sum(scores) / len(scores)  # the renders themselves
-        decoded = read_video(out)[:, :, -plan.cameras.width :].float() / 255  # the video, compressed (renders on the right)
-        truth = plan.truth.float() / 255
-        summary["video_psnr"] = sum(float(psnr(v, t)) for v, t in zip(decoded, truth, strict=True)) / len(truth)
+        # The video as written (this process holds out: no other render can have replaced it), compressed; the
+        # renders are on its right.
+        decoded = (frame[:, -plan.cameras.width :].float() / 255 for frame in video_frames(out))
+        truths = (plan.truth_image(k) for k in range(len(plan.head_frames)))
+        video_scores = [float(psnr(v, t)) for v, t in zip(decoded, truths, strict=True)]
+        summary["video_psnr"] = sum(video_scores) / len(video_scores)
         if run.metrics is not None and run.metrics.get("psnr") is not None:
             summary["run_psnr"] = run.metrics["psnr"]  # the run's held-out PSNR, for comparison
     print(json.dumps(summary))
@@ -220,7 +248,7 @@ def render(args: argparse.Namespace) -> dict:
 def _video():
     """headfields.video's writer and reader, imported here: ``export`` and ``view`` work without a usable PyAV."""
     try:
-        from ..video import VideoWriter, read_video
+        from ..video import VideoWriter, video_frames
     except (ImportError, AttributeError) as error:  # no PyAV, or one older than the APIs video.py uses
         raise ImportError(f"render needs PyAV 18 or newer for its videos ({error}): pip install 'av>=18'") from None
-    return VideoWriter, read_video
+    return VideoWriter, video_frames

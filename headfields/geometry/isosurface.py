@@ -12,7 +12,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from ..checks import IntLike, check_count, check_float
+from ..checks import IntLike, check_count, check_float, check_memory
 from .mesh import TriangleMesh
 from .triangles import DEGENERATE_AREA_FRACTION, _face_cross
 
@@ -126,6 +126,12 @@ def extract_isosurface(
         raise ValueError(f"level: expected a finite number, got {level!r}")
     level = float(level)
 
+    # The grid's values on the device, a copy on the CPU and the float32 array marching cubes reads.
+    points, itemsize = math.prod(shape), bounds.element_size()
+    what = f"a grid of {' x '.join(map(str, shape))} points"
+    check_memory("resolution", resolution, points * itemsize, bounds.device, what)
+    host = points * (itemsize + 4) + (points * itemsize if bounds.device.type == "cpu" else 0)
+    check_memory("resolution", resolution, host, "cpu", what)
     lo, hi = bounds[0].detach(), bounds[1].detach()
     step = (hi - lo) / (torch.tensor(shape, device=lo.device) - 1).to(lo.dtype)
     with torch.no_grad():

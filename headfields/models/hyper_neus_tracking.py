@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from ..checks import check_count, check_positive
+from ..configs import register_config
 from ..data import FrameSet
 from ..deformers import log_quaternion_to_rotation
 from ..heads import tracked_head
@@ -29,6 +30,7 @@ from .hyper_neus_landmarks import landmark_vertices, posed_landmarks
 __all__ = ["TrackingConfig", "TrackingResult", "frame_error", "track_frame"]
 
 
+@register_config  # saved and read on its own, not inside a model's recipe
 @dataclass(frozen=True)
 class TrackingConfig:
     steps: int = 100

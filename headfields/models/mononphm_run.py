@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from ..checkpoints import RunFolder, check_fingerprint, frozen_state_keys, load_checkpoint, run_fingerprint, save_checkpoint
+from ..outputs import write_atomic
 from .mononphm import MonoNphm, MonoNphmConfig
 from .mononphm_reconstruction import reconstruct
 from .nphm import load_prior
@@ -103,7 +104,7 @@ def train(run: RunConfig, out: str | Path, device: str | torch.device | None = N
                     print(f"{folder.path}: this run has finished (the tracking has no steps left): its metrics")
                     return json.loads(metrics_file.read_text())
             described = json.dumps(run.to_dict(), indent=2)
-            (folder.path / CONFIG_NAME).write_text(described + "\n")
+            write_atomic(folder.path / CONFIG_NAME, described + "\n")
             seed_everything(training.seed)
             root = subject.root
             truth = load_ground_truth(root, subject.eval.split) if (root / "ground_truth.npz").is_file() else None
@@ -131,7 +132,7 @@ def train(run: RunConfig, out: str | Path, device: str | torch.device | None = N
             }
             save_checkpoint(state, checkpoint)
             metrics = {"recipe": run.recipe_name, **result.metrics, "wall_seconds": time.monotonic() - began}
-            metrics_file.write_text(json.dumps(metrics, indent=2) + "\n")
+            write_atomic(metrics_file, json.dumps(metrics, indent=2) + "\n")
             psnr = f"psnr {metrics['psnr']:.2f} (mean codes {metrics['psnr_mean_codes']:.2f})"
             chamfer = "" if metrics["chamfer"] is None else f"  chamfer {metrics['chamfer_mm']:.2f} mm"
             print(f"final  {psnr}  ssim {metrics['ssim']:.4f}{chamfer}  after {state['step']} tracking steps")

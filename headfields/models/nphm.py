@@ -29,6 +29,7 @@ from torch import Tensor, nn
 
 from ..checkpoints import load_checkpoint, save_checkpoint
 from ..checks import check_count, check_float, check_int, check_positive
+from ..configs import register_config
 from ..data.scans import ScanSamples, ScanSet, sample_scans
 from ..decoders import AnchorSdf, AnchorSdfConfig, AppearanceConfig, AppearanceField, SdfMlpConfig, SdfOutput
 from ..deformers import HyperDeformation, HyperDeformer, HyperDeformerConfig
@@ -65,6 +66,7 @@ NPHM_GLOBAL_DISTANCE = 0.75
 NPHM_UNIT = 0.25
 
 
+@register_config  # saved and read on its own, not inside a model's recipe
 @dataclass(frozen=True)
 class NphmConfig:
     """The prior's sizes. Defaults: MonoNPHM's (PAPERS.md); :func:`cpu_prior_config` for a CPU's budget."""

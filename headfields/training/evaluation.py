@@ -14,10 +14,11 @@ from jaxtyping import Bool, Float
 from PIL import Image
 from torch import Tensor
 
-from ..checks import check_count, trusted_values
+from ..checks import check_count, check_memory, trusted_values
 from ..data import BACKGROUND_LABEL, FrameSet
 from ..heads import tracked_head
 from ..metrics import SSIM_WINDOW, l1, psnr, ssim
+from ..outputs import atomic_path
 from ..parametric import Head
 from ..perceptual import LPIPS_MIN_SIZE, Lpips, LpipsUnavailable
 from ..progress import Progress
@@ -31,6 +32,7 @@ __all__ = [
     "comparison",
     "evaluate",
     "evenly_spread",
+    "image_bytes",
     "render_image",
     "render_pixels",
     "render_view",
@@ -93,6 +95,7 @@ class Evaluation:
             }
         return out
 
+
 def render_image(
     model: AvatarModel,
     frames: FrameSet,
@@ -126,7 +129,10 @@ def render_view(
 
 def render_pixels(render: Callable[[Rays], Tensor], cameras: PinholeCameras, camera: int, chunk: int) -> Float[Tensor, "H W C"]:
     """What ``render(rays)`` gives for every pixel of camera ``camera`` of ``cameras`` (colours [R, 3], a depth [R],
-    ...), ``chunk`` rays at a time without gradients, as an image [H, W, C] on the CPU."""
+    ...), ``chunk`` rays at a time without gradients, as an image [H, W, C] on the CPU. An image too large for the
+    memory available is refused before anything is allocated."""
+    size = f"{cameras.width} x {cameras.height} pixels"
+    check_memory("cameras", size, image_bytes(cameras.width, cameras.height), cameras.device, "an image's buffers")
     pixels = image_pixels(cameras)
     out = []
     with torch.no_grad():
@@ -137,11 +143,18 @@ def render_pixels(render: Callable[[Rays], Tensor], cameras: PinholeCameras, cam
     return torch.cat(out).reshape(cameras.height, cameras.width, -1).cpu()
 
 
+def image_bytes(width: int, height: int, channels: int = 3) -> int:
+    """The bytes :func:`render_pixels` holds for an image: the pixel centres (2 float32 and the temporaries that
+    make them: 24 bytes a pixel) and the rendered values, in chunks and then concatenated (2 x 4 bytes a channel)."""
+    return width * height * (24 + 8 * channels)
+
+
 def save_png(image: Float[Tensor, "H W 3"], path: str | Path) -> None:
-    """An image in [0, 1] as an 8-bit PNG (parent folders made as needed)."""
+    """An image in [0, 1] as an 8-bit PNG, written whole (parent folders made as needed)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray((image.clamp(0, 1).numpy() * 255 + 0.5).astype(np.uint8)).save(path)
+    with atomic_path(path) as temporary:
+        Image.fromarray((image.clamp(0, 1).numpy() * 255 + 0.5).astype(np.uint8)).save(temporary)
 
 
 def comparison(pred: Float[Tensor, "H W 3"], truth: Float[Tensor, "H W 3"]) -> Float[Tensor, "H W3 3"]:

@@ -31,6 +31,7 @@ from ..checks import trusted_values
 from ..data import FrameSet
 from ..ema import ExponentialMovingAverage
 from ..heads import tracked_head
+from ..outputs import atomic_path, write_atomic
 from ..parametric import Head
 from ..perceptual import Lpips, LpipsUnavailable, load_lpips
 from ..progress import Progress, format_seconds
@@ -104,7 +105,7 @@ def train(
     if distributed.rank() == 0:  # made, probe-written and locked before any training: a bad folder fails now, not at the end
         folder.open()
         if described is not None:
-            (folder.path / CONFIG_NAME).write_text(described + "\n")
+            write_atomic(folder.path / CONFIG_NAME, described + "\n")
     try:
         with process_tuning(device, flush_denormals=config.flush_denormals, tune_malloc=config.tune_malloc):
             loop = _Loop(model, train_frames, eval_frames, folder.path, config, device, log, described)
@@ -375,7 +376,8 @@ class _Loop:
             )
         shown = [chosen[i] for i in evenly_spread(SIDE_BY_SIDE_FRAMES, len(chosen))]
         rows = [np.asarray(Image.open(out / "renders" / "final" / f"{f:05d}_compare.png")) for f in shown]
-        Image.fromarray(np.concatenate(rows, axis=0)).save(out / "side_by_side.png")
+        with atomic_path(out / "side_by_side.png") as temporary:
+            Image.fromarray(np.concatenate(rows, axis=0)).save(temporary)
         metrics = {
             **final.metrics(),
             "train_seconds": self.elapsed,
@@ -385,7 +387,7 @@ class _Loop:
             "eval_frames_total": len(self.everything),
             "eval_note": note,
         }
-        (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        write_atomic(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
         head = "" if final.psnr_head is None else f"  head psnr {final.psnr_head:.2f}"
         perceptual_score = "" if final.lpips is None else f"  lpips {final.lpips:.4f}"
         summary = f"psnr {final.psnr:.2f}{head}  ssim {final.ssim:.4f}{perceptual_score}"

@@ -9,13 +9,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ..outputs import write_atomic
 from .evaluation import Evaluation
 
 __all__ = ["RunLog"]
 
 SIDE_BY_SIDE_FRAMES = 4  # held-out frames stacked in out/side_by_side.png, and shown in TensorBoard
-
-
 
 
 class RunLog:
@@ -34,12 +33,13 @@ class RunLog:
                     continue
                 if isinstance(record, dict) and record.get("step", math.inf) <= resume_step:
                     kept.append(line)
-        self.path.write_text("".join(f"{line}\n" for line in kept))
+        write_atomic(self.path, "".join(f"{line}\n" for line in kept))
 
     def append(self, step: int, seconds: float, **values) -> None:
         record = {"step": step, "time": round(seconds, 3), **values}
         with open(self.path, "a") as f:
             f.write(json.dumps(record, allow_nan=True) + "\n")
+
 
 def tensorboard_writer(out: Path, step: int):
     """A TensorBoard writer into ``out/tensorboard`` that drops the events past ``step`` (a resumed run's)."""

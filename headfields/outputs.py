@@ -1,0 +1,197 @@
+"""Files written whole: what every output of the library (checkpoints, videos, meshes, renders, metrics) is
+written through, so that an interrupted, killed or failed write never leaves a part of a file at its name.
+
+- :class:`PendingFile` / :func:`atomic_path`: the file is written to a hidden temporary file in the target's own
+  folder (``.STEM.PID.TOKEN.tmp.SUFFIX``: the suffix kept, so writers that choose a format by it still do), flushed
+  to disk, renamed over the target and the folder synced. Before the rename the target is the previous file, or
+  nothing; on any error, ``KeyboardInterrupt`` included, the temporary file is removed and an ``OSError`` names
+  the target. A process killed by SIGKILL leaves only a hidden temporary file, swept by the next writer.
+- :func:`probe_folder`: the folder made and a small file written and synced in it, so that a read-only folder or
+  a full disk fails before minutes of work, naming the folder.
+- :func:`hold`: one writer per output across processes (``flock`` on a hidden lock file beside it, released when
+  the process ends, even by SIGKILL); a second writer is refused at once, naming the process that holds it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import secrets
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO
+
+__all__ = [
+    "OutputBusyError",
+    "PendingFile", "atomic_path", "fsync_folder", "hold", "is_temporary", "lock_file", "probe_folder", "write_atomic"]
+
+PROBE_BYTES = 4096  # one filesystem block: a full disk refuses it
+_TEMPORARY = re.compile(r"\.\d+(\.[0-9a-f]+)?\.tmp(\.[^.]*)?$")  # ours, and the checkpoints of older versions
+
+
+class OutputBusyError(RuntimeError):
+    """An output (a file, a run folder) another process is writing: refused rather than written by two."""
+
+
+def is_temporary(name: str) -> bool:
+    """Whether ``name`` is one of :class:`PendingFile`'s temporary files (a writer's, or a killed writer's)."""
+    return bool(_TEMPORARY.search(name))
+
+
+def _temporaries(path: Path) -> list[Path]:
+    """The temporary files of writers of ``path`` (in its folder)."""
+    prefix = f".{path.stem}."
+    return [p for p in path.parent.glob(f".{path.stem}.*.tmp{path.suffix}") if p.name[len(prefix) :].split(".")[0].isdigit()]
+
+
+class PendingFile:
+    """``path`` being written: write :attr:`temporary` (created empty, in ``path``'s folder), then :meth:`commit`
+    renames it over ``path``, or :meth:`discard` removes it. ``what`` names the file in errors (an argument
+    name: "out", "checkpoint")."""
+
+    def __init__(self, path: str | os.PathLike, what: str = "out") -> None:
+        if not isinstance(path, str | os.PathLike):
+            raise TypeError(f"{what}: expected a file path, got {type(path).__name__}")
+        self.path, self.what = Path(path), what
+        name = f".{self.path.stem}.{os.getpid()}.{secrets.token_hex(4)}.tmp{self.path.suffix}"
+        self.temporary = self.path.with_name(name)
+        try:  # exclusive, and with the permissions the caller's umask gives any new file
+            os.close(os.open(self.temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except OSError as error:
+            raise _named(error, f"{what}: cannot write {self.path}") from error
+
+    def commit(self) -> Path:
+        """The temporary file synced and renamed over ``path``; returns ``path``."""
+        try:
+            descriptor = os.open(self.temporary, os.O_RDONLY)
+            try:
+                os.fsync(descriptor)
+            finally:
+                os.close(descriptor)
+            os.replace(self.temporary, self.path)
+        except BaseException as error:
+            self.discard()
+            if isinstance(error, OSError):
+                raise _named(error, f"{self.what}: could not write {self.path}") from error
+            raise
+        fsync_folder(self.path.parent)
+        return self.path
+
+    def discard(self) -> None:
+        with contextlib.suppress(OSError):
+            self.temporary.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, what: str = "out") -> Iterator[Path]:
+    """A temporary path to write ``path``'s content to; renamed over ``path`` when the block ends without an error,
+    removed when it raises (see the module docstring).
+
+        with atomic_path("out/mesh.ply") as temporary:
+            temporary.write_bytes(data)
+    """
+    pending = PendingFile(path, what)
+    try:
+        yield pending.temporary
+    except BaseException as error:
+        pending.discard()
+        if isinstance(error, OSError) and not str(error).startswith(f"{what}: "):
+            raise _named(error, f"{what}: could not write {pending.path}") from error
+        raise
+    pending.commit()
+
+
+def write_atomic(path: str | os.PathLike, data: bytes | str, what: str = "out") -> Path:
+    """``data`` (text as UTF-8) written whole to ``path``; returns the path."""
+    with atomic_path(path, what) as temporary:
+        temporary.write_bytes(data.encode() if isinstance(data, str) else data)
+    return Path(path)
+
+
+def _named(error: OSError, context: str) -> OSError:
+    return OSError(error.errno, f"{context} ({error.strerror or error})")
+
+
+def fsync_folder(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (not possible everywhere: then the rename stands as it is)."""
+    try:
+        descriptor = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)
+
+
+def probe_folder(folder: str | os.PathLike, what: str = "out") -> Path:
+    """``folder``, made if needed and probed: a file of :data:`PROBE_BYTES` written, synced and removed. A
+    read-only folder, a file in the way or a full disk raises an ``OSError`` naming ``what`` and the folder."""
+    folder = Path(folder)
+    probe = folder / f".probe.{os.getpid()}.{secrets.token_hex(4)}"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(probe, "wb") as f:
+            f.write(b"\0" * PROBE_BYTES)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as error:
+        raise _named(error, f"{what}: cannot write in {folder}") from error
+    finally:
+        with contextlib.suppress(OSError):
+            probe.unlink(missing_ok=True)
+    return folder
+
+
+def lock_file(path: Path, busy: Callable[[str], str]) -> IO[str]:
+    """``path`` opened and locked with ``flock`` (exclusive, without waiting), this process's id written in it;
+    a held lock raises ``OutputBusyError(busy(holder))``, ``holder`` the id written by the process holding it.
+    Closing the returned file releases the lock."""
+    import fcntl  # POSIX; imported here so that importing the library works everywhere
+
+    while True:
+        handle = open(path, "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            handle.close()
+            raise OutputBusyError(busy(holder)) from None
+        try:  # the file locked is still the one at ``path`` (a releasing holder may have just removed it)
+            same = os.fstat(handle.fileno()).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        handle.close()
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return handle
+
+
+@contextlib.contextmanager
+def hold(path: str | os.PathLike, what: str = "out") -> Iterator[Path]:
+    """``path`` held by this process for writing while the block runs (its folder must exist): a second holder,
+    in any process, raises :class:`OutputBusyError` naming the path and the holder. Taking it removes the temporary files
+    that killed writers of ``path`` left (no live writer can own one: writers hold the path)."""
+    path = Path(path)
+    lock = path.with_name(f".{path.name}.lock")
+    try:
+        handle = lock_file(
+            lock, lambda holder: f"{what}: {path} is being written by another process ({holder}); wait, or give another path"
+        )
+    except OSError as error:
+        raise _named(error, f"{what}: cannot write in {path.parent}") from error
+    try:
+        for stale in _temporaries(path):
+            stale.unlink(missing_ok=True)
+        yield path
+    finally:
+        lock.unlink(missing_ok=True)  # while still locked: a writer waiting on this file will see it gone and retry
+        handle.close()
