@@ -41,8 +41,8 @@ def is_temporary(name: str) -> bool:
 
 def _temporaries(path: Path) -> list[Path]:
     """The temporary files of writers of ``path`` (in its folder)."""
-    prefix = f".{path.stem}."
-    return [p for p in path.parent.glob(f".{path.stem}.*.tmp{path.suffix}") if p.name[len(prefix) :].split(".")[0].isdigit()]
+    mine = re.compile(rf"\.{re.escape(path.stem)}\.\d+\.[0-9a-f]+\.tmp{re.escape(path.suffix)}")
+    return [p for p in path.parent.glob(f".{path.stem}.*.tmp{path.suffix}") if mine.fullmatch(p.name)]
 
 
 class PendingFile:

@@ -153,10 +153,11 @@ def test_one_writer_per_output_across_processes_and_the_lock_goes_with_the_proce
 def test_holding_an_output_sweeps_what_killed_writers_left(tmp_path):
     stale = tmp_path / ".orbit.4242.0badcafe.tmp.mp4"
     stale.write_bytes(b"half a video")
-    other = tmp_path / ".track.4242.0badcafe.tmp.mp4"  # another output's: not this writer's to remove
-    other.write_bytes(b"half a video")
+    others = [tmp_path / ".track.4242.0badcafe.tmp.mp4", tmp_path / ".orbit.1.4242.0badcafe.tmp.mp4"]
+    for other in others:  # other outputs' (track.mp4, orbit.1.mp4): not this writer's to remove
+        other.write_bytes(b"half a video")
     with hold(tmp_path / "orbit.mp4"):
-        assert not stale.exists() and other.exists()
+        assert not stale.exists() and all(other.exists() for other in others)
 
 
 # --- configs: classes from a list -----------------------------------------------------------------------------
