@@ -4,8 +4,10 @@ Every reader raises FileNotFoundError naming a missing file and ValueError namin
 
 from __future__ import annotations
 
+import json
 import os
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -14,10 +16,23 @@ from PIL import Image
 UINT16_MAX = 65535
 
 
-def require_file(path: Path, what: str = "file") -> Path:
+def require_file(path: Path, what: str = "file", where: str = "") -> Path:
+    """``path`` if it is a file, else FileNotFoundError naming it as ``what`` (and ``where`` it was named)."""
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: {what} not found")
+        where = f" ({where})" if where else ""
+        if path.is_symlink():  # a link to nothing, or to itself: say which, not just "not found"
+            target = resolve(path, what)
+            raise FileNotFoundError(f"{path}: {what} not found{where}: a symbolic link to {target}, which does not exist")
+        raise FileNotFoundError(f"{path}: {what} not found{where}")
     return path
+
+
+def resolve(path: Path, what: str = "file") -> Path:
+    """``path`` with every symbolic link followed; a loop of links (ELOOP) is a ValueError naming ``path``."""
+    try:
+        return path.resolve()
+    except (RuntimeError, OSError) as e:  # a loop: RuntimeError before Python 3.13, OSError (ELOOP) from 3.13
+        raise ValueError(f"{path}: {what} is a loop of symbolic links ({e})") from e
 
 
 def require_folder(root: object) -> Path:
@@ -30,6 +45,30 @@ def require_folder(root: object) -> Path:
     return root
 
 
+def require_inside(root: Path, path: Path, what: str, allow_outside_root: bool = False) -> Path:
+    """``path``, which the capture in folder ``root`` implies (``what``), if it resolves inside ``root`` (links
+    followed) or the caller allows it; a capture names its own files."""
+    target = resolve(path, what)
+    if not allow_outside_root and not target.is_relative_to(resolve(root)):
+        raise ValueError(
+            f"{path}: {what} resolves to {target}, outside the capture folder {root} (allow_outside_root=True reads it)"
+        )
+    return path
+
+
+def read_json(path: Path, what: str = "JSON file") -> object:
+    """The JSON value in ``path``, or a ValueError naming it: invalid JSON, not UTF-8, nested too deep."""
+    require_file(path, what)
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from e
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not a UTF-8 text file ({e})") from e
+    except RecursionError as e:  # json recurses once a nesting level: 100,000 "[" exhaust the stack
+        raise ValueError(f"{path}: invalid JSON: nested deeper than Python's parser can follow ({e})") from e
+
+
 def _open(path: Path) -> Image.Image:
     require_file(path, "image")
     try:
@@ -40,15 +79,41 @@ def _open(path: Path) -> Image.Image:
     return image
 
 
+@dataclass(frozen=True)
+class ColorImage:
+    """An 8-bit image as the readers take it, with the mode it was stored in."""
+
+    rgb: np.ndarray  # uint8 [H,W,3]; a grey image's value in all three channels
+    alpha: np.ndarray | None  # uint8 [H,W], None when the image has no alpha
+    mode: str  # Pillow's mode of the file: "RGB", "RGBA", "L", "LA", "P", "PA"
+    family: str  # "colour" or "grey": what the mode stores (a palette image: what its palette holds)
+
+
 def read_color(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     """An 8-bit image as uint8 RGB ``[H,W,3]`` and its alpha ``[H,W]`` (None when it has no alpha)."""
+    image = read_color_image(path)
+    return image.rgb, image.alpha
+
+
+def read_color_image(path: Path) -> ColorImage:
+    """An 8-bit colour or grey image (see :class:`ColorImage`); a grey one is spread to RGB."""
     image = _open(path)
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+    mode, family = image.mode, _color_family(image)
+    if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in image.info):
         rgba = np.asarray(image.convert("RGBA"))
-        return np.ascontiguousarray(rgba[..., :3]), np.ascontiguousarray(rgba[..., 3])
-    if image.mode not in ("RGB", "L", "P"):
-        raise ValueError(f"{path}: expected an 8-bit RGB(A) or grey image, got mode {image.mode}")
-    return np.asarray(image.convert("RGB")).copy(), None
+        return ColorImage(np.ascontiguousarray(rgba[..., :3]), np.ascontiguousarray(rgba[..., 3]), mode, family)
+    if mode not in ("RGB", "L", "P"):
+        raise ValueError(f"{path}: expected an 8-bit RGB(A) or grey image, got mode {mode}")
+    return ColorImage(np.asarray(image.convert("RGB")).copy(), None, mode, family)
+
+
+def _color_family(image: Image.Image) -> str:
+    if image.mode in ("L", "LA"):
+        return "grey"
+    if image.mode in ("P", "PA"):  # a palette of greys only is a grey image stored with a palette
+        palette = np.asarray(image.getpalette("RGB") or [0, 0, 0]).reshape(-1, 3)
+        return "grey" if (palette == palette[:, :1]).all() else "colour"
+    return "colour"
 
 
 def write_color(path: Path, rgb: np.ndarray, alpha: np.ndarray | None = None) -> None:
@@ -107,7 +172,8 @@ def read_obj(path: Path) -> tuple[np.ndarray, np.ndarray]:
     v, f = None, None
     if all(len(p) == 4 for p in rows):  # fast path: only "v x y z" and "f a b c" lines
         try:
-            v = np.array([x for p in rows if p[0] == "v" for x in p[1:]], dtype=np.float32).reshape(-1, 3)
+            with np.errstate(over="ignore"):  # 1e39 becomes Inf in float32, which the finite check below names
+                v = np.array([x for p in rows if p[0] == "v" for x in p[1:]], dtype=np.float32).reshape(-1, 3)
             f = np.array([i for p in rows if p[0] == "f" for i in p[1:]], dtype=np.int64).reshape(-1, 3) - 1
         except ValueError:  # "f 1/1 2/2 3/3", a typo...: the general reader handles or names it
             v = None
@@ -115,6 +181,9 @@ def read_obj(path: Path) -> tuple[np.ndarray, np.ndarray]:
         v, f = _read_obj_lines(path, lines)
     if len(v) == 0 or len(f) == 0:
         raise ValueError(f"{path}: expected at least one vertex and one face, got {len(v)} and {len(f)}")
+    if not np.isfinite(v).all():  # 1e39 is Inf in float32: the mesh, not a later tensor check, is to blame
+        row = int(np.flatnonzero(~np.isfinite(v).all(axis=1))[0])
+        raise ValueError(f"{path}: expected finite vertex coordinates (float32), got {v[row].tolist()} at vertex {row}")
     if f.min() < 0 or f.max() >= len(v):
         raise ValueError(f"{path}: face indices out of range for {len(v)} vertices")
     return v, f

@@ -4,7 +4,6 @@ checked, every error naming the file and the key."""
 
 from __future__ import annotations
 
-import json
 import math
 import numbers
 import os
@@ -15,6 +14,7 @@ import numpy as np
 import torch
 
 from ..renderers.cameras import check_rigid, focal_from_fov
+from . import _io
 from .frames import MODEL_TYPES, SPLITS
 
 IMAGE_SUFFIXES = (".png", ".jpg")  # tried in order for a file_path without extension (NeRFace)
@@ -25,12 +25,7 @@ class TransformsJson:
 
     def __init__(self, path: Path, allow_outside_root: bool = False):
         self.path, self.root, self.allow_outside_root = path, path.parent, allow_outside_root
-        try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from e
-        except UnicodeDecodeError as e:
-            raise ValueError(f"{path}: not a UTF-8 text file ({e})") from e
+        data = _io.read_json(path, "transforms file")
         if not isinstance(data, dict):
             raise ValueError(f"{path}: expected a JSON object at the top level, got {type(data).__name__}")
         self.data: dict[str, Any] = data
@@ -67,10 +62,19 @@ class TransformsJson:
         """The path ``value`` names, relative to the dataset folder, which it must not leave (``..``, an absolute
         path, a link out) unless the reader was asked to allow it: a capture names its own files."""
         path = self.root / self.text(key, value)
-        if not self.allow_outside_root and not path.resolve().is_relative_to(self.root.resolve()):
-            raise self.error(key, f"expected a path inside the dataset folder {self.root}, got {value!r} "
-                             "(the loader's allow_outside_root=True reads it)")  # fmt: skip
+        self.inside(key, path, repr(value))
         return path
+
+    def inside(self, key: str, path: Path, named: str) -> None:
+        """``path`` (which ``key`` leads to, written ``named`` in the error) resolves inside the dataset folder, or
+        the reader was asked to allow it; a loop of links is an error either way."""
+        try:
+            resolved = _io.resolve(path)
+        except ValueError as e:
+            raise self.error(key, str(e)) from e
+        if not self.allow_outside_root and not resolved.is_relative_to(_io.resolve(self.root)):
+            raise self.error(key, f"expected a path inside the dataset folder {self.root}, got {named} "
+                             "(the loader's allow_outside_root=True reads it)")  # fmt: skip
 
     def rigid(self, key: str, matrix: np.ndarray) -> None:
         """A 4 x 4 ``matrix`` that must be rigid (``check_rigid``), or an error naming ``key``."""
@@ -130,9 +134,7 @@ def image_path(meta: TransformsJson, root: Path, i: int, frame: dict[str, Any]) 
                 return candidate
         tried = " or ".join(path.name + s for s in IMAGE_SUFFIXES)
         raise FileNotFoundError(f"{path.with_name(path.name + IMAGE_SUFFIXES[0])}: image not found (tried {tried}; frames[{i}])")
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: image not found (frames[{i}].file_path of {meta.path})")
-    return path
+    return _io.require_file(path, "image", f"frames[{i}].file_path of {meta.path}")
 
 
 def camera_matrix(meta: TransformsJson, i: int, frame: dict[str, Any]) -> np.ndarray:
@@ -225,4 +227,9 @@ def model_folder(meta: TransformsJson, root: Path) -> tuple[str | None, Path | N
     model = meta.data["model"]
     if not isinstance(model, dict) or model.get("type") not in MODEL_TYPES or not isinstance(model.get("path"), str):
         raise meta.error("model", f'expected {{"type": "flame" | "smplx", "path": relative folder}}, got {model!r}'[:300])
-    return model["type"], meta.file("model.path", model["path"])
+    folder = meta.file("model.path", model["path"])
+    if folder.is_dir():  # the model loader opens the files in it by name: links among them must stay inside too
+        for entry in sorted(folder.iterdir()):
+            if entry.is_symlink():
+                meta.inside("model.path", entry, f"{entry} (a link to {entry.readlink()})")
+    return model["type"], folder

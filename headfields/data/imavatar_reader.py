@@ -45,6 +45,7 @@ from ..renderers.cameras import PinholeCameras
 from . import _io
 from ._tracker_io import image_path, number_array, read_mask, rigid_inverse
 from ._transforms_json import TransformsJson
+from .capture_checks import TrackedHead, check_camera_distances, check_coefficients, check_intrinsics, check_one_color_family
 from .frames import FrameSet, TrackedParams, check_split
 
 IMAVATAR_JSON = "flame_params.json"
@@ -78,6 +79,9 @@ def load_imavatar_dataset(
         if isinstance(sequences, str) or not sequences or not all(isinstance(s, str) and s for s in sequences):
             raise ValueError(f"sequences: expected a non-empty list of sequence folder names, got {sequences!r}")
         folders = [root / s for s in sequences]
+        resolved = [_io.resolve(f, "sequence folder") for f in folders]
+        if len(set(resolved)) != len(resolved):  # its frames would count twice
+            raise ValueError(f"sequences: expected each sequence folder once, got {list(sequences)!r}")
     parts = [_imavatar_sequence(_io.require_file(f / json_name, "IMavatar parameter file")) for f in folders]
 
     first = parts[0]
@@ -90,7 +94,9 @@ def load_imavatar_dataset(
                 "frames[0].expression", f"expected {first['expression'].shape[1]} coefficients as {first['meta'].path}"
             )
     image_paths = [p for part in parts for p in part["images"]]
-    colors = [_io.read_color(p)[0] for p in image_paths]
+    read = [_io.read_color_image(p) for p in image_paths]
+    check_one_color_family(split, image_paths, read)
+    colors = [image.rgb for image in read]
     h, w = colors[0].shape[:2]
     for path, c in zip(image_paths, colors, strict=True):
         if c.shape[:2] != (h, w):
@@ -105,12 +111,20 @@ def load_imavatar_dataset(
             f"expected non-zero focal lengths of opposite signs (IMavatar writes -fx/size, "
             f"fy/size), got {f[0]!r}, {f[1]!r}: equal signs would mirror the image",
         )
+    cx, cy = f[2] * sx + 0.5, f[3] * sy + 0.5
+    check_intrinsics(first["meta"], ("intrinsics",) * 4, abs(fx), abs(fy), cx, cy, w, h)
     flip = np.diag([-np.sign(fx), -np.sign(fy), -1.0, 1.0])
     world_to_camera = np.concatenate([part["world_mat"] for part in parts])
     world_to_camera[:, :3, 3] /= IMAVATAR_FLAME_SCALE  # their world is FLAME x 4; ours is FLAME's metres
-    cameras = PinholeCameras(
-        abs(fx), abs(fy), f[2] * sx + 0.5, f[3] * sy + 0.5, w, h, torch.from_numpy(rigid_inverse(flip @ world_to_camera)).float()
-    )
+    camera_to_world = rigid_inverse(flip @ world_to_camera)
+    start = 0
+    for part in parts:  # the head at the origin: IMavatar's FLAME translation is zero, the head's motion in world_mat
+        n = len(part["world_mat"])
+        head = TrackedHead.at(np.zeros((n, 3)), "at the origin, where IMavatar's FLAME sits")
+        keys = [f"frames[{i}].world_mat" for i in range(n)]
+        check_camera_distances(part["meta"], keys, camera_to_world[start : start + n], max(abs(fx), abs(fy)), head)
+        start += n
+    cameras = PinholeCameras(abs(fx), abs(fy), cx, cy, w, h, torch.from_numpy(camera_to_world).float())
     masks = _imavatar_masks([p for part in parts for p in part["masks"]], (h, w))
     expression = np.concatenate([part["expression"] for part in parts])
     pose = np.concatenate([part["pose"] for part in parts]).reshape(-1, 5, 3)
@@ -133,6 +147,7 @@ def _imavatar_sequence(path: Path) -> dict[str, Any]:
         if key not in meta.data:
             raise meta.error(key, "missing key")
         out[key] = number_array(meta, key, meta.data[key], (4,) if key == "intrinsics" else (None,), what)
+    check_coefficients(path, "shape_params", out["shape_params"])
     for i, frame in enumerate(meta.frames):
         for key in ("file_path", "world_mat", "expression", "pose"):
             if key not in frame:
@@ -140,7 +155,7 @@ def _imavatar_sequence(path: Path) -> dict[str, Any]:
         image = image_path(meta, i, frame)
         mask = str(image.relative_to(meta.root)).replace("image", "mask")  # as real_dataset.py derives it
         out["images"].append(image)
-        out["masks"].append(None if mask == str(image.relative_to(meta.root)) else meta.root / mask)
+        out["masks"].append(None if mask == str(image.relative_to(meta.root)) else meta.file(f"frames[{i}].file_path", mask))
         m = number_array(meta, f"frames[{i}].world_mat", frame["world_mat"], (None, 4), "a 3x4 or 4x4 matrix of numbers")
         if len(m) not in (3, 4):
             raise meta.error(f"frames[{i}].world_mat", f"expected a 3x4 or 4x4 matrix of numbers, got {len(m)}x4")
@@ -148,6 +163,7 @@ def _imavatar_sequence(path: Path) -> dict[str, Any]:
         meta.rigid(f"frames[{i}].world_mat", m)
         out["world_mat"].append(m)
         out["expression"].append(number_array(meta, f"frames[{i}].expression", frame["expression"], (None,), "a list of numbers"))
+        check_coefficients(path, f"frames[{i}].expression", out["expression"][-1])
         if len(out["expression"][-1]) != len(out["expression"][0]):
             raise meta.error(
                 f"frames[{i}].expression",

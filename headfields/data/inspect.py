@@ -9,7 +9,6 @@ problem is one line naming the file and the field; the exit status is 1 when the
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from . import _io
 from .frames import BACKGROUND_LABEL, SPLITS, FrameSet
 from .insta_reader import load_insta_dataset
 from .subject import Subject, load_subject
@@ -96,13 +96,16 @@ def _check_frame_counts(report: CaptureReport, splits: dict[str, FrameSet]) -> N
     if not combined.is_file() or not (report.root / "transforms_train.json").is_file():
         return
     try:
-        frames = json.loads(combined.read_text()).get("frames", [])
+        frames = _io.read_json(combined, "transforms file").get("frames", [])
         listed = {
             os.path.splitext(os.path.normpath(f["file_path"]))[0]  # NeRFace's file_path has no extension
             for f in frames
             if isinstance(f, dict) and isinstance(f.get("file_path"), str)
         }
-    except (ValueError, AttributeError) as e:
+    except ValueError as e:
+        report.problems.append(str(e))
+        return
+    except AttributeError as e:
         report.problems.append(f"{combined}: cannot read its frames ({e})")
         return
     for split, fs in splits.items():

@@ -42,7 +42,7 @@ import torch
 from torch import Tensor
 
 from ..renderers.cameras import PinholeCameras
-from . import _io
+from . import _io, capture_checks
 from ._transforms_json import (
     TransformsJson,
     camera_matrix,
@@ -63,6 +63,11 @@ ALPHA_THRESHOLD = 128
 _PARAM_SHAPES = {"shape": ["S"], "expression": ["E"], "pose": ["J", 3], "translation": [3]}  # per frame, in .npz files
 # OpenGL camera axes (+y up, +z backward) -> OpenCV (+y down, +z forward): flip the y and z columns.
 _GL_TO_CV = torch.diag(torch.tensor([1.0, -1.0, -1.0, 1.0]))
+# The deepest depth a 16-bit depth PNG can hold is 65535 x integer_depth_scale. A head capture's depths are a
+# metre or so: a top value short of 0.1 m cannot reach a head from any camera, and one past 1 km is not metres
+# per unit (a scale in units per metre, its inverse, is a known mix-up). instant-ngp's and INSTA's writers give
+# 1e-3 (millimetres, 65.5 m) down to max depth / 65535 for a few metres; ours 1e-4 (6.5 m).
+DEPTH_RANGE = (0.1, 1000.0)  # metres, the least and the most 65535 units may stand for
 
 
 def load_insta_dataset(
@@ -97,9 +102,11 @@ def load_insta_dataset(
     index = [position[id(f)] for f in frames]  # positions in the file, for error messages
 
     image_paths = [image_path(meta, root, i, f) for i, f in zip(index, frames, strict=True)]
-    colors, alphas = zip(*(_io.read_color(p) for p in image_paths), strict=True)
+    read = [_io.read_color_image(p) for p in image_paths]
+    colors, alphas = tuple(r.rgb for r in read), tuple(r.alpha for r in read)
     first_size = (colors[0].shape[1], colors[0].shape[0])
     fx, fy, cx, cy, w, h = intrinsics(meta, first_size)
+    capture_checks.check_intrinsics(meta, _intrinsic_keys(meta), fx, fy, cx, cy, w, h)
     for i, p, c in zip(index, image_paths, colors, strict=True):
         if (c.shape[1], c.shape[0]) != (w, h):
             origin = f"w, h of {meta.path}" if "w" in meta.data else f"the first image's, {image_paths[0]}"
@@ -107,6 +114,7 @@ def load_insta_dataset(
     if any(a is not None for a in alphas) and not all(a is not None for a in alphas):
         k = [a is None for a in alphas].index(alphas[0] is not None)
         raise ValueError(f"{image_paths[k]}: has {'no ' if alphas[k] is None else ''}alpha channel unlike {image_paths[0]}")
+    capture_checks.check_one_color_family(split, image_paths, read)
 
     convention = meta.data.get("camera_convention", "opengl" if "intrinsics" in meta.data else "opencv")
     if convention not in CAMERA_CONVENTIONS:
@@ -128,6 +136,10 @@ def load_insta_dataset(
     expression = _expression(meta, root, index, frames)
     params = _params(meta, root, index, frames) if has["params_path"] else None
     mesh_vertices, mesh_faces = _meshes(meta, root, index, frames) if has["mesh_path"] else (None, None)
+    head = _tracked_head(len(frames), mesh_vertices, params)
+    keys = [f"frames[{i}].transform_matrix" for i in index]
+    capture_checks.check_camera_distances(meta, keys, matrices.numpy(), max(fx, fy), head)
+    capture_checks.check_disjoint_splits(split, meta.path, image_paths, _other_splits(meta, root, split, combined))
     return FrameSet(  # its checks cover the optional fields as for a FrameSet built in memory
         split=split,
         cameras=cameras,
@@ -151,10 +163,68 @@ def _file(meta: TransformsJson, root: Path, i: int, frame: dict[str, Any], key: 
     return meta.file(f"frames[{i}].{key}", frame[key])
 
 
+def _intrinsic_keys(meta: TransformsJson) -> tuple[str, str, str, str]:
+    """The keys fx, fy, cx, cy came from (see ``intrinsics``), for an error about their values."""
+    d = meta.data
+    if "intrinsics" in d:
+        return ("intrinsics",) * 4
+    fx = "fl_x" if "fl_x" in d else "camera_angle_x"
+    fy = "fl_y" if "fl_y" in d else "camera_angle_y" if "camera_angle_y" in d else fx  # fy defaults to fx
+    return fx, fy, "cx" if "cx" in d else "w", "cy" if "cy" in d else "h"  # the centre defaults to w / 2, h / 2
+
+
+def _tracked_head(n: int, mesh_vertices: Tensor | None, params: TrackedParams | None) -> capture_checks.TrackedHead:
+    """Where the head is: the tracked meshes, else the tracked translation, else the origin."""
+    head = capture_checks.TrackedHead
+    if mesh_vertices is not None:
+        return head.from_meshes(mesh_vertices.double().numpy(), "the bounding box of its tracked mesh, mesh_path")
+    if params is not None:
+        return head.at(params.translation.double().numpy(), "the tracked translation of params_path")
+    # NeRFace's and INSTA's trackers fold the head's pose into the cameras: the head sits at the origin
+    return head.at(np.zeros((n, 3)), "at the origin, the capture has no mesh_path or params_path to place it")
+
+
+def _other_splits(meta: TransformsJson, root: Path, split: str, combined: bool) -> list[capture_checks.SplitListing]:
+    """The images each split that ``split`` must not share frames with lists, from its frames without reading them
+    (a file that cannot be parsed is left for loading that split to name)."""
+    listings = []
+    for other in capture_checks.splits_to_compare(split):
+        if combined and other != "train" and f"{other}_filenames" not in meta.data:
+            continue
+        path = root / f"transforms_{other}.json"
+        if not combined and not path.is_file():
+            continue
+        try:
+            other_meta = meta if combined else TransformsJson(path, meta.allow_outside_root)
+            frames = split_frames(other_meta, other, combined)
+        except (OSError, ValueError):
+            continue
+        listings.append(capture_checks.SplitListing(other, other_meta.path, _listed_images(other_meta, root, frames)))
+    return listings
+
+
+def _listed_images(meta: TransformsJson, root: Path, frames: list[dict[str, Any]]) -> list[Path]:
+    position = {id(f): k for k, f in enumerate(meta.frames)}
+    images = []
+    for frame in frames:
+        try:
+            images.append(image_path(meta, root, position[id(frame)], frame))
+        except (OSError, ValueError):  # missing or outside: loading that split names it
+            continue
+    return images
+
+
 def _depths(meta: TransformsJson, root: Path, index: list[int], frames: list[dict], size: tuple[int, int]) -> Tensor:
     if "integer_depth_scale" not in meta.data:
         raise meta.error("integer_depth_scale", "missing key (the frames have depth_path)")
     scale = meta.number("integer_depth_scale", meta.data["integer_depth_scale"], positive=True)
+    low, high = (d / _io.UINT16_MAX for d in DEPTH_RANGE)
+    if not low <= scale <= high:
+        raise meta.error(
+            "integer_depth_scale",
+            f"expected metres per depth-PNG unit in [{low:.3g}, {high:.3g}] (65535 units, the 16-bit top, standing for "
+            f"{DEPTH_RANGE[0]:g} to {DEPTH_RANGE[1]:g} m), got {scale!r} ({_io.UINT16_MAX * scale:.3g} m)",
+        )
     units = _images(meta, root, index, frames, "depth_path", "depth image", _io.read_uint16, size)
     return torch.from_numpy((units * scale).astype(np.float32))
 
@@ -282,6 +352,7 @@ def _expression(meta: TransformsJson, root: Path, index: list[int], frames: list
             raise ValueError(
                 f"{path}: frames[{i}].{source}: expected {rows[0].size} coefficients (as frames[{index[0]}]), got {row.size}"
             )
+        capture_checks.check_coefficients(path, f"frames[{i}].{source}", row)
         rows.append(row)
     return torch.from_numpy(np.stack(rows))
 
@@ -301,6 +372,8 @@ def _params(meta: TransformsJson, root: Path, index: list[int], frames: list[dic
                 raise ValueError(f"{path}: {key}: expected shape {expected}, got {list(a.shape)}")
             if not np.issubdtype(a.dtype, np.floating) or not np.isfinite(a).all():
                 raise ValueError(f"{path}: {key}: expected finite floating-point values")
+        for key in ("shape", "expression"):
+            capture_checks.check_coefficients(path, key, arrays[key])
         if loaded:
             for key in PARAM_KEYS:
                 check_same(meta, path, f"{key} of shape", arrays[key].shape, loaded[0][key].shape)

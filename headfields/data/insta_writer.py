@@ -18,6 +18,7 @@ from torch import Tensor
 from ..checks import check_positive
 from . import _io
 from .frames import SPLITS, FrameSet
+from .insta_reader import DEPTH_RANGE
 from .labels import INSTA_FACE_PARSING
 
 # Metres per depth-PNG unit written by default: 0.1 mm steps, depths up to 6.5 m (the 16-bit range).
@@ -71,6 +72,12 @@ def save_insta_dataset(
         if fs.split != split:
             raise ValueError(f"frame_sets: the FrameSet under {split!r} is of split {fs.split!r}")
     check_positive("integer_depth_scale", integer_depth_scale)
+    low, high = (d / _io.UINT16_MAX for d in DEPTH_RANGE)
+    if not low <= integer_depth_scale <= high:  # what the reader would refuse
+        raise ValueError(
+            f"integer_depth_scale: expected metres per depth-PNG unit in [{low:.3g}, {high:.3g}] (65535 units standing "
+            f"for {DEPTH_RANGE[0]:g} to {DEPTH_RANGE[1]:g} m), got {integer_depth_scale!r}"
+        )
     if layout not in LAYOUTS:
         raise ValueError(f"layout: expected one of {', '.join(LAYOUTS)}, got {layout!r}")
     first = next(iter(frame_sets.values()))

@@ -40,6 +40,7 @@ def load_subject(
     device: str | torch.device | None = None,
     regions: str | Path | None = None,
     background: tuple[float, float, float] = (1.0, 1.0, 1.0),
+    allow_outside_root: bool = False,
 ) -> Subject:
     """The frames of the INSTA-format folder ``data`` (default: the synthetic video of ``video``, rendered once
     and cached) and the parametric model of the folder or file ``model`` (default: the one the dataset names;
@@ -47,7 +48,8 @@ def load_subject(
 
     A capture that names no model and has tracked meshes (INSTA's layout) gets a :class:`TrackedMeshModel` of
     its ``canonical.obj``, with regions from ``regions`` (a region file) or its segmentation; ``notes`` say which.
-    RGBA images are composited over ``background`` (the models' default white)."""
+    RGBA images are composited over ``background`` (the models' default white). Every file the capture names
+    (its model folder's files too) must resolve inside ``data`` unless ``allow_outside_root``."""
     if eval_split not in SPLITS or eval_split == "train":
         raise ValueError(f"eval_split: expected a held-out split of {[s for s in SPLITS if s != 'train']}, got {eval_split!r}")
     if data is None:
@@ -55,10 +57,10 @@ def load_subject(
 
         data = cached_synthetic_video(video)
     root = Path(data)
-    train, held_out, notes = _frames(root, eval_split, background)
+    train, held_out, notes = _frames(root, eval_split, background, allow_outside_root)
     path = model if model is not None else train.model_path
     if path is None and train.params is None and train.mesh_vertices is not None:
-        parametric, more = load_tracked_mesh_model(root, train, regions, device)
+        parametric, more = load_tracked_mesh_model(root, train, regions, device, allow_outside_root)
         return Subject(train=train, eval=held_out, parametric=parametric, root=root, notes=notes + more)
     if path is None:
         raise ValueError(
@@ -71,14 +73,17 @@ def load_subject(
     return Subject(train=train, eval=held_out, parametric=parametric, root=root, notes=notes)
 
 
-def _frames(root: Path, eval_split: str, background: tuple[float, float, float]) -> tuple[FrameSet, FrameSet, list[str]]:
+def _frames(
+    root: Path, eval_split: str, background: tuple[float, float, float], allow_outside_root: bool
+) -> tuple[FrameSet, FrameSet, list[str]]:
     """The training and held-out frames of the capture in ``root``, in whichever format a tracker wrote it
     (:func:`~headfields.data.trackers.detect_capture_format`), and what the reader left out."""
     fmt = detect_capture_format(root)
     if fmt == "insta":
-        train = load_insta_dataset(root, "train", background=background)
+        train = load_insta_dataset(root, "train", allow_outside_root, background=background)
         labels = train.segmentation_labels or None  # the held-out split's codes must mean the same
-        return train, load_insta_dataset(root, eval_split, segmentation_labels=labels, background=background), []
+        held_out = load_insta_dataset(root, eval_split, allow_outside_root, segmentation_labels=labels, background=background)
+        return train, held_out, []
     if fmt == "imavatar":
         raise ValueError(
             f"data: {root} is an IMavatar / PointAvatar capture, whose splits are sequence folders named in its "

@@ -9,7 +9,6 @@ the region's faces, with vertices at the canonical mesh's positions).
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,15 +43,21 @@ class RegionVote:
 
 
 def load_tracked_mesh_model(
-    root: str | os.PathLike, frames: FrameSet, regions: str | os.PathLike | None = None, device: str | torch.device | None = None
+    root: str | os.PathLike,
+    frames: FrameSet,
+    regions: str | os.PathLike | None = None,
+    device: str | torch.device | None = None,
+    allow_outside_root: bool = False,
 ) -> tuple[TrackedMeshModel, list[str]]:
     """The model of the capture in ``root`` whose training frames are ``frames`` (with tracked meshes), and
     lines that say where its UVs and regions came from. ``regions``: a region file (default: one of
-    :data:`REGION_FILES` in ``root``, else the segmentation's vote)."""
+    :data:`REGION_FILES` in ``root``, else the segmentation's vote). The capture's own files (not ``regions``)
+    must resolve inside ``root`` unless ``allow_outside_root``."""
     root = Path(root)
     if frames.mesh_vertices is None:
         raise ValueError(f"frames: expected tracked meshes (mesh_path) in the {frames.split} split of {root}, got none")
     path = _io.require_file(root / CANONICAL_MESH, "canonical mesh (the neutral tracked mesh, next to the transforms)")
+    _io.require_inside(root, path, "canonical mesh", allow_outside_root)
     vertices, faces = _io.read_obj(path)
     if vertices.shape[0] != frames.mesh_vertices.shape[1] or not np.array_equal(faces, frames.mesh_faces.numpy()):
         raise ValueError(
@@ -65,7 +70,7 @@ def load_tracked_mesh_model(
     if uv is None:
         notes.append(f"UVs: {path.name} has none, so a cylindrical projection about the vertical axis")
     v, f = torch.from_numpy(vertices), torch.from_numpy(faces)
-    masks, source = _regions(root, regions, frames, v, f)
+    masks, source = _regions(root, regions, frames, v, f, allow_outside_root)
     notes.append(f"regions ({source}): " + (", ".join(f"{n} {int(m.sum())} faces" for n, m in masks.items()) or "none"))
     vertex_ids = {name: f[mask].unique() for name, mask in masks.items() if mask.any()}
     model = TrackedMeshModel(
@@ -79,10 +84,13 @@ def load_tracked_mesh_model(
 
 
 def _regions(
-    root: Path, regions: str | os.PathLike | None, frames: FrameSet, vertices: Tensor, faces: Tensor
+    root: Path, regions: str | os.PathLike | None, frames: FrameSet, vertices: Tensor, faces: Tensor, allow_outside_root: bool
 ) -> tuple[dict[str, Bool[Tensor, " F"]], str]:
     if regions is None:
         regions = next((root / name for name in REGION_FILES if (root / name).exists()), None)
+        found = [regions] if regions is None or not regions.is_dir() else [regions, *regions.glob("*.obj")]
+        for path in found if regions is not None else []:  # the capture's own: inside it, as every file it names
+            _io.require_inside(root, path, "region file", allow_outside_root)
     if regions is not None:
         return read_region_file(regions, vertices, faces), str(regions)
     if frames.segmentation is None:
@@ -100,7 +108,7 @@ def read_region_file(path: str | os.PathLike, vertices: Tensor, faces: Int[Tenso
     path = Path(path)
     if path.is_dir():
         return {p.stem: _obj_region(p, vertices, faces) for p in sorted(path.glob("*.obj"))} or _no_regions(path)
-    data = json.loads(_io.require_file(path, "region file").read_text())
+    data = _io.read_json(path, "region file")
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a JSON object {{region: [face ids]}}, got {type(data).__name__}")
     masks = {}

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from ..renderers.cameras import PinholeCameras, focal_from_fov
-from . import _io
+from . import _io, capture_checks
 from ._tracker_io import image_file, image_path, read_mask
 from ._transforms_json import TransformsJson, camera_matrix, optional_key
 from .frames import FrameSet, TrackedParams, check_split
@@ -69,16 +69,19 @@ def load_vhap_dataset(root: str | os.PathLike, split: str = "train", offsets: st
                 )
     fx, fy, cx, cy, w, h = intrinsics[0]
 
-    image_paths, colors = [], []
+    image_paths, read = [], []
     for i, frame in enumerate(frames):
         path = image_path(meta, i, frame)
-        rgb = _io.read_color(path)[0]
-        if rgb.shape[:2] != (h, w):
+        image = _io.read_color_image(path)
+        if image.rgb.shape[:2] != (h, w):
             raise ValueError(
-                f"{path}: expected {w}x{h} pixels (w, h of {meta.path}), got {rgb.shape[1]}x{rgb.shape[0]} (frames[{i}])"
+                f"{path}: expected {w}x{h} pixels (w, h of {meta.path}), got {image.rgb.shape[1]}x{image.rgb.shape[0]} "
+                f"(frames[{i}])"
             )
         image_paths.append(path)
-        colors.append(rgb)
+        read.append(image)
+    capture_checks.check_one_color_family(split, image_paths, read)
+    colors = [image.rgb for image in read]
     masks = None
     if optional_key(meta, frames, "fg_mask_path", index):
         masks = torch.from_numpy(
@@ -103,9 +106,34 @@ def load_vhap_dataset(root: str | os.PathLike, split: str = "train", offsets: st
     pose = np.stack([np.concatenate([r["rotation"], r["neck_pose"], r["jaw_pose"], r["eyes_pose"]]).reshape(5, 3) for r in rows])
     arrays = (rows[0]["shape"], np.stack([r["expr"] for r in rows]), pose, np.stack([r["translation"] for r in rows]))
     params = TrackedParams(*(torch.from_numpy(a.astype(np.float32)) for a in arrays))
+    head = capture_checks.TrackedHead.at(arrays[3], "the tracked translation of flame_param_path")
+    capture_checks.check_camera_distances(meta, [f"frames[{i}].transform_matrix" for i in index], matrices, max(fx, fy), head)
+    capture_checks.check_disjoint_splits(split, meta.path, image_paths, _other_splits(root, split))
     return FrameSet(
         split, cameras, torch.from_numpy(np.stack(colors)), masks=masks, params=params, root=root, image_paths=image_paths
     )
+
+
+def _other_splits(root: Path, split: str) -> list[capture_checks.SplitListing]:
+    """The images that each split ``split`` must not share frames with lists in its ``transforms_{split}.json``,
+    parsed but not read (a file that cannot be parsed is left for loading that split to name)."""
+    listings = []
+    for other in capture_checks.splits_to_compare(split):
+        path = root / f"transforms_{other}.json"
+        if not path.is_file():
+            continue
+        try:
+            meta = TransformsJson(path)
+        except (OSError, ValueError):
+            continue
+        images = []
+        for i, frame in enumerate(meta.frames):
+            try:
+                images.append(image_path(meta, i, frame))
+            except (OSError, ValueError):  # missing or outside: loading that split names it
+                continue
+        listings.append(capture_checks.SplitListing(other, path, images))
+    return listings
 
 
 def _vhap_intrinsics(meta: TransformsJson, i: int, frame: dict[str, Any]) -> tuple[float, float, float, float, int, int]:
@@ -127,23 +155,29 @@ def _vhap_intrinsics(meta: TransformsJson, i: int, frame: dict[str, Any]) -> tup
             raise meta.error(found[1], f"expected a positive integer, got {found[0]!r}")
         size.append(int(v))
     w, h = size
-    focal = []
+    focal, keys = [], []
     for key, angle, extent in (("fl_x", "camera_angle_x", w), ("fl_y", "camera_angle_y", h)):
         found, fov = value(key), value(angle)
         if found is not None:
             focal.append(meta.number(found[1], found[0], positive=True))
+            keys.append(found[1])
         elif fov is not None:
             try:
                 focal.append(focal_from_fov(extent, meta.number(fov[1], fov[0]), fov[1]))
             except ValueError as e:
                 raise meta.error(fov[1], str(e).removeprefix(f"{fov[1]}: ")) from e
+            keys.append(fov[1])
         elif focal:
             focal.append(focal[0])  # square pixels
+            keys.append(keys[0])
         else:
             raise meta.error(f"frames[{i}]", "missing key 'fl_x' (or camera_angle_x)")
     found_cx, found_cy = value("cx"), value("cy")
     cx = w / 2 if found_cx is None else meta.number(found_cx[1], found_cx[0])
     cy = h / 2 if found_cy is None else meta.number(found_cy[1], found_cy[0])
+    keys += [found_cx[1] if found_cx else "w", found_cy[1] if found_cy else "h"]
+    # VHAP's cy counts from the bottom: the bounds are the same either way
+    capture_checks.check_intrinsics(meta, keys, focal[0], focal[1], cx, cy, w, h)
     return focal[0], focal[1], cx, cy, w, h
 
 
@@ -182,6 +216,7 @@ def _vhap_file(path: Path, offsets: str) -> dict[str, np.ndarray]:
     if shape.ndim != 1 or not shape.size:
         raise ValueError(f"{path}: shape: expected [S] or [1, S] coefficients, got shape {list(arrays['shape'].shape)}")
     out["shape"] = shape.astype(np.float64)
+    capture_checks.check_coefficients(path, "shape", out["shape"])
     for key, size in VHAP_KEYS.items():
         a = arrays[key][None] if arrays[key].ndim == 1 else arrays[key]
         if a.ndim != 2 or (size is not None and a.shape[1] != size) or not a.size:
@@ -191,6 +226,7 @@ def _vhap_file(path: Path, offsets: str) -> dict[str, np.ndarray]:
         if len(a) != rows:
             raise ValueError(f"{path}: {key}: expected {rows} rows (one per timestep, as translation), got {len(a)}")
         out[key] = a.astype(np.float64)
+    capture_checks.check_coefficients(path, "expr", out["expr"])
     with np.load(path, allow_pickle=False) as data:  # read_npz has opened it: the file is a valid archive
         present = [k for k in VHAP_OFFSETS if k in data.files]
         for key in present:
