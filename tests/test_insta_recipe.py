@@ -145,7 +145,7 @@ def test_the_depth_prior_is_insta_s_allow_list_summed_over_all_rays(tiny_video):
     batch = dataclasses.replace(batch, generator=None)
     with torch.no_grad():
         out = model.training_step(batch, 0)
-        rendered = model.render(batch.rays, head)
+        rendered = model.render(batch.rays, head).composite
     prior = mesh_depth(head, batch.rays)
     hair = torch.tensor(frames.segmentation_labels["hair"])
     assert ((batch.segmentation == hair) & (prior > 0)).any()  # hair on the mesh: the allow-list decides

@@ -45,9 +45,9 @@ def test_the_blend_basis_starts_as_the_identity(tiny_orbit_video):
     batch = _batch(model, train_frames, 128)
     rays, head = batch.rays, batch.head
     with torch.no_grad():
-        with_blend = model.render(rays, head)
+        with_blend = model.render(rays, head).composite
         model.field.deformer = DeformerChain(*list(model.field.deformer.deformers)[:2])  # skinning, triangle frames
-        without = model.render(rays, head)
+        without = model.render(rays, head).composite
     torch.testing.assert_close(with_blend.rgb, without.rgb, rtol=0, atol=0)
     assert with_blend.opacity.max() > 0  # the rays see the bust
 

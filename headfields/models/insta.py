@@ -39,9 +39,9 @@ from ..losses import (
     ngp_huber_loss,
 )
 from ..parametric import Head, SubjectModel
-from ..renderers import CPU_SHELL, OccupancySampler, Rays, render_nerf
+from ..renderers import CPU_SHELL, NerfRender, OccupancySampler, Rays, render_nerf
 from ..renderers.occupancy import CONE_ANGLE, GRID_WARMUP_STEPS, INSTA_CONE_ANGLE
-from ..training import OptimizerConfig, RayBatch, StepOutput
+from ..training import OptimizerConfig, RayBatch, SampleCount, StepOutput
 
 __all__ = [
     "INSTA_HASH_GRID",
@@ -281,19 +281,23 @@ class Insta(nn.Module):
         rest = [p for p in self.parameters() if id(p) not in ids]
         return [{"params": rest}, *([{"params": grid, "weight_decay": 0.0}] if grid else [])]
 
-    def render(self, rays: Rays, head: Head, generator: torch.Generator | None = None):
+    def render(
+        self, rays: Rays, head: Head, generator: torch.Generator | None = None, early_stop: float | None = None
+    ) -> NerfRender:
+        """The rays rendered; ``early_stop``: :func:`~headfields.renderers.render_nerf`'s early termination."""
         background = torch.tensor(self.config.background, device=rays.origins.device)
-        return render_nerf(self.field, rays, head, self.sampler, background, generator).composite
+        return render_nerf(self.field, rays, head, self.sampler, background, generator, early_stop)
 
     def render_rays(self, rays: Rays, head: Head) -> torch.Tensor:
-        return self.render(rays, head).rgb
+        return self.render(rays, head).composite.rgb
 
     def before_step(self, step: int, head: Head) -> None:
         self.sampler.refresh(self.field, head, step)
 
     def training_step(self, batch: RayBatch, step: int) -> StepOutput:
         c = self.config
-        result = self.render(batch.rays, batch.head, batch.generator)
+        rendered = self.render(batch.rays, batch.head, batch.generator, batch.early_stop)
+        result = rendered.composite
         weight = None
         if step >= c.warmup_steps and batch.segmentation is not None:
             mouth = torch.tensor(self.mouth_labels, device=result.rgb.device)
@@ -311,4 +315,5 @@ class Insta(nn.Module):
             depth = depth_loss(result.depth, prior, keep) * share
             loss = loss + c.depth_weight * depth
             logs["depth"] = float(depth.detach())
-        return StepOutput(loss=loss, rgb=result.rgb, logs=logs)
+        samples = SampleCount(rendered.marched, len(rendered.samples))
+        return StepOutput(loss=loss, rgb=result.rgb, logs=logs, samples=samples)

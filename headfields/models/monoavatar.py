@@ -37,7 +37,7 @@ from ..losses import mse_loss
 from ..parametric import Head, SubjectModel
 from ..renderers import CPU_SHELL, NerfRender, Rays, StratifiedSampler, importance_samples, render_nerf
 from ..renderers.hierarchical import merge_samples
-from ..training import OptimizerConfig, RayBatch, StepOutput
+from ..training import OptimizerConfig, RayBatch, SampleCount, StepOutput
 
 __all__ = ["MonoAvatar", "MonoAvatarConfig", "cpu_config", "paper_config"]
 
@@ -171,15 +171,18 @@ class MonoAvatar(nn.Module):
             {"params": correction, "lr_scale": self.correction.config.learning_rate_scale},
         ]
 
-    def render_passes(self, rays: Rays, head: Head, generator: torch.Generator | None = None) -> tuple[NerfRender, NerfRender]:
+    def render_passes(
+        self, rays: Rays, head: Head, generator: torch.Generator | None = None, early_stop: float | None = None
+    ) -> tuple[NerfRender, NerfRender]:
         """NeRF's two passes: the coarse network on the sampler's samples, then the fine network on those and
         ``fine_samples`` more per ray drawn from the coarse weights (:func:`~headfields.renderers.importance_samples`,
-        joined by ``merge_samples``). Returns ``(coarse, fine)``."""
+        joined by ``merge_samples``), each with ``early_stop`` (:func:`~headfields.renderers.render_nerf`). Returns
+        ``(coarse, fine)``."""
         background = torch.ones(3, device=rays.origins.device)
         with self.coarse_field.encoder.reuse_frame_features():  # the shared UV CNN: once per frame for both passes
-            coarse = render_nerf(self.coarse_field, rays, head, self.sampler, background, generator)
+            coarse = render_nerf(self.coarse_field, rays, head, self.sampler, background, generator, early_stop)
             drawn = importance_samples(coarse.samples, coarse.composite.weights.detach(), self.config.fine_samples, generator)
-            fine = render_nerf(self.field, rays, head, merge_samples(coarse.samples, drawn), background, generator)
+            fine = render_nerf(self.field, rays, head, merge_samples(coarse.samples, drawn), background, generator, early_stop)
         return coarse, fine
 
     def render(self, rays: Rays, head: Head, generator: torch.Generator | None = None) -> NerfRender:
@@ -194,7 +197,7 @@ class MonoAvatar(nn.Module):
             self.correction.set_step(step)
 
     def training_step(self, batch: RayBatch, step: int) -> StepOutput:
-        coarse, out = self.render_passes(batch.rays, batch.head, batch.generator)
+        coarse, out = self.render_passes(batch.rays, batch.head, batch.generator, batch.early_stop)
         coarse_loss, fine_loss = mse_loss(coarse.composite.rgb, batch.rgb), mse_loss(out.composite.rgb, batch.rgb)
         loss = coarse_loss + fine_loss  # NeRF: both passes supervised alike
         logs = {"coarse": float(coarse_loss.detach()), "fine": float(fine_loss.detach())}
@@ -207,4 +210,5 @@ class MonoAvatar(nn.Module):
             terms = self.correction.regularizers(in_head, frame)
             loss = loss + terms.total
             logs.update(elastic=float(terms.elastic.detach()), magnitude=float(terms.magnitude.detach()))
-        return StepOutput(loss=loss, rgb=out.composite.rgb, logs=logs)
+        samples = SampleCount(coarse.marched, len(coarse.samples)) + SampleCount(out.marched, len(out.samples))
+        return StepOutput(loss=loss, rgb=out.composite.rgb, logs=logs, samples=samples)

@@ -107,9 +107,10 @@ __all__ += [
 
 # Renderers that take a field, and the samplers they draw from.
 from .samplers import OccupancySampler, StratifiedSampler, ray_bounds  # noqa: E402
-from .volume import NerfRender, NeusRender, NeusSampler, render_nerf, render_neus  # noqa: E402
+from .volume import EARLY_STOP_TRANSMITTANCE, NerfRender, NeusRender, NeusSampler, render_nerf, render_neus  # noqa: E402
 
 __all__ += [
+    "EARLY_STOP_TRANSMITTANCE",
     "NerfRender",
     "NeusRender",
     "NeusSampler",

@@ -2,7 +2,9 @@
 
 :func:`render_nerf` composites a density field's samples (NeRF, INSTA, MonoAvatar, the 360° portrait);
 :func:`render_neus` turns an SDF field into NeuS opacities with up-sampling near its zero level (MonoNPHM).
-Both work on packed samples (nerfacc's layout) and return typed results.
+Both work on packed samples (nerfacc's layout) and return typed results. With ``early_stop``, :func:`render_nerf`
+trains only the samples in front of the point where a ray's transmittance falls below it (instant-ngp's and
+nerfacc's early termination): a pass without gradient finds them, then the field runs with gradient on those alone.
 
     out = render_nerf(field, rays, head, StratifiedSampler(64, padding=0.03), background, generator)
     out.composite.rgb  # [R, 3]; out.composite.depth, out.composite.opacity, out.field.canonical.face, ...
@@ -21,12 +23,16 @@ from ..checks import check_count, check_positive, trusted_values
 from ..fields import Field, FieldOutput, NeusField, SdfGeometry
 from ..parametric import Head
 from .cameras import Rays, check_rays
-from .compositing import Composite, accumulate, composite, composite_alpha
+from .compositing import Composite, accumulate, composite, composite_alpha, transmittance
 from .neus import NEUS_BASE_INV_S, NEUS_NUM_SAMPLES, NEUS_ROUNDS, NEUS_SAMPLES_PER_ROUND, neus_rays
 from .samplers import ray_bounds
 from .samples import PackedSamples
 
-__all__ = ["NerfRender", "NeusRender", "NeusSampler", "render_nerf", "render_neus"]
+__all__ = ["EARLY_STOP_TRANSMITTANCE", "NerfRender", "NeusRender", "NeusSampler", "render_nerf", "render_neus"]
+
+# instant-ngp's training march stops a ray once its transmittance falls below 1e-4 (testbed_nerf.cu: the samples
+# after are not trained); nerfacc's early_stop_eps has the same default. A sample behind it weighs under 1e-4.
+EARLY_STOP_TRANSMITTANCE = 1e-4
 
 
 @dataclass
@@ -35,6 +41,7 @@ class NerfRender:
     samples: PackedSamples
     points: Float[Tensor, "S 3"]  # the samples' midpoints (world)
     field: FieldOutput  # the field at those points
+    marched: int  # the samples the sampler gave; ``samples`` holds those rendered (fewer after early termination)
 
 
 def render_nerf(
@@ -44,19 +51,41 @@ def render_nerf(
     sampler: nn.Module | PackedSamples,
     background: Float[Tensor, " 3"] | None = None,
     generator: torch.Generator | None = None,
+    early_stop: float | None = None,
 ) -> NerfRender:
     """``sampler``'s samples along ``rays``, the field's density and colour there, composited over ``background``.
     ``sampler`` may also be samples drawn already (NeRF's fine pass: :func:`~headfields.renderers.hierarchical.merge_samples`
     of the coarse pass's samples and those drawn from its weights). The rays are checked once here; what is
-    computed from them is not re-checked (:func:`~headfields.checks.trusted_values`)."""
+    computed from them is not re-checked (:func:`~headfields.checks.trusted_values`).
+
+    ``early_stop`` (e.g. :data:`EARLY_STOP_TRANSMITTANCE`), when gradients are on: the field's density at every
+    sample without gradient first, then density and colour with gradient only at the samples whose transmittance
+    (of the samples before them on their ray) is at least ``early_stop``; the others are left out of the
+    composite, which changes each ray's colour by less than ``early_stop``. It pays where many samples lie behind
+    the surface (a large box, no shell); where few do, the extra pass costs more than it saves. Without gradients
+    it is not applied (the one pass is cheaper)."""
     check_rays(rays, head.num_frames, head.vertices.device)
     if isinstance(sampler, PackedSamples) and sampler.num_rays != rays.origins.shape[0]:
         raise ValueError(f"sampler: expected samples on the {rays.origins.shape[0]} rays, got {sampler.num_rays} rays")
+    if early_stop is not None and not (isinstance(early_stop, int | float) and 0 < early_stop < 1):
+        raise ValueError(f"early_stop: expected a transmittance in (0, 1) or None, got {early_stop!r}")
     with trusted_values():
         samples = sampler if isinstance(sampler, PackedSamples) else sampler(rays, head, field, generator)
+        marched = len(samples)
         x = samples.midpoints(rays.origins, rays.directions)
+        if early_stop is not None and torch.is_grad_enabled() and marched:
+            keep = _in_front(field, samples, x, rays, head, early_stop)
+            samples, x = samples.select(keep), x[keep]
         out = field(x, rays.directions[samples.ray], rays.frame[samples.ray], head)
-        return NerfRender(composite(samples, out.density, out.rgb, background), samples, x, out)
+        return NerfRender(composite(samples, out.density, out.rgb, background), samples, x, out, marched)
+
+
+def _in_front(field: Field, samples: PackedSamples, x: Tensor, rays: Rays, head: Head, early_stop: float) -> Tensor:
+    """Which samples the ray still sees through at least ``early_stop`` of its light: the exclusive transmittance
+    of the field's density (no gradient; the density alone, without the colour branch)."""
+    with torch.no_grad():
+        density = field(x, None, rays.frame[samples.ray], head).density
+        return transmittance(samples, density * samples.deltas.to(density.dtype)) >= early_stop
 
 
 @dataclass(frozen=True)

@@ -12,13 +12,14 @@ same loop trains data-parallel: every rank draws the same batch and renders its 
 ``DistributedDataParallel`` averages the gradients, so a step is the one-process step on the whole batch.
 
 One job a module: ``contract`` (what a model gives the loop), ``config`` (:class:`TrainingConfig`), ``batches``
-(seeding and ray batches), ``optimizer`` (Adam, its schedule, the weights' average), ``evaluation`` (held-out
-renders and scores), ``run_log`` (``log.jsonl``, TensorBoard) and ``loop`` (:func:`train`).
+(seeding and ray batches), ``sample_budget`` (the rays a step draws, the samples it trains), ``optimizer`` (Adam,
+its schedule, the weights' average), ``evaluation`` (held-out renders and scores), ``run_log`` (``log.jsonl``,
+TensorBoard) and ``loop`` (:func:`train`).
 """
 
 from .batches import ray_batch, seed_everything
 from .config import CHECKPOINT_NAME, CONFIG_NAME, LOG_NAME, TrainingConfig
-from .contract import AvatarModel, RayBatch, StepOutput
+from .contract import AvatarModel, RayBatch, SampleCount, StepOutput
 from .evaluation import (
     HEAD_MASKING,
     Evaluation,
@@ -52,6 +53,7 @@ __all__ = [
     "OptimizerConfig",
     "RayBatch",
     "RunLog",
+    "SampleCount",
     "StepOutput",
     "TrainingConfig",
     "averaged",

@@ -27,7 +27,17 @@ class TrainingConfig:
     # What max_minutes bounds: "run", the whole run's wall time; "training", the training steps' time alone (the
     # evaluations follow outside it, the final one on every held-out frame): equal training time for benchmarks.
     budget: Literal["run", "training"] = "run"
-    rays_per_batch: int = 4096  # rays a training step renders
+    rays_per_batch: int = 4096  # rays a training step renders (with samples_per_batch: the first step's)
+    # A budget of trained samples a step (instant-ngp's target batch size; INSTA's 2^18): each step draws
+    # rays_per_batch x budget / the samples the last step trained rays (instant-ngp's rule), between one a rank and
+    # max_rays_per_batch, so that a step costs about the same as the field fills or empties. None: a fixed
+    # rays_per_batch. Needs a model whose steps count their samples (StepOutput.samples).
+    samples_per_batch: int | None = None
+    max_rays_per_batch: int = 1 << 16  # the most rays a step may draw under samples_per_batch
+    # Early termination: a NeRF model trains only the samples in front of the point where a ray's transmittance
+    # falls below this (render_nerf; instant-ngp's and INSTA's 1e-4: EARLY_STOP_TRANSMITTANCE). It pays where
+    # many samples lie behind the surface; None: every sample marched is trained.
+    early_stop: float | None = None
     frames_per_batch: int | None = None  # each batch draws its rays from this many random frames (None: all)
     balance_views: bool = False  # draw rays evenly from the model's view bins (``model.view_bins(frames)``)
     eval_every: int = 1000  # iterations between held-out evaluations (0: only at the end)
@@ -57,6 +67,16 @@ class TrainingConfig:
         check_count("max_iterations", self.max_iterations, 1)
         check_positive("max_minutes", self.max_minutes)
         check_count("rays_per_batch", self.rays_per_batch, 1)
+        check_count("max_rays_per_batch", self.max_rays_per_batch, 1)
+        if self.early_stop is not None and not (isinstance(self.early_stop, float) and 0 < self.early_stop < 1):
+            raise ValueError(f"early_stop: expected a transmittance in (0, 1) or None, got {self.early_stop!r}")
+        if self.samples_per_batch is not None:
+            check_count("samples_per_batch", self.samples_per_batch, 1)
+            if self.max_rays_per_batch < self.rays_per_batch:
+                raise ValueError(
+                    f"max_rays_per_batch: expected at least rays_per_batch ({self.rays_per_batch}), the first step's "
+                    f"rays, got {self.max_rays_per_batch}"
+                )
         if self.frames_per_batch is not None:
             check_count("frames_per_batch", self.frames_per_batch, 1)
             if self.balance_views:

@@ -16,7 +16,7 @@ from ..parametric import Head, SubjectModel
 from ..renderers.cameras import Rays
 from .optimizer import OptimizerConfig
 
-__all__ = ["AvatarModel", "RayBatch", "StepOutput"]
+__all__ = ["AvatarModel", "RayBatch", "SampleCount", "StepOutput"]
 
 
 @dataclass
@@ -31,6 +31,7 @@ class RayBatch:
     segmentation: Int[Tensor, " R"] | None = None  # region labels of the dataset
     head: Head | None = None  # the tracked head of ``frames`` (the loop builds it once per split)
     generator: torch.Generator | None = None  # this step's jitter (seeded by the loop from the seed and the step)
+    early_stop: float | None = None  # the renderer's early termination (TrainingConfig.early_stop; None: off)
 
     def slice(self, start: int, stop: int) -> RayBatch:
         """Rays ``start`` to ``stop`` (exclusive) with their targets: a rank's share of a batch."""
@@ -47,11 +48,25 @@ class RayBatch:
         return dataclasses.replace(self, rays=rays, rgb=rgb, mask=mask, depth=depth, segmentation=segmentation)
 
 
+@dataclass(frozen=True)
+class SampleCount:
+    """The samples of a step: those its samplers placed along the rays (``marched``) and those the field was
+    trained on (``trained``: fewer after early termination). A sample budget (``TrainingConfig.samples_per_batch``)
+    counts ``trained``."""
+
+    marched: int
+    trained: int
+
+    def __add__(self, other: SampleCount) -> SampleCount:  # a model with two passes (NeRF's coarse and fine)
+        return SampleCount(self.marched + other.marched, self.trained + other.trained)
+
+
 @dataclass
 class StepOutput:
     loss: Tensor  # scalar to minimise
     rgb: Float[Tensor, "R 3"]  # the rendered colours, for the running PSNR
     logs: dict[str, float]
+    samples: SampleCount | None = None  # None: the model does not count them (no sample budget then)
 
 
 @runtime_checkable

@@ -39,10 +39,11 @@ from ..renderers.cameras import image_pixels, pixel_rays
 from ..tuning import process_tuning
 from .batches import ray_batch
 from .config import CHECKPOINT_NAME, CONFIG_NAME, LOG_NAME, TrainingConfig
-from .contract import AvatarModel, RayBatch, StepOutput
+from .contract import AvatarModel, RayBatch, SampleCount, StepOutput
 from .evaluation import evaluate, evenly_spread
 from .optimizer import averaged, build_optimizer, set_learning_rate
 from .run_log import SIDE_BY_SIDE_FRAMES, RunLog, board_evaluation, board_scalars, tensorboard_writer
+from .sample_budget import SampleBudget
 
 __all__ = ["train"]
 
@@ -134,7 +135,8 @@ class _Loop:
         self.train_frames, self.eval_frames, self.described = train_frames, eval_frames, described
         self.rank, self.ranks = distributed.rank(), distributed.world_size()
         self.lead = self.rank == 0
-        self.share = config.rays_per_batch // self.ranks
+        # The rays the next step draws: rays_per_batch, or as the sample budget adapts them (a multiple of the ranks)
+        self.sampling = SampleBudget(config.rays_per_batch, config.samples_per_batch, config.max_rays_per_batch, self.ranks)
         # Before the average copies the weights: DDP makes them rank 0's on every rank.
         self.step_fn = _data_parallel(model, device) if self.ranks > 1 else model.training_step
         self.optimization = model.optimization
@@ -176,6 +178,7 @@ class _Loop:
         self.generator.set_state(state["generator"].cpu())  # map_location moved it; the sampler's generator is on the CPU
         self.step, self.elapsed = state["step"], state["elapsed"]
         self.wall = state.get("wall", self.elapsed)
+        self.sampling.load_state(state, self.step)
 
     def spent(self) -> float:
         """The run's wall-clock seconds, a resumed run's earlier ones included."""
@@ -189,6 +192,7 @@ class _Loop:
             "generator": self.generator.get_state(),
             "step": self.step,
             "elapsed": self.elapsed,
+            **self.sampling.state(),
             "wall": self.spent(),
             "config": asdict(self.config),
             "run": self.described,  # config.json's text (None: trained without a RunConfig)
@@ -290,14 +294,15 @@ class _Loop:
         set_learning_rate(self.optimizer, self.optimization, self.step)
         if hasattr(model, "before_step"):
             model.before_step(self.step, self.train_head)
-        batch = ray_batch(
-            self.train_frames, c.rays_per_batch, self.generator, self.device, c.frames_per_batch, self.view_bins,
-            self.train_head,
-        )  # fmt: skip
+        rays = self.sampling.rays
+        frames, bins, head = self.train_frames, self.view_bins, self.train_head
+        batch = ray_batch(frames, rays, self.generator, self.device, c.frames_per_batch, bins, head)
         # The step's jitter: a function of the seed and the step, so a resumed run draws the same samples.
         batch.generator = torch.Generator(self.device).manual_seed(c.seed + self.step)
+        batch.early_stop = c.early_stop
         if self.ranks > 1:
-            batch = batch.slice(self.rank * self.share, (self.rank + 1) * self.share)
+            share = rays // self.ranks
+            batch = batch.slice(self.rank * share, (self.rank + 1) * share)
         with trusted_values():  # the loop's own batch: checked where it was drawn, not again in every layer
             result = self.step_fn(batch, self.step)
         if not bool(torch.isfinite(result.loss.detach())):  # before the step: the weights and checkpoint stay sound
@@ -310,9 +315,17 @@ class _Loop:
         self.optimizer.step()
         if self.ema is not None:
             self.ema.update()  # the same weights on every rank after the step: the same average
+        self.sampling.after_step(self.samples_over_ranks(result.samples), type(model).__name__)
         self.step += 1
         self.elapsed += time.perf_counter() - start
         return batch, result
+
+    def samples_over_ranks(self, samples: SampleCount | None) -> SampleCount | None:
+        """The step's samples on every rank together: every rank then takes the same next batch size."""
+        if samples is None or self.ranks == 1:
+            return samples
+        both = torch.tensor([samples.marched, samples.trained], dtype=torch.float64, device=self.device)
+        return SampleCount(*(round(v * self.ranks) for v in distributed.mean_over_ranks(both).tolist()))
 
     def log_step(self, batch: RayBatch, result: StepOutput, bar: Progress) -> None:
         with torch.no_grad():  # equal shares: the means over ranks are the whole batch's loss and error
@@ -322,12 +335,17 @@ class _Loop:
             return
         running_psnr = 10 * math.log10(1 / mse) if mse > 0 else math.inf  # metrics.psnr of the whole batch
         rates = [group["lr"] for group in self.optimizer.param_groups]
+        counts = {}
+        last = self.sampling.last
+        if last is not None:  # the whole batch's rays and samples (every rank's)
+            counts = dict(rays=len(batch.rgb) * self.ranks, samples=asdict(last))
         self.run_log.append(
-            self.step, self.elapsed, loss=loss, psnr=running_psnr, terms=result.logs, learning_rates=rates
+            self.step, self.elapsed, loss=loss, psnr=running_psnr, terms=result.logs, learning_rates=rates, **counts
         )
         rate = (self.step - self.first_step) / max(self.spent() - self.first_wall, 1e-9)
+        shown = {} if last is None else {"rays": counts["rays"], "samples": last.trained}
         # rank 0's share of the terms
-        bar.set_values(step=self.step, **{"it/s": rate}, loss=loss, psnr=running_psnr, **result.logs)
+        bar.set_values(step=self.step, **{"it/s": rate}, loss=loss, psnr=running_psnr, **shown, **result.logs)
         if self.board is not None:
             board_scalars(self.board, self.step, {"loss": loss, "psnr": running_psnr, **result.logs}, rates)
 
@@ -386,6 +404,7 @@ class _Loop:
             "eval_frames": final.frames,
             "eval_frames_total": len(self.everything),
             "eval_note": note,
+            **self.sampling.means(self.step),
         }
         write_atomic(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
         head = "" if final.psnr_head is None else f"  head psnr {final.psnr_head:.2f}"
