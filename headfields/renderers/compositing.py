@@ -3,8 +3,8 @@
 For the samples of one ray in order, ``alpha_i = 1 - exp(-sigma_i * delta_i)`` (:func:`composite`, from densities)
 or given (:func:`composite_alpha`, NeuS), transmittance ``T_i = prod_{j<i} (1 - alpha_j) = exp(-sum_{j<i} tau_j)``
 with ``tau_j = sigma_j * delta_j = -log(1 - alpha_j)``, and weight ``w_i = T_i * alpha_i``. Both share one core:
-the per-ray exclusive sums come from one cumulative sum over all samples minus its value where each ray
-starts, accumulated in float64 so that long batches do not lose the short sums of later rays.
+the per-ray exclusive sums of :func:`~headfields.renderers.scan.exclusive_sum`, one segmented scan a ray in the
+inputs' dtype (float32 for a float32 field: no float64 anywhere in a step).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from torch import Tensor
 
 from ..checks import check_finite, check_float, check_shape, checking_values, validation
 from .samples import PackedSamples
+from .scan import exclusive_sum
 
 # How far outside [0, 1] composite_alpha accepts an alpha (then clamps it): float32 rounding of a computed
 # opacity, not a modelling error.
@@ -33,22 +34,16 @@ class Composite:
     weights: Float[Tensor, " S"]
 
 
-def _exclusive_sums(samples: PackedSamples, x: Tensor) -> Tensor:
-    """Sum of ``x`` over the earlier samples of the same ray: one global cumsum minus its value at each ray's start."""
-    exclusive = torch.cumsum(x, dim=0) - x
-    return exclusive - exclusive[samples.first()[samples.ray]]
-
-
 # An optical depth past which a sample is opaque for any float (exp(-50) = 2e-22). Each tau is clamped to it before
-# the one cumulative sum over all rays, so that a huge (or overflowed, inf) tau on one ray cannot swamp the sums
-# of the rays after it; a clamped sample has alpha = 1 - 2e-22 and hides what is behind it, as it should.
+# the scan, so that a huge (or overflowed, inf) tau leaves the sums finite (inf - inf is NaN in the compensated
+# sum); a clamped sample has alpha = 1 - 2e-22 and hides what is behind it, as it should.
 TAU_OPAQUE = 50.0
 
 
 def transmittance(samples: PackedSamples, tau: Float[Tensor, " S"]) -> Float[Tensor, " S"]:
     """``exp(-sum of tau over the earlier samples of the same ray)`` (segment-wise exclusive sum; each tau
     clamped to ``TAU_OPAQUE``)."""
-    return torch.exp(-_exclusive_sums(samples, tau.double().clamp(max=TAU_OPAQUE))).to(tau.dtype)
+    return torch.exp(-exclusive_sum(samples, tau.clamp(max=TAU_OPAQUE)))
 
 
 def _alpha_weights(samples: PackedSamples, alpha: Tensor) -> Tensor:
@@ -64,7 +59,7 @@ def _alpha_weights(samples: PackedSamples, alpha: Tensor) -> Tensor:
     opaque = alpha >= 1
     # Mask before log1p, not after: log1p(-1) = -inf would give a NaN gradient through torch.where.
     tau = -torch.log1p(-torch.where(opaque, 0.0, alpha))
-    before = _exclusive_sums(samples, opaque.long())
+    before = exclusive_sum(samples, opaque.to(alpha.dtype))  # small integers: exact in any float
     index = torch.arange(len(samples), device=alpha.device)
     # The last opaque sample before each one (global; on the same ray wherever ``before`` is 1).
     last = torch.cummax(torch.where(opaque, index, -1), dim=0).values
