@@ -37,6 +37,7 @@ __all__ = [
     "MIN_ROWS_PER_THREAD",
     "chunk_bounds",
     "launch_bounds",
+    "launch_grid",
     "launch_rows",
     "launch_slots",
     "morton_order",
@@ -230,3 +231,51 @@ def launch_rows(
     futures = [_pool().submit(run, lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
     for f in futures:
         f.result()
+
+
+def launch_grid(
+    kernel: wp.Kernel, outer: int, rows: int, shared: Sequence[Any], device: torch.device, split: str = "rows"
+) -> None:
+    """Launch ``kernel`` over ``outer x rows`` threads (``wp.tid()`` gives ``(o, r)``, outer-major) on ``device``:
+    one launch on CUDA. The kernel's parameters are ``shared`` (torch tensors become Warp arrays of the declared
+    dtype; whole, not sliced) followed by ``outer0: int, row0: int``, the first thread's indices, which the kernel
+    adds to its ``(o, r)``.
+
+    On CPU, where a launch runs on one thread, the grid becomes tasks for the thread pool: with
+    ``split="outer"`` one task an outer index (the pool balances them; a kernel whose rows add into memory of
+    their outer index, such as a hash-grid level's table, then needs no per-thread buffers, since Warp's CPU
+    atomics are not safe across concurrent launches, see :func:`launch_slots`); with ``split="rows"`` the outer
+    indices in turn, each one's rows split over the pool (for a kernel whose outer indices add into the same row).
+    Either way the threads work on one outer index at a time, which keeps what it reads (a hash-grid level's
+    table) in cache.
+    """
+    if outer == 0 or rows == 0:
+        return
+    params = kernel.adj.args
+    if len(params) != len(shared) + 2:
+        raise RuntimeError(f"{kernel.key}: expected {len(params)} arguments, got {len(shared) + 2}")
+    if split not in ("rows", "outer"):
+        raise ValueError(f"split: expected 'rows' or 'outer', got {split!r}")
+    wp_device = warp_device(device)
+    wp.load_module(kernel.module, device=wp_device)  # compile before fanning out
+    shared = [to_warp(v, p.type.dtype) if isinstance(v, torch.Tensor) else v for v, p in zip(shared, params, strict=False)]
+
+    def run(o0: int, o1: int, r0: int, r1: int) -> None:
+        wp.launch(kernel, dim=(o1 - o0, r1 - r0), inputs=[*shared, o0, r0], device=wp_device)
+
+    if device.type == "cuda":
+        with torch_stream(device):
+            run(0, outer, 0, rows)
+        return
+    if split == "outer":
+        tasks = [[(o, o + 1, 0, rows) for o in range(outer)]]
+    else:
+        bounds = launch_bounds(rows, device)
+        tasks = [[(o, o + 1, lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)] for o in range(outer)]
+    for batch in tasks:
+        if len(batch) == 1 or num_cpu_threads() == 1:
+            for task in batch:
+                run(*task)
+            continue
+        for f in [_pool().submit(run, *task) for task in batch]:
+            f.result()

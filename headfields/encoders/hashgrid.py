@@ -173,9 +173,22 @@ def _level_corners(point: wp.vec3, res: int, dense: int, offset: int, rows: int)
     return row, weight, f
 
 
-# One launch per level: a level's table (at most 2^18 x F floats: 2 MiB at F = 2, 8 MiB for INSTA's F = 8) then
-# stays in cache and the TLB while every point reads it, which on CPU ran about 2x faster (at F = 2) than
-# visiting all levels per point (at F = 8: 1.5x faster forward, 2x faster table gradient).
+@no_type_check  # Warp parameter types are not Python type hints; keep the jaxtyping checker off them.
+@wp.func
+def _level_of(levels: wp.array2d(dtype=wp.int32), level: int):
+    """A level's resolution, dense flag, first table row and rows (a row of ``_Levels.table``)."""
+    return levels[level, 0], levels[level, 1], levels[level, 2], levels[level, 3]
+
+
+# Every level of every point in one launch (`kernels.launch_grid`), a thread a (level, point), level-major: a
+# level's table (at most 2^18 x F floats: 2 MiB at F = 2, 8 MiB for INSTA's F = 8) then stays in cache and the
+# TLB while its points read it, which on CPU ran about 2x faster (at F = 2) than visiting all levels per point.
+# On CUDA that is instant-ngp's grid of (points, levels) blocks: one launch a pass instead of one a level. On CPU
+# the grid is split over the thread pool a level at a time for the encoding and the points' gradient (all
+# threads read the same table; a level a thread ran INSTA's forward 1.6x slower), and a level a task for the
+# table's gradient (each thread scatters into its own level's rows: no per-thread buffers to zero and sum).
+# Against the per-level launches on the 2-core CPU (2^18 points, medians of 8): INSTA's 16 x 8 grid 1.14x forward
+# and 1.13x forward + table gradient; the 16 x 2 grid 0.96x and 0.98x, within the machine's noise.
 #
 # A table row is one Warp vector of F floats, so the kernels are made per F (`_kernels`): a corner is one vector
 # load or one vector atomic add instead of F scalar ones with their index arithmetic. At INSTA's F = 8 on CPU
@@ -190,7 +203,6 @@ class _Kernels:
 
     encode: wp.Kernel
     table_grad: wp.Kernel
-    sum_slots: wp.Kernel
     points_grad: wp.Kernel
 
 
@@ -206,15 +218,15 @@ def _kernels(features: int, table_dtype: str) -> _Kernels:
     @wp.kernel(module=module, enable_backward=False)
     def encode(
         table: wp.array(dtype=row_vec),
-        res: int,
-        dense: int,
-        offset: int,
-        rows: int,
-        level: int,
+        levels: wp.array2d(dtype=wp.int32),
         points: wp.array(dtype=wp.vec3),
         encoded: wp.array2d(dtype=vec),  # [N, levels]
+        level0: int,
+        point0: int,
     ):
-        i = wp.tid()
+        lv, j = wp.tid()
+        level, i = level0 + lv, point0 + j
+        res, dense, offset, rows = _level_of(levels, level)
         row, weight, f = _level_corners(points[i], res, dense, offset, rows)
         acc = vec()
         for c in range(CORNERS):
@@ -227,54 +239,35 @@ def _kernels(features: int, table_dtype: str) -> _Kernels:
     @no_type_check  # Warp parameter types are not Python type hints; keep the jaxtyping checker off them.
     @wp.kernel(module=module, enable_backward=False)
     def table_grad(
-        res: int,
-        dense: int,
-        offset: int,
-        rows: int,
-        level: int,
-        grad_table: wp.array2d(dtype=vec),  # [slots, this level's rows]
+        levels: wp.array2d(dtype=wp.int32),
         points: wp.array(dtype=wp.vec3),
         grad_features: wp.array2d(dtype=vec),  # [N, levels]
-        slot: wp.array(dtype=wp.int32),
+        grad_table: wp.array(dtype=vec),  # [rows]
+        level0: int,
+        point0: int,
     ):
-        i = wp.tid()
+        lv, j = wp.tid()
+        level, i = level0 + lv, point0 + j
+        res, dense, offset, rows = _level_of(levels, level)
         row, weight, f = _level_corners(points[i], res, dense, offset, rows)
-        s = slot[i]
         g = grad_features[i, level]
         for c in range(CORNERS):
-            wp.atomic_add(grad_table, s, row[c] - offset, weight[c] * g)
-
-    @no_type_check  # Warp parameter types are not Python type hints; keep the jaxtyping checker off them.
-    @wp.kernel(module=module, enable_backward=False)
-    def sum_slots(
-        buffers: wp.array2d(dtype=vec),  # [slots, this level's rows]
-        row: wp.array(dtype=wp.int32),  # this launch row's table row (launch_rows counts rows from the chunk's first)
-        grad_table: wp.array(dtype=vec),  # [this level's rows]
-    ):
-        """Sums the per-chunk buffers into ``grad_table`` and zeroes them for the next level."""
-        i = wp.tid()
-        r = row[i]
-        acc = vec()
-        for s in range(buffers.shape[0]):
-            acc += buffers[s, r]
-            buffers[s, r] = vec()
-        grad_table[i] = acc
+            wp.atomic_add(grad_table, row[c], weight[c] * g)
 
     @no_type_check  # Warp parameter types are not Python type hints; keep the jaxtyping checker off them.
     @wp.kernel(module=module, enable_backward=False)
     def points_grad(
         table: wp.array(dtype=row_vec),
-        res: int,
-        dense: int,
-        offset: int,
-        rows: int,
-        level: int,
+        levels: wp.array2d(dtype=wp.int32),
         points: wp.array(dtype=wp.vec3),
         grad_features: wp.array2d(dtype=vec),  # [N, levels]
-        grad_points: wp.array(dtype=wp.vec3),
+        grad_points: wp.array(dtype=wp.vec3),  # zeroed; every level adds its share
+        level0: int,
+        point0: int,
     ):
-        """Adds this level's gradient to ``grad_points``."""
-        i = wp.tid()
+        lv, j = wp.tid()
+        level, i = level0 + lv, point0 + j
+        res, dense, offset, rows = _level_of(levels, level)
         q = points[i]
         row, weight, f = _level_corners(q, res, dense, offset, rows)
         g = grad_features[i, level]
@@ -297,89 +290,45 @@ def _kernels(features: int, table_dtype: str) -> _Kernels:
         for d in range(SPATIAL_DIMS):
             if q[d] < 0.0 or q[d] > 1.0:
                 grad[d] = 0.0
-        grad_points[i] = grad_points[i] + grad
+        wp.atomic_add(grad_points, i, grad)  # (on CPU a point's levels run on one thread, in turn)
 
-    return _Kernels(encode, table_grad, sum_slots, points_grad)
+    return _Kernels(encode, table_grad, points_grad)
 
 
 # ------------------------------------------------------------------------------------------------ autograd
 
 
-@dataclass(frozen=True)
-class _Level:
-    """What the kernels need of one level: resolution, dense (1) or hashed (0), first table row, table rows,
-    index (its output columns are ``index * F`` onwards)."""
-
-    res: int
-    dense: int
-    offset: int
-    rows: int
-    index: int
-
-    def args(self) -> list[int]:
-        return [self.res, self.dense, self.offset, self.rows, self.index]
-
-
-def _table_grad(
-    k: _Kernels, levels: tuple[_Level, ...], shape: torch.Size, points: Tensor, grad_out: Float[Tensor, "N L F"]
-) -> Tensor:
-    """The table's gradient, level by level: a scatter-add of each point's 8 corners.
-
-    With several CPU chunks each adds into its own buffer of the level's rows, and `sum_slots` adds them up and
-    zeroes them for the next level, on the kernels' thread pool: on a busy 2-core machine torch's two-thread zero
-    and add of INSTA's level (2 x 8 MiB) took 12-16 ms against this kernel's 2.6 ms.
-    """
-    n, device = points.shape[0], points.device
-    slots, slot = kernels.launch_slots(n, device)
-    if slots == 1:  # one launch (CUDA, real atomics; or a small CPU launch): straight into the result
-        grad_table = torch.zeros(shape, dtype=torch.float32, device=device)
-        for level in levels:
-            buffers = grad_table[level.offset : level.offset + level.rows][None]
-            kernels.launch_rows(k.table_grad, n, [*level.args(), buffers], [points, grad_out, slot], device)
-        return grad_table
-    grad_table = torch.empty(shape, dtype=torch.float32, device=device)
-    max_rows = max(level.rows for level in levels)
-    scratch = torch.zeros(slots * max_rows * shape[1], device=device)  # zero again after each level's sum
-    row = torch.arange(max_rows, dtype=torch.int32, device=device)
-    for level in levels:
-        level_grad = grad_table[level.offset : level.offset + level.rows]
-        buffers = scratch[: slots * level_grad.numel()].view(slots, *level_grad.shape)
-        kernels.launch_rows(k.table_grad, n, [*level.args(), buffers], [points, grad_out, slot], device)
-        kernels.launch_rows(k.sum_slots, level.rows, [buffers], [row[: level.rows], level_grad], device)
-    return grad_table
-
-
 class _HashGridFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, points: Tensor, table: Tensor, levels: tuple[_Level, ...], table_dtype: str) -> Tensor:
+    def forward(ctx, points: Tensor, table: Tensor, levels: Tensor, table_dtype: str) -> Tensor:
         points = points.detach().contiguous()
         # The table the kernels read: the parameter itself, or its float16 copy, made once per call.
         read = table.detach().to(TABLE_DTYPES[table_dtype][0]).contiguous()
-        n, device, features = points.shape[0], points.device, table.shape[1]
+        n, device, features, count = points.shape[0], points.device, table.shape[1], levels.shape[0]
         ctx.kernels = _kernels(features, table_dtype)
-        out = torch.empty(n, len(levels), features, dtype=torch.float32, device=device)
-        for level in levels:
-            kernels.launch_rows(ctx.kernels.encode, n, [read, *level.args()], [points, out], device)
-        ctx.save_for_backward(points, read)
-        ctx.levels = levels
-        return out.view(n, len(levels) * features)
+        out = torch.empty(n, count, features, dtype=torch.float32, device=device)
+        kernels.launch_grid(ctx.kernels.encode, count, n, [read, levels, points, out], device, split="rows")
+        ctx.save_for_backward(points, read, levels)
+        return out.view(n, count * features)
 
     @staticmethod
     def backward(ctx, grad_out: Tensor) -> tuple[Tensor | None, Tensor | None, None, None]:
         if torch.is_grad_enabled():
             # create_graph=True: the Warp backward would hand back gradients with no graph, silently constant.
             raise RuntimeError(SECOND_DERIVATIVE_ERROR)
-        points, read = ctx.saved_tensors
+        points, read, levels = ctx.saved_tensors
         want_points, want_table = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        n, device, features = points.shape[0], points.device, read.shape[1]
-        grad_out = grad_out.float().contiguous().view(n, len(ctx.levels), features)
+        n, device, features, count = points.shape[0], points.device, read.shape[1], levels.shape[0]
+        grad_out = grad_out.float().contiguous().view(n, count, features)
         grad_points = grad_table = None
         if want_table:  # float32 whatever the table the kernels read: the gradient does not depend on its values
-            grad_table = _table_grad(ctx.kernels, ctx.levels, read.shape, points, grad_out)
+            grad_table = torch.zeros(read.shape, dtype=torch.float32, device=device)
+            k = ctx.kernels.table_grad
+            kernels.launch_grid(k, count, n, [levels, points, grad_out, grad_table], device, split="outer")
         if want_points:
             grad_points = torch.zeros_like(points)
-            for level in ctx.levels:
-                kernels.launch_rows(ctx.kernels.points_grad, n, [read, *level.args()], [points, grad_out, grad_points], device)
+            k = ctx.kernels.points_grad
+            kernels.launch_grid(k, count, n, [read, levels, points, grad_out, grad_points], device, split="rows")
         return grad_points, grad_table, None, None
 
 
@@ -405,10 +354,12 @@ class HashGrid(nn.Module):
         c = self.config
         level_rows = c.level_rows()
         self.table = nn.Parameter(torch.empty(sum(level_rows), c.features_per_level, dtype=torch.float32))
-        self._levels = tuple(
-            _Level(res=r, dense=int(d), offset=sum(level_rows[:level]), rows=rows, index=level)
+        levels = [  # resolution, dense (1) or hashed (0), first table row, table rows
+            (r, int(d), sum(level_rows[:level]), rows)
             for level, (r, d, rows) in enumerate(zip(c.resolutions(), c.dense(), level_rows, strict=True))
-        )
+        ]
+        # What the kernels read of each level, [levels, 4] int32: moves with the module, so no copy a call.
+        self.register_buffer("level_table", torch.tensor(levels, dtype=torch.int32), persistent=False)
         self.reset_parameters(generator)
 
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
@@ -423,7 +374,7 @@ class HashGrid(nn.Module):
         x32 = x.float()  # keeps the autograd graph back to x's own dtype
         if x.dtype != torch.float32:  # float32 input was checked just above
             check_finite("x", x32, "values within float32 range")
-        return _HashGridFunction.apply(x32, self.table, self._levels, self.config.table_dtype)
+        return _HashGridFunction.apply(x32, self.table, self.level_table, self.config.table_dtype)
 
     def extra_repr(self) -> str:
         c = self.config
