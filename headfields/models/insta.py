@@ -272,6 +272,9 @@ class Insta(nn.Module):
         labels = dict(segmentation_labels)
         self.mouth_labels = [labels[r] for r in present_regions("mouth_regions", c.mouth_regions, labels)]
         self.depth_labels = [labels[r] for r in present_regions("depth_regions", c.depth_regions, labels)]
+        # The same as tensors that move with the model, so that a step makes no host-to-device copy of them.
+        self.register_buffer("mouth_codes", torch.tensor(self.mouth_labels, dtype=torch.long), persistent=False)
+        self.register_buffer("depth_codes", torch.tensor(self.depth_labels, dtype=torch.long), persistent=False)
 
     def param_groups(self) -> list[dict]:
         """The hash grid's table apart, without weight decay: tiny-cuda-nn's Adam, which INSTA trains with, puts its
@@ -300,20 +303,18 @@ class Insta(nn.Module):
         result = rendered.composite
         weight = None
         if step >= c.warmup_steps and batch.segmentation is not None:
-            mouth = torch.tensor(self.mouth_labels, device=result.rgb.device)
-            weight = torch.where(torch.isin(batch.segmentation, mouth), c.mouth_weight, 1.0)
+            weight = torch.where(torch.isin(batch.segmentation, self.mouth_codes), c.mouth_weight, 1.0)
         loss = ngp_huber_loss(result.rgb, batch.rgb, delta=c.huber_delta, weight=weight)
         logs = {}
         # INSTA's depth prior needs the segmentation: without it no ray is on the allow-list.
         if c.depth_weight > 0 and batch.segmentation is not None:
             prior = mesh_depth(batch.head, batch.rays)
-            allowed = torch.tensor(self.depth_labels, device=prior.device)
-            keep = (prior > 0) & torch.isin(batch.segmentation, allowed)
+            keep = (prior > 0) & torch.isin(batch.segmentation, self.depth_codes)
             # Summed over the kept rays and divided by all of them (instant-ngp divides every ray's gradient by the
             # number of rays): the mean over the kept rays times their share.
-            share = keep.sum() / max(keep.numel(), 1)
+            share = keep.sum() / max(keep.numel(), 1)  # (a tensor: no read-back)
             depth = depth_loss(result.depth, prior, keep) * share
             loss = loss + c.depth_weight * depth
-            logs["depth"] = float(depth.detach())
+            logs["depth"] = depth.detach()  # read when the loop logs, not every step
         samples = SampleCount(rendered.marched, len(rendered.samples))
         return StepOutput(loss=loss, rgb=result.rgb, logs=logs, samples=samples)

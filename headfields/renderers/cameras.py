@@ -94,7 +94,10 @@ class PinholeCameras:
         return torch.cat([torch.cat([r, t], dim=2), bottom], dim=1)
 
     def to(self, device: torch.device | str) -> PinholeCameras:
-        return PinholeCameras(self.fx, self.fy, self.cx, self.cy, self.width, self.height, self.camera_to_world.to(device))
+        moved = self.camera_to_world.to(device)
+        if moved is self.camera_to_world:  # already there: not copied, nor checked again
+            return self
+        return PinholeCameras(self.fx, self.fy, self.cx, self.cy, self.width, self.height, moved)
 
     def select(self, frames: Int[Tensor, " K"]) -> PinholeCameras:
         """The cameras of the given frames, in that order."""

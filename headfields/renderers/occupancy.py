@@ -270,7 +270,8 @@ class OccupancyGrid(nn.Module):
     ) -> None:
         """Evaluate ``density_fn`` (world points ``[M,3]`` -> densities ``[M]``) at one random point inside each
         of ``num_cells`` distinct random cells (all cells when None) and of ``num_occupied`` random cells drawn
-        (with repeats) among those whose occupancy is above ``threshold``; every cell's occupancy decays by
+        (with repeats) among those whose occupancy is above ``threshold`` (uniformly over all cells when none is);
+        every cell's occupancy decays by
         ``decay`` and takes the maximum with the densities found in it. The bitfield is then ``occupancy >
         threshold`` everywhere. This is instant-ngp's update (``update_density_grid_nerf``: uniform and
         "non-uniform" samples, ``ema_grid_samples_nerf``'s decayed maximum).
@@ -296,11 +297,12 @@ class OccupancyGrid(nn.Module):
         else:
             m = check_count("num_cells", num_cells, 1, total)
             cells = torch.randperm(total, generator=generator, device=rng_device)[:m].to(self.aabb.device)
-        if num_occupied:
-            occupied = (flat > threshold).nonzero()[:, 0]
-            if len(occupied):
-                pick = torch.randint(len(occupied), (num_occupied,), generator=generator, device=rng_device)
-                cells = torch.cat([cells, occupied[pick.to(occupied.device)]])
+        if num_occupied:  # by the inverse of the occupied cells' cumulative count: no read-back of how many there are
+            count = torch.cumsum(flat > threshold, 0)
+            u = torch.rand(num_occupied, generator=generator, device=rng_device).to(flat.device)
+            pick = torch.searchsorted(count, (u * count[-1]).long() + 1).clamp(max=total - 1)  # the k-th occupied
+            # with no occupied cell, uniform cells instead (each still a real cell's sample)
+            cells = torch.cat([cells, torch.where(count[-1] > 0, pick, (u * total).long().clamp(max=total - 1))])
         ijk = torch.stack(torch.unravel_index(cells, self.resolution), dim=-1)
         u = torch.rand(cells.shape[0], 3, generator=generator, device=rng_device).to(self.aabb.device)
         points = self.aabb[0] + (ijk + u) * self.cell_size
@@ -310,9 +312,8 @@ class OccupancyGrid(nn.Module):
             check_float("density_fn", d, [chunk.shape[0]], device=self.aabb.device)
             density.append(d.float())
         flat.mul_(decay).scatter_reduce_(0, cells, torch.cat(density), reduce="amax")  # a cell drawn twice: the larger
-        if cap_at_mean:
-            threshold = min(threshold, float(self.occupancy.mean()))
-        self.binary.copy_(self.occupancy > threshold)
+        level = self.occupancy.mean().clamp(max=threshold) if cap_at_mean else threshold  # a tensor: no read-back
+        self.binary.copy_(self.occupancy > level)
 
     def march(
         self,

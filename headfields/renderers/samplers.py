@@ -99,11 +99,11 @@ class OccupancySampler(nn.Module):
         if self.every == 0 or step % self.every:
             return
         generator = torch.Generator().manual_seed(step)
-        frame = int(torch.randint(head.num_frames, (1,), generator=generator))
+        frame = torch.randint(head.num_frames, (1,), generator=generator)  # copied to the device, never read back
 
         def thickness(x: Tensor) -> Tensor:  # optical thickness of one marching step, as instant-ngp thresholds
             with torch.no_grad():
-                frames = torch.full((len(x),), frame, device=x.device)
+                frames = frame.to(x.device).expand(len(x)).contiguous()
                 return field(x, None, frames, head).density * self.step_size
 
         cells: dict[str, int] = {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -16,7 +17,7 @@ from ..renderers.cameras import pixel_rays, sample_pixels
 from ..renderers.view_balance import sample_pixels_balanced
 from .contract import RayBatch
 
-__all__ = ["ray_batch", "seed_everything"]
+__all__ = ["place_frames", "ray_batch", "seed_everything"]
 
 
 def seed_everything(seed: int) -> None:
@@ -44,21 +45,24 @@ def ray_batch(
     few times per batch instead of once for nearly every ray. With ``view_bins`` (a bin per frame, e.g. front /
     side / back), each bin gives the same share of the rays (:func:`~headfields.renderers.sample_pixels_balanced`)."""
     cameras = frames.cameras.to(device)
+    # The pixels are picked where the frames are (the step's device after place_frames: no read-back), and the
+    # picks and the pixels' values copied to the device otherwise.
+    where = cameras if frames.images.device == cameras.device else frames.cameras
     if view_bins is not None:  # the 360-degree portrait: front, side and back views alike
-        picked = sample_pixels_balanced(cameras, view_bins.to(device), count, generator)
+        picked = sample_pixels_balanced(where, view_bins.to(where.device), count, generator)
     else:
         subset = None
         if frames_per_batch is not None and frames_per_batch < len(frames):
-            subset = torch.randperm(len(frames), generator=generator)[:frames_per_batch].to(device)
-        picked = sample_pixels(cameras, count, generator, subset)
-    frame, rows, cols = picked.frame.cpu(), picked.rows.cpu(), picked.cols.cpu()
+            subset = torch.randperm(len(frames), generator=generator)[:frames_per_batch].to(where.device)
+        picked = sample_pixels(where, count, generator, subset)
 
     def gather(x: Tensor | None) -> Tensor | None:
-        return None if x is None else x[frame, rows, cols].to(device)
+        return None if x is None else x[picked.frame, picked.rows, picked.cols].to(device, non_blocking=True)
 
     segmentation = gather(frames.segmentation)
+    frame, pixels = picked.frame.to(device, non_blocking=True), picked.pixels.to(device, non_blocking=True)
     return RayBatch(
-        rays=pixel_rays(cameras, picked.frame, picked.pixels),
+        rays=pixel_rays(cameras, frame, pixels),
         frames=frames,
         rgb=gather(frames.images).float() / 255.0,
         mask=gather(frames.masks),
@@ -66,3 +70,28 @@ def ray_batch(
         segmentation=None if segmentation is None else segmentation.long(),
         head=head,
     )
+
+
+def place_frames(frames: FrameSet, device: torch.device, share: float) -> tuple[FrameSet, str]:
+    """``frames`` where training reads them (INSTA's ``max_images_gpu`` idea; ``TrainingConfig.frames_device_share``),
+    and a line saying where: on a CUDA ``device`` when their images,
+    masks, depths and labels take at most ``share`` of its free memory (each step's pixels are then gathered
+    there, with no copy and no read-back), else in pinned host memory (each step's pixels copied over
+    asynchronously). On the CPU they stay as they are."""
+    if not 0 <= share <= 1:
+        raise ValueError(f"share: expected a share of the free device memory in [0, 1], got {share!r}")
+    device = torch.device(device)
+    if device.type != "cuda":
+        return frames, ""
+    arrays = {name: getattr(frames, name) for name in ("images", "masks", "depths", "segmentation")}
+    size = sum(x.numel() * x.element_size() for x in arrays.values() if x is not None)
+    free, _ = torch.cuda.mem_get_info(device)
+    if size <= share * free:
+        return frames.to(device), f"training frames on {device}: {size / 2**30:.2f} GiB"
+    pinned = {name: None if x is None else x.pin_memory() for name, x in arrays.items()}
+    budget = share * free / 2**30
+    return replace(frames, **pinned), (
+        f"training frames in pinned host memory: {size / 2**30:.2f} GiB, over the device budget of {budget:.2f} GiB "
+        f"({share:g} of its free memory)"
+    )
+

@@ -62,10 +62,16 @@ class TrainingConfig:
     # On the CPU, keep freed memory in glibc's heap for the run (headfields.tuning: evaluations' large tensors stop
     # page-faulting, training steps gain nothing; up to 1 GiB stays with the process meanwhile).
     tune_malloc: bool = False
+    # On CUDA, the training frames' images, masks, depths and labels go to the device when they take at most this
+    # share of its free memory (each step then gathers its pixels there); larger captures stay in pinned host
+    # memory, said at the start. 0 keeps them on the host.
+    frames_device_share: float = 0.5
 
     def __post_init__(self) -> None:
         check_count("max_iterations", self.max_iterations, 1)
         check_positive("max_minutes", self.max_minutes)
+        if not (isinstance(self.frames_device_share, int | float) and 0 <= self.frames_device_share <= 1):
+            raise ValueError(f"frames_device_share: expected a share in [0, 1], got {self.frames_device_share!r}")
         check_count("rays_per_batch", self.rays_per_batch, 1)
         check_count("max_rays_per_batch", self.max_rays_per_batch, 1)
         if self.early_stop is not None and not (isinstance(self.early_stop, float) and 0 < self.early_stop < 1):

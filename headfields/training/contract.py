@@ -65,7 +65,7 @@ class SampleCount:
 class StepOutput:
     loss: Tensor  # scalar to minimise
     rgb: Float[Tensor, "R 3"]  # the rendered colours, for the running PSNR
-    logs: dict[str, float]
+    logs: dict[str, float | Tensor]  # scalars; tensors are read back only on the steps the loop logs
     samples: SampleCount | None = None  # None: the model does not count them (no sample budget then)
 
 

@@ -37,7 +37,7 @@ from ..perceptual import Lpips, LpipsUnavailable, load_lpips
 from ..progress import Progress, format_seconds
 from ..renderers.cameras import image_pixels, pixel_rays
 from ..tuning import process_tuning
-from .batches import ray_batch
+from .batches import place_frames, ray_batch
 from .config import CHECKPOINT_NAME, CONFIG_NAME, LOG_NAME, TrainingConfig
 from .contract import AvatarModel, RayBatch, SampleCount, StepOutput
 from .evaluation import evaluate, evenly_spread
@@ -258,6 +258,9 @@ class _Loop:
             enabled=self.lead,
             initial=initial,
         )
+        self.train_frames, where = place_frames(self.train_frames, self.device, c.frames_device_share)
+        if where and self.lead:
+            print(where, file=self.log)
         self.view_bins = None
         if c.balance_views:
             if not hasattr(model, "view_bins"):
@@ -296,7 +299,8 @@ class _Loop:
             model.before_step(self.step, self.train_head)
         rays = self.sampling.rays
         frames, bins, head = self.train_frames, self.view_bins, self.train_head
-        batch = ray_batch(frames, rays, self.generator, self.device, c.frames_per_batch, bins, head)
+        with trusted_values():  # the loop's own draws from frames checked when loaded: no read-back to check them
+            batch = ray_batch(frames, rays, self.generator, self.device, c.frames_per_batch, bins, head)
         # The step's jitter: a function of the seed and the step, so a resumed run draws the same samples.
         batch.generator = torch.Generator(self.device).manual_seed(c.seed + self.step)
         batch.early_stop = c.early_stop
@@ -339,15 +343,14 @@ class _Loop:
         last = self.sampling.last
         if last is not None:  # the whole batch's rays and samples (every rank's)
             counts = dict(rays=len(batch.rgb) * self.ranks, samples=asdict(last))
-        self.run_log.append(
-            self.step, self.elapsed, loss=loss, psnr=running_psnr, terms=result.logs, learning_rates=rates, **counts
-        )
+        terms = {k: float(v) for k, v in result.logs.items()}  # read back here (a model may log tensors)
+        self.run_log.append(self.step, self.elapsed, loss=loss, psnr=running_psnr, terms=terms, learning_rates=rates, **counts)
         rate = (self.step - self.first_step) / max(self.spent() - self.first_wall, 1e-9)
         shown = {} if last is None else {"rays": counts["rays"], "samples": last.trained}
         # rank 0's share of the terms
-        bar.set_values(step=self.step, **{"it/s": rate}, loss=loss, psnr=running_psnr, **shown, **result.logs)
+        bar.set_values(step=self.step, **{"it/s": rate}, loss=loss, psnr=running_psnr, **shown, **terms)
         if self.board is not None:
-            board_scalars(self.board, self.step, {"loss": loss, "psnr": running_psnr, **result.logs}, rates)
+            board_scalars(self.board, self.step, {"loss": loss, "psnr": running_psnr, **terms}, rates)
 
     def evaluate_held_out(self, bar: Progress) -> None:
         """An intermediate evaluation on ``config.eval_frames`` held-out frames, with the averaged weights."""
