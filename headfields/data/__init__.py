@@ -9,6 +9,7 @@ from typing import Any
 
 from .._moved import moved
 from ._io import write_obj
+from .capture_cache import clear_capture_cache
 from .frames import BACKGROUND_LABEL, SPLITS, FrameSet, TrackedParams
 from .imavatar_reader import load_imavatar_dataset
 from .insta_reader import load_insta_dataset
@@ -25,6 +26,7 @@ from .vhap_reader import load_vhap_dataset
 _MOVED_TO_SYNTHETIC = ("SyntheticVideoConfig", "cached_synthetic_video", "make_synthetic_video")
 
 __all__ = [
+    "clear_capture_cache",
     "BACKGROUND_LABEL",
     "DEFAULT_INTEGER_DEPTH_SCALE",
     "SPLITS",

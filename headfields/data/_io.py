@@ -4,11 +4,15 @@ Every reader raises FileNotFoundError naming a missing file and ValueError namin
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import re
+import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from PIL import Image
@@ -79,7 +83,14 @@ def _open(path: Path) -> Image.Image:
     return image
 
 
-@dataclass(frozen=True)
+class ImageKind(NamedTuple):
+    """What an 8-bit image stores: Pillow's mode and the family it holds, "colour" or "grey"."""
+
+    mode: str
+    family: str
+
+
+@dataclass
 class ColorImage:
     """An 8-bit image as the readers take it, with the mode it was stored in."""
 
@@ -167,18 +178,10 @@ def read_obj(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """Vertices float32 ``[V,3]`` and 0-based triangles int64 ``[F,3]`` from the ``v`` and ``f`` lines of an
     OBJ (``f a/b/c ...`` keeps the vertex index; polygons become fans; negative indices count from the end)."""
     require_file(path, "mesh")
-    lines = path.read_text().splitlines()
-    rows = [parts for parts in map(str.split, lines) if parts and parts[0] in ("v", "f")]
-    v, f = None, None
-    if all(len(p) == 4 for p in rows):  # fast path: only "v x y z" and "f a b c" lines
-        try:
-            with np.errstate(over="ignore"):  # 1e39 becomes Inf in float32, which the finite check below names
-                v = np.array([x for p in rows if p[0] == "v" for x in p[1:]], dtype=np.float32).reshape(-1, 3)
-            f = np.array([i for p in rows if p[0] == "f" for i in p[1:]], dtype=np.int64).reshape(-1, 3) - 1
-        except ValueError:  # "f 1/1 2/2 3/3", a typo...: the general reader handles or names it
-            v = None
+    text = path.read_text()
+    v, f = _read_plain_obj(text)
     if v is None or (f < 0).any():  # negative (relative) indices too
-        v, f = _read_obj_lines(path, lines)
+        v, f = _read_obj_lines(path, text.splitlines())
     if len(v) == 0 or len(f) == 0:
         raise ValueError(f"{path}: expected at least one vertex and one face, got {len(v)} and {len(f)}")
     if not np.isfinite(v).all():  # 1e39 is Inf in float32: the mesh, not a later tensor check, is to blame
@@ -215,6 +218,53 @@ def _read_obj_lines(path: Path, lines: list[str]) -> tuple[np.ndarray, np.ndarra
             reason = str(e) if str(e) in _OBJ_REASONS else "a number expected"
             raise ValueError(f"{path}: line {number}: cannot parse its {parts[0]!r} line ({reason})") from e
     return np.asarray(vertices, dtype=np.float32).reshape(-1, 3), np.asarray(faces, dtype=np.int64).reshape(-1, 3)
+
+
+# Lines of exactly three vertex coordinates, then of exactly three 1-based vertex indices (read_obj's fast path).
+_VERTEX_LINES = re.compile(r"(?:v[ \t]+\S+[ \t]+\S+[ \t]+\S+[ \t]*\r?\n)*")
+_FACE_LINES = re.compile(r"(?:f[ \t]+\d+[ \t]+\d+[ \t]+\d+[ \t]*(?:\r?\n|$))*")
+
+
+def _read_plain_obj(text: str) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The fast path of :func:`read_obj`: a mesh of ``v x y z`` lines, then ``f a b c`` lines (what trackers
+    write), parsed as two blocks by numpy's C text reader (a tracked sequence has thousands of meshes: 40 ms a
+    5,000-vertex mesh split line by line in Python, a few here); (None, None) for anything else (normals, ``f
+    1/1 2/2 3/3``, polygons, comments, a typo), which the general reader handles or names."""
+    split = text.find("\nf ")
+    if not text.startswith("v ") or split < 0 or "/" in text:
+        return None, None
+    block_v, block_f = text[: split + 1], text[split + 1 :]
+    faces = _plain_faces(block_f)
+    if faces is None or not _VERTEX_LINES.fullmatch(block_v):  # line by line, in C
+        return None, None
+    v = _numbers(block_v.replace("v ", " "), np.float32)
+    if v is None or v.size != 3 * block_v.count("v "):
+        return None, None
+    return v.reshape(-1, 3), faces.copy()
+
+
+@functools.lru_cache(maxsize=8)
+def _plain_faces(block: str) -> np.ndarray | None:
+    """0-based triangles of a block of ``f a b c`` lines (None: another kind of line). Cached: a tracked
+    sequence's meshes share their faces, so their text is parsed once."""
+    if not _FACE_LINES.fullmatch(block):
+        return None
+    f = _numbers(block.replace("f ", " "), np.int64)
+    if f is None or f.size != 3 * block.count("f "):
+        return None
+    f = f.reshape(-1, 3) - 1
+    f.flags.writeable = False  # shared by every call with this block: the caller gets a copy
+    return f
+
+
+def _numbers(text: str, dtype) -> np.ndarray | None:
+    """The whitespace-separated numbers of ``text`` (numpy's C reader), None where one does not read as ``dtype``."""
+    try:
+        with warnings.catch_warnings(), np.errstate(over="ignore"):  # 1e39 is Inf in float32: the finite check names it
+            warnings.simplefilter("error", DeprecationWarning)  # numpy's notice of text it could not read to the end
+            return np.fromstring(text, dtype=dtype, sep=" ")
+    except (ValueError, DeprecationWarning):
+        return None
 
 
 def read_obj_uvs(path: Path, num_faces: int) -> tuple[np.ndarray, np.ndarray] | None:

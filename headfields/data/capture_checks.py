@@ -109,7 +109,7 @@ def check_camera_distances(
         )
 
 
-def check_one_color_family(split: str, paths: Sequence[Path], images: Sequence[_io.ColorImage]) -> None:
+def check_one_color_family(split: str, paths: Sequence[Path], images: Sequence[_io.ColorImage | _io.ImageKind]) -> None:
     """Every image of split ``split`` colour, or every one grey: the odd one (of the fewer; on a tie, not the first
     image's kind) is an error naming it, its mode and the others'. A grey image among colour ones would otherwise
     be spread to RGB and train the model towards grey."""

@@ -42,7 +42,7 @@ import torch
 from torch import Tensor
 
 from ..renderers.cameras import PinholeCameras
-from . import _io, capture_checks
+from . import _io, capture_cache, capture_checks
 from ._transforms_json import (
     TransformsJson,
     camera_matrix,
@@ -76,6 +76,7 @@ def load_insta_dataset(
     allow_outside_root: bool = False,
     segmentation_labels: str | Mapping[str, int] | None = None,
     background: tuple[float, float, float] | None = None,
+    cache: bool | None = None,
 ) -> FrameSet:
     """Read split ``split`` ("train", "val" or "test") of the dataset in folder ``root``. Every file the
     transforms name must lie inside ``root`` unless ``allow_outside_root``.
@@ -88,6 +89,10 @@ def load_insta_dataset(
 
     Tensors come back on the CPU (``FrameSet.to`` moves them): images uint8, masks from an RGBA image's
     alpha, depths in metres (float32), camera_to_world float32 in OpenCV axes.
+
+    The images, depths, labels and meshes are decoded in parallel, and a large capture's decoding is cached
+    (:mod:`headfields.data.capture_cache`; ``cache``: True or False forces it on or off): a second load maps the
+    decoded arrays from disk, and a changed source file makes it decode anew.
     """
     check_split(split)
     root = _io.require_folder(root)
@@ -102,19 +107,29 @@ def load_insta_dataset(
     index = [position[id(f)] for f in frames]  # positions in the file, for error messages
 
     image_paths = [image_path(meta, root, i, f) for i, f in zip(index, frames, strict=True)]
-    read = [_io.read_color_image(p) for p in image_paths]
-    colors, alphas = tuple(r.rgb for r in read), tuple(r.alpha for r in read)
-    first_size = (colors[0].shape[1], colors[0].shape[0])
-    fx, fy, cx, cy, w, h = intrinsics(meta, first_size)
+    has = {key: optional_key(meta, frames, key, index) for key in ("depth_path", "seg_mask_path", "params_path", "mesh_path")}
+    what = {"depth_path": "depth image", "seg_mask_path": "segmentation image", "mesh_path": "mesh"}
+    numbered = list(zip(index, frames, strict=True))
+    listed = {
+        key: [_io.require_file(_file(meta, root, i, f, key), f"{name} (frames[{i}].{key})") for i, f in numbered]
+        for key, name in what.items()
+        if has[key]
+    }
+    first = _io.read_color_image(image_paths[0])
+    fx, fy, cx, cy, w, h = intrinsics(meta, (first.rgb.shape[1], first.rgb.shape[0]))
     capture_checks.check_intrinsics(meta, _intrinsic_keys(meta), fx, fy, cx, cy, w, h)
-    for i, p, c in zip(index, image_paths, colors, strict=True):
-        if (c.shape[1], c.shape[0]) != (w, h):
-            origin = f"w, h of {meta.path}" if "w" in meta.data else f"the first image's, {image_paths[0]}"
-            raise ValueError(f"{p}: expected {w}x{h} pixels ({origin}), got {c.shape[1]}x{c.shape[0]} (frames[{i}])")
-    if any(a is not None for a in alphas) and not all(a is not None for a in alphas):
-        k = [a is None for a in alphas].index(alphas[0] is not None)
-        raise ValueError(f"{image_paths[k]}: has {'no ' if alphas[k] is None else ''}alpha channel unlike {image_paths[0]}")
-    capture_checks.check_one_color_family(split, image_paths, read)
+    per_pixel = 3 + (first.alpha is not None) + 4 * has["depth_path"] + has["seg_mask_path"]
+    depth_scale = _depth_scale(meta) if has["depth_path"] else None
+    sources = [meta.path, *image_paths, *(p for paths in listed.values() for p in paths)]
+    decoded, kinds = capture_cache.load_or_decode(
+        root,
+        split,
+        sources,
+        lambda: _decode(meta, index, image_paths, listed, (h, w), depth_scale),
+        len(frames) * h * w * per_pixel,
+        cache,
+    )
+    capture_checks.check_one_color_family(split, image_paths, [_io.ImageKind(*kind) for kind in kinds["kinds"]])
 
     convention = meta.data.get("camera_convention", "opengl" if "intrinsics" in meta.data else "opencv")
     if convention not in CAMERA_CONVENTIONS:
@@ -128,14 +143,15 @@ def load_insta_dataset(
 
     labels = _labels(meta, segmentation_labels)
     model_type, model_path = model_folder(meta, root)
-    has = {key: optional_key(meta, frames, key, index) for key in ("depth_path", "seg_mask_path", "params_path", "mesh_path")}
-    depths = _depths(meta, root, index, frames, (h, w)) if has["depth_path"] else None
+    depths = torch.from_numpy(decoded["depth"]) if has["depth_path"] else None
     segmentation = None
     if has["seg_mask_path"]:
-        segmentation, labels = _segmentation(meta, root, index, frames, (h, w), labels, segmentation_labels)
+        segmentation, labels = _segmentation(meta, listed["seg_mask_path"], index, decoded["labels"], labels, segmentation_labels)
     expression = _expression(meta, root, index, frames)
     params = _params(meta, root, index, frames) if has["params_path"] else None
-    mesh_vertices, mesh_faces = _meshes(meta, root, index, frames) if has["mesh_path"] else (None, None)
+    mesh_vertices = mesh_faces = None
+    if has["mesh_path"]:
+        mesh_vertices, mesh_faces = torch.from_numpy(decoded["mesh_vertices"]), torch.from_numpy(decoded["mesh_faces"])
     head = _tracked_head(len(frames), mesh_vertices, params)
     keys = [f"frames[{i}].transform_matrix" for i in index]
     capture_checks.check_camera_distances(meta, keys, matrices.numpy(), max(fx, fy), head)
@@ -143,8 +159,8 @@ def load_insta_dataset(
     return FrameSet(  # its checks cover the optional fields as for a FrameSet built in memory
         split=split,
         cameras=cameras,
-        images=torch.from_numpy(composite_images(colors, alphas, background, _composited(meta))),
-        masks=None if alphas[0] is None else torch.from_numpy(np.stack(alphas) >= ALPHA_THRESHOLD),
+        images=torch.from_numpy(composite_images(decoded["rgb"], decoded.get("alpha"), background, _composited(meta))),
+        masks=None if "alpha" not in decoded else torch.from_numpy(decoded["alpha"] >= ALPHA_THRESHOLD),
         depths=depths,
         segmentation=segmentation,
         expression=expression,
@@ -214,7 +230,8 @@ def _listed_images(meta: TransformsJson, root: Path, frames: list[dict[str, Any]
     return images
 
 
-def _depths(meta: TransformsJson, root: Path, index: list[int], frames: list[dict], size: tuple[int, int]) -> Tensor:
+def _depth_scale(meta: TransformsJson) -> float:
+    """Metres per depth-PNG unit: the transforms' ``integer_depth_scale``, checked."""
     if "integer_depth_scale" not in meta.data:
         raise meta.error("integer_depth_scale", "missing key (the frames have depth_path)")
     scale = meta.number("integer_depth_scale", meta.data["integer_depth_scale"], positive=True)
@@ -225,8 +242,7 @@ def _depths(meta: TransformsJson, root: Path, index: list[int], frames: list[dic
             f"expected metres per depth-PNG unit in [{low:.3g}, {high:.3g}] (65535 units, the 16-bit top, standing for "
             f"{DEPTH_RANGE[0]:g} to {DEPTH_RANGE[1]:g} m), got {scale!r} ({_io.UINT16_MAX * scale:.3g} m)",
         )
-    units = _images(meta, root, index, frames, "depth_path", "depth image", _io.read_uint16, size)
-    return torch.from_numpy((units * scale).astype(np.float32))
+    return scale
 
 
 def _labels(meta: TransformsJson, given: str | Mapping[str, int] | None) -> dict[str, int] | None:
@@ -244,17 +260,18 @@ def _labels(meta: TransformsJson, given: str | Mapping[str, int] | None) -> dict
 
 def _segmentation(
     meta: TransformsJson,
-    root: Path,
+    paths: list[Path],
     index: list[int],
-    frames: list[dict],
-    size: tuple[int, int],
+    images: np.ndarray,
     labels: dict[str, int] | None,
     given: str | Mapping[str, int] | None,
 ) -> tuple[Tensor, dict[str, int]]:
     """The label images and the labels that name their codes (detected from a preset when none are given);
     a code no label names is an error naming the first image that has it."""
-    images = _images(meta, root, index, frames, "seg_mask_path", "segmentation image", _io.read_labels, size)
-    codes = np.unique(images)
+    present = np.zeros(256, dtype=bool)  # uint8 codes, counted a frame at a time (bincount works in int64)
+    for image in images:
+        present |= np.bincount(image.reshape(-1), minlength=256) > 0
+    codes = np.flatnonzero(present)
     if labels is None:
         preset = detect_label_preset(codes.tolist())
         if preset is None:
@@ -269,9 +286,8 @@ def _segmentation(
     unknown = sorted(set(codes.tolist()) - set(labels.values()) - {BACKGROUND_LABEL})
     if unknown:
         k = next(k for k, image in enumerate(images) if np.isin(image, unknown).any())
-        path = _file(meta, root, index[k], frames[k], "seg_mask_path")
         found = sorted(set(np.unique(images[k]).tolist()) & set(unknown))
-        raise ValueError(f"{path}: label codes {found} are not among {source} {labels} (frames[{index[k]}].seg_mask_path)")
+        raise ValueError(f"{paths[k]}: label codes {found} are not among {source} {labels} (frames[{index[k]}].seg_mask_path)")
     return torch.from_numpy(images), labels
 
 
@@ -286,21 +302,22 @@ def _composited(meta: TransformsJson) -> tuple[float, float, float] | None:
 
 
 def composite_images(
-    colors: tuple[np.ndarray, ...],
-    alphas: tuple,
+    colors: np.ndarray,
+    alphas: np.ndarray | None,
     background: tuple[float, float, float] | None,
     already: tuple[float, float, float] | None = None,
 ) -> np.ndarray:
-    """uint8 ``[N,H,W,3]``: each colour image over ``background`` by its alpha, frame by frame in integers (a
-    capture's stack stays the only large array). Images ``already`` composited over a colour get the new colour
-    in its place where alpha leaves room for it; without alpha or background they are as they are."""
-    if background is None or alphas[0] is None:
-        return np.stack(colors)
+    """uint8 ``[N,H,W,3]``: each colour image (``colors [N,H,W,3]``) over ``background`` by its alpha (``alphas
+    [N,H,W]``), frame by frame in integers (a capture's stack stays the only large array). Images ``already``
+    composited over a colour get the new colour in its place where alpha leaves room for it; without alpha or
+    background they are as they are."""
+    if background is None or alphas is None:
+        return colors
     bg = np.asarray(background, dtype=np.float64)
     if bg.shape != (3,) or not np.isfinite(bg).all() or (bg < 0).any() or (bg > 1).any():
         raise ValueError(f"background: expected an RGB colour in [0, 1], got {background!r}")
     if already is not None and np.allclose(bg, already):
-        return np.stack(colors)
+        return colors
     out = np.empty((len(colors), *colors[0].shape), dtype=np.uint8)
     for k, (c, a) in enumerate(zip(colors, alphas, strict=True)):
         a = a[..., None].astype(np.int32)
@@ -311,26 +328,6 @@ def composite_images(
             value = c.astype(np.int32) + np.round(shift * (255 - a) / 255).astype(np.int32)
         out[k] = np.clip(value, 0, 255)
     return out
-
-
-def _images(
-    meta: TransformsJson,
-    root: Path,
-    index: list[int],
-    frames: list[dict],
-    key: str,
-    what: str,
-    read: Callable[[Path], np.ndarray],
-    size: tuple[int, int],
-) -> np.ndarray:
-    """The ``[N,H,W]`` stack of each frame's image ``key`` read with ``read``, all of ``size`` (h, w)."""
-    images = []
-    for i, frame in zip(index, frames, strict=True):
-        path = _io.require_file(_file(meta, root, i, frame, key), f"{what} (frames[{i}].{key})")
-        values = read(path)
-        check_same(meta, path, f"a {what} of size (h, w)", values.shape, size)
-        images.append(values)
-    return np.stack(images)
 
 
 def _expression(meta: TransformsJson, root: Path, index: list[int], frames: list[dict]) -> Tensor | None:
@@ -384,15 +381,74 @@ def _params(meta: TransformsJson, root: Path, index: list[int], frames: list[dic
     return TrackedParams(stack["shape"][0], stack["expression"], stack["pose"], stack["translation"])
 
 
-def _meshes(meta: TransformsJson, root: Path, index: list[int], frames: list[dict]) -> tuple[Tensor, Tensor]:
-    vertices, faces = [], None
-    for i, frame in zip(index, frames, strict=True):
-        path = _io.require_file(_file(meta, root, i, frame, "mesh_path"), f"mesh (frames[{i}].mesh_path)")
-        v, f = _io.read_obj(path)
-        if faces is not None:
-            check_same(meta, path, "vertices of shape", v.shape, vertices[0].shape)
-            if not np.array_equal(f, faces):
-                raise ValueError(f"{path}: expected the same faces as the first frame's mesh (frames[{index[0]}])")
-        faces = f
-        vertices.append(v)
-    return torch.from_numpy(np.stack(vertices)), torch.from_numpy(faces)
+def _decode(
+    meta: TransformsJson,
+    index: list[int],
+    image_paths: list[Path],
+    listed: dict[str, list[Path]],
+    size: tuple[int, int],
+    depth_scale: float | None,
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Every frame's image, alpha, depth (metres: the PNG's units times ``depth_scale``), labels and mesh,
+    decoded in parallel into one array each (no list of frames beside the stack), and each image's (mode, colour
+    family). Every image is checked to be ``size`` (h, w), every other file against the first frame's: its
+    alpha, its mesh's vertex count and faces."""
+    n, first = len(image_paths), _io.read_color_image(image_paths[0])
+    h, w = size
+    arrays = {"rgb": np.empty((n, *size, 3), dtype=np.uint8)}
+    if first.alpha is not None:
+        arrays["alpha"] = np.empty((n, *size), dtype=np.uint8)
+
+    def image(k: int) -> tuple[str, str]:
+        read = first if k == 0 else _io.read_color_image(image_paths[k])
+        if read.rgb.shape[:2] != size:
+            origin = f"w, h of {meta.path}" if "w" in meta.data else f"the first image's, {image_paths[0]}"
+            got = f"{read.rgb.shape[1]}x{read.rgb.shape[0]}"
+            raise ValueError(f"{image_paths[k]}: expected {w}x{h} pixels ({origin}), got {got} (frames[{index[k]}])")
+        if (read.alpha is None) != (first.alpha is None):
+            missing = "no " if read.alpha is None else ""
+            raise ValueError(f"{image_paths[k]}: has {missing}alpha channel unlike {image_paths[0]} (frames[{index[k]}])")
+        arrays["rgb"][k] = read.rgb
+        if read.alpha is not None:
+            arrays["alpha"][k] = read.alpha
+        return read.mode, read.family
+
+    kinds = capture_cache.parallel_map(image, range(n))
+    def metres(path: Path) -> np.ndarray:  # a frame's units in float64, stored in float32
+        return (_io.read_uint16(path) * depth_scale).astype(np.float32)
+
+    stacks = (
+        ("depth_path", "depth", metres, np.float32, "a depth image of size (h, w)"),
+        ("seg_mask_path", "labels", _io.read_labels, np.uint8, "a segmentation image of size (h, w)"),
+    )
+    for key, name, read, dtype, what in stacks:
+        if key in listed:
+            arrays[name] = _stack(meta, listed[key], read, size, dtype, what)
+    if "mesh_path" in listed:
+        arrays["mesh_vertices"], arrays["mesh_faces"] = _meshes(meta, listed["mesh_path"], index)
+    return arrays, {"kinds": kinds}
+
+
+def _stack(meta: TransformsJson, paths: list[Path], read: Callable, size: tuple[int, int], dtype, what: str) -> np.ndarray:
+    """``[N,H,W]`` of each file read with ``read``, in parallel, all of ``size``."""
+    out = np.empty((len(paths), *size), dtype=dtype)
+
+    def one(k: int) -> None:
+        values = read(paths[k])
+        check_same(meta, paths[k], what, values.shape, size)
+        out[k] = values
+
+    capture_cache.parallel_map(one, range(len(paths)))
+    return out
+
+
+def _meshes(meta: TransformsJson, paths: list[Path], index: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """The tracked meshes' vertices ``[N,V,3]`` and their one set of faces."""
+    meshes = capture_cache.parallel_map(_io.read_obj, paths)
+    vertices, faces = np.empty((len(paths), *meshes[0][0].shape), dtype=np.float32), meshes[0][1]
+    for k, (v, f) in enumerate(meshes):
+        check_same(meta, paths[k], "vertices of shape", v.shape, vertices.shape[1:])
+        if not np.array_equal(f, faces):
+            raise ValueError(f"{paths[k]}: expected the same faces as the first frame's mesh (frames[{index[0]}])")
+        vertices[k] = v
+    return vertices, faces

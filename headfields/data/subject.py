@@ -101,7 +101,5 @@ def _over_background(frames: FrameSet, background: tuple[float, float, float]) -
     """The frames with every pixel outside their masks set to ``background`` (captures whose images are not matted)."""
     if frames.masks is None:
         return frames
-    alphas = tuple(frames.masks.numpy().astype(np.uint8) * 255)  # a mask as a binary alpha
-    return dataclasses.replace(
-        frames, images=torch.from_numpy(composite_images(tuple(frames.images.numpy()), alphas, background))
-    )
+    alphas = frames.masks.numpy().astype(np.uint8) * 255  # a mask as a binary alpha
+    return dataclasses.replace(frames, images=torch.from_numpy(composite_images(frames.images.numpy(), alphas, background)))

@@ -1,0 +1,119 @@
+"""Decoded captures kept on disk: a split's decoded images, depths, labels and meshes as ``.npy`` arrays that load
+memory-mapped, so a capture of thousands of frames decodes once (in parallel) and opens in seconds after.
+
+An entry lives under ``$XDG_CACHE_HOME/headfields/captures`` (default ``~/.cache/headfields/captures``), one
+folder a capture folder and split, and is named by them; its ``manifest.json`` holds the size and modification
+time of every source file it was decoded from (images, depths, labels, meshes, the transforms). A source that
+changed, appeared or went makes the entry stale: it is decoded anew and replaced, never read. An entry is
+written in a temporary folder and renamed into place, so a reader never sees half of one.
+
+Only captures whose decoded arrays are large are cached (``CACHE_MIN_BYTES``): a small one decodes faster than
+its entry would be checked, and the tests' thousands of tiny captures leave nothing behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import uuid
+import warnings
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+
+from ..kernels import num_cpu_threads
+
+__all__ = ["CACHE_MIN_BYTES", "cache_folder", "clear_capture_cache", "load_or_decode", "parallel_map"]
+
+CACHE_MIN_BYTES = 256 * 2**20  # decoded arrays below this are decoded each time (about 2 s on one core)
+_VERSION = 2  # bump when what an entry holds changes: older entries are then stale
+
+T = TypeVar("T")
+
+
+def parallel_map(fn: Callable[[Any], T], items: Sequence[Any]) -> list[T]:
+    """``[fn(x) for x in items]`` on a thread pool of the process's cores (Pillow's decoders and numpy release the
+    GIL), in order; the first error raised is raised."""
+    if len(items) < 2 or num_cpu_threads() == 1:
+        return [fn(x) for x in items]
+    with ThreadPoolExecutor(max_workers=num_cpu_threads(), thread_name_prefix="headfields-decode") as pool:
+        return list(pool.map(fn, items))
+
+
+def cache_folder() -> Path:
+    """Where headfields caches what it computes from inputs (the synthetic videos, decoded captures)."""
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "headfields"
+
+
+def _entry(root: Path, split: str) -> Path:
+    digest = hashlib.sha1(f"{root.resolve()}\0{split}".encode()).hexdigest()[:16]
+    return cache_folder() / "captures" / f"{root.name}-{split}-{digest}"
+
+
+def _sources_key(sources: Sequence[Path]) -> list[list]:
+    """What identifies the sources' contents without reading them: path, size, modification time (ns)."""
+    key = []
+    for path in sources:
+        stat = path.stat()
+        key.append([os.path.abspath(path), stat.st_size, stat.st_mtime_ns])  # the same key from any working folder
+    return key
+
+
+def clear_capture_cache(root: str | os.PathLike, split: str | None = None) -> None:
+    """Remove the cached decoding of capture folder ``root`` (of ``split``, or of every split)."""
+    root = Path(root)
+    for s in [split] if split is not None else ["train", "val", "test"]:
+        shutil.rmtree(_entry(root, s), ignore_errors=True)
+
+
+def load_or_decode(
+    root: Path,
+    split: str,
+    sources: Sequence[Path],
+    decode: Callable[[], tuple[dict[str, np.ndarray], dict[str, Any]]],
+    size_estimate: int,
+    cache: bool | None,
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """``decode()``'s arrays and metadata (JSON-able), from the cache when an entry of ``root``'s ``split`` was
+    decoded from ``sources`` as they are now; otherwise decoded and, when ``cache`` (None: when
+    ``size_estimate`` bytes reach ``CACHE_MIN_BYTES``), written for next time. Cached arrays are memory-mapped
+    copy-on-write: pages are read as they are touched, and writing to them changes no file."""
+    if cache is None:
+        cache = size_estimate >= CACHE_MIN_BYTES
+    if not cache:
+        return decode()
+    entry = _entry(root, split)
+    key = {"version": _VERSION, "sources": _sources_key(sources)}
+    manifest = entry / "manifest.json"
+    try:
+        stored = json.loads(manifest.read_text())
+        if stored["key"] == key:
+            arrays = {name: np.load(entry / f"{name}.npy", mmap_mode="c") for name in stored["arrays"]}
+            return arrays, stored["meta"]
+    except (OSError, ValueError, KeyError):
+        pass  # no entry, or one that cannot be read: decode anew
+    arrays, meta = decode()
+    _write_entry(entry, key, arrays, meta)
+    return arrays, meta
+
+
+def _write_entry(entry: Path, key: dict, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
+    """The entry in a temporary folder beside its place, then renamed there. A cache that cannot be written (a
+    full disk, a read-only home) is said in a warning: the capture was decoded all the same."""
+    temporary = entry.with_name(f".{entry.name}.{uuid.uuid4().hex}")
+    try:
+        temporary.mkdir(parents=True)
+        for name, array in arrays.items():
+            np.save(temporary / f"{name}.npy", array)
+        (temporary / "manifest.json").write_text(json.dumps({"key": key, "arrays": list(arrays), "meta": meta}))
+        shutil.rmtree(entry, ignore_errors=True)
+        os.replace(temporary, entry)
+    except OSError as error:
+        warnings.warn(f"{entry}: the decoded capture could not be cached ({error}); it is decoded at each load", stacklevel=3)
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)

@@ -1,0 +1,96 @@
+"""The decoded-capture cache (issue 39: frames where the step reads them): a second load maps what the first
+decoded, a changed source file is decoded anew (never read stale), small captures leave nothing behind, and a
+cache that cannot be written is said and skipped."""
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import headfields.data.insta_reader as insta_reader
+from headfields.data import clear_capture_cache, load_insta_dataset
+from headfields.data.capture_cache import cache_folder
+
+
+@pytest.fixture
+def capture(tiny_video, tmp_path, monkeypatch):
+    """A copy of the tiny synthetic video (its files may be changed) and a cache folder of the test's own."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    return shutil.copytree(tiny_video[0].root, tmp_path / "capture")
+
+
+def _entries():
+    folder = cache_folder() / "captures"
+    return sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) if folder.is_dir() else []
+
+
+def _same(a, b):
+    for name in ("images", "masks", "depths", "segmentation", "mesh_vertices", "mesh_faces"):
+        x, y = getattr(a, name), getattr(b, name)
+        assert (x is None) == (y is None), name
+        if x is not None:
+            assert torch.equal(x, y), name
+    assert torch.equal(a.cameras.camera_to_world, b.cameras.camera_to_world)
+
+
+def test_a_second_load_maps_the_first_s_decoding(capture, monkeypatch):
+    plain = load_insta_dataset(capture, "train", cache=False)
+    assert _entries() == []
+    first = load_insta_dataset(capture, "train", cache=True)
+    assert len(_entries()) == 1
+    monkeypatch.setattr(insta_reader, "_decode", lambda *a, **k: pytest.fail("decoded again: the cache was not used"))
+    second = load_insta_dataset(capture, "train", cache=True)
+    _same(plain, first)
+    _same(plain, second)
+    assert second.images.data_ptr() != first.images.data_ptr()
+    second.images[0, 0, 0] = 7  # copy-on-write: the cached file does not change
+    _same(plain, load_insta_dataset(capture, "train", cache=True))
+
+
+@pytest.mark.parametrize("changed", ["file_path", "depth_path", "seg_mask_path", "mesh_path"])
+def test_a_changed_source_file_is_decoded_anew(capture, changed):
+    load_insta_dataset(capture, "train", cache=True)
+    frames = load_insta_dataset(capture, "train", cache=False)
+    meta = json.loads((capture / "transforms_train.json").read_text())
+    path = capture / meta["frames"][0][changed]
+    if changed == "mesh_path":
+        lines = path.read_text().splitlines()
+        k = next(i for i, line in enumerate(lines) if line.startswith("v "))
+        x, y, z = map(float, lines[k].split()[-3:])
+        lines[k] = f"v {x + 0.01} {y} {z}"
+        path.write_text("\n".join(lines) + "\n")
+    else:
+        image = np.array(Image.open(path))
+        image[0, 0] = image[0, 0] // 2 + 1
+        Image.fromarray(image).save(path)
+    os.utime(path, ns=(1, 1))  # even a file whose size and time of change could match: the time differs
+    fresh = load_insta_dataset(capture, "train", cache=True)
+    _same(load_insta_dataset(capture, "train", cache=False), fresh)
+    attribute = {"file_path": "images", "depth_path": "depths", "seg_mask_path": "segmentation", "mesh_path": "mesh_vertices"}
+    assert not torch.equal(getattr(fresh, attribute[changed]), getattr(frames, attribute[changed]))
+
+
+def test_small_captures_are_not_cached_by_default(capture):
+    load_insta_dataset(capture, "train")
+    assert _entries() == []
+
+
+def test_a_cache_that_cannot_be_written_is_said_and_the_capture_still_loads(capture, tmp_path, monkeypatch):
+    (tmp_path / "cache").write_text("a file where the cache folder would be")
+    with pytest.warns(UserWarning, match="could not be cached"):
+        frames = load_insta_dataset(capture, "train", cache=True)
+    _same(load_insta_dataset(capture, "train", cache=False), frames)
+
+
+def test_clear_capture_cache_removes_the_entries(capture):
+    load_insta_dataset(capture, "train", cache=True)
+    load_insta_dataset(capture, "test", cache=True)
+    assert len(_entries()) == 2
+    clear_capture_cache(capture, "test")
+    assert len(_entries()) == 1
+    clear_capture_cache(capture)
+    assert _entries() == []
