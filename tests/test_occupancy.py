@@ -236,6 +236,24 @@ def test_update_is_a_decayed_maximum(device, num_cells):
     assert torch.equal(grid.binary, grid.occupancy > 0.03)
 
 
+def test_update_with_no_occupied_cell_draws_cells_all_over(device):
+    """num_occupied with every cell empty: as many cells drawn uniformly instead, none outside the grid."""
+    aabb = torch.tensor(AABB, device=device)
+    grid = OccupancyGrid(aabb, (6, 5, 7))
+    seen = []
+
+    def density_fn(points):
+        seen.append(points)
+        return torch.zeros(len(points), device=points.device)
+
+    grid.update(density_fn, threshold=0.1, num_cells=1, num_occupied=300, generator=torch.Generator().manual_seed(3))
+    points = torch.cat(seen)
+    assert len(points) == 301
+    assert ((points >= aabb[0]) & (points <= aabb[1])).all()
+    cell = ((points.double() - aabb[0]) / (aabb[1] - aabb[0]) * torch.tensor((6, 5, 7), device=device)).floor().long()
+    assert len(torch.unique(cell, dim=0)) > 100  # spread over the grid's 210 cells, not piled on one
+
+
 def test_update_draws_occupied_cells_among_the_occupied(device):
     """num_occupied: cells drawn (with repeats) among those above the threshold; a cell drawn twice keeps the larger
     of its two random points' densities."""

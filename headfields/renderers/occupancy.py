@@ -300,7 +300,8 @@ class OccupancyGrid(nn.Module):
         if num_occupied:  # by the inverse of the occupied cells' cumulative count: no read-back of how many there are
             count = torch.cumsum(flat > threshold, 0)
             u = torch.rand(num_occupied, generator=generator, device=rng_device).to(flat.device)
-            pick = torch.searchsorted(count, (u * count[-1]).long() + 1).clamp(max=total - 1)  # the k-th occupied
+            kth = torch.minimum((u * count[-1]).long() + 1, count[-1])  # (float32 rounding can reach count + 1)
+            pick = torch.searchsorted(count, kth).clamp(max=total - 1)  # the k-th occupied cell
             # with no occupied cell, uniform cells instead (each still a real cell's sample)
             cells = torch.cat([cells, torch.where(count[-1] > 0, pick, (u * total).long().clamp(max=total - 1))])
         ijk = torch.stack(torch.unravel_index(cells, self.resolution), dim=-1)
