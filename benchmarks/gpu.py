@@ -14,9 +14,13 @@ with its last lines, and the next still runs; the exit status is 1 if any step f
 2. ``benchmarks/hashgrid.py`` and ``benchmarks/mesh_queries.py`` with ``--device cuda`` (their tables go into the
    report as printed), and whether the optional CUDA peers tiny-cuda-nn and cubvh are importable;
 3. ``examples/insta.py --device cuda --max-minutes M`` (the paper recipe, the default on CUDA) into ``OUT/insta``
-   (removed first: a benchmark starts afresh rather than resuming): held-out PSNR, iterations per second and the
-   peak GPU memory, which a small wrapper around the example reads from torch's allocator in the child and writes to
-   ``OUT/insta_memory.json`` (Warp's own allocations, if any, are not in it);
+   (removed first: a benchmark starts afresh rather than resuming), on the synthetic video rendered at
+   ``--resolution`` (512², INSTA's size) with INSTA's budget of 2^18 trained samples a step and early termination
+   at transmittance 1e-4: held-out PSNR, iterations per second and the peak GPU memory, which a small wrapper
+   around the example reads from torch's allocator in the child and writes to ``OUT/insta_memory.json`` (Warp's own
+   allocations, if any, are not in it); then the rays and samples a step, the trained samples a second, the
+   held-out PSNR of the last evaluation by 1, 2.5 and 5 minutes of training (``log.jsonl``) and the time 20,000
+   steps take at the run's rate;
 4. on CUDA only, every other example (the paper models and the mixes, each at its default recipe on CUDA) and
    ``benchmarks/nphm.py`` for ``--example-minutes`` each (default 1; 0 leaves them out) into ``OUT/examples/``: a
    check that each CUDA path trains and evaluates, with its it/s, peak memory and held-out PSNR (a minute is far
@@ -67,6 +71,11 @@ finally:
 
 
 # Step 4: the examples besides INSTA, and the MonoNPHM pipeline (prior, then tracking) at a small prior.
+# INSTA's trained samples a step (instant-ngp's target batch size) and its early termination.
+INSTA_BUDGET_FLAGS = ["--samples-per-batch", str(2**18), "--early-stop", "1e-4"]
+INSTA_STEPS = 20_000  # INSTA's training length: its C++ trains them in under 10 minutes on an RTX 3090
+PSNR_MINUTES = (1.0, 2.5, 5.0)
+
 EXAMPLES = ("monoavatar", "portrait360", "hyper_neus", "mix_anchored_hashgrid", "mix_hyper_insta", "mix_triangle_neus")
 NPHM_FLAGS = ["--identities", "4", "--expressions", "3"]
 
@@ -211,9 +220,36 @@ def insta_section(step: Step, run: Path, memory_file: Path, cuda: bool) -> tuple
         f"Run folder: `{run}` (renders, log.jsonl, checkpoint)." + ("" if cuda else " CPU recipe, 3 iterations."),
         "",
     ]
+    lines += sample_lines(metrics, rate, run / "log.jsonl")
     if not step.ok:  # figures written, yet the process failed afterwards
         lines += failure_block(step)
     return lines, True
+
+
+def sample_lines(metrics: dict, rate: float, log: Path) -> list[str]:
+    """The rays and samples of INSTA's steps (metrics.json), the trained samples a second, the held-out PSNR of the
+    last evaluation by each of PSNR_MINUTES of training (log.jsonl) and INSTA_STEPS at the run's rate."""
+    trained = metrics.get("samples_trained_per_step")
+    evaluations = []
+    try:
+        for line in log.read_text().splitlines():
+            record = json.loads(line)
+            if "eval" in record:
+                evaluations.append((record["time"], record["eval"]["psnr"]))
+    except (OSError, ValueError, KeyError):
+        pass
+    by = []
+    for minutes in PSNR_MINUTES:
+        done = [psnr for seconds, psnr in evaluations if seconds <= minutes * 60]
+        by.append(f"{done[-1]:.2f} dB" if done else "—")
+    return [
+        "| rays a step | samples marched a step | samples trained a step | trained samples/s | "
+        + " | ".join(f"PSNR by {m:g} min" for m in PSNR_MINUTES) + f" | {INSTA_STEPS:,} steps at this rate |",
+        "|---:|---:|---:|---:|" + "---:|" * len(PSNR_MINUTES) + "---:|",
+        f"| {metrics.get('rays_per_step', 0):,.0f} | {metrics.get('samples_marched_per_step') or 0:,.0f} | "
+        f"{trained or 0:,.0f} | {(trained or 0) * rate:,.0f} | " + " | ".join(by) + f" | {INSTA_STEPS / rate:,.0f} s |",
+        "",
+    ]
 
 
 def example_row(name: str, step: Step, run: Path, memory_file: Path) -> str:
@@ -264,6 +300,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=Path("outputs/gpu"), help="where the report, logs and INSTA run go")
     parser.add_argument("--minutes", type=float, default=5.0, help="INSTA's training budget on the GPU")
+    parser.add_argument("--resolution", type=int, default=512, help="the synthetic video INSTA trains on, on CUDA")
     parser.add_argument("--quick", action="store_true", help="a test subset and smaller sizes (implied without CUDA)")
     parser.add_argument("--skip-tests", action="store_true", help="leave out step 1 (the CUDA tests ran on their own)")
     parser.add_argument("--example-minutes", type=float, default=1.0, help="each other example's budget on CUDA (0: none)")
@@ -318,8 +355,19 @@ def main() -> int:
     memory_file.unlink(missing_ok=True)
     minutes = min(args.minutes, 1.0) if quick else args.minutes
     insta_flags = ["--out", str(run), "--device", device, "--max-minutes", f"{minutes:g}"]
-    if not cuda:
-        insta_flags += ["--data", str(tiny_video(out / "video")), "--iterations", "3", "--rays", "256", "--eval-frames", "1"]
+    if cuda:  # INSTA's image size, rendered on the GPU in a child (the parent holds no CUDA context)
+        video = out / f"video{args.resolution}"
+        config = f"SyntheticVideoConfig(resolution={args.resolution})"
+        render = (
+            "from headfields.synthetic import SyntheticVideoConfig, make_synthetic_video; "
+            f"make_synthetic_video({str(video)!r}, {config}, device='cuda')"
+        )
+        if not (video / "transforms_train.json").is_file():
+            run_step("video", [python, "-c", render], 1800, logs)
+        insta_flags += ["--data", str(video), "--eval-every", "500", *INSTA_BUDGET_FLAGS]
+    else:  # the same path at a budget the tiny video fills
+        tiny = ["--iterations", "3", "--rays", "256", "--eval-frames", "1", "--samples-per-batch", "2048", "--early-stop", "1e-4"]
+        insta_flags += ["--data", str(tiny_video(out / "video")), *tiny]
     # The budget covers training and evaluation; the synthetic video's first rendering and Warp's compilation come on top.
     insta_cmd = [python, "-c", PEAK_MEMORY_CHILD, str(memory_file), "examples/insta.py", *insta_flags]
     insta = run_step("insta", insta_cmd, minutes * 60 + 1200, logs)

@@ -97,6 +97,14 @@ def test_fallback_insta_figures_match_metrics(fallback_run):
     assert float(psnr) == pytest.approx(metrics["psnr"], abs=0.006) and 5.0 < float(psnr) < 60.0
     assert float(rate) == pytest.approx(metrics["iterations"] / metrics["train_seconds"], rel=0.01, abs=0.006)
     assert float(seconds) == pytest.approx(metrics["train_seconds"], abs=0.06)
+    rays, marched, trained, per_second = re.search(
+        r"^\| ([\d,]+) \| ([\d,]+) \| ([\d,]+) \| ([\d,]+) \| (?:— \| ){3}[\d,]+ s \|$", text, flags=re.M
+    ).groups()  # the sample budget's row: no evaluation in 3 steps, so no PSNR by any minute
+    number = lambda text: float(text.replace(",", ""))  # noqa: E731
+    assert number(rays) == pytest.approx(metrics["rays_per_step"], abs=0.5)
+    assert number(trained) == pytest.approx(metrics["samples_trained_per_step"], abs=0.5) and number(trained) > 0
+    assert number(marched) >= number(trained)
+    assert number(per_second) == pytest.approx(metrics["samples_trained_per_step"] * float(rate), rel=0.02, abs=1)
     memory = json.loads((out / "insta_memory.json").read_text())  # the wrapper ran, and saw no CUDA
     assert memory == {"max_memory_allocated": None, "max_memory_reserved": None}
 
