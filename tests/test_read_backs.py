@@ -5,7 +5,6 @@ The step's drawing of rays, the field, compositing, the loss, the optimiser and 
 nothing back. What still does is listed in ``REMAINING``, each with the work that removes it; a read-back
 anywhere else fails the test, so none comes back unnoticed."""
 
-import pytest
 import torch
 from read_backs import ReadBackSpy
 from tiny_configs import TINY_GRID
@@ -36,8 +35,8 @@ def test_the_spy_sees_a_read_back_in_the_library():
     assert spy.sites == {("__bool__", "checks.py:check_finite"): 1}
 
 
-@pytest.mark.parametrize("early_stop", [None, 1e-4])
-def test_insta_s_step_reads_back_only_where_listed(tiny_video, tmp_path, monkeypatch, early_stop):
+def test_insta_s_step_reads_back_only_where_listed(tiny_video, tmp_path, monkeypatch):
+    """With the sample budget and early termination on: every part of the step without them runs too."""
     train_frames, eval_frames = tiny_video
     parametric = load_model(train_frames.model_path, train_frames.model_type)
     recipe = paper_config(hash_grid=TINY_GRID, warmup_steps=2, occupancy_warmup=3)
@@ -52,7 +51,7 @@ def test_insta_s_step_reads_back_only_where_listed(tiny_video, tmp_path, monkeyp
 
     monkeypatch.setattr(loop._Loop, "train_step", spied)
     config = TrainingConfig(
-        max_iterations=20, rays_per_batch=128, samples_per_batch=2048, early_stop=early_stop, eval_every=0,
+        max_iterations=20, rays_per_batch=128, samples_per_batch=2048, early_stop=1e-4, eval_every=0,
         checkpoint_every=0, log_every=100,
     )  # fmt: skip
     train(model, train_frames, eval_frames, tmp_path / "run", config, log=None)
