@@ -67,9 +67,14 @@ def _pair(pred: Tensor, target: Tensor, weight: Tensor | None, pred_name: str = 
     check_float(pred_name, pred, [None] * pred.dim())
     check_float("target", target, list(pred.shape), device=pred.device)
     if weight is not None:
-        check_float("weight", weight, [pred.shape[0]], device=pred.device)
-        if checking_values() and (weight < 0).any():  # (a read-back: skipped for trusted values)
-            raise ValueError("weight: expected non-negative per-ray weights, got a negative value")
+        _check_weight(weight, pred, "per-ray")
+
+
+def _check_weight(weight: Tensor, like: Tensor, per: str) -> None:
+    """Non-negative weights, one a row of ``like`` (the value check is a read-back: skipped for trusted values)."""
+    check_float("weight", weight, [like.shape[0]], device=like.device)
+    if checking_values() and (weight < 0).any():
+        raise ValueError(f"weight: expected non-negative {per} weights, got a negative value")
 
 
 def _weighted_mean(per_element: Tensor, weight: Tensor | None) -> Tensor:
@@ -212,9 +217,7 @@ def elastic_loss(
     check_float("jacobian", jacobian, [None, 3, 3])
     check_positive("scale", scale)
     if weight is not None:
-        check_float("weight", weight, [jacobian.shape[0]], device=jacobian.device)
-        if checking_values() and (weight < 0).any():  # (a read-back: skipped for trusted values)
-            raise ValueError("weight: expected non-negative per-sample weights, got a negative value")
+        _check_weight(weight, jacobian, "per-sample")
     if jacobian.shape[0] == 0:
         return _zero(jacobian)
     # svdvals: stable gradients even for repeated singular values (e.g. at the identity).
@@ -232,9 +235,7 @@ def magnitude_loss(displacement: Float[Tensor, "N 3"], weight: Float[Tensor, " N
     ``weight [N]`` multiplies each sample's term before the mean. An empty batch gives 0."""
     check_float("displacement", displacement, [None, 3])
     if weight is not None:
-        check_float("weight", weight, [displacement.shape[0]], device=displacement.device)
-        if checking_values() and (weight < 0).any():  # (a read-back: skipped for trusted values)
-            raise ValueError("weight: expected non-negative per-sample weights, got a negative value")
+        _check_weight(weight, displacement, "per-sample")
     return _weighted_mean(displacement.square().sum(dim=-1), weight)
 
 
@@ -245,7 +246,5 @@ def eikonal_loss(gradients: Float[Tensor, "N 3"], weight: Float[Tensor, " N"] | 
     gives 0."""
     check_float("gradients", gradients, [None, 3])
     if weight is not None:
-        check_float("weight", weight, [gradients.shape[0]], device=gradients.device)
-        if checking_values() and (weight < 0).any():  # (a read-back: skipped for trusted values)
-            raise ValueError("weight: expected non-negative per-sample weights, got a negative value")
+        _check_weight(weight, gradients, "per-sample")
     return _weighted_mean((torch.linalg.vector_norm(gradients, dim=-1) - 1.0).square(), weight)

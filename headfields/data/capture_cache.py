@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from ..kernels import num_cpu_threads
+from .frames import SPLITS
 
 __all__ = ["CACHE_MIN_BYTES", "cache_folder", "clear_capture_cache", "load_or_decode", "parallel_map"]
 
@@ -67,7 +68,7 @@ def _sources_key(sources: Sequence[Path]) -> list[list]:
 def clear_capture_cache(root: str | os.PathLike, split: str | None = None) -> None:
     """Remove the cached decoding of capture folder ``root`` (of ``split``, or of every split)."""
     root = Path(root)
-    for s in [split] if split is not None else ["train", "val", "test"]:
+    for s in [split] if split is not None else SPLITS:
         shutil.rmtree(_entry(root, s), ignore_errors=True)
 
 

@@ -125,7 +125,7 @@ def load_insta_dataset(
         root,
         split,
         sources,
-        lambda: _decode(meta, index, image_paths, listed, (h, w), depth_scale),
+        lambda: _decode(meta, index, image_paths, first, listed, (h, w), depth_scale),
         len(frames) * h * w * per_pixel,
         cache,
     )
@@ -385,16 +385,16 @@ def _decode(
     meta: TransformsJson,
     index: list[int],
     image_paths: list[Path],
+    first: _io.ColorImage,
     listed: dict[str, list[Path]],
     size: tuple[int, int],
     depth_scale: float | None,
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Every frame's image, alpha, depth (metres: the PNG's units times ``depth_scale``), labels and mesh,
     decoded in parallel into one array each (no list of frames beside the stack), and each image's (mode, colour
-    family). Every image is checked to be ``size`` (h, w), every other file against the first frame's: its
-    alpha, its mesh's vertex count and faces."""
-    n, first = len(image_paths), _io.read_color_image(image_paths[0])
-    h, w = size
+    family); ``first``: the first image, read already. Every image is checked to be ``size`` (h, w), every other
+    file against the first frame's: its alpha, its mesh's vertex count and faces."""
+    n, (h, w) = len(image_paths), size
     arrays = {"rgb": np.empty((n, *size, 3), dtype=np.uint8)}
     if first.alpha is not None:
         arrays["alpha"] = np.empty((n, *size), dtype=np.uint8)
@@ -414,6 +414,7 @@ def _decode(
         return read.mode, read.family
 
     kinds = capture_cache.parallel_map(image, range(n))
+
     def metres(path: Path) -> np.ndarray:  # a frame's units in float64, stored in float32
         return (_io.read_uint16(path) * depth_scale).astype(np.float32)
 

@@ -271,10 +271,9 @@ class OccupancyGrid(nn.Module):
         """Evaluate ``density_fn`` (world points ``[M,3]`` -> densities ``[M]``) at one random point inside each
         of ``num_cells`` distinct random cells (all cells when None) and of ``num_occupied`` random cells drawn
         (with repeats) among those whose occupancy is above ``threshold`` (uniformly over all cells when none is);
-        every cell's occupancy decays by
-        ``decay`` and takes the maximum with the densities found in it. The bitfield is then ``occupancy >
-        threshold`` everywhere. This is instant-ngp's update (``update_density_grid_nerf``: uniform and
-        "non-uniform" samples, ``ema_grid_samples_nerf``'s decayed maximum).
+        every cell's occupancy decays by ``decay`` and takes the maximum with the densities found in it. The
+        bitfield is then ``occupancy > threshold`` everywhere. This is instant-ngp's update
+        (``update_density_grid_nerf``: uniform and "non-uniform" samples, ``ema_grid_samples_nerf``'s decayed maximum).
 
         With ``cap_at_mean`` the threshold is ``min(threshold, mean occupancy)`` (instant-ngp's rule), so a
         young field whose values are all still small keeps its densest cells instead of being pruned away.

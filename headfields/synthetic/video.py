@@ -31,6 +31,7 @@ from torch import Tensor
 
 from ..checks import check_count, check_positive
 from ..data import FrameSet, TrackedParams, save_insta_dataset
+from ..data.capture_cache import cache_folder
 from ..geometry import TriangleMesh
 from ..parametric import load_model
 from ..parametric.head import Head
@@ -250,7 +251,7 @@ def cached_synthetic_video(
     if glasses is not None:
         config = replace(config, glasses=glasses)
     if cache_dir is None:
-        cache_dir = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "headfields"
+        cache_dir = cache_folder()
     key = hashlib.sha256(_cache_text(config).encode()).hexdigest()[:16]
     kind = "orbit" if config.orbit else "head"
     kind += ("_hair" if config.hair_volume else "") + ("_glasses" if config.glasses else "")
