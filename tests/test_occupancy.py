@@ -395,9 +395,9 @@ def test_march_fixed_holds_the_march_then_zero_length_padding(device):
     grid = sphere_grid(device)
     origins, dirs = camera_rays(300, seed=3, device=device)
     full = grid.march(origins, dirs, **STEPS)
-    fixed, overflow = grid.march_fixed(origins, dirs, len(full) + 77, **STEPS)
-    assert len(fixed) == len(full) + 77 and not bool(overflow)
-    n = len(full)
+    slots = grid.march_fixed(origins, dirs, len(full) + 77, **STEPS)
+    fixed, n = slots.samples, len(full)
+    assert len(fixed) == n + 77 and int(slots.count) == n and bool(slots.fits.all())
     assert torch.equal(fixed.ray[:n], full.ray) and torch.equal(fixed.t_start[:n], full.t_start)
     assert torch.equal(fixed.t_end[:n], full.t_end)
     assert bool((fixed.ray[n:] == 299).all()) and bool((fixed.deltas[n:] == 0).all())
@@ -417,10 +417,14 @@ def test_march_fixed_cuts_what_does_not_fit_and_says_so(device):
     origins, dirs = camera_rays(300, seed=4, device=device)
     full = grid.march(origins, dirs, **STEPS)
     capacity = len(full) // 3
-    fixed, overflow = grid.march_fixed(origins, dirs, capacity, **STEPS)
-    assert bool(overflow) and len(fixed) == capacity
+    slots = grid.march_fixed(origins, dirs, capacity, **STEPS)
+    fixed = slots.samples
+    assert len(fixed) == capacity and int(slots.count) == capacity
     # The slots hold exactly the march's first samples: later rays' samples are the ones cut.
     assert torch.equal(fixed.ray, full.ray[:capacity]) and torch.equal(fixed.t_start, full.t_start[:capacity])
+    # A ray fits if all of its samples are in the slots: the rays before the one the cut crosses.
+    per_ray_end = torch.cumsum(full.counts(), 0)
+    assert torch.equal(slots.fits, (per_ray_end <= capacity) | (full.counts() == 0)) and not bool(slots.fits.all())
 
 
 def test_march_fixed_and_compositing_read_nothing_back(monkeypatch):
@@ -435,13 +439,14 @@ def test_march_fixed_and_compositing_read_nothing_back(monkeypatch):
 
     for name in ("item", "tolist", "__bool__", "__int__", "__float__", "__index__"):
         monkeypatch.setattr(torch.Tensor, name, refuse)
-    samples, overflow = grid.march_fixed(origins, dirs, 16384, validate=False, **STEPS)
+    slots = grid.march_fixed(origins, dirs, 16384, validate=False, **STEPS)
+    samples = slots.samples
     density, rgb = torch.ones(16384), torch.full((16384, 3), 0.5)
     result = composite(samples, density, rgb, background=torch.zeros(3), validate=False)
     with pytest.raises(AssertionError, match="read back"):  # the watch works: the checks read values
         composite(samples, density, rgb)
     monkeypatch.undo()
-    assert result.rgb.shape == (300, 3) and not bool(overflow)
+    assert result.rgb.shape == (300, 3) and bool(slots.fits.all())
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
@@ -454,8 +459,8 @@ def test_march_fixed_and_compositing_replay_in_a_cuda_graph():
     rgb = torch.rand(8192, 3, device=device)
 
     def step():
-        samples, overflow = grid.march_fixed(static_origins, static_dirs, 8192, validate=False, **STEPS)
-        return composite(samples, density, rgb, validate=False).rgb, overflow
+        slots = grid.march_fixed(static_origins, static_dirs, 8192, validate=False, **STEPS)
+        return composite(slots.samples, density, rgb, validate=False).rgb, slots.fits
 
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
@@ -464,14 +469,14 @@ def test_march_fixed_and_compositing_replay_in_a_cuda_graph():
     torch.cuda.current_stream().wait_stream(stream)
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
-        out, overflow = step()
+        out, fits = step()
     new_origins, new_dirs = camera_rays(300, seed=7, device=device)
     static_origins.copy_(new_origins)
     static_dirs.copy_(new_dirs)
     graph.replay()
-    want, want_overflow = grid.march_fixed(new_origins, new_dirs, 8192, **STEPS)
-    torch.testing.assert_close(out, composite(want, density, rgb).rgb)
-    assert bool(overflow) == bool(want_overflow)
+    want = grid.march_fixed(new_origins, new_dirs, 8192, **STEPS)
+    torch.testing.assert_close(out, composite(want.samples, density, rgb).rgb)
+    assert torch.equal(fits, want.fits)
 
 
 def test_march_fixed_bad_input():

@@ -78,7 +78,7 @@ def test_early_termination_trains_what_is_in_front_of_the_threshold(eps, head):
     cut = render_nerf(field, rays, head, samples, background, early_stop=eps)
     expected = _kept_by_loop(field, rays, samples, eps, head)
     assert 0 < int(expected.sum()) < len(samples)  # the slab hides some samples and not all
-    assert cut.marched == full.marched == len(samples)
+    assert cut.count.marched == full.count.marched == len(samples) and cut.count.trained == len(cut.samples)
     torch.testing.assert_close(cut.samples.t_start, samples.t_start[expected], rtol=0, atol=0)
     torch.testing.assert_close(cut.samples.ray, samples.ray[expected], rtol=0, atol=0)
     # The samples left out weigh less than eps together: each ray's colour and opacity move by less.
@@ -98,7 +98,7 @@ def test_without_gradients_every_sample_is_rendered(head):
     rays, samples = _rays_and_samples(4, 32, 4.0)
     with torch.no_grad():
         out = render_nerf(field, rays, head, samples, early_stop=EARLY_STOP_TRANSMITTANCE)
-    assert len(out.samples) == out.marched == len(samples)
+    assert len(out.samples) == out.count.marched == out.count.trained == len(samples)
 
 
 @pytest.mark.parametrize("eps", [0, 1, -1e-4, math.nan, "1e-4"])
@@ -176,8 +176,10 @@ def test_budget_settings_are_checked():
             TrainingConfig(early_stop=bad)
 
 
-def test_insta_under_a_budget_logs_its_samples_and_resumes_exactly(tiny_video, tmp_path):
-    """INSTA's step counts what it marched and trained; a run stopped and resumed draws the rays it would have."""
+@pytest.mark.parametrize("fixed_shapes", [False, True])
+def test_insta_under_a_budget_logs_its_samples_and_resumes_exactly(tiny_video, tmp_path, fixed_shapes):
+    """INSTA's step counts what it marched and trained; a run stopped and resumed draws the rays it would have
+    (with fixed shapes, the counts still pending at the checkpoint are in it)."""
     train_frames, eval_frames = tiny_video
     parametric = load_model(train_frames.model_path, train_frames.model_type)
 
@@ -186,17 +188,18 @@ def test_insta_under_a_budget_logs_its_samples_and_resumes_exactly(tiny_video, t
         model = Insta(parametric, train_frames.segmentation_labels, TINY_INSTA)
         config = TrainingConfig(
             max_iterations=steps, rays_per_batch=64, samples_per_batch=2000, early_stop=EARLY_STOP_TRANSMITTANCE,
-            eval_every=0, checkpoint_every=2, log_every=1,
+            fixed_shapes=fixed_shapes, eval_every=0, checkpoint_every=2, log_every=1,
         )  # fmt: skip
         return train(model, train_frames, eval_frames, folder, config, log=None), model
 
-    whole, model = run(tmp_path / "whole", 4)
-    run(tmp_path / "parts", 2)
-    parts, resumed = run(tmp_path / "parts", 4)
-    logged = [r for r in _log(tmp_path / "whole") if "loss" in r]
+    steps = 6 if fixed_shapes else 4  # fixed shapes: the counts of step k set the rays of step k + 3
+    whole, model = run(tmp_path / "whole", steps)
+    run(tmp_path / "parts", steps // 2)
+    parts, resumed = run(tmp_path / "parts", steps)
+    logged = [r for r in _log(tmp_path / "whole") if "rays" in r]
     assert all(0 < r["samples"]["trained"] <= r["samples"]["marched"] for r in logged)
-    assert [r["rays"] for r in logged] == [r["rays"] for r in _log(tmp_path / "parts") if "loss" in r]
-    assert logged[0]["rays"] == 64 and logged[1]["rays"] != 64  # the budget set the second step's rays
+    assert [r["rays"] for r in logged] == [r["rays"] for r in _log(tmp_path / "parts") if "rays" in r]
+    assert logged[0]["rays"] == 64 and logged[-1]["rays"] != 64  # the budget set the later steps' rays
     assert whole["samples_trained_per_step"] == parts["samples_trained_per_step"] > 0
     for a, b in zip(model.state_dict().values(), resumed.state_dict().values(), strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0)

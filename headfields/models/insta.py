@@ -39,9 +39,9 @@ from ..losses import (
     ngp_huber_loss,
 )
 from ..parametric import Head, SubjectModel
-from ..renderers import CPU_SHELL, NerfRender, OccupancySampler, Rays, render_nerf
+from ..renderers import CPU_SHELL, NerfRender, OccupancySampler, Rays, SampleSlots, render_nerf
 from ..renderers.occupancy import CONE_ANGLE, GRID_WARMUP_STEPS, INSTA_CONE_ANGLE
-from ..training import OptimizerConfig, RayBatch, SampleCount, StepOutput
+from ..training import OptimizerConfig, RayBatch, StepOutput
 
 __all__ = [
     "INSTA_HASH_GRID",
@@ -285,11 +285,16 @@ class Insta(nn.Module):
         return [{"params": rest}, *([{"params": grid, "weight_decay": 0.0}] if grid else [])]
 
     def render(
-        self, rays: Rays, head: Head, generator: torch.Generator | None = None, early_stop: float | None = None
+        self,
+        rays: Rays,
+        head: Head,
+        generator: torch.Generator | None = None,
+        early_stop: float | None = None,
+        slots: SampleSlots | None = None,
     ) -> NerfRender:
-        """The rays rendered; ``early_stop``: :func:`~headfields.renderers.render_nerf`'s early termination."""
+        """The rays rendered; ``early_stop`` and ``slots``: :func:`~headfields.renderers.render_nerf`'s."""
         background = torch.tensor(self.config.background, device=rays.origins.device)
-        return render_nerf(self.field, rays, head, self.sampler, background, generator, early_stop)
+        return render_nerf(self.field, rays, head, self.sampler, background, generator, early_stop, slots)
 
     def render_rays(self, rays: Rays, head: Head) -> torch.Tensor:
         return self.render(rays, head).composite.rgb
@@ -299,22 +304,24 @@ class Insta(nn.Module):
 
     def training_step(self, batch: RayBatch, step: int) -> StepOutput:
         c = self.config
-        rendered = self.render(batch.rays, batch.head, batch.generator, batch.early_stop)
+        rendered = self.render(batch.rays, batch.head, batch.generator, batch.early_stop, batch.slots)
         result = rendered.composite
         weight = None
         if step >= c.warmup_steps and batch.segmentation is not None:
             weight = torch.where(torch.isin(batch.segmentation, self.mouth_codes), c.mouth_weight, 1.0)
+        if rendered.fits is not None:  # rays past the fixed slots have no samples: out of the loss
+            weight = rendered.fits.to(result.rgb.dtype) * (1.0 if weight is None else weight)
         loss = ngp_huber_loss(result.rgb, batch.rgb, delta=c.huber_delta, weight=weight)
         logs = {}
         # INSTA's depth prior needs the segmentation: without it no ray is on the allow-list.
         if c.depth_weight > 0 and batch.segmentation is not None:
             prior = mesh_depth(batch.head, batch.rays)
             keep = (prior > 0) & torch.isin(batch.segmentation, self.depth_codes)
+            keep = keep if rendered.fits is None else keep & rendered.fits
             # Summed over the kept rays and divided by all of them (instant-ngp divides every ray's gradient by the
             # number of rays): the mean over the kept rays times their share.
             share = keep.sum() / max(keep.numel(), 1)  # (a tensor: no read-back)
             depth = depth_loss(result.depth, prior, keep) * share
             loss = loss + c.depth_weight * depth
             logs["depth"] = depth.detach()  # read when the loop logs, not every step
-        samples = SampleCount(rendered.marched, len(rendered.samples))
-        return StepOutput(loss=loss, rgb=result.rgb, logs=logs, samples=samples)
+        return StepOutput(loss=loss, rgb=result.rgb, logs=logs, samples=rendered.count)

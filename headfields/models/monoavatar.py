@@ -37,7 +37,7 @@ from ..losses import mse_loss
 from ..parametric import Head, SubjectModel
 from ..renderers import CPU_SHELL, NerfRender, Rays, StratifiedSampler, importance_samples, render_nerf
 from ..renderers.hierarchical import merge_samples
-from ..training import OptimizerConfig, RayBatch, SampleCount, StepOutput
+from ..training import OptimizerConfig, RayBatch, StepOutput
 
 __all__ = ["MonoAvatar", "MonoAvatarConfig", "cpu_config", "paper_config"]
 
@@ -197,6 +197,8 @@ class MonoAvatar(nn.Module):
             self.correction.set_step(step)
 
     def training_step(self, batch: RayBatch, step: int) -> StepOutput:
+        if batch.slots is not None:
+            raise ValueError("fixed_shapes: expected a model that marches an occupancy grid (INSTA), got MonoAvatar")
         coarse, out = self.render_passes(batch.rays, batch.head, batch.generator, batch.early_stop)
         coarse_loss, fine_loss = mse_loss(coarse.composite.rgb, batch.rgb), mse_loss(out.composite.rgb, batch.rgb)
         loss = coarse_loss + fine_loss  # NeRF: both passes supervised alike
@@ -210,5 +212,4 @@ class MonoAvatar(nn.Module):
             terms = self.correction.regularizers(in_head, frame)
             loss = loss + terms.total
             logs.update(elastic=float(terms.elastic.detach()), magnitude=float(terms.magnitude.detach()))
-        samples = SampleCount(coarse.marched, len(coarse.samples)) + SampleCount(out.marched, len(out.samples))
-        return StepOutput(loss=loss, rgb=out.composite.rgb, logs=logs, samples=samples)
+        return StepOutput(loss=loss, rgb=out.composite.rgb, logs=logs, samples=coarse.count + out.count)

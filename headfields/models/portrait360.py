@@ -32,8 +32,8 @@ from ..encoders import HashGrid, HashGridConfig, SphericalHarmonics
 from ..fields import FrameCondition, NerfField, UnitBox, inflated_box, padded_box
 from ..losses import HUBER_DELTA, huber_loss
 from ..parametric import Head, SubjectModel, require_parametric_model
-from ..renderers import CPU_SHELL, NerfRender, Rays, StratifiedSampler, render_nerf, view_angles, view_bins
-from ..training import OptimizerConfig, RayBatch, SampleCount, StepOutput
+from ..renderers import CPU_SHELL, NerfRender, Rays, SampleSlots, StratifiedSampler, render_nerf, view_angles, view_bins
+from ..training import OptimizerConfig, RayBatch, StepOutput
 
 __all__ = ["Portrait360", "Portrait360Config", "cpu_config", "paper_config"]
 
@@ -145,17 +145,23 @@ class Portrait360(nn.Module):
         return view_bins(view_angles(frames.cameras.to(centers.device), facing, centers))
 
     def render(
-        self, rays: Rays, head: Head, generator: torch.Generator | None = None, early_stop: float | None = None
+        self,
+        rays: Rays,
+        head: Head,
+        generator: torch.Generator | None = None,
+        early_stop: float | None = None,
+        slots: SampleSlots | None = None,
     ) -> NerfRender:
-        """The rays rendered; ``early_stop``: :func:`~headfields.renderers.render_nerf`'s early termination."""
+        """The rays rendered; ``early_stop`` and ``slots``: :func:`~headfields.renderers.render_nerf`'s."""
         background = torch.tensor(self.config.background, device=rays.origins.device)
-        return render_nerf(self.field, rays, head, self.sampler, background, generator, early_stop)
+        return render_nerf(self.field, rays, head, self.sampler, background, generator, early_stop, slots)
 
     def render_rays(self, rays: Rays, head: Head) -> Tensor:
         return self.render(rays, head).composite.rgb
 
     def training_step(self, batch: RayBatch, step: int) -> StepOutput:
-        rendered = self.render(batch.rays, batch.head, batch.generator, batch.early_stop)
-        result, samples = rendered.composite, SampleCount(rendered.marched, len(rendered.samples))
-        loss = huber_loss(result.rgb, batch.rgb, delta=self.config.huber_delta)
-        return StepOutput(loss=loss, rgb=result.rgb, logs={}, samples=samples)
+        rendered = self.render(batch.rays, batch.head, batch.generator, batch.early_stop, batch.slots)
+        result = rendered.composite
+        weight = None if rendered.fits is None else rendered.fits.to(result.rgb.dtype)  # rays past the slots: out
+        loss = huber_loss(result.rgb, batch.rgb, delta=self.config.huber_delta, weight=weight)
+        return StepOutput(loss=loss, rgb=result.rgb, logs={}, samples=rendered.count)

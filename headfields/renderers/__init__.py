@@ -41,13 +41,16 @@ from .compositing import Composite, composite  # noqa: E402
 from .hierarchical import importance_samples, merge_samples  # noqa: E402
 from .mesh_sampler import CPU_SHELL, mesh_guided_filter  # noqa: E402
 from .occupancy import OccupancyGrid  # noqa: E402
-from .samples import BoxHit, PackedSamples, ray_aabb, stratified_samples  # noqa: E402
+from .samples import BoxHit, PackedSamples, SampleCount, SampleSlots, SlotSamples, ray_aabb, stratified_samples  # noqa: E402
 
 __all__ += [
     "BoxHit",
     "Composite",
     "OccupancyGrid",
     "PackedSamples",
+    "SampleCount",
+    "SampleSlots",
+    "SlotSamples",
     "composite",
     "importance_samples",
     "merge_samples",

@@ -6,7 +6,7 @@ face within ``max_distance``, and a far one at the first bounding boxes out of r
 
 from __future__ import annotations
 
-from jaxtyping import Float, Int
+from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from ..checks import IntLike
@@ -28,7 +28,19 @@ def mesh_guided_filter(
 ) -> PackedSamples:
     """The samples whose midpoint lies within ``max_distance`` of frame ``frame[ray]`` of ``mesh``
     (``max_distance`` is checked by :func:`~headfields.geometry.within_distance`)."""
+    return samples.select(near_mesh(samples, origins, dirs, mesh, frame, max_distance))
+
+
+def near_mesh(
+    samples: PackedSamples,
+    origins: Float[Tensor, "R 3"],
+    dirs: Float[Tensor, "R 3"],
+    mesh: TriangleMesh,
+    frame: Int[Tensor, " R"] | IntLike | None,
+    max_distance: float,
+) -> Bool[Tensor, " S"]:
+    """Which samples :func:`mesh_guided_filter` keeps (for samples in fixed slots, which compact instead)."""
     frame = mesh.frame_index(frame, samples.num_rays)
     points = samples.midpoints(origins, dirs)
     # Any face within reach answers: no search for the closest one (within_distance).
-    return samples.select(within_distance(mesh, points.detach(), max_distance, frame[samples.ray]))
+    return within_distance(mesh, points.detach(), max_distance, frame[samples.ray])

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from .. import kernels as _warp
 from ..checks import IntLike, check_count, check_float, check_nonzero_rows, check_positive, validation
-from .samples import PackedSamples, _check_aabb, per_ray, ray_aabb
+from .samples import PackedSamples, SlotSamples, _check_aabb, per_ray, ray_aabb
 
 RESOLUTION = 128  # instant-ngp / INSTA: NERF_GRIDSIZE() = 128 (nerf.h), one grid over its unit cube
 # instant-ngp's step (testbed_nerf.cu, calc_dt): dt = clamp(t * cone_angle, sqrt(3)/1024, max) in its unit cube,
@@ -338,7 +338,7 @@ class OccupancyGrid(nn.Module):
         ``validate=False`` skips the checks of the rays' values (the caller guarantees them).
 
         The number of samples is known only after the count pass (one host synchronisation on CUDA); for a fixed
-        number, see :meth:`march_fixed`.
+        number of slots, see :meth:`march_fixed`.
         """
         with validation(validate):
             rays = self._rays(origins, dirs, near, far, step_size, cone_angle, max_step, max_samples_per_ray)
@@ -359,14 +359,14 @@ class OccupancyGrid(nn.Module):
         max_step: float | None = None,
         max_samples_per_ray: IntLike = MAX_SAMPLES_PER_RAY,
         validate: bool = True,
-    ) -> tuple[PackedSamples, Bool[Tensor, ""]]:
-        """:meth:`march` into exactly ``capacity`` samples, with no host synchronisation (``validate=False``, and
+    ) -> SlotSamples:
+        """:meth:`march` into exactly ``capacity`` slots, with no host synchronisation (``validate=False``, and
         ``step_size`` and ``max_step`` given or the box's defaults): shapes that do not depend on the grid's
         contents, so the march can be captured in a CUDA graph and replayed.
 
-        The samples of :meth:`march` come first; the slots left over are zero-length intervals at the end of
-        the last ray (weight 0 when composited). If the rays need more than ``capacity`` samples, each ray's
-        samples past the last slot are cut and the returned flag (a bool tensor, read it when convenient) is True.
+        The samples of :meth:`march` come first, then zero-length padding at the end of the last ray (weight 0 when
+        composited). Rays whose samples run past the last slot do not fit (``fits`` False): the one that crosses it
+        is cut there, the later ones have none (those without samples fit).
         """
         capacity = check_count("capacity", capacity, 1)
         with validation(validate):
@@ -375,7 +375,9 @@ class OccupancyGrid(nn.Module):
             raise ValueError("origins: expected at least one ray for march_fixed's padding, got none")
         count = self._count(rays)
         end = torch.cumsum(count, dim=0)
-        return self._write(rays, count, end, capacity), end[-1] > capacity
+        samples = self._write(rays, count, end, capacity)
+        fits = (end <= capacity) | (count == 0)  # a ray without samples renders right anywhere
+        return SlotSamples(samples, end[-1].clamp(max=capacity), end[-1], fits)
 
     def _rays(self, origins, dirs, near, far, step_size, cone_angle, max_step, max_samples_per_ray) -> _MarchRays:
         """The rays' float32 copies clipped to the box, and the step parameters, checked."""

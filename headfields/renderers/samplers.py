@@ -21,9 +21,9 @@ from torch import Tensor, nn
 from ..checks import check_count, check_positive, trusted_values
 from ..parametric import Head
 from .cameras import Rays
-from .mesh_sampler import mesh_guided_filter
+from .mesh_sampler import mesh_guided_filter, near_mesh
 from .occupancy import CONE_ANGLE, GRID_OCCUPIED_FRACTION, GRID_UNIFORM_FRACTION, GRID_WARMUP_STEPS, OccupancyGrid
-from .samples import PackedSamples, ray_aabb, stratified_samples
+from .samples import PackedSamples, SlotSamples, ray_aabb, stratified_samples
 
 __all__ = ["OccupancySampler", "StratifiedSampler", "ray_bounds"]
 
@@ -89,9 +89,19 @@ class OccupancySampler(nn.Module):
         check_positive("shell", shell)
         self.every, self.decay, self.threshold, self.shell = check_count("every", every, 0), decay, threshold, shell
 
-    def forward(self, rays: Rays, head: Head, field=None, generator: torch.Generator | None = None) -> PackedSamples:
-        samples = self.grid.march(rays.origins, rays.directions, step_size=self.step_size)
-        return _shell(samples, rays, head, self.shell)
+    def forward(
+        self, rays: Rays, head: Head, field=None, generator: torch.Generator | None = None, slots: int | None = None
+    ) -> PackedSamples | SlotSamples:
+        """The march's samples; with ``slots``, in that many slots (:meth:`OccupancyGrid.march_fixed`: nothing read
+        back), the shell's samples compacted in place."""
+        if slots is None:
+            samples = self.grid.march(rays.origins, rays.directions, step_size=self.step_size)
+            return _shell(samples, rays, head, self.shell)
+        fixed = self.grid.march_fixed(rays.origins, rays.directions, slots, step_size=self.step_size)
+        if self.shell is None:
+            return fixed
+        keep = near_mesh(fixed.samples, rays.origins, rays.directions, head.posed_mesh, rays.frame, self.shell)
+        return fixed.compact(keep, slots)
 
     def refresh(self, field: Callable, head: Head, step: int) -> None:
         """On every ``every``-th step: a random frame (seeded by the step) warps every cell's random point

@@ -87,10 +87,94 @@ class PackedSamples:
 
     def select(self, keep: Bool[Tensor, " S"]) -> PackedSamples:
         """The samples where ``keep`` is True (order, hence sorting, is preserved)."""
-        check_shape("keep", keep, [len(self)], device=self.device)
-        if keep.dtype != torch.bool:
-            raise TypeError(f"keep: expected a bool tensor, got {keep.dtype}")
+        _check_keep(keep, len(self), self.device)
         return PackedSamples._trusted(self.ray[keep], self.t_start[keep], self.t_end[keep], self.num_rays)
+
+
+def _check_keep(keep: Tensor, samples: int, device: torch.device) -> None:
+    check_shape("keep", keep, [samples], device=device)
+    if keep.dtype != torch.bool:
+        raise TypeError(f"keep: expected a bool tensor, got {keep.dtype}")
+
+
+Count = int | Int[Tensor, ""]  # a host number, or a device one read when convenient (fixed slots: no read-back)
+
+
+@dataclass(frozen=True)
+class SampleCount:
+    """The samples of a training step: those its samplers placed along the rays (``marched``), those the field was
+    trained on (``trained``: fewer after early termination) and the rays left out because their samples did not fit
+    fixed slots (``dropped``). A sample budget (``TrainingConfig.samples_per_batch``) counts ``trained``; with fixed
+    slots the counts are 0-d device tensors and ``trained`` counts the samples the rays wanted, dropped ones too."""
+
+    marched: Count
+    trained: Count
+    dropped: Count = 0
+
+    def __add__(self, other: SampleCount) -> SampleCount:  # a model with two passes (NeRF's coarse and fine)
+        return SampleCount(self.marched + other.marched, self.trained + other.trained, self.dropped + other.dropped)
+
+
+@dataclass(frozen=True)
+class SampleSlots:
+    """Fixed sizes for a step's samples (``TrainingConfig.fixed_shapes``): ``march`` slots the march fills and
+    ``train`` slots for the samples trained after early termination (``train`` alone without it)."""
+
+    march: int
+    train: int
+
+    def __post_init__(self) -> None:
+        check_count("march", self.march, 1)
+        check_count("train", self.train, 1)
+
+
+@dataclass
+class SlotSamples:
+    """Packed samples in a fixed number of slots, a size that does not depend on the data (no host synchronisation;
+    instant-ngp pads its buffers the same way): the samples first, then zero-length intervals at the far end of
+    the last ray (weight 0 when composited). The rays whose samples did not all fit have none (``fits`` False): a
+    loss leaves them out, as instant-ngp's does with the rays past its compacted buffer. They are the last rays:
+    rays fit in order."""
+
+    samples: PackedSamples  # exactly ``slots`` samples
+    count: Int[Tensor, ""]  # the samples in the slots; the rest is padding
+    wanted: Int[Tensor, ""]  # the samples the rays had for the slots, fitting or not (more than count when some did not)
+    fits: Bool[Tensor, " R"]  # the rays whose samples are all in the slots
+
+    @property
+    def slots(self) -> int:
+        return len(self.samples)
+
+    def real(self) -> Bool[Tensor, " S"]:
+        """The slots that hold a sample (not padding)."""
+        return torch.arange(self.slots, device=self.count.device) < self.count
+
+    def compact(self, keep: Bool[Tensor, " S"], slots: IntLike) -> SlotSamples:
+        """The samples where ``keep`` is True, in order, into ``slots`` slots: a ray keeps its kept samples if they
+        all fit after those of the rays before it (those that did not fit included), else it has none and stops
+        fitting."""
+        slots = check_count("slots", slots, 1)
+        _check_keep(keep, self.slots, self.count.device)
+        s, device = self.samples, self.count.device
+        keep = keep & self.real() & self.fits[s.ray]
+        wanted = keep.sum()
+        # Kept samples through each ray's last slot (the slot before the next ray's first; -1: none yet).
+        first = s.first()
+        last_slot = torch.cat([first[1:], first.new_full((1,), self.slots)]) - 1
+        through = torch.where(last_slot >= 0, torch.cumsum(keep, 0)[last_slot.clamp(min=0)], 0)
+        mine = torch.zeros_like(through).index_add_(0, s.ray, keep.to(through.dtype))
+        fits = self.fits & ((through <= slots) | (mine == 0))  # a ray with nothing to train fits anywhere
+        keep = keep & fits[s.ray]
+        count = keep.sum()
+        # Each kept sample's place; the others go to a spare place past the end, cut off.
+        place = torch.where(keep, torch.cumsum(keep, 0) - 1, slots)
+        source = torch.zeros(slots + 1, dtype=torch.long, device=device)
+        source = source.scatter_(0, place, torch.arange(self.slots, device=device))[:slots]
+        pad = torch.arange(slots, device=device) >= count
+        far = s.t_end[-1:].expand(slots)  # the far end of the last slot: padding stays behind every sample of the last ray
+        ray = torch.where(pad, s.num_rays - 1, s.ray[source])
+        start, end = torch.where(pad, far, s.t_start[source]), torch.where(pad, far, s.t_end[source])
+        return SlotSamples(PackedSamples._trusted(ray, start, end, s.num_rays), count, wanted, fits)
 
 
 @dataclass

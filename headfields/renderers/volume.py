@@ -12,11 +12,12 @@ nerfacc's early termination): a pass without gradient finds them, then the field
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from jaxtyping import Float
+from jaxtyping import Bool, Float
 from torch import Tensor, nn
 
 from ..checks import check_count, check_positive, trusted_values
@@ -26,7 +27,7 @@ from .cameras import Rays, check_rays
 from .compositing import Composite, accumulate, composite, composite_alpha, transmittance
 from .neus import NEUS_BASE_INV_S, NEUS_NUM_SAMPLES, NEUS_ROUNDS, NEUS_SAMPLES_PER_ROUND, neus_rays
 from .samplers import ray_bounds
-from .samples import PackedSamples
+from .samples import PackedSamples, SampleCount, SampleSlots
 
 __all__ = ["EARLY_STOP_TRANSMITTANCE", "NerfRender", "NeusRender", "NeusSampler", "render_nerf", "render_neus"]
 
@@ -41,7 +42,8 @@ class NerfRender:
     samples: PackedSamples
     points: Float[Tensor, "S 3"]  # the samples' midpoints (world)
     field: FieldOutput  # the field at those points
-    marched: int  # the samples the sampler gave; ``samples`` holds those rendered (fewer after early termination)
+    count: SampleCount  # the samples the sampler gave and those rendered (fewer after early termination)
+    fits: Bool[Tensor, " R"] | None = None  # with slots: the rays whose samples fit them (leave the others out of a loss)
 
 
 def render_nerf(
@@ -52,6 +54,7 @@ def render_nerf(
     background: Float[Tensor, " 3"] | None = None,
     generator: torch.Generator | None = None,
     early_stop: float | None = None,
+    slots: SampleSlots | None = None,
 ) -> NerfRender:
     """``sampler``'s samples along ``rays``, the field's density and colour there, composited over ``background``.
     ``sampler`` may also be samples drawn already (NeRF's fine pass: :func:`~headfields.renderers.hierarchical.merge_samples`
@@ -63,21 +66,55 @@ def render_nerf(
     (of the samples before them on their ray) is at least ``early_stop``; the others are left out of the
     composite, which changes each ray's colour by less than ``early_stop``. It pays where many samples lie behind
     the surface (a large box, no shell); where few do, the extra pass costs more than it saves. Without gradients
-    it is not applied (the one pass is cheaper)."""
+    it is not applied (the one pass is cheaper).
+
+    ``slots`` (``TrainingConfig.fixed_shapes``): shapes that do not depend on the data, so nothing is read back to
+    the host (on CUDA the GPU never waits for Python): the sampler marches into ``slots.march`` slots, then the
+    samples trained (those in front of ``early_stop``, or all) are compacted into ``slots.train``; rays whose samples do not fit are
+    rendered empty and marked in ``fits``, and the counts are device tensors. The sampler must take ``slots``
+    (:class:`~headfields.renderers.OccupancySampler`)."""
     check_rays(rays, head.num_frames, head.vertices.device)
     if isinstance(sampler, PackedSamples) and sampler.num_rays != rays.origins.shape[0]:
         raise ValueError(f"sampler: expected samples on the {rays.origins.shape[0]} rays, got {sampler.num_rays} rays")
     if early_stop is not None and not (isinstance(early_stop, int | float) and 0 < early_stop < 1):
         raise ValueError(f"early_stop: expected a transmittance in (0, 1) or None, got {early_stop!r}")
+    stopping = early_stop is not None and torch.is_grad_enabled()
+    if slots is not None:
+        if not isinstance(slots, SampleSlots):
+            raise TypeError(f"slots: expected SampleSlots or None, got {type(slots).__name__}")
+        if isinstance(sampler, PackedSamples) or "slots" not in inspect.signature(sampler.forward).parameters:
+            raise ValueError(
+                f"slots: expected a sampler that marches into fixed slots (OccupancySampler: TrainingConfig.fixed_shapes "
+                f"needs one), got {type(sampler).__name__}"
+            )
     with trusted_values():
+        if slots is not None:
+            return _render_slots(field, rays, head, sampler, background, generator, early_stop if stopping else None, slots)
         samples = sampler if isinstance(sampler, PackedSamples) else sampler(rays, head, field, generator)
         marched = len(samples)
         x = samples.midpoints(rays.origins, rays.directions)
-        if early_stop is not None and torch.is_grad_enabled() and marched:
+        if stopping and marched:
             keep = _in_front(field, samples, x, rays, head, early_stop)
             samples, x = samples.select(keep), x[keep]
         out = field(x, rays.directions[samples.ray], rays.frame[samples.ray], head)
-        return NerfRender(composite(samples, out.density, out.rgb, background), samples, x, out, marched)
+        count = SampleCount(marched, len(samples))
+        return NerfRender(composite(samples, out.density, out.rgb, background), samples, x, out, count)
+
+
+def _render_slots(field, rays, head, sampler, background, generator, early_stop, slots: SampleSlots) -> NerfRender:
+    """:func:`render_nerf` in fixed slots: no value read back."""
+    fixed = sampler(rays, head, field, generator, slots=slots.march)
+    marched = fixed.wanted  # every ray's samples, those past the slots too
+    if early_stop is not None:
+        x = fixed.samples.midpoints(rays.origins, rays.directions)
+        fixed = fixed.compact(_in_front(field, fixed.samples, x, rays, head, early_stop), slots.train)
+    elif slots.train != slots.march:
+        fixed = fixed.compact(fixed.real(), slots.train)
+    samples = fixed.samples
+    x = samples.midpoints(rays.origins, rays.directions)
+    out = field(x, rays.directions[samples.ray], rays.frame[samples.ray], head)
+    count = SampleCount(marched, fixed.count, (~fixed.fits).sum())
+    return NerfRender(composite(samples, out.density, out.rgb, background), samples, x, out, count, fixed.fits)
 
 
 def _in_front(field: Field, samples: PackedSamples, x: Tensor, rays: Rays, head: Head, early_stop: float) -> Tensor:

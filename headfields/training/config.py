@@ -38,6 +38,13 @@ class TrainingConfig:
     # falls below this (render_nerf; instant-ngp's and INSTA's 1e-4: EARLY_STOP_TRANSMITTANCE). It pays where
     # many samples lie behind the surface; None: every sample marched is trained.
     early_stop: float | None = None
+    # Shapes fixed by the sample budget, and nothing read back to the host during a step (on CUDA the GPU never
+    # waits for Python): the march fills slots sized from the budget, early termination compacts into
+    # samples_per_batch slots, a ray whose samples do not fit is left out of the loss (rays_dropped_per_step), and
+    # the sample counts and the finite-loss check are read two steps later from copies made without waiting (a
+    # non-finite loss zeroes its step's gradients, then stops the run). Needs samples_per_batch and a model that
+    # marches an occupancy grid (INSTA). Off: exact shapes, which a CPU computes no padding for.
+    fixed_shapes: bool = False
     frames_per_batch: int | None = None  # each batch draws its rays from this many random frames (None: all)
     balance_views: bool = False  # draw rays evenly from the model's view bins (``model.view_bins(frames)``)
     eval_every: int = 1000  # iterations between held-out evaluations (0: only at the end)
@@ -83,6 +90,10 @@ class TrainingConfig:
                     f"max_rays_per_batch: expected at least rays_per_batch ({self.rays_per_batch}), the first step's "
                     f"rays, got {self.max_rays_per_batch}"
                 )
+        if not isinstance(self.fixed_shapes, bool):
+            raise TypeError(f"fixed_shapes: expected True or False, got {self.fixed_shapes!r}")
+        if self.fixed_shapes and self.samples_per_batch is None:
+            raise ValueError("fixed_shapes: expected samples_per_batch too (the slots are sized from it), got None")
         if self.frames_per_batch is not None:
             check_count("frames_per_batch", self.frames_per_batch, 1)
             if self.balance_views:

@@ -14,6 +14,7 @@ from torch import Tensor
 from ..data import FrameSet
 from ..parametric import Head, SubjectModel
 from ..renderers.cameras import Rays
+from ..renderers.samples import SampleCount, SampleSlots
 from .optimizer import OptimizerConfig
 
 __all__ = ["AvatarModel", "RayBatch", "SampleCount", "StepOutput"]
@@ -32,6 +33,7 @@ class RayBatch:
     head: Head | None = None  # the tracked head of ``frames`` (the loop builds it once per split)
     generator: torch.Generator | None = None  # this step's jitter (seeded by the loop from the seed and the step)
     early_stop: float | None = None  # the renderer's early termination (TrainingConfig.early_stop; None: off)
+    slots: SampleSlots | None = None  # fixed sizes for the renderer's samples (TrainingConfig.fixed_shapes; None: off)
 
     def slice(self, start: int, stop: int) -> RayBatch:
         """Rays ``start`` to ``stop`` (exclusive) with their targets: a rank's share of a batch."""
@@ -46,19 +48,6 @@ class RayBatch:
         rays = Rays(origins=part(self.rays.origins), directions=part(self.rays.directions), frame=part(self.rays.frame))
         rgb, mask, depth, segmentation = part(self.rgb), part(self.mask), part(self.depth), part(self.segmentation)
         return dataclasses.replace(self, rays=rays, rgb=rgb, mask=mask, depth=depth, segmentation=segmentation)
-
-
-@dataclass(frozen=True)
-class SampleCount:
-    """The samples of a step: those its samplers placed along the rays (``marched``) and those the field was
-    trained on (``trained``: fewer after early termination). A sample budget (``TrainingConfig.samples_per_batch``)
-    counts ``trained``."""
-
-    marched: int
-    trained: int
-
-    def __add__(self, other: SampleCount) -> SampleCount:  # a model with two passes (NeRF's coarse and fine)
-        return SampleCount(self.marched + other.marched, self.trained + other.trained)
 
 
 @dataclass

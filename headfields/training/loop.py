@@ -8,6 +8,7 @@ import json
 import math
 import sys
 import time
+from collections import deque
 from dataclasses import asdict
 from pathlib import Path
 
@@ -39,11 +40,12 @@ from ..renderers.cameras import image_pixels, pixel_rays
 from ..tuning import process_tuning
 from .batches import place_frames, ray_batch
 from .config import CHECKPOINT_NAME, CONFIG_NAME, LOG_NAME, TrainingConfig
-from .contract import AvatarModel, RayBatch, SampleCount, StepOutput
+from .contract import AvatarModel, RayBatch, StepOutput
 from .evaluation import evaluate, evenly_spread
+from .host_copy import READ_LAG, HostCopy
 from .optimizer import averaged, build_optimizer, set_learning_rate
 from .run_log import SIDE_BY_SIDE_FRAMES, RunLog, board_evaluation, board_scalars, tensorboard_writer
-from .sample_budget import SampleBudget
+from .sample_budget import SampleBudget, over_ranks
 
 __all__ = ["train"]
 
@@ -136,7 +138,10 @@ class _Loop:
         self.rank, self.ranks = distributed.rank(), distributed.world_size()
         self.lead = self.rank == 0
         # The rays the next step draws: rays_per_batch, or as the sample budget adapts them (a multiple of the ranks)
-        self.sampling = SampleBudget(config.rays_per_batch, config.samples_per_batch, config.max_rays_per_batch, self.ranks)
+        self.sampling = SampleBudget(
+            config.rays_per_batch, config.samples_per_batch, config.max_rays_per_batch, self.ranks, config.fixed_shapes
+        )
+        self.loss_checks: deque[tuple[int, HostCopy, dict]] = deque()  # fixed shapes: (step, loss, logs) read later
         # Before the average copies the weights: DDP makes them rank 0's on every rank.
         self.step_fn = _data_parallel(model, device) if self.ranks > 1 else model.training_step
         self.optimization = model.optimization
@@ -185,6 +190,7 @@ class _Loop:
         return time.monotonic() - self.clock
 
     def save(self) -> None:
+        self.check_losses()  # no checkpoint after a non-finite loss
         state = {
             "model": {k: v for k, v in self.model.state_dict().items() if k not in self.frozen},
             "optimizer": self.optimizer.state_dict(),
@@ -284,6 +290,7 @@ class _Loop:
             else:
                 bar.update(1)
         bar.close()
+        self.check_losses()
         model.eval()
         if not self.lead:  # the other ranks wait for rank 0's evaluation
             return distributed.broadcast_object(None, self.device)
@@ -303,33 +310,40 @@ class _Loop:
             batch = ray_batch(frames, rays, self.generator, self.device, c.frames_per_batch, bins, head)
         # The step's jitter: a function of the seed and the step, so a resumed run draws the same samples.
         batch.generator = torch.Generator(self.device).manual_seed(c.seed + self.step)
-        batch.early_stop = c.early_stop
+        batch.early_stop, batch.slots = c.early_stop, self.sampling.slots()
         if self.ranks > 1:
             share = rays // self.ranks
             batch = batch.slice(self.rank * share, (self.rank + 1) * share)
         with trusted_values():  # the loop's own batch: checked where it was drawn, not again in every layer
             result = self.step_fn(batch, self.step)
-        if not bool(torch.isfinite(result.loss.detach())):  # before the step: the weights and checkpoint stay sound
-            terms = ", ".join(f"{k} {v:.4g}" for k, v in result.logs.items())
-            raise FloatingPointError(
-                f"training_step: the loss is {float(result.loss.detach())} at step {self.step} ({terms})"
-            )
+        finite = None
+        if c.fixed_shapes:  # read later; meanwhile a non-finite loss's gradients are zeroed on the device
+            finite = torch.isfinite(result.loss.detach())
+            self.loss_checks.append((self.step, HostCopy([result.loss.detach()]), result.logs))
+            self.check_losses(READ_LAG)
+        elif not bool(torch.isfinite(result.loss.detach())):  # before the step: the weights and checkpoint stay sound
+            _non_finite(self.step, float(result.loss.detach()), result.logs)
         self.optimizer.zero_grad(set_to_none=True)
         result.loss.backward()
+        if finite is not None:
+            for p in self.model.parameters():
+                if p.grad is not None:
+                    p.grad.masked_fill_(~finite, 0.0)
         self.optimizer.step()
         if self.ema is not None:
             self.ema.update()  # the same weights on every rank after the step: the same average
-        self.sampling.after_step(self.samples_over_ranks(result.samples), type(model).__name__)
+        self.sampling.after_step(over_ranks(result.samples, self.ranks, self.device), type(model).__name__)
         self.step += 1
         self.elapsed += time.perf_counter() - start
         return batch, result
 
-    def samples_over_ranks(self, samples: SampleCount | None) -> SampleCount | None:
-        """The step's samples on every rank together: every rank then takes the same next batch size."""
-        if samples is None or self.ranks == 1:
-            return samples
-        both = torch.tensor([samples.marched, samples.trained], dtype=torch.float64, device=self.device)
-        return SampleCount(*(round(v * self.ranks) for v in distributed.mean_over_ranks(both).tolist()))
+    def check_losses(self, keep: int = 0) -> None:
+        """Read the losses of the fixed-shape steps but the last ``keep``: a non-finite one stops the run."""
+        while len(self.loss_checks) > keep:
+            step, loss, logs = self.loss_checks.popleft()
+            (value,) = loss.read()
+            if not math.isfinite(value):
+                _non_finite(step, value, logs)
 
     def log_step(self, batch: RayBatch, result: StepOutput, bar: Progress) -> None:
         with torch.no_grad():  # equal shares: the means over ranks are the whole batch's loss and error
@@ -342,7 +356,8 @@ class _Loop:
         counts = {}
         last = self.sampling.last
         if last is not None:  # the whole batch's rays and samples (every rank's)
-            counts = dict(rays=len(batch.rgb) * self.ranks, samples=asdict(last))
+            logged = {k: v for k, v in asdict(last).items() if k != "dropped" or self.config.fixed_shapes}
+            counts = dict(rays=len(batch.rgb) * self.ranks, samples=logged)
         terms = {k: float(v) for k, v in result.logs.items()}  # read back here (a model may log tensors)
         self.run_log.append(self.step, self.elapsed, loss=loss, psnr=running_psnr, terms=terms, learning_rates=rates, **counts)
         rate = (self.step - self.first_step) / max(self.spent() - self.first_wall, 1e-9)
@@ -434,6 +449,11 @@ class _TrainingStep(nn.Module):
 
     def forward(self, batch: RayBatch, step: int) -> StepOutput:
         return self.model.training_step(batch, step)
+
+
+def _non_finite(step: int, loss: float, logs: dict) -> None:
+    terms = ", ".join(f"{k} {float(v):.4g}" for k, v in logs.items())
+    raise FloatingPointError(f"training_step: the loss is {loss} at step {step} ({terms})")
 
 
 def _data_parallel(model: nn.Module, device: torch.device) -> DistributedDataParallel:

@@ -1,14 +1,41 @@
 """The rays a step draws and the samples it trains: a fixed ``rays_per_batch``, or as many rays as fill a budget of
 trained samples (instant-ngp's rule, ``TrainingConfig.samples_per_batch``), with the counts ``log.jsonl`` and
-``metrics.json`` report."""
+``metrics.json`` report. With fixed shapes (``TrainingConfig.fixed_shapes``) the counts stay on the device and are
+read ``READ_LAG`` steps later (:class:`~headfields.training.host_copy.HostCopy`), and the budget sizes the slots."""
 
 from __future__ import annotations
 
+import math
+from collections import deque
 from dataclasses import dataclass, field
 
-from .contract import SampleCount
+import torch
 
-__all__ = ["SampleBudget", "next_rays"]
+from .. import distributed
+from ..renderers.samples import SampleCount, SampleSlots
+from .host_copy import READ_LAG, HostCopy
+
+__all__ = ["MARCH_HEADROOM", "MAX_MARCH_SLOTS", "SLOT_GRANULE", "SampleBudget", "next_rays", "over_ranks"]
+
+# Fixed shapes: the march's slots are the samples the next step's rays are expected to march (at the last counted
+# rate a ray) times this, in multiples of SLOT_GRANULE, between the trained budget and MAX_MARCH_SLOTS times it
+# (also the first steps', before any count). Too few slots drop rays from the loss; too many evaluate padding.
+MARCH_HEADROOM = 1.25
+MAX_MARCH_SLOTS = 16
+SLOT_GRANULE = 4096
+
+
+def over_ranks(samples: SampleCount | None, ranks: int, device: torch.device) -> SampleCount | None:
+    """A step's samples on every rank together (each rank then takes the same next batch size); device tensors
+    stay on the device."""
+    if samples is None or ranks == 1:
+        return samples
+    counts = (samples.marched, samples.trained, samples.dropped)
+    each = torch.stack([torch.as_tensor(v, dtype=torch.float64, device=device) for v in counts])
+    total = (distributed.mean_over_ranks(each) * ranks).round()
+    if isinstance(samples.trained, torch.Tensor):
+        return SampleCount(*total.long())
+    return SampleCount(*(int(v) for v in total.tolist()))
 
 
 def next_rays(rays: int, trained: int, budget: int, ranks: int, max_rays: int) -> int:
@@ -21,19 +48,34 @@ def next_rays(rays: int, trained: int, budget: int, ranks: int, max_rays: int) -
 
 @dataclass
 class SampleBudget:
-    """One run's rays and sample counts: ``rays`` for the next step, the totals of every step so far (a resumed
-    run's earlier ones included) and the last step's counts (None until a model counted one)."""
+    """One run's rays and sample counts: ``rays`` for the next step, the totals of every step counted so far (a
+    resumed run's earlier ones included) and the last counted step's counts (None until a model counted one).
+    ``fixed``: the steps' counts are device tensors, counted ``READ_LAG`` steps later (``pending`` until then)."""
 
     rays: int
     budget: int | None = None  # trained samples a step (None: ``rays`` stays fixed)
     max_rays: int = 1 << 16
     ranks: int = 1
+    fixed: bool = False
     drawn: int = 0  # rays over every step
     counted: SampleCount = field(default_factory=lambda: SampleCount(0, 0))
     last: SampleCount | None = None
+    marched_per_ray: float | None = None  # at the last counted step: sizes the march's slots
+    pending: deque[tuple[int, HostCopy | SampleCount]] = field(default_factory=deque)  # (rays, counts) a step
+
+    def slots(self) -> SampleSlots | None:
+        """The next step's slots (fixed shapes), from the budget and the rate a ray marched at the last count."""
+        if not self.fixed or self.budget is None:
+            return None
+        most = MAX_MARCH_SLOTS * self.budget
+        if self.marched_per_ray is None:
+            return SampleSlots(most, self.budget)
+        expected = MARCH_HEADROOM * self.marched_per_ray * self.rays
+        march = min(max(math.ceil(expected / SLOT_GRANULE) * SLOT_GRANULE, self.budget), most)
+        return SampleSlots(march, self.budget)
 
     def after_step(self, samples: SampleCount | None, model: str) -> None:
-        """Count a step of ``rays`` rays and its ``samples`` (every rank's) and set the next step's rays."""
+        """A step of ``rays`` rays and its ``samples`` (every rank's): counted now, or ``READ_LAG`` steps later."""
         self.drawn += self.rays
         if samples is None:
             if self.budget is not None:
@@ -42,25 +84,66 @@ class SampleBudget:
                     f"got {model}, which does not"
                 )
             return
+        if not self.fixed:
+            self._count(self.rays, samples)
+            return
+        self.pending.append((self.rays, HostCopy([samples.marched, samples.trained, samples.dropped])))
+        while len(self.pending) > READ_LAG:
+            self._count(*self._read(self.pending.popleft()))
+
+    @staticmethod
+    def _read(entry: tuple[int, HostCopy | SampleCount]) -> tuple[int, SampleCount]:
+        rays, counts = entry
+        return rays, counts if isinstance(counts, SampleCount) else SampleCount(*counts.read())
+
+    def _count(self, rays: int, samples: SampleCount) -> None:
+        """Count a step of ``rays`` rays and set the next step's: the rays that fit scaled to the budget."""
         self.counted, self.last = self.counted + samples, samples
+        self.marched_per_ray = samples.marched / max(rays, 1)
         if self.budget is not None:
-            self.rays = next_rays(self.rays, samples.trained, self.budget, self.ranks, self.max_rays)
+            self.rays = next_rays(rays - samples.dropped, samples.trained, self.budget, self.ranks, self.max_rays)
+
+    def _all_counted(self) -> SampleCount:
+        """Every step's counts, the pending ones read (a wait on CUDA: at a log line or a checkpoint)."""
+        total = self.counted
+        for entry in self.pending:
+            total = total + self._read(entry)[1]
+        return total
 
     def means(self, steps: int) -> dict[str, float | None]:
-        """Rays, samples marched and samples trained a step, on average over ``steps`` (None: nothing counted)."""
-        counted = self.last is not None or self.counted.marched > 0
+        """Rays, samples marched and trained and rays dropped a step, on average over ``steps`` (None: nothing
+        counted)."""
+        total = self._all_counted()
+        counted = self.last is not None or bool(self.pending) or total.marched > 0
         steps = max(steps, 1)
-        return {
+        means: dict[str, float | None] = {
             "rays_per_step": self.drawn / steps,
-            "samples_marched_per_step": self.counted.marched / steps if counted else None,
-            "samples_trained_per_step": self.counted.trained / steps if counted else None,
+            "samples_marched_per_step": total.marched / steps if counted else None,
+            "samples_trained_per_step": total.trained / steps if counted else None,
         }
+        if self.fixed:
+            means["rays_dropped_per_step"] = total.dropped / steps
+        return means
 
     def state(self) -> dict:
-        return {"rays": self.rays, "samples": [self.counted.marched, self.counted.trained], "drawn": self.drawn}
+        """What a checkpoint keeps, the pending steps' counts read (a resumed run counts them when this one would)."""
+        pending = [[rays, *_numbers(counts)] for rays, counts in map(self._read, self.pending)]
+        return {
+            "rays": self.rays,
+            "samples": _numbers(self.counted),
+            "drawn": self.drawn,
+            "pending": pending,
+            "marched_per_ray": self.marched_per_ray,
+        }
 
     def load_state(self, state: dict, steps: int) -> None:
         """A checkpoint's counts; one from before the sample budget had fixed rays and counted nothing."""
         self.rays = state.get("rays", self.rays)
         self.counted = SampleCount(*state.get("samples", (0, 0)))
         self.drawn = state.get("drawn", steps * self.rays)
+        self.marched_per_ray = state.get("marched_per_ray")
+        self.pending = deque((rays, SampleCount(*counts)) for rays, *counts in state.get("pending", ()))
+
+
+def _numbers(counts: SampleCount) -> list[int]:
+    return [counts.marched, counts.trained, counts.dropped]
