@@ -7,6 +7,7 @@ table; and the cost per sample of each deformer and encoder.
     python benchmarks/compare.py --only anchored     # the models whose key holds it
     python benchmarks/compare.py --only paper        # the paper models alone (or: mix)
     python benchmarks/compare.py --skip-models       # the primitive tables alone
+    python benchmarks/compare.py --only paper --baseline ../old   # each model also from another checkout, ratios
 
 Models: the paper models and the library's mixes (``headfields.models.mixes``), each in a child process of its own
 (this script with ``--only-exact``; the parent loads the default FLAME video once and hands the frames over in a
@@ -218,21 +219,49 @@ def train_one(entry: Entry, args: argparse.Namespace) -> dict:
 
 
 def run_models(entries: list[Entry], args: argparse.Namespace) -> dict[str, dict]:
-    """Each available entry trained in a child process; its metrics, or why there are none."""
+    """Each available entry trained in a child process; its metrics, or why there are none. With ``--baseline``,
+    each also from that checkout right after (its own compare.py and package), under ``baseline`` in the result."""
     results = {}
     for entry in entries:
         results[entry.key] = {"name": entry.name, "kind": entry.kind, "peer": entry.peer}
-        path = args.out / entry.key / "result.json"
-        path.unlink(missing_ok=True)
-        command = [sys.executable, __file__, "--only-exact", entry.key, "--json", str(path)]
-        command += ["--minutes", str(args.minutes), "--device", str(args.device), "--out", str(args.out)]
-        command += ["--iterations", str(args.iterations)] if args.iterations else []
-        command += ["--quick"] if args.quick else []
-        budget = f"{args.iterations} iterations" if args.iterations else f"{args.minutes:g} min"
-        print(f"\n== {entry.key}: {budget} ==", flush=True)
-        code = subprocess.run(command).returncode
-        results[entry.key].update(json.loads(path.read_text()) if code == 0 else {"error": f"child exited with status {code}"})
+        runs = [("", Path(__file__).resolve().parents[1], args.out)]
+        if args.baseline is not None:
+            runs.append(("baseline", args.baseline, args.out / "baseline"))
+        for label, checkout, out in runs:
+            path = out / entry.key / "result.json"
+            path.unlink(missing_ok=True)
+            script = checkout / "benchmarks" / "compare.py"
+            command = [sys.executable, str(script), "--only-exact", entry.key, "--json", str(path)]
+            command += ["--minutes", str(args.minutes), "--device", str(args.device), "--out", str(out)]
+            command += ["--iterations", str(args.iterations)] if args.iterations else []
+            command += ["--quick"] if args.quick else []
+            budget = f"{args.iterations} iterations" if args.iterations else f"{args.minutes:g} min"
+            print(f"\n== {entry.key}{f' ({label}: {checkout})' if label else ''}: {budget} ==", flush=True)
+            env = {**os.environ, "PYTHONPATH": str(checkout)}
+            code = subprocess.run(command, cwd=checkout, env=env).returncode
+            metrics = json.loads(path.read_text()) if code == 0 else {"error": f"child exited with status {code}"}
+            if label:
+                results[entry.key][label] = metrics
+            else:
+                results[entry.key].update(metrics)
     return results
+
+
+def print_baseline(entries: list[Entry], results: dict[str, dict]) -> None:
+    """Each model against the same model from the ``--baseline`` checkout, trained right after it."""
+    print("\n| model | it/s | baseline it/s | ratio | PSNR | baseline PSNR | ΔPSNR | head ΔPSNR |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for e in entries:
+        m, b = results[e.key], results[e.key].get("baseline", {})
+        if "error" in m or "error" in b or not b:
+            print(f"| {e.key} | {m.get('error', '')} | {b.get('error', '')} | | | | | |")
+            continue
+        ratio = m["iterations_per_second"] / b["iterations_per_second"]
+        head = "—" if m.get("psnr_head") is None else f"{m['psnr_head'] - b['psnr_head']:+.2f} dB"
+        print(
+            f"| {e.key} | {m['iterations_per_second']:.2f} | {b['iterations_per_second']:.2f} | {ratio:.2f}× | "
+            f"{m['psnr']:.2f} dB | {b['psnr']:.2f} dB | {m['psnr'] - b['psnr']:+.2f} dB | {head} |"
+        )
 
 
 def lpips_cell(m: dict, key: str) -> str:
@@ -497,6 +526,9 @@ def main() -> None:
     parser.add_argument("--skip-primitives", action="store_true")
     parser.add_argument("--skip-models", action="store_true")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument(
+        "--baseline", type=Path, default=None, help="a checkout whose models also train, each right after ours (A/B)"
+    )
     parser.add_argument("--only-exact", default=None, help=argparse.SUPPRESS)  # a child: train this model alone
     parser.add_argument("--json", type=Path, default=None, help=argparse.SUPPRESS)  # where the child writes its metrics
     parser.add_argument(
@@ -505,7 +537,11 @@ def main() -> None:
     args = parser.parse_args()
     if args.minutes is None:
         args.minutes = QUICK_MINUTES if args.quick else DEFAULT_MINUTES
-    args.out = args.out or Path(tempfile.mkdtemp(prefix="compare_bench_"))
+    args.out = (args.out or Path(tempfile.mkdtemp(prefix="compare_bench_"))).resolve()  # children run elsewhere
+    if args.baseline is not None:
+        args.baseline = args.baseline.resolve()
+        if not (args.baseline / "benchmarks" / "compare.py").is_file():
+            raise SystemExit(f"--baseline: expected a headfields checkout, got {args.baseline} (no benchmarks/compare.py)")
     args.out.mkdir(parents=True, exist_ok=True)
     entries = registry()
 
@@ -541,6 +577,8 @@ def main() -> None:
     print(f"\n{header}\n")
     if not args.skip_models:
         print_models(selected, results["models"])
+        if args.baseline is not None:
+            print_baseline(selected, results["models"])
     if results["primitives"] is not None:
         p = results["primitives"]
         print(
