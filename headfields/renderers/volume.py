@@ -70,9 +70,9 @@ def render_nerf(
 
     ``slots`` (``TrainingConfig.fixed_shapes``): shapes that do not depend on the data, so nothing is read back to
     the host (on CUDA the GPU never waits for Python): the sampler marches into ``slots.march`` slots, then the
-    samples trained (those in front of ``early_stop``, or all) are compacted into ``slots.train``; rays whose samples do not fit are
-    rendered empty and marked in ``fits``, and the counts are device tensors. The sampler must take ``slots``
-    (:class:`~headfields.renderers.OccupancySampler`)."""
+    samples trained (those in front of ``early_stop``, or all) are compacted into ``slots.train``; rays whose
+    samples do not fit are rendered empty and marked in ``fits``, and the counts are device tensors. The sampler
+    must take ``slots`` (:class:`~headfields.renderers.OccupancySampler`)."""
     check_rays(rays, head.num_frames, head.vertices.device)
     if isinstance(sampler, PackedSamples) and sampler.num_rays != rays.origins.shape[0]:
         raise ValueError(f"sampler: expected samples on the {rays.origins.shape[0]} rays, got {sampler.num_rays} rays")
