@@ -75,6 +75,7 @@ from headfields.models.insta import INSTA_HASH_GRID, Insta, InstaConfig
 from headfields.models.mixes import MIXES
 from headfields.models.monoavatar import MonoAvatar, MonoAvatarConfig
 from headfields.models.portrait360 import Portrait360, Portrait360Config
+from headfields.models.registry import MODELS
 from headfields.parametric import Head, ParametricModel, load_model
 from headfields.synthetic import cached_synthetic_video
 from headfields.training import TrainingConfig, evenly_spread
@@ -105,16 +106,49 @@ class Entry:
     rays_per_batch: int
     frames_per_batch: int | None
     peer: str | None = None  # a mix's closest paper model (its key)
+    samples_per_batch: int | None = None  # a budget of trained samples a step (the rays then adapt to it)
 
 
 NO_CORRECTION = monoavatar.cpu_config(error_correction=None)
-# The paper models' CPU recipes (cpu_config) on the FLAME video, batch sizes from their benchmarks.
+
+
+def cpu_budget(model: str) -> int | None:
+    """The sample budget the train command gives ``model``'s CPU recipe."""
+    return MODELS[model].training_defaults("cpu").samples_per_batch
+
+
+# The paper models' CPU recipes (cpu_config) on the FLAME video, batch sizes from their benchmarks, sample budgets
+# from the CPU recipes' training settings.
 PAPERS = [
-    Entry("INSTA", "INSTA", "paper", lambda p, f: Insta(p, f.segmentation_labels, insta.cpu_config()), 2048, None),
+    Entry(
+        "INSTA",
+        "INSTA",
+        "paper",
+        lambda p, f: Insta(p, f.segmentation_labels, insta.cpu_config()),
+        2048,
+        None,
+        samples_per_batch=cpu_budget("insta"),
+    ),
     # The synthetic video's tracking is exact: the error correction would have nothing to correct.
-    Entry("MonoAvatar", "MonoAvatar", "paper", lambda p, f: MonoAvatar(p, len(f), NO_CORRECTION), 1024, 4),
+    Entry(
+        "MonoAvatar",
+        "MonoAvatar",
+        "paper",
+        lambda p, f: MonoAvatar(p, len(f), NO_CORRECTION),
+        1024,
+        4,
+        samples_per_batch=cpu_budget("monoavatar"),
+    ),
     # On the frontal FLAME video (no torso: static_regions skips it; no side or back views to balance).
-    Entry("Portrait360", "Portrait360", "paper", lambda p, f: Portrait360(p, portrait360.cpu_config()), 2048, None),
+    Entry(
+        "Portrait360",
+        "Portrait360",
+        "paper",
+        lambda p, f: Portrait360(p, portrait360.cpu_config()),
+        2048,
+        None,
+        samples_per_batch=cpu_budget("portrait360"),
+    ),
 ]
 
 
@@ -199,6 +233,7 @@ def train_one(entry: Entry, args: argparse.Namespace) -> dict:
         budget="training",  # equal training time: the evaluation follows, on every held-out frame
         rays_per_batch=entry.rays_per_batch,
         frames_per_batch=entry.frames_per_batch,
+        samples_per_batch=entry.samples_per_batch,
         eval_every=0,
         checkpoint_every=0,
         log_every=100,

@@ -7,26 +7,18 @@ import dataclasses
 
 import pytest
 import torch
+from tiny_configs import TINY_PORTRAIT
 
-from headfields.decoders import NerfDecoderConfig
-from headfields.deformers import BlendFieldConfig, DeformerChain
-from headfields.encoders import HashGridConfig
+from headfields.deformers import DeformerChain
 from headfields.heads import tracked_head
 from headfields.models.portrait360 import Portrait360, Portrait360Config
 from headfields.parametric import load_model
 from headfields.renderers import BACK, FRONT, SIDE
-from headfields.training import OptimizerConfig, TrainingConfig, ray_batch, train
+from headfields.training import TrainingConfig, ray_batch, train
 
 from helpers import fit, raises_naming
 
-TINY = Portrait360Config(
-    blend_fields=BlendFieldConfig(num_fields=4, mlp_hidden_dim=16, mapping_hidden_dim=16),
-    hash_grid=HashGridConfig(levels=4, features_per_level=2, log2_table_size=12, base_resolution=8, finest_resolution=64),
-    decoder=NerfDecoderConfig(hidden_dim=16, density_layers=1, color_layers=1, geometry_dim=7),
-    sh_degree=2,
-    num_samples=48,
-    optimization=OptimizerConfig(1e-2, betas=(0.9, 0.99), eps=1e-15),
-)
+TINY = TINY_PORTRAIT
 
 
 def _model(frames, config=TINY, seed=0):

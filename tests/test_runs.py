@@ -2,6 +2,7 @@
 load_run rebuilds the model with its evaluation weights (bit for bit in a fresh process), and each bad run folder
 gets a clear error."""
 
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -225,12 +226,18 @@ def test_every_model_has_training_defaults_and_recipes_that_round_trip():
     """The train command starts from each entry's training defaults (its example's) and recipes; a run config of
     each goes through JSON unchanged. MonoNPHM alone trains through a pipeline of its own."""
     for name, entry in MODELS.items():
-        training = entry.training() if entry.training is not None else TrainingConfig()
-        assert isinstance(training, TrainingConfig), name
         for recipe in entry.recipes:
+            training = entry.training_defaults(recipe)
+            assert isinstance(training, TrainingConfig), name
             run = RunConfig(name, entry.recipe(recipe), training, recipe_name=recipe)
             assert RunConfig.from_dict(json.loads(json.dumps(run.to_dict()))) == run, (name, recipe)
     assert MODELS["insta"].training() == TrainingConfig(max_minutes=15.0, rays_per_batch=2048, eval_every=500)
     assert MODELS["portrait360"].training().balance_views
     assert MODELS["mononphm"].training().eval_frames == 5 and MODELS["mononphm"].training().max_minutes is None
     assert [name for name, entry in MODELS.items() if entry.train is not None] == ["mononphm"]
+    # The CPU recipes of the NeRF paper models train a budget of samples; their paper recipes, the fixed rays.
+    for name, budget in (("insta", 1 << 14), ("portrait360", 1 << 14), ("monoavatar", 1 << 13)):
+        cpu, paper = MODELS[name].training_defaults("cpu"), MODELS[name].training_defaults("paper")
+        assert cpu == dataclasses.replace(paper, samples_per_batch=budget) and paper == MODELS[name].training()
+    with raises_naming("recipe"):
+        MODELS["insta"].training_defaults("fast")

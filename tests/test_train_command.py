@@ -28,14 +28,12 @@ EXAMPLES = Path(__file__).parents[1] / "examples"
 MODULES = {"insta": insta, "monoavatar": monoavatar, "portrait360": portrait360, "hyper_neus": hyper_neus}
 
 
-def _defaults(model: str) -> TrainingConfig:
-    entry = MODELS[model]
-    return entry.training() if entry.training is not None else TrainingConfig()
-
-
 def test_defaults_and_flags_reach_the_run_config():
     run, out, device = run_config("insta", ["--device", "cpu"])
-    assert run.training == _defaults("insta") and (out, device) == (Path("outputs/insta"), "cpu")
+    assert run.training == MODELS["insta"].training_defaults("cpu") and (out, device) == (Path("outputs/insta"), "cpu")
+    assert run.training.samples_per_batch == 1 << 14  # the CPU recipe's budget
+    paper, _, _ = run_config("insta", ["--device", "cpu", "--recipe", "paper"])
+    assert paper.training == MODELS["insta"].training() and paper.training.samples_per_batch is None
     assert (run.model, run.recipe, run.recipe_name) == ("insta", insta.cpu_config(), "cpu")
     assert run.subject == SubjectSource()  # the default synthetic video, tracked with its own model
 

@@ -1,10 +1,11 @@
 """Tiny configurations of the paper models, shared by the tests that train them a few steps on the tiny video."""
 
 from headfields.decoders import NerfDecoderConfig
-from headfields.deformers import ErrorCorrectionConfig
+from headfields.deformers import BlendFieldConfig, ErrorCorrectionConfig
 from headfields.encoders import HashGridConfig, MeshAnchoredConfig, UVCodeDecoderConfig, UVUNetConfig
 from headfields.models.insta import cpu_config as insta_cpu_config
 from headfields.models.monoavatar import MonoAvatarConfig
+from headfields.models.portrait360 import Portrait360Config
 from headfields.training import OptimizerConfig
 
 TINY_GRID = HashGridConfig(levels=4, log2_table_size=12, base_resolution=4, finest_resolution=32)
@@ -31,4 +32,13 @@ TINY_MONOAVATAR = MonoAvatarConfig(
     error_correction=ErrorCorrectionConfig(latent_dim=4, hidden_dim=16, hidden_layers=2, window_steps=20, start_step=3),
     correction_samples=64,
     optimization=OptimizerConfig(5e-3, 5e-4, 100, ema_decay=0.95),
+)
+
+TINY_PORTRAIT = Portrait360Config(
+    blend_fields=BlendFieldConfig(num_fields=4, mlp_hidden_dim=16, mapping_hidden_dim=16),
+    hash_grid=HashGridConfig(levels=4, features_per_level=2, log2_table_size=12, base_resolution=8, finest_resolution=64),
+    decoder=NerfDecoderConfig(hidden_dim=16, density_layers=1, color_layers=1, geometry_dim=7),
+    sh_degree=2,
+    num_samples=48,
+    optimization=OptimizerConfig(1e-2, betas=(0.9, 0.99), eps=1e-15),
 )

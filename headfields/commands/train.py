@@ -158,7 +158,7 @@ def _starting_point(model: str, entry, argv: list[str], quiet: bool = False) -> 
     name = known.recipe or ("paper" if "paper" in recipes and cuda else "cpu" if "cpu" in recipes else recipes[0])
     if name not in recipes:
         raise ValueError(f"recipe: expected one of {recipes} for {model}, got {name!r}")
-    training = entry.training() if entry.training is not None else TrainingConfig()
+    training = entry.training_defaults(name)
     if not quiet and "--help" not in argv and "-h" not in argv:
         print(f"recipe: {name} ({model})")
     return _Start(entry.recipe(name), training, SubjectSource(), name, known.device, None)

@@ -39,7 +39,7 @@ from ..losses import (
     ngp_huber_loss,
 )
 from ..parametric import Head, SubjectModel
-from ..renderers import CPU_SHELL, NerfRender, OccupancySampler, Rays, SampleSlots, render_nerf
+from ..renderers import CPU_SHELL, NerfRender, OccupancySampler, Rays, SampleSlots, render_nerf, render_nerf_inference
 from ..renderers.occupancy import CONE_ANGLE, GRID_WARMUP_STEPS, INSTA_CONE_ANGLE
 from ..training import OptimizerConfig, RayBatch, StepOutput
 
@@ -297,7 +297,9 @@ class Insta(nn.Module):
         return render_nerf(self.field, rays, head, self.sampler, background, generator, early_stop, slots)
 
     def render_rays(self, rays: Rays, head: Head) -> torch.Tensor:
-        return self.render(rays, head).composite.rgb
+        """The colours by the inference renderer (rounds over the live rays, stopped at transmittance 1e-4)."""
+        background = torch.tensor(self.config.background, device=rays.origins.device)
+        return render_nerf_inference(self.field, rays, head, self.sampler, background).rgb
 
     def before_step(self, step: int, head: Head) -> None:
         self.sampler.refresh(self.field, head, step)

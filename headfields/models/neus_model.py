@@ -17,7 +17,7 @@ from ..fields import NeusField, Normalize, SharedCode, padded_box
 from ..geometry import IsoSurface, extract_isosurface, sample_box
 from ..losses import NEUS_EIKONAL_WEIGHT, eikonal_loss, l1_loss, mask_loss
 from ..parametric import Head, SubjectModel
-from ..renderers import NEUS_INITIAL_VARIANCE, InverseVariance, NeusRender, NeusSampler, Rays, render_neus
+from ..renderers import NEUS_INITIAL_VARIANCE, InverseVariance, NeusRender, NeusSampler, Rays, render_neus, render_neus_inference
 from ..training import OptimizerConfig, RayBatch, StepOutput
 
 __all__ = ["NeusConfig", "NeusModel"]
@@ -66,7 +66,10 @@ class NeusModel(nn.Module):
         return render_neus(self.field, rays, head, self.config.sampler, self.inverse_variance(), background, generator)
 
     def render_rays(self, rays: Rays, head: Head) -> Tensor:
-        return self.render(rays, head).composite.rgb
+        """The colours by the inference renderer (rounds over the live rays, stopped at transmittance 1e-4)."""
+        background = torch.tensor(self.config.background, device=rays.origins.device)
+        sampler, inv_s = self.config.sampler, self.inverse_variance()
+        return render_neus_inference(self.field, rays, head, sampler, inv_s, background).rgb
 
     def box_condition(self, count: int) -> Tensor | None:
         """What the SDF reads besides the points at the eikonal term's box points: a shared code as it is, else

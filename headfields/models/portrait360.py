@@ -32,7 +32,17 @@ from ..encoders import HashGrid, HashGridConfig, SphericalHarmonics
 from ..fields import FrameCondition, NerfField, UnitBox, inflated_box, padded_box
 from ..losses import HUBER_DELTA, huber_loss
 from ..parametric import Head, SubjectModel, require_parametric_model
-from ..renderers import CPU_SHELL, NerfRender, Rays, SampleSlots, StratifiedSampler, render_nerf, view_angles, view_bins
+from ..renderers import (
+    CPU_SHELL,
+    NerfRender,
+    Rays,
+    SampleSlots,
+    StratifiedSampler,
+    render_nerf,
+    render_nerf_inference,
+    view_angles,
+    view_bins,
+)
 from ..training import OptimizerConfig, RayBatch, StepOutput
 
 __all__ = ["Portrait360", "Portrait360Config", "cpu_config", "paper_config"]
@@ -157,7 +167,9 @@ class Portrait360(nn.Module):
         return render_nerf(self.field, rays, head, self.sampler, background, generator, early_stop, slots)
 
     def render_rays(self, rays: Rays, head: Head) -> Tensor:
-        return self.render(rays, head).composite.rgb
+        """The colours by the inference renderer (rounds over the live rays, stopped at transmittance 1e-4)."""
+        background = torch.tensor(self.config.background, device=rays.origins.device)
+        return render_nerf_inference(self.field, rays, head, self.sampler, background).rgb
 
     def training_step(self, batch: RayBatch, step: int) -> StepOutput:
         rendered = self.render(batch.rays, batch.head, batch.generator, batch.early_stop, batch.slots)

@@ -5,7 +5,7 @@ way training did.
 
     entry = MODELS["insta"]
     model = entry.build(subject, entry.recipe("cpu"))  # the subject's parametric model and frames
-    training = entry.training() if entry.training is not None else TrainingConfig()  # the example's defaults
+    training = entry.training_defaults("cpu")  # the example's defaults, with the CPU recipe's sample budget
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ class ModelEntry:
     model has "paper" and "cpu"; a mix has its one recipe); ``model_type`` and ``video``: the parametric model a
     capture without one is read with, and the synthetic video the model trains on by default (None: the
     default video); ``training``: the model's training defaults, as its example trains it (None:
-    ``TrainingConfig()``); ``train``: a pipeline of its own, ``train(run, out, device, resume=, log=) -> metrics``,
+    ``TrainingConfig()``), and ``recipe_training``: recipe name -> the fields a recipe sets on them (the CPU
+    recipe's sample budget); ``train``: a pipeline of its own, ``train(run, out, device, resume=, log=) -> metrics``,
     which :func:`headfields.runs.train_run` calls instead of the NeRF-type loop (None: that loop)."""
 
     build: Callable[[Subject, Any], nn.Module]
@@ -39,11 +40,23 @@ class ModelEntry:
     config_type: type | None = field(default=None, compare=False)  # the recipe's class (a saved config must be one)
     training: Callable[[], TrainingConfig] | None = field(default=None, compare=False)
     train: Callable[..., dict] | None = field(default=None, compare=False)
+    recipe_training: Mapping[str, Mapping[str, Any]] = field(default_factory=dict, compare=False)
 
     def recipe(self, name: str) -> Any:
         if name not in self.recipes:
             raise ValueError(f"recipe: expected one of {sorted(self.recipes)}, got {name!r}")
         return self.recipes[name]()
+
+    def training_defaults(self, recipe: str | None = None) -> TrainingConfig:
+        """The training settings a run of recipe ``recipe`` starts from (None: a saved config's, no recipe's)."""
+        import dataclasses
+
+        from ..training import TrainingConfig
+
+        if recipe is not None and recipe not in self.recipes:
+            raise ValueError(f"recipe: expected one of {sorted(self.recipes)}, got {recipe!r}")
+        defaults = self.training() if self.training is not None else TrainingConfig()
+        return dataclasses.replace(defaults, **self.recipe_training.get(recipe, {}))
 
 
 def _insta(subject: Subject, config) -> nn.Module:
@@ -137,17 +150,30 @@ def _nphm_held_out_video():
     return nphm_held_out_video()  # a person the scan set of benchmarks/nphm.py does not hold
 
 
+# The CPU recipes' budgets of trained samples a step: on a 2-core CPU, more steps of fewer rays beat the fixed rays
+# at equal training time (after 2.5 min: INSTA 2^14 against 2,048 rays, 1.7x the steps, +0.3 dB; the portrait 2^14
+# against 2,048 rays, 1.8x, +5 dB; MonoAvatar 2^13 against 1,024 rays, 1.7x, +3 dB; docs/benchmarks.md). The
+# first step still draws rays_per_batch rays.
+CPU_SAMPLES_PER_BATCH = {"samples_per_batch": 1 << 14}
+MONOAVATAR_CPU_SAMPLES_PER_BATCH = {"samples_per_batch": 1 << 13}  # two networks a sample, 4 frames' UV CNN a step
+
+
 def _entries() -> dict[str, ModelEntry]:
     # Training defaults: what each example script trained with (a CPU's budget of minutes).
     return {
         "insta": _paper_model(
-            "insta", _insta, "InstaConfig", training=_training(max_minutes=15.0, rays_per_batch=2048, eval_every=500)
+            "insta",
+            _insta,
+            "InstaConfig",
+            training=_training(max_minutes=15.0, rays_per_batch=2048, eval_every=500),
+            recipe_training={"cpu": CPU_SAMPLES_PER_BATCH},
         ),
         "monoavatar": _paper_model(
             "monoavatar",
             _monoavatar,
             "MonoAvatarConfig",
             training=_training(max_minutes=15.0, rays_per_batch=1024, frames_per_batch=4, eval_every=500),
+            recipe_training={"cpu": MONOAVATAR_CPU_SAMPLES_PER_BATCH},
         ),
         "portrait360": _paper_model(
             "portrait360",
@@ -156,6 +182,7 @@ def _entries() -> dict[str, ModelEntry]:
             model_type="smplx",
             video=_portrait360_video,
             training=_training(max_minutes=20.0, rays_per_batch=2048, balance_views=True, eval_every=1000),
+            recipe_training={"cpu": CPU_SAMPLES_PER_BATCH},
         ),
         "hyper_neus": _paper_model(
             "hyper_neus",

@@ -109,6 +109,7 @@ __all__ += [
 ]
 
 # Renderers that take a field, and the samplers they draw from.
+from .inference import render_nerf_inference, render_neus_inference  # noqa: E402
 from .samplers import OccupancySampler, StratifiedSampler, ray_bounds  # noqa: E402
 from .volume import EARLY_STOP_TRANSMITTANCE, NerfRender, NeusRender, NeusSampler, render_nerf, render_neus  # noqa: E402
 
@@ -121,7 +122,9 @@ __all__ += [
     "StratifiedSampler",
     "ray_bounds",
     "render_nerf",
+    "render_nerf_inference",
     "render_neus",
+    "render_neus_inference",
 ]
 
 # Camera paths for novel-view videos: a rig read off the capture's cameras, orbit / spiral / front paths.

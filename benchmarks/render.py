@@ -1,0 +1,123 @@
+"""Milliseconds a frame: each model's inference renderer beside its training renderer, in the same run.
+
+    python benchmarks/render.py                           # INSTA, MonoAvatar, Portrait360 at 128, 256, 512 px
+    python benchmarks/render.py --only insta --sizes 512  # one model, one size
+    python benchmarks/render.py --train-minutes 5         # models trained longer first (opaque heads stop earlier)
+
+Each model (its CPU recipe on the CPU, its paper recipe on CUDA, unless ``--recipe``) is trained for
+``--train-minutes`` on its synthetic video into ``--out/<model>`` (a run folder: a finished run there is reused,
+not trained again), then loaded with :func:`headfields.load_run`. For each size, the first held-out frame is
+rendered through its camera resized to that square, ``--chunk`` rays a call as the evaluation renders: by the
+inference renderer (``model.render_rays``: rounds over the live rays, stopped at transmittance 1e-4) and by the
+training renderer (``model.render(rays, head)``: every sample), each the median of ``--repeats`` after a warm-up.
+Printed: ms a frame for each, their ratio, and at the frame's own size the PSNR of both against the held-out
+image and their difference (the inference renderer's stated agreement: 0.1 dB or better). Written to
+``--out/render.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import platform
+from pathlib import Path
+
+import torch
+
+from headfields.metrics import psnr
+from headfields.models.registry import model_entry
+from headfields.renderers.camera_paths import resized_cameras
+from headfields.runs import RunConfig, SubjectSource, load_run, train_run
+from headfields.training.evaluation import render_pixels
+
+from avatars import median_seconds
+
+MODELS = ("insta", "monoavatar", "portrait360")
+SIZES = (128, 256, 512)
+
+
+def train_model(name: str, recipe: str, minutes: float, out: Path, device: torch.device) -> Path:
+    """``name`` trained for ``minutes`` into ``out/name`` (kept as it is when finished there already)."""
+    folder = out / name
+    if (folder / "metrics.json").exists():
+        print(f"{name}: the run in {folder} is reused")
+        return folder
+    entry = model_entry(name)
+    training = dataclasses.replace(
+        entry.training_defaults(recipe), max_iterations=10**9, max_minutes=minutes, budget="training", eval_every=0,
+        checkpoint_every=0, eval_frames=1,
+    )  # fmt: skip
+    subject = SubjectSource(video=entry.video() if entry.video is not None else None)
+    run = RunConfig(name, entry.recipe(recipe), training, subject, recipe)
+    print(f"{name}: training {minutes:g} min ({recipe} recipe) into {folder}", flush=True)
+    train_run(run, folder, device)
+    return folder
+
+
+def measure(folder: Path, sizes: tuple[int, ...], chunk: int, repeats: int, device: torch.device) -> dict:
+    run = load_run(folder, device)
+    model, frames, head = run.model, run.subject.eval, run.eval_head
+
+    def renderers(cameras):  # camera 0 sees held-out frame 0's head
+        def inference(rays):
+            return model.render_rays(dataclasses.replace(rays, frame=torch.zeros_like(rays.frame)), head)
+
+        def training(rays):
+            return model.render(dataclasses.replace(rays, frame=torch.zeros_like(rays.frame)), head).composite.rgb
+
+        return {
+            "inference": lambda: render_pixels(inference, cameras, 0, chunk),
+            "training": lambda: render_pixels(training, cameras, 0, chunk),
+        }
+
+    result = {"sizes": {}}
+    for size in sizes:
+        cameras = resized_cameras(frames.cameras, size, size).to(device)
+        times = {name: median_seconds(render, repeats, device) for name, render in renderers(cameras).items()}
+        result["sizes"][size] = {f"{name}_ms": 1000 * t for name, t in times.items()}
+        print(f"  {size}²: inference {1000 * times['inference']:,.0f} ms, training {1000 * times['training']:,.0f} ms",
+              flush=True)  # fmt: skip
+    images = {name: render().clamp(0, 1) for name, render in renderers(frames.cameras.to(device)).items()}
+    truth = frames.images[0].float() / 255
+    result["psnr"] = {name: float(psnr(image, truth)) for name, image in images.items()}
+    result["max_difference"] = float((images["inference"] - images["training"]).abs().max())
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", nargs="+", choices=MODELS, default=list(MODELS))
+    parser.add_argument("--sizes", nargs="+", type=int, default=list(SIZES))
+    parser.add_argument("--train-minutes", type=float, default=2.0)
+    parser.add_argument("--recipe", choices=("paper", "cpu"), default=None, help="default: paper on CUDA, cpu on the CPU")
+    parser.add_argument("--chunk", type=int, default=8192, help="rays a render call (the evaluation's render_chunk)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--out", type=Path, default=Path("outputs/render_benchmark"))
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    recipe = args.recipe or ("paper" if device.type == "cuda" else "cpu")
+    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
+    print(f"torch {torch.__version__}, {gpu or platform.processor() or 'CPU'}, {torch.get_num_threads()} threads")
+    results = {}
+    for name in args.only:
+        folder = train_model(name, recipe, args.train_minutes, args.out, device)
+        results[name] = measure(folder, tuple(args.sizes), args.chunk, args.repeats, device)
+    print("\n| model | size | inference ms | training ms | speed-up |\n|---|---:|---:|---:|---:|")
+    for name, r in results.items():
+        for size, t in r["sizes"].items():
+            ratio = t["training_ms"] / t["inference_ms"]
+            print(f"| {name} | {size}² | {t['inference_ms']:,.0f} | {t['training_ms']:,.0f} | {ratio:.2f}x |")
+    print("\n| model | PSNR inference | PSNR training | difference | largest pixel difference |\n|---|---:|---:|---:|---:|")
+    for name, r in results.items():
+        p = r["psnr"]
+        print(f"| {name} | {p['inference']:.3f} dB | {p['training']:.3f} dB | {p['inference'] - p['training']:+.4f} dB | "
+              f"{r['max_difference']:.2e} |")  # fmt: skip
+    args.out.mkdir(parents=True, exist_ok=True)
+    info = {"device": gpu or "cpu", "threads": torch.get_num_threads(), "recipe": recipe, "train_minutes": args.train_minutes}
+    (args.out / "render.json").write_text(json.dumps({"info": info, "models": results}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

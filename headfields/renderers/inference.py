@@ -1,0 +1,168 @@
+"""The inference renderer: a density field's samples evaluated in rounds over the rays still alive, without
+autograd (instant-ngp's ``NerfTracer`` in ``testbed_nerf.cu``; nerfacc's rendering with early termination).
+
+Each round takes the next ``steps`` samples of every live ray, evaluates the field there, composites them onto
+the ray's running colour and transmittance, then drops the rays whose transmittance fell below ``early_stop``
+or whose samples ran out. ``steps`` grows as rays finish (``round_samples`` over the live rays, between 1 and
+MAX_ROUND_STEPS), so a round evaluates about the same number of samples and a ray evaluates at most
+``steps - 1`` samples past its stop. A ray's colour, depth and opacity differ from
+:func:`~headfields.renderers.composite` over all its samples by the light behind the stop: at most ``early_stop``
+(times the largest ``t`` for the depth).
+
+    out = render_nerf_inference(field, rays, head, sampler, background)  # Composite; no gradient
+    out = render_neus_inference(field, rays, head, NeusSampler(), inv_s, background)  # an SDF field, the same way
+
+An SDF field stops the same way (:func:`render_neus_inference`): NeuS's up-sampling draws every ray's samples
+first, then the rounds evaluate the SDF with its gradient and the colour, and turn each NeuS opacity into an
+optical thickness (``-log(1 - alpha)``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from jaxtyping import Float
+from torch import Tensor, nn
+
+from ..checks import check_count, trusted_values
+from ..fields import Field, NeusField
+from ..parametric import Head
+from .cameras import Rays, check_rays
+from .compositing import TAU_OPAQUE, Composite
+from .neus import neus_alpha, neus_samples
+from .samplers import ray_bounds
+from .samples import PackedSamples
+from .volume import EARLY_STOP_TRANSMITTANCE, NeusSampler
+
+__all__ = ["MAX_ROUND_STEPS", "ROUND_SAMPLES", "render_nerf_inference", "render_neus_inference"]
+
+# instant-ngp's tracer marches between 1 and 8 steps a ray before it compacts the live rays
+# (MIN/MAX_STEPS_INBETWEEN_COMPACTION): more steps waste samples behind the stop, fewer cost more rounds.
+MAX_ROUND_STEPS = 8
+# Samples a round evaluates at most: the field's working set (a few hundred bytes a sample), and enough that a
+# round's fixed cost (Python, kernel launches) stays small next to its work.
+ROUND_SAMPLES = 1 << 18
+_SUMS = 5  # colour, depth and opacity accumulated per ray
+
+
+def _check(rays: Rays, head: Head, early_stop: float, round_samples: int) -> None:
+    check_rays(rays, head.num_frames, head.vertices.device)
+    if isinstance(early_stop, bool) or not (isinstance(early_stop, int | float) and 0 <= early_stop < 1):
+        raise ValueError(f"early_stop: expected a transmittance in [0, 1) (0: never stop early), got {early_stop!r}")
+    check_count("round_samples", round_samples, 1)
+
+
+def render_nerf_inference(
+    field: Field,
+    rays: Rays,
+    head: Head,
+    sampler: nn.Module | PackedSamples,
+    background: Float[Tensor, " 3"] | None = None,
+    early_stop: float = EARLY_STOP_TRANSMITTANCE,
+    round_samples: int = ROUND_SAMPLES,
+) -> Composite:
+    """``sampler``'s samples along ``rays`` (or samples drawn already), the field evaluated in rounds over the live
+    rays and composited over ``background`` (black when None), each ray stopped once its transmittance falls below
+    ``early_stop`` (see the module docstring). No gradient flows. ``Composite.weights`` holds each sample's weight,
+    0 for those never evaluated (behind a stop): what a NeRF's fine pass draws from."""
+    _check(rays, head, early_stop, round_samples)
+    if isinstance(sampler, PackedSamples) and sampler.num_rays != rays.origins.shape[0]:
+        raise ValueError(f"sampler: expected samples on the {rays.origins.shape[0]} rays, got {sampler.num_rays} rays")
+    with torch.no_grad(), trusted_values():
+        samples = sampler if isinstance(sampler, PackedSamples) else sampler(rays, head, field, None)
+        dtype = rays.origins.dtype
+        t_mid, deltas = samples.t_mid.to(dtype), samples.deltas.to(dtype)
+
+        def evaluate(index: Tensor) -> tuple[Tensor, Tensor]:
+            ray = samples.ray[index]
+            x = rays.origins[ray] + t_mid[index, None] * rays.directions[ray]
+            out = field(x, rays.directions[ray], rays.frame[ray], head)
+            return out.density.to(dtype) * deltas[index], out.rgb
+
+        return _rounds(samples, evaluate, background, float(early_stop), round_samples, dtype)
+
+
+def render_neus_inference(
+    field: NeusField,
+    rays: Rays,
+    head: Head,
+    sampler: NeusSampler,
+    inv_s: Float[Tensor, ""] | float,
+    background: Float[Tensor, " 3"] | None = None,
+    early_stop: float = EARLY_STOP_TRANSMITTANCE,
+    round_samples: int = ROUND_SAMPLES,
+) -> Composite:
+    """:func:`~headfields.renderers.render_neus`'s image in rounds over the live rays: the up-sampling as it is
+    (the SDF without gradient), then the SDF with its gradient (for the slope and the normals) and the colour at
+    the final samples, a round at a time, each ray stopped once its transmittance falls below ``early_stop``. No
+    gradient flows out."""
+    _check(rays, head, early_stop, round_samples)
+    if isinstance(inv_s, Tensor) and inv_s.dim() != 0:
+        raise ValueError(f"inv_s: expected one sharpness (a float or a 0-d tensor), got shape {list(inv_s.shape)}")
+    dtype = rays.origins.dtype
+    box = None if sampler.box is None else torch.tensor(sampler.box, dtype=dtype, device=rays.origins.device)
+    near, far = ray_bounds(rays, head, box, sampler.padding)
+    with torch.no_grad(), trusted_values():
+
+        def sdf(points: Tensor, ray: Tensor) -> Tensor:
+            return field.geometry(points, rays.frame[ray], head).sdf
+
+        samples = neus_samples(
+            rays.origins, rays.directions, near, far, sdf, sampler.coarse, sampler.rounds, sampler.per_round,
+            sampler.base_inv_s, None, sampler.keep_coarse,
+        )  # fmt: skip
+        t_mid, deltas = samples.t_mid.to(dtype), samples.deltas.to(dtype)
+
+        def evaluate(index: Tensor) -> tuple[Tensor, Tensor]:
+            ray = samples.ray[index]
+            frame, dirs = rays.frame[ray], rays.directions[ray]
+            with torch.enable_grad():  # the SDF's slope along the ray and the normals
+                x = (rays.origins[ray] + t_mid[index, None] * dirs).requires_grad_(True)
+                geometry = field.geometry(x, frame, head)
+                (gradient,) = torch.autograd.grad(geometry.sdf.sum(), [x])
+            alpha = neus_alpha(geometry.sdf.detach(), (gradient * dirs).sum(-1), deltas[index], inv_s)
+            rgb = field.colour(geometry, gradient, frame, head)
+            return -torch.log1p(-alpha.to(dtype)), rgb
+
+        return _rounds(samples, evaluate, background, float(early_stop), round_samples, dtype)
+
+
+def _rounds(
+    samples: PackedSamples,
+    evaluate: Callable[[Tensor], tuple[Tensor, Tensor]],
+    background: Tensor | None,
+    early_stop: float,
+    budget: int,
+    dtype: torch.dtype,
+) -> Composite:
+    """The rounds: ``evaluate(index)`` gives the optical thickness and the colour of samples ``index``."""
+    r, device = samples.num_rays, samples.device
+    counts, first = samples.counts(), samples.first()
+    t_mid = samples.t_mid.to(dtype)
+    sums = torch.zeros(r, _SUMS, dtype=dtype, device=device)
+    light = torch.ones(r, dtype=dtype, device=device)  # each ray's transmittance so far
+    done = torch.zeros(r, dtype=torch.long, device=device)  # each ray's samples evaluated so far
+    weights = torch.zeros(len(samples), dtype=dtype, device=device)
+    live = torch.nonzero(counts > 0).squeeze(1)
+    while live.numel() > 0:
+        steps = min(max(budget // live.numel(), 1), MAX_ROUND_STEPS)
+        offset = done[live, None] + torch.arange(steps, device=device)  # [A, steps]
+        valid = offset < counts[live, None]
+        index = (first[live, None] + offset)[valid]  # in ray order, then along each ray
+        thickness, rgb = evaluate(index)
+        tau = torch.zeros(valid.shape, dtype=dtype, device=device)
+        tau[valid] = thickness.clamp(max=TAU_OPAQUE)  # an opaque sample (alpha 1, tau inf) hides what is behind
+        values = torch.zeros(*valid.shape, _SUMS, dtype=dtype, device=device)
+        values[valid] = torch.cat([rgb.to(dtype), t_mid[index, None], torch.ones_like(t_mid[index, None])], 1)
+        before = torch.cumsum(tau, 1) - tau  # exclusive, within the round
+        w = light[live, None] * torch.exp(-before) * -torch.expm1(-tau)
+        sums[live] += (w[..., None] * values).sum(1)
+        weights[index] = w[valid]
+        light[live] = light[live] * torch.exp(-tau.sum(1))
+        done[live] += steps
+        live = live[(light[live] >= early_stop) & (done[live] < counts[live])]
+    rgb, depth, opacity = sums[:, :3], sums[:, 3], sums[:, 4]
+    if background is not None:
+        rgb = rgb + (1 - opacity)[:, None] * background.to(dtype)
+    return Composite(rgb=rgb, depth=depth, opacity=opacity, weights=weights)
