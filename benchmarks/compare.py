@@ -283,19 +283,24 @@ def run_models(entries: list[Entry], args: argparse.Namespace) -> dict[str, dict
 
 
 def print_baseline(entries: list[Entry], results: dict[str, dict]) -> None:
-    """Each model against the same model from the ``--baseline`` checkout, trained right after it."""
-    print("\n| model | it/s | baseline it/s | ratio | PSNR | baseline PSNR | ΔPSNR | head ΔPSNR |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    """Each model against the same model from the ``--baseline`` checkout, trained right after it: steps a second,
+    PSNR and, where both rendered one, the 512² frame's time."""
+    print("\n| model | it/s | baseline it/s | ratio | PSNR | base PSNR | ΔPSNR | head ΔPSNR | 512² frame | baseline | ratio |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for e in entries:
         m, b = results[e.key], results[e.key].get("baseline", {})
         if "error" in m or "error" in b or not b:
-            print(f"| {e.key} | {m.get('error', '')} | {b.get('error', '')} | | | | | |")
+            print(f"| {e.key} | {m.get('error', '')} | {b.get('error', '')} | | | | | | | | |")
             continue
         ratio = m["iterations_per_second"] / b["iterations_per_second"]
         head = "—" if m.get("psnr_head") is None else f"{m['psnr_head'] - b['psnr_head']:+.2f} dB"
+        frame, base_frame = m.get("render_frame_seconds"), b.get("render_frame_seconds")
+        frames = "| — | — | —"
+        if frame and base_frame:
+            frames = f"| {frame:.1f} s | {base_frame:.1f} s | {base_frame / frame:.2f}×"
         print(
             f"| {e.key} | {m['iterations_per_second']:.2f} | {b['iterations_per_second']:.2f} | {ratio:.2f}× | "
-            f"{m['psnr']:.2f} dB | {b['psnr']:.2f} dB | {m['psnr'] - b['psnr']:+.2f} dB | {head} |"
+            f"{m['psnr']:.2f} dB | {b['psnr']:.2f} dB | {m['psnr'] - b['psnr']:+.2f} dB | {head} {frames} |"
         )
 
 

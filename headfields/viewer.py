@@ -29,11 +29,19 @@ from .renderers.cameras import PinholeCameras, Rays
 from .runs import Run, load_run
 from .training import CHECKPOINT_NAME, render_pixels, render_view
 
-__all__ = ["AvatarViewer", "ViewerState", "depth_image", "render_avatar", "state_head", "viser_camera"]
+__all__ = ["AvatarViewer", "ViewerState", "depth_image", "frame_pixels", "render_avatar", "state_head", "viser_camera"]
 
 EXPRESSION_SLIDERS = 10  # the first expression coefficients the GUI offers
-MOVING_PIXELS = 48  # the longer image side while the camera or a slider moves: a CPU renders it in well under a second
-RESTING_PIXELS = 128  # ... once it rests (REST_SECONDS without a change)
+# The longer image side follows the render speed measured on the last frames (frame_pixels): a frame while the
+# camera or a slider moves takes about MOVING_SECONDS, the sharp one once it rests (REST_SECONDS without a change)
+# about RESTING_SECONDS, at most the browser canvas's size and the caps given; MOVING_PIXELS and RESTING_PIXELS
+# before any frame is measured.
+MOVING_SECONDS = 0.1
+RESTING_SECONDS = 2.0
+MIN_PIXELS = 32
+MOVING_PIXELS = 48
+RESTING_PIXELS = 128
+SPEED_SMOOTHING = 0.5  # weight of the newest frame in the pixels-a-second estimate
 REST_SECONDS = 0.3
 WATCH_SECONDS = 1.0  # how often --watch looks at the checkpoint's mtime
 THREAD_PREFIX = "headfields-viewer"  # every thread the viewer starts is named so; a test checks none outlives stop()
@@ -147,6 +155,16 @@ def viser_camera(position, wxyz, fov: float, aspect: float, pixels: int) -> Pinh
     return PinholeCameras(fy, fy, width / 2, height / 2, width, height, c2w.float()[None])
 
 
+def frame_pixels(seconds: float, pixels_per_second: float, aspect: float, canvas: int, cap: int | None = None) -> int:
+    """The longer image side (``viser_camera``'s ``pixels``) whose frame renders in about ``seconds`` at
+    ``pixels_per_second``, for a width / height of ``aspect``: between MIN_PIXELS and the canvas's longer side
+    ``canvas`` (0: not known yet) and ``cap`` (None: none)."""
+    longer_over_shorter = max(aspect, 1 / aspect)
+    side = int(math.sqrt(max(seconds * pixels_per_second, 1.0) * longer_over_shorter))
+    bounds = [b for b in (canvas if canvas > 0 else None, cap) if b is not None]
+    return max(MIN_PIXELS, min([side, *bounds])) if bounds else max(MIN_PIXELS, side)
+
+
 def render_avatar(model, cameras: PinholeCameras, head: Head, depth: bool, chunk: int, device) -> Tensor:
     """Colour [H, W, 3] in [0, 1] of camera 0 of ``cameras`` seeing frame 0 of ``head`` or, with ``depth``, its
     depth [H, W]: the model's composited depth where its ``render`` returns one (NeRF and NeuS models: a
@@ -176,6 +194,7 @@ def depth_image(depth: Tensor) -> np.ndarray:
 class _Request:
     camera: PinholeCameras
     moving: bool
+    canvas: int = 0  # the browser canvas's longer side in pixels (0: not known)
 
 
 class AvatarViewer:
@@ -183,7 +202,10 @@ class AvatarViewer:
 
     ``host`` defaults to localhost: only this machine reaches the viewer; ``"0.0.0.0"`` serves every network
     interface. ``watch``: reload the checkpoint whenever training writes a new one. Renders happen in one worker
-    thread, one at a time; a newer camera or slider state replaces a request still queued.
+    thread, one at a time; a newer camera or slider state replaces a request still queued. The image size follows
+    the measured render speed (:func:`frame_pixels`): small while the camera or a slider moves, then the browser
+    canvas's size, or what renders in RESTING_SECONDS, once it rests; ``moving_pixels`` and ``resting_pixels`` cap
+    the longer side of each (None: the canvas alone). The GUI shows each frame's size and rate.
 
     >>> viewer = AvatarViewer("outputs/insta", port=8080).start()
     >>> viewer.stop()
@@ -196,8 +218,8 @@ class AvatarViewer:
         port: int = 8080,
         watch: bool = False,
         device: str | torch.device | None = None,
-        moving_pixels: int = MOVING_PIXELS,
-        resting_pixels: int = RESTING_PIXELS,
+        moving_pixels: int | None = None,
+        resting_pixels: int | None = None,
         chunk: int = 8192,
     ):
         self.run = run_or_path if isinstance(run_or_path, Run) else load_run(run_or_path, device)
@@ -207,6 +229,7 @@ class AvatarViewer:
         self.frames_rendered = 0  # images sent to browsers (tests wait on it)
         self.sharp_frames = 0  # ... of them at the resting resolution
         self.shown_state: ViewerState | None = None  # the state of the last image sent
+        self.pixels_per_second: float | None = None  # the render speed measured on the frames so far
         self._lock = threading.Condition()
         self._requests: dict[int, _Request] = {}  # client id -> its newest request
         self._resting: dict[int, tuple[_Request, float]] = {}  # client id -> its last moving request, its time
@@ -366,15 +389,20 @@ class AvatarViewer:
         self._changed()
 
     # -- requests and the render worker ----------------------------------------------------------------------------
-    def _camera(self, client, moving: bool) -> PinholeCameras:
-        camera = client.camera
-        return viser_camera(
-            camera.position, camera.wxyz, camera.fov, camera.aspect, self.moving_pixels if moving else self.resting_pixels
-        )
+    def _pixels(self, canvas: int, aspect: float, moving: bool) -> int:
+        """The longer image side of the next frame (see the class docstring)."""
+        cap = self.moving_pixels if moving else self.resting_pixels
+        if self.pixels_per_second is None:  # nothing measured yet
+            bounds = [b for b in (canvas if canvas > 0 else None, cap) if b is not None]
+            return min([MOVING_PIXELS if moving else RESTING_PIXELS, *bounds])
+        return frame_pixels(MOVING_SECONDS if moving else RESTING_SECONDS, self.pixels_per_second, aspect, canvas, cap)
 
     def _request(self, client, moving: bool) -> None:
         try:
-            request = _Request(self._camera(client, moving), moving)
+            camera = client.camera
+            canvas = max(int(camera.image_width), int(camera.image_height))
+            pixels = self._pixels(canvas, camera.aspect, moving)
+            request = _Request(viser_camera(camera.position, camera.wxyz, camera.fov, camera.aspect, pixels), moving, canvas)
         except (AssertionError, ValueError, ZeroDivisionError):  # the client has not sent its camera yet
             return
         with self._lock:
@@ -420,11 +448,12 @@ class AvatarViewer:
                     if now - since >= REST_SECONDS:
                         del self._resting[client_id]
                         camera = request.camera
-                        scale = self.resting_pixels / max(camera.width, camera.height)
+                        pixels = self._pixels(request.canvas, camera.width / camera.height, moving=False)
+                        scale = pixels / max(camera.width, camera.height)
                         width, height = max(1, round(camera.width * scale)), max(1, round(camera.height * scale))
                         fy = camera.fy * height / camera.height
                         sharp = PinholeCameras(fy, fy, width / 2, height / 2, width, height, camera.camera_to_world)
-                        return client_id, _Request(sharp, moving=False)
+                        return client_id, _Request(sharp, False, request.canvas)
                 self._lock.wait(timeout=REST_SECONDS / 3)
         return None
 
@@ -445,7 +474,15 @@ class AvatarViewer:
         state = self.state()
         run = self.run  # one run per image, though --watch may swap it meanwhile
         head = self.head(state)
+        start = time.perf_counter()
         result = render_avatar(run.model, request.camera, head, state.depth, self.chunk, run.device)
+        seconds = max(time.perf_counter() - start, 1e-6)
+        width, height = request.camera.width, request.camera.height
+        speed = width * height / seconds
+        old = self.pixels_per_second
+        self.pixels_per_second = speed if old is None else SPEED_SMOOTHING * speed + (1 - SPEED_SMOOTHING) * old
+        rate = f"{width} x {height} px in {1000 * seconds:.0f} ms ({1 / seconds:.1f} frames/s)"
+        self._gui["status"].content = f"step {run.step} · {rate}"
         image = depth_image(result) if state.depth else (result.numpy() * 255 + 0.5).astype(np.uint8)
         client.scene.set_background_image(image, format="png" if not request.moving else "jpeg")
         self._show_mesh(head, state.mesh)

@@ -3,6 +3,7 @@
 Against the training compositor over every sample (composite, a segmented scan), and in the models against the
 training renderer's image of a held-out frame."""
 
+import dataclasses
 import math
 
 import pytest
@@ -31,7 +32,7 @@ from headfields.renderers import (
 )
 from headfields.renderers.inference import MAX_ROUND_STEPS
 from headfields.runs import load_run
-from headfields.training import render_image
+from headfields.training import render_image, render_view
 
 from helpers import raises_naming
 
@@ -122,7 +123,8 @@ def test_a_stopped_ray_differs_by_at_most_the_light_behind_the_stop(head, counts
 
 def test_an_opaque_wall_stops_the_rays_within_a_round(head):
     """Every ray meets a wall of density 1e4 at z > 0.5 (its samples 0.1 long): after the first sample inside,
-    the transmittance is exp(-1000); each ray is evaluated at most MAX_ROUND_STEPS - 1 samples past the wall."""
+    the transmittance is exp(-1000); each ray is evaluated at most MAX_ROUND_STEPS - 1 samples past the wall (with
+    round_samples of MAX_ROUND_STEPS a ray: no round is stretched for the last rays)."""
     r, per_ray = 64, 20
     rays = Rays(torch.zeros(r, 3), torch.tensor([[0.0, 0.0, 1.0]]).expand(r, 3), torch.zeros(r, dtype=torch.long))
     edges = torch.linspace(0, 2, per_ray + 1)
@@ -135,7 +137,7 @@ def test_an_opaque_wall_stops_the_rays_within_a_round(head):
             return out
 
     field = _Wall(1.0)
-    out = render_nerf_inference(field, rays, head, samples, early_stop=1e-4)
+    out = render_nerf_inference(field, rays, head, samples, early_stop=1e-4, round_samples=r * MAX_ROUND_STEPS)
     in_front = 6  # midpoints 0.05 ... 0.55: the sixth is the first inside the wall
     assert in_front * r <= field.points <= (in_front + MAX_ROUND_STEPS - 1) * r
     torch.testing.assert_close(out.opacity, torch.ones(r))
@@ -192,7 +194,9 @@ OPAQUE_BIAS = {"insta": 8.0, "monoavatar": 2000.0, "portrait360": 8.0}
 
 
 @pytest.mark.parametrize("name", sorted(OPAQUE_BIAS))
-def test_each_model_renders_the_training_renderers_image(name, tiny_video, tiny_orbit_video):
+def test_each_model_renders_the_training_renderers_image(name, tiny_video, tiny_orbit_video, monkeypatch):
+    # Rounds of 256 samples: the 16-pixel frame's few rays would otherwise fit one round (nothing left to stop).
+    monkeypatch.setattr("headfields.renderers.inference.ROUND_SAMPLES", 256)
     torch.manual_seed(0)
     model, (train, test) = _models(tiny_video, tiny_orbit_video)[name]
     _opaque(model, OPAQUE_BIAS[name])
@@ -243,3 +247,21 @@ def test_an_sdf_model_renders_the_training_renderers_image(tiny_neus_run):
     truth = frames.images[0].float() / 255
     assert (new - old).abs().max() <= 1e-3
     assert abs(float(psnr(new, truth)) - float(psnr(old, truth))) <= 0.01
+
+
+def test_an_empty_occupancy_grid_or_a_camera_facing_away_renders_the_background(tiny_video):
+    """No sample to evaluate: the background, honestly, and no round at all (never a hang)."""
+    train, test = tiny_video
+    torch.manual_seed(0)
+    model = Insta(load_model(train.model_path, train.model_type), train.segmentation_labels, TINY_INSTA)
+    head = tracked_head(model.parametric, test)
+    background = torch.tensor(model.config.background)
+    model.sampler.grid.binary.zero_()  # every cell empty
+    image = render_image(model, test, 0, 4096, torch.device("cpu"), head=head)
+    torch.testing.assert_close(image, background.expand_as(image))
+    model.sampler.grid.binary.fill_(True)
+    away = test.cameras.camera_to_world.clone()
+    away[:, :3, :3] = away[:, :3, :3] @ torch.diag(torch.tensor([-1.0, 1.0, -1.0]))  # turned about its y axis
+    turned = dataclasses.replace(test.cameras, camera_to_world=away)
+    image = render_view(model, turned, 0, head, 0, 4096, torch.device("cpu"))
+    torch.testing.assert_close(image, background.expand_as(image))

@@ -22,7 +22,16 @@ pytest.importorskip("viser")
 from headfields.heads import tracked_head  # noqa: E402
 from headfields.renderers.cameras import look_at, project_points  # noqa: E402
 from headfields.runs import load_run  # noqa: E402
-from headfields.viewer import THREAD_PREFIX, AvatarViewer, ViewerState, render_avatar, state_head, viser_camera  # noqa: E402
+from headfields.viewer import (  # noqa: E402
+    MIN_PIXELS,
+    THREAD_PREFIX,
+    AvatarViewer,
+    ViewerState,
+    frame_pixels,
+    render_avatar,
+    state_head,
+    viser_camera,
+)
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 DOC_IMAGE = Path(__file__).resolve().parents[1] / "docs" / "images" / "viewer_screenshot.png"
@@ -105,6 +114,20 @@ def test_head_pose_and_expression_sliders(run):
     assert torch.equal(smiling.expression[0, 2:], base.expression[0, 2:])
     with pytest.raises(ValueError, match="expression"):
         state_head(parametric, ViewerState(expression=(0.0,) * (parametric.num_expression + 1)), params)
+
+
+# -- the image size from the measured speed ------------------------------------------------------------------------
+@pytest.mark.parametrize("aspect", [1.0, 16 / 9, 0.75])
+def test_frame_pixels_fill_the_time_within_the_canvas(aspect):
+    """At 40,000 pixels a second, 1 s buys a 200 x 200 square; a wider (or taller) frame of the same area has a
+    longer side sqrt(aspect) times larger. The canvas and the cap bound it; MIN_PIXELS floors it."""
+    side = frame_pixels(1.0, 40_000.0, aspect, canvas=0)
+    width, height = (side, side / aspect) if aspect >= 1 else (side * aspect, side)
+    assert abs(width * height - 40_000) <= 2 * max(width, height) + 1  # the side is rounded down
+    assert frame_pixels(1.0, 40_000.0, aspect, canvas=150) == 150
+    assert frame_pixels(1.0, 40_000.0, aspect, canvas=1000, cap=120) == 120
+    assert frame_pixels(1.0, 1.0, aspect, canvas=1000) == MIN_PIXELS  # a slow model still shows something
+    assert frame_pixels(0.1, 4e7, aspect, canvas=900) == 900  # a fast GPU renders the whole canvas
 
 
 # -- viser's camera -> PinholeCameras --------------------------------------------------------------------------------

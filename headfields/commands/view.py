@@ -24,8 +24,15 @@ def add_parser(commands) -> None:
         help="the address to bind: 127.0.0.1 serves this machine only; 0.0.0.0 every network interface",
     )  # fmt: skip
     parser.add_argument("--watch", action="store_true", help="reload the checkpoint whenever training writes a new one")
-    parser.add_argument("--resolution", type=int, default=128, help="pixels of the longer image side once the camera rests")
-    parser.add_argument("--moving-resolution", type=int, default=48, help="... while the camera or a slider moves")
+    parser.add_argument(
+        "--resolution", type=int, default=None,
+        help="at most this many pixels on the longer image side once the camera rests (default: the browser canvas's, "
+        "or what renders in 2 s)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--moving-resolution", type=int, default=None,
+        help="... while the camera or a slider moves (default: what renders in 0.1 s)",
+    )  # fmt: skip
     parser.add_argument("--chunk", type=int, default=8192, help="rays rendered at once")
     parser.set_defaults(command=view)
 
@@ -35,7 +42,7 @@ def view(args: argparse.Namespace, block: bool = True):
     from ..viewer import AvatarViewer
 
     for name in ("resolution", "moving_resolution", "chunk"):
-        if getattr(args, name) < 1:
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             raise ValueError(f"{name}: expected a positive number, got {getattr(args, name)}")
     if not 0 <= args.port < 65536:
         raise ValueError(f"port: expected a port in [0, 65535], got {args.port}")

@@ -4,8 +4,9 @@ autograd (instant-ngp's ``NerfTracer`` in ``testbed_nerf.cu``; nerfacc's renderi
 Each round takes the next ``steps`` samples of every live ray, evaluates the field there, composites them onto
 the ray's running colour and transmittance, then drops the rays whose transmittance fell below ``early_stop``
 or whose samples ran out. ``steps`` grows as rays finish (``round_samples`` over the live rays, between 1 and
-MAX_ROUND_STEPS), so a round evaluates about the same number of samples and a ray evaluates at most
-``steps - 1`` samples past its stop. A ray's colour, depth and opacity differ from
+MAX_ROUND_STEPS; past that once a round would hold fewer than ``round_samples / MAX_ROUND_STEPS`` samples), so
+a round evaluates about the same number of samples and a ray evaluates at most ``steps - 1`` samples past its
+stop. A ray's colour, depth and opacity differ from
 :func:`~headfields.renderers.composite` over all its samples by the light behind the stop: at most ``early_stop``
 (times the largest ``t`` for the depth).
 
@@ -46,11 +47,12 @@ ROUND_SAMPLES = 1 << 18
 _SUMS = 5  # colour, depth and opacity accumulated per ray
 
 
-def _check(rays: Rays, head: Head, early_stop: float, round_samples: int) -> None:
+def _check(rays: Rays, head: Head, early_stop: float, round_samples: int | None) -> int:
+    """The arguments checked; the round size (None: ROUND_SAMPLES, read at the call)."""
     check_rays(rays, head.num_frames, head.vertices.device)
     if isinstance(early_stop, bool) or not (isinstance(early_stop, int | float) and 0 <= early_stop < 1):
         raise ValueError(f"early_stop: expected a transmittance in [0, 1) (0: never stop early), got {early_stop!r}")
-    check_count("round_samples", round_samples, 1)
+    return check_count("round_samples", ROUND_SAMPLES if round_samples is None else round_samples, 1)
 
 
 def render_nerf_inference(
@@ -60,13 +62,13 @@ def render_nerf_inference(
     sampler: nn.Module | PackedSamples,
     background: Float[Tensor, " 3"] | None = None,
     early_stop: float = EARLY_STOP_TRANSMITTANCE,
-    round_samples: int = ROUND_SAMPLES,
+    round_samples: int | None = None,
 ) -> Composite:
     """``sampler``'s samples along ``rays`` (or samples drawn already), the field evaluated in rounds over the live
     rays and composited over ``background`` (black when None), each ray stopped once its transmittance falls below
     ``early_stop`` (see the module docstring). No gradient flows. ``Composite.weights`` holds each sample's weight,
     0 for those never evaluated (behind a stop): what a NeRF's fine pass draws from."""
-    _check(rays, head, early_stop, round_samples)
+    round_samples = _check(rays, head, early_stop, round_samples)
     if isinstance(sampler, PackedSamples) and sampler.num_rays != rays.origins.shape[0]:
         raise ValueError(f"sampler: expected samples on the {rays.origins.shape[0]} rays, got {sampler.num_rays} rays")
     with torch.no_grad(), trusted_values():
@@ -91,13 +93,13 @@ def render_neus_inference(
     inv_s: Float[Tensor, ""] | float,
     background: Float[Tensor, " 3"] | None = None,
     early_stop: float = EARLY_STOP_TRANSMITTANCE,
-    round_samples: int = ROUND_SAMPLES,
+    round_samples: int | None = None,
 ) -> Composite:
     """:func:`~headfields.renderers.render_neus`'s image in rounds over the live rays: the up-sampling as it is
     (the SDF without gradient), then the SDF with its gradient (for the slope and the normals) and the colour at
     the final samples, a round at a time, each ray stopped once its transmittance falls below ``early_stop``. No
     gradient flows out."""
-    _check(rays, head, early_stop, round_samples)
+    round_samples = _check(rays, head, early_stop, round_samples)
     if isinstance(inv_s, Tensor) and inv_s.dim() != 0:
         raise ValueError(f"inv_s: expected one sharpness (a float or a 0-d tensor), got shape {list(inv_s.shape)}")
     dtype = rays.origins.dtype
@@ -147,6 +149,9 @@ def _rounds(
     live = torch.nonzero(counts > 0).squeeze(1)
     while live.numel() > 0:
         steps = min(max(budget // live.numel(), 1), MAX_ROUND_STEPS)
+        # The last few rays: a round of at least budget / MAX_ROUND_STEPS samples. A field call costs milliseconds of
+        # fixed work on a CPU (its Python and kernel launches): they finish in a few rounds, not a step at a time.
+        steps = max(steps, -(-(budget // MAX_ROUND_STEPS) // live.numel()))
         offset = done[live, None] + torch.arange(steps, device=device)  # [A, steps]
         valid = offset < counts[live, None]
         index = (first[live, None] + offset)[valid]  # in ray order, then along each ray
