@@ -23,7 +23,6 @@ from headfields.heads import tracked_head  # noqa: E402
 from headfields.renderers.cameras import look_at, project_points  # noqa: E402
 from headfields.runs import load_run  # noqa: E402
 from headfields.viewer import (  # noqa: E402
-    MIN_PIXELS,
     THREAD_PREFIX,
     AvatarViewer,
     ViewerState,
@@ -32,6 +31,7 @@ from headfields.viewer import (  # noqa: E402
     state_head,
     viser_camera,
 )
+from headfields.viewer_camera import MIN_PIXELS  # noqa: E402
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 DOC_IMAGE = Path(__file__).resolve().parents[1] / "docs" / "images" / "viewer_screenshot.png"
