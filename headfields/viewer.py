@@ -350,10 +350,8 @@ class AvatarViewer:
     def _pixels(self, canvas: int, aspect: float, moving: bool) -> int:
         """The longer image side of the next frame (see the class docstring)."""
         cap = self.moving_pixels if moving else self.resting_pixels
-        if self.pixels_per_second is None:  # nothing measured yet
-            bounds = [b for b in (canvas if canvas > 0 else None, cap) if b is not None]
-            return min([MOVING_PIXELS if moving else RESTING_PIXELS, *bounds])
-        return frame_pixels(MOVING_SECONDS if moving else RESTING_SECONDS, self.pixels_per_second, aspect, canvas, cap)
+        seconds, unmeasured = (MOVING_SECONDS, MOVING_PIXELS) if moving else (RESTING_SECONDS, RESTING_PIXELS)
+        return frame_pixels(seconds, self.pixels_per_second, aspect, canvas, cap, unmeasured)
 
     def _request(self, client, moving: bool) -> None:
         try:

@@ -55,11 +55,19 @@ def viser_camera(position, wxyz, fov: float, aspect: float, pixels: int) -> Pinh
     return PinholeCameras(fy, fy, width / 2, height / 2, width, height, c2w.float()[None])
 
 
-def frame_pixels(seconds: float, pixels_per_second: float, aspect: float, canvas: int, cap: int | None = None) -> int:
+def frame_pixels(
+    seconds: float,
+    pixels_per_second: float | None,
+    aspect: float,
+    canvas: int,
+    cap: int | None = None,
+    unmeasured: int = RESTING_PIXELS,
+) -> int:
     """The longer image side (``viser_camera``'s ``pixels``) whose frame renders in about ``seconds`` at
-    ``pixels_per_second``, for a width / height of ``aspect``: between MIN_PIXELS and the canvas's longer side
-    ``canvas`` (0: not known yet) and ``cap`` (None: none)."""
-    longer_over_shorter = max(aspect, 1 / aspect)
-    side = int(math.sqrt(max(seconds * pixels_per_second, 1.0) * longer_over_shorter))
-    bounds = [b for b in (canvas if canvas > 0 else None, cap) if b is not None]
-    return max(MIN_PIXELS, min([side, *bounds])) if bounds else max(MIN_PIXELS, side)
+    ``pixels_per_second``, for a width / height of ``aspect``, at least MIN_PIXELS; ``unmeasured`` while no speed is
+    known (``pixels_per_second`` None). At most the canvas's longer side ``canvas`` (0: not known yet) and ``cap``
+    (None: none), which win over the floor."""
+    side = unmeasured
+    if pixels_per_second is not None:
+        side = max(MIN_PIXELS, int(math.sqrt(max(seconds * pixels_per_second, 1.0) * max(aspect, 1 / aspect))))
+    return min([side, *(b for b in (canvas if canvas > 0 else None, cap) if b is not None)])

@@ -120,7 +120,7 @@ def test_head_pose_and_expression_sliders(run):
 @pytest.mark.parametrize("aspect", [1.0, 16 / 9, 0.75])
 def test_frame_pixels_fill_the_time_within_the_canvas(aspect):
     """At 40,000 pixels a second, 1 s buys a 200 x 200 square; a wider (or taller) frame of the same area has a
-    longer side sqrt(aspect) times larger. The canvas and the cap bound it; MIN_PIXELS floors it."""
+    longer side sqrt(aspect) times larger. The canvas and the cap bound it; MIN_PIXELS floors the measured size."""
     side = frame_pixels(1.0, 40_000.0, aspect, canvas=0)
     width, height = (side, side / aspect) if aspect >= 1 else (side * aspect, side)
     assert abs(width * height - 40_000) <= 2 * max(width, height) + 1  # the side is rounded down
@@ -128,6 +128,10 @@ def test_frame_pixels_fill_the_time_within_the_canvas(aspect):
     assert frame_pixels(1.0, 40_000.0, aspect, canvas=1000, cap=120) == 120
     assert frame_pixels(1.0, 1.0, aspect, canvas=1000) == MIN_PIXELS  # a slow model still shows something
     assert frame_pixels(0.1, 4e7, aspect, canvas=900) == 900  # a fast GPU renders the whole canvas
+    assert frame_pixels(1.0, 1.0, aspect, canvas=1000, cap=16) == 16  # a cap below the floor is kept
+    # Before any frame is measured: the first size given, within the same bounds.
+    assert frame_pixels(1.0, None, aspect, canvas=100, unmeasured=48) == 48
+    assert frame_pixels(1.0, None, aspect, canvas=40, unmeasured=128) == 40
 
 
 # -- viser's camera -> PinholeCameras --------------------------------------------------------------------------------

@@ -193,7 +193,7 @@ class MonoAvatar(nn.Module):
         """The fine pass's colours by the inference renderer (both passes in rounds over the live rays, stopped at
         transmittance 1e-4; the fine samples drawn from the coarse weights in front of the stop)."""
         background = torch.ones(3, device=rays.origins.device)
-        with torch.no_grad(), self.coarse_field.encoder.reuse_frame_features():
+        with self.coarse_field.encoder.reuse_frame_features():  # no gradient: render_nerf_inference's, detached samples
             samples = self.sampler(rays, head)
             coarse = render_nerf_inference(self.coarse_field, rays, head, samples, background)
             drawn = importance_samples(samples, coarse.weights, self.config.fine_samples)

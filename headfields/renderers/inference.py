@@ -82,7 +82,7 @@ def render_nerf_inference(
             out = field(x, rays.directions[ray], rays.frame[ray], head)
             return out.density.to(dtype) * deltas[index], out.rgb
 
-        return _rounds(samples, evaluate, background, float(early_stop), round_samples, dtype)
+        return _rounds(samples, t_mid, evaluate, background, float(early_stop), round_samples)
 
 
 def render_neus_inference(
@@ -127,21 +127,21 @@ def render_neus_inference(
             rgb = field.colour(geometry, gradient, frame, head)
             return -torch.log1p(-alpha.to(dtype)), rgb
 
-        return _rounds(samples, evaluate, background, float(early_stop), round_samples, dtype)
+        return _rounds(samples, t_mid, evaluate, background, float(early_stop), round_samples)
 
 
 def _rounds(
     samples: PackedSamples,
+    t_mid: Tensor,
     evaluate: Callable[[Tensor], tuple[Tensor, Tensor]],
     background: Tensor | None,
     early_stop: float,
     budget: int,
-    dtype: torch.dtype,
 ) -> Composite:
-    """The rounds: ``evaluate(index)`` gives the optical thickness and the colour of samples ``index``."""
-    r, device = samples.num_rays, samples.device
+    """The rounds: ``evaluate(index)`` gives the optical thickness and the colour of samples ``index``; ``t_mid``
+    the samples' midpoints in the dtype of the sums (the rays')."""
+    r, device, dtype = samples.num_rays, samples.device, t_mid.dtype
     counts, first = samples.counts(), samples.first()
-    t_mid = samples.t_mid.to(dtype)
     sums = torch.zeros(r, _SUMS, dtype=dtype, device=device)
     light = torch.ones(r, dtype=dtype, device=device)  # each ray's transmittance so far
     done = torch.zeros(r, dtype=torch.long, device=device)  # each ray's samples evaluated so far
