@@ -32,7 +32,7 @@ from .frames import SPLITS
 __all__ = ["CACHE_MIN_BYTES", "cache_folder", "clear_capture_cache", "load_or_decode", "parallel_map"]
 
 CACHE_MIN_BYTES = 256 * 2**20  # decoded arrays below this are decoded each time (about 2 s on one core)
-_VERSION = 2  # bump when what an entry holds changes: older entries are then stale
+_VERSION = 3  # bump when what an entry holds changes: older entries are then stale
 
 T = TypeVar("T")
 

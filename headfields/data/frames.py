@@ -66,7 +66,7 @@ class FrameSet:
     cameras: PinholeCameras
     images: UInt8[Tensor, "N H W 3"]
     masks: Bool[Tensor, "N H W"] | None = None  # foreground (the reader: alpha >= ALPHA_THRESHOLD)
-    depths: Float[Tensor, "N H W"] | None = None  # metres along the camera z axis; 0 = no depth
+    depths: Float[Tensor, "N H W"] | None = None  # metres along the camera z axis, any float dtype; 0 = no depth
     segmentation: UInt8[Tensor, "N H W"] | None = None  # region labels, see segmentation_labels
     expression: Float[Tensor, "N E"] | None = None  # exp_path files or NeRFace's inline lists
     params: TrackedParams | None = None

@@ -66,7 +66,7 @@ def ray_batch(
         frames=frames,
         rgb=gather(frames.images).float() / 255.0,
         mask=gather(frames.masks),
-        depth=gather(frames.depths),
+        depth=None if frames.depths is None else gather(frames.depths).float(),  # the reader's are float16
         segmentation=None if segmentation is None else segmentation.long(),
         head=head,
     )
