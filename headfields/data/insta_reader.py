@@ -34,6 +34,7 @@ import math
 import numbers
 import os
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -397,6 +398,25 @@ def _decode(
     decoded in parallel into one array each (no list of frames beside the stack), and each image's (mode, colour
     family); ``first``: the first image, read already. Every image is checked to be ``size`` (h, w), every other
     file against the first frame's: its alpha, its mesh's vertex count and faces."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="headfields-meshes") as side:
+        # Parsing an OBJ holds the GIL and decoding a PNG does not: the meshes on one core beside the images
+        meshes = side.submit(_meshes, meta, listed["mesh_path"], index) if "mesh_path" in listed else None
+        arrays, kinds = _decode_images(meta, index, image_paths, first, listed, size, depth_scale)
+        if meshes is not None:
+            arrays["mesh_vertices"], arrays["mesh_faces"] = meshes.result()
+    return arrays, {"kinds": kinds}
+
+
+def _decode_images(
+    meta: TransformsJson,
+    index: list[int],
+    image_paths: list[Path],
+    first: _io.ColorImage,
+    listed: dict[str, list[Path]],
+    size: tuple[int, int],
+    depth_scale: float | None,
+) -> tuple[dict[str, np.ndarray], list[tuple[str, str]]]:
+    """The images, alphas, depths and labels of :func:`_decode`, decoded in parallel, and each image's kind."""
     n, (h, w) = len(image_paths), size
     arrays = {"rgb": np.empty((n, *size, 3), dtype=np.uint8)}
     if first.alpha is not None:
@@ -428,9 +448,7 @@ def _decode(
     for key, name, read, dtype, what in stacks:
         if key in listed:
             arrays[name] = _stack(meta, listed[key], read, size, dtype, what)
-    if "mesh_path" in listed:
-        arrays["mesh_vertices"], arrays["mesh_faces"] = _meshes(meta, listed["mesh_path"], index)
-    return arrays, {"kinds": kinds}
+    return arrays, kinds
 
 
 def _stack(meta: TransformsJson, paths: list[Path], read: Callable, size: tuple[int, int], dtype, what: str) -> np.ndarray:
@@ -448,11 +466,12 @@ def _stack(meta: TransformsJson, paths: list[Path], read: Callable, size: tuple[
 
 def _meshes(meta: TransformsJson, paths: list[Path], index: list[int]) -> tuple[np.ndarray, np.ndarray]:
     """The tracked meshes' vertices ``[N,V,3]`` and their one set of faces."""
-    meshes = capture_cache.parallel_map(_io.read_obj, paths)
-    vertices, faces = np.empty((len(paths), *meshes[0][0].shape), dtype=np.float32), meshes[0][1]
-    for k, (v, f) in enumerate(meshes):
-        check_same(meta, paths[k], "vertices of shape", v.shape, vertices.shape[1:])
+    first, faces = _io.read_obj(paths[0])  # read on one thread (the GIL is held), each into its row
+    vertices = np.empty((len(paths), *first.shape), dtype=np.float32)
+    for k, path in enumerate(paths):
+        v, f = (first, faces) if k == 0 else _io.read_obj(path)
+        check_same(meta, path, "vertices of shape", v.shape, vertices.shape[1:])
         if not np.array_equal(f, faces):
-            raise ValueError(f"{paths[k]}: expected the same faces as the first frame's mesh (frames[{index[0]}])")
+            raise ValueError(f"{path}: expected the same faces as the first frame's mesh (frames[{index[0]}])")
         vertices[k] = v
     return vertices, faces
