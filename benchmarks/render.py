@@ -3,6 +3,7 @@
     python benchmarks/render.py                           # INSTA, MonoAvatar, Portrait360, hyper NeuS at 128-512 px
     python benchmarks/render.py --only insta --sizes 512  # one model, one size
     python benchmarks/render.py --train-minutes 5         # models trained longer first (opaque heads stop earlier)
+    python benchmarks/render.py --only insta --sizes 512 --anatomy  # and where the 512² frame's time goes
 
 Each model (its CPU recipe on the CPU, its paper recipe on CUDA, unless ``--recipe``) is trained for
 ``--train-minutes`` on its synthetic video into ``--out/<model>`` (a run folder: a finished run there is reused,
@@ -12,7 +13,9 @@ inference renderer (``model.render_rays``: rounds over the live rays, stopped at
 training renderer (``model.render(rays, head)``: every sample), each the median of ``--repeats`` after a warm-up.
 Printed: ms a frame for each, their ratio, and at the frame's own size the PSNR of both against the held-out
 image and their difference (the inference renderer's stated agreement: 0.1 dB or better). Written to
-``--out/render.json``.
+``--out/render.json``. ``--anatomy`` (occupancy-grid models: INSTA, the portrait) also times, at the largest size,
+the march, the mesh shell's filter and the field over every sample, and counts what the stop at 1e-4 can save: the
+rays with samples, their samples, their opacity, and the share of samples in front of the stop.
 """
 
 from __future__ import annotations
@@ -21,14 +24,18 @@ import argparse
 import dataclasses
 import json
 import platform
+import time
 from pathlib import Path
 
 import torch
 
+from headfields.checks import trusted_values
 from headfields.metrics import psnr
 from headfields.models.registry import MODELS as REGISTERED
 from headfields.models.registry import model_entry
+from headfields.renderers import image_rays
 from headfields.renderers.camera_paths import resized_cameras
+from headfields.renderers.compositing import transmittance
 from headfields.runs import RunConfig, SubjectSource, load_run, train_run
 from headfields.training.evaluation import render_pixels
 
@@ -87,6 +94,50 @@ def measure(folder: Path, sizes: tuple[int, ...], chunk: int, repeats: int, devi
     return result
 
 
+def anatomy(folder: Path, size: int, device: torch.device) -> dict | None:
+    """Where a ``size``² frame's time goes with every sample evaluated (occupancy-grid models; None for others)."""
+    run = load_run(folder, device)
+    model, head = run.model, run.eval_head
+    grid = getattr(getattr(model, "sampler", None), "grid", None)
+    if grid is None:
+        return None
+    cameras = resized_cameras(run.subject.eval.cameras, size, size).to(device)
+    rays = dataclasses.replace(image_rays(cameras, 0), frame=torch.zeros(size * size, dtype=torch.long, device=device))
+    with torch.no_grad(), trusted_values():
+        (marched,), march_s = timed(lambda: (grid.march(rays.origins, rays.directions, step_size=model.sampler.step_size),))
+        (samples,), sampler_s = timed(lambda: (model.sampler(rays, head),))
+
+        def field():
+            density = [model.field(*_points(samples, rays, part), head).density for part in torch.split(
+                torch.arange(len(samples), device=device), 1 << 18)]  # fmt: skip
+            return (torch.cat(density),)
+
+        (density,), field_s = timed(field)
+        tau = density * samples.deltas
+        light = transmittance(samples, tau)
+        weights = light * -torch.expm1(-tau)
+        hit = samples.counts() > 0
+        opacity = torch.zeros(samples.num_rays, device=device).index_add_(0, samples.ray, weights)[hit]
+    return {
+        "size": size, "marched": len(marched), "kept": len(samples), "march_s": march_s,
+        "shell_s": sampler_s - march_s, "field_s": field_s, "us_per_sample": 1e6 * field_s / max(len(samples), 1),
+        "hit_rays": int(hit.sum()), "samples_per_hit_ray": len(samples) / max(int(hit.sum()), 1),
+        "median_opacity": float(opacity.median()), "opaque_rays": float((opacity > 0.99).float().mean()),
+        "in_front_of_stop": float((light >= 1e-4).float().mean()),
+    }  # fmt: skip
+
+
+def _points(samples, rays, index):
+    ray = samples.ray[index]
+    return rays.origins[ray] + samples.t_mid[index, None] * rays.directions[ray], rays.directions[ray], rays.frame[ray]
+
+
+def timed(work):
+    start = time.perf_counter()
+    out = work()
+    return out, time.perf_counter() - start
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", nargs="+", choices=CHOICES, default=list(MODELS))
@@ -96,6 +147,7 @@ def main() -> None:
     parser.add_argument("--chunk", type=int, default=8192, help="rays a render call (the evaluation's render_chunk)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--anatomy", action="store_true", help="also where the largest frame's time goes")
     parser.add_argument("--out", type=Path, default=Path("outputs/render_benchmark"))
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -106,6 +158,8 @@ def main() -> None:
     for name in args.only:
         folder = train_model(name, recipe, args.train_minutes, args.out, device)
         results[name] = measure(folder, tuple(args.sizes), args.chunk, args.repeats, device)
+        if args.anatomy:
+            results[name]["anatomy"] = anatomy(folder, max(args.sizes), device)
     print("\n| model | size | inference ms | training ms | speed-up |\n|---|---:|---:|---:|---:|")
     for name, r in results.items():
         for size, t in r["sizes"].items():
@@ -116,6 +170,15 @@ def main() -> None:
         p = r["psnr"]
         print(f"| {name} | {p['inference']:.3f} dB | {p['training']:.3f} dB | {p['inference'] - p['training']:+.4f} dB | "
               f"{r['max_difference']:.2e} |")  # fmt: skip
+    parts = {name: r["anatomy"] for name, r in results.items() if r.get("anatomy")}
+    if parts:
+        print("\n| model | size | samples marched | kept by the shell | march s | shell s | field s | µs a sample | "
+              "rays with samples | samples a ray | median opacity | rays > 0.99 | samples in front of the stop |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for name, a in parts.items():
+            print(f"| {name} | {a['size']}² | {a['marched']:,} | {a['kept']:,} | {a['march_s']:.2f} | {a['shell_s']:.2f} | "
+                  f"{a['field_s']:.2f} | {a['us_per_sample']:.2f} | {a['hit_rays']:,} | {a['samples_per_hit_ray']:.1f} | "
+                  f"{a['median_opacity']:.3f} | {a['opaque_rays']:.0%} | {a['in_front_of_stop']:.0%} |")  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
     info = {"device": gpu or "cpu", "threads": torch.get_num_threads(), "recipe": recipe, "train_minutes": args.train_minutes}
     (args.out / "render.json").write_text(json.dumps({"info": info, "models": results}, indent=2))
