@@ -184,6 +184,11 @@ def test_reconstruct_writes_the_metrics(person, tmp_path):
         1000 * m["chamfer_flame"] * m["head_size_m"], rel=0.05
     )
     assert (tmp_path / "renders").is_dir() and list(tmp_path.glob("mesh_*.obj"))
+    # MonoNPHM's protocol: the face region of a scan of the true head, to the FLAME mesh after ICP: within millimetres
+    flame_scan = m["scan_flame"]
+    assert m["scan_region"] == "face" and set(flame_scan["f_score"]) == {"1mm", "2.5mm", "5mm", "10mm"}
+    assert 0 < flame_scan["chamfer_l2_mm"] < 5 and flame_scan["chamfer_l2_mm"] <= flame_scan["chamfer_l1_mm"]
+    assert 0.5 < flame_scan["normals"] <= 1 and flame_scan["f_score"]["10mm"] > 0.9
     own = mononphm.geometry_score(truth[0][0], truth[1], truth[0][0], truth[1], subject.eval.cameras.camera_to_world[0, :3, 3])
     assert own.chamfer == pytest.approx(0.0, abs=1e-6) and own.f_score["5mm"] == pytest.approx(1.0)
 

@@ -1,7 +1,10 @@
 """MonoNPHM's reconstruction of a video and its measures: :func:`reconstruct` tracks the training frames and then
 the held-out frames (:mod:`~headfields.models.mononphm_tracking`), and scores the held-out frames' renders (PSNR,
-SSIM, L1) and, where the capture has true meshes, the tracked surface (:func:`geometry_score`: Chamfer distance,
-normal consistency, F-scores at MonoNPHM's thresholds) next to the capture's tracked FLAME mesh.
+SSIM, L1) and, where the capture has true meshes, the tracked surface next to the capture's tracked FLAME mesh, two
+ways: as MonoNPHM's paper does (``scan``: :mod:`~headfields.scan_evaluation`, the face region of a depth scan of
+the true head to the mesh after a similarity ICP, L1 and L2 distances, normals, F-scores at 1, 2.5, 5 and 10 mm),
+and over the whole head the camera sees (:func:`geometry_score`: symmetric Chamfer distance, normal consistency,
+F-scores at 5 to 20 mm, no alignment).
 
     result = reconstruct(prior, subject.train, subject.eval, subject.parametric, cpu_config(), truth=truth)
     result.metrics["psnr"], result.metrics["chamfer"], result.metrics["chamfer_flame"]
@@ -25,6 +28,7 @@ from ..heads import tracked_head
 from ..metrics import chamfer_distance, l1, psnr, ssim, visible_faces
 from ..parametric import Head, SubjectModel
 from ..progress import Progress, format_seconds
+from ..scan_evaluation import depth_scan, face_region, scan_score
 from ..training import comparison, evenly_spread, render_image, save_png
 from .mononphm_tracking import MonoNphmTracking, TrackingHistory, track_frames, track_sequence
 
@@ -253,7 +257,7 @@ def reconstruct(
             else "geometry_frames is 0"
         )  # fmt: skip
         return Reconstruction(model, metrics, history, held_history)
-    scores, flame = [], []
+    scores, flame, scans, scans_flame = [], [], [], []
     bar = Progress(len(measured), "meshes", "mesh")
     for f in measured:
         with torch.no_grad():
@@ -264,6 +268,9 @@ def reconstruct(
         scores.append(geometry_score(surface.vertices, surface.faces, true_vertices, true_faces, eye))
         tracked = held_out.mesh_vertices[f].to(device), held_out.mesh_faces.to(device)
         flame.append(geometry_score(*tracked, true_vertices, true_faces, eye))
+        points, normals = _face_scan(held_out, f, true_vertices, true_faces)
+        scans.append(scan_score(surface.vertices, surface.faces, points, normals))
+        scans_flame.append(scan_score(*tracked, points, normals))
         if out is not None:
             write_obj(Path(out) / f"mesh_{f:05d}.obj", surface.vertices.cpu().numpy(), surface.faces.cpu().numpy())
     bar.close()
@@ -279,4 +286,23 @@ def reconstruct(
     metrics["f_score"] = {k: mean([s.f_score[k] for s in scores]) for k in scores[0].f_score}
     metrics["f_score_flame"] = {k: mean([s.f_score[k] for s in flame]) for k in flame[0].f_score}
     metrics["head_size_m"] = mean([s.size for s in scores])
+    for key, measures in (("scan", scans), ("scan_flame", scans_flame)):
+        metrics[key] = {
+            "chamfer_l1_mm": 1000 * mean([m.chamfer_l1 for m in measures]),
+            "chamfer_l2_mm": 1000 * mean([m.chamfer_l2 for m in measures]),
+            "normals": mean([m.normal_consistency for m in measures]),
+            "f_score": {k: mean([m.f_score[k] for m in measures]) for k in measures[0].f_score},
+        }
+    metrics["scan_region"] = "face" if held_out.segmentation is not None else "all the head the camera sees (no segmentation)"
     return Reconstruction(model, metrics, history, held_history)
+
+
+def _face_scan(frames: FrameSet, f: int, vertices: Tensor, faces: Tensor) -> tuple[Tensor, Tensor]:
+    """MonoNPHM's evaluation scan of frame ``f``: what its camera sees of the true mesh, on the face region where the
+    frames have a segmentation (:mod:`~headfields.scan_evaluation`)."""
+    labels = None if frames.segmentation is None else frames.segmentation[f].to(vertices.device).long()
+    scan = depth_scan(frames.cameras.to(vertices.device), f, vertices, faces, labels)
+    if labels is None:
+        return scan.points, scan.normals
+    keep = face_region(scan, labels, frames.segmentation_labels)
+    return scan.points[keep], scan.normals[keep]
