@@ -151,6 +151,35 @@ def test_silhouette_and_smoothness_terms_match_hand_values(person):
     assert float(mononphm_tracking._smoothness(track, stage).detach()) == pytest.approx(2.0 * 2.5 + 3.0 * 0.05)
 
 
+def test_code_regularisers_match_hand_values(person):
+    """MonoNPHM's tracking regularisers (tracking.py, canonical_space.py get_reg_loss): the local codes' squared norm
+    summed (not averaged), the global and appearance codes', the mean distance of mirrored anchors' local codes."""
+    subject, flame, _ = person
+    model = mononphm.MonoNphm(tiny_prior(flame), subject.parametric, 2, SAMPLER)
+    prior, c = model.prior, model.prior.config
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        model.codes.identity.copy_(torch.randn(model.codes.identity.shape, generator=g))
+        model.codes.appearance.copy_(torch.randn(model.codes.appearance.shape, generator=g))
+        model.track().codes.copy_(torch.randn(model.track().codes.shape, generator=g))
+    identity = model.codes.identity[0].tolist()
+    glob, local = identity[: c.global_dim], identity[c.global_dim :]
+    codes = [local[k * c.local_dim : (k + 1) * c.local_dim] for k in range(prior.num_anchors)]
+    mirror = prior.mirror.tolist()
+    pairs = [(k, mirror[k]) for k in range(prior.num_anchors) if mirror[k] > k]
+    assert pairs and c.local_dim > 0
+    symmetry = sum(math.dist(codes[a], codes[b]) for a, b in pairs) / len(pairs)
+    expression = [sum(x * x for x in row) for row in model.track().codes[:1].tolist()]
+    weights = dict(local_code=7.0, global_code=3.0, appearance_code=5.0, expression_code=2.0, symmetry=11.0)
+    stage = mononphm.StageConfig(steps=1, **weights)
+    hand = (
+        7.0 * sum(x * x for x in local) + 3.0 * sum(x * x for x in glob)
+        + 5.0 * sum(x * x for x in model.codes.appearance[0].tolist()) + 11.0 * symmetry + 2.0 * expression[0]
+    )  # fmt: skip
+    value = mononphm_tracking._code_terms(model, model.track(), torch.tensor([0]), stage)
+    assert float(value) == pytest.approx(hand, rel=1e-5)
+
+
 def test_stage_one_fits_the_person_and_held_out_tracking_keeps_the_identity(person):
     subject, flame, _ = person
     model = mononphm.MonoNphm(

@@ -75,8 +75,9 @@ class StageConfig:
     mouth_interior: float = 1 / 25  # the mouth interior's colour weight
     mask: float = 25.0  # (1 - soft Jaccard) x 5
     landmarks: float = 100.0  # of the mean squared landmark error in image widths
-    local_code: float = 1000.0  # mean squared local identity codes
+    local_code: float = 1000.0  # squared norm of all the local identity codes (a sum, as tracking.py's reg_loc_geo)
     global_code: float = 25.0  # squared global identity code
+    symmetry: float = 1.0  # mean distance between mirrored anchors' local codes (symm_dist_geo)
     appearance_code: float = 50.0
     expression_code: float = 150.0
     smooth_expression: float = 0.0  # squared difference of neighbouring frames' expression codes
@@ -226,7 +227,10 @@ def _code_terms(model: MonoNphm, track: TrackedFrames, frames: Tensor, stage: St
     glob, local = identity[: c.global_dim], identity[c.global_dim :]
     loss = stage.global_code * glob.square().sum() + stage.appearance_code * model.codes.appearance.square().sum()
     if local.numel():
-        loss = loss + stage.local_code * local.square().mean()
+        loss = loss + stage.local_code * local.square().sum()
+    symmetry = model.prior.mirror_distance(model.codes.identity)
+    if symmetry is not None:
+        loss = loss + stage.symmetry * symmetry
     return loss + stage.expression_code * track.codes[frames].square().sum(-1).mean()
 
 

@@ -173,6 +173,15 @@ class Nphm(nn.Module):
         local = identity[:, c.global_dim :].reshape(-1, self.num_anchors, c.local_dim) if c.local_dim else None
         return identity[:, : c.global_dim], local
 
+    def mirror_distance(self, identity: Float[Tensor, "G I"]) -> Float[Tensor, ""] | None:
+        """The mean distance between the local codes of mirrored anchors (MonoNPHM's ``symm_dist``), over the pairs
+        and identities; None without local codes or mirror pairs."""
+        _, local = self._split(identity)
+        pairs = self.mirror > torch.arange(self.num_anchors, device=self.mirror.device)  # the first of each pair
+        if local is None or not bool(pairs.any()):
+            return None
+        return (local[:, pairs] - local[:, self.mirror[pairs]]).norm(dim=-1).mean()
+
     def anchors(self, identity: Float[Tensor, "G I"]) -> Float[Tensor, "G K 3"]:
         """Each identity's anchors (normalised units): the template's moved by the predictor of its global code."""
         glob, _ = self._split(identity)
@@ -319,10 +328,9 @@ def prior_losses(
     if scans.anchors is not None:
         truth = model.normalize(scans.anchors.to(device)[identity_index].reshape(-1, 3)).reshape(anchors.shape)
         terms["anchors"] = F.mse_loss(anchors, truth)
-    _, local = model._split(identity)
-    pairs = model.mirror > torch.arange(model.num_anchors, device=device)  # the first of each pair
-    if local is not None and bool(pairs.any()):
-        terms["symmetry"] = (local[:, pairs] - local[:, model.mirror[pairs]]).norm(dim=-1).mean()
+    symmetry = model.mirror_distance(identity)
+    if symmetry is not None:
+        terms["symmetry"] = symmetry
     offset = geometry.deformation.offset.reshape(-1, 3)
     if samples.neutral_surface is not None:
         target = model.normalize(samples.neutral_surface.reshape(-1, 3))
