@@ -13,9 +13,10 @@ The default video is the synthetic held-out person of benchmarks/nphm.py: a FLAM
 held-out ``psnr``, ``ssim``, ``l1`` (each frame's expression and pose tracked with the person's codes fixed) and the
 same from the prior's mean codes (``*_mean_codes``); ``scan`` and ``scan_flame`` (MonoNPHM's own protocol: the face
 region of a depth scan of the true head to the tracked surface and to the capture's tracked FLAME mesh, after a
-similarity ICP: L1 and L2 in mm, normals, F-scores at 1, 2.5, 5 and 10 mm); ``chamfer`` (the tracked surface against the true one, as a
-fraction of the head's size, over what the camera sees) and ``chamfer_flame`` (the capture's tracked FLAME mesh,
-the same measure), in millimetres too, with normal consistency and F-scores; renders (render | truth | error)
+similarity ICP: L1 and L2 in mm, normals, F-scores at 1, 2.5, 5 and 10 mm); ``chamfer`` (the tracked surface
+against the true one, as a fraction of the head's size, over what the camera sees) and ``chamfer_flame`` (the
+capture's tracked FLAME mesh, the same measure), in millimetres too, with normal consistency and F-scores; renders
+(render | truth | error)
 under ``out/renders/``, the meshes ``out/mesh_XXXXX.obj``, ``out/config.json`` and ``out/checkpoint.pt``, which
 ``python -m headfields render OUT`` / ``export OUT`` / ``view OUT`` open.
 """

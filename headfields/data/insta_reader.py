@@ -129,7 +129,9 @@ def load_insta_dataset(
         root,
         split,
         sources,
-        lambda: _decode(meta, index, image_paths, first, listed, (h, w), depth_scale),
+        lambda: _alongside_meshes(
+            lambda: _decode(meta, index, image_paths, first, listed, (h, w), depth_scale), meta, listed, index
+        ),
         len(frames) * h * w * per_pixel,
         cache,
     )
@@ -385,6 +387,22 @@ def _params(meta: TransformsJson, root: Path, index: list[int], frames: list[dic
     return TrackedParams(stack["shape"][0], stack["expression"], stack["pose"], stack["translation"])
 
 
+def _alongside_meshes(
+    decode: Callable[[], tuple[dict[str, np.ndarray], list]],
+    meta: TransformsJson,
+    listed: dict[str, list[Path]],
+    index: list[int],
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """``decode()``'s arrays with the tracked meshes' (parsed on a side thread meanwhile: an OBJ's parsing holds the
+    GIL and a PNG's decoding does not, so the meshes take one core beside the images), and its image kinds."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="headfields-meshes") as side:
+        meshes = side.submit(_meshes, meta, listed["mesh_path"], index) if "mesh_path" in listed else None
+        arrays, kinds = decode()
+        if meshes is not None:
+            arrays["mesh_vertices"], arrays["mesh_faces"] = meshes.result()
+    return arrays, {"kinds": kinds}
+
+
 def _decode(
     meta: TransformsJson,
     index: list[int],
@@ -393,30 +411,11 @@ def _decode(
     listed: dict[str, list[Path]],
     size: tuple[int, int],
     depth_scale: float | None,
-) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Every frame's image, alpha, depth (metres: the PNG's units times ``depth_scale``), labels and mesh,
-    decoded in parallel into one array each (no list of frames beside the stack), and each image's (mode, colour
-    family); ``first``: the first image, read already. Every image is checked to be ``size`` (h, w), every other
-    file against the first frame's: its alpha, its mesh's vertex count and faces."""
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="headfields-meshes") as side:
-        # Parsing an OBJ holds the GIL and decoding a PNG does not: the meshes on one core beside the images
-        meshes = side.submit(_meshes, meta, listed["mesh_path"], index) if "mesh_path" in listed else None
-        arrays, kinds = _decode_images(meta, index, image_paths, first, listed, size, depth_scale)
-        if meshes is not None:
-            arrays["mesh_vertices"], arrays["mesh_faces"] = meshes.result()
-    return arrays, {"kinds": kinds}
-
-
-def _decode_images(
-    meta: TransformsJson,
-    index: list[int],
-    image_paths: list[Path],
-    first: _io.ColorImage,
-    listed: dict[str, list[Path]],
-    size: tuple[int, int],
-    depth_scale: float | None,
 ) -> tuple[dict[str, np.ndarray], list[tuple[str, str]]]:
-    """The images, alphas, depths and labels of :func:`_decode`, decoded in parallel, and each image's kind."""
+    """Every frame's image, alpha, depth (metres: the PNG's units times ``depth_scale``) and labels, decoded in
+    parallel into one array each (no list of frames beside the stack), and each image's (mode, colour family);
+    ``first``: the first image, read already. Every image is checked to be ``size`` (h, w), every other file
+    against the first frame's (its alpha)."""
     n, (h, w) = len(image_paths), size
     arrays = {"rgb": np.empty((n, *size, 3), dtype=np.uint8)}
     if first.alpha is not None:
