@@ -66,6 +66,9 @@ def landmark_pairs(prior: Nphm, parametric: SubjectModel, max_distance: float = 
     return nearest.indices[keep], torch.nonzero(keep)[:, 0]
 
 
+CODE_GRADIENT_NORM = 0.1  # tracking.py clips the identity's and the appearance's gradient to this norm, each
+
+
 @dataclass(frozen=True)
 class StageConfig:
     """One tracking stage's weights and rates (MonoNPHM's configs/tracking; see docs/mononphm.md)."""
@@ -300,9 +303,9 @@ class _Tracker:
             for p in (track.codes, track.rotation, track.shift):  # other frames stay put
                 if p.grad is not None:
                     p.grad[~keep] = 0
-            for p in (model.codes.identity, model.codes.appearance):  # MonoNPHM clips the codes' gradients at 0.1
+            for p in (model.codes.identity, model.codes.appearance):  # tracking.py: each code's gradient norm at 0.1
                 if p.grad is not None:
-                    p.grad.clamp_(-0.1, 0.1)
+                    torch.nn.utils.clip_grad_norm_(p, CODE_GRADIENT_NORM)
             optimizer.step()
             if step % 25 == 0 or step == steps - 1:
                 self.history.logs.append({"stage": name, "step": step, "loss": float(loss.detach()), **logs})
