@@ -64,8 +64,7 @@ def train_model(name: str, recipe: str, minutes: float, out: Path, device: torch
     return folder
 
 
-def measure(folder: Path, sizes: tuple[int, ...], chunk: int, repeats: int, device: torch.device) -> dict:
-    run = load_run(folder, device)
+def measure(run, sizes: tuple[int, ...], chunk: int, repeats: int, device: torch.device) -> dict:
     model, frames, head = run.model, run.subject.eval, run.eval_head
 
     def renderers(cameras):  # camera 0 sees held-out frame 0's head
@@ -94,9 +93,8 @@ def measure(folder: Path, sizes: tuple[int, ...], chunk: int, repeats: int, devi
     return result
 
 
-def anatomy(folder: Path, size: int, device: torch.device) -> dict | None:
+def anatomy(run, size: int, device: torch.device) -> dict | None:
     """Where a ``size``² frame's time goes with every sample evaluated (occupancy-grid models; None for others)."""
-    run = load_run(folder, device)
     model, head = run.model, run.eval_head
     grid = getattr(getattr(model, "sampler", None), "grid", None)
     if grid is None:
@@ -157,9 +155,10 @@ def main() -> None:
     results = {}
     for name in args.only:
         folder = train_model(name, recipe, args.train_minutes, args.out, device)
-        results[name] = measure(folder, tuple(args.sizes), args.chunk, args.repeats, device)
+        run = load_run(folder, device)
+        results[name] = measure(run, tuple(args.sizes), args.chunk, args.repeats, device)
         if args.anatomy:
-            results[name]["anatomy"] = anatomy(folder, max(args.sizes), device)
+            results[name]["anatomy"] = anatomy(run, max(args.sizes), device)
     print("\n| model | size | inference ms | training ms | speed-up |\n|---|---:|---:|---:|---:|")
     for name, r in results.items():
         for size, t in r["sizes"].items():

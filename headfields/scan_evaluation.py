@@ -199,8 +199,9 @@ def similarity_icp(
     keeps the pairs within ``max_distance`` whose normals agree (cosine ``min_cosine`` or more: icp.py's gates) and
     takes a Gauss-Newton step of their point-to-plane residuals (:func:`_step`). icp.py minimises a blend of
     point-to-plane and point-to-point L1 residuals with Adam, from mesh vertices to their nearest scan point; the
-    squared residuals from the scan's points solve in a few steps with no learning rate. Float64 inside; no
-    gradient."""
+    squared residuals from the scan's points solve in a few steps with no learning rate. A step with fewer than 3
+    pairs ends the iterations with the transform so far (the identity when the mesh lies farther than
+    ``max_distance`` from the whole scan: the score then shows how far). Float64 inside; no gradient."""
     check_count("iterations", iterations, 1)
     check_positive("max_distance", max_distance)
     with torch.no_grad():

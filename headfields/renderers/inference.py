@@ -34,7 +34,7 @@ from .compositing import TAU_OPAQUE, Composite
 from .neus import neus_alpha, neus_samples
 from .samplers import ray_bounds
 from .samples import PackedSamples
-from .volume import EARLY_STOP_TRANSMITTANCE, NeusSampler
+from .volume import EARLY_STOP_TRANSMITTANCE, NeusSampler, check_drawn_samples
 
 __all__ = ["MAX_ROUND_STEPS", "ROUND_SAMPLES", "render_nerf_inference", "render_neus_inference"]
 
@@ -69,8 +69,7 @@ def render_nerf_inference(
     ``early_stop`` (see the module docstring). No gradient flows. ``Composite.weights`` holds each sample's weight,
     0 for those never evaluated (behind a stop): what a NeRF's fine pass draws from."""
     round_samples = _check(rays, head, early_stop, round_samples)
-    if isinstance(sampler, PackedSamples) and sampler.num_rays != rays.origins.shape[0]:
-        raise ValueError(f"sampler: expected samples on the {rays.origins.shape[0]} rays, got {sampler.num_rays} rays")
+    check_drawn_samples(sampler, rays)
     with torch.no_grad(), trusted_values():
         samples = sampler if isinstance(sampler, PackedSamples) else sampler(rays, head, field, None)
         dtype = rays.origins.dtype

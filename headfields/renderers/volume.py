@@ -46,6 +46,12 @@ class NerfRender:
     fits: Bool[Tensor, " R"] | None = None  # with slots: the rays whose samples fit them (leave the others out of a loss)
 
 
+def check_drawn_samples(sampler: nn.Module | PackedSamples, rays: Rays) -> None:
+    """Samples drawn already (a renderer's ``sampler`` may be them) must lie on ``rays``, one ray for each."""
+    if isinstance(sampler, PackedSamples) and sampler.num_rays != rays.origins.shape[0]:
+        raise ValueError(f"sampler: expected samples on the {rays.origins.shape[0]} rays, got {sampler.num_rays} rays")
+
+
 def render_nerf(
     field: Field,
     rays: Rays,
@@ -74,8 +80,7 @@ def render_nerf(
     samples do not fit are rendered empty and marked in ``fits``, and the counts are device tensors. The sampler
     must take ``slots`` (:class:`~headfields.renderers.OccupancySampler`)."""
     check_rays(rays, head.num_frames, head.vertices.device)
-    if isinstance(sampler, PackedSamples) and sampler.num_rays != rays.origins.shape[0]:
-        raise ValueError(f"sampler: expected samples on the {rays.origins.shape[0]} rays, got {sampler.num_rays} rays")
+    check_drawn_samples(sampler, rays)
     if early_stop is not None and not (isinstance(early_stop, int | float) and 0 < early_stop < 1):
         raise ValueError(f"early_stop: expected a transmittance in (0, 1) or None, got {early_stop!r}")
     stopping = early_stop is not None and torch.is_grad_enabled()
