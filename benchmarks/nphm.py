@@ -28,7 +28,8 @@ import torch
 from headfields.checkpoints import RunFolder
 from headfields.commands.train import rounded
 from headfields.models import mononphm
-from headfields.models.nphm import Nphm, PriorTrainingConfig, cpu_prior_config, save_prior, train_prior
+from headfields.models.nphm import Nphm, cpu_prior_config, save_prior
+from headfields.models.nphm_training import PriorTrainingConfig, train_prior
 from headfields.parametric import load_model
 from headfields.runs import RunConfig, SubjectSource, train_run
 from headfields.synthetic import ScanSetConfig, anchor_vertices, nphm_held_out_video, synthetic_scan_set, write_synthetic_flame

@@ -11,17 +11,8 @@ import torch
 from headfields.data import ScanSet, sample_scans
 from headfields.fields import padded_box
 from headfields.geometry import uv_sphere
-from headfields.models.nphm import (
-    NPHM_UNIT,
-    SPACE_SHARPNESS,
-    Nphm,
-    PriorLossWeights,
-    PriorTrainingConfig,
-    load_prior,
-    prior_losses,
-    save_prior,
-    train_prior,
-)
+from headfields.models.nphm import NPHM_UNIT, Nphm, load_prior, save_prior
+from headfields.models.nphm_training import SPACE_SHARPNESS, PriorLossWeights, PriorTrainingConfig, prior_losses, train_prior
 
 from helpers import raises_naming, tiny_nphm_config
 

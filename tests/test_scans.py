@@ -17,6 +17,7 @@ import trimesh
 from scipy.spatial import cKDTree
 
 from headfields.data import ScanSet, load_insta_dataset, read_scan_folder, sample_scans
+from headfields.data.ibug import ANCHOR_LANDMARK_PAIRS
 from headfields.data.scans import read_ply
 from headfields.geometry import TriangleMesh, face_normals, ray_intersect, uv_sphere
 from headfields.parametric import load_model
@@ -419,17 +420,25 @@ def test_scan_folder_errors_name_what_is_wrong(tmp_path):
 
 
 def test_anchors_are_mirror_pairs_then_midplane_vertices_on_the_outside(model):
+    """MonoNPHM's layout: 30 mirror pairs (the even one on the subject's right, as iBUG), 5 on the midplane; the
+    anchors MonoNPHM pairs with landmarks at a vertex beside their landmark (the model's own landmarks, through
+    smplx's vertices2landmarks), the others spread over the head."""
     ids, mirror = anchor_vertices(model)
     assert ids.shape == (65,) and len(ids.unique()) == 65
     assert torch.equal(mirror[mirror], torch.arange(65))
     template = model.v_template
     pairs = torch.arange(0, 60, 2)
     torch.testing.assert_close(template[ids[pairs + 1]], template[ids[pairs]] * MIRROR, atol=1e-6, rtol=0)
-    assert (template[ids[pairs], 0] > 0).all()
+    assert (template[ids[pairs], 0] < 0).all()
     assert template[ids[60:], 0].abs().max() < 1e-3 and torch.equal(mirror[60:], torch.arange(60, 65))
     assert not region_mask(model, "eyes", "teeth", "mouth_interior")[ids].any()
-    # Spread over the head: anchors at least 1.5 cm apart, on the top, back, both sides and the face.
-    gaps = torch.cdist(template[ids], template[ids]) + torch.eye(65)
+    landmarks = model().landmarks[0]
+    placed = {a: ibug - 17 for a, ibug in ANCHOR_LANDMARK_PAIRS if ibug >= 17}  # FLAME's 51 static landmarks
+    for anchor, landmark in placed.items():
+        assert (template[ids[anchor]] - landmarks[landmark]).norm() < 0.003  # a vertex beside it (none lies on it)
+    # The others spread: at least 1.5 cm from every other anchor; all together on the top, back, sides and face.
+    free = [k for k in range(65) if k not in placed]
+    gaps = torch.cdist(template[ids[free]], template[ids]) + (ids[free, None] == ids[None]).float()
     assert gaps.min() > 0.015
     low, high = template[ids].amin(0), template[ids].amax(0)
     assert (high - low > 0.12).all()

@@ -1,27 +1,24 @@
 """Landmarks of the hyper NeuS avatar's posed head (as MonoNPHM finds them): canonical points carried into posed
 space by root finding of ``x + Δ(x) = a`` (the backward field has no closed-form inverse), with gradients by
-implicit differentiation (:func:`headfields.deformers.find_preimage`). Tracking
+implicit differentiation (:func:`~headfields.models.neus_tracking.posed_points`, shared with MonoNPHM). Tracking
 (:mod:`headfields.models.hyper_neus_tracking`) matches them to detections; here the canonical points are vertices
 of the neutral mesh.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
-from jaxtyping import Bool, Float, Int
+from jaxtyping import Float, Int
 from torch import Tensor
 
-from ..deformers import find_preimage
 from ..geometry import farthest_points
 from ..parametric import Head
 from .hyper_neus import HyperNeusAvatar
+from .neus_tracking import ROOT_TOLERANCE, PosedPoints, posed_points
 
-__all__ = ["LANDMARK_TOLERANCE", "PosedLandmarks", "landmark_vertices", "posed_landmarks"]
+__all__ = ["landmark_vertices", "posed_landmarks"]
 
 FRONT_REGIONS = ("skin", "lips", "eyes")  # where landmark vertices are drawn from (FLAME's region names)
-LANDMARK_TOLERANCE = 1e-5  # normalised units (~2 um on a FLAME head): what float32 root finding reaches
 
 
 def landmark_vertices(model: HyperNeusAvatar, count: int) -> Int[Tensor, " K"]:
@@ -33,26 +30,17 @@ def landmark_vertices(model: HyperNeusAvatar, count: int) -> Int[Tensor, " K"]:
     return front[farthest_points(neutral.canonical_vertices[front], count)]
 
 
-@dataclass
-class PosedLandmarks:
-    points: Float[Tensor, "K 3"]  # world
-    converged: Bool[Tensor, " K"]  # root finding met LANDMARK_TOLERANCE (the others are its best iterate)
-
-
 def posed_landmarks(
-    model: HyperNeusAvatar, head: Head, canonical: Float[Tensor, "K 3"], tolerance: float = LANDMARK_TOLERANCE
-) -> PosedLandmarks:
+    model: HyperNeusAvatar, head: Head, canonical: Float[Tensor, "K 3"], tolerance: float = ROOT_TOLERANCE
+) -> PosedPoints:
     """World positions, in the frame of the one-frame ``head``, of canonical points (metres, neutral head frame):
     the posed points the backward field carries onto them, found by root finding, differentiable by implicit
     differentiation in the head's condition, codes and pose. ``tolerance``: of the root finding, in normalised units."""
     if head.num_frames != 1:
         raise ValueError(f"head: expected the head of one frame, got {head.num_frames}")
     row = torch.zeros(len(canonical), dtype=torch.long, device=canonical.device)  # the head's one frame
-    solved = find_preimage(
-        lambda x: model.hyper.canonicalize(x, head, row, None).extras["offset"],
-        model.normalize(canonical),
-        tolerance=tolerance,
-    )
     transform = head.joint_transforms[0, model.head_joint]
-    head_frame = solved.points * model.normalize.scale + model.normalize.center
-    return PosedLandmarks(head_frame @ transform[:3, :3].T + transform[:3, 3], solved.converged)
+    return posed_points(
+        lambda x: model.hyper.canonicalize(x, head, row, None).extras["offset"],
+        model.normalize(canonical), model.normalize, transform[:3, :3], transform[:3, 3], tolerance=tolerance,
+    )  # fmt: skip

@@ -3,7 +3,8 @@ expression condition (tracked expression, jaw pose, expression code) and a corre
 frame's image (L1 colour, silhouette) and its landmarks. The frame is a one-frame
 :class:`~headfields.parametric.Head` whose fitted parts are parameters. The landmarks
 (:mod:`headfields.models.hyper_neus_landmarks`) are matched to the frame's tracked mesh vertices projected into
-the image (a detector's stand-in).
+the image (a detector's stand-in). The pose correction, the pixels, the landmark term and the optimisation loop are
+MonoNPHM's (:mod:`headfields.models.neus_tracking`).
 """
 
 from __future__ import annotations
@@ -18,14 +19,14 @@ from torch import Tensor
 from ..checks import check_count, check_positive
 from ..configs import register_config
 from ..data import FrameSet
-from ..deformers import log_quaternion_to_rotation
 from ..heads import tracked_head
 from ..losses import l1_loss, mask_loss
 from ..parametric import Head
-from ..renderers import image_pixels, pixel_rays, project_points
+from ..renderers import project_points
 from ..training import render_image
 from .hyper_neus import HyperNeusAvatar
 from .hyper_neus_landmarks import landmark_vertices, posed_landmarks
+from .neus_tracking import FramePixels, corrected_pose, landmark_error, run_stage
 
 __all__ = ["TrackingConfig", "TrackingResult", "frame_error", "track_frame"]
 
@@ -77,10 +78,8 @@ def _fitted(
     pose, transforms, k = tracked.pose, tracked.joint_transforms, model.head_joint
     if jaw is not None:
         pose = torch.cat([pose[:, : model.jaw_joint], jaw[:, None], pose[:, model.jaw_joint + 1 :]], dim=1)
-    rotation = transforms[:, k, :3, :3] @ log_quaternion_to_rotation(omega)
-    corrected = torch.cat(
-        [torch.cat([rotation, (transforms[:, k, :3, 3] + shift)[..., None]], dim=2), transforms[:, k, 3:]], dim=1
-    )
+    rotation, translation = corrected_pose(transforms[:, k, :3, :3], transforms[:, k, :3, 3], omega, shift)
+    corrected = torch.cat([torch.cat([rotation, translation[..., None]], dim=2), transforms[:, k, 3:]], dim=1)
     transforms = torch.cat([transforms[:, :k], corrected[:, None], transforms[:, k + 1 :]], dim=1)
     return dataclasses.replace(tracked, expression=expression, pose=pose, joint_transforms=transforms, codes=codes)
 
@@ -99,49 +98,41 @@ def track_frame(model: HyperNeusAvatar, frames: FrameSet, frame: int, config: Tr
     omega = torch.zeros(1, 3, device=device, requires_grad=True)
     shift = torch.zeros(1, 3, device=device, requires_grad=True)
     fitted = [t for t in (expression, jaw, codes) if t is not None] if model.config.tracked_expression else [codes]
-    groups = [{"params": fitted, "lr": c.code_learning_rate}]
-    if c.optimize_pose:
-        groups.append({"params": [omega, shift], "lr": c.pose_learning_rate})
-    optimizer = torch.optim.Adam(groups)
+    groups = [("codes", fitted, c.code_learning_rate), ("pose", [omega, shift] if c.optimize_pose else [], c.pose_learning_rate)]
 
     def head(detach: bool = False) -> Head:
         fitted = [None if t is None else t.detach().clone() if detach else t for t in (expression, jaw, codes, omega, shift)]
         return _fitted(model, tracked, *fitted)
 
     start = head(detach=True)
-    cameras = frames.cameras.to(device)
-    targets = frames.images[frame].to(device).float().reshape(-1, 3) / 255.0
-    masks = None if frames.masks is None else frames.masks[frame].to(device).reshape(-1)
+    data = FramePixels(frames.select([frame]), device)  # the frame's own row 0, as the one-frame head's
     use_landmarks = c.landmarks > 0 and c.landmark_weight > 0 and frames.mesh_vertices is not None
     if use_landmarks:
         ids = landmark_vertices(model, c.landmarks)
-        detected = project_points(cameras, frames.mesh_vertices[frame, ids.cpu()].to(device), frame).pixels
+        detected = project_points(data.cameras, frames.mesh_vertices[frame, ids.cpu()].to(device), 0).pixels
         canonical = tracked.canonical_vertices[ids]  # the subject's neutral mesh
 
     generator = torch.Generator().manual_seed(c.seed)
-    pixels = image_pixels(cameras)
+    losses: list[float] = []
+
+    def loss(step: int) -> Tensor:
+        pick = data.draw(0, c.rays_per_step, 0.0, generator)
+        current = head()
+        out = model.render(data.rays(0, pick), current, generator)
+        value = l1_loss(out.composite.rgb, data.rgb[0, pick])
+        if data.has_masks and c.silhouette_weight > 0:
+            opacity = out.composite.opacity.clamp(0, 1)
+            value = value + c.silhouette_weight * mask_loss(opacity, data.mask[0, pick].to(opacity.dtype))
+        if use_landmarks:
+            posed = posed_landmarks(model, current, canonical)
+            value = value + c.landmark_weight * landmark_error(data.cameras, posed, 0, detected)
+        losses.append(float(value.detach()))
+        return value
+
     requires_grad = [p.requires_grad for p in model.parameters()]
     model.requires_grad_(False)
-    losses = []
     try:
-        for _ in range(c.steps):
-            pick = torch.randint(0, len(pixels), (c.rays_per_step,), generator=generator).to(device)
-            current, rays = head(), pixel_rays(cameras, frame, pixels[pick])
-            rays = dataclasses.replace(rays, frame=torch.zeros_like(rays.frame))  # the one-frame head's row
-            out = model.render(rays, current, generator)
-            loss = l1_loss(out.composite.rgb, targets[pick])
-            if masks is not None and c.silhouette_weight > 0:
-                opacity = out.composite.opacity.clamp(0, 1)
-                loss = loss + c.silhouette_weight * mask_loss(opacity, masks[pick].to(opacity.dtype))
-            if use_landmarks:
-                landmarks = posed_landmarks(model, current, canonical)
-                error = ((project_points(cameras, landmarks.points, frame).pixels - detected) / cameras.width).square()
-                ok = landmarks.converged  # a landmark the root finder lost gives no (misleading) gradient
-                loss = loss + c.landmark_weight * (error.sum(-1) * ok).sum() / ok.sum().clamp(min=1)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            losses.append(float(loss.detach()))
+        run_stage(groups, c.steps, loss)
     finally:
         for p, flag in zip(model.parameters(), requires_grad, strict=True):
             p.requires_grad_(flag)

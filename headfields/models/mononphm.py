@@ -35,26 +35,20 @@ from torch import Tensor, nn
 from ..checks import check_count
 from ..data import FrameSet
 from ..decoders import SHLighting
-from ..deformers import Canonical, Deformer, DeformerChain, MappedDeformer, find_preimage, log_quaternion_to_rotation
-from ..fields import NeusField
+from ..deformers import Canonical, Deformer, DeformerChain, MappedDeformer
 from ..heads import tracked_head
 from ..parametric import Head, SubjectModel
 from ..renderers import InverseVariance, NeusSampler
+from .mononphm_fitted import ColourTransform, ColourTransformedField, CorrectedPose, TrackedFrames, frame_codes
 from .mononphm_reconstruction import GeometryScore, Reconstruction, geometry_score, reconstruct
-from .mononphm_tracking import (
-    VARIANCE_MAX,
-    MonoNphmTracking,
-    StageConfig,
-    TrackingHistory,
-    cpu_tracking,
-    landmark_pairs,
-    track_frames,
-    track_sequence,
-)
+from .mononphm_stages import VARIANCE_MAX, MonoNphmTracking, StageConfig, TrackingHistory, cpu_tracking
+from .mononphm_tracking import landmark_pairs, track_frames, track_sequence
 from .neus_model import NeusConfig, NeusModel
+from .neus_tracking import PosedPoints, posed_points
 from .nphm import Nphm
 
 __all__ = [
+    "ColourTransform",
     "CorrectedPose",
     "GeometryScore",
     "MonoNphm",
@@ -80,7 +74,6 @@ MONONPHM_COARSE = 32
 MONONPHM_UPSAMPLES = 32
 MONONPHM_UPSAMPLE_INV_S = math.exp(0.3 * 10)
 SPLITS = ("train", "held_out")  # the frame sets a model fits: the video it tracks, and its held-out frames
-POSE_NUMBERS = 6  # a frame's pose correction on head.codes: rotation w_f (3), then shift t_f (3)
 
 
 @dataclass(frozen=True)
@@ -147,73 +140,6 @@ class _Codes(nn.Module):
         self.appearance = nn.Parameter(torch.zeros(1, appearance_dim))
 
 
-class TrackedFrames(nn.Module):
-    """What tracking fits per frame of a frame set: an expression code, and a correction of the tracked head pose
-    (a rotation ``exp(w_f)`` in the head frame, then a world shift ``t_f``); all zero at first (the prior's mean
-    expression on the capture's pose). :meth:`attach` puts them on the frames' head as its ``codes``
-    ``[expression | w_f | t_f]``, which the model's field reads."""
-
-    def __init__(self, num_frames: int, expression_dim: int):
-        super().__init__()
-        check_count("num_frames", num_frames, 1)
-        self.codes = nn.Parameter(torch.zeros(num_frames, expression_dim))
-        self.rotation = nn.Parameter(torch.zeros(num_frames, 3))
-        self.shift = nn.Parameter(torch.zeros(num_frames, 3))
-
-    @property
-    def count(self) -> int:
-        return self.codes.shape[0]
-
-    def attach(self, head: Head) -> Head:
-        """``head`` (of the frames these were fitted to) with them as its codes."""
-        if head.num_frames != self.count:
-            raise ValueError(f"head: expected the {self.count} frames these were fitted to, got {head.num_frames}")
-        return head.with_codes(torch.cat([self.codes, self.rotation, self.shift], dim=1))
-
-
-def _frame_codes(head: Head, expression_dim: int) -> tuple[Tensor, Tensor, Tensor] | None:
-    """(expression codes, rotations, shifts) per frame of ``head`` (:meth:`TrackedFrames.attach`); None for a head
-    without codes (the mean expression on the tracked pose)."""
-    if head.codes is None:
-        return None
-    if head.codes.shape[1] != expression_dim + POSE_NUMBERS:
-        raise ValueError(
-            f"head: expected codes of {expression_dim + POSE_NUMBERS} numbers per frame ([expression | rotation | "
-            f"shift], MonoNphm.head), got {head.codes.shape[1]}"
-        )
-    e = expression_dim
-    return head.codes[:, :e], head.codes[:, e : e + 3], head.codes[:, e + 3 : e + 6]
-
-
-class CorrectedPose(Deformer):
-    """World -> the head frame: the tracked transform of ``joint`` in each frame, composed with the frame's
-    correction on ``head.codes`` (:class:`TrackedFrames`: a rotation ``exp(w_f)`` in the head frame, then a world
-    shift ``t_f``); a head without codes has none."""
-
-    def __init__(self, joint: int, expression_dim: int):
-        super().__init__()
-        self.joint, self.expression_dim = joint, expression_dim
-
-    def transforms(self, head: Head, frame: Int[Tensor, " N"]) -> tuple[Tensor, Tensor]:
-        """(rotation ``[N, 3, 3]``, translation ``[N, 3]``) of each row's frame: head frame -> world."""
-        tracked = head.joint_transforms[frame, self.joint]
-        codes = _frame_codes(head, self.expression_dim)
-        if codes is None:
-            return tracked[:, :3, :3], tracked[:, :3, 3]
-        _, rotation, shift = codes
-        rotation = tracked[:, :3, :3] @ log_quaternion_to_rotation(rotation[frame]).to(tracked.dtype)
-        return rotation, tracked[:, :3, 3] + shift[frame].to(tracked.dtype)
-
-    def canonicalize(
-        self, x: Float[Tensor, "N 3"], head: Head, frame: Int[Tensor, " N"], dirs: Float[Tensor, "N 3"] | None
-    ) -> Canonical:
-        rotation, translation = self.transforms(head, frame)
-        points = torch.einsum("nji,nj->ni", rotation, x.to(rotation.dtype) - translation)
-        canonical_dirs = None if dirs is None else torch.einsum("nji,nj->ni", rotation, dirs.to(rotation.dtype))
-        valid = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
-        return Canonical(points=points, dirs=canonical_dirs, valid=valid, face=None)
-
-
 class _PriorDeformer(Deformer):
     """The prior's backward deformation under each frame's expression code (on ``head.codes``; none: the mean,
     zero) and the identity."""
@@ -226,7 +152,7 @@ class _PriorDeformer(Deformer):
         self, x: Float[Tensor, "N 3"], head: Head, frame: Int[Tensor, " N"], dirs: Float[Tensor, "N 3"] | None
     ) -> Canonical:
         identity = self.codes.identity.expand(head.num_frames, -1)
-        codes = _frame_codes(head, self.prior.config.expression_dim)
+        codes = frame_codes(head, self.prior.config.expression_dim)
         expression = identity.new_zeros(head.num_frames, self.prior.config.expression_dim) if codes is None else codes[0]
         d = self.prior.deform(x, frame, identity, expression.to(identity.dtype))
         valid = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
@@ -287,7 +213,17 @@ class MonoNphm(NeusModel):
         self.held_out_track = TrackedFrames(held_out, expression) if held_out else None
         self.pose = CorrectedPose(self.head_joint, expression)
         deformer = DeformerChain(self.pose, MappedDeformer(prior.normalize), _PriorDeformer(prior, self.codes))
-        self.field = NeusField(deformer, _PriorSdf(prior, self.codes), _PriorAppearance(prior, self.codes), None, SHLighting())
+        self.colour = ColourTransform()
+        parts = (deformer, _PriorSdf(prior, self.codes), _PriorAppearance(prior, self.codes), None, SHLighting())
+        self.field = ColourTransformedField(*parts, transform=self.colour)
+        self._register_load_state_dict_pre_hook(self._identity_defaults)
+
+    def _identity_defaults(self, state: dict, prefix: str, *_) -> None:
+        """A run saved before the colour transform and the head scale were fitted loads with both at identity."""
+        fresh = {id(p) for p in (*self.colour.parameters(), self.pose.scale)}
+        for name, p in self.named_parameters(remove_duplicate=False):
+            if id(p) in fresh and prefix + name not in state:
+                state[prefix + name] = p.detach().clone()
 
     @property
     def lighting(self) -> SHLighting:
@@ -315,19 +251,19 @@ class MonoNphm(NeusModel):
         """Rendering sharpness ``inv_s = exp(10 v)`` (MonoNPHM schedules it during tracking)."""
         self.inverse_variance.v.fill_(float(v))
 
-    def posed_anchors(self, head: Head, frame: int, anchors: Int[Tensor, " L"]) -> tuple[Tensor, Tensor]:
+    def posed_anchors(self, head: Head, frame: int, anchors: Int[Tensor, " L"]) -> PosedPoints:
         """World positions in frame ``frame`` of ``head`` (with its fitted codes) of the identity's anchors
         ``anchors`` (their canonical positions carried to posed space by root finding of ``x + dx(x) = a``,
         differentiable by implicit differentiation), and whether the root finding converged."""
         prior, identity = self.prior, self.codes.identity
         predicted = prior.anchors(identity)
-        canonical = predicted[0, anchors]
-        row = torch.zeros(len(anchors), dtype=torch.long, device=canonical.device)
-        codes = _frame_codes(head, prior.config.expression_dim)
+        row = torch.zeros(len(anchors), dtype=torch.long, device=predicted.device)
+        codes = frame_codes(head, prior.config.expression_dim)
         if codes is None:
             raise ValueError("head: expected the frames' fitted codes (MonoNphm.head), got a head without codes")
         expression = codes[0][frame : frame + 1].to(identity.dtype)
-        solved = find_preimage(lambda x: prior.deform(x, row, identity, expression, predicted).offset, canonical, tolerance=1e-5)
-        head_frame = solved.points * prior.normalize.scale + prior.normalize.center
         rotation, translation = self.pose.transforms(head, torch.full_like(row, frame))
-        return torch.einsum("nij,nj->ni", rotation, head_frame) + translation, solved.converged
+        return posed_points(
+            lambda x: prior.deform(x, row, identity, expression, predicted).offset,
+            predicted[0, anchors], prior.normalize, rotation, translation, self.pose.scale,
+        )  # fmt: skip

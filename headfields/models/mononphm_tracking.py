@@ -1,5 +1,7 @@
 """MonoNPHM's tracking (Giebenhain et al., CVPR 2024): fit a frozen NPHM prior, inside a
-:class:`~headfields.models.mononphm.MonoNphm`, to the frames of a monocular video.
+:class:`~headfields.models.mononphm.MonoNphm`, to the frames of a monocular video, with the stages' settings of
+:mod:`~headfields.models.mononphm_stages` and the parts every NeuS avatar's tracking shares
+(:mod:`~headfields.models.neus_tracking`).
 
 :func:`track_sequence` runs the paper's two stages on the training frames: each frame in turn (the first also fits
 identity, appearance and lighting; later ones start from the previous frame), then all frames jointly with temporal
@@ -15,10 +17,8 @@ projected), and the codes' regularisers.
 
 from __future__ import annotations
 
-import dataclasses
-import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
@@ -27,200 +27,62 @@ from torch import Tensor
 
 from ..checks import check_count, check_float, check_positive
 from ..data import FrameSet
+from ..data.ibug import ANCHOR_LANDMARK_PAIRS, ANCHOR_PAIR_WEIGHTS, IBUG_POINTS, model_landmark
 from ..heads import tracked_head
 from ..parametric import Head, SubjectModel
 from ..progress import Progress
-from ..renderers import image_pixels, pixel_rays, project_points
+from ..renderers import project_points
+from .mononphm_stages import CODE_GRADIENT_NORM, VARIANCE_MAX, MonoNphmTracking, StageConfig, TrackingHistory
+from .neus_tracking import FramePixels, landmark_error, run_stage, scheduled, soft_jaccard
 
 if TYPE_CHECKING:
     from .mononphm import MonoNphm, TrackedFrames
     from .nphm import Nphm
 
-__all__ = [
-    "MonoNphmTracking",
-    "StageConfig",
-    "TrackingHistory",
-    "cpu_tracking",
-    "landmark_pairs",
-    "track_frames",
-    "track_sequence",
-]
-
-# MonoNPHM's rendering sharpness inv_s = exp(10 v): v = min(v0 + 0.15 (step // every), 0.8); v0 0.3 on the first
-# frame (every 25 steps), 0.5 after (every 50).
-VARIANCE_STEP = 0.15
-VARIANCE_MAX = 0.8
+__all__ = ["landmark_pairs", "track_frames", "track_sequence"]
 
 
-def landmark_pairs(prior: Nphm, parametric: SubjectModel, max_distance: float = 0.01) -> tuple[Tensor, Tensor]:
-    """(anchor ids, landmark ids): each of the tracking model's landmarks on its neutral head paired with the
-    prior's nearest template anchor, where that is within ``max_distance`` metres (MonoNPHM pairs 35 of its 65
-    anchors with iBUG-68 landmarks by hand)."""
+def landmark_pairs(prior: Nphm, parametric: SubjectModel, max_distance: float = 0.01) -> tuple[Tensor, Tensor, Tensor]:
+    """(anchor ids, landmark ids, weights): MonoNPHM's anchor <-> iBUG-68 pairs
+    (:data:`~headfields.data.ibug.ANCHOR_LANDMARK_PAIRS`, with their residual weights) whose landmark the tracking
+    model has and whose template anchor lies within ``max_distance`` metres of it on the neutral head (a prior whose
+    anchors :func:`~headfields.synthetic.anchor_vertices` placed at the landmarks has them all; another keeps only
+    the pairs that happen to fit)."""
     landmarks = parametric().landmarks
     if landmarks is None:
         raise ValueError("parametric: expected a model with landmarks (lmk_faces_idx), got none")
     template = prior.template_anchors * prior.normalize.scale + prior.normalize.center
-    distance = torch.cdist(landmarks[0].to(template), template)
-    nearest = distance.min(dim=1)
-    keep = nearest.values <= max_distance
-    return nearest.indices[keep], torch.nonzero(keep)[:, 0]
-
-
-CODE_GRADIENT_NORM = 0.1  # tracking.py clips the identity's and the appearance's gradient to this norm, each
-
-
-@dataclass(frozen=True)
-class StageConfig:
-    """One tracking stage's weights and rates (MonoNPHM's configs/tracking; see docs/mononphm.md)."""
-
-    steps: int  # per frame (stage 1) or in all (stage 2)
-    rgb: float = 100.0
-    mouth_interior: float = 1 / 25  # the mouth interior's colour weight
-    mask: float = 25.0  # (1 - soft Jaccard) x 5
-    landmarks: float = 100.0  # of the mean squared landmark error in image widths
-    local_code: float = 1000.0  # squared norm of all the local identity codes (a sum, as tracking.py's reg_loc_geo)
-    global_code: float = 25.0  # squared global identity code
-    symmetry: float = 1.0  # mean distance between mirrored anchors' local codes (symm_dist_geo)
-    appearance_code: float = 50.0
-    expression_code: float = 150.0
-    smooth_expression: float = 0.0  # squared difference of neighbouring frames' expression codes
-    smooth_pose: float = 0.0  # and poses (rotation + 10 x shift)
-    code_rate: float = 5e-4  # identity and appearance codes
-    expression_rate: float = 2e-4
-    lighting_rate: float = 5e-2
-    rotation_rate: float = 5e-3
-    shift_rate: float = 2.5e-3
-    variance_start: float = 0.5  # the sharpness schedule: v = min(start + 0.15 (step // every), 0.8)
-    variance_every: int = 50
-
-    def __post_init__(self) -> None:
-        check_count("steps", self.steps, 0)
-        check_count("variance_every", self.variance_every, 1)
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if f.name not in ("steps", "variance_every") and not (isinstance(value, int | float) and 0 <= value < math.inf):
-                raise ValueError(f"{f.name}: expected a finite non-negative number, got {value!r}")
-
-
-@dataclass(frozen=True)
-class MonoNphmTracking:
-    """MonoNPHM's two stages. Stage 1: the first frame (identity, appearance, lighting, its expression and pose)
-    with ``first_frame`` steps, then each frame (expression and pose; identity, appearance and lighting fixed),
-    starting from the previous one. Stage 2: every frame jointly, with temporal smoothness. The budget and the
-    seed are the tracking functions' arguments (a run's: its training configuration's ``max_minutes`` and ``seed``)."""
-
-    first_frame: StageConfig = field(
-        default_factory=lambda: StageConfig(500, expression_code=1000.0, variance_start=0.3, variance_every=25)
-    )
-    per_frame: StageConfig = field(
-        default_factory=lambda: StageConfig(125, code_rate=4.95e-4, rotation_rate=5e-4, shift_rate=2.5e-4)
-    )
-    joint: StageConfig = field(
-        default_factory=lambda: StageConfig(
-            steps=1000, mask=10.0, landmarks=5.0, local_code=500.0, global_code=50.0, appearance_code=50.0,
-            expression_code=100.0, smooth_expression=2000.0, smooth_pose=50000.0, code_rate=2e-4,
-            expression_rate=1e-4, lighting_rate=1e-4, rotation_rate=3e-4, shift_rate=1e-4,
-        )
-    )  # fmt: skip
-    rays_per_step: int = 450  # MonoNPHM: 450 rays of one frame
-    foreground_fraction: float = 0.75  # of them on the mask, the rest anywhere
-    frames_per_joint_step: int = 1
-    landmark_distance: float = 0.01  # metres: landmark-anchor pairs (landmark_pairs)
-
-    def __post_init__(self) -> None:
-        check_count("rays_per_step", self.rays_per_step, 1)
-        check_count("frames_per_joint_step", self.frames_per_joint_step, 1)
-        if not 0.0 <= self.foreground_fraction <= 1.0:
-            raise ValueError(f"foreground_fraction: expected a fraction in [0, 1], got {self.foreground_fraction}")
-        check_positive("landmark_distance", self.landmark_distance)
-
-
-def cpu_tracking(**overrides) -> MonoNphmTracking:
-    """Fewer steps and rays for a CPU, the paper's weights and rates, then ``overrides``."""
-    base = MonoNphmTracking()
-    sizes = dict(
-        first_frame=dataclasses.replace(base.first_frame, steps=200),
-        per_frame=dataclasses.replace(base.per_frame, steps=20),
-        joint=dataclasses.replace(base.joint, steps=300),
-        rays_per_step=256,
-        frames_per_joint_step=2,
-    )
-    return MonoNphmTracking(**{**sizes, **overrides})
-
-
-@dataclass
-class TrackingHistory:
-    """What :func:`track_sequence` did: steps and seconds per stage, and the logged losses."""
-
-    steps: dict[str, int] = field(default_factory=dict)
-    seconds: dict[str, float] = field(default_factory=dict)
-    logs: list[dict[str, float]] = field(default_factory=list)
-
-
-class _Pixels:
-    """Per-frame pixel pools of a frame set: the foreground and every pixel, with colour targets and weights."""
-
-    def __init__(self, model: MonoNphm, frames: FrameSet):
-        device = model.box.device
-        self.cameras = frames.cameras.to(device)
-        self.pixels = image_pixels(self.cameras)
-        n = len(frames)
-        self.rgb = frames.images.to(device).float().reshape(n, -1, 3) / 255.0
-        self.mask = (
-            frames.masks.to(device).reshape(n, -1)
-            if frames.masks is not None
-            else torch.ones_like(self.rgb[..., 0], dtype=torch.bool)
-        )
-        self.foreground = [torch.nonzero(m.cpu())[:, 0] for m in self.mask]  # pixel ids per frame, drawn from each step
-        labels = frames.segmentation_labels or {}
-        self.mouth = None
-        if frames.segmentation is not None and "mouth_interior" in labels:
-            self.mouth = frames.segmentation.to(device).reshape(n, -1) == labels["mouth_interior"]
-
-    def draw(self, frame: int, count: int, fraction: float, generator: torch.Generator) -> Tensor:
-        """Pixel ids of frame ``frame``: ``fraction`` of ``count`` on the foreground, the rest anywhere."""
-        fg = self.foreground[frame]
-        k = int(round(count * fraction)) if len(fg) else 0
-        pick_fg = fg[torch.randint(0, max(len(fg), 1), (k,), generator=generator)] if k else fg[:0]
-        pick_any = torch.randint(0, len(self.pixels), (count - k,), generator=generator)
-        return torch.cat([pick_fg, pick_any]).to(self.pixels.device)
-
-
-def _soft_jaccard(opacity: Tensor, mask: Tensor) -> Tensor:
-    """MonoNPHM's silhouette term: (1 - J) x 5 with J = (sum y yhat + 5) / (sum (y + yhat) - sum y yhat + 5)."""
-    both = (opacity * mask).sum()
-    return (1 - (both + 5) / ((opacity + mask).sum() - both + 5)) * 5
+    rows = []
+    for (anchor, ibug), weight in zip(ANCHOR_LANDMARK_PAIRS, ANCHOR_PAIR_WEIGHTS, strict=True):
+        index = model_landmark(ibug, landmarks.shape[1])
+        if index is not None and anchor < len(template):
+            if float((landmarks[0, index].to(template) - template[anchor]).norm()) <= max_distance:
+                rows.append((anchor, index, weight))
+    device = template.device
+    anchors, ids, weights = zip(*rows, strict=True) if rows else ((), (), ())
+    as_long = dict(dtype=torch.long, device=device)
+    return torch.tensor(anchors, **as_long), torch.tensor(ids, **as_long), torch.tensor(weights, device=device)
 
 
 def _frame_loss(
-    model: MonoNphm,
-    head: Head,
-    data: _Pixels,
-    frame: int,
-    pairs: tuple[Tensor, Tensor],
-    detected: Tensor | None,
-    stage: StageConfig,
-    config: MonoNphmTracking,
-    generator: torch.Generator,
-) -> tuple[Tensor, dict[str, float]]:
-    """One frame's photometric, silhouette and landmark terms."""
-    count = config.rays_per_step
-    pick = data.draw(frame, count, config.foreground_fraction, generator)
-    rays = pixel_rays(data.cameras, frame, data.pixels[pick])
-    out = model.render(rays, head, generator)
+    tracker: _Tracker, head: Head, frame: int, stage: StageConfig, landmark_weight: float
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """One frame's photometric, silhouette and landmark terms (and each, detached: read only when logged)."""
+    model, data, c = tracker.model, tracker.data, tracker.config
+    pick = data.draw(frame, c.rays_per_step, c.foreground_fraction, tracker.generator)
+    out = model.render(data.rays(frame, pick), head, tracker.generator)
     mask = data.mask[frame, pick].to(out.composite.rgb.dtype)
     weight = mask * torch.where(data.mouth[frame, pick], stage.mouth_interior, 1.0) if data.mouth is not None else mask
-    rgb = ((out.composite.rgb - data.rgb[frame, pick]).abs().sum(-1) * weight).sum() / count
-    silhouette = _soft_jaccard(out.composite.opacity.clamp(0, 1), mask)
+    rgb = ((out.composite.rgb - data.rgb[frame, pick]).abs().sum(-1) * weight).sum() / c.rays_per_step
+    silhouette = soft_jaccard(out.composite.opacity.clamp(0, 1), mask)
     loss = stage.rgb * rgb + stage.mask * silhouette
-    logs = {"rgb": float(rgb.detach()), "mask": float(silhouette.detach())}
-    if detected is not None and stage.landmarks > 0 and len(pairs[0]):
-        posed, converged = model.posed_anchors(head, frame, pairs[0])
-        pixels = project_points(data.cameras, posed, frame).pixels
-        error = ((pixels - detected[frame]) / data.cameras.width).square().sum(-1)
-        landmarks = (error * converged).sum() / converged.sum().clamp(min=1)
-        loss = loss + stage.landmarks * landmarks
-        logs["landmarks"] = float(landmarks.detach())
+    logs = {"rgb": rgb.detach(), "mask": silhouette.detach()}
+    anchors, _, weights = tracker.pairs
+    if tracker.detected is not None and landmark_weight > 0 and len(anchors):
+        posed = model.posed_anchors(head, frame, anchors)
+        landmarks = landmark_error(data.cameras, posed, frame, tracker.detected[frame], weights)
+        loss = loss + landmark_weight * landmarks
+        logs["landmarks"] = landmarks.detach()
     return loss, logs
 
 
@@ -237,31 +99,32 @@ def _code_terms(model: MonoNphm, track: TrackedFrames, frames: Tensor, stage: St
     return loss + stage.expression_code * track.codes[frames].square().sum(-1).mean()
 
 
-def _smoothness(track: TrackedFrames, stage: StageConfig) -> Tensor:
+def _smoothness(track: TrackedFrames, stage: StageConfig, step: int = 0, steps: int = 1) -> Tensor:
     codes, rotation, shift = track.codes, track.rotation, track.shift
     if codes.shape[0] < 2:
         return codes.sum() * 0
     expression = (codes[1:] - codes[:-1]).square().sum(-1).mean()
     motion = (rotation[1:] - rotation[:-1]).square().sum(-1) + 10 * (shift[1:] - shift[:-1]).square().sum(-1)
-    return stage.smooth_expression * expression + stage.smooth_pose * motion.mean()
+    weights = [getattr(stage, n) * scheduled(stage.schedule, n, step, steps) for n in ("smooth_expression", "smooth_pose")]
+    return weights[0] * expression + weights[1] * motion.mean()
 
 
-def _optimizer(model: MonoNphm, track: TrackedFrames, stage: StageConfig, identity: bool) -> torch.optim.Adam:
+def _groups(model: MonoNphm, track: TrackedFrames, stage: StageConfig, identity: bool) -> list[tuple[str, list[Tensor], float]]:
+    """(schedule name, parameters, rate) of what a stage fits: the frames' expressions and poses, and with
+    ``identity`` the person's codes, colour transform, lighting and head scale."""
     groups = [
-        {"params": [track.codes], "lr": stage.expression_rate},
-        {"params": [track.rotation], "lr": stage.rotation_rate},
-        {"params": [track.shift], "lr": stage.shift_rate},
+        ("expression", [track.codes], stage.expression_rate),
+        ("pose", [track.rotation], stage.rotation_rate),
+        ("pose", [track.shift], stage.shift_rate),
     ]
     if identity:
         groups += [
-            {"params": [model.codes.identity, model.codes.appearance], "lr": stage.code_rate},
-            {"params": [model.lighting.coefficients], "lr": stage.lighting_rate},
+            ("codes", [model.codes.identity, model.codes.appearance], stage.code_rate),
+            ("codes", list(model.colour.parameters()), stage.colour_rate),
+            ("lighting", [model.lighting.coefficients], stage.lighting_rate),
+            ("pose", [model.pose.scale], stage.scale_rate),
         ]
-    return torch.optim.Adam(groups)
-
-
-def _variance(stage: StageConfig, step: int) -> float:
-    return min(stage.variance_start + VARIANCE_STEP * (step // stage.variance_every), VARIANCE_MAX)
+    return groups
 
 
 @dataclass
@@ -271,9 +134,9 @@ class _Tracker:
     model: MonoNphm
     track: TrackedFrames  # what is fitted per frame (the training frames', or the held-out frames')
     base: Head  # the frames' tracked head; the fitted codes and pose corrections ride on it
-    data: _Pixels
-    pairs: tuple[Tensor, Tensor]
-    detected: Tensor | None
+    data: FramePixels
+    pairs: tuple[Tensor, Tensor, Tensor]  # anchor ids, landmark ids, weights (landmark_pairs)
+    detected: Tensor | None  # [F, pairs, 2] pixels
     config: MonoNphmTracking
     generator: torch.Generator
     history: TrackingHistory
@@ -281,50 +144,59 @@ class _Tracker:
 
     def run(self, frames: list[int], stage: StageConfig, steps: int, identity: bool, name: str, per_step: int = 1) -> None:
         """``steps`` Adam steps on ``frames`` (``per_step`` of them a step); only their rows of the per-frame codes
-        and poses change, and the identity, appearance and lighting only with ``identity``. Stage 2 (``len(frames)
-        > 1``) adds the temporal smoothness."""
-        model, track, c = self.model, self.track, self.config
-        optimizer = _optimizer(model, track, stage, identity)
+        and poses change, and the identity, appearance, colour, lighting and scale only with ``identity``. Stage 2
+        (``len(frames) > 1``) adds the temporal smoothness."""
+        model, track = self.model, self.track
         rows = torch.tensor(frames, device=model.box.device)
         keep = torch.zeros(track.count, dtype=torch.bool, device=rows.device)
         keep[rows] = True
-        for step in range(steps):
-            model.set_variance(_variance(stage, step))
+
+        def loss(step: int) -> Tensor:
+            model.set_variance(stage.variance(step))
             drawn = torch.randint(0, len(frames), (min(per_step, len(frames)),), generator=self.generator).tolist()
             head = track.attach(self.base)
-            loss, logs = _code_terms(model, track, rows, stage), {}
+            value, logs = _code_terms(model, track, rows, stage), {}
+            landmark_weight = stage.landmarks * scheduled(stage.schedule, "landmarks", step, steps)
             for i in drawn:
-                term, logs = _frame_loss(model, head, self.data, frames[i], self.pairs, self.detected, stage, c, self.generator)
-                loss = loss + term / len(drawn)
+                term, logs = _frame_loss(self, head, frames[i], stage, landmark_weight)
+                value = value + term / len(drawn)
             if len(frames) > 1:
-                loss = loss + _smoothness(track, stage)
-            optimizer.zero_grad()
-            loss.backward()
+                value = value + _smoothness(track, stage, step, steps)
+            if step % 25 == 0 or step == steps - 1:  # the only host reads: every 25 steps
+                logged = {k: float(v) for k, v in logs.items()}
+                self.history.logs.append({"stage": name, "step": step, "loss": float(value.detach()), **logged})
+                if self.progress is not None:
+                    self.progress.set_values(stage=name, loss=logged.get("rgb", 0.0))
+            if self.progress is not None:
+                self.progress.update(1)
+            return value
+
+        def after_backward() -> None:
             for p in (track.codes, track.rotation, track.shift):  # other frames stay put
                 if p.grad is not None:
                     p.grad[~keep] = 0
             for p in (model.codes.identity, model.codes.appearance):  # tracking.py: each code's gradient norm at 0.1
                 if p.grad is not None:
                     torch.nn.utils.clip_grad_norm_(p, CODE_GRADIENT_NORM)
-            optimizer.step()
-            if step % 25 == 0 or step == steps - 1:
-                self.history.logs.append({"stage": name, "step": step, "loss": float(loss.detach()), **logs})
-                if self.progress is not None:
-                    self.progress.set_values(stage=name, loss=float(loss.detach()))
-            if self.progress is not None:
-                self.progress.update(1)
+
+        run_stage(_groups(model, track, stage, identity), steps, loss, stage.schedule, after_backward)
         self.history.steps[name] = self.history.steps.get(name, 0) + steps
 
 
 def _detected_landmarks(
     model: MonoNphm, frames: FrameSet, head: Head, landmark_ids: Tensor, landmarks: Tensor | None
 ) -> Tensor | None:
-    """Each frame's landmarks ``landmark_ids`` in pixels ``[F, L, 2]``: of ``landmarks`` (a detector's, in the tracking
-    model's landmark order), else the landmarks of ``head`` (the frames' tracked head) projected."""
+    """Each frame's landmarks ``landmark_ids`` in pixels ``[F, L, 2]``: of ``landmarks`` (a detector's: in the
+    tracking model's landmark order, or all 68 iBUG points), else the landmarks of ``head`` (the frames' tracked
+    head) projected."""
     if landmarks is not None:
         count = model.parametric().landmarks.shape[1]
+        if isinstance(landmarks, Tensor) and landmarks.dim() == 3 and landmarks.shape[1] == IBUG_POINTS != count:
+            ibug = [next(i for i in range(IBUG_POINTS) if model_landmark(i, count) == j) for j in landmark_ids.tolist()]
+            landmark_ids = torch.tensor(ibug, dtype=torch.long)
+            count = IBUG_POINTS
         check_float("landmarks", landmarks, [len(frames), count, 2])
-        return landmarks.to(model.box.device, torch.float32)[:, landmark_ids]
+        return landmarks.to(model.box.device, torch.float32)[:, landmark_ids.to(model.box.device)]
     if head.landmarks is None or not len(landmark_ids):
         return None
     cameras = frames.cameras.to(model.box.device)
@@ -344,8 +216,9 @@ def track_sequence(
 ) -> TrackingHistory:
     """Fit ``model`` (a frozen prior, fresh codes) to its training ``frames``: stage 1 frame by frame, then stage 2
     jointly. ``landmarks``: detected landmarks per frame (pixels, in the order of the capture's tracking model's
-    landmarks, e.g. a landmark file's), instead of the capture's tracked landmarks projected. ``max_minutes``: a
-    budget for the whole tracking (one step is timed, then every stage's steps scale to fit); ``seed``: the rays'.
+    landmarks or all 68 iBUG points, e.g. a landmark file's), instead of the capture's tracked landmarks projected.
+    ``max_minutes``: a budget for the whole tracking (one step is timed, then every stage's steps scale to fit);
+    ``seed``: the rays'.
 
         history = track_sequence(model, subject.train, cpu_tracking(), max_minutes=5)
         history.steps["stage1"], history.seconds["stage2"]
@@ -392,7 +265,8 @@ def _track(
     pairs = landmark_pairs(model.prior, model.parametric, c.landmark_distance)
     base = tracked_head(model.parametric, frames)
     tracker = _Tracker(
-        model, track, base, _Pixels(model, frames), pairs, _detected_landmarks(model, frames, base, pairs[1], landmarks),
+        model, track, base, FramePixels(frames, model.box.device), pairs,
+        _detected_landmarks(model, frames, base, pairs[1], landmarks),
         c, torch.Generator().manual_seed(seed), TrackingHistory(),
     )  # fmt: skip
     n, first = len(frames), c.first_frame if fit_identity else c.per_frame

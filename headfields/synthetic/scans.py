@@ -21,6 +21,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from ..checks import check_count, check_positive
+from ..data.ibug import ANCHOR_LANDMARK_PAIRS, model_landmark
 from ..data.scans import ScanSet
 from ..geometry import TriangleMesh, closest_point, farthest_points
 from ..parametric.model import ParametricModel
@@ -185,11 +186,14 @@ def anchor_vertices(model: ParametricModel, count: int = ANCHORS, midplane: int 
     """``count`` template vertices spread over the head's outside as MonoNPHM's anchors: ``(count - midplane) / 2``
     mirror pairs, then ``midplane`` vertices on the midplane (``|x| <= MIDPLANE_TOLERANCE``). Returns ``ids
     [count]`` and ``mirror [count]``, ``mirror[k]`` the index (into the ``count``) of k's partner across x = 0,
-    itself on the midplane. Order: pairs ``(0, 1), (2, 3), ...``, the first of each on the subject's left (+x) and
-    the second the vertex nearest its mirror image (within ``MIRROR_TOLERANCE``), then the midplane ones. The
-    midplane vertices are spread by farthest-point sampling, then the left ones, each the farthest from every
-    anchor so far and its mirror image (so no pair straddles the midplane closely). No anchor lies in the mouth or
-    on an eyeball (by region names; eyeballs also by their skinning).
+    itself on the midplane. Order: pairs ``(0, 1), (2, 3), ...``, the first of each on the subject's right (-x, as
+    MonoNPHM and iBUG order them) and the second the vertex nearest its mirror image (within ``MIRROR_TOLERANCE``),
+    then the midplane ones. In MonoNPHM's layout (65 anchors, 5 on the midplane) on a model with iBUG landmarks,
+    the anchors MonoNPHM pairs with landmarks (:data:`~headfields.data.ibug.ANCHOR_LANDMARK_PAIRS`) sit at the
+    vertex nearest their landmark (a pair's partner at its mirror); the others, and every anchor of another
+    layout, are spread by farthest-point sampling, each the farthest from every anchor so far and its mirror
+    image (so no pair straddles the midplane closely). No anchor lies in the mouth or on an eyeball (by region
+    names; eyeballs also by their skinning).
 
         ids, mirror = anchor_vertices(model)  # 30 pairs and 5 on the midplane
     """
@@ -209,7 +213,7 @@ def anchor_vertices(model: ParametricModel, count: int = ANCHORS, midplane: int 
     image = template[left] * torch.tensor([-1.0, 1.0, 1.0], dtype=template.dtype, device=template.device)
     distance, nearest = torch.cdist(image, points).min(dim=1)
     paired = distance <= MIRROR_TOLERANCE
-    left, partner = left[paired], candidates[nearest[paired]]
+    left, right = left[paired], candidates[nearest[paired]]
     centre = candidates[points[:, 0].abs() <= MIDPLANE_TOLERANCE]
     pairs = (count - midplane) // 2
     if len(left) < pairs or len(centre) < midplane:
@@ -217,12 +221,49 @@ def anchor_vertices(model: ParametricModel, count: int = ANCHORS, midplane: int 
             f"model: expected {pairs} mirror-symmetric vertex pairs and {midplane} vertices on the midplane, found "
             f"{len(left)} and {len(centre)} (is the template symmetric about x = 0?)"
         )
-    on_plane = centre[farthest_points(template[centre], midplane)] if midplane else centre[:0]
-    chosen = _mirrored_farthest(template[left], pairs, template[on_plane])
-    ids = torch.cat([torch.stack([left[chosen], partner[chosen]], dim=1).reshape(-1), on_plane])
+    placed = _landmark_places(model) if (count, midplane) == (ANCHORS, MIDPLANE_ANCHORS) else {}
+    ids = torch.full((count,), -1, dtype=torch.long, device=template.device)
+    chosen_pairs: list[int] = []
+    for k, target in placed.items():
+        if k >= 2 * pairs:  # on the midplane
+            ids[k] = centre[(template[centre] - target).norm(dim=1).argmin()]
+        elif ids[k] < 0:  # the pair's partner may have placed it already
+            on_right = torch.cat([-target[:1].abs(), target[1:]])  # the pair's even one, on the subject's right
+            j = int((template[right] - on_right).norm(dim=1).argmin())
+            ids[k - k % 2], ids[k - k % 2 + 1] = right[j], left[j]
+            chosen_pairs.append(j)
+    free_centre = [k for k in range(2 * pairs, count) if ids[k] < 0]
+    if free_centre and len(free_centre) == midplane:
+        ids[free_centre] = centre[farthest_points(template[centre], midplane)]
+    elif free_centre:  # each the farthest from the anchors so far
+        distance = torch.cdist(template[centre], template[ids[ids >= 0]]).min(dim=1).values
+        for k in free_centre:
+            ids[k] = centre[distance.argmax()]
+            distance = torch.minimum(distance, (template[centre] - template[ids[k]]).norm(dim=1))
+    free_pairs = [i for i in range(pairs) if ids[2 * i] < 0]
+    if free_pairs:
+        kept = ids[ids >= 0]
+        fresh = _mirrored_farthest(template[left], len(free_pairs), template[kept])
+        for i, j in zip(free_pairs, fresh.tolist(), strict=True):
+            ids[2 * i], ids[2 * i + 1] = right[j], left[j]
     k = torch.arange(count, device=ids.device)
     mirror = torch.where(k < 2 * pairs, k ^ 1, k)  # 2j <-> 2j + 1
     return ids, mirror
+
+
+def _landmark_places(model: ParametricModel) -> dict[int, Tensor]:
+    """Anchor -> the template position of the iBUG landmark MonoNPHM pairs it with, for the landmarks ``model``
+    has (none without a landmark embedding)."""
+    if model.lmk_faces_idx is None:
+        return {}
+    corners = model.v_template.detach()[model.faces[model.lmk_faces_idx]]  # [L, 3, 3]
+    landmarks = (model.lmk_bary_coords.to(corners.dtype)[..., None] * corners).sum(1)
+    places = {}
+    for anchor, ibug in ANCHOR_LANDMARK_PAIRS:
+        index = model_landmark(ibug, len(landmarks))
+        if index is not None:
+            places[anchor] = landmarks[index]
+    return places
 
 
 def _mirrored_farthest(points: Float[Tensor, "N 3"], count: int, chosen: Float[Tensor, "C 3"]) -> Int[Tensor, " K"]:
