@@ -23,11 +23,11 @@ from headfields.data.ibug import ANCHOR_LANDMARK_PAIRS, ANCHOR_PAIR_WEIGHTS
 from headfields.deformers import RigidDeformer, RigidDeformerConfig
 from headfields.heads import tracked_head
 from headfields.models import mononphm, mononphm_tracking
-from headfields.models.neus_tracking import soft_jaccard
+from headfields.models.neus_tracking import PosedPoints, landmark_error, scheduled, soft_jaccard
 from headfields.models.nphm import Nphm, save_prior
 from headfields.models.registry import MODELS
 from headfields.parametric import load_model
-from headfields.renderers import image_pixels, pixel_rays
+from headfields.renderers import image_pixels, pixel_rays, project_points
 from headfields.runs import RunConfig, SubjectSource, load_run, train_run
 from headfields.synthetic import (
     ScanSetConfig,
@@ -99,6 +99,66 @@ def test_corrected_pose_is_the_rigid_deformer_at_zero_and_rotates_in_the_head_fr
     turn = torch.tensor([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
     expected = rigid(x, head, frame, None).points @ turn  # R_z^T applied to each row
     torch.testing.assert_close(model.pose(x, head, frame, None).points, expected, atol=1e-5, rtol=1e-5)
+    with torch.no_grad():  # a head twice the size: head-frame points are world offsets halved
+        model.pose.scale.fill_(2.0)
+    torch.testing.assert_close(model.pose(x, head, frame, None).points, expected / 2, atol=1e-5, rtol=1e-5)
+
+
+def test_colour_transform_maps_the_foreground_and_leaves_the_background(person):
+    """rgb @ A + b per sample composites to (foreground @ A) + opacity x b, the white background as it was; a run
+    saved before the transform existed loads with it at identity."""
+    subject, flame, _ = person
+    model = mononphm.MonoNphm(tiny_prior(flame), subject.parametric, len(subject.train), SAMPLER)
+    rays = pixel_rays(subject.train.cameras, 1, image_pixels(subject.train.cameras)[11 * 24 : 13 * 24])  # the middle rows
+    head = model.head(subject.train)
+    plain = model.render(rays, head, torch.Generator().manual_seed(0)).composite
+    matrix, shift = torch.tensor([[0.9, 0.1, 0.0], [0.0, 1.2, 0.0], [0.05, 0.0, 0.8]]), torch.tensor([0.1, -0.05, 0.02])
+    with torch.no_grad():
+        model.colour.matrix.copy_(matrix)
+        model.colour.shift.copy_(shift)
+    out = model.render(rays, head, torch.Generator().manual_seed(0)).composite
+    alpha = plain.opacity[:, None].detach()
+    assert float(alpha.min()) < 0.5 < float(alpha.max())  # some rays on the head, some past it
+    expected = (plain.rgb.detach() - (1 - alpha)) @ matrix + alpha * shift + (1 - alpha)
+    torch.testing.assert_close(out.rgb.detach(), expected, atol=1e-5, rtol=1e-5)
+    old = {k: v for k, v in model.state_dict().items() if "colour" not in k and not k.endswith("pose.scale")}
+    fresh = mononphm.MonoNphm(tiny_prior(flame), subject.parametric, len(subject.train), SAMPLER)
+    fresh.load_state_dict(old, strict=True)
+    assert torch.equal(fresh.colour.matrix, torch.eye(3)) and float(fresh.pose.scale) == 1.0
+
+
+def test_landmark_error_weighs_each_residual(person):
+    """tracking.py's landmark loss: (w (p - p_gt) / width)² averaged over the coordinates of the converged points."""
+    subject, _, _ = person
+    cameras = subject.train.cameras
+    points = torch.tensor([[0.0, 0.0, 0.0], [0.02, 0.01, 0.05]])
+    pixels = project_points(cameras, points, 1).pixels
+    detected = pixels + torch.tensor([[0.1 * float(cameras.width), 0.0], [0.0, 0.0]])
+    both = PosedPoints(points, torch.tensor([True, True]))
+    weights = torch.tensor([10.0, 1.0])
+    assert float(landmark_error(cameras, both, 1, detected, weights)) == pytest.approx((1.0**2 / 2 + 0) / 2, rel=1e-4)
+    lost = PosedPoints(points, torch.tensor([True, False]))
+    assert float(landmark_error(cameras, lost, 1, detected, weights)) == pytest.approx(0.5, rel=1e-4)
+    assert float(landmark_error(cameras, both, 1, detected)) == pytest.approx(0.01 / 2 / 2, rel=1e-4)
+
+
+def test_schedules_follow_tracking_pys_epochs():
+    """Stage 1 over tracking.py's 251 epochs: landmarks 100 -> 50 -> 20 -> 10 at epochs 25, 50, 100; the pose's rate
+    halves at 32 and 200; the expression's rises to the codes' at 150 (2e-4 -> 5e-4) and halves at 200 and 225.
+    Stage 2: every rate halves at half and three quarters of the steps, the smoothness at half."""
+    first = mononphm.MonoNphmTracking().first_frame
+    landmarks = [first.landmarks * scheduled(first.schedule, "landmarks", e, 251) for e in (0, 24, 25, 49, 50, 99, 100, 250)]
+    assert landmarks == pytest.approx([100, 100, 50, 50, 20, 20, 10, 10])
+    pose = [scheduled(first.schedule, "pose", e, 251) for e in (31, 32, 199, 200)]
+    assert pose == [1.0, 0.5, 0.5, 0.25]
+    expression = [first.expression_rate * scheduled(first.schedule, "expression", e, 251) for e in (149, 150, 200, 225)]
+    assert expression == pytest.approx([2e-4, 5e-4, 2.5e-4, 1.25e-4])
+    assert [scheduled(first.schedule, "codes", e, 251) for e in (199, 200, 225)] == [1.0, 0.5, 0.25]
+    joint = mononphm.MonoNphmTracking().joint
+    assert [scheduled(joint.schedule, "lighting", e, 1000) for e in (499, 500, 750)] == [1.0, 0.5, 0.25]
+    assert [scheduled(joint.schedule, "smooth_pose", e, 1000) for e in (499, 500, 999)] == [1.0, 0.5, 0.5]
+    with raises_naming("schedule"):
+        mononphm.StageConfig(steps=1, schedule=((0.5, "nothing", 0.5),))
 
 
 def test_posed_anchors_of_an_undeformed_prior_and_their_gradients(person):

@@ -30,7 +30,8 @@ from ..parametric import Head, SubjectModel
 from ..progress import Progress, format_seconds
 from ..scan_evaluation import depth_scan, face_region, scan_score
 from ..training import comparison, evenly_spread, render_image, save_png
-from .mononphm_tracking import MonoNphmTracking, TrackingHistory, track_frames, track_sequence
+from .mononphm_stages import MonoNphmTracking, TrackingHistory
+from .mononphm_tracking import track_frames, track_sequence
 
 if TYPE_CHECKING:
     from .mononphm import MonoNphm, MonoNphmConfig
@@ -79,15 +80,9 @@ def geometry_score(
         raise ValueError("vertices: expected a surface inside the true head's box, got none there")
     seen, truth_seen = visible_faces(vertices, faces, eye), visible_faces(truth_vertices, truth_faces, eye)
     score = chamfer_distance(vertices, seen, truth_vertices, truth_seen)
-    f = score.f_score(F_SCORE_THRESHOLDS).f
+    f = {f"{1000 * t:g}mm": float(v) for t, v in zip(F_SCORE_THRESHOLDS, score.f_score(F_SCORE_THRESHOLDS).f, strict=True)}
     size = float((truth_vertices.amax(0) - truth_vertices.amin(0)).norm())
-    return GeometryScore(
-        chamfer=float(score.symmetric),
-        chamfer_l2=float(score.squared),
-        normal_consistency=float(score.normal_consistency),
-        f_score={f"{1000 * t:g}mm": float(v) for t, v in zip(F_SCORE_THRESHOLDS, f, strict=True)},
-        size=size,
-    )
+    return GeometryScore(float(score.symmetric), float(score.squared), float(score.normal_consistency), f, size)
 
 
 @dataclass
@@ -109,16 +104,11 @@ def _image_scores(renders: list[Tensor], frames: FrameSet, ids: list[int]) -> di
     """Mean PSNR, SSIM and L1 over the frames, of the whole image and, with masks, of the head (``_head``)."""
     truth = [frames.images[f].float() / 255 for f in ids]
     pairs = list(zip(renders, truth, strict=True))
-    scores = {
-        "psnr": sum(float(psnr(r, t)) for r, t in pairs) / len(ids),
-        "ssim": sum(float(ssim(r, t)) for r, t in pairs) / len(ids),
-        "l1": sum(float(l1(r, t)) for r, t in pairs) / len(ids),
-    }
+    scores = {name: sum(float(f(r, t)) for r, t in pairs) / len(ids) for name, f in (("psnr", psnr), ("ssim", ssim), ("l1", l1))}
     if frames.masks is not None:
         masks = [frames.masks[f].bool() for f in ids]
-        scores["psnr_head"] = sum(float(psnr(r, t, mask=m)) for (r, t), m in zip(pairs, masks, strict=True)) / len(ids)
-        scores["ssim_head"] = sum(float(ssim(r, t, mask=m)) for (r, t), m in zip(pairs, masks, strict=True)) / len(ids)
-        scores["l1_head"] = sum(float(l1(r, t, mask=m)) for (r, t), m in zip(pairs, masks, strict=True)) / len(ids)
+        for name, f in (("psnr", psnr), ("ssim", ssim), ("l1", l1)):
+            scores[f"{name}_head"] = sum(float(f(r, t, mask=m)) for (r, t), m in zip(pairs, masks, strict=True)) / len(ids)
     return scores
 
 
