@@ -39,7 +39,7 @@ class TrackingConfig:
     code_learning_rate: float = 3e-2
     pose_learning_rate: float = 3e-3
     silhouette_weight: float = 0.1
-    landmark_weight: float = 1.0  # of the mean squared landmark error in units of the image width
+    landmark_weight: float = 2.0  # of the landmark error in image widths squared, averaged over x and y (2: their sum)
     landmarks: int = 32
     start: Literal["neutral", "tracked"] = "neutral"  # expression, jaw and code start at zero, or as tracked
     optimize_pose: bool = True

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 __all__ = ["GeometryScore", "Reconstruction", "geometry_score", "reconstruct"]
 
 BUDGETS = ("run", "training")  # what reconstruct's max_minutes bounds (TrainingConfig.budget's meaning)
+_IMAGE_SCORES = (("psnr", psnr), ("ssim", ssim), ("l1", l1))  # each held-out render's, of the whole image and the head
 
 
 @dataclass
@@ -104,10 +105,10 @@ def _image_scores(renders: list[Tensor], frames: FrameSet, ids: list[int]) -> di
     """Mean PSNR, SSIM and L1 over the frames, of the whole image and, with masks, of the head (``_head``)."""
     truth = [frames.images[f].float() / 255 for f in ids]
     pairs = list(zip(renders, truth, strict=True))
-    scores = {name: sum(float(f(r, t)) for r, t in pairs) / len(ids) for name, f in (("psnr", psnr), ("ssim", ssim), ("l1", l1))}
+    scores = {name: sum(float(f(r, t)) for r, t in pairs) / len(ids) for name, f in _IMAGE_SCORES}
     if frames.masks is not None:
         masks = [frames.masks[f].bool() for f in ids]
-        for name, f in (("psnr", psnr), ("ssim", ssim), ("l1", l1)):
+        for name, f in _IMAGE_SCORES:
             scores[f"{name}_head"] = sum(float(f(r, t, mask=m)) for (r, t), m in zip(pairs, masks, strict=True)) / len(ids)
     return scores
 

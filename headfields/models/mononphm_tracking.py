@@ -163,10 +163,10 @@ class _Tracker:
             if len(frames) > 1:
                 value = value + _smoothness(track, stage, step, steps)
             if step % 25 == 0 or step == steps - 1:  # the only host reads: every 25 steps
-                logged = {k: float(v) for k, v in logs.items()}
-                self.history.logs.append({"stage": name, "step": step, "loss": float(value.detach()), **logged})
+                total = float(value.detach())
+                self.history.logs.append({"stage": name, "step": step, "loss": total, **{k: float(v) for k, v in logs.items()}})
                 if self.progress is not None:
-                    self.progress.set_values(stage=name, loss=logged.get("rgb", 0.0))
+                    self.progress.set_values(stage=name, loss=total)
             if self.progress is not None:
                 self.progress.update(1)
             return value

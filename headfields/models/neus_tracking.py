@@ -32,6 +32,7 @@ __all__ = [
     "FramePixels",
     "PosedPoints",
     "Schedule",
+    "check_schedule",
     "corrected_pose",
     "landmark_error",
     "posed_points",

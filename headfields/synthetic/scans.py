@@ -223,7 +223,6 @@ def anchor_vertices(model: ParametricModel, count: int = ANCHORS, midplane: int 
         )
     placed = _landmark_places(model) if (count, midplane) == (ANCHORS, MIDPLANE_ANCHORS) else {}
     ids = torch.full((count,), -1, dtype=torch.long, device=template.device)
-    chosen_pairs: list[int] = []
     for k, target in placed.items():
         if k >= 2 * pairs:  # on the midplane
             ids[k] = centre[(template[centre] - target).norm(dim=1).argmin()]
@@ -231,11 +230,10 @@ def anchor_vertices(model: ParametricModel, count: int = ANCHORS, midplane: int 
             on_right = torch.cat([-target[:1].abs(), target[1:]])  # the pair's even one, on the subject's right
             j = int((template[right] - on_right).norm(dim=1).argmin())
             ids[k - k % 2], ids[k - k % 2 + 1] = right[j], left[j]
-            chosen_pairs.append(j)
     free_centre = [k for k in range(2 * pairs, count) if ids[k] < 0]
-    if free_centre and len(free_centre) == midplane:
-        ids[free_centre] = centre[farthest_points(template[centre], midplane)]
-    elif free_centre:  # each the farthest from the anchors so far
+    if free_centre and not bool((ids >= 0).any()):
+        ids[free_centre] = centre[farthest_points(template[centre], len(free_centre))]
+    elif free_centre:  # each the farthest from the anchors placed so far
         distance = torch.cdist(template[centre], template[ids[ids >= 0]]).min(dim=1).values
         for k in free_centre:
             ids[k] = centre[distance.argmax()]
@@ -254,11 +252,10 @@ def anchor_vertices(model: ParametricModel, count: int = ANCHORS, midplane: int 
 def _landmark_places(model: ParametricModel) -> dict[int, Tensor]:
     """Anchor -> the template position of the iBUG landmark MonoNPHM pairs it with, for the landmarks ``model``
     has (none without a landmark embedding)."""
-    if model.lmk_faces_idx is None:
+    neutral = model().landmarks  # the template's (zero shape, expression and pose)
+    if neutral is None:
         return {}
-    corners = model.v_template.detach()[model.faces[model.lmk_faces_idx]]  # [L, 3, 3]
-    landmarks = (model.lmk_bary_coords.to(corners.dtype)[..., None] * corners).sum(1)
-    places = {}
+    landmarks, places = neutral[0].detach(), {}
     for anchor, ibug in ANCHOR_LANDMARK_PAIRS:
         index = model_landmark(ibug, len(landmarks))
         if index is not None:
