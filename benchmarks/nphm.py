@@ -3,6 +3,13 @@ detail FLAME cannot express, then track a held-out identity, never in the prior,
 
     python benchmarks/nphm.py --out outputs/nphm                        # 16 identities, 20 + ~15 minutes on 2 cores
     python benchmarks/nphm.py --out /tmp/nphm --prior-minutes 2 --identities 4 --expressions 3   # a quick look
+    python benchmarks/nphm.py --out outputs/nphm_harder --prior outputs/nphm/prior.pt --person out-of-range
+    python benchmarks/nphm.py --out outputs/nphm_noisy --prior outputs/nphm/prior.pt --noisy
+
+``--prior`` fits a prior trained before (the scan set's flags must be the ones it was trained with, as they choose
+the held-out person); ``--person out-of-range`` tracks a person whose detail lies beyond every range the scan set
+draws from (:data:`~headfields.synthetic.OUT_OF_RANGE_DETAIL`); ``--noisy`` tracks from a capture whose head
+poses and detected landmarks carry :class:`~headfields.synthetic.TrackingNoise`'s errors (:func:`noisy_tracking`).
 
 Writes ``out/prior.pt`` (``python -m headfields train mononphm --mononphm.prior out/prior.pt`` fits it),
 ``out/prior_log.json`` (the prior's losses), the tracking's run folder ``out/mononphm`` (the train command's: its
@@ -21,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -32,7 +40,18 @@ from headfields.models.nphm import Nphm, cpu_prior_config, save_prior
 from headfields.models.nphm_training import PriorTrainingConfig, train_prior
 from headfields.parametric import load_model
 from headfields.runs import RunConfig, SubjectSource, train_run
-from headfields.synthetic import ScanSetConfig, anchor_vertices, nphm_held_out_video, synthetic_scan_set, write_synthetic_flame
+from headfields.synthetic import (
+    LANDMARKS_FOLDER,
+    OUT_OF_RANGE_DETAIL,
+    ScanSetConfig,
+    TrackingNoise,
+    anchor_vertices,
+    cached_synthetic_video,
+    noisy_tracking,
+    nphm_held_out_video,
+    synthetic_scan_set,
+    write_synthetic_flame,
+)
 from headfields.training import TrainingConfig, seed_everything
 
 # The prior's CPU batch: 8 scans of 500 surface, 150 off-surface and 60 free-space points a step (MonoNPHM: 16
@@ -53,13 +72,41 @@ def main() -> None:
     parser.add_argument("--mesh-resolution", type=int, default=128)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--prior", type=Path, default=None, help="fit this prior (save_prior's file) instead of training one")
+    parser.add_argument("--person", choices=("held-out", "out-of-range"), default="held-out", help="whom to track")
+    parser.add_argument("--noisy", action="store_true", help="track from noisy head poses and landmarks (TrackingNoise())")
     args = parser.parse_args()
+    if args.prior is not None and not args.prior.is_file():
+        parser.error(f"--prior: {args.prior} is not a file (save_prior writes one)")
     folder = RunFolder(args.out).open()  # writable and ours before the minutes of training, not after
     device = torch.device(args.device)
 
     seed_everything(args.seed)
-    flame = load_model(write_synthetic_flame(args.out / "model"), "flame", device=device)
     scan_config = ScanSetConfig(num_identities=args.identities, expressions=args.expressions, seed=args.seed)
+    prior_path, prior_metrics = args.prior, {"file": str(args.prior)}
+    if prior_path is None:
+        prior_path, prior_metrics = args.out / "prior.pt", train(args, scan_config, device)
+
+    # The tracking: the train command's MonoNPHM run on a person the scan set does not hold.
+    video = nphm_held_out_video(scan_config, OUT_OF_RANGE_DETAIL if args.person == "out-of-range" else None)
+    source, landmarks, noise = SubjectSource(video=video), None, None
+    if args.noisy:
+        noise = TrackingNoise(seed=args.seed)
+        capture = noisy_tracking(cached_synthetic_video(video), args.out / "capture", noise)
+        source, landmarks = SubjectSource(data=str(capture)), str(capture / LANDMARKS_FOLDER)
+    recipe = mononphm.cpu_config(prior=str(prior_path), mesh_resolution=args.mesh_resolution, landmarks=landmarks)
+    training = TrainingConfig(max_minutes=args.track_minutes, seed=args.seed, eval_frames=5)
+    tracked = train_run(RunConfig("mononphm", recipe, training, source, "cpu"), args.out / "mononphm", device)
+    inputs = {"person": args.person, "noise": None if noise is None else asdict(noise)}
+    metrics = {"prior": prior_metrics, "inputs": inputs, **{k: v for k, v in tracked.items() if k != "recipe"}}
+    (args.out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    folder.close()
+    report(tracked)
+
+
+def train(args: argparse.Namespace, scan_config: ScanSetConfig, device: torch.device) -> dict:
+    """Train the prior on the scan set, save it as ``out/prior.pt`` and its losses; its budget, for metrics.json."""
+    flame = load_model(write_synthetic_flame(args.out / "model"), "flame", device=device)
     start = time.perf_counter()
     scans = synthetic_scan_set(flame, scan_config)
     scan_seconds = time.perf_counter() - start
@@ -74,27 +121,19 @@ def main() -> None:
     print(f"prior: {history.steps} steps in {history.seconds / 60:.1f} min; last losses {rounded(history.logs[-1])}")
     save_prior(prior, args.out / "prior.pt")
     (args.out / "prior_log.json").write_text(json.dumps(history.logs, indent=1))
-
-    # The tracking: the train command's MonoNPHM run on a person the scan set does not hold.
-    recipe = mononphm.cpu_config(prior=str(args.out / "prior.pt"), mesh_resolution=args.mesh_resolution)
-    training = TrainingConfig(max_minutes=args.track_minutes, seed=args.seed, eval_frames=5)
-    run = RunConfig("mononphm", recipe, training, SubjectSource(video=nphm_held_out_video(scan_config)), "cpu")
-    tracked = train_run(run, args.out / "mononphm", device)
-    metrics = {
-        "prior": {
-            "identities": scans.num_identities,
-            "scans": scans.num_scans,
-            "steps": history.steps,
-            "seconds": history.seconds,
-            "scan_seconds": scan_seconds,
-            "batch": CPU_PRIOR_BATCH,
-            "config": "cpu_prior_config()",
-        },
-        **{k: v for k, v in tracked.items() if k != "recipe"},
+    return {
+        "identities": scans.num_identities,
+        "scans": scans.num_scans,
+        "steps": history.steps,
+        "seconds": history.seconds,
+        "scan_seconds": scan_seconds,
+        "batch": CPU_PRIOR_BATCH,
+        "config": "cpu_prior_config()",
     }
-    (args.out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    folder.close()
-    m = tracked
+
+
+def report(m: dict) -> None:
+    """Print both geometry tables and the held-out image scores."""
     if m.get("scan"):  # MonoNPHM's own protocol: the face region's scan to the mesh, after a similarity ICP
         print(f"\nMonoNPHM's protocol ({m['scan_region']} of a depth scan of the true head, to each mesh after ICP):")
         print("| surface | L1 (mm) | L2 (mm) | normals | F@1 mm | F@2.5 mm | F@5 mm | F@10 mm |")

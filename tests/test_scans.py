@@ -23,6 +23,7 @@ from headfields.geometry import TriangleMesh, face_normals, ray_intersect, uv_sp
 from headfields.parametric import load_model
 from headfields.renderers.cameras import pixel_rays
 from headfields.synthetic import (
+    OUT_OF_RANGE_DETAIL,
     PersonalDetailConfig,
     ScanSetConfig,
     SyntheticIdentity,
@@ -174,7 +175,9 @@ def surface_faces(model):
     return faces
 
 
-@pytest.mark.parametrize("seed, config", [(0, PersonalDetailConfig()), (1, PersonalDetailConfig()), (2, AT_THE_BOUNDS)])
+@pytest.mark.parametrize(
+    "seed, config", [(0, PersonalDetailConfig()), (1, PersonalDetailConfig()), (2, AT_THE_BOUNDS), (3, OUT_OF_RANGE_DETAIL)]
+)
 def test_detail_folds_no_face_and_adds_no_self_intersection(model, surface_faces, seed, config):
     detailed = model.v_template + personal_detail(model, seed, config)
     assert not pierced_pairs(detailed, surface_faces)
@@ -531,3 +534,10 @@ def test_identity_video_config_keys_its_cache_on_the_identity():
         SyntheticVideoConfig(identity="person")
     held_out = nphm_held_out_video(resolution=32)
     assert held_out.identity == ScanSetConfig().held_out_identity(300) and held_out.resolution == 32
+    # The harder person: every range of detail beyond the scan set's, the same seed otherwise.
+    harder = nphm_held_out_video(detail=OUT_OF_RANGE_DETAIL).identity
+    assert harder.detail == OUT_OF_RANGE_DETAIL and harder.detail_seed == held_out.identity.detail_seed
+    for name in ("hair_thickness", "bumps", "bump_height", "ear_scale", "ear_push"):
+        assert getattr(OUT_OF_RANGE_DETAIL, name)[0] > getattr(ScanSetConfig().detail, name)[1], name
+    with raises_naming("detail"):
+        nphm_held_out_video(detail=(0.03, 0.04))

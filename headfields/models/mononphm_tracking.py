@@ -18,6 +18,7 @@ projected), and the codes' regularisers.
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -43,25 +44,27 @@ __all__ = ["landmark_pairs", "track_frames", "track_sequence"]
 
 
 def landmark_pairs(prior: Nphm, parametric: SubjectModel, max_distance: float = 0.01) -> tuple[Tensor, Tensor, Tensor]:
-    """(anchor ids, landmark ids, weights): MonoNPHM's anchor <-> iBUG-68 pairs
-    (:data:`~headfields.data.ibug.ANCHOR_LANDMARK_PAIRS`, with their residual weights) whose landmark the tracking
-    model has and whose template anchor lies within ``max_distance`` metres of it on the neutral head (a prior whose
-    anchors :func:`~headfields.synthetic.anchor_vertices` placed at the landmarks has them all; another keeps only
-    the pairs that happen to fit)."""
+    """(anchor ids, landmark ids, weights): the pairs of :data:`~headfields.data.ibug.ANCHOR_LANDMARK_PAIRS` (MonoNPHM's
+    anchor <-> iBUG-68 pairs, with their residual weights) whose landmark the tracking model has and whose template
+    anchor lies within ``max_distance`` metres of it on the neutral head: all of them for a prior whose anchors
+    :func:`~headfields.synthetic.anchor_vertices` placed; a warning where fewer than half of them fit."""
     landmarks = parametric().landmarks
     if landmarks is None:
         raise ValueError("parametric: expected a model with landmarks (lmk_faces_idx), got none")
     template = prior.template_anchors * prior.normalize.scale + prior.normalize.center
-    rows = []
+    rows, candidates = [], 0
     for (anchor, ibug), weight in zip(ANCHOR_LANDMARK_PAIRS, ANCHOR_PAIR_WEIGHTS, strict=True):
         index = model_landmark(ibug, landmarks.shape[1])
         if index is not None and anchor < len(template):
+            candidates += 1
             if float((landmarks[0, index].to(template) - template[anchor]).norm()) <= max_distance:
                 rows.append((anchor, index, weight))
-    device = template.device
+    if 2 * len(rows) < candidates:  # a prior whose anchors anchor_vertices did not place at the landmarks
+        warnings.warn(f"landmark_pairs: only {len(rows)} of the {candidates} anchor <-> landmark pairs the model has "
+                      f"lie within {max_distance} m; the landmark term steers only those", stacklevel=2)  # fmt: skip
     anchors, ids, weights = zip(*rows, strict=True) if rows else ((), (), ())
-    as_long = dict(dtype=torch.long, device=device)
-    return torch.tensor(anchors, **as_long), torch.tensor(ids, **as_long), torch.tensor(weights, device=device)
+    as_long = dict(dtype=torch.long, device=template.device)
+    return torch.tensor(anchors, **as_long), torch.tensor(ids, **as_long), torch.tensor(weights, device=template.device)
 
 
 def _frame_loss(

@@ -7,7 +7,8 @@ and glasses (:func:`glasses_mesh`), with labels of their own (:data:`HAIR_VOLUME
 For a parametric head prior: identities with detail FLAME lacks (:class:`SyntheticIdentity`,
 :func:`personal_detail`, :func:`personal_model`), a registered scan set of them (:func:`synthetic_scan_set`) and
 a video of one it never saw (``SyntheticVideoConfig(identity=...)``, :func:`nphm_held_out_video`; its true meshes
-by :func:`load_ground_truth`).
+by :func:`load_ground_truth`), a person unlike any in the set (:data:`OUT_OF_RANGE_DETAIL`), and a capture whose
+tracked pose and landmarks carry a tracker's errors (:func:`noisy_tracking`, :class:`TrackingNoise`).
 
 It builds on ``headfields.data`` and ``headfields.parametric``; neither imports it."""
 
@@ -23,7 +24,8 @@ from .model_files import (
     write_synthetic_flame,
     write_synthetic_smplx,
 )
-from .scans import ScanSetConfig, anchor_vertices, nphm_held_out_video, synthetic_scan_set
+from .scans import OUT_OF_RANGE_DETAIL, ScanSetConfig, anchor_vertices, nphm_held_out_video, synthetic_scan_set
+from .tracking_noise import LANDMARKS_FOLDER, TrackingNoise, noisy_tracking
 from .video import SyntheticVideoConfig, cached_synthetic_video, make_synthetic_video
 
 __all__ = [
@@ -31,6 +33,8 @@ __all__ = [
     "HAIR_VOLUME_LABEL",
     "HairVolume",
     "HairVolumeConfig",
+    "LANDMARKS_FOLDER",
+    "OUT_OF_RANGE_DETAIL",
     "PersonalDetailConfig",
     "REGION_NAMES",
     "SMPLX_REGION_NAMES",
@@ -39,6 +43,7 @@ __all__ = [
     "ScanSetConfig",
     "SyntheticIdentity",
     "SyntheticVideoConfig",
+    "TrackingNoise",
     "VolumeComposite",
     "anchor_vertices",
     "cached_synthetic_video",
@@ -46,6 +51,7 @@ __all__ = [
     "load_ground_truth",
     "make_synthetic_video",
     "nphm_held_out_video",
+    "noisy_tracking",
     "personal_detail",
     "personal_model",
     "subdivide",

@@ -14,7 +14,7 @@ the skin the balls cover are dropped (decided on the neutral scan, so an identit
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from jaxtyping import Bool, Float, Int
@@ -30,7 +30,7 @@ from .identities import SHAPE_STD, PersonalDetailConfig, SyntheticIdentity, _eye
 from .model_files import NUM_SHAPES, SYNTHETIC_EXPRESSIONS
 from .video import BACKGROUND_EXPRESSION_STD, BACKGROUND_EXPRESSIONS, EXPRESSION_PEAK, JAW_PEAK, SyntheticVideoConfig
 
-__all__ = ["ScanSetConfig", "anchor_vertices", "nphm_held_out_video", "synthetic_scan_set"]
+__all__ = ["OUT_OF_RANGE_DETAIL", "ScanSetConfig", "anchor_vertices", "nphm_held_out_video", "synthetic_scan_set"]
 
 ANCHORS, MIDPLANE_ANCHORS = 65, 5  # MonoNPHM's: 30 mirror pairs and 5 points on the midplane
 MIDPLANE_TOLERANCE = 1e-3  # metres: a vertex this close to x = 0 is on the midplane
@@ -44,6 +44,11 @@ IDENTITY_SEED_STRIDE = 1_000_000  # identity seeds of scan sets with different s
 # see every channel (brows, smile, jaw) and its 15 test frames their combinations.
 # 128 px: a pixel is ~3 mm on the head, so its silhouette can tell millimetres of personal detail apart.
 HELD_OUT_VIDEO = dict(num_frames=60, num_val=5, num_test=15, resolution=128, episode_frames=10)
+# A person whose every part of detail lies beyond the default ranges the scan set draws from (PersonalDetailConfig):
+# thicker hair, more, taller bumps, larger and more protruding ears; within DETAIL_BOUNDS, where heads do not fold.
+OUT_OF_RANGE_DETAIL = PersonalDetailConfig(
+    hair_thickness=(0.03, 0.04), bumps=(7, 8), bump_height=(0.0055, 0.006), ear_scale=(1.5, 1.8), ear_push=(0.007, 0.01)
+)
 
 
 @dataclass(frozen=True)
@@ -98,13 +103,22 @@ class ScanSetConfig:
         return SyntheticIdentity.random(num_shape, seed, shape_std=self.shape_std, detail=self.detail)
 
 
-def nphm_held_out_video(config: ScanSetConfig | None = None, **changes) -> SyntheticVideoConfig:
+def nphm_held_out_video(
+    config: ScanSetConfig | None = None, detail: PersonalDetailConfig | None = None, **changes
+) -> SyntheticVideoConfig:
     """The video of a person the scan set of ``config`` does not hold (its first held-out identity), for fitting
-    a prior learnt from the set: ``HELD_OUT_VIDEO``'s size, ``changes`` overriding any field.
+    a prior learnt from the set: ``HELD_OUT_VIDEO``'s size, ``changes`` overriding any field. ``detail``: draw
+    the person's detail from these ranges instead of the set's (``OUT_OF_RANGE_DETAIL``: a person unlike any
+    the prior learnt from).
 
         root = cached_synthetic_video(nphm_held_out_video())
+        harder = cached_synthetic_video(nphm_held_out_video(detail=OUT_OF_RANGE_DETAIL))
     """
     config = config or ScanSetConfig()
+    if detail is not None:
+        if not isinstance(detail, PersonalDetailConfig):
+            raise TypeError(f"detail: expected a PersonalDetailConfig, got {type(detail).__name__}")
+        config = replace(config, detail=detail)
     identity = config.held_out_identity(NUM_SHAPES)  # the synthetic FLAME's shape space
     return SyntheticVideoConfig(**{**HELD_OUT_VIDEO, "identity": identity, **changes})
 
