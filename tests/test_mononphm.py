@@ -23,6 +23,7 @@ from headfields.data.ibug import ANCHOR_LANDMARK_PAIRS, ANCHOR_PAIR_WEIGHTS
 from headfields.deformers import RigidDeformer, RigidDeformerConfig
 from headfields.heads import tracked_head
 from headfields.models import mononphm, mononphm_tracking
+from headfields.models.mononphm_ceiling import identity_code, surface_identity
 from headfields.models.neus_tracking import PosedPoints, landmark_error, scheduled, soft_jaccard
 from headfields.models.nphm import Nphm, save_prior
 from headfields.models.registry import MODELS
@@ -481,3 +482,35 @@ def test_the_example_and_the_train_command_track_a_saved_prior(person, tmp_path)
     assert "budget 3.0s: tracking" in done.stdout  # the run's --max-minutes is the tracking's budget
     missing = subprocess.run([*command[:2], "--out", str(tmp_path / "none")], capture_output=True, text=True, timeout=120)
     assert missing.returncode != 0 and "--mononphm.prior" in missing.stderr
+
+
+def test_the_ceiling_fit_recovers_a_surface_made_under_a_known_identity(person):
+    """The prior's ceiling (mononphm_ceiling): a surface extracted under a known identity code, fitted from the zero
+    code, is matched again (its points' |SDF| falls below half the zero code's); the global-only fit keeps the
+    local codes at zero; the model's own code is untouched throughout."""
+    subject, flame, _ = person
+    prior = tiny_prior(flame)
+    with torch.no_grad():  # no zero-initialised layer: every code moves the surface
+        for p in prior.parameters():
+            p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())) * 0.05)
+    model = mononphm.MonoNphm(prior, subject.parametric, len(subject.train), SAMPLER)
+    head = model.head(subject.train)
+    known = torch.randn(model.codes.identity.shape, generator=torch.Generator().manual_seed(0)) * 0.5
+    own = model.codes.identity.detach().clone()
+    with torch.no_grad(), identity_code(model, known):
+        surface = model.extract_mesh(head, 0, 24)
+    assert len(surface.faces) > 100
+
+    def residual(code: torch.Tensor) -> float:  # mean |SDF| on the known surface under ``code``
+        with torch.no_grad(), identity_code(model, code):
+            rows = torch.zeros(len(surface.vertices), dtype=torch.long)
+            return float(model.field.geometry(surface.vertices, rows, head).sdf.abs().mean())
+
+    fitted = surface_identity(model, head, 0, surface.vertices, surface.faces, steps=30, rate=2e-2, points=256)
+    assert residual(fitted) < 0.5 * residual(own)
+    global_only = surface_identity(model, head, 0, surface.vertices, surface.faces, steps=3, local=False, points=64)
+    assert not global_only[:, model.prior.config.global_dim :].any() and global_only.abs().sum() > 0
+    assert torch.equal(model.codes.identity, own)
+    with raises_naming("code"):
+        with identity_code(model, known[:, :-1]):
+            pass

@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from .mononphm import MonoNphm, MonoNphmConfig
     from .nphm import Nphm
 
-__all__ = ["GeometryScore", "Reconstruction", "geometry_score", "reconstruct"]
+__all__ = ["GeometryScore", "Reconstruction", "face_scan", "geometry_score", "reconstruct"]
 
 BUDGETS = ("run", "training")  # what reconstruct's max_minutes bounds (TrainingConfig.budget's meaning)
 _IMAGE_SCORES = (("psnr", psnr), ("ssim", ssim), ("l1", l1))  # each held-out render's, of the whole image and the head
@@ -259,7 +259,7 @@ def reconstruct(
         scores.append(geometry_score(surface.vertices, surface.faces, true_vertices, true_faces, eye))
         tracked = held_out.mesh_vertices[f].to(device), held_out.mesh_faces.to(device)
         flame.append(geometry_score(*tracked, true_vertices, true_faces, eye))
-        points, normals = _face_scan(held_out, f, true_vertices, true_faces)
+        points, normals = face_scan(held_out, f, true_vertices, true_faces)
         scans.append(scan_score(surface.vertices, surface.faces, points, normals))
         scans_flame.append(scan_score(*tracked, points, normals))
         if out is not None:
@@ -288,7 +288,7 @@ def reconstruct(
     return Reconstruction(model, metrics, history, held_history)
 
 
-def _face_scan(frames: FrameSet, f: int, vertices: Tensor, faces: Tensor) -> tuple[Tensor, Tensor]:
+def face_scan(frames: FrameSet, f: int, vertices: Tensor, faces: Tensor) -> tuple[Tensor, Tensor]:
     """MonoNPHM's evaluation scan of frame ``f``: what its camera sees of the true mesh, on the face region where the
     frames have a segmentation (:mod:`~headfields.scan_evaluation`)."""
     labels = None if frames.segmentation is None else frames.segmentation[f].to(vertices.device).long()

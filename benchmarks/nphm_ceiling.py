@@ -1,0 +1,67 @@
+"""How much of MonoNPHM's geometry error is the prior's and how much the tracking's: on a tracked run of a synthetic
+person (``benchmarks/nphm.py``'s ``DIR/mononphm``), the face-region scores (MonoNPHM's protocol) of the tracked
+surface, of the surface under the identity code fitted to the true surface in 3D (the prior's ceiling,
+:func:`headfields.models.mononphm_ceiling.surface_identity`; the global code alone, then global and local codes), and
+of the capture's tracked FLAME, on the frames the run scored.
+
+    python benchmarks/nphm_ceiling.py outputs/nphm/mononphm outputs/nphm_harder/mononphm --frames 1  # ~3 min a frame, 2 cores
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+
+from headfields.models.mononphm_ceiling import identity_code, surface_identity
+from headfields.models.mononphm_reconstruction import face_scan
+from headfields.runs import load_run
+from headfields.scan_evaluation import scan_score
+from headfields.synthetic import load_ground_truth
+from headfields.training import evenly_spread
+
+ROWS = ("tracked", "ceiling: global code", "ceiling: global and local codes", "the capture's tracked FLAME")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("runs", type=Path, nargs="+", help="MonoNPHM run folders of synthetic identity videos")
+    parser.add_argument("--steps", type=int, default=300, help="Adam steps of each ceiling fit")
+    parser.add_argument("--eval-frames", type=int, default=5, help="the run's --eval-frames (which frames it scored)")
+    parser.add_argument("--frames", type=int, default=None, help="score only the first this many of those frames")
+    args = parser.parse_args()
+    for folder in args.runs:
+        run = load_run(folder, "cpu")
+        model, held_out = run.model, run.subject.eval
+        truth, faces = load_ground_truth(run.subject.root, held_out.split)
+        ids = evenly_spread(min(args.eval_frames, len(held_out)), len(held_out))
+        measured = evenly_spread(min(model.config.geometry_frames, len(ids)), len(held_out))[: args.frames]
+        head = model.head(held_out, "held_out")
+        scores = {row: [] for row in ROWS}
+        for f in measured:
+            points, normals = face_scan(held_out, f, truth[f], faces)
+            fits = {
+                ROWS[0]: model.codes.identity.detach(),
+                ROWS[1]: surface_identity(model, head, f, truth[f], faces, args.steps, local=False),
+                ROWS[2]: surface_identity(model, head, f, truth[f], faces, args.steps),
+            }
+            for row, code in fits.items():
+                with torch.no_grad(), identity_code(model, code):
+                    surface = model.extract_mesh(head, f, model.config.mesh_resolution)
+                scores[row].append(scan_score(surface.vertices, surface.faces, points, normals))
+            scores[ROWS[3]].append(scan_score(held_out.mesh_vertices[f], held_out.mesh_faces, points, normals))
+        print(f"\n{folder}: frames {measured} of the held-out split, the face region after a similarity ICP")
+        print("| surface | L1 (mm) | L2 (mm) | normals | F@1 mm | F@2.5 mm | F@5 mm |")
+        print("|---|---:|---:|---:|---:|---:|---:|")
+        for row, values in scores.items():
+            table = torch.tensor(
+                [[1000 * s.chamfer_l1, 1000 * s.chamfer_l2, s.normal_consistency, *s.f_score.values()] for s in values]
+            ).mean(0)  # L1, L2, normals, F-scores at 1, 2.5, 5 and 10 mm
+            print(
+                f"| {row} | {table[0]:.2f} | {table[1]:.2f} | {table[2]:.3f} | {table[3]:.3f} | {table[4]:.3f} | {table[5]:.3f} |"
+            )
+
+
+if __name__ == "__main__":
+    main()
