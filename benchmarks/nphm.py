@@ -9,7 +9,8 @@ detail FLAME cannot express, then track a held-out identity, never in the prior,
 ``--prior`` fits a prior trained before (the scan set's flags must be the ones it was trained with, as they choose
 the held-out person); ``--person out-of-range`` tracks a person whose detail lies beyond every range the scan set
 draws from (:data:`~headfields.synthetic.OUT_OF_RANGE_DETAIL`); ``--noisy`` tracks from a capture whose head
-poses and detected landmarks carry :class:`~headfields.synthetic.TrackingNoise`'s errors (:func:`noisy_tracking`).
+poses and detected landmarks carry :class:`~headfields.synthetic.TrackingNoise`'s errors (:func:`noisy_tracking`);
+``--local-code-scale`` scales the paper's weight on the local codes in every tracking stage.
 
 Writes ``out/prior.pt`` (``python -m headfields train mononphm --mononphm.prior out/prior.pt`` fits it),
 ``out/prior_log.json`` (the prior's losses), the tracking's run folder ``out/mononphm`` (the train command's: its
@@ -28,7 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
@@ -36,6 +37,7 @@ import torch
 from headfields.checkpoints import RunFolder
 from headfields.commands.train import rounded
 from headfields.models import mononphm
+from headfields.models.mononphm_stages import cpu_tracking
 from headfields.models.nphm import Nphm, cpu_prior_config, save_prior
 from headfields.models.nphm_training import PriorTrainingConfig, train_prior
 from headfields.parametric import load_model
@@ -75,6 +77,7 @@ def main() -> None:
     parser.add_argument("--prior", type=Path, default=None, help="fit this prior (save_prior's file) instead of training one")
     parser.add_argument("--person", choices=("held-out", "out-of-range"), default="held-out", help="whom to track")
     parser.add_argument("--noisy", action="store_true", help="track from noisy head poses and landmarks (TrackingNoise())")
+    parser.add_argument("--local-code-scale", type=float, default=1.0, help="scale the local codes' weight in every stage")
     args = parser.parse_args()
     if args.prior is not None and not args.prior.is_file():
         parser.error(f"--prior: {args.prior} is not a file (save_prior writes one)")
@@ -94,10 +97,15 @@ def main() -> None:
         noise = TrackingNoise(seed=args.seed)
         capture = noisy_tracking(cached_synthetic_video(video), args.out / "capture", noise)
         source, landmarks = SubjectSource(data=str(capture)), str(capture / LANDMARKS_FOLDER)
-    recipe = mononphm.cpu_config(prior=str(prior_path), mesh_resolution=args.mesh_resolution, landmarks=landmarks)
+    tracking = cpu_tracking()
+    stages = {k: getattr(tracking, k) for k in ("first_frame", "per_frame", "joint")}
+    tracking = replace(tracking, **{k: replace(v, local_code=v.local_code * args.local_code_scale) for k, v in stages.items()})
+    recipe = mononphm.cpu_config(
+        prior=str(prior_path), mesh_resolution=args.mesh_resolution, landmarks=landmarks, tracking=tracking
+    )
     training = TrainingConfig(max_minutes=args.track_minutes, seed=args.seed, eval_frames=5)
     tracked = train_run(RunConfig("mononphm", recipe, training, source, "cpu"), args.out / "mononphm", device)
-    inputs = {"person": args.person, "noise": None if noise is None else asdict(noise)}
+    inputs = {"person": args.person, "noise": None if noise is None else asdict(noise), "local_code_scale": args.local_code_scale}
     metrics = {"prior": prior_metrics, "inputs": inputs, **{k: v for k, v in tracked.items() if k != "recipe"}}
     (args.out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     folder.close()
