@@ -53,9 +53,16 @@ def faces_under(topology, node: int) -> list[int]:
     return out
 
 
+BRUTE_CHUNK = 64  # rays a brute-force pass
+
+
 def brute_first_hit(vertices: torch.Tensor, faces: torch.Tensor, origins: torch.Tensor, dirs: torch.Tensor, grow: float = 0.0):
     """Every ray against every triangle (Moller-Trumbore in float64): the nearest t >= 0 and its face; with ``grow``
     each triangle grown (or, below 0, shrunk) by that much in barycentric units."""
+    if len(origins) > BRUTE_CHUNK:  # chunks of rays: the [rays, faces, 3] temporaries stay in cache, same answers
+        chunks = zip(origins.split(BRUTE_CHUNK), dirs.split(BRUTE_CHUNK), strict=True)
+        parts = [brute_first_hit(vertices, faces, o, d, grow) for o, d in chunks]
+        return torch.cat([t for t, _ in parts]), torch.cat([f for _, f in parts])
     tri = vertices.double()[faces]
     a, e1, e2 = tri[:, 0], tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]
     o, d = origins.double()[:, None], dirs.double()[:, None]
