@@ -20,7 +20,7 @@ import torch
 from ..checks import check_count
 from ..data import SPLITS, load_insta_dataset, save_insta_dataset
 from ..data.frames import FrameSet
-from ..parametric import load_model
+from ..parametric import ParametricModel, load_model
 from ..parametric.tracked_meshes import compose_rotations
 from ..renderers.cameras import project_points
 from .identities import GROUND_TRUTH_FILE
@@ -87,7 +87,9 @@ def noisy_tracking(root: str | Path, out: str | Path, noise: TrackingNoise | Non
     return out
 
 
-def _perturbed(model, frames: FrameSet, noise: TrackingNoise, generator: torch.Generator) -> tuple[FrameSet, np.ndarray]:
+def _perturbed(
+    model: ParametricModel, frames: FrameSet, noise: TrackingNoise, generator: torch.Generator
+) -> tuple[FrameSet, np.ndarray]:
     """The frames with noise on their head pose, and the true landmarks projected plus detector noise."""
     p, n = frames.params, frames.num_frames
     with torch.no_grad():
