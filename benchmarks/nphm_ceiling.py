@@ -10,6 +10,7 @@ of the capture's tracked FLAME, on the frames the run scored.
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import torch
@@ -19,7 +20,6 @@ from headfields.models.mononphm_reconstruction import face_scan
 from headfields.runs import load_run
 from headfields.scan_evaluation import scan_score
 from headfields.synthetic import load_ground_truth
-from headfields.training import evenly_spread
 
 ROWS = ("tracked", "ceiling: global code", "ceiling: global and local codes", "the capture's tracked FLAME")
 
@@ -28,15 +28,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("runs", type=Path, nargs="+", help="MonoNPHM run folders of synthetic identity videos")
     parser.add_argument("--steps", type=int, default=300, help="Adam steps of each ceiling fit")
-    parser.add_argument("--eval-frames", type=int, default=5, help="the run's --eval-frames (which frames it scored)")
-    parser.add_argument("--frames", type=int, default=None, help="score only the first this many of those frames")
+    parser.add_argument("--frames", type=int, default=None, help="score only the first this many of the frames the run scored")
     args = parser.parse_args()
     for folder in args.runs:
         run = load_run(folder, "cpu")
         model, held_out = run.model, run.subject.eval
         truth, faces = load_ground_truth(run.subject.root, held_out.split)
-        ids = evenly_spread(min(args.eval_frames, len(held_out)), len(held_out))
-        measured = evenly_spread(min(model.config.geometry_frames, len(ids)), len(held_out))[: args.frames]
+        scored = json.loads((folder / "metrics.json").read_text()).get("geometry_frames")
+        if scored is None:
+            raise SystemExit(f"{folder}: its metrics.json names no geometry_frames (a run from before they were recorded)")
+        measured = scored[: args.frames]
         head = model.head(held_out, "held_out")
         scores = {row: [] for row in ROWS}
         for f in measured:

@@ -389,6 +389,7 @@ def test_train_run_writes_the_run_folder(mononphm_run):
     assert metrics["recipe"] == "cpu" and metrics["eval_frames"] == [0, 2] and math.isfinite(metrics["psnr"])
     assert 0 < metrics["chamfer_flame"] < 0.02 and metrics["chamfer"] > 0
     assert sorted(p.name for p in (folder / "renders").iterdir()) == ["00000.png", "00002.png"]
+    assert sorted(p.name for p in folder.glob("mesh_*.obj")) == [f"mesh_{f:05d}.obj" for f in metrics["geometry_frames"]]
     state = load_checkpoint(folder / CHECKPOINT_NAME)
     assert json.loads(state["run"]) == run.to_dict() and state["fingerprint"] and state["ema"] is None
     assert state["step"] == sum(metrics["tracking_steps"].values()) > 0

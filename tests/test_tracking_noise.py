@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from headfields.data import SPLITS, load_insta_dataset
+from headfields.data import SPLITS, composited_over, load_insta_dataset
 from headfields.parametric import load_model
 from headfields.synthetic import LANDMARKS_FOLDER, SyntheticVideoConfig, TrackingNoise, make_synthetic_video, noisy_tracking
 
@@ -47,6 +47,10 @@ def pinhole(frames, points: torch.Tensor) -> torch.Tensor:
 
 def test_without_noise_the_copy_is_the_capture_and_its_landmarks_the_tracked_ones(clean, exact):
     out = exact
+    background = tuple(float(c) for c in SyntheticVideoConfig().background)
+    assert composited_over(clean) == composited_over(out) == background  # the copy's images are read alike
+    with raises_naming("split"):
+        composited_over(clean, "all")
     for split in SPLITS:
         a, b = load_insta_dataset(clean, split), load_insta_dataset(out, split)
         for name in ("images", "masks", "segmentation"):

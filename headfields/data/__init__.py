@@ -12,7 +12,7 @@ from ._io import write_obj
 from .capture_cache import clear_capture_cache
 from .frames import BACKGROUND_LABEL, SPLITS, FrameSet, TrackedParams
 from .imavatar_reader import load_imavatar_dataset
-from .insta_reader import load_insta_dataset
+from .insta_reader import composited_over, load_insta_dataset
 from .insta_writer import DEFAULT_INTEGER_DEPTH_SCALE, save_insta_dataset
 from .labels import INSTA_FACE_PARSING, LABEL_PRESETS, detect_label_preset
 from .scans import ScanSamples, ScanSet, read_scan_folder, sample_scans
@@ -37,6 +37,7 @@ __all__ = [
     "ScanSamples",
     "ScanSet",
     "TrackedParams",
+    "composited_over",
     "detect_label_preset",
     "detect_capture_format",
     "load_imavatar_dataset",

@@ -100,12 +100,7 @@ def load_insta_dataset(
     """
     check_split(split)
     root = _io.require_folder(root)
-    path, combined = root / f"transforms_{split}.json", False
-    if not path.is_file():
-        if not (root / "transforms.json").is_file():
-            raise FileNotFoundError(f"{path}: transforms file not found (nor a single {root / 'transforms.json'})")
-        path, combined = root / "transforms.json", True
-    meta = TransformsJson(path, allow_outside_root)
+    meta, combined = _transforms(root, split, allow_outside_root)
     frames = split_frames(meta, split, combined)
     position = {id(f): k for k, f in enumerate(meta.frames)}
     index = [position[id(f)] for f in frames]  # positions in the file, for error messages
@@ -295,6 +290,23 @@ def _segmentation(
         found = sorted(set(np.unique(images[k]).tolist()) & set(unknown))
         raise ValueError(f"{paths[k]}: label codes {found} are not among {source} {labels} (frames[{index[k]}].seg_mask_path)")
     return torch.from_numpy(images), labels
+
+
+def _transforms(root: Path, split: str, allow_outside_root: bool) -> tuple[TransformsJson, bool]:
+    """The split's transforms file, else the single ``transforms.json`` (then True: the splits share it)."""
+    path = root / f"transforms_{split}.json"
+    if path.is_file():
+        return TransformsJson(path, allow_outside_root), False
+    if not (root / "transforms.json").is_file():
+        raise FileNotFoundError(f"{path}: transforms file not found (nor a single {root / 'transforms.json'})")
+    return TransformsJson(root / "transforms.json", allow_outside_root), True
+
+
+def composited_over(root: str | os.PathLike, split: str = "train") -> tuple[float, float, float] | None:
+    """The colour the images of ``split`` of the dataset in folder ``root`` are already composited over
+    (``composited_over``, which :func:`~headfields.data.save_insta_dataset` writes), or None (matted images, or none said)."""
+    check_split(split)
+    return _composited(_transforms(_io.require_folder(root), split, True)[0])
 
 
 def _composited(meta: TransformsJson) -> tuple[float, float, float] | None:

@@ -180,14 +180,14 @@ def reconstruct(
     chunk: int = 2048,
 ) -> Reconstruction:
     """MonoNPHM on a video: fit the frozen ``prior`` to the ``train`` frames (:func:`track_sequence`), then the
-    ``held_out`` frames' expressions and poses alone (:func:`track_frames`), with ``config``'s renderer and
-    tracking, and measure, on ``eval_frames`` held-out frames spread over the split: PSNR / SSIM / L1 before
-    tracking (the prior's mean codes on the tracked FLAME pose: ``*_mean_codes``) and after; and on
-    ``config.geometry_frames`` of them, with ``truth`` (the held-out split's true vertices ``[N, V, 3]`` and faces),
-    the Chamfer distance of the tracked surface (``chamfer``, a fraction of the head's size; ``chamfer_mm`` in
-    millimetres, normal consistency, F-scores) and of the capture's tracked FLAME mesh (``chamfer_flame``), over the
-    surface the frame's camera sees (meshes at ``config.mesh_resolution``). ``out``: where renders and meshes go;
-    ``landmarks``: detected landmarks of the train and the held-out frames (see :func:`track_sequence`); ``seed``:
+    ``held_out`` frames' expressions and poses alone (:func:`track_frames`), with ``config``'s renderer and tracking,
+    and measure, on ``eval_frames`` held-out frames spread over the split (their ids: ``eval_frames``): PSNR / SSIM /
+    L1 before tracking (the prior's mean codes on the tracked FLAME pose: ``*_mean_codes``) and after; and on
+    ``config.geometry_frames`` of them (``geometry_frames``), with ``truth`` (the true vertices ``[N, V, 3]`` and faces),
+    the Chamfer distance of the tracked surface (``chamfer``, a fraction of the head's size; ``chamfer_mm`` in mm,
+    normal consistency, F-scores) and of the capture's tracked FLAME mesh (``chamfer_flame``), over the surface the
+    frame's camera sees (meshes at ``config.mesh_resolution``). ``out``: where renders and meshes go; ``landmarks``:
+    detected landmarks of the train and the held-out frames (see :func:`track_sequence`); ``seed``:
     the tracking's rays; ``chunk``: rays rendered at once.
 
     ``max_minutes`` with ``budget`` "run" is the budget of the whole: the renders are timed and the meshing
@@ -213,7 +213,7 @@ def reconstruct(
         if truth is None or held_out.mesh_vertices is None
         else evenly_spread(min(config.geometry_frames, len(ids)), len(held_out))
     )
-    metrics: dict = {"train_frames": len(train), "eval_frames": ids}
+    metrics: dict = {"train_frames": len(train), "eval_frames": ids, "geometry_frames": measured}
     began = time.perf_counter()
     with torch.no_grad():  # the tracked head without codes: the prior's mean expression on the tracked pose
         before = _image_scores(_render_frames(model, tracked_head(parametric, held_out), held_out, ids, chunk), held_out, ids)

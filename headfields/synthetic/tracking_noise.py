@@ -8,7 +8,6 @@ that are not the ground truth.
 
 from __future__ import annotations
 
-import json
 import math
 import shutil
 from dataclasses import dataclass, replace
@@ -18,7 +17,7 @@ import numpy as np
 import torch
 
 from ..checks import check_count
-from ..data import SPLITS, load_insta_dataset, save_insta_dataset
+from ..data import SPLITS, composited_over, load_insta_dataset, save_insta_dataset
 from ..data.frames import FrameSet
 from ..parametric import ParametricModel, load_model
 from ..parametric.tracked_meshes import compose_rotations
@@ -77,8 +76,7 @@ def noisy_tracking(root: str | Path, out: str | Path, noise: TrackingNoise | Non
     for split, frames in splits.items():
         noisy[split], detections[split] = _perturbed(model, frames, noise, generator)
         noisy[split].model_path = model_dir
-    background = _composited_over(root)
-    save_insta_dataset(out, noisy, composited_over=background)
+    save_insta_dataset(out, noisy, composited_over=composited_over(root))
     (out / LANDMARKS_FOLDER).mkdir()
     for split, pixels in detections.items():
         np.save(out / LANDMARKS_FOLDER / f"{split}.npy", pixels)
@@ -109,10 +107,3 @@ def _perturbed(
         detections = pixels.float().numpy()
     vertices = None if frames.mesh_vertices is None else head.vertices.to(frames.mesh_vertices.dtype)
     return replace(frames, params=replace(p, pose=pose, translation=translation), mesh_vertices=vertices), detections
-
-
-def _composited_over(root: Path) -> tuple[float, float, float] | None:
-    """The colour the capture's images are already composited over (headfields' key), kept in the copy."""
-    path = next((root / f for f in ("transforms_train.json", "transforms.json") if (root / f).is_file()), None)
-    value = None if path is None else json.loads(path.read_text()).get("composited_over")
-    return None if value is None else tuple(float(v) for v in value)
