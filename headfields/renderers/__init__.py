@@ -1,6 +1,7 @@
 """Renderers: cameras and rays, packed samples (nerfacc's layout, in torch) and the samplers that draw them
 (stratified in a box, occupancy-grid marching, importance, NeuS up-sampling, view-balanced pixels), compositing,
-and the renderers that take a field (``render_nerf``, ``render_neus``); camera paths for novel-view videos.
+and the renderers that take a field (``render_nerf``, ``render_neus``); a rasteriser of 3D Gaussians
+(``rasterize_gaussians``); camera paths for novel-view videos.
 
 Every ray carries the index of its frame, so one batch can mix rays from many frames (INSTA trains this way).
 """
@@ -131,3 +132,8 @@ __all__ += [
 from .camera_paths import CAMERA_PATHS, CameraRig, camera_path, camera_rig, resized_cameras  # noqa: E402
 
 __all__ += ["CAMERA_PATHS", "CameraRig", "camera_path", "camera_rig", "resized_cameras"]
+
+# 3D Gaussians: EWA splatting, 16x16 tiles, front-to-back blending in Warp with a hand-written backward.
+from .gaussians import GaussianRender, project_gaussians, rasterize_gaussians, sh_colors  # noqa: E402
+
+__all__ += ["GaussianRender", "project_gaussians", "rasterize_gaussians", "sh_colors"]

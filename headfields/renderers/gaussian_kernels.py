@@ -1,0 +1,210 @@
+"""The tile rasteriser's Warp kernels (3D Gaussian Splatting's ``renderCUDA`` and its backward, Kerbl et al. 2023),
+behind :func:`headfields.renderers.rasterize_gaussians`: front-to-back blending of depth-sorted splats, one thread
+a pixel, and its hand-written adjoint.
+
+Each splat is one row of ``params [N, 10]``: its pixel centre ``(mx, my)``, conic ``(a, b, c)`` (the inverse of its
+2D covariance, ``[[a, b], [b, c]]``), opacity, colour ``(r, g, b)`` and camera depth ``z``. At pixel centre ``p``
+with ``d = (mx, my) − p`` a splat has ``alpha = min(0.99, opacity · exp(−½(a dx² + c dy²) − b dx dy))``; splats
+with alpha below 1/255 are skipped and a pixel stops before the splat that would take its transmittance below
+1e-4, as 3D Gaussian Splatting does. A pixel blends the splats listed for its 16x16 tile (``ids[start[t]:end[t]]``,
+sorted by depth) and writes ``out [P, 5]`` = colour, alpha (1 − transmittance) and depth (Σ wᵢ zᵢ, the weights'
+sum of depths: divide by alpha for the expected depth) and how far down the list it went (``last``).
+
+The backward pass walks the same list front to back again (the forward's transmittance, recomputed exactly rather
+than divided back out), keeping what is still to come behind each splat (the pixel's output minus what was
+blended so far), so that for splat ``j`` with weight ``wⱼ = αⱼ Tⱼ``
+
+    ∂C/∂αⱼ = cⱼ Tⱼ − (C − Σ_{k≤j} c_k w_k) / (1 − αⱼ),   ∂A/∂αⱼ = T_N / (1 − αⱼ)
+
+(``C`` a colour channel or the depth, ``A`` the alpha, ``T_N`` the final transmittance). A clamped alpha (opacity ·
+G above 0.99) passes no gradient to opacity or shape. Gradients add into one buffer per concurrent CPU chunk
+(:func:`headfields.kernels.launch_slots`). Both kernels exist in float32 and float64 (the float64 pair for
+gradcheck).
+"""
+
+from functools import cache
+from typing import Any, no_type_check
+
+import torch  # no `from __future__ import annotations`: Warp reads the kernels' annotations, which name closure types
+import warp as wp
+from torch import Tensor
+
+from .. import kernels
+
+__all__ = ["ALPHA_MAX", "ALPHA_MIN", "PARAMS", "TILE", "TRANSMITTANCE_MIN", "blend_tiles"]
+
+TILE = 16  # pixels a tile side (3D Gaussian Splatting's BLOCK_X, BLOCK_Y)
+ALPHA_MIN = 1.0 / 255.0  # a splat fainter than this at a pixel is skipped (forward.cu, renderCUDA)
+ALPHA_MAX = 0.99  # alpha is clamped here, so that 1 - alpha stays invertible
+TRANSMITTANCE_MIN = 1e-4  # a pixel stops before the splat that would take its transmittance below this
+PARAMS = 10  # a splat's row: mx, my, a, b, c, opacity, r, g, b, z
+OUTPUTS = 5  # a pixel's row: r, g, b, alpha, depth
+
+_SCALARS = {torch.float32: wp.float32, torch.float64: wp.float64}
+
+
+@cache
+def _kernels(scalar: type) -> tuple[wp.Kernel, wp.Kernel]:
+    """The forward and backward kernels in ``scalar`` (wp.float32 or wp.float64), built on first use."""
+    alpha_min, alpha_max, t_min = scalar(ALPHA_MIN), scalar(ALPHA_MAX), scalar(TRANSMITTANCE_MIN)
+    half, one, zero = scalar(0.5), scalar(1.0), scalar(0.0)
+
+    @no_type_check  # Warp parameter types are not Python type hints; keep the jaxtyping checker off them.
+    @wp.func
+    def _power(params: wp.array2d(dtype=scalar), k: int, dx: scalar, dy: scalar):
+        return -half * (params[k, 2] * dx * dx + params[k, 4] * dy * dy) - params[k, 3] * dx * dy
+
+    @no_type_check
+    @wp.kernel(module="unique", enable_backward=False)  # the adjoint is the kernel below
+    def forward(
+        params: wp.array2d(dtype=scalar),
+        ids: wp.array(dtype=wp.int32),
+        start: wp.array(dtype=wp.int32),
+        end: wp.array(dtype=wp.int32),
+        width: int,
+        tiles_x: int,
+        out: wp.array2d(dtype=scalar),
+        last: wp.array(dtype=wp.int32),
+        pixel: wp.array(dtype=wp.int32),
+    ):
+        p = pixel[wp.tid()]
+        py = p / width
+        px = p - py * width
+        tile = (py / 16) * tiles_x + px / 16
+        cx = scalar(px) + half
+        cy = scalar(py) + half
+        t = one
+        r = zero
+        g = zero
+        b = zero
+        depth = zero
+        n = start[tile]
+        for j in range(start[tile], end[tile]):
+            k = int(ids[j])
+            dx = params[k, 0] - cx
+            dy = params[k, 1] - cy
+            power = _power(params, k, dx, dy)
+            if power > zero:
+                continue
+            alpha = wp.min(alpha_max, params[k, 5] * wp.exp(power))
+            if alpha < alpha_min:
+                continue
+            t_next = t * (one - alpha)
+            if t_next < t_min:
+                break
+            w = alpha * t
+            r += w * params[k, 6]
+            g += w * params[k, 7]
+            b += w * params[k, 8]
+            depth += w * params[k, 9]
+            t = t_next
+            n = j + 1
+        out[p, 0] = r
+        out[p, 1] = g
+        out[p, 2] = b
+        out[p, 3] = one - t
+        out[p, 4] = depth
+        last[p] = n
+
+    @no_type_check
+    @wp.kernel(module="unique", enable_backward=False)
+    def backward(
+        params: wp.array2d(dtype=scalar),
+        ids: wp.array(dtype=wp.int32),
+        start: wp.array(dtype=wp.int32),
+        width: int,
+        tiles_x: int,
+        out: wp.array2d(dtype=scalar),
+        last: wp.array(dtype=wp.int32),
+        grad_out: wp.array2d(dtype=scalar),
+        grad: wp.array3d(dtype=scalar),
+        pixel: wp.array(dtype=wp.int32),
+        slot: wp.array(dtype=wp.int32),
+    ):
+        i = wp.tid()
+        p = pixel[i]
+        s = slot[i]
+        py = p / width
+        px = p - py * width
+        tile = (py / 16) * tiles_x + px / 16
+        cx = scalar(px) + half
+        cy = scalar(py) + half
+        g_r = grad_out[p, 0]
+        g_g = grad_out[p, 1]
+        g_b = grad_out[p, 2]
+        g_depth = grad_out[p, 4]
+        final_t = grad_out[p, 3] * (one - out[p, 3])  # dL/dA times T_N: ∂A/∂αⱼ = T_N / (1 - αⱼ)
+        rest_r = out[p, 0]  # what the pixel still gets from the splats behind the current one
+        rest_g = out[p, 1]
+        rest_b = out[p, 2]
+        rest_depth = out[p, 4]
+        t = one
+        for j in range(start[tile], last[p]):
+            k = int(ids[j])
+            dx = params[k, 0] - cx
+            dy = params[k, 1] - cy
+            power = _power(params, k, dx, dy)
+            if power > zero:
+                continue
+            gauss = wp.exp(power)
+            raw = params[k, 5] * gauss
+            alpha = wp.min(alpha_max, raw)
+            if alpha < alpha_min:
+                continue
+            w = alpha * t
+            rest_r -= w * params[k, 6]
+            rest_g -= w * params[k, 7]
+            rest_b -= w * params[k, 8]
+            rest_depth -= w * params[k, 9]
+            wp.atomic_add(grad, s, k, 6, w * g_r)
+            wp.atomic_add(grad, s, k, 7, w * g_g)
+            wp.atomic_add(grad, s, k, 8, w * g_b)
+            wp.atomic_add(grad, s, k, 9, w * g_depth)
+            if raw <= alpha_max:  # a clamped alpha does not move with opacity or shape
+                keep = one / (one - alpha)
+                g_alpha = g_r * (params[k, 6] * t - rest_r * keep) + g_g * (params[k, 7] * t - rest_g * keep)
+                g_alpha += g_b * (params[k, 8] * t - rest_b * keep) + g_depth * (params[k, 9] * t - rest_depth * keep)
+                g_alpha += final_t * keep
+                wp.atomic_add(grad, s, k, 5, gauss * g_alpha)
+                g_power = raw * g_alpha  # ∂α/∂power = opacity · G
+                wp.atomic_add(grad, s, k, 0, -(params[k, 2] * dx + params[k, 3] * dy) * g_power)
+                wp.atomic_add(grad, s, k, 1, -(params[k, 4] * dy + params[k, 3] * dx) * g_power)
+                wp.atomic_add(grad, s, k, 2, -half * dx * dx * g_power)
+                wp.atomic_add(grad, s, k, 3, -dx * dy * g_power)
+                wp.atomic_add(grad, s, k, 4, -half * dy * dy * g_power)
+            t = t * (one - alpha)
+
+    return forward, backward
+
+
+class _Blend(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, params: Tensor, tiles: Any) -> Tensor:
+        ctx.tiles = tiles
+        params = params.detach().contiguous()
+        out = params.new_empty(tiles.width * tiles.height, OUTPUTS)
+        last = torch.empty(tiles.width * tiles.height, dtype=torch.int32, device=params.device)
+        forward = _kernels(_SCALARS[params.dtype])[0]
+        shared = [params, tiles.ids, tiles.start, tiles.end, tiles.width, tiles.tiles_x, out, last]
+        kernels.launch_rows(forward, len(tiles.pixel), shared, [tiles.pixel], params.device)
+        ctx.save_for_backward(params, out.detach(), last)  # detached: Warp reads a saved output's .grad otherwise
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out: Tensor) -> tuple[Tensor, None]:
+        params, out, last = ctx.saved_tensors
+        tiles, device = ctx.tiles, params.device
+        slots, slot = kernels.launch_slots(len(tiles.pixel), device)
+        grad = params.new_zeros(slots, *params.shape)
+        backward = _kernels(_SCALARS[params.dtype])[1]
+        shared = [params, tiles.ids, tiles.start, tiles.width, tiles.tiles_x, out, last, grad_out.contiguous(), grad]
+        kernels.launch_rows(backward, len(tiles.pixel), shared, [tiles.pixel, slot], device)
+        return grad.sum(0), None
+
+
+def blend_tiles(params: Tensor, tiles: Any) -> Tensor:
+    """Each pixel's ``[r, g, b, alpha, depth]`` (``[H·W, 5]``, row-major pixels) from the splats ``params [N, 10]``
+    (float32 or float64) listed per tile in ``tiles`` (:class:`headfields.renderers.gaussians.TileLists`);
+    differentiable w.r.t. ``params`` (first derivatives)."""
+    return _Blend.apply(params, tiles)

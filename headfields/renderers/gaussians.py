@@ -1,0 +1,267 @@
+"""A differentiable rasteriser of 3D Gaussians (3D Gaussian Splatting, Kerbl et al. 2023), in torch and Warp, on
+CPU and CUDA: :func:`rasterize_gaussians`, one entry in the shape of gsplat's ``rasterization``.
+
+1. **Project** (torch, differentiable by autograd): each Gaussian's mean through the camera; its covariance
+   ``Σ = R S Sᵀ Rᵀ`` (``R`` from the unit quaternion, ``S`` the scales) to the image by EWA splatting,
+   ``Σ' = J W Σ Wᵀ Jᵀ + 0.3 I`` (``J`` the pinhole's Jacobian at the mean, evaluated with the mean clamped to
+   1.3x the field of view as 3DGS does; 0.3 pixels² the low-pass filter of 3DGS's ``computeCov2D``); its colour
+   from spherical harmonics of the direction from the camera centre (3DGS's ``computeColorFromSH``: the basis of
+   :mod:`headfields.encoders.spherical_harmonics`, + 0.5, clamped at 0).
+2. **Bin** (torch): each Gaussian covers the 16x16 tiles its ``3σ`` square touches (radius ``⌈3 √λ_max⌉``);
+   one (tile, depth) key per covered tile, sorted, gives every tile its list of Gaussians near to far.
+3. **Blend** (Warp, :mod:`headfields.renderers.gaussian_kernels`): one thread a pixel, front to back with 3DGS's
+   thresholds; a hand-written backward kernel.
+
+Gaussians whose mean lies nearer than ``near`` in front of the camera (or behind it) are not drawn; one that
+covers the whole image is drawn on every tile. The image, alpha and depth are differentiable w.r.t. means,
+quaternions, scales, opacities and colours (and the camera pose).
+
+    cameras = PinholeCameras.from_fov(look_at(eye, target)[None], 512, 512, math.radians(30))
+    out = rasterize_gaussians(means, quats, scales, opacities, sh, cameras, frame=0)
+    out.image  # [512, 512, 3]; out.means2d.retain_grad() before backward gives density control its gradients
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from ..checks import IntLike, check_count, check_finite, check_float, check_shape, checking_values, validation
+from ..encoders.spherical_harmonics import MAX_DEGREE, _real_sh
+from .cameras import PinholeCameras
+from .gaussian_kernels import TILE, blend_tiles
+
+__all__ = ["BLUR", "GaussianRender", "TileLists", "project_gaussians", "rasterize_gaussians", "sh_colors"]
+
+BLUR = 0.3  # pixels², added to the projected covariance's diagonal (3DGS's computeCov2D low-pass filter)
+SIGMAS = 3.0  # a Gaussian reaches the tiles within this many standard deviations of its mean (3DGS: 3)
+FOV_MARGIN = 1.3  # the Jacobian is evaluated with the mean clamped to this many times the half field of view (3DGS)
+NEAR = 0.01  # metres: nearer Gaussians are not drawn (3DGS's in_frustum: 0.2 in its scenes' units)
+
+
+@dataclass
+class Projection2D:
+    """Each Gaussian on the image: pixel centre, conic (upper triangle of the inverse 2D covariance), camera depth
+    and radius in pixels (0: not drawn)."""
+
+    means2d: Float[Tensor, "N 2"]
+    conics: Float[Tensor, "N 3"]
+    depths: Float[Tensor, " N"]
+    radii: Int[Tensor, " N"]
+
+
+@dataclass
+class TileLists:
+    """Which Gaussians each 16x16 tile blends, near to far: ``ids[start[t]:end[t]]`` for tile ``t`` (row-major
+    tiles); ``pixel`` the image's pixels (row-major indices) in tile order, one blending thread each."""
+
+    ids: Int[Tensor, " M"]
+    start: Int[Tensor, " T"]
+    end: Int[Tensor, " T"]
+    pixel: Int[Tensor, " P"]
+    width: int
+    height: int
+    tiles_x: int
+
+
+@dataclass
+class GaussianRender:
+    """What :func:`rasterize_gaussians` draws: the image (background where nothing is), alpha, depth (the
+    blending weights' sum of camera depths: ``depth / alpha`` is the expected depth), and, per Gaussian, the
+    projected centres (in the autograd graph: ``retain_grad()`` them for view-space gradients) and radii (0:
+    not drawn)."""
+
+    image: Float[Tensor, "H W 3"]
+    alpha: Float[Tensor, "H W"]
+    depth: Float[Tensor, "H W"]
+    means2d: Float[Tensor, "N 2"]
+    radii: Int[Tensor, " N"]
+
+
+def _rotations(quats: Tensor) -> Tensor:
+    w, x, y, z = F.normalize(quats, dim=-1).unbind(-1)
+    rows = [
+        [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
+        [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
+        [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
+    ]
+    return torch.stack([torch.stack(r, -1) for r in rows], -2)
+
+
+def project_gaussians(
+    means: Float[Tensor, "N 3"],
+    quats: Float[Tensor, "N 4"],
+    scales: Float[Tensor, "N 3"],
+    cameras: PinholeCameras,
+    frame: IntLike = 0,
+    near: float = NEAR,
+) -> Projection2D:
+    """EWA splatting of the Gaussians (means, unit-normalised ``(w, x, y, z)`` quaternions, scales) into camera
+    ``frame`` of ``cameras`` (see the module docstring); differentiable, unchecked (:func:`rasterize_gaussians`
+    checks its input).
+
+        proj = project_gaussians(means, quats, scales, cameras, 0)
+        proj.means2d  # [N, 2] pixels; proj.radii [N], 0 where a Gaussian is not drawn
+    """
+    w2c = cameras.world_to_camera[frame].to(means.dtype)
+    cam = means @ w2c[:3, :3].T + w2c[:3, 3]
+    x, y, z = cam.unbind(-1)
+    front = z > near
+    z = torch.where(front, z, torch.ones_like(z))  # behind the camera: a stand-in depth, the Gaussian is not drawn
+    fx, fy, cx, cy, w, h = cameras.fx, cameras.fy, cameras.cx, cameras.cy, cameras.width, cameras.height
+    # The Jacobian at the mean clamped to the field of view widened by 0.3 of it on either side (3DGS's
+    # computeCov2D, gsplat's persp_proj): a Gaussian far outside the image keeps a bounded footprint.
+    tx = z * torch.clamp(x / z, -(cx / fx + (FOV_MARGIN - 1) * w / fx), (w - cx) / fx + (FOV_MARGIN - 1) * w / fx)
+    ty = z * torch.clamp(y / z, -(cy / fy + (FOV_MARGIN - 1) * h / fy), (h - cy) / fy + (FOV_MARGIN - 1) * h / fy)
+    zero = torch.zeros_like(z)
+    jacobian = torch.stack(
+        [torch.stack([fx / z, zero, -fx * tx / z**2], -1), torch.stack([zero, fy / z, -fy * ty / z**2], -1)], -2
+    )
+    m = _rotations(quats) * scales[:, None, :]  # R S
+    t = jacobian @ w2c[:3, :3] @ m  # [N, 2, 3]
+    cov = t @ t.transpose(1, 2)
+    a, b, c = cov[:, 0, 0] + BLUR, cov[:, 0, 1], cov[:, 1, 1] + BLUR
+    det = a * c - b * b
+    good = front & (det > 0)
+    det = torch.where(good, det, torch.ones_like(det))
+    conics = torch.stack([c / det, -b / det, a / det], -1)
+    mid = 0.5 * (a + c)
+    largest = mid + torch.sqrt(torch.clamp(mid * mid - det, min=0.1))
+    radii = torch.where(good, torch.ceil(SIGMAS * torch.sqrt(largest.detach())), 0).long()
+    means2d = torch.stack([fx * x / z + cx, fy * y / z + cy], -1)
+    return Projection2D(means2d=means2d, conics=conics, depths=z, radii=radii)
+
+
+def sh_colors(
+    sh: Float[Tensor, "N K 3"], means: Float[Tensor, "N 3"], eye: Float[Tensor, " 3"], degree: int | None = None
+) -> Float[Tensor, "N 3"]:
+    """3DGS's colour of each Gaussian seen from ``eye``: its spherical harmonics ``sh`` (``K = (D+1)²``
+    coefficients a channel; only the first ``(degree+1)²`` used, all when None) at the unit direction from ``eye``
+    to its mean, + 0.5, clamped at 0.
+
+        rgb = sh_colors(sh, means, cameras.camera_to_world[0, :3, 3])  # [N, 3]
+    """
+    bands = math.isqrt(sh.shape[1]) if degree is None else degree + 1
+    dirs = F.normalize(means - eye.to(means.dtype), dim=-1)
+    basis = torch.stack(_real_sh(dirs, bands), -1)  # [N, bands²]
+    return torch.clamp((basis[:, :, None] * sh[:, : bands * bands]).sum(1) + 0.5, min=0.0)
+
+
+def _tile_lists(proj: Projection2D, width: int, height: int) -> TileLists:
+    """Bin the drawn Gaussians to the tiles their square of side 2·radius touches, sorted by (tile, depth)."""
+    device = proj.means2d.device
+    tiles_x, tiles_y = -(-width // TILE), -(-height // TILE)
+    center, radius = proj.means2d.detach(), proj.radii
+    lo_x = ((center[:, 0] - radius) / TILE).floor().clamp(0, tiles_x).long()
+    hi_x = ((center[:, 0] + radius) / TILE).floor().add(1).clamp(0, tiles_x).long()
+    lo_y = ((center[:, 1] - radius) / TILE).floor().clamp(0, tiles_y).long()
+    hi_y = ((center[:, 1] + radius) / TILE).floor().add(1).clamp(0, tiles_y).long()
+    span_x = hi_x - lo_x
+    count = torch.where(radius > 0, span_x * (hi_y - lo_y), 0)
+    gaussian = torch.repeat_interleave(torch.arange(len(count), device=device), count)  # a host sync on CUDA
+    first = torch.cumsum(count, 0) - count
+    k = torch.arange(len(gaussian), device=device) - first[gaussian]
+    tile = (lo_y[gaussian] + k // span_x[gaussian]) * tiles_x + lo_x[gaussian] + k % span_x[gaussian]
+    # Positive float32 depths order as their bit patterns: the key is the tile above the depth's 32 bits.
+    depth_bits = proj.depths.detach().float().view(torch.int32).long()[gaussian]
+    order = torch.argsort((tile << 32) | depth_bits)
+    per_tile = torch.bincount(tile, minlength=tiles_x * tiles_y)
+    end = torch.cumsum(per_tile, 0)
+    rows = torch.arange(tiles_y * TILE, device=device)[:, None].expand(-1, tiles_x * TILE)
+    cols = torch.arange(tiles_x * TILE, device=device)[None, :].expand(tiles_y * TILE, -1)
+    # Pixels tile by tile (a tile's 256 threads blend the same list), those inside the image.
+    in_tiles = (rows * width + cols).reshape(tiles_y, TILE, tiles_x, TILE).transpose(1, 2).reshape(-1)
+    inside = (cols < width).reshape(tiles_y, TILE, tiles_x, TILE).transpose(1, 2).reshape(-1)
+    inside &= (rows < height).reshape(tiles_y, TILE, tiles_x, TILE).transpose(1, 2).reshape(-1)
+    return TileLists(
+        ids=gaussian[order].int(),
+        start=(end - per_tile).int(),
+        end=end.int(),
+        pixel=in_tiles[inside].int(),
+        width=width,
+        height=height,
+        tiles_x=tiles_x,
+    )
+
+
+def _check(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, colors: Tensor, cameras: PinholeCameras) -> None:
+    device = means.device
+    check_float("means", means, [None, 3])
+    n = means.shape[0]
+    check_float("quats", quats, [n, 4], device)
+    check_float("scales", scales, [n, 3], device)
+    check_float("opacities", opacities, [n], device)
+    if colors.dim() == 2:
+        check_float("colors", colors, [n, 3], device)
+    else:
+        check_float("colors", colors, [n, None, 3], device)
+        bands = math.isqrt(colors.shape[1])
+        if bands * bands != colors.shape[1] or not 1 <= bands <= MAX_DEGREE:
+            raise ValueError(
+                f"colors: expected [N, 3] colours or [N, K, 3] SH coefficients with K a square up to {MAX_DEGREE**2}, "
+                f"got K = {colors.shape[1]}"
+            )
+    if len({t.dtype for t in (means, quats, scales, opacities, colors)}) != 1 or means.dtype not in (
+        torch.float32,
+        torch.float64,
+    ):
+        raise TypeError("means, quats, scales, opacities, colors: expected one dtype, float32 or float64")
+    if cameras.device != device:
+        raise ValueError(f"cameras: expected cameras on {device} (the device of means), got {cameras.device}")
+    if checking_values() and n:
+        if bool((scales <= 0).any()):
+            raise ValueError(f"scales: expected positive scales, found {float(scales.min()):.4g}")
+        if bool((torch.linalg.vector_norm(quats, dim=-1) == 0).any()):
+            raise ValueError("quats: expected non-zero quaternions (they are normalised), found a zero one")
+        if bool(((opacities < 0) | (opacities > 1)).any()):
+            raise ValueError(
+                f"opacities: expected values in [0, 1], found [{float(opacities.min()):.4g}, {float(opacities.max()):.4g}]"
+            )
+
+
+def rasterize_gaussians(
+    means: Float[Tensor, "N 3"],
+    quats: Float[Tensor, "N 4"],
+    scales: Float[Tensor, "N 3"],
+    opacities: Float[Tensor, " N"],
+    colors: Float[Tensor, "N 3"] | Float[Tensor, "N K 3"],
+    cameras: PinholeCameras,
+    frame: IntLike = 0,
+    background: Float[Tensor, " 3"] | None = None,
+    sh_degree: int | None = None,
+    near: float = NEAR,
+    validate: bool = True,
+) -> GaussianRender:
+    """Render Gaussians (world means, ``(w, x, y, z)`` quaternions, normalised here, positive scales, opacities in
+    [0, 1], and colours ``[N, 3]`` or SH coefficients ``[N, K, 3]`` of which the first ``(sh_degree+1)²`` are used)
+    into camera ``frame`` of ``cameras`` over ``background`` (default black). See the module docstring.
+    ``validate=False`` skips the checks of values (NaN, scales, quaternions, opacities: host syncs on CUDA).
+
+        out = rasterize_gaussians(means, quats, scales, opacities, sh, cameras, 0, background=torch.ones(3))
+        loss = (out.image - target).abs().mean()
+        loss.backward()  # gradients for means, quats, scales, opacities and sh
+    """
+    with validation(validate):
+        _check(means, quats, scales, opacities, colors, cameras)
+        frame = check_count("frame", frame, 0, cameras.num_frames - 1)
+        if sh_degree is not None and colors.dim() == 3:
+            check_count("sh_degree", sh_degree, 0, math.isqrt(colors.shape[1]) - 1)
+        if background is not None:
+            check_shape("background", background, [3], means.device)
+            check_finite("background", background)
+    proj = project_gaussians(means, quats, scales, cameras, frame, near)
+    if colors.dim() == 3:
+        eye = cameras.camera_to_world[frame, :3, 3]
+        colors = sh_colors(colors, means, eye, sh_degree)
+    params = torch.cat([proj.means2d, proj.conics, opacities[:, None], colors, proj.depths[:, None]], -1)
+    width, height = cameras.width, cameras.height
+    out = blend_tiles(params, _tile_lists(proj, width, height)).reshape(height, width, 5)
+    image, alpha = out[..., :3], out[..., 3]
+    if background is not None:
+        image = image + (1 - alpha)[..., None] * background.to(image.dtype)
+    return GaussianRender(image=image, alpha=alpha, depth=out[..., 4], means2d=proj.means2d, radii=proj.radii)

@@ -1,0 +1,205 @@
+"""3D Gaussians as the PLY file of 3D Gaussian Splatting: what graphdeco-inria/gaussian-splatting's
+``GaussianModel.save_ply`` writes and what splat viewers (SuperSplat, antimatter15/splat, gsplat's) open.
+
+The file is ``binary_little_endian 1.0`` with one ``element vertex N`` of float32 properties, in this order:
+``x y z nx ny nz`` (normals, zeros), ``f_dc_0..2`` (the degree-0 SH coefficient per channel: colour
+``0.5 + SH_C0 * f_dc``), ``f_rest_0..f_rest_{3(K-1)-1}`` (the higher coefficients channel-major: all red, then green,
+then blue), ``opacity`` (a logit), ``scale_0..2`` (natural logs) and ``rot_0..3`` (a quaternion, w first).
+:class:`Splats` holds the values these encode (opacities in (0, 1), positive scales, unit quaternions);
+:func:`write_splat_ply` and :func:`read_splat_ply` apply the transforms both ways.
+
+    splats = Splats(means, quats, scales, opacities, sh)  # sh [N, K, 3], K = 1, 4, 9, 16 or 25
+    write_splat_ply("out/head.ply", splats)  # opens in SuperSplat
+    splats = read_splat_ply("out/head.ply")
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from .checks import check_finite, check_float, check_nonzero_rows
+from .outputs import atomic_path
+
+__all__ = ["SH_C0", "Splats", "read_splat_ply", "write_splat_ply"]
+
+SH_C0 = 0.28209479177387814  # the degree-0 real spherical harmonic, 1 / (2 sqrt(pi))
+_NEEDED = ["x", "y", "z", "f_dc_0", "f_dc_1", "f_dc_2", "opacity", "scale_0", "scale_1", "scale_2"]
+_NEEDED += ["rot_0", "rot_1", "rot_2", "rot_3"]
+_TYPES = {  # PLY scalar types: the byte layout of every property, so that extra ones are skipped
+    **dict.fromkeys(("char", "int8"), "i1"),
+    **dict.fromkeys(("uchar", "uint8"), "u1"),
+    **dict.fromkeys(("short", "int16"), "<i2"),
+    **dict.fromkeys(("ushort", "uint16"), "<u2"),
+    **dict.fromkeys(("int", "int32"), "<i4"),
+    **dict.fromkeys(("uint", "uint32"), "<u4"),
+    **dict.fromkeys(("float", "float32"), "<f4"),
+    **dict.fromkeys(("double", "float64"), "<f8"),
+}
+_F_REST = re.compile(r"f_rest_(\d+)")
+
+
+@dataclass
+class Splats:
+    """N 3D Gaussians with view-dependent colour, as 3D Gaussian Splatting renders them."""
+
+    means: Float[Tensor, "N 3"]  # centres, world units
+    quats: Float[Tensor, "N 4"]  # rotations, w x y z, unit
+    scales: Float[Tensor, "N 3"]  # standard deviations along the rotated axes, positive, world units (not logs)
+    opacities: Float[Tensor, " N"]  # in (0, 1) (not logits)
+    sh: Float[Tensor, "N K 3"]  # SH coefficients per colour channel, K = (degree + 1)^2: 1, 4, 9, 16 or 25
+
+    @property
+    def degree(self) -> int:
+        return math.isqrt(self.sh.shape[1]) - 1
+
+
+def _check_splats(splats: Splats) -> None:
+    if not isinstance(splats, Splats):
+        raise TypeError(f"splats: expected a headfields.splat_ply.Splats, got {type(splats).__name__}")
+    check_float("means", splats.means, [None, 3])
+    n = len(splats.means)
+    check_float("quats", splats.quats, [n, 4])
+    check_nonzero_rows("quats", splats.quats, "non-zero quaternions")
+    check_float("scales", splats.scales, [n, 3])
+    check_float("opacities", splats.opacities, [n])
+    check_float("sh", splats.sh, [n, None, 3])
+    k = splats.sh.shape[1]
+    if k == 0 or math.isqrt(k) ** 2 != k:
+        raise ValueError(f"sh: expected K = (degree + 1)^2 coefficients per channel (1, 4, 9, 16, 25), got K = {k}")
+    if n and not float(splats.scales.min()) > 0:  # log(0) is -inf; NaN fails this too
+        raise ValueError(f"scales: expected positive values, got a minimum of {float(splats.scales.min())}")
+    low, high = (float(splats.opacities.min()), float(splats.opacities.max())) if n else (0.5, 0.5)
+    if not (low > 0 and high < 1):  # the logit of 0 or 1 is infinite: refused rather than clamped
+        raise ValueError(f"opacities: expected values in (0, 1) (not logits), got values in [{low}, {high}]")
+
+
+def write_splat_ply(path: str | os.PathLike, splats: Splats) -> Path:
+    """Write ``splats`` as a 3D Gaussian Splatting PLY (see the module's docstring); parent folders are made,
+    the file is written whole or not at all. Returns the path.
+
+        write_splat_ply("out/head.ply", Splats(means, quats, scales, opacities, sh))
+    """
+    _check_splats(splats)
+    if not isinstance(path, str | os.PathLike):
+        raise TypeError(f"path: expected a file path, got {type(path).__name__}")
+
+    def host(x: Tensor) -> np.ndarray:  # float64 for the transforms, so only the final cast rounds
+        return x.detach().cpu().double().numpy()
+
+    n, k = splats.sh.shape[:2]
+    quats = host(splats.quats)
+    quats = quats / np.linalg.norm(quats, axis=1, keepdims=True)
+    opacities = host(splats.opacities)
+    sh = host(splats.sh)
+    columns = [
+        host(splats.means),
+        np.zeros((n, 3)),  # normals: unused by renderers, but part of the layout readers expect
+        sh[:, 0, :],
+        sh[:, 1:, :].transpose(0, 2, 1).reshape(n, 3 * (k - 1)),  # channel-major, as the official code flattens
+        np.log(opacities / (1 - opacities))[:, None],
+        np.log(host(splats.scales)),
+        quats,
+    ]
+    rows = np.concatenate(columns, axis=1).astype("<f4")
+    names = ["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2"]
+    names += [f"f_rest_{i}" for i in range(3 * (k - 1))]
+    names += ["opacity", "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"]
+    header = ["ply", "format binary_little_endian 1.0", "comment written by headfields.splat_ply.write_splat_ply"]
+    header += [f"element vertex {n}"] + [f"property float {name}" for name in names] + ["end_header"]
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path, "path") as temporary, temporary.open("wb") as file:
+        file.write(("\n".join(header) + "\n").encode("ascii"))
+        file.write(rows.tobytes())
+    return path
+
+
+def _vertex_layout(path: Path, data: bytes) -> tuple[int, np.dtype, int]:
+    """The vertex count, the row layout and the first byte of the vertex rows of a splat PLY's bytes."""
+    end = data.find(b"end_header")
+    if not data.startswith(b"ply") or end < 0:
+        raise ValueError(f"{path}: not a PLY file (expected 'ply' first and an 'end_header' line)")
+    body = data.find(b"\n", end) + 1 or len(data)
+    fmt, elements = None, []  # (name, count, [(property, numpy type)])
+    for line in data[:end].decode("latin-1").splitlines()[1:]:
+        parts = line.split()
+        try:
+            if parts and parts[0] == "format":
+                fmt = parts[1]
+            elif parts and parts[0] == "element":
+                elements.append((parts[1], int(parts[2]), []))
+            elif parts and parts[0] == "property" and parts[1] == "list":
+                raise ValueError("list properties are not 3D Gaussian splat properties")
+            elif parts and parts[0] == "property":
+                elements[-1][2].append((parts[2], _TYPES[parts[1]]))
+        except (IndexError, KeyError, ValueError) as e:
+            raise ValueError(f"{path}: cannot parse the header line {line.strip()!r} ({e})") from e
+    if fmt != "binary_little_endian":
+        raise ValueError(f"{path}: expected format binary_little_endian (a 3D Gaussian splat PLY), got {fmt}")
+    if not elements or elements[0][0] != "vertex":
+        raise ValueError(f"{path}: expected 'element vertex' as the file's first element")
+    _, count, properties = elements[0]
+    have = dict(properties)
+    missing = [name for name in _NEEDED if name not in have]
+    if missing:
+        raise ValueError(f"{path}: missing vertex properties {', '.join(missing)} (a 3D Gaussian splat PLY needs {_NEEDED})")
+    rest = [name for name in have if _F_REST.fullmatch(name)]
+    k = len(rest) // 3 + 1
+    if len(rest) % 3 or math.isqrt(k) ** 2 != k or set(rest) != {f"f_rest_{i}" for i in range(len(rest))}:
+        raise ValueError(f"{path}: expected f_rest_0 .. f_rest_{{3 (K - 1) - 1}} with K = 1, 4, 9, 16 or 25, got {rest}")
+    bad = [name for name in _NEEDED + rest if have[name] not in ("<f4", "<f8")]
+    if bad:
+        raise ValueError(f"{path}: expected float or double vertex properties, got another type for {', '.join(bad)}")
+    try:
+        layout = np.dtype(properties)
+    except ValueError as e:  # a property named twice
+        raise ValueError(f"{path}: cannot lay out the vertex properties ({e})") from e
+    if len(data) - body < count * layout.itemsize:
+        raise ValueError(f"{path}: truncated: {count} vertices need {count * layout.itemsize} bytes, found {len(data) - body}")
+    return count, layout, body
+
+
+def read_splat_ply(path: str | os.PathLike) -> Splats:
+    """The 3D Gaussians of a 3D Gaussian Splatting PLY (see the module's docstring): properties in any order,
+    ``float`` or ``double``, others skipped; K from the number of ``f_rest_*``. Float32 CPU tensors, with
+    opacities through a sigmoid, scales exponentiated and quaternions normalised.
+
+        splats = read_splat_ply("point_cloud/iteration_30000/point_cloud.ply")
+        splats.sh.shape  # [N, 16, 3] for a degree-3 model
+    """
+    if not isinstance(path, str | os.PathLike):
+        raise TypeError(f"path: expected a file path, got {type(path).__name__}")
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: splat PLY not found")
+    data = path.read_bytes()
+    count, layout, body = _vertex_layout(path, data)
+    rows = np.frombuffer(data, dtype=layout, count=count, offset=body)
+    k = sum(1 for name in layout.names if _F_REST.fullmatch(name)) // 3 + 1
+
+    def get(*names: str) -> Tensor:  # float64 for the transforms, so only the final cast rounds
+        values = np.stack([rows[name].astype(np.float64) for name in names], axis=1)
+        check_finite(f"{path}: {', '.join(names)}", torch.from_numpy(values), "finite values in the file")
+        return torch.from_numpy(values)
+
+    quats = get("rot_0", "rot_1", "rot_2", "rot_3")
+    check_nonzero_rows(f"{path}: rot_0 .. rot_3", quats, "non-zero quaternions")
+    rest = get(*(f"f_rest_{i}" for i in range(3 * (k - 1)))) if k > 1 else torch.zeros(count, 0, dtype=torch.float64)
+    sh = torch.cat([get("f_dc_0", "f_dc_1", "f_dc_2")[:, None, :], rest.reshape(count, 3, k - 1).transpose(1, 2)], dim=1)
+    return Splats(
+        means=get("x", "y", "z").float(),
+        quats=(quats / torch.linalg.vector_norm(quats, dim=1, keepdim=True)).float(),
+        scales=get("scale_0", "scale_1", "scale_2").exp().float(),
+        opacities=torch.sigmoid(get("opacity")[:, 0]).float(),
+        sh=sh.float().contiguous(),
+    )

@@ -1,0 +1,172 @@
+"""The 3D Gaussian Splatting PLY (``headfields.splat_ply``): round trips, the bytes against a reader written here
+from the format's description, a hand-written file in another property order and precision, and bad input."""
+
+import math
+import re
+
+import numpy as np
+import pytest
+import torch
+
+from headfields.splat_ply import SH_C0, Splats, read_splat_ply, write_splat_ply
+
+OFFICIAL_ORDER = ["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2"]
+TAIL = ["opacity", "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"]
+
+# Two splats of degree 1 (K = 4) with values known by hand; sh[i, j, c] = 100 i + 10 j + c, so that every
+# coefficient is distinct and a transposed f_rest reads back different numbers.
+KNOWN = Splats(
+    means=torch.tensor([[0.1, -0.2, 0.3], [1.5, 2.5, -3.5]]),
+    quats=torch.tensor([[2.0, 0.0, 0.0, 0.0], [1.0, 1.0, 1.0, 1.0]]),  # not unit: written normalised
+    scales=torch.tensor([[0.5, 1.0, 2.0], [math.e, 0.1, 3.0]]),
+    opacities=torch.tensor([0.25, 0.9]),
+    sh=torch.tensor([[[100.0 * i + 10 * j + c for c in range(3)] for j in range(4)] for i in range(2)]),
+)
+KNOWN_UNIT_QUATS = [[1.0, 0.0, 0.0, 0.0], [0.5, 0.5, 0.5, 0.5]]
+# f_rest channel-major: red of coefficients 1, 2, 3, then green, then blue.
+KNOWN_F_REST = [[10, 20, 30, 11, 21, 31, 12, 22, 32], [110, 120, 130, 111, 121, 131, 112, 122, 132]]
+
+
+def random_splats(n: int, k: int, seed: int = 0) -> Splats:
+    g = torch.Generator().manual_seed(seed)
+    quats = torch.randn(n, 4, generator=g)
+    return Splats(
+        means=torch.randn(n, 3, generator=g),
+        quats=quats / quats.norm(dim=1, keepdim=True),
+        scales=torch.exp(torch.randn(n, 3, generator=g) - 3),
+        opacities=torch.sigmoid(3 * torch.randn(n, generator=g)),
+        sh=torch.randn(n, k, 3, generator=g),
+    )
+
+
+def parse_ply(path):
+    """A reader from the format's description: the header's ascii lines by hand, the rows as a structured array."""
+    data = path.read_bytes()
+    header, separator, body = data.partition(b"end_header\n")
+    assert separator
+    lines = header.decode("ascii").splitlines()
+    assert lines[:2] == ["ply", "format binary_little_endian 1.0"]
+    elements = [line.split() for line in lines if line.startswith("element ")]
+    assert len(elements) == 1 and elements[0][1] == "vertex"
+    count = int(elements[0][2])
+    properties = [line.split()[1:] for line in lines if line.startswith("property ")]
+    types = {kind for kind, _ in properties}
+    dtype = np.dtype([(name, {"float": "<f4", "double": "<f8"}[kind]) for kind, name in properties])
+    assert len(body) == count * dtype.itemsize
+    return [name for _, name in properties], types, np.frombuffer(body, dtype=dtype, count=count)
+
+
+def write_hand_ply(path, columns: dict, kind: str = "double", fmt: str = "binary_little_endian") -> None:
+    """A splat PLY written here, with the properties of ``columns`` in its order, of PLY type ``kind``."""
+    names = list(columns)
+    count = len(next(iter(columns.values())))
+    header = ["ply", f"format {fmt} 1.0", f"element vertex {count}"] + [f"property {kind} {n}" for n in names]
+    table = np.stack([np.asarray(columns[n], dtype=np.float64) for n in names], axis=1)
+    if fmt == "ascii":
+        body = "".join(" ".join(repr(float(v)) for v in row) + "\n" for row in table).encode()
+    else:
+        body = table.astype({"double": "<f8", "float": "<f4"}[kind]).tobytes()
+    path.write_bytes(("\n".join(header + ["end_header"]) + "\n").encode("ascii") + body)
+
+
+def known_columns() -> dict:
+    """KNOWN in the file's encoding, computed here from the format's description."""
+    columns = {name: KNOWN.means[:, i].tolist() for i, name in enumerate("xyz")}
+    columns |= {f"n{axis}": [0.0, 0.0] for axis in "xyz"}
+    columns |= {f"f_dc_{c}": KNOWN.sh[:, 0, c].tolist() for c in range(3)}
+    columns |= {f"f_rest_{m}": [row[m] for row in KNOWN_F_REST] for m in range(9)}
+    columns["opacity"] = [math.log(0.25 / 0.75), math.log(0.9 / 0.1)]
+    columns |= {f"scale_{i}": [math.log(float(s)) for s in KNOWN.scales[:, i]] for i in range(3)}
+    columns |= {f"rot_{i}": [q[i] for q in KNOWN_UNIT_QUATS] for i in range(4)}
+    return columns
+
+
+def assert_splats_close(got: Splats, want: Splats) -> None:
+    for field in ("means", "quats", "scales", "opacities", "sh"):
+        value = getattr(got, field)
+        assert value.dtype == torch.float32 and value.device.type == "cpu", field
+        torch.testing.assert_close(value, getattr(want, field).float(), msg=lambda m, f=field: f"{f}: {m}")
+
+
+@pytest.mark.parametrize("k", [1, 4, 16])
+def test_round_trip(tmp_path, k):
+    splats = random_splats(300, k, seed=k)
+    splats.means.requires_grad_()  # written detached
+    path = write_splat_ply(tmp_path / "deep" / "folder" / "splats.ply", splats)
+    assert path == tmp_path / "deep" / "folder" / "splats.ply"
+    back = read_splat_ply(path)
+    assert_splats_close(back, splats)
+    assert back.degree == math.isqrt(k) - 1
+    assert [p.name for p in path.parent.iterdir()] == ["splats.ply"]  # no temporary file left
+
+
+def test_bytes_match_the_format(tmp_path):
+    names, types, rows = parse_ply(write_splat_ply(tmp_path / "known.ply", KNOWN))
+    assert names == OFFICIAL_ORDER + [f"f_rest_{m}" for m in range(9)] + TAIL
+    assert types == {"float"}
+    want = known_columns()
+    for name in names:
+        np.testing.assert_allclose(rows[name], want[name], rtol=1e-6, atol=1e-7, err_msg=name)
+    # The DC term is what viewers turn into a base colour.
+    colour = 0.5 + SH_C0 * np.stack([rows[f"f_dc_{c}"] for c in range(3)], axis=1)
+    np.testing.assert_allclose(colour, 0.5 + SH_C0 * KNOWN.sh[:, 0].numpy(), rtol=1e-6)
+
+
+def test_degree_zero_has_no_f_rest(tmp_path):
+    splats = random_splats(5, 1)
+    names, _, _ = parse_ply(write_splat_ply(tmp_path / "dc.ply", splats))
+    assert names == OFFICIAL_ORDER + TAIL
+
+
+def test_other_order_and_double(tmp_path):
+    columns = known_columns()
+    backwards = list(reversed(columns))
+    shuffled = backwards[::2] + backwards[1::2]  # rot_3 first, f_rest_8 before f_rest_6, ...
+    # An extra property a viewer might add, and one normal left out: neither is needed.
+    order = ["extra"] + [n for n in shuffled if n != "ny"]
+    write_hand_ply(tmp_path / "shuffled.ply", {n: columns.get(n, [7.0, 8.0]) for n in order}, kind="double")
+    back = read_splat_ply(tmp_path / "shuffled.ply")
+    want = Splats(KNOWN.means, torch.tensor(KNOWN_UNIT_QUATS), KNOWN.scales, KNOWN.opacities, KNOWN.sh)
+    assert_splats_close(back, want)
+
+
+def bad(field: str, value) -> Splats:
+    splats = random_splats(4, 4)
+    setattr(splats, field, value)
+    return splats
+
+
+@pytest.mark.parametrize(
+    ("splats", "name"),
+    [
+        (bad("means", torch.tensor([[0.0, 0.0, 0.0]] * 3 + [[float("nan"), 0.0, 0.0]])), "means"),
+        (bad("scales", torch.tensor([[1.0, 1.0, 1.0]] * 3 + [[1.0, 0.0, 1.0]])), "scales"),
+        (bad("scales", torch.tensor([[1.0, 1.0, 1.0]] * 3 + [[1.0, 1.0, -0.5]])), "scales"),
+        (bad("opacities", torch.tensor([0.5, 0.5, 0.5, 0.0])), "opacities"),
+        (bad("opacities", torch.tensor([0.5, 1.0, 0.5, 0.5])), "opacities"),
+        (bad("opacities", torch.tensor([0.5, 0.5, 2.0, 0.5])), "opacities"),
+        (bad("opacities", torch.tensor([float("nan"), 0.5, 0.5, 0.5])), "opacities"),
+        (bad("quats", torch.tensor([[1.0, 0.0, 0.0, 0.0]] * 3 + [[0.0, 0.0, 0.0, 0.0]])), "quats"),
+        (bad("sh", torch.zeros(4, 5, 3)), "sh"),
+    ],
+)
+def test_bad_splats(tmp_path, splats, name):
+    with pytest.raises(ValueError, match=f"^{name}:"):
+        write_splat_ply(tmp_path / "bad.ply", splats)
+    assert not (tmp_path / "bad.ply").exists()
+
+
+def test_missing_property(tmp_path):
+    columns = known_columns()
+    del columns["opacity"]
+    path = tmp_path / "no_opacity.ply"
+    write_hand_ply(path, columns, kind="float")
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(path))}: missing vertex properties opacity \("):
+        read_splat_ply(path)
+
+
+def test_ascii_ply(tmp_path):
+    path = tmp_path / "ascii.ply"
+    write_hand_ply(path, known_columns(), kind="float", fmt="ascii")
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(path))}: expected format binary_little_endian.*got ascii"):
+        read_splat_ply(path)
