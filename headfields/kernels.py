@@ -163,15 +163,17 @@ def chunk_bounds(rows: int, chunks: int) -> list[int]:
     return [rows * i // chunks for i in range(chunks + 1)]
 
 
-def launch_bounds(rows: int, device: torch.device) -> list[int]:
-    """How :func:`launch_rows` splits ``rows`` into concurrently launched chunks: their boundaries (one chunk
-    on CUDA or for a small launch). Kernels whose rows add into shared memory use it to give each chunk its
-    own buffer, since Warp's CPU atomics are not safe across concurrent launches."""
-    threads = 1 if device.type == "cuda" else min(num_cpu_threads(), max(1, rows // MIN_ROWS_PER_THREAD))
+def launch_bounds(rows: int, device: torch.device, min_rows: int | None = None) -> list[int]:
+    """How :func:`launch_rows` splits ``rows`` into concurrently launched chunks of at least ``min_rows`` rows
+    (None: ``MIN_ROWS_PER_THREAD``):
+    their boundaries (one chunk on CUDA or for a small launch). Kernels whose rows add into shared memory use it
+    to give each chunk its own buffer, since Warp's CPU atomics are not safe across concurrent launches."""
+    min_rows = MIN_ROWS_PER_THREAD if min_rows is None else min_rows
+    threads = 1 if device.type == "cuda" else min(num_cpu_threads(), max(1, rows // min_rows))
     return chunk_bounds(rows, threads)
 
 
-def launch_slots(rows: int, device: torch.device) -> tuple[int, Tensor]:
+def launch_slots(rows: int, device: torch.device, min_rows: int | None = None) -> tuple[int, Tensor]:
     """For a kernel whose rows add into shared memory (scatter gradients): how many buffers it needs and each
     row's buffer (int32 ``[rows]``), one per chunk that :func:`launch_rows` runs concurrently.
 
@@ -179,7 +181,7 @@ def launch_slots(rows: int, device: torch.device) -> tuple[int, Tensor]:
     concurrently must not add into the same buffer: measured, they lose updates. Each chunk gets its own, summed
     afterwards. On CUDA atomics are real and one buffer serves all rows (made on the device: no host copy).
     """
-    bounds = launch_bounds(rows, device)
+    bounds = launch_bounds(rows, device, min_rows)
     if len(bounds) == 2:
         return 1, torch.zeros(rows, dtype=torch.int32, device=device)
     counts = torch.diff(torch.tensor(bounds))
@@ -187,7 +189,12 @@ def launch_slots(rows: int, device: torch.device) -> tuple[int, Tensor]:
 
 
 def launch_rows(
-    kernel: wp.Kernel, rows: int, shared: Sequence[Any], per_row: Sequence[torch.Tensor], device: torch.device
+    kernel: wp.Kernel,
+    rows: int,
+    shared: Sequence[Any],
+    per_row: Sequence[torch.Tensor],
+    device: torch.device,
+    min_rows: int | None = None,
 ) -> None:
     """Launch ``kernel`` over ``rows`` threads on ``device``.
 
@@ -195,7 +202,8 @@ def launch_rows(
     ``rows``). Torch tensors become Warp arrays of the dtype the kernel declares (no copy: the kernel writes
     into them). On CPU the rows are split into chunks launched concurrently, each seeing its own slice of
     ``per_row`` with ``wp.tid()`` counted from the chunk's first row; results are identical to one launch. On
-    CUDA the launch runs on torch's current stream.
+    CUDA the launch runs on torch's current stream. ``min_rows``: the fewest rows worth a thread of their own (a
+    kernel whose rows are long loops splits sooner; :func:`launch_slots` must be told the same).
 
     Example, with ``scale`` a ``@wp.kernel`` of ``(k: float, x: wp.array(dtype=float), y: wp.array(dtype=float))``
     that sets ``y[i] = k * x[i]`` for ``i = wp.tid()``:
@@ -224,7 +232,7 @@ def launch_rows(
         with torch_stream(device):
             run(0, rows)
         return
-    bounds = launch_bounds(rows, device)
+    bounds = launch_bounds(rows, device, min_rows)
     if len(bounds) == 2:
         run(0, rows)
         return

@@ -126,9 +126,14 @@ def state_head(
 def render_avatar(model, cameras: PinholeCameras, head: Head, depth: bool, chunk: int, device) -> Tensor:
     """Colour [H, W, 3] in [0, 1] of camera 0 of ``cameras`` seeing frame 0 of ``head`` or, with ``depth``, its
     depth [H, W]: the model's composited depth where its ``render`` returns one (NeRF and NeuS models: a
-    Composite's ``depth``, 0 for empty rays), else the distance to the tracked mesh (0 where a ray misses)."""
+    Composite's ``depth``, 0 for empty rays; a rasteriser's ``render_camera``: its expected depth), else the
+    distance to the tracked mesh (0 where a ray misses)."""
     if not depth:
         return render_view(model, cameras, 0, head, 0, chunk, device)
+    if hasattr(model, "render_camera"):  # a rasteriser: its expected depth, 0 where nothing is drawn
+        with torch.no_grad():
+            out = model.render_camera(cameras.to(device), 0, head, 0)
+        return torch.where(out.alpha > 0, out.depth / out.alpha.clamp(min=1e-12), 0.0).cpu()
 
     def depth_of(rays: Rays) -> Tensor:
         result = model.render(rays, head) if hasattr(model, "render") else None

@@ -224,7 +224,7 @@ def test_tensorboard_gets_the_scalars_and_the_held_out_comparisons(tiny_video, t
 
 def test_every_model_has_training_defaults_and_recipes_that_round_trip():
     """The train command starts from each entry's training defaults (its example's) and recipes; a run config of
-    each goes through JSON unchanged. MonoNPHM alone trains through a pipeline of its own."""
+    each goes through JSON unchanged. MonoNPHM and the Gaussian avatar train through pipelines of their own."""
     for name, entry in MODELS.items():
         for recipe in entry.recipes:
             training = entry.training_defaults(recipe)
@@ -234,7 +234,7 @@ def test_every_model_has_training_defaults_and_recipes_that_round_trip():
     assert MODELS["insta"].training() == TrainingConfig(max_minutes=15.0, rays_per_batch=2048, eval_every=500)
     assert MODELS["portrait360"].training().balance_views
     assert MODELS["mononphm"].training().eval_frames == 5 and MODELS["mononphm"].training().max_minutes is None
-    assert [name for name, entry in MODELS.items() if entry.train is not None] == ["mononphm"]
+    assert [name for name, entry in MODELS.items() if entry.train is not None] == ["mononphm", "gaussian_avatar"]
     # The CPU recipes of the NeRF paper models train a budget of samples; their paper recipes, the fixed rays.
     for name, budget in (("insta", 1 << 14), ("portrait360", 1 << 14), ("monoavatar", 1 << 13)):
         cpu, paper = MODELS[name].training_defaults("cpu"), MODELS[name].training_defaults("paper")

@@ -1,5 +1,6 @@
 """``python -m headfields export RUN --out DIR``: a trained avatar's surface as coloured PLY meshes, in canonical space
-(the neutral expression and pose) or posed at the frames of a split.
+(the neutral expression and pose) or posed at the frames of a split; a Gaussian avatar's Gaussians as 3D Gaussian
+Splatting PLY files (:mod:`headfields.splat_ply`), which splat viewers open.
 
     python -m headfields export outputs/insta --out meshes                      # canonical.ply and test_00000.ply
     python -m headfields export outputs/insta --out meshes --frames all         # every held-out frame, posed
@@ -17,6 +18,7 @@ from ..export import DENSITY_THRESHOLD, NoSurfaceError, field_mesh, write_ply
 from ..outputs import hold, probe_folder
 from ..progress import Progress
 from ..runs import load_run
+from ..splat_ply import write_splat_ply
 from ._common import run_parser
 
 __all__ = ["add_parser", "default_resolution", "export", "frame_list"]
@@ -102,11 +104,17 @@ def export(args: argparse.Namespace) -> dict:
         for name, _, _ in jobs:
             held.enter_context(hold(args.out / f"{name}.ply", "out"))
         for name, frame_head, frame in jobs:
+            path = args.out / f"{name}.ply"
+            if hasattr(run.model, "splats"):  # Gaussians, posed on the frame's mesh: no surface to extract
+                splats = run.model.splats(frame_head, frame)
+                write_splat_ply(path, splats)
+                written[str(path)] = {"gaussians": len(splats.means), "sh_degree": splats.degree}
+                bar.update(1)
+                continue
             try:
                 mesh = field_mesh(run.model, frame_head, frame, args.resolution, args.level, args.padding)
             except NoSurfaceError as error:  # the suggested level, as the flag to give
                 raise ValueError(error.message("--level")) from None
-            path = args.out / f"{name}.ply"
             write_ply(path, mesh.vertices, mesh.faces, mesh.colors)
             written[str(path)] = {"vertices": len(mesh.vertices), "faces": len(mesh.faces)}
             bar.update(1)

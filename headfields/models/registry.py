@@ -106,6 +106,18 @@ def _train_mononphm(run, out, device=None, **options) -> dict:
     return train(run, out, device, **options)
 
 
+def _gaussian_avatar(subject: Subject, config) -> nn.Module:
+    from .gaussian_avatar_run import build
+
+    return build(subject, config)
+
+
+def _train_gaussian_avatar(run, out, device=None, **options) -> dict:
+    from .gaussian_avatar_run import train
+
+    return train(run, out, device, **options)
+
+
 def _paper_model(module_name: str, build, config_name: str, **more) -> ModelEntry:
     import importlib
 
@@ -199,6 +211,15 @@ def _entries() -> dict[str, ModelEntry]:
             video=_nphm_held_out_video,
             training=_training(eval_frames=5),
             train=_train_mononphm,
+        ),
+        # Beyond the four papers: GaussianAvatars, its own loop (headfields.models.gaussian_avatar_run), which reads the
+        # budget, the seed, the checkpoint interval and the render settings of the training configuration.
+        "gaussian_avatar": _paper_model(
+            "gaussian_avatar",
+            _gaussian_avatar,
+            "GaussianAvatarConfig",
+            training=_training(max_minutes=5.0, max_iterations=600_000, log_every=100),
+            train=_train_gaussian_avatar,
         ),
         **{name: _mix(name) for name in ("mix_triangle_neus", "mix_anchored_hashgrid", "mix_hyper_insta")},
     }

@@ -7,8 +7,9 @@ Each splat is one row of ``params [N, 10]``: its pixel centre ``(mx, my)``, coni
 with ``d = (mx, my) − p`` a splat has ``alpha = min(0.99, opacity · exp(−½(a dx² + c dy²) − b dx dy))``; splats
 with alpha below 1/255 are skipped and a pixel stops before the splat that would take its transmittance below
 1e-4, as 3D Gaussian Splatting does. A pixel blends the splats listed for its 16x16 tile (``ids[start[t]:end[t]]``,
-sorted by depth) and writes ``out [P, 5]`` = colour, alpha (1 − transmittance) and depth (Σ wᵢ zᵢ, the weights'
-sum of depths: divide by alpha for the expected depth) and how far down the list it went (``last``).
+sorted by depth, gathered into rows of their own) and writes ``out [P, 5]`` = colour, alpha (1 − transmittance)
+and depth (Σ wᵢ zᵢ, the weights' sum of depths: divide by alpha for the expected depth) and how far down the list it
+went (``last``).
 
 The backward pass walks the same list front to back again (the forward's transmittance, recomputed exactly rather
 than divided back out), keeping what is still to come behind each splat (the pixel's output minus what was
@@ -19,7 +20,7 @@ blended so far), so that for splat ``j`` with weight ``wⱼ = αⱼ Tⱼ``
 (``C`` a colour channel or the depth, ``A`` the alpha, ``T_N`` the final transmittance). A clamped alpha (opacity ·
 G above 0.99) passes no gradient to opacity or shape. Gradients add into one buffer per concurrent CPU chunk
 (:func:`headfields.kernels.launch_slots`). Both kernels exist in float32 and float64 (the float64 pair for
-gradcheck).
+gradcheck). Gradients go to each listed row and are summed into the splats' by ``index_add``.
 """
 
 from functools import cache
@@ -39,6 +40,9 @@ ALPHA_MAX = 0.99  # alpha is clamped here, so that 1 - alpha stays invertible
 TRANSMITTANCE_MIN = 1e-4  # a pixel stops before the splat that would take its transmittance below this
 PARAMS = 10  # a splat's row: mx, my, a, b, c, opacity, r, g, b, z
 OUTPUTS = 5  # a pixel's row: r, g, b, alpha, depth
+# A pixel loops over its tile's list (hundreds of splats): four tiles of pixels are worth a CPU thread, where the
+# launcher's default waits for 8192 rows (a 96 x 96 image would blend on one core).
+PIXELS_PER_THREAD = 4 * TILE * TILE
 
 _SCALARS = {torch.float32: wp.float32, torch.float64: wp.float64}
 
@@ -58,7 +62,7 @@ def _kernels(scalar: type) -> tuple[wp.Kernel, wp.Kernel]:
     @wp.kernel(module="unique", enable_backward=False)  # the adjoint is the kernel below
     def forward(
         params: wp.array2d(dtype=scalar),
-        ids: wp.array(dtype=wp.int32),
+        cut: wp.array(dtype=scalar),
         start: wp.array(dtype=wp.int32),
         end: wp.array(dtype=wp.int32),
         width: int,
@@ -80,11 +84,11 @@ def _kernels(scalar: type) -> tuple[wp.Kernel, wp.Kernel]:
         depth = zero
         n = start[tile]
         for j in range(start[tile], end[tile]):
-            k = int(ids[j])
+            k = j
             dx = params[k, 0] - cx
             dy = params[k, 1] - cy
             power = _power(params, k, dx, dy)
-            if power > zero:
+            if power > zero or power < cut[k]:
                 continue
             alpha = wp.min(alpha_max, params[k, 5] * wp.exp(power))
             if alpha < alpha_min:
@@ -110,7 +114,7 @@ def _kernels(scalar: type) -> tuple[wp.Kernel, wp.Kernel]:
     @wp.kernel(module="unique", enable_backward=False)
     def backward(
         params: wp.array2d(dtype=scalar),
-        ids: wp.array(dtype=wp.int32),
+        cut: wp.array(dtype=scalar),
         start: wp.array(dtype=wp.int32),
         width: int,
         tiles_x: int,
@@ -140,11 +144,11 @@ def _kernels(scalar: type) -> tuple[wp.Kernel, wp.Kernel]:
         rest_depth = out[p, 4]
         t = one
         for j in range(start[tile], last[p]):
-            k = int(ids[j])
+            k = j
             dx = params[k, 0] - cx
             dy = params[k, 1] - cy
             power = _power(params, k, dx, dy)
-            if power > zero:
+            if power > zero or power < cut[k]:
                 continue
             gauss = wp.exp(power)
             raw = params[k, 5] * gauss
@@ -177,30 +181,43 @@ def _kernels(scalar: type) -> tuple[wp.Kernel, wp.Kernel]:
     return forward, backward
 
 
+def _exponent_cut(opacity: Tensor) -> Tensor:
+    """Below this exponent a splat's alpha, ``opacity · exp(power)``, is under 1/255 whatever the clamp: a pixel
+    skips it without the exponential (most of a tile's splats are far from most of its pixels). Kept a relative
+    1e-5 short of the bound, so that the exact test on alpha still decides the borderline cases."""
+    bound = torch.log(ALPHA_MIN / opacity.clamp(min=torch.finfo(opacity.dtype).tiny))
+    return bound - 1e-5 * bound.abs()
+
+
 class _Blend(torch.autograd.Function):
     @staticmethod
     def forward(ctx, params: Tensor, tiles: Any) -> Tensor:
         ctx.tiles = tiles
-        params = params.detach().contiguous()
+        # The tiles' lists as rows of their own: a pixel reads its tile's splats one after another, not scattered
+        # over params.
+        rows = params.detach()[tiles.ids.long()].contiguous()
+        cut = _exponent_cut(rows[:, 5])
         out = params.new_empty(tiles.width * tiles.height, OUTPUTS)
         last = torch.empty(tiles.width * tiles.height, dtype=torch.int32, device=params.device)
         forward = _kernels(_SCALARS[params.dtype])[0]
-        shared = [params, tiles.ids, tiles.start, tiles.end, tiles.width, tiles.tiles_x, out, last]
-        kernels.launch_rows(forward, len(tiles.pixel), shared, [tiles.pixel], params.device)
-        ctx.save_for_backward(params, out.detach(), last)  # detached: Warp reads a saved output's .grad otherwise
+        shared = [rows, cut, tiles.start, tiles.end, tiles.width, tiles.tiles_x, out, last]
+        kernels.launch_rows(forward, len(tiles.pixel), shared, [tiles.pixel], params.device, PIXELS_PER_THREAD)
+        ctx.save_for_backward(rows, cut, out.detach(), last)  # detached: Warp reads a saved output's .grad otherwise
+        ctx.count = params.shape[0]
         return out
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out: Tensor) -> tuple[Tensor, None]:
-        params, out, last = ctx.saved_tensors
-        tiles, device = ctx.tiles, params.device
-        slots, slot = kernels.launch_slots(len(tiles.pixel), device)
-        grad = params.new_zeros(slots, *params.shape)
-        backward = _kernels(_SCALARS[params.dtype])[1]
-        shared = [params, tiles.ids, tiles.start, tiles.width, tiles.tiles_x, out, last, grad_out.contiguous(), grad]
-        kernels.launch_rows(backward, len(tiles.pixel), shared, [tiles.pixel, slot], device)
-        return grad.sum(0), None
+        rows, cut, out, last = ctx.saved_tensors
+        tiles, device = ctx.tiles, rows.device
+        slots, slot = kernels.launch_slots(len(tiles.pixel), device, PIXELS_PER_THREAD)
+        grad_rows = rows.new_zeros(slots, *rows.shape)
+        backward = _kernels(_SCALARS[rows.dtype])[1]
+        shared = [rows, cut, tiles.start, tiles.width, tiles.tiles_x, out, last, grad_out.contiguous(), grad_rows]
+        kernels.launch_rows(backward, len(tiles.pixel), shared, [tiles.pixel, slot], device, PIXELS_PER_THREAD)
+        grad = rows.new_zeros(ctx.count, PARAMS)
+        return grad.index_add_(0, tiles.ids.long(), grad_rows.sum(0)), None
 
 
 def blend_tiles(params: Tensor, tiles: Any) -> Tensor:

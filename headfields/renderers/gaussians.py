@@ -7,8 +7,9 @@ CPU and CUDA: :func:`rasterize_gaussians`, one entry in the shape of gsplat's ``
    1.3x the field of view as 3DGS does; 0.3 pixels² the low-pass filter of 3DGS's ``computeCov2D``); its colour
    from spherical harmonics of the direction from the camera centre (3DGS's ``computeColorFromSH``: the basis of
    :mod:`headfields.encoders.spherical_harmonics`, + 0.5, clamped at 0).
-2. **Bin** (torch): each Gaussian covers the 16x16 tiles its ``3σ`` square touches (radius ``⌈3 √λ_max⌉``);
-   one (tile, depth) key per covered tile, sorted, gives every tile its list of Gaussians near to far.
+2. **Bin** (torch): each Gaussian covers the 16x16 tiles its ``3σ`` square touches (radius ``⌈3 √λ_max⌉``), or
+   the smaller square beyond which its alpha is under 1/255 everywhere; one (tile, depth) key per covered tile,
+   sorted, gives every tile its list of Gaussians near to far.
 3. **Blend** (Warp, :mod:`headfields.renderers.gaussian_kernels`): one thread a pixel, front to back with 3DGS's
    thresholds; a hand-written backward kernel.
 
@@ -34,7 +35,7 @@ from torch import Tensor
 from ..checks import IntLike, check_count, check_finite, check_float, check_shape, checking_values, validation
 from ..encoders.spherical_harmonics import MAX_DEGREE, _real_sh
 from .cameras import PinholeCameras
-from .gaussian_kernels import TILE, blend_tiles
+from .gaussian_kernels import ALPHA_MIN, TILE, blend_tiles
 
 __all__ = ["BLUR", "GaussianRender", "TileLists", "project_gaussians", "rasterize_gaussians", "sh_colors"]
 
@@ -152,11 +153,17 @@ def sh_colors(
     return torch.clamp((basis[:, :, None] * sh[:, : bands * bands]).sum(1) + 0.5, min=0.0)
 
 
-def _tile_lists(proj: Projection2D, width: int, height: int) -> TileLists:
-    """Bin the drawn Gaussians to the tiles their square of side 2·radius touches, sorted by (tile, depth)."""
+def _tile_lists(proj: Projection2D, opacities: Tensor, width: int, height: int) -> TileLists:
+    """Bin the drawn Gaussians to the tiles their square of side 2·radius touches, sorted by (tile, depth).
+
+    The square shrinks to where the Gaussian's alpha can reach 1/255, ``√(2 ln(255 · opacity))`` standard
+    deviations, where that is inside 3: the tiles it leaves out would skip the Gaussian at every pixel, so the
+    image is the same, with fewer (tile, Gaussian) pairs to sort and blend."""
     device = proj.means2d.device
     tiles_x, tiles_y = -(-width // TILE), -(-height // TILE)
-    center, radius = proj.means2d.detach(), proj.radii
+    center = proj.means2d.detach()
+    sigmas = torch.sqrt(2 * torch.log(torch.clamp(opacities.detach() / ALPHA_MIN, min=1.0)))
+    radius = torch.minimum(proj.radii.to(center.dtype), torch.ceil(sigmas * proj.radii / SIGMAS))
     lo_x = ((center[:, 0] - radius) / TILE).floor().clamp(0, tiles_x).long()
     hi_x = ((center[:, 0] + radius) / TILE).floor().add(1).clamp(0, tiles_x).long()
     lo_y = ((center[:, 1] - radius) / TILE).floor().clamp(0, tiles_y).long()
@@ -260,7 +267,7 @@ def rasterize_gaussians(
         colors = sh_colors(colors, means, eye, sh_degree)
     params = torch.cat([proj.means2d, proj.conics, opacities[:, None], colors, proj.depths[:, None]], -1)
     width, height = cameras.width, cameras.height
-    out = blend_tiles(params, _tile_lists(proj, width, height)).reshape(height, width, 5)
+    out = blend_tiles(params, _tile_lists(proj, opacities, width, height)).reshape(height, width, 5)
     image, alpha = out[..., :3], out[..., 3]
     if background is not None:
         image = image + (1 - alpha)[..., None] * background.to(image.dtype)

@@ -19,7 +19,7 @@ TensorBoard) and ``loop`` (:func:`train`).
 
 from .batches import ray_batch, seed_everything
 from .config import CHECKPOINT_NAME, CONFIG_NAME, LOG_NAME, TrainingConfig
-from .contract import AvatarModel, RayBatch, SampleCount, StepOutput
+from .contract import AvatarModel, ImageModel, RayBatch, SampleCount, StepOutput
 from .evaluation import (
     HEAD_MASKING,
     Evaluation,
@@ -48,6 +48,7 @@ __all__ = [
     "HEAD_MASKING",
     "LOG_NAME",
     "AvatarModel",
+    "ImageModel",
     "DecayingAdam",
     "Evaluation",
     "OptimizerConfig",

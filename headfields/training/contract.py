@@ -17,7 +17,7 @@ from ..renderers.cameras import Rays
 from ..renderers.samples import SampleCount, SampleSlots
 from .optimizer import OptimizerConfig
 
-__all__ = ["AvatarModel", "RayBatch", "SampleCount", "StepOutput"]
+__all__ = ["AvatarModel", "ImageModel", "RayBatch", "SampleCount", "StepOutput"]
 
 
 @dataclass
@@ -70,3 +70,13 @@ class AvatarModel(Protocol):
     def training_step(self, batch: RayBatch, step: int) -> StepOutput: ...
 
     def render_rays(self, rays: Rays, head: Head) -> Float[Tensor, "R 3"]: ...  # rays.frame indexes head's frames
+
+
+@runtime_checkable
+class ImageModel(Protocol):
+    """A model that draws whole images rather than rays (a rasteriser: GaussianAvatar), with a loop of its own:
+    what evaluation, ``render`` and the viewer need from it."""
+
+    parametric: SubjectModel
+
+    def render_camera(self, cameras, camera: int, head: Head, head_frame: int): ...  # .image [H, W, 3], .alpha, .depth

@@ -24,7 +24,7 @@ from ..perceptual import LPIPS_MIN_SIZE, Lpips, LpipsUnavailable
 from ..progress import Progress
 from ..renderers.cameras import PinholeCameras, Rays, image_pixels, pixel_rays
 from .config import region_codes
-from .contract import AvatarModel
+from .contract import AvatarModel, ImageModel
 
 __all__ = [
     "HEAD_MASKING",
@@ -97,7 +97,7 @@ class Evaluation:
 
 
 def render_image(
-    model: AvatarModel,
+    model: AvatarModel | ImageModel,
     frames: FrameSet,
     frame: int,
     chunk: int,
@@ -115,11 +115,23 @@ def render_image(
 
 
 def render_view(
-    model: AvatarModel, cameras: PinholeCameras, camera: int, head: Head, head_frame: int, chunk: int, device: torch.device
+    model: AvatarModel | ImageModel,
+    cameras: PinholeCameras,
+    camera: int,
+    head: Head,
+    head_frame: int,
+    chunk: int,
+    device: torch.device,
 ) -> Float[Tensor, "H W 3"]:
     """The image of camera ``camera`` of ``cameras`` seeing frame ``head_frame`` of ``head`` (any camera: a
-    capture's, or a new path around the head), ``chunk`` rays at a time without gradients, on the CPU, in [0, 1]."""
+    capture's, or a new path around the head), ``chunk`` rays at a time without gradients, on the CPU, in [0, 1];
+    a model with ``render_camera(cameras, camera, head, head_frame)`` (a rasteriser) draws it in one call."""
     check_count("head_frame", head_frame, 0, head.num_frames - 1)
+    if hasattr(model, "render_camera"):  # a rasteriser draws the whole image at once (GaussianAvatar)
+        size = f"{cameras.width} x {cameras.height} pixels"
+        check_memory("cameras", size, image_bytes(cameras.width, cameras.height), device, "an image's buffers")
+        with torch.no_grad():
+            return model.render_camera(cameras.to(device), camera, head, head_frame).image.clamp(0, 1).cpu()
 
     def render(rays: Rays) -> Float[Tensor, "R 3"]:
         return model.render_rays(dataclasses.replace(rays, frame=torch.full_like(rays.frame, head_frame)), head)
@@ -190,7 +202,7 @@ def _mean(values: list[float]) -> float | None:
 
 
 def evaluate(
-    model: AvatarModel,
+    model: AvatarModel | ImageModel,
     frames: FrameSet,
     indices: list[int],
     chunk: int,

@@ -1,0 +1,205 @@
+"""GaussianAvatars' training loop (``train.py``) for :class:`~headfields.models.gaussian_avatar.GaussianAvatar`: one
+training frame a step, rendered whole; (1 − λ) L1 + λ D-SSIM plus the binding's regularisers; density control with
+the view-space gradients of the drawn Gaussians; one more SH degree every 1,000 steps; the position rate decayed
+log-linearly. It writes the run folder every model writes, so :func:`headfields.load_run`, ``render``, ``export`` and
+``view`` open it:
+
+- ``config.json`` (with a :class:`~headfields.runs.RunConfig`), ``checkpoint.pt`` (the Gaussians, the optimiser, the
+  density statistics and the step; written every ``checkpoint_minutes`` and at the end: a stopped run resumes
+  from it), ``log.jsonl``, ``metrics.json`` and ``renders/final`` (the held-out frames, as the shared loop's).
+
+    python -m headfields train gaussian_avatar --recipe cpu --max-minutes 5 --out outputs/gaussians
+    metrics = fit(model, subject.train, subject.eval, "outputs/gaussians", TrainingConfig(max_minutes=5))
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from ..checkpoints import RunFolder, check_fingerprint, frozen_state_keys, load_checkpoint, run_fingerprint, save_checkpoint
+from ..deformers.gaussian_binding import binding_regularisers
+from ..heads import tracked_head
+from ..metrics import ssim
+from ..outputs import write_atomic
+from ..training.evaluation import evaluate, evenly_spread
+from ..training.gaussian_density import DensityControl, gaussian_param_groups
+from .gaussian_avatar import GaussianAvatar, GaussianAvatarConfig, position_learning_rate
+
+if TYPE_CHECKING:
+    from ..data import FrameSet, Subject
+    from ..runs import RunConfig
+    from ..training import TrainingConfig
+
+__all__ = ["build", "camera_extent", "fit", "train"]
+
+
+def build(subject: Subject, config: GaussianAvatarConfig) -> GaussianAvatar:
+    return GaussianAvatar(subject.parametric, config)
+
+
+def camera_extent(frames: FrameSet, head_center: torch.Tensor) -> float:
+    """The scale 3DGS calls ``cameras_extent``, for a capture whose one camera may not move: 1.1 times the largest
+    distance of a training camera from the head's centre. (3DGS measures the cameras' spread about their own
+    mean, which is 0 for INSTA's fixed monocular camera; on a multi-view rig around a head the two agree.)"""
+    eyes = frames.cameras.camera_to_world[:, :3, 3].to(head_center)
+    return 1.1 * float((eyes - head_center).norm(dim=-1).max())
+
+
+def _learning_rates(config: GaussianAvatarConfig, extent: float) -> dict[str, float]:
+    return {
+        "local_means": position_learning_rate(config, 0, extent),
+        "local_quats": config.rotation_lr,
+        "local_log_scales": config.scaling_lr,
+        "opacity_logits": config.opacity_lr,
+        "sh_dc": config.feature_lr,
+        "sh_rest": config.feature_lr / 20,  # training_setup: f_rest at feature_lr / 20
+    }
+
+
+def _checkpoint_state(model, optimizer, density, step, elapsed, generator, training, fingerprint, described) -> dict:
+    frozen = frozen_state_keys(model)
+    return {
+        "model": {k: v for k, v in model.state_dict().items() if k not in frozen},
+        "optimizer": optimizer.state_dict(),
+        "ema": None,
+        "density": {"grad_sum": density.grad_sum, "count": density.count, "max_radii": density.max_radii},
+        "generator": generator.get_state(),
+        "density_generator": density.generator.get_state(),
+        "step": step,
+        "elapsed": elapsed,
+        "config": asdict(training),
+        "run": described,
+        "fingerprint": fingerprint,
+    }
+
+
+def fit(
+    model: GaussianAvatar,
+    train_frames: FrameSet,
+    eval_frames: FrameSet,
+    out: str | Path,
+    training: TrainingConfig,
+    device: torch.device | str = "cpu",
+    resume: bool = True,
+    log=sys.stdout,
+    described: str | None = None,
+) -> dict:
+    """Train ``model`` on ``train_frames`` for ``training.max_iterations`` steps or ``training.max_minutes``
+    (whichever ends first; ``seed``, ``checkpoint_minutes``, ``log_every`` and ``lpips_weights`` as the shared
+    loop reads them), then score every frame of ``eval_frames``; writes ``out`` as the module docstring says and
+    returns the metrics (the shared loop's keys). With ``resume``, a checkpoint in ``out`` is continued."""
+    from ..perceptual import load_lpips
+    from ..training import CHECKPOINT_NAME, seed_everything
+
+    device, out = torch.device(device), Path(out)
+    config = model.config
+    model = model.to(device).train()
+    seed_everything(training.seed)
+    generator = torch.Generator().manual_seed(training.seed)
+    train_head, eval_head = tracked_head(model.parametric, train_frames), tracked_head(model.parametric, eval_frames)
+    cameras = train_frames.cameras.to(device)
+    extent = camera_extent(train_frames, train_head.vertices.mean(dim=(0, 1)))
+    fingerprint = run_fingerprint(model, train_frames, training)
+    density = DensityControl(config.density, generator=torch.Generator(device=device).manual_seed(training.seed))
+    step, elapsed, checkpoint = 0, 0.0, out / CHECKPOINT_NAME
+    state = None
+    if resume and checkpoint.is_file():
+        state = load_checkpoint(checkpoint, device)
+        check_fingerprint(checkpoint, state.get("fingerprint"), fingerprint)
+        model.load_state_dict(state["model"], strict=False)
+        step, elapsed = int(state["step"]), float(state["elapsed"])
+        density.grad_sum, density.count, density.max_radii = (state["density"][k] for k in ("grad_sum", "count", "max_radii"))
+        generator.set_state(state["generator"])
+        density.generator.set_state(state["density_generator"])
+        print(f"{out}: resumed at step {step}", file=log)
+    groups = gaussian_param_groups(model.gaussians, _learning_rates(config, extent))
+    optimizer = torch.optim.Adam(groups, lr=0.0, eps=config.adam_eps)
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+    limit = None if training.max_minutes is None else 60.0 * training.max_minutes
+    saved_at, began, logs = time.monotonic(), time.monotonic() - elapsed, out / "log.jsonl"
+    out.mkdir(parents=True, exist_ok=True)
+    while step < training.max_iterations and (limit is None or time.monotonic() - began < limit):
+        step += 1
+        if step % config.sh_interval == 0 and int(model.active_sh_degree) < config.sh_degree:
+            model.active_sh_degree += 1  # oneupSHdegree
+        for group in optimizer.param_groups:
+            if group["name"] == "local_means":
+                group["lr"] = position_learning_rate(config, step, extent)
+        frame = int(torch.randint(len(train_frames), (1,), generator=generator))
+        render = model.render_camera(cameras, frame, train_head, frame, validate=False)
+        render.means2d.retain_grad()
+        truth = train_frames.images[frame].to(device).float() / 255.0
+        l1 = (render.image - truth).abs().mean()
+        d_ssim = 1.0 - ssim(render.image, truth)
+        position, scale = binding_regularisers(model.gaussians, render.radii > 0, config.regularisers)
+        loss = (1 - config.ssim_weight) * l1 + config.ssim_weight * d_ssim + position + scale
+        loss.backward()
+        density.accumulate(render.means2d.grad, render.radii, cameras.width, cameras.height)
+        posed_scale = model.posed(train_head, frame).face_scale.detach()
+        counts = density.step(step, model.gaussians, optimizer, extent, posed_scale)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if step % training.log_every == 0 or step == 1:
+            line = {"step": step, "loss": float(loss.detach()), "l1": float(l1.detach())}
+            line |= {"gaussians": model.gaussians.num_gaussians, **counts}
+            with logs.open("a") as file:
+                file.write(json.dumps(line) + "\n")
+            print(f"step {step}  loss {line['loss']:.4f}  gaussians {line['gaussians']}", file=log)
+        if training.checkpoint_minutes is not None and time.monotonic() - saved_at > 60.0 * training.checkpoint_minutes:
+            state = _checkpoint_state(
+                model, optimizer, density, step, time.monotonic() - began, generator, training, fingerprint, described
+            )
+            save_checkpoint(state, checkpoint)
+            saved_at = time.monotonic()
+    elapsed = time.monotonic() - began
+    model.eval()
+    state = _checkpoint_state(model, optimizer, density, step, elapsed, generator, training, fingerprint, described)
+    save_checkpoint(state, checkpoint)
+    frames = evenly_spread(len(eval_frames), len(eval_frames))
+    with torch.no_grad():
+        final = evaluate(
+            model, eval_frames, frames, training.render_chunk, device, out / "renders" / "final", eval_head,
+            lpips=load_lpips(training.lpips_weights, device),
+        )  # fmt: skip
+    metrics = {
+        **final.metrics(),
+        "train_seconds": elapsed,
+        "iterations": step,
+        "gaussians": model.gaussians.num_gaussians,
+        "eval_frames": final.frames,
+        "eval_frames_total": len(eval_frames),
+    }
+    write_atomic(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    summary = f"psnr {final.psnr:.2f}  ssim {final.ssim:.4f}  after {step} steps"
+    print(f"final  {summary}, {model.gaussians.num_gaussians} Gaussians", file=log)
+    return metrics
+
+
+def train(run: RunConfig, out: str | Path, device: str | torch.device | None = None, resume: bool = True, log=None) -> dict:
+    """The run ``run`` into ``out`` (:func:`headfields.runs.train_run` calls it): :func:`fit` on the run's subject,
+    its ``config.json`` written first; a checkpoint there is continued (with ``resume``) up to the run's budget."""
+    from ..training import CONFIG_NAME
+
+    device = torch.device(device if device is not None else "cpu")
+    folder = RunFolder(out)
+    folder.open()
+    try:
+        with contextlib.redirect_stdout(log) if log is not None and log is not sys.stdout else contextlib.nullcontext():
+            subject = run.subject.load(device)
+            for note in subject.notes:
+                print(note)
+            described = json.dumps(run.to_dict(), indent=2)
+            write_atomic(folder.path / CONFIG_NAME, described + "\n")
+            model = build(subject, run.recipe)
+            return fit(model, subject.train, subject.eval, folder.path, run.training, device, resume, sys.stdout, described)
+    finally:
+        folder.close()

@@ -1,0 +1,118 @@
+"""The Gaussian avatar as a run: trained a few steps on the tiny video through the train command's path, density
+control on a compressed schedule; load_run, ``render`` (its replay scores the run's PSNR), ``export`` (3DGS PLY files
+that read back as the model's Gaussians), the viewer's colour and depth; an exact resume; bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import torch
+
+from headfields.commands import main
+from headfields.heads import tracked_head
+from headfields.models.gaussian_avatar import GaussianAvatar, GaussianAvatarConfig, cpu_config, position_learning_rate
+from headfields.runs import RunConfig, SubjectSource, load_run, train_run
+from headfields.splat_ply import read_splat_ply
+from headfields.training import TrainingConfig
+from headfields.training.gaussian_density import DensityConfig
+from headfields.viewer import render_avatar
+
+# Densify every 3 steps from step 2 and raise the SH degree every 2 steps: a few steps exercise every part.
+SCHEDULE = DensityConfig(
+    densification_interval=3, densify_from=2, densify_until=100, opacity_reset_interval=7, grad_threshold=1e-7
+)
+TINY = cpu_config(density=SCHEDULE, sh_interval=2, sh_degree=1)
+
+
+def _train(folder, video_root, steps: int, **training):
+    config = TrainingConfig(max_iterations=steps, log_every=2, **training)
+    run = RunConfig("gaussian_avatar", TINY, config, SubjectSource(data=str(video_root)))
+    return train_run(run, folder, "cpu", log=open(os.devnull, "w"))
+
+
+@pytest.fixture(scope="module")
+def tiny_gaussian_run(tmp_path_factory, tiny_video):
+    folder = tmp_path_factory.mktemp("gaussian_run")
+    return folder, _train(folder, tiny_video[0].root, 8)
+
+
+def test_a_run_densifies_and_loads_with_its_gaussians(tiny_gaussian_run, tiny_video):
+    folder, metrics = tiny_gaussian_run
+    logged = [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines()]
+    added = sum(line["cloned"] + line["split"] for line in logged)
+    assert added > 0 and metrics["gaussians"] > logged[0]["gaussians"]
+    run = load_run(folder, "cpu")
+    assert isinstance(run.model, GaussianAvatar) and run.step == 8 == metrics["iterations"]
+    assert run.model.gaussians.num_gaussians == metrics["gaussians"]
+    assert int(run.model.active_sh_degree) == 1  # raised at step 2, capped at the recipe's degree
+    faces = run.model.parametric().faces.shape[0]
+    assert bool((run.model.gaussians.parent < faces).all()) and set(run.model.gaussians.parent.tolist()) == set(range(faces))
+    assert 0 < metrics["psnr"] < 60 and metrics["eval_frames"] == len(tiny_video[1])
+
+
+def test_render_replays_the_runs_held_out_score(tiny_gaussian_run, tmp_path, capsys):
+    folder, metrics = tiny_gaussian_run
+    assert main(["render", str(folder), "--out", str(tmp_path / "replay.mp4"), "--device", "cpu"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["psnr"] == pytest.approx(metrics["psnr"], abs=1e-6)
+
+
+def test_export_writes_the_posed_gaussians_as_3dgs_ply(tiny_gaussian_run, tmp_path, capsys):
+    folder, _ = tiny_gaussian_run
+    assert main(["export", str(folder), "--out", str(tmp_path), "--device", "cpu", "--frames", "0,1"]) == 0
+    run = load_run(folder, "cpu")
+    head = run.head(run.subject.eval.split)
+    for frame in (0, 1):
+        read = read_splat_ply(tmp_path / f"{run.subject.eval.split}_{frame:05d}.ply")
+        want = run.model.splats(head, frame)
+        torch.testing.assert_close(read.means, want.means, atol=1e-6, rtol=1e-6)
+        torch.testing.assert_close(read.scales, want.scales, rtol=1e-5, atol=1e-9)
+        torch.testing.assert_close(read.opacities, want.opacities, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(read.sh, want.sh, rtol=1e-5, atol=1e-6)
+        same_rotation = (read.quats * want.quats).sum(-1).abs()  # q and -q are one rotation
+        torch.testing.assert_close(same_rotation, torch.ones_like(same_rotation), atol=1e-5, rtol=0)
+    canonical = read_splat_ply(tmp_path / "canonical.ply")
+    assert len(canonical.means) == run.model.gaussians.num_gaussians
+
+
+def test_the_viewer_draws_colour_and_depth(tiny_gaussian_run):
+    run = load_run(tiny_gaussian_run[0], "cpu")
+    cameras = run.subject.eval.cameras.select(torch.tensor([0]))
+    head = tracked_head(run.model.parametric, run.subject.eval.select([0]))
+    colour = render_avatar(run.model, cameras, head, False, 4096, run.device)
+    depth = render_avatar(run.model, cameras, head, True, 4096, run.device)
+    assert colour.shape == (cameras.height, cameras.width, 3) and depth.shape == (cameras.height, cameras.width)
+    eye = cameras.camera_to_world[0, :3, 3]
+    distance = float((head.vertices[0] - eye).norm(dim=-1).mean())
+    drawn = depth[depth > 0]
+    assert len(drawn) and bool(((drawn - distance).abs() < 0.3).all())  # the head's distance, in metres
+
+
+def test_a_stopped_run_resumes_exactly(tmp_path, tiny_video):
+    whole = _train(tmp_path / "whole", tiny_video[0].root, 6, checkpoint_minutes=None)
+    _train(tmp_path / "parts", tiny_video[0].root, 3, checkpoint_minutes=None)  # stopped after 3 steps
+    parts = _train(tmp_path / "parts", tiny_video[0].root, 6, checkpoint_minutes=None)
+    a, b = (load_run(tmp_path / name, "cpu").model.gaussians for name in ("whole", "parts"))
+    assert parts["iterations"] == whole["iterations"] == 6
+    for name, value in a.state_dict().items():
+        torch.testing.assert_close(b.state_dict()[name], value, atol=0, rtol=0, msg=name)
+
+
+def test_position_rate_decays_log_linearly():
+    config = GaussianAvatarConfig(position_lr_max_steps=100)
+    assert position_learning_rate(config, 0, 2.0) == pytest.approx(0.01)
+    assert position_learning_rate(config, 50, 2.0) == pytest.approx(2.0 * (0.005 * 0.00005) ** 0.5)
+    assert position_learning_rate(config, 500, 2.0) == pytest.approx(0.0001)
+
+
+def test_bad_configs_are_named(tiny_video):
+    with pytest.raises(ValueError, match="sh_degree"):
+        GaussianAvatarConfig(sh_degree=5)
+    with pytest.raises(ValueError, match="ssim_weight"):
+        GaussianAvatarConfig(ssim_weight=1.5)
+    with pytest.raises(ValueError, match="background"):
+        GaussianAvatarConfig(background=(2.0, 0.0, 0.0))
+    with pytest.raises(TypeError, match="config"):
+        GaussianAvatar(None, config=object())
