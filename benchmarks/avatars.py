@@ -34,7 +34,8 @@ def median_seconds(step: Callable[[], None], repeats: int, device: torch.device)
 
 
 def rendering_rays_per_second(model: AvatarModel, frames: FrameSet, repeats: int = 3) -> float:
-    """Median rays/s rendering the first held-out frame (after one warm-up render), on the model's device."""
+    """Median rays/s rendering the first held-out frame (after one warm-up render), on the model's device; a model
+    that draws whole images (``render_camera``) draws the frame, its pixels counted as rays."""
     device = next(model.parameters()).device
     cameras = frames.cameras.to(device)
     pixels = image_pixels(cameras)
@@ -43,7 +44,10 @@ def rendering_rays_per_second(model: AvatarModel, frames: FrameSet, repeats: int
 
     def render() -> None:
         with torch.no_grad():
-            model.render_rays(rays, head)
+            if hasattr(model, "render_camera"):  # a rasteriser: the whole frame at once
+                model.render_camera(cameras, 0, head, 0)
+            else:
+                model.render_rays(rays, head)
 
     return len(pixels) / median_seconds(render, repeats, device)
 

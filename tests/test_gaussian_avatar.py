@@ -5,16 +5,20 @@ that read back as the model's Gaussians), the viewer's colour and depth; an exac
 from __future__ import annotations
 
 import json
+import math
 import os
 
 import pytest
 import torch
 
 from headfields.commands import main
+from headfields.data import load_subject
 from headfields.heads import tracked_head
 from headfields.models.gaussian_avatar import GaussianAvatar, GaussianAvatarConfig, cpu_config, position_learning_rate
+from headfields.parametric import TrackedMeshModel
 from headfields.runs import RunConfig, SubjectSource, load_run, train_run
 from headfields.splat_ply import read_splat_ply
+from headfields.synthetic import SyntheticVideoConfig, write_insta_capture
 from headfields.training import TrainingConfig
 from headfields.training.gaussian_density import DensityConfig
 from headfields.viewer import render_avatar
@@ -98,6 +102,20 @@ def test_a_stopped_run_resumes_exactly(tmp_path, tiny_video):
     assert parts["iterations"] == whole["iterations"] == 6
     for name, value in a.state_dict().items():
         torch.testing.assert_close(b.state_dict()[name], value, atol=0, rtol=0, msg=name)
+
+
+def test_trains_on_a_tracked_mesh_capture_of_another_topology(tmp_path, tiny_video):
+    """INSTA's layout with tracked meshes and no model files, the head re-meshed (each triangle into four): one
+    Gaussian a face of that topology, carried by its tracked meshes."""
+    config = SyntheticVideoConfig(num_frames=6, num_val=1, num_test=1, resolution=16, episode_frames=2)
+    capture = write_insta_capture(tmp_path / "capture", config, remesh=True)
+    metrics = _train(tmp_path / "run", capture, 3)
+    run = load_run(tmp_path / "run", "cpu")
+    assert isinstance(run.model.parametric, TrackedMeshModel)
+    faces = run.model.parametric().faces.shape[0]
+    flame = load_subject(tiny_video[0].root).parametric().faces.shape[0]
+    assert faces == 4 * flame == len(set(run.model.gaussians.parent.tolist()))
+    assert metrics["iterations"] == 3 and math.isfinite(metrics["psnr"])
 
 
 def test_position_rate_decays_log_linearly():

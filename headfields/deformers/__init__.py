@@ -22,11 +22,24 @@ from .error_correction import (
     ErrorCorrectionField,
     log_quaternion_to_rotation,
 )
+from .gaussian_binding import (
+    BindingRegulariserConfig,
+    FaceFrames,
+    GaussianSet,
+    PosedGaussians,
+    bind_gaussians,
+    binding_regularisers,
+    face_frames,
+    matrix_to_quaternion,
+    quaternion_multiply,
+    quaternion_to_matrix,
+)
 from .hyper import HyperDeformation, HyperDeformer, HyperDeformerConfig, HyperRegularizers, Preimage, find_preimage
 from .skinning import SkinningDeformer, SkinningDeformerConfig
 from .triangle_frames import TriangleDeformerConfig, TriangleFrameDeformer
 
 __all__ = [
+    "BindingRegulariserConfig",
     "BlendFieldConfig",
     "BlendFieldDeformer",
     "Canonical",
@@ -35,11 +48,14 @@ __all__ = [
     "DeformerChain",
     "ErrorCorrectionConfig",
     "ErrorCorrectionField",
+    "FaceFrames",
+    "GaussianSet",
     "HyperDeformation",
     "HyperDeformer",
     "HyperDeformerConfig",
     "HyperRegularizers",
     "MappedDeformer",
+    "PosedGaussians",
     "Preimage",
     "RigidDeformer",
     "RigidDeformerConfig",
@@ -47,9 +63,15 @@ __all__ = [
     "SkinningDeformerConfig",
     "TriangleDeformerConfig",
     "TriangleFrameDeformer",
+    "bind_gaussians",
+    "binding_regularisers",
     "check_deformer_input",
+    "face_frames",
     "find_preimage",
     "log_quaternion_to_rotation",
+    "matrix_to_quaternion",
+    "quaternion_multiply",
+    "quaternion_to_matrix",
 ]
 
 # Old names of the error-correction field ("warp" now means NVIDIA Warp only): they still work, with a warning.

@@ -31,6 +31,7 @@ from .evaluation import (
     render_view,
     save_png,
 )
+from .gaussian_density import DensityConfig, DensityControl, gaussian_param_groups
 from .loop import train
 from .optimizer import (
     DecayingAdam,
@@ -50,6 +51,8 @@ __all__ = [
     "AvatarModel",
     "ImageModel",
     "DecayingAdam",
+    "DensityConfig",
+    "DensityControl",
     "Evaluation",
     "OptimizerConfig",
     "RayBatch",
@@ -63,6 +66,7 @@ __all__ = [
     "evaluate",
     "evenly_spread",
     "exponential_learning_rate",
+    "gaussian_param_groups",
     "ray_batch",
     "render_image",
     "render_pixels",

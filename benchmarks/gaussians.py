@@ -1,0 +1,149 @@
+"""The Gaussian rasteriser's frame time at 128², 256² and 512², forward alone and with the backward pass, against a
+peer in the same run: gsplat's ``rasterization`` on CUDA (where installed: images and gradients compared too, and the
+speed ratio), and on every device a dense torch rasteriser (every Gaussian at every pixel, the same blending) at
+128², which shows what the tiles save.
+
+    python benchmarks/gaussians.py                       # the device torch sees (CUDA when there is one)
+    python benchmarks/gaussians.py --run outputs/gaussians   # a trained gaussian_avatar run's Gaussians
+    python benchmarks/gaussians.py --device cpu --per-face 2
+
+The scene: a trained run's Gaussians on its first held-out frame, or (no ``--run``) ``--per-face`` Gaussians on each
+face of the synthetic FLAME head, spread over the face, a third of its size, opacities in [0.3, 1], SH of degree 3:
+a trained avatar's count and coverage. Times are medians of ``--repeats`` after a warm-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import math
+
+import torch
+from torch import Tensor
+
+from headfields.heads import tracked_head
+from headfields.renderers import PinholeCameras, rasterize_gaussians
+from headfields.renderers.camera_paths import resized_cameras
+from headfields.renderers.gaussians import project_gaussians, sh_colors
+
+from avatars import median_seconds
+
+SIZES = (128, 256, 512)
+DENSE_SIZE = 128  # the dense peer's image: every Gaussian at every pixel grows as pixels x Gaussians
+
+
+def synthetic_scene(per_face: int, device: torch.device):
+    """Gaussians on the synthetic head's first held-out frame, and that frame's camera."""
+    from headfields.data import load_subject
+    from headfields.deformers.gaussian_binding import face_frames, matrix_to_quaternion
+
+    subject = load_subject(device=device)
+    head = tracked_head(subject.parametric, subject.eval)
+    frames = face_frames(head.vertices[0], head.faces)
+    g = torch.Generator().manual_seed(0)
+    f = head.faces.shape[0]
+    parent = torch.arange(f).repeat_interleave(per_face)
+    n = len(parent)
+    local = (torch.rand(n, 3, generator=g) - 0.5) * torch.tensor([1.0, 1.0, 0.1])
+    k = frames.scale[parent].cpu()
+    means = frames.origin[parent].cpu() + k[:, None] * torch.einsum("nij,nj->ni", frames.rotation[parent].cpu(), local)
+    quats = matrix_to_quaternion(frames.rotation[parent].cpu())
+    scales = k[:, None] * torch.tensor([0.35, 0.35, 0.05]) * (0.5 + torch.rand(n, 1, generator=g))
+    opacities = 0.3 + 0.7 * torch.rand(n, generator=g)
+    sh = torch.randn(n, 16, 3, generator=g) * torch.tensor([1.0] + [0.1] * 15)[None, :, None]
+    scene = [t.to(device).contiguous() for t in (means, quats, scales, opacities, sh)]
+    return scene, subject.eval.cameras.select(torch.tensor([0])).to(device)
+
+
+def run_scene(path: str, device: torch.device):
+    from headfields.runs import load_run
+
+    run = load_run(path, device)
+    head = run.eval_head
+    posed = run.model.posed(head, 0)
+    scene = [t.detach().contiguous() for t in (posed.means, posed.quats, posed.scales, posed.opacities, posed.sh)]
+    return scene, run.subject.eval.cameras.select(torch.tensor([0])).to(device)
+
+
+def dense_rasterize(scene: list[Tensor], cameras: PinholeCameras) -> Tensor:
+    """Every Gaussian at every pixel, sorted by depth globally, composited with cumulative products: what plain torch
+    without tiles does (3DGS's thresholds, no early stop: it changes nothing visible at this size)."""
+    means, quats, scales, opacities, sh = scene
+    proj = project_gaussians(means, quats, scales, cameras, 0)
+    colors = sh_colors(sh, means, cameras.camera_to_world[0, :3, 3])
+    order = torch.argsort(proj.depths)
+    keep = order[proj.radii[order] > 0]
+    rows, cols = torch.meshgrid(torch.arange(cameras.height), torch.arange(cameras.width), indexing="ij")
+    pixels = torch.stack([cols, rows], -1).reshape(-1, 2).to(means) + 0.5
+    image = []
+    for chunk in pixels.split(1024):
+        d = proj.means2d[keep][None] - chunk[:, None]
+        a, b, c = proj.conics[keep].unbind(-1)
+        power = -0.5 * (a * d[..., 0] ** 2 + c * d[..., 1] ** 2) - b * d[..., 0] * d[..., 1]
+        alpha = torch.clamp(opacities[keep] * torch.exp(power), max=0.99)
+        alpha = torch.where((alpha >= 1 / 255) & (power <= 0), alpha, 0.0)
+        before = torch.cumprod(torch.cat([torch.ones_like(alpha[:, :1]), 1 - alpha[:, :-1]], 1), 1)
+        image.append((alpha * before) @ colors[keep])
+    return torch.cat(image).reshape(cameras.height, cameras.width, 3)
+
+
+def gsplat_render(scene: list[Tensor], cameras: PinholeCameras) -> Tensor:
+    from gsplat import rasterization
+
+    means, quats, scales, opacities, sh = scene
+    k = torch.tensor([[cameras.fx, 0, cameras.cx], [0, cameras.fy, cameras.cy], [0, 0, 1.0]], device=means.device)
+    colors, _, _ = rasterization(
+        means, quats, scales, opacities, sh, cameras.world_to_camera.float(), k[None], cameras.width, cameras.height,
+        near_plane=0.01, sh_degree=int(math.isqrt(sh.shape[1])) - 1, eps2d=0.3, tile_size=16, packed=False,
+    )  # fmt: skip
+    return colors[0]
+
+
+def measure(scene: list[Tensor], cameras: PinholeCameras, repeats: int, gsplat: bool) -> str:
+    """One table row: our forward and forward + backward at the cameras' size, and the peer's forward."""
+    device = scene[0].device
+    leaves = [t.clone().requires_grad_() for t in scene]
+
+    def forward() -> None:
+        with torch.no_grad():
+            rasterize_gaussians(*scene, cameras, validate=False)
+
+    def both() -> None:
+        rasterize_gaussians(*leaves, cameras, validate=False).image.sum().backward()
+
+    ours, trained = median_seconds(forward, repeats, device), median_seconds(both, repeats, device)
+    size = cameras.width
+    peer, peer_seconds = "—", None
+    with torch.no_grad():
+        mine = rasterize_gaussians(*scene, cameras).image
+        if gsplat:
+            peer_seconds = median_seconds(lambda: gsplat_render(scene, cameras), repeats, device)
+            peer = f"gsplat (max |Δ| {float((gsplat_render(scene, cameras) - mine).abs().max()):.2e})"
+        elif size == DENSE_SIZE:
+            peer_seconds = median_seconds(lambda: dense_rasterize(scene, cameras), 1, device)
+            peer = f"dense torch (max |Δ| {float((dense_rasterize(scene, cameras) - mine).abs().max()):.2e})"
+    ratio = "—" if peer_seconds is None else f"{peer_seconds / ours:.1f}× faster"
+    peer_cell = "—" if peer_seconds is None else f"{1e3 * peer_seconds:.1f} ms"
+    return f"| {size}² | {1e3 * ours:.1f} ms | {1 / ours:.0f} | {1e3 * trained:.1f} ms | {peer} | {peer_cell} | {ratio} |"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--run", default=None, help="a trained gaussian_avatar run (default: a synthetic scene)")
+    parser.add_argument("--per-face", type=int, default=3, help="Gaussians a face of the synthetic scene")
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    scene, camera = run_scene(args.run, device) if args.run else synthetic_scene(args.per_face, device)
+    has_gsplat = device.type == "cuda" and importlib.util.find_spec("gsplat") is not None
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    print(f"{len(scene[0]):,} Gaussians, {name}, median of {args.repeats}; gsplat: {'yes' if has_gsplat else 'not run'}\n")
+    print("| size | forward | frames/s | forward + backward | peer | peer forward | ours vs peer |")
+    print("|---|---:|---:|---:|---|---:|---:|")
+    for size in SIZES:
+        print(measure(scene, resized_cameras(camera, size, size), args.repeats, has_gsplat), flush=True)
+
+
+if __name__ == "__main__":
+    main()
