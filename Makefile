@@ -41,7 +41,9 @@ demo: setup
 test: setup
 	$(PY) -m ruff check .
 	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --site-dir build/site  # no --quiet: it hides the warnings strict counts
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --durations=25  # the 25 slowest tests, so they stay visible
+	# worksteal: a worker that runs dry takes tests queued for the other, so a minute-long test queued last does not
+	# run alone at the end. --durations: the 25 slowest tests, so they stay visible.
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal --durations=25
 
 bench: setup
 	$(PY) -m pip install --quiet $(NO_ISOLATION) -e ".[bench]" -c $(TORCH_PIN)

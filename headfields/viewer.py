@@ -25,7 +25,7 @@ from .data.frames import TrackedParams
 from .heads import mesh_depth
 from .parametric import Head
 from .parametric.tracked_meshes import TrackedMeshModel, compose_rotations
-from .renderers.cameras import PinholeCameras, Rays
+from .renderers.cameras import PinholeCameras, Rays, image_pixels
 from .runs import Run, load_run
 from .training import CHECKPOINT_NAME, render_pixels, render_view
 from .viewer_camera import (
@@ -133,7 +133,11 @@ def render_avatar(model, cameras: PinholeCameras, head: Head, depth: bool, chunk
     if hasattr(model, "render_camera"):  # a rasteriser: its expected depth, 0 where nothing is drawn
         with torch.no_grad():
             out = model.render_camera(cameras.to(device), 0, head, 0)
-        return torch.where(out.alpha > 0, out.depth / out.alpha.clamp(min=1e-12), 0.0).cpu()
+        z = torch.where(out.alpha > 0, out.depth / out.alpha.clamp(min=1e-12), 0.0).cpu()
+        # Camera z to distance along the pixel's ray, as the other models' depths are.
+        pixels = image_pixels(cameras.to("cpu")).reshape(cameras.height, cameras.width, 2).to(z)
+        ray = torch.stack([(pixels[..., 0] - cameras.cx) / cameras.fx, (pixels[..., 1] - cameras.cy) / cameras.fy], -1)
+        return z * torch.sqrt(1 + (ray**2).sum(-1))
 
     def depth_of(rays: Rays) -> Tensor:
         result = model.render(rays, head) if hasattr(model, "render") else None

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from headfields.renderers import PinholeCameras, look_at
-from headfields.renderers.gaussians import BLUR, rasterize_gaussians
+from headfields.renderers.gaussians import BLUR, project_gaussians, rasterize_gaussians
 
 TILE = 16
 
@@ -161,6 +161,32 @@ def test_one_gaussian_footprint_is_the_projected_gaussian():
     torch.testing.assert_close(out.image[32, 32], torch.tensor([0.2, 0.4, 0.6], dtype=torch.float64) * opacity)
     torch.testing.assert_close(out.depth[32, 32], torch.tensor(opacity * z, dtype=torch.float64))
     assert int(out.radii[0]) == math.ceil(3 * math.sqrt(var))
+
+
+def test_off_image_gaussians_use_the_clamped_jacobian_and_are_not_drawn():
+    # 3DGS's computeCov2D: the Jacobian is taken at the mean clamped to 1.3x the half field of view, i.e. x/z within
+    # [-(cx/fx + 0.3 tan), (W - cx)/fx + 0.3 tan] with tan = W / (2 fx); a square touching no tile has radius 0.
+    f, z, sigma = 50.0, 2.0, 0.05
+    c2w = torch.eye(4, dtype=torch.float64)[None]
+    cameras = PinholeCameras(fx=f, fy=f, cx=32.0, cy=32.0, width=64, height=64, camera_to_world=c2w)
+    means = torch.tensor([[2.0 * z, 0.0, z], [0.1 * z, 0.0, z]], dtype=torch.float64)  # x/z = 2 (far right), 0.1
+    proj = project_gaussians(
+        means, torch.tensor([[1.0, 0, 0, 0]] * 2, dtype=torch.float64), torch.full((2, 3), sigma, dtype=torch.float64), cameras
+    )
+    limit = (64 - 32) / f + 0.3 * 64 / (2 * f)
+    for row, ratio in ((0, limit), (1, 0.1)):
+        a = sigma**2 * ((f / z) ** 2 + (f * ratio / z) ** 2) + BLUR  # J Jᵀ σ² + 0.3 I with tx = ratio z, ty = 0
+        c = sigma**2 * (f / z) ** 2 + BLUR
+        torch.testing.assert_close(proj.conics[row], torch.tensor([1 / a, 0.0, 1 / c], dtype=torch.float64))
+    assert int(proj.radii[0]) == 0 and int(proj.radii[1]) > 0
+
+
+def test_bad_near_and_sh_degree_without_sh_are_named():
+    scene = _scene(3, 1, "cpu")
+    with pytest.raises(ValueError, match="near"):
+        rasterize_gaussians(*scene, _cameras(16, 16, "cpu"), near=0.0)
+    with pytest.raises(ValueError, match="sh_degree"):
+        rasterize_gaussians(*scene[:4], scene[4][:, 0], _cameras(16, 16, "cpu"), sh_degree=0)
 
 
 def _layers(opacity: float, depths: list[float]):

@@ -55,7 +55,8 @@ class GaussianAvatarConfig:
     scaling_lr: float = 0.017  # scaling_lr
     rotation_lr: float = 0.001  # rotation_lr
     adam_eps: float = 1e-15  # gaussian_model.py training_setup: Adam(..., eps=1e-15)
-    density: DensityConfig = field(default_factory=DensityConfig)
+    # train.py resets opacities at densify_from_iter too when the background is white (GaussianAvatars trains so).
+    density: DensityConfig = field(default_factory=lambda: DensityConfig(reset_opacity_at_densify_from=True))
     regularisers: BindingRegulariserConfig = field(default_factory=BindingRegulariserConfig)
     background: tuple[float, float, float] = (1.0, 1.0, 1.0)  # the captures' white (GaussianAvatars: --white_background)
 
@@ -85,7 +86,7 @@ def cpu_config(**overrides: Any) -> GaussianAvatarConfig:
     """GaussianAvatars' rates on 3D Gaussian Splatting's original 30,000-iteration schedule (densify every 100 steps
     from 500 to 15,000, reset opacities every 3,000, position rate decayed over 30,000): a CPU's minutes reach
     thousands of steps, not GaussianAvatars' 600,000; then ``overrides``."""
-    density = DensityConfig(**ORIGINAL_SCHEDULE)
+    density = DensityConfig(**ORIGINAL_SCHEDULE, reset_opacity_at_densify_from=True)
     return GaussianAvatarConfig(**{"density": density, "position_lr_max_steps": ORIGINAL_ITERATIONS, **overrides})
 
 
@@ -136,7 +137,9 @@ class GaussianAvatar(nn.Module):
         (SH up to the degree reached; the higher bands, never trained, are zero)."""
         with torch.no_grad():
             posed = self.posed(head, frame)
-            return Splats(posed.means, F.normalize(posed.quats, dim=-1), posed.scales, posed.opacities, posed.sh)
+            # In float64 from the logits: a float32 sigmoid rounds a confident Gaussian to exactly 1, no logit to write.
+            opacities = torch.sigmoid(self.gaussians.opacity_logits.double().clamp(-30, 30))
+            return Splats(posed.means, F.normalize(posed.quats, dim=-1), posed.scales, opacities, posed.sh)
 
     def render_rays(self, rays: Rays, head: Head) -> Tensor:
         raise NotImplementedError(

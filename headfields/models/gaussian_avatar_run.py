@@ -24,7 +24,15 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from ..checkpoints import RunFolder, check_fingerprint, frozen_state_keys, load_checkpoint, run_fingerprint, save_checkpoint
+from ..checkpoints import (
+    CheckpointError,
+    RunFolder,
+    check_fingerprint,
+    frozen_state_keys,
+    load_checkpoint,
+    run_fingerprint,
+    save_checkpoint,
+)
 from ..deformers.gaussian_binding import binding_regularisers
 from ..heads import tracked_head
 from ..metrics import ssim
@@ -92,9 +100,11 @@ def fit(
     log=sys.stdout,
     described: str | None = None,
 ) -> dict:
-    """Train ``model`` on ``train_frames`` for ``training.max_iterations`` steps or ``training.max_minutes``
-    (whichever ends first; ``seed``, ``checkpoint_minutes``, ``log_every`` and ``lpips_weights`` as the shared
-    loop reads them), then score every frame of ``eval_frames``; writes ``out`` as the module docstring says and
+    """Train ``model`` on ``train_frames`` for ``training.max_iterations`` steps or ``training.max_minutes`` of
+    training (whichever ends first; the evaluation comes on top), a training frame drawn at random each step (with
+    replacement; GaussianAvatars shuffles an epoch), then score every frame of ``eval_frames``. Of the training
+    configuration it reads ``seed``, ``checkpoint_minutes``, ``log_every``, ``eval_regions``, ``render_chunk`` and
+    ``lpips_weights`` as the shared loop does; writes ``out`` as the module docstring says and
     returns the metrics (the shared loop's keys). With ``resume``, a checkpoint in ``out`` is continued."""
     from ..perceptual import load_lpips
     from ..training import CHECKPOINT_NAME, seed_everything
@@ -114,11 +124,13 @@ def fit(
     if resume and checkpoint.is_file():
         state = load_checkpoint(checkpoint, device)
         check_fingerprint(checkpoint, state.get("fingerprint"), fingerprint)
-        model.load_state_dict(state["model"], strict=False)
+        missing, unexpected = model.load_state_dict(state["model"], strict=False)
+        if unexpected or set(missing) - frozen_state_keys(model):
+            raise CheckpointError(f"checkpoint: {checkpoint} does not fit the model (missing {missing}, unexpected {unexpected})")
         step, elapsed = int(state["step"]), float(state["elapsed"])
         density.grad_sum, density.count, density.max_radii = (state["density"][k] for k in ("grad_sum", "count", "max_radii"))
-        generator.set_state(state["generator"])
-        density.generator.set_state(state["density_generator"])
+        generator.set_state(state["generator"].cpu())  # a generator's state is a CPU tensor, whatever the device
+        density.generator.set_state(state["density_generator"].cpu())
         print(f"{out}: resumed at step {step}", file=log)
     groups = gaussian_param_groups(model.gaussians, _learning_rates(config, extent))
     optimizer = torch.optim.Adam(groups, lr=0.0, eps=config.adam_eps)
@@ -142,6 +154,8 @@ def fit(
         d_ssim = 1.0 - ssim(render.image, truth)
         position, scale = binding_regularisers(model.gaussians, render.radii > 0, config.regularisers)
         loss = (1 - config.ssim_weight) * l1 + config.ssim_weight * d_ssim + position + scale
+        if not torch.isfinite(loss):  # stop before the step: the checkpoint on disk stays the last good one
+            raise FloatingPointError(f"step {step}: the loss is {float(loss)} (frame {frame}); the last checkpoint is kept")
         loss.backward()
         density.accumulate(render.means2d.grad, render.radii, cameras.width, cameras.height)
         posed_scale = model.posed(train_head, frame).face_scale.detach()
@@ -168,7 +182,7 @@ def fit(
     with torch.no_grad():
         final = evaluate(
             model, eval_frames, frames, training.render_chunk, device, out / "renders" / "final", eval_head,
-            lpips=load_lpips(training.lpips_weights, device),
+            regions=dict(training.eval_regions), lpips=load_lpips(training.lpips_weights, device),
         )  # fmt: skip
     metrics = {
         **final.metrics(),

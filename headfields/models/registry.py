@@ -213,7 +213,7 @@ def _entries() -> dict[str, ModelEntry]:
             train=_train_mononphm,
         ),
         # Beyond the four papers: GaussianAvatars, its own loop (headfields.models.gaussian_avatar_run), which reads the
-        # budget, the seed, the checkpoint interval and the render settings of the training configuration.
+        # budget, the seed, the checkpoint minutes and the evaluation settings of the training configuration.
         "gaussian_avatar": _paper_model(
             "gaussian_avatar",
             _gaussian_avatar,

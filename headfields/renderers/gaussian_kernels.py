@@ -52,6 +52,7 @@ def _kernels(scalar: type) -> tuple[wp.Kernel, wp.Kernel]:
     """The forward and backward kernels in ``scalar`` (wp.float32 or wp.float64), built on first use."""
     alpha_min, alpha_max, t_min = scalar(ALPHA_MIN), scalar(ALPHA_MAX), scalar(TRANSMITTANCE_MIN)
     half, one, zero = scalar(0.5), scalar(1.0), scalar(0.0)
+    tile_side = TILE
 
     @no_type_check  # Warp parameter types are not Python type hints; keep the jaxtyping checker off them.
     @wp.func
@@ -74,7 +75,7 @@ def _kernels(scalar: type) -> tuple[wp.Kernel, wp.Kernel]:
         p = pixel[wp.tid()]
         py = p / width
         px = p - py * width
-        tile = (py / 16) * tiles_x + px / 16
+        tile = (py / tile_side) * tiles_x + px / tile_side
         cx = scalar(px) + half
         cy = scalar(py) + half
         t = one
@@ -130,7 +131,7 @@ def _kernels(scalar: type) -> tuple[wp.Kernel, wp.Kernel]:
         s = slot[i]
         py = p / width
         px = p - py * width
-        tile = (py / 16) * tiles_x + px / 16
+        tile = (py / tile_side) * tiles_x + px / tile_side
         cx = scalar(px) + half
         cy = scalar(py) + half
         g_r = grad_out[p, 0]
@@ -183,10 +184,10 @@ def _kernels(scalar: type) -> tuple[wp.Kernel, wp.Kernel]:
 
 def _exponent_cut(opacity: Tensor) -> Tensor:
     """Below this exponent a splat's alpha, ``opacity · exp(power)``, is under 1/255 whatever the clamp: a pixel
-    skips it without the exponential (most of a tile's splats are far from most of its pixels). Kept a relative
-    1e-5 short of the bound, so that the exact test on alpha still decides the borderline cases."""
+    skips it without the exponential (most of a tile's splats are far from most of its pixels). Kept 1e-5 (and
+    1e-5 of its size) short of the bound, so that the exact test on alpha still decides the borderline cases."""
     bound = torch.log(ALPHA_MIN / opacity.clamp(min=torch.finfo(opacity.dtype).tiny))
-    return bound - 1e-5 * bound.abs()
+    return bound - 1e-5 * (1 + bound.abs())
 
 
 class _Blend(torch.autograd.Function):
@@ -212,6 +213,8 @@ class _Blend(torch.autograd.Function):
         rows, cut, out, last = ctx.saved_tensors
         tiles, device = ctx.tiles, rows.device
         slots, slot = kernels.launch_slots(len(tiles.pixel), device, PIXELS_PER_THREAD)
+        if slots * rows.numel() * rows.element_size() >= 2**31:  # Warp's strides are 32-bit byte counts
+            raise ValueError(f"means: {len(rows):,} (tile, Gaussian) pairs are too many for the CPU's gradient buffers")
         grad_rows = rows.new_zeros(slots, *rows.shape)
         backward = _kernels(_SCALARS[rows.dtype])[1]
         shared = [rows, cut, tiles.start, tiles.width, tiles.tiles_x, out, last, grad_out.contiguous(), grad_rows]

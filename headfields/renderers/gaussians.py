@@ -35,7 +35,7 @@ from torch import Tensor
 from ..checks import IntLike, check_count, check_finite, check_float, check_shape, checking_values, validation
 from ..encoders.spherical_harmonics import MAX_DEGREE, _real_sh
 from .cameras import PinholeCameras
-from .gaussian_kernels import ALPHA_MIN, TILE, blend_tiles
+from .gaussian_kernels import ALPHA_MIN, PARAMS, TILE, blend_tiles
 
 __all__ = ["BLUR", "GaussianRender", "TileLists", "project_gaussians", "rasterize_gaussians", "sh_colors"]
 
@@ -117,8 +117,9 @@ def project_gaussians(
     fx, fy, cx, cy, w, h = cameras.fx, cameras.fy, cameras.cx, cameras.cy, cameras.width, cameras.height
     # The Jacobian at the mean clamped to the field of view widened by 0.3 of it on either side (3DGS's
     # computeCov2D, gsplat's persp_proj): a Gaussian far outside the image keeps a bounded footprint.
-    tx = z * torch.clamp(x / z, -(cx / fx + (FOV_MARGIN - 1) * w / fx), (w - cx) / fx + (FOV_MARGIN - 1) * w / fx)
-    ty = z * torch.clamp(y / z, -(cy / fy + (FOV_MARGIN - 1) * h / fy), (h - cy) / fy + (FOV_MARGIN - 1) * h / fy)
+    margin_x, margin_y = (FOV_MARGIN - 1) * 0.5 * w / fx, (FOV_MARGIN - 1) * 0.5 * h / fy  # 0.3 tan(half field of view)
+    tx = z * torch.clamp(x / z, -(cx / fx + margin_x), (w - cx) / fx + margin_x)
+    ty = z * torch.clamp(y / z, -(cy / fy + margin_y), (h - cy) / fy + margin_y)
     zero = torch.zeros_like(z)
     jacobian = torch.stack(
         [torch.stack([fx / z, zero, -fx * tx / z**2], -1), torch.stack([zero, fy / z, -fy * ty / z**2], -1)], -2
@@ -135,7 +136,20 @@ def project_gaussians(
     largest = mid + torch.sqrt(torch.clamp(mid * mid - det, min=0.1))
     radii = torch.where(good, torch.ceil(SIGMAS * torch.sqrt(largest.detach())), 0).long()
     means2d = torch.stack([fx * x / z + cx, fy * y / z + cy], -1)
+    # A Gaussian whose square touches no tile of the image is not drawn (3DGS's getRect): radius 0.
+    lo_x, hi_x, lo_y, hi_y = _tile_rect(means2d.detach(), radii.to(means2d.dtype), w, h)
+    radii = torch.where((hi_x > lo_x) & (hi_y > lo_y), radii, 0)
     return Projection2D(means2d=means2d, conics=conics, depths=z, radii=radii)
+
+
+def _tile_rect(center: Tensor, radius: Tensor, width: int, height: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The tiles (first and one past the last, on each axis) a square of half-side ``radius`` about ``center`` touches."""
+    tiles_x, tiles_y = -(-width // TILE), -(-height // TILE)
+    lo_x = ((center[:, 0] - radius) / TILE).floor().clamp(0, tiles_x).long()
+    hi_x = ((center[:, 0] + radius) / TILE).floor().add(1).clamp(0, tiles_x).long()
+    lo_y = ((center[:, 1] - radius) / TILE).floor().clamp(0, tiles_y).long()
+    hi_y = ((center[:, 1] + radius) / TILE).floor().add(1).clamp(0, tiles_y).long()
+    return lo_x, hi_x, lo_y, hi_y
 
 
 def sh_colors(
@@ -164,19 +178,21 @@ def _tile_lists(proj: Projection2D, opacities: Tensor, width: int, height: int) 
     center = proj.means2d.detach()
     sigmas = torch.sqrt(2 * torch.log(torch.clamp(opacities.detach() / ALPHA_MIN, min=1.0)))
     radius = torch.minimum(proj.radii.to(center.dtype), torch.ceil(sigmas * proj.radii / SIGMAS))
-    lo_x = ((center[:, 0] - radius) / TILE).floor().clamp(0, tiles_x).long()
-    hi_x = ((center[:, 0] + radius) / TILE).floor().add(1).clamp(0, tiles_x).long()
-    lo_y = ((center[:, 1] - radius) / TILE).floor().clamp(0, tiles_y).long()
-    hi_y = ((center[:, 1] + radius) / TILE).floor().add(1).clamp(0, tiles_y).long()
+    lo_x, hi_x, lo_y, hi_y = _tile_rect(center, radius, width, height)
     span_x = hi_x - lo_x
     count = torch.where(radius > 0, span_x * (hi_y - lo_y), 0)
     gaussian = torch.repeat_interleave(torch.arange(len(count), device=device), count)  # a host sync on CUDA
+    if len(gaussian) * PARAMS >= 2**31:  # Warp indexes its arrays with 32-bit strides
+        raise ValueError(
+            f"means: {len(gaussian):,} (tile, Gaussian) pairs, more than the rasteriser indexes (2^31 / {PARAMS}): fewer "
+            "or smaller Gaussians, or a smaller image"
+        )
     first = torch.cumsum(count, 0) - count
     k = torch.arange(len(gaussian), device=device) - first[gaussian]
     tile = (lo_y[gaussian] + k // span_x[gaussian]) * tiles_x + lo_x[gaussian] + k % span_x[gaussian]
     # Positive float32 depths order as their bit patterns: the key is the tile above the depth's 32 bits.
     depth_bits = proj.depths.detach().float().view(torch.int32).long()[gaussian]
-    order = torch.argsort((tile << 32) | depth_bits)
+    order = torch.argsort((tile << 32) | depth_bits, stable=True)  # equal depths keep the Gaussians' order
     per_tile = torch.bincount(tile, minlength=tiles_x * tiles_y)
     end = torch.cumsum(per_tile, 0)
     rows = torch.arange(tiles_y * TILE, device=device)[:, None].expand(-1, tiles_x * TILE)
@@ -256,8 +272,12 @@ def rasterize_gaussians(
     with validation(validate):
         _check(means, quats, scales, opacities, colors, cameras)
         frame = check_count("frame", frame, 0, cameras.num_frames - 1)
-        if sh_degree is not None and colors.dim() == 3:
+        if sh_degree is not None and colors.dim() == 2:
+            raise ValueError(f"sh_degree: expected None with [N, 3] colours (no SH to evaluate), got {sh_degree}")
+        if sh_degree is not None:
             check_count("sh_degree", sh_degree, 0, math.isqrt(colors.shape[1]) - 1)
+        if not (isinstance(near, int | float) and math.isfinite(near) and near > 0):
+            raise ValueError(f"near: expected a positive distance in the camera's units, got {near!r}")
         if background is not None:
             check_shape("background", background, [3], means.device)
             check_finite("background", background)
