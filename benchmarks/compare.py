@@ -72,7 +72,6 @@ from headfields.heads import tracked_head
 from headfields.kernels import num_cpu_threads
 from headfields.models import gaussian_avatar, hyper_neus, insta, monoavatar, portrait360
 from headfields.models.gaussian_avatar import GaussianAvatar
-from headfields.models.gaussian_avatar_run import fit
 from headfields.models.hyper_neus import HyperNeusAvatar, HyperNeusConfig
 from headfields.models.insta import INSTA_HASH_GRID, Insta, InstaConfig
 from headfields.models.mixes import MIXES
@@ -83,7 +82,7 @@ from headfields.parametric import Head, ParametricModel, load_model
 from headfields.synthetic import cached_synthetic_video
 from headfields.training import TrainingConfig, evenly_spread
 
-from avatars import FRAME_SIZE, median_seconds, render_frame_seconds, rendering_rays_per_second, train_variant
+from avatars import FRAME_SIZE, median_seconds, train_variant
 
 DEFAULT_MINUTES, QUICK_MINUTES = 5.0, 0.5
 QUICK_EVAL_FRAMES = 3  # held-out frames evaluated by --quick, spread evenly over the test split
@@ -110,7 +109,7 @@ class Entry:
     frames_per_batch: int | None
     peer: str | None = None  # a mix's closest paper model (its key)
     samples_per_batch: int | None = None  # a budget of trained samples a step (the rays then adapt to it)
-    images: bool = False  # trains whole images with its own loop (GaussianAvatar: gaussian_avatar_run.fit)
+    images: bool = False  # draws whole images (GaussianAvatar): its 512² frame's speed-up on its peer is printed
 
 
 NO_CORRECTION = monoavatar.cpu_config(error_correction=None)
@@ -261,15 +260,7 @@ def train_one(entry: Entry, args: argparse.Namespace) -> dict:
         torch.cuda.reset_peak_memory_stats(device)
         before = torch.cuda.memory_allocated(device)  # the model's weights and the frames' tensors
     frame_size = None if args.quick else FRAME_SIZE
-    if entry.images:
-        metrics = fit(model, train_frames, eval_frames, args.out / entry.key, config, device, resume=False)
-        metrics["iterations_per_second"] = metrics["iterations"] / metrics["train_seconds"]
-        metrics["render_rays_per_second"] = rendering_rays_per_second(model, eval_frames, repeats)
-        if frame_size:
-            metrics["render_frame_size"] = frame_size
-            metrics["render_frame_seconds"] = render_frame_seconds(model, eval_frames, frame_size)
-    else:
-        metrics = train_variant(model, train_frames, eval_frames, args.out / entry.key, config, repeats, frame_size)
+    metrics = train_variant(model, train_frames, eval_frames, args.out / entry.key, config, repeats, frame_size)
     if device.type == "cuda":  # torch's allocations only (Warp allocates its BVHs itself)
         metrics["peak_memory_bytes"] = torch.cuda.max_memory_allocated(device) - before
     else:

@@ -124,7 +124,11 @@ class GaussianAvatar(nn.Module):
     ) -> GaussianRender:
         """The image of camera ``camera`` of ``cameras`` seeing frame ``head_frame`` of ``head``, over the
         recipe's background, with the SH degree reached so far."""
-        posed = self.posed(head, head_frame)
+        return self.rasterize(self.posed(head, head_frame), cameras, camera, validate)
+
+    def rasterize(self, posed: PosedGaussians, cameras: PinholeCameras, camera: IntLike, validate: bool = True) -> GaussianRender:
+        """:meth:`render_camera` of Gaussians already posed (:meth:`posed`): the training loop poses them once a step
+        for the image and for density control's face scales."""
         background = torch.tensor(self.config.background, dtype=posed.means.dtype, device=posed.means.device)
         degree = int(self.active_sh_degree)
         return rasterize_gaussians(

@@ -37,7 +37,7 @@ from ..deformers.gaussian_binding import binding_regularisers
 from ..heads import tracked_head
 from ..metrics import ssim
 from ..outputs import write_atomic
-from ..training.evaluation import evaluate, evenly_spread
+from ..training.evaluation import evaluate
 from ..training.gaussian_density import DensityControl, gaussian_param_groups
 from .gaussian_avatar import GaussianAvatar, GaussianAvatarConfig, position_learning_rate
 
@@ -147,7 +147,8 @@ def fit(
             if group["name"] == "local_means":
                 group["lr"] = position_learning_rate(config, step, extent)
         frame = int(torch.randint(len(train_frames), (1,), generator=generator))
-        render = model.render_camera(cameras, frame, train_head, frame, validate=False)
+        posed = model.posed(train_head, frame)
+        render = model.rasterize(posed, cameras, frame, validate=False)
         render.means2d.retain_grad()
         truth = train_frames.images[frame].to(device).float() / 255.0
         l1 = (render.image - truth).abs().mean()
@@ -158,8 +159,7 @@ def fit(
             raise FloatingPointError(f"step {step}: the loss is {float(loss)} (frame {frame}); the last checkpoint is kept")
         loss.backward()
         density.accumulate(render.means2d.grad, render.radii, cameras.width, cameras.height)
-        posed_scale = model.posed(train_head, frame).face_scale.detach()
-        counts = density.step(step, model.gaussians, optimizer, extent, posed_scale)
+        counts = density.step(step, model.gaussians, optimizer, extent, posed.face_scale.detach())
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         if step % training.log_every == 0 or step == 1:
@@ -178,10 +178,10 @@ def fit(
     model.eval()
     state = _checkpoint_state(model, optimizer, density, step, elapsed, generator, training, fingerprint, described)
     save_checkpoint(state, checkpoint)
-    frames = evenly_spread(len(eval_frames), len(eval_frames))
+    every = list(range(len(eval_frames)))
     with torch.no_grad():
         final = evaluate(
-            model, eval_frames, frames, training.render_chunk, device, out / "renders" / "final", eval_head,
+            model, eval_frames, every, training.render_chunk, device, out / "renders" / "final", eval_head,
             regions=dict(training.eval_regions), lpips=load_lpips(training.lpips_weights, device),
         )  # fmt: skip
     metrics = {

@@ -33,6 +33,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from ..checks import IntLike, check_count, check_finite, check_float, check_shape, checking_values, validation
+from ..deformers.gaussian_binding import quaternion_to_matrix
 from ..encoders.spherical_harmonics import MAX_DEGREE, _real_sh
 from .cameras import PinholeCameras
 from .gaussian_kernels import ALPHA_MIN, PARAMS, TILE, blend_tiles
@@ -84,16 +85,6 @@ class GaussianRender:
     radii: Int[Tensor, " N"]
 
 
-def _rotations(quats: Tensor) -> Tensor:
-    w, x, y, z = F.normalize(quats, dim=-1).unbind(-1)
-    rows = [
-        [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
-        [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
-        [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
-    ]
-    return torch.stack([torch.stack(r, -1) for r in rows], -2)
-
-
 def project_gaussians(
     means: Float[Tensor, "N 3"],
     quats: Float[Tensor, "N 4"],
@@ -124,7 +115,7 @@ def project_gaussians(
     jacobian = torch.stack(
         [torch.stack([fx / z, zero, -fx * tx / z**2], -1), torch.stack([zero, fy / z, -fy * ty / z**2], -1)], -2
     )
-    m = _rotations(quats) * scales[:, None, :]  # R S
+    m = quaternion_to_matrix(quats) * scales[:, None, :]  # R S (of the normalised quaternion)
     t = jacobian @ w2c[:3, :3] @ m  # [N, 2, 3]
     cov = t @ t.transpose(1, 2)
     a, b, c = cov[:, 0, 0] + BLUR, cov[:, 0, 1], cov[:, 1, 1] + BLUR
@@ -229,10 +220,8 @@ def _check(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, colo
                 f"colors: expected [N, 3] colours or [N, K, 3] SH coefficients with K a square up to {MAX_DEGREE**2}, "
                 f"got K = {colors.shape[1]}"
             )
-    if len({t.dtype for t in (means, quats, scales, opacities, colors)}) != 1 or means.dtype not in (
-        torch.float32,
-        torch.float64,
-    ):
+    dtypes = {t.dtype for t in (means, quats, scales, opacities, colors)}
+    if len(dtypes) != 1 or means.dtype not in (torch.float32, torch.float64):
         raise TypeError("means, quats, scales, opacities, colors: expected one dtype, float32 or float64")
     if cameras.device != device:
         raise ValueError(f"cameras: expected cameras on {device} (the device of means), got {cameras.device}")

@@ -128,8 +128,7 @@ def render_view(
     a model with ``render_camera(cameras, camera, head, head_frame)`` (a rasteriser) draws it in one call."""
     check_count("head_frame", head_frame, 0, head.num_frames - 1)
     if hasattr(model, "render_camera"):  # a rasteriser draws the whole image at once (GaussianAvatar)
-        size = f"{cameras.width} x {cameras.height} pixels"
-        check_memory("cameras", size, image_bytes(cameras.width, cameras.height), device, "an image's buffers")
+        _check_image_memory(cameras, device)
         with torch.no_grad():
             return model.render_camera(cameras.to(device), camera, head, head_frame).image.clamp(0, 1).cpu()
 
@@ -139,12 +138,17 @@ def render_view(
     return render_pixels(render, cameras.to(device), camera, chunk).clamp(0, 1)
 
 
+def _check_image_memory(cameras: PinholeCameras, device: torch.device) -> None:
+    """Refuse an image of ``cameras``' size that ``device`` has no memory for, before anything is allocated."""
+    size = f"{cameras.width} x {cameras.height} pixels"
+    check_memory("cameras", size, image_bytes(cameras.width, cameras.height), device, "an image's buffers")
+
+
 def render_pixels(render: Callable[[Rays], Tensor], cameras: PinholeCameras, camera: int, chunk: int) -> Float[Tensor, "H W C"]:
     """What ``render(rays)`` gives for every pixel of camera ``camera`` of ``cameras`` (colours [R, 3], a depth [R],
     ...), ``chunk`` rays at a time without gradients, as an image [H, W, C] on the CPU. An image too large for the
     memory available is refused before anything is allocated."""
-    size = f"{cameras.width} x {cameras.height} pixels"
-    check_memory("cameras", size, image_bytes(cameras.width, cameras.height), cameras.device, "an image's buffers")
+    _check_image_memory(cameras, cameras.device)
     pixels = image_pixels(cameras)
     out = []
     with torch.no_grad():
