@@ -4,18 +4,24 @@
     python benchmarks/render.py --only insta --sizes 512  # one model, one size
     python benchmarks/render.py --train-minutes 5         # models trained longer first (opaque heads stop earlier)
     python benchmarks/render.py --only insta --sizes 512 --anatomy  # and where the 512² frame's time goes
+    python benchmarks/render.py --only insta --baseline ../old      # and another checkout's renderers on the same runs
 
 Each model (its CPU recipe on the CPU, its paper recipe on CUDA, unless ``--recipe``) is trained for
 ``--train-minutes`` on its synthetic video into ``--out/<model>`` (a run folder: a finished run there is reused,
 not trained again), then loaded with :func:`headfields.load_run`. For each size, the first held-out frame is
-rendered through its camera resized to that square, ``--chunk`` rays a call as the evaluation renders: by the
-inference renderer (``model.render_rays``: rounds over the live rays, stopped at transmittance 1e-4) and by the
-training renderer (``model.render(rays, head)``: every sample), each the median of ``--repeats`` after a warm-up.
+rendered through its camera resized to that square: by the inference renderer (``model.render_rays``: rounds over
+the live rays, stopped at transmittance 1e-4), ``--chunk`` rays a call (default: the run's ``render_chunk``, as the
+evaluation, ``render`` and ``view`` call it), and by the training renderer (``model.render(rays, head)``: every
+sample; 8,192 rays a call, ``TrainingConfig``'s default), each the median of ``--repeats`` after a warm-up.
 Printed: ms a frame for each, their ratio, and at the frame's own size the PSNR of both against the held-out
 image and their difference (the inference renderer's stated agreement: 0.1 dB or better). Written to
 ``--out/render.json``. ``--anatomy`` (occupancy-grid models: INSTA, the portrait) also times, at the largest size,
 the march, the mesh shell's filter and the field over every sample, and counts what the stop at 1e-4 can save: the
 rays with samples, their samples, their opacity, and the share of samples in front of the stop.
+
+``--baseline CHECKOUT`` then runs that checkout's own benchmarks/render.py (its package) on the same trained runs
+and sizes, in a child process right after ours, and prints each frame's time against it: the A/B against the
+renderers as they were.
 """
 
 from __future__ import annotations
@@ -23,7 +29,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import platform
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -44,6 +53,7 @@ from avatars import median_seconds
 MODELS = ("insta", "monoavatar", "portrait360", "hyper_neus")  # the default; --only takes any registered model but MonoNPHM
 CHOICES = tuple(name for name in REGISTERED if name != "mononphm")  # a prior to train first: benchmarks/nphm.py
 SIZES = (128, 256, 512)
+TRAINING_CHUNK = 8192  # rays a call of the training renderer: TrainingConfig's render_chunk, which fits every model
 
 
 def train_model(name: str, recipe: str, minutes: float, out: Path, device: torch.device) -> Path:
@@ -64,8 +74,9 @@ def train_model(name: str, recipe: str, minutes: float, out: Path, device: torch
     return folder
 
 
-def measure(run, sizes: tuple[int, ...], chunk: int, repeats: int, device: torch.device) -> dict:
+def measure(run, sizes: tuple[int, ...], chunk: int | None, repeats: int, device: torch.device) -> dict:
     model, frames, head = run.model, run.subject.eval, run.eval_head
+    chunk = run.config.training.render_chunk if chunk is None else chunk
 
     def renderers(cameras):  # camera 0 sees held-out frame 0's head
         def inference(rays):
@@ -76,7 +87,7 @@ def measure(run, sizes: tuple[int, ...], chunk: int, repeats: int, device: torch
 
         return {
             "inference": lambda: render_pixels(inference, cameras, 0, chunk),
-            "training": lambda: render_pixels(training, cameras, 0, chunk),
+            "training": lambda: render_pixels(training, cameras, 0, TRAINING_CHUNK),
         }
 
     result = {"sizes": {}}
@@ -130,6 +141,24 @@ def _points(samples, rays, index):
     return rays.origins[ray] + samples.t_mid[index, None] * rays.directions[ray], rays.directions[ray], rays.frame[ray]
 
 
+def baseline(checkout: Path, args: argparse.Namespace) -> dict:
+    """``checkout``'s benchmarks/render.py on our runs (linked into ``--out/baseline``): its render.json's models."""
+    out = args.out / "baseline"
+    out.mkdir(parents=True, exist_ok=True)
+    for name in args.only:
+        link = out / name
+        if not link.exists():
+            link.symlink_to((args.out / name).resolve(), target_is_directory=True)
+    command = [sys.executable, str(checkout / "benchmarks" / "render.py"), "--only", *args.only, "--device", args.device]
+    command += ["--sizes", *map(str, args.sizes), "--repeats", str(args.repeats), "--out", str(out)]
+    command += [] if args.chunk is None else ["--chunk", str(args.chunk)]
+    print(f"\n== baseline: {checkout} ==", flush=True)
+    code = subprocess.run(command, cwd=checkout, env={**os.environ, "PYTHONPATH": str(checkout)}).returncode
+    if code != 0:
+        raise SystemExit(f"--baseline: its render.py exited with status {code}")
+    return json.loads((out / "render.json").read_text())["models"]
+
+
 def timed(work):
     start = time.perf_counter()
     out = work()
@@ -142,12 +171,15 @@ def main() -> None:
     parser.add_argument("--sizes", nargs="+", type=int, default=list(SIZES))
     parser.add_argument("--train-minutes", type=float, default=2.0)
     parser.add_argument("--recipe", choices=("paper", "cpu"), default=None, help="default: paper on CUDA, cpu on the CPU")
-    parser.add_argument("--chunk", type=int, default=8192, help="rays a render call (the evaluation's render_chunk)")
+    parser.add_argument("--chunk", type=int, default=None, help="rays an inference render call (default: the run's)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--anatomy", action="store_true", help="also where the largest frame's time goes")
     parser.add_argument("--out", type=Path, default=Path("outputs/render_benchmark"))
+    parser.add_argument("--baseline", type=Path, default=None, help="a checkout whose renderers also render our runs (A/B)")
     args = parser.parse_args()
+    if args.baseline is not None and not (args.baseline / "benchmarks" / "render.py").is_file():
+        raise SystemExit(f"--baseline: expected a headfields checkout, got {args.baseline} (no benchmarks/render.py)")
     device = torch.device(args.device)
     recipe = args.recipe or ("paper" if device.type == "cuda" else "cpu")
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
@@ -178,6 +210,17 @@ def main() -> None:
             print(f"| {name} | {a['size']}² | {a['marched']:,} | {a['kept']:,} | {a['march_s']:.2f} | {a['shell_s']:.2f} | "
                   f"{a['field_s']:.2f} | {a['us_per_sample']:.2f} | {a['hit_rays']:,} | {a['samples_per_hit_ray']:.1f} | "
                   f"{a['median_opacity']:.3f} | {a['opaque_rays']:.0%} | {a['in_front_of_stop']:.0%} |")  # fmt: skip
+    if args.baseline is not None:
+        old = baseline(args.baseline.resolve(), args)
+        print("\n| model | size | inference ms | baseline inference ms | ratio | baseline training ms | ratio |")
+        print("|---|---:|---:|---:|---:|---:|---:|")
+        for name, r in results.items():
+            for size, t in r["sizes"].items():
+                b = old[name]["sizes"][str(size)]
+                new = t["inference_ms"]
+                print(f"| {name} | {size}² | {new:,.0f} | {b['inference_ms']:,.0f} | {b['inference_ms'] / new:.2f}x | "
+                      f"{b['training_ms']:,.0f} | {b['training_ms'] / new:.2f}x |")  # fmt: skip
+            r["baseline"] = old[name]
     args.out.mkdir(parents=True, exist_ok=True)
     info = {"device": gpu or "cpu", "threads": torch.get_num_threads(), "recipe": recipe, "train_minutes": args.train_minutes}
     (args.out / "render.json").write_text(json.dumps({"info": info, "models": results}, indent=2))

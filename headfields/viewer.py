@@ -187,11 +187,12 @@ class AvatarViewer:
         device: str | torch.device | None = None,
         moving_pixels: int | None = None,
         resting_pixels: int | None = None,
-        chunk: int = 8192,
+        chunk: int | None = None,
     ):
         self.run = run_or_path if isinstance(run_or_path, Run) else load_run(run_or_path, device)
         self.host, self.port, self.watch = host, port, watch
-        self.moving_pixels, self.resting_pixels, self.chunk = moving_pixels, resting_pixels, chunk
+        self.moving_pixels, self.resting_pixels = moving_pixels, resting_pixels
+        self.chunk = self.run.config.training.render_chunk if chunk is None else chunk  # None: the run's
         self.server = None
         self.frames_rendered = 0  # images sent to browsers (tests wait on it)
         self.sharp_frames = 0  # ... of them at the resting resolution

@@ -196,6 +196,43 @@ def test_linear_module_is_an_nn_linear_and_mlp_uses_it():
     assert_close(net(x), reference, rtol=1e-5, atol=1e-5)
 
 
+def _layer_by_layer(net, x):
+    """The reference: F.linear and each other layer in turn, in float64."""
+    out = x.double()
+    for m in net:
+        out = F.linear(out, m.weight.double(), m.bias.double()) if isinstance(m, torch.nn.Linear) else m(out)
+    return out
+
+
+@pytest.mark.parametrize("rows", [1, 4096, 2 * 4096 + 37])
+@pytest.mark.parametrize("build", [lambda: mlp(19, 64, 2, 16), lambda: networks.mlp_trunk(19, 32, 3)])
+def test_mlp_without_autograd_runs_blocks_through_every_layer(rows, build):
+    # Blocks of rows through every layer (the ReLU inside the product), the last rows layer by layer: the same values
+    # as the layers one after another, with and without autograd, for a trunk that ends in a ReLU too.
+    torch.manual_seed(0)
+    net, x = build(), torch.randn(rows, 19)
+    assert isinstance(net, networks.Mlp)
+    with torch.no_grad():
+        fused = net(x)
+    layered = net(x)
+    assert_close(fused.double(), _layer_by_layer(net, x), rtol=1e-5, atol=1e-5)
+    if networks.onednn_linear():  # the same products, block for block
+        assert torch.equal(fused, layered.detach())
+    assert layered.requires_grad and not fused.requires_grad
+    with torch.no_grad():  # leading dimensions kept
+        assert net(x.reshape(1, rows, 19)).shape == (1, rows, net(x[:1]).shape[-1])
+
+
+def test_mlp_with_other_layers_or_input_runs_them_one_by_one():
+    torch.manual_seed(1)
+    net = networks.Mlp(Linear(5, 8), Softplus(), Linear(8, 2))
+    x = torch.randn(5000, 5)
+    with torch.no_grad():
+        assert_close(net(x).double(), _layer_by_layer(net, x), rtol=1e-5, atol=1e-5)  # not fused: a softplus
+        double = mlp(5, 8, 1, 2).double()
+        assert_close(double(x.double()), _layer_by_layer(double, x), rtol=1e-12, atol=1e-12)  # float64: plain
+
+
 # ---------------------------------------------------------------- linear: the private oneDNN op, its fallback, its switch
 
 

@@ -13,8 +13,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from headfields.geometry import TriangleMesh, uv_sphere
-from headfields.renderers import PackedSamples, Rays, mesh_guided_filter, ray_aabb, stratified_samples
+from headfields.renderers import (
+    OccupancyGrid,
+    OccupancySampler,
+    PackedSamples,
+    Rays,
+    mesh_guided_filter,
+    ray_aabb,
+    stratified_samples,
+)
+from headfields.renderers.mesh_sampler import shell_cells
 
+from hand_heads import bent_head
 from helpers import raises_naming
 
 HYPOTHESIS = settings(max_examples=25, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
@@ -235,3 +245,63 @@ def test_midpoints_keep_dtype(dtype):
     samples = stratified_samples((torch.zeros(2, 3, dtype=dtype), torch.ones(2, 3, dtype=dtype)), 0.0, 1.0, 2)
     assert samples.t_start.dtype == dtype
     assert samples.midpoints(torch.zeros(2, 3, dtype=dtype), torch.ones(2, 3, dtype=dtype)).dtype == dtype
+
+
+def test_shell_cells_bound_the_distance_to_the_mesh():
+    # Truth: trimesh's exact distances. A point in a cell wholly inside lies within the shell; one in a cell out of
+    # reach lies beyond it; both kinds exist, and cells across the edge are neither.
+    v, f = uv_sphere(16, 32)
+    vertices = torch.stack([v, v * 0.7 + torch.tensor([0.3, 0.0, 0.1])])
+    mesh, shell = TriangleMesh(vertices, f), 0.2
+    grid = OccupancyGrid(torch.tensor([[-1.2] * 3, [1.2] * 3]), 24)
+    grid.binary[:, :, :3] = False  # cells never classified: out of reach
+    cells = shell_cells(grid, mesh, 1, shell)
+    points = torch.rand(20000, 3, generator=torch.Generator().manual_seed(0)) * 2.4 - 1.2
+    tm = trimesh.Trimesh(vertices[1].numpy(), f.numpy(), process=False)
+    distance = torch.from_numpy(trimesh.proximity.closest_point(tm, points.numpy())[1]).float()
+    inside = cells.contains(points)
+    c = torch.floor((points - grid.aabb[0]) * grid._scale).long().clamp(0, 23)
+    out_of_reach = ~cells.reach[c[:, 0], c[:, 1], c[:, 2]]
+    assert inside.sum() > 500 and out_of_reach.sum() > 5000 and (~inside & ~out_of_reach).sum() > 500
+    assert (distance[inside] <= shell + 1e-6).all()
+    assert (distance[out_of_reach & grid.binary[c[:, 0], c[:, 1], c[:, 2]]] > shell - 1e-6).all()
+    assert not cells.reach[:, :, :3].any() and not (cells.inside & ~cells.reach).any()
+    with raises_naming("frame"):
+        shell_cells(grid, mesh, 2, shell)
+
+
+def test_frame_shells_give_the_same_samples_and_keep_the_frame_s_cells():
+    head = bent_head(frames=2, seed=1)
+    box = torch.stack([head.vertices.amin((0, 1)) - 0.3, head.vertices.amax((0, 1)) + 0.3]).float()
+    sampler = OccupancySampler(box, 64, 512, 0, 0.95, 0.01, shell=0.08)
+    g = torch.Generator().manual_seed(4)
+    centre = head.vertices[1].mean(0).float()
+    origins = centre + torch.tensor([0.0, 0.0, -4.0]) + torch.randn(300, 3, generator=g) * 0.2
+    dirs = torch.nn.functional.normalize(centre + torch.randn(300, 3, generator=g) * 0.5 - origins, dim=-1)
+    rays = Rays(origins, dirs, torch.ones(300, dtype=torch.long))
+    plain = sampler(rays, head)
+    with sampler.frame_shells():
+        fast = sampler(rays, head)
+        kept = sampler._shell_cells[1]
+        assert kept.inside.any() and (kept.reach & ~kept.inside).any() and not kept.reach.all()
+        again = sampler(rays, head)
+        assert sampler._shell_cells[1] is kept  # the frame's cells reused
+        sampler.grid.binary[0] = False  # the grid changed: classified again
+        sampler(rays, head)
+        assert sampler._shell_cells[1] is not kept
+        mixed = sampler(Rays(origins, dirs, torch.arange(300) % 2), head)  # two frames: the plain path
+    assert len(plain) > 1000
+    for samples in (fast, again):
+        assert torch.equal(samples.ray, plain.ray) and torch.equal(samples.t_start, plain.t_start)
+        assert torch.equal(samples.t_end, plain.t_end)
+    assert torch.equal(mixed.ray, sampler(Rays(origins, dirs, torch.arange(300) % 2), head).ray)
+
+
+def test_march_cells_bad_input():
+    grid = OccupancyGrid(torch.tensor([[-1.0] * 3, [1.0] * 3]), 8)
+    o, d = torch.zeros(1, 3), torch.tensor([[0.0, 0.0, 1.0]])
+    with raises_naming("cells"):
+        grid.march(o, d, cells=torch.ones(8, 8, 4, dtype=torch.bool))
+    with raises_naming("cells"):
+        grid.march(o, d, cells=torch.ones(8, 8, 8))
+    assert len(grid.march(o, d, cells=torch.zeros(8, 8, 8, dtype=torch.bool))) == 0

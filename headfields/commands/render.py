@@ -83,7 +83,7 @@ def add_parser(commands) -> None:
         "--side-by-side", action="store_true",
         help="the capture's image beside each render (the avatar's own capture, --camera track)",
     )  # fmt: skip
-    parser.add_argument("--chunk", type=int, default=8192, help="rays rendered at once")
+    parser.add_argument("--chunk", type=int, default=None, help="rays rendered at once (default: the run's render_chunk)")
     parser.set_defaults(command=render)
 
 
@@ -194,7 +194,7 @@ def render(args: argparse.Namespace) -> dict:
     before the run is loaded: a read-only folder, a full disk or a second render into the same file fails at once."""
     if args.fps <= 0:
         raise ValueError(f"fps: expected a positive frame rate, got {args.fps}")
-    if args.chunk < 1:
+    if args.chunk is not None and args.chunk < 1:
         raise ValueError(f"chunk: expected at least 1 ray, got {args.chunk}")
     if args.resolution is not None and args.resolution < 2:
         raise ValueError(f"resolution: expected at least 2 pixels, got {args.resolution}")
@@ -219,7 +219,8 @@ def _render(run: Run, plan: RenderPlan, out: Path, args: argparse.Namespace, Vid
     cameras = plan.cameras.to(run.device)
     with VideoWriter(out, fps=args.fps) as video, Progress(len(plan.head_frames), "render", "frame") as bar:
         for k, frame in enumerate(plan.head_frames):
-            image = render_view(run.model, cameras, k, plan.head, frame, args.chunk, run.device)
+            chunk = run.config.training.render_chunk if args.chunk is None else args.chunk
+            image = render_view(run.model, cameras, k, plan.head, frame, chunk, run.device)
             if plan.truth is not None:
                 truth = plan.truth_image(k)
                 scores.append(float(psnr(image, truth)))

@@ -33,7 +33,7 @@ def add_parser(commands) -> None:
         "--moving-resolution", type=int, default=None,
         help="... while the camera or a slider moves (default: what renders in 0.1 s)",
     )  # fmt: skip
-    parser.add_argument("--chunk", type=int, default=8192, help="rays rendered at once")
+    parser.add_argument("--chunk", type=int, default=None, help="rays rendered at once (default: the run's render_chunk)")
     parser.set_defaults(command=view)
 
 

@@ -299,7 +299,8 @@ class Insta(nn.Module):
     def render_rays(self, rays: Rays, head: Head) -> torch.Tensor:
         """The colours by the inference renderer (rounds over the live rays, stopped at transmittance 1e-4)."""
         background = torch.tensor(self.config.background, device=rays.origins.device)
-        return render_nerf_inference(self.field, rays, head, self.sampler, background).rgb
+        with self.sampler.frame_shells():  # an image's chunks: the frame's shell classified once
+            return render_nerf_inference(self.field, rays, head, self.sampler, background).rgb
 
     def before_step(self, step: int, head: Head) -> None:
         self.sampler.refresh(self.field, head, step)

@@ -167,6 +167,10 @@ def _nphm_held_out_video():
 # against 2,048 rays, 1.8x, +5 dB; MonoAvatar 2^13 against 1,024 rays, 1.7x, +3 dB; docs/benchmarks.md). The
 # first step still draws rays_per_batch rays.
 CPU_SAMPLES_PER_BATCH = {"samples_per_batch": 1 << 14}
+# Rays a render call of the NeRF models' inference renderer: its rounds bound the field's memory (ROUND_SAMPLES), so a
+# call takes a quarter of a 512² image; 8,192-ray calls (TrainingConfig's default) make each round smaller and a
+# frame 1.4x slower on the 2-core CPU (INSTA, docs/benchmarks.md).
+INFERENCE_CHUNK = 1 << 16
 MONOAVATAR_CPU_SAMPLES_PER_BATCH = {"samples_per_batch": 1 << 13}  # two networks a sample, 4 frames' UV CNN a step
 
 
@@ -177,14 +181,16 @@ def _entries() -> dict[str, ModelEntry]:
             "insta",
             _insta,
             "InstaConfig",
-            training=_training(max_minutes=15.0, rays_per_batch=2048, eval_every=500),
+            training=_training(max_minutes=15.0, rays_per_batch=2048, eval_every=500, render_chunk=INFERENCE_CHUNK),
             recipe_training={"cpu": CPU_SAMPLES_PER_BATCH},
         ),
         "monoavatar": _paper_model(
             "monoavatar",
             _monoavatar,
             "MonoAvatarConfig",
-            training=_training(max_minutes=15.0, rays_per_batch=1024, frames_per_batch=4, eval_every=500),
+            training=_training(
+                max_minutes=15.0, rays_per_batch=1024, frames_per_batch=4, eval_every=500, render_chunk=INFERENCE_CHUNK
+            ),
             recipe_training={"cpu": MONOAVATAR_CPU_SAMPLES_PER_BATCH},
         ),
         "portrait360": _paper_model(
@@ -193,7 +199,9 @@ def _entries() -> dict[str, ModelEntry]:
             "Portrait360Config",
             model_type="smplx",
             video=_portrait360_video,
-            training=_training(max_minutes=20.0, rays_per_batch=2048, balance_views=True, eval_every=1000),
+            training=_training(
+                max_minutes=20.0, rays_per_batch=2048, balance_views=True, eval_every=1000, render_chunk=INFERENCE_CHUNK
+            ),
             recipe_training={"cpu": CPU_SAMPLES_PER_BATCH},
         ),
         "hyper_neus": _paper_model(

@@ -20,7 +20,7 @@ from jaxtyping import Bool, Float
 from torch import Tensor, nn
 
 from .. import kernels as _warp
-from ..checks import IntLike, check_count, check_float, check_nonzero_rows, check_positive, validation
+from ..checks import IntLike, check_count, check_float, check_nonzero_rows, check_positive, check_shape, validation
 from .samples import PackedSamples, SlotSamples, _check_aabb, per_ray, ray_aabb
 
 RESOLUTION = 128  # instant-ngp / INSTA: NERF_GRIDSIZE() = 128 (nerf.h), one grid over its unit cube
@@ -326,6 +326,7 @@ class OccupancyGrid(nn.Module):
         max_step: float | None = None,
         max_samples_per_ray: IntLike = MAX_SAMPLES_PER_RAY,
         validate: bool = True,
+        cells: Bool[Tensor, "X Y Z"] | None = None,
     ) -> PackedSamples:
         """Step along each ray from ``max(near, box entry)`` to ``min(far, box exit)`` (``far`` None: the exit) with
         ``dt = clamp(t * cone_angle, step_size, max_step)`` (the last step is cut at the exit) and emit the
@@ -335,13 +336,14 @@ class OccupancyGrid(nn.Module):
         ``sqrt(3)/128``, times the largest side of the box (``max_step`` at least ``step_size``); ``cone_angle``
         defaults to the grid's (``cone_angle = 0`` gives constant steps). ``t`` is in units of ``dirs`` (unit
         vectors, so world units). The Warp kernels run in float32; ``t`` comes back in ``origins``'s dtype.
-        ``validate=False`` skips the checks of the rays' values (the caller guarantees them).
+        ``validate=False`` skips the checks of the rays' values (the caller guarantees them). ``cells`` (bool, the
+        grid's shape) marks the cells to visit instead of the occupied ones (e.g. ``binary`` and a mask of one's own).
 
         The number of samples is known only after the count pass (one host synchronisation on CUDA); for a fixed
         number of slots, see :meth:`march_fixed`.
         """
         with validation(validate):
-            rays = self._rays(origins, dirs, near, far, step_size, cone_angle, max_step, max_samples_per_ray)
+            rays = self._rays(origins, dirs, near, far, step_size, cone_angle, max_step, max_samples_per_ray, cells)
         count = self._count(rays)
         end = torch.cumsum(count, dim=0)
         total = int(end[-1]) if rays.count > 0 else 0
@@ -379,9 +381,15 @@ class OccupancyGrid(nn.Module):
         fits = (end <= capacity) | (count == 0)  # a ray without samples renders right anywhere
         return SlotSamples(samples, end[-1].clamp(max=capacity), end[-1], fits)
 
-    def _rays(self, origins, dirs, near, far, step_size, cone_angle, max_step, max_samples_per_ray) -> _MarchRays:
-        """The rays' float32 copies clipped to the box, and the step parameters, checked."""
+    def _rays(self, origins, dirs, near, far, step_size, cone_angle, max_step, max_samples_per_ray, cells=None) -> _MarchRays:
+        """The rays' float32 copies clipped to the box, and the step parameters, checked; ``cells`` the cells to
+        visit (None: the occupied ones)."""
         device = self.aabb.device
+        if cells is None:
+            cells = self.binary
+        check_shape("cells", cells, list(self.resolution), device=device)
+        if cells.dtype != torch.bool:
+            raise TypeError(f"cells: expected a bool tensor, got {cells.dtype}")
         check_float("origins", origins, [None, 3], device=device)
         r = origins.shape[0]
         check_float("dirs", dirs, [r, 3], device=device)
@@ -405,7 +413,7 @@ class OccupancyGrid(nn.Module):
         hi = box.far if far_t is None else torch.minimum(box.far, far_t)
         hi = torch.where(box.hit, hi, lo)  # misses: an empty range
         shared = [
-            self.binary.view(-1).view(torch.uint8),
+            cells.contiguous().view(-1).view(torch.uint8),
             wp.vec3i(*self.resolution),
             wp.vec3(*self._box.low),
             wp.vec3(*self._box.scale),

@@ -12,7 +12,9 @@ model uses it by default.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import weakref
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import torch
 from jaxtyping import Float
@@ -21,7 +23,7 @@ from torch import Tensor, nn
 from ..checks import check_count, check_positive, trusted_values
 from ..parametric import Head
 from .cameras import Rays
-from .mesh_sampler import mesh_guided_filter, near_mesh
+from .mesh_sampler import ShellCells, mesh_guided_filter, near_mesh, shell_cells
 from .occupancy import CONE_ANGLE, GRID_OCCUPIED_FRACTION, GRID_UNIFORM_FRACTION, GRID_WARMUP_STEPS, OccupancyGrid
 from .samples import PackedSamples, SlotSamples, ray_aabb, stratified_samples
 
@@ -88,6 +90,38 @@ class OccupancySampler(nn.Module):
         self.step_size = float((box[1] - box[0]).norm()) / check_count("steps_per_diagonal", steps_per_diagonal, 1)
         check_positive("shell", shell)
         self.every, self.decay, self.threshold, self.shell = check_count("every", every, 0), decay, threshold, shell
+        self._frame_shells = False  # frame_shells() is on
+        self._shell_cells: tuple[tuple, ShellCells] | None = None  # the last frame's cells and what they were made of
+
+    @contextmanager
+    def frame_shells(self) -> Iterator[None]:
+        """Inside the block (an image rendered in chunks of rays of one frame, without gradients), a call whose rays
+        all see one frame classifies the grid's cells against that frame's shell (:func:`shell_cells`), and keeps
+        them for the next calls on the same frame, mesh and grid: the march skips the cells out of the shell's
+        reach, and only the samples in cells across its edge are tested against the mesh. The samples are the same
+        as without it."""
+        outer, self._frame_shells = self._frame_shells, True
+        try:
+            yield
+        finally:
+            self._frame_shells = outer
+
+    def _cells_of(self, rays: Rays, head: Head) -> ShellCells | None:
+        """The cells of the rays' one frame (frame_shells), None where they see several or it is off."""
+        if not self._frame_shells or self.shell is None or rays.frame.numel() == 0:
+            return None
+        frame = int(rays.frame[0])
+        if not bool((rays.frame == frame).all()):
+            return None
+        mesh, binary = head.posed_mesh, self.grid.binary
+        key = (frame, binary.data_ptr(), binary._version, self.grid.aabb._version)
+        if self._shell_cells is not None:
+            (mesh_ref, *made), cells = self._shell_cells
+            if mesh_ref() is mesh and tuple(made) == key:
+                return cells
+        cells = shell_cells(self.grid, mesh, frame, self.shell)
+        self._shell_cells = ((weakref.ref(mesh), *key), cells)
+        return cells
 
     def forward(
         self, rays: Rays, head: Head, field=None, generator: torch.Generator | None = None, slots: int | None = None
@@ -95,8 +129,12 @@ class OccupancySampler(nn.Module):
         """The march's samples; with ``slots``, in that many slots (:meth:`OccupancyGrid.march_fixed`: nothing read
         back), the shell's samples compacted in place."""
         if slots is None:
-            samples = self.grid.march(rays.origins, rays.directions, step_size=self.step_size)
-            return _shell(samples, rays, head, self.shell)
+            cells = self._cells_of(rays, head)
+            if cells is None:
+                samples = self.grid.march(rays.origins, rays.directions, step_size=self.step_size)
+                return _shell(samples, rays, head, self.shell)
+            samples = self.grid.march(rays.origins, rays.directions, step_size=self.step_size, cells=cells.reach)
+            return mesh_guided_filter(samples, rays.origins, rays.directions, head.posed_mesh, cells.frame, self.shell, cells)
         fixed = self.grid.march_fixed(rays.origins, rays.directions, slots, step_size=self.step_size)
         if self.shell is None:
             return fixed
