@@ -20,8 +20,8 @@ the march, the mesh shell's filter and the field over every sample, and counts w
 rays with samples, their samples, their opacity, and the share of samples in front of the stop.
 
 ``--baseline CHECKOUT`` then runs that checkout's own benchmarks/render.py (its package) on the same trained runs
-and sizes, in a child process right after ours, and prints each frame's time against it: the A/B against the
-renderers as they were.
+and sizes (with its own default chunk), in a child process right after ours, and prints each frame's time against
+it: the A/B against the renderers as they were.
 """
 
 from __future__ import annotations
@@ -151,7 +151,6 @@ def baseline(checkout: Path, args: argparse.Namespace) -> dict:
             link.symlink_to((args.out / name).resolve(), target_is_directory=True)
     command = [sys.executable, str(checkout / "benchmarks" / "render.py"), "--only", *args.only, "--device", args.device]
     command += ["--sizes", *map(str, args.sizes), "--repeats", str(args.repeats), "--out", str(out)]
-    command += [] if args.chunk is None else ["--chunk", str(args.chunk)]
     print(f"\n== baseline: {checkout} ==", flush=True)
     code = subprocess.run(command, cwd=checkout, env={**os.environ, "PYTHONPATH": str(checkout)}).returncode
     if code != 0:
