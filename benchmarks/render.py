@@ -143,7 +143,7 @@ def _points(samples, rays, index):
 
 def baseline(checkout: Path, args: argparse.Namespace) -> dict:
     """``checkout``'s benchmarks/render.py on our runs (linked into ``--out/baseline``): its render.json's models."""
-    out = args.out / "baseline"
+    out = (args.out / "baseline").resolve()  # the child runs in its checkout
     out.mkdir(parents=True, exist_ok=True)
     for name in args.only:
         link = out / name

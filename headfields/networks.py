@@ -198,15 +198,17 @@ class Mlp(nn.Sequential):
     input, it is ``nn.Sequential``'s forward."""
 
     def forward(self, x: Tensor) -> Tensor:
-        plan = None if torch.is_grad_enabled() else self._fused_plan(x)
-        if plan is None:
+        fused = None if torch.is_grad_enabled() else self._fused_plan(x)
+        if fused is None:
             return super().forward(x)
+        relu_first, plan = fused
         flat = x.reshape(-1, x.shape[-1])
         rows = flat.shape[0]
         full = rows - rows % ONEDNN_BLOCK_ROWS
         out = flat.new_empty(rows, plan[-1][0].shape[0])
         for start in range(0, full, ONEDNN_BLOCK_ROWS):
             h = flat[start : start + ONEDNN_BLOCK_ROWS]
+            h = torch.relu(h) if relu_first else h
             for weight, bias, relu in plan:
                 h = _onednn_op(h, weight, bias, relu)
             out[start : start + ONEDNN_BLOCK_ROWS] = h
@@ -214,20 +216,22 @@ class Mlp(nn.Sequential):
             out[full:] = super().forward(flat[full:])
         return out.reshape(*x.shape[:-1], out.shape[-1])
 
-    def _fused_plan(self, x: Tensor) -> list[tuple[Tensor, Tensor | None, bool]] | None:
-        """Each linear layer's weight, bias and whether a ReLU follows it; None where the layers or the input do not
-        fit oneDNN's fused product."""
+    def _fused_plan(self, x: Tensor) -> tuple[bool, list[tuple[Tensor, Tensor | None, bool]]] | None:
+        """Whether a ReLU comes first (a slice such as ``net[1:]``), then each linear layer's weight, bias and whether
+        a ReLU follows it; None where the layers or the input do not fit oneDNN's fused product."""
         if not (x.device.type == "cpu" and x.dtype == torch.float32 and x.is_contiguous() and x.numel() > 0):
             return None
+        layers = list(self)
+        relu_first = bool(layers) and isinstance(layers[0], nn.ReLU)
         plan: list[tuple[Tensor, Tensor | None, bool]] = []
-        for layer in self:
+        for layer in layers[relu_first:]:
             if isinstance(layer, nn.ReLU) and plan and not plan[-1][2]:
                 plan[-1] = (*plan[-1][:2], True)
             elif isinstance(layer, nn.Linear) and layer.weight.dtype == torch.float32 and layer.weight.is_contiguous():
                 plan.append((layer.weight, layer.bias, False))
             else:
                 return None
-        return plan if plan and onednn_linear() else None
+        return (relu_first, plan) if plan and onednn_linear() else None
 
 
 def mlp_trunk(in_dim: int, hidden_dim: int, hidden_layers: int) -> nn.Sequential:

@@ -205,7 +205,9 @@ def _layer_by_layer(net, x):
 
 
 @pytest.mark.parametrize("rows", [1, 4096, 2 * 4096 + 37])
-@pytest.mark.parametrize("build", [lambda: mlp(19, 64, 2, 16), lambda: networks.mlp_trunk(19, 32, 3)])
+@pytest.mark.parametrize(
+    "build", [lambda: mlp(19, 64, 2, 16), lambda: networks.mlp_trunk(19, 32, 3), lambda: mlp(7, 19, 2, 5)[1:]]
+)
 def test_mlp_without_autograd_runs_blocks_through_every_layer(rows, build):
     # Blocks of rows through every layer (the ReLU inside the product), the last rows layer by layer: the same values
     # as the layers one after another, with and without autograd, for a trunk that ends in a ReLU too.
