@@ -139,8 +139,9 @@ class MeshFeatureEncoder(nn.Module):
             return self.vertex_features(torch.cat([head.expression[frames], head.pose[frames, 1:].flatten(1)], dim=1))
         return self.vertex_features(len(frames))
 
-    def _frame_inputs(self, head: Head, frames: Tensor) -> tuple[Tensor, Tensor]:
-        """The frames' head-frame vertices and vertex features, from the shared memo when one is open."""
+    def _frame_inputs(self, head: Head, frames: Tensor) -> tuple[TriangleMesh, Tensor]:
+        """The frames' head-frame mesh and vertex features, from the shared memo when one is open (the mesh too:
+        its BVH, built at the first neighbour search, then serves every call in the block)."""
         memo = self._shared.memo
         key = None
         if memo is not None:  # the head object, the frames and the grad mode: a no-grad result must not serve a grad pass
@@ -149,16 +150,17 @@ class MeshFeatureEncoder(nn.Module):
                 return memo[key][1:]
         vertices = head.to_joint_frame(self.joint, frames, head.vertices[frames])
         features = self.frame_features(head, frames, vertices)
+        mesh = TriangleMesh(vertices, head.faces)
         if memo is not None:
-            memo[key] = (head, vertices, features)  # holding the head keeps its id from being reused in the block
-        return vertices, features
+            memo[key] = (head, mesh, features)  # holding the head keeps its id from being reused in the block
+        return mesh, features
 
     def forward(self, points: Float[Tensor, "N 3"], head: Head, frame: Int[Tensor, " N"]) -> Float[Tensor, "N F"]:
         if points.shape[0] == 0:  # rays that all missed the head (a corner of a large image): no frame to read
             return points.new_zeros(0, self.anchored.out_dim, dtype=self.anchored.mlp0[0].weight.dtype)
         frames, local = torch.unique(frame, return_inverse=True)
-        vertices, features = self._frame_inputs(head, frames)
-        return self.anchored(points, TriangleMesh(vertices, head.faces), features, local).features
+        mesh, features = self._frame_inputs(head, frames)
+        return self.anchored(points, mesh, features, local).features
 
 
 class ConcatEncoder(nn.Module):
