@@ -279,7 +279,7 @@ def launch_grid(
         tasks = [[(o, o + 1, 0, rows) for o in range(outer)]]
     else:
         # As many threads as the whole grid's work affords (outer x rows), each outer index's rows split among them.
-        bounds = chunk_bounds(rows, len(launch_bounds(outer * rows, device)) - 1)
+        bounds = chunk_bounds(rows, min(rows, len(launch_bounds(outer * rows, device)) - 1))
         tasks = [[(o, o + 1, lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)] for o in range(outer)]
     for batch in tasks:
         if len(batch) == 1 or num_cpu_threads() == 1:
