@@ -11,10 +11,11 @@ Each model (its CPU recipe on the CPU, its paper recipe on CUDA, unless ``--reci
 not trained again), then loaded with :func:`headfields.load_run`. For each size, the first held-out frame is
 rendered through its camera resized to that square: by the inference renderer (``model.render_rays``: rounds over
 the live rays, stopped at transmittance 1e-4), ``--chunk`` rays a call (default: the run's ``render_chunk``, as the
-evaluation, ``render`` and ``view`` call it), and by the training renderer (``model.render(rays, head)``: every
-sample; 8,192 rays a call, ``TrainingConfig``'s default), each the median of ``--repeats`` after a warm-up.
-Printed: ms a frame for each, their ratio, and at the frame's own size the PSNR of both against the held-out
-image and their difference (the inference renderer's stated agreement: 0.1 dB or better). Written to
+evaluation and ``render`` call it), the same at instant-ngp's interactive stop (1e-2, what ``view`` renders with),
+and by the training renderer (``model.render(rays, head)``: every sample; 8,192 rays a call, ``TrainingConfig``'s
+default), each the median of ``--repeats`` after a warm-up. Printed: ms a frame for each, their ratios, and at the
+frame's own size the PSNR of each against the held-out image and its difference from the training renderer's (the
+inference renderer's stated agreement: 0.1 dB or better, at either stop). Written to
 ``--out/render.json``. ``--anatomy`` (occupancy-grid models: INSTA, the portrait) also times, at the largest size,
 the march, the mesh shell's filter and the field over every sample, and counts what the stop at 1e-4 can save: the
 rays with samples, their samples, their opacity, and the share of samples in front of the stop.
@@ -42,7 +43,7 @@ from headfields.checks import trusted_values
 from headfields.metrics import psnr
 from headfields.models.registry import MODELS as REGISTERED
 from headfields.models.registry import model_entry
-from headfields.renderers import image_rays
+from headfields.renderers import EARLY_STOP_TRANSMITTANCE, INTERACTIVE_TRANSMITTANCE, image_rays
 from headfields.renderers.camera_paths import resized_cameras
 from headfields.renderers.compositing import transmittance
 from headfields.runs import RunConfig, SubjectSource, load_run, train_run
@@ -79,14 +80,15 @@ def measure(run, sizes: tuple[int, ...], chunk: int | None, repeats: int, device
     chunk = run.config.training.render_chunk if chunk is None else chunk
 
     def renderers(cameras):  # camera 0 sees held-out frame 0's head
-        def inference(rays):
-            return model.render_rays(dataclasses.replace(rays, frame=torch.zeros_like(rays.frame)), head)
+        def inference(rays, early_stop=EARLY_STOP_TRANSMITTANCE):
+            return model.render_rays(dataclasses.replace(rays, frame=torch.zeros_like(rays.frame)), head, early_stop)
 
         def training(rays):
             return model.render(dataclasses.replace(rays, frame=torch.zeros_like(rays.frame)), head).composite.rgb
 
         return {
             "inference": lambda: render_pixels(inference, cameras, 0, chunk),
+            "interactive": lambda: render_pixels(lambda rays: inference(rays, INTERACTIVE_TRANSMITTANCE), cameras, 0, chunk),
             "training": lambda: render_pixels(training, cameras, 0, TRAINING_CHUNK),
         }
 
@@ -95,12 +97,12 @@ def measure(run, sizes: tuple[int, ...], chunk: int | None, repeats: int, device
         cameras = resized_cameras(frames.cameras, size, size).to(device)
         times = {name: median_seconds(render, repeats, device) for name, render in renderers(cameras).items()}
         result["sizes"][size] = {f"{name}_ms": 1000 * t for name, t in times.items()}
-        print(f"  {size}²: inference {1000 * times['inference']:,.0f} ms, training {1000 * times['training']:,.0f} ms",
-              flush=True)  # fmt: skip
+        print(f"  {size}²: " + ", ".join(f"{name} {1000 * t:,.0f} ms" for name, t in times.items()), flush=True)
     images = {name: render().clamp(0, 1) for name, render in renderers(frames.cameras.to(device)).items()}
     truth = frames.images[0].float() / 255
     result["psnr"] = {name: float(psnr(image, truth)) for name, image in images.items()}
     result["max_difference"] = float((images["inference"] - images["training"]).abs().max())
+    result["interactive_max_difference"] = float((images["interactive"] - images["training"]).abs().max())
     return result
 
 
@@ -190,16 +192,18 @@ def main() -> None:
         results[name] = measure(run, tuple(args.sizes), args.chunk, args.repeats, device)
         if args.anatomy:
             results[name]["anatomy"] = anatomy(run, max(args.sizes), device)
-    print("\n| model | size | inference ms | training ms | speed-up |\n|---|---:|---:|---:|---:|")
+    print("\n| model | size | inference ms | interactive ms | training ms | speed-up | interactive speed-up |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for name, r in results.items():
         for size, t in r["sizes"].items():
-            ratio = t["training_ms"] / t["inference_ms"]
-            print(f"| {name} | {size}² | {t['inference_ms']:,.0f} | {t['training_ms']:,.0f} | {ratio:.2f}x |")
-    print("\n| model | PSNR inference | PSNR training | difference | largest pixel difference |\n|---|---:|---:|---:|---:|")
+            train, inf, fast = t["training_ms"], t["inference_ms"], t["interactive_ms"]
+            print(f"| {name} | {size}² | {inf:,.0f} | {fast:,.0f} | {train:,.0f} | {train / inf:.2f}x | {train / fast:.2f}x |")
+    print("\n| model | PSNR training | inference: difference | largest pixel difference | interactive: difference | largest |")
+    print("|---|---:|---:|---:|---:|---:|")
     for name, r in results.items():
         p = r["psnr"]
-        print(f"| {name} | {p['inference']:.3f} dB | {p['training']:.3f} dB | {p['inference'] - p['training']:+.4f} dB | "
-              f"{r['max_difference']:.2e} |")  # fmt: skip
+        print(f"| {name} | {p['training']:.3f} dB | {p['inference'] - p['training']:+.4f} dB | {r['max_difference']:.2e} | "
+              f"{p['interactive'] - p['training']:+.4f} dB | {r['interactive_max_difference']:.2e} |")  # fmt: skip
     parts = {name: r["anatomy"] for name, r in results.items() if r.get("anatomy")}
     if parts:
         print("\n| model | size | samples marched | kept by the shell | march s | shell s | field s | µs a sample | "
@@ -211,14 +215,15 @@ def main() -> None:
                   f"{a['median_opacity']:.3f} | {a['opaque_rays']:.0%} | {a['in_front_of_stop']:.0%} |")  # fmt: skip
     if args.baseline is not None:
         old = baseline(args.baseline.resolve(), args)
-        print("\n| model | size | inference ms | baseline inference ms | ratio | baseline training ms | ratio |")
-        print("|---|---:|---:|---:|---:|---:|---:|")
+        print("\n| model | size | inference ms | interactive ms | baseline inference ms | baseline training ms | "
+              "ratio (inference) | ratio (interactive) |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|")
         for name, r in results.items():
             for size, t in r["sizes"].items():
                 b = old[name]["sizes"][str(size)]
-                new = t["inference_ms"]
-                print(f"| {name} | {size}² | {new:,.0f} | {b['inference_ms']:,.0f} | {b['inference_ms'] / new:.2f}x | "
-                      f"{b['training_ms']:,.0f} | {b['training_ms'] / new:.2f}x |")  # fmt: skip
+                new, fast, base = t["inference_ms"], t["interactive_ms"], b["training_ms"]
+                print(f"| {name} | {size}² | {new:,.0f} | {fast:,.0f} | {b['inference_ms']:,.0f} | {base:,.0f} | "
+                      f"{base / new:.2f}x | {base / fast:.2f}x |")  # fmt: skip
             r["baseline"] = old[name]
     args.out.mkdir(parents=True, exist_ok=True)
     info = {"device": gpu or "cpu", "threads": torch.get_num_threads(), "recipe": recipe, "train_minutes": args.train_minutes}

@@ -26,6 +26,7 @@ from .heads import mesh_depth
 from .parametric import Head
 from .parametric.tracked_meshes import TrackedMeshModel, compose_rotations
 from .renderers.cameras import PinholeCameras, Rays, image_pixels
+from .renderers.volume import INTERACTIVE_TRANSMITTANCE, check_early_stop
 from .runs import Run, load_run
 from .training import CHECKPOINT_NAME, render_pixels, render_view
 from .viewer_camera import (
@@ -123,13 +124,16 @@ def state_head(
     return parametric(shape=params.shape, expression=expression[None], pose=pose[None], translation=translation[None])
 
 
-def render_avatar(model, cameras: PinholeCameras, head: Head, depth: bool, chunk: int, device) -> Tensor:
-    """Colour [H, W, 3] in [0, 1] of camera 0 of ``cameras`` seeing frame 0 of ``head`` or, with ``depth``, its
+def render_avatar(
+    model, cameras: PinholeCameras, head: Head, depth: bool, chunk: int, device, early_stop: float = INTERACTIVE_TRANSMITTANCE
+) -> Tensor:
+    """Colour [H, W, 3] in [0, 1] of camera 0 of ``cameras`` seeing frame 0 of ``head`` (each ray stopped at
+    transmittance ``early_stop``: instant-ngp's interactive 1e-2 by default) or, with ``depth``, its
     depth [H, W]: the model's composited depth where its ``render`` returns one (NeRF and NeuS models: a
     Composite's ``depth``, 0 for empty rays; a rasteriser's ``render_camera``: its expected depth), else the
     distance to the tracked mesh (0 where a ray misses)."""
     if not depth:
-        return render_view(model, cameras, 0, head, 0, chunk, device)
+        return render_view(model, cameras, 0, head, 0, chunk, device, early_stop)
     if hasattr(model, "render_camera"):  # a rasteriser: its expected depth, 0 where nothing is drawn
         with torch.no_grad():
             out = model.render_camera(cameras.to(device), 0, head, 0)
@@ -188,7 +192,9 @@ class AvatarViewer:
         moving_pixels: int | None = None,
         resting_pixels: int | None = None,
         chunk: int | None = None,
+        early_stop: float = INTERACTIVE_TRANSMITTANCE,
     ):
+        self.early_stop = check_early_stop(early_stop)  # each ray's stop (instant-ngp's GUI: 1e-2; its scores: 1e-4)
         self.run = run_or_path if isinstance(run_or_path, Run) else load_run(run_or_path, device)
         self.host, self.port, self.watch = host, port, watch
         self.moving_pixels, self.resting_pixels = moving_pixels, resting_pixels
@@ -441,7 +447,7 @@ class AvatarViewer:
         run = self.run  # one run per image, though --watch may swap it meanwhile
         head = self.head(state)
         start = time.perf_counter()
-        result = render_avatar(run.model, request.camera, head, state.depth, self.chunk, run.device)
+        result = render_avatar(run.model, request.camera, head, state.depth, self.chunk, run.device, self.early_stop)
         seconds = max(time.perf_counter() - start, 1e-6)
         width, height = request.camera.width, request.camera.height
         speed = width * height / seconds

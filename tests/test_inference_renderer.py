@@ -21,6 +21,7 @@ from headfields.models.monoavatar import MonoAvatar
 from headfields.models.portrait360 import Portrait360
 from headfields.parametric import load_model
 from headfields.renderers import (
+    INTERACTIVE_TRANSMITTANCE,
     PackedSamples,
     Rays,
     composite,
@@ -144,6 +145,36 @@ def test_an_opaque_wall_stops_the_rays_within_a_round(head):
     torch.testing.assert_close(out.depth, torch.full((r,), 0.55))
 
 
+def test_a_ray_stopped_early_is_renormalised_as_instant_ngps_tracer(head):
+    """One ray, three samples a round each (round_samples 1): a red sample that lets 0.5% of the light through, then
+    a green one that lets e^-3 through, a blue one e^-0.5, over a white background. Stopped at 1e-2, the ray is the red sample alone,
+    opaque (instant-ngp's tracer divides by the opacity at its stop); at 1e-4 it goes on, composited by hand."""
+    along_z = torch.tensor([[0.0, 0.0, 1.0]], dtype=torch.float64)
+    rays = Rays(torch.zeros(1, 3, dtype=torch.float64), along_z, torch.zeros(1, dtype=torch.long))
+    samples = PackedSamples(torch.zeros(3, dtype=torch.long), torch.tensor([0.0, 1.0, 2.0], dtype=torch.float64),
+                            torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64), 1)  # fmt: skip
+    tau = torch.tensor([-math.log(0.005), 3.0, 0.5], dtype=torch.float64)  # each sample is 1 long: density = tau
+    colours = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]], dtype=torch.float64)
+
+    class _Steps(_Waves):
+        def forward(self, x, dirs, frame, head):
+            out = super().forward(x, dirs, frame, head)
+            k = x[:, 2].floor().long()  # midpoints 0.5, 1.5, 2.5
+            out.density, out.rgb = tau[k], colours[k]
+            return out
+
+    white = torch.ones(3, dtype=torch.float64)
+    stopped = render_nerf_inference(_Steps(1.0), rays, head, samples, white, early_stop=1e-2, round_samples=1)
+    torch.testing.assert_close(stopped.rgb[0], colours[0], rtol=0, atol=1e-12)
+    torch.testing.assert_close(stopped.opacity[0], torch.tensor(1.0, dtype=torch.float64), rtol=0, atol=1e-12)
+    torch.testing.assert_close(stopped.depth[0], torch.tensor(0.5, dtype=torch.float64), rtol=0, atol=1e-12)
+    weights = torch.tensor([0.995, 0.005 * (1 - math.exp(-3)), 0.005 * math.exp(-3) * (1 - math.exp(-0.5))], dtype=torch.float64)
+    left = 1 - float(weights.sum())  # 1.5e-4: not stopped, it reaches the white background
+    full = render_nerf_inference(_Steps(1.0), rays, head, samples, white, early_stop=1e-4, round_samples=1)
+    torch.testing.assert_close(full.rgb[0], weights @ colours + left, rtol=0, atol=1e-12)
+    torch.testing.assert_close(full.depth[0], weights @ torch.tensor([0.5, 1.5, 2.5], dtype=torch.float64), rtol=0, atol=1e-12)
+
+
 def test_rays_without_samples_get_the_background(head):
     rays, samples = _rays([0, 3, 0], seed=0)
     background = torch.tensor([0.1, 0.2, 0.3], dtype=torch.float64)
@@ -219,6 +250,12 @@ def test_each_model_renders_the_training_renderers_image(name, tiny_video, tiny_
     assert abs(float(psnr(new, truth)) - float(psnr(old, truth))) <= 0.01  # dB; the issue asks for 0.1
     assert points["n"] < old_points  # the opaque field stops rays: fewer samples evaluated
     assert not math.isnan(float(new.sum()))
+    # The viewer's stop (instant-ngp's interactive 1e-2): each pixel within the light behind the stop, 1e-2.
+    new_points, points["n"] = points["n"], 0
+    fast = render_view(model, test.cameras, 0, head, 0, 4096, torch.device("cpu"), INTERACTIVE_TRANSMITTANCE)
+    assert (fast - old).abs().max() <= INTERACTIVE_TRANSMITTANCE + 1e-5
+    assert abs(float(psnr(fast, truth)) - float(psnr(old, truth))) <= 0.1
+    assert points["n"] <= new_points
 
 
 def test_neus_rounds_without_a_stop_composite_every_sample(tiny_neus_run):

@@ -27,6 +27,7 @@ from ..parametric import Head
 from ..progress import Progress
 from ..renderers.camera_paths import CAMERA_PATHS, camera_path, camera_rig, resized_cameras
 from ..renderers.cameras import PinholeCameras
+from ..renderers.volume import EARLY_STOP_TRANSMITTANCE, check_early_stop
 from ..runs import Run, load_run
 from ..training import render_view, save_png
 from ..training.evaluation import image_bytes
@@ -84,6 +85,10 @@ def add_parser(commands) -> None:
         help="the capture's image beside each render (the avatar's own capture, --camera track)",
     )  # fmt: skip
     parser.add_argument("--chunk", type=int, default=None, help="rays rendered at once (default: the run's render_chunk)")
+    parser.add_argument(
+        "--early-stop", type=float, default=EARLY_STOP_TRANSMITTANCE,
+        help="stop a ray once its transmittance falls below this (default: the scores' 1e-4; instant-ngp's GUI: 1e-2)",
+    )  # fmt: skip
     parser.set_defaults(command=render)
 
 
@@ -196,6 +201,7 @@ def render(args: argparse.Namespace) -> dict:
         raise ValueError(f"fps: expected a positive frame rate, got {args.fps}")
     if args.chunk is not None and args.chunk < 1:
         raise ValueError(f"chunk: expected at least 1 ray, got {args.chunk}")
+    check_early_stop(args.early_stop)
     if args.resolution is not None and args.resolution < 2:
         raise ValueError(f"resolution: expected at least 2 pixels, got {args.resolution}")
     VideoWriter, video_frames = _video()  # before minutes of loading: an unusable PyAV fails now
@@ -220,7 +226,7 @@ def _render(run: Run, plan: RenderPlan, out: Path, args: argparse.Namespace, Vid
     with VideoWriter(out, fps=args.fps) as video, Progress(len(plan.head_frames), "render", "frame") as bar:
         for k, frame in enumerate(plan.head_frames):
             chunk = run.config.training.render_chunk if args.chunk is None else args.chunk
-            image = render_view(run.model, cameras, k, plan.head, frame, chunk, run.device)
+            image = render_view(run.model, cameras, k, plan.head, frame, chunk, run.device, args.early_stop)
             if plan.truth is not None:
                 truth = plan.truth_image(k)
                 scores.append(float(psnr(image, truth)))

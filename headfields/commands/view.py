@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import time
 
+from ..renderers.volume import INTERACTIVE_TRANSMITTANCE
 from ._common import run_parser
 
 __all__ = ["add_parser", "view"]
@@ -34,6 +35,10 @@ def add_parser(commands) -> None:
         help="... while the camera or a slider moves (default: what renders in 0.1 s)",
     )  # fmt: skip
     parser.add_argument("--chunk", type=int, default=None, help="rays rendered at once (default: the run's render_chunk)")
+    parser.add_argument(
+        "--early-stop", type=float, default=INTERACTIVE_TRANSMITTANCE,
+        help="stop a ray once its transmittance falls below this (default: instant-ngp's interactive 1e-2; the scores' 1e-4)",
+    )  # fmt: skip
     parser.set_defaults(command=view)
 
 
@@ -48,7 +53,7 @@ def view(args: argparse.Namespace, block: bool = True):
         raise ValueError(f"port: expected a port in [0, 65535], got {args.port}")
     viewer = AvatarViewer(
         args.run, host=args.host, port=args.port, watch=args.watch, device=args.device,
-        moving_pixels=args.moving_resolution, resting_pixels=args.resolution, chunk=args.chunk,
+        moving_pixels=args.moving_resolution, resting_pixels=args.resolution, chunk=args.chunk, early_stop=args.early_stop,
     ).start()  # fmt: skip
     if not block:
         return viewer

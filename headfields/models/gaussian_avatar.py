@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from ..checks import IntLike, check_count, check_positive
 from ..deformers.gaussian_binding import BindingRegulariserConfig, GaussianSet, PosedGaussians
 from ..parametric import Head, SubjectModel
-from ..renderers import GaussianRender, PinholeCameras, Rays, rasterize_gaussians
+from ..renderers import EARLY_STOP_TRANSMITTANCE, GaussianRender, PinholeCameras, Rays, rasterize_gaussians
 from ..splat_ply import Splats
 from ..training.gaussian_density import DensityConfig
 
@@ -145,7 +145,7 @@ class GaussianAvatar(nn.Module):
             opacities = torch.sigmoid(self.gaussians.opacity_logits.double().clamp(-30, 30))
             return Splats(posed.means, F.normalize(posed.quats, dim=-1), posed.scales, opacities, posed.sh)
 
-    def render_rays(self, rays: Rays, head: Head) -> Tensor:
+    def render_rays(self, rays: Rays, head: Head, early_stop: float = EARLY_STOP_TRANSMITTANCE) -> Tensor:
         raise NotImplementedError(
             "GaussianAvatar renders whole images (render_camera), not rays: headfields.training.render_view and "
             "render_image call it for you"

@@ -39,7 +39,16 @@ from ..losses import (
     ngp_huber_loss,
 )
 from ..parametric import Head, SubjectModel
-from ..renderers import CPU_SHELL, NerfRender, OccupancySampler, Rays, SampleSlots, render_nerf, render_nerf_inference
+from ..renderers import (
+    CPU_SHELL,
+    EARLY_STOP_TRANSMITTANCE,
+    NerfRender,
+    OccupancySampler,
+    Rays,
+    SampleSlots,
+    render_nerf,
+    render_nerf_inference,
+)
 from ..renderers.occupancy import CONE_ANGLE, GRID_WARMUP_STEPS, INSTA_CONE_ANGLE
 from ..training import OptimizerConfig, RayBatch, StepOutput
 
@@ -296,11 +305,11 @@ class Insta(nn.Module):
         background = torch.tensor(self.config.background, device=rays.origins.device)
         return render_nerf(self.field, rays, head, self.sampler, background, generator, early_stop, slots)
 
-    def render_rays(self, rays: Rays, head: Head) -> torch.Tensor:
-        """The colours by the inference renderer (rounds over the live rays, stopped at transmittance 1e-4)."""
+    def render_rays(self, rays: Rays, head: Head, early_stop: float = EARLY_STOP_TRANSMITTANCE) -> torch.Tensor:
+        """The colours by the inference renderer (rounds over the live rays, stopped at transmittance ``early_stop``)."""
         background = torch.tensor(self.config.background, device=rays.origins.device)
         with self.sampler.frame_shells():  # an image's chunks: the frame's shell classified once
-            return render_nerf_inference(self.field, rays, head, self.sampler, background).rgb
+            return render_nerf_inference(self.field, rays, head, self.sampler, background, early_stop).rgb
 
     def before_step(self, step: int, head: Head) -> None:
         self.sampler.refresh(self.field, head, step)

@@ -35,7 +35,16 @@ from ..encoders.mesh_features import feature_kind
 from ..fields import NerfField, UnitBox, inflated_box
 from ..losses import mse_loss
 from ..parametric import Head, SubjectModel
-from ..renderers import CPU_SHELL, NerfRender, Rays, StratifiedSampler, importance_samples, render_nerf, render_nerf_inference
+from ..renderers import (
+    CPU_SHELL,
+    EARLY_STOP_TRANSMITTANCE,
+    NerfRender,
+    Rays,
+    StratifiedSampler,
+    importance_samples,
+    render_nerf,
+    render_nerf_inference,
+)
 from ..renderers.hierarchical import merge_samples
 from ..training import OptimizerConfig, RayBatch, StepOutput
 
@@ -189,15 +198,16 @@ class MonoAvatar(nn.Module):
         """The fine pass (what evaluation renders)."""
         return self.render_passes(rays, head, generator)[1]
 
-    def render_rays(self, rays: Rays, head: Head) -> Tensor:
+    def render_rays(self, rays: Rays, head: Head, early_stop: float = EARLY_STOP_TRANSMITTANCE) -> Tensor:
         """The fine pass's colours by the inference renderer (both passes in rounds over the live rays, stopped at
-        transmittance 1e-4; the fine samples drawn from the coarse weights in front of the stop)."""
+        transmittance ``early_stop``; the fine samples drawn from the coarse weights in front of the stop)."""
         background = torch.ones(3, device=rays.origins.device)
         with self.coarse_field.encoder.reuse_frame_features():  # no gradient: render_nerf_inference's, detached samples
             samples = self.sampler(rays, head)
-            coarse = render_nerf_inference(self.coarse_field, rays, head, samples, background)
+            coarse = render_nerf_inference(self.coarse_field, rays, head, samples, background, early_stop)
             drawn = importance_samples(samples, coarse.weights, self.config.fine_samples)
-            return render_nerf_inference(self.field, rays, head, merge_samples(samples, drawn), background).rgb
+            fine = merge_samples(samples, drawn)
+            return render_nerf_inference(self.field, rays, head, fine, background, early_stop).rgb
 
     def before_step(self, step: int, head: Head) -> None:
         if self.correction is not None:

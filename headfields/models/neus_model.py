@@ -17,7 +17,16 @@ from ..fields import NeusField, Normalize, SharedCode, padded_box
 from ..geometry import IsoSurface, extract_isosurface, sample_box
 from ..losses import NEUS_EIKONAL_WEIGHT, eikonal_loss, l1_loss, mask_loss
 from ..parametric import Head, SubjectModel
-from ..renderers import NEUS_INITIAL_VARIANCE, InverseVariance, NeusRender, NeusSampler, Rays, render_neus, render_neus_inference
+from ..renderers import (
+    EARLY_STOP_TRANSMITTANCE,
+    NEUS_INITIAL_VARIANCE,
+    InverseVariance,
+    NeusRender,
+    NeusSampler,
+    Rays,
+    render_neus,
+    render_neus_inference,
+)
 from ..training import OptimizerConfig, RayBatch, StepOutput
 
 __all__ = ["NeusConfig", "NeusModel"]
@@ -65,11 +74,11 @@ class NeusModel(nn.Module):
         background = torch.tensor(self.config.background, device=rays.origins.device)
         return render_neus(self.field, rays, head, self.config.sampler, self.inverse_variance(), background, generator)
 
-    def render_rays(self, rays: Rays, head: Head) -> Tensor:
-        """The colours by the inference renderer (rounds over the live rays, stopped at transmittance 1e-4)."""
+    def render_rays(self, rays: Rays, head: Head, early_stop: float = EARLY_STOP_TRANSMITTANCE) -> Tensor:
+        """The colours by the inference renderer (rounds over the live rays, stopped at transmittance ``early_stop``)."""
         background = torch.tensor(self.config.background, device=rays.origins.device)
         sampler, inv_s = self.config.sampler, self.inverse_variance()
-        return render_neus_inference(self.field, rays, head, sampler, inv_s, background).rgb
+        return render_neus_inference(self.field, rays, head, sampler, inv_s, background, early_stop).rgb
 
     def box_condition(self, count: int) -> Tensor | None:
         """What the SDF reads besides the points at the eikonal term's box points: a shared code as it is, else

@@ -34,6 +34,7 @@ from ..losses import HUBER_DELTA, huber_loss
 from ..parametric import Head, SubjectModel, require_parametric_model
 from ..renderers import (
     CPU_SHELL,
+    EARLY_STOP_TRANSMITTANCE,
     NerfRender,
     Rays,
     SampleSlots,
@@ -166,10 +167,10 @@ class Portrait360(nn.Module):
         background = torch.tensor(self.config.background, device=rays.origins.device)
         return render_nerf(self.field, rays, head, self.sampler, background, generator, early_stop, slots)
 
-    def render_rays(self, rays: Rays, head: Head) -> Tensor:
-        """The colours by the inference renderer (rounds over the live rays, stopped at transmittance 1e-4)."""
+    def render_rays(self, rays: Rays, head: Head, early_stop: float = EARLY_STOP_TRANSMITTANCE) -> Tensor:
+        """The colours by the inference renderer (rounds over the live rays, stopped at transmittance ``early_stop``)."""
         background = torch.tensor(self.config.background, device=rays.origins.device)
-        return render_nerf_inference(self.field, rays, head, self.sampler, background).rgb
+        return render_nerf_inference(self.field, rays, head, self.sampler, background, early_stop).rgb
 
     def training_step(self, batch: RayBatch, step: int) -> StepOutput:
         rendered = self.render(batch.rays, batch.head, batch.generator, batch.early_stop, batch.slots)

@@ -112,10 +112,19 @@ __all__ += [
 # Renderers that take a field, and the samplers they draw from.
 from .inference import render_nerf_inference, render_neus_inference  # noqa: E402
 from .samplers import OccupancySampler, StratifiedSampler, ray_bounds  # noqa: E402
-from .volume import EARLY_STOP_TRANSMITTANCE, NerfRender, NeusRender, NeusSampler, render_nerf, render_neus  # noqa: E402
+from .volume import (  # noqa: E402
+    EARLY_STOP_TRANSMITTANCE,
+    INTERACTIVE_TRANSMITTANCE,
+    NerfRender,
+    NeusRender,
+    NeusSampler,
+    render_nerf,
+    render_neus,
+)
 
 __all__ += [
     "EARLY_STOP_TRANSMITTANCE",
+    "INTERACTIVE_TRANSMITTANCE",
     "NerfRender",
     "NeusRender",
     "NeusSampler",

@@ -3,12 +3,14 @@ autograd (instant-ngp's ``NerfTracer`` in ``testbed_nerf.cu``; nerfacc's renderi
 
 Each round takes the next ``steps`` samples of every live ray, evaluates the field there, composites them onto
 the ray's running colour and transmittance, then drops the rays whose transmittance fell below ``early_stop``
-or whose samples ran out. ``steps`` grows as rays finish (``round_samples`` over the live rays, between 1 and
+or whose samples ran out. A ray stopped early counts as opaque: its colour and depth are divided by its opacity
+(instant-ngp's tracer). ``steps`` grows as rays finish (``round_samples`` over the live rays, between 1 and
 MAX_ROUND_STEPS; past that once a round would hold fewer than ``round_samples / MAX_ROUND_STEPS`` samples), so
 a round evaluates about the same number of samples and a ray evaluates at most ``steps - 1`` samples past its
 stop. A ray's colour, depth and opacity differ from
 :func:`~headfields.renderers.composite` over all its samples by the light behind the stop: at most ``early_stop``
-(times the largest ``t`` for the depth).
+(times the largest ``t`` for the depth). Scores use instant-ngp's 1e-4 (``EARLY_STOP_TRANSMITTANCE``), the viewer
+its interactive 1e-2 (``INTERACTIVE_TRANSMITTANCE``).
 
     out = render_nerf_inference(field, rays, head, sampler, background)  # Composite; no gradient
     out = render_neus_inference(field, rays, head, NeusSampler(), inv_s, background)  # an SDF field, the same way
@@ -34,7 +36,7 @@ from .compositing import TAU_OPAQUE, Composite
 from .neus import neus_alpha, neus_samples
 from .samplers import ray_bounds
 from .samples import PackedSamples
-from .volume import EARLY_STOP_TRANSMITTANCE, NeusSampler, check_drawn_samples
+from .volume import EARLY_STOP_TRANSMITTANCE, NeusSampler, check_drawn_samples, check_early_stop
 
 __all__ = ["MAX_ROUND_STEPS", "ROUND_SAMPLES", "render_nerf_inference", "render_neus_inference"]
 
@@ -50,8 +52,7 @@ _SUMS = 5  # colour, depth and opacity accumulated per ray
 def _check(rays: Rays, head: Head, early_stop: float, round_samples: int | None) -> int:
     """The arguments checked; the round size (None: ROUND_SAMPLES, read at the call)."""
     check_rays(rays, head.num_frames, head.vertices.device)
-    if isinstance(early_stop, bool) or not (isinstance(early_stop, int | float) and 0 <= early_stop < 1):
-        raise ValueError(f"early_stop: expected a transmittance in [0, 1) (0: never stop early), got {early_stop!r}")
+    check_early_stop(early_stop)
     return check_count("round_samples", ROUND_SAMPLES if round_samples is None else round_samples, 1)
 
 
@@ -166,6 +167,11 @@ def _rounds(
         light[live] = light[live] * torch.exp(-tau.sum(1))
         done[live] += steps
         live = live[(light[live] >= early_stop) & (done[live] < counts[live])]
+    # A ray stopped early is taken as opaque: its colour and depth divided by its opacity (instant-ngp's tracer,
+    # testbed_nerf.cu: local_rgba /= local_rgba.w() at the stop), so the light left at a stop of 1e-2 goes to what
+    # the ray has seen, not to the background behind the head.
+    stopped = light < early_stop
+    sums[stopped] /= sums[stopped, 4:]
     rgb, depth, opacity = sums[:, :3], sums[:, 3], sums[:, 4]
     if background is not None:
         rgb = rgb + (1 - opacity)[:, None] * background.to(dtype)

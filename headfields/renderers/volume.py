@@ -29,11 +29,31 @@ from .neus import NEUS_BASE_INV_S, NEUS_NUM_SAMPLES, NEUS_ROUNDS, NEUS_SAMPLES_P
 from .samplers import ray_bounds
 from .samples import PackedSamples, SampleCount, SampleSlots
 
-__all__ = ["EARLY_STOP_TRANSMITTANCE", "NerfRender", "NeusRender", "NeusSampler", "render_nerf", "render_neus"]
+__all__ = [
+    "EARLY_STOP_TRANSMITTANCE",
+    "INTERACTIVE_TRANSMITTANCE",
+    "NerfRender",
+    "NeusRender",
+    "NeusSampler",
+    "check_early_stop",
+    "render_nerf",
+    "render_neus",
+]
 
 # instant-ngp's training march stops a ray once its transmittance falls below 1e-4 (testbed_nerf.cu: the samples
 # after are not trained); nerfacc's early_stop_eps has the same default. A sample behind it weighs under 1e-4.
 EARLY_STOP_TRANSMITTANCE = 1e-4
+# instant-ngp's interactive renderer (INSTA's fork, include/neural-graphics-primitives/testbed.h:
+# rendering_min_transmittance = 0.01f) stops a ray at a transmittance of 1e-2; only its scoring script
+# (scripts/run.py) sets 1e-4. The viewer renders with this stop, the scores with EARLY_STOP_TRANSMITTANCE.
+INTERACTIVE_TRANSMITTANCE = 1e-2
+
+
+def check_early_stop(early_stop: float) -> float:
+    """``early_stop`` as a transmittance in [0, 1) (0: never stop early), or a ValueError naming it."""
+    if isinstance(early_stop, bool) or not (isinstance(early_stop, int | float) and 0 <= early_stop < 1):
+        raise ValueError(f"early_stop: expected a transmittance in [0, 1) (0: never stop early), got {early_stop!r}")
+    return float(early_stop)
 
 
 @dataclass

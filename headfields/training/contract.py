@@ -69,7 +69,9 @@ class AvatarModel(Protocol):
 
     def training_step(self, batch: RayBatch, step: int) -> StepOutput: ...
 
-    def render_rays(self, rays: Rays, head: Head) -> Float[Tensor, "R 3"]: ...  # rays.frame indexes head's frames
+    # rays.frame indexes head's frames; each ray stops at transmittance early_stop (the renderers' EARLY_STOP_TRANSMITTANCE
+    # for scores, INTERACTIVE_TRANSMITTANCE in the viewer)
+    def render_rays(self, rays: Rays, head: Head, early_stop: float = ...) -> Float[Tensor, "R 3"]: ...
 
 
 @runtime_checkable

@@ -23,6 +23,7 @@ from ..parametric import Head
 from ..perceptual import LPIPS_MIN_SIZE, Lpips, LpipsUnavailable
 from ..progress import Progress
 from ..renderers.cameras import PinholeCameras, Rays, image_pixels, pixel_rays
+from ..renderers.volume import EARLY_STOP_TRANSMITTANCE
 from .config import region_codes
 from .contract import AvatarModel, ImageModel
 
@@ -122,10 +123,12 @@ def render_view(
     head_frame: int,
     chunk: int,
     device: torch.device,
+    early_stop: float = EARLY_STOP_TRANSMITTANCE,
 ) -> Float[Tensor, "H W 3"]:
     """The image of camera ``camera`` of ``cameras`` seeing frame ``head_frame`` of ``head`` (any camera: a
-    capture's, or a new path around the head), ``chunk`` rays at a time without gradients, on the CPU, in [0, 1];
-    a model with ``render_camera(cameras, camera, head, head_frame)`` (a rasteriser) draws it in one call."""
+    capture's, or a new path around the head), ``chunk`` rays at a time without gradients, on the CPU, in [0, 1],
+    each ray stopped at transmittance ``early_stop`` (the viewer's: ``INTERACTIVE_TRANSMITTANCE``); a model with
+    ``render_camera(cameras, camera, head, head_frame)`` (a rasteriser) draws it in one call, with its own stop."""
     check_count("head_frame", head_frame, 0, head.num_frames - 1)
     if hasattr(model, "render_camera"):  # a rasteriser draws the whole image at once (GaussianAvatar)
         _check_image_memory(cameras, device)
@@ -133,7 +136,7 @@ def render_view(
             return model.render_camera(cameras.to(device), camera, head, head_frame).image.clamp(0, 1).cpu()
 
     def render(rays: Rays) -> Float[Tensor, "R 3"]:
-        return model.render_rays(dataclasses.replace(rays, frame=torch.full_like(rays.frame, head_frame)), head)
+        return model.render_rays(dataclasses.replace(rays, frame=torch.full_like(rays.frame, head_frame)), head, early_stop)
 
     return render_pixels(render, cameras.to(device), camera, chunk).clamp(0, 1)
 
