@@ -146,8 +146,8 @@ def test_an_opaque_wall_stops_the_rays_within_a_round(head):
 
 
 def test_a_ray_stopped_early_is_renormalised_as_instant_ngps_tracer(head):
-    """One ray, three samples a round each (round_samples 1): a red sample that lets 0.5% of the light through, then
-    a green one that lets e^-3 through, a blue one e^-0.5, over a white background. Stopped at 1e-2, the ray is the red sample alone,
+    """One ray, three samples, one a round (round_samples 1): a red sample that lets 0.5% of the light through, a
+    green one e^-3, a blue one e^-0.5, over a white background. Stopped at 1e-2, the ray is the red sample alone,
     opaque (instant-ngp's tracer divides by the opacity at its stop); at 1e-4 it goes on, composited by hand."""
     along_z = torch.tensor([[0.0, 0.0, 1.0]], dtype=torch.float64)
     rays = Rays(torch.zeros(1, 3, dtype=torch.float64), along_z, torch.zeros(1, dtype=torch.long))

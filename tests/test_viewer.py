@@ -300,13 +300,15 @@ def test_viewer_in_a_browser(run):
 
 
 def test_an_sdf_run_renders_its_colour_as_render_view_and_its_depth(tiny_neus_run):
-    """Every model load_run loads: the NeuS mix (an SDF model) too; the viewer's colour is the render command's."""
+    """Every model load_run loads: the NeuS mix (an SDF model) too; the viewer's colour is the render command's at
+    the viewer's stop (instant-ngp's interactive 1e-2)."""
+    from headfields.renderers import INTERACTIVE_TRANSMITTANCE
     from headfields.training import render_view
 
     run = load_run(tiny_neus_run[0], "cpu")
     head = state_head(run.model.parametric, ViewerState(frame=1, jaw=8.0), run.subject.train.params)
     cameras = run.subject.train.cameras.select(torch.tensor([1]))
     colour = render_avatar(run.model, cameras, head, False, 4096, run.device)
-    assert torch.equal(colour, render_view(run.model, cameras, 0, head, 0, 4096, run.device))
+    assert torch.equal(colour, render_view(run.model, cameras, 0, head, 0, 4096, run.device, INTERACTIVE_TRANSMITTANCE))
     depth = render_avatar(run.model, cameras, head, True, 4096, run.device)
     assert depth.shape == (cameras.height, cameras.width) and torch.isfinite(depth).all() and (depth > 0).any()
