@@ -24,7 +24,7 @@ from headfields.deformers import RigidDeformer, RigidDeformerConfig
 from headfields.heads import tracked_head
 from headfields.models import mononphm, mononphm_tracking
 from headfields.models.mononphm_ceiling import identity_code, surface_identity
-from headfields.models.neus_tracking import PosedPoints, landmark_error, scheduled, soft_jaccard
+from headfields.models.neus_tracking import PosedPoints, detected_landmarks, landmark_error, scheduled, soft_jaccard
 from headfields.models.nphm import Nphm, save_prior
 from headfields.models.registry import MODELS
 from headfields.parametric import load_model
@@ -208,6 +208,39 @@ def test_landmark_pairs_are_mononphms_pairs_whose_anchor_sits_at_its_landmark(pe
     assert set(zip(anchors.tolist(), landmarks.tolist(), strict=True)) == near and len(near) < 26
 
 
+def test_tracking_config_takes_the_pair_weights_and_the_code_gradient_norm(person, monkeypatch):
+    """Both default to tracking.py's (ANCHOR_PAIR_WEIGHTS, 0.1) and are config fields: the pairs carry the weights
+    given, and after each backward the identity's and the appearance's gradients are clipped to the norm given, each
+    on its own (clip_grad_norm_): a gradient of norm 5 leaves at 0.25 in its own direction, one of norm 0.1 as it is."""
+    subject, flame, _ = person
+    prior = tiny_prior(flame)
+    weights = tuple(float(k + 1) for k in range(len(ANCHOR_LANDMARK_PAIRS)))
+    anchors, _, got = mononphm.landmark_pairs(prior, subject.parametric, 0.01, weights)
+    by_anchor = {a: w for (a, _), w in zip(ANCHOR_LANDMARK_PAIRS, weights, strict=True)}
+    assert got.tolist() == [by_anchor[a] for a in anchors.tolist()]
+    model = mononphm.MonoNphm(prior, subject.parametric, len(subject.train), SAMPLER)
+    hooks = []
+    monkeypatch.setattr(mononphm_tracking, "run_stage", lambda groups, steps, loss, schedule, after: hooks.append(after))
+    config = dataclasses.replace(FEW, code_gradient_norm=0.25)
+    mononphm_tracking._track(model, subject.train, config, "train", None, None, 0)
+    g = torch.Generator().manual_seed(0)
+    given = {}
+    for p, norm in ((model.codes.identity, 5.0), (model.codes.appearance, 0.1)):
+        grad = torch.randn(p.shape, generator=g)
+        given[p] = grad * (norm / grad.norm())
+        p.grad = given[p].clone()
+    hooks[0]()
+    identity, appearance = model.codes.identity, model.codes.appearance
+    assert float(identity.grad.norm()) == pytest.approx(0.25, rel=1e-5)
+    torch.testing.assert_close(identity.grad, given[identity] * (0.25 / 5.0))
+    torch.testing.assert_close(appearance.grad, given[appearance])
+    for bad in (dict(anchor_weights=(1.0,) * 3), dict(anchor_weights=(-1.0,) * len(ANCHOR_LANDMARK_PAIRS))):
+        with raises_naming("anchor_weights"):
+            mononphm.MonoNphmTracking(**bad)
+    with raises_naming("code_gradient_norm"):
+        mononphm.MonoNphmTracking(code_gradient_norm=0.0)
+
+
 def test_silhouette_and_smoothness_terms_match_hand_values(person):
     subject, flame, _ = person
     mask = torch.tensor([1.0, 1.0, 0.0, 0.0])
@@ -299,6 +332,9 @@ def test_reconstruct_writes_the_metrics(person, tmp_path):
     assert m["scan_region"] == "face" and set(flame_scan["f_score"]) == {"1mm", "2.5mm", "5mm", "10mm"}
     assert 0 < flame_scan["chamfer_l2_mm"] < 5 and flame_scan["chamfer_l2_mm"] <= flame_scan["chamfer_l1_mm"]
     assert 0.5 < flame_scan["normals"] <= 1 and flame_scan["f_score"]["10mm"] > 0.9
+    for scan in (m["scan"], flame_scan):  # the tracked surface's, by the same protocol and keys
+        assert set(scan) == {"chamfer_l1_mm", "chamfer_l2_mm", "normals", "f_score"}
+        assert set(scan["f_score"]) == {"1mm", "2.5mm", "5mm", "10mm"} and all(0 <= f <= 1 for f in scan["f_score"].values())
     own = mononphm.geometry_score(truth[0][0], truth[1], truth[0][0], truth[1], subject.eval.cameras.camera_to_world[0, :3, 3])
     assert own.chamfer == pytest.approx(0.0, abs=1e-6) and own.f_score["5mm"] == pytest.approx(1.0)
 
@@ -351,16 +387,16 @@ def test_landmarks_given_per_frame_replace_the_projected_tracking(person):
     model = mononphm.MonoNphm(tiny_prior(flame), subject.parametric, len(subject.train), SAMPLER)
     anchors, landmarks, _ = mononphm.landmark_pairs(model.prior, model.parametric)
     head = model.head(subject.train)
-    projected = mononphm_tracking._detected_landmarks(model, subject.train, head, landmarks, None)
+    projected = detected_landmarks(model.parametric, subject.train, head, landmarks, None, model.box.device)
     count = subject.parametric().landmarks.shape[1]
     given = torch.rand(len(subject.train), count, 2) * 24
     torch.testing.assert_close(
-        mononphm_tracking._detected_landmarks(model, subject.train, head, landmarks, given), given[:, landmarks]
+        detected_landmarks(model.parametric, subject.train, head, landmarks, given, model.box.device), given[:, landmarks]
     )
     assert projected.shape == (len(subject.train), len(landmarks), 2)
     ibug = torch.rand(len(subject.train), 68, 2) * 24  # a detector's 68 points: FLAME's 51 are iBUG 17..67
     torch.testing.assert_close(
-        mononphm_tracking._detected_landmarks(model, subject.train, head, landmarks, ibug), ibug[:, landmarks + 17]
+        detected_landmarks(model.parametric, subject.train, head, landmarks, ibug, model.box.device), ibug[:, landmarks + 17]
     )
     with raises_naming("landmarks"):
         mononphm.track_sequence(model, subject.train, FEW, landmarks=torch.zeros(len(subject.train), count + 1, 2))
@@ -388,6 +424,7 @@ def test_train_run_writes_the_run_folder(mononphm_run):
     assert json.loads((folder / "metrics.json").read_text()) == metrics
     assert metrics["recipe"] == "cpu" and metrics["eval_frames"] == [0, 2] and math.isfinite(metrics["psnr"])
     assert 0 < metrics["chamfer_flame"] < 0.02 and metrics["chamfer"] > 0
+    assert set(metrics["scan"]) == set(metrics["scan_flame"]) == {"chamfer_l1_mm", "chamfer_l2_mm", "normals", "f_score"}
     assert sorted(p.name for p in (folder / "renders").iterdir()) == ["00000.png", "00002.png"]
     assert sorted(p.name for p in folder.glob("mesh_*.obj")) == [f"mesh_{f:05d}.obj" for f in metrics["geometry_frames"]]
     state = load_checkpoint(folder / CHECKPOINT_NAME)
@@ -464,7 +501,7 @@ def test_render_export_and_the_viewer_open_the_run(mononphm_run, tmp_path):
     cameras = run.subject.eval.cameras.select(torch.tensor([1]))
     colour = render_avatar(run.model, cameras, head, False, 512, run.device)
     # The same frame as the loaded run renders it (the viewer's head recomputes FLAME: float rounding apart).
-    expected = render_view(run.model, cameras, 0, run.eval_head.select([1]), 0, 512, run.device)
+    expected = render_view(run.model, cameras, 0, run.eval_head.select([1]), 0, 512, run.device, viewer.early_stop)
     torch.testing.assert_close(colour, expected, atol=1e-4, rtol=0)  # the fitted colour transform scales the rounding
 
 

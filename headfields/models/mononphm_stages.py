@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass, field
 
 from ..checks import check_count, check_positive
+from ..data.ibug import ANCHOR_LANDMARK_PAIRS, ANCHOR_PAIR_WEIGHTS
 from .neus_tracking import Schedule, check_schedule
 
 __all__ = [
@@ -118,8 +119,19 @@ class MonoNphmTracking:
     foreground_fraction: float = 0.75  # of them on the mask, the rest anywhere
     frames_per_joint_step: int = 1
     landmark_distance: float = 0.01  # metres: landmark-anchor pairs (landmark_pairs)
+    # Each anchor <-> iBUG-68 pair's residual weight, in ANCHOR_LANDMARK_PAIRS' order (tracking.py: chin, lips, eyelids 100)
+    anchor_weights: tuple[float, ...] = ANCHOR_PAIR_WEIGHTS
+    code_gradient_norm: float = CODE_GRADIENT_NORM  # the identity's and the appearance's gradients clipped to this norm
 
     def __post_init__(self) -> None:
+        if len(self.anchor_weights) != len(ANCHOR_LANDMARK_PAIRS) or not all(
+            math.isfinite(w) and w >= 0 for w in self.anchor_weights
+        ):
+            raise ValueError(
+                f"anchor_weights: expected {len(ANCHOR_LANDMARK_PAIRS)} finite non-negative weights (one a pair of "
+                f"ANCHOR_LANDMARK_PAIRS), got {self.anchor_weights!r}"
+            )
+        check_positive("code_gradient_norm", self.code_gradient_norm)
         check_count("rays_per_step", self.rays_per_step, 1)
         check_count("frames_per_joint_step", self.frames_per_joint_step, 1)
         if not 0.0 <= self.foreground_fraction <= 1.0:

@@ -26,15 +26,14 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from ..checks import check_count, check_float, check_positive
+from ..checks import check_count, check_positive
 from ..data import FrameSet
-from ..data.ibug import ANCHOR_LANDMARK_PAIRS, ANCHOR_PAIR_WEIGHTS, IBUG_POINTS, model_landmark
+from ..data.ibug import ANCHOR_LANDMARK_PAIRS, ANCHOR_PAIR_WEIGHTS, model_landmark
 from ..heads import tracked_head
 from ..parametric import Head, SubjectModel
 from ..progress import Progress
-from ..renderers import project_points
-from .mononphm_stages import CODE_GRADIENT_NORM, VARIANCE_MAX, MonoNphmTracking, StageConfig, TrackingHistory
-from .neus_tracking import FramePixels, landmark_error, run_stage, scheduled, soft_jaccard
+from .mononphm_stages import VARIANCE_MAX, MonoNphmTracking, StageConfig, TrackingHistory
+from .neus_tracking import FramePixels, detected_landmarks, landmark_error, run_stage, scheduled, soft_jaccard
 
 if TYPE_CHECKING:
     from .mononphm import MonoNphm, TrackedFrames
@@ -43,9 +42,11 @@ if TYPE_CHECKING:
 __all__ = ["landmark_pairs", "track_frames", "track_sequence"]
 
 
-def landmark_pairs(prior: Nphm, parametric: SubjectModel, max_distance: float = 0.01) -> tuple[Tensor, Tensor, Tensor]:
+def landmark_pairs(
+    prior: Nphm, parametric: SubjectModel, max_distance: float = 0.01, weights: tuple[float, ...] = ANCHOR_PAIR_WEIGHTS
+) -> tuple[Tensor, Tensor, Tensor]:
     """(anchor ids, landmark ids, weights): the pairs of :data:`~headfields.data.ibug.ANCHOR_LANDMARK_PAIRS` (MonoNPHM's
-    anchor <-> iBUG-68 pairs, with their residual weights) whose landmark the tracking model has and whose template
+    anchor <-> iBUG-68 pairs, with their residual ``weights``) whose landmark the tracking model has and whose template
     anchor lies within ``max_distance`` metres of it on the neutral head: all of them for a prior whose anchors
     :func:`~headfields.synthetic.anchor_vertices` placed; a warning where fewer than half of them fit."""
     landmarks = parametric().landmarks
@@ -53,7 +54,7 @@ def landmark_pairs(prior: Nphm, parametric: SubjectModel, max_distance: float = 
         raise ValueError("parametric: expected a model with landmarks (lmk_faces_idx), got none")
     template = prior.template_anchors * prior.normalize.scale + prior.normalize.center
     rows, candidates = [], 0
-    for (anchor, ibug), weight in zip(ANCHOR_LANDMARK_PAIRS, ANCHOR_PAIR_WEIGHTS, strict=True):
+    for (anchor, ibug), weight in zip(ANCHOR_LANDMARK_PAIRS, weights, strict=True):
         index = model_landmark(ibug, landmarks.shape[1])
         if index is not None and anchor < len(template):
             candidates += 1
@@ -180,33 +181,10 @@ class _Tracker:
                     p.grad[~keep] = 0
             for p in (model.codes.identity, model.codes.appearance):  # tracking.py: each code's gradient norm at 0.1
                 if p.grad is not None:
-                    torch.nn.utils.clip_grad_norm_(p, CODE_GRADIENT_NORM)
+                    torch.nn.utils.clip_grad_norm_(p, self.config.code_gradient_norm)
 
         run_stage(_groups(model, track, stage, identity), steps, loss, stage.schedule, after_backward)
         self.history.steps[name] = self.history.steps.get(name, 0) + steps
-
-
-def _detected_landmarks(
-    model: MonoNphm, frames: FrameSet, head: Head, landmark_ids: Tensor, landmarks: Tensor | None
-) -> Tensor | None:
-    """Each frame's landmarks ``landmark_ids`` in pixels ``[F, L, 2]``: of ``landmarks`` (a detector's: in the
-    tracking model's landmark order, or all 68 iBUG points), else the landmarks of ``head`` (the frames' tracked
-    head) projected."""
-    if landmarks is not None:
-        count = model.parametric().landmarks.shape[1]
-        if isinstance(landmarks, Tensor) and landmarks.dim() == 3 and landmarks.shape[1] == IBUG_POINTS != count:
-            ibug = [next(i for i in range(IBUG_POINTS) if model_landmark(i, count) == j) for j in landmark_ids.tolist()]
-            landmark_ids = torch.tensor(ibug, dtype=torch.long)
-            count = IBUG_POINTS
-        check_float("landmarks", landmarks, [len(frames), count, 2])
-        return landmarks.to(model.box.device, torch.float32)[:, landmark_ids.to(model.box.device)]
-    if head.landmarks is None or not len(landmark_ids):
-        return None
-    cameras = frames.cameras.to(model.box.device)
-    points = head.landmarks[:, landmark_ids]
-    n, count = points.shape[:2]
-    frame = torch.arange(n, device=points.device).repeat_interleave(count)
-    return project_points(cameras, points.reshape(-1, 3).to(cameras.camera_to_world), frame).pixels.reshape(n, count, 2)
 
 
 def track_sequence(
@@ -265,11 +243,11 @@ def _track(
     track = model.track(split)
     if len(frames) != track.count:
         raise ValueError(f"frames: expected the {track.count} frames the model fits as {split!r}, got {len(frames)}")
-    pairs = landmark_pairs(model.prior, model.parametric, c.landmark_distance)
+    pairs = landmark_pairs(model.prior, model.parametric, c.landmark_distance, c.anchor_weights)
     base = tracked_head(model.parametric, frames)
     tracker = _Tracker(
         model, track, base, FramePixels(frames, model.box.device), pairs,
-        _detected_landmarks(model, frames, base, pairs[1], landmarks),
+        detected_landmarks(model.parametric, frames, base, pairs[1], landmarks, model.box.device),
         c, torch.Generator().manual_seed(seed), TrackingHistory(),
     )  # fmt: skip
     n, first = len(frames), c.first_frame if fit_identity else c.per_frame

@@ -7,7 +7,8 @@ share, read against MonoNPHM's ``photometric_tracking/tracking.py``.
 - :func:`posed_points`: canonical points (anchors, landmarks) carried into posed space by root finding of
   ``x + dx(x) = a``, differentiable by implicit differentiation;
 - :class:`FramePixels`: each frame's pixel pools (the foreground and every pixel) and what a step compares with;
-- :func:`soft_jaccard` and :func:`landmark_error`: the silhouette and landmark terms;
+- :func:`soft_jaccard` and :func:`landmark_error`: the silhouette and landmark terms; :func:`detected_landmarks`,
+  each frame's landmarks in pixels (a detector's, or the tracked head's projected);
 - :data:`Schedule` and :func:`scheduled`: factors on a stage's weights and learning rates from a share of its
   steps on (tracking.py's ``update_lrs`` and its landmark weights);
 - :func:`run_stage`: Adam steps over named parameter groups with the schedule applied.
@@ -22,9 +23,12 @@ import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
 
+from ..checks import check_float
 from ..data import FrameSet
+from ..data.ibug import IBUG_POINTS, model_landmark
 from ..deformers import find_preimage, log_quaternion_to_rotation
 from ..fields import Normalize
+from ..parametric import Head, SubjectModel
 from ..renderers import PinholeCameras, Rays, image_pixels, pixel_rays, project_points
 
 __all__ = [
@@ -34,6 +38,7 @@ __all__ = [
     "Schedule",
     "check_schedule",
     "corrected_pose",
+    "detected_landmarks",
     "landmark_error",
     "posed_points",
     "run_stage",
@@ -176,3 +181,31 @@ def run_stage(
             after_backward()
         if optimizer is not None:
             optimizer.step()
+
+
+def detected_landmarks(
+    parametric: SubjectModel,
+    frames: FrameSet,
+    head: Head,
+    landmark_ids: Tensor,
+    landmarks: Tensor | None,
+    device: torch.device,
+) -> Tensor | None:
+    """Each frame's landmarks ``landmark_ids`` in pixels ``[F, L, 2]`` on ``device``: of ``landmarks`` (a detector's:
+    in ``parametric``'s landmark order, or all 68 iBUG points), else the landmarks of ``head`` (the frames' tracked
+    head) projected; None without either."""
+    if landmarks is not None:
+        count = parametric().landmarks.shape[1]
+        if isinstance(landmarks, Tensor) and landmarks.dim() == 3 and landmarks.shape[1] == IBUG_POINTS != count:
+            ibug = [next(i for i in range(IBUG_POINTS) if model_landmark(i, count) == j) for j in landmark_ids.tolist()]
+            landmark_ids = torch.tensor(ibug, dtype=torch.long)
+            count = IBUG_POINTS
+        check_float("landmarks", landmarks, [len(frames), count, 2])
+        return landmarks.to(device, torch.float32)[:, landmark_ids.to(device)]
+    if head.landmarks is None or not len(landmark_ids):
+        return None
+    cameras = frames.cameras.to(device)
+    points = head.landmarks[:, landmark_ids]
+    n, count = points.shape[:2]
+    frame = torch.arange(n, device=points.device).repeat_interleave(count)
+    return project_points(cameras, points.reshape(-1, 3).to(cameras.camera_to_world), frame).pixels.reshape(n, count, 2)
