@@ -9,6 +9,14 @@ Before its first use the op is checked against ``F.linear`` on a small product; 
 differs, a ``RuntimeWarning`` says so and every layer runs ``F.linear`` (``tests/test_networks.py`` fails when a torch
 with oneDNN lacks or changes the op). ``HEADFIELDS_ONEDNN=0`` in the environment, or :func:`use_onednn` (False),
 switches it off: ``F.linear`` everywhere, the same values to float32 rounding.
+
+Inside :func:`reduced_precision`, the products of the MLPs built ``reducible`` (``mlp(..., reducible=True)``: what
+maps features to density and colour, never a deformation or an SDF, whose positions bfloat16 would move) evaluated
+without autograd on the CPU take their inputs and weights in bfloat16 and sum in float32 (oneDNN's bfloat16 products: AMX or
+AVX512-BF16 where the CPU has them, 6x float32's on 128-wide layers here), as tiny-cuda-nn runs INSTA's MLPs in half
+precision. Activations between the products stay in bfloat16 within a block of rows; the output layer runs in float32
+(its bias and weights rounded to bfloat16 would shift every output alike: -0.1 dB on the portrait's held-out frame,
+-0.045 dB with it in float32); what an MLP returns is float32.
 """
 
 from __future__ import annotations
@@ -16,7 +24,10 @@ from __future__ import annotations
 import math
 import numbers
 import os
+import threading
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cache
 
 import torch
@@ -33,6 +44,7 @@ __all__ = [
     "mlp",
     "mlp_trunk",
     "onednn_linear",
+    "reduced_precision",
     "softplus",
     "use_onednn",
 ]
@@ -51,11 +63,44 @@ ONEDNN_SWITCH = "HEADFIELDS_ONEDNN"  # "0" in the environment: F.linear everywhe
 ONEDNN_BLOCK_ROWS = 4096
 
 _onednn_on: bool | None = None  # whether linear uses oneDNN; None: decided at its first use (onednn_linear)
+_products = threading.local()  # .dtype: the products' dtype inside reduced_precision() on this thread
+
+
+@contextmanager
+def reduced_precision(dtype: torch.dtype = torch.bfloat16) -> Iterator[None]:
+    """Inside the block (this thread only), the ``reducible`` MLPs (and ``linear(..., reducible=True)``) evaluated
+    without autograd on the CPU run their products with inputs and weights in ``dtype`` (bfloat16: oneDNN's products
+    sum in float32), where oneDNN has them
+    (:func:`onednn_linear`); autograd, other devices and torch without oneDNN keep float32. The inference renderer's
+    callers measure what it changes in their images (docs/benchmarks.md).
+
+    ```python
+    with torch.no_grad(), reduced_precision():
+        rgb = field(x, dirs, frame, head).rgb  # the MLPs' products in bfloat16, their outputs float32
+    ```
+    """
+    if dtype != torch.bfloat16:
+        raise ValueError(f"dtype: expected torch.bfloat16 (oneDNN's reduced-precision products), got {dtype}")
+    outer = getattr(_products, "dtype", None)
+    _products.dtype = dtype
+    try:
+        yield
+    finally:
+        _products.dtype = outer
+
+
+def _product_dtype(x: Tensor, reducible: bool) -> torch.dtype | None:
+    """The reduced dtype the products of a ``reducible`` layer take on ``x`` here (None: ``x``'s own)."""
+    dtype = getattr(_products, "dtype", None)
+    if not reducible or dtype is None or torch.is_grad_enabled() or x.device.type != "cpu" or x.dtype != torch.float32:
+        return None
+    return dtype
 
 
 def _onednn_op(x: Tensor, weight: Tensor, bias: Tensor | None, relu: bool = False) -> Tensor:
-    """``x weight^T + bias`` by torch's private oneDNN op (its only call site): 2-d float32 CPU tensors; with
-    ``relu``, the ReLU applied in the product (oneDNN's post-op), else no activation ("none")."""
+    """``x weight^T + bias`` by torch's private oneDNN op (its only call site): 2-d CPU tensors of one dtype
+    (float32, or bfloat16 in :func:`reduced_precision`); with ``relu``, the ReLU applied in the product (oneDNN's
+    post-op), else no activation ("none")."""
     if relu:
         return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "relu", [None], "")
     return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
@@ -115,7 +160,7 @@ def use_onednn(enabled: bool) -> bool:
 
 
 def _onednn_product(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-    """``x weight^T + bias`` for 2-d contiguous float32 CPU tensors: full blocks of rows by oneDNN, the rest by
+    """``x weight^T + bias`` for 2-d contiguous CPU tensors of one dtype: full blocks of rows by oneDNN, the rest by
     torch's ``addmm``."""
     rows = x.shape[0]
     full = rows - rows % ONEDNN_BLOCK_ROWS
@@ -158,10 +203,14 @@ class _OneDnnLinear(torch.autograd.Function):
 
 
 def linear(
-    x: Float[Tensor, "*B I"], weight: Float[Tensor, "O I"], bias: Float[Tensor, " O"] | None = None
+    x: Float[Tensor, "*B I"],
+    weight: Float[Tensor, "O I"],
+    bias: Float[Tensor, " O"] | None = None,
+    reducible: bool = False,
 ) -> Float[Tensor, "*B O"]:
     """``F.linear(x, weight, bias)``: values (to float32 rounding) and derivatives of any order; float32 products
-    on the CPU by oneDNN where torch has it (:func:`onednn_linear`), everything else by ``F.linear``.
+    on the CPU by oneDNN where torch has it (:func:`onednn_linear`), everything else by ``F.linear``; with
+    ``reducible``, bfloat16 products inside :func:`reduced_precision`.
 
     ```python
     y = linear(torch.randn(4096, 64), torch.randn(32, 64), torch.zeros(32))  # [4096, 32], on oneDNN
@@ -178,6 +227,11 @@ def linear(
     )
     if not fits:
         return F.linear(x, weight, bias)
+    reduced = _product_dtype(x, reducible)
+    if reduced is not None:  # reduced_precision(): bfloat16 products, a float32 result
+        flat = x.reshape(-1, x.shape[-1])
+        out = _onednn_product(flat.to(reduced), weight.to(reduced), None if bias is None else bias.to(reduced))
+        return out.to(x.dtype).reshape(*x.shape[:-1], weight.shape[0])
     out = _OneDnnLinear.apply(x.reshape(-1, x.shape[-1]), weight, bias)
     return out.reshape(*x.shape[:-1], weight.shape[0])
 
@@ -195,7 +249,16 @@ class Mlp(nn.Sequential):
     activations stay in the cache, and each ReLU is applied inside the product before it (oneDNN's post-op), instead
     of a pass over memory per layer and per ReLU (3-4x on INSTA's 64-wide MLPs, docs/benchmarks.md). The values
     are the layer-by-layer ones (the same products, block for block); with autograd, or with any other layer or
-    input, it is ``nn.Sequential``'s forward."""
+    input, it is ``nn.Sequential``'s forward. ``reducible`` (slices keep it): bfloat16 products inside
+    :func:`reduced_precision`."""
+
+    reducible = False
+
+    def __getitem__(self, index):
+        part = super().__getitem__(index)
+        if isinstance(part, Mlp):
+            part.reducible = self.reducible
+        return part
 
     def forward(self, x: Tensor) -> Tensor:
         fused = None if torch.is_grad_enabled() else self._fused_plan(x)
@@ -204,16 +267,27 @@ class Mlp(nn.Sequential):
         relu_first, plan = fused
         flat = x.reshape(-1, x.shape[-1])
         rows = flat.shape[0]
+        reduced = _product_dtype(flat, self.reducible)
+        if reduced is not None:  # the weights cast once a call; the output layer's stay float32 (see below)
+            plan = [(w.to(reduced), None if b is None else b.to(reduced), relu) for w, b, relu in plan[:-1]] + plan[-1:]
         full = rows - rows % ONEDNN_BLOCK_ROWS
         out = flat.new_empty(rows, plan[-1][0].shape[0])
         for start in range(0, full, ONEDNN_BLOCK_ROWS):
             h = flat[start : start + ONEDNN_BLOCK_ROWS]
             h = torch.relu(h) if relu_first else h
+            h = h if reduced is None else h.to(reduced)
             for weight, bias, relu in plan:
-                h = _onednn_op(h, weight, bias, relu)
+                h = _onednn_op(h.to(weight.dtype), weight, bias, relu)
             out[start : start + ONEDNN_BLOCK_ROWS] = h
-        if full < rows:  # the last rows as the layers run them one by one (torch's product)
+        if full < rows and reduced is None:  # the last rows as the layers run them one by one (torch's product)
             out[full:] = super().forward(flat[full:])
+        elif full < rows:  # ... in the reduced dtype
+            h = flat[full:].to(reduced)
+            h = torch.relu(h) if relu_first else h
+            for weight, bias, relu in plan:
+                h = F.linear(h.to(weight.dtype), weight, bias)
+                h = torch.relu(h) if relu else h
+            out[full:] = h
         return out.reshape(*x.shape[:-1], out.shape[-1])
 
     def _fused_plan(self, x: Tensor) -> tuple[bool, list[tuple[Tensor, Tensor | None, bool]]] | None:
@@ -245,9 +319,10 @@ def mlp_trunk(in_dim: int, hidden_dim: int, hidden_layers: int) -> nn.Sequential
     return Mlp(*layers)
 
 
-def mlp(in_dim: int, hidden_dim: int, hidden_layers: int, out_dim: int) -> nn.Sequential:
+def mlp(in_dim: int, hidden_dim: int, hidden_layers: int, out_dim: int, reducible: bool = False) -> nn.Sequential:
     """``hidden_layers`` ReLU layers of width ``hidden_dim`` and a linear output layer (tiny-cuda-nn's layout):
-    :func:`mlp_trunk` and a ``nn.Linear`` to ``out_dim``, in one :class:`Mlp` (``net[-1]`` is the output).
+    :func:`mlp_trunk` and a ``nn.Linear`` to ``out_dim``, in one :class:`Mlp` (``net[-1]`` is the output);
+    ``reducible``: its products in bfloat16 inside :func:`reduced_precision`.
 
     ```python
     net = mlp(32, hidden_dim=64, hidden_layers=2, out_dim=16)  # INSTA's density MLP
@@ -255,8 +330,9 @@ def mlp(in_dim: int, hidden_dim: int, hidden_layers: int, out_dim: int) -> nn.Se
     out = net(torch.randn(1024, 32))  # [1024, 16]
     ```
     """
-    trunk = mlp_trunk(in_dim, hidden_dim, hidden_layers)
-    return Mlp(*trunk, Linear(hidden_dim if hidden_layers else in_dim, out_dim))
+    net = Mlp(*mlp_trunk(in_dim, hidden_dim, hidden_layers), Linear(hidden_dim if hidden_layers else in_dim, out_dim))
+    net.reducible = reducible
+    return net
 
 
 class _Softplus(torch.autograd.Function):

@@ -85,6 +85,35 @@ def test_matches_brute_force(device, k):
     torch.testing.assert_close(out.features.detach().cpu()[rows], blend, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("hidden_layers", [0, 1, 3])
+def test_without_autograd_blocks_of_points_blend_the_same_features(hidden_layers):
+    """Without autograd the points run in blocks (INFERENCE_BLOCK) and MLP0's last layer runs after the blend (the
+    weights sum to one): against every neighbour's MLP0 output blended by hand, with autograd on and off, across
+    three blocks; and in reduced_precision (bfloat16 products) within bfloat16's rounding."""
+    from headfields.encoders.mesh_anchored import INFERENCE_BLOCK
+    from headfields.networks import reduced_precision
+
+    g = torch.Generator().manual_seed(hidden_layers)
+    v, f = uv_sphere(7, 10)
+    mesh = TriangleMesh(v * torch.tensor([0.8, 0.95, 1.1]), f)
+    points = near_surface(mesh.vertices[0], 2 * INFERENCE_BLOCK + 300, g)
+    feats = torch.randn(1, len(v), 5, generator=g)
+    enc = MeshAnchoredEncoder(5, MeshAnchoredConfig(hidden_dim=32, hidden_layers=hidden_layers, out_dim=8))
+    with_grad = enc(points, mesh, feats, 0)
+    with torch.no_grad():
+        out = enc(points, mesh, feats, 0)
+        offset = mesh.vertices[0][out.index] - points[:, None]
+        k = out.index.shape[1]
+        h = enc.mlp0(torch.cat([enc.position_encoding(offset.reshape(-1, 3)), feats[0][out.index].reshape(-1, 5)], -1))
+        by_hand = (out.weights[:, :, None] * h.reshape(len(points), k, -1)).sum(dim=1)
+        with reduced_precision():
+            reduced = enc(points, mesh, feats, 0).features
+    torch.testing.assert_close(out.features, by_hand, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(with_grad.features.detach(), out.features, rtol=1e-5, atol=1e-6)
+    scale = float(by_hand.abs().max())
+    assert (reduced - by_hand).abs().max() <= 0.03 * scale  # bfloat16: 8 bits of mantissa through each layer
+
+
 def mlp0_output(enc: MeshAnchoredEncoder, offset: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
     """MLP0 of one neighbour at ``offset = v_j - q`` with features ``f_j``."""
     return enc.mlp0(torch.cat([enc.position_encoding(offset[None]), features[None]], dim=-1))[0]

@@ -225,6 +225,46 @@ def test_mlp_without_autograd_runs_blocks_through_every_layer(rows, build):
         assert net(x.reshape(1, rows, 19)).shape == (1, rows, net(x[:1]).shape[-1])
 
 
+@pytest.mark.parametrize("rows", [5, 2 * 4096 + 37])
+def test_reduced_precision_runs_the_products_in_bfloat16_without_autograd_on_this_thread(rows):
+    """Inside reduced_precision() a reducible MLP without autograd (and linear) gives bfloat16 products' values: within
+    bfloat16's rounding of the float64 layers (an input and weight rounding a layer, 2^-9 relative), equal to the
+    same layers run in bfloat16 by torch but the output layer (float32: its rounding would shift every colour alike),
+    float32 out; with autograd, on another thread, after the block and for an
+    MLP not built reducible (a deformation's, an SDF's), float32. A slice keeps the flag."""
+    import threading
+
+    torch.manual_seed(2)
+    net, x = mlp(19, 64, 2, 16, reducible=True), torch.randn(rows, 19)
+    exact_net = mlp(19, 64, 2, 16)
+    exact_net.load_state_dict(net.state_dict())
+    assert net[1:].reducible and not exact_net[1:].reducible
+    exact = _layer_by_layer(net, x)
+    with torch.no_grad():
+        plain, plain_first = net(x), linear(x, net[0].weight, net[0].bias)
+        with networks.reduced_precision():
+            reduced = net(x)
+            alone = linear(x, net[0].weight, net[0].bias, reducible=True)
+            assert torch.equal(exact_net(x), plain) and torch.equal(linear(x, net[0].weight, net[0].bias), plain_first)
+            elsewhere = []
+            thread = threading.Thread(target=lambda: elsewhere.append(torch.equal(net(x), plain)))
+            thread.start()
+            thread.join()
+            with torch.enable_grad():
+                assert torch.equal(net(x).detach(), plain)
+        assert torch.equal(net(x), plain)
+    assert elsewhere == [True]
+    assert reduced.dtype == alone.dtype == torch.float32 and not torch.equal(reduced, plain)
+    assert (reduced.double() - exact).abs().max() <= 0.02 * exact.abs().max()
+    h = x.bfloat16()  # the same products by torch: in bfloat16 but the output layer's (float32 on bfloat16 input)
+    for m in net[:-1]:
+        h = F.linear(h, m.weight.bfloat16(), m.bias.bfloat16()) if isinstance(m, torch.nn.Linear) else m(h)
+    assert_close(reduced, net[-1](h.float()), rtol=0.02, atol=0.02 * float(exact.abs().max()))
+    assert_close(alone, F.linear(x.bfloat16(), net[0].weight.bfloat16(), net[0].bias.bfloat16()).float(), rtol=0.01, atol=0.01)
+    with pytest.raises(ValueError, match="dtype"), networks.reduced_precision(torch.float16):
+        pass
+
+
 def test_mlp_with_other_layers_or_input_runs_them_one_by_one():
     torch.manual_seed(1)
     net = networks.Mlp(Linear(5, 8), Softplus(), Linear(8, 2))

@@ -106,10 +106,11 @@ class NerfDecoder(nn.Module):
         if cond_dim > 0 and not (config.cond_to_density or config.cond_to_color):
             raise ValueError("config: expected cond_to_density or cond_to_color with cond_dim > 0 (cond would be unused)")
         density_in = feature_dim + (cond_dim if config.cond_to_density else 0)
-        self.density_net = mlp(density_in, config.hidden_dim, config.density_layers, 1 + config.geometry_dim)
+        # Density and colour from features: their products may run in bfloat16 (networks.reduced_precision).
+        self.density_net = mlp(density_in, config.hidden_dim, config.density_layers, 1 + config.geometry_dim, reducible=True)
         color_in = config.geometry_dim + dir_dim + (cond_dim if config.cond_to_color else 0)
         color_hidden = config.hidden_dim if config.color_hidden_dim is None else config.color_hidden_dim
-        self.color_net = mlp(color_in, color_hidden, config.color_layers, 3)
+        self.color_net = mlp(color_in, color_hidden, config.color_layers, 3, reducible=True)
         self._activation = _DENSITY_ACTIVATIONS[config.density_activation]
 
     def _check(self, name: str, x: Tensor, width: int, n: int | None) -> None:

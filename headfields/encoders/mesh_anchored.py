@@ -35,6 +35,9 @@ DISTANCE_EPS = 1e-6
 # How far R^T R may be from the identity for ``rotation`` to count as a rotation (float32 poses pass).
 ROTATION_TOLERANCE = 1e-3
 SPATIAL_DIMS = 3
+# Points a block without autograd: 4,096 neighbour rows (k = 4), oneDNN's block (networks.ONEDNN_BLOCK_ROWS), whose
+# 128-wide float32 activations (2 MB) stay in the cache between the layers.
+INFERENCE_BLOCK = 1024
 
 
 @dataclass(frozen=True)
@@ -92,7 +95,8 @@ class MeshAnchoredEncoder(nn.Module):
         self.in_dim = SPATIAL_DIMS
         self.out_dim = config.out_dim
         self.position_encoding = FrequencyEncoding(SPATIAL_DIMS, config.position_frequencies, include_input=True)
-        self.mlp0 = mlp(self.position_encoding.out_dim + feature_dim, config.hidden_dim, config.hidden_layers, config.out_dim)
+        width = self.position_encoding.out_dim + feature_dim  # features to features: bfloat16 may run its products
+        self.mlp0 = mlp(width, config.hidden_dim, config.hidden_layers, config.out_dim, reducible=True)
 
     def forward(
         self,
@@ -132,16 +136,30 @@ class MeshAnchoredEncoder(nn.Module):
         weights = torch.softmax(logits, dim=-1).to(weight.dtype)
 
         n, k = index.shape
-        encoded = self.position_encoding(offset.reshape(n * k, SPATIAL_DIMS).to(weight.dtype))
         # MLP0's first layer on [PE(o_j), f_j] as two products: the feature half once per vertex of the frames
         # present, then gathered (neighbours share vertices: 4 frames of 5,557 against 4 rows per sample).
-        width = encoded.shape[1]
+        width = self.position_encoding.out_dim
         first = self.mlp0[0]
-        per_vertex = linear(vertex_features.reshape(b * v, self.feature_dim), weight[:, width:].contiguous(), first.bias)
-        h = gather_vertex_rows(per_vertex.reshape(b, v, -1), frame, index).reshape(n * k, -1)
-        h = self.mlp0[1:](linear(encoded, weight[:, :width].contiguous()) + h).reshape(n, k, self.out_dim)
-        blended = (weights[:, :, None] * h).sum(dim=1)
-        return AnchoredFeatures(features=blended, weights=weights, index=index, distance=knn.distance)
+        per_vertex = linear(vertex_features.reshape(b * v, self.feature_dim), weight[:, width:].contiguous(), first.bias, True)
+        per_vertex, position_weight = per_vertex.reshape(b, v, -1), weight[:, :width].contiguous()
+        # The weights sum to one, so the last linear layer commutes with the blend: it runs once a point on the
+        # blended activations, not once a neighbour (k x fewer rows; MLP0 alone is its first layer).
+        layers, last = (self.mlp0[1:-1], self.mlp0[-1]) if len(self.mlp0) > 1 else (None, None)
+
+        def blend(rows: slice) -> Tensor:  # the blended activations before MLP0's last layer, points ``rows``
+            m = offset[rows].shape[0]
+            encoded = self.position_encoding(offset[rows].reshape(m * k, SPATIAL_DIMS).to(weight.dtype))
+            h = gather_vertex_rows(per_vertex, frame[rows], index[rows]).reshape(m * k, -1)
+            h = linear(encoded, position_weight, reducible=True) + h
+            h = h if layers is None else layers(h)
+            return (weights[rows, :, None] * h.reshape(m, k, -1)).sum(dim=1)
+
+        if torch.is_grad_enabled():
+            blended = blend(slice(None))
+        else:  # blocks of points whose temporaries ([block x k, 128] a layer) stay in the cache
+            blended = torch.cat([blend(slice(start, start + INFERENCE_BLOCK)) for start in range(0, n, INFERENCE_BLOCK)])
+        features = blended if last is None else linear(blended, last.weight, last.bias, True)
+        return AnchoredFeatures(features=features, weights=weights, index=index, distance=knn.distance)
 
     def extra_repr(self) -> str:
         return f"feature_dim={self.feature_dim}, k={self.config.k}, out_dim={self.out_dim}, eps={self.config.eps}"
