@@ -91,10 +91,11 @@ def synthetic_smplx(tmp_path_factory):
 # ---------------------------------------------------------------- vertices against smplx
 
 
+@pytest.mark.parametrize("autograd", [True, False])
 @pytest.mark.parametrize("model_name", ["flame", "synthetic_smplx"])
-def test_smplx_posed_vertices_go_to_rest_vertices(request, model_name):
+def test_smplx_posed_vertices_go_to_rest_vertices(request, model_name, autograd):
     """smplx poses the mesh far from rest; the deformer takes its posed vertices back to smplx's rest vertices
-    (skinning them forward again gives smplx's output)."""
+    (skinning them forward again gives smplx's output), with autograd and without (inverse_skinning's path)."""
     model, reference = request.getfixturevalue(model_name)
     output_fn = smplx_flame_output if model_name == "flame" else smplx_smplx_output
     frames = 2 if model_name == "flame" else 1  # the synthetic SMPL-X has 11.5k vertices: one frame is enough
@@ -103,7 +104,8 @@ def test_smplx_posed_vertices_go_to_rest_vertices(request, model_name):
     posed = output_fn(reference, *params).vertices
     rest = _smplx_rest(reference, output_fn, params)
     x, frame = _packed(posed)
-    out = SkinningDeformer()(x, head, frame)
+    with torch.set_grad_enabled(autograd):
+        out = SkinningDeformer()(x, head, frame)
     _close(out.points, rest.reshape(-1, 3))
     assert out.valid.all() and out.dirs is None
     # The reported face holds the vertex.
@@ -192,9 +194,11 @@ def test_global_rotation_is_undone_exactly(flame):
     _close(out.dirs, dirs, atol=1e-6)
 
 
-def test_directions_under_a_non_rigid_pose_follow_the_inverse_blended_rotation(flame):
+@pytest.mark.parametrize("autograd", [True, False])
+def test_directions_under_a_non_rigid_pose_follow_the_inverse_blended_rotation(flame, autograd):
     """At a posed vertex the nearest triangle's weights are the vertex's own row, so the direction map is
-    ``normalize(inv(sum_j W[v, j] R_j) d)``: built here in NumPy from the weights and joint rotations."""
+    ``normalize(inv(sum_j W[v, j] R_j) d)``: built here in NumPy from the weights and joint rotations (with autograd
+    and without: a barycentric blend of the corners' transforms, inverted by the adjugate)."""
     model, _ = flame
     head = model(*random_parameters(model, 11, 2, LARGE_ANGLE))
     x, frame = _packed(head.vertices)
@@ -202,7 +206,8 @@ def test_directions_under_a_non_rigid_pose_follow_the_inverse_blended_rotation(f
     keep = torch.randperm(x.shape[0], generator=g)[:300]
     x, frame = x[keep], frame[keep]
     dirs = F.normalize(torch.randn(300, 3, generator=g), dim=-1)
-    out = SkinningDeformer()(x, head, frame, dirs)
+    with torch.set_grad_enabled(autograd):
+        out = SkinningDeformer()(x, head, frame, dirs)
 
     weights = head.skinning_weights.double().numpy()[keep.numpy() % head.vertices.shape[1]]  # [N, J]
     rotations = head.joint_transforms[..., :3, :3].double().numpy()[frame.numpy()]  # [N, J, 3, 3]
@@ -212,6 +217,25 @@ def test_directions_under_a_non_rigid_pose_follow_the_inverse_blended_rotation(f
     _close(out.dirs, torch.from_numpy(expected).float(), atol=1e-5)
     # Non-rigid indeed: somewhere the blended linear part is far from a rotation.
     assert np.abs(np.einsum("nrc,nsc->nrs", linear, linear) - np.eye(3)).max() > 1e-2
+
+
+def test_without_autograd_points_off_the_mesh_map_as_with_it(flame):
+    """Between the vertices, in two frames mixed in one batch: inverse_skinning's blend of the corners' transforms
+    and its adjugate give the gather-and-solve path's points, directions and faces (float32 rounding apart)."""
+    model, _ = flame
+    head = model(*random_parameters(model, 12, 3, LARGE_ANGLE))
+    g = torch.Generator().manual_seed(6)
+    frame = torch.tensor([2, 0]).repeat(500)  # frames 2 and 0, not 1: the table holds the frames present
+    x = head.vertices[frame, torch.randint(0, head.vertices.shape[1], (1000,), generator=g)]
+    x = x + 0.01 * torch.randn(1000, 3, generator=g)
+    dirs = F.normalize(torch.randn(1000, 3, generator=g), dim=-1)
+    deformer = SkinningDeformer()
+    with_grad = deformer(x, head, frame, dirs)
+    with torch.no_grad():
+        without = deformer(x, head, frame, dirs)
+    assert torch.equal(with_grad.face, without.face)
+    _close(without.points, with_grad.points.detach(), atol=2e-6)
+    _close(without.dirs, with_grad.dirs.detach(), atol=2e-6)
 
 
 def test_max_distance_drops_far_samples(flame):

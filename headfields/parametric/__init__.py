@@ -9,7 +9,7 @@ from .files import read_model_file
 from .head import Head
 from .model import ParametricModel, load_model
 from .mouth import add_mouth_interior
-from .skinning import SkinningWeights, blend_transforms, skin_points, skinning_weights, transform_points
+from .skinning import SkinningWeights, blend_transforms, inverse_skinning, skin_points, skinning_weights, transform_points
 from .tracked_meshes import SubjectModel, TrackedMeshModel, require_parametric_model, rigid_fit
 
 # Deprecated aliases (moved to headfields.synthetic), resolved on first use by __getattr__: headfields.synthetic
@@ -24,6 +24,7 @@ __all__ = [
     "TrackedMeshModel",
     "add_mouth_interior",
     "blend_transforms",
+    "inverse_skinning",
     "load_model",
     "read_model_file",
     "require_parametric_model",

@@ -43,7 +43,7 @@ def skinning_weights(
     check_float("points", points, [None, 3], device=mesh.device)
     check_float("vertex_weights", vertex_weights, [mesh.num_vertices, None], device=mesh.device)
     frame = mesh.frame_index(frame, points.shape[0])
-    q = closest_point(mesh, points, frame)
+    q = closest_point(mesh, points, frame, signed=False)  # no inside/outside sign: the CPU's faster search
     dtype = torch.promote_types(q.bary.dtype, vertex_weights.dtype)
     corners = vertex_weights.to(dtype)[mesh.faces[q.face]]  # [N, 3, J]
     weights = torch.einsum("nk,nkj->nj", q.bary.to(dtype), corners)
@@ -67,6 +67,37 @@ def transform_points(
     check_float("transforms", transforms, [None, 4, 4])
     check_float("points", points, [transforms.shape[0], 3], device=transforms.device)
     return _transform(transforms, points, inverse)
+
+
+def inverse_skinning(
+    mesh: TriangleMesh,
+    vertex_weights: Float[Tensor, "V J"],
+    transforms: Float[Tensor, "B J 4 4"],
+    points: Float[Tensor, "N 3"],
+    frame: Int[Tensor, " N"],
+) -> tuple[Float[Tensor, "N 3"], Float[Tensor, "N 3 3"], Int[Tensor, " N"], Float[Tensor, " N"]]:
+    """Without autograd: ``skin_points(..., inverse=True)``'s rest points, the inverse of each blended transform's
+    linear part (what carries directions), the nearest faces and their distances. The weights are linear in the
+    barycentrics, so the blended transform is the barycentric blend of the corners' own blended transforms
+    (``vertex_weights @ transforms`` of the frames present, once a call): three rows a point instead of a gather of
+    every joint's weight at three corners (SMPL-X: 55 a corner); the 3x3 inverse is the adjugate over the
+    determinant (no batched LU)."""
+    q = closest_point(mesh, points, frame, signed=False)
+    frames = torch.unique(frame)  # sorted; one frame when an image is rendered
+    dtype = torch.promote_types(torch.promote_types(q.bary.dtype, vertex_weights.dtype), transforms.dtype)
+    table = vertex_weights.to(dtype) @ transforms[frames].to(dtype).reshape(len(frames), -1, 16)  # [U, V, 16]
+    rows = torch.searchsorted(frames, frame)[:, None] * mesh.num_vertices + mesh.faces[q.face.clamp(min=0)]
+    blended = F.embedding_bag(rows, table.reshape(-1, 16), per_sample_weights=q.bary.to(dtype), mode="sum").view(-1, 4, 4)
+    linear, offset = blended[:, :3, :3], blended[:, :3, 3]
+    inverse = _adjugate(linear) / torch.linalg.det(linear)[:, None, None]
+    rest = torch.einsum("nrc,nc->nr", inverse, points.to(dtype) - offset)
+    return rest, inverse, q.face, q.distance
+
+
+def _adjugate(m: Tensor) -> Tensor:
+    """The adjugate of 3x3 matrices ``[N, 3, 3]`` (its transposed cofactors): ``adj(m) m = det(m) I``."""
+    c0, c1, c2 = m[:, :, 0], m[:, :, 1], m[:, :, 2]  # columns
+    return torch.stack([torch.cross(c1, c2, dim=-1), torch.cross(c2, c0, dim=-1), torch.cross(c0, c1, dim=-1)], dim=1)
 
 
 def skin_points(
