@@ -18,6 +18,7 @@ from headfields.renderers import (
     OccupancySampler,
     PackedSamples,
     Rays,
+    StratifiedSampler,
     mesh_guided_filter,
     ray_aabb,
     stratified_samples,
@@ -295,6 +296,35 @@ def test_frame_shells_give_the_same_samples_and_keep_the_frame_s_cells():
         assert torch.equal(samples.ray, plain.ray) and torch.equal(samples.t_start, plain.t_start)
         assert torch.equal(samples.t_end, plain.t_end)
     assert torch.equal(mixed.ray, sampler(Rays(origins, dirs, torch.arange(300) % 2), head).ray)
+
+
+@pytest.mark.parametrize("padding", [0.02, 0.2])
+def test_a_stratified_sampler_s_frame_shells_give_the_same_samples(padding):
+    """StratifiedSampler in frame_shells(): a grid around the frame's mesh classified once; samples in its cells out
+    of reach are dropped untested, those wholly inside kept, the rest (and any outside the grid, with a padding
+    beyond the shell) tested: exactly the samples of the plain filter, for one frame's rays and for mixed frames."""
+    head = bent_head(frames=2, seed=2)
+    sampler = StratifiedSampler(48, padding=padding, shell=0.08)
+    g = torch.Generator().manual_seed(5)
+    centre = head.vertices[1].mean(0).float()
+    origins = centre + torch.tensor([0.0, 0.0, -4.0]) + torch.randn(400, 3, generator=g) * 0.2
+    dirs = torch.nn.functional.normalize(centre + torch.randn(400, 3, generator=g) * 0.5 - origins, dim=-1)
+    rays = Rays(origins, dirs, torch.ones(400, dtype=torch.long))
+
+    def seeded():  # the same strata every call
+        return torch.Generator().manual_seed(0)
+
+    plain = sampler(rays, head, None, seeded())
+    with sampler.frame_shells():
+        fast = sampler(rays, head, None, seeded())
+        cells = sampler._shell_cells[1]
+        assert cells.inside.any() and (cells.reach & ~cells.inside).any() and not cells.reach.all()
+        assert sampler(rays, head, None, seeded()) is not None and sampler._shell_cells[1] is cells  # reused
+        mixed = sampler(Rays(origins, dirs, torch.arange(400) % 2), head, None, seeded())
+    assert 1000 < len(plain) < 48 * 400
+    assert torch.equal(fast.ray, plain.ray) and torch.equal(fast.t_start, plain.t_start)
+    assert torch.equal(fast.t_end, plain.t_end)
+    assert torch.equal(mixed.ray, sampler(Rays(origins, dirs, torch.arange(400) % 2), head, None, seeded()).ray)
 
 
 def test_march_cells_bad_input():

@@ -202,7 +202,8 @@ class MonoAvatar(nn.Module):
         """The fine pass's colours by the inference renderer (both passes in rounds over the live rays, stopped at
         transmittance ``early_stop``; the fine samples drawn from the coarse weights in front of the stop)."""
         background = torch.ones(3, device=rays.origins.device)
-        with self.coarse_field.encoder.reuse_frame_features():  # no gradient: render_nerf_inference's, detached samples
+        # No gradient: render_nerf_inference's, detached samples; an image's chunks: the frame's shell classified once.
+        with self.coarse_field.encoder.reuse_frame_features(), self.sampler.frame_shells():
             samples = self.sampler(rays, head)
             coarse = render_nerf_inference(self.coarse_field, rays, head, samples, background, early_stop)
             drawn = importance_samples(samples, coarse.weights, self.config.fine_samples)

@@ -170,7 +170,8 @@ class Portrait360(nn.Module):
     def render_rays(self, rays: Rays, head: Head, early_stop: float = EARLY_STOP_TRANSMITTANCE) -> Tensor:
         """The colours by the inference renderer (rounds over the live rays, stopped at transmittance ``early_stop``)."""
         background = torch.tensor(self.config.background, device=rays.origins.device)
-        return render_nerf_inference(self.field, rays, head, self.sampler, background, early_stop).rgb
+        with self.sampler.frame_shells():  # an image's chunks: the frame's shell classified once
+            return render_nerf_inference(self.field, rays, head, self.sampler, background, early_stop).rgb
 
     def training_step(self, batch: RayBatch, step: int) -> StepOutput:
         rendered = self.render(batch.rays, batch.head, batch.generator, batch.early_stop, batch.slots)

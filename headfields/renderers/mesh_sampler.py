@@ -3,7 +3,8 @@
 The test runs in Warp on the frame's BVH (:func:`~headfields.geometry.within_distance`): a sample stops at the first
 face within ``max_distance``, and a far one at the first bounding boxes out of reach. A whole image of one frame
 classifies an occupancy grid's cells first (:func:`shell_cells`, one test a cell): the march skips the cells out of
-the shell's reach, and only the samples in cells across its edge need the test of their own.
+the shell's reach (a stratified sampler's samples there are dropped), and only the samples in cells across its edge
+need the test of their own.
 """
 
 from __future__ import annotations
@@ -43,11 +44,17 @@ class ShellCells:
 
     def contains(self, points: Float[Tensor, "N 3"]) -> Bool[Tensor, " N"]:
         """Whether each point lies in a cell wholly within the shell (points outside the grid do not)."""
+        return self.classify(points)[0]
+
+    def classify(self, points: Float[Tensor, "N 3"]) -> tuple[Bool[Tensor, " N"], Bool[Tensor, " N"]]:
+        """Whether each point lies in a cell wholly within the shell, and whether it may lie within it otherwise (in a
+        cell across its edge, or outside the grid): the points neither are out of its reach."""
         res = torch.tensor(self.inside.shape, device=points.device)
         c = torch.floor((points.float() - self.low) * self.scale).long()
         in_grid = ((c >= 0) & (c < res)).all(dim=-1)
         c = torch.minimum(c.clamp(min=0), res - 1)
-        return in_grid & self.inside[c[:, 0], c[:, 1], c[:, 2]]
+        inside = in_grid & self.inside[c[:, 0], c[:, 1], c[:, 2]]
+        return inside, ~inside & (~in_grid | self.reach[c[:, 0], c[:, 1], c[:, 2]])
 
 
 def shell_cells(
@@ -95,12 +102,12 @@ def near_mesh(
 ) -> Bool[Tensor, " S"]:
     """Which samples :func:`mesh_guided_filter` keeps (for samples in fixed slots, which compact instead). With
     ``shell`` (:func:`shell_cells` of the rays' one frame and ``max_distance``) the samples in cells wholly within
-    it are kept untested."""
+    it are kept and those in cells out of its reach dropped, untested."""
     frame = mesh.frame_index(frame, samples.num_rays)[samples.ray]
     points = samples.midpoints(origins, dirs).detach()
     if shell is None:  # any face within reach answers: no search for the closest one (within_distance)
         return within_distance(mesh, points, max_distance, frame)
-    keep = shell.contains(points)
-    test = torch.nonzero(~keep).squeeze(1)
+    keep, maybe = shell.classify(points)
+    test = torch.nonzero(maybe).squeeze(1)
     keep[test] = within_distance(mesh, points[test], max_distance, frame[test])
     return keep

@@ -21,13 +21,18 @@ from jaxtyping import Float
 from torch import Tensor, nn
 
 from ..checks import check_count, check_positive, trusted_values
+from ..geometry import TriangleMesh
 from ..parametric import Head
 from .cameras import Rays
-from .mesh_sampler import ShellCells, mesh_guided_filter, near_mesh, shell_cells
+from .mesh_sampler import CELL_MARGIN, ShellCells, mesh_guided_filter, near_mesh, shell_cells
 from .occupancy import CONE_ANGLE, GRID_OCCUPIED_FRACTION, GRID_UNIFORM_FRACTION, GRID_WARMUP_STEPS, OccupancyGrid
 from .samples import PackedSamples, SlotSamples, ray_aabb, stratified_samples
 
-__all__ = ["OccupancySampler", "StratifiedSampler", "ray_bounds"]
+__all__ = ["SHELL_RESOLUTION", "OccupancySampler", "StratifiedSampler", "ray_bounds"]
+
+# Cells a side of the grid a StratifiedSampler classifies against a frame's shell (frame_shells): around a head
+# with the CPU recipes' 3 cm shell, cells of about 6 mm, 262,144 centres tested twice once an image.
+SHELL_RESOLUTION = 64
 
 
 def ray_bounds(
@@ -41,14 +46,63 @@ def ray_bounds(
     return near, far
 
 
-def _shell(samples: PackedSamples, rays: Rays, head: Head, shell: float | None) -> PackedSamples:
+def _shell(samples: PackedSamples, rays: Rays, head: Head, shell: float | None, cells: ShellCells | None = None) -> PackedSamples:
     if shell is None:
         return samples
-    return mesh_guided_filter(samples, rays.origins, rays.directions, head.posed_mesh, rays.frame, shell)
+    return mesh_guided_filter(samples, rays.origins, rays.directions, head.posed_mesh, rays.frame, shell, cells)
 
 
-class StratifiedSampler(nn.Module):
-    """``num_samples`` stratified samples per ray between its bounds (:func:`ray_bounds`), then the shell."""
+class _FrameShells(nn.Module):
+    """A sampler with a mesh shell whose :meth:`frame_shells` block classifies cells against one frame's shell once
+    for an image's chunks of rays (:func:`shell_cells`); :meth:`_classify` says which cells, :meth:`_key` when they
+    are still good."""
+
+    shell: float | None
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._frame_shells = False  # frame_shells() is on
+        self._shell_cells: tuple[tuple, ShellCells] | None = None  # the last frame's cells and what they were made of
+
+    @contextmanager
+    def frame_shells(self) -> Iterator[None]:
+        """Inside the block (an image rendered in chunks of rays of one frame, without gradients), a call whose rays
+        all see one frame classifies cells against that frame's shell (:func:`shell_cells`) and keeps them for the
+        next calls on the same frame and mesh: only the samples in cells across the shell's edge are tested against
+        the mesh. The samples are the same as without it."""
+        outer, self._frame_shells = self._frame_shells, True
+        try:
+            yield
+        finally:
+            self._frame_shells = outer
+
+    def _cells_of(self, rays: Rays, head: Head) -> ShellCells | None:
+        """The cells of the rays' one frame (frame_shells), None where they see several or it is off."""
+        if not self._frame_shells or self.shell is None or rays.frame.numel() == 0:
+            return None
+        frame = int(rays.frame[0])
+        if not bool((rays.frame == frame).all()):
+            return None
+        mesh = head.posed_mesh
+        key = (frame, mesh.vertices._version, *self._key())
+        if self._shell_cells is not None:
+            (mesh_ref, *made), cells = self._shell_cells
+            if mesh_ref() is mesh and tuple(made) == key:
+                return cells
+        cells = self._classify(mesh, frame)
+        self._shell_cells = ((weakref.ref(mesh), *key), cells)
+        return cells
+
+    def _key(self) -> tuple:
+        return ()
+
+    def _classify(self, mesh: TriangleMesh, frame: int) -> ShellCells:
+        raise NotImplementedError
+
+
+class StratifiedSampler(_FrameShells):
+    """``num_samples`` stratified samples per ray between its bounds (:func:`ray_bounds`), then the shell (in a
+    :meth:`frame_shells` block, classified on a grid of SHELL_RESOLUTION³ cells around the frame's mesh first)."""
 
     def __init__(
         self, num_samples: int, box: Float[Tensor, "2 3"] | None = None, padding: float = 0.0, shell: float | None = None
@@ -61,10 +115,18 @@ class StratifiedSampler(nn.Module):
 
     def forward(self, rays: Rays, head: Head, field=None, generator: torch.Generator | None = None) -> PackedSamples:
         near, far = ray_bounds(rays, head, self.box, self.padding)
-        return _shell(stratified_samples(rays, near, far, self.num_samples, generator), rays, head, self.shell)
+        samples = stratified_samples(rays, near, far, self.num_samples, generator)
+        return _shell(samples, rays, head, self.shell, self._cells_of(rays, head))
+
+    def _classify(self, mesh: TriangleMesh, frame: int) -> ShellCells:
+        """Every cell of a grid over the frame's mesh box grown by the shell (where every point within it lies)."""
+        vertices = mesh.vertices[frame].detach().float()
+        grow = torch.tensor([[-1.0], [1.0]], device=vertices.device) * self.shell * (1 + CELL_MARGIN)
+        box = torch.stack([vertices.amin(0), vertices.amax(0)]) + grow
+        return shell_cells(OccupancyGrid(box, SHELL_RESOLUTION), mesh, frame, self.shell)
 
 
-class OccupancySampler(nn.Module):
+class OccupancySampler(_FrameShells):
     """instant-ngp's marching through an occupancy grid over ``box`` (INSTA): steps of the box diagonal /
     ``steps_per_diagonal``, growing with the distance by ``cone_angle`` (0: constant, as INSTA), skipping empty
     cells, then the shell. :meth:`refresh` re-estimates the grid every
@@ -90,38 +152,13 @@ class OccupancySampler(nn.Module):
         self.step_size = float((box[1] - box[0]).norm()) / check_count("steps_per_diagonal", steps_per_diagonal, 1)
         check_positive("shell", shell)
         self.every, self.decay, self.threshold, self.shell = check_count("every", every, 0), decay, threshold, shell
-        self._frame_shells = False  # frame_shells() is on
-        self._shell_cells: tuple[tuple, ShellCells] | None = None  # the last frame's cells and what they were made of
 
-    @contextmanager
-    def frame_shells(self) -> Iterator[None]:
-        """Inside the block (an image rendered in chunks of rays of one frame, without gradients), a call whose rays
-        all see one frame classifies the grid's cells against that frame's shell (:func:`shell_cells`), and keeps
-        them for the next calls on the same frame, mesh and grid: the march skips the cells out of the shell's
-        reach, and only the samples in cells across its edge are tested against the mesh. The samples are the same
-        as without it."""
-        outer, self._frame_shells = self._frame_shells, True
-        try:
-            yield
-        finally:
-            self._frame_shells = outer
+    def _key(self) -> tuple:  # the grid's cells as they were classified
+        return (self.grid.binary.data_ptr(), self.grid.binary._version, self.grid.aabb._version)
 
-    def _cells_of(self, rays: Rays, head: Head) -> ShellCells | None:
-        """The cells of the rays' one frame (frame_shells), None where they see several or it is off."""
-        if not self._frame_shells or self.shell is None or rays.frame.numel() == 0:
-            return None
-        frame = int(rays.frame[0])
-        if not bool((rays.frame == frame).all()):
-            return None
-        mesh, binary = head.posed_mesh, self.grid.binary
-        key = (frame, binary.data_ptr(), binary._version, self.grid.aabb._version)
-        if self._shell_cells is not None:
-            (mesh_ref, *made), cells = self._shell_cells
-            if mesh_ref() is mesh and tuple(made) == key:
-                return cells
-        cells = shell_cells(self.grid, mesh, frame, self.shell)
-        self._shell_cells = ((weakref.ref(mesh), *key), cells)
-        return cells
+    def _classify(self, mesh: TriangleMesh, frame: int) -> ShellCells:
+        """The grid's occupied cells: the march skips those out of the shell's reach."""
+        return shell_cells(self.grid, mesh, frame, self.shell)
 
     def forward(
         self, rays: Rays, head: Head, field=None, generator: torch.Generator | None = None, slots: int | None = None
