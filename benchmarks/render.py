@@ -11,11 +11,11 @@ Each model (its CPU recipe on the CPU, its paper recipe on CUDA, unless ``--reci
 not trained again), then loaded with :func:`headfields.load_run`. For each size, the first held-out frame is
 rendered through its camera resized to that square: by the inference renderer (``model.render_rays``: rounds over
 the live rays, stopped at transmittance 1e-4), ``--chunk`` rays a call (default: the run's ``render_chunk``, as the
-evaluation and ``render`` call it), the same at instant-ngp's interactive stop (1e-2, what ``view`` renders with),
-and by the training renderer (``model.render(rays, head)``: every sample; 8,192 rays a call, ``TrainingConfig``'s
-default), each the median of ``--repeats`` after a warm-up. Printed: ms a frame for each, their ratios, and at the
-frame's own size the PSNR of each against the held-out image and its difference from the training renderer's (the
-inference renderer's stated agreement: 0.1 dB or better, at either stop). Written to
+evaluation and ``render`` call it), as the viewer renders (instant-ngp's interactive stop, 1e-2, and the MLPs'
+products in bfloat16), and by the training renderer (``model.render(rays, head)``: every sample; 8,192 rays a call,
+``TrainingConfig``'s default), each the median of ``--repeats`` after a warm-up. Printed: ms a frame for each,
+their ratios, and at the frame's own size the PSNR of each against the held-out image and its difference from the
+training renderer's (the inference renderer's stated agreement: 0.1 dB or better, either way). Written to
 ``--out/render.json``. ``--anatomy`` (occupancy-grid models: INSTA, the portrait) also times, at the largest size,
 the march, the mesh shell's filter and the field over every sample, and counts what the stop at 1e-4 can save: the
 rays with samples, their samples, their opacity, and the share of samples in front of the stop.
@@ -43,6 +43,7 @@ from headfields.checks import trusted_values
 from headfields.metrics import psnr
 from headfields.models.registry import MODELS as REGISTERED
 from headfields.models.registry import model_entry
+from headfields.networks import products_in
 from headfields.renderers import EARLY_STOP_TRANSMITTANCE, INTERACTIVE_TRANSMITTANCE, image_rays
 from headfields.renderers.camera_paths import resized_cameras
 from headfields.renderers.compositing import transmittance
@@ -83,12 +84,16 @@ def measure(run, sizes: tuple[int, ...], chunk: int | None, repeats: int, device
         def inference(rays, early_stop=EARLY_STOP_TRANSMITTANCE):
             return model.render_rays(dataclasses.replace(rays, frame=torch.zeros_like(rays.frame)), head, early_stop)
 
+        def interactive(cameras):  # the viewer's: instant-ngp's interactive stop, the MLPs' products in bfloat16
+            with products_in("bfloat16"):
+                return render_pixels(lambda rays: inference(rays, INTERACTIVE_TRANSMITTANCE), cameras, 0, chunk)
+
         def training(rays):
             return model.render(dataclasses.replace(rays, frame=torch.zeros_like(rays.frame)), head).composite.rgb
 
         return {
             "inference": lambda: render_pixels(inference, cameras, 0, chunk),
-            "interactive": lambda: render_pixels(lambda rays: inference(rays, INTERACTIVE_TRANSMITTANCE), cameras, 0, chunk),
+            "interactive": lambda: interactive(cameras),
             "training": lambda: render_pixels(training, cameras, 0, TRAINING_CHUNK),
         }
 

@@ -21,6 +21,7 @@ precision. Activations between the products stay in bfloat16 within a block of r
 
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
 import os
@@ -43,7 +44,10 @@ __all__ = [
     "linear",
     "mlp",
     "mlp_trunk",
+    "PRECISIONS",
+    "check_precision",
     "onednn_linear",
+    "products_in",
     "reduced_precision",
     "softplus",
     "use_onednn",
@@ -87,6 +91,22 @@ def reduced_precision(dtype: torch.dtype = torch.bfloat16) -> Iterator[None]:
         yield
     finally:
         _products.dtype = outer
+
+
+PRECISIONS = ("float32", "bfloat16")  # what products_in takes: the commands' --precision
+
+
+def products_in(precision: str) -> contextlib.AbstractContextManager:
+    """The block in which the reducible MLPs' products run in ``precision``: ``"float32"`` (nothing changes) or
+    ``"bfloat16"`` (:func:`reduced_precision`); the viewer's and ``render``'s ``--precision``."""
+    return contextlib.nullcontext() if check_precision(precision) == "float32" else reduced_precision(torch.bfloat16)
+
+
+def check_precision(precision: str) -> str:
+    """``precision`` if it is one of :data:`PRECISIONS`, else a ValueError naming it."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision: expected one of {list(PRECISIONS)}, got {precision!r}")
+    return precision
 
 
 def _product_dtype(x: Tensor, reducible: bool) -> torch.dtype | None:

@@ -23,20 +23,14 @@ from torch import Tensor
 
 from .data.frames import TrackedParams
 from .heads import mesh_depth
+from .networks import check_precision, products_in
 from .parametric import Head
 from .parametric.tracked_meshes import TrackedMeshModel, compose_rotations
 from .renderers.cameras import PinholeCameras, Rays, image_pixels
 from .renderers.volume import INTERACTIVE_TRANSMITTANCE, check_early_stop
 from .runs import Run, load_run
 from .training import CHECKPOINT_NAME, render_pixels, render_view
-from .viewer_camera import (
-    MOVING_PIXELS,
-    MOVING_SECONDS,
-    RESTING_PIXELS,
-    RESTING_SECONDS,
-    frame_pixels,
-    viser_camera,
-)
+from .viewer_camera import MOVING_PIXELS, MOVING_SECONDS, RESTING_PIXELS, RESTING_SECONDS, frame_pixels, viser_camera
 
 __all__ = ["AvatarViewer", "ViewerState", "depth_image", "frame_pixels", "render_avatar", "state_head", "viser_camera"]
 
@@ -127,10 +121,9 @@ def state_head(
 def render_avatar(
     model, cameras: PinholeCameras, head: Head, depth: bool, chunk: int, device, early_stop: float = INTERACTIVE_TRANSMITTANCE
 ) -> Tensor:
-    """Colour [H, W, 3] in [0, 1] of camera 0 of ``cameras`` seeing frame 0 of ``head`` (each ray stopped at
-    transmittance ``early_stop``: instant-ngp's interactive 1e-2 by default) or, with ``depth``, its
-    depth [H, W]: the model's composited depth where its ``render`` returns one (NeRF and NeuS models: a
-    Composite's ``depth``, 0 for empty rays; a rasteriser's ``render_camera``: its expected depth), else the
+    """Colour [H, W, 3] in [0, 1] of camera 0 of ``cameras`` seeing frame 0 of ``head``, rays stopped at ``early_stop``,
+    or with ``depth`` its depth [H, W]: the model's composited depth where its ``render`` returns one (NeRF and NeuS
+    models: a Composite's ``depth``, 0 for empty rays; a rasteriser's ``render_camera``: its expected depth), else the
     distance to the tracked mesh (0 where a ray misses)."""
     if not depth:
         return render_view(model, cameras, 0, head, 0, chunk, device, early_stop)
@@ -193,8 +186,10 @@ class AvatarViewer:
         resting_pixels: int | None = None,
         chunk: int | None = None,
         early_stop: float = INTERACTIVE_TRANSMITTANCE,
+        precision: str = "bfloat16",
     ):
-        self.early_stop = check_early_stop(early_stop)  # each ray's stop (instant-ngp's GUI: 1e-2; its scores: 1e-4)
+        # Each ray's stop (instant-ngp's GUI: 1e-2; its scores 1e-4) and the decoders' products (tiny-cuda-nn's: half).
+        self.early_stop, self.precision = check_early_stop(early_stop), check_precision(precision)
         self.run = run_or_path if isinstance(run_or_path, Run) else load_run(run_or_path, device)
         self.host, self.port, self.watch = host, port, watch
         self.moving_pixels, self.resting_pixels = moving_pixels, resting_pixels
@@ -447,7 +442,8 @@ class AvatarViewer:
         run = self.run  # one run per image, though --watch may swap it meanwhile
         head = self.head(state)
         start = time.perf_counter()
-        result = render_avatar(run.model, request.camera, head, state.depth, self.chunk, run.device, self.early_stop)
+        with products_in(self.precision):
+            result = render_avatar(run.model, request.camera, head, state.depth, self.chunk, run.device, self.early_stop)
         seconds = max(time.perf_counter() - start, 1e-6)
         width, height = request.camera.width, request.camera.height
         speed = width * height / seconds

@@ -15,6 +15,8 @@ from torch.testing import assert_close
 from headfields import networks
 from headfields.networks import Linear, Softplus, linear, mlp, onednn_linear, softplus, use_onednn
 
+from helpers import raises_naming
+
 BETAS = [1.0, 3.0, 100.0]
 
 
@@ -263,6 +265,13 @@ def test_reduced_precision_runs_the_products_in_bfloat16_without_autograd_on_thi
     assert_close(alone, F.linear(x.bfloat16(), net[0].weight.bfloat16(), net[0].bias.bfloat16()).float(), rtol=0.01, atol=0.01)
     with pytest.raises(ValueError, match="dtype"), networks.reduced_precision(torch.float16):
         pass
+    with torch.no_grad():  # the commands' --precision
+        with networks.products_in("float32"):
+            assert torch.equal(net(x), plain)
+        with networks.products_in("bfloat16"):
+            assert torch.equal(net(x), reduced)
+    with raises_naming("precision"):
+        networks.products_in("float16")
 
 
 def test_mlp_with_other_layers_or_input_runs_them_one_by_one():

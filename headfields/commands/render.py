@@ -22,6 +22,7 @@ from ..checks import check_memory
 from ..driving import TRANSFERS, drive, is_own_capture
 from ..heads import tracked_head
 from ..metrics import psnr
+from ..networks import PRECISIONS, products_in
 from ..outputs import hold, probe_folder
 from ..parametric import Head
 from ..progress import Progress
@@ -88,6 +89,10 @@ def add_parser(commands) -> None:
     parser.add_argument(
         "--early-stop", type=float, default=EARLY_STOP_TRANSMITTANCE,
         help="stop a ray once its transmittance falls below this (default: the scores' 1e-4; instant-ngp's GUI: 1e-2)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--precision", choices=PRECISIONS, default="float32",
+        help="the density and colour MLPs' products on the CPU (bfloat16: oneDNN's, AMX where the CPU has it; the viewer's)",
     )  # fmt: skip
     parser.set_defaults(command=render)
 
@@ -226,7 +231,8 @@ def _render(run: Run, plan: RenderPlan, out: Path, args: argparse.Namespace, Vid
     with VideoWriter(out, fps=args.fps) as video, Progress(len(plan.head_frames), "render", "frame") as bar:
         for k, frame in enumerate(plan.head_frames):
             chunk = run.config.training.render_chunk if args.chunk is None else args.chunk
-            image = render_view(run.model, cameras, k, plan.head, frame, chunk, run.device, args.early_stop)
+            with products_in(args.precision):
+                image = render_view(run.model, cameras, k, plan.head, frame, chunk, run.device, args.early_stop)
             if plan.truth is not None:
                 truth = plan.truth_image(k)
                 scores.append(float(psnr(image, truth)))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import time
 
+from ..networks import PRECISIONS
 from ..renderers.volume import INTERACTIVE_TRANSMITTANCE
 from ._common import run_parser
 
@@ -39,6 +40,10 @@ def add_parser(commands) -> None:
         "--early-stop", type=float, default=INTERACTIVE_TRANSMITTANCE,
         help="stop a ray once its transmittance falls below this (default: instant-ngp's interactive 1e-2; the scores' 1e-4)",
     )  # fmt: skip
+    parser.add_argument(
+        "--precision", choices=PRECISIONS, default="bfloat16",
+        help="the density and colour MLPs' products on the CPU (bfloat16: oneDNN's, AMX where the CPU has it)",
+    )  # fmt: skip
     parser.set_defaults(command=view)
 
 
@@ -54,6 +59,7 @@ def view(args: argparse.Namespace, block: bool = True):
     viewer = AvatarViewer(
         args.run, host=args.host, port=args.port, watch=args.watch, device=args.device,
         moving_pixels=args.moving_resolution, resting_pixels=args.resolution, chunk=args.chunk, early_stop=args.early_stop,
+        precision=args.precision,
     ).start()  # fmt: skip
     if not block:
         return viewer
