@@ -209,7 +209,7 @@ def test_a_malformed_config_json_names_its_file(tmp_path, text, match):
 # --- the commands under faults --------------------------------------------------------------------------------
 
 
-def render_process(folder: Path, out: Path, frames: int = 2000) -> subprocess.Popen:
+def render_process(folder: Path, out: Path, frames: int = 10000) -> subprocess.Popen:
     """``python -m headfields render`` of a camera path long enough to be caught mid-way."""
     command = [sys.executable, "-m", "headfields", "render", str(folder), "--camera", "orbit", "--frames", str(frames)]
     command += ["--resolution", "32", "--out", str(out), "--device", "cpu"]

@@ -69,9 +69,9 @@ class AvatarModel(Protocol):
 
     def training_step(self, batch: RayBatch, step: int) -> StepOutput: ...
 
-    # rays.frame indexes head's frames; each ray stops at transmittance early_stop (the renderers' EARLY_STOP_TRANSMITTANCE
-    # for scores, INTERACTIVE_TRANSMITTANCE in the viewer)
-    def render_rays(self, rays: Rays, head: Head, early_stop: float = ...) -> Float[Tensor, "R 3"]: ...
+    # rays.frame indexes head's frames. Optionally an ``early_stop`` keyword: each ray's stop (EARLY_STOP_TRANSMITTANCE
+    # for scores, INTERACTIVE_TRANSMITTANCE in the viewer), which render_view passes where the method takes it.
+    def render_rays(self, rays: Rays, head: Head) -> Float[Tensor, "R 3"]: ...
 
 
 @runtime_checkable

@@ -4,6 +4,7 @@ regions, with the renders and comparisons written as PNGs."""
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -135,10 +136,18 @@ def render_view(
         with torch.no_grad():
             return model.render_camera(cameras.to(device), camera, head, head_frame).image.clamp(0, 1).cpu()
 
+    stop = {"early_stop": early_stop} if takes_early_stop(model) else {}  # a model of one's own may not take it
+
     def render(rays: Rays) -> Float[Tensor, "R 3"]:
-        return model.render_rays(dataclasses.replace(rays, frame=torch.full_like(rays.frame, head_frame)), head, early_stop)
+        return model.render_rays(dataclasses.replace(rays, frame=torch.full_like(rays.frame, head_frame)), head, **stop)
 
     return render_pixels(render, cameras.to(device), camera, chunk).clamp(0, 1)
+
+
+def takes_early_stop(model: AvatarModel) -> bool:
+    """Whether ``model.render_rays`` takes ``early_stop`` (the library's models do; a model written to the contract
+    before it, ``render_rays(rays, head)``, renders with its own stop)."""
+    return "early_stop" in inspect.signature(model.render_rays).parameters
 
 
 def _check_image_memory(cameras: PinholeCameras, device: torch.device) -> None:
