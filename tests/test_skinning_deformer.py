@@ -236,6 +236,9 @@ def test_without_autograd_points_off_the_mesh_map_as_with_it(flame):
     assert torch.equal(with_grad.face, without.face)
     _close(without.points, with_grad.points.detach(), atol=2e-6)
     _close(without.dirs, with_grad.dirs.detach(), atol=2e-6)
+    with torch.no_grad():  # a chunk of rays that meets no sample: no points, no frame present
+        empty = deformer(x[:0], head, frame[:0], dirs[:0])
+    assert empty.points.shape == (0, 3) and empty.dirs.shape == (0, 3) and empty.face.shape == (0,)
 
 
 def test_max_distance_drops_far_samples(flame):

@@ -20,6 +20,7 @@ import torch
 pytest.importorskip("viser")
 
 from headfields.heads import tracked_head  # noqa: E402
+from headfields.renderers import EARLY_STOP_TRANSMITTANCE, INTERACTIVE_TRANSMITTANCE  # noqa: E402
 from headfields.renderers.cameras import look_at, project_points  # noqa: E402
 from headfields.runs import load_run  # noqa: E402
 from headfields.viewer import (  # noqa: E402
@@ -32,6 +33,8 @@ from headfields.viewer import (  # noqa: E402
     viser_camera,
 )
 from headfields.viewer_camera import MIN_PIXELS  # noqa: E402
+
+from helpers import raises_naming  # noqa: E402
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 DOC_IMAGE = Path(__file__).resolve().parents[1] / "docs" / "images" / "viewer_screenshot.png"
@@ -173,6 +176,13 @@ def test_binds_localhost_by_default(run, capsys):
 
     args = parser().parse_args(["view", "some/run"])
     assert args.host == "127.0.0.1" and args.port == 8080 and not args.watch
+    # instant-ngp's interactive renderer: rays stopped at 1e-2, the decoders' products in bfloat16; render: the scores'
+    assert (args.early_stop, args.precision) == (INTERACTIVE_TRANSMITTANCE, "bfloat16")
+    args = parser().parse_args(["render", "some/run"])
+    assert (args.early_stop, args.precision) == (EARLY_STOP_TRANSMITTANCE, "float32")
+    for bad in (dict(early_stop=1.0), dict(precision="float16")):
+        with raises_naming(next(iter(bad))):
+            AvatarViewer("some/run", **bad)  # refused before the run is read
     port = free_port()
     with AvatarViewer(run, port=port) as viewer:
         assert viewer.server.get_host() == "127.0.0.1"

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..networks import PRECISIONS
+
 
 def run_parser(commands, name: str, help: str, doc: str) -> argparse.ArgumentParser:
     """Subcommand ``name`` of ``commands`` (described by the first paragraph of ``doc``, examples after it) with the
@@ -19,6 +21,20 @@ def run_parser(commands, name: str, help: str, doc: str) -> argparse.ArgumentPar
     parser.add_argument("run", type=Path, help="a training run's folder (its --out)")
     parser.add_argument("--device", default=None, help="default: cuda when torch sees one, else cpu")
     return parser
+
+
+def add_render_options(parser: argparse.ArgumentParser, early_stop: float, precision: str) -> None:
+    """The flags of a command that renders a run's rays (``render``, ``view``): rays a call, each ray's stop and the
+    MLPs' products, with the command's defaults."""
+    parser.add_argument("--chunk", type=int, default=None, help="rays rendered at once (default: the run's render_chunk)")
+    parser.add_argument(
+        "--early-stop", type=float, default=early_stop,
+        help="stop a ray once its transmittance falls below this (the scores: 1e-4; instant-ngp's interactive renderer: 1e-2)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--precision", choices=PRECISIONS, default=precision,
+        help="the density and colour MLPs' products on the CPU (bfloat16: oneDNN's, AMX where the CPU has it)",
+    )  # fmt: skip
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter):

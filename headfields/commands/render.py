@@ -22,7 +22,7 @@ from ..checks import check_memory
 from ..driving import TRANSFERS, drive, is_own_capture
 from ..heads import tracked_head
 from ..metrics import psnr
-from ..networks import PRECISIONS, products_in
+from ..networks import products_in
 from ..outputs import hold, probe_folder
 from ..parametric import Head
 from ..progress import Progress
@@ -32,7 +32,7 @@ from ..renderers.volume import EARLY_STOP_TRANSMITTANCE, check_early_stop
 from ..runs import Run, load_run
 from ..training import render_view, save_png
 from ..training.evaluation import image_bytes
-from ._common import run_parser
+from ._common import add_render_options, run_parser
 
 __all__ = ["CAMERAS", "RenderPlan", "add_parser", "plan_render", "render"]
 
@@ -85,15 +85,7 @@ def add_parser(commands) -> None:
         "--side-by-side", action="store_true",
         help="the capture's image beside each render (the avatar's own capture, --camera track)",
     )  # fmt: skip
-    parser.add_argument("--chunk", type=int, default=None, help="rays rendered at once (default: the run's render_chunk)")
-    parser.add_argument(
-        "--early-stop", type=float, default=EARLY_STOP_TRANSMITTANCE,
-        help="stop a ray once its transmittance falls below this (default: the scores' 1e-4; instant-ngp's GUI: 1e-2)",
-    )  # fmt: skip
-    parser.add_argument(
-        "--precision", choices=PRECISIONS, default="float32",
-        help="the density and colour MLPs' products on the CPU (bfloat16: oneDNN's, AMX where the CPU has it; the viewer's)",
-    )  # fmt: skip
+    add_render_options(parser, EARLY_STOP_TRANSMITTANCE, "float32")  # as the scores
     parser.set_defaults(command=render)
 
 

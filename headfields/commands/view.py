@@ -11,9 +11,8 @@ from __future__ import annotations
 import argparse
 import time
 
-from ..networks import PRECISIONS
 from ..renderers.volume import INTERACTIVE_TRANSMITTANCE
-from ._common import run_parser
+from ._common import add_render_options, run_parser
 
 __all__ = ["add_parser", "view"]
 
@@ -35,15 +34,7 @@ def add_parser(commands) -> None:
         "--moving-resolution", type=int, default=None,
         help="... while the camera or a slider moves (default: what renders in 0.1 s)",
     )  # fmt: skip
-    parser.add_argument("--chunk", type=int, default=None, help="rays rendered at once (default: the run's render_chunk)")
-    parser.add_argument(
-        "--early-stop", type=float, default=INTERACTIVE_TRANSMITTANCE,
-        help="stop a ray once its transmittance falls below this (default: instant-ngp's interactive 1e-2; the scores' 1e-4)",
-    )  # fmt: skip
-    parser.add_argument(
-        "--precision", choices=PRECISIONS, default="bfloat16",
-        help="the density and colour MLPs' products on the CPU (bfloat16: oneDNN's, AMX where the CPU has it)",
-    )  # fmt: skip
+    add_render_options(parser, INTERACTIVE_TRANSMITTANCE, "bfloat16")  # as instant-ngp's interactive renderer
     parser.set_defaults(command=view)
 
 

@@ -85,7 +85,8 @@ def inverse_skinning(
     q = closest_point(mesh, points, frame, signed=False)
     frames = torch.unique(frame)  # sorted; one frame when an image is rendered
     dtype = torch.promote_types(torch.promote_types(q.bary.dtype, vertex_weights.dtype), transforms.dtype)
-    table = vertex_weights.to(dtype) @ transforms[frames].to(dtype).reshape(len(frames), -1, 16)  # [U, V, 16]
+    joints = transforms.shape[1]
+    table = vertex_weights.to(dtype) @ transforms[frames].to(dtype).reshape(len(frames), joints, 16)  # [U, V, 16]
     rows = torch.searchsorted(frames, frame)[:, None] * mesh.num_vertices + mesh.faces[q.face.clamp(min=0)]
     blended = F.embedding_bag(rows, table.reshape(-1, 16), per_sample_weights=q.bary.to(dtype), mode="sum").view(-1, 4, 4)
     linear, offset = blended[:, :3, :3], blended[:, :3, 3]
