@@ -194,8 +194,9 @@ def test_a_training_budget_counts_the_steps_alone_and_evaluates_every_frame(tiny
     assert metrics["eval_frames"] == metrics["eval_frames_total"] == 2 and metrics["eval_note"] is None
     steps = metrics["iterations"]
     assert steps >= 2 and metrics["train_seconds"] >= 60 * budget  # stopped by the training clock, not the count
-    # About one step past it: the check is made between steps (a few mean steps of slack for a loaded machine).
-    assert metrics["train_seconds"] < 60 * budget + 4 * metrics["train_seconds"] / steps
+    # About one step past it: the check is made between steps (a few mean steps, or a second, of slack for a loaded
+    # machine: one step of a 2-core CI worker beside another took 0.44 s where the mean was 0.05 s).
+    assert metrics["train_seconds"] < 60 * budget + max(4 * metrics["train_seconds"] / steps, 1.0)
     with raises_naming("budget"):
         training.TrainingConfig(budget="wall")
 
