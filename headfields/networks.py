@@ -38,14 +38,14 @@ from torch import Tensor, nn
 
 __all__ = [
     "ONEDNN_SWITCH",
+    "PRECISIONS",
     "Linear",
     "Mlp",
     "Softplus",
+    "check_precision",
     "linear",
     "mlp",
     "mlp_trunk",
-    "PRECISIONS",
-    "check_precision",
     "onednn_linear",
     "products_in",
     "reduced_precision",
@@ -295,15 +295,13 @@ class Mlp(nn.Sequential):
         for start in range(0, full, ONEDNN_BLOCK_ROWS):
             h = flat[start : start + ONEDNN_BLOCK_ROWS]
             h = torch.relu(h) if relu_first else h
-            h = h if reduced is None else h.to(reduced)
-            for weight, bias, relu in plan:
+            for weight, bias, relu in plan:  # each product in its weights' dtype
                 h = _onednn_op(h.to(weight.dtype), weight, bias, relu)
             out[start : start + ONEDNN_BLOCK_ROWS] = h
         if full < rows and reduced is None:  # the last rows as the layers run them one by one (torch's product)
             out[full:] = super().forward(flat[full:])
         elif full < rows:  # ... in the reduced dtype
-            h = flat[full:].to(reduced)
-            h = torch.relu(h) if relu_first else h
+            h = torch.relu(flat[full:]) if relu_first else flat[full:]
             for weight, bias, relu in plan:
                 h = F.linear(h.to(weight.dtype), weight, bias)
                 h = torch.relu(h) if relu else h

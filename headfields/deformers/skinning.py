@@ -54,7 +54,7 @@ class SkinningDeformer(Deformer):
         if torch.is_grad_enabled():
             w = skinning_weights(mesh, head.skinning_weights, x, frame)
             blended = blend_transforms(w.weights, head.joint_transforms, w.frame)
-            points, face, distance = transform_points(blended, x, inverse=True), w.face, w.distance
+            points, face, distance, inverse = transform_points(blended, x, inverse=True), w.face, w.distance, None
         else:  # the same map without a gather of every joint's weight or a batched LU (inverse_skinning)
             frame = mesh.frame_index(frame, x.shape[0])
             points, inverse, face, distance = inverse_skinning(mesh, head.skinning_weights, head.joint_transforms, x, frame)
@@ -64,9 +64,9 @@ class SkinningDeformer(Deformer):
         if dirs is not None:
             dirs = dirs.to(points.dtype)
             # A blend of rotations is not a rotation: solve with its linear part, then renormalise.
-            if torch.is_grad_enabled():
+            if inverse is None:
                 rotated = torch.linalg.solve(blended[:, :3, :3].to(points.dtype), dirs)
-            else:
+            else:  # inverse_skinning's
                 rotated = torch.einsum("nrc,nc->nr", inverse.to(points.dtype), dirs)
             out_dirs = F.normalize(torch.where(valid[:, None], rotated, dirs), dim=-1)
         return Canonical(

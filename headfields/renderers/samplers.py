@@ -166,12 +166,10 @@ class OccupancySampler(_FrameShells):
         """The march's samples; with ``slots``, in that many slots (:meth:`OccupancyGrid.march_fixed`: nothing read
         back), the shell's samples compacted in place."""
         if slots is None:
-            cells = self._cells_of(rays, head)
-            if cells is None:
-                samples = self.grid.march(rays.origins, rays.directions, step_size=self.step_size)
-                return _shell(samples, rays, head, self.shell)
-            samples = self.grid.march(rays.origins, rays.directions, step_size=self.step_size, cells=cells.reach)
-            return mesh_guided_filter(samples, rays.origins, rays.directions, head.posed_mesh, cells.frame, self.shell, cells)
+            cells = self._cells_of(rays, head)  # with them, the march skips the cells out of the shell's reach
+            reach = None if cells is None else cells.reach
+            samples = self.grid.march(rays.origins, rays.directions, step_size=self.step_size, cells=reach)
+            return _shell(samples, rays, head, self.shell, cells)
         fixed = self.grid.march_fixed(rays.origins, rays.directions, slots, step_size=self.step_size)
         if self.shell is None:
             return fixed
