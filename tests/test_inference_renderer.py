@@ -5,14 +5,17 @@ training renderer's image of a held-out frame."""
 
 import dataclasses
 import math
+import platform
 
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_denormals import MANY, kept, product_of_denormals
 from tiny_configs import TINY_INSTA, TINY_MONOAVATAR, TINY_PORTRAIT
 
 from headfields.deformers import Canonical
+from headfields.denormals import flushing_denormals
 from headfields.fields import FieldOutput
 from headfields.heads import tracked_head
 from headfields.metrics import psnr
@@ -192,6 +195,27 @@ def test_bad_settings_name_their_argument(head):
         render_nerf_inference(_Waves(1.0), rays, head, samples, round_samples=0)
     with raises_naming("sampler"):
         render_nerf_inference(_Waves(1.0), rays, head, PackedSamples(samples.ray, samples.t_start, samples.t_end, 5))
+
+
+class _Mode(_Waves):
+    """_Waves that records whether the thread it runs on and torch's team there flush denormals."""
+
+    def forward(self, x, dirs, frame, head):
+        self.seen = (flushing_denormals(), kept(product_of_denormals()))
+        return super().forward(x, dirs, frame, head)
+
+
+@pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="the FTZ / DAZ modes are x86's")
+def test_denormals_are_flushed_within_the_render_and_the_callers_mode_is_back_after(head):
+    """A sharp Softplus's denormals (many times slower on x86) read as zero in the rounds, on every thread of torch's
+    team; the caller computes with denormals again after, and the image is the one computed without flushing."""
+    rays, samples = _rays([5, 3, 7], seed=2)
+    field = _Mode(1.0)
+    assert not flushing_denormals()
+    out = render_nerf_inference(field, rays, head, samples, early_stop=0.0)
+    assert field.seen == (True, 0)
+    assert not flushing_denormals() and kept(product_of_denormals()) == MANY
+    torch.testing.assert_close(out.rgb, _reference(_Waves(1.0), rays, head, samples, None).rgb)
 
 
 # ------------------------------------------------------------------------------------------- the models
