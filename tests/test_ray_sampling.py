@@ -314,16 +314,18 @@ def test_a_stratified_sampler_s_frame_shells_give_the_same_samples(padding):
     def seeded():  # the same strata every call
         return torch.Generator().manual_seed(0)
 
-    plain = sampler(rays, head, None, seeded())
+    plain, centres = sampler(rays, head, None, seeded()), sampler(rays, head)
     with sampler.frame_shells():
         fast = sampler(rays, head, None, seeded())
         cells = sampler._shell_cells[1]
         assert cells.inside.any() and (cells.reach & ~cells.inside).any() and not cells.reach.all()
         assert sampler(rays, head, None, seeded()) is not None and sampler._shell_cells[1] is cells  # reused
         mixed = sampler(Rays(origins, dirs, torch.arange(400) % 2), head, None, seeded())
-    assert 1000 < len(plain) < 48 * 400
-    assert torch.equal(fast.ray, plain.ray) and torch.equal(fast.t_start, plain.t_start)
-    assert torch.equal(fast.t_end, plain.t_end)
+        fast_centres = sampler(rays, head)  # no generator: the kept bins alone made (stratified_shell_samples)
+    assert 1000 < len(plain) < 48 * 400 and 1000 < len(centres) < 48 * 400
+    for want, got in ((plain, fast), (centres, fast_centres)):
+        assert torch.equal(got.ray, want.ray) and torch.equal(got.t_start, want.t_start)
+        assert torch.equal(got.t_end, want.t_end)
     assert torch.equal(mixed.ray, sampler(Rays(origins, dirs, torch.arange(400) % 2), head, None, seeded()).ray)
 
 

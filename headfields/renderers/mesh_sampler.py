@@ -10,17 +10,20 @@ need the test of their own.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import no_type_check
 
 import torch
+import warp as wp
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
+from .. import kernels as _warp
 from ..checks import IntLike, check_count
 from ..geometry import TriangleMesh, within_distance
 from .occupancy import OccupancyGrid
 from .samples import PackedSamples
 
-__all__ = ["CPU_SHELL", "ShellCells", "mesh_guided_filter", "near_mesh", "shell_cells"]
+__all__ = ["CPU_SHELL", "ShellCells", "mesh_guided_filter", "near_mesh", "shell_cells", "stratified_shell_samples"]
 
 # metres: the mesh shell of every CPU recipe (cpu_config). It skips samples far from the tracked mesh for speed,
 # and with them detail off the template (benchmarks/hair.py measures the cost); the paper recipes have none.
@@ -55,6 +58,135 @@ class ShellCells:
         c = torch.minimum(c.clamp(min=0), res - 1)
         inside = in_grid & self.inside[c[:, 0], c[:, 1], c[:, 2]]
         return inside, ~inside & (~in_grid | self.reach[c[:, 0], c[:, 1], c[:, 2]])
+
+
+# A sample's cell as the kernels below see it: dropped (out of the shell's reach), kept (wholly within it), tested.
+_DROP, _KEEP, _TEST = 0, 1, 2
+
+
+@no_type_check
+@wp.func
+def _cell_status(status: wp.array(dtype=wp.uint8), res: wp.vec3i, lo: wp.vec3, scale: wp.vec3, p: wp.vec3) -> int:
+    """:meth:`ShellCells.classify` of one point: outside the grid it is tested."""
+    c = wp.cw_mul(p - lo, scale)
+    if c[0] < 0.0 or c[1] < 0.0 or c[2] < 0.0:
+        return _TEST
+    i = int(c[0])
+    j = int(c[1])
+    k = int(c[2])
+    if i >= res[0] or j >= res[1] or k >= res[2]:
+        return _TEST
+    return int(status[(i * res[1] + j) * res[2] + k])
+
+
+@no_type_check
+@wp.func
+def _bin_point(o: wp.vec3, d: wp.vec3, near: float, far: float, n: int, b: int) -> wp.vec3:
+    return o + (near + (float(b) + 0.5) * ((far - near) / float(n))) * d
+
+
+@no_type_check
+@wp.kernel
+def _count_kernel(
+    status: wp.array(dtype=wp.uint8),
+    res: wp.vec3i,
+    lo: wp.vec3,
+    scale: wp.vec3,
+    n: int,
+    origins: wp.array(dtype=wp.vec3),
+    dirs: wp.array(dtype=wp.vec3),
+    near: wp.array(dtype=wp.float32),
+    far: wp.array(dtype=wp.float32),
+    count: wp.array(dtype=wp.int32),
+):
+    i = wp.tid()
+    kept = int(0)
+    if far[i] > near[i]:
+        for b in range(n):
+            if _cell_status(status, res, lo, scale, _bin_point(origins[i], dirs[i], near[i], far[i], n, b)) != _DROP:
+                kept += 1
+    count[i] = kept
+
+
+@no_type_check
+@wp.kernel
+def _write_kernel(
+    status: wp.array(dtype=wp.uint8),
+    res: wp.vec3i,
+    lo: wp.vec3,
+    scale: wp.vec3,
+    n: int,
+    out_ray: wp.array(dtype=wp.int64),
+    out_bin: wp.array(dtype=wp.int32),
+    out_test: wp.array(dtype=wp.uint8),
+    origins: wp.array(dtype=wp.vec3),
+    dirs: wp.array(dtype=wp.vec3),
+    near: wp.array(dtype=wp.float32),
+    far: wp.array(dtype=wp.float32),
+    ray: wp.array(dtype=wp.int64),
+    start: wp.array(dtype=wp.int64),
+):
+    i = wp.tid()
+    if far[i] <= near[i]:
+        return
+    s = start[i]
+    for b in range(n):
+        cell = _cell_status(status, res, lo, scale, _bin_point(origins[i], dirs[i], near[i], far[i], n, b))
+        if cell != _DROP:
+            out_ray[s] = ray[i]
+            out_bin[s] = b
+            out_test[s] = wp.uint8(cell == _TEST)
+            s += wp.int64(1)
+
+
+def stratified_shell_samples(
+    origins: Float[Tensor, "R 3"],
+    dirs: Float[Tensor, "R 3"],
+    near: Float[Tensor, " R"],
+    far: Float[Tensor, " R"],
+    num_samples: int,
+    mesh: TriangleMesh,
+    max_distance: float,
+    shell: ShellCells,
+) -> PackedSamples:
+    """``mesh_guided_filter(stratified_samples((origins, dirs), near, far, num_samples), ...)`` without a generator
+    (the bins' centres), for rays of ``shell``'s one frame: the same samples, the same bits, without making the
+    ones out of the shell's reach. A Warp kernel places each bin's centre in a cell of ``shell`` and keeps the bins
+    in reach (a sample whose cell it misjudges by a rounding lies within the cell margin of ``shell_cells``, so the
+    test decides it alike); torch computes the kept bins' intervals with ``stratified_samples``' own operations,
+    and only those in cells across the shell's edge are tested against the mesh."""
+    r, device, dtype = origins.shape[0], origins.device, near.dtype
+    n = check_count("num_samples", num_samples, 1)
+    status = (shell.inside.to(torch.uint8) + 2 * (shell.reach & ~shell.inside).to(torch.uint8)).flatten()
+    grid = [status, wp.vec3i(*shell.inside.shape), wp.vec3(*shell.low.tolist()), wp.vec3(*shell.scale.tolist()), n]
+    per_ray = [t.detach().to(torch.float32).contiguous() for t in (origins, dirs, near, far)]
+    count = torch.empty(r, dtype=torch.int32, device=device)
+    _warp.launch_rows(_count_kernel, r, grid, [*per_ray, count], device)
+    end = torch.cumsum(count, 0)
+    total = int(end[-1]) if r else 0
+    ray = torch.empty(total, dtype=torch.long, device=device)
+    index = torch.empty(total, dtype=torch.int32, device=device)
+    test = torch.empty(total, dtype=torch.uint8, device=device)
+    rays = torch.arange(r, device=device)
+    _warp.launch_rows(_write_kernel, r, [*grid, ray, index, test], [*per_ray, rays, end - count], device)
+    # stratified_points' and stratified_samples' operations on the kept bins alone (elementwise: the same bits): bin
+    # b's centre, and its edges midway to its neighbours'.
+    bins = index.to(dtype)
+    near_r, far_r = near[ray], far[ray]
+    width = (far_r - near_r) / n
+
+    def centre(offset: float) -> Tensor:
+        return near_r + ((bins + offset) + 0.5) * width
+
+    here = centre(0.0)
+    t_start = torch.where(index == 0, near_r, (here + centre(-1.0)) / 2)
+    t_end = torch.where(index == n - 1, far_r, (centre(1.0) + here) / 2)
+    samples = PackedSamples._trusted(ray, t_start, t_end, r)
+    keep = test == 0
+    tested = torch.nonzero(~keep).squeeze(1)
+    points = PackedSamples._trusted(ray[tested], t_start[tested], t_end[tested], r).midpoints(origins, dirs).detach()
+    keep[tested] = within_distance(mesh, points, max_distance, torch.full_like(tested, shell.frame))
+    return samples.select(keep)
 
 
 def shell_cells(

@@ -24,7 +24,7 @@ from ..checks import check_count, check_positive, trusted_values
 from ..geometry import TriangleMesh
 from ..parametric import Head
 from .cameras import Rays
-from .mesh_sampler import CELL_MARGIN, ShellCells, mesh_guided_filter, near_mesh, shell_cells
+from .mesh_sampler import CELL_MARGIN, ShellCells, mesh_guided_filter, near_mesh, shell_cells, stratified_shell_samples
 from .occupancy import CONE_ANGLE, GRID_OCCUPIED_FRACTION, GRID_UNIFORM_FRACTION, GRID_WARMUP_STEPS, OccupancyGrid
 from .samples import PackedSamples, SlotSamples, ray_aabb, stratified_samples
 
@@ -115,8 +115,12 @@ class StratifiedSampler(_FrameShells):
 
     def forward(self, rays: Rays, head: Head, field=None, generator: torch.Generator | None = None) -> PackedSamples:
         near, far = ray_bounds(rays, head, self.box, self.padding)
+        cells = self._cells_of(rays, head)
+        if cells is not None and generator is None:  # the bins' centres: those out of the shell's reach never made
+            o, d = rays.origins, rays.directions
+            return stratified_shell_samples(o, d, near, far, self.num_samples, head.posed_mesh, self.shell, cells)
         samples = stratified_samples(rays, near, far, self.num_samples, generator)
-        return _shell(samples, rays, head, self.shell, self._cells_of(rays, head))
+        return _shell(samples, rays, head, self.shell, cells)
 
     def _classify(self, mesh: TriangleMesh, frame: int) -> ShellCells:
         """Every cell of a grid over the frame's mesh box grown by the shell (where every point within it lies)."""
