@@ -14,9 +14,10 @@ Inside :func:`reduced_precision`, the products of the MLPs built ``reducible`` (
 maps features to density and colour, never a deformation or an SDF, whose positions bfloat16 would move) evaluated
 without autograd on the CPU take their inputs and weights in bfloat16 and sum in float32 (oneDNN's bfloat16 products: AMX or
 AVX512-BF16 where the CPU has them, 6x float32's on 128-wide layers here), as tiny-cuda-nn runs INSTA's MLPs in half
-precision. Activations between the products stay in bfloat16 within a block of rows; the output layer runs in float32
-(its bias and weights rounded to bfloat16 would shift every output alike: -0.1 dB on the portrait's held-out frame,
--0.045 dB with it in float32); what an MLP returns is float32.
+precision. Activations between the products stay in bfloat16 within a block of rows; a linear output layer (one no ReLU
+follows) runs in float32 (its bias and weights rounded to bfloat16 would shift every output alike: -0.1 dB on the
+portrait's held-out frame, -0.045 dB with it in float32), a slice that ends on a ReLU (a hidden layer, such as
+MonoAvatar's ``mlp0[1:-1]``) runs every product in bfloat16; what an MLP returns is float32.
 """
 
 from __future__ import annotations
@@ -183,6 +184,8 @@ def _onednn_product(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     """``x weight^T + bias`` for 2-d contiguous CPU tensors of one dtype: full blocks of rows by oneDNN, the rest by
     torch's ``addmm``."""
     rows = x.shape[0]
+    if rows == ONEDNN_BLOCK_ROWS:  # one block (MonoAvatar's blocks of neighbours): oneDNN's output, not a copy of it
+        return _onednn_op(x, weight, bias)
     full = rows - rows % ONEDNN_BLOCK_ROWS
     out = x.new_empty(rows, weight.shape[0])
     for start in range(0, full, ONEDNN_BLOCK_ROWS):
@@ -288,8 +291,9 @@ class Mlp(nn.Sequential):
         flat = x.reshape(-1, x.shape[-1])
         rows = flat.shape[0]
         reduced = _product_dtype(flat, self.reducible)
-        if reduced is not None:  # the weights cast once a call; the output layer's stay float32 (see below)
-            plan = [(w.to(reduced), None if b is None else b.to(reduced), relu) for w, b, relu in plan[:-1]] + plan[-1:]
+        if reduced is not None:  # the weights cast once a call; a linear output layer's stay float32 (module docstring)
+            cast = len(plan) - (not plan[-1][2])
+            plan = [(w.to(reduced), None if b is None else b.to(reduced), relu) for w, b, relu in plan[:cast]] + plan[cast:]
         full = rows - rows % ONEDNN_BLOCK_ROWS
         out = flat.new_empty(rows, plan[-1][0].shape[0])
         for start in range(0, full, ONEDNN_BLOCK_ROWS):

@@ -231,9 +231,10 @@ def test_mlp_without_autograd_runs_blocks_through_every_layer(rows, build):
 def test_reduced_precision_runs_the_products_in_bfloat16_without_autograd_on_this_thread(rows):
     """Inside reduced_precision() a reducible MLP without autograd (and linear) gives bfloat16 products' values: within
     bfloat16's rounding of the float64 layers (an input and weight rounding a layer, 2^-9 relative), equal to the
-    same layers run in bfloat16 by torch but the output layer (float32: its rounding would shift every colour alike),
-    float32 out; with autograd, on another thread, after the block and for an
-    MLP not built reducible (a deformation's, an SDF's), float32. A slice keeps the flag."""
+    same layers run in bfloat16 by torch but the output layer (float32: its rounding would shift every colour alike; a
+    slice ending on a hidden layer's ReLU runs every product in bfloat16), float32 out; with autograd, on another
+    thread, after the block and for an MLP not built reducible (a deformation's, an SDF's), float32. A slice keeps the
+    flag."""
     import threading
 
     torch.manual_seed(2)
@@ -262,6 +263,12 @@ def test_reduced_precision_runs_the_products_in_bfloat16_without_autograd_on_thi
     for m in net[:-1]:
         h = F.linear(h, m.weight.bfloat16(), m.bias.bfloat16()) if isinstance(m, torch.nn.Linear) else m(h)
     assert_close(reduced, net[-1](h.float()), rtol=0.02, atol=0.02 * float(exact.abs().max()))
+    # A slice that ends on a ReLU (a hidden layer, MonoAvatar's mlp0[1:-1]) runs its last product in bfloat16 too:
+    # every value it returns is a bfloat16 number; the output layer's are not.
+    with torch.no_grad(), networks.reduced_precision():
+        hidden = net[:-1](x)
+    assert torch.equal(hidden.bfloat16().float(), hidden) and not torch.equal(reduced.bfloat16().float(), reduced)
+    assert_close(hidden, h.float(), rtol=0.02, atol=0.02 * float(h.float().abs().max()))
     assert_close(alone, F.linear(x.bfloat16(), net[0].weight.bfloat16(), net[0].bias.bfloat16()).float(), rtol=0.01, atol=0.01)
     with pytest.raises(ValueError, match="dtype"), networks.reduced_precision(torch.float16):
         pass

@@ -152,12 +152,14 @@ class MeshAnchoredEncoder(nn.Module):
             h = gather_vertex_rows(per_vertex, frame[rows], index[rows]).reshape(m * k, -1)
             h = linear(encoded, position_weight, reducible=True) + h
             h = h if layers is None else layers(h)
-            return (weights[rows, :, None] * h.reshape(m, k, -1)).sum(dim=1)
+            return torch.bmm(weights[rows, None, :], h.reshape(m, k, -1))[:, 0]  # Σ_j w_j h_j
 
         if torch.is_grad_enabled():
             blended = blend(slice(None))
-        else:  # blocks of points whose temporaries ([block x k, 128] a layer) stay in the cache
-            blended = torch.cat([blend(slice(start, start + INFERENCE_BLOCK)) for start in range(0, n, INFERENCE_BLOCK)])
+        else:  # blocks of points whose temporaries ([block x k, 128] a layer) stay in the cache, written in place
+            blended = weights.new_empty(n, first.out_features)  # MLP0's hidden width (its output width without hidden layers)
+            for start in range(0, n, INFERENCE_BLOCK):
+                blended[start : start + INFERENCE_BLOCK] = blend(slice(start, start + INFERENCE_BLOCK))
         features = blended if last is None else linear(blended, last.weight, last.bias, True)
         return AnchoredFeatures(features=features, weights=weights, index=index, distance=knn.distance)
 
