@@ -63,18 +63,25 @@ class FrequencyEncoding(nn.Module):
         if self.num_frequencies == 0 and not self.include_input:
             raise ValueError("num_frequencies: expected at least 1 when include_input is False, got 0")
         self.out_dim = self.in_dim * (int(self.include_input) + 2 * self.num_frequencies)
-        self.register_buffer(
-            "frequencies", math.pi * 2.0 ** torch.arange(self.num_frequencies, dtype=torch.float64), persistent=False
-        )
+        frequencies = math.pi * 2.0 ** torch.arange(self.num_frequencies, dtype=torch.float64)
+        self.register_buffer("frequencies", frequencies, persistent=False)
+        # Every wave's phase in one product, x @ phase_matrix + phase_shift, in the output's [K, 2, D] order: the
+        # cosines as sines a quarter turn on (nerfstudio's NeRFEncoding), so one sine pass and no stacking.
+        matrix = torch.zeros(self.in_dim, self.num_frequencies, 2, self.in_dim, dtype=torch.float64)
+        for d in range(self.in_dim):
+            matrix[d, :, :, d] = frequencies[:, None]
+        shift = torch.zeros(self.num_frequencies, 2, self.in_dim, dtype=torch.float64)
+        shift[:, 1] = math.pi / 2
+        self.register_buffer("phase_matrix", matrix.reshape(self.in_dim, -1), persistent=False)
+        self.register_buffer("phase_shift", shift.reshape(-1), persistent=False)
 
     def forward(self, x: Float[Tensor, "N D"], window: float | None = None) -> Float[Tensor, "N E"]:
         check_float("x", x, [None, self.in_dim], device=self.frequencies.device)
         weights = None if window is None else window_weights(window, self.num_frequencies)
-        angles = x[:, None, :] * self.frequencies.to(x.dtype)[:, None]  # [N, K, D]
-        waves = torch.stack([torch.sin(angles), torch.cos(angles)], dim=2)  # [N, K, 2, D]
+        waves = torch.sin(torch.addmm(self.phase_shift.to(x.dtype), x, self.phase_matrix.to(x.dtype)))  # [N, K*2*D]
         if weights is not None:
-            waves = waves * torch.tensor(weights, dtype=x.dtype, device=x.device)[:, None, None]
-        waves = waves.reshape(x.shape[0], 2 * self.num_frequencies * self.in_dim)  # [N, K*2*D], N may be 0
+            band = torch.tensor(weights, dtype=x.dtype, device=x.device).repeat_interleave(2 * self.in_dim)
+            waves = waves * band
         return torch.cat([x, waves], dim=1) if self.include_input else waves
 
     def extra_repr(self) -> str:
