@@ -1,10 +1,10 @@
 """MonoNPHM's tracking on tiny sizes: the corrected pose against the rigid deformer and an analytic rotation; the
 posed anchors of an undeformed prior against their closed form, with gradients to the pose; landmark pairs against
-a brute force; the silhouette and smoothness terms against hand values; stage 1 lowers the photometric loss and
-fits the identity, held-out tracking leaves it alone, stage 2 smooths; the whole reconstruction writes its
-metrics; bad input raises. As a run: train_run writes config.json, the checkpoint and the metrics; load_run
-renders both splits' frames with their fitted codes as the reconstruction did; render, export and the viewer
-open the run; the example and the train command track a saved prior."""
+a brute force; the photometric, silhouette and smoothness terms against hand values; a head scale fitted only with
+a rate; stage 1 lowers the photometric loss and fits the identity, held-out tracking leaves it alone, stage 2
+smooths; the whole reconstruction writes its metrics; bad input raises. As a run: train_run writes config.json, the
+checkpoint and the metrics; load_run renders both splits' frames with their fitted codes as the reconstruction did;
+render, export and the viewer open the run; the example and the train command track a saved prior."""
 
 import dataclasses
 import json
@@ -285,6 +285,61 @@ def test_code_regularisers_match_hand_values(person):
     assert float(value) == pytest.approx(hand, rel=1e-5)
 
 
+def test_photometric_and_silhouette_terms_of_a_frame_match_hand_values(person, monkeypatch):
+    """tracking.py's colour term: the L1 over the channels of each drawn pixel, times its mask and the mouth interior's
+    weight (1/25), summed and divided by the rays a step (not by the foreground's); plus the soft Jaccard of the
+    opacities; no landmark term without detections."""
+    from types import SimpleNamespace
+
+    from headfields.models.neus_tracking import FramePixels
+
+    subject, flame, _ = person
+    model = mononphm.MonoNphm(tiny_prior(flame), subject.parametric, len(subject.train), SAMPLER)
+    data = FramePixels(subject.train, "cpu")
+    pick = torch.tensor([3, 7, 11, 20])
+    data.mask[1, pick] = torch.tensor([True, True, False, True])
+    data.mouth = torch.zeros_like(data.mask)
+    data.mouth[1, pick[1]] = True
+    rgb = torch.tensor([[0.2, 0.4, 0.6], [1.0, 0.0, 0.5], [0.3, 0.3, 0.3], [0.0, 0.9, 0.1]])
+    opacity = torch.tensor([0.9, 0.5, 0.2, 1.0])
+    monkeypatch.setattr(data, "draw", lambda frame, count, fraction, generator: pick)
+    rendered = SimpleNamespace(composite=SimpleNamespace(rgb=rgb, opacity=opacity))
+    monkeypatch.setattr(model, "render", lambda rays, head, generator: rendered)
+    config = dataclasses.replace(FEW, rays_per_step=10)
+    no_pairs = (torch.zeros(0, dtype=torch.long),) * 2 + (torch.zeros(0),)
+    tracker = mononphm_tracking._Tracker(
+        model, model.track(), tracked_head(subject.parametric, subject.train), data, no_pairs, None, config,
+        torch.Generator().manual_seed(0), mononphm.TrackingHistory(),
+    )  # fmt: skip
+    stage = mononphm.StageConfig(steps=1, rgb=3.0, mask=2.0, mouth_interior=0.25)
+    loss, logs = mononphm_tracking._frame_loss(tracker, tracker.base, 1, stage, landmark_weight=100.0)
+    target = data.rgb[1, pick].tolist()
+    l1 = [sum(abs(a - b) for a, b in zip(row, t, strict=True)) for row, t in zip(rgb.tolist(), target, strict=True)]
+    colour = (l1[0] + 0.25 * l1[1] + l1[3]) / 10  # the third pixel is off the mask
+    mask = [1.0, 1.0, 0.0, 1.0]
+    both = sum(o * m for o, m in zip(opacity.tolist(), mask, strict=True))
+    jaccard = (1 - (both + 5) / (sum(opacity.tolist()) + sum(mask) - both + 5)) * 5
+    assert float(logs["rgb"]) == pytest.approx(colour, rel=1e-5) and float(logs["mask"]) == pytest.approx(jaccard, rel=1e-5)
+    assert float(loss) == pytest.approx(3.0 * colour + 2.0 * jaccard, rel=1e-5) and "landmarks" not in logs
+
+
+def test_a_scale_rate_fits_the_head_scale_with_the_person(person):
+    """The head scale is fitted only where a stage gives it a rate (tracking.py: scale_param's Adam, but requires_grad
+    False, hence 0 by default), and only with the identity (the first frame), never by held-out tracking."""
+    subject, flame, _ = person
+    model = mononphm.MonoNphm(
+        tiny_prior(flame), subject.parametric, len(subject.train), SAMPLER, held_out_frames=len(subject.eval)
+    )
+    first = dataclasses.replace(FEW.first_frame, steps=4, scale_rate=5e-3)
+    config = dataclasses.replace(FEW, first_frame=first, per_frame=dataclasses.replace(FEW.per_frame, steps=1, scale_rate=5e-3),
+                                 joint=dataclasses.replace(FEW.joint, steps=0))  # fmt: skip
+    mononphm.track_sequence(model, subject.train, config)
+    fitted = float(model.pose.scale.detach())
+    assert fitted != 1.0 and abs(fitted - 1.0) < 0.1  # four Adam steps of 5e-3
+    mononphm.track_frames(model, subject.eval, config)
+    assert float(model.pose.scale.detach()) == fitted
+
+
 def test_stage_one_fits_the_person_and_held_out_tracking_keeps_the_identity(person):
     subject, flame, _ = person
     model = mononphm.MonoNphm(
@@ -300,7 +355,7 @@ def test_stage_one_fits_the_person_and_held_out_tracking_keeps_the_identity(pers
     history = mononphm.track_sequence(model, subject.train, FEW)
     assert first_frame_error() < before
     assert not torch.equal(model.colour.matrix.detach(), torch.eye(3))  # the colour transform is fitted with the person
-    assert float(model.pose.scale) == 1.0  # the head scale is not (tracking.py: requires_grad False)
+    assert float(model.pose.scale.detach()) == 1.0  # the head scale is not (tracking.py: requires_grad False)
     assert history.steps["stage1"] == 12 + 2 * (len(subject.train) - 1) and history.steps["stage2"] == 4
     assert float(model.codes.identity.detach().abs().sum()) > 0 and float(model.codes.appearance.detach().abs().sum()) > 0
     assert float(model.track("held_out").codes.detach().abs().sum()) == 0  # not tracked yet
