@@ -65,20 +65,20 @@ class FrequencyEncoding(nn.Module):
         self.out_dim = self.in_dim * (int(self.include_input) + 2 * self.num_frequencies)
         frequencies = math.pi * 2.0 ** torch.arange(self.num_frequencies, dtype=torch.float64)
         self.register_buffer("frequencies", frequencies, persistent=False)
-        # Every wave's phase in one product, x @ phase_matrix + phase_shift, in the output's [K, 2, D] order: the
-        # cosines as sines a quarter turn on (nerfstudio's NeRFEncoding), so one sine pass and no stacking.
-        matrix = torch.zeros(self.in_dim, self.num_frequencies, 2, self.in_dim, dtype=torch.float64)
-        for d in range(self.in_dim):
-            matrix[d, :, :, d] = frequencies[:, None]
+        # Every wave's phase as x_d f_k (+ pi/2), in the output's [K, 2, D] order: the cosines as sines a quarter turn on
+        # (nerfstudio's NeRFEncoding), so one sine pass and no stacking. Elementwise, not a product by a matrix of the
+        # frequencies, which TF32 or bfloat16 matmul modes would round to 10 or 8 bits.
+        rates = frequencies[:, None, None].expand(self.num_frequencies, 2, self.in_dim)
         shift = torch.zeros(self.num_frequencies, 2, self.in_dim, dtype=torch.float64)
         shift[:, 1] = math.pi / 2
-        self.register_buffer("phase_matrix", matrix.reshape(self.in_dim, -1), persistent=False)
+        self.register_buffer("phase_rates", rates.reshape(-1).clone(), persistent=False)
         self.register_buffer("phase_shift", shift.reshape(-1), persistent=False)
 
     def forward(self, x: Float[Tensor, "N D"], window: float | None = None) -> Float[Tensor, "N E"]:
         check_float("x", x, [None, self.in_dim], device=self.frequencies.device)
         weights = None if window is None else window_weights(window, self.num_frequencies)
-        waves = torch.sin(torch.addmm(self.phase_shift.to(x.dtype), x, self.phase_matrix.to(x.dtype)))  # [N, K*2*D]
+        repeated = x.repeat(1, 2 * self.num_frequencies)  # [N, K*2*D]
+        waves = torch.sin(torch.addcmul(self.phase_shift.to(x.dtype), repeated, self.phase_rates.to(x.dtype)))
         if weights is not None:
             band = torch.tensor(weights, dtype=x.dtype, device=x.device).repeat_interleave(2 * self.in_dim)
             waves = waves * band
