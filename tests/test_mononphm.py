@@ -125,7 +125,7 @@ def test_colour_transform_maps_the_foreground_and_leaves_the_background(person):
     old = {k: v for k, v in model.state_dict().items() if "colour" not in k and not k.endswith("pose.scale")}
     fresh = mononphm.MonoNphm(tiny_prior(flame), subject.parametric, len(subject.train), SAMPLER)
     fresh.load_state_dict(old, strict=True)
-    assert torch.equal(fresh.colour.matrix, torch.eye(3)) and float(fresh.pose.scale) == 1.0
+    assert torch.equal(fresh.colour.matrix, torch.eye(3)) and float(fresh.pose.scale.detach()) == 1.0
 
 
 def test_landmark_error_weighs_each_residual(person):

@@ -15,7 +15,7 @@ def test_adam_steps_follow_the_schedule_and_fixed_groups_stay():
     values = []
 
     def loss(step: int) -> torch.Tensor:
-        values.append(float(moving))
+        values.append(float(moving.detach()))
         return moving + fixed + edited
 
     def after_backward() -> None:
@@ -23,10 +23,10 @@ def test_adam_steps_follow_the_schedule_and_fixed_groups_stay():
 
     groups = [("a", [moving], 0.1), ("a", [fixed], 0.0), ("b", [edited], 0.1)]
     run_stage(groups, 4, loss, schedule=((0.5, "a", 0.5), (0.75, "a", 0.0)), after_backward=after_backward)
-    values.append(float(moving))
+    values.append(float(moving.detach()))
     steps = [b - a for a, b in zip(values[:-1], values[1:], strict=True)]
     assert steps == pytest.approx([-0.1, -0.1, -0.05, 0.0], abs=1e-6)  # a constant gradient: Adam moves by its rate
-    assert float(fixed) == 0.0 and float(edited) == pytest.approx(0.4, abs=1e-6)
+    assert float(fixed.detach()) == 0.0 and float(edited.detach()) == pytest.approx(0.4, abs=1e-6)
     assert scheduled((), "a", 3, 4) == 1.0
 
 
