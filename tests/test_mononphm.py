@@ -282,7 +282,7 @@ def test_code_regularisers_match_hand_values(person):
         + 5.0 * sum(x * x for x in model.codes.appearance[0].tolist()) + 11.0 * symmetry + 2.0 * expression[0]
     )  # fmt: skip
     value = mononphm_tracking._code_terms(model, model.track(), torch.tensor([0]), stage)
-    assert float(value) == pytest.approx(hand, rel=1e-5)
+    assert float(value.detach()) == pytest.approx(hand, rel=1e-5)
 
 
 def test_photometric_and_silhouette_terms_of_a_frame_match_hand_values(person, monkeypatch):
