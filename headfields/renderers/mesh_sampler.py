@@ -20,7 +20,7 @@ from torch import Tensor
 from .. import kernels as _warp
 from ..checks import IntLike, check_count
 from ..geometry import TriangleMesh, within_distance
-from .occupancy import OccupancyGrid
+from .occupancy import OccupancyGrid, grid_cell
 from .samples import PackedSamples
 
 __all__ = ["CPU_SHELL", "ShellCells", "mesh_guided_filter", "near_mesh", "shell_cells", "stratified_shell_samples"]
@@ -68,15 +68,10 @@ _DROP, _KEEP, _TEST = 0, 1, 2
 @wp.func
 def _cell_status(status: wp.array(dtype=wp.uint8), res: wp.vec3i, lo: wp.vec3, scale: wp.vec3, p: wp.vec3) -> int:
     """:meth:`ShellCells.classify` of one point: outside the grid it is tested."""
-    c = wp.cw_mul(p - lo, scale)
-    if c[0] < 0.0 or c[1] < 0.0 or c[2] < 0.0:
+    cell = grid_cell(res, lo, scale, p)
+    if cell < 0:
         return _TEST
-    i = int(c[0])
-    j = int(c[1])
-    k = int(c[2])
-    if i >= res[0] or j >= res[1] or k >= res[2]:
-        return _TEST
-    return int(status[(i * res[1] + j) * res[2] + k])
+    return int(status[cell])
 
 
 @no_type_check

@@ -47,16 +47,27 @@ UPDATE_CHUNK = 1 << 18  # cells evaluated per density_fn call during an update (
 
 @no_type_check  # Warp parameter types are not Python type hints; keep the jaxtyping checker off them.
 @wp.func
-def _occupied(bits: wp.array(dtype=wp.uint8), res: wp.vec3i, lo: wp.vec3, scale: wp.vec3, p: wp.vec3) -> bool:
+def grid_cell(res: wp.vec3i, lo: wp.vec3, scale: wp.vec3, p: wp.vec3) -> int:
+    """The flat (C-order) index of the cell of a grid of ``res`` cells from ``lo`` (``scale`` cells a unit) that holds
+    ``p``, or -1 outside the grid (as :meth:`OccupancyGrid.occupied` places points, in float32)."""
     c = wp.cw_mul(p - lo, scale)  # position in cells
     if c[0] < 0.0 or c[1] < 0.0 or c[2] < 0.0:
-        return False
+        return -1
     i = int(c[0])
     j = int(c[1])
     k = int(c[2])
     if i >= res[0] or j >= res[1] or k >= res[2]:
+        return -1
+    return (i * res[1] + j) * res[2] + k
+
+
+@no_type_check
+@wp.func
+def _occupied(bits: wp.array(dtype=wp.uint8), res: wp.vec3i, lo: wp.vec3, scale: wp.vec3, p: wp.vec3) -> bool:
+    cell = grid_cell(res, lo, scale, p)
+    if cell < 0:
         return False
-    return bits[(i * res[1] + j) * res[2] + k] != wp.uint8(0)
+    return bits[cell] != wp.uint8(0)
 
 
 @no_type_check
