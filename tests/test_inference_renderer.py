@@ -29,6 +29,8 @@ from headfields.renderers import (
     Rays,
     composite,
     image_pixels,
+    image_rays,
+    nerf_weights_inference,
     pixel_rays,
     render_nerf_inference,
     render_neus,
@@ -280,6 +282,30 @@ def test_each_model_renders_the_training_renderers_image(name, tiny_video, tiny_
     assert (fast - old).abs().max() <= INTERACTIVE_TRANSMITTANCE + 1e-5
     assert abs(float(psnr(fast, truth)) - float(psnr(old, truth))) <= 0.1
     assert points["n"] <= new_points
+
+
+def test_a_coarse_pass_weights_from_the_density_alone_are_the_rendered_weights(tiny_video):
+    """nerf_weights_inference: the weights render_nerf_inference gives, bit for bit, without the colour network (MonoAvatar's
+    coarse pass, whose colour nothing reads)."""
+    torch.manual_seed(0)
+    model, (train, test) = _models(tiny_video, tiny_video)["monoavatar"]
+    _opaque(model, 40.0)  # some rays stop within the frame
+    head = tracked_head(model.parametric, test)
+    rays = image_rays(test.cameras, 0)
+    field = model.coarse_field
+    colours = {"n": 0}
+    hook = field.decoder.color_net.register_forward_hook(lambda *_: colours.__setitem__("n", colours["n"] + 1))
+    try:
+        with field.encoder.reuse_frame_features():
+            samples = model.sampler(rays, head)
+            want = render_nerf_inference(field, rays, head, samples, torch.ones(3), round_samples=256).weights
+            rendered, colours["n"] = colours["n"], 0
+            got = nerf_weights_inference(field, rays, head, samples, round_samples=256)
+    finally:
+        hook.remove()
+    assert rendered > 0 and colours["n"] == 0
+    assert bool((want > 0).any()) and bool((want == 0).any())  # weights, and samples behind a stop
+    assert torch.equal(got, want)
 
 
 def test_neus_rounds_without_a_stop_composite_every_sample(tiny_neus_run):

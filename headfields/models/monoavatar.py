@@ -42,6 +42,7 @@ from ..renderers import (
     Rays,
     StratifiedSampler,
     importance_samples,
+    nerf_weights_inference,
     render_nerf,
     render_nerf_inference,
 )
@@ -205,8 +206,8 @@ class MonoAvatar(nn.Module):
         # No gradient: render_nerf_inference's, detached samples; an image's chunks: the frame's shell classified once.
         with self.coarse_field.encoder.reuse_frame_features(), self.sampler.frame_shells():
             samples = self.sampler(rays, head)
-            coarse = render_nerf_inference(self.coarse_field, rays, head, samples, background, early_stop)
-            drawn = importance_samples(samples, coarse.weights, self.config.fine_samples)
+            coarse = nerf_weights_inference(self.coarse_field, rays, head, samples, early_stop)  # no coarse colour
+            drawn = importance_samples(samples, coarse, self.config.fine_samples)
             fine = merge_samples(samples, drawn)
             return render_nerf_inference(self.field, rays, head, fine, background, early_stop).rgb
 

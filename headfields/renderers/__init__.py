@@ -110,7 +110,7 @@ __all__ += [
 ]
 
 # Renderers that take a field, and the samplers they draw from.
-from .inference import render_nerf_inference, render_neus_inference  # noqa: E402
+from .inference import nerf_weights_inference, render_nerf_inference, render_neus_inference  # noqa: E402
 from .samplers import OccupancySampler, StratifiedSampler, ray_bounds  # noqa: E402
 from .volume import (  # noqa: E402
     EARLY_STOP_TRANSMITTANCE,
@@ -132,6 +132,7 @@ __all__ += [
     "StratifiedSampler",
     "ray_bounds",
     "render_nerf",
+    "nerf_weights_inference",
     "render_nerf_inference",
     "render_neus",
     "render_neus_inference",

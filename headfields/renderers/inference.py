@@ -13,6 +13,7 @@ stop. A ray's colour, depth and opacity differ from
 its interactive 1e-2 (``INTERACTIVE_TRANSMITTANCE``).
 
     out = render_nerf_inference(field, rays, head, sampler, background)  # Composite; no gradient
+    weights = nerf_weights_inference(field, rays, head, samples)  # its weights alone: no colour network
     out = render_neus_inference(field, rays, head, NeusSampler(), inv_s, background)  # an SDF field, the same way
 
 An SDF field stops the same way (:func:`render_neus_inference`): NeuS's up-sampling draws every ray's samples
@@ -45,7 +46,7 @@ from .samplers import ray_bounds
 from .samples import PackedSamples
 from .volume import EARLY_STOP_TRANSMITTANCE, NeusSampler, check_drawn_samples, check_early_stop
 
-__all__ = ["MAX_ROUND_STEPS", "ROUND_SAMPLES", "render_nerf_inference", "render_neus_inference"]
+__all__ = ["MAX_ROUND_STEPS", "ROUND_SAMPLES", "nerf_weights_inference", "render_nerf_inference", "render_neus_inference"]
 
 # instant-ngp's tracer marches between 1 and 8 steps a ray before it compacts the live rays
 # (MIN/MAX_STEPS_INBETWEEN_COMPACTION): more steps waste samples behind the stop, fewer cost more rounds.
@@ -85,16 +86,45 @@ def render_nerf_inference(
     check_drawn_samples(sampler, rays)
     with torch.no_grad(), trusted_values(), _flushed(rays.origins.device):
         samples = sampler if isinstance(sampler, PackedSamples) else sampler(rays, head, field, None)
-        dtype = rays.origins.dtype
-        t_mid, deltas = samples.t_mid.to(dtype), samples.deltas.to(dtype)
-
-        def evaluate(index: Tensor) -> tuple[Tensor, Tensor]:
-            ray = samples.ray[index]
-            x = rays.origins[ray] + t_mid[index, None] * rays.directions[ray]
-            out = field(x, rays.directions[ray], rays.frame[ray], head)
-            return out.density.to(dtype) * deltas[index], out.rgb
-
+        t_mid, evaluate = samples.t_mid.to(rays.origins.dtype), _nerf_evaluate(field, rays, head, samples, True)
         return _rounds(samples, t_mid, evaluate, background, float(early_stop), round_samples)
+
+
+def nerf_weights_inference(
+    field: Field,
+    rays: Rays,
+    head: Head,
+    samples: PackedSamples,
+    early_stop: float = EARLY_STOP_TRANSMITTANCE,
+    round_samples: int | None = None,
+) -> Float[Tensor, " S"]:
+    """:func:`render_nerf_inference`'s ``Composite.weights`` from the density alone: the field is asked without
+    directions, so its colour network never runs (a NeRF's coarse pass, whose colour the fine pass never reads). The
+    same rounds and stop; the same weights, bit for bit, as the field's density does not read the directions."""
+    round_samples = _check(rays, head, early_stop, round_samples)
+    check_drawn_samples(samples, rays)
+    with torch.no_grad(), trusted_values(), _flushed(rays.origins.device):
+        t_mid = samples.t_mid.to(rays.origins.dtype)
+        evaluate = _nerf_evaluate(field, rays, head, samples, False)
+        return _rounds(samples, t_mid, evaluate, None, float(early_stop), round_samples).weights
+
+
+def _nerf_evaluate(
+    field: Field, rays: Rays, head: Head, samples: PackedSamples, colour: bool
+) -> Callable[[Tensor], tuple[Tensor, Tensor]]:
+    """A round's evaluation of a density field at samples ``index``: optical thickness and colour (black without
+    ``colour``: the field asked for its density alone)."""
+    dtype = rays.origins.dtype
+    t_mid, deltas = samples.t_mid.to(dtype), samples.deltas.to(dtype)
+
+    def evaluate(index: Tensor) -> tuple[Tensor, Tensor]:
+        ray = samples.ray[index]
+        x = rays.origins[ray] + t_mid[index, None] * rays.directions[ray]
+        out = field(x, rays.directions[ray] if colour else None, rays.frame[ray], head)
+        rgb = out.rgb if colour else x.new_zeros(len(index), 3)
+        return out.density.to(dtype) * deltas[index], rgb
+
+    return evaluate
 
 
 def render_neus_inference(
