@@ -286,9 +286,9 @@ def test_code_regularisers_match_hand_values(person):
 
 
 def test_photometric_and_silhouette_terms_of_a_frame_match_hand_values(person, monkeypatch):
-    """tracking.py's colour term: the L1 over the channels of each drawn pixel, times its mask and the mouth interior's
-    weight (1/25), summed and divided by the rays a step (not by the foreground's); plus the soft Jaccard of the
-    opacities; no landmark term without detections."""
+    """tracking.py's colour term: the L1 over the channels of each drawn pixel on its [-1, 1] scale (twice ours),
+    times its mask and the mouth interior's weight (1/25), summed and divided by the rays a step (not by the
+    foreground's); plus the soft Jaccard of the opacities; no landmark term without detections."""
     from types import SimpleNamespace
 
     from headfields.models.neus_tracking import FramePixels
@@ -314,7 +314,7 @@ def test_photometric_and_silhouette_terms_of_a_frame_match_hand_values(person, m
     stage = mononphm.StageConfig(steps=1, rgb=3.0, mask=2.0, mouth_interior=0.25)
     loss, logs = mononphm_tracking._frame_loss(tracker, tracker.base, 1, stage, landmark_weight=100.0)
     target = data.rgb[1, pick].tolist()
-    l1 = [sum(abs(a - b) for a, b in zip(row, t, strict=True)) for row, t in zip(rgb.tolist(), target, strict=True)]
+    l1 = [sum(abs(2 * a - 2 * b) for a, b in zip(row, t, strict=True)) for row, t in zip(rgb.tolist(), target, strict=True)]
     colour = (l1[0] + 0.25 * l1[1] + l1[3]) / 10  # the third pixel is off the mask
     mask = [1.0, 1.0, 0.0, 1.0]
     both = sum(o * m for o, m in zip(opacity.tolist(), mask, strict=True))

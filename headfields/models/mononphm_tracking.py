@@ -39,7 +39,9 @@ if TYPE_CHECKING:
     from .mononphm import MonoNphm, TrackedFrames
     from .nphm import Nphm
 
-__all__ = ["landmark_pairs", "track_frames", "track_sequence"]
+__all__ = ["COLOUR_RANGE", "landmark_pairs", "track_frames", "track_sequence"]
+
+COLOUR_RANGE = 2.0  # MonoNPHM's colours span [-1, 1]: its colour L1 is this times ours, in [0, 1]
 
 
 def landmark_pairs(
@@ -77,7 +79,10 @@ def _frame_loss(
     out = model.render(data.rays(frame, pick), head, tracker.generator)
     mask = data.mask[frame, pick].to(out.composite.rgb.dtype)
     weight = mask * torch.where(data.mouth[frame, pick], stage.mouth_interior, 1.0) if data.mouth is not None else mask
-    rgb = ((out.composite.rgb - data.rgb[frame, pick]).abs().sum(-1) * weight).sum() / c.rays_per_step
+    # On MonoNPHM's colour scale: its frames are in [-1, 1] (data_loading.py), ours in [0, 1], so its L1 is twice ours
+    # and the paper's weights (colour against silhouette, landmarks and codes) hold only on its scale.
+    error = (out.composite.rgb - data.rgb[frame, pick]).abs().sum(-1) * COLOUR_RANGE
+    rgb = (error * weight).sum() / c.rays_per_step
     silhouette = soft_jaccard(out.composite.opacity.clamp(0, 1), mask)
     loss = stage.rgb * rgb + stage.mask * silhouette
     logs = {"rgb": rgb.detach(), "mask": silhouette.detach()}
