@@ -22,7 +22,7 @@ from headfields.data import load_subject
 from headfields.data.ibug import ANCHOR_LANDMARK_PAIRS, ANCHOR_PAIR_WEIGHTS
 from headfields.deformers import RigidDeformer, RigidDeformerConfig
 from headfields.heads import tracked_head
-from headfields.models import mononphm, mononphm_tracking
+from headfields.models import mononphm, mononphm_stages, mononphm_tracking
 from headfields.models.mononphm_ceiling import identity_code, surface_identity
 from headfields.models.neus_tracking import PosedPoints, detected_landmarks, landmark_error, scheduled, soft_jaccard
 from headfields.models.nphm import Nphm, save_prior
@@ -321,6 +321,23 @@ def test_photometric_and_silhouette_terms_of_a_frame_match_hand_values(person, m
     jaccard = (1 - (both + 5) / (sum(opacity.tolist()) + sum(mask) - both + 5)) * 5
     assert float(logs["rgb"]) == pytest.approx(colour, rel=1e-5) and float(logs["mask"]) == pytest.approx(jaccard, rel=1e-5)
     assert float(loss) == pytest.approx(3.0 * colour + 2.0 * jaccard, rel=1e-5) and "landmarks" not in logs
+
+
+def test_the_cpu_stages_scale_the_codes_rates_to_their_fewer_steps():
+    """cpu_tracking's stages are the paper's in fewer steps, the codes' and expressions' rates times the paper's steps
+    over theirs (Adam moves about a rate a step); the pose, lighting, weights and schedule are the paper's."""
+    paper, cpu = mononphm_stages.MonoNphmTracking(), mononphm_stages.cpu_tracking()
+    for name, steps in (("first_frame", 200), ("per_frame", 20), ("joint", 300)):
+        ours, theirs = getattr(cpu, name), getattr(paper, name)
+        k = theirs.steps / steps  # 500 / 200, 125 / 20, 1000 / 300
+        assert ours.steps == steps
+        for rate in ("code_rate", "colour_rate", "expression_rate"):
+            assert getattr(ours, rate) == pytest.approx(getattr(theirs, rate) * k, rel=1e-12)
+        same = ("rotation_rate", "shift_rate", "lighting_rate", "scale_rate", "rgb", "landmarks", "local_code", "schedule")
+        assert all(getattr(ours, f) == getattr(theirs, f) for f in same)
+    assert cpu.first_frame.code_rate == pytest.approx(1.25e-3)  # 5e-4 x 500 / 200
+    with raises_naming("steps"):
+        mononphm_stages.shortened(paper.joint, 0)
 
 
 def test_a_scale_rate_fits_the_head_scale_with_the_person(person):

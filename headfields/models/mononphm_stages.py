@@ -22,9 +22,11 @@ __all__ = [
     "STAGE2_SCHEDULE",
     "VARIANCE_MAX",
     "MonoNphmTracking",
+    "TRAVELLING_RATES",
     "StageConfig",
     "TrackingHistory",
     "cpu_tracking",
+    "shortened",
 ]
 
 # MonoNPHM's rendering sharpness inv_s = exp(10 v): v = min(v0 + 0.15 (step // every), 0.8); v0 0.3 on the first
@@ -139,13 +141,27 @@ class MonoNphmTracking:
         check_positive("landmark_distance", self.landmark_distance)
 
 
+# The rates cpu_tracking() scales with its shorter stages: what a person is (the identity and appearance codes, the
+# colour transform) and each frame's expression, which start at zero and must travel as far in fewer steps.
+TRAVELLING_RATES = ("code_rate", "colour_rate", "expression_rate")
+
+
+def shortened(stage: StageConfig, steps: int) -> StageConfig:
+    """``stage`` in ``steps`` steps, its :data:`TRAVELLING_RATES` times its steps over ``steps``: Adam moves a parameter
+    at most about its rate a step, so the codes can travel as far as in the paper's stage (its schedule is by share of
+    the steps already). The pose and the lighting keep their rates: they start near their answer."""
+    k = stage.steps / check_count("steps", steps, 1)
+    return dataclasses.replace(stage, steps=steps, **{name: getattr(stage, name) * k for name in TRAVELLING_RATES})
+
+
 def cpu_tracking(**overrides) -> MonoNphmTracking:
-    """Fewer steps and rays for a CPU, the paper's weights and rates, then ``overrides``."""
+    """Fewer steps and rays for a CPU (:func:`shortened` stages: the codes' rates scaled to the steps), the paper's
+    weights, then ``overrides``."""
     base = MonoNphmTracking()
     sizes = dict(
-        first_frame=dataclasses.replace(base.first_frame, steps=200),
-        per_frame=dataclasses.replace(base.per_frame, steps=20),
-        joint=dataclasses.replace(base.joint, steps=300),
+        first_frame=shortened(base.first_frame, 200),
+        per_frame=shortened(base.per_frame, 20),
+        joint=shortened(base.joint, 300),
         rays_per_step=256,
         frames_per_joint_step=2,
     )
