@@ -284,11 +284,11 @@ def test_each_model_renders_the_training_renderers_image(name, tiny_video, tiny_
     assert points["n"] <= new_points
 
 
-def test_a_coarse_pass_weights_from_the_density_alone_are_the_rendered_weights(tiny_video):
+def test_a_coarse_pass_weights_from_the_density_alone_are_the_rendered_weights(tiny_video, tiny_orbit_video):
     """nerf_weights_inference: the weights render_nerf_inference gives, bit for bit, without the colour network (MonoAvatar's
     coarse pass, whose colour nothing reads)."""
     torch.manual_seed(0)
-    model, (train, test) = _models(tiny_video, tiny_video)["monoavatar"]
+    model, (train, test) = _models(tiny_video, tiny_orbit_video)["monoavatar"]
     _opaque(model, 40.0)  # some rays stop within the frame
     head = tracked_head(model.parametric, test)
     rays = image_rays(test.cameras, 0)

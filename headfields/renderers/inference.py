@@ -86,7 +86,7 @@ def render_nerf_inference(
     check_drawn_samples(sampler, rays)
     with torch.no_grad(), trusted_values(), _flushed(rays.origins.device):
         samples = sampler if isinstance(sampler, PackedSamples) else sampler(rays, head, field, None)
-        t_mid, evaluate = samples.t_mid.to(rays.origins.dtype), _nerf_evaluate(field, rays, head, samples, True)
+        t_mid, evaluate = _nerf_evaluate(field, rays, head, samples, True)
         return _rounds(samples, t_mid, evaluate, background, float(early_stop), round_samples)
 
 
@@ -104,16 +104,16 @@ def nerf_weights_inference(
     round_samples = _check(rays, head, early_stop, round_samples)
     check_drawn_samples(samples, rays)
     with torch.no_grad(), trusted_values(), _flushed(rays.origins.device):
-        t_mid = samples.t_mid.to(rays.origins.dtype)
-        evaluate = _nerf_evaluate(field, rays, head, samples, False)
+        t_mid, evaluate = _nerf_evaluate(field, rays, head, samples, False)
         return _rounds(samples, t_mid, evaluate, None, float(early_stop), round_samples).weights
 
 
 def _nerf_evaluate(
     field: Field, rays: Rays, head: Head, samples: PackedSamples, colour: bool
-) -> Callable[[Tensor], tuple[Tensor, Tensor]]:
-    """A round's evaluation of a density field at samples ``index``: optical thickness and colour (black without
-    ``colour``: the field asked for its density alone)."""
+) -> tuple[Tensor, Callable[[Tensor], tuple[Tensor, Tensor]]]:
+    """The samples' midpoints in the rays' dtype (what the rounds sum in), and a round's evaluation of a density field
+    at samples ``index``: optical thickness and colour (black without ``colour``: the field asked for its density
+    alone)."""
     dtype = rays.origins.dtype
     t_mid, deltas = samples.t_mid.to(dtype), samples.deltas.to(dtype)
 
@@ -124,7 +124,7 @@ def _nerf_evaluate(
         rgb = out.rgb if colour else x.new_zeros(len(index), 3)
         return out.density.to(dtype) * deltas[index], rgb
 
-    return evaluate
+    return t_mid, evaluate
 
 
 def render_neus_inference(
