@@ -92,8 +92,19 @@ def _on_each_thread_of_team(task: Callable[[], object]) -> bool:
     runtime = _openmp_runtime()
     if runtime is None:
         return False
-    callback = _TEAM_TASK(lambda _: task())
-    runtime.GOMP_parallel(callback, None, _team_size(), 0)
+    raised: list[BaseException] = []
+
+    def run(_) -> None:
+        # ctypes prints and drops what a callback raises: a Ctrl-C (KeyboardInterrupt) landing while the calling thread
+        # runs its share would be lost, so it is kept and raised once the team is done.
+        try:
+            task()
+        except BaseException as error:
+            raised.append(error)
+
+    runtime.GOMP_parallel(_TEAM_TASK(run), None, _team_size(), 0)
+    if raised:
+        raise raised[0]
     return True
 
 

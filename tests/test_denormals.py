@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import platform
+import threading
 
 import pytest
 import torch
@@ -105,3 +106,22 @@ def test_a_team_shrunk_by_set_num_threads_is_reached_whole():
     finally:
         torch.set_num_threads(threads)
     assert kept(product_of_denormals()) == 0
+
+
+def test_an_interrupt_on_the_calling_thread_s_share_reaches_the_caller():
+    """ctypes drops what a callback raises: a Ctrl-C landing while the calling thread runs its share of the team's
+    task must still stop the program, raised once the team is done (every other thread ran its share)."""
+    from headfields import denormals
+
+    caller, ran = threading.get_ident(), []
+
+    def task() -> None:
+        ran.append(threading.get_ident())
+        if threading.get_ident() == caller:
+            raise KeyboardInterrupt
+
+    if denormals._openmp_runtime() is None:
+        pytest.skip("no OpenMP runtime: the task runs on no team")
+    with pytest.raises(KeyboardInterrupt):
+        denormals._on_each_thread_of_team(task)
+    assert caller in ran and len(set(ran)) == len(ran) >= 1
