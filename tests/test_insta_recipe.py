@@ -139,7 +139,8 @@ def test_the_depth_prior_is_insta_s_allow_list_summed_over_all_rays(tiny_video):
     assert not {"cloth", "hair", "hat"} & set(INSTA_DEPTH_REGIONS)
     frames = tiny_video[0]
     torch.manual_seed(0)
-    model = Insta(load_model(frames.model_path, frames.model_type), frames.segmentation_labels, TINY_INSTA)
+    config = dataclasses.replace(TINY_INSTA, random_background=False)  # the loss over white, as rendered below
+    model = Insta(load_model(frames.model_path, frames.model_type), frames.segmentation_labels, config)
     head = tracked_head(model.parametric, frames)
     batch = ray_batch(frames, 512, torch.Generator().manual_seed(0), torch.device("cpu"), head=head)
     batch = dataclasses.replace(batch, generator=None)
@@ -159,3 +160,30 @@ def test_the_depth_prior_is_insta_s_allow_list_summed_over_all_rays(tiny_video):
     plain = model.training_step(dataclasses.replace(batch, segmentation=None), 0)
     assert "depth" not in plain.logs and float(plain.loss.detach()) == pytest.approx(float(rgb), rel=1e-5)
     assert float(depth_loss(rendered.depth, prior, keep)) * keep.float().mean() == pytest.approx(float(expected), rel=1e-5)
+
+
+
+def test_random_backgrounds_leave_an_empty_scene_no_loss_where_the_frame_shows_only_background(tiny_video):
+    """instant-ngp's random_bg_color: a pixel that saw only the background (outside the mask, white) is trained over
+    a random colour, the step's generator's first draw, which is also its target. An empty scene (no occupied cell:
+    every ray shows its background) costs nothing there; a pixel the head covers keeps white and its own colour."""
+    frames = tiny_video[0]
+    subject = load_model(frames.model_path, frames.model_type)
+    model = Insta(subject, frames.segmentation_labels, TINY_INSTA)
+    assert model.config.random_background  # INSTA's (instant-ngp's) default
+    model.sampler.grid.binary.zero_()  # no cell occupied: no samples, every ray its background
+    head = tracked_head(subject, frames)
+    batch = ray_batch(frames, 256, torch.Generator().manual_seed(0), torch.device("cpu"), head=head)
+    white, grey = torch.ones_like(batch.rgb), torch.full_like(batch.rgb, 0.25)
+    empty = dataclasses.replace(batch, rgb=white, mask=torch.zeros_like(batch.mask), segmentation=None)
+    with torch.no_grad():
+        out = model.training_step(dataclasses.replace(empty, generator=torch.Generator().manual_seed(1)), 0)
+        assert float(out.loss) == 0.0 and torch.equal(out.rgb, white)  # the running PSNR reads it over white
+        # A fog of the drawn colours would not be free: the renderer was given them (a ray shows its background).
+        drawn = torch.rand(white.shape, generator=torch.Generator().manual_seed(1))
+        shown = model.render(empty.rays, head, background=drawn).composite.rgb
+        assert torch.equal(shown, drawn)
+        # Covered pixels (in the mask, or any colour but white) keep white and their colour: the loss over white.
+        for covered in (dataclasses.replace(empty, rgb=grey), dataclasses.replace(empty, mask=torch.ones_like(batch.mask))):
+            out = model.training_step(dataclasses.replace(covered, generator=torch.Generator().manual_seed(1)), 0)
+            assert float(out.loss) == pytest.approx(float(ngp_huber_loss(white, covered.rgb)), rel=1e-6)

@@ -20,7 +20,7 @@ import math
 from dataclasses import dataclass, field
 
 import torch
-from jaxtyping import Bool
+from jaxtyping import Bool, Float
 from torch import Tensor, nn
 
 from ..checks import check_count, check_positive
@@ -50,7 +50,7 @@ from ..renderers import (
     render_nerf_inference,
 )
 from ..renderers.occupancy import CONE_ANGLE, GRID_WARMUP_STEPS, INSTA_CONE_ANGLE
-from ..training import OptimizerConfig, RayBatch, StepOutput
+from ..training import OptimizerConfig, RayBatch, StepOutput, random_backgrounds
 
 __all__ = [
     "INSTA_HASH_GRID",
@@ -135,6 +135,11 @@ class InstaConfig:
     huber_delta: float = HUBER_DELTA
     optimization: OptimizerConfig = INSTA_OPTIMIZATION
     background: tuple[float, float, float] = (1.0, 1.0, 1.0)  # INSTA renders over white (testbed.h)
+    # Training composites the rays of pixels that saw only the background over random colours, their targets
+    # (instant-ngp's random_bg_color, testbed_nerf.cu; headfields.training.random_backgrounds): empty space cannot
+    # pass for the background's colour, so it learns no density and the occupancy grid empties around the head (a
+    # white fog over white costs no loss, and its samples the renderer's time). Frames without masks: ``background``.
+    random_background: bool = True
 
     def __post_init__(self) -> None:
         check_positive("box_size", self.box_size)
@@ -300,9 +305,12 @@ class Insta(nn.Module):
         generator: torch.Generator | None = None,
         early_stop: float | None = None,
         slots: SampleSlots | None = None,
+        background: Float[Tensor, "R 3"] | None = None,
     ) -> NerfRender:
-        """The rays rendered; ``early_stop`` and ``slots``: :func:`~headfields.renderers.render_nerf`'s."""
-        background = torch.tensor(self.config.background, device=rays.origins.device)
+        """The rays rendered over ``background`` (a colour a ray; None: the recipe's); ``early_stop`` and ``slots``:
+        :func:`~headfields.renderers.render_nerf`'s."""
+        if background is None:
+            background = torch.tensor(self.config.background, device=rays.origins.device)
         return render_nerf(self.field, rays, head, self.sampler, background, generator, early_stop, slots)
 
     def render_rays(self, rays: Rays, head: Head, early_stop: float = EARLY_STOP_TRANSMITTANCE) -> torch.Tensor:
@@ -316,14 +324,18 @@ class Insta(nn.Module):
 
     def training_step(self, batch: RayBatch, step: int) -> StepOutput:
         c = self.config
-        rendered = self.render(batch.rays, batch.head, batch.generator, batch.early_stop, batch.slots)
+        target, background = batch.rgb, None
+        if c.random_background and batch.mask is not None:
+            fixed = torch.tensor(c.background, device=target.device, dtype=target.dtype)
+            background, target = random_backgrounds(target, batch.mask, fixed, batch.generator)
+        rendered = self.render(batch.rays, batch.head, batch.generator, batch.early_stop, batch.slots, background)
         result = rendered.composite
         weight = None
         if step >= c.warmup_steps and batch.segmentation is not None:
             weight = torch.where(torch.isin(batch.segmentation, self.mouth_codes), c.mouth_weight, 1.0)
         if rendered.fits is not None:  # rays past the fixed slots have no samples: out of the loss
             weight = rendered.fits.to(result.rgb.dtype) * (1.0 if weight is None else weight)
-        loss = ngp_huber_loss(result.rgb, batch.rgb, delta=c.huber_delta, weight=weight)
+        loss = ngp_huber_loss(result.rgb, target, delta=c.huber_delta, weight=weight)
         logs = {}
         # INSTA's depth prior needs the segmentation: without it no ray is on the allow-list.
         if c.depth_weight > 0 and batch.segmentation is not None:
@@ -336,4 +348,7 @@ class Insta(nn.Module):
             depth = depth_loss(result.depth, prior, keep) * share
             loss = loss + c.depth_weight * depth
             logs["depth"] = depth.detach()  # read when the loop logs, not every step
-        return StepOutput(loss=loss, rgb=result.rgb, logs=logs, samples=rendered.count)
+        rgb = result.rgb
+        if background is not None:  # the running PSNR reads the colours over the recipe's background, as the frames
+            rgb = rgb.detach() + (1 - result.opacity.detach())[:, None] * (fixed - background)
+        return StepOutput(loss=loss, rgb=rgb, logs=logs, samples=rendered.count)

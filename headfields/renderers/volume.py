@@ -77,7 +77,7 @@ def render_nerf(
     rays: Rays,
     head: Head,
     sampler: nn.Module | PackedSamples,
-    background: Float[Tensor, " 3"] | None = None,
+    background: Float[Tensor, " 3"] | Float[Tensor, "R 3"] | None = None,
     generator: torch.Generator | None = None,
     early_stop: float | None = None,
     slots: SampleSlots | None = None,

@@ -17,7 +17,7 @@ its schedule, the weights' average), ``evaluation`` (held-out renders and scores
 TensorBoard) and ``loop`` (:func:`train`).
 """
 
-from .batches import ray_batch, seed_everything
+from .batches import random_backgrounds, ray_batch, seed_everything
 from .config import CHECKPOINT_NAME, CONFIG_NAME, LOG_NAME, TrainingConfig
 from .contract import AvatarModel, ImageModel, RayBatch, SampleCount, StepOutput
 from .evaluation import (
@@ -67,6 +67,7 @@ __all__ = [
     "evenly_spread",
     "exponential_learning_rate",
     "gaussian_param_groups",
+    "random_backgrounds",
     "ray_batch",
     "render_image",
     "render_pixels",

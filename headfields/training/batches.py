@@ -1,4 +1,4 @@
-"""Seeding, and the random rays a training step draws from all training frames."""
+"""Seeding, the random rays a training step draws from all training frames, and their random backgrounds."""
 
 from __future__ import annotations
 
@@ -7,17 +7,17 @@ from dataclasses import replace
 
 import numpy as np
 import torch
-from jaxtyping import Int
+from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from ..checks import check_count
+from ..checks import check_count, check_shape
 from ..data import FrameSet
 from ..parametric import Head
 from ..renderers.cameras import pixel_rays, sample_pixels
 from ..renderers.view_balance import sample_pixels_balanced
 from .contract import RayBatch
 
-__all__ = ["place_frames", "ray_batch", "seed_everything"]
+__all__ = ["place_frames", "random_backgrounds", "ray_batch", "seed_everything"]
 
 
 def seed_everything(seed: int) -> None:
@@ -95,3 +95,34 @@ def place_frames(frames: FrameSet, device: torch.device, share: float) -> tuple[
         f"({share:g} of its free memory)"
     )
 
+
+def random_backgrounds(
+    rgb: Float[Tensor, "R 3"],
+    mask: Bool[Tensor, " R"],
+    background: Float[Tensor, " 3"],
+    generator: torch.Generator | None = None,
+) -> tuple[Float[Tensor, "R 3"], Float[Tensor, "R 3"]]:
+    """Each ray's background and target colour for training over random backgrounds (instant-ngp's
+    ``random_bg_color``, testbed_nerf.cu): a pixel that saw nothing but the frames' ``background`` (outside the
+    ``mask`` and its colour in 8 bits, as a capture composited by its alpha shows one) gets a colour drawn uniformly
+    (``generator``'s first draw) as both; every other pixel keeps ``background`` and its own colour, which holds
+    the silhouette's blend with ``background`` that the boolean mask cannot undo. Empty space then has no colour
+    to pass for: a fog there costs loss where over a fixed colour it costs none.
+
+    ```python
+    background, target = random_backgrounds(batch.rgb, batch.mask, torch.ones(3), batch.generator)
+    loss = huber(render(rays, background).rgb, target)
+    ```
+    """
+    # Shapes and types only: a training step reads nothing back (TrainingConfig.fixed_shapes).
+    check_shape("rgb", rgb, [None, 3])
+    check_shape("mask", mask, [len(rgb)], rgb.device)
+    check_shape("background", background, [3], rgb.device)
+    for name, x, floating in (("rgb", rgb, True), ("mask", mask, False), ("background", background, True)):
+        if x.is_floating_point() != floating or (not floating and x.dtype != torch.bool):
+            raise TypeError(f"{name}: expected a {'floating-point' if floating else 'boolean'} tensor, got {x.dtype}")
+    fixed = background.to(rgb.dtype).expand_as(rgb)
+    # The colour as the frames' 8 bits hold it: 0.5 is stored as 128 / 255.
+    empty = (~mask & (torch.round(rgb * 255) == torch.round(fixed * 255)).all(-1))[:, None]
+    drawn = torch.rand(rgb.shape, generator=generator, device=rgb.device, dtype=rgb.dtype)
+    return torch.where(empty, drawn, fixed), torch.where(empty, drawn, rgb)
