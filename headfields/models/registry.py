@@ -171,6 +171,10 @@ CPU_SAMPLES_PER_BATCH = {"samples_per_batch": 1 << 14}
 # call takes a quarter of a 512² image; 8,192-ray calls (TrainingConfig's default) make each round smaller and a
 # frame 1.4x slower on the 2-core CPU (INSTA, docs/benchmarks.md).
 INFERENCE_CHUNK = 1 << 16
+# INSTA's paper recipe (the default on CUDA) renders a 512² frame in one call: on an H100 a call's fixed work (the
+# march's read-back, each round's launches) is what a frame of a few million samples spends its time on, and four
+# calls of 2^16 rays took 124 ms against 63 ms for one (docs/benchmarks.md).
+PAPER_INFERENCE_CHUNK = {"render_chunk": 1 << 18}
 MONOAVATAR_CPU_SAMPLES_PER_BATCH = {"samples_per_batch": 1 << 13}  # two networks a sample, 4 frames' UV CNN a step
 
 
@@ -182,7 +186,7 @@ def _entries() -> dict[str, ModelEntry]:
             _insta,
             "InstaConfig",
             training=_training(max_minutes=15.0, rays_per_batch=2048, eval_every=500, render_chunk=INFERENCE_CHUNK),
-            recipe_training={"cpu": CPU_SAMPLES_PER_BATCH},
+            recipe_training={"cpu": CPU_SAMPLES_PER_BATCH, "paper": PAPER_INFERENCE_CHUNK},
         ),
         "monoavatar": _paper_model(
             "monoavatar",

@@ -46,7 +46,14 @@ from .samplers import ray_bounds
 from .samples import PackedSamples
 from .volume import EARLY_STOP_TRANSMITTANCE, NeusSampler, check_drawn_samples, check_early_stop
 
-__all__ = ["MAX_ROUND_STEPS", "ROUND_SAMPLES", "nerf_weights_inference", "render_nerf_inference", "render_neus_inference"]
+__all__ = [
+    "MAX_ROUND_STEPS",
+    "ROUND_SAMPLES",
+    "ROUND_SAMPLES_GPU",
+    "nerf_weights_inference",
+    "render_nerf_inference",
+    "render_neus_inference",
+]
 
 # instant-ngp's tracer marches between 1 and 8 steps a ray before it compacts the live rays
 # (MIN/MAX_STEPS_INBETWEEN_COMPACTION): more steps waste samples behind the stop, fewer cost more rounds.
@@ -54,6 +61,9 @@ MAX_ROUND_STEPS = 8
 # Samples a round evaluates at most: the field's working set (a few hundred bytes a sample), and enough that a
 # round's fixed cost (Python, kernel launches) stays small next to its work.
 ROUND_SAMPLES = 1 << 18
+# On a GPU a round's fixed cost is its kernel launches and its read-backs (the live rays' count), about a millisecond
+# whatever its size, and a 512² frame's live rays all fit a round of eight steps: a round as large as that.
+ROUND_SAMPLES_GPU = 1 << 21
 _SUMS = 5  # colour, depth and opacity accumulated per ray
 
 
@@ -63,10 +73,13 @@ def _flushed(device: torch.device) -> contextlib.AbstractContextManager:
 
 
 def _check(rays: Rays, head: Head, early_stop: float, round_samples: int | None) -> int:
-    """The arguments checked; the round size (None: ROUND_SAMPLES, read at the call)."""
+    """The arguments checked; the round size (None: ROUND_SAMPLES, or ROUND_SAMPLES_GPU off the CPU, read at the
+    call)."""
     check_rays(rays, head.num_frames, head.vertices.device)
     check_early_stop(early_stop)
-    return check_count("round_samples", ROUND_SAMPLES if round_samples is None else round_samples, 1)
+    if round_samples is None:
+        round_samples = ROUND_SAMPLES if rays.origins.device.type == "cpu" else ROUND_SAMPLES_GPU
+    return check_count("round_samples", round_samples, 1)
 
 
 def render_nerf_inference(
