@@ -137,7 +137,10 @@ def test_gradcheck(device):
         )
         return out.image, out.alpha, out.depth
 
-    assert torch.autograd.gradcheck(render, tuple(scene), eps=1e-6, atol=1e-5, fast_mode=True)
+    # The backward sums the pixels' shares with atomic adds, on CUDA in another order each call: gradcheck's
+    # reentrancy check allows float64 summation error there.
+    nondet_tol = 1e-10 if device.type == "cuda" else 0.0
+    assert torch.autograd.gradcheck(render, tuple(scene), eps=1e-6, atol=1e-5, fast_mode=True, nondet_tol=nondet_tol)
 
 
 def test_one_gaussian_footprint_is_the_projected_gaussian():

@@ -133,7 +133,10 @@ def test_half_table_is_the_float32_grid_with_the_rounded_table(config, device):
     (magnitude(x) * weights.abs()).sum().backward()
     summation_error = 64 * torch.finfo(torch.float32).eps * magnitude.table.grad + 1e-7
     assert ((half.table.grad - rounded.table.grad).abs() <= summation_error).all()
-    torch.testing.assert_close(x_half.grad, x_rounded.grad, atol=1e-4, rtol=1e-5)
+    # A point's levels add their shares with atomic adds, on CUDA in another order each run: equal up to float32
+    # summation error of a few terms of at most the largest gradient's size.
+    scale = float(x_rounded.grad.abs().max())
+    torch.testing.assert_close(x_half.grad, x_rounded.grad, atol=16 * torch.finfo(torch.float32).eps * scale, rtol=0)
 
 
 def test_half_table_config_round_trips():
