@@ -43,6 +43,7 @@ __all__ = [
     "Linear",
     "Mlp",
     "Softplus",
+    "bfloat16_products",
     "check_precision",
     "linear",
     "mlp",
@@ -76,7 +77,8 @@ def reduced_precision(dtype: torch.dtype = torch.bfloat16) -> Iterator[None]:
     """Inside the block (this thread only), the ``reducible`` MLPs (and ``linear(..., reducible=True)``) evaluated
     without autograd on the CPU run their products with inputs and weights in ``dtype`` (bfloat16: oneDNN's products
     sum in float32), where oneDNN has them
-    (:func:`onednn_linear`); autograd, other devices and torch without oneDNN keep float32. The inference renderer's
+    (:func:`onednn_linear`, :func:`bfloat16_products`); autograd, other devices, torch without oneDNN and CPUs without
+    bfloat16 products keep float32. The inference renderer's
     callers measure what it changes in their images (docs/benchmarks.md).
 
     ```python
@@ -115,7 +117,27 @@ def _product_dtype(x: Tensor, reducible: bool) -> torch.dtype | None:
     dtype = getattr(_products, "dtype", None)
     if not reducible or dtype is None or torch.is_grad_enabled() or x.device.type != "cpu" or x.dtype != torch.float32:
         return None
-    return dtype
+    return dtype if bfloat16_products() else None
+
+
+@cache
+def bfloat16_products() -> bool:
+    """Whether :func:`reduced_precision` runs bfloat16 products on this CPU: oneDNN has them (AVX-512 BF16 or AMX;
+    checked once on a small product). An AVX2-only CPU has none (oneDNN refuses the product, and torch's own
+    bfloat16 products there are slower than float32's), so the block keeps float32 there.
+
+    ```python
+    print(bfloat16_products())  # True on a CPU with AVX-512 BF16
+    ```
+    """
+    if not onednn_linear():
+        return False
+    x, weight, bias = torch.ones(8, 16, dtype=torch.bfloat16), torch.ones(4, 16, dtype=torch.bfloat16), None
+    try:
+        with torch.no_grad():
+            return bool((_onednn_op(x, weight, bias) == 16).all())
+    except RuntimeError:  # "could not create a primitive descriptor": no bfloat16 products on this CPU
+        return False
 
 
 def _onednn_op(x: Tensor, weight: Tensor, bias: Tensor | None, relu: bool = False) -> Tensor:
