@@ -166,8 +166,12 @@ def baseline(checkout: Path, args: argparse.Namespace) -> dict:
 
 
 def timed(work):
+    """``work()`` and its seconds, the GPU's queue drained before and after (its kernels run after the call returns)."""
+    synchronize = torch.cuda.synchronize if torch.cuda.is_available() and torch.cuda.is_initialized() else lambda: None
+    synchronize()
     start = time.perf_counter()
     out = work()
+    synchronize()
     return out, time.perf_counter() - start
 
 
