@@ -327,7 +327,10 @@ class Insta(nn.Module):
         target, background = batch.rgb, None
         if c.random_background and batch.mask is not None:
             fixed = torch.tensor(c.background, device=target.device, dtype=target.dtype)
-            background, target = random_backgrounds(target, batch.mask, fixed, batch.generator)
+            drawn = batch.backgrounds  # the loop's; a batch made by hand: the step's generator's first draw, as there
+            if drawn is None:
+                drawn = torch.rand(target.shape, generator=batch.generator, device=target.device)
+            background, target = random_backgrounds(target, batch.mask, fixed, drawn)
         rendered = self.render(batch.rays, batch.head, batch.generator, batch.early_stop, batch.slots, background)
         result = rendered.composite
         weight = None

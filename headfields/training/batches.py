@@ -100,17 +100,17 @@ def random_backgrounds(
     rgb: Float[Tensor, "R 3"],
     mask: Bool[Tensor, " R"],
     background: Float[Tensor, " 3"],
-    generator: torch.Generator | None = None,
+    drawn: Float[Tensor, "R 3"],
 ) -> tuple[Float[Tensor, "R 3"], Float[Tensor, "R 3"]]:
     """Each ray's background and target colour for training over random backgrounds (instant-ngp's
     ``random_bg_color``, testbed_nerf.cu): a pixel that saw nothing but the frames' ``background`` (outside the
-    ``mask`` and its colour in 8 bits, as a capture composited by its alpha shows one) gets a colour drawn uniformly
-    (``generator``'s first draw) as both; every other pixel keeps ``background`` and its own colour, which holds
+    ``mask`` and its colour in 8 bits, as a capture composited by its alpha shows one) gets its ``drawn`` colour
+    (uniform in [0, 1): ``RayBatch.backgrounds``) as both; every other pixel keeps ``background`` and its own colour, which holds
     the silhouette's blend with ``background`` that the boolean mask cannot undo. Empty space then has no colour
     to pass for: a fog there costs loss where over a fixed colour it costs none.
 
     ```python
-    background, target = random_backgrounds(batch.rgb, batch.mask, torch.ones(3), batch.generator)
+    background, target = random_backgrounds(batch.rgb, batch.mask, torch.ones(3), batch.backgrounds)
     loss = huber(render(rays, background).rgb, target)
     ```
     """
@@ -118,11 +118,13 @@ def random_backgrounds(
     check_shape("rgb", rgb, [None, 3])
     check_shape("mask", mask, [len(rgb)], rgb.device)
     check_shape("background", background, [3], rgb.device)
-    for name, x, floating in (("rgb", rgb, True), ("mask", mask, False), ("background", background, True)):
+    check_shape("drawn", drawn, [len(rgb), 3], rgb.device)
+    arguments = (("rgb", rgb, True), ("mask", mask, False), ("background", background, True), ("drawn", drawn, True))
+    for name, x, floating in arguments:
         if x.is_floating_point() != floating or (not floating and x.dtype != torch.bool):
             raise TypeError(f"{name}: expected a {'floating-point' if floating else 'boolean'} tensor, got {x.dtype}")
     fixed = background.to(rgb.dtype).expand_as(rgb)
     # The colour as the frames' 8 bits hold it: 0.5 is stored as 128 / 255.
     empty = (~mask & (torch.round(rgb * 255) == torch.round(fixed * 255)).all(-1))[:, None]
-    drawn = torch.rand(rgb.shape, generator=generator, device=rgb.device, dtype=rgb.dtype)
+    drawn = drawn.to(rgb.dtype)
     return torch.where(empty, drawn, fixed), torch.where(empty, drawn, rgb)

@@ -34,6 +34,9 @@ class RayBatch:
     generator: torch.Generator | None = None  # this step's jitter (seeded by the loop from the seed and the step)
     early_stop: float | None = None  # the renderer's early termination (TrainingConfig.early_stop; None: off)
     slots: SampleSlots | None = None  # fixed sizes for the renderer's samples (TrainingConfig.fixed_shapes; None: off)
+    # A random colour a ray, drawn by the loop before the batch is shared among ranks (the step's generator's first
+    # draw): what a model that trains over random backgrounds (training.random_backgrounds) composites over.
+    backgrounds: Float[Tensor, "R 3"] | None = None
 
     def slice(self, start: int, stop: int) -> RayBatch:
         """Rays ``start`` to ``stop`` (exclusive) with their targets: a rank's share of a batch."""
@@ -47,7 +50,9 @@ class RayBatch:
 
         rays = Rays(origins=part(self.rays.origins), directions=part(self.rays.directions), frame=part(self.rays.frame))
         rgb, mask, depth, segmentation = part(self.rgb), part(self.mask), part(self.depth), part(self.segmentation)
-        return dataclasses.replace(self, rays=rays, rgb=rgb, mask=mask, depth=depth, segmentation=segmentation)
+        return dataclasses.replace(
+            self, rays=rays, rgb=rgb, mask=mask, depth=depth, segmentation=segmentation, backgrounds=part(self.backgrounds)
+        )
 
 
 @dataclass
