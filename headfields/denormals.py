@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from functools import cache
@@ -88,24 +89,78 @@ def _team_size() -> int:
 
 def _on_each_thread_of_team(task: Callable[[], object]) -> bool:
     """Run ``task`` on every thread of the calling thread's OpenMP team, the caller among them; False (nothing run)
-    where no OpenMP runtime was found."""
+    where no OpenMP runtime was found. What ``task`` raises on any thread, and what interrupts the calling thread
+    while it runs its share (a Ctrl-C), is raised once the team is done (every other thread ran its share)."""
     runtime = _openmp_runtime()
     if runtime is None:
         return False
     raised: list[BaseException] = []
 
     def run(_) -> None:
-        # ctypes prints and drops what a callback raises: a Ctrl-C (KeyboardInterrupt) landing while the calling thread
-        # runs its share would be lost, so it is kept and raised once the team is done.
         try:
             task()
         except BaseException as error:
             raised.append(error)
 
-    runtime.GOMP_parallel(_TEAM_TASK(run), None, _team_size(), 0)
+    # ctypes prints and drops what a callback raises. The try above keeps what task raises, but not a Ctrl-C that
+    # CPython raises at the callback's entry (its check for signals as a Python function starts) or after the try: a
+    # render interrupted while its OpenMP team was starting went on rendering (CI's test_ctrl_c_during_a_render_...
+    # timed out in 4 of 20 runs beside a busy core; each child's stderr: ctypes' "Exception ignored" at the def line).
+    with _raising_what_ctypes_drops(run, raised):
+        runtime.GOMP_parallel(_TEAM_TASK(run), None, _team_size(), 0)
     if raised:
         raise raised[0]
     return True
+
+
+# sys.unraisablehook while team calls are in flight: by the thread that made each call, its callback and the list
+# that keeps what ctypes drops from it on that thread (a signal's exception is raised on the main thread alone).
+_DROPS_LOCK = threading.Lock()
+_watched: dict[int, tuple[Callable, list[BaseException]]] = {}
+_hook_before = sys.unraisablehook  # what _keep_drop forwards to: the hook it replaced
+
+
+def _keep_drop(unraisable) -> None:
+    """Keep what ctypes dropped from a watched callback on the thread that called it; forward the rest."""
+    watched = _watched.get(threading.get_ident())
+    if watched is not None and _dropped_from(unraisable, watched[0]):
+        error = unraisable.exc_value
+        watched[1].append(error if error is not None else unraisable.exc_type())
+    else:
+        _hook_before(unraisable)
+
+
+def _dropped_from(unraisable, callback: Callable) -> bool:
+    """Whether ctypes dropped ``unraisable`` from ``callback``: ctypes names the callback as the unraisable's object
+    up to Python 3.12 (3.13 only in its message), and the traceback starts in the callback's frame (3.10 to 3.13, an
+    exception raised at its entry included). tests/test_denormals.py fails loudly if neither holds."""
+    if unraisable.object is callback:
+        return True
+    trace = unraisable.exc_traceback
+    return trace is not None and trace.tb_frame.f_code is callback.__code__
+
+
+@contextlib.contextmanager
+def _raising_what_ctypes_drops(callback: Callable, raised: list[BaseException]) -> Iterator[None]:
+    """Within the block, what ctypes drops from ``callback`` on the calling thread is appended to ``raised`` instead
+    of printed: sys.unraisablehook is :func:`_keep_drop` while any thread's block runs, and the caller's hook after."""
+    global _hook_before
+    me = threading.get_ident()
+    with _DROPS_LOCK:
+        outer = _watched.get(me)  # a team call from within a task on this thread: the inner one watches until done
+        _watched[me] = (callback, raised)
+        if sys.unraisablehook is not _keep_drop:
+            _hook_before, sys.unraisablehook = sys.unraisablehook, _keep_drop
+    try:
+        yield
+    finally:
+        with _DROPS_LOCK:
+            if outer is None:
+                del _watched[me]
+            else:
+                _watched[me] = outer
+            if not _watched and sys.unraisablehook is _keep_drop:  # another may have replaced it since: theirs stays
+                sys.unraisablehook = _hook_before
 
 
 def _team_modes() -> dict[int, bool]:
@@ -151,9 +206,8 @@ def denormals_flushed() -> Iterator[bool]:
     """
     caller = flushing_denormals()
     modes = _team_modes()
-    reached = set_flush_denormal(True)
-    try:
-        yield reached
+    try:  # a Ctrl-C while the team is being set still puts every thread's mode back
+        yield set_flush_denormal(True)
     finally:
         torch.set_flush_denormal(caller)
         _on_each_thread_of_team(lambda: torch.set_flush_denormal(modes.get(threading.get_ident(), caller)))

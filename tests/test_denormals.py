@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import platform
+import sys
 import threading
 
 import pytest
@@ -125,3 +127,83 @@ def test_an_interrupt_on_the_calling_thread_s_share_reaches_the_caller():
     with pytest.raises(KeyboardInterrupt):
         denormals._on_each_thread_of_team(task)
     assert caller in ran and len(set(ran)) == len(ran) >= 1
+
+
+class InterruptedTeam:
+    """The OpenMP runtime, with a KeyboardInterrupt raised on the calling thread as its share of team call ``call``
+    starts, before any of the share's code: where CPython raises a Ctrl-C that landed while the runtime was starting
+    the team (its check for signals as a Python function begins). A trace function raises it, at the first Python
+    function this thread starts within the call: its share of the task (the garbage collector, whose callbacks would
+    start first, is paused for the call)."""
+
+    def __init__(self, runtime, call: int = 0):
+        self.runtime, self.call, self.calls = runtime, call, 0
+
+    def GOMP_parallel(self, *arguments) -> None:
+        start, previous = self.runtime.GOMP_parallel, sys.gettrace()
+
+        def interrupt(frame, event, arg):
+            sys.settrace(previous)
+            raise KeyboardInterrupt
+
+        collecting = gc.isenabled()
+        gc.disable()
+        if self.calls == self.call:
+            sys.settrace(interrupt)
+        self.calls += 1
+        try:
+            start(*arguments)
+        finally:
+            sys.settrace(previous)
+            if collecting:
+                gc.enable()
+
+
+@pytest.fixture
+def runtime():
+    from headfields import denormals
+
+    if denormals._openmp_runtime() is None:
+        pytest.skip("no OpenMP runtime: the task runs on no team")
+    return denormals._openmp_runtime()
+
+
+def test_an_interrupt_at_the_start_of_the_calling_thread_s_share_reaches_the_caller(runtime, monkeypatch, capfd):
+    """The interrupt raised before the share's own code (ctypes drops it and prints "Exception ignored") still stops
+    the program, once the team is done; the caller's unraisable hook is its own again after."""
+    from headfields import denormals
+
+    monkeypatch.setattr(denormals, "_openmp_runtime", lambda: InterruptedTeam(runtime))
+    hook, caller, ran = sys.unraisablehook, threading.get_ident(), []
+    with pytest.raises(KeyboardInterrupt):
+        denormals._on_each_thread_of_team(lambda: ran.append(threading.get_ident()))
+    assert caller not in ran and len(set(ran)) == len(ran)  # the other threads ran their shares
+    assert sys.unraisablehook is hook and "Exception ignored" not in capfd.readouterr().err
+
+
+def test_an_interrupt_while_a_block_starts_flushing_leaves_every_thread_s_mode_as_it_was(runtime, monkeypatch):
+    from headfields import denormals
+
+    torch.set_num_threads(max(2, torch.get_num_threads()))
+    product_of_denormals()
+    interrupted = InterruptedTeam(runtime, call=1)  # call 0 reads the modes, 1 sets them
+    monkeypatch.setattr(denormals, "_openmp_runtime", lambda: interrupted)
+    with pytest.raises(KeyboardInterrupt), denormals_flushed():
+        pytest.fail("the block ran")
+    assert not flushing_denormals() and kept(product_of_denormals()) == MANY
+
+
+def test_what_the_calling_thread_s_share_leaves_unraisable_goes_to_the_caller_s_hook(runtime, monkeypatch):
+    # An exception in a finaliser is unraisable wherever it runs: printed by the caller's hook, not raised by the call.
+    from headfields import denormals
+
+    class Finalised:
+        def __del__(self):
+            raise ValueError("in __del__")
+
+    seen = []
+    monkeypatch.setattr(sys, "unraisablehook", seen.append)
+    caller = threading.get_ident()
+    assert denormals._on_each_thread_of_team(lambda: threading.get_ident() == caller and Finalised())
+    assert sys.unraisablehook == seen.append
+    assert [type(u.exc_value) for u in seen] == [ValueError] and "in __del__" in str(seen[0].exc_value)
