@@ -33,7 +33,8 @@ def test_defaults_and_flags_reach_the_run_config():
     assert run.training == MODELS["insta"].training_defaults("cpu") and (out, device) == (Path("outputs/insta"), "cpu")
     assert run.training.samples_per_batch == 1 << 14  # the CPU recipe's budget
     paper, _, _ = run_config("insta", ["--device", "cpu", "--recipe", "paper"])
-    assert paper.training == MODELS["insta"].training() and paper.training.samples_per_batch is None
+    assert paper.training == MODELS["insta"].training_defaults("paper") and paper.training.samples_per_batch is None
+    assert paper.training.render_chunk == 1 << 18  # a 512² frame a render call on the GPU
     assert (run.model, run.recipe, run.recipe_name) == ("insta", insta.cpu_config(), "cpu")
     assert run.subject == SubjectSource()  # the default synthetic video, tracked with its own model
 

@@ -310,8 +310,7 @@ class _Loop:
             batch = ray_batch(frames, rays, self.generator, self.device, c.frames_per_batch, bins, head)
         # The step's jitter: a function of the seed and the step, so a resumed run draws the same samples.
         batch.generator = torch.Generator(self.device).manual_seed(c.seed + self.step)
-        # Before the batch is shared: every rank's rays get the colours they would get in one process.
-        batch.backgrounds = torch.rand(len(batch.rgb), 3, generator=batch.generator, device=self.device)
+        batch.backgrounds = torch.rand(len(batch.rgb), 3, generator=batch.generator, device=self.device)  # before the split
         batch.early_stop, batch.slots = c.early_stop, self.sampling.slots()
         if self.ranks > 1:
             share = rays // self.ranks
