@@ -298,6 +298,11 @@ class Insta(nn.Module):
         rest = [p for p in self.parameters() if id(p) not in ids]
         return [{"params": rest}, *([{"params": grid, "weight_decay": 0.0}] if grid else [])]
 
+    @property
+    def random_background(self) -> bool:
+        """Whether training draws random backgrounds (the loop then draws ``RayBatch.backgrounds``)."""
+        return self.config.random_background
+
     def render(
         self,
         rays: Rays,

@@ -105,9 +105,9 @@ def random_backgrounds(
     """Each ray's background and target colour for training over random backgrounds (instant-ngp's
     ``random_bg_color``, testbed_nerf.cu): a pixel that saw nothing but the frames' ``background`` (outside the
     ``mask`` and its colour in 8 bits, as a capture composited by its alpha shows one) gets its ``drawn`` colour
-    (uniform in [0, 1): ``RayBatch.backgrounds``) as both; every other pixel keeps ``background`` and its own colour, which holds
-    the silhouette's blend with ``background`` that the boolean mask cannot undo. Empty space then has no colour
-    to pass for: a fog there costs loss where over a fixed colour it costs none.
+    (uniform in [0, 1): ``RayBatch.backgrounds``) as both; every other pixel keeps ``background`` and its own
+    colour, which holds the silhouette's blend with ``background`` that the boolean mask cannot undo. Empty space
+    then has no colour to pass for: a fog there costs loss where over a fixed colour it costs none.
 
     ```python
     background, target = random_backgrounds(batch.rgb, batch.mask, torch.ones(3), batch.backgrounds)

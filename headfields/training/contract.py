@@ -35,7 +35,7 @@ class RayBatch:
     early_stop: float | None = None  # the renderer's early termination (TrainingConfig.early_stop; None: off)
     slots: SampleSlots | None = None  # fixed sizes for the renderer's samples (TrainingConfig.fixed_shapes; None: off)
     # A random colour a ray, drawn by the loop before the batch is shared among ranks (the step's generator's first
-    # draw): what a model that trains over random backgrounds (training.random_backgrounds) composites over.
+    # draw) for a model whose ``random_background`` is True: what it composites over (training.random_backgrounds).
     backgrounds: Float[Tensor, "R 3"] | None = None
 
     def slice(self, start: int, stop: int) -> RayBatch:
@@ -67,7 +67,8 @@ class StepOutput:
 class AvatarModel(Protocol):
     """What the loop needs from a model (an ``nn.Module``). Optional: ``before_step(step, head)`` (refresh an
     occupancy grid, advance a schedule), ``param_groups()`` (parameter groups, each a dict with ``params`` and
-    an ``lr_scale`` on the learning rate), ``view_bins(frames, head)`` (for ``balance_views``)."""
+    an ``lr_scale`` on the learning rate), ``view_bins(frames, head)`` (for ``balance_views``),
+    ``random_background`` (True: the loop draws ``RayBatch.backgrounds``)."""
 
     parametric: SubjectModel  # the loop builds each split's Head from it
     optimization: OptimizerConfig

@@ -304,13 +304,13 @@ class _Loop:
         set_learning_rate(self.optimizer, self.optimization, self.step)
         if hasattr(model, "before_step"):
             model.before_step(self.step, self.train_head)
-        rays = self.sampling.rays
-        frames, bins, head = self.train_frames, self.view_bins, self.train_head
+        rays, frames, bins, head = self.sampling.rays, self.train_frames, self.view_bins, self.train_head
         with trusted_values():  # the loop's own draws from frames checked when loaded: no read-back to check them
             batch = ray_batch(frames, rays, self.generator, self.device, c.frames_per_batch, bins, head)
         # The step's jitter: a function of the seed and the step, so a resumed run draws the same samples.
         batch.generator = torch.Generator(self.device).manual_seed(c.seed + self.step)
-        batch.backgrounds = torch.rand(len(batch.rgb), 3, generator=batch.generator, device=self.device)  # before the split
+        if getattr(model, "random_background", False):  # before the split; other models' jitter stream stays as it was
+            batch.backgrounds = torch.rand(len(batch.rgb), 3, generator=batch.generator, device=self.device)
         batch.early_stop, batch.slots = c.early_stop, self.sampling.slots()
         if self.ranks > 1:
             share = rays // self.ranks
