@@ -257,19 +257,29 @@ def test_silhouette_and_smoothness_terms_match_hand_values(person):
 
 
 def test_code_regularisers_match_hand_values(person):
-    """MonoNPHM's tracking regularisers (tracking.py, canonical_space.py get_reg_loss): the local codes' squared norm
-    summed (not averaged), the global and appearance codes', the mean distance of mirrored anchors' local codes."""
+    """MonoNPHM's tracking regularisers (tracking.py, canonical_space.py get_reg_loss): the local codes' squared
+    distance from their centre summed (not averaged), the global and appearance codes', the mean distance of mirrored
+    anchors' local codes."""
     subject, flame, _ = person
-    model = mononphm.MonoNphm(tiny_prior(flame), subject.parametric, 2, SAMPLER)
-    prior, c = model.prior, model.prior.config
+    prior = tiny_prior(flame)
     g = torch.Generator().manual_seed(3)
+    with torch.no_grad():  # a prior whose training codes' mean is far from zero
+        prior.identity_codes.codes.copy_(torch.randn(prior.identity_codes.codes.shape, generator=g) + 0.5)
+        prior.appearance_codes.codes.copy_(torch.randn(prior.appearance_codes.codes.shape, generator=g) - 0.5)
+    model = mononphm.MonoNphm(prior, subject.parametric, 2, SAMPLER)
+    c = prior.config
     with torch.no_grad():
         model.codes.identity.copy_(torch.randn(model.codes.identity.shape, generator=g))
         model.codes.appearance.copy_(torch.randn(model.codes.appearance.shape, generator=g))
         model.track().codes.copy_(torch.randn(model.track().codes.shape, generator=g))
+    mean_identity = [sum(column) / len(column) for column in zip(*prior.identity_codes.codes.tolist(), strict=True)]
+    mean_appearance = [sum(column) / len(column) for column in zip(*prior.appearance_codes.codes.tolist(), strict=True)]
     identity = model.codes.identity[0].tolist()
-    glob, local = identity[: c.global_dim], identity[c.global_dim :]
-    codes = [local[k * c.local_dim : (k + 1) * c.local_dim] for k in range(prior.num_anchors)]
+    offset = [x - m for x, m in zip(identity, mean_identity, strict=True)]
+    glob, local = offset[: c.global_dim], offset[c.global_dim :]
+    appearance = [x - m for x, m in zip(model.codes.appearance[0].tolist(), mean_appearance, strict=True)]
+    own = identity[c.global_dim :]  # the symmetry term compares the codes themselves
+    codes = [own[k * c.local_dim : (k + 1) * c.local_dim] for k in range(prior.num_anchors)]
     mirror = prior.mirror.tolist()
     pairs = [(k, mirror[k]) for k in range(prior.num_anchors) if mirror[k] > k]
     assert pairs and c.local_dim > 0
@@ -279,10 +289,35 @@ def test_code_regularisers_match_hand_values(person):
     stage = mononphm.StageConfig(steps=1, **weights)
     hand = (
         7.0 * sum(x * x for x in local) + 3.0 * sum(x * x for x in glob)
-        + 5.0 * sum(x * x for x in model.codes.appearance[0].tolist()) + 11.0 * symmetry + 2.0 * expression[0]
+        + 5.0 * sum(x * x for x in appearance) + 11.0 * symmetry + 2.0 * expression[0]
     )  # fmt: skip
     value = mononphm_tracking._code_terms(model, model.track(), torch.tensor([0]), stage)
     assert float(value.detach()) == pytest.approx(hand, rel=1e-5)
+
+
+def test_the_codes_start_at_their_centre_the_prior_s_mean_or_zero(person):
+    """The identity and appearance codes start where their regularisers pull: the prior's training identities' mean
+    codes by default, zero with ``code_centre="zero"`` (tracking.py's start); there the regularisers are the codes'
+    own squared norms."""
+    subject, flame, _ = person
+    prior = tiny_prior(flame)
+    with torch.no_grad():
+        prior.identity_codes.codes.copy_(torch.arange(prior.identity_codes.codes.numel()).reshape(prior.identity_codes.codes.shape) / 100)
+    rows = prior.identity_codes.codes.tolist()
+    mean = [sum(column) / len(rows) for column in zip(*rows, strict=True)]
+    model = mononphm.MonoNphm(prior, subject.parametric, 2, SAMPLER)
+    assert model.codes.identity[0].tolist() == pytest.approx(mean)
+    assert "codes.identity_centre" not in model.state_dict()  # the prior gives it again: not saved with a run
+    zero = dataclasses.replace(SAMPLER, tracking=mononphm.cpu_tracking(code_centre="zero"))
+    model = mononphm.MonoNphm(prior, subject.parametric, 2, zero)
+    assert not model.codes.identity.any() and not model.codes.appearance.any()
+    with torch.no_grad():
+        model.codes.identity.fill_(0.5)
+    stage = mononphm.StageConfig(steps=1, local_code=0.0, appearance_code=0.0, expression_code=0.0, symmetry=0.0, global_code=2.0)
+    value = mononphm_tracking._code_terms(model, model.track(), torch.tensor([0]), stage)
+    assert float(value.detach()) == pytest.approx(2.0 * 0.25 * prior.config.global_dim)
+    with pytest.raises(Exception, match="code_centre"):  # the library's ValueError, or the test run's type checker
+        mononphm_stages.MonoNphmTracking(code_centre="mean")
 
 
 def test_photometric_and_silhouette_terms_of_a_frame_match_hand_values(person, monkeypatch):
@@ -595,9 +630,9 @@ def test_the_example_and_the_train_command_track_a_saved_prior(person, tmp_path)
 
 
 def test_the_ceiling_fit_recovers_a_surface_made_under_a_known_identity(person):
-    """The prior's ceiling (mononphm_ceiling): a surface extracted under a known identity code, fitted from the zero
-    code, is matched again (its points' |SDF| falls below half the zero code's); the global-only fit keeps the
-    local codes at zero; the model's own code is untouched throughout."""
+    """The prior's ceiling (mononphm_ceiling): a surface extracted under a known identity code, fitted from the
+    model's code (the prior's mean), is matched again (its points' |SDF| falls below half the mean code's); the
+    global-only fit keeps the local codes at their centre; the model's own code is untouched throughout."""
     subject, flame, _ = person
     prior = tiny_prior(flame)
     with torch.no_grad():  # no zero-initialised layer: every code moves the surface
@@ -619,7 +654,9 @@ def test_the_ceiling_fit_recovers_a_surface_made_under_a_known_identity(person):
     fitted = surface_identity(model, head, 0, surface.vertices, surface.faces, steps=30, rate=2e-2, points=256)
     assert residual(fitted) < 0.5 * residual(own)
     global_only = surface_identity(model, head, 0, surface.vertices, surface.faces, steps=3, local=False, points=64)
-    assert not global_only[:, model.prior.config.global_dim :].any() and global_only.abs().sum() > 0
+    g = model.prior.config.global_dim
+    assert torch.equal(global_only[:, g:], model.codes.identity_centre[:, g:])
+    assert not torch.equal(global_only[:, :g], model.codes.identity_centre[:, :g])
     assert torch.equal(model.codes.identity, own)
     with raises_naming("code"):
         with identity_code(model, known[:, :-1]):

@@ -132,12 +132,21 @@ def cpu_config(**overrides) -> MonoNphmConfig:
 
 
 class _Codes(nn.Module):
-    """The sequence's identity and appearance codes (start: the prior's mean, zero)."""
+    """The sequence's identity and appearance codes, and the centre the tracking's regularisers pull them to (where
+    they start): the prior's mean (``centre="prior_mean"``: its training identities' mean codes) or zero."""
 
-    def __init__(self, identity_dim: int, appearance_dim: int):
+    def __init__(self, prior: Nphm, centre: str):
         super().__init__()
-        self.identity = nn.Parameter(torch.zeros(1, identity_dim))
-        self.appearance = nn.Parameter(torch.zeros(1, appearance_dim))
+        identity, appearance = prior.identity_codes.codes.detach(), prior.appearance_codes.codes.detach()
+        if centre == "prior_mean":
+            identity, appearance = identity.mean(0, keepdim=True), appearance.mean(0, keepdim=True)
+        else:
+            identity, appearance = identity.new_zeros(1, identity.shape[1]), appearance.new_zeros(1, appearance.shape[1])
+        # Not saved: the prior's (frozen) codes give them again whenever the model is built.
+        self.register_buffer("identity_centre", identity.clone(), persistent=False)
+        self.register_buffer("appearance_centre", appearance.clone(), persistent=False)
+        self.identity = nn.Parameter(identity.clone())
+        self.appearance = nn.Parameter(appearance.clone())
 
 
 class _PriorDeformer(Deformer):
@@ -206,7 +215,7 @@ class MonoNphm(NeusModel):
         self.prior = prior.requires_grad_(False)
         self.inverse_variance = InverseVariance(VARIANCE_MAX, learnable=False)  # set by the tracking schedule
         self.head_joint = parametric.joint_index(c.head_joint, "head_joint")
-        self.codes = _Codes(prior.identity_dim, prior.config.appearance_dim)
+        self.codes = _Codes(prior, c.tracking.code_centre)
         expression = prior.config.expression_dim
         self.train_track = TrackedFrames(num_frames, expression)
         held_out = check_count("held_out_frames", held_out_frames, 0)

@@ -44,7 +44,7 @@ def surface_identity(
     """The identity code under which frame ``frame`` of ``head`` (with its fitted codes, :meth:`MonoNphm.head`)
     has the true surface ``vertices`` / ``faces`` (world, that frame's) as its zero level set: ``steps`` Adam steps
     of the mean |SDF| at ``points`` points drawn on it a step, from the model's tracked identity. ``local=False`` fits the global
-    code alone (the local codes at zero). The model is left as it was."""
+    code alone (the local codes at their centre, ``model.codes.identity_centre``). The model is left as it was."""
     check_count("frame", frame, 0, head.num_frames - 1)
     check_float("vertices", vertices, [None, 3])
     check_count("steps", steps, 1)
@@ -54,7 +54,7 @@ def surface_identity(
     code = model.codes.identity
     start = code.detach().clone()
     if not local:
-        start[:, global_dim:] = 0
+        start[:, global_dim:] = model.codes.identity_centre[:, global_dim:]
     mesh = TriangleMesh(vertices.detach(), faces)
     with identity_code(model, start):
         optimizer = torch.optim.Adam([code], lr=rate)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
+from typing import Literal
 
 from ..checks import check_count, check_positive
 from ..data.ibug import ANCHOR_LANDMARK_PAIRS, ANCHOR_PAIR_WEIGHTS
@@ -124,6 +125,9 @@ class MonoNphmTracking:
     # Each anchor <-> iBUG-68 pair's residual weight, in ANCHOR_LANDMARK_PAIRS' order (tracking.py: chin, lips, eyelids 100)
     anchor_weights: tuple[float, ...] = ANCHOR_PAIR_WEIGHTS
     code_gradient_norm: float = CODE_GRADIENT_NORM  # the identity's and the appearance's gradients clipped to this norm
+    # Where the identity and appearance codes start and their regularisers pull: "prior_mean", the prior's training
+    # identities' mean codes, or "zero" (tracking.py's torch.zeros; its prior's mean codes are near zero, NPHM's 0.03).
+    code_centre: Literal["prior_mean", "zero"] = "prior_mean"
 
     def __post_init__(self) -> None:
         if len(self.anchor_weights) != len(ANCHOR_LANDMARK_PAIRS) or not all(
@@ -139,6 +143,8 @@ class MonoNphmTracking:
         if not 0.0 <= self.foreground_fraction <= 1.0:
             raise ValueError(f"foreground_fraction: expected a fraction in [0, 1], got {self.foreground_fraction}")
         check_positive("landmark_distance", self.landmark_distance)
+        if self.code_centre not in ("prior_mean", "zero"):
+            raise ValueError(f"code_centre: expected 'prior_mean' or 'zero', got {self.code_centre!r}")
 
 
 # The rates cpu_tracking() scales with its shorter stages: what a person is (the identity and appearance codes, the

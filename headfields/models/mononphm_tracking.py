@@ -96,10 +96,13 @@ def _frame_loss(
 
 
 def _code_terms(model: MonoNphm, track: TrackedFrames, frames: Tensor, stage: StageConfig) -> Tensor:
-    c = model.prior.config
-    identity = model.codes.identity[0]
+    """The codes' regularisers: the identity's and the appearance's squared distances from their centre
+    (``MonoNphmTracking.code_centre``), the mirrored local codes' distance, the expressions' squared norms."""
+    c, codes = model.prior.config, model.codes
+    identity = (codes.identity - codes.identity_centre)[0]
     glob, local = identity[: c.global_dim], identity[c.global_dim :]
-    loss = stage.global_code * glob.square().sum() + stage.appearance_code * model.codes.appearance.square().sum()
+    appearance = codes.appearance - codes.appearance_centre
+    loss = stage.global_code * glob.square().sum() + stage.appearance_code * appearance.square().sum()
     if local.numel():
         loss = loss + stage.local_code * local.square().sum()
     symmetry = model.prior.mirror_distance(model.codes.identity)
