@@ -302,7 +302,8 @@ def test_the_codes_start_at_their_centre_the_prior_s_mean_or_zero(person):
     subject, flame, _ = person
     prior = tiny_prior(flame)
     with torch.no_grad():
-        prior.identity_codes.codes.copy_(torch.arange(prior.identity_codes.codes.numel()).reshape(prior.identity_codes.codes.shape) / 100)
+        codes = prior.identity_codes.codes
+        codes.copy_(torch.arange(codes.numel()).reshape(codes.shape) / 100)
     rows = prior.identity_codes.codes.tolist()
     mean = [sum(column) / len(rows) for column in zip(*rows, strict=True)]
     model = mononphm.MonoNphm(prior, subject.parametric, 2, SAMPLER)
