@@ -137,11 +137,10 @@ class _Codes(nn.Module):
 
     def __init__(self, prior: Nphm, centre: str):
         super().__init__()
-        identity, appearance = prior.identity_codes.codes.detach(), prior.appearance_codes.codes.detach()
-        if centre == "prior_mean":
-            identity, appearance = identity.mean(0, keepdim=True), appearance.mean(0, keepdim=True)
-        else:
-            identity, appearance = identity.new_zeros(1, identity.shape[1]), appearance.new_zeros(1, appearance.shape[1])
+        identity = prior.identity_codes.codes.detach().mean(0, keepdim=True)
+        appearance = prior.appearance_codes.codes.detach().mean(0, keepdim=True)
+        if centre == "zero":
+            identity, appearance = torch.zeros_like(identity), torch.zeros_like(appearance)
         # Not saved: the prior's (frozen) codes give them again whenever the model is built.
         self.register_buffer("identity_centre", identity.clone(), persistent=False)
         self.register_buffer("appearance_centre", appearance.clone(), persistent=False)
