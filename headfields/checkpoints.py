@@ -8,13 +8,18 @@
 - :func:`load_checkpoint` verifies the archive (the CRC-32 of every member of torch's zip format), loads it
   with ``weights_only=True`` (a checkpoint cannot run code) and checks that every floating-point tensor is finite.
 - :func:`run_fingerprint` says what a checkpoint was made for (model recipe, training settings, frames, model
-  files); :func:`check_fingerprint` refuses to resume into anything else and says what differs.
+  files); :func:`check_fingerprint` refuses to resume into anything else and says what differs. The recipe and
+  the settings are compared as configurations read through today's dataclasses, as ``load_run`` compares
+  ``config.json``: a field added since, at its default, is no difference (a checkpoint that wrote them as their
+  ``repr``, before 2026-11-26, is read the same way).
 """
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import hashlib
+import json
 import os
 import zipfile
 from collections.abc import Iterator, Mapping
@@ -23,6 +28,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .configs import CLASS_KEY, config_classes, config_from_dict, config_to_dict
 from .data import FrameSet
 from .outputs import atomic_path, is_temporary, lock_file, probe_folder
 
@@ -151,13 +157,14 @@ def run_fingerprint(model: nn.Module, frames: FrameSet, training_config) -> dict
     """What a checkpoint of this run is for: the model's class and recipe, the training settings a resume
     may not change, the training frames (their images, cameras and tracking) and the parametric model's files."""
     recipe = getattr(model, "config", None)
-    settings = {k: v for k, v in dataclasses.asdict(training_config).items() if k not in RESUMABLE_SETTINGS}
+    settings = {k: v for k, v in config_to_dict(training_config).items() if k not in RESUMABLE_SETTINGS}
     tracking = frames.params.expression if frames.params is not None else frames.mesh_vertices
     parametric = getattr(model, "parametric", None)
     files = "none" if parametric is None else _digest(*parametric.state_dict().values())
+    described = _json(config_to_dict(recipe)) if _is_config(recipe) else repr(recipe)
     return {
-        "model": f"{type(model).__module__}.{type(model).__qualname__}: {recipe!r}",
-        "training": repr(sorted(settings.items())),
+        "model": f"{type(model).__module__}.{type(model).__qualname__}: {described}",
+        "training": _json(settings),
         "frames": f"{len(frames)} frames, {_digest(frames.images, frames.cameras.camera_to_world, tracking)}",
         "model files": files,
     }
@@ -167,13 +174,82 @@ def check_fingerprint(path: Path, stored: Mapping[str, str] | None, current: Map
     """Refuse to resume from ``path`` when it was made for another run, naming what differs."""
     if stored is None:
         raise CheckpointError(f"checkpoint: {path} has no fingerprint (an older format): start afresh or move it away")
-    differs = [key for key in current if stored.get(key) != current[key]]
+    differs = [key for key in current if not _same(key, stored.get(key), current[key])]
     if differs:
         detail = "; ".join(f"{key}: checkpoint {_short(stored.get(key))}, now {_short(current[key])}" for key in differs)
         raise CheckpointError(
             f"checkpoint: {path} was made for another run ({', '.join(differs)} differ: {detail}); give another --out, "
             "or remove the checkpoint to start afresh"
         )
+
+
+def _json(data: dict) -> str:
+    return json.dumps(data, sort_keys=True, allow_nan=False)
+
+
+def _is_config(value: object) -> bool:
+    return dataclasses.is_dataclass(value) and not isinstance(value, type)
+
+
+def _same(key: str, stored: str | None, current: str) -> bool:
+    """Whether a fingerprint's entry matches: the same text, or for the recipe and the training settings the same
+    configuration once both are read through today's dataclasses (their defaults fill what the checkpoint lacks)."""
+    if stored == current:
+        return True
+    if stored is None or key not in ("model", "training"):
+        return False
+    try:
+        if key == "model":
+            stored_class, stored_text = stored.split(": ", 1)
+            current_class, current_text = current.split(": ", 1)
+            now = config_from_dict(json.loads(current_text))
+            return stored_class == current_class and _read(stored_text, type(now)) == now
+        now = json.loads(current)
+        cls = config_classes()[now[CLASS_KEY]]
+        return _read(stored, cls, settings=True) == config_from_dict(now)
+    except (ValueError, TypeError, KeyError, SyntaxError):  # not a configuration this reads
+        return False
+
+
+def _read(text: str, cls: type, settings: bool = False) -> object:
+    """The configuration of class ``cls`` a fingerprint's text describes: JSON (config_to_dict's), or the ``repr``
+    older checkpoints wrote (the recipe's, or the settings' sorted ``(name, value)`` pairs with ``settings``)."""
+    if text.startswith("{"):
+        data = json.loads(text)
+    else:
+        value = _literal(ast.parse(text, mode="eval").body, {c.__qualname__: n for n, c in config_classes().items()})
+        data = dict(value) if settings else value
+        if not isinstance(data, dict):
+            raise ValueError("not a configuration")
+    data.pop(CLASS_KEY, None)
+    return config_from_dict(data, cls)
+
+
+def _literal(node: ast.AST, classes: dict[str, str]) -> object:
+    """A value of a configuration's ``repr``, as config_to_dict would write it: constants, negative numbers, lists,
+    tuples, dicts, paths, the non-finite floats, and dataclasses (``Name(field=...)``: a dict of the fields, with its
+    class where a configuration class has that name). Anything else is refused: nothing is evaluated."""
+    if isinstance(node, ast.Constant):
+        return node.value
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+        value = _literal(node.operand, classes)
+        if value == "inf" or (isinstance(value, int | float) and not isinstance(value, bool)):
+            return "-inf" if value == "inf" else -value
+    if isinstance(node, ast.Tuple | ast.List):
+        return [_literal(item, classes) for item in node.elts]
+    if isinstance(node, ast.Dict) and None not in node.keys:
+        return {_literal(k, classes): _literal(v, classes) for k, v in zip(node.keys, node.values, strict=True)}
+    if isinstance(node, ast.Name) and node.id in ("inf", "nan"):
+        return node.id
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+        if node.func.id.endswith("Path") and len(node.args) == 1 and not node.keywords:
+            return _literal(node.args[0], classes)
+        if not node.args:
+            data = {k.arg: _literal(k.value, classes) for k in node.keywords}
+            if node.func.id in classes:
+                data[CLASS_KEY] = classes[node.func.id]
+            return data
+    raise ValueError(f"not a configuration's value: {ast.dump(node)[:80]}")
 
 
 def _short(text: str | None, limit: int = 160) -> str:

@@ -4,6 +4,7 @@ gets a clear error."""
 
 import dataclasses
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -117,6 +118,45 @@ def test_a_run_whose_capture_changed_is_refused(tiny_insta_run, tmp_path):
     torch.save(state, copy / CHECKPOINT_NAME)
     with pytest.raises(CheckpointError, match="frames"):
         load_run(copy, "cpu")
+
+
+def test_a_run_made_before_a_recipe_or_setting_was_added_still_loads(tiny_insta_run, tmp_path):
+    """The fingerprint's recipe and settings are compared as configurations: one the checkpoint lacks (a field added
+    since) takes its default; another value, or a field that is gone, is refused. The ``repr`` form that checkpoints
+    before 2026-11-26 wrote reads the same way."""
+    from headfields.checkpoints import RESUMABLE_SETTINGS
+
+    folder, run = tiny_insta_run
+    copy = tmp_path / "run"
+    shutil.copytree(folder, copy)
+    state = load_checkpoint(copy / CHECKPOINT_NAME)
+    model_class, recipe_json = state["fingerprint"]["model"].split(": ", 1)
+    recipe, settings = json.loads(recipe_json), json.loads(state["fingerprint"]["training"])
+    assert recipe == config_to_dict(run.recipe)
+
+    def load_with(model: str, training: str):
+        state["fingerprint"] = {**state["fingerprint"], "model": model, "training": training}
+        torch.save(state, copy / CHECKPOINT_NAME)
+        return load_run(copy, "cpu")
+
+    older_recipe = {k: v for k, v in recipe.items() if k != "random_background"}  # saved before the field
+    older_settings = {k: v for k, v in settings.items() if k != "ema_decay"}
+    assert load_with(f"{model_class}: {json.dumps(older_recipe)}", json.dumps(older_settings)).step == run.training.max_iterations
+    # The repr form, with a field the recipe and the settings have since gained left out, as such a checkpoint wrote it.
+    legacy = re.sub(r",? random_background=\w+", "", repr(run.recipe))
+    assert "random_background" not in legacy
+    legacy_settings = repr(sorted((k, v) for k, v in dataclasses.asdict(run.training).items()
+                                  if k not in RESUMABLE_SETTINGS | {"ema_decay"}))  # fmt: skip
+    assert load_with(f"{model_class}: {legacy}", legacy_settings).step == run.training.max_iterations
+    flipped = {**recipe, "random_background": not run.recipe.random_background}
+    with pytest.raises(CheckpointError, match=r"\(model differ"):  # another value
+        load_with(f"{model_class}: {json.dumps(flipped)}", json.dumps(settings))
+    with pytest.raises(CheckpointError, match=r"\(model differ"):  # a field no recipe has
+        load_with(f"{model_class}: {legacy[:-1]}, no_such_field=1)", legacy_settings)
+    with pytest.raises(CheckpointError, match=r"\(model differ"):  # not a configuration: nothing is evaluated
+        load_with(f"{model_class}: __import__('os').getcwd()", legacy_settings)
+    with pytest.raises(CheckpointError, match=r"\(training differ"):
+        load_with(f"{model_class}: {legacy}", json.dumps({**settings, "seed": run.training.seed + 1}))
 
 
 def test_render_image_of_a_loaded_run_is_its_model_render(tiny_insta_run):
