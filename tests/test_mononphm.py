@@ -252,8 +252,8 @@ def test_silhouette_and_smoothness_terms_match_hand_values(person):
         track.codes.copy_(torch.tensor([[0.0, 0, 0], [1.0, 0, 0], [1.0, 2.0, 0]]))
         track.shift[2] = torch.tensor([0.0, 0.0, 0.1])
     stage = mononphm.StageConfig(steps=1, smooth_expression=2.0, smooth_pose=3.0)
-    # Expression: mean of 1 and 4; pose: mean of 0 and 10 x 0.01.
-    assert float(mononphm_tracking._smoothness(track, stage).detach()) == pytest.approx(2.0 * 2.5 + 3.0 * 0.05)
+    # Expression: mean of 1 and 4; pose: mean of 0 and 10 x (0.1 m in MonoNPHM's 0.25 m units)^2 = 10 x 0.16.
+    assert float(mononphm_tracking._smoothness(track, stage).detach()) == pytest.approx(2.0 * 2.5 + 3.0 * 0.8)
 
 
 def test_code_regularisers_match_hand_values(person):

@@ -16,6 +16,7 @@ from typing import Literal
 from ..checks import check_count, check_positive
 from ..data.ibug import ANCHOR_LANDMARK_PAIRS, ANCHOR_PAIR_WEIGHTS
 from .neus_tracking import Schedule, check_schedule
+from .nphm import NPHM_UNIT
 
 __all__ = [
     "CODE_GRADIENT_NORM",
@@ -70,13 +71,13 @@ class StageConfig:
     appearance_code: float = 50.0
     expression_code: float = 150.0
     smooth_expression: float = 0.0  # squared difference of neighbouring frames' expression codes
-    smooth_pose: float = 0.0  # and poses (rotation + 10 x shift)
+    smooth_pose: float = 0.0  # and poses (rotation + 10 x shift, the shift in MonoNPHM's head units)
     code_rate: float = 5e-4  # identity and appearance codes
     colour_rate: float = 5e-4  # the affine colour transform (fitted with the identity; tracking.py's colorA, colorb)
     expression_rate: float = 2e-4
     lighting_rate: float = 5e-2
     rotation_rate: float = 5e-3
-    shift_rate: float = 2.5e-3
+    shift_rate: float = 2.5e-3 * NPHM_UNIT  # metres: tracking.py's 2.5e-3 is in its head units (FLAME's x 4, 0.25 m)
     scale_rate: float = 0.0  # the head scale: tracking.py gives scale_param an Adam (5e-3) but requires_grad False
     schedule: Schedule = STAGE1_SCHEDULE
     variance_start: float = 0.5  # the sharpness schedule: v = min(start + 0.15 (step // every), 0.8)
@@ -109,13 +110,14 @@ class MonoNphmTracking:
         default_factory=lambda: StageConfig(500, expression_code=1000.0, variance_start=0.3, variance_every=25)
     )
     per_frame: StageConfig = field(
-        default_factory=lambda: StageConfig(125, code_rate=4.95e-4, rotation_rate=5e-4, shift_rate=2.5e-4)
+        default_factory=lambda: StageConfig(125, code_rate=4.95e-4, rotation_rate=5e-4, shift_rate=2.5e-4 * NPHM_UNIT)
     )
     joint: StageConfig = field(
         default_factory=lambda: StageConfig(
             steps=1000, mask=10.0, landmarks=5.0, local_code=500.0, global_code=50.0, appearance_code=50.0,
             expression_code=100.0, smooth_expression=2000.0, smooth_pose=50000.0, code_rate=2e-4, colour_rate=0.0,
-            expression_rate=1e-4, lighting_rate=1e-4, rotation_rate=3e-4, shift_rate=1e-4, schedule=STAGE2_SCHEDULE,
+            expression_rate=1e-4, lighting_rate=1e-4, rotation_rate=3e-4, shift_rate=1e-4 * NPHM_UNIT,
+            schedule=STAGE2_SCHEDULE,
         )
     )  # fmt: skip
     rays_per_step: int = 450  # MonoNPHM: 450 rays of one frame

@@ -34,6 +34,7 @@ from ..parametric import Head, SubjectModel
 from ..progress import Progress
 from .mononphm_stages import VARIANCE_MAX, MonoNphmTracking, StageConfig, TrackingHistory
 from .neus_tracking import FramePixels, detected_landmarks, landmark_error, run_stage, scheduled, soft_jaccard
+from .nphm import NPHM_UNIT
 
 if TYPE_CHECKING:
     from .mononphm import MonoNphm, TrackedFrames
@@ -116,7 +117,8 @@ def _smoothness(track: TrackedFrames, stage: StageConfig, step: int = 0, steps: 
     if codes.shape[0] < 2:
         return codes.sum() * 0
     expression = (codes[1:] - codes[:-1]).square().sum(-1).mean()
-    motion = (rotation[1:] - rotation[:-1]).square().sum(-1) + 10 * (shift[1:] - shift[:-1]).square().sum(-1)
+    # tracking.py's translation is in its head units (FLAME's metres x 4): ours, in metres, divided by NPHM_UNIT
+    motion = (rotation[1:] - rotation[:-1]).square().sum(-1) + 10 * ((shift[1:] - shift[:-1]) / NPHM_UNIT).square().sum(-1)
     weights = [getattr(stage, n) * scheduled(stage.schedule, n, step, steps) for n in ("smooth_expression", "smooth_pose")]
     return weights[0] * expression + weights[1] * motion.mean()
 
