@@ -10,8 +10,8 @@
 - :func:`run_fingerprint` says what a checkpoint was made for (model recipe, training settings, frames, model
   files); :func:`check_fingerprint` refuses to resume into anything else and says what differs. The recipe and
   the settings are compared as configurations read through today's dataclasses, as ``load_run`` compares
-  ``config.json``: a field added since, at its default, is no difference (a checkpoint that wrote them as their
-  ``repr``, before 2026-11-26, is read the same way).
+  ``config.json``: a field added since, at its default, is no difference (checkpoints that wrote them as their
+  ``repr`` before this release are read the same way).
 """
 
 from __future__ import annotations

@@ -122,8 +122,8 @@ def test_a_run_whose_capture_changed_is_refused(tiny_insta_run, tmp_path):
 
 def test_a_run_made_before_a_recipe_or_setting_was_added_still_loads(tiny_insta_run, tmp_path):
     """The fingerprint's recipe and settings are compared as configurations: one the checkpoint lacks (a field added
-    since) takes its default; another value, or a field that is gone, is refused. The ``repr`` form that checkpoints
-    before 2026-11-26 wrote reads the same way."""
+    since) takes its default; another value, or a field that is gone, is refused. The ``repr`` form that earlier
+    checkpoints wrote reads the same way."""
     from headfields.checkpoints import RESUMABLE_SETTINGS
 
     folder, run = tiny_insta_run
