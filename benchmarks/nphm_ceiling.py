@@ -1,6 +1,7 @@
 """How much of MonoNPHM's geometry error is the prior's and how much the tracking's: on a tracked run of a synthetic
 person (``benchmarks/nphm.py``'s ``DIR/mononphm``), the face-region scores (MonoNPHM's protocol) of the tracked
-surface, of the surface under the identity code fitted to the true surface in 3D (the prior's ceiling,
+surface, of the prior's mean identity and of the tracked global code with the local codes at their centre (what
+the images taught the global code), of the surface under the identity code fitted to the true surface in 3D (the prior's ceiling,
 :func:`headfields.models.mononphm_ceiling.surface_identity`; the global code alone, then global and local codes), and
 of the capture's tracked FLAME, on the frames the run scored.
 
@@ -21,7 +22,14 @@ from headfields.runs import load_run
 from headfields.scan_evaluation import scan_score
 from headfields.synthetic import load_ground_truth
 
-ROWS = ("tracked", "ceiling: global code", "ceiling: global and local codes", "the capture's tracked FLAME")
+ROWS = (
+    "tracked",
+    "the prior's mean identity (the codes' centre, untracked)",
+    "tracked global code, local codes at the centre",
+    "ceiling: global code",
+    "ceiling: global and local codes",
+    "the capture's tracked FLAME",
+)
 
 
 def main() -> None:
@@ -42,16 +50,19 @@ def main() -> None:
         scores = {row: [] for row in ROWS}
         for f in measured:
             points, normals = face_scan(held_out, f, truth[f], faces)
+            tracked, centre = model.codes.identity.detach(), model.codes.identity_centre
             fits = {
-                ROWS[0]: model.codes.identity.detach(),
-                ROWS[1]: surface_identity(model, head, f, truth[f], faces, args.steps, local=False),
-                ROWS[2]: surface_identity(model, head, f, truth[f], faces, args.steps),
+                ROWS[0]: tracked,
+                ROWS[1]: centre,
+                ROWS[2]: torch.cat([tracked[:, : model.prior.config.global_dim], centre[:, model.prior.config.global_dim :]], 1),
+                ROWS[3]: surface_identity(model, head, f, truth[f], faces, args.steps, local=False),
+                ROWS[4]: surface_identity(model, head, f, truth[f], faces, args.steps),
             }
             for row, code in fits.items():
                 with torch.no_grad(), identity_code(model, code):
                     surface = model.extract_mesh(head, f, model.config.mesh_resolution)
                 scores[row].append(scan_score(surface.vertices, surface.faces, points, normals))
-            scores[ROWS[3]].append(scan_score(held_out.mesh_vertices[f], held_out.mesh_faces, points, normals))
+            scores[ROWS[-1]].append(scan_score(held_out.mesh_vertices[f], held_out.mesh_faces, points, normals))
         print(f"\n{folder}: frames {measured} of the held-out split, the face region after a similarity ICP")
         print("| surface | L1 (mm) | L2 (mm) | normals | F@1 mm | F@2.5 mm | F@5 mm |")
         print("|---|---:|---:|---:|---:|---:|---:|")

@@ -361,7 +361,8 @@ def test_photometric_and_silhouette_terms_of_a_frame_match_hand_values(person, m
 
 def test_the_cpu_stages_scale_the_codes_rates_to_their_fewer_steps():
     """cpu_tracking's stages are the paper's in fewer steps, the codes' and expressions' rates times the paper's steps
-    over theirs (Adam moves about a rate a step); the pose, lighting, weights and schedule are the paper's."""
+    over theirs (Adam moves about a rate a step); the pose, lighting, weights and schedule are the paper's, but the
+    landmark pairs' weights."""
     paper, cpu = mononphm_stages.MonoNphmTracking(), mononphm_stages.cpu_tracking()
     for name, steps in (("first_frame", 200), ("per_frame", 20), ("joint", 300)):
         ours, theirs = getattr(cpu, name), getattr(paper, name)
@@ -372,6 +373,9 @@ def test_the_cpu_stages_scale_the_codes_rates_to_their_fewer_steps():
         same = ("rotation_rate", "shift_rate", "lighting_rate", "scale_rate", "rgb", "landmarks", "local_code", "schedule")
         assert all(getattr(ours, f) == getattr(theirs, f) for f in same)
     assert cpu.first_frame.code_rate == pytest.approx(1.25e-3)  # 5e-4 x 500 / 200
+    # Every landmark pair weighed 1 (a CPU prior's anchors miss their landmarks), where the paper's are x 100 on some.
+    assert paper.anchor_weights == ANCHOR_PAIR_WEIGHTS and set(cpu.anchor_weights) == {1.0}
+    assert len(cpu.anchor_weights) == len(ANCHOR_LANDMARK_PAIRS)
     with raises_naming("steps"):
         mononphm_stages.shortened(paper.joint, 0)
 

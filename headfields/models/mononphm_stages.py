@@ -20,6 +20,7 @@ from .nphm import NPHM_UNIT
 
 __all__ = [
     "CODE_GRADIENT_NORM",
+    "CPU_ANCHOR_WEIGHTS",
     "STAGE1_SCHEDULE",
     "STAGE2_SCHEDULE",
     "VARIANCE_MAX",
@@ -162,9 +163,17 @@ def shortened(stage: StageConfig, steps: int) -> StageConfig:
     return dataclasses.replace(stage, steps=steps, **{name: getattr(stage, name) * k for name in TRAVELLING_RATES})
 
 
+# cpu_tracking()'s landmark pairs, each weighed 1: the paper's x 100 on chin, lips and eyelids trusts anchors that
+# its prior, trained for days, puts on their landmarks. A prior of minutes (cpu_prior_config) misses its own training
+# scans' anchor vertices by 10 mm on those pairs (6 mm on the others), and x 100 then pulls the identity towards
+# its errors: on one prior, face L1 1.66 -> 1.39 mm, F@2.5 0.92 -> 0.98 (docs/benchmarks.md).
+CPU_ANCHOR_WEIGHTS: tuple[float, ...] = (1.0,) * len(ANCHOR_LANDMARK_PAIRS)
+
+
 def cpu_tracking(**overrides) -> MonoNphmTracking:
     """Fewer steps and rays for a CPU (:func:`shortened` stages: the codes' rates scaled to the steps), the paper's
-    weights, then ``overrides``."""
+    weights but every landmark pair's weight 1 (:data:`CPU_ANCHOR_WEIGHTS`: a CPU prior's anchors), then
+    ``overrides``."""
     base = MonoNphmTracking()
     sizes = dict(
         first_frame=shortened(base.first_frame, 200),
@@ -172,6 +181,7 @@ def cpu_tracking(**overrides) -> MonoNphmTracking:
         joint=shortened(base.joint, 300),
         rays_per_step=256,
         frames_per_joint_step=2,
+        anchor_weights=CPU_ANCHOR_WEIGHTS,
     )
     return MonoNphmTracking(**{**sizes, **overrides})
 
