@@ -161,7 +161,7 @@ def run_fingerprint(model: nn.Module, frames: FrameSet, training_config) -> dict
     tracking = frames.params.expression if frames.params is not None else frames.mesh_vertices
     parametric = getattr(model, "parametric", None)
     files = "none" if parametric is None else _digest(*parametric.state_dict().values())
-    described = _json(config_to_dict(recipe)) if _is_config(recipe) else repr(recipe)
+    described = _json(config_to_dict(recipe)) if dataclasses.is_dataclass(recipe) else repr(recipe)  # an instance or None
     return {
         "model": f"{type(model).__module__}.{type(model).__qualname__}: {described}",
         "training": _json(settings),
@@ -185,10 +185,6 @@ def check_fingerprint(path: Path, stored: Mapping[str, str] | None, current: Map
 
 def _json(data: dict) -> str:
     return json.dumps(data, sort_keys=True, allow_nan=False)
-
-
-def _is_config(value: object) -> bool:
-    return dataclasses.is_dataclass(value) and not isinstance(value, type)
 
 
 def _same(key: str, stored: str | None, current: str) -> bool:
