@@ -39,7 +39,7 @@ from headfields.commands.train import rounded
 from headfields.models import mononphm
 from headfields.models.mononphm_stages import cpu_tracking
 from headfields.models.nphm import Nphm, cpu_prior_config, save_prior
-from headfields.models.nphm_training import PriorTrainingConfig, train_prior
+from headfields.models.nphm_training import cpu_prior_training, train_prior
 from headfields.parametric import load_model
 from headfields.runs import RunConfig, SubjectSource, train_run
 from headfields.synthetic import (
@@ -55,10 +55,6 @@ from headfields.synthetic import (
     write_synthetic_flame,
 )
 from headfields.training import TrainingConfig, seed_everything
-
-# The prior's CPU batch: 8 scans of 500 surface, 150 off-surface and 60 free-space points a step (MonoNPHM: 16
-# scans of 1250, 250 and 125).
-CPU_PRIOR_BATCH = dict(scans_per_step=8, surface_points=500, near_points=150, space_points=60)
 
 
 def main() -> None:
@@ -124,7 +120,7 @@ def train(args: argparse.Namespace, scan_config: ScanSetConfig, device: torch.de
     neutral = flame().canonical_vertices
     center = (neutral.amin(0) + neutral.amax(0)) / 2
     prior = Nphm(scans.anchors.mean(0), mirror, center, scans.num_identities, scans.num_scans, cpu_prior_config()).to(device)
-    training = PriorTrainingConfig(steps=args.prior_steps, max_minutes=args.prior_minutes, seed=args.seed, **CPU_PRIOR_BATCH)
+    training = cpu_prior_training(steps=args.prior_steps, max_minutes=args.prior_minutes, seed=args.seed)
     history = train_prior(prior, scans, training)
     print(f"prior: {history.steps} steps in {history.seconds / 60:.1f} min; last losses {rounded(history.logs[-1])}")
     save_prior(prior, args.out / "prior.pt")
@@ -135,8 +131,8 @@ def train(args: argparse.Namespace, scan_config: ScanSetConfig, device: torch.de
         "steps": history.steps,
         "seconds": history.seconds,
         "scan_seconds": scan_seconds,
-        "batch": CPU_PRIOR_BATCH,
         "config": "cpu_prior_config()",
+        "training": asdict(training),
     }
 
 

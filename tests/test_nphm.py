@@ -4,6 +4,7 @@ symmetry and code terms), a translated copy as the expression (correspondence te
 a saved prior loads back to the same function; bad input raises."""
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -12,7 +13,15 @@ from headfields.data import ScanSet, sample_scans
 from headfields.fields import padded_box
 from headfields.geometry import uv_sphere
 from headfields.models.nphm import NPHM_UNIT, Nphm, load_prior, save_prior
-from headfields.models.nphm_training import SPACE_SHARPNESS, PriorLossWeights, PriorTrainingConfig, prior_losses, train_prior
+from headfields.models.nphm_training import (
+    CPU_ANCHOR_WEIGHT,
+    SPACE_SHARPNESS,
+    PriorLossWeights,
+    PriorTrainingConfig,
+    cpu_prior_training,
+    prior_losses,
+    train_prior,
+)
 
 from helpers import raises_naming, tiny_nphm_config
 
@@ -148,6 +157,14 @@ def test_training_lowers_the_loss_and_the_saved_prior_loads_back(tmp_path):
     codes = prior.identity_codes.codes[:1], prior.expression_codes.codes[:1]
     assert torch.equal(prior.geometry(x, group, *codes).sdf, loaded.geometry(x, group, *codes).sdf)
     assert not any(p.requires_grad for p in loaded.parameters())
+
+
+def test_the_cpu_training_weighs_the_anchors_more_and_keeps_every_other_paper_weight():
+    assert PriorTrainingConfig().weights.anchors == 7.5  # mononphm.yaml's lambdas.anchors
+    cpu = cpu_prior_training(steps=5)
+    assert cpu.steps == 5 and cpu.scans_per_step == 8 and cpu.weights.anchors == CPU_ANCHOR_WEIGHT == 750.0
+    assert replace(cpu.weights, anchors=7.5) == PriorLossWeights()
+    assert cpu_prior_training(weights=PriorLossWeights()).weights == PriorLossWeights()  # overrides win
 
 
 def test_bad_input_raises():

@@ -4,7 +4,7 @@ correspondences and the codes' and the deformation's regularisers), and :func:`t
 identity code and one appearance code per identity and one expression code per scan.
 
     prior = Nphm(scans.anchors.mean(0), mirror, center, scans.num_identities, scans.num_scans, cpu_prior_config())
-    history = train_prior(prior, scans, PriorTrainingConfig(max_minutes=20))
+    history = train_prior(prior, scans, cpu_prior_training(max_minutes=20))
 """
 
 from __future__ import annotations
@@ -22,7 +22,15 @@ from ..data.scans import ScanSamples, ScanSet, sample_scans
 from ..fields import padded_box
 from .nphm import NPHM_UNIT, Nphm
 
-__all__ = ["PriorHistory", "PriorLossWeights", "PriorTrainingConfig", "prior_losses", "train_prior"]
+__all__ = [
+    "CPU_ANCHOR_WEIGHT",
+    "PriorHistory",
+    "PriorLossWeights",
+    "PriorTrainingConfig",
+    "cpu_prior_training",
+    "prior_losses",
+    "train_prior",
+]
 
 
 @dataclass(frozen=True)
@@ -169,6 +177,20 @@ class PriorTrainingConfig:
         if not self.weight_decay >= 0:
             raise ValueError(f"weight_decay: expected a non-negative number, got {self.weight_decay}")
         check_positive("max_minutes", self.max_minutes)
+
+
+# A prior of minutes (cpu_prior_config, about 2,000 steps) under MonoNPHM's 7.5 on the anchors: the SDF terms, which
+# move each local MLP with its anchor, carry the anchors 6-11 mm off the scans' anchor vertices, farther than the
+# template's mean anchors lie (5.9 mm), and the landmark term projects those anchors. x 100 holds them within
+# 1-1.6 mm at no cost to the surface terms (benchmarks/nphm_anchors.py; docs/mononphm.md).
+CPU_ANCHOR_WEIGHT = 750.0
+
+
+def cpu_prior_training(**overrides) -> PriorTrainingConfig:
+    """A CPU's prior training: 8 scans of 500 surface, 150 off-surface and 60 free-space points a step (MonoNPHM: 16
+    of 1250, 250 and 125), the anchors weighed :data:`CPU_ANCHOR_WEIGHT`, then ``overrides``."""
+    sizes = dict(scans_per_step=8, surface_points=500, near_points=150, space_points=60)
+    return PriorTrainingConfig(**{**sizes, "weights": PriorLossWeights(anchors=CPU_ANCHOR_WEIGHT), **overrides})
 
 
 @dataclass
