@@ -1,7 +1,7 @@
 """MonoNPHM end to end on synthetic data: train an NPHM prior on scans of many synthetic identities with personal
 detail FLAME cannot express, then track a held-out identity, never in the prior, from its monocular video.
 
-    python benchmarks/nphm.py --out outputs/nphm                        # 16 identities, 20 + ~15 minutes on 2 cores
+    python benchmarks/nphm.py --out outputs/nphm                        # 16 identities, 30 + ~15 minutes on 2 cores
     python benchmarks/nphm.py --out /tmp/nphm --prior-minutes 2 --identities 4 --expressions 3   # a quick look
     python benchmarks/nphm.py --out outputs/nphm_harder --prior outputs/nphm/prior.pt --person out-of-range
     python benchmarks/nphm.py --out outputs/nphm_noisy --prior outputs/nphm/prior.pt --noisy
@@ -62,9 +62,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--identities", type=int, default=16, help="identities in the prior's scan set")
     parser.add_argument("--expressions", type=int, default=8, help="scans per identity, the neutral one included")
-    parser.add_argument("--prior-minutes", type=float, default=20.0, help="the prior's training budget")
+    parser.add_argument("--prior-minutes", type=float, default=30.0, help="the prior's budget (fewer steps: a worse face)")
     parser.add_argument(
-        "--prior-steps", type=int, default=2400, help="the prior's steps: its learning-rate schedule (~20 minutes on 2 cores)"
+        "--prior-steps", type=int, default=2400, help="the prior's steps: its learning-rate schedule (~28 min, 2 idle cores)"
     )
     parser.add_argument("--track-minutes", type=float, default=None, help="the tracking's budget (default: its steps)")
     parser.add_argument("--mesh-resolution", type=int, default=128)

@@ -1,9 +1,9 @@
 """How well a prior places its anchors, the points MonoNPHM's landmark term projects: on every scan of its own
 training set, each identity's anchors (``Nphm.anchors`` of its code) carried into the scan's expression by root
 finding (``posed_points``), against the true positions of the anchor vertices there, in mm. Grouped as the paper
-weighs the landmark pairs: x 100 (chin, lips, eyelids), x 1 (the other paired anchors), and the unpaired ones. A
-prior that misses its own anchors by more than its landmarks' noise cannot afford the paper's x 100
-(``cpu_tracking()`` weighs every pair 1: :data:`~headfields.models.mononphm_stages.CPU_ANCHOR_WEIGHTS`).
+weighs the landmark pairs: x 100 (chin, lips, eyelids), x 1 (the other paired anchors), and the unpaired ones. The
+landmark term projects these anchors: under the paper's 7.5 on the anchors a CPU prior missed them by 6-11 mm,
+under ``cpu_prior_training()``'s 750 (:data:`~headfields.models.nphm_training.CPU_ANCHOR_WEIGHT`) by 1-1.8 mm.
 
     python benchmarks/nphm_anchors.py outputs/nphm/prior.pt                  # the scan set benchmarks/nphm.py trains on
     python benchmarks/nphm_anchors.py /tmp/nphm/prior.pt --identities 4 --expressions 3

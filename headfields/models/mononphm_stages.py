@@ -163,10 +163,10 @@ def shortened(stage: StageConfig, steps: int) -> StageConfig:
     return dataclasses.replace(stage, steps=steps, **{name: getattr(stage, name) * k for name in TRAVELLING_RATES})
 
 
-# cpu_tracking()'s landmark pairs, each weighed 1: the paper's x 100 on chin, lips and eyelids trusts anchors that
-# its prior, trained for days, puts on their landmarks. A prior of minutes (cpu_prior_config) misses its own training
-# scans' anchor vertices by 10 mm on those pairs (6 mm on the others), and x 100 then pulls the identity towards
-# its errors: on one prior, face L1 1.66 -> 1.39 mm, F@2.5 0.92 -> 0.98 (docs/benchmarks.md).
+# cpu_tracking()'s landmark pairs, each weighed 1: the paper's x 100 on chin, lips and eyelids trusts its prior,
+# trained for days, with those anchors. On a prior of minutes x 100 pulled the identity off the face: 1.39 against
+# 1.66 mm face L1 when the prior's anchors missed their scans by 6-11 mm, 1.19 against 1.40 mm with them within
+# 1-1.6 mm (cpu_prior_training; docs/benchmarks.md).
 CPU_ANCHOR_WEIGHTS: tuple[float, ...] = (1.0,) * len(ANCHOR_LANDMARK_PAIRS)
 
 
