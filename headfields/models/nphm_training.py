@@ -4,7 +4,7 @@ correspondences and the codes' and the deformation's regularisers), and :func:`t
 identity code and one appearance code per identity and one expression code per scan.
 
     prior = Nphm(scans.anchors.mean(0), mirror, center, scans.num_identities, scans.num_scans, cpu_prior_config())
-    history = train_prior(prior, scans, cpu_prior_training(max_minutes=20))
+    history = train_prior(prior, scans, cpu_prior_training(max_minutes=30))
 """
 
 from __future__ import annotations
@@ -182,7 +182,7 @@ class PriorTrainingConfig:
 # A prior of minutes (cpu_prior_config, about 2,000 steps) under MonoNPHM's 7.5 on the anchors: the SDF terms, which
 # move each local MLP with its anchor, carry the anchors 6-11 mm off the scans' anchor vertices, farther than the
 # template's mean anchors lie (5.9 mm), and the landmark term projects those anchors. x 100 holds them within
-# 1-1.6 mm at no cost to the surface terms (benchmarks/nphm_anchors.py; docs/mononphm.md).
+# 1-1.8 mm at no cost to the surface terms (benchmarks/nphm_anchors.py; docs/mononphm.md).
 CPU_ANCHOR_WEIGHT = 750.0
 
 
