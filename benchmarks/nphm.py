@@ -64,7 +64,7 @@ def main() -> None:
     parser.add_argument("--expressions", type=int, default=8, help="scans per identity, the neutral one included")
     parser.add_argument("--prior-minutes", type=float, default=30.0, help="the prior's budget (fewer steps: a worse face)")
     parser.add_argument(
-        "--prior-steps", type=int, default=2400, help="the prior's steps: its learning-rate schedule (~28 min, 2 idle cores)"
+        "--prior-steps", type=int, default=2400, help="the prior's steps: its learning-rate schedule (~33 min, 2 idle cores)"
     )
     parser.add_argument("--track-minutes", type=float, default=None, help="the tracking's budget (default: its steps)")
     parser.add_argument("--mesh-resolution", type=int, default=128)
