@@ -135,6 +135,13 @@ def check_count(name: str, value: object, lo: int, hi: int | None = None) -> int
     return int(value)
 
 
+def check_generator(name: str, generator: object, optional: bool = False) -> None:
+    """A torch.Generator (or None where ``optional``): random draws come from it, on its device."""
+    if not (isinstance(generator, torch.Generator) or (optional and generator is None)):
+        expected = "a torch.Generator or None" if optional else "a torch.Generator"
+        raise TypeError(f"{name}: expected {expected}, got {type(generator).__name__}")
+
+
 def check_positive(name: str, value: float | int | None) -> None:
     """None, or a number (not a bool) greater than 0."""
     if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Real)):

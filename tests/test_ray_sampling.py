@@ -193,6 +193,8 @@ def test_stratified_bad_input():
         stratified_samples((o, d), 0.0, math.inf, 4)
     with raises_naming("rays"):
         stratified_samples((o, torch.zeros(3, 3)), 0.0, 1.0, 4)
+    with raises_naming("generator"):
+        stratified_samples((o, d), 0.0, 1.0, 4, generator=0)
 
 
 def test_mesh_guided_filter_against_trimesh(device):

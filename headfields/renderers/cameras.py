@@ -19,7 +19,16 @@ import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from ..checks import IntLike, check_count, check_float, check_frame, check_int, check_nonzero_rows, check_positive
+from ..checks import (
+    IntLike,
+    check_count,
+    check_float,
+    check_frame,
+    check_generator,
+    check_int,
+    check_nonzero_rows,
+    check_positive,
+)
 
 # camera_to_world must be rigid: |R^T R - I|, |det R - 1| and the last row's error below this. Loose enough
 # for float32 matrices written to text by trackers, tight enough to catch a scale or shear.
@@ -239,8 +248,7 @@ def sample_pixels(
     frame; a tensor must be on the cameras' device). Random numbers come from ``generator`` on its device, so a
     seed gives the same samples on any device; results are on the cameras' device (float32 pixels, int64 frames)."""
     count = check_count("count", count, 0)
-    if not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator: expected a torch.Generator, got {type(generator).__name__}")
+    check_generator("generator", generator)
     device = cameras.device
     if frames is None:
         frames = torch.arange(cameras.num_frames, device=device)

@@ -17,7 +17,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from ..checks import IntLike, check_count, check_finite, check_shape
+from ..checks import IntLike, check_count, check_finite, check_generator, check_shape
 from .samples import PackedSamples
 
 # NeRF (Mildenhall et al. 2020, sample_pdf) adds 1e-5 to the coarse weights before normalising, so empty rays
@@ -68,6 +68,7 @@ def importance_samples(
     s, r, device = len(samples), samples.num_rays, samples.device
     _check_weights(weights, s, device)
     n = check_count("num_samples", num_samples, 1)
+    check_generator("generator", generator, optional=True)
     if isinstance(padding, bool) or not isinstance(padding, (int, float)):
         raise TypeError(f"padding: expected a finite number >= 0, got {padding!r}")
     if not (math.isfinite(padding) and padding >= 0):

@@ -14,7 +14,7 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from ..checks import IntLike, check_count, check_float, check_nonzero_rows, check_shape, checking_values
+from ..checks import IntLike, check_count, check_float, check_generator, check_nonzero_rows, check_shape, checking_values
 from .cameras import Rays
 
 
@@ -266,9 +266,12 @@ def stratified_samples(
     origins, dirs = (rays.origins, rays.directions) if isinstance(rays, Rays) else rays
     check_float("origins", origins, [None, 3])
     r = origins.shape[0]
+    if dirs.shape[:1] != origins.shape[:1]:
+        raise ValueError(f"rays: expected as many directions as origins ({r}), got {dirs.shape[0]}")
     check_float("dirs", dirs, [r, 3], device=origins.device)
     check_nonzero_rows("dirs", dirs)
     n = check_count("num_samples", num_samples, 1)
+    check_generator("generator", generator, optional=True)
     near, far = per_ray("near", near, r, origins), per_ray("far", far, r, origins)
     points = stratified_points(near, far, n, generator)
     edges = torch.cat([near[:, None], (points[:, 1:] + points[:, :-1]) / 2, far[:, None]], dim=1)

@@ -15,7 +15,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from ..checks import IntLike, check_count, check_float, check_int
+from ..checks import IntLike, check_count, check_float, check_generator, check_int
 from .cameras import PinholeCameras, PixelSamples, sample_pixels
 
 # Bin edges on the view angle (radians). Equal thirds of [0, pi]: for a subject turning at a steady rate the
@@ -30,11 +30,6 @@ NUM_VIEW_BINS = 3
 
 # Facing directions and subject-to-camera offsets shorter than this have no direction.
 _MIN_LENGTH = 1e-12
-
-
-def _check_generator(generator: object) -> None:
-    if not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator: expected a torch.Generator, got {type(generator).__name__}")
 
 
 def view_angles(cameras: PinholeCameras, forward: Float[Tensor, "B 3"], centers: Float[Tensor, "B 3"]) -> Float[Tensor, " B"]:
@@ -91,7 +86,7 @@ def balanced_frames(
     num_bins = check_count("num_bins", num_bins, 1)
     check_int("bins", bins, [None], upper=num_bins)
     count = check_count("count", count, 0)
-    _check_generator(generator)
+    check_generator("generator", generator)
     if bins.numel() == 0:
         raise ValueError("bins: expected at least one frame to sample from, got none")
     device, g = bins.device, generator.device
@@ -119,7 +114,7 @@ def sample_pixels_balanced(
         raise TypeError(f"cameras: expected PinholeCameras, got {type(cameras).__name__}")
     check_int("bins", bins, [cameras.num_frames], device=cameras.device)
     count = check_count("count", count, 0)
-    _check_generator(generator)
+    check_generator("generator", generator)
     num_bins = max(NUM_VIEW_BINS, int(bins.max()) + 1) if bins.numel() else NUM_VIEW_BINS
     frame = balanced_frames(bins, count, generator, num_bins)
     # Intrinsics are shared, so a pixel's distribution does not depend on its frame: draw the pixels for one

@@ -114,6 +114,8 @@ class TrainingConfig:
             raise ValueError(f"log: expected one of {LOGS}, got {self.log!r}")
         if self.ema_decay is not None and not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay: expected a decay in [0, 1) or None, got {self.ema_decay}")
+        if isinstance(self.eval_regions, Mapping):
+            raise TypeError(f"eval_regions: expected (region name, label codes) pairs, got a {type(self.eval_regions).__name__}")
         # Frozen: normalised through object.__setattr__, so the config stays hashable and compares by value.
         object.__setattr__(self, "eval_regions", tuple(region_codes("eval_regions", self.eval_regions).items()))
         if self.lpips_weights is not None:
