@@ -297,3 +297,25 @@ def test_corrupt_files_are_named(tmp_path):
     evil.write_bytes(pickle.dumps({"v_template": Exploit()}))
     with pytest.raises(pickle.UnpicklingError, match=rf"^path: {re.escape(str(evil))} refers to"):
         read_model_file(evil)
+
+
+def test_a_pickle_read_again_is_a_copy_and_a_rewritten_one_is_read_anew(tmp_path):
+    """Pickles decoded are kept by their bytes' digest: a second read returns equal arrays of its own, a file
+    rewritten in place (same size, any modification time) returns the new arrays."""
+    path = tmp_path / "m.pkl"
+    first = {"v_template": np.full((4, 3), 2.0), "nested": {"a": np.arange(3)}}
+    path.write_bytes(pickle.dumps(first, protocol=2))
+    a, b = read_model_file(path), read_model_file(path)
+    np.testing.assert_array_equal(a["v_template"], first["v_template"])
+    assert not np.shares_memory(a["v_template"], b["v_template"])
+    a["v_template"] += 1.0  # the caller's copy: the next read is unchanged
+    a["nested"]["a"][0] = 7
+    c = read_model_file(path)
+    np.testing.assert_array_equal(c["v_template"], first["v_template"])
+    np.testing.assert_array_equal(c["nested"]["a"], [0, 1, 2])
+    stat = path.stat()
+    second = {"v_template": np.full((4, 3), 4.0), "nested": {"a": np.arange(3) + 1}}  # bytes of equal length
+    path.write_bytes(pickle.dumps(second, protocol=2))
+    assert path.stat().st_size == stat.st_size
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # the same size and time: only the bytes differ
+    np.testing.assert_array_equal(read_model_file(path)["v_template"], second["v_template"])

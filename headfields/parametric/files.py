@@ -9,10 +9,13 @@ few builtins is refused; object arrays inside ``.npz`` files go through the same
 from __future__ import annotations
 
 import _compat_pickle
+import copy
+import hashlib
 import importlib
 import io
 import os
 import pickle
+import threading
 import warnings
 import zipfile
 from collections import OrderedDict
@@ -31,6 +34,12 @@ _COLLECTIONS = {("collections", "OrderedDict"): OrderedDict}
 _NUMPY_CORE = {"multiarray": {"_reconstruct", "scalar"}, "numeric": {"_frombuffer"}}
 _NUMPY_TOP = {"ndarray": np.ndarray, "dtype": np.dtype}
 _SPARSE_FORMATS = {"csc", "csr", "coo"}  # csc_matrix, csr_array, ... (old scipy.sparse.csc and new scipy.sparse._csc)
+# Decoding a model pickle is slow (FLAME's 43 MB: a quarter of a second, its arrays stored as latin-1 text) and a
+# process reads the same files again and again (a run's model, its subject's, its evaluation's): the last pickles
+# decoded are kept by the digest of their bytes (never stale), and every read returns a copy of its own.
+_DECODED_PICKLES = 4
+_decoded: OrderedDict[bytes, Any] = OrderedDict()
+_decoded_lock = threading.Lock()
 
 
 class _Stub:
@@ -153,6 +162,22 @@ def _unpickle(data: bytes, path: Path) -> Any:
     return _convert(_ModelUnpickler(io.BytesIO(data), path).load(), path)
 
 
+def _decoded_pickle(data: bytes, path: Path) -> Any:
+    """``_unpickle(data, path)``, from the last pickles decoded where ``data`` is one of them (a copy)."""
+    key = hashlib.sha256(data).digest()
+    with _decoded_lock:
+        content = _decoded.get(key)
+        if content is not None:
+            _decoded.move_to_end(key)
+    if content is None:
+        content = _unpickle(data, path)
+        with _decoded_lock:
+            _decoded[key] = content
+            while len(_decoded) > _DECODED_PICKLES:
+                _decoded.popitem(last=False)
+    return copy.deepcopy(content)
+
+
 def _read_npy(raw: bytes, path: Path) -> np.ndarray:
     """One ``.npy`` member: plain arrays through numpy (allow_pickle off), object arrays through the safe unpickler."""
     fp = io.BytesIO(raw)
@@ -203,7 +228,7 @@ def read_model_file(path: str | Path, keys: set[str] | None = None) -> dict[str,
     try:
         if suffix == ".npz":
             return _read_npz(path, keys)
-        content = _unpickle(path.read_bytes(), path)
+        content = _decoded_pickle(path.read_bytes(), path)
     except _Refused:
         raise  # already names the path and the refused class
     except (*_CORRUPT, ValueError) as error:
