@@ -1,4 +1,5 @@
-"""Shared fixtures. The jaxtyping runtime checker is on for every test (see pyproject's pytest addopts)."""
+"""Shared fixtures. The jaxtyping runtime checker is on for every test (see pyproject's pytest addopts) but those
+marked ``unchecked``: end-to-end runs of functions the unit tests check (helpers.shapes_unchecked)."""
 
 import os
 
@@ -21,6 +22,21 @@ if _WORKERS > 1:
 
 # Every device test also runs on CUDA; on a machine without a GPU those cases show as skipped (see -ra).
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device"))]
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "unchecked: run without the jaxtyping runtime checker (an end-to-end run)")
+
+
+@pytest.fixture(autouse=True)
+def _unchecked_when_marked(request):
+    if request.node.get_closest_marker("unchecked") is None:
+        yield
+        return
+    from helpers import shapes_unchecked
+
+    with shapes_unchecked():
+        yield
 
 
 @pytest.fixture(params=DEVICES)

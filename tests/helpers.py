@@ -1,5 +1,8 @@
 """Helpers shared by the tests (pytest puts this folder on sys.path)."""
 
+import contextlib
+
+import jaxtyping
 import pytest
 
 
@@ -50,3 +53,16 @@ def tiny_nphm_config(sdf_width: int = 16):
         appearance=AppearanceConfig(hidden_dim=16, hidden_layers=2, feature_dim=4),
         anchor_hidden=8,
     )
+
+
+@contextlib.contextmanager
+def shapes_unchecked():
+    """The jaxtyping runtime checker off inside (every thread: its switch is global), back as it was after. For the
+    end-to-end runs marked ``unchecked`` (conftest): they call, thousands of times, functions that the unit tests
+    check, and the checker made them a third slower."""
+    before = jaxtyping.config.jaxtyping_disable
+    jaxtyping.config.update("jaxtyping_disable", True)
+    try:
+        yield
+    finally:
+        jaxtyping.config.update("jaxtyping_disable", before)

@@ -39,7 +39,7 @@ from headfields.synthetic import (
 )
 from headfields.training import CHECKPOINT_NAME, CONFIG_NAME, evaluate, render_image
 
-from helpers import raises_naming, tiny_nphm_config
+from helpers import raises_naming, shapes_unchecked, tiny_nphm_config
 
 TINY = tiny_nphm_config(sdf_width=16)
 FEW = mononphm.MonoNphmTracking(
@@ -380,6 +380,7 @@ def test_the_cpu_stages_scale_the_codes_rates_to_their_fewer_steps():
         mononphm_stages.shortened(paper.joint, 0)
 
 
+@pytest.mark.unchecked
 def test_a_scale_rate_fits_the_head_scale_with_the_person(person):
     """The head scale is fitted only where a stage gives it a rate (tracking.py: scale_param's Adam, but requires_grad
     False, hence 0 by default), and only with the identity (the first frame), never by held-out tracking."""
@@ -397,6 +398,7 @@ def test_a_scale_rate_fits_the_head_scale_with_the_person(person):
     assert float(model.pose.scale.detach()) == fitted
 
 
+@pytest.mark.unchecked
 def test_stage_one_fits_the_person_and_held_out_tracking_keeps_the_identity(person):
     subject, flame, _ = person
     model = mononphm.MonoNphm(
@@ -426,6 +428,7 @@ def test_stage_one_fits_the_person_and_held_out_tracking_keeps_the_identity(pers
     assert not any(p.requires_grad for p in model.prior.parameters())
 
 
+@pytest.mark.unchecked
 def test_reconstruct_writes_the_metrics(person, tmp_path):
     subject, flame, truth = person
     result = mononphm.reconstruct(
@@ -451,6 +454,7 @@ def test_reconstruct_writes_the_metrics(person, tmp_path):
     assert own.chamfer == pytest.approx(0.0, abs=1e-6) and own.f_score["5mm"] == pytest.approx(1.0)
 
 
+@pytest.mark.unchecked
 def test_a_budget_covers_the_evaluation_and_shares_the_rest_by_steps(person, capsys, monkeypatch):
     """With max_minutes, reconstruct sets the renders and meshes aside, says so, and gives the two tracking calls
     the rest in proportion to their steps (not the whole budget each)."""
@@ -526,7 +530,8 @@ def mononphm_run(person, tmp_path_factory):
     recipe = dataclasses.replace(SAMPLER, prior=str(root / "prior.pt"))
     training = dataclasses.replace(MODELS["mononphm"].training(), eval_frames=2, render_chunk=512, seed=3)
     run = RunConfig("mononphm", recipe, training, SubjectSource(data=str(subject.root)), "cpu")
-    metrics = train_run(run, root / "run", "cpu")
+    with shapes_unchecked():  # an end-to-end run (the marker's reason: a module fixture sets up before it)
+        metrics = train_run(run, root / "run", "cpu")
     return root / "run", run, metrics
 
 

@@ -267,6 +267,7 @@ def test_every_model_that_can_trains_on_a_remeshed_capture_without_model_files(r
     assert metrics["iterations"] == 2 and 5 < metrics["psnr"] < 60
 
 
+@pytest.mark.unchecked
 @pytest.mark.parametrize("model", ["insta", "monoavatar"])
 def test_the_train_command_trains_on_a_remeshed_capture_with_no_model(remeshed, tmp_path, capsys, model):
     """``python -m headfields train MODEL --data CAPTURE`` with no ``--model``, on meshes of a topology never

@@ -257,6 +257,7 @@ def _screenshot(driver) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(driver.get_screenshot_as_png())).convert("RGB")).astype(np.float32)
 
 
+@pytest.mark.unchecked
 @pytest.mark.skipif(
     CHROMIUM is None or CHROMEDRIVER is None,
     reason="no Chromium and chromedriver on PATH (apt-get install chromium chromium-driver)",
