@@ -1,11 +1,14 @@
 """Shared fixtures. The jaxtyping runtime checker is on for every test (see pyproject's pytest addopts) but those
 marked ``unchecked``: end-to-end runs of functions the unit tests check (helpers.shapes_unchecked)."""
 
+import contextlib
 import os
 
 import pytest
 import torch
 from hypothesis import HealthCheck, settings
+
+from helpers import shapes_unchecked
 
 # Warp compiles a module on first use (seconds), so no per-example deadline; CI runs fewer examples.
 settings.register_profile("dev", deadline=None, max_examples=60, suppress_health_check=[HealthCheck.too_slow])
@@ -18,10 +21,11 @@ settings.load_profile("ci" if os.environ.get("CI") else "dev")
 _WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 if _WORKERS > 1:
     _CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    torch.set_num_threads(max(1, _CORES // _WORKERS))
+    _THREADS = max(1, _CORES // _WORKERS)
+    torch.set_num_threads(_THREADS)
     # ... and so do the processes the tests start (the CLI, examples, the notebook's kernel, gpu.py's steps): with a
     # team each as wide as the machine, the notebook took 50-58 s beside the other worker against 18 s alone.
-    os.environ["OMP_NUM_THREADS"] = str(max(1, _CORES // _WORKERS))
+    os.environ["OMP_NUM_THREADS"] = str(_THREADS)
 
 # Every device test also runs on CUDA; on a machine without a GPU those cases show as skipped (see -ra).
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device"))]
@@ -33,12 +37,7 @@ def pytest_configure(config):
 
 @pytest.fixture(autouse=True)
 def _unchecked_when_marked(request):
-    if request.node.get_closest_marker("unchecked") is None:
-        yield
-        return
-    from helpers import shapes_unchecked
-
-    with shapes_unchecked():
+    with shapes_unchecked() if request.node.get_closest_marker("unchecked") else contextlib.nullcontext():
         yield
 
 

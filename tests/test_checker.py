@@ -29,4 +29,4 @@ def test_the_switch_is_put_back():
     with pytest.raises(RuntimeError), shapes_unchecked():
         assert jaxtyping.config.jaxtyping_disable
         raise RuntimeError
-    assert jaxtyping.config.jaxtyping_disable == before is False
+    assert before is False and jaxtyping.config.jaxtyping_disable is False

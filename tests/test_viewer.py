@@ -267,6 +267,7 @@ def test_viewer_in_a_browser(run):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
 
+    write_doc_image = os.environ.get("HEADFIELDS_WRITE_DOC_IMAGES") == "1"
     port = free_port()
     user_data = tempfile.mkdtemp(prefix="headfields-chromium-")
     viewer = AvatarViewer(run, port=port).start()
@@ -279,12 +280,12 @@ def test_viewer_in_a_browser(run):
         # The tracked mesh overlay on, through the page: a 6-step avatar's colours barely follow the jaw, its mesh does.
         _control(driver, "tracked mesh overlay").click()
         _wait(lambda: viewer.shown_state is not None and viewer.shown_state.mesh, 20, "the mesh overlay")
-        if os.environ.get("HEADFIELDS_WRITE_DOC_IMAGES") == "1":
+        if write_doc_image:
             for close in driver.find_elements(By.CSS_SELECTOR, ".mantine-Notification-closeButton"):
                 close.click()  # "software WebGL rendering detected": true here, and not what the image is about
         time.sleep(1.0)  # the browser decodes and paints it
         before = _screenshot(driver)
-        if os.environ.get("HEADFIELDS_WRITE_DOC_IMAGES") == "1":
+        if write_doc_image:
             DOC_IMAGE.parent.mkdir(parents=True, exist_ok=True)
             driver.save_screenshot(str(DOC_IMAGE))
 

@@ -163,7 +163,8 @@ def _unpickle(data: bytes, path: Path) -> Any:
 
 
 def _decoded_pickle(data: bytes, path: Path) -> Any:
-    """``_unpickle(data, path)``, from the last pickles decoded where ``data`` is one of them (a copy)."""
+    """``_unpickle(data, path)``, from the last pickles decoded where ``data`` is one of them: shared with later
+    reads, so the caller copies what it returns."""
     key = hashlib.sha256(data).digest()
     with _decoded_lock:
         content = _decoded.get(key)
@@ -175,7 +176,7 @@ def _decoded_pickle(data: bytes, path: Path) -> Any:
             _decoded[key] = content
             while len(_decoded) > _DECODED_PICKLES:
                 _decoded.popitem(last=False)
-    return copy.deepcopy(content)
+    return content
 
 
 def _read_npy(raw: bytes, path: Path) -> np.ndarray:
@@ -240,4 +241,4 @@ def read_model_file(path: str | Path, keys: set[str] | None = None) -> dict[str,
         ) from error
     if not isinstance(content, dict):
         raise ValueError(f"path: expected {path} to hold a dict of arrays, got {type(content).__name__}")
-    return {str(k): v for k, v in content.items() if keys is None or k in keys}
+    return {str(k): copy.deepcopy(v) for k, v in content.items() if keys is None or k in keys}  # the caller's own
