@@ -19,10 +19,12 @@ SMALL = HashGridConfig(levels=4, features_per_level=2, log2_table_size=10, base_
 
 
 def torch_hash_grid(x: torch.Tensor, table: torch.Tensor, config: HashGridConfig) -> torch.Tensor:
-    """Reference encoding in plain PyTorch (differentiable in ``x`` and ``table``): ``[N, levels * F]``."""
+    """Reference encoding in plain PyTorch (differentiable in ``x`` and ``table``): ``[N, levels * F]``. Each level's
+    eight corners are read by one gather, so its backward adds into one table-sized gradient a level."""
     growth = math.exp((math.log(config.finest_resolution) - math.log(config.base_resolution)) / max(config.levels - 1, 1))
     size = 2**config.log2_table_size
     x = x.clamp(0.0, 1.0)
+    corners = torch.tensor([[(corner >> d) & 1 for d in range(3)] for corner in range(8)], device=x.device)  # [8, 3]
     offset, out = 0, []
     for level in range(config.levels):
         res = math.floor(config.base_resolution * growth**level + 1e-9)
@@ -30,19 +32,14 @@ def torch_hash_grid(x: torch.Tensor, table: torch.Tensor, config: HashGridConfig
         pos = x * res
         cell = torch.floor(pos).clamp(max=res - 1)
         frac = pos - cell
-        cell = cell.long()
-        acc = 0.0
-        for corner in range(8):
-            bits = torch.tensor([(corner >> d) & 1 for d in range(3)], device=x.device)
-            vertex = cell + bits
-            weight = torch.where(bits.bool(), frac, 1.0 - frac).prod(dim=-1)
-            if dense:
-                index = vertex[:, 0] + (res + 1) * (vertex[:, 1] + (res + 1) * vertex[:, 2])
-            else:
-                h = (vertex[:, 0] * PRIMES[0]) ^ (vertex[:, 1] * PRIMES[1]) ^ (vertex[:, 2] * PRIMES[2])
-                index = (h & UINT32) % size
-            acc = acc + weight[:, None] * table[offset + index]
-        out.append(acc)
+        vertex = cell.long()[:, None, :] + corners  # [N, 8, 3]
+        weight = torch.where(corners.bool(), frac[:, None, :], 1.0 - frac[:, None, :]).prod(dim=-1)  # [N, 8]
+        if dense:
+            index = vertex[..., 0] + (res + 1) * (vertex[..., 1] + (res + 1) * vertex[..., 2])
+        else:
+            h = (vertex[..., 0] * PRIMES[0]) ^ (vertex[..., 1] * PRIMES[1]) ^ (vertex[..., 2] * PRIMES[2])
+            index = (h & UINT32) % size
+        out.append((weight[..., None] * table[offset + index]).sum(dim=1))
         offset += (res + 1) ** 3 if dense else size
     return torch.cat(out, dim=1)
 

@@ -429,41 +429,15 @@ def test_stage_one_fits_the_person_and_held_out_tracking_keeps_the_identity(pers
 
 
 @pytest.mark.unchecked
-def test_reconstruct_writes_the_metrics(person, tmp_path):
-    subject, flame, truth = person
-    result = mononphm.reconstruct(
-        tiny_prior(flame), subject.train, subject.eval, subject.parametric, SAMPLER, truth=truth, eval_frames=2, out=tmp_path
-    )
-    m = result.metrics
-    for key in ("psnr", "ssim", "l1", "psnr_mean_codes", "chamfer", "chamfer_flame", "chamfer_mm", "f_score"):
-        assert key in m
-    # The tracked FLAME mesh misses the person's detail but is close: under 2% of the head's size.
-    assert 0 < m["chamfer_flame"] < 0.02 and m["chamfer_flame_mm"] == pytest.approx(
-        1000 * m["chamfer_flame"] * m["head_size_m"], rel=0.05
-    )
-    assert (tmp_path / "renders").is_dir() and list(tmp_path.glob("mesh_*.obj"))
-    # MonoNPHM's protocol: the face region of a scan of the true head, to the FLAME mesh after ICP: within millimetres
-    flame_scan = m["scan_flame"]
-    assert m["scan_region"] == "face" and set(flame_scan["f_score"]) == {"1mm", "2.5mm", "5mm", "10mm"}
-    assert 0 < flame_scan["chamfer_l2_mm"] < 5 and flame_scan["chamfer_l2_mm"] <= flame_scan["chamfer_l1_mm"]
-    assert 0.5 < flame_scan["normals"] <= 1 and flame_scan["f_score"]["10mm"] > 0.9
-    for scan in (m["scan"], flame_scan):  # the tracked surface's, by the same protocol and keys
-        assert set(scan) == {"chamfer_l1_mm", "chamfer_l2_mm", "normals", "f_score"}
-        assert set(scan["f_score"]) == {"1mm", "2.5mm", "5mm", "10mm"} and all(0 <= f <= 1 for f in scan["f_score"].values())
-    own = mononphm.geometry_score(truth[0][0], truth[1], truth[0][0], truth[1], subject.eval.cameras.camera_to_world[0, :3, 3])
-    assert own.chamfer == pytest.approx(0.0, abs=1e-6) and own.f_score["5mm"] == pytest.approx(1.0)
-
-
-@pytest.mark.unchecked
 def test_a_budget_covers_the_evaluation_and_shares_the_rest_by_steps(person, capsys, monkeypatch):
     """With max_minutes, reconstruct sets the renders and meshes aside, says so, and gives the two tracking calls
     the rest in proportion to their steps (not the whole budget each)."""
     subject, flame, truth = person
     given = []
     track = mononphm_tracking._track
-    monkeypatch.setattr(
-        mononphm_tracking, "_track", lambda *args, **kw: given.append(args[5]) or track(*args, **kw)
-    )  # args[5]: max_minutes
+    monkeypatch.setattr(  # args[5]: max_minutes, recorded; each call then tracks on a budget of one step a stage
+        mononphm_tracking, "_track", lambda *args, **kw: given.append(args[5]) or track(*args[:5], 1e-6, *args[6:], **kw)
+    )
     mononphm.reconstruct(
         tiny_prior(flame), subject.train, subject.eval, subject.parametric, SAMPLER, truth=truth, eval_frames=2,
         max_minutes=0.5,
@@ -550,6 +524,29 @@ def test_train_run_writes_the_run_folder(mononphm_run):
     for key in ("train_track.codes", "held_out_track.rotation", "codes.identity", "field.lighting.coefficients"):
         assert key in state["model"], key
     assert not any(k.startswith("parametric.") for k in state["model"])  # the subject's model files: not stored
+
+
+def test_reconstruct_writes_the_metrics(person, mononphm_run):
+    """reconstruct's metrics and files, as the run (train_run calls it) wrote them."""
+    subject, _, truth = person
+    folder, _, m = mononphm_run
+    for key in ("psnr", "ssim", "l1", "psnr_mean_codes", "chamfer", "chamfer_flame", "chamfer_mm", "f_score"):
+        assert key in m
+    # The tracked FLAME mesh misses the person's detail but is close: under 2% of the head's size.
+    assert 0 < m["chamfer_flame"] < 0.02 and m["chamfer_flame_mm"] == pytest.approx(
+        1000 * m["chamfer_flame"] * m["head_size_m"], rel=0.05
+    )
+    assert (folder / "renders").is_dir() and list(folder.glob("mesh_*.obj"))
+    # MonoNPHM's protocol: the face region of a scan of the true head, to the FLAME mesh after ICP: within millimetres
+    flame_scan = m["scan_flame"]
+    assert m["scan_region"] == "face" and set(flame_scan["f_score"]) == {"1mm", "2.5mm", "5mm", "10mm"}
+    assert 0 < flame_scan["chamfer_l2_mm"] < 5 and flame_scan["chamfer_l2_mm"] <= flame_scan["chamfer_l1_mm"]
+    assert 0.5 < flame_scan["normals"] <= 1 and flame_scan["f_score"]["10mm"] > 0.9
+    for scan in (m["scan"], flame_scan):  # the tracked surface's, by the same protocol and keys
+        assert set(scan) == {"chamfer_l1_mm", "chamfer_l2_mm", "normals", "f_score"}
+        assert set(scan["f_score"]) == {"1mm", "2.5mm", "5mm", "10mm"} and all(0 <= f <= 1 for f in scan["f_score"].values())
+    own = mononphm.geometry_score(truth[0][0], truth[1], truth[0][0], truth[1], subject.eval.cameras.camera_to_world[0, :3, 3])
+    assert own.chamfer == pytest.approx(0.0, abs=1e-6) and own.f_score["5mm"] == pytest.approx(1.0)
 
 
 def test_load_run_renders_both_splits_with_their_fitted_codes(mononphm_run):

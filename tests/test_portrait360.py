@@ -48,7 +48,7 @@ def test_the_blend_basis_starts_as_the_identity(tiny_orbit_video):
 def test_loss_falls_and_every_piece_gets_gradients(tiny_orbit_video, blend):
     train_frames, _ = tiny_orbit_video
     model = _model(train_frames, dataclasses.replace(TINY, blend=blend))
-    losses, _, _ = fit(model, _batch(model, train_frames, 256), 40)
+    losses, _, _ = fit(model, _batch(model, train_frames, 256), 30)  # about a fifth of the first loss by then
     assert losses[-1] < 0.5 * losses[0], losses
     pieces = {"hash grid": model.field.encoder, "decoder": model.field.decoder}
     if blend == "deformation":
