@@ -552,3 +552,26 @@ def test_obj_writer_round_trips_float32_exactly_and_trimesh_reads_it(tmp_path):
     reference = trimesh.load(path, process=False)
     np.testing.assert_array_equal(reference.vertices.astype(np.float32), vertices)
     np.testing.assert_array_equal(reference.faces, faces)
+
+
+def test_obj_writer_writes_each_mesh_s_own_faces_whatever_it_wrote_before(tmp_path):
+    """The face lines are formatted once for a run of frames with the same faces: a mesh with other faces of the same
+    count, or with texture corners, gets its own."""
+    from headfields.data import _io
+
+    rng = np.random.default_rng(1)
+    vertices = rng.standard_normal((48, 3)).astype(np.float32)
+    # The same shape, other indices, every vertex used (trimesh drops the others).
+    faces = [np.concatenate([rng.permutation(48).reshape(-1, 3), rng.integers(0, 48, (24, 3))]) for _ in range(2)]
+    uvs, uv_faces = rng.random((60, 2)).astype(np.float32), rng.integers(0, 60, (40, 3))
+    order = [(0, False), (0, False), (1, False), (0, True), (1, True), (0, False)]
+    for k, (which, textured) in enumerate(order):
+        path = tmp_path / f"{k}.obj"
+        _io.write_obj(path, vertices, faces[which], *((uvs, uv_faces) if textured else ()))
+        np.testing.assert_array_equal(_io.read_obj(path)[1], faces[which])
+        if not textured:  # trimesh splits textured vertices by their texture coordinates
+            np.testing.assert_array_equal(trimesh.load(path, process=False).faces, faces[which])
+        else:
+            read_uvs, read_uv_faces = _io.read_obj_uvs(path, len(uv_faces))
+            np.testing.assert_array_equal(read_uv_faces, uv_faces)
+            np.testing.assert_array_equal(read_uvs, uvs)
