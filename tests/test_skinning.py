@@ -200,6 +200,8 @@ def test_bad_input(flame):
         skinning_weights(head.rest_mesh, head.skinning_weights[:-1], points, 0)
     with raises_naming("transforms"):
         skin_points(head.rest_mesh, head.skinning_weights, head.joint_transforms[:1], points, 0)
+    with pytest.raises(ValueError, match="^points: row 0's blended transform is singular"):  # no weight reaches it
+        skin_points(head.posed_mesh, torch.zeros_like(head.skinning_weights), head.joint_transforms, points, 0, inverse=True)
     one_frame = TriangleMesh(head.rest_vertices[0], head.faces)
     assert skinning_weights(one_frame, head.skinning_weights, points).weights.shape == (4, 5)  # None: the only frame
 

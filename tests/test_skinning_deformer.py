@@ -18,7 +18,7 @@ from headfields.deformers import (
     TriangleFrameDeformer,
 )
 from headfields.geometry import face_normals, sample_near_surface
-from headfields.parametric import load_model
+from headfields.parametric import blend_transforms, inverse_skinning, load_model, skinning_weights, transform_points
 from headfields.synthetic import write_synthetic_smplx
 
 from helpers import raises_naming
@@ -219,26 +219,56 @@ def test_directions_under_a_non_rigid_pose_follow_the_inverse_blended_rotation(f
     assert np.abs(np.einsum("nrc,nsc->nrs", linear, linear) - np.eye(3)).max() > 1e-2
 
 
-def test_without_autograd_points_off_the_mesh_map_as_with_it(flame):
-    """Between the vertices, in two frames mixed in one batch: inverse_skinning's blend of the corners' transforms
-    and its adjugate give the gather-and-solve path's points, directions and faces (float32 rounding apart)."""
+@pytest.mark.parametrize("count", [50, 1000], ids=["each point's joints", "the corners' table"])
+@pytest.mark.parametrize("autograd", [True, False])
+def test_points_off_the_mesh_map_as_the_gather_and_solve(flame, count, autograd):
+    """Between the vertices, in two frames mixed in one batch: the deformer (either blend, with autograd or without)
+    gives the points, directions and faces of skinning_weights, blend_transforms and a batched solve."""
     model, _ = flame
     head = model(*random_parameters(model, 12, 3, LARGE_ANGLE))
+    # Two frames of 262 vertices and 5 joints: 50 points blend each point's joints (a table of 524 rows would
+    # outgrow 50 x 5), 1,000 the table of the corners' transforms.
+    assert (2 * head.vertices.shape[1] > count * head.joint_transforms.shape[1]) == (count == 50)
     g = torch.Generator().manual_seed(6)
-    frame = torch.tensor([2, 0]).repeat(500)  # frames 2 and 0, not 1: the table holds the frames present
-    x = head.vertices[frame, torch.randint(0, head.vertices.shape[1], (1000,), generator=g)]
-    x = x + 0.01 * torch.randn(1000, 3, generator=g)
-    dirs = F.normalize(torch.randn(1000, 3, generator=g), dim=-1)
-    deformer = SkinningDeformer()
-    with_grad = deformer(x, head, frame, dirs)
-    with torch.no_grad():
-        without = deformer(x, head, frame, dirs)
-    assert torch.equal(with_grad.face, without.face)
-    _close(without.points, with_grad.points.detach(), atol=2e-6)
-    _close(without.dirs, with_grad.dirs.detach(), atol=2e-6)
-    with torch.no_grad():  # a chunk of rays that meets no sample: no points, no frame present
-        empty = deformer(x[:0], head, frame[:0], dirs[:0])
+    frame = torch.tensor([2, 0]).repeat(count // 2)  # frames 2 and 0, not 1: the table holds the frames present
+    x = head.vertices[frame, torch.randint(0, head.vertices.shape[1], (count,), generator=g)]
+    x = x + 0.01 * torch.randn(count, 3, generator=g)
+    dirs = F.normalize(torch.randn(count, 3, generator=g), dim=-1)
+    w = skinning_weights(head.posed_mesh, head.skinning_weights, x, frame)
+    blended = blend_transforms(w.weights, head.joint_transforms, frame)
+    points = transform_points(blended, x, inverse=True)
+    expected_dirs = F.normalize(torch.linalg.solve(blended[:, :3, :3], dirs), dim=-1)
+    with torch.set_grad_enabled(autograd):
+        out = SkinningDeformer()(x, head, frame, dirs)
+        empty = SkinningDeformer()(x[:0], head, frame[:0], dirs[:0])  # a chunk of rays that meets no sample
+    assert torch.equal(out.face, w.face)
+    _close(out.points, points.detach(), atol=2e-6)
+    _close(out.dirs, expected_dirs.detach(), atol=2e-6)
     assert empty.points.shape == (0, 3) and empty.dirs.shape == (0, 3) and empty.face.shape == (0,)
+
+
+@pytest.mark.parametrize("count", [4, 100], ids=["each point's joints", "the corners' table"])
+def test_inverse_skinning_differentiates_twice_by_either_blend(flame_folder, count):
+    """gradcheck and gradgradcheck of the rest points and the inverse linear parts in the points, the vertex weights
+    and the joint transforms; one frame of 262 vertices and 5 joints: 4 points blend each point's joints, 100 the
+    table."""
+    model = load_model(flame_folder, num_shape=2, num_expression=2, dtype=torch.float64)
+    head = model(*random_parameters(model, 8, 1, LARGE_ANGLE, dtype=torch.float64))
+    assert (head.vertices.shape[1] > count * head.joint_transforms.shape[1]) == (count == 4)
+    g = torch.Generator().manual_seed(7)
+    # A little off the surface above face centres, so each sample keeps its nearest face under perturbation.
+    faces, frame = torch.randperm(len(head.faces), generator=g)[:count], torch.zeros(count, dtype=torch.long)
+    normal = face_normals(head.vertices, head.faces)[frame, faces]
+    x = (head.vertices[frame[:, None], head.faces[faces]].mean(dim=1) + 1e-3 * normal).requires_grad_()
+    weights = head.skinning_weights.detach().clone().requires_grad_()
+    transforms = head.joint_transforms.detach().clone().requires_grad_()
+
+    def rest_and_inverse(x, weights, transforms):
+        rest, inverse, _, _ = inverse_skinning(head.posed_mesh, weights, transforms, x, frame)
+        return rest, inverse
+
+    assert torch.autograd.gradcheck(rest_and_inverse, (x, weights, transforms), fast_mode=True)
+    assert torch.autograd.gradgradcheck(rest_and_inverse, (x, weights, transforms), fast_mode=True)
 
 
 def test_max_distance_drops_far_samples(flame):

@@ -22,7 +22,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from ..checks import check_positive
-from ..parametric import Head, blend_transforms, inverse_skinning, skinning_weights, transform_points
+from ..parametric import Head, inverse_skinning
 from .base import Canonical, Deformer
 
 
@@ -51,23 +51,15 @@ class SkinningDeformer(Deformer):
         dirs: Float[Tensor, "N 3"] | None,
     ) -> Canonical:
         mesh = head.posed_mesh
-        if torch.is_grad_enabled():
-            w = skinning_weights(mesh, head.skinning_weights, x, frame)
-            blended = blend_transforms(w.weights, head.joint_transforms, w.frame)
-            points, face, distance, inverse = transform_points(blended, x, inverse=True), w.face, w.distance, None
-        else:  # the same map without a gather of every joint's weight or a batched LU (inverse_skinning)
-            frame = mesh.frame_index(frame, x.shape[0])
-            points, inverse, face, distance = inverse_skinning(mesh, head.skinning_weights, head.joint_transforms, x, frame)
+        frame = mesh.frame_index(frame, x.shape[0])
+        points, inverse, face, distance = inverse_skinning(mesh, head.skinning_weights, head.joint_transforms, x, frame)
         max_distance = self.config.max_distance
         valid = torch.ones_like(face, dtype=torch.bool) if max_distance is None else distance <= max_distance
         out_dirs = None
         if dirs is not None:
             dirs = dirs.to(points.dtype)
-            # A blend of rotations is not a rotation: solve with its linear part, then renormalise.
-            if inverse is None:
-                rotated = torch.linalg.solve(blended[:, :3, :3].to(points.dtype), dirs)
-            else:  # inverse_skinning's
-                rotated = torch.einsum("nrc,nc->nr", inverse.to(points.dtype), dirs)
+            # A blend of rotations is not a rotation: carry by its linear part's inverse, then renormalise.
+            rotated = torch.einsum("nrc,nc->nr", inverse.to(points.dtype), dirs)
             out_dirs = F.normalize(torch.where(valid[:, None], rotated, dirs), dim=-1)
         return Canonical(
             points=torch.where(valid[:, None], points, x.to(points.dtype)),

@@ -76,21 +76,33 @@ def inverse_skinning(
     points: Float[Tensor, "N 3"],
     frame: Int[Tensor, " N"],
 ) -> tuple[Float[Tensor, "N 3"], Float[Tensor, "N 3 3"], Int[Tensor, " N"], Float[Tensor, " N"]]:
-    """Without autograd: ``skin_points(..., inverse=True)``'s rest points, the inverse of each blended transform's
-    linear part (what carries directions), the nearest faces and their distances. The weights are linear in the
-    barycentrics, so the blended transform is the barycentric blend of the corners' own blended transforms
-    (``vertex_weights @ transforms`` of the frames present, once a call): three rows a point instead of a gather of
-    every joint's weight at three corners (SMPL-X: 55 a corner); the 3x3 inverse is the adjugate over the
-    determinant (no batched LU)."""
+    """``skin_points(..., inverse=True)``'s rest points, the inverse of each blended transform's linear part (what
+    carries directions), the nearest faces and their distances; differentiable to any order, as ``skin_points``.
+    The weights are linear in the barycentrics, so the blended transform is the barycentric blend of the corners'
+    own blended transforms (``vertex_weights @ transforms`` of the frames present, once a call): three rows a point
+    instead of every joint's transform (SMPL-X: 55), unless that table of the frames present would be the larger
+    (a batch drawn from many frames); the 3x3 inverse is the adjugate over the determinant (no batched LU)."""
     q = closest_point(mesh, points, frame, signed=False)
     frames = torch.unique(frame)  # sorted; one frame when an image is rendered
     dtype = torch.promote_types(torch.promote_types(q.bary.dtype, vertex_weights.dtype), transforms.dtype)
-    joints = transforms.shape[1]
-    table = vertex_weights.to(dtype) @ transforms[frames].to(dtype).reshape(len(frames), joints, 16)  # [U, V, 16]
-    rows = torch.searchsorted(frames, frame)[:, None] * mesh.num_vertices + mesh.faces[q.face.clamp(min=0)]
-    blended = F.embedding_bag(rows, table.reshape(-1, 16), per_sample_weights=q.bary.to(dtype), mode="sum").view(-1, 4, 4)
+    bary, corners = q.bary.to(dtype), mesh.faces[q.face.clamp(min=0)]  # [N, 3], [N, 3]
+    num_vertices, joints = vertex_weights.shape
+    if len(frames) * num_vertices > len(points) * joints:  # per point: its weights, then its frame's joints
+        weights = torch.einsum("nk,nkj->nj", bary, vertex_weights.to(dtype)[corners])
+        blended = _blend(weights, transforms, frame)
+    else:
+        table = vertex_weights.to(dtype) @ transforms[frames].to(dtype).reshape(len(frames), joints, 16)  # [U, V, 16]
+        rows = torch.searchsorted(frames, frame)[:, None] * num_vertices + corners
+        if torch.is_grad_enabled():  # a gather and a product: derivatives of any order
+            blended = torch.einsum("nk,nkc->nc", bary, table.reshape(-1, 16)[rows]).view(-1, 4, 4)
+        else:
+            blended = F.embedding_bag(rows, table.reshape(-1, 16), per_sample_weights=bary, mode="sum").view(-1, 4, 4)
     linear, offset = blended[:, :3, :3], blended[:, :3, 3]
-    inverse = _adjugate(linear) / torch.linalg.det(linear)[:, None, None]
+    det = torch.linalg.det(linear)
+    if checking_values() and bool((det == 0).any()):
+        row = int((det == 0).nonzero()[0, 0])
+        raise ValueError(f"points: row {row}'s blended transform is singular (no skinning weights reach it)")
+    inverse = _adjugate(linear) / det[:, None, None]
     rest = torch.einsum("nrc,nc->nr", inverse, points.to(dtype) - offset)
     return rest, inverse, q.face, q.distance
 
@@ -115,8 +127,12 @@ def skin_points(
     is the posed mesh, and the inverse of the blended transform is applied.
     """
     check_float("transforms", transforms, [mesh.num_frames, vertex_weights.shape[-1], 4, 4], device=mesh.device)
+    if inverse:
+        check_float("points", points, [None, 3], device=mesh.device)
+        check_float("vertex_weights", vertex_weights, [mesh.num_vertices, None], device=mesh.device)
+        return inverse_skinning(mesh, vertex_weights, transforms, points, mesh.frame_index(frame, points.shape[0]))[0]
     w = skinning_weights(mesh, vertex_weights, points, frame)  # checks points, vertex_weights and frame
-    return _transform(_blend(w.weights, transforms, w.frame), points, inverse)
+    return _transform(_blend(w.weights, transforms, w.frame), points, False)
 
 
 # Unchecked cores: skin_points checks everything once, up front (before the nearest-triangle search).
