@@ -219,16 +219,18 @@ def test_directions_under_a_non_rigid_pose_follow_the_inverse_blended_rotation(f
     assert np.abs(np.einsum("nrc,nsc->nrs", linear, linear) - np.eye(3)).max() > 1e-2
 
 
-@pytest.mark.parametrize("count", [50, 1000], ids=["each point's joints", "the corners' table"])
+@pytest.mark.parametrize("count", [50, 120, 1000], ids=["each point's joints", "the frames present", "every frame"])
 @pytest.mark.parametrize("autograd", [True, False])
 def test_points_off_the_mesh_map_as_the_gather_and_solve(flame, count, autograd):
     """Between the vertices, in two frames mixed in one batch: the deformer (either blend, with autograd or without)
     gives the points, directions and faces of skinning_weights, blend_transforms and a batched solve."""
     model, _ = flame
     head = model(*random_parameters(model, 12, 3, LARGE_ANGLE))
-    # Two frames of 262 vertices and 5 joints: 50 points blend each point's joints (a table of 524 rows would
-    # outgrow 50 x 5), 1,000 the table of the corners' transforms.
-    assert (2 * head.vertices.shape[1] > count * head.joint_transforms.shape[1]) == (count == 50)
+    # Three frames of 262 vertices and 5 joints, two of them present: 50 points blend each point's joints (a table
+    # of 524 rows would outgrow 50 x 5); 120 the table of the frames present without autograd (524 rows, not 786;
+    # with autograd, which reads nothing back to find them, each point's joints); 1,000 the table of every frame.
+    v, j = head.vertices.shape[1], head.joint_transforms.shape[1]
+    assert 2 * v > 50 * j and 2 * v <= 120 * j < 3 * v <= 1000 * j
     g = torch.Generator().manual_seed(6)
     frame = torch.tensor([2, 0]).repeat(count // 2)  # frames 2 and 0, not 1: the table holds the frames present
     x = head.vertices[frame, torch.randint(0, head.vertices.shape[1], (count,), generator=g)]
@@ -350,3 +352,22 @@ def test_bad_input(flame):
         TriangleDeformerConfig(source="world")
     with pytest.raises(dataclasses.FrozenInstanceError):
         SkinningDeformerConfig().max_distance = 1.0
+
+
+def test_with_autograd_it_reads_nothing_back(flame):
+    """Training on a GPU: neither blend asks the device for the frames present (torch.unique); only the singular
+    check, under checked values, reads back, and the trusted training step turns it off."""
+    from read_backs import ReadBackSpy
+
+    from headfields.checks import trusted_values
+
+    model, _ = flame
+    head = model(*random_parameters(model, 12, 3, LARGE_ANGLE))
+    assert head.posed_mesh.num_frames == 3  # built (its triangles checked) before: the skinning's own reads are the question
+    g = torch.Generator().manual_seed(8)
+    for count in (50, 1000):  # each point's joints, every frame's table
+        frame = torch.randint(0, 3, (count,), generator=g)
+        x = head.vertices[frame, torch.randint(0, head.vertices.shape[1], (count,), generator=g)]
+        with trusted_values(), ReadBackSpy() as spy:
+            SkinningDeformer()(x, head, frame, torch.ones(count, 3))
+        assert not spy.sites, spy.report()

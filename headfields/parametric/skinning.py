@@ -79,15 +79,22 @@ def inverse_skinning(
     """``skin_points(..., inverse=True)``'s rest points, the inverse of each blended transform's linear part (what
     carries directions), the nearest faces and their distances; differentiable to any order, as ``skin_points``.
     The weights are linear in the barycentrics, so the blended transform is the barycentric blend of the corners'
-    own blended transforms (``vertex_weights @ transforms`` of the frames present, once a call): three rows a point
-    instead of every joint's transform (SMPL-X: 55), unless that table of the frames present would be the larger
-    (a batch drawn from many frames); the 3x3 inverse is the adjugate over the determinant (no batched LU)."""
+    own blended transforms (``vertex_weights @ transforms``, once a call): three rows a point instead of every
+    joint's transform (SMPL-X: 55), unless that table would be the larger (a batch drawn from many frames); the 3x3
+    inverse is the adjugate over the determinant (no batched LU)."""
     q = closest_point(mesh, points, frame, signed=False)
-    frames = torch.unique(frame)  # sorted; one frame when an image is rendered
     dtype = torch.promote_types(torch.promote_types(q.bary.dtype, vertex_weights.dtype), transforms.dtype)
     bary, corners = q.bary.to(dtype), mesh.faces[q.face.clamp(min=0)]  # [N, 3], [N, 3]
     num_vertices, joints = vertex_weights.shape
-    if len(frames) * num_vertices > len(points) * joints:  # per point: its weights, then its frame's joints
+    # The table over every frame where it is no larger than a gather of every joint a point (no read-back: training
+    # on a GPU); else, without autograd, over the frames present (one when an image renders; unique reads back).
+    frames = None
+    if len(transforms) * num_vertices <= len(points) * joints:
+        frames = torch.arange(len(transforms), device=frame.device)
+    elif not torch.is_grad_enabled():
+        present = torch.unique(frame)  # sorted
+        frames = present if len(present) * num_vertices <= len(points) * joints else None
+    if frames is None:  # per point: its weights, then its frame's joints
         weights = torch.einsum("nk,nkj->nj", bary, vertex_weights.to(dtype)[corners])
         blended = _blend(weights, transforms, frame)
     else:
