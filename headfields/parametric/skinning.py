@@ -45,8 +45,7 @@ def skinning_weights(
     frame = mesh.frame_index(frame, points.shape[0])
     q = closest_point(mesh, points, frame, signed=False)  # no inside/outside sign: the CPU's faster search
     dtype = torch.promote_types(q.bary.dtype, vertex_weights.dtype)
-    corners = vertex_weights.to(dtype)[mesh.faces[q.face]]  # [N, 3, J]
-    weights = torch.einsum("nk,nkj->nj", q.bary.to(dtype), corners)
+    weights = _corner_blend(vertex_weights.to(dtype), mesh.faces[q.face], q.bary.to(dtype))
     return SkinningWeights(weights=weights, face=q.face, distance=q.distance, frame=frame)
 
 
@@ -88,22 +87,23 @@ def inverse_skinning(
     num_vertices, joints = vertex_weights.shape
     # The table over every frame where it is no larger than a gather of every joint a point (no read-back: training
     # on a GPU); else, without autograd, over the frames present (one when an image renders; unique reads back).
-    frames = None
+    chosen = None  # the table's frames' transforms and each point's frame among them
     if len(transforms) * num_vertices <= len(points) * joints:
-        frames = torch.arange(len(transforms), device=frame.device)
+        chosen = transforms, frame
     elif not torch.is_grad_enabled():
         present = torch.unique(frame)  # sorted
-        frames = present if len(present) * num_vertices <= len(points) * joints else None
-    if frames is None:  # per point: its weights, then its frame's joints
-        weights = torch.einsum("nk,nkj->nj", bary, vertex_weights.to(dtype)[corners])
-        blended = _blend(weights, transforms, frame)
+        if len(present) * num_vertices <= len(points) * joints:
+            chosen = transforms[present], torch.searchsorted(present, frame)
+    if chosen is None:  # per point: its weights, then its frame's joints
+        blended = _blend(_corner_blend(vertex_weights.to(dtype), corners, bary), transforms, frame)
     else:
-        table = vertex_weights.to(dtype) @ transforms[frames].to(dtype).reshape(len(frames), joints, 16)  # [U, V, 16]
-        rows = torch.searchsorted(frames, frame)[:, None] * num_vertices + corners
+        table_transforms, index = chosen
+        table = vertex_weights.to(dtype) @ table_transforms.to(dtype).reshape(len(table_transforms), joints, 16)
+        rows, table = index[:, None] * num_vertices + corners, table.reshape(-1, 16)  # [N, 3], [U * V, 16]
         if torch.is_grad_enabled():  # a gather and a product: derivatives of any order
-            blended = torch.einsum("nk,nkc->nc", bary, table.reshape(-1, 16)[rows]).view(-1, 4, 4)
+            blended = _corner_blend(table, rows, bary).view(-1, 4, 4)
         else:
-            blended = F.embedding_bag(rows, table.reshape(-1, 16), per_sample_weights=bary, mode="sum").view(-1, 4, 4)
+            blended = F.embedding_bag(rows, table, per_sample_weights=bary, mode="sum").view(-1, 4, 4)
     linear, offset = blended[:, :3, :3], blended[:, :3, 3]
     det = torch.linalg.det(linear)
     if checking_values() and bool((det == 0).any()):
@@ -112,6 +112,11 @@ def inverse_skinning(
     inverse = _adjugate(linear) / det[:, None, None]
     rest = torch.einsum("nrc,nc->nr", inverse, points.to(dtype) - offset)
     return rest, inverse, q.face, q.distance
+
+
+def _corner_blend(values: Tensor, corners: Tensor, bary: Tensor) -> Tensor:
+    """Each point's barycentric blend of the rows of ``values`` [R, C] at its corners ``corners`` [N, 3]: [N, C]."""
+    return torch.einsum("nk,nkc->nc", bary, values[corners])
 
 
 def _adjugate(m: Tensor) -> Tensor:
