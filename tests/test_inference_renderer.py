@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from test_denormals import MANY, kept, product_of_denormals
 from tiny_configs import TINY_INSTA, TINY_MONOAVATAR, TINY_PORTRAIT
 
+from headfields.checks import trusted_values
 from headfields.deformers import Canonical
 from headfields.denormals import flushing_denormals
 from headfields.fields import FieldOutput
@@ -178,6 +179,28 @@ def test_a_ray_stopped_early_is_renormalised_as_instant_ngps_tracer(head):
     full = render_nerf_inference(_Steps(1.0), rays, head, samples, white, early_stop=1e-4, round_samples=1)
     torch.testing.assert_close(full.rgb[0], weights @ colours + left, rtol=0, atol=1e-12)
     torch.testing.assert_close(full.depth[0], weights @ torch.tensor([0.5, 1.5, 2.5], dtype=torch.float64), rtol=0, atol=1e-12)
+
+
+def test_a_round_reads_back_one_census_and_nothing_else(head):
+    """On a GPU a read-back waits for the queue to drain: the rounds read the live rays' count, their steps and
+    their samples in one copy a round (the last finds no live ray), and nothing else (tests/read_backs.py)."""
+    from read_backs import ReadBackSpy
+
+    rays, samples = _rays([0, 30, 5, 17, 0, 40, 1], seed=3)
+    rounds = []
+
+    class _Counted(_Waves):
+        def forward(self, x, dirs, frame, head):
+            rounds.append(len(x))
+            return super().forward(x, dirs, frame, head)
+
+    with ReadBackSpy() as spy, trusted_values():  # as an image's rays are rendered: checked when made
+        out = render_nerf_inference(_Counted(50.0), rays, head, samples, early_stop=1e-4, round_samples=12)
+    assert len(rounds) > 3 and sum(rounds) < len(samples)  # several rounds, and rays stopped before their end
+    # The denormal modes are read and put back on the CPU only (a GPU renders without flushing).
+    cpu_only = {("__float__", "denormals.py:flushing_denormals"): 2}
+    assert spy.sites == {("tolist", "renderers/inference.py:_rounds"): len(rounds) + 1, **cpu_only}, spy.report()
+    assert out.opacity.isfinite().all()
 
 
 def test_rays_without_samples_get_the_background(head):

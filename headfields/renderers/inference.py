@@ -185,6 +185,16 @@ def render_neus_inference(
         return _rounds(samples, t_mid, evaluate, background, float(early_stop), round_samples)
 
 
+def _round_steps(live: Tensor, budget: int) -> Tensor:
+    """Steps each live ray takes this round, from the count of live rays ``live`` (a 0-d tensor, so the rule runs
+    where the rays are): ``budget`` samples over the live rays, between 1 and MAX_ROUND_STEPS; the last few rays a
+    round of at least ``budget / MAX_ROUND_STEPS`` samples. A field call costs milliseconds of fixed work on a CPU
+    (its Python and kernel launches): they finish in a few rounds, not a step at a time."""
+    live = live.clamp(min=1)
+    steps = (budget // live).clamp(1, MAX_ROUND_STEPS)
+    return torch.maximum(steps, -(-(budget // MAX_ROUND_STEPS) // live))
+
+
 def _rounds(
     samples: PackedSamples,
     t_mid: Tensor,
@@ -194,39 +204,48 @@ def _rounds(
     budget: int,
 ) -> Composite:
     """The rounds: ``evaluate(index)`` gives the optical thickness and the colour of samples ``index``; ``t_mid``
-    the samples' midpoints in the dtype of the sums (the rays')."""
+    the samples' midpoints in the dtype of the sums (the rays').
+
+    A round reads one thing back from the device: the live rays' count, its steps and its samples, in one copy. The
+    rest is sized by them (``nonzero_static``, integer indices), so a GPU is never waited for within a round."""
     r, device, dtype = samples.num_rays, samples.device, t_mid.dtype
     counts, first = samples.counts(), samples.first()
     sums = torch.zeros(r, _SUMS, dtype=dtype, device=device)
     light = torch.ones(r, dtype=dtype, device=device)  # each ray's transmittance so far
-    done = torch.zeros(r, dtype=torch.long, device=device)  # each ray's samples evaluated so far
+    left = counts.clone()  # each ray's samples not yet evaluated
     weights = torch.zeros(len(samples), dtype=dtype, device=device)
-    live = torch.nonzero(counts > 0).squeeze(1)
-    while live.numel() > 0:
-        steps = min(max(budget // live.numel(), 1), MAX_ROUND_STEPS)
-        # The last few rays: a round of at least budget / MAX_ROUND_STEPS samples. A field call costs milliseconds of
-        # fixed work on a CPU (its Python and kernel launches): they finish in a few rounds, not a step at a time.
-        steps = max(steps, -(-(budget // MAX_ROUND_STEPS) // live.numel()))
-        offset = done[live, None] + torch.arange(steps, device=device)  # [A, steps]
-        valid = offset < counts[live, None]
-        index = (first[live, None] + offset)[valid]  # in ray order, then along each ray
+    live, keep = torch.arange(r, device=device), counts > 0
+    while True:
+        remaining = torch.where(keep, left[live], 0)
+        alive = keep.sum()
+        steps_t = _round_steps(alive, budget)
+        census = torch.stack([alive, steps_t, remaining.clamp(max=steps_t).sum()])
+        a, steps, n = census.tolist()  # the round's one read-back
+        if a == 0:
+            break
+        live = live[torch.nonzero_static(keep, size=a).squeeze(1)]
+        offset = torch.arange(steps, device=device)
+        valid = offset < left[live, None]  # [A, steps]: the samples each ray has left this round
+        slot = torch.nonzero_static(valid.flatten(), size=n).squeeze(1)  # in ray order, then along each ray
+        index = (first[live, None] + (counts - left)[live, None] + offset).flatten()[slot]
         thickness, rgb = evaluate(index)
-        tau = torch.zeros(valid.shape, dtype=dtype, device=device)
-        tau[valid] = thickness.clamp(max=TAU_OPAQUE)  # an opaque sample (alpha 1, tau inf) hides what is behind
-        values = torch.zeros(*valid.shape, _SUMS, dtype=dtype, device=device)
-        values[valid] = torch.cat([rgb.to(dtype), t_mid[index, None], torch.ones_like(t_mid[index, None])], 1)
+        # An opaque sample (alpha 1, tau inf) hides what is behind it.
+        tau = torch.zeros(len(live) * steps, dtype=dtype, device=device).index_put_((slot,), thickness.clamp(max=TAU_OPAQUE))
+        values = torch.zeros(len(live) * steps, _SUMS, dtype=dtype, device=device)
+        values.index_put_((slot,), torch.cat([rgb.to(dtype), t_mid[index, None], torch.ones_like(t_mid[index, None])], 1))
+        tau = tau.view(-1, steps)
         before = torch.cumsum(tau, 1) - tau  # exclusive, within the round
         w = light[live, None] * torch.exp(-before) * -torch.expm1(-tau)
-        sums[live] += (w[..., None] * values).sum(1)
-        weights[index] = w[valid]
+        sums[live] += (w[..., None] * values.view(-1, steps, _SUMS)).sum(1)
+        weights[index] = w.flatten()[slot]
         light[live] = light[live] * torch.exp(-tau.sum(1))
-        done[live] += steps
-        live = live[(light[live] >= early_stop) & (done[live] < counts[live])]
+        left[live] = (left[live] - steps).clamp(min=0)
+        keep = (light[live] >= early_stop) & (left[live] > 0)
     # A ray stopped early is taken as opaque: its colour and depth divided by its opacity (instant-ngp's tracer,
     # testbed_nerf.cu: local_rgba /= local_rgba.w() at the stop), so the light left at a stop of 1e-2 goes to what
     # the ray has seen, not to the background behind the head.
-    stopped = light < early_stop
-    sums[stopped] /= sums[stopped, 4:]
+    stopped = (light < early_stop)[:, None]
+    sums = torch.where(stopped, sums / torch.where(stopped, sums[:, 4:], 1), sums)
     rgb, depth, opacity = sums[:, :3], sums[:, 3], sums[:, 4]
     if background is not None:
         rgb = rgb + (1 - opacity)[:, None] * background.to(dtype)

@@ -69,8 +69,10 @@ class PackedSamples:
         return self.t_end - self.t_start
 
     def counts(self) -> Int[Tensor, " R"]:
-        """Number of samples on each ray."""
-        return torch.bincount(self.ray, minlength=self.num_rays)
+        """Number of samples on each ray: where each ray's samples end less where they start, by binary searches of
+        the sorted ``ray`` (``bincount`` would read the largest index back from a GPU)."""
+        rays = torch.arange(self.num_rays, device=self.device)
+        return torch.searchsorted(self.ray, rays, right=True) - torch.searchsorted(self.ray, rays)
 
     def first(self) -> Int[Tensor, " R"]:
         """Index of each ray's first sample (where its samples would start, for a ray without any): a binary
