@@ -12,12 +12,13 @@ switches it off: ``F.linear`` everywhere, the same values to float32 rounding.
 
 Inside :func:`reduced_precision`, the products of the MLPs built ``reducible`` (``mlp(..., reducible=True)``: what
 maps features to density and colour, never a deformation or an SDF, whose positions bfloat16 would move) evaluated
-without autograd on the CPU take their inputs and weights in bfloat16 and sum in float32 (oneDNN's bfloat16 products: AMX or
-AVX512-BF16 where the CPU has them, 6x float32's on 128-wide layers here), as tiny-cuda-nn runs INSTA's MLPs in half
-precision. Activations between the products stay in bfloat16 within a block of rows; a linear output layer (one no ReLU
-follows) runs in float32 (its bias and weights rounded to bfloat16 would shift every output alike: -0.1 dB on the
-portrait's held-out frame, -0.045 dB with it in float32), a slice that ends on a ReLU (a hidden layer, such as
-MonoAvatar's ``mlp0[1:-1]``) runs every product in bfloat16; what an MLP returns is float32.
+without autograd take their inputs and weights in bfloat16 and sum in float32: on the CPU by oneDNN's bfloat16 products
+(AMX or AVX512-BF16 where the CPU has them, 6x float32's on 128-wide layers here), on a CUDA GPU with bfloat16 tensor
+cores by cuBLAS's, as tiny-cuda-nn runs INSTA's MLPs in half precision. Activations between the products stay in
+bfloat16 (on the CPU within a block of rows); a linear output layer (one no ReLU follows) runs in float32 (its bias
+and weights rounded to bfloat16 would shift every output alike: -0.1 dB on the portrait's held-out frame, -0.045 dB
+with it in float32), a slice that ends on a ReLU (a hidden layer, such as MonoAvatar's ``mlp0[1:-1]``) runs every
+product in bfloat16; what an MLP returns is float32.
 """
 
 from __future__ import annotations
@@ -75,9 +76,9 @@ _products = threading.local()  # .dtype: the products' dtype inside reduced_prec
 @contextmanager
 def reduced_precision(dtype: torch.dtype = torch.bfloat16) -> Iterator[None]:
     """Inside the block (this thread only), the ``reducible`` MLPs (and ``linear(..., reducible=True)``) evaluated
-    without autograd on the CPU run their products with inputs and weights in ``dtype`` (bfloat16: oneDNN's products
-    sum in float32), where oneDNN has them
-    (:func:`onednn_linear`, :func:`bfloat16_products`); autograd, other devices, torch without oneDNN and CPUs without
+    without autograd run their products with inputs and weights in ``dtype`` (bfloat16, summed in float32): on the CPU
+    where oneDNN has them (:func:`onednn_linear`, :func:`bfloat16_products`), on a CUDA GPU that has them
+    (``torch.cuda.is_bf16_supported()``); autograd, other devices, torch without oneDNN and CPUs or GPUs without
     bfloat16 products keep float32. The inference renderer's
     callers measure what it changes in their images (docs/benchmarks.md).
 
@@ -115,9 +116,12 @@ def check_precision(precision: str) -> str:
 def _product_dtype(x: Tensor, reducible: bool) -> torch.dtype | None:
     """The reduced dtype the products of a ``reducible`` layer take on ``x`` here (None: ``x``'s own)."""
     dtype = getattr(_products, "dtype", None)
-    if not reducible or dtype is None or torch.is_grad_enabled() or x.device.type != "cpu" or x.dtype != torch.float32:
+    if not reducible or dtype is None or torch.is_grad_enabled() or x.dtype != torch.float32:
         return None
-    return dtype if bfloat16_products() else None
+    if x.device.type == "cpu":
+        return dtype if bfloat16_products() else None
+    # A CUDA GPU with bfloat16 tensor cores (Ampere on): cuBLAS's bfloat16 products, which sum in float32.
+    return dtype if x.device.type == "cuda" and torch.cuda.is_bf16_supported() else None
 
 
 @cache
@@ -270,9 +274,11 @@ def linear(
         and weight.is_contiguous()
         and onednn_linear()
     )
+    reduced = _product_dtype(x, reducible)
+    if not fits and reduced is not None:  # a GPU's bfloat16 products, a float32 result
+        return F.linear(x.to(reduced), weight.to(reduced), None if bias is None else bias.to(reduced)).to(x.dtype)
     if not fits:
         return F.linear(x, weight, bias)
-    reduced = _product_dtype(x, reducible)
     if reduced is not None:  # reduced_precision(): bfloat16 products, a float32 result
         flat = x.reshape(-1, x.shape[-1])
         out = _onednn_product(flat.to(reduced), weight.to(reduced), None if bias is None else bias.to(reduced))
@@ -316,7 +322,9 @@ class Mlp(nn.Sequential):
         if reduced is not None:  # the weights cast once a call; a linear output layer's stay float32 (module docstring)
             cast = len(plan) - (not plan[-1][2])
             plan = [(w.to(reduced), None if b is None else b.to(reduced), relu) for w, b, relu in plan[:cast]] + plan[cast:]
-        full = rows - rows % ONEDNN_BLOCK_ROWS
+        elif flat.device.type != "cpu":  # a GPU's plan is only for its bfloat16 products
+            return super().forward(x)
+        full = rows - rows % ONEDNN_BLOCK_ROWS if flat.device.type == "cpu" else 0  # oneDNN's blocks: the CPU's
         out = flat.new_empty(rows, plan[-1][0].shape[0])
         for start in range(0, full, ONEDNN_BLOCK_ROWS):
             h = flat[start : start + ONEDNN_BLOCK_ROWS]
@@ -337,7 +345,7 @@ class Mlp(nn.Sequential):
     def _fused_plan(self, x: Tensor) -> tuple[bool, list[tuple[Tensor, Tensor | None, bool]]] | None:
         """Whether a ReLU comes first (a slice such as ``net[1:]``), then each linear layer's weight, bias and whether
         a ReLU follows it; None where the layers or the input do not fit oneDNN's fused product."""
-        if not (x.device.type == "cpu" and x.dtype == torch.float32 and x.is_contiguous() and x.numel() > 0):
+        if not (x.dtype == torch.float32 and x.is_contiguous() and x.numel() > 0):
             return None
         layers = list(self)
         relu_first = bool(layers) and isinstance(layers[0], nn.ReLU)
@@ -349,7 +357,7 @@ class Mlp(nn.Sequential):
                 plan.append((layer.weight, layer.bias, False))
             else:
                 return None
-        return (relu_first, plan) if plan and onednn_linear() else None
+        return (relu_first, plan) if plan and (onednn_linear() or x.device.type != "cpu") else None
 
 
 def mlp_trunk(in_dim: int, hidden_dim: int, hidden_layers: int) -> nn.Sequential:

@@ -228,24 +228,25 @@ def test_mlp_without_autograd_runs_blocks_through_every_layer(rows, build):
 
 
 @pytest.mark.parametrize("rows", [5, 2 * 4096 + 37])
-def test_reduced_precision_runs_the_products_in_bfloat16_without_autograd_on_this_thread(rows):
+def test_reduced_precision_runs_the_products_in_bfloat16_without_autograd_on_this_thread(rows, device):
     """Inside reduced_precision() a reducible MLP without autograd (and linear) gives bfloat16 products' values: within
     bfloat16's rounding of the float64 layers (an input and weight rounding a layer, 2^-9 relative), equal to the
     same layers run in bfloat16 by torch but the output layer (float32: its rounding would shift every colour alike; a
     slice ending on a hidden layer's ReLU runs every product in bfloat16), float32 out; with autograd, on another
     thread, after the block and for an MLP not built reducible (a deformation's, an SDF's), float32. A slice keeps the
-    flag."""
+    flag. On the CPU by oneDNN, on a CUDA GPU by cuBLAS."""
     import threading
 
     torch.manual_seed(2)
-    net, x = mlp(19, 64, 2, 16, reducible=True), torch.randn(rows, 19)
-    exact_net = mlp(19, 64, 2, 16)
+    net, x = mlp(19, 64, 2, 16, reducible=True).to(device), torch.randn(rows, 19).to(device)
+    exact_net = mlp(19, 64, 2, 16).to(device)
     exact_net.load_state_dict(net.state_dict())
     assert net[1:].reducible and not exact_net[1:].reducible
-    if not networks.bfloat16_products():  # an AVX2-only CPU: the block keeps float32's values, and does not fail
+    products = networks.bfloat16_products() if device.type == "cpu" else torch.cuda.is_bf16_supported()
+    if not products:  # an AVX2-only CPU (or an old GPU): the block keeps float32's values, and does not fail
         with torch.no_grad(), networks.products_in("bfloat16"):
             assert torch.equal(net(x), exact_net(x))
-        pytest.skip("this CPU has no oneDNN bfloat16 products (the float32 fallback is checked above)")
+        pytest.skip(f"{device.type} has no bfloat16 products here (the float32 fallback is checked above)")
     exact = _layer_by_layer(net, x).detach()
     with torch.no_grad():
         plain, plain_first = net(x), linear(x, net[0].weight, net[0].bias)
