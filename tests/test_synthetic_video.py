@@ -20,7 +20,7 @@ from headfields.parametric import load_model
 from headfields.renderers.cameras import pixel_rays, project_points
 from headfields.synthetic import SYNTHETIC_EXPRESSIONS, cached_synthetic_video
 from headfields.synthetic._appearance import head_appearance
-from headfields.synthetic.video import EXPRESSION_CHANNELS, SyntheticVideoConfig, make_synthetic_video
+from headfields.synthetic.video import EXPRESSION_CHANNELS, SyntheticVideoConfig, _orbit_yaw, make_synthetic_video
 
 from helpers import raises_naming
 from model_files import smplx_flame, smplx_flame_output
@@ -152,23 +152,31 @@ def test_orbit_video_turns_the_smplx_bust_all_the_way_round(tmp_path):
     assert frames.masks.flatten(1).any(dim=1).all()  # the subject is in view in every frame
 
 
-@pytest.mark.unchecked
-def test_portrait_orbit_lingers_at_the_front_and_holds_out_one_even_turn(tmp_path):
-    config = SyntheticVideoConfig.portrait360(
-        num_frames=130, num_val=10, num_test=20, resolution=8, supersampling=1, episode_frames=10
-    )
-    root = make_synthetic_video(tmp_path, config)
-    yaw = torch.cat([load_insta_dataset(root, split).params.pose[:, 0, 1].double() for split in ("train", "val", "test")])
+def test_portrait_orbit_lingers_at_the_front_and_holds_out_one_even_turn():
+    config = SyntheticVideoConfig.portrait360(num_frames=130, num_val=10, num_test=20, resolution=8, episode_frames=10)
+    yaw = _orbit_yaw(config, test_start=110)  # the schedule alone: a video of it is checked below
     seen, held_out = yaw[:110], yaw[110:]
     # Training and validation: y + w sin(y) = theta for evenly spaced theta over orbit_turns turns (Kepler).
     w = config.orbit_front_weight
     theta = 2 * math.pi * config.orbit_turns * torch.arange(110, dtype=torch.float64) / 110
-    torch.testing.assert_close(seen + w * torch.sin(seen), theta, atol=1e-5, rtol=0)  # float32 on disk
+    torch.testing.assert_close(seen + w * torch.sin(seen), theta, atol=1e-12, rtol=0)
     # Frames per angle ~ 1 + w cos(yaw): the front third holds 1/3 + w sin(pi/3) / pi of them.
     front = (torch.cos(seen) > 0.5).double().mean()
     assert abs(float(front) - (1 / 3 + w * math.sin(math.pi / 3) / math.pi)) < 0.03
     # Held out: one even turn from the front, so every view is measured.
-    torch.testing.assert_close(held_out, 2 * math.pi * torch.arange(20, dtype=torch.float64) / 20, atol=1e-6, rtol=0)
+    torch.testing.assert_close(held_out, 2 * math.pi * torch.arange(20, dtype=torch.float64) / 20, atol=1e-12, rtol=0)
+
+
+@pytest.mark.unchecked
+def test_a_portrait_video_poses_its_frames_by_the_orbit(tmp_path):
+    frames = dict(num_frames=26, num_val=2, num_test=4, episode_frames=10)
+    config = SyntheticVideoConfig.portrait360(**frames, resolution=8, supersampling=1)
+    root = make_synthetic_video(tmp_path, config)
+    yaw = torch.cat([load_insta_dataset(root, split).params.pose[:, 0, 1].double() for split in ("train", "val", "test")])
+    torch.testing.assert_close(yaw, _orbit_yaw(config, test_start=22), atol=1e-6, rtol=0)  # float32 on disk
+    w = config.orbit_front_weight  # and Kepler's equation holds for what was written
+    theta = 2 * math.pi * config.orbit_turns * torch.arange(22, dtype=torch.float64) / 22
+    torch.testing.assert_close(yaw[:22] + w * torch.sin(yaw[:22]), theta, atol=1e-5, rtol=0)
 
 
 def test_expression_gain_renders_stronger_expressions_than_the_written_parameters(tmp_path):
