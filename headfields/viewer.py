@@ -469,9 +469,11 @@ class AvatarViewer:
             return
         self._mesh_vertices = vertices
         faces = head.faces.cpu().numpy().astype(np.uint32)
+        # An overlay: no shadows (viser's default casts and receives them: a shadow map each frame for nothing to see).
         self._mesh = self.server.scene.add_mesh_simple(
-            "/tracked_mesh", vertices, faces, color=(90, 200, 255), wireframe=True, opacity=0.5
-        )
+            "/tracked_mesh", vertices, faces, color=(90, 200, 255), wireframe=True, opacity=0.5,
+            cast_shadow=False, receive_shadow=False,
+        )  # fmt: skip
 
     # -- --watch ---------------------------------------------------------------------------------------------------
     def _mtime(self) -> float | None:
