@@ -33,6 +33,7 @@ from torch import nn
 from torch.profiler import ProfilerActivity, profile, record_function
 
 from headfields.checks import trusted_values
+from headfields.deformers import Deformer
 from headfields.heads import tracked_head
 from headfields.parametric import load_model
 from headfields.training import TrainingConfig, build_optimizer, ray_batch, set_learning_rate
@@ -65,10 +66,20 @@ def label(name: str, module: nn.Module) -> str:
 
 
 def hook_primitives(model: nn.Module) -> list[str]:
+    """Each primitive's forward in a ``record_function`` range; a deformer's ``canonicalize``, which a chain calls
+    without its ``forward`` (and so without hooks), is wrapped instead."""
     labels = []
     for name, module in primitive_modules(model):
         text = label(name, module)
         labels.append(text)
+        if isinstance(module, Deformer) and type(module).canonicalize is not Deformer.canonicalize:
+
+            def traced(*args, original=module.canonicalize, text=text, **kwargs):
+                with record_function(text):
+                    return original(*args, **kwargs)
+
+            module.canonicalize = traced  # an instance attribute: forward and a chain both call it
+            continue
 
         def enter(module, args, text=text):
             module._profile_range = record_function(text)
@@ -140,10 +151,11 @@ def profile_model(key: str, steps: int, warmup: int, device: torch.device, ops: 
         ms = statistics.fmean(phases[name])
         print(f"| {name} | {ms:.0f} | {ms / step_ms:.0%} |")
     print("\n| primitive (forward, inclusive) | ms / step | share of the step |\n|---|---:|---:|")
-    for text in labels:
+    names = [text.split(" ")[0] for text in labels]
+    for name, text in zip(names, labels, strict=True):
         ms = per_step(text)
         if ms >= 0.5:
-            depth = text.split(" ")[0].count(".")
+            depth = sum(name.startswith(f"{other}.") for other in names)  # the primitives it lies within
             print(f"| {'· ' * depth}{text} | {ms:.0f} | {ms / step_ms:.0%} |")
     backward = sorted(
         (e for e in prof.key_averages() if e.key.startswith("autograd::engine::evaluate_function")),
