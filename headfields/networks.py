@@ -78,7 +78,7 @@ def reduced_precision(dtype: torch.dtype = torch.bfloat16) -> Iterator[None]:
     """Inside the block (this thread only), the ``reducible`` MLPs (and ``linear(..., reducible=True)``) evaluated
     without autograd run their products with inputs and weights in ``dtype`` (bfloat16, summed in float32): on the CPU
     where oneDNN has them (:func:`onednn_linear`, :func:`bfloat16_products`), on a CUDA GPU that has them
-    (``torch.cuda.is_bf16_supported()``); autograd, other devices, torch without oneDNN and CPUs or GPUs without
+    (compute capability 8 on); autograd, other devices, torch without oneDNN and CPUs or GPUs without
     bfloat16 products keep float32. The inference renderer's
     callers measure what it changes in their images (docs/benchmarks.md).
 
@@ -120,8 +120,15 @@ def _product_dtype(x: Tensor, reducible: bool) -> torch.dtype | None:
         return None
     if x.device.type == "cpu":
         return dtype if bfloat16_products() else None
-    # A CUDA GPU with bfloat16 tensor cores (Ampere on): cuBLAS's bfloat16 products, which sum in float32.
-    return dtype if x.device.type == "cuda" and torch.cuda.is_bf16_supported() else None
+    return dtype if x.device.type == "cuda" and _cuda_bfloat16_products(x.device.index) else None
+
+
+@cache
+def _cuda_bfloat16_products(index: int | None) -> bool:
+    """Whether CUDA device ``index`` multiplies bfloat16 on its tensor cores (compute capability 8 on: Ampere, Hopper;
+    older GPUs only emulate it, slower than float32), by cuBLAS, which sums in float32."""
+    index = torch.cuda.current_device() if index is None else index
+    return torch.version.hip is not None or torch.cuda.get_device_properties(index).major >= 8
 
 
 @cache

@@ -242,7 +242,7 @@ def test_reduced_precision_runs_the_products_in_bfloat16_without_autograd_on_thi
     exact_net = mlp(19, 64, 2, 16).to(device)
     exact_net.load_state_dict(net.state_dict())
     assert net[1:].reducible and not exact_net[1:].reducible
-    products = networks.bfloat16_products() if device.type == "cpu" else torch.cuda.is_bf16_supported()
+    products = networks.bfloat16_products() if device.type == "cpu" else networks._cuda_bfloat16_products(device.index)
     if not products:  # an AVX2-only CPU (or an old GPU): the block keeps float32's values, and does not fail
         with torch.no_grad(), networks.products_in("bfloat16"):
             assert torch.equal(net(x), exact_net(x))
