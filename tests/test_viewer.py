@@ -219,7 +219,10 @@ def test_watch_reloads_a_new_checkpoint(tiny_insta_run, tmp_path):
 
 
 # -- in a real browser -----------------------------------------------------------------------------------------------
-def _chromium(user_data: str):
+def _chromium(user_data: str, scale: float):
+    """Headless Chromium, its window 900 x 600 CSS pixels drawn at ``scale`` device pixels each: at 0.5 its software
+    WebGL (SwiftShader, on the CPU the other test worker needs) draws a quarter of the pixels, the page's layout the
+    same."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -228,7 +231,7 @@ def _chromium(user_data: str):
     flags = (
         "--headless=new --no-sandbox --disable-gpu --disable-dev-shm-usage --no-first-run "
         "--disable-background-networking --disable-component-update --disable-sync --enable-unsafe-swiftshader "
-        "--window-size=900,600"
+        f"--window-size=900,600 --force-device-scale-factor={scale}"
     )  # without the background-networking flags a closed network makes Chromium hang on connections
     for flag in [*flags.split(), f"--user-data-dir={user_data}"]:
         options.add_argument(flag)
@@ -273,7 +276,7 @@ def test_viewer_in_a_browser(run):
     viewer = AvatarViewer(run, port=port, resting_pixels=96).start()  # a sharp frame in a fraction of a second
     driver = None
     try:
-        driver = _chromium(user_data)
+        driver = _chromium(user_data, 1.0 if write_doc_image else 0.5)  # the docs' screenshot at full size
         driver.get(f"http://127.0.0.1:{port}")
         _wait(lambda: driver.find_elements(By.TAG_NAME, "canvas"), 20, "the page's canvas")
         _wait(lambda: viewer.sharp_frames >= 1, 30, "the first avatar image")
