@@ -319,19 +319,20 @@ class Mlp(nn.Sequential):
         return part
 
     def forward(self, x: Tensor) -> Tensor:
-        fused = None if torch.is_grad_enabled() else self._fused_plan(x)
+        if torch.is_grad_enabled():
+            return super().forward(x)
+        reduced = _product_dtype(x, self.reducible)
+        cpu = x.device.type == "cpu"
+        fused = self._fused_plan(x) if cpu or reduced is not None else None  # a GPU's plan: its bfloat16 products
         if fused is None:
             return super().forward(x)
         relu_first, plan = fused
         flat = x.reshape(-1, x.shape[-1])
         rows = flat.shape[0]
-        reduced = _product_dtype(flat, self.reducible)
         if reduced is not None:  # the weights cast once a call; a linear output layer's stay float32 (module docstring)
             cast = len(plan) - (not plan[-1][2])
             plan = [(w.to(reduced), None if b is None else b.to(reduced), relu) for w, b, relu in plan[:cast]] + plan[cast:]
-        elif flat.device.type != "cpu":  # a GPU's plan is only for its bfloat16 products
-            return super().forward(x)
-        full = rows - rows % ONEDNN_BLOCK_ROWS if flat.device.type == "cpu" else 0  # oneDNN's blocks: the CPU's
+        full = rows - rows % ONEDNN_BLOCK_ROWS if cpu else 0  # oneDNN's blocks: the CPU's
         out = flat.new_empty(rows, plan[-1][0].shape[0])
         for start in range(0, full, ONEDNN_BLOCK_ROWS):
             h = flat[start : start + ONEDNN_BLOCK_ROWS]
@@ -351,7 +352,7 @@ class Mlp(nn.Sequential):
 
     def _fused_plan(self, x: Tensor) -> tuple[bool, list[tuple[Tensor, Tensor | None, bool]]] | None:
         """Whether a ReLU comes first (a slice such as ``net[1:]``), then each linear layer's weight, bias and whether
-        a ReLU follows it; None where the layers or the input do not fit oneDNN's fused product."""
+        a ReLU follows it; None where the layers or the input do not fit the fused product (oneDNN's on the CPU)."""
         if not (x.dtype == torch.float32 and x.is_contiguous() and x.numel() > 0):
             return None
         layers = list(self)

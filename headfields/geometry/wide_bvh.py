@@ -125,7 +125,7 @@ def build_topology(triangles: Float[Tensor, "F 3 3"]) -> WideTopology:
         depth.append(level)
         if parent is not None:
             nodes[parent[0]][parent[1]] = (False, me)
-        kids, areas = [ids], [_box_area(ids, low, high)]
+        kids, areas = [ids], [np.inf]  # the only child is split first: its area is compared with no other
         while len(kids) < NODE_WIDTH:
             big = [(area, i) for i, (k, area) in enumerate(zip(kids, areas, strict=True)) if len(k) > LEAF_WIDTH]
             if not big:

@@ -40,9 +40,7 @@ def skinning_weights(
 ) -> SkinningWeights:
     """Weights of ``points[i]``: the barycentric blend of ``vertex_weights`` over its nearest triangle on
     frame ``frame[i]`` of ``mesh`` (an int names one frame for all; None only for one-frame meshes)."""
-    check_float("points", points, [None, 3], device=mesh.device)
-    check_float("vertex_weights", vertex_weights, [mesh.num_vertices, None], device=mesh.device)
-    frame = mesh.frame_index(frame, points.shape[0])
+    frame = _checked_frame(mesh, vertex_weights, points, frame)
     q = closest_point(mesh, points, frame, signed=False)  # no inside/outside sign: the CPU's faster search
     dtype = torch.promote_types(q.bary.dtype, vertex_weights.dtype)
     weights = _corner_blend(vertex_weights.to(dtype), mesh.faces[q.face], q.bary.to(dtype))
@@ -114,6 +112,13 @@ def inverse_skinning(
     return rest, inverse, q.face, q.distance
 
 
+def _checked_frame(mesh: TriangleMesh, vertex_weights: Tensor, points: Tensor, frame: Tensor | IntLike | None) -> Tensor:
+    """``points`` and ``vertex_weights`` checked against ``mesh``; each point's frame (``mesh.frame_index``)."""
+    check_float("points", points, [None, 3], device=mesh.device)
+    check_float("vertex_weights", vertex_weights, [mesh.num_vertices, None], device=mesh.device)
+    return mesh.frame_index(frame, points.shape[0])
+
+
 def _corner_blend(values: Tensor, corners: Tensor, bary: Tensor) -> Tensor:
     """Each point's barycentric blend of the rows of ``values`` [R, C] at its corners ``corners`` [N, 3]: [N, C]."""
     return torch.einsum("nk,nkc->nc", bary, values[corners])
@@ -140,9 +145,7 @@ def skin_points(
     """
     check_float("transforms", transforms, [mesh.num_frames, vertex_weights.shape[-1], 4, 4], device=mesh.device)
     if inverse:
-        check_float("points", points, [None, 3], device=mesh.device)
-        check_float("vertex_weights", vertex_weights, [mesh.num_vertices, None], device=mesh.device)
-        return inverse_skinning(mesh, vertex_weights, transforms, points, mesh.frame_index(frame, points.shape[0]))[0]
+        return inverse_skinning(mesh, vertex_weights, transforms, points, _checked_frame(mesh, vertex_weights, points, frame))[0]
     w = skinning_weights(mesh, vertex_weights, points, frame)  # checks points, vertex_weights and frame
     return _transform(_blend(w.weights, transforms, w.frame), points, False)
 

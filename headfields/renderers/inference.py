@@ -209,25 +209,25 @@ def _rounds(
     A round reads one thing back from the device: the live rays' count, its steps and its samples, in one copy. The
     rest is sized by them (``nonzero_static``, integer indices), so a GPU is never waited for within a round."""
     r, device, dtype = samples.num_rays, samples.device, t_mid.dtype
-    counts, first = samples.counts(), samples.first()
     sums = torch.zeros(r, _SUMS, dtype=dtype, device=device)
     light = torch.ones(r, dtype=dtype, device=device)  # each ray's transmittance so far
-    left = counts.clone()  # each ray's samples not yet evaluated
     weights = torch.zeros(len(samples), dtype=dtype, device=device)
-    live, keep = torch.arange(r, device=device), counts > 0
+    # The live rays, each one's next sample and its samples left (compacted with the rays); keep: which go on.
+    live, following, left = torch.arange(r, device=device), samples.first(), samples.counts()
+    keep = left > 0
     while True:
-        remaining = torch.where(keep, left[live], 0)
         alive = keep.sum()
         steps_t = _round_steps(alive, budget)
-        census = torch.stack([alive, steps_t, remaining.clamp(max=steps_t).sum()])
+        census = torch.stack([alive, steps_t, torch.where(keep, left, 0).clamp(max=steps_t).sum()])
         a, steps, n = census.tolist()  # the round's one read-back
         if a == 0:
             break
-        live = live[torch.nonzero_static(keep, size=a).squeeze(1)]
+        pick = torch.nonzero_static(keep, size=a).squeeze(1)
+        live, following, left = live[pick], following[pick], left[pick]
         offset = torch.arange(steps, device=device)
-        valid = offset < left[live, None]  # [A, steps]: the samples each ray has left this round
+        valid = offset < left[:, None]  # [A, steps]: the samples each ray has left this round
         slot = torch.nonzero_static(valid.flatten(), size=n).squeeze(1)  # in ray order, then along each ray
-        index = (first[live, None] + (counts - left)[live, None] + offset).flatten()[slot]
+        index = (following[:, None] + offset).flatten()[slot]
         thickness, rgb = evaluate(index)
         # An opaque sample (alpha 1, tau inf) hides what is behind it.
         tau = torch.zeros(len(live) * steps, dtype=dtype, device=device).index_put_((slot,), thickness.clamp(max=TAU_OPAQUE))
@@ -235,12 +235,14 @@ def _rounds(
         values.index_put_((slot,), torch.cat([rgb.to(dtype), t_mid[index, None], torch.ones_like(t_mid[index, None])], 1))
         tau = tau.view(-1, steps)
         before = torch.cumsum(tau, 1) - tau  # exclusive, within the round
-        w = light[live, None] * torch.exp(-before) * -torch.expm1(-tau)
+        seen = light[live]
+        w = seen[:, None] * torch.exp(-before) * -torch.expm1(-tau)
         sums[live] += (w[..., None] * values.view(-1, steps, _SUMS)).sum(1)
         weights[index] = w.flatten()[slot]
-        light[live] = light[live] * torch.exp(-tau.sum(1))
-        left[live] = (left[live] - steps).clamp(min=0)
-        keep = (light[live] >= early_stop) & (left[live] > 0)
+        seen = seen * torch.exp(-tau.sum(1))
+        light[live] = seen
+        following, left = following + steps, left - steps
+        keep = (seen >= early_stop) & (left > 0)
     # A ray stopped early is taken as opaque: its colour and depth divided by its opacity (instant-ngp's tracer,
     # testbed_nerf.cu: local_rgba /= local_rgba.w() at the stop), so the light left at a stop of 1e-2 goes to what
     # the ray has seen, not to the background behind the head.

@@ -72,7 +72,7 @@ class PackedSamples:
         """Number of samples on each ray: where each ray's samples end less where they start, by binary searches of
         the sorted ``ray`` (``bincount`` would read the largest index back from a GPU)."""
         rays = torch.arange(self.num_rays, device=self.device)
-        return torch.searchsorted(self.ray, rays, right=True) - torch.searchsorted(self.ray, rays)
+        return torch.searchsorted(self.ray, rays, right=True) - self.first()
 
     def first(self) -> Int[Tensor, " R"]:
         """Index of each ray's first sample (where its samples would start, for a ray without any): a binary
