@@ -13,7 +13,7 @@ from .triangles import check_nondegenerate
 from .wide_bvh import MAX_DEPTH, WideBvh, build_topology
 from .wide_bvh import available as wide_bvh_available
 
-# The wide BVH's build (numpy, about 55 us a face on a 2-core AMD EPYC) pays back over many queries (it saves
+# The wide BVH's build (numpy, about 30 us a face on a 2-core AMD EPYC) pays back over many queries (it saves
 # 0.07-0.45 us each, by query): a mesh builds it once its queries add up to this many a face, so a training loop's
 # meshes get it within a few steps and a one-off query over a large mesh (metrics.visible_faces: one ray a face) keeps
 # Warp's BVH.
