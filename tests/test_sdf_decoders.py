@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from headfields.decoders import AnchorSdf, AnchorSdfConfig, SdfMlp, SdfMlpConfig
+from headfields.decoders import sdf as sdf_module
 from headfields.losses import eikonal_loss
 
 from helpers import raises_naming
@@ -184,6 +185,32 @@ def test_members_and_blend_match_a_numpy_re_evaluation():
     _, weight, gw = numpy_blend(x.numpy(), anchors.numpy(), 6, 8, 3.75, 0.1)
     expected = (weight * member_sdf).sum(1) + gw * global_sdf
     np.testing.assert_allclose(out.sdf.detach().numpy(), expected, rtol=1e-10, atol=ATOL)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_blocks_without_autograd_match_a_numpy_mlp_and_the_autograd_path(monkeypatch, dtype):
+    # Without autograd the CPU runs blocks of rows through every layer, each Softplus in place: 7-row blocks over 40
+    # rows (a last block of 5), the skip layer inside a block.
+    monkeypatch.setattr(sdf_module, "SDF_BLOCK_ROWS", 7)
+    calls = []
+    blocks = sdf_module._run_blocks
+    monkeypatch.setattr(sdf_module, "_run_blocks", lambda *args: calls.append(1) or blocks(*args))
+    field = SdfMlp(extra_dim=2, config=SdfMlpConfig(hidden_dim=12, hidden_layers=3, skip_layer=2, position_frequencies=2, beta=10.0))
+    field = field.to(dtype)
+    perturb(field, 0.3, seed=11)
+    x = box(40, (0, 0, 0), 0.5, seed=12, dtype=dtype)
+    extra = torch.randn(40, 2, generator=torch.Generator().manual_seed(13), dtype=torch.float64).to(dtype)
+    with torch.no_grad():
+        blocked = field(x, extra)
+    plain = field(x, extra)  # with autograd: layer by layer over all the rows
+    assert calls == [1] and plain.sdf.requires_grad and not blocked.sdf.requires_grad
+    torch.testing.assert_close(blocked.sdf, plain.sdf.detach())  # BLAS sums a block's rows in its own order
+    torch.testing.assert_close(blocked.features, plain.features.detach())
+    enc = np.concatenate([numpy_encoding(x.double().numpy(), 2), extra.double().numpy()], 1)
+    weights = [w.detach().double().numpy() for w in field.weights]
+    biases = [b.detach().double().numpy() for b in field.biases]
+    expected = numpy_member(enc, weights, biases, 2, 10.0)
+    np.testing.assert_allclose(blocked.sdf.double().numpy(), expected, rtol=1e-5 if dtype == torch.float32 else 1e-10, atol=1e-6 if dtype == torch.float32 else ATOL)
 
 
 def test_a_point_at_an_isolated_anchor_takes_that_anchors_member():
