@@ -195,8 +195,8 @@ def test_blocks_without_autograd_match_a_numpy_mlp_and_the_autograd_path(monkeyp
     calls = []
     blocks = sdf_module._run_blocks
     monkeypatch.setattr(sdf_module, "_run_blocks", lambda *args: calls.append(1) or blocks(*args))
-    field = SdfMlp(extra_dim=2, config=SdfMlpConfig(hidden_dim=12, hidden_layers=3, skip_layer=2, position_frequencies=2, beta=10.0))
-    field = field.to(dtype)
+    config = SdfMlpConfig(hidden_dim=12, hidden_layers=3, skip_layer=2, position_frequencies=2, beta=10.0)
+    field = SdfMlp(extra_dim=2, config=config).to(dtype)
     perturb(field, 0.3, seed=11)
     x = box(40, (0, 0, 0), 0.5, seed=12, dtype=dtype)
     extra = torch.randn(40, 2, generator=torch.Generator().manual_seed(13), dtype=torch.float64).to(dtype)
@@ -210,7 +210,8 @@ def test_blocks_without_autograd_match_a_numpy_mlp_and_the_autograd_path(monkeyp
     weights = [w.detach().double().numpy() for w in field.weights]
     biases = [b.detach().double().numpy() for b in field.biases]
     expected = numpy_member(enc, weights, biases, 2, 10.0)
-    np.testing.assert_allclose(blocked.sdf.double().numpy(), expected, rtol=1e-5 if dtype == torch.float32 else 1e-10, atol=1e-6 if dtype == torch.float32 else ATOL)
+    rtol, atol = (1e-5, 1e-6) if dtype == torch.float32 else (1e-10, ATOL)
+    np.testing.assert_allclose(blocked.sdf.double().numpy(), expected, rtol=rtol, atol=atol)
 
 
 def test_a_point_at_an_isolated_anchor_takes_that_anchors_member():
