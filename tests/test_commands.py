@@ -15,7 +15,9 @@ import torch
 import trimesh
 from PIL import Image
 
+from headfields import allocator
 from headfields.commands import main
+from headfields.commands import render as render_command
 from headfields.data import load_insta_dataset, save_insta_dataset
 from headfields.export import field_mesh
 from headfields.metrics import psnr
@@ -41,6 +43,22 @@ def test_replaying_the_held_out_split_scores_the_runs_psnr(tiny_insta_run, tmp_p
     decoded = float(np.mean([float(psnr(v.float() / 255, t.float() / 255)) for v, t in zip(video, truth, strict=True)]))
     assert abs(decoded - run.metrics["psnr"]) < 0.5  # the video itself, compressed
     assert summary["video_psnr"] == pytest.approx(decoded, abs=1e-5)
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_frames_render_with_freed_memory_kept_and_the_process_is_put_back(tiny_insta_run, tmp_path, monkeypatch, keep):
+    # The command owns its process: on the CPU its frames render with glibc keeping freed blocks (the allocator's
+    # limit in force), and the limit in force before comes back after; --no-keep-freed-memory leaves it alone.
+    folder, _ = tiny_insta_run
+    seen, render_view = [], render_command.render_view
+    monkeypatch.setattr(render_command, "render_view", lambda *a, **k: seen.append(allocator._in_force) or render_view(*a, **k))
+    before = allocator._in_force
+    flag = "--keep-freed-memory" if keep else "--no-keep-freed-memory"
+    argv = ["render", str(folder), "--camera", "orbit", "--frames", "2", "--resolution", "16", flag]
+    assert main([*argv, "--out", str(tmp_path / "o.mp4"), "--device", "cpu"]) == 0
+    applies = keep and allocator._glibc() is not None and not allocator._environment_tunes_malloc()
+    assert seen == [allocator.RETAINED_BYTES if applies else before] * 2
+    assert allocator._in_force == before
 
 
 def test_orbit_writes_the_frames_and_size_asked_for(tiny_insta_run, tmp_path, capsys):

@@ -24,8 +24,9 @@ def run_parser(commands, name: str, help: str, doc: str) -> argparse.ArgumentPar
 
 
 def add_render_options(parser: argparse.ArgumentParser, early_stop: float, precision: str) -> None:
-    """The flags of a command that renders a run's rays (``render``, ``view``): rays a call, each ray's stop and the
-    MLPs' products, with the command's defaults."""
+    """The flags of a command that renders a run's rays (``render``, ``view``): rays a call, each ray's stop, the
+    MLPs' products, with the command's defaults, and whether the process keeps freed memory on the CPU (the command
+    owns its process, unlike the library's calls: :mod:`headfields.tuning`)."""
     parser.add_argument("--chunk", type=int, default=None, help="rays rendered at once (default: the run's render_chunk)")
     parser.add_argument(
         "--early-stop", type=float, default=early_stop,
@@ -34,6 +35,11 @@ def add_render_options(parser: argparse.ArgumentParser, early_stop: float, preci
     parser.add_argument(
         "--precision", choices=PRECISIONS, default=precision,
         help="the density and colour MLPs' products on the CPU (bfloat16: oneDNN's, AMX where the CPU has it)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--keep-freed-memory", action=argparse.BooleanOptionalAction, default=True,
+        help="on the CPU, glibc's malloc keeps freed blocks for the renders' large tensors while the command runs "
+        "(headfields.allocator: no page fault per fresh tensor; up to 1 GiB kept)",
     )  # fmt: skip
 
 

@@ -32,6 +32,7 @@ from ..renderers.volume import EARLY_STOP_TRANSMITTANCE, check_early_stop
 from ..runs import Run, load_run
 from ..training import render_view, save_png
 from ..training.evaluation import image_bytes
+from ..tuning import process_tuning
 from ._common import add_render_options, run_parser
 
 __all__ = ["CAMERAS", "RenderPlan", "add_parser", "plan_render", "render"]
@@ -193,7 +194,8 @@ def render(args: argparse.Namespace) -> dict:
 
     The video is written whole (:class:`~headfields.video.VideoWriter`): an interrupted or failed render leaves the
     previous file at ``--out``, or none. Its folder is probed and the output held (:func:`headfields.outputs.hold`)
-    before the run is loaded: a read-only folder, a full disk or a second render into the same file fails at once."""
+    before the run is loaded: a read-only folder, a full disk or a second render into the same file fails at once. On
+    the CPU the frames render with freed memory kept in the process (``--keep-freed-memory``, put back after)."""
     if args.fps <= 0:
         raise ValueError(f"fps: expected a positive frame rate, got {args.fps}")
     if args.chunk is not None and args.chunk < 1:
@@ -213,7 +215,8 @@ def render(args: argparse.Namespace) -> dict:
         flag = "resolution" if args.resolution is not None else "cameras"
         size = f"{plan.cameras.width} x {plan.cameras.height} pixels"
         check_memory(flag, size, plan.frame_bytes(), "cpu", "a frame's buffers")
-        return _render(run, plan, out, args, VideoWriter, video_frames)
+        with process_tuning(run.device, flush_denormals=False, tune_malloc=args.keep_freed_memory):
+            return _render(run, plan, out, args, VideoWriter, video_frames)
 
 
 def _render(run: Run, plan: RenderPlan, out: Path, args: argparse.Namespace, VideoWriter, video_frames) -> dict:

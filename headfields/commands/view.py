@@ -39,7 +39,10 @@ def add_parser(commands) -> None:
 
 
 def view(args: argparse.Namespace, block: bool = True):
-    """The ``view`` command: serves until interrupted (Ctrl-C); ``block=False`` returns the started viewer."""
+    """The ``view`` command: serves until interrupted (Ctrl-C), on the CPU with freed memory kept in the process
+    (``--keep-freed-memory``, put back after); ``block=False`` returns the started viewer and leaves the caller's
+    process as it is."""
+    from ..tuning import process_tuning
     from ..viewer import AvatarViewer
 
     for name in ("resolution", "moving_resolution", "chunk"):
@@ -51,14 +54,16 @@ def view(args: argparse.Namespace, block: bool = True):
         args.run, host=args.host, port=args.port, watch=args.watch, device=args.device,
         moving_pixels=args.moving_resolution, resting_pixels=args.resolution, chunk=args.chunk, early_stop=args.early_stop,
         precision=args.precision,
-    ).start()  # fmt: skip
+    )  # fmt: skip
     if not block:
-        return viewer
-    try:
-        while True:
-            time.sleep(1)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        viewer.stop()
+        return viewer.start()
+    with process_tuning(viewer.run.device, flush_denormals=False, tune_malloc=args.keep_freed_memory):
+        viewer.start()
+        try:
+            while True:
+                time.sleep(1)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            viewer.stop()
     return None
