@@ -3,7 +3,9 @@
 Two settings of the process speed some CPU work up, and both belong to the whole process, not to one call. So
 nothing in headfields sets either unasked (importing it, :func:`~headfields.runs.load_run`, rendering): a training
 run on the CPU applies the ones its configuration asks for (``TrainingConfig.flush_denormals``,
-``TrainingConfig.tune_malloc``) for its own duration through :func:`process_tuning`, and puts them back after.
+``TrainingConfig.tune_malloc``) for its own duration through :func:`process_tuning`, and puts them back after. The
+``render`` and ``view`` commands, which own their process, keep freed memory while they render on the CPU
+(``--no-keep-freed-memory`` leaves glibc as it is).
 
 - **Flushing denormal floats** (:mod:`headfields.denormals`). Buys: a hyper NeuS avatar's CPU step late in training
   took 223-225 ms, 201-209 ms flushed (its sharp Softplus makes 1.5% of activations denormal); models without
