@@ -29,7 +29,7 @@ import numbers
 import os
 import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import cache
 
@@ -52,13 +52,20 @@ __all__ = [
     "onednn_linear",
     "products_in",
     "reduced_precision",
+    "row_blocks",
+    "runs_in_row_blocks",
     "softplus",
+    "softplus_",
     "use_onednn",
 ]
 
 # torch's softplus returns x itself where beta x exceeds this (its default); the derivatives below are the exact
 # function's, sigmoid(beta x), which differs from 1 there by at most 2.1e-9.
 SOFTPLUS_THRESHOLD = 20.0
+# Rows that a CPU evaluation without autograd runs through all of a Softplus MLP's layers at a time (row_blocks): a
+# block's activations stay in the cache and each Softplus overwrites its product (softplus_), instead of a pass over
+# memory and a fresh tensor, page-faulted as it is first written, per layer for every row.
+ROW_BLOCK = 2048
 
 
 # oneDNN's float32 matrix products (torch's mkldnn ops, which torch.compile's CPU code also calls for linear layers),
@@ -451,6 +458,31 @@ def softplus(x: Tensor, beta: numbers.Real = 1.0) -> Tensor:
     second derivative, ``beta sigmoid(beta x) (1 - sigmoid(beta x))``, costs a few elementwise passes instead
     of torch's eight. For the SDF and deformation MLPs that an eikonal term or NeuS's slopes differentiate twice."""
     return _Softplus.apply(x, _checked_beta(beta))
+
+
+def softplus_(x: Tensor, beta: float) -> Tensor:
+    """:func:`softplus` written over ``x`` (no autograd): for a product that nothing else reads."""
+    return torch.ops.aten.softplus.out(x, beta, SOFTPLUS_THRESHOLD, out=x)
+
+
+def runs_in_row_blocks(x: Tensor) -> bool:
+    """Whether an MLP's evaluation of ``x`` (``[rows, ...]``) goes through :func:`row_blocks`: on the CPU, without
+    autograd, over more than ROW_BLOCK rows."""
+    return not torch.is_grad_enabled() and x.device.type == "cpu" and x.shape[0] > ROW_BLOCK
+
+
+def row_blocks(fn: Callable[..., tuple[Tensor, ...]], rows: int, *inputs: Tensor | None) -> tuple[Tensor, ...]:
+    """``fn(*blocks)`` on ROW_BLOCK rows of each of ``inputs`` (``[rows, ...]``; None passes as None) at a time, its
+    outputs (``[block rows, ...]`` each) written into place: an evaluation without autograd whose activations stay in
+    the cache."""
+    outputs: tuple[Tensor, ...] = ()
+    for start in range(0, rows, ROW_BLOCK):
+        block = slice(start, start + ROW_BLOCK)
+        parts = fn(*(None if x is None else x[block] for x in inputs))
+        outputs = outputs or tuple(p.new_empty(rows, *p.shape[1:]) for p in parts)
+        for out, part in zip(outputs, parts, strict=True):
+            out[block] = part
+    return outputs
 
 
 class Softplus(nn.Module):

@@ -13,6 +13,7 @@ import pytest
 import torch
 from torch.func import functional_call
 
+from headfields import networks
 from headfields.deformers import (
     DeformerChain,
     HyperDeformation,
@@ -21,6 +22,7 @@ from headfields.deformers import (
     RigidDeformer,
     find_preimage,
 )
+from headfields.deformers import hyper as hyper_module
 from headfields.parametric import load_model
 from headfields.synthetic import write_synthetic_flame
 
@@ -162,6 +164,29 @@ def test_network_matches_a_numpy_evaluation(config):
         out.points.detach().numpy(), np.concatenate([x.numpy() + expected[:, :3], expected[:, 3:]], 1), atol=1e-10
     )
     assert out.hyper.shape == (9, config.hyper_dim) and deformer.out_dim == 3 + config.hyper_dim
+
+
+@pytest.mark.parametrize(
+    "config",
+    [SMALL, HyperDeformerConfig(hidden_dim=8, hidden_layers=0, skip_layer=None, hyper_dim=2)],
+    ids=["skip", "no hidden layer"],
+)
+def test_blocks_without_autograd_match_a_numpy_evaluation(monkeypatch, config):
+    # Without autograd the CPU runs blocks of points through every layer, each Softplus in place: blocks of 4 over 9
+    # points (a last block of 1), with a condition per point and with shared rows and their index.
+    monkeypatch.setattr(networks, "ROW_BLOCK", 4)
+    calls = []
+    monkeypatch.setattr(hyper_module, "row_blocks", lambda *args: calls.append(1) or networks.row_blocks(*args))
+    deformer = random_deformer(config, condition_dim=4)
+    x, condition = samples(n=9, c=4, seed=2)
+    rows, index = condition[:3], torch.tensor([2, 0, 1, 1, 2, 0, 0, 2, 1])
+    with torch.no_grad():
+        per_point, shared = deformer.deform(x, condition), deformer.deform(x, rows, index)
+    assert len(calls) == 2
+    for out, given in ((per_point, condition), (shared, rows[index])):
+        expected = numpy_deformer(deformer, x.numpy(), given.numpy())
+        np.testing.assert_allclose(out.offset.numpy(), expected[:, :3], atol=1e-10)
+        np.testing.assert_allclose(out.hyper.numpy(), expected[:, 3:], atol=1e-10)
 
 
 def test_default_config_is_mononphm():

@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -30,7 +30,7 @@ from torch import Tensor, nn
 
 from ..checks import check_count, check_float, check_int, check_positive
 from ..encoders.frequency import MAX_FREQUENCIES, FrequencyEncoding
-from ..networks import SOFTPLUS_THRESHOLD, softplus
+from ..networks import row_blocks, runs_in_row_blocks, softplus, softplus_
 
 # MonoNPHM's canonical SDF (PAPERS.md, "MonoNPHM"): local MLPs 4 x 200, Softplus(beta = 100); 12 nearest anchors,
 # Gaussian weights with sigma = d_8 / 3.75.
@@ -51,10 +51,6 @@ INIT_RADIUS = 0.5
 # The output layer's least-squares fit: this many points in the ball of this radius (in units of the sphere's radius).
 FIT_POINTS = 4096
 FIT_BALL = 2.0
-# Rows that a CPU call without autograd runs through all the layers at a time (:func:`_run`): a block's activations
-# stay in the cache and each Softplus overwrites its product, instead of a pass over memory and a fresh tensor per
-# layer for every row.
-SDF_BLOCK_ROWS = 2048
 
 
 @dataclass(frozen=True)
@@ -100,40 +96,26 @@ def _run(
     enc: Tensor, weights: Sequence[Tensor], biases: Sequence[Tensor], skip: int | None, beta: float
 ) -> tuple[Tensor, Tensor]:
     """The MLP on ``enc [P, D]`` with ``weights[i] [in, out]``: (sdf ``[P]``, last hidden layer ``[P, H]``). On the
-    CPU without autograd, SDF_BLOCK_ROWS rows at a time through every layer (:func:`_run_blocks`)."""
-    if not torch.is_grad_enabled() and enc.device.type == "cpu" and len(weights) > 1 and enc.shape[0] > SDF_BLOCK_ROWS:
-        return _run_blocks(enc, weights, biases, skip, beta)
+    CPU without autograd, ROW_BLOCK rows at a time through every layer, each Softplus in place
+    (:func:`~headfields.networks.row_blocks`): on a 2-core CPU, 4 layers of 200 (MonoNPHM's members) 1.3x on 20,000
+    rows and 1.6x on 200,000, of 96 (the hyper NeuS avatar's global SDF) 1.6x on 200,000."""
+    if runs_in_row_blocks(enc):
+        return row_blocks(lambda block: _layers(block, weights, biases, skip, beta, softplus_), enc.shape[0], enc)
+    return _layers(enc, weights, biases, skip, beta, softplus)
+
+
+def _layers(
+    enc: Tensor, weights: Sequence[Tensor], biases: Sequence[Tensor], skip: int | None, beta: float, activation: Callable
+) -> tuple[Tensor, Tensor]:
     h = enc
     for i in range(len(weights) - 1):
-        h = softplus(_hidden_product(h, enc, weights[i], biases[i], i == skip), beta)
+        if i == skip:  # [h, enc] / sqrt(2) @ weights[i], as two products: no concatenation to differentiate twice
+            width = h.shape[1]
+            z = torch.addmm(biases[i], h, weights[i][:width], alpha=SKIP_SCALE)
+            h = activation(torch.addmm(z, enc, weights[i][width:], alpha=SKIP_SCALE), beta)
+        else:
+            h = activation(torch.addmm(biases[i], h, weights[i]), beta)
     return torch.addmm(biases[-1], h, weights[-1])[:, 0], h
-
-
-def _hidden_product(h: Tensor, enc: Tensor, weight: Tensor, bias: Tensor, skip: bool) -> Tensor:
-    """A hidden layer's product; the skip layer's ``[h, enc] / sqrt(2) @ weight`` as two products (no concatenation
-    to differentiate twice)."""
-    if not skip:
-        return torch.addmm(bias, h, weight)
-    width = h.shape[1]
-    return torch.addmm(torch.addmm(bias, h, weight[:width], alpha=SKIP_SCALE), enc, weight[width:], alpha=SKIP_SCALE)
-
-
-def _run_blocks(
-    enc: Tensor, weights: Sequence[Tensor], biases: Sequence[Tensor], skip: int | None, beta: float
-) -> tuple[Tensor, Tensor]:
-    """:func:`_run` without autograd, a block of rows at a time through every layer, each Softplus in place: on a
-    2-core CPU, 4 Softplus layers of 200 (MonoNPHM's members) 1.3x on 20,000 rows and 1.6x on 200,000, of 96 (the
-    hyper NeuS avatar's global SDF) 1.6x on 200,000."""
-    rows, last = enc.shape[0], len(weights) - 2
-    sdf, features = enc.new_empty(rows), enc.new_empty(rows, weights[-1].shape[0])
-    for start in range(0, rows, SDF_BLOCK_ROWS):
-        block = slice(start, start + SDF_BLOCK_ROWS)
-        h = e = enc[block]
-        for i in range(last + 1):
-            z = _hidden_product(h, e, weights[i], biases[i], i == skip)
-            h = torch.ops.aten.softplus.out(z, beta, SOFTPLUS_THRESHOLD, out=features[block] if i == last else z)
-        sdf[block] = torch.addmm(biases[-1], h, weights[-1])[:, 0]
-    return sdf, features
 
 
 @functools.lru_cache(maxsize=16)

@@ -18,6 +18,7 @@ points (MonoNPHM: its anchors, for landmarks) by Newton's method, with gradients
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ from torch import Tensor, nn
 
 from ..checks import check_count, check_float, check_int, check_shape
 from ..encoders.frequency import MAX_FREQUENCIES, FrequencyEncoding
-from ..networks import Softplus
+from ..networks import Softplus, row_blocks, runs_in_row_blocks, softplus_
 from ..parametric import Head
 from .base import Canonical, Deformer
 
@@ -159,7 +160,18 @@ class HyperDeformer(Deformer):
 
     def _network(self, x: Tensor, condition: Tensor, index: Tensor | None) -> Tensor:
         """``[Δx, h]`` for checked inputs, in the parameters' dtype; point ``i`` reads ``condition[index[i]]``
-        (``index`` None: ``condition[i]``)."""
+        (``index`` None: ``condition[i]``). On the CPU without autograd, a block of points at a time through every
+        layer, each Softplus in place (:func:`~headfields.networks.row_blocks`)."""
+        if not runs_in_row_blocks(x):
+            return self._layers(x, condition, index, self.activation)
+        in_place = functools.partial(softplus_, beta=self.activation.beta)
+
+        def block(x: Tensor, rows: Tensor) -> tuple[Tensor]:  # rows: the block's conditions, or their index
+            return (self._layers(x, rows, None, in_place) if index is None else self._layers(x, condition, rows, in_place),)
+
+        return row_blocks(block, x.shape[0], x, condition if index is None else index)[0]
+
+    def _layers(self, x: Tensor, condition: Tensor, index: Tensor | None, activation: Callable[[Tensor], Tensor]) -> Tensor:
         dtype = self.output.weight.dtype
         position, condition = self.encoding(x.to(dtype)), condition.to(dtype)
         hidden = None
@@ -168,7 +180,7 @@ class HyperDeformer(Deformer):
                 hidden = self._input_layer(layer, hidden, position, condition, index)
             else:
                 hidden = layer(hidden)
-            hidden = self.activation(hidden)
+            hidden = activation(hidden)
         if hidden is None:  # no hidden layers: the output layer reads the input
             return self._input_layer(self.output, None, position, condition, index)
         return self.output(hidden)
