@@ -20,7 +20,7 @@ run on the CPU applies the ones its configuration asks for (``TrainingConfig.flu
   (glibc has no getter): the thresholds return to glibc's documented defaults (or to an earlier
   :func:`~headfields.allocator.reuse_freed_memory`'s limit) and the memory kept goes back to the system, but glibc's
   sliding mmap threshold stays off for the rest of the process (see :func:`~headfields.allocator.freed_memory_reused`).
-  Hence off unless asked for.
+  Hence off in a training run unless asked for; on in the ``render`` and ``view`` commands, whose renders gain.
 
 On CUDA neither applies (the GPU's own allocator and arithmetic are unaffected) and nothing is changed. Thread
 counts (``torch.set_num_threads``) are never changed.

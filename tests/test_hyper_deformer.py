@@ -180,9 +180,11 @@ def test_blocks_without_autograd_match_a_numpy_evaluation(monkeypatch, config):
     deformer = random_deformer(config, condition_dim=4)
     x, condition = samples(n=9, c=4, seed=2)
     rows, index = condition[:3], torch.tensor([2, 0, 1, 1, 2, 0, 0, 2, 1])
+    given = [t.clone() for t in (x, condition, index)]
     with torch.no_grad():
         per_point, shared = deformer.deform(x, condition), deformer.deform(x, rows, index)
     assert len(calls) == 2
+    assert all(torch.equal(a, b) for a, b in zip(given, (x, condition, index), strict=True))  # the Softplus wrote its own
     for out, given in ((per_point, condition), (shared, rows[index])):
         expected = numpy_deformer(deformer, x.numpy(), given.numpy())
         np.testing.assert_allclose(out.offset.numpy(), expected[:, :3], atol=1e-10)

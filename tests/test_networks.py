@@ -104,6 +104,39 @@ def test_bad_beta_is_named(beta, error):
         softplus(torch.zeros(3), beta)
     with pytest.raises(error, match="beta"):
         Softplus(beta)
+    with pytest.raises(error, match="beta"):
+        networks.softplus_(torch.zeros(3), beta)
+
+
+@pytest.mark.parametrize("beta", BETAS)
+def test_softplus_in_place_is_torch_s_written_over_its_input(beta):
+    x = values(beta, torch.float32)
+    y = x.clone()
+    assert networks.softplus_(y, beta) is y
+    assert torch.equal(y, F.softplus(x, beta=beta))
+
+
+def test_row_blocks_write_each_block_into_place_and_name_bad_input(monkeypatch):
+    monkeypatch.setattr(networks, "ROW_BLOCK", 4)
+    x, w = torch.randn(10, 3), torch.randn(10)
+    seen = []
+
+    def fn(x, w):
+        seen.append(len(x))
+        return x.sum(1) * w, x * 2
+
+    total, double = networks.row_blocks(fn, x, w)
+    assert seen == [4, 4, 2]
+    assert_close(total, x.sum(1) * w)
+    assert_close(double, x * 2)
+    with raises_naming(r"inputs\[1\]"):
+        networks.row_blocks(fn, x, w[:9])
+    with raises_naming(r"inputs\[0\]"):
+        networks.row_blocks(fn, x[:0], w[:0])
+    with raises_naming("fn"):
+        networks.row_blocks(lambda x, w: (x[:1],), x, w)  # one row for a block of 4
+    with raises_naming("fn"):
+        networks.row_blocks(lambda x, w: x, x, w)  # not a tuple
 
 
 def test_a_numpy_beta_is_a_number():

@@ -200,8 +200,10 @@ def test_blocks_without_autograd_match_a_numpy_mlp_and_the_autograd_path(monkeyp
     perturb(field, 0.3, seed=11)
     x = box(40, (0, 0, 0), 0.5, seed=12, dtype=dtype)
     extra = torch.randn(40, 2, generator=torch.Generator().manual_seed(13), dtype=torch.float64).to(dtype)
+    given = [x.clone(), extra.clone()]
     with torch.no_grad():
         blocked = field(x, extra)
+    assert torch.equal(given[0], x) and torch.equal(given[1], extra)  # the Softplus wrote over its own products
     plain = field(x, extra)  # with autograd: layer by layer over all the rows
     assert calls == [1] and plain.sdf.requires_grad and not blocked.sdf.requires_grad
     torch.testing.assert_close(blocked.sdf, plain.sdf.detach())  # BLAS sums a block's rows in its own order

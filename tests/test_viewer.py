@@ -218,7 +218,8 @@ def test_the_command_serves_with_freed_memory_kept_and_puts_the_process_back(run
     monkeypatch.setattr(AvatarViewer, "start", lambda self: seen.append(allocator._in_force) or start(self))
     interrupt = types.SimpleNamespace(sleep=lambda _: (_ for _ in ()).throw(KeyboardInterrupt))
     monkeypatch.setattr(view_command, "time", interrupt)  # the command's waits alone, not the viewer's threads
-    before = allocator._in_force
+    monkeypatch.setattr(allocator, "_in_force", None)  # no limit of this process's own in force before
+    before = None
     args = parser().parse_args(["view", str(run.path), "--port", str(free_port()), "--device", "cpu"])
     assert view_command.view(args) is None
     applies = allocator._glibc() is not None and not allocator._environment_tunes_malloc()

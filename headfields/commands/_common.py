@@ -39,7 +39,7 @@ def add_render_options(parser: argparse.ArgumentParser, early_stop: float, preci
     parser.add_argument(
         "--keep-freed-memory", action=argparse.BooleanOptionalAction, default=True,
         help="on the CPU, glibc's malloc keeps freed blocks for the renders' large tensors while the command runs "
-        "(headfields.allocator: no page fault per fresh tensor; up to 1 GiB kept)",
+        "(headfields.allocator, TrainingConfig.tune_malloc's setting: no page fault per fresh tensor; up to 1 GiB kept)",
     )  # fmt: skip
 
 

@@ -100,7 +100,7 @@ def _run(
     (:func:`~headfields.networks.row_blocks`): on a 2-core CPU, 4 layers of 200 (MonoNPHM's members) 1.3x on 20,000
     rows and 1.6x on 200,000, of 96 (the hyper NeuS avatar's global SDF) 1.6x on 200,000."""
     if runs_in_row_blocks(enc):
-        return row_blocks(lambda block: _layers(block, weights, biases, skip, beta, softplus_), enc.shape[0], enc)
+        return row_blocks(lambda block: _layers(block, weights, biases, skip, beta, softplus_), enc)
     return _layers(enc, weights, biases, skip, beta, softplus)
 
 

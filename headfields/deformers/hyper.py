@@ -163,42 +163,49 @@ class HyperDeformer(Deformer):
         (``index`` None: ``condition[i]``). On the CPU without autograd, a block of points at a time through every
         layer, each Softplus in place (:func:`~headfields.networks.row_blocks`)."""
         if not runs_in_row_blocks(x):
-            return self._layers(x, condition, index, self.activation)
+            return self._layers(x, self._condition_shares(condition), index, self.activation)
         in_place = functools.partial(softplus_, beta=self.activation.beta)
+        if index is None:  # a condition per point: its share a block at a time too
+            return row_blocks(lambda x, rows: (self._layers(x, self._condition_shares(rows), None, in_place),), x, condition)[0]
+        shares = self._condition_shares(condition)  # once per row, gathered by each block
+        return row_blocks(lambda x, rows: (self._layers(x, shares, rows, in_place),), x, index)[0]
 
-        def block(x: Tensor, rows: Tensor) -> tuple[Tensor]:  # rows: the block's conditions, or their index
-            return (self._layers(x, rows, None, in_place) if index is None else self._layers(x, condition, rows, in_place),)
+    def _condition_shares(self, condition: Tensor) -> list[Tensor]:
+        """Each input layer's (the first's, the skip layer's; without hidden layers the output's) product by the
+        condition's columns of its weight, plus its bias: once per row of ``condition``."""
+        dtype, width = self.output.weight.dtype, self.encoding.out_dim
+        condition, shares = condition.to(dtype), []
+        for i, layer in enumerate(list(self.layers) or [self.output]):
+            if i in (0, self.config.skip_layer):
+                start = 0 if i == 0 else self.config.hidden_dim  # the skip layer reads the hidden layer first
+                shares.append(torch.addmm(layer.bias, condition, layer.weight.t()[start + width :]))
+        return shares
 
-        return row_blocks(block, x.shape[0], x, condition if index is None else index)[0]
-
-    def _layers(self, x: Tensor, condition: Tensor, index: Tensor | None, activation: Callable[[Tensor], Tensor]) -> Tensor:
-        dtype = self.output.weight.dtype
-        position, condition = self.encoding(x.to(dtype)), condition.to(dtype)
+    def _layers(self, x: Tensor, shares: list[Tensor], index: Tensor | None, activation: Callable[[Tensor], Tensor]) -> Tensor:
+        position = self.encoding(x.to(self.output.weight.dtype))
+        shares = iter(shares)
         hidden = None
         for i, layer in enumerate(self.layers):
             if i == 0 or i == self.config.skip_layer:
-                hidden = self._input_layer(layer, hidden, position, condition, index)
+                hidden = self._input_layer(layer, hidden, position, next(shares), index)
             else:
                 hidden = layer(hidden)
             hidden = activation(hidden)
         if hidden is None:  # no hidden layers: the output layer reads the input
-            return self._input_layer(self.output, None, position, condition, index)
+            return self._input_layer(self.output, None, position, next(shares), index)
         return self.output(hidden)
 
     @staticmethod
-    def _input_layer(
-        layer: nn.Linear, hidden: Tensor | None, position: Tensor, condition: Tensor, index: Tensor | None
-    ) -> Tensor:
+    def _input_layer(layer: nn.Linear, hidden: Tensor | None, position: Tensor, share: Tensor, index: Tensor | None) -> Tensor:
         """``layer([hidden, position, condition])`` (``hidden`` None: the first layer) as products by the blocks of
-        its weight. The condition's share is computed once per row of ``condition`` and then gathered: the rows
-        are per frame, far fewer than the points, and no product or double backward carries their columns
-        per point. No concatenation to differentiate twice either."""
+        its weight, from the condition's ``share`` (:meth:`_condition_shares`), gathered by ``index``: the rows
+        are per frame, far fewer than the points, and no product or double backward carries their columns per
+        point. No concatenation to differentiate twice either."""
         weight = layer.weight.t()  # [in, out] view
         start = 0 if hidden is None else hidden.shape[1]
         end = start + position.shape[1]
-        out = torch.addmm(layer.bias, condition, weight[end:])
-        if index is not None:  # index_select: its backward adds rows, where out[index]'s sorts (14x slower on a CPU)
-            out = out.index_select(0, index)
+        # index_select: its backward adds rows, where share[index]'s sorts (14x slower on a CPU)
+        out = share if index is None else share.index_select(0, index)
         out = torch.addmm(out, position, weight[start:end])
         return out if hidden is None else torch.addmm(out, hidden, weight[:start])
 
