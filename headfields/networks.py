@@ -29,7 +29,7 @@ import numbers
 import os
 import threading
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
 
@@ -52,8 +52,6 @@ __all__ = [
     "onednn_linear",
     "products_in",
     "reduced_precision",
-    "row_blocks",
-    "runs_in_row_blocks",
     "softplus",
     "softplus_",
     "use_onednn",
@@ -62,12 +60,6 @@ __all__ = [
 # torch's softplus returns x itself where beta x exceeds this (its default); the derivatives below are the exact
 # function's, sigmoid(beta x), which differs from 1 there by at most 2.1e-9.
 SOFTPLUS_THRESHOLD = 20.0
-# Rows that a CPU evaluation without autograd runs through all of a Softplus MLP's layers at a time (row_blocks): a
-# block's activations stay in the cache and each Softplus overwrites its product (softplus_), instead of a pass over
-# memory and a fresh tensor, page-faulted as it is first written, per layer for every row. Half oneDNN's block
-# (ONEDNN_BLOCK_ROWS, fixed by oneDNN's buffers): a layer of 200 over 2,048 rows is 1.6 MB, and on 20,000 rows of
-# 4 x 200 blocks of 2,048 took 90 ms, of 4,096 110 ms (2-core AMD EPYC).
-ROW_BLOCK = 2048
 
 
 # oneDNN's float32 matrix products (torch's mkldnn ops, which torch.compile's CPU code also calls for linear layers),
@@ -465,40 +457,6 @@ def softplus(x: Tensor, beta: numbers.Real = 1.0) -> Tensor:
 def softplus_(x: Tensor, beta: numbers.Real) -> Tensor:
     """:func:`softplus` written over ``x`` (no autograd): for a product that nothing else reads."""
     return torch.ops.aten.softplus.out(x, _checked_beta(beta), SOFTPLUS_THRESHOLD, out=x)
-
-
-def runs_in_row_blocks(x: Tensor) -> bool:
-    """Whether an MLP's evaluation of ``x`` (``[rows, ...]``) goes through :func:`row_blocks`: on the CPU, without
-    autograd, over more than ROW_BLOCK rows."""
-    return not torch.is_grad_enabled() and x.device.type == "cpu" and x.shape[0] > ROW_BLOCK
-
-
-def row_blocks(fn: Callable[..., tuple[Tensor, ...]], *inputs: Tensor) -> tuple[Tensor, ...]:
-    """``fn(*blocks)`` on ROW_BLOCK rows of each of ``inputs`` (``[rows, ...]`` each, one ``rows``) at a time, its
-    outputs (a tuple of ``[block rows, ...]``) written into place: an evaluation without autograd whose activations
-    stay in the cache.
-
-    ```python
-    sdf, features = row_blocks(lambda x: (net(x), net.hidden(x)), points)  # [N], [N, H]
-    ```
-    """
-    if not inputs:
-        raise ValueError("inputs: expected one tensor at least, got none")
-    rows = inputs[0].shape[0]
-    for k, x in enumerate(inputs):
-        if x.dim() == 0 or x.shape[0] != rows or rows == 0:
-            raise ValueError(f"inputs[{k}]: expected rows = {rows} > 0 like inputs[0], got shape {list(x.shape)}")
-    outputs: tuple[Tensor, ...] = ()
-    for start in range(0, rows, ROW_BLOCK):
-        block = slice(start, start + ROW_BLOCK)
-        parts = fn(*(x[block] for x in inputs))
-        length = min(ROW_BLOCK, rows - start)
-        if not isinstance(parts, tuple) or any(p.dim() == 0 or p.shape[0] != length for p in parts):
-            raise ValueError(f"fn: expected a tuple of tensors of {length} rows (the block's), got {parts!r:.200}")
-        outputs = outputs or tuple(p.new_empty(rows, *p.shape[1:]) for p in parts)
-        for out, part in zip(outputs, parts, strict=True):
-            out[block] = part
-    return outputs
 
 
 class Softplus(nn.Module):

@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch.func import functional_call
 
-from headfields import networks
+from headfields import row_blocks
 from headfields.deformers import (
     DeformerChain,
     HyperDeformation,
@@ -174,9 +174,9 @@ def test_network_matches_a_numpy_evaluation(config):
 def test_blocks_without_autograd_match_a_numpy_evaluation(monkeypatch, config):
     # Without autograd the CPU runs blocks of points through every layer, each Softplus in place: blocks of 4 over 9
     # points (a last block of 1), with a condition per point and with shared rows and their index.
-    monkeypatch.setattr(networks, "ROW_BLOCK", 4)
+    monkeypatch.setattr(row_blocks, "ROW_BLOCK", 4)
     calls = []
-    monkeypatch.setattr(hyper_module, "row_blocks", lambda *args: calls.append(1) or networks.row_blocks(*args))
+    monkeypatch.setattr(hyper_module, "row_blocks", lambda *args: calls.append(1) or row_blocks.row_blocks(*args))
     deformer = random_deformer(config, condition_dim=4)
     x, condition = samples(n=9, c=4, seed=2)
     rows, index = condition[:3], torch.tensor([2, 0, 1, 1, 2, 0, 0, 2, 1])

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.testing import assert_close
 
-from headfields import networks
+from headfields import networks, row_blocks
 from headfields.networks import Linear, Softplus, linear, mlp, onednn_linear, softplus, use_onednn
 
 from helpers import raises_naming
@@ -117,7 +117,7 @@ def test_softplus_in_place_is_torch_s_written_over_its_input(beta):
 
 
 def test_row_blocks_write_each_block_into_place_and_name_bad_input(monkeypatch):
-    monkeypatch.setattr(networks, "ROW_BLOCK", 4)
+    monkeypatch.setattr(row_blocks, "ROW_BLOCK", 4)
     x, w = torch.randn(10, 3), torch.randn(10)
     seen = []
 
@@ -125,18 +125,18 @@ def test_row_blocks_write_each_block_into_place_and_name_bad_input(monkeypatch):
         seen.append(len(x))
         return x.sum(1) * w, x * 2
 
-    total, double = networks.row_blocks(fn, x, w)
+    total, double = row_blocks.row_blocks(fn, x, w)
     assert seen == [4, 4, 2]
     assert_close(total, x.sum(1) * w)
     assert_close(double, x * 2)
     with raises_naming(r"inputs\[1\]"):
-        networks.row_blocks(fn, x, w[:9])
+        row_blocks.row_blocks(fn, x, w[:9])
     with raises_naming(r"inputs\[0\]"):
-        networks.row_blocks(fn, x[:0], w[:0])
+        row_blocks.row_blocks(fn, x[:0], w[:0])
     with raises_naming("fn"):
-        networks.row_blocks(lambda x, w: (x[:1],), x, w)  # one row for a block of 4
+        row_blocks.row_blocks(lambda x, w: (x[:1],), x, w)  # one row for a block of 4
     with raises_naming("fn"):
-        networks.row_blocks(lambda x, w: x, x, w)  # not a tuple
+        row_blocks.row_blocks(lambda x, w: x, x, w)  # not a tuple
 
 
 def test_a_numpy_beta_is_a_number():

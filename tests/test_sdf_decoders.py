@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from headfields import networks
+from headfields import row_blocks
 from headfields.decoders import AnchorSdf, AnchorSdfConfig, SdfMlp, SdfMlpConfig
 from headfields.decoders import sdf as sdf_module
 from headfields.losses import eikonal_loss
@@ -192,9 +192,9 @@ def test_members_and_blend_match_a_numpy_re_evaluation():
 def test_blocks_without_autograd_match_a_numpy_mlp_and_the_autograd_path(monkeypatch, dtype):
     # Without autograd the CPU runs blocks of rows through every layer, each Softplus in place: 7-row blocks over 40
     # rows (a last block of 5), the skip layer inside a block.
-    monkeypatch.setattr(networks, "ROW_BLOCK", 7)
+    monkeypatch.setattr(row_blocks, "ROW_BLOCK", 7)
     calls = []
-    monkeypatch.setattr(sdf_module, "row_blocks", lambda *args: calls.append(1) or networks.row_blocks(*args))
+    monkeypatch.setattr(sdf_module, "row_blocks", lambda *args: calls.append(1) or row_blocks.row_blocks(*args))
     config = SdfMlpConfig(hidden_dim=12, hidden_layers=3, skip_layer=2, position_frequencies=2, beta=10.0)
     field = SdfMlp(extra_dim=2, config=config).to(dtype)
     perturb(field, 0.3, seed=11)
