@@ -211,6 +211,68 @@ def test_rays_without_samples_get_the_background(head):
     assert out.opacity[[0, 2]].eq(0).all()
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_the_rounds_composite_every_sample_on_each_device(head, device, dtype):
+    """The rounds' kernels where the rays are (CUDA too), against the compositor over every sample there."""
+    rays, samples = _rays([0, 30, 5, 17, 0, 40, 1, 12], seed=11)
+    rays = Rays(rays.origins.to(device, dtype), rays.directions.to(device, dtype), rays.frame.to(device))
+    samples = PackedSamples(samples.ray.to(device), samples.t_start.to(device, dtype), samples.t_end.to(device, dtype), 8)
+    tensors = {f.name: getattr(head, f.name) for f in dataclasses.fields(head)}
+    on_device = dataclasses.replace(head, **{k: v.to(device) for k, v in tensors.items() if isinstance(v, torch.Tensor)})
+    background = torch.tensor([0.2, 0.5, 0.9], dtype=dtype, device=device)
+    want = _reference(_Waves(5.0), rays, on_device, samples, background)
+    got = render_nerf_inference(_Waves(5.0), rays, on_device, samples, background, early_stop=0.0, round_samples=24)
+    tolerance = dict(rtol=1e-5, atol=1e-6) if dtype == torch.float32 else dict(rtol=1e-9, atol=1e-12)
+    for name in ("rgb", "depth", "opacity", "weights"):
+        assert getattr(got, name).device == device
+        torch.testing.assert_close(getattr(got, name), getattr(want, name), **tolerance, msg=name)
+
+
+def test_thin_samples_keep_their_opacity_in_float32(head):
+    """Optical thicknesses of 1e-6 to 1e-3 a sample, rendered in float32, against the compositor in float64: 1 -
+    exp(-tau) in float32 would be off by up to 6e-8 / tau of each weight (6% at 1e-6); the weights are within
+    float32's rounding instead."""
+    rays, samples = _rays([40, 25, 60], seed=5)
+    rays32 = Rays(rays.origins.float(), rays.directions.float(), rays.frame)
+    samples32 = PackedSamples(samples.ray, samples.t_start.float(), samples.t_end.float(), samples.num_rays)
+    # The float64 truth of the same float32 rays and intervals.
+    rays = Rays(rays32.origins.double(), rays32.directions.double(), rays.frame)
+    samples = PackedSamples(samples.ray, samples32.t_start.double(), samples32.t_end.double(), samples.num_rays)
+
+    class _Thin(_Waves):  # a density bounded away from 0, so float32 evaluates it to float32's rounding
+        def forward(self, x, dirs, frame, head):
+            out = super().forward(x, dirs, frame, head)
+            out.density = self.scale * (1.5 + torch.sin(7 * x[:, 2] + 3 * x[:, 0]))
+            return out
+
+    for scale in (1e-5, 1e-3, 1e-2):
+        field = _Thin(scale)
+        want = _reference(field, rays, head, samples, None)
+        got = render_nerf_inference(field, rays32, head, samples32, early_stop=0.0, round_samples=16)
+        assert got.weights.dtype == torch.float32
+        thin = want.weights > 0
+        relative = (got.weights.double()[thin] - want.weights[thin]).abs() / want.weights[thin]
+        assert relative.max() < 1e-5, (scale, float(relative.max()))
+
+
+def test_a_nan_from_the_field_stays_nan(head):
+    """A NaN thickness is not taken for an opaque sample (which would hide it): its ray's colour is NaN, the others'
+    are the compositor's."""
+    rays, samples = _rays([6, 6, 6], seed=2)
+    bad = samples.midpoints(rays.origins, rays.directions)[samples.first()[1]]  # ray 1's first sample
+
+    class _Broken(_Waves):
+        def forward(self, x, dirs, frame, head):
+            out = super().forward(x, dirs, frame, head)
+            out.density = torch.where((x - bad).abs().amax(1) < 1e-12, torch.nan, out.density)
+            return out
+
+    got = render_nerf_inference(_Broken(5.0), rays, head, samples, early_stop=0.0, round_samples=100)
+    assert got.rgb[1].isnan().all()
+    want = _reference(_Waves(5.0), rays, head, samples, None)
+    torch.testing.assert_close(got.rgb[[0, 2]], want.rgb[[0, 2]], rtol=1e-9, atol=1e-12)
+
+
 def test_bad_settings_name_their_argument(head):
     rays, samples = _rays([3, 2], seed=0)
     for eps in (-0.1, 1.0, float("nan"), True):

@@ -16,6 +16,10 @@ its interactive 1e-2 (``INTERACTIVE_TRANSMITTANCE``).
     weights = nerf_weights_inference(field, rays, head, samples)  # its weights alone: no colour network
     out = render_neus_inference(field, rays, head, NeusSampler(), inv_s, background)  # an SDF field, the same way
 
+A round's bookkeeping is two Warp kernels, a thread a live ray (:mod:`~headfields.renderers.round_kernels`): one
+lists the samples to evaluate, one composites them and says which rays go on. In torch it was about sixty operations
+a round, each a kernel launch on a GPU; a round is now about twenty-five.
+
 An SDF field stops the same way (:func:`render_neus_inference`): NeuS's up-sampling draws every ray's samples
 first, then the rounds evaluate the SDF with its gradient and the colour, and turn each NeuS opacity into an
 optical thickness (``-log(1 - alpha)``).
@@ -40,8 +44,9 @@ from ..denormals import denormals_flushed
 from ..fields import Field, NeusField
 from ..parametric import Head
 from .cameras import Rays, check_rays
-from .compositing import TAU_OPAQUE, Composite
+from .compositing import Composite
 from .neus import neus_alpha, neus_samples
+from .round_kernels import composite_round, round_index
 from .samplers import ray_bounds
 from .samples import PackedSamples
 from .volume import EARLY_STOP_TRANSMITTANCE, NeusSampler, check_drawn_samples, check_early_stop
@@ -209,9 +214,11 @@ def _rounds(
     A round reads one thing back from the device: the live rays' count, its steps and its samples, in one copy. The
     rest is sized by them (``nonzero_static``, integer indices), so a GPU is never waited for within a round."""
     r, device, dtype = samples.num_rays, samples.device, t_mid.dtype
-    sums = torch.zeros(r, _SUMS, dtype=dtype, device=device)
-    light = torch.ones(r, dtype=dtype, device=device)  # each ray's transmittance so far
-    weights = torch.zeros(len(samples), dtype=dtype, device=device)
+    state = (
+        torch.ones(r, dtype=dtype, device=device),  # each ray's transmittance so far
+        torch.zeros(r, _SUMS, dtype=dtype, device=device),
+        torch.zeros(len(samples), dtype=dtype, device=device),  # the weights
+    )
     # The live rays, each one's next sample and its samples left (compacted with the rays); keep: which go on.
     live, following, left = torch.arange(r, device=device), samples.first(), samples.counts()
     keep = left > 0
@@ -224,25 +231,12 @@ def _rounds(
             break
         pick = torch.nonzero_static(keep, size=a).squeeze(1)
         live, following, left = live[pick], following[pick], left[pick]
-        offset = torch.arange(steps, device=device)
-        valid = offset < left[:, None]  # [A, steps]: the samples each ray has left this round
-        slot = torch.nonzero_static(valid.flatten(), size=n).squeeze(1)  # in ray order, then along each ray
-        index = (following[:, None] + offset).flatten()[slot]
+        count = left.clamp(max=steps)  # the samples each ray has this round
+        start = torch.cumsum(count, 0) - count
+        index = round_index(following, count, start, n)  # in ray order, then along each ray
         thickness, rgb = evaluate(index)
-        # An opaque sample (alpha 1, tau inf) hides what is behind it.
-        tau = torch.zeros(len(live) * steps, dtype=dtype, device=device).index_put_((slot,), thickness.clamp(max=TAU_OPAQUE))
-        values = torch.zeros(len(live) * steps, _SUMS, dtype=dtype, device=device)
-        values.index_put_((slot,), torch.cat([rgb.to(dtype), t_mid[index, None], torch.ones_like(t_mid[index, None])], 1))
-        tau = tau.view(-1, steps)
-        before = torch.cumsum(tau, 1) - tau  # exclusive, within the round
-        seen = light[live]
-        w = seen[:, None] * torch.exp(-before) * -torch.expm1(-tau)
-        sums[live] += (w[..., None] * values.view(-1, steps, _SUMS)).sum(1)
-        weights[index] = w.flatten()[slot]
-        seen = seen * torch.exp(-tau.sum(1))
-        light[live] = seen
-        following, left = following + steps, left - steps
-        keep = (seen >= early_stop) & (left > 0)
+        keep = composite_round(thickness, rgb, index, t_mid, steps, early_stop, state, (live, count, start, following, left))
+    light, sums, weights = state
     # A ray stopped early is taken as opaque: its colour and depth divided by its opacity (instant-ngp's tracer,
     # testbed_nerf.cu: local_rgba /= local_rgba.w() at the stop), so the light left at a stop of 1e-2 goes to what
     # the ray has seen, not to the background behind the head.

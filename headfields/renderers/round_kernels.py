@@ -1,0 +1,128 @@
+"""The inference renderer's round in two Warp kernels, a thread a live ray (:mod:`headfields.renderers.inference`):
+one writes the samples the round evaluates, the other composites them onto the ray's sums and transmittance,
+writes their weights and says whether the ray goes on.
+
+In torch the same round took about sixty operations over ``[live rays, steps]`` tensors (scatter the samples into
+the grid, an exclusive sum along each row, the exponentials, the weighted sums, the gathers and scatters of the
+rays' state): on a GPU each is a kernel launch, on the CPU a pass over memory. Here a ray's samples are one loop in
+one thread, in the order the training compositor sums them. Both kernels exist in float32 and float64
+(:func:`_kernels`), the dtype of the rays.
+"""
+
+# No `from __future__ import annotations`: Warp reads the kernels' annotations as objects, and those of the
+# kernels built in _kernels name its local types.
+
+from functools import cache
+from typing import no_type_check
+
+import torch
+import warp as wp
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from .. import kernels
+from .compositing import TAU_OPAQUE
+
+__all__ = ["composite_round", "round_index"]
+
+_SCALARS = {torch.float32: wp.float32, torch.float64: wp.float64}
+# Below this optical thickness the opacity 1 - exp(-tau) is its Taylor series (four terms: relative error under
+# tau^4 / 120, 1e-10): in float32, 1 - exp(-tau) would lose the low digits of a thin sample's opacity.
+_THIN = wp.constant(0.01)
+_TAU_OPAQUE = wp.constant(TAU_OPAQUE)
+
+
+@no_type_check  # Warp parameter types are not Python type hints; keep the jaxtyping checker off them.
+@wp.kernel(enable_backward=False)
+def _index_kernel(index: wp.array(dtype=wp.int64), following: wp.array(dtype=wp.int64),
+                  count: wp.array(dtype=wp.int64), start: wp.array(dtype=wp.int64)):  # fmt: skip
+    i = wp.tid()
+    for j in range(int(count[i])):
+        index[start[i] + wp.int64(j)] = following[i] + wp.int64(j)
+
+
+@cache
+def _kernels(scalar: type) -> wp.Kernel:
+    """The compositing kernel in ``scalar`` (wp.float32 or wp.float64), its own module, built on first use."""
+    vec5 = wp.types.vector(5, scalar)  # colour, depth and opacity: a ray's sums
+
+    @no_type_check
+    @wp.kernel(module="unique", enable_backward=False)
+    def composite(
+        thickness: wp.array(dtype=scalar),  # [n] the round's samples, ray after ray
+        rgb: wp.array2d(dtype=scalar),  # [n, 3]
+        index: wp.array(dtype=wp.int64),  # [n] the samples' places among all samples
+        t_mid: wp.array(dtype=scalar),  # [S]
+        steps: wp.int64,
+        early_stop: scalar,
+        light: wp.array(dtype=scalar),  # [R] transmittance so far, updated
+        sums: wp.array2d(dtype=scalar),  # [R, 5], updated
+        weights: wp.array(dtype=scalar),  # [S], written at the round's samples
+        live: wp.array(dtype=wp.int64),  # [A] per live ray from here on
+        count: wp.array(dtype=wp.int64),  # its samples this round
+        start: wp.array(dtype=wp.int64),  # where they start among the round's
+        following: wp.array(dtype=wp.int64),  # its next sample, moved on by the round's steps
+        left: wp.array(dtype=wp.int64),  # its samples left, less the round's steps
+        keep: wp.array(dtype=wp.uint8),  # written: whether it goes on
+    ):
+        i = wp.tid()
+        r = live[i]
+        transmittance = light[r]
+        acc = vec5(sums[r, 0], sums[r, 1], sums[r, 2], sums[r, 3], sums[r, 4])
+        one, thin = scalar(1.0), scalar(_THIN)
+        for j in range(int(count[i])):
+            k = start[i] + wp.int64(j)
+            s = index[k]
+            tau = thickness[k]
+            if tau > scalar(_TAU_OPAQUE):  # an opaque sample (tau inf) hides what is behind it; a NaN stays NaN
+                tau = scalar(_TAU_OPAQUE)
+            alpha = tau * (one - tau * (scalar(0.5) - tau * (one / scalar(6.0) - tau / scalar(24.0))))
+            through = one - alpha  # exp(-tau), one exp a thick sample and none a thin one
+            if tau >= thin:
+                through = wp.exp(-tau)
+                alpha = one - through
+            w = transmittance * alpha
+            acc += w * vec5(rgb[k, 0], rgb[k, 1], rgb[k, 2], t_mid[s], one)
+            weights[s] = w
+            transmittance = transmittance * through
+        light[r] = transmittance
+        for c in range(5):
+            sums[r, c] = acc[c]
+        following[i] = following[i] + steps
+        left[i] = left[i] - steps
+        keep[i] = wp.uint8(0)
+        if transmittance >= early_stop and left[i] > wp.int64(0):
+            keep[i] = wp.uint8(1)
+
+    return composite
+
+
+def round_index(following: Int[Tensor, " A"], count: Int[Tensor, " A"], start: Int[Tensor, " A"], n: int) -> Int[Tensor, " n"]:
+    """The round's samples (int64 ``[n]``), ray after ray: ``count[i]`` of them from ``following[i]``, placed from
+    ``start[i]`` (the exclusive sum of ``count``; ``n`` its total)."""
+    index = torch.empty(n, dtype=torch.long, device=following.device)
+    kernels.launch_rows(_index_kernel, len(following), [index], [following, count, start], following.device)
+    return index
+
+
+def composite_round(
+    thickness: Float[Tensor, " n"],
+    rgb: Float[Tensor, "n 3"],
+    index: Int[Tensor, " n"],
+    t_mid: Float[Tensor, " S"],
+    steps: int,
+    early_stop: float,
+    state: tuple[Tensor, Tensor, Tensor],
+    rays: tuple[Tensor, Tensor, Tensor, Tensor, Tensor],
+) -> Tensor:
+    """The round's samples composited onto ``state = (light [R], sums [R, 5], weights [S])`` in the dtype of
+    ``t_mid``, which it updates, for ``rays = (live, count, start, following, left)`` (int64 ``[A]``), whose
+    ``following`` and ``left`` it moves on by ``steps``. Returns which of them go on (bool ``[A]``): transmittance at
+    least ``early_stop`` and samples left."""
+    light, sums, weights = state
+    live = rays[0]
+    dtype = t_mid.dtype
+    keep = torch.empty(len(live), dtype=torch.bool, device=live.device)
+    shared = [thickness.to(dtype).contiguous(), rgb.to(dtype).contiguous(), index, t_mid, steps, early_stop, light, sums, weights]
+    kernels.launch_rows(_kernels(_SCALARS[dtype]), len(live), shared, [*rays, keep.view(torch.uint8)], live.device)
+    return keep
