@@ -68,11 +68,16 @@ def random_dirs(n: int, seed: int, dtype=torch.float64) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("degree", [1, 2, 3, 4, 5])
-def test_sh_matches_scipy(degree, device):
+@pytest.mark.parametrize("with_gradient", [False, True], ids=["kernel", "autograd"])
+def test_sh_matches_scipy(degree, device, with_gradient):
+    """Both ways: one Warp kernel for directions without a gradient, torch's operations for those with one."""
     enc = SphericalHarmonics(degree)
     assert enc.out_dim == degree**2
     dirs = random_dirs(200, seed=degree)
-    out = enc(dirs.to(device)).cpu().numpy()
+    inputs = dirs.to(device, copy=True).requires_grad_(with_gradient)
+    out = enc(inputs)
+    assert out.requires_grad == (with_gradient and degree > 1) and out.device == inputs.device  # degree 1: a constant
+    out = out.detach().cpu().numpy()
     for order in range(degree):
         for m in range(-order, order + 1):
             expected = scipy_real_sh(order, m, dirs.numpy())
