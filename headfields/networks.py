@@ -334,12 +334,14 @@ class Mlp(nn.Sequential):
             cast = len(plan) - (not plan[-1][2])
             plan = [(w.to(reduced), None if b is None else b.to(reduced), relu) for w, b, relu in plan[:cast]] + plan[cast:]
         full = rows - rows % ONEDNN_BLOCK_ROWS if cpu else 0  # oneDNN's blocks: the CPU's
-        out = flat.new_empty(rows, plan[-1][0].shape[0])
+        out = flat.new_empty(rows, plan[-1][0].shape[0]) if rows != full or full > ONEDNN_BLOCK_ROWS else None
         for start in range(0, full, ONEDNN_BLOCK_ROWS):
             h = flat[start : start + ONEDNN_BLOCK_ROWS]
             h = torch.relu(h) if relu_first else h
             for weight, bias, relu in plan:  # each product in its weights' dtype
                 h = _onednn_op(h.to(weight.dtype), weight, bias, relu)
+            if out is None:  # exactly one block (MonoAvatar's blocks of neighbours): its output, not a copy of it
+                return h.to(x.dtype).reshape(*x.shape[:-1], h.shape[-1])
             out[start : start + ONEDNN_BLOCK_ROWS] = h
         if full < rows and reduced is None:  # the last rows as the layers run them one by one (torch's product)
             out[full:] = super().forward(flat[full:])

@@ -146,20 +146,21 @@ class MeshAnchoredEncoder(nn.Module):
         # blended activations, not once a neighbour (k x fewer rows; MLP0 alone is its first layer).
         layers, last = (self.mlp0[1:-1], self.mlp0[-1]) if len(self.mlp0) > 1 else (None, None)
 
-        def blend(rows: slice) -> Tensor:  # the blended activations before MLP0's last layer, points ``rows``
+        def blend(rows: slice, out: Tensor | None = None) -> Tensor:  # Σ_j w_j h_j before MLP0's last layer, points ``rows``
             m = offset[rows].shape[0]
             encoded = self.position_encoding(offset[rows].reshape(m * k, SPATIAL_DIMS).to(weight.dtype))
             h = gather_vertex_rows(per_vertex, frame[rows], index[rows]).reshape(m * k, -1)
             h = linear(encoded, position_weight, reducible=True) + h
             h = h if layers is None else layers(h)
-            return torch.bmm(weights[rows, None, :], h.reshape(m, k, -1))[:, 0]  # Σ_j w_j h_j
+            return torch.bmm(weights[rows, None, :], h.reshape(m, k, -1), out=out)[:, 0]
 
         if torch.is_grad_enabled():
             blended = blend(slice(None))
-        else:  # blocks of points whose temporaries ([block x k, 128] a layer) stay in the cache, written in place
+        else:  # blocks of points whose temporaries ([block x k, 128] a layer) stay in the cache, blended in place
             blended = weights.new_empty(n, first.out_features)  # MLP0's hidden width (its output width without hidden layers)
             for start in range(0, n, INFERENCE_BLOCK):
-                blended[start : start + INFERENCE_BLOCK] = blend(slice(start, start + INFERENCE_BLOCK))
+                rows = slice(start, start + INFERENCE_BLOCK)
+                blend(rows, out=blended[rows, None, :])
         features = blended if last is None else linear(blended, last.weight, last.bias, True)
         return AnchoredFeatures(features=features, weights=weights, index=index, distance=knn.distance)
 
