@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 from typing import Any, no_type_check
@@ -26,6 +26,8 @@ import torch
 import warp as wp
 from jaxtyping import Float, Int
 from torch import Tensor
+
+from .denormals import flushing_denormals
 
 # Warp's config is process-wide. Unless the user has changed it, drop Warp's per-module "load took ... ms"
 # messages; warnings still show.
@@ -236,9 +238,7 @@ def launch_rows(
     if len(bounds) == 2:
         run(0, rows)
         return
-    futures = [_pool().submit(run, lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
-    for f in futures:
-        f.result()
+    _on_pool(run, list(zip(bounds[:-1], bounds[1:], strict=True)))
 
 
 def launch_grid(
@@ -286,5 +286,26 @@ def launch_grid(
             for task in batch:
                 run(*task)
             continue
-        for f in [_pool().submit(run, *task) for task in batch]:
-            f.result()
+        _on_pool(run, batch)
+
+
+def _on_pool(run: Callable[..., None], tasks: Sequence[tuple]) -> None:
+    """``run(*task)`` for every task on the thread pool, each under the calling thread's denormal mode, then wait.
+
+    Warp's CPU code computes under the FTZ / DAZ mode of the thread it runs on, and the pool's threads keep their own:
+    a launch inside :func:`~headfields.denormals.denormals_flushed` would flush on the caller's thread and not on the
+    pool's, so its results would depend on how it was split."""
+    flush = flushing_denormals()
+
+    def in_callers_mode(task: tuple) -> None:
+        own = flushing_denormals()
+        if own != flush:
+            torch.set_flush_denormal(flush)
+        try:
+            run(*task)
+        finally:
+            if own != flush:
+                torch.set_flush_denormal(own)
+
+    for f in [_pool().submit(in_callers_mode, task) for task in tasks]:
+        f.result()

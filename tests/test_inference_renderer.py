@@ -211,48 +211,58 @@ def test_rays_without_samples_get_the_background(head):
     assert out.opacity[[0, 2]].eq(0).all()
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16])
 def test_the_rounds_composite_every_sample_on_each_device(head, device, dtype):
-    """The rounds' kernels where the rays are (CUDA too), against the compositor over every sample there."""
+    """The rounds' kernels where the rays are (CUDA too), against the compositor over every sample in float64 (half
+    precision rays are summed in float32 and returned in their dtype)."""
     rays, samples = _rays([0, 30, 5, 17, 0, 40, 1, 12], seed=11)
-    rays = Rays(rays.origins.to(device, dtype), rays.directions.to(device, dtype), rays.frame.to(device))
-    samples = PackedSamples(samples.ray.to(device), samples.t_start.to(device, dtype), samples.t_end.to(device, dtype), 8)
     tensors = {f.name: getattr(head, f.name) for f in dataclasses.fields(head)}
     on_device = dataclasses.replace(head, **{k: v.to(device) for k, v in tensors.items() if isinstance(v, torch.Tensor)})
-    background = torch.tensor([0.2, 0.5, 0.9], dtype=dtype, device=device)
-    want = _reference(_Waves(5.0), rays, on_device, samples, background)
-    got = render_nerf_inference(_Waves(5.0), rays, on_device, samples, background, early_stop=0.0, round_samples=24)
-    tolerance = dict(rtol=1e-5, atol=1e-6) if dtype == torch.float32 else dict(rtol=1e-9, atol=1e-12)
+    background = torch.tensor([0.2, 0.5, 0.9], dtype=torch.float64)
+    want = _reference(_Waves(5.0), rays, head, samples, background)
+    rays = Rays(rays.origins.to(device, dtype), rays.directions.to(device, dtype), rays.frame.to(device))
+    samples = PackedSamples(samples.ray.to(device), samples.t_start.to(device, dtype), samples.t_end.to(device, dtype), 8)
+    got = render_nerf_inference(_Waves(5.0), rays, on_device, samples, background.to(device, dtype), 0.0, 24)
+    digits = {torch.float64: 1e-12, torch.float32: 1e-5, torch.float16: 1e-2, torch.bfloat16: 5e-2}[dtype]
     for name in ("rgb", "depth", "opacity", "weights"):
-        assert getattr(got, name).device == device
-        torch.testing.assert_close(getattr(got, name), getattr(want, name), **tolerance, msg=name)
+        value = getattr(got, name)
+        assert value.device == device and value.dtype == dtype, name
+        torch.testing.assert_close(value.cpu().double(), getattr(want, name), rtol=digits, atol=digits, msg=name)
 
 
-def test_thin_samples_keep_their_opacity_in_float32(head):
-    """Optical thicknesses of 1e-6 to 1e-3 a sample, rendered in float32, against the compositor in float64: 1 -
-    exp(-tau) in float32 would be off by up to 6e-8 / tau of each weight (6% at 1e-6); the weights are within
-    float32's rounding instead."""
-    rays, samples = _rays([40, 25, 60], seed=5)
-    rays32 = Rays(rays.origins.float(), rays.directions.float(), rays.frame)
-    samples32 = PackedSamples(samples.ray, samples.t_start.float(), samples.t_end.float(), samples.num_rays)
-    # The float64 truth of the same float32 rays and intervals.
-    rays = Rays(rays32.origins.double(), rays32.directions.double(), rays.frame)
-    samples = PackedSamples(samples.ray, samples32.t_start.double(), samples32.t_end.double(), samples.num_rays)
+@pytest.mark.parametrize("length", [8, 1000])
+def test_a_round_in_float32_is_within_float32s_rounding_of_float64(length):
+    """The round's kernel on float32 optical thicknesses from 1e-9 to 50 (log-uniform), against the same thicknesses
+    composited in float64 (-expm1 for the opacity, exp of the depth in front for the light): thin samples keep their
+    opacity (1 - exp(-tau) in float32 would be off by up to 6e-8 / tau of it: 6% at 1e-6) and long rays their
+    light (the depth in front summed in float64, as torch's cumsum does on the CPU)."""
+    from headfields.renderers.round_kernels import composite_round, round_index
 
-    class _Thin(_Waves):  # a density bounded away from 0, so float32 evaluates it to float32's rounding
-        def forward(self, x, dirs, frame, head):
-            out = super().forward(x, dirs, frame, head)
-            out.density = self.scale * (1.5 + torch.sin(7 * x[:, 2] + 3 * x[:, 0]))
-            return out
-
-    for scale in (1e-5, 1e-3, 1e-2):
-        field = _Thin(scale)
-        want = _reference(field, rays, head, samples, None)
-        got = render_nerf_inference(field, rays32, head, samples32, early_stop=0.0, round_samples=16)
-        assert got.weights.dtype == torch.float32
-        thin = want.weights > 0
-        relative = (got.weights.double()[thin] - want.weights[thin]).abs() / want.weights[thin]
-        assert relative.max() < 1e-5, (scale, float(relative.max()))
+    g = torch.Generator().manual_seed(length)
+    rays = 40
+    count = torch.randint(1, length + 1, (rays,), generator=g)
+    start = torch.cumsum(count, 0) - count
+    n = int(count.sum())
+    top = 50.0 if length == 8 else 0.05  # long rays of thin samples: their light lasts
+    tau = torch.exp(torch.empty(n).uniform_(math.log(1e-9), math.log(top), generator=g))
+    rgb, t_mid = torch.rand(n, 3, generator=g), torch.rand(n, generator=g)
+    index = round_index(start.clone(), count, start, n)
+    assert torch.equal(index, torch.arange(n))
+    state = (torch.ones(rays), torch.zeros(rays, 5), torch.zeros(n))
+    keep = composite_round(tau, rgb, index, t_mid, length, 0.0, state, (torch.arange(rays), count, start, start.clone(), count.clone()))
+    assert not keep.any()  # every ray's samples are used up
+    ray = torch.arange(rays).repeat_interleave(count)
+    tau64 = tau.double()
+    depth = torch.zeros(rays, dtype=torch.float64).index_add_(0, ray, tau64)
+    before = torch.cumsum(tau64, 0) - tau64 - (torch.cumsum(depth, 0) - depth)[ray]  # exclusive, within each ray
+    weights = torch.exp(-before) * -torch.expm1(-tau64)
+    values = torch.cat([rgb.double(), t_mid.double()[:, None], torch.ones(n, 1, dtype=torch.float64)], 1)
+    sums = torch.zeros(rays, 5, dtype=torch.float64).index_add_(0, ray, weights[:, None] * values)
+    light, got_sums, got_weights = state
+    live = weights > 1e-30
+    assert ((got_weights.double() - weights).abs()[live] / weights[live]).max() < 2e-6
+    torch.testing.assert_close(light.double(), torch.exp(-depth), rtol=2e-6, atol=1e-30)
+    torch.testing.assert_close(got_sums.double(), sums, rtol=2e-6, atol=1e-7)
 
 
 def test_a_nan_from_the_field_stays_nan(head):

@@ -1,6 +1,7 @@
 """The kernels launcher: the docstring's example on CPU and CUDA, split CPU launches equal to one launch, chunk
 bounds, Morton order, and the one private Warp attribute it reads (``kernel.adj.args``)."""
 
+import platform
 from typing import no_type_check
 
 import pytest
@@ -34,6 +35,26 @@ def test_a_split_cpu_launch_equals_one_launch(monkeypatch):
     split = torch.empty_like(x)
     kernels.launch_rows(scale, 1000, [3.0], [x, split], x.device)
     assert torch.equal(whole, split)
+
+
+@pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="the FTZ / DAZ modes are x86's")
+def test_a_split_cpu_launch_computes_in_the_callers_denormal_mode(monkeypatch):
+    """Inside denormals_flushed() a denormal times one is zero on every thread of a split launch (the pool's threads
+    take the caller's mode), and after it the pool computes denormals again (their own mode is put back)."""
+    from headfields.denormals import denormals_flushed
+
+    monkeypatch.setattr(kernels, "MIN_ROWS_PER_THREAD", 100)
+    monkeypatch.setattr(kernels, "num_cpu_threads", lambda: 3)
+    x = torch.full((1000,), 1e-39)  # a float32 denormal
+    y = torch.empty_like(x)
+    kernels.launch_rows(scale, 1000, [1.0], [x, y], x.device)  # the pool's threads start outside the block
+    assert torch.equal(y, x)
+    with denormals_flushed():
+        kernels.launch_rows(scale, 1000, [1.0], [x, y], x.device)
+        bits = y.view(torch.int32).clone()  # read as integers: inside the block a float compare reads denormals as 0
+    assert bits.eq(0).all()
+    kernels.launch_rows(scale, 1000, [1.0], [x, y], x.device)
+    assert torch.equal(y, x)
 
 
 def test_the_kernel_parameters_warp_keeps_privately():

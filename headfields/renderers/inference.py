@@ -214,6 +214,9 @@ def _rounds(
     A round reads one thing back from the device: the live rays' count, its steps and its samples, in one copy. The
     rest is sized by them (``nonzero_static``, integer indices), so a GPU is never waited for within a round."""
     r, device, dtype = samples.num_rays, samples.device, t_mid.dtype
+    if dtype not in (torch.float32, torch.float64):  # half-precision rays: the kernels sum in float32
+        out = _rounds(samples, t_mid.float(), evaluate, background, early_stop, budget)
+        return Composite(**{k: getattr(out, k).to(dtype) for k in ("rgb", "depth", "opacity", "weights")})
     state = (
         torch.ones(r, dtype=dtype, device=device),  # each ray's transmittance so far
         torch.zeros(r, _SUMS, dtype=dtype, device=device),

@@ -26,9 +26,6 @@ from .compositing import TAU_OPAQUE
 __all__ = ["composite_round", "round_index"]
 
 _SCALARS = {torch.float32: wp.float32, torch.float64: wp.float64}
-# Below this optical thickness the opacity 1 - exp(-tau) is its Taylor series (four terms: relative error under
-# tau^4 / 120, 1e-10): in float32, 1 - exp(-tau) would lose the low digits of a thin sample's opacity.
-_THIN = wp.constant(0.01)
 _TAU_OPAQUE = wp.constant(TAU_OPAQUE)
 
 
@@ -69,22 +66,24 @@ def _kernels(scalar: type) -> wp.Kernel:
         r = live[i]
         transmittance = light[r]
         acc = vec5(sums[r, 0], sums[r, 1], sums[r, 2], sums[r, 3], sums[r, 4])
-        one, thin = scalar(1.0), scalar(_THIN)
+        one = scalar(1.0)
+        depth = wp.float64(0.0)  # the optical depth so far this round, summed in float64 (torch's cumsum on the CPU)
         for j in range(int(count[i])):
             k = start[i] + wp.int64(j)
             s = index[k]
             tau = thickness[k]
             if tau > scalar(_TAU_OPAQUE):  # an opaque sample (tau inf) hides what is behind it; a NaN stays NaN
                 tau = scalar(_TAU_OPAQUE)
-            alpha = tau * (one - tau * (scalar(0.5) - tau * (one / scalar(6.0) - tau / scalar(24.0))))
-            through = one - alpha  # exp(-tau), one exp a thick sample and none a thin one
-            if tau >= thin:
-                through = wp.exp(-tau)
-                alpha = one - through
-            w = transmittance * alpha
+            # The opacity 1 - exp(-tau) by Kahan's expm1: as accurate for thin samples as for thick ones.
+            through = wp.exp(-tau)
+            alpha = tau
+            if through != one:
+                alpha = (one - through) * tau / -wp.log(through)
+            w = transmittance * scalar(wp.exp(-depth)) * alpha
             acc += w * vec5(rgb[k, 0], rgb[k, 1], rgb[k, 2], t_mid[s], one)
             weights[s] = w
-            transmittance = transmittance * through
+            depth += wp.float64(tau)
+        transmittance = transmittance * scalar(wp.exp(-depth))
         light[r] = transmittance
         for c in range(5):
             sums[r, c] = acc[c]
