@@ -249,7 +249,8 @@ def test_a_round_in_float32_is_within_float32s_rounding_of_float64(length):
     index = round_index(start.clone(), count, start, n)
     assert torch.equal(index, torch.arange(n))
     state = (torch.ones(rays), torch.zeros(rays, 5), torch.zeros(n))
-    keep = composite_round(tau, rgb, index, t_mid, length, 0.0, state, (torch.arange(rays), count, start, start.clone(), count.clone()))
+    per_ray = (torch.arange(rays), count, start, start.clone(), count.clone())  # live, count, start, following, left
+    keep = composite_round(tau, rgb, index, t_mid, length, 0.0, state, per_ray)
     assert not keep.any()  # every ray's samples are used up
     ray = torch.arange(rays).repeat_interleave(count)
     tau64 = tau.double()
