@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import struct
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -70,15 +71,21 @@ def _openmp_runtime() -> ctypes.CDLL | None:
     return None
 
 
+# The smallest float64 denormal, made from its bits (a literal is parsed by arithmetic that a flushing thread, importing
+# this module, would round to zero), and one: names, so that their product is computed at the call, in the calling
+# thread's modes.
+_DENORMAL, _ONE = struct.unpack("<d", (1).to_bytes(8, "little"))[0], 1.0
+
+
 def flushing_denormals() -> bool:
-    """Whether the calling thread flushes denormals (a denormal float32 times one comes out zero).
+    """Whether the calling thread flushes denormals (a denormal times one comes out zero), without a torch operation.
 
     ```python
     with denormals_flushed():
         assert flushing_denormals()  # on x86
     ```
     """
-    return float(torch.tensor(1e-39, dtype=torch.float32) * 1.0) == 0.0
+    return _DENORMAL * _ONE == 0.0  # Python's float arithmetic runs on the thread's own SSE modes, as torch's does
 
 
 def _team_size() -> int:

@@ -292,20 +292,16 @@ def launch_grid(
 def _on_pool(run: Callable[..., None], tasks: Sequence[tuple]) -> None:
     """``run(*task)`` for every task on the thread pool, each under the calling thread's denormal mode, then wait.
 
-    Warp's CPU code computes under the FTZ / DAZ mode of the thread it runs on, and the pool's threads keep their own:
-    a launch inside :func:`~headfields.denormals.denormals_flushed` would flush on the caller's thread and not on the
-    pool's, so its results would depend on how it was split."""
+    Warp's CPU code computes under the FTZ / DAZ mode of the thread it runs on, and a pool thread keeps the mode of the
+    thread that started it: a launch inside :func:`~headfields.denormals.denormals_flushed` would flush on the caller's
+    thread and not on the pool's (or the other way round after it), so its results would depend on how it was split.
+    The pool runs nothing but these tasks, and each sets the caller's mode first."""
     flush = flushing_denormals()
 
     def in_callers_mode(task: tuple) -> None:
-        own = flushing_denormals()
-        if own != flush:
+        if flushing_denormals() != flush:
             torch.set_flush_denormal(flush)
-        try:
-            run(*task)
-        finally:
-            if own != flush:
-                torch.set_flush_denormal(own)
+        run(*task)
 
     for f in [_pool().submit(in_callers_mode, task) for task in tasks]:
         f.result()

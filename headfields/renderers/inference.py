@@ -46,7 +46,7 @@ from ..parametric import Head
 from .cameras import Rays, check_rays
 from .compositing import Composite
 from .neus import neus_alpha, neus_samples
-from .round_kernels import composite_round, round_index
+from .round_kernels import RoundSamples, composite_round, round_samples
 from .samplers import ray_bounds
 from .samples import PackedSamples
 from .volume import EARLY_STOP_TRANSMITTANCE, NeusSampler, check_drawn_samples, check_early_stop
@@ -104,8 +104,7 @@ def render_nerf_inference(
     check_drawn_samples(sampler, rays)
     with torch.no_grad(), trusted_values(), _flushed(rays.origins.device):
         samples = sampler if isinstance(sampler, PackedSamples) else sampler(rays, head, field, None)
-        t_mid, evaluate = _nerf_evaluate(field, rays, head, samples, True)
-        return _rounds(samples, t_mid, evaluate, background, float(early_stop), round_samples)
+        return _rounds(samples, rays, _nerf_evaluate(field, head, True), background, float(early_stop), round_samples)
 
 
 def nerf_weights_inference(
@@ -122,27 +121,19 @@ def nerf_weights_inference(
     round_samples = _check(rays, head, early_stop, round_samples)
     check_drawn_samples(samples, rays)
     with torch.no_grad(), trusted_values(), _flushed(rays.origins.device):
-        t_mid, evaluate = _nerf_evaluate(field, rays, head, samples, False)
-        return _rounds(samples, t_mid, evaluate, None, float(early_stop), round_samples).weights
+        return _rounds(samples, rays, _nerf_evaluate(field, head, False), None, float(early_stop), round_samples).weights
 
 
-def _nerf_evaluate(
-    field: Field, rays: Rays, head: Head, samples: PackedSamples, colour: bool
-) -> tuple[Tensor, Callable[[Tensor], tuple[Tensor, Tensor]]]:
-    """The samples' midpoints in the rays' dtype (what the rounds sum in), and a round's evaluation of a density field
-    at samples ``index``: optical thickness and colour (black without ``colour``: the field asked for its density
-    alone)."""
-    dtype = rays.origins.dtype
-    t_mid, deltas = samples.t_mid.to(dtype), samples.deltas.to(dtype)
+def _nerf_evaluate(field: Field, head: Head, colour: bool) -> Callable[[RoundSamples], tuple[Tensor, Tensor]]:
+    """A round's evaluation of a density field: optical thickness and colour (black without ``colour``: the field
+    asked for its density alone)."""
 
-    def evaluate(index: Tensor) -> tuple[Tensor, Tensor]:
-        ray = samples.ray[index]
-        x = rays.origins[ray] + t_mid[index, None] * rays.directions[ray]
-        out = field(x, rays.directions[ray] if colour else None, rays.frame[ray], head)
-        rgb = out.rgb if colour else x.new_zeros(len(index), 3)
-        return out.density.to(dtype) * deltas[index], rgb
+    def evaluate(batch: RoundSamples) -> tuple[Tensor, Tensor]:
+        out = field(batch.points, batch.directions if colour else None, batch.frame, head)
+        rgb = out.rgb if colour else batch.points.new_zeros(len(batch.index), 3)
+        return out.density.to(batch.deltas.dtype) * batch.deltas, rgb
 
-    return t_mid, evaluate
+    return evaluate
 
 
 def render_neus_inference(
@@ -174,20 +165,17 @@ def render_neus_inference(
             rays.origins, rays.directions, near, far, sdf, sampler.coarse, sampler.rounds, sampler.per_round,
             sampler.base_inv_s, None, sampler.keep_coarse,
         )  # fmt: skip
-        t_mid, deltas = samples.t_mid.to(dtype), samples.deltas.to(dtype)
 
-        def evaluate(index: Tensor) -> tuple[Tensor, Tensor]:
-            ray = samples.ray[index]
-            frame, dirs = rays.frame[ray], rays.directions[ray]
+        def evaluate(batch: RoundSamples) -> tuple[Tensor, Tensor]:
             with torch.enable_grad():  # the SDF's slope along the ray and the normals
-                x = (rays.origins[ray] + t_mid[index, None] * dirs).requires_grad_(True)
-                geometry = field.geometry(x, frame, head)
+                x = batch.points.requires_grad_(True)
+                geometry = field.geometry(x, batch.frame, head)
                 (gradient,) = torch.autograd.grad(geometry.sdf.sum(), [x])
-            alpha = neus_alpha(geometry.sdf.detach(), (gradient * dirs).sum(-1), deltas[index], inv_s)
-            rgb = field.colour(geometry, gradient, frame, head)
-            return -torch.log1p(-alpha.to(dtype)), rgb
+            alpha = neus_alpha(geometry.sdf.detach(), (gradient * batch.directions).sum(-1), batch.deltas, inv_s)
+            rgb = field.colour(geometry, gradient, batch.frame, head)
+            return -torch.log1p(-alpha.to(batch.deltas.dtype)), rgb
 
-        return _rounds(samples, t_mid, evaluate, background, float(early_stop), round_samples)
+        return _rounds(samples, rays, evaluate, background, float(early_stop), round_samples)
 
 
 def _round_steps(live: Tensor, budget: int) -> Tensor:
@@ -202,21 +190,25 @@ def _round_steps(live: Tensor, budget: int) -> Tensor:
 
 def _rounds(
     samples: PackedSamples,
-    t_mid: Tensor,
-    evaluate: Callable[[Tensor], tuple[Tensor, Tensor]],
+    rays: Rays,
+    evaluate: Callable[[RoundSamples], tuple[Tensor, Tensor]],
     background: Tensor | None,
     early_stop: float,
     budget: int,
 ) -> Composite:
-    """The rounds: ``evaluate(index)`` gives the optical thickness and the colour of samples ``index``; ``t_mid``
-    the samples' midpoints in the dtype of the sums (the rays').
+    """The rounds: ``evaluate(round)`` gives the optical thickness and the colour of a round's samples (their points,
+    directions, frames and lengths written by one kernel, :func:`~headfields.renderers.round_kernels.round_samples`),
+    summed in the rays' dtype.
 
     A round reads one thing back from the device: the live rays' count, its steps and its samples, in one copy. The
     rest is sized by them (``nonzero_static``, integer indices), so a GPU is never waited for within a round."""
-    r, device, dtype = samples.num_rays, samples.device, t_mid.dtype
-    if dtype not in (torch.float32, torch.float64):  # half-precision rays: the kernels sum in float32
-        out = _rounds(samples, t_mid.float(), evaluate, background, early_stop, budget)
+    r, device, dtype = samples.num_rays, samples.device, rays.origins.dtype
+    if dtype not in (torch.float32, torch.float64):  # half-precision rays: the kernels work in float32
+        wide = Rays(rays.origins.float(), rays.directions.float(), rays.frame)
+        out = _rounds(samples, wide, evaluate, background, early_stop, budget)
         return Composite(**{k: getattr(out, k).to(dtype) for k in ("rgb", "depth", "opacity", "weights")})
+    t_mid = samples.t_mid.to(dtype)
+    along = (t_mid, samples.deltas.to(dtype))
     state = (
         torch.ones(r, dtype=dtype, device=device),  # each ray's transmittance so far
         torch.zeros(r, _SUMS, dtype=dtype, device=device),
@@ -236,9 +228,10 @@ def _rounds(
         live, following, left = live[pick], following[pick], left[pick]
         count = left.clamp(max=steps)  # the samples each ray has this round
         start = torch.cumsum(count, 0) - count
-        index = round_index(following, count, start, n)  # in ray order, then along each ray
-        thickness, rgb = evaluate(index)
-        keep = composite_round(thickness, rgb, index, t_mid, steps, early_stop, state, (live, count, start, following, left))
+        batch = round_samples((rays.origins, rays.directions, rays.frame), along, (live, count, start, following), n)
+        thickness, rgb = evaluate(batch)
+        per_ray = (live, count, start, following, left)
+        keep = composite_round(thickness, rgb, batch.index, t_mid, steps, early_stop, state, per_ray)
     light, sums, weights = state
     # A ray stopped early is taken as opaque: its colour and depth divided by its opacity (instant-ngp's tracer,
     # testbed_nerf.cu: local_rgba /= local_rgba.w() at the stop), so the light left at a stop of 1e-2 goes to what

@@ -12,6 +12,7 @@ one thread, in the order the training compositor sums them. Both kernels exist i
 # No `from __future__ import annotations`: Warp reads the kernels' annotations as objects, and those of the
 # kernels built in _kernels name its local types.
 
+from dataclasses import dataclass
 from functools import cache
 from typing import no_type_check
 
@@ -23,25 +24,59 @@ from torch import Tensor
 from .. import kernels
 from .compositing import TAU_OPAQUE
 
-__all__ = ["composite_round", "round_index"]
+__all__ = ["RoundSamples", "composite_round", "round_samples"]
 
 _SCALARS = {torch.float32: wp.float32, torch.float64: wp.float64}
 _TAU_OPAQUE = wp.constant(TAU_OPAQUE)
 
 
-@no_type_check  # Warp parameter types are not Python type hints; keep the jaxtyping checker off them.
-@wp.kernel(enable_backward=False)
-def _index_kernel(index: wp.array(dtype=wp.int64), following: wp.array(dtype=wp.int64),
-                  count: wp.array(dtype=wp.int64), start: wp.array(dtype=wp.int64)):  # fmt: skip
-    i = wp.tid()
-    for j in range(int(count[i])):
-        index[start[i] + wp.int64(j)] = following[i] + wp.int64(j)
+@dataclass(frozen=True)
+class RoundSamples:
+    """A round's samples, ray after ray, and what the field is asked there (the rays' dtype)."""
+
+    index: Int[Tensor, " n"]  # their places among all samples
+    points: Float[Tensor, "n 3"]  # origin + t_mid direction
+    directions: Float[Tensor, "n 3"]  # their rays'
+    frame: Int[Tensor, " n"]  # their rays'
+    deltas: Float[Tensor, " n"]  # their lengths
 
 
 @cache
-def _kernels(scalar: type) -> wp.Kernel:
-    """The compositing kernel in ``scalar`` (wp.float32 or wp.float64), its own module, built on first use."""
+def _kernels(scalar: type) -> tuple[wp.Kernel, wp.Kernel]:
+    """The gathering and compositing kernels in ``scalar`` (wp.float32 or wp.float64), their own modules, built on
+    first use."""
+    vec3 = wp.types.vector(3, scalar)
     vec5 = wp.types.vector(5, scalar)  # colour, depth and opacity: a ray's sums
+
+    @no_type_check
+    @wp.kernel(module="unique", enable_backward=False)
+    def gather(
+        origins: wp.array(dtype=vec3),  # [R] the rays'
+        directions: wp.array(dtype=vec3),
+        frames: wp.array(dtype=wp.int64),
+        t_mid: wp.array(dtype=scalar),  # [S] the samples'
+        deltas: wp.array(dtype=scalar),
+        index: wp.array(dtype=wp.int64),  # [n] written: the round's samples
+        points: wp.array(dtype=vec3),  # written
+        out_directions: wp.array(dtype=vec3),  # written
+        frame: wp.array(dtype=wp.int64),  # written
+        lengths: wp.array(dtype=scalar),  # written
+        live: wp.array(dtype=wp.int64),  # [A] per live ray from here on
+        count: wp.array(dtype=wp.int64),  # its samples this round
+        start: wp.array(dtype=wp.int64),  # where they start among the round's
+        following: wp.array(dtype=wp.int64),  # its next sample
+    ):
+        i = wp.tid()
+        r = live[i]
+        o, d, f = origins[r], directions[r], frames[r]
+        for j in range(int(count[i])):
+            k = start[i] + wp.int64(j)
+            s = following[i] + wp.int64(j)
+            index[k] = s
+            points[k] = o + t_mid[s] * d
+            out_directions[k] = d
+            frame[k] = f
+            lengths[k] = deltas[s]
 
     @no_type_check
     @wp.kernel(module="unique", enable_backward=False)
@@ -93,15 +128,29 @@ def _kernels(scalar: type) -> wp.Kernel:
         if transmittance >= early_stop and left[i] > wp.int64(0):
             keep[i] = wp.uint8(1)
 
-    return composite
+    return gather, composite
 
 
-def round_index(following: Int[Tensor, " A"], count: Int[Tensor, " A"], start: Int[Tensor, " A"], n: int) -> Int[Tensor, " n"]:
-    """The round's samples (int64 ``[n]``), ray after ray: ``count[i]`` of them from ``following[i]``, placed from
-    ``start[i]`` (the exclusive sum of ``count``; ``n`` its total)."""
-    index = torch.empty(n, dtype=torch.long, device=following.device)
-    kernels.launch_rows(_index_kernel, len(following), [index], [following, count, start], following.device)
-    return index
+def round_samples(
+    rays: tuple[Tensor, Tensor, Tensor], samples: tuple[Tensor, Tensor], per_ray: tuple[Tensor, Tensor, Tensor, Tensor], n: int
+) -> RoundSamples:
+    """The round's ``n`` samples, ray after ray, for ``rays = (origins [R, 3], directions [R, 3], frame [R])``,
+    ``samples = (t_mid [S], deltas [S])`` in their dtype and ``per_ray = (live, count, start, following)`` (int64
+    ``[A]``): ``count[i]`` samples of ray ``live[i]`` from its sample ``following[i]``, placed from ``start[i]`` (the
+    exclusive sum of ``count``; ``n`` its total)."""
+    origins, directions, frames = rays
+    t_mid, deltas = samples
+    device, dtype = origins.device, origins.dtype
+    out = RoundSamples(
+        index=torch.empty(n, dtype=torch.long, device=device),
+        points=torch.empty(n, 3, dtype=dtype, device=device),
+        directions=torch.empty(n, 3, dtype=dtype, device=device),
+        frame=torch.empty(n, dtype=torch.long, device=device),
+        deltas=torch.empty(n, dtype=dtype, device=device),
+    )
+    shared = [origins.contiguous(), directions.contiguous(), frames.contiguous(), t_mid, deltas, *vars(out).values()]
+    kernels.launch_rows(_kernels(_SCALARS[dtype])[0], len(per_ray[0]), shared, list(per_ray), device)
+    return out
 
 
 def composite_round(
@@ -123,5 +172,5 @@ def composite_round(
     dtype = t_mid.dtype
     keep = torch.empty(len(live), dtype=torch.bool, device=live.device)
     shared = [thickness.to(dtype).contiguous(), rgb.to(dtype).contiguous(), index, t_mid, steps, early_stop, light, sums, weights]
-    kernels.launch_rows(_kernels(_SCALARS[dtype]), len(live), shared, [*rays, keep.view(torch.uint8)], live.device)
+    kernels.launch_rows(_kernels(_SCALARS[dtype])[1], len(live), shared, [*rays, keep.view(torch.uint8)], live.device)
     return keep
