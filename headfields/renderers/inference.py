@@ -17,8 +17,8 @@ its interactive 1e-2 (``INTERACTIVE_TRANSMITTANCE``).
     out = render_neus_inference(field, rays, head, NeusSampler(), inv_s, background)  # an SDF field, the same way
 
 A round's bookkeeping is two Warp kernels, a thread a live ray (:mod:`~headfields.renderers.round_kernels`): one
-lists the samples to evaluate, one composites them and says which rays go on. In torch it was about sixty operations
-a round, each a kernel launch on a GPU; a round is now about twenty-five.
+writes the samples to evaluate (their points, directions, frames and lengths), one composites them and says which
+rays go on. In torch it was about seventy operations a round, each a kernel launch on a GPU; now about twenty-five.
 
 An SDF field stops the same way (:func:`render_neus_inference`): NeuS's up-sampling draws every ray's samples
 first, then the rounds evaluate the SDF with its gradient and the colour, and turn each NeuS opacity into an

@@ -1,12 +1,12 @@
 """The inference renderer's round in two Warp kernels, a thread a live ray (:mod:`headfields.renderers.inference`):
-one writes the samples the round evaluates, the other composites them onto the ray's sums and transmittance,
-writes their weights and says whether the ray goes on.
+one writes the samples the round evaluates (their points, directions, frames and lengths: the field's inputs), the
+other composites them onto the ray's sums and transmittance, writes their weights and says whether the ray goes on.
 
-In torch the same round took about sixty operations over ``[live rays, steps]`` tensors (scatter the samples into
-the grid, an exclusive sum along each row, the exponentials, the weighted sums, the gathers and scatters of the
-rays' state): on a GPU each is a kernel launch, on the CPU a pass over memory. Here a ray's samples are one loop in
-one thread, in the order the training compositor sums them. Both kernels exist in float32 and float64
-(:func:`_kernels`), the dtype of the rays.
+In torch the same round took about seventy operations over ``[live rays, steps]`` tensors (scatter the samples into
+the grid, an exclusive sum along each row, the exponentials, the weighted sums, the gathers of the samples' points and
+the gathers and scatters of the rays' state): on a GPU each is a kernel launch, on the CPU a pass over memory. Here a
+ray's samples are one loop in one thread, in the order the training compositor sums them. Both kernels exist in
+float32 and float64 (:func:`_kernels`), the dtype of the rays.
 """
 
 # No `from __future__ import annotations`: Warp reads the kernels' annotations as objects, and those of the
