@@ -62,12 +62,12 @@ def count(run_dir: Path, size: int) -> dict:
     rounds, launches = [0], [0]
     rounds_of, launch_rows, launch_grid = inference._rounds, kernels.launch_rows, kernels.launch_grid
 
-    def counted_rounds(samples, t_mid, evaluate, *args):
-        def each(index):
+    def counted_rounds(samples, along, evaluate, *args):  # the rays (a checkout's: the samples' midpoints), by position
+        def each(batch):
             rounds[0] += 1
-            return evaluate(index)
+            return evaluate(batch)
 
-        return rounds_of(samples, t_mid, each, *args)
+        return rounds_of(samples, along, each, *args)
 
     def counted(launch):
         def wrapper(*args, **kwargs):

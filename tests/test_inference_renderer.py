@@ -229,13 +229,26 @@ def test_the_rounds_composite_every_sample_on_each_device(head, device, dtype):
         torch.testing.assert_close(value.cpu().double(), getattr(want, name), rtol=digits, atol=digits, msg=name)
 
 
+def test_rays_with_int32_frames_mixed_dtypes_or_a_gradient_render_alike_and_are_left_alone(head):
+    """The kernels read the rays as they come: int32 frames, float32 directions on float64 origins, origins that want a
+    gradient (the render takes none, and gives them no .grad)."""
+    rays, samples = _rays([4, 9, 0, 13], seed=7)
+    want = render_nerf_inference(_Waves(5.0), rays, head, samples, early_stop=0.0)
+    origins = rays.origins.clone().requires_grad_(True)
+    odd = Rays(origins, rays.directions.float(), rays.frame.int())
+    got = render_nerf_inference(_Waves(5.0), odd, head, samples, early_stop=0.0)
+    for name in ("rgb", "depth", "opacity", "weights"):
+        torch.testing.assert_close(getattr(got, name), getattr(want, name), rtol=1e-6, atol=1e-7, msg=name)
+    assert origins.grad is None and not got.rgb.requires_grad
+
+
 @pytest.mark.parametrize("length", [8, 1000])
 def test_a_round_in_float32_is_within_float32s_rounding_of_float64(length):
     """The round's kernel on float32 optical thicknesses from 1e-9 to 50 (log-uniform), against the same thicknesses
     composited in float64 (-expm1 for the opacity, exp of the depth in front for the light): thin samples keep their
     opacity (1 - exp(-tau) in float32 would be off by up to 6e-8 / tau of it: 6% at 1e-6) and long rays their
     light (the depth in front summed in float64, as torch's cumsum does on the CPU)."""
-    from headfields.renderers.round_kernels import composite_round, round_samples
+    from headfields.renderers.round_kernels import composite_round, gather_round
 
     g = torch.Generator().manual_seed(length)
     rays = 40
@@ -247,7 +260,7 @@ def test_a_round_in_float32_is_within_float32s_rounding_of_float64(length):
     rgb, t_mid = torch.rand(n, 3, generator=g), torch.rand(n, generator=g)
     along_z = (torch.zeros(rays, 3), torch.tensor([[0.0, 0.0, 1.0]]).repeat(rays, 1), torch.arange(rays))
     deltas = torch.rand(n, generator=g)
-    drawn = round_samples(along_z, (t_mid, deltas), (torch.arange(rays), count, start, start.clone()), n)
+    drawn = gather_round(along_z, (t_mid, deltas), (torch.arange(rays), count, start, start.clone()), n)
     index = drawn.index
     assert torch.equal(index, torch.arange(n))  # one ray after another, each along its samples
     assert torch.equal(drawn.points[:, 2], t_mid) and drawn.points[:, :2].eq(0).all() and torch.equal(drawn.deltas, deltas)

@@ -46,7 +46,7 @@ from ..parametric import Head
 from .cameras import Rays, check_rays
 from .compositing import Composite
 from .neus import neus_alpha, neus_samples
-from .round_kernels import RoundSamples, composite_round, round_samples
+from .round_kernels import RoundSamples, composite_round, gather_round
 from .samplers import ray_bounds
 from .samples import PackedSamples
 from .volume import EARLY_STOP_TRANSMITTANCE, NeusSampler, check_drawn_samples, check_early_stop
@@ -197,7 +197,7 @@ def _rounds(
     budget: int,
 ) -> Composite:
     """The rounds: ``evaluate(round)`` gives the optical thickness and the colour of a round's samples (their points,
-    directions, frames and lengths written by one kernel, :func:`~headfields.renderers.round_kernels.round_samples`),
+    directions, frames and lengths written by one kernel, :func:`~headfields.renderers.round_kernels.gather_round`),
     summed in the rays' dtype.
 
     A round reads one thing back from the device: the live rays' count, its steps and its samples, in one copy. The
@@ -207,8 +207,12 @@ def _rounds(
         wide = Rays(rays.origins.float(), rays.directions.float(), rays.frame)
         out = _rounds(samples, wide, evaluate, background, early_stop, budget)
         return Composite(**{k: getattr(out, k).to(dtype) for k in ("rgb", "depth", "opacity", "weights")})
-    t_mid = samples.t_mid.to(dtype)
-    along = (t_mid, samples.deltas.to(dtype))
+    # What the kernels read of the rays, once: detached (a Warp view of a tensor that wants a gradient would give it
+    # one), in one dtype, the frames int64.
+    origins, directions = rays.origins.detach().contiguous(), rays.directions.detach().to(dtype).contiguous()
+    ray_rows = (origins, directions, rays.frame.long().contiguous())
+    t_mid = samples.t_mid.detach().to(dtype).contiguous()
+    along = (t_mid, samples.deltas.detach().to(dtype).contiguous())
     state = (
         torch.ones(r, dtype=dtype, device=device),  # each ray's transmittance so far
         torch.zeros(r, _SUMS, dtype=dtype, device=device),
@@ -228,7 +232,7 @@ def _rounds(
         live, following, left = live[pick], following[pick], left[pick]
         count = left.clamp(max=steps)  # the samples each ray has this round
         start = torch.cumsum(count, 0) - count
-        batch = round_samples((rays.origins, rays.directions, rays.frame), along, (live, count, start, following), n)
+        batch = gather_round(ray_rows, along, (live, count, start, following), n)
         thickness, rgb = evaluate(batch)
         per_ray = (live, count, start, following, left)
         keep = composite_round(thickness, rgb, batch.index, t_mid, steps, early_stop, state, per_ray)

@@ -24,7 +24,7 @@ from torch import Tensor
 from .. import kernels
 from .compositing import TAU_OPAQUE
 
-__all__ = ["RoundSamples", "composite_round", "round_samples"]
+__all__ = ["RoundSamples", "composite_round", "gather_round"]
 
 _SCALARS = {torch.float32: wp.float32, torch.float64: wp.float64}
 _TAU_OPAQUE = wp.constant(TAU_OPAQUE)
@@ -131,13 +131,13 @@ def _kernels(scalar: type) -> tuple[wp.Kernel, wp.Kernel]:
     return gather, composite
 
 
-def round_samples(
+def gather_round(
     rays: tuple[Tensor, Tensor, Tensor], samples: tuple[Tensor, Tensor], per_ray: tuple[Tensor, Tensor, Tensor, Tensor], n: int
 ) -> RoundSamples:
     """The round's ``n`` samples, ray after ray, for ``rays = (origins [R, 3], directions [R, 3], frame [R])``,
-    ``samples = (t_mid [S], deltas [S])`` in their dtype and ``per_ray = (live, count, start, following)`` (int64
-    ``[A]``): ``count[i]`` samples of ray ``live[i]`` from its sample ``following[i]``, placed from ``start[i]`` (the
-    exclusive sum of ``count``; ``n`` its total)."""
+    ``samples = (t_mid [S], deltas [S])`` (contiguous, detached, one float dtype; the frames int64) and ``per_ray =
+    (live, count, start, following)`` (int64 ``[A]``): ``count[i]`` samples of ray ``live[i]`` from its sample
+    ``following[i]``, placed from ``start[i]`` (the exclusive sum of ``count``; ``n`` its total)."""
     origins, directions, frames = rays
     t_mid, deltas = samples
     device, dtype = origins.device, origins.dtype
@@ -148,7 +148,7 @@ def round_samples(
         frame=torch.empty(n, dtype=torch.long, device=device),
         deltas=torch.empty(n, dtype=dtype, device=device),
     )
-    shared = [origins.contiguous(), directions.contiguous(), frames.contiguous(), t_mid, deltas, *vars(out).values()]
+    shared = [origins, directions, frames, t_mid, deltas, out.index, out.points, out.directions, out.frame, out.deltas]
     kernels.launch_rows(_kernels(_SCALARS[dtype])[0], len(per_ray[0]), shared, list(per_ray), device)
     return out
 
