@@ -9,7 +9,8 @@ On a GPU a small operation costs a few microseconds whatever its size, so a 512Â
 few hundred operations spends milliseconds launching them (``docs/benchmarks.md``, "INSTA's 512Â² frame on the
 H100"). The counts are the same on the CPU, where this runs in CI's time: each model is trained for
 ``--train-minutes`` into ``--out/<model>`` as ``benchmarks/render.py`` trains it (a finished run there is reused),
-then the first held-out frame at ``--size`` is rendered once under ``torch.profiler``. ``--baseline CHECKOUT``
+then the first held-out frame at ``--size`` is rendered once on ``--device`` under ``torch.profiler`` (on CUDA the
+paper recipe and the GPU's own paths: the CPU's blocks of rows are not there). ``--baseline CHECKOUT``
 runs this same script on that checkout's package (``PYTHONPATH``) on the same runs and prints the ratios.
 """
 
@@ -53,11 +54,11 @@ def _calls_work(event) -> bool:
     return any(_works(child) or _calls_work(child) for child in event.cpu_children)
 
 
-def count(run_dir: Path, size: int) -> dict:
+def count(run_dir: Path, size: int, device: torch.device) -> dict:
     """One frame's rounds, working torch operations and Warp launches (the frame rendered once before, uncounted)."""
-    run = load_run(run_dir, "cpu")
+    run = load_run(run_dir, device)
     model, head = run.model, run.eval_head
-    cameras = resized_cameras(run.subject.eval.cameras, size, size)
+    cameras = resized_cameras(run.subject.eval.cameras, size, size).to(device)
     chunk = run.config.training.render_chunk
     rounds, launches = [0], [0]
     rounds_of, launch_rows, launch_grid = inference._rounds, kernels.launch_rows, kernels.launch_grid
@@ -100,15 +101,18 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--train-minutes", type=float, default=1.0)
     parser.add_argument("--out", type=Path, default=Path("outputs/launches"))
+    parser.add_argument("--device", default="cpu", help="where the frame renders (cuda: its own paths, the paper recipe)")
     parser.add_argument("--baseline", type=Path, default=None, help="a checkout whose package renders the same runs")
     parser.add_argument("--json", type=Path, default=None, help=argparse.SUPPRESS)  # the baseline child's answer
     args = parser.parse_args()
     if args.baseline is not None and not (args.baseline / "headfields").is_dir():
         raise SystemExit(f"--baseline: expected a headfields checkout, got {args.baseline} (no headfields/)")
+    device = torch.device(args.device)
+    recipe = "paper" if device.type == "cuda" else "cpu"  # as benchmarks/render.py trains on each
     results = {}
     for name in args.only:
-        folder = args.out / name if args.json else train_model(name, "cpu", args.train_minutes, args.out, torch.device("cpu"))
-        results[name] = count(folder, args.size)
+        folder = args.out / name if args.json else train_model(name, recipe, args.train_minutes, args.out, device)
+        results[name] = count(folder, args.size, device)
     if args.json is not None:
         args.json.write_text(json.dumps(results))
         return
@@ -116,6 +120,7 @@ def main() -> None:
     if args.baseline is not None:
         answer = args.out / "baseline.json"
         command = [sys.executable, __file__, "--only", *args.only, "--size", str(args.size), "--out", str(args.out)]
+        command += ["--device", args.device]
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(args.baseline.resolve()), str(Path(__file__).parent)])}
         subprocess.run([*command, "--json", str(answer)], env=env, check=True)
         old = json.loads(answer.read_text())
