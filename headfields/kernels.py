@@ -37,6 +37,7 @@ wp.init()
 
 __all__ = [
     "MIN_ROWS_PER_THREAD",
+    "WARP_SCALARS",
     "chunk_bounds",
     "launch_bounds",
     "launch_grid",
@@ -51,6 +52,9 @@ __all__ = [
 
 MIN_ROWS_PER_THREAD = 8192
 """Below this many rows per thread a CPU launch is not split: thread hand-off would cost more than it saves."""
+
+WARP_SCALARS = {torch.float32: wp.float32, torch.float64: wp.float64}
+"""The float dtypes whose kernels exist in both precisions (float32, and float64 for gradchecks), as Warp names them."""
 
 
 def num_cpu_threads() -> int:

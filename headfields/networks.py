@@ -334,7 +334,7 @@ class Mlp(nn.Sequential):
             cast = len(plan) - (not plan[-1][2])
             plan = [(w.to(reduced), None if b is None else b.to(reduced), relu) for w, b, relu in plan[:cast]] + plan[cast:]
         full = rows - rows % ONEDNN_BLOCK_ROWS if cpu else 0  # oneDNN's blocks: the CPU's
-        out = flat.new_empty(rows, plan[-1][0].shape[0]) if rows != full or full > ONEDNN_BLOCK_ROWS else None
+        out = None if rows == full == ONEDNN_BLOCK_ROWS else flat.new_empty(rows, plan[-1][0].shape[0])
         for start in range(0, full, ONEDNN_BLOCK_ROWS):
             h = flat[start : start + ONEDNN_BLOCK_ROWS]
             h = torch.relu(h) if relu_first else h

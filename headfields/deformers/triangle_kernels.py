@@ -454,9 +454,6 @@ def _kernels(scalar: type) -> tuple[Any, wp.Kernel, wp.Kernel]:
     return _Mesh, forward, backward
 
 
-_SCALARS = {torch.float32: wp.float32, torch.float64: wp.float64}
-
-
 @dataclass(frozen=True)
 class FrameMapOptions:
     """What the kernels take besides the differentiable tensors (see :class:`TriangleFrameDeformer`)."""
@@ -486,7 +483,7 @@ def _mask(mask: Tensor | None, device: torch.device) -> tuple[wp.array, int]:
 def _mesh_struct(options: FrameMapOptions, source: Tensor, canonical: Tensor) -> Any:
     """The kernels' ``_Mesh`` of the detached, contiguous ``source`` and ``canonical`` vertices."""
     device = source.device
-    scalar = _SCALARS[source.dtype]
+    scalar = kernels.WARP_SCALARS[source.dtype]
     mesh = _kernels(scalar)[0]()
     mesh.vertices = _vec3(source)
     mesh.canonical = _vec3(canonical)
@@ -503,7 +500,7 @@ def _mesh_struct(options: FrameMapOptions, source: Tensor, canonical: Tensor) ->
 
 
 def _vec3(x: Tensor) -> wp.array:
-    return kernels.to_warp(x, wp.types.vector(3, _SCALARS[x.dtype]))
+    return kernels.to_warp(x, wp.types.vector(3, kernels.WARP_SCALARS[x.dtype]))
 
 
 class _FrameMap(torch.autograd.Function):
@@ -533,7 +530,7 @@ class _FrameMap(torch.autograd.Function):
         mesh_ids = mesh.warp_mesh_ids() if wide is None else wp.empty(1, dtype=wp.uint64, device=kernels.warp_device(device))
         struct = _mesh_struct(options, source, canonical)
         shared = [mesh_ids, limit, has_limit, limit, int(wide is not None), struct, int(has_dirs)]
-        kernels.launch_rows(_kernels(_SCALARS[x.dtype])[1], n, [*shared, *inputs, *outputs], [order], device)
+        kernels.launch_rows(_kernels(kernels.WARP_SCALARS[x.dtype])[1], n, [*shared, *inputs, *outputs], [order], device)
         ctx.face, ctx.order, ctx.options = face, order, options  # outputs of no gradient, kept as they are
         ctx.mark_non_differentiable(face)
         return points, (out_dirs if has_dirs else None), face
@@ -562,7 +559,7 @@ class _FrameMap(torch.autograd.Function):
         shared = [_mesh_struct(options, source, canonical), int(has_dirs), int(want[2]), int(want[3])]
         inputs = [_vec3(x), options.frame, _vec3(dirs), face, _vec3(grad_points), _vec3(grad_dirs if has_dirs else empty)]
         outputs = [_vec3(grad_x), _vec3(grad_d), _vec3(grad_source), _vec3(grad_canonical)]
-        kernels.launch_rows(_kernels(_SCALARS[x.dtype])[2], n, [*shared, *inputs, *outputs], [order, slot], device)
+        kernels.launch_rows(_kernels(kernels.WARP_SCALARS[x.dtype])[2], n, [*shared, *inputs, *outputs], [order, slot], device)
         return (
             grad_x if want[0] else None,
             grad_d if want[1] and has_dirs else None,
@@ -604,7 +601,7 @@ def frame_map(
     there: canonical points, unit directions (None without ``dirs``), faces (int64). ``x``, ``dirs``, ``source``
     and ``canonical`` share one dtype (float32 or float64) and are differentiable; dropped samples keep ``x``
     and their normalised ``dirs``."""
-    if x.dtype not in _SCALARS:
+    if x.dtype not in kernels.WARP_SCALARS:
         raise TypeError(f"x: expected float32 or float64, got {x.dtype}")
     points, out_dirs, face = _FrameMap.apply(x, dirs, source, canonical, options)
     return points, out_dirs, face.long()

@@ -74,9 +74,6 @@ def _real_sh(d: Tensor, degree: int) -> list[Tensor]:
     return out
 
 
-_SCALARS = {torch.float32: wp.float32, torch.float64: wp.float64}
-
-
 @cache
 def _kernel(scalar: type) -> wp.Kernel:
     """:func:`_real_sh` as one Warp kernel in ``scalar`` (wp.float32 or wp.float64), its own module."""
@@ -141,11 +138,11 @@ class SphericalHarmonics(nn.Module):
             if float((length - 1.0).abs().max()) > UNIT_TOLERANCE:
                 row = int(((length - 1.0).abs() > UNIT_TOLERANCE).nonzero()[0, 0])
                 raise ValueError(f"dirs: expected unit vectors, got length {float(length[row]):.6g} in row {row}")
-        if dirs.dtype not in _SCALARS or (dirs.requires_grad and torch.is_grad_enabled()):
+        if dirs.dtype not in kernels.WARP_SCALARS or (dirs.requires_grad and torch.is_grad_enabled()):
             return torch.stack(_real_sh(dirs, self.degree), dim=-1)
         dirs = dirs.detach().contiguous()
         out = dirs.new_empty(dirs.shape[0], self.out_dim)
-        kernels.launch_rows(_kernel(_SCALARS[dirs.dtype]), dirs.shape[0], [self.degree], [dirs, out], dirs.device)
+        kernels.launch_rows(_kernel(kernels.WARP_SCALARS[dirs.dtype]), dirs.shape[0], [self.degree], [dirs, out], dirs.device)
         return out
 
     def extra_repr(self) -> str:

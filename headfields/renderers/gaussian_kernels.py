@@ -44,8 +44,6 @@ OUTPUTS = 5  # a pixel's row: r, g, b, alpha, depth
 # launcher's default waits for 8192 rows (a 96 x 96 image would blend on one core).
 PIXELS_PER_THREAD = 4 * TILE * TILE
 
-_SCALARS = {torch.float32: wp.float32, torch.float64: wp.float64}
-
 
 @cache
 def _kernels(scalar: type) -> tuple[wp.Kernel, wp.Kernel]:
@@ -200,7 +198,7 @@ class _Blend(torch.autograd.Function):
         cut = _exponent_cut(rows[:, 5])
         out = params.new_empty(tiles.width * tiles.height, OUTPUTS)
         last = torch.empty(tiles.width * tiles.height, dtype=torch.int32, device=params.device)
-        forward = _kernels(_SCALARS[params.dtype])[0]
+        forward = _kernels(kernels.WARP_SCALARS[params.dtype])[0]
         shared = [rows, cut, tiles.start, tiles.end, tiles.width, tiles.tiles_x, out, last]
         kernels.launch_rows(forward, len(tiles.pixel), shared, [tiles.pixel], params.device, PIXELS_PER_THREAD)
         ctx.save_for_backward(rows, cut, out.detach(), last)  # detached: Warp reads a saved output's .grad otherwise
@@ -216,7 +214,7 @@ class _Blend(torch.autograd.Function):
         if slots * rows.numel() * rows.element_size() >= 2**31:  # Warp's strides are 32-bit byte counts
             raise ValueError(f"means: {len(rows):,} (tile, Gaussian) pairs are too many for the CPU's gradient buffers")
         grad_rows = rows.new_zeros(slots, *rows.shape)
-        backward = _kernels(_SCALARS[rows.dtype])[1]
+        backward = _kernels(kernels.WARP_SCALARS[rows.dtype])[1]
         shared = [rows, cut, tiles.start, tiles.width, tiles.tiles_x, out, last, grad_out.contiguous(), grad_rows]
         kernels.launch_rows(backward, len(tiles.pixel), shared, [tiles.pixel, slot], device, PIXELS_PER_THREAD)
         grad = rows.new_zeros(ctx.count, PARAMS)

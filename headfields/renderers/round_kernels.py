@@ -26,7 +26,6 @@ from .compositing import TAU_OPAQUE
 
 __all__ = ["RoundSamples", "composite_round", "gather_round"]
 
-_SCALARS = {torch.float32: wp.float32, torch.float64: wp.float64}
 _TAU_OPAQUE = wp.constant(TAU_OPAQUE)
 
 
@@ -149,7 +148,7 @@ def gather_round(
         deltas=torch.empty(n, dtype=dtype, device=device),
     )
     shared = [origins, directions, frames, t_mid, deltas, out.index, out.points, out.directions, out.frame, out.deltas]
-    kernels.launch_rows(_kernels(_SCALARS[dtype])[0], len(per_ray[0]), shared, list(per_ray), device)
+    kernels.launch_rows(_kernels(kernels.WARP_SCALARS[dtype])[0], len(per_ray[0]), shared, list(per_ray), device)
     return out
 
 
@@ -172,5 +171,5 @@ def composite_round(
     dtype = t_mid.dtype
     keep = torch.empty(len(live), dtype=torch.bool, device=live.device)
     shared = [thickness.to(dtype).contiguous(), rgb.to(dtype).contiguous(), index, t_mid, steps, early_stop, light, sums, weights]
-    kernels.launch_rows(_kernels(_SCALARS[dtype])[1], len(live), shared, [*rays, keep.view(torch.uint8)], live.device)
+    kernels.launch_rows(_kernels(kernels.WARP_SCALARS[dtype])[1], len(live), shared, [*rays, keep.view(torch.uint8)], live.device)
     return keep
