@@ -1,13 +1,17 @@
-"""GPU in one command: the CUDA tests, the kernel and encoder benchmarks and a timed INSTA training, in one report.
+"""GPU in one command: the CUDA tests, the kernel and encoder benchmarks, a timed INSTA training and its 512² frame,
+in one report.
 
 Run it from the repository root::
 
     python benchmarks/gpu.py                        # writes outputs/gpu/gpu_report.md and prints it
-    python benchmarks/gpu.py --out /tmp/gpu --minutes 10
+    python benchmarks/gpu.py --out /tmp/gpu --minutes 10 --example-minutes 1
     python benchmarks/gpu.py --quick                # a few minutes in all: a test subset, smaller sizes, 1 min INSTA
 
-Each step runs in a subprocess of its own (its full output under ``OUT/logs/``), so one that fails is reported,
-with its last lines, and the next still runs; the exit status is 1 if any step failed:
+The defaults are sized for one ten-minute call on a lent GPU: INSTA trains for 2 minutes and the other examples
+are left out (``--example-minutes 1`` runs each for a minute: seven more runs). Each step runs in a subprocess of
+its own (its full output under ``OUT/logs/``), so one that fails is reported, with its last lines, and the next
+still runs; the report is written after every step, so a call cut short keeps what it measured; the exit status is
+1 if any step failed:
 
 1. the CUDA test cases: ``pytest tests -q -k cuda`` (every device test is parametrised ``cpu``/``cuda``, see
    tests/conftest.py's ``DEVICES``; ``--quick``: the hash grid and mesh-query test files only);
@@ -21,14 +25,17 @@ with its last lines, and the next still runs; the exit status is 1 if any step f
    allocations, if any, are not in it); then the rays and samples a step, the trained samples a second, the
    held-out PSNR of the last evaluation by 1, 2.5 and 5 minutes of training (``log.jsonl``) and the time 20,000
    steps take at the run's rate;
-4. on CUDA only, every other example (the paper models and the mixes, each at its default recipe on CUDA) and
-   ``benchmarks/nphm.py`` for ``--example-minutes`` each (default 1; 0 leaves them out) into ``OUT/examples/``: a
+4. INSTA's frame: ``benchmarks/render.py --only insta --anatomy`` on that run, at 256² and 512² (medians of 5): the
+   inference renderer as the evaluation scores (stop at 1e-4), as the viewer renders (1e-2, bfloat16 products) and
+   the training renderer, against issue 40's goal of 33 ms a 512² frame (30 frames a second);
+5. on CUDA only, every other example (the paper models and the mixes, each at its default recipe on CUDA) and
+   ``benchmarks/nphm.py`` for ``--example-minutes`` each (default 0: left out) into ``OUT/examples/``: a
    check that each CUDA path trains and evaluates, with its it/s, peak memory and held-out PSNR (a minute is far
    from converged: not a quality figure).
 
 Without a CUDA device it runs the same steps on the CPU at tiny sizes (``--quick`` implied), so the script stays
 working on every machine: a fast CPU test file, the benchmarks on a few points, INSTA for 3 iterations on a tiny
-synthetic video. The report then says at the top that its figures are not GPU figures.
+synthetic video, its frame at 32². The report then says at the top that its figures are not GPU figures.
 """
 
 from __future__ import annotations
@@ -76,6 +83,7 @@ finally:
 INSTA_BUDGET_FLAGS = ["--samples-per-batch", str(2**18), "--early-stop", "1e-4", "--fixed-shapes", "True"]
 INSTA_STEPS = 20_000  # INSTA's training length: its C++ trains them in under 10 minutes on an RTX 3090
 PSNR_MINUTES = (1.0, 2.5, 5.0)
+FRAME_GOAL_MS = 1000 / 30  # issue 40: INSTA's 512² frame at 30 frames a second on an H100
 
 EXAMPLES = ("monoavatar", "portrait360", "hyper_neus", "mix_anchored_hashgrid", "mix_hyper_insta", "mix_triangle_neus")
 NPHM_FLAGS = ["--identities", "4", "--expressions", "3"]
@@ -300,11 +308,11 @@ def tiny_video(folder: Path) -> Path:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=Path("outputs/gpu"), help="where the report, logs and INSTA run go")
-    parser.add_argument("--minutes", type=float, default=5.0, help="INSTA's training budget on the GPU")
+    parser.add_argument("--minutes", type=float, default=2.0, help="INSTA's training budget on the GPU")
     parser.add_argument("--resolution", type=int, default=512, help="the synthetic video INSTA trains on, on CUDA")
     parser.add_argument("--quick", action="store_true", help="a test subset and smaller sizes (implied without CUDA)")
     parser.add_argument("--skip-tests", action="store_true", help="leave out step 1 (the CUDA tests ran on their own)")
-    parser.add_argument("--example-minutes", type=float, default=1.0, help="each other example's budget on CUDA (0: none)")
+    parser.add_argument("--example-minutes", type=float, default=0.0, help="each other example's budget on CUDA (0: none)")
     args = parser.parse_args()
     if args.minutes <= 0:
         parser.error("--minutes: expected a positive number")
@@ -320,13 +328,24 @@ def main() -> int:
     # 1. tests
     if cuda:
         files = ["tests/test_hashgrid.py", "tests/test_closest_point.py", "tests/test_ray.py"] if quick else ["tests"]
-        selection, test_timeout = ["-k", "cuda"], (900 if quick else 3600)
+        selection, test_timeout = ["-k", "cuda"], (300 if quick else 360)
         if not quick and importlib.util.find_spec("xdist") is not None:  # the GPU is shared; Warp compiles per process
             selection += ["-n", str(min(8, os.cpu_count() or 1))]
     else:  # a fast file, its CPU cases: a few seconds on 2 cores (the fallback checks the step, not the suite)
         files, selection, test_timeout = ["tests/test_kernels.py"], ["-k", "cpu"], 300
     test_command = [python, "-m", "pytest", *files, "-q", *selection]
-    tests = None if args.skip_tests else run_step("tests", test_command, test_timeout, logs)
+    steps: dict[str, Step | None] = dict.fromkeys(("tests", "hashgrid", "hashgrid_half", "mesh", "insta", "frame"))
+    examples: list[tuple[str, Step]] = []
+    peers = {name: peer_status(name) for name in ("tinycudann", "cubvh")}
+
+    def save() -> tuple[str, list[str]]:  # after every step: a call cut short keeps what it measured
+        lines, failed = report_lines(args, cuda, quick, out, steps, examples, peers)
+        (out / "gpu_report.md").write_text("\n".join(lines))
+        return "\n".join(lines), failed
+
+    if not args.skip_tests:
+        steps["tests"] = run_step("tests", test_command, test_timeout, logs)
+        save()
 
     # 2. benchmarks
     device = "cuda" if cuda else "cpu"
@@ -339,19 +358,20 @@ def main() -> int:
     else:
         hash_flags, mesh_flags = ["--points", str(2**20), "--repeats", "5"], ["--points", "1000000", "--repeats", "5"]
     bench_timeout = 600 if quick else 1800
-    hashgrid = run_step("hashgrid", [python, "benchmarks/hashgrid.py", "--device", device, *hash_flags], bench_timeout, logs)
+    hashgrid = [python, "benchmarks/hashgrid.py", "--device", device, *hash_flags]
+    steps["hashgrid"] = run_step("hashgrid", hashgrid, bench_timeout, logs)
     if cuda:  # tiny-cuda-nn's default: the table read in half precision
-        half = [python, "benchmarks/hashgrid.py", "--device", device, "--table-dtype", "float16", *hash_flags]
-        hashgrid_half = run_step("hashgrid (float16 table)", half, bench_timeout, logs)
-    else:
-        hashgrid_half = None
-    mesh = run_step("mesh_queries", [python, "benchmarks/mesh_queries.py", "--device", device, *mesh_flags], bench_timeout, logs)
-    peers = {name: peer_status(name) for name in ("tinycudann", "cubvh")}
+        half = [*hashgrid, "--table-dtype", "float16"]
+        steps["hashgrid_half"] = run_step("hashgrid (float16 table)", half, bench_timeout, logs)
+    mesh = [python, "benchmarks/mesh_queries.py", "--device", device, *mesh_flags]
+    steps["mesh"] = run_step("mesh_queries", mesh, bench_timeout, logs)
+    save()
 
     # 3. INSTA
     run = out / "insta"
     if run.exists():
         shutil.rmtree(run)  # a fresh run: the example resumes an existing one
+    (out / "render.json").unlink(missing_ok=True)  # step 4's, of an earlier run
     memory_file = out / "insta_memory.json"
     memory_file.unlink(missing_ok=True)
     minutes = min(args.minutes, 1.0) if quick else args.minutes
@@ -372,10 +392,17 @@ def main() -> int:
         insta_flags += ["--data", str(tiny_video(out / "video")), *tiny]
     # The budget covers training and evaluation; the synthetic video's first rendering and Warp's compilation come on top.
     insta_cmd = [python, "-c", PEAK_MEMORY_CHILD, str(memory_file), "examples/insta.py", *insta_flags]
-    insta = run_step("insta", insta_cmd, minutes * 60 + 1200, logs)
+    steps["insta"] = run_step("insta", insta_cmd, minutes * 60 + 1200, logs)
+    save()
 
-    # 4. the other examples (CUDA only)
-    example_rows, example_steps = [], []
+    # 4. INSTA's frame, on the run just trained (render.py reuses a finished run in its --out)
+    if (run / "metrics.json").is_file():
+        sizes = ["256", "512"] if cuda else ["32"]
+        frame = [python, "benchmarks/render.py", "--only", "insta", "--sizes", *sizes, "--repeats", "5" if cuda else "1"]
+        steps["frame"] = run_step("frame", [*frame, "--anatomy", "--device", device, "--out", str(out)], 900, logs)
+        save()
+
+    # 5. the other examples (CUDA only)
     if cuda and args.example_minutes > 0:
         folder = out / "examples"
         if folder.exists():
@@ -387,14 +414,21 @@ def main() -> int:
         for name, command in commands.items():
             memory = folder / f"{name}_memory.json"
             full = [python, "-c", PEAK_MEMORY_CHILD, str(memory), *command, "--device", "cuda", "--out", str(folder / name)]
-            step = run_step(f"example {name}", full, args.example_minutes * 60 * 3 + 600, logs)
-            example_rows.append(example_row(name, step, folder / name, memory))
-            example_steps.append(step)
+            examples.append((name, run_step(f"example {name}", full, args.example_minutes * 60 * 3 + 600, logs)))
+            save()
 
-    # 5. report
-    insta_lines, insta_figures = insta_section(insta, run, memory_file, cuda)
-    steps = [step for step in (tests, hashgrid, mesh, insta, hashgrid_half, *example_steps) if step is not None]
-    failed = [s.name for s in steps if not s.ok] + ([] if insta_figures or not insta.ok else ["insta (no metrics.json)"])
+    report, failed = save()
+    print(report)
+    print(f"[gpu.py] report: {out / 'gpu_report.md'}")
+    return 1 if failed else 0
+
+
+def report_lines(args, cuda: bool, quick: bool, out: Path, steps: dict, examples: list, peers: dict) -> tuple[list, list]:
+    """The report of the steps run so far (a step not yet run is None), and the names of those that failed."""
+    insta = steps["insta"]
+    insta_lines, insta_figures = insta_section(insta, out / "insta", out / "insta_memory.json", cuda) if insta else ([], True)
+    ran = [step for step in steps.values() if step is not None] + [step for _, step in examples]
+    failed = [s.name for s in ran if not s.ok] + ([] if insta_figures or not insta.ok else ["insta (no metrics.json)"])
     lines = ["# headfields on the GPU", ""]
     if not cuda:
         lines += ["> **no CUDA device: CPU fallback at tiny sizes, not GPU figures.**", ""]
@@ -402,21 +436,47 @@ def main() -> int:
         lines += ["> `--quick`: a test subset, smaller benchmark sizes and a 1-minute INSTA run.", ""]
     lines += machine_lines(cuda)
     lines += [f"- steps failed: {', '.join(failed)}" if failed else "- every step passed", ""]
+    tests = steps["tests"]
     lines += tests_section(tests) if tests else ["## Tests", "", "Left out (`--skip-tests`).", ""]
-    lines += benchmark_section("Hash grid", hashgrid, fenced=True)
-    if hashgrid_half is not None:
-        lines += benchmark_section("Hash grid, float16 table", hashgrid_half, fenced=True)
-    lines += benchmark_section("Mesh queries", mesh, fenced=False)
+    for title, key in (("Hash grid", "hashgrid"), ("Hash grid, float16 table", "hashgrid_half")):
+        if steps[key] is not None:
+            lines += benchmark_section(title, steps[key], fenced=True)
+    if steps["mesh"] is not None:
+        lines += benchmark_section("Mesh queries", steps["mesh"], fenced=False)
     lines += ["## Optional CUDA peers", "", *(f"- {name}: {status}" for name, status in peers.items())]
     lines += ["", "(Neither is benchmarked by the scripts above; listed so a GPU run says which could be compared.)", ""]
     lines += insta_lines
-    lines += examples_section(example_rows, [step for step in example_steps if not step.ok], args.example_minutes, cuda)
-    lines += [f"Full output of every step under `{logs}`.", ""]
-    report = "\n".join(lines)
-    (out / "gpu_report.md").write_text(report)
-    print(report)
-    print(f"[gpu.py] report: {out / 'gpu_report.md'}")
-    return 1 if failed else 0
+    if steps["frame"] is not None:
+        lines += frame_section(steps["frame"], out / "render.json", cuda)
+    rows = [example_row(name, step, out / "examples" / name, out / "examples" / f"{name}_memory.json") for name, step in examples]
+    lines += examples_section(rows, [step for _, step in examples if not step.ok], args.example_minutes, cuda)
+    return lines + [f"Full output of every step under `{out / 'logs'}`.", ""], failed
+
+
+def frame_section(step: Step, results: Path, cuda: bool) -> list[str]:
+    """INSTA's frame from render.py's render.json, against issue 40's goal, and render.py's own tables."""
+    lines = ["## INSTA's frame", "", f"`{' '.join(step.command[1:])}`: {step.status()}", ""]
+    try:
+        timings = json.loads(results.read_text())["models"]["insta"]["sizes"]
+    except (OSError, ValueError, KeyError) as error:
+        return lines + [f"No figures: {results}: {error}", ""] + failure_block(step)
+    lines += ["| size | scores (stop at 1e-4) | viewer (1e-2, bfloat16) | training renderer |", "|---:|---:|---:|---:|"]
+    lines += [
+        f"| {size}² | {t['inference_ms']:,.1f} ms | {t['interactive_ms']:,.1f} ms | {t['training_ms']:,.1f} ms |"
+        for size, t in timings.items()
+    ]
+    if cuda and "512" in timings:
+        scores = timings["512"]["inference_ms"]
+        verdict = "met" if scores <= FRAME_GOAL_MS else "not met"
+        lines += ["", f"The 512² frame as scored: {scores:.1f} ms against the goal's {FRAME_GOAL_MS:.1f} ms: **{verdict}**."]
+    lines += ["", "render.py's tables (its images against the training renderer's, and where the frame's time goes):"]
+    previous = ""
+    for line in step.stdout.splitlines():
+        if line.startswith("|"):
+            lines += [""] if not previous.startswith("|") else []  # a blank line before each table
+            lines.append(line)
+        previous = line
+    return lines + [""]
 
 
 if __name__ == "__main__":

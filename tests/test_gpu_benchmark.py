@@ -57,7 +57,7 @@ def test_fallback_exits_cleanly_and_writes_the_report(fallback_run):
     assert report in done.stdout  # printed as well as written
     assert "no CUDA device: CPU fallback at tiny sizes, not GPU figures" in report.split("\n## ")[0]  # at the top
     assert "- every step passed" in report
-    for step in ("tests", "hashgrid", "mesh_queries", "insta"):
+    for step in ("tests", "hashgrid", "mesh_queries", "insta", "frame"):
         assert "--- stdout" in (out / "logs" / f"{step}.log").read_text()
 
 
@@ -107,6 +107,38 @@ def test_fallback_insta_figures_match_metrics(fallback_run):
     assert number(per_second) == pytest.approx(metrics["samples_trained_per_step"] * float(rate), rel=0.02, abs=1)
     memory = json.loads((out / "insta_memory.json").read_text())  # the wrapper ran, and saw no CUDA
     assert memory == {"max_memory_allocated": None, "max_memory_reserved": None}
+
+
+def test_fallback_frame_figures_match_render_json(fallback_run):
+    """Step 4, INSTA's frame: render.py on the run step 3 trained (reused, not trained again), its times as written."""
+    done, out = fallback_run
+    text = section((out / "gpu_report.md").read_text(), "INSTA's frame")
+    assert "--only insta --sizes 32" in text and "ok (" in text
+    timings = json.loads((out / "render.json").read_text())["models"]["insta"]["sizes"]["32"]
+    row = re.search(r"^\| 32² \| ([\d.,]+) ms \| ([\d.,]+) ms \| ([\d.,]+) ms \|$", text, flags=re.M)
+    shown = [float(value.replace(",", "")) for value in row.groups()]
+    written = [timings[f"{name}_ms"] for name in ("inference", "interactive", "training")]
+    assert shown == pytest.approx(written, abs=0.051) and min(shown) > 0
+    assert "goal" not in text  # the 33 ms goal is a GPU figure at 512²
+    assert re.search(r"^\| insta \| [\d.]+ dB \| [+-]0\.0\d{3} dB \|", text, flags=re.M)  # render.py's agreement table
+    log = (out / "logs" / "frame.log").read_text()
+    assert f"insta: the run in {out / 'insta'} is reused" in log and "insta: training" not in log
+
+
+def test_report_holds_the_steps_run_so_far(tmp_path):
+    """The report is written after each step: with only the tests run, it has them and no later section, and a
+    failed step is named at the top."""
+    gpu = load_gpu_script()
+    steps = dict.fromkeys(("tests", "hashgrid", "hashgrid_half", "mesh", "insta", "frame"))
+    steps["tests"] = gpu.run_step("tests", [sys.executable, "-c", "print('== 3 passed in 0.5s ==')"], 60, tmp_path)
+    args = gpu.argparse.Namespace(example_minutes=0.0)
+    lines, failed = gpu.report_lines(args, False, True, tmp_path, steps, [], {"cubvh": "not installed"})
+    report = "\n".join(lines)
+    assert failed == [] and "- every step passed" in report
+    assert "| passed |" in section(report, "Tests") and "## INSTA" not in report and "## Hash grid" not in report
+    steps["mesh"] = gpu.run_step("mesh_queries", [sys.executable, "-c", "raise SystemExit(2)"], 60, tmp_path)
+    lines, failed = gpu.report_lines(args, False, True, tmp_path, steps, [], {})
+    assert failed == ["mesh_queries"] and "- steps failed: mesh_queries" in lines
 
 
 def test_step_failure_is_reported_with_its_last_lines(tmp_path):
