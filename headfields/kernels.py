@@ -10,7 +10,8 @@ are: the device follows the tensors, never a global setting.
 - **CUDA.** Launches, BVH builds and refits run on torch's current stream (:func:`torch_stream`), so they are
   ordered with the torch operations around them.
 
-Queries launched in :func:`morton_order` walk a BVH coherently, which keeps it in cache.
+Queries launched in :func:`morton_order` walk a BVH coherently, which keeps it in cache; queries that come in a
+local order already (:func:`in_local_order`: samples packed along rays) walk it as coherently unsorted.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ __all__ = [
     "MIN_ROWS_PER_THREAD",
     "WARP_SCALARS",
     "chunk_bounds",
+    "in_local_order",
     "launch_bounds",
     "launch_grid",
     "launch_rows",
@@ -162,6 +164,31 @@ def morton_order(
     key = torch.empty(n, dtype=torch.long, device=points.device)
     launch_rows(_morton_key_kernel, n, [box, bits, float(top)], [points32, frame, key], points.device)
     return torch.argsort(key, stable=True)
+
+
+# in_local_order: the consecutive pairs it measures (spread evenly over the points), and how many times the spacing of
+# points spread evenly over their box a local order's median step may be. Measured, that ratio: INSTA's samples in its
+# 512² frame's mesh queries 0.8-1.6 and in a training step 0.2-0.6; random points near the head 7.2 (2^12 of them)
+# and 25.6 (2^18). The bound lies between.
+LOCAL_ORDER_PAIRS = 1024
+LOCAL_ORDER_STEPS = 4.0
+
+
+def in_local_order(points: Float[Tensor, "N 3"]) -> bool:
+    """Whether ``points [N,3]`` come in an order about as local as :func:`morton_order` would give them: the median
+    distance between consecutive points (over up to ``LOCAL_ORDER_PAIRS`` pairs) within ``LOCAL_ORDER_STEPS`` times
+    the spacing of ``N`` points spread evenly over their box. Samples packed along rays and grid points in raster
+    order are; points in no order are not, nor are points on a plane (their box has no volume). Reads the answer
+    back from the device."""
+    n = points.shape[0]
+    if n < 2:
+        return True
+    pairs = min(n - 1, LOCAL_ORDER_PAIRS)
+    pick = torch.arange(pairs, device=points.device) * (n - 2) // max(pairs - 1, 1)
+    step = torch.linalg.vector_norm(points[pick + 1] - points[pick], dim=1).median()
+    extent = (points.amax(dim=0) - points.amin(dim=0)).clamp(min=torch.finfo(points.dtype).tiny)
+    spacing = (extent.prod() / n) ** (1 / 3)
+    return bool(step <= LOCAL_ORDER_STEPS * spacing)
 
 
 def chunk_bounds(rows: int, chunks: int) -> list[int]:

@@ -120,3 +120,34 @@ def test_an_empty_tensor_of_any_strides_becomes_a_warp_array(device):
     assert odd.is_contiguous() and odd.stride(-1) != 1
     array = kernels.to_warp(odd, wp.vec3)
     assert array.shape == (0,)
+
+
+def _packed_ray_samples(rays: int, steps: int, generator: torch.Generator) -> torch.Tensor:
+    """Samples packed along rays, as renderers make them: ``steps`` samples 2 mm apart on each of ``rays`` rays
+    from a 3 m sphere towards a 30 cm head."""
+    origins = torch.nn.functional.normalize(torch.randn(rays, 3, generator=generator), dim=1) * 3.0
+    targets = (torch.rand(rays, 3, generator=generator) - 0.5) * 0.3
+    directions = torch.nn.functional.normalize(targets - origins, dim=1)
+    t = 2.9 + 0.002 * torch.arange(steps) + 0.3 * torch.rand(rays, 1, generator=generator)
+    return (origins[:, None] + t[..., None] * directions[:, None]).reshape(-1, 3)
+
+
+@pytest.mark.parametrize("rays, steps", [(64, 40), (2048, 8), (4096, 100)])
+def test_in_local_order_tells_ray_samples_from_the_same_points_in_no_order(rays, steps):
+    g = torch.Generator().manual_seed(rays)
+    samples = _packed_ray_samples(rays, steps, g)
+    assert kernels.in_local_order(samples)
+    assert not kernels.in_local_order(samples[torch.randperm(len(samples), generator=g)])
+    assert kernels.in_local_order(samples[kernels.morton_order(samples)])  # the order it stands for
+
+
+def test_in_local_order_of_grids_planes_and_few_points():
+    axis = torch.linspace(-0.2, 0.2, 40)
+    grid = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), dim=-1).reshape(-1, 3)
+    assert kernels.in_local_order(grid)  # raster order: a step between neighbours
+    g = torch.Generator().manual_seed(0)
+    assert not kernels.in_local_order(grid[torch.randperm(len(grid), generator=g)])
+    plane = torch.stack([*torch.meshgrid(axis, axis, indexing="ij"), torch.zeros(40, 40)], dim=-1).reshape(-1, 3)
+    assert not kernels.in_local_order(plane)  # no volume: left to the Morton order, as before
+    assert kernels.in_local_order(torch.zeros(1, 3)) and kernels.in_local_order(torch.zeros(0, 3))
+    assert kernels.in_local_order(torch.ones(100, 3))  # one point many times: nothing to sort

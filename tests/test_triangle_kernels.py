@@ -251,3 +251,35 @@ def test_faces_from_the_cpu_wide_bvh_map_like_the_torch_path(monkeypatch, max_di
     out = compare(head, x, frame, dirs, atol=1e-10, grad_atol=1e-9, scale=scale, blend=blend, max_distance=max_distance)
     assert isinstance(head.posed_mesh.wide_bvh(), WideBvh)
     assert out.valid.all() if max_distance is None else 0.1 < out.valid.float().mean() < 0.9
+
+
+@pytest.mark.parametrize("wide", [False, True])
+def test_samples_along_rays_walk_in_their_own_order_with_the_same_answers(monkeypatch, wide):
+    """On the CPU samples packed along rays skip the Morton sort (kernels.in_local_order): the faces, points,
+    directions and their gradients are those of the Morton walk (the vertex gradients to summation order)."""
+    monkeypatch.setattr(mesh_module, "WIDE_BUILD_QUERIES_PER_FACE", 0 if wide else 10**9)
+    head = bent_head(frames=3, seed=2, device=torch.device("cpu"))
+    g = torch.Generator().manual_seed(4)
+    rays, steps = 200, 30
+    frame = torch.randint(0, 3, (rays,), generator=g).repeat_interleave(steps)
+    towards = F.normalize(torch.randn(rays, 3, generator=g, dtype=torch.float64), dim=-1).repeat_interleave(steps, 0)
+    miss = 0.3 * torch.randn(rays, 3, generator=g, dtype=torch.float64).repeat_interleave(steps, 0)
+    aim = head.vertices.mean(dim=1)[frame] + miss
+    t = (torch.arange(steps, dtype=torch.float64) * 0.1 - 1.5).repeat(rays)[:, None]  # 30 steps of 0.1 across the head
+    x, dirs = aim + t * towards, towards
+    mesh = head.posed_mesh
+    queries = mesh.to_warp_frame(x, frame)
+    assert torch.equal(mesh.query_order(queries, frame), torch.arange(len(x)))  # walked as given
+    shuffled = torch.randperm(len(x), generator=g)
+    assert not torch.equal(mesh.query_order(queries[shuffled], frame[shuffled]), torch.arange(len(x)))
+    scale, blend = random_masks(head.faces.shape[0], torch.device("cpu"), seed=1)
+    own, own_grads = run("warp", head, x, frame, dirs, scale=scale, blend=blend)
+    monkeypatch.setattr(kernels, "in_local_order", lambda points: False)  # every walk in Morton order
+    sorted_, sorted_grads = run("warp", head, x, frame, dirs, scale=scale, blend=blend)
+    assert torch.equal(own.face, sorted_.face) and torch.equal(own.points, sorted_.points)
+    assert torch.equal(own.dirs, sorted_.dirs)
+    for name, a, b in zip(["x", "dirs", "source", "canonical"], own_grads, sorted_grads, strict=True):
+        if name in ("x", "dirs"):
+            assert torch.equal(a, b), name
+        else:
+            torch.testing.assert_close(a, b, atol=1e-12, rtol=0, msg=name)

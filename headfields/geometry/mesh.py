@@ -156,7 +156,15 @@ class TriangleMesh:
 
     def query_order(self, queries: Float[Tensor, "N 3"], frame: Int[Tensor, " N"]) -> Int[Tensor, " N"]:
         """The order in which Warp kernels walk this mesh's BVHs for ``queries`` (float32, in their frames' space,
-        :meth:`to_warp_frame`): :func:`~headfields.kernels.morton_order`, by frame first where there are several."""
+        :meth:`to_warp_frame`): :func:`~headfields.kernels.morton_order`, by frame first where there are several; on
+        the CPU the order given where it is local already (:func:`~headfields.kernels.in_local_order`).
+
+        A renderer's samples come packed along their rays, a step apart: walked so, INSTA's deformer took 0.92x the
+        time of its Morton order, the sort included (a 512² frame, and a training step of 4,096 random rays over 50
+        frames); random points take 2.1x without the sort. On CUDA the queries are sorted as before: that choice
+        awaits a GPU's measurement (reading the answer back there waits for the GPU)."""
+        if queries.device.type == "cpu" and kernels.in_local_order(queries):
+            return torch.arange(queries.shape[0])
         return kernels.morton_order(queries, frame if self.num_frames > 1 else None, self.num_frames)
 
     def _frame_points(self) -> list[wp.array]:
