@@ -4,14 +4,16 @@ in one report.
 Run it from the repository root::
 
     python benchmarks/gpu.py                        # writes outputs/gpu/gpu_report.md and prints it
+    python benchmarks/gpu.py --deadline 9           # in a ten-minute call: no step runs past 9 minutes
     python benchmarks/gpu.py --out /tmp/gpu --minutes 10 --example-minutes 1
     python benchmarks/gpu.py --quick                # a few minutes in all: a test subset, smaller sizes, 1 min INSTA
 
 The defaults are sized for one ten-minute call on a lent GPU: INSTA trains for 2 minutes and the other examples
-are left out (``--example-minutes 1`` runs each for a minute: seven more runs). Each step runs in a subprocess of
-its own (its full output under ``OUT/logs/``), so one that fails is reported, with its last lines, and the next
-still runs; the report is written after every step, so a call cut short keeps what it measured; the exit status is
-1 if any step failed:
+are left out (``--example-minutes 1`` runs each for a minute: seven more runs); ``--deadline 9`` ends the step
+running 9 minutes after the start and starts no other. Each step runs in a subprocess of its own (its full output
+under ``OUT/logs/``), so one that fails is reported, with its last lines, and the next still runs; the report is
+written after every step (marked incomplete until the last), so a call cut short keeps what it measured; the exit
+status is 1 if any step failed or was skipped:
 
 1. the CUDA test cases: ``pytest tests -q -k cuda`` (every device test is parametrised ``cpu``/``cuda``, see
    tests/conftest.py's ``DEVICES``; ``--quick``: the hash grid and mesh-query test files only);
@@ -91,7 +93,8 @@ NPHM_FLAGS = ["--identities", "4", "--expressions", "3"]
 
 @dataclass
 class Step:
-    """One subprocess: its command, exit status (None: it ran past its time limit), seconds and output."""
+    """One subprocess: its command, exit status (None: it ran past its time limit, or was skipped), seconds and
+    output."""
 
     name: str
     command: list[str]
@@ -99,12 +102,15 @@ class Step:
     seconds: float
     stdout: str
     stderr: str
+    skipped: bool = False  # not started: --deadline had passed
 
     @property
     def ok(self) -> bool:
         return self.returncode == 0
 
     def status(self) -> str:
+        if self.skipped:
+            return "**SKIPPED**: `--deadline` had passed"
         if self.returncode is None:
             return f"**FAILED**: ran past its time limit ({self.seconds:.0f} s)"
         return f"ok ({self.seconds:.0f} s)" if self.ok else f"**FAILED**: exit status {self.returncode} ({self.seconds:.0f} s)"
@@ -118,9 +124,15 @@ def shown(command: list[str]) -> str:
     return " ".join("<peak-memory wrapper>" if "\n" in part else part for part in command)
 
 
-def run_step(name: str, command: list[str], timeout: float, logs: Path) -> Step:
+def run_step(name: str, command: list[str], timeout: float, logs: Path, deadline: float | None = None) -> Step:
     """Run ``command`` from the repository root in a session of its own (so a timeout ends its children too), log
-    its output to ``logs/name.log`` and say how it went."""
+    its output to ``logs/name.log`` and say how it went. ``deadline`` (``time.monotonic()``'s clock, None: none): the
+    step's time limit ends there, and a step it has passed is not started."""
+    if deadline is not None:
+        timeout = min(timeout, deadline - time.monotonic())
+        if timeout <= 0:
+            print(f"[gpu.py] {name}: skipped (--deadline)", flush=True)
+            return Step(name, command, None, 0.0, "", "", skipped=True)
     print(f"[gpu.py] {name}: {shown(command)}", flush=True)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     started = time.perf_counter()
@@ -160,14 +172,24 @@ def peer_status(name: str) -> str:
     return f"available, version {getattr(module, '__version__', 'unknown')}"
 
 
-def machine_lines(cuda: bool) -> list[str]:
+# The GPU as its report names it, asked by a child: the parent holds no CUDA context while the steps run.
+DEVICE_CHILD = """
+import torch
+props = torch.cuda.get_device_properties(0)
+print(f"{props.name}, {props.total_memory / 2**30:.1f} GiB, CUDA {torch.version.cuda}")
+"""
+
+
+def device_name(cuda: bool) -> str:
+    if not cuda:
+        return f"none (CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs)"
+    done = subprocess.run([sys.executable, "-c", DEVICE_CHILD], capture_output=True, text=True, timeout=300)
+    return done.stdout.strip() or f"CUDA (not described: {done.stderr.strip()[-200:]})"
+
+
+def machine_lines(device: str) -> list[str]:
     import warp as wp
 
-    if cuda:  # asked after the steps, so the parent holds no CUDA context while they run
-        props = torch.cuda.get_device_properties(0)
-        device = f"{props.name}, {props.total_memory / 2**30:.1f} GiB, CUDA {torch.version.cuda}"
-    else:
-        device = f"none (CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs)"
     return [
         f"- device: {device}",
         f"- python {platform.python_version()}, torch {torch.__version__}, warp {wp.__version__}; {platform.platform()}",
@@ -313,11 +335,17 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="a test subset and smaller sizes (implied without CUDA)")
     parser.add_argument("--skip-tests", action="store_true", help="leave out step 1 (the CUDA tests ran on their own)")
     parser.add_argument("--example-minutes", type=float, default=0.0, help="each other example's budget on CUDA (0: none)")
+    parser.add_argument(
+        "--deadline", type=float, default=0.0, help="minutes from the start after which no step runs on (0: none)"
+    )
     args = parser.parse_args()
     if args.minutes <= 0:
         parser.error("--minutes: expected a positive number")
     if args.example_minutes < 0:
         parser.error("--example-minutes: expected a non-negative number")
+    if args.deadline < 0:
+        parser.error("--deadline: expected a non-negative number of minutes")
+    deadline = time.monotonic() + 60 * args.deadline if args.deadline > 0 else None
     cuda = torch.cuda.is_available()
     quick = args.quick or not cuda
     out = args.out.resolve()
@@ -336,16 +364,24 @@ def main() -> int:
     test_command = [python, "-m", "pytest", *files, "-q", *selection]
     steps: dict[str, Step | None] = dict.fromkeys(("tests", "hashgrid", "hashgrid_half", "mesh", "insta", "frame"))
     examples: list[tuple[str, Step]] = []
-    peers = {name: peer_status(name) for name in ("tinycudann", "cubvh")}
+    peers: dict[str, str] = {}
+    device_line = device_name(cuda)
 
-    def save() -> tuple[str, list[str]]:  # after every step: a call cut short keeps what it measured
-        lines, failed = report_lines(args, cuda, quick, out, steps, examples, peers)
+    def step(key: str, name: str, command: list[str], timeout: float) -> Step:
+        """Run one step, then write the report as it stands: a call cut short keeps what it measured."""
+        done = run_step(name, command, timeout, logs, deadline)
+        if key:
+            steps[key] = done
+        save(final=False)
+        return done
+
+    def save(final: bool) -> tuple[str, list[str]]:
+        lines, failed = report_lines(args, cuda, quick, out, steps, examples, peers, device_line, final)
         (out / "gpu_report.md").write_text("\n".join(lines))
         return "\n".join(lines), failed
 
     if not args.skip_tests:
-        steps["tests"] = run_step("tests", test_command, test_timeout, logs)
-        save()
+        step("tests", "tests", test_command, test_timeout)
 
     # 2. benchmarks
     device = "cuda" if cuda else "cpu"
@@ -359,13 +395,11 @@ def main() -> int:
         hash_flags, mesh_flags = ["--points", str(2**20), "--repeats", "5"], ["--points", "1000000", "--repeats", "5"]
     bench_timeout = 600 if quick else 1800
     hashgrid = [python, "benchmarks/hashgrid.py", "--device", device, *hash_flags]
-    steps["hashgrid"] = run_step("hashgrid", hashgrid, bench_timeout, logs)
+    step("hashgrid", "hashgrid", hashgrid, bench_timeout)
     if cuda:  # tiny-cuda-nn's default: the table read in half precision
-        half = [*hashgrid, "--table-dtype", "float16"]
-        steps["hashgrid_half"] = run_step("hashgrid (float16 table)", half, bench_timeout, logs)
-    mesh = [python, "benchmarks/mesh_queries.py", "--device", device, *mesh_flags]
-    steps["mesh"] = run_step("mesh_queries", mesh, bench_timeout, logs)
-    save()
+        step("hashgrid_half", "hashgrid (float16 table)", [*hashgrid, "--table-dtype", "float16"], bench_timeout)
+    step("mesh", "mesh_queries", [python, "benchmarks/mesh_queries.py", "--device", device, *mesh_flags], bench_timeout)
+    peers.update({name: peer_status(name) for name in ("tinycudann", "cubvh")})
 
     # 3. INSTA
     run = out / "insta"
@@ -384,7 +418,7 @@ def main() -> int:
             f"make_synthetic_video({str(video)!r}, {config}, device='cuda')"
         )
         if not (video / "transforms_train.json").is_file():
-            run_step("video", [python, "-c", render], 1800, logs)
+            step("", "video", [python, "-c", render], 1800)
         insta_flags += ["--data", str(video), "--eval-every", "500", *INSTA_BUDGET_FLAGS]
     else:  # the same path at a budget the tiny video fills
         tiny = ["--iterations", "3", "--rays", "256", "--eval-frames", "1", "--samples-per-batch", "2048", "--early-stop", "1e-4"]
@@ -392,15 +426,13 @@ def main() -> int:
         insta_flags += ["--data", str(tiny_video(out / "video")), *tiny]
     # The budget covers training and evaluation; the synthetic video's first rendering and Warp's compilation come on top.
     insta_cmd = [python, "-c", PEAK_MEMORY_CHILD, str(memory_file), "examples/insta.py", *insta_flags]
-    steps["insta"] = run_step("insta", insta_cmd, minutes * 60 + 1200, logs)
-    save()
+    step("insta", "insta", insta_cmd, minutes * 60 + 1200)
 
     # 4. INSTA's frame, on the run just trained (render.py reuses a finished run in its --out)
     if (run / "metrics.json").is_file():
         sizes = ["256", "512"] if cuda else ["32"]
         frame = [python, "benchmarks/render.py", "--only", "insta", "--sizes", *sizes, "--repeats", "5" if cuda else "1"]
-        steps["frame"] = run_step("frame", [*frame, "--anatomy", "--device", device, "--out", str(out)], 900, logs)
-        save()
+        step("frame", "frame", [*frame, "--anatomy", "--device", device, "--out", str(out)], 900)
 
     # 5. the other examples (CUDA only)
     if cuda and args.example_minutes > 0:
@@ -414,28 +446,37 @@ def main() -> int:
         for name, command in commands.items():
             memory = folder / f"{name}_memory.json"
             full = [python, "-c", PEAK_MEMORY_CHILD, str(memory), *command, "--device", "cuda", "--out", str(folder / name)]
-            examples.append((name, run_step(f"example {name}", full, args.example_minutes * 60 * 3 + 600, logs)))
-            save()
+            examples.append((name, run_step(f"example {name}", full, args.example_minutes * 60 * 3 + 600, logs, deadline)))
+            save(final=False)
 
-    report, failed = save()
+    report, failed = save(final=True)
     print(report)
     print(f"[gpu.py] report: {out / 'gpu_report.md'}")
     return 1 if failed else 0
 
 
-def report_lines(args, cuda: bool, quick: bool, out: Path, steps: dict, examples: list, peers: dict) -> tuple[list, list]:
-    """The report of the steps run so far (a step not yet run is None), and the names of those that failed."""
+def report_lines(
+    args, cuda: bool, quick: bool, out: Path, steps: dict, examples: list, peers: dict, device: str, final: bool = True
+) -> tuple[list, list]:
+    """The report of the steps run so far (a step not yet run is None), and the names of those that failed (or were
+    skipped). Before the ``final`` one it says that it is incomplete."""
     insta = steps["insta"]
     insta_lines, insta_figures = insta_section(insta, out / "insta", out / "insta_memory.json", cuda) if insta else ([], True)
     ran = [step for step in steps.values() if step is not None] + [step for _, step in examples]
-    failed = [s.name for s in ran if not s.ok] + ([] if insta_figures or not insta.ok else ["insta (no metrics.json)"])
+    failed = [s.name + (" (skipped: --deadline)" if s.skipped else "") for s in ran if not s.ok]
+    failed += [] if insta_figures or not insta.ok else ["insta (no metrics.json)"]
     lines = ["# headfields on the GPU", ""]
     if not cuda:
         lines += ["> **no CUDA device: CPU fallback at tiny sizes, not GPU figures.**", ""]
     elif quick:
         lines += ["> `--quick`: a test subset, smaller benchmark sizes and a 1-minute INSTA run.", ""]
-    lines += machine_lines(cuda)
-    lines += [f"- steps failed: {', '.join(failed)}" if failed else "- every step passed", ""]
+    lines += machine_lines(device)
+    if not final:
+        lines += ["- **incomplete**: written after each step; the steps not shown here had not run yet"]
+    if failed:
+        lines += [f"- steps failed: {', '.join(failed)}", ""]
+    else:
+        lines += ["- every step passed" if final else "- every step so far passed", ""]
     tests = steps["tests"]
     lines += tests_section(tests) if tests else ["## Tests", "", "Left out (`--skip-tests`).", ""]
     for title, key in (("Hash grid", "hashgrid"), ("Hash grid, float16 table", "hashgrid_half")):
@@ -443,8 +484,9 @@ def report_lines(args, cuda: bool, quick: bool, out: Path, steps: dict, examples
             lines += benchmark_section(title, steps[key], fenced=True)
     if steps["mesh"] is not None:
         lines += benchmark_section("Mesh queries", steps["mesh"], fenced=False)
-    lines += ["## Optional CUDA peers", "", *(f"- {name}: {status}" for name, status in peers.items())]
-    lines += ["", "(Neither is benchmarked by the scripts above; listed so a GPU run says which could be compared.)", ""]
+    if peers:
+        lines += ["## Optional CUDA peers", "", *(f"- {name}: {status}" for name, status in peers.items())]
+        lines += ["", "(Neither is benchmarked by the scripts above; listed so a GPU run says which could be compared.)", ""]
     lines += insta_lines
     if steps["frame"] is not None:
         lines += frame_section(steps["frame"], out / "render.json", cuda)

@@ -126,19 +126,32 @@ def test_fallback_frame_figures_match_render_json(fallback_run):
 
 
 def test_report_holds_the_steps_run_so_far(tmp_path):
-    """The report is written after each step: with only the tests run, it has them and no later section, and a
-    failed step is named at the top."""
+    """The report is written after each step: with only the tests run, it has them, says it is incomplete and has no
+    later section; a failed step is named at the top."""
     gpu = load_gpu_script()
     steps = dict.fromkeys(("tests", "hashgrid", "hashgrid_half", "mesh", "insta", "frame"))
     steps["tests"] = gpu.run_step("tests", [sys.executable, "-c", "print('== 3 passed in 0.5s ==')"], 60, tmp_path)
     args = gpu.argparse.Namespace(example_minutes=0.0)
-    lines, failed = gpu.report_lines(args, False, True, tmp_path, steps, [], {"cubvh": "not installed"})
+    lines, failed = gpu.report_lines(args, False, True, tmp_path, steps, [], {}, "none", final=False)
     report = "\n".join(lines)
-    assert failed == [] and "- every step passed" in report
+    assert failed == [] and "- every step so far passed" in report and "**incomplete**" in report
     assert "| passed |" in section(report, "Tests") and "## INSTA" not in report and "## Hash grid" not in report
     steps["mesh"] = gpu.run_step("mesh_queries", [sys.executable, "-c", "raise SystemExit(2)"], 60, tmp_path)
-    lines, failed = gpu.report_lines(args, False, True, tmp_path, steps, [], {})
-    assert failed == ["mesh_queries"] and "- steps failed: mesh_queries" in lines
+    lines, failed = gpu.report_lines(args, False, True, tmp_path, steps, [], {}, "none", final=True)
+    assert failed == ["mesh_queries"] and "- steps failed: mesh_queries" in lines and "**incomplete**" not in "\n".join(lines)
+
+
+def test_a_deadline_ends_the_running_step_and_skips_the_rest(tmp_path):
+    gpu = load_gpu_script()
+    deadline = time.monotonic() + 2
+    slow = gpu.run_step("slow", [sys.executable, "-c", "import time; time.sleep(60)"], 600, tmp_path, deadline)
+    assert slow.returncode is None and not slow.skipped and slow.seconds < 30  # ended at the deadline, not at 600 s
+    late = gpu.run_step("late", [sys.executable, "-c", "print('ran')"], 600, tmp_path, deadline)
+    assert late.skipped and not late.ok and "SKIPPED" in late.status() and not (tmp_path / "late.log").exists()
+    steps = dict.fromkeys(("tests", "hashgrid", "hashgrid_half", "mesh", "insta", "frame"))
+    steps["tests"], steps["mesh"] = slow, late
+    _, failed = gpu.report_lines(gpu.argparse.Namespace(example_minutes=0.0), False, True, tmp_path, steps, [], {}, "none")
+    assert failed == ["slow", "late (skipped: --deadline)"]
 
 
 def test_step_failure_is_reported_with_its_last_lines(tmp_path):
