@@ -270,6 +270,7 @@ def test_samples_along_rays_walk_in_their_own_order_with_the_same_answers(monkey
     mesh = head.posed_mesh
     queries = mesh.to_warp_frame(x, frame)
     assert torch.equal(mesh.query_order(queries, frame), torch.arange(len(x)))  # walked as given
+    assert torch.equal(mesh.query_order(queries, frame, always_sorted=True), kernels.morton_order(queries, frame, 3))
     shuffled = torch.randperm(len(x), generator=g)
     assert not torch.equal(mesh.query_order(queries[shuffled], frame[shuffled]), torch.arange(len(x)))
     scale, blend = random_masks(head.faces.shape[0], torch.device("cpu"), seed=1)

@@ -480,7 +480,7 @@ def knn_vertices(
         edges = vertices32[:, faces[:, 1]] - vertices32[:, faces[:, 0]]
         start = torch.linalg.vector_norm(edges, dim=-1).mean(dim=1).contiguous()
         shared = [bvh_ids, vertices32, start, k, queries, frame, index, distance]
-        order = mesh.query_order(queries, frame)
+        order = mesh.query_order(queries, frame, always_sorted=True)  # the warm start reads its Morton neighbour
         kernels.launch_rows(_knn_kernel, n, shared, [order], mesh.device)
         if (index < 0).any():
             row = int((index < 0).any(dim=1).nonzero()[0, 0])
