@@ -6,10 +6,11 @@ the field, compositing, the loss, the optimiser and the occupancy refresh read n
 and the finite-loss check read host copies two steps later (``HOST_READS``). A read-back anywhere fails the test."""
 
 import torch
-from read_backs import ReadBackSpy
+from read_backs import CPU_ONLY, ReadBackSpy
 from tiny_configs import TINY_GRID
 
 import headfields.training.loop as loop
+from headfields import kernels
 from headfields.checks import check_finite
 from headfields.models.insta import Insta, paper_config
 from headfields.parametric import load_model
@@ -29,6 +30,19 @@ def test_the_spy_sees_a_read_back_in_the_library():
         check_finite("x", torch.ones(3))  # bool(bad.any())
         torch.ones(3).sum().item()  # the test's own: not the library's
     assert spy.sites == {("__bool__", "checks.py:check_finite"): 1}
+
+
+def test_the_spy_leaves_out_the_cpu_s_own_reads():
+    """CPU_ONLY names functions the library asks on the CPU only: each exists, and its reads are not counted."""
+    import importlib
+
+    for site in CPU_ONLY:
+        path, function = site.split(":")
+        module = importlib.import_module("headfields." + path.removesuffix(".py").replace("/", "."))
+        assert callable(getattr(module, function)), site
+    with ReadBackSpy() as spy:
+        kernels.in_local_order(torch.rand(100, 3))
+    assert not spy.sites
 
 
 def test_insta_s_step_reads_nothing_back(tiny_video, tmp_path, monkeypatch):
