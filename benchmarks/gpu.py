@@ -27,9 +27,10 @@ status is 1 if any step failed or was skipped:
    allocations, if any, are not in it); then the rays and samples a step, the trained samples a second, the
    held-out PSNR of the last evaluation by 1, 2.5 and 5 minutes of training (``log.jsonl``) and the time 20,000
    steps take at the run's rate;
-4. INSTA's frame: ``benchmarks/render.py --only insta --anatomy`` on that run, at 256² and 512² (medians of 5): the
-   inference renderer as the evaluation scores (stop at 1e-4), as the viewer renders (1e-2, bfloat16 products) and
-   the training renderer, against issue 40's goal of 33 ms a 512² frame (30 frames a second);
+4. INSTA's frame: ``benchmarks/render.py --only insta --anatomy --profile`` on that run, at 256² and 512² (medians
+   of 5): the inference renderer as the evaluation scores (stop at 1e-4), as the viewer renders (1e-2, bfloat16
+   products) and the training renderer, against issue 40's goal of 33 ms a 512² frame (30 frames a second), and the
+   512² frame's kernels by their GPU time;
 5. on CUDA only, every other example (the paper models and the mixes, each at its default recipe on CUDA) and
    ``benchmarks/nphm.py`` for ``--example-minutes`` each (default 0: left out) into ``OUT/examples/``: a
    check that each CUDA path trains and evaluates, with its it/s, peak memory and held-out PSNR (a minute is far
@@ -432,7 +433,7 @@ def main() -> int:
     if (run / "metrics.json").is_file():
         sizes = ["256", "512"] if cuda else ["32"]
         frame = [python, "benchmarks/render.py", "--only", "insta", "--sizes", *sizes, "--repeats", "5" if cuda else "1"]
-        step("frame", "frame", [*frame, "--anatomy", "--device", device, "--out", str(out)], 900)
+        step("frame", "frame", [*frame, "--anatomy", "--profile", "--device", device, "--out", str(out)], 900)
 
     # 5. the other examples (CUDA only)
     if cuda and args.example_minutes > 0:
@@ -511,10 +512,12 @@ def frame_section(step: Step, results: Path, cuda: bool) -> list[str]:
         scores = timings["512"]["inference_ms"]
         verdict = "met" if scores <= FRAME_GOAL_MS else "not met"
         lines += ["", f"The 512² frame as scored: {scores:.1f} ms against the goal's {FRAME_GOAL_MS:.1f} ms: **{verdict}**."]
-    lines += ["", "render.py's tables (its images against the training renderer's, and where the frame's time goes):"]
+    lines += ["", "render.py's tables (its images against the training renderer's, where the frame's time goes, its kernels):"]
     previous = ""
     for line in step.stdout.splitlines():
-        if line.startswith("|"):
+        if "under the profiler" in line:  # the profile's heading: the frame's time and the device's busy time
+            lines += ["", line]
+        elif line.startswith("|"):
             lines += [""] if not previous.startswith("|") else []  # a blank line before each table
             lines.append(line)
         previous = line

@@ -4,6 +4,7 @@
     python benchmarks/render.py --only insta --sizes 512  # one model, one size
     python benchmarks/render.py --train-minutes 5         # models trained longer first (opaque heads stop earlier)
     python benchmarks/render.py --only insta --sizes 512 --anatomy  # and where the 512² frame's time goes
+    python benchmarks/render.py --only insta --sizes 512 --profile  # and its kernels, by their time on the device
     python benchmarks/render.py --only insta --baseline ../old      # and another checkout's renderers on the same runs
 
 Each model (its CPU recipe on the CPU, its paper recipe on CUDA, unless ``--recipe``) is trained for
@@ -18,7 +19,9 @@ their ratios, and at the frame's own size the PSNR of each against the held-out 
 training renderer's (the inference renderer's stated agreement: 0.1 dB or better, either way). Written to
 ``--out/render.json``. ``--anatomy`` (occupancy-grid models: INSTA, the portrait) also times, at the largest size,
 the march, the mesh shell's filter and the field over every sample, and counts what the stop at 1e-4 can save: the
-rays with samples, their samples, their opacity, and the share of samples in front of the stop.
+rays with samples, their samples, their opacity, and the share of samples in front of the stop. ``--profile`` renders
+the largest frame once more under ``torch.profiler``: on CUDA the kernels (Warp's among them) by their time on the
+GPU, and the GPU's busy time against the frame's; on the CPU the operations by their own time.
 
 ``--baseline CHECKOUT`` then runs that checkout's own benchmarks/render.py (its package) on the same trained runs
 and sizes (with its own default chunk), in a child process right after ours, and prints each frame's time against
@@ -38,6 +41,8 @@ import time
 from pathlib import Path
 
 import torch
+from torch.autograd import DeviceType
+from torch.profiler import ProfilerActivity, profile
 
 from headfields.checks import trusted_values
 from headfields.metrics import psnr
@@ -143,6 +148,36 @@ def anatomy(run, size: int, device: torch.device) -> dict | None:
     }  # fmt: skip
 
 
+PROFILE_ROWS = 15  # kernels (or CPU operations) --profile lists
+
+
+def profiled(run, size: int, device: torch.device) -> dict:
+    """One inference frame at ``size``² under torch.profiler: its wall time, the device's busy time (the kernels' sum;
+    on the CPU the operations' own time) and the ``PROFILE_ROWS`` kernels or operations that took the most of it."""
+    model, head, chunk = run.model, run.eval_head, run.config.training.render_chunk
+    cameras = resized_cameras(run.subject.eval.cameras, size, size).to(device)
+
+    def frame():
+        def render(rays):
+            return model.render_rays(dataclasses.replace(rays, frame=torch.zeros_like(rays.frame)), head)
+
+        return render_pixels(render, cameras, 0, chunk)
+
+    cuda = device.type == "cuda"
+    frame()  # compiled and warm
+    with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])) as prof:
+        _, wall = timed(frame)
+    events = prof.key_averages()
+    if cuda:  # the kernels themselves (an operation's device time would count its kernels twice)
+        rows = [(e.key, e.count, e.self_device_time_total) for e in events if e.device_type == DeviceType.CUDA]
+    else:
+        rows = [(e.key, e.count, e.self_cpu_time_total) for e in events if e.self_cpu_time_total > 0]
+    rows.sort(key=lambda row: -row[2])
+    busy = sum(us for _, _, us in rows) / 1000
+    top = [{"name": name, "calls": calls, "ms": us / 1000} for name, calls, us in rows[:PROFILE_ROWS]]
+    return {"size": size, "wall_ms": 1000 * wall, "busy_ms": busy, "device": "cuda" if cuda else "cpu", "top": top}
+
+
 def _points(samples, rays, index):
     ray = samples.ray[index]
     return rays.origins[ray] + samples.t_mid[index, None] * rays.directions[ray], rays.directions[ray], rays.frame[ray]
@@ -165,6 +200,16 @@ def baseline(checkout: Path, args: argparse.Namespace) -> dict:
     return json.loads((out / "render.json").read_text())["models"]
 
 
+def print_profile(name: str, p: dict) -> None:
+    what, busy = ("kernel", "GPU busy") if p["device"] == "cuda" else ("operation", "operations' own time")
+    print(f"\n{name}, {p['size']}² under the profiler: {p['wall_ms']:,.1f} ms a frame, {busy} {p['busy_ms']:,.1f} ms")
+    print(f"\n| {what} | calls | ms | share of {busy} |\n|---|---:|---:|---:|")
+    for row in p["top"]:
+        label = row["name"] if len(row["name"]) <= 90 else row["name"][:87] + "..."
+        share = row["ms"] / p["busy_ms"] if p["busy_ms"] > 0 else 0.0
+        print(f"| `{label}` | {row['calls']:,} | {row['ms']:,.2f} | {share:.0%} |")
+
+
 def timed(work):
     """``work()`` and its seconds, the GPU's queue drained before and after (its kernels run after the call returns)."""
     synchronize = torch.cuda.synchronize if torch.cuda.is_available() and torch.cuda.is_initialized() else lambda: None
@@ -185,6 +230,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--anatomy", action="store_true", help="also where the largest frame's time goes")
+    parser.add_argument("--profile", action="store_true", help="also the largest frame's kernels under torch.profiler")
     parser.add_argument("--out", type=Path, default=Path("outputs/render_benchmark"))
     parser.add_argument("--baseline", type=Path, default=None, help="a checkout whose renderers also render our runs (A/B)")
     args = parser.parse_args()
@@ -201,6 +247,8 @@ def main() -> None:
         results[name] = measure(run, tuple(args.sizes), args.chunk, args.repeats, device)
         if args.anatomy:
             results[name]["anatomy"] = anatomy(run, max(args.sizes), device)
+        if args.profile:
+            results[name]["profile"] = profiled(run, max(args.sizes), device)
     print("\n| model | size | inference ms | interactive ms | training ms | speed-up | interactive speed-up |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for name, r in results.items():
@@ -222,6 +270,9 @@ def main() -> None:
             print(f"| {name} | {a['size']}² | {a['marched']:,} | {a['kept']:,} | {a['march_s']:.2f} | {a['shell_s']:.2f} | "
                   f"{a['field_s']:.2f} | {a['us_per_sample']:.2f} | {a['hit_rays']:,} | {a['samples_per_hit_ray']:.1f} | "
                   f"{a['median_opacity']:.3f} | {a['opaque_rays']:.0%} | {a['in_front_of_stop']:.0%} |")  # fmt: skip
+    for name, r in results.items():
+        if "profile" in r:
+            print_profile(name, r["profile"])
     if args.baseline is not None:
         old = baseline(args.baseline.resolve(), args)
         print("\n| model | size | inference ms | interactive ms | baseline inference ms | baseline training ms | "

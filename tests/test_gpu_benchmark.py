@@ -121,6 +121,12 @@ def test_fallback_frame_figures_match_render_json(fallback_run):
     assert shown == pytest.approx(written, abs=0.051) and min(shown) > 0
     assert "goal" not in text  # the 33 ms goal is a GPU figure at 512²
     assert re.search(r"^\| insta \| [\d.]+ dB \| [+-]0\.0\d{3} dB \|", text, flags=re.M)  # render.py's agreement table
+    profile = json.loads((out / "render.json").read_text())["models"]["insta"]["profile"]
+    assert f"insta, 32² under the profiler: {profile['wall_ms']:,.1f} ms a frame" in text
+    times = [row["ms"] for row in profile["top"]]
+    assert times == sorted(times, reverse=True) and sum(times) <= profile["busy_ms"] + 1e-6 and profile["device"] == "cpu"
+    first = profile["top"][0]  # the operation of the most time, its row in the report
+    assert f"| `{first['name']}` | {first['calls']:,} | {first['ms']:,.2f} |" in text and first["ms"] <= profile["busy_ms"]
     log = (out / "logs" / "frame.log").read_text()
     assert f"insta: the run in {out / 'insta'} is reused" in log and "insta: training" not in log
 
