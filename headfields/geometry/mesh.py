@@ -162,12 +162,12 @@ class TriangleMesh:
         the CPU the order given where it is local already (:func:`~headfields.kernels.in_local_order`), unless
         ``always_sorted``.
 
-        A renderer's samples come packed along their rays, a step apart. The nearest-face searches walk them as fast so
-        as sorted, and the sort (a key a query and an argsort: 23 ms for 2^18 queries, 276 ms for 2^21) is saved:
-        INSTA's 512² CPU frame 0.90-0.93x the time, its deformer's forward and backward in a training step 0.94x.
-        Random points take the deformer 2.1x the time unsorted. The k-nearest search starts from
-        its predecessor's answer, which the Morton order's neighbours serve better: ``always_sorted`` (0.55x the time
-        of ray order on packed ray samples). On CUDA the queries are sorted as before: that choice awaits a GPU's
+        A renderer's samples come packed along their rays, a step apart. The nearest-face searches walk them in that
+        order as fast as sorted, and the sort (a key a query and an argsort: 23 ms for 2^18 queries, 276 ms for 2^21)
+        is saved: INSTA's 512² CPU frame 0.90-0.93x the time, its deformer's forward and backward in a training step
+        0.94x. Random points take the deformer 2.1x the time unsorted. The k-nearest search starts from its
+        predecessor's answer, which the Morton order's neighbours serve better: ``always_sorted`` (0.55x the time of
+        ray order on packed ray samples). On CUDA the queries are sorted as before: that choice awaits a GPU's
         measurement (reading the answer back there waits for the GPU)."""
         if queries.device.type == "cpu" and not always_sorted and kernels.in_local_order(queries):
             return torch.arange(queries.shape[0])
