@@ -88,6 +88,8 @@ INSTA_STEPS = 20_000  # INSTA's training length: its C++ trains them in under 10
 PSNR_MINUTES = (1.0, 2.5, 5.0)
 FRAME_GOAL_MS = 1000 / 30  # issue 40: INSTA's 512² frame at 30 frames a second on an H100
 
+# The steps of a run, as the report keys them ("video": INSTA's synthetic video rendered on the GPU, when not cached).
+STEPS = ("tests", "hashgrid", "hashgrid_half", "mesh", "video", "insta", "frame")
 EXAMPLES = ("monoavatar", "portrait360", "hyper_neus", "mix_anchored_hashgrid", "mix_hyper_insta", "mix_triangle_neus")
 NPHM_FLAGS = ["--identities", "4", "--expressions", "3"]
 
@@ -184,7 +186,10 @@ print(f"{props.name}, {props.total_memory / 2**30:.1f} GiB, CUDA {torch.version.
 def device_name(cuda: bool) -> str:
     if not cuda:
         return f"none (CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs)"
-    done = subprocess.run([sys.executable, "-c", DEVICE_CHILD], capture_output=True, text=True, timeout=300)
+    try:
+        done = subprocess.run([sys.executable, "-c", DEVICE_CHILD], capture_output=True, text=True, timeout=120)
+    except subprocess.TimeoutExpired:
+        return "CUDA (not described: the child asking took over 120 s)"
     return done.stdout.strip() or f"CUDA (not described: {done.stderr.strip()[-200:]})"
 
 
@@ -363,16 +368,14 @@ def main() -> int:
     else:  # a fast file, its CPU cases: a few seconds on 2 cores (the fallback checks the step, not the suite)
         files, selection, test_timeout = ["tests/test_kernels.py"], ["-k", "cpu"], 300
     test_command = [python, "-m", "pytest", *files, "-q", *selection]
-    steps: dict[str, Step | None] = dict.fromkeys(("tests", "hashgrid", "hashgrid_half", "mesh", "insta", "frame"))
+    steps: dict[str, Step | None] = dict.fromkeys(STEPS)
     examples: list[tuple[str, Step]] = []
     peers: dict[str, str] = {}
     device_line = device_name(cuda)
 
     def step(key: str, name: str, command: list[str], timeout: float) -> Step:
         """Run one step, then write the report as it stands: a call cut short keeps what it measured."""
-        done = run_step(name, command, timeout, logs, deadline)
-        if key:
-            steps[key] = done
+        steps[key] = done = run_step(name, command, timeout, logs, deadline)
         save(final=False)
         return done
 
@@ -419,7 +422,7 @@ def main() -> int:
             f"make_synthetic_video({str(video)!r}, {config}, device='cuda')"
         )
         if not (video / "transforms_train.json").is_file():
-            step("", "video", [python, "-c", render], 1800)
+            step("video", "video", [python, "-c", render], 1800)
         insta_flags += ["--data", str(video), "--eval-every", "500", *INSTA_BUDGET_FLAGS]
     else:  # the same path at a budget the tiny video fills
         tiny = ["--iterations", "3", "--rays", "256", "--eval-frames", "1", "--samples-per-batch", "2048", "--early-stop", "1e-4"]

@@ -167,12 +167,7 @@ def profiled(run, size: int, device: torch.device) -> dict:
     frame()  # compiled and warm
     with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])) as prof:
         _, wall = timed(frame)
-    events = prof.key_averages()
-    if cuda:  # the kernels themselves (an operation's device time would count its kernels twice)
-        rows = [(e.key, e.count, e.self_device_time_total) for e in events if e.device_type == DeviceType.CUDA]
-    else:
-        rows = [(e.key, e.count, e.self_cpu_time_total) for e in events if e.self_cpu_time_total > 0]
-    rows.sort(key=lambda row: -row[2])
+    rows = profile_rows(prof.key_averages(), cuda)
     busy = sum(us for _, _, us in rows) / 1000
     top = [{"name": name, "calls": calls, "ms": us / 1000} for name, calls, us in rows[:PROFILE_ROWS]]
     return {"size": size, "wall_ms": 1000 * wall, "busy_ms": busy, "device": "cuda" if cuda else "cpu", "top": top}
@@ -198,6 +193,21 @@ def baseline(checkout: Path, args: argparse.Namespace) -> dict:
     if code != 0:
         raise SystemExit(f"--baseline: its render.py exited with status {code}")
     return json.loads((out / "render.json").read_text())["models"]
+
+
+def profile_rows(events, cuda: bool) -> list[tuple[str, int, float]]:
+    """(name, calls, µs) of what kept the device busy, most first: on CUDA the kernels themselves (and copies), not the
+    operations that launched them nor a ``record_function`` range's annotation on the GPU, each of which would count its
+    kernels twice; on the CPU the operations with time of their own."""
+    if cuda:
+        rows = [
+            (e.key, e.count, e.self_device_time_total)
+            for e in events
+            if e.device_type == DeviceType.CUDA and not getattr(e, "is_user_annotation", False)
+        ]
+    else:
+        rows = [(e.key, e.count, e.self_cpu_time_total) for e in events if e.self_cpu_time_total > 0]
+    return sorted(rows, key=lambda row: -row[2])
 
 
 def print_profile(name: str, p: dict) -> None:

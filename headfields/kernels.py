@@ -180,8 +180,11 @@ def in_local_order(points: Float[Tensor, "N 3"]) -> bool:
     """Whether ``points [N,3]`` come in an order about as local as :func:`morton_order` would give them: three quarters
     of the steps between consecutive points (``LOCAL_ORDER_PAIRS`` of them, spread evenly) within ``LOCAL_ORDER_STEPS``
     times the spacing of ``N`` points spread evenly over their box (the 5-95% quantiles of the points measured on each
-    axis). Samples packed along rays and grid points in raster order are; points in no order are not, nor are points on
-    a plane (their box has no volume). Reads the answer back from the device."""
+    axis, over the pairs' first points). Samples packed along rays and grid points in raster order are; points in no
+    order are not, nor are points on a plane (their box has no volume). For points on the CPU only: it reads its answer
+    back, which on a GPU would wait for the GPU."""
+    if points.device.type != "cpu":
+        raise ValueError(f"points: expected points on the CPU (the answer is read back), got {points.device}")
     n = points.shape[0]
     if n < 2:
         return True

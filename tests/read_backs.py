@@ -35,7 +35,7 @@ READ_BACKS = frozenset(
 # Reads the library makes on the CPU only (a branch of ``device.type == "cpu"``), where nothing waits: no CUDA call
 # reaches them, so the spy does not count them. (innermost headfields function) -> where it is asked.
 CPU_ONLY = {
-    "kernels.py:in_local_order": "TriangleMesh.query_order asks it on the CPU only (on CUDA the queries are sorted)",
+    "kernels.py:in_local_order": "it refuses points off the CPU (TriangleMesh.query_order sorts CUDA's queries)",
 }
 
 

@@ -123,6 +123,7 @@ def test_fallback_frame_figures_match_render_json(fallback_run):
     assert re.search(r"^\| insta \| [\d.]+ dB \| [+-]0\.0\d{3} dB \|", text, flags=re.M)  # render.py's agreement table
     profile = json.loads((out / "render.json").read_text())["models"]["insta"]["profile"]
     assert f"insta, 32² under the profiler: {profile['wall_ms']:,.1f} ms a frame" in text
+    assert 0 < profile["busy_ms"] <= profile["wall_ms"]  # the operations' own time fits in the frame's
     times = [row["ms"] for row in profile["top"]]
     assert times == sorted(times, reverse=True) and sum(times) <= profile["busy_ms"] + 1e-6 and profile["device"] == "cpu"
     first = profile["top"][0]  # the operation of the most time, its row in the report
@@ -135,7 +136,7 @@ def test_report_holds_the_steps_run_so_far(tmp_path):
     """The report is written after each step: with only the tests run, it has them, says it is incomplete and has no
     later section; a failed step is named at the top."""
     gpu = load_gpu_script()
-    steps = dict.fromkeys(("tests", "hashgrid", "hashgrid_half", "mesh", "insta", "frame"))
+    steps = dict.fromkeys(gpu.STEPS)
     steps["tests"] = gpu.run_step("tests", [sys.executable, "-c", "print('== 3 passed in 0.5s ==')"], 60, tmp_path)
     args = gpu.argparse.Namespace(example_minutes=0.0)
     lines, failed = gpu.report_lines(args, False, True, tmp_path, steps, [], {}, "none", final=False)
@@ -154,7 +155,7 @@ def test_a_deadline_ends_the_running_step_and_skips_the_rest(tmp_path):
     assert slow.returncode is None and not slow.skipped and slow.seconds < 30  # ended at the deadline, not at 600 s
     late = gpu.run_step("late", [sys.executable, "-c", "print('ran')"], 600, tmp_path, deadline)
     assert late.skipped and not late.ok and "SKIPPED" in late.status() and not (tmp_path / "late.log").exists()
-    steps = dict.fromkeys(("tests", "hashgrid", "hashgrid_half", "mesh", "insta", "frame"))
+    steps = dict.fromkeys(gpu.STEPS)
     steps["tests"], steps["mesh"] = slow, late
     _, failed = gpu.report_lines(gpu.argparse.Namespace(example_minutes=0.0), False, True, tmp_path, steps, [], {}, "none")
     assert failed == ["slow", "late (skipped: --deadline)"]

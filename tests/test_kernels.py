@@ -140,10 +140,16 @@ def test_in_local_order_tells_ray_samples_from_the_same_points_in_no_order(rays,
     assert not kernels.in_local_order(samples[torch.randperm(len(samples), generator=g)])
     assert kernels.in_local_order(samples[kernels.morton_order(samples)])  # the order it stands for
     shuffled = samples[torch.randperm(len(samples), generator=g)]
-    assert not kernels.in_local_order(torch.cat([shuffled, torch.tensor([[100.0, 0.0, 0.0]])]))  # an outlier's box
+    assert not kernels.in_local_order(torch.cat([torch.tensor([[100.0, 0.0, 0.0]]), shuffled]))  # an outlier's box
     if rays >= 2048:  # two samples a ray, thousands of rays in no order: sorted (a hundred points: no matter)
         pairs = samples.reshape(rays, steps, 3)[:, :2]
         assert not kernels.in_local_order(pairs[torch.randperm(rays, generator=g)].reshape(-1, 3))
+
+
+def test_in_local_order_is_asked_on_the_cpu_only():
+    """It reads its answer back: on a GPU that would wait for the GPU, so it refuses other devices."""
+    with pytest.raises(ValueError, match="points: expected points on the CPU"):
+        kernels.in_local_order(torch.zeros(4, 3, device="meta"))
 
 
 def test_in_local_order_of_grids_planes_and_few_points():

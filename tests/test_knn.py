@@ -260,3 +260,18 @@ def test_bad_frame(device, box_mesh):
         knn_vertices(multi, p, 1, frame=2)
     with raises_naming("frame"):
         knn_vertices(multi, p, 1, frame=torch.tensor([0, 1, -1, 0], device=device))
+
+
+def test_the_search_walks_its_queries_in_morton_order_even_along_rays(monkeypatch):
+    """Its warm start reads the previous query's answer, which the Morton order's neighbour serves better than a ray's
+    previous sample (0.55x the time): it asks for the sorted order where the faces' searches walk rays as given."""
+    v, f = head_proxy()
+    mesh = TriangleMesh(v, f)
+    asked = []
+    query_order = TriangleMesh.query_order
+    monkeypatch.setattr(
+        TriangleMesh, "query_order", lambda self, *args, **kw: asked.append(kw) or query_order(self, *args, **kw)
+    )
+    along = torch.linspace(-1.0, 1.0, 400)[:, None] * torch.tensor([0.2, 0.1, 0.3])  # one ray's samples, in order
+    knn_vertices(mesh, along, k=4)
+    assert asked == [{"always_sorted": True}]
