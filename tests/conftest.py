@@ -2,7 +2,10 @@
 marked ``unchecked``: end-to-end runs of functions the unit tests check (helpers.shapes_unchecked)."""
 
 import contextlib
+import importlib
 import os
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -39,6 +42,22 @@ def pytest_configure(config):
 def _unchecked_when_marked(request):
     with shapes_unchecked() if request.node.get_closest_marker("unchecked") else contextlib.nullcontext():
         yield
+
+
+@pytest.fixture
+def benchmark_script(monkeypatch):
+    """``benchmark_script(name)``: benchmarks/NAME.py imported as a module (its own imports live beside it), forgotten
+    after the test."""
+    imported = []
+
+    def load(name: str):
+        monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
+        imported.append(name)
+        return importlib.import_module(name)
+
+    yield load
+    for name in imported:
+        sys.modules.pop(name, None)
 
 
 @pytest.fixture(params=DEVICES)

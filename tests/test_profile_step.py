@@ -1,9 +1,6 @@
 """benchmarks/profile_step.py's table of primitives: every link of a deformer chain gets its row (a chain calls
 its links' ``canonicalize``, which forward hooks never see), nested under the chain."""
 
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 from torch.profiler import ProfilerActivity, profile
@@ -12,16 +9,10 @@ from headfields.deformers import DeformerChain, RigidDeformer
 from headfields.heads import tracked_head
 from headfields.parametric import load_model
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-
 
 @pytest.fixture
-def profile_step(monkeypatch):
-    monkeypatch.syspath_prepend(str(BENCHMARKS))  # its own imports (compare.py) live there
-    import profile_step
-
-    yield profile_step
-    sys.modules.pop("profile_step", None)
+def profile_step(benchmark_script):
+    return benchmark_script("profile_step")
 
 
 def test_every_link_of_a_chain_gets_its_range(profile_step, tiny_video):

@@ -1,22 +1,14 @@
 """benchmarks/render.py's profile of a frame: which profiler events count as the device's busy time."""
 
-import sys
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 from torch.autograd import DeviceType
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-
 
 @pytest.fixture
-def render_benchmark(monkeypatch):
-    monkeypatch.syspath_prepend(str(BENCHMARKS))  # its own imports (avatars.py) live there
-    import render
-
-    yield render
-    sys.modules.pop("render", None)
+def render_benchmark(benchmark_script):
+    return benchmark_script("render")
 
 
 def event(key, device, self_device=0.0, self_cpu=0.0, annotation=False, count=1):
