@@ -17,7 +17,6 @@ runs this same script on that checkout's package (``PYTHONPATH``) on the same ru
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import subprocess
@@ -31,9 +30,8 @@ import headfields.kernels as kernels
 import headfields.renderers.inference as inference
 from headfields.renderers.camera_paths import resized_cameras
 from headfields.runs import load_run
-from headfields.training.evaluation import render_pixels
 
-from render import CHOICES, MODELS, train_model
+from render import CHOICES, MODELS, held_out_frame, train_model
 
 # Operations that do no work of their own on a GPU: views, metadata and allocations (an allocation comes from torch's
 # caching allocator, not a kernel). An operation counts where none of the operations it calls counts.
@@ -57,9 +55,7 @@ def _calls_work(event) -> bool:
 def count(run_dir: Path, size: int, device: torch.device) -> dict:
     """One frame's rounds, working torch operations and Warp launches (the frame rendered once before, uncounted)."""
     run = load_run(run_dir, device)
-    model, head = run.model, run.eval_head
     cameras = resized_cameras(run.subject.eval.cameras, size, size).to(device)
-    chunk = run.config.training.render_chunk
     rounds, launches = [0], [0]
     rounds_of, launch_rows, launch_grid = inference._rounds, kernels.launch_rows, kernels.launch_grid
 
@@ -77,17 +73,11 @@ def count(run_dir: Path, size: int, device: torch.device) -> dict:
 
         return wrapper
 
-    def frame():
-        def render(rays):
-            return model.render_rays(dataclasses.replace(rays, frame=torch.zeros_like(rays.frame)), head)
-
-        return render_pixels(render, cameras, 0, chunk)
-
-    frame()
+    held_out_frame(run, cameras)
     inference._rounds, kernels.launch_rows, kernels.launch_grid = counted_rounds, counted(launch_rows), counted(launch_grid)
     try:
         with profile(activities=[ProfilerActivity.CPU]) as prof:
-            frame()
+            held_out_frame(run, cameras)
     finally:
         inference._rounds, kernels.launch_rows, kernels.launch_grid = rounds_of, launch_rows, launch_grid
     events = [e for e in prof.events() if e.name.startswith("aten::")]

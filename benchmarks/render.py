@@ -81,23 +81,32 @@ def train_model(name: str, recipe: str, minutes: float, out: Path, device: torch
     return folder
 
 
+def held_out_frame(run, cameras, chunk: int | None = None, early_stop: float = EARLY_STOP_TRANSMITTANCE):
+    """The inference renderer's image through camera 0 of ``cameras`` (the held-out cameras, resized), of held-out
+    frame 0's head, ``chunk`` rays a call (None: the run's ``render_chunk``, as the evaluation calls it)."""
+    model, head = run.model, run.eval_head
+    chunk = run.config.training.render_chunk if chunk is None else chunk
+
+    def render(rays):  # camera 0 sees held-out frame 0's head
+        return model.render_rays(dataclasses.replace(rays, frame=torch.zeros_like(rays.frame)), head, early_stop)
+
+    return render_pixels(render, cameras, 0, chunk)
+
+
 def measure(run, sizes: tuple[int, ...], chunk: int | None, repeats: int, device: torch.device) -> dict:
     model, frames, head = run.model, run.subject.eval, run.eval_head
     chunk = run.config.training.render_chunk if chunk is None else chunk
 
     def renderers(cameras):  # camera 0 sees held-out frame 0's head
-        def inference(rays, early_stop=EARLY_STOP_TRANSMITTANCE):
-            return model.render_rays(dataclasses.replace(rays, frame=torch.zeros_like(rays.frame)), head, early_stop)
-
         def interactive(cameras):  # the viewer's: instant-ngp's interactive stop, the MLPs' products in bfloat16
             with products_in("bfloat16"):
-                return render_pixels(lambda rays: inference(rays, INTERACTIVE_TRANSMITTANCE), cameras, 0, chunk)
+                return held_out_frame(run, cameras, chunk, INTERACTIVE_TRANSMITTANCE)
 
         def training(rays):
             return model.render(dataclasses.replace(rays, frame=torch.zeros_like(rays.frame)), head).composite.rgb
 
         return {
-            "inference": lambda: render_pixels(inference, cameras, 0, chunk),
+            "inference": lambda: held_out_frame(run, cameras, chunk),
             "interactive": lambda: interactive(cameras),
             "training": lambda: render_pixels(training, cameras, 0, TRAINING_CHUNK),
         }
@@ -154,19 +163,11 @@ PROFILE_ROWS = 15  # kernels (or CPU operations) --profile lists
 def profiled(run, size: int, device: torch.device) -> dict:
     """One inference frame at ``size``² under torch.profiler: its wall time, the device's busy time (the kernels' sum;
     on the CPU the operations' own time) and the ``PROFILE_ROWS`` kernels or operations that took the most of it."""
-    model, head, chunk = run.model, run.eval_head, run.config.training.render_chunk
     cameras = resized_cameras(run.subject.eval.cameras, size, size).to(device)
-
-    def frame():
-        def render(rays):
-            return model.render_rays(dataclasses.replace(rays, frame=torch.zeros_like(rays.frame)), head)
-
-        return render_pixels(render, cameras, 0, chunk)
-
     cuda = device.type == "cuda"
-    frame()  # compiled and warm
+    held_out_frame(run, cameras)  # compiled and warm
     with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])) as prof:
-        _, wall = timed(frame)
+        _, wall = timed(lambda: held_out_frame(run, cameras))
     rows = profile_rows(prof.key_averages(), cuda)
     busy = sum(us for _, _, us in rows) / 1000
     top = [{"name": name, "calls": calls, "ms": us / 1000} for name, calls, us in rows[:PROFILE_ROWS]]
