@@ -10,7 +10,9 @@ few hundred operations spends milliseconds launching them (``docs/benchmarks.md`
 H100"). The counts are the same on the CPU, where this runs in CI's time: each model is trained for
 ``--train-minutes`` into ``--out/<model>`` as ``benchmarks/render.py`` trains it (a finished run there is reused),
 then the first held-out frame at ``--size`` is rendered once on ``--device`` under ``torch.profiler`` (on CUDA the
-paper recipe and the GPU's own paths: the CPU's blocks of rows are not there). ``--baseline CHECKOUT``
+paper recipe and the GPU's own paths: the CPU's blocks of rows are not there). Its mesh queries take CUDA's path on
+the CPU too: sorted, where the CPU walks a renderer's samples unsorted after asking ``kernels.in_local_order``, which
+a GPU never runs. ``--baseline CHECKOUT``
 runs this same script on that checkout's package (``PYTHONPATH``) on the same runs and prints the ratios.
 """
 
@@ -58,6 +60,7 @@ def count(run_dir: Path, size: int, device: torch.device) -> dict:
     cameras = resized_cameras(run.subject.eval.cameras, size, size).to(device)
     rounds, launches = [0], [0]
     rounds_of, launch_rows, launch_grid = inference._rounds, kernels.launch_rows, kernels.launch_grid
+    local_order = getattr(kernels, "in_local_order", None)  # a checkout before it has none
 
     def counted_rounds(samples, along, evaluate, *args):  # the rays (a checkout's: the samples' midpoints), by position
         def each(batch):
@@ -73,13 +76,17 @@ def count(run_dir: Path, size: int, device: torch.device) -> dict:
 
         return wrapper
 
-    held_out_frame(run, cameras)
-    inference._rounds, kernels.launch_rows, kernels.launch_grid = counted_rounds, counted(launch_rows), counted(launch_grid)
+    if local_order is not None:  # CUDA's path: the queries sorted
+        kernels.in_local_order = lambda points: False
     try:
+        held_out_frame(run, cameras)
+        inference._rounds, kernels.launch_rows, kernels.launch_grid = counted_rounds, counted(launch_rows), counted(launch_grid)
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             held_out_frame(run, cameras)
     finally:
         inference._rounds, kernels.launch_rows, kernels.launch_grid = rounds_of, launch_rows, launch_grid
+        if local_order is not None:
+            kernels.in_local_order = local_order
     events = [e for e in prof.events() if e.name.startswith("aten::")]
     work = sum(1 for e in events if _works(e))
     return {"rounds": rounds[0], "operations": work, "warp_launches": launches[0]}
