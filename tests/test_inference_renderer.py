@@ -37,7 +37,7 @@ from headfields.renderers import (
     render_neus,
     render_neus_inference,
 )
-from headfields.renderers.inference import MAX_ROUND_STEPS
+from headfields.renderers.inference import MAX_ROUND_STEPS, _round_steps, _step_cap
 from headfields.runs import load_run
 from headfields.training import render_image, render_view
 
@@ -149,6 +149,42 @@ def test_an_opaque_wall_stops_the_rays_within_a_round(head):
     assert in_front * r <= field.points <= (in_front + MAX_ROUND_STEPS - 1) * r
     torch.testing.assert_close(out.opacity, torch.ones(r))
     torch.testing.assert_close(out.depth, torch.full((r,), 0.55))
+
+
+def test_the_cpu_caps_a_rays_steps_even_where_the_round_has_room(head):
+    """The wall again, with room in a round for every ray's 20 samples: the CPU still takes at most MAX_ROUND_STEPS
+    steps a round, so no ray is evaluated more than MAX_ROUND_STEPS - 1 samples past the wall."""
+    r, per_ray = 64, 20
+    rays = Rays(torch.zeros(r, 3), torch.tensor([[0.0, 0.0, 1.0]]).expand(r, 3), torch.zeros(r, dtype=torch.long))
+    edges = torch.linspace(0, 2, per_ray + 1)
+    samples = PackedSamples(torch.arange(r).repeat_interleave(per_ray), edges[:-1].repeat(r), edges[1:].repeat(r), r)
+
+    class _Wall(_Waves):
+        def forward(self, x, dirs, frame, head):
+            out = super().forward(x, dirs, frame, head)
+            out.density = 1e4 * (x[:, 2] > 0.5).to(x.dtype)
+            return out
+
+    field = _Wall(1.0)
+    render_nerf_inference(field, rays, head, samples, early_stop=1e-4, round_samples=r * per_ray)
+    assert field.points <= (6 + MAX_ROUND_STEPS - 1) * r
+
+
+@pytest.mark.parametrize("live", [1, 7, 1000, 96_000, 300_000])
+@pytest.mark.parametrize("budget", [64, 1 << 18, 1 << 21])
+def test_a_rounds_steps_fill_its_budget_within_the_cap(live, budget):
+    """At least one step; a round of at least budget / MAX_ROUND_STEPS samples; within the budget by less than a
+    step; the CPU's cap kept unless the round would be smaller than that; a GPU (no cap) as full as whole steps allow."""
+    assert _step_cap(torch.device("cpu")) == MAX_ROUND_STEPS and _step_cap(torch.device("cuda")) is None
+    for cap in (MAX_ROUND_STEPS, None):
+        steps = int(_round_steps(torch.tensor(live), budget, cap))
+        assert steps >= 1
+        assert steps * live >= budget // MAX_ROUND_STEPS
+        assert steps * live < max(budget, live) + live
+        if cap is not None and live * cap >= budget // MAX_ROUND_STEPS:
+            assert steps <= cap
+        if cap is None and live <= budget:
+            assert steps * live > budget - live
 
 
 def test_a_ray_stopped_early_is_renormalised_as_instant_ngps_tracer(head):
