@@ -31,6 +31,7 @@ from headfields.renderers import (
     composite,
     image_pixels,
     image_rays,
+    inference,
     nerf_weights_inference,
     pixel_rays,
     render_nerf_inference,
@@ -170,6 +171,33 @@ def test_the_cpu_caps_a_rays_steps_even_where_the_round_has_room(head):
     assert field.points <= (6 + MAX_ROUND_STEPS - 1) * r
 
 
+def test_uncapped_rounds_hold_no_more_than_the_cap_let_the_calls_rays(head, monkeypatch):
+    """The GPU's rule, run on the CPU: 64 rays of which 16 have 20 samples each (the rest none), a budget of a
+    million. Uncapped, a round holds at most 64 x MAX_ROUND_STEPS samples (what the cap let these rays make it: the
+    field's memory), and that is room for the 16 live rays' every sample in one round."""
+    monkeypatch.setattr(inference, "_step_cap", lambda device: None)
+    r, live, per_ray = 64, 16, 20
+    rays = Rays(torch.zeros(r, 3), torch.tensor([[0.0, 0.0, 1.0]]).expand(r, 3), torch.zeros(r, dtype=torch.long))
+    edges = torch.linspace(0, 2, per_ray + 1)
+    samples = PackedSamples(torch.arange(live).repeat_interleave(per_ray), edges[:-1].repeat(live), edges[1:].repeat(live), r)
+    calls = []
+
+    class _Counted(_Waves):
+        def forward(self, x, dirs, frame, head):
+            calls.append(len(x))
+            return super().forward(x, dirs, frame, head)
+
+    out = render_nerf_inference(_Counted(0.1), rays, head, samples, early_stop=1e-4, round_samples=10**6)
+    assert calls == [live * per_ray] and live * per_ray <= r * MAX_ROUND_STEPS
+    want = _reference(_Waves(0.1), rays, head, samples, None)
+    assert (out.rgb - want.rgb).abs().max() <= 1e-4
+
+    calls.clear()  # more live rays than the cap's room allows in one round: rounds of at most r x MAX_ROUND_STEPS
+    full = PackedSamples(torch.arange(r).repeat_interleave(per_ray), edges[:-1].repeat(r), edges[1:].repeat(r), r)
+    render_nerf_inference(_Counted(0.1), rays, head, full, early_stop=1e-4, round_samples=10**6)
+    assert max(calls) <= r * MAX_ROUND_STEPS and sum(calls) == r * per_ray
+
+
 @pytest.mark.parametrize("live", [1, 7, 1000, 96_000, 300_000])
 @pytest.mark.parametrize("budget", [64, 1 << 18, 1 << 21])
 def test_a_rounds_steps_fill_its_budget_within_the_cap(live, budget):
@@ -183,6 +211,8 @@ def test_a_rounds_steps_fill_its_budget_within_the_cap(live, budget):
         assert steps * live < max(budget, live) + live
         if cap is not None and live * cap >= budget // MAX_ROUND_STEPS:
             assert steps <= cap
+        if cap is not None:
+            assert steps >= min(cap, max(1, budget // live))
         if cap is None and live <= budget:
             assert steps * live > budget - live
 

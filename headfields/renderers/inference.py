@@ -4,10 +4,10 @@ autograd (instant-ngp's ``NerfTracer`` in ``testbed_nerf.cu``; nerfacc's renderi
 Each round takes the next ``steps`` samples of every live ray, evaluates the field there, composites them onto
 the ray's running colour and transmittance, then drops the rays whose transmittance fell below ``early_stop``
 or whose samples ran out. A ray stopped early counts as opaque: its colour and depth are divided by its opacity
-(instant-ngp's tracer). ``steps`` grows as rays finish (``round_samples`` over the live rays, between 1 and
-MAX_ROUND_STEPS on the CPU, from 1 up on a GPU; past that once a round would hold fewer than
-``round_samples / MAX_ROUND_STEPS`` samples), so a round evaluates about the same number of samples and a ray
-evaluates at most ``steps - 1`` samples past its stop. A ray's colour, depth and opacity differ from
+(instant-ngp's tracer). ``steps`` grows as rays finish: ``round_samples`` over the live rays, on the CPU between 1 and
+MAX_ROUND_STEPS (past that once a round would hold fewer than ``round_samples / MAX_ROUND_STEPS`` samples), on a GPU
+from 1 up, a round at most the call's rays times MAX_ROUND_STEPS. So a round evaluates about the same number of
+samples, and a ray evaluates at most ``steps - 1`` samples past its stop. A ray's colour, depth and opacity differ from
 :func:`~headfields.renderers.composite` over all its samples by the light behind the stop: at most ``early_stop``
 (times the largest ``t`` for the depth). Scores use instant-ngp's 1e-4 (``EARLY_STOP_TRANSMITTANCE``), the viewer
 its interactive 1e-2 (``INTERACTIVE_TRANSMITTANCE``).
@@ -63,12 +63,15 @@ __all__ = [
 # instant-ngp's tracer marches between 1 and 8 steps a ray before it compacts the live rays
 # (MIN/MAX_STEPS_INBETWEEN_COMPACTION): more steps waste samples behind the stop, fewer cost more rounds. The CPU
 # keeps the cap, where a wasted sample costs as much as any. On a GPU a round costs a millisecond or two of Python,
-# launches and its read-back whatever its size, where instant-ngp's fused tracer costs microseconds: there the round's
-# budget alone sizes it (INSTA's 512² frame on an H200, the same run: caps of 8, 32, 64 and none took 111, 85, 82 and
-# 81 ms at 1e-4, 73, 63, 63 and 60 ms at 1e-2; the images within 7e-5 a pixel).
+# launches and its read-back whatever its size, where instant-ngp's fused tracer costs microseconds: there the steps
+# are uncapped and the round is as large as the cap would let the call's rays make it, within the budget: no round
+# holds more than it could before, and as rays finish the live ones take more steps (INSTA's 512² frame on an H200,
+# the same run: caps of 8, 32, 64 and none took 111, 85, 82 and 81 ms at 1e-4, 73, 63, 63 and 60 ms at 1e-2; the
+# images within 7e-5 a pixel).
 MAX_ROUND_STEPS = 8
-# Samples a round evaluates at most: the field's working set (a few hundred bytes a sample), and enough that a
-# round's fixed cost (Python, kernel launches) stays small next to its work.
+# Samples a round evaluates at most: the field's working set (a few hundred bytes a sample for a NeRF, far more for
+# NeuS, whose rounds take the SDF's gradient), and enough that a round's fixed cost (Python, kernel launches) stays
+# small next to its work.
 ROUND_SAMPLES = 1 << 18
 # On a GPU a round's fixed cost is its kernel launches and its read-back (the live rays' count), a millisecond or two
 # whatever its size: a round of 2^21 samples takes a 512² frame's hundred thousand live rays twenty steps at once.
@@ -189,9 +192,9 @@ def render_neus_inference(
 
 def _round_steps(live: Tensor, budget: int, cap: int | None) -> Tensor:
     """Steps each live ray takes this round, from the count of live rays ``live`` (a 0-d tensor, so the rule runs
-    where the rays are): ``budget`` samples over the live rays, between 1 and ``cap`` (None: no cap); the last few
-    rays a round of at least ``budget / MAX_ROUND_STEPS`` samples. A field call costs milliseconds of fixed work on a CPU
-    (its Python and kernel launches): they finish in a few rounds, not a step at a time."""
+    where the rays are): ``budget`` samples over the live rays, between 1 and ``cap`` (None: no cap); under a cap,
+    the last few rays a round of at least ``budget / MAX_ROUND_STEPS`` samples. A field call costs milliseconds of
+    fixed work on a CPU (its Python and kernel launches): they finish in a few rounds, not a step at a time."""
     live = live.clamp(min=1)
     steps = (budget // live).clamp(1, cap)
     return torch.maximum(steps, -(-(budget // MAX_ROUND_STEPS) // live))
@@ -213,6 +216,8 @@ def _rounds(
     rest is sized by them (``nonzero_static``, integer indices), so a GPU is never waited for within a round."""
     r, device, dtype = samples.num_rays, samples.device, rays.origins.dtype
     cap = _step_cap(device)
+    if cap is None:  # uncapped steps: a round no larger than the cap let the call's rays make it (the field's memory)
+        budget = min(budget, r * MAX_ROUND_STEPS)
     if dtype not in (torch.float32, torch.float64):  # half-precision rays: the kernels work in float32
         wide = Rays(rays.origins.float(), rays.directions.float(), rays.frame)
         out = _rounds(samples, wide, evaluate, background, early_stop, budget)
