@@ -129,46 +129,39 @@ def test_a_stopped_ray_differs_by_at_most_the_light_behind_the_stop(head, counts
     torch.testing.assert_close(got.weights[evaluated], want.weights[evaluated], rtol=1e-9, atol=1e-12)
 
 
-def test_an_opaque_wall_stops_the_rays_within_a_round(head):
-    """Every ray meets a wall of density 1e4 at z > 0.5 (its samples 0.1 long): after the first sample inside,
-    the transmittance is exp(-1000); each ray is evaluated at most MAX_ROUND_STEPS - 1 samples past the wall (with
-    round_samples of MAX_ROUND_STEPS a ray: no round is stretched for the last rays)."""
-    r, per_ray = 64, 20
+def _along_z(r: int, per_ray: int, live: int | None = None) -> tuple[Rays, PackedSamples]:
+    """``r`` rays along +z from the origin, the first ``live`` of them (all: None) cut into ``per_ray`` samples of
+    [0, 2] each, the others empty."""
+    live = r if live is None else live
     rays = Rays(torch.zeros(r, 3), torch.tensor([[0.0, 0.0, 1.0]]).expand(r, 3), torch.zeros(r, dtype=torch.long))
     edges = torch.linspace(0, 2, per_ray + 1)
-    samples = PackedSamples(torch.arange(r).repeat_interleave(per_ray), edges[:-1].repeat(r), edges[1:].repeat(r), r)
+    ray = torch.arange(live).repeat_interleave(per_ray)
+    return rays, PackedSamples(ray, edges[:-1].repeat(live), edges[1:].repeat(live), r)
 
-    class _Wall(_Waves):
-        def forward(self, x, dirs, frame, head):
-            out = super().forward(x, dirs, frame, head)
-            out.density = 1e4 * (x[:, 2] > 0.5).to(x.dtype)
-            return out
 
+class _Wall(_Waves):
+    """A wall of density 1e4 at z > 0.5."""
+
+    def forward(self, x, dirs, frame, head):
+        out = super().forward(x, dirs, frame, head)
+        out.density = 1e4 * (x[:, 2] > 0.5).to(x.dtype)
+        return out
+
+
+@pytest.mark.parametrize("room", [MAX_ROUND_STEPS, 20])
+def test_an_opaque_wall_stops_the_rays_within_a_round(head, room):
+    """Every ray meets the wall (its samples 0.1 long): after the first sample inside, the transmittance is
+    exp(-1000); each ray is evaluated at most MAX_ROUND_STEPS - 1 samples past the wall, with round_samples of
+    MAX_ROUND_STEPS a ray (no round is stretched for the last rays) and with room in a round for every ray's 20
+    samples (the CPU keeps its cap)."""
+    r, per_ray = 64, 20
+    rays, samples = _along_z(r, per_ray)
     field = _Wall(1.0)
-    out = render_nerf_inference(field, rays, head, samples, early_stop=1e-4, round_samples=r * MAX_ROUND_STEPS)
+    out = render_nerf_inference(field, rays, head, samples, early_stop=1e-4, round_samples=r * room)
     in_front = 6  # midpoints 0.05 ... 0.55: the sixth is the first inside the wall
     assert in_front * r <= field.points <= (in_front + MAX_ROUND_STEPS - 1) * r
     torch.testing.assert_close(out.opacity, torch.ones(r))
     torch.testing.assert_close(out.depth, torch.full((r,), 0.55))
-
-
-def test_the_cpu_caps_a_rays_steps_even_where_the_round_has_room(head):
-    """The wall again, with room in a round for every ray's 20 samples: the CPU still takes at most MAX_ROUND_STEPS
-    steps a round, so no ray is evaluated more than MAX_ROUND_STEPS - 1 samples past the wall."""
-    r, per_ray = 64, 20
-    rays = Rays(torch.zeros(r, 3), torch.tensor([[0.0, 0.0, 1.0]]).expand(r, 3), torch.zeros(r, dtype=torch.long))
-    edges = torch.linspace(0, 2, per_ray + 1)
-    samples = PackedSamples(torch.arange(r).repeat_interleave(per_ray), edges[:-1].repeat(r), edges[1:].repeat(r), r)
-
-    class _Wall(_Waves):
-        def forward(self, x, dirs, frame, head):
-            out = super().forward(x, dirs, frame, head)
-            out.density = 1e4 * (x[:, 2] > 0.5).to(x.dtype)
-            return out
-
-    field = _Wall(1.0)
-    render_nerf_inference(field, rays, head, samples, early_stop=1e-4, round_samples=r * per_ray)
-    assert field.points <= (6 + MAX_ROUND_STEPS - 1) * r
 
 
 def test_uncapped_rounds_hold_no_more_than_the_cap_let_the_calls_rays(head, monkeypatch):
@@ -177,9 +170,7 @@ def test_uncapped_rounds_hold_no_more_than_the_cap_let_the_calls_rays(head, monk
     field's memory), and that is room for the 16 live rays' every sample in one round."""
     monkeypatch.setattr(inference, "_step_cap", lambda device: None)
     r, live, per_ray = 64, 16, 20
-    rays = Rays(torch.zeros(r, 3), torch.tensor([[0.0, 0.0, 1.0]]).expand(r, 3), torch.zeros(r, dtype=torch.long))
-    edges = torch.linspace(0, 2, per_ray + 1)
-    samples = PackedSamples(torch.arange(live).repeat_interleave(per_ray), edges[:-1].repeat(live), edges[1:].repeat(live), r)
+    rays, samples = _along_z(r, per_ray, live)
     calls = []
 
     class _Counted(_Waves):
@@ -193,7 +184,7 @@ def test_uncapped_rounds_hold_no_more_than_the_cap_let_the_calls_rays(head, monk
     assert (out.rgb - want.rgb).abs().max() <= 1e-4
 
     calls.clear()  # more live rays than the cap's room allows in one round: rounds of at most r x MAX_ROUND_STEPS
-    full = PackedSamples(torch.arange(r).repeat_interleave(per_ray), edges[:-1].repeat(r), edges[1:].repeat(r), r)
+    rays, full = _along_z(r, per_ray)
     render_nerf_inference(_Counted(0.1), rays, head, full, early_stop=1e-4, round_samples=10**6)
     assert max(calls) <= r * MAX_ROUND_STEPS and sum(calls) == r * per_ray
 
