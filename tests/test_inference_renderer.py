@@ -164,13 +164,15 @@ def test_an_opaque_wall_stops_the_rays_within_a_round(head, room):
     torch.testing.assert_close(out.depth, torch.full((r,), 0.55))
 
 
-def test_uncapped_rounds_hold_no_more_than_the_cap_let_the_calls_rays(head, monkeypatch):
-    """The GPU's rule, run on the CPU: 64 rays of which 16 have 20 samples each (the rest none), a budget of a
-    million. Uncapped, a round holds at most 64 x MAX_ROUND_STEPS samples (what the cap let these rays make it: the
-    field's memory), and that is room for the 16 live rays' every sample in one round."""
+@pytest.mark.parametrize("budget", [2048, 10**6])
+def test_uncapped_rounds_hold_no_more_than_the_cap_let_them(head, monkeypatch, budget):
+    """The GPU's rule, run on the CPU: 64 rays, 20 samples each for the first 16 (the rest none) or for all. Uncapped,
+    a round holds at most what the cap let it hold: 64 x MAX_ROUND_STEPS samples, or budget / MAX_ROUND_STEPS where
+    that is more (the least round), within the budget (the field's memory). That is room for the 16 live rays' every
+    sample in one round; the 64 rays' 1,280 take three rounds of a budget of 2,048 and one of a million."""
     monkeypatch.setattr(inference, "_step_cap", lambda device: None)
-    r, live, per_ray = 64, 16, 20
-    rays, samples = _along_z(r, per_ray, live)
+    r, per_ray = 64, 20
+    most = min(budget, max(r * MAX_ROUND_STEPS, budget // MAX_ROUND_STEPS))
     calls = []
 
     class _Counted(_Waves):
@@ -178,15 +180,17 @@ def test_uncapped_rounds_hold_no_more_than_the_cap_let_the_calls_rays(head, monk
             calls.append(len(x))
             return super().forward(x, dirs, frame, head)
 
-    out = render_nerf_inference(_Counted(0.1), rays, head, samples, early_stop=1e-4, round_samples=10**6)
-    assert calls == [live * per_ray] and live * per_ray <= r * MAX_ROUND_STEPS
+    rays, samples = _along_z(r, per_ray, live=16)
+    out = render_nerf_inference(_Counted(0.1), rays, head, samples, early_stop=1e-4, round_samples=budget)
+    assert calls == [16 * per_ray]
     want = _reference(_Waves(0.1), rays, head, samples, None)
     assert (out.rgb - want.rgb).abs().max() <= 1e-4
 
-    calls.clear()  # more live rays than the cap's room allows in one round: rounds of at most r x MAX_ROUND_STEPS
+    calls.clear()
     rays, full = _along_z(r, per_ray)
-    render_nerf_inference(_Counted(0.1), rays, head, full, early_stop=1e-4, round_samples=10**6)
-    assert max(calls) <= r * MAX_ROUND_STEPS and sum(calls) == r * per_ray
+    render_nerf_inference(_Counted(0.1), rays, head, full, early_stop=1e-4, round_samples=budget)
+    assert max(calls) <= most and sum(calls) == r * per_ray
+    assert len(calls) == (3 if budget == 2048 else 1)
 
 
 @pytest.mark.parametrize("live", [1, 7, 1000, 96_000, 300_000])

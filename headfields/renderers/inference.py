@@ -6,8 +6,9 @@ the ray's running colour and transmittance, then drops the rays whose transmitta
 or whose samples ran out. A ray stopped early counts as opaque: its colour and depth are divided by its opacity
 (instant-ngp's tracer). ``steps`` grows as rays finish: ``round_samples`` over the live rays, on the CPU between 1 and
 MAX_ROUND_STEPS (past that once a round would hold fewer than ``round_samples / MAX_ROUND_STEPS`` samples), on a GPU
-from 1 up, a round at most the call's rays times MAX_ROUND_STEPS. So a round evaluates about the same number of
-samples, and a ray evaluates at most ``steps - 1`` samples past its stop. A ray's colour, depth and opacity differ from
+from 1 up, a round at most what the cap let it hold (the call's rays times MAX_ROUND_STEPS, or ``round_samples /
+MAX_ROUND_STEPS``). So a round evaluates about the same number of samples, and a ray evaluates at most ``steps - 1``
+samples past its stop. A ray's colour, depth and opacity differ from
 :func:`~headfields.renderers.composite` over all its samples by the light behind the stop: at most ``early_stop``
 (times the largest ``t`` for the depth). Scores use instant-ngp's 1e-4 (``EARLY_STOP_TRANSMITTANCE``), the viewer
 its interactive 1e-2 (``INTERACTIVE_TRANSMITTANCE``).
@@ -64,8 +65,9 @@ __all__ = [
 # (MIN/MAX_STEPS_INBETWEEN_COMPACTION): more steps waste samples behind the stop, fewer cost more rounds. The CPU
 # keeps the cap, where a wasted sample costs as much as any. On a GPU a round costs a millisecond or two of Python,
 # launches and its read-back whatever its size, where instant-ngp's fused tracer costs microseconds: there the steps
-# are uncapped and the round is as large as the cap would let the call's rays make it, within the budget: no round
-# holds more than it could before, and as rays finish the live ones take more steps (INSTA's 512² frame on an H200,
+# are uncapped and a round as large as the cap let it be (the call's rays times the cap, or the least round), within
+# the budget: no round holds more than it could before, and as rays finish the live ones take more steps (INSTA's
+# 512² frame on an H200,
 # the same run: caps of 8, 32, 64 and none took 111, 85, 82 and 81 ms at 1e-4, 73, 63, 63 and 60 ms at 1e-2; the
 # images within 7e-5 a pixel).
 MAX_ROUND_STEPS = 8
@@ -216,8 +218,8 @@ def _rounds(
     rest is sized by them (``nonzero_static``, integer indices), so a GPU is never waited for within a round."""
     r, device, dtype = samples.num_rays, samples.device, rays.origins.dtype
     cap = _step_cap(device)
-    if cap is None:  # uncapped steps: a round no larger than the cap let the call's rays make it (the field's memory)
-        budget = min(budget, r * MAX_ROUND_STEPS)
+    if cap is None:  # uncapped steps, a round no larger than the cap let it be (the field's memory): the call's rays
+        budget = min(budget, max(r * MAX_ROUND_STEPS, budget // MAX_ROUND_STEPS))  # times the cap, or its least round
     if dtype not in (torch.float32, torch.float64):  # half-precision rays: the kernels work in float32
         wide = Rays(rays.origins.float(), rays.directions.float(), rays.frame)
         out = _rounds(samples, wide, evaluate, background, early_stop, budget)
