@@ -6,13 +6,14 @@ Warp launches.
     python benchmarks/launches.py --only insta --baseline ../old    # and another checkout's code, same runs
 
 On a GPU a small operation costs a few microseconds whatever its size, so a 512² frame whose rounds each launch a
-few hundred operations spends milliseconds launching them (``docs/benchmarks.md``, "INSTA's 512² frame on the
-H100"). The counts are the same on the CPU, where this runs in CI's time: each model is trained for
+few hundred operations spends milliseconds launching them (``docs/benchmarks.md``, "INSTA's 512² frame on a
+GPU"). The counts are the same on the CPU, where this runs in CI's time: each model is trained for
 ``--train-minutes`` into ``--out/<model>`` as ``benchmarks/render.py`` trains it (a finished run there is reused),
 then the first held-out frame at ``--size`` is rendered once on ``--device`` under ``torch.profiler`` (on CUDA the
-paper recipe and the GPU's own paths: the CPU's blocks of rows are not there). Its mesh queries take CUDA's path on
-the CPU too: sorted, where the CPU walks a renderer's samples unsorted after asking ``kernels.in_local_order``, which
-a GPU never runs. ``--baseline CHECKOUT``
+paper recipe and the GPU's own paths: the CPU's blocks of rows are not there). Its mesh queries and its rounds take
+CUDA's path on the CPU too: the queries sorted, where the CPU walks a renderer's samples unsorted after asking
+``kernels.in_local_order``, which a GPU never runs, and CUDA's round budget and its steps a round uncapped
+(``renderers.inference``). ``--baseline CHECKOUT``
 runs this same script on that checkout's package (``PYTHONPATH``) on the same runs and prints the ratios.
 """
 
@@ -61,6 +62,10 @@ def count(run_dir: Path, size: int, device: torch.device) -> dict:
     rounds, launches = [0], [0]
     rounds_of, launch_rows, launch_grid = inference._rounds, kernels.launch_rows, kernels.launch_grid
     local_order = getattr(kernels, "in_local_order", None)  # a checkout before it has none
+    # CUDA's round rule, where the checkout has it: its round budget, and its steps a round uncapped.
+    gpu_rule = {"ROUND_SAMPLES": getattr(inference, "ROUND_SAMPLES_GPU", None), "_step_cap": lambda device: None}
+    gpu_rule = {name: value for name, value in gpu_rule.items() if hasattr(inference, name) and value is not None}
+    cpu_rule = {name: getattr(inference, name) for name in gpu_rule}
 
     def counted_rounds(samples, along, evaluate, *args):  # the rays (a checkout's: the samples' midpoints), by position
         def each(batch):
@@ -78,6 +83,8 @@ def count(run_dir: Path, size: int, device: torch.device) -> dict:
 
     if local_order is not None:  # CUDA's path: the queries sorted
         kernels.in_local_order = lambda points: False
+    for name, value in gpu_rule.items():
+        setattr(inference, name, value)
     try:
         held_out_frame(run, cameras)
         inference._rounds, kernels.launch_rows, kernels.launch_grid = counted_rounds, counted(launch_rows), counted(launch_grid)
@@ -87,6 +94,8 @@ def count(run_dir: Path, size: int, device: torch.device) -> dict:
         inference._rounds, kernels.launch_rows, kernels.launch_grid = rounds_of, launch_rows, launch_grid
         if local_order is not None:
             kernels.in_local_order = local_order
+        for name, value in cpu_rule.items():
+            setattr(inference, name, value)
     events = [e for e in prof.events() if e.name.startswith("aten::")]
     work = sum(1 for e in events if _works(e))
     return {"rounds": rounds[0], "operations": work, "warp_launches": launches[0]}
