@@ -7,6 +7,7 @@ Run it from the repository root::
     python benchmarks/gpu.py --deadline 9           # in a ten-minute call: no step runs past 9 minutes
     python benchmarks/gpu.py --out /tmp/gpu --minutes 10 --example-minutes 1
     python benchmarks/gpu.py --quick                # a few minutes in all: a test subset, smaller sizes, 1 min INSTA
+    python benchmarks/gpu.py --deadline 9 --baseline ../old   # and INSTA's frame by another checkout's renderers
 
 The defaults are sized for one ten-minute call on a lent GPU: INSTA trains for 2 minutes and the other examples
 are left out (``--example-minutes 1`` runs each for a minute: seven more runs); ``--deadline 9`` ends the step
@@ -29,8 +30,9 @@ status is 1 if any step failed or was skipped:
    steps take at the run's rate;
 4. INSTA's frame: ``benchmarks/render.py --only insta --anatomy --profile`` on that run, at 256² and 512² (medians
    of 5): the inference renderer as the evaluation scores (stop at 1e-4), as the viewer renders (1e-2, bfloat16
-   products) and the training renderer, against issue 40's goal of 33 ms a 512² frame (30 frames a second), and the
-   512² frame's kernels by their GPU time;
+   products: INSTA's own renderer stops at 1e-2) and the training renderer, against issue 40's goal of 33 ms a 512²
+   frame (30 frames a second), and the 512² frame's kernels by their GPU time; with ``--baseline CHECKOUT``, that
+   checkout's renderers on the same run too (render.py's A/B: the previous code in the same call);
 5. on CUDA only, every other example (the paper models and the mixes, each at its default recipe on CUDA) and
    ``benchmarks/nphm.py`` for ``--example-minutes`` each (default 0: left out) into ``OUT/examples/``: a
    check that each CUDA path trains and evaluates, with its it/s, peak memory and held-out PSNR (a minute is far
@@ -344,6 +346,7 @@ def main() -> int:
     parser.add_argument(
         "--deadline", type=float, default=0.0, help="minutes from the start after which no step runs on (0: none)"
     )
+    parser.add_argument("--baseline", type=Path, default=None, help="a checkout whose renderers also render INSTA's frame")
     args = parser.parse_args()
     if args.minutes <= 0:
         parser.error("--minutes: expected a positive number")
@@ -351,6 +354,8 @@ def main() -> int:
         parser.error("--example-minutes: expected a non-negative number")
     if args.deadline < 0:
         parser.error("--deadline: expected a non-negative number of minutes")
+    if args.baseline is not None and not (args.baseline / "benchmarks" / "render.py").is_file():
+        parser.error(f"--baseline: expected a headfields checkout, got {args.baseline} (no benchmarks/render.py)")
     deadline = time.monotonic() + 60 * args.deadline if args.deadline > 0 else None
     cuda = torch.cuda.is_available()
     quick = args.quick or not cuda
@@ -438,7 +443,9 @@ def main() -> int:
     if (run / "metrics.json").is_file():
         sizes = ["256", "512"] if cuda else ["32"]
         frame = [python, "benchmarks/render.py", "--only", "insta", "--sizes", *sizes, "--repeats", "5" if cuda else "1"]
-        step("frame", "frame", [*frame, "--anatomy", "--profile", "--device", device, "--out", str(out)], 900)
+        frame += ["--anatomy", "--profile", "--device", device, "--out", str(out)]
+        frame += [] if args.baseline is None else ["--baseline", str(args.baseline.resolve())]
+        step("frame", "frame", frame, 900 if args.baseline is None else 1200)
 
     # 5. the other examples (CUDA only)
     if cuda and args.example_minutes > 0:
@@ -514,9 +521,11 @@ def frame_section(step: Step, results: Path, cuda: bool) -> list[str]:
         for size, t in timings.items()
     ]
     if cuda and "512" in timings:
-        scores = timings["512"]["inference_ms"]
-        verdict = "met" if scores <= FRAME_GOAL_MS else "not met"
-        lines += ["", f"The 512² frame as scored: {scores:.1f} ms against the goal's {FRAME_GOAL_MS:.1f} ms: **{verdict}**."]
+        lines.append("")
+        for how, key in (("as scored", "inference_ms"), ("as the viewer renders it (INSTA's own stop)", "interactive_ms")):
+            ms = timings["512"][key]
+            verdict = "met" if ms <= FRAME_GOAL_MS else "not met"
+            lines.append(f"- The 512² frame {how}: {ms:.1f} ms against the goal's {FRAME_GOAL_MS:.1f} ms: **{verdict}**.")
     lines += ["", "render.py's tables (its images against the training renderer's, where the frame's time goes, its kernels):"]
     previous = ""
     for line in step.stdout.splitlines():

@@ -40,7 +40,7 @@ def fallback_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("gpu")
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
     done = subprocess.run(
-        [sys.executable, str(SCRIPT), "--out", str(out), "--quick"],
+        [sys.executable, str(SCRIPT), "--out", str(out), "--quick", "--baseline", str(ROOT)],  # this checkout: the A/B's path
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -130,6 +130,24 @@ def test_fallback_frame_figures_match_render_json(fallback_run):
     assert f"| `{first['name']}` | {first['calls']:,} | {first['ms']:,.2f} |" in text and first["ms"] <= profile["busy_ms"]
     log = (out / "logs" / "frame.log").read_text()
     assert f"insta: the run in {out / 'insta'} is reused" in log and "insta: training" not in log
+    # --baseline: the checkout's renderers on the same run, its ratios in the report
+    base = json.loads((out / "render.json").read_text())["models"]["insta"]["baseline"]["sizes"]["32"]
+    row = re.search(r"^\| insta \| 32² \| [\d,]+ \| [\d,]+ \| ([\d,]+) \| ([\d,]+) \| [\d.]+x \| [\d.]+x \|$", text, flags=re.M)
+    assert row is not None and f"baseline: {ROOT}" in log
+    shown = [float(value.replace(",", "")) for value in row.groups()]
+    assert shown == pytest.approx([base["inference_ms"], base["training_ms"]], abs=0.51)
+
+
+def test_frame_section_judges_both_stops_against_the_goal(tmp_path):
+    """On CUDA the 512² frame as scored and as the viewer renders it (INSTA's own stop), each against 33 ms."""
+    gpu = load_gpu_script()
+    results = tmp_path / "render.json"
+    times = {"inference_ms": 40.0, "interactive_ms": 30.0, "training_ms": 90.0}
+    results.write_text(json.dumps({"models": {"insta": {"sizes": {"512": times}}}}))
+    step = gpu.Step("frame", ["python", "benchmarks/render.py"], 0, 1.0, "", "")
+    text = "\n".join(gpu.frame_section(step, results, cuda=True))
+    assert "- The 512² frame as scored: 40.0 ms against the goal's 33.3 ms: **not met**." in text
+    assert "- The 512² frame as the viewer renders it (INSTA's own stop): 30.0 ms against the goal's 33.3 ms: **met**." in text
 
 
 def test_report_holds_the_steps_run_so_far(tmp_path):
