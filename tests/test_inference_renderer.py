@@ -57,10 +57,11 @@ class _Waves(torch.nn.Module):
 
     def __init__(self, scale: float):
         super().__init__()
-        self.scale, self.points = scale, 0
+        self.scale, self.points, self.calls = scale, 0, 0
 
     def forward(self, x, dirs, frame, head):
         self.points += len(x)
+        self.calls += 1
         density = self.scale * (1 + torch.sin(7 * x[:, 2] + 3 * x[:, 0])) * (x[:, 2] > 0.5)
         rgb = torch.sigmoid(torch.stack([x[:, 0], x[:, 1] - x[:, 2], 2 * x[:, 2]], 1))
         canonical = Canonical(x, dirs, torch.ones(len(x), dtype=torch.bool), None)
@@ -193,6 +194,38 @@ def test_uncapped_rounds_hold_no_more_than_the_cap_let_them(head, monkeypatch, b
     assert len(calls) == (3 if budget == 2048 else 1)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_uncapped_rounds_take_the_whole_least_round(head, monkeypatch, dtype):
+    """The GPU's rule, run on the CPU: 64 rays of 1,954 samples (125,056), a budget of a million. The cap's rule took
+    them in one round (ceil(125,000 / 64) = 1,954 steps: the least round, budget / MAX_ROUND_STEPS, rounded up to
+    whole steps); so does the uncapped rule, and with half-precision rays too (their budget bounded once, not again
+    for the float32 rounds they run)."""
+    monkeypatch.setattr(inference, "_step_cap", lambda device: None)
+    rays, samples = _along_z(64, 1954)
+    rays = Rays(rays.origins.to(dtype), rays.directions.to(dtype), rays.frame)
+    field = _Waves(0.01)
+    render_nerf_inference(field, rays, head, samples, early_stop=1e-4, round_samples=10**6)
+    assert field.points == 64 * 1954 and field.calls == 1
+
+
+def test_uncapped_steps_are_never_fewer_and_rounds_never_larger_than_under_the_cap():
+    """Against the cap's rule (steps = max(min(B // live, 8), ceil(B / 8 / live)), the code before the GPU went
+    uncapped), over calls of r rays, live rays and budgets B: the GPU's steps are never fewer (no more rounds), and its
+    round never holds more than the cap's could for the call's rays (r x 8 steps, or the least round B / 8, whole
+    steps) nor more than the budget allows."""
+    for budget in (1, 7, 64, 2048, 10**6, 1 << 21):
+        for r in (1, 3, 64, 1000, 16_384, 1 << 18):
+            for live in sorted({n for n in (1, 2, 7, r // 3 + 1, r) if n <= r}):  # live rays: some of the call's
+                least = budget // MAX_ROUND_STEPS
+                capped = max(min(max(budget // live, 1), MAX_ROUND_STEPS), -(-least // live))
+                bounded = min(budget, max(r * MAX_ROUND_STEPS, least))
+                steps = int(_round_steps(torch.tensor(live), bounded, None, least))
+                assert steps >= capped, (budget, r, live)
+                most_before = max(r * MAX_ROUND_STEPS, -(-least // live) * live)
+                assert steps * live <= max(most_before, live), (budget, r, live)
+                assert steps * live <= max(budget, -(-least // live) * live, live), (budget, r, live)
+
+
 @pytest.mark.parametrize("live", [1, 7, 1000, 96_000, 300_000])
 @pytest.mark.parametrize("budget", [64, 1 << 18, 1 << 21])
 def test_a_rounds_steps_fill_its_budget_within_the_cap(live, budget):
@@ -200,7 +233,7 @@ def test_a_rounds_steps_fill_its_budget_within_the_cap(live, budget):
     step; the CPU's cap kept unless the round would be smaller than that; a GPU (no cap) as full as whole steps allow."""
     assert _step_cap(torch.device("cpu")) == MAX_ROUND_STEPS and _step_cap(torch.device("cuda")) is None
     for cap in (MAX_ROUND_STEPS, None):
-        steps = int(_round_steps(torch.tensor(live), budget, cap))
+        steps = int(_round_steps(torch.tensor(live), budget, cap, budget // MAX_ROUND_STEPS))
         assert steps >= 1
         assert steps * live >= budget // MAX_ROUND_STEPS
         assert steps * live < max(budget, live) + live

@@ -192,14 +192,14 @@ def render_neus_inference(
         return _rounds(samples, rays, evaluate, background, float(early_stop), round_samples)
 
 
-def _round_steps(live: Tensor, budget: int, cap: int | None) -> Tensor:
+def _round_steps(live: Tensor, budget: int, cap: int | None, least: int) -> Tensor:
     """Steps each live ray takes this round, from the count of live rays ``live`` (a 0-d tensor, so the rule runs
-    where the rays are): ``budget`` samples over the live rays, between 1 and ``cap`` (None: no cap); under a cap,
-    the last few rays a round of at least ``budget / MAX_ROUND_STEPS`` samples. A field call costs milliseconds of
-    fixed work on a CPU (its Python and kernel launches): they finish in a few rounds, not a step at a time."""
+    where the rays are): ``budget`` samples over the live rays, between 1 and ``cap`` (None: no cap); the last few
+    rays a round of at least ``least`` samples. A field call costs milliseconds of fixed work on a CPU (its Python and
+    kernel launches): they finish in a few rounds, not a step at a time."""
     live = live.clamp(min=1)
     steps = (budget // live).clamp(1, cap)
-    return torch.maximum(steps, -(-(budget // MAX_ROUND_STEPS) // live))
+    return torch.maximum(steps, -(-least // live))
 
 
 def _rounds(
@@ -217,13 +217,13 @@ def _rounds(
     A round reads one thing back from the device: the live rays' count, its steps and its samples, in one copy. The
     rest is sized by them (``nonzero_static``, integer indices), so a GPU is never waited for within a round."""
     r, device, dtype = samples.num_rays, samples.device, rays.origins.dtype
-    cap = _step_cap(device)
-    if cap is None:  # uncapped steps, a round no larger than the cap let it be (the field's memory): the call's rays
-        budget = min(budget, max(r * MAX_ROUND_STEPS, budget // MAX_ROUND_STEPS))  # times the cap, or its least round
     if dtype not in (torch.float32, torch.float64):  # half-precision rays: the kernels work in float32
         wide = Rays(rays.origins.float(), rays.directions.float(), rays.frame)
         out = _rounds(samples, wide, evaluate, background, early_stop, budget)
         return Composite(**{k: getattr(out, k).to(dtype) for k in ("rgb", "depth", "opacity", "weights")})
+    cap, least = _step_cap(device), budget // MAX_ROUND_STEPS  # the least round: the last few rays' steps
+    if cap is None:  # uncapped steps, a round no larger than the cap let it be (the field's memory): the call's rays
+        budget = min(budget, max(r * MAX_ROUND_STEPS, least))  # times the cap, or the least round
     # What the kernels read of the rays, once: detached (a Warp view of a tensor that wants a gradient would give it
     # one), in one dtype, the frames int64.
     origins, directions = rays.origins.detach().contiguous(), rays.directions.detach().to(dtype).contiguous()
@@ -240,7 +240,7 @@ def _rounds(
     keep = left > 0
     while True:
         alive = keep.sum()
-        steps_t = _round_steps(alive, budget, cap)
+        steps_t = _round_steps(alive, budget, cap, least)
         census = torch.stack([alive, steps_t, torch.where(keep, left, 0).clamp(max=steps_t).sum()])
         a, steps, n = census.tolist()  # the round's one read-back
         if a == 0:
