@@ -531,6 +531,8 @@ def frame_section(step: Step, results: Path, cuda: bool) -> list[str]:
     for line in step.stdout.splitlines():
         if "under the profiler" in line:  # the profile's heading: the frame's time and the device's busy time
             lines += ["", line]
+        elif line.startswith("== baseline:"):  # the baseline's own tables follow, then the A/B's
+            lines += ["", f"The baseline's renderers on the same run ({line.strip('= ')}):"]
         elif line.startswith("|"):
             lines += [""] if not previous.startswith("|") else []  # a blank line before each table
             lines.append(line)

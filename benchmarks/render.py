@@ -284,6 +284,13 @@ def main() -> None:
     for name, r in results.items():
         if "profile" in r:
             print_profile(name, r["profile"])
+    args.out.mkdir(parents=True, exist_ok=True)
+    info = {"device": gpu or "cpu", "threads": torch.get_num_threads(), "recipe": recipe, "train_minutes": args.train_minutes}
+
+    def save() -> None:  # render.json as it stands: written before the baseline too, so a baseline that fails keeps ours
+        (args.out / "render.json").write_text(json.dumps({"info": info, "models": results}, indent=2))
+
+    save()
     if args.baseline is not None:
         old = baseline(args.baseline.resolve(), args)
         print("\n| model | size | inference ms | interactive ms | baseline inference ms | baseline training ms | "
@@ -296,9 +303,7 @@ def main() -> None:
                 print(f"| {name} | {size}² | {new:,.0f} | {fast:,.0f} | {b['inference_ms']:,.0f} | {base:,.0f} | "
                       f"{base / new:.2f}x | {base / fast:.2f}x |")  # fmt: skip
             r["baseline"] = old[name]
-    args.out.mkdir(parents=True, exist_ok=True)
-    info = {"device": gpu or "cpu", "threads": torch.get_num_threads(), "recipe": recipe, "train_minutes": args.train_minutes}
-    (args.out / "render.json").write_text(json.dumps({"info": info, "models": results}, indent=2))
+        save()
 
 
 if __name__ == "__main__":

@@ -134,6 +134,7 @@ def test_fallback_frame_figures_match_render_json(fallback_run):
     base = json.loads((out / "render.json").read_text())["models"]["insta"]["baseline"]["sizes"]["32"]
     row = re.search(r"^\| insta \| 32² \| [\d,]+ \| [\d,]+ \| ([\d,]+) \| ([\d,]+) \| [\d.]+x \| [\d.]+x \|$", text, flags=re.M)
     assert row is not None and f"baseline: {ROOT}" in log
+    assert f"The baseline's renderers on the same run (baseline: {ROOT}):" in text  # its own tables, labelled
     shown = [float(value.replace(",", "")) for value in row.groups()]
     assert shown == pytest.approx([base["inference_ms"], base["training_ms"]], abs=0.51)
 
