@@ -67,9 +67,8 @@ __all__ = [
 # launches and its read-back whatever its size, where instant-ngp's fused tracer costs microseconds: there the steps
 # are uncapped and a round as large as the cap let it be (the call's rays times the cap, or the least round), within
 # the budget: no round holds more than it could before, and as rays finish the live ones take more steps (INSTA's
-# 512² frame on an H200,
-# the same run: caps of 8, 32, 64 and none took 111, 85, 82 and 81 ms at 1e-4, 73, 63, 63 and 60 ms at 1e-2; the
-# images within 7e-5 a pixel).
+# 512² frame on an H200, the same run: caps of 8, 32, 64 and none took 111, 85, 82 and 81 ms at 1e-4, 73, 63, 63 and
+# 60 ms at 1e-2; the images within 7e-5 a pixel).
 MAX_ROUND_STEPS = 8
 # Samples a round evaluates at most: the field's working set (a few hundred bytes a sample for a NeRF, far more for
 # NeuS, whose rounds take the SDF's gradient), and enough that a round's fixed cost (Python, kernel launches) stays
