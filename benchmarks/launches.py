@@ -20,11 +20,13 @@ runs this same script on that checkout's package (``PYTHONPATH``) on the same ru
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from unittest import mock
 
 import torch
 from torch.profiler import ProfilerActivity, profile
@@ -60,12 +62,6 @@ def count(run_dir: Path, size: int, device: torch.device) -> dict:
     run = load_run(run_dir, device)
     cameras = resized_cameras(run.subject.eval.cameras, size, size).to(device)
     rounds, launches = [0], [0]
-    rounds_of, launch_rows, launch_grid = inference._rounds, kernels.launch_rows, kernels.launch_grid
-    local_order = getattr(kernels, "in_local_order", None)  # a checkout before it has none
-    # CUDA's round rule, where the checkout has it: its round budget, and its steps a round uncapped.
-    gpu_rule = {"ROUND_SAMPLES": getattr(inference, "ROUND_SAMPLES_GPU", None), "_step_cap": lambda device: None}
-    gpu_rule = {name: value for name, value in gpu_rule.items() if hasattr(inference, name) and value is not None}
-    cpu_rule = {name: getattr(inference, name) for name in gpu_rule}
 
     def counted_rounds(samples, along, evaluate, *args):  # the rays (a checkout's: the samples' midpoints), by position
         def each(batch):
@@ -81,21 +77,22 @@ def count(run_dir: Path, size: int, device: torch.device) -> dict:
 
         return wrapper
 
-    if local_order is not None:  # CUDA's path: the queries sorted
-        kernels.in_local_order = lambda points: False
-    for name, value in gpu_rule.items():
-        setattr(inference, name, value)
-    try:
+    # CUDA's path, where the checkout has it: the queries sorted (no in_local_order), its round budget and its steps a
+    # round uncapped.
+    cuda_path = [(kernels, "in_local_order", lambda points: False), (inference, "_step_cap", lambda device: None)]
+    cuda_path += [(inference, "ROUND_SAMPLES", getattr(inference, "ROUND_SAMPLES_GPU", None))]
+    rounds_of = inference._rounds
+    counting = [(inference, "_rounds", counted_rounds)]
+    counting += [(kernels, name, counted(getattr(kernels, name))) for name in ("launch_rows", "launch_grid")]
+    with contextlib.ExitStack() as patches:
+        for module, name, value in cuda_path:
+            if hasattr(module, name) and value is not None:
+                patches.enter_context(mock.patch.object(module, name, value))
         held_out_frame(run, cameras)
-        inference._rounds, kernels.launch_rows, kernels.launch_grid = counted_rounds, counted(launch_rows), counted(launch_grid)
+        for module, name, value in counting:
+            patches.enter_context(mock.patch.object(module, name, value))
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             held_out_frame(run, cameras)
-    finally:
-        inference._rounds, kernels.launch_rows, kernels.launch_grid = rounds_of, launch_rows, launch_grid
-        if local_order is not None:
-            kernels.in_local_order = local_order
-        for name, value in cpu_rule.items():
-            setattr(inference, name, value)
     events = [e for e in prof.events() if e.name.startswith("aten::")]
     work = sum(1 for e in events if _works(e))
     return {"rounds": rounds[0], "operations": work, "warp_launches": launches[0]}
