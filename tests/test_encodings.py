@@ -13,17 +13,37 @@ from headfields.encoders import FrequencyEncoding, SphericalHarmonics
 from helpers import raises_naming
 
 
-def test_frequency_encoding_formula(device):
-    enc = FrequencyEncoding(in_dim=2, num_frequencies=3).to(device)
-    assert enc.out_dim == 2 * (1 + 2 * 3)
-    x = torch.tensor([[0.25, -0.5], [0.1, 0.7]], dtype=torch.float64, device=device)
-    out = enc(x).cpu().numpy()
+@pytest.mark.parametrize("include_input", [True, False])
+@pytest.mark.parametrize("with_gradient", [False, True], ids=["in-place", "autograd"])
+def test_frequency_encoding_formula(device, include_input, with_gradient):
+    """Both ways: the sines written into the output without autograd, torch's differentiable operations with it."""
+    enc = FrequencyEncoding(in_dim=2, num_frequencies=3, include_input=include_input).to(device)
+    assert enc.out_dim == 2 * (include_input + 2 * 3)
+    x = torch.tensor([[0.25, -0.5], [0.1, 0.7]], dtype=torch.float64, device=device, requires_grad=with_gradient)
+    out = enc(x)
+    assert out.requires_grad == with_gradient
     for n, (a, b) in enumerate(x.tolist()):
-        expected = [a, b]
+        expected = [a, b] if include_input else []
         for k in range(3):
             f = 2.0**k * math.pi
             expected += [math.sin(f * a), math.sin(f * b), math.cos(f * a), math.cos(f * b)]
-        np.testing.assert_allclose(out[n], expected, atol=1e-12)
+        np.testing.assert_allclose(out[n].detach().cpu().numpy(), expected, atol=1e-12)
+    if with_gradient:  # d/da of [a, sin(fa), cos(fa)] summed: 1 (the input) + f cos(fa) - f sin(fa)
+        (grad,) = torch.autograd.grad(out.sum(), x)
+        for (a, b), row in zip(x.tolist(), grad.tolist(), strict=True):
+            for value, g in zip((a, b), row, strict=True):
+                rates = [2.0**k * math.pi for k in range(3)]
+                bands = sum(f * (math.cos(f * value) - math.sin(f * value)) for f in rates)
+                assert g == pytest.approx(include_input + bands, abs=1e-10)
+
+
+def test_frequency_encoding_of_a_strided_batch_and_of_none():
+    """A column of a wider tensor encodes as its copy; no rows give [0, out_dim]; no bands give x."""
+    enc = FrequencyEncoding(in_dim=3, num_frequencies=4)
+    wide = torch.randn(7, 5, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(enc(wide[:, 1:4]), enc(wide[:, 1:4].contiguous()), atol=0, rtol=0)
+    assert enc(torch.zeros(0, 3)).shape == (0, enc.out_dim)
+    torch.testing.assert_close(FrequencyEncoding(3, 0)(wide[:, :3]), wide[:, :3], atol=0, rtol=0)
 
 
 def test_frequency_encoding_without_input():
