@@ -132,11 +132,43 @@ def test_fallback_frame_figures_match_render_json(fallback_run):
     assert f"insta: the run in {out / 'insta'} is reused" in log and "insta: training" not in log
     # --baseline: the checkout's renderers on the same run, its ratios in the report
     base = json.loads((out / "render.json").read_text())["models"]["insta"]["baseline"]["sizes"]["32"]
-    row = re.search(r"^\| insta \| 32² \| [\d,]+ \| [\d,]+ \| ([\d,]+) \| ([\d,]+) \| [\d.]+x \| [\d.]+x \|$", text, flags=re.M)
+    number, ratio = r"([\d,]+)", r"([\d.]+)x"
+    pattern = rf"^\| insta \| 32² \| {number} \| [\d,]+ \| {number} \| {number} \| {ratio} \| [\d.]+x \| {ratio} \|$"
+    row = re.search(pattern, text, flags=re.M)
     assert row is not None and f"baseline: {ROOT}" in log
     assert f"The baseline's renderers on the same run (baseline: {ROOT}):" in text  # its own tables, labelled
-    shown = [float(value.replace(",", "")) for value in row.groups()]
-    assert shown == pytest.approx([base["inference_ms"], base["training_ms"]], abs=0.51)
+    shown_ours, before, training, over_training, over_before = (float(value.replace(",", "")) for value in row.groups())
+    assert [before, training] == pytest.approx([base["inference_ms"], base["training_ms"]], abs=0.51)
+    ours = timings["inference_ms"]  # the ratios from the written times: the training renderer's, then like for like
+    assert shown_ours == pytest.approx(ours, abs=0.51)
+    assert over_training == pytest.approx(base["training_ms"] / ours, abs=0.006)
+    assert over_before == pytest.approx(base["inference_ms"] / ours, abs=0.006)
+
+
+def test_frame_variants_on_the_fallback_run(fallback_run, tmp_path):
+    """benchmarks/frame_variants.py on the INSTA run gpu.py trained: every variant timed; the walk's order of the mesh
+    queries and, on the CPU, the cap on a round's steps (the CPU's rule already) render "as is"'s images exactly; the
+    float16 table another image, close by."""
+    _, out = fallback_run
+    written = tmp_path / "variants.json"
+    command = [sys.executable, "benchmarks/frame_variants.py", str(out / "insta"), "--size", "24", "--repeats", "1"]
+    done = subprocess.run(
+        [*command, "--json", str(written)], cwd=ROOT, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    result = json.loads(written.read_text())["variants"]
+    names = ["as is", "queries unsorted", "steps capped at 8", "rounds twice as large", "float16 hash table"]
+    assert list(result) == names
+    for name in names:
+        scores, viewer = result[name]["scores"], result[name]["viewer"]
+        assert scores["ms"] > 0 and viewer["ms"] > 0
+        row = f"| {name} | {scores['ms']:,.1f} | {viewer['ms']:,.1f} | "
+        assert row in done.stdout
+    for name in ("as is", "queries unsorted", "steps capped at 8"):
+        assert result[name]["scores"]["max_difference"] == 0 and result[name]["viewer"]["max_difference"] == 0
+    half = result["float16 hash table"]["scores"]
+    assert 0 < half["max_difference"] < 0.05 and abs(half["psnr"] - result["as is"]["scores"]["psnr"]) < 0.1
 
 
 def test_frame_section_judges_both_stops_against_the_goal(tmp_path):
