@@ -71,26 +71,15 @@ class FrequencyEncoding(nn.Module):
         rates = frequencies[:, None, None].expand(self.num_frequencies, 2, self.in_dim)
         shift = torch.zeros(self.num_frequencies, 2, self.in_dim, dtype=torch.float64)
         shift[:, 1] = math.pi / 2
-        self.register_buffer("phase_rates", rates.reshape(-1, self.in_dim).clone(), persistent=False)  # [2K, D]
-        self.register_buffer("phase_shift", shift.reshape(-1, self.in_dim), persistent=False)
+        self.register_buffer("phase_rates", rates.reshape(-1).clone(), persistent=False)
+        self.register_buffer("phase_shift", shift.reshape(-1), persistent=False)
 
     def forward(self, x: Float[Tensor, "N D"], window: float | None = None) -> Float[Tensor, "N E"]:
         check_float("x", x, [None, self.in_dim], device=self.frequencies.device)
-        n, waves_dim = x.shape[0], self.out_dim - self.in_dim * self.include_input
-        rates, shift = self.phase_rates.to(x.dtype), self.phase_shift.to(x.dtype)
-        if window is None and not (x.requires_grad and torch.is_grad_enabled()):
-            # The phases broadcast from x (no copy of it a wave) and the sines written where they go (no concatenation):
-            # MonoAvatar's anchors encode 4 offsets a sample, 0.52 -> 0.38 ms a block of 4,096, the same values.
-            out = x.new_empty(n, self.out_dim)
-            if self.include_input:
-                out[:, : self.in_dim] = x
-            waves = out[:, self.out_dim - waves_dim :].view(n, 2 * self.num_frequencies, self.in_dim)
-            torch.addcmul(shift, x[:, None, :], rates, out=waves)
-            torch.sin(waves, out=waves)
-            return out
-        waves = torch.sin(torch.addcmul(shift, x[:, None, :], rates)).reshape(n, waves_dim)
-        if window is not None:
-            weights = window_weights(window, self.num_frequencies)
+        weights = None if window is None else window_weights(window, self.num_frequencies)
+        repeated = x.repeat(1, 2 * self.num_frequencies)  # [N, K*2*D]
+        waves = torch.sin(torch.addcmul(self.phase_shift.to(x.dtype), repeated, self.phase_rates.to(x.dtype)))
+        if weights is not None:
             band = torch.tensor(weights, dtype=x.dtype, device=x.device).repeat_interleave(2 * self.in_dim)
             waves = waves * band
         return torch.cat([x, waves], dim=1) if self.include_input else waves
