@@ -14,9 +14,9 @@ from helpers import raises_naming
 
 
 @pytest.mark.parametrize("include_input", [True, False])
-@pytest.mark.parametrize("with_gradient", [False, True], ids=["in-place", "autograd"])
+@pytest.mark.parametrize("with_gradient", [False, True], ids=["no-grad", "autograd"])
 def test_frequency_encoding_formula(device, include_input, with_gradient):
-    """Both ways: the sines written into the output without autograd, torch's differentiable operations with it."""
+    """The formula with and without autograd, and with it the gradient."""
     enc = FrequencyEncoding(in_dim=2, num_frequencies=3, include_input=include_input).to(device)
     assert enc.out_dim == 2 * (include_input + 2 * 3)
     x = torch.tensor([[0.25, -0.5], [0.1, 0.7]], dtype=torch.float64, device=device, requires_grad=with_gradient)
