@@ -32,7 +32,9 @@ status is 1 if any step failed or was skipped:
    of 5): the inference renderer as the evaluation scores (stop at 1e-4), as the viewer renders (1e-2, bfloat16
    products: INSTA's own renderer stops at 1e-2) and the training renderer, against issue 40's goal of 33 ms a 512²
    frame (30 frames a second), and the 512² frame's kernels by their GPU time; with ``--baseline CHECKOUT``, that
-   checkout's renderers on the same run too (render.py's A/B: the previous code in the same call);
+   checkout's renderers on the same run too (render.py's A/B: the previous code in the same call); then
+   ``benchmarks/frame_variants.py`` on the same run: the 512² frame under each knob a GPU has yet to settle (the
+   queries' Morton sort, the cap on a round's steps, the rounds' size, a float16 hash table), interleaved;
 5. on CUDA only, every other example (the paper models and the mixes, each at its default recipe on CUDA) and
    ``benchmarks/nphm.py`` for ``--example-minutes`` each (default 0: left out) into ``OUT/examples/``: a
    check that each CUDA path trains and evaluates, with its it/s, peak memory and held-out PSNR (a minute is far
@@ -40,7 +42,8 @@ status is 1 if any step failed or was skipped:
 
 Without a CUDA device it runs the same steps on the CPU at tiny sizes (``--quick`` implied), so the script stays
 working on every machine: a fast CPU test file, the benchmarks on a few points, INSTA for 3 iterations on a tiny
-synthetic video, its frame at 32². The report then says at the top that its figures are not GPU figures.
+synthetic video, its frame at 32² (its variants at 24²). The report then says at the top that its figures are
+not GPU figures.
 """
 
 from __future__ import annotations
@@ -91,7 +94,7 @@ PSNR_MINUTES = (1.0, 2.5, 5.0)
 FRAME_GOAL_MS = 1000 / 30  # issue 40: INSTA's 512² frame at 30 frames a second on an H100
 
 # The steps of a run, as the report keys them ("video": INSTA's synthetic video rendered on the GPU, when not cached).
-STEPS = ("tests", "hashgrid", "hashgrid_half", "mesh", "video", "insta", "frame")
+STEPS = ("tests", "hashgrid", "hashgrid_half", "mesh", "video", "insta", "frame", "variants")
 EXAMPLES = ("monoavatar", "portrait360", "hyper_neus", "mix_anchored_hashgrid", "mix_hyper_insta", "mix_triangle_neus")
 NPHM_FLAGS = ["--identities", "4", "--expressions", "3"]
 
@@ -446,6 +449,10 @@ def main() -> int:
         frame += ["--anatomy", "--profile", "--device", device, "--out", str(out)]
         frame += [] if args.baseline is None else ["--baseline", str(args.baseline.resolve())]
         step("frame", "frame", frame, 900 if args.baseline is None else 1200)
+        # ... and under each knob whose answer awaits a GPU (frame_variants.py), on the same run
+        variants = [python, "benchmarks/frame_variants.py", str(run), "--size", "512" if cuda else "24"]
+        variants += ["--repeats", "5" if cuda else "1", "--device", device, "--json", str(out / "variants.json")]
+        step("variants", "variants", variants, 600)
 
     # 5. the other examples (CUDA only)
     if cuda and args.example_minutes > 0:
@@ -503,6 +510,10 @@ def report_lines(
     lines += insta_lines
     if steps["frame"] is not None:
         lines += frame_section(steps["frame"], out / "render.json", cuda)
+    if steps["variants"] is not None:
+        lines += ["## INSTA's frame by variant", "", f"`{' '.join(steps['variants'].command[1:])}`: {steps['variants'].status()}"]
+        lines += [""] + [line for line in steps["variants"].stdout.splitlines() if line.startswith("|")] + [""]
+        lines += failure_block(steps["variants"]) if not steps["variants"].ok else []
     rows = [example_row(name, step, out / "examples" / name, out / "examples" / f"{name}_memory.json") for name, step in examples]
     lines += examples_section(rows, [step for _, step in examples if not step.ok], args.example_minutes, cuda)
     return lines + [f"Full output of every step under `{out / 'logs'}`.", ""], failed

@@ -57,7 +57,7 @@ def test_fallback_exits_cleanly_and_writes_the_report(fallback_run):
     assert report in done.stdout  # printed as well as written
     assert "no CUDA device: CPU fallback at tiny sizes, not GPU figures" in report.split("\n## ")[0]  # at the top
     assert "- every step passed" in report
-    for step in ("tests", "hashgrid", "mesh_queries", "insta", "frame"):
+    for step in ("tests", "hashgrid", "mesh_queries", "insta", "frame", "variants"):
         assert "--- stdout" in (out / "logs" / f"{step}.log").read_text()
 
 
@@ -145,30 +145,25 @@ def test_fallback_frame_figures_match_render_json(fallback_run):
     assert over_before == pytest.approx(base["inference_ms"] / ours, abs=0.006)
 
 
-def test_frame_variants_on_the_fallback_run(fallback_run, tmp_path):
-    """benchmarks/frame_variants.py on the INSTA run gpu.py trained: every variant timed; the walk's order of the mesh
-    queries and, on the CPU, the cap on a round's steps (the CPU's rule already) render "as is"'s images exactly; the
-    float16 table another image, close by."""
+def test_fallback_frame_variants(fallback_run):
+    """Step 4's variants (benchmarks/frame_variants.py) on the same run: every variant timed, its row in the report as
+    written; the walk's order of the mesh queries and, on the CPU, the cap on a round's steps (the CPU's rule already)
+    render "as is"'s images exactly; the float16 table one close by (after 3 steps the table is near its initial +-1e-4,
+    whose rounding moves a pixel by about an ulp, or not at all)."""
     _, out = fallback_run
-    written = tmp_path / "variants.json"
-    command = [sys.executable, "benchmarks/frame_variants.py", str(out / "insta"), "--size", "24", "--repeats", "1"]
-    done = subprocess.run(
-        [*command, "--json", str(written)], cwd=ROOT, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    result = json.loads(written.read_text())["variants"]
+    text = section((out / "gpu_report.md").read_text(), "INSTA's frame by variant")
+    assert f"benchmarks/frame_variants.py {out / 'insta'} --size 24" in text and "ok (" in text
+    result = json.loads((out / "variants.json").read_text())["variants"]
     names = ["as is", "queries unsorted", "steps capped at 8", "rounds twice as large", "float16 hash table"]
     assert list(result) == names
     for name in names:
         scores, viewer = result[name]["scores"], result[name]["viewer"]
         assert scores["ms"] > 0 and viewer["ms"] > 0
-        row = f"| {name} | {scores['ms']:,.1f} | {viewer['ms']:,.1f} | "
-        assert row in done.stdout
+        assert f"| {name} | {scores['ms']:,.1f} | {viewer['ms']:,.1f} | " in text
     for name in ("as is", "queries unsorted", "steps capped at 8"):
         assert result[name]["scores"]["max_difference"] == 0 and result[name]["viewer"]["max_difference"] == 0
     half = result["float16 hash table"]["scores"]
-    assert 0 < half["max_difference"] < 0.05 and abs(half["psnr"] - result["as is"]["scores"]["psnr"]) < 0.1
+    assert half["max_difference"] < 0.05 and abs(half["psnr"] - result["as is"]["scores"]["psnr"]) < 0.1
 
 
 def test_frame_section_judges_both_stops_against_the_goal(tmp_path):
