@@ -18,7 +18,11 @@ The variants, each a question a GPU has not answered yet (docs/benchmarks.md, "I
 - **steps capped at 8**: instant-ngp's cap on a ray's steps a round, the rule before 179fecd (on the CPU: as is);
 - **rounds twice as large**: the round's budget of samples doubled (``ROUND_SAMPLES_GPU``, ``ROUND_SAMPLES``);
 - **float16 hash table**: the hash grid's kernels read a float16 rounding of the table (tiny-cuda-nn's default on
-  CUDA), as ``HashGridConfig(table_dtype="float16")`` trains; a different image, to be weighed against the time.
+  CUDA), as ``HashGridConfig(table_dtype="float16")`` trains; a different image, to be weighed against the time;
+- **BVH leaves of 2 (8) triangles**: Warp's BVHs of the posed mesh rebuilt with ``geometry.mesh.BVH_LEAF_SIZE`` 2 (8),
+  where Warp's meshes hold 4, for the deformer's nearest-face search (a third of the H200's frame). Where a sample's
+  nearest point is an edge or a vertex, its faces tie and the tree picks one: a slightly different image. The CPU
+  searches its own wide BVH, so there the variant changes nothing but the build.
 """
 
 from __future__ import annotations
@@ -32,10 +36,12 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 from unittest import mock
 
 import torch
 
+import headfields.geometry.mesh as mesh_module
 import headfields.renderers.inference as inference
 from headfields.encoders import HashGrid
 from headfields.geometry import TriangleMesh
@@ -47,11 +53,11 @@ from headfields.runs import load_run
 
 from render import held_out_frame
 
-Variant = Callable[[torch.nn.Module], contextlib.AbstractContextManager]
+Variant = Callable[[Any], contextlib.AbstractContextManager]  # of the loaded run (its model, its held-out head)
 
 
 @contextlib.contextmanager
-def _unsorted(model: torch.nn.Module) -> Iterator[None]:
+def _unsorted(run) -> Iterator[None]:
     def ray_order(mesh: TriangleMesh, queries: torch.Tensor, frame: torch.Tensor, always_sorted: bool = False):
         return torch.arange(queries.shape[0], device=queries.device)
 
@@ -60,13 +66,13 @@ def _unsorted(model: torch.nn.Module) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _capped(model: torch.nn.Module) -> Iterator[None]:
+def _capped(run) -> Iterator[None]:
     with mock.patch.object(inference, "_step_cap", lambda device: inference.MAX_ROUND_STEPS):
         yield
 
 
 @contextlib.contextmanager
-def _larger_rounds(model: torch.nn.Module) -> Iterator[None]:
+def _larger_rounds(run) -> Iterator[None]:
     with contextlib.ExitStack() as stack:
         for name in ("ROUND_SAMPLES", "ROUND_SAMPLES_GPU"):
             stack.enter_context(mock.patch.object(inference, name, 2 * getattr(inference, name)))
@@ -74,8 +80,8 @@ def _larger_rounds(model: torch.nn.Module) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _half_table(model: torch.nn.Module) -> Iterator[None]:
-    grids = [m for m in model.modules() if isinstance(m, HashGrid)]
+def _half_table(run) -> Iterator[None]:
+    grids = [m for m in run.model.modules() if isinstance(m, HashGrid)]
     if not grids:
         raise ValueError("float16 hash table: the model has no HashGrid")
     with contextlib.ExitStack() as stack:
@@ -84,12 +90,33 @@ def _half_table(model: torch.nn.Module) -> Iterator[None]:
         yield
 
 
+def _leaves(size: int) -> Variant:
+    built: dict[int, tuple] = {}  # the mesh's BVHs of this leaf size, built on first use: no build in a timed render
+
+    @contextlib.contextmanager
+    def leaves(run) -> Iterator[None]:
+        mesh = run.eval_head.posed_mesh  # the deformer's source mesh
+        own = mesh._meshes, mesh._mesh_ids
+        mesh._meshes, mesh._mesh_ids = built.get(id(mesh), ([], None))
+        try:
+            with mock.patch.object(mesh_module, "BVH_LEAF_SIZE", size):
+                mesh.warp_mesh_ids()  # built (or refit) here, before the render is timed
+                built[id(mesh)] = mesh._meshes, mesh._mesh_ids
+                yield
+        finally:
+            mesh._meshes, mesh._mesh_ids = own
+
+    return leaves
+
+
 VARIANTS: dict[str, Variant] = {
-    "as is": lambda model: contextlib.nullcontext(),
+    "as is": lambda run: contextlib.nullcontext(),
     "queries unsorted": _unsorted,
     "steps capped at 8": _capped,
     "rounds twice as large": _larger_rounds,
     "float16 hash table": _half_table,
+    "BVH leaves of 2 triangles": _leaves(2),
+    "BVH leaves of 8 triangles": _leaves(8),
 }
 SETTINGS = ("scores", "viewer")
 
@@ -115,13 +142,13 @@ def timed(run, cameras, setting: str, device: torch.device) -> float:
 
 def compare(run, names: list[str], size: int, repeats: int, device: torch.device) -> dict:
     """Each variant's median ms a frame at ``size`` (after a warm-up round), then its images at the frame's own size."""
-    model, frames = run.model, run.subject.eval
+    frames = run.subject.eval
     cameras = resized_cameras(frames.cameras, size, size).to(device)
     seconds: dict[tuple[str, str], list[float]] = {(n, s): [] for n in names for s in SETTINGS}
     for round_ in range(repeats + 1):
         for name in names:
             for setting in SETTINGS:
-                with VARIANTS[name](model):
+                with VARIANTS[name](run):
                     t = timed(run, cameras, setting, device)
                 if round_ > 0:
                     seconds[(name, setting)].append(t)
@@ -130,7 +157,7 @@ def compare(run, names: list[str], size: int, repeats: int, device: torch.device
     for setting in SETTINGS:
         images = {}
         for name in names:
-            with VARIANTS[name](model):
+            with VARIANTS[name](run):
                 images[name] = render(run, own, setting).clamp(0, 1)
         reference = images[names[0]]
         for name in names:

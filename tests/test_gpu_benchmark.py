@@ -147,20 +147,22 @@ def test_fallback_frame_figures_match_render_json(fallback_run):
 
 def test_fallback_frame_variants(fallback_run):
     """Step 4's variants (benchmarks/frame_variants.py) on the same run: every variant timed, its row in the report as
-    written; the walk's order of the mesh queries and, on the CPU, the cap on a round's steps (the CPU's rule already)
-    render "as is"'s images exactly; the float16 table one close by (after 3 steps the table is near its initial +-1e-4,
-    whose rounding moves a pixel by about an ulp, or not at all)."""
+    written; the walk's order of the mesh queries and, on the CPU, Warp's BVH leaves (the CPU searches its wide BVH)
+    and the cap on a round's steps (the CPU's rule already) render "as is"'s images exactly; the float16 table one
+    close by (after 3 steps the table is near its initial +-1e-4, whose rounding moves a pixel by an ulp or none)."""
     _, out = fallback_run
     text = section((out / "gpu_report.md").read_text(), "INSTA's frame by variant")
     assert f"benchmarks/frame_variants.py {out / 'insta'} --size 24" in text and "ok (" in text
     result = json.loads((out / "variants.json").read_text())["variants"]
     names = ["as is", "queries unsorted", "steps capped at 8", "rounds twice as large", "float16 hash table"]
+    names += ["BVH leaves of 2 triangles", "BVH leaves of 8 triangles"]
     assert list(result) == names
     for name in names:
         scores, viewer = result[name]["scores"], result[name]["viewer"]
         assert scores["ms"] > 0 and viewer["ms"] > 0
         assert f"| {name} | {scores['ms']:,.1f} | {viewer['ms']:,.1f} | " in text
-    for name in ("as is", "queries unsorted", "steps capped at 8"):
+    exact = ["as is", "queries unsorted", "steps capped at 8", "BVH leaves of 2 triangles", "BVH leaves of 8 triangles"]
+    for name in exact:
         assert result[name]["scores"]["max_difference"] == 0 and result[name]["viewer"]["max_difference"] == 0
     half = result["float16 hash table"]["scores"]
     assert half["max_difference"] < 0.05 and abs(half["psnr"] - result["as is"]["scores"]["psnr"]) < 0.1

@@ -7,9 +7,11 @@ import signal
 import numpy as np
 import pytest
 import torch
+import trimesh
 from hypothesis import given
 from hypothesis import strategies as st
 
+import headfields.geometry.mesh as mesh_module
 from headfields.geometry import (
     TriangleMesh,
     box,
@@ -247,3 +249,26 @@ def test_a_rejected_update_leaves_the_mesh_as_it_was():
         mesh.update(v * torch.tensor([1.0, 1.0, 0.0]))
     assert mesh.vertices.shape == (1, 8, 3) and torch.equal(mesh.vertices[0], v)
     assert torch.isclose(closest_point(mesh, torch.tensor([[0.0, 0.0, 0.7]])).distance[0], torch.tensor(0.2))
+
+
+@pytest.mark.parametrize("leaf", [1, 8])
+def test_bvh_leaf_size_reaches_warp_and_moves_no_distance(device, leaf, monkeypatch):
+    """geometry.mesh.BVH_LEAF_SIZE builds Warp's triangle BVHs with that many triangles a leaf; the tree's shape
+    changes no distance (trimesh's, as the peer), only which of tied faces is found."""
+    built = []
+    real = mesh_module.wp.Mesh
+
+    def recorded(*args, **kwargs):
+        built.append(kwargs.get("bvh_leaf_size"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(mesh_module, "BVH_LEAF_SIZE", leaf)
+    monkeypatch.setattr(mesh_module.wp, "Mesh", recorded)
+    v, f = head_proxy()
+    mesh = TriangleMesh(v.to(device), f.to(device))
+    mesh._wide_bvh = False  # the CPU too asks Warp's BVH, not its own wide one
+    points = sample_near_surface(TriangleMesh(v, f), 2000, thickness=0.1, seed=4)
+    q = closest_point(mesh, points.to(device))
+    assert built == [leaf]
+    _, peer, _ = trimesh.proximity.closest_point(trimesh.Trimesh(v.numpy(), f.numpy(), process=False), points.numpy())
+    np.testing.assert_allclose(q.distance.cpu().numpy(), peer, atol=1e-5)

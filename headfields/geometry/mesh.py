@@ -18,6 +18,10 @@ from .wide_bvh import available as wide_bvh_available
 # meshes get it within a few steps and a one-off query over a large mesh (metrics.visible_faces: one ray a face) keeps
 # Warp's BVH.
 WIDE_BUILD_QUERIES_PER_FACE = 32
+# Triangles a leaf of Warp's triangle BVHs holds (None: Warp's default, 4). The nearest-face search is a third of
+# INSTA's frame on a GPU; whether another size suits it awaits a GPU's answer (benchmarks/frame_variants.py). Read
+# when a mesh builds its BVHs.
+BVH_LEAF_SIZE: int | None = None
 
 
 def _version(t: Tensor) -> int:
@@ -182,7 +186,7 @@ class TriangleMesh:
         if self._mesh_ids is None:
             with kernels.torch_stream(self.device):
                 indices = kernels.to_warp(self._faces32, wp.int32)
-                self._meshes = [wp.Mesh(points=p, indices=indices) for p in self._frame_points()]
+                self._meshes = [wp.Mesh(p, indices, bvh_leaf_size=BVH_LEAF_SIZE) for p in self._frame_points()]
                 self._mesh_ids = wp.array([m.id for m in self._meshes], dtype=wp.uint64, device=kernels.warp_device(self.device))
         self._sync()
         return self._mesh_ids
