@@ -3,6 +3,7 @@ this device, measured before it is made.
 
     python benchmarks/frame_variants.py outputs/gpu/insta                  # the run benchmarks/gpu.py trained
     python benchmarks/frame_variants.py outputs/gpu/insta --size 512 --repeats 5 --only "as is" "rounds twice as large"
+    python benchmarks/frame_variants.py outputs/gpu/insta --device cpu --cuda-rules  # the GPU's rules, on the CPU
 
 A variant patches module-level knobs while it renders and puts them back after (``unittest.mock.patch``): nothing is
 changed for good. The variants take turns, a render each a round, so that a drift of the machine falls on all alike;
@@ -10,13 +11,17 @@ the first round is a warm-up. Each renders the held-out camera resized to ``--si
 ``held_out_frame``: the run's chunk of rays a call) at the scores' stop (transmittance 1e-4, float32) and as the
 viewer renders (1e-2, the MLPs' products in bfloat16). Printed and written to ``--json``: the median milliseconds of
 each, and at the frame's own size the PSNR against the held-out image and the largest pixel difference from "as is".
+``--cuda-rules`` renders every variant under the GPU's rules (``render.cuda_rules``: the queries sorted, the GPU's
+rounds): on the CPU, "as is" is then what a GPU runs, and the variants differ from it as they would there.
 
 The variants, each a question a GPU has not answered yet (docs/benchmarks.md, "INSTA's 512² frame on a GPU"):
 
-- **queries unsorted**: the deformer walks the samples in the rays' order, as the CPU does for packed samples, instead
-  of sorting them along a Morton curve first (2% of the H200's frame);
-- **steps capped at 8**: instant-ngp's cap on a ray's steps a round, the rule before 179fecd (on the CPU: as is);
-- **rounds twice as large**: the round's budget of samples doubled (``ROUND_SAMPLES_GPU``, ``ROUND_SAMPLES``);
+- **queries unsorted**: the mesh queries that may come in any order (the deformer's, a shell's) walked as they come,
+  the rays' order for a renderer's samples, instead of sorted along a Morton curve first (2% of the H200's frame); the
+  k-nearest-vertex search keeps its sort, as on the CPU. The same image: each query's search is its own;
+- **steps capped at 8**: instant-ngp's cap on a ray's steps a round, the rule before 179fecd (the CPU's rule);
+- **rounds twice as large**: the round's budget of samples doubled, and the cap that bounds a GPU's uncapped round
+  (the call's rays times ``MAX_ROUND_STEPS``) with it: on the CPU, 16 steps a ray a round;
 - **float16 hash table**: the hash grid's kernels read a float16 rounding of the table (tiny-cuda-nn's default on
   CUDA), as ``HashGridConfig(table_dtype="float16")`` trains; a different image, to be weighed against the time;
 - **BVH leaves of 2 (8) triangles**: Warp's BVHs of the posed mesh rebuilt with ``geometry.mesh.BVH_LEAF_SIZE`` 2 (8),
@@ -34,6 +39,7 @@ import json
 import statistics
 import sys
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -51,17 +57,22 @@ from headfields.renderers import INTERACTIVE_TRANSMITTANCE
 from headfields.renderers.camera_paths import resized_cameras
 from headfields.runs import load_run
 
-from render import held_out_frame
+from render import cuda_rules, held_out_frame
 
 Variant = Callable[[Any], contextlib.AbstractContextManager]  # of the loaded run (its model, its held-out head)
+SETTINGS = ("scores", "viewer")
 
 
 @contextlib.contextmanager
 def _unsorted(run) -> Iterator[None]:
-    def ray_order(mesh: TriangleMesh, queries: torch.Tensor, frame: torch.Tensor, always_sorted: bool = False):
+    sorted_order = TriangleMesh.query_order
+
+    def as_they_come(mesh: TriangleMesh, queries: torch.Tensor, frame: torch.Tensor, always_sorted: bool = False):
+        if always_sorted:  # the k-nearest search's warm start wants the sort
+            return sorted_order(mesh, queries, frame, always_sorted)
         return torch.arange(queries.shape[0], device=queries.device)
 
-    with mock.patch.object(TriangleMesh, "query_order", ray_order):
+    with mock.patch.object(TriangleMesh, "query_order", as_they_come):
         yield
 
 
@@ -73,8 +84,10 @@ def _capped(run) -> Iterator[None]:
 
 @contextlib.contextmanager
 def _larger_rounds(run) -> Iterator[None]:
+    # A GPU's uncapped round is bounded by the call's rays times MAX_ROUND_STEPS too: doubled with the budget (the
+    # least round, budget / MAX_ROUND_STEPS, stays).
     with contextlib.ExitStack() as stack:
-        for name in ("ROUND_SAMPLES", "ROUND_SAMPLES_GPU"):
+        for name in ("ROUND_SAMPLES", "ROUND_SAMPLES_GPU", "MAX_ROUND_STEPS"):
             stack.enter_context(mock.patch.object(inference, name, 2 * getattr(inference, name)))
         yield
 
@@ -91,17 +104,20 @@ def _half_table(run) -> Iterator[None]:
 
 
 def _leaves(size: int) -> Variant:
-    built: dict[int, tuple] = {}  # the mesh's BVHs of this leaf size, built on first use: no build in a timed render
+    # Each mesh's Warp BVHs of this leaf size, built on first use (no build in a timed render) and swapped in while the
+    # variant renders. The held-out head's vertices never move, so neither set goes stale: a mesh refits only the set
+    # it holds.
+    built: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     @contextlib.contextmanager
     def leaves(run) -> Iterator[None]:
         mesh = run.eval_head.posed_mesh  # the deformer's source mesh
         own = mesh._meshes, mesh._mesh_ids
-        mesh._meshes, mesh._mesh_ids = built.get(id(mesh), ([], None))
+        mesh._meshes, mesh._mesh_ids = built.get(mesh, ([], None))
         try:
             with mock.patch.object(mesh_module, "BVH_LEAF_SIZE", size):
-                mesh.warp_mesh_ids()  # built (or refit) here, before the render is timed
-                built[id(mesh)] = mesh._meshes, mesh._mesh_ids
+                mesh.warp_mesh_ids()  # built on first use, before the render is timed
+                built[mesh] = mesh._meshes, mesh._mesh_ids
                 yield
         finally:
             mesh._meshes, mesh._mesh_ids = own
@@ -118,7 +134,6 @@ VARIANTS: dict[str, Variant] = {
     "BVH leaves of 2 triangles": _leaves(2),
     "BVH leaves of 8 triangles": _leaves(8),
 }
-SETTINGS = ("scores", "viewer")
 
 
 def render(run, cameras, setting: str) -> torch.Tensor:
@@ -140,10 +155,10 @@ def timed(run, cameras, setting: str, device: torch.device) -> float:
     return time.perf_counter() - start
 
 
-def compare(run, names: list[str], size: int, repeats: int, device: torch.device) -> dict:
-    """Each variant's median ms a frame at ``size`` (after a warm-up round), then its images at the frame's own size."""
-    frames = run.subject.eval
-    cameras = resized_cameras(frames.cameras, size, size).to(device)
+def median_ms(run, names: list[str], size: int, repeats: int, device: torch.device) -> dict[tuple[str, str], float]:
+    """Each variant's median ms a frame at ``size`` and each setting, the variants taking turns a render each, after a
+    warm-up round (Warp's compilations, the BVHs' builds)."""
+    cameras = resized_cameras(run.subject.eval.cameras, size, size).to(device)
     seconds: dict[tuple[str, str], list[float]] = {(n, s): [] for n in names for s in SETTINGS}
     for round_ in range(repeats + 1):
         for name in names:
@@ -152,21 +167,40 @@ def compare(run, names: list[str], size: int, repeats: int, device: torch.device
                     t = timed(run, cameras, setting, device)
                 if round_ > 0:
                     seconds[(name, setting)].append(t)
-    own, truth = frames.cameras.to(device), frames.images[0].float().to(device) / 255
-    result = {}
+    return {key: 1000 * statistics.median(values) for key, values in seconds.items()}
+
+
+def images(run, names: list[str], device: torch.device) -> dict:
+    """Each variant's PSNR at the frame's own size against the held-out image, and its largest pixel difference from
+    the first variant's image, by setting."""
+    frames = run.subject.eval
+    cameras, truth = frames.cameras.to(device), frames.images[0].float().to(device) / 255
+    result: dict = {}
     for setting in SETTINGS:
-        images = {}
+        shown = {}
         for name in names:
             with VARIANTS[name](run):
-                images[name] = render(run, own, setting).clamp(0, 1)
-        reference = images[names[0]]
+                shown[name] = render(run, cameras, setting).clamp(0, 1)
         for name in names:
-            result.setdefault(name, {})[setting] = {
-                "ms": 1000 * statistics.median(seconds[(name, setting)]),
-                "psnr": float(psnr(images[name], truth)),
-                "max_difference": float((images[name] - reference).abs().max()),
-            }
+            difference = float((shown[name] - shown[names[0]]).abs().max())
+            result.setdefault(name, {})[setting] = {"psnr": float(psnr(shown[name], truth)), "max_difference": difference}
     return result
+
+
+def table(result: dict, size: int) -> list[str]:
+    """The printed table: each variant's times, their ratios to "as is", its PSNR and differences."""
+    lines = [
+        f"| variant | scores ms ({size}²) | viewer ms | scores: vs as is | viewer: vs as is | PSNR (scores) | "
+        "largest pixel difference (scores) | (viewer) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    base = result["as is"]
+    for name, r in result.items():
+        s, v = r["scores"], r["viewer"]
+        ratios = f"{base['scores']['ms'] / s['ms']:.2f}x | {base['viewer']['ms'] / v['ms']:.2f}x"
+        differences = f"{s['max_difference']:.1e} | {v['max_difference']:.1e}"
+        lines.append(f"| {name} | {s['ms']:,.1f} | {v['ms']:,.1f} | {ratios} | {s['psnr']:.3f} dB | {differences} |")
+    return lines
 
 
 def main() -> None:
@@ -176,26 +210,27 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--only", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--cuda-rules", action="store_true", help="the GPU's rules on any device (render.cuda_rules)")
     parser.add_argument("--json", type=Path, default=None, help="also write the table here")
     args = parser.parse_args()
-    if args.size < 1 or args.repeats < 1:
-        parser.error("--size and --repeats: expected positive integers")
+    for flag, value in (("--size", args.size), ("--repeats", args.repeats)):
+        if value < 1:
+            parser.error(f"{flag}: expected a positive integer, got {value}")
     names = ["as is"] + [n for n in args.only if n != "as is"]  # "as is" first: the reference image
     device = torch.device(args.device)
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
-    print(f"torch {torch.__version__}, {gpu or 'CPU'}, {torch.get_num_threads()} threads; {args.run}", flush=True)
-    result = compare(load_run(args.run, device), names, args.size, args.repeats, device)
-    print(f"\n| variant | scores ms ({args.size}²) | viewer ms | scores: vs as is | viewer: vs as is | PSNR (scores) | "
-          "largest pixel difference (scores) | (viewer) |")  # fmt: skip
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
-    base = result["as is"]
-    for name in names:
-        s, v = result[name]["scores"], result[name]["viewer"]
-        print(f"| {name} | {s['ms']:,.1f} | {v['ms']:,.1f} | {base['scores']['ms'] / s['ms']:.2f}x | "
-              f"{base['viewer']['ms'] / v['ms']:.2f}x | {s['psnr']:.3f} dB | {s['max_difference']:.1e} | "
-              f"{v['max_difference']:.1e} |")  # fmt: skip
+    rules = " under the GPU's rules" if args.cuda_rules else ""
+    print(f"torch {torch.__version__}, {gpu or 'CPU'}, {torch.get_num_threads()} threads; {args.run}{rules}", flush=True)
+    run = load_run(args.run, device)
+    with cuda_rules() if args.cuda_rules else contextlib.nullcontext():
+        times = median_ms(run, names, args.size, args.repeats, device)
+        result = images(run, names, device)
+    for (name, setting), ms in times.items():
+        result[name][setting]["ms"] = ms
+    print("\n" + "\n".join(table(result, args.size)))
     if args.json is not None:
         info = {"device": gpu or "cpu", "size": args.size, "repeats": args.repeats, "run": str(args.run)}
+        info["cuda_rules"] = args.cuda_rules
         args.json.write_text(json.dumps({"info": info, "variants": result}, indent=2))
 
 

@@ -34,7 +34,8 @@ status is 1 if any step failed or was skipped:
    frame (30 frames a second), and the 512² frame's kernels by their GPU time; with ``--baseline CHECKOUT``, that
    checkout's renderers on the same run too (render.py's A/B: the previous code in the same call); then
    ``benchmarks/frame_variants.py`` on the same run: the 512² frame under each knob a GPU has yet to settle (the
-   queries' Morton sort, the cap on a round's steps, the rounds' size, a float16 hash table), interleaved;
+   queries' Morton sort, the cap on a round's steps, the rounds' size, a float16 hash table, BVH leaves of 2 and 8
+   triangles), interleaved;
 5. on CUDA only, every other example (the paper models and the mixes, each at its default recipe on CUDA) and
    ``benchmarks/nphm.py`` for ``--example-minutes`` each (default 0: left out) into ``OUT/examples/``: a
    check that each CUDA path trains and evaluates, with its it/s, peak memory and held-out PSNR (a minute is far
@@ -42,8 +43,8 @@ status is 1 if any step failed or was skipped:
 
 Without a CUDA device it runs the same steps on the CPU at tiny sizes (``--quick`` implied), so the script stays
 working on every machine: a fast CPU test file, the benchmarks on a few points, INSTA for 3 iterations on a tiny
-synthetic video, its frame at 32² (its variants at 24²). The report then says at the top that its figures are
-not GPU figures.
+synthetic video, its frame at 32² (its variants at 24², under the GPU's rules). The report then says at the top
+that its figures are not GPU figures.
 """
 
 from __future__ import annotations
@@ -449,10 +450,12 @@ def main() -> int:
         frame += ["--anatomy", "--profile", "--device", device, "--out", str(out)]
         frame += [] if args.baseline is None else ["--baseline", str(args.baseline.resolve())]
         step("frame", "frame", frame, 900 if args.baseline is None else 1200)
-        # ... and under each knob whose answer awaits a GPU (frame_variants.py), on the same run
+        # ... and under each knob whose answer awaits a GPU (frame_variants.py), on the same run; the CPU under the GPU's
+        # rules, so that its variants differ from "as is" as a GPU's do
+        (out / "variants.json").unlink(missing_ok=True)  # an earlier run's
         variants = [python, "benchmarks/frame_variants.py", str(run), "--size", "512" if cuda else "24"]
         variants += ["--repeats", "5" if cuda else "1", "--device", device, "--json", str(out / "variants.json")]
-        step("variants", "variants", variants, 600)
+        step("variants", "variants", variants + ([] if cuda else ["--cuda-rules"]), 600)
 
     # 5. the other examples (CUDA only)
     if cuda and args.example_minutes > 0:
@@ -511,12 +514,17 @@ def report_lines(
     if steps["frame"] is not None:
         lines += frame_section(steps["frame"], out / "render.json", cuda)
     if steps["variants"] is not None:
-        lines += ["## INSTA's frame by variant", "", f"`{' '.join(steps['variants'].command[1:])}`: {steps['variants'].status()}"]
-        lines += [""] + [line for line in steps["variants"].stdout.splitlines() if line.startswith("|")] + [""]
-        lines += failure_block(steps["variants"]) if not steps["variants"].ok else []
+        lines += variants_section(steps["variants"])
     rows = [example_row(name, step, out / "examples" / name, out / "examples" / f"{name}_memory.json") for name, step in examples]
     lines += examples_section(rows, [step for _, step in examples if not step.ok], args.example_minutes, cuda)
     return lines + [f"Full output of every step under `{out / 'logs'}`.", ""], failed
+
+
+def variants_section(step: Step) -> list[str]:
+    """frame_variants.py's table as it printed it (its figures are in OUT/variants.json)."""
+    lines = ["## INSTA's frame by variant", "", f"`{' '.join(step.command[1:])}`: {step.status()}", ""]
+    lines += [line for line in step.stdout.splitlines() if line.startswith("|")] + [""]
+    return lines + ([] if step.ok else failure_block(step))
 
 
 def frame_section(step: Step, results: Path, cuda: bool) -> list[str]:

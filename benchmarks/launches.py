@@ -36,7 +36,7 @@ import headfields.renderers.inference as inference
 from headfields.renderers.camera_paths import resized_cameras
 from headfields.runs import load_run
 
-from render import CHOICES, MODELS, held_out_frame, train_model
+from render import CHOICES, MODELS, cuda_rules, held_out_frame, train_model
 
 # Operations that do no work of their own on a GPU: views, metadata and allocations (an allocation comes from torch's
 # caching allocator, not a kernel). An operation counts where none of the operations it calls counts.
@@ -77,17 +77,11 @@ def count(run_dir: Path, size: int, device: torch.device) -> dict:
 
         return wrapper
 
-    # CUDA's path, where the checkout has it: the queries sorted (no in_local_order), its round budget and its steps a
-    # round uncapped.
-    cuda_path = [(kernels, "in_local_order", lambda points: False), (inference, "_step_cap", lambda device: None)]
-    cuda_path += [(inference, "ROUND_SAMPLES", getattr(inference, "ROUND_SAMPLES_GPU", None))]
     rounds_of = inference._rounds
     counting = [(inference, "_rounds", counted_rounds)]
     counting += [(kernels, name, counted(getattr(kernels, name))) for name in ("launch_rows", "launch_grid")]
     with contextlib.ExitStack() as patches:
-        for module, name, value in cuda_path:
-            if hasattr(module, name) and value is not None:
-                patches.enter_context(mock.patch.object(module, name, value))
+        patches.enter_context(cuda_rules())  # CUDA's path, where the checkout has it
         held_out_frame(run, cameras)
         for module, name, value in counting:
             patches.enter_context(mock.patch.object(module, name, value))

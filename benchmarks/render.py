@@ -31,6 +31,7 @@ it: the A/B against the renderers as they were.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -38,12 +39,16 @@ import platform
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from unittest import mock
 
 import torch
 from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
 
+import headfields.kernels as kernels
+import headfields.renderers.inference as inference
 from headfields.checks import trusted_values
 from headfields.metrics import psnr
 from headfields.models.registry import MODELS as REGISTERED
@@ -79,6 +84,20 @@ def train_model(name: str, recipe: str, minutes: float, out: Path, device: torch
     print(f"{name}: training {minutes:g} min ({recipe} recipe) into {folder}", flush=True)
     train_run(run, folder, device)
     return folder
+
+
+@contextlib.contextmanager
+def cuda_rules() -> Iterator[None]:
+    """A GPU's rules on any device, where the package has them (an older checkout's may not): the mesh queries sorted
+    (no ``kernels.in_local_order``, which a GPU never asks), the round's budget ``ROUND_SAMPLES_GPU`` and its steps
+    uncapped. What a frame asks of a GPU can then be counted, or compared, on the CPU."""
+    rules = [(kernels, "in_local_order", lambda points: False), (inference, "_step_cap", lambda device: None)]
+    rules += [(inference, "ROUND_SAMPLES", getattr(inference, "ROUND_SAMPLES_GPU", None))]
+    with contextlib.ExitStack() as patches:
+        for module, name, value in rules:
+            if hasattr(module, name) and value is not None:
+                patches.enter_context(mock.patch.object(module, name, value))
+        yield
 
 
 def held_out_frame(run, cameras, chunk: int | None = None, early_stop: float = EARLY_STOP_TRANSMITTANCE):

@@ -12,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import headfields.geometry.mesh as mesh_module
+import headfields.geometry.wide_bvh as wide_bvh
 from headfields.geometry import (
     TriangleMesh,
     box,
@@ -264,11 +265,14 @@ def test_bvh_leaf_size_reaches_warp_and_moves_no_distance(device, leaf, monkeypa
 
     monkeypatch.setattr(mesh_module, "BVH_LEAF_SIZE", leaf)
     monkeypatch.setattr(mesh_module.wp, "Mesh", recorded)
+    monkeypatch.setenv(wide_bvh.WIDE_BVH_SWITCH, "0")  # the CPU too asks Warp's BVH, not its own wide one
+    wide_bvh.available.cache_clear()  # decided once a process: afresh here, and again after
     v, f = head_proxy()
-    mesh = TriangleMesh(v.to(device), f.to(device))
-    mesh._wide_bvh = False  # the CPU too asks Warp's BVH, not its own wide one
     points = sample_near_surface(TriangleMesh(v, f), 2000, thickness=0.1, seed=4)
-    q = closest_point(mesh, points.to(device))
+    try:
+        q = closest_point(TriangleMesh(v.to(device), f.to(device)), points.to(device))
+    finally:
+        wide_bvh.available.cache_clear()
     assert built == [leaf]
     _, peer, _ = trimesh.proximity.closest_point(trimesh.Trimesh(v.numpy(), f.numpy(), process=False), points.numpy())
     np.testing.assert_allclose(q.distance.cpu().numpy(), peer, atol=1e-5)
