@@ -19,13 +19,22 @@ SCRIPT = ROOT / "benchmarks" / "gpu.py"
 
 
 def load_gpu_script():
-    """benchmarks/gpu.py as a module (registered first: its dataclass resolves annotations through sys.modules)."""
+    """benchmarks/gpu.py as a module (registered first: its dataclass resolves annotations through sys.modules), its
+    report module (benchmarks/gpu_report.py) imported beside it."""
+    if str(SCRIPT.parent) not in sys.path:
+        sys.path.insert(0, str(SCRIPT.parent))
     if "gpu_benchmark_script" not in sys.modules:
         spec = importlib.util.spec_from_file_location("gpu_benchmark_script", SCRIPT)
         module = importlib.util.module_from_spec(spec)
         sys.modules[spec.name] = module
         spec.loader.exec_module(module)
     return sys.modules["gpu_benchmark_script"]
+
+
+def load_report():
+    """benchmarks/gpu_report.py, as gpu.py imports it."""
+    load_gpu_script()
+    return sys.modules["gpu_report"]
 
 
 def section(report: str, title: str) -> str:
@@ -204,12 +213,12 @@ def test_larger_rounds_variant_takes_fewer_rounds_under_the_gpus_rules(fallback_
 
 def test_frame_section_judges_both_stops_against_the_goal(tmp_path):
     """On CUDA the 512² frame as scored and as the viewer renders it (INSTA's own stop), each against 33 ms."""
-    gpu = load_gpu_script()
+    gpu, gpu_report = load_gpu_script(), load_report()
     results = tmp_path / "render.json"
     times = {"inference_ms": 40.0, "interactive_ms": 30.0, "training_ms": 90.0}
     results.write_text(json.dumps({"models": {"insta": {"sizes": {"512": times}}}}))
     step = gpu.Step("frame", ["python", "benchmarks/render.py"], 0, 1.0, "", "")
-    text = "\n".join(gpu.frame_section(step, results, cuda=True))
+    text = "\n".join(gpu_report.frame_section(step, results, cuda=True))
     assert "- The 512² frame as scored: 40.0 ms against the goal's 33.3 ms: **not met**." in text
     assert "- The 512² frame as the viewer renders it (INSTA's own stop): 30.0 ms against the goal's 33.3 ms: **met**." in text
 
@@ -244,12 +253,12 @@ def test_a_deadline_ends_the_running_step_and_skips_the_rest(tmp_path):
 
 
 def test_step_failure_is_reported_with_its_last_lines(tmp_path):
-    gpu = load_gpu_script()
+    gpu, gpu_report = load_gpu_script(), load_report()
     code = "print('first'); print('last words'); raise SystemExit(3)"
     step = gpu.run_step("broken", [sys.executable, "-c", code], 60, tmp_path)
     assert step.returncode == 3 and not step.ok
     assert "FAILED" in step.status() and "exit status 3" in step.status()
-    block = "\n".join(gpu.benchmark_section("Broken", step, fenced=True))
+    block = "\n".join(gpu_report.benchmark_section("Broken", step, fenced=True))
     assert "last words" in block and "FAILED" in block
     assert "last words" in (tmp_path / "broken.log").read_text()
 
@@ -264,11 +273,11 @@ def test_step_past_its_time_limit_is_ended_and_reported(tmp_path):
 
 
 def test_pytest_counts_reads_the_closing_line():
-    gpu = load_gpu_script()
+    gpu_report = load_report()
     output = "....sF\nFAILED tests/test_x.py::test_y[cuda]\n1 failed, 4 passed, 1 skipped, 9 deselected, 2 warnings in 4.20s\n"
-    assert gpu.pytest_counts(output) == {"failed": 1, "passed": 4, "skipped": 1, "deselected": 9, "warning": 2}
-    assert gpu.pytest_counts("== 3 passed, 1 error in 0.5s ==") == {"passed": 3, "error": 1}
-    assert gpu.pytest_counts("ImportError while loading conftest") == {}
+    assert gpu_report.pytest_counts(output) == {"failed": 1, "passed": 4, "skipped": 1, "deselected": 9, "warning": 2}
+    assert gpu_report.pytest_counts("== 3 passed, 1 error in 0.5s ==") == {"passed": 3, "error": 1}
+    assert gpu_report.pytest_counts("ImportError while loading conftest") == {}
 
 
 def test_fallback_leaves_the_other_examples_to_a_gpu(fallback_run):
@@ -281,15 +290,15 @@ def test_fallback_leaves_the_other_examples_to_a_gpu(fallback_run):
 def test_example_row_reads_the_runs_metrics_and_memory(tmp_path):
     """A row of the examples table from what a run leaves: the recipe line it printed, metrics.json, the wrapper's
     memory file; and dashes where a failed run left nothing."""
-    gpu = load_gpu_script()
+    gpu, gpu_report = load_gpu_script(), load_report()
     run = tmp_path / "run"
     run.mkdir()
     (run / "metrics.json").write_text(json.dumps({"psnr": 25.8249, "iterations": 600, "train_seconds": 50.0}))
     memory = tmp_path / "memory.json"
     memory.write_text(json.dumps({"max_memory_allocated": 2**30, "max_memory_reserved": 3 * 2**29}))
     step = gpu.Step("example monoavatar", ["python"], 0, 61.0, "recipe: paper (monoavatar)\ntrain: ...\n", "")
-    row = gpu.example_row("monoavatar", step, run, memory)
+    row = gpu_report.example_row("monoavatar", step, run, memory)
     assert row == "| monoavatar | ok (61 s) | paper | 12.00 | 1.00 GiB (1.50 GiB reserved) | 25.82 dB |"
     broken = gpu.Step("example portrait360", ["python"], 1, 3.0, "", "Traceback ...")
-    row = gpu.example_row("portrait360", broken, tmp_path / "missing", tmp_path / "missing.json")
+    row = gpu_report.example_row("portrait360", broken, tmp_path / "missing", tmp_path / "missing.json")
     assert row == "| portrait360 | **FAILED**: exit status 1 (3 s) | — | — | — | — |"
