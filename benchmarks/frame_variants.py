@@ -35,10 +35,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import functools
 import json
 import statistics
 import sys
-import time
 import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -57,7 +57,7 @@ from headfields.renderers import INTERACTIVE_TRANSMITTANCE
 from headfields.renderers.camera_paths import resized_cameras
 from headfields.runs import load_run
 
-from render import cuda_rules, held_out_frame
+from render import cuda_rules, held_out_frame, timed
 
 Variant = Callable[[Any], contextlib.AbstractContextManager]  # of the loaded run (its model, its held-out head)
 SETTINGS = ("scores", "viewer")
@@ -144,17 +144,6 @@ def render(run, cameras, setting: str) -> torch.Tensor:
         return held_out_frame(run, cameras, None, INTERACTIVE_TRANSMITTANCE)
 
 
-def timed(run, cameras, setting: str, device: torch.device) -> float:
-    """Seconds of one :func:`render`, the GPU's queue drained before and after."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    start = time.perf_counter()
-    render(run, cameras, setting)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter() - start
-
-
 def median_ms(run, names: list[str], size: int, repeats: int, device: torch.device) -> dict[tuple[str, str], float]:
     """Each variant's median ms a frame at ``size`` and each setting, the variants taking turns a render each, after a
     warm-up round (Warp's compilations, the BVHs' builds)."""
@@ -164,7 +153,7 @@ def median_ms(run, names: list[str], size: int, repeats: int, device: torch.devi
         for name in names:
             for setting in SETTINGS:
                 with VARIANTS[name](run):
-                    t = timed(run, cameras, setting, device)
+                    _, t = timed(functools.partial(render, run, cameras, setting))
                 if round_ > 0:
                     seconds[(name, setting)].append(t)
     return {key: 1000 * statistics.median(values) for key, values in seconds.items()}

@@ -125,3 +125,15 @@ def tiny_neus_run(tmp_path_factory, tiny_video):
 
     recipe = NeusAvatarConfig(sampler=NeusSampler(coarse=16, rounds=1, per_round=8, padding=0.03), eikonal_points=64)
     return _tiny_run(tmp_path_factory.mktemp("neus_run"), "mix_triangle_neus", recipe, tiny_video[0].root)
+
+
+@pytest.fixture
+def availability(monkeypatch):
+    """``geometry.wide_bvh.available()`` decided afresh in the test (it is decided once a process, from the
+    HEADFIELDS_WIDE_BVH switch, unset here), and again after it."""
+    from headfields.geometry import wide_bvh
+
+    monkeypatch.delenv(wide_bvh.WIDE_BVH_SWITCH, raising=False)
+    wide_bvh.available.cache_clear()
+    yield
+    wide_bvh.available.cache_clear()

@@ -253,7 +253,7 @@ def test_a_rejected_update_leaves_the_mesh_as_it_was():
 
 
 @pytest.mark.parametrize("leaf", [1, 8])
-def test_bvh_leaf_size_reaches_warp_and_moves_no_distance(device, leaf, monkeypatch):
+def test_bvh_leaf_size_reaches_warp_and_moves_no_distance(device, leaf, monkeypatch, availability):
     """geometry.mesh.BVH_LEAF_SIZE builds Warp's triangle BVHs with that many triangles a leaf; the tree's shape
     changes no distance (trimesh's, as the peer), only which of tied faces is found."""
     built = []
@@ -266,13 +266,9 @@ def test_bvh_leaf_size_reaches_warp_and_moves_no_distance(device, leaf, monkeypa
     monkeypatch.setattr(mesh_module, "BVH_LEAF_SIZE", leaf)
     monkeypatch.setattr(mesh_module.wp, "Mesh", recorded)
     monkeypatch.setenv(wide_bvh.WIDE_BVH_SWITCH, "0")  # the CPU too asks Warp's BVH, not its own wide one
-    wide_bvh.available.cache_clear()  # decided once a process: afresh here, and again after
     v, f = head_proxy()
     points = sample_near_surface(TriangleMesh(v, f), 2000, thickness=0.1, seed=4)
-    try:
-        q = closest_point(TriangleMesh(v.to(device), f.to(device)), points.to(device))
-    finally:
-        wide_bvh.available.cache_clear()
+    q = closest_point(TriangleMesh(v.to(device), f.to(device)), points.to(device))
     assert built == [leaf]
     _, peer, _ = trimesh.proximity.closest_point(trimesh.Trimesh(v.numpy(), f.numpy(), process=False), points.numpy())
     np.testing.assert_allclose(q.distance.cpu().numpy(), peer, atol=1e-5)

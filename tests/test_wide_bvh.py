@@ -406,15 +406,6 @@ def test_the_wide_bvh_is_built_once_queries_add_up_to_32_a_face(monkeypatch):
 # ---------------------------------------------------------------- what the walk takes from Warp, and its fallback
 
 
-@pytest.fixture
-def availability(monkeypatch):
-    """available() decided afresh in the test (it is decided once a process), and again after it."""
-    monkeypatch.delenv(wide_bvh.WIDE_BVH_SWITCH, raising=False)
-    wide_bvh.available.cache_clear()
-    yield
-    wide_bvh.available.cache_clear()
-
-
 def test_warp_builds_the_native_walk_for_the_cpu(availability):
     """Fails, not skips, when a Warp release no longer builds the snippet: its CPU compiler (clang's vector extensions
     and builtins), its runtime's C++ names (wp::vec3, an array's .data, a struct's fields) or wp.func_native changed.
