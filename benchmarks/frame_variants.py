@@ -7,10 +7,11 @@ this device, measured before it is made.
 
 A variant patches module-level knobs while it renders and puts them back after (``unittest.mock.patch``): nothing is
 changed for good. The variants take turns, a render each a round, so that a drift of the machine falls on all alike;
-the first round is a warm-up. Each renders the held-out camera resized to ``--size`` (``render.py``'s
-``held_out_frame``: the run's chunk of rays a call) at the scores' stop (transmittance 1e-4, float32) and as the
-viewer renders (1e-2, the MLPs' products in bfloat16). Printed and written to ``--json``: the median milliseconds of
-each, and at the frame's own size the PSNR against the held-out image and the largest pixel difference from "as is".
+a warm-up render of each comes first, and a variant that fails there is left out and named. Each renders the
+held-out camera resized to ``--size`` (``render.py``'s ``held_out_frame``: the run's chunk of rays a call) at the
+scores' stop (transmittance 1e-4, float32) and as the viewer renders (1e-2, the MLPs' products in bfloat16). Printed
+and written to ``--json``: the median milliseconds of each, and at the frame's own size the PSNR against the held-out
+image and the largest pixel difference from "as is".
 ``--cuda-rules`` renders every variant under the GPU's rules (``render.cuda_rules``: the queries sorted, the GPU's
 rounds): on the CPU, "as is" is then what a GPU runs, and the variants differ from it as they would there.
 
@@ -27,7 +28,12 @@ The variants, each a question a GPU has not answered yet (docs/benchmarks.md, "I
 - **BVH leaves of 2 (8) triangles**: Warp's BVHs of the posed mesh rebuilt with ``geometry.mesh.BVH_LEAF_SIZE`` 2 (8),
   where Warp's meshes hold 4, for the deformer's nearest-face search (a third of the H200's frame). Where a sample's
   nearest point is an edge or a vertex, its faces tie and the tree picks one: a slightly different image. The CPU
-  searches its own wide BVH, so there the variant changes nothing but the build.
+  searches its own wide BVH, so there the variant changes nothing but the build;
+- **fused decoder**: the density and colour MLPs in one Warp kernel a tile of samples
+  (``decoders.fused_nerf``, on the run's device: ``FUSED_DEVICE_TYPES``) instead of torch's layers, their
+  concatenations and activations (the H200's products, ReLUs and concatenations: a quarter of its frame). The same
+  image within float32 rounding. It evaluates float32 products only, so the viewer's bfloat16 frame keeps torch's
+  layers: its viewer column is "as is"'s.
 """
 
 from __future__ import annotations
@@ -49,6 +55,7 @@ import torch
 
 import headfields.geometry.mesh as mesh_module
 import headfields.renderers.inference as inference
+from headfields.decoders import fused_nerf
 from headfields.encoders import HashGrid
 from headfields.geometry import TriangleMesh
 from headfields.metrics import psnr
@@ -103,6 +110,10 @@ def _half_table(run) -> Iterator[None]:
         yield
 
 
+def _fused(run) -> contextlib.AbstractContextManager:
+    return mock.patch.object(fused_nerf, "FUSED_DEVICE_TYPES", (run.model.field.decoder.density_net[0].weight.device.type,))
+
+
 def _leaves(size: int) -> Variant:
     # Each mesh's Warp BVHs of this leaf size, built on first use (no build in a timed render) and swapped in while the
     # variant renders. The held-out head's vertices never move, so neither set goes stale: a mesh refits only the set
@@ -133,6 +144,7 @@ VARIANTS: dict[str, Variant] = {
     "float16 hash table": _half_table,
     "BVH leaves of 2 triangles": _leaves(2),
     "BVH leaves of 8 triangles": _leaves(8),
+    "fused decoder": _fused,
 }
 
 
@@ -144,18 +156,36 @@ def render(run, cameras, setting: str) -> torch.Tensor:
         return held_out_frame(run, cameras, None, INTERACTIVE_TRANSMITTANCE)
 
 
+def warmed_up(run, names: list[str], size: int, device: torch.device) -> dict[str, str]:
+    """Each variant rendered once at ``size`` in each setting (Warp's compilations, the BVHs' builds); a variant that
+    raises is left out of what follows, and its error returned by name: one variant that fails to compile on a
+    device (a kernel's tiles, say) costs its own row, not the run's table."""
+    cameras = resized_cameras(run.subject.eval.cameras, size, size).to(device)
+    failed = {}
+    for name in names:
+        try:
+            for setting in SETTINGS:
+                with VARIANTS[name](run):
+                    render(run, cameras, setting)
+        except Exception as error:  # noqa: BLE001 (reported, and the other variants go on)
+            if name == "as is":
+                raise
+            failed[name] = f"{type(error).__name__}: {error}".splitlines()[0][:300]
+            print(f"{name}: failed, left out ({failed[name]})", flush=True)
+    return failed
+
+
 def median_ms(run, names: list[str], size: int, repeats: int, device: torch.device) -> dict[tuple[str, str], float]:
-    """Each variant's median ms a frame at ``size`` and each setting, the variants taking turns a render each, after a
-    warm-up round (Warp's compilations, the BVHs' builds)."""
+    """Each variant's median ms a frame at ``size`` and each setting, the variants taking turns a render each (warmed up
+    first: :func:`warmed_up`)."""
     cameras = resized_cameras(run.subject.eval.cameras, size, size).to(device)
     seconds: dict[tuple[str, str], list[float]] = {(n, s): [] for n in names for s in SETTINGS}
-    for round_ in range(repeats + 1):
+    for _ in range(repeats):
         for name in names:
             for setting in SETTINGS:
                 with VARIANTS[name](run):
                     _, t = timed(functools.partial(render, run, cameras, setting))
-                if round_ > 0:
-                    seconds[(name, setting)].append(t)
+                seconds[(name, setting)].append(t)
     return {key: 1000 * statistics.median(values) for key, values in seconds.items()}
 
 
@@ -212,15 +242,19 @@ def main() -> None:
     print(f"torch {torch.__version__}, {gpu or 'CPU'}, {torch.get_num_threads()} threads; {args.run}{rules}", flush=True)
     run = load_run(args.run, device)
     with cuda_rules() if args.cuda_rules else contextlib.nullcontext():
+        failed = warmed_up(run, names, args.size, device)
+        names = [n for n in names if n not in failed]
         times = median_ms(run, names, args.size, args.repeats, device)
         result = images(run, names, device)
     for (name, setting), ms in times.items():
         result[name][setting]["ms"] = ms
     print("\n" + "\n".join(table(result, args.size)))
+    for name, error in failed.items():
+        print(f"left out: {name} ({error})")
     if args.json is not None:
         info = {"device": gpu or "cpu", "size": args.size, "repeats": args.repeats, "run": str(args.run)}
         info["cuda_rules"] = args.cuda_rules
-        args.json.write_text(json.dumps({"info": info, "variants": result}, indent=2))
+        args.json.write_text(json.dumps({"info": info, "variants": result, "failed": failed}, indent=2))
 
 
 if __name__ == "__main__":

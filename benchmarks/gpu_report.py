@@ -232,9 +232,9 @@ def report_lines(
 
 
 def variants_section(step: Step) -> list[str]:
-    """frame_variants.py's table as it printed it (its figures are in OUT/variants.json)."""
+    """frame_variants.py's table as it printed it, and the variants it left out (its figures: OUT/variants.json)."""
     lines = ["## INSTA's frame by variant", "", f"`{' '.join(step.command[1:])}`: {step.status()}", ""]
-    lines += [line for line in step.stdout.splitlines() if line.startswith("|")] + [""]
+    lines += [line for line in step.stdout.splitlines() if line.startswith(("|", "left out: "))] + [""]
     return lines + ([] if step.ok else failure_block(step))
 
 

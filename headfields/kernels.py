@@ -234,8 +234,10 @@ def launch_rows(
     per_row: Sequence[torch.Tensor],
     device: torch.device,
     min_rows: int | None = None,
+    tile: tuple[int, int] | None = None,
 ) -> None:
-    """Launch ``kernel`` over ``rows`` threads on ``device``.
+    """Launch ``kernel`` over ``rows`` threads on ``device`` (with ``tile``, ``(rows a block, threads a block)``: a
+    tiled kernel over blocks of rows, ``wp.launch_tiled``, ``wp.tid()`` a block's index, one launch on the CPU too).
 
     The kernel's parameters are ``shared`` followed by ``per_row`` (torch tensors whose first dimension is
     ``rows``). Torch tensors become Warp arrays of the dtype the kernel declares (no copy: the kernel writes
@@ -265,13 +267,19 @@ def launch_rows(
 
     def run(lo: int, hi: int) -> None:
         arrays = [to_warp(t[lo:hi], p.type.dtype) for t, p in zip(per_row, params[len(shared) :], strict=True)]
-        wp.launch(kernel, dim=hi - lo, inputs=[*shared, *arrays], device=wp_device)
+        if tile is None:
+            wp.launch(kernel, dim=hi - lo, inputs=[*shared, *arrays], device=wp_device)
+        else:
+            blocks = -(-(hi - lo) // tile[0])
+            wp.launch_tiled(kernel, dim=blocks, inputs=[*shared, *arrays], block_dim=tile[1], device=wp_device)
 
     if device.type == "cuda":
         with torch_stream(device):
             run(0, rows)
         return
-    bounds = launch_bounds(rows, device, min_rows)
+    # Warp's CPU tiles take their "shared" memory from one static arena per module on x86-64 (not thread-local: its
+    # LLVM JIT has no TLS), so two tiled launches of a module at once would overwrite each other's: one launch.
+    bounds = launch_bounds(rows, device, min_rows) if tile is None else [0, rows]
     if len(bounds) == 2:
         run(0, rows)
         return

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from unittest import mock
 
 import pytest
 import torch
@@ -160,7 +161,8 @@ def test_fallback_frame_variants(fallback_run):
     timed, its row in the report as written. Unsorted queries render the sorted ones' image to the bit (each query's
     search is its own); the GPU's rules' uncapped steps and larger rounds composite a few more samples past the stop,
     Warp's BVH leaves may pick another of tied faces (where Warp's search answers: the CPU's wide BVH is the same
-    whatever Warp's leaves), the float16 table rounds the features: each within 1e-4 a pixel, after 3 steps."""
+    whatever Warp's leaves), the float16 table rounds the features, the fused decoder sums its products in another
+    order: each within 1e-4 a pixel, after 3 steps."""
     _, out = fallback_run
     text = section((out / "gpu_report.md").read_text(), "INSTA's frame by variant")
     assert f"benchmarks/frame_variants.py {out / 'insta'} --size 24" in text and "--cuda-rules" in text and "ok (" in text
@@ -168,7 +170,7 @@ def test_fallback_frame_variants(fallback_run):
     result = written["variants"]
     assert written["info"]["cuda_rules"] is True
     names = ["as is", "queries unsorted", "steps capped at 8", "rounds twice as large", "float16 hash table"]
-    names += ["BVH leaves of 2 triangles", "BVH leaves of 8 triangles"]
+    names += ["BVH leaves of 2 triangles", "BVH leaves of 8 triangles", "fused decoder"]
     assert list(result) == names
     for name in names:
         scores, viewer = result[name]["scores"], result[name]["viewer"]
@@ -177,6 +179,23 @@ def test_fallback_frame_variants(fallback_run):
         assert scores["max_difference"] < 1e-4 and abs(scores["psnr"] - result["as is"]["scores"]["psnr"]) < 0.01
     for name in ("as is", "queries unsorted"):
         assert result[name]["scores"]["max_difference"] == 0 and result[name]["viewer"]["max_difference"] == 0
+
+
+def test_a_variant_that_fails_is_left_out_and_named(fallback_run, benchmark_script, capsys):
+    """A variant that raises in its warm-up (a kernel that does not compile on the device) costs its own row only."""
+    from headfields.runs import load_run
+
+    variants = benchmark_script("frame_variants")
+
+    def broken(run):
+        raise RuntimeError("no tiles here\nmore of the compiler's output")
+
+    _, out = fallback_run
+    run = load_run(out / "insta", "cpu")
+    with mock.patch.dict(variants.VARIANTS, {"broken": broken}):
+        failed = variants.warmed_up(run, ["as is", "broken", "queries unsorted"], 8, torch.device("cpu"))
+    assert failed == {"broken": "RuntimeError: no tiles here"}
+    assert "broken: failed, left out (RuntimeError: no tiles here)" in capsys.readouterr().out
 
 
 def test_larger_rounds_variant_takes_fewer_rounds_under_the_gpus_rules(fallback_run, benchmark_script, monkeypatch):

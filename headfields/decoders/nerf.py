@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from ..checks import check_count, check_float
 from ..networks import mlp
+from . import fused_nerf
 
 # INSTA's network (PAPERS.md): density MLP 64 wide with 2 hidden layers, 15 geometry features; colour MLP 64 wide
 # with 3 hidden layers.
@@ -119,17 +120,18 @@ class NerfDecoder(nn.Module):
         if x.dtype != weight.dtype:
             raise TypeError(f"{name}: expected {weight.dtype} (the decoder's parameters), got {x.dtype}")
 
-    def _density_input(self, features: Tensor, cond: Tensor | None) -> Tensor:
+    def _check_inputs(self, features: Tensor, cond: Tensor | None, reads_cond: bool) -> None:
+        """``features`` and ``cond`` as the decoder takes them (``cond`` checked where ``reads_cond``)."""
         self._check("features", features, self.feature_dim, None)
-        n = features.shape[0]
         if self.cond_dim == 0:
             if cond is not None:
                 raise ValueError(f"cond: expected None (cond_dim is 0), got a tensor of shape {list(cond.shape)}")
-            return features
-        if not self.config.cond_to_density:
-            return features  # cond, if given, is checked where the colour MLP takes it
-        self._check_cond(cond, n)
-        return torch.cat([features, cond], dim=-1)
+        elif reads_cond:
+            self._check_cond(cond, features.shape[0])
+
+    def _density_input(self, features: Tensor, cond: Tensor | None) -> Tensor:
+        self._check_inputs(features, cond, self.config.cond_to_density)  # the colour MLP checks its own
+        return torch.cat([features, cond], dim=-1) if self.cond_dim and self.config.cond_to_density else features
 
     def _check_cond(self, cond: Tensor | None, n: int) -> None:
         if cond is None:
@@ -138,12 +140,16 @@ class NerfDecoder(nn.Module):
 
     def density(self, features: Float[Tensor, "N F"], cond: Float[Tensor, "N C"] | None = None) -> Float[Tensor, " N"]:
         """Density alone (for occupancy-grid updates): skips the colour MLP."""
+        if fused_nerf.fuses(self, features):
+            return fused_nerf.fused_density(self, features, cond)
         raw = self.density_net(self._density_input(features, cond))
         return self._activation(raw[:, 0])
 
     def forward(
         self, features: Float[Tensor, "N F"], dirs_encoded: Float[Tensor, "N Dd"], cond: Float[Tensor, "N C"] | None = None
     ) -> DecoderOutput:
+        if fused_nerf.fuses(self, features):  # both MLPs in one Warp kernel (fused_nerf.FUSED_DEVICE_TYPES)
+            return fused_nerf.fused_decode(self, features, dirs_encoded, cond)
         out = self.density_net(self._density_input(features, cond))
         self._check("dirs_encoded", dirs_encoded, self.dir_dim, features.shape[0])
         geometry = out[:, 1:]

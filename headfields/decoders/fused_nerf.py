@@ -1,0 +1,312 @@
+"""A :class:`~headfields.decoders.NerfDecoder`'s inference pass in one Warp kernel: both MLPs on a tile of samples.
+
+Layer by layer, torch writes each MLP's activations to memory and reads them back, launches a kernel a product, a
+bias, a ReLU and a concatenation, and INSTA's lips condition enters by a 144-wide concatenation. Here a block of
+threads takes ``TILE_ROWS`` samples through the density MLP, the activation, and the colour MLP in tiles
+(``wp.tile_matmul``: cuBLASDx on CUDA, a scalar product on the CPU): the inputs are read once and only density,
+colour and the geometry features are written. The concatenations become sums of products (``[x, c] W^T =
+x Wx^T + c Wc^T``), so no input is copied. No autograd: training keeps torch's layers.
+
+On the CPU, where oneDNN runs the layers near the float32 peak on every core (``networks.Mlp``), this kernel runs on one
+thread (Warp's CPU tiles share one arena: ``kernels.launch_rows``) and is 4-5x slower (INSTA's decoder on 65,536
+samples, 2 cores: 0.47 s against torch's 0.10 s), so the CPU never takes it unless asked. On a GPU it is a variant
+of ``benchmarks/frame_variants.py`` until a GPU has measured it: :data:`FUSED_DEVICE_TYPES` names the devices that
+take it. Parameters changed in place through ``.data`` bypass the version counter the kernel's packed weights are
+kept by (as they bypass autograd's): change them in place under ``torch.no_grad()`` instead, as optimisers do.
+
+    with torch.no_grad():
+        out = fused_decode(decoder, features, dirs_encoded, cond)  # decoder(features, dirs_encoded, cond), fused
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+from typing import Any, no_type_check
+
+import torch
+import warp as wp
+from jaxtyping import Float
+from torch import Tensor, nn
+
+from .. import kernels
+
+__all__ = ["FUSED_DEVICE_TYPES", "TILE_ROWS", "fused_decode", "fused_density", "fuses"]
+
+FUSED_DEVICE_TYPES: tuple[str, ...] = ()
+"""The torch device types on which :class:`~headfields.decoders.NerfDecoder` evaluates without autograd by this
+kernel (``("cuda",)``, ``("cpu", "cuda")``); none until a GPU has measured it against torch's layers."""
+# Samples a block. A layer holds its input tile, its weights and its output in shared memory at once: INSTA's first
+# layer 16 + 32 + 8 KB of float32 (features 32 x 128, weights 128 x 64, output 32 x 64), MonoAvatar's 128-wide ones 48 KB.
+TILE_ROWS = 32
+BLOCK_THREADS = 128  # threads a block, which share its products
+SOFTPLUS_THRESHOLD = 20.0  # F.softplus's default: x itself above it, as NerfDecoder's softplus
+
+
+@dataclass(frozen=True)
+class _Shape:
+    """A decoder's widths and depths: the kernel's compile-time constants."""
+
+    features: int
+    cond: int  # conditioning width, 0 without
+    cond_to_density: bool
+    cond_to_color: bool
+    dirs: int
+    hidden: int
+    density_layers: int
+    geometry: int
+    color_hidden: int
+    color_layers: int
+    softplus: bool
+
+    @property
+    def width(self) -> int:  # the packed weights' columns: every layer's output fits
+        return max(self.hidden, 1 + self.geometry, self.color_hidden, 3)
+
+
+def _shape(decoder: nn.Module) -> _Shape | None:
+    """The decoder's shape where the kernel covers it (None: layers missing, or not plain linear layers)."""
+    c = decoder.config
+    if c.density_layers < 1 or c.color_layers < 1 or c.geometry_dim < 1:
+        return None
+    nets = (decoder.density_net, decoder.color_net)
+    for net in nets:
+        for layer in net:
+            if not isinstance(layer, nn.Linear | nn.ReLU) or (isinstance(layer, nn.Linear) and layer.bias is None):
+                return None
+    color_hidden = decoder.color_net[0].out_features
+    return _Shape(
+        decoder.feature_dim, decoder.cond_dim, c.cond_to_density, c.cond_to_color, decoder.dir_dim, c.hidden_dim,
+        c.density_layers, c.geometry_dim, color_hidden, c.color_layers, c.density_activation == "softplus",
+    )  # fmt: skip
+
+
+def _unfit(decoder: nn.Module, features: Tensor) -> str | None:
+    """Why the kernel cannot evaluate ``decoder`` on ``features`` here (None: it can)."""
+    from ..networks import _product_dtype  # the products' dtype in reduced_precision(): torch's layers keep it
+
+    if torch.is_grad_enabled():
+        return "expected no autograd (training keeps torch's layers)"
+    if features.dtype != torch.float32 or decoder.density_net[0].weight.dtype != torch.float32:
+        return f"expected float32 features and parameters, got {features.dtype} and {decoder.density_net[0].weight.dtype}"
+    if _product_dtype(features, True) is not None:
+        return "expected float32 products (reduced_precision() keeps torch's layers)"
+    if _shape(decoder) is None:
+        return "expected a hidden layer in each MLP, a geometry feature and linear layers with biases"
+    return None
+
+
+def fuses(decoder: nn.Module, features: Tensor) -> bool:
+    """Whether ``decoder`` evaluates ``features`` by this kernel: on a device of :data:`FUSED_DEVICE_TYPES`, without
+    autograd, in float32 outside :func:`~headfields.networks.reduced_precision`, a decoder the kernel covers (a hidden
+    layer in each MLP and a geometry feature)."""
+    return features.device.type in FUSED_DEVICE_TYPES and _unfit(decoder, features) is None
+
+
+def _packed(decoder: nn.Module) -> Tensor:
+    """Every linear layer's ``[W^T; b]`` (``in + 1`` rows, ``out`` of :attr:`_Shape.width` columns), the density MLP's
+    then the colour MLP's, in one float32 tensor; rebuilt when a parameter changes (an optimiser step, a load)."""
+    params = list(decoder.density_net.parameters()) + list(decoder.color_net.parameters())
+    key = tuple((p.data_ptr(), p._version) for p in params)
+    cached = getattr(decoder, "_fused_weights", None)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    width = _shape(decoder).width
+    with torch.no_grad():
+        blocks = [
+            torch.cat([layer.weight.t(), layer.bias[None]]).float()
+            for net in (decoder.density_net, decoder.color_net)
+            for layer in net
+            if isinstance(layer, nn.Linear)
+        ]
+        packed = torch.cat([nn.functional.pad(b, (0, width - b.shape[1])) for b in blocks]).contiguous()
+    decoder._fused_weights = key, packed  # a plain attribute: no parameter, no buffer, no state-dict entry
+    return packed
+
+
+@no_type_check
+@wp.func
+def _relu(x: float):
+    return wp.max(x, 0.0)
+
+
+@no_type_check
+@wp.func
+def _sigmoid(x: float):
+    return 1.0 / (1.0 + wp.exp(-x))
+
+
+@no_type_check
+@wp.func
+def _softplus(x: float):
+    # log1p(exp(x)) as torch computes it: log(1 + u) loses u < 1e-7 to rounding, u * log(v) / (v - 1) does not.
+    if x > SOFTPLUS_THRESHOLD:
+        return x
+    u = wp.exp(x)
+    v = 1.0 + u
+    if v == 1.0:
+        return u
+    return u * wp.log(v) / (v - 1.0)
+
+
+# Layers as functions of their own: the shared memory a product takes is released when its function returns (a
+# kernel's straight-line tiles would hold theirs to its end). Their tiles live in shared memory, where a product
+# reads its operands inside a function (a register tile there is not moved into shared memory for it).
+
+
+@cache
+def _bias(rows: int, outputs: int) -> wp.Function:
+    """A shared ``[rows, outputs]`` tile of the bias row of the packed weights at ``(row, col)``: a layer's start."""
+
+    @no_type_check
+    @wp.func
+    def bias(w: wp.array2d(dtype=float), row: int, col: int):
+        out = wp.tile_zeros(shape=(rows, outputs), dtype=float, storage="shared")
+        wp.tile_assign(out, wp.tile_broadcast(wp.tile_load(w, shape=(1, outputs), offset=(row, col)), shape=(rows, outputs)))
+        return out
+
+    return bias
+
+
+@cache
+def _product(inputs: int, outputs: int) -> wp.Function:
+    """``out += x W`` for shared tiles ``x [rows, inputs]``, ``out [rows, outputs]`` and the ``[inputs, outputs]``
+    block of the packed weights at ``(first, col)``."""
+
+    @no_type_check
+    @wp.func
+    def product(w: wp.array2d(dtype=float), x: Any, out: Any, first: int, col: int):
+        wp.tile_matmul(x, wp.tile_load(w, shape=(inputs, outputs), offset=(first, col), storage="shared"), out)
+
+    return product
+
+
+@cache
+def _kernel(s: _Shape, color: bool) -> wp.Kernel:
+    """The kernel of shape ``s``: density (and, with ``color``, geometry and rgb) of ``TILE_ROWS`` samples a block."""
+    R, F, C, D, H, G, CH = TILE_ROWS, s.features, s.cond, s.dirs, s.hidden, s.geometry, s.color_hidden
+    CD = C if s.cond_to_density else 0
+    CC = C if s.cond_to_color else 0
+    # The first row of each layer in the packed weights (see _packed); a layer's bias row follows its inputs' rows.
+    DENSITY_BIAS = F + CD
+    HIDDEN0 = DENSITY_BIAS + 1
+    DENSITY_OUT = HIDDEN0 + (s.density_layers - 1) * (H + 1)
+    COLOR0 = DENSITY_OUT + H + 1
+    COLOR_BIAS = COLOR0 + G + D + CC
+    COLOR_HIDDEN0 = COLOR_BIAS + 1
+    COLOR_OUT = COLOR_HIDDEN0 + (s.color_layers - 1) * (CH + 1)
+    DENSITY_HIDDEN, COLOR_HIDDEN, SOFTPLUS = s.density_layers - 1, s.color_layers - 1, s.softplus
+    bias_h, bias_1, bias_g, bias_ch, bias_3 = _bias(R, H), _bias(R, 1), _bias(R, G), _bias(R, CH), _bias(R, 3)
+    features_in, cond_in, hidden, to_density, to_geometry = (
+        _product(F, H),
+        _product(C, H),
+        _product(H, H),
+        _product(H, 1),
+        _product(H, G),
+    )
+    geometry_in, dirs_in, cond_color_in, color_hidden, to_rgb = (
+        _product(G, CH),
+        _product(D, CH),
+        _product(C, CH),
+        _product(CH, CH),
+        _product(CH, 3),
+    )
+
+    @no_type_check
+    @wp.kernel(enable_backward=False, module="unique")
+    def decode(
+        w: wp.array2d(dtype=float),
+        features: wp.array2d(dtype=float),
+        cond: wp.array2d(dtype=float),
+        dirs: wp.array2d(dtype=float),
+        density: wp.array2d(dtype=float),
+        geometry: wp.array2d(dtype=float),
+        rgb: wp.array2d(dtype=float),
+    ):
+        row = wp.tid() * R
+        # The density MLP: [features, cond] W^T as features Wf^T + cond Wc^T, no concatenation.
+        h = bias_h(w, DENSITY_BIAS, 0)
+        features_in(w, wp.tile_load(features, shape=(R, F), offset=(row, 0), storage="shared"), h, 0, 0)
+        if wp.static(CD > 0):
+            cond_in(w, wp.tile_load(cond, shape=(R, C), offset=(row, 0), storage="shared"), h, F, 0)
+        wp.tile_assign(h, wp.tile_map(_relu, h))
+        for layer in range(DENSITY_HIDDEN):
+            first = HIDDEN0 + layer * (H + 1)
+            z = bias_h(w, first + H, 0)
+            hidden(w, h, z, first, 0)
+            wp.tile_assign(z, wp.tile_map(_relu, z))
+            wp.tile_assign(h, z)
+        # Its output layer in two products: the raw density (column 0) and the geometry features (columns 1..G).
+        sigma = bias_1(w, DENSITY_OUT + H, 0)
+        to_density(w, h, sigma, DENSITY_OUT, 0)
+        if wp.static(SOFTPLUS):
+            wp.tile_store(density, wp.tile_map(_softplus, sigma), offset=(row, 0))
+        else:
+            wp.tile_store(density, wp.tile_map(wp.exp, sigma), offset=(row, 0))
+        if wp.static(color):
+            g = bias_g(w, DENSITY_OUT + H, 1)
+            to_geometry(w, h, g, DENSITY_OUT, 1)
+            wp.tile_store(geometry, g, offset=(row, 0))
+            # The colour MLP on [geometry, dirs, cond?]: a product for each part.
+            y = bias_ch(w, COLOR_BIAS, 0)
+            geometry_in(w, g, y, COLOR0, 0)
+            if wp.static(D > 0):
+                dirs_in(w, wp.tile_load(dirs, shape=(R, D), offset=(row, 0), storage="shared"), y, COLOR0 + G, 0)
+            if wp.static(CC > 0):
+                cond_color_in(w, wp.tile_load(cond, shape=(R, C), offset=(row, 0), storage="shared"), y, COLOR0 + G + D, 0)
+            wp.tile_assign(y, wp.tile_map(_relu, y))
+            for layer in range(COLOR_HIDDEN):
+                first = COLOR_HIDDEN0 + layer * (CH + 1)
+                z = bias_ch(w, first + CH, 0)
+                color_hidden(w, y, z, first, 0)
+                wp.tile_assign(z, wp.tile_map(_relu, z))
+                wp.tile_assign(y, z)
+            o = bias_3(w, COLOR_OUT + CH, 0)
+            to_rgb(w, y, o, COLOR_OUT, 0)
+            wp.tile_store(rgb, wp.tile_map(_sigmoid, o), offset=(row, 0))
+
+    return decode
+
+
+def _check(decoder: nn.Module, features: Tensor, cond: Tensor | None, reads_cond: bool) -> None:
+    decoder._check_inputs(features, cond, reads_cond)  # the decoder's own checks of its input
+    unfit = _unfit(decoder, features)
+    if unfit is not None:
+        raise ValueError(f"decoder: {unfit}")
+
+
+def _run(decoder: nn.Module, features: Tensor, dirs: Tensor | None, cond: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+    """Density ``[N]``, geometry ``[N, G]`` and rgb ``[N, 3]`` (without ``dirs``: density alone, the others empty)."""
+    n, color = features.shape[0], dirs is not None
+    unread = features.new_empty(n, 0)  # an input or output the kernel's shape does not touch
+    density = features.new_empty(n, 1)
+    geometry = features.new_empty(n, decoder.config.geometry_dim) if color else unread
+    rgb = features.new_empty(n, 3) if color else unread
+    inputs = [features.contiguous(), unread if cond is None else cond.contiguous(), dirs.contiguous() if color else unread]
+    kernel = _kernel(_shape(decoder), color)
+    kernels.launch_rows(
+        kernel, n, [_packed(decoder)], [*inputs, density, geometry, rgb], features.device, tile=(TILE_ROWS, BLOCK_THREADS)
+    )
+    return density[:, 0], geometry, rgb
+
+
+def fused_decode(
+    decoder: nn.Module,
+    features: Float[Tensor, "N F"],
+    dirs_encoded: Float[Tensor, "N Dd"],
+    cond: Float[Tensor, "N C"] | None = None,
+):
+    """``decoder(features, dirs_encoded, cond)`` (a :class:`~headfields.decoders.NerfDecoder`) by the kernel, on any
+    device (:func:`fuses` says where the decoder takes it by itself)."""
+    from .nerf import DecoderOutput
+
+    _check(decoder, features, cond, decoder.config.cond_to_density or decoder.config.cond_to_color)
+    decoder._check("dirs_encoded", dirs_encoded, decoder.dir_dim, features.shape[0])
+    density, geometry, rgb = _run(decoder, features, dirs_encoded, cond)
+    return DecoderOutput(density=density, rgb=rgb, extras={"geometry": geometry})
+
+
+def fused_density(decoder: nn.Module, features: Float[Tensor, "N F"], cond: Float[Tensor, "N C"] | None = None) -> Tensor:
+    """``decoder.density(features, cond)`` by the kernel (no colour MLP), on any device."""
+    _check(decoder, features, cond, decoder.config.cond_to_density)
+    return _run(decoder, features, None, cond)[0]

@@ -1,0 +1,174 @@
+"""The NeRF decoder's fused inference kernel (decoders.fused_nerf): against the decoder's layers in float64, where it
+runs and where it declines, its weights kept in step with the parameters, and a whole INSTA frame through it."""
+
+import copy
+import math
+from unittest import mock
+
+import pytest
+import torch
+from tiny_configs import TINY_INSTA
+
+from headfields.decoders import NerfDecoder, NerfDecoderConfig, fused_nerf
+from headfields.models.insta import Insta
+from headfields.networks import reduced_precision
+from headfields.parametric import load_model
+from headfields.training import render_image
+
+from helpers import raises_naming
+
+# (feature_dim, dir_dim, cond_dim, config): INSTA's decoder as its CPU recipe builds it (a 48-wide density input),
+# MonoAvatar's (softplus, three 128-wide density layers, a 64-wide colour layer under them, 64 geometry features,
+# no condition), and a condition that enters the colour MLP alone.
+SHAPES = {
+    "insta": (32, 16, 16, NerfDecoderConfig()),
+    "monoavatar": (
+        128,
+        27,
+        0,
+        NerfDecoderConfig(128, 3, 1, color_hidden_dim=64, geometry_dim=64, density_activation="softplus"),
+    ),
+    "cond_to_color": (8, 4, 3, NerfDecoderConfig(hidden_dim=16, geometry_dim=5, cond_to_density=False, cond_to_color=True)),
+}
+
+
+def decoder(name: str, device) -> NerfDecoder:
+    features, dirs, cond, config = SHAPES[name]
+    torch.manual_seed(0)
+    dec = NerfDecoder(features, dirs, cond, config).to(device)
+    with torch.no_grad():
+        for p in dec.parameters():  # weights that make every layer count (default init leaves many ReLUs off)
+            p.normal_(0.0, 0.3)
+    return dec
+
+
+def inputs(dec: NerfDecoder, n: int, device):
+    g = torch.Generator().manual_seed(n)
+    features = torch.randn(n, dec.feature_dim, generator=g).to(device)
+    dirs = torch.randn(n, dec.dir_dim, generator=g).to(device)
+    cond = torch.randn(n, dec.cond_dim, generator=g).to(device) if dec.cond_dim else None
+    return features, dirs, cond
+
+
+def fused_on(device):
+    return mock.patch.object(fused_nerf, "FUSED_DEVICE_TYPES", (device.type,))
+
+
+@pytest.mark.parametrize("name", list(SHAPES))
+def test_fused_decoder_matches_its_layers_in_float64(device, name):
+    dec = decoder(name, device)
+    truth = NerfDecoder(dec.feature_dim, dec.dir_dim, dec.cond_dim, dec.config).to(device).double()
+    truth.load_state_dict({k: v.double() for k, v in dec.state_dict().items()})
+    # No rows, one, a tile and one more, and many tiles with a partial last one (TILE_ROWS = 32).
+    for n in (0, 1, fused_nerf.TILE_ROWS + 1, 1000):
+        features, dirs, cond = inputs(dec, n, device)
+        with torch.no_grad(), fused_on(device):
+            assert fused_nerf.fuses(dec, features)
+            out = dec(features, dirs, cond)
+            density = dec.density(features, cond)
+        with torch.no_grad():
+            ref = truth(features.double(), dirs.double(), None if cond is None else cond.double())
+            layers = dec(features, dirs, cond)  # torch's float32 layers: the rounding to stay within
+        assert out.density.shape == (n,) and out.rgb.shape == (n, 3)
+        assert out.extras["geometry"].shape == (n, dec.config.geometry_dim)
+        assert out.density.dtype == torch.float32
+        # float32 sums in another order than torch's: as far from float64 as torch's own float32, within a few times.
+        for got, mine, exact in (
+            (out.density, layers.density, ref.density),
+            (density, layers.density, ref.density),
+            (out.rgb, layers.rgb, ref.rgb),
+            (out.extras["geometry"], layers.extras["geometry"], ref.extras["geometry"]),
+        ):
+            scale = exact.abs().amax() if n else 1.0
+            ours, torchs = ((x.double() - exact).abs().amax() / scale if n else 0.0 for x in (got, mine))
+            assert ours <= 4 * torchs + 1e-6, (ours, torchs)
+
+
+def test_fused_softplus_keeps_tiny_densities(device):
+    # log(1 + exp(x)) rounds to 0 below x = -17 in float32; torch's log1p does not, and neither does the kernel.
+    dec = decoder("monoavatar", device)
+    with torch.no_grad():
+        dec.density_net[-1].weight[0] = 0.0
+        dec.density_net[-1].bias[0] = -30.0  # every raw density -30: softplus = log1p(e^-30) = 9.36e-14
+        features, _, _ = inputs(dec, 64, device)
+        with fused_on(device):
+            density = dec.density(features)
+    torch.testing.assert_close(density, torch.full_like(density, math.log1p(math.exp(-30.0))), rtol=1e-6, atol=0)
+
+
+def test_fused_decoder_declines_where_it_does_not_apply(device):
+    dec = decoder("insta", device)
+    features, dirs, cond = inputs(dec, 40, device)
+    with torch.no_grad():
+        assert not fused_nerf.fuses(dec, features)  # no device named: the default
+        with fused_on(device):
+            assert fused_nerf.fuses(dec, features)
+            with reduced_precision():  # the viewer's bfloat16 products stay torch's
+                assert not fused_nerf.fuses(dec, features)
+            shallow = NerfDecoder(4, 3, 0, NerfDecoderConfig(hidden_dim=8, density_layers=0)).to(device)
+            assert not fused_nerf.fuses(shallow, torch.zeros(2, 4, device=device))
+            assert shallow(torch.zeros(2, 4, device=device), torch.zeros(2, 3, device=device)).rgb.shape == (2, 3)
+            assert not fused_nerf.fuses(copy.deepcopy(dec).double(), features.double())
+    with fused_on(device):
+        assert not fused_nerf.fuses(dec, features)  # autograd on: training keeps torch's layers
+        out = dec(features, dirs, cond)
+    assert out.density.requires_grad
+
+
+def test_fused_decoder_checks_its_input_as_the_layers_do(device):
+    dec = decoder("insta", device)
+    features, dirs, cond = inputs(dec, 8, device)
+    with torch.no_grad(), fused_on(device):
+        with raises_naming("cond"):
+            dec(features, dirs, None)
+        with raises_naming("dirs_encoded"):
+            dec(features, dirs[:, :3], cond)
+        with raises_naming("features"):
+            dec(features[:, :5], dirs, cond)
+
+
+def test_fused_weights_follow_the_parameters(device):
+    dec = decoder("insta", device)
+    features, dirs, cond = inputs(dec, 50, device)
+    with torch.no_grad():
+        with fused_on(device):
+            before = dec(features, dirs, cond).rgb
+            dec.color_net[-1].bias.add_(1.0)  # an optimiser's step: in place, under no_grad
+            after = dec(features, dirs, cond).rgb
+        layers_after = dec(features, dirs, cond).rgb  # the layers themselves, unfused
+        dec.load_state_dict(decoder("insta", device).state_dict())  # a checkpoint's load
+        with fused_on(device):
+            again = dec(features, dirs, cond).rgb
+    assert (after - before).abs().max() > 1e-2
+    torch.testing.assert_close(after, layers_after, rtol=0, atol=2e-6)
+    torch.testing.assert_close(again, before)
+    assert not any("fused" in key for key in dec.state_dict())
+
+
+def test_fused_decoder_renders_an_insta_frame_as_the_layers_do(device, tiny_video):
+    train, test = tiny_video
+    torch.manual_seed(0)
+    model = Insta(load_model(train.model_path, train.model_type), train.segmentation_labels, TINY_INSTA).to(device)
+    with torch.no_grad():
+        for p in model.field.decoder.parameters():
+            p.normal_(0.0, 0.3)
+    model.sampler.grid.binary.fill_(True)  # every cell: the whole box marched
+    layers = render_image(model, test, 0, 4096, device)  # on the CPU, clamped to [0, 1]
+    with fused_on(device):
+        fused = render_image(model, test, 0, 4096, device)
+    assert (layers - torch.tensor(model.config.background)).abs().amax() > 0.05  # a field seen, not the background
+    torch.testing.assert_close(fused, layers, rtol=0, atol=1e-5)
+
+
+def test_the_kernel_called_directly_checks_its_input():
+    dec = decoder("insta", torch.device("cpu"))
+    features, dirs, cond = inputs(dec, 3, torch.device("cpu"))
+    with torch.no_grad():
+        with raises_naming("features"):
+            fused_nerf.fused_decode(dec, features[:, :7], dirs, cond)
+        with raises_naming("cond"):
+            fused_nerf.fused_density(dec, features, None)
+        with raises_naming("decoder"):
+            fused_nerf.fused_decode(copy.deepcopy(dec).double(), features.double(), dirs.double(), cond.double())
+    with raises_naming("decoder"):  # autograd on
+        fused_nerf.fused_decode(dec, features, dirs, cond)
