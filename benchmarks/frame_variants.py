@@ -31,9 +31,10 @@ The variants, each a question a GPU has not answered yet (docs/benchmarks.md, "I
   searches its own wide BVH, so there the variant changes nothing but the build;
 - **fused decoder**: the density and colour MLPs in one Warp kernel a tile of samples
   (``decoders.fused_nerf``, on the run's device: ``FUSED_DEVICE_TYPES``) instead of torch's layers, their
-  concatenations and activations (the H200's products, ReLUs and concatenations: a quarter of its frame). The same
-  image within float32 rounding. It evaluates float32 products only, so the viewer's bfloat16 frame keeps torch's
-  layers: its viewer column is "as is"'s.
+  concatenations and activations (the H200's products, ReLUs and concatenations: a quarter of its frame); the viewer's
+  frame with its hidden layers' products on bfloat16 tiles, as torch's layers round them. The same image within
+  float32 (bfloat16) rounding. **fused decoder, 32-sample tiles**: the same with blocks of 32 samples
+  (``fused_nerf.TILE_ROWS``; 64 by default): half the shared memory a block, twice the reads of the weights.
 """
 
 from __future__ import annotations
@@ -110,8 +111,14 @@ def _half_table(run) -> Iterator[None]:
         yield
 
 
-def _fused(run) -> contextlib.AbstractContextManager:
-    return mock.patch.object(fused_nerf, "FUSED_DEVICE_TYPES", (run.model.field.decoder.density_net[0].weight.device.type,))
+def _fused(rows: int) -> Variant:
+    @contextlib.contextmanager
+    def fused(run) -> Iterator[None]:
+        device = run.model.field.decoder.density_net[0].weight.device.type
+        with mock.patch.object(fused_nerf, "FUSED_DEVICE_TYPES", (device,)), mock.patch.object(fused_nerf, "TILE_ROWS", rows):
+            yield
+
+    return fused
 
 
 def _leaves(size: int) -> Variant:
@@ -144,7 +151,8 @@ VARIANTS: dict[str, Variant] = {
     "float16 hash table": _half_table,
     "BVH leaves of 2 triangles": _leaves(2),
     "BVH leaves of 8 triangles": _leaves(8),
-    "fused decoder": _fused,
+    "fused decoder": _fused(fused_nerf.TILE_ROWS),
+    "fused decoder, 32-sample tiles": _fused(32),
 }
 
 

@@ -59,7 +59,7 @@ def test_fused_decoder_matches_its_layers_in_float64(device, name):
     dec = decoder(name, device)
     truth = NerfDecoder(dec.feature_dim, dec.dir_dim, dec.cond_dim, dec.config).to(device).double()
     truth.load_state_dict({k: v.double() for k, v in dec.state_dict().items()})
-    # No rows, one, a tile and one more, and many tiles with a partial last one (TILE_ROWS = 32).
+    # No rows, one, a tile and one more, and many tiles with a partial last one (TILE_ROWS = 64).
     for n in (0, 1, fused_nerf.TILE_ROWS + 1, 1000):
         features, dirs, cond = inputs(dec, n, device)
         with torch.no_grad(), fused_on(device):
@@ -103,8 +103,6 @@ def test_fused_decoder_declines_where_it_does_not_apply(device):
         assert not fused_nerf.fuses(dec, features)  # no device named: the default
         with fused_on(device):
             assert fused_nerf.fuses(dec, features)
-            with reduced_precision():  # the viewer's bfloat16 products stay torch's
-                assert not fused_nerf.fuses(dec, features)
             shallow = NerfDecoder(4, 3, 0, NerfDecoderConfig(hidden_dim=8, density_layers=0)).to(device)
             assert not fused_nerf.fuses(shallow, torch.zeros(2, 4, device=device))
             assert shallow(torch.zeros(2, 4, device=device), torch.zeros(2, 3, device=device)).rgb.shape == (2, 3)
@@ -113,6 +111,48 @@ def test_fused_decoder_declines_where_it_does_not_apply(device):
         assert not fused_nerf.fuses(dec, features)  # autograd on: training keeps torch's layers
         out = dec(features, dirs, cond)
     assert out.density.requires_grad
+
+
+def bfloat16_layers(dec: NerfDecoder, features, dirs, cond):
+    """The decoder as torch's layers run it in reduced_precision(), in float64: each hidden layer's input, weights and
+    bias rounded to bfloat16 and its output too; the output layers in full precision."""
+
+    def bf16(t):
+        return t.to(torch.bfloat16).double()
+
+    def mlp(net, x):
+        layers = [m for m in net if isinstance(m, torch.nn.Linear)]
+        for layer in layers[:-1]:
+            x = bf16(torch.relu(bf16(x) @ bf16(layer.weight).T + bf16(layer.bias)))
+        return x @ layers[-1].weight.double().T + layers[-1].bias.double()
+
+    c = dec.config
+    raw = mlp(dec.density_net, torch.cat([features, cond], 1) if dec.cond_dim and c.cond_to_density else features.double())
+    colour_in = [raw[:, 1:], dirs.double()] + ([cond.double()] if c.cond_to_color else [])
+    return raw[:, 0], torch.sigmoid(mlp(dec.color_net, torch.cat(colour_in, 1)))
+
+
+@pytest.mark.parametrize("name", ["insta", "monoavatar"])
+def test_fused_decoder_in_reduced_precision_rounds_as_the_layers_do(device, name):
+    """Inside reduced_precision() the kernel runs its hidden layers' products on bfloat16 operands (Warp's bfloat16
+    tiles, summed in float32), as torch's layers do where the device has bfloat16 products; here forced on any CPU."""
+    dec = decoder(name, device)
+    features, dirs, cond = inputs(dec, 500, device)
+    _, rgb = bfloat16_layers(dec, features, dirs, cond)
+    with torch.no_grad():
+        full = fused_nerf.fused_decode(dec, features, dirs, cond)  # float32 products
+        with fused_on(device), reduced_precision():
+            with mock.patch.object(fused_nerf, "_product_dtype", lambda x, reducible: torch.bfloat16):
+                reduced = dec(features, dirs, cond)
+            torch_reduces = fused_nerf._product_dtype(features, True) is not None  # this device's bfloat16 products
+            fused = dec(features, dirs, cond)
+        with reduced_precision():
+            layers = dec(features, dirs, cond)
+    # A hidden output on a rounding boundary may round the other way (float32 sums against float64): a few pixels.
+    assert (reduced.rgb.double() - rgb).abs().amax() < 2e-2 and (reduced.rgb.double() - rgb).abs().mean() < 1e-4
+    assert (full.rgb.double() - rgb).abs().amax() > 5e-2  # the rounding is what the emulation sees
+    # Where the device has no bfloat16 products, neither torch's layers nor the kernel round: both float32.
+    torch.testing.assert_close(fused.rgb, layers.rgb, rtol=0, atol=1e-3 if torch_reduces else 2e-6)
 
 
 def test_fused_decoder_checks_its_input_as_the_layers_do(device):

@@ -170,7 +170,7 @@ def test_fallback_frame_variants(fallback_run):
     result = written["variants"]
     assert written["info"]["cuda_rules"] is True
     names = ["as is", "queries unsorted", "steps capped at 8", "rounds twice as large", "float16 hash table"]
-    names += ["BVH leaves of 2 triangles", "BVH leaves of 8 triangles", "fused decoder"]
+    names += ["BVH leaves of 2 triangles", "BVH leaves of 8 triangles", "fused decoder", "fused decoder, 32-sample tiles"]
     assert list(result) == names
     for name in names:
         scores, viewer = result[name]["scores"], result[name]["viewer"]

@@ -5,7 +5,10 @@ bias, a ReLU and a concatenation, and INSTA's lips condition enters by a 144-wid
 threads takes ``TILE_ROWS`` samples through the density MLP, the activation, and the colour MLP in tiles
 (``wp.tile_matmul``: cuBLASDx on CUDA, a scalar product on the CPU): the inputs are read once and only density,
 colour and the geometry features are written. The concatenations become sums of products (``[x, c] W^T =
-x Wx^T + c Wc^T``), so no input is copied. No autograd: training keeps torch's layers.
+x Wx^T + c Wc^T``), so no input is copied. No autograd: training keeps torch's layers. Inside
+:func:`~headfields.networks.reduced_precision`, where torch's layers would run their products in bfloat16 (the
+viewer's), the hidden layers read bfloat16 operands (Warp's bfloat16 tiles, summed in float32) and round their outputs
+to bfloat16, the output layers stay float32: torch's rounding, in another order of summation.
 
 On the CPU, where oneDNN runs the layers near the float32 peak on every core (``networks.Mlp``), this kernel runs on one
 thread (Warp's CPU tiles share one arena: ``kernels.launch_rows``) and is 4-5x slower (INSTA's decoder on 65,536
@@ -18,8 +21,6 @@ kept by (as they bypass autograd's): change them in place under ``torch.no_grad(
         out = fused_decode(decoder, features, dirs_encoded, cond)  # decoder(features, dirs_encoded, cond), fused
 """
 
-from __future__ import annotations
-
 from dataclasses import dataclass
 from functools import cache
 from typing import Any, no_type_check
@@ -30,6 +31,7 @@ from jaxtyping import Float
 from torch import Tensor, nn
 
 from .. import kernels
+from ..networks import _product_dtype  # the products' dtype: bfloat16 inside reduced_precision() where it applies
 
 __all__ = ["FUSED_DEVICE_TYPES", "TILE_ROWS", "fused_decode", "fused_density", "fuses"]
 
@@ -37,8 +39,10 @@ FUSED_DEVICE_TYPES: tuple[str, ...] = ()
 """The torch device types on which :class:`~headfields.decoders.NerfDecoder` evaluates without autograd by this
 kernel (``("cuda",)``, ``("cpu", "cuda")``); none until a GPU has measured it against torch's layers."""
 # Samples a block. A layer holds its input tile, its weights and its output in shared memory at once: INSTA's first
-# layer 16 + 32 + 8 KB of float32 (features 32 x 128, weights 128 x 64, output 32 x 64), MonoAvatar's 128-wide ones 48 KB.
-TILE_ROWS = 32
+# layer 32 + 32 + 16 KB of float32 (features 64 x 128, weights 128 x 64, output 64 x 64), MonoAvatar's 128-wide ones
+# 128 KB; Warp's CPU tiles have 256 KB. The weights are read once a block: on the CPU, 64 rows took 20-30% less time
+# than 32 (INSTA's and MonoAvatar's decoders), 128 overflowed. A GPU's best: frame_variants.py's "32-sample tiles".
+TILE_ROWS = 64
 BLOCK_THREADS = 128  # threads a block, which share its products
 SOFTPLUS_THRESHOLD = 20.0  # F.softplus's default: x itself above it, as NerfDecoder's softplus
 
@@ -83,14 +87,10 @@ def _shape(decoder: nn.Module) -> _Shape | None:
 
 def _unfit(decoder: nn.Module, features: Tensor) -> str | None:
     """Why the kernel cannot evaluate ``decoder`` on ``features`` here (None: it can)."""
-    from ..networks import _product_dtype  # the products' dtype in reduced_precision(): torch's layers keep it
-
     if torch.is_grad_enabled():
         return "expected no autograd (training keeps torch's layers)"
     if features.dtype != torch.float32 or decoder.density_net[0].weight.dtype != torch.float32:
         return f"expected float32 features and parameters, got {features.dtype} and {decoder.density_net[0].weight.dtype}"
-    if _product_dtype(features, True) is not None:
-        return "expected float32 products (reduced_precision() keeps torch's layers)"
     if _shape(decoder) is None:
         return "expected a hidden layer in each MLP, a geometry feature and linear layers with biases"
     return None
@@ -98,8 +98,8 @@ def _unfit(decoder: nn.Module, features: Tensor) -> str | None:
 
 def fuses(decoder: nn.Module, features: Tensor) -> bool:
     """Whether ``decoder`` evaluates ``features`` by this kernel: on a device of :data:`FUSED_DEVICE_TYPES`, without
-    autograd, in float32 outside :func:`~headfields.networks.reduced_precision`, a decoder the kernel covers (a hidden
-    layer in each MLP and a geometry feature)."""
+    autograd, float32 features and parameters, a decoder the kernel covers (a hidden layer in each MLP and a geometry
+    feature)."""
     return features.device.type in FUSED_DEVICE_TYPES and _unfit(decoder, features) is None
 
 
@@ -124,9 +124,19 @@ def _packed(decoder: nn.Module) -> Tensor:
     return packed
 
 
+def _packed_bfloat16(decoder: nn.Module) -> Tensor:
+    """:func:`_packed` rounded to bfloat16 (the hidden layers' weights and biases, as ``reduced_precision()`` rounds
+    them), kept beside it."""
+    packed = _packed(decoder)
+    cached = getattr(decoder, "_fused_weights_bfloat16", None)
+    if cached is None or cached[0] is not packed:
+        cached = decoder._fused_weights_bfloat16 = packed, packed.to(torch.bfloat16)
+    return cached[1]
+
+
 @no_type_check
 @wp.func
-def _relu(x: float):
+def _relu_value(x: float):
     return wp.max(x, 0.0)
 
 
@@ -155,12 +165,13 @@ def _softplus(x: float):
 
 
 @cache
-def _bias(rows: int, outputs: int) -> wp.Function:
-    """A shared ``[rows, outputs]`` tile of the bias row of the packed weights at ``(row, col)``: a layer's start."""
+def _bias(rows: int, outputs: int, dtype: type) -> wp.Function:
+    """A float32 shared ``[rows, outputs]`` tile of the bias row at ``(row, col)`` of packed weights of ``dtype``: a
+    layer's accumulator before its products."""
 
     @no_type_check
     @wp.func
-    def bias(w: wp.array2d(dtype=float), row: int, col: int):
+    def bias(w: wp.array2d(dtype=dtype), row: int, col: int):
         out = wp.tile_zeros(shape=(rows, outputs), dtype=float, storage="shared")
         wp.tile_assign(out, wp.tile_broadcast(wp.tile_load(w, shape=(1, outputs), offset=(row, col)), shape=(rows, outputs)))
         return out
@@ -169,22 +180,59 @@ def _bias(rows: int, outputs: int) -> wp.Function:
 
 
 @cache
-def _product(inputs: int, outputs: int) -> wp.Function:
-    """``out += x W`` for shared tiles ``x [rows, inputs]``, ``out [rows, outputs]`` and the ``[inputs, outputs]``
-    block of the packed weights at ``(first, col)``."""
+def _product(rows: int, inputs: int, outputs: int, dtype: type) -> wp.Function:
+    """``out += x W`` for float32 shared tiles ``x [rows, inputs]`` and ``out [rows, outputs]`` and the ``[inputs,
+    outputs]`` block at ``(first, col)`` of packed weights of ``dtype``, ``x`` rounded to ``dtype`` first."""
 
     @no_type_check
     @wp.func
-    def product(w: wp.array2d(dtype=float), x: Any, out: Any, first: int, col: int):
-        wp.tile_matmul(x, wp.tile_load(w, shape=(inputs, outputs), offset=(first, col), storage="shared"), out)
+    def product(w: wp.array2d(dtype=dtype), x: Any, out: Any, first: int, col: int):
+        weights = wp.tile_load(w, shape=(inputs, outputs), offset=(first, col), storage="shared")
+        if wp.static(dtype is float):
+            wp.tile_matmul(x, weights, out)
+        else:
+            rounded = wp.tile_zeros(shape=(rows, inputs), dtype=dtype, storage="shared")
+            wp.tile_assign(rounded, x)
+            wp.tile_matmul(rounded, weights, out)
 
     return product
 
 
 @cache
-def _kernel(s: _Shape, color: bool) -> wp.Kernel:
-    """The kernel of shape ``s``: density (and, with ``color``, geometry and rgb) of ``TILE_ROWS`` samples a block."""
-    R, F, C, D, H, G, CH = TILE_ROWS, s.features, s.cond, s.dirs, s.hidden, s.geometry, s.color_hidden
+def _input_product(rows: int, inputs: int, outputs: int, dtype: type) -> wp.Function:
+    """:func:`_product` of the ``[rows, inputs]`` rows of ``a`` from row ``row`` (the tile loaded in it, and released)."""
+    product = _product(rows, inputs, outputs, dtype)
+
+    @no_type_check
+    @wp.func
+    def input_product(w: wp.array2d(dtype=dtype), a: wp.array2d(dtype=float), row: int, out: Any, first: int, col: int):
+        product(w, wp.tile_load(a, shape=(rows, inputs), offset=(row, 0), storage="shared"), out, first, col)
+
+    return input_product
+
+
+@cache
+def _relu(rows: int, cols: int, dtype: type) -> wp.Function:
+    """The ReLU of a float32 shared ``[rows, cols]`` tile in place, its values rounded to ``dtype`` (a layer's output
+    in bfloat16, as torch's bfloat16 layers return it; a float32 layer's as it is)."""
+
+    @no_type_check
+    @wp.func
+    def relu(x: Any):
+        wp.tile_assign(x, wp.tile_map(_relu_value, x))
+        if wp.static(dtype is not float):
+            rounded = wp.tile_zeros(shape=(rows, cols), dtype=dtype, storage="shared")
+            wp.tile_assign(rounded, x)
+            wp.tile_assign(x, rounded)
+
+    return relu
+
+
+@cache
+def _kernel(s: _Shape, color: bool, rows: int, reduced: bool) -> wp.Kernel:
+    """The kernel of shape ``s``: density (and, with ``color``, geometry and rgb) of ``rows`` samples a block; with
+    ``reduced``, the hidden layers' products in bfloat16 as torch's layers run them in ``reduced_precision()``."""
+    R, F, C, D, H, G, CH = rows, s.features, s.cond, s.dirs, s.hidden, s.geometry, s.color_hidden
     CD = C if s.cond_to_density else 0
     CC = C if s.cond_to_color else 0
     # The first row of each layer in the packed weights (see _packed); a layer's bias row follows its inputs' rows.
@@ -196,26 +244,24 @@ def _kernel(s: _Shape, color: bool) -> wp.Kernel:
     COLOR_HIDDEN0 = COLOR_BIAS + 1
     COLOR_OUT = COLOR_HIDDEN0 + (s.color_layers - 1) * (CH + 1)
     DENSITY_HIDDEN, COLOR_HIDDEN, SOFTPLUS = s.density_layers - 1, s.color_layers - 1, s.softplus
-    bias_h, bias_1, bias_g, bias_ch, bias_3 = _bias(R, H), _bias(R, 1), _bias(R, G), _bias(R, CH), _bias(R, 3)
-    features_in, cond_in, hidden, to_density, to_geometry = (
-        _product(F, H),
-        _product(C, H),
-        _product(H, H),
-        _product(H, 1),
-        _product(H, G),
-    )
-    geometry_in, dirs_in, cond_color_in, color_hidden, to_rgb = (
-        _product(G, CH),
-        _product(D, CH),
-        _product(C, CH),
-        _product(CH, CH),
-        _product(CH, 3),
-    )
+    # The hidden layers (each followed by a ReLU) read their inputs and weights in LOW: float32, or bfloat16 where
+    # reduced, summed in float32 and their outputs rounded to LOW (torch's bfloat16 layers return bfloat16); the
+    # output layers read float32 (networks.Mlp keeps them so).
+    LOW = wp.bfloat16 if reduced else float
+    bias_h, bias_ch = _bias(R, H, LOW), _bias(R, CH, LOW)
+    bias_1, bias_g, bias_3 = _bias(R, 1, float), _bias(R, G, float), _bias(R, 3, float)
+    features_in, cond_in, dirs_in = _input_product(R, F, H, LOW), _input_product(R, C, H, LOW), _input_product(R, D, CH, LOW)
+    cond_color_in = _input_product(R, C, CH, LOW)
+    hidden, geometry_in, color_hidden = _product(R, H, H, LOW), _product(R, G, CH, LOW), _product(R, CH, CH, LOW)
+    to_density, to_geometry, to_rgb = _product(R, H, 1, float), _product(R, H, G, float), _product(R, CH, 3, float)
+    relu_h, relu_ch = _relu(R, H, LOW), _relu(R, CH, LOW)
 
     @no_type_check
-    @wp.kernel(enable_backward=False, module="unique")
+    # No backward: inference only, and Warp's tile products take bfloat16 operands only without one.
+    @wp.kernel(module="unique", module_options={"enable_backward": False})
     def decode(
         w: wp.array2d(dtype=float),
+        wl: wp.array2d(dtype=LOW),
         features: wp.array2d(dtype=float),
         cond: wp.array2d(dtype=float),
         dirs: wp.array2d(dtype=float),
@@ -225,16 +271,16 @@ def _kernel(s: _Shape, color: bool) -> wp.Kernel:
     ):
         row = wp.tid() * R
         # The density MLP: [features, cond] W^T as features Wf^T + cond Wc^T, no concatenation.
-        h = bias_h(w, DENSITY_BIAS, 0)
-        features_in(w, wp.tile_load(features, shape=(R, F), offset=(row, 0), storage="shared"), h, 0, 0)
+        h = bias_h(wl, DENSITY_BIAS, 0)
+        features_in(wl, features, row, h, 0, 0)
         if wp.static(CD > 0):
-            cond_in(w, wp.tile_load(cond, shape=(R, C), offset=(row, 0), storage="shared"), h, F, 0)
-        wp.tile_assign(h, wp.tile_map(_relu, h))
+            cond_in(wl, cond, row, h, F, 0)
+        relu_h(h)
         for layer in range(DENSITY_HIDDEN):
             first = HIDDEN0 + layer * (H + 1)
-            z = bias_h(w, first + H, 0)
-            hidden(w, h, z, first, 0)
-            wp.tile_assign(z, wp.tile_map(_relu, z))
+            z = bias_h(wl, first + H, 0)
+            hidden(wl, h, z, first, 0)
+            relu_h(z)
             wp.tile_assign(h, z)
         # Its output layer in two products: the raw density (column 0) and the geometry features (columns 1..G).
         sigma = bias_1(w, DENSITY_OUT + H, 0)
@@ -248,18 +294,18 @@ def _kernel(s: _Shape, color: bool) -> wp.Kernel:
             to_geometry(w, h, g, DENSITY_OUT, 1)
             wp.tile_store(geometry, g, offset=(row, 0))
             # The colour MLP on [geometry, dirs, cond?]: a product for each part.
-            y = bias_ch(w, COLOR_BIAS, 0)
-            geometry_in(w, g, y, COLOR0, 0)
+            y = bias_ch(wl, COLOR_BIAS, 0)
+            geometry_in(wl, g, y, COLOR0, 0)
             if wp.static(D > 0):
-                dirs_in(w, wp.tile_load(dirs, shape=(R, D), offset=(row, 0), storage="shared"), y, COLOR0 + G, 0)
+                dirs_in(wl, dirs, row, y, COLOR0 + G, 0)
             if wp.static(CC > 0):
-                cond_color_in(w, wp.tile_load(cond, shape=(R, C), offset=(row, 0), storage="shared"), y, COLOR0 + G + D, 0)
-            wp.tile_assign(y, wp.tile_map(_relu, y))
+                cond_color_in(wl, cond, row, y, COLOR0 + G + D, 0)
+            relu_ch(y)
             for layer in range(COLOR_HIDDEN):
                 first = COLOR_HIDDEN0 + layer * (CH + 1)
-                z = bias_ch(w, first + CH, 0)
-                color_hidden(w, y, z, first, 0)
-                wp.tile_assign(z, wp.tile_map(_relu, z))
+                z = bias_ch(wl, first + CH, 0)
+                color_hidden(wl, y, z, first, 0)
+                relu_ch(z)
                 wp.tile_assign(y, z)
             o = bias_3(w, COLOR_OUT + CH, 0)
             to_rgb(w, y, o, COLOR_OUT, 0)
@@ -283,10 +329,12 @@ def _run(decoder: nn.Module, features: Tensor, dirs: Tensor | None, cond: Tensor
     geometry = features.new_empty(n, decoder.config.geometry_dim) if color else unread
     rgb = features.new_empty(n, 3) if color else unread
     inputs = [features.contiguous(), unread if cond is None else cond.contiguous(), dirs.contiguous() if color else unread]
-    kernel = _kernel(_shape(decoder), color)
-    kernels.launch_rows(
-        kernel, n, [_packed(decoder)], [*inputs, density, geometry, rgb], features.device, tile=(TILE_ROWS, BLOCK_THREADS)
-    )
+    reduced = _product_dtype(features, True) is not None  # reduced_precision(): torch's layers' bfloat16 products
+    weights = _packed(decoder)
+    low = _packed_bfloat16(decoder) if reduced else weights
+    kernel = _kernel(_shape(decoder), color, TILE_ROWS, reduced)
+    shared, per_row = [weights, low], [*inputs, density, geometry, rgb]
+    kernels.launch_rows(kernel, n, shared, per_row, features.device, tile=(TILE_ROWS, BLOCK_THREADS))
     return density[:, 0], geometry, rgb
 
 
