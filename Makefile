@@ -40,6 +40,7 @@ demo: setup
 
 test: setup
 	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --site-dir build/site  # no --quiet: it hides the warnings strict counts
 	# worksteal: a worker that runs dry takes tests queued for the other, so a minute-long test queued last does not
 	# run alone at the end. --durations: the 25 slowest tests, so they stay visible.

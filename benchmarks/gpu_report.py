@@ -146,7 +146,8 @@ def sample_lines(metrics: dict, rate: float, log: Path) -> list[str]:
         by.append(f"{done[-1]:.2f} dB" if done else "—")
     return [
         "| rays a step | samples marched a step | samples trained a step | trained samples/s | "
-        + " | ".join(f"PSNR by {m:g} min" for m in PSNR_MINUTES) + f" | {INSTA_STEPS:,} steps at this rate |",
+        + " | ".join(f"PSNR by {m:g} min" for m in PSNR_MINUTES)
+        + f" | {INSTA_STEPS:,} steps at this rate |",
         "|---:|---:|---:|---:|" + "---:|" * len(PSNR_MINUTES) + "---:|",
         f"| {metrics.get('rays_per_step', 0):,.0f} | {metrics.get('samples_marched_per_step') or 0:,.0f} | "
         f"{trained or 0:,.0f} | {(trained or 0) * rate:,.0f} | " + " | ".join(by) + f" | {INSTA_STEPS / rate:,.0f} s |",

@@ -293,8 +293,10 @@ def main() -> None:
               f"{p['interactive'] - p['training']:+.4f} dB | {r['interactive_max_difference']:.2e} |")  # fmt: skip
     parts = {name: r["anatomy"] for name, r in results.items() if r.get("anatomy")}
     if parts:
-        print("\n| model | size | samples marched | kept by the shell | march s | shell s | field s | µs a sample | "
-              "rays with samples | samples a ray | median opacity | rays > 0.99 | samples in front of the stop |")
+        print(
+            "\n| model | size | samples marched | kept by the shell | march s | shell s | field s | µs a sample | "
+            "rays with samples | samples a ray | median opacity | rays > 0.99 | samples in front of the stop |"
+        )
         print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for name, a in parts.items():
             print(f"| {name} | {a['size']}² | {a['marched']:,} | {a['kept']:,} | {a['march_s']:.2f} | {a['shell_s']:.2f} | "
@@ -314,8 +316,10 @@ def main() -> None:
         old = baseline(args.baseline.resolve(), args)
         # The ratios: the baseline's training renderer (the renderer the evaluation ran) over ours; and ours
         # against the baseline's own inference renderer, like for like.
-        print("\n| model | size | inference ms | interactive ms | baseline inference ms | baseline training ms | "
-              "baseline training / inference | baseline training / interactive | baseline inference / inference |")
+        print(
+            "\n| model | size | inference ms | interactive ms | baseline inference ms | baseline training ms | "
+            "baseline training / inference | baseline training / interactive | baseline inference / inference |"
+        )
         print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
         for name, r in results.items():
             for size, t in r["sizes"].items():

@@ -24,7 +24,15 @@ from typing import IO
 
 __all__ = [
     "OutputBusyError",
-    "PendingFile", "atomic_path", "fsync_folder", "hold", "is_temporary", "lock_file", "probe_folder", "write_atomic"]
+    "PendingFile",
+    "atomic_path",
+    "fsync_folder",
+    "hold",
+    "is_temporary",
+    "lock_file",
+    "probe_folder",
+    "write_atomic",
+]
 
 PROBE_BYTES = 4096  # one filesystem block: a full disk refuses it
 _TEMPORARY = re.compile(r"\.\d+(\.[0-9a-f]+)?\.tmp(\.[^.]*)?$")  # ours, and the checkpoints of older versions

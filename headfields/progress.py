@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 __all__ = ["Progress", "TextSink", "format_seconds"]
 
+
 @runtime_checkable
 class TextSink(Protocol):
     """Where progress goes: a text file, a stream, or anything with ``write(str)``."""

@@ -162,7 +162,6 @@ def test_the_depth_prior_is_insta_s_allow_list_summed_over_all_rays(tiny_video):
     assert float(depth_loss(rendered.depth, prior, keep)) * keep.float().mean() == pytest.approx(float(expected), rel=1e-5)
 
 
-
 def test_random_backgrounds_leave_an_empty_scene_no_loss_where_the_frame_shows_only_background(tiny_video):
     """instant-ngp's random_bg_color: a pixel that saw only the background (outside the mask, white) is trained over
     a random colour, the step's generator's first draw, which is also its target. An empty scene (no occupied cell:

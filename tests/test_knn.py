@@ -269,9 +269,7 @@ def test_the_search_walks_its_queries_in_morton_order_even_along_rays(monkeypatc
     mesh = TriangleMesh(v, f)
     asked = []
     query_order = TriangleMesh.query_order
-    monkeypatch.setattr(
-        TriangleMesh, "query_order", lambda self, *args, **kw: asked.append(kw) or query_order(self, *args, **kw)
-    )
+    monkeypatch.setattr(TriangleMesh, "query_order", lambda self, *args, **kw: asked.append(kw) or query_order(self, *args, **kw))
     along = torch.linspace(-1.0, 1.0, 400)[:, None] * torch.tensor([0.2, 0.1, 0.3])  # one ray's samples, in order
     knn_vertices(mesh, along, k=4)
     assert asked == [{"always_sorted": True}]

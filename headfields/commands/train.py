@@ -105,19 +105,24 @@ def _flags_type(model: str, entry, start: _Start) -> type:
         _option("out", Path, Path(f"outputs/{model}"), "the run folder (run again to resume)"),
         _option("data", Path | None, None, "a capture folder (None: the model's synthetic video)"),
         _option(
-            "model", Path | None, None,
-            "the parametric model's folder (FLAME, SMPL-X; None: the capture's own; a capture with tracked "
-            "meshes needs none)",
+            "model",
+            Path | None,
+            None,
+            "the parametric model's folder (FLAME, SMPL-X; None: the capture's own; a capture with tracked meshes needs none)",
         ),  # fmt: skip
         _option(
-            "regions", Path | None, None,
+            "regions",
+            Path | None,
+            None,
             "a tracked-mesh capture's region file: regions.json or a mesh_masks/ folder (None: the capture's "
             "own, else from its segmentation)",
         ),  # fmt: skip
         _option("device", str, start.device, "cuda, cuda:1, cpu (its default: cuda when torch sees one)"),
         _option("eval_split", Literal["val", "test"] | None, None, "the held-out split (None: test)"),
         _option(
-            "recipe", Literal[recipes] | None, None,  # type: ignore[valid-type]
+            "recipe",
+            Literal[recipes] | None,
+            None,  # type: ignore[valid-type]
             "'paper': the paper's sizes and schedules; 'cpu': what a CPU run of minutes affords (None: paper on "
             "CUDA, cpu on a CPU)",
         ),  # fmt: skip

@@ -18,6 +18,7 @@ CONFIG_NAME = "config.json"  # the run's whole configuration (headfields.runs.Ru
 BUDGETS = ("run", "training")
 LOGS = ("jsonl", "tensorboard")  # TrainingConfig.log
 
+
 @dataclass(frozen=True)
 class TrainingConfig:
     max_iterations: int = 20000  # training steps at most
@@ -149,4 +150,3 @@ def region_codes(
                 raise ValueError(f"{name}: expected label codes in [0, 255] for {region!r}, got {code!r}")
         out[region] = tuple(int(c) for c in codes)
     return out
-

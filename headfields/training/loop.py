@@ -242,9 +242,7 @@ class _Loop:
         self.last_save = time.monotonic()
         # Seconds a held-out frame takes to render and score: first from one chunk of rays, then from each evaluation.
         self.frame_seconds = (
-            _probe_frame_seconds(model, self.eval_frames, self.eval_head, c, self.device)
-            if self.lead and self.whole_run
-            else 0.0
+            _probe_frame_seconds(model, self.eval_frames, self.eval_head, c, self.device) if self.lead and self.whole_run else 0.0
         )
         if self.lead and self.whole_run:
             n = len(self.final_frames())

@@ -118,6 +118,7 @@ class DecayingAdam:
         if self.optimizer is not None:  # before build there is nothing to set
             set_learning_rate(self.optimizer, self.config, step)
 
+
 def averaged(ema: ExponentialMovingAverage | None):
     """The averaged weights in place for a ``with`` block (the weights as they are without an average)."""
     return contextlib.nullcontext() if ema is None else ema.average_parameters()
