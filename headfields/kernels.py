@@ -45,6 +45,7 @@ __all__ = [
     "launch_grid",
     "launch_rows",
     "launch_slots",
+    "tile_shared_bytes",
     "morton_order",
     "num_cpu_threads",
     "to_warp",
@@ -261,8 +262,9 @@ def launch_rows(
     if len(params) != len(shared) + len(per_row):
         raise RuntimeError(f"{kernel.key}: expected {len(params)} arguments, got {len(shared) + len(per_row)}")
     wp_device = warp_device(device)
-    # Compile before fanning out, so that worker threads do not race to build the same module.
-    wp.load_module(kernel.module, device=wp_device)
+    # Compile before fanning out, so that worker threads do not race to build the same module (a tiled kernel for
+    # its block's threads: a module is built a block size).
+    wp.load_module(kernel.module, device=wp_device, block_dim=None if tile is None else tile[1])
     shared = [to_warp(v, p.type.dtype) if isinstance(v, torch.Tensor) else v for v, p in zip(shared, params, strict=False)]
 
     def run(lo: int, hi: int) -> None:
@@ -284,6 +286,18 @@ def launch_rows(
         run(0, rows)
         return
     _on_pool(run, list(zip(bounds[:-1], bounds[1:], strict=True)))
+
+
+def tile_shared_bytes(kernel: wp.Kernel, device: torch.device, block_dim: int) -> int | None:
+    """The shared memory a block of the tiled ``kernel`` asks for on CUDA ``device`` at ``block_dim`` threads (its
+    module built there first), and None where Warp does not say. Warp sizes it from all the kernel's tiles, not from
+    those alive at once, and a launch that asks for more than the device has fails (Warp only warns); the figure is
+    read from Warp's build metadata, which has no public accessor."""
+    wp_device = warp_device(device)
+    wp.load_module(kernel.module, device=wp_device, block_dim=block_dim)
+    built = getattr(kernel.module, "execs", {}).get((wp_device.context, block_dim))
+    sizes = [v for k, v in (getattr(built, "meta", None) or {}).items() if k.endswith("_forward_smem_bytes")]
+    return max(sizes) if sizes else None
 
 
 def launch_grid(

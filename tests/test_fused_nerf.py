@@ -138,7 +138,7 @@ def test_fused_decoder_in_reduced_precision_rounds_as_the_layers_do(device, name
     tiles, summed in float32), as torch's layers do where the device has bfloat16 products; here forced on any CPU."""
     dec = decoder(name, device)
     features, dirs, cond = inputs(dec, 500, device)
-    _, rgb = bfloat16_layers(dec, features, dirs, cond)
+    raw, rgb = bfloat16_layers(dec, features, dirs, cond)
     with torch.no_grad():
         full = fused_nerf.fused_decode(dec, features, dirs, cond)  # float32 products
         with fused_on(device), reduced_precision():
@@ -150,6 +150,9 @@ def test_fused_decoder_in_reduced_precision_rounds_as_the_layers_do(device, name
             layers = dec(features, dirs, cond)
     # A hidden output on a rounding boundary may round the other way (float32 sums against float64): a few pixels.
     assert (reduced.rgb.double() - rgb).abs().amax() < 2e-2 and (reduced.rgb.double() - rgb).abs().mean() < 1e-4
+    density = torch.exp(raw) if dec.config.density_activation == "trunc_exp" else torch.nn.functional.softplus(raw)
+    relative = (reduced.density.double() - density).abs() / density.abs().amax()  # the output layer: float32 weights
+    assert relative.amax() < 2e-2 and relative.mean() < 1e-4
     assert (full.rgb.double() - rgb).abs().amax() > 5e-2  # the rounding is what the emulation sees
     # Where the device has no bfloat16 products, neither torch's layers nor the kernel round: both float32.
     torch.testing.assert_close(fused.rgb, layers.rgb, rtol=0, atol=1e-3 if torch_reduces else 2e-6)
@@ -168,21 +171,30 @@ def test_fused_decoder_checks_its_input_as_the_layers_do(device):
 
 
 def test_fused_weights_follow_the_parameters(device):
+    """The kernel reads the parameters as they are on each call: after a fused Adam step (which changes no version
+    counter, the training loop's optimiser), an in-place edit and a checkpoint's load."""
     dec = decoder("insta", device)
     features, dirs, cond = inputs(dec, 50, device)
+    optimiser = torch.optim.Adam(dec.parameters(), lr=1e-2, fused=True)
+    with torch.no_grad(), fused_on(device):
+        before = dec(features, dirs, cond).rgb
+    (dec(features, dirs, cond).rgb - 0.5).square().sum().backward()  # autograd on: torch's layers
+    optimiser.step()
     with torch.no_grad():
         with fused_on(device):
-            before = dec(features, dirs, cond).rgb
-            dec.color_net[-1].bias.add_(1.0)  # an optimiser's step: in place, under no_grad
-            after = dec(features, dirs, cond).rgb
-        layers_after = dec(features, dirs, cond).rgb  # the layers themselves, unfused
+            stepped = dec(features, dirs, cond).rgb
+        layers_stepped = dec(features, dirs, cond).rgb  # the layers themselves, unfused
+        dec.color_net[-1].bias.add_(1.0)  # in place, under no_grad
+        with fused_on(device):
+            edited = dec(features, dirs, cond).rgb
+        layers_edited = dec(features, dirs, cond).rgb
         dec.load_state_dict(decoder("insta", device).state_dict())  # a checkpoint's load
         with fused_on(device):
             again = dec(features, dirs, cond).rgb
-    assert (after - before).abs().max() > 1e-2
-    torch.testing.assert_close(after, layers_after, rtol=0, atol=2e-6)
+    assert (stepped - before).abs().max() > 1e-3 and (edited - stepped).abs().max() > 1e-3
+    torch.testing.assert_close(stepped, layers_stepped, rtol=0, atol=2e-6)
+    torch.testing.assert_close(edited, layers_edited, rtol=0, atol=2e-6)
     torch.testing.assert_close(again, before)
-    assert not any("fused" in key for key in dec.state_dict())
 
 
 def test_fused_decoder_renders_an_insta_frame_as_the_layers_do(device, tiny_video):
@@ -210,5 +222,9 @@ def test_the_kernel_called_directly_checks_its_input():
             fused_nerf.fused_density(dec, features, None)
         with raises_naming("decoder"):
             fused_nerf.fused_decode(copy.deepcopy(dec).double(), features.double(), dirs.double(), cond.double())
+        colour_only = decoder("cond_to_color", torch.device("cpu"))
+        x, _, c = inputs(colour_only, 3, torch.device("cpu"))
+        # A condition the density MLP does not read is ignored, whatever its dtype, as the layers ignore it.
+        torch.testing.assert_close(fused_nerf.fused_density(colour_only, x, c.double()), colour_only.density(x, c.double()))
     with raises_naming("decoder"):  # autograd on
         fused_nerf.fused_decode(dec, features, dirs, cond)

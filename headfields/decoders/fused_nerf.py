@@ -14,8 +14,8 @@ On the CPU, where oneDNN runs the layers near the float32 peak on every core (``
 thread (Warp's CPU tiles share one arena: ``kernels.launch_rows``) and is 4-5x slower (INSTA's decoder on 65,536
 samples, 2 cores: 0.47 s against torch's 0.10 s), so the CPU never takes it unless asked. On a GPU it is a variant
 of ``benchmarks/frame_variants.py`` until a GPU has measured it: :data:`FUSED_DEVICE_TYPES` names the devices that
-take it. Parameters changed in place through ``.data`` bypass the version counter the kernel's packed weights are
-kept by (as they bypass autograd's): change them in place under ``torch.no_grad()`` instead, as optimisers do.
+take it. The weights are packed for the kernel on each call (two small operations), so they never
+lag the parameters.
 
     with torch.no_grad():
         out = fused_decode(decoder, features, dirs_encoded, cond)  # decoder(features, dirs_encoded, cond), fused
@@ -31,7 +31,10 @@ from jaxtyping import Float
 from torch import Tensor, nn
 
 from .. import kernels
-from ..networks import _product_dtype  # the products' dtype: bfloat16 inside reduced_precision() where it applies
+from ..networks import (
+    SOFTPLUS_THRESHOLD,  # F.softplus's default: x itself above it, as NerfDecoder's softplus
+    _product_dtype,  # the products' dtype: bfloat16 inside reduced_precision() where it applies
+)
 
 __all__ = ["FUSED_DEVICE_TYPES", "TILE_ROWS", "fused_decode", "fused_density", "fuses"]
 
@@ -44,7 +47,7 @@ kernel (``("cuda",)``, ``("cpu", "cuda")``); none until a GPU has measured it ag
 # than 32 (INSTA's and MonoAvatar's decoders), 128 overflowed. A GPU's best: frame_variants.py's "32-sample tiles".
 TILE_ROWS = 64
 BLOCK_THREADS = 128  # threads a block, which share its products
-SOFTPLUS_THRESHOLD = 20.0  # F.softplus's default: x itself above it, as NerfDecoder's softplus
+MIN_TILE_ROWS = 16  # the smallest tile tried where a GPU's shared memory cannot hold TILE_ROWS samples' layers
 
 
 @dataclass(frozen=True)
@@ -99,39 +102,57 @@ def _unfit(decoder: nn.Module, features: Tensor) -> str | None:
 def fuses(decoder: nn.Module, features: Tensor) -> bool:
     """Whether ``decoder`` evaluates ``features`` by this kernel: on a device of :data:`FUSED_DEVICE_TYPES`, without
     autograd, float32 features and parameters, a decoder the kernel covers (a hidden layer in each MLP and a geometry
-    feature)."""
-    return features.device.type in FUSED_DEVICE_TYPES and _unfit(decoder, features) is None
+    feature), whose tiles fit the device's shared memory (on CUDA: built there to be asked)."""
+    if features.device.type not in FUSED_DEVICE_TYPES or _unfit(decoder, features) is not None:
+        return False
+    reduced = _product_dtype(features, True) is not None
+    return _tile_rows(_shape(decoder), True, reduced, features.device, TILE_ROWS) is not None
+
+
+@cache
+def _tile_rows(s: _Shape, color: bool, reduced: bool, device: torch.device, rows: int) -> int | None:
+    """``rows``, or the largest half of it down to :data:`MIN_TILE_ROWS` whose kernel's shared memory fits CUDA
+    ``device`` (None: none does); the CPU's tiles take ``rows`` (MonoAvatar's and INSTA's fit its arena at 64)."""
+    if device.type != "cuda":
+        return rows
+    limit = kernels.warp_device(device).max_shared_memory_per_block
+    while rows >= MIN_TILE_ROWS:
+        need = kernels.tile_shared_bytes(_kernel(s, color, rows, reduced), device, BLOCK_THREADS)
+        if need is None or need <= limit:
+            return rows
+        rows //= 2
+    return None
+
+
+def _linears(decoder: nn.Module) -> list[nn.Linear]:
+    return [layer for net in (decoder.density_net, decoder.color_net) for layer in net if isinstance(layer, nn.Linear)]
+
+
+@cache
+def _packing(s: _Shape, sizes: tuple[tuple[int, int], ...], device: torch.device) -> Tensor:
+    """For each entry of the packed weights, its place in the parameters laid end to end (each layer's weight then its
+    bias, the last place a zero): the packing as one gather. ``sizes``: each linear layer's ``(out, in)``."""
+    rows, start = [], 0
+    for out, inputs in sizes:
+        block = torch.full((inputs + 1, s.width), -1, dtype=torch.long)  # -1: the padding's zero
+        block[:inputs, :out] = start + torch.arange(out * inputs).reshape(out, inputs).t()  # W^T
+        block[inputs, :out] = start + out * inputs + torch.arange(out)  # the bias row
+        rows.append(block)
+        start += out * inputs + out
+    index = torch.cat(rows)
+    return index.masked_fill(index < 0, start).reshape(-1).to(device)  # the zero after the parameters
 
 
 def _packed(decoder: nn.Module) -> Tensor:
     """Every linear layer's ``[W^T; b]`` (``in + 1`` rows, ``out`` of :attr:`_Shape.width` columns), the density MLP's
-    then the colour MLP's, in one float32 tensor; rebuilt when a parameter changes (an optimiser step, a load)."""
-    params = list(decoder.density_net.parameters()) + list(decoder.color_net.parameters())
-    key = tuple((p.data_ptr(), p._version) for p in params)
-    cached = getattr(decoder, "_fused_weights", None)
-    if cached is not None and cached[0] == key:
-        return cached[1]
-    width = _shape(decoder).width
+    then the colour MLP's, in one float32 tensor: packed on each call (a concatenation and a gather), so it is never
+    stale, whatever changed the parameters (a fused optimiser's step changes no version counter)."""
+    linears = _linears(decoder)
+    weight = linears[0].weight
+    index = _packing(_shape(decoder), tuple(tuple(layer.weight.shape) for layer in linears), weight.device)
     with torch.no_grad():
-        blocks = [
-            torch.cat([layer.weight.t(), layer.bias[None]]).float()
-            for net in (decoder.density_net, decoder.color_net)
-            for layer in net
-            if isinstance(layer, nn.Linear)
-        ]
-        packed = torch.cat([nn.functional.pad(b, (0, width - b.shape[1])) for b in blocks]).contiguous()
-    decoder._fused_weights = key, packed  # a plain attribute: no parameter, no buffer, no state-dict entry
-    return packed
-
-
-def _packed_bfloat16(decoder: nn.Module) -> Tensor:
-    """:func:`_packed` rounded to bfloat16 (the hidden layers' weights and biases, as ``reduced_precision()`` rounds
-    them), kept beside it."""
-    packed = _packed(decoder)
-    cached = getattr(decoder, "_fused_weights_bfloat16", None)
-    if cached is None or cached[0] is not packed:
-        cached = decoder._fused_weights_bfloat16 = packed, packed.to(torch.bfloat16)
-    return cached[1]
+        flat = torch.cat([t.reshape(-1) for layer in linears for t in (layer.weight, layer.bias)] + [weight.new_zeros(1)])
+        return flat[index].reshape(-1, _shape(decoder).width)
 
 
 @no_type_check
@@ -328,13 +349,21 @@ def _run(decoder: nn.Module, features: Tensor, dirs: Tensor | None, cond: Tensor
     density = features.new_empty(n, 1)
     geometry = features.new_empty(n, decoder.config.geometry_dim) if color else unread
     rgb = features.new_empty(n, 3) if color else unread
-    inputs = [features.contiguous(), unread if cond is None else cond.contiguous(), dirs.contiguous() if color else unread]
+    c = decoder.config
+    reads_cond = cond is not None and (c.cond_to_density or (color and c.cond_to_color))
+    inputs = [features.contiguous(), cond.contiguous() if reads_cond else unread, dirs.contiguous() if color else unread]
     reduced = _product_dtype(features, True) is not None  # reduced_precision(): torch's layers' bfloat16 products
+    s = _shape(decoder)
+    rows = _tile_rows(s, color, reduced, features.device, TILE_ROWS)
+    if rows is None:
+        raise ValueError(
+            f"decoder: expected layers whose tiles of {MIN_TILE_ROWS} samples fit a block's shared memory on "
+            f"{features.device}, got wider ones (torch's layers serve it: leave it out of FUSED_DEVICE_TYPES)"
+        )
     weights = _packed(decoder)
-    low = _packed_bfloat16(decoder) if reduced else weights
-    kernel = _kernel(_shape(decoder), color, TILE_ROWS, reduced)
+    low = weights.to(torch.bfloat16) if reduced else weights  # the hidden layers' weights and biases, as torch rounds
     shared, per_row = [weights, low], [*inputs, density, geometry, rgb]
-    kernels.launch_rows(kernel, n, shared, per_row, features.device, tile=(TILE_ROWS, BLOCK_THREADS))
+    kernels.launch_rows(_kernel(s, color, rows, reduced), n, shared, per_row, features.device, tile=(rows, BLOCK_THREADS))
     return density[:, 0], geometry, rgb
 
 
