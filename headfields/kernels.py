@@ -289,14 +289,16 @@ def launch_rows(
 
 
 def tile_shared_bytes(kernel: wp.Kernel, device: torch.device, block_dim: int) -> int | None:
-    """The shared memory a block of the tiled ``kernel`` asks for on CUDA ``device`` at ``block_dim`` threads (its
-    module built there first), and None where Warp does not say. Warp sizes it from all the kernel's tiles, not from
-    those alive at once, and a launch that asks for more than the device has fails (Warp only warns); the figure is
-    read from Warp's build metadata, which has no public accessor."""
+    """The shared memory a block of the tiled ``kernel`` asks for on CUDA at ``block_dim`` threads (its module built
+    on ``device`` first; a CPU build records the same figure), and None where Warp does not say. Warp sizes it from
+    all the kernel's tiles, not from those alive at once, and a launch that asks for more than the device has fails
+    (Warp only warns); the figure is read from Warp's build metadata, which has no public accessor."""
     wp_device = warp_device(device)
     wp.load_module(kernel.module, device=wp_device, block_dim=block_dim)
-    built = getattr(kernel.module, "execs", {}).get((wp_device.context, block_dim))
-    sizes = [v for k, v in (getattr(built, "meta", None) or {}).items() if k.endswith("_forward_smem_bytes")]
+    # A module is built a (context, block size); the CPU builds one block size whatever is asked (Warp's CPU blocks).
+    built = {size: e for (context, size), e in getattr(kernel.module, "execs", {}).items() if context == wp_device.context}
+    found = built.get(block_dim, next(iter(built.values())) if len(built) == 1 else None)
+    sizes = [v for k, v in (getattr(found, "meta", None) or {}).items() if k.endswith("_forward_smem_bytes")]
     return max(sizes) if sizes else None
 
 

@@ -228,3 +228,34 @@ def test_the_kernel_called_directly_checks_its_input():
         torch.testing.assert_close(fused_nerf.fused_density(colour_only, x, c.double()), colour_only.density(x, c.double()))
     with raises_naming("decoder"):  # autograd on
         fused_nerf.fused_decode(dec, features, dirs, cond)
+
+
+def test_warp_reports_the_kernels_shared_memory():
+    """kernels.tile_shared_bytes reads Warp's build metadata (no public accessor): a figure for the kernel's tiles that
+    grows with the tile's rows, at least the input tile and the first layer's weights and output in float32."""
+    from headfields import kernels
+
+    s = fused_nerf._shape(decoder("insta", torch.device("cpu")))
+    small, large = (
+        kernels.tile_shared_bytes(fused_nerf._kernel(s, True, rows, False), torch.device("cpu"), fused_nerf.BLOCK_THREADS)
+        for rows in (32, 64)
+    )
+    assert small is not None and large is not None
+    assert 4 * (32 * 48 + 48 * 64 + 32 * 64) <= small < large
+
+
+@pytest.mark.parametrize(("limit", "rows"), [(232_448, 64), (101_376, 32), (20_000, None)])
+def test_a_gpu_with_less_shared_memory_takes_smaller_tiles_or_none(monkeypatch, limit, rows):
+    """On CUDA the tile halves until the kernel's shared memory fits the device (an H100's 227 KB, a GeForce's 99 KB),
+    and where none fits the decoder keeps torch's layers. A pretend GPU: Warp's figures from the CPU's builds."""
+    from types import SimpleNamespace
+
+    from headfields import kernels
+
+    cpu = torch.device("cpu")
+    s = fused_nerf._shape(decoder("insta", cpu))
+    gpu, real = SimpleNamespace(max_shared_memory_per_block=limit), kernels.warp_device
+    monkeypatch.setattr(kernels, "warp_device", lambda device: gpu if device.type == "cuda" else real(device))
+    ask = kernels.tile_shared_bytes
+    monkeypatch.setattr(kernels, "tile_shared_bytes", lambda kernel, device, block_dim: ask(kernel, cpu, block_dim))
+    assert fused_nerf._tile_rows.__wrapped__(s, True, False, torch.device("cuda"), 64) == rows
