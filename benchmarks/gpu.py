@@ -35,7 +35,7 @@ status is 1 if any step failed or was skipped:
    checkout's renderers on the same run too (render.py's A/B: the previous code in the same call); then
    ``benchmarks/frame_variants.py`` on the same run: the 512² frame under each knob a GPU has yet to settle (the
    queries' Morton sort, the cap on a round's steps, the rounds' size, a float16 hash table, BVH leaves of 2 and 8
-   triangles), interleaved;
+   triangles), interleaved; then, in a call of its own, the fused decoder (``decoders.fused_nerf``) against "as is";
 5. on CUDA only, every other example (the paper models and the mixes, each at its default recipe on CUDA) and
    ``benchmarks/nphm.py`` for ``--example-minutes`` each (default 0: left out) into ``OUT/examples/``: a
    check that each CUDA path trains and evaluates, with its it/s, peak memory and held-out PSNR (a minute is far
@@ -88,7 +88,7 @@ finally:
 INSTA_BUDGET_FLAGS = ["--samples-per-batch", str(2**18), "--early-stop", "1e-4", "--fixed-shapes", "True"]
 
 # The steps of a run, as the report keys them ("video": INSTA's synthetic video rendered on the GPU, when not cached).
-STEPS = ("tests", "hashgrid", "hashgrid_half", "mesh", "video", "insta", "frame", "variants")
+STEPS = ("tests", "hashgrid", "hashgrid_half", "mesh", "video", "insta", "frame", "variants", "fused")
 # Step 5: the examples besides INSTA, and the MonoNPHM pipeline (prior, then tracking; gpu_report.NPHM_FLAGS).
 EXAMPLES = ("monoavatar", "portrait360", "hyper_neus", "mix_anchored_hashgrid", "mix_hyper_insta", "mix_triangle_neus")
 
@@ -276,11 +276,14 @@ def main() -> int:
         frame += [] if args.baseline is None else ["--baseline", str(args.baseline.resolve())]
         step("frame", "frame", frame, 900 if args.baseline is None else 1200)
         # ... and under each knob whose answer awaits a GPU (frame_variants.py), on the same run; the CPU under the GPU's
-        # rules, so that its variants differ from "as is" as a GPU's do
-        (out / "variants.json").unlink(missing_ok=True)  # an earlier run's
-        variants = [python, "benchmarks/frame_variants.py", str(run), "--size", "512" if cuda else "24"]
-        variants += ["--repeats", "5" if cuda else "1", "--device", device, "--json", str(out / "variants.json")]
-        step("variants", "variants", variants + ([] if cuda else ["--cuda-rules"]), 600)
+        # rules, so that its variants differ from "as is" as a GPU's do. The fused decoders apart and last: their first
+        # call compiles cuBLASDx products, whose time on a GPU is not known yet, and a call that --deadline cuts short
+        # keeps the other variants' table.
+        for key, group in (("variants", "knobs"), ("fused", "fused")):
+            (out / f"{key}.json").unlink(missing_ok=True)  # an earlier run's
+            variants = [python, "benchmarks/frame_variants.py", str(run), "--size", "512" if cuda else "24", "--group", group]
+            variants += ["--repeats", "5" if cuda else "1", "--device", device, "--json", str(out / f"{key}.json")]
+            step(key, key, variants + ([] if cuda else ["--cuda-rules"]), 600)
 
     # 5. the other examples (CUDA only)
     if cuda and args.example_minutes > 0:

@@ -225,16 +225,17 @@ def report_lines(
     lines += insta_lines
     if steps["frame"] is not None:
         lines += frame_section(steps["frame"], out / "render.json", cuda)
-    if steps["variants"] is not None:
-        lines += variants_section(steps["variants"])
+    for key, title in (("variants", "INSTA's frame by variant"), ("fused", "INSTA's frame with the fused decoder")):
+        if steps[key] is not None:
+            lines += variants_section(steps[key], title)
     rows = [example_row(name, step, out / "examples" / name, out / "examples" / f"{name}_memory.json") for name, step in examples]
     lines += examples_section(rows, [step for _, step in examples if not step.ok], args.example_minutes, cuda)
     return lines + [f"Full output of every step under `{out / 'logs'}`.", ""], failed
 
 
-def variants_section(step: Step) -> list[str]:
-    """frame_variants.py's table as it printed it, and the variants it left out (its figures: OUT/variants.json)."""
-    lines = ["## INSTA's frame by variant", "", f"`{' '.join(step.command[1:])}`: {step.status()}", ""]
+def variants_section(step: Step, title: str) -> list[str]:
+    """frame_variants.py's table as it printed it, and the variants it left out (its figures: the step's JSON)."""
+    lines = [f"## {title}", "", f"`{' '.join(step.command[1:])}`: {step.status()}", ""]
     lines += [line for line in step.stdout.splitlines() if line.startswith(("|", "left out: "))] + [""]
     return lines + ([] if step.ok else failure_block(step))
 

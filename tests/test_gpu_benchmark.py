@@ -68,7 +68,7 @@ def test_fallback_exits_cleanly_and_writes_the_report(fallback_run):
     assert report in done.stdout  # printed as well as written
     assert "no CUDA device: CPU fallback at tiny sizes, not GPU figures" in report.split("\n## ")[0]  # at the top
     assert "- every step passed" in report
-    for step in ("tests", "hashgrid", "mesh_queries", "insta", "frame", "variants"):
+    for step in ("tests", "hashgrid", "mesh_queries", "insta", "frame", "variants", "fused"):
         assert "--- stdout" in (out / "logs" / f"{step}.log").read_text()
 
 
@@ -164,21 +164,25 @@ def test_fallback_frame_variants(fallback_run):
     whatever Warp's leaves), the float16 table rounds the features, the fused decoder sums its products in another
     order: each within 1e-4 a pixel, after 3 steps."""
     _, out = fallback_run
-    text = section((out / "gpu_report.md").read_text(), "INSTA's frame by variant")
-    assert f"benchmarks/frame_variants.py {out / 'insta'} --size 24" in text and "--cuda-rules" in text and "ok (" in text
-    written = json.loads((out / "variants.json").read_text())
-    result = written["variants"]
-    assert written["info"]["cuda_rules"] is True
-    names = ["as is", "queries unsorted", "steps capped at 8", "rounds twice as large", "float16 hash table"]
-    names += ["BVH leaves of 2 triangles", "BVH leaves of 8 triangles", "fused decoder", "fused decoder, 32-sample tiles"]
-    assert list(result) == names
-    for name in names:
-        scores, viewer = result[name]["scores"], result[name]["viewer"]
-        assert scores["ms"] > 0 and viewer["ms"] > 0
-        assert f"| {name} | {scores['ms']:,.1f} | {viewer['ms']:,.1f} | " in text
-        assert scores["max_difference"] < 1e-4 and abs(scores["psnr"] - result["as is"]["scores"]["psnr"]) < 0.01
-    for name in ("as is", "queries unsorted"):
-        assert result[name]["scores"]["max_difference"] == 0 and result[name]["viewer"]["max_difference"] == 0
+    knobs = ["as is", "queries unsorted", "steps capped at 8", "rounds twice as large", "float16 hash table"]
+    knobs += ["BVH leaves of 2 triangles", "BVH leaves of 8 triangles"]
+    fused = ["as is", "fused decoder", "fused decoder, 32-sample tiles"]  # a call of their own, after the others
+    steps = (("variants", "INSTA's frame by variant", knobs), ("fused", "INSTA's frame with the fused decoder", fused))
+    for key, title, names in steps:
+        text = section((out / "gpu_report.md").read_text(), title)
+        assert f"benchmarks/frame_variants.py {out / 'insta'} --size 24" in text and "--cuda-rules" in text and "ok (" in text
+        written = json.loads((out / f"{key}.json").read_text())
+        result = written["variants"]
+        assert written["info"]["cuda_rules"] is True and written["failed"] == {}
+        assert list(result) == names
+        for name in names:
+            scores, viewer = result[name]["scores"], result[name]["viewer"]
+            assert scores["ms"] > 0 and viewer["ms"] > 0
+            assert f"| {name} | {scores['ms']:,.1f} | {viewer['ms']:,.1f} | " in text
+            assert scores["max_difference"] < 1e-4 and abs(scores["psnr"] - result["as is"]["scores"]["psnr"]) < 0.01
+        assert result["as is"]["scores"]["max_difference"] == 0 and result["as is"]["viewer"]["max_difference"] == 0
+    unsorted = json.loads((out / "variants.json").read_text())["variants"]["queries unsorted"]
+    assert unsorted["scores"]["max_difference"] == 0 and unsorted["viewer"]["max_difference"] == 0
 
 
 def test_a_variant_that_fails_is_left_out_and_named(fallback_run, benchmark_script, capsys):
