@@ -270,11 +270,11 @@ def _kernel(s: _Shape, color: bool, rows: int, reduced: bool) -> wp.Kernel:
     # output layers read float32 (networks.Mlp keeps them so).
     LOW = wp.bfloat16 if reduced else float
     bias_h, bias_ch = _bias(R, H, LOW), _bias(R, CH, LOW)
-    bias_1, bias_g, bias_3 = _bias(R, 1, float), _bias(R, G, float), _bias(R, 3, float)
+    bias_out, bias_3 = _bias(R, 1 + G, float), _bias(R, 3, float)
     features_in, cond_in, dirs_in = _input_product(R, F, H, LOW), _input_product(R, C, H, LOW), _input_product(R, D, CH, LOW)
     cond_color_in = _input_product(R, C, CH, LOW)
     hidden, geometry_in, color_hidden = _product(R, H, H, LOW), _product(R, G, CH, LOW), _product(R, CH, CH, LOW)
-    to_density, to_geometry, to_rgb = _product(R, H, 1, float), _product(R, H, G, float), _product(R, CH, 3, float)
+    to_out, to_rgb = _product(R, H, 1 + G, float), _product(R, CH, 3, float)
     relu_h, relu_ch = _relu(R, H, LOW), _relu(R, CH, LOW)
 
     @no_type_check
@@ -303,16 +303,16 @@ def _kernel(s: _Shape, color: bool, rows: int, reduced: bool) -> wp.Kernel:
             hidden(wl, h, z, first, 0)
             relu_h(z)
             wp.tile_assign(h, z)
-        # Its output layer in two products: the raw density (column 0) and the geometry features (columns 1..G).
-        sigma = bias_1(w, DENSITY_OUT + H, 0)
-        to_density(w, h, sigma, DENSITY_OUT, 0)
+        # Its output layer: the raw density (column 0) and the geometry features (columns 1..G), views of one product.
+        out = bias_out(w, DENSITY_OUT + H, 0)
+        to_out(w, h, out, DENSITY_OUT, 0)
+        sigma = wp.tile_view(out, offset=(0, 0), shape=(R, 1))
         if wp.static(SOFTPLUS):
             wp.tile_store(density, wp.tile_map(_softplus, sigma), offset=(row, 0))
         else:
             wp.tile_store(density, wp.tile_map(wp.exp, sigma), offset=(row, 0))
         if wp.static(color):
-            g = bias_g(w, DENSITY_OUT + H, 1)
-            to_geometry(w, h, g, DENSITY_OUT, 1)
+            g = wp.tile_view(out, offset=(0, 1), shape=(R, G))
             wp.tile_store(geometry, g, offset=(row, 0))
             # The colour MLP on [geometry, dirs, cond?]: a product for each part.
             y = bias_ch(wl, COLOR_BIAS, 0)
