@@ -41,10 +41,10 @@ __all__ = ["FUSED_DEVICE_TYPES", "TILE_ROWS", "fused_decode", "fused_density", "
 FUSED_DEVICE_TYPES: tuple[str, ...] = ()
 """The torch device types on which :class:`~headfields.decoders.NerfDecoder` evaluates without autograd by this
 kernel (``("cuda",)``, ``("cpu", "cuda")``); none until a GPU has measured it against torch's layers."""
-# Samples a block. A layer holds its input tile, its weights and its output in shared memory at once: INSTA's first
-# layer 32 + 32 + 16 KB of float32 (features 64 x 128, weights 128 x 64, output 64 x 64), MonoAvatar's 128-wide ones
-# 128 KB; Warp's CPU tiles have 256 KB. The weights are read once a block: on the CPU, 64 rows took 20-30% less time
-# than 32 (INSTA's and MonoAvatar's decoders), 128 overflowed. A GPU's best: frame_variants.py's "32-sample tiles".
+# Samples a block. Warp asks a GPU for the shared memory of all the kernel's tiles at once: INSTA's decoder 87 KB at
+# 64 samples (52 KB at 32), MonoAvatar's 198 KB (132 KB), more than some GPUs have (a GeForce's 99 KB), where the tile
+# halves (_tile_rows). The weights are read once a block: on the CPU, 64 samples took 20-30% less time than 32 (both
+# decoders). A GPU's best: frame_variants.py's "32-sample tiles".
 TILE_ROWS = 64
 BLOCK_THREADS = 128  # threads a block, which share its products
 MIN_TILE_ROWS = 16  # the smallest tile tried where a GPU's shared memory cannot hold TILE_ROWS samples' layers
@@ -250,6 +250,25 @@ def _relu(rows: int, cols: int, dtype: type) -> wp.Function:
 
 
 @cache
+def _hidden_layers(rows: int, width: int, layers: int, dtype: type) -> wp.Function:
+    """``layers`` hidden layers of ``width`` on the float32 shared tile ``h`` in place (its values rounded to ``dtype``
+    after each, as :func:`_relu` rounds), the first's weights at row ``first`` of the packed weights of ``dtype``."""
+    bias, product, relu = _bias(rows, width, dtype), _product(rows, width, width, dtype), _relu(rows, width, dtype)
+
+    @no_type_check
+    @wp.func
+    def hidden_layers(w: wp.array2d(dtype=dtype), h: Any, first: int):
+        for layer in range(layers):
+            start = first + layer * (width + 1)
+            z = bias(w, start + width, 0)
+            product(w, h, z, start, 0)
+            relu(z)
+            wp.tile_assign(h, z)
+
+    return hidden_layers
+
+
+@cache
 def _kernel(s: _Shape, color: bool, rows: int, reduced: bool) -> wp.Kernel:
     """The kernel of shape ``s``: density (and, with ``color``, geometry and rgb) of ``rows`` samples a block; with
     ``reduced``, the hidden layers' products in bfloat16 as torch's layers run them in ``reduced_precision()``."""
@@ -264,7 +283,7 @@ def _kernel(s: _Shape, color: bool, rows: int, reduced: bool) -> wp.Kernel:
     COLOR_BIAS = COLOR0 + G + D + CC
     COLOR_HIDDEN0 = COLOR_BIAS + 1
     COLOR_OUT = COLOR_HIDDEN0 + (s.color_layers - 1) * (CH + 1)
-    DENSITY_HIDDEN, COLOR_HIDDEN, SOFTPLUS = s.density_layers - 1, s.color_layers - 1, s.softplus
+    SOFTPLUS = s.softplus
     # The hidden layers (each followed by a ReLU) read their inputs and weights in LOW: float32, or bfloat16 where
     # reduced, summed in float32 and their outputs rounded to LOW (torch's bfloat16 layers return bfloat16); the
     # output layers read float32 (networks.Mlp keeps them so).
@@ -273,7 +292,8 @@ def _kernel(s: _Shape, color: bool, rows: int, reduced: bool) -> wp.Kernel:
     bias_out, bias_3 = _bias(R, 1 + G, float), _bias(R, 3, float)
     features_in, cond_in, dirs_in = _input_product(R, F, H, LOW), _input_product(R, C, H, LOW), _input_product(R, D, CH, LOW)
     cond_color_in = _input_product(R, C, CH, LOW)
-    hidden, geometry_in, color_hidden = _product(R, H, H, LOW), _product(R, G, CH, LOW), _product(R, CH, CH, LOW)
+    geometry_in = _product(R, G, CH, LOW)
+    density_hidden, color_hidden = _hidden_layers(R, H, s.density_layers - 1, LOW), _hidden_layers(R, CH, s.color_layers - 1, LOW)
     to_out, to_rgb = _product(R, H, 1 + G, float), _product(R, CH, 3, float)
     relu_h, relu_ch = _relu(R, H, LOW), _relu(R, CH, LOW)
 
@@ -297,12 +317,7 @@ def _kernel(s: _Shape, color: bool, rows: int, reduced: bool) -> wp.Kernel:
         if wp.static(CD > 0):
             cond_in(wl, cond, row, h, F, 0)
         relu_h(h)
-        for layer in range(DENSITY_HIDDEN):
-            first = HIDDEN0 + layer * (H + 1)
-            z = bias_h(wl, first + H, 0)
-            hidden(wl, h, z, first, 0)
-            relu_h(z)
-            wp.tile_assign(h, z)
+        density_hidden(wl, h, HIDDEN0)
         # Its output layer: the raw density (column 0) and the geometry features (columns 1..G), views of one product.
         out = bias_out(w, DENSITY_OUT + H, 0)
         to_out(w, h, out, DENSITY_OUT, 0)
@@ -322,12 +337,7 @@ def _kernel(s: _Shape, color: bool, rows: int, reduced: bool) -> wp.Kernel:
             if wp.static(CC > 0):
                 cond_color_in(wl, cond, row, y, COLOR0 + G + D, 0)
             relu_ch(y)
-            for layer in range(COLOR_HIDDEN):
-                first = COLOR_HIDDEN0 + layer * (CH + 1)
-                z = bias_ch(wl, first + CH, 0)
-                color_hidden(wl, y, z, first, 0)
-                relu_ch(z)
-                wp.tile_assign(y, z)
+            color_hidden(wl, y, COLOR_HIDDEN0)
             o = bias_3(w, COLOR_OUT + CH, 0)
             to_rgb(w, y, o, COLOR_OUT, 0)
             wp.tile_store(rgb, wp.tile_map(_sigmoid, o), offset=(row, 0))
