@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from jaxtyping import Bool, Float, Int
 from torch import Tensor, nn
 
+from .decoders import fused_nerf
 from .deformers import Canonical, Deformer
 from .encoders import LatentCodes, LatentCodesConfig
 from .parametric import Head
@@ -152,13 +153,21 @@ class RegionExpression(nn.Module):
         self.register_buffer("faces", None if faces is None else faces.detach().clone())
 
     def forward(self, canonical: Canonical, head: Head, frame: Int[Tensor, " S"]) -> Float[Tensor, "S C"]:
-        expression = head.expression[frame, : self.dim].to(canonical.points.dtype)
+        table, index = self.rows(canonical, head, frame)
+        return table.index_select(0, index)
+
+    def rows(self, canonical: Canonical, head: Head, frame: Int[Tensor, " S"]) -> tuple[Float[Tensor, "T C"], Int[Tensor, " S"]]:
+        """The condition as a table and each sample's row of it: the frames' first ``dims`` coefficients, then a row of
+        ``outside`` (row ``head.num_frames``). ``forward`` gathers them; :class:`NerfField` hands them to the fused
+        decoder (``decoders.fused_nerf``), which gathers them itself."""
+        table = head.expression[:, : self.dim].to(canonical.points.dtype)
         if self.faces is None:
-            return expression
+            return table, frame
         if canonical.face is None:
             raise ValueError("deformer: expected a deformer that reports each sample's nearest face (region conditioning)")
+        table = torch.cat([table, table.new_full((1, self.dim), self.outside)])
         inside = self.faces[canonical.face.clamp(min=0)] & canonical.valid
-        return torch.where(inside[:, None], expression, torch.full_like(expression, self.outside))
+        return table, torch.where(inside, frame, head.num_frames)
 
     def per_frame(self, head: Head) -> Float[Tensor, "F C"] | None:
         return head.expression[:, : self.dim] if self.faces is None else None  # the faces: a condition per sample
@@ -173,8 +182,13 @@ class FrameCondition(nn.Module):
         self.inputs, self.network, self.dim = inputs, network, dim
 
     def forward(self, canonical: Canonical, head: Head, frame: Int[Tensor, " S"]) -> Float[Tensor, "S C"]:
+        table, index = self.rows(canonical, head, frame)
+        return table[index]
+
+    def rows(self, canonical: Canonical, head: Head, frame: Int[Tensor, " S"]) -> tuple[Float[Tensor, "U C"], Int[Tensor, " S"]]:
+        """The network's output for each frame present and each sample's row of it (as :meth:`RegionExpression.rows`)."""
         frames, inverse = torch.unique(frame, return_inverse=True)
-        return self.network(self.inputs(head, frames).to(canonical.points.dtype))[inverse]
+        return self.network(self.inputs(head, frames).to(canonical.points.dtype)), inverse
 
 
 class SharedCode(nn.Module):
@@ -279,11 +293,23 @@ class NerfField(nn.Module):
     ) -> FieldOutput:
         canonical = _deform(self.deformer, x, dirs, frame, head)
         features = self.encode(canonical, head, frame)
-        cond = None if self.condition is None else self.condition(canonical, head, frame)
-        if dirs is None:
-            density, rgb = self.decoder.density(features, cond), None
+        index = None
+        if self.condition is None:
+            cond = None
+        elif hasattr(self.condition, "rows") and fused_nerf.fuses(self.decoder, features):
+            cond, index = self.condition.rows(canonical, head, frame)  # the fused kernel gathers a sample's row itself
         else:
-            out = self.decoder(features, self.directions(canonical.dirs), cond)
+            cond = self.condition(canonical, head, frame)
+        if dirs is None and index is None:
+            density, rgb = self.decoder.density(features, cond), None
+        elif dirs is None:
+            density, rgb = fused_nerf.fused_density(self.decoder, features, cond, index), None
+        else:
+            encoded = self.directions(canonical.dirs)
+            if index is None:
+                out = self.decoder(features, encoded, cond)
+            else:
+                out = fused_nerf.fused_decode(self.decoder, features, encoded, cond, index)
             density, rgb = out.density, out.rgb
         return FieldOutput(canonical=canonical, rgb=rgb, density=density * canonical.valid)
 

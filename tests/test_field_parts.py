@@ -21,7 +21,15 @@ from headfields.deformers import (
     RigidDeformerConfig,
 )
 from headfields.encoders import LatentCodesConfig
-from headfields.fields import ConcatCondition, FrameCodes, Normalize, RegionExpression, SharedCode, TrackedCondition
+from headfields.fields import (
+    ConcatCondition,
+    FrameCodes,
+    FrameCondition,
+    Normalize,
+    RegionExpression,
+    SharedCode,
+    TrackedCondition,
+)
 from headfields.heads import tracked_head
 from headfields.models.neus_avatar import NeusAvatar, NeusAvatarConfig
 from headfields.parametric import Head, load_model
@@ -192,6 +200,44 @@ def test_per_frame_rows_are_the_condition_of_each_frame(flame):
         assert_close(rows[frame], condition(canonical_of(x), head, frame), rtol=0, atol=0)
     regional = RegionExpression(4, faces=torch.ones(head.faces.shape[0], dtype=torch.bool))
     assert regional.per_frame(head) is None and ConcatCondition(shared, regional).per_frame(head) is None
+
+
+def test_region_expression_rows_are_its_table_and_each_samples_row(flame):
+    """RegionExpression.rows: the frames' expression rows and a row of ``outside`` (row FRAMES), and each sample's row:
+    its frame's where its nearest face is in the region and valid, the outside row elsewhere (INSTA's lips)."""
+    _, head, _ = flame
+    x, frame = samples(12)
+    g = torch.Generator().manual_seed(3)
+    faces = torch.rand(head.faces.shape[0], generator=g) < 0.5
+    face = torch.randint(0, head.faces.shape[0], (12,), generator=g)
+    valid = torch.rand(12, generator=g) < 0.8
+    canonical = Canonical(points=x, dirs=None, valid=valid, face=face)
+    region = RegionExpression(4, faces=faces, outside=1.0)
+    table, index = region.rows(canonical, head, frame)
+    inside = faces[face] & valid
+    expected = torch.where(inside[:, None], head.expression[frame, :4], torch.ones(12, 4, dtype=torch.float64))
+    assert table.shape == (FRAMES + 1, 4) and (table[FRAMES] == 1.0).all()
+    assert torch.equal(index, torch.where(inside, frame, FRAMES)) and inside.any() and not inside.all()
+    assert_close(table[index], expected, rtol=0, atol=0)
+    assert_close(region(canonical, head, frame), expected, rtol=0, atol=0)
+    everywhere = RegionExpression(4)  # no region: the frame's row at every sample
+    table, index = everywhere.rows(canonical, head, frame)
+    assert torch.equal(index, frame) and torch.equal(table, head.expression[:, :4])
+
+
+def test_frame_condition_rows_are_each_frames_output_once(flame):
+    """FrameCondition.rows: the network's output once for each frame present, and each sample's row: per sample, the
+    network on that sample's frame's inputs."""
+    _, head, _ = flame
+    x, frame = samples(10)
+    network = torch.nn.Linear(3, 2).double()
+    condition = FrameCondition(lambda head, frames: head.expression[frames, :3], network, 2)
+    table, index = condition.rows(canonical_of(x), head, frame)
+    assert table.shape == (len(frame.unique()), 2)
+    with torch.no_grad():
+        per_sample = network(head.expression[frame, :3])
+        assert_close(table[index], per_sample, rtol=1e-12, atol=1e-12)
+        assert_close(condition(canonical_of(x), head, frame), per_sample, rtol=1e-12, atol=1e-12)
 
 
 # ---------------------------------------------------------------- deformers

@@ -84,6 +84,35 @@ def test_fused_decoder_matches_its_layers_in_float64(device, name):
             assert ours <= 4 * torchs + 1e-6, (ours, torchs)
 
 
+@pytest.mark.parametrize("name", ["insta", "cond_to_color"])
+def test_fused_decoder_gathers_a_tables_rows_as_the_layers_read_them(device, name):
+    """With cond_index the condition is a table and each sample's row of it (INSTA's frames' expressions and the lips'
+    "outside" row), gathered in the kernel: to the bit the kernel's output on cond[cond_index] (which the test above
+    holds to float64), the same products on the same rows."""
+    dec = decoder(name, device)
+    n = 3 * fused_nerf.TILE_ROWS + 5
+    features, dirs, _ = inputs(dec, n, device)
+    g = torch.Generator().manual_seed(1)
+    table = torch.randn(7, dec.cond_dim, generator=g).to(device)
+    index = torch.randint(0, 7, (n,), generator=g).to(device)
+    with torch.no_grad():
+        rows = fused_nerf.fused_decode(dec, features, dirs, table[index])
+        gathered = fused_nerf.fused_decode(dec, features, dirs, table, index)
+        density = fused_nerf.fused_density(dec, features, table, index)
+        rows_density = fused_nerf.fused_density(dec, features, table[index])
+    for got, expected in ((gathered.rgb, rows.rgb), (gathered.density, rows.density), (density, rows_density)):
+        torch.testing.assert_close(got, expected, rtol=0, atol=0)
+    with torch.no_grad():
+        with raises_naming("cond_index"):
+            fused_nerf.fused_decode(dec, features, dirs, table, index + 7)  # past the table's rows
+        with raises_naming("cond"):
+            fused_nerf.fused_decode(dec, features, dirs, None, index)
+        with raises_naming("cond_index"):
+            fused_nerf.fused_decode(
+                decoder("monoavatar", device), torch.zeros(n, 128, device=device), torch.zeros(n, 27, device=device), table, index
+            )
+
+
 def test_fused_softplus_keeps_tiny_densities(device):
     # log(1 + exp(x)) rounds to 0 below x = -17 in float32; torch's log1p does not, and neither does the kernel.
     dec = decoder("monoavatar", device)
@@ -237,7 +266,7 @@ def test_warp_reports_the_kernels_shared_memory():
 
     s = fused_nerf._shape(decoder("insta", torch.device("cpu")))
     small, large = (
-        kernels.tile_shared_bytes(fused_nerf._kernel(s, True, rows, False), torch.device("cpu"), fused_nerf.BLOCK_THREADS)
+        kernels.tile_shared_bytes(fused_nerf._kernel(s, True, rows, False, True), torch.device("cpu"), fused_nerf.BLOCK_THREADS)
         for rows in (32, 64)
     )
     assert small is not None and large is not None
@@ -259,4 +288,4 @@ def test_a_gpu_with_less_shared_memory_takes_smaller_tiles_or_none(monkeypatch, 
     monkeypatch.setattr(kernels, "warp_device", lambda device: gpu if device.type == "cuda" else real(device))
     ask = kernels.tile_shared_bytes
     monkeypatch.setattr(kernels, "tile_shared_bytes", lambda kernel, device, block_dim: ask(kernel, cpu, block_dim))
-    assert fused_nerf._tile_rows.__wrapped__(s, True, False, torch.device("cuda"), 64) == rows
+    assert fused_nerf._tile_rows.__wrapped__(s, True, False, True, torch.device("cuda"), 64) == rows

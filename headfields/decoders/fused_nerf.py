@@ -5,7 +5,8 @@ bias, a ReLU and a concatenation, and INSTA's lips condition enters by a 144-wid
 threads takes ``TILE_ROWS`` samples through the density MLP, the activation, and the colour MLP in tiles
 (``wp.tile_matmul``: cuBLASDx on CUDA, a scalar product on the CPU): the inputs are read once and only density,
 colour and the geometry features are written. The concatenations become sums of products (``[x, c] W^T =
-x Wx^T + c Wc^T``), so no input is copied. No autograd: training keeps torch's layers. Inside
+x Wx^T + c Wc^T``), so no input is copied; a condition given as a table and each sample's row of it (INSTA's frames'
+lips expressions, ``fields.RegionExpression.rows``) is gathered in the kernel. No autograd: training keeps torch's layers. Inside
 :func:`~headfields.networks.reduced_precision`, where torch's layers would run their products in bfloat16 (the
 viewer's), the hidden layers read bfloat16 operands (Warp's bfloat16 tiles, summed in float32) and round their outputs
 to bfloat16, the output layers stay float32: torch's rounding, in another order of summation.
@@ -27,10 +28,11 @@ from typing import Any, no_type_check
 
 import torch
 import warp as wp
-from jaxtyping import Float
+from jaxtyping import Float, Int
 from torch import Tensor, nn
 
 from .. import kernels
+from ..checks import check_int
 from ..networks import (
     SOFTPLUS_THRESHOLD,  # F.softplus's default: x itself above it, as NerfDecoder's softplus
     _product_dtype,  # the products' dtype: bfloat16 inside reduced_precision() where it applies
@@ -103,21 +105,25 @@ def fuses(decoder: nn.Module, features: Tensor) -> bool:
     """Whether ``decoder`` evaluates ``features`` by this kernel: on a device of :data:`FUSED_DEVICE_TYPES`, without
     autograd, float32 features and parameters, a decoder the kernel covers (a hidden layer in each MLP and a geometry
     feature), whose tiles fit the device's shared memory (on CUDA: built there to be asked)."""
-    if features.device.type not in FUSED_DEVICE_TYPES or _unfit(decoder, features) is not None:
+    from .nerf import NerfDecoder
+
+    if not isinstance(decoder, NerfDecoder) or features.device.type not in FUSED_DEVICE_TYPES:
+        return False
+    if _unfit(decoder, features) is not None:
         return False
     reduced = _product_dtype(features, True) is not None
-    return _tile_rows(_shape(decoder), True, reduced, features.device, TILE_ROWS) is not None
+    return _tile_rows(_shape(decoder), True, reduced, decoder.cond_dim > 0, features.device, TILE_ROWS) is not None
 
 
 @cache
-def _tile_rows(s: _Shape, color: bool, reduced: bool, device: torch.device, rows: int) -> int | None:
+def _tile_rows(s: _Shape, color: bool, reduced: bool, gathered: bool, device: torch.device, rows: int) -> int | None:
     """``rows``, or the largest half of it down to :data:`MIN_TILE_ROWS` whose kernel's shared memory fits CUDA
     ``device`` (None: none does); the CPU's tiles take ``rows`` (MonoAvatar's and INSTA's fit its arena at 64)."""
     if device.type != "cuda":
         return rows
     limit = kernels.warp_device(device).max_shared_memory_per_block
     while rows >= MIN_TILE_ROWS:
-        need = kernels.tile_shared_bytes(_kernel(s, color, rows, reduced), device, BLOCK_THREADS)
+        need = kernels.tile_shared_bytes(_kernel(s, color, rows, reduced, gathered), device, BLOCK_THREADS)
         if need is None or need <= limit:
             return rows
         rows //= 2
@@ -233,6 +239,29 @@ def _input_product(rows: int, inputs: int, outputs: int, dtype: type) -> wp.Func
 
 
 @cache
+def _gathered_product(rows: int, inputs: int, outputs: int, dtype: type) -> wp.Function:
+    """:func:`_product` of the rows of ``table`` that ``index`` names from row ``row`` on (a condition's rows, gathered
+    in the kernel: no ``[N, C]`` condition in memory)."""
+    product = _product(rows, inputs, outputs, dtype)
+
+    @no_type_check
+    @wp.func
+    def gathered_product(
+        w: wp.array2d(dtype=dtype),
+        table: wp.array2d(dtype=float),
+        index: wp.array(dtype=wp.int32),
+        row: int,
+        out: Any,
+        first: int,
+        col: int,
+    ):
+        at = wp.tile_load(index, shape=rows, offset=row)  # past the last sample: 0, a row read for nothing
+        product(w, wp.tile_load_indexed(table, indices=at, shape=(rows, inputs), axis=0, storage="shared"), out, first, col)
+
+    return gathered_product
+
+
+@cache
 def _relu(rows: int, cols: int, dtype: type) -> wp.Function:
     """The ReLU of a float32 shared ``[rows, cols]`` tile in place, its values rounded to ``dtype`` (a layer's output
     in bfloat16, as torch's bfloat16 layers return it; a float32 layer's as it is)."""
@@ -269,9 +298,10 @@ def _hidden_layers(rows: int, width: int, layers: int, dtype: type) -> wp.Functi
 
 
 @cache
-def _kernel(s: _Shape, color: bool, rows: int, reduced: bool) -> wp.Kernel:
+def _kernel(s: _Shape, color: bool, rows: int, reduced: bool, gathered: bool) -> wp.Kernel:
     """The kernel of shape ``s``: density (and, with ``color``, geometry and rgb) of ``rows`` samples a block; with
-    ``reduced``, the hidden layers' products in bfloat16 as torch's layers run them in ``reduced_precision()``."""
+    ``reduced``, the hidden layers' products in bfloat16 as torch's layers run them in ``reduced_precision()``; with
+    ``gathered``, the condition as rows of a table and each sample's row (else one row a sample)."""
     R, F, C, D, H, G, CH = rows, s.features, s.cond, s.dirs, s.hidden, s.geometry, s.color_hidden
     CD = C if s.cond_to_density else 0
     CC = C if s.cond_to_color else 0
@@ -290,8 +320,10 @@ def _kernel(s: _Shape, color: bool, rows: int, reduced: bool) -> wp.Kernel:
     LOW = wp.bfloat16 if reduced else float
     bias_h, bias_ch = _bias(R, H, LOW), _bias(R, CH, LOW)
     bias_out, bias_3 = _bias(R, 1 + G, float), _bias(R, 3, float)
-    features_in, cond_in, dirs_in = _input_product(R, F, H, LOW), _input_product(R, C, H, LOW), _input_product(R, D, CH, LOW)
-    cond_color_in = _input_product(R, C, CH, LOW)
+    features_in, dirs_in = _input_product(R, F, H, LOW), _input_product(R, D, CH, LOW)
+    conditioned = _gathered_product if gathered else _input_product
+    cond_in, cond_color_in = conditioned(R, C, H, LOW), conditioned(R, C, CH, LOW)
+    GATHERED = gathered
     geometry_in = _product(R, G, CH, LOW)
     density_hidden, color_hidden = _hidden_layers(R, H, s.density_layers - 1, LOW), _hidden_layers(R, CH, s.color_layers - 1, LOW)
     to_out, to_rgb = _product(R, H, 1 + G, float), _product(R, CH, 3, float)
@@ -303,8 +335,10 @@ def _kernel(s: _Shape, color: bool, rows: int, reduced: bool) -> wp.Kernel:
     def decode(
         w: wp.array2d(dtype=float),
         wl: wp.array2d(dtype=LOW),
+        table: wp.array2d(dtype=float),
         features: wp.array2d(dtype=float),
         cond: wp.array2d(dtype=float),
+        index: wp.array(dtype=wp.int32),
         dirs: wp.array2d(dtype=float),
         density: wp.array2d(dtype=float),
         geometry: wp.array2d(dtype=float),
@@ -314,7 +348,9 @@ def _kernel(s: _Shape, color: bool, rows: int, reduced: bool) -> wp.Kernel:
         # The density MLP: [features, cond] W^T as features Wf^T + cond Wc^T, no concatenation.
         h = bias_h(wl, DENSITY_BIAS, 0)
         features_in(wl, features, row, h, 0, 0)
-        if wp.static(CD > 0):
+        if wp.static(CD > 0 and GATHERED):
+            cond_in(wl, table, index, row, h, F, 0)
+        elif wp.static(CD > 0):
             cond_in(wl, cond, row, h, F, 0)
         relu_h(h)
         density_hidden(wl, h, HIDDEN0)
@@ -334,7 +370,9 @@ def _kernel(s: _Shape, color: bool, rows: int, reduced: bool) -> wp.Kernel:
             geometry_in(wl, g, y, COLOR0, 0)
             if wp.static(D > 0):
                 dirs_in(wl, dirs, row, y, COLOR0 + G, 0)
-            if wp.static(CC > 0):
+            if wp.static(CC > 0 and GATHERED):
+                cond_color_in(wl, table, index, row, y, COLOR0 + G + D, 0)
+            elif wp.static(CC > 0):
                 cond_color_in(wl, cond, row, y, COLOR0 + G + D, 0)
             relu_ch(y)
             color_hidden(wl, y, COLOR_HIDDEN0)
@@ -345,26 +383,39 @@ def _kernel(s: _Shape, color: bool, rows: int, reduced: bool) -> wp.Kernel:
     return decode
 
 
-def _check(decoder: nn.Module, features: Tensor, cond: Tensor | None, reads_cond: bool) -> None:
-    decoder._check_inputs(features, cond, reads_cond)  # the decoder's own checks of its input
+def _check(decoder: nn.Module, features: Tensor, cond: Tensor | None, index: Tensor | None, reads_cond: bool) -> None:
+    if index is None:
+        decoder._check_inputs(features, cond, reads_cond)  # the decoder's own checks of its input
+    else:  # a table of conditions and each sample's row of it
+        decoder._check("features", features, decoder.feature_dim, None)
+        if decoder.cond_dim == 0:
+            raise ValueError("cond_index: expected None (the decoder takes no condition), got a tensor")
+        if cond is None:
+            raise ValueError(f"cond: expected a table of rows of {decoder.cond_dim} that cond_index names, got None")
+        decoder._check("cond", cond, decoder.cond_dim, None)
+        check_int("cond_index", index, [features.shape[0]], upper=cond.shape[0], device=features.device)
     unfit = _unfit(decoder, features)
     if unfit is not None:
         raise ValueError(f"decoder: {unfit}")
 
 
-def _run(decoder: nn.Module, features: Tensor, dirs: Tensor | None, cond: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+def _run(
+    decoder: nn.Module, features: Tensor, dirs: Tensor | None, cond: Tensor | None, index: Tensor | None
+) -> tuple[Tensor, Tensor, Tensor]:
     """Density ``[N]``, geometry ``[N, G]`` and rgb ``[N, 3]`` (without ``dirs``: density alone, the others empty)."""
-    n, color = features.shape[0], dirs is not None
+    n, color, c = features.shape[0], dirs is not None, decoder.config
     unread = features.new_empty(n, 0)  # an input or output the kernel's shape does not touch
     density = features.new_empty(n, 1)
-    geometry = features.new_empty(n, decoder.config.geometry_dim) if color else unread
+    geometry = features.new_empty(n, c.geometry_dim) if color else unread
     rgb = features.new_empty(n, 3) if color else unread
-    c = decoder.config
     reads_cond = cond is not None and (c.cond_to_density or (color and c.cond_to_color))
-    inputs = [features.contiguous(), cond.contiguous() if reads_cond else unread, dirs.contiguous() if color else unread]
+    gathered = reads_cond and index is not None
+    table = cond.contiguous() if gathered else features.new_empty(0, max(decoder.cond_dim, 1))
+    rows_cond = cond.contiguous() if reads_cond and not gathered else unread
+    at = index.to(torch.int32).contiguous() if gathered else features.new_empty(n, dtype=torch.int32)
     reduced = _product_dtype(features, True) is not None  # reduced_precision(): torch's layers' bfloat16 products
     s = _shape(decoder)
-    rows = _tile_rows(s, color, reduced, features.device, TILE_ROWS)
+    rows = _tile_rows(s, color, reduced, gathered, features.device, TILE_ROWS)
     if rows is None:
         raise ValueError(
             f"decoder: expected layers whose tiles of {MIN_TILE_ROWS} samples fit a block's shared memory on "
@@ -372,8 +423,10 @@ def _run(decoder: nn.Module, features: Tensor, dirs: Tensor | None, cond: Tensor
         )
     weights = _packed(decoder)
     low = weights.to(torch.bfloat16) if reduced else weights  # the hidden layers' weights and biases, as torch rounds
-    shared, per_row = [weights, low], [*inputs, density, geometry, rgb]
-    kernels.launch_rows(_kernel(s, color, rows, reduced), n, shared, per_row, features.device, tile=(rows, BLOCK_THREADS))
+    shared = [weights, low, table]
+    per_row = [features.contiguous(), rows_cond, at, dirs.contiguous() if color else unread, density, geometry, rgb]
+    kernel = _kernel(s, color, rows, reduced, gathered)
+    kernels.launch_rows(kernel, n, shared, per_row, features.device, tile=(rows, BLOCK_THREADS))
     return density[:, 0], geometry, rgb
 
 
@@ -381,19 +434,27 @@ def fused_decode(
     decoder: nn.Module,
     features: Float[Tensor, "N F"],
     dirs_encoded: Float[Tensor, "N Dd"],
-    cond: Float[Tensor, "N C"] | None = None,
+    cond: Float[Tensor, "N C"] | Float[Tensor, "T C"] | None = None,
+    cond_index: Int[Tensor, " N"] | None = None,
 ):
     """``decoder(features, dirs_encoded, cond)`` (a :class:`~headfields.decoders.NerfDecoder`) by the kernel, on any
-    device (:func:`fuses` says where the decoder takes it by itself)."""
+    device (:func:`fuses` says where the decoder takes it by itself). With ``cond_index``, ``cond`` is a table whose
+    row ``cond_index[i]`` is sample ``i``'s condition (``decoder(..., cond[cond_index])``), gathered in the kernel."""
     from .nerf import DecoderOutput
 
-    _check(decoder, features, cond, decoder.config.cond_to_density or decoder.config.cond_to_color)
+    _check(decoder, features, cond, cond_index, decoder.config.cond_to_density or decoder.config.cond_to_color)
     decoder._check("dirs_encoded", dirs_encoded, decoder.dir_dim, features.shape[0])
-    density, geometry, rgb = _run(decoder, features, dirs_encoded, cond)
+    density, geometry, rgb = _run(decoder, features, dirs_encoded, cond, cond_index)
     return DecoderOutput(density=density, rgb=rgb, extras={"geometry": geometry})
 
 
-def fused_density(decoder: nn.Module, features: Float[Tensor, "N F"], cond: Float[Tensor, "N C"] | None = None) -> Tensor:
-    """``decoder.density(features, cond)`` by the kernel (no colour MLP), on any device."""
-    _check(decoder, features, cond, decoder.config.cond_to_density)
-    return _run(decoder, features, None, cond)[0]
+def fused_density(
+    decoder: nn.Module,
+    features: Float[Tensor, "N F"],
+    cond: Float[Tensor, "N C"] | Float[Tensor, "T C"] | None = None,
+    cond_index: Int[Tensor, " N"] | None = None,
+) -> Tensor:
+    """``decoder.density(features, cond)`` by the kernel (no colour MLP), on any device; ``cond_index`` as
+    :func:`fused_decode`'s."""
+    _check(decoder, features, cond, cond_index, decoder.config.cond_to_density)
+    return _run(decoder, features, None, cond, cond_index)[0]
