@@ -153,24 +153,29 @@ class RegionExpression(nn.Module):
         self.register_buffer("faces", None if faces is None else faces.detach().clone())
 
     def forward(self, canonical: Canonical, head: Head, frame: Int[Tensor, " S"]) -> Float[Tensor, "S C"]:
-        table, index = self.rows(canonical, head, frame)
-        return table.index_select(0, index)
+        return _gathered(*self.rows(canonical, head, frame)).to(canonical.points.dtype)
 
     def rows(self, canonical: Canonical, head: Head, frame: Int[Tensor, " S"]) -> tuple[Float[Tensor, "T C"], Int[Tensor, " S"]]:
-        """The condition as a table and each sample's row of it: the frames' first ``dims`` coefficients, then a row of
-        ``outside`` (row ``head.num_frames``). ``forward`` gathers them; :class:`NerfField` hands them to the fused
-        decoder (``decoders.fused_nerf``), which gathers them itself."""
-        table = head.expression[:, : self.dim].to(canonical.points.dtype)
+        """The condition as a table and each sample's row of it: the frames' first ``dims`` coefficients (in the
+        head's dtype), then a row of ``outside`` (the last). ``forward`` gathers them; :class:`NerfField` hands them
+        to the fused decoder (``decoders.fused_nerf``), which gathers them itself."""
+        table = head.expression[:, : self.dim]
         if self.faces is None:
             return table, frame
         if canonical.face is None:
             raise ValueError("deformer: expected a deformer that reports each sample's nearest face (region conditioning)")
         table = torch.cat([table, table.new_full((1, self.dim), self.outside)])
         inside = self.faces[canonical.face.clamp(min=0)] & canonical.valid
-        return table, torch.where(inside, frame, head.num_frames)
+        return table, torch.where(inside, frame, table.shape[0] - 1)
 
     def per_frame(self, head: Head) -> Float[Tensor, "F C"] | None:
         return head.expression[:, : self.dim] if self.faces is None else None  # the faces: a condition per sample
+
+
+def _gathered(table: Tensor, index: Tensor) -> Tensor:
+    """``table[index]``: by ``index_select`` without autograd (3x a 16-wide ``where`` on the CPU), by indexing with it
+    (whose backward sums in a fixed order on CUDA, where ``index_select``'s adds with atomics)."""
+    return table[index] if table.requires_grad and torch.is_grad_enabled() else table.index_select(0, index)
 
 
 class FrameCondition(nn.Module):
@@ -182,8 +187,7 @@ class FrameCondition(nn.Module):
         self.inputs, self.network, self.dim = inputs, network, dim
 
     def forward(self, canonical: Canonical, head: Head, frame: Int[Tensor, " S"]) -> Float[Tensor, "S C"]:
-        table, index = self.rows(canonical, head, frame)
-        return table[index]
+        return _gathered(*self.rows(canonical, head, frame))
 
     def rows(self, canonical: Canonical, head: Head, frame: Int[Tensor, " S"]) -> tuple[Float[Tensor, "U C"], Int[Tensor, " S"]]:
         """The network's output for each frame present and each sample's row of it (as :meth:`RegionExpression.rows`)."""
@@ -298,6 +302,7 @@ class NerfField(nn.Module):
             cond = None
         elif hasattr(self.condition, "rows") and fused_nerf.fuses(self.decoder, features):
             cond, index = self.condition.rows(canonical, head, frame)  # the fused kernel gathers a sample's row itself
+            cond = cond.to(features.dtype)
         else:
             cond = self.condition(canonical, head, frame)
         if dirs is None and index is None:

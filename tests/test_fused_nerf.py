@@ -10,6 +10,7 @@ import torch
 from tiny_configs import TINY_INSTA
 
 from headfields.decoders import NerfDecoder, NerfDecoderConfig, fused_nerf
+from headfields.heads import tracked_head
 from headfields.models.insta import Insta
 from headfields.networks import reduced_precision
 from headfields.parametric import load_model
@@ -239,6 +240,31 @@ def test_fused_decoder_renders_an_insta_frame_as_the_layers_do(device, tiny_vide
         fused = render_image(model, test, 0, 4096, device)
     assert (layers - torch.tensor(model.config.background)).abs().amax() > 0.05  # a field seen, not the background
     torch.testing.assert_close(fused, layers, rtol=0, atol=1e-5)
+
+
+def test_an_insta_fields_density_alone_is_the_layers(device, tiny_video):
+    """NerfField without directions (the occupancy grid's refresh): the fused density from the lips condition's rows,
+    against the layers on the gathered condition, at points around the posed head (some on lips faces, most not)."""
+    _, test = tiny_video
+    torch.manual_seed(0)
+    model = Insta(load_model(test.model_path, test.model_type), test.segmentation_labels, TINY_INSTA).to(device)
+    with torch.no_grad():
+        for p in model.field.decoder.parameters():
+            p.normal_(0.0, 0.3)
+    head = tracked_head(model.parametric, test)  # on the model's device
+    g = torch.Generator().manual_seed(2)
+    vertices = head.vertices[0].cpu()
+    x = (vertices[torch.randint(0, len(vertices), (500,), generator=g)] + 0.01 * torch.randn(500, 3, generator=g)).to(device)
+    frame = torch.zeros(500, dtype=torch.long, device=device)
+    with torch.no_grad():
+        layers = model.field(x, None, frame, head)
+        with fused_on(device):
+            fused = model.field(x, None, frame, head)
+        table, index = model.field.condition.rows(layers.canonical, head, frame)
+    lips = index != table.shape[0] - 1
+    assert lips.any() and not lips.all()  # both kinds of rows are gathered
+    assert fused.rgb is None and layers.density.abs().amax() > 0
+    torch.testing.assert_close(fused.density, layers.density, rtol=2e-5, atol=1e-6)
 
 
 def test_the_kernel_called_directly_checks_its_input():

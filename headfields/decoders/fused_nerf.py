@@ -121,7 +121,8 @@ def _tile_rows(s: _Shape, color: bool, reduced: bool, gathered: bool, device: to
     ``device`` (None: none does); the CPU's tiles take ``rows`` (MonoAvatar's and INSTA's fit its arena at 64)."""
     if device.type != "cuda":
         return rows
-    limit = kernels.warp_device(device).max_shared_memory_per_block
+    # Warp's own static shared memory comes on top of the tiles' request: its allocator's offset a thread.
+    limit = kernels.warp_device(device).max_shared_memory_per_block - 4 * BLOCK_THREADS
     while rows >= MIN_TILE_ROWS:
         need = kernels.tile_shared_bytes(_kernel(s, color, rows, reduced, gathered), device, BLOCK_THREADS)
         if need is None or need <= limit:
@@ -384,8 +385,10 @@ def _kernel(s: _Shape, color: bool, rows: int, reduced: bool, gathered: bool) ->
 
 
 def _check(decoder: nn.Module, features: Tensor, cond: Tensor | None, index: Tensor | None, reads_cond: bool) -> None:
-    if index is None:
-        decoder._check_inputs(features, cond, reads_cond)  # the decoder's own checks of its input
+    if index is None:  # a condition row by row
+        decoder._check_inputs(features, cond, reads_cond)
+    elif not reads_cond:  # a table the decoder does not read here (a colour-only condition, density alone)
+        decoder._check_inputs(features, None, False)
     else:  # a table of conditions and each sample's row of it
         decoder._check("features", features, decoder.feature_dim, None)
         if decoder.cond_dim == 0:
