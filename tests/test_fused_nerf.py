@@ -227,13 +227,19 @@ def test_fused_weights_follow_the_parameters(device):
     torch.testing.assert_close(again, before)
 
 
-def test_fused_decoder_renders_an_insta_frame_as_the_layers_do(device, tiny_video):
-    train, test = tiny_video
+def tiny_insta(frames, device) -> Insta:
+    """INSTA's tiny recipe with decoder weights that make every layer count (as :func:`decoder`'s)."""
     torch.manual_seed(0)
-    model = Insta(load_model(train.model_path, train.model_type), train.segmentation_labels, TINY_INSTA).to(device)
+    model = Insta(load_model(frames.model_path, frames.model_type), frames.segmentation_labels, TINY_INSTA).to(device)
     with torch.no_grad():
         for p in model.field.decoder.parameters():
             p.normal_(0.0, 0.3)
+    return model
+
+
+def test_fused_decoder_renders_an_insta_frame_as_the_layers_do(device, tiny_video):
+    _, test = tiny_video
+    model = tiny_insta(test, device)
     model.sampler.grid.binary.fill_(True)  # every cell: the whole box marched
     layers = render_image(model, test, 0, 4096, device)  # on the CPU, clamped to [0, 1]
     with fused_on(device):
@@ -246,11 +252,7 @@ def test_an_insta_fields_density_alone_is_the_layers(device, tiny_video):
     """NerfField without directions (the occupancy grid's refresh): the fused density from the lips condition's rows,
     against the layers on the gathered condition, at points around the posed head (some on lips faces, most not)."""
     _, test = tiny_video
-    torch.manual_seed(0)
-    model = Insta(load_model(test.model_path, test.model_type), test.segmentation_labels, TINY_INSTA).to(device)
-    with torch.no_grad():
-        for p in model.field.decoder.parameters():
-            p.normal_(0.0, 0.3)
+    model = tiny_insta(test, device)
     head = tracked_head(model.parametric, test)  # on the model's device
     g = torch.Generator().manual_seed(2)
     vertices = head.vertices[0].cpu()
