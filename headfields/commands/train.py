@@ -109,23 +109,23 @@ def _flags_type(model: str, entry, start: _Start) -> type:
             Path | None,
             None,
             "the parametric model's folder (FLAME, SMPL-X; None: the capture's own; a capture with tracked meshes needs none)",
-        ),  # fmt: skip
+        ),
         _option(
             "regions",
             Path | None,
             None,
             "a tracked-mesh capture's region file: regions.json or a mesh_masks/ folder (None: the capture's "
             "own, else from its segmentation)",
-        ),  # fmt: skip
+        ),
         _option("device", str, start.device, "cuda, cuda:1, cpu (its default: cuda when torch sees one)"),
         _option("eval_split", Literal["val", "test"] | None, None, "the held-out split (None: test)"),
         _option(
             "recipe",
-            Literal[recipes] | None,
-            None,  # type: ignore[valid-type]
+            Literal[recipes] | None,  # type: ignore[valid-type]
+            None,
             "'paper': the paper's sizes and schedules; 'cpu': what a CPU run of minutes affords (None: paper on "
             "CUDA, cpu on a CPU)",
-        ),  # fmt: skip
+        ),
         _option("config", Path | None, None, "a saved config.json or run folder: the start, which the other flags change"),
         ("training", Annotated[TrainingConfig, tyro.conf.arg(name="")], dataclasses.field(default=start.training)),
         (model, type(start.recipe), dataclasses.field(default=start.recipe)),
