@@ -6,17 +6,17 @@ threads takes ``TILE_ROWS`` samples through the density MLP, the activation, and
 (``wp.tile_matmul``: cuBLASDx on CUDA, a scalar product on the CPU): the inputs are read once and only density,
 colour and the geometry features are written. The concatenations become sums of products (``[x, c] W^T =
 x Wx^T + c Wc^T``), so no input is copied; a condition given as a table and each sample's row of it (INSTA's frames'
-lips expressions, ``fields.RegionExpression.rows``) is gathered in the kernel. No autograd: training keeps torch's layers. Inside
-:func:`~headfields.networks.reduced_precision`, where torch's layers would run their products in bfloat16 (the
-viewer's), the hidden layers read bfloat16 operands (Warp's bfloat16 tiles, summed in float32) and round their outputs
-to bfloat16, the output layers stay float32: torch's rounding, in another order of summation.
+lips expressions, ``fields.RegionExpression.rows``) is gathered in the kernel. No autograd: training keeps torch's
+layers. Inside :func:`~headfields.networks.reduced_precision`, where torch's layers would run their products in
+bfloat16 (the viewer's), the hidden layers read bfloat16 operands (Warp's bfloat16 tiles, summed in float32) and round
+their outputs to bfloat16, the output layers stay float32: torch's rounding, in another order of summation.
 
 On the CPU, where oneDNN runs the layers near the float32 peak on every core (``networks.Mlp``), this kernel runs on one
 thread (Warp's CPU tiles share one arena: ``kernels.launch_rows``) and is 4-5x slower (INSTA's decoder on 65,536
 samples, 2 cores: 0.47 s against torch's 0.10 s), so the CPU never takes it unless asked. On a GPU it is a variant
 of ``benchmarks/frame_variants.py`` until a GPU has measured it: :data:`FUSED_DEVICE_TYPES` names the devices that
-take it. The weights are packed for the kernel on each call (two small operations), so they never
-lag the parameters.
+take it. The weights are packed for the kernel on each call (two small operations), so they never lag the
+parameters.
 
     with torch.no_grad():
         out = fused_decode(decoder, features, dirs_encoded, cond)  # decoder(features, dirs_encoded, cond), fused
@@ -150,16 +150,17 @@ def _packing(s: _Shape, sizes: tuple[tuple[int, int], ...], device: torch.device
     return index.masked_fill(index < 0, start).reshape(-1).to(device)  # the zero after the parameters
 
 
-def _packed(decoder: nn.Module) -> Tensor:
+def _packed(decoder: nn.Module, s: _Shape) -> Tensor:
     """Every linear layer's ``[W^T; b]`` (``in + 1`` rows, ``out`` of :attr:`_Shape.width` columns), the density MLP's
     then the colour MLP's, in one float32 tensor: packed on each call (a concatenation and a gather), so it is never
-    stale, whatever changed the parameters (a fused optimiser's step changes no version counter)."""
+    stale, whatever changed the parameters (a fused optimiser's step changes no version counter). ``s``: the
+    decoder's shape."""
     linears = _linears(decoder)
     weight = linears[0].weight
-    index = _packing(_shape(decoder), tuple(tuple(layer.weight.shape) for layer in linears), weight.device)
+    index = _packing(s, tuple(tuple(layer.weight.shape) for layer in linears), weight.device)
     with torch.no_grad():
         flat = torch.cat([t.reshape(-1) for layer in linears for t in (layer.weight, layer.bias)] + [weight.new_zeros(1)])
-        return flat[index].reshape(-1, _shape(decoder).width)
+        return flat[index].reshape(-1, s.width)
 
 
 @no_type_check
@@ -424,7 +425,7 @@ def _run(
             f"decoder: expected layers whose tiles of {MIN_TILE_ROWS} samples fit a block's shared memory on "
             f"{features.device}, got wider ones (torch's layers serve it: leave it out of FUSED_DEVICE_TYPES)"
         )
-    weights = _packed(decoder)
+    weights = _packed(decoder, s)
     low = weights.to(torch.bfloat16) if reduced else weights  # the hidden layers' weights and biases, as torch rounds
     shared = [weights, low, table]
     per_row = [features.contiguous(), rows_cond, at, dirs.contiguous() if color else unread, density, geometry, rgb]
