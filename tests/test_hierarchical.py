@@ -9,11 +9,11 @@ import math
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from headfields.renderers import PackedSamples, importance_samples, stratified_samples
-from headfields.renderers.hierarchical import merge_samples
+from headfields.renderers.hierarchical import _by_ray_then_t, merge_samples
 
 from helpers import raises_naming
 
@@ -282,6 +282,38 @@ def test_merge_partitions_the_coarse_support_at_every_edge(rays, seed, num_sampl
     covered = torch.zeros(coarse.num_rays, dtype=torch.float64).index_add(0, merged.ray, merged.deltas)
     support = torch.zeros(coarse.num_rays, dtype=torch.float64).index_add(0, coarse.ray, coarse.deltas)
     torch.testing.assert_close(covered, support, rtol=1e-12, atol=1e-12)
+
+
+@HYPOTHESIS
+@given(
+    ray=st.lists(st.integers(0, 5), min_size=0, max_size=60),
+    values=st.lists(
+        st.sampled_from([0.0, -0.0, 1.5, -1.5, 2.0**-149, -(2.0**-149), 3e38, -3e38, 0.25, 7.0]), min_size=60, max_size=60
+    ),
+    dtype=st.sampled_from([torch.float32, torch.float64]),
+)
+@example(ray=[0, 0, 1], values=[0.0, -0.0, -0.0] + [0.0] * 57, dtype=torch.float32)  # equal, unequal bits
+def test_ray_then_t_order_is_numpys_stable_lexsort(ray, values, dtype):
+    """The permutation merge_samples sorts by (float32: one integer key of the ray and t's bits; float64: two
+    stable sorts) is numpy's stable lexsort: ties (-0.0 against 0.0 among them) in their order, negative and
+    subnormal values, either sign."""
+    n = len(ray)
+    rays, t = torch.tensor(ray, dtype=torch.long), torch.tensor(values[:n], dtype=dtype)
+    order = _by_ray_then_t(rays, t, 6)
+    np.testing.assert_array_equal(order.numpy(), np.lexsort((t.numpy(), rays.numpy())))
+
+
+def test_merge_float32_and_float64_agree(device):
+    """The fine pass's samples in float32 (one integer sort) and in float64 (two float sorts): the same pieces."""
+    rays = (torch.zeros(7, 3, device=device), torch.tensor([[0.0, 0.0, 1.0]] * 7, device=device))
+    near, far = torch.linspace(0.5, 1.0, 7, device=device), torch.full((7,), 3.0, device=device)
+    coarse = stratified_samples(rays, near, far, 12, torch.Generator(device=device).manual_seed(0))
+    weights = torch.rand(len(coarse), generator=torch.Generator(device=device).manual_seed(1), device=device)
+    fine = importance_samples(coarse, weights, 9, torch.Generator(device=device).manual_seed(2))
+    merged = merge_samples(coarse, fine)
+    wide = merge_samples(*(PackedSamples(s.ray, s.t_start.double(), s.t_end.double(), s.num_rays) for s in (coarse, fine)))
+    assert merged.t_start.dtype == torch.float32 and torch.equal(merged.ray, wide.ray)
+    assert torch.equal(merged.t_start.double(), wide.t_start) and torch.equal(merged.t_end.double(), wide.t_end)
 
 
 def test_merge_contiguous_rays_get_coarse_plus_fine_plus_one(device):
