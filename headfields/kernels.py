@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache
@@ -52,6 +53,8 @@ __all__ = [
     "torch_stream",
     "warp_device",
 ]
+
+_CPU_TILES = threading.Lock()  # held by a tiled CPU launch (see launch_rows)
 
 MIN_ROWS_PER_THREAD = 8192
 """Below this many rows per thread a CPU launch is not split: thread hand-off would cost more than it saves."""
@@ -280,8 +283,13 @@ def launch_rows(
             run(0, rows)
         return
     # Warp's CPU tiles take their "shared" memory from one static arena per module on x86-64 (not thread-local: its
-    # LLVM JIT has no TLS), so two tiled launches of a module at once would overwrite each other's: one launch.
-    bounds = launch_bounds(rows, device, min_rows) if tile is None else [0, rows]
+    # LLVM JIT has no TLS), so two tiled launches of a module at once would overwrite each other's (and crashed): one
+    # launch, and launches from several threads take turns.
+    if tile is not None:
+        with _CPU_TILES:
+            run(0, rows)
+        return
+    bounds = launch_bounds(rows, device, min_rows)
     if len(bounds) == 2:
         run(0, rows)
         return

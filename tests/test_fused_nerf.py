@@ -3,6 +3,7 @@ runs and where it declines, its weights kept in step with the parameters, and a 
 
 import copy
 import math
+from concurrent.futures import ThreadPoolExecutor
 from unittest import mock
 
 import pytest
@@ -317,3 +318,24 @@ def test_a_gpu_with_less_shared_memory_takes_smaller_tiles_or_none(monkeypatch, 
     ask = kernels.tile_shared_bytes
     monkeypatch.setattr(kernels, "tile_shared_bytes", lambda kernel, device, block_dim: ask(kernel, cpu, block_dim))
     assert fused_nerf._tile_rows.__wrapped__(s, True, False, True, torch.device("cuda"), 64) == rows
+
+
+def test_two_threads_running_the_kernel_on_the_cpu_at_once_get_their_own_results():
+    """Warp's CPU tiles share one static arena a module: launches from two threads at once (a viewer's render
+    beside a script's) take turns, each getting what it gets alone."""
+    cpu = torch.device("cpu")
+    dec = decoder("insta", cpu)
+    batches = [inputs(dec, 4096 + 64 * i, cpu) for i in range(4)]
+    with torch.no_grad():
+        alone = [fused_nerf.fused_decode(dec, *batch) for batch in batches]
+
+        def same(a, b) -> bool:
+            return torch.equal(a.density, b.density) and torch.equal(a.rgb, b.rgb)
+
+        def run(i: int) -> list[bool]:
+            with torch.no_grad():  # autograd's mode is a thread's own
+                return [same(fused_nerf.fused_decode(dec, *batches[i]), alone[i]) for _ in range(6)]
+
+        with ThreadPoolExecutor(4) as pool:
+            agree = list(pool.map(run, range(4)))
+    assert all(all(row) for row in agree)
