@@ -1,0 +1,112 @@
+"""INSTA's fused decoder kernels (``decoders.fused_nerf``) compiled for a GPU ahead of time, on any machine: Warp ships
+NVRTC and cuBLASDx, so no GPU is needed. For each kernel: whether it builds for the architecture, how long the compile
+took, and the shared memory a block asks against what the architecture lets a block have.
+
+    python benchmarks/cuda_build.py                            # INSTA's paper decoder for sm_90 (H100, H200)
+    python benchmarks/cuda_build.py --arch 89 --recipe cpu     # a GeForce RTX 40 card, the CPU recipe's decoder
+    python benchmarks/cuda_build.py --cache /tmp/wc            # into a Warp kernel cache that a GPU machine reads
+
+A GPU compiles these kernels at their first launch, a minute or more each on a 2-core VM (cuBLASDx's products are
+linked in), which on a lent GPU is device time spent compiling. ``--cache DIR`` writes them, as PTX and as cubin
+(Warp picks one by the driver's version), into the Warp kernel cache under ``DIR``: the same code and Warp version on
+the GPU machine, run with ``WARP_CACHE_PATH=DIR``, then load them instead of compiling them. The kernels are those
+``benchmarks/frame_variants.py --group fused`` renders with: the lips condition gathered, density and colour, at the
+scores' float32 and the viewer's bfloat16, for each ``--rows``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+# A block's shared memory at most, opted in, by compute capability (the CUDA C++ Programming Guide's table of
+# technical specifications, "Maximum amount of shared memory per thread block"), in KB.
+BLOCK_SHARED_KB = {70: 96, 75: 64, 80: 163, 86: 99, 87: 163, 89: 99, 90: 227, 100: 227, 120: 99}
+
+
+def decoder_shape(recipe: str):
+    """The ``fused_nerf`` shape of INSTA's decoder as ``recipe``'s config builds it (the model's own arithmetic:
+    the hash grid's width, the spherical harmonics', the expression's)."""
+    from headfields.decoders import NerfDecoder
+    from headfields.decoders.fused_nerf import _shape
+    from headfields.encoders import HashGrid, SphericalHarmonics
+    from headfields.models.insta import cpu_config, paper_config
+
+    c = paper_config() if recipe == "paper" else cpu_config()
+    grid, directions = HashGrid(c.hash_grid), SphericalHarmonics(c.sh_degree)
+    return _shape(NerfDecoder(grid.out_dim, directions.out_dim, c.expression_dims, c.decoder))
+
+
+def fits(shared_bytes: int, arch: int, threads: int) -> bool:
+    """Whether a block asking ``shared_bytes`` for its tiles fits ``arch`` (Warp's own static shared memory on top,
+    as ``fused_nerf`` counts it); an architecture the table does not name raises."""
+    if arch not in BLOCK_SHARED_KB:
+        raise ValueError(f"arch: expected one of {sorted(BLOCK_SHARED_KB)}, got {arch}")
+    return shared_bytes + 4 * threads <= BLOCK_SHARED_KB[arch] * 1024
+
+
+def build(recipe: str, archs: list[int], rows: list[int], cache: Path | None) -> list[dict]:
+    """Compile each kernel for each architecture (cubin; with ``cache``, PTX and cubin into it); one row each."""
+    import warp as wp
+
+    from headfields.decoders.fused_nerf import BLOCK_THREADS, _kernel
+
+    shape, out = decoder_shape(recipe), []
+    for arch in archs:
+        for r in rows:
+            for reduced in (False, True):
+                kernel = _kernel(shape, True, r, reduced, True)
+                kernel.module.options["block_dim"] = BLOCK_THREADS  # the block the launches use: part of the hash
+                folder = None if cache is not None else tempfile.mkdtemp(prefix="cuda_build_")
+                start = time.perf_counter()
+                for use_ptx in (True, False) if cache is not None else (False,):
+                    wp.compile_aot_module(kernel.module, arch=arch, module_dir=folder, use_ptx=use_ptx)
+                seconds = time.perf_counter() - start
+                where = folder or os.path.join(wp.config.kernel_cache_dir, kernel.module.get_module_identifier(BLOCK_THREADS))
+                meta = json.loads(Path(glob.glob(os.path.join(where, "*.meta"))[0]).read_text())
+                shared = max(v for k, v in meta.items() if k.endswith("_forward_smem_bytes"))
+                precision = "bfloat16" if reduced else "float32"
+                row = {"recipe": recipe, "rows": r, "precision": precision, "arch": arch, "seconds": round(seconds, 1)}
+                row |= {"shared_bytes": shared, "fits": fits(shared, arch, BLOCK_THREADS)}
+                print(json.dumps(row), flush=True)
+                out.append(row)
+    return out
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| recipe | tile | precision | arch | compile | shared memory a block | the arch's most | fits |"]
+    lines.append("|---|---:|---|---:|---:|---:|---:|---|")
+    for r in rows:
+        lines.append(
+            f"| {r['recipe']} | {r['rows']} | {r['precision']} | sm_{r['arch']} | {r['seconds']:.0f} s "
+            f"| {r['shared_bytes']:,} B | {BLOCK_SHARED_KB[r['arch']]} KB | {'yes' if r['fits'] else 'no'} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--arch", type=int, nargs="+", default=[90], choices=sorted(BLOCK_SHARED_KB))
+    parser.add_argument("--recipe", choices=("paper", "cpu"), default="paper", help="INSTA's config whose decoder")
+    parser.add_argument("--rows", type=int, nargs="+", default=[64, 32], help="samples a tile (fused_nerf.TILE_ROWS)")
+    parser.add_argument("--cache", type=Path, help="a Warp kernel cache folder to write into (WARP_CACHE_PATH)")
+    args = parser.parse_args(argv)
+    if any(r < 1 for r in args.rows):
+        parser.error(f"--rows: expected positive sizes, got {args.rows}")
+    if args.cache is not None:  # read when Warp initialises, which importing headfields does
+        if "warp" in sys.modules:
+            raise RuntimeError("--cache: Warp is imported already; run this script in a process of its own")
+        os.environ["WARP_CACHE_PATH"] = str(args.cache)
+    rows = build(args.recipe, args.arch, args.rows, args.cache)
+    print(table(rows))
+    return rows
+
+
+if __name__ == "__main__":
+    main()
