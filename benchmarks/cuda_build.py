@@ -11,23 +11,25 @@ linked in), which on a lent GPU is device time spent compiling. ``--cache DIR`` 
 (Warp picks one by the driver's version), into the Warp kernel cache under ``DIR``: the same code and Warp version on
 the GPU machine, run with ``WARP_CACHE_PATH=DIR``, then load them instead of compiling them. The kernels are those
 ``benchmarks/frame_variants.py --group fused`` renders with: the lips condition gathered, density and colour, at the
-scores' float32 and the viewer's bfloat16, for each ``--rows``.
+scores' float32 and the viewer's bfloat16, for each ``--rows`` (not the density-only kernels, which INSTA's frame does
+not ask for). A kernel that does not build is reported with its error, and the others still run.
 """
 
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 # A block's shared memory at most, opted in, by compute capability (the CUDA C++ Programming Guide's table of
-# technical specifications, "Maximum amount of shared memory per thread block"), in KB.
-BLOCK_SHARED_KB = {70: 96, 75: 64, 80: 163, 86: 99, 87: 163, 89: 99, 90: 227, 100: 227, 120: 99}
+# technical specifications, "Maximum amount of shared memory per thread block"), in KB: the architectures Warp 1.19's
+# NVRTC compiles for (from sm_75).
+BLOCK_SHARED_KB = {75: 64, 80: 163, 86: 99, 87: 163, 89: 99, 90: 227, 100: 227, 120: 99}
 
 
 def decoder_shape(recipe: str):
@@ -52,7 +54,8 @@ def fits(shared_bytes: int, arch: int, threads: int) -> bool:
 
 
 def build(recipe: str, archs: list[int], rows: list[int], cache: Path | None) -> list[dict]:
-    """Compile each kernel for each architecture (cubin; with ``cache``, PTX and cubin into it); one row each."""
+    """Compile each kernel for each architecture (cubin; with ``cache``, PTX and cubin into it, the seconds of both,
+    none where the cache had them); a row each, a kernel that does not build named with its error."""
     import warp as wp
 
     from headfields.decoders.fused_nerf import BLOCK_THREADS, _kernel
@@ -61,19 +64,25 @@ def build(recipe: str, archs: list[int], rows: list[int], cache: Path | None) ->
     for arch in archs:
         for r in rows:
             for reduced in (False, True):
-                kernel = _kernel(shape, True, r, reduced, True)
-                kernel.module.options["block_dim"] = BLOCK_THREADS  # the block the launches use: part of the hash
+                module = _kernel(shape, True, r, reduced, True).module
+                row = {"recipe": recipe, "rows": r, "precision": "bfloat16" if reduced else "float32", "arch": arch}
                 folder = None if cache is not None else tempfile.mkdtemp(prefix="cuda_build_")
+                block = module.options["block_dim"]
+                module.options["block_dim"] = BLOCK_THREADS  # the block the launches load it at: part of its hash
                 start = time.perf_counter()
-                for use_ptx in (True, False) if cache is not None else (False,):
-                    wp.compile_aot_module(kernel.module, arch=arch, module_dir=folder, use_ptx=use_ptx)
-                seconds = time.perf_counter() - start
-                where = folder or os.path.join(wp.config.kernel_cache_dir, kernel.module.get_module_identifier(BLOCK_THREADS))
-                meta = json.loads(Path(glob.glob(os.path.join(where, "*.meta"))[0]).read_text())
-                shared = max(v for k, v in meta.items() if k.endswith("_forward_smem_bytes"))
-                precision = "bfloat16" if reduced else "float32"
-                row = {"recipe": recipe, "rows": r, "precision": precision, "arch": arch, "seconds": round(seconds, 1)}
-                row |= {"shared_bytes": shared, "fits": fits(shared, arch, BLOCK_THREADS)}
+                try:
+                    for use_ptx in (True, False) if cache is not None else (False,):
+                        (binary,) = wp.compile_aot_module(module, arch=arch, module_dir=folder, use_ptx=use_ptx)
+                    meta = json.loads(next(Path(binary).parent.glob("*.meta")).read_text())
+                    shared = max(v for k, v in meta.items() if k.endswith("_forward_smem_bytes"))
+                    row |= {"seconds": round(time.perf_counter() - start, 1), "shared_bytes": shared}
+                    row |= {"fits": fits(shared, arch, BLOCK_THREADS)}
+                except Exception as error:  # a kernel that does not build is a finding, not the end of the run
+                    row |= {"error": f"{type(error).__name__}: {error}"}
+                finally:
+                    module.options["block_dim"] = block
+                    if folder is not None:
+                        shutil.rmtree(folder, ignore_errors=True)
                 print(json.dumps(row), flush=True)
                 out.append(row)
     return out
@@ -83,10 +92,13 @@ def table(rows: list[dict]) -> str:
     lines = ["| recipe | tile | precision | arch | compile | shared memory a block | the arch's most | fits |"]
     lines.append("|---|---:|---|---:|---:|---:|---:|---|")
     for r in rows:
-        lines.append(
-            f"| {r['recipe']} | {r['rows']} | {r['precision']} | sm_{r['arch']} | {r['seconds']:.0f} s "
-            f"| {r['shared_bytes']:,} B | {BLOCK_SHARED_KB[r['arch']]} KB | {'yes' if r['fits'] else 'no'} |"
-        )
+        head = f"| {r['recipe']} | {r['rows']} | {r['precision']} | sm_{r['arch']} |"
+        most = f"{BLOCK_SHARED_KB[r['arch']]} KB"
+        if "error" in r:
+            lines.append(f"{head} does not build: {r['error'][:200]} | | {most} | |")
+        else:
+            fit = "yes" if r["fits"] else "no"
+            lines.append(f"{head} {r['seconds']:.0f} s | {r['shared_bytes']:,} B | {most} | {fit} |")
     return "\n".join(lines)
 
 

@@ -54,7 +54,8 @@ __all__ = [
     "warp_device",
 ]
 
-_CPU_TILES = threading.Lock()  # held by a tiled CPU launch (see launch_rows)
+_CPU_TILES: dict[str, threading.Lock] = {}  # a module's, held by its tiled CPU launches (see launch_rows)
+_CPU_TILES_GUARD = threading.Lock()
 
 MIN_ROWS_PER_THREAD = 8192
 """Below this many rows per thread a CPU launch is not split: thread hand-off would cost more than it saves."""
@@ -286,7 +287,9 @@ def launch_rows(
     # LLVM JIT has no TLS), so two tiled launches of a module at once would overwrite each other's (and crashed): one
     # launch, and launches from several threads take turns.
     if tile is not None:
-        with _CPU_TILES:
+        with _CPU_TILES_GUARD:
+            turns = _CPU_TILES.setdefault(kernel.module.name, threading.Lock())
+        with turns:
             run(0, rows)
         return
     bounds = launch_bounds(rows, device, min_rows)

@@ -320,9 +320,9 @@ def test_a_gpu_with_less_shared_memory_takes_smaller_tiles_or_none(monkeypatch, 
     assert fused_nerf._tile_rows.__wrapped__(s, True, False, True, torch.device("cuda"), 64) == rows
 
 
-def test_two_threads_running_the_kernel_on_the_cpu_at_once_get_their_own_results():
-    """Warp's CPU tiles share one static arena a module: launches from two threads at once (a viewer's render
-    beside a script's) take turns, each getting what it gets alone."""
+def test_threads_running_the_kernel_on_the_cpu_at_once_get_their_own_results():
+    """Warp's CPU tiles share one static arena a module: launches from four threads at once (a viewer's render
+    beside a script's) take turns, each getting what it gets alone (without the turns the process died of SIGILL)."""
     cpu = torch.device("cpu")
     dec = decoder("insta", cpu)
     batches = [inputs(dec, 4096 + 64 * i, cpu) for i in range(4)]

@@ -293,6 +293,7 @@ def test_merge_partitions_the_coarse_support_at_every_edge(rays, seed, num_sampl
     dtype=st.sampled_from([torch.float32, torch.float64]),
 )
 @example(ray=[0, 0, 1], values=[0.0, -0.0, -0.0] + [0.0] * 57, dtype=torch.float32)  # equal, unequal bits
+@example(ray=[0] * 8, values=[-1.5, -3e38, 0.25, -(2.0**-149), -0.25, 7.0, -7.0, -1.5] + [0.0] * 52, dtype=torch.float32)
 def test_ray_then_t_order_is_numpys_stable_lexsort(ray, values, dtype):
     """The permutation merge_samples sorts by (float32: one integer key of the ray and t's bits; float64: two
     stable sorts) is numpy's stable lexsort: ties (-0.0 against 0.0 among them) in their order, negative and
