@@ -45,12 +45,14 @@ def decoder_shape(recipe: str):
     return _shape(NerfDecoder(grid.out_dim, directions.out_dim, c.expression_dims, c.decoder))
 
 
-def fits(shared_bytes: int, arch: int, threads: int) -> bool:
-    """Whether a block asking ``shared_bytes`` for its tiles fits ``arch`` (Warp's own static shared memory on top,
-    as ``fused_nerf`` counts it); an architecture the table does not name raises."""
+def fits(shared_bytes: int, arch: int) -> bool:
+    """Whether a block asking ``shared_bytes`` for its tiles fits ``arch``, by ``fused_nerf``'s own rule (the rule that
+    picks its tile on a GPU); an architecture the table does not name raises."""
+    from headfields.decoders.fused_nerf import _fits_block
+
     if arch not in BLOCK_SHARED_KB:
         raise ValueError(f"arch: expected one of {sorted(BLOCK_SHARED_KB)}, got {arch}")
-    return shared_bytes + 4 * threads <= BLOCK_SHARED_KB[arch] * 1024
+    return _fits_block(shared_bytes, BLOCK_SHARED_KB[arch] * 1024)
 
 
 def build(recipe: str, archs: list[int], rows: list[int], cache: Path | None) -> list[dict]:
@@ -75,8 +77,8 @@ def build(recipe: str, archs: list[int], rows: list[int], cache: Path | None) ->
                         (binary,) = wp.compile_aot_module(module, arch=arch, module_dir=folder, use_ptx=use_ptx)
                     meta = json.loads(next(Path(binary).parent.glob("*.meta")).read_text())
                     shared = max(v for k, v in meta.items() if k.endswith("_forward_smem_bytes"))
-                    row |= {"seconds": round(time.perf_counter() - start, 1), "shared_bytes": shared}
-                    row |= {"fits": fits(shared, arch, BLOCK_THREADS)}
+                    seconds = round(time.perf_counter() - start, 1)
+                    row |= {"seconds": seconds, "shared_bytes": shared, "fits": fits(shared, arch)}
                 except Exception as error:  # a kernel that does not build is a finding, not the end of the run
                     row |= {"error": f"{type(error).__name__}: {error}"}
                 finally:

@@ -29,12 +29,12 @@ def test_the_decoder_compiled_is_the_one_insta_builds(recipe, tiny_video):
 
 def test_a_block_fits_where_the_architecture_lets_it():
     margin = 4 * BLOCK_THREADS  # Warp's static shared memory, as fused_nerf counts it
-    assert cuda_build.fits(103_168, 90, BLOCK_THREADS)  # INSTA's paper decoder, a tile of 64, on an H100
-    assert cuda_build.fits(99 * 1024 - margin, 89, BLOCK_THREADS)
-    assert not cuda_build.fits(99 * 1024 - margin + 1, 89, BLOCK_THREADS)
-    assert not cuda_build.fits(198 * 1024, 86, BLOCK_THREADS)  # MonoAvatar's tile of 64 on a GeForce RTX 30
+    assert cuda_build.fits(103_168, 90)  # INSTA's paper decoder, a tile of 64, on an H100
+    assert cuda_build.fits(99 * 1024 - margin, 89)
+    assert not cuda_build.fits(99 * 1024 - margin + 1, 89)
+    assert not cuda_build.fits(198 * 1024, 86)  # MonoAvatar's tile of 64 on a GeForce RTX 30
     with pytest.raises(ValueError, match="arch"):
-        cuda_build.fits(1, 70, BLOCK_THREADS)
+        cuda_build.fits(1, 70)
 
 
 def test_each_kernel_is_compiled_at_the_launches_block_and_its_request_read_back(monkeypatch, tmp_path):

@@ -121,14 +121,19 @@ def _tile_rows(s: _Shape, color: bool, reduced: bool, gathered: bool, device: to
     ``device`` (None: none does); the CPU's tiles take ``rows`` (MonoAvatar's and INSTA's fit its arena at 64)."""
     if device.type != "cuda":
         return rows
-    # Warp's own static shared memory comes on top of the tiles' request: its allocator's offset a thread.
-    limit = kernels.warp_device(device).max_shared_memory_per_block - 4 * BLOCK_THREADS
+    limit = kernels.warp_device(device).max_shared_memory_per_block
     while rows >= MIN_TILE_ROWS:
         need = kernels.tile_shared_bytes(_kernel(s, color, rows, reduced, gathered), device, BLOCK_THREADS)
-        if need is None or need <= limit:
+        if need is None or _fits_block(need, limit):
             return rows
         rows //= 2
     return None
+
+
+def _fits_block(request: int, limit: int) -> bool:
+    """Whether a block whose tiles ask ``request`` bytes of shared memory fits a GPU that lets a block have ``limit``:
+    Warp's own static shared memory comes on top of the tiles' request (its allocator's offset, 4 bytes a thread)."""
+    return request + 4 * BLOCK_THREADS <= limit
 
 
 def _linears(decoder: nn.Module) -> list[nn.Linear]:
