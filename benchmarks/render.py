@@ -25,7 +25,8 @@ GPU, and the GPU's busy time against the frame's; on the CPU the operations by t
 
 ``--baseline CHECKOUT`` then runs that checkout's own benchmarks/render.py (its package) on the same trained runs
 and sizes (with its own default chunk), in a child process right after ours, and prints each frame's time against
-it: the A/B against the renderers as they were.
+it: the A/B against the renderers as they were. Each run is handed to it as a copy that its ``load_run`` reads
+(``run_for_checkout.py``: the same weights, the fingerprint and the configuration in that checkout's format).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ import dataclasses
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -202,14 +204,20 @@ def baseline(checkout: Path, args: argparse.Namespace) -> dict:
     """``checkout``'s benchmarks/render.py on our runs (linked into ``--out/baseline``): its render.json's models."""
     out = (args.out / "baseline").resolve()  # the child runs in its checkout
     out.mkdir(parents=True, exist_ok=True)
-    for name in args.only:
-        link = out / name
-        if not link.exists():
-            link.symlink_to((args.out / name).resolve(), target_is_directory=True)
+    env = {**os.environ, "PYTHONPATH": str(checkout)}
+    for name in args.only:  # each run copied as the checkout's load_run reads it (run_for_checkout.py), else linked
+        copy, run = out / name, (args.out / name).resolve()
+        if copy.is_symlink():
+            copy.unlink()
+        rebase = [sys.executable, str(Path(__file__).with_name("run_for_checkout.py")), str(run), str(copy)]
+        if subprocess.run(rebase, cwd=checkout, env=env).returncode != 0:
+            print(f"--baseline: {name} could not be copied for {checkout}; its render.py reads our run as it is")
+            shutil.rmtree(copy, ignore_errors=True)
+            copy.symlink_to(run, target_is_directory=True)
     command = [sys.executable, str(checkout / "benchmarks" / "render.py"), "--only", *args.only, "--device", args.device]
     command += ["--sizes", *map(str, args.sizes), "--repeats", str(args.repeats), "--out", str(out)]
     print(f"\n== baseline: {checkout} ==", flush=True)
-    code = subprocess.run(command, cwd=checkout, env={**os.environ, "PYTHONPATH": str(checkout)}).returncode
+    code = subprocess.run(command, cwd=checkout, env=env).returncode
     if code != 0:
         raise SystemExit(f"--baseline: its render.py exited with status {code}")
     return json.loads((out / "render.json").read_text())["models"]

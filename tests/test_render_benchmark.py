@@ -39,3 +39,59 @@ def test_on_the_cpu_the_operations_own_time_counts(render_benchmark):
         event("_FrameMap", DeviceType.CPU, self_cpu=30.0, count=2),
     ]
     assert render_benchmark.profile_rows(events, cuda=False) == [("_FrameMap", 2, 30.0), ("aten::mm", 1, 9.0)]
+
+
+def test_a_run_is_copied_for_a_checkout_whose_fingerprint_and_config_differ(
+    benchmark_script, tiny_insta_run, tmp_path, monkeypatch, capsys
+):
+    """run_for_checkout.py: a run an older checkout refuses (its fingerprint in another format, a config field it lacks)
+    comes out loadable, with the same weights, and the unknown field named."""
+    import json
+    import shutil
+
+    import torch
+
+    from headfields.checkpoints import CheckpointError
+    from headfields.runs import load_run
+
+    rebase = benchmark_script("run_for_checkout")
+    folder, _ = tiny_insta_run
+    newer = tmp_path / "newer"
+    shutil.copytree(folder, newer)
+    state = torch.load(newer / "checkpoint.pt", weights_only=True)
+    state["fingerprint"] = {**state["fingerprint"], "frames": "another format"}
+    torch.save(state, newer / "checkpoint.pt")
+    config = json.loads((newer / "config.json").read_text())
+    config["recipe"]["field_of_the_future"] = 7
+    (newer / "config.json").write_text(json.dumps(config))
+    with pytest.raises((CheckpointError, TypeError, ValueError)):
+        load_run(newer, "cpu")
+
+    monkeypatch.setattr("sys.argv", ["run_for_checkout.py", str(newer), str(tmp_path / "older")])
+    rebase.main()
+    assert "left out: config.recipe.field_of_the_future=7" in capsys.readouterr().out
+    run = load_run(tmp_path / "older", "cpu")
+    original = load_run(folder, "cpu")
+    for (name, a), (_, b) in zip(run.model.state_dict().items(), original.model.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
+    assert "field_of_the_future" not in json.loads((tmp_path / "older" / "config.json").read_text())["recipe"]
+
+
+def test_fields_a_checkout_lacks_are_dropped_and_named(benchmark_script):
+    rebase = benchmark_script("run_for_checkout")
+    data = {
+        "__class__": "headfields.runs.RunConfig",
+        "model": "insta",
+        "invented": [1, 2],
+        "training": {"__class__": "headfields.training.config.TrainingConfig", "max_iterations": 3, "gone": "x"},
+        "subject": {"__class__": "headfields.runs.SubjectSource", "data": "somewhere"},
+    }
+    dropped = []
+    kept = rebase.known_fields(data, dropped)
+    assert kept == {
+        "__class__": "headfields.runs.RunConfig",
+        "model": "insta",
+        "training": {"__class__": "headfields.training.config.TrainingConfig", "max_iterations": 3},
+        "subject": {"__class__": "headfields.runs.SubjectSource", "data": "somewhere"},
+    }
+    assert dropped == ["config.invented=[1, 2]", 'config.training.gone="x"']
