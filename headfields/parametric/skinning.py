@@ -103,11 +103,12 @@ def inverse_skinning(
         else:
             blended = F.embedding_bag(rows, table, per_sample_weights=bary, mode="sum").view(-1, 4, 4)
     linear, offset = blended[:, :3, :3], blended[:, :3, 3]
-    det = torch.linalg.det(linear)
+    adjugate = _adjugate(linear)
+    det = (adjugate[:, 0] * linear[:, :, 0]).sum(-1)  # c0 . (c1 x c2): no batched LU, differentiable to any order
     if checking_values() and bool((det == 0).any()):
         row = int((det == 0).nonzero()[0, 0])
         raise ValueError(f"points: row {row}'s blended transform is singular (no skinning weights reach it)")
-    inverse = _adjugate(linear) / det[:, None, None]
+    inverse = adjugate / det[:, None, None]
     rest = torch.einsum("nrc,nc->nr", inverse, points.to(dtype) - offset)
     return rest, inverse, q.face, q.distance
 
