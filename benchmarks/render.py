@@ -201,13 +201,14 @@ def _points(samples, rays, index):
 
 
 def baseline(checkout: Path, args: argparse.Namespace) -> dict:
-    """``checkout``'s benchmarks/render.py on our runs (linked into ``--out/baseline``): its render.json's models."""
+    """``checkout``'s benchmarks/render.py on our runs (copied into ``--out/baseline`` as it reads them, else linked): its
+    render.json's models."""
     out = (args.out / "baseline").resolve()  # the child runs in its checkout
     out.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "PYTHONPATH": str(checkout)}
     for name in args.only:  # each run copied as the checkout's load_run reads it (run_for_checkout.py), else linked
         copy, run = out / name, (args.out / name).resolve()
-        if copy.is_symlink():
+        if copy.is_symlink() or copy.is_file():
             copy.unlink()
         rebase = [sys.executable, str(Path(__file__).with_name("run_for_checkout.py")), str(run), str(copy)]
         if subprocess.run(rebase, cwd=checkout, env=env).returncode != 0:

@@ -6,16 +6,17 @@ checkpoint's fingerprint as that checkout writes them.
 Run it with the other checkout's ``headfields`` on the path (``render.py --baseline`` does, for each model). A
 checkpoint's fingerprint records the recipe's text and the frames' digests in the format of the code that wrote it,
 and that format changes between versions, so an older checkout refuses a newer run as "made for another run". Here
-the older code computes the fingerprint itself, from the run's frames and its own model. Configuration fields the
-older code does not know are left out, and named: that checkout then runs its own behaviour in their place. Weights
-that no longer fit the older model still fail its ``load_run``, as they should.
+the older code computes the fingerprint's recipe and training entries itself, from its own model and settings. The
+frames and the model files it must find as the run recorded them: where its own digests differ (it would load other
+frames, or other model files), the copy is refused. Configuration fields the older code does not know are left out,
+and named: that checkout then runs its own behaviour in their place. Weights that no longer fit the older model still
+fail its ``load_run``, as they should.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib
 import json
 import shutil
 from pathlib import Path
@@ -25,6 +26,9 @@ import torch
 CLASS_KEY = "__class__"  # configs.config_to_dict's key of each dataclass's "module.QualName"
 CHECKPOINT = "checkpoint.pt"
 CONFIG = "config.json"
+# The fingerprint's entries whose text the older code writes its own way (the recipe's and the settings' reprs); the
+# others (the frames' and the model files' digests) must match the run's, or the older code would render other inputs.
+REWRITTEN = ("model", "training")
 
 
 def known_fields(data, dropped: list[str], where: str = "config"):
@@ -36,9 +40,12 @@ def known_fields(data, dropped: list[str], where: str = "config"):
         return data
     fields = None
     if CLASS_KEY in data:
-        module, _, name = data[CLASS_KEY].rpartition(".")
-        cls = getattr(importlib.import_module(module), name)
-        fields = {f.name for f in dataclasses.fields(cls)}
+        from headfields.configs import config_classes  # the checkout's own list of its configurations
+
+        cls = config_classes().get(data[CLASS_KEY])
+        if cls is None:
+            raise SystemExit(f"{where}: this checkout has no configuration class {data[CLASS_KEY]!r}")
+        fields = {f.name for f in dataclasses.fields(cls) if f.init}
     kept = {}
     for key, value in data.items():
         if fields is not None and key != CLASS_KEY and key not in fields:
@@ -56,10 +63,13 @@ def main() -> None:
     from headfields.checkpoints import run_fingerprint  # the other checkout's, from PYTHONPATH
     from headfields.runs import build_model, read_run_config
 
-    if args.out.resolve() == args.run.resolve():
-        raise SystemExit(f"out: expected a folder other than the run's, got {args.out}")
-    shutil.rmtree(args.out, ignore_errors=True)
-    args.out.mkdir(parents=True)
+    run, out = args.run.resolve(), args.out.resolve()
+    if run == out or run.is_relative_to(out) or out.is_relative_to(run):
+        raise SystemExit(f"out: expected a folder apart from the run's, got {args.out} (the run: {args.run})")
+    if out.is_symlink() or (out.exists() and not (out / CONFIG).is_file() and any(out.iterdir())):
+        raise SystemExit(f"out: {args.out} exists and is not a run folder: give another")  # replaced only if a run
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
     for item in args.run.iterdir():
         if item.is_file() and item.name not in (CHECKPOINT, CONFIG):
             shutil.copy2(item, args.out / item.name)
@@ -70,7 +80,13 @@ def main() -> None:
     subject = config.subject.load(torch.device("cpu"))
     model = build_model(config.model, subject, config.recipe)
     state = torch.load(args.run / CHECKPOINT, map_location="cpu", weights_only=True)
-    state["fingerprint"] = run_fingerprint(model, subject.train, config.training)
+    stored, computed = state.get("fingerprint") or {}, run_fingerprint(model, subject.train, config.training)
+    differ = [key for key in computed if key not in REWRITTEN and stored.get(key) != computed[key]]
+    if differ:
+        shutil.rmtree(out)
+        differing = " and ".join(differ)
+        raise SystemExit(f"{args.run}: this checkout's {differing} differ from the run's: it would render other inputs")
+    state["fingerprint"] = {**stored, **{key: computed[key] for key in REWRITTEN}}
     state.pop("run", None)  # the configuration as the newer code wrote it: config.json above stands for it
     torch.save(state, args.out / CHECKPOINT)
     left_out = f"; fields it does not know, left out: {', '.join(dropped)}" if dropped else ""

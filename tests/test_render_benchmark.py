@@ -44,8 +44,9 @@ def test_on_the_cpu_the_operations_own_time_counts(render_benchmark):
 def test_a_run_is_copied_for_a_checkout_whose_fingerprint_and_config_differ(
     benchmark_script, tiny_insta_run, tmp_path, monkeypatch, capsys
 ):
-    """run_for_checkout.py: a run an older checkout refuses (its fingerprint in another format, a config field it lacks)
-    comes out loadable, with the same weights, and the unknown field named."""
+    """run_for_checkout.py: a run that an older checkout refuses (the fingerprint's recipe in another format, a config
+    field it lacks) comes out loadable, with the same weights, and the unknown field named; frames that differ from
+    the run's are refused. Today's code stands in for the older checkout."""
     import json
     import shutil
 
@@ -56,25 +57,49 @@ def test_a_run_is_copied_for_a_checkout_whose_fingerprint_and_config_differ(
 
     rebase = benchmark_script("run_for_checkout")
     folder, _ = tiny_insta_run
-    newer = tmp_path / "newer"
-    shutil.copytree(folder, newer)
-    state = torch.load(newer / "checkpoint.pt", weights_only=True)
-    state["fingerprint"] = {**state["fingerprint"], "frames": "another format"}
-    torch.save(state, newer / "checkpoint.pt")
-    config = json.loads((newer / "config.json").read_text())
-    config["recipe"]["field_of_the_future"] = 7
-    (newer / "config.json").write_text(json.dumps(config))
-    with pytest.raises((CheckpointError, TypeError, ValueError)):
-        load_run(newer, "cpu")
 
-    monkeypatch.setattr("sys.argv", ["run_for_checkout.py", str(newer), str(tmp_path / "older")])
-    rebase.main()
+    def variant(name, fingerprint=None, field=False):
+        run = tmp_path / name
+        shutil.copytree(folder, run)
+        state = torch.load(run / "checkpoint.pt", weights_only=True)
+        state["fingerprint"] = {**state["fingerprint"], **(fingerprint or {})}
+        torch.save(state, run / "checkpoint.pt")
+        if field:
+            config = json.loads((run / "config.json").read_text())
+            config["recipe"]["field_of_the_future"] = 7
+            (run / "config.json").write_text(json.dumps(config))
+        return run
+
+    def copy(run, out):
+        monkeypatch.setattr("sys.argv", ["run_for_checkout.py", str(run), str(out)])
+        rebase.main()
+
+    other_format = variant("other_format", {"model": "the recipe's repr in another format"})
+    with pytest.raises(CheckpointError, match="made for another run"):
+        load_run(other_format, "cpu")
+    unknown_field = variant("unknown_field", field=True)
+    with pytest.raises(ValueError, match="field_of_the_future"):
+        load_run(unknown_field, "cpu")
+
+    original = load_run(folder, "cpu").model.state_dict()
+    for run in (other_format, unknown_field):
+        copy(run, tmp_path / f"{run.name}_copy")
+        loaded = load_run(tmp_path / f"{run.name}_copy", "cpu").model.state_dict()
+        assert list(loaded) == list(original)
+        for name in original:
+            assert torch.equal(loaded[name], original[name]), name
     assert "left out: config.recipe.field_of_the_future=7" in capsys.readouterr().out
-    run = load_run(tmp_path / "older", "cpu")
-    original = load_run(folder, "cpu")
-    for (name, a), (_, b) in zip(run.model.state_dict().items(), original.model.state_dict().items(), strict=True):
-        assert torch.equal(a, b), name
-    assert "field_of_the_future" not in json.loads((tmp_path / "older" / "config.json").read_text())["recipe"]
+
+    other_frames = variant("other_frames", {"frames": "5 frames, another digest"})
+    with pytest.raises(SystemExit, match="frames differ"):
+        copy(other_frames, tmp_path / "other_frames_copy")
+    assert not (tmp_path / "other_frames_copy").exists()
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "keep.txt").write_text("mine")
+    for out in (tmp_path / "notes", tmp_path, other_format / "inside"):  # not a run; holds the run; inside it
+        with pytest.raises(SystemExit, match="out: "):
+            copy(other_format, out)
+    assert (tmp_path / "notes" / "keep.txt").read_text() == "mine"
 
 
 def test_fields_a_checkout_lacks_are_dropped_and_named(benchmark_script):
