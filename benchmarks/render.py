@@ -206,13 +206,15 @@ def baseline(checkout: Path, args: argparse.Namespace) -> dict:
     out = (args.out / "baseline").resolve()  # the child runs in its checkout
     out.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "PYTHONPATH": str(checkout)}
+    this = checkout == Path(__file__).resolve().parents[1]  # this checkout reads its own runs as they are
     for name in args.only:  # each run copied as the checkout's load_run reads it (run_for_checkout.py), else linked
         copy, run = out / name, (args.out / name).resolve()
         if copy.is_symlink() or copy.is_file():
             copy.unlink()
         rebase = [sys.executable, str(Path(__file__).with_name("run_for_checkout.py")), str(run), str(copy)]
-        if subprocess.run(rebase, cwd=checkout, env=env).returncode != 0:
-            print(f"--baseline: {name} could not be copied for {checkout}; its render.py reads our run as it is")
+        if this or subprocess.run(rebase, cwd=checkout, env=env).returncode != 0:
+            if not this:
+                print(f"--baseline: {name} could not be copied for {checkout}; its render.py reads our run as it is")
             shutil.rmtree(copy, ignore_errors=True)
             copy.symlink_to(run, target_is_directory=True)
     command = [sys.executable, str(checkout / "benchmarks" / "render.py"), "--only", *args.only, "--device", args.device]
