@@ -114,6 +114,25 @@ def test_smplx_posed_vertices_go_to_rest_vertices(request, model_name, autograd)
     _close(head.pose_points(out.points, frame), x)
 
 
+def test_an_image_of_one_frame_among_many_skins_back_to_smplx_rest_vertices(flame):
+    """Without autograd a batch that holds one frame of several (an image rendered on the CPU) blends a table of
+    that frame alone; its rest points are smplx's, as the table over every frame's and the per-point gather's are."""
+    model, reference = flame
+    params = random_parameters(model, 12, 3, LARGE_ANGLE)
+    head = model(*params)
+    rest = _smplx_rest(reference, smplx_flame_output, params)
+    x, frame = head.vertices[1], torch.ones(head.vertices.shape[1], dtype=torch.long)
+    weights, transforms = head.skinning_weights, head.joint_transforms
+    with torch.no_grad():
+        one, _, _, _ = inverse_skinning(head.posed_mesh, weights, transforms, x, frame)
+    with torch.enable_grad():
+        every, _, _, _ = inverse_skinning(head.posed_mesh, weights, transforms, x, frame)
+        few, _, _, _ = inverse_skinning(head.posed_mesh, weights, transforms, x[:2], frame[:2])  # per point
+    _close(one, rest[1])
+    _close(every.detach(), rest[1])
+    _close(few.detach(), rest[1, :2])
+
+
 # ---------------------------------------------------------------- the chain to the canonical mesh
 
 

@@ -83,10 +83,12 @@ def inverse_skinning(
     dtype = torch.promote_types(torch.promote_types(q.bary.dtype, vertex_weights.dtype), transforms.dtype)
     bary, corners = q.bary.to(dtype), mesh.faces[q.face.clamp(min=0)]  # [N, 3], [N, 3]
     num_vertices, joints = vertex_weights.shape
-    # The table over every frame where it is no larger than a gather of every joint a point (no read-back: training
-    # on a GPU); else, without autograd, over the frames present (one when an image renders; unique reads back).
+    # A table of blended transforms where it is no larger than a gather of every joint a point. On a GPU the table over
+    # every frame (no read-back: training); without autograd, or where it is too large, over the frames present (one
+    # when an image renders: on the CPU, where unique's read-back costs nothing, the 50 frames' table cost 18 ms a call).
     chosen = None  # the table's frames' transforms and each point's frame among them
-    if len(transforms) * num_vertices <= len(points) * joints:
+    fits = len(transforms) * num_vertices <= len(points) * joints
+    if fits and (points.device.type != "cpu" or torch.is_grad_enabled()):
         chosen = transforms, frame
     elif not torch.is_grad_enabled():
         present = torch.unique(frame)  # sorted
