@@ -70,16 +70,16 @@ def main() -> None:
         raise SystemExit(f"out: {args.out} exists and is not a run folder: give another")  # replaced only if a run
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
-    for item in args.run.iterdir():
+    for item in run.iterdir():
         if item.is_file() and item.name not in (CHECKPOINT, CONFIG):
-            shutil.copy2(item, args.out / item.name)
+            shutil.copy2(item, out / item.name)
     dropped: list[str] = []
-    config_json = known_fields(json.loads((args.run / CONFIG).read_text()), dropped)
-    (args.out / CONFIG).write_text(json.dumps(config_json, indent=2))
-    config = read_run_config(args.out)
+    config_json = known_fields(json.loads((run / CONFIG).read_text()), dropped)
+    (out / CONFIG).write_text(json.dumps(config_json, indent=2))
+    config = read_run_config(out)
     subject = config.subject.load(torch.device("cpu"))
     model = build_model(config.model, subject, config.recipe)
-    state = torch.load(args.run / CHECKPOINT, map_location="cpu", weights_only=True)
+    state = torch.load(run / CHECKPOINT, map_location="cpu", weights_only=True)
     stored, computed = state.get("fingerprint") or {}, run_fingerprint(model, subject.train, config.training)
     differ = [key for key in computed if key not in REWRITTEN and stored.get(key) != computed[key]]
     if differ:
@@ -88,7 +88,7 @@ def main() -> None:
         raise SystemExit(f"{args.run}: this checkout's {differing} differ from the run's: it would render other inputs")
     state["fingerprint"] = {**stored, **{key: computed[key] for key in REWRITTEN}}
     state.pop("run", None)  # the configuration as the newer code wrote it: config.json above stands for it
-    torch.save(state, args.out / CHECKPOINT)
+    torch.save(state, out / CHECKPOINT)
     left_out = f"; fields it does not know, left out: {', '.join(dropped)}" if dropped else ""
     print(f"{args.out}: the run for this checkout{left_out}")
 
