@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import torch
 from jaxtyping import Bool, Float, Int
@@ -68,9 +68,14 @@ class AvatarModel(Protocol):
     """What the loop needs from a model (an ``nn.Module``). Optional: ``before_step(step, head)`` (refresh an
     occupancy grid, advance a schedule), ``param_groups()`` (parameter groups, each a dict with ``params`` and
     an ``lr_scale`` on the learning rate), ``view_bins(frames, head)`` (for ``balance_views``),
-    ``random_background`` (True: the loop draws ``RayBatch.backgrounds``)."""
+    ``random_background`` (True: the loop draws ``RayBatch.backgrounds``).
 
-    parametric: SubjectModel  # the loop builds each split's Head from it
+    ``parametric``, from which the loop builds each split's Head, is a member for type checkers only: a model holds
+    it as a submodule, in ``nn.Module``'s ``_modules``, where ``isinstance`` on a protocol does not look from Python
+    3.12 on (it reads attributes statically, ``inspect.getattr_static``), and every model would fail the check."""
+
+    if TYPE_CHECKING:
+        parametric: SubjectModel
     optimization: OptimizerConfig
 
     def training_step(self, batch: RayBatch, step: int) -> StepOutput: ...
@@ -83,8 +88,9 @@ class AvatarModel(Protocol):
 @runtime_checkable
 class ImageModel(Protocol):
     """A model that draws whole images rather than rays (a rasteriser: GaussianAvatar), with a loop of its own:
-    what evaluation, ``render`` and the viewer need from it."""
+    what evaluation, ``render`` and the viewer need from it. ``parametric``: as :class:`AvatarModel`'s."""
 
-    parametric: SubjectModel
+    if TYPE_CHECKING:
+        parametric: SubjectModel
 
     def render_camera(self, cameras, camera: int, head: Head, head_frame: int): ...  # .image [H, W, 3], .alpha, .depth
