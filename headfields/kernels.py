@@ -82,7 +82,10 @@ if hasattr(os, "register_at_fork"):
 
 
 def warp_device(device: torch.device) -> wp.context.Device:
-    """The Warp device of a torch device (``cuda:1`` stays ``cuda:1``)."""
+    """The Warp device of a torch device (``cuda:1`` stays ``cuda:1``; ``cuda`` is torch's current CUDA device, as
+    ``tensor.to("cuda")`` reads it, where Warp's own conversion fails on the missing index)."""
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
     return wp.device_from_torch(device)
 
 

@@ -162,3 +162,10 @@ def test_in_local_order_of_grids_planes_and_few_points():
     assert not kernels.in_local_order(plane)  # no volume: left to the Morton order, as before
     assert kernels.in_local_order(torch.zeros(1, 3)) and kernels.in_local_order(torch.zeros(0, 3))
     assert kernels.in_local_order(torch.ones(100, 3))  # one point many times: nothing to sort
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_cuda_without_an_index_is_torchs_current_device():
+    """``torch.device("cuda")``, as a caller writes it, where Warp's own conversion fails on the missing index."""
+    current = torch.device("cuda", torch.cuda.current_device())
+    assert kernels.warp_device(torch.device("cuda")) == kernels.warp_device(current)
