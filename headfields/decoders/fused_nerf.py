@@ -15,8 +15,9 @@ On the CPU, where oneDNN runs the layers near the float32 peak on every core (``
 thread (Warp's CPU tiles share one arena: ``kernels.launch_rows``) and is 4-5x slower (INSTA's decoder on 65,536
 samples, 2 cores: 0.47 s against torch's 0.10 s), so the CPU never takes it unless asked. On a GPU it is a variant
 of ``benchmarks/frame_variants.py`` until a GPU has measured it: :data:`FUSED_DEVICE_TYPES` names the devices that
-take it. The weights are packed for the kernel on each call (two small operations), so they never lag the
-parameters.
+take it. On CUDA it takes only bfloat16 products (the viewer's ``reduced_precision()``): its float32 products came out
+wrong there for INSTA's decoder (an H200, 2026-11-27; right for MonoAvatar's and on the CPU), cause not yet found.
+The weights are packed for the kernel on each call (two small operations), so they never lag the parameters.
 
     with torch.no_grad():
         out = fused_decode(decoder, features, dirs_encoded, cond)  # decoder(features, dirs_encoded, cond), fused
@@ -98,13 +99,19 @@ def _unfit(decoder: nn.Module, features: Tensor) -> str | None:
         return f"expected float32 features and parameters, got {features.dtype} and {decoder.density_net[0].weight.dtype}"
     if _shape(decoder) is None:
         return "expected a hidden layer in each MLP, a geometry feature and linear layers with biases"
+    if features.device.type == "cuda" and _product_dtype(features, True) is None:
+        return (
+            "expected reduced_precision() on CUDA: there the kernel's float32 products came out wrong (INSTA's decoder "
+            "on an H200, Warp 1.19.0's cuBLASDx products: up to 1.0 in rgb; its bfloat16 ones match), torch's layers "
+            "serve float32"
+        )
     return None
 
 
 def fuses(decoder: nn.Module, features: Tensor) -> bool:
     """Whether ``decoder`` evaluates ``features`` by this kernel: on a device of :data:`FUSED_DEVICE_TYPES`, without
     autograd, float32 features and parameters, a decoder the kernel covers (a hidden layer in each MLP and a geometry
-    feature), whose tiles fit the device's shared memory (on CUDA: built there to be asked)."""
+    feature), whose tiles fit the device's shared memory (on CUDA: built there to be asked, and bfloat16 products)."""
     from .nerf import NerfDecoder
 
     if not isinstance(decoder, NerfDecoder) or features.device.type not in FUSED_DEVICE_TYPES:
