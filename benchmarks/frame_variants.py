@@ -34,8 +34,10 @@ The variants, each a question a GPU has not answered yet (docs/benchmarks.md, "I
   (``decoders.fused_nerf``, on the run's device: ``FUSED_DEVICE_TYPES``) instead of torch's layers, their
   concatenations and activations (the H200's products, ReLUs and concatenations: a quarter of its frame); the viewer's
   frame with its hidden layers' products on bfloat16 tiles, as torch's layers round them. The same image within
-  float32 (bfloat16) rounding. **fused decoder, 32-sample tiles**: the same with blocks of 32 samples
-  (``fused_nerf.TILE_ROWS``; 64 by default): half the shared memory a block, twice the reads of the weights.
+  float32 (bfloat16) rounding. On CUDA, which refuses the kernel's float32 products (wrong there for INSTA's
+  decoder), the scored frame keeps torch's layers and only the viewer's takes it. **fused decoder, 32-sample
+  tiles**: the same with blocks of 32 samples (``fused_nerf.TILE_ROWS``; 64 by default): half the shared memory a
+  block, twice the reads of the weights.
 """
 
 from __future__ import annotations
