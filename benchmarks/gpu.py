@@ -8,6 +8,7 @@ Run it from the repository root::
     python benchmarks/gpu.py --out /tmp/gpu --minutes 10 --example-minutes 1
     python benchmarks/gpu.py --quick                # a few minutes in all: a test subset, smaller sizes, 1 min INSTA
     python benchmarks/gpu.py --deadline 9 --baseline ../old   # and INSTA's frame by another checkout's renderers
+    python benchmarks/gpu.py --deadline 8 --skip-benchmarks   # a short call: the tests, INSTA, its frame and variants
 
 The defaults are sized for one ten-minute call on a lent GPU: INSTA trains for 2 minutes and the other examples
 are left out (``--example-minutes 1`` runs each for a minute: seven more runs); ``--deadline 9`` ends the step
@@ -19,7 +20,8 @@ status is 1 if any step failed or was skipped:
 1. the CUDA test cases: ``pytest tests -q -k cuda`` (every device test is parametrised ``cpu``/``cuda``, see
    tests/conftest.py's ``DEVICES``; ``--quick``: the hash grid and mesh-query test files only);
 2. ``benchmarks/hashgrid.py`` and ``benchmarks/mesh_queries.py`` with ``--device cuda`` (their tables go into the
-   report as printed), and whether the optional CUDA peers tiny-cuda-nn and cubvh are importable;
+   report as printed; ``--skip-benchmarks`` leaves them out), and whether the optional CUDA peers tiny-cuda-nn and
+   cubvh are importable;
 3. ``examples/insta.py --device cuda --max-minutes M`` (the paper recipe, the default on CUDA) into ``OUT/insta``
    (removed first: a benchmark starts afresh rather than resuming), on the synthetic video rendered at
    ``--resolution`` (512², INSTA's size) with INSTA's budget of 2^18 trained samples a step and early termination
@@ -171,6 +173,11 @@ def main() -> int:
     parser.add_argument("--resolution", type=int, default=512, help="the synthetic video INSTA trains on, on CUDA")
     parser.add_argument("--quick", action="store_true", help="a test subset and smaller sizes (implied without CUDA)")
     parser.add_argument("--skip-tests", action="store_true", help="leave out step 1 (the CUDA tests ran on their own)")
+    parser.add_argument(
+        "--skip-benchmarks",
+        action="store_true",
+        help="leave out step 2 (hash grid and mesh queries: 2.5 minutes of an H200), for INSTA's frame in a short call",
+    )
     parser.add_argument("--example-minutes", type=float, default=0.0, help="each other example's budget on CUDA (0: none)")
     parser.add_argument(
         "--deadline", type=float, default=0.0, help="minutes from the start after which no step runs on (0: none)"
@@ -235,10 +242,11 @@ def main() -> int:
         hash_flags, mesh_flags = ["--points", str(2**20), "--repeats", "5"], ["--points", "1000000", "--repeats", "5"]
     bench_timeout = 600 if quick else 1800
     hashgrid = [python, "benchmarks/hashgrid.py", "--device", device, *hash_flags]
-    step("hashgrid", "hashgrid", hashgrid, bench_timeout)
-    if cuda:  # tiny-cuda-nn's default: the table read in half precision
-        step("hashgrid_half", "hashgrid (float16 table)", [*hashgrid, "--table-dtype", "float16"], bench_timeout)
-    step("mesh", "mesh_queries", [python, "benchmarks/mesh_queries.py", "--device", device, *mesh_flags], bench_timeout)
+    if not args.skip_benchmarks:
+        step("hashgrid", "hashgrid", hashgrid, bench_timeout)
+        if cuda:  # tiny-cuda-nn's default: the table read in half precision
+            step("hashgrid_half", "hashgrid (float16 table)", [*hashgrid, "--table-dtype", "float16"], bench_timeout)
+        step("mesh", "mesh_queries", [python, "benchmarks/mesh_queries.py", "--device", device, *mesh_flags], bench_timeout)
     peers.update({name: peer_status(name) for name in ("tinycudann", "cubvh")})
 
     # 3. INSTA

@@ -214,6 +214,8 @@ def report_lines(
         lines += ["- every step passed" if final else "- every step so far passed", ""]
     tests = steps["tests"]
     lines += tests_section(tests) if tests else ["## Tests", "", "Left out (`--skip-tests`).", ""]
+    if args.skip_benchmarks:
+        lines += ["## Hash grid and mesh queries", "", "Left out (`--skip-benchmarks`).", ""]
     for title, key in (("Hash grid", "hashgrid"), ("Hash grid, float16 table", "hashgrid_half")):
         if steps[key] is not None:
             lines += benchmark_section(title, steps[key], fenced=True)

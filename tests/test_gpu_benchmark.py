@@ -252,7 +252,7 @@ def test_report_holds_the_steps_run_so_far(tmp_path):
     gpu = load_gpu_script()
     steps = dict.fromkeys(gpu.STEPS)
     steps["tests"] = gpu.run_step("tests", [sys.executable, "-c", "print('== 3 passed in 0.5s ==')"], 60, tmp_path)
-    args = gpu.argparse.Namespace(example_minutes=0.0)
+    args = gpu.argparse.Namespace(example_minutes=0.0, skip_benchmarks=False)
     lines, failed = gpu.report_lines(args, False, True, tmp_path, steps, [], {}, "none", final=False)
     report = "\n".join(lines)
     assert failed == [] and "- every step so far passed" in report and "**incomplete**" in report
@@ -260,6 +260,28 @@ def test_report_holds_the_steps_run_so_far(tmp_path):
     steps["mesh"] = gpu.run_step("mesh_queries", [sys.executable, "-c", "raise SystemExit(2)"], 60, tmp_path)
     lines, failed = gpu.report_lines(args, False, True, tmp_path, steps, [], {}, "none", final=True)
     assert failed == ["mesh_queries"] and "- steps failed: mesh_queries" in lines and "**incomplete**" not in "\n".join(lines)
+
+
+def test_skip_benchmarks_leaves_out_the_hash_grid_and_mesh_queries(tmp_path, monkeypatch):
+    """``--skip-benchmarks``: no benchmark is started, and the report says they were left out (the other steps as
+    ever; here every step pretends to pass at once)."""
+    gpu = load_gpu_script()
+    started = []
+
+    def run_step(name, command, timeout, logs, deadline=None):
+        started.append(name)
+        return gpu.Step(name, command, 0, 0.0, "", "")
+
+    monkeypatch.setattr(gpu, "run_step", run_step)
+    monkeypatch.setattr(gpu, "tiny_video", lambda folder: folder)
+    monkeypatch.setattr(gpu.torch.cuda, "is_available", lambda: False)
+    out = tmp_path / "gpu"
+    monkeypatch.setattr(sys, "argv", ["gpu.py", "--out", str(out), "--skip-benchmarks", "--skip-tests"])
+    gpu.main()
+    assert started == ["insta"]  # no metrics.json: no frame to render
+    report = (out / "gpu_report.md").read_text()
+    assert "Left out (`--skip-benchmarks`)." in section(report, "Hash grid and mesh queries")
+    assert "## Hash grid\n" not in report and "## Mesh queries" not in report
 
 
 def test_a_deadline_ends_the_running_step_and_skips_the_rest(tmp_path):
@@ -271,7 +293,8 @@ def test_a_deadline_ends_the_running_step_and_skips_the_rest(tmp_path):
     assert late.skipped and not late.ok and "SKIPPED" in late.status() and not (tmp_path / "late.log").exists()
     steps = dict.fromkeys(gpu.STEPS)
     steps["tests"], steps["mesh"] = slow, late
-    _, failed = gpu.report_lines(gpu.argparse.Namespace(example_minutes=0.0), False, True, tmp_path, steps, [], {}, "none")
+    args = gpu.argparse.Namespace(example_minutes=0.0, skip_benchmarks=False)
+    _, failed = gpu.report_lines(args, False, True, tmp_path, steps, [], {}, "none")
     assert failed == ["slow", "late (skipped: --deadline)"]
 
 
