@@ -16,11 +16,12 @@ from helpers import raises_naming
 @pytest.mark.parametrize("include_input", [True, False])
 @pytest.mark.parametrize("with_gradient", [False, True], ids=["no-grad", "autograd"])
 def test_frequency_encoding_formula(device, include_input, with_gradient):
-    """The formula with and without autograd, and with it the gradient."""
+    """The formula with and without autograd (its own path: the waves written in place), and with it the gradient."""
     enc = FrequencyEncoding(in_dim=2, num_frequencies=3, include_input=include_input).to(device)
     assert enc.out_dim == 2 * (include_input + 2 * 3)
     x = torch.tensor([[0.25, -0.5], [0.1, 0.7]], dtype=torch.float64, device=device, requires_grad=with_gradient)
-    out = enc(x)
+    with torch.set_grad_enabled(with_gradient):
+        out = enc(x)
     assert out.requires_grad == with_gradient
     for n, (a, b) in enumerate(x.tolist()):
         expected = [a, b] if include_input else []
@@ -38,12 +39,20 @@ def test_frequency_encoding_formula(device, include_input, with_gradient):
 
 
 def test_frequency_encoding_of_a_strided_batch_and_of_none():
-    """A column of a wider tensor encodes as its copy; no rows give [0, out_dim]; no bands give x."""
+    """A column of a wider tensor encodes as its copy; no rows give [0, out_dim]; no bands give x; with and without
+    autograd alike, to the bit."""
     enc = FrequencyEncoding(in_dim=3, num_frequencies=4)
     wide = torch.randn(7, 5, generator=torch.Generator().manual_seed(0))
-    torch.testing.assert_close(enc(wide[:, 1:4]), enc(wide[:, 1:4].contiguous()), atol=0, rtol=0)
-    assert enc(torch.zeros(0, 3)).shape == (0, enc.out_dim)
-    torch.testing.assert_close(FrequencyEncoding(3, 0)(wide[:, :3]), wide[:, :3], atol=0, rtol=0)
+    for grad in (True, False):
+        with torch.set_grad_enabled(grad):
+            torch.testing.assert_close(enc(wide[:, 1:4]), enc(wide[:, 1:4].contiguous()), atol=0, rtol=0)
+            assert enc(torch.zeros(0, 3)).shape == (0, enc.out_dim)
+            torch.testing.assert_close(FrequencyEncoding(3, 0)(wide[:, :3]), wide[:, :3], atol=0, rtol=0)
+            for include_input in (True, False):
+                plain = FrequencyEncoding(3, 4, include_input=include_input)
+                with torch.enable_grad():
+                    reference = plain(wide[:, 1:4])
+                torch.testing.assert_close(plain(wide[:, 1:4]), reference, atol=0, rtol=0)
 
 
 def test_frequency_encoding_without_input():

