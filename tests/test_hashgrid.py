@@ -96,6 +96,51 @@ def test_forward_matches_torch(config, device):
     torch.testing.assert_close(grid(x), torch_hash_grid(x, grid.table, config), atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("features", [1, 2, 3, 4])
+def test_cpu_lanes_are_warp_s_kernel_to_the_bit(features, monkeypatch):
+    """On the CPU rows of up to MAX_FEATURES float32 features are encoded eight points a thread in SIMD lanes
+    (hashgrid_lanes): the values of Warp's kernel to the bit, for point counts around a block's eight, points outside
+    the cube and on its faces, dense and hashed levels; INSTA's rows of 8 and the float16 table keep Warp's kernel."""
+    from headfields.encoders import hashgrid, hashgrid_lanes
+
+    config = dataclasses.replace(SMALL, features_per_level=features)
+    grid = random_grid(config, torch.device("cpu"))
+    x = torch.rand(1003, 3, generator=torch.Generator().manual_seed(5)) * 1.4 - 0.2  # some outside [0, 1]^3
+    x[:4] = torch.tensor([[0, 0, 0], [1, 1, 1], [1, 0, 0.5], [0.25, 0.5, 1]])
+    ran = []
+    monkeypatch.setattr(hashgrid, "encode_in_lanes", lambda *a: ran.append(1) or hashgrid_lanes.encode_in_lanes(*a))
+    with torch.no_grad():
+        lanes = {n: grid(x[:n]) for n in (1, 7, 8, 9, 1003)}
+        assert len(ran) == 5
+        monkeypatch.setattr(hashgrid, "lane_kernel", lambda *a: None)  # Warp's kernel
+        for n, out in lanes.items():
+            assert torch.equal(out, grid(x[:n])), n
+    torch.testing.assert_close(lanes[1003], torch_hash_grid(x, grid.table, config), atol=1e-5, rtol=0)
+    assert hashgrid_lanes.lane_kernel(8, *PRIMES[1:]) is None  # wider rows: Warp's kernel
+    ran.clear()
+    monkeypatch.undo()
+    monkeypatch.setattr(hashgrid, "encode_in_lanes", lambda *a: ran.append(1))
+    with torch.no_grad():
+        HashGrid(dataclasses.replace(config, table_dtype="float16"))(x)
+        HashGrid(dataclasses.replace(config, features_per_level=8))(x)
+    assert not ran
+
+
+def test_a_warp_that_cannot_build_the_lanes_keeps_its_kernel_with_a_warning(monkeypatch):
+    from headfields.encoders import hashgrid_lanes
+
+    def fails(*args, **kwargs):
+        raise Exception("clang: error")  # as Warp reports a failed CPU build
+
+    hashgrid_lanes.lane_kernel.cache_clear()
+    monkeypatch.setattr(hashgrid_lanes.wp, "load_module", fails)
+    try:
+        with pytest.warns(RuntimeWarning, match="could not build the hash grid's SIMD encoding"):
+            assert hashgrid_lanes.lane_kernel(2, *PRIMES[1:]) is None
+    finally:
+        hashgrid_lanes.lane_kernel.cache_clear()  # the next call builds (or reads Warp's cache) again
+
+
 HALF_ROUNDING = 2.0**-11  # float16's relative rounding error (10 stored mantissa bits, round to nearest)
 
 
