@@ -16,6 +16,9 @@ their ratio. The PyTorch reference is tests/test_hashgrid.py's ``torch_hash_grid
 gradient are compared with the Warp ones before timing (with ``--table-dtype float16`` the reference gets the
 table rounded to float16, which is what the Warp kernels read).
 
+On the CPU the forward of a grid of up to 4 features a level runs in SIMD lanes (``headfields.encoders.hashgrid_lanes``);
+its row also times Warp's own kernel, which the lanes replace, in the same process, and prints the lanes' ratio.
+
 On a loaded 2-core machine torch's two-thread element-wise operations slow down far more than Warp's launches
 (each waits for both threads); ``--threads 1`` gives the steadier comparison.
 """
@@ -23,14 +26,16 @@ On a loaded 2-core machine torch's two-thread element-wise operations slow down 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import platform
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
 
+import headfields.encoders.hashgrid as hashgrid
 from headfields.encoders import HashGrid, HashGridConfig
 from headfields.kernels import num_cpu_threads
 from headfields.models.insta import INSTA_HASH_GRID
@@ -84,6 +89,17 @@ def cases(config: HashGridConfig, x: torch.Tensor, gen: torch.Generator) -> list
     ]
 
 
+@contextlib.contextmanager
+def warp_kernel() -> Iterator[None]:
+    """Within the block the CPU encodes with Warp's kernel, not the SIMD lanes (hashgrid_lanes)."""
+    lanes = hashgrid.lane_kernel
+    hashgrid.lane_kernel = lambda *args: None
+    try:
+        yield
+    finally:
+        hashgrid.lane_kernel = lanes
+
+
 def check(grid: HashGrid, ref_table: torch.Tensor, x: torch.Tensor, weights: torch.Tensor) -> None:
     """Print how far the Warp features and table gradient are from the reference's on ``x``."""
     config = grid.config
@@ -120,14 +136,20 @@ def main() -> None:
         label, config = GRIDS[key]
         config = dataclasses.replace(config, table_dtype=args.table_dtype)
         print(f"{label}: ", end="")
+        lanes = device.type == "cpu" and config.table_dtype == "float32" and config.features_per_level <= 4
         for name, warp_fn, torch_fn in cases(config, x, gen):
             warp_s = median_seconds(warp_fn, args.repeats, device)
             torch_s = median_seconds(torch_fn, args.repeats, device)
-            rows.append((label, name, warp_s, torch_s))
-    print(f"\n{'grid':<13} {'pass':<36} {'Warp Mpts/s':>12} {'PyTorch Mpts/s':>15} {'speed-up':>9}")
+            kernel_s = None
+            if lanes and name == "forward":  # the lanes against the kernel they replace
+                with warp_kernel():
+                    kernel_s = median_seconds(warp_fn, args.repeats, device)
+            rows.append((label, name, warp_s, torch_s, kernel_s))
+    print(f"\n{'grid':<13} {'pass':<36} {'Warp Mpts/s':>12} {'PyTorch Mpts/s':>15} {'speed-up':>9}  lanes vs Warp's kernel")
     n = args.points / 1e6
-    for label, name, warp_s, torch_s in rows:
-        print(f"{label:<13} {name:<36} {n / warp_s:>12.3g} {n / torch_s:>15.3g} {torch_s / warp_s:>8.1f}x")
+    for label, name, warp_s, torch_s, kernel_s in rows:
+        against = "" if kernel_s is None else f"  {n / kernel_s:.3g} Mpts/s by the kernel: {kernel_s / warp_s:.2f}x"
+        print(f"{label:<13} {name:<36} {n / warp_s:>12.3g} {n / torch_s:>15.3g} {torch_s / warp_s:>8.1f}x{against}")
 
 
 if __name__ == "__main__":
