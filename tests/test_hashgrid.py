@@ -96,7 +96,7 @@ def test_forward_matches_torch(config, device):
     torch.testing.assert_close(grid(x), torch_hash_grid(x, grid.table, config), atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("features", [1, 2, 3, 4])
+@pytest.mark.parametrize("features", [2, 4])  # the CPU recipes' rows and the widest the lanes take (a build each)
 def test_cpu_lanes_are_warp_s_kernel_to_the_bit(features, monkeypatch):
     """On the CPU rows of up to MAX_FEATURES float32 features are encoded eight points a thread in SIMD lanes
     (hashgrid_lanes): the values of Warp's kernel to the bit, for point counts around a block's eight, points outside
