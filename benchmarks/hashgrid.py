@@ -16,8 +16,9 @@ their ratio. The PyTorch reference is tests/test_hashgrid.py's ``torch_hash_grid
 gradient are compared with the Warp ones before timing (with ``--table-dtype float16`` the reference gets the
 table rounded to float16, which is what the Warp kernels read).
 
-On the CPU the forward of a grid of up to 4 features a level runs in SIMD lanes (``headfields.encoders.hashgrid_lanes``);
-its row also times Warp's own kernel, which the lanes replace, in the same process, and prints the lanes' ratio.
+On the CPU the forward of a grid of up to ``hashgrid_lanes.MAX_FEATURES`` features a level runs in SIMD lanes
+(``headfields.encoders.hashgrid_lanes``); that forward is also timed by Warp's own kernel, which the lanes replace, in
+the same process, and a line after the table prints the lanes' ratio.
 
 On a loaded 2-core machine torch's two-thread element-wise operations slow down far more than Warp's launches
 (each waits for both threads); ``--threads 1`` gives the steadier comparison.
@@ -36,7 +37,7 @@ from pathlib import Path
 import torch
 
 import headfields.encoders.hashgrid as hashgrid
-from headfields.encoders import HashGrid, HashGridConfig
+from headfields.encoders import HashGrid, HashGridConfig, hashgrid_lanes
 from headfields.kernels import num_cpu_threads
 from headfields.models.insta import INSTA_HASH_GRID
 
@@ -136,12 +137,13 @@ def main() -> None:
         label, config = GRIDS[key]
         config = dataclasses.replace(config, table_dtype=args.table_dtype)
         print(f"{label}: ", end="")
-        lanes = device.type == "cpu" and config.table_dtype == "float32" and config.features_per_level <= 4
+        in_lanes = device.type == "cpu" and config.table_dtype == "float32"
+        in_lanes = in_lanes and config.features_per_level <= hashgrid_lanes.MAX_FEATURES
         for name, warp_fn, torch_fn in cases(config, x, gen):
             warp_s = median_seconds(warp_fn, args.repeats, device)
             torch_s = median_seconds(torch_fn, args.repeats, device)
             kernel_s = None
-            if lanes and name == "forward":  # the lanes against the kernel they replace
+            if in_lanes and name == "forward":  # the lanes against the kernel they replace
                 with warp_kernel():
                     kernel_s = median_seconds(warp_fn, args.repeats, device)
             rows.append((label, name, warp_s, torch_s, kernel_s))
