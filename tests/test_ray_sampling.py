@@ -331,6 +331,34 @@ def test_a_stratified_sampler_s_frame_shells_give_the_same_samples(padding):
     assert torch.equal(mixed.ray, sampler(Rays(origins, dirs, torch.arange(400) % 2), head, None, seeded()).ray)
 
 
+def test_a_labelled_march_gives_the_march_s_samples_and_their_cells_labels(device):
+    """march_labelled walks the cells of a nonzero label as march walks those cells, and gives each sample the label
+    of the cell its midpoint lies in (placed here in float64, away from the cells' faces: float32 may place a
+    midpoint within its rounding of a face on either side)."""
+    grid = OccupancyGrid(torch.tensor([[-1.0, -0.8, -1.2], [1.0, 0.8, 1.2]], device=device), (16, 12, 20))
+    g = torch.Generator().manual_seed(3)
+    labels = torch.randint(0, 3, grid.resolution, generator=g, dtype=torch.uint8).to(device)
+    origins = (torch.randn(400, 3, generator=g) * 0.3 + torch.tensor([0.0, 0.0, -3.0])).to(device)
+    dirs = torch.nn.functional.normalize(torch.randn(400, 3, generator=g) * 0.3 + torch.tensor([0.0, 0.0, 1.0]), dim=-1)
+    dirs = dirs.to(device)
+    samples, got = grid.march_labelled(origins, dirs, labels, step_size=0.01)
+    want = grid.march(origins, dirs, step_size=0.01, cells=labels > 0)
+    assert len(samples) > 10_000 and got.dtype == torch.uint8 and got.shape == samples.ray.shape
+    for name in ("ray", "t_start", "t_end"):
+        assert torch.equal(getattr(samples, name), getattr(want, name)), name
+    t = (samples.t_start.double() + samples.t_end.double()) / 2
+    x = origins.double()[samples.ray] + t[:, None] * dirs.double()[samples.ray]
+    position = (x - grid.aabb[0].double()) / grid.cell_size.double()
+    clear = ((position - position.round()).abs() > 1e-4).all(dim=1)
+    c = position.floor().long()
+    assert clear.float().mean() > 0.99 and set(got.unique().tolist()) == {1, 2}
+    assert torch.equal(got[clear], labels[c[clear, 0], c[clear, 1], c[clear, 2]])
+    with raises_naming("labels"):
+        grid.march_labelled(origins, dirs, labels > 0)
+    with raises_naming("labels"):
+        grid.march_labelled(origins, dirs, labels[:, :, :4])
+
+
 def test_march_cells_bad_input():
     grid = OccupancyGrid(torch.tensor([[-1.0] * 3, [1.0] * 3]), 8)
     o, d = torch.zeros(1, 3), torch.tensor([[0.0, 0.0, 1.0]])

@@ -4,7 +4,8 @@ The test runs in Warp on the frame's BVH (:func:`~headfields.geometry.within_dis
 face within ``max_distance``, and a far one at the first bounding boxes out of reach. A whole image of one frame
 classifies an occupancy grid's cells first (:func:`shell_cells`, one test a cell): the march skips the cells out of
 the shell's reach (a stratified sampler's samples there are dropped), and only the samples in cells across its edge
-need the test of their own.
+need the test of their own: the march and the strata label each sample with its cell's keep-or-test where they place
+it (:attr:`ShellCells.labels`, :func:`labelled_near_mesh`), so no second pass over the samples places them again.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import no_type_check
 
 import torch
 import warp as wp
-from jaxtyping import Bool, Float, Int
+from jaxtyping import Bool, Float, Int, UInt8
 from torch import Tensor
 
 from .. import kernels as _warp
@@ -23,7 +24,15 @@ from ..geometry import TriangleMesh, within_distance
 from .occupancy import OccupancyGrid, grid_cell
 from .samples import PackedSamples
 
-__all__ = ["CPU_SHELL", "ShellCells", "mesh_guided_filter", "near_mesh", "shell_cells", "stratified_shell_samples"]
+__all__ = [
+    "CPU_SHELL",
+    "ShellCells",
+    "labelled_near_mesh",
+    "mesh_guided_filter",
+    "near_mesh",
+    "shell_cells",
+    "stratified_shell_samples",
+]
 
 # metres: the mesh shell of every CPU recipe (cpu_config). It skips samples far from the tracked mesh for speed,
 # and with them detail off the template (benchmarks/hair.py measures the cost); the paper recipes have none.
@@ -31,6 +40,10 @@ CPU_SHELL = 0.03
 # A cell's points lie within its half diagonal of its centre; the bound is widened by this share of it so that a
 # point's cell computed in float32 (the march's, shell_cells') never falls on the wrong side of it.
 CELL_MARGIN = 1e-3
+
+
+# A sample's cell as ShellCells.labels labels it: dropped (out of the shell's reach), kept (wholly within it), tested.
+_DROP, _KEEP, _TEST = 0, 1, 2
 
 
 @dataclass(frozen=True)
@@ -45,6 +58,11 @@ class ShellCells:
     low: Float[Tensor, " 3"]  # the grid's low corner
     scale: Float[Tensor, " 3"]  # its cells per unit
 
+    @property
+    def labels(self) -> UInt8[Tensor, "X Y Z"]:
+        """Each cell as a sample there fares: dropped (0, out of reach), kept (1, wholly within), tested (2)."""
+        return self.inside.to(torch.uint8) + _TEST * (self.reach & ~self.inside).to(torch.uint8)
+
     def contains(self, points: Float[Tensor, "N 3"]) -> Bool[Tensor, " N"]:
         """Whether each point lies in a cell wholly within the shell (points outside the grid do not)."""
         return self.classify(points)[0]
@@ -58,10 +76,6 @@ class ShellCells:
         c = torch.minimum(c.clamp(min=0), res - 1)
         inside = in_grid & self.inside[c[:, 0], c[:, 1], c[:, 2]]
         return inside, ~inside & (~in_grid | self.reach[c[:, 0], c[:, 1], c[:, 2]])
-
-
-# A sample's cell as the kernels below see it: dropped (out of the shell's reach), kept (wholly within it), tested.
-_DROP, _KEEP, _TEST = 0, 1, 2
 
 
 @no_type_check
@@ -113,7 +127,7 @@ def _write_kernel(
     n: int,
     out_ray: wp.array(dtype=wp.int64),
     out_bin: wp.array(dtype=wp.int32),
-    out_test: wp.array(dtype=wp.uint8),
+    out_label: wp.array(dtype=wp.uint8),
     origins: wp.array(dtype=wp.vec3),
     dirs: wp.array(dtype=wp.vec3),
     near: wp.array(dtype=wp.float32),
@@ -130,7 +144,7 @@ def _write_kernel(
         if cell != _DROP:
             out_ray[s] = ray[i]
             out_bin[s] = b
-            out_test[s] = wp.uint8(cell == _TEST)
+            out_label[s] = wp.uint8(cell)
             s += wp.int64(1)
 
 
@@ -152,8 +166,8 @@ def stratified_shell_samples(
     and only those in cells across the shell's edge are tested against the mesh."""
     r, device, dtype = origins.shape[0], origins.device, near.dtype
     n = check_count("num_samples", num_samples, 1)
-    status = (shell.inside.to(torch.uint8) + 2 * (shell.reach & ~shell.inside).to(torch.uint8)).flatten()
-    grid = [status, wp.vec3i(*shell.inside.shape), wp.vec3(*shell.low.tolist()), wp.vec3(*shell.scale.tolist()), n]
+    shape, low, scale = wp.vec3i(*shell.inside.shape), wp.vec3(*shell.low.tolist()), wp.vec3(*shell.scale.tolist())
+    grid = [shell.labels.flatten(), shape, low, scale, n]
     per_ray = [t.detach().to(torch.float32).contiguous() for t in (origins, dirs, near, far)]
     count = torch.empty(r, dtype=torch.int32, device=device)
     _warp.launch_rows(_count_kernel, r, grid, [*per_ray, count], device)
@@ -161,9 +175,9 @@ def stratified_shell_samples(
     total = int(end[-1]) if r else 0
     ray = torch.empty(total, dtype=torch.long, device=device)
     index = torch.empty(total, dtype=torch.int32, device=device)
-    test = torch.empty(total, dtype=torch.uint8, device=device)
+    labels = torch.empty(total, dtype=torch.uint8, device=device)
     rays = torch.arange(r, device=device)
-    _warp.launch_rows(_write_kernel, r, [*grid, ray, index, test], [*per_ray, rays, end - count], device)
+    _warp.launch_rows(_write_kernel, r, [*grid, ray, index, labels], [*per_ray, rays, end - count], device)
     # stratified_points' and stratified_samples' operations on the kept bins alone (elementwise: the same bits): bin
     # b's centre, and its edges midway to its neighbours'.
     bins = index.to(dtype)
@@ -177,11 +191,28 @@ def stratified_shell_samples(
     t_start = torch.where(index == 0, near_r, (here + centre(-1.0)) / 2)
     t_end = torch.where(index == n - 1, far_r, (centre(1.0) + here) / 2)
     samples = PackedSamples._trusted(ray, t_start, t_end, r)
-    keep = test == 0
-    tested = torch.nonzero(~keep).squeeze(1)
-    points = PackedSamples._trusted(ray[tested], t_start[tested], t_end[tested], r).midpoints(origins, dirs).detach()
-    keep[tested] = within_distance(mesh, points, max_distance, torch.full_like(tested, shell.frame))
-    return samples.select(keep)
+    return samples.select(labelled_near_mesh(samples, labels, origins, dirs, mesh, shell.frame, max_distance))
+
+
+def labelled_near_mesh(
+    samples: PackedSamples,
+    labels: UInt8[Tensor, " S"],
+    origins: Float[Tensor, "R 3"],
+    dirs: Float[Tensor, "R 3"],
+    mesh: TriangleMesh,
+    frame: IntLike,
+    max_distance: float,
+) -> Bool[Tensor, " S"]:
+    """:func:`near_mesh` of samples in cells of one frame's shell, each with its cell's label
+    (:attr:`ShellCells.labels`, placed by whoever made the sample: the march, the strata): those in cells wholly
+    within the shell are kept and only those in cells across its edge tested against the mesh."""
+    keep = labels == _KEEP
+    tested = torch.nonzero(labels == _TEST).squeeze(1)
+    r = samples.num_rays
+    points = PackedSamples._trusted(samples.ray[tested], samples.t_start[tested], samples.t_end[tested], r)
+    points = points.midpoints(origins, dirs).detach()
+    keep[tested] = within_distance(mesh, points, max_distance, torch.full_like(tested, int(frame)))
+    return keep
 
 
 def shell_cells(

@@ -16,7 +16,7 @@ from typing import no_type_check
 
 import torch
 import warp as wp
-from jaxtyping import Bool, Float
+from jaxtyping import Bool, Float, UInt8
 from torch import Tensor, nn
 
 from .. import kernels as _warp
@@ -128,6 +128,8 @@ def _write_kernel(
     out_ray: wp.array(dtype=wp.int64),
     out_start: wp.array(dtype=wp.float32),
     out_end: wp.array(dtype=wp.float32),
+    has_cells: int,
+    out_cell: wp.array(dtype=wp.uint8),  # with has_cells: each sample's value in bits
     origins: wp.array(dtype=wp.vec3),
     dirs: wp.array(dtype=wp.vec3),
     near: wp.array(dtype=wp.float32),
@@ -146,12 +148,15 @@ def _write_kernel(
         t1 = wp.min(t + _step(t, step_size, max_step, cone_angle), t_far)
         if t1 <= t:
             break
-        if _occupied(bits, res, lo, scale, o + 0.5 * (t + t1) * d):
+        cell = grid_cell(res, lo, scale, o + 0.5 * (t + t1) * d)
+        if cell >= 0 and bits[cell] != wp.uint8(0):
             if s >= capacity:  # march_fixed's slots are full: the rest of this ray is cut
                 break
             out_ray[s] = ray[i]
             out_start[s] = t
             out_end[s] = t1
+            if has_cells != 0:
+                out_cell[s] = bits[cell]
             s += wp.int64(1)
             n += 1
         t = t1
@@ -360,6 +365,28 @@ class OccupancyGrid(nn.Module):
         total = int(end[-1]) if rays.count > 0 else 0
         return self._write(rays, count, end, total)
 
+    def march_labelled(
+        self,
+        origins: Float[Tensor, "R 3"],
+        dirs: Float[Tensor, "R 3"],
+        labels: UInt8[Tensor, "X Y Z"],
+        step_size: float | None = None,
+        validate: bool = True,
+    ) -> tuple[PackedSamples, UInt8[Tensor, " S"]]:
+        """:meth:`march` through the cells of a nonzero label instead of the occupied ones, each sample with the label
+        of its cell, read where the march reads whether to emit it (no second pass placing the samples in cells:
+        the shell's keep-or-test, :attr:`~headfields.renderers.mesh_sampler.ShellCells.labels`)."""
+        check_shape("labels", labels, list(self.resolution), device=self.aabb.device)
+        if labels.dtype != torch.uint8:
+            raise TypeError(f"labels: expected a uint8 tensor, got {labels.dtype}")
+        with validation(validate):
+            rays = self._rays(origins, dirs, 0.0, None, step_size, None, None, MAX_SAMPLES_PER_RAY, labels)
+        count = self._count(rays)
+        end = torch.cumsum(count, dim=0)
+        total = int(end[-1]) if rays.count > 0 else 0
+        out = torch.empty(total, dtype=torch.uint8, device=self.aabb.device)
+        return self._write(rays, count, end, total, out), out
+
     def march_fixed(
         self,
         origins: Float[Tensor, "R 3"],
@@ -399,7 +426,7 @@ class OccupancyGrid(nn.Module):
         if cells is None:
             cells = self.binary
         check_shape("cells", cells, list(self.resolution), device=device)
-        if cells.dtype != torch.bool:
+        if cells.dtype not in (torch.bool, torch.uint8):  # uint8: march_labelled's labels, checked there
             raise TypeError(f"cells: expected a bool tensor, got {cells.dtype}")
         check_float("origins", origins, [None, 3], device=device)
         r = origins.shape[0]
@@ -447,14 +474,16 @@ class OccupancyGrid(nn.Module):
         _warp.launch_rows(_count_kernel, rays.count, rays.shared, [*rays.per_ray, count], self.aabb.device)
         return count
 
-    def _write(self, rays: _MarchRays, count: Tensor, end: Tensor, slots: int) -> PackedSamples:
+    def _write(self, rays: _MarchRays, count: Tensor, end: Tensor, slots: int, labels: Tensor | None = None) -> PackedSamples:
         """The samples into ``slots`` slots; slots past the rays' samples (march_fixed's) stay zero-length
-        intervals at the far end of the last ray."""
+        intervals at the far end of the last ray. ``labels`` (uint8 ``[slots]``): each sample's value in the cells
+        marched, written there."""
         device, r = self.aabb.device, rays.count
         out_ray = torch.full((slots,), r - 1, dtype=torch.long, device=device)
         out_start = rays.far[r - 1 :].expand(slots).contiguous()
         out_end = out_start.clone()
-        outputs = [wp.int64(slots), out_ray, out_start, out_end]
+        out_labels = torch.empty(0, dtype=torch.uint8, device=device) if labels is None else labels
+        outputs = [wp.int64(slots), out_ray, out_start, out_end, int(labels is not None), out_labels]
         ray_index = torch.arange(r, device=device)
         _warp.launch_rows(_write_kernel, r, [*rays.shared, *outputs], [*rays.per_ray, ray_index, end - count], device)
         return PackedSamples._trusted(out_ray, out_start.to(rays.dtype), out_end.to(rays.dtype), r)

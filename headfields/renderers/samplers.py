@@ -24,7 +24,15 @@ from ..checks import check_count, check_positive, trusted_values
 from ..geometry import TriangleMesh
 from ..parametric import Head
 from .cameras import Rays
-from .mesh_sampler import CELL_MARGIN, ShellCells, mesh_guided_filter, near_mesh, shell_cells, stratified_shell_samples
+from .mesh_sampler import (
+    CELL_MARGIN,
+    ShellCells,
+    labelled_near_mesh,
+    mesh_guided_filter,
+    near_mesh,
+    shell_cells,
+    stratified_shell_samples,
+)
 from .occupancy import CONE_ANGLE, GRID_OCCUPIED_FRACTION, GRID_UNIFORM_FRACTION, GRID_WARMUP_STEPS, OccupancyGrid
 from .samples import PackedSamples, SlotSamples, ray_aabb, stratified_samples
 
@@ -170,10 +178,15 @@ class OccupancySampler(_FrameShells):
         """The march's samples; with ``slots``, in that many slots (:meth:`OccupancyGrid.march_fixed`: nothing read
         back), the shell's samples compacted in place."""
         if slots is None:
-            cells = self._cells_of(rays, head)  # with them, the march skips the cells out of the shell's reach
-            reach = None if cells is None else cells.reach
-            samples = self.grid.march(rays.origins, rays.directions, step_size=self.step_size, cells=reach)
-            return _shell(samples, rays, head, self.shell, cells)
+            cells = self._cells_of(rays, head)
+            if cells is None:
+                samples = self.grid.march(rays.origins, rays.directions, step_size=self.step_size)
+                return _shell(samples, rays, head, self.shell)
+            # The march skips the cells out of the shell's reach and says which of its samples lie in cells across
+            # its edge: only those are tested against the mesh.
+            o, d = rays.origins, rays.directions
+            samples, labels = self.grid.march_labelled(o, d, cells.labels, self.step_size)
+            return samples.select(labelled_near_mesh(samples, labels, o, d, head.posed_mesh, cells.frame, self.shell))
         fixed = self.grid.march_fixed(rays.origins, rays.directions, slots, step_size=self.step_size)
         if self.shell is None:
             return fixed
