@@ -18,8 +18,10 @@ face). Two backends compute it (``config.backend``):
 - ``"torch"``: Warp finds the face, torch ops recompute the frames and the map: the reference the kernels are
   tested against, and the route of second derivatives (``create_graph=True``) on either backend.
 
-Their queries differ (the kernel's needs no inside/outside sign), so where a shared vertex or edge is nearest
-they may pick different faces at one distance: 0.2% of the samples 1 cm around a posed FLAME head's vertices.
+Their queries differ (the kernel's needs no inside/outside sign); where a shared vertex or edge is nearest, both report
+the face of the lowest id that shares it (:mod:`headfields.geometry.ties`), so they pick different faces only where
+two faces' distances differ by a float32 rounding (0.02% of the samples 1 cm around a posed synthetic FLAME head's
+vertices, 0.15% before).
 
 Options, all off by default; face selections are Bool ``[F]`` masks given as data
 (:class:`~headfields.models.insta.Insta` builds INSTA's from the model's regions):

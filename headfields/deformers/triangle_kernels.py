@@ -46,6 +46,7 @@ from torch import Tensor
 from .. import kernels
 from ..geometry import TriangleMesh
 from ..geometry.queries import UNBOUNDED
+from ..geometry.ties import canonical_face, tie_tables
 from ..geometry.wide_bvh import nearest_faces
 
 # Candidates of a blended sample: the nearest face and its three edge neighbours.
@@ -315,6 +316,9 @@ def _kernels(scalar: type) -> tuple[Any, wp.Kernel, wp.Kernel]:
         known_face: int,
         mesh: _Mesh,
         has_dirs: int,
+        warp_points: wp.array2d(dtype=wp.vec3),  # the source mesh as the searches read it (geometry.ties)
+        vertex_face: wp.array(dtype=wp.int32),
+        edge_face: wp.array2d(dtype=wp.int32),
         queries: wp.array(dtype=wp.vec3),
         points: wp.array(dtype=vec3),
         frame: wp.array(dtype=wp.int64),
@@ -332,7 +336,9 @@ def _kernels(scalar: type) -> tuple[Any, wp.Kernel, wp.Kernel]:
             f = out_face[i]
         else:
             f = _query(mesh_ids, limit, has_limit, max_distance, queries, fr, i)
-            out_face[i] = f
+        # Of equally near faces (the closest point a shared edge or vertex), the lowest id, whichever search ran.
+        f = canonical_face(warp_points, mesh.faces, vertex_face, edge_face, fr, f, queries[i])
+        out_face[i] = f
         if f < 0:
             out_points[i] = x
             if has_dirs != 0:
@@ -529,7 +535,9 @@ class _FrameMap(torch.autograd.Function):
         outputs = [_vec3(points), _vec3(out_dirs), face]
         mesh_ids = mesh.warp_mesh_ids() if wide is None else wp.empty(1, dtype=wp.uint64, device=kernels.warp_device(device))
         struct = _mesh_struct(options, source, canonical)
+        ties = tie_tables(mesh.faces, mesh.num_vertices)
         shared = [mesh_ids, limit, has_limit, limit, int(wide is not None), struct, int(has_dirs)]
+        shared += [mesh.warp_points(), ties.vertex_face, ties.edge_face]
         kernels.launch_rows(_kernels(kernels.WARP_SCALARS[x.dtype])[1], n, [*shared, *inputs, *outputs], [order], device)
         ctx.face, ctx.order, ctx.options = face, order, options  # outputs of no gradient, kept as they are
         ctx.mark_non_differentiable(face)
