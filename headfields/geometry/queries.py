@@ -30,7 +30,7 @@ from ..checks import (
     validation,
 )
 from .mesh import TriangleMesh
-from .ties import canonical_face, closest_weights, tie_tables
+from .ties import canonical_answers
 from .triangles import closest_point_on_triangle, gather_triangles, gather_vertex_rows, ray_triangle
 from .wide_bvh import first_hits, nearest_faces, within_reach
 
@@ -92,59 +92,6 @@ def _closest_point_kernel(
         closest[i] = wp.vec3(0.0)
         distance[i] = wp.inf
         sign[i] = 0.0
-
-
-@no_type_check  # Warp parameter types are not Python type hints; keep the jaxtyping checker off them.
-@wp.kernel
-def _canonical_kernel(
-    points: wp.array2d(dtype=wp.vec3),
-    faces: wp.array2d(dtype=wp.int32),
-    vertex_face: wp.array(dtype=wp.int32),
-    edge_face: wp.array2d(dtype=wp.int32),
-    queries: wp.array(dtype=wp.vec3),
-    frame: wp.array(dtype=wp.int64),
-    face: wp.array(dtype=wp.int32),
-    bary: wp.array(dtype=wp.vec3),
-    closest: wp.array(dtype=wp.vec3),
-    distance: wp.array(dtype=wp.float32),
-):
-    """A search's answers with equally near faces told apart alike (:mod:`~headfields.geometry.ties`): the lowest
-    id, its weights, closest point and distance (in float64 from the float32 corners, as the wide BVH's answer)."""
-    i = wp.tid()
-    f = face[i]
-    fr = int(frame[i])
-    q = queries[i]
-    g = canonical_face(points, faces, vertex_face, edge_face, fr, f, q)
-    if g != f:
-        a = points[fr, faces[g, 0]]
-        b = points[fr, faces[g, 1]]
-        c = points[fr, faces[g, 2]]
-        v, w = closest_weights(a, b, c, q)
-        a64 = wp.vec3d(wp.float64(a[0]), wp.float64(a[1]), wp.float64(a[2]))
-        ab = wp.vec3d(wp.float64(b[0]), wp.float64(b[1]), wp.float64(b[2])) - a64
-        ac = wp.vec3d(wp.float64(c[0]), wp.float64(c[1]), wp.float64(c[2])) - a64
-        p64 = a64 + ab * v + ac * w
-        point = wp.vec3(wp.float32(p64[0]), wp.float32(p64[1]), wp.float32(p64[2]))
-        face[i] = g
-        bary[i] = wp.vec3(wp.float32(wp.float64(1.0) - v - w), wp.float32(v), wp.float32(w))
-        closest[i] = point
-        distance[i] = wp.length(q - point)
-
-
-def _canonical_faces(
-    mesh: TriangleMesh,
-    queries: Tensor,
-    frame: Tensor,
-    face: Tensor,
-    bary: Tensor,
-    closest: Tensor,
-    distance: Tensor,
-) -> None:
-    """Rewrite a nearest-face search's answers (float32, the frames' Warp space) where another face is as near: the
-    lowest id of those (:mod:`~headfields.geometry.ties`)."""
-    tables = tie_tables(mesh.faces, mesh.num_vertices)
-    shared = [mesh.warp_points(), mesh._faces32.view(-1, 3), tables.vertex_face, tables.edge_face]
-    kernels.launch_rows(_canonical_kernel, queries.shape[0], shared, [queries, frame, face, bary, closest, distance], mesh.device)
 
 
 @no_type_check  # Warp parameter types are not Python type hints; keep the jaxtyping checker off them.
@@ -382,7 +329,7 @@ def closest_point(
         else:
             shared = [mesh.warp_mesh_ids(), limit, int(signed), points32, frame, face, bary, point, distance, sign]
             kernels.launch_rows(_closest_point_kernel, n, shared, [order], mesh.device)
-        _canonical_faces(mesh, points32, frame, face, bary, point, distance)  # equally near faces: the lowest id
+        canonical_answers(mesh, points32, frame, face, bary, point, distance)  # equally near faces: the lowest id
         hit = face >= 0
         face = face.long()
         dtype = _query_dtype(mesh, points)

@@ -12,6 +12,7 @@ TIE_WEIGHT count as zero): every face that shares it has the same closest point,
 
     tables = tie_tables(faces, num_vertices)  # per topology: the lowest face id at each vertex and each edge
     f = canonical_face(points, faces, tables.vertex_face, tables.edge_face, frame, f, q)  # in a Warp kernel
+    canonical_answers(mesh, queries, frame, face, bary, closest, distance)  # a search's answers, rewritten
 """
 
 from __future__ import annotations
@@ -25,7 +26,10 @@ import warp as wp
 from jaxtyping import Int
 from torch import Tensor
 
-__all__ = ["TIE_WEIGHT", "TieTables", "canonical_face", "closest_weights", "tie_tables"]
+from .. import kernels
+from .mesh import TriangleMesh
+
+__all__ = ["TIE_WEIGHT", "TieTables", "canonical_answers", "canonical_face", "closest_weights", "tie_tables"]
 
 # A closest point whose weight of a corner is below this lies on the edge opposite it (two such weights: on the third
 # corner). Ericson's regions give a corner's or an edge's points exact zeros; the float32 searches may stop at a face
@@ -151,3 +155,56 @@ def canonical_face(
         elif small_w:
             g = edge_face[f, 2]
     return g
+
+
+@no_type_check  # Warp parameter types are not Python type hints; keep the jaxtyping checker off them.
+@wp.kernel
+def _canonical_kernel(
+    points: wp.array2d(dtype=wp.vec3),
+    faces: wp.array2d(dtype=wp.int32),
+    vertex_face: wp.array(dtype=wp.int32),
+    edge_face: wp.array2d(dtype=wp.int32),
+    queries: wp.array(dtype=wp.vec3),
+    frame: wp.array(dtype=wp.int64),
+    face: wp.array(dtype=wp.int32),
+    bary: wp.array(dtype=wp.vec3),
+    closest: wp.array(dtype=wp.vec3),
+    distance: wp.array(dtype=wp.float32),
+):
+    """:func:`canonical_answers` of one query: the new face's weights, point and distance in float64 from the float32
+    corners, as the wide BVH's answer."""
+    i = wp.tid()
+    f = face[i]
+    fr = int(frame[i])
+    q = queries[i]
+    g = canonical_face(points, faces, vertex_face, edge_face, fr, f, q)
+    if g != f:
+        a = points[fr, faces[g, 0]]
+        b = points[fr, faces[g, 1]]
+        c = points[fr, faces[g, 2]]
+        v, w = closest_weights(a, b, c, q)
+        a64 = wp.vec3d(wp.float64(a[0]), wp.float64(a[1]), wp.float64(a[2]))
+        ab = wp.vec3d(wp.float64(b[0]), wp.float64(b[1]), wp.float64(b[2])) - a64
+        ac = wp.vec3d(wp.float64(c[0]), wp.float64(c[1]), wp.float64(c[2])) - a64
+        p64 = a64 + ab * v + ac * w
+        point = wp.vec3(wp.float32(p64[0]), wp.float32(p64[1]), wp.float32(p64[2]))
+        face[i] = g
+        bary[i] = wp.vec3(wp.float32(wp.float64(1.0) - v - w), wp.float32(v), wp.float32(w))
+        closest[i] = point
+        distance[i] = wp.length(q - point)
+
+
+def canonical_answers(
+    mesh: TriangleMesh,
+    queries: Tensor,
+    frame: Tensor,
+    face: Tensor,
+    bary: Tensor,
+    closest: Tensor,
+    distance: Tensor,
+) -> None:
+    """Rewrite a nearest-face search's answers on ``mesh`` (float32, the frames' Warp space: face, weights, closest
+    point, distance) where other faces are as near: the lowest id of those, and its weights, point and distance."""
+    tables = tie_tables(mesh.faces, mesh.num_vertices)
+    shared = [mesh.warp_points(), mesh._faces32.view(-1, 3), tables.vertex_face, tables.edge_face]
+    kernels.launch_rows(_canonical_kernel, queries.shape[0], shared, [queries, frame, face, bary, closest, distance], mesh.device)
