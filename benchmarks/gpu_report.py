@@ -267,6 +267,8 @@ def frame_section(step: Step, results: Path, cuda: bool) -> list[str]:
             lines += ["", line]
         elif line.startswith("== baseline:"):  # the baseline's own tables follow, then the A/B's
             lines += ["", f"The baseline's renderers on the same run ({line.strip('= ')}):"]
+        elif line.startswith("== ours again"):  # ours timed again after the baseline: the drift during the A/B
+            lines += ["", "Ours again, right after the baseline's renders (the machine's drift during the A/B):"]
         elif line.startswith("|"):
             lines += [""] if not previous.startswith("|") else []  # a blank line before each table
             lines.append(line)

@@ -26,7 +26,9 @@ GPU, and the GPU's busy time against the frame's; on the CPU the operations by t
 ``--baseline CHECKOUT`` then runs that checkout's own benchmarks/render.py (its package) on the same trained runs
 and sizes (with its own default chunk), in a child process right after ours, and prints each frame's time against
 it: the A/B against the renderers as they were. Each run is handed to it as a copy that its ``load_run`` reads
-(``run_for_checkout.py``: the same weights, the fingerprint and the configuration in that checkout's format).
+(``run_for_checkout.py``: the same weights, the fingerprint and the configuration in that checkout's format). Ours are
+then timed once more (scores and viewer, ``after_baseline`` in render.json), with the ratios against those: where the
+machine's speed drifted during the A/B, the two ratios bracket it.
 """
 
 from __future__ import annotations
@@ -114,31 +116,43 @@ def held_out_frame(run, cameras, chunk: int | None = None, early_stop: float = E
     return render_pixels(render, cameras, 0, chunk)
 
 
-def measure(run, sizes: tuple[int, ...], chunk: int | None, repeats: int, device: torch.device) -> dict:
-    model, frames, head = run.model, run.subject.eval, run.eval_head
+def renderers(run, cameras, chunk: int | None) -> dict:
+    """The three ways a frame is rendered through camera 0 of ``cameras`` (it sees held-out frame 0's head): the
+    inference renderer as scored, as the viewer renders, and the training renderer."""
+    model, head = run.model, run.eval_head
     chunk = run.config.training.render_chunk if chunk is None else chunk
 
-    def renderers(cameras):  # camera 0 sees held-out frame 0's head
-        def interactive(cameras):  # the viewer's: instant-ngp's interactive stop, the MLPs' products in bfloat16
-            with products_in("bfloat16"):
-                return held_out_frame(run, cameras, chunk, INTERACTIVE_TRANSMITTANCE)
+    def interactive(cameras):  # the viewer's: instant-ngp's interactive stop, the MLPs' products in bfloat16
+        with products_in("bfloat16"):
+            return held_out_frame(run, cameras, chunk, INTERACTIVE_TRANSMITTANCE)
 
-        def training(rays):
-            return model.render(dataclasses.replace(rays, frame=torch.zeros_like(rays.frame)), head).composite.rgb
+    def training(rays):
+        return model.render(dataclasses.replace(rays, frame=torch.zeros_like(rays.frame)), head).composite.rgb
 
-        return {
-            "inference": lambda: held_out_frame(run, cameras, chunk),
-            "interactive": lambda: interactive(cameras),
-            "training": lambda: render_pixels(training, cameras, 0, TRAINING_CHUNK),
-        }
+    return {
+        "inference": lambda: held_out_frame(run, cameras, chunk),
+        "interactive": lambda: interactive(cameras),
+        "training": lambda: render_pixels(training, cameras, 0, TRAINING_CHUNK),
+    }
 
-    result = {"sizes": {}}
+
+def frame_times(run, sizes: tuple[int, ...], chunk: int | None, repeats: int, device: torch.device, only=None) -> dict:
+    """ms a frame at each size for each renderer (``only``: those of these names), the median of ``repeats`` after a
+    warm-up; printed as they come."""
+    times = {}
     for size in sizes:
-        cameras = resized_cameras(frames.cameras, size, size).to(device)
-        times = {name: median_seconds(render, repeats, device) for name, render in renderers(cameras).items()}
-        result["sizes"][size] = {f"{name}_ms": 1000 * t for name, t in times.items()}
-        print(f"  {size}²: " + ", ".join(f"{name} {1000 * t:,.0f} ms" for name, t in times.items()), flush=True)
-    images = {name: render().clamp(0, 1) for name, render in renderers(frames.cameras.to(device)).items()}
+        cameras = resized_cameras(run.subject.eval.cameras, size, size).to(device)
+        chosen = {name: render for name, render in renderers(run, cameras, chunk).items() if only is None or name in only}
+        seconds = {name: median_seconds(render, repeats, device) for name, render in chosen.items()}
+        times[size] = {f"{name}_ms": 1000 * t for name, t in seconds.items()}
+        print(f"  {size}²: " + ", ".join(f"{name} {1000 * t:,.0f} ms" for name, t in seconds.items()), flush=True)
+    return times
+
+
+def measure(run, sizes: tuple[int, ...], chunk: int | None, repeats: int, device: torch.device) -> dict:
+    frames = run.subject.eval
+    result = {"sizes": frame_times(run, sizes, chunk, repeats, device)}
+    images = {name: render().clamp(0, 1) for name, render in renderers(run, frames.cameras.to(device), chunk).items()}
     truth = frames.images[0].float() / 255
     result["psnr"] = {name: float(psnr(image, truth)) for name, image in images.items()}
     result["max_difference"] = float((images["inference"] - images["training"]).abs().max())
@@ -281,10 +295,10 @@ def main() -> None:
     recipe = args.recipe or ("paper" if device.type == "cuda" else "cpu")
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
     print(f"torch {torch.__version__}, {gpu or platform.processor() or 'CPU'}, {torch.get_num_threads()} threads")
-    results = {}
+    results, runs = {}, {}
     for name in args.only:
         folder = train_model(name, recipe, args.train_minutes, args.out, device)
-        run = load_run(folder, device)
+        runs[name] = run = load_run(folder, device)
         results[name] = measure(run, tuple(args.sizes), args.chunk, args.repeats, device)
         if args.anatomy:
             results[name]["anatomy"] = anatomy(run, max(args.sizes), device)
@@ -339,6 +353,25 @@ def main() -> None:
                 print(f"| {name} | {size}² | {new:,.0f} | {fast:,.0f} | {before:,.0f} | {base:,.0f} | "
                       f"{base / new:.2f}x | {base / fast:.2f}x | {before / new:.2f}x |")  # fmt: skip
             r["baseline"] = old[name]
+        save()
+        # Ours once more, right after the baseline: a machine whose speed drifts during the A/B (a shared VM moves a
+        # frame by a quarter within minutes) shows it here, and the ratios against both of ours bracket the truth.
+        print("\n== ours again, after the baseline ==", flush=True)
+        for name, r in results.items():
+            print(f"{name}:", flush=True)
+            again = frame_times(runs[name], tuple(args.sizes), args.chunk, args.repeats, device, ("inference", "interactive"))
+            r["after_baseline"] = {"sizes": again}
+        print(
+            "\n| model | size | inference ms, before / after the baseline | interactive ms, before / after | "
+            "baseline training / inference, after | baseline training / interactive, after |"
+        )
+        print("|---|---:|---:|---:|---:|---:|")
+        for name, r in results.items():
+            for size, t in r["sizes"].items():
+                a, base = r["after_baseline"]["sizes"][size], old[name]["sizes"][str(size)]["training_ms"]
+                print(f"| {name} | {size}² | {t['inference_ms']:,.0f} / {a['inference_ms']:,.0f} | "
+                      f"{t['interactive_ms']:,.0f} / {a['interactive_ms']:,.0f} | {base / a['inference_ms']:.2f}x | "
+                      f"{base / a['interactive_ms']:.2f}x |")  # fmt: skip
         save()
 
 

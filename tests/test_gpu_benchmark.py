@@ -154,6 +154,17 @@ def test_fallback_frame_figures_match_render_json(fallback_run):
     assert shown_ours == pytest.approx(ours, abs=0.51)
     assert over_training == pytest.approx(base["training_ms"] / ours, abs=0.006)
     assert over_before == pytest.approx(base["inference_ms"] / ours, abs=0.006)
+    # ours timed again after the baseline, and the ratios against those: the drift during the A/B
+    after = json.loads((out / "render.json").read_text())["models"]["insta"]["after_baseline"]["sizes"]["32"]
+    assert "Ours again, right after the baseline's renders" in text
+    pattern = rf"^\| insta \| 32² \| {number} / {number} \| {number} / {number} \| {ratio} \| {ratio} \|$"
+    row = re.search(pattern, text, flags=re.M)
+    assert row is not None
+    first, again, first_fast, again_fast, over_again, over_again_fast = (float(v.replace(",", "")) for v in row.groups())
+    assert [first, first_fast] == pytest.approx([ours, timings["interactive_ms"]], abs=0.51)
+    assert [again, again_fast] == pytest.approx([after["inference_ms"], after["interactive_ms"]], abs=0.51) and again > 0
+    assert over_again == pytest.approx(base["training_ms"] / after["inference_ms"], abs=0.006)
+    assert over_again_fast == pytest.approx(base["training_ms"] / after["interactive_ms"], abs=0.006)
 
 
 def test_fallback_frame_variants(fallback_run):
