@@ -95,3 +95,18 @@ def test_a_rendered_frame_is_the_same_before_and_after_the_wide_bvh(monkeypatch)
         faces.append(TriangleFrameDeformer()(x, make_head(v[None], v, f), 0, None).face)
     assert walks == [len(x)]  # Warp's search first, then the wide BVH's walk
     assert torch.equal(faces[0], faces[1]) and torch.equal(faces[0][: len(expected)], expected)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_a_point_a_hair_inside_a_face_keeps_it(device, dtype):
+    """A point on the mesh 1e-6 of an edge inside a face, or just off it: the face across the edge is farther than
+    the tie's tolerance, so the face it lies on is reported (the nearest by far, at a distance of 0 or about 0)."""
+    v, f = uv_sphere(8, 12, dtype=dtype)
+    tri = v[f]
+    weights = torch.tensor([0.5 - 5e-7, 0.5 - 5e-7, 1e-6], dtype=dtype)  # next to the edge opposite corner 2
+    on = (weights[None, :, None] * tri).sum(dim=1)
+    normals = F.normalize(torch.linalg.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), dim=-1)
+    for lift in (0.0, 1e-9):
+        x = (on + lift * normals).to(device)
+        q = closest_point(TriangleMesh(v[None].to(device), f.to(device)), x, signed=False)
+        assert torch.equal(q.face.cpu(), torch.arange(f.shape[0])) and (q.distance < 1e-6).all()

@@ -37,6 +37,9 @@ __all__ = ["TIE_WEIGHT", "TieTables", "canonical_answers", "canonical_face", "cl
 # edge to within 1e-8 of the distance. The faces then tie as well: a weight this small moves the point by 1e-5 of an
 # edge (0.05 µm on FLAME's face).
 TIE_WEIGHT = wp.constant(1e-5)
+# ... as long as the face across is as near to within this share of the distance: a point on the mesh (or a hair off
+# it) whose closest point lies 1e-5 of an edge inside a face is nearer that face than the next by far more.
+TIE_DISTANCE = 1e-6
 
 
 @dataclass(frozen=True)
@@ -133,11 +136,14 @@ def canonical_face(
     q: wp.vec3,
 ):
     """The lowest id among the faces of frame ``fr``'s mesh (float32 ``points [frames, V]``, the searches' own) that
-    share the corner or edge of face ``f`` closest to ``q`` (within TIE_WEIGHT of it): ``f`` itself where the closest
-    point lies inside it (or ``f`` is -1)."""
+    share the corner or edge of face ``f`` closest to ``q`` (within TIE_WEIGHT of it), where that face is as near as
+    ``f`` (within TIE_DISTANCE); else ``f`` itself, as where the closest point lies inside it (or ``f`` is -1)."""
     g = f
     if f >= 0:
-        v, w = closest_weights(points[fr, faces[f, 0]], points[fr, faces[f, 1]], points[fr, faces[f, 2]], q)
+        a = points[fr, faces[f, 0]]
+        b = points[fr, faces[f, 1]]
+        c = points[fr, faces[f, 2]]
+        v, w = closest_weights(a, b, c, q)
         tie = wp.float64(TIE_WEIGHT)
         small_u = wp.float64(1.0) - v - w < tie
         small_v = v < tie
@@ -154,7 +160,26 @@ def canonical_face(
             g = edge_face[f, 1]
         elif small_w:
             g = edge_face[f, 2]
+        if g != f:  # as near to within TIE_DISTANCE of the distance (and float64's rounding of the face's size), or not
+            d_f = _distance(a, b, c, q, v, w)
+            ga = points[fr, faces[g, 0]]
+            gb = points[fr, faces[g, 1]]
+            gc = points[fr, faces[g, 2]]
+            gv, gw = closest_weights(ga, gb, gc, q)
+            size = wp.float64(wp.length(b - a) + wp.length(c - a))
+            if _distance(ga, gb, gc, q, gv, gw) > d_f * wp.float64(1.0 + TIE_DISTANCE) + wp.float64(1e-9) * size:
+                g = f
     return g
+
+
+@no_type_check
+@wp.func
+def _distance(a: wp.vec3, b: wp.vec3, c: wp.vec3, q: wp.vec3, v: wp.float64, w: wp.float64):
+    """``|q - (a + v (b - a) + w (c - a))|`` in float64."""
+    a64 = wp.vec3d(wp.float64(a[0]), wp.float64(a[1]), wp.float64(a[2]))
+    ab = wp.vec3d(wp.float64(b[0]), wp.float64(b[1]), wp.float64(b[2])) - a64
+    ac = wp.vec3d(wp.float64(c[0]), wp.float64(c[1]), wp.float64(c[2])) - a64
+    return wp.length(wp.vec3d(wp.float64(q[0]), wp.float64(q[1]), wp.float64(q[2])) - (a64 + ab * v + ac * w))
 
 
 @no_type_check  # Warp parameter types are not Python type hints; keep the jaxtyping checker off them.
