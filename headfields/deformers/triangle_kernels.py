@@ -337,7 +337,7 @@ def _kernels(scalar: type) -> tuple[Any, wp.Kernel, wp.Kernel]:
         else:
             f = _query(mesh_ids, limit, has_limit, max_distance, queries, fr, i)
         # Of equally near faces (the closest point a shared edge or vertex), the lowest id, whichever search ran.
-        f = canonical_face(warp_points, mesh.faces, vertex_face, edge_face, fr, f, queries[i])
+        f, _v, _w = canonical_face(warp_points, mesh.faces, vertex_face, edge_face, fr, f, queries[i])
         out_face[i] = f
         if f < 0:
             out_points[i] = x

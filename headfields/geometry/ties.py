@@ -11,7 +11,7 @@ Collision Detection" 5.1.5, in float64 from the float32 corners and query the se
 TIE_WEIGHT count as zero): every face that shares it has the same closest point, so every search reports one face.
 
     tables = tie_tables(faces, num_vertices)  # per topology: the lowest face id at each vertex and each edge
-    f = canonical_face(points, faces, tables.vertex_face, tables.edge_face, frame, f, q)  # in a Warp kernel
+    f, v, w = canonical_face(points, faces, tables.vertex_face, tables.edge_face, frame, f, q)  # in a Warp kernel
     canonical_answers(mesh, queries, frame, face, bary, closest, distance)  # a search's answers, rewritten
 """
 
@@ -80,15 +80,20 @@ def tie_tables(faces: Int[Tensor, "F 3"], num_vertices: int) -> TieTables:
 
 @no_type_check  # Warp parameter types are not Python type hints; keep the jaxtyping checker off them.
 @wp.func
+def _wide(x: wp.vec3):
+    """``x`` in float64."""
+    return wp.vec3d(wp.float64(x[0]), wp.float64(x[1]), wp.float64(x[2]))
+
+
+@no_type_check
+@wp.func
 def closest_weights(a: wp.vec3, b: wp.vec3, c: wp.vec3, q: wp.vec3):
     """The weights ``v``, ``w`` of ``b`` and ``c`` of the point of triangle ``(a, b, c)`` closest to ``q`` (Ericson's
     regions, in float64: a corner's or an edge's weights are exact zeros and ones)."""
-    ax = wp.float64(a[0])
-    ay = wp.float64(a[1])
-    az = wp.float64(a[2])
-    ab = wp.vec3d(wp.float64(b[0]) - ax, wp.float64(b[1]) - ay, wp.float64(b[2]) - az)
-    ac = wp.vec3d(wp.float64(c[0]) - ax, wp.float64(c[1]) - ay, wp.float64(c[2]) - az)
-    ap = wp.vec3d(wp.float64(q[0]) - ax, wp.float64(q[1]) - ay, wp.float64(q[2]) - az)
+    a64 = _wide(a)
+    ab = _wide(b) - a64
+    ac = _wide(c) - a64
+    ap = _wide(q) - a64
     zero = wp.float64(0.0)
     one = wp.float64(1.0)
     d1 = wp.dot(ab, ap)
@@ -137,8 +142,11 @@ def canonical_face(
 ):
     """The lowest id among the faces of frame ``fr``'s mesh (float32 ``points [frames, V]``, the searches' own) that
     share the corner or edge of face ``f`` closest to ``q`` (within TIE_WEIGHT of it), where that face is as near as
-    ``f`` (within TIE_DISTANCE); else ``f`` itself, as where the closest point lies inside it (or ``f`` is -1)."""
+    ``f`` (within TIE_DISTANCE); else ``f`` itself, as where the closest point lies inside it (or ``f`` is -1). With
+    it, the weights ``v``, ``w`` of its closest point (:func:`closest_weights`; 0 where ``f`` is -1)."""
     g = f
+    v = wp.float64(0.0)
+    w = wp.float64(0.0)
     if f >= 0:
         a = points[fr, faces[f, 0]]
         b = points[fr, faces[f, 1]]
@@ -161,25 +169,33 @@ def canonical_face(
         elif small_w:
             g = edge_face[f, 2]
         if g != f:  # as near to within TIE_DISTANCE of the distance (and float64's rounding of the face's size), or not
-            d_f = _distance(a, b, c, q, v, w)
             ga = points[fr, faces[g, 0]]
             gb = points[fr, faces[g, 1]]
             gc = points[fr, faces[g, 2]]
             gv, gw = closest_weights(ga, gb, gc, q)
             size = wp.float64(wp.length(b - a) + wp.length(c - a))
-            if _distance(ga, gb, gc, q, gv, gw) > d_f * wp.float64(1.0 + TIE_DISTANCE) + wp.float64(1e-9) * size:
+            reach = _distance(a, b, c, q, v, w) * wp.float64(1.0 + TIE_DISTANCE) + wp.float64(1e-9) * size
+            if _distance(ga, gb, gc, q, gv, gw) > reach:
                 g = f
-    return g
+            else:
+                v = gv
+                w = gw
+    return g, v, w
+
+
+@no_type_check
+@wp.func
+def _point(a: wp.vec3, b: wp.vec3, c: wp.vec3, v: wp.float64, w: wp.float64):
+    """``a + v (b - a) + w (c - a)`` in float64."""
+    a64 = _wide(a)
+    return a64 + (_wide(b) - a64) * v + (_wide(c) - a64) * w
 
 
 @no_type_check
 @wp.func
 def _distance(a: wp.vec3, b: wp.vec3, c: wp.vec3, q: wp.vec3, v: wp.float64, w: wp.float64):
     """``|q - (a + v (b - a) + w (c - a))|`` in float64."""
-    a64 = wp.vec3d(wp.float64(a[0]), wp.float64(a[1]), wp.float64(a[2]))
-    ab = wp.vec3d(wp.float64(b[0]), wp.float64(b[1]), wp.float64(b[2])) - a64
-    ac = wp.vec3d(wp.float64(c[0]), wp.float64(c[1]), wp.float64(c[2])) - a64
-    return wp.length(wp.vec3d(wp.float64(q[0]), wp.float64(q[1]), wp.float64(q[2])) - (a64 + ab * v + ac * w))
+    return wp.length(_wide(q) - _point(a, b, c, v, w))
 
 
 @no_type_check  # Warp parameter types are not Python type hints; keep the jaxtyping checker off them.
@@ -202,16 +218,9 @@ def _canonical_kernel(
     f = face[i]
     fr = int(frame[i])
     q = queries[i]
-    g = canonical_face(points, faces, vertex_face, edge_face, fr, f, q)
+    g, v, w = canonical_face(points, faces, vertex_face, edge_face, fr, f, q)
     if g != f:
-        a = points[fr, faces[g, 0]]
-        b = points[fr, faces[g, 1]]
-        c = points[fr, faces[g, 2]]
-        v, w = closest_weights(a, b, c, q)
-        a64 = wp.vec3d(wp.float64(a[0]), wp.float64(a[1]), wp.float64(a[2]))
-        ab = wp.vec3d(wp.float64(b[0]), wp.float64(b[1]), wp.float64(b[2])) - a64
-        ac = wp.vec3d(wp.float64(c[0]), wp.float64(c[1]), wp.float64(c[2])) - a64
-        p64 = a64 + ab * v + ac * w
+        p64 = _point(points[fr, faces[g, 0]], points[fr, faces[g, 1]], points[fr, faces[g, 2]], v, w)
         point = wp.vec3(wp.float32(p64[0]), wp.float32(p64[1]), wp.float32(p64[2]))
         face[i] = g
         bary[i] = wp.vec3(wp.float32(wp.float64(1.0) - v - w), wp.float32(v), wp.float32(w))
