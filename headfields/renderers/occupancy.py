@@ -360,10 +360,7 @@ class OccupancyGrid(nn.Module):
         """
         with validation(validate):
             rays = self._rays(origins, dirs, near, far, step_size, cone_angle, max_step, max_samples_per_ray, cells)
-        count = self._count(rays)
-        end = torch.cumsum(count, dim=0)
-        total = int(end[-1]) if rays.count > 0 else 0
-        return self._write(rays, count, end, total)
+        return self._packed(rays, False)[0]
 
     def march_labelled(
         self,
@@ -381,11 +378,16 @@ class OccupancyGrid(nn.Module):
             raise TypeError(f"labels: expected a uint8 tensor, got {labels.dtype}")
         with validation(validate):
             rays = self._rays(origins, dirs, 0.0, None, step_size, None, None, MAX_SAMPLES_PER_RAY, labels)
+        return self._packed(rays, True)
+
+    def _packed(self, rays: _MarchRays, labelled: bool) -> tuple[PackedSamples, Tensor | None]:
+        """Both passes of a march with as many slots as samples (the count read back), and with ``labelled`` each
+        sample's value in the cells marched."""
         count = self._count(rays)
         end = torch.cumsum(count, dim=0)
         total = int(end[-1]) if rays.count > 0 else 0
-        out = torch.empty(total, dtype=torch.uint8, device=self.aabb.device)
-        return self._write(rays, count, end, total, out), out
+        labels = torch.empty(total, dtype=torch.uint8, device=self.aabb.device) if labelled else None
+        return self._write(rays, count, end, total, labels), labels
 
     def march_fixed(
         self,
