@@ -34,10 +34,10 @@ status is 1 if any step failed or was skipped:
    of 5): the inference renderer as the evaluation scores (stop at 1e-4), as the viewer renders (1e-2, bfloat16
    products: INSTA's own renderer stops at 1e-2) and the training renderer, against issue 40's goal of 33 ms a 512²
    frame (30 frames a second), and the 512² frame's kernels by their GPU time; with ``--baseline CHECKOUT``, that
-   checkout's renderers on the same run too (render.py's A/B: the previous code in the same call); then
-   ``benchmarks/frame_variants.py`` on the same run: the 512² frame under each knob a GPU has yet to settle (the
-   queries' Morton sort, the cap on a round's steps, the rounds' size, a float16 hash table, BVH leaves of 2 and 8
-   triangles), interleaved; then, in a call of its own, the fused decoder (``decoders.fused_nerf``) against "as is";
+   checkout's renderers on the same run too (render.py's A/B: the previous code in the same call, the two taking
+   turns); then ``benchmarks/frame_variants.py`` on the same run: the 512² frame under each knob a GPU has yet to
+   settle (the queries' Morton sort, the cap on a round's steps, the rounds' size, a float16 hash table, BVH leaves
+   of 2 and 8 triangles), interleaved; then, in a call of its own, the fused decoder (``decoders.fused_nerf``) against "as is";
 5. on CUDA only, every other example (the paper models and the mixes, each at its default recipe on CUDA) and
    ``benchmarks/nphm.py`` for ``--example-minutes`` each (default 0: left out) into ``OUT/examples/``: a
    check that each CUDA path trains and evaluates, with its it/s, peak memory and held-out PSNR (a minute is far

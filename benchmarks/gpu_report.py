@@ -265,10 +265,9 @@ def frame_section(step: Step, results: Path, cuda: bool) -> list[str]:
     for line in step.stdout.splitlines():
         if "under the profiler" in line:  # the profile's heading: the frame's time and the device's busy time
             lines += ["", line]
-        elif line.startswith("== baseline:"):  # the baseline's own tables follow, then the A/B's
-            lines += ["", f"The baseline's renderers on the same run ({line.strip('= ')}):"]
-        elif line.startswith("== ours again"):  # ours timed again after the baseline: the drift during the A/B
-            lines += ["", "Ours again, right after the baseline's renders (the machine's drift during the A/B):"]
+        elif line.startswith("== taking turns with the baseline:"):  # the A/B's table follows
+            checkout = line.split("baseline: ", 1)[1].rstrip(" =")
+            lines += ["", f"Ours and the baseline's renderers taking turns on the same run (baseline: {checkout}):"]
         elif line.startswith("|"):
             lines += [""] if not previous.startswith("|") else []  # a blank line before each table
             lines.append(line)

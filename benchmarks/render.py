@@ -23,12 +23,14 @@ rays with samples, their samples, their opacity, and the share of samples in fro
 the largest frame once more under ``torch.profiler``: on CUDA the kernels (Warp's among them) by their time on the
 GPU, and the GPU's busy time against the frame's; on the CPU the operations by their own time.
 
-``--baseline CHECKOUT`` then runs that checkout's own benchmarks/render.py (its package) on the same trained runs
-and sizes (with its own default chunk), in a child process right after ours, and prints each frame's time against
-it: the A/B against the renderers as they were. Each run is handed to it as a copy that its ``load_run`` reads
-(``run_for_checkout.py``: the same weights, the fingerprint and the configuration in that checkout's format). Ours are
-then timed once more (scores and viewer, ``after_baseline`` in render.json), with the ratios against those: where the
-machine's speed drifted during the A/B, the two ratios bracket it.
+``--baseline CHECKOUT`` then renders the same frames by that checkout's renderers (its package), ours and theirs
+taking turns: ``frame_turns.py``, run with the checkout's package in a child process, loads each run once and
+renders a frame when asked while ours waits, and ours render while it waits. For each
+size, after a warm-up of each, ``--repeats`` turns of ours (scores, viewer) then theirs (training renderer, inference
+renderer); printed and written (``baseline`` in render.json): the medians of each and the medians of the turns'
+ratios. A shared machine's speed drifts by a quarter within minutes; taking turns puts the drift on both sides alike.
+Each run is handed to the checkout as a copy that its ``load_run`` reads (``run_for_checkout.py``: the same weights,
+the fingerprint and the configuration in that checkout's format).
 """
 
 from __future__ import annotations
@@ -45,8 +47,10 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from statistics import median
 from unittest import mock
 
+import frame_turns
 import torch
 from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
@@ -69,6 +73,12 @@ from avatars import median_seconds
 MODELS = ("insta", "monoavatar", "portrait360", "hyper_neus")  # the default; --only takes any registered model but MonoNPHM
 CHOICES = tuple(name for name in REGISTERED if name != "mononphm")  # a prior to train first: benchmarks/nphm.py
 SIZES = (128, 256, 512)
+# render.json's ratios of the turns (--baseline): each the median over the turns of one time over another
+TURN_RATIOS = {
+    "training_over_inference": ("baseline_training", "inference"),  # the issue's: the renderer the evaluation ran
+    "training_over_interactive": ("baseline_training", "interactive"),
+    "inference_over_inference": ("baseline_inference", "inference"),  # like for like
+}
 TRAINING_CHUNK = 8192  # rays a call of the training renderer: TrainingConfig's render_chunk, which fits every model
 
 
@@ -214,30 +224,78 @@ def _points(samples, rays, index):
     return rays.origins[ray] + samples.t_mid[index, None] * rays.directions[ray], rays.directions[ray], rays.frame[ray]
 
 
-def baseline(checkout: Path, args: argparse.Namespace) -> dict:
-    """``checkout``'s benchmarks/render.py on our runs (copied into ``--out/baseline`` as it reads them, else linked): its
-    render.json's models."""
-    out = (args.out / "baseline").resolve()  # the child runs in its checkout
+def baseline_copies(checkout: Path, args: argparse.Namespace) -> dict[str, Path]:
+    """Each of our runs as ``checkout``'s ``load_run`` reads it, in ``--out/baseline`` (a copy, else a link)."""
+    out = (args.out / "baseline").resolve()  # the checkout's processes run in it
     out.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "PYTHONPATH": str(checkout)}
     this = checkout == Path(__file__).resolve().parents[1]  # this checkout reads its own runs as they are
+    copies = {}
     for name in args.only:  # each run copied as the checkout's load_run reads it (run_for_checkout.py), else linked
         copy, run = out / name, (args.out / name).resolve()
+        copies[name] = copy
         if copy.is_symlink() or copy.is_file():
             copy.unlink()
         rebase = [sys.executable, str(Path(__file__).with_name("run_for_checkout.py")), str(run), str(copy)]
-        if this or subprocess.run(rebase, cwd=checkout, env=env).returncode != 0:
+        if this or subprocess.run(rebase, cwd=checkout, env=_with_package(checkout)).returncode != 0:
             if not this:
-                print(f"--baseline: {name} could not be copied for {checkout}; its render.py reads our run as it is")
+                print(f"--baseline: {name} could not be copied for {checkout}; its load_run reads our run as it is")
             shutil.rmtree(copy, ignore_errors=True)
             copy.symlink_to(run, target_is_directory=True)
-    command = [sys.executable, str(checkout / "benchmarks" / "render.py"), "--only", *args.only, "--device", args.device]
-    command += ["--sizes", *map(str, args.sizes), "--repeats", str(args.repeats), "--out", str(out)]
-    print(f"\n== baseline: {checkout} ==", flush=True)
-    code = subprocess.run(command, cwd=checkout, env=env).returncode
-    if code != 0:
-        raise SystemExit(f"--baseline: its render.py exited with status {code}")
-    return json.loads((out / "render.json").read_text())["models"]
+    return copies
+
+
+def _with_package(checkout: Path) -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(checkout)}
+
+
+def their_frames(checkout: Path, run: Path, device: str) -> subprocess.Popen:
+    """frame_turns.py on ``run`` with ``checkout``'s package, loaded and waiting for its first request."""
+    script = Path(__file__).with_name("frame_turns.py")
+    command = [sys.executable, str(script), str(run), "--device", device]
+    pipes = dict(stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    worker = subprocess.Popen(command, cwd=checkout, env=_with_package(checkout), **pipes)
+    _answer(worker)
+    return worker
+
+
+def their_seconds(worker: subprocess.Popen, renderer: str, size: int) -> float:
+    worker.stdin.write(f"{renderer} {size}\n")
+    worker.stdin.flush()
+    return _answer(worker)["seconds"]
+
+
+def _answer(worker: subprocess.Popen) -> dict:
+    """The worker's next answer; the lines before it (its package's messages) are printed as they come."""
+    for line in worker.stdout:
+        if line.startswith(frame_turns.ANSWER):
+            return json.loads(line[len(frame_turns.ANSWER) :])
+        print(line, end="", flush=True)
+    raise SystemExit(f"--baseline: its frame_turns.py exited with status {worker.wait()}")
+
+
+def taking_turns(run, worker: subprocess.Popen, sizes: tuple[int, ...], chunk: int | None, repeats: int, device) -> dict:
+    """ms a frame, ours (scores, viewer) and theirs (training, inference renderers) in turns: each renderer's times
+    in the order they ran (after one untimed turn), their medians, and the medians of the turns' ratios."""
+    result = {"sizes": {}, "turns": {}, "ratios": {}}
+    for size in sizes:
+        cameras = resized_cameras(run.subject.eval.cameras, size, size).to(device)
+        ours = renderers(run, cameras, chunk)
+        turns = [
+            {
+                "inference": 1000 * timed(ours["inference"])[1],
+                "interactive": 1000 * timed(ours["interactive"])[1],
+                "baseline_training": 1000 * their_seconds(worker, "training", size),
+                "baseline_inference": 1000 * their_seconds(worker, "inference", size),
+            }
+            for _ in range(repeats + 1)
+        ][1:]  # the first a warm-up of each
+        result["turns"][size] = times = {key: [turn[key] for turn in turns] for key in turns[0]}
+
+        theirs = {"training_ms": times["baseline_training"], "inference_ms": times["baseline_inference"]}
+        result["sizes"][size] = {key: median(ms) for key, ms in theirs.items()}
+        result["ratios"][size] = {name: median(turn[a] / turn[b] for turn in turns) for name, (a, b) in TURN_RATIOS.items()}
+        print(f"  {size}²: " + ", ".join(f"{key} {median(ms):,.0f} ms" for key, ms in times.items()), flush=True)
+    return result
 
 
 def profile_rows(events, cuda: bool) -> list[tuple[str, int, float]]:
@@ -338,41 +396,33 @@ def main() -> None:
 
     save()
     if args.baseline is not None:
-        old = baseline(args.baseline.resolve(), args)
+        checkout = args.baseline.resolve()
+        copies = baseline_copies(checkout, args)
+        print(f"\n== taking turns with the baseline: {checkout} ==", flush=True)
+        for name, r in results.items():
+            print(f"{name}:", flush=True)
+            worker = their_frames(checkout, copies[name], args.device)
+            try:
+                r["baseline"] = {"checkout": str(checkout)}
+                r["baseline"].update(taking_turns(runs[name], worker, tuple(args.sizes), args.chunk, args.repeats, device))
+            finally:
+                worker.stdin.close()
+                worker.wait()
+            save()
         # The issue's ratios: the baseline's training renderer (the renderer the evaluation ran) over ours; and ours
-        # against the baseline's own inference renderer, like for like.
+        # against the baseline's own inference renderer, like for like. Each the median of the turns' ratios.
         print(
             "\n| model | size | inference ms | interactive ms | baseline inference ms | baseline training ms | "
             "baseline training / inference | baseline training / interactive | baseline inference / inference |"
         )
         print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
         for name, r in results.items():
-            for size, t in r["sizes"].items():
-                b = old[name]["sizes"][str(size)]
-                new, fast, base, before = t["inference_ms"], t["interactive_ms"], b["training_ms"], b["inference_ms"]
-                print(f"| {name} | {size}² | {new:,.0f} | {fast:,.0f} | {before:,.0f} | {base:,.0f} | "
-                      f"{base / new:.2f}x | {base / fast:.2f}x | {before / new:.2f}x |")  # fmt: skip
-            r["baseline"] = old[name]
-        save()
-        # Ours once more, right after the baseline: a machine whose speed drifts during the A/B (a shared VM moves a
-        # frame by a quarter within minutes) shows it here, and the ratios against both of ours bracket the truth.
-        print("\n== ours again, after the baseline ==", flush=True)
-        for name, r in results.items():
-            print(f"{name}:", flush=True)
-            again = frame_times(runs[name], tuple(args.sizes), args.chunk, args.repeats, device, ("inference", "interactive"))
-            r["after_baseline"] = {"sizes": again}
-        print(
-            "\n| model | size | inference ms, before / after the baseline | interactive ms, before / after | "
-            "baseline training / inference, after | baseline training / interactive, after |"
-        )
-        print("|---|---:|---:|---:|---:|---:|")
-        for name, r in results.items():
-            for size, t in r["sizes"].items():
-                a, base = r["after_baseline"]["sizes"][size], old[name]["sizes"][str(size)]["training_ms"]
-                print(f"| {name} | {size}² | {t['inference_ms']:,.0f} / {a['inference_ms']:,.0f} | "
-                      f"{t['interactive_ms']:,.0f} / {a['interactive_ms']:,.0f} | {base / a['inference_ms']:.2f}x | "
-                      f"{base / a['interactive_ms']:.2f}x |")  # fmt: skip
-        save()
+            b = r["baseline"]
+            for size in args.sizes:
+                t, theirs, q = b["turns"][size], b["sizes"][size], b["ratios"][size]
+                print(f"| {name} | {size}² | {median(t['inference']):,.0f} | {median(t['interactive']):,.0f} | "
+                      f"{theirs['inference_ms']:,.0f} | {theirs['training_ms']:,.0f} | {q['training_over_inference']:.2f}x | "
+                      f"{q['training_over_interactive']:.2f}x | {q['inference_over_inference']:.2f}x |")  # fmt: skip
 
 
 if __name__ == "__main__":

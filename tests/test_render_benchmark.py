@@ -1,5 +1,8 @@
-"""benchmarks/render.py's profile of a frame: which profiler events count as the device's busy time."""
+"""benchmarks/render.py: which profiler events count as the device's busy time, the baseline's worker's answers, and
+the copy of a run for an older checkout."""
 
+import subprocess
+import sys
 from types import SimpleNamespace
 
 import pytest
@@ -39,6 +42,18 @@ def test_on_the_cpu_the_operations_own_time_counts(render_benchmark):
         event("_FrameMap", DeviceType.CPU, self_cpu=30.0, count=2),
     ]
     assert render_benchmark.profile_rows(events, cuda=False) == [("_FrameMap", 2, 30.0), ("aten::mm", 1, 9.0)]
+
+
+def test_the_baseline_workers_messages_pass_through_and_its_end_is_named(render_benchmark, capsys):
+    """An answer is the line after frame_turns.py's prefix; the lines before it (its package's messages) are printed,
+    and a worker that exits before answering ends the benchmark with its status, not a hang or a parse error."""
+    lines = ["Warp initialized", 'frame_turns: {"seconds": 0.25}']
+    script = f"print({chr(10).join(lines)!r}); raise SystemExit(3)"
+    worker = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert render_benchmark._answer(worker) == {"seconds": 0.25}
+    assert capsys.readouterr().out == "Warp initialized\n"
+    with pytest.raises(SystemExit, match="frame_turns.py exited with status 3"):
+        render_benchmark._answer(worker)
 
 
 def test_a_run_is_copied_for_a_checkout_whose_fingerprint_and_config_differ(
