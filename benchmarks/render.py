@@ -25,12 +25,12 @@ GPU, and the GPU's busy time against the frame's; on the CPU the operations by t
 
 ``--baseline CHECKOUT`` then renders the same frames by that checkout's renderers (its package), ours and theirs
 taking turns: ``frame_turns.py``, run with the checkout's package in a child process, loads each run once and
-renders a frame when asked while ours waits, and ours render while it waits. For each
-size, after a warm-up of each, ``--repeats`` turns of ours (scores, viewer) then theirs (training renderer, inference
-renderer); printed and written (``baseline`` in render.json): the medians of each and the medians of the turns'
-ratios. A shared machine's speed drifts by a quarter within minutes; taking turns puts the drift on both sides alike.
-Each run is handed to the checkout as a copy that its ``load_run`` reads (``run_for_checkout.py``: the same weights,
-the fingerprint and the configuration in that checkout's format).
+renders a frame when asked while ours waits, and ours render while it waits. For each size, after a warm-up of each,
+``--repeats`` turns of ours (scores, viewer) then theirs (training renderer, inference renderer); printed and written
+(``baseline`` in render.json): the medians of each and the medians of the turns' ratios. A shared machine's speed
+drifts by a quarter within minutes; taking turns puts the drift on both sides alike. Each run is handed to the
+checkout as a copy that its ``load_run`` reads (``run_for_checkout.py``: the same weights, the fingerprint and the
+configuration in that checkout's format).
 """
 
 from __future__ import annotations
@@ -290,7 +290,6 @@ def taking_turns(run, worker: subprocess.Popen, sizes: tuple[int, ...], chunk: i
             for _ in range(repeats + 1)
         ][1:]  # the first a warm-up of each
         result["turns"][size] = times = {key: [turn[key] for turn in turns] for key in turns[0]}
-
         theirs = {"training_ms": times["baseline_training"], "inference_ms": times["baseline_inference"]}
         result["sizes"][size] = {key: median(ms) for key, ms in theirs.items()}
         result["ratios"][size] = {name: median(turn[a] / turn[b] for turn in turns) for name, (a, b) in TURN_RATIOS.items()}
