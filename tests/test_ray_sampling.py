@@ -26,7 +26,7 @@ from headfields.renderers import (
 from headfields.renderers.mesh_sampler import shell_cells
 
 from hand_heads import bent_head
-from helpers import raises_naming
+from helpers import raises_naming, shapes_unchecked
 
 HYPOTHESIS = settings(max_examples=25, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 AABB = [[-1.0, -0.5, -2.0], [1.0, 1.5, 0.0]]
@@ -366,4 +366,8 @@ def test_march_cells_bad_input():
         grid.march(o, d, cells=torch.ones(8, 8, 4, dtype=torch.bool))
     with raises_naming("cells"):
         grid.march(o, d, cells=torch.ones(8, 8, 8))
+    # labels are march_labelled's: a uint8 mask is refused, not read as one, by march's own check (the runtime type
+    # checker, which refuses it too, off, as where a user runs without it)
+    with shapes_unchecked(), raises_naming("cells"):
+        grid.march(o, d, cells=torch.ones(8, 8, 8, dtype=torch.uint8))
     assert len(grid.march(o, d, cells=torch.zeros(8, 8, 8, dtype=torch.bool))) == 0

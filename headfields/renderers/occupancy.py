@@ -358,6 +358,10 @@ class OccupancyGrid(nn.Module):
         The number of samples is known only after the count pass (one host synchronisation on CUDA); for a fixed
         number of slots, see :meth:`march_fixed`.
         """
+        if cells is not None:
+            check_shape("cells", cells, list(self.resolution), device=self.aabb.device)
+            if cells.dtype != torch.bool:
+                raise TypeError(f"cells: expected a bool tensor, got {cells.dtype}")
         with validation(validate):
             rays = self._rays(origins, dirs, near, far, step_size, cone_angle, max_step, max_samples_per_ray, cells)
         return self._packed(rays, False)[0]
@@ -425,11 +429,7 @@ class OccupancyGrid(nn.Module):
         """The rays' float32 copies clipped to the box, and the step parameters, checked; ``cells`` the cells to
         visit (None: the occupied ones)."""
         device = self.aabb.device
-        if cells is None:
-            cells = self.binary
-        check_shape("cells", cells, list(self.resolution), device=device)
-        if cells.dtype not in (torch.bool, torch.uint8):  # uint8: march_labelled's labels, checked there
-            raise TypeError(f"cells: expected a bool tensor, got {cells.dtype}")
+        cells = self.binary if cells is None else cells  # march's cells or march_labelled's labels, checked there
         check_float("origins", origins, [None, 3], device=device)
         r = origins.shape[0]
         check_float("dirs", dirs, [r, 3], device=device)
