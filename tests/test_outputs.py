@@ -20,7 +20,7 @@ import pytest
 import torch
 
 from headfields import outputs
-from headfields.commands import main
+from headfields.commands import ctrl_c_kept, main
 from headfields.configs import CLASS_KEY, config_classes, config_from_dict, register_config
 from headfields.export import write_ply
 from headfields.outputs import OutputBusyError, atomic_path, hold, is_temporary, probe_folder, write_atomic
@@ -240,6 +240,22 @@ def test_ctrl_c_during_a_render_leaves_no_video(tiny_insta_run, tmp_path):
         render.kill()
     assert render.returncode == 130 and "interrupted" in err
     assert listing(tmp_path) == []  # no video, no temporary file, no lock
+
+
+class _InterruptedFinalizer:
+    def __del__(self):
+        raise KeyboardInterrupt  # as a Ctrl-C landing while a finalizer runs
+
+
+def test_a_ctrl_c_inside_a_finalizer_still_stops_the_command():
+    """Python drops a KeyboardInterrupt raised in ``__del__`` (it prints it as ignored); the commands raise it again in
+    the main thread, so a render caught there still stops, and the caller's hook is back afterwards."""
+    before = sys.unraisablehook
+    with pytest.raises(KeyboardInterrupt), ctrl_c_kept():
+        _InterruptedFinalizer()  # finalized at once: the interrupt dropped, then raised again
+        for _ in range(10**7):  # the work that would have gone on
+            pass
+    assert sys.unraisablehook is before
 
 
 def test_a_render_killed_over_a_complete_video_leaves_that_video(tiny_insta_run, tmp_path):

@@ -4,14 +4,20 @@ folder; ``render`` makes videos of a run (replay, reenactment, camera paths), ``
 
 from __future__ import annotations
 
+import _thread
 import argparse
+import contextlib
 import sys
+import threading
+from collections.abc import Iterator
 
 from ..checkpoints import CheckpointError
 from ..outputs import OutputBusyError
 from . import export, render, view
 
-__all__ = ["main", "parser"]
+__all__ = ["ctrl_c_kept", "main", "parser"]
+
+INTERRUPT_AGAIN_AFTER = 0.01  # seconds: a dropped Ctrl-C is raised again once the finalizer and the hook returned
 
 
 def parser() -> argparse.ArgumentParser:
@@ -24,9 +30,34 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
+@contextlib.contextmanager
+def ctrl_c_kept() -> Iterator[None]:
+    """Inside, a Ctrl-C that lands while a finalizer runs (a Warp array's ``__del__``, between two frames) is raised
+    again in the main thread: Python prints such a ``KeyboardInterrupt`` as "ignored" and drops it, and a render of
+    thousands of frames then went on. ``sys.unraisablehook`` is the caller's again after the block."""
+    previous = sys.unraisablehook
+
+    def hook(unraisable) -> None:
+        previous(unraisable)
+        if issubclass(unraisable.exc_type, KeyboardInterrupt):
+            # From another thread, a moment later: raised inside the hook it would be dropped again. The main thread
+            # raises it at its next instruction after the finalizer (or, dropped once more, it comes back here).
+            threading.Timer(INTERRUPT_AGAIN_AFTER, _thread.interrupt_main).start()
+
+    sys.unraisablehook = hook
+    try:
+        yield
+    finally:
+        sys.unraisablehook = previous
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command of ``argv`` (default: the command line); a bad argument exits with its message, status 2."""
-    argv = sys.argv[1:] if argv is None else list(argv)
+    with ctrl_c_kept():
+        return _main(sys.argv[1:] if argv is None else list(argv))
+
+
+def _main(argv: list[str]) -> int:
     name = argv[0] if argv else None
     try:
         if name == "train":
