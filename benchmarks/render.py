@@ -23,12 +23,15 @@ rays with samples, their samples, their opacity, and the share of samples in fro
 the largest frame once more under ``torch.profiler``: on CUDA the kernels (Warp's among them) by their time on the
 GPU, and the GPU's busy time against the frame's; on the CPU the operations by their own time.
 
-``--baseline CHECKOUT`` then renders the same frames by that checkout's renderers (its package), ours and theirs
-taking turns: ``frame_turns.py``, run with the checkout's package in a child process, loads each run once and
-renders a frame when asked while ours waits, and ours render while it waits. For each size, after a warm-up of each,
+``--baseline CHECKOUT`` renders the same frames by that checkout's renderers (its package), ours and theirs taking
+turns: ``frame_turns.py``, run with the checkout's package in a child process, loads each run once and renders a
+frame when asked while ours waits, and ours render while it waits. For each size, after a warm-up of each,
 ``--repeats`` turns of ours (scores, viewer) then theirs (training renderer, inference renderer); printed and written
 (``baseline`` in render.json): the medians of each and the medians of the turns' ratios. A shared machine's speed
-drifts by a quarter within minutes; taking turns puts the drift on both sides alike. Each run is handed to the
+drifts by a quarter within minutes; taking turns puts the drift on both sides alike. Ours are then timed in the turns
+alone (render.json's ``sizes`` holds their medians) and our training renderer not at all: the baseline's is the
+reference, and timing ours again before the turns took a third of the A/B's time (minutes of a lent GPU's, where the
+frame renders on its CPU cores). Each run is handed to the
 checkout as a copy that its ``load_run`` reads (``run_for_checkout.py``: the same weights, the fingerprint and the
 configuration in that checkout's format).
 """
@@ -159,9 +162,11 @@ def frame_times(run, sizes: tuple[int, ...], chunk: int | None, repeats: int, de
     return times
 
 
-def measure(run, sizes: tuple[int, ...], chunk: int | None, repeats: int, device: torch.device) -> dict:
+def measure(run, sizes: tuple[int, ...], chunk: int | None, repeats: int, device: torch.device, timed: bool = True) -> dict:
+    """Each renderer's ms a frame at each size (``timed``; else ``sizes`` is left for the turns to fill), and at the
+    frame's own size each image's PSNR and its largest difference from the training renderer's."""
     frames = run.subject.eval
-    result = {"sizes": frame_times(run, sizes, chunk, repeats, device)}
+    result = {"sizes": frame_times(run, sizes, chunk, repeats, device) if timed else {}}
     images = {name: render().clamp(0, 1) for name, render in renderers(run, frames.cameras.to(device), chunk).items()}
     truth = frames.images[0].float() / 255
     result["psnr"] = {name: float(psnr(image, truth)) for name, image in images.items()}
@@ -356,13 +361,15 @@ def main() -> None:
     for name in args.only:
         folder = train_model(name, recipe, args.train_minutes, args.out, device)
         runs[name] = run = load_run(folder, device)
-        results[name] = measure(run, tuple(args.sizes), args.chunk, args.repeats, device)
+        # With a baseline, ours are timed in the turns alone (see the module docstring).
+        results[name] = measure(run, tuple(args.sizes), args.chunk, args.repeats, device, timed=args.baseline is None)
         if args.anatomy:
             results[name]["anatomy"] = anatomy(run, max(args.sizes), device)
         if args.profile:
             results[name]["profile"] = profiled(run, max(args.sizes), device)
-    print("\n| model | size | inference ms | interactive ms | training ms | speed-up | interactive speed-up |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    if args.baseline is None:
+        print("\n| model | size | inference ms | interactive ms | training ms | speed-up | interactive speed-up |")
+        print("|---|---:|---:|---:|---:|---:|---:|")
     for name, r in results.items():
         for size, t in r["sizes"].items():
             train, inf, fast = t["training_ms"], t["inference_ms"], t["interactive_ms"]
@@ -404,6 +411,8 @@ def main() -> None:
             try:
                 r["baseline"] = {"checkout": str(checkout)}
                 r["baseline"].update(taking_turns(runs[name], worker, tuple(args.sizes), args.chunk, args.repeats, device))
+                for size, times in r["baseline"]["turns"].items():  # ours, timed in the turns alone
+                    r["sizes"][size] = {f"{key}_ms": median(times[key]) for key in ("inference", "interactive")}
             finally:
                 worker.stdin.close()
                 worker.wait()
