@@ -26,14 +26,13 @@ GPU, and the GPU's busy time against the frame's; on the CPU the operations by t
 ``--baseline CHECKOUT`` renders the same frames by that checkout's renderers (its package), ours and theirs taking
 turns: ``frame_turns.py``, run with the checkout's package in a child process, loads each run once and renders a
 frame when asked while ours waits, and ours render while it waits. For each size, after a warm-up of each,
-``--repeats`` turns of ours (scores, viewer) then theirs (training renderer, inference renderer); printed and written
-(``baseline`` in render.json): the medians of each and the medians of the turns' ratios. A shared machine's speed
-drifts by a quarter within minutes; taking turns puts the drift on both sides alike. Ours are then timed in the turns
-alone (render.json's ``sizes`` holds their medians) and our training renderer not at all: the baseline's is the
-reference, and timing ours again before the turns took a third of the A/B's time (minutes of a lent GPU's, where the
-frame renders on its CPU cores). Each run is handed to the
-checkout as a copy that its ``load_run`` reads (``run_for_checkout.py``: the same weights, the fingerprint and the
-configuration in that checkout's format).
+``--repeats`` turns of ours (scores, viewer) then theirs (training renderer, inference renderer); printed and
+written (``baseline`` in render.json): the medians of each and the medians of the turns' ratios. A shared machine's
+speed drifts by a quarter within minutes; taking turns puts the drift on both sides alike. Ours are then timed in
+the turns alone (render.json's ``sizes`` holds their medians) and our training renderer not at all: the baseline's
+is the reference, and timing ours again before the turns took a third of the A/B's time (minutes of a lent GPU's,
+where the frame renders on its CPU cores). Each run is handed to the checkout as a copy that its ``load_run`` reads
+(``run_for_checkout.py``: the same weights, the fingerprint and the configuration in that checkout's format).
 """
 
 from __future__ import annotations
