@@ -163,9 +163,14 @@ def frame_times(run, sizes: tuple[int, ...], chunk: int | None, repeats: int, de
 
 def measure(run, sizes: tuple[int, ...], chunk: int | None, repeats: int, device: torch.device, timed: bool = True) -> dict:
     """Each renderer's ms a frame at each size (``timed``; else ``sizes`` is left for the turns to fill), and at the
-    frame's own size each image's PSNR and its largest difference from the training renderer's."""
+    frame's own size each image's PSNR and its largest difference from the training renderer's. The images come after
+    the timings, or untimed after one render at the largest size: a mesh's first queries in a process are Warp's until
+    its wide BVH is built (``TriangleMesh.wide_bvh``), and the images compare the renderers, not the searches."""
     frames = run.subject.eval
     result = {"sizes": frame_times(run, sizes, chunk, repeats, device) if timed else {}}
+    if not timed:
+        largest = resized_cameras(frames.cameras, max(sizes), max(sizes)).to(device)
+        renderers(run, largest, chunk)["inference"]()
     images = {name: render().clamp(0, 1) for name, render in renderers(run, frames.cameras.to(device), chunk).items()}
     truth = frames.images[0].float() / 255
     result["psnr"] = {name: float(psnr(image, truth)) for name, image in images.items()}
