@@ -1,5 +1,6 @@
-"""The per-ray exclusive scan behind compositing (issue 39: compositing in float32): checked against a per-ray
-loop in float64, differentiated to second order by gradcheck, and float32 compositing against float64."""
+"""The per-ray exclusive scan behind compositing: checked against a per-ray loop in float64 (rays of any length,
+a batch's padding slots in its last ray included), differentiated to second order by gradcheck, and float32
+compositing against float64."""
 
 import math
 
@@ -8,6 +9,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from headfields.checks import trusted_values
 from headfields.renderers import PackedSamples, composite, composite_alpha
 from headfields.renderers.scan import exclusive_sum
 
@@ -38,7 +40,7 @@ def test_the_scan_sums_each_ray_s_earlier_samples_as_a_loop_does(counts, seed):
     samples = _packed(counts, "cpu")
     x = torch.rand(len(samples), generator=torch.Generator().manual_seed(seed), dtype=torch.float64) * 10
     torch.testing.assert_close(exclusive_sum(samples, x), _loop(counts, x), rtol=1e-12, atol=1e-12)
-    # float32: compensated, so within a few ulps of the exact sum however long the ray
+    # float32: summed in float64, so within a few ulps of the exact sum however long the ray
     torch.testing.assert_close(exclusive_sum(samples, x.float()).double(), _loop(counts, x), rtol=3e-7, atol=1e-6)
 
 
@@ -47,7 +49,7 @@ def test_float32_sums_of_long_rays_stay_within_ulps(device):
     x = torch.rand(sum(counts), generator=torch.Generator().manual_seed(1), dtype=torch.float64) * 1e-2
     got = exclusive_sum(_packed(counts, device), x.float().to(device)).double().cpu()
     truth = _loop(counts, x)
-    # a plain float32 running sum drifts by about n * eps * sum (here ~1e-5); the compensated one does not
+    # a plain float32 running sum drifts by about n * eps * sum (here ~1e-5); a float64 one does not
     assert (got - truth).abs().max() <= 4 * torch.finfo(torch.float32).eps * truth.max()
 
 
@@ -62,6 +64,28 @@ def test_the_scan_names_a_misshapen_input():
     samples = _packed([2, 3], "cpu")
     with pytest.raises(ValueError, match=r"x: expected one value a sample, shape \(5,\)"):
         exclusive_sum(samples, torch.zeros(4))
+
+
+def test_short_rays_after_a_long_one_keep_their_transmittance(device):
+    """The batch's running sum is large when the short rays come (a fixed-slot batch's padding, a long opaque ray):
+    their sums are differences of two large numbers, in float64 off by about eps64 times the batch's total, far
+    below a float32 ulp of the transmittance exp(-sum) that compositing takes of them."""
+    counts = [200_000, 3, 5]
+    x = torch.cat([torch.full((200_000,), 50.0, dtype=torch.float64), torch.rand(8, dtype=torch.float64) * 1e-3])
+    got = exclusive_sum(_packed(counts, device), x.float().to(device)).double().cpu()[200_000:]
+    truth = _loop(counts, x.float().double())[200_000:]
+    assert (got - truth).abs().max() <= 4 * torch.finfo(torch.float64).eps * 50.0 * 200_000
+    torch.testing.assert_close(torch.exp(-got).float(), torch.exp(-truth).float(), rtol=torch.finfo(torch.float32).eps, atol=0)
+
+
+def test_the_scan_refuses_a_nan_unless_trusted():
+    """A NaN would spread to every later ray of the batch through the running sum: refused by name."""
+    samples = _packed([2, 3], "cpu")
+    x = torch.tensor([1.0, float("nan"), 0.0, 1.0, 2.0])
+    with pytest.raises(ValueError, match="x: expected finite values"):
+        exclusive_sum(samples, x)
+    with trusted_values():  # the caller vouches for its values: no read-back
+        assert exclusive_sum(samples, torch.ones(5)).tolist() == [0, 1, 0, 1, 2]
 
 
 def test_no_rays_and_no_samples():

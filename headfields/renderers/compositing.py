@@ -3,8 +3,8 @@
 For the samples of one ray in order, ``alpha_i = 1 - exp(-sigma_i * delta_i)`` (:func:`composite`, from densities)
 or given (:func:`composite_alpha`, NeuS), transmittance ``T_i = prod_{j<i} (1 - alpha_j) = exp(-sum_{j<i} tau_j)``
 with ``tau_j = sigma_j * delta_j = -log(1 - alpha_j)``, and weight ``w_i = T_i * alpha_i``. Both share one core:
-the per-ray exclusive sums of :func:`~headfields.renderers.scan.exclusive_sum`, one segmented scan a ray in the
-inputs' dtype (float32 for a float32 field: no float64 anywhere in a step).
+the per-ray exclusive sums of :func:`~headfields.renderers.scan.exclusive_sum` (one float64 scan over the batch),
+returned in the inputs' dtype.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from ..checks import check_finite, check_float, check_shape, checking_values, validation
+from ..checks import check_finite, check_float, check_shape, checking_values, trusted_values, validation
 from .samples import PackedSamples
 from .scan import exclusive_sum
 
@@ -35,14 +35,15 @@ class Composite:
 
 
 # An optical depth past which a sample is opaque for any float (exp(-50) = 2e-22). Each tau is clamped to it before
-# the scan, so that a huge (or overflowed, inf) tau leaves the sums finite (inf - inf is NaN in the compensated
-# sum); a clamped sample has alpha = 1 - 2e-22 and hides what is behind it, as it should.
+# the scan, so that a huge (or overflowed, inf) tau leaves the sums finite (an inf in the batch's running sum would
+# make every later ray's difference inf - inf = NaN); a clamped sample has alpha = 1 - 2e-22 and hides what is
+# behind it, as it should.
 TAU_OPAQUE = 50.0
 
 
 def transmittance(samples: PackedSamples, tau: Float[Tensor, " S"]) -> Float[Tensor, " S"]:
     """``exp(-sum of tau over the earlier samples of the same ray)`` (segment-wise exclusive sum; each tau
-    clamped to ``TAU_OPAQUE``)."""
+    clamped to ``TAU_OPAQUE``; a NaN is refused, as :func:`~headfields.renderers.scan.exclusive_sum` says)."""
     return torch.exp(-exclusive_sum(samples, tau.clamp(max=TAU_OPAQUE)))
 
 
@@ -154,7 +155,9 @@ def composite(
     dtype = torch.promote_types(density.dtype, rgb.dtype)
     tau = density.to(dtype) * samples.deltas.to(dtype)
     alpha = 1 - torch.exp(-tau)
-    return _composite(samples, transmittance(samples, tau) * alpha, rgb, background)
+    with trusted_values():  # density checked above; an overflowed tau is clamped in transmittance
+        weights = transmittance(samples, tau) * alpha
+    return _composite(samples, weights, rgb, background)
 
 
 def composite_alpha(
@@ -176,5 +179,6 @@ def composite_alpha(
         _check_fields("alpha", alpha, rgb, s, device, upper=1.0)
         _check_background(background, r, device)
     dtype = torch.promote_types(alpha.dtype, rgb.dtype)
-    weights = _alpha_weights(samples, alpha.to(dtype).clamp(0, 1))
+    with trusted_values():  # alpha checked above
+        weights = _alpha_weights(samples, alpha.to(dtype).clamp(0, 1))
     return _composite(samples, weights, rgb, background)
