@@ -14,7 +14,7 @@ The tiers, lowest first, as DESIGN.md's "Tiers and folders" draws them (issue 76
 
 Every module under headfields/ is read with ``ast``, nothing imported: every ``import`` and ``from ... import`` in
 it (at module level, inside functions, under ``if TYPE_CHECKING:``; relative ones made absolute) and every module
-named by a string to ``importlib.import_module`` or to the deprecation aliases' ``moved``. :data:`TIERS` places
+named by a string to ``importlib.import_module``. :data:`TIERS` places
 each top-level package and module; :data:`KNOWN_UPWARD` lists today's upward imports, to be emptied a tier a commit.
 """
 
@@ -30,7 +30,6 @@ ORDER = ("foundation", "base", "parts", "fields", "data", "synthetic", "training
 
 # Every top-level package and module of headfields/ and its tier. A new one is placed here, in the tier of its job.
 TIERS = {
-    "_moved": "foundation",  # the deprecation aliases' helper (the callers' string names their import)
     "allocator": "foundation",  # CPU process state: backends/cpu/
     "checks": "foundation",
     "configs": "foundation",
@@ -78,10 +77,8 @@ KNOWN_UPWARD = {
     ("headfields.configs", "headfields.runs"),  # foundation -> apps
     ("headfields.heads", "headfields.data"),  # base -> data
     ("headfields.heads", "headfields.renderers.cameras"),  # base -> fields
-    ("headfields.parametric", "headfields.synthetic"),  # base -> synthetic (deprecated aliases)
     ("headfields.deformers.blend_fields", "headfields.losses"),  # parts -> fields
     ("headfields.deformers.error_correction", "headfields.losses"),  # parts -> fields
-    ("headfields.data", "headfields.synthetic"),  # data -> synthetic (deprecated aliases)
     ("headfields.data.inspect", "headfields.models.registry"),  # data -> models
     ("headfields.data.subject", "headfields.synthetic"),  # data -> synthetic
     ("headfields.models.gaussian_avatar", "headfields.splat_ply"),  # models -> apps
@@ -89,8 +86,8 @@ KNOWN_UPWARD = {
     ("headfields.models.mononphm_run", "headfields.runs"),  # models -> apps
 }
 
-# Calls whose string argument names a module they import: importlib's, and the deprecation aliases' helper.
-IMPORTING_CALLS = {"import_module", "moved"}
+# Calls whose string argument names a module they import: importlib's.
+IMPORTING_CALLS = {"import_module"}
 
 
 class Import(NamedTuple):
@@ -223,7 +220,7 @@ if TYPE_CHECKING:
     from ..synthetic import SyntheticVideoConfig
 def f():
     from ..models.registry import MODELS
-    return moved(__name__, "x", "headfields.data"), importlib.import_module("headfields.runs")
+    return importlib.import_module("headfields.runs")
 """
     names = {name for name, _ in imported_names("headfields.deformers.skinning", False, source)}
     assert names == {
@@ -235,7 +232,6 @@ def f():
         "headfields.parametric",
         "headfields.synthetic.SyntheticVideoConfig",  # under TYPE_CHECKING
         "headfields.models.registry.MODELS",  # in a function
-        "headfields.data",  # moved(...)
         "headfields.runs",  # importlib.import_module(...)
     }
     in_package = {name for name, _ in imported_names("headfields.data", True, "from . import frames\nfrom .. import heads")}

@@ -5,9 +5,6 @@ example script its frames and model, and 3D scans for a head prior (:class:`Scan
 :func:`read_scan_folder`). ``python -m headfields.data.inspect CAPTURE`` checks a capture. The
 synthetic video itself is in ``headfields.synthetic``."""
 
-from typing import Any
-
-from .._moved import moved
 from ._io import write_obj
 from .capture_cache import clear_capture_cache
 from .frames import BACKGROUND_LABEL, SPLITS, FrameSet, TrackedParams
@@ -20,10 +17,6 @@ from .subject import Subject, load_subject
 from .tracked_meshes import load_tracked_mesh_model, read_region_file, regions_from_segmentation
 from .trackers import detect_capture_format, load_tracker_dataset
 from .vhap_reader import load_vhap_dataset
-
-# Deprecated aliases (moved to headfields.synthetic), resolved on first use by __getattr__: headfields.synthetic
-# imports this package, so importing it here would be a cycle. Not in __all__: the README and docs name headfields.synthetic.
-_MOVED_TO_SYNTHETIC = ("SyntheticVideoConfig", "cached_synthetic_video", "make_synthetic_video")
 
 __all__ = [
     "clear_capture_cache",
@@ -53,9 +46,3 @@ __all__ = [
     "save_insta_dataset",
     "write_obj",
 ]
-
-
-def __getattr__(name: str) -> Any:
-    if name in _MOVED_TO_SYNTHETIC:
-        return moved(__name__, name, "headfields.synthetic")
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
