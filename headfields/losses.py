@@ -1,5 +1,6 @@
 """Training losses: photometric (L1, L2, Huber) with per-ray weights, region weights as data, depth prior, mask BCE,
-the deformation-field regularisers of Nerfies / MonoAvatar (elastic, magnitude) and the eikonal term of SDF fields.
+the deformation-field regularisers of Nerfies / MonoAvatar (elastic, magnitude: defined beside the deformers that
+train with them, :mod:`headfields.deformers.regularisers`) and the eikonal term of SDF fields.
 
 Every loss is a mean over the elements it covers and returns a scalar tensor. Per-ray ``weight`` multiplies each
 ray's terms before the mean (it is not renormalised: INSTA's lips/mouth rays x40 make the loss larger, as in its
@@ -17,6 +18,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from .checks import check_finite, check_float, check_int, check_positive, check_shape, checking_values
+from .deformers.regularisers import ELASTIC_MIN_SINGULAR, elastic_loss, magnitude_loss  # the deformers train with them
 
 __all__ = [
     "ELASTIC_MIN_SINGULAR",
@@ -51,9 +53,6 @@ INSTA_DEPTH_WEIGHT = 1.25
 NGP_HUBER_DIVISOR = 5.0
 # Opacities may leave [0, 1] by float rounding in compositing; beyond this it is a bug, not rounding.
 OPACITY_TOLERANCE = 1e-4
-# Elastic loss: singular values are clamped here before the log (Nerfies clamps at float32 epsilon), so a
-# Jacobian that collapses a direction costs (log 1.19e-7)^2 ~ 254 per sample instead of inf.
-ELASTIC_MIN_SINGULAR = float(torch.finfo(torch.float32).eps)
 # NeuS (PAPERS.md, "MonoNPHM"): the eikonal term (||grad f|| - 1)^2 enters the training loss with weight 0.1.
 NEUS_EIKONAL_WEIGHT = 0.1
 
@@ -201,42 +200,6 @@ def mask_loss(
         raise ValueError(f"target: expected values in [0, 1], got values in [{float(target.min())}, {float(target.max())}]")
     bce = F.binary_cross_entropy(opacity.clamp(0.0, 1.0), target.to(opacity.dtype), reduction="none")
     return _weighted_mean(bce, weight)
-
-
-def elastic_loss(
-    jacobian: Float[Tensor, "N 3 3"], scale: float | None = None, weight: Float[Tensor, " N"] | None = None
-) -> Float[Tensor, ""]:
-    """Nerfies' elastic regulariser of a deformation field: mean over samples of ``e = ‖log σ(J)‖² = Σ_i (log σ_i)²``
-    with ``σ`` the singular values of the field's Jacobian ``J`` at the sample (0 exactly when ``J`` is a rotation:
-    it penalises local stretch and squash, not rigid motion). ``σ`` is clamped below at ``ELASTIC_MIN_SINGULAR``.
-
-    ``scale = c`` applies the Geman-McClure robust loss to ``‖log σ‖`` as Nerfies does (c = 0.03 there):
-    ``ρ = 2 (e / c²) / (e / c² + 4)``, which saturates at 2 so that real non-rigid motion is not flattened; None
-    gives plain ``e``. ``weight [N]`` (e.g. the samples' rendering weights, as in Nerfies) multiplies each
-    sample's term before the mean. An empty batch gives 0 (connected to ``jacobian``'s graph)."""
-    check_float("jacobian", jacobian, [None, 3, 3])
-    check_positive("scale", scale)
-    if weight is not None:
-        _check_weight(weight, jacobian, "per-sample")
-    if jacobian.shape[0] == 0:
-        return _zero(jacobian)
-    # svdvals: stable gradients even for repeated singular values (e.g. at the identity).
-    log_sigma = torch.log(torch.linalg.svdvals(jacobian).clamp(min=ELASTIC_MIN_SINGULAR))
-    squared = log_sigma.square().sum(dim=-1)
-    if scale is not None:
-        ratio = squared / scale**2
-        squared = 2.0 * ratio / (ratio + 4.0)
-    return _weighted_mean(squared, weight)
-
-
-def magnitude_loss(displacement: Float[Tensor, "N 3"], weight: Float[Tensor, " N"] | None = None) -> Float[Tensor, ""]:
-    """Mean over samples of ``‖q − T(q)‖²`` (``displacement = q − T(q)``, its squared norm summed over the 3
-    coordinates): keeps a correction field such as MonoAvatar's error-correction warp small (weight 1e-2 there).
-    ``weight [N]`` multiplies each sample's term before the mean. An empty batch gives 0."""
-    check_float("displacement", displacement, [None, 3])
-    if weight is not None:
-        _check_weight(weight, displacement, "per-sample")
-    return _weighted_mean(displacement.square().sum(dim=-1), weight)
 
 
 def eikonal_loss(gradients: Float[Tensor, "N 3"], weight: Float[Tensor, " N"] | None = None) -> Float[Tensor, ""]:

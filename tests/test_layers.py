@@ -77,8 +77,6 @@ KNOWN_UPWARD = {
     ("headfields.configs", "headfields.runs"),  # foundation -> apps
     ("headfields.heads", "headfields.data"),  # base -> data
     ("headfields.heads", "headfields.renderers.cameras"),  # base -> fields
-    ("headfields.deformers.blend_fields", "headfields.losses"),  # parts -> fields
-    ("headfields.deformers.error_correction", "headfields.losses"),  # parts -> fields
     ("headfields.data.inspect", "headfields.models.registry"),  # data -> models
     ("headfields.data.subject", "headfields.synthetic"),  # data -> synthetic
     ("headfields.models.gaussian_avatar", "headfields.splat_ply"),  # models -> apps

@@ -32,10 +32,10 @@ from torch import Tensor, nn
 from ..checks import check_count, check_float
 from ..encoders.frequency import MAX_FREQUENCIES, FrequencyEncoding
 from ..encoders.hashgrid import HashGrid, HashGridConfig
-from ..losses import magnitude_loss
 from ..networks import mlp
 from ..parametric import Head
 from .base import Canonical, Deformer
+from .regularisers import magnitude_loss
 
 # 360° Volumetric Portrait Avatar (PAPERS.md): a blend basis of K displacement fields in canonical space, with
 # coefficients from a mapping network on jaw pose + expression. PAPERS.md gives no sizes: the ones below are

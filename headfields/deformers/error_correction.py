@@ -35,10 +35,10 @@ from torch import Tensor, nn
 
 from ..checks import IntLike, check_count, check_float, check_frame, check_int, check_positive
 from ..encoders.frequency import FrequencyEncoding, frequency_window
-from ..losses import elastic_loss, magnitude_loss
 from ..networks import mlp, mlp_trunk
 from ..parametric import Head
 from .base import Canonical, Deformer
+from .regularisers import elastic_loss, magnitude_loss
 
 # MonoAvatar (PAPERS.md, "MonoAvatar"; the error-correction field and its training): trunk 5 x 128 on PE(q) with
 # bands 0 -> 6 over 80k iterations; three heads (rotation, pivot, translation), each 2 layers of 128; learning rate
