@@ -18,15 +18,14 @@ from __future__ import annotations
 import math
 import os
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from jaxtyping import Float
 from torch import Tensor
 
 from .checks import check_finite, check_float, check_nonzero_rows
+from .deformers.gaussian_binding import Splats  # the Gaussians as the file holds them
 from .outputs import atomic_path
 
 __all__ = ["SH_C0", "Splats", "read_splat_ply", "write_splat_ply"]
@@ -45,21 +44,6 @@ _TYPES = {  # PLY scalar types: the byte layout of every property, so that extra
     **dict.fromkeys(("double", "float64"), "<f8"),
 }
 _F_REST = re.compile(r"f_rest_(\d+)")
-
-
-@dataclass
-class Splats:
-    """N 3D Gaussians with view-dependent colour, as 3D Gaussian Splatting renders them."""
-
-    means: Float[Tensor, "N 3"]  # centres, world units
-    quats: Float[Tensor, "N 4"]  # rotations, w x y z, unit
-    scales: Float[Tensor, "N 3"]  # standard deviations along the rotated axes, positive, world units (not logs)
-    opacities: Float[Tensor, " N"]  # in (0, 1) (not logits)
-    sh: Float[Tensor, "N K 3"]  # SH coefficients per colour channel, K = (degree + 1)^2: 1, 4, 9, 16 or 25
-
-    @property
-    def degree(self) -> int:
-        return math.isqrt(self.sh.shape[1]) - 1
 
 
 def _check_splats(splats: Splats) -> None:

@@ -176,6 +176,23 @@ class PosedGaussians:
     face_scale: Float[Tensor, " F"]
 
 
+@dataclass
+class Splats:
+    """N 3D Gaussians with view-dependent colour, as 3D Gaussian Splatting renders them and its PLY file
+    (:mod:`headfields.splat_ply`, which exports this class) holds them: a :class:`PosedGaussians`' values with unit
+    quaternions, without the faces' scales."""
+
+    means: Float[Tensor, "N 3"]  # centres, world units
+    quats: Float[Tensor, "N 4"]  # rotations, w x y z, unit
+    scales: Float[Tensor, "N 3"]  # standard deviations along the rotated axes, positive, world units (not logs)
+    opacities: Float[Tensor, " N"]  # in (0, 1) (not logits)
+    sh: Float[Tensor, "N K 3"]  # SH coefficients per colour channel, K = (degree + 1)^2: 1, 4, 9, 16 or 25
+
+    @property
+    def degree(self) -> int:
+        return math.isqrt(self.sh.shape[1]) - 1
+
+
 class GaussianSet(nn.Module):
     """The per-Gaussian parameters of a bound avatar (``GaussianModel`` with ``binding``): the buffer ``parent``
     and the parameters ``local_means``, ``local_quats``, ``local_log_scales``, ``opacity_logits``, ``sh_dc``,

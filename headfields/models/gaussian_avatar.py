@@ -29,10 +29,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..checks import IntLike, check_count, check_positive
-from ..deformers.gaussian_binding import BindingRegulariserConfig, GaussianSet, PosedGaussians
+from ..deformers.gaussian_binding import BindingRegulariserConfig, GaussianSet, PosedGaussians, Splats
 from ..parametric import Head, SubjectModel
 from ..renderers import EARLY_STOP_TRANSMITTANCE, GaussianRender, PinholeCameras, Rays, rasterize_gaussians
-from ..splat_ply import Splats
 from ..training.gaussian_density import DensityConfig
 
 __all__ = ["GaussianAvatar", "GaussianAvatarConfig", "cpu_config", "paper_config", "position_learning_rate"]
