@@ -47,11 +47,13 @@ class ExponentialMovingAverage:
     def update(self) -> None:
         """Blend the current parameters into the average (call after ``optimizer.step()``)."""
         self._check_matches()
-        for name, p in self._parameters():
+        params = self._parameters()
+        for name, p in params:
             s = self.shadow[name]
             if s.device != p.device or s.dtype != p.dtype:  # the module was moved or cast: follow it
-                s = self.shadow[name] = s.to(device=p.device, dtype=p.dtype)
-            s.lerp_(p.detach(), 1.0 - self.decay)
+                self.shadow[name] = s.to(device=p.device, dtype=p.dtype)
+        if params:  # one multi-tensor kernel for every parameter on a GPU, where a lerp each was a launch each
+            torch._foreach_lerp_([self.shadow[name] for name, _ in params], [p.detach() for _, p in params], 1.0 - self.decay)
         self.num_updates += 1
 
     @contextlib.contextmanager

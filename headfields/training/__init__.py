@@ -40,6 +40,7 @@ from .optimizer import (
     build_optimizer,
     exponential_learning_rate,
     set_learning_rate,
+    step_if,
 )
 from .run_log import RunLog
 
@@ -75,5 +76,6 @@ __all__ = [
     "save_png",
     "seed_everything",
     "set_learning_rate",
+    "step_if",
     "train",
 ]

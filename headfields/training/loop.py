@@ -43,7 +43,7 @@ from .config import CHECKPOINT_NAME, CONFIG_NAME, LOG_NAME, TrainingConfig
 from .contract import AvatarModel, RayBatch, StepOutput
 from .evaluation import evaluate, evenly_spread
 from .host_copy import READ_LAG, HostCopy
-from .optimizer import averaged, build_optimizer, set_learning_rate
+from .optimizer import averaged, build_optimizer, set_learning_rate, step_if
 from .run_log import SIDE_BY_SIDE_FRAMES, RunLog, board_evaluation, board_scalars, tensorboard_writer
 from .sample_budget import SampleBudget, over_ranks
 
@@ -324,11 +324,10 @@ class _Loop:
             _non_finite(self.step, float(result.loss.detach()), result.logs)
         self.optimizer.zero_grad(set_to_none=True)
         result.loss.backward()
-        if finite is not None:
-            for p in self.model.parameters():
-                if p.grad is not None:
-                    p.grad.masked_fill_(~finite, 0.0)
-        self.optimizer.step()
+        if finite is None:
+            self.optimizer.step()
+        else:  # a non-finite loss's step changes nothing; the run stops when the loss is read
+            step_if(self.optimizer, finite)
         if self.ema is not None:
             self.ema.update()  # the same weights on every rank after the step: the same average
         self.sampling.after_step(over_ranks(result.samples, self.ranks, self.device), type(model).__name__)

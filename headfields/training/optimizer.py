@@ -8,7 +8,7 @@ import warnings
 from dataclasses import dataclass
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from ..checks import check_count, check_positive
 from ..ema import ExponentialMovingAverage
@@ -20,6 +20,7 @@ __all__ = [
     "build_optimizer",
     "exponential_learning_rate",
     "set_learning_rate",
+    "step_if",
 ]
 
 
@@ -86,6 +87,27 @@ def build_optimizer(model: nn.Module, config: OptimizerConfig) -> torch.optim.Ad
 
         optimizer.register_step_pre_hook(clip)
     return optimizer
+
+
+def step_if(optimizer: torch.optim.Optimizer, finite: Tensor) -> None:
+    """``optimizer.step()``, which changes nothing (weights, moments, step count) where the 0-d bool ``finite``
+    is False, without reading it back: a step of fixed shapes whose loss is checked two steps late.
+
+    torch's fused Adam takes the flag itself, as GradScaler hands it over: the ``found_inf`` attribute, read by
+    ``Adam.step`` (a private protocol of torch's; tests/test_optimizer.py fails if it goes): one kernel for every
+    parameter. Any other optimiser gets its gradients zeroed first, a kernel a parameter (its moments still move)."""
+    if not getattr(optimizer, "defaults", {}).get("fused"):
+        for group in optimizer.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    p.grad.masked_fill_(~finite, 0.0)
+        optimizer.step()
+        return
+    optimizer.found_inf = (~finite).to(torch.float32).reshape(())
+    try:
+        optimizer.step()
+    finally:
+        del optimizer.found_inf
 
 
 def set_learning_rate(optimizer: torch.optim.Optimizer, config: OptimizerConfig, step: int) -> None:

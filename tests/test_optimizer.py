@@ -1,0 +1,61 @@
+"""The step of a fixed-shape batch whose loss may be non-finite (training.step_if): against torch's own Adam
+stepping (or not stepping) the same parameters, for the fused Adam the loop builds and for another optimiser."""
+
+import pytest
+import torch
+from torch import nn
+
+from headfields.training import OptimizerConfig, build_optimizer, step_if
+
+
+def _model_and_grads(device, seed=0):
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3)).to(device)
+    grads = [torch.randn_like(p) for p in model.parameters()]
+    return model, grads
+
+
+def _state(optimizer):
+    return [{k: v.clone() if torch.is_tensor(v) else v for k, v in s.items()} for s in optimizer.state.values()]
+
+
+@pytest.mark.parametrize("finite", [True, False])
+def test_the_fused_step_is_adam_s_step_or_none_at_all(device, finite):
+    """Two steps (the moments exist), the second under the flag: a finite one is torch's plain Adam step; a
+    non-finite one leaves weights, moments and the step count as they were, with NaN gradients too."""
+    ours, grads = _model_and_grads(device)
+    theirs, _ = _model_and_grads(device)
+    optimizer = build_optimizer(ours, OptimizerConfig(learning_rate=1e-2))
+    assert optimizer.defaults["fused"]  # the loop's Adam on CPU and CUDA: the flag goes to the kernel
+    reference = torch.optim.Adam(theirs.parameters(), lr=1e-2, foreach=False)
+    for step in range(2):
+        for model in (ours, theirs):
+            for p, g in zip(model.parameters(), grads, strict=True):
+                p.grad = g.clone() if finite or step == 0 else torch.full_like(g, float("nan"))
+        if step == 0:
+            optimizer.step()
+            reference.step()
+            before = ([p.detach().clone() for p in ours.parameters()], _state(optimizer))
+            continue
+        step_if(optimizer, torch.tensor(finite, device=device))
+        if finite:
+            reference.step()
+            for a, b in zip(ours.parameters(), theirs.parameters(), strict=True):
+                torch.testing.assert_close(a, b)
+        else:
+            for a, b in zip(ours.parameters(), before[0], strict=True):
+                assert torch.equal(a, b)
+            for a, b in zip(_state(optimizer), before[1], strict=True):
+                assert all(torch.equal(a[k], b[k]) for k in a)  # moments and step count
+    assert not hasattr(optimizer, "found_inf")  # the flag lives for its step only
+
+
+def test_another_optimiser_gets_its_gradients_zeroed():
+    """An optimiser that takes no flag: the gradients are zeroed instead (SGD without momentum: no change)."""
+    model, grads = _model_and_grads("cpu")
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    for p, g in zip(model.parameters(), grads, strict=True):
+        p.grad = torch.full_like(g, float("nan"))
+    before = [p.detach().clone() for p in model.parameters()]
+    step_if(optimizer, torch.tensor(False))
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), before, strict=True))
