@@ -16,7 +16,7 @@ image and the largest pixel difference from "as is".
 ``--cuda-rules`` renders every variant under the GPU's rules (``render.cuda_rules``: the queries sorted, the GPU's
 rounds): on the CPU, "as is" is then what a GPU runs, and the variants differ from it as they would there.
 
-The variants, each a question a GPU has not answered yet (docs/benchmarks.md, "INSTA's 512² frame on a GPU"):
+The variants, each a question a GPU has not answered yet (docs/results.md, "INSTA's 512² frame"):
 
 - **queries unsorted**: the mesh queries that may come in any order (the deformer's, a shell's) walked as they come,
   the rays' order for a renderer's samples, instead of sorted along a Morton curve first (2% of the H200's frame); the

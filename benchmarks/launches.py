@@ -6,8 +6,8 @@ Warp launches.
     python benchmarks/launches.py --only insta --baseline ../old    # and another checkout's code, same runs
 
 On a GPU a small operation costs a few microseconds whatever its size, so a 512² frame whose rounds each launch a
-few hundred operations spends milliseconds launching them (``docs/benchmarks.md``, "INSTA's 512² frame on a
-GPU"). The counts are the same on the CPU, where this runs in CI's time: each model is trained for
+few hundred operations spends milliseconds launching them (``docs/results.md``, "INSTA's 512² frame": what a
+frame launches). The counts are the same on the CPU, where this runs in CI's time: each model is trained for
 ``--train-minutes`` into ``--out/<model>`` as ``benchmarks/render.py`` trains it (a finished run there is reused),
 then the first held-out frame at ``--size`` is rendered once on ``--device`` under ``torch.profiler`` (on CUDA the
 paper recipe and the GPU's own paths: the CPU's blocks of rows are not there). Its mesh queries and its rounds take

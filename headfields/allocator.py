@@ -5,15 +5,15 @@ torch's CPU tensors come from the C library's ``malloc``. glibc serves a block a
 to 32 MiB): every new tensor that large then costs a page fault per 4 KiB page when it is first written, about as
 much as the arithmetic that fills it. A render allocates many such tensors (135k samples x 64 features is 35 MB):
 a 96² MonoAvatar frame faulted about a million pages, 40% of its time on this project's 2-core CPU
-(``docs/benchmarks.md``). :func:`reuse_freed_memory` raises the mmap and trim thresholds, so freed blocks stay in the
-heap and the next tensor reuses them, as CUDA's caching allocator does on the GPU.
+(``docs/results.md``, "The CPU's tunings"). :func:`reuse_freed_memory` raises the mmap and trim thresholds, so
+freed blocks stay in the heap and the next tensor reuses them, as CUDA's caching allocator does on the GPU.
 
 What it buys and costs, measured: renders, not training steps. An 8,192-ray chunk of a held-out 96² MonoAvatar
 frame (untrained weights; three alternating pairs of fresh processes on a quiet 2-core machine) faulted 875-884k pages
 in 3.4-4.2 s by default, 0-334k pages in 1.5-2.7 s tuned, with 2.7-3.8 s of kernel time against 0-1.3 s; its
 resident peak grew from 1.34-1.39 to 1.74-1.91 GB. Training steps gain nothing (INSTA 528 -> 529 ms, MonoAvatar
-835 -> 829 ms, ``docs/benchmarks.md``). Up to ``limit`` bytes of freed memory stay with the process instead of going
-back to the system.
+835 -> 829 ms, measured when ``tune_malloc`` landed, 1890c38). Up to ``limit`` bytes of freed memory stay with the
+process instead of going back to the system.
 
 The change is process-wide, and glibc has no getter for it. So no library call makes it unasked:
 :func:`freed_memory_reused` applies it for a block and afterwards puts back what it can (see there), which is what

@@ -6,7 +6,8 @@ with a normal number (a multiplication of 4M denormals: 1.8 ms against 0.25 ms o
 with a sharp Softplus produce them: ``exp(beta x)`` of a pre-activation far below zero, and the products of such
 slopes with small gradients in an eikonal term's double backward. Late in a hyper NeuS avatar's CPU training, 1.5%
 of its activations are denormal, and its elementwise ops (softplus, sigmoid, the products) took 46 ms more a step
-than with denormals flushed: its step took 223-225 ms against 201-209 ms flushed (``docs/benchmarks.md``).
+than with denormals flushed: its step took 223-225 ms against 201-209 ms flushed (``docs/results.md``, "The CPU's
+tunings").
 Flushing (x86's FTZ and DAZ modes, ``torch.set_flush_denormal``) reads and writes every denormal as zero: a result
 that would be denormal loses less than the smallest normal number, but a computation on denormal inputs sees zeros
 (a denormal divided by itself gives nan), which training a network never relies on.

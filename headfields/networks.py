@@ -64,7 +64,7 @@ SOFTPLUS_THRESHOLD = 20.0
 
 # oneDNN's float32 matrix products (torch's mkldnn ops, which torch.compile's CPU code also calls for linear layers),
 # where the torch build has them: 1.6-2.7x torch's MKL products for a linear layer's forward and input gradient on
-# this project's 2-core AMD CPU, on every MLP shape the models run (docs/benchmarks.md).
+# this project's 2-core AMD CPU, on every MLP shape the models run (docs/results.md, "The CPU's tunings").
 ONEDNN_SWITCH = "HEADFIELDS_ONEDNN"  # "0" in the environment: F.linear everywhere
 # oneDNN runs blocks of this many rows, the rest goes to torch's product. oneDNN keeps a buffer of the output's size
 # for every row count it has seen (about 10 MB for 20,000 rows of 128, up to 1,024 of them): a fixed block keeps one.
@@ -81,7 +81,7 @@ def reduced_precision(dtype: torch.dtype = torch.bfloat16) -> Iterator[None]:
     where oneDNN has them (:func:`onednn_linear`, :func:`bfloat16_products`), on a CUDA GPU that has them
     (compute capability 8 on); autograd, other devices, torch without oneDNN and CPUs or GPUs without
     bfloat16 products keep float32. The inference renderer's
-    callers measure what it changes in their images (docs/benchmarks.md).
+    callers measure what it changes in their images (docs/results.md, "INSTA's 512² frame").
 
     ```python
     with torch.no_grad(), reduced_precision():
@@ -306,9 +306,9 @@ class Mlp(nn.Sequential):
     """An ``nn.Sequential`` (the same indexing and state dict) that, without autograd, runs float32 CPU input one
     block of rows at a time through all its layers where they are linear layers and ReLUs: each block's
     activations stay in the cache, and each ReLU is applied inside the product before it (oneDNN's post-op), instead
-    of a pass over memory per layer and per ReLU (3-4x on INSTA's 64-wide MLPs, docs/benchmarks.md). The values
-    are the layer-by-layer ones (the same products, block for block); with autograd, or with any other layer or
-    input, it is ``nn.Sequential``'s forward. ``reducible`` (slices keep it): bfloat16 products inside
+    of a pass over memory per layer and per ReLU (3-4x on INSTA's 64-wide MLPs, measured when it landed, 3def6f0). The
+    values are the layer-by-layer ones (the same products, block for block); with autograd, or with any other layer
+    or input, it is ``nn.Sequential``'s forward. ``reducible`` (slices keep it): bfloat16 products inside
     :func:`reduced_precision`."""
 
     reducible = False

@@ -1,7 +1,7 @@
 """benchmarks/cuda_build.py: the decoder shapes it compiles are the models' own, its shared-memory verdicts follow
 the architectures' limits, and it reads each kernel's request from what the compile wrote. A real CUDA compile takes
 a minute or more a kernel (cuBLASDx), so the compile itself is replaced here; the script's figures come from running
-it (docs/benchmarks.md)."""
+it (docs/results.md, "The fused decoder's CUDA build")."""
 
 from __future__ import annotations
 

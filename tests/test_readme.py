@@ -1,5 +1,5 @@
-"""The README's snippets run as written, its figures are the benchmarks page's, and the primitive table of
-docs/index.md marks as working only what is exported."""
+"""The README's snippets run as written, its figures are the results page's, the results page holds today's figures
+only, and the primitive table of docs/index.md marks as working only what is exported."""
 
 import importlib
 import re
@@ -8,7 +8,7 @@ from pathlib import Path
 ROOT = Path(__file__).parents[1]
 README = (ROOT / "README.md").read_text()
 INDEX = (ROOT / "docs" / "index.md").read_text()
-BENCHMARKS = (ROOT / "docs" / "benchmarks.md").read_text()
+RESULTS = (ROOT / "docs" / "results.md").read_text()
 
 
 def _snippet(text: str, heading: str) -> str:
@@ -57,17 +57,36 @@ def test_docs_index_getting_started_runs_as_written(tmp_path, monkeypatch):
     assert scope["depth"].max() > 0  # the camera sees the head
 
 
-def test_readme_models_table_figures_are_on_the_benchmarks_page():
-    table = README.split("## Models")[1].split("\n\n")[2]
-    rows = [row for row in table.splitlines() if row.startswith("| `")]
+def test_readme_models_table_figures_are_on_the_results_page():
+    section = README.split("## Models")[1].split("## Command line")[0]
+    table = section.split("\n\n")[2]
+    header, rows = table.splitlines()[0], [row for row in table.splitlines() if row.startswith("| `")]
     assert len(rows) == 9
+    kinds = [cell.split(":")[0].strip() for cell in header.split("|")[3:-1]]  # each figure column names its run
+    assert kinds[0] == "GPU" and kinds == sorted(kinds, key=("GPU", "CPU").index), kinds  # the GPU's columns first
+    assert not re.search(r"[*†‡]", table), "a footnote mark in the models table: say it in the notes"
     for row in rows:
         for cell in row.split("|")[3:-1]:  # the figures, after the model's key and what it is
             for figure in re.findall(r"\d[\d,]*\.\d+|\d{1,3}(?:,\d{3})+", cell):
-                assert figure in BENCHMARKS, f"{figure} of {row.split('|')[1].strip()} is not in docs/benchmarks.md"
-    notes = README.split("## Models")[1].split("## Command line")[0]
-    for figure in ("35.39 dB", "1.98 mm", "1.15 mm"):  # the notes' figures too
-        assert figure in notes and figure in BENCHMARKS
+                assert figure in RESULTS, f"{figure} of {row.split('|')[1].strip()} is not in docs/results.md"
+    notes = section.replace(table, "")
+    assert "e0f7527" in notes and "2026-11-27" in notes and "2026-11-23" in notes  # each column's commit and date
+    for figure in ("35.39 dB", "35.84 dB", "1.98 mm", "1.15 mm", "37.4"):  # the notes' figures too
+        assert figure in notes and figure in RESULTS
+
+
+def test_results_page_holds_todays_figures():
+    """Under 300 lines, one section per question, each naming a command and a date; no log of what was tried."""
+    assert len(RESULTS.splitlines()) < 300
+    assert not re.search(r"(?i)\btried\b|not landed|since commit|what does less work", RESULTS)
+    sections = RESULTS.split("\n## ")[1:]
+    assert len(sections) >= 10
+    for section in sections:
+        title = section.splitlines()[0]
+        assert re.search(r"`(python|pytest|make) ", section), f"{title}: no command"
+        assert re.search(r"\b2026-\d\d-\d\d\b", section), f"{title}: no date"
+        if "**GPU" in section and "**CPU" in section:
+            assert section.index("**GPU") < section.index("**CPU"), f"{title}: the CPU's figures before the GPU's"
 
 
 def test_readme_command_line_names_every_registered_model():

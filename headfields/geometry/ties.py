@@ -3,12 +3,13 @@
 Where a point's closest point on a mesh is a vertex or lies on an edge, every face that shares it is equally near, and
 which one a search reports is the search's choice: Warp's BVH, the CPU's wide BVH, a tree's shape or the order the
 faces are met in. Such points are common: of INSTA's 512² frame's samples, 18% have their closest point on an edge
-and 2% on a vertex (docs/benchmarks.md), and its deformer maps each through its face's frame, so an image depended on
-which search ran (a mesh switches to the wide BVH once queried enough, so a process's first renders differed from
-its later ones). :func:`canonical_face` turns the face found into the lowest id among the faces that share the closest
-point's corner or edge. Which one is read from the closest point's weights on the face found (Ericson, "Real-Time
-Collision Detection" 5.1.5, in float64 from the float32 corners and query the searches read; weights below
-TIE_WEIGHT count as zero): every face that shares it has the same closest point, so every search reports one face.
+and 2% on a vertex (docs/results.md, "Mesh queries"), and its deformer maps each through its face's frame, so an
+image depended on which search ran (a mesh switches to the wide BVH once queried enough, so a process's first renders
+differed from its later ones). :func:`canonical_face` turns the face found into the lowest id among the faces that
+share the closest point's corner or edge. Which one is read from the closest point's weights on the face found
+(Ericson, "Real-Time Collision Detection" 5.1.5, in float64 from the float32 corners and query the searches read;
+weights below TIE_WEIGHT count as zero): every face that shares it has the same closest point, so every search reports
+one face.
 
     tables = tie_tables(faces, num_vertices)  # per topology: the lowest face id at each vertex and each edge
     f, v, w = canonical_face(points, faces, tables.vertex_face, tables.edge_face, frame, f, q)  # in a Warp kernel

@@ -166,7 +166,7 @@ def shortened(stage: StageConfig, steps: int) -> StageConfig:
 # cpu_tracking()'s landmark pairs, each weighed 1: the paper's x 100 on chin, lips and eyelids trusts its prior,
 # trained for days, with those anchors. On a prior of minutes x 100 pulled the identity off the face: 1.39 against
 # 1.66 mm face L1 when the prior's anchors missed their scans by 6-11 mm, 1.19 against 1.40 mm with them within
-# 1-1.6 mm (cpu_prior_training; docs/benchmarks.md).
+# 1-1.6 mm (cpu_prior_training; docs/mononphm.md, "Results").
 CPU_ANCHOR_WEIGHTS: tuple[float, ...] = (1.0,) * len(ANCHOR_LANDMARK_PAIRS)
 
 

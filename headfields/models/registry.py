@@ -164,16 +164,16 @@ def _nphm_held_out_video():
 
 # The CPU recipes' budgets of trained samples a step: on a 2-core CPU, more steps of fewer rays beat the fixed rays
 # at equal training time (after 2.5 min: INSTA 2^14 against 2,048 rays, 1.7x the steps, +0.3 dB; the portrait 2^14
-# against 2,048 rays, 1.8x, +5 dB; MonoAvatar 2^13 against 1,024 rays, 1.7x, +3 dB; docs/benchmarks.md). The
-# first step still draws rays_per_batch rays.
+# against 2,048 rays, 1.8x, +5 dB; MonoAvatar 2^13 against 1,024 rays, 1.7x, +3 dB; docs/results.md, "Samples a step
+# on the CPU"). The first step still draws rays_per_batch rays.
 CPU_SAMPLES_PER_BATCH = {"samples_per_batch": 1 << 14}
 # Rays a render call of the NeRF models' inference renderer: its rounds bound the field's memory (ROUND_SAMPLES), so a
 # call takes a quarter of a 512² image; 8,192-ray calls (TrainingConfig's default) make each round smaller and a
-# frame 1.4x slower on the 2-core CPU (INSTA, docs/benchmarks.md).
+# frame 1.4x slower on the 2-core CPU (INSTA, measured when 65,536-ray calls landed, 3def6f0).
 INFERENCE_CHUNK = 1 << 16
 # INSTA's paper recipe (the default on CUDA) renders a 512² frame in one call: on an H100 a call's fixed work (the
 # march's read-back, each round's launches) is what a frame of a few million samples spends its time on, and four
-# calls of 2^16 rays took 124 ms against 63 ms for one (docs/benchmarks.md).
+# calls of 2^16 rays took 124 ms against 63 ms for one (docs/insta.md, "Figures").
 PAPER_INFERENCE_CHUNK = {"render_chunk": 1 << 18}
 MONOAVATAR_CPU_SAMPLES_PER_BATCH = {"samples_per_batch": 1 << 13}  # two networks a sample, 4 frames' UV CNN a step
 

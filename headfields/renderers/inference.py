@@ -28,7 +28,7 @@ optical thickness (``-log(1 - alpha)``).
 Both flush denormal floats within the call and put the modes back after (:func:`~headfields.denormals.denormals_flushed`,
 which the training loop uses too): a sharp Softplus (NeuS, beta 100) of pre-activations far below zero computes
 ``exp`` into denormals, which x86 CPUs compute with many times slower. Flushed, the hyper NeuS avatar's 128² frame
-took 3.2 s against 7.6 s, pixel for pixel the same image (``docs/benchmarks.md``).
+took 3.2 s against 7.6 s, pixel for pixel the same image (``docs/results.md``, "The CPU's tunings").
 """
 
 from __future__ import annotations
