@@ -79,8 +79,6 @@ KNOWN_UPWARD = {
     ("headfields.heads", "headfields.renderers.cameras"),  # base -> fields
     ("headfields.data.inspect", "headfields.models.registry"),  # data -> models
     ("headfields.data.subject", "headfields.synthetic"),  # data -> synthetic
-    ("headfields.models.gaussian_avatar_run", "headfields.runs"),  # models -> apps
-    ("headfields.models.mononphm_run", "headfields.runs"),  # models -> apps
 }
 
 # Calls whose string argument names a module they import: importlib's.

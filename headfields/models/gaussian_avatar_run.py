@@ -43,7 +43,6 @@ from .gaussian_avatar import GaussianAvatar, GaussianAvatarConfig, position_lear
 
 if TYPE_CHECKING:
     from ..data import FrameSet, Subject
-    from ..runs import RunConfig
     from ..training import TrainingConfig
 
 __all__ = ["build", "camera_extent", "fit", "train"]
@@ -198,9 +197,11 @@ def fit(
     return metrics
 
 
-def train(run: RunConfig, out: str | Path, device: str | torch.device | None = None, resume: bool = True, log=None) -> dict:
+def train(run, out: str | Path, device: str | torch.device | None = None, resume: bool = True, log=None) -> dict:
     """The run ``run`` into ``out`` (:func:`headfields.runs.train_run` calls it): :func:`fit` on the run's subject,
-    its ``config.json`` written first; a checkpoint there is continued (with ``resume``) up to the run's budget."""
+    its ``config.json`` written first; a checkpoint there is continued (with ``resume``) up to the run's budget.
+    ``run`` is a :class:`~headfields.runs.RunConfig`, not annotated: the runs sit above the models (as for
+    :func:`headfields.training.train`'s ``run``)."""
     from ..training import CONFIG_NAME
 
     device = torch.device(device if device is not None else "cpu")

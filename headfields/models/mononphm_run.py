@@ -39,7 +39,6 @@ from .nphm import load_prior
 
 if TYPE_CHECKING:
     from ..data import Subject
-    from ..runs import RunConfig
 
 __all__ = ["build", "train"]
 
@@ -76,10 +75,11 @@ def _landmarks(config: MonoNphmConfig, subject: Subject) -> tuple[torch.Tensor, 
     return tuple(torch.from_numpy(np.load(file)) for file in files)
 
 
-def train(run: RunConfig, out: str | Path, device: str | torch.device | None = None, resume: bool = True, log=None) -> dict:
+def train(run, out: str | Path, device: str | torch.device | None = None, resume: bool = True, log=None) -> dict:
     """The MonoNPHM run ``run`` into ``out`` (see the module docstring); returns its metrics. A finished run of the
     same configuration in ``out`` is not tracked again (with ``resume``): its metrics are returned; a checkpoint
-    of another run there is refused. ``log``: where the run's lines go (default: standard output)."""
+    of another run there is refused. ``log``: where the run's lines go (default: standard output). ``run`` is a
+    :class:`~headfields.runs.RunConfig`, not annotated: the runs sit above the models."""
     from ..synthetic import load_ground_truth
     from ..training import CHECKPOINT_NAME, CONFIG_NAME, seed_everything
     from ..tuning import process_tuning
