@@ -41,7 +41,6 @@ TIERS = {
     "row_blocks": "foundation",  # CPU fast path: backends/cpu/
     "tuning": "foundation",  # CPU process state: backends/cpu/
     "geometry": "base",
-    "heads": "base",  # the tracked parametric head of a capture's frames: DESIGN.md's "parametric/ (... heads)"
     "parametric": "base",
     "decoders": "parts",
     "deformers": "parts",
@@ -52,6 +51,7 @@ TIERS = {
     "perceptual": "fields",  # LPIPS, an image metric
     "renderers": "fields",
     "data": "data",
+    "heads": "data",  # a capture's frames -> the tracked Head (the Head itself: base, parametric/), mesh depth of rays
     "synthetic": "synthetic",
     "checkpoints": "training",  # the loop's checkpoints
     "distributed": "training",  # the loop's data-parallel steps
@@ -75,8 +75,6 @@ TIERS = {
 KNOWN_UPWARD = {
     ("headfields.configs", "headfields.models.registry"),  # foundation -> models
     ("headfields.configs", "headfields.runs"),  # foundation -> apps
-    ("headfields.heads", "headfields.data"),  # base -> data
-    ("headfields.heads", "headfields.renderers.cameras"),  # base -> fields
     ("headfields.data.inspect", "headfields.models.registry"),  # data -> models
     ("headfields.data.subject", "headfields.synthetic"),  # data -> synthetic
 }
