@@ -258,6 +258,8 @@ class Insta(nn.Module):
         ``out_dim``."""
         super().__init__()
         self.config = c = config or InstaConfig()
+        # The recipe's background as a buffer: it moves with the model, and a step copies nothing from the host.
+        self.register_buffer("background", torch.tensor(c.background, dtype=torch.float32), persistent=False)
         self.optimization = c.optimization
         self.parametric = parametric.requires_grad_(False)
         if c.expression_dims > parametric.num_expression:  # a capture's expression files may hold fewer
@@ -315,12 +317,12 @@ class Insta(nn.Module):
         """The rays rendered over ``background`` (a colour a ray; None: the recipe's); ``early_stop`` and ``slots``:
         :func:`~headfields.renderers.render_nerf`'s."""
         if background is None:
-            background = torch.tensor(self.config.background, device=rays.origins.device)
+            background = self.background
         return render_nerf(self.field, rays, head, self.sampler, background, generator, early_stop, slots)
 
     def render_rays(self, rays: Rays, head: Head, early_stop: float = EARLY_STOP_TRANSMITTANCE) -> torch.Tensor:
         """The colours by the inference renderer (rounds over the live rays, stopped at transmittance ``early_stop``)."""
-        background = torch.tensor(self.config.background, device=rays.origins.device)
+        background = self.background
         with self.sampler.frame_shells():  # an image's chunks: the frame's shell classified once
             return render_nerf_inference(self.field, rays, head, self.sampler, background, early_stop).rgb
 
@@ -331,7 +333,7 @@ class Insta(nn.Module):
         c = self.config
         target, background = batch.rgb, None
         if c.random_background and batch.mask is not None:
-            fixed = torch.tensor(c.background, device=target.device, dtype=target.dtype)
+            fixed = self.background.to(target.dtype)
             drawn = batch.backgrounds  # the loop's; a batch made by hand: the step's generator's first draw, as there
             if drawn is None:
                 drawn = torch.rand(target.shape, generator=batch.generator, device=target.device)

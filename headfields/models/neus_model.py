@@ -69,14 +69,16 @@ class NeusModel(nn.Module):
         # The canonical box in the SDF's units: where the eikonal term draws its points away from the surface.
         self.register_buffer("box", Normalize.of_box(neutral)(padded_box(neutral, config.sampler.padding)))
         self.inverse_variance = InverseVariance(config.inverse_variance)
+        # The recipe's background as a buffer: it moves with the model, and a step copies nothing from the host.
+        self.register_buffer("background", torch.tensor(config.background, dtype=torch.float32), persistent=False)
 
     def render(self, rays: Rays, head: Head, generator: torch.Generator | None = None) -> NeusRender:
-        background = torch.tensor(self.config.background, device=rays.origins.device)
+        background = self.background
         return render_neus(self.field, rays, head, self.config.sampler, self.inverse_variance(), background, generator)
 
     def render_rays(self, rays: Rays, head: Head, early_stop: float = EARLY_STOP_TRANSMITTANCE) -> Tensor:
         """The colours by the inference renderer (rounds over the live rays, stopped at transmittance ``early_stop``)."""
-        background = torch.tensor(self.config.background, device=rays.origins.device)
+        background = self.background
         sampler, inv_s = self.config.sampler, self.inverse_variance()
         return render_neus_inference(self.field, rays, head, sampler, inv_s, background, early_stop).rgb
 

@@ -106,6 +106,8 @@ class Portrait360(nn.Module):
     def __init__(self, parametric: SubjectModel, config: Portrait360Config | None = None):
         super().__init__()
         self.config = c = config or Portrait360Config()
+        # The recipe's background as a buffer: it moves with the model, and a step copies nothing from the host.
+        self.register_buffer("background", torch.tensor(c.background, dtype=torch.float32), persistent=False)
         self.optimization = c.optimization
         require_parametric_model(parametric, "Portrait360", "SMPL-X's skeleton and skinning weights")
         self.parametric = parametric.requires_grad_(False)
@@ -164,12 +166,12 @@ class Portrait360(nn.Module):
         slots: SampleSlots | None = None,
     ) -> NerfRender:
         """The rays rendered; ``early_stop`` and ``slots``: :func:`~headfields.renderers.render_nerf`'s."""
-        background = torch.tensor(self.config.background, device=rays.origins.device)
+        background = self.background
         return render_nerf(self.field, rays, head, self.sampler, background, generator, early_stop, slots)
 
     def render_rays(self, rays: Rays, head: Head, early_stop: float = EARLY_STOP_TRANSMITTANCE) -> Tensor:
         """The colours by the inference renderer (rounds over the live rays, stopped at transmittance ``early_stop``)."""
-        background = torch.tensor(self.config.background, device=rays.origins.device)
+        background = self.background
         with self.sampler.frame_shells():  # an image's chunks: the frame's shell classified once
             return render_nerf_inference(self.field, rays, head, self.sampler, background, early_stop).rgb
 

@@ -53,7 +53,8 @@ def ray_batch(
     else:
         subset = None
         if frames_per_batch is not None and frames_per_batch < len(frames):
-            subset = torch.randperm(len(frames), generator=generator)[:frames_per_batch].to(where.device)
+            subset = torch.randperm(len(frames), generator=generator, device=generator.device)[:frames_per_batch]
+            subset = subset.to(where.device)
         picked = sample_pixels(where, count, generator, subset)
 
     def gather(x: Tensor | None) -> Tensor | None:

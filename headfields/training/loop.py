@@ -151,7 +151,10 @@ class _Loop:
         # Each split's tracked head, once: every batch and every evaluation reads it.
         self.train_head = tracked_head(model.parametric, train_frames)
         self.eval_head = tracked_head(model.parametric, eval_frames)
-        self.generator = torch.Generator().manual_seed(config.seed)  # the same seed on every rank: the same batches
+        # The pixels are drawn where the frames' images are (on a GPU when they fit): no copy from the host a step.
+        self.train_frames, self.frames_where = place_frames(train_frames, device, config.frames_device_share)
+        picking = self.train_frames.images.device
+        self.generator = torch.Generator(picking).manual_seed(config.seed)  # the same seed on every rank: the same batches
         self.step, self.elapsed, self.wall = 0, 0.0, 0.0  # wall: the run's wall-clock seconds, evaluations included
         self.checkpoint = out / CHECKPOINT_NAME
         self.fingerprint, self.frozen = run_fingerprint(model, train_frames, config), frozen_state_keys(model)
@@ -180,7 +183,7 @@ class _Loop:
         self.optimizer.load_state_dict(state["optimizer"])
         if self.ema is not None:
             self.ema.load_state_dict(state["ema"])
-        self.generator.set_state(state["generator"].cpu())  # map_location moved it; the sampler's generator is on the CPU
+        self.generator = _restored_generator(self.generator, state["generator"].cpu(), self.config.seed + state["step"], self.log)
         self.step, self.elapsed = state["step"], state["elapsed"]
         self.wall = state.get("wall", self.elapsed)
         self.sampling.load_state(state, self.step)
@@ -262,9 +265,8 @@ class _Loop:
             enabled=self.lead,
             initial=initial,
         )
-        self.train_frames, where = place_frames(self.train_frames, self.device, c.frames_device_share)
-        if where and self.lead:
-            print(where, file=self.log)
+        if self.frames_where and self.lead:
+            print(self.frames_where, file=self.log)
         self.view_bins = None
         if c.balance_views:
             if not hasattr(model, "view_bins"):
@@ -447,6 +449,21 @@ class _TrainingStep(nn.Module):
 
     def forward(self, batch: RayBatch, step: int) -> StepOutput:
         return self.model.training_step(batch, step)
+
+
+def _restored_generator(generator: torch.Generator, state: torch.Tensor, seed: int, log) -> torch.Generator:
+    """The pixel sampler's generator as a checkpoint left it. A state from a generator of another kind (a run
+    checkpointed before the sampler drew on the GPU, or on another device) continues on a CPU generator where it is
+    a CPU state, so that the run resumes bit for bit; otherwise the batches continue from ``seed``, and ``log`` says so."""
+    if len(state) == len(generator.get_state()):
+        generator.set_state(state)
+        return generator
+    cpu = torch.Generator()
+    if len(state) == len(cpu.get_state()):
+        cpu.set_state(state)
+        return cpu
+    print(f"the checkpoint's pixel generator is of another device: the batches go on from seed {seed}", file=log)
+    return generator.manual_seed(seed)
 
 
 def _non_finite(step: int, loss: float, logs: dict) -> None:
