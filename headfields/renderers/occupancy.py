@@ -294,7 +294,8 @@ class OccupancyGrid(nn.Module):
         With ``cap_at_mean`` the threshold is ``min(threshold, mean occupancy)`` (instant-ngp's rule), so a
         young field whose values are all still small keeps its densest cells instead of being pruned away.
 
-        Randomness comes from ``generator`` (torch's global generator when None). For a moving head,
+        Randomness comes from ``generator`` (torch's global generator of the grid's device when None); one on the
+        grid's device copies nothing from the host. For a moving head,
         ``density_fn`` warps the points with a random training frame, so the grid holds the union over frames.
         """
         if not callable(density_fn):
@@ -305,7 +306,7 @@ class OccupancyGrid(nn.Module):
             raise ValueError(f"threshold: expected a finite number, got {threshold!r}")
         total = self.binary.numel()
         num_occupied = check_count("num_occupied", num_occupied, 0)
-        rng_device = generator.device if generator is not None else torch.device("cpu")
+        rng_device = generator.device if generator is not None else self.aabb.device
         flat = self.occupancy.view(-1)
         if num_cells is None:
             cells = torch.arange(total, device=self.aabb.device)

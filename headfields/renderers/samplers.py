@@ -198,12 +198,13 @@ class OccupancySampler(_FrameShells):
         through ``field``; the grid keeps the union of the head over frames (INSTA)."""
         if self.every == 0 or step % self.every:
             return
-        generator = torch.Generator().manual_seed(step)
-        frame = torch.randint(head.num_frames, (1,), generator=generator)  # copied to the device, never read back
+        # Drawn where the grid is: on a GPU, nothing is copied over from the host (on the CPU, the same draws as ever).
+        generator = torch.Generator(self.grid.aabb.device).manual_seed(step)
+        frame = torch.randint(head.num_frames, (1,), generator=generator, device=generator.device)  # never read back
 
         def thickness(x: Tensor) -> Tensor:  # optical thickness of one marching step, as instant-ngp thresholds
             with torch.no_grad():
-                frames = frame.to(x.device).expand(len(x)).contiguous()
+                frames = frame.expand(len(x)).contiguous()
                 return field(x, None, frames, head).density * self.step_size
 
         cells: dict[str, int] = {}
