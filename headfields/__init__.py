@@ -7,9 +7,24 @@ meshes), ``data`` (captures), ``deformers``, ``encoders``, ``decoders``, ``field
 train | render | export | view`` is the command line. docs/index.md lists every primitive.
 """
 
+from .configs import register_config_source
+
 __version__ = "0.1.0"
 
 _RUNS = ("RunConfig", "load_run", "train_run")  # headfields.runs, imported on first use (it imports torch and the models)
+
+
+@register_config_source
+def _library_configs() -> list[type]:
+    """The library's configurations for :func:`headfields.configs.config_classes`: a run's and every registered
+    model's recipe classes, imported when a config is read (configs, below the models, cannot name them)."""
+    from .models.registry import MODELS
+    from .runs import RunConfig
+
+    classes = [RunConfig]
+    for entry in MODELS.values():
+        classes += [entry.config_type] if entry.config_type is not None else [type(make()) for make in entry.recipes.values()]
+    return classes
 
 
 def __getattr__(name: str):

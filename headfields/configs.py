@@ -12,7 +12,7 @@ class (``__post_init__`` validates), lists become tuples (the configs are frozen
 
 - a ``"__class__"`` is looked up in :func:`config_classes`, a list of the classes known to be configurations
   (the library's, those a field names, and any a user registers with :func:`register_config`): reading a config
-  file never imports a module, so it cannot run code;
+  file never imports a module it names, so it cannot run code;
 - a key that is no field (renamed or removed since) raises ValueError naming the class and the key;
 - a missing key takes the class default, so a config saved by an older version still loads.
 """
@@ -26,7 +26,7 @@ import math
 import numbers
 import types
 import typing
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path, PurePath
 from typing import Any, Literal, Union
 
@@ -39,12 +39,14 @@ __all__ = [
     "config_classes",
     "load_config",
     "register_config",
+    "register_config_source",
     "save_config",
 ]
 
 CLASS_KEY = "__class__"  # the key of each dataclass's "module.QualName" in config_to_dict's output
 LIBRARY = "headfields"  # the package whose dataclasses derived from a known configuration are known too
 _REGISTERED: list[type] = []  # register_config's classes
+_SOURCES: list[Callable[[], Iterable[type]]] = []  # register_config_source's functions (headfields' own: its __init__)
 _NON_FINITE = {"inf": math.inf, "-inf": -math.inf, "nan": math.nan}
 _NoneType = type(None)
 
@@ -166,17 +168,30 @@ def register_config(cls: type) -> type:
     return cls
 
 
+def register_config_source(source: Callable[[], Iterable[type]]) -> Callable[[], Iterable[type]]:
+    """Let config files name the classes ``source()`` returns, with the dataclasses their fields name; ``source`` is
+    called each time :func:`config_classes` is, so it may import them then. Returns ``source``. The library's own
+    (:class:`~headfields.runs.RunConfig` and every registered model's recipe classes) come from the source that
+    ``headfields/__init__.py`` registers: this module knows no model, the runs and the models import it.
+
+        register_config_source(lambda: [MyConfig, *MY_RECIPES])
+    """
+    if not callable(source):
+        raise TypeError(f"source: expected a function returning configuration classes, got {source!r}")
+    if source not in _SOURCES:
+        _SOURCES.append(source)
+    return source
+
+
 def config_classes(roots: Iterable[type] = ()) -> dict[str, type]:
     """The classes a config file may name, by ``"module.QualName"``: the library's configurations
-    (:class:`~headfields.runs.RunConfig` and every registered model's recipe classes), ``roots``, the classes given
-    to :func:`register_config`, and from each of these the dataclasses its fields' annotations name and the
-    library's dataclasses it derives from or that derive from it. Only classes already imported: finding them imports nothing."""
-    from .models.registry import MODELS  # (both import this module)
-    from .runs import RunConfig
-
-    todo = [RunConfig, *_REGISTERED, *roots]
-    for entry in MODELS.values():
-        todo += [entry.config_type] if entry.config_type is not None else [type(make()) for make in entry.recipes.values()]
+    (:class:`~headfields.runs.RunConfig` and every registered model's recipe classes, from
+    :func:`register_config_source`'s sources), ``roots``, the classes given to :func:`register_config`, and from
+    each of these the dataclasses its fields' annotations name and the library's dataclasses it derives from or that
+    derive from it. No module a config names is imported: only the library's own, by its source."""
+    todo = [*_REGISTERED, *roots]
+    for source in _SOURCES:
+        todo += source()
     found: dict[str, type] = {}
     while todo:
         cls = todo.pop()

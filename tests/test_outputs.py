@@ -198,6 +198,30 @@ def test_config_classes_are_the_librarys_and_the_registered(monkeypatch):
     assert config_from_dict(data) == MyInstaConfig(extra_layers=3)
 
 
+def test_a_config_source_adds_its_classes_and_the_librarys_needs_no_import_of_the_models(monkeypatch):
+    from dataclasses import dataclass
+
+    from headfields import configs
+
+    @dataclass(frozen=True)
+    class Sourced:
+        size: int = 1
+
+    name = f"{Sourced.__module__}.{Sourced.__qualname__}"
+    monkeypatch.setattr(configs, "_SOURCES", list(configs._SOURCES))  # this test's source ends with it
+    assert name not in config_classes()
+    assert configs.register_config_source(lambda: [Sourced]) is not None
+    assert config_from_dict({CLASS_KEY: name, "size": 2}) == Sourced(size=2)
+    # configs imports no model: the package's __init__ registers the library's classes, so they are known to a
+    # process that imported nothing but configs.
+    code = (
+        "import sys; from headfields.configs import config_classes; assert 'headfields.runs' not in sys.modules; "
+        "known = config_classes(); assert known['headfields.runs.RunConfig'].__name__ == 'RunConfig'; "
+        "assert 'headfields.models.insta.InstaConfig' in known and 'headfields.models.mononphm.MonoNphmConfig' in known"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
 @pytest.mark.parametrize(("text", "match"), [("[]", "expected an object of RunConfig's fields, got a JSON list"),
                                              ("[" * 100_000, "nests too deeply"), ("{", "is not JSON")])  # fmt: skip
 def test_a_malformed_config_json_names_its_file(tmp_path, text, match):
