@@ -176,11 +176,37 @@ def check_fingerprint(path: Path, stored: Mapping[str, str] | None, current: Map
         raise CheckpointError(f"checkpoint: {path} has no fingerprint (an older format): start afresh or move it away")
     differs = [key for key in current if not _same(key, stored.get(key), current[key])]
     if differs:
-        detail = "; ".join(f"{key}: checkpoint {_short(stored.get(key))}, now {_short(current[key])}" for key in differs)
+        detail = "; ".join(_difference(key, stored.get(key), current[key]) for key in differs)
         raise CheckpointError(
             f"checkpoint: {path} was made for another run ({', '.join(differs)} differ: {detail}); give another --out, "
             "or remove the checkpoint to start afresh"
         )
+
+
+def _difference(key: str, stored: str | None, current: str) -> str:
+    """What differs in one fingerprint entry: the settings by name where both sides are JSON configurations
+    (``training: seed 0 -> 1``), else both texts, shortened."""
+    try:
+        old, new = (json.loads(text.split(": ", 1)[1] if key == "model" else text) for text in (stored, current))
+    except (ValueError, TypeError, AttributeError, IndexError):
+        old = new = None
+    if isinstance(old, dict) and isinstance(new, dict):
+        changed = [f"{name} {_short(json.dumps(a), 40)} -> {_short(json.dumps(b), 40)}" for name, a, b in _changed(old, new)]
+        if changed:
+            return f"{key}: " + ", ".join(changed)
+    return f"{key}: checkpoint {_short(stored)}, now {_short(current)}"
+
+
+def _changed(old: dict, new: dict, prefix: str = "") -> list[tuple[str, object, object]]:
+    """(dotted name, old value, new value) of each setting that differs, nested configurations walked into."""
+    out = []
+    for name in sorted(old.keys() | new.keys()):
+        a, b = old.get(name), new.get(name)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _changed(a, b, f"{prefix}{name}.")
+        elif a != b:
+            out.append((prefix + name, a, b))
+    return out
 
 
 def _json(data: dict) -> str:

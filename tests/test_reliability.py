@@ -4,6 +4,7 @@ and verifies what it reads, two runs with one seed agree bit for bit, and a run 
 
 import dataclasses
 import errno
+import io
 import os
 import pickle
 import signal
@@ -467,3 +468,25 @@ def test_the_loader_stays_inside_the_capture(video, tmp_path, key, outside):
     with pytest.raises(ValueError) as error:
         load_insta_dataset(root, "train", allow_outside_root=True)
     assert "secret.txt" in str(error.value) and "xyzzy" not in str(error.value)  # (not a number: pytest-42 paths)
+
+
+@pytest.mark.parametrize("model", ["insta", "gaussian_avatar"])
+def test_a_refused_rerun_leaves_the_finished_run_byte_for_byte(tiny_video, tmp_path, model):
+    """Issue 77's lost data: a rerun into a finished --out with another seed is refused by the checkpoint's
+    fingerprint, and every file of the run is as it was (config.json was replaced before the check), so the run
+    still loads."""
+    from headfields.models.gaussian_avatar import cpu_config
+    from headfields.runs import RunConfig, SubjectSource, load_run, train_run
+
+    recipe = TINY_INSTA if model == "insta" else cpu_config(sh_degree=0)
+    training = TrainingConfig(max_iterations=2, rays_per_batch=128, eval_every=0, eval_frames=1, log_every=1)
+    source = SubjectSource(data=str(tiny_video[0].root))
+    out = tmp_path / "run"
+    train_run(RunConfig(model, recipe, training, source), out, "cpu", log=io.StringIO())
+    before = {p.relative_to(out): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+    again = RunConfig(model, recipe, dataclasses.replace(training, seed=1), source)
+    with pytest.raises(CheckpointError, match=r"training: seed 0 -> 1\); give another --out"):
+        train_run(again, out, "cpu", log=io.StringIO())
+    after = {p.relative_to(out): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+    assert after.keys() == before.keys() and all(after[k] == before[k] for k in before)
+    load_run(out, "cpu")

@@ -106,7 +106,7 @@ def fit(
     ``lpips_weights`` as the shared loop does; writes ``out`` as the module docstring says and
     returns the metrics (the shared loop's keys). With ``resume``, a checkpoint in ``out`` is continued."""
     from ..perceptual import load_lpips
-    from ..training import CHECKPOINT_NAME, seed_everything
+    from ..training import CHECKPOINT_NAME, CONFIG_NAME, seed_everything
 
     device, out = torch.device(device), Path(out)
     config = model.config
@@ -131,6 +131,8 @@ def fit(
         generator.set_state(state["generator"].cpu())  # a generator's state is a CPU tensor, whatever the device
         density.generator.set_state(state["density_generator"].cpu())
         print(f"{out}: resumed at step {step}", file=log)
+    if described is not None:  # after the checks that can refuse: a refused rerun leaves the run folder as it was
+        write_atomic(out / CONFIG_NAME, described + "\n")
     groups = gaussian_param_groups(model.gaussians, _learning_rates(config, extent))
     optimizer = torch.optim.Adam(groups, lr=0.0, eps=config.adam_eps)
     if state is not None:
@@ -199,11 +201,10 @@ def fit(
 
 def train(run, out: str | Path, device: str | torch.device | None = None, resume: bool = True, log=None) -> dict:
     """The run ``run`` into ``out`` (:func:`headfields.runs.train_run` calls it): :func:`fit` on the run's subject,
-    its ``config.json`` written first; a checkpoint there is continued (with ``resume``) up to the run's budget.
+    its ``config.json`` written once a checkpoint there (if any) is found to be this run's; a checkpoint there is
+    continued (with ``resume``) up to the run's budget.
     ``run`` is a :class:`~headfields.runs.RunConfig`, not annotated: the runs sit above the models (as for
     :func:`headfields.training.train`'s ``run``)."""
-    from ..training import CONFIG_NAME
-
     device = torch.device(device if device is not None else "cpu")
     folder = RunFolder(out)
     folder.open()
@@ -213,7 +214,6 @@ def train(run, out: str | Path, device: str | torch.device | None = None, resume
             for note in subject.notes:
                 print(note)
             described = json.dumps(run.to_dict(), indent=2)
-            write_atomic(folder.path / CONFIG_NAME, described + "\n")
             model = build(subject, run.recipe)
             return fit(model, subject.train, subject.eval, folder.path, run.training, device, resume, sys.stdout, described)
     finally:

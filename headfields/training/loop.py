@@ -79,7 +79,8 @@ def train(
     Every rank returns rank 0's metrics; the logged loss and PSNR are those of the whole batch.
 
     ``run``: the :class:`~headfields.runs.RunConfig` that built ``model`` (its ``training`` must be ``config``),
-    written to ``out/config.json`` and into the checkpoint before training, so that
+    written to ``out/config.json`` (once a checkpoint there, if any, is found to be this run's) and into the
+    checkpoint before training, so that
     :func:`~headfields.runs.load_run` can rebuild the model (:func:`~headfields.runs.train_run` passes it).
 
     On the CPU the run may tune the process for itself (``config.flush_denormals``, ``config.tune_malloc``: see
@@ -107,12 +108,13 @@ def train(
     folder = RunFolder(out)
     if distributed.rank() == 0:  # made, probe-written and locked before any training: a bad folder fails now, not at the end
         folder.open()
-        if described is not None:
-            write_atomic(folder.path / CONFIG_NAME, described + "\n")
     try:
         with process_tuning(device, flush_denormals=config.flush_denormals, tune_malloc=config.tune_malloc):
             loop = _Loop(model, train_frames, eval_frames, folder.path, config, device, log, described)
             loop.resume_if(resume)
+            # After the checks that can refuse (the checkpoint's fingerprint): a refused rerun changes nothing on disk.
+            if described is not None and distributed.rank() == 0:
+                write_atomic(folder.path / CONFIG_NAME, described + "\n")
             return loop.run()
     finally:
         folder.close()
