@@ -97,8 +97,9 @@ def write_splat_ply(path: str | os.PathLike, splats: Splats) -> Path:
     names = ["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2"]
     names += [f"f_rest_{i}" for i in range(3 * (k - 1))]
     names += ["opacity", "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"]
-    header = ["ply", "format binary_little_endian 1.0", "comment written by headfields.splat_ply.write_splat_ply"]
-    header += [f"element vertex {n}"] + [f"property float {name}" for name in names] + ["end_header"]
+    # The count on the third line: SIBR's viewer reads it there (a comment before it made SIBR load 0 splats).
+    header = ["ply", "format binary_little_endian 1.0", f"element vertex {n}"] + [f"property float {name}" for name in names]
+    header += ["comment written by headfields.splat_ply.write_splat_ply", "end_header"]
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -112,6 +112,21 @@ def test_bytes_match_the_format(tmp_path):
     np.testing.assert_allclose(colour, 0.5 + SH_C0 * KNOWN.sh[:, 0].numpy(), rtol=1e-6)
 
 
+def test_sibr_reads_the_count_on_the_third_line(tmp_path):
+    """SIBR's Gaussian viewer (its loadPly) skips two lines and reads the third as ``element vertex N``, then
+    seeks the binary data after ``end_header``: the count must stand there, not behind a comment."""
+    splats = random_splats(37, 4, seed=3)
+    data = write_splat_ply(tmp_path / "sibr.ply", splats).read_bytes()
+    lines = data[: data.index(b"end_header")].decode("ascii").splitlines()
+    assert lines[:2] == ["ply", "format binary_little_endian 1.0"]
+    words = lines[2].split()
+    assert words[:2] == ["element", "vertex"] and int(words[2]) == 37
+    properties = [line.split()[-1] for line in lines if line.startswith("property")]
+    body = data[data.index(b"end_header\n") + len(b"end_header\n") :]
+    table = np.frombuffer(body, dtype="<f4").reshape(37, len(properties))
+    np.testing.assert_allclose(table[:, :3], splats.means.numpy(), rtol=1e-6)
+
+
 def test_degree_zero_has_no_f_rest(tmp_path):
     splats = random_splats(5, 1)
     names, _, _ = parse_ply(write_splat_ply(tmp_path / "dc.ply", splats))
