@@ -12,13 +12,13 @@ run on the same uniformly random points in the unit cube, with the same table. T
 forward + backward of ``(features * weights).sum()`` with gradients for the table only (training) and for the
 table and the points (normals, eikonal terms). Each case gets one untimed warm-up (Warp compiles its kernels),
 then ``--repeats`` timed runs of each encoder in the same process; the table reports median throughputs and
-their ratio. The PyTorch reference is tests/test_hashgrid.py's ``torch_hash_grid``; its features and table
+their ratio. The PyTorch reference (``torch_hash_grid``, as tests/test_hashgrid.py writes it); its features and table
 gradient are compared with the Warp ones before timing (with ``--table-dtype float16`` the reference gets the
 table rounded to float16, which is what the Warp kernels read).
 
 On the CPU the forward of a grid of up to ``hashgrid_lanes.MAX_FEATURES`` features a level runs in SIMD lanes
-(``headfields.encoders.hashgrid_lanes``); that forward is also timed by Warp's own kernel, which the lanes replace, in
-the same process, and a line after the table prints the lanes' ratio.
+(``headfields.encoders.hashgrid_lanes``), as every caller's does; which CPU kernel encodes is the library's choice, and
+the benchmark times what a user gets.
 
 On a loaded 2-core machine torch's two-thread element-wise operations slow down far more than Warp's launches
 (each waits for both threads); ``--threads 1`` gives the steadier comparison.
@@ -27,29 +27,55 @@ On a loaded 2-core machine torch's two-thread element-wise operations slow down 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
+import math
 import platform
-import sys
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import torch
 
-import headfields.encoders.hashgrid as hashgrid
-from headfields.encoders import HashGrid, HashGridConfig, hashgrid_lanes
+from headfields.encoders import HashGrid, HashGridConfig
 from headfields.kernels import num_cpu_threads
 from headfields.models.insta import INSTA_HASH_GRID
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from test_hashgrid import torch_hash_grid  # noqa: E402  (the tests' independent reference)
-
-from avatars import median_seconds  # noqa: E402  (the timer every benchmark here shares)
+from avatars import median_seconds  # the timer every benchmark here shares
 
 GRIDS = {"insta": ("INSTA 16 x 8", INSTA_HASH_GRID), "ngp": ("16 x 2", HashGridConfig())}
 CHECK_POINTS = 4096
 Step = Callable[[], None]
 Encode = Callable[[torch.Tensor], torch.Tensor]
+
+
+# The reference: the encoding written in plain PyTorch from its definition (resolutions, dense/hashed layout,
+# instant-ngp's hash, trilinear weights), as tests/test_hashgrid.py writes its own: a benchmark imports no test.
+PRIMES = (1, 2654435761, 805459861)  # instant-ngp
+UINT32 = 0xFFFFFFFF
+
+
+def torch_hash_grid(x: torch.Tensor, table: torch.Tensor, config: HashGridConfig) -> torch.Tensor:
+    """Reference encoding in plain PyTorch (differentiable in ``x`` and ``table``): ``[N, levels * F]``. Each level's
+    eight corners are read by one gather, so its backward adds into one table-sized gradient a level."""
+    growth = math.exp((math.log(config.finest_resolution) - math.log(config.base_resolution)) / max(config.levels - 1, 1))
+    size = 2**config.log2_table_size
+    x = x.clamp(0.0, 1.0)
+    corners = torch.tensor([[(corner >> d) & 1 for d in range(3)] for corner in range(8)], device=x.device)  # [8, 3]
+    offset, out = 0, []
+    for level in range(config.levels):
+        res = math.floor(config.base_resolution * growth**level + 1e-9)
+        dense = (res + 1) ** 3 <= size
+        pos = x * res
+        cell = torch.floor(pos).clamp(max=res - 1)
+        frac = pos - cell
+        vertex = cell.long()[:, None, :] + corners  # [N, 8, 3]
+        weight = torch.where(corners.bool(), frac[:, None, :], 1.0 - frac[:, None, :]).prod(dim=-1)  # [N, 8]
+        if dense:
+            index = vertex[..., 0] + (res + 1) * (vertex[..., 1] + (res + 1) * vertex[..., 2])
+        else:
+            h = (vertex[..., 0] * PRIMES[0]) ^ (vertex[..., 1] * PRIMES[1]) ^ (vertex[..., 2] * PRIMES[2])
+            index = (h & UINT32) % size
+        out.append((weight[..., None] * table[offset + index]).sum(dim=1))
+        offset += (res + 1) ** 3 if dense else size
+    return torch.cat(out, dim=1)
 
 
 def cases(config: HashGridConfig, x: torch.Tensor, gen: torch.Generator) -> list[tuple[str, Step, Step]]:
@@ -90,17 +116,6 @@ def cases(config: HashGridConfig, x: torch.Tensor, gen: torch.Generator) -> list
     ]
 
 
-@contextlib.contextmanager
-def warp_kernel() -> Iterator[None]:
-    """Within the block the CPU encodes with Warp's kernel, not the SIMD lanes (hashgrid_lanes)."""
-    lanes = hashgrid.lane_kernel
-    hashgrid.lane_kernel = lambda *args: None
-    try:
-        yield
-    finally:
-        hashgrid.lane_kernel = lanes
-
-
 def check(grid: HashGrid, ref_table: torch.Tensor, x: torch.Tensor, weights: torch.Tensor) -> None:
     """Print how far the Warp features and table gradient are from the reference's on ``x``."""
     config = grid.config
@@ -137,24 +152,14 @@ def main() -> None:
         label, config = GRIDS[key]
         config = dataclasses.replace(config, table_dtype=args.table_dtype)
         print(f"{label}: ", end="")
-        in_lanes = device.type == "cpu" and config.table_dtype == "float32"
-        in_lanes = in_lanes and config.features_per_level <= hashgrid_lanes.MAX_FEATURES
         for name, warp_fn, torch_fn in cases(config, x, gen):
             warp_s = median_seconds(warp_fn, args.repeats, device)
             torch_s = median_seconds(torch_fn, args.repeats, device)
-            kernel_s = None
-            if in_lanes and name == "forward":  # the lanes against the kernel they replace
-                with warp_kernel():
-                    kernel_s = median_seconds(warp_fn, args.repeats, device)
-            rows.append((label, name, warp_s, torch_s, kernel_s))
+            rows.append((label, name, warp_s, torch_s))
     print(f"\n{'grid':<13} {'pass':<36} {'Warp Mpts/s':>12} {'PyTorch Mpts/s':>15} {'speed-up':>9}")
     n = args.points / 1e6
-    for label, name, warp_s, torch_s, _ in rows:
+    for label, name, warp_s, torch_s in rows:
         print(f"{label:<13} {name:<36} {n / warp_s:>12.3g} {n / torch_s:>15.3g} {torch_s / warp_s:>8.1f}x")
-    for label, name, warp_s, _, kernel_s in rows:
-        if kernel_s is not None:
-            lanes, kernel = n / warp_s, n / kernel_s
-            print(f"{label}, {name}: SIMD lanes {lanes:.3g} Mpts/s, Warp's kernel {kernel:.3g}: {kernel_s / warp_s:.2f}x")
 
 
 if __name__ == "__main__":
