@@ -169,7 +169,7 @@ GAUSSIANS = Entry(
 )
 
 # MonoNPHM's networks fitted per subject with its CPU recipe, without the paper's prior (which is learnt from scans:
-# benchmarks/nphm.py): a mix, and the model the library's NeuS mixes are compared with.
+# benchmarks/ablations/nphm.py): a mix, and the model the library's NeuS mixes are compared with.
 HYPER_NEUS = Entry(
     "hyper_neus",
     "HyperNeus (MonoNPHM nets, no prior)",

@@ -2,8 +2,8 @@
 deformation fields against blending colours (the paper's ablation), and view-balanced against uniform ray
 sampling, each trained for the same time budget in the same run.
 
-    python benchmarks/portrait360.py                # 20 minutes per variant (the budget)
-    python benchmarks/portrait360.py --minutes 5    # a quick look
+    python benchmarks/ablations/portrait360.py                # 20 minutes per variant (the budget)
+    python benchmarks/ablations/portrait360.py --minutes 5    # a quick look
 
 Prints held-out PSNR (EMA weights, all test frames: expression combinations never seen in training) over whole
 images and per view bin (front, side, back: the angle between where the subject faces and the camera), over the
@@ -13,6 +13,7 @@ face's pixels in front views (where the expressions show), and training iteratio
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 from pathlib import Path
 
@@ -28,7 +29,8 @@ from headfields.renderers import BACK, FRONT, SIDE
 from headfields.synthetic import SyntheticVideoConfig, cached_synthetic_video
 from headfields.training import TrainingConfig
 
-from avatars import train_variant
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: the harness every model benchmark shares
+from avatars import train_variant  # noqa: E402
 
 BIN_NAMES = {FRONT: "front", SIDE: "side", BACK: "back"}
 

@@ -1,11 +1,12 @@
 """How much of MonoNPHM's geometry error is the prior's and how much the tracking's: on a tracked run of a synthetic
-person (``benchmarks/nphm.py``'s ``DIR/mononphm``), the face-region scores (MonoNPHM's protocol) of the tracked
+person (``benchmarks/ablations/nphm.py``'s ``DIR/mononphm``), the face-region scores (MonoNPHM's protocol) of the tracked
 surface, of the prior's mean identity and of the tracked global code with the local codes at their centre (what
 the images taught the global code), of the surface under the identity code fitted to the true surface in 3D (the prior's ceiling,
 :func:`headfields.models.mononphm_ceiling.surface_identity`; the global code alone, then global and local codes), and
 of the capture's tracked FLAME, on the frames the run scored.
 
-    python benchmarks/nphm_ceiling.py outputs/nphm/mononphm outputs/nphm_harder/mononphm --frames 1  # ~3 min a frame, 2 cores
+    # ~3 min a frame on 2 cores
+    python benchmarks/ablations/nphm_ceiling.py outputs/nphm/mononphm outputs/nphm_harder/mononphm --frames 1
 """
 
 from __future__ import annotations

@@ -3,10 +3,10 @@
 (``cached_synthetic_video(hair_volume=True)``: hair 1–6 cm beyond the scalp, rendered volumetrically, not in the
 tracked mesh), in one run.
 
-    python benchmarks/hair.py                        # 1500 iterations per variant
-    python benchmarks/hair.py --iterations 100       # a quick look
-    python benchmarks/hair.py --only INSTA           # the variants whose name holds one of these
-    python benchmarks/hair.py --only Portrait360 --iterations 300 --rays 1024
+    python benchmarks/ablations/hair.py                        # 1500 iterations per variant
+    python benchmarks/ablations/hair.py --iterations 100       # a quick look
+    python benchmarks/ablations/hair.py --only INSTA           # the variants whose name holds one of these
+    python benchmarks/ablations/hair.py --only Portrait360 --iterations 300 --rays 1024
 
 Prints per variant: held-out PSNR over the whole frame and over the head, PSNR on the hair volume's pixels and
 on the face (the template's skin, lips, eyes), iterations/s and rendering rays/s, and each model's
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 from pathlib import Path
 
@@ -31,7 +32,8 @@ from headfields.parametric import load_model
 from headfields.synthetic import HAIR_VOLUME_LABEL, cached_synthetic_video
 from headfields.training import TrainingConfig, evenly_spread
 
-from avatars import train_variant
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: the harness every model benchmark shares
+from avatars import train_variant  # noqa: E402
 
 DEFAULT_ITERATIONS = 1500
 EVAL_FRAMES = 10  # held-out frames evaluated, spread evenly over the test split

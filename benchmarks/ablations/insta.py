@@ -1,8 +1,8 @@
 """INSTA on the synthetic head video: the triangle-frame deformer against a rigid one, and the occupancy grid
 against none, each trained for the same time budget in the same run, with INSTA's CPU recipe (``cpu_config``).
 
-    python benchmarks/insta.py                 # 15 minutes per trained variant (the issue's budget)
-    python benchmarks/insta.py --minutes 2     # a quick look
+    python benchmarks/ablations/insta.py                 # 15 minutes per trained variant (the issue's budget)
+    python benchmarks/ablations/insta.py --minutes 2     # a quick look
 
 Prints held-out PSNR / SSIM (EMA weights, all test frames: expression combinations never seen in training),
 training iterations per second and rendering rays per second, and the ratios.
@@ -11,6 +11,7 @@ training iterations per second and rendering rays per second, and the ratios.
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 from pathlib import Path
 
@@ -23,7 +24,8 @@ from headfields.parametric import load_model
 from headfields.synthetic import cached_synthetic_video
 from headfields.training import TrainingConfig
 
-from avatars import train_variant
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: the harness every model benchmark shares
+from avatars import train_variant  # noqa: E402
 
 
 def run(name: str, model: Insta, train_frames, eval_frames, minutes: float, rays: int, out: Path) -> dict:

@@ -2,8 +2,8 @@
 expression-independent vertex features (the paper's ablation baseline), each trained for the same time
 budget in the same run; ``--code`` adds variant C (features decoded from expression and pose codes).
 
-    python benchmarks/monoavatar.py                 # 15 minutes per variant (the budget)
-    python benchmarks/monoavatar.py --minutes 2     # a quick look
+    python benchmarks/ablations/monoavatar.py                 # 15 minutes per variant (the budget)
+    python benchmarks/ablations/monoavatar.py --minutes 2     # a quick look
 
 Prints held-out PSNR / SSIM over whole images and PSNR over the head's pixels (EMA weights, all test frames:
 expression combinations never seen in training), training iterations per second, rendering rays per
@@ -13,6 +13,7 @@ second, and the differences to the static baseline.
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 from pathlib import Path
 
@@ -24,7 +25,8 @@ from headfields.parametric import load_model
 from headfields.synthetic import cached_synthetic_video
 from headfields.training import TrainingConfig
 
-from avatars import train_variant
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: the harness every model benchmark shares
+from avatars import train_variant  # noqa: E402
 
 
 def main() -> None:

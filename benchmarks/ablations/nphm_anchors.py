@@ -5,8 +5,8 @@ weighs the landmark pairs: x 100 (chin, lips, eyelids), x 1 (the other paired an
 landmark term projects these anchors: under the paper's 7.5 on the anchors a CPU prior missed them by 6-11 mm,
 under ``cpu_prior_training()``'s 750 (:data:`~headfields.models.nphm_training.CPU_ANCHOR_WEIGHT`) by 1-1.8 mm.
 
-    python benchmarks/nphm_anchors.py outputs/nphm/prior.pt                  # the scan set benchmarks/nphm.py trains on
-    python benchmarks/nphm_anchors.py /tmp/nphm/prior.pt --identities 4 --expressions 3
+    python benchmarks/ablations/nphm_anchors.py outputs/nphm/prior.pt   # the scan set benchmarks/ablations/nphm.py trains on
+    python benchmarks/ablations/nphm_anchors.py /tmp/nphm/prior.pt --identities 4 --expressions 3
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from headfields.synthetic import ScanSetConfig, anchor_vertices, synthetic_scan_
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("prior", type=Path, help="save_prior's file (benchmarks/nphm.py's DIR/prior.pt)")
+    parser.add_argument("prior", type=Path, help="save_prior's file (benchmarks/ablations/nphm.py's DIR/prior.pt)")
     parser.add_argument("--identities", type=int, default=16, help="the scan set's, as the prior was trained")
     parser.add_argument("--expressions", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)

@@ -1,10 +1,10 @@
 """MonoNPHM end to end on synthetic data: train an NPHM prior on scans of many synthetic identities with personal
 detail FLAME cannot express, then track a held-out identity, never in the prior, from its monocular video.
 
-    python benchmarks/nphm.py --out outputs/nphm                        # 16 identities, 30 + ~15 minutes on 2 cores
-    python benchmarks/nphm.py --out /tmp/nphm --prior-minutes 2 --identities 4 --expressions 3   # a quick look
-    python benchmarks/nphm.py --out outputs/nphm_harder --prior outputs/nphm/prior.pt --person out-of-range
-    python benchmarks/nphm.py --out outputs/nphm_noisy --prior outputs/nphm/prior.pt --noisy
+    python benchmarks/ablations/nphm.py --out outputs/nphm                        # 16 identities, 30 + ~15 minutes on 2 cores
+    python benchmarks/ablations/nphm.py --out /tmp/nphm --prior-minutes 2 --identities 4 --expressions 3   # a quick look
+    python benchmarks/ablations/nphm.py --out outputs/nphm_harder --prior outputs/nphm/prior.pt --person out-of-range
+    python benchmarks/ablations/nphm.py --out outputs/nphm_noisy --prior outputs/nphm/prior.pt --noisy
 
 ``--prior`` fits a prior trained before (the scan set's flags must be the ones it was trained with, as they choose
 the held-out person); ``--person out-of-range`` tracks a person whose detail lies beyond every range the scan set

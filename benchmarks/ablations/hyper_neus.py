@@ -1,9 +1,9 @@
 """The hyper NeuS avatar (a mix: MonoNPHM's networks without the prior) on the synthetic head video: held-out
 image quality, the geometry of the SDF at held-out frames, and tracking of held-out frames with the networks frozen.
-The paper's MonoNPHM (a prior learnt from scans, then fitted) is benchmarks/nphm.py.
+The paper's MonoNPHM (a prior learnt from scans, then fitted) is benchmarks/ablations/nphm.py.
 
-    python benchmarks/hyper_neus.py                 # 20 minutes of training (the issue's budget)
-    python benchmarks/hyper_neus.py --minutes 3     # a quick look
+    python benchmarks/ablations/hyper_neus.py                 # 20 minutes of training (the issue's budget)
+    python benchmarks/ablations/hyper_neus.py --minutes 3     # a quick look
 
 Prints held-out PSNR / SSIM over whole images and PSNR over the head's pixels (EMA weights, all test frames:
 expression combinations never seen in training, rendered from their tracked expression and the neutral
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import tempfile
 from pathlib import Path
 
@@ -32,7 +33,8 @@ from headfields.parametric import load_model
 from headfields.synthetic import cached_synthetic_video
 from headfields.training import TrainingConfig
 
-from avatars import train_variant
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: the harness every model benchmark shares
+from avatars import train_variant  # noqa: E402
 
 
 def seen_chamfer(model: HyperNeusAvatar, frames, frame: int, resolution: int) -> tuple[float, float]:
