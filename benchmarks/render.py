@@ -24,7 +24,7 @@ the largest frame once more under ``torch.profiler``: on CUDA the kernels (Warp'
 GPU, and the GPU's busy time against the frame's; on the CPU the operations by their own time.
 
 ``--baseline CHECKOUT`` renders the same frames by that checkout's renderers (its package), ours and theirs taking
-turns: ``frame_turns.py``, run with the checkout's package in a child process, loads each run once and renders a
+turns: ``tools/frame_turns.py``, run with the checkout's package in a child process, loads each run once and renders a
 frame when asked while ours waits, and ours render while it waits. For each size, after a warm-up of each,
 ``--repeats`` turns of ours (scores, viewer) then theirs (training renderer, inference renderer); printed and
 written (``baseline`` in render.json): the medians of each and the medians of the turns' ratios. A shared machine's
@@ -32,13 +32,12 @@ speed drifts by a quarter within minutes; taking turns puts the drift on both si
 the turns alone (render.json's ``sizes`` holds their medians) and our training renderer not at all: the baseline's
 is the reference, and timing ours again before the turns took a third of the A/B's time (minutes of a lent GPU's,
 where the frame renders on its CPU cores). Each run is handed to the checkout as a copy that its ``load_run`` reads
-(``run_for_checkout.py``: the same weights, the fingerprint and the configuration in that checkout's format).
+(``tools/run_for_checkout.py``: the same weights, the fingerprint and the configuration in that checkout's format).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import json
 import os
@@ -47,18 +46,13 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from statistics import median
-from unittest import mock
 
-import frame_turns
 import torch
 from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
 
-import headfields.kernels as kernels
-import headfields.renderers.inference as inference
 from headfields.checks import trusted_values
 from headfields.metrics import psnr
 from headfields.models.registry import MODELS as REGISTERED
@@ -73,7 +67,7 @@ from headfields.training.evaluation import render_pixels
 from avatars import median_seconds
 
 MODELS = ("insta", "monoavatar", "portrait360", "hyper_neus")  # the default; --only takes any registered model but MonoNPHM
-CHOICES = tuple(name for name in REGISTERED if name != "mononphm")  # a prior to train first: benchmarks/nphm.py
+CHOICES = tuple(name for name in REGISTERED if name != "mononphm")  # a prior to train first: benchmarks/ablations/nphm.py
 SIZES = (128, 256, 512)
 # render.json's ratios of the turns (--baseline): each the median over the turns of one time over another
 TURN_RATIOS = {
@@ -81,6 +75,8 @@ TURN_RATIOS = {
     "training_over_interactive": ("baseline_training", "interactive"),
     "inference_over_inference": ("baseline_inference", "inference"),  # like for like
 }
+TOOLS = Path(__file__).resolve().parents[1] / "tools"  # --baseline's helpers: frame_turns.py, run_for_checkout.py
+TURN_ANSWER = "frame_turns: "  # the prefix of tools/frame_turns.py's answer lines (its ANSWER)
 TRAINING_CHUNK = 8192  # rays a call of the training renderer: TrainingConfig's render_chunk, which fits every model
 
 
@@ -100,20 +96,6 @@ def train_model(name: str, recipe: str, minutes: float, out: Path, device: torch
     print(f"{name}: training {minutes:g} min ({recipe} recipe) into {folder}", flush=True)
     train_run(run, folder, device)
     return folder
-
-
-@contextlib.contextmanager
-def cuda_rules() -> Iterator[None]:
-    """A GPU's rules on any device, where the package has them (an older checkout's may not): the mesh queries sorted
-    (no ``kernels.in_local_order``, which a GPU never asks), the round's budget ``ROUND_SAMPLES_GPU`` and its steps
-    uncapped. What a frame asks of a GPU can then be counted, or compared, on the CPU."""
-    rules = [(kernels, "in_local_order", lambda points: False), (inference, "_step_cap", lambda device: None)]
-    rules += [(inference, "ROUND_SAMPLES", getattr(inference, "ROUND_SAMPLES_GPU", None))]
-    with contextlib.ExitStack() as patches:
-        for module, name, value in rules:
-            if hasattr(module, name) and value is not None:
-                patches.enter_context(mock.patch.object(module, name, value))
-        yield
 
 
 def held_out_frame(run, cameras, chunk: int | None = None, early_stop: float = EARLY_STOP_TRANSMITTANCE):
@@ -244,7 +226,7 @@ def baseline_copies(checkout: Path, args: argparse.Namespace) -> dict[str, Path]
         copies[name] = copy
         if copy.is_symlink() or copy.is_file():
             copy.unlink()
-        rebase = [sys.executable, str(Path(__file__).with_name("run_for_checkout.py")), str(run), str(copy)]
+        rebase = [sys.executable, str(TOOLS / "run_for_checkout.py"), str(run), str(copy)]
         if this or subprocess.run(rebase, cwd=checkout, env=_with_package(checkout)).returncode != 0:
             if not this:
                 print(f"--baseline: {name} could not be copied for {checkout}; its load_run reads our run as it is")
@@ -259,7 +241,7 @@ def _with_package(checkout: Path) -> dict[str, str]:
 
 def their_frames(checkout: Path, run: Path, device: str) -> subprocess.Popen:
     """frame_turns.py on ``run`` with ``checkout``'s package, loaded and waiting for its first request."""
-    script = Path(__file__).with_name("frame_turns.py")
+    script = TOOLS / "frame_turns.py"
     command = [sys.executable, str(script), str(run), "--device", device]
     pipes = dict(stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     worker = subprocess.Popen(command, cwd=checkout, env=_with_package(checkout), **pipes)
@@ -276,8 +258,8 @@ def their_seconds(worker: subprocess.Popen, renderer: str, size: int) -> float:
 def _answer(worker: subprocess.Popen) -> dict:
     """The worker's next answer; the lines before it (its package's messages) are printed as they come."""
     for line in worker.stdout:
-        if line.startswith(frame_turns.ANSWER):
-            return json.loads(line[len(frame_turns.ANSWER) :])
+        if line.startswith(TURN_ANSWER):
+            return json.loads(line[len(TURN_ANSWER) :])
         print(line, end="", flush=True)
     raise SystemExit(f"--baseline: its frame_turns.py exited with status {worker.wait()}")
 
@@ -355,8 +337,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("outputs/render_benchmark"))
     parser.add_argument("--baseline", type=Path, default=None, help="a checkout whose renderers also render our runs (A/B)")
     args = parser.parse_args()
-    if args.baseline is not None and not (args.baseline / "benchmarks" / "render.py").is_file():
-        raise SystemExit(f"--baseline: expected a headfields checkout, got {args.baseline} (no benchmarks/render.py)")
+    if args.baseline is not None and not (args.baseline / "headfields").is_dir():
+        raise SystemExit(f"--baseline: expected a headfields checkout, got {args.baseline} (no headfields/)")
     device = torch.device(args.device)
     recipe = args.recipe or ("paper" if device.type == "cuda" else "cpu")
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None

@@ -45,13 +45,14 @@ def _unchecked_when_marked(request):
 
 
 @pytest.fixture
-def benchmark_script(monkeypatch):
-    """``benchmark_script(name)``: benchmarks/NAME.py imported as a module (its own imports live beside it), forgotten
-    after the test."""
+def tool_script(monkeypatch):
+    """``tool_script(name)``: tools/NAME.py, one of the project's instruments, imported as a module (its own imports
+    live beside it), forgotten after the test. The benchmarks under benchmarks/ are never imported by a test: a test
+    of one runs it."""
     imported = []
 
     def load(name: str):
-        monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
+        monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "tools"))
         imported.append(name)
         return importlib.import_module(name)
 

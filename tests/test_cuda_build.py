@@ -1,4 +1,4 @@
-"""benchmarks/cuda_build.py: the decoder shapes it compiles are the models' own, its shared-memory verdicts follow
+"""tools/cuda_build.py: the decoder shapes it compiles are the models' own, its shared-memory verdicts follow
 the architectures' limits, and it reads each kernel's request from what the compile wrote. A real CUDA compile takes
 a minute or more a kernel (cuBLASDx), so the compile itself is replaced here; the script's figures come from running
 it (docs/results.md, "The fused decoder's CUDA build")."""
@@ -6,7 +6,6 @@ it (docs/results.md, "The fused decoder's CUDA build")."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,19 +14,21 @@ from headfields.decoders.fused_nerf import BLOCK_THREADS, _kernel, _shape
 from headfields.models.insta import Insta, cpu_config, paper_config
 from headfields.parametric import load_model
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-import cuda_build  # noqa: E402
+
+@pytest.fixture
+def cuda_build(tool_script):
+    return tool_script("cuda_build")
 
 
 @pytest.mark.parametrize("recipe", ["paper", "cpu"])
-def test_the_decoder_compiled_is_the_one_insta_builds(recipe, tiny_video):
+def test_the_decoder_compiled_is_the_one_insta_builds(cuda_build, recipe, tiny_video):
     config = paper_config() if recipe == "paper" else cpu_config()
     frames, _ = tiny_video
     model = Insta(load_model(frames.model_path, frames.model_type), frames.segmentation_labels, config)
     assert cuda_build.decoder_shape(recipe) == _shape(model.field.decoder)
 
 
-def test_a_block_fits_where_the_architecture_lets_it():
+def test_a_block_fits_where_the_architecture_lets_it(cuda_build):
     margin = 4 * BLOCK_THREADS  # Warp's static shared memory, as fused_nerf counts it
     assert cuda_build.fits(103_168, 90)  # INSTA's paper decoder, a tile of 64, on an H100
     assert cuda_build.fits(99 * 1024 - margin, 89)
@@ -37,7 +38,7 @@ def test_a_block_fits_where_the_architecture_lets_it():
         cuda_build.fits(1, 70)
 
 
-def test_each_kernel_is_compiled_at_the_launches_block_and_its_request_read_back(monkeypatch, tmp_path):
+def test_each_kernel_is_compiled_at_the_launches_block_and_its_request_read_back(cuda_build, monkeypatch, tmp_path):
     """Warp's own compile, with only the native build replaced by one that writes a kernel's metadata where Warp
     would: the request is read from the folder Warp names, a temporary one or the cache's (whose folder name carries
     the module's hash at the block the launches use), and a kernel that fails is reported, not fatal."""
@@ -78,7 +79,7 @@ def test_each_kernel_is_compiled_at_the_launches_block_and_its_request_read_back
     assert "does not build: RuntimeError: NVRTC: error" in cuda_build.table(rows)
 
 
-def test_bad_arguments():
+def test_bad_arguments(cuda_build):
     with pytest.raises(SystemExit):
         cuda_build.main(["--rows", "0"])
     with pytest.raises(SystemExit):

@@ -1,8 +1,7 @@
-"""benchmarks/gpu.py ("GPU in one command"): its CPU fallback end to end, so the script cannot rot on machines without
+"""tools/gpu.py ("GPU in one command"): its CPU fallback end to end, so the script cannot rot on machines without
 a GPU, and its step runner's failure reporting. The names here avoid "cuda": gpu.py selects the CUDA tests with
 ``-k cuda`` and must not select these."""
 
-import importlib.util
 import json
 import os
 import re
@@ -17,26 +16,19 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "benchmarks" / "gpu.py"
+SCRIPT = ROOT / "tools" / "gpu.py"
 
 
-def load_gpu_script():
-    """benchmarks/gpu.py as a module (registered first: its dataclass resolves annotations through sys.modules), its
-    report module (benchmarks/gpu_report.py) imported beside it."""
-    if str(SCRIPT.parent) not in sys.path:
-        sys.path.insert(0, str(SCRIPT.parent))
-    if "gpu_benchmark_script" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("gpu_benchmark_script", SCRIPT)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module
-        spec.loader.exec_module(module)
-    return sys.modules["gpu_benchmark_script"]
+@pytest.fixture
+def gpu(tool_script):
+    """tools/gpu.py as a module."""
+    return tool_script("gpu")
 
 
-def load_report():
-    """benchmarks/gpu_report.py, as gpu.py imports it."""
-    load_gpu_script()
-    return sys.modules["gpu_report"]
+@pytest.fixture
+def gpu_report(tool_script):
+    """tools/gpu_report.py, the report gpu.py writes."""
+    return tool_script("gpu_report")
 
 
 def section(report: str, title: str) -> str:
@@ -171,23 +163,22 @@ def test_fallback_frame_figures_match_render_json(fallback_run):
 
 
 def test_fallback_frame_variants(fallback_run):
-    """Step 4's variants (benchmarks/frame_variants.py, under the GPU's rules on the CPU) on the same run: every variant
-    timed, its row in the report as written. Unsorted queries render the sorted ones' image to the bit (each query's
-    search is its own); the GPU's rules' uncapped steps and larger rounds composite a few more samples past the stop,
-    Warp's BVH leaves may pick another of tied faces (where Warp's search answers: the CPU's wide BVH is the same
-    whatever Warp's leaves), the float16 table rounds the features, the fused decoder sums its products in another
-    order: each within 1e-4 a pixel, after 3 steps."""
+    """Step 4's variants (tools/frame_variants.py) on the same run: every variant timed, its row in the report as
+    written. The larger rounds composite a few more samples past the stop, Warp's BVH leaves may pick another of tied
+    faces (where Warp's search answers: the CPU's wide BVH is the same whatever Warp's leaves), the float16 table
+    rounds the features, the fused decoder sums its products in another order: each within 1e-4 a pixel, after 3
+    steps."""
     _, out = fallback_run
-    knobs = ["as is", "queries unsorted", "steps capped at 8", "rounds twice as large", "float16 hash table"]
-    knobs += ["BVH leaves of 2 triangles", "BVH leaves of 8 triangles"]
+    knobs = ["as is", "rounds twice as large", "float16 hash table", "BVH leaves of 2 triangles"]
+    knobs += ["BVH leaves of 8 triangles"]
     fused = ["as is", "fused decoder", "fused decoder, 32-sample tiles"]  # a call of their own, after the others
     steps = (("variants", "INSTA's frame by variant", knobs), ("fused", "INSTA's frame with the fused decoder", fused))
     for key, title, names in steps:
         text = section((out / "gpu_report.md").read_text(), title)
-        assert f"benchmarks/frame_variants.py {out / 'insta'} --size 24" in text and "--cuda-rules" in text and "ok (" in text
+        assert f"tools/frame_variants.py {out / 'insta'} --size 24" in text and "ok (" in text
         written = json.loads((out / f"{key}.json").read_text())
         result = written["variants"]
-        assert written["info"]["cuda_rules"] is True and written["failed"] == {}
+        assert written["failed"] == {}
         assert list(result) == names
         for name in names:
             scores, viewer = result[name]["scores"], result[name]["viewer"]
@@ -195,15 +186,13 @@ def test_fallback_frame_variants(fallback_run):
             assert f"| {name} | {scores['ms']:,.1f} | {viewer['ms']:,.1f} | " in text
             assert scores["max_difference"] < 1e-4 and abs(scores["psnr"] - result["as is"]["scores"]["psnr"]) < 0.01
         assert result["as is"]["scores"]["max_difference"] == 0 and result["as is"]["viewer"]["max_difference"] == 0
-    unsorted = json.loads((out / "variants.json").read_text())["variants"]["queries unsorted"]
-    assert unsorted["scores"]["max_difference"] == 0 and unsorted["viewer"]["max_difference"] == 0
 
 
-def test_a_variant_that_fails_is_left_out_and_named(fallback_run, benchmark_script, capsys):
+def test_a_variant_that_fails_is_left_out_and_named(fallback_run, tool_script, capsys):
     """A variant that raises in its warm-up (a kernel that does not compile on the device) costs its own row only."""
     from headfields.runs import load_run
 
-    variants = benchmark_script("frame_variants")
+    variants = tool_script("frame_variants")
 
     def broken(run):
         raise RuntimeError("no tiles here\nmore of the compiler's output")
@@ -211,20 +200,21 @@ def test_a_variant_that_fails_is_left_out_and_named(fallback_run, benchmark_scri
     _, out = fallback_run
     run = load_run(out / "insta", "cpu")
     with mock.patch.dict(variants.VARIANTS, {"broken": broken}):
-        failed = variants.warmed_up(run, ["as is", "broken", "queries unsorted"], 8, torch.device("cpu"))
+        failed = variants.warmed_up(run, ["as is", "broken", "rounds twice as large"], 8, torch.device("cpu"))
     assert failed == {"broken": "RuntimeError: no tiles here"}
     assert "broken: failed, left out (RuntimeError: no tiles here)" in capsys.readouterr().out
 
 
-def test_larger_rounds_variant_takes_fewer_rounds_under_the_gpus_rules(fallback_run, benchmark_script, monkeypatch):
-    """frame_variants.py's "rounds twice as large" on the GPU's rules, where a call's rays times MAX_ROUND_STEPS bounds a
-    round too: fewer rounds than "as is". The budget is the 24² frame's one call of rays times the cap, as INSTA's 2^18
-    rays times 8 meet the GPU's 2^21: doubling the budget alone would change nothing."""
+def test_larger_rounds_variant_takes_fewer_rounds(fallback_run, tool_script, monkeypatch):
+    """frame_variants.py's "rounds twice as large": fewer, larger rounds than "as is". On the CPU a ray takes at most
+    MAX_ROUND_STEPS steps a round, which the variant doubles with the budget; the budget here is the 24² frame's
+    rays times the cap, so that the cap, not the least round, sets the rounds (the budget of 2^18 would let 576 rays
+    take 57 steps each either way), and both settings are put back after."""
     import headfields.renderers.inference as inference
     from headfields.renderers.camera_paths import resized_cameras
     from headfields.runs import load_run
 
-    render, variants = benchmark_script("render"), benchmark_script("frame_variants")
+    variants = tool_script("frame_variants")
     _, out = fallback_run
     run = load_run(out / "insta", torch.device("cpu"))
     cameras = resized_cameras(run.subject.eval.cameras, 24, 24)
@@ -237,20 +227,31 @@ def test_larger_rounds_variant_takes_fewer_rounds_under_the_gpus_rules(fallback_
 
     monkeypatch.setattr(inference, "composite_round", counted)
     budget = 24 * 24 * inference.MAX_ROUND_STEPS
-    monkeypatch.setattr(inference, "ROUND_SAMPLES_GPU", budget)
-    with render.cuda_rules():
-        render.held_out_frame(run, cameras)
-        as_is, rounds[:] = list(rounds), []
-        with variants.VARIANTS["rounds twice as large"](run):
-            render.held_out_frame(run, cameras)
-    assert sum(rounds) == sum(as_is)  # the same samples, in fewer and larger rounds
+    monkeypatch.setattr(inference, "ROUND_SAMPLES", budget)
+    variants.frame(run, run.eval_head, cameras)
+    as_is, rounds[:] = list(rounds), []
+    with variants.VARIANTS["rounds twice as large"](run) as head:
+        variants.frame(run, head, cameras)
+    assert sum(rounds) >= sum(as_is)  # the same samples and a few past the stops, in fewer and larger rounds
     assert len(rounds) < len(as_is) and max(rounds) > max(as_is)
-    assert inference.MAX_ROUND_STEPS == 8 and inference.ROUND_SAMPLES_GPU == budget  # put back
+    assert inference.MAX_ROUND_STEPS == 8 and inference.ROUND_SAMPLES == budget  # put back
 
 
-def test_frame_section_judges_both_stops_against_the_goal(tmp_path):
+def test_a_setting_that_is_not_a_public_knob_is_refused(tool_script):
+    """The variants set the library's public settings only: never a private name or a function."""
+    import headfields.renderers.inference as inference
+
+    variants = tool_script("frame_variants")
+    for name in ("_step_cap", "render_nerf_inference", "NO_SUCH_SETTING"):
+        with pytest.raises(ValueError, match="not a public setting"), variants.module_settings(inference, **{name: 1}):
+            pass
+    with variants.module_settings(inference, ROUND_SAMPLES=5):
+        assert inference.ROUND_SAMPLES == 5
+    assert inference.ROUND_SAMPLES == 1 << 18
+
+
+def test_frame_section_judges_both_stops_against_the_goal(gpu, gpu_report, tmp_path):
     """On CUDA the 512² frame as scored and as the viewer renders it (INSTA's own stop), each against 33 ms."""
-    gpu, gpu_report = load_gpu_script(), load_report()
     results = tmp_path / "render.json"
     times = {"inference_ms": 40.0, "interactive_ms": 30.0, "training_ms": 90.0}
     results.write_text(json.dumps({"models": {"insta": {"sizes": {"512": times}}}}))
@@ -260,10 +261,9 @@ def test_frame_section_judges_both_stops_against_the_goal(tmp_path):
     assert "- The 512² frame as the viewer renders it (INSTA's own stop): 30.0 ms against the goal's 33.3 ms: **met**." in text
 
 
-def test_report_holds_the_steps_run_so_far(tmp_path):
+def test_report_holds_the_steps_run_so_far(gpu, tmp_path):
     """The report is written after each step: with only the tests run, it has them, says it is incomplete and has no
     later section; a failed step is named at the top."""
-    gpu = load_gpu_script()
     steps = dict.fromkeys(gpu.STEPS)
     steps["tests"] = gpu.run_step("tests", [sys.executable, "-c", "print('== 3 passed in 0.5s ==')"], 60, tmp_path)
     args = gpu.argparse.Namespace(example_minutes=0.0, skip_benchmarks=False)
@@ -276,10 +276,9 @@ def test_report_holds_the_steps_run_so_far(tmp_path):
     assert failed == ["mesh_queries"] and "- steps failed: mesh_queries" in lines and "**incomplete**" not in "\n".join(lines)
 
 
-def test_skip_benchmarks_leaves_out_the_hash_grid_and_mesh_queries(tmp_path, monkeypatch):
+def test_skip_benchmarks_leaves_out_the_hash_grid_and_mesh_queries(gpu, tmp_path, monkeypatch):
     """``--skip-benchmarks``: no benchmark is started, and the report says they were left out (the other steps as
     ever; here every step pretends to pass at once)."""
-    gpu = load_gpu_script()
     started = []
 
     def run_step(name, command, timeout, logs, deadline=None):
@@ -298,8 +297,7 @@ def test_skip_benchmarks_leaves_out_the_hash_grid_and_mesh_queries(tmp_path, mon
     assert "## Hash grid\n" not in report and "## Mesh queries" not in report
 
 
-def test_a_deadline_ends_the_running_step_and_skips_the_rest(tmp_path):
-    gpu = load_gpu_script()
+def test_a_deadline_ends_the_running_step_and_skips_the_rest(gpu, tmp_path):
     deadline = time.monotonic() + 2
     slow = gpu.run_step("slow", [sys.executable, "-c", "import time; time.sleep(60)"], 600, tmp_path, deadline)
     assert slow.returncode is None and not slow.skipped and slow.seconds < 30  # ended at the deadline, not at 600 s
@@ -312,8 +310,7 @@ def test_a_deadline_ends_the_running_step_and_skips_the_rest(tmp_path):
     assert failed == ["slow", "late (skipped: --deadline)"]
 
 
-def test_step_failure_is_reported_with_its_last_lines(tmp_path):
-    gpu, gpu_report = load_gpu_script(), load_report()
+def test_step_failure_is_reported_with_its_last_lines(gpu, gpu_report, tmp_path):
     code = "print('first'); print('last words'); raise SystemExit(3)"
     step = gpu.run_step("broken", [sys.executable, "-c", code], 60, tmp_path)
     assert step.returncode == 3 and not step.ok
@@ -323,8 +320,7 @@ def test_step_failure_is_reported_with_its_last_lines(tmp_path):
     assert "last words" in (tmp_path / "broken.log").read_text()
 
 
-def test_step_past_its_time_limit_is_ended_and_reported(tmp_path):
-    gpu = load_gpu_script()
+def test_step_past_its_time_limit_is_ended_and_reported(gpu, tmp_path):
     started = time.perf_counter()
     step = gpu.run_step("slow", [sys.executable, "-c", "import time; print('started', flush=True); time.sleep(60)"], 2, tmp_path)
     assert time.perf_counter() - started < 30
@@ -332,8 +328,7 @@ def test_step_past_its_time_limit_is_ended_and_reported(tmp_path):
     assert "started" in step.tail()
 
 
-def test_pytest_counts_reads_the_closing_line():
-    gpu_report = load_report()
+def test_pytest_counts_reads_the_closing_line(gpu_report):
     output = "....sF\nFAILED tests/test_x.py::test_y[cuda]\n1 failed, 4 passed, 1 skipped, 9 deselected, 2 warnings in 4.20s\n"
     assert gpu_report.pytest_counts(output) == {"failed": 1, "passed": 4, "skipped": 1, "deselected": 9, "warning": 2}
     assert gpu_report.pytest_counts("== 3 passed, 1 error in 0.5s ==") == {"passed": 3, "error": 1}
@@ -347,10 +342,9 @@ def test_fallback_leaves_the_other_examples_to_a_gpu(fallback_run):
     assert not (out / "examples").exists()
 
 
-def test_example_row_reads_the_runs_metrics_and_memory(tmp_path):
+def test_example_row_reads_the_runs_metrics_and_memory(gpu, gpu_report, tmp_path):
     """A row of the examples table from what a run leaves: the recipe line it printed, metrics.json, the wrapper's
     memory file; and dashes where a failed run left nothing."""
-    gpu, gpu_report = load_gpu_script(), load_report()
     run = tmp_path / "run"
     run.mkdir()
     (run / "metrics.json").write_text(json.dumps({"psnr": 25.8249, "iterations": 600, "train_seconds": 50.0}))

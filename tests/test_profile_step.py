@@ -1,5 +1,6 @@
-"""benchmarks/profile_step.py's table of primitives: every link of a deformer chain gets its row (a chain calls
-its links' ``canonicalize``, which forward hooks never see), nested under the chain."""
+"""tools/primitive_ranges.py, the ranges of tools/profile_step.py's table of primitives: every link of a deformer
+chain gets its row (a chain calls its links' ``canonicalize``, which forward hooks never see), nested under the
+chain."""
 
 import pytest
 import torch
@@ -11,16 +12,16 @@ from headfields.parametric import load_model
 
 
 @pytest.fixture
-def profile_step(benchmark_script):
-    return benchmark_script("profile_step")
+def primitive_ranges(tool_script):
+    return tool_script("primitive_ranges")
 
 
-def test_every_link_of_a_chain_gets_its_range(profile_step, tiny_video):
+def test_every_link_of_a_chain_gets_its_range(primitive_ranges, tiny_video):
     frames = tiny_video[0]
     head = tracked_head(load_model(frames.model_path, frames.model_type), frames)
     model = torch.nn.Module()
     model.deformer = DeformerChain(RigidDeformer(), RigidDeformer())
-    labels = profile_step.hook_primitives(model)
+    labels = primitive_ranges.hook_primitives(model)
     assert labels == [
         "deformer (DeformerChain)",
         "deformer.deformers.0 (RigidDeformer)",

@@ -2,15 +2,15 @@
 NVRTC and cuBLASDx, so no GPU is needed. For each kernel: whether it builds for the architecture, how long the compile
 took, and the shared memory a block asks against what the architecture lets a block have.
 
-    python benchmarks/cuda_build.py                            # INSTA's paper decoder for sm_90 (H100, H200)
-    python benchmarks/cuda_build.py --arch 89 --recipe cpu     # a GeForce RTX 40 card, the CPU recipe's decoder
-    python benchmarks/cuda_build.py --cache /tmp/wc            # into a Warp kernel cache that a GPU machine reads
+    python tools/cuda_build.py                            # INSTA's paper decoder for sm_90 (H100, H200)
+    python tools/cuda_build.py --arch 89 --recipe cpu     # a GeForce RTX 40 card, the CPU recipe's decoder
+    python tools/cuda_build.py --cache /tmp/wc            # into a Warp kernel cache that a GPU machine reads
 
 A GPU compiles these kernels at their first launch, a minute or more each on a 2-core VM (cuBLASDx's products are
 linked in), which on a lent GPU is device time spent compiling. ``--cache DIR`` writes them, as PTX and as cubin
 (Warp picks one by the driver's version), into the Warp kernel cache under ``DIR``: the same code and Warp version on
 the GPU machine, run with ``WARP_CACHE_PATH=DIR``, then load them instead of compiling them. The kernels are those
-``benchmarks/frame_variants.py --group fused`` renders with: the lips condition gathered, density and colour, at the
+``tools/frame_variants.py --group fused`` renders with: the lips condition gathered, density and colour, at the
 scores' float32 and the viewer's bfloat16, for each ``--rows`` (not the density-only kernels, which INSTA's frame does
 not ask for). A kernel that does not build is reported with its error, and the others still run.
 """

@@ -1,42 +1,41 @@
-"""What a frame of each model's inference renderer asks of a GPU, counted on any machine: its rounds, the torch
-operations that do work (each a kernel launch on a GPU: views, reshapes and allocations are left out) and the
-Warp launches.
+"""What a frame of each model's inference renderer asks of the device: its rounds, the torch operations that do work
+(each a kernel launch on a GPU: views, reshapes and allocations are left out) and the Warp launches.
 
-    python benchmarks/launches.py                                   # INSTA, MonoAvatar, Portrait360, hyper NeuS
-    python benchmarks/launches.py --only insta --baseline ../old    # and another checkout's code, same runs
+    python tools/launches.py --device cuda                    # INSTA, MonoAvatar, Portrait360, hyper NeuS on a GPU
+    python tools/launches.py --only insta --baseline ../old    # and another checkout's code, same runs
 
 On a GPU a small operation costs a few microseconds whatever its size, so a 512² frame whose rounds each launch a
 few hundred operations spends milliseconds launching them (``docs/results.md``, "INSTA's 512² frame": what a
-frame launches). The counts are the same on the CPU, where this runs in CI's time: each model is trained for
-``--train-minutes`` into ``--out/<model>`` as ``benchmarks/render.py`` trains it (a finished run there is reused),
-then the first held-out frame at ``--size`` is rendered once on ``--device`` under ``torch.profiler`` (on CUDA the
-paper recipe and the GPU's own paths: the CPU's blocks of rows are not there). Its mesh queries and its rounds take
-CUDA's path on the CPU too: the queries sorted, where the CPU walks a renderer's samples unsorted after asking
-``kernels.in_local_order``, which a GPU never runs, and CUDA's round budget and its steps a round uncapped
-(``renderers.inference``). ``--baseline CHECKOUT``
-runs this same script on that checkout's package (``PYTHONPATH``) on the same runs and prints the ratios.
+frame launches). Each model is trained for ``--train-minutes`` into ``--out/<model>`` as ``benchmarks/render.py``
+trains it (a finished run there is reused), then the first held-out frame at ``--size`` is rendered once on
+``--device`` under ``torch.profiler`` (on CUDA the paper recipe and the GPU's own paths). The counts are the device's
+own: on the CPU its mesh queries may walk a renderer's samples unsorted and its rounds are capped at
+``MAX_ROUND_STEPS`` steps a ray, so a CPU counts more, smaller rounds than a GPU would (the library has no switch
+that takes CUDA's paths on the CPU yet). Rounds and Warp launches are counted by Python's profile hook
+(``calls.counted_calls``), which replaces nothing. ``--baseline CHECKOUT`` runs this same script on that checkout's
+package (``PYTHONPATH``) on the same runs and prints the ratios.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
-from unittest import mock
 
 import torch
 from torch.profiler import ProfilerActivity, profile
 
 import headfields.kernels as kernels
-import headfields.renderers.inference as inference
 from headfields.renderers.camera_paths import resized_cameras
 from headfields.runs import load_run
 
-from render import CHOICES, MODELS, cuda_rules, held_out_frame, train_model
+from calls import counted_calls
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))  # render.py: its models, runs and frame
+from render import CHOICES, MODELS, held_out_frame, train_model  # noqa: E402
 
 # Operations that do no work of their own on a GPU: views, metadata and allocations (an allocation comes from torch's
 # caching allocator, not a kernel). An operation counts where none of the operations it calls counts.
@@ -58,38 +57,22 @@ def _calls_work(event) -> bool:
 
 
 def count(run_dir: Path, size: int, device: torch.device) -> dict:
-    """One frame's rounds, working torch operations and Warp launches (the frame rendered once before, uncounted)."""
+    """One frame's rounds (None where the package has no ``round_kernels.gather_round``, one call a round), working
+    torch operations and Warp launches (the frame rendered once before, uncounted)."""
+    try:
+        from headfields.renderers.round_kernels import gather_round
+    except ImportError:  # an older checkout's package
+        gather_round = None
     run = load_run(run_dir, device)
     cameras = resized_cameras(run.subject.eval.cameras, size, size).to(device)
-    rounds, launches = [0], [0]
-
-    def counted_rounds(samples, along, evaluate, *args):  # the rays (a checkout's: the samples' midpoints), by position
-        def each(batch):
-            rounds[0] += 1
-            return evaluate(batch)
-
-        return rounds_of(samples, along, each, *args)
-
-    def counted(launch):
-        def wrapper(*args, **kwargs):
-            launches[0] += 1
-            return launch(*args, **kwargs)
-
-        return wrapper
-
-    rounds_of = inference._rounds
-    counting = [(inference, "_rounds", counted_rounds)]
-    counting += [(kernels, name, counted(getattr(kernels, name))) for name in ("launch_rows", "launch_grid")]
-    with contextlib.ExitStack() as patches:
-        patches.enter_context(cuda_rules())  # CUDA's path, where the checkout has it
+    held_out_frame(run, cameras)
+    watched = [kernels.launch_rows, kernels.launch_grid] + ([gather_round] if gather_round is not None else [])
+    with counted_calls(*watched) as calls, profile(activities=[ProfilerActivity.CPU]) as prof:
         held_out_frame(run, cameras)
-        for module, name, value in counting:
-            patches.enter_context(mock.patch.object(module, name, value))
-        with profile(activities=[ProfilerActivity.CPU]) as prof:
-            held_out_frame(run, cameras)
     events = [e for e in prof.events() if e.name.startswith("aten::")]
     work = sum(1 for e in events if _works(e))
-    return {"rounds": rounds[0], "operations": work, "warp_launches": launches[0]}
+    rounds = calls["gather_round"] if gather_round is not None else None
+    return {"rounds": rounds, "operations": work, "warp_launches": calls["launch_rows"] + calls["launch_grid"]}
 
 
 def main() -> None:
@@ -118,20 +101,25 @@ def main() -> None:
         answer = args.out / "baseline.json"
         command = [sys.executable, __file__, "--only", *args.only, "--size", str(args.size), "--out", str(args.out)]
         command += ["--device", args.device]
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(args.baseline.resolve()), str(Path(__file__).parent)])}
+        env = {**os.environ, "PYTHONPATH": str(args.baseline.resolve())}
         subprocess.run([*command, "--json", str(answer)], env=env, check=True)
         old = json.loads(answer.read_text())
     header = f"| model, {args.size}² | rounds | torch operations | Warp launches | both, a round |"
     print("\n" + header + (" baseline, a round | fewer |" if old else ""))
     print("|---|---:|---:|---:|---:|" + ("---:|---:|" if old else ""))
     for name, r in results.items():
-        per_round = (r["operations"] + r["warp_launches"]) / max(r["rounds"], 1)
-        line = f"| {name} | {r['rounds']} | {r['operations']:,} | {r['warp_launches']:,} | {per_round:.0f} |"
+        per_round = _per_round(r)
+        shown = f"{per_round:.0f}" if per_round else "—"
+        line = f"| {name} | {r['rounds'] or '—'} | {r['operations']:,} | {r['warp_launches']:,} | {shown} |"
         if old:
-            b = old[name]
-            before = (b["operations"] + b["warp_launches"]) / max(b["rounds"], 1)
-            line += f" {before:.0f} | {before / per_round:.2f}x |"
+            before = _per_round(old[name])
+            line += f" {before:.0f} | {before / per_round:.2f}x |" if before and per_round else " — | — |"
         print(line)
+
+
+def _per_round(counts: dict) -> float | None:
+    """Operations and Warp launches a round (None where the rounds were not counted)."""
+    return (counts["operations"] + counts["warp_launches"]) / counts["rounds"] if counts["rounds"] else None
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
-"""One checkout's renderers, one frame a request: the other side of ``render.py --baseline``, the two taking turns.
+"""One checkout's renderers, one frame a request: the other side of ``benchmarks/render.py --baseline``, the two taking turns.
 
-    PYTHONPATH=../old python benchmarks/frame_turns.py RUN --device cpu
+    PYTHONPATH=../old python tools/frame_turns.py RUN --device cpu
 
 Run with another checkout's ``headfields`` on the path, on a run folder that checkout's ``load_run`` reads
 (``run_for_checkout.py`` makes one). It loads the run once, then reads requests from stdin, one a line:
@@ -30,7 +30,7 @@ from headfields.renderers.camera_paths import resized_cameras
 from headfields.runs import load_run
 from headfields.training.evaluation import render_pixels
 
-ANSWER = "frame_turns: "  # the prefix of an answer line
+ANSWER = "frame_turns: "  # the prefix of an answer line (render.py's TURN_ANSWER)
 CHUNK = 8192  # rays a call: TrainingConfig's render_chunk, as render.py's baseline renderers have always used
 
 

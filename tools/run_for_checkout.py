@@ -1,9 +1,9 @@
 """Copy a run folder so that another checkout's ``load_run`` reads it: the same weights, the configuration and the
 checkpoint's fingerprint as that checkout writes them.
 
-    PYTHONPATH=../old python benchmarks/run_for_checkout.py outputs/render_benchmark/insta /tmp/old_runs/insta
+    PYTHONPATH=../old python tools/run_for_checkout.py outputs/render_benchmark/insta /tmp/old_runs/insta
 
-Run it with the other checkout's ``headfields`` on the path (``render.py --baseline`` does, for each model). A
+Run it with the other checkout's ``headfields`` on the path (``benchmarks/render.py --baseline`` does, for each model). A
 checkpoint's fingerprint records the recipe's text and the frames' digests in the format of the code that wrote it,
 and that format changes between versions, so an older checkout refuses a newer run as "made for another run". Here
 the older code computes the fingerprint's recipe and training entries itself, from its own model and settings. The

@@ -3,12 +3,12 @@ in one report.
 
 Run it from the repository root::
 
-    python benchmarks/gpu.py                        # writes outputs/gpu/gpu_report.md and prints it
-    python benchmarks/gpu.py --deadline 9           # in a ten-minute call: no step runs past 9 minutes
-    python benchmarks/gpu.py --out /tmp/gpu --minutes 10 --example-minutes 1
-    python benchmarks/gpu.py --quick                # a few minutes in all: a test subset, smaller sizes, 1 min INSTA
-    python benchmarks/gpu.py --deadline 9 --baseline ../old   # and INSTA's frame by another checkout's renderers
-    python benchmarks/gpu.py --deadline 8 --skip-benchmarks   # a short call: the tests, INSTA, its frame and variants
+    python tools/gpu.py                        # writes outputs/gpu/gpu_report.md and prints it
+    python tools/gpu.py --deadline 9           # in a ten-minute call: no step runs past 9 minutes
+    python tools/gpu.py --out /tmp/gpu --minutes 10 --example-minutes 1
+    python tools/gpu.py --quick                # a few minutes in all: a test subset, smaller sizes, 1 min INSTA
+    python tools/gpu.py --deadline 9 --baseline ../old   # and INSTA's frame by another checkout's renderers
+    python tools/gpu.py --deadline 8 --skip-benchmarks   # a short call: the tests, INSTA, its frame and variants
 
 The defaults are sized for one ten-minute call on a lent GPU: INSTA trains for 2 minutes and the other examples
 are left out (``--example-minutes 1`` runs each for a minute: seven more runs); ``--deadline 9`` ends the step
@@ -35,17 +35,17 @@ status is 1 if any step failed or was skipped:
    products: INSTA's own renderer stops at 1e-2) and the training renderer, against issue 40's goal of 33 ms a 512²
    frame (30 frames a second), and the 512² frame's kernels by their GPU time; with ``--baseline CHECKOUT``, that
    checkout's renderers on the same run too (render.py's A/B: the previous code in the same call, the two taking
-   turns); then ``benchmarks/frame_variants.py`` on the same run: the 512² frame under each knob a GPU has yet to
-   settle (the queries' Morton sort, the cap on a round's steps, the rounds' size, a float16 hash table, BVH leaves
-   of 2 and 8 triangles), interleaved; then, in a call of its own, the fused decoder (``decoders.fused_nerf``) against "as is";
+   turns); then ``tools/frame_variants.py`` on the same run: the 512² frame under each knob a GPU has yet to
+   settle (the rounds' size, a float16 hash table, BVH leaves of 2 and 8 triangles), interleaved; then, in a call of
+   its own, the fused decoder (``decoders.fused_nerf``) against "as is";
 5. on CUDA only, every other example (the paper models and the mixes, each at its default recipe on CUDA) and
-   ``benchmarks/nphm.py`` for ``--example-minutes`` each (default 0: left out) into ``OUT/examples/``: a
+   ``benchmarks/ablations/nphm.py`` for ``--example-minutes`` each (default 0: left out) into ``OUT/examples/``: a
    check that each CUDA path trains and evaluates, with its it/s, peak memory and held-out PSNR (a minute is far
    from converged: not a quality figure).
 
 Without a CUDA device it runs the same steps on the CPU at tiny sizes (``--quick`` implied), so the script stays
 working on every machine: a fast CPU test file, the benchmarks on a few points, INSTA for 3 iterations on a tiny
-synthetic video, its frame at 32² (its variants at 24², under the GPU's rules). The report then says at the top
+synthetic video, its frame at 32² (its variants at 24²). The report then says at the top
 that its figures are not GPU figures.
 """
 
@@ -64,6 +64,7 @@ import time
 from pathlib import Path
 
 import torch
+
 from gpu_report import NPHM_FLAGS, Step, report_lines
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -190,8 +191,8 @@ def main() -> int:
         parser.error("--example-minutes: expected a non-negative number")
     if args.deadline < 0:
         parser.error("--deadline: expected a non-negative number of minutes")
-    if args.baseline is not None and not (args.baseline / "benchmarks" / "render.py").is_file():
-        parser.error(f"--baseline: expected a headfields checkout, got {args.baseline} (no benchmarks/render.py)")
+    if args.baseline is not None and not (args.baseline / "headfields").is_dir():
+        parser.error(f"--baseline: expected a headfields checkout, got {args.baseline} (no headfields/)")
     deadline = time.monotonic() + 60 * args.deadline if args.deadline > 0 else None
     cuda = torch.cuda.is_available()
     quick = args.quick or not cuda
@@ -283,15 +284,14 @@ def main() -> int:
         frame += ["--anatomy", "--profile", "--device", device, "--out", str(out)]
         frame += [] if args.baseline is None else ["--baseline", str(args.baseline.resolve())]
         step("frame", "frame", frame, 900 if args.baseline is None else 1200)
-        # ... and under each knob whose answer awaits a GPU (frame_variants.py), on the same run; the CPU under the GPU's
-        # rules, so that its variants differ from "as is" as a GPU's do. The fused decoders apart and last: their first
-        # call compiles cuBLASDx products, whose time on a GPU is not known yet, and a call that --deadline cuts short
-        # keeps the other variants' table.
+        # ... and under each knob whose answer awaits a GPU (frame_variants.py), on the same run. The fused decoders
+        # apart and last: their first call compiles cuBLASDx products, whose time on a GPU is not known yet, and a call
+        # that --deadline cuts short keeps the other variants' table.
         for key, group in (("variants", "knobs"), ("fused", "fused")):
             (out / f"{key}.json").unlink(missing_ok=True)  # an earlier run's
-            variants = [python, "benchmarks/frame_variants.py", str(run), "--size", "512" if cuda else "24", "--group", group]
+            variants = [python, "tools/frame_variants.py", str(run), "--size", "512" if cuda else "24", "--group", group]
             variants += ["--repeats", "5" if cuda else "1", "--device", device, "--json", str(out / f"{key}.json")]
-            step(key, key, variants + ([] if cuda else ["--cuda-rules"]), 600)
+            step(key, key, variants, 600)
 
     # 5. the other examples (CUDA only)
     if cuda and args.example_minutes > 0:
@@ -301,7 +301,7 @@ def main() -> int:
         folder.mkdir(parents=True)
         budget = f"{args.example_minutes:g}"
         commands = {name: [f"examples/{name}.py", "--max-minutes", budget, "--eval-frames", "8"] for name in EXAMPLES}
-        commands["nphm"] = ["benchmarks/nphm.py", "--prior-minutes", budget, "--track-minutes", budget, *NPHM_FLAGS]
+        commands["nphm"] = ["benchmarks/ablations/nphm.py", "--prior-minutes", budget, "--track-minutes", budget, *NPHM_FLAGS]
         for name, command in commands.items():
             memory = folder / f"{name}_memory.json"
             full = [python, "-c", PEAK_MEMORY_CHILD, str(memory), *command, "--device", "cuda", "--out", str(folder / name)]

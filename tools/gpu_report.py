@@ -1,4 +1,4 @@
-"""benchmarks/gpu.py's report: a step's record (:class:`Step`) and the report's sections, each from what the steps
+"""tools/gpu.py's report: a step's record (:class:`Step`) and the report's sections, each from what the steps
 printed or wrote (pytest's counts, the benchmarks' tables, INSTA's metrics.json and log.jsonl, render.py's render.json,
 frame_variants.py's table). Kept apart from the runner, which only starts the steps and writes what this returns."""
 
@@ -18,7 +18,7 @@ TAIL_LINES = 30  # of a failed step's output, in the report
 PSNR_MINUTES = (1.0, 2.5, 5.0)
 INSTA_STEPS = 20_000  # INSTA's training length: its C++ trains them in under 10 minutes on an RTX 3090
 FRAME_GOAL_MS = 1000 / 30  # issue 40: INSTA's 512² frame at 30 frames a second on an H100
-NPHM_FLAGS = ["--identities", "4", "--expressions", "3"]  # benchmarks/nphm.py's small prior, in the examples step
+NPHM_FLAGS = ["--identities", "4", "--expressions", "3"]  # benchmarks/ablations/nphm.py's small prior, in the examples step
 
 
 @dataclass
@@ -176,7 +176,7 @@ def examples_section(rows: list[str], failed: list[Step], minutes: float, cuda: 
     if not rows:
         return lines + ["Left out (`--example-minutes 0`).", ""]
     lines += [
-        f"`examples/NAME.py --device cuda --max-minutes {minutes:g} --eval-frames 8` (and `benchmarks/nphm.py "
+        f"`examples/NAME.py --device cuda --max-minutes {minutes:g} --eval-frames 8` (and `benchmarks/ablations/nphm.py "
         f"--device cuda --prior-minutes {minutes:g} --track-minutes {minutes:g} {' '.join(NPHM_FLAGS)}`): a check that "
         "each CUDA path trains and evaluates; a minute is far from converged.",
         "",

@@ -1,7 +1,7 @@
 """Where a training step's time goes: one paper model's steps under ``torch.profiler``, per primitive.
 
-    python benchmarks/profile_step.py                    # INSTA, MonoAvatar, MonoNPHM (hyper NeuS), Portrait360
-    python benchmarks/profile_step.py --only INSTA --steps 10
+    python tools/profile_step.py                    # INSTA, MonoAvatar, MonoNPHM (hyper NeuS), Portrait360
+    python tools/profile_step.py --only INSTA --steps 10
 
 Each model is built as ``benchmarks/compare.py`` builds it (its CPU recipe, its batch size) on the default
 synthetic video, trained for ``--warmup`` steps (Warp compiles, the occupancy grid and the optimiser settle), then
@@ -25,23 +25,25 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 from collections import defaultdict
+from pathlib import Path
 
 import torch
-from torch import nn
 from torch.profiler import ProfilerActivity, profile, record_function
 
 from headfields.checks import trusted_values
-from headfields.deformers import Deformer
 from headfields.heads import tracked_head
 from headfields.parametric import load_model
 from headfields.training import TrainingConfig, build_optimizer, ray_batch, set_learning_rate
 from headfields.tuning import process_tuning
 
-from compare import HYPER_NEUS, PAPERS, load_video
+from primitive_ranges import hook_primitives
 
-PRIMITIVE_PACKAGES = ("headfields.deformers", "headfields.encoders", "headfields.decoders", "headfields.renderers")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))  # compare.py: its models, as it builds them
+from compare import HYPER_NEUS, PAPERS, load_video  # noqa: E402
+
 MONONPHM_LABEL = "MonoNPHM"  # the hyper NeuS avatar: MonoNPHM's networks and renderer, no prior (compare.py)
 TOP_BACKWARD = 12
 
@@ -50,47 +52,6 @@ def entries() -> dict[str, object]:
     found = {e.key: e for e in PAPERS}
     found[MONONPHM_LABEL] = HYPER_NEUS
     return found
-
-
-def primitive_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """The model's submodules whose class lives in a primitive package (and the model's fields), by name."""
-    found = []
-    for name, module in model.named_modules():
-        if name and type(module).__module__.startswith(PRIMITIVE_PACKAGES + ("headfields.fields", "headfields.networks")):
-            found.append((name, module))
-    return found
-
-
-def label(name: str, module: nn.Module) -> str:
-    return f"{name} ({type(module).__name__})"
-
-
-def hook_primitives(model: nn.Module) -> list[str]:
-    """Each primitive's forward in a ``record_function`` range; a deformer's ``canonicalize``, which a chain calls
-    without its ``forward`` (and so without hooks), is wrapped instead."""
-    labels = []
-    for name, module in primitive_modules(model):
-        text = label(name, module)
-        labels.append(text)
-        if isinstance(module, Deformer) and type(module).canonicalize is not Deformer.canonicalize:
-
-            def traced(*args, original=module.canonicalize, text=text, **kwargs):
-                with record_function(text):
-                    return original(*args, **kwargs)
-
-            module.canonicalize = traced  # an instance attribute: forward and a chain both call it
-            continue
-
-        def enter(module, args, text=text):
-            module._profile_range = record_function(text)
-            module._profile_range.__enter__()
-
-        def leave(module, args, output):
-            module._profile_range.__exit__(None, None, None)
-
-        module.register_forward_pre_hook(enter)
-        module.register_forward_hook(leave)
-    return labels
 
 
 def profile_model(key: str, steps: int, warmup: int, device: torch.device, ops: int = 0) -> None:
