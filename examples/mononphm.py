@@ -1,14 +1,14 @@
-"""MonoNPHM's tracking half: fit a saved NPHM prior (benchmarks/nphm.py trains one) to a monocular video of a person
+"""MonoNPHM's tracking half: fit a saved NPHM prior (benchmarks/ablations/nphm.py trains one) to a monocular video of a person
 it never saw, then measure it on the held-out frames.
 
-    python benchmarks/nphm.py --out outputs/nphm                                  # the prior (and a full run)
+    python benchmarks/ablations/nphm.py --out outputs/nphm                                  # the prior (and a full run)
     python examples/mononphm.py --prior outputs/nphm/prior.pt --out outputs/mononphm --max-minutes 10
     python examples/mononphm.py --prior PRIOR --data /path/to/capture --model /path/to/FLAME2020 --device cuda
 
 The same as ``python -m headfields train mononphm --mononphm.prior PRIOR``, with the same flags; ``--prior``,
 ``--landmarks``, ``--geometry-frames`` and ``--mesh-resolution`` are short for ``--mononphm.prior`` and so on.
 
-The default video is the synthetic held-out person of benchmarks/nphm.py: a FLAME shape with personal detail
+The default video is the synthetic held-out person of benchmarks/ablations/nphm.py: a FLAME shape with personal detail
 (hair volume, bumps, ears) that FLAME cannot express, tracked with plain FLAME. Writes ``out/metrics.json``:
 held-out ``psnr``, ``ssim``, ``l1`` (each frame's expression and pose tracked with the person's codes fixed) and the
 same from the prior's mean codes (``*_mean_codes``); ``scan`` and ``scan_flame`` (MonoNPHM's own protocol: the face

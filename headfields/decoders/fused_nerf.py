@@ -14,7 +14,7 @@ their outputs to bfloat16, the output layers stay float32: torch's rounding, in 
 On the CPU, where oneDNN runs the layers near the float32 peak on every core (``networks.Mlp``), this kernel runs on one
 thread (Warp's CPU tiles share one arena: ``kernels.launch_rows``) and is 4-5x slower (INSTA's decoder on 65,536
 samples, 2 cores: 0.47 s against torch's 0.10 s), so the CPU never takes it unless asked. On a GPU it is a variant
-of ``benchmarks/frame_variants.py`` until a GPU has measured it: :data:`FUSED_DEVICE_TYPES` names the devices that
+of ``tools/frame_variants.py`` until a GPU has measured it: :data:`FUSED_DEVICE_TYPES` names the devices that
 take it. On CUDA it takes only bfloat16 products (the viewer's ``reduced_precision()``): its float32 products came out
 wrong there for INSTA's decoder (an H200, 2026-11-27; right for MonoAvatar's and on the CPU), cause not yet found.
 The weights are packed for the kernel on each call (two small operations), so they never lag the parameters.

@@ -91,7 +91,7 @@ class TriangleDeformerConfig:
     source: Literal["posed", "rest"] = "posed"  # the mesh samples start on: posed, or rest (after inverse LBS)
     # "warp": one fused kernel finds the face and maps (triangle_kernels); "torch": Warp finds the face, torch ops
     # map: the reference the kernels are tested against. The kernel made the deformer's forward in INSTA's training
-    # step ~9x faster (benchmarks/profile_step.py on the 2-core CPU; the nearest-face query is now most of its cost).
+    # step ~9x faster (tools/profile_step.py on the 2-core CPU; the nearest-face query is now most of its cost).
     backend: Literal["warp", "torch"] = "warp"
 
     def __post_init__(self) -> None:

@@ -19,7 +19,7 @@ from .wide_bvh import available as wide_bvh_available
 # Warp's BVH.
 WIDE_BUILD_QUERIES_PER_FACE = 32
 # Triangles a leaf of Warp's triangle BVHs holds (None: Warp's default, 4). The nearest-face search is a third of
-# INSTA's frame on a GPU; whether another size suits it awaits a GPU's answer (benchmarks/frame_variants.py). Read
+# INSTA's frame on a GPU; whether another size suits it awaits a GPU's answer (tools/frame_variants.py). Read
 # when a mesh builds its BVHs.
 BVH_LEAF_SIZE: int | None = None
 

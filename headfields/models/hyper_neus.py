@@ -79,7 +79,7 @@ class HyperNeusConfig(NeusConfig):
 
 
 def cpu_config(**overrides) -> HyperNeusConfig:
-    """The sizes a 20-minute run on a 2-core CPU affords (benchmarks/hyper_neus.py), then ``overrides``: one global
+    """The sizes a 20-minute run on a 2-core CPU affords (benchmarks/ablations/hyper_neus.py), then ``overrides``: one global
     SDF MLP (the ensemble evaluates 13 per sample), smaller networks, codes and samples (paper: HyperNeusConfig());
     and a moving average of the weights (0.95) for evaluation, which MonoNPHM does not name: a run of minutes ends at
     a learning rate still above 5e-4, and the average was 3.97 dB ahead of the raw weights after 1,324 steps

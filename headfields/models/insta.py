@@ -155,7 +155,7 @@ def paper_config(**overrides) -> InstaConfig:
 
 
 def cpu_config(**overrides) -> InstaConfig:
-    """The sizes a 15-minute run on a 2-core CPU affords (benchmarks/insta.py), then ``overrides``; the rest is the
+    """The sizes a 15-minute run on a 2-core CPU affords (benchmarks/ablations/insta.py), then ``overrides``; the rest is the
     paper's. 2 features a level instead of 8 (a quarter of the grid's reads, writes and table); the box of the
     canonical mesh grown by 0.15 of its diagonal instead of a 1 m cube, with a 64^3 grid and steps of its diagonal /
     256 growing with distance (1/256): the cells and samples land on the head; the 3 cm mesh shell (it skips the

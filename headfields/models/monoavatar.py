@@ -115,7 +115,7 @@ def paper_config(**overrides) -> MonoAvatarConfig:
 
 
 def cpu_config(**overrides) -> MonoAvatarConfig:
-    """The sizes a 15-minute run on a 2-core CPU affords (benchmarks/monoavatar.py), then ``overrides``: 128 x 128
+    """The sizes a 15-minute run on a 2-core CPU affords (benchmarks/ablations/monoavatar.py), then ``overrides``: 128 x 128
     UV maps; 24 coarse and 16 fine samples per ray, and coarse samples beyond 3 cm of the mesh dropped (the
     shell: most of a ray's box is empty air around the face), so that a step with both networks trained costs
     what the one-network recipe's 48 + 32 samples did (0.92-1.04x, measured); the learning rate and the elastic weight

@@ -84,7 +84,7 @@ class NphmConfig:
 
 
 def cpu_prior_config(**overrides) -> NphmConfig:
-    """Sizes a 2-core CPU trains in minutes (benchmarks/nphm.py), then ``overrides`` (paper: ``NphmConfig()``)."""
+    """Sizes a 2-core CPU trains in minutes (benchmarks/ablations/nphm.py), then ``overrides`` (paper: ``NphmConfig()``)."""
     sizes = dict(
         global_dim=32,
         local_dim=8,

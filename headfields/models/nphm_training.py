@@ -182,7 +182,7 @@ class PriorTrainingConfig:
 # A prior of minutes (cpu_prior_config, about 2,000 steps) under MonoNPHM's 7.5 on the anchors: the SDF terms, which
 # move each local MLP with its anchor, carry the anchors 6-11 mm off the scans' anchor vertices, farther than the
 # template's mean anchors lie (5.9 mm), and the landmark term projects those anchors. x 100 holds them within
-# 1-1.8 mm at no cost to the surface terms (benchmarks/nphm_anchors.py; docs/mononphm.md).
+# 1-1.8 mm at no cost to the surface terms (benchmarks/ablations/nphm_anchors.py; docs/mononphm.md).
 CPU_ANCHOR_WEIGHT = 750.0
 
 

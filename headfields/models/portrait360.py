@@ -98,7 +98,7 @@ def paper_config(**overrides) -> Portrait360Config:
 def cpu_config(**overrides) -> Portrait360Config:
     """The recipe a 20-minute run on a 2-core CPU affords, then ``overrides``: samples farther than CPU_SHELL from
     the posed mesh are skipped (fewer network evaluations per ray; detail off the template, such as a hair volume,
-    is lost: benchmarks/hair.py measures the cost)."""
+    is lost: benchmarks/ablations/hair.py measures the cost)."""
     return Portrait360Config(**{"shell": CPU_SHELL, **overrides})
 
 

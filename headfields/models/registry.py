@@ -159,7 +159,7 @@ def _portrait360_video():
 def _nphm_held_out_video():
     from ..synthetic import nphm_held_out_video
 
-    return nphm_held_out_video()  # a person the scan set of benchmarks/nphm.py does not hold
+    return nphm_held_out_video()  # a person the scan set of benchmarks/ablations/nphm.py does not hold
 
 
 # The CPU recipes' budgets of trained samples a step: on a 2-core CPU, more steps of fewer rays beat the fixed rays

@@ -35,7 +35,7 @@ __all__ = [
 ]
 
 # metres: the mesh shell of every CPU recipe (cpu_config). It skips samples far from the tracked mesh for speed,
-# and with them detail off the template (benchmarks/hair.py measures the cost); the paper recipes have none.
+# and with them detail off the template (benchmarks/ablations/hair.py measures the cost); the paper recipes have none.
 CPU_SHELL = 0.03
 # A cell's points lie within its half diagonal of its centre; the bound is widened by this share of it so that a
 # point's cell computed in float32 (the march's, shell_cells') never falls on the wrong side of it.

@@ -74,7 +74,7 @@ def build_optimizer(model: nn.Module, config: OptimizerConfig) -> torch.optim.Ad
         g["lr"] = c.learning_rate * g["lr_scale"]
     params = [p for g in groups for p in g["params"]]
     # torch's fused Adam: one kernel over all parameters, 7x faster than the per-tensor loop on a hash grid's table
-    # on CPU (benchmarks/profile_step.py). It takes floating parameters on CPU or CUDA alone.
+    # on CPU (tools/profile_step.py). It takes floating parameters on CPU or CUDA alone.
     fused = bool(params) and all(p.is_floating_point() and p.device.type in FUSED_ADAM_DEVICES for p in params)
     optimizer = torch.optim.Adam(
         groups, lr=c.learning_rate, betas=c.betas, eps=c.eps, weight_decay=c.weight_decay, fused=fused or None
