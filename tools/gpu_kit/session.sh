@@ -2,6 +2,7 @@
 # The GPU checks of the open issues, one step after another inside a deadline, on a lent GPU machine after
 # `. tools/gpu_kit/unpack.sh`. Each step's full log goes to $OUT/NAME.log; its last lines are printed.
 #   bash tools/gpu_kit/session.sh SECONDS
+#   STEPS="unit video insta_profile insta_train" bash tools/gpu_kit/session.sh 180    # some steps, in this order
 # gsplat (the peer of the Gaussian rasteriser) is built in the background by the first call (docs/gpu.md): its
 # steps wait for the build and come after the others that do not need it, since importing gsplat during its build
 # deletes the build.
@@ -9,6 +10,7 @@ set -u
 START=$(date +%s); DEADLINE=${1:-540}; OUT=${OUT:-outputs/gpu_kit}; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 VIDEO=outputs/gpu_kit/video512
+STEPS=${STEPS:-tests video gaussian_train gaussians_bench gsplat_test insta_profile}
 left() { echo $((DEADLINE - $(date +%s) + START)); }
 step() {  # step NAME LIMIT_SECONDS COMMAND...
   local name=$1 limit=$2; shift 2
@@ -21,28 +23,37 @@ step() {  # step NAME LIMIT_SECONDS COMMAND...
   echo "[kit] $name: rc=$? in $(($(date +%s) - t))s"
   tail -n "${TAIL:-25}" "$OUT/$name.log" | cut -c1-220
 }
+want() { [[ " $STEPS " == *" $1 "* ]]; }
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 python3 -c "import torch; print('torch', torch.__version__)"
 
-step tests 150 python3 -m pytest -q -p no:cacheprovider -k cuda \
+want unit && step unit 90 python3 -m pytest -q -p no:cacheprovider -k cuda \
+  tests/test_optimizer.py tests/test_scan.py tests/test_compositing.py tests/test_occupancy.py
+
+want tests && step tests 150 python3 -m pytest -q -p no:cacheprovider -k cuda \
   tests/test_gaussian_rasterizer.py tests/test_gaussian_binding.py tests/test_gaussian_density.py tests/test_gaussian_avatar.py
 
-step video 150 python3 -c "from headfields.synthetic import SyntheticVideoConfig, make_synthetic_video; \
+want video && step video 150 python3 -c "from headfields.synthetic import SyntheticVideoConfig, make_synthetic_video; \
 make_synthetic_video('$VIDEO', SyntheticVideoConfig(resolution=512), device='cuda')"
 
-step gaussian_train 150 python3 -m headfields train gaussian_avatar --device cuda --data "$VIDEO" \
+want gaussian_train && step gaussian_train 150 python3 -m headfields train gaussian_avatar --device cuda --data "$VIDEO" \
   --out outputs/gpu_kit/gaussian_avatar --max-minutes 1 --eval-frames 8
-cat outputs/gpu_kit/gaussian_avatar/metrics.json 2>/dev/null | head -30
+want gaussian_train && head -30 outputs/gpu_kit/gaussian_avatar/metrics.json 2>/dev/null
 
-# gsplat: wait for the background build (at most 60 s more), then the peer's steps on the path
-for _ in $(seq 12); do grep -q "successfully\|Error\|error:" /tmp/gsplat_build.log 2>/dev/null && break; sleep 5; done
-tail -n 5 /tmp/gsplat_build.log
+# gsplat (its steps only): wait for the background build (at most 60 s more), then the peer's steps on the path
+want gaussians_bench && for _ in $(seq 12); do grep -q "successfully\|Error\|error:" /tmp/gsplat_build.log 2>/dev/null && break; sleep 5; done
+tail -n 5 /tmp/gsplat_build.log 2>/dev/null
 if grep -q successfully /tmp/gsplat_build.log 2>/dev/null; then GS=/tmp/gs:; else GS=; echo "[kit] gsplat not built"; fi
-PYTHONPATH=$GS$PYTHONPATH step gaussians_bench 120 python3 benchmarks/gaussians.py --device cuda --per-face 10
-[ -n "$GS" ] && PYTHONPATH=$GS$PYTHONPATH step gsplat_test 90 python3 -m pytest -q -p no:cacheprovider \
+want gaussians_bench && PYTHONPATH=$GS$PYTHONPATH step gaussians_bench 120 python3 benchmarks/gaussians.py --device cuda --per-face 10
+want gsplat_test && [ -n "$GS" ] && PYTHONPATH=$GS$PYTHONPATH step gsplat_test 90 python3 -m pytest -q -p no:cacheprovider \
   tests/test_gaussian_rasterizer.py -k gsplat
 
-TAIL=45 step insta_profile 150 python3 tools/gpu_kit/step_profile.py insta --warmup 250 --steps 20 \
+want insta_profile && TAIL=45 step insta_profile 150 python3 tools/gpu_kit/step_profile.py insta --warmup 250 --steps 20 \
   --json "$OUT/insta_profile.json" -- --device cuda --data "$VIDEO" --out outputs/gpu_kit/insta --recipe paper \
   --samples-per-batch 262144 --early-stop 1e-4 --fixed-shapes True --eval-every 0
+# INSTA's paper recipe for a minute, unprofiled: iterations over training seconds (metrics.json)
+want insta_train && step insta_train 150 python3 -m headfields train insta --device cuda --data "$VIDEO" \
+  --out outputs/gpu_kit/insta_train --recipe paper --samples-per-batch 262144 --early-stop 1e-4 --fixed-shapes True \
+  --max-minutes 1 --eval-every 0 --eval-frames 2 --budget training
+want insta_train && grep -E '"(psnr|iterations|train_seconds)"' outputs/gpu_kit/insta_train/metrics.json
 echo "[kit] done at $(( $(date +%s) - START ))s"
