@@ -453,14 +453,14 @@ def test_a_checkpoint_s_pixel_generator_of_another_kind_resumes(capsys):
     """The sampler draws on the frames' device (a GPU's generator where they fit there). A CPU state (a run saved
     before that, or on the CPU) continues on a CPU generator, draw for draw; a state no generator here can take
     (a GPU's, resumed on the CPU) restarts the batches from the seed and the step, and says so."""
-    from headfields.training.loop import _restored_generator
+    from headfields.training.batches import restored_generator
 
     saved = torch.Generator().manual_seed(7)
     torch.rand(5, generator=saved)
     expected = torch.rand(3, generator=torch.Generator().set_state(saved.get_state()))
-    same = _restored_generator(torch.Generator().manual_seed(0), saved.get_state(), 99, None)
+    same = restored_generator(torch.Generator().manual_seed(0), saved.get_state(), 99, None)
     assert torch.equal(torch.rand(3, generator=same), expected)
     cuda_like = torch.zeros(16, dtype=torch.uint8)  # a CUDA generator's state: seed and offset
-    fresh = _restored_generator(torch.Generator().manual_seed(0), cuda_like, 99, None)
+    fresh = restored_generator(torch.Generator().manual_seed(0), cuda_like, 99, None)
     assert torch.equal(torch.rand(3, generator=fresh), torch.rand(3, generator=torch.Generator().manual_seed(99)))
     assert "batches go on from seed 99" in capsys.readouterr().out

@@ -17,7 +17,7 @@ from ..renderers.cameras import pixel_rays, sample_pixels
 from ..renderers.view_balance import sample_pixels_balanced
 from .contract import RayBatch
 
-__all__ = ["place_frames", "random_backgrounds", "ray_batch", "seed_everything"]
+__all__ = ["place_frames", "random_backgrounds", "ray_batch", "restored_generator", "seed_everything"]
 
 
 def seed_everything(seed: int) -> None:
@@ -129,3 +129,18 @@ def random_backgrounds(
     empty = (~mask & (torch.round(rgb * 255) == torch.round(fixed * 255)).all(-1))[:, None]
     drawn = drawn.to(rgb.dtype)
     return torch.where(empty, drawn, fixed), torch.where(empty, drawn, rgb)
+
+
+def restored_generator(generator: torch.Generator, state: torch.Tensor, seed: int, log) -> torch.Generator:
+    """The pixel sampler's generator as a checkpoint left it. A state from a generator of another kind (a run
+    checkpointed before the sampler drew on the GPU, or on another device) continues on a CPU generator where it is
+    a CPU state, so that the run resumes bit for bit; otherwise the batches continue from ``seed``, and ``log`` says so."""
+    if len(state) == len(generator.get_state()):
+        generator.set_state(state)
+        return generator
+    cpu = torch.Generator()
+    if len(state) == len(cpu.get_state()):
+        cpu.set_state(state)
+        return cpu
+    print(f"the checkpoint's pixel generator is of another device: the batches go on from seed {seed}", file=log)
+    return generator.manual_seed(seed)

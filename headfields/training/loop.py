@@ -38,7 +38,7 @@ from ..perceptual import Lpips, LpipsUnavailable, load_lpips
 from ..progress import Progress, format_seconds
 from ..renderers.cameras import image_pixels, pixel_rays
 from ..tuning import process_tuning
-from .batches import place_frames, ray_batch
+from .batches import place_frames, ray_batch, restored_generator
 from .config import CHECKPOINT_NAME, CONFIG_NAME, LOG_NAME, TrainingConfig
 from .contract import AvatarModel, RayBatch, StepOutput
 from .evaluation import evaluate, evenly_spread
@@ -112,8 +112,7 @@ def train(
         with process_tuning(device, flush_denormals=config.flush_denormals, tune_malloc=config.tune_malloc):
             loop = _Loop(model, train_frames, eval_frames, folder.path, config, device, log, described)
             loop.resume_if(resume)
-            # After the checks that can refuse (the checkpoint's fingerprint): a refused rerun changes nothing on disk.
-            if described is not None and distributed.rank() == 0:
+            if described is not None and distributed.rank() == 0:  # after the refusing checks: a refusal writes nothing
                 write_atomic(folder.path / CONFIG_NAME, described + "\n")
             return loop.run()
     finally:
@@ -155,8 +154,7 @@ class _Loop:
         self.eval_head = tracked_head(model.parametric, eval_frames)
         # The pixels are drawn where the frames' images are (on a GPU when they fit): no copy from the host a step.
         self.train_frames, self.frames_where = place_frames(train_frames, device, config.frames_device_share)
-        picking = self.train_frames.images.device
-        self.generator = torch.Generator(picking).manual_seed(config.seed)  # the same seed on every rank: the same batches
+        self.generator = torch.Generator(self.train_frames.images.device).manual_seed(config.seed)  # every rank's alike
         self.step, self.elapsed, self.wall = 0, 0.0, 0.0  # wall: the run's wall-clock seconds, evaluations included
         self.checkpoint = out / CHECKPOINT_NAME
         self.fingerprint, self.frozen = run_fingerprint(model, train_frames, config), frozen_state_keys(model)
@@ -185,7 +183,7 @@ class _Loop:
         self.optimizer.load_state_dict(state["optimizer"])
         if self.ema is not None:
             self.ema.load_state_dict(state["ema"])
-        self.generator = _restored_generator(self.generator, state["generator"].cpu(), self.config.seed + state["step"], self.log)
+        self.generator = restored_generator(self.generator, state["generator"].cpu(), self.config.seed + state["step"], self.log)
         self.step, self.elapsed = state["step"], state["elapsed"]
         self.wall = state.get("wall", self.elapsed)
         self.sampling.load_state(state, self.step)
@@ -451,21 +449,6 @@ class _TrainingStep(nn.Module):
 
     def forward(self, batch: RayBatch, step: int) -> StepOutput:
         return self.model.training_step(batch, step)
-
-
-def _restored_generator(generator: torch.Generator, state: torch.Tensor, seed: int, log) -> torch.Generator:
-    """The pixel sampler's generator as a checkpoint left it. A state from a generator of another kind (a run
-    checkpointed before the sampler drew on the GPU, or on another device) continues on a CPU generator where it is
-    a CPU state, so that the run resumes bit for bit; otherwise the batches continue from ``seed``, and ``log`` says so."""
-    if len(state) == len(generator.get_state()):
-        generator.set_state(state)
-        return generator
-    cpu = torch.Generator()
-    if len(state) == len(cpu.get_state()):
-        cpu.set_state(state)
-        return cpu
-    print(f"the checkpoint's pixel generator is of another device: the batches go on from seed {seed}", file=log)
-    return generator.manual_seed(seed)
 
 
 def _non_finite(step: int, loss: float, logs: dict) -> None:
