@@ -12,9 +12,9 @@ run on the same uniformly random points in the unit cube, with the same table. T
 forward + backward of ``(features * weights).sum()`` with gradients for the table only (training) and for the
 table and the points (normals, eikonal terms). Each case gets one untimed warm-up (Warp compiles its kernels),
 then ``--repeats`` timed runs of each encoder in the same process; the table reports median throughputs and
-their ratio. The PyTorch reference (``torch_hash_grid``, as tests/test_hashgrid.py writes it); its features and table
-gradient are compared with the Warp ones before timing (with ``--table-dtype float16`` the reference gets the
-table rounded to float16, which is what the Warp kernels read).
+their ratio. The PyTorch reference (``headfields.encoders.hashgrid_reference``, which tests/test_hashgrid.py
+checks the kernels against): its features and table gradient are compared with the Warp ones before timing (with
+``--table-dtype float16`` the reference gets the table rounded to float16, which is what the Warp kernels read).
 
 On the CPU the forward of a grid of up to ``hashgrid_lanes.MAX_FEATURES`` features a level runs in SIMD lanes
 (``headfields.encoders.hashgrid_lanes``), as every caller's does; which CPU kernel encodes is the library's choice, and
@@ -28,13 +28,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
 import platform
 from collections.abc import Callable
 
 import torch
 
 from headfields.encoders import HashGrid, HashGridConfig
+from headfields.encoders.hashgrid_reference import reference_hash_grid
 from headfields.kernels import num_cpu_threads
 from headfields.models.insta import INSTA_HASH_GRID
 
@@ -44,38 +44,6 @@ GRIDS = {"insta": ("INSTA 16 x 8", INSTA_HASH_GRID), "ngp": ("16 x 2", HashGridC
 CHECK_POINTS = 4096
 Step = Callable[[], None]
 Encode = Callable[[torch.Tensor], torch.Tensor]
-
-
-# The reference: the encoding written in plain PyTorch from its definition (resolutions, dense/hashed layout,
-# instant-ngp's hash, trilinear weights), as tests/test_hashgrid.py writes its own: a benchmark imports no test.
-PRIMES = (1, 2654435761, 805459861)  # instant-ngp
-UINT32 = 0xFFFFFFFF
-
-
-def torch_hash_grid(x: torch.Tensor, table: torch.Tensor, config: HashGridConfig) -> torch.Tensor:
-    """Reference encoding in plain PyTorch (differentiable in ``x`` and ``table``): ``[N, levels * F]``. Each level's
-    eight corners are read by one gather, so its backward adds into one table-sized gradient a level."""
-    growth = math.exp((math.log(config.finest_resolution) - math.log(config.base_resolution)) / max(config.levels - 1, 1))
-    size = 2**config.log2_table_size
-    x = x.clamp(0.0, 1.0)
-    corners = torch.tensor([[(corner >> d) & 1 for d in range(3)] for corner in range(8)], device=x.device)  # [8, 3]
-    offset, out = 0, []
-    for level in range(config.levels):
-        res = math.floor(config.base_resolution * growth**level + 1e-9)
-        dense = (res + 1) ** 3 <= size
-        pos = x * res
-        cell = torch.floor(pos).clamp(max=res - 1)
-        frac = pos - cell
-        vertex = cell.long()[:, None, :] + corners  # [N, 8, 3]
-        weight = torch.where(corners.bool(), frac[:, None, :], 1.0 - frac[:, None, :]).prod(dim=-1)  # [N, 8]
-        if dense:
-            index = vertex[..., 0] + (res + 1) * (vertex[..., 1] + (res + 1) * vertex[..., 2])
-        else:
-            h = (vertex[..., 0] * PRIMES[0]) ^ (vertex[..., 1] * PRIMES[1]) ^ (vertex[..., 2] * PRIMES[2])
-            index = (h & UINT32) % size
-        out.append((weight[..., None] * table[offset + index]).sum(dim=1))
-        offset += (res + 1) ** 3 if dense else size
-    return torch.cat(out, dim=1)
 
 
 def cases(config: HashGridConfig, x: torch.Tensor, gen: torch.Generator) -> list[tuple[str, Step, Step]]:
@@ -93,7 +61,7 @@ def cases(config: HashGridConfig, x: torch.Tensor, gen: torch.Generator) -> list
     check(grid, ref_table, x[:CHECK_POINTS], weights[:CHECK_POINTS])
 
     def reference(points: torch.Tensor) -> torch.Tensor:
-        return torch_hash_grid(points, ref_table, config)
+        return reference_hash_grid(points, ref_table, config)
 
     def training_step(encode: Encode, table: torch.Tensor, points_grad: bool) -> Step:
         def step() -> None:
@@ -121,9 +89,9 @@ def check(grid: HashGrid, ref_table: torch.Tensor, x: torch.Tensor, weights: tor
     config = grid.config
     grid.table.grad = ref_table.grad = None
     (grid(x) * weights).sum().backward()
-    (torch_hash_grid(x, ref_table, config) * weights).sum().backward()
+    (reference_hash_grid(x, ref_table, config) * weights).sum().backward()
     with torch.no_grad():
-        feature_err = float((grid(x) - torch_hash_grid(x, ref_table, config)).abs().max())
+        feature_err = float((grid(x) - reference_hash_grid(x, ref_table, config)).abs().max())
     grad_err = float((grid.table.grad - ref_table.grad).abs().max())
     print(f"check on {x.shape[0]} points: max |features diff| {feature_err:.2e}, max |table grad diff| {grad_err:.2e}")
 

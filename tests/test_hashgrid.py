@@ -1,5 +1,6 @@
-"""Hash grid encoding: the Warp kernels against a straightforward PyTorch implementation written here from the
-encoding's definition (resolutions, dense/hashed layout, instant-ngp hash, trilinear weights), and gradcheck."""
+"""Hash grid encoding: the Warp kernels against the straightforward PyTorch implementation written from the
+encoding's definition (headfields.encoders.hashgrid_reference: resolutions, dense/hashed layout, instant-ngp hash,
+trilinear weights), and gradcheck."""
 
 import dataclasses
 import json
@@ -9,39 +10,13 @@ import pytest
 import torch
 
 from headfields.encoders import HashGrid, HashGridConfig
+from headfields.encoders.hashgrid_reference import HASH_PRIMES as PRIMES
+from headfields.encoders.hashgrid_reference import reference_hash_grid as torch_hash_grid
 
 from helpers import raises_naming
 
-PRIMES = (1, 2654435761, 805459861)  # instant-ngp
-UINT32 = 0xFFFFFFFF
 # Small config with dense levels (resolutions 4, 8) and hashed ones (16, 32: (r+1)^3 > 2^10).
 SMALL = HashGridConfig(levels=4, features_per_level=2, log2_table_size=10, base_resolution=4, finest_resolution=32)
-
-
-def torch_hash_grid(x: torch.Tensor, table: torch.Tensor, config: HashGridConfig) -> torch.Tensor:
-    """Reference encoding in plain PyTorch (differentiable in ``x`` and ``table``): ``[N, levels * F]``. Each level's
-    eight corners are read by one gather, so its backward adds into one table-sized gradient a level."""
-    growth = math.exp((math.log(config.finest_resolution) - math.log(config.base_resolution)) / max(config.levels - 1, 1))
-    size = 2**config.log2_table_size
-    x = x.clamp(0.0, 1.0)
-    corners = torch.tensor([[(corner >> d) & 1 for d in range(3)] for corner in range(8)], device=x.device)  # [8, 3]
-    offset, out = 0, []
-    for level in range(config.levels):
-        res = math.floor(config.base_resolution * growth**level + 1e-9)
-        dense = (res + 1) ** 3 <= size
-        pos = x * res
-        cell = torch.floor(pos).clamp(max=res - 1)
-        frac = pos - cell
-        vertex = cell.long()[:, None, :] + corners  # [N, 8, 3]
-        weight = torch.where(corners.bool(), frac[:, None, :], 1.0 - frac[:, None, :]).prod(dim=-1)  # [N, 8]
-        if dense:
-            index = vertex[..., 0] + (res + 1) * (vertex[..., 1] + (res + 1) * vertex[..., 2])
-        else:
-            h = (vertex[..., 0] * PRIMES[0]) ^ (vertex[..., 1] * PRIMES[1]) ^ (vertex[..., 2] * PRIMES[2])
-            index = (h & UINT32) % size
-        out.append((weight[..., None] * table[offset + index]).sum(dim=1))
-        offset += (res + 1) ** 3 if dense else size
-    return torch.cat(out, dim=1)
 
 
 def random_grid(config: HashGridConfig, device: torch.device, seed: int = 0) -> HashGrid:
