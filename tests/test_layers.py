@@ -73,7 +73,6 @@ TIERS = {
 
 # Today's upward imports, (importer, imported module), by the importer's tier. Moving a tier deletes its lines.
 KNOWN_UPWARD = {
-    ("headfields.data.inspect", "headfields.models.registry"),  # data -> models
     ("headfields.data.subject", "headfields.synthetic"),  # data -> synthetic
 }
 

@@ -17,9 +17,10 @@ import trimesh
 from PIL import Image
 from smplx.lbs import batch_rodrigues
 
+from headfields.commands import main
 from headfields.data import INSTA_FACE_PARSING, load_insta_dataset, load_subject
 from headfields.data._io import read_obj
-from headfields.data.inspect import inspect_capture, main
+from headfields.data.inspect import inspect_capture
 from headfields.data.tracked_meshes import read_region_file, regions_from_segmentation
 from headfields.encoders import UVCodeDecoderConfig
 from headfields.heads import tracked_head
@@ -272,7 +273,6 @@ def test_every_model_that_can_trains_on_a_remeshed_capture_without_model_files(r
 def test_the_train_command_trains_on_a_remeshed_capture_with_no_model(remeshed, tmp_path, capsys, model):
     """``python -m headfields train MODEL --data CAPTURE`` with no ``--model``, on meshes of a topology never
     shipped, writes metrics and renders."""
-    from headfields.commands import main
 
     argv = ["train", model, "--data", str(remeshed), "--out", str(tmp_path), "--iterations", "2", "--rays", "128"]
     assert main([*argv, "--device", "cpu"]) == 0
@@ -364,10 +364,13 @@ def test_bad_capture_is_named_by_the_loader_and_by_inspect(capture, tmp_path, co
             load_subject(root)
 
 
-def test_inspect_prints_the_summary(capture, capsys):
-    assert main([str(capture)]) == 0
+def test_inspect_prints_the_summary(capture, capsys, tmp_path):
+    assert main(["inspect", str(capture)]) == 0
     out = capsys.readouterr().out
     assert "frames: train 9, val 1, test 2" in out and "40 x 40 px" in out
     assert "250 skin" in out and "130 upper_lip" in out and "120 lower_lip" in out
     assert "tracked meshes: 5557 vertices" in out and "no problems found" in out
     assert "insta                  yes" in out and "hyper_neus             no: parametric" in out
+    # A capture with a problem: the report names it and the command's status is 1, without a traceback.
+    assert main(["inspect", str(tmp_path / "nowhere")]) == 1
+    assert "problem: " in capsys.readouterr().out

@@ -1,6 +1,7 @@
 """``python -m headfields COMMAND`` (or ``headfields COMMAND``): ``train`` trains a registered model into a run
 folder; ``render`` makes videos of a run (replay, reenactment, camera paths), ``export`` writes coloured meshes,
-``view`` serves a live viewer in the browser; ``python -m headfields COMMAND --help`` explains each flag."""
+``view`` serves a live viewer in the browser, ``inspect`` checks a capture before training on it;
+``python -m headfields COMMAND --help`` explains each flag."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from collections.abc import Iterator
 
 from ..checkpoints import CheckpointError
 from ..outputs import OutputBusyError
-from . import export, render, view
+from . import export, inspect, render, view
 
 __all__ = ["ctrl_c_kept", "main", "parser"]
 
@@ -25,7 +26,7 @@ def parser() -> argparse.ArgumentParser:
     commands = top.add_subparsers(title="commands", dest="name", required=True)
     # train's flags depend on its model (tyro builds them): listed here, parsed by headfields.commands.train.
     commands.add_parser("train", help="train a model: python -m headfields train MODEL --help", add_help=False)
-    for module in (render, export, view):
+    for module in (render, export, view, inspect):
         module.add_parser(commands)
     return top
 
@@ -65,7 +66,7 @@ def _main(argv: list[str]) -> int:
 
             return train.main(argv[1:])
         args = parser().parse_args(argv)
-        args.command(args)
+        status = args.command(args)  # an exit status (inspect: 1 when the capture has a problem), or a summary
     # Bad input, or a folder it cannot write (a read-only run: give --out elsewhere): its message, not a traceback.
     except (ValueError, OSError, ImportError, CheckpointError, OutputBusyError) as error:
         print(f"python -m headfields {name}: error: {error}", file=sys.stderr)
@@ -73,4 +74,4 @@ def _main(argv: list[str]) -> int:
     except KeyboardInterrupt:  # Ctrl-C: what was being written was discarded (headfields.outputs)
         print(f"python -m headfields {name}: interrupted", file=sys.stderr)
         return 130
-    return 0
+    return status if isinstance(status, int) else 0

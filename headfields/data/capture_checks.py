@@ -1,5 +1,5 @@
 """What every capture reader checks before it returns a split (``insta_reader``, ``vhap_reader``,
-``imavatar_reader``), so that loading refuses, and ``python -m headfields.data.inspect`` reports, a capture that
+``imavatar_reader``), so that loading refuses, and ``python -m headfields inspect`` reports, a capture that
 would train wrong without an error: cameras out of the bounds that follow from the image size and the tracked
 head, a grey image among colour ones, a frame that two splits list, tracked coefficients no tracker writes.
 Each error names the file and the key (and the frame)."""

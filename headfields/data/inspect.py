@@ -1,16 +1,18 @@
-"""Check a capture before training on it: ``python -m headfields.data.inspect CAPTURE [--model DIR] [--regions FILE]``.
+"""A capture checked before training on it (``python -m headfields inspect CAPTURE`` prints it).
 
-Reads every split as the training scripts would and prints what it found: frames per split, image size,
+Reads every split as the training scripts would and reports what it found: frames per split, image size,
 intrinsics, the label codes present (with their names), the expression width, the tracked meshes' topology, the
-subject's model (parametric, or the tracked meshes with their regions) and which models can train on it. Each
-problem is one line naming the file and the field; the exit status is 1 when there is any.
+subject's model (parametric, or the tracked meshes with their regions) and, given model builders, which of them can
+build a model for it. Each problem is one line naming the file and the field.
+
+    report = inspect_capture("data/me")
+    print(report)  # report.problems: a line each
 """
 
 from __future__ import annotations
 
-import argparse
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,7 +23,7 @@ from .frames import BACKGROUND_LABEL, SPLITS, FrameSet
 from .insta_reader import load_insta_dataset
 from .subject import Subject, load_subject
 
-__all__ = ["CaptureReport", "inspect_capture", "main"]
+__all__ = ["CaptureReport", "inspect_capture"]
 
 
 @dataclass
@@ -42,9 +44,13 @@ class CaptureReport:
 
 
 def inspect_capture(
-    root: str | os.PathLike, model: str | os.PathLike | None = None, regions: str | os.PathLike | None = None
+    root: str | os.PathLike,
+    model: str | os.PathLike | None = None,
+    regions: str | os.PathLike | None = None,
+    models: Mapping[str, Callable[[Subject], object]] | None = None,
 ) -> CaptureReport:
-    """The report of the capture in ``root`` (``model``, ``regions``: as ``load_subject`` takes them)."""
+    """The report of the capture in ``root`` (``model``, ``regions``: as ``load_subject`` takes them); with
+    ``models`` (name -> a function building that model for a subject), whether each can be built for it."""
     report = CaptureReport(Path(root))
     splits: dict[str, FrameSet] = {}
     for split in SPLITS:
@@ -86,7 +92,7 @@ def inspect_capture(
         return report
     report.lines.append(f"subject's model: {subject.parametric.model_type} ({type(subject.parametric).__name__})")
     report.lines += subject.notes
-    report.models = {name: _can_train(build, subject) for name, build in _model_builders().items()}
+    report.models = {name: _can_train(build, subject) for name, build in (models or {}).items()}
     return report
 
 
@@ -117,31 +123,9 @@ def _check_frame_counts(report: CaptureReport, splits: dict[str, FrameSet]) -> N
             )
 
 
-def _model_builders() -> dict[str, Callable]:
-    """Every registered model at its CPU recipe (each entry's cheapest to build): ``build(subject)``."""
-    from ..models.registry import MODELS
-
-    return {name: (lambda subject, entry=entry: entry.build(subject, entry.recipe("cpu"))) for name, entry in MODELS.items()}
-
-
 def _can_train(build: Callable, subject: Subject) -> str:
     try:
         build(subject)
     except (ValueError, TypeError) as e:
         return f"no: {e}"
     return "yes"
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m headfields.data.inspect", description=__doc__.split("\n")[0])
-    parser.add_argument("capture", type=Path, help="the capture's folder (transforms_*.json or transforms.json)")
-    parser.add_argument("--model", type=Path, default=None, help="the parametric model folder (default: the capture's own)")
-    parser.add_argument("--regions", type=Path, default=None, help="a tracked-mesh capture's region file")
-    args = parser.parse_args(argv)
-    report = inspect_capture(args.capture, args.model, args.regions)
-    print(report)
-    return 1 if report.problems else 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
