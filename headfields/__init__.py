@@ -4,7 +4,7 @@ Subpackages, one job each: ``geometry`` (meshes and Warp mesh kernels), ``parame
 meshes), ``data`` (captures), ``deformers``, ``encoders``, ``decoders``, ``fields``, ``renderers``, ``losses``,
 ``metrics``, ``training`` (the loop), ``models`` (the papers and the mixes, by name in ``models.registry``),
 ``synthetic`` (test and demo heads). ``headfields.load_run(path)`` rebuilds a trained run; ``python -m headfields
-train | render | export | view`` is the command line. docs/index.md lists every primitive.
+train | render | export | view | inspect`` is the command line. docs/index.md lists every primitive.
 """
 
 from .configs import register_config_source
