@@ -247,13 +247,13 @@ def train_one(entry: Entry, args: argparse.Namespace) -> dict:
         max_iterations=args.iterations or 10**9,
         max_minutes=None if args.iterations else args.minutes,
         budget="training",  # equal training time: the evaluation follows, on every held-out frame
-        rays_per_batch=entry.rays_per_batch,
-        frames_per_batch=entry.frames_per_batch,
-        samples_per_batch=entry.samples_per_batch,
-        eval_every=0,
-        checkpoint_every=0,
         log_every=100,
     )
+    if not isinstance(model, GaussianAvatar):  # the Gaussians: a whole frame a step, scored at the end
+        batches = dict(rays_per_batch=entry.rays_per_batch, frames_per_batch=entry.frames_per_batch)
+        config = dataclasses.replace(
+            config, **batches, samples_per_batch=entry.samples_per_batch, eval_every=0, checkpoint_every=0
+        )
     repeats = QUICK_RENDER_REPEATS if args.quick else RENDER_REPEATS
     before = resident_bytes()
     if device.type == "cuda":

@@ -479,7 +479,9 @@ def test_a_refused_rerun_leaves_the_finished_run_byte_for_byte(tiny_video, tmp_p
     from headfields.runs import RunConfig, SubjectSource, load_run, train_run
 
     recipe = TINY_INSTA if model == "insta" else cpu_config(sh_degree=0)
-    training = TrainingConfig(max_iterations=2, rays_per_batch=128, eval_every=0, eval_frames=1, log_every=1)
+    training = TrainingConfig(max_iterations=2, log_every=1)
+    if model == "insta":  # the Gaussians draw a whole frame a step and score every frame: they refuse these
+        training = dataclasses.replace(training, rays_per_batch=128, eval_every=0, eval_frames=1)
     source = SubjectSource(data=str(tiny_video[0].root))
     out = tmp_path / "run"
     train_run(RunConfig(model, recipe, training, source), out, "cpu", log=io.StringIO())
@@ -490,3 +492,17 @@ def test_a_refused_rerun_leaves_the_finished_run_byte_for_byte(tiny_video, tmp_p
     after = {p.relative_to(out): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
     assert after.keys() == before.keys() and all(after[k] == before[k] for k in before)
     load_run(out, "cpu")
+
+
+def test_the_gaussian_loop_refuses_training_fields_it_would_ignore(tiny_video, tmp_path):
+    """Issue 77: every model honours a training field or refuses it by name. The Gaussian avatar's loop draws a whole
+    frame a step and scores every held-out frame: a ray budget or an evaluation schedule is refused before anything
+    is written."""
+    from headfields.models.gaussian_avatar import cpu_config
+    from headfields.runs import RunConfig, SubjectSource, train_run
+
+    training = TrainingConfig(max_iterations=2, eval_every=5, ema_decay=0.9)
+    run = RunConfig("gaussian_avatar", cpu_config(sh_degree=0), training, SubjectSource(data=str(tiny_video[0].root)))
+    with pytest.raises(ValueError, match=r"does not use eval_every=5, ema_decay=0\.9: leave them at their defaults"):
+        train_run(run, tmp_path / "run", "cpu", log=io.StringIO())
+    assert not (tmp_path / "run").exists()

@@ -88,6 +88,32 @@ def _checkpoint_state(model, optimizer, density, step, elapsed, generator, train
     }
 
 
+# TrainingConfig's fields this loop has no use for: it trains on a whole frame a step, scores every held-out frame
+# at the end, checkpoints by the clock and keeps no average. Set to anything but their defaults, they are refused.
+UNUSED_TRAINING_FIELDS = (
+    "rays_per_batch", "samples_per_batch", "max_rays_per_batch", "early_stop", "fixed_shapes", "frames_per_batch",
+    "balance_views", "eval_every", "checkpoint_every", "ema_decay", "eval_frames", "log", "flush_denormals",
+    "tune_malloc", "frames_device_share",
+)  # fmt: skip
+
+
+def check_training(training: TrainingConfig) -> None:
+    """A ValueError naming every field of ``training`` this loop would ignore that is not at its default."""
+    from ..training import TrainingConfig
+
+    defaults = TrainingConfig()
+    set_ = [
+        f"{name}={getattr(training, name)!r}"
+        for name in UNUSED_TRAINING_FIELDS
+        if getattr(training, name) != getattr(defaults, name)
+    ]
+    if set_:
+        raise ValueError(
+            f"training: the Gaussian avatar's loop (a whole frame a step, every held-out frame scored at the end) does "
+            f"not use {', '.join(set_)}: leave them at their defaults"
+        )
+
+
 def fit(
     model: GaussianAvatar,
     train_frames: FrameSet,
@@ -107,6 +133,8 @@ def fit(
     returns the metrics (the shared loop's keys). With ``resume``, a checkpoint in ``out`` is continued."""
     from ..perceptual import load_lpips
     from ..training import CHECKPOINT_NAME, CONFIG_NAME, seed_everything
+
+    check_training(training)
 
     device, out = torch.device(device), Path(out)
     config = model.config
@@ -205,6 +233,7 @@ def train(run, out: str | Path, device: str | torch.device | None = None, resume
     continued (with ``resume``) up to the run's budget.
     ``run`` is a :class:`~headfields.runs.RunConfig`, not annotated: the runs sit above the models (as for
     :func:`headfields.training.train`'s ``run``)."""
+    check_training(run.training)  # before the folder is made: a refused run writes nothing
     device = torch.device(device if device is not None else "cpu")
     folder = RunFolder(out)
     folder.open()

@@ -37,7 +37,7 @@ want video && step video 150 python3 -c "from headfields.synthetic import Synthe
 make_synthetic_video('$VIDEO', SyntheticVideoConfig(resolution=512), device='cuda')"
 
 want gaussian_train && step gaussian_train 150 python3 -m headfields train gaussian_avatar --device cuda --data "$VIDEO" \
-  --out outputs/gpu_kit/gaussian_avatar --max-minutes 1 --eval-frames 8
+  --out outputs/gpu_kit/gaussian_avatar --max-minutes 1
 want gaussian_train && head -30 outputs/gpu_kit/gaussian_avatar/metrics.json 2>/dev/null
 
 # gsplat (its steps only): wait for the background build (at most 60 s more), then the peer's steps on the path
