@@ -142,6 +142,14 @@ def check_generator(name: str, generator: object, optional: bool = False) -> Non
         raise TypeError(f"{name}: expected {expected}, got {type(generator).__name__}")
 
 
+def check_weights(weight: torch.Tensor, like: torch.Tensor, per: str = "per-sample") -> None:
+    """A loss's ``weight``: non-negative floats, one a row of ``like`` (the value check is a read-back: skipped for
+    trusted values). ``per`` names the rows in the message ("per-ray", "per-sample")."""
+    check_float("weight", weight, [like.shape[0]], device=like.device)
+    if checking_values() and (weight < 0).any():
+        raise ValueError(f"weight: expected non-negative {per} weights, got a negative value")
+
+
 def check_positive(name: str, value: float | int | None) -> None:
     """None, or a number (not a bool) greater than 0."""
     if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Real)):

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from .checks import check_finite, check_float, check_int, check_positive, check_shape, checking_values
+from .checks import check_finite, check_float, check_int, check_positive, check_shape, check_weights, checking_values
 from .deformers.regularisers import ELASTIC_MIN_SINGULAR, elastic_loss, magnitude_loss  # the deformers train with them
 
 __all__ = [
@@ -66,14 +66,7 @@ def _pair(pred: Tensor, target: Tensor, weight: Tensor | None, pred_name: str = 
     check_float(pred_name, pred, [None] * pred.dim())
     check_float("target", target, list(pred.shape), device=pred.device)
     if weight is not None:
-        _check_weight(weight, pred, "per-ray")
-
-
-def _check_weight(weight: Tensor, like: Tensor, per: str) -> None:
-    """Non-negative weights, one a row of ``like`` (the value check is a read-back: skipped for trusted values)."""
-    check_float("weight", weight, [like.shape[0]], device=like.device)
-    if checking_values() and (weight < 0).any():
-        raise ValueError(f"weight: expected non-negative {per} weights, got a negative value")
+        check_weights(weight, pred, "per-ray")
 
 
 def _weighted_mean(per_element: Tensor, weight: Tensor | None) -> Tensor:
@@ -209,5 +202,5 @@ def eikonal_loss(gradients: Float[Tensor, "N 3"], weight: Float[Tensor, " N"] | 
     gives 0."""
     check_float("gradients", gradients, [None, 3])
     if weight is not None:
-        _check_weight(weight, gradients, "per-sample")
+        check_weights(weight, gradients, "per-sample")
     return _weighted_mean((torch.linalg.vector_norm(gradients, dim=-1) - 1.0).square(), weight)

@@ -17,7 +17,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from ..checks import check_float, check_positive, checking_values
+from ..checks import check_float, check_positive, check_weights
 
 __all__ = ["ELASTIC_MIN_SINGULAR", "elastic_loss", "magnitude_loss"]
 
@@ -39,7 +39,8 @@ def elastic_loss(
     sample's term before the mean. An empty batch gives 0 (connected to ``jacobian``'s graph)."""
     check_float("jacobian", jacobian, [None, 3, 3])
     check_positive("scale", scale)
-    _check_weight(weight, jacobian)
+    if weight is not None:
+        check_weights(weight, jacobian)
     if jacobian.shape[0] == 0:
         return jacobian.sum() * 0.0
     # svdvals: stable gradients even for repeated singular values (e.g. at the identity).
@@ -56,18 +57,9 @@ def magnitude_loss(displacement: Float[Tensor, "N 3"], weight: Float[Tensor, " N
     coordinates): keeps a correction field such as MonoAvatar's error-correction warp small (weight 1e-2 there).
     ``weight [N]`` multiplies each sample's term before the mean. An empty batch gives 0."""
     check_float("displacement", displacement, [None, 3])
-    _check_weight(weight, displacement)
+    if weight is not None:
+        check_weights(weight, displacement)
     return _weighted_mean(displacement.square().sum(dim=-1), weight)
-
-
-def _check_weight(weight: Tensor | None, like: Tensor) -> None:
-    """None, or non-negative weights, one a sample of ``like`` (the value check is a read-back: skipped for trusted
-    values)."""
-    if weight is None:
-        return
-    check_float("weight", weight, [like.shape[0]], device=like.device)
-    if checking_values() and (weight < 0).any():
-        raise ValueError("weight: expected non-negative per-sample weights, got a negative value")
 
 
 def _weighted_mean(per_sample: Tensor, weight: Tensor | None) -> Tensor:
