@@ -38,8 +38,6 @@ def exclusive_sum(samples: PackedSamples, x: Float[Tensor, " S"]) -> Float[Tenso
         raise ValueError(f"x: expected one value a sample, shape ({len(samples)},), got {tuple(x.shape)}")
     check_finite("x", x)
     dtype = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
-    if len(samples) == 0:
-        return x.to(dtype) * 0
     wide = x.to(torch.float64)
     before = torch.cumsum(wide, 0) - wide  # over every earlier sample of the batch
     first = samples.first()[samples.ray]  # each sample's ray's first sample
