@@ -4,8 +4,8 @@ kernels, copies and synchronisations a step, and the kernels by GPU time.
     python tools/gpu_kit/step_profile.py insta --warmup 300 --steps 20 -- --device cuda --data VIDEO ...
 
 Everything after ``--`` goes to ``python -m headfields train MODEL``. The first ``--warmup`` steps run untimed
-(Warp compiles, the sample budget settles), the next ``--steps`` are profiled, then the process ends: the run
-folder it leaves is not a finished run. Writes the figures as JSON to ``--json`` too.
+(Warp compiles, the sample budget settles), the next ``--steps`` are profiled, counted by torch's optimiser-step
+hook, then the process ends: the run folder it leaves is not a finished run. Writes the figures as JSON to ``--json`` too.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ import time
 
 import torch
 from torch.autograd import DeviceType
+from torch.optim.optimizer import register_optimizer_step_post_hook
 from torch.profiler import ProfilerActivity, profile
 
-import headfields.training.loop as loop
 from headfields.commands import main as headfields_main
 
 
@@ -75,18 +75,19 @@ def main() -> None:
     cuda = torch.cuda.is_available()
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
     prof = profile(activities=activities)
-    original, state = loop._Loop.train_step, {"n": 0}
+    state = {"n": 0}
 
-    def train_step(self):
-        n = state["n"]
+    # torch's public hook after every optimiser step, the training loop's included: the window opens after step
+    # --warmup's step and closes after --steps more, whole steps between (nothing of the library is replaced).
+    def after_step(optimizer, args_, kwargs_) -> None:
         state["n"] += 1
+        n = state["n"]
         if n == args.warmup:
             if cuda:
                 torch.cuda.synchronize()
             prof.__enter__()
             state["start"] = time.perf_counter()
-        result = original(self)
-        if n == args.warmup + args.steps - 1:
+        elif n == args.warmup + args.steps:
             if cuda:
                 torch.cuda.synchronize()
             wall = time.perf_counter() - state["start"]
@@ -97,9 +98,8 @@ def main() -> None:
                 with open(args.json, "w") as f:
                     json.dump(figures, f, indent=1)
             raise SystemExit(0)
-        return result
 
-    loop._Loop.train_step = train_step
+    register_optimizer_step_post_hook(after_step)
     headfields_main(["train", args.model, *argv[split + 1 :]])
     print(f"the run ended before step {args.warmup + args.steps}: nothing profiled", file=sys.stderr)
     raise SystemExit(1)
