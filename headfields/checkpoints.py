@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .configs import CLASS_KEY, config_classes, config_from_dict, config_to_dict
+from .configs import CLASS_KEY, config_classes, config_from_dict, config_to_dict, same_library_class
 from .data import FrameSet
 from .outputs import atomic_path, is_temporary, lock_file, probe_folder
 
@@ -225,7 +225,7 @@ def _same(key: str, stored: str | None, current: str) -> bool:
             stored_class, stored_text = stored.split(": ", 1)
             current_class, current_text = current.split(": ", 1)
             now = config_from_dict(json.loads(current_text))
-            return stored_class == current_class and _read(stored_text, type(now)) == now
+            return same_library_class(stored_class, current_class) and _read(stored_text, type(now)) == now
         now = json.loads(current)
         cls = config_classes()[now[CLASS_KEY]]
         return _read(stored, cls, settings=True) == config_from_dict(now)

@@ -12,7 +12,8 @@ class (``__post_init__`` validates), lists become tuples (the configs are frozen
 
 - a ``"__class__"`` is looked up in :func:`config_classes`, a list of the classes known to be configurations
   (the library's, those a field names, and any a user registers with :func:`register_config`): reading a config
-  file never imports a module it names, so it cannot run code;
+  file never imports a module it names, so it cannot run code; a library class that has moved module since the
+  file was written is found by its qualified name (:func:`same_library_class`), so an old run folder still loads;
 - a key that is no field (renamed or removed since) raises ValueError naming the class and the key;
 - a missing key takes the class default, so a config saved by an older version still loads.
 """
@@ -40,6 +41,7 @@ __all__ = [
     "load_config",
     "register_config",
     "register_config_source",
+    "same_library_class",
     "save_config",
 ]
 
@@ -101,6 +103,16 @@ def _is_instance(value: Any) -> bool:
 
 def _class_name(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def same_library_class(old: str, new: str) -> bool:
+    """Whether two ``"module.QualName"`` names are one class of the library that moved module in between (the
+    packages are reorganised by job; a run folder written before still names the old module): the same name, or
+    both in the library with the same class name."""
+    if old == new:
+        return True
+    library = f"{LIBRARY}."
+    return old.startswith(library) and new.startswith(library) and old.rsplit(".", 1)[-1] == new.rsplit(".", 1)[-1]
 
 
 def _encode(value: Any, where: str) -> Any:
@@ -220,7 +232,11 @@ def _resolve_class(name: Any, candidates: tuple[type, ...], where: str) -> type:
     for cls in candidates:
         if name == _class_name(cls):
             return cls  # the annotated class: nothing to look up
-    cls = config_classes(candidates).get(name)
+    known = config_classes(candidates)
+    cls = known.get(name)
+    if cls is None:  # a library class the file names by the module it had then
+        moved = {c for known_name, c in known.items() if same_library_class(name, known_name)}
+        cls = moved.pop() if len(moved) == 1 else None
     if cls is None:
         raise ValueError(
             f"{where}: refusing {CLASS_KEY} {name!r}: not a configuration class headfields knows (the library's "

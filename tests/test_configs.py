@@ -18,6 +18,7 @@ from headfields.configs import (
     config_from_dict,
     config_to_dict,
     load_config,
+    same_library_class,
     save_config,
 )
 from headfields.decoders.nerf import NerfDecoderConfig
@@ -105,6 +106,20 @@ def test_headfields_class_that_does_not_fit_is_refused():
         config_from_dict({CLASS_KEY: "headfields.models.insta.Insta"})
     with pytest.raises(ValueError, match="expected a InstaConfig"):
         config_from_dict(config_to_dict(NeusConfig()), expected=InstaConfig)
+
+
+def test_a_moved_library_class_is_found_by_its_name():
+    # A run folder written before the packages were reorganised names the class by its old module.
+    data = config_to_dict(insta.cpu_config())
+    data[CLASS_KEY] = "headfields.models.old_place.InstaConfig"
+    data["hash_grid"][CLASS_KEY] = "headfields.hashgrid.HashGridConfig"
+    assert config_from_dict(data) == insta.cpu_config()
+    assert same_library_class("headfields.models.gaussian_avatar.GaussianAvatar", "headfields.models.gaussians.GaussianAvatar")
+    assert not same_library_class("headfields.models.insta.Insta", "headfields.models.insta.InstaConfig")
+    assert not same_library_class("mylab.Insta", "headfields.models.insta.Insta")  # only the library's own move
+    data[CLASS_KEY] = "mylab.models.InstaConfig"  # outside the library: refused as before
+    with pytest.raises(ValueError, match="mylab.models.InstaConfig"):
+        config_from_dict(data)
 
 
 def test_unknown_key_is_refused_naming_it():
