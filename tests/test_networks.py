@@ -12,7 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.testing import assert_close
 
-from headfields import networks, row_blocks
+from headfields import networks
+from headfields.backends.cpu import row_blocks
 from headfields.networks import Linear, Softplus, linear, mlp, onednn_linear, softplus, use_onednn
 
 from helpers import raises_naming

@@ -28,10 +28,10 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
+from ..backends.cpu.row_blocks import row_blocks, runs_in_row_blocks
 from ..checks import check_count, check_float, check_int, check_positive
 from ..encoders.frequency import MAX_FREQUENCIES, FrequencyEncoding
 from ..networks import softplus, softplus_
-from ..row_blocks import row_blocks, runs_in_row_blocks
 
 # MonoNPHM's canonical SDF (PAPERS.md, "MonoNPHM"): local MLPs 4 x 200, Softplus(beta = 100); 12 nearest anchors,
 # Gaussian weights with sigma = d_8 / 3.75.
@@ -98,7 +98,7 @@ def _run(
 ) -> tuple[Tensor, Tensor]:
     """The MLP on ``enc [P, D]`` with ``weights[i] [in, out]``: (sdf ``[P]``, last hidden layer ``[P, H]``). On the
     CPU without autograd, ROW_BLOCK rows at a time through every layer, each Softplus in place
-    (:func:`~headfields.row_blocks.row_blocks`): on a 2-core CPU, 4 layers of 200 (MonoNPHM's members) 1.3x on 20,000
+    (:func:`~headfields.backends.cpu.row_blocks.row_blocks`): on a 2-core CPU, 4 layers of 200 (MonoNPHM's members) 1.3x on 20,000
     rows and 1.6x on 200,000, of 96 (the hyper NeuS avatar's global SDF) 1.6x on 200,000."""
     if runs_in_row_blocks(enc):
         return row_blocks(lambda block: _layers(block, weights, biases, skip, beta, softplus_), enc)

@@ -27,11 +27,11 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor, nn
 
+from ..backends.cpu.row_blocks import row_blocks, runs_in_row_blocks
 from ..checks import check_count, check_float, check_int, check_shape
 from ..encoders.frequency import MAX_FREQUENCIES, FrequencyEncoding
 from ..networks import Softplus, softplus_
 from ..parametric import Head
-from ..row_blocks import row_blocks, runs_in_row_blocks
 from .base import Canonical, Deformer
 
 # MonoNPHM (PAPERS.md, "MonoNPHM"): 6 hidden layers of 400, Softplus(beta = 100), skip connection at layer 3,
@@ -162,7 +162,7 @@ class HyperDeformer(Deformer):
     def _network(self, x: Tensor, condition: Tensor, index: Tensor | None) -> Tensor:
         """``[Δx, h]`` for checked inputs, in the parameters' dtype; point ``i`` reads ``condition[index[i]]``
         (``index`` None: ``condition[i]``). On the CPU without autograd, a block of points at a time through every
-        layer, each Softplus in place (:func:`~headfields.row_blocks.row_blocks`)."""
+        layer, each Softplus in place (:func:`~headfields.backends.cpu.row_blocks.row_blocks`)."""
         if not runs_in_row_blocks(x):
             return self._layers(x, self._condition_shares(condition), index, self.activation)
         in_place = functools.partial(softplus_, beta=self.activation.beta)

@@ -1,0 +1,11 @@
+"""What exists only to make a small CPU fast (a 2-core one, this project's). A fast path gives the values of the
+primitive's own code (to float32 rounding, or to the bit where its module says so), and falls back to that code where
+it cannot run; the primitive keeps one visible line that dispatches here. What changes values (denormals flushed to
+zero) is a process tuning that a run asks for by name.
+
+- :mod:`~headfields.backends.cpu.row_blocks`: the Softplus MLPs' evaluation without autograd a block of rows at a
+  time.
+- :mod:`~headfields.backends.cpu.process_tuning`: a training run's process tunings, put back after: flushing
+  denormal floats (:mod:`~headfields.backends.cpu.denormals`) and keeping freed memory in glibc's heap
+  (:mod:`~headfields.backends.cpu.freed_memory`).
+"""
