@@ -525,7 +525,7 @@ class _FrameMap(torch.autograd.Function):
         face = torch.empty(n, dtype=torch.int32, device=device)
         limit = UNBOUNDED if options.max_distance is None else min(float(options.max_distance), UNBOUNDED)
         has_limit = int(options.max_distance is not None)
-        # On the CPU the nearest faces come from the wide BVH's search (2.0-2.3x Warp's, backends.cpu.wide_bvh) and the kernel
+        # On the CPU the nearest faces come from the wide BVH's search (2.0-2.3x Warp's, geometry.wide_bvh) and the kernel
         # only maps; elsewhere the kernel asks Warp's BVH itself.
         wide = mesh.wide_bvh(n)
         if wide is not None:

@@ -5,7 +5,7 @@ not the NeRF-type loop, writing the run folder every other model writes, so that
 The recipe (:class:`~headfields.models.mononphm.MonoNphmConfig`) names the prior file, the tracking and what is
 measured; the run's training configuration gives the budget (``max_minutes``, ``budget``), the ``seed``, the
 held-out frames measured (``eval_frames``), the render chunk and the CPU tunings for the run
-(:mod:`headfields.backends.cpu.process_tuning`). :func:`train` loads the subject and the prior, runs
+(:mod:`headfields.tuning`). :func:`train` loads the subject and the prior, runs
 :func:`~headfields.models.mononphm_reconstruction.reconstruct` and writes:
 
 - ``config.json``: the :class:`~headfields.runs.RunConfig` (also inside the checkpoint);

@@ -84,7 +84,7 @@ def train(
     :func:`~headfields.runs.load_run` can rebuild the model (:func:`~headfields.runs.train_run` passes it).
 
     On the CPU the run may tune the process for itself (``config.flush_denormals``, ``config.tune_malloc``: see
-    :mod:`headfields.backends.cpu.process_tuning`); what it changed is restored when it returns or fails.
+    :mod:`headfields.tuning`); what it changed is restored when it returns or fails.
 
     Example: ``train(model, subject.train, subject.eval, "outputs/run", TrainingConfig(max_minutes=5))["psnr"]``.
     """
