@@ -17,8 +17,8 @@ checks the kernels against): its features and table gradient are compared with t
 ``--table-dtype float16`` the reference gets the table rounded to float16, which is what the Warp kernels read).
 
 On the CPU the forward of a grid of up to ``hashgrid_lanes.MAX_FEATURES`` features a level runs in SIMD lanes
-(``headfields.encoders.hashgrid_lanes``), as every caller's does; which CPU kernel encodes is the library's choice, and
-the benchmark times what a user gets.
+(``headfields.backends.cpu.hashgrid_lanes``), as every caller's does; which CPU kernel encodes is the library's choice,
+and the benchmark times what a user gets.
 
 On a loaded 2-core machine torch's two-thread element-wise operations slow down far more than Warp's launches
 (each waits for both threads); ``--threads 1`` gives the steadier comparison.

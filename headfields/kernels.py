@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import struct
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -29,8 +30,6 @@ import warp as wp
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from .denormals import flushing_denormals
-
 # Warp's config is process-wide. Unless the user has changed it, drop Warp's per-module "load took ... ms"
 # messages; warnings still show.
 if wp.config.log_level == wp.LOG_INFO:
@@ -41,6 +40,7 @@ __all__ = [
     "MIN_ROWS_PER_THREAD",
     "WARP_SCALARS",
     "chunk_bounds",
+    "flushing_denormals",
     "in_local_order",
     "launch_bounds",
     "launch_grid",
@@ -364,12 +364,32 @@ def launch_grid(
         _on_pool(run, batch)
 
 
+# The smallest float64 denormal, made from its bits (a literal is parsed by arithmetic that a flushing thread, importing
+# this module, would round to zero), and one: names, so that their product is computed at the call, in the calling
+# thread's modes.
+_DENORMAL, _ONE = struct.unpack("<d", (1).to_bytes(8, "little"))[0], 1.0
+
+
+def flushing_denormals() -> bool:
+    """Whether the calling thread flushes denormals (a denormal times one comes out zero), without a torch operation.
+    Here, in the launcher, because the pool's launches follow the caller's mode (:func:`_on_pool`); flushing them is
+    :mod:`headfields.backends.cpu.denormals`'s.
+
+    ```python
+    with denormals_flushed():
+        assert flushing_denormals()  # on x86
+    ```
+    """
+    return _DENORMAL * _ONE == 0.0  # Python's float arithmetic runs on the thread's own SSE modes, as torch's does
+
+
 def _on_pool(run: Callable[..., None], tasks: Sequence[tuple]) -> None:
     """``run(*task)`` for every task on the thread pool, each under the calling thread's denormal mode, then wait.
 
     Warp's CPU code computes under the FTZ / DAZ mode of the thread it runs on, and a pool thread keeps the mode of the
-    thread that started it: a launch inside :func:`~headfields.denormals.denormals_flushed` would flush on the caller's
-    thread and not on the pool's (or the other way round after it), so its results would depend on how it was split.
+    thread that started it: a launch inside :func:`~headfields.backends.cpu.denormals.denormals_flushed` would flush
+    on the caller's thread and not on the pool's (or the other way round after it), so its results would depend on how
+    it was split.
     The pool runs nothing but these tasks, and each sets the caller's mode first."""
     flush = flushing_denormals()
 

@@ -130,9 +130,9 @@ def tiny_neus_run(tmp_path_factory, tiny_video):
 
 @pytest.fixture
 def availability(monkeypatch):
-    """``geometry.wide_bvh.available()`` decided afresh in the test (it is decided once a process, from the
+    """``backends.cpu.wide_bvh.available()`` decided afresh in the test (it is decided once a process, from the
     HEADFIELDS_WIDE_BVH switch, unset here), and again after it."""
-    from headfields.geometry import wide_bvh
+    from headfields.backends.cpu import wide_bvh
 
     monkeypatch.delenv(wide_bvh.WIDE_BVH_SWITCH, raising=False)
     wide_bvh.available.cache_clear()

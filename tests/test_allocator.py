@@ -1,5 +1,5 @@
-"""headfields.allocator: freed CPU tensors are reused instead of page-faulting again, for the process or for a block
-and not after it, measured in fresh processes by the kernel's own count of minor page faults."""
+"""headfields.backends.cpu.freed_memory: freed CPU tensors are reused instead of page-faulting again, for the process
+or for a block and not after it, measured in fresh processes by the kernel's own count of minor page faults."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import sys
 
 import pytest
 
-from headfields import allocator
-from headfields.allocator import GLIBC_MALLOC_VARIABLES, _glibc, freed_memory_reused, reuse_freed_memory
+from headfields.backends.cpu import freed_memory
+from headfields.backends.cpu.freed_memory import GLIBC_MALLOC_VARIABLES, _glibc, freed_memory_reused, reuse_freed_memory
 
 SAMPLES, FEATURES = 135_000, 64  # an INSTA render's samples x its MLP width: 35 MB, above glibc's mmap threshold
 PAGE_BYTES = 4096
@@ -25,7 +25,7 @@ HUGE = 256 << 20
 # and a HUGE block's after it, "earlier" after a block that followed a reuse_freed_memory() of the whole process.
 CHILD = f"""
 import ctypes, ctypes.util, json, resource, sys, torch
-from headfields.allocator import freed_memory_reused, reuse_freed_memory
+from headfields.backends.cpu.freed_memory import freed_memory_reused, reuse_freed_memory
 libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
 libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
 libc.free.argtypes = [ctypes.c_void_p]
@@ -104,7 +104,7 @@ def test_a_block_after_reuse_freed_memory_leaves_the_process_reusing():
 
 def test_a_block_that_applied_nothing_puts_nothing_back(monkeypatch):
     monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "131072")
-    monkeypatch.setattr(allocator, "_put_back", lambda previous: pytest.fail("nothing was applied"))
+    monkeypatch.setattr(freed_memory, "_put_back", lambda previous: pytest.fail("nothing was applied"))
     with freed_memory_reused() as applied:
         assert applied is False
 
@@ -125,7 +125,7 @@ def test_any_malloc_tuning_in_the_environment_is_left_alone(monkeypatch, variabl
 
 
 def test_without_glibc_it_does_nothing_and_says_so(monkeypatch):
-    monkeypatch.setattr("headfields.allocator._glibc", lambda: None)
+    monkeypatch.setattr("headfields.backends.cpu.freed_memory._glibc", lambda: None)
     assert reuse_freed_memory(1 << 20) is False
     with freed_memory_reused() as applied:
         assert applied is False

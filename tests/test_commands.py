@@ -15,7 +15,7 @@ import torch
 import trimesh
 from PIL import Image
 
-from headfields import allocator
+from headfields.backends.cpu import freed_memory
 from headfields.commands import main
 from headfields.commands import render as render_command
 from headfields.data import load_insta_dataset, save_insta_dataset
@@ -51,15 +51,17 @@ def test_frames_render_with_freed_memory_kept_and_the_process_is_put_back(tiny_i
     # limit in force), and the limit in force before comes back after; --no-keep-freed-memory leaves it alone.
     folder, _ = tiny_insta_run
     seen, render_view = [], render_command.render_view
-    monkeypatch.setattr(render_command, "render_view", lambda *a, **k: seen.append(allocator._in_force) or render_view(*a, **k))
-    monkeypatch.setattr(allocator, "_in_force", None)  # no limit of this process's own in force before
+    monkeypatch.setattr(
+        render_command, "render_view", lambda *a, **k: seen.append(freed_memory._in_force) or render_view(*a, **k)
+    )
+    monkeypatch.setattr(freed_memory, "_in_force", None)  # no limit of this process's own in force before
     before = None
     flag = "--keep-freed-memory" if keep else "--no-keep-freed-memory"
     argv = ["render", str(folder), "--camera", "orbit", "--frames", "2", "--resolution", "16", flag]
     assert main([*argv, "--out", str(tmp_path / "o.mp4"), "--device", "cpu"]) == 0
-    applies = keep and allocator._glibc() is not None and not allocator._environment_tunes_malloc()
-    assert seen == [allocator.RETAINED_BYTES if applies else before] * 2
-    assert allocator._in_force == before
+    applies = keep and freed_memory._glibc() is not None and not freed_memory._environment_tunes_malloc()
+    assert seen == [freed_memory.RETAINED_BYTES if applies else before] * 2
+    assert freed_memory._in_force == before
 
 
 def test_orbit_writes_the_frames_and_size_asked_for(tiny_insta_run, tmp_path, capsys):

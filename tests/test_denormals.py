@@ -10,7 +10,8 @@ import threading
 import pytest
 import torch
 
-from headfields.denormals import denormals_flushed, flushing_denormals, set_flush_denormal
+from headfields.backends.cpu.denormals import denormals_flushed, set_flush_denormal
+from headfields.kernels import flushing_denormals
 
 DENORMAL_BITS = 0xAE398  # float32 1e-39, below its smallest normal number (1.18e-38)
 # Elements enough for torch to split a product over its OpenMP team (its grain is 32,768 elements).
@@ -113,7 +114,7 @@ def test_a_team_shrunk_by_set_num_threads_is_reached_whole():
 def test_an_interrupt_on_the_calling_thread_s_share_reaches_the_caller():
     """ctypes drops what a callback raises: a Ctrl-C landing while the calling thread runs its share of the team's
     task must still stop the program, raised once the team is done (every other thread ran its share)."""
-    from headfields import denormals
+    from headfields.backends.cpu import denormals
 
     caller, ran = threading.get_ident(), []
 
@@ -161,7 +162,7 @@ class InterruptedTeam:
 
 @pytest.fixture
 def runtime():
-    from headfields import denormals
+    from headfields.backends.cpu import denormals
 
     if denormals._openmp_runtime() is None:
         pytest.skip("no OpenMP runtime: the task runs on no team")
@@ -171,7 +172,7 @@ def runtime():
 def test_an_interrupt_at_the_start_of_the_calling_thread_s_share_reaches_the_caller(runtime, monkeypatch, capfd):
     """The interrupt raised before the share's own code (ctypes drops it and prints "Exception ignored") still stops
     the program, once the team is done; the caller's unraisable hook is its own again after."""
-    from headfields import denormals
+    from headfields.backends.cpu import denormals
 
     monkeypatch.setattr(denormals, "_openmp_runtime", lambda: InterruptedTeam(runtime))
     hook, caller, ran = sys.unraisablehook, threading.get_ident(), []
@@ -182,7 +183,7 @@ def test_an_interrupt_at_the_start_of_the_calling_thread_s_share_reaches_the_cal
 
 
 def test_an_interrupt_while_a_block_starts_flushing_leaves_every_thread_s_mode_as_it_was(runtime, monkeypatch):
-    from headfields import denormals
+    from headfields.backends.cpu import denormals
 
     torch.set_num_threads(max(2, torch.get_num_threads()))
     product_of_denormals()
@@ -195,7 +196,7 @@ def test_an_interrupt_while_a_block_starts_flushing_leaves_every_thread_s_mode_a
 
 def test_what_the_calling_thread_s_share_leaves_unraisable_goes_to_the_caller_s_hook(runtime, monkeypatch):
     # An exception in a finaliser is unraisable wherever it runs: printed by the caller's hook, not raised by the call.
-    from headfields import denormals
+    from headfields.backends.cpu import denormals
 
     class Finalised:
         def __del__(self):

@@ -76,7 +76,8 @@ def test_cpu_lanes_are_warp_s_kernel_to_the_bit(features, monkeypatch):
     """On the CPU rows of up to MAX_FEATURES float32 features are encoded eight points a thread in SIMD lanes
     (hashgrid_lanes): the values of Warp's kernel to the bit, for point counts around a block's eight, points outside
     the cube and on its faces, dense and hashed levels; INSTA's rows of 8 and the float16 table keep Warp's kernel."""
-    from headfields.encoders import hashgrid, hashgrid_lanes
+    from headfields.backends.cpu import hashgrid_lanes
+    from headfields.encoders import hashgrid
 
     config = dataclasses.replace(SMALL, features_per_level=features)
     grid = random_grid(config, torch.device("cpu"))
@@ -102,7 +103,7 @@ def test_cpu_lanes_are_warp_s_kernel_to_the_bit(features, monkeypatch):
 
 
 def test_a_warp_that_cannot_build_the_lanes_keeps_its_kernel_with_a_warning(monkeypatch):
-    from headfields.encoders import hashgrid_lanes
+    from headfields.backends.cpu import hashgrid_lanes
 
     def fails(*args, **kwargs):
         raise Exception("clang: error")  # as Warp reports a failed CPU build

@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch.func import functional_call
 
-from headfields import row_blocks
+from headfields.backends.cpu import row_blocks
 from headfields.deformers import (
     DeformerChain,
     HyperDeformation,

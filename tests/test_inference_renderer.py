@@ -16,9 +16,9 @@ from tiny_configs import TINY_INSTA, TINY_MONOAVATAR, TINY_PORTRAIT
 
 from headfields.checks import trusted_values
 from headfields.deformers import Canonical
-from headfields.denormals import flushing_denormals
 from headfields.fields import FieldOutput
 from headfields.heads import tracked_head
+from headfields.kernels import flushing_denormals
 from headfields.metrics import psnr
 from headfields.models.insta import Insta
 from headfields.models.monoavatar import MonoAvatar

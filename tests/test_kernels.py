@@ -41,7 +41,7 @@ def test_a_split_cpu_launch_equals_one_launch(monkeypatch):
 def test_a_split_cpu_launch_computes_in_the_callers_denormal_mode(monkeypatch):
     """Inside denormals_flushed() a denormal times one is zero on every thread of a split launch (the pool's threads
     take the caller's mode), and after it the pool computes denormals again (their own mode is put back)."""
-    from headfields.denormals import denormals_flushed
+    from headfields.backends.cpu.denormals import denormals_flushed
 
     monkeypatch.setattr(kernels, "MIN_ROWS_PER_THREAD", 100)
     monkeypatch.setattr(kernels, "num_cpu_threads", lambda: 3)

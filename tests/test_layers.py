@@ -2,7 +2,7 @@
 
 The tiers, lowest first, as DESIGN.md's "Tiers and folders" draws them (issue 76 plans the moves):
 
-    foundation  checks, kernels, networks, configs, outputs, backends/cpu/ (today allocator, denormals, tuning, ...)
+    foundation  checks, kernels, networks, configs, outputs, backends/cpu/
     base        geometry/, parametric/ (FLAME, SMPL-X, heads)
     parts       deformers/, encoders/, decoders/
     fields      fields, renderers/, cameras/, losses, metrics
@@ -30,16 +30,13 @@ ORDER = ("foundation", "base", "parts", "fields", "data", "synthetic", "training
 
 # Every top-level package and module of headfields/ and its tier. A new one is placed here, in the tier of its job.
 TIERS = {
-    "allocator": "foundation",  # CPU process state: backends/cpu/
+    "backends": "foundation",  # backends/cpu/: what exists only to make a small CPU fast
     "checks": "foundation",
     "configs": "foundation",
-    "denormals": "foundation",  # CPU process state: backends/cpu/
     "kernels": "foundation",
     "networks": "foundation",
     "outputs": "foundation",
     "progress": "foundation",  # a progress bar or plain lines: a utility like outputs, for the loop and commands
-    "row_blocks": "foundation",  # CPU fast path: backends/cpu/
-    "tuning": "foundation",  # CPU process state: backends/cpu/
     "geometry": "base",
     "parametric": "base",
     "decoders": "parts",

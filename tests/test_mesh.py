@@ -11,8 +11,8 @@ import trimesh
 from hypothesis import given
 from hypothesis import strategies as st
 
+import headfields.backends.cpu.wide_bvh as wide_bvh
 import headfields.geometry.mesh as mesh_module
-import headfields.geometry.wide_bvh as wide_bvh
 from headfields.geometry import (
     TriangleMesh,
     box,

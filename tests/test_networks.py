@@ -12,8 +12,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.testing import assert_close
 
-from headfields import networks, row_blocks
-from headfields.networks import Linear, Softplus, linear, mlp, onednn_linear, softplus, use_onednn
+from headfields import networks
+from headfields.backends.cpu import onednn, row_blocks
+from headfields.backends.cpu.onednn import onednn_linear, use_onednn
+from headfields.networks import Linear, Softplus, linear, mlp, softplus
 
 from helpers import raises_naming
 
@@ -177,7 +179,7 @@ def test_linear_values_and_gradients_are_f_linear_s(shape, with_bias):
 
 
 def test_linear_runs_on_onednn_for_float32_cpu_and_falls_back_elsewhere():
-    x, weight, bias = _linear_case((networks.ONEDNN_BLOCK_ROWS,))
+    x, weight, bias = _linear_case((onednn.ONEDNN_BLOCK_ROWS,))
     assert _ran_onednn(lambda: linear(x, weight, bias)) == onednn_linear()
     assert not _ran_onednn(lambda: linear(x[:-1], weight, bias))  # under one block: torch's product
     assert not _ran_onednn(lambda: linear(x.double(), weight.double(), bias.double()))  # oneDNN: float32 only
@@ -206,7 +208,7 @@ def test_linear_memory_stays_bounded_over_many_row_counts():
 def test_linear_second_and_third_derivatives_are_f_linear_s():
     """Through a Softplus, as an SDF's eikonal term differentiates the layer's backward (second order) and a third
     derivative on top: float32 on the oneDNN path against F.linear's."""
-    x, weight, bias = _linear_case((networks.ONEDNN_BLOCK_ROWS + 40,))
+    x, weight, bias = _linear_case((onednn.ONEDNN_BLOCK_ROWS + 40,))
 
     def derivatives(fn):
         q = x.detach().requires_grad_(True)
@@ -253,7 +255,7 @@ def test_mlp_without_autograd_runs_blocks_through_every_layer(rows, build):
         fused = net(x)
     layered = net(x)
     assert_close(fused.double(), _layer_by_layer(net, x), rtol=1e-5, atol=1e-5)
-    if networks.onednn_linear():  # the same products, block for block
+    if onednn.onednn_linear():  # the same products, block for block
         assert torch.equal(fused, layered.detach())
     assert layered.requires_grad and not fused.requires_grad
     with torch.no_grad():  # leading dimensions kept
@@ -275,7 +277,7 @@ def test_reduced_precision_runs_the_products_in_bfloat16_without_autograd_on_thi
     exact_net = mlp(19, 64, 2, 16).to(device)
     exact_net.load_state_dict(net.state_dict())
     assert net[1:].reducible and not exact_net[1:].reducible
-    products = networks.bfloat16_products() if device.type == "cpu" else networks._cuda_bfloat16_products(device.index)
+    products = onednn.bfloat16_products() if device.type == "cpu" else networks._cuda_bfloat16_products(device.index)
     if not products:  # an AVX2-only CPU (or an old GPU): the block keeps float32's values, and does not fail
         with torch.no_grad(), networks.products_in("bfloat16"):
             assert torch.equal(net(x), exact_net(x))
@@ -335,36 +337,36 @@ def test_mlp_with_other_layers_or_input_runs_them_one_by_one():
 @pytest.fixture
 def onednn_state(monkeypatch):
     """The switch and the op's check start undecided and are put back after (both are per process)."""
-    monkeypatch.delenv(networks.ONEDNN_SWITCH, raising=False)
-    monkeypatch.setattr(networks, "_onednn_on", None)
-    networks._onednn_works.cache_clear()
+    monkeypatch.delenv(onednn.ONEDNN_SWITCH, raising=False)
+    monkeypatch.setattr(onednn, "_onednn_on", None)
+    onednn._onednn_works.cache_clear()
     yield
-    networks._onednn_works.cache_clear()
+    onednn._onednn_works.cache_clear()
 
 
 def test_torch_s_private_onednn_op_is_there_and_is_f_linear():
     """Fails, not skips, when a torch with oneDNN drops ``torch.ops.mkldnn._linear_pointwise`` or changes what it takes
     or gives: networks.linear would fall back to F.linear, slower on the CPU (a warning says so to users)."""
     if not torch.backends.mkldnn.is_available():
-        assert not networks._onednn_works()  # no oneDNN: F.linear, and nothing to warn about
+        assert not onednn._onednn_works()  # no oneDNN: F.linear, and nothing to warn about
         return
     assert hasattr(torch.ops.mkldnn, "_linear_pointwise"), f"torch {torch.__version__} has no mkldnn._linear_pointwise"
     g = torch.Generator().manual_seed(3)
-    x, weight, bias = torch.randn(networks.ONEDNN_BLOCK_ROWS, 64, generator=g), torch.randn(32, 64, generator=g), torch.randn(32)
-    # The call networks._onednn_op makes, spelled out here so that a change of the op's schema shows in this test.
+    x, weight, bias = torch.randn(onednn.ONEDNN_BLOCK_ROWS, 64, generator=g), torch.randn(32, 64, generator=g), torch.randn(32)
+    # The call onednn._onednn_op makes, spelled out here so that a change of the op's schema shows in this test.
     for b in (bias, None):
         ours = torch.ops.mkldnn._linear_pointwise(x, weight, b, "none", [], "")
-        assert ours.shape == (networks.ONEDNN_BLOCK_ROWS, 32) and ours.dtype == torch.float32
+        assert ours.shape == (onednn.ONEDNN_BLOCK_ROWS, 32) and ours.dtype == torch.float32
         assert_close(ours, F.linear(x, weight, b), rtol=1e-5, atol=1e-4)
-    assert networks._onednn_works()
+    assert onednn._onednn_works()
 
 
 def test_the_op_is_checked_once_and_a_failing_one_falls_back_to_f_linear_with_a_warning(onednn_state, monkeypatch):
     def changed(x, weight, bias):  # as a torch whose op took other arguments would answer
         raise RuntimeError("mkldnn::_linear_pointwise() Expected a value of type 'str' for argument 'attr'")
 
-    monkeypatch.setattr(networks, "_onednn_op", changed)
-    x, weight, bias = _linear_case((networks.ONEDNN_BLOCK_ROWS,))
+    monkeypatch.setattr(onednn, "_onednn_op", changed)
+    x, weight, bias = _linear_case((onednn.ONEDNN_BLOCK_ROWS,))
     with pytest.warns(RuntimeWarning, match="_linear_pointwise failed: RuntimeError"):
         out = linear(x, weight, bias)
     assert torch.equal(out, F.linear(x, weight, bias)) and not onednn_linear()
@@ -374,18 +376,18 @@ def test_the_op_is_checked_once_and_a_failing_one_falls_back_to_f_linear_with_a_
 
 
 def test_an_op_that_gives_other_values_falls_back_too(onednn_state, monkeypatch):
-    monkeypatch.setattr(networks, "_onednn_op", lambda x, weight, bias: F.linear(x, weight, bias) + 1)
+    monkeypatch.setattr(onednn, "_onednn_op", lambda x, weight, bias: F.linear(x, weight, bias) + 1)
     with pytest.warns(RuntimeWarning, match="other values than F.linear"):
         assert not onednn_linear()
 
 
 def test_the_environment_or_use_onednn_switches_it_off(onednn_state, monkeypatch):
-    x, weight, bias = _linear_case((networks.ONEDNN_BLOCK_ROWS,))
-    monkeypatch.setenv(networks.ONEDNN_SWITCH, "0")
+    x, weight, bias = _linear_case((onednn.ONEDNN_BLOCK_ROWS,))
+    monkeypatch.setenv(onednn.ONEDNN_SWITCH, "0")
     assert not onednn_linear() and not _ran_onednn(lambda: linear(x, weight, bias))
     assert torch.equal(linear(x, weight, bias), F.linear(x, weight, bias))
     on = use_onednn(True)  # the call overrides the environment
-    assert on == networks._onednn_works() and _ran_onednn(lambda: linear(x, weight, bias)) == on
+    assert on == onednn._onednn_works() and _ran_onednn(lambda: linear(x, weight, bias)) == on
     assert not use_onednn(False) and not _ran_onednn(lambda: linear(x, weight, bias))
     with pytest.raises(TypeError, match="enabled"):
         use_onednn(1)

@@ -18,9 +18,10 @@ import sys
 import pytest
 import torch
 
-from headfields.allocator import GLIBC_MALLOC_VARIABLES, _glibc
-from headfields.denormals import flushing_denormals, set_flush_denormal
-from headfields.tuning import AppliedTuning, process_tuning
+from headfields.backends.cpu.denormals import set_flush_denormal
+from headfields.backends.cpu.freed_memory import GLIBC_MALLOC_VARIABLES, _glibc
+from headfields.backends.cpu.process_tuning import AppliedTuning, process_tuning
+from headfields.kernels import flushing_denormals
 
 X86 = platform.machine().lower() in ("x86_64", "amd64")
 GLIBC = _glibc() is not None
@@ -86,7 +87,7 @@ for step in sys.argv[1:]:
         from headfields.runs import read_run_config, train_run
         train_run(read_run_config(os.environ["TEST_RUN"]), os.environ["TEST_OUT"], "cpu", log=open(os.devnull, "w"))
     elif step == "tuned":
-        from headfields.tuning import process_tuning
+        from headfields.backends.cpu.process_tuning import process_tuning
         with process_tuning("cpu", flush_denormals=True, tune_malloc=True) as applied:
             assert applied.flush_denormals and applied.tune_malloc, applied
             inside = state({BIG})  # not HUGE: it would leave a free stretch that large in the heap
@@ -114,7 +115,7 @@ def assert_untouched(start: dict, now: dict, step: str) -> None:
     assert now["kept"] == start["kept"], f"{step} changed the denormal mode of torch's OpenMP threads"
     assert (now["threads"], now["interop_threads"]) == (start["threads"], start["interop_threads"]), f"{step}: threads"
     assert now["environment"] == start["environment"], f"{step} changed the environment"
-    assert now["mallopt"] == [], f"{step} looked up glibc's {now['mallopt']} (headfields.allocator)"
+    assert now["mallopt"] == [], f"{step} looked up glibc's {now['mallopt']} (headfields.backends.cpu.freed_memory)"
     if GLIBC:  # blocks above 32 MiB are mapped afresh until someone raises glibc's mmap threshold
         assert now["faults"] >= start["faults"] // 2 > 0, f"{step} tuned malloc ({start['faults']} -> {now['faults']} faults)"
 
@@ -149,7 +150,7 @@ def test_process_tuning_applies_both_and_puts_back_what_glibc_lets_it():
         assert inside["mallopt"] == ["mallopt"]  # the hook sees the call
         assert inside["faults"] < BIG // PAGE_BYTES // 8  # freed 64 MiB blocks reused within the block
         # glibc's default thresholds after it: mapped afresh again. (What cannot be put back, glibc's sliding
-        # threshold, shows only in some heap layouts: allocator.freed_memory_reused says it.)
+        # threshold, shows only in some heap layouts: freed_memory.freed_memory_reused says it.)
         assert after["faults"] >= start["faults"] // 2
 
 
@@ -177,8 +178,8 @@ def test_process_tuning_puts_each_thread_s_denormal_mode_back(fails):
 
 
 def test_process_tuning_changes_nothing_off_the_cpu_or_when_not_asked(monkeypatch):
-    monkeypatch.setattr("headfields.allocator.reuse_freed_memory", lambda limit=0: pytest.fail("malloc tuned"))
-    monkeypatch.setattr("headfields.denormals.set_flush_denormal", lambda enabled: pytest.fail("denormals flushed"))
+    monkeypatch.setattr("headfields.backends.cpu.freed_memory.reuse_freed_memory", lambda limit=0: pytest.fail("malloc tuned"))
+    monkeypatch.setattr("headfields.backends.cpu.denormals.set_flush_denormal", lambda enabled: pytest.fail("denormals flushed"))
     for device, flush, tune in [("cuda", True, True), (torch.device("cuda", 0), True, True), ("cpu", False, False)]:
         with process_tuning(device, flush_denormals=flush, tune_malloc=tune) as applied:
             assert applied == AppliedTuning(flush_denormals=False, tune_malloc=False)

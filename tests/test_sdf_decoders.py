@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from headfields import row_blocks
+from headfields.backends.cpu import row_blocks
 from headfields.decoders import AnchorSdf, AnchorSdfConfig, SdfMlp, SdfMlpConfig
 from headfields.decoders import sdf as sdf_module
 from headfields.losses import eikonal_loss

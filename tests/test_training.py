@@ -393,8 +393,9 @@ def test_training_config_checks_the_metric_settings(kwargs):
 @pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="the FTZ / DAZ modes are x86's")
 def test_training_on_the_cpu_flushes_denormals_for_its_run_only(video, tmp_path):
     """A sharp Softplus makes denormal floats, many times slower on x86: the loop flushes them on every thread
-    while it trains, and restores the mode after (headfields.denormals)."""
-    from headfields.denormals import flushing_denormals, set_flush_denormal
+    while it trains, and restores the mode after (headfields.backends.cpu.denormals)."""
+    from headfields.backends.cpu.denormals import set_flush_denormal
+    from headfields.kernels import flushing_denormals
 
     set_flush_denormal(False)
     train_frames, eval_frames = video

@@ -11,11 +11,11 @@ import torch
 import torch.nn.functional as F
 
 from headfields import kernels
+from headfields.backends.cpu.wide_bvh import WideBvh
 from headfields.deformers import TriangleDeformerConfig, TriangleFrameDeformer
 from headfields.geometry import box, closest_point, face_adjacency
 from headfields.geometry import mesh as mesh_module
 from headfields.geometry.triangles import closest_point_on_triangle, gather_triangles
-from headfields.geometry.wide_bvh import WideBvh
 from headfields.parametric import load_model
 from headfields.synthetic import write_synthetic_flame
 

@@ -210,21 +210,21 @@ def test_all_interfaces_only_when_asked_and_said(run, capsys):
 def test_the_command_serves_with_freed_memory_kept_and_puts_the_process_back(run, monkeypatch):
     # view's blocking command owns its process: on the CPU the viewer renders with glibc keeping freed blocks, until
     # Ctrl-C (here: the first wait raises it); block=False (above) leaves the caller's process as it is.
-    from headfields import allocator
+    from headfields.backends.cpu import freed_memory
     from headfields.commands import parser
     from headfields.commands import view as view_command
 
     seen, start = [], AvatarViewer.start
-    monkeypatch.setattr(AvatarViewer, "start", lambda self: seen.append(allocator._in_force) or start(self))
+    monkeypatch.setattr(AvatarViewer, "start", lambda self: seen.append(freed_memory._in_force) or start(self))
     interrupt = types.SimpleNamespace(sleep=lambda _: (_ for _ in ()).throw(KeyboardInterrupt))
     monkeypatch.setattr(view_command, "time", interrupt)  # the command's waits alone, not the viewer's threads
-    monkeypatch.setattr(allocator, "_in_force", None)  # no limit of this process's own in force before
+    monkeypatch.setattr(freed_memory, "_in_force", None)  # no limit of this process's own in force before
     before = None
     args = parser().parse_args(["view", str(run.path), "--port", str(free_port()), "--device", "cpu"])
     assert view_command.view(args) is None
-    applies = allocator._glibc() is not None and not allocator._environment_tunes_malloc()
-    assert seen == [allocator.RETAINED_BYTES if applies else before]
-    assert allocator._in_force == before and not viewer_threads()
+    applies = freed_memory._glibc() is not None and not freed_memory._environment_tunes_malloc()
+    assert seen == [freed_memory.RETAINED_BYTES if applies else before]
+    assert freed_memory._in_force == before and not viewer_threads()
 
 
 def test_watch_reloads_a_new_checkpoint(tiny_insta_run, tmp_path):

@@ -1,4 +1,4 @@
-"""The CPU's 8-wide BVH (headfields.geometry.wide_bvh: first ray hits, nearest faces, faces within reach) against
+"""The CPU's 8-wide BVH (headfields.backends.cpu.wide_bvh: first ray hits, nearest faces, faces within reach) against
 independent truth: its tree against a walk in Python over the faces under each node, its answers against brute force
 over every triangle (float64, trimesh), against Warp's own queries, and against itself refit, chunked or bypassed;
 what its native code takes from Warp (fails when Warp changes it), and Warp's queries when the walk is unavailable."""
@@ -16,6 +16,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_query_meshes import brute_closest_distance, lumpy_sphere, remeshed_blob
 
+from headfields.backends.cpu import wide_bvh
+from headfields.backends.cpu.wide_bvh import LEAF_WIDTH, NODE_WIDTH, WideBvh, build_topology
 from headfields.geometry import (
     TriangleMesh,
     closest_point,
@@ -24,12 +26,10 @@ from headfields.geometry import (
     ray_intersect,
     sample_near_surface,
     uv_sphere,
-    wide_bvh,
     within_distance,
 )
 from headfields.geometry import mesh as mesh_module
 from headfields.geometry.triangles import ray_triangle
-from headfields.geometry.wide_bvh import LEAF_WIDTH, NODE_WIDTH, WideBvh, build_topology
 
 EPS32 = torch.finfo(torch.float32).eps
 REAL_THRESHOLD = mesh_module.WIDE_BUILD_QUERIES_PER_FACE
@@ -412,7 +412,7 @@ def test_warp_builds_the_native_walk_for_the_cpu(availability):
     The library would still answer, through Warp's queries at half the speed, with a warning."""
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert wide_bvh.available(), f"Warp {wp.__version__} no longer builds headfields.geometry.wide_bvh for the CPU"
+        assert wide_bvh.available(), f"Warp {wp.__version__} no longer builds headfields.backends.cpu.wide_bvh for the CPU"
 
 
 def test_warp_compiles_cpu_code_for_this_cpu_by_default():
@@ -458,7 +458,7 @@ def test_the_sah_split_is_the_cheapest_of_every_split_by_brute_force(n, seed, gr
     """Every split position of every axis's stable centroid order, costed box by box: the split the sweep returns
     is the first cheapest (first axis, then first position), with its halves' box areas; ties on a coarse grid of
     centroids, too."""
-    from headfields.geometry.wide_bvh import _sah_split
+    from headfields.backends.cpu.wide_bvh import _sah_split
 
     rng = np.random.default_rng(seed)
     tri = rng.random((n, 3, 3))

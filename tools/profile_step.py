@@ -8,7 +8,7 @@ synthetic video, trained for ``--warmup`` steps (Warp compiles, the occupancy gr
 ``--steps`` more are profiled: 16 by default, so that INSTA's and the portrait's occupancy-grid refresh (every
 16 steps, in ``before_step``) falls once among them and each figure carries its share, as training pays it.
 Every step runs as the training loop runs it (batch, forward, loss, backward, Adam), under the process tuning a
-training run applies on the CPU (``headfields.tuning.process_tuning`` with ``TrainingConfig``'s defaults, or
+training run applies on the CPU (``headfields.backends.cpu.process_tuning.process_tuning`` with ``TrainingConfig``'s defaults, or
 ``--flush-denormals`` / ``--tune-malloc`` true or false).
 
 Printed per model, in milliseconds per step, means over the profiled steps (the refresh amortised):
@@ -33,11 +33,11 @@ from pathlib import Path
 import torch
 from torch.profiler import ProfilerActivity, profile, record_function
 
+from headfields.backends.cpu.process_tuning import process_tuning
 from headfields.checks import trusted_values
 from headfields.heads import tracked_head
 from headfields.parametric import load_model
 from headfields.training import TrainingConfig, build_optimizer, ray_batch, set_learning_rate
-from headfields.tuning import process_tuning
 
 from primitive_ranges import hook_primitives
 
@@ -150,7 +150,7 @@ def main() -> None:
             f"--{flag.replace('_', '-')}",
             type=true_or_false,
             default=getattr(defaults, flag),
-            help=f"true or false (default: TrainingConfig's, {getattr(defaults, flag)}; headfields.tuning)",
+            help=f"true or false (default: TrainingConfig's, {getattr(defaults, flag)}; headfields.backends.cpu.process_tuning)",
         )
     args = parser.parse_args()
     device = torch.device(args.device)

@@ -26,7 +26,7 @@ def run_parser(commands, name: str, help: str, doc: str) -> argparse.ArgumentPar
 def add_render_options(parser: argparse.ArgumentParser, early_stop: float, precision: str) -> None:
     """The flags of a command that renders a run's rays (``render``, ``view``): rays a call, each ray's stop, the
     MLPs' products, with the command's defaults, and whether the process keeps freed memory on the CPU (the command
-    owns its process, unlike the library's calls: :mod:`headfields.tuning`)."""
+    owns its process, unlike the library's calls: :mod:`headfields.backends.cpu.process_tuning`)."""
     parser.add_argument("--chunk", type=int, default=None, help="rays rendered at once (default: the run's render_chunk)")
     parser.add_argument(
         "--early-stop", type=float, default=early_stop,
@@ -39,7 +39,8 @@ def add_render_options(parser: argparse.ArgumentParser, early_stop: float, preci
     parser.add_argument(
         "--keep-freed-memory", action=argparse.BooleanOptionalAction, default=True,
         help="on the CPU, glibc's malloc keeps freed blocks for the renders' large tensors while the command runs "
-        "(headfields.allocator, TrainingConfig.tune_malloc's setting: no page fault per fresh tensor; up to 1 GiB kept)",
+        "(headfields.backends.cpu.freed_memory, TrainingConfig.tune_malloc's setting: no page fault per fresh tensor; "
+        "up to 1 GiB kept)",
     )  # fmt: skip
 
 

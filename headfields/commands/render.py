@@ -18,6 +18,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from ..backends.cpu.process_tuning import process_tuning
 from ..checks import check_memory
 from ..driving import TRANSFERS, drive, is_own_capture
 from ..heads import tracked_head
@@ -32,7 +33,6 @@ from ..renderers.volume import EARLY_STOP_TRANSMITTANCE, check_early_stop
 from ..runs import Run, load_run
 from ..training import render_view, save_png
 from ..training.evaluation import image_bytes
-from ..tuning import process_tuning
 from ._common import add_render_options, run_parser
 
 __all__ = ["CAMERAS", "RenderPlan", "add_parser", "plan_render", "render"]

@@ -42,7 +42,7 @@ def view(args: argparse.Namespace, block: bool = True):
     """The ``view`` command: serves until interrupted (Ctrl-C), on the CPU with freed memory kept in the process
     (``--keep-freed-memory``, put back after); ``block=False`` returns the started viewer and leaves the caller's
     process as it is."""
-    from ..tuning import process_tuning
+    from ..backends.cpu.process_tuning import process_tuning
     from ..viewer import AvatarViewer
 
     for name in ("resolution", "moving_resolution", "chunk"):

@@ -28,10 +28,10 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
+from ..backends.cpu.row_blocks import row_blocks, runs_in_row_blocks
 from ..checks import check_count, check_float, check_int, check_positive
 from ..encoders.frequency import MAX_FREQUENCIES, FrequencyEncoding
 from ..networks import softplus, softplus_
-from ..row_blocks import row_blocks, runs_in_row_blocks
 
 # MonoNPHM's canonical SDF (PAPERS.md, "MonoNPHM"): local MLPs 4 x 200, Softplus(beta = 100); 12 nearest anchors,
 # Gaussian weights with sigma = d_8 / 3.75.

@@ -27,11 +27,11 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor, nn
 
+from ..backends.cpu.row_blocks import row_blocks, runs_in_row_blocks
 from ..checks import check_count, check_float, check_int, check_shape
 from ..encoders.frequency import MAX_FREQUENCIES, FrequencyEncoding
 from ..networks import Softplus, softplus_
 from ..parametric import Head
-from ..row_blocks import row_blocks, runs_in_row_blocks
 from .base import Canonical, Deformer
 
 # MonoNPHM (PAPERS.md, "MonoNPHM"): 6 hidden layers of 400, Softplus(beta = 100), skip connection at layer 3,

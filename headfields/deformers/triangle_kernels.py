@@ -44,10 +44,10 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from .. import kernels
+from ..backends.cpu.wide_bvh import nearest_faces
 from ..geometry import TriangleMesh
 from ..geometry.queries import UNBOUNDED
 from ..geometry.ties import canonical_face, tie_tables
-from ..geometry.wide_bvh import nearest_faces
 
 # Candidates of a blended sample: the nearest face and its three edge neighbours.
 BLEND_CANDIDATES = wp.constant(4)

@@ -37,8 +37,8 @@ from jaxtyping import Float
 from torch import Tensor, nn
 
 from .. import kernels
+from ..backends.cpu.hashgrid_lanes import encode_in_lanes, lane_kernel
 from ..checks import check_count, check_finite, check_float
-from .hashgrid_lanes import encode_in_lanes, lane_kernel
 
 # The default grid: instant-ngp's NeRF grid (its testbed.cu default network config: 16 levels of 2 features,
 # base resolution 16; the finest level's 2048 cells over the unit cube are testbed.cu's `desired_resolution`)

@@ -35,8 +35,8 @@ DISTANCE_EPS = 1e-6
 # How far R^T R may be from the identity for ``rotation`` to count as a rotation (float32 poses pass).
 ROTATION_TOLERANCE = 1e-3
 SPATIAL_DIMS = 3
-# Points a block without autograd: 4,096 neighbour rows (k = 4), oneDNN's block (networks.ONEDNN_BLOCK_ROWS), whose
-# 128-wide float32 activations (2 MB) stay in the cache between the layers.
+# Points a block without autograd: 4,096 neighbour rows (k = 4), oneDNN's block (backends.cpu.onednn.ONEDNN_BLOCK_ROWS),
+# whose 128-wide float32 activations (2 MB) stay in the cache between the layers.
 INFERENCE_BLOCK = 1024
 
 

@@ -8,10 +8,10 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from .. import kernels
+from ..backends.cpu.wide_bvh import MAX_DEPTH, WideBvh, build_topology
+from ..backends.cpu.wide_bvh import available as wide_bvh_available
 from ..checks import IntLike, check_finite, check_float, check_int, frame_rows
 from .triangles import check_nondegenerate
-from .wide_bvh import MAX_DEPTH, WideBvh, build_topology
-from .wide_bvh import available as wide_bvh_available
 
 # The wide BVH's build (numpy, about 30 us a face on a 2-core AMD EPYC) pays back over many queries (it saves
 # 0.07-0.45 us each, by query): a mesh builds it once its queries add up to this many a face, so a training loop's
@@ -205,7 +205,7 @@ class TriangleMesh:
 
     def wide_bvh(self, queries: int | None = None) -> WideBvh | None:
         """The per-frame 8-wide BVHs that the CPU's first ray hits, unsigned closest points and within-distance tests
-        walk (:mod:`~headfields.geometry.wide_bvh`): built from frame 0's shape, refit when stale; None on CUDA, for a
+        walk (:mod:`~headfields.backends.cpu.wide_bvh`): built from frame 0's shape, refit when stale; None on CUDA, for a
         mesh whose tree is too deep for the walk's stack, and before it is built (then Warp's queries answer).
 
         ``queries``: the size of the query about to run. The tree is built once the mesh's queries, this one included,

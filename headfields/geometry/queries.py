@@ -19,6 +19,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from .. import kernels
+from ..backends.cpu.wide_bvh import first_hits, nearest_faces, within_reach
 from ..checks import (
     IntLike,
     check_count,
@@ -32,7 +33,6 @@ from ..checks import (
 from .mesh import TriangleMesh
 from .ties import canonical_answers
 from .triangles import closest_point_on_triangle, gather_triangles, gather_vertex_rows, ray_triangle
-from .wide_bvh import first_hits, nearest_faces, within_reach
 
 MAX_KNN = 16
 # knn: a warm-start bound above this many mean edge lengths is not trusted to be cheap (see _knn_kernel).
@@ -322,7 +322,7 @@ def closest_point(
         distance, sign = (torch.empty(n, device=mesh.device) for _ in range(2))
         limit = UNBOUNDED if max_distance is None else min(float(max_distance), UNBOUNDED)
         order = mesh.query_order(points32, frame)
-        wide = None if signed else mesh.wide_bvh(n)  # the CPU's unsigned search, 2.0-2.3x Warp's (geometry.wide_bvh)
+        wide = None if signed else mesh.wide_bvh(n)  # the CPU's unsigned search, 2.0-2.3x Warp's (backends.cpu.wide_bvh)
         if wide is not None:
             nearest_faces(wide, points32, frame, limit, order, face, bary, point, distance)
             sign.zero_()
@@ -383,7 +383,7 @@ def within_distance(
         points32 = _float32_queries(mesh, "points", points, frame)
         within = torch.empty(n, dtype=torch.bool, device=mesh.device)
         radius, order = min(float(max_distance), UNBOUNDED), mesh.query_order(points32, frame)
-        wide = mesh.wide_bvh(n)  # the CPU's search, 1.35-1.5x Warp's (geometry.wide_bvh)
+        wide = mesh.wide_bvh(n)  # the CPU's search, 1.35-1.5x Warp's (backends.cpu.wide_bvh)
         if wide is not None:
             within_reach(wide, points32, frame, radius, order, within)
         else:
@@ -420,7 +420,7 @@ def ray_intersect(
         t = torch.empty(n, device=mesh.device)
         bary, normal = (torch.empty(n, 3, device=mesh.device) for _ in range(2))
         limit = UNBOUNDED if max_t is None else min(float(max_t), UNBOUNDED)
-        wide = mesh.wide_bvh(n)  # the CPU's walk, 2.2-2.4x Warp's there (geometry.wide_bvh); CUDA keeps Warp's
+        wide = mesh.wide_bvh(n)  # the CPU's walk, 2.2-2.4x Warp's there (backends.cpu.wide_bvh); CUDA keeps Warp's
         if wide is not None:
             first_hits(wide, origins32, dirs32, frame, limit, face, t, bary, normal)
         else:

@@ -80,9 +80,9 @@ def train(run, out: str | Path, device: str | torch.device | None = None, resume
     same configuration in ``out`` is not tracked again (with ``resume``): its metrics are returned; a checkpoint
     of another run there is refused. ``log``: where the run's lines go (default: standard output). ``run`` is a
     :class:`~headfields.runs.RunConfig`, not annotated: the runs sit above the models."""
+    from ..backends.cpu.process_tuning import process_tuning
     from ..synthetic import load_ground_truth
     from ..training import CHECKPOINT_NAME, CONFIG_NAME, seed_everything
-    from ..tuning import process_tuning
 
     config, training = run.recipe, run.training
     _prior_file(config)  # before the subject loads: a missing prior fails at once

@@ -25,10 +25,11 @@ An SDF field stops the same way (:func:`render_neus_inference`): NeuS's up-sampl
 first, then the rounds evaluate the SDF with its gradient and the colour, and turn each NeuS opacity into an
 optical thickness (``-log(1 - alpha)``).
 
-Both flush denormal floats within the call and put the modes back after (:func:`~headfields.denormals.denormals_flushed`,
-which the training loop uses too): a sharp Softplus (NeuS, beta 100) of pre-activations far below zero computes
-``exp`` into denormals, which x86 CPUs compute with many times slower. Flushed, the hyper NeuS avatar's 128² frame
-took 3.2 s against 7.6 s, pixel for pixel the same image (``docs/results.md``, "The CPU's tunings").
+Both flush denormal floats within the call and put the modes back after
+(:func:`~headfields.backends.cpu.denormals.denormals_flushed`, which the training loop uses too): a sharp Softplus
+(NeuS, beta 100) of pre-activations far below zero computes ``exp`` into denormals, which x86 CPUs compute with many
+times slower. Flushed, the hyper NeuS avatar's 128² frame took 3.2 s against 7.6 s, pixel for pixel the same image
+(``docs/results.md``, "The CPU's tunings").
 """
 
 from __future__ import annotations
@@ -40,8 +41,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
+from ..backends.cpu.denormals import denormals_flushed
 from ..checks import check_count, trusted_values
-from ..denormals import denormals_flushed
 from ..fields import Field, NeusField
 from ..parametric import Head
 from .cameras import Rays, check_rays

@@ -20,8 +20,9 @@ ship, or Intel's libiomp5); elsewhere (no such runtime, no x86 modes) it sets wh
 thread's team (OpenMP keeps one per thread that calls parallel code) is not reached.
 
 Nothing in headfields flushes unasked: :func:`denormals_flushed` flushes for a block and puts back the mode each
-thread of the team had before it, which :func:`headfields.tuning.process_tuning` uses for a CPU training run that
-asks for it (``TrainingConfig.flush_denormals``).
+thread of the team had before it, which :func:`~headfields.backends.cpu.process_tuning.process_tuning` uses for a CPU
+training run that asks for it (``TrainingConfig.flush_denormals``). Whether the calling thread flushes is
+:func:`headfields.kernels.flushing_denormals` (the launcher's thread pool follows it).
 
 ```python
 with denormals_flushed():  # an SDF model's training steps, denormals read and written as zero
@@ -34,7 +35,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
-import struct
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -43,7 +43,9 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["denormals_flushed", "flushing_denormals", "set_flush_denormal"]
+from ...kernels import flushing_denormals
+
+__all__ = ["denormals_flushed", "set_flush_denormal"]
 
 _TEAM_TASK = ctypes.CFUNCTYPE(None, ctypes.c_void_p)  # void fn(void *data), what GOMP_parallel runs on each thread
 
@@ -70,23 +72,6 @@ def _openmp_runtime() -> ctypes.CDLL | None:
             runtime.GOMP_parallel.restype = None
             return runtime
     return None
-
-
-# The smallest float64 denormal, made from its bits (a literal is parsed by arithmetic that a flushing thread, importing
-# this module, would round to zero), and one: names, so that their product is computed at the call, in the calling
-# thread's modes.
-_DENORMAL, _ONE = struct.unpack("<d", (1).to_bytes(8, "little"))[0], 1.0
-
-
-def flushing_denormals() -> bool:
-    """Whether the calling thread flushes denormals (a denormal times one comes out zero), without a torch operation.
-
-    ```python
-    with denormals_flushed():
-        assert flushing_denormals()  # on x86
-    ```
-    """
-    return _DENORMAL * _ONE == 0.0  # Python's float arithmetic runs on the thread's own SSE modes, as torch's does
 
 
 def _team_size() -> int:

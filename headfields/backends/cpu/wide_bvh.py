@@ -15,17 +15,19 @@ query) and faces within reach (1.35-1.5x). CUDA keeps Warp's own queries, which 
 The tree's shape is built once per mesh (top-down, a full-sweep surface-area heuristic, in numpy) on frame 0;
 every frame shares it and only its boxes and triangles are refit when the vertices move, as Warp refits its own.
 
-What the snippet takes from Warp beyond its public Python API, all in this module: that Warp compiles CPU code with
-clang (the vector extensions, ``__builtin_ctz``) for the host CPU (``-march=native``, in the default of
-``wp.config.cpu_compiler_flags``; a user's ``""``, a generic target, leaves the walk on SSE2 lanes, slower); the C++
-names of its runtime (``wp::vec3``, an array's ``.data`` pointer, a ``wp.struct``'s fields by name); and
-``__CUDA_ARCH__`` to leave the snippet out of CUDA builds. :func:`available` builds the module once before the walk
-is used: where the build fails (a Warp that changed these), a ``RuntimeWarning`` says so and the meshes use Warp's own
-queries (``HEADFIELDS_WIDE_BVH=0`` does the same on purpose), as for a tree too deep for the walk's stack.
-``tests/test_wide_bvh.py`` fails when the build does, and when Warp's default stops targeting the host CPU.
+The walk is native code in this folder's ``.cpp`` files (``wide_bvh_walk.cpp``, shared; ``wide_bvh_rays.cpp``;
+``wide_bvh_points.cpp``), which this module assembles into each query's ``wp.func_native`` snippet. What it takes from
+Warp beyond its public Python API: that Warp compiles CPU code with clang (the vector extensions, ``__builtin_ctz``)
+for the host CPU (``-march=native``, in the default of ``wp.config.cpu_compiler_flags``; a user's ``""``, a generic
+target, leaves the walk on SSE2 lanes, slower); the C++ names of its runtime (``wp::vec3``, an array's ``.data``
+pointer, a ``wp.struct``'s fields by name); and ``__CUDA_ARCH__`` to leave the snippet out of CUDA builds.
+:func:`available` builds the module once before the walk is used: where the build fails (a Warp that changed these),
+a ``RuntimeWarning`` says so and the meshes use Warp's own queries (``HEADFIELDS_WIDE_BVH=0`` does the same on
+purpose), as for a tree too deep for the walk's stack. ``tests/test_wide_bvh.py`` fails when the build does, and when
+Warp's default stops targeting the host CPU.
 
-One file over 500 lines because the tree's builder, its layout and the native walk that reads that layout must
-agree field by field; they are kept where one edit sees all three.
+The tree's builder and its layout (:class:`WideBvh`) are kept with the code that hands the layout to the walk
+(``_Tree``): the ``.cpp`` files read it field by field.
 """
 
 from __future__ import annotations
@@ -43,7 +45,8 @@ import warp as wp
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from .. import kernels
+from ... import kernels
+from .native import native_sections
 
 NODE_WIDTH = 8  # children per node: one AVX register of float32 box planes
 LEAF_WIDTH = 4  # triangles per leaf: one SSE register of each coordinate
@@ -214,280 +217,20 @@ class WideBvh:
         self.boxes[frames] = torch.cat([low, high], dim=3).transpose(2, 3)
 
 
-# Every query walks the tree alike (_WALK): the node's 8 child boxes tested at once give a key per child (a ray's entry
-# distance, a point's squared distance to the box) and a mask of those in reach; children in reach are pushed far to
-# near and the nearest is taken next; an entry popped out of reach (beyond the best answer so far) is skipped.
-_PRELUDE = r"""
-typedef float vf8 __attribute__((ext_vector_type(8)));
-typedef int vi8 __attribute__((ext_vector_type(8)));
-typedef float vf4 __attribute__((ext_vector_type(4)));
-typedef int vi4 __attribute__((ext_vector_type(4)));
-const float* B = tree.boxes.data + (long long)f * tree.num_nodes * 48;
-const int* C = tree.child.data;
-const float* P = tree.packs.data + (long long)f * tree.num_leaves * PACK_ROWS * 4;
-const wp::vec3* frame_points = tree.points.data + (long long)f * tree.num_vertices;
-// Face g's corners in this frame (the packs hold float32 edges, rounded: float64 work starts from these).
-auto corners = [&](int g, wp::vec3& pa, wp::vec3& pb, wp::vec3& pc) {
-  const int* corner = tree.faces.data + (long long)g * 3;
-  pa = frame_points[corner[0]]; pb = frame_points[corner[1]]; pc = frame_points[corner[2]];
-};
-"""
-
-_WALK = r"""
-int stack_node[STACK_SIZE];
-float stack_key[STACK_SIZE];
-int sp = 0;
-int cur = 0;
-while (true) {
-  if (cur >= 0) {
-    const float* nb = B + (long long)cur * 48;
-NODE_TEST
-    int mask = 0;
-    for (int j = 0; j < 8; ++j) mask |= (reach[j] & 1) << j;
-    const int* nc = C + (long long)cur * 8;
-    if (mask != 0 && (mask & (mask - 1)) == 0) { cur = nc[__builtin_ctz(mask)]; continue; }
-    if (mask != 0) {
-      int base = sp;
-      while (mask) {
-        int j = __builtin_ctz(mask);
-        mask &= mask - 1;
-        float kj = key[j];
-        int k = sp++;
-        while (k > base && stack_key[k - 1] < kj) { stack_key[k] = stack_key[k - 1]; stack_node[k] = stack_node[k - 1]; --k; }
-        stack_key[k] = kj;
-        stack_node[k] = nc[j];
-      }
-      cur = stack_node[--sp];
-      continue;
-    }
-  } else {
-    int leaf = -cur - 1;
-    const float* pk = P + (long long)leaf * PACK_ROWS * 4;
-    vf4 ax, ay, az, e1x, e1y, e1z, e2x, e2y, e2z;  // corner a and edges b - a, c - a of 4 triangles
-    __builtin_memcpy(&ax, pk + 0, 16); __builtin_memcpy(&ay, pk + 4, 16); __builtin_memcpy(&az, pk + 8, 16);
-    __builtin_memcpy(&e1x, pk + 12, 16); __builtin_memcpy(&e1y, pk + 16, 16); __builtin_memcpy(&e1z, pk + 20, 16);
-    __builtin_memcpy(&e2x, pk + 24, 16); __builtin_memcpy(&e2y, pk + 28, 16); __builtin_memcpy(&e2z, pk + 32, 16);
-    vi4 lane_faces;  // -1 on padding lanes
-    __builtin_memcpy(&lane_faces, tree.leaf_faces.data + (long long)leaf * 4, 16);
-LEAF_TEST
-  }
-  cur = -0x7fffffff - 1;  // pop the nearest entry still in reach
-  while (sp > 0) { --sp; if (IN_REACH) { cur = stack_node[sp]; break; } }
-  if (cur == -0x7fffffff - 1) break;
-}
-"""
+def _snippet(query: str, finish: str = "finish", found: str = "") -> str:
+    """A query's native code: the walk (``wide_bvh_walk.cpp``) with the tests, setup and finish of ``query``'s file
+    (``wide_bvh_rays.cpp``, ``wide_bvh_points.cpp``; ``found``: what the points' leaf test does on a face in reach),
+    CPU only (a CUDA build of the module compiles it to nothing: CUDA uses Warp's queries)."""
+    walk, own = native_sections("wide_bvh_walk.cpp"), native_sections(query)
+    loop = walk["walk"].replace("NODE_TEST\n", own["node_test"]).replace("LEAF_TEST\n", own["leaf_test"])
+    loop = loop.replace("IN_REACH", own["in_reach"].strip()).replace("FOUND", found)
+    code = (walk["prelude"] + own["setup"] + loop + own[finish]).replace("STACK_SIZE", str(STACK_SIZE))
+    return "#if !defined(__CUDA_ARCH__)\n" + code.replace("PACK_ROWS", str(PACK_ROWS)) + "#endif\n"
 
 
-def _snippet(setup: str, node_test: str, in_reach: str, leaf_test: str, finish: str) -> str:
-    """A query's native code: CPU only (a CUDA build of the module compiles it to nothing: CUDA uses Warp's queries)."""
-    walk = _WALK.replace("NODE_TEST", node_test).replace("LEAF_TEST", leaf_test).replace("IN_REACH", in_reach)
-    code = (_PRELUDE + setup + walk + finish).replace("STACK_SIZE", str(STACK_SIZE)).replace("PACK_ROWS", str(PACK_ROWS))
-    return "#if !defined(__CUDA_ARCH__)\n" + code + "#endif\n"
-
-
-# First hit of a ray. Boxes: the slab test; the far distance grows by a few ulps so that a box's rounding never drops
-# a hit on its face (Ize 2013, "Robust BVH ray traversal"). Leaves: Moller-Trumbore on 4 triangles at once (u, v:
-# weights of corners b and c); a triangle within float32's error bound of an edge is decided in float64 (exact()),
-# and so is the face found. Outputs as Warp's query: bary (1 - u - v, u, v), the unit normal of (b - a) x (c - a).
-_FIRST_HIT = _snippet(
-    setup=r"""
-float ox = o[0], oy = o[1], oz = o[2];
-// A direction component under 1e-20 (zero included) is taken as 1e-20 of its sign: its inverse stays finite.
-float dx = __builtin_fabsf(d[0]) < 1e-20f ? __builtin_copysignf(1e-20f, d[0]) : d[0];
-float dy = __builtin_fabsf(d[1]) < 1e-20f ? __builtin_copysignf(1e-20f, d[1]) : d[1];
-float dz = __builtin_fabsf(d[2]) < 1e-20f ? __builtin_copysignf(1e-20f, d[2]) : d[2];
-float rx = 1.0f / dx, ry = 1.0f / dy, rz = 1.0f / dz;
-// Which plane of each axis the ray meets first: rows 0-2 of a node are the low planes, 3-5 the high ones.
-int near_x = rx >= 0.0f ? 0 : 3, near_y = ry >= 0.0f ? 1 : 4, near_z = rz >= 0.0f ? 2 : 5;
-int far_x = 3 - near_x, far_y = 5 - near_y, far_z = 7 - near_z;
-// The ray against face g in float64: whether it hits, and where.
-auto exact = [&](int g, double& te, double& ue, double& ve) -> bool {
-  wp::vec3 pa, pb, pc;
-  corners(g, pa, pb, pc);
-  double ax = pa[0], ay = pa[1], az = pa[2];
-  double e1x = (double)pb[0] - ax, e1y = (double)pb[1] - ay, e1z = (double)pb[2] - az;
-  double e2x = (double)pc[0] - ax, e2y = (double)pc[1] - ay, e2z = (double)pc[2] - az;
-  double px = dy * e2z - dz * e2y, py = dz * e2x - dx * e2z, pz = dx * e2y - dy * e2x;
-  double det = e1x * px + e1y * py + e1z * pz;
-  double sx = ox - ax, sy = oy - ay, sz = oz - az;
-  double qx = sy * e1z - sz * e1y, qy = sz * e1x - sx * e1z, qz = sx * e1y - sy * e1x;
-  ue = (sx * px + sy * py + sz * pz) / det;
-  ve = ((double)dx * qx + (double)dy * qy + (double)dz * qz) / det;
-  te = (e2x * qx + e2y * qy + e2z * qz) / det;
-  return det != 0.0 && ue >= 0.0 && ve >= 0.0 && ue + ve <= 1.0 && te >= 0.0;
-};
-// 16 float32 ulps (generous against the few the terms carry) of the direction's L1 length.
-float error_scale = 16.0f * 1.1920929e-7f * (__builtin_fabsf(dx) + __builtin_fabsf(dy) + __builtin_fabsf(dz));
-float tmax = max_t;
-int best = -1;
-""",
-    node_test=r"""
-    vf8 nx, fx, ny, fy, nz, fz;
-    __builtin_memcpy(&nx, nb + near_x * 8, 32); __builtin_memcpy(&fx, nb + far_x * 8, 32);
-    __builtin_memcpy(&ny, nb + near_y * 8, 32); __builtin_memcpy(&fy, nb + far_y * 8, 32);
-    __builtin_memcpy(&nz, nb + near_z * 8, 32); __builtin_memcpy(&fz, nb + far_z * 8, 32);
-    vf8 key = __builtin_elementwise_max(__builtin_elementwise_max((nx - ox) * rx, (ny - oy) * ry),
-                                        __builtin_elementwise_max((nz - oz) * rz, (vf8)0.0f));
-    vf8 exit = __builtin_elementwise_min(__builtin_elementwise_min((fx - ox) * rx, (fy - oy) * ry) * 1.0000004f,
-                                         __builtin_elementwise_min((fz - oz) * rz * 1.0000004f, (vf8)tmax));
-    vi8 reach = key <= exit;
-""",
-    in_reach="stack_key[sp] < tmax",
-    leaf_test=r"""
-    vf4 px = dy * e2z - dz * e2y, py = dz * e2x - dx * e2z, pz = dx * e2y - dy * e2x;
-    vf4 det = e1x * px + e1y * py + e1z * pz;
-    vf4 inv = 1.0f / det;
-    vf4 sx = ox - ax, sy = oy - ay, sz = oz - az;
-    vf4 u = (sx * px + sy * py + sz * pz) * inv;
-    vf4 qx = sy * e1z - sz * e1y, qy = sz * e1x - sx * e1z, qz = sx * e1y - sy * e1x;
-    vf4 v = (dx * qx + dy * qy + dz * qz) * inv;
-    vf4 t = (e2x * qx + e2y * qy + e2z * qz) * inv;
-    // A bound on float32's error in u and v (a few ulps of the largest terms summed, over det): grazing rays and
-    // origins far from small triangles widen it. Lanes within it of an edge, or with det 0, are decided by exact().
-    vf4 s1 = __builtin_elementwise_abs(sx) + __builtin_elementwise_abs(sy) + __builtin_elementwise_abs(sz);
-    vf4 edge_sum, edge_product;  // |b - a|_1 + |c - a|_1 and their product, per lane
-    __builtin_memcpy(&edge_sum, pk + 36, 16); __builtin_memcpy(&edge_product, pk + 40, 16);
-    vf4 margin = (error_scale * (s1 * edge_sum + edge_product)) * __builtin_elementwise_abs(inv);
-    vi4 near = (u >= -margin) & (v >= -margin) & (u + v <= 1.0f + margin) & (t >= 0.0f) & (t < tmax);
-    vi4 maybe = ((det == 0.0f) & (lane_faces >= 0)) | near;
-    vi4 sure = (u >= margin) & (v >= margin) & (u + v <= 1.0f - margin);
-    for (int j = 0; j < 4; ++j) {
-      if (!maybe[j] || t[j] >= tmax) continue;  // (det 0: t is NaN and goes on)
-      int lane_face = lane_faces[j];
-      if (sure[j]) { tmax = t[j]; best = lane_face; continue; }
-      double te, ue, ve;  // this close to an edge, float32 may miss a hit or invent one: float64 decides
-      if (exact(lane_face, te, ue, ve) && te < tmax) { tmax = (float)te; best = lane_face; }
-    }
-""",
-    finish=r"""
-face.data[i] = best;
-if (best >= 0) {
-  double te, ue, ve;
-  exact(best, te, ue, ve);
-  wp::vec3 pa, pb, pc;
-  corners(best, pa, pb, pc);
-  wp::vec3 n = wp::cross(pb - pa, pc - pa);
-  t_hit.data[i] = (float)te;
-  bary.data[i] = wp::vec3((float)(1.0 - ue - ve), (float)ue, (float)ve);
-  normal.data[i] = n / wp::length(n);
-} else {
-  t_hit.data[i] = __builtin_inff();
-  bary.data[i] = wp::vec3(0.0f);
-  normal.data[i] = wp::vec3(0.0f);
-}
-""",
-)
-
-
-# Nearest face of a point, within a radius. Boxes: the squared distance from the point to each box. Leaves: the squared
-# distance to 4 triangles at once (the plane's where the projection falls inside, else the nearest of the 3 edges).
-# The face found gets its closest point again in float64 (Ericson's regions, "Real-Time Collision Detection" 5.1.5),
-# which gives bary, point and distance; one farther than ``radius`` there is a miss. _WITHIN (within_distance) stops
-# the walk at the first face in reach.
-_POINT_SETUP = r"""
-float qx = q[0], qy = q[1], qz = q[2];
-// Squared reach: the radius's, and FLT_MAX for an unbounded one (an empty slot's infinite key stays out of reach).
-float best = __builtin_fminf(radius * radius, 3.4028235e38f);
-int best_face = -1;
-"""
-_POINT_NODE = r"""
-    vf8 lx, ly, lz, hx, hy, hz;
-    __builtin_memcpy(&lx, nb + 0, 32); __builtin_memcpy(&ly, nb + 8, 32); __builtin_memcpy(&lz, nb + 16, 32);
-    __builtin_memcpy(&hx, nb + 24, 32); __builtin_memcpy(&hy, nb + 32, 32); __builtin_memcpy(&hz, nb + 40, 32);
-    vf8 gx = __builtin_elementwise_max(__builtin_elementwise_max(lx - qx, qx - hx), (vf8)0.0f);
-    vf8 gy = __builtin_elementwise_max(__builtin_elementwise_max(ly - qy, qy - hy), (vf8)0.0f);
-    vf8 gz = __builtin_elementwise_max(__builtin_elementwise_max(lz - qz, qz - hz), (vf8)0.0f);
-    vf8 key = gx * gx + gy * gy + gz * gz;
-    vi8 reach = key <= best;
-"""
-_POINT_LEAF = r"""
-    vf4 wx = qx - ax, wy = qy - ay, wz = qz - az;  // q - a
-    vf4 d00 = e1x * e1x + e1y * e1y + e1z * e1z, d01 = e1x * e2x + e1y * e2y + e1z * e2z;
-    vf4 d11 = e2x * e2x + e2y * e2y + e2z * e2z;
-    vf4 d20 = wx * e1x + wy * e1y + wz * e1z, d21 = wx * e2x + wy * e2y + wz * e2z;
-    vf4 den = d00 * d11 - d01 * d01;  // 0 on padding lanes: their distances are NaN or skipped below
-    vf4 v = (d11 * d20 - d01 * d21) / den, w = (d00 * d21 - d01 * d20) / den;
-    vf4 rx = wx - v * e1x - w * e2x, ry = wy - v * e1y - w * e2y, rz = wz - v * e1z - w * e2z;
-    vf4 plane = rx * rx + ry * ry + rz * rz;
-    vf4 zero = 0.0f, one = 1.0f;
-    vf4 s = __builtin_elementwise_min(__builtin_elementwise_max(d20 / d00, zero), one);  // along a -> b
-    vf4 ex = wx - s * e1x, ey = wy - s * e1y, ez = wz - s * e1z;
-    vf4 edge = ex * ex + ey * ey + ez * ez;
-    s = __builtin_elementwise_min(__builtin_elementwise_max(d21 / d11, zero), one);  // along a -> c
-    ex = wx - s * e2x; ey = wy - s * e2y; ez = wz - s * e2z;
-    edge = __builtin_elementwise_min(edge, ex * ex + ey * ey + ez * ez);
-    vf4 bcx = e2x - e1x, bcy = e2y - e1y, bcz = e2z - e1z;  // b -> c
-    vf4 bqx = wx - e1x, bqy = wy - e1y, bqz = wz - e1z;  // q - b
-    s = (bqx * bcx + bqy * bcy + bqz * bcz) / (bcx * bcx + bcy * bcy + bcz * bcz);
-    s = __builtin_elementwise_min(__builtin_elementwise_max(s, zero), one);
-    ex = bqx - s * bcx; ey = bqy - s * bcy; ez = bqz - s * bcz;
-    edge = __builtin_elementwise_min(edge, ex * ex + ey * ey + ez * ez);
-    vi4 inside = (v >= 0.0f) & (w >= 0.0f) & (v + w <= 1.0f);
-    vf4 dist = inside ? plane : edge;
-    for (int j = 0; j < 4; ++j) {
-      // A nearer face replaces the one found; the first within the radius counts (so ties keep the first found).
-      if (lane_faces[j] >= 0 && (dist[j] < best || (best_face < 0 && dist[j] <= best))) {
-        best = dist[j];
-        best_face = lane_faces[j];
-        FOUND
-      }
-    }
-"""
-
-_NEAREST = _snippet(
-    setup=_POINT_SETUP,
-    node_test=_POINT_NODE,
-    in_reach="stack_key[sp] <= best",
-    leaf_test=_POINT_LEAF.replace("FOUND", ""),
-    finish=r"""
-bool found = false;
-if (best_face >= 0) {
-  wp::vec3 pa, pb, pc;
-  corners(best_face, pa, pb, pc);
-  double ax = pa[0], ay = pa[1], az = pa[2];
-  double abx = (double)pb[0] - ax, aby = (double)pb[1] - ay, abz = (double)pb[2] - az;
-  double acx = (double)pc[0] - ax, acy = (double)pc[1] - ay, acz = (double)pc[2] - az;
-  double apx = (double)qx - ax, apy = (double)qy - ay, apz = (double)qz - az;
-  double d1 = abx * apx + aby * apy + abz * apz, d2 = acx * apx + acy * apy + acz * apz;
-  double bpx = apx - abx, bpy = apy - aby, bpz = apz - abz;
-  double d3 = abx * bpx + aby * bpy + abz * bpz, d4 = acx * bpx + acy * bpy + acz * bpz;
-  double cpx = apx - acx, cpy = apy - acy, cpz = apz - acz;
-  double d5 = abx * cpx + aby * cpy + abz * cpz, d6 = acx * cpx + acy * cpy + acz * cpz;
-  double vc = d1 * d4 - d3 * d2, vb = d5 * d2 - d1 * d6, va = d3 * d6 - d5 * d4;
-  double v, w;  // the closest point is a + v (b - a) + w (c - a)
-  if (d1 <= 0.0 && d2 <= 0.0) { v = 0.0; w = 0.0; }
-  else if (d3 >= 0.0 && d4 <= d3) { v = 1.0; w = 0.0; }
-  else if (vc <= 0.0 && d1 >= 0.0 && d3 <= 0.0) { v = d1 / (d1 - d3); w = 0.0; }
-  else if (d6 >= 0.0 && d5 <= d6) { v = 0.0; w = 1.0; }
-  else if (vb <= 0.0 && d2 >= 0.0 && d6 <= 0.0) { v = 0.0; w = d2 / (d2 - d6); }
-  else if (va <= 0.0 && d4 - d3 >= 0.0 && d5 - d6 >= 0.0) { w = (d4 - d3) / ((d4 - d3) + (d5 - d6)); v = 1.0 - w; }
-  else { double inv = 1.0 / (va + vb + vc); v = vb * inv; w = vc * inv; }
-  wp::vec3 c((float)(ax + v * abx + w * acx), (float)(ay + v * aby + w * acy), (float)(az + v * abz + w * acz));
-  float dist = wp::length(q - c);
-  if (dist <= radius) {
-    found = true;
-    face.data[i] = best_face;
-    bary.data[i] = wp::vec3((float)(1.0 - v - w), (float)v, (float)w);
-    closest.data[i] = c;
-    distance.data[i] = dist;
-  }
-}
-if (!found) {
-  face.data[i] = -1;
-  bary.data[i] = wp::vec3(0.0f);
-  closest.data[i] = wp::vec3(0.0f);
-  distance.data[i] = __builtin_inff();
-}
-""",
-)
-
-_WITHIN = _snippet(
-    setup=_POINT_SETUP,
-    node_test=_POINT_NODE,
-    in_reach="stack_key[sp] <= best",
-    leaf_test=_POINT_LEAF.replace("FOUND", "goto done;"),
-    finish="done:\nwithin.data[i] = best_face >= 0;\n",
-)
+_FIRST_HIT = _snippet("wide_bvh_rays.cpp")
+_NEAREST = _snippet("wide_bvh_points.cpp", finish="nearest_finish")
+_WITHIN = _snippet("wide_bvh_points.cpp", finish="within_finish", found="goto done;")
 
 
 @no_type_check
@@ -672,7 +415,7 @@ def available() -> bool:
         wp.load_module(sys.modules[__name__], device="cpu")
     except Exception as error:  # Warp raises a bare Exception when its CPU build fails
         warnings.warn(
-            f"headfields.geometry.wide_bvh: Warp {wp.__version__} could not build the wide BVH's CPU walk ({error}); "
+            f"headfields.backends.cpu.wide_bvh: Warp {wp.__version__} could not build the wide BVH's CPU walk ({error}); "
             f"ray hits, closest points and within_distance use Warp's own queries on the CPU (about half as fast). "
             f"Set {WIDE_BVH_SWITCH}=0 to silence this.",
             RuntimeWarning,

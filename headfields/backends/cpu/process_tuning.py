@@ -7,19 +7,20 @@ run on the CPU applies the ones its configuration asks for (``TrainingConfig.flu
 ``render`` and ``view`` commands, which own their process, keep freed memory while they render on the CPU
 (``--no-keep-freed-memory`` leaves glibc as it is).
 
-- **Flushing denormal floats** (:mod:`headfields.denormals`). Buys: a hyper NeuS avatar's CPU step late in training
+- **Flushing denormal floats** (:mod:`headfields.backends.cpu.denormals`). Buys: a hyper NeuS avatar's CPU step late in training
   took 223-225 ms, 201-209 ms flushed (its sharp Softplus makes 1.5% of activations denormal); models without
   denormals neither gain nor lose. Costs: denormal values are read and written as zero within the run (a result
   loses less than 1.2e-38). Put back exactly: each thread of the calling thread's OpenMP team gets the mode it had.
   Hence on unless turned off.
-- **Keeping freed memory in glibc's heap** (:mod:`headfields.allocator`). Buys: renders on the CPU (the run's
+- **Keeping freed memory in glibc's heap** (:mod:`headfields.backends.cpu.freed_memory`). Buys: renders on the CPU (the run's
   evaluations) stop page-faulting on their large tensors: an 8,192-ray chunk of a 96² MonoAvatar frame took 1.5-2.7 s
   instead of 3.4-4.2 s (875k page faults down to 0-334k); training steps gain nothing (INSTA 528 -> 529 ms,
   MonoAvatar 835 -> 829 ms a step), so a run gains only what its evaluations take. Costs: up to 1 GiB of freed
   memory stays with the process during the run (that chunk's resident peak: 1.4 -> 1.7-1.9 GB). Put back in part
   (glibc has no getter): the thresholds return to glibc's documented defaults (or to an earlier
-  :func:`~headfields.allocator.reuse_freed_memory`'s limit) and the memory kept goes back to the system, but glibc's
-  sliding mmap threshold stays off for the rest of the process (see :func:`~headfields.allocator.freed_memory_reused`).
+  :func:`~headfields.backends.cpu.freed_memory.reuse_freed_memory`'s limit) and the memory kept goes back to the
+  system, but glibc's sliding mmap threshold stays off for the rest of the process (see
+  :func:`~headfields.backends.cpu.freed_memory.freed_memory_reused`).
   Hence off in a training run unless asked for; on in the ``render`` and ``view`` commands, whose renders gain.
 
 On CUDA neither applies (the GPU's own allocator and arithmetic are unaffected) and nothing is changed. Thread
@@ -34,8 +35,9 @@ from dataclasses import dataclass
 
 import torch
 
-from .allocator import freed_memory_reused
-from .denormals import denormals_flushed, flushing_denormals
+from ...kernels import flushing_denormals
+from .denormals import denormals_flushed
+from .freed_memory import freed_memory_reused
 
 __all__ = ["AppliedTuning", "process_tuning"]
 

@@ -17,8 +17,9 @@ process instead of going back to the system.
 
 The change is process-wide, and glibc has no getter for it. So no library call makes it unasked:
 :func:`freed_memory_reused` applies it for a block and afterwards puts back what it can (see there), which is what
-:func:`headfields.tuning.process_tuning` uses when a training run asks for it (``TrainingConfig.tune_malloc``); call
-:func:`reuse_freed_memory` yourself for a whole process that renders on the CPU (a notebook, a script of yours);
+:func:`~headfields.backends.cpu.process_tuning.process_tuning` uses when a training run asks for it
+(``TrainingConfig.tune_malloc``); call :func:`reuse_freed_memory` yourself for a whole process that renders on the CPU
+(a notebook, a script of yours);
 the ``render`` and ``view`` commands keep freed memory while they render (``--no-keep-freed-memory``: not).
 On another C library (macOS, Windows, musl) both do nothing. Where the environment already tunes glibc's ``malloc``
 (``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_``, or ``glibc.malloc`` in ``GLIBC_TUNABLES``), that choice

@@ -1,8 +1,9 @@
 """The hash grid's encoding on the CPU, eight points of a level at a time: :mod:`~headfields.encoders.hashgrid`'s
-``encode`` kernel as a native snippet written with clang's vector extensions (as :mod:`headfields.geometry.wide_bvh`
-is), which Warp's CPU compiler turns into SSE / AVX instructions. Warp's kernel language has no vector type wider than
-its scalar code: there each (level, point) is one thread of scalar code. Here one thread computes the cells, the
-trilinear weights and the spatial hash of eight points in SIMD lanes, and reads their corners' rows lane by lane.
+``encode`` kernel as a native snippet (``hashgrid_lanes.cpp``) written with clang's vector extensions (as
+:mod:`~headfields.backends.cpu.wide_bvh`'s walk is), which Warp's CPU compiler turns into SSE / AVX instructions.
+Warp's kernel language has no vector type wider than its scalar code: there each (level, point) is one thread of scalar
+code. Here one thread computes the cells, the trilinear weights and the spatial hash of eight points in SIMD lanes, and
+reads their corners' rows lane by lane.
 
 The values are the Warp kernel's to the bit: the same operations in the same order (each product and sum its own
 statement, so neither is fused into an FMA where the kernel's are not), and the modulo by a hashed level's rows, a
@@ -14,8 +15,8 @@ too. Measured on 1,048,576 points of INSTA's 512² frame in the unit box (the CP
 rows), this project's 2-core Intel Xeon, 2026-11-27, medians of 5 in one process: 3.5-3.9 against 1.9-2.3 M points a
 second (lanes of 4: 3.7; of 16: 2.7).
 
-What the snippet takes from Warp beyond its public Python API is :mod:`headfields.geometry.wide_bvh`'s (clang on the
-CPU, ``wp::array_t``'s ``.data``, ``__CUDA_ARCH__``). Where Warp cannot build it, a ``RuntimeWarning`` says so once and
+What the snippet takes from Warp beyond its public Python API is :mod:`~headfields.backends.cpu.wide_bvh`'s (clang on
+the CPU, ``wp::array_t``'s ``.data``, ``__CUDA_ARCH__``). Where Warp cannot build it, a ``RuntimeWarning`` says so once and
 the encoding keeps Warp's kernel.
 """
 
@@ -30,68 +31,11 @@ import warp as wp
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from .. import kernels
+from ... import kernels
+from .native import native_sections
 
 LANES = 8  # points a thread: one AVX register of float32
 MAX_FEATURES = 4  # features a row the lanes read; wider rows keep Warp's kernel
-
-_ENCODE = r"""
-#if !defined(__CUDA_ARCH__)
-typedef float vf __attribute__((ext_vector_type(LANES)));
-typedef int vi __attribute__((ext_vector_type(LANES)));
-typedef unsigned int vu __attribute__((ext_vector_type(LANES)));
-const int* L = levels.data + (long long)level * 4;  // resolution, dense, first row, rows
-const int res = L[0], dense = L[1], offset = L[2];
-const unsigned int mask = (unsigned int)L[3] - 1u;  // a hashed level's rows: a power of two
-const long long i0 = (long long)block * LANES, last = (long long)n - 1;
-vf px, py, pz;  // the block's points; lanes past the last point repeat it and are not written
-for (int j = 0; j < LANES; ++j) {
-  const long long i = i0 + j < last ? i0 + j : last;
-  px[j] = points.data[3 * i]; py[j] = points.data[3 * i + 1]; pz[j] = points.data[3 * i + 2];
-}
-const vf zero = 0.0f, one = 1.0f;
-px = __builtin_elementwise_min(__builtin_elementwise_max(px, zero), one);
-py = __builtin_elementwise_min(__builtin_elementwise_max(py, zero), one);
-pz = __builtin_elementwise_min(__builtin_elementwise_max(pz, zero), one);
-const float scale = (float)res;
-const vi top = res - 1;
-const vf sx = px * scale, sy = py * scale, sz = pz * scale;
-vi cx = __builtin_convertvector(__builtin_elementwise_floor(sx), vi);
-vi cy = __builtin_convertvector(__builtin_elementwise_floor(sy), vi);
-vi cz = __builtin_convertvector(__builtin_elementwise_floor(sz), vi);
-cx = cx < top ? cx : top; cy = cy < top ? cy : top; cz = cz < top ? cz : top;
-const vf fx = sx - __builtin_convertvector(cx, vf), fy = sy - __builtin_convertvector(cy, vf);
-const vf fz = sz - __builtin_convertvector(cz, vf);
-const vf gx = one - fx, gy = one - fy, gz = one - fz;
-vf acc[FEATURES];
-for (int f = 0; f < FEATURES; ++f) acc[f] = zero;
-const int side = res + 1;
-for (int c = 0; c < 8; ++c) {
-  const int bx = c & 1, by = (c >> 1) & 1, bz = (c >> 2) & 1;
-  const vf wxy = (bx ? fx : gx) * (by ? fy : gy);
-  const vf w = wxy * (bz ? fz : gz);
-  const vi x = cx + bx, y = cy + by, z = cz + bz;
-  vi row;
-  if (dense) {
-    row = offset + x + side * (y + side * z);
-  } else {
-    const vu h = __builtin_convertvector(x, vu) ^ (__builtin_convertvector(y, vu) * PRIME_Yu)
-                 ^ (__builtin_convertvector(z, vu) * PRIME_Zu);
-    row = offset + __builtin_convertvector(h & mask, vi);
-  }
-  for (int f = 0; f < FEATURES; ++f) {
-    vf v;
-    for (int j = 0; j < LANES; ++j) v[j] = table.data[(long long)row[j] * FEATURES + f];
-    const vf term = w * v;
-    acc[f] = acc[f] + term;
-  }
-}
-for (int j = 0; j < LANES && i0 + j <= last; ++j) {
-  float* out = encoded.data + ((i0 + j) * count + level) * FEATURES;
-  for (int f = 0; f < FEATURES; ++f) out[f] = acc[f][j];
-}
-#endif
-"""
 
 
 @cache
@@ -100,7 +44,8 @@ def lane_kernel(features: int, prime_y: int, prime_z: int) -> wp.Kernel | None:
     Warp's kernel cache), or None: rows wider than MAX_FEATURES, or a Warp that cannot build it (a RuntimeWarning)."""
     if features > MAX_FEATURES:
         return None
-    snippet = _ENCODE.replace("LANES", str(LANES)).replace("FEATURES", str(features))
+    snippet = native_sections("hashgrid_lanes.cpp")["encode"]
+    snippet = snippet.replace("LANES", str(LANES)).replace("FEATURES", str(features))
     snippet = snippet.replace("PRIME_Y", str(prime_y)).replace("PRIME_Z", str(prime_z))
 
     @no_type_check  # Warp parameter types are not Python type hints; keep the jaxtyping checker off them.
@@ -135,7 +80,7 @@ def lane_kernel(features: int, prime_y: int, prime_z: int) -> wp.Kernel | None:
         wp.load_module(encode.module, device="cpu")
     except Exception as error:  # Warp raises a bare Exception when its CPU build fails
         warnings.warn(
-            f"headfields.encoders.hashgrid_lanes: Warp {wp.__version__} could not build the hash grid's SIMD encoding "
+            f"headfields.backends.cpu.hashgrid_lanes: Warp {wp.__version__} could not build the hash grid's SIMD encoding "
             f"({error}); the CPU encodes with Warp's kernel (about half as fast).",
             RuntimeWarning,
             stacklevel=2,

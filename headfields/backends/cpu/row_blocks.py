@@ -13,7 +13,7 @@ from torch import Tensor
 
 __all__ = ["ROW_BLOCK", "row_blocks", "runs_in_row_blocks"]
 
-# Rows at a time: half oneDNN's block (networks.ONEDNN_BLOCK_ROWS, fixed by oneDNN's buffers). A layer of 200 over
+# Rows at a time: half oneDNN's block (onednn.ONEDNN_BLOCK_ROWS, fixed by oneDNN's buffers). A layer of 200 over
 # 2,048 rows is 1.6 MB; on 20,000 rows of 4 x 200, blocks of 2,048 took 90 ms and of 4,096 110 ms (2-core AMD EPYC).
 ROW_BLOCK = 2048
 
