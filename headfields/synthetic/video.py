@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 from ..checks import check_count, check_positive
-from ..data import FrameSet, TrackedParams, save_insta_dataset
+from ..data import FrameSet, Subject, TrackedParams, load_subject, save_insta_dataset
 from ..data.capture_cache import cache_folder
 from ..geometry import TriangleMesh
 from ..parametric import load_model
@@ -278,6 +278,16 @@ def cached_synthetic_video(
     finally:
         shutil.rmtree(partial, ignore_errors=True)
     return root
+
+
+def synthetic_subject(video: SyntheticVideoConfig | None = None, **options) -> Subject:
+    """The subject of the synthetic video ``video`` (default: the default video), rendered on first use and cached
+    (:func:`cached_synthetic_video`): :func:`~headfields.data.load_subject` of its folder, given ``options``
+    (``eval_split``, ``device``, ...).
+
+        subject = synthetic_subject(device="cuda")  # load_subject("path/to/capture") for a real one
+    """
+    return load_subject(cached_synthetic_video(video), **options)
 
 
 # Fields added to SyntheticVideoConfig since CACHE_VERSION was last bumped: left out of the cache key while unset,
