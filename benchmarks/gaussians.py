@@ -21,9 +21,9 @@ import math
 import torch
 from torch import Tensor
 
+from headfields.cameras import PinholeCameras, resized_cameras
 from headfields.heads import tracked_head
-from headfields.renderers import PinholeCameras, rasterize_gaussians
-from headfields.renderers.camera_paths import resized_cameras
+from headfields.renderers import rasterize_gaussians
 from headfields.renderers.gaussians import project_gaussians, sh_colors
 
 from avatars import median_seconds

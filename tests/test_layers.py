@@ -45,6 +45,7 @@ TIERS = {
     "decoders": "parts",
     "deformers": "parts",
     "encoders": "parts",
+    "cameras": "fields",
     "fields": "fields",
     "losses": "fields",
     "metrics": "fields",

@@ -59,6 +59,7 @@ import torch
 
 import headfields.geometry.mesh as mesh_module
 import headfields.renderers.inference as inference
+from headfields.cameras import resized_cameras
 from headfields.decoders import fused_nerf
 from headfields.encoders import HashGrid
 from headfields.heads import tracked_head
@@ -66,7 +67,6 @@ from headfields.metrics import psnr
 from headfields.networks import products_in
 from headfields.parametric import Head
 from headfields.renderers import EARLY_STOP_TRANSMITTANCE, INTERACTIVE_TRANSMITTANCE
-from headfields.renderers.camera_paths import resized_cameras
 from headfields.runs import load_run
 from headfields.training.evaluation import render_pixels
 

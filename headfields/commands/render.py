@@ -18,6 +18,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from ..cameras import CAMERA_PATHS, PinholeCameras, camera_path, camera_rig, resized_cameras
 from ..checks import check_memory
 from ..driving import TRANSFERS, drive, is_own_capture
 from ..heads import tracked_head
@@ -26,8 +27,6 @@ from ..networks import products_in
 from ..outputs import hold, probe_folder
 from ..parametric import Head
 from ..progress import Progress
-from ..renderers.camera_paths import CAMERA_PATHS, camera_path, camera_rig, resized_cameras
-from ..renderers.cameras import PinholeCameras
 from ..renderers.volume import EARLY_STOP_TRANSMITTANCE, check_early_stop
 from ..runs import Run, load_run
 from ..training import render_view, save_png

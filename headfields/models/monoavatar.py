@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from ..cameras import Rays
 from ..checks import check_count, check_positive
 from ..decoders import NerfDecoder, NerfDecoderConfig
 from ..deformers import DeformerChain, ErrorCorrectionConfig, ErrorCorrectionField, RigidDeformer, RigidDeformerConfig
@@ -39,7 +40,6 @@ from ..renderers import (
     CPU_SHELL,
     EARLY_STOP_TRANSMITTANCE,
     NerfRender,
-    Rays,
     StratifiedSampler,
     importance_samples,
     nerf_weights_inference,

@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from ..cameras import PinholeCameras, look_at
 from ..checks import check_count, check_positive
 from ..data import FrameSet, Subject, TrackedParams, load_subject, save_insta_dataset
 from ..data.capture_cache import cache_folder
@@ -36,7 +37,6 @@ from ..geometry import TriangleMesh
 from ..parametric import load_model
 from ..parametric.head import Head
 from ..parametric.model import ParametricModel
-from ..renderers.cameras import PinholeCameras, look_at
 from ._appearance import head_appearance
 from ._render import Additions, render_frames
 from .glasses import GLASSES_LABEL, glasses_mesh

@@ -19,6 +19,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from .. import distributed
+from ..cameras import image_pixels, pixel_rays
 from ..checkpoints import (
     CheckpointError,
     RunFolder,
@@ -36,7 +37,6 @@ from ..outputs import atomic_path, write_atomic
 from ..parametric import Head
 from ..perceptual import Lpips, LpipsUnavailable, load_lpips
 from ..progress import Progress, format_seconds
-from ..renderers.cameras import image_pixels, pixel_rays
 from ..tuning import process_tuning
 from .batches import place_frames, ray_batch, restored_generator
 from .config import CHECKPOINT_NAME, CONFIG_NAME, LOG_NAME, TrainingConfig
