@@ -46,6 +46,7 @@ TIERS = {
     "deformers": "parts",
     "encoders": "parts",
     "cameras": "fields",
+    "experimental": "fields",  # opt-in code no device runs by default; nothing in the core imports it
     "fields": "fields",
     "losses": "fields",
     "metrics": "fields",
@@ -167,6 +168,17 @@ def test_imports_go_to_the_same_tier_or_below():
     problems = ["imports from a higher tier (move the code down, or its user up):", *new] if new else []
     problems += ["no longer upward imports; delete them from KNOWN_UPWARD:", *map(str, stale)] if stale else []
     assert not problems, "\n".join(problems)
+
+
+def test_nothing_outside_experimental_imports_it():
+    """headfields.experimental holds what no device runs by default, behind an opt-in a user calls: the library's
+    core never reaches it."""
+    found = [
+        f"{i.path.relative_to(PACKAGE.parent)}:{i.line}: {i.importer} imports {i.imported}"
+        for i in IMPORTS
+        if _top(i.imported) == "experimental" and _top(i.importer) != "experimental"
+    ]
+    assert not found, "\n".join(found)
 
 
 def test_no_import_cycle_between_top_level_packages_and_modules():
