@@ -66,9 +66,9 @@ TIERS = {
     "commands": "apps",
     "driving": "apps",  # reenactment: a trained avatar driven by another capture
     "export": "apps",
+    "media": "apps",  # mp4 videos
     "runs": "apps",
     "splat_ply": "apps",  # splat files
-    "video": "apps",  # media (mp4)
     "viewer": "apps",
     "viewer_camera": "apps",  # the viewer's camera
 }
