@@ -223,7 +223,7 @@ def f():
     from ..models.registry import MODELS
     return importlib.import_module("headfields.runs")
 """
-    names = {name for name, _ in imported_names("headfields.deformers.skinning", False, source)}
+    names = {name for name, _ in imported_names("headfields.deformers.inverse_skinning", False, source)}
     assert names == {
         "headfields.geometry.mesh",
         "typing.TYPE_CHECKING",
