@@ -15,7 +15,7 @@ from ..parametric import load_model
 from ..parametric.tracked_meshes import SubjectModel
 from .frames import SPLITS, FrameSet
 from .insta_reader import composite_images, load_insta_dataset
-from .tracked_meshes import load_tracked_mesh_model
+from .tracked_mesh_reader import load_tracked_mesh_model
 from .trackers import detect_capture_format, load_vhap_dataset
 
 
