@@ -25,7 +25,7 @@ from .model_files import (
     write_synthetic_flame,
     write_synthetic_smplx,
 )
-from .scans import OUT_OF_RANGE_DETAIL, ScanSetConfig, anchor_vertices, nphm_held_out_video, synthetic_scan_set
+from .scan_set import OUT_OF_RANGE_DETAIL, ScanSetConfig, anchor_vertices, nphm_held_out_video, synthetic_scan_set
 from .tracking_noise import LANDMARKS_FOLDER, TrackingNoise, noisy_tracking
 from .video import SyntheticVideoConfig, cached_synthetic_video, make_synthetic_video, synthetic_subject
 
