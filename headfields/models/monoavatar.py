@@ -227,7 +227,7 @@ class MonoAvatar(nn.Module):
             some = torch.randperm(len(out.points), generator=g, device=g.device)[: self.config.correction_samples]
             some = some.to(out.points.device)
             frame = batch.rays.frame[out.samples.ray[some]]
-            in_head = self.field.deformer.deformers[0](out.points[some].detach(), batch.head, frame).points
+            in_head = self.field.deformer.part(RigidDeformer)(out.points[some].detach(), batch.head, frame).points
             terms = self.correction.regularizers(in_head, frame)
             loss = loss + terms.total
             logs.update(elastic=float(terms.elastic.detach()), magnitude=float(terms.magnitude.detach()))
