@@ -3,7 +3,7 @@ dataset format (one loader for real captures and the synthetic video), the reade
 a capture's tracked meshes as its model (no model files needed), :func:`load_subject`, which gives an
 example script its frames and model, and 3D scans for a head prior (:class:`ScanSet`, :func:`sample_scans`,
 :func:`read_scan_folder`). ``python -m headfields inspect CAPTURE`` checks a capture. The
-synthetic video itself is in ``headfields.synthetic``."""
+synthetic video itself, and its subject (``synthetic_subject``), are in ``headfields.synthetic``."""
 
 from ._io import write_obj
 from .capture_cache import clear_capture_cache
