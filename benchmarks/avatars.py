@@ -9,11 +9,10 @@ from pathlib import Path
 
 import torch
 
+from headfields.cameras import image_pixels, pixel_rays, resized_cameras
 from headfields.data import FrameSet
 from headfields.heads import tracked_head
 from headfields.models.gaussian_avatar_run import fit
-from headfields.renderers import image_pixels, pixel_rays
-from headfields.renderers.camera_paths import resized_cameras
 from headfields.training import AvatarModel, TrainingConfig, render_view, train
 
 RENDER_CHUNK = 8192  # rays a render call, as the training loop's evaluation renders

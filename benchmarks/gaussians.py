@@ -21,9 +21,9 @@ import math
 import torch
 from torch import Tensor
 
+from headfields.cameras import PinholeCameras, resized_cameras
 from headfields.heads import tracked_head
-from headfields.renderers import PinholeCameras, rasterize_gaussians
-from headfields.renderers.camera_paths import resized_cameras
+from headfields.renderers import rasterize_gaussians
 from headfields.renderers.gaussians import project_gaussians, sh_colors
 
 from avatars import median_seconds
@@ -34,10 +34,10 @@ DENSE_SIZE = 128  # the dense peer's image: every Gaussian at every pixel grows 
 
 def synthetic_scene(per_face: int, device: torch.device):
     """Gaussians on the synthetic head's first held-out frame, and that frame's camera."""
-    from headfields.data import load_subject
     from headfields.deformers.gaussian_binding import face_frames, matrix_to_quaternion
+    from headfields.synthetic import synthetic_subject
 
-    subject = load_subject(device=device)
+    subject = synthetic_subject(device=device)
     head = tracked_head(subject.parametric, subject.eval)
     frames = face_frames(head.vertices[0], head.faces)
     g = torch.Generator().manual_seed(0)

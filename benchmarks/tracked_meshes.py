@@ -24,7 +24,7 @@ import torch
 from headfields.data import load_subject
 from headfields.models import insta
 from headfields.models.insta import Insta
-from headfields.synthetic import write_insta_capture
+from headfields.synthetic import synthetic_subject, write_insta_capture
 from headfields.training import TrainingConfig, seed_everything
 
 from avatars import train_variant
@@ -45,7 +45,7 @@ def main() -> None:
     args = parser.parse_args()
     out = args.out or Path(tempfile.mkdtemp(prefix="tracked_meshes_"))
 
-    subjects = {"parametric (FLAME parameters, model files)": load_subject()}
+    subjects = {"parametric (FLAME parameters, model files)": synthetic_subject()}
     subjects["tracked meshes (INSTA layout, no model)"] = load_subject(write_insta_capture(out / "capture"))
     if args.model_regions:
         name = "tracked meshes, FLAME's regions (regions.json)"

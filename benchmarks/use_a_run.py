@@ -25,9 +25,9 @@ import trimesh
 
 from headfields.commands import main as command
 from headfields.geometry import TriangleMesh, closest_point
+from headfields.media import video_info
 from headfields.metrics import visible_faces
 from headfields.runs import load_run
-from headfields.video import video_info
 
 FACE_REGIONS = ("skin", "lips")
 

@@ -30,7 +30,6 @@ import torch.nn.functional as F
 from jaxtyping import Bool, Float, Int
 from torch import Tensor, nn
 
-from .decoders import fused_nerf
 from .deformers import Canonical, Deformer
 from .encoders import LatentCodes, LatentCodesConfig
 from .parametric import Head
@@ -157,8 +156,8 @@ class RegionExpression(nn.Module):
 
     def rows(self, canonical: Canonical, head: Head, frame: Int[Tensor, " S"]) -> tuple[Float[Tensor, "T C"], Int[Tensor, " S"]]:
         """The condition as a table and each sample's row of it: the frames' first ``dims`` coefficients (in the
-        head's dtype), then a row of ``outside`` (the last). ``forward`` gathers them; :class:`NerfField` hands them
-        to the fused decoder (``decoders.fused_nerf``), which gathers them itself."""
+        head's dtype), then a row of ``outside`` (the last); ``forward`` gathers them (the experimental fused decoder,
+        ``experimental.fused_nerf.fused_decode``, can take the table and the rows and gather them itself)."""
         table = head.expression[:, : self.dim]
         if self.faces is None:
             return table, frame
@@ -297,24 +296,11 @@ class NerfField(nn.Module):
     ) -> FieldOutput:
         canonical = _deform(self.deformer, x, dirs, frame, head)
         features = self.encode(canonical, head, frame)
-        index = None
-        if self.condition is None:
-            cond = None
-        elif hasattr(self.condition, "rows") and fused_nerf.fuses(self.decoder, features):
-            cond, index = self.condition.rows(canonical, head, frame)  # the fused kernel gathers a sample's row itself
-            cond = cond.to(features.dtype)
-        else:
-            cond = self.condition(canonical, head, frame)
-        if dirs is None and index is None:
+        cond = None if self.condition is None else self.condition(canonical, head, frame)
+        if dirs is None:
             density, rgb = self.decoder.density(features, cond), None
-        elif dirs is None:
-            density, rgb = fused_nerf.fused_density(self.decoder, features, cond, index), None
         else:
-            encoded = self.directions(canonical.dirs)
-            if index is None:
-                out = self.decoder(features, encoded, cond)
-            else:
-                out = fused_nerf.fused_decode(self.decoder, features, encoded, cond, index)
+            out = self.decoder(features, self.directions(canonical.dirs), cond)
             density, rgb = out.density, out.rgb
         return FieldOutput(canonical=canonical, rgb=rgb, density=density * canonical.valid)
 

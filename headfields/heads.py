@@ -17,10 +17,10 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from .cameras import Rays
 from .data import FrameSet
 from .geometry import ray_intersect
 from .parametric import Head, SubjectModel, TrackedMeshModel
-from .renderers.cameras import Rays
 
 __all__ = ["MOUTH_REGIONS", "mesh_depth", "present_regions", "tracked_head"]
 

@@ -29,7 +29,7 @@ from .ema import ExponentialMovingAverage
 from .heads import tracked_head
 from .models.registry import build_model, model_entry
 from .parametric import Head
-from .synthetic import SyntheticVideoConfig
+from .synthetic import SyntheticVideoConfig, synthetic_subject
 from .training import CHECKPOINT_NAME, CONFIG_NAME, TrainingConfig
 
 __all__ = ["Run", "RunConfig", "SubjectSource", "load_run", "read_run_config", "train_run"]
@@ -58,10 +58,12 @@ class SubjectSource:
                 object.__setattr__(self, name, str(Path(value).expanduser().absolute()))
 
     def load(self, device: str | torch.device | None = None) -> Subject:
-        return load_subject(
-            self.data, self.model, self.eval_split, video=self.video, model_type=self.model_type, device=device,
-            regions=self.regions,
-        )  # fmt: skip
+        options = dict(
+            model=self.model, eval_split=self.eval_split, model_type=self.model_type, device=device, regions=self.regions
+        )
+        if self.data is None:  # no capture folder: the synthetic video, as config.json has always meant
+            return synthetic_subject(self.video, **options)
+        return load_subject(self.data, **options)
 
 
 @dataclass(frozen=True)

@@ -26,9 +26,9 @@ import torch.nn.functional as F
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
+from .cameras import PinholeCameras, image_rays
 from .checks import check_count, check_float, check_int, check_nonzero_rows, check_positive
 from .geometry import TriangleMesh, closest_point, face_normals, ray_intersect
-from .renderers.cameras import PinholeCameras, image_rays
 
 __all__ = [
     "FACE_REGIONS",

@@ -1,4 +1,4 @@
-"""The viewer's camera: viser's browser camera as :class:`~headfields.renderers.PinholeCameras`, and the size of
+"""The viewer's camera: viser's browser camera as :class:`~headfields.cameras.PinholeCameras`, and the size of
 the image to render for it from the measured render speed (:func:`frame_pixels`)."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .renderers.cameras import PinholeCameras
+from .cameras import PinholeCameras
 
 __all__ = ["MIN_PIXELS", "MOVING_PIXELS", "MOVING_SECONDS", "RESTING_PIXELS", "RESTING_SECONDS", "frame_pixels", "viser_camera"]
 

@@ -27,7 +27,7 @@ def test_write_your_own_avatar_trains_as_written(tiny_video, tmp_path):
     assert len(losses) == 4 and losses[-1] < losses[0], losses  # steps 1, 10, 20, 30: it learns
     assert any(line.startswith("final  psnr") for line in lines)  # the log object got the loop's lines
     # The second block names what the first defines and the loop's entry points.
-    assert "train(MyAvatar(" in blocks[1] and "load_subject()" in blocks[1]
+    assert "train(MyAvatar(" in blocks[1] and "synthetic_subject()" in blocks[1]
 
 
 class _Lines:

@@ -12,15 +12,7 @@ import torch.nn.functional as F
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from headfields.renderers import (
-    CAMERA_PATHS,
-    CameraRig,
-    PinholeCameras,
-    camera_path,
-    camera_rig,
-    project_points,
-    resized_cameras,
-)
+from headfields.cameras import CAMERA_PATHS, CameraRig, PinholeCameras, camera_path, camera_rig, project_points, resized_cameras
 
 from helpers import raises_naming
 

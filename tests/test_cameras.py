@@ -12,7 +12,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from headfields.renderers import (
+from headfields.cameras import (
     PinholeCameras,
     focal_from_fov,
     image_pixels,

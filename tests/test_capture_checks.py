@@ -16,11 +16,11 @@ import pytest
 import torch
 from PIL import Image
 
+from headfields.cameras import PinholeCameras, look_at
 from headfields.data import FrameSet, TrackedParams, load_insta_dataset, load_subject, save_insta_dataset
 from headfields.data.capture_checks import HEAD_SIZE
 from headfields.data.inspect import inspect_capture
 from headfields.data.trackers import load_imavatar_dataset, load_vhap_dataset
-from headfields.renderers import PinholeCameras, look_at
 from headfields.synthetic import write_synthetic_flame
 
 W = H = 16

@@ -20,10 +20,10 @@ from headfields.commands import main
 from headfields.commands import render as render_command
 from headfields.data import load_insta_dataset, save_insta_dataset
 from headfields.export import field_mesh
+from headfields.media import read_video, video_info
 from headfields.metrics import psnr
 from headfields.runs import load_run
 from headfields.synthetic import SyntheticVideoConfig, make_synthetic_video
-from headfields.video import read_video, video_info
 
 
 def _summary(capsys) -> dict:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from headfields.decoders.fused_nerf import BLOCK_THREADS, _kernel, _shape
+from headfields.experimental.fused_nerf import BLOCK_THREADS, _kernel, _shape
 from headfields.models.insta import Insta, cpu_config, paper_config
 from headfields.parametric import load_model
 

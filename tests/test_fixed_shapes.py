@@ -11,12 +11,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from tiny_configs import TINY_INSTA, TINY_MONOAVATAR
 
+from headfields.cameras import image_rays
 from headfields.heads import tracked_head
 from headfields.models.insta import Insta
 from headfields.models.monoavatar import MonoAvatar
 from headfields.parametric import load_model
 from headfields.renderers import EARLY_STOP_TRANSMITTANCE, PackedSamples, SampleCount, SampleSlots, SlotSamples
-from headfields.renderers.cameras import image_rays
 from headfields.training import OptimizerConfig, StepOutput, TrainingConfig, train
 from headfields.training.host_copy import READ_LAG, HostCopy
 from headfields.training.sample_budget import MAX_MARCH_SLOTS, SampleBudget

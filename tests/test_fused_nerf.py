@@ -1,5 +1,6 @@
-"""The NeRF decoder's fused inference kernel (decoders.fused_nerf): against the decoder's layers in float64, where it
-runs and where it declines, its weights kept in step with the parameters, and a whole INSTA frame through it."""
+"""The NeRF decoder's fused inference kernel (experimental.fused_nerf, opted in by fused_inference): against the decoder's layers
+in float64, where it runs and where it declines, its weights kept in step with the parameters, and a whole INSTA frame through
+it."""
 
 import copy
 import math
@@ -10,7 +11,8 @@ import pytest
 import torch
 from tiny_configs import TINY_INSTA
 
-from headfields.decoders import NerfDecoder, NerfDecoderConfig, fused_nerf
+from headfields.decoders import NerfDecoder, NerfDecoderConfig
+from headfields.experimental import fused_nerf
 from headfields.heads import tracked_head
 from headfields.models.insta import Insta
 from headfields.networks import reduced_precision
@@ -57,8 +59,8 @@ def inputs(dec: NerfDecoder, n: int, device):
 CPU = torch.device("cpu")
 
 
-def fused_on(device):
-    return mock.patch.object(fused_nerf, "FUSED_DEVICE_TYPES", (device.type,))
+def fused_on(dec: NerfDecoder):
+    return fused_nerf.fused_inference(dec)
 
 
 @pytest.mark.parametrize("name", list(SHAPES))
@@ -70,7 +72,7 @@ def test_fused_decoder_matches_its_layers_in_float64(name):
     # No rows, one, a tile and one more, and many tiles with a partial last one (TILE_ROWS = 64).
     for n in (0, 1, fused_nerf.TILE_ROWS + 1, 1000):
         features, dirs, cond = inputs(dec, n, device)
-        with torch.no_grad(), fused_on(device):
+        with torch.no_grad(), fused_on(dec):
             assert fused_nerf.fuses(dec, features)
             out = dec(features, dirs, cond)
             density = dec.density(features, cond)
@@ -130,7 +132,7 @@ def test_fused_softplus_keeps_tiny_densities():
         dec.density_net[-1].weight[0] = 0.0
         dec.density_net[-1].bias[0] = -30.0  # every raw density -30: softplus = log1p(e^-30) = 9.36e-14
         features, _, _ = inputs(dec, 64, device)
-        with fused_on(device):
+        with fused_on(dec):
             density = dec.density(features)
     torch.testing.assert_close(density, torch.full_like(density, math.log1p(math.exp(-30.0))), rtol=1e-6, atol=0)
 
@@ -140,17 +142,22 @@ def test_fused_decoder_declines_where_it_does_not_apply():
     dec = decoder("insta", device)
     features, dirs, cond = inputs(dec, 40, device)
     with torch.no_grad():
-        assert not fused_nerf.fuses(dec, features)  # no device named: the default
-        with fused_on(device):
-            assert fused_nerf.fuses(dec, features)
-            shallow = NerfDecoder(4, 3, 0, NerfDecoderConfig(hidden_dim=8, density_layers=0)).to(device)
+        with fused_on(dec):
+            assert fused_nerf.fuses(dec, features) and "forward" in vars(dec)
+            with pytest.raises(ValueError, match="^decoder: already"):
+                fused_on(dec).__enter__()
+        assert not {"forward", "density"} & vars(dec).keys()  # out of the block: the decoder's own layers, the default
+        shallow = NerfDecoder(4, 3, 0, NerfDecoderConfig(hidden_dim=8, density_layers=0)).to(device)
+        with fused_on(shallow):
             assert not fused_nerf.fuses(shallow, torch.zeros(2, 4, device=device))
             assert shallow(torch.zeros(2, 4, device=device), torch.zeros(2, 3, device=device)).rgb.shape == (2, 3)
-            assert not fused_nerf.fuses(copy.deepcopy(dec).double(), features.double())
-    with fused_on(device):
+        assert not fused_nerf.fuses(copy.deepcopy(dec).double(), features.double())
+    with fused_on(dec):
         assert not fused_nerf.fuses(dec, features)  # autograd on: training keeps torch's layers
         out = dec(features, dirs, cond)
     assert out.density.requires_grad
+    with raises_naming("decoder"):
+        fused_on(torch.nn.Linear(2, 2)).__enter__()  # only a NerfDecoder opts in
 
 
 def bfloat16_layers(dec: NerfDecoder, features, dirs, cond):
@@ -181,7 +188,7 @@ def test_fused_decoder_in_reduced_precision_rounds_as_the_layers_do(device, name
     raw, rgb = bfloat16_layers(dec, features, dirs, cond)
     with torch.no_grad():
         full = dec(features, dirs, cond)  # float32 products
-        with fused_on(device), reduced_precision():
+        with fused_on(dec), reduced_precision():
             with mock.patch.object(fused_nerf, "_product_dtype", lambda x, reducible: torch.bfloat16):
                 reduced = dec(features, dirs, cond)
             torch_reduces = fused_nerf._product_dtype(features, True) is not None  # this device's bfloat16 products
@@ -205,7 +212,7 @@ def test_cuda_refuses_the_float32_kernel():
     cuda = torch.device("cuda")  # no index: torch's current device
     dec = decoder("insta", cuda)
     features, dirs, cond = inputs(dec, 100, cuda)
-    with torch.no_grad(), fused_on(cuda):
+    with torch.no_grad(), fused_on(dec):
         assert not fused_nerf.fuses(dec, features)
         with pytest.raises(ValueError, match="^decoder: expected reduced_precision"):
             fused_nerf.fused_decode(dec, features, dirs, cond)
@@ -221,7 +228,7 @@ def test_cuda_refuses_the_float32_kernel():
 def test_fused_decoder_checks_its_input_as_the_layers_do(device):
     dec = decoder("insta", device)
     features, dirs, cond = inputs(dec, 8, device)
-    with torch.no_grad(), fused_on(device):
+    with torch.no_grad(), fused_on(dec):
         with raises_naming("cond"):
             dec(features, dirs, None)
         with raises_naming("dirs_encoded"):
@@ -237,20 +244,20 @@ def test_fused_weights_follow_the_parameters():
     dec = decoder("insta", device)
     features, dirs, cond = inputs(dec, 50, device)
     optimiser = torch.optim.Adam(dec.parameters(), lr=1e-2, fused=True)
-    with torch.no_grad(), fused_on(device):
+    with torch.no_grad(), fused_on(dec):
         before = dec(features, dirs, cond).rgb
     (dec(features, dirs, cond).rgb - 0.5).square().sum().backward()  # autograd on: torch's layers
     optimiser.step()
     with torch.no_grad():
-        with fused_on(device):
+        with fused_on(dec):
             stepped = dec(features, dirs, cond).rgb
         layers_stepped = dec(features, dirs, cond).rgb  # the layers themselves, unfused
         dec.color_net[-1].bias.add_(1.0)  # in place, under no_grad
-        with fused_on(device):
+        with fused_on(dec):
             edited = dec(features, dirs, cond).rgb
         layers_edited = dec(features, dirs, cond).rgb
         dec.load_state_dict(decoder("insta", device).state_dict())  # a checkpoint's load
-        with fused_on(device):
+        with fused_on(dec):
             again = dec(features, dirs, cond).rgb
     assert (stepped - before).abs().max() > 1e-3 and (edited - stepped).abs().max() > 1e-3
     torch.testing.assert_close(stepped, layers_stepped, rtol=0, atol=2e-6)
@@ -274,15 +281,15 @@ def test_fused_decoder_renders_an_insta_frame_as_the_layers_do(tiny_video):
     model = tiny_insta(test, device)
     model.sampler.grid.binary.fill_(True)  # every cell: the whole box marched
     layers = render_image(model, test, 0, 4096, device)  # on the CPU, clamped to [0, 1]
-    with fused_on(device):
+    with fused_on(model.field.decoder):
         fused = render_image(model, test, 0, 4096, device)
     assert (layers - torch.tensor(model.config.background)).abs().amax() > 0.05  # a field seen, not the background
     torch.testing.assert_close(fused, layers, rtol=0, atol=1e-5)
 
 
 def test_an_insta_fields_density_alone_is_the_layers(tiny_video):
-    """NerfField without directions (the occupancy grid's refresh): the fused density from the lips condition's rows,
-    against the layers on the gathered condition, at points around the posed head (some on lips faces, most not)."""
+    """NerfField without directions (the occupancy grid's refresh): the fused density of the lips condition's rows,
+    against the layers, at points around the posed head (some on lips faces, most not)."""
     device = CPU
     _, test = tiny_video
     model = tiny_insta(test, device)
@@ -293,7 +300,7 @@ def test_an_insta_fields_density_alone_is_the_layers(tiny_video):
     frame = torch.zeros(500, dtype=torch.long, device=device)
     with torch.no_grad():
         layers = model.field(x, None, frame, head)
-        with fused_on(device):
+        with fused_on(model.field.decoder):
             fused = model.field(x, None, frame, head)
         table, index = model.field.condition.rows(layers.canonical, head, frame)
     lips = index != table.shape[0] - 1

@@ -13,7 +13,7 @@ import math
 import pytest
 import torch
 
-from headfields.renderers import PinholeCameras, look_at
+from headfields.cameras import PinholeCameras, look_at
 from headfields.renderers.gaussians import BLUR, project_gaussians, rasterize_gaussians
 
 TILE = 16

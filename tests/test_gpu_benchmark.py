@@ -211,7 +211,7 @@ def test_larger_rounds_variant_takes_fewer_rounds(fallback_run, tool_script, mon
     rays times the cap, so that the cap, not the least round, sets the rounds (the budget of 2^18 would let 576 rays
     take 57 steps each either way), and both settings are put back after."""
     import headfields.renderers.inference as inference
-    from headfields.renderers.camera_paths import resized_cameras
+    from headfields.cameras import resized_cameras
     from headfields.runs import load_run
 
     variants = tool_script("frame_variants")

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from headfields.cameras import PinholeCameras, look_at, pixel_rays
 from headfields.data import INSTA_FACE_PARSING, load_insta_dataset
 from headfields.geometry import TriangleMesh, closest_point, ray_intersect
 from headfields.parametric import load_model
-from headfields.renderers.cameras import PinholeCameras, look_at, pixel_rays
 from headfields.synthetic import (
     GLASSES_LABEL,
     HAIR_VOLUME_LABEL,

@@ -10,6 +10,7 @@ import math
 import pytest
 import torch
 
+from headfields.cameras import Rays
 from headfields.checkpoints import load_checkpoint
 from headfields.decoders import AnchorSdfConfig, AppearanceConfig, SdfMlpConfig
 from headfields.deformers import HyperDeformerConfig
@@ -19,7 +20,7 @@ from headfields.models.hyper_neus import HyperNeusAvatar, HyperNeusConfig, cpu_c
 from headfields.models.hyper_neus_landmarks import posed_landmarks
 from headfields.models.hyper_neus_tracking import TrackingConfig, frame_error, track_frame
 from headfields.parametric import load_model
-from headfields.renderers import NeusSampler, Rays
+from headfields.renderers import NeusSampler
 from headfields.training import OptimizerConfig, TrainingConfig, build_optimizer, ray_batch, set_learning_rate, train
 
 from helpers import raises_naming

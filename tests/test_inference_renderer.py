@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from test_denormals import MANY, kept, product_of_denormals
 from tiny_configs import TINY_INSTA, TINY_MONOAVATAR, TINY_PORTRAIT
 
+from headfields.cameras import Rays, image_pixels, image_rays, pixel_rays
 from headfields.checks import trusted_values
 from headfields.deformers import Canonical
 from headfields.fields import FieldOutput
@@ -27,13 +28,9 @@ from headfields.parametric import load_model
 from headfields.renderers import (
     INTERACTIVE_TRANSMITTANCE,
     PackedSamples,
-    Rays,
     composite,
-    image_pixels,
-    image_rays,
     inference,
     nerf_weights_inference,
-    pixel_rays,
     render_nerf_inference,
     render_neus,
     render_neus_inference,

@@ -15,6 +15,7 @@ import torch
 import trimesh
 from PIL import Image
 
+from headfields.cameras import PinholeCameras, look_at, pixel_rays
 from headfields.data import (
     DEFAULT_INTEGER_DEPTH_SCALE,
     INSTA_FACE_PARSING,
@@ -23,7 +24,6 @@ from headfields.data import (
     load_insta_dataset,
     save_insta_dataset,
 )
-from headfields.renderers import PinholeCameras, look_at, pixel_rays
 
 from helpers import raises_naming
 

@@ -178,7 +178,7 @@ def test_numpy_integers_are_accepted_for_counts_and_frames():
 def test_meshes_and_cameras_check_frame_arguments_alike():
     """TriangleMesh.frame_index and the camera ray functions share one check: the same frame arguments pass,
     the same bad ones fail with the same message naming the argument."""
-    from headfields.renderers import PinholeCameras, look_at, pixel_rays
+    from headfields.cameras import PinholeCameras, look_at, pixel_rays
 
     v, f = box()
     mesh = TriangleMesh(torch.stack([v, 2 * v]), f)

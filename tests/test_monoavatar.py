@@ -12,6 +12,7 @@ import pytest
 import torch
 from tiny_configs import TINY_MONOAVATAR
 
+from headfields.cameras import Rays
 from headfields.checkpoints import load_checkpoint
 from headfields.encoders import UVCodeDecoderConfig
 from headfields.encoders.mesh_features import FEATURE_KINDS
@@ -19,7 +20,7 @@ from headfields.encoders.vertex_features import CodeBroadcastVertexFeatures, Cod
 from headfields.heads import tracked_head
 from headfields.models.monoavatar import MonoAvatar, MonoAvatarConfig, cpu_config, paper_config
 from headfields.parametric import load_model
-from headfields.renderers import Rays, render_nerf
+from headfields.renderers import render_nerf
 from headfields.renderers.hierarchical import merge_samples
 from headfields.training import OptimizerConfig, TrainingConfig, ray_batch, train
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from headfields.cameras import image_pixels, pixel_rays, project_points
 from headfields.checkpoints import load_checkpoint
 from headfields.data import load_subject
 from headfields.data.ibug import ANCHOR_LANDMARK_PAIRS, ANCHOR_PAIR_WEIGHTS
@@ -28,7 +29,6 @@ from headfields.models.neus_tracking import PosedPoints, detected_landmarks, lan
 from headfields.models.nphm import Nphm, save_prior
 from headfields.models.registry import MODELS
 from headfields.parametric import load_model
-from headfields.renderers import image_pixels, pixel_rays, project_points
 from headfields.runs import RunConfig, SubjectSource, load_run, train_run
 from headfields.synthetic import (
     ScanSetConfig,

@@ -8,12 +8,13 @@ import pytest
 import torch
 from torch import nn
 
+from headfields.cameras import Rays
 from headfields.decoders import AppearanceConfig, SdfMlpConfig
 from headfields.heads import present_regions, tracked_head
 from headfields.models.mixes import triangle_neus
 from headfields.models.neus_avatar import NeusAvatarConfig
 from headfields.parametric import load_model
-from headfields.renderers import NeusSampler, Rays
+from headfields.renderers import NeusSampler
 from headfields.training import OptimizerConfig, build_optimizer, ray_batch, set_learning_rate
 
 from helpers import raises_naming

@@ -23,9 +23,9 @@ from headfields import outputs
 from headfields.commands import ctrl_c_kept, main
 from headfields.configs import CLASS_KEY, config_classes, config_from_dict, register_config
 from headfields.export import write_ply
+from headfields.media import video_info, write_video
 from headfields.outputs import OutputBusyError, atomic_path, hold, is_temporary, probe_folder, write_atomic
 from headfields.runs import RunConfig, read_run_config
-from headfields.video import video_info, write_video
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -12,12 +12,12 @@ import trimesh
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from headfields.cameras import Rays
 from headfields.geometry import TriangleMesh, uv_sphere
 from headfields.renderers import (
     OccupancyGrid,
     OccupancySampler,
     PackedSamples,
-    Rays,
     StratifiedSampler,
     mesh_guided_filter,
     ray_aabb,

@@ -367,7 +367,8 @@ def test_compositing_an_overflowing_density_hides_only_its_own_ray():
 
 
 def test_zero_direction_rays_are_refused_and_the_camera_centre_projects_finitely():
-    from headfields.renderers import OccupancyGrid, PinholeCameras, project_points, stratified_samples
+    from headfields.cameras import PinholeCameras, project_points
+    from headfields.renderers import OccupancyGrid, stratified_samples
 
     origins, dirs = torch.zeros(2, 3), torch.tensor([[0.0, 0.0, 1.0], [0.0, 0.0, 0.0]])
     with raises_naming("dirs"):

@@ -9,12 +9,13 @@ import pytest
 import torch
 from tiny_configs import TINY_INSTA
 
+from headfields.cameras import Rays
 from headfields.deformers import Canonical
 from headfields.fields import FieldOutput
 from headfields.heads import tracked_head
 from headfields.models.insta import Insta
 from headfields.parametric import load_model
-from headfields.renderers import EARLY_STOP_TRANSMITTANCE, PackedSamples, Rays, render_nerf
+from headfields.renderers import EARLY_STOP_TRANSMITTANCE, PackedSamples, render_nerf
 from headfields.training import OptimizerConfig, SampleCount, StepOutput, TrainingConfig, train
 
 from helpers import raises_naming

@@ -5,9 +5,9 @@ import math
 import pytest
 import torch
 
+from headfields.cameras import PinholeCameras, look_at, project_points
 from headfields.geometry import face_normals, head_proxy, uv_sphere
 from headfields.geometry.triangles import closest_point_on_triangle
-from headfields.renderers.cameras import PinholeCameras, look_at, project_points
 from headfields.scan_evaluation import (
     DepthScan,
     Similarity,

@@ -16,12 +16,12 @@ import torch
 import trimesh
 from scipy.spatial import cKDTree
 
+from headfields.cameras import pixel_rays
 from headfields.data import ScanSet, load_insta_dataset, read_scan_folder, sample_scans
 from headfields.data.ibug import ANCHOR_LANDMARK_PAIRS
 from headfields.data.scans import read_ply
 from headfields.geometry import TriangleMesh, face_normals, ray_intersect, uv_sphere
 from headfields.parametric import load_model
-from headfields.renderers.cameras import pixel_rays
 from headfields.synthetic import (
     OUT_OF_RANGE_DETAIL,
     PersonalDetailConfig,

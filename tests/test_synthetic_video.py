@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from headfields.cameras import pixel_rays, project_points
 from headfields.data import load_insta_dataset
 from headfields.geometry import TriangleMesh, ray_intersect
 from headfields.parametric import load_model
-from headfields.renderers.cameras import pixel_rays, project_points
 from headfields.synthetic import SYNTHETIC_EXPRESSIONS, cached_synthetic_video
 from headfields.synthetic._appearance import head_appearance
 from headfields.synthetic.video import EXPRESSION_CHANNELS, SyntheticVideoConfig, _orbit_yaw, make_synthetic_video

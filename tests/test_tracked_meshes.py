@@ -21,7 +21,7 @@ from headfields.commands import main
 from headfields.data import INSTA_FACE_PARSING, load_insta_dataset, load_subject
 from headfields.data._io import read_obj
 from headfields.data.inspect import inspect_capture
-from headfields.data.tracked_meshes import read_region_file, regions_from_segmentation
+from headfields.data.tracked_mesh_reader import read_region_file, regions_from_segmentation
 from headfields.encoders import UVCodeDecoderConfig
 from headfields.heads import tracked_head
 from headfields.models import insta

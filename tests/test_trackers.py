@@ -15,6 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
+from headfields.cameras import PinholeCameras, look_at, project_points
 from headfields.data import FrameSet, load_insta_dataset, load_subject, save_insta_dataset
 from headfields.data.trackers import (
     IMAVATAR_JSON,
@@ -25,7 +26,6 @@ from headfields.data.trackers import (
 )
 from headfields.heads import tracked_head
 from headfields.parametric import load_model
-from headfields.renderers import PinholeCameras, look_at, project_points
 from headfields.synthetic import write_synthetic_flame
 
 from helpers import raises_naming

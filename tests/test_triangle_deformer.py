@@ -420,6 +420,12 @@ def test_chain_runs_deformers_in_turn():
     assert torch.equal(out.face, alone.face.masked_fill(~out.valid, -1))
     with raises_naming("deformers"):
         DeformerChain(_Offset(hyper=1), first)(x, head, frame, dirs)
+    chain = DeformerChain(first, _Offset(hyper=2))  # a part found by its type, wherever it sits
+    assert chain.part(TriangleFrameDeformer) is first and chain.part(_Offset) is chain.deformers[1]
+    with raises_naming("kind"):
+        DeformerChain(_Offset(), _Offset()).part(_Offset)  # two: which one is ambiguous
+    with raises_naming("kind"):
+        chain.part(torch.nn.Linear)
 
 
 def test_bad_input_names_the_argument():

@@ -11,17 +11,8 @@ from hypothesis import strategies as st
 from scipy.spatial.transform import Rotation
 from scipy.stats import chisquare
 
-from headfields.renderers import (
-    BACK,
-    FRONT,
-    SIDE,
-    PinholeCameras,
-    balanced_frames,
-    look_at,
-    sample_pixels_balanced,
-    view_angles,
-    view_bins,
-)
+from headfields.cameras import PinholeCameras, look_at
+from headfields.renderers import BACK, FRONT, SIDE, balanced_frames, sample_pixels_balanced, view_angles, view_bins
 
 from helpers import raises_naming
 

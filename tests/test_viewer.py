@@ -20,9 +20,9 @@ import torch
 
 pytest.importorskip("viser")
 
+from headfields.cameras import look_at, project_points  # noqa: E402
 from headfields.heads import tracked_head  # noqa: E402
 from headfields.renderers import EARLY_STOP_TRANSMITTANCE, INTERACTIVE_TRANSMITTANCE  # noqa: E402
-from headfields.renderers.cameras import look_at, project_points  # noqa: E402
 from headfields.runs import load_run  # noqa: E402
 from headfields.viewer import (  # noqa: E402
     THREAD_PREFIX,

@@ -1,4 +1,4 @@
-"""INSTA's fused decoder kernels (``decoders.fused_nerf``) compiled for a GPU ahead of time, on any machine: Warp ships
+"""INSTA's fused decoder kernels (``experimental.fused_nerf``) compiled for a GPU ahead of time, on any machine: Warp ships
 NVRTC and cuBLASDx, so no GPU is needed. For each kernel: whether it builds for the architecture, how long the compile
 took, and the shared memory a block asks against what the architecture lets a block have.
 
@@ -36,8 +36,8 @@ def decoder_shape(recipe: str):
     """The ``fused_nerf`` shape of INSTA's decoder as ``recipe``'s config builds it (the model's own arithmetic:
     the hash grid's width, the spherical harmonics', the expression's)."""
     from headfields.decoders import NerfDecoder
-    from headfields.decoders.fused_nerf import _shape
     from headfields.encoders import HashGrid, SphericalHarmonics
+    from headfields.experimental.fused_nerf import _shape
     from headfields.models.insta import cpu_config, paper_config
 
     c = paper_config() if recipe == "paper" else cpu_config()
@@ -48,7 +48,7 @@ def decoder_shape(recipe: str):
 def fits(shared_bytes: int, arch: int) -> bool:
     """Whether a block asking ``shared_bytes`` for its tiles fits ``arch``, by ``fused_nerf``'s own rule (the rule that
     picks its tile on a GPU); an architecture the table does not name raises."""
-    from headfields.decoders.fused_nerf import _fits_block
+    from headfields.experimental.fused_nerf import _fits_block
 
     if arch not in BLOCK_SHARED_KB:
         raise ValueError(f"arch: expected one of {sorted(BLOCK_SHARED_KB)}, got {arch}")
@@ -60,7 +60,7 @@ def build(recipe: str, archs: list[int], rows: list[int], cache: Path | None) ->
     none where the cache had them); a row each, a kernel that does not build named with its error."""
     import warp as wp
 
-    from headfields.decoders.fused_nerf import BLOCK_THREADS, _kernel
+    from headfields.experimental.fused_nerf import BLOCK_THREADS, _kernel
 
     shape, out = decoder_shape(recipe), []
     for arch in archs:

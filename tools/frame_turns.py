@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from headfields.renderers.camera_paths import resized_cameras
+from headfields.cameras import resized_cameras
 from headfields.runs import load_run
 from headfields.training.evaluation import render_pixels
 

@@ -26,7 +26,7 @@ The variants, each a question a GPU has not answered yet (docs/results.md, "INST
   nearest point is an edge or a vertex, its faces tie and the tree picks one: a slightly different image. The CPU
   searches its own wide BVH, so there the variant changes nothing but the build;
 - **fused decoder**: the density and colour MLPs in one Warp kernel a tile of samples
-  (``decoders.fused_nerf``, on the run's device: ``FUSED_DEVICE_TYPES``) instead of torch's layers, their
+  (``experimental.fused_nerf``, the run's decoder opted in by ``fused_inference``) instead of torch's layers, their
   concatenations and activations (the H200's products, ReLUs and concatenations: a quarter of its frame); the viewer's
   frame with its hidden layers' products on bfloat16 tiles, as torch's layers round them. The same image within
   float32 (bfloat16) rounding. On CUDA, which refuses the kernel's float32 products (wrong there for INSTA's
@@ -59,14 +59,14 @@ import torch
 
 import headfields.geometry.mesh as mesh_module
 import headfields.renderers.inference as inference
-from headfields.decoders import fused_nerf
+from headfields.cameras import resized_cameras
 from headfields.encoders import HashGrid
+from headfields.experimental import fused_nerf
 from headfields.heads import tracked_head
 from headfields.metrics import psnr
 from headfields.networks import products_in
 from headfields.parametric import Head
 from headfields.renderers import EARLY_STOP_TRANSMITTANCE, INTERACTIVE_TRANSMITTANCE
-from headfields.renderers.camera_paths import resized_cameras
 from headfields.runs import load_run
 from headfields.training.evaluation import render_pixels
 
@@ -127,8 +127,7 @@ def _half_table(run) -> Iterator[Head]:
 def _fused(rows: int) -> Variant:
     @contextlib.contextmanager
     def fused(run) -> Iterator[Head]:
-        device = run.model.field.decoder.density_net[0].weight.device.type
-        with module_settings(fused_nerf, FUSED_DEVICE_TYPES=(device,), TILE_ROWS=rows):
+        with module_settings(fused_nerf, TILE_ROWS=rows), fused_nerf.fused_inference(run.model.field.decoder):
             yield run.eval_head
 
     return fused

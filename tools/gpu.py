@@ -37,7 +37,7 @@ status is 1 if any step failed or was skipped:
    checkout's renderers on the same run too (render.py's A/B: the previous code in the same call, the two taking
    turns); then ``tools/frame_variants.py`` on the same run: the 512² frame under each knob a GPU has yet to
    settle (the rounds' size, a float16 hash table, BVH leaves of 2 and 8 triangles), interleaved; then, in a call of
-   its own, the fused decoder (``decoders.fused_nerf``) against "as is";
+   its own, the fused decoder (``experimental.fused_nerf``) against "as is";
 5. on CUDA only, every other example (the paper models and the mixes, each at its default recipe on CUDA) and
    ``benchmarks/ablations/nphm.py`` for ``--example-minutes`` each (default 0: left out) into ``OUT/examples/``: a
    check that each CUDA path trains and evaluates, with its it/s, peak memory and held-out PSNR (a minute is far

@@ -29,7 +29,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 import headfields.kernels as kernels
-from headfields.renderers.camera_paths import resized_cameras
+from headfields.cameras import resized_cameras
 from headfields.runs import load_run
 
 from calls import counted_calls

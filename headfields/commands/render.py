@@ -19,6 +19,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from ..backends.cpu.process_tuning import process_tuning
+from ..cameras import CAMERA_PATHS, PinholeCameras, camera_path, camera_rig, resized_cameras
 from ..checks import check_memory
 from ..driving import TRANSFERS, drive, is_own_capture
 from ..heads import tracked_head
@@ -27,8 +28,6 @@ from ..networks import products_in
 from ..outputs import hold, probe_folder
 from ..parametric import Head
 from ..progress import Progress
-from ..renderers.camera_paths import CAMERA_PATHS, camera_path, camera_rig, resized_cameras
-from ..renderers.cameras import PinholeCameras
 from ..renderers.volume import EARLY_STOP_TRANSMITTANCE, check_early_stop
 from ..runs import Run, load_run
 from ..training import render_view, save_png
@@ -192,7 +191,7 @@ def plan_render(run: Run, args: argparse.Namespace) -> RenderPlan:
 def render(args: argparse.Namespace) -> dict:
     """The ``render`` command: writes the video (and the PNGs), prints and returns a summary.
 
-    The video is written whole (:class:`~headfields.video.VideoWriter`): an interrupted or failed render leaves the
+    The video is written whole (:class:`~headfields.media.VideoWriter`): an interrupted or failed render leaves the
     previous file at ``--out``, or none. Its folder is probed and the output held (:func:`headfields.outputs.hold`)
     before the run is loaded: a read-only folder, a full disk or a second render into the same file fails at once. On
     the CPU the frames render with freed memory kept in the process (``--keep-freed-memory``, put back after)."""
@@ -254,9 +253,9 @@ def _render(run: Run, plan: RenderPlan, out: Path, args: argparse.Namespace, Vid
 
 
 def _video():
-    """headfields.video's writer and reader, imported here: ``export`` and ``view`` work without a usable PyAV."""
+    """headfields.media's writer and reader, imported here: ``export`` and ``view`` work without a usable PyAV."""
     try:
-        from ..video import VideoWriter, video_frames
-    except (ImportError, AttributeError) as error:  # no PyAV, or one older than the APIs video.py uses
+        from ..media import VideoWriter, video_frames
+    except (ImportError, AttributeError) as error:  # no PyAV, or one older than the APIs media.py uses
         raise ImportError(f"render needs PyAV 18 or newer for its videos ({error}): pip install 'av>=18'") from None
     return VideoWriter, video_frames

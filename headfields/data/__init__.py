@@ -3,7 +3,7 @@ dataset format (one loader for real captures and the synthetic video), the reade
 a capture's tracked meshes as its model (no model files needed), :func:`load_subject`, which gives an
 example script its frames and model, and 3D scans for a head prior (:class:`ScanSet`, :func:`sample_scans`,
 :func:`read_scan_folder`). ``python -m headfields inspect CAPTURE`` checks a capture. The
-synthetic video itself is in ``headfields.synthetic``."""
+synthetic video itself, and its subject (``synthetic_subject``), are in ``headfields.synthetic``."""
 
 from ._io import write_obj
 from .capture_cache import clear_capture_cache
@@ -14,7 +14,7 @@ from .insta_writer import DEFAULT_INTEGER_DEPTH_SCALE, save_insta_dataset
 from .labels import INSTA_FACE_PARSING, LABEL_PRESETS, detect_label_preset
 from .scans import ScanSamples, ScanSet, read_scan_folder, sample_scans
 from .subject import Subject, load_subject
-from .tracked_meshes import load_tracked_mesh_model, read_region_file, regions_from_segmentation
+from .tracked_mesh_reader import load_tracked_mesh_model, read_region_file, regions_from_segmentation
 from .trackers import detect_capture_format, load_tracker_dataset
 from .vhap_reader import load_vhap_dataset
 

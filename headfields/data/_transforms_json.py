@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..renderers.cameras import check_rigid, focal_from_fov
+from ..cameras import check_rigid, focal_from_fov
 from . import _io
 from .frames import MODEL_TYPES, SPLITS
 

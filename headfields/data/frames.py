@@ -15,8 +15,8 @@ import torch
 from jaxtyping import Bool, Float, Int, UInt8
 from torch import Tensor
 
+from ..cameras import PinholeCameras
 from ..checks import check_finite, check_float, check_int, check_shape
-from ..renderers.cameras import PinholeCameras
 
 SPLITS = ("train", "val", "test")
 MODEL_TYPES = ("flame", "smplx")

@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..renderers.cameras import PinholeCameras
+from ..cameras import PinholeCameras
 from . import _io
 from ._tracker_io import image_path, number_array, read_mask, rigid_inverse
 from ._transforms_json import TransformsJson

@@ -42,7 +42,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..renderers.cameras import PinholeCameras
+from ..cameras import PinholeCameras
 from . import _io, capture_cache, capture_checks
 from ._transforms_json import (
     TransformsJson,

@@ -1,12 +1,12 @@
-"""One subject to train on: the training and held-out frames of an INSTA-format capture, or of the built-in
-synthetic video, with the parametric model they are tracked with. What every example script starts from."""
+"""One subject to train on: the training and held-out frames of a capture folder, with the parametric model they
+are tracked with. What every example script starts from (the built-in synthetic video's subject:
+:func:`headfields.synthetic.synthetic_subject`, which renders the video and reads it with :func:`load_subject`)."""
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -15,11 +15,8 @@ from ..parametric import load_model
 from ..parametric.tracked_meshes import SubjectModel
 from .frames import SPLITS, FrameSet
 from .insta_reader import composite_images, load_insta_dataset
-from .tracked_meshes import load_tracked_mesh_model
+from .tracked_mesh_reader import load_tracked_mesh_model
 from .trackers import detect_capture_format, load_vhap_dataset
-
-if TYPE_CHECKING:  # headfields.synthetic imports this package: load_subject imports it when it renders the video
-    from ..synthetic import SyntheticVideoConfig
 
 
 @dataclass
@@ -32,19 +29,17 @@ class Subject:
 
 
 def load_subject(
-    data: str | Path | None = None,
+    data: str | Path,
     model: str | Path | None = None,
     eval_split: str = "test",
-    video: SyntheticVideoConfig | None = None,
     model_type: str = "flame",
     device: str | torch.device | None = None,
     regions: str | Path | None = None,
     background: tuple[float, float, float] = (1.0, 1.0, 1.0),
     allow_outside_root: bool = False,
 ) -> Subject:
-    """The frames of the INSTA-format folder ``data`` (default: the synthetic video of ``video``, rendered once
-    and cached) and the parametric model of the folder or file ``model`` (default: the one the dataset names;
-    ``model_type`` where the dataset names no type).
+    """The frames of the capture folder ``data`` (INSTA's or VHAP's layout) and the parametric model of the folder
+    or file ``model`` (default: the one the dataset names; ``model_type`` where the dataset names no type).
 
     A capture that names no model and has tracked meshes (INSTA's layout) gets a :class:`TrackedMeshModel` of
     its ``canonical.obj``, with regions from ``regions`` (a region file) or its segmentation; ``notes`` say which.
@@ -52,10 +47,8 @@ def load_subject(
     (its model folder's files too) must resolve inside ``data`` unless ``allow_outside_root``."""
     if eval_split not in SPLITS or eval_split == "train":
         raise ValueError(f"eval_split: expected a held-out split of {[s for s in SPLITS if s != 'train']}, got {eval_split!r}")
-    if data is None:
-        from ..synthetic import cached_synthetic_video
-
-        data = cached_synthetic_video(video)
+    if data is None:  # the synthetic video lives a tier above the readers
+        raise TypeError("data: expected a capture folder (the synthetic video's: headfields.synthetic.synthetic_subject())")
     root = Path(data)
     train, held_out, notes = _frames(root, eval_split, background, allow_outside_root)
     path = model if model is not None else train.model_path

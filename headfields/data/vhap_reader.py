@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..renderers.cameras import PinholeCameras, focal_from_fov
+from ..cameras import PinholeCameras, focal_from_fov
 from . import _io, capture_checks
 from ._tracker_io import image_file, image_path, read_mask
 from ._transforms_json import TransformsJson, camera_matrix, optional_key

@@ -19,7 +19,6 @@ from torch import Tensor, nn
 
 from ..checks import check_count, check_float
 from ..networks import mlp
-from . import fused_nerf
 
 # INSTA's network (PAPERS.md): density MLP 64 wide with 2 hidden layers, 15 geometry features; colour MLP 64 wide
 # with 3 hidden layers.
@@ -140,16 +139,12 @@ class NerfDecoder(nn.Module):
 
     def density(self, features: Float[Tensor, "N F"], cond: Float[Tensor, "N C"] | None = None) -> Float[Tensor, " N"]:
         """Density alone (for occupancy-grid updates): skips the colour MLP."""
-        if fused_nerf.fuses(self, features):
-            return fused_nerf.fused_density(self, features, cond)
         raw = self.density_net(self._density_input(features, cond))
         return self._activation(raw[:, 0])
 
     def forward(
         self, features: Float[Tensor, "N F"], dirs_encoded: Float[Tensor, "N Dd"], cond: Float[Tensor, "N C"] | None = None
     ) -> DecoderOutput:
-        if fused_nerf.fuses(self, features):  # both MLPs in one Warp kernel (fused_nerf.FUSED_DEVICE_TYPES)
-            return fused_nerf.fused_decode(self, features, dirs_encoded, cond)
         out = self.density_net(self._density_input(features, cond))
         self._check("dirs_encoded", dirs_encoded, self.dir_dim, features.shape[0])
         geometry = out[:, 1:]

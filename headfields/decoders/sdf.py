@@ -35,9 +35,9 @@ from ..networks import softplus, softplus_
 
 # MonoNPHM's canonical SDF (PAPERS.md, "MonoNPHM"): local MLPs 4 x 200, Softplus(beta = 100); 12 nearest anchors,
 # Gaussian weights with sigma = d_8 / 3.75.
-MONONPHM_HIDDEN = 200
-MONONPHM_LAYERS = 4
-MONONPHM_BETA = 100.0
+MONONPHM_SDF_HIDDEN = 200
+MONONPHM_SDF_LAYERS = 4
+MONONPHM_SDF_BETA = 100.0
 MONONPHM_NEIGHBOURS = 12
 MONONPHM_SIGMA_RANK = 8
 MONONPHM_SIGMA_DIVISOR = 3.75
@@ -58,9 +58,9 @@ FIT_BALL = 2.0
 class SdfMlpConfig:
     """One SDF MLP. Defaults: MonoNPHM's local MLPs (PAPERS.md)."""
 
-    hidden_dim: int = MONONPHM_HIDDEN
-    hidden_layers: int = MONONPHM_LAYERS
-    beta: float = MONONPHM_BETA  # Softplus sharpness
+    hidden_dim: int = MONONPHM_SDF_HIDDEN
+    hidden_layers: int = MONONPHM_SDF_LAYERS
+    beta: float = MONONPHM_SDF_BETA  # Softplus sharpness
     skip_layer: int | None = None  # hidden layer (1 .. hidden_layers - 1) that re-reads the input; None: no skip
     position_frequencies: int = 0  # NeRF encoding bands of x (0: x alone)
     radius: float = INIT_RADIUS  # the initial sphere's radius, in input units

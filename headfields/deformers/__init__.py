@@ -35,7 +35,7 @@ from .gaussian_binding import (
     quaternion_to_matrix,
 )
 from .hyper import HyperDeformation, HyperDeformer, HyperDeformerConfig, HyperRegularizers, Preimage, find_preimage
-from .skinning import SkinningDeformer, SkinningDeformerConfig
+from .inverse_skinning import SkinningDeformer, SkinningDeformerConfig
 from .triangle_frames import TriangleDeformerConfig, TriangleFrameDeformer
 
 __all__ = [

@@ -5,6 +5,7 @@ input checks, :class:`DeformerChain`, which runs deformers one after another, an
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -87,6 +88,9 @@ def _trusting(deformer: nn.Module):
     return deformer.canonicalize if own is not Deformer.canonicalize else deformer
 
 
+_Part = TypeVar("_Part", bound=nn.Module)
+
+
 class DeformerChain(Deformer):
     """Deformers applied in turn: each one's canonical points (3-D; only the last may add hyper-dimensions)
     and directions are the next one's input, with the same head and frames. ``valid`` is the AND of all;
@@ -97,6 +101,14 @@ class DeformerChain(Deformer):
         if not deformers or not all(isinstance(d, nn.Module) for d in deformers):
             raise TypeError(f"deformers: expected one or more deformer modules, got {[type(d).__name__ for d in deformers]}")
         self.deformers = nn.ModuleList(deformers)
+
+    def part(self, kind: type[_Part]) -> _Part:
+        """The chain's one deformer of type ``kind``: what a model's losses read by what it is, not where it sits."""
+        found = [d for d in self.deformers if isinstance(d, kind)]
+        if len(found) != 1:
+            names = [type(d).__name__ for d in self.deformers]
+            raise ValueError(f"kind: expected one {kind.__name__} in the chain {names}, found {len(found)}")
+        return found[0]
 
     def canonicalize(
         self, x: Float[Tensor, "N 3"], head: Head, frame: Int[Tensor, " N"], dirs: Float[Tensor, "N 3"] | None

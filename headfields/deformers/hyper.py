@@ -34,12 +34,12 @@ from ..networks import Softplus, softplus_
 from ..parametric import Head
 from .base import Canonical, Deformer
 
-# MonoNPHM (PAPERS.md, "MonoNPHM"): 6 hidden layers of 400, Softplus(beta = 100), skip connection at layer 3,
-# 2 hyper coordinates; regulariser weights: hyper magnitude 0.05, offsets^2 0.0025.
-MONONPHM_HIDDEN = 400
-MONONPHM_HIDDEN_LAYERS = 6
+# MonoNPHM's backward deformation network (PAPERS.md, "MonoNPHM"): 6 hidden layers of 400, Softplus(beta = 100),
+# skip connection at layer 3, 2 hyper coordinates; regulariser weights: hyper magnitude 0.05, offsets^2 0.0025.
+MONONPHM_DEFORMATION_HIDDEN = 400
+MONONPHM_DEFORMATION_LAYERS = 6
 MONONPHM_SKIP_LAYER = 3
-MONONPHM_SOFTPLUS_BETA = 100.0
+MONONPHM_DEFORMATION_BETA = 100.0
 MONONPHM_HYPER_DIM = 2
 MONONPHM_OFFSET_WEIGHT = 0.0025
 MONONPHM_HYPER_WEIGHT = 0.05
@@ -55,10 +55,10 @@ def _check_weight(name: str, value: object) -> None:
 class HyperDeformerConfig:
     """Sizes and regulariser weights of :class:`HyperDeformer`; defaults from MonoNPHM (PAPERS.md)."""
 
-    hidden_dim: int = MONONPHM_HIDDEN  # trunk width
-    hidden_layers: int = MONONPHM_HIDDEN_LAYERS  # Linear + Softplus layers
+    hidden_dim: int = MONONPHM_DEFORMATION_HIDDEN  # trunk width
+    hidden_layers: int = MONONPHM_DEFORMATION_LAYERS  # Linear + Softplus layers
     skip_layer: int | None = MONONPHM_SKIP_LAYER  # this hidden layer (0-based, >= 1) also reads the input; None: no skip
-    beta: float = MONONPHM_SOFTPLUS_BETA  # Softplus sharpness
+    beta: float = MONONPHM_DEFORMATION_BETA  # Softplus sharpness
     hyper_dim: int = MONONPHM_HYPER_DIM  # H; 0 gives a plain backward offset field
     position_frequencies: int = 0  # NeRF PE bands of x (0: raw x, as MonoNPHM)
     offset_weight: float = MONONPHM_OFFSET_WEIGHT

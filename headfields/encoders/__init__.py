@@ -4,7 +4,7 @@ CNNs make the per-vertex features those read; :class:`HyperEncoding` reads point
 
 from .frequency import FrequencyEncoding
 from .hashgrid import HashGrid, HashGridConfig
-from .hyper import HyperEncoding
+from .hyper_encoding import HyperEncoding
 from .latent_codes import LatentCodes, LatentCodesConfig
 from .mesh_anchored import AnchoredFeatures, MeshAnchoredConfig, MeshAnchoredEncoder
 from .spherical_harmonics import SphericalHarmonics

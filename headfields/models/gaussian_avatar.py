@@ -28,10 +28,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..cameras import PinholeCameras, Rays
 from ..checks import IntLike, check_count, check_positive
 from ..deformers.gaussian_binding import BindingRegulariserConfig, GaussianSet, PosedGaussians, Splats
 from ..parametric import Head, SubjectModel
-from ..renderers import EARLY_STOP_TRANSMITTANCE, GaussianRender, PinholeCameras, Rays, rasterize_gaussians
+from ..renderers import EARLY_STOP_TRANSMITTANCE, GaussianRender, rasterize_gaussians
 from ..training.gaussian_density import DensityConfig
 
 __all__ = ["GaussianAvatar", "GaussianAvatarConfig", "cpu_config", "paper_config", "position_learning_rate"]

@@ -134,12 +134,12 @@ class HyperNeusAvatar(NeusModel):
     @property
     def hyper(self) -> HyperDeformer:
         """The backward deformation; its condition is [tracked expression and jaw pose, ``head.codes``, identity]."""
-        return self.field.deformer.deformers[2]
+        return self.field.deformer.part(HyperDeformer)
 
     @property
     def normalize(self) -> Normalize:
         """Head-frame metres -> the normalised units the deformation and the SDF live in."""
-        return self.field.deformer.deformers[1].mapping
+        return self.field.deformer.part(MappedDeformer).mapping
 
     def correspondence_loss(self, head: Head, frames: Int[Tensor, " U"], generator: torch.Generator) -> Float[Tensor, ""]:
         """Mean squared distance (normalised units) between the backward field's image of tracked posed vertices

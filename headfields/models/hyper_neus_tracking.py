@@ -16,13 +16,13 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from ..cameras import project_points
 from ..checks import check_count, check_positive
 from ..configs import register_config
 from ..data import FrameSet
 from ..heads import tracked_head
 from ..losses import l1_loss, mask_loss
 from ..parametric import Head
-from ..renderers import project_points
 from ..training import render_image
 from .hyper_neus import HyperNeusAvatar
 from .hyper_neus_landmarks import landmark_vertices, posed_landmarks

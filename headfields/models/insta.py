@@ -23,6 +23,7 @@ import torch
 from jaxtyping import Bool, Float
 from torch import Tensor, nn
 
+from ..cameras import Rays
 from ..checks import check_count, check_positive
 from ..data import INSTA_FACE_PARSING
 from ..decoders import NerfDecoder, NerfDecoderConfig
@@ -44,7 +45,6 @@ from ..renderers import (
     EARLY_STOP_TRANSMITTANCE,
     NerfRender,
     OccupancySampler,
-    Rays,
     SampleSlots,
     render_nerf,
     render_nerf_inference,

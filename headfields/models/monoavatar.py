@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from ..cameras import Rays
 from ..checks import check_count, check_positive
 from ..decoders import NerfDecoder, NerfDecoderConfig
 from ..deformers import DeformerChain, ErrorCorrectionConfig, ErrorCorrectionField, RigidDeformer, RigidDeformerConfig
@@ -39,7 +40,6 @@ from ..renderers import (
     CPU_SHELL,
     EARLY_STOP_TRANSMITTANCE,
     NerfRender,
-    Rays,
     StratifiedSampler,
     importance_samples,
     nerf_weights_inference,
@@ -227,7 +227,7 @@ class MonoAvatar(nn.Module):
             some = torch.randperm(len(out.points), generator=g, device=g.device)[: self.config.correction_samples]
             some = some.to(out.points.device)
             frame = batch.rays.frame[out.samples.ray[some]]
-            in_head = self.field.deformer.deformers[0](out.points[some].detach(), batch.head, frame).points
+            in_head = self.field.deformer.part(RigidDeformer)(out.points[some].detach(), batch.head, frame).points
             terms = self.correction.regularizers(in_head, frame)
             loss = loss + terms.total
             logs.update(elastic=float(terms.elastic.detach()), magnitude=float(terms.magnitude.detach()))

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from ..cameras import Rays
 from ..checks import check_count
 from ..fields import NeusField, Normalize, SharedCode, padded_box
 from ..geometry import IsoSurface, extract_isosurface, sample_box
@@ -23,7 +24,6 @@ from ..renderers import (
     InverseVariance,
     NeusRender,
     NeusSampler,
-    Rays,
     render_neus,
     render_neus_inference,
 )

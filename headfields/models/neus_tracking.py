@@ -23,13 +23,13 @@ import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
 
+from ..cameras import PinholeCameras, Rays, image_pixels, pixel_rays, project_points
 from ..checks import check_float
 from ..data import FrameSet
 from ..data.ibug import IBUG_POINTS, model_landmark
 from ..deformers import find_preimage, log_quaternion_to_rotation
 from ..fields import Normalize
 from ..parametric import Head, SubjectModel
-from ..renderers import PinholeCameras, Rays, image_pixels, pixel_rays, project_points
 
 __all__ = [
     "ROOT_TOLERANCE",

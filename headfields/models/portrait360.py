@@ -17,6 +17,7 @@ import torch
 from jaxtyping import Int
 from torch import Tensor, nn
 
+from ..cameras import Rays
 from ..checks import check_count, check_positive
 from ..data import FrameSet
 from ..decoders import NerfDecoder, NerfDecoderConfig, mlp
@@ -36,7 +37,6 @@ from ..renderers import (
     CPU_SHELL,
     EARLY_STOP_TRANSMITTANCE,
     NerfRender,
-    Rays,
     SampleSlots,
     StratifiedSampler,
     render_nerf,

@@ -1,50 +1,20 @@
-"""Renderers: cameras and rays, packed samples (nerfacc's layout, in torch) and the samplers that draw them
-(stratified in a box, occupancy-grid marching, importance, NeuS up-sampling, view-balanced pixels), compositing,
-and the renderers that take a field (``render_nerf``, ``render_neus``); a rasteriser of 3D Gaussians
-(``rasterize_gaussians``); camera paths for novel-view videos.
+"""Renderers: packed samples (nerfacc's layout, in torch) and the samplers that draw them (stratified in a box,
+occupancy-grid marching, importance, NeuS up-sampling, view-balanced pixels), compositing, and the renderers that
+take a field (``render_nerf``, ``render_neus``); a rasteriser of 3D Gaussians (``rasterize_gaussians``). The
+cameras, the rays through their pixels and camera paths are :mod:`headfields.cameras`.
 
 Every ray carries the index of its frame, so one batch can mix rays from many frames (INSTA trains this way).
 """
 
-from .cameras import (
-    PinholeCameras,
-    PixelSamples,
-    Projection,
-    Rays,
-    check_rays,
-    focal_from_fov,
-    image_pixels,
-    image_rays,
-    look_at,
-    pixel_rays,
-    project_points,
-    sample_pixels,
-)
+# Packed samples, occupancy-grid marching, mesh-guided filtering and compositing.
+from .compositing import Composite, composite
+from .hierarchical import importance_samples, merge_samples
+from .mesh_sampler import CPU_SHELL, mesh_guided_filter
+from .occupancy import OccupancyGrid
+from .samples import BoxHit, PackedSamples, SampleCount, SampleSlots, SlotSamples, ray_aabb, stratified_samples
 
 __all__ = [
     "CPU_SHELL",
-    "PinholeCameras",
-    "PixelSamples",
-    "Projection",
-    "Rays",
-    "check_rays",
-    "focal_from_fov",
-    "image_pixels",
-    "image_rays",
-    "look_at",
-    "pixel_rays",
-    "project_points",
-    "sample_pixels",
-]
-
-# Packed samples, occupancy-grid marching, mesh-guided filtering and compositing.
-from .compositing import Composite, composite  # noqa: E402
-from .hierarchical import importance_samples, merge_samples  # noqa: E402
-from .mesh_sampler import CPU_SHELL, mesh_guided_filter  # noqa: E402
-from .occupancy import OccupancyGrid  # noqa: E402
-from .samples import BoxHit, PackedSamples, SampleCount, SampleSlots, SlotSamples, ray_aabb, stratified_samples  # noqa: E402
-
-__all__ += [
     "BoxHit",
     "Composite",
     "OccupancyGrid",
@@ -137,11 +107,6 @@ __all__ += [
     "render_neus",
     "render_neus_inference",
 ]
-
-# Camera paths for novel-view videos: a rig read off the capture's cameras, orbit / spiral / front paths.
-from .camera_paths import CAMERA_PATHS, CameraRig, camera_path, camera_rig, resized_cameras  # noqa: E402
-
-__all__ += ["CAMERA_PATHS", "CameraRig", "camera_path", "camera_rig", "resized_cameras"]
 
 # 3D Gaussians: EWA splatting, 16x16 tiles, front-to-back blending in Warp with a hand-written backward.
 from .gaussians import GaussianRender, project_gaussians, rasterize_gaussians, sh_colors  # noqa: E402

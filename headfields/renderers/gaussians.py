@@ -32,10 +32,10 @@ import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from ..cameras import PinholeCameras
 from ..checks import IntLike, check_count, check_finite, check_float, check_shape, checking_values, validation
 from ..deformers.gaussian_binding import quaternion_to_matrix
 from ..encoders.spherical_harmonics import MAX_DEGREE, _real_sh
-from .cameras import PinholeCameras
 from .gaussian_kernels import ALPHA_MIN, PARAMS, TILE, blend_tiles
 
 __all__ = ["BLUR", "GaussianRender", "TileLists", "project_gaussians", "rasterize_gaussians", "sh_colors"]

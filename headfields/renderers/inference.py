@@ -42,10 +42,10 @@ from jaxtyping import Float
 from torch import Tensor, nn
 
 from ..backends.cpu.denormals import denormals_flushed
+from ..cameras import Rays, check_rays
 from ..checks import check_count, trusted_values
 from ..fields import Field, NeusField
 from ..parametric import Head
-from .cameras import Rays, check_rays
 from .compositing import Composite
 from .neus import neus_alpha, neus_samples
 from .round_kernels import RoundSamples, composite_round, gather_round

@@ -20,10 +20,10 @@ import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
+from ..cameras import Rays
 from ..checks import check_count, check_positive, trusted_values
 from ..geometry import TriangleMesh
 from ..parametric import Head
-from .cameras import Rays
 from .mesh_sampler import (
     CELL_MARGIN,
     ShellCells,

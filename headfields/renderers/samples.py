@@ -14,8 +14,8 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
+from ..cameras import Rays
 from ..checks import IntLike, check_count, check_float, check_generator, check_nonzero_rows, check_shape, checking_values
-from .cameras import Rays
 
 
 @dataclass

@@ -15,8 +15,8 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from ..cameras import PinholeCameras, PixelSamples, sample_pixels
 from ..checks import IntLike, check_count, check_float, check_generator, check_int
-from .cameras import PinholeCameras, PixelSamples, sample_pixels
 
 # Bin edges on the view angle (radians). Equal thirds of [0, pi]: for a subject turning at a steady rate the
 # view angle is uniform on [0, pi], so the three bins then hold equally many frames and balancing changes

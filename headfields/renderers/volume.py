@@ -20,10 +20,10 @@ import torch.nn.functional as F
 from jaxtyping import Bool, Float
 from torch import Tensor, nn
 
+from ..cameras import Rays, check_rays
 from ..checks import check_count, check_positive, trusted_values
 from ..fields import Field, FieldOutput, NeusField, SdfGeometry
 from ..parametric import Head
-from .cameras import Rays, check_rays
 from .compositing import Composite, accumulate, composite, composite_alpha, transmittance
 from .neus import NEUS_BASE_INV_S, NEUS_NUM_SAMPLES, NEUS_ROUNDS, NEUS_SAMPLES_PER_ROUND, neus_rays
 from .samplers import ray_bounds

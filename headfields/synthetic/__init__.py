@@ -1,7 +1,8 @@
 """Synthetic ground truth for tests, demos and benchmarks, kept apart from the primitives: small FLAME and SMPL-X
 model files in the official formats (:func:`write_synthetic_flame`, :func:`write_synthetic_smplx`) and a tracked
 head video rendered from them in the INSTA format (:func:`make_synthetic_video`, cached by
-:func:`cached_synthetic_video`), also as a real INSTA capture with no model files (:func:`write_insta_capture`).
+:func:`cached_synthetic_video`; its subject to train on: :func:`synthetic_subject`), also as a real INSTA capture
+with no model files (:func:`write_insta_capture`).
 The video can add what a tracked template lacks: a hair volume (:class:`HairVolume`, :class:`HairVolumeConfig`)
 and glasses (:func:`glasses_mesh`), with labels of their own (:data:`HAIR_VOLUME_LABEL`, :data:`GLASSES_LABEL`).
 For a parametric head prior: identities with detail FLAME lacks (:class:`SyntheticIdentity`,
@@ -24,9 +25,9 @@ from .model_files import (
     write_synthetic_flame,
     write_synthetic_smplx,
 )
-from .scans import OUT_OF_RANGE_DETAIL, ScanSetConfig, anchor_vertices, nphm_held_out_video, synthetic_scan_set
+from .scan_set import OUT_OF_RANGE_DETAIL, ScanSetConfig, anchor_vertices, nphm_held_out_video, synthetic_scan_set
 from .tracking_noise import LANDMARKS_FOLDER, TrackingNoise, noisy_tracking
-from .video import SyntheticVideoConfig, cached_synthetic_video, make_synthetic_video
+from .video import SyntheticVideoConfig, cached_synthetic_video, make_synthetic_video, synthetic_subject
 
 __all__ = [
     "GLASSES_LABEL",
@@ -56,6 +57,7 @@ __all__ = [
     "personal_model",
     "subdivide",
     "synthetic_scan_set",
+    "synthetic_subject",
     "write_synthetic_flame",
     "write_insta_capture",
     "write_synthetic_smplx",

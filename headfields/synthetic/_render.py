@@ -18,10 +18,10 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from ..cameras import PinholeCameras, Rays, pixel_rays
 from ..data import BACKGROUND_LABEL
 from ..geometry import TriangleMesh, ray_intersect
 from ..parametric.head import Head
-from ..renderers.cameras import PinholeCameras, Rays, pixel_rays
 from ._appearance import HeadAppearance
 from .glasses import glasses_colour
 from .hair import HairVolume

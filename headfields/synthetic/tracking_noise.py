@@ -16,12 +16,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..cameras import project_points
 from ..checks import check_count
 from ..data import SPLITS, composited_over, load_insta_dataset, save_insta_dataset
 from ..data.frames import FrameSet
 from ..parametric import ParametricModel, load_model
 from ..parametric.tracked_meshes import compose_rotations
-from ..renderers.cameras import project_points
 from .identities import GROUND_TRUTH_FILE
 
 __all__ = ["LANDMARKS_FOLDER", "TrackingNoise", "noisy_tracking"]

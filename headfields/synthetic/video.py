@@ -29,14 +29,14 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from ..cameras import PinholeCameras, look_at
 from ..checks import check_count, check_positive
-from ..data import FrameSet, TrackedParams, save_insta_dataset
+from ..data import FrameSet, Subject, TrackedParams, load_subject, save_insta_dataset
 from ..data.capture_cache import cache_folder
 from ..geometry import TriangleMesh
 from ..parametric import load_model
 from ..parametric.head import Head
 from ..parametric.model import ParametricModel
-from ..renderers.cameras import PinholeCameras, look_at
 from ._appearance import head_appearance
 from ._render import Additions, render_frames
 from .glasses import GLASSES_LABEL, glasses_mesh
@@ -278,6 +278,16 @@ def cached_synthetic_video(
     finally:
         shutil.rmtree(partial, ignore_errors=True)
     return root
+
+
+def synthetic_subject(video: SyntheticVideoConfig | None = None, **options) -> Subject:
+    """The subject of the synthetic video ``video`` (default: the default video), rendered on first use and cached
+    (:func:`cached_synthetic_video`): :func:`~headfields.data.load_subject` of its folder, given ``options``
+    (``eval_split``, ``device``, ...).
+
+        subject = synthetic_subject(device="cuda")  # load_subject("path/to/capture") for a real one
+    """
+    return load_subject(cached_synthetic_video(video), **options)
 
 
 # Fields added to SyntheticVideoConfig since CACHE_VERSION was last bumped: left out of the cache key while unset,

@@ -10,10 +10,10 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
+from ..cameras import pixel_rays, sample_pixels
 from ..checks import check_count, check_shape
 from ..data import FrameSet
 from ..parametric import Head
-from ..renderers.cameras import pixel_rays, sample_pixels
 from ..renderers.view_balance import sample_pixels_balanced
 from .contract import RayBatch
 

@@ -11,9 +11,9 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
+from ..cameras import Rays
 from ..data import FrameSet
 from ..parametric import Head, SubjectModel
-from ..renderers.cameras import Rays
 from ..renderers.samples import SampleCount, SampleSlots
 from .optimizer import OptimizerConfig
 

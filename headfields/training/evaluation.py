@@ -15,6 +15,7 @@ from jaxtyping import Bool, Float
 from PIL import Image
 from torch import Tensor
 
+from ..cameras import PinholeCameras, Rays, image_pixels, pixel_rays
 from ..checks import check_count, check_memory, trusted_values
 from ..data import BACKGROUND_LABEL, FrameSet
 from ..heads import tracked_head
@@ -23,7 +24,6 @@ from ..outputs import atomic_path
 from ..parametric import Head
 from ..perceptual import LPIPS_MIN_SIZE, Lpips, LpipsUnavailable
 from ..progress import Progress
-from ..renderers.cameras import PinholeCameras, Rays, image_pixels, pixel_rays
 from ..renderers.volume import EARLY_STOP_TRANSMITTANCE
 from .config import region_codes
 from .contract import AvatarModel, ImageModel

@@ -20,6 +20,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from .. import distributed
 from ..backends.cpu.process_tuning import process_tuning
+from ..cameras import image_pixels, pixel_rays
 from ..checkpoints import (
     CheckpointError,
     RunFolder,
@@ -37,7 +38,6 @@ from ..outputs import atomic_path, write_atomic
 from ..parametric import Head
 from ..perceptual import Lpips, LpipsUnavailable, load_lpips
 from ..progress import Progress, format_seconds
-from ..renderers.cameras import image_pixels, pixel_rays
 from .batches import place_frames, ray_batch, restored_generator
 from .config import CHECKPOINT_NAME, CONFIG_NAME, LOG_NAME, TrainingConfig
 from .contract import AvatarModel, RayBatch, StepOutput

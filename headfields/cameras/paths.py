@@ -4,7 +4,7 @@ A :class:`CameraRig` (the head's centre, world up, the horizontal direction towa
 distance and elevation) is read off the capture's cameras by :func:`camera_rig`; :func:`camera_path` places new
 cameras on the rig's sphere, each looking at the centre with its image up along world up::
 
-    from headfields.renderers import camera_path, camera_rig, resized_cameras
+    from headfields.cameras import camera_path, camera_rig, resized_cameras
 
     rig = camera_rig(frames.cameras, center=head_centre)  # head_centre: Float[Tensor, "3"], world
     orbit = camera_path("orbit", rig, 120, resized_cameras(frames.cameras, 256, 256))
@@ -25,7 +25,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from ..checks import check_count, check_float
-from .cameras import PinholeCameras, look_at
+from .pinhole import PinholeCameras, look_at
 
 __all__ = ["CAMERA_PATHS", "CameraRig", "camera_path", "camera_rig", "resized_cameras"]
 

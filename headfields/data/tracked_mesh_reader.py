@@ -18,9 +18,9 @@ import torch
 from jaxtyping import Bool, Int
 from torch import Tensor
 
+from ..cameras import project_points
 from ..geometry import TriangleMesh, ray_intersect
 from ..parametric.tracked_meshes import TrackedMeshModel
-from ..renderers.cameras import project_points
 from . import _io
 from .frames import BACKGROUND_LABEL, FrameSet
 

@@ -5,7 +5,7 @@ hidden temporary file beside the video that is renamed over it when the writer c
 (:class:`headfields.outputs.PendingFile`): an interrupted or failed render leaves the previous video, or none,
 never a part of one::
 
-    from headfields.video import VideoWriter, read_video, video_info
+    from headfields.media import VideoWriter, read_video, video_info
 
     with VideoWriter("orbit.mp4", fps=25) as video:
         for i in range(cameras.num_frames):

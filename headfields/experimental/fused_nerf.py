@@ -1,4 +1,5 @@
 """A :class:`~headfields.decoders.NerfDecoder`'s inference pass in one Warp kernel: both MLPs on a tile of samples.
+Experimental: no device takes it by default; a user opts in a decoder with :func:`fused_inference`.
 
 Layer by layer, torch writes each MLP's activations to memory and reads them back, launches a kernel a product, a
 bias, a ReLU and a concatenation, and INSTA's lips condition enters by a 144-wide concatenation. Here a block of
@@ -14,15 +15,17 @@ their outputs to bfloat16, the output layers stay float32: torch's rounding, in 
 On the CPU, where oneDNN runs the layers near the float32 peak on every core (``networks.Mlp``), this kernel runs on one
 thread (Warp's CPU tiles share one arena: ``kernels.launch_rows``) and is 4-5x slower (INSTA's decoder on 65,536
 samples, 2 cores: 0.47 s against torch's 0.10 s), so the CPU never takes it unless asked. On a GPU it is a variant
-of ``tools/frame_variants.py`` until a GPU has measured it: :data:`FUSED_DEVICE_TYPES` names the devices that
-take it. On CUDA it takes only bfloat16 products (the viewer's ``reduced_precision()``): its float32 products came out
-wrong there for INSTA's decoder (an H200, 2026-11-27; right for MonoAvatar's and on the CPU), cause not yet found.
+of ``tools/frame_variants.py`` until a GPU has measured it; the decoder itself keeps torch's layers. On CUDA it
+takes only bfloat16 products (the viewer's ``reduced_precision()``): its float32 products came out wrong there
+for INSTA's decoder (an H200, 2026-11-27; right for MonoAvatar's and on the CPU), cause not yet found.
 The weights are packed for the kernel on each call (two small operations), so they never lag the parameters.
 
     with torch.no_grad():
         out = fused_decode(decoder, features, dirs_encoded, cond)  # decoder(features, dirs_encoded, cond), fused
 """
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
 from typing import Any, no_type_check
@@ -34,16 +37,14 @@ from torch import Tensor, nn
 
 from .. import kernels
 from ..checks import check_int
+from ..decoders.nerf import DecoderOutput, NerfDecoder
 from ..networks import (
     SOFTPLUS_THRESHOLD,  # F.softplus's default: x itself above it, as NerfDecoder's softplus
     _product_dtype,  # the products' dtype: bfloat16 inside reduced_precision() where it applies
 )
 
-__all__ = ["FUSED_DEVICE_TYPES", "TILE_ROWS", "fused_decode", "fused_density", "fuses"]
+__all__ = ["TILE_ROWS", "fused_decode", "fused_density", "fused_inference", "fuses"]
 
-FUSED_DEVICE_TYPES: tuple[str, ...] = ()
-"""The torch device types on which :class:`~headfields.decoders.NerfDecoder` evaluates without autograd by this
-kernel (``("cuda",)``, ``("cpu", "cuda")``); none until a GPU has measured it against torch's layers."""
 # Samples a block. Warp asks a GPU for the shared memory of all the kernel's tiles at once: INSTA's decoder 87 KB at
 # 64 samples (52 KB at 32), MonoAvatar's 198 KB (132 KB), more than some GPUs have (a GeForce's 99 KB), where the tile
 # halves (_tile_rows). The weights are read once a block: on the CPU, 64 samples took 20-30% less time than 32 (both
@@ -109,12 +110,10 @@ def _unfit(decoder: nn.Module, features: Tensor) -> str | None:
 
 
 def fuses(decoder: nn.Module, features: Tensor) -> bool:
-    """Whether ``decoder`` evaluates ``features`` by this kernel: on a device of :data:`FUSED_DEVICE_TYPES`, without
-    autograd, float32 features and parameters, a decoder the kernel covers (a hidden layer in each MLP and a geometry
-    feature), whose tiles fit the device's shared memory (on CUDA: built there to be asked, and bfloat16 products)."""
-    from .nerf import NerfDecoder
-
-    if not isinstance(decoder, NerfDecoder) or features.device.type not in FUSED_DEVICE_TYPES:
+    """Whether the kernel serves ``decoder`` on ``features`` (what :func:`fused_inference` asks): without autograd,
+    float32 features and parameters, a decoder the kernel covers (a hidden layer in each MLP and a geometry feature),
+    whose tiles fit the device's shared memory (on CUDA: built there to be asked, and bfloat16 products)."""
+    if not isinstance(decoder, NerfDecoder):
         return False
     if _unfit(decoder, features) is not None:
         return False
@@ -435,7 +434,7 @@ def _run(
     if rows is None:
         raise ValueError(
             f"decoder: expected layers whose tiles of {MIN_TILE_ROWS} samples fit a block's shared memory on "
-            f"{features.device}, got wider ones (torch's layers serve it: leave it out of FUSED_DEVICE_TYPES)"
+            f"{features.device}, got wider ones (torch's layers serve it)"
         )
     weights = _packed(decoder, s)
     low = weights.to(torch.bfloat16) if reduced else weights  # the hidden layers' weights and biases, as torch rounds
@@ -454,10 +453,8 @@ def fused_decode(
     cond_index: Int[Tensor, " N"] | None = None,
 ):
     """``decoder(features, dirs_encoded, cond)`` (a :class:`~headfields.decoders.NerfDecoder`) by the kernel, on any
-    device (:func:`fuses` says where the decoder takes it by itself). With ``cond_index``, ``cond`` is a table whose
+    device (:func:`fuses` says where :func:`fused_inference` takes it). With ``cond_index``, ``cond`` is a table whose
     row ``cond_index[i]`` is sample ``i``'s condition (``decoder(..., cond[cond_index])``), gathered in the kernel."""
-    from .nerf import DecoderOutput
-
     _check(decoder, features, cond, cond_index, decoder.config.cond_to_density or decoder.config.cond_to_color)
     decoder._check("dirs_encoded", dirs_encoded, decoder.dir_dim, features.shape[0])
     density, geometry, rgb = _run(decoder, features, dirs_encoded, cond, cond_index)
@@ -474,3 +471,30 @@ def fused_density(
     :func:`fused_decode`'s."""
     _check(decoder, features, cond, cond_index, decoder.config.cond_to_density)
     return _run(decoder, features, None, cond, cond_index)[0]
+
+
+@contextlib.contextmanager
+def fused_inference(decoder: NerfDecoder) -> Iterator[NerfDecoder]:
+    """The opt-in: inside the block, ``decoder`` evaluates by the kernel wherever :func:`fuses` holds (no autograd,
+    float32, tiles that fit) and by its own layers elsewhere; this decoder only, its parameters and state unchanged:
+    ``with torch.no_grad(), fused_inference(model.field.decoder): rgb = render_image(model, ...)``."""
+    if not isinstance(decoder, NerfDecoder):
+        raise TypeError(f"decoder: expected a headfields.decoders.NerfDecoder, got {type(decoder).__name__}")
+    if {"forward", "density"} & vars(decoder).keys():
+        raise ValueError("decoder: already inside fused_inference")
+    layers_forward, layers_density = decoder.forward, decoder.density
+
+    def forward(features: Tensor, dirs_encoded: Tensor, cond: Tensor | None = None) -> DecoderOutput:
+        if fuses(decoder, features):
+            return fused_decode(decoder, features, dirs_encoded, cond)
+        return layers_forward(features, dirs_encoded, cond)
+
+    def density(features: Tensor, cond: Tensor | None = None) -> Tensor:
+        return fused_density(decoder, features, cond) if fuses(decoder, features) else layers_density(features, cond)
+
+    # The instance's own attributes come before the class's methods (nn.Module.__call__ calls self.forward).
+    decoder.forward, decoder.density = forward, density
+    try:
+        yield decoder
+    finally:
+        del decoder.forward, decoder.density

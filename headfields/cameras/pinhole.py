@@ -128,7 +128,7 @@ def check_rays(rays: Rays, num_frames: int, device: torch.device | None = None) 
     """``rays`` of a head of ``num_frames`` frames: finite origins and non-zero directions ``[R, 3]`` (on
     ``device``), and each ray's frame an integer in ``[0, num_frames)``."""
     if not isinstance(rays, Rays):
-        raise TypeError(f"rays: expected headfields.renderers.Rays, got {type(rays).__name__}")
+        raise TypeError(f"rays: expected headfields.cameras.Rays, got {type(rays).__name__}")
     check_float("rays.origins", rays.origins, [None, 3], device=device)
     check_float("rays.directions", rays.directions, [rays.origins.shape[0], 3], device=rays.origins.device)
     check_int("rays.frame", rays.frame, [rays.origins.shape[0]], upper=num_frames, device=rays.origins.device)
