@@ -21,10 +21,10 @@ from headfields.checkpoints import load_checkpoint
 from headfields.data import load_subject
 from headfields.data.ibug import ANCHOR_LANDMARK_PAIRS, ANCHOR_PAIR_WEIGHTS
 from headfields.deformers import RigidDeformer, RigidDeformerConfig
+from headfields.fitting import PosedPoints, detected_landmarks, landmark_error, scheduled, soft_jaccard
 from headfields.heads import tracked_head
 from headfields.models import mononphm, mononphm_stages, mononphm_tracking
 from headfields.models.mononphm_ceiling import identity_code, surface_identity
-from headfields.models.neus_tracking import PosedPoints, detected_landmarks, landmark_error, scheduled, soft_jaccard
 from headfields.models.nphm import Nphm, save_prior
 from headfields.models.registry import MODELS
 from headfields.parametric import load_model
@@ -327,7 +327,7 @@ def test_photometric_and_silhouette_terms_of_a_frame_match_hand_values(person, m
     foreground's); plus the soft Jaccard of the opacities; no landmark term without detections."""
     from types import SimpleNamespace
 
-    from headfields.models.neus_tracking import FramePixels
+    from headfields.fitting import FramePixels
 
     subject, flame, _ = person
     model = mononphm.MonoNphm(tiny_prior(flame), subject.parametric, len(subject.train), SAMPLER)

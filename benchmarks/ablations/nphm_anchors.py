@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from headfields.data.ibug import ANCHOR_LANDMARK_PAIRS, ANCHOR_PAIR_WEIGHTS
-from headfields.models.neus_tracking import posed_points
+from headfields.fitting import posed_points
 from headfields.models.nphm import load_prior
 from headfields.parametric import load_model
 from headfields.synthetic import ScanSetConfig, anchor_vertices, synthetic_scan_set, write_synthetic_flame

@@ -36,6 +36,7 @@ from ..checks import check_count
 from ..data import FrameSet
 from ..decoders import SHLighting
 from ..deformers import Canonical, Deformer, DeformerChain, MappedDeformer
+from ..fitting import PosedPoints, posed_points
 from ..heads import tracked_head
 from ..parametric import Head, SubjectModel
 from ..renderers import InverseVariance, NeusSampler
@@ -44,7 +45,6 @@ from .mononphm_reconstruction import GeometryScore, Reconstruction, geometry_sco
 from .mononphm_stages import VARIANCE_MAX, MonoNphmTracking, StageConfig, TrackingHistory, cpu_tracking
 from .mononphm_tracking import landmark_pairs, track_frames, track_sequence
 from .neus_model import NeusConfig, NeusModel
-from .neus_tracking import PosedPoints, posed_points
 from .nphm import Nphm
 
 __all__ = [

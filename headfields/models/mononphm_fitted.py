@@ -13,8 +13,8 @@ from torch import Tensor, nn
 from ..checks import check_count
 from ..deformers import Canonical, Deformer
 from ..fields import NeusField
+from ..fitting import corrected_pose
 from ..parametric import Head
-from .neus_tracking import corrected_pose
 
 __all__ = ["POSE_NUMBERS", "ColourTransform", "ColourTransformedField", "CorrectedPose", "TrackedFrames", "frame_codes"]
 

@@ -15,7 +15,7 @@ from typing import Literal
 
 from ..checks import check_count, check_positive
 from ..data.ibug import ANCHOR_LANDMARK_PAIRS, ANCHOR_PAIR_WEIGHTS
-from .neus_tracking import Schedule, check_schedule
+from ..fitting import Schedule, check_schedule
 from .nphm import NPHM_UNIT
 
 __all__ = [

@@ -1,7 +1,7 @@
 """MonoNPHM's tracking (Giebenhain et al., CVPR 2024): fit a frozen NPHM prior, inside a
 :class:`~headfields.models.mononphm.MonoNphm`, to the frames of a monocular video, with the stages' settings of
 :mod:`~headfields.models.mononphm_stages` and the parts every NeuS avatar's tracking shares
-(:mod:`~headfields.models.neus_tracking`).
+(:mod:`headfields.fitting`).
 
 :func:`track_sequence` runs the paper's two stages on the training frames: each frame in turn (the first also fits
 identity, appearance and lighting; later ones start from the previous frame), then all frames jointly with temporal
@@ -29,11 +29,11 @@ from torch import Tensor
 from ..checks import check_count, check_positive
 from ..data import FrameSet
 from ..data.ibug import ANCHOR_LANDMARK_PAIRS, ANCHOR_PAIR_WEIGHTS, model_landmark
+from ..fitting import FramePixels, detected_landmarks, landmark_error, run_stage, scheduled, soft_jaccard
 from ..heads import tracked_head
 from ..parametric import Head, SubjectModel
 from ..progress import Progress
 from .mononphm_stages import VARIANCE_MAX, MonoNphmTracking, StageConfig, TrackingHistory
-from .neus_tracking import FramePixels, detected_landmarks, landmark_error, run_stage, scheduled, soft_jaccard
 from .nphm import NPHM_UNIT
 
 if TYPE_CHECKING:
