@@ -12,8 +12,8 @@ import torch
 from headfields.data import ScanSet, sample_scans
 from headfields.fields import padded_box
 from headfields.geometry import uv_sphere
-from headfields.models.nphm import NPHM_UNIT, Nphm, load_prior, save_prior
-from headfields.models.nphm_training import (
+from headfields.models.mononphm.prior import NPHM_UNIT, Nphm, load_prior, save_prior
+from headfields.models.mononphm.prior_training import (
     CPU_ANCHOR_WEIGHT,
     SPACE_SHARPNESS,
     PriorLossWeights,

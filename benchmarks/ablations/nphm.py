@@ -17,7 +17,7 @@ Writes ``out/prior.pt`` (``python -m headfields train mononphm --mononphm.prior 
 renders, meshes, config.json and checkpoint, which ``python -m headfields render`` / ``export`` / ``view`` open) and
 ``out/metrics.json``: the prior's budget (identities, scans, steps, seconds) and the tracking's metrics
 (:func:`headfields.models.mononphm.reconstruct`: held-out ``psnr`` / ``ssim`` / ``l1`` after tracking and from the
-mean codes; ``scan`` and ``scan_flame``, MonoNPHM's own protocol (:mod:`headfields.scan_evaluation`: the face region
+mean codes; ``scan`` and ``scan_flame``, MonoNPHM's own protocol (:mod:`headfields.models.mononphm.evaluation`: the face region
 of a depth scan to the mesh after a similarity ICP, L1 and L2 in mm, normals, F-scores at 1, 2.5, 5 and 10 mm);
 ``chamfer`` and ``chamfer_flame``, the symmetric Chamfer over the whole visible head, as fractions of the head's size,
 in mm, normal consistency, F-scores at 5 to 20 mm). Prints both tables, the tracked surface against the capture's
@@ -37,9 +37,7 @@ import torch
 from headfields.checkpoints import RunFolder
 from headfields.commands.train import rounded
 from headfields.models import mononphm
-from headfields.models.mononphm_stages import cpu_tracking
-from headfields.models.nphm import Nphm, cpu_prior_config, save_prior
-from headfields.models.nphm_training import cpu_prior_training, train_prior
+from headfields.models.mononphm import Nphm, cpu_prior_config, cpu_prior_training, cpu_tracking, save_prior, train_prior
 from headfields.parametric import load_model
 from headfields.runs import RunConfig, SubjectSource, train_run
 from headfields.synthetic import (

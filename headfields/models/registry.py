@@ -95,13 +95,13 @@ def _hyper_neus(subject: Subject, config) -> nn.Module:
 
 
 def _mononphm(subject: Subject, config) -> nn.Module:
-    from .mononphm_run import build
+    from .mononphm.run import build
 
     return build(subject, config)
 
 
 def _train_mononphm(run, out, device=None, **options) -> dict:
-    from .mononphm_run import train
+    from .mononphm.run import train
 
     return train(run, out, device, **options)
 
@@ -214,7 +214,7 @@ def _entries() -> dict[str, ModelEntry]:
             "HyperNeusConfig",
             training=_training(max_minutes=20.0, rays_per_batch=512, frames_per_batch=4, eval_every=500),
         ),
-        # A frozen prior fitted by tracking: its own pipeline (headfields.models.mononphm_run); of the training
+        # A frozen prior fitted by tracking: its own pipeline (headfields.models.mononphm.run); of the training
         # settings it reads the budget, the seed, the held-out frames measured (5, as its example did) and the chunk.
         "mononphm": _paper_model(
             "mononphm",

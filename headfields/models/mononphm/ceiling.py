@@ -17,12 +17,12 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from ..checks import check_count, check_float, check_positive
-from ..fitting import frozen, run_stage
-from ..geometry import TriangleMesh
-from ..geometry.sampling import sample_surface
-from ..parametric import Head
-from .mononphm import MonoNphm
+from ...checks import check_count, check_float, check_positive
+from ...fitting import frozen, run_stage
+from ...geometry import TriangleMesh
+from ...geometry.sampling import sample_surface
+from ...parametric import Head
+from .model import MonoNphm
 
 __all__ = ["identity_code", "surface_identity"]
 

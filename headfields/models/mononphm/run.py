@@ -6,7 +6,7 @@ The recipe (:class:`~headfields.models.mononphm.MonoNphmConfig`) names the prior
 measured; the run's training configuration gives the budget (``max_minutes``, ``budget``), the ``seed``, the
 held-out frames measured (``eval_frames``), the render chunk and the CPU tunings for the run
 (:mod:`headfields.tuning`). :func:`train` loads the subject and the prior, runs
-:func:`~headfields.models.mononphm_reconstruction.reconstruct` and writes:
+:func:`~headfields.models.mononphm.reconstruct` and writes:
 
 - ``config.json``: the :class:`~headfields.runs.RunConfig` (also inside the checkpoint);
 - ``checkpoint.pt`` (:func:`~headfields.checkpoints.save_checkpoint`, the loop's format): the fitted model's state
@@ -31,14 +31,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from ..checkpoints import RunFolder, check_fingerprint, frozen_state_keys, load_checkpoint, run_fingerprint, save_checkpoint
-from ..outputs import write_atomic
-from .mononphm import MonoNphm, MonoNphmConfig
-from .mononphm_reconstruction import reconstruct
-from .nphm import load_prior
+from ...checkpoints import RunFolder, check_fingerprint, frozen_state_keys, load_checkpoint, run_fingerprint, save_checkpoint
+from ...outputs import write_atomic
+from .model import MonoNphm, MonoNphmConfig
+from .prior import load_prior
+from .reconstruction import reconstruct
 
 if TYPE_CHECKING:
-    from ..data import Subject
+    from ...data import Subject
 
 __all__ = ["build", "train"]
 
@@ -80,9 +80,9 @@ def train(run, out: str | Path, device: str | torch.device | None = None, resume
     same configuration in ``out`` is not tracked again (with ``resume``): its metrics are returned; a checkpoint
     of another run there is refused. ``log``: where the run's lines go (default: standard output). ``run`` is a
     :class:`~headfields.runs.RunConfig`, not annotated: the runs sit above the models."""
-    from ..synthetic import load_ground_truth
-    from ..training import CHECKPOINT_NAME, CONFIG_NAME, seed_everything
-    from ..tuning import process_tuning
+    from ...synthetic import load_ground_truth
+    from ...training import CHECKPOINT_NAME, CONFIG_NAME, seed_everything
+    from ...tuning import process_tuning
 
     config, training = run.recipe, run.training
     _prior_file(config)  # before the subject loads: a missing prior fails at once

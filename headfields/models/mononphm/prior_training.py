@@ -1,4 +1,4 @@
-"""Training MonoNPHM's prior (:class:`~headfields.models.nphm.Nphm`) on scans: :func:`prior_losses`, the official
+"""Training MonoNPHM's prior (:class:`~headfields.models.mononphm.Nphm`) on scans: :func:`prior_losses`, the official
 code's losses on one batch (surface SDF, normals, eikonal, free space, anchors, symmetry, colour, expression
 correspondences and the codes' and the deformation's regularisers), and :func:`train_prior`, which auto-decodes one
 identity code and one appearance code per identity and one expression code per scan.
@@ -17,10 +17,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..checks import check_count, check_positive
-from ..data.scans import ScanSamples, ScanSet, sample_scans
-from ..fields import padded_box
-from .nphm import NPHM_UNIT, Nphm
+from ...checks import check_count, check_positive
+from ...data.scans import ScanSamples, ScanSet, sample_scans
+from ...fields import padded_box
+from .prior import NPHM_UNIT, Nphm
 
 __all__ = [
     "CPU_ANCHOR_WEIGHT",
