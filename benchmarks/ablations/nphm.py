@@ -28,29 +28,24 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
 
 from headfields.checkpoints import RunFolder
-from headfields.commands.train import rounded
 from headfields.models import mononphm
-from headfields.models.mononphm import Nphm, cpu_prior_config, cpu_prior_training, cpu_tracking, save_prior, train_prior
-from headfields.parametric import load_model
+from headfields.models.mononphm import cpu_prior_config, cpu_prior_training, cpu_tracking
+from headfields.models.mononphm.prior_run import NphmPriorConfig, train_synthetic_prior
 from headfields.runs import RunConfig, SubjectSource, train_run
 from headfields.synthetic import (
     LANDMARKS_FOLDER,
     OUT_OF_RANGE_DETAIL,
     ScanSetConfig,
     TrackingNoise,
-    anchor_vertices,
     cached_synthetic_video,
     noisy_tracking,
     nphm_held_out_video,
-    synthetic_scan_set,
-    write_synthetic_flame,
 )
 from headfields.training import TrainingConfig, seed_everything
 
@@ -107,31 +102,13 @@ def main() -> None:
 
 
 def train(args: argparse.Namespace, scan_config: ScanSetConfig, device: torch.device) -> dict:
-    """Train the prior on the scan set, save it as ``out/prior.pt`` and its losses; its budget, for metrics.json."""
-    flame = load_model(write_synthetic_flame(args.out / "model"), "flame", device=device)
-    start = time.perf_counter()
-    scans = synthetic_scan_set(flame, scan_config)
-    scan_seconds = time.perf_counter() - start
-    print(f"scan set: {scans.num_identities} identities x {args.expressions} expressions in {scan_seconds:.0f} s")
-
-    _, mirror = anchor_vertices(flame)
-    neutral = flame().canonical_vertices
-    center = (neutral.amin(0) + neutral.amax(0)) / 2
-    prior = Nphm(scans.anchors.mean(0), mirror, center, scans.num_identities, scans.num_scans, cpu_prior_config()).to(device)
+    """Train the prior on the scan set (the library's, as ``python -m headfields train nphm_prior`` does), save it
+    as ``out/prior.pt`` and its losses; its budget, for metrics.json."""
     training = cpu_prior_training(steps=args.prior_steps, max_minutes=args.prior_minutes, seed=args.seed)
-    history = train_prior(prior, scans, training)
-    print(f"prior: {history.steps} steps in {history.seconds / 60:.1f} min; last losses {rounded(history.logs[-1])}")
-    save_prior(prior, args.out / "prior.pt")
+    config = NphmPriorConfig(scans=scan_config, prior=cpu_prior_config(), training=training)
+    _, history, measured = train_synthetic_prior(args.out, config, device)
     (args.out / "prior_log.json").write_text(json.dumps(history.logs, indent=1))
-    return {
-        "identities": scans.num_identities,
-        "scans": scans.num_scans,
-        "steps": history.steps,
-        "seconds": history.seconds,
-        "scan_seconds": scan_seconds,
-        "config": "cpu_prior_config()",
-        "training": asdict(training),
-    }
+    return {**measured, "config": "cpu_prior_config()", "training": asdict(training)}
 
 
 def report(m: dict) -> None:

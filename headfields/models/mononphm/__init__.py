@@ -30,7 +30,6 @@ from .model import (
 )
 from .prior import NPHM_UNIT, Nphm, NphmConfig, cpu_prior_config, load_prior, save_prior
 from .prior_training import (
-    PriorHistory,
     PriorLossWeights,
     PriorTrainingConfig,
     cpu_prior_training,
@@ -58,7 +57,6 @@ __all__ = [
     "MonoNphmTracking",
     "Nphm",
     "NphmConfig",
-    "PriorHistory",
     "PriorLossWeights",
     "PriorTrainingConfig",
     "Reconstruction",

@@ -90,7 +90,7 @@ class MonoNphmConfig(NeusConfig):
     head_joint: str = "neck"  # the joint whose tracked transform is the head's pose (FLAME: global, then neck)
     eikonal_points: int = 0  # the prior is frozen: no eikonal term
     eikonal_weight: float = 0.0
-    prior: str | None = None  # a prior saved by save_prior (benchmarks/ablations/nphm.py writes DIR/prior.pt); stored absolute
+    prior: str | None = None  # a prior saved by save_prior (train nphm_prior writes DIR/prior.pt); stored absolute
     tracking: MonoNphmTracking = MonoNphmTracking()
     geometry_frames: int = 3  # of the measured held-out frames, those whose surface is scored (true meshes needed)
     mesh_resolution: int = 128  # marching-cubes points per axis of those surfaces

@@ -55,12 +55,12 @@ def _prior_file(config: MonoNphmConfig) -> Path:
         raise TypeError(f"recipe: expected a MonoNphmConfig, got {type(config).__name__}")
     if config.prior is None:
         raise ValueError(
-            "mononphm.prior: expected the prior to fit, a file save_prior wrote (python benchmarks/ablations/nphm.py --out DIR "
-            "trains one: --mononphm.prior DIR/prior.pt), got none"
+            "mononphm.prior: expected the prior to fit, a file save_prior wrote (python -m headfields train nphm_prior "
+            "--out DIR trains one: --mononphm.prior DIR/prior.pt), got none"
         )
     path = Path(config.prior)
     if not path.is_file():
-        raise FileNotFoundError(f"mononphm.prior: no file {path} (train one: python benchmarks/ablations/nphm.py --out DIR)")
+        raise FileNotFoundError(f"mononphm.prior: no file {path} (train one: python -m headfields train nphm_prior --out DIR)")
     return path
 
 
