@@ -12,7 +12,9 @@ draws from (:data:`~headfields.synthetic.OUT_OF_RANGE_DETAIL`); ``--noisy`` trac
 poses and detected landmarks carry :class:`~headfields.synthetic.TrackingNoise`'s errors (:func:`noisy_tracking`);
 ``--local-code-scale`` scales the paper's weight on the local codes in every tracking stage.
 
-Writes ``out/prior.pt`` (``python -m headfields train mononphm --mononphm.prior out/prior.pt`` fits it),
+The prior trains as ``python -m headfields train nphm_prior`` trains it (the library's
+:func:`~headfields.models.mononphm.prior_run.train_synthetic_prior`, at the CPU recipe's sizes). Writes
+``out/prior.pt`` (``python -m headfields train mononphm --mononphm.prior out/prior.pt`` fits it),
 ``out/prior_log.json`` (the prior's losses), the tracking's run folder ``out/mononphm`` (the train command's: its
 renders, meshes, config.json and checkpoint, which ``python -m headfields render`` / ``export`` / ``view`` open) and
 ``out/metrics.json``: the prior's budget (identities, scans, steps, seconds) and the tracking's metrics
