@@ -1,8 +1,8 @@
-"""MonoNPHM's tracking half: fit a saved NPHM prior (benchmarks/ablations/nphm.py trains one) to a monocular video of a person
+"""MonoNPHM's tracking half: fit a saved NPHM prior (``train nphm_prior`` trains one) to a monocular video of a person
 it never saw, then measure it on the held-out frames.
 
-    python benchmarks/ablations/nphm.py --out outputs/nphm                                  # the prior (and a full run)
-    python examples/mononphm.py --prior outputs/nphm/prior.pt --out outputs/mononphm --max-minutes 10
+    python -m headfields train nphm_prior --out outputs/nphm_prior --max-minutes 30        # the prior
+    python examples/mononphm.py --prior outputs/nphm_prior/prior.pt --out outputs/mononphm --max-minutes 10
     python examples/mononphm.py --prior PRIOR --data /path/to/capture --model /path/to/FLAME2020 --device cuda
 
 The same as ``python -m headfields train mononphm --mononphm.prior PRIOR``, with the same flags; ``--prior``,

@@ -5,7 +5,7 @@ A run folder (``train(..., run=RunConfig)``, every example script) holds:
 - ``config.json``: the :class:`RunConfig`, i.e. the model's name and its whole configuration (the recipe), the
   training configuration and where the subject came from (also inside the checkpoint);
 - ``checkpoint.pt``: the weights, their moving average, the optimiser (:mod:`headfields.checkpoints`); a model
-  with a pipeline of its own (MonoNPHM: :mod:`headfields.models.mononphm_run`) writes the same files;
+  with a pipeline of its own (MonoNPHM: :mod:`headfields.models.mononphm.run`) writes the same files;
 - ``log.jsonl``: a line per logged step; ``metrics.json`` and ``renders/`` once training has finished.
 
     run = load_run("outputs/insta", device="cpu")  # the model with its evaluation (EMA) weights, in eval mode

@@ -38,7 +38,7 @@ def tiny_nphm_config(sdf_width: int = 16):
     """An NPHM prior small enough for a test: codes of a few numbers, members ``sdf_width`` wide, 3 neighbours."""
     from headfields.decoders import AnchorSdfConfig, AppearanceConfig, SdfMlpConfig
     from headfields.deformers import HyperDeformerConfig
-    from headfields.models.nphm import NphmConfig
+    from headfields.models.mononphm import NphmConfig
 
     return NphmConfig(
         global_dim=4,

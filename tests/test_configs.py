@@ -23,7 +23,7 @@ from headfields.configs import (
 )
 from headfields.decoders.nerf import NerfDecoderConfig
 from headfields.encoders.hashgrid import HashGridConfig
-from headfields.models import hyper_neus, hyper_neus_tracking, insta, mixes, monoavatar, mononphm, neus_avatar, nphm, portrait360
+from headfields.models import hyper_neus, hyper_neus_tracking, insta, mixes, monoavatar, mononphm, neus_avatar, portrait360
 from headfields.models.hyper_neus import HyperNeusConfig
 from headfields.models.insta import InstaConfig
 from headfields.models.neus_model import NeusConfig
@@ -39,8 +39,8 @@ LIBRARY_CONFIGS = {
     "neus_avatar.NeusAvatarConfig": neus_avatar.NeusAvatarConfig,
     "training.TrainingConfig": lambda: TrainingConfig(eval_regions=(("hair", (6,)), ("face", (1, 2, 5))), max_minutes=3.5),
     "training.OptimizerConfig(inf)": lambda: OptimizerConfig(1e-3, max_grad_norm=math.inf, betas=(0.5, 0.9)),
-    "nphm.NphmConfig": nphm.NphmConfig,
-    "nphm.cpu_prior_config": nphm.cpu_prior_config,
+    "nphm.NphmConfig": mononphm.NphmConfig,
+    "nphm.cpu_prior_config": mononphm.cpu_prior_config,
     "mononphm.MonoNphmTracking": mononphm.MonoNphmTracking,
     "mononphm.cpu_tracking": mononphm.cpu_tracking,
     "hyper_neus_tracking.TrackingConfig": hyper_neus_tracking.TrackingConfig,

@@ -56,8 +56,8 @@ TIERS = {
     "distributed": "training",  # the loop's data-parallel steps
     "ema": "training",  # the loop's moving average of the weights
     "training": "training",
+    "fitting": "training",  # fitting a few quantities to frames beside frozen networks: pose, preimages, stages
     "models": "models",
-    "scan_evaluation": "models",  # MonoNPHM's geometry evaluation: models/mononphm/ (issue 76)
     "__init__": "apps",  # the package's front page: headfields.load_run, from runs
     "__main__": "apps",  # python -m headfields
     "commands": "apps",

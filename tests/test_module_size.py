@@ -16,12 +16,3 @@ def test_no_module_is_over_500_lines_without_saying_why():
             if f"over {LIMIT} lines because" not in doc:
                 unexplained.append(f"{path.relative_to(PACKAGE.parent)} ({text.count(chr(10))} lines)")
     assert not unexplained, f"over {LIMIT} lines, no reason in the docstring: {unexplained}"
-
-
-def test_mononphm_and_its_tracking_modules_stay_under_300_lines():
-    """MonoNPHM's model, stages, tracking, evaluation and prior, and the tracking it shares, each a small module."""
-    models = PACKAGE / "models"
-    paths = [*models.glob("mononphm*.py"), *models.glob("nphm*.py"), models / "neus_tracking.py", *models.glob("hyper_neus_*.py")]
-    assert len(paths) >= 9
-    long = {p.name: p.read_text().count("\n") for p in paths if p.read_text().count("\n") > 300}
-    assert not long, f"over 300 lines: {long}"

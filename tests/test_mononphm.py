@@ -22,11 +22,11 @@ from headfields.checkpoints import load_checkpoint
 from headfields.data import load_subject
 from headfields.data.ibug import ANCHOR_LANDMARK_PAIRS, ANCHOR_PAIR_WEIGHTS
 from headfields.deformers import RigidDeformer, RigidDeformerConfig
+from headfields.fitting import PosedPoints, detected_landmarks, landmark_error, scheduled, soft_jaccard
 from headfields.heads import tracked_head
-from headfields.models import mononphm, mononphm_stages, mononphm_tracking
-from headfields.models.mononphm_ceiling import identity_code, surface_identity
-from headfields.models.neus_tracking import PosedPoints, detected_landmarks, landmark_error, scheduled, soft_jaccard
-from headfields.models.nphm import Nphm, save_prior
+from headfields.models import mononphm
+from headfields.models.mononphm import Nphm, identity_code, save_prior, surface_identity
+from headfields.models.mononphm import tracking as mononphm_tracking
 from headfields.models.registry import MODELS
 from headfields.parametric import load_model
 from headfields.runs import RunConfig, SubjectSource, load_run, train_run
@@ -318,7 +318,7 @@ def test_the_codes_start_at_their_centre_the_prior_s_mean_or_zero(person):
     value = mononphm_tracking._code_terms(model, model.track(), torch.tensor([0]), stage)
     assert float(value.detach()) == pytest.approx(2.0 * 0.25 * prior.config.global_dim)
     with pytest.raises(Exception, match="code_centre"):  # the library's ValueError, or the test run's type checker
-        mononphm_stages.MonoNphmTracking(code_centre="mean")
+        mononphm_tracking.MonoNphmTracking(code_centre="mean")
 
 
 def test_photometric_and_silhouette_terms_of_a_frame_match_hand_values(person, monkeypatch):
@@ -327,7 +327,7 @@ def test_photometric_and_silhouette_terms_of_a_frame_match_hand_values(person, m
     foreground's); plus the soft Jaccard of the opacities; no landmark term without detections."""
     from types import SimpleNamespace
 
-    from headfields.models.neus_tracking import FramePixels
+    from headfields.fitting import FramePixels
 
     subject, flame, _ = person
     model = mononphm.MonoNphm(tiny_prior(flame), subject.parametric, len(subject.train), SAMPLER)
@@ -363,7 +363,7 @@ def test_the_cpu_stages_scale_the_codes_rates_to_their_fewer_steps():
     """cpu_tracking's stages are the paper's in fewer steps, the codes' and expressions' rates times the paper's steps
     over theirs (Adam moves about a rate a step); the pose, lighting, weights and schedule are the paper's, but the
     landmark pairs' weights."""
-    paper, cpu = mononphm_stages.MonoNphmTracking(), mononphm_stages.cpu_tracking()
+    paper, cpu = mononphm_tracking.MonoNphmTracking(), mononphm_tracking.cpu_tracking()
     for name, steps in (("first_frame", 200), ("per_frame", 20), ("joint", 300)):
         ours, theirs = getattr(cpu, name), getattr(paper, name)
         k = theirs.steps / steps  # 500 / 200, 125 / 20, 1000 / 300
@@ -377,7 +377,7 @@ def test_the_cpu_stages_scale_the_codes_rates_to_their_fewer_steps():
     assert paper.anchor_weights == ANCHOR_PAIR_WEIGHTS and set(cpu.anchor_weights) == {1.0}
     assert len(cpu.anchor_weights) == len(ANCHOR_LANDMARK_PAIRS)
     with raises_naming("steps"):
-        mononphm_stages.shortened(paper.joint, 0)
+        mononphm_tracking.shortened(paper.joint, 0)
 
 
 @pytest.mark.unchecked
@@ -637,7 +637,7 @@ def test_the_example_and_the_train_command_track_a_saved_prior(person, tmp_path)
 
 
 def test_the_ceiling_fit_recovers_a_surface_made_under_a_known_identity(person):
-    """The prior's ceiling (mononphm_ceiling): a surface extracted under a known identity code, fitted from the
+    """The prior's ceiling (mononphm.ceiling): a surface extracted under a known identity code, fitted from the
     model's code (the prior's mean), is matched again (its points' |SDF| falls below half the mean code's); the
     global-only fit keeps the local codes at their centre; the model's own code is untouched throughout."""
     subject, flame, _ = person

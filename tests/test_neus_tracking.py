@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from headfields.models.neus_tracking import corrected_pose, run_stage, scheduled
+from headfields.fitting import corrected_pose, run_stage, scheduled
 
 
 def test_adam_steps_follow_the_schedule_and_fixed_groups_stay():

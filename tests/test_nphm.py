@@ -3,6 +3,7 @@ sphere (surface, normals, eikonal, near-surface and free-space terms), anchors a
 symmetry and code terms), a translated copy as the expression (correspondence term); training lowers the loss;
 a saved prior loads back to the same function; bad input raises."""
 
+import json
 import math
 from dataclasses import replace
 
@@ -12,8 +13,8 @@ import torch
 from headfields.data import ScanSet, sample_scans
 from headfields.fields import padded_box
 from headfields.geometry import uv_sphere
-from headfields.models.nphm import NPHM_UNIT, Nphm, load_prior, save_prior
-from headfields.models.nphm_training import (
+from headfields.models.mononphm.prior import NPHM_UNIT, Nphm, load_prior, save_prior
+from headfields.models.mononphm.prior_training import (
     CPU_ANCHOR_WEIGHT,
     SPACE_SHARPNESS,
     PriorLossWeights,
@@ -182,3 +183,39 @@ def test_bad_input_raises():
         PriorTrainingConfig(scans_per_step=0)
     with raises_naming("scans"):
         train_prior(prior, sphere_scans(torch.zeros(3)), PriorTrainingConfig(steps=1))
+
+
+# The prior as a run: python -m headfields train nphm_prior, on tiny sizes.
+PRIOR_RUN_FLAGS = [
+    "--max-iterations", "2", "--log-every", "1", "--nphm-prior.scans.num-identities", "2",
+    "--nphm-prior.scans.expressions", "2", "--nphm-prior.training.scans-per-step", "2",
+    "--nphm-prior.training.surface-points", "64", "--nphm-prior.training.near-points", "32",
+    "--nphm-prior.training.space-points", "16",
+]  # fmt: skip
+
+
+def test_the_train_command_trains_a_prior_and_refuses_what_it_does_not_read(tmp_path):
+    """``train nphm_prior`` writes config.json, prior.pt (which loads, with a code a synthetic identity and scan),
+    log.jsonl (a line a step) and metrics.json; run again it returns the finished run's metrics. A training field
+    it does not read, the recipe's own steps and a capture are refused by name, before the folder is made."""
+    from headfields.commands.train import train
+    from headfields.runs import read_run_config
+    from headfields.training import LOG_NAME
+
+    out = tmp_path / "prior"
+    flags = ["--out", str(out), *PRIOR_RUN_FLAGS]
+    with pytest.raises(ValueError, match="does not use eval_every=5"):
+        train("nphm_prior", [*flags, "--eval-every", "5"])
+    with pytest.raises(ValueError, match="training.steps: set by the run's --max-iterations"):
+        train("nphm_prior", [*flags, "--nphm-prior.training.steps", "3"])
+    with raises_naming("subject"):
+        train("nphm_prior", [*flags, "--data", str(tmp_path)])
+    assert not out.exists()
+    metrics, folder, _ = train("nphm_prior", flags)
+    assert metrics["steps"] == 2 and metrics["identities"] == 2 and metrics["scans"] == 4
+    prior = load_prior(folder / "prior.pt")
+    assert prior.identity_codes.count == 2 and prior.expression_codes.count == 4
+    logged = [json.loads(line) for line in (folder / LOG_NAME).read_text().splitlines()]
+    assert [line["step"] for line in logged] == [0, 1] and all(math.isfinite(line["loss"]) for line in logged)
+    assert read_run_config(folder).recipe.training.scans_per_step == 2
+    assert train("nphm_prior", flags)[0] == metrics  # finished: not trained again

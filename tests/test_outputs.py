@@ -217,7 +217,7 @@ def test_a_config_source_adds_its_classes_and_the_librarys_needs_no_import_of_th
     code = (
         "import sys; from headfields.configs import config_classes; assert 'headfields.runs' not in sys.modules; "
         "known = config_classes(); assert known['headfields.runs.RunConfig'].__name__ == 'RunConfig'; "
-        "assert 'headfields.models.insta.InstaConfig' in known and 'headfields.models.mononphm.MonoNphmConfig' in known"
+        "assert 'headfields.models.insta.InstaConfig' in known and 'headfields.models.mononphm.model.MonoNphmConfig' in known"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
 

@@ -61,7 +61,7 @@ def test_readme_models_table_figures_are_on_the_results_page():
     section = README.split("## Models")[1].split("## Command line")[0]
     table = section.split("\n\n")[2]
     header, rows = table.splitlines()[0], [row for row in table.splitlines() if row.startswith("| `")]
-    assert len(rows) == 9
+    assert len(rows) == 10
     kinds = [cell.split(":")[0].strip() for cell in header.split("|")[3:-1]]  # each figure column names its run
     assert kinds[0] == "GPU" and kinds == sorted(kinds, key=("GPU", "CPU").index), kinds  # the GPU's columns first
     assert not re.search(r"[*†‡]", table), "a footnote mark in the models table: say it in the notes"

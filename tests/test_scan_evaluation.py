@@ -1,4 +1,5 @@
-"""MonoNPHM's geometry evaluation (headfields.scan_evaluation) against brute force, a known similarity, and hand cases."""
+"""MonoNPHM's geometry evaluation (headfields.models.mononphm.evaluation) against brute force, a known similarity,
+and hand cases."""
 
 import math
 
@@ -8,7 +9,7 @@ import torch
 from headfields.cameras import PinholeCameras, look_at, project_points
 from headfields.geometry import face_normals, head_proxy, uv_sphere
 from headfields.geometry.triangles import closest_point_on_triangle
-from headfields.scan_evaluation import (
+from headfields.models.mononphm.evaluation import (
     DepthScan,
     Similarity,
     depth_scan,

@@ -234,17 +234,6 @@ def test_evenly_spread_takes_both_ends_and_gaps_within_one(count, total):
         assert picked == list(range(total))
 
 
-def test_models_tracking_is_a_deprecated_alias_of_heads():
-    import headfields.heads
-    import headfields.models.tracking as tracking
-
-    for name in ("tracked_head", "mesh_depth", "present_regions"):
-        with pytest.warns(DeprecationWarning, match="headfields.heads"):
-            assert getattr(tracking, name) is getattr(headfields.heads, name)
-    with pytest.raises(AttributeError):
-        tracking.TrackedHeads  # noqa: B018 - the per-FrameSet cache is gone: the loop builds each split's head
-
-
 # The image metrics of issue 19: head (mask) and region scores, L1 and LPIPS in evaluate and metrics.json.
 
 

@@ -12,12 +12,14 @@ draws from (:data:`~headfields.synthetic.OUT_OF_RANGE_DETAIL`); ``--noisy`` trac
 poses and detected landmarks carry :class:`~headfields.synthetic.TrackingNoise`'s errors (:func:`noisy_tracking`);
 ``--local-code-scale`` scales the paper's weight on the local codes in every tracking stage.
 
-Writes ``out/prior.pt`` (``python -m headfields train mononphm --mononphm.prior out/prior.pt`` fits it),
+The prior trains as ``python -m headfields train nphm_prior`` trains it (the library's
+:func:`~headfields.models.mononphm.prior_run.train_synthetic_prior`, at the CPU recipe's sizes). Writes
+``out/prior.pt`` (``python -m headfields train mononphm --mononphm.prior out/prior.pt`` fits it),
 ``out/prior_log.json`` (the prior's losses), the tracking's run folder ``out/mononphm`` (the train command's: its
 renders, meshes, config.json and checkpoint, which ``python -m headfields render`` / ``export`` / ``view`` open) and
 ``out/metrics.json``: the prior's budget (identities, scans, steps, seconds) and the tracking's metrics
 (:func:`headfields.models.mononphm.reconstruct`: held-out ``psnr`` / ``ssim`` / ``l1`` after tracking and from the
-mean codes; ``scan`` and ``scan_flame``, MonoNPHM's own protocol (:mod:`headfields.scan_evaluation`: the face region
+mean codes; ``scan`` and ``scan_flame``, MonoNPHM's own protocol (:mod:`headfields.models.mononphm.evaluation`: the face region
 of a depth scan to the mesh after a similarity ICP, L1 and L2 in mm, normals, F-scores at 1, 2.5, 5 and 10 mm);
 ``chamfer`` and ``chamfer_flame``, the symmetric Chamfer over the whole visible head, as fractions of the head's size,
 in mm, normal consistency, F-scores at 5 to 20 mm). Prints both tables, the tracked surface against the capture's
@@ -28,31 +30,24 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
 
 from headfields.checkpoints import RunFolder
-from headfields.commands.train import rounded
 from headfields.models import mononphm
-from headfields.models.mononphm_stages import cpu_tracking
-from headfields.models.nphm import Nphm, cpu_prior_config, save_prior
-from headfields.models.nphm_training import cpu_prior_training, train_prior
-from headfields.parametric import load_model
+from headfields.models.mononphm import cpu_prior_config, cpu_prior_training, cpu_tracking
+from headfields.models.mononphm.prior_run import NphmPriorConfig, train_synthetic_prior
 from headfields.runs import RunConfig, SubjectSource, train_run
 from headfields.synthetic import (
     LANDMARKS_FOLDER,
     OUT_OF_RANGE_DETAIL,
     ScanSetConfig,
     TrackingNoise,
-    anchor_vertices,
     cached_synthetic_video,
     noisy_tracking,
     nphm_held_out_video,
-    synthetic_scan_set,
-    write_synthetic_flame,
 )
 from headfields.training import TrainingConfig, seed_everything
 
@@ -109,31 +104,13 @@ def main() -> None:
 
 
 def train(args: argparse.Namespace, scan_config: ScanSetConfig, device: torch.device) -> dict:
-    """Train the prior on the scan set, save it as ``out/prior.pt`` and its losses; its budget, for metrics.json."""
-    flame = load_model(write_synthetic_flame(args.out / "model"), "flame", device=device)
-    start = time.perf_counter()
-    scans = synthetic_scan_set(flame, scan_config)
-    scan_seconds = time.perf_counter() - start
-    print(f"scan set: {scans.num_identities} identities x {args.expressions} expressions in {scan_seconds:.0f} s")
-
-    _, mirror = anchor_vertices(flame)
-    neutral = flame().canonical_vertices
-    center = (neutral.amin(0) + neutral.amax(0)) / 2
-    prior = Nphm(scans.anchors.mean(0), mirror, center, scans.num_identities, scans.num_scans, cpu_prior_config()).to(device)
+    """Train the prior on the scan set (the library's, as ``python -m headfields train nphm_prior`` does), save it
+    as ``out/prior.pt`` and its losses; its budget, for metrics.json."""
     training = cpu_prior_training(steps=args.prior_steps, max_minutes=args.prior_minutes, seed=args.seed)
-    history = train_prior(prior, scans, training)
-    print(f"prior: {history.steps} steps in {history.seconds / 60:.1f} min; last losses {rounded(history.logs[-1])}")
-    save_prior(prior, args.out / "prior.pt")
+    config = NphmPriorConfig(scans=scan_config, prior=cpu_prior_config(), training=training)
+    _, history, measured = train_synthetic_prior(args.out, config, device)
     (args.out / "prior_log.json").write_text(json.dumps(history.logs, indent=1))
-    return {
-        "identities": scans.num_identities,
-        "scans": scans.num_scans,
-        "steps": history.steps,
-        "seconds": history.seconds,
-        "scan_seconds": scan_seconds,
-        "config": "cpu_prior_config()",
-        "training": asdict(training),
-    }
+    return {**measured, "config": "cpu_prior_config()", "training": asdict(training)}
 
 
 def report(m: dict) -> None:

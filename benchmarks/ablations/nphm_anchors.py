@@ -3,7 +3,7 @@ training set, each identity's anchors (``Nphm.anchors`` of its code) carried int
 finding (``posed_points``), against the true positions of the anchor vertices there, in mm. Grouped as the paper
 weighs the landmark pairs: x 100 (chin, lips, eyelids), x 1 (the other paired anchors), and the unpaired ones. The
 landmark term projects these anchors: under the paper's 7.5 on the anchors a CPU prior missed them by 6-11 mm,
-under ``cpu_prior_training()``'s 750 (:data:`~headfields.models.nphm_training.CPU_ANCHOR_WEIGHT`) by 1-1.8 mm.
+under ``cpu_prior_training()``'s 750 (:data:`~headfields.models.mononphm.prior_training.CPU_ANCHOR_WEIGHT`) by 1-1.8 mm.
 
     python benchmarks/ablations/nphm_anchors.py outputs/nphm/prior.pt   # the scan set benchmarks/ablations/nphm.py trains on
     python benchmarks/ablations/nphm_anchors.py /tmp/nphm/prior.pt --identities 4 --expressions 3
@@ -18,8 +18,8 @@ from pathlib import Path
 import torch
 
 from headfields.data.ibug import ANCHOR_LANDMARK_PAIRS, ANCHOR_PAIR_WEIGHTS
-from headfields.models.neus_tracking import posed_points
-from headfields.models.nphm import load_prior
+from headfields.fitting import posed_points
+from headfields.models.mononphm import load_prior
 from headfields.parametric import load_model
 from headfields.synthetic import ScanSetConfig, anchor_vertices, synthetic_scan_set, write_synthetic_flame
 

@@ -2,7 +2,7 @@
 person (``benchmarks/ablations/nphm.py``'s ``DIR/mononphm``), the face-region scores (MonoNPHM's protocol) of the tracked
 surface, of the prior's mean identity and of the tracked global code with the local codes at their centre (what
 the images taught the global code), of the surface under the identity code fitted to the true surface in 3D (the prior's ceiling,
-:func:`headfields.models.mononphm_ceiling.surface_identity`; the global code alone, then global and local codes), and
+:func:`headfields.models.mononphm.surface_identity`; the global code alone, then global and local codes), and
 of the capture's tracked FLAME, on the frames the run scored.
 
     # ~3 min a frame on 2 cores
@@ -17,10 +17,8 @@ from pathlib import Path
 
 import torch
 
-from headfields.models.mononphm_ceiling import identity_code, surface_identity
-from headfields.models.mononphm_reconstruction import face_scan
+from headfields.models.mononphm import face_scan, identity_code, scan_score, surface_identity
 from headfields.runs import load_run
-from headfields.scan_evaluation import scan_score
 from headfields.synthetic import load_ground_truth
 
 ROWS = (

@@ -98,7 +98,7 @@ def _run(
 ) -> tuple[Tensor, Tensor]:
     """The MLP on ``enc [P, D]`` with ``weights[i] [in, out]``: (sdf ``[P]``, last hidden layer ``[P, H]``). On the
     CPU without autograd, ROW_BLOCK rows at a time through every layer, each Softplus in place
-    (:func:`~headfields.row_blocks.row_blocks`): on a 2-core CPU, 4 layers of 200 (MonoNPHM's members) 1.3x on 20,000
+    (:func:`~headfields.backends.cpu.row_blocks.row_blocks`): on a 2-core CPU, 4 layers of 200 (MonoNPHM's members) 1.3x on 20,000
     rows and 1.6x on 200,000, of 96 (the hyper NeuS avatar's global SDF) 1.6x on 200,000."""
     if runs_in_row_blocks(enc):
         return row_blocks(lambda block: _layers(block, weights, biases, skip, beta, softplus_), enc)

@@ -162,7 +162,7 @@ class HyperDeformer(Deformer):
     def _network(self, x: Tensor, condition: Tensor, index: Tensor | None) -> Tensor:
         """``[Δx, h]`` for checked inputs, in the parameters' dtype; point ``i`` reads ``condition[index[i]]``
         (``index`` None: ``condition[i]``). On the CPU without autograd, a block of points at a time through every
-        layer, each Softplus in place (:func:`~headfields.row_blocks.row_blocks`)."""
+        layer, each Softplus in place (:func:`~headfields.backends.cpu.row_blocks.row_blocks`)."""
         if not runs_in_row_blocks(x):
             return self._layers(x, self._condition_shares(condition), index, self.activation)
         in_place = functools.partial(softplus_, beta=self.activation.beta)

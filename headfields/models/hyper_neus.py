@@ -1,7 +1,7 @@
 """The hyper NeuS avatar, a mix: MonoNPHM's networks fitted per subject, without a prior. MonoNPHM's deformation,
 SDF and appearance networks (Giebenhain et al., CVPR 2024) are learnt for one subject from one video, with the
 tracked FLAME expression as the deformation's condition and a correspondence loss, instead of the paper's
-parametric head prior learnt from scans (that is :mod:`headfields.models.nphm` and :mod:`headfields.models.mononphm`).
+parametric head prior learnt from scans (that is :mod:`headfields.models.mononphm`).
 
 Posed sample → head frame, normalised (the SDF's units) → backward deformation with hyper-dimensions under
 [tracked expression and jaw, expression code, identity code] → SDF (with the identity code) → albedo (SDF features,

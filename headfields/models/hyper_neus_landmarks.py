@@ -1,6 +1,6 @@
 """Landmarks of the hyper NeuS avatar's posed head (as MonoNPHM finds them): canonical points carried into posed
 space by root finding of ``x + Δ(x) = a`` (the backward field has no closed-form inverse), with gradients by
-implicit differentiation (:func:`~headfields.models.neus_tracking.posed_points`, shared with MonoNPHM). Tracking
+implicit differentiation (:func:`~headfields.fitting.posed_points`, shared with MonoNPHM). Tracking
 (:mod:`headfields.models.hyper_neus_tracking`) matches them to detections; here the canonical points are vertices
 of the neutral mesh.
 """
@@ -11,10 +11,10 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from ..fitting import ROOT_TOLERANCE, PosedPoints, posed_points
 from ..geometry import farthest_points
 from ..parametric import Head
 from .hyper_neus import HyperNeusAvatar
-from .neus_tracking import ROOT_TOLERANCE, PosedPoints, posed_points
 
 __all__ = ["landmark_vertices", "posed_landmarks"]
 

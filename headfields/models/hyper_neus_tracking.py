@@ -3,8 +3,8 @@ expression condition (tracked expression, jaw pose, expression code) and a corre
 frame's image (L1 colour, silhouette) and its landmarks. The frame is a one-frame
 :class:`~headfields.parametric.Head` whose fitted parts are parameters. The landmarks
 (:mod:`headfields.models.hyper_neus_landmarks`) are matched to the frame's tracked mesh vertices projected into
-the image (a detector's stand-in). The pose correction, the pixels, the landmark term and the optimisation loop are
-MonoNPHM's (:mod:`headfields.models.neus_tracking`).
+the image (a detector's stand-in). The pose correction, the pixels, the landmark term and the staged optimiser are
+MonoNPHM's (:mod:`headfields.fitting`).
 """
 
 from __future__ import annotations
@@ -20,13 +20,13 @@ from ..cameras import project_points
 from ..checks import check_count, check_positive
 from ..configs import register_config
 from ..data import FrameSet
+from ..fitting import FramePixels, corrected_pose, frozen, landmark_error, run_stage
 from ..heads import tracked_head
 from ..losses import l1_loss, mask_loss
 from ..parametric import Head
 from ..training import render_image
 from .hyper_neus import HyperNeusAvatar
 from .hyper_neus_landmarks import landmark_vertices, posed_landmarks
-from .neus_tracking import FramePixels, corrected_pose, landmark_error, run_stage
 
 __all__ = ["TrackingConfig", "TrackingResult", "frame_error", "track_frame"]
 
@@ -129,11 +129,6 @@ def track_frame(model: HyperNeusAvatar, frames: FrameSet, frame: int, config: Tr
         losses.append(float(value.detach()))
         return value
 
-    requires_grad = [p.requires_grad for p in model.parameters()]
-    model.requires_grad_(False)
-    try:
+    with frozen(model):
         run_stage(groups, c.steps, loss)
-    finally:
-        for p, flag in zip(model.parameters(), requires_grad, strict=True):
-            p.requires_grad_(flag)
     return TrackingResult(head(detach=True), start, losses)

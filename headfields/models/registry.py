@@ -95,13 +95,25 @@ def _hyper_neus(subject: Subject, config) -> nn.Module:
 
 
 def _mononphm(subject: Subject, config) -> nn.Module:
-    from .mononphm_run import build
+    from .mononphm.run import build
 
     return build(subject, config)
 
 
 def _train_mononphm(run, out, device=None, **options) -> dict:
-    from .mononphm_run import train
+    from .mononphm.run import train
+
+    return train(run, out, device, **options)
+
+
+def _nphm_prior(subject: Subject, config) -> nn.Module:
+    from .mononphm.prior_run import build
+
+    return build(subject, config)
+
+
+def _train_nphm_prior(run, out, device=None, **options) -> dict:
+    from .mononphm.prior_run import train
 
     return train(run, out, device, **options)
 
@@ -176,6 +188,11 @@ INFERENCE_CHUNK = 1 << 16
 # calls of 2^16 rays took 124 ms against 63 ms for one (docs/insta.md, "Figures").
 PAPER_INFERENCE_CHUNK = {"render_chunk": 1 << 18}
 MONOAVATAR_CPU_SAMPLES_PER_BATCH = {"samples_per_batch": 1 << 13}  # two networks a sample, 4 frames' UV CNN a step
+# MonoNPHM's prior: its paper's steps (PriorTrainingConfig().steps), a log line every 100; on a CPU the steps a
+# half-hour budget reaches on 2 idle cores (~33 min for 2,400: benchmarks/ablations/nphm.py, docs/mononphm.md).
+NPHM_PRIOR_STEPS = 30_000
+NPHM_PRIOR_LOG_EVERY = 100
+NPHM_PRIOR_CPU_BUDGET = {"max_iterations": 2400, "max_minutes": 30.0}
 
 
 def _entries() -> dict[str, ModelEntry]:
@@ -214,7 +231,7 @@ def _entries() -> dict[str, ModelEntry]:
             "HyperNeusConfig",
             training=_training(max_minutes=20.0, rays_per_batch=512, frames_per_batch=4, eval_every=500),
         ),
-        # A frozen prior fitted by tracking: its own pipeline (headfields.models.mononphm_run); of the training
+        # A frozen prior fitted by tracking: its own pipeline (headfields.models.mononphm.run); of the training
         # settings it reads the budget, the seed, the held-out frames measured (5, as its example did) and the chunk.
         "mononphm": _paper_model(
             "mononphm",
@@ -223,6 +240,16 @@ def _entries() -> dict[str, ModelEntry]:
             video=_nphm_held_out_video,
             training=_training(eval_frames=5),
             train=_train_mononphm,
+        ),
+        # MonoNPHM's prior on synthetic scans, what mononphm fits (headfields.models.mononphm.prior_run): of the training
+        # settings it reads the steps, the budget, the seed and log_every; the CPU's: benchmarks/ablations/nphm.py's.
+        "nphm_prior": _paper_model(
+            "mononphm.prior_run",
+            _nphm_prior,
+            "NphmPriorConfig",
+            training=_training(max_iterations=NPHM_PRIOR_STEPS, log_every=NPHM_PRIOR_LOG_EVERY),
+            recipe_training={"cpu": NPHM_PRIOR_CPU_BUDGET},
+            train=_train_nphm_prior,
         ),
         # Beyond the four papers: GaussianAvatars, its own loop (headfields.models.gaussian_avatar_run), which reads the
         # budget, the seed, the checkpoint minutes and the evaluation settings of the training configuration.

@@ -64,11 +64,11 @@ class TrainingConfig:
     # Where the logged steps go besides RUN/log.jsonl: "tensorboard" adds TensorBoard events under RUN/tensorboard
     # (scalars, and the held-out comparisons of each evaluation; needs the tensorboard extra).
     log: Literal["jsonl", "tensorboard"] = "jsonl"
-    # On the CPU, flush denormal floats to zero for the run (headfields.tuning: a sharp Softplus makes them, and
-    # they run many times slower); the mode each thread had comes back when the run ends.
+    # On the CPU, flush denormal floats to zero for the run (headfields.backends.cpu.process_tuning: a sharp
+    # Softplus makes them, and they run many times slower); the mode each thread had comes back when the run ends.
     flush_denormals: bool = True
-    # On the CPU, keep freed memory in glibc's heap for the run (headfields.tuning: evaluations' large tensors stop
-    # page-faulting, training steps gain nothing; up to 1 GiB stays with the process meanwhile).
+    # On the CPU, keep freed memory in glibc's heap for the run (headfields.backends.cpu.process_tuning: evaluations'
+    # large tensors stop page-faulting, training steps gain nothing; up to 1 GiB stays with the process meanwhile).
     tune_malloc: bool = False
     # On CUDA, the training frames' images, masks, depths and labels go to the device when they take at most this
     # share of its free memory (each step then gathers its pixels there); larger captures stay in pinned host

@@ -17,11 +17,12 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from ..checks import check_count, check_float, check_positive
-from ..geometry import TriangleMesh
-from ..geometry.sampling import sample_surface
-from ..parametric import Head
-from .mononphm import MonoNphm
+from ...checks import check_count, check_float, check_positive
+from ...fitting import frozen, run_stage
+from ...geometry import TriangleMesh
+from ...geometry.sampling import sample_surface
+from ...parametric import Head
+from .model import MonoNphm
 
 __all__ = ["identity_code", "surface_identity"]
 
@@ -56,17 +57,17 @@ def surface_identity(
     if not local:
         start[:, global_dim:] = model.codes.identity_centre[:, global_dim:]
     mesh = TriangleMesh(vertices.detach(), faces)
-    with identity_code(model, start):
-        optimizer = torch.optim.Adam([code], lr=rate)
-        for step in range(steps):
-            x = sample_surface(mesh, points, seed=seed + step).point.to(code.device, code.dtype)
-            sdf = model.field.geometry(x, torch.full_like(x[:, 0], frame, dtype=torch.long), head).sdf
-            loss = sdf.abs().mean() + CODE_WEIGHT * code.square().sum()
-            (gradient,) = torch.autograd.grad(loss, code)
-            if not local:
-                gradient[:, global_dim:] = 0
-            code.grad = gradient
-            optimizer.step()
+
+    def loss(step: int) -> Tensor:
+        x = sample_surface(mesh, points, seed=seed + step).point.to(code.device, code.dtype)
+        sdf = model.field.geometry(x, torch.full_like(x[:, 0], frame, dtype=torch.long), head).sdf
+        return sdf.abs().mean() + CODE_WEIGHT * code.square().sum()
+
+    def global_only() -> None:  # the local codes stay at their centre
+        code.grad[:, global_dim:] = 0
+
+    with identity_code(model, start), frozen(model, [code]):  # the backward pass reaches the identity alone
+        run_stage([("identity", [code], rate)], steps, loss, after_backward=None if local else global_only)
         code.grad = None
         return code.detach().clone()
 

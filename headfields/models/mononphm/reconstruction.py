@@ -1,10 +1,10 @@
 """MonoNPHM's reconstruction of a video and its measures: :func:`reconstruct` tracks the training frames and then
-the held-out frames (:mod:`~headfields.models.mononphm_tracking`), and scores the held-out frames' renders (PSNR,
+the held-out frames (:mod:`~headfields.models.mononphm.tracking`), and scores the held-out frames' renders (PSNR,
 SSIM, L1) and, where the capture has true meshes, the tracked surface next to the capture's tracked FLAME mesh, two
-ways: as MonoNPHM's paper does (``scan``: :mod:`~headfields.scan_evaluation`, the face region of a depth scan of
-the true head to the mesh after a similarity ICP, L1 and L2 distances, normals, F-scores at 1, 2.5, 5 and 10 mm),
-and over the whole head the camera sees (:func:`geometry_score`: symmetric Chamfer distance, normal consistency,
-F-scores at 5 to 20 mm, no alignment).
+ways (:mod:`~headfields.models.mononphm.evaluation`): as MonoNPHM's paper does (``scan``: the face region of a depth
+scan of the true head to the mesh after a similarity ICP, L1 and L2 distances, normals, F-scores at 1, 2.5, 5 and
+10 mm), and over the whole head the camera sees (``geometry_score``: symmetric Chamfer distance, normal
+consistency, F-scores at 5 to 20 mm, no alignment).
 
     result = reconstruct(prior, subject.train, subject.eval, subject.parametric, cpu_config(), truth=truth)
     result.metrics["psnr"], result.metrics["chamfer"], result.metrics["chamfer_flame"]
@@ -18,72 +18,27 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import torch
-from jaxtyping import Float, Int
 from torch import Tensor
 
-from ..checks import check_count, check_positive
-from ..data import FrameSet, write_obj
-from ..fields import padded_box
-from ..heads import tracked_head
-from ..metrics import chamfer_distance, l1, psnr, ssim, visible_faces
-from ..parametric import Head, SubjectModel
-from ..progress import Progress, format_seconds
-from ..scan_evaluation import depth_scan, face_region, scan_score
-from ..training import comparison, evenly_spread, render_image, save_png
-from .mononphm_stages import MonoNphmTracking, TrackingHistory
-from .mononphm_tracking import track_frames, track_sequence
+from ...checks import check_count, check_positive
+from ...data import FrameSet, write_obj
+from ...fields import padded_box
+from ...heads import tracked_head
+from ...metrics import l1, psnr, ssim
+from ...parametric import Head, SubjectModel
+from ...progress import Progress, format_seconds
+from ...training import comparison, evenly_spread, render_image, save_png
+from .evaluation import face_scan, geometry_score, scan_score
+from .model import MonoNphm, MonoNphmConfig
+from .tracking import MonoNphmTracking, TrackingHistory, track_frames, track_sequence
 
 if TYPE_CHECKING:
-    from .mononphm import MonoNphm, MonoNphmConfig
-    from .nphm import Nphm
+    from .prior import Nphm
 
-__all__ = ["GeometryScore", "Reconstruction", "face_scan", "geometry_score", "reconstruct"]
+__all__ = ["Reconstruction", "reconstruct"]
 
 BUDGETS = ("run", "training")  # what reconstruct's max_minutes bounds (TrainingConfig.budget's meaning)
 _IMAGE_SCORES = (("psnr", psnr), ("ssim", ssim), ("l1", l1))  # each held-out render's, of the whole image and the head
-
-
-@dataclass
-class GeometryScore:
-    """A surface against the truth over what the frame's camera sees, in metres and as a fraction of the truth's
-    size (its box diagonal)."""
-
-    chamfer: float  # symmetric Chamfer L1 (metres)
-    chamfer_l2: float  # squared (m^2)
-    normal_consistency: float
-    f_score: dict[str, float]  # at MonoNPHM's thresholds, keyed by millimetres
-    size: float  # the truth's box diagonal (metres)
-
-    @property
-    def relative(self) -> float:
-        return self.chamfer / self.size
-
-
-F_SCORE_THRESHOLDS = (0.005, 0.01, 0.015, 0.02)  # metres: MonoNPHM's utils/metrics.py eval_pointcloud
-# Metres: the reconstruction is scored inside the true head's box grown by this much. The prior continues the neck
-# past the capture's cut (its scans are open there), as MonoNPHM scores only the face region of its scans.
-SCORE_MARGIN = 0.01
-
-
-def geometry_score(
-    vertices: Float[Tensor, "V 3"],
-    faces: Int[Tensor, "F 3"],
-    truth_vertices: Float[Tensor, "W 3"],
-    truth_faces: Int[Tensor, "G 3"],
-    eye: Float[Tensor, " 3"],
-) -> GeometryScore:
-    """Score ``vertices, faces`` against the truth over the faces a camera at ``eye`` sees of each, the former
-    inside the truth's box grown by ``SCORE_MARGIN``."""
-    low, high = truth_vertices.amin(0) - SCORE_MARGIN, truth_vertices.amax(0) + SCORE_MARGIN
-    centroids = vertices[faces].mean(dim=1)
-    faces = faces[((centroids >= low) & (centroids <= high)).all(dim=1)]
-    if len(faces) == 0:
-        raise ValueError("vertices: expected a surface inside the true head's box, got none there")
-    seen, truth_seen = visible_faces(vertices, faces, eye), visible_faces(truth_vertices, truth_faces, eye)
-    score = chamfer_distance(vertices, seen, truth_vertices, truth_seen)
-    f = {f"{1000 * t:g}mm": float(v) for t, v in zip(F_SCORE_THRESHOLDS, score.f_score(F_SCORE_THRESHOLDS).f, strict=True)}
-    size = float((truth_vertices.amax(0) - truth_vertices.amin(0)).norm())
-    return GeometryScore(float(score.symmetric), float(score.squared), float(score.normal_consistency), f, size)
 
 
 @dataclass
@@ -197,8 +152,6 @@ def reconstruct(
         result = reconstruct(prior, subject.train, subject.eval, subject.parametric, cpu_config(), max_minutes=10)
         result.metrics["psnr"], result.model.head(subject.eval, "held_out")
     """
-    from .mononphm import MonoNphm, MonoNphmConfig
-
     config = config or MonoNphmConfig()
     check_count("eval_frames", eval_frames, 1)
     check_count("chunk", chunk, 1)
@@ -286,14 +239,3 @@ def reconstruct(
         }
     metrics["scan_region"] = "face" if held_out.segmentation is not None else "all the head the camera sees (no segmentation)"
     return Reconstruction(model, metrics, history, held_history)
-
-
-def face_scan(frames: FrameSet, f: int, vertices: Tensor, faces: Tensor) -> tuple[Tensor, Tensor]:
-    """MonoNPHM's evaluation scan of frame ``f``: what its camera sees of the true mesh, on the face region where the
-    frames have a segmentation (:mod:`~headfields.scan_evaluation`)."""
-    labels = None if frames.segmentation is None else frames.segmentation[f].to(vertices.device).long()
-    scan = depth_scan(frames.cameras.to(vertices.device), f, vertices, faces, labels)
-    if labels is None:
-        return scan.points, scan.normals
-    keep = face_region(scan, labels, frames.segmentation_labels)
-    return scan.points[keep], scan.normals[keep]

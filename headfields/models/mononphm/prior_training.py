@@ -1,4 +1,4 @@
-"""Training MonoNPHM's prior (:class:`~headfields.models.nphm.Nphm`) on scans: :func:`prior_losses`, the official
+"""Training MonoNPHM's prior (:class:`~headfields.models.mononphm.Nphm`) on scans: :func:`prior_losses`, the official
 code's losses on one batch (surface SDF, normals, eikonal, free space, anchors, symmetry, colour, expression
 correspondences and the codes' and the deformation's regularisers), and :func:`train_prior`, which auto-decodes one
 identity code and one appearance code per identity and one expression code per scan.
@@ -10,21 +10,20 @@ identity code and one appearance code per identity and one expression code per s
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..checks import check_count, check_positive
-from ..data.scans import ScanSamples, ScanSet, sample_scans
-from ..fields import padded_box
-from .nphm import NPHM_UNIT, Nphm
+from ...checks import check_count, check_positive
+from ...data.scans import ScanSamples, ScanSet, sample_scans
+from ...fields import padded_box
+from ...fitting import StepHistory, decayed_steps
+from .prior import NPHM_UNIT, Nphm
 
 __all__ = [
     "CPU_ANCHOR_WEIGHT",
-    "PriorHistory",
     "PriorLossWeights",
     "PriorTrainingConfig",
     "cpu_prior_training",
@@ -193,17 +192,9 @@ def cpu_prior_training(**overrides) -> PriorTrainingConfig:
     return PriorTrainingConfig(**{**sizes, "weights": PriorLossWeights(anchors=CPU_ANCHOR_WEIGHT), **overrides})
 
 
-@dataclass
-class PriorHistory:
-    """What :func:`train_prior` did: steps, seconds and the logged losses."""
-
-    steps: int = 0
-    seconds: float = 0.0
-    logs: list[dict[str, float]] = field(default_factory=list)
-
-
-def train_prior(model: Nphm, scans: ScanSet, config: PriorTrainingConfig | None = None) -> PriorHistory:
-    """Fit the prior's networks and codes to ``scans`` (on the model's device)."""
+def train_prior(model: Nphm, scans: ScanSet, config: PriorTrainingConfig | None = None) -> StepHistory:
+    """Fit the prior's networks and codes to ``scans`` (on the model's device): AdamW on the networks, Adam on the
+    codes, their rates decaying, every code's norm held at most ``max_code_norm`` (:func:`~headfields.fitting.decayed_steps`)."""
     c = config or PriorTrainingConfig()
     if model.identity_codes.count != scans.num_identities or model.expression_codes.count != scans.num_scans:
         raise ValueError(
@@ -220,34 +211,24 @@ def train_prior(model: Nphm, scans: ScanSet, config: PriorTrainingConfig | None 
             [{"params": list(codes), "lr": c.identity_learning_rate}, {"params": [expressions], "lr": c.expression_learning_rate}]
         ),
     ]
-    initial = [[group["lr"] for group in o.param_groups] for o in optimizers]
     box = padded_box(torch.cat(scans.vertices), c.space_padding)
     generator = torch.Generator().manual_seed(c.seed)
-    history, start = PriorHistory(), time.perf_counter()
-    model.train()
-    for step in range(c.steps):
-        if c.max_minutes is not None and time.perf_counter() - start > 60 * c.max_minutes:
-            break
-        fraction = c.decay ** (step / max(c.steps - 1, 1))
-        for optimizer, rates in zip(optimizers, initial, strict=True):
-            for group, lr in zip(optimizer.param_groups, rates, strict=True):
-                group["lr"] = lr * fraction
+
+    def loss(step: int) -> tuple[Tensor, dict[str, float]]:
         index = torch.randperm(scans.num_scans, generator=generator)[: c.scans_per_step]
         samples = sample_scans(scans, index, c.surface_points, c.near_points, c.space_points, c.near_std, box, generator)
-        loss, logs = prior_losses(model, scans, samples.to(device), c.weights, generator)
-        for optimizer in optimizers:
-            optimizer.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(networks, c.gradient_clip)
-        for optimizer in optimizers:
-            optimizer.step()
-        with torch.no_grad():  # MonoNPHM's embeddings: max_norm 1
-            for codes_ in (model.identity_codes.codes, model.appearance_codes.codes, expressions):
-                norm = codes_.norm(dim=1, keepdim=True).clamp(min=c.max_code_norm)
-                codes_.mul_(c.max_code_norm / norm)
-        history.steps = step + 1
-        if step % c.log_every == 0 or step == c.steps - 1:
-            history.logs.append({"step": step, "loss": float(loss.detach()), **logs})
-    history.seconds = time.perf_counter() - start
+        return prior_losses(model, scans, samples.to(device), c.weights, generator)
+
+    @torch.no_grad()
+    def project_codes() -> None:  # MonoNPHM's embeddings: max_norm 1
+        for codes_ in (model.identity_codes.codes, model.appearance_codes.codes, expressions):
+            norm = codes_.norm(dim=1, keepdim=True).clamp(min=c.max_code_norm)
+            codes_.mul_(c.max_code_norm / norm)
+
+    model.train()
+    history = decayed_steps(
+        optimizers, c.steps, loss, decay=c.decay, clip=(networks, c.gradient_clip), after_step=project_codes,
+        max_minutes=c.max_minutes, log_every=c.log_every,
+    )  # fmt: skip
     model.eval()
     return history

@@ -1,9 +1,10 @@
-"""MonoNPHM (Giebenhain et al., CVPR 2024) as the paper's method: a frozen NPHM prior (:mod:`headfields.models.nphm`)
-fitted by inverse rendering to a monocular video of a person it never saw.
+"""MonoNPHM (Giebenhain et al., CVPR 2024) as the paper's method: a frozen NPHM prior
+(:mod:`headfields.models.mononphm.prior`) fitted by inverse rendering to a monocular video of a person it never saw.
 
 Fitted: one identity code, one appearance code and SH lighting for the sequence; per frame an expression code and a
-correction of the capture's tracked head pose (:class:`TrackedFrames`, carried on the head as ``head.codes``). A ray
-sample at world ``x`` of frame ``f``:
+correction of the capture's tracked head pose (:class:`TrackedFrames`, carried on the head as ``head.codes`` and read
+by :class:`CorrectedPose`), and a head scale and an affine colour transform (:class:`ColourTransform`), as MonoNPHM's
+``photometric_tracking/tracking.py`` fits them. A ray sample at world ``x`` of frame ``f``:
 
     (tracked head pose of f) o (rotation exp(w_f), shift t_f)   undone   -> head frame (metres)
     Normalize(center, NPHM_UNIT)                                          -> the prior's head space
@@ -11,11 +12,12 @@ sample at world ``x`` of frame ``f``:
     prior.canonical_sdf / prior.appearance (identity, appearance code)   -> sdf, albedo x SH shading
     NeuS: 32 stratified points steer 32 up-samples at a fixed inv_s, which alone are rendered
 
-The method lives in three modules: this one (the model and its configuration), :mod:`~headfields.models.mononphm_tracking`
-(the two tracking stages, :func:`track_sequence` and :func:`track_frames`) and
-:mod:`~headfields.models.mononphm_reconstruction` (:func:`reconstruct`: both splits tracked and measured); their
-public names are importable from here too. ``python -m headfields train mononphm --mononphm.prior PRIOR`` runs it
-into a run folder (:mod:`~headfields.models.mononphm_run`) that ``render``, ``export`` and ``view`` open.
+This module holds the model and its configuration; :mod:`~headfields.models.mononphm.tracking` fits it (the two
+tracking stages, :func:`~headfields.models.mononphm.track_sequence` and
+:func:`~headfields.models.mononphm.track_frames`) and :mod:`~headfields.models.mononphm.reconstruction` tracks and
+measures both splits (:func:`~headfields.models.mononphm.reconstruct`). ``python -m headfields train mononphm
+--mononphm.prior PRIOR`` runs it into a run folder (:mod:`~headfields.models.mononphm.run`) that ``render``,
+``export`` and ``view`` open.
 
     model = MonoNphm(load_prior("outputs/nphm/prior.pt"), subject.parametric, len(subject.train))
     track_sequence(model, subject.train, cpu_tracking())
@@ -32,40 +34,30 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
-from ..checks import check_count
-from ..data import FrameSet
-from ..decoders import SHLighting
-from ..deformers import Canonical, Deformer, DeformerChain, MappedDeformer
-from ..heads import tracked_head
-from ..parametric import Head, SubjectModel
-from ..renderers import InverseVariance, NeusSampler
-from .mononphm_fitted import ColourTransform, ColourTransformedField, CorrectedPose, TrackedFrames, frame_codes
-from .mononphm_reconstruction import GeometryScore, Reconstruction, geometry_score, reconstruct
-from .mononphm_stages import VARIANCE_MAX, MonoNphmTracking, StageConfig, TrackingHistory, cpu_tracking
-from .mononphm_tracking import landmark_pairs, track_frames, track_sequence
-from .neus_model import NeusConfig, NeusModel
-from .neus_tracking import PosedPoints, posed_points
-from .nphm import Nphm
+from ...checks import check_count
+from ...data import FrameSet
+from ...decoders import SHLighting
+from ...deformers import Canonical, Deformer, DeformerChain, MappedDeformer
+from ...fields import NeusField
+from ...fitting import PosedPoints, corrected_pose, posed_points
+from ...heads import tracked_head
+from ...parametric import Head, SubjectModel
+from ...renderers import InverseVariance, NeusSampler
+from ..neus_model import NeusConfig, NeusModel
+from .prior import Nphm
+from .tracking import VARIANCE_MAX, MonoNphmTracking, cpu_tracking
 
 __all__ = [
+    "POSE_NUMBERS",
     "ColourTransform",
+    "ColourTransformedField",
     "CorrectedPose",
-    "GeometryScore",
     "MonoNphm",
     "MonoNphmConfig",
-    "MonoNphmTracking",
-    "Reconstruction",
-    "StageConfig",
     "TrackedFrames",
-    "TrackingHistory",
     "cpu_config",
-    "cpu_tracking",
-    "geometry_score",
-    "landmark_pairs",
+    "frame_codes",
     "paper_config",
-    "reconstruct",
-    "track_frames",
-    "track_sequence",
 ]
 
 # MonoNPHM's tracking renderer (photometric_tracking/rendering.py): 32 jittered points inside the bounding
@@ -98,7 +90,7 @@ class MonoNphmConfig(NeusConfig):
     head_joint: str = "neck"  # the joint whose tracked transform is the head's pose (FLAME: global, then neck)
     eikonal_points: int = 0  # the prior is frozen: no eikonal term
     eikonal_weight: float = 0.0
-    prior: str | None = None  # a prior saved by save_prior (benchmarks/ablations/nphm.py writes DIR/prior.pt); stored absolute
+    prior: str | None = None  # a prior saved by save_prior (train nphm_prior writes DIR/prior.pt); stored absolute
     tracking: MonoNphmTracking = MonoNphmTracking()
     geometry_frames: int = 3  # of the measured held-out frames, those whose surface is scored (true meshes needed)
     mesh_resolution: int = 128  # marching-cubes points per axis of those surfaces
@@ -129,6 +121,110 @@ def cpu_config(**overrides) -> MonoNphmConfig:
     """Fewer samples (16 steer 16) and the CPU's tracking (:func:`cpu_tracking`), then ``overrides``."""
     sampler = NeusSampler(coarse=16, rounds=1, per_round=16, base_inv_s=MONONPHM_UPSAMPLE_INV_S, padding=0.05, keep_coarse=False)
     return MonoNphmConfig(**{"sampler": sampler, "tracking": cpu_tracking(), **overrides})
+
+
+# ------------------------------------------------------------------------ what is fitted besides the codes
+
+
+POSE_NUMBERS = 6  # a frame's pose correction on head.codes: rotation w_f (3), then shift t_f (3)
+
+
+class TrackedFrames(nn.Module):
+    """What tracking fits per frame of a frame set: an expression code, and a correction of the tracked head pose
+    (a rotation ``exp(w_f)`` in the head frame, then a world shift ``t_f``); all zero at first (the prior's mean
+    expression on the capture's pose). :meth:`attach` puts them on the frames' head as its ``codes``
+    ``[expression | w_f | t_f]``, which the model's field reads."""
+
+    def __init__(self, num_frames: int, expression_dim: int):
+        super().__init__()
+        check_count("num_frames", num_frames, 1)
+        self.codes = nn.Parameter(torch.zeros(num_frames, expression_dim))
+        self.rotation = nn.Parameter(torch.zeros(num_frames, 3))
+        self.shift = nn.Parameter(torch.zeros(num_frames, 3))
+
+    @property
+    def count(self) -> int:
+        return self.codes.shape[0]
+
+    def attach(self, head: Head) -> Head:
+        """``head`` (of the frames these were fitted to) with them as its codes."""
+        if head.num_frames != self.count:
+            raise ValueError(f"head: expected the {self.count} frames these were fitted to, got {head.num_frames}")
+        return head.with_codes(torch.cat([self.codes, self.rotation, self.shift], dim=1))
+
+
+def frame_codes(head: Head, expression_dim: int) -> tuple[Tensor, Tensor, Tensor] | None:
+    """(expression codes, rotations, shifts) per frame of ``head`` (:meth:`TrackedFrames.attach`); None for a head
+    without codes (the mean expression on the tracked pose)."""
+    if head.codes is None:
+        return None
+    if head.codes.shape[1] != expression_dim + POSE_NUMBERS:
+        raise ValueError(
+            f"head: expected codes of {expression_dim + POSE_NUMBERS} numbers per frame ([expression | rotation | "
+            f"shift], MonoNphm.head), got {head.codes.shape[1]}"
+        )
+    e = expression_dim
+    return head.codes[:, :e], head.codes[:, e : e + 3], head.codes[:, e + 3 : e + 6]
+
+
+class CorrectedPose(Deformer):
+    """World -> the head frame: the tracked transform of ``joint`` in each frame, composed with the frame's
+    correction on ``head.codes`` (:class:`TrackedFrames`: a rotation ``exp(w_f)`` in the head frame, then a world
+    shift ``t_f``; a head without codes has none), and the sequence's head ``scale`` (tracking.py's
+    ``scale_param``: head-frame points are world offsets divided by it; 1 unless tracking fits it)."""
+
+    def __init__(self, joint: int, expression_dim: int):
+        super().__init__()
+        self.joint, self.expression_dim = joint, expression_dim
+        self.scale = nn.Parameter(torch.ones(()))
+
+    def transforms(self, head: Head, frame: Int[Tensor, " N"]) -> tuple[Tensor, Tensor]:
+        """(rotation ``[N, 3, 3]``, translation ``[N, 3]``) of each row's frame: head frame (times the scale) -> world."""
+        tracked = head.joint_transforms[frame, self.joint]
+        codes = frame_codes(head, self.expression_dim)
+        if codes is None:
+            return tracked[:, :3, :3], tracked[:, :3, 3]
+        _, rotation, shift = codes
+        return corrected_pose(tracked[:, :3, :3], tracked[:, :3, 3], rotation[frame], shift[frame])
+
+    def canonicalize(
+        self, x: Float[Tensor, "N 3"], head: Head, frame: Int[Tensor, " N"], dirs: Float[Tensor, "N 3"] | None
+    ) -> Canonical:
+        rotation, translation = self.transforms(head, frame)
+        points = torch.einsum("nji,nj->ni", rotation, x.to(rotation.dtype) - translation) / self.scale.to(rotation.dtype)
+        canonical_dirs = None if dirs is None else torch.einsum("nji,nj->ni", rotation, dirs.to(rotation.dtype))
+        valid = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
+        return Canonical(points=points, dirs=canonical_dirs, valid=valid, face=None)
+
+
+class ColourTransform(nn.Module):
+    """The sequence's affine colour transform, ``rgb @ A + b`` (tracking.py's ``colorA``, ``colorb``; identity at
+    first): it absorbs a camera's colour response that the prior's albedo and SH lighting cannot. Applied to each
+    sample's shaded colour, which is the same as to the composited foreground (compositing is linear; the shift
+    counts by opacity), never to the background. MonoNPHM's colours are in [-1, 1], ours in [0, 1]: the same family
+    of maps, with the same identity start."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.matrix = nn.Parameter(torch.eye(3))
+        self.shift = nn.Parameter(torch.zeros(3))
+
+    def forward(self, rgb: Float[Tensor, "N 3"]) -> Float[Tensor, "N 3"]:
+        return rgb @ self.matrix.to(rgb.dtype) + self.shift.to(rgb.dtype)
+
+
+class ColourTransformedField(NeusField):
+    """A NeusField whose shaded colour goes through a :class:`ColourTransform`."""
+
+    def __init__(self, *parts: nn.Module | None, transform: ColourTransform):
+        super().__init__(*parts)
+        self.colour_transform = transform
+
+    def colour(self, geometry, normals: Tensor, frame: Tensor, head: Head) -> Tensor:
+        return self.colour_transform(super().colour(geometry, normals, frame, head))
+
+
+# ------------------------------------------------------------------------------------------------ the model
 
 
 class _Codes(nn.Module):

@@ -9,7 +9,7 @@ into the units the networks use) under expression code ``e`` and identity code `
     canonical SDF           AnchorSdf(x + dx | h, z_glob, z_loc, a(z)) mirror pairs share a local MLP
     appearance              AppearanceField([x + dx, h], SDF features, appearance code)
 
-Its training (:mod:`headfields.models.nphm_training`) auto-decodes one identity code and one appearance code per
+Its training (:mod:`~headfields.models.mononphm.prior_training`) auto-decodes one identity code and one appearance code per
 identity and one expression code per scan with the official code's losses.
 """
 
@@ -23,14 +23,14 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
-from ..checkpoints import load_checkpoint, save_checkpoint
-from ..checks import check_count, check_float, check_int
-from ..configs import register_config
-from ..decoders import AnchorSdf, AnchorSdfConfig, AppearanceConfig, AppearanceField, SdfMlpConfig, SdfOutput
-from ..deformers import HyperDeformation, HyperDeformer, HyperDeformerConfig
-from ..encoders import LatentCodes, LatentCodesConfig
-from ..fields import Normalize
-from ..networks import mlp
+from ...checkpoints import load_checkpoint, save_checkpoint
+from ...checks import check_count, check_float, check_int
+from ...configs import register_config
+from ...decoders import AnchorSdf, AnchorSdfConfig, AppearanceConfig, AppearanceField, SdfMlpConfig, SdfOutput
+from ...deformers import HyperDeformation, HyperDeformer, HyperDeformerConfig
+from ...encoders import LatentCodes, LatentCodesConfig
+from ...fields import Normalize
+from ...networks import mlp
 
 __all__ = [
     "NphmConfig",

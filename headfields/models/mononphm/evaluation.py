@@ -8,7 +8,10 @@ away from the neck, the mouth's inside and the eyes). :func:`scan_score` aligns 
 (``chamfer_l1``: the sum of the coordinates' absolute differences) and L2 (``chamfer_l2``: Euclidean) distances,
 the mean unsigned cosine between the scan's normal and the normal of the face its closest point lies on, and the
 share of scan points within 1, 2.5, 5 and 10 mm (``eval.py`` calls them F-scores; with one direction they are
-recall).
+recall). :func:`face_scan` makes that scan of a frame of a capture with true meshes.
+
+Beside it, over the whole head the camera sees (:func:`geometry_score`): the symmetric Chamfer distance, normal
+consistency and F-scores at 5 to 20 mm, with no alignment, inside the true head's box.
 
     scan = depth_scan(cameras, frame, true_vertices, true_faces, label_image)
     keep = face_region(scan, label_image, segmentation_labels)
@@ -26,18 +29,24 @@ import torch.nn.functional as F
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from .cameras import PinholeCameras, image_rays
-from .checks import check_count, check_float, check_int, check_nonzero_rows, check_positive
-from .geometry import TriangleMesh, closest_point, face_normals, ray_intersect
+from ...cameras import PinholeCameras, image_rays
+from ...checks import check_count, check_float, check_int, check_nonzero_rows, check_positive
+from ...data import FrameSet
+from ...geometry import TriangleMesh, closest_point, face_normals, ray_intersect
+from ...metrics import chamfer_distance, visible_faces
 
 __all__ = [
     "FACE_REGIONS",
+    "F_SCORE_THRESHOLDS",
     "PAPER_THRESHOLDS",
     "DepthScan",
+    "GeometryScore",
     "ScanScore",
     "Similarity",
     "depth_scan",
     "face_region",
+    "face_scan",
+    "geometry_score",
     "scan_score",
     "similarity_icp",
 ]
@@ -259,3 +268,60 @@ def scan_score(
         distances=distances,
         similarity=similarity,
     )
+
+
+def face_scan(frames: FrameSet, f: int, vertices: Tensor, faces: Tensor) -> tuple[Tensor, Tensor]:
+    """MonoNPHM's evaluation scan of frame ``f``: what its camera sees of the true mesh, on the face region where the
+    frames have a segmentation (:func:`depth_scan`, :func:`face_region`)."""
+    labels = None if frames.segmentation is None else frames.segmentation[f].to(vertices.device).long()
+    scan = depth_scan(frames.cameras.to(vertices.device), f, vertices, faces, labels)
+    if labels is None:
+        return scan.points, scan.normals
+    keep = face_region(scan, labels, frames.segmentation_labels)
+    return scan.points[keep], scan.normals[keep]
+
+
+# ------------------------------------------------------------------ the whole head the camera sees
+
+
+@dataclass
+class GeometryScore:
+    """A surface against the truth over what the frame's camera sees, in metres and as a fraction of the truth's
+    size (its box diagonal)."""
+
+    chamfer: float  # symmetric Chamfer L1 (metres)
+    chamfer_l2: float  # squared (m^2)
+    normal_consistency: float
+    f_score: dict[str, float]  # at MonoNPHM's thresholds, keyed by millimetres
+    size: float  # the truth's box diagonal (metres)
+
+    @property
+    def relative(self) -> float:
+        return self.chamfer / self.size
+
+
+F_SCORE_THRESHOLDS = (0.005, 0.01, 0.015, 0.02)  # metres: MonoNPHM's utils/metrics.py eval_pointcloud
+# Metres: the reconstruction is scored inside the true head's box grown by this much. The prior continues the neck
+# past the capture's cut (its scans are open there), as MonoNPHM scores only the face region of its scans.
+SCORE_MARGIN = 0.01
+
+
+def geometry_score(
+    vertices: Float[Tensor, "V 3"],
+    faces: Int[Tensor, "F 3"],
+    truth_vertices: Float[Tensor, "W 3"],
+    truth_faces: Int[Tensor, "G 3"],
+    eye: Float[Tensor, " 3"],
+) -> GeometryScore:
+    """Score ``vertices, faces`` against the truth over the faces a camera at ``eye`` sees of each, the former
+    inside the truth's box grown by ``SCORE_MARGIN``."""
+    low, high = truth_vertices.amin(0) - SCORE_MARGIN, truth_vertices.amax(0) + SCORE_MARGIN
+    centroids = vertices[faces].mean(dim=1)
+    faces = faces[((centroids >= low) & (centroids <= high)).all(dim=1)]
+    if len(faces) == 0:
+        raise ValueError("vertices: expected a surface inside the true head's box, got none there")
+    seen, truth_seen = visible_faces(vertices, faces, eye), visible_faces(truth_vertices, truth_faces, eye)
+    score = chamfer_distance(vertices, seen, truth_vertices, truth_seen)
+    f = {f"{1000 * t:g}mm": float(v) for t, v in zip(F_SCORE_THRESHOLDS, score.f_score(F_SCORE_THRESHOLDS).f, strict=True)}
+    size = float((truth_vertices.amax(0) - truth_vertices.amin(0)).norm())
+    return GeometryScore(float(score.symmetric), float(score.squared), float(score.normal_consistency), f, size)

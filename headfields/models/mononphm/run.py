@@ -5,8 +5,8 @@ not the NeRF-type loop, writing the run folder every other model writes, so that
 The recipe (:class:`~headfields.models.mononphm.MonoNphmConfig`) names the prior file, the tracking and what is
 measured; the run's training configuration gives the budget (``max_minutes``, ``budget``), the ``seed``, the
 held-out frames measured (``eval_frames``), the render chunk and the CPU tunings for the run
-(:mod:`headfields.tuning`). :func:`train` loads the subject and the prior, runs
-:func:`~headfields.models.mononphm_reconstruction.reconstruct` and writes:
+(:mod:`headfields.backends.cpu.process_tuning`). :func:`train` loads the subject and the prior, runs
+:func:`~headfields.models.mononphm.reconstruct` and writes:
 
 - ``config.json``: the :class:`~headfields.runs.RunConfig` (also inside the checkpoint);
 - ``checkpoint.pt`` (:func:`~headfields.checkpoints.save_checkpoint`, the loop's format): the fitted model's state
@@ -31,14 +31,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from ..checkpoints import RunFolder, check_fingerprint, frozen_state_keys, load_checkpoint, run_fingerprint, save_checkpoint
-from ..outputs import write_atomic
-from .mononphm import MonoNphm, MonoNphmConfig
-from .mononphm_reconstruction import reconstruct
-from .nphm import load_prior
+from ...checkpoints import RunFolder, check_fingerprint, frozen_state_keys, load_checkpoint, run_fingerprint, save_checkpoint
+from ...outputs import write_atomic
+from .model import MonoNphm, MonoNphmConfig
+from .prior import load_prior
+from .reconstruction import reconstruct
 
 if TYPE_CHECKING:
-    from ..data import Subject
+    from ...data import Subject
 
 __all__ = ["build", "train"]
 
@@ -55,12 +55,12 @@ def _prior_file(config: MonoNphmConfig) -> Path:
         raise TypeError(f"recipe: expected a MonoNphmConfig, got {type(config).__name__}")
     if config.prior is None:
         raise ValueError(
-            "mononphm.prior: expected the prior to fit, a file save_prior wrote (python benchmarks/ablations/nphm.py --out DIR "
-            "trains one: --mononphm.prior DIR/prior.pt), got none"
+            "mononphm.prior: expected the prior to fit, a file save_prior wrote (python -m headfields train nphm_prior "
+            "--out DIR trains one: --mononphm.prior DIR/prior.pt), got none"
         )
     path = Path(config.prior)
     if not path.is_file():
-        raise FileNotFoundError(f"mononphm.prior: no file {path} (train one: python benchmarks/ablations/nphm.py --out DIR)")
+        raise FileNotFoundError(f"mononphm.prior: no file {path} (train one: python -m headfields train nphm_prior --out DIR)")
     return path
 
 
@@ -80,9 +80,9 @@ def train(run, out: str | Path, device: str | torch.device | None = None, resume
     same configuration in ``out`` is not tracked again (with ``resume``): its metrics are returned; a checkpoint
     of another run there is refused. ``log``: where the run's lines go (default: standard output). ``run`` is a
     :class:`~headfields.runs.RunConfig`, not annotated: the runs sit above the models."""
-    from ..backends.cpu.process_tuning import process_tuning
-    from ..synthetic import load_ground_truth
-    from ..training import CHECKPOINT_NAME, CONFIG_NAME, seed_everything
+    from ...backends.cpu.process_tuning import process_tuning
+    from ...synthetic import load_ground_truth
+    from ...training import CHECKPOINT_NAME, CONFIG_NAME, seed_everything
 
     config, training = run.recipe, run.training
     _prior_file(config)  # before the subject loads: a missing prior fails at once

@@ -1,0 +1,36 @@
+"""Fitting: the optimisation beside the training loop, whatever the model: trackings, which fit a few quantities
+beside frozen networks to frames, and fits that draw their own batches (a prior on scans). One job a module:
+``stages`` (staged Adam over named parameter groups, its schedules), ``pose`` (a tracked head pose with a fitted
+correction), ``preimages`` (canonical points carried into posed space by root finding), ``pixels`` (the frames'
+pixel pools, the silhouette term), ``landmarks`` (the landmark term) and ``steps`` (optimiser steps under a budget
+with decaying rates).
+
+MonoNPHM's tracking (:mod:`headfields.models.mononphm`) and the hyper NeuS avatar's
+(:mod:`headfields.models.hyper_neus_tracking`) are built from them, and MonoNPHM's prior trains with ``steps``;
+what is specific to a model stays with it.
+"""
+
+from .landmarks import detected_landmarks, landmark_error
+from .pixels import FramePixels, soft_jaccard
+from .pose import corrected_pose
+from .preimages import ROOT_TOLERANCE, PosedPoints, posed_points
+from .stages import Schedule, check_schedule, frozen, run_stage, scheduled
+from .steps import StepHistory, decayed_steps
+
+__all__ = [
+    "ROOT_TOLERANCE",
+    "FramePixels",
+    "PosedPoints",
+    "Schedule",
+    "StepHistory",
+    "check_schedule",
+    "corrected_pose",
+    "decayed_steps",
+    "detected_landmarks",
+    "frozen",
+    "landmark_error",
+    "posed_points",
+    "run_stage",
+    "scheduled",
+    "soft_jaccard",
+]
