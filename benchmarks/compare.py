@@ -70,8 +70,8 @@ from headfields.encoders import (
 from headfields.encoders.mesh_anchored import MONOAVATAR_POSITION_FREQUENCIES
 from headfields.heads import tracked_head
 from headfields.kernels import num_cpu_threads
-from headfields.models import gaussian_avatar, hyper_neus, insta, monoavatar, portrait360
-from headfields.models.gaussian_avatar import GaussianAvatar
+from headfields.models import gaussian_avatars, hyper_neus, insta, monoavatar, portrait360
+from headfields.models.gaussian_avatars import GaussianAvatar
 from headfields.models.hyper_neus import HyperNeusAvatar, HyperNeusConfig
 from headfields.models.insta import INSTA_HASH_GRID, Insta, InstaConfig
 from headfields.models.mixes import MIXES
@@ -161,7 +161,7 @@ GAUSSIANS = Entry(
     "GaussianAvatars",
     "GaussianAvatars (Gaussians bound to the mesh)",
     "paper",
-    lambda p, f: GaussianAvatar(p, gaussian_avatar.cpu_config()),
+    lambda p, f: GaussianAvatar(p, gaussian_avatars.cpu_config()),
     4096,  # unused (its loop renders one whole frame a step): TrainingConfig's default, which it must be given
     None,
     peer="INSTA",

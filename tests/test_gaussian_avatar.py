@@ -14,13 +14,18 @@ import torch
 from headfields.commands import main
 from headfields.data import load_subject
 from headfields.heads import tracked_head
-from headfields.models.gaussian_avatar import GaussianAvatar, GaussianAvatarConfig, cpu_config, position_learning_rate
+from headfields.models.gaussian_avatars import (
+    DensityConfig,
+    GaussianAvatar,
+    GaussianAvatarConfig,
+    cpu_config,
+    position_learning_rate,
+)
 from headfields.parametric import TrackedMeshModel
 from headfields.runs import RunConfig, SubjectSource, load_run, train_run
 from headfields.splat_ply import read_splat_ply
 from headfields.synthetic import SyntheticVideoConfig, write_insta_capture
 from headfields.training import TrainingConfig
-from headfields.training.gaussian_density import DensityConfig
 from headfields.viewer import render_avatar
 
 # Densify every 3 steps from step 2 and raise the SH degree every 2 steps: a few steps exercise every part.

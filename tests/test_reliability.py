@@ -475,7 +475,7 @@ def test_a_refused_rerun_leaves_the_finished_run_byte_for_byte(tiny_video, tmp_p
     """Issue 77's lost data: a rerun into a finished --out with another seed is refused by the checkpoint's
     fingerprint, and every file of the run is as it was (config.json was replaced before the check), so the run
     still loads."""
-    from headfields.models.gaussian_avatar import cpu_config
+    from headfields.models.gaussian_avatars import cpu_config
     from headfields.runs import RunConfig, SubjectSource, load_run, train_run
 
     recipe = TINY_INSTA if model == "insta" else cpu_config(sh_degree=0)
@@ -498,7 +498,7 @@ def test_the_gaussian_loop_refuses_training_fields_it_would_ignore(tiny_video, t
     """Issue 77: every model honours a training field or refuses it by name. The Gaussian avatar's loop draws a whole
     frame a step and scores every held-out frame: a ray budget or an evaluation schedule is refused before anything
     is written."""
-    from headfields.models.gaussian_avatar import cpu_config
+    from headfields.models.gaussian_avatars import cpu_config
     from headfields.runs import RunConfig, SubjectSource, train_run
 
     training = TrainingConfig(max_iterations=2, eval_every=5, ema_decay=0.9)

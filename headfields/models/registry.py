@@ -107,13 +107,13 @@ def _train_mononphm(run, out, device=None, **options) -> dict:
 
 
 def _gaussian_avatar(subject: Subject, config) -> nn.Module:
-    from .gaussian_avatar_run import build
+    from .gaussian_avatars.run import build
 
     return build(subject, config)
 
 
 def _train_gaussian_avatar(run, out, device=None, **options) -> dict:
-    from .gaussian_avatar_run import train
+    from .gaussian_avatars.run import train
 
     return train(run, out, device, **options)
 
@@ -224,10 +224,10 @@ def _entries() -> dict[str, ModelEntry]:
             training=_training(eval_frames=5),
             train=_train_mononphm,
         ),
-        # Beyond the four papers: GaussianAvatars, its own loop (headfields.models.gaussian_avatar_run), which reads the
+        # Beyond the four papers: GaussianAvatars, its own loop (headfields.models.gaussian_avatars.run), which reads the
         # budget, the seed, the checkpoint minutes and the evaluation settings of the training configuration.
         "gaussian_avatar": _paper_model(
-            "gaussian_avatar",
+            "gaussian_avatars",
             _gaussian_avatar,
             "GaussianAvatarConfig",
             training=_training(max_minutes=5.0, max_iterations=600_000, log_every=100),

@@ -31,7 +31,6 @@ from .evaluation import (
     render_view,
     save_png,
 )
-from .gaussian_density import DensityConfig, DensityControl, gaussian_param_groups
 from .loop import train
 from .optimizer import (
     DecayingAdam,
@@ -52,8 +51,6 @@ __all__ = [
     "AvatarModel",
     "ImageModel",
     "DecayingAdam",
-    "DensityConfig",
-    "DensityControl",
     "Evaluation",
     "OptimizerConfig",
     "RayBatch",
@@ -67,7 +64,6 @@ __all__ = [
     "evaluate",
     "evenly_spread",
     "exponential_learning_rate",
-    "gaussian_param_groups",
     "random_backgrounds",
     "ray_batch",
     "render_image",

@@ -1,4 +1,4 @@
-"""GaussianAvatars' training loop (``train.py``) for :class:`~headfields.models.gaussian_avatar.GaussianAvatar`: one
+"""GaussianAvatars' training loop (``train.py``) for :class:`~headfields.models.gaussian_avatars.GaussianAvatar`: one
 training frame a step, rendered whole; (1 − λ) L1 + λ D-SSIM plus the binding's regularisers; density control with
 the view-space gradients of the drawn Gaussians; one more SH degree every 1,000 steps; the position rate decayed
 log-linearly. It writes the run folder every model writes, so :func:`headfields.load_run`, ``render``, ``export`` and
@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from ..checkpoints import (
+from ...checkpoints import (
     CheckpointError,
     RunFolder,
     check_fingerprint,
@@ -33,42 +33,24 @@ from ..checkpoints import (
     run_fingerprint,
     save_checkpoint,
 )
-from ..deformers.gaussian_binding import binding_regularisers
-from ..heads import tracked_head
-from ..metrics import ssim
-from ..outputs import write_atomic
-from ..training.evaluation import evaluate
-from ..training.gaussian_density import DensityControl, gaussian_param_groups
-from .gaussian_avatar import GaussianAvatar, GaussianAvatarConfig, position_learning_rate
+from ...deformers.gaussian_binding import binding_regularisers
+from ...heads import tracked_head
+from ...metrics import ssim
+from ...outputs import write_atomic
+from ...training.evaluation import evaluate
+from .density import DensityControl, gaussian_param_groups
+from .model import GaussianAvatar, GaussianAvatarConfig
+from .rates import camera_extent, learning_rates, position_learning_rate
 
 if TYPE_CHECKING:
-    from ..data import FrameSet, Subject
-    from ..training import TrainingConfig
+    from ...data import FrameSet, Subject
+    from ...training import TrainingConfig
 
-__all__ = ["build", "camera_extent", "fit", "train"]
+__all__ = ["build", "fit", "train"]
 
 
 def build(subject: Subject, config: GaussianAvatarConfig) -> GaussianAvatar:
     return GaussianAvatar(subject.parametric, config)
-
-
-def camera_extent(frames: FrameSet, head_center: torch.Tensor) -> float:
-    """The scale 3DGS calls ``cameras_extent``, for a capture whose one camera may not move: 1.1 times the largest
-    distance of a training camera from the head's centre. (3DGS measures the cameras' spread about their own
-    mean, which is 0 for INSTA's fixed monocular camera; on a multi-view rig around a head the two agree.)"""
-    eyes = frames.cameras.camera_to_world[:, :3, 3].to(head_center)
-    return 1.1 * float((eyes - head_center).norm(dim=-1).max())
-
-
-def _learning_rates(config: GaussianAvatarConfig, extent: float) -> dict[str, float]:
-    return {
-        "local_means": position_learning_rate(config, 0, extent),
-        "local_quats": config.rotation_lr,
-        "local_log_scales": config.scaling_lr,
-        "opacity_logits": config.opacity_lr,
-        "sh_dc": config.feature_lr,
-        "sh_rest": config.feature_lr / 20,  # training_setup: f_rest at feature_lr / 20
-    }
 
 
 def _checkpoint_state(model, optimizer, density, step, elapsed, generator, training, fingerprint, described) -> dict:
@@ -99,7 +81,7 @@ UNUSED_TRAINING_FIELDS = (
 
 def check_training(training: TrainingConfig) -> None:
     """A ValueError naming every field of ``training`` this loop would ignore that is not at its default."""
-    from ..training import TrainingConfig
+    from ...training import TrainingConfig
 
     defaults = TrainingConfig()
     set_ = [
@@ -131,8 +113,8 @@ def fit(
     configuration it reads ``seed``, ``checkpoint_minutes``, ``log_every``, ``eval_regions``, ``render_chunk`` and
     ``lpips_weights`` as the shared loop does; writes ``out`` as the module docstring says and
     returns the metrics (the shared loop's keys). With ``resume``, a checkpoint in ``out`` is continued."""
-    from ..perceptual import load_lpips
-    from ..training import CHECKPOINT_NAME, CONFIG_NAME, seed_everything
+    from ...perceptual import load_lpips
+    from ...training import CHECKPOINT_NAME, CONFIG_NAME, seed_everything
 
     check_training(training)
 
@@ -161,7 +143,7 @@ def fit(
         print(f"{out}: resumed at step {step}", file=log)
     if described is not None:  # after the checks that can refuse: a refused rerun leaves the run folder as it was
         write_atomic(out / CONFIG_NAME, described + "\n")
-    groups = gaussian_param_groups(model.gaussians, _learning_rates(config, extent))
+    groups = gaussian_param_groups(model.gaussians, learning_rates(config, extent))
     optimizer = torch.optim.Adam(groups, lr=0.0, eps=config.adam_eps)
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
