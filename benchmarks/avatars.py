@@ -11,7 +11,6 @@ import torch
 
 from headfields.data import FrameSet
 from headfields.heads import tracked_head
-from headfields.models.gaussian_avatars.run import fit
 from headfields.renderers import image_pixels, pixel_rays
 from headfields.renderers.camera_paths import resized_cameras
 from headfields.training import AvatarModel, TrainingConfig, render_view, train
@@ -78,13 +77,9 @@ def train_variant(
 ) -> dict:
     """Train from scratch into ``out``; the loop's metrics (full frame and head: ``psnr``, ``psnr_head``, ...) plus
     iterations/s and render rays/s (median of ``render_repeats`` renders); with ``frame_size``, the seconds one
-    ``frame_size``² frame takes to render. A model that draws whole images (GaussianAvatar) trains with its own loop
-    (``gaussian_avatars.run.fit``), which writes the same metrics."""
-    if hasattr(model, "render_camera"):
-        device = next(model.parameters()).device
-        metrics = fit(model, train_frames, eval_frames, out, config, device, resume=False)
-    else:
-        metrics = train(model, train_frames, eval_frames, out, config, resume=False)
+    ``frame_size``² frame takes to render. A model that draws whole images (GaussianAvatar) trains with its own steps
+    in the same loop, which refuses the ray settings it has no use for."""
+    metrics = train(model, train_frames, eval_frames, out, config, resume=False)
     metrics["iterations_per_second"] = metrics["iterations"] / metrics["train_seconds"]
     metrics["render_rays_per_second"] = rendering_rays_per_second(model, eval_frames, render_repeats)
     if frame_size:

@@ -282,7 +282,7 @@ def test_every_model_has_training_defaults_and_recipes_that_round_trip():
     ]
     assert MODELS["portrait360"].training().balance_views
     assert MODELS["mononphm"].training().eval_frames == 5 and MODELS["mononphm"].training().max_minutes is None
-    assert [name for name, entry in MODELS.items() if entry.train is not None] == ["mononphm", "gaussian_avatar"]
+    assert [name for name, entry in MODELS.items() if entry.train is not None] == ["mononphm"]
     # The CPU recipes of the NeRF paper models train a budget of samples; their paper recipes, the fixed rays.
     # INSTA's paper recipe (CUDA's default) renders a 512² frame in one call.
     for name, budget in (("insta", 1 << 14), ("portrait360", 1 << 14), ("monoavatar", 1 << 13)):

@@ -8,7 +8,8 @@ scale regularisers → adaptive density control whose children keep their parent
 (:class:`~headfields.models.gaussian_avatars.density.DensityControl`).
 
 Any tracked mesh carries the Gaussians: FLAME's, SMPL-X's or a capture's own topology. The model renders whole
-images (``render_camera``), not rays; it trains with its own loop (:mod:`headfields.models.gaussian_avatars.run`).
+images (``render_camera``), not rays; it trains through the shared loop (:func:`headfields.training.train`) with
+its own steps (:mod:`headfields.models.gaussian_avatars.steps`).
 
 Two recipes: :func:`paper_config` is GaussianAvatars' code (``arguments/__init__.py``: 600,000 iterations, its learning
 rates and densification schedule); :func:`cpu_config` keeps its rates and takes 3D Gaussian Splatting's original
@@ -32,6 +33,7 @@ from ...deformers.gaussian_binding import BindingRegulariserConfig, GaussianSet,
 from ...parametric import Head, SubjectModel
 from ...renderers import EARLY_STOP_TRANSMITTANCE, GaussianRender, PinholeCameras, Rays, rasterize_gaussians
 from .density import DensityConfig
+from .steps import GaussianSteps
 
 __all__ = ["GaussianAvatar", "GaussianAvatarConfig", "cpu_config", "paper_config"]
 
@@ -103,6 +105,11 @@ class GaussianAvatar(nn.Module):
         self.gaussians = GaussianSet.one_per_face(faces.shape[0], self.config.sh_degree, device=device, generator=generator)
         # The SH degree in use (3DGS's active_sh_degree): state, so that a loaded run renders with the degree it reached.
         self.register_buffer("active_sh_degree", torch.zeros((), dtype=torch.long, device=device))
+
+    def step_strategy(self) -> GaussianSteps:
+        """How the shared loop trains this model (:func:`headfields.training.train` calls it): GaussianAvatars'
+        steps, a whole frame each, with density control after backward."""
+        return GaussianSteps(self)
 
     def posed(self, head: Head, frame: IntLike) -> PosedGaussians:
         """The Gaussians on frame ``frame`` of ``head``."""
