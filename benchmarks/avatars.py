@@ -12,7 +12,6 @@ import torch
 from headfields.cameras import image_pixels, pixel_rays, resized_cameras
 from headfields.data import FrameSet
 from headfields.heads import tracked_head
-from headfields.models.gaussian_avatar_run import fit
 from headfields.training import AvatarModel, TrainingConfig, render_view, train
 
 RENDER_CHUNK = 8192  # rays a render call, as the training loop's evaluation renders
@@ -77,13 +76,9 @@ def train_variant(
 ) -> dict:
     """Train from scratch into ``out``; the loop's metrics (full frame and head: ``psnr``, ``psnr_head``, ...) plus
     iterations/s and render rays/s (median of ``render_repeats`` renders); with ``frame_size``, the seconds one
-    ``frame_size``² frame takes to render. A model that draws whole images (GaussianAvatar) trains with its own loop
-    (``gaussian_avatar_run.fit``), which writes the same metrics."""
-    if hasattr(model, "render_camera"):
-        device = next(model.parameters()).device
-        metrics = fit(model, train_frames, eval_frames, out, config, device, resume=False)
-    else:
-        metrics = train(model, train_frames, eval_frames, out, config, resume=False)
+    ``frame_size``² frame takes to render. A model that draws whole images (GaussianAvatar) trains with its own steps
+    in the same loop, which refuses the ray settings it has no use for."""
+    metrics = train(model, train_frames, eval_frames, out, config, resume=False)
     metrics["iterations_per_second"] = metrics["iterations"] / metrics["train_seconds"]
     metrics["render_rays_per_second"] = rendering_rays_per_second(model, eval_frames, render_repeats)
     if frame_size:

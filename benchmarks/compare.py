@@ -9,7 +9,7 @@ table; and the cost per sample of each deformer and encoder.
     python benchmarks/compare.py --skip-models       # the primitive tables alone
     python benchmarks/compare.py --only paper --baseline ../old   # each model also from another checkout, ratios
 
-Models: the paper models, GaussianAvatars (its own loop: one whole frame a step) and the library's mixes
+Models: the paper models, GaussianAvatars (its own steps: one whole frame a step) and the library's mixes
 (``headfields.models.mixes``), each in a child process of its own
 (this script with ``--only-exact``; the parent loads the default FLAME video once and hands the frames over in a
 file), with the batch sizes of its own benchmark or mix, so
@@ -70,8 +70,8 @@ from headfields.encoders import (
 from headfields.encoders.mesh_anchored import MONOAVATAR_POSITION_FREQUENCIES
 from headfields.heads import tracked_head
 from headfields.kernels import num_cpu_threads
-from headfields.models import gaussian_avatar, hyper_neus, insta, monoavatar, portrait360
-from headfields.models.gaussian_avatar import GaussianAvatar
+from headfields.models import gaussian_avatars, hyper_neus, insta, monoavatar, portrait360
+from headfields.models.gaussian_avatars import GaussianAvatar
 from headfields.models.hyper_neus import HyperNeusAvatar, HyperNeusConfig
 from headfields.models.insta import INSTA_HASH_GRID, Insta, InstaConfig
 from headfields.models.mixes import MIXES
@@ -155,14 +155,14 @@ PAPERS = [
 ]
 
 
-# Beyond the four papers: GaussianAvatars' Gaussians bound to the mesh, rasterised, with its own loop; measured
+# Beyond the four papers: GaussianAvatars' Gaussians bound to the mesh, rasterised, with its own steps; measured
 # against INSTA (ΔPSNR, it/s and 512² frame ratios).
 GAUSSIANS = Entry(
     "GaussianAvatars",
     "GaussianAvatars (Gaussians bound to the mesh)",
     "paper",
-    lambda p, f: GaussianAvatar(p, gaussian_avatar.cpu_config()),
-    4096,  # unused (its loop renders one whole frame a step): TrainingConfig's default, which it must be given
+    lambda p, f: GaussianAvatar(p, gaussian_avatars.cpu_config()),
+    4096,  # unused (its steps render one whole frame each): TrainingConfig's default, which it must be given
     None,
     peer="INSTA",
     images=True,
@@ -248,12 +248,12 @@ def train_one(entry: Entry, args: argparse.Namespace) -> dict:
         max_minutes=None if args.iterations else args.minutes,
         budget="training",  # equal training time: the evaluation follows, on every held-out frame
         log_every=100,
+        eval_every=0,
+        checkpoint_every=0,
     )
-    if not isinstance(model, GaussianAvatar):  # the Gaussians: a whole frame a step, scored at the end
+    if not isinstance(model, GaussianAvatar):  # the Gaussians: a whole frame a step, no ray settings
         batches = dict(rays_per_batch=entry.rays_per_batch, frames_per_batch=entry.frames_per_batch)
-        config = dataclasses.replace(
-            config, **batches, samples_per_batch=entry.samples_per_batch, eval_every=0, checkpoint_every=0
-        )
+        config = dataclasses.replace(config, **batches, samples_per_batch=entry.samples_per_batch)
     repeats = QUICK_RENDER_REPEATS if args.quick else RENDER_REPEATS
     before = resident_bytes()
     if device.type == "cuda":

@@ -10,7 +10,7 @@ from typing import Protocol, runtime_checkable
 import pytest
 from tiny_configs import TINY_INSTA, TINY_MONOAVATAR, TINY_PORTRAIT
 
-from headfields.models.gaussian_avatar import GaussianAvatar, cpu_config
+from headfields.models.gaussian_avatars import GaussianAvatar, cpu_config
 from headfields.models.insta import Insta
 from headfields.models.mixes import MIXES
 from headfields.models.monoavatar import MonoAvatar

@@ -14,13 +14,18 @@ import torch
 from headfields.commands import main
 from headfields.data import load_subject
 from headfields.heads import tracked_head
-from headfields.models.gaussian_avatar import GaussianAvatar, GaussianAvatarConfig, cpu_config, position_learning_rate
+from headfields.models.gaussian_avatars import (
+    DensityConfig,
+    GaussianAvatar,
+    GaussianAvatarConfig,
+    cpu_config,
+    position_learning_rate,
+)
 from headfields.parametric import TrackedMeshModel
 from headfields.runs import RunConfig, SubjectSource, load_run, train_run
 from headfields.splat_ply import read_splat_ply
 from headfields.synthetic import SyntheticVideoConfig, write_insta_capture
 from headfields.training import TrainingConfig
-from headfields.training.gaussian_density import DensityConfig
 from headfields.viewer import render_avatar
 
 # Densify every 3 steps from step 2 and raise the SH degree every 2 steps: a few steps exercise every part.
@@ -39,14 +44,17 @@ def _train(folder, video_root, steps: int, **training):
 @pytest.fixture(scope="module")
 def tiny_gaussian_run(tmp_path_factory, tiny_video):
     folder = tmp_path_factory.mktemp("gaussian_run")
-    return folder, _train(folder, tiny_video[0].root, 8)
+    return folder, _train(folder, tiny_video[0].root, 8, eval_every=4, eval_frames=1)
 
 
 def test_a_run_densifies_and_loads_with_its_gaussians(tiny_gaussian_run, tiny_video):
     folder, metrics = tiny_gaussian_run
     logged = [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines()]
-    added = sum(line["cloned"] + line["split"] for line in logged)
-    assert added > 0 and metrics["gaussians"] > logged[0]["gaussians"]
+    added = sum(line["terms"]["cloned"] + line["terms"]["split"] for line in logged if "terms" in line)
+    assert added > 0 and metrics["gaussians"] > logged[0]["terms"]["gaussians"]
+    # The shared loop's schedules: a held-out evaluation at step 4 of eval_frames frames, logged.
+    assert [line["step"] for line in logged if "eval" in line] == [4]
+    assert len(list((folder / "renders" / "step_000004").glob("*_compare.png"))) == 1
     run = load_run(folder, "cpu")
     assert isinstance(run.model, GaussianAvatar) and run.step == 8 == metrics["iterations"]
     assert run.model.gaussians.num_gaussians == metrics["gaussians"]

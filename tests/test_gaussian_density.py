@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from headfields.deformers.gaussian_binding import GaussianSet
-from headfields.training.gaussian_density import (
+from headfields.models.gaussian_avatars.density import (
     GAUSSIAN_AVATARS_LEARNING_RATES,
     PARAMETER_NAMES,
     DensityConfig,

@@ -476,13 +476,13 @@ def test_a_refused_rerun_leaves_the_finished_run_byte_for_byte(tiny_video, tmp_p
     """Issue 77's lost data: a rerun into a finished --out with another seed is refused by the checkpoint's
     fingerprint, and every file of the run is as it was (config.json was replaced before the check), so the run
     still loads."""
-    from headfields.models.gaussian_avatar import cpu_config
+    from headfields.models.gaussian_avatars import cpu_config
     from headfields.runs import RunConfig, SubjectSource, load_run, train_run
 
     recipe = TINY_INSTA if model == "insta" else cpu_config(sh_degree=0)
-    training = TrainingConfig(max_iterations=2, log_every=1)
-    if model == "insta":  # the Gaussians draw a whole frame a step and score every frame: they refuse these
-        training = dataclasses.replace(training, rays_per_batch=128, eval_every=0, eval_frames=1)
+    training = TrainingConfig(max_iterations=2, log_every=1, eval_every=0, eval_frames=1)
+    if model == "insta":  # the Gaussians draw a whole frame a step: they refuse a ray count
+        training = dataclasses.replace(training, rays_per_batch=128)
     source = SubjectSource(data=str(tiny_video[0].root))
     out = tmp_path / "run"
     train_run(RunConfig(model, recipe, training, source), out, "cpu", log=io.StringIO())
@@ -495,15 +495,15 @@ def test_a_refused_rerun_leaves_the_finished_run_byte_for_byte(tiny_video, tmp_p
     load_run(out, "cpu")
 
 
-def test_the_gaussian_loop_refuses_training_fields_it_would_ignore(tiny_video, tmp_path):
-    """Issue 77: every model honours a training field or refuses it by name. The Gaussian avatar's loop draws a whole
-    frame a step and scores every held-out frame: a ray budget or an evaluation schedule is refused before anything
-    is written."""
-    from headfields.models.gaussian_avatar import cpu_config
+def test_the_gaussian_steps_refuse_training_fields_they_would_ignore(tiny_video, tmp_path):
+    """Issues 76, 77: every model honours a training field or refuses it by name. The Gaussian avatar's steps draw a
+    whole frame each and change the number of Gaussians: a ray count or a weights' average is refused before anything
+    is written (its evaluation and checkpoint schedules are the shared loop's, honoured)."""
+    from headfields.models.gaussian_avatars import cpu_config
     from headfields.runs import RunConfig, SubjectSource, train_run
 
-    training = TrainingConfig(max_iterations=2, eval_every=5, ema_decay=0.9)
+    training = TrainingConfig(max_iterations=2, eval_every=5, rays_per_batch=128, ema_decay=0.9)
     run = RunConfig("gaussian_avatar", cpu_config(sh_degree=0), training, SubjectSource(data=str(tiny_video[0].root)))
-    with pytest.raises(ValueError, match=r"does not use eval_every=5, ema_decay=0\.9: leave them at their defaults"):
+    with pytest.raises(ValueError, match=r"does not use rays_per_batch=128, ema_decay=0\.9: leave them at their defaults"):
         train_run(run, tmp_path / "run", "cpu", log=io.StringIO())
     assert not (tmp_path / "run").exists()

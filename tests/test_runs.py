@@ -209,7 +209,7 @@ def test_a_budget_too_short_for_every_frame_evaluates_an_evenly_spread_subset(ti
 
     # A held-out frame "takes" 100 s: of a 10-minute budget the final evaluation may take a quarter, 150 s, i.e.
     # one frame at 125 s (the margin included) of the two.
-    monkeypatch.setattr(training, "_probe_frame_seconds", lambda *args: 100.0)
+    monkeypatch.setattr(training, "frame_seconds", lambda *args: 100.0)
     log = io.StringIO()
     metrics = _train_tiny(tiny_video, tmp_path, log, max_minutes=10.0, eval_every=0)
     assert (metrics["eval_frames"], metrics["eval_frames_total"]) == (1, 2)
@@ -228,7 +228,7 @@ def test_a_training_budget_counts_the_steps_alone_and_evaluates_every_frame(tiny
     def no_probe(*args):
         raise AssertionError("a training budget needs no estimate of the evaluation")
 
-    monkeypatch.setattr(training, "_probe_frame_seconds", no_probe)
+    monkeypatch.setattr(training, "frame_seconds", no_probe)
     budget = 0.05  # minutes: 3 s of training steps (several, on a loaded machine too), then the evaluations outside it
     metrics = _train_tiny(tiny_video, tmp_path, io.StringIO(), max_minutes=budget, max_iterations=10**6, budget="training")
     assert metrics["eval_frames"] == metrics["eval_frames_total"] == 2 and metrics["eval_note"] is None
@@ -282,7 +282,7 @@ def test_every_model_has_training_defaults_and_recipes_that_round_trip():
     ]
     assert MODELS["portrait360"].training().balance_views
     assert MODELS["mononphm"].training().eval_frames == 5 and MODELS["mononphm"].training().max_minutes is None
-    assert [name for name, entry in MODELS.items() if entry.train is not None] == ["mononphm", "nphm_prior", "gaussian_avatar"]
+    assert [name for name, entry in MODELS.items() if entry.train is not None] == ["mononphm", "nphm_prior"]
     # The CPU recipes of the NeRF paper models train a budget of samples; their paper recipes, the fixed rays.
     # INSTA's paper recipe (CUDA's default) renders a 512² frame in one call.
     for name, budget in (("insta", 1 << 14), ("portrait360", 1 << 14), ("monoavatar", 1 << 13)):

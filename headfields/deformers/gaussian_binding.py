@@ -10,7 +10,7 @@ of the first edge's length and the triangle's height over it. The world Gaussian
 ``scene/flame_gaussian_model.py`` ``update_mesh_properties``; ``scene/gaussian_model.py`` ``get_xyz``,
 ``get_rotation``, ``get_scaling``). Quaternions are (w, x, y, z) and may be unnormalised: they are normalised
 before they are chained, as ``get_rotation`` does. Density control lives in
-:mod:`headfields.training.gaussian_density`.
+:mod:`headfields.models.gaussian_avatars.density`.
 """
 
 from __future__ import annotations

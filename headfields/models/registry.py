@@ -119,15 +119,9 @@ def _train_nphm_prior(run, out, device=None, **options) -> dict:
 
 
 def _gaussian_avatar(subject: Subject, config) -> nn.Module:
-    from .gaussian_avatar_run import build
+    from .gaussian_avatars import GaussianAvatar
 
-    return build(subject, config)
-
-
-def _train_gaussian_avatar(run, out, device=None, **options) -> dict:
-    from .gaussian_avatar_run import train
-
-    return train(run, out, device, **options)
+    return GaussianAvatar(subject.parametric, config)
 
 
 def _paper_model(module_name: str, build, config_name: str, **more) -> ModelEntry:
@@ -251,14 +245,13 @@ def _entries() -> dict[str, ModelEntry]:
             recipe_training={"cpu": NPHM_PRIOR_CPU_BUDGET},
             train=_train_nphm_prior,
         ),
-        # Beyond the four papers: GaussianAvatars, its own loop (headfields.models.gaussian_avatar_run), which reads the
-        # budget, the seed, the checkpoint minutes and the evaluation settings of the training configuration.
+        # Beyond the four papers: GaussianAvatars, through the shared loop with its own steps (a whole frame each,
+        # density control after backward: headfields.models.gaussian_avatars.steps), which refuse the ray settings.
         "gaussian_avatar": _paper_model(
-            "gaussian_avatar",
+            "gaussian_avatars",
             _gaussian_avatar,
             "GaussianAvatarConfig",
             training=_training(max_minutes=5.0, max_iterations=600_000, log_every=100),
-            train=_train_gaussian_avatar,
         ),
         **{name: _mix(name) for name in ("mix_triangle_neus", "mix_anchored_hashgrid", "mix_hyper_insta")},
     }

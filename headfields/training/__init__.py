@@ -1,4 +1,5 @@
-"""The training loop shared by every avatar model: random rays from all training frames, periodic held-out
+"""The training loop shared by every avatar model: random rays from all training frames (or a model's own steps,
+:mod:`~headfields.training.strategy`: a rasteriser's whole frames), periodic held-out
 evaluation, checkpoints that resume exactly, rendered images and a metrics file.
 
 A model plugs in through :class:`AvatarModel`: its parametric model, its optimiser's settings, a loss on a batch
@@ -14,7 +15,8 @@ same loop trains data-parallel: every rank draws the same batch and renders its 
 One job a module: ``contract`` (what a model gives the loop), ``config`` (:class:`TrainingConfig`), ``batches``
 (seeding and ray batches), ``sample_budget`` (the rays a step draws, the samples it trains), ``optimizer`` (Adam,
 its schedule, the weights' average), ``evaluation`` (held-out renders and scores), ``run_log`` (``log.jsonl``,
-TensorBoard) and ``loop`` (:func:`train`).
+TensorBoard), ``strategy`` (a model's own steps inside the loop: a whole frame a step, a part after backward),
+``data_parallel`` (the step under ``DistributedDataParallel``) and ``loop`` (:func:`train`).
 """
 
 from .batches import random_backgrounds, ray_batch, seed_everything
@@ -31,7 +33,6 @@ from .evaluation import (
     render_view,
     save_png,
 )
-from .gaussian_density import DensityConfig, DensityControl, gaussian_param_groups
 from .loop import train
 from .optimizer import (
     DecayingAdam,
@@ -43,6 +44,7 @@ from .optimizer import (
     step_if,
 )
 from .run_log import RunLog
+from .strategy import FrameBatch, StepStrategy
 
 __all__ = [
     "CHECKPOINT_NAME",
@@ -52,14 +54,14 @@ __all__ = [
     "AvatarModel",
     "ImageModel",
     "DecayingAdam",
-    "DensityConfig",
-    "DensityControl",
     "Evaluation",
+    "FrameBatch",
     "OptimizerConfig",
     "RayBatch",
     "RunLog",
     "SampleCount",
     "StepOutput",
+    "StepStrategy",
     "TrainingConfig",
     "averaged",
     "build_optimizer",
@@ -67,7 +69,6 @@ __all__ = [
     "evaluate",
     "evenly_spread",
     "exponential_learning_rate",
-    "gaussian_param_groups",
     "random_backgrounds",
     "ray_batch",
     "render_image",

@@ -87,8 +87,9 @@ class AvatarModel(Protocol):
 
 @runtime_checkable
 class ImageModel(Protocol):
-    """A model that draws whole images rather than rays (a rasteriser: GaussianAvatar), with a loop of its own:
-    what evaluation, ``render`` and the viewer need from it. ``parametric``: as :class:`AvatarModel`'s."""
+    """A model that draws whole images rather than rays (a rasteriser: GaussianAvatar), trained by the loop through
+    its own steps (``step_strategy()``: :mod:`headfields.training.strategy`): what evaluation, ``render`` and the
+    viewer need from it. ``parametric``: as :class:`AvatarModel`'s."""
 
     if TYPE_CHECKING:
         parametric: SubjectModel

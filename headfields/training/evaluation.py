@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,7 @@ __all__ = [
     "comparison",
     "evaluate",
     "evenly_spread",
+    "frame_seconds",
     "image_bytes",
     "render_image",
     "render_pixels",
@@ -142,6 +144,26 @@ def render_view(
         return model.render_rays(dataclasses.replace(rays, frame=torch.full_like(rays.frame, head_frame)), head, **stop)
 
     return render_pixels(render, cameras.to(device), camera, chunk).clamp(0, 1)
+
+
+def frame_seconds(model: AvatarModel | ImageModel, frames: FrameSet, head: Head, chunk: int, device: torch.device) -> float:
+    """Seconds one frame of ``frames`` takes to render (a first estimate; evaluations measure): a rasteriser's whole
+    first frame, else one ``chunk`` of its rays scaled to the image."""
+    cameras = frames.cameras.to(device)
+    was_training = model.training
+    model.eval()
+    start = time.perf_counter()
+    with torch.no_grad(), trusted_values():
+        if hasattr(model, "render_camera"):
+            model.render_camera(cameras, 0, head, 0)
+            scale = 1.0
+        else:
+            pixels = image_pixels(cameras)[:chunk]
+            model.render_rays(pixel_rays(cameras, 0, pixels), head)
+            scale = cameras.height * cameras.width / len(pixels)
+    seconds = (time.perf_counter() - start) * scale
+    model.train(was_training)
+    return seconds
 
 
 def takes_early_stop(model: AvatarModel) -> bool:

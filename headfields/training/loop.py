@@ -15,12 +15,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 
 from .. import distributed
 from ..backends.cpu.process_tuning import process_tuning
-from ..cameras import image_pixels, pixel_rays
 from ..checkpoints import (
     CheckpointError,
     RunFolder,
@@ -35,17 +32,18 @@ from ..data import FrameSet
 from ..ema import ExponentialMovingAverage
 from ..heads import tracked_head
 from ..outputs import atomic_path, write_atomic
-from ..parametric import Head
 from ..perceptual import Lpips, LpipsUnavailable, load_lpips
 from ..progress import Progress, format_seconds
 from .batches import place_frames, ray_batch, restored_generator
 from .config import CHECKPOINT_NAME, CONFIG_NAME, LOG_NAME, TrainingConfig
-from .contract import AvatarModel, RayBatch, StepOutput
-from .evaluation import evaluate, evenly_spread
+from .contract import AvatarModel, ImageModel, RayBatch, StepOutput
+from .data_parallel import data_parallel
+from .evaluation import evaluate, evenly_spread, frame_seconds
 from .host_copy import READ_LAG, HostCopy
 from .optimizer import averaged, build_optimizer, set_learning_rate, step_if
 from .run_log import SIDE_BY_SIDE_FRAMES, RunLog, board_evaluation, board_scalars, tensorboard_writer
 from .sample_budget import SampleBudget, over_ranks
+from .strategy import FrameBatch, StepStrategy, refuse_fields, step_strategy
 
 __all__ = ["train"]
 
@@ -56,7 +54,7 @@ BUDGET_MARGIN = 1.25  # the final evaluation's estimate is scaled by this (LPIPS
 
 
 def train(
-    model: AvatarModel,
+    model: AvatarModel | ImageModel,
     train_frames: FrameSet,
     eval_frames: FrameSet,
     out: str | Path,
@@ -83,8 +81,13 @@ def train(
     checkpoint before training, so that
     :func:`~headfields.runs.load_run` can rebuild the model (:func:`~headfields.runs.train_run` passes it).
 
+    A model with its own steps (``model.step_strategy()``, a :class:`~headfields.training.strategy.StepStrategy`: a
+    rasteriser's whole frames and density control) trains in the same loop, its strategy called for the optimiser, the
+    batch and loss and the work after backward; the fields of ``config`` it has no use for are refused by name
+    before anything is written, and it trains in one process.
+
     On the CPU the run may tune the process for itself (``config.flush_denormals``, ``config.tune_malloc``: see
-    :mod:`headfields.tuning`); what it changed is restored when it returns or fails.
+    :mod:`headfields.backends.cpu.process_tuning`); what it changed is restored when it returns or fails.
 
     Example: ``train(model, subject.train, subject.eval, "outputs/run", TrainingConfig(max_minutes=5))["psnr"]``.
     """
@@ -95,6 +98,11 @@ def train(
         raise ValueError(
             f"rays_per_batch: expected a multiple of the {ranks} ranks (an equal share each), got {config.rays_per_batch}"
         )
+    strategy = step_strategy(model)
+    if strategy is not None:  # before anything is written: a refused run leaves its folder as it was
+        refuse_fields(config, strategy.refused, f"{type(model).__name__}, which trains with its own steps,")
+        if ranks > 1:
+            raise ValueError(f"model: {type(model).__name__}'s steps train in one process, got a group of {ranks} ranks")
     for name, frames in (("train_frames", train_frames), ("eval_frames", eval_frames)):
         if not isinstance(frames, FrameSet) or len(frames) == 0:
             raise ValueError(f"{name}: expected a FrameSet with at least one frame, got {_describe(frames)}")
@@ -110,7 +118,7 @@ def train(
         folder.open()
     try:
         with process_tuning(device, flush_denormals=config.flush_denormals, tune_malloc=config.tune_malloc):
-            loop = _Loop(model, train_frames, eval_frames, folder.path, config, device, log, described)
+            loop = _Loop(model, train_frames, eval_frames, folder.path, config, device, log, described, strategy)
             loop.resume_if(resume)
             if described is not None and distributed.rank() == 0:  # after the refusing checks: a refusal writes nothing
                 write_atomic(folder.path / CONFIG_NAME, described + "\n")
@@ -125,7 +133,7 @@ class _Loop:
 
     def __init__(
         self,
-        model: AvatarModel,
+        model: AvatarModel | ImageModel,
         train_frames: FrameSet,
         eval_frames: FrameSet,
         out: Path,
@@ -133,6 +141,7 @@ class _Loop:
         device: torch.device,
         log,
         described: str | None,
+        strategy: StepStrategy | None = None,
     ) -> None:
         self.model, self.config, self.device, self.out, self.log = model, config, device, out, log
         self.train_frames, self.eval_frames, self.described = train_frames, eval_frames, described
@@ -143,17 +152,21 @@ class _Loop:
             config.rays_per_batch, config.samples_per_batch, config.max_rays_per_batch, self.ranks, config.fixed_shapes
         )
         self.loss_checks: deque[tuple[int, HostCopy, dict]] = deque()  # fixed shapes: (step, loss, logs) read later
-        # Before the average copies the weights: DDP makes them rank 0's on every rank.
-        self.step_fn = _data_parallel(model, device) if self.ranks > 1 else model.training_step
-        self.optimization = model.optimization
-        self.optimizer = build_optimizer(model, self.optimization)
-        ema_decay = config.ema_decay if config.ema_decay is not None else self.optimization.ema_decay
-        self.ema = None if ema_decay is None else ExponentialMovingAverage(model, decay=ema_decay)
+        self.strategy, self.ema = strategy, None
+        if strategy is None:
+            # Before the average copies the weights: DDP makes them rank 0's on every rank.
+            self.step_fn = data_parallel(model, device) if self.ranks > 1 else model.training_step
+            self.optimization = model.optimization
+            self.optimizer = build_optimizer(model, self.optimization)
+            ema_decay = config.ema_decay if config.ema_decay is not None else self.optimization.ema_decay
+            self.ema = None if ema_decay is None else ExponentialMovingAverage(model, decay=ema_decay)
         # Each split's tracked head, once: every batch and every evaluation reads it.
         self.train_head = tracked_head(model.parametric, train_frames)
         self.eval_head = tracked_head(model.parametric, eval_frames)
         # The pixels are drawn where the frames' images are (on a GPU when they fit): no copy from the host a step.
         self.train_frames, self.frames_where = place_frames(train_frames, device, config.frames_device_share)
+        if strategy is not None:  # the model's own optimiser, over its parameters as they are now
+            self.optimizer = strategy.optimizer(self.train_frames, self.train_head, config)
         self.generator = torch.Generator(self.train_frames.images.device).manual_seed(config.seed)  # every rank's alike
         self.step, self.elapsed, self.wall = 0, 0.0, 0.0  # wall: the run's wall-clock seconds, evaluations included
         self.checkpoint = out / CHECKPOINT_NAME
@@ -180,6 +193,9 @@ class _Loop:
             raise CheckpointError(
                 f"checkpoint: {self.checkpoint} does not fit the model (missing {missing}, unexpected {unexpected})"
             )
+        if self.strategy is not None:  # the checkpoint's weights may be new parameters (another number of Gaussians)
+            self.optimizer = self.strategy.optimizer(self.train_frames, self.train_head, self.config)
+            self.strategy.load_state_dict(state)
         self.optimizer.load_state_dict(state["optimizer"])
         if self.ema is not None:
             self.ema.load_state_dict(state["ema"])
@@ -206,6 +222,7 @@ class _Loop:
             "config": asdict(self.config),
             "run": self.described,  # config.json's text (None: trained without a RunConfig)
             "fingerprint": self.fingerprint,
+            **({} if self.strategy is None else self.strategy.state_dict()),
         }
         save_checkpoint(state, self.checkpoint)
         self.last_save = time.monotonic()
@@ -243,10 +260,10 @@ class _Loop:
         self.board = tensorboard_writer(self.out, self.step) if self.lead and c.log == "tensorboard" else None
         self.clock = time.monotonic() - self.wall  # spent() continues a resumed run's clock
         self.last_save = time.monotonic()
-        # Seconds a held-out frame takes to render and score: first from one chunk of rays, then from each evaluation.
-        self.frame_seconds = (
-            _probe_frame_seconds(model, self.eval_frames, self.eval_head, c, self.device) if self.lead and self.whole_run else 0.0
-        )
+        # Seconds a held-out frame takes to render and score: first from one chunk of rays (or one rasterised frame),
+        # then from each evaluation.
+        probe = self.lead and self.whole_run
+        self.frame_seconds = frame_seconds(model, self.eval_frames, self.eval_head, c.render_chunk, self.device) if probe else 0.0
         if self.lead and self.whole_run:
             n = len(self.final_frames())
             print(
@@ -297,10 +314,12 @@ class _Loop:
         self.save()
         return distributed.broadcast_object(self.final_evaluation(), self.device)
 
-    def train_step(self) -> tuple[RayBatch, StepOutput]:
+    def train_step(self) -> tuple[RayBatch | FrameBatch, StepOutput]:
         """One optimiser step on a fresh batch; the step's time goes to ``elapsed``."""
         c, model = self.config, self.model
         start = time.perf_counter()
+        if self.strategy is not None:
+            return self.strategy_step(start)
         set_learning_rate(self.optimizer, self.optimization, self.step)
         if hasattr(model, "before_step"):
             model.before_step(self.step, self.train_head)
@@ -337,6 +356,20 @@ class _Loop:
         self.elapsed += time.perf_counter() - start
         return batch, result
 
+    def strategy_step(self, start: float) -> tuple[FrameBatch, StepOutput]:
+        """A step of a model with a :class:`~headfields.training.strategy.StepStrategy`: its batch and loss, then
+        backward, its part after backward, and the optimiser's step."""
+        batch, result = self.strategy.step(self.step, self.train_frames, self.train_head, self.generator)
+        if not bool(torch.isfinite(result.loss.detach())):  # before the step: the weights and checkpoint stay sound
+            _non_finite(self.step, float(result.loss.detach()), result.logs)
+        self.optimizer.zero_grad(set_to_none=True)
+        result.loss.backward()
+        result.logs.update(self.strategy.after_backward(self.step))
+        self.optimizer.step()
+        self.step += 1
+        self.elapsed += time.perf_counter() - start
+        return batch, result
+
     def check_losses(self, keep: int = 0) -> None:
         """Read the losses of the fixed-shape steps but the last ``keep``: a non-finite one stops the run."""
         while len(self.loss_checks) > keep:
@@ -345,7 +378,7 @@ class _Loop:
             if not math.isfinite(value):
                 _non_finite(step, value, logs)
 
-    def log_step(self, batch: RayBatch, result: StepOutput, bar: Progress) -> None:
+    def log_step(self, batch: RayBatch | FrameBatch, result: StepOutput, bar: Progress) -> None:
         with torch.no_grad():  # equal shares: the means over ranks are the whole batch's loss and error
             error = (result.rgb.detach().clamp(0, 1) - batch.rgb).square().mean()
             loss, mse = distributed.mean_over_ranks(torch.stack([result.loss.detach(), error])).tolist()
@@ -422,7 +455,7 @@ class _Loop:
             "eval_frames": final.frames,
             "eval_frames_total": len(self.everything),
             "eval_note": note,
-            **self.sampling.means(self.step),
+            **(self.sampling.means(self.step) if self.strategy is None else self.strategy.metrics()),
         }
         write_atomic(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
         head = "" if final.psnr_head is None else f"  head psnr {final.psnr_head:.2f}"
@@ -439,49 +472,9 @@ class _Loop:
         return metrics
 
 
-class _TrainingStep(nn.Module):
-    """The model's training step as a forward: DistributedDataParallel averages the gradients of the forward it
-    wraps, and our models train through ``training_step``, not ``forward``."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, batch: RayBatch, step: int) -> StepOutput:
-        return self.model.training_step(batch, step)
-
-
 def _non_finite(step: int, loss: float, logs: dict) -> None:
     terms = ", ".join(f"{k} {float(v):.4g}" for k, v in logs.items())
     raise FloatingPointError(f"training_step: the loss is {loss} at step {step} ({terms})")
-
-
-def _data_parallel(model: nn.Module, device: torch.device) -> DistributedDataParallel:
-    """``model``'s training step under DistributedDataParallel. Construction gives every rank rank 0's
-    parameters and buffers; each forward gives every rank rank 0's buffers again, after ``before_step``
-    changed them (an occupancy grid refreshed from one rank's density), so all ranks march the same grid."""
-    index = (device.index if device.index is not None else torch.cuda.current_device()) if device.type == "cuda" else None
-    return DistributedDataParallel(  # its default syncs the buffers at each forward
-        _TrainingStep(model),
-        device_ids=None if index is None else [index],  # CPU ranks (gloo): none
-        # Parameters can sit out a step (MonoAvatar's error-correction warp before its start step): DDP then has
-        # to look for them, one walk over the autograd graph per step, and leaves their gradients None.
-        find_unused_parameters=True,
-    )
-
-
-def _probe_frame_seconds(model, frames: FrameSet, head: Head, config: TrainingConfig, device) -> float:
-    """Seconds one held-out frame takes to render, from one chunk of its rays (a first estimate; evaluations measure)."""
-    cameras = frames.cameras.to(device)
-    pixels = image_pixels(cameras)[: config.render_chunk]
-    was_training = model.training
-    model.eval()
-    start = time.perf_counter()
-    with torch.no_grad(), trusted_values():
-        model.render_rays(pixel_rays(cameras, 0, pixels), head)
-    seconds = (time.perf_counter() - start) * cameras.height * cameras.width / len(pixels)
-    model.train(was_training)
-    return seconds
 
 
 def _load_lpips(weights: str | None, device: torch.device) -> Lpips | LpipsUnavailable:

@@ -1,6 +1,8 @@
-"""Adaptive density control of bound Gaussians, as GaussianAvatars (Qian et al., CVPR 2024) runs 3DGS's
-(Kerbl et al. 2023): clone small and split large Gaussians whose view-space positional gradient is high, prune
-transparent (and, late, huge) ones, reset opacities now and then; every child keeps its parent's face.
+"""GaussianAvatars' adaptive density control of bound Gaussians (Qian et al., CVPR 2024), 3DGS's rule
+(Kerbl et al. 2023) with the binding added: clone small and split large Gaussians whose view-space positional gradient is
+high, prune transparent (and, late, huge) ones, reset opacities now and then; every child keeps its parent's face.
+The paper's own rule, so it lives beside its model; its steps call it after each backward
+(:mod:`headfields.models.gaussian_avatars.steps`).
 
 Facts from ``ShenhanQian/GaussianAvatars`` (its ``scene/gaussian_model.py`` is 3DGS's with the binding added):
 ``densify_and_prune``, ``densify_and_clone``, ``densify_and_split``, ``prune_points`` (a face never loses its last
@@ -24,8 +26,8 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
-from ..checks import check_count, check_float, check_int, check_positive
-from ..deformers.gaussian_binding import GaussianSet, quaternion_to_matrix
+from ...checks import check_count, check_float, check_int, check_positive
+from ...deformers.gaussian_binding import GaussianSet, quaternion_to_matrix
 
 PARAMETER_NAMES = ("local_means", "local_quats", "local_log_scales", "opacity_logits", "sh_dc", "sh_rest")
 

@@ -5,10 +5,11 @@ bind (each Gaussian's mean, rotation and scale local to its parent face's frame,
 :class:`~headfields.deformers.GaussianSet`) → rasterise (EWA splatting, 16x16 tiles, front-to-back blending:
 :func:`~headfields.renderers.rasterize_gaussians`) → (1 − λ) L1 + λ D-SSIM with λ 0.2, and the binding's position and
 scale regularisers → adaptive density control whose children keep their parent's face
-(:class:`~headfields.training.gaussian_density.DensityControl`).
+(:class:`~headfields.models.gaussian_avatars.density.DensityControl`).
 
 Any tracked mesh carries the Gaussians: FLAME's, SMPL-X's or a capture's own topology. The model renders whole
-images (``render_camera``), not rays; it trains with its own loop (:mod:`headfields.models.gaussian_avatar_run`).
+images (``render_camera``), not rays; it trains through the shared loop (:func:`headfields.training.train`) with
+its own steps (:mod:`headfields.models.gaussian_avatars.steps`).
 
 Two recipes: :func:`paper_config` is GaussianAvatars' code (``arguments/__init__.py``: 600,000 iterations, its learning
 rates and densification schedule); :func:`cpu_config` keeps its rates and takes 3D Gaussian Splatting's original
@@ -20,7 +21,6 @@ rates and densification schedule); :func:`cpu_config` keeps its rates and takes 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,14 +28,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..cameras import PinholeCameras, Rays
-from ..checks import IntLike, check_count, check_positive
-from ..deformers.gaussian_binding import BindingRegulariserConfig, GaussianSet, PosedGaussians, Splats
-from ..parametric import Head, SubjectModel
-from ..renderers import EARLY_STOP_TRANSMITTANCE, GaussianRender, rasterize_gaussians
-from ..training.gaussian_density import DensityConfig
+from ...cameras import PinholeCameras, Rays
+from ...checks import IntLike, check_count, check_positive
+from ...deformers.gaussian_binding import BindingRegulariserConfig, GaussianSet, PosedGaussians, Splats
+from ...parametric import Head, SubjectModel
+from ...renderers import EARLY_STOP_TRANSMITTANCE, GaussianRender, rasterize_gaussians
+from .density import DensityConfig
+from .steps import GaussianSteps
 
-__all__ = ["GaussianAvatar", "GaussianAvatarConfig", "cpu_config", "paper_config", "position_learning_rate"]
+__all__ = ["GaussianAvatar", "GaussianAvatarConfig", "cpu_config", "paper_config"]
 
 
 @dataclass(frozen=True)
@@ -90,14 +91,6 @@ def cpu_config(**overrides: Any) -> GaussianAvatarConfig:
     return GaussianAvatarConfig(**{"density": density, "position_lr_max_steps": ORIGINAL_ITERATIONS, **overrides})
 
 
-def position_learning_rate(config: GaussianAvatarConfig, step: int, extent: float) -> float:
-    """3DGS's ``get_expon_lr_func`` for the positions at ``step``: log-linear from ``init`` to ``final`` (both times
-    ``extent``) over ``position_lr_max_steps``, no delay steps."""
-    t = min(max(step / config.position_lr_max_steps, 0.0), 1.0)
-    init, final = config.position_lr_init * extent, config.position_lr_final * extent
-    return math.exp((1 - t) * math.log(init) + t * math.log(final))
-
-
 class GaussianAvatar(nn.Module):
     """Gaussians bound to a tracked mesh (see the module docstring): one a face to start."""
 
@@ -113,6 +106,11 @@ class GaussianAvatar(nn.Module):
         self.gaussians = GaussianSet.one_per_face(faces.shape[0], self.config.sh_degree, device=device, generator=generator)
         # The SH degree in use (3DGS's active_sh_degree): state, so that a loaded run renders with the degree it reached.
         self.register_buffer("active_sh_degree", torch.zeros((), dtype=torch.long, device=device))
+
+    def step_strategy(self) -> GaussianSteps:
+        """How the shared loop trains this model (:func:`headfields.training.train` calls it): GaussianAvatars'
+        steps, a whole frame each, with density control after backward."""
+        return GaussianSteps(self)
 
     def posed(self, head: Head, frame: IntLike) -> PosedGaussians:
         """The Gaussians on frame ``frame`` of ``head``."""

@@ -1,0 +1,107 @@
+"""GaussianAvatars' training steps (``train.py``) as the shared loop's :class:`~headfields.training.strategy.StepStrategy`:
+one training frame a step, rendered whole; (1 − λ) L1 + λ D-SSIM plus the binding's regularisers; density control
+with the view-space gradients of the drawn Gaussians between ``backward`` and the optimiser's step; one more SH
+degree every ``sh_interval`` steps; the position rate decayed log-linearly. The loop (:func:`headfields.training.train`)
+does the rest as for every model: the budget, checkpoints, evaluations, logs and the run folder.
+
+    python -m headfields train gaussian_avatar --recipe cpu --max-minutes 5 --out outputs/gaussians
+    metrics = train(model, subject.train, subject.eval, "outputs/gaussians", TrainingConfig(max_minutes=5))
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+
+from ...data import FrameSet
+from ...deformers.gaussian_binding import binding_regularisers
+from ...metrics import ssim
+from ...parametric import Head
+from ...training.config import TrainingConfig
+from ...training.contract import StepOutput
+from ...training.strategy import RAY_FIELDS, FrameBatch
+from .density import DensityControl, gaussian_param_groups
+from .rates import camera_extent, learning_rates, position_learning_rate
+
+if TYPE_CHECKING:
+    from ...renderers import GaussianRender
+    from .model import GaussianAvatar
+
+__all__ = ["REFUSED_TRAINING_FIELDS", "GaussianSteps"]
+
+# TrainingConfig's fields these steps have no use for: the ray fields (a whole frame a step, rasterised at once), and
+# the weights' average, which density control's changing number of Gaussians leaves nothing to average over.
+REFUSED_TRAINING_FIELDS = (*RAY_FIELDS, "ema_decay")
+
+
+class GaussianSteps:
+    """The steps of one run of ``model`` (see the module docstring); ``model.step_strategy()`` makes one."""
+
+    refused = REFUSED_TRAINING_FIELDS
+
+    def __init__(self, model: GaussianAvatar) -> None:
+        self.model = model
+        self.density: DensityControl | None = None
+        self._render: GaussianRender | None = None  # this step's, for density control after backward
+        self._face_scale: torch.Tensor | None = None
+
+    def optimizer(self, train_frames: FrameSet, train_head: Head, config: TrainingConfig) -> torch.optim.Optimizer:
+        """Adam over the Gaussians, a param group a parameter (as density control needs them); the extent and the
+        density statistics (empty) of the run."""
+        recipe, device = self.model.config, self.model.gaussians.parent.device
+        self.cameras = train_frames.cameras.to(device)
+        self.extent = camera_extent(train_frames, train_head.vertices.mean(dim=(0, 1)))
+        self.density = DensityControl(recipe.density, generator=torch.Generator(device=device).manual_seed(config.seed))
+        groups = gaussian_param_groups(self.model.gaussians, learning_rates(recipe, self.extent))
+        self._optimizer = torch.optim.Adam(groups, lr=0.0, eps=recipe.adam_eps)
+        return self._optimizer
+
+    def step(
+        self, step: int, train_frames: FrameSet, train_head: Head, generator: torch.Generator
+    ) -> tuple[FrameBatch, StepOutput]:
+        """A training frame drawn at random (with replacement; GaussianAvatars shuffles an epoch), rendered whole."""
+        model, recipe = self.model, self.model.config
+        iteration = step + 1  # train.py counts its iterations from 1
+        if iteration % recipe.sh_interval == 0 and int(model.active_sh_degree) < recipe.sh_degree:
+            model.active_sh_degree += 1  # oneupSHdegree
+        for group in self._optimizer.param_groups:
+            if group["name"] == "local_means":
+                group["lr"] = position_learning_rate(recipe, iteration, self.extent)
+        frame = int(torch.randint(len(train_frames), (1,), generator=generator, device=generator.device))
+        posed = model.posed(train_head, frame)
+        render = model.rasterize(posed, self.cameras, frame, validate=False)
+        render.means2d.retain_grad()
+        truth = train_frames.images[frame].to(render.image.device).float() / 255.0
+        l1 = (render.image - truth).abs().mean()
+        d_ssim = 1.0 - ssim(render.image, truth)
+        position, scale = binding_regularisers(model.gaussians, render.radii > 0, recipe.regularisers)
+        loss = (1 - recipe.ssim_weight) * l1 + recipe.ssim_weight * d_ssim + position + scale
+        self._render, self._face_scale = render, posed.face_scale.detach()
+        logs = {"l1": l1.detach(), "d_ssim": d_ssim.detach(), "position": position.detach(), "scale": scale.detach()}
+        pixels = FrameBatch(frame, truth.reshape(-1, 3))
+        return pixels, StepOutput(loss=loss, rgb=render.image.reshape(-1, 3), logs=logs)
+
+    def after_backward(self, step: int) -> dict[str, float]:
+        """Density control (``train.py``, before ``optimizer.step()``): this view's gradients added, then clone, split,
+        prune and reset where the schedule says; the counts and the number of Gaussians after it."""
+        render, self._render = self._render, None
+        gaussians = self.model.gaussians
+        self.density.accumulate(render.means2d.grad, render.radii, self.cameras.width, self.cameras.height)
+        counts = self.density.step(step + 1, gaussians, self._optimizer, self.extent, self._face_scale)
+        return {**counts, "gaussians": gaussians.num_gaussians}
+
+    def state_dict(self) -> dict:
+        density = self.density
+        return {
+            "density": {"grad_sum": density.grad_sum, "count": density.count, "max_radii": density.max_radii},
+            "density_generator": density.generator.get_state(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        density = self.density
+        density.grad_sum, density.count, density.max_radii = (state["density"][k] for k in ("grad_sum", "count", "max_radii"))
+        density.generator.set_state(state["density_generator"].cpu())  # a generator's state is a CPU tensor
+
+    def metrics(self) -> dict[str, object]:
+        return {"gaussians": self.model.gaussians.num_gaussians}
