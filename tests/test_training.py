@@ -459,7 +459,8 @@ def test_a_checkpoint_s_pixel_generator_of_another_kind_resumes(capsys):
 def test_a_step_strategy_is_checked_and_refuses_the_fields_it_names():
     """Issue 76: a model with its own steps (training.strategy) trains in the one loop; a field its strategy has no
     use for is refused by name, before anything is written, only when set to anything but its default."""
-    from headfields.training.strategy import RAY_FIELDS, refuse_fields, step_strategy
+    from headfields.training.strategy import RAY_FIELDS, step_strategy
+    from headfields.training.unused import check_unused
 
     assert step_strategy(torch.nn.Linear(1, 1)) is None  # a model that trains on rays
 
@@ -469,6 +470,6 @@ def test_a_step_strategy_is_checked_and_refuses_the_fields_it_names():
 
     with raises_naming("model"):
         step_strategy(NotAStrategy())
-    refuse_fields(TrainingConfig(eval_every=7, checkpoint_every=3), RAY_FIELDS, "a rasteriser")  # not ray fields
+    check_unused(TrainingConfig(eval_every=7, checkpoint_every=3), RAY_FIELDS, "a rasteriser")  # not ray fields
     with pytest.raises(ValueError, match=r"a rasteriser does not use rays_per_batch=64, early_stop=0\.5: leave them"):
-        refuse_fields(TrainingConfig(rays_per_batch=64, early_stop=0.5), RAY_FIELDS, "a rasteriser")
+        check_unused(TrainingConfig(rays_per_batch=64, early_stop=0.5), RAY_FIELDS, "a rasteriser")

@@ -43,7 +43,8 @@ from .host_copy import READ_LAG, HostCopy
 from .optimizer import averaged, build_optimizer, set_learning_rate, step_if
 from .run_log import SIDE_BY_SIDE_FRAMES, RunLog, board_evaluation, board_scalars, tensorboard_writer
 from .sample_budget import SampleBudget, over_ranks
-from .strategy import FrameBatch, StepStrategy, refuse_fields, step_strategy
+from .strategy import FrameBatch, StepStrategy, step_strategy
+from .unused import check_unused
 
 __all__ = ["train"]
 
@@ -100,7 +101,7 @@ def train(
         )
     strategy = step_strategy(model)
     if strategy is not None:  # before anything is written: a refused run leaves its folder as it was
-        refuse_fields(config, strategy.refused, f"{type(model).__name__}, which trains with its own steps,")
+        check_unused(config, strategy.refused, f"{type(model).__name__}, which trains with its own steps,")
         if ranks > 1:
             raise ValueError(f"model: {type(model).__name__}'s steps train in one process, got a group of {ranks} ranks")
     for name, frames in (("train_frames", train_frames), ("eval_frames", eval_frames)):

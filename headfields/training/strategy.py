@@ -7,7 +7,7 @@ The loop keeps what every model shares: the budget and its clocks, the step coun
 evaluation and ``metrics.json``. The strategy gives the rest: the optimiser, how a step's batch is drawn and its loss
 computed, what runs between ``backward`` and ``optimizer.step()``, and its own state in the checkpoint. The
 :class:`TrainingConfig` fields that only ray steps read are named in :attr:`StepStrategy.refused`, and a run that sets
-one of them is refused before anything is written (:func:`refuse_fields`).
+one of them is refused before anything is written (:func:`~headfields.training.unused.check_unused`).
 
 A model with a strategy gives it from ``step_strategy()`` (a fresh one a run)::
 
@@ -29,7 +29,7 @@ from ..parametric import Head
 from .config import TrainingConfig
 from .contract import StepOutput
 
-__all__ = ["RAY_FIELDS", "FrameBatch", "StepStrategy", "refuse_fields", "step_strategy"]
+__all__ = ["RAY_FIELDS", "FrameBatch", "StepStrategy", "step_strategy"]
 
 # The TrainingConfig fields only ray steps read (how many rays a step draws, from which frames, how a ray's samples
 # are kept): a strategy that draws whole frames refuses them.
@@ -93,11 +93,3 @@ def step_strategy(model: object) -> StepStrategy | None:
     if not isinstance(strategy, StepStrategy):
         raise TypeError(f"model: expected step_strategy() to give a StepStrategy, got {type(strategy).__name__}")
     return strategy
-
-
-def refuse_fields(config: TrainingConfig, refused: tuple[str, ...], who: str) -> None:
-    """A ValueError naming every field of ``refused`` that ``config`` sets to anything but its default."""
-    defaults = TrainingConfig()
-    set_ = [f"{name}={getattr(config, name)!r}" for name in refused if getattr(config, name) != getattr(defaults, name)]
-    if set_:
-        raise ValueError(f"training: {who} does not use {', '.join(set_)}: leave them at their defaults")
