@@ -12,7 +12,7 @@ run on the same uniformly random points in the unit cube, with the same table. T
 forward + backward of ``(features * weights).sum()`` with gradients for the table only (training) and for the
 table and the points (normals, eikonal terms). Each case gets one untimed warm-up (Warp compiles its kernels),
 then ``--repeats`` timed runs of each encoder in the same process; the table reports median throughputs and
-their ratio. The PyTorch reference (``headfields.encoders.hashgrid_reference``, which tests/test_hashgrid.py
+their ratio. The PyTorch reference (``headfields.encoders.hashgrid_reference``, which tests/unit/encoders/test_hashgrid.py
 checks the kernels against): its features and table gradient are compared with the Warp ones before timing (with
 ``--table-dtype float16`` the reference gets the table rounded to float16, which is what the Warp kernels read).
 

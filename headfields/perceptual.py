@@ -5,7 +5,7 @@ The network is the ``lpips`` package's: AlexNet's five convolutional stages, eac
 over channels, their squared differences weighted by the package's calibrated 1x1 convolutions, averaged over
 space and summed over the stages. We build it here in plain torch rather than call ``lpips.LPIPS``: that one
 imports torchvision for AlexNet's definition, and PyPI's torchvision wheels are built against CUDA torch, so with
-a CPU build of torch ``import torchvision`` (and so ``import lpips``) fails. ``tests/test_perceptual.py`` checks
+a CPU build of torch ``import torchvision`` (and so ``import lpips``) fails. ``tests/unit/fields/test_perceptual.py`` checks
 that this network gives ``lpips.LPIPS``'s numbers on the same weights.
 
 Two weight files, neither downloaded (evaluation runs offline):

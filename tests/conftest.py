@@ -1,5 +1,9 @@
-"""Shared fixtures. The jaxtyping runtime checker is on for every test (see pyproject's pytest addopts) but those
-marked ``unchecked``: end-to-end runs of functions the unit tests check (helpers.shapes_unchecked)."""
+"""Shared fixtures. The tests mirror the package's tiers: ``unit/<package>/`` checks one part of headfields against
+independent truth, ``e2e/`` runs what a user runs (the commands, a killed and resumed run, the notebook, the
+benchmarks and tools), marked ``e2e`` (``pytest -m "not e2e"`` leaves them out), and ``project/`` checks the house
+(the layer contract, module sizes, the README). The jaxtyping runtime checker is on for every test (see pyproject's
+pytest addopts) but those marked ``unchecked``: end-to-end runs of functions the unit tests check
+(helpers.shapes_unchecked)."""
 
 import contextlib
 import importlib
@@ -20,7 +24,7 @@ settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 # pytest-xdist's workers share the cores: each runs torch, and the Warp launches that follow torch's thread count
 # (headfields.kernels.num_cpu_threads), on its share. Two workers each spinning an OpenMP team as wide as the machine
-# ran the heaviest tests up to 20x slower (tests/test_nphm.py's prior training: 7 s alone, 151 s under -n 2).
+# ran the heaviest tests up to 20x slower (tests/unit/models/test_nphm.py's prior training: 7 s alone, 151 s under -n 2).
 _WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 if _WORKERS > 1:
     _CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
@@ -34,8 +38,18 @@ if _WORKERS > 1:
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device"))]
 
 
+E2E = Path(__file__).resolve().parent / "e2e"
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "unchecked: run without the jaxtyping runtime checker (an end-to-end run)")
+    config.addinivalue_line("markers", "e2e: a test under tests/e2e/, running what a user runs (minutes, not seconds)")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if E2E in Path(str(item.path)).resolve().parents:
+            item.add_marker(pytest.mark.e2e)
 
 
 @pytest.fixture(autouse=True)

@@ -4,6 +4,7 @@ import contextlib
 
 import jaxtyping
 import pytest
+import torch
 
 
 def raises_naming(name: str):
@@ -66,3 +67,25 @@ def shapes_unchecked():
         yield
     finally:
         jaxtyping.config.update("jaxtyping_disable", before)
+
+
+# torchvision's AlexNet convolutions (features.*), written out so these tests need no torchvision.
+ALEXNET_SHAPES = {
+    "features.0": (64, 3, 11, 11),
+    "features.3": (192, 64, 5, 5),
+    "features.6": (384, 192, 3, 3),
+    "features.8": (256, 384, 3, 3),
+    "features.10": (256, 256, 3, 3),
+}
+
+
+def random_alexnet(seed: int) -> dict[str, torch.Tensor]:
+    """AlexNet's convolutions with random He-initialised weights: a weights file LPIPS reads, nothing downloaded."""
+    g = torch.Generator().manual_seed(seed)
+    state = {}
+    for name, shape in ALEXNET_SHAPES.items():
+        fan_in = shape[1] * shape[2] * shape[3]
+        state[f"{name}.weight"] = torch.randn(shape, generator=g) * (2 / fan_in) ** 0.5  # He init: features stay alive
+        state[f"{name}.bias"] = torch.randn(shape[0], generator=g) * 0.01
+    state["classifier.1.weight"] = torch.zeros(8, 4)  # a file's other keys are ignored
+    return state

@@ -203,14 +203,14 @@ def main() -> int:
 
     # 1. tests
     if cuda:
-        files = ["tests/test_hashgrid.py", "tests/test_closest_point.py", "tests/test_ray.py"] if quick else ["tests"]
+        files = ["tests/unit/encoders/test_hashgrid.py", "tests/unit/geometry/test_closest_point.py", "tests/unit/geometry/test_ray.py"] if quick else ["tests"]
         # A module that cannot be imported there (PyAV, nbformat missing on a lent GPU) is an ERROR row of the report,
         # not the end of every test.
         selection, test_timeout = ["-k", "cuda", "--continue-on-collection-errors"], (300 if quick else 360)
         if not quick and importlib.util.find_spec("xdist") is not None:  # the GPU is shared; Warp compiles per process
             selection += ["-n", str(min(8, os.cpu_count() or 1))]
     else:  # a fast file, its CPU cases: a few seconds on 2 cores (the fallback checks the step, not the suite)
-        files, selection, test_timeout = ["tests/test_kernels.py"], ["-k", "cpu"], 300
+        files, selection, test_timeout = ["tests/unit/core/test_kernels.py"], ["-k", "cpu"], 300
     test_command = [python, "-m", "pytest", *files, "-q", *selection]
     steps: dict[str, Step | None] = dict.fromkeys(STEPS)
     examples: list[tuple[str, Step]] = []

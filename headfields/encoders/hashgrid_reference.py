@@ -1,6 +1,6 @@
 """The hash grid's encoding in plain PyTorch, written from its definition (resolutions, dense and hashed layouts,
 instant-ngp's hash, trilinear weights): the peer that benchmarks/hashgrid.py times on the same device and the
-reference tests/test_hashgrid.py checks the Warp kernels against (as gsplat keeps its torch implementation).
+reference tests/unit/encoders/test_hashgrid.py checks the Warp kernels against (as gsplat keeps its torch implementation).
 
     features = reference_hash_grid(x, grid.table, grid.config)  # [N, levels * F], differentiable in x and table
 """

@@ -94,7 +94,7 @@ def step_if(optimizer: torch.optim.Optimizer, finite: Tensor) -> None:
     is False, without reading it back: a step of fixed shapes whose loss is checked two steps late.
 
     torch's fused Adam takes the flag itself, as GradScaler hands it over: the ``found_inf`` attribute, read by
-    ``Adam.step`` (a private protocol of torch's; tests/test_optimizer.py fails if it goes): one kernel for every
+    ``Adam.step`` (a private protocol of torch's; tests/unit/training/test_optimizer.py fails if it goes): one kernel for every
     parameter. Any other optimiser gets its gradients zeroed first, a kernel a parameter (its moments still move)."""
     if not getattr(optimizer, "defaults", {}).get("fused"):
         for group in optimizer.param_groups:

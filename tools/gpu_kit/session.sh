@@ -28,10 +28,10 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 python3 -c "import torch; print('torch', torch.__version__)"
 
 want unit && step unit 90 python3 -m pytest -q -p no:cacheprovider -k cuda \
-  tests/test_optimizer.py tests/test_scan.py tests/test_compositing.py tests/test_occupancy.py
+  tests/unit/training/test_optimizer.py tests/unit/renderers/test_scan.py tests/unit/renderers/test_compositing.py tests/unit/renderers/test_occupancy.py
 
 want tests && step tests 150 python3 -m pytest -q -p no:cacheprovider -k cuda \
-  tests/test_gaussian_rasterizer.py tests/test_gaussian_binding.py tests/test_gaussian_density.py tests/test_gaussian_avatar.py
+  tests/unit/renderers/test_gaussian_rasterizer.py tests/unit/deformers/test_gaussian_binding.py tests/unit/models/test_gaussian_density.py tests/unit/models/test_gaussian_avatar.py
 
 want video && step video 150 python3 -c "from headfields.synthetic import SyntheticVideoConfig, make_synthetic_video; \
 make_synthetic_video('$VIDEO', SyntheticVideoConfig(resolution=512), device='cuda')"
@@ -46,7 +46,7 @@ tail -n 5 /tmp/gsplat_build.log 2>/dev/null
 if grep -q successfully /tmp/gsplat_build.log 2>/dev/null; then GS=/tmp/gs:; else GS=; echo "[kit] gsplat not built"; fi
 want gaussians_bench && PYTHONPATH=$GS$PYTHONPATH step gaussians_bench 120 python3 benchmarks/gaussians.py --device cuda --per-face 10
 want gsplat_test && [ -n "$GS" ] && PYTHONPATH=$GS$PYTHONPATH step gsplat_test 90 python3 -m pytest -q -p no:cacheprovider \
-  tests/test_gaussian_rasterizer.py -k gsplat
+  tests/unit/renderers/test_gaussian_rasterizer.py -k gsplat
 
 want insta_profile && TAIL=45 step insta_profile 150 python3 tools/gpu_kit/step_profile.py insta --warmup 250 --steps 20 \
   --json "$OUT/insta_profile.json" -- --device cuda --data "$VIDEO" --out outputs/gpu_kit/insta --recipe paper \

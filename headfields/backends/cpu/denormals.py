@@ -126,7 +126,7 @@ def _keep_drop(unraisable) -> None:
 def _dropped_from(unraisable, callback: Callable) -> bool:
     """Whether ctypes dropped ``unraisable`` from ``callback``: ctypes names the callback as the unraisable's object
     up to Python 3.12 (3.13 only in its message), and the traceback starts in the callback's frame (3.10 to 3.13, an
-    exception raised at its entry included). tests/test_denormals.py fails loudly if neither holds."""
+    exception raised at its entry included). tests/unit/backends/test_denormals.py fails loudly if neither holds."""
     if unraisable.object is callback:
         return True
     trace = unraisable.exc_traceback

@@ -6,7 +6,7 @@ They run through a private torch op, ``torch.ops.mkldnn._linear_pointwise`` (the
 for linear layers), in this one module: 1.6-2.7x torch's MKL products for a linear layer's forward and input gradient
 on this project's 2-core AMD CPU, on every MLP shape the models run (docs/results.md, "The CPU's tunings"). Before its
 first use the op is checked against ``F.linear`` on a small product; where torch lacks it, it fails or it differs, a
-``RuntimeWarning`` says so and every layer runs ``F.linear`` (``tests/test_networks.py`` fails when a torch with oneDNN
+``RuntimeWarning`` says so and every layer runs ``F.linear`` (``tests/unit/core/test_networks.py`` fails when a torch with oneDNN
 lacks or changes the op). ``HEADFIELDS_ONEDNN=0`` in the environment, or :func:`use_onednn` (False), switches it off:
 ``F.linear`` everywhere, the same values to float32 rounding.
 

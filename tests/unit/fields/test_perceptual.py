@@ -1,0 +1,207 @@
+"""headfields.perceptual against the lpips package's own LPIPS on the same network (a seeded random AlexNet:
+no download), its input range, averaging and masking; the weight lookup and what happens when a file is missing."""
+
+import importlib.util
+import sys
+import warnings
+
+import pytest
+import torch
+
+import headfields.perceptual as perceptual
+from headfields.perceptual import ALEXNET_FILE, LPIPS_BACKGROUND, LPIPS_MIN_SIZE, Lpips, LpipsUnavailable, load_lpips
+
+from helpers import raises_naming, random_alexnet
+
+FIND_SPEC = importlib.util.find_spec  # the real one, for the test that hides lpips
+LPIPS_INSTALLED = FIND_SPEC("lpips") is not None
+needs_lpips = pytest.mark.skipif(not LPIPS_INSTALLED, reason="the lpips package is not installed (pip install -e '.[dev]')")
+
+_TORCHVISION_OPS = []  # keeps the op library below alive: its definitions go when it is collected
+
+
+@pytest.fixture
+def weights_file(tmp_path):
+    path = tmp_path / ALEXNET_FILE
+    torch.save(random_alexnet(0), path)
+    return path
+
+
+@pytest.fixture
+def metric(weights_file) -> Lpips:
+    if not LPIPS_INSTALLED:
+        pytest.skip("the lpips package is not installed (its linear layers' weights)")
+    loaded = load_lpips(weights_file)
+    assert isinstance(loaded, Lpips)
+    return loaded
+
+
+def import_lpips():
+    """The lpips package, the oracle. PyPI's torchvision is built against CUDA torch: with a CPU build of torch
+    its C++ ops do not load, and ``import torchvision`` then stops registering fake kernels of two of them. lpips
+    needs only torchvision's AlexNet definition, so where that happens the two schemas are declared first."""
+    try:
+        import lpips
+    except RuntimeError as error:
+        if "torchvision::" not in str(error):
+            raise
+        for name in [m for m in sys.modules if m.split(".")[0] in ("torchvision", "lpips")]:
+            del sys.modules[name]
+        library = torch.library.Library("torchvision", "FRAGMENT")
+        for op in ("nms", "qnms"):
+            library.define(f"{op}(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+        _TORCHVISION_OPS.append(library)
+        import lpips
+    import torchvision
+
+    return lpips, torchvision
+
+
+@pytest.fixture(scope="module")
+def oracle(tmp_path_factory):
+    """(lpips.LPIPS on a seeded random torchvision AlexNet, our Lpips loaded from that AlexNet's saved file)."""
+    if not LPIPS_INSTALLED:
+        pytest.skip("the lpips package is not installed")
+    lpips, torchvision = import_lpips()
+    torch.manual_seed(0)
+    alexnet = torchvision.models.alexnet(weights=None)  # torchvision's own layout and initialisation
+    path = tmp_path_factory.mktemp("alexnet") / ALEXNET_FILE
+    torch.save(alexnet.state_dict(), path)
+    with warnings.catch_warnings():  # lpips passes torchvision the pre-0.13 ``pretrained`` argument
+        warnings.simplefilter("ignore", UserWarning)
+        reference = lpips.LPIPS(net="alex", pnet_rand=True, verbose=False)  # the linear layers: the wheel's alex.pth
+    for name, value in reference.net.state_dict().items():  # slice{k}.{index}.{weight|bias}: torchvision's index
+        _, index, kind = name.split(".")
+        value.copy_(alexnet.state_dict()[f"features.{index}.{kind}"])
+    ours = load_lpips(path)
+    assert isinstance(ours, Lpips)
+    return reference, ours
+
+
+def nchw(x: torch.Tensor) -> torch.Tensor:
+    return x.reshape(-1, *x.shape[-3:]).permute(0, 3, 1, 2)
+
+
+@pytest.mark.parametrize("shape", [(2, 40, 52, 3), (64, 64, 3), (1, LPIPS_MIN_SIZE, LPIPS_MIN_SIZE, 3)])
+def test_matches_the_lpips_package(oracle, shape):
+    reference, ours = oracle
+    g = torch.Generator().manual_seed(1)
+    a, b = torch.rand(shape, generator=g), torch.rand(shape, generator=g)
+    b = (0.7 * a + 0.3 * b).clamp(0, 1)
+    expected = reference(nchw(a), nchw(b), normalize=True).flatten()  # lpips maps [0, 1] to [-1, 1] itself
+    got = ours(a, b)
+    assert got > 0.01  # the random trunk's features are alive: the comparison means something
+    torch.testing.assert_close(got, expected.mean(), rtol=1e-5, atol=1e-7)
+    # lpips's native input is [-1, 1]: our [0, 1] images are converted the same way.
+    torch.testing.assert_close(got, reference(nchw(2 * a - 1), nchw(2 * b - 1)).mean(), rtol=1e-5, atol=1e-7)
+
+
+def test_mask_sets_both_images_to_white_outside_it(oracle):
+    reference, ours = oracle
+    g = torch.Generator().manual_seed(2)
+    a, b = torch.rand(2, 48, 40, 3, generator=g), torch.rand(2, 48, 40, 3, generator=g)
+    mask = torch.zeros(2, 48, 40, dtype=torch.bool)
+    mask[0, 10:30, 5:25] = True
+    mask[1, 20:44, 12:38] = True
+    white = torch.full_like(a, LPIPS_BACKGROUND)
+    expected = reference(
+        nchw(torch.where(mask[..., None], a, white)), nchw(torch.where(mask[..., None], b, white)), normalize=True
+    )
+    torch.testing.assert_close(ours(a, b, mask=mask), expected.mean(), rtol=1e-5, atol=1e-7)
+    # What lies outside the mask does not count; a mask of every pixel is no mask.
+    elsewhere = torch.where(mask[..., None], b, torch.rand(b.shape, generator=g))
+    torch.testing.assert_close(ours(a, elsewhere, mask=mask), ours(a, b, mask=mask))
+    torch.testing.assert_close(ours(a, b, mask=torch.ones_like(mask)), ours(a, b))
+
+
+def test_averages_over_images(metric):
+    g = torch.Generator().manual_seed(3)
+    a, b = torch.rand(3, 36, 33, 3, generator=g), torch.rand(3, 36, 33, 3, generator=g)
+    singles = torch.stack([metric(a[i], b[i]) for i in range(3)])
+    assert singles.min() > 0
+    torch.testing.assert_close(metric(a, b), singles.mean())
+    assert metric(a, a).item() == 0.0  # identical images: exactly 0
+
+
+def test_is_differentiable_in_the_images(metric):
+    g = torch.Generator().manual_seed(4)
+    a = torch.rand(1, 32, 32, 3, generator=g).requires_grad_()
+    b = torch.rand(1, 32, 32, 3, generator=g)
+    metric(a, b).backward()
+    assert torch.isfinite(a.grad).all() and a.grad.abs().sum() > 0
+    assert not any(p.requires_grad for p in metric.parameters())  # the network stays frozen
+
+
+def test_default_weights_come_from_the_torch_hub_cache(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    expected = tmp_path / "checkpoints" / ALEXNET_FILE
+    assert perceptual.default_lpips_weights() == expected
+    if not LPIPS_INSTALLED:
+        pytest.skip("the lpips package is not installed")
+    missing = load_lpips()
+    assert isinstance(missing, LpipsUnavailable) and str(expected) in missing.reason
+    expected.parent.mkdir()
+    torch.save(random_alexnet(5), expected)
+    found = load_lpips()
+    assert isinstance(found, Lpips) and str(expected) in found.source and found.network == "alex"
+
+
+def test_without_the_lpips_package_it_is_unavailable(weights_file, monkeypatch):
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *args: None if name == "lpips" else FIND_SPEC(name, *args))
+    result = load_lpips(weights_file)
+    assert isinstance(result, LpipsUnavailable) and "lpips package is not installed" in result.reason
+
+
+def test_bad_weight_files_are_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="^weights:"):
+        load_lpips(tmp_path / "nowhere.pth")  # asked for and missing: an error, not "unavailable"
+    if not LPIPS_INSTALLED:
+        pytest.skip("the lpips package is not installed")
+    garbage = tmp_path / "garbage.pth"
+    garbage.write_bytes(b"not a checkpoint")
+    with raises_naming("weights"):
+        load_lpips(garbage)
+    wrong = tmp_path / "wrong.pth"
+    state = random_alexnet(6)
+    state["features.3.weight"] = state["features.3.weight"][:, :32]
+    torch.save(state, wrong)
+    with raises_naming("weights"):
+        load_lpips(wrong)
+    del state["features.3.weight"]
+    torch.save(state, wrong)
+    with raises_naming("weights"):
+        load_lpips(wrong)
+
+
+@pytest.mark.parametrize(
+    "call, name",
+    [
+        (lambda m: m(torch.rand(30, 40, 3), torch.rand(30, 40, 3)), "pred"),  # under AlexNet's 31 x 31
+        (lambda m: m(torch.rand(32, 32, 3) * 255, torch.rand(32, 32, 3)), "pred"),  # 0..255, not [0, 1]
+        (lambda m: m(torch.rand(32, 32, 3), torch.rand(32, 32, 3) - 0.5), "target"),
+        (lambda m: m(torch.rand(32, 32, 3), torch.rand(32, 33, 3)), "target"),
+        (lambda m: m(torch.rand(32, 32, 4), torch.rand(32, 32, 4)), "pred"),
+        (lambda m: m(torch.rand(2, 2, 32, 32, 3), torch.rand(2, 2, 32, 32, 3)), "pred"),
+        (lambda m: m(torch.rand(32, 32, 3), torch.rand(32, 32, 3), mask=torch.ones(32, 31, dtype=torch.bool)), "mask"),
+        (lambda m: m(torch.rand(32, 32, 3), torch.rand(32, 32, 3), mask=torch.ones(32, 32)), "mask"),
+        (lambda m: m(torch.rand(2, 32, 32, 3), torch.rand(2, 32, 32, 3), mask=_one_empty()), "mask"),
+    ],
+)
+def test_bad_input(metric, call, name):
+    with raises_naming(name):
+        call(metric)
+
+
+def _one_empty() -> torch.Tensor:
+    mask = torch.ones(2, 32, 32, dtype=torch.bool)
+    mask[1] = False  # the second image has no pixel to compare
+    return mask
+
+
+def test_state_dicts_are_checked():
+    linear = {f"lin{i}.model.1.weight": torch.rand(1, c, 1, 1) for i, c in enumerate((64, 192, 384, 256, 256))}
+    Lpips(random_alexnet(7), linear)  # builds without files
+    with raises_naming("linear"):
+        Lpips(random_alexnet(7), {k: v for k, v in linear.items() if not k.startswith("lin4")})
+    with raises_naming("backbone"):
+        Lpips({}, linear)
