@@ -33,9 +33,14 @@ import torch
 
 from ...checkpoints import RunFolder, check_fingerprint, frozen_state_keys, load_checkpoint, run_fingerprint, save_checkpoint
 from ...outputs import write_atomic
+from ...training.unused import check_unused, unused_fields
 from .model import MonoNphm, MonoNphmConfig
 from .prior import load_prior
 from .reconstruction import reconstruct
+
+# The training settings the tracking reads: the budget, the seed, the held-out frames measured, the render chunk and
+# the CPU tunings; every other one is refused by name when set.
+RUN_TRAINING_FIELDS = ("max_minutes", "budget", "seed", "eval_frames", "render_chunk", "flush_denormals", "tune_malloc")
 
 if TYPE_CHECKING:
     from ...data import Subject
@@ -85,6 +90,8 @@ def train(run, out: str | Path, device: str | torch.device | None = None, resume
     from ...training import CHECKPOINT_NAME, CONFIG_NAME, seed_everything
 
     config, training = run.recipe, run.training
+    # A field the tracking never reads (a ray budget, an evaluation schedule, ...) is refused, not ignored.
+    check_unused(training, unused_fields(RUN_TRAINING_FIELDS), "MonoNPHM's tracking (its own stages, not the loop)")
     _prior_file(config)  # before the subject loads: a missing prior fails at once
     device = torch.device(device if device is not None else "cpu")
     folder = RunFolder(out)

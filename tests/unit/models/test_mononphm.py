@@ -526,6 +526,20 @@ def test_train_run_writes_the_run_folder(mononphm_run):
     assert not any(k.startswith("parametric.") for k in state["model"])  # the subject's model files: not stored
 
 
+def test_train_run_refuses_the_training_fields_the_tracking_does_not_read(tmp_path):
+    """Issue 76: a training field MonoNPHM's tracking never reads is refused by name, before anything is written,
+    and before the prior or the capture is opened."""
+    from headfields.models.mononphm.run import RUN_TRAINING_FIELDS
+
+    for flag, value in (("rays_per_batch", 64), ("eval_every", 5), ("ema_decay", 0.9)):
+        assert flag not in RUN_TRAINING_FIELDS
+        training = dataclasses.replace(MODELS["mononphm"].training(), **{flag: value})
+        run = RunConfig("mononphm", SAMPLER, training, SubjectSource(data=str(tmp_path / "none")), "cpu")
+        with pytest.raises(ValueError, match=f"does not use {flag}={value}: leave them at their defaults"):
+            train_run(run, tmp_path / "run", "cpu")
+    assert not (tmp_path / "run").exists()
+
+
 def test_reconstruct_writes_the_metrics(person, mononphm_run):
     """reconstruct's metrics and files, as the run (train_run calls it) wrote them."""
     subject, _, truth = person
