@@ -100,6 +100,9 @@ def device_figures(prof: profile, wall: float, steps: int, cuda: bool) -> dict:
     copies = [e for e in device if e.name.startswith("Memcpy")]
     host = [e for e in events if e.device_type == DeviceType.CPU]
 
+    def is_aten(event) -> bool:  # a torch operation; those called by another are its parts, not counted
+        return event.name.startswith("aten::")
+
     def count(names: set[str]) -> float:
         return sum(e.name in names for e in host) / steps
 
@@ -113,7 +116,7 @@ def device_figures(prof: profile, wall: float, steps: int, cuda: bool) -> dict:
         "launches_per_step": count(LAUNCHES),
         "syncs_per_step": count(SYNCS),
         "memcpy_calls_per_step": count(MEMCPY_CALLS),
-        "aten_ops_per_step": sum(e.name.startswith("aten::") and e.cpu_parent is None for e in host) / steps,
+        "aten_ops_per_step": sum(is_aten(e) and not (e.cpu_parent and is_aten(e.cpu_parent)) for e in host) / steps,
         "top_kernels_ms_per_step": [
             (a.key[:90], round(getattr(a, "device_time_total", 0.0) / 1e3 / steps, 3), a.count // steps)
             for a in by_time[:TOP_KERNELS]
