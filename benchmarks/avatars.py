@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import argparse
 import statistics
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 
 import torch
 
 from headfields.cameras import image_pixels, pixel_rays, resized_cameras
-from headfields.data import FrameSet
+from headfields.data import FrameSet, Subject
 from headfields.heads import tracked_head
 from headfields.training import AvatarModel, TrainingConfig, render_view, train
 
@@ -85,3 +87,105 @@ def train_variant(
         metrics["render_frame_size"] = frame_size
         metrics["render_frame_seconds"] = render_frame_seconds(model, eval_frames, frame_size)
     return metrics
+
+
+# ---------------------------------------------------------------- what the paper ablations share (ablations/)
+# Each ablation script keeps its question: its variants, its own measures and its table's columns.
+
+
+def ablation_parser(
+    doc: str,
+    minutes: float | None = None,
+    rays: int | None = None,
+    frames_per_batch: int | None = None,
+    helps: Mapping[str, str] | None = None,
+) -> argparse.ArgumentParser:
+    """An ablation's command line, described by the first line of its docstring ``doc``: ``--minutes`` (the training
+    budget of a variant), ``--rays`` and ``--frames-per-batch`` where their defaults are given, and ``--out``
+    (default: a new temporary folder, :func:`parse_ablation`); ``helps`` replace a flag's help (``{"minutes": ...}``)."""
+    helps = helps or {}
+    parser = argparse.ArgumentParser(description=doc.split("\n")[0])
+    if minutes is not None:
+        parser.add_argument("--minutes", type=float, default=minutes, help=helps.get("minutes", "training budget per variant"))
+    if rays is not None:
+        parser.add_argument("--rays", type=int, default=rays, help=helps.get("rays"))
+    if frames_per_batch is not None:
+        parser.add_argument("--frames-per-batch", type=int, default=frames_per_batch, help=helps.get("frames_per_batch"))
+    parser.add_argument("--out", type=Path, default=None, help="where the variants' runs go (default: a temporary folder)")
+    return parser
+
+
+def parse_ablation(parser: argparse.ArgumentParser, name: str) -> argparse.Namespace:
+    """The parsed command line, ``out`` a new temporary folder ``NAME_bench_*`` where ``--out`` is not given."""
+    args = parser.parse_args()
+    args.out = args.out or Path(tempfile.mkdtemp(prefix=f"{name}_bench_"))
+    return args
+
+
+def ablation_training(args: argparse.Namespace, **fields) -> TrainingConfig:
+    """A variant's training: ``--minutes``, ``--rays`` and ``--frames-per-batch`` of ``args`` where the script has
+    them, no evaluation or checkpoint before the end (the budget trains), a log line every 100 steps; ``fields``
+    replace any of these."""
+    flags = {"max_minutes": "minutes", "rays_per_batch": "rays", "frames_per_batch": "frames_per_batch"}
+    given = {field: getattr(args, flag) for field, flag in flags.items() if getattr(args, flag, None) is not None}
+    return TrainingConfig(**{**given, "eval_every": 0, "checkpoint_every": 0, "log_every": 100, **fields})
+
+
+def train_variants(
+    variants: Mapping[str, Callable[[], AvatarModel]],
+    subject: Subject,
+    out: Path,
+    training: TrainingConfig | Callable[[str], TrainingConfig],
+    only: Collection[str] | None = None,
+    measure: Callable[[AvatarModel, dict, Path], None] | None = None,
+) -> dict[str, dict]:
+    """Each variant (its name: a function building its model) built from the same initial weights (seed 0) and
+    trained in turn with :func:`train_variant` into ``out/variant_I`` (I: its place in ``variants``), with
+    ``training`` or ``training(name)``; the metrics by name, of the variants named in ``only`` (default: all).
+    ``measure(model, metrics, folder)`` adds a script's own figures to a variant's metrics once it is trained."""
+    results = {}
+    for i, (name, build) in enumerate(variants.items()):
+        if only is not None and name not in only:
+            continue
+        print(f"\n== {name} ==", flush=True)
+        torch.manual_seed(0)  # the same initial weights for every variant
+        model = build()
+        config = training(name) if callable(training) else training
+        folder = out / f"variant_{i}"
+        results[name] = train_variant(model, subject.train, subject.eval, folder, config)
+        if measure is not None:
+            measure(model, results[name], folder)
+    return results
+
+
+def budget_line(subject: Subject, budget: str, train_note: str = "", eval_note: str = "") -> str:
+    """The line above an ablation's table: the frames (each count followed by its note), their size and the budget
+    of each variant on this CPU."""
+    return (
+        f"\n{len(subject.train)} training frames{train_note}, {len(subject.eval)} held-out test frames{eval_note} at "
+        f"{subject.eval.cameras.width} px; {budget} on {torch.get_num_threads()} CPU threads\n"
+    )
+
+
+CELL_FORMATS = {  # how an ablation's table writes each of train_variant's metrics
+    "psnr": "{:.2f} dB",
+    "psnr_head": "{:.2f} dB",
+    "ssim": "{:.4f}",
+    "iterations": "{}",
+    "iterations_per_second": "{:.2f}",
+    "render_rays_per_second": "{:,.0f}",
+    "train_seconds": "{:.0f}",
+}
+
+
+def metric_cells(metrics: dict, *keys: str) -> list[str]:
+    """The table cells of ``metrics[key]`` for each of ``keys``, written as ``CELL_FORMATS`` says."""
+    return [CELL_FORMATS[key].format(metrics[key]) for key in keys]
+
+
+def print_table(header: list[str], aligns: str, rows: list[list[str]]) -> None:
+    """A Markdown table: ``aligns`` a character a column, ``l`` left (``|---|``) or ``r`` right (``|---:|``)."""
+    print("| " + " | ".join(header) + " |")
+    print("|" + "|".join("---" if a == "l" else "---:" for a in aligns) + "|")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")

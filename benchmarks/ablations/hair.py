@@ -16,24 +16,18 @@ the comparison holds on a loaded machine; the time each variant took is printed 
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
-import tempfile
 from pathlib import Path
 
-import torch
-
-from headfields.data import load_insta_dataset
 from headfields.models import insta, portrait360
 from headfields.models.insta import Insta
 from headfields.models.portrait360 import Portrait360
-from headfields.parametric import load_model
-from headfields.synthetic import HAIR_VOLUME_LABEL, cached_synthetic_video
-from headfields.training import TrainingConfig, evenly_spread
+from headfields.synthetic import HAIR_VOLUME_LABEL, SyntheticVideoConfig, synthetic_subject
+from headfields.training import evenly_spread
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: the harness every model benchmark shares
-from avatars import train_variant  # noqa: E402
+from avatars import ablation_parser, ablation_training, budget_line, metric_cells, parse_ablation, print_table, train_variants  # noqa: E402
 
 DEFAULT_ITERATIONS = 1500
 EVAL_FRAMES = 10  # held-out frames evaluated, spread evenly over the test split
@@ -49,53 +43,41 @@ RAYS = {"INSTA": 2048, "Portrait360": 2048}  # the batch of each model's own ben
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = ablation_parser(__doc__)
     parser.add_argument("--iterations", type=int, default=DEFAULT_ITERATIONS, help="training iterations per variant")
     parser.add_argument("--only", nargs="+", default=None, help="variants whose name holds one of these")
     parser.add_argument("--rays", type=int, default=None, help="rays per batch for every variant (default: RAYS)")
-    parser.add_argument("--out", type=Path, default=None)
-    args = parser.parse_args()
-    out = args.out or Path(tempfile.mkdtemp(prefix="hair_bench_"))
+    args = parse_ablation(parser, "hair")
 
-    root = cached_synthetic_video(hair_volume=True)
-    train_frames, eval_frames = load_insta_dataset(root, "train"), load_insta_dataset(root, "test")
-    eval_frames = eval_frames.select(evenly_spread(EVAL_FRAMES, len(eval_frames)))
-    parametric = load_model(train_frames.model_path, train_frames.model_type)
-    labels = train_frames.segmentation_labels
-    regions = {"hair": (labels[HAIR_VOLUME_LABEL],), "face": tuple(labels[r] for r in FACE_REGIONS)}
+    subject = synthetic_subject(SyntheticVideoConfig(hair_volume=True))
+    subject.eval = subject.eval.select(evenly_spread(EVAL_FRAMES, len(subject.eval)))
+    labels = subject.train.segmentation_labels
+    regions = (("hair", (labels[HAIR_VOLUME_LABEL],)), ("face", tuple(labels[r] for r in FACE_REGIONS)))
 
     names = [n for n in VARIANTS if args.only is None or any(o.lower() in n.lower() for o in args.only)]
     if not names:
         raise SystemExit(f"--only: expected parts of {list(VARIANTS)}, got {args.only}")
-    results = {}
-    for i, name in enumerate(names):
-        print(f"\n== {name}: {args.iterations} iterations ==", flush=True)
-        torch.manual_seed(0)  # the same initial weights for both variants of a model
-        model = VARIANTS[name](parametric, labels)
-        config = TrainingConfig(
-            max_iterations=args.iterations,
-            max_minutes=None,
-            rays_per_batch=args.rays or RAYS[name.split(",")[0]],
-            eval_every=0,
-            checkpoint_every=0,
-            log_every=100,
-            eval_regions=regions,
-        )
-        results[name] = train_variant(model, train_frames, eval_frames, out / f"variant_{i}", config)
 
-    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    print(
-        f"\n{len(train_frames)} training frames, {len(eval_frames)} held-out test frames at {eval_frames.cameras.width} px; "
-        f"{args.iterations} iterations per variant on {torch.get_num_threads()} CPU threads\n"
-    )
-    print("| variant | PSNR | head PSNR | hair PSNR | face PSNR | SSIM | train s | it/s | render rays/s |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    def training(name: str):  # a number of iterations, not minutes: the comparison holds on a loaded machine
+        rays = args.rays or RAYS[name.split(",")[0]]
+        return ablation_training(
+            args, max_iterations=args.iterations, max_minutes=None, rays_per_batch=rays, eval_regions=regions
+        )
+
+    variants = {name: lambda build=build: build(subject.parametric, labels) for name, build in VARIANTS.items()}
+    results = train_variants(variants, subject, args.out, training, only=names)
+
+    (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    print(budget_line(subject, f"{args.iterations} iterations per variant"))
+    header = ["variant", "PSNR", "head PSNR", "hair PSNR", "face PSNR", "SSIM", "train s", "it/s", "render rays/s"]
+    rows = []
     for name, m in results.items():
         hair, face = m["psnr_regions"]["hair"], m["psnr_regions"]["face"]
-        print(
-            f"| {name} | {m['psnr']:.2f} dB | {m['psnr_head']:.2f} dB | {hair:.2f} dB | {face:.2f} dB | {m['ssim']:.4f} | "
-            f"{m['train_seconds']:.0f} | {m['iterations_per_second']:.2f} | {m['render_rays_per_second']:,.0f} |"
+        rows.append(
+            [name, *metric_cells(m, "psnr", "psnr_head"), f"{hair:.2f} dB", f"{face:.2f} dB"]
+            + metric_cells(m, "ssim", "train_seconds", "iterations_per_second", "render_rays_per_second")
         )
+    print_table(header, "lrrrrrrrr", rows)
     print()
     for model in ("INSTA", "Portrait360"):
         on, off = (results.get(f"{model}, shell 3 cm (cpu_config)"), results.get(f"{model}, no shell"))
@@ -107,7 +89,7 @@ def main() -> None:
             f"{off['psnr_head'] - on['psnr_head']:+.2f} dB on the head; "
             f"it/s ×{off['iterations_per_second'] / on['iterations_per_second']:.2f}"
         )
-    print(f"\nrenders and metrics under {out}")
+    print(f"\nrenders and metrics under {args.out}")
 
 
 if __name__ == "__main__":

@@ -16,25 +16,22 @@ benchmark here).
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
-import tempfile
 from pathlib import Path
 
 import torch
 
-from headfields.data import load_insta_dataset
 from headfields.heads import tracked_head
 from headfields.metrics import chamfer_distance, visible_faces
 from headfields.models.hyper_neus import HyperNeusAvatar, cpu_config
 from headfields.models.hyper_neus_tracking import TrackingConfig, frame_error, track_frame
-from headfields.parametric import load_model
-from headfields.synthetic import cached_synthetic_video
-from headfields.training import TrainingConfig
+from headfields.synthetic import synthetic_subject
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: the harness every model benchmark shares
-from avatars import train_variant  # noqa: E402
+from avatars import ablation_parser, ablation_training, budget_line, metric_cells, parse_ablation, print_table, train_variant  # noqa: E402
+
+EPISODE = 25  # SyntheticVideoConfig.episode_frames: the test episodes peak at their middles
 
 
 def seen_chamfer(model: HyperNeusAvatar, frames, frame: int, resolution: int) -> tuple[float, float]:
@@ -51,34 +48,20 @@ def seen_chamfer(model: HyperNeusAvatar, frames, frame: int, resolution: int) ->
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--minutes", type=float, default=20.0, help="training budget")
-    parser.add_argument("--rays", type=int, default=512)
-    parser.add_argument("--frames-per-batch", type=int, default=4)
+    parser = ablation_parser(__doc__, minutes=20.0, rays=512, frames_per_batch=4, helps={"minutes": "training budget"})
     parser.add_argument("--mesh-resolution", type=int, default=160)
     parser.add_argument("--track", type=int, default=3, help="held-out frames tracked from the neutral code")
     parser.add_argument("--track-steps", type=int, default=60)
-    parser.add_argument("--out", type=Path, default=None)
-    args = parser.parse_args()
-    out = args.out or Path(tempfile.mkdtemp(prefix="hyper_neus_bench_"))
+    args = parse_ablation(parser, "hyper_neus")
 
-    root = cached_synthetic_video()
-    train_frames, eval_frames = load_insta_dataset(root, "train"), load_insta_dataset(root, "test")
+    subject = synthetic_subject()
+    eval_frames = subject.eval
     torch.manual_seed(0)
-    model = HyperNeusAvatar(load_model(train_frames.model_path, train_frames.model_type), len(train_frames), cpu_config())
-    training = TrainingConfig(
-        max_minutes=args.minutes,
-        rays_per_batch=args.rays,
-        frames_per_batch=args.frames_per_batch,
-        eval_every=0,
-        checkpoint_every=0,
-        log_every=100,
-    )
-    m = train_variant(model, train_frames, eval_frames, out, training)
+    model = HyperNeusAvatar(subject.parametric, len(subject.train), cpu_config())
+    m = train_variant(model, subject.train, eval_frames, args.out, ablation_training(args))
     model.eval()
 
-    episode = 25  # SyntheticVideoConfig.episode_frames: the test episodes peak at their middles
-    peaks = [f for f in range(episode // 2, len(eval_frames), episode)]
+    peaks = [f for f in range(EPISODE // 2, len(eval_frames), EPISODE)]
     geometry = {f: seen_chamfer(model, eval_frames, f, args.mesh_resolution) for f in peaks}
 
     tracked = {}
@@ -90,27 +73,27 @@ def main() -> None:
             frame_error(model, eval_frames, f),
         )
 
-    print(
-        f"\n{len(train_frames)} training frames, {len(eval_frames)} held-out test frames at {eval_frames.cameras.width} px; "
-        f"{args.minutes:g} min of training on {torch.get_num_threads()} CPU threads\n"
+    print(budget_line(subject, f"{args.minutes:g} min of training"))
+    print_table(
+        ["held-out PSNR", "head PSNR", "SSIM", "iterations", "it/s", "render rays/s"],
+        "rrrrrr",
+        [metric_cells(m, "psnr", "psnr_head", "ssim", "iterations", "iterations_per_second", "render_rays_per_second")],
     )
-    print("| held-out PSNR | head PSNR | SSIM | iterations | it/s | render rays/s |")
-    print("|---:|---:|---:|---:|---:|---:|")
-    print(
-        f"| {m['psnr']:.2f} dB | {m['psnr_head']:.2f} dB | {m['ssim']:.4f} | {m['iterations']} | "
-        f"{m['iterations_per_second']:.2f} | {m['render_rays_per_second']:,.0f} |"
+    print()
+    print_table(
+        ["held-out frame", "Chamfer (seen surface)", "head size", "Chamfer / head size"],
+        "rrrr",
+        [[f"{f}", f"{1000 * c:.2f} mm", f"{1000 * size:.0f} mm", f"{100 * c / size:.2f}%"] for f, (c, size) in geometry.items()],
     )
-    print("\n| held-out frame | Chamfer (seen surface) | head size | Chamfer / head size |")
-    print("|---:|---:|---:|---:|")
-    for f, (chamfer, size) in geometry.items():
-        print(f"| {f} | {1000 * chamfer:.2f} mm | {1000 * size:.0f} mm | {100 * chamfer / size:.2f}% |")
     print(f"\nmedian Chamfer / head size: {100 * statistics.median(c / s for c, s in geometry.values()):.2f}%")
     steps = args.track_steps
-    print(f"\n| held-out frame | error from the neutral code | after {steps} tracking steps | tracked expression, no tracking |")
-    print("|---:|---:|---:|---:|")
-    for f, (before, after, given) in tracked.items():
-        print(f"| {f} | {before:.4f} | {after:.4f} | {given:.4f} |")
-    print(f"\nrenders and metrics under {out}")
+    print()
+    print_table(
+        ["held-out frame", "error from the neutral code", f"after {steps} tracking steps", "tracked expression, no tracking"],
+        "rrrr",
+        [[f"{f}", f"{before:.4f}", f"{after:.4f}", f"{given:.4f}"] for f, (before, after, given) in tracked.items()],
+    )
+    print(f"\nrenders and metrics under {args.out}")
 
 
 if __name__ == "__main__":

@@ -10,71 +10,58 @@ training iterations per second and rendering rays per second, and the ratios.
 
 from __future__ import annotations
 
-import argparse
 import sys
-import tempfile
 from pathlib import Path
 
-import torch
-
-from headfields.data import load_insta_dataset
 from headfields.deformers import RigidDeformer, RigidDeformerConfig
 from headfields.models.insta import Insta, cpu_config
-from headfields.parametric import load_model
-from headfields.synthetic import cached_synthetic_video
-from headfields.training import TrainingConfig
+from headfields.synthetic import synthetic_subject
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: the harness every model benchmark shares
-from avatars import train_variant  # noqa: E402
+from avatars import ablation_parser, ablation_training, budget_line, metric_cells, parse_ablation, print_table, train_variants  # noqa: E402
 
-
-def run(name: str, model: Insta, train_frames, eval_frames, minutes: float, rays: int, out: Path) -> dict:
-    config = TrainingConfig(max_minutes=minutes, rays_per_batch=rays, eval_every=0, checkpoint_every=0, log_every=200)
-    return train_variant(model, train_frames, eval_frames, out / name, config)
+BASE = "INSTA (triangle frames, occupancy grid)"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--minutes", type=float, default=15.0, help="training budget per variant")
-    parser.add_argument("--rays", type=int, default=2048)
-    parser.add_argument("--out", type=Path, default=None)
-    args = parser.parse_args()
-    out = args.out or Path(tempfile.mkdtemp(prefix="insta_bench_"))
-
-    root = cached_synthetic_video()
-    train_frames, eval_frames = load_insta_dataset(root, "train"), load_insta_dataset(root, "test")
-    parametric = load_model(train_frames.model_path, train_frames.model_type)
-    labels = train_frames.segmentation_labels
-
+    args = parse_ablation(ablation_parser(__doc__, minutes=15.0, rays=2048), "insta")
+    subject = synthetic_subject()
+    parametric, labels = subject.parametric, subject.train.segmentation_labels
     variants = {
-        "INSTA (triangle frames, occupancy grid)": lambda: Insta(parametric, labels, cpu_config()),
+        BASE: lambda: Insta(parametric, labels, cpu_config()),
         "rigid deformer": lambda: Insta(
             parametric, labels, cpu_config(), deformer=RigidDeformer(RigidDeformerConfig(nearest_face=True))
         ),
         "no occupancy grid": lambda: Insta(parametric, labels, cpu_config(occupancy_every=0)),
     }
-    results = {}
-    for i, (name, build) in enumerate(variants.items()):
-        torch.manual_seed(0)  # the same initial weights for every variant
-        results[name] = run(f"variant_{i}", build(), train_frames, eval_frames, args.minutes, args.rays, out)
+    results = train_variants(variants, subject, args.out, ablation_training(args, log_every=200))
 
-    base = results["INSTA (triangle frames, occupancy grid)"]
-    print(
-        f"\n{len(train_frames)} training frames, {len(eval_frames)} held-out test frames at "
-        f"{eval_frames.cameras.width} px; {args.minutes:g} min per variant on {torch.get_num_threads()} CPU threads\n"
-    )
-    header = "| variant | held-out PSNR | SSIM | iterations | it/s | render rays/s | ΔPSNR | INSTA speed-up (train / render) |"
-    print(header)
-    print("|---|---:|---:|---:|---:|---:|---:|---|")
+    base = results[BASE]
+    print(budget_line(subject, f"{args.minutes:g} min per variant"))
+    header = [
+        "variant",
+        "held-out PSNR",
+        "SSIM",
+        "iterations",
+        "it/s",
+        "render rays/s",
+        "ΔPSNR",
+        "INSTA speed-up (train / render)",
+    ]
+    rows = []
     for name, m in results.items():
         train_ratio = base["iterations_per_second"] / m["iterations_per_second"]
         render_ratio = base["render_rays_per_second"] / m["render_rays_per_second"]
-        print(
-            f"| {name} | {m['psnr']:.2f} dB | {m['ssim']:.4f} | {m['iterations']} | {m['iterations_per_second']:.2f} | "
-            f"{m['render_rays_per_second']:,.0f} | {m['psnr'] - base['psnr']:+.2f} dB | "
-            f"{train_ratio:.2f}× / {render_ratio:.2f}× |"
+        rows.append(
+            [
+                name,
+                *metric_cells(m, "psnr", "ssim", "iterations", "iterations_per_second", "render_rays_per_second"),
+                f"{m['psnr'] - base['psnr']:+.2f} dB",
+                f"{train_ratio:.2f}× / {render_ratio:.2f}×",
+            ]
         )
-    print(f"\nrenders and metrics under {out}")
+    print_table(header, "lrrrrrrl", rows)
+    print(f"\nrenders and metrics under {args.out}")
 
 
 if __name__ == "__main__":

@@ -12,68 +12,55 @@ second, and the differences to the static baseline.
 
 from __future__ import annotations
 
-import argparse
 import sys
-import tempfile
 from pathlib import Path
 
-import torch
-
-from headfields.data import load_insta_dataset
 from headfields.models.monoavatar import MonoAvatar, cpu_config
-from headfields.parametric import load_model
-from headfields.synthetic import cached_synthetic_video
-from headfields.training import TrainingConfig
+from headfields.synthetic import synthetic_subject
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: the harness every model benchmark shares
-from avatars import train_variant  # noqa: E402
+from avatars import ablation_parser, ablation_training, budget_line, metric_cells, parse_ablation, print_table, train_variants  # noqa: E402
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--minutes", type=float, default=15.0, help="training budget per variant")
-    parser.add_argument("--rays", type=int, default=1024, help="rays per batch (MonoAvatar: 1024)")
-    parser.add_argument("--frames-per-batch", type=int, default=4)
+    helps = {"rays": "rays per batch (MonoAvatar: 1024)"}
+    parser = ablation_parser(__doc__, minutes=15.0, rays=1024, frames_per_batch=4, helps=helps)
     parser.add_argument("--code", action="store_true", help="also train variant C")
-    parser.add_argument("--out", type=Path, default=None)
-    args = parser.parse_args()
-    out = args.out or Path(tempfile.mkdtemp(prefix="monoavatar_bench_"))
+    args = parse_ablation(parser, "monoavatar")
 
-    root = cached_synthetic_video()
-    train_frames, eval_frames = load_insta_dataset(root, "train"), load_insta_dataset(root, "test")
-    parametric = load_model(train_frames.model_path, train_frames.model_type)
-    variants = {"UV-CNN on displacements (D)": "displacement", "static vertex features": "static"}
+    subject = synthetic_subject()
+    features = {"UV-CNN on displacements (D)": "displacement", "static vertex features": "static"}
     if args.code:
-        variants["UV-CNN on codes (C)"] = "code"
-    training = TrainingConfig(
-        max_minutes=args.minutes,
-        rays_per_batch=args.rays,
-        frames_per_batch=args.frames_per_batch,
-        eval_every=0,
-        checkpoint_every=0,
-        log_every=100,
-    )
-    results = {}
-    for i, (name, features) in enumerate(variants.items()):
-        torch.manual_seed(0)
+        features["UV-CNN on codes (C)"] = "code"
+
+    def variant(kind: str):
         # The synthetic video's tracking is exact: the error correction would have nothing to correct.
-        model = MonoAvatar(parametric, len(train_frames), cpu_config(features=features, error_correction=None))
-        results[name] = train_variant(model, train_frames, eval_frames, out / f"variant_{i}", training)
+        return lambda: MonoAvatar(subject.parametric, len(subject.train), cpu_config(features=kind, error_correction=None))
+
+    results = train_variants({name: variant(kind) for name, kind in features.items()}, subject, args.out, ablation_training(args))
 
     base = results["static vertex features"]
-    print(
-        f"\n{len(train_frames)} training frames, {len(eval_frames)} held-out test frames at "
-        f"{eval_frames.cameras.width} px; {args.minutes:g} min per variant on {torch.get_num_threads()} CPU threads\n"
-    )
-    print("| vertex features | held-out PSNR | head PSNR | SSIM | iterations | it/s | render rays/s | ΔPSNR / Δhead vs static |")
-    print("|---|---:|---:|---:|---:|---:|---:|---|")
-    for name, m in results.items():
-        print(
-            f"| {name} | {m['psnr']:.2f} dB | {m['psnr_head']:.2f} dB | {m['ssim']:.4f} | {m['iterations']} | "
-            f"{m['iterations_per_second']:.2f} | {m['render_rays_per_second']:,.0f} | "
-            f"{m['psnr'] - base['psnr']:+.2f} / {m['psnr_head'] - base['psnr_head']:+.2f} dB |"
-        )
-    print(f"\nrenders and metrics under {out}")
+    print(budget_line(subject, f"{args.minutes:g} min per variant"))
+    header = [
+        "vertex features",
+        "held-out PSNR",
+        "head PSNR",
+        "SSIM",
+        "iterations",
+        "it/s",
+        "render rays/s",
+        "ΔPSNR / Δhead vs static",
+    ]
+    rows = [
+        [
+            name,
+            *metric_cells(m, "psnr", "psnr_head", "ssim", "iterations", "iterations_per_second", "render_rays_per_second"),
+            f"{m['psnr'] - base['psnr']:+.2f} / {m['psnr_head'] - base['psnr_head']:+.2f} dB",
+        ]
+        for name, m in results.items()
+    ]
+    print_table(header, "lrrrrrrl", rows)
+    print(f"\nrenders and metrics under {args.out}")
 
 
 if __name__ == "__main__":

@@ -12,25 +12,21 @@ face's pixels in front views (where the expressions show), and training iteratio
 
 from __future__ import annotations
 
-import argparse
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
-from headfields.data import load_insta_dataset
+from headfields.heads import tracked_head
 from headfields.metrics import psnr
 from headfields.models.portrait360 import Portrait360, Portrait360Config
-from headfields.parametric import load_model
 from headfields.renderers import BACK, FRONT, SIDE
-from headfields.synthetic import SyntheticVideoConfig, cached_synthetic_video
-from headfields.training import TrainingConfig
+from headfields.synthetic import SyntheticVideoConfig, synthetic_subject
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: the harness every model benchmark shares
-from avatars import train_variant  # noqa: E402
+from avatars import ablation_parser, ablation_training, budget_line, metric_cells, parse_ablation, print_table, train_variants  # noqa: E402
 
 BIN_NAMES = {FRONT: "front", SIDE: "side", BACK: "back"}
 
@@ -58,55 +54,49 @@ def psnr_by_bin(renders: Path, frames, bins: torch.Tensor) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--minutes", type=float, default=20.0, help="training budget per variant")
-    parser.add_argument("--rays", type=int, default=2048)
-    parser.add_argument("--out", type=Path, default=None)
+    parser = ablation_parser(__doc__, minutes=20.0, rays=2048)
     parser.add_argument("--only", type=int, nargs="+", default=None, help="run these variants (0, 1, 2) only")
-    args = parser.parse_args()
-    out = args.out or Path(tempfile.mkdtemp(prefix="portrait360_bench_"))
+    args = parse_ablation(parser, "portrait360")
 
-    root = cached_synthetic_video(SyntheticVideoConfig.portrait360())
-    train_frames, eval_frames = load_insta_dataset(root, "train"), load_insta_dataset(root, "test")
-    parametric = load_model(train_frames.model_path, train_frames.model_type)
+    subject = synthetic_subject(SyntheticVideoConfig.portrait360())
     variants = {
         "deformation fields, balanced views": ("deformation", True),
         "colour blending, balanced views": ("colour", True),
         "deformation fields, uniform views": ("deformation", False),
     }
-    results = {}
-    for i, (name, (blend, balanced)) in enumerate(variants.items()):
-        if args.only is not None and i not in args.only:
-            continue
-        torch.manual_seed(0)
-        model = Portrait360(parametric, Portrait360Config(blend=blend))
-        training = TrainingConfig(
-            max_minutes=args.minutes,
-            rays_per_batch=args.rays,
-            balance_views=balanced,
-            eval_every=0,
-            checkpoint_every=0,
-            log_every=100,
-        )
-        results[name] = m = train_variant(model, train_frames, eval_frames, out / f"variant_{i}", training)
-        m.update(psnr_by_bin(out / f"variant_{i}" / "renders" / "final", eval_frames, model.view_bins(eval_frames)))
-        m["train_bins"] = torch.bincount(model.view_bins(train_frames), minlength=3).tolist()
+    bins = {}
 
-    bins = torch.bincount(model.view_bins(eval_frames), minlength=3)
-    print(
-        f"\n{len(train_frames)} training frames (front/side/back {m['train_bins']}), "
-        f"{len(eval_frames)} held-out test frames (front/side/back {bins.tolist()}) at {eval_frames.cameras.width} px; "
-        f"{args.minutes:g} min per variant on {torch.get_num_threads()} CPU threads\n"
+    def by_view(model: Portrait360, m: dict, folder: Path) -> None:
+        for split, frames in (("train", subject.train), ("eval", subject.eval)):
+            bins[split] = model.view_bins(frames, tracked_head(model.parametric, frames))
+        m.update(psnr_by_bin(folder / "renders" / "final", subject.eval, bins["eval"]))
+
+    results = train_variants(
+        {
+            name: lambda blend=blend: Portrait360(subject.parametric, Portrait360Config(blend=blend))
+            for name, (blend, _) in variants.items()
+        },
+        subject,
+        args.out,
+        lambda name: ablation_training(args, balance_views=variants[name][1]),
+        only=None if args.only is None else [name for i, name in enumerate(variants) if i in args.only],
+        measure=by_view,
     )
-    print("| variant | held-out PSNR | front | side | back | face (front) | SSIM | iterations | it/s |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for name, m in results.items():
-        print(
-            f"| {name} | {m['psnr']:.2f} dB | {m['front']:.2f} dB | {m['side']:.2f} dB | {m['back']:.2f} dB | "
-            f"{m['face']:.2f} dB | "
-            f"{m['ssim']:.4f} | {m['iterations']} | {m['iterations_per_second']:.2f} |"
-        )
-    print(f"\nrenders and metrics under {out}")
+
+    notes = {split: f" (front/side/back {torch.bincount(b, minlength=3).tolist()})" for split, b in bins.items()}
+    print(budget_line(subject, f"{args.minutes:g} min per variant", notes["train"], notes["eval"]))
+    header = ["variant", "held-out PSNR", "front", "side", "back", "face (front)", "SSIM", "iterations", "it/s"]
+    rows = [
+        [
+            name,
+            *metric_cells(m, "psnr"),
+            *(f"{m[key]:.2f} dB" for key in ("front", "side", "back", "face")),
+            *metric_cells(m, "ssim", "iterations", "iterations_per_second"),
+        ]
+        for name, m in results.items()
+    ]
+    print_table(header, "lrrrrrrrr", rows)
+    print(f"\nrenders and metrics under {args.out}")
 
 
 if __name__ == "__main__":

@@ -48,7 +48,7 @@ want gaussians_bench && PYTHONPATH=$GS$PYTHONPATH step gaussians_bench 120 pytho
 want gsplat_test && [ -n "$GS" ] && PYTHONPATH=$GS$PYTHONPATH step gsplat_test 90 python3 -m pytest -q -p no:cacheprovider \
   tests/unit/renderers/test_gaussian_rasterizer.py -k gsplat
 
-want insta_profile && TAIL=45 step insta_profile 150 python3 tools/gpu_kit/step_profile.py insta --warmup 250 --steps 20 \
+want insta_profile && TAIL=45 step insta_profile 150 python3 tools/profile_step.py --train insta --warmup 250 --steps 20 \
   --json "$OUT/insta_profile.json" -- --device cuda --data "$VIDEO" --out outputs/gpu_kit/insta --recipe paper \
   --samples-per-batch 262144 --early-stop 1e-4 --fixed-shapes True --eval-every 0
 # INSTA's paper recipe for a minute, unprofiled: iterations over training seconds (metrics.json)
