@@ -1,7 +1,7 @@
 """The Gaussian rasteriser's frame time at 128², 256² and 512², forward alone and with the backward pass, against a
 peer in the same run: gsplat's ``rasterization`` on CUDA (where installed: the images compared too, and the speed
-ratio; tests/unit/renderers/test_gaussian_rasterizer.py compares the gradients), elsewhere a dense torch rasteriser (every Gaussian
-at every pixel, the same blending) at 128², which shows what the tiles save.
+ratio; tests/unit/renderers/test_gaussian_rasterizer.py compares the gradients), elsewhere a dense torch rasteriser
+(every Gaussian at every pixel, the same blending) at 128², which shows what the tiles save.
 
     python benchmarks/gaussians.py                       # the device torch sees (CUDA when there is one)
     python benchmarks/gaussians.py --run outputs/gaussians   # a trained gaussian_avatar run's Gaussians

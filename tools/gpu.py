@@ -203,7 +203,12 @@ def main() -> int:
 
     # 1. tests
     if cuda:
-        files = ["tests/unit/encoders/test_hashgrid.py", "tests/unit/geometry/test_closest_point.py", "tests/unit/geometry/test_ray.py"] if quick else ["tests"]
+        quick_files = [
+            "tests/unit/encoders/test_hashgrid.py",
+            "tests/unit/geometry/test_closest_point.py",
+            "tests/unit/geometry/test_ray.py",
+        ]
+        files = quick_files if quick else ["tests"]
         # A module that cannot be imported there (PyAV, nbformat missing on a lent GPU) is an ERROR row of the report,
         # not the end of every test.
         selection, test_timeout = ["-k", "cuda", "--continue-on-collection-errors"], (300 if quick else 360)

@@ -23,8 +23,8 @@ target, leaves the walk on SSE2 lanes, slower); the C++ names of its runtime (``
 pointer, a ``wp.struct``'s fields by name); and ``__CUDA_ARCH__`` to leave the snippet out of CUDA builds.
 :func:`available` builds the module once before the walk is used: where the build fails (a Warp that changed these),
 a ``RuntimeWarning`` says so and the meshes use Warp's own queries (``HEADFIELDS_WIDE_BVH=0`` does the same on
-purpose), as for a tree too deep for the walk's stack. ``tests/unit/backends/test_wide_bvh.py`` fails when the build does, and when
-Warp's default stops targeting the host CPU.
+purpose), as for a tree too deep for the walk's stack. ``tests/unit/backends/test_wide_bvh.py`` fails when the build
+does, and when Warp's default stops targeting the host CPU.
 
 The tree's builder and its layout (:class:`WideBvh`) are kept with the code that hands the layout to the walk
 (``_Tree``): the ``.cpp`` files read it field by field.
