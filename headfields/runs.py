@@ -14,6 +14,7 @@ A run folder (``train(..., run=RunConfig)``, every example script) holds:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +24,7 @@ import torch
 from torch import nn
 
 from .checkpoints import CheckpointError, check_fingerprint, frozen_state_keys, load_checkpoint, run_fingerprint
-from .configs import config_from_dict, config_to_dict
+from .configs import CLASS_KEY, config_from_dict, config_to_dict
 from .data import Subject, load_subject
 from .ema import ExponentialMovingAverage
 from .heads import tracked_head
@@ -80,6 +81,11 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         model_entry(self.model)  # a known name
+        if not dataclasses.is_dataclass(self.recipe) or isinstance(self.recipe, type):  # a config.json's {} without __class__
+            raise TypeError(
+                f"recipe: expected {self.model}'s configuration (a dataclass instance; in a config file an object "
+                f"with its {CLASS_KEY!r}), got {type(self.recipe).__name__}"
+            )
         if not isinstance(self.training, TrainingConfig):
             raise TypeError(f"training: expected a TrainingConfig, got {type(self.training).__name__}")
         if not isinstance(self.subject, SubjectSource):
