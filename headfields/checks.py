@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import math
 import numbers
 import os
 from collections.abc import Iterator, Sequence
@@ -150,12 +151,13 @@ def check_weights(weight: torch.Tensor, like: torch.Tensor, per: str = "per-samp
         raise ValueError(f"weight: expected non-negative {per} weights, got a negative value")
 
 
-def check_positive(name: str, value: float | int | None) -> None:
-    """None, or a number (not a bool) greater than 0."""
+def check_positive(name: str, value: float | int | None, finite: bool = False) -> None:
+    """None, or a number (not a bool) greater than 0; with ``finite``, less than infinity too (a learning rate: an
+    infinite one is accepted by Adam and turns the weights to NaN at the first step)."""
     if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
         raise TypeError(f"{name}: expected a number or None, got {value!r}")
-    if value is not None and not value > 0:
-        raise ValueError(f"{name}: expected a positive number, got {value}")
+    if value is not None and not (0 < value < math.inf if finite else value > 0):
+        raise ValueError(f"{name}: expected a {'finite ' if finite else ''}positive number, got {value}")
 
 
 def available_memory(device: torch.device | str) -> int | None:
