@@ -160,6 +160,32 @@ def check_positive(name: str, value: float | int | None, finite: bool = False) -
         raise ValueError(f"{name}: expected a {'finite ' if finite else ''}positive number, got {value}")
 
 
+DEVICE_TYPES = ("cpu", "cuda")  # what the library's kernels run on (torch's and Warp's)
+
+
+def check_device(name: str, device: object) -> torch.device:
+    """``device`` (a torch.device or its name: "cpu", "cuda", "cuda:1"; None: CUDA when torch sees a GPU, else the
+    CPU) as a torch.device this machine has: an unknown name, a kind the library does not run on, or a GPU that
+    torch does not see is refused here, naming ``name``, rather than by torch's traceback at the first tensor."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not isinstance(device, str | torch.device):
+        raise TypeError(f"{name}: expected a device such as 'cpu', 'cuda' or 'cuda:1', got {device!r}")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"{name}: expected a device such as 'cpu', 'cuda' or 'cuda:1', got {str(device)!r}") from None
+    if resolved.type not in DEVICE_TYPES:
+        raise ValueError(f"{name}: expected a cpu or cuda device, got {str(resolved)!r}")
+    if resolved.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError(f"{name}: {str(resolved)!r} asked for, but torch sees no CUDA GPU here; give 'cpu'")
+        if resolved.index is not None and resolved.index >= count:
+            raise ValueError(f"{name}: expected one of this machine's {count} GPUs (cuda:0 to cuda:{count - 1}), got {resolved}")
+    return resolved
+
+
 def available_memory(device: torch.device | str) -> int | None:
     """Bytes that ``device`` can still give: on CUDA the driver's free memory plus what torch's cache holds
     unused; on the CPU the kernel's MemAvailable (Linux), else the free physical pages; None where unknown."""
