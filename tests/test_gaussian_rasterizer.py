@@ -272,6 +272,18 @@ def test_huge_gaussian_and_unnormalised_quaternions(device):
     assert all(bool(torch.isfinite(t.grad).all()) for t in params)
 
 
+@pytest.mark.parametrize("factor", [1e30, 1e-30])
+def test_quaternions_of_extreme_length_draw_as_their_unit_ones(factor):
+    """In float32 a quaternion of 1e30s squared to inf (a NaN rotation: the Gaussian vanished) and one of 1e-30s to 0
+    (refused as a zero quaternion); 3DGS normalises them to the same rotation, and so does the rasteriser."""
+    cameras = _cameras(24, 24, "cpu", torch.float32)
+    means, quats, scales, opacities, sh = (t.float() for t in _scene(3, 2, "cpu"))
+    unit = rasterize_gaussians(means, quats, scales, opacities, sh, cameras)
+    extreme = rasterize_gaussians(means, quats * factor, scales, opacities, sh, cameras)
+    assert bool(torch.isfinite(extreme.image).all()) and bool((extreme.radii == unit.radii).all())
+    torch.testing.assert_close(extreme.image, unit.image)
+
+
 @pytest.mark.parametrize(
     ("index", "change", "message"),
     [

@@ -233,7 +233,7 @@ def _check(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, colo
     if checking_values() and n:
         if bool((scales <= 0).any()):
             raise ValueError(f"scales: expected positive scales, found {float(scales.min()):.4g}")
-        if bool((torch.linalg.vector_norm(quats, dim=-1) == 0).any()):
+        if bool((quats == 0).all(dim=-1).any()):  # not the norm: its square underflows for a quaternion of 1e-30s
             raise ValueError("quats: expected non-zero quaternions (they are normalised), found a zero one")
         if bool(((opacities < 0) | (opacities > 1)).any()):
             raise ValueError(
