@@ -163,10 +163,11 @@ def check_positive(name: str, value: float | int | None, finite: bool = False) -
 DEVICE_TYPES = ("cpu", "cuda")  # what the library's kernels run on (torch's and Warp's)
 
 
-def check_device(name: str, device: object) -> torch.device:
+def check_device(name: str, device: object, present: bool = True) -> torch.device:
     """``device`` (a torch.device or its name: "cpu", "cuda", "cuda:1"; None: CUDA when torch sees a GPU, else the
     CPU) as a torch.device this machine has: an unknown name, a kind the library does not run on, or a GPU that
-    torch does not see is refused here, naming ``name``, rather than by torch's traceback at the first tensor."""
+    torch does not see is refused here, naming ``name``, rather than by torch's traceback at the first tensor.
+    ``present=False`` checks the name alone (settings made for a machine other than this one)."""
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if not isinstance(device, str | torch.device):
@@ -177,7 +178,7 @@ def check_device(name: str, device: object) -> torch.device:
         raise ValueError(f"{name}: expected a device such as 'cpu', 'cuda' or 'cuda:1', got {str(device)!r}") from None
     if resolved.type not in DEVICE_TYPES:
         raise ValueError(f"{name}: expected a cpu or cuda device, got {str(resolved)!r}")
-    if resolved.type == "cuda":
+    if resolved.type == "cuda" and present:
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if count == 0:
             raise ValueError(f"{name}: {str(resolved)!r} asked for, but torch sees no CUDA GPU here; give 'cpu'")

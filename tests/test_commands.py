@@ -300,3 +300,16 @@ def test_malformed_configs_devices_and_rates_are_one_error_line_not_a_traceback(
         lines = [line for line in err.splitlines() if not line.startswith("Warp ")]  # Warp's note that it sees no GPU
         assert lines[-1].startswith(f"python -m headfields {argv[0]}: error: "), (argv, err)
     assert not (tmp_path / "out").exists() and not (tmp_path / "run").exists() and not (tmp_path / "meshes").exists()
+
+
+def test_check_device_names_the_argument_and_what_was_expected():
+    from headfields.checks import check_device
+
+    assert check_device("device", "cpu") == torch.device("cpu") and check_device("device", torch.device("cpu")).type == "cpu"
+    assert check_device("device", None).type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert check_device("device", "cuda:7", present=False) == torch.device("cuda", 7)  # a setting for another machine
+    for bad, message in (("banana", "expected a device such as"), ("meta", "expected a cpu or cuda device"), ("cuda:99", "")):
+        with pytest.raises(ValueError, match=f"^device: .*{message}"):
+            check_device("device", bad)
+    with pytest.raises(TypeError, match="^where: expected a device"):
+        check_device("where", 0)
