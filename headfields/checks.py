@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import math
 import numbers
 import os
 from collections.abc import Iterator, Sequence
@@ -150,12 +151,40 @@ def check_weights(weight: torch.Tensor, like: torch.Tensor, per: str = "per-samp
         raise ValueError(f"weight: expected non-negative {per} weights, got a negative value")
 
 
-def check_positive(name: str, value: float | int | None) -> None:
-    """None, or a number (not a bool) greater than 0."""
+def check_positive(name: str, value: float | int | None, finite: bool = False) -> None:
+    """None, or a number (not a bool) greater than 0; with ``finite``, less than infinity too (a learning rate: an
+    infinite one is accepted by Adam and turns the weights to NaN at the first step)."""
     if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
         raise TypeError(f"{name}: expected a number or None, got {value!r}")
-    if value is not None and not value > 0:
-        raise ValueError(f"{name}: expected a positive number, got {value}")
+    if value is not None and not (0 < value < math.inf if finite else value > 0):
+        raise ValueError(f"{name}: expected a {'finite ' if finite else ''}positive number, got {value}")
+
+
+DEVICE_TYPES = ("cpu", "cuda")  # what the library's kernels run on (torch's and Warp's)
+
+
+def check_device(name: str, device: object, present: bool = True) -> torch.device:
+    """``device`` (a torch.device or its name: "cpu", "cuda", "cuda:1"; None: CUDA when torch sees a GPU, else the
+    CPU) as a torch.device this machine has: an unknown name, a kind the library does not run on, or a GPU that
+    torch does not see is refused here, naming ``name``, rather than by torch's traceback at the first tensor.
+    ``present=False`` checks the name alone (settings made for a machine other than this one)."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not isinstance(device, str | torch.device):
+        raise TypeError(f"{name}: expected a device such as 'cpu', 'cuda' or 'cuda:1', got {device!r}")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"{name}: expected a device such as 'cpu', 'cuda' or 'cuda:1', got {str(device)!r}") from None
+    if resolved.type not in DEVICE_TYPES:
+        raise ValueError(f"{name}: expected a cpu or cuda device, got {str(resolved)!r}")
+    if resolved.type == "cuda" and present:
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError(f"{name}: {str(resolved)!r} asked for, but torch sees no CUDA GPU here; give 'cpu'")
+        if resolved.index is not None and resolved.index >= count:
+            raise ValueError(f"{name}: expected one of this machine's {count} GPUs (cuda:0 to cuda:{count - 1}), got {resolved}")
+    return resolved
 
 
 def available_memory(device: torch.device | str) -> int | None:

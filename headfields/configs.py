@@ -14,7 +14,9 @@ class (``__post_init__`` validates), lists become tuples (the configs are frozen
   (the library's, those a field names, and any a user registers with :func:`register_config`): reading a config
   file never imports a module it names, so it cannot run code; a library class that has moved module since the
   file was written is found by its qualified name (:func:`same_library_class`), so an old run folder still loads;
-- a key that is no field (renamed or removed since) raises ValueError naming the class and the key;
+- a key that is no field (renamed or removed since) raises ValueError naming the class and the key, and so does
+  a value of the wrong type (a string where an integer goes: the field and the type expected), so a command prints
+  a bad file as one line of error rather than a traceback;
 - a missing key takes the class default, so a config saved by an older version still loads.
 """
 
@@ -274,10 +276,9 @@ def _decode_dataclass(data: Mapping[str, Any], candidates: tuple[type, ...], whe
 def _construct(cls: type, kwargs: dict[str, Any], where: str) -> Any:
     try:
         return cls(**kwargs)
-    except ValueError as error:
-        raise ValueError(f"{where} ({cls.__qualname__}): {error}") from error
-    except TypeError as error:
-        raise TypeError(f"{where} ({cls.__qualname__}): {error}") from error
+    except (TypeError, ValueError) as error:  # a __post_init__'s check of the file's value: bad input, not a bug
+        named = where if where == cls.__qualname__ else f"{where} ({cls.__qualname__})"
+        raise ValueError(f"{named}: {error}") from error
 
 
 def _type_name(tp: Any) -> str:
@@ -303,7 +304,7 @@ def _decode(value: Any, tp: Any, where: str) -> Any:
         if value is None:
             if _NoneType in options:
                 return None
-            raise TypeError(f"{where}: expected {_type_name(tp)}, got None")
+            raise ValueError(f"{where}: expected {_type_name(tp)}, got None")
         if isinstance(value, Mapping) and _dataclass_options(tp):
             return _decode_dataclass(value, _dataclass_options(tp), where)
         for exact in (bool, str, int, float):  # a value of one of the options as it is: "inf" stays a str
@@ -313,9 +314,9 @@ def _decode(value: Any, tp: Any, where: str) -> Any:
             if option is not _NoneType:
                 try:
                     return _decode(value, option, where)
-                except (TypeError, ValueError):
+                except ValueError:
                     continue
-        raise TypeError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+        raise ValueError(f"{where}: expected {_type_name(tp)}, got {value!r}")
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if origin is Literal:
         for choice in args:
@@ -324,37 +325,37 @@ def _decode(value: Any, tp: Any, where: str) -> Any:
         raise ValueError(f"{where}: expected one of {', '.join(repr(a) for a in args)}, got {value!r}")
     if tp is _NoneType:
         if value is not None:
-            raise TypeError(f"{where}: expected None, got {value!r}")
+            raise ValueError(f"{where}: expected None, got {value!r}")
         return None
     if tp is bool:
         if not isinstance(value, bool):
-            raise TypeError(f"{where}: expected true or false, got {value!r}")
+            raise ValueError(f"{where}: expected true or false, got {value!r}")
         return value
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"{where}: expected an integer, got {value!r}")
+            raise ValueError(f"{where}: expected an integer, got {value!r}")
         return value
     if tp is float:
         if isinstance(value, str) and value in _NON_FINITE:
             return _NON_FINITE[value]
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise TypeError(f"{where}: expected a number (or 'inf', '-inf', 'nan'), got {value!r}")
+            raise ValueError(f"{where}: expected a number (or 'inf', '-inf', 'nan'), got {value!r}")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
-            raise TypeError(f"{where}: expected a string, got {value!r}")
+            raise ValueError(f"{where}: expected a string, got {value!r}")
         return value
     if isinstance(tp, type) and issubclass(tp, PurePath):
         if not isinstance(value, str):
-            raise TypeError(f"{where}: expected a path string, got {value!r}")
+            raise ValueError(f"{where}: expected a path string, got {value!r}")
         return tp(value)
     if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         if not isinstance(value, Mapping):
-            raise TypeError(f"{where}: expected an object of {tp.__qualname__}'s fields, got {value!r}")
+            raise ValueError(f"{where}: expected an object of {tp.__qualname__}'s fields, got {value!r}")
         return _decode_dataclass(value, (tp,), where)
     if origin in (tuple, list, set, frozenset, Sequence, Iterable):
         if not isinstance(value, list | tuple):
-            raise TypeError(f"{where}: expected a list for {_type_name(tp)}, got {value!r}")
+            raise ValueError(f"{where}: expected a list for {_type_name(tp)}, got {value!r}")
         if origin is tuple and args and not (len(args) == 2 and args[1] is Ellipsis):
             if len(value) != len(args):
                 raise ValueError(f"{where}: expected {len(args)} values for {_type_name(tp)}, got {len(value)}")
@@ -364,7 +365,7 @@ def _decode(value: Any, tp: Any, where: str) -> Any:
         return list(items) if origin is list else (frozenset(items) if origin in (set, frozenset) else tuple(items))
     if origin in (dict, Mapping):
         if not isinstance(value, Mapping):
-            raise TypeError(f"{where}: expected an object for {_type_name(tp)}, got {value!r}")
+            raise ValueError(f"{where}: expected an object for {_type_name(tp)}, got {value!r}")
         key_type, value_type = args or (Any, Any)
         return {(int(k) if key_type is int else k): _decode(v, value_type, f"{where}[{k!r}]") for k, v in value.items()}
     if isinstance(tp, type) and isinstance(value, tp):

@@ -17,6 +17,8 @@ import torch.distributed as dist
 from jaxtyping import Float
 from torch import Tensor
 
+from .checks import check_device
+
 __all__ = [
     "broadcast_object",
     "destroy_distributed",
@@ -56,9 +58,7 @@ def init_distributed(device: str | torch.device | None = None, timeout: datetime
     nothing is joined and ``device`` is returned as given (default: ``cuda`` when available, else ``cpu``).
     ``timeout`` bounds every collective wait (torch's default: 10 minutes for NCCL); ranks wait for rank 0's
     evaluations, so a long final evaluation needs a longer one."""
-    device = torch.device(device if device is not None else "cuda" if torch.cuda.is_available() else "cpu")
-    if device.type not in ("cpu", "cuda"):
-        raise ValueError(f"device: expected a cpu or cuda device, got {device}")
+    device = check_device("device", device)
     ranks = int(os.environ.get("WORLD_SIZE", "1"))
     if ranks <= 1 and not _initialised():
         return device

@@ -14,6 +14,7 @@ A run folder (``train(..., run=RunConfig)``, every example script) holds:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +24,8 @@ import torch
 from torch import nn
 
 from .checkpoints import CheckpointError, check_fingerprint, frozen_state_keys, load_checkpoint, run_fingerprint
-from .configs import config_from_dict, config_to_dict
+from .checks import check_device
+from .configs import CLASS_KEY, config_from_dict, config_to_dict
 from .data import Subject, load_subject
 from .ema import ExponentialMovingAverage
 from .heads import tracked_head
@@ -32,7 +34,7 @@ from .parametric import Head
 from .synthetic import SyntheticVideoConfig, synthetic_subject
 from .training import CHECKPOINT_NAME, CONFIG_NAME, TrainingConfig
 
-__all__ = ["Run", "RunConfig", "SubjectSource", "load_run", "read_run_config", "train_run"]
+__all__ = ["Run", "RunConfig", "SubjectSource", "load_run", "read_run_config", "run_checkpoint", "train_run"]
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,11 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         model_entry(self.model)  # a known name
+        if not dataclasses.is_dataclass(self.recipe) or isinstance(self.recipe, type):  # a config.json's {} without __class__
+            raise TypeError(
+                f"recipe: expected {self.model}'s configuration (a dataclass instance; in a config file an object "
+                f"with its {CLASS_KEY!r}), got {type(self.recipe).__name__}"
+            )
         if not isinstance(self.training, TrainingConfig):
             raise TypeError(f"training: expected a TrainingConfig, got {type(self.training).__name__}")
         if not isinstance(self.subject, SubjectSource):
@@ -129,6 +136,7 @@ def train_run(run: RunConfig, out: str | Path, device: str | torch.device | None
     same files."""
     from .training import seed_everything, train
 
+    device = check_device("device", device)  # before anything is written into ``out``
     entry = model_entry(run.model)
     if entry.train is not None:
         return entry.train(run, out, device, **train_options)
@@ -170,6 +178,19 @@ class Run:
         return self.subject.train if split == "train" else self.subject.eval
 
 
+def run_checkpoint(path: str | Path) -> Path:
+    """The checkpoint of the run folder ``path``, or a FileNotFoundError saying what is missing: what
+    :func:`load_run` checks first, for a command to check before it writes anything (``render``'s default video
+    folder lies inside the run: a mistyped run folder was made, with a ``videos`` folder in it, then refused)."""
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"run: {path} is not a folder (give the --out folder of a training run)")
+    checkpoint = path / CHECKPOINT_NAME
+    if not checkpoint.is_file():
+        raise FileNotFoundError(f"run: no {CHECKPOINT_NAME} in {path}: has the run written one yet?")
+    return checkpoint
+
+
 def load_run(path: str | Path, device: str | torch.device | None = None) -> Run:
     """The run in folder ``path`` (see the module docstring), on ``device`` (default: CUDA when torch sees one, else
     the CPU): the subject loaded from where the run recorded it, the model rebuilt from ``config.json`` and the
@@ -177,12 +198,8 @@ def load_run(path: str | Path, device: str | torch.device | None = None) -> Run:
     model with ``fitted_head(head, split)`` gives each split's head ("train", "held_out") what it fitted per frame.
     The process is left as it was (no allocator or floating-point mode is changed)."""
     path = Path(path)
-    if not path.is_dir():
-        raise FileNotFoundError(f"run: {path} is not a folder (give the --out folder of a training run)")
-    checkpoint = path / CHECKPOINT_NAME
-    if not checkpoint.is_file():
-        raise FileNotFoundError(f"run: no {CHECKPOINT_NAME} in {path}: has the run written one yet?")
-    device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
+    checkpoint = run_checkpoint(path)
+    device = check_device("device", device)
     state = load_checkpoint(checkpoint, device)
     saved = state.get("run")
     if (path / CONFIG_NAME).is_file():

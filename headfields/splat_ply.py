@@ -6,7 +6,11 @@ The file is ``binary_little_endian 1.0`` with one ``element vertex N`` of float3
 ``0.5 + SH_C0 * f_dc``), ``f_rest_0..f_rest_{3(K-1)-1}`` (the higher coefficients channel-major: all red, then green,
 then blue), ``opacity`` (a logit), ``scale_0..2`` (natural logs) and ``rot_0..3`` (a quaternion, w first).
 :class:`Splats` holds the values these encode (opacities in (0, 1), positive scales, unit quaternions);
-:func:`write_splat_ply` and :func:`read_splat_ply` apply the transforms both ways.
+:func:`write_splat_ply` and :func:`read_splat_ply` apply the transforms both ways, and check the values after
+them: a value the file's float32 cannot hold (a double ``x = 1e300``, a scale whose log is beyond float32) is refused
+by the writer before it writes, and one that a reader's transform takes beyond float32 (``scale_0 = 200``, whose
+exponential overflows; ``scale_0 = -200``, which rounds to a zero scale) is refused by the reader, naming the
+property and the row, rather than returned as inf or 0.
 
     splats = Splats(means, quats, scales, opacities, sh)  # sh [N, K, 3], K = 1, 4, 9, 16 or 25
     write_splat_ply("out/head.ply", splats)  # opens in SuperSplat
@@ -24,7 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .checks import check_finite, check_float, check_nonzero_rows
+from .checks import check_finite, check_float
 from .deformers.gaussian_binding import Splats  # the Gaussians as the file holds them
 from .outputs import atomic_path
 
@@ -44,6 +48,21 @@ _TYPES = {  # PLY scalar types: the byte layout of every property, so that extra
     **dict.fromkeys(("double", "float64"), "<f8"),
 }
 _F_REST = re.compile(r"f_rest_(\d+)")
+_FLOAT32 = np.finfo(np.float32)
+
+
+def _unit_quaternions(quats: np.ndarray) -> np.ndarray:
+    """``quats [N, 4]`` (float64, non-zero rows) normalised without overflow or underflow: each row is divided by
+    its largest magnitude first, so a quaternion of 1e300s or 1e-300s keeps its direction instead of becoming
+    zeros or NaN (its squared norm overflows or underflows)."""
+    quats = quats / np.abs(quats).max(axis=1, keepdims=True)
+    return quats / np.linalg.norm(quats, axis=1, keepdims=True)
+
+
+def _first_bad(ok: np.ndarray) -> tuple[int, int]:
+    """The (row, column) of the first False of ``ok [N, C]``."""
+    row, column = np.argwhere(~ok)[0]
+    return int(row), int(column)
 
 
 def _check_splats(splats: Splats) -> None:
@@ -52,7 +71,9 @@ def _check_splats(splats: Splats) -> None:
     check_float("means", splats.means, [None, 3])
     n = len(splats.means)
     check_float("quats", splats.quats, [n, 4])
-    check_nonzero_rows("quats", splats.quats, "non-zero quaternions")
+    zero = (splats.quats == 0).all(dim=1)  # not the norm: its square underflows to 0 for a row of 1e-300s
+    if bool(zero.any()):
+        raise ValueError(f"quats: expected non-zero quaternions, found a zero one (row {int(zero.nonzero()[0, 0])})")
     check_float("scales", splats.scales, [n, 3])
     check_float("opacities", splats.opacities, [n])
     check_float("sh", splats.sh, [n, None, 3])
@@ -80,8 +101,7 @@ def write_splat_ply(path: str | os.PathLike, splats: Splats) -> Path:
         return x.detach().cpu().double().numpy()
 
     n, k = splats.sh.shape[:2]
-    quats = host(splats.quats)
-    quats = quats / np.linalg.norm(quats, axis=1, keepdims=True)
+    quats = _unit_quaternions(host(splats.quats))
     opacities = host(splats.opacities)
     sh = host(splats.sh)
     columns = [
@@ -93,10 +113,18 @@ def write_splat_ply(path: str | os.PathLike, splats: Splats) -> Path:
         np.log(host(splats.scales)),
         quats,
     ]
-    rows = np.concatenate(columns, axis=1).astype("<f4")
+    exact = np.concatenate(columns, axis=1)
     names = ["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2"]
     names += [f"f_rest_{i}" for i in range(3 * (k - 1))]
     names += ["opacity", "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"]
+    beyond = np.abs(exact) > _FLOAT32.max  # float64 input float32 cannot hold: refused, not written as inf
+    if beyond.any():
+        row, column = _first_bad(~beyond)
+        raise ValueError(
+            f"splats: {names[column]} of row {row} is {exact[row, column]:.6g} in the file's encoding, beyond float32's "
+            f"range (±{_FLOAT32.max:.4g}), which the splat PLY holds"
+        )
+    rows = exact.astype("<f4")
     # The count on the third line: SIBR's viewer reads it there (a comment before it made SIBR load 0 splats).
     header = ["ply", "format binary_little_endian 1.0", f"element vertex {n}"] + [f"property float {name}" for name in names]
     header += ["comment written by headfields.splat_ply.write_splat_ply", "end_header"]
@@ -122,7 +150,10 @@ def _vertex_layout(path: Path, data: bytes) -> tuple[int, np.dtype, int]:
             if parts and parts[0] == "format":
                 fmt = parts[1]
             elif parts and parts[0] == "element":
-                elements.append((parts[1], int(parts[2]), []))
+                count = int(parts[2])
+                if count < 0:  # numpy reads a count of -1 as "every row there is"
+                    raise ValueError(f"expected a count of {parts[1]} rows, 0 or more, got {count}")
+                elements.append((parts[1], count, []))
             elif parts and parts[0] == "property" and parts[1] == "list":
                 raise ValueError("list properties are not 3D Gaussian splat properties")
             elif parts and parts[0] == "property":
@@ -172,19 +203,45 @@ def read_splat_ply(path: str | os.PathLike) -> Splats:
     rows = np.frombuffer(data, dtype=layout, count=count, offset=body)
     k = sum(1 for name in layout.names if _F_REST.fullmatch(name)) // 3 + 1
 
-    def get(*names: str) -> Tensor:  # float64 for the transforms, so only the final cast rounds
+    def get(*names: str) -> np.ndarray:  # float64 for the transforms, so only the final cast rounds
         values = np.stack([rows[name].astype(np.float64) for name in names], axis=1)
         check_finite(f"{path}: {', '.join(names)}", torch.from_numpy(values), "finite values in the file")
-        return torch.from_numpy(values)
+        return values
 
-    quats = get("rot_0", "rot_1", "rot_2", "rot_3")
-    check_nonzero_rows(f"{path}: rot_0 .. rot_3", quats, "non-zero quaternions")
-    rest = get(*(f"f_rest_{i}" for i in range(3 * (k - 1)))) if k > 1 else torch.zeros(count, 0, dtype=torch.float64)
-    sh = torch.cat([get("f_dc_0", "f_dc_1", "f_dc_2")[:, None, :], rest.reshape(count, 3, k - 1).transpose(1, 2)], dim=1)
+    def float32(names: list[str], values: np.ndarray, file: np.ndarray | None = None, what: str = "") -> Tensor:
+        """``values`` as float32, refused where float32 cannot hold them: an overflow to inf, or (a decoded value,
+        ``file`` the file's values and ``what`` the transform) a non-zero one rounded to 0."""
+        with np.errstate(over="ignore"):  # refused by name below
+            cast = values.astype(np.float32)
+        ok = np.isfinite(cast) if file is None else np.isfinite(cast) & ((cast != 0) | (values == 0))
+        if not ok.all():
+            row, column = _first_bad(ok)
+            value = values[row, column]
+            why = f"beyond float32's largest magnitude ({_FLOAT32.max:.4g})" if abs(value) > 1 else "rounded to 0 by float32"
+            name = f"{path}: {names[column]} of row {row}"
+            if file is None:
+                raise ValueError(f"{name} is {value:.6g}, {why}")
+            raise ValueError(f"{name} is {file[row, column]:.6g}, whose {what} ({value:.6g}) is {why}")
+        return torch.from_numpy(cast)
+
+    rot = ["rot_0", "rot_1", "rot_2", "rot_3"]
+    quats = get(*rot)
+    zero = (quats == 0).all(axis=1)  # (not the norm: its square underflows to 0 for a row of 1e-300s)
+    if zero.any():
+        raise ValueError(f"{path}: rot_0 .. rot_3: expected non-zero quaternions, found a zero one (row {int(zero.argmax())})")
+    rest_names = [f"f_rest_{i}" for i in range(3 * (k - 1))]
+    rest = get(*rest_names) if k > 1 else np.zeros((count, 0))
+    dc_names, xyz, scale_names = ["f_dc_0", "f_dc_1", "f_dc_2"], ["x", "y", "z"], ["scale_0", "scale_1", "scale_2"]
+    dc = get(*dc_names)
+    coefficients = float32([*dc_names, *rest_names], np.concatenate([dc, rest], 1))
+    sh = torch.cat([coefficients[:, None, :3], coefficients[:, 3:].reshape(count, 3, k - 1).transpose(1, 2)], dim=1)
+    means, log_scales = get(*xyz), get(*scale_names)
+    with np.errstate(over="ignore"):  # an overflow is refused by name below
+        scales = float32(scale_names, np.exp(log_scales), log_scales, "exponential (the scale)")
     return Splats(
-        means=get("x", "y", "z").float(),
-        quats=(quats / torch.linalg.vector_norm(quats, dim=1, keepdim=True)).float(),
-        scales=get("scale_0", "scale_1", "scale_2").exp().float(),
-        opacities=torch.sigmoid(get("opacity")[:, 0]).float(),
-        sh=sh.float().contiguous(),
+        means=float32(xyz, means),
+        quats=torch.from_numpy(_unit_quaternions(quats)).float(),
+        scales=scales,
+        opacities=torch.sigmoid(torch.from_numpy(get("opacity")[:, 0])).float(),  # 0 or 1 at float32's precision
+        sh=sh.contiguous(),
     )

@@ -13,6 +13,7 @@ import threading
 from collections.abc import Iterator
 
 from ..checkpoints import CheckpointError
+from ..checks import check_device
 from ..outputs import OutputBusyError
 from . import export, inspect, render, view
 
@@ -66,6 +67,8 @@ def _main(argv: list[str]) -> int:
 
             return train.main(argv[1:])
         args = parser().parse_args(argv)
+        if getattr(args, "device", None) is not None:  # before a folder is probed or a run loaded
+            args.device = check_device("device", args.device)
         status = args.command(args)  # an exit status (inspect: 1 when the capture has a problem), or a summary
     # Bad input, or a folder it cannot write (a read-only run: give --out elsewhere): its message, not a traceback.
     except (ValueError, OSError, ImportError, CheckpointError, OutputBusyError) as error:

@@ -29,7 +29,7 @@ from ..outputs import hold, probe_folder
 from ..parametric import Head
 from ..progress import Progress
 from ..renderers.volume import EARLY_STOP_TRANSMITTANCE, check_early_stop
-from ..runs import Run, load_run
+from ..runs import Run, load_run, run_checkpoint
 from ..training import render_view, save_png
 from ..training.evaluation import image_bytes
 from ._common import add_render_options, run_parser
@@ -203,6 +203,7 @@ def render(args: argparse.Namespace) -> dict:
     if args.resolution is not None and args.resolution < 2:
         raise ValueError(f"resolution: expected at least 2 pixels, got {args.resolution}")
     VideoWriter, video_frames = _video()  # before minutes of loading: an unusable PyAV fails now
+    run_checkpoint(args.run)  # a run folder mistyped is refused before its videos folder is made
     out = args.out if args.out is not None else args.run / "videos" / f"{args.camera}.mp4"
     if out.suffix != ".mp4":
         raise ValueError(f"out: expected a .mp4 file, got {out}")

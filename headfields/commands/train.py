@@ -24,6 +24,7 @@ from typing import Annotated, Any, Literal
 import torch
 import tyro
 
+from ..checks import check_device
 from ..models.registry import MODELS, model_entry
 from ..runs import RunConfig, SubjectSource, read_run_config
 from ..training import TrainingConfig
@@ -159,7 +160,7 @@ def _starting_point(model: str, entry, argv: list[str], quiet: bool = False) -> 
         print(f"config: {known.config}")
         return _Start(saved.recipe, saved.training, saved.subject, None, known.device, saved)
     recipes = sorted(entry.recipes)
-    cuda = torch.device(known.device).type == "cuda"
+    cuda = check_device("device", known.device, present=False).type == "cuda"  # the GPU's presence: when training
     name = known.recipe or ("paper" if "paper" in recipes and cuda else "cpu" if "cpu" in recipes else recipes[0])
     if name not in recipes:
         raise ValueError(f"recipe: expected one of {recipes} for {model}, got {name!r}")

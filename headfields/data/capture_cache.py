@@ -7,6 +7,11 @@ time of every source file it was decoded from (images, depths, labels, meshes, t
 changed, appeared or went makes the entry stale: it is decoded anew and replaced, never read. An entry is
 written in a temporary folder and renamed into place, so a reader never sees half of one.
 
+An entry is verified before it is read: the manifest carries a checksum of itself, and each array's shape, dtype,
+file size and modification time as written. An entry that fails (an array edited, truncated, replaced or gone, a
+manifest changed by hand) is named in a warning, decoded anew and replaced, so a bad entry never blocks a later
+load. (The arrays' bytes are not hashed: that would read gigabytes at every load the cache exists to spare.)
+
 Only captures whose decoded arrays are large are cached (``CACHE_MIN_BYTES``): a small one decodes faster than
 its entry would be checked, and the tests' thousands of tiny captures leave nothing behind.
 """
@@ -32,7 +37,7 @@ from .frames import SPLITS
 __all__ = ["CACHE_MIN_BYTES", "cache_folder", "clear_capture_cache", "load_or_decode", "parallel_map"]
 
 CACHE_MIN_BYTES = 256 * 2**20  # decoded arrays below this are decoded each time (about 2 s on one core)
-_VERSION = 3  # bump when what an entry holds changes: older entries are then stale
+_VERSION = 4  # bump when what an entry holds changes: older entries are then stale
 
 T = TypeVar("T")
 
@@ -93,14 +98,50 @@ def load_or_decode(
     manifest = entry / "manifest.json"
     try:
         stored = json.loads(manifest.read_text())
-        if stored["key"] == key:
-            arrays = {name: np.load(entry / f"{name}.npy", mmap_mode="c") for name in stored["arrays"]}
-            return arrays, stored["meta"]
-    except (OSError, ValueError, KeyError):
-        pass  # no entry, or one that cannot be read: decode anew
+    except (FileNotFoundError, NotADirectoryError):
+        stored = None  # no entry yet (or no cache folder: a file in its way, said when the entry is written)
+    except (OSError, ValueError) as error:
+        stored = {"key": key, "unreadable": str(error)}  # verified below: named, then replaced
+    if isinstance(stored, dict) and stored.get("key") == key:
+        try:
+            return _verified(entry, stored)
+        except ValueError as error:
+            warnings.warn(f"{error}; the capture is decoded anew and the entry replaced", stacklevel=3)
     arrays, meta = decode()
     _write_entry(entry, key, arrays, meta)
     return arrays, meta
+
+
+def _checksum(body: dict) -> str:
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def _array_record(path: Path, array: np.ndarray) -> dict[str, Any]:
+    stat = path.stat()
+    return {"shape": list(array.shape), "dtype": array.dtype.str, "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def _verified(entry: Path, stored: dict) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """The arrays and metadata of the entry whose manifest is ``stored``, each checked against what was written
+    (see the module's docstring); a ValueError naming the file that differs otherwise."""
+    manifest = entry / "manifest.json"
+    if "unreadable" in stored:
+        raise ValueError(f"{manifest}: the capture cache's manifest cannot be read ({stored['unreadable']})")
+    body = {k: v for k, v in stored.items() if k != "checksum"}
+    if stored.get("checksum") != _checksum(body) or not isinstance(stored.get("arrays"), dict):
+        raise ValueError(f"{manifest}: the capture cache's manifest changed since it was written (its checksum differs)")
+    arrays = {}
+    for name, record in stored["arrays"].items():
+        path = entry / f"{name}.npy"
+        try:
+            arrays[name] = np.load(path, mmap_mode="c")
+            found = _array_record(path, arrays[name])
+        except (OSError, ValueError) as error:  # gone, truncated, not an array
+            raise ValueError(f"{path}: a cached array of the capture cannot be read ({error})") from None
+        if found != record:
+            differs = ", ".join(f"{k} {found[k]} (written: {record.get(k)})" for k in found if found[k] != record.get(k))
+            raise ValueError(f"{path}: a cached array of the capture changed since it was written: {differs}")
+    return arrays, stored["meta"]
 
 
 def _write_entry(entry: Path, key: dict, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
@@ -109,9 +150,12 @@ def _write_entry(entry: Path, key: dict, arrays: dict[str, np.ndarray], meta: di
     temporary = entry.with_name(f".{entry.name}.{uuid.uuid4().hex}")
     try:
         temporary.mkdir(parents=True)
+        records = {}
         for name, array in arrays.items():
             np.save(temporary / f"{name}.npy", array)
-        (temporary / "manifest.json").write_text(json.dumps({"key": key, "arrays": list(arrays), "meta": meta}))
+            records[name] = _array_record(temporary / f"{name}.npy", np.asarray(array))  # renaming keeps these
+        body = {"key": key, "arrays": records, "meta": meta}
+        (temporary / "manifest.json").write_text(json.dumps({**body, "checksum": _checksum(body)}))
         shutil.rmtree(entry, ignore_errors=True)
         os.replace(temporary, entry)
     except OSError as error:

@@ -1,7 +1,8 @@
 """What every capture reader checks before it returns a split (``insta_reader``, ``vhap_reader``,
 ``imavatar_reader``), so that loading refuses, and ``python -m headfields inspect`` reports, a capture that
 would train wrong without an error: cameras out of the bounds that follow from the image size and the tracked
-head, a grey image among colour ones, a frame that two splits list, tracked coefficients no tracker writes.
+head, a grey image among colour ones, a frame that two splits list, tracked coefficients no tracker writes, a
+tracked-mesh vertex far from the rest of its mesh.
 Each error names the file and the key (and the frame)."""
 
 from __future__ import annotations
@@ -39,6 +40,11 @@ MIN_HEAD_PIXELS = 1.0
 # (NeRFace's expression vectors) while refusing numbers that only a mistake writes (1e30 overflows float32 once
 # multiplied by a direction).
 MAX_COEFFICIENT = 1000.0
+# How far a tracked mesh's vertex may lie from the mesh's median vertex, in multiples of the median of those
+# distances: a FLAME head with its neck reaches 1.9 of it, a posed SMPL-X body about 3. A vertex beyond is a spike
+# (a tracker's diverged vertex, a unit slip in one coordinate), which would make the head as big as the spike is
+# far, so its cameras' distance checks pass anything and every real triangle looks degenerate beside it.
+MAX_VERTEX_SPREAD = 8.0
 
 
 def focal_bounds(size: int) -> tuple[float, float]:
@@ -106,6 +112,26 @@ def check_camera_distances(
             f"the camera is {distance[k]:.4g} m from the head ({head.source}); expected at most {bound[k]:.4g} m, the "
             f"focal length {focal:.4g} px x the head's size {head.sizes[k]:.3g} m, beyond which the head covers "
             f"less than {MIN_HEAD_PIXELS:g} pixel",
+        )
+
+
+def check_mesh_spread(paths: Sequence[Path], vertices: np.ndarray) -> None:
+    """Every vertex of each frame's tracked mesh (``vertices [N,V,3]``, read from ``paths[k]``) within
+    :data:`MAX_VERTEX_SPREAD` times the median distance of the frame's vertices from their median: else an error
+    naming the file, the vertex and how far it lies from the rest."""
+    if not vertices.size:
+        return
+    centre = np.median(vertices, axis=1, keepdims=True)
+    distance = np.linalg.norm(vertices.astype(np.float64) - centre, axis=-1)  # [N, V]
+    typical = np.median(distance, axis=1, keepdims=True)
+    far = np.argwhere(distance > MAX_VERTEX_SPREAD * typical)
+    if far.size:
+        k, v = (int(i) for i in far[0])
+        times = distance[k, v] / typical[k, 0]
+        raise ValueError(
+            f"{paths[k]}: vertex {v} lies {distance[k, v]:.4g} m from the mesh's median vertex, {times:.3g} times the "
+            f"median distance of its vertices ({typical[k, 0]:.3g} m); expected at most {MAX_VERTEX_SPREAD:g} times: a "
+            "vertex far from the rest of the tracked mesh (a spike), not a head"
         )
 
 

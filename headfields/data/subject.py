@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..checks import check_device
 from ..parametric import load_model
 from ..parametric.tracked_meshes import SubjectModel
 from .frames import SPLITS, FrameSet
@@ -47,6 +48,8 @@ def load_subject(
     (its model folder's files too) must resolve inside ``data`` unless ``allow_outside_root``."""
     if eval_split not in SPLITS or eval_split == "train":
         raise ValueError(f"eval_split: expected a held-out split of {[s for s in SPLITS if s != 'train']}, got {eval_split!r}")
+    if device is not None:
+        device = check_device("device", device)
     if data is None:  # the synthetic video lives a tier above the readers
         raise TypeError("data: expected a capture folder (the synthetic video's: headfields.synthetic.synthetic_subject())")
     root = Path(data)

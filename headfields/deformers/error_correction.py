@@ -96,7 +96,7 @@ class ErrorCorrectionConfig:
         check_count("window_steps", self.window_steps, 0)
         check_count("start_step", self.start_step, 0)
         check_count("elastic_decay_steps", self.elastic_decay_steps, 1)
-        check_positive("learning_rate_scale", self.learning_rate_scale)
+        check_positive("learning_rate_scale", self.learning_rate_scale, finite=True)
         for name in ("elastic_weight", "magnitude_weight"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < float("inf"):

@@ -47,11 +47,13 @@ def quaternion_multiply(a: Float[Tensor, "*B 4"], b: Float[Tensor, "*B 4"]) -> F
 
 def quaternion_to_matrix(q: Float[Tensor, "*B 4"]) -> Float[Tensor, "*B 3 3"]:
     """Rotation matrices of (w, x, y, z) quaternions; a quaternion of any non-zero length gives the rotation of
-    its normalised self (the ``2 / |q|²`` factor).
+    its normalised self (the ``2 / |q|²`` factor), from 1e-30 to 1e30 in float32 alike: ``q`` is first divided by its
+    largest magnitude, so ``|q|²`` neither overflows (a NaN matrix) nor underflows.
 
     >>> q = torch.tensor([math.cos(math.pi / 4), 0.0, 0.0, math.sin(math.pi / 4)])
     >>> quaternion_to_matrix(q)  # [[0, -1, 0], [1, 0, 0], [0, 0, 1]]
     """
+    q = q / q.abs().amax(-1, keepdim=True)  # R(q / m) = R(q): |q|² is then in [1, 4]
     w, x, y, z = q.unbind(-1)
     two_s = 2.0 / (q * q).sum(-1)
     rows = [

@@ -58,8 +58,21 @@ def check_nondegenerate(vertices: Float[Tensor, "*B V 3"], faces: Int[Tensor, "F
         first = bad.nonzero()[0].tolist()
         face, frame = first[-1], first[:-1]
         where = f" in frame {frame[0]}" if len(frame) == 1 else (f" at batch index {frame}" if frame else "")
+        area, mesh = float(areas[tuple(first)]), vertices[tuple(frame)]
+        if area == 0:
+            what = "has zero area"
+        else:  # a real triangle, small beside the box: say what made the box big (a vertex far from the rest?)
+            diagonal = float(torch.linalg.vector_norm(mesh.amax(0) - mesh.amin(0)))
+            distance = torch.linalg.vector_norm(mesh - mesh.median(dim=0).values, dim=-1)
+            far = int(distance.argmax())
+            what = (
+                f"has an area of {area:.3g}, under {DEGENERATE_AREA_FRACTION:g} of the squared diagonal of the mesh's "
+                f"bounding box ({diagonal:.4g} across; its farthest vertex, {far}, lies {float(distance[far]):.4g} from "
+                f"the median vertex, {float(distance[far] / distance.median().clamp(min=1e-30)):.3g} times the median "
+                "distance)"
+            )
         raise ValueError(
-            f"vertices: triangle {face} (vertices {faces[face].tolist()}) has zero area{where}; "
+            f"vertices: triangle {face} (vertices {faces[face].tolist()}) {what}{where}; "
             f"{int(bad.sum())} degenerate triangle(s) in all. Remove them first."
         )
 

@@ -50,7 +50,7 @@ class TrackingConfig:
         check_count("rays_per_step", self.rays_per_step, 1)
         check_count("landmarks", self.landmarks, 0)
         for name in ("code_learning_rate", "pose_learning_rate"):
-            check_positive(name, getattr(self, name))
+            check_positive(name, getattr(self, name), finite=True)
         if self.start not in ("neutral", "tracked"):
             raise ValueError(f"start: expected 'neutral' or 'tracked', got {self.start!r}")
 

@@ -33,10 +33,10 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from ..cameras import PinholeCameras
-from ..checks import IntLike, check_count, check_finite, check_float, check_shape, checking_values, validation
+from ..checks import IntLike, check_count, check_finite, check_float, check_memory, check_shape, checking_values, validation
 from ..deformers.gaussian_binding import quaternion_to_matrix
 from ..encoders.spherical_harmonics import MAX_DEGREE, _real_sh
-from .gaussian_kernels import ALPHA_MIN, PARAMS, TILE, blend_tiles
+from .gaussian_kernels import ALPHA_MIN, OUTPUTS, PARAMS, TILE, blend_tiles
 
 __all__ = ["BLUR", "GaussianRender", "TileLists", "project_gaussians", "rasterize_gaussians", "sh_colors"]
 
@@ -44,6 +44,11 @@ BLUR = 0.3  # pixels², added to the projected covariance's diagonal (3DGS's com
 SIGMAS = 3.0  # a Gaussian reaches the tiles within this many standard deviations of its mean (3DGS: 3)
 FOV_MARGIN = 1.3  # the Jacobian is evaluated with the mean clamped to this many times the half field of view (3DGS)
 NEAR = 0.01  # metres: nearer Gaussians are not drawn (3DGS's in_frustum: 0.2 in its scenes' units)
+# Bytes a pixel of the padded tile grid takes while the tiles are listed (_tile_lists: int64 pixel indices, their
+# tile-order copy and the kept ones, int32 for Warp, four bool masks), and a scalar a pixel's output takes (the
+# blend's [r, g, b, alpha, depth], the image over the background, 1 - alpha) besides its int32 list position.
+TILE_LIST_BYTES = 8 + 8 + 8 + 4 + 4
+PIXEL_SCALARS = OUTPUTS + 3 + 1
 
 
 @dataclass
@@ -228,12 +233,28 @@ def _check(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, colo
     if checking_values() and n:
         if bool((scales <= 0).any()):
             raise ValueError(f"scales: expected positive scales, found {float(scales.min()):.4g}")
-        if bool((torch.linalg.vector_norm(quats, dim=-1) == 0).any()):
+        if bool((quats == 0).all(dim=-1).any()):  # not the norm: its square underflows for a quaternion of 1e-30s
             raise ValueError("quats: expected non-zero quaternions (they are normalised), found a zero one")
         if bool(((opacities < 0) | (opacities > 1)).any()):
             raise ValueError(
                 f"opacities: expected values in [0, 1], found [{float(opacities.min()):.4g}, {float(opacities.max()):.4g}]"
             )
+
+
+def _check_image(cameras: PinholeCameras, dtype: torch.dtype, device: torch.device) -> None:
+    """The image's buffers fit in ``device``'s memory and in Warp's 32-bit indexing: a clear error naming the
+    cameras' size before the allocation, not the allocator's (or Warp's) after the projection."""
+    width, height = cameras.width, cameras.height
+    padded = -(-width // TILE) * TILE * -(-height // TILE) * TILE
+    itemsize = torch.finfo(dtype).bits // 8
+    need = padded * TILE_LIST_BYTES + width * height * (PIXEL_SCALARS * itemsize + 4)
+    size = f"{width} x {height} pixels"
+    check_memory("cameras", size, need, device, "the rasteriser's image buffers")
+    if width * height * OUTPUTS * itemsize >= 2**31:  # Warp's strides are 32-bit byte counts
+        raise ValueError(
+            f"cameras: {size} is more than the rasteriser indexes ({OUTPUTS} {dtype} values a pixel under 2^31 bytes); "
+            "give smaller cameras (headfields.cameras.resized_cameras)"
+        )
 
 
 def rasterize_gaussians(
@@ -270,6 +291,7 @@ def rasterize_gaussians(
         if background is not None:
             check_shape("background", background, [3], means.device)
             check_finite("background", background)
+    _check_image(cameras, means.dtype, means.device)
     proj = project_gaussians(means, quats, scales, cameras, frame, near)
     if colors.dim() == 3:
         eye = cameras.camera_to_world[frame, :3, 3]

@@ -4,6 +4,8 @@ clipping, and the moving average of the weights that evaluation uses."""
 from __future__ import annotations
 
 import contextlib
+import math
+import numbers
 import warnings
 from dataclasses import dataclass
 
@@ -41,12 +43,17 @@ class OptimizerConfig:
     ema_decay: float | None = None
 
     def __post_init__(self) -> None:
-        check_positive("learning_rate", self.learning_rate)
-        check_positive("final_learning_rate", self.final_learning_rate)
+        # Each rate finite: Adam takes lr=inf and the weights turn NaN at the first step, then a loss names a tensor.
+        check_positive("learning_rate", self.learning_rate, finite=True)
+        check_positive("final_learning_rate", self.final_learning_rate, finite=True)
         check_count("decay_steps", self.decay_steps, 1)
         check_positive("max_grad_norm", self.max_grad_norm)
-        if self.weight_decay < 0:
-            raise ValueError(f"weight_decay: expected a non-negative number, got {self.weight_decay}")
+        if len(self.betas) != 2 or not all(isinstance(b, numbers.Real) and 0 <= b < 1 for b in self.betas):
+            raise ValueError(f"betas: expected two numbers in [0, 1), got {self.betas}")
+        for name in ("eps", "weight_decay"):  # (NaN fails every comparison: `not 0 <= x` catches it)
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < math.inf:
+                raise ValueError(f"{name}: expected a finite non-negative number, got {value!r}")
         if self.ema_decay is not None and not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay: expected a decay in [0, 1) or None, got {self.ema_decay}")
 
@@ -127,8 +134,8 @@ class DecayingAdam:
             DeprecationWarning,
             stacklevel=2,
         )
-        check_positive("initial", initial)
-        check_positive("final", final)
+        check_positive("initial", initial, finite=True)
+        check_positive("final", final, finite=True)
         self.config = OptimizerConfig(initial, final, check_count("steps", steps, 1), max_grad_norm=max_grad_norm)
         self.optimizer: torch.optim.Adam | None = None
 

@@ -4,6 +4,7 @@ colours, and a clear error for each bad argument."""
 
 import dataclasses
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -147,7 +148,7 @@ def test_unknown_camera_path_and_missing_run_exit_with_a_message(tmp_path, capsy
         main(["render", str(tmp_path), "--camera", "dolly"])
     assert stop.value.code == 2 and "invalid choice: 'dolly'" in capsys.readouterr().err
     assert main(["render", str(tmp_path / "nowhere")]) == 2
-    assert "run:" in capsys.readouterr().err
+    assert "run:" in capsys.readouterr().err and not (tmp_path / "nowhere").exists()  # no videos folder made
     assert main(["export", str(tmp_path / "nowhere"), "--out", str(tmp_path / "m")]) == 2
     assert "run:" in capsys.readouterr().err
     assert main(["render", str(tmp_path), "--drive", str(tmp_path / "nowhere")]) == 2  # tmp_path has no checkpoint
@@ -233,3 +234,82 @@ def test_exports_default_grid_follows_the_capture():
 
     assert default_resolution(96, 96) == 96 and default_resolution(512, 384) == 512
     assert default_resolution(16, 16) == MIN_RESOLUTION and default_resolution(4096, 2160) == MAX_RESOLUTION
+
+
+# A program that runs the commands in one process over a list of command lines (imports once), as
+# ``python -m headfields`` does; an exception main() lets through ends it with a traceback on stderr.
+PROBE = """
+import contextlib, io, json, sys
+from headfields.commands import main
+results = []
+for argv in json.loads(sys.argv[1]):
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            status = main(argv)
+        except SystemExit as stop:  # tyro's and argparse's flag errors
+            status = stop.code
+    results.append([status, err.getvalue()])
+print(json.dumps(results))
+"""
+
+
+def test_malformed_configs_devices_and_rates_are_one_error_line_not_a_traceback(tmp_path):
+    """Each bad input is refused with exit status 2 and a message naming the flag or key and what was expected;
+    none writes anything (the run folders named are never made)."""
+    from headfields.configs import CLASS_KEY, config_to_dict
+    from headfields.models import insta
+    from headfields.runs import RunConfig
+
+    good = config_to_dict(RunConfig("insta", insta.cpu_config()))
+    configs = {
+        "ten": lambda d: d["training"].update(max_iterations="ten"),
+        "no_class": lambda d: d["recipe"].pop(CLASS_KEY),
+        "path": lambda d: d["subject"].update(data=5),
+        "rate": lambda d: d["recipe"]["optimization"].update(learning_rate="inf"),
+    }
+    for name, spoil in configs.items():
+        data = json.loads(json.dumps(good))
+        spoil(data)
+        (tmp_path / f"{name}.json").write_text(json.dumps(data))
+    out, run = str(tmp_path / "out"), str(tmp_path / "run")
+    cases = [
+        (["train", "insta", "--config", str(tmp_path / "ten.json"), "--out", out], "max_iterations: expected an integer"),
+        (["train", "insta", "--config", str(tmp_path / "no_class.json"), "--out", out], "recipe: expected insta's configuration"),
+        (["train", "insta", "--config", str(tmp_path / "path.json"), "--out", out], "subject.data: expected str | None, got 5"),
+        (["train", "insta", "--config", str(tmp_path / "rate.json"), "--out", out], "learning_rate: expected a finite positive"),
+        (["train", "insta", "--device", "banana", "--out", out], "device: expected a device such as 'cpu', 'cuda'"),
+        (["train", "insta", "--device", "cuda:99", "--out", out], "device: "),  # no GPU here, or not 100 of them
+        (["train", "insta", "--device", "mps", "--out", out], "device: expected a cpu or cuda device, got 'mps'"),
+        (["render", run, "--device", "banana"], "device: expected a device such as"),
+        (["export", run, "--device", "cuda:99", "--out", str(tmp_path / "meshes")], "device: "),
+        (["view", run, "--device", "vulkan"], "device: expected a cpu or cuda device"),
+    ]
+    flag_cases = [  # parsed by tyro, which prints its own box: no traceback, status 2, the field named
+        (["train", "insta", "--insta.optimization.learning-rate", "inf", "--out", out], "learning_rate"),
+        (["train", "insta", "--insta.optimization.learning-rate", "nan", "--out", out], "learning_rate"),
+    ]
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE, json.dumps([argv for argv, _ in cases + flag_cases])],
+        capture_output=True, text=True, timeout=600, env={**os.environ, "COLUMNS": "200"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    for (argv, message), (status, err) in zip(cases + flag_cases, json.loads(done.stdout), strict=True):
+        assert status == 2 and "Traceback" not in err and message in err, (argv, status, err)
+    for (argv, _), (_, err) in zip(cases, json.loads(done.stdout), strict=False):
+        lines = [line for line in err.splitlines() if not line.startswith("Warp ")]  # Warp's note that it sees no GPU
+        assert lines[-1].startswith(f"python -m headfields {argv[0]}: error: "), (argv, err)
+    assert not (tmp_path / "out").exists() and not (tmp_path / "run").exists() and not (tmp_path / "meshes").exists()
+
+
+def test_check_device_names_the_argument_and_what_was_expected():
+    from headfields.checks import check_device
+
+    assert check_device("device", "cpu") == torch.device("cpu") and check_device("device", torch.device("cpu")).type == "cpu"
+    assert check_device("device", None).type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert check_device("device", "cuda:7", present=False) == torch.device("cuda", 7)  # a setting for another machine
+    for bad, message in (("banana", "expected a device such as"), ("meta", "expected a cpu or cuda device"), ("cuda:99", "")):
+        with pytest.raises(ValueError, match=f"^device: .*{message}"):
+            check_device("device", bad)
+    with pytest.raises(TypeError, match="^where: expected a device"):
+        check_device("where", 0)

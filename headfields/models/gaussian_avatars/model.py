@@ -68,7 +68,7 @@ class GaussianAvatarConfig:
         if not 0 <= self.ssim_weight <= 1:
             raise ValueError(f"ssim_weight: expected a weight in [0, 1], got {self.ssim_weight}")
         for name in ("position_lr_init", "position_lr_final", "feature_lr", "opacity_lr", "scaling_lr", "rotation_lr"):
-            check_positive(name, getattr(self, name))
+            check_positive(name, getattr(self, name), finite=True)
         if len(self.background) != 3 or not all(0 <= c <= 1 for c in self.background):
             raise ValueError(f"background: expected three values in [0, 1], got {self.background}")
 

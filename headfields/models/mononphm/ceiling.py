@@ -50,7 +50,7 @@ def surface_identity(
     check_float("vertices", vertices, [None, 3])
     check_count("steps", steps, 1)
     check_count("points", points, 1)
-    check_positive("rate", rate)
+    check_positive("rate", rate, finite=True)
     global_dim = model.prior.config.global_dim
     code = model.codes.identity
     start = code.detach().clone()

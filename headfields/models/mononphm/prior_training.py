@@ -172,7 +172,7 @@ class PriorTrainingConfig:
             check_count(name, getattr(self, name), 0)
         positive = ("near_std", "space_padding", "network_learning_rate", "identity_learning_rate")
         for name in (*positive, "expression_learning_rate", "decay", "gradient_clip", "max_code_norm"):
-            check_positive(name, getattr(self, name))
+            check_positive(name, getattr(self, name), finite=name.endswith("learning_rate"))
         if not self.weight_decay >= 0:
             raise ValueError(f"weight_decay: expected a non-negative number, got {self.weight_decay}")
         check_positive("max_minutes", self.max_minutes)

@@ -185,3 +185,67 @@ def test_ascii_ply(tmp_path):
     write_hand_ply(path, known_columns(), kind="float", fmt="ascii")
     with pytest.raises(ValueError, match=rf"^{re.escape(str(path))}: expected format binary_little_endian.*got ascii"):
         read_splat_ply(path)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        (
+            "scale_0",
+            200.0,
+            r"scale_0 of row 1 is 200, whose exponential \(the scale\) \(7.2\d*e\+86\) is beyond float32's largest",
+        ),
+        ("scale_2", 1000.0, r"scale_2 of row 1 is 1000, whose exponential \(the scale\) \(inf\) is beyond float32's largest"),
+        ("scale_1", -200.0, r"scale_1 of row 1 is -200, whose exponential \(the scale\) \(1.38\d*e-87\) is rounded to 0"),
+        ("x", 1e300, r"x of row 1 is 1e\+300, beyond float32's largest magnitude"),
+        ("f_rest_4", -1e39, r"f_rest_4 of row 1 is -1e\+39, beyond float32's largest magnitude"),
+    ],
+)
+def test_values_finite_in_the_file_but_not_after_decoding_are_named(tmp_path, name, value, message):
+    """A double finite in the file whose float32 (or whose exponential, a scale) is inf or 0 was returned as inf or
+    0: it is refused, naming the file, the property and the row."""
+    columns = known_columns()
+    columns[name] = [columns[name][0], value]
+    path = tmp_path / "overflow.ply"
+    write_hand_ply(path, columns, kind="double")
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(path))}: {message}"):
+        read_splat_ply(path)
+
+
+def test_extreme_but_finite_quaternions_keep_their_direction(tmp_path):
+    """A double quaternion of 1e300s (its squared norm overflows) or 1e-300s (it underflows) was normalised to zeros
+    or NaN, and the Gaussian vanished: both read as the unit quaternion of their direction, and write so too."""
+    columns = known_columns()
+    for i in range(4):
+        columns[f"rot_{i}"] = [1e300 * KNOWN_UNIT_QUATS[0][i], 1e-300 * KNOWN_UNIT_QUATS[1][i]]
+    path = tmp_path / "extreme.ply"
+    write_hand_ply(path, columns, kind="double")
+    torch.testing.assert_close(read_splat_ply(path).quats, torch.tensor(KNOWN_UNIT_QUATS))
+    splats = Splats(**{f: getattr(KNOWN, f).double() for f in ("means", "quats", "scales", "opacities", "sh")})
+    splats.quats = torch.tensor([[1e300, 0, 0, 0], [1e-300, 1e-300, 1e-300, 1e-300]], dtype=torch.float64)
+    write_splat_ply(tmp_path / "written.ply", splats)
+    torch.testing.assert_close(read_splat_ply(tmp_path / "written.ply").quats, torch.tensor(KNOWN_UNIT_QUATS))
+
+
+@pytest.mark.parametrize(("field", "index", "name"), [("means", (1, 1), "y of row 1"), ("sh", (0, 2, 1), "f_rest_4 of row 0")])
+def test_float64_input_beyond_float32_is_refused_before_writing(tmp_path, field, index, name):
+    """Writing float64 values float32 cannot hold wrote inf with only numpy's warning: refused, nothing written
+    (sh[0, 2, 1], coefficient 2 of green, is f_rest_{3 + 2 - 1}: channel-major)."""
+    splats = Splats(**{f: getattr(KNOWN, f).double() for f in ("means", "quats", "scales", "opacities", "sh")})
+    value = getattr(splats, field).clone()
+    value[index] = -1e300
+    setattr(splats, field, value)
+    path = tmp_path / "big.ply"
+    with pytest.raises(ValueError, match=rf"^splats: {name} is -1e\+300 in the file's encoding, beyond float32's range"):
+        write_splat_ply(path, splats)
+    assert not path.exists()
+
+
+@pytest.mark.parametrize("count", ["-1", "-5", "2.0", "two"])
+def test_a_header_count_that_is_not_a_count_is_refused(tmp_path, count):
+    """'element vertex -1' was read as every row there is."""
+    path = tmp_path / "count.ply"
+    write_hand_ply(path, known_columns(), kind="float")
+    path.write_bytes(path.read_bytes().replace(b"element vertex 2", b"element vertex " + count.encode(), 1))
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(path))}: cannot parse the header line 'element vertex {count}'"):
+        read_splat_ply(path)

@@ -148,8 +148,38 @@ def test_values_are_validated():
     with pytest.raises(ValueError, match="max_iterations"):  # __post_init__'s check ran
         config_from_dict(data)
     data["max_iterations"] = "many"
-    with pytest.raises(TypeError, match="max_iterations: expected an integer"):
+    with pytest.raises(ValueError, match="max_iterations: expected an integer"):
         config_from_dict(data)
+
+
+@pytest.mark.parametrize(
+    "field_name, value, message",
+    [
+        ("max_iterations", "ten", r"TrainingConfig\.max_iterations: expected an integer, got 'ten'"),
+        ("max_minutes", [3], r"TrainingConfig\.max_minutes: expected float \| None, got \[3\]"),
+        ("fixed_shapes", 1, r"TrainingConfig\.fixed_shapes: expected true or false, got 1"),
+        ("eval_regions", "hair", r"TrainingConfig\.eval_regions: expected a list"),
+    ],
+)
+def test_a_value_of_the_wrong_type_is_a_value_error_naming_the_field(field_name, value, message):
+    """A config file is input: a wrong type in it is bad input (ValueError, which a command prints as one line), not
+    a bug in the caller's code (TypeError, a traceback)."""
+    data = config_to_dict(TrainingConfig())
+    data[field_name] = value
+    with pytest.raises(ValueError, match=message):
+        config_from_dict(data, TrainingConfig)
+
+
+def test_a_recipe_without_its_class_is_named():
+    from headfields.runs import RunConfig
+
+    data = config_to_dict(RunConfig("insta", insta.cpu_config()))
+    del data["recipe"][CLASS_KEY]
+    with pytest.raises(ValueError, match=r"recipe: expected insta's configuration .*'__class__'.*got dict"):
+        config_from_dict(data, RunConfig)
+    data["recipe"] = 3
+    with pytest.raises(ValueError, match="recipe: expected insta's configuration .* got int"):
+        config_from_dict(data, RunConfig)
 
 
 @dataclass(frozen=True)

@@ -94,3 +94,46 @@ def test_clear_capture_cache_removes_the_entries(capture):
     assert len(_entries()) == 1
     clear_capture_cache(capture)
     assert _entries() == []
+
+
+def _spoil_array(entry, name):
+    array = np.load(entry / f"{name}.npy")
+    np.save(entry / f"{name}.npy", np.flip(array, axis=1).copy())  # same shape and size: a changed decoding
+
+
+def _spoil_shape(entry, name):
+    np.save(entry / f"{name}.npy", np.load(entry / f"{name}.npy")[:1])
+
+
+def _truncate(entry, name):
+    path = entry / f"{name}.npy"
+    path.write_bytes(path.read_bytes()[:200])
+
+
+def _spoil_manifest(entry, name):
+    manifest = json.loads((entry / "manifest.json").read_text())
+    manifest["meta"]["kinds"] = manifest["meta"]["kinds"][:1]  # the kinds of one image: every load failed after
+    (entry / "manifest.json").write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize(
+    "spoil, named",
+    [
+        (_spoil_array, "rgb.npy: a cached array of the capture changed since it was written"),
+        (_spoil_shape, "rgb.npy: a cached array of the capture changed since it was written: shape"),
+        (_truncate, "rgb.npy: a cached array of the capture cannot be read"),
+        (_spoil_manifest, "manifest.json: the capture cache's manifest changed since it was written"),
+    ],
+)
+def test_a_cache_entry_that_changed_is_named_and_rebuilt(capture, monkeypatch, spoil, named):
+    """An entry whose arrays (or manifest) changed after it was written was read as it was: a changed image
+    trained silently, a bad one failed every later load. It is named in a warning, decoded anew and replaced."""
+    plain = load_insta_dataset(capture, "train", cache=False)
+    load_insta_dataset(capture, "train", cache=True)
+    (entry,) = _entries()
+    spoil(cache_folder() / "captures" / entry, "rgb")
+    with pytest.warns(UserWarning, match=f"{entry}/{named}.*decoded anew and the entry replaced"):
+        rebuilt = load_insta_dataset(capture, "train", cache=True)
+    _same(plain, rebuilt)
+    monkeypatch.setattr(insta_reader, "_decode", lambda *a, **k: pytest.fail("decoded again: the entry was not replaced"))
+    _same(plain, load_insta_dataset(capture, "train", cache=True))

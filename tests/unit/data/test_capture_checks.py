@@ -315,6 +315,59 @@ def test_the_trackers_readers_refuse_a_grey_image_too(tmp_path, reader):
 # ---------------------------------------------------------------- 3. no frame in two splits
 
 
+def move_mesh_vertex(path: Path, vertex: int, position) -> None:
+    lines = path.read_text().splitlines()
+    rows = [i for i, line in enumerate(lines) if line.startswith("v ")]
+    lines[rows[vertex]] = "v " + " ".join(f"{x:.9g}" for x in position)
+    path.write_text("\n".join(lines) + "\n")
+
+
+@pytest.mark.parametrize("offset", [3.0, 1000.0])
+def test_a_tracked_mesh_vertex_far_from_the_rest_is_named(tmp_path, offset):
+    """A vertex metres (or a kilometre) off the head loaded, and training later blamed a "zero-area" triangle (the
+    head's box was as big as the spike): the load refuses the mesh file, naming the vertex and its distance, and
+    ``inspect`` reports it. (The test's head is a box of 8 vertices, 0.3 m: its median distance is 0.26 m.)"""
+    root = capture(tmp_path / "c")
+    train = load_insta_dataset(root)
+    mesh = root / json.loads((root / "transforms_train.json").read_text())["frames"][1]["mesh_path"]
+    spike = train.mesh_vertices[1, 3].double().numpy() + np.array([offset, 0.0, 0.0])
+    move_mesh_vertex(mesh, 3, spike)
+    with raises_file(ValueError, mesh, "vertex 3 lies", "m from the mesh's median vertex", "a spike"):
+        load_insta_dataset(root)
+    assert any(line.startswith(f"{mesh}: vertex 3 lies") for line in inspect_capture(root).problems)
+
+
+def test_a_head_mesh_loads_and_a_vertex_a_metre_off_it_does_not():
+    """The synthetic FLAME head (with its neck: 1.9 times the median distance at most) is within the bound; one
+    vertex moved a metre off it is not."""
+    from headfields.data.capture_checks import check_mesh_spread
+    from headfields.synthetic._head_mesh import build_head
+
+    vertices = np.asarray(build_head().vertices, dtype=np.float64)[None]
+    check_mesh_spread([Path("head.obj")], vertices)
+    vertices[0, 100] += [0.0, 0.0, 1.0]
+    with raises_file(ValueError, "head.obj", "vertex 100 lies"):
+        check_mesh_spread([Path("head.obj")], vertices)
+
+
+def test_the_mesh_spread_bound_loads_just_inside_it():
+    """The bound, worked out here: 1000 vertices on a sphere of radius r about the origin (median distance r) and
+    one at 7.7 r are a head; at 8.3 r that one is a spike."""
+    from headfields.data.capture_checks import MAX_VERTEX_SPREAD, check_mesh_spread
+
+    g = np.random.default_rng(0)
+    sphere = g.normal(size=(1000, 3))
+    sphere = 0.1 * sphere / np.linalg.norm(sphere, axis=1, keepdims=True)
+    assert MAX_VERTEX_SPREAD == 8.0
+    for times, loads in ((7.7, True), (8.3, False)):  # (the median distance is r within 1%, the centre 0 within 1%)
+        vertices = np.concatenate([sphere, [[0.1 * times, 0.0, 0.0]]])[None]
+        if loads:
+            check_mesh_spread([Path("m.obj")], vertices)
+        else:
+            with raises_file(ValueError, "m.obj", "vertex 1000 lies 0.8", "times the median distance"):
+                check_mesh_spread([Path("m.obj")], vertices)
+
+
 def test_a_training_frame_listed_again_for_testing_is_refused(tmp_path):
     root = capture(tmp_path / "c", mesh=False)
     train = json.loads((root / "transforms_train.json").read_text())["frames"]

@@ -272,3 +272,14 @@ def test_bvh_leaf_size_reaches_warp_and_moves_no_distance(device, leaf, monkeypa
     assert built == [leaf]
     _, peer, _ = trimesh.proximity.closest_point(trimesh.Trimesh(v.numpy(), f.numpy(), process=False), points.numpy())
     np.testing.assert_allclose(q.distance.cpu().numpy(), peer, atol=1e-5)
+
+
+def test_a_spike_is_named_not_blamed_on_a_zero_area_triangle():
+    """A box with one vertex a kilometre off makes the real triangles tiny beside the bounding box: the message says
+    how small (not "zero area") and names the far vertex and its distance."""
+    v, f = box(dtype=torch.float64)
+    v[5] += torch.tensor([1000.0, 0.0, 0.0], dtype=torch.float64)
+    v = torch.cat([v, v[:3] * 1e-4])  # a small triangle near the box
+    f = torch.cat([f, torch.tensor([[8, 9, 10]])])
+    with pytest.raises(ValueError, match=r"triangle 12 .* has an area of .* bounding box .* its farthest vertex, 5, lies 100\d"):
+        TriangleMesh(v, f)

@@ -192,6 +192,25 @@ def test_bad_near_and_sh_degree_without_sh_are_named():
         rasterize_gaussians(*scene[:4], scene[4][:, 0], _cameras(16, 16, "cpu"), sh_degree=0)
 
 
+def test_an_image_too_large_for_memory_or_warp_is_refused_before_allocating(monkeypatch):
+    """100000² pixels ended in the allocator after the projection: the image's buffers are checked first, naming
+    the cameras' size; where memory is plenty, Warp's 32-bit indexing still bounds the image."""
+    from headfields import checks
+
+    scene = _scene(3, 1, "cpu")
+    with pytest.raises(
+        ValueError, match=r"^cameras: 100000 x 100000 pixels needs [0-9.]+ [KMGTP]?B for the rasteriser's image buffers"
+    ):
+        rasterize_gaussians(*scene, _cameras(100000, 100000, "cpu"))
+    monkeypatch.setattr(checks, "available_memory", lambda device: 2**50)
+    with pytest.raises(ValueError, match=r"^cameras: 100000 x 100000 pixels is more than the rasteriser indexes"):
+        rasterize_gaussians(*scene, _cameras(100000, 100000, "cpu"))
+    monkeypatch.setattr(checks, "available_memory", lambda device: 10**6)  # 1 MB: a 512² image needs more
+    with pytest.raises(ValueError, match=r"^cameras: 512 x 512 pixels needs .* MB .* more than the 1 MB available"):
+        rasterize_gaussians(*scene, _cameras(512, 512, "cpu"))
+    assert rasterize_gaussians(*scene, _cameras(16, 16, "cpu")).image.shape == (16, 16, 3)
+
+
 def _layers(opacity: float, depths: list[float]):
     n = len(depths)
     means = torch.tensor([[0.0, 0.0, d] for d in depths], dtype=torch.float64)
@@ -251,6 +270,18 @@ def test_huge_gaussian_and_unnormalised_quaternions(device):
     params = [t.clone().requires_grad_() for t in (means, quats, scales, opacities, sh)]
     rasterize_gaussians(*params, cameras).image.sum().backward()
     assert all(bool(torch.isfinite(t.grad).all()) for t in params)
+
+
+@pytest.mark.parametrize("factor", [1e30, 1e-30])
+def test_quaternions_of_extreme_length_draw_as_their_unit_ones(factor):
+    """In float32 a quaternion of 1e30s squared to inf (a NaN rotation: the Gaussian vanished) and one of 1e-30s to 0
+    (refused as a zero quaternion); 3DGS normalises them to the same rotation, and so does the rasteriser."""
+    cameras = _cameras(24, 24, "cpu", torch.float32)
+    means, quats, scales, opacities, sh = (t.float() for t in _scene(3, 2, "cpu"))
+    unit = rasterize_gaussians(means, quats, scales, opacities, sh, cameras)
+    extreme = rasterize_gaussians(means, quats * factor, scales, opacities, sh, cameras)
+    assert bool(torch.isfinite(extreme.image).all()) and bool((extreme.radii == unit.radii).all())
+    torch.testing.assert_close(extreme.image, unit.image)
 
 
 @pytest.mark.parametrize(

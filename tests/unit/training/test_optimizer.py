@@ -59,3 +59,22 @@ def test_another_optimiser_gets_its_gradients_zeroed():
     before = [p.detach().clone() for p in model.parameters()]
     step_if(optimizer, torch.tensor(False))
     assert all(torch.equal(a, b) for a, b in zip(model.parameters(), before, strict=True))
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("learning_rate", float("inf"), "learning_rate: expected a finite positive number, got inf"),
+        ("learning_rate", float("nan"), "learning_rate: expected a finite positive number, got nan"),
+        ("learning_rate", -1e-3, "learning_rate: expected a finite positive number, got -0.001"),
+        ("final_learning_rate", float("inf"), "final_learning_rate: expected a finite positive number, got inf"),
+        ("betas", (0.9, 1.0), r"betas: expected two numbers in \[0, 1\), got \(0.9, 1.0\)"),
+        ("betas", (0.9, float("nan")), r"betas: expected two numbers in \[0, 1\)"),
+        ("eps", float("inf"), "eps: expected a finite non-negative number, got inf"),
+        ("weight_decay", float("nan"), "weight_decay: expected a finite non-negative number, got nan"),
+    ],
+)
+def test_a_rate_that_is_not_a_finite_number_is_refused_by_name(field, value, message):
+    """Adam takes lr=inf, and the first step turned every weight to NaN: the loss then named a tensor, not the rate."""
+    with pytest.raises(ValueError, match=f"^{message}"):
+        OptimizerConfig(**{"learning_rate": 1e-3, field: value})
