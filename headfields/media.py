@@ -44,7 +44,7 @@ __all__ = ["DEFAULT_CRF", "VideoInfo", "VideoWriter", "read_video", "video_frame
 
 # x264's constant rate factor (0 = lossless luma, 51 = worst; lower = better and larger). Measured on a 128x128
 # rendered-looking frame (a shaded skin-coloured head with sharp hair and silhouette edges on a gradient
-# background, tests/test_video.py): CRF 14 -> 42.0 dB, 16 -> 41.4 dB, 18 -> 40.8 dB, 23 -> 38.7 dB; the 4:2:0
+# background, tests/unit/apps/test_media.py): CRF 14 -> 42.0 dB, 16 -> 41.4 dB, 18 -> 40.8 dB, 23 -> 38.7 dB; the 4:2:0
 # chroma subsampling alone caps that frame at 45.2 dB; CRF 10 -> 42.6 dB at ~0.7 kB a frame. On a trained avatar's
 # replay of its held-out frames (the demo run: 50 frames at 96 px, 33.87 dB against the capture as rendered), the
 # decoded video scores 33.24 dB at CRF 16, 33.49 at 12, 33.60 at 8, 33.67 at 0 (4:2:0 alone): 10 keeps a video's
