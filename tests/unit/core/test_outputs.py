@@ -165,8 +165,10 @@ def test_holding_an_output_sweeps_what_killed_writers_left(tmp_path):
 
 def test_a_config_naming_a_module_to_import_is_refused_without_importing_it(tmp_path):
     """``headfields.__main__`` would run the command line on the caller's arguments if imported."""
+    from headfields.models.insta import InstaConfig
+
     sys.modules.pop("headfields.__main__", None)
-    data = RunConfig("insta", None).to_dict()
+    data = RunConfig("insta", InstaConfig()).to_dict()
     data["recipe"] = {CLASS_KEY: "headfields.__main__.X"}
     (tmp_path / "config.json").write_text(json.dumps(data))
     with pytest.raises(ValueError, match=rf"config: {tmp_path / 'config.json'}: .*refusing __class__ 'headfields.__main__.X'"):
