@@ -31,24 +31,12 @@ from ...deformers.gaussian_binding import GaussianSet, quaternion_to_matrix
 
 PARAMETER_NAMES = ("local_means", "local_quats", "local_log_scales", "opacity_logits", "sh_dc", "sh_rest")
 
-# GaussianAvatars' learning rates (arguments/__init__.py OptimizationParams; scene/gaussian_model.py training_setup,
-# which builds Adam with eps=1e-15). local_means: position_lr_init, to be multiplied by the cameras' extent
-# (spatial_lr_scale) and decayed exponentially to position_lr_final = 5e-5 (× extent) over 600k steps.
-GAUSSIAN_AVATARS_LEARNING_RATES = {
-    "local_means": 5e-3,
-    "local_quats": 1e-3,  # rotation_lr
-    "local_log_scales": 0.017,  # scaling_lr
-    "opacity_logits": 0.05,  # opacity_lr
-    "sh_dc": 2.5e-3,  # feature_lr
-    "sh_rest": 2.5e-3 / 20,  # feature_lr / 20
-}
-
 
 def gaussian_param_groups(gaussians: GaussianSet, lrs: dict[str, float]) -> list[dict]:
     """One Adam param group a parameter, named after it, with its learning rate from ``lrs`` (a rate for each of
     :data:`PARAMETER_NAMES`).
 
-    >>> lrs = dict(GAUSSIAN_AVATARS_LEARNING_RATES, local_means=5e-3 * extent)
+    >>> lrs = learning_rates(GaussianAvatarConfig(), extent)  # headfields.models.gaussian_avatars.rates
     >>> optimizer = torch.optim.Adam(gaussian_param_groups(gaussians, lrs), lr=0.0, eps=1e-15)
     >>> control.step(step, gaussians, optimizer, extent, posed.face_scale)
     """

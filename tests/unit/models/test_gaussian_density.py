@@ -8,13 +8,17 @@ import pytest
 import torch
 
 from headfields.deformers.gaussian_binding import GaussianSet
+from headfields.models.gaussian_avatars import GaussianAvatarConfig
 from headfields.models.gaussian_avatars.density import (
-    GAUSSIAN_AVATARS_LEARNING_RATES,
     PARAMETER_NAMES,
     DensityConfig,
     DensityControl,
     gaussian_param_groups,
 )
+from headfields.models.gaussian_avatars.rates import learning_rates
+
+# GaussianAvatars' rates (the recipe's defaults), for a scene of extent 1.
+PAPER_RATES = learning_rates(GaussianAvatarConfig(), extent=1.0)
 
 # Every step densifies; the first opacity reset (and the size rules) far away.
 EVERY_STEP = DensityConfig(densify_from=0, densification_interval=1, opacity_reset_interval=1000)
@@ -43,7 +47,7 @@ def make_set(rows):
 
 def make_optimizer(gaussians):
     """Adam over the set, with known moments: row i of every exp_avg holds i + 1, of every exp_avg_sq 10 (i + 1)."""
-    optimizer = torch.optim.Adam(gaussian_param_groups(gaussians, GAUSSIAN_AVATARS_LEARNING_RATES), lr=0.0, eps=1e-15)
+    optimizer = torch.optim.Adam(gaussian_param_groups(gaussians, PAPER_RATES), lr=0.0, eps=1e-15)
     for name in PARAMETER_NAMES:
         getattr(gaussians, name).grad = torch.zeros_like(getattr(gaussians, name))
     optimizer.step()
