@@ -57,6 +57,8 @@ def train(model: str, argv: list[str]) -> tuple[dict | None, Path, torch.device]
     from ..runs import train_run
 
     run, out, device = run_config(model, argv)
+    if hasattr(run.recipe, "schedule"):  # a recipe that states its own schedule (the Gaussian avatar's)
+        print(f"schedule: {run.recipe.schedule(run.training.max_iterations, run.training.max_minutes)}")
     device = init_distributed(device)
     metrics = train_run(run, out, device)
     lead = rank() == 0

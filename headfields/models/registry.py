@@ -187,6 +187,11 @@ MONOAVATAR_CPU_SAMPLES_PER_BATCH = {"samples_per_batch": 1 << 13}  # two network
 NPHM_PRIOR_STEPS = 30_000
 NPHM_PRIOR_LOG_EVERY = 100
 NPHM_PRIOR_CPU_BUDGET = {"max_iterations": 2400, "max_minutes": 30.0}
+# GaussianAvatars' iterations (arguments/__init__.py); the CPU recipe's are 3D Gaussian Splatting's original 30,000
+# (models.gaussian_avatars.ORIGINAL_ITERATIONS), of which 5 minutes of a CPU reach the first thousands.
+GAUSSIAN_AVATARS_STEPS = 600_000
+GAUSSIAN_CPU_STEPS = 30_000
+GAUSSIAN_CPU_MINUTES = 5.0
 
 
 def _entries() -> dict[str, ModelEntry]:
@@ -251,7 +256,10 @@ def _entries() -> dict[str, ModelEntry]:
             "gaussian_avatars",
             _gaussian_avatar,
             "GaussianAvatarConfig",
-            training=_training(max_minutes=5.0, max_iterations=600_000, log_every=100),
+            # The paper's recipe runs GaussianAvatars' 600,000 steps to the end unless a budget is given; the CPU's,
+            # 3DGS's original 30,000-step schedule, stopped at 5 minutes.
+            training=_training(max_iterations=GAUSSIAN_AVATARS_STEPS, log_every=100),
+            recipe_training={"cpu": {"max_iterations": GAUSSIAN_CPU_STEPS, "max_minutes": GAUSSIAN_CPU_MINUTES}},
         ),
         **{name: _mix(name) for name in ("mix_triangle_neus", "mix_anchored_hashgrid", "mix_hyper_insta")},
     }

@@ -72,6 +72,22 @@ class GaussianAvatarConfig:
         if len(self.background) != 3 or not all(0 <= c <= 1 for c in self.background):
             raise ValueError(f"background: expected three values in [0, 1], got {self.background}")
 
+    def schedule(self, max_iterations: int, max_minutes: float | None) -> str:
+        """The training schedule this recipe runs for a run of ``max_iterations`` steps and ``max_minutes`` (the
+        train command prints it when it starts, so a run that will stop early says so)."""
+        d = self.density
+        stop = (
+            f"stopped at {max_minutes:g} minutes (--max-minutes) if the steps take longer"
+            if max_minutes is not None
+            else "no time limit (--max-minutes sets one)"
+        )
+        return (
+            f"{max_iterations:,} steps, one frame each; density control every {d.densification_interval:,} steps "
+            f"after {d.densify_from:,} until {d.densify_until:,}, opacities reset every {d.opacity_reset_interval:,}; "
+            f"one more SH degree every {self.sh_interval:,} up to {self.sh_degree}; the position rate decayed over "
+            f"{self.position_lr_max_steps:,} steps; {stop}"
+        )
+
 
 def paper_config(**overrides: Any) -> GaussianAvatarConfig:
     """GaussianAvatars' recipe (``GaussianAvatarConfig()``), then ``overrides``."""
