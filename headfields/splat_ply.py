@@ -15,6 +15,10 @@ property and the row, rather than returned as inf or 0.
     splats = Splats(means, quats, scales, opacities, sh)  # sh [N, K, 3], K = 1, 4, 9, 16 or 25
     write_splat_ply("out/head.ply", splats)  # opens in SuperSplat
     splats = read_splat_ply("out/head.ply")
+
+A file that carries a binding (GaussianAvatars' ``binding_0``: each Gaussian's parent face) holds values local to
+that face, not world values: :func:`read_splat_ply` refuses it, and :func:`read_bound_splat_ply` reads it as such
+(the local values and the faces).
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from .checks import check_finite, check_float
 from .deformers.gaussian_binding import Splats  # the Gaussians as the file holds them
 from .outputs import atomic_path
 
-__all__ = ["SH_C0", "Splats", "read_splat_ply", "write_splat_ply"]
+__all__ = ["BINDING", "SH_C0", "Splats", "read_bound_splat_ply", "read_splat_ply", "write_splat_ply"]
 
 SH_C0 = 0.28209479177387814  # the degree-0 real spherical harmonic, 1 / (2 sqrt(pi))
 _NEEDED = ["x", "y", "z", "f_dc_0", "f_dc_1", "f_dc_2", "opacity", "scale_0", "scale_1", "scale_2"]
@@ -48,6 +52,7 @@ _TYPES = {  # PLY scalar types: the byte layout of every property, so that extra
     **dict.fromkeys(("double", "float64"), "<f8"),
 }
 _F_REST = re.compile(r"f_rest_(\d+)")
+BINDING = "binding_0"  # GaussianAvatars' save_ply: each Gaussian's parent face, its values local to that face
 _FLOAT32 = np.finfo(np.float32)
 
 
@@ -188,11 +193,36 @@ def _vertex_layout(path: Path, data: bytes) -> tuple[int, np.dtype, int]:
 def read_splat_ply(path: str | os.PathLike) -> Splats:
     """The 3D Gaussians of a 3D Gaussian Splatting PLY (see the module's docstring): properties in any order,
     ``float`` or ``double``, others skipped; K from the number of ``f_rest_*``. Float32 CPU tensors, with
-    opacities through a sigmoid, scales exponentiated and quaternions normalised.
+    opacities through a sigmoid, scales exponentiated and quaternions normalised. A file carrying a binding
+    (``binding_0``) is refused: its values are local to faces (:func:`read_bound_splat_ply` reads it).
 
         splats = read_splat_ply("point_cloud/iteration_30000/point_cloud.ply")
         splats.sh.shape  # [N, 16, 3] for a degree-3 model
     """
+    splats, binding = _read(path)
+    if binding is not None:
+        raise ValueError(
+            f"{path}: carries a binding ({BINDING}, GaussianAvatars' layout): its positions, rotations and scales are "
+            "local to each Gaussian's parent face, not world values; read it with read_bound_splat_ply"
+        )
+    return splats
+
+
+def read_bound_splat_ply(path: str | os.PathLike) -> tuple[Splats, Tensor]:
+    """The Gaussians of a PLY that carries a binding (GaussianAvatars' ``save_ply``), as the file holds them: each
+    one's values local to its parent face (means, quaternions and scales in the face's frame and units), and the
+    faces ``binding`` [N] (int64). A file without a binding is refused (:func:`read_splat_ply` reads it).
+
+        local, binding = read_bound_splat_ply("point_cloud/iteration_600000/point_cloud.ply")
+    """
+    splats, binding = _read(path)
+    if binding is None:
+        raise ValueError(f"{path}: carries no binding ({BINDING}): its values are world values; read it with read_splat_ply")
+    return splats, binding
+
+
+def _read(path: str | os.PathLike) -> tuple[Splats, Tensor | None]:
+    """A splat PLY's Gaussians and its binding, if it carries one."""
     if not isinstance(path, str | os.PathLike):
         raise TypeError(f"path: expected a file path, got {type(path).__name__}")
     path = Path(path)
@@ -238,10 +268,18 @@ def read_splat_ply(path: str | os.PathLike) -> Splats:
     means, log_scales = get(*xyz), get(*scale_names)
     with np.errstate(over="ignore"):  # an overflow is refused by name below
         scales = float32(scale_names, np.exp(log_scales), log_scales, "exponential (the scale)")
-    return Splats(
+    splats = Splats(
         means=float32(xyz, means),
         quats=torch.from_numpy(_unit_quaternions(quats)).float(),
         scales=scales,
         opacities=torch.sigmoid(torch.from_numpy(get("opacity")[:, 0])).float(),  # 0 or 1 at float32's precision
         sh=sh.contiguous(),
     )
+    if BINDING not in layout.names:
+        return splats, None
+    faces = rows[BINDING].astype(np.float64)  # GaussianAvatars writes every property as float
+    whole = np.isfinite(faces) & (faces >= 0) & (faces == np.round(faces)) & (faces < 2**31)
+    if not whole.all():
+        row = int((~whole).argmax())
+        raise ValueError(f"{path}: {BINDING} of row {row} is {faces[row]:.6g}: expected a face index (a whole number, 0 or more)")
+    return splats, torch.from_numpy(faces.astype(np.int64))

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from headfields.splat_ply import SH_C0, Splats, read_splat_ply, write_splat_ply
+from headfields.splat_ply import BINDING, SH_C0, Splats, read_bound_splat_ply, read_splat_ply, write_splat_ply
 
 OFFICIAL_ORDER = ["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2"]
 TAIL = ["opacity", "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"]
@@ -249,3 +249,22 @@ def test_a_header_count_that_is_not_a_count_is_refused(tmp_path, count):
     path.write_bytes(path.read_bytes().replace(b"element vertex 2", b"element vertex " + count.encode(), 1))
     with pytest.raises(ValueError, match=rf"^{re.escape(str(path))}: cannot parse the header line 'element vertex {count}'"):
         read_splat_ply(path)
+
+
+def test_a_file_carrying_a_binding_is_read_only_as_bound(tmp_path):
+    """Issue 80: GaussianAvatars' PLY (binding_0, written as a float like every property) holds values local to each
+    Gaussian's face: read_splat_ply refuses it, read_bound_splat_ply returns those values and the faces."""
+    columns = known_columns() | {BINDING: [3.0, 0.0]}
+    write_hand_ply(tmp_path / "bound.ply", columns, kind="float")
+    with pytest.raises(ValueError, match=r"bound\.ply: carries a binding \(binding_0.*not world values; read it with read_bound"):
+        read_splat_ply(tmp_path / "bound.ply")
+    local, binding = read_bound_splat_ply(tmp_path / "bound.ply")
+    assert binding.dtype == torch.int64 and binding.tolist() == [3, 0]
+    assert_splats_close(local, Splats(KNOWN.means, torch.tensor(KNOWN_UNIT_QUATS), KNOWN.scales, KNOWN.opacities, KNOWN.sh))
+    write_splat_ply(tmp_path / "world.ply", KNOWN)  # ours: world values, no binding
+    with pytest.raises(ValueError, match=r"world\.ply: carries no binding \(binding_0\).*read it with read_splat_ply"):
+        read_bound_splat_ply(tmp_path / "world.ply")
+    for face, shown in ((1.5, "1.5"), (-1.0, "-1")):
+        write_hand_ply(tmp_path / "odd.ply", known_columns() | {BINDING: [0.0, face]}, kind="float")
+        with pytest.raises(ValueError, match=rf"binding_0 of row 1 is {shown}: expected a face index"):
+            read_bound_splat_ply(tmp_path / "odd.ply")
