@@ -67,7 +67,6 @@ TIERS = {
     "runs": "apps",
     "splat_ply": "apps",  # splat files
     "viewer": "apps",
-    "viewer_camera": "apps",  # the viewer's camera
 }
 
 # Today's upward imports, (importer, imported module), by the importer's tier. Moving a tier deletes its lines.

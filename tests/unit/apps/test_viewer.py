@@ -25,7 +25,6 @@ from headfields.heads import tracked_head  # noqa: E402
 from headfields.renderers import EARLY_STOP_TRANSMITTANCE, INTERACTIVE_TRANSMITTANCE  # noqa: E402
 from headfields.runs import load_run  # noqa: E402
 from headfields.viewer import (  # noqa: E402
-    THREAD_PREFIX,
     AvatarViewer,
     ViewerState,
     frame_pixels,
@@ -33,7 +32,8 @@ from headfields.viewer import (  # noqa: E402
     state_head,
     viser_camera,
 )
-from headfields.viewer_camera import MIN_PIXELS  # noqa: E402
+from headfields.viewer.app import THREAD_PREFIX  # noqa: E402
+from headfields.viewer.camera import MIN_PIXELS  # noqa: E402
 
 from helpers import raises_naming  # noqa: E402
 

@@ -21,16 +21,16 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .cameras import PinholeCameras, Rays, image_pixels
-from .data.frames import TrackedParams
-from .heads import mesh_depth
-from .networks import check_precision, products_in
-from .parametric import Head
-from .parametric.tracked_meshes import TrackedMeshModel, compose_rotations
-from .renderers.volume import INTERACTIVE_TRANSMITTANCE, check_early_stop
-from .runs import Run, load_run
-from .training import CHECKPOINT_NAME, render_pixels, render_view
-from .viewer_camera import MOVING_PIXELS, MOVING_SECONDS, RESTING_PIXELS, RESTING_SECONDS, frame_pixels, viser_camera
+from ..cameras import PinholeCameras, Rays, image_pixels
+from ..data.frames import TrackedParams
+from ..heads import mesh_depth
+from ..networks import check_precision, products_in
+from ..parametric import Head
+from ..parametric.tracked_meshes import TrackedMeshModel, compose_rotations
+from ..renderers.volume import INTERACTIVE_TRANSMITTANCE, check_early_stop
+from ..runs import Run, load_run
+from ..training import CHECKPOINT_NAME, render_pixels, render_view
+from .camera import MOVING_PIXELS, MOVING_SECONDS, RESTING_PIXELS, RESTING_SECONDS, frame_pixels, viser_camera
 
 __all__ = ["AvatarViewer", "ViewerState", "depth_image", "frame_pixels", "render_avatar", "state_head", "viser_camera"]
 

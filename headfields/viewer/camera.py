@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .cameras import PinholeCameras
+from ..cameras import PinholeCameras
 
 __all__ = ["MIN_PIXELS", "MOVING_PIXELS", "MOVING_SECONDS", "RESTING_PIXELS", "RESTING_SECONDS", "frame_pixels", "viser_camera"]
 
