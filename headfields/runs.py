@@ -4,7 +4,7 @@ A run folder (``train(..., run=RunConfig)``, every example script) holds:
 
 - ``config.json``: the :class:`RunConfig`, i.e. the model's name and its whole configuration (the recipe), the
   training configuration and where the subject came from (also inside the checkpoint);
-- ``checkpoint.pt``: the weights, their moving average, the optimiser (:mod:`headfields.checkpoints`); a model
+- ``checkpoint.pt``: the weights, their moving average, the optimiser (:mod:`headfields.training.checkpoints`); a model
   with a pipeline of its own (MonoNPHM: :mod:`headfields.models.mononphm.run`) writes the same files;
 - ``log.jsonl``: a line per logged step; ``metrics.json`` and ``renders/`` once training has finished.
 
@@ -23,16 +23,16 @@ from typing import Any
 import torch
 from torch import nn
 
-from .checkpoints import CheckpointError, check_fingerprint, frozen_state_keys, load_checkpoint, run_fingerprint
 from .checks import check_device
 from .configs import CLASS_KEY, config_from_dict, config_to_dict
 from .data import Subject, load_subject
-from .ema import ExponentialMovingAverage
 from .heads import tracked_head
 from .models.registry import build_model, model_entry
 from .parametric import Head
 from .synthetic import SyntheticVideoConfig, synthetic_subject
 from .training import CHECKPOINT_NAME, CONFIG_NAME, TrainingConfig
+from .training.checkpoints import CheckpointError, check_fingerprint, frozen_state_keys, load_checkpoint, run_fingerprint
+from .training.ema import ExponentialMovingAverage
 
 __all__ = ["Run", "RunConfig", "SubjectSource", "load_run", "read_run_config", "run_checkpoint", "train_run"]
 

@@ -60,8 +60,8 @@ def main() -> None:
     parser.add_argument("run", type=Path, help="the run folder, as this project's code wrote it")
     parser.add_argument("out", type=Path, help="the copy for the checkout on PYTHONPATH (replaced)")
     args = parser.parse_args()
-    from headfields.checkpoints import run_fingerprint  # the other checkout's, from PYTHONPATH
     from headfields.runs import build_model, read_run_config
+    from headfields.training.checkpoints import run_fingerprint  # the other checkout's, from PYTHONPATH
 
     run, out = args.run.resolve(), args.out.resolve()
     if run == out or run.is_relative_to(out) or out.is_relative_to(run):

@@ -35,7 +35,6 @@ from pathlib import Path
 
 import torch
 
-from headfields.checkpoints import RunFolder
 from headfields.models import mononphm
 from headfields.models.mononphm import cpu_prior_config, cpu_prior_training, cpu_tracking
 from headfields.models.mononphm.prior_run import NphmPriorConfig, train_synthetic_prior
@@ -50,6 +49,7 @@ from headfields.synthetic import (
     nphm_held_out_video,
 )
 from headfields.training import TrainingConfig, seed_everything
+from headfields.training.checkpoints import RunFolder
 
 
 def main() -> None:

@@ -12,9 +12,9 @@ import sys
 import threading
 from collections.abc import Iterator
 
-from ..checkpoints import CheckpointError
 from ..checks import check_device
 from ..outputs import OutputBusyError
+from ..training.checkpoints import CheckpointError
 from . import export, inspect, render, view
 
 __all__ = ["ctrl_c_kept", "main", "parser"]

@@ -10,7 +10,7 @@ configuration, generated from the dataclasses by tyro.
     python -m headfields train hyper_neus --help                               # every flag, explained
 
 Run it again with the same ``--out`` to resume. ``--iterations`` and ``--rays`` are short for ``--max-iterations``
-and ``--rays-per-batch``. Under ``torchrun`` it trains data-parallel (:mod:`headfields.distributed`).
+and ``--rays-per-batch``. Under ``torchrun`` it trains data-parallel (:mod:`headfields.training.distributed`).
 """
 
 from __future__ import annotations
@@ -53,8 +53,8 @@ def train(model: str, argv: list[str]) -> tuple[dict | None, Path, torch.device]
     """Train ``model`` as ``python -m headfields train model *argv`` does: the run of :func:`run_config` trained
     (:func:`~headfields.runs.train_run`), under torchrun in the process group. Returns the metrics (None on the
     ranks but rank 0, so what follows training runs once), the run folder and the device."""
-    from ..distributed import destroy_distributed, init_distributed, rank
     from ..runs import train_run
+    from ..training.distributed import destroy_distributed, init_distributed, rank
 
     run, out, device = run_config(model, argv)
     if hasattr(run.recipe, "schedule"):  # a recipe that states its own schedule (the Gaussian avatar's)

@@ -8,7 +8,7 @@ of rays and a renderer of rays. The loop owns the shared work: it builds each sp
 optimiser (per-group learning rates, exponential decay, gradient clipping) and the exponential moving average of
 the weights where the model's paper evaluates one, and writes the files.
 
-Under ``torchrun`` (any initialised process group of several ranks, see :mod:`headfields.distributed`) the
+Under ``torchrun`` (any initialised process group of several ranks, see :mod:`headfields.training.distributed`) the
 same loop trains data-parallel: every rank draws the same batch and renders its share of the rays, and
 ``DistributedDataParallel`` averages the gradients, so a step is the one-process step on the whole batch.
 

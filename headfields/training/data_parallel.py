@@ -1,5 +1,5 @@
 """Data-parallel training steps: the model's ``training_step`` under ``DistributedDataParallel``, which averages the
-gradients of the forward it wraps (see :mod:`headfields.distributed`)."""
+gradients of the forward it wraps (see :mod:`headfields.training.distributed`)."""
 
 from __future__ import annotations
 

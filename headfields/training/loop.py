@@ -16,9 +16,16 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .. import distributed
 from ..backends.cpu.process_tuning import process_tuning
-from ..checkpoints import (
+from ..checks import trusted_values
+from ..data import FrameSet
+from ..heads import tracked_head
+from ..outputs import atomic_path, write_atomic
+from ..perceptual import Lpips, LpipsUnavailable, load_lpips
+from ..progress import Progress, format_seconds
+from . import distributed
+from .batches import place_frames, ray_batch, restored_generator
+from .checkpoints import (
     CheckpointError,
     RunFolder,
     check_fingerprint,
@@ -27,17 +34,10 @@ from ..checkpoints import (
     run_fingerprint,
     save_checkpoint,
 )
-from ..checks import trusted_values
-from ..data import FrameSet
-from ..ema import ExponentialMovingAverage
-from ..heads import tracked_head
-from ..outputs import atomic_path, write_atomic
-from ..perceptual import Lpips, LpipsUnavailable, load_lpips
-from ..progress import Progress, format_seconds
-from .batches import place_frames, ray_batch, restored_generator
 from .config import CHECKPOINT_NAME, CONFIG_NAME, LOG_NAME, TrainingConfig
 from .contract import AvatarModel, ImageModel, RayBatch, StepOutput
 from .data_parallel import data_parallel
+from .ema import ExponentialMovingAverage
 from .evaluation import evaluate, evenly_spread, frame_seconds
 from .host_copy import READ_LAG, HostCopy
 from .optimizer import averaged, build_optimizer, set_learning_rate, step_if
@@ -71,7 +71,7 @@ def train(
     moving average, sampler state and clock are restored, so stopping and resuming gives the same weights
     as an uninterrupted run.
 
-    In a process group of W ranks (torchrun; :func:`~headfields.distributed.init_distributed`) it trains
+    In a process group of W ranks (torchrun; :func:`~headfields.training.distributed.init_distributed`) it trains
     data-parallel: every rank draws the same ``rays_per_batch`` rays and renders its contiguous W-th of them,
     gradients are averaged, and rank 0 alone decides when the time budget is spent, evaluates and writes the
     files (``out`` must be the same folder, shared, on every rank: each rank resumes from its checkpoint).

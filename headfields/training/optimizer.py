@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from ..checks import check_count, check_positive
-from ..ema import ExponentialMovingAverage
+from .ema import ExponentialMovingAverage
 
 __all__ = [
     "DecayingAdam",

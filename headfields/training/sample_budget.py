@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .. import distributed
 from ..renderers.samples import SampleCount, SampleSlots
+from . import distributed
 from .host_copy import READ_LAG, HostCopy
 
 __all__ = ["MARCH_HEADROOM", "MAX_MARCH_SLOTS", "SLOT_GRANULE", "SampleBudget", "next_rays", "over_ranks"]

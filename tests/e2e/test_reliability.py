@@ -18,11 +18,11 @@ import pytest
 import torch
 from tiny_configs import TINY_INSTA
 
-import headfields.checkpoints as checkpoints
-from headfields.checkpoints import CheckpointError, RunFolder, load_checkpoint, save_checkpoint
+import headfields.training.checkpoints as checkpoints
 from headfields.models.insta import Insta
 from headfields.parametric import load_model
 from headfields.training import TrainingConfig, seed_everything, train
+from headfields.training.checkpoints import CheckpointError, RunFolder, load_checkpoint, save_checkpoint
 
 from helpers import raises_naming
 
@@ -96,7 +96,7 @@ def test_a_second_run_into_a_held_folder_fails_at_once_naming_the_holder(video, 
 
 def test_the_lock_holds_across_processes(tmp_path):
     holder = subprocess.Popen(
-        [sys.executable, "-c", f"from headfields.checkpoints import RunFolder; f = RunFolder({str(tmp_path)!r}).open(); "
+        [sys.executable, "-c", f"from headfields.training.checkpoints import RunFolder; f = RunFolder({str(tmp_path)!r}).open(); "
          "print('held', flush=True); import time; time.sleep(60)"],
         stdout=subprocess.PIPE, text=True,
     )  # fmt: skip

@@ -15,8 +15,8 @@ def test_a_run_is_copied_for_a_checkout_whose_fingerprint_and_config_differ(
 
     import torch
 
-    from headfields.checkpoints import CheckpointError
     from headfields.runs import load_run
+    from headfields.training.checkpoints import CheckpointError
 
     rebase = tool_script("run_for_checkout")
     folder, _ = tiny_insta_run

@@ -52,9 +52,6 @@ TIERS = {
     "data": "data",
     "heads": "data",  # a capture's frames -> the tracked Head (the Head itself: base, parametric/), mesh depth of rays
     "synthetic": "synthetic",
-    "checkpoints": "training",  # the loop's checkpoints
-    "distributed": "training",  # the loop's data-parallel steps
-    "ema": "training",  # the loop's moving average of the weights
     "training": "training",
     "fitting": "training",  # fitting a few quantities to frames beside frozen networks: pose, preimages, stages
     "models": "models",

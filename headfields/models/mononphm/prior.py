@@ -23,7 +23,6 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
-from ...checkpoints import load_checkpoint, save_checkpoint
 from ...checks import check_count, check_float, check_int
 from ...configs import register_config
 from ...decoders import AnchorSdf, AnchorSdfConfig, AppearanceConfig, AppearanceField, SdfMlpConfig, SdfOutput
@@ -31,6 +30,7 @@ from ...deformers import HyperDeformation, HyperDeformer, HyperDeformerConfig
 from ...encoders import LatentCodes, LatentCodesConfig
 from ...fields import Normalize
 from ...networks import mlp
+from ...training.checkpoints import load_checkpoint, save_checkpoint
 
 __all__ = [
     "NphmConfig",

@@ -30,13 +30,13 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from ...checkpoints import RunFolder
 from ...configs import register_config
 from ...fitting import StepHistory
 from ...outputs import write_atomic
 from ...parametric import load_model
 from ...synthetic import ScanSetConfig, anchor_vertices, synthetic_scan_set, write_synthetic_flame
 from ...training import CONFIG_NAME, LOG_NAME, seed_everything
+from ...training.checkpoints import RunFolder
 from ...training.unused import check_unused, unused_fields
 from .prior import Nphm, NphmConfig, cpu_prior_config, save_prior
 from .prior_training import PriorTrainingConfig, cpu_prior_training, train_prior

@@ -9,7 +9,7 @@ held-out frames measured (``eval_frames``), the render chunk and the CPU tunings
 :func:`~headfields.models.mononphm.reconstruct` and writes:
 
 - ``config.json``: the :class:`~headfields.runs.RunConfig` (also inside the checkpoint);
-- ``checkpoint.pt`` (:func:`~headfields.checkpoints.save_checkpoint`, the loop's format): the fitted model's state
+- ``checkpoint.pt`` (:func:`~headfields.training.checkpoints.save_checkpoint`, the loop's format): the fitted model's state
   (identity and appearance codes, lighting, each split's expression codes and pose corrections, and the prior's
   weights it was fitted with), the tracking's steps and seconds, the run's fingerprint;
 - ``metrics.json``, ``renders/`` (render | truth | error of the measured held-out frames) and, with true meshes,
@@ -31,8 +31,15 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from ...checkpoints import RunFolder, check_fingerprint, frozen_state_keys, load_checkpoint, run_fingerprint, save_checkpoint
 from ...outputs import write_atomic
+from ...training.checkpoints import (
+    RunFolder,
+    check_fingerprint,
+    frozen_state_keys,
+    load_checkpoint,
+    run_fingerprint,
+    save_checkpoint,
+)
 from ...training.unused import check_unused, unused_fields
 from .model import MonoNphm, MonoNphmConfig
 from .prior import load_prior

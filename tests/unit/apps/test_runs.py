@@ -13,11 +13,11 @@ import textwrap
 import pytest
 import torch
 
-from headfields.checkpoints import CheckpointError, load_checkpoint
 from headfields.configs import config_to_dict
 from headfields.models.registry import MODELS
 from headfields.runs import RunConfig, SubjectSource, load_run, read_run_config
 from headfields.training import CHECKPOINT_NAME, CONFIG_NAME, LOG_NAME, TrainingConfig, evaluate, render_image
+from headfields.training.checkpoints import CheckpointError, load_checkpoint
 
 from helpers import raises_naming
 
@@ -124,7 +124,7 @@ def test_a_run_made_before_a_recipe_or_setting_was_added_still_loads(tiny_insta_
     """The fingerprint's recipe and settings are compared as configurations: one the checkpoint lacks (a field added
     since) takes its default; another value, or a field that is gone, is refused. The ``repr`` form that earlier
     checkpoints wrote reads the same way."""
-    from headfields.checkpoints import RESUMABLE_SETTINGS
+    from headfields.training.checkpoints import RESUMABLE_SETTINGS
 
     folder, run = tiny_insta_run
     copy = tmp_path / "run"

@@ -9,8 +9,8 @@ import torch.nn.functional as F
 from hypothesis import given
 from hypothesis import strategies as st
 
-from headfields.ema import ExponentialMovingAverage
 from headfields.losses import depth_loss, huber_loss, l1_loss, mask_loss, mse_loss, ngp_huber_loss, region_weights
+from headfields.training.ema import ExponentialMovingAverage
 
 from helpers import raises_naming
 

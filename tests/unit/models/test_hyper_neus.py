@@ -11,7 +11,6 @@ import pytest
 import torch
 
 from headfields.cameras import Rays
-from headfields.checkpoints import load_checkpoint
 from headfields.decoders import AnchorSdfConfig, AppearanceConfig, SdfMlpConfig
 from headfields.deformers import HyperDeformerConfig
 from headfields.encoders import LatentCodesConfig
@@ -22,6 +21,7 @@ from headfields.models.hyper_neus_tracking import TrackingConfig, frame_error, t
 from headfields.parametric import load_model
 from headfields.renderers import NeusSampler
 from headfields.training import OptimizerConfig, TrainingConfig, build_optimizer, ray_batch, set_learning_rate, train
+from headfields.training.checkpoints import load_checkpoint
 
 from helpers import raises_naming
 

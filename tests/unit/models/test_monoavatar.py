@@ -13,7 +13,6 @@ import torch
 from tiny_configs import TINY_MONOAVATAR
 
 from headfields.cameras import Rays
-from headfields.checkpoints import load_checkpoint
 from headfields.encoders import UVCodeDecoderConfig
 from headfields.encoders.mesh_features import FEATURE_KINDS
 from headfields.encoders.vertex_features import CodeBroadcastVertexFeatures, CodeMlpVertexFeatures
@@ -23,6 +22,7 @@ from headfields.parametric import load_model
 from headfields.renderers import render_nerf
 from headfields.renderers.hierarchical import merge_samples
 from headfields.training import OptimizerConfig, TrainingConfig, ray_batch, train
+from headfields.training.checkpoints import load_checkpoint
 
 from helpers import fit, raises_naming
 

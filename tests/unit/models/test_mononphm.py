@@ -18,7 +18,6 @@ import pytest
 import torch
 
 from headfields.cameras import image_pixels, pixel_rays, project_points
-from headfields.checkpoints import load_checkpoint
 from headfields.data import load_subject
 from headfields.data.ibug import ANCHOR_LANDMARK_PAIRS, ANCHOR_PAIR_WEIGHTS
 from headfields.deformers import RigidDeformer, RigidDeformerConfig
@@ -38,6 +37,7 @@ from headfields.synthetic import (
     make_synthetic_video,
 )
 from headfields.training import CHECKPOINT_NAME, CONFIG_NAME, evaluate, render_image
+from headfields.training.checkpoints import load_checkpoint
 
 from helpers import raises_naming, shapes_unchecked, tiny_nphm_config
 

@@ -14,13 +14,12 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from tiny_configs import TINY_INSTA
 
-from headfields import distributed
-from headfields.checkpoints import load_checkpoint
 from headfields.data import load_insta_dataset
 from headfields.heads import tracked_head
 from headfields.models.insta import Insta
 from headfields.parametric import load_model
-from headfields.training import TrainingConfig, build_optimizer, ray_batch, set_learning_rate, train
+from headfields.training import TrainingConfig, build_optimizer, distributed, ray_batch, set_learning_rate, train
+from headfields.training.checkpoints import load_checkpoint
 
 RANKS = 2
 STEPS = 5

@@ -13,7 +13,6 @@ from hypothesis import strategies as st
 from PIL import Image
 from tiny_configs import TINY_INSTA
 
-from headfields.checkpoints import load_checkpoint
 from headfields.deformers import RigidDeformer
 from headfields.heads import tracked_head
 from headfields.models.insta import Insta
@@ -31,6 +30,7 @@ from headfields.training import (
     set_learning_rate,
     train,
 )
+from headfields.training.checkpoints import load_checkpoint
 
 from helpers import fit, raises_naming
 

@@ -17,7 +17,7 @@ import torch.distributed as dist
 from jaxtyping import Float
 from torch import Tensor
 
-from .checks import check_device
+from ..checks import check_device
 
 __all__ = [
     "broadcast_object",

@@ -28,9 +28,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .configs import CLASS_KEY, config_classes, config_from_dict, config_to_dict, same_library_class
-from .data import FrameSet
-from .outputs import atomic_path, is_temporary, lock_file, probe_folder
+from ..configs import CLASS_KEY, config_classes, config_from_dict, config_to_dict, same_library_class
+from ..data import FrameSet
+from ..outputs import atomic_path, is_temporary, lock_file, probe_folder
 
 __all__ = [
     "CheckpointError",
