@@ -1,11 +1,17 @@
-"""What every command over a run shares: its parser with the run folder and the device."""
+"""What every command over a run shares: its parser with the run folder and the device, and the refusal of a flag
+that the run's model has no use for."""
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
+from ..models.registry import model_entry
 from ..networks import PRECISIONS
+from ..runs import read_run_config
+from ..training import CONFIG_NAME
 
 
 def run_parser(commands, name: str, help: str, doc: str) -> argparse.ArgumentParser:
@@ -53,3 +59,34 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
         if "default" in text or unset or not action.option_strings:
             return text
         return f"{text} (default: %(default)s)"
+
+
+def ray_flags(early_stop: float, precision: str) -> dict[str, tuple[Any, str]]:
+    """The flags of :func:`add_render_options` for a field's rays, with a command's defaults: each flag's name in
+    ``args`` -> its default and what it sets (what :func:`refuse_unused_flags` takes)."""
+    return {
+        "chunk": (None, "the rays rendered at once"),
+        "early_stop": (early_stop, "the transmittance a ray stops at"),
+        "precision": (precision, "the field MLPs' products"),
+    }
+
+
+def run_model(run: str | Path) -> str | None:
+    """The model that the ``config.json`` of run folder ``run`` names, read without loading the run; None without one
+    (a run whose checkpoint alone holds its configuration: its model is known once it is loaded)."""
+    run = Path(run)
+    return read_run_config(run).model if (run / CONFIG_NAME).is_file() else None
+
+
+def refuse_unused_flags(args: argparse.Namespace, model: str | None, flags: Mapping[str, tuple[Any, str]]) -> None:
+    """Refuse the first of ``flags`` (each flag's name in ``args`` -> its default and what it sets) that ``args``
+    gives another value than its default, when ``model`` (a name of the registry; None: not known yet) is rasterised
+    (``ModelEntry.rasterised``, :mod:`headfields.models.registry`): the flag would change nothing."""
+    if model is None or not model_entry(model).rasterised:
+        return
+    for name, (default, sets) in flags.items():
+        if getattr(args, name) != default:
+            raise ValueError(
+                f"--{name.replace('_', '-')}: sets {sets}, and {model} draws whole images with a rasteriser (no field): "
+                "it changes nothing for this run; leave it out"
+            )

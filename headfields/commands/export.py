@@ -19,11 +19,19 @@ from ..outputs import hold, probe_folder
 from ..progress import Progress
 from ..runs import load_run
 from ..splat_ply import write_splat_ply
-from ._common import run_parser
+from ._common import refuse_unused_flags, run_model, run_parser
 
 __all__ = ["add_parser", "default_resolution", "export", "frame_list"]
 
 MIN_RESOLUTION, MAX_RESOLUTION = 64, 512  # export's default grid: the capture's longer side, within these
+PADDING = 0.05  # metres the posed mesh's box grows on every side
+# The flags for a field's surface (name in args -> default, what it sets), which a rasterised model refuses: its
+# Gaussians are written as they are.
+SURFACE_FLAGS = {
+    "resolution": (None, "the marching-cubes grid"),
+    "level": (None, "the surface's level"),
+    "padding": (PADDING, "the posed mesh's box"),
+}
 
 
 def add_parser(commands) -> None:
@@ -50,7 +58,7 @@ def add_parser(commands) -> None:
         help=f"the surface's level: NeuS models' SDF (default 0), NeRF models' density per metre (default "
         f"{DENSITY_THRESHOLD:g}: an optical depth of 1 a centimetre, see headfields.export.DENSITY_THRESHOLD)",
     )  # fmt: skip
-    parser.add_argument("--padding", type=float, default=0.05, help="metres the posed mesh's box grows on every side")
+    parser.add_argument("--padding", type=float, default=PADDING, help="metres the posed mesh's box grows on every side")
     parser.set_defaults(command=export)
 
 
@@ -83,12 +91,16 @@ def export(args: argparse.Namespace) -> dict:
     Each mesh is written whole (:func:`~headfields.export.write_ply`): an interrupted or failed export leaves each
     file as it was, or absent. The folder is probed before the run is loaded, and the meshes' files are held
     (:func:`headfields.outputs.hold`) before the first is computed: a read-only folder, a full disk or a second
-    export of the same files fails at once. A grid that would not fit in memory is refused before it is made."""
+    export of the same files fails at once. A grid that would not fit in memory is refused before it is made. A
+    flag for a field's surface (``--resolution``, ``--level``, ``--padding``) given for a rasterised model's run
+    (a Gaussian avatar, whose Gaussians are written as they are) is refused by name before anything is written."""
     if args.resolution is not None and args.resolution < 2:
         raise ValueError(f"resolution: expected at least 2 grid points per axis, got {args.resolution}")
+    refuse_unused_flags(args, run_model(args.run), SURFACE_FLAGS)  # before the out folder is made
     probe_folder(args.out, "out")
     run = load_run(args.run, args.device)
-    if args.resolution is None:
+    refuse_unused_flags(args, run.config.model, SURFACE_FLAGS)  # a run without config.json: its model now
+    if args.resolution is None and not hasattr(run.model, "splats"):  # a mesh's grid (Gaussians are written as they are)
         cameras = run.subject.train.cameras
         args.resolution = default_resolution(cameras.width, cameras.height)
         print(f"resolution: {args.resolution} grid points per axis (the capture's {cameras.width} x {cameras.height} pixels)")

@@ -32,12 +32,14 @@ from ..renderers.volume import EARLY_STOP_TRANSMITTANCE, check_early_stop
 from ..runs import Run, load_run, run_checkpoint
 from ..training import render_view, save_png
 from ..training.evaluation import image_bytes
-from ._common import add_render_options, run_parser
+from ._common import add_render_options, ray_flags, refuse_unused_flags, run_model, run_parser
 
 __all__ = ["CAMERAS", "RenderPlan", "add_parser", "plan_render", "render"]
 
 CAMERAS = ("track", *CAMERA_PATHS)  # track: the driving frames' own cameras
 STILL_FRAMES = 48  # frames of a camera path around the still avatar when --frames is not given
+PRECISION = "float32"  # the MLPs' products: as the scores
+RAY_FLAGS = ray_flags(EARLY_STOP_TRANSMITTANCE, PRECISION)  # what a rasterised model's run refuses
 
 
 def add_parser(commands) -> None:
@@ -85,7 +87,7 @@ def add_parser(commands) -> None:
         "--side-by-side", action="store_true",
         help="the capture's image beside each render (the avatar's own capture, --camera track)",
     )  # fmt: skip
-    add_render_options(parser, EARLY_STOP_TRANSMITTANCE, "float32")  # as the scores
+    add_render_options(parser, EARLY_STOP_TRANSMITTANCE, PRECISION)
     parser.set_defaults(command=render)
 
 
@@ -194,7 +196,9 @@ def render(args: argparse.Namespace) -> dict:
     The video is written whole (:class:`~headfields.media.VideoWriter`): an interrupted or failed render leaves the
     previous file at ``--out``, or none. Its folder is probed and the output held (:func:`headfields.outputs.hold`)
     before the run is loaded: a read-only folder, a full disk or a second render into the same file fails at once. On
-    the CPU the frames render with freed memory kept in the process (``--keep-freed-memory``, put back after)."""
+    the CPU the frames render with freed memory kept in the process (``--keep-freed-memory``, put back after). A
+    flag for a field's rays (``--chunk``, ``--early-stop``, ``--precision``) given for a rasterised model's run
+    (a Gaussian avatar) is refused by name before anything is written: it would change nothing."""
     if args.fps <= 0:
         raise ValueError(f"fps: expected a positive frame rate, got {args.fps}")
     if args.chunk is not None and args.chunk < 1:
@@ -204,12 +208,14 @@ def render(args: argparse.Namespace) -> dict:
         raise ValueError(f"resolution: expected at least 2 pixels, got {args.resolution}")
     VideoWriter, video_frames = _video()  # before minutes of loading: an unusable PyAV fails now
     run_checkpoint(args.run)  # a run folder mistyped is refused before its videos folder is made
+    refuse_unused_flags(args, run_model(args.run), RAY_FLAGS)  # before its videos folder is made, too
     out = args.out if args.out is not None else args.run / "videos" / f"{args.camera}.mp4"
     if out.suffix != ".mp4":
         raise ValueError(f"out: expected a .mp4 file, got {out}")
     probe_folder(out.parent, "out")
     with hold(out, "out"):
         run = load_run(args.run, args.device)
+        refuse_unused_flags(args, run.config.model, RAY_FLAGS)  # a run without config.json: its model now
         plan = plan_render(run, args)
         print(*plan.notes, sep="\n")
         flag = "resolution" if args.resolution is not None else "cameras"

@@ -12,9 +12,12 @@ import argparse
 import time
 
 from ..renderers.volume import INTERACTIVE_TRANSMITTANCE
-from ._common import add_render_options, run_parser
+from ._common import add_render_options, ray_flags, refuse_unused_flags, run_model, run_parser
 
 __all__ = ["add_parser", "view"]
+
+PRECISION = "bfloat16"  # the MLPs' products: as instant-ngp's interactive renderer
+RAY_FLAGS = ray_flags(INTERACTIVE_TRANSMITTANCE, PRECISION)  # what a rasterised model's run refuses
 
 
 def add_parser(commands) -> None:
@@ -34,14 +37,15 @@ def add_parser(commands) -> None:
         "--moving-resolution", type=int, default=None,
         help="... while the camera or a slider moves (default: what renders in 0.1 s)",
     )  # fmt: skip
-    add_render_options(parser, INTERACTIVE_TRANSMITTANCE, "bfloat16")  # as instant-ngp's interactive renderer
+    add_render_options(parser, INTERACTIVE_TRANSMITTANCE, PRECISION)
     parser.set_defaults(command=view)
 
 
 def view(args: argparse.Namespace, block: bool = True):
     """The ``view`` command: serves until interrupted (Ctrl-C), on the CPU with freed memory kept in the process
     (``--keep-freed-memory``, put back after); ``block=False`` returns the started viewer and leaves the caller's
-    process as it is."""
+    process as it is. A flag for a field's rays (``--chunk``, ``--early-stop``, ``--precision``) given for a
+    rasterised model's run (a Gaussian avatar) is refused by name: it would change nothing."""
     from ..backends.cpu.process_tuning import process_tuning
     from ..viewer import AvatarViewer
 
@@ -50,6 +54,7 @@ def view(args: argparse.Namespace, block: bool = True):
             raise ValueError(f"{name}: expected a positive number, got {getattr(args, name)}")
     if not 0 <= args.port < 65536:
         raise ValueError(f"port: expected a port in [0, 65535], got {args.port}")
+    refuse_unused_flags(args, run_model(args.run), RAY_FLAGS)
     viewer = AvatarViewer(
         args.run, host=args.host, port=args.port, watch=args.watch, device=args.device,
         moving_pixels=args.moving_resolution, resting_pixels=args.resolution, chunk=args.chunk, early_stop=args.early_stop,

@@ -31,7 +31,9 @@ class ModelEntry:
     default video); ``training``: the model's training defaults, as its example trains it (None:
     ``TrainingConfig()``), and ``recipe_training``: recipe name -> the fields a recipe sets on them (the CPU
     recipe's sample budget); ``train``: a pipeline of its own, ``train(run, out, device, resume=, log=) -> metrics``,
-    which :func:`headfields.runs.train_run` calls instead of the NeRF-type loop (None: that loop)."""
+    which :func:`headfields.runs.train_run` calls instead of the NeRF-type loop (None: that loop); ``rasterised``:
+    the model draws whole images with a rasteriser (``render_camera``) and has no field to march or mesh, so the
+    commands refuse their flags for rays and surfaces (``render --chunk``, ``export --level``) before writing."""
 
     build: Callable[[Subject, Any], nn.Module]
     recipes: Mapping[str, Callable[[], Any]]
@@ -41,6 +43,7 @@ class ModelEntry:
     training: Callable[[], TrainingConfig] | None = field(default=None, compare=False)
     train: Callable[..., dict] | None = field(default=None, compare=False)
     recipe_training: Mapping[str, Mapping[str, Any]] = field(default_factory=dict, compare=False)
+    rasterised: bool = False
 
     def recipe(self, name: str) -> Any:
         if name not in self.recipes:
@@ -260,6 +263,7 @@ def _entries() -> dict[str, ModelEntry]:
             # 3DGS's original 30,000-step schedule, stopped at 5 minutes.
             training=_training(max_iterations=GAUSSIAN_AVATARS_STEPS, log_every=100),
             recipe_training={"cpu": {"max_iterations": GAUSSIAN_CPU_STEPS, "max_minutes": GAUSSIAN_CPU_MINUTES}},
+            rasterised=True,
         ),
         **{name: _mix(name) for name in ("mix_triangle_neus", "mix_anchored_hashgrid", "mix_hyper_insta")},
     }

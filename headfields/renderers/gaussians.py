@@ -7,9 +7,10 @@ CPU and CUDA: :func:`rasterize_gaussians`, one entry in the shape of gsplat's ``
    1.3x the field of view as 3DGS does; 0.3 pixels² the low-pass filter of 3DGS's ``computeCov2D``); its colour
    from spherical harmonics of the direction from the camera centre (3DGS's ``computeColorFromSH``: the basis of
    :mod:`headfields.encoders.spherical_harmonics`, + 0.5, clamped at 0).
-2. **Bin** (torch): each Gaussian covers the 16x16 tiles its ``3σ`` square touches (radius ``⌈3 √λ_max⌉``), or
-   the smaller square beyond which its alpha is under 1/255 everywhere; one (tile, depth) key per covered tile,
-   sorted, gives every tile its list of Gaussians near to far.
+2. **Bin** (torch): each Gaussian covers the 16x16 tiles its ``3σ`` square touches (radius ``⌈3 √λ_max⌉``, capped
+   at :data:`RADIUS_MAX`: a footprint larger than the image covers all of it), or the smaller square beyond which
+   its alpha is under 1/255 everywhere; one (tile, depth) key per covered tile, sorted, gives every tile its list of
+   Gaussians near to far.
 3. **Blend** (Warp, :mod:`headfields.renderers.gaussian_kernels`): one thread a pixel, front to back with 3DGS's
    thresholds; a hand-written backward kernel.
 
@@ -44,6 +45,9 @@ BLUR = 0.3  # pixels², added to the projected covariance's diagonal (3DGS's com
 SIGMAS = 3.0  # a Gaussian reaches the tiles within this many standard deviations of its mean (3DGS: 3)
 FOV_MARGIN = 1.3  # the Jacobian is evaluated with the mean clamped to this many times the half field of view (3DGS)
 NEAR = 0.01  # metres: nearer Gaussians are not drawn (3DGS's in_frustum: 0.2 in its scenes' units)
+# Pixels a footprint's radius is capped at: a square this wide about any centre within 2^29 pixels of the image
+# covers every tile of every image the rasteriser draws (Warp's 32-bit indexing keeps them under 2^29 pixels a side).
+RADIUS_MAX = 2.0**30
 # Bytes a pixel of the padded tile grid takes while the tiles are listed (_tile_lists: int64 pixel indices, their
 # tile-order copy and the kept ones, int32 for Warp, four bool masks), and a scalar a pixel's output takes (the
 # blend's [r, g, b, alpha, depth], the image over the background, 1 - alpha) besides its int32 list position.
@@ -120,17 +124,25 @@ def project_gaussians(
     jacobian = torch.stack(
         [torch.stack([fx / z, zero, -fx * tx / z**2], -1), torch.stack([zero, fy / z, -fy * ty / z**2], -1)], -2
     )
-    m = quaternion_to_matrix(quats) * scales[:, None, :]  # R S (of the normalised quaternion)
+    # The 2D covariance in units of k², k the Gaussian's largest scale where that is over 1: a Gaussian metres wide
+    # a centimetre away squares past float32 (its determinant at scales of 1e8), which made it NaN and undrawn where
+    # 3DGS's math covers the image. At k = 1 (every scale up to 1) each operation is the unscaled one, bit for bit.
+    k = torch.clamp(scales.detach().amax(-1), min=1.0)
+    k2 = k * k  # inf past float32's reach: the conic is then 0, the Gaussian flat over the whole image
+    m = quaternion_to_matrix(quats) * (scales / k[:, None])[:, None, :]  # R S / k (of the normalised quaternion)
     t = jacobian @ w2c[:3, :3] @ m  # [N, 2, 3]
     cov = t @ t.transpose(1, 2)
-    a, b, c = cov[:, 0, 0] + BLUR, cov[:, 0, 1], cov[:, 1, 1] + BLUR
+    blur = BLUR / k2
+    a, b, c = cov[:, 0, 0] + blur, cov[:, 0, 1], cov[:, 1, 1] + blur
     det = a * c - b * b
     good = front & (det > 0)
     det = torch.where(good, det, torch.ones_like(det))
-    conics = torch.stack([c / det, -b / det, a / det], -1)
+    conics = torch.stack([c / det, -b / det, a / det], -1) / k2[:, None]
     mid = 0.5 * (a + c)
-    largest = mid + torch.sqrt(torch.clamp(mid * mid - det, min=0.1))
-    radii = torch.where(good, torch.ceil(SIGMAS * torch.sqrt(largest.detach())), 0).long()
+    largest = mid + torch.sqrt(torch.maximum(mid * mid - det, 0.1 / (k2 * k2)))  # 3DGS's floor of 0.1 pixels⁴
+    # A footprint past RADIUS_MAX (or float32's reach) covers every tile of any image drawn: capped, not overflowed.
+    radius = torch.clamp(torch.ceil(SIGMAS * torch.sqrt(largest.detach()) * k), max=RADIUS_MAX)
+    radii = torch.where(good, radius, 0).long()
     means2d = torch.stack([fx * x / z + cx, fy * y / z + cy], -1)
     # A Gaussian whose square touches no tile of the image is not drawn (3DGS's getRect): radius 0.
     lo_x, hi_x, lo_y, hi_y = _tile_rect(means2d.detach(), radii.to(means2d.dtype), w, h)

@@ -5,6 +5,7 @@ and verifies what it reads, two runs with one seed agree bit for bit, and a run 
 import dataclasses
 import errno
 import io
+import json
 import os
 import pickle
 import signal
@@ -264,7 +265,7 @@ KILLED_RUN = textwrap.dedent(
     seed_everything(0)
     model = Insta(load_model(train_frames.model_path, train_frames.model_type), train_frames.segmentation_labels, TINY_INSTA)
     config = TrainingConfig(max_iterations={steps}, rays_per_batch=64, eval_every=0, checkpoint_every=0,
-                            checkpoint_minutes=1e-9, eval_frames=1)
+                            checkpoint_minutes=1e-9, eval_frames=1, log_every=1)
     train(model, train_frames, eval_frames, {out!r}, config)
     """
 )
@@ -292,6 +293,71 @@ def test_a_run_killed_mid_checkpoint_resumes_from_its_last_checkpoint(video, tmp
     assert done.returncode == 0, done.stderr[-2000:]
     assert load_checkpoint(out / "checkpoint.pt")["step"] == reached + 2  # went on from there, losing nothing
     assert not [p for p in out.iterdir() if ".tmp" in p.name]  # the killed run's temporary file is gone
+    assert _logged_steps(out) == list(range(1, reached + 3))  # the lines past the checkpoint dropped: none twice
+
+
+# A Gaussian avatar through train_run, as `python -m headfields train gaussian_avatar` trains it: a checkpoint every
+# CHECKPOINT_EVERY steps (no timed ones), a line of log.jsonl every step, an evaluation every EVAL_EVERY steps.
+CHECKPOINT_EVERY, EVAL_EVERY = 2, 3
+GAUSSIAN_KILLED_RUN = textwrap.dedent(
+    """
+    import os
+    from headfields.models.gaussian_avatars import cpu_config
+    from headfields.runs import RunConfig, SubjectSource, train_run
+    from headfields.training import TrainingConfig
+    config = TrainingConfig(max_iterations={steps}, log_every=1, checkpoint_every={every}, checkpoint_minutes=None,
+                            eval_every={eval_every}, eval_frames=1)
+    run = RunConfig("gaussian_avatar", cpu_config(), config, SubjectSource(data={root!r}))
+    train_run(run, {out!r}, "cpu", log=open(os.devnull, "w"))
+    """
+)
+
+
+def _log_records(out: Path) -> list[dict]:
+    records = []
+    for line in (out / "log.jsonl").read_text().splitlines() if (out / "log.jsonl").exists() else []:
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:  # a line being written
+            pass
+    return records
+
+
+def _logged_steps(out: Path, kind: str = "loss") -> list[int]:
+    """The steps of ``out``'s log.jsonl lines holding ``kind`` ("loss": the training steps; "eval": evaluations)."""
+    return [record["step"] for record in _log_records(out) if kind in record]
+
+
+def test_a_gaussian_avatar_killed_between_checkpoints_loses_at_most_checkpoint_every_steps(video, tmp_path):
+    root, out = str(video[0].root), tmp_path / "run"
+
+    def script(steps: int) -> str:
+        return GAUSSIAN_KILLED_RUN.format(root=root, out=str(out), steps=steps, every=CHECKPOINT_EVERY, eval_every=EVAL_EVERY)
+
+    errors = tmp_path / "stderr.txt"  # a file, not a pipe: a full pipe would stop the run
+    with open(errors, "w") as stderr:
+        run = subprocess.Popen([sys.executable, "-c", script(10_000)], stdout=subprocess.DEVNULL, stderr=stderr)
+    try:
+        deadline = time.time() + 300  # a cold Warp cache builds the kernels first
+        past = 2 * CHECKPOINT_EVERY + 1  # a step past a checkpoint (and an evaluation)
+        while run.poll() is None and time.time() < deadline and max(_logged_steps(out), default=0) < past:
+            time.sleep(0.01)  # until it is logged: kill the run there, between checkpoints
+        run.send_signal(signal.SIGKILL)
+        run.wait(timeout=30)
+    finally:
+        run.kill()
+    assert run.returncode == -signal.SIGKILL, errors.read_text()[-2000:]
+    done_steps = max(_logged_steps(out))  # a line a step: the steps the killed run finished
+    reached = load_checkpoint(out / "checkpoint.pt")["step"]
+    assert reached >= CHECKPOINT_EVERY and done_steps - reached <= CHECKPOINT_EVERY
+    done = subprocess.run([sys.executable, "-c", script(reached + 3)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert load_checkpoint(out / "checkpoint.pt")["step"] == reached + 3
+    # The log is the history of the weights: every step once, each evaluation once, none the interruption lost.
+    assert _logged_steps(out) == list(range(1, reached + 4))
+    evaluations = _logged_steps(out, "eval")  # one a step it ran at (one the kill cut short is not run again)
+    assert evaluations == sorted(set(evaluations)) and set(evaluations) <= set(range(EVAL_EVERY, reached + 3, EVAL_EVERY))
+    assert EVAL_EVERY in evaluations
 
 
 # --- inputs: the silently wrong and the obscure crashes, now right or named -------------------------------------

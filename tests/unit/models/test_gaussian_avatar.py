@@ -21,6 +21,7 @@ from headfields.models.gaussian_avatars import (
     cpu_config,
     position_learning_rate,
 )
+from headfields.models.registry import MODELS
 from headfields.parametric import TrackedMeshModel
 from headfields.runs import RunConfig, SubjectSource, load_run, train_run
 from headfields.splat_ply import read_splat_ply
@@ -57,6 +58,7 @@ def test_a_run_densifies_and_loads_with_its_gaussians(tiny_gaussian_run, tiny_vi
     assert len(list((folder / "renders" / "step_000004").glob("*_compare.png"))) == 1
     run = load_run(folder, "cpu")
     assert isinstance(run.model, GaussianAvatar) and run.step == 8 == metrics["iterations"]
+    assert MODELS["gaussian_avatar"].rasterised and hasattr(run.model, "render_camera")  # what the commands read
     assert run.model.gaussians.num_gaussians == metrics["gaussians"]
     assert int(run.model.active_sh_degree) == 1  # raised at step 2, capped at the recipe's degree
     faces = run.model.parametric().faces.shape[0]
@@ -87,6 +89,37 @@ def test_export_writes_the_posed_gaussians_as_3dgs_ply(tiny_gaussian_run, tmp_pa
         torch.testing.assert_close(same_rotation, torch.ones_like(same_rotation), atol=1e-5, rtol=0)
     canonical = read_splat_ply(tmp_path / "canonical.ply")
     assert len(canonical.means) == run.model.gaussians.num_gaussians
+
+
+@pytest.mark.parametrize(
+    "command, flag, value",
+    [
+        ("render", "--chunk", "4096"),
+        ("render", "--early-stop", "0.01"),
+        ("render", "--precision", "bfloat16"),
+        ("export", "--resolution", "64"),
+        ("export", "--level", "0.5"),
+        ("export", "--padding", "0.1"),
+        ("view", "--chunk", "4096"),
+    ],
+)
+def test_render_export_and_view_refuse_the_flags_of_a_field_naming_them(
+    tiny_gaussian_run, tmp_path, capsys, command, flag, value
+):
+    # A rasteriser has no rays to march and no surface to mesh: each such flag, given, is one error line naming it,
+    # before anything is written (no out folder, no videos folder in the run).
+    folder, _ = tiny_gaussian_run
+    before = sorted(path.relative_to(folder) for path in folder.rglob("*"))
+    out = tmp_path / "new" / ("video.mp4" if command == "render" else "meshes")
+    argv = [command, str(folder), *(["--out", str(out)] if command != "view" else []), "--device", "cpu"]
+    assert main([*argv, flag, value]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"python -m headfields {command}: error: {flag}: sets ") and len(err.splitlines()) == 1
+    assert "gaussian_avatar draws whole images with a rasteriser" in err and "Traceback" not in err
+    assert not (tmp_path / "new").exists() and sorted(path.relative_to(folder) for path in folder.rglob("*")) == before
+    default = {"--precision": "float32", "--padding": "0.05"}.get(flag)
+    if default is not None:  # the default, given, is what the run renders with: taken
+        assert main([*argv, "--frames", "1", flag, default]) == 0
 
 
 def test_the_viewer_draws_colour_and_depth(tiny_gaussian_run):

@@ -272,6 +272,25 @@ def test_huge_gaussian_and_unnormalised_quaternions(device):
     assert all(bool(torch.isfinite(t.grad).all()) for t in params)
 
 
+@pytest.mark.parametrize("scale", [1e10, 1e20, 1e30])
+def test_a_footprint_past_float32_covers_every_pixel_as_the_dense_reference_does(scale):
+    """In float32 a Gaussian of scales 1e10 (its 2D covariance's determinant past float32) or 1e20 (the covariance
+    itself) got a NaN radius and vanished; 3DGS's math draws it flat over the whole image, its opacity at every pixel,
+    and so does the rasteriser (the covariance in units of its scale, the radius capped): what the dense reference
+    computes in float64, behind a small Gaussian in front, whose pixels keep their values."""
+    cameras = _cameras(40, 32, "cpu", torch.float32)
+    means, quats, scales, opacities, sh = (t.float() for t in _scene(2, 6, "cpu", k=1))
+    means[1] = torch.tensor([0.0, 0.0, -0.5])  # behind the small one, seen from the eye at z = 1
+    scales[1], opacities[1] = scale, 0.6
+    background = torch.tensor([0.2, 0.4, 0.9])
+    out = rasterize_gaussians(means, quats, scales, opacities, sh, cameras, background=background)
+    assert int(out.radii[1]) > max(cameras.width, cameras.height)
+    truth = reference(*(t.double() for t in (means, quats, scales, opacities, sh)), _cameras(40, 32, "cpu"), background.double())
+    assert bool((truth[1] >= 0.6 - 1e-9).all())  # the reference: the huge one over every pixel
+    for got, want in zip((out.image, out.alpha, out.depth), truth, strict=True):
+        torch.testing.assert_close(got.double(), want, atol=2e-4, rtol=0)  # as float32 against float64 above
+
+
 @pytest.mark.parametrize("factor", [1e30, 1e-30])
 def test_quaternions_of_extreme_length_draw_as_their_unit_ones(factor):
     """In float32 a quaternion of 1e30s squared to inf (a NaN rotation: the Gaussian vanished) and one of 1e-30s to 0
