@@ -30,6 +30,8 @@ import warp as wp
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from .device_paths import takes_cuda_path
+
 # Warp's config is process-wide. Unless the user has changed it, drop Warp's per-module "load took ... ms"
 # messages; warnings still show.
 if wp.config.log_level == wp.LOG_INFO:
@@ -216,7 +218,7 @@ def launch_bounds(rows: int, device: torch.device, min_rows: int | None = None) 
     their boundaries (one chunk on CUDA or for a small launch). Kernels whose rows add into shared memory use it
     to give each chunk its own buffer, since Warp's CPU atomics are not safe across concurrent launches."""
     min_rows = MIN_ROWS_PER_THREAD if min_rows is None else min_rows
-    threads = 1 if device.type == "cuda" else min(num_cpu_threads(), max(1, rows // min_rows))
+    threads = 1 if takes_cuda_path(device) else min(num_cpu_threads(), max(1, rows // min_rows))
     return chunk_bounds(rows, threads)
 
 
@@ -282,7 +284,7 @@ def launch_rows(
             blocks = -(-(hi - lo) // tile[0])
             wp.launch_tiled(kernel, dim=blocks, inputs=[*shared, *arrays], block_dim=tile[1], device=wp_device)
 
-    if device.type == "cuda":
+    if takes_cuda_path(device):
         with torch_stream(device):
             run(0, rows)
         return
@@ -346,7 +348,7 @@ def launch_grid(
     def run(o0: int, o1: int, r0: int, r1: int) -> None:
         wp.launch(kernel, dim=(o1 - o0, r1 - r0), inputs=[*shared, o0, r0], device=wp_device)
 
-    if device.type == "cuda":
+    if takes_cuda_path(device):
         with torch_stream(device):
             run(0, outer, 0, rows)
         return

@@ -32,6 +32,7 @@ from jaxtyping import Float
 from torch import Tensor, nn
 
 from .backends.cpu import onednn
+from .device_paths import takes_cuda_path
 
 __all__ = [
     "PRECISIONS",
@@ -101,9 +102,10 @@ def _product_dtype(x: Tensor, reducible: bool) -> torch.dtype | None:
     dtype = getattr(_products, "dtype", None)
     if not reducible or dtype is None or torch.is_grad_enabled() or x.dtype != torch.float32:
         return None
-    if x.device.type == "cpu":
+    if not takes_cuda_path(x.device):
         return dtype if onednn.bfloat16_products() else None
-    return dtype if x.device.type == "cuda" and _cuda_bfloat16_products(x.device.index) else None
+    # A CPU taking CUDA's paths (device_paths.cuda_paths) stands for a GPU with bfloat16 tensor cores.
+    return dtype if x.device.type != "cuda" or _cuda_bfloat16_products(x.device.index) else None
 
 
 @cache
@@ -164,7 +166,7 @@ class Mlp(nn.Sequential):
         if torch.is_grad_enabled():
             return super().forward(x)
         reduced = _product_dtype(x, self.reducible)
-        cpu = x.device.type == "cpu"
+        cpu = not takes_cuda_path(x.device)
         fused = self._fused_plan(x) if cpu or reduced is not None else None  # a GPU's plan: its bfloat16 products
         if fused is None:
             return super().forward(x)
@@ -205,7 +207,7 @@ class Mlp(nn.Sequential):
                 plan.append((layer.weight, layer.bias, False))
             else:
                 return None
-        return (relu_first, plan) if plan and (onednn.onednn_linear() or x.device.type != "cpu") else None
+        return (relu_first, plan) if plan and (onednn.onednn_linear() or takes_cuda_path(x.device)) else None
 
 
 def mlp_trunk(in_dim: int, hidden_dim: int, hidden_layers: int) -> nn.Sequential:

@@ -39,6 +39,7 @@ from torch import Tensor, nn
 from .. import kernels
 from ..backends.cpu.hashgrid_lanes import encode_in_lanes, lane_kernel
 from ..checks import check_count, check_finite, check_float
+from ..device_paths import takes_cuda_path
 
 # The default grid: instant-ngp's NeRF grid (its testbed.cu default network config: 16 levels of 2 features,
 # base resolution 16; the finest level's 2048 cells over the unit cube are testbed.cu's `desired_resolution`)
@@ -310,7 +311,7 @@ class _HashGridFunction(torch.autograd.Function):
         ctx.kernels = _kernels(features, table_dtype)
         out = torch.empty(n, count, features, dtype=torch.float32, device=device)
         # The CPU's narrow float32 rows: eight points a thread in SIMD lanes (hashgrid_lanes), the same values.
-        narrow = device.type == "cpu" and table_dtype == "float32"
+        narrow = not takes_cuda_path(device) and table_dtype == "float32"
         lanes = lane_kernel(features, int(PRIME_Y.value), int(PRIME_Z.value)) if narrow else None
         if lanes is not None:
             encode_in_lanes(lanes, read, levels, points, out)

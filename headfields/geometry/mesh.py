@@ -11,6 +11,7 @@ from .. import kernels
 from ..backends.cpu.wide_bvh import MAX_DEPTH, WideBvh, build_topology
 from ..backends.cpu.wide_bvh import available as wide_bvh_available
 from ..checks import IntLike, check_finite, check_float, check_int, frame_rows
+from ..device_paths import takes_cuda_path
 from .triangles import check_nondegenerate
 
 # The wide BVH's build (numpy, about 30 us a face on a 2-core AMD EPYC) pays back over many queries (it saves
@@ -173,7 +174,7 @@ class TriangleMesh:
         predecessor's answer, which the Morton order's neighbours serve better: ``always_sorted`` (0.55x the time of
         ray order on packed ray samples). On CUDA the queries are sorted as before: that choice awaits a GPU's
         measurement (reading the answer back there waits for the GPU)."""
-        if queries.device.type == "cpu" and not always_sorted and kernels.in_local_order(queries):
+        if not takes_cuda_path(queries.device) and not always_sorted and kernels.in_local_order(queries):
             return torch.arange(queries.shape[0])
         return kernels.morton_order(queries, frame if self.num_frames > 1 else None, self.num_frames)
 
@@ -210,7 +211,7 @@ class TriangleMesh:
 
         ``queries``: the size of the query about to run. The tree is built once the mesh's queries, this one included,
         reach ``WIDE_BUILD_QUERIES_PER_FACE`` a face; None builds it now."""
-        if self.device.type != "cpu":
+        if takes_cuda_path(self.device):
             return None
         if not wide_bvh_available():  # it did not build here, or HEADFIELDS_WIDE_BVH=0: Warp's own queries answer
             return None

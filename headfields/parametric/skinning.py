@@ -19,6 +19,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from ..checks import IntLike, check_float, check_int, checking_values
+from ..device_paths import takes_cuda_path
 from ..geometry import TriangleMesh, closest_point
 
 
@@ -88,7 +89,7 @@ def inverse_skinning(
     # when an image renders: on the CPU, where unique's read-back costs nothing, the 50 frames' table cost 18 ms a call).
     chosen = None  # the table's frames' transforms and each point's frame among them
     fits = len(transforms) * num_vertices <= len(points) * joints
-    if fits and (points.device.type != "cpu" or torch.is_grad_enabled()):
+    if fits and (takes_cuda_path(points.device) or torch.is_grad_enabled()):
         chosen = transforms, frame
     elif not torch.is_grad_enabled():
         present = torch.unique(frame)  # sorted

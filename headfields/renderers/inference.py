@@ -44,6 +44,7 @@ from torch import Tensor, nn
 from ..backends.cpu.denormals import denormals_flushed
 from ..cameras import Rays, check_rays
 from ..checks import check_count, trusted_values
+from ..device_paths import takes_cuda_path
 from ..fields import Field, NeusField
 from ..parametric import Head
 from .compositing import Composite
@@ -83,7 +84,7 @@ _SUMS = 5  # colour, depth and opacity accumulated per ray
 
 def _flushed(device: torch.device) -> contextlib.AbstractContextManager:
     """Denormals flushed within the block on the CPU (see the module docstring); nothing to do on a GPU."""
-    return denormals_flushed() if device.type == "cpu" else contextlib.nullcontext()
+    return contextlib.nullcontext() if takes_cuda_path(device) else denormals_flushed()
 
 
 def _check(rays: Rays, head: Head, early_stop: float, round_samples: int | None) -> int:
@@ -92,13 +93,13 @@ def _check(rays: Rays, head: Head, early_stop: float, round_samples: int | None)
     check_rays(rays, head.num_frames, head.vertices.device)
     check_early_stop(early_stop)
     if round_samples is None:
-        round_samples = ROUND_SAMPLES if rays.origins.device.type == "cpu" else ROUND_SAMPLES_GPU
+        round_samples = ROUND_SAMPLES_GPU if takes_cuda_path(rays.origins.device) else ROUND_SAMPLES
     return check_count("round_samples", round_samples, 1)
 
 
 def _step_cap(device: torch.device) -> int | None:
     """The most steps a ray takes in a round: MAX_ROUND_STEPS on the CPU, none on a GPU (see MAX_ROUND_STEPS)."""
-    return MAX_ROUND_STEPS if device.type == "cpu" else None
+    return None if takes_cuda_path(device) else MAX_ROUND_STEPS
 
 
 def render_nerf_inference(

@@ -33,6 +33,7 @@ TIERS = {
     "backends": "foundation",  # backends/cpu/: what exists only to make a small CPU fast
     "checks": "foundation",
     "configs": "foundation",
+    "device_paths": "foundation",  # which code path a device takes; cuda_paths() sends the CPU down CUDA's
     "kernels": "foundation",
     "networks": "foundation",
     "outputs": "foundation",

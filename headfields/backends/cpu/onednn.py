@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ...device_paths import takes_cuda_path
+
 __all__ = [
     "ONEDNN_BLOCK_ROWS",
     "ONEDNN_SWITCH",
@@ -178,7 +180,7 @@ def fits(x: Tensor, weight: Tensor, bias: Tensor | None) -> bool:
     """Whether :func:`linear` runs ``x weight^T + bias``: float32 CPU tensors, ``x`` and ``weight`` contiguous, and
     oneDNN on (:func:`onednn_linear`)."""
     return (
-        x.device.type == "cpu"
+        not takes_cuda_path(x.device)
         and x.dtype == weight.dtype == torch.float32
         and (bias is None or bias.dtype == torch.float32)
         and x.numel() > 0

@@ -11,6 +11,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from ...device_paths import takes_cuda_path
+
 __all__ = ["ROW_BLOCK", "row_blocks", "runs_in_row_blocks"]
 
 # Rows at a time: half oneDNN's block (onednn.ONEDNN_BLOCK_ROWS, fixed by oneDNN's buffers). A layer of 200 over
@@ -21,7 +23,7 @@ ROW_BLOCK = 2048
 def runs_in_row_blocks(x: Tensor) -> bool:
     """Whether an MLP's evaluation of ``x`` (``[rows, ...]``) goes through :func:`row_blocks`: on the CPU, without
     autograd, over more than ROW_BLOCK rows."""
-    return not torch.is_grad_enabled() and x.device.type == "cpu" and x.shape[0] > ROW_BLOCK
+    return not torch.is_grad_enabled() and not takes_cuda_path(x.device) and x.shape[0] > ROW_BLOCK
 
 
 def row_blocks(fn: Callable[..., tuple[Tensor, ...]], *inputs: Tensor) -> tuple[Tensor, ...]:
