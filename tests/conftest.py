@@ -75,6 +75,13 @@ def tool_script(monkeypatch):
         sys.modules.pop(name, None)
 
 
+@pytest.fixture
+def host_sync_spy(tool_script):
+    """tools/host_syncs.py's ``HostSyncSpy``: the read-backs from a CUDA device and the copies to it that library calls
+    would make, seen on the CPU (inside ``headfields.device_paths.cuda_paths()``, on CUDA's paths)."""
+    return tool_script("host_syncs").HostSyncSpy
+
+
 @pytest.fixture(params=DEVICES)
 def device(request) -> torch.device:
     # "cuda" with its index, as tensors report it, so that `x.device == device` holds.

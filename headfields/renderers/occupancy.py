@@ -218,6 +218,7 @@ class OccupancyGrid(nn.Module):
 
     aabb: Tensor
     occupancy: Tensor
+    cells_per_axis: Tensor
     binary: Tensor
 
     def __init__(
@@ -233,6 +234,8 @@ class OccupancyGrid(nn.Module):
         self.register_buffer("aabb", aabb.detach().float().clone())
         self.register_buffer("occupancy", torch.zeros(res, device=aabb.device))
         self.register_buffer("binary", torch.ones(res, dtype=torch.bool, device=aabb.device))
+        # The resolution as a constant on the device: a step's arithmetic copies nothing from the host.
+        self.register_buffer("cells_per_axis", torch.tensor(res, device=aabb.device), persistent=False)
         self._cache_box()
         # A loaded state dict may bring another box: the host copy follows it.
         self.register_load_state_dict_post_hook(lambda module, keys: module._cache_box())
@@ -249,12 +252,12 @@ class OccupancyGrid(nn.Module):
 
     @property
     def cell_size(self) -> Float[Tensor, " 3"]:
-        return (self.aabb[1] - self.aabb[0]) / torch.tensor(self.resolution, device=self.aabb.device)
+        return (self.aabb[1] - self.aabb[0]) / self.cells_per_axis
 
     @property
     def _scale(self) -> Tensor:
         """Cells per world unit on each axis (marching and ``occupied`` share this float32 arithmetic)."""
-        return torch.tensor(self.resolution, device=self.aabb.device) / (self.aabb[1] - self.aabb[0])
+        return self.cells_per_axis / (self.aabb[1] - self.aabb[0])
 
     def mark_all(self) -> None:
         """Mark every cell occupied (the occupancy values are kept; the next ``update`` re-thresholds them)."""
@@ -262,7 +265,7 @@ class OccupancyGrid(nn.Module):
 
     def _cell_of(self, points: Tensor) -> tuple[Tensor, Tensor]:
         """Integer cell of each point ``[N,3]`` and whether it lies inside the grid."""
-        res = torch.tensor(self.resolution, device=points.device)
+        res = self.cells_per_axis
         c = torch.floor((points.float() - self.aabb[0]) * self._scale).long()
         inside = ((c >= 0) & (c < res)).all(dim=-1)
         return c.clamp(min=torch.zeros_like(res), max=res - 1), inside
@@ -320,7 +323,8 @@ class OccupancyGrid(nn.Module):
             pick = torch.searchsorted(count, kth).clamp(max=total - 1)  # the k-th occupied cell
             # with no occupied cell, uniform cells instead (each still a real cell's sample)
             cells = torch.cat([cells, torch.where(count[-1] > 0, pick, (u * total).long().clamp(max=total - 1))])
-        ijk = torch.stack(torch.unravel_index(cells, self.resolution), dim=-1)
+        _, ry, rz = self.resolution  # torch.unravel_index's arithmetic, its shape not copied to the device
+        ijk = torch.stack([cells // (ry * rz), cells // rz % ry, cells % rz], dim=-1)
         u = torch.rand(cells.shape[0], 3, generator=generator, device=rng_device).to(self.aabb.device)
         points = self.aabb[0] + (ijk + u) * self.cell_size
         density = []

@@ -373,12 +373,11 @@ def test_bad_input(flame):
         SkinningDeformerConfig().max_distance = 1.0
 
 
-def test_with_autograd_it_reads_nothing_back(flame):
+def test_with_autograd_it_reads_nothing_back(flame, host_sync_spy):
     """Training on a GPU: neither blend asks the device for the frames present (torch.unique); only the singular
     check, under checked values, reads back, and the trusted training step turns it off."""
-    from read_backs import ReadBackSpy
-
     from headfields.checks import trusted_values
+    from headfields.device_paths import cuda_paths
 
     model, _ = flame
     head = model(*random_parameters(model, 12, 3, LARGE_ANGLE))
@@ -390,6 +389,6 @@ def test_with_autograd_it_reads_nothing_back(flame):
     for count in (50, 1000):  # each point's joints, every frame's table
         frame = torch.randint(0, 3, (count,), generator=g)
         x = head.vertices[frame, torch.randint(0, head.vertices.shape[1], (count,), generator=g)]
-        with trusted_values(), ReadBackSpy() as spy:
+        with cuda_paths(), trusted_values(), host_sync_spy() as spy:
             SkinningDeformer()(x, head, frame, torch.ones(count, 3))
-        assert not spy.sites, spy.report()
+        assert not spy.reads and not spy.copies, spy.report()

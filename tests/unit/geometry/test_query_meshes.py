@@ -9,9 +9,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from mesh_cases import brute_closest_distance, lumpy_sphere, remeshed_blob
-from read_backs import ReadBackSpy
 
 from headfields import kernels
+from headfields.device_paths import cuda_paths
 from headfields.geometry import (
     TriangleMesh,
     closest_point,
@@ -159,7 +159,7 @@ def test_signed_must_be_a_bool(box_mesh):
         closest_point(box_mesh, torch.zeros(1, 3, device=box_mesh.device), signed=1)
 
 
-def test_validate_false_reads_nothing_back():
+def test_validate_false_reads_nothing_back(host_sync_spy):
     """validate=False: closest points and first hits (float32, no gradient) read nothing back from the device (each
     read a host synchronisation on CUDA), and answer as the checked call does; validate=True reads the frame
     indices, which the spy catches."""
@@ -172,13 +172,13 @@ def test_validate_false_reads_nothing_back():
     want_near = closest_point(mesh, points, frame)  # also builds the BVHs and compiles outside the watch
     want_hit = ray_intersect(mesh, points * 3, dirs, frame)
 
-    with ReadBackSpy() as spy:
+    with cuda_paths(), host_sync_spy() as spy:
         near = closest_point(mesh, points, frame, validate=False)
         hit = ray_intersect(mesh, points * 3, dirs, frame, validate=False)
-    assert not spy.sites, spy.report()
-    with ReadBackSpy() as checked:
+    assert not spy.reads and not spy.copies, spy.report()
+    with cuda_paths(), host_sync_spy() as checked:
         closest_point(mesh, points, frame)
-    assert checked.sites, "validate=True reads the frame indices"
+    assert checked.reads, "validate=True reads the frame indices"
     assert torch.equal(near.face, want_near.face) and torch.equal(near.distance, want_near.distance)
     assert torch.equal(hit.face, want_hit.face) and torch.equal(hit.t, want_hit.t)
     assert torch.equal(knn_vertices(mesh, points, 4, frame, validate=False).index, knn_vertices(mesh, points, 4, frame).index)

@@ -8,8 +8,8 @@ import trimesh
 from hypothesis import given
 from hypothesis import strategies as st
 from mesh_cases import lumpy_sphere, query_points, triangle_soups
-from read_backs import ReadBackSpy
 
+from headfields.device_paths import cuda_paths
 from headfields.geometry import TriangleMesh, box, closest_point, head_proxy, sample_near_surface, within_distance
 
 from helpers import raises_naming
@@ -62,19 +62,19 @@ def test_agrees_with_the_closest_point_distance(device, radius):
     assert clear.float().mean() > 0.99
 
 
-def test_validate_false_reads_nothing_back():
+def test_validate_false_reads_nothing_back(host_sync_spy):
     v, f = lumpy_sphere()
     mesh = TriangleMesh(torch.stack([v, v * 1.2]), f)
     g = torch.Generator().manual_seed(3)
     points, frame = torch.randn(2000, 3, generator=g), torch.randint(0, 2, (2000,), generator=g)
     want = within_distance(mesh, points, 0.2, frame)  # also builds the BVHs and compiles outside the watch
 
-    with ReadBackSpy() as spy:
+    with cuda_paths(), host_sync_spy() as spy:
         got = within_distance(mesh, points, 0.2, frame, validate=False)
-    assert not spy.sites, spy.report()
-    with ReadBackSpy() as checked:
+    assert not spy.reads and not spy.copies, spy.report()
+    with cuda_paths(), host_sync_spy() as checked:
         within_distance(mesh, points, 0.2, frame)
-    assert checked.sites, "validate=True reads the frame indices"
+    assert checked.reads, "validate=True reads the frame indices"
     assert torch.equal(got, want)
 
 

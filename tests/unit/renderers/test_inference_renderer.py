@@ -17,6 +17,7 @@ from tiny_configs import TINY_INSTA, TINY_MONOAVATAR, TINY_PORTRAIT
 from headfields.cameras import Rays, image_pixels, image_rays, pixel_rays
 from headfields.checks import trusted_values
 from headfields.deformers import Canonical
+from headfields.device_paths import cuda_paths
 from headfields.fields import FieldOutput
 from headfields.heads import tracked_head
 from headfields.kernels import flushing_denormals
@@ -269,10 +270,9 @@ def test_a_ray_stopped_early_is_renormalised_as_instant_ngps_tracer(head):
     torch.testing.assert_close(full.depth[0], weights @ torch.tensor([0.5, 1.5, 2.5], dtype=torch.float64), rtol=0, atol=1e-12)
 
 
-def test_a_round_reads_back_one_census_and_nothing_else(head):
+def test_a_round_reads_back_one_census_and_nothing_else(head, host_sync_spy):
     """On a GPU a read-back waits for the queue to drain: the rounds read the live rays' count, their steps and
-    their samples in one copy a round (the last finds no live ray), and nothing else (tests/read_backs.py)."""
-    from read_backs import ReadBackSpy
+    their samples in one copy a round (the last finds no live ray), and nothing else (tools/host_syncs.py)."""
 
     rays, samples = _rays([0, 30, 5, 17, 0, 40, 1], seed=3)
     rounds = []
@@ -282,11 +282,11 @@ def test_a_round_reads_back_one_census_and_nothing_else(head):
             rounds.append(len(x))
             return super().forward(x, dirs, frame, head)
 
-    with ReadBackSpy() as spy, trusted_values():  # as an image's rays are rendered: checked when made
+    with cuda_paths(), host_sync_spy() as spy, trusted_values():  # as an image's rays are rendered: checked when made
         out = render_nerf_inference(_Counted(50.0), rays, head, samples, early_stop=1e-4, round_samples=12)
     assert len(rounds) > 3 and sum(rounds) < len(samples)  # several rounds, and rays stopped before their end
     # (The denormal modes, put back on the CPU only, are read without a torch operation.)
-    assert spy.sites == {("tolist", "renderers/inference.py:_rounds"): len(rounds) + 1}, spy.report()
+    assert spy.reads == {("tolist", "renderers/inference.py:_rounds"): len(rounds) + 1} and not spy.copies, spy.report()
     assert out.opacity.isfinite().all()
 
 

@@ -1,17 +1,19 @@
-"""Host synchronisations in INSTA's training step (issue 39), found on the CPU by a spy on the torch calls that
-read a value back from a CUDA device (tests/read_backs.py).
+"""Host synchronisations in INSTA's training step (issues 39 and 78), found on the CPU, on CUDA's paths
+(``headfields.device_paths.cuda_paths``), by a spy on the torch calls that would read a value back from a CUDA device
+or copy host values to it (tools/host_syncs.py).
 
 With fixed shapes (``TrainingConfig.fixed_shapes``), the step's drawing of rays, the march, early termination,
-the field, compositing, the loss, the optimiser and the occupancy refresh read nothing back; the sample counts
-and the finite-loss check read host copies two steps later (``HOST_READS``). A read-back anywhere fails the test."""
+the field, compositing, the loss, the optimiser and the occupancy refresh read nothing back and copy nothing from
+the host; the sample counts and the finite-loss check read host copies two steps later (``HOST_READS``). Any other
+read-back or copy fails the test."""
 
 import torch
-from read_backs import CPU_ONLY, ReadBackSpy
 from tiny_configs import TINY_GRID
 
 import headfields.training.loop as loop
-from headfields import kernels
 from headfields.checks import check_finite
+from headfields.device_paths import cuda_paths
+from headfields.geometry import TriangleMesh, box, closest_point
 from headfields.models.insta import Insta, paper_config
 from headfields.parametric import load_model
 from headfields.training import TrainingConfig, train
@@ -25,39 +27,44 @@ HOST_READS = {
 }
 
 
-def test_the_spy_sees_a_read_back_in_the_library():
-    with ReadBackSpy() as spy:
+def test_the_spy_sees_a_read_back_and_a_copy_in_the_library(host_sync_spy):
+    with host_sync_spy() as spy:
         check_finite("x", torch.ones(3))  # bool(bad.any())
         torch.ones(3).sum().item()  # the test's own: not the library's
-    assert spy.sites == {("__bool__", "checks.py:check_finite"): 1}
+        torch.tensor([1.0, 2.0])
+    assert spy.reads == {("__bool__", "checks.py:check_finite"): 1} and not spy.copies
+    with host_sync_spy() as spy:
+        box()  # its corners, faces and size made from Python values
+    assert spy.copies == {("tensor", "geometry/primitives.py:box"): 3} and not spy.reads
 
 
-def test_the_spy_leaves_out_the_cpu_s_own_reads():
-    """CPU_ONLY names functions the library asks on the CPU only: each exists, and its reads are not counted."""
-    import importlib
+def test_on_cuda_s_paths_the_cpu_s_own_reads_are_not_asked(host_sync_spy):
+    """On the CPU a mesh query asks whether its points come in a local order (a read-back, where it costs nothing);
+    on CUDA's paths it sorts them instead, as a GPU does."""
+    mesh = TriangleMesh(*box())
+    points = torch.rand(4096, 3) - 0.5  # many points, walked in a random order
+    with host_sync_spy() as cpu:
+        own = closest_point(mesh, points, validate=False)
+    with cuda_paths(), host_sync_spy() as gpu:
+        taken = closest_point(mesh, points, validate=False)
+    assert any(where == "kernels.py:in_local_order" for _, where in cpu.reads), cpu.report()
+    assert not gpu.reads and not gpu.copies, gpu.report()
+    assert torch.equal(own.face, taken.face) and torch.equal(own.distance, taken.distance)
 
-    for site in CPU_ONLY:
-        path, function = site.split(":")
-        module = importlib.import_module("headfields." + path.removesuffix(".py").replace("/", "."))
-        assert callable(getattr(module, function)), site
-    with ReadBackSpy() as spy:
-        kernels.in_local_order(torch.rand(100, 3))
-    assert not spy.sites
 
-
-def test_insta_s_step_reads_nothing_back(tiny_video, tmp_path, monkeypatch):
+def test_insta_s_step_reads_nothing_back_and_copies_nothing(tiny_video, tmp_path, monkeypatch, host_sync_spy):
     """With the sample budget, early termination and fixed shapes on."""
     train_frames, eval_frames = tiny_video
     parametric = load_model(train_frames.model_path, train_frames.model_type)
     # A 32^3 grid, not the paper's 128^3: its refreshes (every cell through the field) would take most of the test.
     recipe = paper_config(hash_grid=TINY_GRID, warmup_steps=2, occupancy_warmup=3, occupancy_resolution=32)
     model = Insta(parametric, train_frames.segmentation_labels, recipe)
-    spy, step = ReadBackSpy(), loop._Loop.train_step
+    spy, step = host_sync_spy(), loop._Loop.train_step
 
     def spied(self):  # after the first steps: the grid past its warm-up, refreshed from its occupied cells at step 16
         if self.step < 6:
             return step(self)
-        with spy:
+        with cuda_paths(), spy:
             return step(self)
 
     monkeypatch.setattr(loop._Loop, "train_step", spied)
@@ -66,7 +73,7 @@ def test_insta_s_step_reads_nothing_back(tiny_video, tmp_path, monkeypatch):
         eval_every=0, checkpoint_every=0, log_every=100,
     )  # fmt: skip
     train(model, train_frames, eval_frames, tmp_path / "run", config, log=None)
-    assert spy.sites, "the spy saw no step"
-    unexpected = {site: n for site, n in spy.sites.items() if site not in HOST_READS}
-    assert not unexpected, f"read-backs:\n{spy.report()}"
-    assert spy.sites[("tolist", "training/host_copy.py:read")] >= 2  # the counts and the loss, each step
+    assert spy.reads, "the spy saw no step"
+    unexpected = {site: n for site, n in spy.reads.items() if site not in HOST_READS}
+    assert not unexpected and not spy.copies, spy.report()
+    assert spy.reads[("tolist", "training/host_copy.py:read")] >= 2  # the counts and the loss, each step
