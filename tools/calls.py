@@ -14,6 +14,17 @@ import sys
 from collections import Counter
 from collections.abc import Callable, Iterator
 
+# torch operations that do no work of their own on a GPU: views, metadata and allocations (an allocation comes from
+# torch's caching allocator, not a kernel), the dtype rules and the profiler's range marks. launches.py counts an
+# operation where none of those it calls counts; step_anatomy.py counts the operations torch dispatches, which are
+# those already.
+NO_KERNEL = frozenset(
+    "alias as_strided chunk contiguous detach detach_ empty empty_like empty_strided expand expand_as flatten "
+    "lift_fresh movedim narrow new_empty numpy_T permute reshape resize_ resolve_conj resolve_neg select set_ "
+    "slice split split_with_sizes squeeze t to transpose unbind unflatten unsqueeze view view_as _reshape_alias "
+    "_unsafe_view promote_types result_type _record_function_enter _record_function_enter_new _record_function_exit".split()
+)
+
 
 @contextlib.contextmanager
 def counted_calls(*functions: Callable, when: Callable[[], bool] = lambda: True) -> Iterator[Counter]:

@@ -32,19 +32,10 @@ import headfields.kernels as kernels
 from headfields.cameras import resized_cameras
 from headfields.runs import load_run
 
-from calls import counted_calls
+from calls import NO_KERNEL, counted_calls
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))  # render.py: its models, runs and frame
 from render import CHOICES, MODELS, held_out_frame, train_model  # noqa: E402
-
-# Operations that do no work of their own on a GPU: views, metadata and allocations (an allocation comes from torch's
-# caching allocator, not a kernel). An operation counts where none of the operations it calls counts.
-NO_KERNEL = frozenset(
-    "alias as_strided chunk contiguous detach detach_ empty empty_like empty_strided expand expand_as flatten "
-    "lift_fresh movedim narrow new_empty numpy_T permute reshape resize_ resolve_conj resolve_neg select set_ "
-    "slice split split_with_sizes squeeze t to transpose unbind unflatten unsqueeze view view_as _reshape_alias "
-    "_unsafe_view".split()
-)
 
 
 def _works(event) -> bool:

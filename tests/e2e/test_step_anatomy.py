@@ -1,0 +1,75 @@
+"""tools/step_anatomy.py: what INSTA's paper training step asks of a GPU, counted on the CPU on CUDA's paths. The
+figures are held here so that they cannot creep back (issue 78); lower a ceiling when the step does less. Its counters
+are checked against what they count: the torch operations against torch's own profiler, the host traffic against the
+spy's sites."""
+
+import pytest
+from tiny_configs import TINY_GRID
+
+# INSTA's paper recipe on the tiny video, the sizes that do not change what a step launches made small: a 16^3 grid
+# refreshed every 4 steps (one refresh among the 4 counted), a 2^12-row hash table of 4 levels (one launch whatever
+# its levels), 1,024 samples a step.
+TINY = dict(hash_grid=TINY_GRID, occupancy_resolution=16, occupancy_every=4, occupancy_warmup=2, warmup_steps=2)
+
+# Today's figures (2026-11-28): ceilings.
+OPERATIONS = 421  # torch operations that do work, a step (median of the 4)
+WARP_LAUNCHES = 11
+ROWS = 16.2  # deformer rows per trained sample in the step's passes (the march's slots and the trained ones)
+
+
+@pytest.fixture(scope="module")
+def figures(tmp_path_factory):
+    import importlib
+    import sys
+    from pathlib import Path
+
+    tools = str(Path(__file__).resolve().parents[2] / "tools")
+    sys.path.insert(0, tools)
+    try:
+        anatomy = importlib.import_module("step_anatomy")
+        return anatomy.anatomy(samples=1024, warmup=4, steps=4, resolution=16, overrides=TINY)
+    finally:
+        sys.path.remove(tools)
+        for name in ("step_anatomy", "host_syncs", "calls"):
+            sys.modules.pop(name, None)
+
+
+def test_insta_s_step_launches_no_more_than_today(figures):
+    assert figures["steps"] == 4 and figures["fixed_shapes"]
+    assert 0 < figures["operations"] <= OPERATIONS, figures["top_operations"]
+    assert figures["operations_most"] > figures["operations"]  # the refresh's step launches more
+    assert 0 < figures["warp_launches"] <= WARP_LAUNCHES
+
+
+def test_insta_s_step_copies_nothing_and_reads_only_its_late_host_copies(figures):
+    assert figures["copies_to_device"] == 0
+    assert figures["sites"] == ["2 x tolist in training/host_copy.py:read (read back)"]  # the loss and the counts
+    assert figures["read_backs"] == 2 * figures["steps"]
+
+
+def test_insta_evaluates_each_trained_sample_no_more_often_than_today(figures):
+    assert 0 < figures["trained_per_step"] <= 1024
+    step, refresh = figures["deformer_rows_per_trained_sample"], figures["deformer_rows_per_trained_sample_in_refresh"]
+    assert 1 < step <= ROWS and 0 < refresh
+    assert figures["hash_grid_rows_per_trained_sample"] == step  # INSTA encodes what it deforms, once each
+
+
+def test_the_operation_counter_counts_kernels_not_views_and_tells_shapes_apart(tool_script):
+    import torch
+
+    anatomy = tool_script("step_anatomy")
+
+    def work(n: int):
+        x = torch.randn(n, requires_grad=True)
+        y = x.view(2, n // 2).t()  # views: no kernel
+        # mul, add, sum; backward: its seed (ones_like), the mul's mul, and the leaf's gradient stored (a clone: the
+        # gradient reaching it is transposed)
+        (y * 2 + 1).sum().backward()
+
+    counted = []
+    for n in (8, 8, 10):
+        with anatomy.OperationCounter() as counter:
+            work(n)
+        counted.append(counter)
+    assert counted[0].operations == {"randn": 1, "mul": 2, "add": 1, "sum": 1, "ones_like": 1, "clone": 1}, counted[0].operations
+    assert counted[0].shapes == counted[1].shapes != counted[2].shapes  # one signature a shape

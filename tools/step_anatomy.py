@@ -1,0 +1,293 @@
+"""What a training step asks of a GPU, counted on the CPU on CUDA's code paths (``headfields.device_paths.cuda_paths``):
+per step, the torch operations that do work (each a kernel launch on a GPU), the Warp launches, the copies of host
+values to the device and the read-backs from it (``host_syncs.py``), the distinct shape signatures over the counted
+steps (a CUDA graph replays one), and the rows the deformer and the hash grid evaluate per trained sample.
+
+    python tools/step_anatomy.py                          # INSTA's paper recipe, fixed shapes, 16 steps after 20
+    python tools/step_anatomy.py --model insta --samples 65536 --steps 16 --json insta.json
+    python tools/step_anatomy.py --no-fixed-shapes        # the shapes following the sample budget
+
+The model is built from its registry entry's recipe (``--recipe``, default ``paper``) with a smaller hash table
+(``--log2-table-size``: the launches and operations do not depend on it) and trained by ``headfields.training.train``
+on a small synthetic video (``--resolution`` pixels, 8 frames) with the recipe's training defaults, the sample budget
+``--samples``, early termination at 1e-4 and, by default, fixed shapes. The first ``--warmup`` steps run uncounted
+(Warp compiles, the occupancy grid passes its warm-up, the budget settles), then ``--steps`` steps are counted, between
+torch's optimiser-step hooks (the library is not touched: the counters are a torch dispatch mode, a torch function mode,
+Python's profile hook and forward hooks on the model's deformer and hash grids). 16 steps hold one occupancy refresh,
+as training pays it. The milliseconds are this CPU's wall time a step on CUDA's paths (slower than its own paths):
+a host figure for comparing two versions of the code here, not a GPU's time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import statistics
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+import torch
+import warp as wp
+from torch import nn
+from torch.optim.optimizer import register_optimizer_step_post_hook
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
+
+from headfields.device_paths import cuda_paths
+from headfields.encoders import HashGrid
+from headfields.models.registry import MODELS
+from headfields.synthetic import SyntheticVideoConfig, synthetic_subject
+from headfields.training import train
+
+from calls import NO_KERNEL, counted_calls
+from host_syncs import HostSyncSpy
+
+# Warp's launches, and its BVH refits (a kernel each inside Warp, per frame mesh whose vertices moved).
+WARP_LAUNCHES = (wp.launch, wp.launch_tiled, wp.Mesh.refit, wp.Bvh.refit)
+
+
+class OperationCounter(TorchDispatchMode):
+    """The torch operations dispatched inside the block that do work (not in NO_KERNEL), forward and backward, each with
+    the shapes of its tensors: a step's shape signature is their sequence."""
+
+    def __init__(self):
+        super().__init__()
+        self.operations: Counter[str] = Counter()
+        self.shapes: list[tuple] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        name = func.overloadpacket.__name__
+        if name not in NO_KERNEL:
+            self.operations[name] += 1
+            leaves = tree_leaves((args, kwargs))
+            self.shapes.append((name, tuple(tuple(x.shape) for x in leaves if isinstance(x, torch.Tensor))))
+        return func(*args, **kwargs)
+
+
+class _Closed(Exception):
+    """The counted window closed: the run stops there."""
+
+
+class RowCounter:
+    """Rows each of the model's deformers (the ``deformer`` of each of its fields) and hash grids evaluate while
+    ``on``, by forward hooks, by ``phase`` (the step's passes, or the occupancy refresh before it)."""
+
+    def __init__(self, model: nn.Module):
+        self.on, self.phase, self.rows = False, "step", Counter()
+        deformers = {id(d): d for m in model.modules() if isinstance(d := getattr(m, "deformer", None), nn.Module)}
+        grids = [m for m in model.modules() if isinstance(m, HashGrid)]
+        for kind, modules in (("deformer", deformers.values()), ("hash grid", grids)):
+            for module in modules:
+                module.register_forward_hook(self._hook(kind))
+
+    def _hook(self, kind: str):
+        def count(module, inputs, output) -> None:
+            if self.on:
+                self.rows[(self.phase, kind)] += inputs[0].shape[0]
+
+        return count
+
+
+def build(name: str, recipe: str, log2_table_size: int, resolution: int, overrides: dict | None = None):
+    """The model and its subject: the recipe with a smaller hash table and ``overrides``, on a small synthetic video."""
+    entry = MODELS[name]
+    config = entry.recipe(recipe)
+    if dataclasses.is_dataclass(getattr(config, "hash_grid", None)):
+        config = dataclasses.replace(config, hash_grid=dataclasses.replace(config.hash_grid, log2_table_size=log2_table_size))
+    config = dataclasses.replace(config, **(overrides or {}))
+    video = SyntheticVideoConfig(num_frames=8, num_val=1, num_test=2, resolution=resolution, episode_frames=2)
+    subject = synthetic_subject(video)
+    torch.manual_seed(0)
+    return entry, entry.build(subject, config), subject
+
+
+def anatomy(
+    name: str = "insta",
+    recipe: str = "paper",
+    samples: int = 1 << 14,
+    warmup: int = 20,
+    steps: int = 16,
+    fixed_shapes: bool = True,
+    log2_table_size: int = 14,
+    resolution: int = 32,
+    timed: int = 8,
+    overrides: dict | None = None,
+) -> dict:
+    """Train model ``name`` on CUDA's paths and count steps ``warmup + 1`` to ``warmup + steps``; the ``timed`` steps
+    before them are timed, uncounted. ``overrides``: recipe fields set. Returns the figures a step (medians over the
+    counted steps), their totals and the rows evaluated per trained sample."""
+    timed = min(timed, warmup)
+    entry, model, subject = build(name, recipe, log2_table_size, resolution, overrides)
+    config = dataclasses.replace(
+        entry.training_defaults(recipe),
+        samples_per_batch=samples, early_stop=1e-4, fixed_shapes=fixed_shapes, max_iterations=warmup + steps + 1,
+        max_minutes=None, eval_every=0, checkpoint_every=0, log_every=10**9,
+    )  # fmt: skip
+    rows = RowCounter(model)
+    trained: list = []
+    training_step = model.training_step
+
+    def counting_step(*args, **kwargs):  # the model's own step; its count kept (a device tensor: read after the window)
+        out = training_step(*args, **kwargs)
+        if rows.on and out.samples is not None:  # (a rasterised model's step draws no samples)
+            trained.append(out.samples.trained)
+        return out
+
+    model.training_step = counting_step
+    if hasattr(model, "before_step"):  # the occupancy refresh, where a model has one: its rows apart
+        before_step = model.before_step
+
+        def refreshing(*args, **kwargs):
+            rows.phase = "refresh"
+            try:
+                return before_step(*args, **kwargs)
+            finally:
+                rows.phase = "step"
+
+        model.before_step = refreshing
+    state = {"n": 0, "times": [], "steps": []}
+    counters: dict = {}
+
+    def open_counters() -> None:
+        counters["ops"], counters["spy"] = OperationCounter(), HostSyncSpy()
+        counters["launches"] = counted_calls(*WARP_LAUNCHES)
+        counters["calls"] = counters["launches"].__enter__()
+        counters["spy"].__enter__()
+        counters["ops"].__enter__()
+        rows.on = True
+
+    def close_counters() -> None:
+        rows.on = False
+        counters["ops"].__exit__(None, None, None)
+        counters["spy"].__exit__(None, None, None)
+        counters["launches"].__exit__(None, None, None)
+
+    def after_step(optimizer, args_, kwargs_) -> None:
+        state["n"] += 1
+        n, now = state["n"], time.perf_counter()
+        if warmup - timed < n <= warmup:
+            state["times"].append(now - state["last"])
+        state["last"] = now
+        if n == warmup:
+            open_counters()
+        elif warmup < n <= warmup + steps:
+            ops, spy, calls = counters["ops"], counters["spy"], counters["calls"]
+            state["steps"].append({
+                "operations": sum(ops.operations.values()),
+                "warp_launches": sum(calls.values()),
+                "copies_to_device": sum(spy.copies.values()),
+                "read_backs": sum(spy.reads.values()),
+                "signature": hash(tuple(ops.shapes)),
+                "by_operation": dict(ops.operations),
+                "sites": spy.report(),
+            })  # fmt: skip
+            ops.operations.clear()
+            ops.shapes.clear()
+            calls.clear()
+            spy.reads.clear()
+            spy.copies.clear()
+            if n == warmup + steps:
+                close_counters()
+                raise _Closed
+
+    hook = register_optimizer_step_post_hook(after_step)
+    try:
+        with tempfile.TemporaryDirectory() as out, cuda_paths():
+            state["last"] = time.perf_counter()
+            train(model, subject.train, subject.eval, Path(out) / "run", config, log=None)
+    except _Closed:
+        pass
+    finally:
+        hook.remove()
+        if rows.on:
+            close_counters()
+    counted = state["steps"]
+    if len(counted) < steps:
+        raise RuntimeError(f"the run ended after {state['n']} steps, before the window of steps {warmup + 1}-{warmup + steps}")
+    trained_total = float(sum(float(t) for t in trained)) if trained else None
+    median = lambda key: statistics.median(s[key] for s in counted)  # noqa: E731
+    return {
+        "model": name,
+        "recipe": recipe,
+        "fixed_shapes": fixed_shapes,
+        "samples_per_batch": samples,
+        "steps": steps,
+        "operations": median("operations"),
+        "operations_most": max(s["operations"] for s in counted),
+        "warp_launches": median("warp_launches"),
+        "warp_launches_most": max(s["warp_launches"] for s in counted),
+        "copies_to_device": sum(s["copies_to_device"] for s in counted),
+        "read_backs": sum(s["read_backs"] for s in counted),
+        "shape_signatures": len({s["signature"] for s in counted}),
+        "trained_per_step": None if trained_total is None else trained_total / steps,
+        **{
+            f"{kind.replace(' ', '_')}_rows_per_trained_sample{'' if phase == 'step' else '_in_refresh'}": (
+                None if not trained_total else rows.rows[(phase, kind)] / trained_total
+            )
+            for phase in ("step", "refresh")
+            for kind in ("deformer", "hash grid")
+        },
+        "wall_ms": 1e3 * statistics.median(state["times"]) if state["times"] else None,
+        "top_operations": Counter(sum((Counter(s["by_operation"]) for s in counted), Counter())).most_common(),
+        "sites": sorted({line for s in counted for line in s["sites"].splitlines()}),
+    }
+
+
+def print_figures(f: dict) -> None:
+    shapes = "fixed shapes" if f["fixed_shapes"] else "shapes following the budget"
+    print(f"{f['model']} ({f['recipe']} recipe, {f['samples_per_batch']:,} samples a step, {shapes}), {f['steps']} steps")
+    print(f"  torch operations a step (median / most):  {f['operations']:,.0f} / {f['operations_most']:,}")
+    print(f"  Warp launches a step (median / most):     {f['warp_launches']:,.0f} / {f['warp_launches_most']:,}")
+    print(f"  copies to the device, all steps:          {f['copies_to_device']}")
+    print(f"  read-backs from the device, all steps:    {f['read_backs']}")
+    print(f"  distinct shape signatures:                {f['shape_signatures']}")
+    if f["trained_per_step"] is None:
+        print("  samples trained a step:                   none (a rasterised model)")
+    else:
+        print(f"  samples trained a step:                   {f['trained_per_step']:,.0f}")
+    for kind in ("deformer", "hash_grid") if f["trained_per_step"] else ():
+        step, refresh = f[f"{kind}_rows_per_trained_sample"], f[f"{kind}_rows_per_trained_sample_in_refresh"]
+        label = f"{kind.replace('_', '-')} rows per trained sample:"
+        print(f"  {label:<42}{step:.2f} in the step, {refresh:.2f} more in the occupancy refresh")
+    if f["wall_ms"] is not None:
+        print(f"  wall ms a step here (CPU, CUDA's paths):  {f['wall_ms']:,.0f}")
+    print("  operations of the counted steps, most first: " + ", ".join(f"{n} {c}" for n, c in f["top_operations"]))
+    for line in f["sites"]:
+        print(f"  {line}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="insta", choices=sorted(MODELS))
+    parser.add_argument("--recipe", default="paper")
+    parser.add_argument("--samples", type=int, default=1 << 14, help="the sample budget a step (default 2^14)")
+    parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--steps", type=int, default=16)
+    parser.add_argument("--fixed-shapes", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--log2-table-size", type=int, default=14)
+    parser.add_argument("--resolution", type=int, default=32)
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=JSON", help="a recipe field (occupancy_every=4)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    args = parser.parse_args(argv)
+    overrides = {}
+    for item in args.set:
+        field, sep, value = item.partition("=")
+        if not sep:
+            parser.error(f"--set: expected FIELD=JSON, got {item!r}")
+        overrides[field] = json.loads(value)
+    figures = anatomy(
+        args.model, args.recipe, args.samples, args.warmup, args.steps, args.fixed_shapes, args.log2_table_size,
+        args.resolution, overrides=overrides,
+    )  # fmt: skip
+    print_figures(figures)
+    if args.json is not None:
+        args.json.write_text(json.dumps(figures, indent=1))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
