@@ -37,6 +37,7 @@ from .parametric import Head
 __all__ = [
     "ConcatCondition",
     "Condition",
+    "EncodedSamples",
     "Field",
     "FieldOutput",
     "FrameCodes",
@@ -268,10 +269,30 @@ def _deform(deformer: Deformer | None, x: Tensor, dirs: Tensor | None, frame: Te
 # --- NeRF -------------------------------------------------------------------------------------------------
 
 
+@dataclass
+class EncodedSamples:
+    """Samples deformed and encoded, the first half of a :class:`NerfField`: what its decoder reads. Early termination
+    makes them without autograd for every marched sample; the samples it keeps are then trained from them
+    (:meth:`NerfField.trainable`) instead of being deformed and encoded a second time."""
+
+    canonical: Canonical
+    inputs: Float[Tensor, "S D"]  # the encoder's input: the canonical points mapped into its domain
+    features: Float[Tensor, "S F"]
+
+    def rows(self, index: Int[Tensor, " K"] | Bool[Tensor, " S"]) -> EncodedSamples:
+        """The samples at ``index`` (the canonical extras, one row a sample, too)."""
+        c = self.canonical
+        extras = {name: value[index] for name, value in c.extras.items()}
+        dirs, face = (None if t is None else t[index] for t in (c.dirs, c.face))
+        canonical = Canonical(c.points[index], dirs, c.valid[index], face, extras)
+        return EncodedSamples(canonical, self.inputs[index], self.features[index])
+
+
 class NerfField(nn.Module):
     """deformer → mapping → encoder → :class:`~headfields.decoders.NerfDecoder` (density, then colour from the
     encoded canonical direction). ``encoder(points)``, or ``encoder(points, head, frame)`` for an encoder that
-    reads the posed mesh (``reads_head = True``); ``deformer`` None: the samples as they are."""
+    reads the posed mesh (``reads_head = True``); ``deformer`` None: the samples as they are. The two halves,
+    :meth:`encode_samples` and :meth:`decode_samples`, are what ``forward`` runs one after the other."""
 
     def __init__(
         self,
@@ -287,22 +308,48 @@ class NerfField(nn.Module):
         self.mapping = mapping if mapping is not None else nn.Identity()
         self.condition = condition
 
-    def encode(self, canonical: Canonical, head: Head, frame: Int[Tensor, " S"]) -> Float[Tensor, "S F"]:
-        points = self.mapping(canonical.points)
-        return self.encoder(points, head, frame) if getattr(self.encoder, "reads_head", False) else self.encoder(points)
-
-    def forward(
+    def encode_samples(
         self, x: Float[Tensor, "S 3"], dirs: Float[Tensor, "S 3"] | None, frame: Int[Tensor, " S"], head: Head
-    ) -> FieldOutput:
+    ) -> EncodedSamples:
+        """The samples deformed (with their directions, if given), mapped and encoded."""
         canonical = _deform(self.deformer, x, dirs, frame, head)
-        features = self.encode(canonical, head, frame)
+        inputs = self.mapping(canonical.points)
+        features = self.encoder(inputs, head, frame) if getattr(self.encoder, "reads_head", False) else self.encoder(inputs)
+        return EncodedSamples(canonical, inputs, features)
+
+    def decode_samples(self, encoded: EncodedSamples, frame: Int[Tensor, " S"], head: Head, colour: bool = True) -> FieldOutput:
+        """Density, and with ``colour`` (and the canonical directions) the colour, of ``encoded``."""
+        canonical, features = encoded.canonical, encoded.features
         cond = None if self.condition is None else self.condition(canonical, head, frame)
-        if dirs is None:
+        if not colour or canonical.dirs is None:
             density, rgb = self.decoder.density(features, cond), None
         else:
             out = self.decoder(features, self.directions(canonical.dirs), cond)
             density, rgb = out.density, out.rgb
         return FieldOutput(canonical=canonical, rgb=rgb, density=density * canonical.valid)
+
+    def forward(
+        self, x: Float[Tensor, "S 3"], dirs: Float[Tensor, "S 3"] | None, frame: Int[Tensor, " S"], head: Head
+    ) -> FieldOutput:
+        return self.decode_samples(self.encode_samples(x, dirs, frame, head), frame, head, colour=dirs is not None)
+
+    def trains_from_encoding(self, head: Head) -> bool:
+        """Whether samples encoded without autograd can be trained as they are (:meth:`trainable`): nothing before the
+        encoder learns (the deformer's and the mapping's parameters frozen, the head's vertices constant) and the
+        encoder can take its gradient back from features it gave (``reattach``: :class:`~headfields.encoders.HashGrid`)."""
+        before = [p for part in (self.deformer, self.mapping) if part is not None for p in part.parameters()]
+        return (
+            callable(getattr(self.encoder, "reattach", None))
+            and not getattr(self.encoder, "reads_head", False)
+            and not any(p.requires_grad for p in before)
+            and not head.vertices.requires_grad
+        )
+
+    def trainable(self, encoded: EncodedSamples) -> EncodedSamples:
+        """``encoded`` (made without autograd; see :meth:`trains_from_encoding`) with the encoder's gradient
+        reattached to its features: the decoder trains on them as it would on samples encoded again, the same values
+        and the same gradients."""
+        return EncodedSamples(encoded.canonical, encoded.inputs, self.encoder.reattach(encoded.inputs, encoded.features))
 
 
 # --- SDF (NeuS) -------------------------------------------------------------------------------------------

@@ -330,15 +330,44 @@ class _HashGridFunction(torch.autograd.Function):
         n, device, features, count = points.shape[0], points.device, read.shape[1], levels.shape[0]
         grad_out = grad_out.float().contiguous().view(n, count, features)
         grad_points = grad_table = None
-        if want_table:  # float32 whatever the table the kernels read: the gradient does not depend on its values
-            grad_table = torch.zeros(read.shape, dtype=torch.float32, device=device)
-            k = ctx.kernels.table_grad
-            kernels.launch_grid(k, count, n, [levels, points, grad_out, grad_table], device, split="outer")
+        if want_table:
+            grad_table = _table_gradient(ctx.kernels, levels, points, grad_out, read.shape)
         if want_points:
             grad_points = torch.zeros_like(points)
             k = ctx.kernels.points_grad
             kernels.launch_grid(k, count, n, [read, levels, points, grad_out, grad_points], device, split="rows")
         return grad_points, grad_table, None, None
+
+
+def _table_gradient(k: _Kernels, levels: Tensor, points: Tensor, grad_out: Tensor, shape: torch.Size) -> Tensor:
+    """The table's gradient from the features' ``grad_out [N, levels, features]``: float32 whatever the table the
+    kernels read (the gradient does not depend on its values)."""
+    n, count = points.shape[0], levels.shape[0]
+    grad_table = torch.zeros(shape, dtype=torch.float32, device=points.device)
+    kernels.launch_grid(k.table_grad, count, n, [levels, points, grad_out, grad_table], points.device, split="outer")
+    return grad_table
+
+
+class _ReattachedFunction(torch.autograd.Function):
+    """Features the grid gave (without autograd) passed on as they are, with the table's gradient at their points."""
+
+    @staticmethod
+    def forward(ctx, points: Tensor, table: Tensor, levels: Tensor, features: Tensor, table_dtype: str) -> Tensor:
+        ctx.kernels = _kernels(table.shape[1], table_dtype)
+        ctx.table_shape = table.shape
+        ctx.save_for_backward(points.detach().contiguous(), levels)
+        return features.detach().clone()  # a tensor of its own: a caller writing into it leaves the given ones
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor) -> tuple[None, Tensor | None, None, None, None]:
+        if torch.is_grad_enabled():
+            raise RuntimeError(SECOND_DERIVATIVE_ERROR)
+        points, levels = ctx.saved_tensors
+        if not ctx.needs_input_grad[1]:
+            return None, None, None, None, None
+        shape = ctx.table_shape
+        grad = grad_out.float().contiguous().view(points.shape[0], levels.shape[0], shape[1])
+        return None, _table_gradient(ctx.kernels, levels, points, grad, shape), None, None, None
 
 
 class HashGrid(nn.Module):
@@ -384,6 +413,16 @@ class HashGrid(nn.Module):
         if x.dtype != torch.float32:  # float32 input was checked just above
             check_finite("x", x32, "values within float32 range")
         return _HashGridFunction.apply(x32, self.table, self.level_table, self.config.table_dtype)
+
+    def reattach(self, x: Float[Tensor, "N 3"], features: Float[Tensor, "N F"]) -> Float[Tensor, "N F"]:
+        """``features``, this grid's encoding of ``x`` made without autograd (early termination's pass), as a copy
+        that trains the table as ``self(x)`` would, without encoding again: its gradient is the table's at ``x`` (none
+        for ``x``, which must not need one). For the current table only: after an optimiser step, encode again."""
+        check_float("x", x, [None, SPATIAL_DIMS], device=self.table.device)
+        check_float("features", features, [x.shape[0], self.out_dim], device=self.table.device)
+        if x.requires_grad:
+            raise ValueError("x: expected points that need no gradient (reattach trains the table alone), got some that do")
+        return _ReattachedFunction.apply(x.float(), self.table, self.level_table, features, self.config.table_dtype)
 
     def extra_repr(self) -> str:
         c = self.config

@@ -142,6 +142,7 @@ class SlotSamples:
     count: Int[Tensor, ""]  # the samples in the slots; the rest is padding
     wanted: Int[Tensor, ""]  # the samples the rays had for the slots, fitting or not (more than count when some did not)
     fits: Bool[Tensor, " R"]  # the rays whose samples are all in the slots
+    source: Int[Tensor, " S"] | None = None  # after compact: the slot each came from (padding: the first)
 
     @property
     def slots(self) -> int:
@@ -154,7 +155,7 @@ class SlotSamples:
     def compact(self, keep: Bool[Tensor, " S"], slots: IntLike) -> SlotSamples:
         """The samples where ``keep`` is True, in order, into ``slots`` slots: a ray keeps its kept samples if they
         all fit after those of the rays before it (those that did not fit included), else it has none and stops
-        fitting."""
+        fitting. ``source`` says which of these slots each came from."""
         slots = check_count("slots", slots, 1)
         _check_keep(keep, self.slots, self.count.device)
         s, device = self.samples, self.count.device
@@ -176,7 +177,7 @@ class SlotSamples:
         far = s.t_end[-1:].expand(slots)  # the far end of the last slot: padding stays behind every sample of the last ray
         ray = torch.where(pad, s.num_rays - 1, s.ray[source])
         start, end = torch.where(pad, far, s.t_start[source]), torch.where(pad, far, s.t_end[source])
-        return SlotSamples(PackedSamples._trusted(ray, start, end, s.num_rays), count, wanted, fits)
+        return SlotSamples(PackedSamples._trusted(ray, start, end, s.num_rays), count, wanted, fits, source)
 
 
 @dataclass

@@ -4,7 +4,8 @@
 :func:`render_neus` turns an SDF field into NeuS opacities with up-sampling near its zero level (MonoNPHM).
 Both work on packed samples (nerfacc's layout) and return typed results. With ``early_stop``, :func:`render_nerf`
 trains only the samples in front of the point where a ray's transmittance falls below it (instant-ngp's and
-nerfacc's early termination): a pass without gradient finds them, then the field runs with gradient on those alone.
+nerfacc's early termination): a pass without gradient finds them, then the field runs with gradient on those alone,
+from the encoding that pass made where the field can train from it (each sample deformed and encoded once).
 
     out = render_nerf(field, rays, head, StratifiedSampler(64, padding=0.03), background, generator)
     out.composite.rgb  # [R, 3]; out.composite.depth, out.composite.opacity, out.field.canonical.face, ...
@@ -22,7 +23,7 @@ from torch import Tensor, nn
 
 from ..cameras import Rays, check_rays
 from ..checks import check_count, check_positive, trusted_values
-from ..fields import Field, FieldOutput, NeusField, SdfGeometry
+from ..fields import EncodedSamples, Field, FieldOutput, NerfField, NeusField, SdfGeometry
 from ..parametric import Head
 from .compositing import Composite, accumulate, composite, composite_alpha, transmittance
 from .neus import NEUS_BASE_INV_S, NEUS_NUM_SAMPLES, NEUS_ROUNDS, NEUS_SAMPLES_PER_ROUND, neus_rays
@@ -118,10 +119,12 @@ def render_nerf(
         samples = sampler if isinstance(sampler, PackedSamples) else sampler(rays, head, field, generator)
         marched = len(samples)
         x = samples.midpoints(rays.origins, rays.directions)
+        encoded = None
         if stopping and marched:
-            keep = _in_front(field, samples, x, rays, head, early_stop)
+            keep, encoded = _in_front(field, samples, x, rays, head, early_stop)
             samples, x = samples.select(keep), x[keep]
-        out = field(x, rays.directions[samples.ray], rays.frame[samples.ray], head)
+            encoded = None if encoded is None else encoded.rows(keep)
+        out = _trained(field, x, rays, samples, head, encoded)
         count = SampleCount(marched, len(samples))
         return NerfRender(composite(samples, out.density, out.rgb, background), samples, x, out, count)
 
@@ -130,24 +133,47 @@ def _render_slots(field, rays, head, sampler, background, generator, early_stop,
     """:func:`render_nerf` in fixed slots: no value read back."""
     fixed = sampler(rays, head, field, generator, slots=slots.march)
     marched = fixed.wanted  # every ray's samples, those past the slots too
+    encoded = None
     if early_stop is not None:
         x = fixed.samples.midpoints(rays.origins, rays.directions)
-        fixed = fixed.compact(_in_front(field, fixed.samples, x, rays, head, early_stop), slots.train)
+        keep, encoded = _in_front(field, fixed.samples, x, rays, head, early_stop)
+        fixed = fixed.compact(keep, slots.train)
+        # (padding slots take the first slot's encoding: zero-length, they weigh nothing, nor does their gradient)
+        encoded = None if encoded is None else encoded.rows(fixed.source)
     elif slots.train != slots.march:
         fixed = fixed.compact(fixed.real(), slots.train)
     samples = fixed.samples
     x = samples.midpoints(rays.origins, rays.directions)
-    out = field(x, rays.directions[samples.ray], rays.frame[samples.ray], head)
+    out = _trained(field, x, rays, samples, head, encoded)
     count = SampleCount(marched, fixed.count, (~fixed.fits).sum())
     return NerfRender(composite(samples, out.density, out.rgb, background), samples, x, out, count, fixed.fits)
 
 
-def _in_front(field: Field, samples: PackedSamples, x: Tensor, rays: Rays, head: Head, early_stop: float) -> Tensor:
+def _in_front(
+    field: Field, samples: PackedSamples, x: Tensor, rays: Rays, head: Head, early_stop: float
+) -> tuple[Tensor, EncodedSamples | None]:
     """Which samples the ray still sees through at least ``early_stop`` of its light: the exclusive transmittance
-    of the field's density (no gradient; the density alone, without the colour branch)."""
+    of the field's density (no gradient; the density alone, without the colour branch). For a field that trains
+    from its encoding (:meth:`~headfields.fields.NerfField.trains_from_encoding`), the samples deformed (with their
+    directions) and encoded on the way, so that those kept are not deformed and encoded again."""
+    frame = rays.frame[samples.ray]
     with torch.no_grad():
-        density = field(x, None, rays.frame[samples.ray], head).density
-        return transmittance(samples, density * samples.deltas.to(density.dtype)) >= early_stop
+        encoded = None
+        if isinstance(field, NerfField) and field.trains_from_encoding(head):
+            encoded = field.encode_samples(x, rays.directions[samples.ray], frame, head)
+            density = field.decode_samples(encoded, frame, head, colour=False).density
+        else:
+            density = field(x, None, frame, head).density
+        return transmittance(samples, density * samples.deltas.to(density.dtype)) >= early_stop, encoded
+
+
+def _trained(field: Field, x: Tensor, rays: Rays, samples: PackedSamples, head: Head, encoded: EncodedSamples | None):
+    """The field with gradient at the samples trained: from their encoding where the early-termination pass made it
+    (its values, trained as encoded again), else evaluated here."""
+    frame = rays.frame[samples.ray]
+    if encoded is None:
+        return field(x, rays.directions[samples.ray], frame, head)
+    return field.decode_samples(field.trainable(encoded), frame, head)
 
 
 @dataclass(frozen=True)

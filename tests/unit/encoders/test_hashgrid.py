@@ -215,6 +215,27 @@ def test_float64_points_get_float64_gradients(device):
     assert x.grad.dtype == torch.float64 and x.grad.abs().sum() > 0
 
 
+def test_reattached_features_train_the_table_as_encoding_again(device):
+    """Early termination's encoding, made without autograd, given back with the table's gradient: the same values,
+    and the table gradient of torch's reference encoding (the points get none); bad input named."""
+    grid = random_grid(SMALL, device)
+    gen = torch.Generator().manual_seed(5)
+    x = torch.rand(300, 3, generator=gen).to(device)
+    weights = torch.randn(300, grid.out_dim, generator=gen).to(device)
+    with torch.no_grad():
+        given = grid(x)
+    features = grid.reattach(x, given)
+    assert torch.equal(features, given) and features.data_ptr() != given.data_ptr()
+    (features * weights).sum().backward()
+    table = grid.table.detach().clone().requires_grad_()
+    (torch_hash_grid(x, table, SMALL) * weights).sum().backward()
+    torch.testing.assert_close(grid.table.grad, table.grad, atol=1e-5, rtol=1e-5)
+    with raises_naming("x"):
+        grid.reattach(x.requires_grad_(), given)
+    with raises_naming("features"):
+        grid.reattach(x.detach(), given[:, :-1])
+
+
 @pytest.mark.filterwarnings("ignore:Input #.*double precision")  # float32 on purpose: the kernels are float32
 def test_gradcheck(device):
     """Finite differences in float32 on a tiny grid, with respect to the points and the table: points away

@@ -16,7 +16,7 @@ from headfields.heads import tracked_head
 from headfields.models.insta import Insta
 from headfields.models.monoavatar import MonoAvatar
 from headfields.parametric import load_model
-from headfields.renderers import EARLY_STOP_TRANSMITTANCE, PackedSamples, SampleCount, SampleSlots, SlotSamples
+from headfields.renderers import EARLY_STOP_TRANSMITTANCE, PackedSamples, SampleCount, SampleSlots, SlotSamples, composite
 from headfields.training import OptimizerConfig, StepOutput, TrainingConfig, train
 from headfields.training.host_copy import READ_LAG, HostCopy
 from headfields.training.sample_budget import MAX_MARCH_SLOTS, SampleBudget
@@ -122,6 +122,37 @@ def test_slots_render_what_the_exact_shapes_render(insta, early_stop):
     assert int(fixed.count.dropped) == 0
     torch.testing.assert_close(fixed.composite.rgb, exact.composite.rgb, rtol=0, atol=1e-6)
     torch.testing.assert_close(fixed.composite.depth, exact.composite.depth, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("fixed", [False, True])
+def test_kept_samples_train_from_the_early_stop_pass_s_encoding(insta, fixed):
+    """Each sample deformed and encoded once a step (issue 78): the samples early termination keeps are trained from
+    the encoding its pass made, which gives the image and every parameter's gradient that deforming and encoding
+    them again gives (the field at the same samples, composited), with the deformer and grid run once."""
+    model, head, rays = insta
+    calls = []
+    parts = (model.field.deformer, model.field.encoder)
+    hooks = [m.register_forward_hook(lambda m, i, o: calls.append(len(i[0]))) for m in parts]
+    try:
+        slots = SampleSlots(march=4096, train=2048) if fixed else None
+        out = model.render(rays, head, early_stop=0.9, slots=slots)  # (the young field is thin: a stop it reaches)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    marched = calls[0]
+    assert calls == [marched, marched] and marched > len(out.samples) > 0  # one pass each, over every marched sample
+    params = [p for p in model.parameters() if p.requires_grad]
+    reused = torch.autograd.grad(out.composite.rgb.square().sum(), params, allow_unused=True)
+    samples = out.samples
+    again = model.field(out.points, rays.directions[samples.ray], rays.frame[samples.ray], head)
+    image = composite(samples, again.density, again.rgb, model.background)
+    torch.testing.assert_close(out.composite.rgb, image.rgb, rtol=0, atol=0)
+    expected = torch.autograd.grad(image.rgb.square().sum(), params, allow_unused=True)
+    assert sum(g is not None and bool(g.abs().sum() > 0) for g in reused) >= 3  # the table, the MLPs
+    for got, want in zip(reused, expected, strict=True):
+        assert (got is None) == (want is None)
+        if got is not None:
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-7)
 
 
 def test_rays_past_the_slots_are_dropped_and_counted(insta):
