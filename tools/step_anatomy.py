@@ -1,7 +1,8 @@
 """What a training step asks of a GPU, counted on the CPU on CUDA's code paths (``headfields.device_paths.cuda_paths``):
 per step, the torch operations that do work (each a kernel launch on a GPU), the Warp launches, the copies of host
 values to the device and the read-backs from it (``host_syncs.py``), the distinct shape signatures over the counted
-steps (a CUDA graph replays one), and the rows the deformer and the hash grid evaluate per trained sample.
+steps (a CUDA graph replays one; the occupancy refresh, a graph of its own, apart), and the rows the deformer and the
+hash grid evaluate per trained sample.
 
     python tools/step_anatomy.py                          # INSTA's paper recipe, fixed shapes, 16 steps after 20
     python tools/step_anatomy.py --model insta --samples 65536 --steps 16 --json insta.json
@@ -52,18 +53,20 @@ WARP_LAUNCHES = (wp.launch, wp.launch_tiled, wp.Mesh.refit, wp.Bvh.refit)
 
 class OperationCounter(TorchDispatchMode):
     """The torch operations dispatched inside the block that do work (not in NO_KERNEL), forward and backward, each with
-    the shapes of its tensors: a step's shape signature is their sequence."""
+    the shapes of its tensors (while ``shaping``): a step's shape signature is their sequence."""
 
     def __init__(self):
         super().__init__()
         self.operations: Counter[str] = Counter()
         self.shapes: list[tuple] = []
+        self.shaping = True
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         name = func.overloadpacket.__name__
         if name not in NO_KERNEL:
             self.operations[name] += 1
+        if name not in NO_KERNEL and self.shaping:
             leaves = tree_leaves((args, kwargs))
             self.shapes.append((name, tuple(tuple(x.shape) for x in leaves if isinstance(x, torch.Tensor))))
         return func(*args, **kwargs)
@@ -139,19 +142,23 @@ def anatomy(
         return out
 
     model.training_step = counting_step
-    if hasattr(model, "before_step"):  # the occupancy refresh, where a model has one: its rows apart
+    counters: dict = {}
+    if hasattr(model, "before_step"):  # the occupancy refresh, where a model has one: its rows and shapes apart
         before_step = model.before_step
 
         def refreshing(*args, **kwargs):
             rows.phase = "refresh"
+            if "ops" in counters:
+                counters["ops"].shaping = False
             try:
                 return before_step(*args, **kwargs)
             finally:
                 rows.phase = "step"
+                if "ops" in counters:
+                    counters["ops"].shaping = True
 
         model.before_step = refreshing
     state = {"n": 0, "times": [], "steps": []}
-    counters: dict = {}
 
     def open_counters() -> None:
         counters["ops"], counters["spy"] = OperationCounter(), HostSyncSpy()
@@ -245,7 +252,7 @@ def print_figures(f: dict) -> None:
     print(f"  Warp launches a step (median / most):     {f['warp_launches']:,.0f} / {f['warp_launches_most']:,}")
     print(f"  copies to the device, all steps:          {f['copies_to_device']}")
     print(f"  read-backs from the device, all steps:    {f['read_backs']}")
-    print(f"  distinct shape signatures:                {f['shape_signatures']}")
+    print(f"  distinct shape signatures (refresh apart): {f['shape_signatures']}")
     if f["trained_per_step"] is None:
         print("  samples trained a step:                   none (a rasterised model)")
     else:

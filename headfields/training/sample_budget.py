@@ -15,7 +15,17 @@ from ..renderers.samples import SampleCount, SampleSlots
 from . import distributed
 from .host_copy import READ_LAG, HostCopy
 
-__all__ = ["MARCH_HEADROOM", "MAX_MARCH_SLOTS", "SLOT_GRANULE", "SampleBudget", "next_rays", "over_ranks"]
+__all__ = [
+    "MARCH_HEADROOM",
+    "MAX_MARCH_SLOTS",
+    "RAYS_KEPT_OVER",
+    "RAYS_KEPT_UNDER",
+    "SLOTS_KEPT",
+    "SLOT_GRANULE",
+    "SampleBudget",
+    "next_rays",
+    "over_ranks",
+]
 
 # Fixed shapes: the march's slots are the samples the next step's rays are expected to march (at the last counted
 # rate a ray) times this, in multiples of SLOT_GRANULE, between the trained budget and MAX_MARCH_SLOTS times it
@@ -23,6 +33,13 @@ __all__ = ["MARCH_HEADROOM", "MAX_MARCH_SLOTS", "SLOT_GRANULE", "SampleBudget", 
 MARCH_HEADROOM = 1.25
 MAX_MARCH_SLOTS = 16
 SLOT_GRANULE = 4096
+# Fixed shapes also keep a step's shapes from one step to the next, so that its kernels see one shape signature (a
+# CUDA graph replays one): the rays stay while the budget asks for at most RAYS_KEPT_UNDER more of them (the step
+# trains a few samples under budget) or at most RAYS_KEPT_OVER fewer (a few rays past the slots dropped), and the
+# march's slots stay while what it is expected to need is at least SLOTS_KEPT of them (never fewer: rays would drop).
+RAYS_KEPT_UNDER = 1 / 8
+RAYS_KEPT_OVER = 1 / 16
+SLOTS_KEPT = 0.8
 
 
 def over_ranks(samples: SampleCount | None, ranks: int, device: torch.device) -> SampleCount | None:
@@ -61,6 +78,7 @@ class SampleBudget:
     counted: SampleCount = field(default_factory=lambda: SampleCount(0, 0))
     last: SampleCount | None = None
     marched_per_ray: float | None = None  # at the last counted step: sizes the march's slots
+    march_slots: int | None = None  # the last step's (fixed shapes)
     pending: deque[tuple[int, HostCopy | SampleCount]] = field(default_factory=deque)  # (rays, counts) a step
 
     def slots(self) -> SampleSlots | None:
@@ -72,6 +90,9 @@ class SampleBudget:
             return SampleSlots(most, self.budget)
         expected = MARCH_HEADROOM * self.marched_per_ray * self.rays
         march = min(max(math.ceil(expected / SLOT_GRANULE) * SLOT_GRANULE, self.budget), most)
+        if self.march_slots is not None and SLOTS_KEPT * self.march_slots <= march <= self.march_slots:
+            march = self.march_slots  # the last step's shape
+        self.march_slots = march
         return SampleSlots(march, self.budget)
 
     def after_step(self, samples: SampleCount | None, model: str) -> None:
@@ -101,7 +122,9 @@ class SampleBudget:
         self.counted, self.last = self.counted + samples, samples
         self.marched_per_ray = samples.marched / max(rays, 1)
         if self.budget is not None:
-            self.rays = next_rays(rays - samples.dropped, samples.trained, self.budget, self.ranks, self.max_rays)
+            wanted = next_rays(rays - samples.dropped, samples.trained, self.budget, self.ranks, self.max_rays)
+            kept = (1 - RAYS_KEPT_OVER) * self.rays <= wanted <= (1 + RAYS_KEPT_UNDER) * self.rays
+            self.rays = self.rays if self.fixed and kept else wanted
 
     def _all_counted(self) -> SampleCount:
         """Every step's counts, the pending ones read (a wait on CUDA: at a log line or a checkpoint)."""
@@ -134,6 +157,7 @@ class SampleBudget:
             "drawn": self.drawn,
             "pending": pending,
             "marched_per_ray": self.marched_per_ray,
+            "march_slots": self.march_slots,
         }
 
     def load_state(self, state: dict, steps: int) -> None:
@@ -142,6 +166,7 @@ class SampleBudget:
         self.counted = SampleCount(*state.get("samples", (0, 0)))
         self.drawn = state.get("drawn", steps * self.rays)
         self.marched_per_ray = state.get("marched_per_ray")
+        self.march_slots = state.get("march_slots")  # (none before shapes were kept from step to step)
         self.pending = deque((rays, SampleCount(*counts)) for rays, *counts in state.get("pending", ()))
 
 

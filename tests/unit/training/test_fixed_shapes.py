@@ -19,7 +19,7 @@ from headfields.parametric import load_model
 from headfields.renderers import EARLY_STOP_TRANSMITTANCE, PackedSamples, SampleCount, SampleSlots, SlotSamples, composite
 from headfields.training import OptimizerConfig, StepOutput, TrainingConfig, train
 from headfields.training.host_copy import READ_LAG, HostCopy
-from headfields.training.sample_budget import MAX_MARCH_SLOTS, SampleBudget
+from headfields.training.sample_budget import MARCH_HEADROOM, MAX_MARCH_SLOTS, RAYS_KEPT_OVER, RAYS_KEPT_UNDER, SampleBudget
 
 from helpers import raises_naming
 
@@ -209,6 +209,42 @@ def test_counts_are_read_two_steps_later_and_size_the_slots():
     assert budget.rays == resumed.rays and budget.counted == resumed.counted and budget.means(4) == resumed.means(4)
     # The second step's 100 rays: 90 fitted and trained 1000, so 90 rays fill the budget.
     assert budget.rays == 90
+
+
+def _step(budget: SampleBudget, per_ray: float, march_per_trained: float = 3.0) -> SampleSlots:
+    """A step of ``budget``'s rays, each training ``per_ray`` samples: those past the train slots dropped, as the
+    renderer drops them."""
+    slots = budget.slots()
+    fit = min(budget.rays, int(slots.train // per_ray))
+    trained = round(budget.rays * per_ray)  # what the rays wanted, those that did not fit too
+    marched = round(march_per_trained * trained)
+    budget.after_step(SampleCount(torch.tensor(marched), torch.tensor(trained), torch.tensor(budget.rays - fit)), "m")
+    return slots
+
+
+def test_fixed_shapes_keep_the_rays_and_slots_while_the_budget_allows():
+    """One shape from step to step (a CUDA graph replays one): while the samples a ray trains wander by 2%, the rays
+    and the march's slots stay, where instant-ngp's rule alone changes the rays at every count; a step far off the
+    budget changes them."""
+    fixed, exact = SampleBudget(rays=1000, budget=100_000, fixed=True), SampleBudget(rays=1000, budget=100_000)
+    g = torch.Generator().manual_seed(0)
+    shapes, exact_rays = [], []
+    for _ in range(40):
+        per_ray = 100 * (1 + 0.02 * (2 * float(torch.rand((), generator=g)) - 1))
+        slots = _step(fixed, per_ray)
+        shapes.append((fixed.rays, slots.march))
+        exact.after_step(SampleCount(3 * round(exact.rays * per_ray), round(exact.rays * per_ray)), "m")
+        exact_rays.append(exact.rays)
+    assert len(set(shapes[10:])) == 1, shapes  # settled: one shape
+    assert len(set(exact_rays[10:])) > 10  # (the budget's rule alone: a new ray count at nearly every step)
+    rays, march = shapes[-1]
+    assert 100_000 * (1 - RAYS_KEPT_OVER) <= rays * 100 <= 100_000 * (1 + RAYS_KEPT_UNDER)
+    for _ in range(READ_LAG + 2):  # each ray now trains half as many again: too many rays, dropped from the slots
+        _step(fixed, 150)
+    assert fixed.rays < rays * (1 - RAYS_KEPT_OVER) and fixed.last.dropped > 0
+    for _ in range(READ_LAG + 2):  # the march now needs far more slots: they grow at once
+        slots = _step(fixed, 150, march_per_trained=9.0)
+    assert slots.march > march and slots.march >= MARCH_HEADROOM * 9.0 * 150 * fixed.rays  # all the rays' samples
 
 
 def test_host_copy_reads_numbers():
