@@ -35,14 +35,23 @@ def remeshed_blob(resolution: int = 20):
     return surface.vertices.float(), surface.faces
 
 
+# Point-triangle pairs a brute-force pass: a few points against every triangle keep trimesh's temporaries in cache (the
+# head proxy's 400 points at once, 4M pairs, took 2.5x as long); each point's answer is the same either way.
+BRUTE_PAIRS = 1 << 16
+
+
 def brute_closest_distance(vertices: torch.Tensor, faces: torch.Tensor, points: torch.Tensor) -> np.ndarray:
     """Distance from every point to every triangle (trimesh's point-triangle routine), the minimum per point."""
     tris = vertices.double().cpu().numpy()[faces.cpu().numpy()]
-    p = points.double().cpu().numpy()
-    pairs_p = np.repeat(p, len(tris), axis=0)
-    pairs_t = np.tile(tris, (len(p), 1, 1))
-    every = np.linalg.norm(trimesh.triangles.closest_point(pairs_t, pairs_p) - pairs_p, axis=-1)
-    return every.reshape(len(p), len(tris)).min(axis=1)
+    every_point = points.double().cpu().numpy()
+    step = max(1, BRUTE_PAIRS // len(tris))
+    nearest = []
+    for p in (every_point[i : i + step] for i in range(0, len(every_point), step)):
+        pairs_p = np.repeat(p, len(tris), axis=0)
+        pairs_t = np.tile(tris, (len(p), 1, 1))
+        every = np.linalg.norm(trimesh.triangles.closest_point(pairs_t, pairs_p) - pairs_p, axis=-1)
+        nearest.append(every.reshape(len(p), len(tris)).min(axis=1))
+    return np.concatenate(nearest) if nearest else np.zeros(0)
 
 
 @st.composite

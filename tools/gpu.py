@@ -37,7 +37,8 @@ status is 1 if any step failed or was skipped:
    checkout's renderers on the same run too (render.py's A/B: the previous code in the same call, the two taking
    turns); then ``tools/frame_variants.py`` on the same run: the 512² frame under each knob a GPU has yet to
    settle (the rounds' size, a float16 hash table, BVH leaves of 2 and 8 triangles), interleaved; then, in a call of
-   its own, the fused decoder (``experimental.fused_nerf``) against "as is";
+   its own, the fused decoder (``experimental.fused_nerf``) against "as is" (on the CPU, in the same call as the
+   others);
 5. on CUDA only, every other example (the paper models and the mixes, each at its default recipe on CUDA) and
    ``benchmarks/ablations/nphm.py`` for ``--example-minutes`` each (default 0: left out) into ``OUT/examples/``: a
    check that each CUDA path trains and evaluates, with its it/s, peak memory and held-out PSNR (a minute is far
@@ -289,10 +290,12 @@ def main() -> int:
         frame += ["--anatomy", "--profile", "--device", device, "--out", str(out)]
         frame += [] if args.baseline is None else ["--baseline", str(args.baseline.resolve())]
         step("frame", "frame", frame, 900 if args.baseline is None else 1200)
-        # ... and under each knob whose answer awaits a GPU (frame_variants.py), on the same run. The fused decoders
-        # apart and last: their first call compiles cuBLASDx products, whose time on a GPU is not known yet, and a call
-        # that --deadline cuts short keeps the other variants' table.
-        for key, group in (("variants", "knobs"), ("fused", "fused")):
+        # ... and under each knob whose answer awaits a GPU (frame_variants.py), on the same run. On CUDA the fused
+        # decoders apart and last: their first call compiles cuBLASDx products, whose time on a GPU is not known yet,
+        # and a call that --deadline cuts short keeps the other variants' table. The CPU compiles no cuBLASDx: every
+        # variant in one call there (a process's start and the run's load, a third of each call's seconds, once).
+        groups = (("variants", "knobs"), ("fused", "fused")) if cuda else (("variants", "all"),)
+        for key, group in groups:
             (out / f"{key}.json").unlink(missing_ok=True)  # an earlier run's
             variants = [python, "tools/frame_variants.py", str(run), "--size", "512" if cuda else "24", "--group", group]
             variants += ["--repeats", "5" if cuda else "1", "--device", device, "--json", str(out / f"{key}.json")]

@@ -119,9 +119,16 @@ def assert_untouched(start: dict, now: dict, step: str) -> None:
         assert now["faults"] >= start["faults"] // 2 > 0, f"{step} tuned malloc ({start['faults']} -> {now['faults']} faults)"
 
 
-def test_the_child_sees_a_mixed_denormal_state_and_malloc_s_defaults():
+@pytest.fixture(scope="module")
+def tuned_child() -> dict[str, dict]:
+    """A child started in a mixed denormal state: its state at its start (the probes' test) and inside and after
+    ``process_tuning`` (the tuning's test). One child for both: its start is the same either way, read before any step."""
+    return child_states("tuned", mixed=True)
+
+
+def test_the_child_sees_a_mixed_denormal_state_and_malloc_s_defaults(tuned_child):
     """The probes themselves: the caller flushes and its team does not; a 256 MiB block faults every page."""
-    start = child_states(mixed=True)["start"]
+    start = tuned_child["start"]
     assert start["caller_flushes"] == X86 and start["mallopt"] == []
     if X86 and start["threads"] > 1:
         assert 0 < start["kept"] < MANY
@@ -138,8 +145,8 @@ def test_importing_headfields_loading_a_run_rendering_and_training_leave_the_pro
         assert_untouched(states["start"], states[step], step)
 
 
-def test_process_tuning_applies_both_and_puts_back_what_glibc_lets_it():
-    states = child_states("tuned", mixed=True)
+def test_process_tuning_applies_both_and_puts_back_what_glibc_lets_it(tuned_child):
+    states = tuned_child
     start, inside, after = states["start"], states["inside"], states["tuned"]
     if X86:
         assert inside["caller_flushes"] and inside["kept"] == 0  # every thread flushed within the block

@@ -53,36 +53,46 @@ def faces_under(topology, node: int) -> list[int]:
     return out
 
 
-BRUTE_CHUNK = 64  # rays a brute-force pass
+BRUTE_CHUNK = 8  # rays a brute-force pass: the [rays, faces] temporaries stay in cache (3x faster than 64), same answers
 
 
-def brute_first_hit(vertices: torch.Tensor, faces: torch.Tensor, origins: torch.Tensor, dirs: torch.Tensor, grow: float = 0.0):
-    """Every ray against every triangle (Moller-Trumbore in float64): the nearest t >= 0 and its face; with ``grow``
-    each triangle grown (or, below 0, shrunk) by that much in barycentric units."""
-    if len(origins) > BRUTE_CHUNK:  # chunks of rays: the [rays, faces, 3] temporaries stay in cache, same answers
-        chunks = zip(origins.split(BRUTE_CHUNK), dirs.split(BRUTE_CHUNK), strict=True)
-        parts = [brute_first_hit(vertices, faces, o, d, grow) for o, d in chunks]
-        return torch.cat([t for t, _ in parts]), torch.cat([f for _, f in parts])
+def brute_first_hits(vertices: torch.Tensor, faces: torch.Tensor, origins: torch.Tensor, dirs: torch.Tensor, grows=(0.0,)):
+    """Every ray against every triangle (Moller-Trumbore in float64): for each of ``grows``, the nearest t >= 0 and its
+    face with each triangle grown (or, below 0, shrunk) by that much in barycentric units. One pass computes u, v, t
+    for every grow (the grows differ only in the test of the barycentrics), coordinate by coordinate: no [rays, faces,
+    3] temporaries."""
     tri = vertices.double()[faces]
-    a, e1, e2 = tri[:, 0], tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]
-    o, d = origins.double()[:, None], dirs.double()[:, None]
-    p = torch.linalg.cross(d.expand(-1, len(faces), -1), e2[None].expand(len(o), -1, -1))
-    det = (e1[None] * p).sum(-1)
-    s = o - a[None]
-    u = (s * p).sum(-1) / det
-    q = torch.linalg.cross(s, e1[None].expand(len(o), -1, -1))
-    v = (d * q).sum(-1) / det
-    t = (e2[None] * q).sum(-1) / det
-    ok = (det != 0) & (u >= -grow) & (v >= -grow) & (1 - u - v >= -grow) & (t >= 0)
-    return torch.where(ok, t, torch.inf).min(dim=1)
+    ax, ay, az = tri[:, 0].unbind(-1)
+    e1x, e1y, e1z = (tri[:, 1] - tri[:, 0]).unbind(-1)
+    e2x, e2y, e2z = (tri[:, 2] - tri[:, 0]).unbind(-1)
+    parts: list[list[tuple[torch.Tensor, torch.Tensor]]] = [[] for _ in grows]
+    for chunk_o, chunk_d in zip(origins.split(BRUTE_CHUNK), dirs.split(BRUTE_CHUNK), strict=True):
+        ox, oy, oz = chunk_o.double()[:, None].unbind(-1)  # [rays, 1] each, against [faces]
+        dx, dy, dz = chunk_d.double()[:, None].unbind(-1)
+        px, py, pz = dy * e2z - dz * e2y, dz * e2x - dx * e2z, dx * e2y - dy * e2x  # p = d x e2
+        det = e1x * px + e1y * py + e1z * pz
+        sx, sy, sz = ox - ax, oy - ay, oz - az
+        u = (sx * px + sy * py + sz * pz) / det
+        qx, qy, qz = sy * e1z - sz * e1y, sz * e1x - sx * e1z, sx * e1y - sy * e1x  # q = s x e1
+        v = (dx * qx + dy * qy + dz * qz) / det
+        t = (e2x * qx + e2y * qy + e2z * qz) / det
+        for part, grow in zip(parts, grows, strict=True):
+            ok = (det != 0) & (u >= -grow) & (v >= -grow) & (1 - u - v >= -grow) & (t >= 0)
+            part.append(torch.where(ok, t, torch.inf).min(dim=1))
+    return [(torch.cat([t for t, _ in part]), torch.cat([f for _, f in part])) for part in parts]
+
+
+def brute_first_hit(vertices: torch.Tensor, faces: torch.Tensor, origins: torch.Tensor, dirs: torch.Tensor):
+    """Every ray's nearest t >= 0 against every triangle as it is, and its face (:func:`brute_first_hits`)."""
+    return brute_first_hits(vertices, faces, origins, dirs)[0]
 
 
 def clear_first_hits(vertices: torch.Tensor, faces: torch.Tensor, origins: torch.Tensor, dirs: torch.Tensor):
     """The float64 first hit (t, face) and which rays have one that no 1e-4 change of the triangles' borders alters:
     the others pass too close to an edge for float32 to be sure of the face, or of a hit at all."""
-    t, face = brute_first_hit(vertices, faces, origins, dirs)
-    t_grown, face_grown = brute_first_hit(vertices, faces, origins, dirs, grow=1e-4)
-    t_shrunk, face_shrunk = brute_first_hit(vertices, faces, origins, dirs, grow=-1e-4)
+    (t, face), (t_grown, face_grown), (t_shrunk, face_shrunk) = brute_first_hits(
+        vertices, faces, origins, dirs, (0.0, 1e-4, -1e-4)
+    )
     misses = torch.isinf(t_grown) & torch.isinf(t_shrunk)
     clear = misses | ((face_grown == face) & (face_shrunk == face) & torch.isfinite(t_shrunk))
     return t, face, clear

@@ -22,18 +22,12 @@ from headfields.data import INSTA_FACE_PARSING, load_insta_dataset, load_subject
 from headfields.data._io import read_obj
 from headfields.data.inspect import inspect_capture
 from headfields.data.tracked_mesh_reader import read_region_file, regions_from_segmentation
-from headfields.encoders import UVCodeDecoderConfig
 from headfields.heads import tracked_head
-from headfields.models import insta
 from headfields.models.hyper_neus import HyperNeusAvatar
-from headfields.models.insta import Insta
-from headfields.models.mixes import MIXES
-from headfields.models.monoavatar import MonoAvatar, cpu_config
 from headfields.models.portrait360 import Portrait360
 from headfields.parametric import TrackedMeshModel, load_model, rigid_fit
 from headfields.parametric.tracked_meshes import cylindrical_uvs, rotation_to_axis_angle
 from headfields.synthetic import SyntheticVideoConfig, make_synthetic_video, write_insta_capture
-from headfields.training import TrainingConfig, train
 
 from helpers import raises_naming
 
@@ -252,27 +246,12 @@ def test_models_without_a_skeleton_name_what_is_missing(remeshed):
     assert "jaw joint" in str(error.value)
 
 
-@pytest.mark.parametrize("name", ["insta", "monoavatar", "mix_triangle_neus"])
-def test_every_model_that_can_trains_on_a_remeshed_capture_without_model_files(remeshed, name, tmp_path):
-    subject = load_subject(remeshed)
-    p, frames = subject.parametric, subject.train
-    model = {
-        "insta": lambda: Insta(p, frames.segmentation_labels, insta.cpu_config()),
-        "monoavatar": lambda: MonoAvatar(
-            p, len(frames), cpu_config(uv_resolution=32, code_decoder=UVCodeDecoderConfig(resolution=32))
-        ),
-        "mix_triangle_neus": lambda: MIXES["mix_triangle_neus"].build(p, frames),
-    }[name]()
-    config = TrainingConfig(max_iterations=2, rays_per_batch=128, eval_every=0, checkpoint_every=0)
-    metrics = train(model, frames, subject.eval.select([0]), tmp_path, config)
-    assert metrics["iterations"] == 2 and 5 < metrics["psnr"] < 60
-
-
 @pytest.mark.unchecked
-@pytest.mark.parametrize("model", ["insta", "monoavatar"])
+@pytest.mark.parametrize("model", ["insta", "monoavatar", "mix_triangle_neus"])
 def test_the_train_command_trains_on_a_remeshed_capture_with_no_model(remeshed, tmp_path, capsys, model):
     """``python -m headfields train MODEL --data CAPTURE`` with no ``--model``, on meshes of a topology never
-    shipped, writes metrics and renders."""
+    shipped, writes metrics and renders: every model that can (Portrait360 and HyperNeuS need what such a capture
+    lacks: test above)."""
 
     argv = ["train", model, "--data", str(remeshed), "--out", str(tmp_path), "--iterations", "2", "--rays", "128"]
     assert main([*argv, "--device", "cpu"]) == 0
