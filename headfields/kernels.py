@@ -284,20 +284,20 @@ def launch_rows(
             blocks = -(-(hi - lo) // tile[0])
             wp.launch_tiled(kernel, dim=blocks, inputs=[*shared, *arrays], block_dim=tile[1], device=wp_device)
 
-    if takes_cuda_path(device):
+    if device.type == "cuda":
         with torch_stream(device):
             run(0, rows)
         return
     # Warp's CPU tiles take their "shared" memory from one static arena per module on x86-64 (not thread-local: its
     # LLVM JIT has no TLS), so two tiled launches of a module at once would overwrite each other's (and crashed): one
-    # launch, and launches from several threads take turns.
+    # launch, and launches from several threads take turns (on CUDA's paths too: another thread may be on the CPU's).
     if tile is not None:
         with _CPU_TILES_GUARD:
             turns = _CPU_TILES.setdefault(kernel.module.name, threading.Lock())
         with turns:
             run(0, rows)
         return
-    bounds = launch_bounds(rows, device, min_rows)
+    bounds = launch_bounds(rows, device, min_rows)  # one chunk on CUDA's paths
     if len(bounds) == 2:
         run(0, rows)
         return
@@ -348,7 +348,7 @@ def launch_grid(
     def run(o0: int, o1: int, r0: int, r1: int) -> None:
         wp.launch(kernel, dim=(o1 - o0, r1 - r0), inputs=[*shared, o0, r0], device=wp_device)
 
-    if takes_cuda_path(device):
+    if takes_cuda_path(device):  # one launch (on the CPU, CUDA's paths: counted as a GPU launches)
         with torch_stream(device):
             run(0, outer, 0, rows)
         return
