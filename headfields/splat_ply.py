@@ -18,7 +18,8 @@ property and the row, rather than returned as inf or 0.
 
 A file that carries a binding (GaussianAvatars' ``binding_0``: each Gaussian's parent face) holds values local to
 that face, not world values: :func:`read_splat_ply` refuses it, and :func:`read_bound_splat_ply` reads it as such
-(the local values and the faces); :func:`write_bound_splat_ply` writes one.
+(the local values and the faces); :func:`write_bound_splat_ply` writes one (a whole avatar in GaussianAvatars' folder
+layout, with its FLAME parameters: :mod:`headfields.gaussian_avatars_export`).
 """
 
 from __future__ import annotations
