@@ -18,7 +18,8 @@ property and the row, rather than returned as inf or 0.
 
 A file that carries a binding (GaussianAvatars' ``binding_0``: each Gaussian's parent face) holds values local to
 that face, not world values: :func:`read_splat_ply` refuses it, and :func:`read_bound_splat_ply` reads it as such
-(the local values and the faces).
+(the local values and the faces); :func:`write_bound_splat_ply` writes one (a whole avatar in GaussianAvatars' folder
+layout, with its FLAME parameters: :mod:`headfields.gaussian_avatars_export`).
 """
 
 from __future__ import annotations
@@ -32,11 +33,19 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .checks import check_finite, check_float
+from .checks import check_finite, check_float, check_int
 from .deformers.gaussian_binding import Splats  # the Gaussians as the file holds them
 from .outputs import atomic_path
 
-__all__ = ["BINDING", "SH_C0", "Splats", "read_bound_splat_ply", "read_splat_ply", "write_splat_ply"]
+__all__ = [
+    "BINDING",
+    "SH_C0",
+    "Splats",
+    "read_bound_splat_ply",
+    "read_splat_ply",
+    "write_bound_splat_ply",
+    "write_splat_ply",
+]
 
 SH_C0 = 0.28209479177387814  # the degree-0 real spherical harmonic, 1 / (2 sqrt(pi))
 _NEEDED = ["x", "y", "z", "f_dc_0", "f_dc_1", "f_dc_2", "opacity", "scale_0", "scale_1", "scale_2"]
@@ -53,6 +62,7 @@ _TYPES = {  # PLY scalar types: the byte layout of every property, so that extra
 }
 _F_REST = re.compile(r"f_rest_(\d+)")
 BINDING = "binding_0"  # GaussianAvatars' save_ply: each Gaussian's parent face, its values local to that face
+FLOAT32_INTEGERS = 2**24  # binding_0 is a float (as GaussianAvatars writes it): faces below this are exact in float32
 _FLOAT32 = np.finfo(np.float32)
 
 
@@ -70,9 +80,9 @@ def _first_bad(ok: np.ndarray) -> tuple[int, int]:
     return int(row), int(column)
 
 
-def _check_splats(splats: Splats) -> None:
+def _check_splats(splats: Splats, argument: str = "splats") -> None:
     if not isinstance(splats, Splats):
-        raise TypeError(f"splats: expected a headfields.splat_ply.Splats, got {type(splats).__name__}")
+        raise TypeError(f"{argument}: expected a headfields.splat_ply.Splats, got {type(splats).__name__}")
     check_float("means", splats.means, [None, 3])
     n = len(splats.means)
     check_float("quats", splats.quats, [n, 4])
@@ -99,8 +109,32 @@ def write_splat_ply(path: str | os.PathLike, splats: Splats) -> Path:
         write_splat_ply("out/head.ply", Splats(means, quats, scales, opacities, sh))
     """
     _check_splats(splats)
-    if not isinstance(path, str | os.PathLike):
-        raise TypeError(f"path: expected a file path, got {type(path).__name__}")
+    names, exact = _encoded(splats)
+    return _write_rows(path, "splats", names, exact, "write_splat_ply")
+
+
+def write_bound_splat_ply(path: str | os.PathLike, local: Splats, binding: Tensor) -> Path:
+    """Write Gaussians bound to a mesh's faces as GaussianAvatars' ``save_ply`` does: ``local``'s values local to
+    each Gaussian's parent face (means, quaternions and scales in the face's frame and units, as
+    :class:`~headfields.deformers.GaussianSet` holds them), encoded as :func:`write_splat_ply` encodes world values,
+    then :data:`BINDING` (``binding [N]``, each Gaussian's face) written as a float, last, as that code writes every
+    property. :func:`read_bound_splat_ply` reads it back; parent folders are made, the file is written whole or not
+    at all. Returns the path.
+
+        write_bound_splat_ply("out/point_cloud.ply", Splats(local_means, local_quats, local_scales, opacities, sh), parent)
+    """
+    _check_splats(local, "local")
+    names, exact = _encoded(local)
+    if not isinstance(binding, Tensor):
+        raise TypeError(f"binding: expected an integer tensor [{len(exact)}] of face indices, got {type(binding).__name__}")
+    check_int("binding", binding, [len(exact)], upper=FLOAT32_INTEGERS)
+    column = binding.detach().cpu().double().numpy()[:, None]
+    return _write_rows(path, "local", [*names, BINDING], np.concatenate([exact, column], 1), "write_bound_splat_ply")
+
+
+def _encoded(splats: Splats) -> tuple[list[str], np.ndarray]:
+    """The property names and the float64 rows of ``splats`` in the file's encoding (logit opacities, log scales,
+    unit quaternions, f_rest channel-major)."""
 
     def host(x: Tensor) -> np.ndarray:  # float64 for the transforms, so only the final cast rounds
         return x.detach().cpu().double().numpy()
@@ -118,21 +152,29 @@ def write_splat_ply(path: str | os.PathLike, splats: Splats) -> Path:
         np.log(host(splats.scales)),
         quats,
     ]
-    exact = np.concatenate(columns, axis=1)
     names = ["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2"]
     names += [f"f_rest_{i}" for i in range(3 * (k - 1))]
     names += ["opacity", "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"]
+    return names, np.concatenate(columns, axis=1)
+
+
+def _write_rows(path: str | os.PathLike, argument: str, names: list[str], exact: np.ndarray, writer: str) -> Path:
+    """``exact [N, len(names)]`` as the float32 vertex rows of a binary PLY at ``path``, refused (naming
+    ``argument``, the property and the row) where float32 cannot hold a value."""
+    if not isinstance(path, str | os.PathLike):
+        raise TypeError(f"path: expected a file path, got {type(path).__name__}")
     beyond = np.abs(exact) > _FLOAT32.max  # float64 input float32 cannot hold: refused, not written as inf
     if beyond.any():
         row, column = _first_bad(~beyond)
         raise ValueError(
-            f"splats: {names[column]} of row {row} is {exact[row, column]:.6g} in the file's encoding, beyond float32's "
-            f"range (±{_FLOAT32.max:.4g}), which the splat PLY holds"
+            f"{argument}: {names[column]} of row {row} is {exact[row, column]:.6g} in the file's encoding, beyond "
+            f"float32's range (±{_FLOAT32.max:.4g}), which the splat PLY holds"
         )
     rows = exact.astype("<f4")
     # The count on the third line: SIBR's viewer reads it there (a comment before it made SIBR load 0 splats).
-    header = ["ply", "format binary_little_endian 1.0", f"element vertex {n}"] + [f"property float {name}" for name in names]
-    header += ["comment written by headfields.splat_ply.write_splat_ply", "end_header"]
+    header = ["ply", "format binary_little_endian 1.0", f"element vertex {len(rows)}"]
+    header += [f"property float {name}" for name in names]
+    header += [f"comment written by headfields.splat_ply.{writer}", "end_header"]
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

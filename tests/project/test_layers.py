@@ -61,6 +61,7 @@ TIERS = {
     "commands": "apps",
     "driving": "apps",  # reenactment: a trained avatar driven by another capture
     "export": "apps",
+    "gaussian_avatars_export": "apps",  # a Gaussian avatar in GaussianAvatars' own files
     "media": "apps",  # mp4 videos
     "runs": "apps",
     "splat_ply": "apps",  # splat files

@@ -8,7 +8,17 @@ import numpy as np
 import pytest
 import torch
 
-from headfields.splat_ply import BINDING, SH_C0, Splats, read_bound_splat_ply, read_splat_ply, write_splat_ply
+from headfields.splat_ply import (
+    BINDING,
+    SH_C0,
+    Splats,
+    read_bound_splat_ply,
+    read_splat_ply,
+    write_bound_splat_ply,
+    write_splat_ply,
+)
+
+from helpers import raises_naming
 
 OFFICIAL_ORDER = ["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2"]
 TAIL = ["opacity", "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"]
@@ -268,3 +278,30 @@ def test_a_file_carrying_a_binding_is_read_only_as_bound(tmp_path):
         write_hand_ply(tmp_path / "odd.ply", known_columns() | {BINDING: [0.0, face]}, kind="float")
         with pytest.raises(ValueError, match=rf"binding_0 of row 1 is {shown}: expected a face index"):
             read_bound_splat_ply(tmp_path / "odd.ply")
+
+
+def test_the_bound_writer_round_trips_in_gaussian_avatars_order(tmp_path):
+    """Issue 80: write_bound_splat_ply writes local values as write_splat_ply writes world ones, then binding_0 last
+    and as a float (scene/gaussian_model.py construct_list_of_attributes, save_ply's 'f4' for every property)."""
+    splats = random_splats(5, 16)
+    binding = torch.tensor([4, 0, 2**24 - 1, 7, 7])  # the largest face a float32 holds exactly
+    path = write_bound_splat_ply(tmp_path / "point_cloud.ply", splats, binding)
+    names, types, _ = parse_ply(path)
+    assert names == [*OFFICIAL_ORDER, *[f"f_rest_{i}" for i in range(45)], *TAIL, BINDING] and types == {"float"}
+    assert path.read_bytes().split(b"\n")[2] == b"element vertex 5"  # SIBR's rule: the count on line 3
+    local, read = read_bound_splat_ply(path)
+    assert read.tolist() == binding.tolist()
+    assert_splats_close(local, splats)
+
+
+def test_the_bound_writer_names_a_bad_binding(tmp_path):
+    """A binding of another length, of floats, below 0 or beyond float32's exact integers; local values not Splats."""
+    splats = Splats(
+        torch.zeros(2, 3), torch.tensor([[1.0, 0, 0, 0]] * 2), torch.ones(2, 3), torch.full((2,), 0.5), torch.zeros(2, 1, 3)
+    )
+    for binding in (torch.tensor([0]), torch.tensor([0.0, 1.0]), torch.tensor([0, -1]), torch.tensor([0, 2**24])):
+        with raises_naming("binding"):
+            write_bound_splat_ply(tmp_path / "bad.ply", splats, binding)
+    with raises_naming("local"):
+        write_bound_splat_ply(tmp_path / "bad.ply", "splats", torch.tensor([0, 1]))
+    assert not (tmp_path / "bad.ply").exists()

@@ -8,11 +8,13 @@ import json
 import math
 import os
 
+import numpy as np
 import pytest
 import torch
 
 from headfields.commands import main
 from headfields.data import load_subject
+from headfields.gaussian_avatars_export import export_gaussian_avatars_run
 from headfields.heads import tracked_head
 from headfields.models.gaussian_avatars import (
     DensityConfig,
@@ -24,7 +26,7 @@ from headfields.models.gaussian_avatars import (
 from headfields.models.registry import MODELS
 from headfields.parametric import TrackedMeshModel
 from headfields.runs import RunConfig, SubjectSource, load_run, train_run
-from headfields.splat_ply import read_splat_ply
+from headfields.splat_ply import read_bound_splat_ply, read_splat_ply
 from headfields.synthetic import SyntheticVideoConfig, write_insta_capture
 from headfields.training import TrainingConfig
 from headfields.viewer import render_avatar
@@ -89,6 +91,22 @@ def test_export_writes_the_posed_gaussians_as_3dgs_ply(tiny_gaussian_run, tmp_pa
         torch.testing.assert_close(same_rotation, torch.ones_like(same_rotation), atol=1e-5, rtol=0)
     canonical = read_splat_ply(tmp_path / "canonical.ply")
     assert len(canonical.means) == run.model.gaussians.num_gaussians
+
+
+def test_a_run_exports_in_gaussian_avatars_layout(tiny_gaussian_run, tmp_path):
+    # Issue 80: the local values, binding_0 and flame_param.npz of a split's frames, at the run's iteration; the
+    # re-posing by GaussianAvatars' formulas is tests/unit/apps/test_gaussian_avatars_export.py's.
+    run = load_run(tiny_gaussian_run[0], "cpu")
+    ply = export_gaussian_avatars_run(run, tmp_path / "train", "train")
+    assert ply == tmp_path / "train" / "point_cloud" / f"iteration_{run.step}" / "point_cloud.ply"
+    local, binding = read_bound_splat_ply(ply)
+    assert torch.equal(binding, run.model.gaussians.parent) and len(local.means) == run.model.gaussians.num_gaussians
+    assert np.load(ply.parent / "flame_param.npz")["expr"].shape == (run.head("train").num_frames, 100)
+    held_out = export_gaussian_avatars_run(run, tmp_path / "held_out")  # the export command's default split
+    assert np.load(held_out.parent / "flame_param.npz")["expr"].shape[0] == run.head(run.subject.eval.split).num_frames
+    with pytest.raises(ValueError, match=r"^split: expected 'train' or"):
+        export_gaussian_avatars_run(run, tmp_path / "bad", "validation")
+    assert not (tmp_path / "bad").exists()
 
 
 @pytest.mark.parametrize(
