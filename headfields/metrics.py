@@ -39,6 +39,7 @@ __all__ = ["ChamferDistance", "FScore", "chamfer_distance", "l1", "point_chamfer
 # use_sample_covariance=False): an 11x11 Gaussian window of sigma 1.5, K1 = 0.01, K2 = 0.03, averaged over the
 # positions where the window fits inside the image ("valid"), then over channels and images.
 SSIM_WINDOW = 11
+SSIM_PADDINGS = ("valid", "zero")  # the windows inside the image (Wang et al., skimage), or on every pixel (3DGS)
 SSIM_SIGMA = 1.5
 SSIM_K1 = 0.01
 SSIM_K2 = 0.03
@@ -91,10 +92,11 @@ def _gaussian_window(dtype: torch.dtype, device: torch.device) -> Tensor:
     return w / w.sum()
 
 
-def _blur(x: Tensor, window: Tensor) -> Tensor:
-    """Separable 'valid' Gaussian filter of ``[N, 1, H, W]``."""
-    x = F.conv2d(x, window.view(1, 1, -1, 1))
-    return F.conv2d(x, window.view(1, 1, 1, -1))
+def _blur(x: Tensor, window: Tensor, pad: int = 0) -> Tensor:
+    """Separable Gaussian filter of ``[N, 1, H, W]``: 'valid', or with ``pad`` zeros around (the same as one 2-D
+    convolution of the zero-padded image)."""
+    x = F.conv2d(x, window.view(1, 1, -1, 1), padding=(pad, 0))
+    return F.conv2d(x, window.view(1, 1, 1, -1), padding=(0, pad))
 
 
 def ssim(
@@ -102,9 +104,14 @@ def ssim(
     target: Float[Tensor, "*B H W C"],
     max_value: float = 1.0,
     mask: Bool[Tensor, "*B H W"] | None = None,
+    padding: str = "valid",
 ) -> Float[Tensor, ""]:
     """Mean structural similarity over the valid window positions, channels and images (Wang et al. 2004:
     Gaussian window 11, sigma 1.5, K1 0.01, K2 0.03, ``L = max_value``). Images must be at least 11 x 11.
+
+    ``padding="zero"``: SSIM as 3DGS computes it (``utils/loss_utils.py``, which GaussianAvatars' loss and scores use):
+    the windows centred on every pixel, the image zero-padded by half a window, any image size; the windows at the
+    border see the zeros, so an image scores lower than with the valid windows.
 
     With ``mask``, the SSIM map (the mean over channels at each window centre) is averaged over the window
     centres where ``mask`` is True, pooled over the images: the windows still see the pixels around the mask's
@@ -113,32 +120,35 @@ def ssim(
 
     Example: ``ssim(render, truth, mask=segmentation != BACKGROUND_LABEL)`` is the head's SSIM of an image."""
     check_positive("max_value", max_value)
+    if padding not in SSIM_PADDINGS:
+        raise ValueError(f"padding: expected one of {list(SSIM_PADDINGS)}, got {padding!r}")
     if pred.dim() not in (3, 4):
         raise ValueError(f"pred: expected shape [H, W, C] or [B, H, W, C], got {list(pred.shape)}")
     check_float("pred", pred, [None] * pred.dim())
     check_float("target", target, list(pred.shape), device=pred.device)
     h, w, c = pred.shape[-3:]
-    if h < SSIM_WINDOW or w < SSIM_WINDOW:
+    half = SSIM_WINDOW // 2 if padding == "valid" else 0  # how far inside the image the window centres lie
+    if padding == "valid" and (h < SSIM_WINDOW or w < SSIM_WINDOW):
         size = f"{SSIM_WINDOW} x {SSIM_WINDOW}"
         raise ValueError(f"pred: expected images of at least {size} pixels (the SSIM window), got {h} x {w}")
     if mask is not None:
         _check_mask(mask, pred.shape[:-1], pred.device)
-        half = SSIM_WINDOW // 2
-        centres = mask[..., half : h - half, half : w - half]  # the window centres of the valid positions
+        centres = mask[..., half : h - half, half : w - half]  # the window centres
         if not bool(centres.any()):
             raise ValueError(f"mask: expected a pixel at least {half} pixels inside the image (an SSIM window centre), got none")
     # [B, H, W, C] -> [B * C, 1, H, W]: every channel of every image filtered on its own.
     x, y = (t.reshape(-1, h, w, c).permute(0, 3, 1, 2).reshape(-1, 1, h, w) for t in (pred, target))
     window = _gaussian_window(x.dtype, x.device)
-    mu_x, mu_y = _blur(x, window), _blur(y, window)
-    var_x = _blur(x * x, window) - mu_x**2
-    var_y = _blur(y * y, window) - mu_y**2
-    cov = _blur(x * y, window) - mu_x * mu_y
+    pad = SSIM_WINDOW // 2 - half
+    mu_x, mu_y = _blur(x, window, pad), _blur(y, window, pad)
+    var_x = _blur(x * x, window, pad) - mu_x**2
+    var_y = _blur(y * y, window, pad) - mu_y**2
+    cov = _blur(x * y, window, pad) - mu_x * mu_y
     c1, c2 = (SSIM_K1 * max_value) ** 2, (SSIM_K2 * max_value) ** 2
     ssim_map = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
     if mask is None:
         return ssim_map.mean()
-    per_centre = ssim_map.reshape(-1, c, *ssim_map.shape[-2:]).mean(dim=1)  # [B, H - 10, W - 10]
+    per_centre = ssim_map.reshape(-1, c, *ssim_map.shape[-2:]).mean(dim=1)  # [B, H - 2 half, W - 2 half]
     return per_centre[centres.reshape(per_centre.shape)].mean()
 
 

@@ -59,7 +59,8 @@ class Evaluation:
     the reason in ``lpips_note``; ``psnr_regions`` holds each asked region's PSNR (None where no frame shows it)."""
 
     psnr: float
-    ssim: float
+    ssim: float  # over the windows inside the image (Wang et al.; the avatar papers' tables)
+    ssim_3dgs: float  # with the image zero-padded, windows on every pixel: 3DGS's (GaussianAvatars' scores)
     frames: int
     l1: float
     psnr_head: float | None
@@ -80,6 +81,7 @@ class Evaluation:
         out: dict[str, object] = {
             "psnr": self.psnr,
             "ssim": self.ssim,
+            "ssim_3dgs": self.ssim_3dgs,
             "l1": self.l1,
             "psnr_head": self.psnr_head,
             "ssim_head": self.ssim_head,
@@ -271,7 +273,7 @@ def evaluate(
     head = head if head is not None else tracked_head(model.parametric, frames)
     masks, mask_rule = _head_masks(frames)
     network, note = _lpips_network(lpips, frames)
-    full: dict[str, list[float]] = {"psnr": [], "ssim": [], "l1": [], "lpips": []}
+    full: dict[str, list[float]] = {"psnr": [], "ssim": [], "ssim_3dgs": [], "l1": [], "lpips": []}
     inside: dict[str, list[float]] = {"psnr": [], "ssim": [], "l1": [], "lpips": []}
     per_region: dict[str, list[float]] = {name: [] for name in regions}
     codes = {name: torch.tensor(c, dtype=torch.uint8) for name, c in regions.items()}
@@ -281,6 +283,7 @@ def evaluate(
         truth = frames.images[f].float() / 255.0
         full["psnr"].append(float(psnr(pred, truth)))
         full["ssim"].append(float(ssim(pred, truth)))
+        full["ssim_3dgs"].append(float(ssim(pred, truth, padding="zero")))
         full["l1"].append(float(l1(pred, truth)))
         mask = None if masks is None else masks[f].cpu()
         if mask is not None and bool(mask.any()):
@@ -308,6 +311,7 @@ def evaluate(
     return Evaluation(
         psnr=float(np.mean(full["psnr"])),
         ssim=float(np.mean(full["ssim"])),
+        ssim_3dgs=float(np.mean(full["ssim_3dgs"])),
         frames=len(indices),
         l1=float(np.mean(full["l1"])),
         psnr_head=_mean(inside["psnr"]),

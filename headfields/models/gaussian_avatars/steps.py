@@ -74,7 +74,7 @@ class GaussianSteps:
         render.means2d.retain_grad()
         truth = train_frames.images[frame].to(render.image.device).float() / 255.0
         l1 = (render.image - truth).abs().mean()
-        d_ssim = 1.0 - ssim(render.image, truth)
+        d_ssim = 1.0 - ssim(render.image, truth, padding="zero")  # 3DGS's SSIM, as GaussianAvatars' loss_utils
         position, scale = binding_regularisers(model.gaussians, render.radii > 0, recipe.regularisers)
         loss = (1 - recipe.ssim_weight) * l1 + recipe.ssim_weight * d_ssim + position + scale
         self._render, self._face_scale = render, posed.face_scale.detach()

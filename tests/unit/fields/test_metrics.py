@@ -1,5 +1,5 @@
 """PSNR and L1 against their formulas; SSIM, whole and masked, against an independent SciPy implementation of Wang
-et al. (skimage's method)."""
+et al. (skimage's method), and 3DGS's zero-padded SSIM against the same on the padded images."""
 
 import math
 
@@ -52,6 +52,32 @@ def test_ssim_matches_the_scipy_reference(seed, scale):
     a, b = images(seed)
     got = ssim(torch.from_numpy(a * scale), torch.from_numpy(b * scale), max_value=scale)
     assert math.isclose(float(got), ssim_scipy(a * scale, b * scale, scale), rel_tol=1e-9)
+
+
+@settings(max_examples=10)
+@given(st.integers(0, 10_000), st.sampled_from([(24, 31, 3), (7, 9, 1)]))
+def test_3dgs_ssim_is_the_reference_over_the_zero_padded_image(seed, shape):
+    """3DGS's SSIM (a window on every pixel of the image padded with zeros by half a window) is the valid-window SSIM
+    of the zero-padded images: the reference's on them, whatever their size (3DGS takes images under 11 pixels)."""
+    a, b = images(seed, shape)
+    padded = [np.pad(x, ((5, 5), (5, 5), (0, 0))) for x in (a, b)]
+    got = ssim(torch.from_numpy(a), torch.from_numpy(b), padding="zero")
+    assert math.isclose(float(got), ssim_scipy(*padded), rel_tol=1e-9)
+    assert ssim(torch.from_numpy(a), torch.from_numpy(a), padding="zero").item() == pytest.approx(1.0)
+
+
+def test_3dgs_ssim_scores_the_border_s_windows_lower():
+    a, b = images(3)
+    valid = ssim(torch.from_numpy(a), torch.from_numpy(b))
+    zero = ssim(torch.from_numpy(a), torch.from_numpy(b), padding="zero")
+    assert zero != valid
+    mask = torch.zeros(24, 31, dtype=torch.bool)
+    mask[0, 0] = True  # a corner: no valid window centre, a zero-padded one
+    assert torch.isfinite(ssim(torch.from_numpy(a), torch.from_numpy(b), mask=mask, padding="zero"))
+    with raises_naming("mask"):
+        ssim(torch.from_numpy(a), torch.from_numpy(b), mask=mask)
+    with raises_naming("padding"):
+        ssim(torch.from_numpy(a), torch.from_numpy(b), padding="same")
 
 
 def test_ssim_batches_and_devices(device):

@@ -334,7 +334,7 @@ def test_metrics_json_records_the_papers_metrics(video, tmp_path, monkeypatch):
     assert hash(config) == hash(dataclasses.replace(config))  # frozen and hashable, as before
     metrics = train(_model(train_frames), train_frames, eval_frames, tmp_path / "run", config)
     assert json.loads((tmp_path / "run" / "metrics.json").read_text()) == metrics
-    for key in ("psnr", "ssim", "l1", "psnr_head", "ssim_head", "l1_head"):
+    for key in ("psnr", "ssim", "ssim_3dgs", "l1", "psnr_head", "ssim_head", "l1_head"):
         assert isinstance(metrics[key], float) and np.isfinite(metrics[key]), key
     assert 0 < metrics["l1_head"] < 1 and metrics["psnr_head"] > 0
     assert metrics["mask"] == "segmentation != 0 (background)" and "over the mask" in metrics["head_masking"]
