@@ -13,15 +13,26 @@ if TYPE_CHECKING:
     from ...data import FrameSet
     from .model import GaussianAvatarConfig
 
-__all__ = ["camera_extent", "learning_rates", "position_learning_rate"]
+__all__ = ["SPREAD_SHARE", "camera_extent", "learning_rates", "position_learning_rate"]
 
 
-def camera_extent(frames: FrameSet, head_center: torch.Tensor) -> float:
-    """The scale 3DGS calls ``cameras_extent``, for a capture whose one camera may not move: 1.1 times the largest
-    distance of a training camera from the head's centre. (3DGS measures the cameras' spread about their own
-    mean, which is 0 for INSTA's fixed monocular camera; on a multi-view rig around a head the two agree.)"""
+# Where the training cameras barely spread (a fixed monocular camera), 3DGS's extent (their spread about their own
+# mean) would shrink the position rate and the densification cuts to nothing: below this share of the head-centred
+# extent, that one is taken instead.
+SPREAD_SHARE = 0.1
+
+
+def camera_extent(frames: FrameSet, head_center: torch.Tensor) -> tuple[float, str]:
+    """The scale 3DGS calls ``cameras_extent`` (``getNerfppNorm``: 1.1 times the largest distance of a training camera
+    from the cameras' mean centre; GaussianAvatars' multi-view rigs), and which rule gave it. For a capture whose
+    cameras barely spread (under ``SPREAD_SHARE`` of the other: INSTA's fixed monocular camera, where 3DGS's is 0), 1.1
+    times the largest distance of a training camera from the head's centre instead."""
     eyes = frames.cameras.camera_to_world[:, :3, 3].to(head_center)
-    return 1.1 * float((eyes - head_center).norm(dim=-1).max())
+    spread = 1.1 * float((eyes - eyes.mean(dim=0)).norm(dim=-1).max())
+    from_head = 1.1 * float((eyes - head_center).norm(dim=-1).max())
+    if spread >= SPREAD_SHARE * from_head:
+        return spread, "3DGS's: the training cameras about their mean centre"
+    return from_head, "the training cameras about the head's centre (they barely spread: 3DGS's would be near 0)"
 
 
 def learning_rates(config: GaussianAvatarConfig, extent: float) -> dict[str, float]:

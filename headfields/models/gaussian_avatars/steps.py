@@ -51,7 +51,7 @@ class GaussianSteps:
         density statistics (empty) of the run."""
         recipe, device = self.model.config, self.model.gaussians.parent.device
         self.cameras = train_frames.cameras.to(device)
-        self.extent = camera_extent(train_frames, train_head.vertices.mean(dim=(0, 1)))
+        self.extent, self.extent_rule = camera_extent(train_frames, train_head.vertices.mean(dim=(0, 1)))
         self.density = DensityControl(recipe.density, generator=torch.Generator(device=device).manual_seed(config.seed))
         groups = gaussian_param_groups(self.model.gaussians, learning_rates(recipe, self.extent))
         self._optimizer = torch.optim.Adam(groups, lr=0.0, eps=recipe.adam_eps)
@@ -104,4 +104,4 @@ class GaussianSteps:
         density.generator.set_state(state["density_generator"].cpu())  # a generator's state is a CPU tensor
 
     def metrics(self) -> dict[str, object]:
-        return {"gaussians": self.model.gaussians.num_gaussians}
+        return {"gaussians": self.model.gaussians.num_gaussians, "extent": self.extent, "extent_rule": self.extent_rule}

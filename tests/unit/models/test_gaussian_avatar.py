@@ -194,3 +194,27 @@ def test_bad_configs_are_named(tiny_video):
         GaussianAvatarConfig(background=(2.0, 0.0, 0.0))
     with pytest.raises(TypeError, match="config"):
         GaussianAvatar(None, config=object())
+
+
+def test_the_extent_is_3dgs_s_where_the_cameras_spread_and_the_head_s_where_they_do_not(tiny_video):
+    """3DGS's ``getNerfppNorm`` (1.1 times the largest distance of a camera from the cameras' mean centre) for a rig
+    around the head; for a fixed monocular camera, where that is 0, the distance from the head's centre."""
+    import dataclasses
+
+    from headfields.cameras import PinholeCameras, look_at
+    from headfields.models.gaussian_avatars import camera_extent
+
+    frames = tiny_video[0]
+    n, centre = len(frames), torch.tensor([0.0, 0.02, 0.0])
+    angle = torch.linspace(-1.0, 1.0, n)  # a frontal arc of cameras 1 m from the head, as a multi-view rig
+    eyes = torch.stack([angle.sin(), torch.zeros(n), angle.cos()], dim=1)
+    c = frames.cameras
+    rig = PinholeCameras(c.fx, c.fy, c.cx, c.cy, c.width, c.height, look_at(eyes, torch.zeros(n, 3)))
+    extent, rule = camera_extent(dataclasses.replace(frames, cameras=rig), centre)
+    mean = eyes.double().mean(dim=0)  # numpy's getNerfppNorm, written out
+    assert extent == pytest.approx(1.1 * float((eyes.double() - mean).norm(dim=1).max()), rel=1e-6) and "3DGS" in rule
+    assert extent < 1.1 * float((eyes - centre).norm(dim=1).max())  # a frontal arc spreads less than its distance
+    fixed = look_at(torch.tensor([[0.0, 0.0, 1.0]]).expand(n, 3), torch.zeros(n, 3))
+    mono = PinholeCameras(c.fx, c.fy, c.cx, c.cy, c.width, c.height, fixed)
+    extent, rule = camera_extent(dataclasses.replace(frames, cameras=mono), centre)
+    assert extent == pytest.approx(1.1 * float((torch.tensor([0.0, 0.0, 1.0]) - centre).norm())) and "head" in rule
