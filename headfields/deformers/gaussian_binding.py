@@ -103,14 +103,16 @@ def face_frames(vertices: Float[Tensor, "*B V 3"], faces: Int[Tensor, "F 3"]) ->
     """The frames of :mod:`this module <headfields.deformers.gaussian_binding>`: with ``e0 = v1 − v0``,
     ``a0 = e0 / |e0|``, ``n = normalize(a0 × (v2 − v0))``, ``a2 = a0 × n``: ``R = [a0 | n | a2]``, origin the corners'
     mean, scale ``(|e0| + |a2 · (v2 − v0)|) / 2`` (``compute_face_orientation``, ``update_mesh_properties``).
-    Degenerate triangles raise (their frames are undefined), never NaN.
+    Degenerate triangles raise (their frames are undefined), never NaN, unless values go unchecked
+    (:func:`~headfields.checks.trusted_values`).
 
     >>> v = torch.tensor([[0.0, 0, 0], [2, 0, 0], [0, 1, 0]]); f = torch.tensor([[0, 1, 2]])
     >>> frames = face_frames(v, f)
     >>> frames.scale, frames.origin  # (2 + 1) / 2 and the centroid (2/3, 1/3, 0)
     """
     _check_mesh(vertices, faces)
-    check_nondegenerate(vertices, faces)
+    if checking_values():  # (the training loop's posed meshes, checked when tracked: a NaN loss there stops the run)
+        check_nondegenerate(vertices, faces)
     a, b, c = _corners(vertices, faces)
     edge, other = b - a, c - a
     a0 = F.normalize(edge, dim=-1)
@@ -310,8 +312,9 @@ def binding_regularisers(
         check_shape("visible", visible, [gaussians.num_gaussians], gaussians.parent.device)
         if visible.dtype != torch.bool:
             raise TypeError(f"visible: expected a bool mask, got {visible.dtype}")
-        means, scales = means[visible], scales[visible]
-    count = max(means.shape[0], 1)
-    position = F.relu(means.norm(dim=-1) - config.position_threshold).sum() / count
-    scale = F.relu(scales - config.scale_threshold).norm(dim=-1).sum() / count
+    # Weighted by the visible ones rather than indexed by them: the count stays on the device (no read-back).
+    weight = means.new_ones(means.shape[0]) if visible is None else visible.to(means.dtype)
+    count = weight.sum().clamp(min=1)
+    position = (F.relu(means.norm(dim=-1) - config.position_threshold) * weight).sum() / count
+    scale = (F.relu(scales - config.scale_threshold).norm(dim=-1) * weight).sum() / count
     return position * config.position_weight, scale * config.scale_weight

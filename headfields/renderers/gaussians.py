@@ -189,7 +189,8 @@ def _tile_lists(proj: Projection2D, opacities: Tensor, width: int, height: int) 
     lo_x, hi_x, lo_y, hi_y = _tile_rect(center, radius, width, height)
     span_x = hi_x - lo_x
     count = torch.where(radius > 0, span_x * (hi_y - lo_y), 0)
-    gaussian = torch.repeat_interleave(torch.arange(len(count), device=device), count)  # a host sync on CUDA
+    # The one host sync of a render on CUDA: how many (tile, Gaussian) pairs there are (gsplat reads it too).
+    gaussian = torch.repeat_interleave(torch.arange(len(count), device=device), count)
     if len(gaussian) * PARAMS >= 2**31:  # Warp indexes its arrays with 32-bit strides
         raise ValueError(
             f"means: {len(gaussian):,} (tile, Gaussian) pairs, more than the rasteriser indexes (2^31 / {PARAMS}): fewer "
@@ -201,7 +202,7 @@ def _tile_lists(proj: Projection2D, opacities: Tensor, width: int, height: int) 
     # Positive float32 depths order as their bit patterns: the key is the tile above the depth's 32 bits.
     depth_bits = proj.depths.detach().float().view(torch.int32).long()[gaussian]
     order = torch.argsort((tile << 32) | depth_bits, stable=True)  # equal depths keep the Gaussians' order
-    per_tile = torch.bincount(tile, minlength=tiles_x * tiles_y)
+    per_tile = torch.zeros(tiles_x * tiles_y, dtype=torch.long, device=device).index_add_(0, tile, torch.ones_like(tile))
     end = torch.cumsum(per_tile, 0)
     rows = torch.arange(tiles_y * TILE, device=device)[:, None].expand(-1, tiles_x * TILE)
     cols = torch.arange(tiles_x * TILE, device=device)[None, :].expand(tiles_y * TILE, -1)
@@ -209,11 +210,13 @@ def _tile_lists(proj: Projection2D, opacities: Tensor, width: int, height: int) 
     in_tiles = (rows * width + cols).reshape(tiles_y, TILE, tiles_x, TILE).transpose(1, 2).reshape(-1)
     inside = (cols < width).reshape(tiles_y, TILE, tiles_x, TILE).transpose(1, 2).reshape(-1)
     inside &= (rows < height).reshape(tiles_y, TILE, tiles_x, TILE).transpose(1, 2).reshape(-1)
+    # Those inside, in order: width x height of them, a size the host knows (a mask's selection would read it back).
+    keep = torch.argsort((~inside).to(torch.uint8), stable=True)[: width * height]
     return TileLists(
         ids=gaussian[order].int(),
         start=(end - per_tile).int(),
         end=end.int(),
-        pixel=in_tiles[inside].int(),
+        pixel=in_tiles[keep].int(),
         width=width,
         height=height,
         tiles_x=tiles_x,

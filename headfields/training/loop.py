@@ -360,13 +360,17 @@ class _Loop:
     def strategy_step(self, start: float) -> tuple[FrameBatch, StepOutput]:
         """A step of a model with a :class:`~headfields.training.strategy.StepStrategy`: its batch and loss, then
         backward, its part after backward, and the optimiser's step."""
-        batch, result = self.strategy.step(self.step, self.train_frames, self.train_head, self.generator)
-        if not bool(torch.isfinite(result.loss.detach())):  # before the step: the weights and checkpoint stay sound
-            _non_finite(self.step, float(result.loss.detach()), result.logs)
+        with trusted_values():  # the loop's own frames, checked when loaded: no read-back to check them again
+            batch, result = self.strategy.step(self.step, self.train_frames, self.train_head, self.generator)
+        # The loss is read two steps later (no wait for the GPU); meanwhile a non-finite one's step changes nothing.
+        finite = torch.isfinite(result.loss.detach())
+        self.loss_checks.append((self.step, HostCopy([result.loss.detach()]), result.logs))
+        self.check_losses(READ_LAG)
         self.optimizer.zero_grad(set_to_none=True)
         result.loss.backward()
-        result.logs.update(self.strategy.after_backward(self.step))
-        self.optimizer.step()
+        with trusted_values():  # (the step's own gradients and radii)
+            result.logs.update(self.strategy.after_backward(self.step))
+        step_if(self.optimizer, finite)
         self.step += 1
         self.elapsed += time.perf_counter() - start
         return batch, result

@@ -172,7 +172,8 @@ class DensityControl:
         elif self.grad_sum.shape[0] != n:
             raise ValueError(f"means2d_grad: expected {self.grad_sum.shape[0]} rows (the Gaussians tracked), got {n}")
         drawn = radii > 0
-        ndc = means2d_grad.float() * means2d_grad.new_tensor([width / 2, height / 2], dtype=torch.float32)
+        grad = means2d_grad.float()  # to NDC units: each axis by half the image's size (no tensor from the host)
+        ndc = torch.stack((grad[:, 0] * (width / 2), grad[:, 1] * (height / 2)), dim=-1)
         self.grad_sum += torch.where(drawn, ndc.norm(dim=-1), 0.0)
         self.count += drawn
         self.max_radii = torch.where(drawn, torch.maximum(self.max_radii, radii.float()), self.max_radii)

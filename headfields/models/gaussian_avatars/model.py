@@ -120,8 +120,21 @@ class GaussianAvatar(nn.Module):
         device = faces.device
         generator = torch.Generator().manual_seed(0)
         self.gaussians = GaussianSet.one_per_face(faces.shape[0], self.config.sh_degree, device=device, generator=generator)
-        # The SH degree in use (3DGS's active_sh_degree): state, so that a loaded run renders with the degree it reached.
+        # The SH degree in use (3DGS's active_sh_degree): state, so that a loaded run renders with the degree it reached;
+        # the host's copy is what a render reads (a read of the buffer would wait for the GPU at every frame).
         self.register_buffer("active_sh_degree", torch.zeros((), dtype=torch.long, device=device))
+        self.sh_degree_in_use = 0
+        self.register_load_state_dict_post_hook(lambda module, keys: module._read_sh_degree())
+        # The recipe's background as a constant on the device: a render copies nothing from the host.
+        self.register_buffer("background", torch.tensor(self.config.background, device=device), persistent=False)
+
+    def _read_sh_degree(self) -> None:
+        self.sh_degree_in_use = int(self.active_sh_degree)
+
+    def raise_sh_degree(self) -> None:
+        """One more SH band in use (3DGS's ``oneupSHdegree``), the buffer and the host's copy alike."""
+        self.active_sh_degree += 1
+        self.sh_degree_in_use += 1
 
     def step_strategy(self) -> GaussianSteps:
         """How the shared loop trains this model (:func:`headfields.training.train` calls it): GaussianAvatars'
@@ -143,8 +156,8 @@ class GaussianAvatar(nn.Module):
     def rasterize(self, posed: PosedGaussians, cameras: PinholeCameras, camera: IntLike, validate: bool = True) -> GaussianRender:
         """:meth:`render_camera` of Gaussians already posed (:meth:`posed`): the training loop poses them once a step
         for the image and for density control's face scales."""
-        background = torch.tensor(self.config.background, dtype=posed.means.dtype, device=posed.means.device)
-        degree = int(self.active_sh_degree)
+        background = self.background.to(posed.means.dtype)
+        degree = self.sh_degree_in_use
         return rasterize_gaussians(
             posed.means, posed.quats, posed.scales, posed.opacities, posed.sh, cameras, camera,
             background=background, sh_degree=degree, validate=validate,

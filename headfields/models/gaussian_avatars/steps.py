@@ -10,6 +10,7 @@ does the rest as for every model: the budget, checkpoints, evaluations, logs and
 
 from __future__ import annotations
 
+import random
 from typing import TYPE_CHECKING
 
 import torch
@@ -20,6 +21,7 @@ from ...metrics import ssim
 from ...parametric import Head
 from ...training.config import TrainingConfig
 from ...training.contract import StepOutput
+from ...training.optimizer import FUSED_ADAM_DEVICES
 from ...training.strategy import RAY_FIELDS, FrameBatch
 from .density import DensityControl, gaussian_param_groups
 from .rates import camera_extent, learning_rates, position_learning_rate
@@ -53,8 +55,11 @@ class GaussianSteps:
         self.cameras = train_frames.cameras.to(device)
         self.extent, self.extent_rule = camera_extent(train_frames, train_head.vertices.mean(dim=(0, 1)))
         self.density = DensityControl(recipe.density, generator=torch.Generator(device=device).manual_seed(config.seed))
+        self.frames = random.Random(config.seed)  # the frames the steps draw
         groups = gaussian_param_groups(self.model.gaussians, learning_rates(recipe, self.extent))
-        self._optimizer = torch.optim.Adam(groups, lr=0.0, eps=recipe.adam_eps)
+        # torch's fused Adam: one kernel for every parameter, and no read of each one's step count (the loop's default)
+        fused = all(p.device.type in FUSED_ADAM_DEVICES for g in groups for p in g["params"])
+        self._optimizer = torch.optim.Adam(groups, lr=0.0, eps=recipe.adam_eps, fused=fused or None)
         return self._optimizer
 
     def step(
@@ -63,12 +68,13 @@ class GaussianSteps:
         """A training frame drawn at random (with replacement; GaussianAvatars shuffles an epoch), rendered whole."""
         model, recipe = self.model, self.model.config
         iteration = step + 1  # train.py counts its iterations from 1
-        if iteration % recipe.sh_interval == 0 and int(model.active_sh_degree) < recipe.sh_degree:
-            model.active_sh_degree += 1  # oneupSHdegree
+        if iteration % recipe.sh_interval == 0 and model.sh_degree_in_use < recipe.sh_degree:
+            model.raise_sh_degree()  # oneupSHdegree
         for group in self._optimizer.param_groups:
             if group["name"] == "local_means":
                 group["lr"] = position_learning_rate(recipe, iteration, self.extent)
-        frame = int(torch.randint(len(train_frames), (1,), generator=generator, device=generator.device))
+        # Which frame: a host decision, drawn by the host (as 3DGS picks its camera), so nothing waits for the GPU.
+        frame = self.frames.randrange(len(train_frames))
         posed = model.posed(train_head, frame)
         render = model.rasterize(posed, self.cameras, frame, validate=False)
         render.means2d.retain_grad()
@@ -96,12 +102,20 @@ class GaussianSteps:
         return {
             "density": {"grad_sum": density.grad_sum, "count": density.count, "max_radii": density.max_radii},
             "density_generator": density.generator.get_state(),
+            "frame_generator": self.frames.getstate(),
         }
 
     def load_state_dict(self, state: dict) -> None:
         density = self.density
         density.grad_sum, density.count, density.max_radii = (state["density"][k] for k in ("grad_sum", "count", "max_radii"))
         density.generator.set_state(state["density_generator"].cpu())  # a generator's state is a CPU tensor
+        if "frame_generator" in state:  # (a checkpoint from before the frames were drawn by the host: drawn anew)
+            self.frames.setstate(_tuples(state["frame_generator"]))
 
     def metrics(self) -> dict[str, object]:
         return {"gaussians": self.model.gaussians.num_gaussians, "extent": self.extent, "extent_rule": self.extent_rule}
+
+
+def _tuples(state: object) -> object:
+    """``random.Random.getstate()``'s nested tuples back from a checkpoint (which may hold them as lists)."""
+    return tuple(_tuples(x) for x in state) if isinstance(state, list | tuple) else state

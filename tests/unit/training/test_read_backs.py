@@ -77,3 +77,29 @@ def test_insta_s_step_reads_nothing_back_and_copies_nothing(tiny_video, tmp_path
     unexpected = {site: n for site, n in spy.reads.items() if site not in HOST_READS}
     assert not unexpected and not spy.copies, spy.report()
     assert spy.reads[("tolist", "training/host_copy.py:read")] >= 2  # the counts and the loss, each step
+
+
+def test_a_gaussian_avatar_s_step_reads_back_only_its_pair_count(tiny_video, tmp_path, monkeypatch, host_sync_spy):
+    """Issue 80: outside the densification steps, the Gaussian avatar's step waits for the GPU once, for the number of
+    (tile, Gaussian) pairs the rasteriser sorts (gsplat reads it too), and copies nothing from the host; its loss is
+    read two steps later, as fixed shapes' is."""
+    from headfields.models.gaussian_avatars import GaussianAvatar, cpu_config
+
+    train_frames, eval_frames = tiny_video
+    model = GaussianAvatar(load_model(train_frames.model_path, train_frames.model_type), cpu_config())
+    spy, step = host_sync_spy(), loop._Loop.train_step
+
+    def spied(self):
+        if self.step < 3:
+            return step(self)
+        with cuda_paths(), spy:
+            return step(self)
+
+    monkeypatch.setattr(loop._Loop, "train_step", spied)
+    config = TrainingConfig(max_iterations=9, eval_every=0, checkpoint_every=0, log_every=100)
+    train(model, train_frames, eval_frames, tmp_path / "run", config, log=None)
+    assert spy.reads == {
+        ("repeat_interleave", "renderers/gaussians.py:_tile_lists"): 6,
+        ("tolist", "training/host_copy.py:read"): 6,
+    }, spy.report()
+    assert not spy.copies, spy.report()
