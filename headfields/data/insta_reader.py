@@ -55,6 +55,7 @@ from ._transforms_json import (
     segmentation_labels,
     split_frames,
 )
+from .compositing import composite_images, compositing
 from .frames import BACKGROUND_LABEL, PARAM_KEYS, FrameSet, TrackedParams, check_split
 from .labels import LABEL_PRESETS, detect_label_preset
 
@@ -95,8 +96,9 @@ def load_insta_dataset(
     alpha, depths in metres as float16 (:data:`DEPTH_DTYPE`), camera_to_world float32 in OpenCV axes.
 
     The images, depths, labels and meshes are decoded in parallel, and a large capture's decoding is cached
-    (:mod:`headfields.data.capture_cache`; ``cache``: True or False forces it on or off): a second load maps the
-    decoded arrays from disk, and a changed source file makes it decode anew.
+    (:mod:`headfields.data.capture_cache`; ``cache``: True or False forces it on or off) with what is computed
+    from it (the masks, the label codes present, the images over ``background``): a second load maps the arrays
+    from disk, a changed source file makes it decode anew, and another background composites anew.
     """
     check_split(split)
     root = _io.require_folder(root)
@@ -120,17 +122,22 @@ def load_insta_dataset(
     per_pixel = 3 + (first.alpha is not None) + DEPTH_DTYPE.itemsize * has["depth_path"] + has["seg_mask_path"]
     depth_scale = _depth_scale(meta) if has["depth_path"] else None
     sources = [meta.path, *image_paths, *(p for paths in listed.values() for p in paths)]
-    decoded, kinds = capture_cache.load_or_decode(
+    over = compositing(background, first.alpha is not None, _composited(meta))
+    derived = {}
+    if over is not None:  # the composited images, kept for the background asked (the masks need no background)
+        derived["images"] = (over, lambda arrays: composite_images(arrays["rgb"], arrays["alpha"], *over))
+    decoded, meta_of = capture_cache.load_or_decode(
         root,
         split,
         sources,
-        lambda: _alongside_meshes(
-            lambda: _decode(meta, index, image_paths, first, listed, (h, w), depth_scale), meta, listed, index
+        lambda: _computed(
+            _alongside_meshes(lambda: _decode(meta, index, image_paths, first, listed, (h, w), depth_scale), meta, listed, index)
         ),
         len(frames) * h * w * per_pixel,
         cache,
+        derived,
     )
-    capture_checks.check_one_color_family(split, image_paths, [_io.ImageKind(*kind) for kind in kinds["kinds"]])
+    capture_checks.check_one_color_family(split, image_paths, [_io.ImageKind(*kind) for kind in meta_of["kinds"]])
 
     convention = meta.data.get("camera_convention", "opengl" if "intrinsics" in meta.data else "opencv")
     if convention not in CAMERA_CONVENTIONS:
@@ -147,7 +154,9 @@ def load_insta_dataset(
     depths = torch.from_numpy(decoded["depth"]) if has["depth_path"] else None
     segmentation = None
     if has["seg_mask_path"]:
-        segmentation, labels = _segmentation(meta, listed["seg_mask_path"], index, decoded["labels"], labels, segmentation_labels)
+        segmentation, labels = _segmentation(
+            meta, listed["seg_mask_path"], index, decoded["labels"], meta_of["codes"], labels, segmentation_labels
+        )
     expression = _expression(meta, root, index, frames)
     params = _params(meta, root, index, frames) if has["params_path"] else None
     mesh_vertices = mesh_faces = None
@@ -161,8 +170,8 @@ def load_insta_dataset(
     return FrameSet(  # its checks cover the optional fields as for a FrameSet built in memory
         split=split,
         cameras=cameras,
-        images=torch.from_numpy(composite_images(decoded["rgb"], decoded.get("alpha"), background, _composited(meta))),
-        masks=None if "alpha" not in decoded else torch.from_numpy(decoded["alpha"] >= ALPHA_THRESHOLD),
+        images=torch.from_numpy(decoded["images"] if over is not None else decoded["rgb"]),
+        masks=torch.from_numpy(decoded["masks"]) if "masks" in decoded else None,
         depths=depths,
         segmentation=segmentation,
         expression=expression,
@@ -265,15 +274,14 @@ def _segmentation(
     paths: list[Path],
     index: list[int],
     images: np.ndarray,
+    codes: list[int],
     labels: dict[str, int] | None,
     given: str | Mapping[str, int] | None,
 ) -> tuple[Tensor, dict[str, int]]:
-    """The label images and the labels that name their codes (detected from a preset when none are given);
-    a code no label names is an error naming the first image that has it."""
-    present = np.zeros(256, dtype=bool)  # uint8 codes, counted a frame at a time (bincount works in int64)
-    for image in images:
-        present |= np.bincount(image.reshape(-1), minlength=256) > 0
-    codes = np.flatnonzero(present)
+    """The label images and the labels that name their ``codes`` (those the images hold, :func:`_label_codes`;
+    the labels detected from a preset when none are given); a code no label names is an error naming the first
+    image that has it (the only case the images are read here)."""
+    codes = np.asarray(codes, dtype=np.int64)
     if labels is None:
         preset = detect_label_preset(codes.tolist())
         if preset is None:
@@ -320,33 +328,23 @@ def _composited(meta: TransformsJson) -> tuple[float, float, float] | None:
     return tuple(float(v) for v in value)
 
 
-def composite_images(
-    colors: np.ndarray,
-    alphas: np.ndarray | None,
-    background: tuple[float, float, float] | None,
-    already: tuple[float, float, float] | None = None,
-) -> np.ndarray:
-    """uint8 ``[N,H,W,3]``: each colour image (``colors [N,H,W,3]``) over ``background`` by its alpha (``alphas
-    [N,H,W]``), frame by frame in integers (a capture's stack stays the only large array). Images ``already``
-    composited over a colour get the new colour in its place where alpha leaves room for it; without alpha or
-    background they are as they are."""
-    if background is None or alphas is None:
-        return colors
-    bg = np.asarray(background, dtype=np.float64)
-    if bg.shape != (3,) or not np.isfinite(bg).all() or (bg < 0).any() or (bg > 1).any():
-        raise ValueError(f"background: expected an RGB colour in [0, 1], got {background!r}")
-    if already is not None and np.allclose(bg, already):
-        return colors
-    out = np.empty((len(colors), *colors[0].shape), dtype=np.uint8)
-    for k, (c, a) in enumerate(zip(colors, alphas, strict=True)):
-        a = a[..., None].astype(np.int32)
-        if already is None:  # c a / 255 + bg (255 - a), rounded
-            value = (c.astype(np.int32) * a + np.round(bg * 255).astype(np.int32) * (255 - a) + 127) // 255
-        else:  # c already holds old (255 - a) / 255: swap it for the new colour
-            shift = (bg - np.asarray(already)) * 255
-            value = c.astype(np.int32) + np.round(shift * (255 - a) / 255).astype(np.int32)
-        out[k] = np.clip(value, 0, 255)
-    return out
+def _label_codes(images: np.ndarray) -> list[int]:
+    """The codes the label images ``[N,H,W]`` (uint8) hold, in increasing order."""
+    present = np.zeros(256, dtype=bool)  # uint8 codes, counted a frame at a time (bincount works in int64)
+    for image in images:
+        present |= np.bincount(image.reshape(-1), minlength=256) > 0
+    return np.flatnonzero(present).tolist()
+
+
+def _computed(decoded: tuple[dict[str, np.ndarray], dict[str, Any]]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """The decoding with what every load computes from it whatever its arguments, so that the cache keeps it: the
+    foreground masks (alpha at or above :data:`ALPHA_THRESHOLD`) and the label codes present."""
+    arrays, meta = decoded
+    if "alpha" in arrays:
+        arrays["masks"] = arrays["alpha"] >= ALPHA_THRESHOLD
+    if "labels" in arrays:
+        meta["codes"] = _label_codes(arrays["labels"])
+    return arrays, meta
 
 
 def _expression(meta: TransformsJson, root: Path, index: list[int], frames: list[dict]) -> Tensor | None:

@@ -14,8 +14,9 @@ import torch
 from ..checks import check_device
 from ..parametric import load_model
 from ..parametric.tracked_meshes import SubjectModel
+from .compositing import composite_images
 from .frames import SPLITS, FrameSet
-from .insta_reader import composite_images, load_insta_dataset
+from .insta_reader import load_insta_dataset
 from .tracked_mesh_reader import load_tracked_mesh_model
 from .trackers import detect_capture_format, load_vhap_dataset
 

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 import headfields.data.insta_reader as insta_reader
-from headfields.data import clear_capture_cache, load_insta_dataset
+from headfields.data import capture_cache, clear_capture_cache, load_insta_dataset
 from headfields.data.capture_cache import cache_folder
 
 
@@ -137,3 +137,49 @@ def test_a_cache_entry_that_changed_is_named_and_rebuilt(capture, monkeypatch, s
     _same(plain, rebuilt)
     monkeypatch.setattr(insta_reader, "_decode", lambda *a, **k: pytest.fail("decoded again: the entry was not replaced"))
     _same(plain, load_insta_dataset(capture, "train", cache=True))
+
+
+def _fail(what):
+    def fail(*args, **kwargs):
+        pytest.fail(f"{what}: the cache was not used")
+
+    return fail
+
+
+def test_the_cached_images_over_each_background_match_a_fresh_decoding(capture, monkeypatch):
+    """The entry keeps the images composited over the background a load asked (issue 78: compositing ran again at
+    every load); a load over another background gets its own pixels, composited from the cached decoding, never
+    the first background's."""
+    grey, red = (0.5, 0.5, 0.5), (1.0, 0.0, 0.0)
+    plain = {bg: load_insta_dataset(capture, "train", background=bg, cache=False) for bg in (grey, red, None)}
+    assert plain[grey].masks is not None and not torch.equal(plain[grey].images, plain[red].images)
+    _same(plain[grey], load_insta_dataset(capture, "train", background=grey, cache=True))  # decoded, then kept
+    monkeypatch.setattr(insta_reader, "_decode", _fail("decoded again"))
+    _same(plain[red], load_insta_dataset(capture, "train", background=red, cache=True))  # composited from the entry
+    monkeypatch.setattr(insta_reader, "composite_images", _fail("composited again"))
+    monkeypatch.setattr(insta_reader, "_label_codes", _fail("label codes counted again"))
+    for bg in (red, None):  # the images over red are the entry's now, and the decoded ones are kept
+        _same(plain[bg], load_insta_dataset(capture, "train", background=bg, cache=True))
+    with pytest.raises(pytest.fail.Exception, match="composited again"):
+        load_insta_dataset(capture, "train", background=grey, cache=True)  # replaced by red's: composited anew
+
+
+def test_an_entry_of_an_older_version_is_decoded_anew(capture, monkeypatch):
+    """An entry written by an older headfields (another ``_VERSION``: other arrays, other meanings) is stale: it is
+    decoded anew and replaced, never read as if it were this version's."""
+    plain = load_insta_dataset(capture, "train", background=(1.0, 1.0, 1.0), cache=False)
+    load_insta_dataset(capture, "train", background=(1.0, 1.0, 1.0), cache=True)
+    (entry,) = _entries()
+    manifest = cache_folder() / "captures" / entry / "manifest.json"
+    stored = json.loads(manifest.read_text())
+    stored["key"]["version"] -= 1  # as the older version wrote it: a checksum of its own, every array intact
+    body = {k: v for k, v in stored.items() if k != "checksum"}
+    manifest.write_text(json.dumps({**body, "checksum": capture_cache._checksum(body)}))
+    decoded = []
+    decode = insta_reader._decode
+    monkeypatch.setattr(insta_reader, "_decode", lambda *a, **k: decoded.append(1) or decode(*a, **k))
+    _same(plain, load_insta_dataset(capture, "train", background=(1.0, 1.0, 1.0), cache=True))
+    assert decoded == [1]
+    assert json.loads(manifest.read_text())["key"]["version"] == stored["key"]["version"] + 1
+    _same(plain, load_insta_dataset(capture, "train", background=(1.0, 1.0, 1.0), cache=True))
+    assert decoded == [1]
