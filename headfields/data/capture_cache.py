@@ -41,7 +41,7 @@ import numpy as np
 from ..kernels import num_cpu_threads
 from .frames import SPLITS
 
-__all__ = ["CACHE_MIN_BYTES", "cache_folder", "clear_capture_cache", "load_or_decode", "parallel_map"]
+__all__ = ["CACHE_MIN_BYTES", "cache_folder", "caches", "clear_capture_cache", "load_or_decode", "parallel_map"]
 
 CACHE_MIN_BYTES = 256 * 2**20  # decoded arrays below this are decoded each time (about 2 s on one core)
 _VERSION = 5  # bump when what an entry holds changes: older entries are then stale (5: computed and derived arrays)
@@ -104,9 +104,7 @@ def load_or_decode(
     on ``key`` besides the sources; they come back among the arrays, from the entry when it holds them for that
     key, else computed and put in the entry (see the module's docstring)."""
     derived = derived or {}
-    if cache is None:
-        cache = size_estimate >= CACHE_MIN_BYTES
-    if not cache:
+    if not caches(cache, size_estimate):
         arrays, meta = decode()
         return {**arrays, **{name: compute(arrays) for name, (_, compute) in derived.items()}}, meta
     entry = _entry(root, split)
@@ -131,6 +129,11 @@ def load_or_decode(
     arrays.update({name: compute(arrays) for name, (_, compute) in derived.items()})
     keys = {name: _json_key(k) for name, (k, _) in derived.items()}
     return _write_entry(entry, {"key": key, "derived": keys}, arrays, meta), meta
+
+
+def caches(cache: bool | None, size_estimate: int) -> bool:
+    """Whether :func:`load_or_decode` keeps the decoding given ``cache`` and ``size_estimate`` (see there)."""
+    return size_estimate >= CACHE_MIN_BYTES if cache is None else cache
 
 
 def _json_key(key: Any) -> Any:
