@@ -59,10 +59,12 @@ class SubjectSource:
                     raise TypeError(f"{name}: expected a path as a string, or None, got {value!r}")
                 object.__setattr__(self, name, str(Path(value).expanduser().absolute()))
 
-    def load(self, device: str | torch.device | None = None) -> Subject:
+    def load(self, device: str | torch.device | None = None, pixels: bool = True) -> Subject:
+        """The subject, on ``device``; ``pixels=False`` reads no capture image (:func:`~headfields.data.load_subject`)."""
         options = dict(
             model=self.model, eval_split=self.eval_split, model_type=self.model_type, device=device, regions=self.regions
         )
+        options["pixels"] = pixels
         if self.data is None:  # no capture folder: the synthetic video, as config.json has always meant
             return synthetic_subject(self.video, **options)
         return load_subject(self.data, **options)
@@ -191,12 +193,17 @@ def run_checkpoint(path: str | Path) -> Path:
     return checkpoint
 
 
-def load_run(path: str | Path, device: str | torch.device | None = None) -> Run:
+def load_run(path: str | Path, device: str | torch.device | None = None, pixels: bool = True) -> Run:
     """The run in folder ``path`` (see the module docstring), on ``device`` (default: CUDA when torch sees one, else
     the CPU): the subject loaded from where the run recorded it, the model rebuilt from ``config.json`` and the
     checkpoint's weights put in, the moving average's where the run kept one (the weights it evaluates with). A
     model with ``fitted_head(head, split)`` gives each split's head ("train", "held_out") what it fitted per frame.
-    The process is left as it was (no allocator or floating-point mode is changed)."""
+    The process is left as it was (no allocator or floating-point mode is changed).
+
+    ``pixels=False`` reads none of the capture's images (for a command that neither scores nor shows them: a
+    render along a camera path, an export): the subject's frames hold zeros in their place (``FrameSet.pixels``),
+    and the checkpoint's frames are checked by their count, not by the digest of their images, cameras and
+    tracking, which would read every image (a capture changed in place to as many frames goes unnoticed then)."""
     path = Path(path)
     checkpoint = run_checkpoint(path)
     device = check_device("device", device)
@@ -212,10 +219,11 @@ def load_run(path: str | Path, device: str | torch.device | None = None) -> Run:
     else:
         raise CheckpointError(f"run: {path} has no {CONFIG_NAME} and its checkpoint no configuration (trained without one)")
 
-    subject = config.subject.load(device)
+    subject = config.subject.load(device, pixels)
     model = build_model(config.model, subject, config.recipe).to(device)
     # The same frames, model files and recipe as the checkpoint was made with, or a clear error saying what differs.
-    check_fingerprint(checkpoint, state.get("fingerprint"), run_fingerprint(model, subject.train, config.training))
+    current = run_fingerprint(model, subject.train, config.training, without_pixels=not pixels)
+    check_fingerprint(checkpoint, state.get("fingerprint"), current)
     try:
         missing, unexpected = model.load_state_dict(state["model"], strict=False)
     except RuntimeError as error:  # a tensor of another shape (a prior or recipe that changed since)

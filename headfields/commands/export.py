@@ -98,7 +98,7 @@ def export(args: argparse.Namespace) -> dict:
         raise ValueError(f"resolution: expected at least 2 grid points per axis, got {args.resolution}")
     refuse_unused_flags(args, run_model(args.run), SURFACE_FLAGS)  # before the out folder is made
     probe_folder(args.out, "out")
-    run = load_run(args.run, args.device)
+    run = load_run(args.run, args.device, pixels=False)  # meshes and splats of the model: no capture image is shown
     refuse_unused_flags(args, run.config.model, SURFACE_FLAGS)  # a run without config.json: its model now
     if args.resolution is None and not hasattr(run.model, "splats"):  # a mesh's grid (Gaussians are written as they are)
         cameras = run.subject.train.cameras

@@ -214,7 +214,8 @@ def render(args: argparse.Namespace) -> dict:
         raise ValueError(f"out: expected a .mp4 file, got {out}")
     probe_folder(out.parent, "out")
     with hold(out, "out"):
-        run = load_run(args.run, args.device)
+        # Only a tracked camera replays the capture's own views, whose images the render scores and shows beside.
+        run = load_run(args.run, args.device, pixels=args.camera == "track")
         refuse_unused_flags(args, run.config.model, RAY_FLAGS)  # a run without config.json: its model now
         plan = plan_render(run, args)
         print(*plan.notes, sep="\n")

@@ -119,6 +119,17 @@ def read_color_image(path: Path) -> ColorImage:
     return ColorImage(np.asarray(image.convert("RGB")).copy(), None, mode, family)
 
 
+def read_image_header(path: Path) -> tuple[int, int, bool]:
+    """The width, height and whether it has alpha of the image in ``path``, from its header: no pixel is decoded."""
+    require_file(path, "image")
+    try:
+        with Image.open(path) as image:
+            has_alpha = image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info)
+            return image.width, image.height, has_alpha
+    except (OSError, Image.DecompressionBombError, ValueError) as e:
+        raise ValueError(f"{path}: cannot read the image ({type(e).__name__}: {e})") from e
+
+
 def _color_family(image: Image.Image) -> str:
     if image.mode in ("L", "LA"):
         return "grey"

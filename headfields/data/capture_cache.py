@@ -12,6 +12,13 @@ file size and modification time as written. An entry that fails (an array edited
 manifest changed by hand) is named in a warning, decoded anew and replaced, so a bad entry never blocks a later
 load. (The arrays' bytes are not hashed: that would read gigabytes at every load the cache exists to spare.)
 
+An entry keeps what the reader computes from the decoding too, so that a load from the cache only maps files:
+arrays that depend on the sources alone (the foreground masks) and their summaries (the label codes present) are
+part of the decoding; arrays that depend on an argument of the load as well (the images composited over the
+background asked) are *derived* arrays, kept with the key they were computed for. A load that asks for another
+key computes its array from the cached decoding and puts it in the entry in place of the old one: a load never
+gets an array computed for another background.
+
 Only captures whose decoded arrays are large are cached (``CACHE_MIN_BYTES``): a small one decodes faster than
 its entry would be checked, and the tests' thousands of tiny captures leave nothing behind.
 """
@@ -27,19 +34,21 @@ import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeAlias, TypeVar
 
 import numpy as np
 
 from ..kernels import num_cpu_threads
 from .frames import SPLITS
 
-__all__ = ["CACHE_MIN_BYTES", "cache_folder", "clear_capture_cache", "load_or_decode", "parallel_map"]
+__all__ = ["CACHE_MIN_BYTES", "cache_folder", "caches", "clear_capture_cache", "load_or_decode", "parallel_map"]
 
 CACHE_MIN_BYTES = 256 * 2**20  # decoded arrays below this are decoded each time (about 2 s on one core)
-_VERSION = 4  # bump when what an entry holds changes: older entries are then stale
+_VERSION = 5  # bump when what an entry holds changes: older entries are then stale (5: computed and derived arrays)
 
 T = TypeVar("T")
+# A derived array: the key it depends on besides the sources (JSON-able), and how it is computed from the decoding.
+Derived: TypeAlias = tuple[Any, Callable[[dict[str, np.ndarray]], np.ndarray]]
 
 
 def parallel_map(fn: Callable[[Any], T], items: Sequence[Any]) -> list[T]:
@@ -84,15 +93,20 @@ def load_or_decode(
     decode: Callable[[], tuple[dict[str, np.ndarray], dict[str, Any]]],
     size_estimate: int,
     cache: bool | None,
+    derived: dict[str, Derived] | None = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """``decode()``'s arrays and metadata (JSON-able), from the cache when an entry of ``root``'s ``split`` was
     decoded from ``sources`` as they are now; otherwise decoded and, when ``cache`` (None: when
     ``size_estimate`` bytes reach ``CACHE_MIN_BYTES``), written for next time. Cached arrays are memory-mapped
-    copy-on-write: pages are read as they are touched, and writing to them changes no file."""
-    if cache is None:
-        cache = size_estimate >= CACHE_MIN_BYTES
-    if not cache:
-        return decode()
+    copy-on-write: pages are read as they are touched, and writing to them changes no file.
+
+    ``derived``: ``{name: (key, compute)}``, arrays computed from the decoded ones (``compute(arrays)``) that depend
+    on ``key`` besides the sources; they come back among the arrays, from the entry when it holds them for that
+    key, else computed and put in the entry (see the module's docstring)."""
+    derived = derived or {}
+    if not caches(cache, size_estimate):
+        arrays, meta = decode()
+        return {**arrays, **{name: compute(arrays) for name, (_, compute) in derived.items()}}, meta
     entry = _entry(root, split)
     key = {"version": _VERSION, "sources": _sources_key(sources)}
     manifest = entry / "manifest.json"
@@ -104,12 +118,27 @@ def load_or_decode(
         stored = {"key": key, "unreadable": str(error)}  # verified below: named, then replaced
     if isinstance(stored, dict) and stored.get("key") == key:
         try:
-            return _verified(entry, stored)
+            arrays, meta = _verified(entry, stored)
         except ValueError as error:
             warnings.warn(f"{error}; the capture is decoded anew and the entry replaced", stacklevel=3)
+        else:
+            kept = stored.get("derived", {})
+            missing = {name: d for name, d in derived.items() if name not in kept or kept[name] != _json_key(d[0])}
+            return (_add_derived(entry, stored, arrays, missing) if missing else arrays), meta
     arrays, meta = decode()
-    _write_entry(entry, key, arrays, meta)
-    return arrays, meta
+    arrays.update({name: compute(arrays) for name, (_, compute) in derived.items()})
+    keys = {name: _json_key(k) for name, (k, _) in derived.items()}
+    return _write_entry(entry, {"key": key, "derived": keys}, arrays, meta), meta
+
+
+def caches(cache: bool | None, size_estimate: int) -> bool:
+    """Whether :func:`load_or_decode` keeps the decoding given ``cache`` and ``size_estimate`` (see there)."""
+    return size_estimate >= CACHE_MIN_BYTES if cache is None else cache
+
+
+def _json_key(key: Any) -> Any:
+    """``key`` as the manifest gives it back (tuples as lists), so that a key read compares equal to one asked."""
+    return json.loads(json.dumps(key))
 
 
 def _checksum(body: dict) -> str:
@@ -144,9 +173,10 @@ def _verified(entry: Path, stored: dict) -> tuple[dict[str, np.ndarray], dict[st
     return arrays, stored["meta"]
 
 
-def _write_entry(entry: Path, key: dict, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
-    """The entry in a temporary folder beside its place, then renamed there. A cache that cannot be written (a
-    full disk, a read-only home) is said in a warning: the capture was decoded all the same."""
+def _write_entry(entry: Path, head: dict, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> dict[str, np.ndarray]:
+    """The entry in a temporary folder beside its place, then renamed there (``head``: its key and the derived
+    arrays' keys); the arrays come back mapped from it, so the decoded copies can be freed. A cache that cannot
+    be written (a full disk, a read-only home) is said in a warning: the capture was decoded all the same."""
     temporary = entry.with_name(f".{entry.name}.{uuid.uuid4().hex}")
     try:
         temporary.mkdir(parents=True)
@@ -154,11 +184,38 @@ def _write_entry(entry: Path, key: dict, arrays: dict[str, np.ndarray], meta: di
         for name, array in arrays.items():
             np.save(temporary / f"{name}.npy", array)
             records[name] = _array_record(temporary / f"{name}.npy", np.asarray(array))  # renaming keeps these
-        body = {"key": key, "arrays": records, "meta": meta}
+        body = {**head, "arrays": records, "meta": meta}
         (temporary / "manifest.json").write_text(json.dumps({**body, "checksum": _checksum(body)}))
         shutil.rmtree(entry, ignore_errors=True)
         os.replace(temporary, entry)
+        return {name: np.load(entry / f"{name}.npy", mmap_mode="c") for name in arrays}
     except OSError as error:
         warnings.warn(f"{entry}: the decoded capture could not be cached ({error}); it is decoded at each load", stacklevel=3)
+        return arrays
     finally:
         shutil.rmtree(temporary, ignore_errors=True)
+
+
+def _add_derived(entry: Path, stored: dict, arrays: dict[str, np.ndarray], missing: dict[str, Derived]) -> dict[str, np.ndarray]:
+    """``arrays`` (the entry's, whose manifest is ``stored``) with the derived arrays ``missing`` computed from them
+    and put in the entry: each written beside its place and renamed there (a process that maps the old one keeps
+    it), then the manifest replaced the same way. Where the entry cannot be written, the computed arrays come back
+    all the same."""
+    records, keys = dict(stored["arrays"]), dict(stored.get("derived", {}))
+    computed = {name: compute(arrays) for name, (_, compute) in missing.items()}
+    temporary = entry / f".{uuid.uuid4().hex}"  # the one name each file is written under before it is renamed
+    try:
+        for name, array in computed.items():
+            np.save(temporary.with_suffix(".npy"), array)
+            records[name], keys[name] = _array_record(temporary.with_suffix(".npy"), array), _json_key(missing[name][0])
+            os.replace(temporary.with_suffix(".npy"), entry / f"{name}.npy")
+            computed[name] = np.load(entry / f"{name}.npy", mmap_mode="c")
+        body = {"key": stored["key"], "derived": keys, "arrays": records, "meta": stored["meta"]}
+        temporary.with_suffix(".json").write_text(json.dumps({**body, "checksum": _checksum(body)}))
+        os.replace(temporary.with_suffix(".json"), entry / "manifest.json")
+    except OSError as error:
+        warnings.warn(f"{entry}: a computed array could not be cached ({error}); it is computed at each load", stacklevel=4)
+    finally:
+        for suffix in (".npy", ".json"):
+            temporary.with_suffix(suffix).unlink(missing_ok=True)
+    return {**arrays, **computed}

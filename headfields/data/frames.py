@@ -59,7 +59,8 @@ class TrackedParams:
 class FrameSet:
     """One split of a dataset: N frames with shared intrinsics and whatever per-frame data it has.
 
-    The loader fills ``root`` and ``image_paths``; a FrameSet built in memory for the writer leaves them None.
+    The loader fills ``root`` and ``image_paths``; a FrameSet built in memory for the writer leaves them None. A
+    FrameSet loaded without its pixels (``pixels`` False) holds zeros in their place.
     """
 
     split: str
@@ -77,6 +78,9 @@ class FrameSet:
     segmentation_labels: dict[str, int] = field(default_factory=dict)
     root: Path | None = None
     image_paths: list[Path] | None = None
+    # False: the loader read no pixels (``pixels=False``, for what neither scores nor shows them): images are zeros
+    # standing in for them, masks and depths None.
+    pixels: bool = True
 
     def __post_init__(self) -> None:
         if self.split not in SPLITS:

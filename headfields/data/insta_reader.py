@@ -33,8 +33,7 @@ from __future__ import annotations
 import math
 import numbers
 import os
-from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +42,8 @@ import torch
 from torch import Tensor
 
 from ..cameras import PinholeCameras
-from . import _io, capture_cache, capture_checks
+from . import _insta_decoding, _io, capture_cache, capture_checks
+from ._insta_decoding import DEPTH_DTYPE
 from ._transforms_json import (
     TransformsJson,
     camera_matrix,
@@ -55,6 +55,7 @@ from ._transforms_json import (
     segmentation_labels,
     split_frames,
 )
+from .compositing import composite_images, compositing
 from .frames import BACKGROUND_LABEL, PARAM_KEYS, FrameSet, TrackedParams, check_split
 from .labels import LABEL_PRESETS, detect_label_preset
 
@@ -69,9 +70,6 @@ _GL_TO_CV = torch.diag(torch.tensor([1.0, -1.0, -1.0, 1.0]))
 # per unit (a scale in units per metre, its inverse, is a known mix-up). instant-ngp's and INSTA's writers give
 # 1e-3 (millimetres, 65.5 m) down to max depth / 65535 for a few metres; ours 1e-4 (6.5 m).
 DEPTH_RANGE = (0.1, 1000.0)  # metres, the least and the most 65535 units may stand for
-# Depths are held in float16 metres: half of float32's memory (1 GiB at 512^2 x 2,000 frames) at a relative
-# precision of 2^-11, 0.5 mm at a metre, below a depth sensor's noise; 1,000 m fits under float16's 65,504.
-DEPTH_DTYPE = np.dtype(np.float16)
 
 
 def load_insta_dataset(
@@ -81,6 +79,7 @@ def load_insta_dataset(
     segmentation_labels: str | Mapping[str, int] | None = None,
     background: tuple[float, float, float] | None = None,
     cache: bool | None = None,
+    pixels: bool = True,
 ) -> FrameSet:
     """Read split ``split`` ("train", "val" or "test") of the dataset in folder ``root``. Every file the
     transforms name must lie inside ``root`` unless ``allow_outside_root``.
@@ -95,8 +94,13 @@ def load_insta_dataset(
     alpha, depths in metres as float16 (:data:`DEPTH_DTYPE`), camera_to_world float32 in OpenCV axes.
 
     The images, depths, labels and meshes are decoded in parallel, and a large capture's decoding is cached
-    (:mod:`headfields.data.capture_cache`; ``cache``: True or False forces it on or off): a second load maps the
-    decoded arrays from disk, and a changed source file makes it decode anew.
+    (:mod:`headfields.data.capture_cache`; ``cache``: True or False forces it on or off) with what is computed
+    from it (the masks, the label codes present, the images over ``background``): a second load maps the arrays
+    from disk, a changed source file makes it decode anew, and another background composites anew.
+
+    ``pixels=False``, for what neither scores nor shows the images (a render along a camera path, an export): no
+    image or depth image is decoded unless the capture is cached (its arrays are mapped, not read); ``images``
+    are then zeros that take no memory, ``masks`` and ``depths`` None, and ``FrameSet.pixels`` False says so.
     """
     check_split(split)
     root = _io.require_folder(root)
@@ -114,23 +118,36 @@ def load_insta_dataset(
         for key, name in what.items()
         if has[key]
     }
-    first = _io.read_color_image(image_paths[0])
-    fx, fy, cx, cy, w, h = intrinsics(meta, (first.rgb.shape[1], first.rgb.shape[0]))
+    *first_size, has_alpha = _io.read_image_header(image_paths[0])
+    fx, fy, cx, cy, w, h = intrinsics(meta, tuple(first_size))
     capture_checks.check_intrinsics(meta, _intrinsic_keys(meta), fx, fy, cx, cy, w, h)
-    per_pixel = 3 + (first.alpha is not None) + DEPTH_DTYPE.itemsize * has["depth_path"] + has["seg_mask_path"]
+    per_pixel = 3 + has_alpha + DEPTH_DTYPE.itemsize * has["depth_path"] + has["seg_mask_path"]
     depth_scale = _depth_scale(meta) if has["depth_path"] else None
     sources = [meta.path, *image_paths, *(p for paths in listed.values() for p in paths)]
-    decoded, kinds = capture_cache.load_or_decode(
+    # A cached capture is decoded whole (its entry serves every load) and mapped: pixels it does not read cost nothing.
+    decodes_pixels = pixels or capture_cache.caches(cache, len(frames) * h * w * per_pixel)
+    over = compositing(background, has_alpha, _composited(meta)) if pixels else None
+    derived = {}
+    if over is not None:  # the composited images, kept for the background asked (the masks need no background)
+        derived["images"] = (over, lambda arrays: composite_images(arrays["rgb"], arrays["alpha"], *over))
+    decoded, meta_of = capture_cache.load_or_decode(
         root,
         split,
         sources,
-        lambda: _alongside_meshes(
-            lambda: _decode(meta, index, image_paths, first, listed, (h, w), depth_scale), meta, listed, index
+        lambda: _computed(
+            _insta_decoding.alongside_meshes(
+                lambda: _insta_decoding.decode(meta, index, image_paths, has_alpha, listed, (h, w), depth_scale, decodes_pixels),
+                meta,
+                listed,
+                index,
+            )
         ),
         len(frames) * h * w * per_pixel,
         cache,
+        derived,
     )
-    capture_checks.check_one_color_family(split, image_paths, [_io.ImageKind(*kind) for kind in kinds["kinds"]])
+    if pixels:
+        capture_checks.check_one_color_family(split, image_paths, [_io.ImageKind(*kind) for kind in meta_of["kinds"]])
 
     convention = meta.data.get("camera_convention", "opengl" if "intrinsics" in meta.data else "opencv")
     if convention not in CAMERA_CONVENTIONS:
@@ -144,10 +161,12 @@ def load_insta_dataset(
 
     labels = _labels(meta, segmentation_labels)
     model_type, model_path = model_folder(meta, root)
-    depths = torch.from_numpy(decoded["depth"]) if has["depth_path"] else None
+    depths = torch.from_numpy(decoded["depth"]) if has["depth_path"] and pixels else None
     segmentation = None
     if has["seg_mask_path"]:
-        segmentation, labels = _segmentation(meta, listed["seg_mask_path"], index, decoded["labels"], labels, segmentation_labels)
+        segmentation, labels = _segmentation(
+            meta, listed["seg_mask_path"], index, decoded["labels"], meta_of["codes"], labels, segmentation_labels
+        )
     expression = _expression(meta, root, index, frames)
     params = _params(meta, root, index, frames) if has["params_path"] else None
     mesh_vertices = mesh_faces = None
@@ -161,8 +180,8 @@ def load_insta_dataset(
     return FrameSet(  # its checks cover the optional fields as for a FrameSet built in memory
         split=split,
         cameras=cameras,
-        images=torch.from_numpy(composite_images(decoded["rgb"], decoded.get("alpha"), background, _composited(meta))),
-        masks=None if "alpha" not in decoded else torch.from_numpy(decoded["alpha"] >= ALPHA_THRESHOLD),
+        images=_images(decoded, over) if pixels else torch.zeros((), dtype=torch.uint8).expand(len(frames), h, w, 3),
+        masks=torch.from_numpy(decoded["masks"]) if "masks" in decoded and pixels else None,
         depths=depths,
         segmentation=segmentation,
         expression=expression,
@@ -174,7 +193,13 @@ def load_insta_dataset(
         segmentation_labels=labels or {},
         root=root,
         image_paths=image_paths,
+        pixels=pixels,
     )
+
+
+def _images(decoded: dict[str, np.ndarray], over: tuple | None) -> Tensor:
+    """The images as the load asked them: over its background (the cache's derived array), else as decoded."""
+    return torch.from_numpy(decoded["images"] if over is not None else decoded["rgb"])
 
 
 def _file(meta: TransformsJson, root: Path, i: int, frame: dict[str, Any], key: str) -> Path:
@@ -265,15 +290,14 @@ def _segmentation(
     paths: list[Path],
     index: list[int],
     images: np.ndarray,
+    codes: list[int],
     labels: dict[str, int] | None,
     given: str | Mapping[str, int] | None,
 ) -> tuple[Tensor, dict[str, int]]:
-    """The label images and the labels that name their codes (detected from a preset when none are given);
-    a code no label names is an error naming the first image that has it."""
-    present = np.zeros(256, dtype=bool)  # uint8 codes, counted a frame at a time (bincount works in int64)
-    for image in images:
-        present |= np.bincount(image.reshape(-1), minlength=256) > 0
-    codes = np.flatnonzero(present)
+    """The label images and the labels that name their ``codes`` (those the images hold, :func:`_label_codes`;
+    the labels detected from a preset when none are given); a code no label names is an error naming the first
+    image that has it (the only case the images are read here)."""
+    codes = np.asarray(codes, dtype=np.int64)
     if labels is None:
         preset = detect_label_preset(codes.tolist())
         if preset is None:
@@ -320,33 +344,23 @@ def _composited(meta: TransformsJson) -> tuple[float, float, float] | None:
     return tuple(float(v) for v in value)
 
 
-def composite_images(
-    colors: np.ndarray,
-    alphas: np.ndarray | None,
-    background: tuple[float, float, float] | None,
-    already: tuple[float, float, float] | None = None,
-) -> np.ndarray:
-    """uint8 ``[N,H,W,3]``: each colour image (``colors [N,H,W,3]``) over ``background`` by its alpha (``alphas
-    [N,H,W]``), frame by frame in integers (a capture's stack stays the only large array). Images ``already``
-    composited over a colour get the new colour in its place where alpha leaves room for it; without alpha or
-    background they are as they are."""
-    if background is None or alphas is None:
-        return colors
-    bg = np.asarray(background, dtype=np.float64)
-    if bg.shape != (3,) or not np.isfinite(bg).all() or (bg < 0).any() or (bg > 1).any():
-        raise ValueError(f"background: expected an RGB colour in [0, 1], got {background!r}")
-    if already is not None and np.allclose(bg, already):
-        return colors
-    out = np.empty((len(colors), *colors[0].shape), dtype=np.uint8)
-    for k, (c, a) in enumerate(zip(colors, alphas, strict=True)):
-        a = a[..., None].astype(np.int32)
-        if already is None:  # c a / 255 + bg (255 - a), rounded
-            value = (c.astype(np.int32) * a + np.round(bg * 255).astype(np.int32) * (255 - a) + 127) // 255
-        else:  # c already holds old (255 - a) / 255: swap it for the new colour
-            shift = (bg - np.asarray(already)) * 255
-            value = c.astype(np.int32) + np.round(shift * (255 - a) / 255).astype(np.int32)
-        out[k] = np.clip(value, 0, 255)
-    return out
+def _label_codes(images: np.ndarray) -> list[int]:
+    """The codes the label images ``[N,H,W]`` (uint8) hold, in increasing order."""
+    present = np.zeros(256, dtype=bool)  # uint8 codes, counted a frame at a time (bincount works in int64)
+    for image in images:
+        present |= np.bincount(image.reshape(-1), minlength=256) > 0
+    return np.flatnonzero(present).tolist()
+
+
+def _computed(decoded: tuple[dict[str, np.ndarray], dict[str, Any]]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """The decoding with what every load computes from it whatever its arguments, so that the cache keeps it: the
+    foreground masks (alpha at or above :data:`ALPHA_THRESHOLD`) and the label codes present."""
+    arrays, meta = decoded
+    if "alpha" in arrays:
+        arrays["masks"] = arrays["alpha"] >= ALPHA_THRESHOLD
+    if "labels" in arrays:
+        meta["codes"] = _label_codes(arrays["labels"])
+    return arrays, meta
 
 
 def _expression(meta: TransformsJson, root: Path, index: list[int], frames: list[dict]) -> Tensor | None:
@@ -398,92 +412,3 @@ def _params(meta: TransformsJson, root: Path, index: list[int], frames: list[dic
         loaded.append(arrays)
     stack = {k: torch.from_numpy(np.stack([a[k] for a in loaded]).astype(np.float32)) for k in PARAM_KEYS}
     return TrackedParams(stack["shape"][0], stack["expression"], stack["pose"], stack["translation"])
-
-
-def _alongside_meshes(
-    decode: Callable[[], tuple[dict[str, np.ndarray], list]],
-    meta: TransformsJson,
-    listed: dict[str, list[Path]],
-    index: list[int],
-) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """``decode()``'s arrays with the tracked meshes' (parsed on a side thread meanwhile: an OBJ's parsing holds the
-    GIL and a PNG's decoding does not, so the meshes take one core beside the images), and its image kinds."""
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="headfields-meshes") as side:
-        meshes = side.submit(_meshes, meta, listed["mesh_path"], index) if "mesh_path" in listed else None
-        arrays, kinds = decode()
-        if meshes is not None:
-            arrays["mesh_vertices"], arrays["mesh_faces"] = meshes.result()
-    return arrays, {"kinds": kinds}
-
-
-def _decode(
-    meta: TransformsJson,
-    index: list[int],
-    image_paths: list[Path],
-    first: _io.ColorImage,
-    listed: dict[str, list[Path]],
-    size: tuple[int, int],
-    depth_scale: float | None,
-) -> tuple[dict[str, np.ndarray], list[tuple[str, str]]]:
-    """Every frame's image, alpha, depth (metres: the PNG's units times ``depth_scale``) and labels, decoded in
-    parallel into one array each (no list of frames beside the stack), and each image's (mode, colour family);
-    ``first``: the first image, read already. Every image is checked to be ``size`` (h, w), every other file
-    against the first frame's (its alpha)."""
-    n, (h, w) = len(image_paths), size
-    arrays = {"rgb": np.empty((n, *size, 3), dtype=np.uint8)}
-    if first.alpha is not None:
-        arrays["alpha"] = np.empty((n, *size), dtype=np.uint8)
-
-    def image(k: int) -> tuple[str, str]:
-        read = first if k == 0 else _io.read_color_image(image_paths[k])
-        if read.rgb.shape[:2] != size:
-            origin = f"w, h of {meta.path}" if "w" in meta.data else f"the first image's, {image_paths[0]}"
-            got = f"{read.rgb.shape[1]}x{read.rgb.shape[0]}"
-            raise ValueError(f"{image_paths[k]}: expected {w}x{h} pixels ({origin}), got {got} (frames[{index[k]}])")
-        if (read.alpha is None) != (first.alpha is None):
-            missing = "no " if read.alpha is None else ""
-            raise ValueError(f"{image_paths[k]}: has {missing}alpha channel unlike {image_paths[0]} (frames[{index[k]}])")
-        arrays["rgb"][k] = read.rgb
-        if read.alpha is not None:
-            arrays["alpha"][k] = read.alpha
-        return read.mode, read.family
-
-    kinds = capture_cache.parallel_map(image, range(n))
-
-    def metres(path: Path) -> np.ndarray:  # a frame's units in float64, stored compactly
-        return (_io.read_uint16(path) * depth_scale).astype(DEPTH_DTYPE)
-
-    stacks = (
-        ("depth_path", "depth", metres, DEPTH_DTYPE, "a depth image of size (h, w)"),
-        ("seg_mask_path", "labels", _io.read_labels, np.uint8, "a segmentation image of size (h, w)"),
-    )
-    for key, name, read, dtype, what in stacks:
-        if key in listed:
-            arrays[name] = _stack(meta, listed[key], read, size, dtype, what)
-    return arrays, kinds
-
-
-def _stack(meta: TransformsJson, paths: list[Path], read: Callable, size: tuple[int, int], dtype, what: str) -> np.ndarray:
-    """``[N,H,W]`` of each file read with ``read``, in parallel, all of ``size``."""
-    out = np.empty((len(paths), *size), dtype=dtype)
-
-    def one(k: int) -> None:
-        values = read(paths[k])
-        check_same(meta, paths[k], what, values.shape, size)
-        out[k] = values
-
-    capture_cache.parallel_map(one, range(len(paths)))
-    return out
-
-
-def _meshes(meta: TransformsJson, paths: list[Path], index: list[int]) -> tuple[np.ndarray, np.ndarray]:
-    """The tracked meshes' vertices ``[N,V,3]`` and their one set of faces."""
-    first, faces = _io.read_obj(paths[0])  # read on one thread (the GIL is held), each into its row
-    vertices = np.empty((len(paths), *first.shape), dtype=np.float32)
-    for k, path in enumerate(paths):
-        v, f = (first, faces) if k == 0 else _io.read_obj(path)
-        check_same(meta, path, "vertices of shape", v.shape, vertices.shape[1:])
-        if not np.array_equal(f, faces):
-            raise ValueError(f"{path}: expected the same faces as the first frame's mesh (frames[{index[0]}])")
-        vertices[k] = v
-    return vertices, faces

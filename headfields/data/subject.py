@@ -14,8 +14,9 @@ import torch
 from ..checks import check_device
 from ..parametric import load_model
 from ..parametric.tracked_meshes import SubjectModel
+from .compositing import composite_images
 from .frames import SPLITS, FrameSet
-from .insta_reader import composite_images, load_insta_dataset
+from .insta_reader import load_insta_dataset
 from .tracked_mesh_reader import load_tracked_mesh_model
 from .trackers import detect_capture_format, load_vhap_dataset
 
@@ -38,6 +39,7 @@ def load_subject(
     regions: str | Path | None = None,
     background: tuple[float, float, float] = (1.0, 1.0, 1.0),
     allow_outside_root: bool = False,
+    pixels: bool = True,
 ) -> Subject:
     """The frames of the capture folder ``data`` (INSTA's or VHAP's layout) and the parametric model of the folder
     or file ``model`` (default: the one the dataset names; ``model_type`` where the dataset names no type).
@@ -45,7 +47,9 @@ def load_subject(
     A capture that names no model and has tracked meshes (INSTA's layout) gets a :class:`TrackedMeshModel` of
     its ``canonical.obj``, with regions from ``regions`` (a region file) or its segmentation; ``notes`` say which.
     RGBA images are composited over ``background`` (the models' default white). Every file the capture names
-    (its model folder's files too) must resolve inside ``data`` unless ``allow_outside_root``."""
+    (its model folder's files too) must resolve inside ``data`` unless ``allow_outside_root``. ``pixels=False``
+    reads no image of an INSTA-layout capture (see :func:`load_insta_dataset`): for what neither scores nor shows
+    them; a VHAP capture's are read all the same."""
     if eval_split not in SPLITS or eval_split == "train":
         raise ValueError(f"eval_split: expected a held-out split of {[s for s in SPLITS if s != 'train']}, got {eval_split!r}")
     if device is not None:
@@ -53,7 +57,7 @@ def load_subject(
     if data is None:  # the synthetic video lives a tier above the readers
         raise TypeError("data: expected a capture folder (the synthetic video's: headfields.synthetic.synthetic_subject())")
     root = Path(data)
-    train, held_out, notes = _frames(root, eval_split, background, allow_outside_root)
+    train, held_out, notes = _frames(root, eval_split, background, allow_outside_root, pixels)
     path = model if model is not None else train.model_path
     if path is None and train.params is None and train.mesh_vertices is not None:
         parametric, more = load_tracked_mesh_model(root, train, regions, device, allow_outside_root)
@@ -70,15 +74,17 @@ def load_subject(
 
 
 def _frames(
-    root: Path, eval_split: str, background: tuple[float, float, float], allow_outside_root: bool
+    root: Path, eval_split: str, background: tuple[float, float, float], allow_outside_root: bool, pixels: bool
 ) -> tuple[FrameSet, FrameSet, list[str]]:
     """The training and held-out frames of the capture in ``root``, in whichever format a tracker wrote it
     (:func:`~headfields.data.trackers.detect_capture_format`), and what the reader left out."""
     fmt = detect_capture_format(root)
     if fmt == "insta":
-        train = load_insta_dataset(root, "train", allow_outside_root, background=background)
+        train = load_insta_dataset(root, "train", allow_outside_root, background=background, pixels=pixels)
         labels = train.segmentation_labels or None  # the held-out split's codes must mean the same
-        held_out = load_insta_dataset(root, eval_split, allow_outside_root, segmentation_labels=labels, background=background)
+        held_out = load_insta_dataset(
+            root, eval_split, allow_outside_root, segmentation_labels=labels, background=background, pixels=pixels
+        )
         return train, held_out, []
     if fmt == "imavatar":
         raise ValueError(

@@ -33,6 +33,7 @@ from ..data import FrameSet
 from ..outputs import atomic_path, is_temporary, lock_file, probe_folder
 
 __all__ = [
+    "PIXELS_NOT_READ",
     "CheckpointError",
     "RunFolder",
     "check_fingerprint",
@@ -43,6 +44,8 @@ __all__ = [
 ]
 
 LOCK_NAME = ".run.lock"
+# A fingerprint's frames entry for frames loaded without their pixels: they are compared by their count alone.
+PIXELS_NOT_READ = "pixels not read"
 # Training settings a resumed run may change: its budget and how often it checkpoints, evaluates and logs.
 RESUMABLE_SETTINGS = frozenset(
     {"max_iterations", "max_minutes", "eval_every", "checkpoint_every", "checkpoint_minutes", "log_every"}
@@ -153,9 +156,15 @@ def _digest(*tensors: torch.Tensor | None) -> str:
     return h.hexdigest()
 
 
-def run_fingerprint(model: nn.Module, frames: FrameSet, training_config) -> dict[str, str]:
+def run_fingerprint(model: nn.Module, frames: FrameSet, training_config, without_pixels: bool = False) -> dict[str, str]:
     """What a checkpoint of this run is for: the model's class and recipe, the training settings a resume
-    may not change, the training frames (their images, cameras and tracking) and the parametric model's files."""
+    may not change, the training frames (their images, cameras and tracking) and the parametric model's files.
+
+    Frames loaded without their pixels (``FrameSet.pixels`` False: a run loaded to render along a camera path or
+    export, :func:`headfields.runs.load_run`) are refused unless ``without_pixels``; then they are said by their
+    count alone (:data:`PIXELS_NOT_READ`), which :func:`check_fingerprint` compares with a checkpoint's count."""
+    if not frames.pixels and not without_pixels:
+        raise ValueError("frames: loaded without their pixels (pixels=False), which a run trains and scores on")
     recipe = getattr(model, "config", None)
     settings = {k: v for k, v in config_to_dict(training_config).items() if k not in RESUMABLE_SETTINGS}
     tracking = frames.params.expression if frames.params is not None else frames.mesh_vertices
@@ -165,7 +174,8 @@ def run_fingerprint(model: nn.Module, frames: FrameSet, training_config) -> dict
     return {
         "model": f"{type(model).__module__}.{type(model).__qualname__}: {described}",
         "training": _json(settings),
-        "frames": f"{len(frames)} frames, {_digest(frames.images, frames.cameras.camera_to_world, tracking)}",
+        "frames": f"{len(frames)} frames, "
+        + (_digest(frames.images, frames.cameras.camera_to_world, tracking) if frames.pixels else PIXELS_NOT_READ),
         "model files": files,
     }
 
@@ -215,9 +225,12 @@ def _json(data: dict) -> str:
 
 def _same(key: str, stored: str | None, current: str) -> bool:
     """Whether a fingerprint's entry matches: the same text, or for the recipe and the training settings the same
-    configuration once both are read through today's dataclasses (their defaults fill what the checkpoint lacks)."""
+    configuration once both are read through today's dataclasses (their defaults fill what the checkpoint lacks);
+    frames read without their pixels, the same count."""
     if stored == current:
         return True
+    if key == "frames" and stored is not None and current.endswith(PIXELS_NOT_READ):
+        return stored.split(",")[0] == current.split(",")[0]
     if stored is None or key not in ("model", "training"):
         return False
     try:

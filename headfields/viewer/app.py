@@ -190,7 +190,8 @@ class AvatarViewer:
     ):
         # Each ray's stop (instant-ngp's GUI: 1e-2; its scores 1e-4) and the decoders' products (tiny-cuda-nn's: half).
         self.early_stop, self.precision = check_early_stop(early_stop), check_precision(precision)
-        self.run = run_or_path if isinstance(run_or_path, Run) else load_run(run_or_path, device)
+        # The viewer shows the model, never a capture image: the run is loaded without them.
+        self.run = run_or_path if isinstance(run_or_path, Run) else load_run(run_or_path, device, pixels=False)
         self.host, self.port, self.watch = host, port, watch
         self.moving_pixels, self.resting_pixels = moving_pixels, resting_pixels
         self.chunk = self.run.config.training.render_chunk if chunk is None else chunk  # None: the run's
@@ -487,7 +488,7 @@ class AvatarViewer:
                 continue
             time.sleep(WATCH_SECONDS / 2)  # let the writer finish
             try:
-                run = load_run(self.run.path, self.run.device)
+                run = load_run(self.run.path, self.run.device, pixels=False)
             except Exception as error:  # a checkpoint being written: try again at the next poll
                 print(f"viewer: could not reload {self.run.path} yet ({error})")
                 continue

@@ -65,11 +65,24 @@ def test_frames_render_with_freed_memory_kept_and_the_process_is_put_back(tiny_i
     assert freed_memory._in_force == before
 
 
-def test_orbit_writes_the_frames_and_size_asked_for(tiny_insta_run, tmp_path, capsys):
+def _image_reads(monkeypatch) -> list:
+    """The capture images (colour, depth) decoded from now on, as a list the readers append their paths to."""
+    from headfields.data import _io
+
+    reads = []
+    for name in ("read_color_image", "read_uint16"):
+        read = getattr(_io, name)
+        monkeypatch.setattr(_io, name, lambda path, read=read: reads.append(path) or read(path))
+    return reads
+
+
+def test_orbit_writes_the_frames_and_size_asked_for(tiny_insta_run, tmp_path, capsys, monkeypatch):
     folder, _ = tiny_insta_run
     out = tmp_path / "orbit.mp4"
     argv = ["render", str(folder), "--camera", "orbit", "--frames", "6", "--resolution", "24", "--out", str(out), "--png"]
+    reads = _image_reads(monkeypatch)
     assert main([*argv, "--device", "cpu", "--chunk", "256"]) == 0  # a field's run takes its rays' flags
+    assert reads == []  # issue 78: the capture's images are neither scored nor shown, so none is decoded
     info = video_info(out)
     assert (info.frames, info.width, info.height) == (6, 24, 24)
     pngs = sorted((tmp_path / "orbit").glob("*.png"))
@@ -155,11 +168,13 @@ def test_unknown_camera_path_and_missing_run_exit_with_a_message(tmp_path, capsy
     assert "run: no checkpoint.pt" in capsys.readouterr().err
 
 
-def test_export_writes_coloured_meshes_of_the_field(tiny_neus_run, tmp_path, capsys):
+def test_export_writes_coloured_meshes_of_the_field(tiny_neus_run, tmp_path, capsys, monkeypatch):
     folder, _ = tiny_neus_run
     out = tmp_path / "meshes"
     argv = ["export", str(folder), "--out", str(out), "--frames", "all", "--resolution", "24", "--device", "cpu"]
+    reads = _image_reads(monkeypatch)
     assert main(argv) == 0
+    assert reads == []  # meshes of the model: no capture image is decoded
     written = _summary(capsys)
     run = load_run(folder, "cpu")
     names = ["canonical.ply"] + [f"test_{f:05d}.ply" for f in range(len(run.subject.eval))]

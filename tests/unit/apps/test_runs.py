@@ -118,6 +118,29 @@ def test_a_run_whose_capture_changed_is_refused(tiny_insta_run, tmp_path):
     torch.save(state, copy / CHECKPOINT_NAME)
     with pytest.raises(CheckpointError, match="frames"):
         load_run(copy, "cpu")
+    # Without pixels (render along a camera path, export, view) the frames are compared by their count alone.
+    longer = make_synthetic_video(
+        tmp_path / "longer", SyntheticVideoConfig(num_frames=9, num_val=1, num_test=2, resolution=16, seed=3)
+    )
+    state["run"] = json.dumps(config_to_dict(dataclasses.replace(moved, subject=SubjectSource(data=str(longer)))))
+    torch.save(state, copy / CHECKPOINT_NAME)
+    with pytest.raises(CheckpointError, match="frames: .*6 frames, pixels not read"):
+        load_run(copy, "cpu", pixels=False)
+
+
+def test_a_run_loaded_without_pixels_is_the_same_model_and_cannot_train(tiny_insta_run):
+    """``load_run(pixels=False)`` (render along a camera path, export, view: issue 78) reads no capture image: the
+    same weights and heads as a full load, its frames checked by their count; frames without pixels train nothing."""
+    from headfields.training.checkpoints import run_fingerprint
+
+    folder, run = tiny_insta_run
+    full, bare = load_run(folder, "cpu"), load_run(folder, "cpu", pixels=False)
+    assert full.subject.train.pixels and not bare.subject.train.pixels and not bare.subject.eval.pixels
+    for a, b in zip(full.model.state_dict().values(), bare.model.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    assert torch.equal(full.eval_head.vertices, bare.eval_head.vertices)
+    with raises_naming("frames"):
+        run_fingerprint(bare.model, bare.subject.train, run.training)
 
 
 def test_a_run_made_before_a_recipe_or_setting_was_added_still_loads(tiny_insta_run, tmp_path):

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 import headfields.data.insta_reader as insta_reader
-from headfields.data import clear_capture_cache, load_insta_dataset
+from headfields.data import _insta_decoding, capture_cache, clear_capture_cache, load_insta_dataset
 from headfields.data.capture_cache import cache_folder
 
 
@@ -42,7 +42,7 @@ def test_a_second_load_maps_the_first_s_decoding(capture, monkeypatch):
     assert _entries() == []
     first = load_insta_dataset(capture, "train", cache=True)
     assert len(_entries()) == 1
-    monkeypatch.setattr(insta_reader, "_decode", lambda *a, **k: pytest.fail("decoded again: the cache was not used"))
+    monkeypatch.setattr(_insta_decoding, "decode", lambda *a, **k: pytest.fail("decoded again: the cache was not used"))
     second = load_insta_dataset(capture, "train", cache=True)
     _same(plain, first)
     _same(plain, second)
@@ -135,5 +135,74 @@ def test_a_cache_entry_that_changed_is_named_and_rebuilt(capture, monkeypatch, s
     with pytest.warns(UserWarning, match=f"{entry}/{named}.*decoded anew and the entry replaced"):
         rebuilt = load_insta_dataset(capture, "train", cache=True)
     _same(plain, rebuilt)
-    monkeypatch.setattr(insta_reader, "_decode", lambda *a, **k: pytest.fail("decoded again: the entry was not replaced"))
+    monkeypatch.setattr(_insta_decoding, "decode", lambda *a, **k: pytest.fail("decoded again: the entry was not replaced"))
     _same(plain, load_insta_dataset(capture, "train", cache=True))
+
+
+def _fail(what):
+    def fail(*args, **kwargs):
+        pytest.fail(f"{what}: the cache was not used")
+
+    return fail
+
+
+def test_the_cached_images_over_each_background_match_a_fresh_decoding(capture, monkeypatch):
+    """The entry keeps the images composited over the background a load asked (issue 78: compositing ran again at
+    every load); a load over another background gets its own pixels, composited from the cached decoding, never
+    the first background's."""
+    grey, red = (0.5, 0.5, 0.5), (1.0, 0.0, 0.0)
+    plain = {bg: load_insta_dataset(capture, "train", background=bg, cache=False) for bg in (grey, red, None)}
+    assert plain[grey].masks is not None and not torch.equal(plain[grey].images, plain[red].images)
+    _same(plain[grey], load_insta_dataset(capture, "train", background=grey, cache=True))  # decoded, then kept
+    monkeypatch.setattr(_insta_decoding, "decode", _fail("decoded again"))
+    _same(plain[red], load_insta_dataset(capture, "train", background=red, cache=True))  # composited from the entry
+    monkeypatch.setattr(insta_reader, "composite_images", _fail("composited again"))
+    monkeypatch.setattr(insta_reader, "_label_codes", _fail("label codes counted again"))
+    for bg in (red, None):  # the images over red are the entry's now, and the decoded ones are kept
+        _same(plain[bg], load_insta_dataset(capture, "train", background=bg, cache=True))
+    with pytest.raises(pytest.fail.Exception, match="composited again"):
+        load_insta_dataset(capture, "train", background=grey, cache=True)  # replaced by red's: composited anew
+
+
+def test_an_entry_of_an_older_version_is_decoded_anew(capture, monkeypatch):
+    """An entry written by an older headfields (another ``_VERSION``: other arrays, other meanings) is stale: it is
+    decoded anew and replaced, never read as if it were this version's."""
+    plain = load_insta_dataset(capture, "train", background=(1.0, 1.0, 1.0), cache=False)
+    load_insta_dataset(capture, "train", background=(1.0, 1.0, 1.0), cache=True)
+    (entry,) = _entries()
+    manifest = cache_folder() / "captures" / entry / "manifest.json"
+    stored = json.loads(manifest.read_text())
+    stored["key"]["version"] -= 1  # as the older version wrote it: a checksum of its own, every array intact
+    body = {k: v for k, v in stored.items() if k != "checksum"}
+    manifest.write_text(json.dumps({**body, "checksum": capture_cache._checksum(body)}))
+    decoded = []
+    decode = _insta_decoding.decode
+    monkeypatch.setattr(_insta_decoding, "decode", lambda *a, **k: decoded.append(1) or decode(*a, **k))
+    _same(plain, load_insta_dataset(capture, "train", background=(1.0, 1.0, 1.0), cache=True))
+    assert decoded == [1]
+    assert json.loads(manifest.read_text())["key"]["version"] == stored["key"]["version"] + 1
+    _same(plain, load_insta_dataset(capture, "train", background=(1.0, 1.0, 1.0), cache=True))
+    assert decoded == [1]
+
+
+@pytest.mark.parametrize("cache", [False, True])
+def test_frames_without_pixels_are_a_full_load_s_but_the_pixels(capture, cache, monkeypatch):
+    """``pixels=False`` (issue 78: ``render --camera orbit`` decoded every image it never showed): no colour or
+    depth image decoded unless the capture is cached (then mapped, not read); cameras, tracking and labels as a
+    full load's, the images zeros that take no memory."""
+    from headfields.data import _io
+
+    full = load_insta_dataset(capture, "train", background=(1.0, 1.0, 1.0), cache=cache)
+    reads = []
+    for name in ("read_color_image", "read_uint16"):
+        read = getattr(_io, name)
+        monkeypatch.setattr(_io, name, lambda path, read=read: reads.append(path) or read(path))
+    bare = load_insta_dataset(capture, "train", background=(1.0, 1.0, 1.0), cache=cache, pixels=False)
+    assert reads == [] and not bare.pixels and full.pixels
+    assert bare.masks is None and bare.depths is None and full.masks is not None and full.depths is not None
+    assert bare.images.shape == full.images.shape and bare.images.dtype == torch.uint8
+    assert bare.images.stride() == (0, 0, 0, 0) and not bare.images.any()
+    for name in ("segmentation", "mesh_vertices", "mesh_faces", "expression"):
+        assert torch.equal(getattr(bare, name), getattr(full, name)), name
+    assert torch.equal(bare.cameras.camera_to_world, full.cameras.camera_to_world)
+    assert bare.segmentation_labels == full.segmentation_labels
