@@ -1,6 +1,8 @@
 """``python -m headfields export RUN --out DIR``: a trained avatar's surface as coloured PLY meshes, in canonical space
 (the neutral expression and pose) or posed at the frames of a split; a Gaussian avatar's Gaussians as 3D Gaussian
-Splatting PLY files (:mod:`headfields.splat_ply`), which splat viewers open.
+Splatting PLY files (:mod:`headfields.splat_ply`), which splat viewers open, and beside them the avatar in
+GaussianAvatars' own layout under ``DIR/gaussian_avatars`` (local values, ``binding_0``, ``flame_param.npz``), which its
+viewer re-animates (:mod:`headfields.gaussian_avatars_export`).
 
     python -m headfields export outputs/insta --out meshes                      # canonical.ply and test_00000.ply
     python -m headfields export outputs/insta --out meshes --frames all         # every held-out frame, posed
@@ -15,6 +17,7 @@ import json
 from pathlib import Path
 
 from ..export import DENSITY_THRESHOLD, NoSurfaceError, field_mesh, write_ply
+from ..gaussian_avatars_export import export_gaussian_avatars_run
 from ..outputs import hold, probe_folder
 from ..progress import Progress
 from ..runs import load_run
@@ -25,6 +28,8 @@ __all__ = ["add_parser", "default_resolution", "export", "frame_list"]
 
 MIN_RESOLUTION, MAX_RESOLUTION = 64, 512  # export's default grid: the capture's longer side, within these
 PADDING = 0.05  # metres the posed mesh's box grows on every side
+# Where a Gaussian avatar's export puts GaussianAvatars' layout (point_cloud/iteration_N/point_cloud.ply, flame_param.npz).
+GAUSSIAN_AVATARS_FOLDER = "gaussian_avatars"
 # The flags for a field's surface (name in args -> default, what it sets), which a rasterised model refuses: its
 # Gaussians are written as they are.
 SURFACE_FLAGS = {
@@ -130,5 +135,11 @@ def export(args: argparse.Namespace) -> dict:
             write_ply(path, mesh.vertices, mesh.faces, mesh.colors)
             written[str(path)] = {"vertices": len(mesh.vertices), "faces": len(mesh.faces)}
             bar.update(1)
+    if hasattr(run.model, "splats"):  # beside the world-space frames: GaussianAvatars' own layout, which its viewer drives
+        layout = args.out / GAUSSIAN_AVATARS_FOLDER
+        try:
+            written[str(export_gaussian_avatars_run(run, layout, split))] = {"layout": "GaussianAvatars", "split": split}
+        except ValueError as error:  # (a head that is not FLAME's: tracked meshes without model files)
+            print(f"GaussianAvatars' layout: not written ({error})")
     print(json.dumps(written))
     return written

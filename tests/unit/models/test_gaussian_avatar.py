@@ -91,6 +91,13 @@ def test_export_writes_the_posed_gaussians_as_3dgs_ply(tiny_gaussian_run, tmp_pa
         torch.testing.assert_close(same_rotation, torch.ones_like(same_rotation), atol=1e-5, rtol=0)
     canonical = read_splat_ply(tmp_path / "canonical.ply")
     assert len(canonical.means) == run.model.gaussians.num_gaussians
+    # beside them, GaussianAvatars' layout of the held-out split (tests/unit/apps/test_gaussian_avatars_export.py)
+    local, binding = read_bound_splat_ply(
+        tmp_path / "gaussian_avatars" / "point_cloud" / f"iteration_{run.step}" / "point_cloud.ply"
+    )
+    assert len(binding) == run.model.gaussians.num_gaussians and torch.equal(binding, run.model.gaussians.parent.cpu())
+    params = np.load(tmp_path / "gaussian_avatars" / "point_cloud" / f"iteration_{run.step}" / "flame_param.npz")
+    assert params["expr"].shape[0] == head.num_frames
 
 
 def test_a_run_exports_in_gaussian_avatars_layout(tiny_gaussian_run, tmp_path):
