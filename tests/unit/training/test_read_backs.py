@@ -57,11 +57,13 @@ def test_insta_s_step_reads_nothing_back_and_copies_nothing(tiny_video, tmp_path
     train_frames, eval_frames = tiny_video
     parametric = load_model(train_frames.model_path, train_frames.model_type)
     # A 32^3 grid, not the paper's 128^3: its refreshes (every cell through the field) would take most of the test.
-    recipe = paper_config(hash_grid=TINY_GRID, warmup_steps=2, occupancy_warmup=3, occupancy_resolution=32)
+    recipe = paper_config(
+        hash_grid=TINY_GRID, warmup_steps=2, occupancy_warmup=3, occupancy_resolution=32, occupancy_every=4
+    )  # fmt: skip
     model = Insta(parametric, train_frames.segmentation_labels, recipe)
     spy, step = host_sync_spy(), loop._Loop.train_step
 
-    def spied(self):  # after the first steps: the grid past its warm-up, refreshed from its occupied cells at step 16
+    def spied(self):  # after the first steps: the grid past its warm-up, refreshed from its occupied cells at step 8
         if self.step < 6:
             return step(self)
         with cuda_paths(), spy:
@@ -69,7 +71,7 @@ def test_insta_s_step_reads_nothing_back_and_copies_nothing(tiny_video, tmp_path
 
     monkeypatch.setattr(loop._Loop, "train_step", spied)
     config = TrainingConfig(
-        max_iterations=20, rays_per_batch=128, samples_per_batch=2048, early_stop=1e-4, fixed_shapes=True,
+        max_iterations=10, rays_per_batch=128, samples_per_batch=2048, early_stop=1e-4, fixed_shapes=True,
         eval_every=0, checkpoint_every=0, log_every=100,
     )  # fmt: skip
     train(model, train_frames, eval_frames, tmp_path / "run", config, log=None)
