@@ -23,7 +23,7 @@ from ..heads import tracked_head
 from ..metrics import SSIM_WINDOW, l1, psnr, ssim
 from ..outputs import atomic_path
 from ..parametric import Head
-from ..perceptual import LPIPS_MIN_SIZE, Lpips, LpipsUnavailable
+from ..perceptual import Lpips, LpipsUnavailable
 from ..progress import Progress
 from ..renderers.volume import EARLY_STOP_TRANSMITTANCE
 from .config import region_codes
@@ -231,8 +231,9 @@ def _lpips_network(lpips: Lpips | LpipsUnavailable | None, frames: FrameSet) -> 
         return None, "not computed (no LPIPS network given to evaluate)"
     if isinstance(lpips, LpipsUnavailable):
         return None, lpips.reason
-    if min(h, w) < LPIPS_MIN_SIZE:
-        return None, f"images of {h} x {w} pixels are smaller than LPIPS's AlexNet needs ({LPIPS_MIN_SIZE} x {LPIPS_MIN_SIZE})"
+    if min(h, w) < lpips.min_size:
+        size = f"{lpips.min_size} x {lpips.min_size}"
+        return None, f"images of {h} x {w} pixels are smaller than LPIPS ({lpips.network}) needs ({size})"
     return lpips, None
 
 
