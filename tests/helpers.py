@@ -69,7 +69,7 @@ def shapes_unchecked():
         jaxtyping.config.update("jaxtyping_disable", before)
 
 
-# torchvision's AlexNet convolutions (features.*), written out so these tests need no torchvision.
+# torchvision's AlexNet and VGG16 convolutions (features.*), written out so these tests need no torchvision.
 ALEXNET_SHAPES = {
     "features.0": (64, 3, 11, 11),
     "features.3": (192, 64, 5, 5),
@@ -77,15 +77,33 @@ ALEXNET_SHAPES = {
     "features.8": (256, 384, 3, 3),
     "features.10": (256, 256, 3, 3),
 }
+VGG16_SHAPES = {
+    f"features.{index}": (out, width, 3, 3)
+    for index, width, out in zip(
+        (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28),  # the 3x3 convolutions between the ReLUs and poolings
+        (3, 64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512),
+        (64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512),
+        strict=True,
+    )
+}
 
 
-def random_alexnet(seed: int) -> dict[str, torch.Tensor]:
-    """AlexNet's convolutions with random He-initialised weights: a weights file LPIPS reads, nothing downloaded."""
+def _random_convolutions(shapes: dict[str, tuple[int, ...]], seed: int) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     state = {}
-    for name, shape in ALEXNET_SHAPES.items():
+    for name, shape in shapes.items():
         fan_in = shape[1] * shape[2] * shape[3]
         state[f"{name}.weight"] = torch.randn(shape, generator=g) * (2 / fan_in) ** 0.5  # He init: features stay alive
         state[f"{name}.bias"] = torch.randn(shape[0], generator=g) * 0.01
     state["classifier.1.weight"] = torch.zeros(8, 4)  # a file's other keys are ignored
     return state
+
+
+def random_alexnet(seed: int) -> dict[str, torch.Tensor]:
+    """AlexNet's convolutions with random He-initialised weights: a weights file LPIPS reads, nothing downloaded."""
+    return _random_convolutions(ALEXNET_SHAPES, seed)
+
+
+def random_vgg16(seed: int) -> dict[str, torch.Tensor]:
+    """VGG16's convolutions with random He-initialised weights (15 M numbers, 59 MB saved: make few)."""
+    return _random_convolutions(VGG16_SHAPES, seed)

@@ -49,7 +49,7 @@ PIXELS_NOT_READ = "pixels not read"
 # Training settings a resumed run may change: its budget and how often it checkpoints, evaluates and logs.
 RESUMABLE_SETTINGS = frozenset(
     {"max_iterations", "max_minutes", "eval_every", "checkpoint_every", "checkpoint_minutes", "log_every"}
-    | {"eval_frames", "render_chunk", "eval_regions", "lpips_weights", "log"}  # no effect on the weights
+    | {"eval_frames", "render_chunk", "eval_regions", "lpips_weights", "lpips_vgg_weights", "log"}  # no effect on the weights
     | {"flush_denormals", "tune_malloc"}  # the process's CPU modes: denormals (below 1.2e-38) read as zero, or not
 )
 

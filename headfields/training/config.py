@@ -59,8 +59,10 @@ class TrainingConfig:
     # Regions whose PSNR the final evaluation reports: (name, segmentation label codes) pairs, e.g.
     # (("hair", (6,)), ("face", (1, 2, 5))): pairs, not a dict, so the config stays hashable.
     eval_regions: tuple[tuple[str, tuple[int, ...]], ...] = ()
-    # torchvision's ImageNet AlexNet state dict for LPIPS; None: torch.hub's cache (headfields.perceptual).
+    # torchvision's ImageNet AlexNet and VGG16 state dicts for LPIPS (alex, the lpips score; vgg, lpips_vgg);
+    # None: torch.hub's cache (headfields.perceptual).
     lpips_weights: str | None = None
+    lpips_vgg_weights: str | None = None
     # Where the logged steps go besides RUN/log.jsonl: "tensorboard" adds TensorBoard events under RUN/tensorboard
     # (scalars, and the held-out comparisons of each evaluation; needs the tensorboard extra).
     log: Literal["jsonl", "tensorboard"] = "jsonl"
@@ -119,10 +121,12 @@ class TrainingConfig:
             raise TypeError(f"eval_regions: expected (region name, label codes) pairs, got a {type(self.eval_regions).__name__}")
         # Frozen: normalised through object.__setattr__, so the config stays hashable and compares by value.
         object.__setattr__(self, "eval_regions", tuple(region_codes("eval_regions", self.eval_regions).items()))
-        if self.lpips_weights is not None:
-            if not isinstance(self.lpips_weights, str | os.PathLike):
-                raise TypeError(f"lpips_weights: expected a path or None, got {self.lpips_weights!r}")
-            object.__setattr__(self, "lpips_weights", os.fspath(self.lpips_weights))
+        for name in ("lpips_weights", "lpips_vgg_weights"):
+            value = getattr(self, name)
+            if value is not None:
+                if not isinstance(value, str | os.PathLike):
+                    raise TypeError(f"{name}: expected a path or None, got {value!r}")
+                object.__setattr__(self, name, os.fspath(value))
 
 
 def region_codes(

@@ -1,5 +1,5 @@
-"""Rendering held-out frames and scoring them: PSNR, SSIM, L1 and LPIPS over the frame, the head and named
-regions, with the renders and comparisons written as PNGs."""
+"""Rendering held-out frames and scoring them: PSNR, SSIM, L1 and LPIPS (AlexNet's and VGG16's) over the frame,
+the head and named regions, with the renders and comparisons written as PNGs."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from ..heads import tracked_head
 from ..metrics import SSIM_WINDOW, l1, psnr, ssim
 from ..outputs import atomic_path
 from ..parametric import Head
-from ..perceptual import LPIPS_MIN_SIZE, Lpips, LpipsUnavailable
+from ..perceptual import Lpips, LpipsUnavailable
 from ..progress import Progress
 from ..renderers.volume import EARLY_STOP_TRANSMITTANCE
 from .config import region_codes
@@ -47,16 +47,18 @@ ERROR_GAIN = 4.0  # error images show |render - truth| four times brighter
 # How the *_head metrics use the mask (recorded in metrics.json as "head_masking").
 HEAD_MASKING = (
     "psnr_head, l1_head: over the mask's pixels; ssim_head: the SSIM map averaged over the window centres in the "
-    "mask; lpips_head: LPIPS of both images set to white outside the mask; each a mean over the frames whose mask "
-    "has pixels"
+    "mask; lpips_head, lpips_vgg_head: LPIPS of both images set to white outside the mask; each a mean over the "
+    "frames whose mask has pixels"
 )
 
 
 @dataclass
 class Evaluation:
     """Means over the evaluated frames. The ``*_head`` scores use each frame's head mask (``mask`` says which;
-    None without one, or when no frame's mask has a pixel; see :data:`HEAD_MASKING`); ``lpips`` is None with
-    the reason in ``lpips_note``; ``psnr_regions`` holds each asked region's PSNR (None where no frame shows it)."""
+    None without one, or when no frame's mask has a pixel; see :data:`HEAD_MASKING`); ``lpips`` (AlexNet's, the
+    INSTA and MonoAvatar tables') is None with the reason in ``lpips_note``, ``lpips_vgg`` (VGG16's,
+    GaussianAvatars') likewise in ``lpips_vgg_note``; ``psnr_regions`` holds each asked region's PSNR (None where
+    no frame shows it)."""
 
     psnr: float
     ssim: float  # over the windows inside the image (Wang et al.; the avatar papers' tables)
@@ -72,6 +74,10 @@ class Evaluation:
     lpips_head: float | None
     lpips_note: str | None  # why lpips is None (None when it was computed)
     lpips_network: str | None  # "alex: backbone <file>, linear layers lpips <version> v0.1" when computed
+    lpips_vgg: float | None
+    lpips_vgg_head: float | None
+    lpips_vgg_note: str | None
+    lpips_vgg_network: str | None  # "vgg: backbone <file>, ..." when computed
     psnr_regions: dict[str, float | None]
     region_frames: dict[str, int]  # frames in which each region has pixels (its PSNR is the mean over them)
     regions: dict[str, tuple[int, ...]]  # the label codes of each region
@@ -90,6 +96,10 @@ class Evaluation:
             "lpips_head": self.lpips_head,
             "lpips_note": self.lpips_note,
             "lpips_network": self.lpips_network,
+            "lpips_vgg": self.lpips_vgg,
+            "lpips_vgg_head": self.lpips_vgg_head,
+            "lpips_vgg_note": self.lpips_vgg_note,
+            "lpips_vgg_network": self.lpips_vgg_network,
             "mask": self.mask,
             "head_masking": HEAD_MASKING if self.mask is not None else None,
             "head_frames": self.head_frames,
@@ -224,20 +234,32 @@ def _head_masks(frames: FrameSet) -> tuple[Bool[Tensor, "N H W"] | None, str | N
     return None, None
 
 
-def _lpips_network(lpips: Lpips | LpipsUnavailable | None, frames: FrameSet) -> tuple[Lpips | None, str | None]:
-    """The network to use for ``frames``, or None and why not."""
+def _lpips_network(
+    name: str, lpips: Lpips | LpipsUnavailable | None, network: str, frames: FrameSet
+) -> tuple[Lpips | None, str | None]:
+    """The network to use for ``frames``, or None and why not; ``name``: the argument that gave it, which must
+    be LPIPS with ``network``'s trunk."""
     h, w = frames.cameras.height, frames.cameras.width
+    if lpips is not None and not isinstance(lpips, Lpips | LpipsUnavailable):
+        raise TypeError(f"{name}: expected an Lpips network, LpipsUnavailable or None, got {type(lpips).__name__}")
+    if isinstance(lpips, Lpips) and lpips.network != network:
+        raise ValueError(f"{name}: expected LPIPS ({network}), got LPIPS ({lpips.network})")
     if lpips is None:
-        return None, "not computed (no LPIPS network given to evaluate)"
+        return None, f"not computed (no LPIPS ({network}) network given to evaluate)"
     if isinstance(lpips, LpipsUnavailable):
         return None, lpips.reason
-    if min(h, w) < LPIPS_MIN_SIZE:
-        return None, f"images of {h} x {w} pixels are smaller than LPIPS's AlexNet needs ({LPIPS_MIN_SIZE} x {LPIPS_MIN_SIZE})"
+    if min(h, w) < lpips.min_size:
+        size = f"{lpips.min_size} x {lpips.min_size}"
+        return None, f"images of {h} x {w} pixels are smaller than LPIPS ({lpips.network}) needs ({size})"
     return lpips, None
 
 
 def _mean(values: list[float]) -> float | None:
     return float(np.mean(values)) if values else None
+
+
+def _source(network: Lpips | None) -> str | None:
+    return None if network is None else network.source
 
 
 def evaluate(
@@ -251,30 +273,35 @@ def evaluate(
     regions: dict[str, tuple[int, ...]] | None = None,
     lpips: Lpips | LpipsUnavailable | None = None,
     progress: Progress | None = None,
+    lpips_vgg: Lpips | LpipsUnavailable | None = None,
 ) -> Evaluation:
     """PSNR, SSIM, L1 and LPIPS over the given held-out frames (means over frames), over the whole frame and
     over the head (each frame's subject mask: the segmentation's non-background pixels, else ``frames.masks``;
     :data:`HEAD_MASKING` says how each score uses it), and the PSNR of each of ``regions`` ({name: segmentation
     label codes}, e.g. ``{"hair": (6,), "face": (1, 2, 5)}``: the pixels with any of the codes).
 
-    ``lpips``: a network from :func:`~headfields.perceptual.load_lpips` (load it once, not per call), or its
-    :class:`~headfields.perceptual.LpipsUnavailable`; without one, or for images under 31 x 31, ``lpips`` is
-    None and ``lpips_note`` says why. A frame whose mask (or region) has no pixel is left out of that mean;
-    ``head_frames`` and ``region_frames`` count the frames in it. With ``out``, writes each frame's render
-    (``00000.png``) and its comparison with the ground truth (``00000_compare.png``). ``head``: the frames'
-    tracked head (built when not given). ``progress``: advanced by one a frame.
+    ``lpips``: the AlexNet network from :func:`~headfields.perceptual.load_lpips` (load it once, not per call),
+    or its :class:`~headfields.perceptual.LpipsUnavailable`; without one, or for images under 31 x 31, ``lpips``
+    is None and ``lpips_note`` says why. ``lpips_vgg``: the same with VGG16 (``load_lpips(network="vgg")``,
+    images of at least 16 x 16), scored into ``lpips_vgg`` and ``lpips_vgg_head``. A frame whose mask (or region)
+    has no pixel is left out of that mean; ``head_frames`` and ``region_frames`` count the frames in it. With
+    ``out``, writes each frame's render (``00000.png``) and its comparison with the ground truth
+    (``00000_compare.png``). ``head``: the frames' tracked head (built when not given). ``progress``: advanced by
+    one a frame.
 
     Example: ``evaluate(model, frames, [0, 5], 8192, device, regions={"hair": (6,)}, lpips=load_lpips()).psnr_head``."""
     regions = region_codes("regions", regions) if regions is not None else {}
     if regions and frames.segmentation is None:
         raise ValueError("regions: expected frames with a segmentation (region labels) to find the regions in, got none")
-    if lpips is not None and not isinstance(lpips, Lpips | LpipsUnavailable):
-        raise TypeError(f"lpips: expected an Lpips network, LpipsUnavailable or None, got {type(lpips).__name__}")
+    # {metrics.json key: (network or None, why not)}: AlexNet's under the papers' "lpips", VGG16's beside it.
+    perceptual = {
+        "lpips": _lpips_network("lpips", lpips, "alex", frames),
+        "lpips_vgg": _lpips_network("lpips_vgg", lpips_vgg, "vgg", frames),
+    }
     head = head if head is not None else tracked_head(model.parametric, frames)
     masks, mask_rule = _head_masks(frames)
-    network, note = _lpips_network(lpips, frames)
-    full: dict[str, list[float]] = {"psnr": [], "ssim": [], "ssim_3dgs": [], "l1": [], "lpips": []}
-    inside: dict[str, list[float]] = {"psnr": [], "ssim": [], "l1": [], "lpips": []}
+    full: dict[str, list[float]] = {"psnr": [], "ssim": [], "ssim_3dgs": [], "l1": [], "lpips": [], "lpips_vgg": []}
+    inside: dict[str, list[float]] = {"psnr": [], "ssim": [], "l1": [], "lpips": [], "lpips_vgg": []}
     per_region: dict[str, list[float]] = {name: [] for name in regions}
     codes = {name: torch.tensor(c, dtype=torch.uint8) for name, c in regions.items()}
     half = SSIM_WINDOW // 2
@@ -291,12 +318,14 @@ def evaluate(
             inside["l1"].append(float(l1(pred, truth, mask=mask)))
             if bool(mask[half:-half, half:-half].any()):  # a mask only on the border has no SSIM window centre
                 inside["ssim"].append(float(ssim(pred, truth, mask=mask)))
-        if network is not None:
+        for key, (network, _) in perceptual.items():
+            if network is None:
+                continue
             on = network.device
             with torch.no_grad():
-                full["lpips"].append(float(network(pred.to(on), truth.to(on))))
+                full[key].append(float(network(pred.to(on), truth.to(on))))
                 if mask is not None and bool(mask.any()):
-                    inside["lpips"].append(float(network(pred.to(on), truth.to(on), mask=mask.to(on))))
+                    inside[key].append(float(network(pred.to(on), truth.to(on), mask=mask.to(on))))
         for name, c in codes.items():
             region = torch.isin(frames.segmentation[f].cpu(), c)
             if bool(region.any()):
@@ -321,8 +350,12 @@ def evaluate(
         mask=mask_rule,
         lpips=_mean(full["lpips"]),
         lpips_head=_mean(inside["lpips"]),
-        lpips_note=note,
-        lpips_network=None if network is None else network.source,
+        lpips_note=perceptual["lpips"][1],
+        lpips_network=_source(perceptual["lpips"][0]),
+        lpips_vgg=_mean(full["lpips_vgg"]),
+        lpips_vgg_head=_mean(inside["lpips_vgg"]),
+        lpips_vgg_note=perceptual["lpips_vgg"][1],
+        lpips_vgg_network=_source(perceptual["lpips_vgg"][0]),
         psnr_regions={name: _mean(values) for name, values in per_region.items()},
         region_frames={name: len(values) for name, values in per_region.items()},
         regions=regions,

@@ -291,7 +291,8 @@ class _Loop:
                 raise ValueError(f"balance_views: expected a model with view_bins(frames, head), got {type(model).__name__}")
             self.view_bins = model.view_bins(self.train_frames, self.train_head)
         # Once per run, before training: a weights file that was asked for and cannot be read fails now.
-        self.perceptual = _load_lpips(c.lpips_weights, self.device) if self.lead else None
+        self.perceptual = _load_lpips(c.lpips_weights, self.device, "alex", "lpips_weights") if self.lead else None
+        self.perceptual_vgg = _load_lpips(c.lpips_vgg_weights, self.device, "vgg", "lpips_vgg_weights") if self.lead else None
         model.train()
         self.first_step, self.first_wall = self.step, self.spent()  # this process's start: its rate of steps
         while self.going():
@@ -447,6 +448,7 @@ class _Loop:
                 regions=dict(c.eval_regions),
                 lpips=self.perceptual,
                 progress=progress,
+                lpips_vgg=self.perceptual_vgg,
             )
         shown = [chosen[i] for i in evenly_spread(SIDE_BY_SIDE_FRAMES, len(chosen))]
         rows = [np.asarray(Image.open(out / "renders" / "final" / f"{f:05d}_compare.png")) for f in shown]
@@ -465,6 +467,7 @@ class _Loop:
         write_atomic(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
         head = "" if final.psnr_head is None else f"  head psnr {final.psnr_head:.2f}"
         perceptual_score = "" if final.lpips is None else f"  lpips {final.lpips:.4f}"
+        perceptual_score += "" if final.lpips_vgg is None else f"  lpips_vgg {final.lpips_vgg:.4f}"
         summary = f"psnr {final.psnr:.2f}{head}  ssim {final.ssim:.4f}{perceptual_score}"
         print(
             f"final  {summary}  after {self.step} iterations, {self.elapsed:.0f} s of training, {self.spent():.0f} s in all",
@@ -474,6 +477,8 @@ class _Loop:
             self.board.close()
         if final.lpips_note is not None:
             print(f"lpips: null ({final.lpips_note})", file=log)
+        if final.lpips_vgg_note is not None:
+            print(f"lpips_vgg: null ({final.lpips_vgg_note})", file=log)
         return metrics
 
 
@@ -482,15 +487,16 @@ def _non_finite(step: int, loss: float, logs: dict) -> None:
     raise FloatingPointError(f"training_step: the loss is {loss} at step {step} ({terms})")
 
 
-def _load_lpips(weights: str | None, device: torch.device) -> Lpips | LpipsUnavailable:
-    """:func:`~headfields.perceptual.load_lpips` for the run, its errors naming the config's ``lpips_weights``."""
+def _load_lpips(weights: str | None, device: torch.device, network: str, setting: str) -> Lpips | LpipsUnavailable:
+    """:func:`~headfields.perceptual.load_lpips` of ``network`` for the run, its errors naming the config's field
+    ``setting`` that gave ``weights``."""
     try:
-        return load_lpips(weights, device)
+        return load_lpips(weights, device, network)
     except (FileNotFoundError, ValueError) as error:
         message = str(error)
         if not message.startswith("weights:"):
             raise
-        raise type(error)("lpips_weights:" + message.removeprefix("weights:")) from None
+        raise type(error)(f"{setting}:" + message.removeprefix("weights:")) from None
 
 
 def _describe(frames: object) -> str:

@@ -1,17 +1,28 @@
-"""headfields.perceptual against the lpips package's own LPIPS on the same network (a seeded random AlexNet:
-no download), its input range, averaging and masking; the weight lookup and what happens when a file is missing."""
+"""headfields.perceptual against the lpips package's own LPIPS on the same networks (a seeded random AlexNet and
+VGG16: no download), its input range, averaging and masking; the weight lookup and what happens when a file is
+missing."""
 
 import importlib.util
 import sys
 import warnings
+from types import SimpleNamespace
+from unittest import mock
 
 import pytest
 import torch
 
 import headfields.perceptual as perceptual
-from headfields.perceptual import ALEXNET_FILE, LPIPS_BACKGROUND, LPIPS_MIN_SIZE, Lpips, LpipsUnavailable, load_lpips
+from headfields.perceptual import (
+    ALEXNET_FILE,
+    LPIPS_BACKGROUND,
+    LPIPS_MIN_SIZES,
+    VGG16_FILE,
+    Lpips,
+    LpipsUnavailable,
+    load_lpips,
+)
 
-from helpers import raises_naming, random_alexnet
+from helpers import raises_naming, random_alexnet, random_vgg16
 
 FIND_SPEC = importlib.util.find_spec  # the real one, for the test that hides lpips
 LPIPS_INSTALLED = FIND_SPEC("lpips") is not None
@@ -24,6 +35,14 @@ _TORCHVISION_OPS = []  # keeps the op library below alive: its definitions go wh
 def weights_file(tmp_path):
     path = tmp_path / ALEXNET_FILE
     torch.save(random_alexnet(0), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def vgg_file(tmp_path_factory):
+    """A random VGG16 saved once for the module (59 MB)."""
+    path = tmp_path_factory.mktemp("vgg16") / VGG16_FILE
+    torch.save(random_vgg16(0), path)
     return path
 
 
@@ -57,24 +76,35 @@ def import_lpips():
     return lpips, torchvision
 
 
-@pytest.fixture(scope="module")
-def oracle(tmp_path_factory):
-    """(lpips.LPIPS on a seeded random torchvision AlexNet, our Lpips loaded from that AlexNet's saved file)."""
+@pytest.fixture(scope="module", params=["alex", "vgg"])
+def oracle(request, tmp_path_factory):
+    """(lpips.LPIPS on a seeded random torchvision AlexNet or VGG16's layers, our Lpips loaded from that trunk's
+    saved file)."""
     if not LPIPS_INSTALLED:
         pytest.skip("the lpips package is not installed")
     lpips, torchvision = import_lpips()
+    network = request.param
     torch.manual_seed(0)
-    alexnet = torchvision.models.alexnet(weights=None)  # torchvision's own layout and initialisation
-    path = tmp_path_factory.mktemp("alexnet") / ALEXNET_FILE
-    torch.save(alexnet.state_dict(), path)
-    with warnings.catch_warnings():  # lpips passes torchvision the pre-0.13 ``pretrained`` argument
+    if network == "alex":
+        trunk = torchvision.models.alexnet(weights=None)  # torchvision's own layout and initialisation
+    else:
+        # torchvision's VGG16 layers, without the classifier (124 M numbers, 2 s to build, never read), given
+        # torchvision's VGG initialisation of the convolutions so that the deep stages' features stay alive.
+        trunk = SimpleNamespace(features=torchvision.models.vgg.make_layers(torchvision.models.vgg.cfgs["D"]))
+        for layer in trunk.features:
+            if isinstance(layer, torch.nn.Conv2d):
+                torch.nn.init.kaiming_normal_(layer.weight, mode="fan_out", nonlinearity="relu")
+                torch.nn.init.zeros_(layer.bias)
+    path = tmp_path_factory.mktemp(network) / (ALEXNET_FILE if network == "alex" else VGG16_FILE)
+    torch.save({f"features.{k}": v for k, v in trunk.features.state_dict().items()}, path)
+    # lpips builds its trunk from torchvision's constructor: handed this one, it reads the same weights (and
+    # builds no second trunk); it passes the pre-0.13 ``pretrained`` argument, hence the warning.
+    tv = sys.modules["lpips.pretrained_networks"].tv
+    with mock.patch.object(tv, "alexnet" if network == "alex" else "vgg16", lambda **_: trunk), warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        reference = lpips.LPIPS(net="alex", pnet_rand=True, verbose=False)  # the linear layers: the wheel's alex.pth
-    for name, value in reference.net.state_dict().items():  # slice{k}.{index}.{weight|bias}: torchvision's index
-        _, index, kind = name.split(".")
-        value.copy_(alexnet.state_dict()[f"features.{index}.{kind}"])
-    ours = load_lpips(path)
-    assert isinstance(ours, Lpips)
+        reference = lpips.LPIPS(net=network, pnet_rand=True, verbose=False)  # the linear layers: the wheel's .pth
+    ours = load_lpips(path, network=network)
+    assert isinstance(ours, Lpips) and ours.network == network
     return reference, ours
 
 
@@ -82,9 +112,11 @@ def nchw(x: torch.Tensor) -> torch.Tensor:
     return x.reshape(-1, *x.shape[-3:]).permute(0, 3, 1, 2)
 
 
-@pytest.mark.parametrize("shape", [(2, 40, 52, 3), (64, 64, 3), (1, LPIPS_MIN_SIZE, LPIPS_MIN_SIZE, 3)])
+@pytest.mark.parametrize("shape", [(2, 40, 52, 3), (40, 36, 3), "smallest"])
 def test_matches_the_lpips_package(oracle, shape):
     reference, ours = oracle
+    if shape == "smallest":
+        shape = (1, ours.min_size, ours.min_size + 1, 3)
     g = torch.Generator().manual_seed(1)
     a, b = torch.rand(shape, generator=g), torch.rand(shape, generator=g)
     b = (0.7 * a + 0.3 * b).clamp(0, 1)
@@ -108,6 +140,8 @@ def test_mask_sets_both_images_to_white_outside_it(oracle):
         nchw(torch.where(mask[..., None], a, white)), nchw(torch.where(mask[..., None], b, white)), normalize=True
     )
     torch.testing.assert_close(ours(a, b, mask=mask), expected.mean(), rtol=1e-5, atol=1e-7)
+    if ours.network != "alex":
+        return  # the mask is applied before the trunk: what follows holds for either, checked once
     # What lies outside the mask does not count; a mask of every pixel is no mask.
     elsewhere = torch.where(mask[..., None], b, torch.rand(b.shape, generator=g))
     torch.testing.assert_close(ours(a, elsewhere, mask=mask), ours(a, b, mask=mask))
@@ -132,23 +166,30 @@ def test_is_differentiable_in_the_images(metric):
     assert not any(p.requires_grad for p in metric.parameters())  # the network stays frozen
 
 
-def test_default_weights_come_from_the_torch_hub_cache(tmp_path, monkeypatch):
+@pytest.mark.parametrize("network, file, title", [("alex", ALEXNET_FILE, "AlexNet"), ("vgg", VGG16_FILE, "VGG16")])
+def test_default_weights_come_from_the_torch_hub_cache(request, tmp_path, monkeypatch, network, file, title):
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
-    expected = tmp_path / "checkpoints" / ALEXNET_FILE
-    assert perceptual.default_lpips_weights() == expected
+    expected = tmp_path / "checkpoints" / file
+    assert perceptual.default_lpips_weights(network) == expected
     if not LPIPS_INSTALLED:
         pytest.skip("the lpips package is not installed")
-    missing = load_lpips()
-    assert isinstance(missing, LpipsUnavailable) and str(expected) in missing.reason
+    missing = load_lpips(network=network)
+    assert isinstance(missing, LpipsUnavailable) and str(expected) in missing.reason and title in missing.reason
+    assert ("lpips_vgg_weights" in missing.reason) == (network == "vgg")  # the setting that gives the file
     expected.parent.mkdir()
-    torch.save(random_alexnet(5), expected)
-    found = load_lpips()
-    assert isinstance(found, Lpips) and str(expected) in found.source and found.network == "alex"
+    if network == "alex":
+        torch.save(random_alexnet(5), expected)
+    else:
+        expected.symlink_to(request.getfixturevalue("vgg_file"))
+    found = load_lpips(network=network)
+    assert isinstance(found, Lpips) and str(expected) in found.source and found.network == network
+    assert found.source.startswith(f"{network}: ") and found.min_size == LPIPS_MIN_SIZES[network]
 
 
-def test_without_the_lpips_package_it_is_unavailable(weights_file, monkeypatch):
+@pytest.mark.parametrize("network", ["alex", "vgg"])
+def test_without_the_lpips_package_it_is_unavailable(weights_file, monkeypatch, network):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *args: None if name == "lpips" else FIND_SPEC(name, *args))
-    result = load_lpips(weights_file)
+    result = load_lpips(weights_file, network=network)  # the package is looked for before the trunk is read
     assert isinstance(result, LpipsUnavailable) and "lpips package is not installed" in result.reason
 
 
@@ -171,6 +212,26 @@ def test_bad_weight_files_are_named(tmp_path):
     torch.save(state, wrong)
     with raises_naming("weights"):
         load_lpips(wrong)
+    alexnet = tmp_path / ALEXNET_FILE
+    torch.save(random_alexnet(6), alexnet)
+    with pytest.raises(ValueError, match="^weights: expected the state dict of torchvision's VGG16"):
+        load_lpips(alexnet, network="vgg")  # AlexNet's file for VGG16: the trunk named, not a shape error deep inside
+    with pytest.raises(FileNotFoundError, match=f"^weights:.*VGG16.*{VGG16_FILE}"):
+        load_lpips(tmp_path / "nowhere.pth", network="vgg")
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: load_lpips(network="squeeze"),  # the lpips package's third trunk: not built here
+        lambda: load_lpips(network="VGG"),
+        lambda: perceptual.default_lpips_weights(["vgg"]),
+        lambda: Lpips(random_alexnet(7), {}, network=None),
+    ],
+)
+def test_unknown_networks_are_named(call):
+    with raises_naming("network"):
+        call()
 
 
 @pytest.mark.parametrize(
@@ -192,6 +253,16 @@ def test_bad_input(metric, call, name):
         call(metric)
 
 
+def test_vgg_takes_images_down_to_16_pixels(vgg_file):
+    if not LPIPS_INSTALLED:
+        pytest.skip("the lpips package is not installed")
+    vgg = load_lpips(vgg_file, network="vgg")
+    assert isinstance(vgg, Lpips) and vgg.min_size == LPIPS_MIN_SIZES["vgg"] == 16
+    assert vgg(torch.rand(16, 20, 3), torch.rand(16, 20, 3)) > 0  # under AlexNet's 31, VGG16's last stage has a pixel
+    with pytest.raises(ValueError, match=r"^pred: .*16 x 16 pixels \(what VGG16 needs\), got 15 x 20"):
+        vgg(torch.rand(15, 20, 3), torch.rand(15, 20, 3))
+
+
 def _one_empty() -> torch.Tensor:
     mask = torch.ones(2, 32, 32, dtype=torch.bool)
     mask[1] = False  # the second image has no pixel to compare
@@ -205,3 +276,8 @@ def test_state_dicts_are_checked():
         Lpips(random_alexnet(7), {k: v for k, v in linear.items() if not k.startswith("lin4")})
     with raises_naming("backbone"):
         Lpips({}, linear)
+    vgg_linear = {f"lin{i}.model.1.weight": torch.rand(1, c, 1, 1) for i, c in enumerate((64, 128, 256, 512, 512))}
+    vgg16 = random_vgg16(7)
+    with raises_naming("linear"):
+        Lpips(vgg16, linear, network="vgg")  # AlexNet's linear layers on VGG16's stages
+    assert Lpips(vgg16, vgg_linear, network="vgg").network == "vgg"

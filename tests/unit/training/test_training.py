@@ -272,15 +272,17 @@ def test_evaluate_scores_the_head_the_regions_and_lpips(video32, tmp_path):
     from headfields.metrics import l1, psnr, ssim
     from headfields.perceptual import Lpips, load_lpips
 
-    from helpers import random_alexnet
+    from helpers import random_alexnet, random_vgg16
 
     frames = video32
-    weights = tmp_path / "alexnet.pth"
+    weights, vgg_weights = tmp_path / "alexnet.pth", tmp_path / "vgg16.pth"
     torch.save(random_alexnet(0), weights)
+    torch.save(random_vgg16(0), vgg_weights)
     network = load_lpips(weights)  # unavailable without the lpips package: then the note is checked instead
+    vgg = load_lpips(vgg_weights, network="vgg")
     regions = _regions(frames)
     ev = evaluate(_Grey(load_model(frames.model_path, frames.model_type)), frames, [0, 1], 4096, torch.device("cpu"),
-                  regions=regions, lpips=network)  # fmt: skip
+                  regions=regions, lpips=network, lpips_vgg=vgg)  # fmt: skip
     grey = torch.full((32, 32, 3), 0.5)
     truths = [frames.images[f].float() / 255 for f in range(2)]
     masks = [frames.segmentation[f] != BACKGROUND_LABEL for f in range(2)]
@@ -303,13 +305,23 @@ def test_evaluate_scores_the_head_the_regions_and_lpips(video32, tmp_path):
         assert ev.lpips == pytest.approx(mean(network(grey, t) for t in truths), rel=1e-6)
         assert ev.lpips_head == pytest.approx(mean(network(grey, t, m) for t, m in zip(truths, masks, strict=True)), rel=1e-6)
         assert ev.lpips_note is None and str(weights) in ev.lpips_network
+        # VGG16's beside it, under its own keys.
+        assert ev.lpips_vgg == pytest.approx(mean(vgg(grey, t) for t in truths), rel=1e-6)
+        assert ev.lpips_vgg_head == pytest.approx(mean(vgg(grey, t, m) for t, m in zip(truths, masks, strict=True)), rel=1e-6)
+        assert ev.lpips_vgg_note is None and ev.lpips_vgg_network.startswith(f"vgg: backbone {vgg_weights}")
+        assert ev.lpips_vgg != pytest.approx(ev.lpips, rel=1e-3)  # two networks, two numbers
+        with pytest.raises(ValueError, match=r"^lpips_vgg: expected LPIPS \(vgg\), got LPIPS \(alex\)"):
+            evaluate(_Grey(load_model(frames.model_path, frames.model_type)), frames, [0], 4096, torch.device("cpu"),
+                     lpips_vgg=network)  # fmt: skip
     else:
         assert ev.lpips is None and ev.lpips_head is None and "not installed" in ev.lpips_note
+        assert ev.lpips_vgg is None and ev.lpips_vgg_head is None and "not installed" in ev.lpips_vgg_note
     json.dumps(ev.metrics(), allow_nan=False)  # plain JSON: no NaN anywhere
     assert ev.metrics()["regions"]["face"] == {"labels": list(regions["face"]), "frames": 2}
     # Without a network, or for images under 31 x 31, LPIPS is null with the reason.
     small = evaluate(_Grey(load_model(frames.model_path, frames.model_type)), frames, [0], 4096, torch.device("cpu"))
     assert small.lpips is None and "not computed" in small.lpips_note and small.psnr_regions == {}
+    assert small.lpips_vgg is None and "LPIPS (vgg)" in small.lpips_vgg_note
     assert "regions" not in small.metrics() and "psnr_regions" not in small.metrics()
 
 
@@ -341,6 +353,9 @@ def test_metrics_json_records_the_papers_metrics(video, tmp_path, monkeypatch):
     assert metrics["head_frames"] == metrics["eval_frames"] == len(eval_frames)
     assert metrics["lpips"] is None and metrics["lpips_head"] is None and metrics["lpips_network"] is None
     assert str(tmp_path / "hub") in metrics["lpips_note"] or "not installed" in metrics["lpips_note"]
+    # VGG16's LPIPS beside AlexNet's (GaussianAvatars' table): null too, with its own reason.
+    assert metrics["lpips_vgg"] is None and metrics["lpips_vgg_head"] is None and metrics["lpips_vgg_network"] is None
+    assert "vgg16-397923af.pth" in metrics["lpips_vgg_note"] or "not installed" in metrics["lpips_vgg_note"]
     assert set(metrics["psnr_regions"]) == set(regions) and metrics["psnr_regions"]["absent"] is None
     assert metrics["regions"]["hair"]["labels"] == list(regions["hair"])
     assert {"train_seconds", "iterations"} <= set(metrics) and metrics["iterations"] == 2
@@ -353,6 +368,9 @@ def test_lpips_weights_and_regions_are_checked_before_training(video, tmp_path):
     with pytest.raises(FileNotFoundError, match="^lpips_weights:"):
         train(_model(train_frames), train_frames, eval_frames, tmp_path / "a", missing)
     assert not (tmp_path / "a" / "checkpoint.pt").exists()  # it failed before any step
+    missing_vgg = dataclasses.replace(config, lpips_vgg_weights=str(tmp_path / "nowhere.pth"))
+    with pytest.raises(FileNotFoundError, match="^lpips_vgg_weights:.*VGG16"):
+        train(_model(train_frames), train_frames, eval_frames, tmp_path / "c", missing_vgg)
     no_labels = dataclasses.replace(eval_frames, segmentation=None)
     with pytest.raises(ValueError, match="^eval_regions:"):
         regions = dataclasses.replace(config, eval_regions=(("hair", (6,)),))
@@ -370,6 +388,7 @@ def test_lpips_weights_and_regions_are_checked_before_training(video, tmp_path):
         {"eval_regions": {"hair": (6,)}},  # pairs, not a dict: the config stays hashable
         {"eval_regions": (("hair",),)},
         {"lpips_weights": 5},
+        {"lpips_vgg_weights": ["vgg16.pth"]},
         {"flush_denormals": "yes"},
         {"tune_malloc": 1},
     ],
