@@ -23,20 +23,21 @@ from ..heads import tracked_head
 from ..metrics import SSIM_WINDOW, l1, psnr, ssim
 from ..outputs import atomic_path
 from ..parametric import Head
-from ..perceptual import Lpips, LpipsUnavailable
+from ..perceptual import Lpips, LpipsUnavailable, load_lpips
 from ..progress import Progress
 from ..renderers.volume import EARLY_STOP_TRANSMITTANCE
 from .config import region_codes
 from .contract import AvatarModel, ImageModel
 
 __all__ = [
-    "HEAD_MASKING",
     "Evaluation",
+    "HEAD_MASKING",
     "comparison",
     "evaluate",
     "evenly_spread",
     "frame_seconds",
     "image_bytes",
+    "lpips_for_run",
     "render_image",
     "render_pixels",
     "render_view",
@@ -367,3 +368,15 @@ def evenly_spread(count: int, total: int) -> list[int]:
     ``count >= total``)."""
     n = min(count, total)
     return sorted({round(i * (total - 1) / max(n - 1, 1)) for i in range(n)})
+
+
+def lpips_for_run(weights: str | None, device: torch.device, network: str, setting: str) -> Lpips | LpipsUnavailable:
+    """:func:`~headfields.perceptual.load_lpips` of ``network`` for a training run, its errors naming the config's
+    field ``setting`` that gave ``weights`` (``TrainingConfig.lpips_weights``, ``lpips_vgg_weights``)."""
+    try:
+        return load_lpips(weights, device, network)
+    except (FileNotFoundError, ValueError) as error:
+        message = str(error)
+        if not message.startswith("weights:"):
+            raise
+        raise type(error)(f"{setting}:" + message.removeprefix("weights:")) from None

@@ -21,7 +21,6 @@ from ..checks import trusted_values
 from ..data import FrameSet
 from ..heads import tracked_head
 from ..outputs import atomic_path, write_atomic
-from ..perceptual import Lpips, LpipsUnavailable, load_lpips
 from ..progress import Progress, format_seconds
 from . import distributed
 from .batches import place_frames, ray_batch, restored_generator
@@ -38,7 +37,7 @@ from .config import CHECKPOINT_NAME, CONFIG_NAME, LOG_NAME, TrainingConfig
 from .contract import AvatarModel, ImageModel, RayBatch, StepOutput
 from .data_parallel import data_parallel
 from .ema import ExponentialMovingAverage
-from .evaluation import evaluate, evenly_spread, frame_seconds
+from .evaluation import evaluate, evenly_spread, frame_seconds, lpips_for_run
 from .host_copy import READ_LAG, HostCopy
 from .optimizer import averaged, build_optimizer, set_learning_rate, step_if
 from .run_log import SIDE_BY_SIDE_FRAMES, RunLog, board_evaluation, board_scalars, tensorboard_writer
@@ -291,8 +290,8 @@ class _Loop:
                 raise ValueError(f"balance_views: expected a model with view_bins(frames, head), got {type(model).__name__}")
             self.view_bins = model.view_bins(self.train_frames, self.train_head)
         # Once per run, before training: a weights file that was asked for and cannot be read fails now.
-        self.perceptual = _load_lpips(c.lpips_weights, self.device, "alex", "lpips_weights") if self.lead else None
-        self.perceptual_vgg = _load_lpips(c.lpips_vgg_weights, self.device, "vgg", "lpips_vgg_weights") if self.lead else None
+        self.perceptual = lpips_for_run(c.lpips_weights, self.device, "alex", "lpips_weights") if self.lead else None
+        self.perceptual_vgg = lpips_for_run(c.lpips_vgg_weights, self.device, "vgg", "lpips_vgg_weights") if self.lead else None
         model.train()
         self.first_step, self.first_wall = self.step, self.spent()  # this process's start: its rate of steps
         while self.going():
@@ -485,18 +484,6 @@ class _Loop:
 def _non_finite(step: int, loss: float, logs: dict) -> None:
     terms = ", ".join(f"{k} {float(v):.4g}" for k, v in logs.items())
     raise FloatingPointError(f"training_step: the loss is {loss} at step {step} ({terms})")
-
-
-def _load_lpips(weights: str | None, device: torch.device, network: str, setting: str) -> Lpips | LpipsUnavailable:
-    """:func:`~headfields.perceptual.load_lpips` of ``network`` for the run, its errors naming the config's field
-    ``setting`` that gave ``weights``."""
-    try:
-        return load_lpips(weights, device, network)
-    except (FileNotFoundError, ValueError) as error:
-        message = str(error)
-        if not message.startswith("weights:"):
-            raise
-        raise type(error)(f"{setting}:" + message.removeprefix("weights:")) from None
 
 
 def _describe(frames: object) -> str:
