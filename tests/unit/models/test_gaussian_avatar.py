@@ -225,3 +225,27 @@ def test_the_extent_is_3dgs_s_where_the_cameras_spread_and_the_head_s_where_they
     mono = PinholeCameras(c.fx, c.fy, c.cx, c.cy, c.width, c.height, fixed)
     extent, rule = camera_extent(dataclasses.replace(frames, cameras=mono), centre)
     assert extent == pytest.approx(1.1 * float((torch.tensor([0.0, 0.0, 1.0]) - centre).norm())) and "head" in rule
+
+
+def test_a_non_finite_loss_stops_the_run_and_no_step_takes_it(tiny_video, tmp_path, monkeypatch):
+    """The Gaussian step's loss is read two steps late (no wait for the GPU): a NaN one stops the run then, naming
+    its step, and the optimiser's step with it changes no Gaussian (fused Adam skips it, as GradScaler's does)."""
+    import dataclasses
+
+    from headfields.models.gaussian_avatars.steps import GaussianSteps
+    from headfields.parametric import load_model
+    from headfields.training import train
+
+    train_frames, eval_frames = tiny_video
+    model = GaussianAvatar(load_model(train_frames.model_path, train_frames.model_type), cpu_config())
+    step = GaussianSteps.step
+
+    def poisoned(self, index, *args):
+        batch, out = step(self, index, *args)
+        return batch, dataclasses.replace(out, loss=out.loss * float("nan")) if index == 2 else out
+
+    monkeypatch.setattr(GaussianSteps, "step", poisoned)
+    with pytest.raises(FloatingPointError, match="training_step: the loss is nan at step 2"):
+        train(model, train_frames, eval_frames, tmp_path / "run", TrainingConfig(max_iterations=8, eval_every=0))
+    assert all(torch.isfinite(p).all() for p in model.gaussians.parameters())
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
