@@ -47,9 +47,9 @@ def ray_bounds(
     rays: Rays, head: Head, box: Float[Tensor, "2 3"] | None = None, padding: float = 0.0
 ) -> tuple[Float[Tensor, " R"], Float[Tensor, " R"]]:
     """Near and far of each ray in ``box`` (world), or in its frame's posed-mesh box padded by ``padding``."""
-    if box is None:
-        pad = torch.tensor([-padding, padding], device=rays.origins.device, dtype=rays.origins.dtype)
-        box = head.bounds[rays.frame] + pad[:, None]
+    if box is None:  # each frame's box grown by ``padding`` (from Python numbers: nothing copied from the host)
+        bounds = head.bounds[rays.frame]
+        box = torch.stack((bounds[:, 0] - padding, bounds[:, 1] + padding), dim=1)
     near, far, _ = ray_aabb(rays.origins, rays.directions, box)
     return near, far
 
