@@ -126,10 +126,10 @@ def anatomy(
     counted steps), their totals and the rows evaluated per trained sample."""
     timed = min(timed, warmup)
     entry, model, subject = build(name, recipe, log2_table_size, resolution, overrides)
+    budget = {} if not samples else dict(samples_per_batch=samples, early_stop=1e-4, fixed_shapes=fixed_shapes)
     config = dataclasses.replace(
-        entry.training_defaults(recipe),
-        samples_per_batch=samples, early_stop=1e-4, fixed_shapes=fixed_shapes, max_iterations=warmup + steps + 1,
-        max_minutes=None, eval_every=0, checkpoint_every=0, log_every=10**9,
+        entry.training_defaults(recipe), **budget, max_iterations=warmup + steps + 1, max_minutes=None, eval_every=0,
+        checkpoint_every=0, log_every=10**9,
     )  # fmt: skip
     rows = RowCounter(model)
     trained: list = []
@@ -137,7 +137,7 @@ def anatomy(
 
     def counting_step(*args, **kwargs):  # the model's own step; its count kept (a device tensor: read after the window)
         out = training_step(*args, **kwargs)
-        if rows.on and out.samples is not None:  # (a rasterised model's step draws no samples)
+        if rows.on and out.samples is not None:  # (a model may count none: a rasterised one, the hyper NeuS avatar)
             trained.append(out.samples.trained)
         return out
 
@@ -221,7 +221,7 @@ def anatomy(
     return {
         "model": name,
         "recipe": recipe,
-        "fixed_shapes": fixed_shapes,
+        "fixed_shapes": fixed_shapes and bool(samples),
         "samples_per_batch": samples,
         "steps": steps,
         "operations": median("operations"),
@@ -247,14 +247,15 @@ def anatomy(
 
 def print_figures(f: dict) -> None:
     shapes = "fixed shapes" if f["fixed_shapes"] else "shapes following the budget"
-    print(f"{f['model']} ({f['recipe']} recipe, {f['samples_per_batch']:,} samples a step, {shapes}), {f['steps']} steps")
+    budget = f"{f['samples_per_batch']:,} samples a step, {shapes}" if f["samples_per_batch"] else "the recipe's rays"
+    print(f"{f['model']} ({f['recipe']} recipe, {budget}), {f['steps']} steps")
     print(f"  torch operations a step (median / most):  {f['operations']:,.0f} / {f['operations_most']:,}")
     print(f"  Warp launches a step (median / most):     {f['warp_launches']:,.0f} / {f['warp_launches_most']:,}")
     print(f"  copies to the device, all steps:          {f['copies_to_device']}")
     print(f"  read-backs from the device, all steps:    {f['read_backs']}")
     print(f"  distinct shape signatures (refresh apart): {f['shape_signatures']}")
     if f["trained_per_step"] is None:
-        print("  samples trained a step:                   none (a rasterised model)")
+        print("  samples trained a step:                   not counted (the model reports none)")
     else:
         print(f"  samples trained a step:                   {f['trained_per_step']:,.0f}")
     for kind in ("deformer", "hash_grid") if f["trained_per_step"] else ():
@@ -272,7 +273,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="insta", choices=sorted(MODELS))
     parser.add_argument("--recipe", default="paper")
-    parser.add_argument("--samples", type=int, default=1 << 14, help="the sample budget a step (default 2^14)")
+    parser.add_argument(
+        "--samples", type=int, default=1 << 14,
+        help="the sample budget a step (default 2^14; 0: the recipe's own rays, for a model that counts no samples)",
+    )  # fmt: skip
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--steps", type=int, default=16)
     parser.add_argument("--fixed-shapes", action=argparse.BooleanOptionalAction, default=True)
