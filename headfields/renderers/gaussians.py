@@ -25,6 +25,7 @@ quaternions, scales, opacities and colours (and the camera pose).
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -204,23 +205,29 @@ def _tile_lists(proj: Projection2D, opacities: Tensor, width: int, height: int) 
     order = torch.argsort((tile << 32) | depth_bits, stable=True)  # equal depths keep the Gaussians' order
     per_tile = torch.zeros(tiles_x * tiles_y, dtype=torch.long, device=device).index_add_(0, tile, torch.ones_like(tile))
     end = torch.cumsum(per_tile, 0)
-    rows = torch.arange(tiles_y * TILE, device=device)[:, None].expand(-1, tiles_x * TILE)
-    cols = torch.arange(tiles_x * TILE, device=device)[None, :].expand(tiles_y * TILE, -1)
-    # Pixels tile by tile (a tile's 256 threads blend the same list), those inside the image.
-    in_tiles = (rows * width + cols).reshape(tiles_y, TILE, tiles_x, TILE).transpose(1, 2).reshape(-1)
-    inside = (cols < width).reshape(tiles_y, TILE, tiles_x, TILE).transpose(1, 2).reshape(-1)
-    inside &= (rows < height).reshape(tiles_y, TILE, tiles_x, TILE).transpose(1, 2).reshape(-1)
-    # Those inside, in order: width x height of them, a size the host knows (a mask's selection would read it back).
-    keep = torch.argsort((~inside).to(torch.uint8), stable=True)[: width * height]
     return TileLists(
         ids=gaussian[order].int(),
         start=(end - per_tile).int(),
         end=end.int(),
-        pixel=in_tiles[keep].int(),
+        pixel=_tile_pixels(width, height, device),
         width=width,
         height=height,
         tiles_x=tiles_x,
     )
+
+
+@functools.lru_cache(maxsize=16)
+def _tile_pixels(width: int, height: int, device: torch.device) -> Tensor:
+    """The image's pixels tile by tile (a tile's 256 threads blend the same list), those inside the image: int32, made
+    once an image size and device (its selection reads a count back then, not at every render)."""
+    tiles_x, tiles_y = -(-width // TILE), -(-height // TILE)
+    with torch.inference_mode(False):  # a plain tensor, whatever mode the first render ran in
+        rows = torch.arange(tiles_y * TILE, device=device)[:, None].expand(-1, tiles_x * TILE)
+        cols = torch.arange(tiles_x * TILE, device=device)[None, :].expand(tiles_y * TILE, -1)
+        in_tiles = (rows * width + cols).reshape(tiles_y, TILE, tiles_x, TILE).transpose(1, 2).reshape(-1)
+        inside = (cols < width).reshape(tiles_y, TILE, tiles_x, TILE).transpose(1, 2).reshape(-1)
+        inside &= (rows < height).reshape(tiles_y, TILE, tiles_x, TILE).transpose(1, 2).reshape(-1)
+        return in_tiles[inside].int()
 
 
 def _check(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, colors: Tensor, cameras: PinholeCameras) -> None:
