@@ -339,9 +339,7 @@ class _Loop:
             result = self.step_fn(batch, self.step)
         finite = None
         if c.fixed_shapes:  # read later; meanwhile a non-finite loss's gradients are zeroed on the device
-            finite = torch.isfinite(result.loss.detach())
-            self.loss_checks.append((self.step, HostCopy([result.loss.detach()]), result.logs))
-            self.check_losses(READ_LAG)
+            finite = self.check_later(result)
         elif not bool(torch.isfinite(result.loss.detach())):  # before the step: the weights and checkpoint stay sound
             _non_finite(self.step, float(result.loss.detach()), result.logs)
         self.optimizer.zero_grad(set_to_none=True)
@@ -362,10 +360,7 @@ class _Loop:
         backward, its part after backward, and the optimiser's step."""
         with trusted_values():  # the loop's own frames, checked when loaded: no read-back to check them again
             batch, result = self.strategy.step(self.step, self.train_frames, self.train_head, self.generator)
-        # The loss is read two steps later (no wait for the GPU); meanwhile a non-finite one's step changes nothing.
-        finite = torch.isfinite(result.loss.detach())
-        self.loss_checks.append((self.step, HostCopy([result.loss.detach()]), result.logs))
-        self.check_losses(READ_LAG)
+        finite = self.check_later(result)  # (no wait for the GPU); meanwhile a non-finite one's step changes nothing
         self.optimizer.zero_grad(set_to_none=True)
         result.loss.backward()
         with trusted_values():  # (the step's own gradients and radii)
@@ -374,6 +369,14 @@ class _Loop:
         self.step += 1
         self.elapsed += time.perf_counter() - start
         return batch, result
+
+    def check_later(self, result: StepOutput) -> torch.Tensor:
+        """Whether the step's loss is finite (a 0-d device tensor, for :func:`step_if`), the loss itself read
+        ``READ_LAG`` steps later, when the GPU has long finished the step; the losses due by now are read."""
+        finite = torch.isfinite(result.loss.detach())
+        self.loss_checks.append((self.step, HostCopy([result.loss.detach()]), result.logs))
+        self.check_losses(READ_LAG)
+        return finite
 
     def check_losses(self, keep: int = 0) -> None:
         """Read the losses of the fixed-shape steps but the last ``keep``: a non-finite one stops the run."""
