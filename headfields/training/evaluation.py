@@ -23,7 +23,7 @@ from ..heads import tracked_head
 from ..metrics import SSIM_WINDOW, l1, psnr, ssim
 from ..outputs import atomic_path
 from ..parametric import Head
-from ..perceptual import Lpips, LpipsUnavailable, load_lpips
+from ..perceptual import TRUNKS, Lpips, LpipsUnavailable, load_lpips
 from ..progress import Progress
 from ..renderers.volume import EARLY_STOP_TRANSMITTANCE
 from .config import region_codes
@@ -370,9 +370,10 @@ def evenly_spread(count: int, total: int) -> list[int]:
     return sorted({round(i * (total - 1) / max(n - 1, 1)) for i in range(n)})
 
 
-def lpips_for_run(weights: str | None, device: torch.device, network: str, setting: str) -> Lpips | LpipsUnavailable:
+def lpips_for_run(weights: str | None, device: torch.device, network: str) -> Lpips | LpipsUnavailable:
     """:func:`~headfields.perceptual.load_lpips` of ``network`` for a training run, its errors naming the config's
-    field ``setting`` that gave ``weights`` (``TrainingConfig.lpips_weights``, ``lpips_vgg_weights``)."""
+    field that gave ``weights`` (``TrainingConfig.lpips_weights``, ``lpips_vgg_weights``: the trunk's ``setting``)."""
+    setting = TRUNKS[network].setting
     try:
         return load_lpips(weights, device, network)
     except (FileNotFoundError, ValueError) as error:

@@ -290,8 +290,8 @@ class _Loop:
                 raise ValueError(f"balance_views: expected a model with view_bins(frames, head), got {type(model).__name__}")
             self.view_bins = model.view_bins(self.train_frames, self.train_head)
         # Once per run, before training: a weights file that was asked for and cannot be read fails now.
-        self.perceptual = lpips_for_run(c.lpips_weights, self.device, "alex", "lpips_weights") if self.lead else None
-        self.perceptual_vgg = lpips_for_run(c.lpips_vgg_weights, self.device, "vgg", "lpips_vgg_weights") if self.lead else None
+        self.perceptual = lpips_for_run(c.lpips_weights, self.device, "alex") if self.lead else None
+        self.perceptual_vgg = lpips_for_run(c.lpips_vgg_weights, self.device, "vgg") if self.lead else None
         model.train()
         self.first_step, self.first_wall = self.step, self.spent()  # this process's start: its rate of steps
         while self.going():
