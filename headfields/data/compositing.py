@@ -42,11 +42,10 @@ def composite_images(
     [N,H,W]``), frame by frame in integers (a capture's stack stays the only large array). Images ``already``
     composited over a colour get the new colour in its place where alpha leaves room for it; without alpha or
     background they are as they are."""
-    if background is None or alphas is None:
+    plan = None if alphas is None else compositing(background, True, already)
+    if plan is None:
         return colors
-    bg = check_background(background)
-    if already is not None and np.allclose(bg, already):
-        return colors
+    bg = np.asarray(plan[0])
     out = np.empty((len(colors), *colors[0].shape), dtype=np.uint8)
     for k, (c, a) in enumerate(zip(colors, alphas, strict=True)):
         a = a[..., None].astype(np.int32)
