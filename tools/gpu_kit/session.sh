@@ -10,7 +10,7 @@ set -u
 START=$(date +%s); DEADLINE=${1:-540}; OUT=${OUT:-outputs/gpu_kit}; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 VIDEO=outputs/gpu_kit/video512
-STEPS=${STEPS:-tests video gaussian_train gaussians_bench gsplat_test insta_profile}
+STEPS=${STEPS:-unit video insta_profile insta_train tests gaussian_train gaussians_bench gsplat_test}
 left() { echo $((DEADLINE - $(date +%s) + START)); }
 step() {  # step NAME LIMIT_SECONDS COMMAND...
   local name=$1 limit=$2; shift 2
@@ -36,6 +36,15 @@ want tests && step tests 150 python3 -m pytest -q -p no:cacheprovider -k cuda \
 want video && step video 150 python3 -c "from headfields.synthetic import SyntheticVideoConfig, make_synthetic_video; \
 make_synthetic_video('$VIDEO', SyntheticVideoConfig(resolution=512), device='cuda')"
 
+want insta_profile && TAIL=45 step insta_profile 150 python3 tools/profile_step.py --train insta --warmup 250 --steps 20 \
+  --json "$OUT/insta_profile.json" -- --device cuda --data "$VIDEO" --out outputs/gpu_kit/insta --recipe paper \
+  --samples-per-batch 262144 --early-stop 1e-4 --fixed-shapes True --eval-every 0
+# INSTA's paper recipe for a minute, unprofiled: iterations over training seconds (metrics.json)
+want insta_train && step insta_train 150 python3 -m headfields train insta --device cuda --data "$VIDEO" \
+  --out outputs/gpu_kit/insta_train --recipe paper --samples-per-batch 262144 --early-stop 1e-4 --fixed-shapes True \
+  --max-minutes 1 --eval-every 0 --eval-frames 2 --budget training
+want insta_train && grep -E '"(psnr|iterations|train_seconds)"' outputs/gpu_kit/insta_train/metrics.json
+
 want gaussian_train && step gaussian_train 150 python3 -m headfields train gaussian_avatar --device cuda --data "$VIDEO" \
   --out outputs/gpu_kit/gaussian_avatar --max-minutes 1
 want gaussian_train && head -30 outputs/gpu_kit/gaussian_avatar/metrics.json 2>/dev/null
@@ -48,12 +57,4 @@ want gaussians_bench && PYTHONPATH=$GS$PYTHONPATH step gaussians_bench 120 pytho
 want gsplat_test && [ -n "$GS" ] && PYTHONPATH=$GS$PYTHONPATH step gsplat_test 90 python3 -m pytest -q -p no:cacheprovider \
   tests/unit/renderers/test_gaussian_rasterizer.py -k gsplat
 
-want insta_profile && TAIL=45 step insta_profile 150 python3 tools/profile_step.py --train insta --warmup 250 --steps 20 \
-  --json "$OUT/insta_profile.json" -- --device cuda --data "$VIDEO" --out outputs/gpu_kit/insta --recipe paper \
-  --samples-per-batch 262144 --early-stop 1e-4 --fixed-shapes True --eval-every 0
-# INSTA's paper recipe for a minute, unprofiled: iterations over training seconds (metrics.json)
-want insta_train && step insta_train 150 python3 -m headfields train insta --device cuda --data "$VIDEO" \
-  --out outputs/gpu_kit/insta_train --recipe paper --samples-per-batch 262144 --early-stop 1e-4 --fixed-shapes True \
-  --max-minutes 1 --eval-every 0 --eval-frames 2 --budget training
-want insta_train && grep -E '"(psnr|iterations|train_seconds)"' outputs/gpu_kit/insta_train/metrics.json
 echo "[kit] done at $(( $(date +%s) - START ))s"
