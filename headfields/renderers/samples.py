@@ -59,14 +59,26 @@ class PackedSamples:
     def device(self) -> torch.device:
         return self.ray.device
 
+    # The values derived from the samples are made once an instance (a step asks for them several times, and each
+    # torch operation is a kernel launch on a GPU): samples are not changed after they are made. Values of
+    # intervals with a gradient are made afresh, so that one made under ``no_grad`` is never reused with one.
+
+    def _memo(self, name: str, make):
+        if self.t_start.requires_grad or self.t_end.requires_grad:
+            return make()
+        memo = self.__dict__.setdefault("_derived", {})
+        if name not in memo:
+            memo[name] = make()
+        return memo[name]
+
     @property
     def t_mid(self) -> Float[Tensor, " S"]:
-        return (self.t_start + self.t_end) / 2
+        return self._memo("t_mid", lambda: (self.t_start + self.t_end) / 2)
 
     @property
     def deltas(self) -> Float[Tensor, " S"]:
         """Interval lengths ``t_end - t_start`` (the δ of volume rendering)."""
-        return self.t_end - self.t_start
+        return self._memo("deltas", lambda: self.t_end - self.t_start)
 
     def counts(self) -> Int[Tensor, " R"]:
         """Number of samples on each ray: where each ray's samples end less where they start, by binary searches of
@@ -77,8 +89,11 @@ class PackedSamples:
     def first(self) -> Int[Tensor, " R"]:
         """Index of each ray's first sample (where its samples would start, for a ray without any): a binary
         search of the sorted ``ray``, with no host synchronisation (``bincount`` reads the largest index)."""
-        rays = torch.arange(self.num_rays, device=self.device)
-        return torch.searchsorted(self.ray, rays)
+        return self._memo("first", lambda: torch.searchsorted(self.ray, torch.arange(self.num_rays, device=self.device)))
+
+    def ray_first(self) -> Int[Tensor, " S"]:
+        """Index of each sample's ray's first sample (``first()[ray]``)."""
+        return self._memo("ray_first", lambda: self.first()[self.ray])
 
     def midpoints(self, origins: Float[Tensor, "R 3"], dirs: Float[Tensor, "R 3"]) -> Float[Tensor, "S 3"]:
         """World points at the interval midpoints: ``origins[ray] + t_mid * dirs[ray]``."""

@@ -40,5 +40,4 @@ def exclusive_sum(samples: PackedSamples, x: Float[Tensor, " S"]) -> Float[Tenso
     dtype = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
     wide = x.to(torch.float64)
     before = torch.cumsum(wide, 0) - wide  # over every earlier sample of the batch
-    first = samples.first()[samples.ray]  # each sample's ray's first sample
-    return (before - before[first]).to(dtype)
+    return (before - before[samples.ray_first()]).to(dtype)  # less the sum before each sample's ray's first

@@ -47,6 +47,16 @@ def test_packed_samples_midpoints_deltas_counts(device):
     assert samples.counts().tolist() == [2, 0, 1]
     kept = samples.select(torch.tensor([False, True, True], device=device))
     assert kept.ray.tolist() == [0, 2] and kept.t_start.tolist() == [1.0, 2.0] and kept.num_rays == 3
+    assert samples.first().tolist() == [0, 2, 2] and samples.ray_first().tolist() == [0, 0, 2]
+    # Made once an instance (a kernel each on a GPU), unless the intervals carry a gradient: then made afresh, so
+    # that a value made under no_grad is never handed to a graph.
+    assert samples.t_mid is samples.t_mid and samples.deltas is samples.deltas and samples.first() is samples.first()
+    t_end = samples.t_end.clone().requires_grad_()
+    graded = PackedSamples(samples.ray, samples.t_start, t_end, 3)
+    with torch.no_grad():
+        assert not graded.t_mid.requires_grad
+    graded.t_mid.sum().backward()
+    torch.testing.assert_close(t_end.grad, torch.full_like(t_end, 0.5))
 
 
 def test_packed_samples_bad_input():
