@@ -224,23 +224,23 @@ def ray_aabb(
     """Intersect rays with the axis-aligned box ``aabb = [min corner, max corner]`` (slab method): one box for
     all rays, or one per ray (``[R, 2, 3]``, e.g. each ray's frame's box).
 
-    A ray that only touches the box (``far == near``) counts as a miss.
+    A ray that only touches the box (``far == near``) counts as a miss. The bounds carry no gradient (nerfacc's
+    do not either): they place samples, which a refined camera moves through the samples' points instead.
     """
     check_float("origins", origins, [None, 3])
     check_float("dirs", dirs, [origins.shape[0], 3], device=origins.device)
     _check_aabb("aabb", aabb, device=origins.device, rays=origins.shape[0])
     lo, hi = aabb[..., 0, :].to(origins.dtype), aabb[..., 1, :].to(origins.dtype)
-    parallel = dirs == 0
-    safe = torch.where(parallel, torch.ones_like(dirs), dirs)
-    t0, t1 = (lo - origins) / safe, (hi - origins) / safe
-    # An axis the ray is parallel to constrains nothing if the origin is within that slab, else everything.
-    inside = (origins >= lo) & (origins <= hi)
-    unbounded = torch.where(inside, -math.inf, math.inf)
-    t_min = torch.where(parallel, unbounded, torch.minimum(t0, t1)).amax(dim=-1).clamp(min=0)
-    t_max = torch.where(parallel, -unbounded, torch.maximum(t0, t1)).amin(dim=-1)
+    # A direction's zero axes give infinite slab distances (1 / ±0 = ±inf): the axis constrains nothing when the
+    # origin is inside its slab (-inf to +inf), everything when outside (both ends at the same infinity). An origin on
+    # a slab's plane gives 0 * inf = NaN there, which counts as inside. In few operations: each is a GPU launch.
+    origins = origins.detach()
+    inverse = dirs.detach().reciprocal()
+    t0, t1 = (lo.detach() - origins) * inverse, (hi.detach() - origins) * inverse
+    t_min = torch.minimum(t0, t1).nan_to_num(nan=-math.inf, posinf=math.inf, neginf=-math.inf).amax(dim=-1).clamp(min=0)
+    t_max = torch.maximum(t0, t1).nan_to_num(nan=math.inf, posinf=math.inf, neginf=-math.inf).amin(dim=-1)
     hit = t_max > t_min
-    zero = torch.zeros_like(t_min)
-    return BoxHit(near=torch.where(hit, t_min, zero), far=torch.where(hit, t_max, zero), hit=hit)
+    return BoxHit(near=torch.where(hit, t_min, 0.0), far=torch.where(hit, t_max, 0.0), hit=hit)
 
 
 def per_ray(name: str, value: Tensor | float, rays: int, like: Tensor) -> Tensor:

@@ -118,6 +118,12 @@ def test_ray_aabb_axis_aligned_cases(device):
     # Through the middle; from inside; parallel outside; box behind the origin; along a face (inclusive).
     assert box.hit.tolist() == [True, True, False, False, True]
     assert box.near.tolist() == [1.0, 0.0, 0.0, 0.0, 1.0] and box.far.tolist() == [2.0, 0.5, 0.0, 0.0, 2.0]
+    # Negative zeros (1 / -0 = -inf) behave as zeros: along the far faces, along a near face, outside the slab.
+    origins = torch.tensor([[1.0, 1.0, -1.0], [0.0, 0.5, -1.0], [-0.5, 0.5, -1.0]], device=device)
+    dirs = torch.tensor([[-0.0, -0.0, 1.0], [-0.0, 0.0, 1.0], [-0.0, -0.0, 1.0]], device=device)
+    box = ray_aabb(origins, dirs, aabb)
+    assert box.hit.tolist() == [True, True, False]
+    assert box.near.tolist() == [1.0, 1.0, 0.0] and box.far.tolist() == [2.0, 2.0, 0.0]
 
 
 def test_ray_aabb_per_ray_boxes(device):
