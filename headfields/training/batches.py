@@ -57,8 +57,12 @@ def ray_batch(
             subset = subset.to(where.device)
         picked = sample_pixels(where, count, generator, subset)
 
+    # One flat index for the images, masks, depths and labels (each a kernel on a GPU: an index, not three).
+    height, width = frames.images.shape[1:3]
+    flat = (picked.frame * height + picked.rows) * width + picked.cols
+
     def gather(x: Tensor | None) -> Tensor | None:
-        return None if x is None else x[picked.frame, picked.rows, picked.cols].to(device, non_blocking=True)
+        return None if x is None else x.flatten(0, 2)[flat].to(device, non_blocking=True)
 
     segmentation = gather(frames.segmentation)
     frame, pixels = picked.frame.to(device, non_blocking=True), picked.pixels.to(device, non_blocking=True)
