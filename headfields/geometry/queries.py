@@ -485,7 +485,7 @@ def knn_vertices(
         shared = [bvh_ids, vertices32, start, k, queries, frame, index, distance]
         order = mesh.query_order(queries, frame, always_sorted=True)  # the warm start reads its Morton neighbour
         kernels.launch_rows(_knn_kernel, n, shared, [order], mesh.device)
-        if (index < 0).any():
+        if checking_values() and (index < 0).any():  # (the training loop's points lie in its box: no read-back)
             row = int((index < 0).any(dim=1).nonzero()[0, 0])
             raise ValueError(f"points: row {row} is too far from the mesh for float32 distances ({points[row].tolist()})")
         index = index.long()

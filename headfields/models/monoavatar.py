@@ -221,7 +221,7 @@ class MonoAvatar(nn.Module):
         coarse, out = self.render_passes(batch.rays, batch.head, batch.generator, batch.early_stop)
         coarse_loss, fine_loss = mse_loss(coarse.composite.rgb, batch.rgb), mse_loss(out.composite.rgb, batch.rgb)
         loss = coarse_loss + fine_loss  # NeRF: both passes supervised alike
-        logs = {"coarse": float(coarse_loss.detach()), "fine": float(fine_loss.detach())}
+        logs = {"coarse": coarse_loss.detach(), "fine": fine_loss.detach()}  # read when the loop logs, not every step
         if self.correction is not None and self.correction.active and len(out.points):
             g = batch.generator or torch.Generator().manual_seed(step)
             some = torch.randperm(len(out.points), generator=g, device=g.device)[: self.config.correction_samples]
@@ -230,5 +230,5 @@ class MonoAvatar(nn.Module):
             in_head = self.field.deformer.part(RigidDeformer)(out.points[some].detach(), batch.head, frame).points
             terms = self.correction.regularizers(in_head, frame)
             loss = loss + terms.total
-            logs.update(elastic=float(terms.elastic.detach()), magnitude=float(terms.magnitude.detach()))
+            logs.update(elastic=terms.elastic.detach(), magnitude=terms.magnitude.detach())
         return StepOutput(loss=loss, rgb=out.composite.rgb, logs=logs, samples=coarse.count + out.count)

@@ -52,6 +52,40 @@ def test_on_cuda_s_paths_the_cpu_s_own_reads_are_not_asked(host_sync_spy):
     assert torch.equal(own.face, taken.face) and torch.equal(own.distance, taken.distance)
 
 
+def test_value_checks_of_a_trusted_step_read_nothing_back(host_sync_spy):
+    """Inside a training step (:func:`~headfields.checks.trusted_values`), the hand-written checks of values that
+    MonoAvatar's step met are skipped: degenerate triangles (a mesh built, triangle frames), points beyond float32's
+    reach in the k-nearest search, the importance sampler's weights, an empty UV mask. Outside it they still run."""
+    from headfields.checks import trusted_values
+    from headfields.geometry import knn_vertices, sample_uv, triangle_frames
+    from headfields.renderers import PackedSamples, importance_samples
+
+    vertices, faces = box()
+    points = torch.rand(64, 3) - 0.5
+    samples = PackedSamples(torch.tensor([0, 0, 1]), torch.tensor([0.0, 1.0, 0.0]), torch.tensor([1.0, 2.0, 1.0]), 2)
+    weights, uv_map, uv = torch.tensor([0.5, 0.5, 1.0]), torch.rand(2, 4, 4), torch.rand(5, 2)
+    mask = torch.ones(4, 4, dtype=torch.bool)
+
+    def run():
+        triangle_frames(vertices, faces)
+        knn_vertices(TriangleMesh(vertices, faces), points, 2)
+        importance_samples(samples, weights, 4)
+        sample_uv(uv_map, uv, mask)
+
+    with cuda_paths(), host_sync_spy() as checked:
+        run()
+    with cuda_paths(), trusted_values(), host_sync_spy() as trusted:
+        run()
+    skipped = {
+        ("__bool__", "geometry/triangles.py:check_nondegenerate"): 2,  # triangle frames, and the mesh built
+        ("__bool__", "geometry/queries.py:knn_vertices"): 1,
+        ("tolist", "renderers/hierarchical.py:_check_weights"): 1,
+        ("__bool__", "geometry/uv.py:sample_uv"): 1,  # the empty mask's; its uncovered vertices' stays (an algorithm's)
+    }
+    for site, count in skipped.items():
+        assert checked.reads.get(site, 0) - trusted.reads.get(site, 0) == count, (site, checked.report(), trusted.report())
+
+
 def test_insta_s_step_reads_nothing_back_and_copies_nothing(tiny_video, tmp_path, monkeypatch, host_sync_spy):
     """With the sample budget, early termination and fixed shapes on."""
     train_frames, eval_frames = tiny_video
