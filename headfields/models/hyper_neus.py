@@ -159,8 +159,8 @@ class HyperNeusAvatar(NeusModel):
         deformation = self.hyper.regularizers(out.geometry.canonical)
         codes = [self.expression_codes.regularizer(self.expression_codes.codes[frames])]
         codes += [self.field.sdf_condition.codes.regularizer(), self.field.colour_condition.codes.regularizer()]
-        loss, logs["offset"] = loss + deformation.total + sum(codes), float(deformation.offset.detach())
+        loss, logs["offset"] = loss + deformation.total + sum(codes), deformation.offset.detach()
         if c.correspondence_weight > 0 and c.correspondence_vertices > 0:
             correspondence = self.correspondence_loss(head, frames, generator)
-            loss, logs["correspondence"] = loss + c.correspondence_weight * correspondence, float(correspondence.detach())
+            loss, logs["correspondence"] = loss + c.correspondence_weight * correspondence, correspondence.detach()
         return StepOutput(loss=loss, rgb=out.composite.rgb, logs=logs)

@@ -94,12 +94,12 @@ class NeusModel(nn.Module):
         """L1 colour + silhouette (where the batch has masks) + eikonal, and their logs."""
         c = self.config
         rgb = l1_loss(out.composite.rgb, batch.rgb)
-        loss, logs = rgb, {"rgb": float(rgb.detach()), "inv_s": float(self.inverse_variance().detach())}
+        loss, logs = rgb, {"rgb": rgb.detach(), "inv_s": self.inverse_variance().detach()}  # read when the loop logs
         if batch.mask is not None and c.silhouette_weight > 0:
             opacity = out.composite.opacity.clamp(0, 1)
             silhouette = mask_loss(opacity, batch.mask.to(opacity.dtype))
             loss = loss + c.silhouette_weight * silhouette
-            logs["silhouette"] = float(silhouette.detach())
+            logs["silhouette"] = silhouette.detach()
         gradients = out.sdf_gradient
         if c.eikonal_points:  # the eikonal term away from the surface too, at the canonical slice h = 0
             points = sample_box(self.box, c.eikonal_points, generator).requires_grad_(True)
@@ -108,7 +108,7 @@ class NeusModel(nn.Module):
             (box_gradient,) = torch.autograd.grad(sdf.sum(), points, create_graph=True)
             gradients = torch.cat([gradients, box_gradient])
         eikonal = eikonal_loss(gradients)
-        logs["eikonal"] = float(eikonal.detach())
+        logs["eikonal"] = eikonal.detach()
         return loss + c.eikonal_weight * eikonal, logs
 
     def training_step(self, batch: RayBatch, step: int) -> StepOutput:

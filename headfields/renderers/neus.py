@@ -18,7 +18,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
-from ..checks import IntLike, check_count, check_finite, check_float, check_shape
+from ..checks import IntLike, check_count, check_finite, check_float, check_shape, checking_values
 from .compositing import _alpha_weights
 from .hierarchical import importance_samples
 from .samples import PackedSamples, per_ray, stratified_points
@@ -77,20 +77,21 @@ def neus_alpha(
     for name, x in tensors:
         if not x.is_floating_point():
             raise TypeError(f"{name}: expected a floating-point tensor, got {x.dtype}")
-    # The values with one reduction (one sync on CUDA), as compositing checks its fields.
-    with torch.no_grad():
-        stats = [x.sum().isfinite() for _, x in tensors]
-        stats.append(deltas.amin() >= 0 if s > 0 else torch.ones((), dtype=torch.bool, device=device))
-        if isinstance(inv_s, Tensor):
-            stats.append(inv_s.amin() > 0 if inv_s.numel() > 0 else torch.ones((), dtype=torch.bool, device=device))
-        stats = torch.stack(stats).tolist()
-    for (name, x), finite in zip(tensors, stats, strict=False):
-        if not finite:
-            check_finite(name, x)
-    if not stats[len(tensors)]:
-        raise ValueError("deltas: expected non-negative section lengths, found a negative one")
-    if isinstance(inv_s, Tensor) and not stats[-1]:
-        raise ValueError("inv_s: expected values > 0, found one <= 0")
+    if checking_values():  # (a training step's own values are trusted: no read-back)
+        # The values with one reduction (one sync on CUDA), as compositing checks its fields.
+        with torch.no_grad():
+            stats = [x.sum().isfinite() for _, x in tensors]
+            stats.append(deltas.amin() >= 0 if s > 0 else torch.ones((), dtype=torch.bool, device=device))
+            if isinstance(inv_s, Tensor):
+                stats.append(inv_s.amin() > 0 if inv_s.numel() > 0 else torch.ones((), dtype=torch.bool, device=device))
+            stats = torch.stack(stats).tolist()
+        for (name, x), finite in zip(tensors, stats, strict=False):
+            if not finite:
+                check_finite(name, x)
+        if not stats[len(tensors)]:
+            raise ValueError("deltas: expected non-negative section lengths, found a negative one")
+        if isinstance(inv_s, Tensor) and not stats[-1]:
+            raise ValueError("inv_s: expected values > 0, found one <= 0")
     dtype = torch.promote_types(torch.promote_types(sdf.dtype, slope.dtype), deltas.dtype)
     if isinstance(inv_s, Tensor):
         dtype = torch.promote_types(dtype, inv_s.dtype)

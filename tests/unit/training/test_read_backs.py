@@ -54,11 +54,15 @@ def test_on_cuda_s_paths_the_cpu_s_own_reads_are_not_asked(host_sync_spy):
 
 def test_value_checks_of_a_trusted_step_read_nothing_back(host_sync_spy):
     """Inside a training step (:func:`~headfields.checks.trusted_values`), the hand-written checks of values that
-    MonoAvatar's step met are skipped: degenerate triangles (a mesh built, triangle frames), points beyond float32's
-    reach in the k-nearest search, the importance sampler's weights, an empty UV mask. Outside it they still run."""
+    MonoAvatar's and the NeuS avatars' steps met are skipped: degenerate triangles (a mesh built, triangle frames),
+    points beyond float32's reach in the k-nearest search, the importance sampler's weights, an empty UV mask, NeuS's
+    opacity inputs, unit normals for the lighting, a box's corners, opacities and masks in [0, 1]. Outside it they
+    still run."""
     from headfields.checks import trusted_values
-    from headfields.geometry import knn_vertices, sample_uv, triangle_frames
-    from headfields.renderers import PackedSamples, importance_samples
+    from headfields.decoders import SHLighting
+    from headfields.geometry import knn_vertices, sample_box, sample_uv, triangle_frames
+    from headfields.losses import mask_loss
+    from headfields.renderers import PackedSamples, importance_samples, neus_alpha
 
     vertices, faces = box()
     points = torch.rand(64, 3) - 0.5
@@ -71,6 +75,10 @@ def test_value_checks_of_a_trusted_step_read_nothing_back(host_sync_spy):
         knn_vertices(TriangleMesh(vertices, faces), points, 2)
         importance_samples(samples, weights, 4)
         sample_uv(uv_map, uv, mask)
+        neus_alpha(torch.zeros(3), -torch.ones(3), torch.full((3,), 0.1), 10.0)
+        SHLighting()(torch.nn.functional.normalize(points, dim=-1))
+        sample_box(torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]]), 8, torch.Generator().manual_seed(0))
+        mask_loss(torch.full((4,), 0.5), torch.ones(4))
 
     with cuda_paths(), host_sync_spy() as checked:
         run()
@@ -81,6 +89,10 @@ def test_value_checks_of_a_trusted_step_read_nothing_back(host_sync_spy):
         ("__bool__", "geometry/queries.py:knn_vertices"): 1,
         ("tolist", "renderers/hierarchical.py:_check_weights"): 1,
         ("__bool__", "geometry/uv.py:sample_uv"): 1,  # the empty mask's; its uncovered vertices' stays (an algorithm's)
+        ("tolist", "renderers/neus.py:neus_alpha"): 1,
+        ("__float__", "decoders/appearance.py:forward"): 1,
+        ("__bool__", "geometry/sampling.py:sample_box"): 1,
+        ("__bool__", "losses.py:mask_loss"): 4,  # each bound of both
     }
     for site, count in skipped.items():
         assert checked.reads.get(site, 0) - trusted.reads.get(site, 0) == count, (site, checked.report(), trusted.report())
