@@ -4,14 +4,14 @@ driven by GUI sliders (expression, jaw, head pose) or by the capture's own track
     with AvatarViewer("outputs/insta", port=8080) as viewer:  # serves http://127.0.0.1:8080
         input("press enter to stop")
 
-The parts a test reaches without a browser are pure functions: :func:`state_head` (the GUI state -> a
-:class:`~headfields.parametric.Head`) and :func:`viser_camera` (viser's camera -> :class:`PinholeCameras`).
+The parts a test reaches without a browser are pure functions: :func:`~headfields.viewer.state.state_head` (the GUI
+state -> a :class:`~headfields.parametric.Head`), :func:`~headfields.viewer.camera.viser_camera` (viser's camera ->
+:class:`PinholeCameras`) and :func:`render_avatar`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 import threading
 import time
 from dataclasses import dataclass
@@ -22,100 +22,23 @@ import torch
 from torch import Tensor
 
 from ..cameras import PinholeCameras, Rays, image_pixels
-from ..data.frames import TrackedParams
 from ..heads import mesh_depth
 from ..networks import check_precision, products_in
 from ..parametric import Head
-from ..parametric.tracked_meshes import TrackedMeshModel, compose_rotations
+from ..parametric.tracked_meshes import TrackedMeshModel
 from ..renderers.volume import INTERACTIVE_TRANSMITTANCE, check_early_stop
 from ..runs import Run, load_run
 from ..training import CHECKPOINT_NAME, render_pixels, render_view
 from .camera import MOVING_PIXELS, MOVING_SECONDS, RESTING_PIXELS, RESTING_SECONDS, frame_pixels, viser_camera
+from .state import ViewerState, state_head
 
-__all__ = ["AvatarViewer", "ViewerState", "depth_image", "frame_pixels", "render_avatar", "state_head", "viser_camera"]
+__all__ = ["AvatarViewer", "depth_image", "render_avatar"]
 
 EXPRESSION_SLIDERS = 10  # the first expression coefficients the GUI offers
 SPEED_SMOOTHING = 0.5  # weight of the newest frame in the pixels-a-second estimate
 REST_SECONDS = 0.3
 WATCH_SECONDS = 1.0  # how often --watch looks at the checkpoint's mtime
 THREAD_PREFIX = "headfields-viewer"  # every thread the viewer starts is named so; a test checks none outlives stop()
-
-
-@dataclass(frozen=True)
-class ViewerState:
-    """What the GUI asks for. ``frame``: a frame of ``split`` whose tracking (expression, pose, translation) is the
-    base, or None for the neutral head; ``expression`` (the first coefficients), ``jaw`` (degrees about the jaw
-    joint's x axis) and ``yaw`` / ``pitch`` / ``roll`` (degrees about the root joint's y / x / z axes) are offsets
-    on top of that base. All zero with ``frame=None``: the parametric model's neutral head."""
-
-    expression: tuple[float, ...] = ()
-    jaw: float = 0.0
-    yaw: float = 0.0
-    pitch: float = 0.0
-    roll: float = 0.0
-    frame: int | None = None
-    split: str = "train"
-    mesh: bool = False  # the display toggles: the tracked mesh overlay, depth instead of colour
-    depth: bool = False
-
-    @property
-    def posed(self) -> bool:
-        """Whether a slider other than the frame is off zero."""
-        return any(self.expression) or any((self.jaw, self.yaw, self.pitch, self.roll))
-
-
-def _euler(yaw: float, pitch: float, roll: float, like: Tensor) -> Tensor:
-    """Axis-angle of ``Ry(yaw) Rx(pitch) Rz(roll)`` (degrees)."""
-    axes = torch.eye(3, dtype=torch.float64, device=like.device)
-    angles = torch.tensor([pitch, yaw, roll], dtype=torch.float64, device=like.device) * (math.pi / 180)
-    rx, ry, rz = axes * angles[:, None]
-    return compose_rotations(ry, rx, rz).to(like.dtype)
-
-
-def state_head(
-    parametric,
-    state: ViewerState,
-    params: TrackedParams | None,
-    neutral_translation: Tensor | None = None,
-    tracked: Head | None = None,
-) -> Head:
-    """The one-frame :class:`Head` of the GUI ``state``: frame ``state.frame`` of ``params`` (the split's tracked
-    parameters; the neutral head, moved to ``neutral_translation`` (default: none), when ``state.frame`` is None)
-    with the sliders' offsets added. A model of tracked meshes (or a split without parameters) has only its
-    ``tracked`` head of the split: its frame, the sliders ignored.
-
-    >>> head = state_head(run.model.parametric, ViewerState(jaw=10.0, frame=0), run.subject.train.params)
-    >>> head.num_frames
-    1
-    """
-    if isinstance(parametric, TrackedMeshModel) or params is None:
-        if tracked is None:
-            raise ValueError("tracked: expected the split's tracked head (a subject without tracked parameters)")
-        return tracked.select([0 if state.frame is None else state.frame])
-    device = parametric.v_template.device
-    params = params.to(device)
-    e, j = parametric.num_expression, parametric.num_joints
-    if len(state.expression) > e:
-        raise ValueError(f"state: expected at most {e} expression values (the model's), got {len(state.expression)}")
-    if state.frame is None:
-        expression = torch.zeros(e, device=device)
-        pose = torch.zeros(j, 3, device=device)
-        translation = torch.zeros(3, device=device) if neutral_translation is None else neutral_translation.to(device)
-    else:
-        if not 0 <= state.frame < params.num_frames:
-            raise ValueError(f"frame: expected a frame in [0, {params.num_frames}), got {state.frame}")
-        expression = params.expression[state.frame].clone()
-        pose = params.pose[state.frame].clone()
-        translation = params.translation[state.frame]
-    if state.expression:
-        expression[: len(state.expression)] += torch.tensor(state.expression, dtype=expression.dtype, device=device)
-    if state.jaw and "jaw" in parametric.joint_names:
-        jaw = parametric.joint_names.index("jaw")
-        jaw_offset = torch.tensor([math.radians(state.jaw), 0.0, 0.0], dtype=pose.dtype, device=device)
-        pose[jaw] = compose_rotations(pose[jaw], jaw_offset)  # the offset in the joint's own frame
-    if state.yaw or state.pitch or state.roll:
-        pose[0] = compose_rotations(pose[0], _euler(state.yaw, state.pitch, state.roll, pose))
-    return parametric(shape=params.shape, expression=expression[None], pose=pose[None], translation=translation[None])
 
 
 def render_avatar(
