@@ -1,7 +1,7 @@
 """The browser viewer (``python -m headfields view RUN``): :mod:`~headfields.viewer.app`, the server and its GUI
 over a trained run; :mod:`~headfields.viewer.state`, the GUI's state and the head it asks for;
 :mod:`~headfields.viewer.camera`, the browser's camera as the library's cameras and the image size the measured render
-speed allows.
+speed allows; :mod:`~headfields.viewer.splats`, a Gaussian run's splats as the browser draws them.
 
     viewer = AvatarViewer(load_run("outputs/insta"))
 """

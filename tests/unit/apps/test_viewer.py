@@ -1,5 +1,6 @@
 """The browser viewer (headfields.viewer): the GUI state -> Head function, viser's camera -> PinholeCameras, the
-binding, and the viewer itself driven in a headless Chromium (skipped where no Chromium can be had)."""
+binding, a Gaussian run's splats as the browser takes them, and the viewer itself driven in a headless Chromium
+(skipped where no Chromium can be had)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from headfields.cameras import look_at, project_points  # noqa: E402
 from headfields.heads import tracked_head  # noqa: E402
 from headfields.renderers import EARLY_STOP_TRANSMITTANCE, INTERACTIVE_TRANSMITTANCE  # noqa: E402
 from headfields.runs import load_run  # noqa: E402
+from headfields.splat_ply import SH_C0  # noqa: E402
 from headfields.viewer import (  # noqa: E402
     AvatarViewer,
     ViewerState,
@@ -34,6 +36,7 @@ from headfields.viewer import (  # noqa: E402
 )
 from headfields.viewer.app import THREAD_PREFIX  # noqa: E402
 from headfields.viewer.camera import MIN_PIXELS  # noqa: E402
+from headfields.viewer.splats import browser_splats, show_splats, splat_unit  # noqa: E402
 
 from helpers import raises_naming  # noqa: E402
 
@@ -44,6 +47,11 @@ DOC_IMAGE = Path(__file__).resolve().parents[3] / "docs" / "images" / "viewer_sc
 @pytest.fixture(scope="module")
 def run(tiny_insta_run):
     return load_run(tiny_insta_run[0], "cpu")
+
+
+@pytest.fixture(scope="module")
+def gaussian_run(tiny_gaussian_run):
+    return load_run(tiny_gaussian_run[0], "cpu")
 
 
 def free_port() -> int:
@@ -169,6 +177,51 @@ def test_depth_render(run):
     colour = render_avatar(run.model, cameras, head, False, 4096, run.device)
     assert depth.shape == (cameras.height, cameras.width) and colour.shape == (cameras.height, cameras.width, 3)
     assert (depth > 0).any() and torch.isfinite(depth).all()
+
+
+# -- a Gaussian run's splats, drawn by the browser ------------------------------------------------------------------
+def test_the_splats_sent_are_the_models_posed_gaussians(gaussian_run):
+    """Centres, covariances R S Sᵀ Rᵀ (R from viser's own quaternion code), the colour of SH band 0 and the opacities
+    of the model's posed Gaussians on a frame; what the scene node holds is the same in world units, its covariances
+    to float16's 2⁻¹⁰ relative (the unit keeps millimetre variances out of float16's subnormals)."""
+    import viser
+    import viser.transforms as tf
+
+    model = gaussian_run.model
+    head = state_head(model.parametric, ViewerState(frame=1, jaw=10.0), gaussian_run.subject.train.params)
+    splats = browser_splats(model.splats(head, 0))
+    posed = model.posed(head, 0)
+    quats = posed.quats.detach().double().numpy()
+    rotations = tf.SO3(quats / np.linalg.norm(quats, axis=1, keepdims=True)).as_matrix()
+    variances = posed.scales.detach().double().numpy() ** 2
+    covariances = np.einsum("nij,nj,nkj->nik", rotations, variances, rotations)
+    rgbs = np.clip(0.5 + SH_C0 * posed.sh[:, 0].detach().double().numpy(), 0, 1)
+    opacities = 1 / (1 + np.exp(-model.gaussians.opacity_logits.detach().double().numpy()))
+    assert len(splats) == model.gaussians.num_gaussians
+    np.testing.assert_allclose(splats.centers, posed.means.detach().numpy(), rtol=0, atol=1e-7)
+    np.testing.assert_allclose(splats.covariances, covariances, rtol=1e-5, atol=1e-12)
+    np.testing.assert_allclose(splats.rgbs, rgbs, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(splats.opacities[:, 0], opacities, rtol=0, atol=1e-6)
+
+    server = viser.ViserServer(host="127.0.0.1", port=free_port(), verbose=False)
+    try:
+        handle = show_splats(server.scene, "/splats", splats)
+        unit = handle.scale
+        assert unit == splat_unit(splats.scales) and math.log2(unit).is_integer()
+        np.testing.assert_allclose(handle.centers * unit, splats.centers, rtol=0, atol=0)  # a power of two: exact
+        sent = handle.covariances.astype(np.float64) * unit**2
+        size = np.abs(covariances).max(axis=(1, 2))[:, None, None]
+        assert (np.abs(sent - covariances) <= 2**-10 * size).all()
+        assert np.abs(handle.rgbs - splats.rgbs * 255).max() <= 1 and np.abs(handle.opacities - splats.opacities * 255).max() <= 1
+        moved = browser_splats(
+            model.splats(state_head(model.parametric, ViewerState(frame=2), gaussian_run.subject.train.params), 0)
+        )
+        assert show_splats(server.scene, "/splats", moved, handle) is handle  # the same node, its buffer replaced
+        np.testing.assert_allclose(handle.centers * unit, moved.centers, rtol=0, atol=0)
+    finally:
+        server.stop()
+    with raises_naming("scales"):
+        splat_unit(np.zeros((0, 3)))
 
 
 # -- binding ---------------------------------------------------------------------------------------------------------
