@@ -33,8 +33,14 @@ class ViewerState:
     roll: float = 0.0
     frame: int | None = None
     split: str = "train"
-    mesh: bool = False  # the display toggles: the tracked mesh overlay, depth instead of colour
+    mesh: bool = False  # the display toggles: the tracked mesh overlay, depth instead of colour,
     depth: bool = False
+    splats: bool = False  # ... and a Gaussian run's splats drawn by the browser (depth: the server's picture still)
+
+    @property
+    def browser_draws(self) -> bool:
+        """Whether the browser draws the splats itself (no server picture): ``splats`` on and ``depth`` off."""
+        return self.splats and not self.depth
 
     @property
     def posed(self) -> bool:

@@ -34,7 +34,7 @@ from headfields.viewer import (  # noqa: E402
     state_head,
     viser_camera,
 )
-from headfields.viewer.app import THREAD_PREFIX  # noqa: E402
+from headfields.viewer.app import THREAD_PREFIX, _Request  # noqa: E402
 from headfields.viewer.camera import MIN_PIXELS  # noqa: E402
 from headfields.viewer.splats import browser_splats, show_splats, splat_unit  # noqa: E402
 
@@ -224,6 +224,46 @@ def test_the_splats_sent_are_the_models_posed_gaussians(gaussian_run):
         splat_unit(np.zeros((0, 3)))
 
 
+def test_the_browser_draws_only_a_gaussian_runs_splats(run, gaussian_run):
+    from headfields.commands import parser
+
+    assert parser().parse_args(["view", "some/run"]).splats is None  # on for a Gaussian run
+    assert parser().parse_args(["view", "some/run", "--no-splats"]).splats is False
+    assert AvatarViewer(gaussian_run).initial_splats and not AvatarViewer(gaussian_run, splats=False).initial_splats
+    assert not AvatarViewer(run).initial_splats
+    with raises_naming("splats"):
+        AvatarViewer(run, splats=True)
+    assert ViewerState(splats=True).browser_draws and not ViewerState(splats=True, depth=True).browser_draws
+
+
+def test_splats_are_sent_when_the_pose_changes_and_give_way_to_the_depth_picture(gaussian_run):
+    """Without a browser: the viewer's worker step for one client (a stand-in recording its background images). The
+    splats go once, not again for the same state (a camera move), hide behind the server's depth picture, come back
+    without being sent, and go again for a new frame."""
+    backgrounds = []
+    client = types.SimpleNamespace(
+        client_id=1, scene=types.SimpleNamespace(set_background_image=lambda image, **_: backgrounds.append(image))
+    )
+    camera = gaussian_run.subject.train.cameras.select(torch.tensor([0]))
+    request = _Request(camera, moving=False)
+    with AvatarViewer(gaussian_run, port=free_port()) as viewer:
+        gui = viewer._gui
+        for _ in range(2):
+            viewer._render(client, request)
+        assert viewer.splats_sent == 1 and viewer._splats.visible and viewer.frames_rendered == 0 and not backgrounds
+        gui["depth"].value = True
+        viewer._render(client, request)
+        assert viewer.frames_rendered == 1 and not viewer._splats.visible and backgrounds[-1] is not None
+        gui["depth"].value = False
+        viewer._render(client, request)
+        assert backgrounds[-1] is None and viewer._splats.visible and viewer.splats_sent == 1
+        gui["frame"].value = 1
+        viewer._render(client, request)
+        assert (
+            viewer.splats_sent == 2 and viewer.shown_state.frame == 1 and len(viewer._splats.centers) == len(viewer._splats.rgbs)
+        )
+
+
 # -- binding ---------------------------------------------------------------------------------------------------------
 def test_binds_localhost_by_default(run, capsys):
     from headfields.commands import parser
@@ -386,6 +426,98 @@ def test_viewer_in_a_browser(run):
         assert shot[face].std() > 2.0, "a blank screenshot: no avatar image in the browser"
     change = np.abs(after[face] - before[face]).mean(axis=-1)
     assert (change > 8).mean() > 0.002, f"the face region did not change (mean change {change.mean():.3f})"
+    assert port_is_free(port) and not viewer_threads()
+
+
+# Run before the page's own scripts: counts the page's WebGL draw calls and keeps the instance counts of its
+# instanced ones (a splat set is drawn as one instance a Gaussian); from the next pointer press, over one second of
+# animation frames, counts those that drew something (viser draws on demand: a frame when the scene or camera moves).
+PAGE_COUNTERS = """
+window.__draws = {calls: 0, instances: []};
+for (const name of ["drawArrays", "drawElements", "drawArraysInstanced", "drawElementsInstanced"]) {
+  const original = WebGL2RenderingContext.prototype[name];
+  WebGL2RenderingContext.prototype[name] = function (...args) {
+    window.__draws.calls += 1;
+    const count = args[args.length - 1];
+    if (name.endsWith("Instanced") && !window.__draws.instances.includes(count)) window.__draws.instances.push(count);
+    return original.apply(this, args);
+  };
+}
+window.__rate = null;
+document.addEventListener("pointerdown", () => {
+  const start = performance.now();
+  let calls = window.__draws.calls, frames = 0, drawn = 0;
+  function tick(now) {
+    frames += 1;
+    if (window.__draws.calls !== calls) { drawn += 1; calls = window.__draws.calls; }
+    if (now - start < 1000) requestAnimationFrame(tick);
+    else window.__rate = {seconds: (now - start) / 1000, frames: frames, drawn: drawn};
+  }
+  requestAnimationFrame(tick);
+}, {once: true, capture: true});
+"""
+
+# The page's largest canvas (viser's WebGL one): a point a quarter of its width left of its centre, and its width.
+CANVAS_START = """
+const canvas = [...document.querySelectorAll("canvas")].sort((a, b) => b.width * b.height - a.width * a.height)[0];
+const box = canvas.getBoundingClientRect();
+return [Math.round(box.left + box.width / 4), Math.round(box.top + box.height / 2), Math.round(box.width)];
+"""
+
+
+@pytest.mark.unchecked
+@pytest.mark.skipif(
+    CHROMIUM is None or CHROMEDRIVER is None,
+    reason="no Chromium and chromedriver on PATH (apt-get install chromium chromium-driver)",
+)
+def test_the_browser_draws_a_gaussian_runs_splats(gaussian_run):
+    """The splats reach the page and its WebGL draws them (one instance a Gaussian), the screenshot shows them over
+    the background, orbiting (a one-second drag) sends nothing from the server while the page draws at its own rate,
+    and a new frame sends the splats again; never a server picture. (Each WebDriver call waits for the page, which
+    software WebGL keeps busy drawing 10,000 splats: the test makes few.)"""
+    pytest.importorskip("selenium")
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    port = free_port()
+    user_data = tempfile.mkdtemp(prefix="headfields-chromium-")
+    viewer = AvatarViewer(gaussian_run, port=port).start()
+    count = gaussian_run.model.gaussians.num_gaussians
+    driver = None
+    try:
+        driver = _chromium(user_data, 0.5)
+        driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": PAGE_COUNTERS})
+        driver.get(f"http://127.0.0.1:{port}")
+        _wait(lambda: viewer.splats_sent >= 1, 30, "the splats sent")
+        _wait(lambda: count in driver.execute_script("return window.__draws.instances"), 30, "the splats drawn")
+        shot = _screenshot(driver)
+
+        # The drag starts left of the canvas's centre (the GUI panel covers its right), from the viewport's origin.
+        x, y, width = driver.execute_script(CANVAS_START)
+        sent = viewer.splats_sent
+        orbit = ActionChains(driver, duration=1000)  # each pointer move spread over a second, as a hand's
+        orbit.move_by_offset(x, y).click_and_hold().move_by_offset(width // 8, 0).release().perform()
+        rates = []
+        _wait(lambda: rates.append(driver.execute_script("return window.__rate")) or rates[-1], 20, "the frame count")
+        rate = rates[-1]
+        orbited = viewer.splats_sent
+        viewer._gui["frame"].value = 1  # as the slider does
+        _wait(lambda: viewer.splats_sent > orbited and viewer.shown_state.frame == 1, 20, "the splats of frame 1")
+    finally:
+        if driver is not None:
+            driver.quit()
+        viewer.stop()
+        shutil.rmtree(user_data, ignore_errors=True)
+
+    drawn = rate["drawn"] / rate["seconds"]
+    animation = rate["frames"] / rate["seconds"]
+    print(f"browser: {count:,} splats drawn at {drawn:.1f} frames/s while orbiting ({animation:.1f} animation frames/s)")
+    assert drawn > 0, f"the page drew no frame while the camera orbited ({rate})"
+    assert orbited == sent, "a camera move sent the splats again"
+    assert viewer.frames_rendered == 0, "the server rendered a picture"
+    height, width = shot.shape[:2]
+    face = shot[height // 5 : height * 4 // 5, width * 3 // 10 : width * 6 // 10]  # left of the GUI panel
+    corner = shot[: height // 10, : width // 10].reshape(-1, 3).mean(axis=0)  # the page's background
+    assert (np.abs(face - corner).max(axis=-1) > 8).mean() > 0.05, "no splats over the background in the screenshot"
     assert port_is_free(port) and not viewer_threads()
 
 
