@@ -472,9 +472,9 @@ return [Math.round(box.left + box.width / 4), Math.round(box.top + box.height / 
 )
 def test_the_browser_draws_a_gaussian_runs_splats(gaussian_run):
     """The splats reach the page and its WebGL draws them (one instance a Gaussian), the screenshot shows them over
-    the background, orbiting (a one-second drag) sends nothing from the server while the page draws at its own rate,
-    and a new frame sends the splats again; never a server picture. (Each WebDriver call waits for the page, which
-    software WebGL keeps busy drawing 10,000 splats: the test makes few.)"""
+    the background, orbiting (a one-second drag: the browser's camera moves) sends nothing from the server while the
+    page draws at its own rate, and a new frame sends the splats again; never a server picture. (Each WebDriver call
+    waits for the page, which software WebGL keeps busy drawing 11,024 splats: the test makes few.)"""
     pytest.importorskip("selenium")
     from selenium.webdriver.common.action_chains import ActionChains
 
@@ -494,11 +494,14 @@ def test_the_browser_draws_a_gaussian_runs_splats(gaussian_run):
         # The drag starts left of the canvas's centre (the GUI panel covers its right), from the viewport's origin.
         x, y, width = driver.execute_script(CANVAS_START)
         sent = viewer.splats_sent
+        (client,) = viewer.server.get_clients().values()
+        before = np.array(client.camera.position)
         orbit = ActionChains(driver, duration=1000)  # each pointer move spread over a second, as a hand's
         orbit.move_by_offset(x, y).click_and_hold().move_by_offset(width // 8, 0).release().perform()
         rates = []
         _wait(lambda: rates.append(driver.execute_script("return window.__rate")) or rates[-1], 20, "the frame count")
         rate = rates[-1]
+        _wait(lambda: np.abs(np.array(client.camera.position) - before).max() > 0, 10, "the browser's camera to orbit")
         orbited = viewer.splats_sent
         viewer._gui["frame"].value = 1  # as the slider does
         _wait(lambda: viewer.splats_sent > orbited and viewer.shown_state.frame == 1, 20, "the splats of frame 1")
