@@ -149,6 +149,17 @@ def tiny_neus_run(tmp_path_factory, tiny_video):
     return _tiny_run(tmp_path_factory.mktemp("neus_run"), "mix_triangle_neus", recipe, tiny_video[0].root)
 
 
+@pytest.fixture(scope="session")
+def tiny_gaussian_run(tmp_path_factory, tiny_video):
+    """(folder, RunConfig) of GaussianAvatars (its CPU recipe) trained 6 steps on the tiny video."""
+    from headfields.models.gaussian_avatars import cpu_config
+    from headfields.training import TrainingConfig
+
+    # Its own steps take a whole frame each: the ray batch and chunk stay at their defaults (the loop refuses others).
+    rays = dict(rays_per_batch=TrainingConfig.rays_per_batch, render_chunk=TrainingConfig.render_chunk)
+    return _tiny_run(tmp_path_factory.mktemp("gaussian_run"), "gaussian_avatar", cpu_config(), tiny_video[0].root, **rays)
+
+
 @pytest.fixture
 def availability(monkeypatch):
     """``backends.cpu.wide_bvh.available()`` decided afresh in the test (it is decided once a process, from the

@@ -4,6 +4,7 @@
     python -m headfields view outputs/insta                        # http://localhost:8080, this machine only
     python -m headfields view outputs/insta --watch --port 8090    # reloads each checkpoint training writes
     python -m headfields view outputs/insta --host 0.0.0.0         # reachable from other machines
+    python -m headfields view outputs/gaussians --no-splats        # a Gaussian run's pictures from the server
 """
 
 from __future__ import annotations
@@ -37,6 +38,11 @@ def add_parser(commands) -> None:
         "--moving-resolution", type=int, default=None,
         help="... while the camera or a slider moves (default: what renders in 0.1 s)",
     )  # fmt: skip
+    parser.add_argument(
+        "--splats", action=argparse.BooleanOptionalAction, default=None,
+        help="the browser draws a Gaussian run's splats itself (default: on for a Gaussian run); --no-splats: the "
+        "server renders pictures of it, as of every other model",
+    )  # fmt: skip
     add_render_options(parser, INTERACTIVE_TRANSMITTANCE, PRECISION)
     parser.set_defaults(command=view)
 
@@ -58,7 +64,7 @@ def view(args: argparse.Namespace, block: bool = True):
     viewer = AvatarViewer(
         args.run, host=args.host, port=args.port, watch=args.watch, device=args.device,
         moving_pixels=args.moving_resolution, resting_pixels=args.resolution, chunk=args.chunk, early_stop=args.early_stop,
-        precision=args.precision,
+        precision=args.precision, splats=args.splats,
     )  # fmt: skip
     if not block:
         return viewer.start()

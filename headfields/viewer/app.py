@@ -1,17 +1,18 @@
 """An interactive viewer of a trained run in the browser (viser): the avatar seen from the browser's free camera,
-driven by GUI sliders (expression, jaw, head pose) or by the capture's own tracking, frame by frame.
+driven by GUI sliders (expression, jaw, head pose) or by the capture's own tracking, frame by frame. The server
+renders pictures of it; a Gaussian run's splats the browser draws itself (:mod:`~headfields.viewer.splats`).
 
     with AvatarViewer("outputs/insta", port=8080) as viewer:  # serves http://127.0.0.1:8080
         input("press enter to stop")
 
-The parts a test reaches without a browser are pure functions: :func:`state_head` (the GUI state -> a
-:class:`~headfields.parametric.Head`) and :func:`viser_camera` (viser's camera -> :class:`PinholeCameras`).
+The parts a test reaches without a browser are pure functions: :func:`~headfields.viewer.state.state_head` (the GUI
+state -> a :class:`~headfields.parametric.Head`), :func:`~headfields.viewer.camera.viser_camera` (viser's camera ->
+:class:`PinholeCameras`) and :func:`render_avatar`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 import threading
 import time
 from dataclasses import dataclass
@@ -22,100 +23,25 @@ import torch
 from torch import Tensor
 
 from ..cameras import PinholeCameras, Rays, image_pixels
-from ..data.frames import TrackedParams
 from ..heads import mesh_depth
 from ..networks import check_precision, products_in
 from ..parametric import Head
-from ..parametric.tracked_meshes import TrackedMeshModel, compose_rotations
+from ..parametric.tracked_meshes import TrackedMeshModel
 from ..renderers.volume import INTERACTIVE_TRANSMITTANCE, check_early_stop
 from ..runs import Run, load_run
 from ..training import CHECKPOINT_NAME, render_pixels, render_view
 from .camera import MOVING_PIXELS, MOVING_SECONDS, RESTING_PIXELS, RESTING_SECONDS, frame_pixels, viser_camera
+from .splats import browser_splats, show_splats
+from .state import ViewerState, state_head
 
-__all__ = ["AvatarViewer", "ViewerState", "depth_image", "frame_pixels", "render_avatar", "state_head", "viser_camera"]
+__all__ = ["AvatarViewer", "depth_image", "render_avatar"]
 
 EXPRESSION_SLIDERS = 10  # the first expression coefficients the GUI offers
 SPEED_SMOOTHING = 0.5  # weight of the newest frame in the pixels-a-second estimate
 REST_SECONDS = 0.3
 WATCH_SECONDS = 1.0  # how often --watch looks at the checkpoint's mtime
 THREAD_PREFIX = "headfields-viewer"  # every thread the viewer starts is named so; a test checks none outlives stop()
-
-
-@dataclass(frozen=True)
-class ViewerState:
-    """What the GUI asks for. ``frame``: a frame of ``split`` whose tracking (expression, pose, translation) is the
-    base, or None for the neutral head; ``expression`` (the first coefficients), ``jaw`` (degrees about the jaw
-    joint's x axis) and ``yaw`` / ``pitch`` / ``roll`` (degrees about the root joint's y / x / z axes) are offsets
-    on top of that base. All zero with ``frame=None``: the parametric model's neutral head."""
-
-    expression: tuple[float, ...] = ()
-    jaw: float = 0.0
-    yaw: float = 0.0
-    pitch: float = 0.0
-    roll: float = 0.0
-    frame: int | None = None
-    split: str = "train"
-    mesh: bool = False  # the display toggles: the tracked mesh overlay, depth instead of colour
-    depth: bool = False
-
-    @property
-    def posed(self) -> bool:
-        """Whether a slider other than the frame is off zero."""
-        return any(self.expression) or any((self.jaw, self.yaw, self.pitch, self.roll))
-
-
-def _euler(yaw: float, pitch: float, roll: float, like: Tensor) -> Tensor:
-    """Axis-angle of ``Ry(yaw) Rx(pitch) Rz(roll)`` (degrees)."""
-    axes = torch.eye(3, dtype=torch.float64, device=like.device)
-    angles = torch.tensor([pitch, yaw, roll], dtype=torch.float64, device=like.device) * (math.pi / 180)
-    rx, ry, rz = axes * angles[:, None]
-    return compose_rotations(ry, rx, rz).to(like.dtype)
-
-
-def state_head(
-    parametric,
-    state: ViewerState,
-    params: TrackedParams | None,
-    neutral_translation: Tensor | None = None,
-    tracked: Head | None = None,
-) -> Head:
-    """The one-frame :class:`Head` of the GUI ``state``: frame ``state.frame`` of ``params`` (the split's tracked
-    parameters; the neutral head, moved to ``neutral_translation`` (default: none), when ``state.frame`` is None)
-    with the sliders' offsets added. A model of tracked meshes (or a split without parameters) has only its
-    ``tracked`` head of the split: its frame, the sliders ignored.
-
-    >>> head = state_head(run.model.parametric, ViewerState(jaw=10.0, frame=0), run.subject.train.params)
-    >>> head.num_frames
-    1
-    """
-    if isinstance(parametric, TrackedMeshModel) or params is None:
-        if tracked is None:
-            raise ValueError("tracked: expected the split's tracked head (a subject without tracked parameters)")
-        return tracked.select([0 if state.frame is None else state.frame])
-    device = parametric.v_template.device
-    params = params.to(device)
-    e, j = parametric.num_expression, parametric.num_joints
-    if len(state.expression) > e:
-        raise ValueError(f"state: expected at most {e} expression values (the model's), got {len(state.expression)}")
-    if state.frame is None:
-        expression = torch.zeros(e, device=device)
-        pose = torch.zeros(j, 3, device=device)
-        translation = torch.zeros(3, device=device) if neutral_translation is None else neutral_translation.to(device)
-    else:
-        if not 0 <= state.frame < params.num_frames:
-            raise ValueError(f"frame: expected a frame in [0, {params.num_frames}), got {state.frame}")
-        expression = params.expression[state.frame].clone()
-        pose = params.pose[state.frame].clone()
-        translation = params.translation[state.frame]
-    if state.expression:
-        expression[: len(state.expression)] += torch.tensor(state.expression, dtype=expression.dtype, device=device)
-    if state.jaw and "jaw" in parametric.joint_names:
-        jaw = parametric.joint_names.index("jaw")
-        jaw_offset = torch.tensor([math.radians(state.jaw), 0.0, 0.0], dtype=pose.dtype, device=device)
-        pose[jaw] = compose_rotations(pose[jaw], jaw_offset)  # the offset in the joint's own frame
-    if state.yaw or state.pitch or state.roll:
-        pose[0] = compose_rotations(pose[0], _euler(state.yaw, state.pitch, state.roll, pose))
-    return parametric(shape=params.shape, expression=expression[None], pose=pose[None], translation=translation[None])
+SPLATS_NODE = "/splats"  # the scene node of a Gaussian run's splats
 
 
 def render_avatar(
@@ -171,6 +97,11 @@ class AvatarViewer:
     canvas's size, or what renders in RESTING_SECONDS, once it rests; ``moving_pixels`` and ``resting_pixels`` cap
     the longer side of each (None: the canvas alone). The GUI shows each frame's size and rate.
 
+    ``splats``: for a model whose output is Gaussians (one with ``splats(head, frame)``), the browser draws the
+    splats itself (None: on for such a run; a GUI toggle switches): they are sent when the frame, a slider, the split
+    or the run changes, never for a camera move, so orbiting runs at the browser's frame rate. ``depth`` is still
+    the server's picture.
+
     >>> viewer = AvatarViewer("outputs/insta", port=8080).start()
     >>> viewer.stop()
     """
@@ -187,6 +118,7 @@ class AvatarViewer:
         chunk: int | None = None,
         early_stop: float = INTERACTIVE_TRANSMITTANCE,
         precision: str = "bfloat16",
+        splats: bool | None = None,
     ):
         # Each ray's stop (instant-ngp's GUI: 1e-2; its scores 1e-4) and the decoders' products (tiny-cuda-nn's: half).
         self.early_stop, self.precision = check_early_stop(early_stop), check_precision(precision)
@@ -195,10 +127,17 @@ class AvatarViewer:
         self.host, self.port, self.watch = host, port, watch
         self.moving_pixels, self.resting_pixels = moving_pixels, resting_pixels
         self.chunk = self.run.config.training.render_chunk if chunk is None else chunk  # None: the run's
+        self.gaussian = hasattr(self.run.model, "splats")  # a model whose output is Gaussians (as export tells them)
+        if splats and not self.gaussian:
+            raise ValueError(
+                f"splats: only a Gaussian run's splats can be drawn by the browser, not {type(self.run.model).__name__}'s"
+            )
+        self.initial_splats = self.gaussian if splats is None else bool(splats)  # the GUI toggle's first value
         self.server = None
         self.frames_rendered = 0  # images sent to browsers (tests wait on it)
         self.sharp_frames = 0  # ... of them at the resting resolution
-        self.shown_state: ViewerState | None = None  # the state of the last image sent
+        self.shown_state: ViewerState | None = None  # the state of the last image or splats sent
+        self.splats_sent = 0  # splat sets sent to the browsers (tests wait on it)
         self.pixels_per_second: float | None = None  # the render speed measured on the frames so far
         self._lock = threading.Condition()
         self._requests: dict[int, _Request] = {}  # client id -> its newest request
@@ -207,6 +146,9 @@ class AvatarViewer:
         self._threads: list[threading.Thread] = []
         self._mesh = None
         self._mesh_vertices: np.ndarray | None = None
+        self._splats = None  # the splats' scene node, and what they show: (the run's id, the state's pose)
+        self._splats_of: tuple | None = None
+        self._pictured: set[int] = set()  # clients whose background holds a server picture
         self._gui: dict = {}
         self._checkpoint_mtime = self._mtime()
 
@@ -245,6 +187,7 @@ class AvatarViewer:
         if self.server is not None:
             return self
         self._stopping.clear()
+        self._splats, self._splats_of, self._pictured = None, None, set()  # a new server's scene is empty
         self.server = viser.ViserServer(host=self.host, port=self.port, verbose=False)
         self.port = self.server.get_port()
         if self.host in ("0.0.0.0", "::", ""):
@@ -320,8 +263,11 @@ class AvatarViewer:
         with gui.add_folder("Display"):
             g["mesh"] = gui.add_checkbox("tracked mesh overlay", False)
             g["depth"] = gui.add_checkbox("depth", False)
+            if self.gaussian:
+                g["splats"] = gui.add_checkbox("browser draws the splats", self.initial_splats)
             g["status"] = gui.add_markdown(f"step {run.step}")
-        for handle in (g["frame"], g["jaw"], g["yaw"], g["pitch"], g["roll"], g["mesh"], g["depth"], *g["expression"]):
+        toggles = (g["mesh"], g["depth"], *([g["splats"]] if self.gaussian else []))
+        for handle in (g["frame"], g["jaw"], g["yaw"], g["pitch"], g["roll"], *toggles, *g["expression"]):
             handle.on_update(lambda _: self._changed())
         g["split"].on_update(lambda _: self._split_changed())
         g["reset"].on_click(lambda _: self.reset())
@@ -340,6 +286,7 @@ class AvatarViewer:
             split=g["split"].value,
             mesh=bool(g["mesh"].value),
             depth=bool(g["depth"].value),
+            splats=bool(g["splats"].value) if self.gaussian else False,
         )
 
     def reset(self) -> None:
@@ -378,7 +325,8 @@ class AvatarViewer:
             self._lock.notify_all()
 
     def _connect(self, client) -> None:
-        client.camera.on_update(lambda camera: self._request(camera.client, moving=True))
+        # A camera move asks for a picture; splats the browser draws need nothing from the server.
+        client.camera.on_update(lambda camera: None if self.state().browser_draws else self._request(camera.client, True))
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and not self._stopping.is_set():
             try:
@@ -442,6 +390,11 @@ class AvatarViewer:
         state = self.state()
         run = self.run  # one run per image, though --watch may swap it meanwhile
         head = self.head(state)
+        if state.browser_draws:
+            self._draw_splats(client, state, run, head)
+            return
+        if self._splats is not None and self._splats.visible:
+            self._splats.visible = False  # the picture shows the model
         start = time.perf_counter()
         with products_in(self.precision):
             result = render_avatar(run.model, request.camera, head, state.depth, self.chunk, run.device, self.early_stop)
@@ -454,10 +407,32 @@ class AvatarViewer:
         self._gui["status"].content = f"step {run.step} · {rate}"
         image = depth_image(result) if state.depth else (result.numpy() * 255 + 0.5).astype(np.uint8)
         client.scene.set_background_image(image, format="png" if not request.moving else "jpeg")
+        self._pictured.add(client.client_id)
         self._show_mesh(head, state.mesh)
         self.shown_state = state
         self.frames_rendered += 1
         self.sharp_frames += not request.moving
+
+    def _draw_splats(self, client, state: ViewerState, run: Run, head: Head) -> None:
+        """The browser draws frame 0 of ``head``'s splats: sent to every browser when the run or the pose changed."""
+        if client.client_id in self._pictured:  # the server's last picture would stay behind the splats
+            client.scene.set_background_image(None)
+            self._pictured.discard(client.client_id)
+        pose = (id(run), dataclasses.replace(state, mesh=False, depth=False, splats=False))
+        if pose != self._splats_of:
+            start = time.perf_counter()
+            splats = browser_splats(run.model.splats(head, 0))
+            self._splats = show_splats(self.server.scene, SPLATS_NODE, splats, self._splats)
+            sent = (
+                f"{len(splats):,} splats drawn by the browser (posed and sent in {1000 * (time.perf_counter() - start):.0f} ms)"
+            )
+            self._gui["status"].content = f"step {run.step} · {sent}"
+            self._splats_of = pose
+            self.splats_sent += 1
+        if not self._splats.visible:
+            self._splats.visible = True
+        self._show_mesh(head, state.mesh)
+        self.shown_state = state
 
     def _show_mesh(self, head: Head, show: bool) -> None:
         if not show:

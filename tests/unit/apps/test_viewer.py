@@ -1,5 +1,6 @@
 """The browser viewer (headfields.viewer): the GUI state -> Head function, viser's camera -> PinholeCameras, the
-binding, and the viewer itself driven in a headless Chromium (skipped where no Chromium can be had)."""
+binding, a Gaussian run's splats as the browser takes them, and the viewer itself driven in a headless Chromium
+(skipped where no Chromium can be had)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from headfields.cameras import look_at, project_points  # noqa: E402
 from headfields.heads import tracked_head  # noqa: E402
 from headfields.renderers import EARLY_STOP_TRANSMITTANCE, INTERACTIVE_TRANSMITTANCE  # noqa: E402
 from headfields.runs import load_run  # noqa: E402
+from headfields.splat_ply import SH_C0  # noqa: E402
 from headfields.viewer import (  # noqa: E402
     AvatarViewer,
     ViewerState,
@@ -32,8 +34,9 @@ from headfields.viewer import (  # noqa: E402
     state_head,
     viser_camera,
 )
-from headfields.viewer.app import THREAD_PREFIX  # noqa: E402
+from headfields.viewer.app import THREAD_PREFIX, _Request  # noqa: E402
 from headfields.viewer.camera import MIN_PIXELS  # noqa: E402
+from headfields.viewer.splats import browser_splats, show_splats, splat_unit  # noqa: E402
 
 from helpers import raises_naming  # noqa: E402
 
@@ -44,6 +47,11 @@ DOC_IMAGE = Path(__file__).resolve().parents[3] / "docs" / "images" / "viewer_sc
 @pytest.fixture(scope="module")
 def run(tiny_insta_run):
     return load_run(tiny_insta_run[0], "cpu")
+
+
+@pytest.fixture(scope="module")
+def gaussian_run(tiny_gaussian_run):
+    return load_run(tiny_gaussian_run[0], "cpu")
 
 
 def free_port() -> int:
@@ -169,6 +177,91 @@ def test_depth_render(run):
     colour = render_avatar(run.model, cameras, head, False, 4096, run.device)
     assert depth.shape == (cameras.height, cameras.width) and colour.shape == (cameras.height, cameras.width, 3)
     assert (depth > 0).any() and torch.isfinite(depth).all()
+
+
+# -- a Gaussian run's splats, drawn by the browser ------------------------------------------------------------------
+def test_the_splats_sent_are_the_models_posed_gaussians(gaussian_run):
+    """Centres, covariances R S Sᵀ Rᵀ (R from viser's own quaternion code), the colour of SH band 0 and the opacities
+    of the model's posed Gaussians on a frame; what the scene node holds is the same in world units, its covariances
+    to float16's 2⁻¹⁰ relative (the unit keeps millimetre variances out of float16's subnormals)."""
+    import viser
+    import viser.transforms as tf
+
+    model = gaussian_run.model
+    head = state_head(model.parametric, ViewerState(frame=1, jaw=10.0), gaussian_run.subject.train.params)
+    splats = browser_splats(model.splats(head, 0))
+    posed = model.posed(head, 0)
+    quats = posed.quats.detach().double().numpy()
+    rotations = tf.SO3(quats / np.linalg.norm(quats, axis=1, keepdims=True)).as_matrix()
+    variances = posed.scales.detach().double().numpy() ** 2
+    covariances = np.einsum("nij,nj,nkj->nik", rotations, variances, rotations)
+    rgbs = np.clip(0.5 + SH_C0 * posed.sh[:, 0].detach().double().numpy(), 0, 1)
+    opacities = 1 / (1 + np.exp(-model.gaussians.opacity_logits.detach().double().numpy()))
+    assert len(splats) == model.gaussians.num_gaussians
+    np.testing.assert_allclose(splats.centers, posed.means.detach().numpy(), rtol=0, atol=1e-7)
+    np.testing.assert_allclose(splats.covariances, covariances, rtol=1e-5, atol=1e-12)
+    np.testing.assert_allclose(splats.rgbs, rgbs, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(splats.opacities[:, 0], opacities, rtol=0, atol=1e-6)
+
+    server = viser.ViserServer(host="127.0.0.1", port=free_port(), verbose=False)
+    try:
+        handle = show_splats(server.scene, "/splats", splats)
+        unit = handle.scale
+        assert unit == splat_unit(splats.scales) and math.log2(unit).is_integer()
+        np.testing.assert_allclose(handle.centers * unit, splats.centers, rtol=0, atol=0)  # a power of two: exact
+        sent = handle.covariances.astype(np.float64) * unit**2
+        size = np.abs(covariances).max(axis=(1, 2))[:, None, None]
+        assert (np.abs(sent - covariances) <= 2**-10 * size).all()
+        assert np.abs(handle.rgbs - splats.rgbs * 255).max() <= 1 and np.abs(handle.opacities - splats.opacities * 255).max() <= 1
+        moved = browser_splats(
+            model.splats(state_head(model.parametric, ViewerState(frame=2), gaussian_run.subject.train.params), 0)
+        )
+        assert show_splats(server.scene, "/splats", moved, handle) is handle  # the same node, its buffer replaced
+        np.testing.assert_allclose(handle.centers * unit, moved.centers, rtol=0, atol=0)
+    finally:
+        server.stop()
+    with raises_naming("scales"):
+        splat_unit(np.zeros((0, 3)))
+
+
+def test_the_browser_draws_only_a_gaussian_runs_splats(run, gaussian_run):
+    from headfields.commands import parser
+
+    assert parser().parse_args(["view", "some/run"]).splats is None  # on for a Gaussian run
+    assert parser().parse_args(["view", "some/run", "--no-splats"]).splats is False
+    assert AvatarViewer(gaussian_run).initial_splats and not AvatarViewer(gaussian_run, splats=False).initial_splats
+    assert not AvatarViewer(run).initial_splats
+    with raises_naming("splats"):
+        AvatarViewer(run, splats=True)
+    assert ViewerState(splats=True).browser_draws and not ViewerState(splats=True, depth=True).browser_draws
+
+
+def test_splats_are_sent_when_the_pose_changes_and_give_way_to_the_depth_picture(gaussian_run):
+    """Without a browser: the viewer's worker step for one client (a stand-in recording its background images). The
+    splats go once, not again for the same state (a camera move), hide behind the server's depth picture, come back
+    without being sent, and go again for a new frame."""
+    backgrounds = []
+    client = types.SimpleNamespace(
+        client_id=1, scene=types.SimpleNamespace(set_background_image=lambda image, **_: backgrounds.append(image))
+    )
+    camera = gaussian_run.subject.train.cameras.select(torch.tensor([0]))
+    request = _Request(camera, moving=False)
+    with AvatarViewer(gaussian_run, port=free_port()) as viewer:
+        gui = viewer._gui
+        for _ in range(2):
+            viewer._render(client, request)
+        assert viewer.splats_sent == 1 and viewer._splats.visible and viewer.frames_rendered == 0 and not backgrounds
+        gui["depth"].value = True
+        viewer._render(client, request)
+        assert viewer.frames_rendered == 1 and not viewer._splats.visible and backgrounds[-1] is not None
+        gui["depth"].value = False
+        viewer._render(client, request)
+        assert backgrounds[-1] is None and viewer._splats.visible and viewer.splats_sent == 1
+        gui["frame"].value = 1
+        viewer._render(client, request)
+        assert (
+            viewer.splats_sent == 2 and viewer.shown_state.frame == 1 and len(viewer._splats.centers) == len(viewer._splats.rgbs)
+        )
 
 
 # -- binding ---------------------------------------------------------------------------------------------------------
@@ -333,6 +426,101 @@ def test_viewer_in_a_browser(run):
         assert shot[face].std() > 2.0, "a blank screenshot: no avatar image in the browser"
     change = np.abs(after[face] - before[face]).mean(axis=-1)
     assert (change > 8).mean() > 0.002, f"the face region did not change (mean change {change.mean():.3f})"
+    assert port_is_free(port) and not viewer_threads()
+
+
+# Run before the page's own scripts: counts the page's WebGL draw calls and keeps the instance counts of its
+# instanced ones (a splat set is drawn as one instance a Gaussian); from the next pointer press, over one second of
+# animation frames, counts those that drew something (viser draws on demand: a frame when the scene or camera moves).
+PAGE_COUNTERS = """
+window.__draws = {calls: 0, instances: []};
+for (const name of ["drawArrays", "drawElements", "drawArraysInstanced", "drawElementsInstanced"]) {
+  const original = WebGL2RenderingContext.prototype[name];
+  WebGL2RenderingContext.prototype[name] = function (...args) {
+    window.__draws.calls += 1;
+    const count = args[args.length - 1];
+    if (name.endsWith("Instanced") && !window.__draws.instances.includes(count)) window.__draws.instances.push(count);
+    return original.apply(this, args);
+  };
+}
+window.__rate = null;
+document.addEventListener("pointerdown", () => {
+  const start = performance.now();
+  let calls = window.__draws.calls, frames = 0, drawn = 0;
+  function tick(now) {
+    frames += 1;
+    if (window.__draws.calls !== calls) { drawn += 1; calls = window.__draws.calls; }
+    if (now - start < 1000) requestAnimationFrame(tick);
+    else window.__rate = {seconds: (now - start) / 1000, frames: frames, drawn: drawn};
+  }
+  requestAnimationFrame(tick);
+}, {once: true, capture: true});
+"""
+
+# The page's largest canvas (viser's WebGL one): a point a quarter of its width left of its centre, and its width.
+CANVAS_START = """
+const canvas = [...document.querySelectorAll("canvas")].sort((a, b) => b.width * b.height - a.width * a.height)[0];
+const box = canvas.getBoundingClientRect();
+return [Math.round(box.left + box.width / 4), Math.round(box.top + box.height / 2), Math.round(box.width)];
+"""
+
+
+@pytest.mark.unchecked
+@pytest.mark.skipif(
+    CHROMIUM is None or CHROMEDRIVER is None,
+    reason="no Chromium and chromedriver on PATH (apt-get install chromium chromium-driver)",
+)
+def test_the_browser_draws_a_gaussian_runs_splats(gaussian_run):
+    """The splats reach the page and its WebGL draws them (one instance a Gaussian), the screenshot shows them over
+    the background, orbiting (a one-second drag: the browser's camera moves) sends nothing from the server while the
+    page draws at its own rate, and a new frame sends the splats again; never a server picture. (Each WebDriver call
+    waits for the page, which software WebGL keeps busy drawing 11,024 splats: the test makes few.)"""
+    pytest.importorskip("selenium")
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    port = free_port()
+    user_data = tempfile.mkdtemp(prefix="headfields-chromium-")
+    viewer = AvatarViewer(gaussian_run, port=port).start()
+    count = gaussian_run.model.gaussians.num_gaussians
+    driver = None
+    try:
+        driver = _chromium(user_data, 0.5)
+        driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": PAGE_COUNTERS})
+        driver.get(f"http://127.0.0.1:{port}")
+        _wait(lambda: viewer.splats_sent >= 1, 30, "the splats sent")
+        _wait(lambda: count in driver.execute_script("return window.__draws.instances"), 30, "the splats drawn")
+        shot = _screenshot(driver)
+
+        # The drag starts left of the canvas's centre (the GUI panel covers its right), from the viewport's origin.
+        x, y, width = driver.execute_script(CANVAS_START)
+        sent = viewer.splats_sent
+        (client,) = viewer.server.get_clients().values()
+        before = np.array(client.camera.position)
+        orbit = ActionChains(driver, duration=1000)  # each pointer move spread over a second, as a hand's
+        orbit.move_by_offset(x, y).click_and_hold().move_by_offset(width // 8, 0).release().perform()
+        rates = []
+        _wait(lambda: rates.append(driver.execute_script("return window.__rate")) or rates[-1], 20, "the frame count")
+        rate = rates[-1]
+        _wait(lambda: np.abs(np.array(client.camera.position) - before).max() > 0, 10, "the browser's camera to orbit")
+        orbited = viewer.splats_sent
+        viewer._gui["frame"].value = 1  # as the slider does
+        _wait(lambda: viewer.splats_sent > orbited and viewer.shown_state.frame == 1, 20, "the splats of frame 1")
+    finally:
+        if driver is not None:
+            driver.quit()
+        viewer.stop()
+        shutil.rmtree(user_data, ignore_errors=True)
+
+    drawn = rate["drawn"] / rate["seconds"]
+    animation = rate["frames"] / rate["seconds"]
+    print(f"browser: {count:,} splats drawn at {drawn:.1f} frames/s while orbiting ({animation:.1f} animation frames/s)")
+    assert drawn > 0, f"the page drew no frame while the camera orbited ({rate})"
+    assert orbited == sent, "a camera move sent the splats again"
+    assert viewer.frames_rendered == 0, "the server rendered a picture"
+    height, width = shot.shape[:2]
+    face = shot[height // 5 : height * 4 // 5, width * 3 // 10 : width * 6 // 10]  # left of the GUI panel
+    corner = shot[: height // 10, : width // 10].reshape(-1, 3).mean(axis=0)  # the page's background
+    assert (np.abs(face - corner).max(axis=-1) > 8).mean() > 0.05, "no splats over the background in the screenshot"
     assert port_is_free(port) and not viewer_threads()
 
 
