@@ -53,7 +53,7 @@ want gaussian_train && head -30 outputs/gpu_kit/gaussian_avatar/metrics.json 2>/
 want gaussians_bench && for _ in $(seq 12); do grep -q "successfully\|Error\|error:" /tmp/gsplat_build.log 2>/dev/null && break; sleep 5; done
 tail -n 5 /tmp/gsplat_build.log 2>/dev/null
 if grep -q successfully /tmp/gsplat_build.log 2>/dev/null; then GS=/tmp/gs:; else GS=; echo "[kit] gsplat not built"; fi
-want gaussians_bench && PYTHONPATH=$GS$PYTHONPATH step gaussians_bench 120 python3 benchmarks/gaussians.py --device cuda --per-face 10
+want gaussians_bench && PYTHONPATH=$GS$PYTHONPATH step gaussians_bench 180 python3 benchmarks/gaussians.py --device cuda --per-face 10
 want gsplat_test && [ -n "$GS" ] && PYTHONPATH=$GS$PYTHONPATH step gsplat_test 90 python3 -m pytest -q -p no:cacheprovider \
   tests/unit/renderers/test_gaussian_rasterizer.py -k gsplat
 
