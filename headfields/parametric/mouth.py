@@ -3,8 +3,8 @@
 MonoAvatar (Bai et al. 2023) anchors features on the mesh's vertices, so an open mouth needs vertices
 inside it. :func:`add_mouth_interior` closes the inner lip loop with a pouch: rings of vertices interpolated
 from the loop towards a back centre, closed by a fan. Every new vertex is a fixed affine combination of
-old ones (a matrix ``W [V_new, V_old]``, rows summing to 1), so the template, blend shapes, pose correctives
-and skinning weights all extend by ``W`` and the pouch follows shape, expression and jaw like the lips do.
+old ones (a matrix ``W [V_new, V_old]``, rows summing to 1), so the template, blend shapes, pose correctives,
+skinning weights and static offsets all extend by ``W`` and the pouch follows shape, expression and jaw like the lips do.
 """
 
 from __future__ import annotations
@@ -95,6 +95,7 @@ def add_mouth_interior(
         "J_regressor": np.pad(model.J_regressor.detach().cpu().double().numpy(), ((0, 0), (0, n_new))),
         "kintree_table": torch.stack([model.parents.cpu(), torch.arange(joints)]).numpy(),
         "weights": extend(model.lbs_weights),
+        "static_offset": None if model.static_offset is None else extend(model.static_offset),
         "regions": {name: ids.cpu().numpy() for name, ids in model.regions.items()} | {region: np.arange(v_old, v_old + n_new)},
     }
     if model.lmk_faces_idx is not None:
