@@ -65,9 +65,11 @@ def flame_param_arrays(parametric: SubjectModel, head: Head) -> dict[str, np.nda
     - ``rotation``, ``neck_pose``, ``jaw_pose [T, 3]`` and ``eyes_pose [T, 6]`` (left eye, then right): the head's
       axis-angle pose of FLAME's joints in order, as VHAP concatenates them into FLAME's full pose;
     - ``translation [T, 3]``: added after skinning, in GaussianAvatars as in ours;
-    - ``static_offset [1, V, 3]`` and ``dynamic_offset [T, V, 3]``: zeros, over FLAME's vertices and
-      :data:`TEETH_VERTICES` teeth (``V`` = the model's vertices + 120): headfields' FLAME has no per-vertex offsets
-      (a VHAP capture's are refused or dropped on reading) and no teeth (GaussianAvatars builds them from the lips).
+    - ``static_offset [1, V, 3]``: over FLAME's vertices and :data:`TEETH_VERTICES` teeth (``V`` = the model's
+      vertices + 120; GaussianAvatars builds the teeth from the lips): the model's static offsets (a VHAP
+      capture's, :meth:`~headfields.parametric.ParametricModel.with_static_offset`), zeros where it has none and
+      on the teeth;
+    - ``dynamic_offset [T, V, 3]``: zeros (GaussianAvatars poses without them; headfields reads none).
 
     The head is re-evaluated from its parameters first: one whose vertices are not FLAME's of its parameters (a
     capture's tracked meshes, another model) is refused, since the viewer poses the mesh from the parameters alone.
@@ -87,6 +89,9 @@ def flame_param_arrays(parametric: SubjectModel, head: Head) -> dict[str, np.nda
     expression[:, : head.expression.shape[1]] = host(head.expression)
     pose = host(head.pose)
     offsets = parametric.num_vertices + TEETH_VERTICES
+    static_offset = np.zeros((1, offsets, 3), np.float32)
+    if parametric.static_offset is not None:
+        static_offset[0, : parametric.num_vertices] = host(parametric.static_offset)
     return {
         "shape": shape,
         "expr": expression,
@@ -95,7 +100,7 @@ def flame_param_arrays(parametric: SubjectModel, head: Head) -> dict[str, np.nda
         "jaw_pose": pose[:, parametric.joint_index("jaw")],
         "eyes_pose": pose[:, [parametric.joint_index("left_eye"), parametric.joint_index("right_eye")]].reshape(t, 6),
         "translation": host(head.translation),
-        "static_offset": np.zeros((1, offsets, 3), np.float32),
+        "static_offset": static_offset,
         "dynamic_offset": np.zeros((t, offsets, 3), np.float32),
     }
 
