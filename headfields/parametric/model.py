@@ -260,6 +260,48 @@ class ParametricModel(nn.Module):
         parts = torch.split(self.region_ids, self.region_sizes.tolist())
         return dict(zip(self.region_names, parts, strict=True))
 
+    def official_arrays(self) -> dict[str, Any]:
+        """This model's arrays in the official layout the constructor takes (numpy, float64 and int64, on the host):
+        what a function adding vertices (:func:`~headfields.parametric.add_mouth_interior`,
+        :func:`~headfields.parametric.add_teeth`) extends, then builds a new model of with :meth:`rebuilt`.
+        ``shapedirs`` holds the shape and expression directions where the smallest space that fits them puts them."""
+        v = self.num_vertices
+
+        def host(x: Tensor) -> np.ndarray:
+            return x.detach().cpu().numpy().astype(np.int64 if not x.is_floating_point() else np.float64)
+
+        fits_small = self.num_shape <= SMALL_SPACE[0] and self.num_expression <= SMALL_SPACE[1]
+        space = SMALL_SPACE if fits_small else FULL_SPACE
+        directions = np.zeros((v, 3, sum(space)))
+        directions[..., : self.num_shape] = host(self.shapedirs)
+        directions[..., space[0] : space[0] + self.num_expression] = host(self.expr_dirs)
+        data = {
+            "v_template": host(self.v_template),
+            "f": host(self.faces),
+            "shapedirs": directions,
+            "posedirs": host(self.posedirs).T.reshape(v, 3, -1),
+            "J_regressor": host(self.J_regressor),
+            "kintree_table": np.stack([host(self.parents), np.arange(self.num_joints)]),
+            "weights": host(self.lbs_weights),
+            "regions": {name: host(ids) for name, ids in self.regions.items()},
+        }
+        optional = {"static_offset": self.static_offset, "vt": self.uvs, "ft": self.uv_faces}
+        optional |= {"lmk_faces_idx": self.lmk_faces_idx, "lmk_bary_coords": self.lmk_bary_coords}
+        return data | {key: host(x) for key, x in optional.items() if x is not None}
+
+    def rebuilt(self, data: Mapping[str, Any]) -> ParametricModel:
+        """A model of the official arrays ``data`` (this model's :meth:`official_arrays`, extended) with this model's
+        type, numbers of directions, dtype and device."""
+        return ParametricModel(
+            data,
+            self.model_type,
+            num_shape=self.num_shape,
+            num_expression=self.num_expression,
+            dtype=self.v_template.dtype,
+            device=self.v_template.device,
+            source="model",
+        )
+
     def extra_repr(self) -> str:
         return (
             f"{self.spec.name}: vertices={self.num_vertices}, faces={self.faces.shape[0]}, joints={self.num_joints}, "
