@@ -21,7 +21,7 @@ from torch import Tensor
 from ..checks import check_int
 from .model import ParametricModel
 
-__all__ = ["FLAME_LOWER_LIP", "FLAME_UPPER_LIP", "TEETH_ROWS", "add_teeth"]
+__all__ = ["FLAME_LOWER_LIP", "FLAME_UPPER_LIP", "TEETH_ROWS", "add_teeth", "has_flame_teeth", "teeth_faces"]
 
 # VHAP's FlameMask (create_custom_mask): FLAME's outer lip rings, upper and lower, column by column.
 FLAME_UPPER_LIP = (1713, 1715, 1716, 1735, 1696, 1694, 1657, 3543, 2774, 2811, 2813, 2850, 2833, 2832, 2830)
@@ -144,6 +144,16 @@ def teeth_faces(n: int) -> np.ndarray:
                 pair = [(p[i], p[i + 1], q[i]), (p[i + 1], q[i + 1], q[i])]
             out += [(a, c, b) if flipped else (a, b, c) for a, b, c in pair]
     return np.array(out, dtype=np.int64)
+
+
+def has_flame_teeth(model: ParametricModel) -> bool:
+    """Whether ``model`` ends in the teeth :func:`add_teeth` gives FLAME (15 columns: 120 vertices and 168 faces
+    last), as GaussianAvatars' FLAME does."""
+    columns = len(FLAME_UPPER_LIP)
+    faces, v = teeth_faces(columns), model.num_vertices - len(TEETH_ROWS) * columns
+    if v <= 0 or model.faces.shape[0] < len(faces):
+        return False
+    return bool(torch.equal(model.faces[-len(faces) :].cpu(), torch.from_numpy(faces + v)))
 
 
 def _lip_rings(model: ParametricModel, upper_lip, lower_lip) -> tuple[np.ndarray, np.ndarray]:
