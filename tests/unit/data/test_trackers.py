@@ -302,7 +302,7 @@ def test_imavatar_missing_files_name_themselves(imavatar, tmp_path):
 # ================================================================ VHAP / GaussianAvatars
 
 TIMESTEPS, NUM_CAMERAS = 4, 2
-VHAP_V = 7  # vertices of the (ignored) per-vertex offsets
+VHAP_V = 7  # rows of the per-vertex offsets: no model's vertex count
 
 
 def vhap_params(rng: np.random.Generator, t: int) -> dict[str, np.ndarray]:
