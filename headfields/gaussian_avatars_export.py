@@ -30,7 +30,7 @@ from .deformers.gaussian_binding import GaussianSet
 from .outputs import atomic_path
 from .parametric import Head, ParametricModel, SubjectModel
 from .parametric.model import FULL_SPACE
-from .parametric.teeth import has_flame_teeth
+from .parametric.teeth import FLAME_TEETH_VERTICES, has_flame_teeth
 from .runs import Run
 from .splat_ply import Splats, write_bound_splat_ply
 
@@ -51,7 +51,7 @@ NUM_SHAPE, NUM_EXPRESSION = FULL_SPACE
 # flame_model/flame.py add_teeth (always on in FlameGaussianModel): 8 rows of 15 vertices appended after FLAME's, and
 # their faces after FLAME's faces, so a binding to one of FLAME's faces names the same face in both (and a binding to
 # a teeth face of a model with headfields.parametric.add_teeth's teeth the same teeth face).
-TEETH_VERTICES = 120
+TEETH_VERTICES = FLAME_TEETH_VERTICES
 # How far a head's vertices may lie from its FLAME parameters' (per metre of the farthest vertex's coordinate): the
 # rounding of a float32 re-evaluation, well under the 1e-5 the export is checked to.
 VERTEX_TOLERANCE = 1e-6

@@ -13,15 +13,13 @@ import torch
 
 from ..checks import check_device
 from ..parametric import ParametricModel, load_model
+from ..parametric.teeth import FLAME_TEETH_VERTICES
 from ..parametric.tracked_meshes import SubjectModel
 from .compositing import composite_images
 from .frames import SPLITS, FrameSet
 from .insta_reader import load_insta_dataset
 from .tracked_mesh_reader import load_tracked_mesh_model
 from .trackers import detect_capture_format, load_vhap_dataset
-
-# VHAP's FLAME with add_teeth (its tracking default): 8 rows of 15 teeth vertices after FLAME's, in its offsets too.
-VHAP_TEETH_VERTICES = 120
 
 
 @dataclass
@@ -85,14 +83,14 @@ def _with_static_offset(parametric: ParametricModel, offset: torch.Tensor, root:
     """``parametric`` with the capture's static offsets, and what was left out: VHAP tracks with its teeth, whose
     rows follow FLAME's, so a model without them takes the first rows."""
     rows, v = offset.shape[0], parametric.num_vertices
-    if rows not in (v, v + VHAP_TEETH_VERTICES):
+    if rows not in (v, v + FLAME_TEETH_VERTICES):
         raise ValueError(
-            f"data: {root}'s static_offset has {rows} rows; expected the model's {v} vertices (or {v + VHAP_TEETH_VERTICES} "
+            f"data: {root}'s static_offset has {rows} rows; expected the model's {v} vertices (or {v + FLAME_TEETH_VERTICES} "
             "with VHAP's teeth): was it tracked with another model?"
         )
     notes = ["VHAP's static offsets (static_offset) added to the model's rest vertices, as VHAP's FLAME adds them"]
     if rows > v:
-        notes.append(f"static_offset: the last {VHAP_TEETH_VERTICES} rows, VHAP's teeth, dropped (the model has none)")
+        notes.append(f"static_offset: the last {FLAME_TEETH_VERTICES} rows, VHAP's teeth, dropped (the model has none)")
     return parametric.with_static_offset(offset[:v]), notes
 
 

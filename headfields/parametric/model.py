@@ -245,7 +245,7 @@ class ParametricModel(nn.Module):
         blend shapes, before the joints are regressed and the pose correctives and skinning apply. The rest,
         canonical and posed vertices and the joints all move with it; this model is unchanged.
 
-        >>> subject_model = model.with_static_offset(frames.params.static_offset)
+        >>> subject_model = model.with_static_offset(frames.params.static_offset[: model.num_vertices])
         """
         if offset is not None:
             check_float("offset", offset, [self.num_vertices, 3])

@@ -21,7 +21,15 @@ from torch import Tensor
 from ..checks import check_int
 from .model import ParametricModel
 
-__all__ = ["FLAME_LOWER_LIP", "FLAME_UPPER_LIP", "TEETH_ROWS", "add_teeth", "has_flame_teeth", "teeth_faces"]
+__all__ = [
+    "FLAME_LOWER_LIP",
+    "FLAME_TEETH_VERTICES",
+    "FLAME_UPPER_LIP",
+    "TEETH_ROWS",
+    "add_teeth",
+    "has_flame_teeth",
+    "teeth_faces",
+]
 
 # VHAP's FlameMask (create_custom_mask): FLAME's outer lip rings, upper and lower, column by column.
 FLAME_UPPER_LIP = (1713, 1715, 1716, 1735, 1696, 1694, 1657, 3543, 2774, 2811, 2813, 2850, 2833, 2832, 2830)
@@ -38,6 +46,7 @@ TEETH_ROWS = (
     "lower_root_back",
     "lower_edge_back",
 )
+FLAME_TEETH_VERTICES = len(TEETH_ROWS) * len(FLAME_UPPER_LIP)  # 120 after FLAME's, in VHAP's static offsets too
 # VHAP's proportions, in units of the mean gap between the two lip rings on the template: the teeth stand 1.5 behind
 # the lips' middle, their edges 0.1 above and below it, 2 high and 1 thick, the lower row 0.4 further back.
 TEETH_DEPTH, TEETH_EDGE_GAP, TEETH_HEIGHT, TEETH_THICKNESS, LOWER_SETBACK = 1.5, 0.1, 2.0, 1.0, 0.4
@@ -150,7 +159,7 @@ def has_flame_teeth(model: ParametricModel) -> bool:
     """Whether ``model`` ends in the teeth :func:`add_teeth` gives FLAME (15 columns: 120 vertices and 168 faces
     last), as GaussianAvatars' FLAME does."""
     columns = len(FLAME_UPPER_LIP)
-    faces, v = teeth_faces(columns), model.num_vertices - len(TEETH_ROWS) * columns
+    faces, v = teeth_faces(columns), model.num_vertices - FLAME_TEETH_VERTICES
     if v <= 0 or model.faces.shape[0] < len(faces):
         return False
     return bool(torch.equal(model.faces[-len(faces) :].cpu(), torch.from_numpy(faces + v)))
