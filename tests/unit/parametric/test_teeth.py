@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from headfields.models.gaussian_avatars import GaussianAvatar, cpu_config
-from headfields.parametric import add_teeth, load_model
+from headfields.parametric import ParametricModel, add_teeth, load_model
 from headfields.parametric.teeth import TEETH_ROWS, teeth_faces
 from headfields.synthetic import write_synthetic_flame
 
@@ -159,6 +159,21 @@ def test_gaussians_on_the_teeth_sit_inside_an_open_mouth(model, rings, teeth):
     drop = avatar.posed(closed, 0).means[on_teeth] - avatar.posed(opened, 0).means[on_teeth]
     assert (drop[lower, 1] > 0.005).all()  # the lower teeth open with the jaw (by millimetres)
     assert drop[~lower].abs().max() < 1e-6  # the upper ones stay with the skull
+
+
+@pytest.mark.parametrize("sizes", [(20, 10), (5, 3)])
+def test_device_dtype_and_spaces_follow_the_model(model, rings, device, sizes):
+    small = ParametricModel(model.official_arrays(), num_shape=sizes[0], num_expression=sizes[1], device=device)
+    small = small.with_static_offset(torch.full((small.num_vertices, 3), 1e-3, device=device))
+    teeth = add_teeth(small, *rings, region=REGION)
+    assert teeth.v_template.device == small.v_template.device and teeth.v_template.dtype == torch.float32
+    assert teeth.static_offset.device == small.v_template.device
+    assert (teeth.num_shape, teeth.num_expression) == sizes
+    v = small.num_vertices
+    torch.testing.assert_close(teeth.shapedirs[:v], small.shapedirs, rtol=0, atol=0)
+    torch.testing.assert_close(teeth.expr_dirs[:v], small.expr_dirs, rtol=0, atol=0)
+    head = teeth(pose=torch.zeros(1, 5, 3, device=device))
+    assert torch.isfinite(head.vertices).all() and head.vertices.shape[1] == v + 8 * COLUMNS
 
 
 def test_bad_input_is_named(model, rings):
