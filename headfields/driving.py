@@ -83,9 +83,10 @@ def drive(
                 expression=a.expression[avatar_neutral] + d.expression - d.expression[driver_neutral],
                 pose=_relative_rotations(a.pose[avatar_neutral], d.pose, d.pose[driver_neutral]),
                 translation=a.translation[avatar_neutral] + d.translation - d.translation[driver_neutral],
+                static_offset=a.static_offset,
             )
-        else:
-            params = dataclasses.replace(d, shape=a.shape)
+        else:  # the avatar's identity: its shape and static offsets
+            params = dataclasses.replace(d, shape=a.shape, static_offset=a.static_offset)
     elif avatar.mesh_vertices is not None:
         _check_sizes("meshes", avatar.mesh_vertices, driver.mesh_vertices, "tracked mesh vertices")
         if not torch.equal(avatar.mesh_faces.cpu(), driver.mesh_faces.cpu()):

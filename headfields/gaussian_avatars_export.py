@@ -30,6 +30,7 @@ from .deformers.gaussian_binding import GaussianSet
 from .outputs import atomic_path
 from .parametric import Head, ParametricModel, SubjectModel
 from .parametric.model import FULL_SPACE
+from .parametric.teeth import FLAME_TEETH_VERTICES, has_flame_teeth
 from .runs import Run
 from .splat_ply import Splats, write_bound_splat_ply
 
@@ -48,8 +49,9 @@ FLAME_PARAM = "flame_param.npz"  # FlameGaussianModel.save_ply / load_ply: besid
 # FlameGaussianModel's FlameHead(n_shape=300, n_expr=100), the viewer's defaults: FLAME's whole spaces.
 NUM_SHAPE, NUM_EXPRESSION = FULL_SPACE
 # flame_model/flame.py add_teeth (always on in FlameGaussianModel): 8 rows of 15 vertices appended after FLAME's, and
-# their faces after FLAME's faces, so a binding to one of FLAME's faces names the same face in both.
-TEETH_VERTICES = 120
+# their faces after FLAME's faces, so a binding to one of FLAME's faces names the same face in both (and a binding to
+# a teeth face of a model with headfields.parametric.add_teeth's teeth the same teeth face).
+TEETH_VERTICES = FLAME_TEETH_VERTICES
 # How far a head's vertices may lie from its FLAME parameters' (per metre of the farthest vertex's coordinate): the
 # rounding of a float32 re-evaluation, well under the 1e-5 the export is checked to.
 VERTEX_TOLERANCE = 1e-6
@@ -65,9 +67,11 @@ def flame_param_arrays(parametric: SubjectModel, head: Head) -> dict[str, np.nda
     - ``rotation``, ``neck_pose``, ``jaw_pose [T, 3]`` and ``eyes_pose [T, 6]`` (left eye, then right): the head's
       axis-angle pose of FLAME's joints in order, as VHAP concatenates them into FLAME's full pose;
     - ``translation [T, 3]``: added after skinning, in GaussianAvatars as in ours;
-    - ``static_offset [1, V, 3]`` and ``dynamic_offset [T, V, 3]``: zeros, over FLAME's vertices and
-      :data:`TEETH_VERTICES` teeth (``V`` = the model's vertices + 120): headfields' FLAME has no per-vertex offsets
-      (a VHAP capture's are refused or dropped on reading) and no teeth (GaussianAvatars builds them from the lips).
+    - ``static_offset [1, V, 3]``: over FLAME's vertices and :data:`TEETH_VERTICES` teeth (``V`` = the model's
+      vertices, + 120 unless it has GaussianAvatars' teeth already, :func:`~headfields.parametric.add_teeth`): the
+      model's static offsets (a VHAP capture's, :meth:`~headfields.parametric.ParametricModel.with_static_offset`),
+      zeros where it has none and on the teeth it lacks;
+    - ``dynamic_offset [T, V, 3]``: zeros (GaussianAvatars poses without them; headfields reads none).
 
     The head is re-evaluated from its parameters first: one whose vertices are not FLAME's of its parameters (a
     capture's tracked meshes, another model) is refused, since the viewer poses the mesh from the parameters alone.
@@ -86,7 +90,10 @@ def flame_param_arrays(parametric: SubjectModel, head: Head) -> dict[str, np.nda
     expression = np.zeros((t, NUM_EXPRESSION), np.float32)
     expression[:, : head.expression.shape[1]] = host(head.expression)
     pose = host(head.pose)
-    offsets = parametric.num_vertices + TEETH_VERTICES
+    offsets = parametric.num_vertices + (0 if has_flame_teeth(parametric) else TEETH_VERTICES)
+    static_offset = np.zeros((1, offsets, 3), np.float32)
+    if parametric.static_offset is not None:
+        static_offset[0, : parametric.num_vertices] = host(parametric.static_offset)
     return {
         "shape": shape,
         "expr": expression,
@@ -95,7 +102,7 @@ def flame_param_arrays(parametric: SubjectModel, head: Head) -> dict[str, np.nda
         "jaw_pose": pose[:, parametric.joint_index("jaw")],
         "eyes_pose": pose[:, [parametric.joint_index("left_eye"), parametric.joint_index("right_eye")]].reshape(t, 6),
         "translation": host(head.translation),
-        "static_offset": np.zeros((1, offsets, 3), np.float32),
+        "static_offset": static_offset,
         "dynamic_offset": np.zeros((t, offsets, 3), np.float32),
     }
 

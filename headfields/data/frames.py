@@ -31,28 +31,35 @@ def check_split(split: str) -> None:
 
 @dataclass
 class TrackedParams:
-    """Tracked parametric-model parameters of N frames (one identity), in headfields' pose convention."""
+    """Tracked parametric-model parameters of N frames (one identity), in headfields' pose convention.
+
+    ``static_offset``: the identity's per-vertex offsets where the tracker fits them (VHAP), added to the rest
+    vertices with the shape (:meth:`~headfields.parametric.ParametricModel.with_static_offset`); None: none."""
 
     shape: Float[Tensor, " S"]
     expression: Float[Tensor, "N E"]
     pose: Float[Tensor, "N J 3"]  # axis-angle per joint, smplx's joint order
     translation: Float[Tensor, "N 3"]
+    static_offset: Float[Tensor, "V 3"] | None = None
 
     def __post_init__(self) -> None:
         n = self.expression.shape[0] if isinstance(self.expression, Tensor) else None
         for name, dims in (("shape", [None]), ("expression", [n, None]), ("pose", [n, None, 3]), ("translation", [n, 3])):
             check_float(name, getattr(self, name), dims)
+        if self.static_offset is not None:
+            check_float("static_offset", self.static_offset, [None, 3])
 
     @property
     def num_frames(self) -> int:
         return self.expression.shape[0]
 
     def to(self, device: torch.device | str) -> TrackedParams:
-        return TrackedParams(*(getattr(self, k).to(device) for k in PARAM_KEYS))
+        offset = None if self.static_offset is None else self.static_offset.to(device)
+        return TrackedParams(*(getattr(self, k).to(device) for k in PARAM_KEYS), static_offset=offset)
 
     def select(self, frames: Int[Tensor, " K"]) -> TrackedParams:
-        """The parameters of the given frames, in that order (the shape is shared)."""
-        return TrackedParams(self.shape, self.expression[frames], self.pose[frames], self.translation[frames])
+        """The parameters of the given frames, in that order (the shape and static offsets are shared)."""
+        return TrackedParams(self.shape, self.expression[frames], self.pose[frames], self.translation[frames], self.static_offset)
 
 
 @dataclass

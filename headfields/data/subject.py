@@ -12,7 +12,8 @@ import numpy as np
 import torch
 
 from ..checks import check_device
-from ..parametric import load_model
+from ..parametric import ParametricModel, load_model
+from ..parametric.teeth import FLAME_TEETH_VERTICES
 from ..parametric.tracked_meshes import SubjectModel
 from .compositing import composite_images
 from .frames import SPLITS, FrameSet
@@ -46,6 +47,8 @@ def load_subject(
 
     A capture that names no model and has tracked meshes (INSTA's layout) gets a :class:`TrackedMeshModel` of
     its ``canonical.obj``, with regions from ``regions`` (a region file) or its segmentation; ``notes`` say which.
+    A VHAP capture's static offsets (``params.static_offset``) go into the model
+    (:meth:`~headfields.parametric.ParametricModel.with_static_offset`), so its posed mesh is the tracker's.
     RGBA images are composited over ``background`` (the models' default white). Every file the capture names
     (its model folder's files too) must resolve inside ``data`` unless ``allow_outside_root``. ``pixels=False``
     reads no image of an INSTA-layout capture (see :func:`load_insta_dataset`): for what neither scores nor shows
@@ -70,7 +73,25 @@ def load_subject(
     if train.params is not None:  # as many directions as the tracker fitted (IMavatar: 100 shape, 50 expression)
         sizes = dict(num_shape=train.params.shape.shape[0], num_expression=train.params.expression.shape[1])
     parametric = load_model(path, train.model_type or model_type, device=device, **sizes)
+    if train.params is not None and train.params.static_offset is not None:
+        parametric, more = _with_static_offset(parametric, train.params.static_offset, root)
+        notes = notes + more
     return Subject(train=train, eval=held_out, parametric=parametric, root=root, notes=notes)
+
+
+def _with_static_offset(parametric: ParametricModel, offset: torch.Tensor, root: Path) -> tuple[ParametricModel, list[str]]:
+    """``parametric`` with the capture's static offsets, and what was left out: VHAP tracks with its teeth, whose
+    rows follow FLAME's, so a model without them takes the first rows."""
+    rows, v = offset.shape[0], parametric.num_vertices
+    if rows not in (v, v + FLAME_TEETH_VERTICES):
+        raise ValueError(
+            f"data: {root}'s static_offset has {rows} rows; expected the model's {v} vertices (or {v + FLAME_TEETH_VERTICES} "
+            "with VHAP's teeth): was it tracked with another model?"
+        )
+    notes = ["VHAP's static offsets (static_offset) added to the model's rest vertices, as VHAP's FLAME adds them"]
+    if rows > v:
+        notes.append(f"static_offset: the last {FLAME_TEETH_VERTICES} rows, VHAP's teeth, dropped (the model has none)")
+    return parametric.with_static_offset(offset[:v]), notes
 
 
 def _frames(
@@ -92,10 +113,10 @@ def _frames(
             "config: read them with headfields.data.trackers.load_imavatar_dataset(root, split, sequences=[...])"
         )
     notes = [
-        f"{fmt} capture: VHAP's per-vertex offsets (static_offset), which headfields' FLAME lacks, are not carried",
+        f"{fmt} capture: dynamic_offset not applied, as in VHAP's exported meshes and GaussianAvatars",
         "images: the pixels outside the foreground masks (fg_mask_path) set to the background",
     ]
-    frames = [_over_background(load_vhap_dataset(root, s, offsets="ignore"), background) for s in ("train", eval_split)]
+    frames = [_over_background(load_vhap_dataset(root, s), background) for s in ("train", eval_split)]
     return *frames, notes
 
 

@@ -18,10 +18,16 @@ FLAME parameters in headfields' pose convention (see :mod:`headfields.data.track
 - Pose: VHAP's ``FlameHead.forward`` concatenates ``[rotation, neck, jaw, eyes]`` into FLAME's full pose,
   so ``eyes_pose[:3]`` drives joint 3 (smplx's left eye) and ``eyes_pose[3:]`` joint 4; translation is added
   after skinning, as ours.
-- Not carried: ``static_offset`` / ``dynamic_offset`` (per-vertex offsets added before skinning; FLAME in
-  headfields has none): non-zero offsets are refused unless ``offsets="ignore"`` drops them (the head then
-  lacks VHAP's hair / ear refinements). Also not carried: ``camera_index`` / ``timestep_index`` (the frames
-  keep the file's order), VHAP's teeth (extra vertices, not parameters).
+- ``static_offset [1, V, 3]``: the identity's per-vertex offsets (hair, ears), which ``FlameHead.forward`` adds
+  after the shape and expression blend shapes, before skinning. Kept as ``TrackedParams.static_offset [V, 3]``
+  (None where a capture has none or only zeros), which the subject's model applies where VHAP does
+  (:meth:`~headfields.parametric.ParametricModel.with_static_offset`). VHAP tracks with its teeth on
+  (``add_teeth``), so ``V`` is FLAME's vertices and its 120 teeth vertices; the rows are kept as written.
+- ``dynamic_offset [1, V, 3]``: read and checked, not carried. VHAP's own exported meshes
+  (``export_as_nerf_dataset.py`` ``infer_flame_params``) and GaussianAvatars (``load_meshes``, whose line reading
+  them is commented out) pose FLAME with the static offsets alone.
+- ``offsets="ignore"`` drops both (the head then lacks VHAP's hair / ear refinements). Also not carried:
+  ``camera_index`` / ``timestep_index`` (the frames keep the file's order).
 """
 
 from __future__ import annotations
@@ -40,17 +46,21 @@ from ._tracker_io import image_file, image_path, read_mask
 from ._transforms_json import TransformsJson, camera_matrix, optional_key
 from .frames import FrameSet, TrackedParams, check_split
 
-OFFSET_MODES = ("error", "ignore")
+OFFSET_MODES = ("keep", "ignore")
 VHAP_KEYS = {"translation": 3, "rotation": 3, "neck_pose": 3, "jaw_pose": 3, "eyes_pose": 6, "expr": None}
 VHAP_OFFSETS = ("static_offset", "dynamic_offset")
+IDENTITY_KEYS = ("shape", "static_offset")  # one value a subject: every frame's file must agree
 _GL_TO_CV = np.diag([1.0, -1.0, -1.0, 1.0])  # OpenGL camera axes (+y up, +z back) -> OpenCV: flip y and z
 
 
-def load_vhap_dataset(root: str | os.PathLike, split: str = "train", offsets: str = "error") -> FrameSet:
+def load_vhap_dataset(root: str | os.PathLike, split: str = "train", offsets: str = "keep") -> FrameSet:
     """Split ``split`` of a capture exported by VHAP's ``export_as_nerf_dataset.py`` (see the module
-    docstring). ``offsets``: "error" refuses non-zero ``static_offset`` / ``dynamic_offset``, "ignore" drops them.
+    docstring). ``offsets``: "keep" carries ``static_offset`` (``params.static_offset``; ``dynamic_offset`` is
+    not applied, as in VHAP's exported meshes and GaussianAvatars), "ignore" drops both.
 
-    >>> frames = load_vhap_dataset("export/UNION10_EMO1", "train", offsets="ignore")
+    >>> frames = load_vhap_dataset("export/UNION10_EMO1", "train")
+    >>> frames.params.static_offset.shape  # FLAME's 5023 vertices and VHAP's 120 teeth vertices
+    torch.Size([5143, 3])
     """
     check_split(split)
     if offsets not in OFFSET_MODES:
@@ -101,11 +111,14 @@ def load_vhap_dataset(root: str | os.PathLike, split: str = "train", offsets: st
             raise ValueError(
                 f"{path}: expr: expected {rows[0]['expr'].size} coefficients (as frames[0]'s file), got {row['expr'].size}"
             )
-        if row["shape"].shape != rows[0]["shape"].shape or not np.array_equal(row["shape"], rows[0]["shape"]):
-            raise ValueError(f"{path}: shape: expected the same identity on every frame (as frames[0]'s file)")
+        for key in IDENTITY_KEYS:
+            if (key in row) != (key in rows[0]) or (key in row and not _same(row[key], rows[0][key])):
+                raise ValueError(f"{path}: {key}: expected the same identity on every frame (as frames[0]'s file)")
     pose = np.stack([np.concatenate([r["rotation"], r["neck_pose"], r["jaw_pose"], r["eyes_pose"]]).reshape(5, 3) for r in rows])
     arrays = (rows[0]["shape"], np.stack([r["expr"] for r in rows]), pose, np.stack([r["translation"] for r in rows]))
-    params = TrackedParams(*(torch.from_numpy(a.astype(np.float32)) for a in arrays))
+    offset = rows[0].get("static_offset")
+    offset = None if offset is None or not np.abs(offset).max() > 0 else torch.from_numpy(offset.astype(np.float32))
+    params = TrackedParams(*(torch.from_numpy(a.astype(np.float32)) for a in arrays), static_offset=offset)
     head = capture_checks.TrackedHead.at(arrays[3], "the tracked translation of flame_param_path")
     capture_checks.check_camera_distances(meta, [f"frames[{i}].transform_matrix" for i in index], matrices, max(fx, fy), head)
     capture_checks.check_disjoint_splits(split, meta.path, image_paths, _other_splits(root, split))
@@ -200,11 +213,16 @@ def _vhap_params(meta: TransformsJson, i: int, frame: dict[str, Any], cache: dic
             raise meta.error(
                 f"frames[{i}].timestep_index", f"expected an integer in [0, {count}) (the rows of {path}), got {t!r}"
             )
-    return {k: (a if k == "shape" else a[t]) for k, a in arrays.items()}
+    return {k: (a if k in IDENTITY_KEYS else a[t]) for k, a in arrays.items()}
+
+
+def _same(a: np.ndarray, b: np.ndarray) -> bool:
+    return a.shape == b.shape and np.array_equal(a, b)
 
 
 def _vhap_file(path: Path, offsets: str) -> dict[str, np.ndarray]:
-    """The arrays of one VHAP parameter file, each key's rows ``[T, size]`` (shape: ``[S]``), checked."""
+    """The arrays of one VHAP parameter file, each key's rows ``[T, size]`` (shape: ``[S]``; static_offset,
+    where kept: ``[V, 3]``), checked."""
     arrays = _io.read_npz(path, (*VHAP_KEYS, "shape"))
     out: dict[str, np.ndarray] = {}
     for key, a in arrays.items():
@@ -234,9 +252,9 @@ def _vhap_file(path: Path, offsets: str) -> dict[str, np.ndarray]:
             finite = np.issubdtype(values.dtype, np.number) and np.isfinite(values).all()
             if not finite:
                 raise ValueError(f"{path}: {key}: expected finite numbers")
-            if offsets == "error" and values.size and np.abs(values).max() > 0:
-                raise ValueError(
-                    f"{path}: {key}: VHAP's per-vertex offsets are non-zero (up to {np.abs(values).max():.3g} m) and "
-                    "headfields' FLAME has none; load_vhap_dataset(..., offsets='ignore') drops them"
-                )
+            if key == "static_offset" and offsets == "keep":
+                rows = values[0] if values.ndim == 3 and len(values) == 1 else values
+                if rows.ndim != 2 or rows.shape[1] != 3 or not len(rows):
+                    raise ValueError(f"{path}: {key}: expected [1, V, 3] or [V, 3] offsets, got shape {list(values.shape)}")
+                out[key] = rows.astype(np.float64)
     return out

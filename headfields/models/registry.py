@@ -124,7 +124,21 @@ def _train_nphm_prior(run, out, device=None, **options) -> dict:
 def _gaussian_avatar(subject: Subject, config) -> nn.Module:
     from .gaussian_avatars import GaussianAvatar
 
-    return GaussianAvatar(subject.parametric, config)
+    return GaussianAvatar(_with_teeth(subject) if config.teeth else subject.parametric, config)
+
+
+def _with_teeth(subject: Subject) -> nn.Module:
+    """The subject's FLAME with VHAP's teeth (GaussianAvatars' mesh), their static offsets the capture's where its
+    tracker fitted them (VHAP's rows for its teeth follow FLAME's)."""
+    from ..parametric import ParametricModel, add_teeth
+
+    if not isinstance(subject.parametric, ParametricModel):
+        raise ValueError("recipe: teeth need the subject's FLAME model; a capture with tracked meshes alone has none")
+    model = add_teeth(subject.parametric)
+    params = subject.train.params
+    if params is not None and params.static_offset is not None and len(params.static_offset) == model.num_vertices:
+        model = model.with_static_offset(params.static_offset.to(model.v_template.device))
+    return model
 
 
 def _paper_model(module_name: str, build, config_name: str, **more) -> ModelEntry:

@@ -46,8 +46,9 @@ class Head:
     """
 
     vertices: Float[Tensor, "B V 3"]  # posed, translated
-    rest_vertices: Float[Tensor, "B V 3"]  # template + shape + expression + pose correctives, before skinning
-    canonical_vertices: Float[Tensor, "V 3"]  # template + shape: neutral expression, zero pose
+    # template + shape + expression (+ the model's static offsets) + pose correctives, before skinning
+    rest_vertices: Float[Tensor, "B V 3"]
+    canonical_vertices: Float[Tensor, "V 3"]  # template + shape (+ static offsets): neutral expression, zero pose
     faces: Int[Tensor, "F 3"]
     uvs: Float[Tensor, "T 2"] | None
     uv_faces: Int[Tensor, "F 3"] | None  # rows of ``uvs`` for each face's corners

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from copy import deepcopy
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -91,8 +92,9 @@ class ParametricModel(nn.Module):
 
     Build one with :func:`load_model`, or from a dict of the official arrays (``v_template``, ``f``,
     ``shapedirs``, ``posedirs``, ``J_regressor``, ``kintree_table``, ``weights``; optional ``lmk_faces_idx``
-    / ``lmk_bary_coords``, ``vt`` / ``ft`` and ``regions``: name -> vertex ids). ``source`` starts the
-    message of errors about the data (the argument or file it came from).
+    / ``lmk_bary_coords``, ``vt`` / ``ft``, ``regions``: name -> vertex ids, and ``static_offset [V, 3]``,
+    see :meth:`with_static_offset`). ``source`` starts the message of errors about the data (the argument or
+    file it came from).
 
     SMPL-X hands: the pose is used as given, with full axis-angle per hand joint, so a zero hand pose is a
     flat hand. This is smplx's ``SMPLX(use_pca=False, flat_hand_mean=True)``; the file's ``hands_mean*``
@@ -167,6 +169,9 @@ class ParametricModel(nn.Module):
             "lmk_bary_coords", self._array(data, "lmk_bary_coords", np.float64, [len(lmk_faces), 3]) if has_landmarks else None
         )
 
+        has_offset = data.get("static_offset") is not None
+        buffer("static_offset", self._array(data, "static_offset", np.float64, [v, 3]) if has_offset else None)
+
         regions = dict(data.get("regions") or {})
         ids = [self._array(regions, name, np.int64, [None], upper=v, what=f"region {name!r}") for name in regions]
         self.region_names = tuple(str(name) for name in regions)
@@ -234,16 +239,74 @@ class ParametricModel(nn.Module):
     def num_vertices(self) -> int:
         return self.v_template.shape[0]
 
+    def with_static_offset(self, offset: Float[Tensor, "V 3"] | None) -> ParametricModel:
+        """A copy of this model whose identity carries the per-vertex ``offset`` (None: none), as VHAP's
+        ``FlameHead.forward`` adds its tracker's ``static_offset``: to the template plus the shape and expression
+        blend shapes, before the joints are regressed and the pose correctives and skinning apply. The rest,
+        canonical and posed vertices and the joints all move with it; this model is unchanged.
+
+        >>> subject_model = model.with_static_offset(frames.params.static_offset[: model.num_vertices])
+        """
+        if offset is not None:
+            check_float("offset", offset, [self.num_vertices, 3])
+        copy = deepcopy(self)
+        template = self.v_template
+        copy.static_offset = None if offset is None else offset.detach().to(template.device, template.dtype).clone()
+        return copy
+
     @property
     def regions(self) -> dict[str, Tensor]:
         """Region name -> vertex ids, as in the model's masks file (empty without one)."""
         parts = torch.split(self.region_ids, self.region_sizes.tolist())
         return dict(zip(self.region_names, parts, strict=True))
 
+    def official_arrays(self) -> dict[str, Any]:
+        """This model's arrays in the official layout the constructor takes (numpy, float64 and int64, on the host):
+        what a function adding vertices (:func:`~headfields.parametric.add_mouth_interior`,
+        :func:`~headfields.parametric.add_teeth`) extends, then builds a new model of with :meth:`rebuilt`.
+        ``shapedirs`` holds the shape and expression directions where the smallest space that fits them puts them."""
+        v = self.num_vertices
+
+        def host(x: Tensor) -> np.ndarray:
+            return x.detach().cpu().numpy().astype(np.int64 if not x.is_floating_point() else np.float64)
+
+        fits_small = self.num_shape <= SMALL_SPACE[0] and self.num_expression <= SMALL_SPACE[1]
+        space = SMALL_SPACE if fits_small else FULL_SPACE
+        directions = np.zeros((v, 3, sum(space)))
+        directions[..., : self.num_shape] = host(self.shapedirs)
+        directions[..., space[0] : space[0] + self.num_expression] = host(self.expr_dirs)
+        data = {
+            "v_template": host(self.v_template),
+            "f": host(self.faces),
+            "shapedirs": directions,
+            "posedirs": host(self.posedirs).T.reshape(v, 3, -1),
+            "J_regressor": host(self.J_regressor),
+            "kintree_table": np.stack([host(self.parents), np.arange(self.num_joints)]),
+            "weights": host(self.lbs_weights),
+            "regions": {name: host(ids) for name, ids in self.regions.items()},
+        }
+        optional = {"static_offset": self.static_offset, "vt": self.uvs, "ft": self.uv_faces}
+        optional |= {"lmk_faces_idx": self.lmk_faces_idx, "lmk_bary_coords": self.lmk_bary_coords}
+        return data | {key: host(x) for key, x in optional.items() if x is not None}
+
+    def rebuilt(self, data: Mapping[str, Any]) -> ParametricModel:
+        """A model of the official arrays ``data`` (this model's :meth:`official_arrays`, extended) with this model's
+        type, numbers of directions, dtype and device."""
+        return ParametricModel(
+            data,
+            self.model_type,
+            num_shape=self.num_shape,
+            num_expression=self.num_expression,
+            dtype=self.v_template.dtype,
+            device=self.v_template.device,
+            source="model",
+        )
+
     def extra_repr(self) -> str:
         return (
             f"{self.spec.name}: vertices={self.num_vertices}, faces={self.faces.shape[0]}, joints={self.num_joints}, "
             f"shape={self.num_shape}, expression={self.num_expression}, regions={len(self.region_names)}"
+            + (", static offsets" if self.static_offset is not None else "")
         )
 
     def _parameter(self, name: str, x: Any, shape: list[int | str]) -> Tensor:
@@ -300,6 +363,8 @@ class ParametricModel(nn.Module):
         coefficients = torch.cat([shape.expand(batch, -1), expression], dim=1)
         v_shaped = template + blend_shapes(coefficients, torch.cat([self.shapedirs, self.expr_dirs], dim=-1))
         canonical = template + blend_shapes(shape[None], self.shapedirs)[0]
+        if self.static_offset is not None:  # VHAP's: after the blend shapes, so the joints move with it
+            v_shaped, canonical = v_shaped + self.static_offset, canonical + self.static_offset
         rest_joints = vertices2joints(self.J_regressor, v_shaped)
         rotations = batch_rodrigues(pose.reshape(-1, 3)).view(batch, j, 3, 3)
         identity = torch.eye(3, dtype=template.dtype, device=template.device)

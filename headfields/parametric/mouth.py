@@ -3,8 +3,8 @@
 MonoAvatar (Bai et al. 2023) anchors features on the mesh's vertices, so an open mouth needs vertices
 inside it. :func:`add_mouth_interior` closes the inner lip loop with a pouch: rings of vertices interpolated
 from the loop towards a back centre, closed by a fan. Every new vertex is a fixed affine combination of
-old ones (a matrix ``W [V_new, V_old]``, rows summing to 1), so the template, blend shapes, pose correctives
-and skinning weights all extend by ``W`` and the pouch follows shape, expression and jaw like the lips do.
+old ones (a matrix ``W [V_new, V_old]``, rows summing to 1), so the template, blend shapes, pose correctives,
+skinning weights and static offsets all extend by ``W`` and the pouch follows shape, expression and jaw like the lips do.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from torch import Tensor
 
 from ..checks import check_count, check_int, check_positive
 from ..geometry import closest_point_on_triangle, face_adjacency
-from .model import FULL_SPACE, SMALL_SPACE, ParametricModel
+from .model import ParametricModel
 
 # Depth of the back centre behind the lip loop's centroid, in metres (FLAME's unit). An adult dental arch is
 # about 4-5 cm deep from the incisors to the last molars; 3 cm puts the back wall within it, deep enough to
@@ -79,27 +79,13 @@ def add_mouth_interior(
         x = x.detach().cpu().double()
         return torch.cat([x, (weights @ x.reshape(v_old, -1)).view(n_new, *x.shape[1:])]).numpy()
 
-    # Back to the official layout; shapedirs padded to a space size the constructor knows.
-    num_shape, num_expression = model.num_shape, model.num_expression
-    space = SMALL_SPACE if num_shape <= SMALL_SPACE[0] and num_expression <= SMALL_SPACE[1] else FULL_SPACE
-    directions = template.new_zeros(v_old, 3, sum(space))
-    directions[..., :num_shape] = model.shapedirs.detach().cpu()
-    directions[..., space[0] : space[0] + num_expression] = model.expr_dirs.detach().cpu()
-    posedirs = model.posedirs.detach().cpu().T.reshape(v_old, 3, -1)
-    joints = model.num_joints
-    data = {
-        "v_template": extend(template),
-        "f": torch.cat([faces, new_faces]).numpy(),
-        "shapedirs": extend(directions),
-        "posedirs": extend(posedirs),
-        "J_regressor": np.pad(model.J_regressor.detach().cpu().double().numpy(), ((0, 0), (0, n_new))),
-        "kintree_table": torch.stack([model.parents.cpu(), torch.arange(joints)]).numpy(),
-        "weights": extend(model.lbs_weights),
-        "regions": {name: ids.cpu().numpy() for name, ids in model.regions.items()} | {region: np.arange(v_old, v_old + n_new)},
-    }
-    if model.lmk_faces_idx is not None:
-        data["lmk_faces_idx"] = model.lmk_faces_idx.cpu().numpy()
-        data["lmk_bary_coords"] = model.lmk_bary_coords.detach().cpu().double().numpy()
+    data = model.official_arrays()
+    for key in ("v_template", "shapedirs", "posedirs", "weights", "static_offset"):  # per-vertex rows
+        if key in data:
+            data[key] = extend(torch.from_numpy(data[key]))
+    data["f"] = np.concatenate([data["f"], new_faces.numpy()])
+    data["J_regressor"] = np.pad(data["J_regressor"], ((0, 0), (0, n_new)))
+    data["regions"][region] = np.arange(v_old, v_old + n_new)
     if model.uvs is not None:
         uvs, uv_faces = model.uvs.detach().cpu().double(), model.uv_faces.cpu()
         disc = _uv_disc(uvs, uv_faces, template[loop], rings)
@@ -109,15 +95,7 @@ def add_mouth_interior(
             disc[:, 0] = 2.0 * disc[-1, 0] - disc[:, 0]  # mirror about the centre: wind like the old charts
         data["vt"] = torch.cat([uvs, disc]).numpy()
         data["ft"] = torch.cat([uv_faces, new_uv_faces]).numpy()
-    return ParametricModel(
-        data,
-        model.model_type,
-        num_shape=num_shape,
-        num_expression=num_expression,
-        dtype=model.v_template.dtype,
-        device=model.v_template.device,
-        source="model",
-    )
+    return model.rebuilt(data)
 
 
 def _boundary_loops(faces: Tensor) -> list[Tensor]:

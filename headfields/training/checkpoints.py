@@ -8,10 +8,11 @@
 - :func:`load_checkpoint` verifies the archive (the CRC-32 of every member of torch's zip format), loads it
   with ``weights_only=True`` (a checkpoint cannot run code) and checks that every floating-point tensor is finite.
 - :func:`run_fingerprint` says what a checkpoint was made for (model recipe, training settings, frames, model
-  files); :func:`check_fingerprint` refuses to resume into anything else and says what differs. The recipe and
+  files, static offsets); :func:`check_fingerprint` refuses to resume into anything else and says what differs. The recipe and
   the settings are compared as configurations read through today's dataclasses, as ``load_run`` compares
   ``config.json``: a field added since, at its default, is no difference (checkpoints that wrote them as their
-  ``repr`` before this release are read the same way).
+  ``repr`` before this release are read the same way). A capture's static offsets (VHAP's) have their own entry,
+  so a checkpoint made before the model carried them, which has none, still loads.
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ __all__ = [
 ]
 
 LOCK_NAME = ".run.lock"
+# The parametric model's buffer of a capture's static offsets (ParametricModel.with_static_offset).
+STATIC_OFFSET = "static_offset"
 # A fingerprint's frames entry for frames loaded without their pixels: they are compared by their count alone.
 PIXELS_NOT_READ = "pixels not read"
 # Training settings a resumed run may change: its budget and how often it checkpoints, evaluates and logs.
@@ -169,7 +172,10 @@ def run_fingerprint(model: nn.Module, frames: FrameSet, training_config, without
     settings = {k: v for k, v in config_to_dict(training_config).items() if k not in RESUMABLE_SETTINGS}
     tracking = frames.params.expression if frames.params is not None else frames.mesh_vertices
     parametric = getattr(model, "parametric", None)
-    files = "none" if parametric is None else _digest(*parametric.state_dict().values())
+    # A capture's static offsets apart from the model files, whose digest stays what it was before models carried them.
+    state = {} if parametric is None else parametric.state_dict()
+    offsets = state.pop(STATIC_OFFSET, None)
+    files = "none" if parametric is None else _digest(*state.values())
     described = _json(config_to_dict(recipe)) if dataclasses.is_dataclass(recipe) else repr(recipe)  # an instance or None
     return {
         "model": f"{type(model).__module__}.{type(model).__qualname__}: {described}",
@@ -177,6 +183,7 @@ def run_fingerprint(model: nn.Module, frames: FrameSet, training_config, without
         "frames": f"{len(frames)} frames, "
         + (_digest(frames.images, frames.cameras.camera_to_world, tracking) if frames.pixels else PIXELS_NOT_READ),
         "model files": files,
+        "static offsets": "none" if offsets is None else _digest(offsets),
     }
 
 
@@ -184,7 +191,9 @@ def check_fingerprint(path: Path, stored: Mapping[str, str] | None, current: Map
     """Refuse to resume from ``path`` when it was made for another run, naming what differs."""
     if stored is None:
         raise CheckpointError(f"checkpoint: {path} has no fingerprint (an older format): start afresh or move it away")
-    differs = [key for key in current if not _same(key, stored.get(key), current[key])]
+    # A checkpoint without the static offsets' entry predates them: it was made for the model files alone.
+    differs = [key for key in current if key in stored or key != "static offsets"]
+    differs = [key for key in differs if not _same(key, stored.get(key), current[key])]
     if differs:
         detail = "; ".join(_difference(key, stored.get(key), current[key]) for key in differs)
         raise CheckpointError(

@@ -60,6 +60,9 @@ class GaussianAvatarConfig:
     density: DensityConfig = field(default_factory=lambda: DensityConfig(reset_opacity_at_densify_from=True))
     regularisers: BindingRegulariserConfig = field(default_factory=BindingRegulariserConfig)
     background: tuple[float, float, float] = (1.0, 1.0, 1.0)  # the captures' white (GaussianAvatars: --white_background)
+    # FlameGaussianModel always builds FLAME with VHAP's teeth (FlameHead(add_teeth=True)): Gaussians on 168 more faces.
+    # Off by default, so runs saved before it load; see headfields.parametric.add_teeth.
+    teeth: bool = False
 
     def __post_init__(self) -> None:
         check_count("sh_degree", self.sh_degree, 0, 4)

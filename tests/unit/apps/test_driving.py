@@ -131,10 +131,10 @@ def test_drive_keeps_the_drivers_frames():
 def test_drive_leaves_its_inputs_untouched():
     avatar = make_frames(4, seed=5, expression_files=3)
     driver = make_frames(5, seed=6, expression_files=3)
-    before = [numpy_of(t).copy() for f in (avatar, driver) for t in (*vars(f.params).values(), f.expression)]
+    before = [numpy_of(t).copy() for f in (avatar, driver) for t in (*vars(f.params).values(), f.expression) if t is not None]
     drive(avatar, driver, relative=True, avatar_neutral=2, driver_neutral=3)
     drive(avatar, driver, relative=False)
-    after = [numpy_of(t) for f in (avatar, driver) for t in (*vars(f.params).values(), f.expression)]
+    after = [numpy_of(t) for f in (avatar, driver) for t in (*vars(f.params).values(), f.expression) if t is not None]
     for b, a in zip(before, after, strict=True):
         np.testing.assert_array_equal(a, b)
 

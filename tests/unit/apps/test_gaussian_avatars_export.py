@@ -195,6 +195,22 @@ def test_the_export_re_poses_by_gaussian_avatars_formulas_to_our_gaussians(avata
         torch.testing.assert_close(xyz, world.means, atol=1e-5, rtol=0)
 
 
+def test_a_models_static_offsets_are_written_and_re_pose(avatar):
+    """A VHAP subject's model carries the tracker's static offsets: the npz holds them on FLAME's rows (zeros on the
+    teeth's), and GaussianAvatars' FlameHead re-poses them to our vertices."""
+    arrays, parametric, head, _ = avatar
+    offset = torch.randn(parametric.num_vertices, 3, generator=torch.Generator().manual_seed(4), dtype=torch.float64) * 5e-3
+    model = parametric.with_static_offset(offset)
+    moved = model(shape=head.shape, expression=head.expression, pose=head.pose, translation=head.translation)
+    flame_param = flame_param_arrays(model, moved)
+    v = parametric.num_vertices
+    np.testing.assert_array_equal(flame_param["static_offset"][0, :v], offset.numpy().astype(np.float32))
+    assert not flame_param["static_offset"][0, v:].any() and flame_param["static_offset"].shape == (1, v + TEETH_VERTICES, 3)
+    for t in range(FRAMES):
+        torch.testing.assert_close(ga_flame_vertices(arrays, flame_param, t), moved.vertices[t], atol=1e-5, rtol=0)
+    assert (moved.vertices - head.vertices).abs().max() > 1e-3
+
+
 def test_the_bound_ply_reads_back_as_the_local_values(avatar, tmp_path):
     _, _, head, model = avatar
     gaussians = model.gaussians

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from smplx.lbs import batch_rigid_transform, batch_rodrigues, vertices2joints
 
 from headfields.cameras import PinholeCameras, look_at, project_points
 from headfields.data import FrameSet, load_insta_dataset, load_subject, save_insta_dataset
@@ -29,7 +30,7 @@ from headfields.parametric import load_model
 from headfields.synthetic import write_synthetic_flame
 
 from helpers import raises_naming
-from model_files import smplx_flame
+from model_files import flame_arrays, smplx_flame, write_flame
 
 W, H = 8, 6
 FX, FY, CX, CY = 9.5, 10.25, 4.25, 2.5  # OpenCV pixels, centres at +0.5 (VHAP's convention too)
@@ -301,7 +302,7 @@ def test_imavatar_missing_files_name_themselves(imavatar, tmp_path):
 # ================================================================ VHAP / GaussianAvatars
 
 TIMESTEPS, NUM_CAMERAS = 4, 2
-VHAP_V = 7  # vertices of the (ignored) per-vertex offsets
+VHAP_V = 7  # rows of the per-vertex offsets: no model's vertex count
 
 
 def vhap_params(rng: np.random.Generator, t: int) -> dict[str, np.ndarray]:
@@ -497,15 +498,83 @@ def test_vhap_sequence_file_is_read_at_timestep_index(vhap):
         load_vhap_dataset(root, "test")
 
 
-def test_vhap_static_offsets_refused_unless_ignored(tmp_path):
+def vhap_flame_vertices(arrays: dict, params: dict, ts: list[int]) -> torch.Tensor:
+    """VHAP's ``FlameHead.forward`` (``vhap/model/flame.py``) at timesteps ``ts``, written out in float64: the
+    shape and expression blend shapes (``shapedirs[..., :S]`` and ``[..., 300:300 + E]``), then ``static_offset``
+    (its rows on FLAME's vertices; the teeth's come after them), the joints regressed from that, pose correctives
+    and skinning (``vhap/model/lbs.py``: smplx's), the translation last. ``dynamic_offset`` is not passed, as
+    ``export_as_nerf_dataset.py`` poses its meshes."""
+    v = len(arrays["v_template"])
+    shapedirs = np.concatenate([arrays["shapedirs"][:, :, :NUM_SHAPE], arrays["shapedirs"][:, :, 300 : 300 + NUM_EXPR]], 2)
+    betas = np.concatenate([np.broadcast_to(params["shape"], (len(ts), NUM_SHAPE)), params["expr"][ts]], 1)
+    v_shaped = arrays["v_template"][None] + np.einsum("bl,mkl->bmk", betas, shapedirs)
+    v_shaped = torch.from_numpy(v_shaped + params["static_offset"][:, :v])
+    pose = np.concatenate([params[k][ts] for k in ("rotation", "neck_pose", "jaw_pose", "eyes_pose")], 1)
+    rotations = batch_rodrigues(torch.from_numpy(pose).reshape(-1, 3)).view(len(ts), -1, 3, 3)
+    joints = vertices2joints(torch.from_numpy(arrays["J_regressor"]), v_shaped)
+    feature = (rotations[:, 1:] - torch.eye(3, dtype=torch.float64)).reshape(len(ts), -1)
+    v_posed = v_shaped + (feature @ torch.from_numpy(arrays["posedirs"].reshape(-1, 36).T.copy())).view(len(ts), -1, 3)
+    parents = torch.from_numpy(arrays["kintree_table"][0].astype(np.int64))
+    parents[0] = -1
+    _, transforms = batch_rigid_transform(rotations, joints, parents, dtype=torch.float64)
+    blended = torch.einsum("vj,bjrc->bvrc", torch.from_numpy(arrays["weights"]), transforms)
+    vertices = torch.einsum("bvrc,bvc->bvr", blended[..., :3, :3], v_posed) + blended[..., :3, 3]
+    return vertices + torch.from_numpy(params["translation"][ts])[:, None]
+
+
+def test_vhap_static_offsets_reach_the_posed_mesh(tmp_path):
+    """A capture whose tracker fitted static offsets (and dynamic ones), its FLAME with VHAP's 120 teeth rows in
+    them: the subject's posed mesh is VHAP's own vertices, offsets included, the dynamic ones not applied."""
+    arrays = flame_arrays(3)
+    folder = write_flame(tmp_path / "flame", arrays=arrays)
+    v = len(arrays["v_template"])
+    rng = np.random.default_rng(7)
+    params = vhap_params(rng, TIMESTEPS)
+    params["static_offset"] = rng.normal(size=(1, v + 120, 3)) * 5e-3  # VHAP's add_teeth rows after FLAME's
+    params["dynamic_offset"] = rng.normal(size=(TIMESTEPS, v + 120, 3)) * 5e-3
+    params["jaw_pose"][:, 0] = np.abs(params["jaw_pose"][:, 0])  # open jaws move the offsets with the jaw
+    write_vhap(tmp_path / "export", params=params)
+    subject = load_subject(tmp_path / "export", folder)
+    assert subject.train.params.static_offset.shape == (v + 120, 3)
+    assert any("teeth" in note for note in subject.notes) and any("dynamic_offset" in note for note in subject.notes)
+    for frames in (subject.train, subject.eval):
+        ts = [int(Path(p).name[:5]) for p in frames.image_paths]  # images/{timestep}_{camera}.png
+        head = tracked_head(subject.parametric, frames)
+        expected = vhap_flame_vertices(arrays, params, ts)
+        torch.testing.assert_close(head.vertices.double(), expected, atol=1e-5, rtol=0)
+        without = vhap_flame_vertices(arrays, params | {"static_offset": np.zeros((1, v, 3))}, ts)
+        assert (head.vertices.double() - without).abs().max() > 1e-3  # the offsets moved it
+    torch.testing.assert_close(
+        subject.parametric(shape=subject.train.params.shape).canonical_vertices.double(),
+        torch.from_numpy(
+            arrays["v_template"] + arrays["shapedirs"][:, :, :NUM_SHAPE] @ params["shape"] + params["static_offset"][0, :v]
+        ),
+        atol=1e-5,
+        rtol=0,
+    )
+
+
+def test_vhap_offsets_ignored_on_request_and_checked(tmp_path, flame_folder):
     params = vhap_params(np.random.default_rng(6), TIMESTEPS)
     params["static_offset"] = np.full((1, VHAP_V, 3), 1e-3)
     write_vhap(tmp_path, params=params)
-    with raises_file(ValueError, tmp_path / "flame_param" / "00000.npz", "static_offset", "offsets='ignore'"):
-        load_vhap_dataset(tmp_path)
+    assert load_vhap_dataset(tmp_path).params.static_offset.shape == (VHAP_V, 3)
     frames = load_vhap_dataset(tmp_path, offsets="ignore")
+    assert frames.params.static_offset is None
     torch.testing.assert_close(frames.params.expression, torch.from_numpy(params["expr"][:3]).float())
-    assert load_tracker_dataset(tmp_path, "train", offsets="ignore").params is not None  # options reach the reader
+    assert load_tracker_dataset(tmp_path, "train", offsets="ignore").params.static_offset is None  # options reach the reader
+    with raises_naming("data") as error:  # 7 rows: neither the model's vertices nor them and VHAP's teeth
+        load_subject(tmp_path, flame_folder)
+    assert "static_offset" in str(error.value)
+    np.savez(
+        tmp_path / "flame_param" / "00001.npz",
+        **{k: v if k != "static_offset" else v * 2 for k, v in np.load(tmp_path / "flame_param" / "00001.npz").items()},
+    )
+    with raises_file(ValueError, tmp_path / "flame_param" / "00001.npz", "static_offset", "same identity"):
+        load_vhap_dataset(tmp_path)
+    np.savez(tmp_path / "flame_param" / "00001.npz", **(params | {"static_offset": np.ones((1, VHAP_V, 2))}))
+    with raises_file(ValueError, tmp_path / "flame_param" / "00001.npz", "static_offset", "[1, V, 3]"):
+        load_vhap_dataset(tmp_path)
 
 
 def _edit_frames(root: Path, split: str, change) -> Path:
@@ -608,7 +677,7 @@ def test_bad_arguments_name_the_argument(imavatar, vhap):
     with raises_naming("split"):
         load_vhap_dataset(root, "all")
     with raises_naming("offsets"):
-        load_vhap_dataset(root, offsets="keep")
+        load_vhap_dataset(root, offsets="error")
     with raises_naming("sequences"):
         load_imavatar_dataset(folder.parent, sequences="MVI_1810")
     with raises_naming("format"):
@@ -623,7 +692,8 @@ def test_load_subject_reads_a_vhap_export_with_the_model_folder(vhap, flame_fold
     root, truth = vhap
     subject = load_subject(root, flame_folder, background=(0.0, 1.0, 0.0))
     assert subject.parametric.num_shape == NUM_SHAPE and subject.parametric.num_expression == NUM_EXPR
-    assert any("static_offset" in note for note in subject.notes)
+    assert any("dynamic_offset" in note for note in subject.notes)
+    assert subject.train.params.static_offset is None  # zeros: nothing to carry, the model as loaded
     train = subject.train
     outside = ~train.masks
     assert outside.any() and (train.images[outside] == torch.tensor([0, 255, 0], dtype=torch.uint8)).all()

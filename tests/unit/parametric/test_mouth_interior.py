@@ -201,6 +201,18 @@ def test_old_part_poses_as_before_and_input_is_unchanged(model, closed):
     assert (closed.num_shape, closed.num_expression) == (model.num_shape, model.num_expression)
 
 
+def test_static_offsets_extend_as_the_template(model, loop):
+    """A VHAP subject's model: the cavity's offsets are the same combinations of the old ones, so it poses as the
+    cavity of the offset mesh."""
+    offset = torch.randn(model.num_vertices, 3, generator=torch.Generator().manual_seed(3), dtype=DT) * 5e-3
+    moved = model.with_static_offset(offset)
+    closed = add_mouth_interior(moved, lip_loop=torch.tensor(loop))
+    v = model.num_vertices
+    torch.testing.assert_close(closed.static_offset, torch.cat([offset, _affine_rows(model, loop) @ offset]), rtol=0, atol=1e-12)
+    frames = _random_frames(model, 0.3, seed=2)
+    torch.testing.assert_close(closed(**frames).vertices[:, :v], moved(**frames).vertices, rtol=0, atol=1e-12)
+
+
 def test_new_vertices_are_the_documented_combinations(model, closed, loop):
     a = _affine_rows(model, loop)
     v = model.num_vertices

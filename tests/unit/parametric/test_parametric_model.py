@@ -50,6 +50,25 @@ def _close(actual, expected, atol=1e-5):
     torch.testing.assert_close(actual, expected, atol=atol, rtol=0)
 
 
+def test_static_offset_is_added_with_the_blend_shapes(flame_folder, flame_pair):
+    """VHAP's FlameHead adds its static offsets to the template plus the blend shapes, before the joints are
+    regressed: smplx's FLAME with the offsets in its template poses the same mesh (the sum is the same)."""
+    model, _ = flame_pair
+    offset = torch.randn(model.num_vertices, 3, generator=torch.Generator().manual_seed(2)) * 5e-3
+    moved = model.with_static_offset(offset)
+    assert model.static_offset is None and "static offsets" in repr(moved)
+    reference = smplx_flame(flame_folder, 20, 10)
+    reference.v_template += offset
+    params = random_parameters(model, 1, 2, 0.5)
+    head = moved(*params)
+    _close(head.vertices, smplx_flame_output(reference, *params).vertices)
+    _close(head.canonical_vertices, model(shape=params[0]).canonical_vertices + offset)
+    assert (head.joints - model(*params).joints).abs().max() > 1e-4  # the joints are regressed with the offsets
+    assert moved.with_static_offset(None).static_offset is None
+    with raises_naming("offset"):
+        model.with_static_offset(torch.zeros(3, 3))
+
+
 @hsettings(max_examples=20)
 @given(seed=st.integers(0, 2**31 - 1), batch=st.integers(1, 3), angle=st.floats(0.0, 0.7))
 def test_flame_matches_smplx(flame_pair, seed, batch, angle):
