@@ -231,12 +231,11 @@ def ray_aabb(
     check_float("dirs", dirs, [origins.shape[0], 3], device=origins.device)
     _check_aabb("aabb", aabb, device=origins.device, rays=origins.shape[0])
     lo, hi = aabb[..., 0, :].to(origins.dtype), aabb[..., 1, :].to(origins.dtype)
-    # A direction's zero axes give infinite slab distances (1 / ±0 = ±inf): the axis constrains nothing when the
+    # A direction's zero axes give infinite slab distances (x / ±0 = ±inf): the axis constrains nothing when the
     # origin is inside its slab (-inf to +inf), everything when outside (both ends at the same infinity). An origin on
-    # a slab's plane gives 0 * inf = NaN there, which counts as inside. In few operations: each is a GPU launch.
-    origins = origins.detach()
-    inverse = dirs.detach().reciprocal()
-    t0, t1 = (lo.detach() - origins) * inverse, (hi.detach() - origins) * inverse
+    # a slab's plane gives 0 / 0 = NaN there, which counts as inside. In few operations: each is a GPU launch.
+    origins, dirs = origins.detach(), dirs.detach()
+    t0, t1 = (lo.detach() - origins) / dirs, (hi.detach() - origins) / dirs
     t_min = torch.minimum(t0, t1).nan_to_num(nan=-math.inf, posinf=math.inf, neginf=-math.inf).amax(dim=-1).clamp(min=0)
     t_max = torch.maximum(t0, t1).nan_to_num(nan=math.inf, posinf=math.inf, neginf=-math.inf).amin(dim=-1)
     hit = t_max > t_min
