@@ -162,7 +162,8 @@ def export_gaussian_avatars(out: str | os.PathLike, model: nn.Module, head: Head
     """``model`` (a :class:`~headfields.models.gaussian_avatars.GaussianAvatar`: Gaussians bound to its FLAME model's
     faces) on the frames of ``head`` written in GaussianAvatars' layout under ``out``:
     ``point_cloud/iteration_{iteration}/point_cloud.ply`` (the local values and ``binding_0``) and ``flame_param.npz``
-    beside it (the frames' FLAME parameters, :func:`flame_param_arrays`). SH bands above the degree the model reached
+    beside it (the frames' FLAME parameters, :func:`flame_param_arrays`: those the model fine-tuned for a frame of a
+    training timestep, as ``FlameGaussianModel.save_ply`` writes them). SH bands above the degree the model reached
     are written as zeros, since the viewer draws every band and our renders draw only those. Returns the PLY's path.
 
         ply = export_gaussian_avatars("out/ga", run.model, run.head("train"), iteration=run.step)
@@ -174,6 +175,10 @@ def export_gaussian_avatars(out: str | os.PathLike, model: nn.Module, head: Head
         raise TypeError(f"out: expected a folder path, got {type(out).__name__}")
     iteration = check_count("iteration", iteration, 0)
     parametric = model.parametric
+    fitted = getattr(model, "fitted_head", None)
+    if fitted is not None:  # the FLAME parameters fine-tuned for the training timesteps (a loaded run's head has them)
+        with torch.no_grad():
+            head = fitted(head)
     arrays = flame_param_arrays(parametric, head)  # before anything is written
     if gaussians.num_faces != parametric.faces.shape[0]:
         raise ValueError(

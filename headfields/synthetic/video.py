@@ -61,6 +61,7 @@ SHOULDER_DROP = 0.35  # a portrait shows the torso this far (in head-and-neck he
 FRAME_MARGIN = 1.1  # the head's bounding box fills the image up to this margin
 # The portrait subject's expressions (coefficients and jaw angle) are this many times what its tracker reports.
 PORTRAIT_EXPRESSION_GAIN = 1.5
+PER_FRAME_PARAMS = ("expression", "pose", "translation")  # TrackedParams' fields of each frame
 CACHE_VERSION = 3  # bump when the generator's output changes, so cached videos are rendered anew
 
 
@@ -89,6 +90,13 @@ class SyntheticVideoConfig:
     # detail; the written meshes and parameters are plain FLAME with its shape (the best a FLAME tracker can
     # reach), and root/ground_truth.npz holds the true meshes (see make_synthetic_video).
     identity: SyntheticIdentity | None = None
+    # Noisy tracking: each timestep's written expression coefficients carry a tracker's error, zero-mean Gaussian of
+    # this standard deviation (drawn from the seed); the images show the true ones. None: the tracking is exact.
+    expression_noise: float | None = None
+    # A novel-view validation split (GaussianAvatars'): num_val training timesteps, evenly spread, seen by the camera
+    # turned this many radians about the vertical through the head, their tracking the training frames'. None: the
+    # validation frames are timesteps of their own.
+    val_view_yaw: float | None = None
 
     def __post_init__(self) -> None:
         check_count("num_frames", self.num_frames, 3)
@@ -117,6 +125,11 @@ class SyntheticVideoConfig:
             raise TypeError(f"glasses: expected True or False, got {self.glasses!r}")
         if self.identity is not None and not isinstance(self.identity, SyntheticIdentity):
             raise TypeError(f"identity: expected a SyntheticIdentity or None, got {type(self.identity).__name__}")
+        if self.expression_noise is not None:
+            check_positive("expression_noise", self.expression_noise, finite=True)
+        yaw = self.val_view_yaw
+        if yaw is not None and not (isinstance(yaw, int | float) and not isinstance(yaw, bool) and abs(yaw) < math.pi):
+            raise ValueError(f"val_view_yaw: expected an angle in radians in (-pi, pi) or None, got {self.val_view_yaw!r}")
         if self.identity is not None and self.orbit:
             raise ValueError("identity: expected the monocular FLAME video (orbit=False); the orbit video is SMPL-X's")
 
@@ -166,8 +179,15 @@ def make_synthetic_video(
         subject_model, detail = config.identity.personal_model(model)
         params = replace(params, shape=config.identity.shape_coefficients(model).float().cpu())
         appearance_seed = config.identity.appearance_seed
-    on_device = params.to(model.v_template.device)
-    head = model(shape=on_device.shape, expression=on_device.expression, pose=on_device.pose, translation=on_device.translation)
+    train_end = test_start - config.num_val
+    views = None  # the training frames the novel-view validation frames see again
+    if config.val_view_yaw is not None:
+        views = torch.linspace(0, train_end - 1, config.num_val, dtype=torch.float64).round().long()
+        again = params.select(views)
+        params = TrackedParams(params.shape, *(torch.cat([getattr(params, k), getattr(again, k)]) for k in PER_FRAME_PARAMS))
+    written = _tracking_error(params, config, views)  # what the files say: the tracker's (noisy) parameters
+    on_device, tracked = params.to(model.v_template.device), written.to(model.v_template.device)
+    head = model(shape=tracked.shape, expression=tracked.expression, pose=tracked.pose, translation=tracked.translation)
     appearance = head_appearance(subject_model, appearance_seed)
     # The subject's canonical head: the template's, or the identity's with its detail (what the additions sit on).
     canonical = head.canonical_vertices.detach()
@@ -185,6 +205,9 @@ def make_synthetic_video(
     extent += [glasses[0]] if glasses else []
     extent += [canonical] if detail is not None else []
     cameras = _cameras(head, config, generator, torch.cat(extent) if extent else None)
+    if views is not None:
+        seen = {k: getattr(on_device, k)[-len(views) :] for k in PER_FRAME_PARAMS}  # the truth: the same views, noise or not
+        cameras = _turned(cameras, model(shape=on_device.shape, **seen).vertices.detach(), views, config.val_view_yaw)
 
     # What the camera sees: the tracked parameters with expression and jaw scaled by the gain.
     expression, pose = on_device.expression * config.expression_gain, on_device.pose.clone()
@@ -200,10 +223,11 @@ def make_synthetic_video(
     )
     images, masks, depths, segmentation = (x.cpu() for x in rendered)
     cameras, vertices, faces = cameras.to("cpu"), head.vertices.detach().cpu(), head.faces.cpu()
+    n = config.num_frames
     splits = {
-        "train": torch.arange(0, test_start - config.num_val),
-        "val": torch.arange(test_start - config.num_val, test_start),
-        "test": torch.arange(test_start, config.num_frames),
+        "train": torch.arange(0, train_end),
+        "val": torch.arange(train_end, test_start) if views is None else torch.arange(n, n + len(views)),
+        "test": torch.arange(test_start, n),
     }
     video = FrameSet(
         split="train",  # each split below is a selection of the whole video
@@ -212,8 +236,8 @@ def make_synthetic_video(
         masks=masks,
         depths=depths,
         segmentation=segmentation,
-        expression=params.expression,
-        params=params,
+        expression=written.expression,
+        params=written,
         mesh_vertices=vertices,
         mesh_faces=faces,
         model_type=model_type,
@@ -292,7 +316,7 @@ def synthetic_subject(video: SyntheticVideoConfig | None = None, **options) -> S
 
 # Fields added to SyntheticVideoConfig since CACHE_VERSION was last bumped: left out of the cache key while unset,
 # so the videos cached before they came keep their keys (their output is the same).
-_UNKEYED_WHEN_NONE = ("identity",)
+_UNKEYED_WHEN_NONE = ("identity", "expression_noise", "val_view_yaw")
 
 
 def _cache_text(config: SyntheticVideoConfig) -> str:
@@ -402,6 +426,32 @@ def _additions(
         points = glasses[0] @ transforms[:, :3, :3].transpose(1, 2) + transforms[:, None, :3, 3]
         posed = TriangleMesh(points, glasses[1])
     return Additions(transforms, hair, labels.get(HAIR_VOLUME_LABEL, 0), posed, labels.get(GLASSES_LABEL, 0))
+
+
+def _tracking_error(params: TrackedParams, config: SyntheticVideoConfig, views: Tensor | None) -> TrackedParams:
+    """``params`` with ``config.expression_noise`` on each frame's expression, drawn from a generator of its own (the
+    video's other draws stay as they were); the novel-view frames (the last, of training frames ``views``) carry the
+    very error of the timestep they see again."""
+    if config.expression_noise is None:
+        return params
+    n = config.num_frames
+    generator = torch.Generator().manual_seed(config.seed)
+    error = torch.randn(n, params.expression.shape[1], generator=generator, dtype=torch.float64) * config.expression_noise
+    if views is not None:
+        error = torch.cat([error, error[views]])
+    return replace(params, expression=(params.expression.double() + error).to(params.expression.dtype))
+
+
+def _turned(cameras: PinholeCameras, heads: Tensor, views: Tensor, yaw: float) -> PinholeCameras:
+    """``cameras`` (the video's frames') and, after them, those of training frames ``views`` turned by ``yaw`` about
+    the vertical through each one's head (``heads [K, V, 3]``, those frames' vertices): the novel views."""
+    c, s = math.cos(yaw), math.sin(yaw)
+    pose = cameras.camera_to_world
+    turn = torch.eye(4, dtype=pose.dtype, device=pose.device).repeat(len(views), 1, 1)
+    turn[:, :3, :3] = torch.tensor([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]], dtype=pose.dtype, device=pose.device)
+    centre = heads.mean(dim=1).to(pose)
+    turn[:, :3, 3] = centre - torch.einsum("kij,kj->ki", turn[:, :3, :3], centre)
+    return replace(cameras, camera_to_world=torch.cat([pose, turn @ pose[views.to(pose.device)]]))
 
 
 def _cameras(head: Head, config: SyntheticVideoConfig, generator: torch.Generator, extra: Tensor | None = None) -> PinholeCameras:

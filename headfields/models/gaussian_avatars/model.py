@@ -5,7 +5,8 @@ bind (each Gaussian's mean, rotation and scale local to its parent face's frame,
 :class:`~headfields.deformers.GaussianSet`) → rasterise (EWA splatting, 16x16 tiles, front-to-back blending:
 :func:`~headfields.renderers.rasterize_gaussians`) → (1 − λ) L1 + λ D-SSIM with λ 0.2, and the binding's position and
 scale regularisers → adaptive density control whose children keep their parent's face
-(:class:`~headfields.models.gaussian_avatars.density.DensityControl`).
+(:class:`~headfields.models.gaussian_avatars.density.DensityControl`), and each training timestep's FLAME
+parameters fine-tuned in the same optimiser (:mod:`~headfields.models.gaussian_avatars.fine_tuning`).
 
 Any tracked mesh carries the Gaussians: FLAME's, SMPL-X's or a capture's own topology. The model renders whole
 images (``render_camera``), not rays; it trains through the shared loop (:func:`headfields.training.train`) with
@@ -34,6 +35,7 @@ from ...deformers.gaussian_binding import BindingRegulariserConfig, GaussianSet,
 from ...parametric import Head, SubjectModel
 from ...renderers import EARLY_STOP_TRANSMITTANCE, GaussianRender, rasterize_gaussians
 from .density import DensityConfig
+from .fine_tuning import FittedTracking
 from .steps import GaussianSteps
 
 __all__ = ["GaussianAvatar", "GaussianAvatarConfig", "cpu_config", "paper_config"]
@@ -63,6 +65,12 @@ class GaussianAvatarConfig:
     # FlameGaussianModel always builds FLAME with VHAP's teeth (FlameHead(add_teeth=True)): Gaussians on 168 more faces.
     # Off by default, so runs saved before it load; see headfields.parametric.add_teeth.
     teeth: bool = False
+    # FLAME fine-tuning (fine_tuning.py), on as GaussianAvatars trains (ModelParams.not_finetune_flame_params False):
+    # each training timestep's expression, pose and translation in the same Adam, at arguments/__init__.py's rates.
+    fine_tune_flame: bool = True
+    flame_expression_lr: float = 1e-3  # flame_expr_lr
+    flame_pose_lr: float = 1e-5  # flame_pose_lr: FLAME's global rotation, neck, jaw and eyes
+    flame_translation_lr: float = 1e-6  # flame_trans_lr
 
     def __post_init__(self) -> None:
         check_count("sh_degree", self.sh_degree, 0, 4)
@@ -70,8 +78,11 @@ class GaussianAvatarConfig:
         check_count("position_lr_max_steps", self.position_lr_max_steps, 1)
         if not 0 <= self.ssim_weight <= 1:
             raise ValueError(f"ssim_weight: expected a weight in [0, 1], got {self.ssim_weight}")
-        for name in ("position_lr_init", "position_lr_final", "feature_lr", "opacity_lr", "scaling_lr", "rotation_lr"):
+        rates = ("position_lr_init", "position_lr_final", "feature_lr", "opacity_lr", "scaling_lr", "rotation_lr")
+        for name in (*rates, "flame_expression_lr", "flame_pose_lr", "flame_translation_lr"):
             check_positive(name, getattr(self, name), finite=True)
+        if not isinstance(self.fine_tune_flame, bool):
+            raise TypeError(f"fine_tune_flame: expected True or False, got {self.fine_tune_flame!r}")
         if len(self.background) != 3 or not all(0 <= c <= 1 for c in self.background):
             raise ValueError(f"background: expected three values in [0, 1], got {self.background}")
 
@@ -123,6 +134,8 @@ class GaussianAvatar(nn.Module):
         device = faces.device
         generator = torch.Generator().manual_seed(0)
         self.gaussians = GaussianSet.one_per_face(faces.shape[0], self.config.sh_degree, device=device, generator=generator)
+        # Each training timestep's fitted FLAME parameters (empty until a run starts, or without fine-tuning).
+        self.tracking = FittedTracking().to(device)
         # The SH degree in use (3DGS's active_sh_degree): state, so that a loaded run renders with the degree it reached;
         # the host's copy is what a render reads (a read of the buffer would wait for the GPU at every frame).
         self.register_buffer("active_sh_degree", torch.zeros((), dtype=torch.long, device=device))
@@ -144,10 +157,18 @@ class GaussianAvatar(nn.Module):
         steps, a whole frame each, with density control after backward."""
         return GaussianSteps(self)
 
-    def posed(self, head: Head, frame: IntLike) -> PosedGaussians:
-        """The Gaussians on frame ``frame`` of ``head``."""
+    def posed(self, head: Head, frame: IntLike, timestep: int | None = None) -> PosedGaussians:
+        """The Gaussians on frame ``frame`` of ``head``: on the mesh of its training timestep's fitted parameters
+        where it is one's (``timestep``, or found from the frame's tracking when None), else on the head's own."""
         frame = check_count("frame", frame, 0, head.num_frames - 1)
-        return self.gaussians.bound(head.vertices[frame], head.faces)
+        return self.gaussians.bound(self.tracking.vertices(self.parametric, head, frame, timestep), head.faces)
+
+    def fitted_head(self, head: Head, split: str = "train") -> Head:
+        """``head`` (the tracked head of a split's frames) with the fitted parameters of the frames of a training
+        timestep, the mesh re-posed from them: what the run renders those frames with (:func:`headfields.load_run`
+        builds each split's head so, and the export writes its parameters). ``split`` is not read: a frame is known
+        by its tracking."""
+        return self.tracking.fitted_head(self.parametric, head)
 
     def render_camera(
         self, cameras: PinholeCameras, camera: IntLike, head: Head, head_frame: IntLike, validate: bool = True

@@ -1,7 +1,8 @@
 """GaussianAvatars' training steps (``train.py``) as the shared loop's :class:`~headfields.training.strategy.StepStrategy`:
 one training frame a step, rendered whole; (1 − λ) L1 + λ D-SSIM plus the binding's regularisers; density control
 with the view-space gradients of the drawn Gaussians between ``backward`` and the optimiser's step; one more SH
-degree every ``sh_interval`` steps; the position rate decayed log-linearly. The loop (:func:`headfields.training.train`)
+degree every ``sh_interval`` steps; the position rate decayed log-linearly; each training timestep's FLAME parameters
+in the same Adam (``fine_tune_flame``). The loop (:func:`headfields.training.train`)
 does the rest as for every model: the budget, checkpoints, evaluations, logs and the run folder.
 
     python -m headfields train gaussian_avatar --recipe cpu --max-minutes 5 --out outputs/gaussians
@@ -11,6 +12,7 @@ does the rest as for every model: the budget, checkpoints, evaluations, logs and
 from __future__ import annotations
 
 import random
+import warnings
 from typing import TYPE_CHECKING
 
 import torch
@@ -18,12 +20,13 @@ import torch
 from ...data import FrameSet
 from ...deformers.gaussian_binding import binding_regularisers
 from ...metrics import ssim
-from ...parametric import Head
+from ...parametric import Head, ParametricModel
 from ...training.config import TrainingConfig
 from ...training.contract import StepOutput
 from ...training.optimizer import FUSED_ADAM_DEVICES
 from ...training.strategy import RAY_FIELDS, FrameBatch
 from .density import DensityControl, gaussian_param_groups
+from .fine_tuning import FITTED_NAMES
 from .rates import camera_extent, learning_rates, position_learning_rate
 
 if TYPE_CHECKING:
@@ -47,6 +50,7 @@ class GaussianSteps:
         self.density: DensityControl | None = None
         self._render: GaussianRender | None = None  # this step's, for density control after backward
         self._face_scale: torch.Tensor | None = None
+        self.timesteps: list[int] | None = None  # each training frame's timestep, fitted (None: no fine-tuning)
 
     def optimizer(self, train_frames: FrameSet, train_head: Head, config: TrainingConfig) -> torch.optim.Optimizer:
         """Adam over the Gaussians, a param group a parameter (as density control needs them); the extent and the
@@ -57,6 +61,7 @@ class GaussianSteps:
         self.density = DensityControl(recipe.density, generator=torch.Generator(device=device).manual_seed(config.seed))
         self.frames = random.Random(config.seed)  # the frames the steps draw
         groups = gaussian_param_groups(self.model.gaussians, learning_rates(recipe, self.extent))
+        groups += self._fine_tuning(train_frames, train_head)
         # torch's fused Adam: one kernel for every parameter, and no read of each one's step count (the loop's default)
         fused = all(p.device.type in FUSED_ADAM_DEVICES for g in groups for p in g["params"])
         self._optimizer = torch.optim.Adam(groups, lr=0.0, eps=recipe.adam_eps, fused=fused or None)
@@ -75,7 +80,7 @@ class GaussianSteps:
                 group["lr"] = position_learning_rate(recipe, iteration, self.extent)
         # Which frame: a host decision, drawn by the host (as 3DGS picks its camera), so nothing waits for the GPU.
         frame = self.frames.randrange(len(train_frames))
-        posed = model.posed(train_head, frame)
+        posed = model.posed(train_head, frame, None if self.timesteps is None else self.timesteps[frame])
         render = model.rasterize(posed, self.cameras, frame, validate=False)
         render.means2d.retain_grad()
         truth = train_frames.images[frame].to(render.image.device).float() / 255.0
@@ -87,6 +92,30 @@ class GaussianSteps:
         logs = {"l1": l1.detach(), "d_ssim": d_ssim.detach(), "position": position.detach(), "scale": scale.detach()}
         pixels = FrameBatch(frame, truth.reshape(-1, 3))
         return pixels, StepOutput(loss=loss, rgb=render.image.reshape(-1, 3), logs=logs)
+
+    def _fine_tuning(self, train_frames: FrameSet, train_head: Head) -> list[dict]:
+        """GaussianAvatars' FLAME fine-tuning (``training_setup``): the fitted parameters of each training timestep
+        (:mod:`~headfields.models.gaussian_avatars.fine_tuning`), a param group each at the recipe's rate; none
+        where the recipe turns it off, where the run's checkpoint was made without it, or where the frames' meshes
+        are not a parametric model's of tracked parameters (said once, and the run goes on without it)."""
+        model, recipe = self.model, self.model.config
+        fitted, self.timesteps = model.tracking, None
+        if not recipe.fine_tune_flame or fitted.absent_from_checkpoint:
+            fitted.clear()
+            return []
+        if not isinstance(model.parametric, ParametricModel) or train_frames.params is None:
+            warnings.warn(
+                f"fine_tune_flame: the {train_frames.split} frames have tracked meshes, not a parametric model's tracked "
+                "parameters, so there are no FLAME parameters to fine-tune; training goes on without it (set "
+                "fine_tune_flame False to silence this)",
+                stacklevel=2,
+            )
+            fitted.clear()
+            return []
+        self.timesteps = fitted.start(train_head)
+        rates = (recipe.flame_expression_lr, recipe.flame_pose_lr, recipe.flame_translation_lr)
+        named = zip(FITTED_NAMES, rates, strict=True)
+        return [{"params": [getattr(fitted, name)], "lr": rate, "name": f"flame_{name}"} for name, rate in named]
 
     def after_backward(self, step: int) -> dict[str, float]:
         """Density control (``train.py``, before ``optimizer.step()``): this view's gradients added, then clone, split,

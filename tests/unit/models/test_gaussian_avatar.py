@@ -165,8 +165,9 @@ def test_a_stopped_run_resumes_exactly(tmp_path, tiny_video):
     whole = _train(tmp_path / "whole", tiny_video[0].root, 5, checkpoint_minutes=None)
     _train(tmp_path / "parts", tiny_video[0].root, 3, checkpoint_minutes=None)  # stopped after 3 steps
     parts = _train(tmp_path / "parts", tiny_video[0].root, 5, checkpoint_minutes=None)
-    a, b = (load_run(tmp_path / name, "cpu").model.gaussians for name in ("whole", "parts"))
+    a, b = (load_run(tmp_path / name, "cpu").model for name in ("whole", "parts"))
     assert parts["iterations"] == whole["iterations"] == 5
+    assert a.tracking.num_timesteps == len(tiny_video[0])  # the fitted FLAME parameters resume with the Gaussians
     for name, value in a.state_dict().items():
         torch.testing.assert_close(b.state_dict()[name], value, atol=0, rtol=0, msg=name)
 

@@ -207,6 +207,24 @@ def test_expression_gain_renders_stronger_expressions_than_the_written_parameter
     assert (depth_map(tracked) - frames.depths[f]).abs().max() > 5e-3
 
 
+def test_noisy_tracking_and_novel_views_of_training_timesteps(tmp_path):
+    """The validation frames are training timesteps seen by a turned camera, with their tracking bit for bit; the
+    written expressions carry the stated noise, the images the truth."""
+    config = SyntheticVideoConfig(num_frames=10, num_val=2, num_test=2, resolution=16, episode_frames=3, val_view_yaw=0.5)
+    exact = make_synthetic_video(tmp_path / "exact", config)
+    noisy = make_synthetic_video(tmp_path / "noisy", dataclasses.replace(config, expression_noise=0.2))
+    train, val = (load_insta_dataset(noisy, split) for split in ("train", "val"))
+    true_train, true_val = (load_insta_dataset(exact, split) for split in ("train", "val"))
+    assert len(train) == 6 and len(val) == 2
+    seen = [0, 5]  # the training frames the validation frames see again, evenly spread
+    for name in ("expression", "pose", "translation"):
+        assert torch.equal(getattr(val.params, name), getattr(train.params, name)[seen])
+    assert not torch.equal(val.cameras.camera_to_world, train.cameras.camera_to_world[seen])
+    assert torch.equal(train.images, true_train.images) and torch.equal(val.images, true_val.images)
+    error = train.params.expression - true_train.params.expression
+    assert 0.15 < float(error.std()) < 0.25 and torch.equal(train.params.pose, true_train.params.pose)
+
+
 @pytest.mark.parametrize(
     ("field", "value"),
     [
@@ -220,6 +238,8 @@ def test_expression_gain_renders_stronger_expressions_than_the_written_parameter
         ("expression_gain", -1.0),
         ("hair_volume", "thick"),
         ("glasses", 1),
+        ("expression_noise", -0.1),
+        ("val_view_yaw", 4.0),
     ],
 )
 def test_bad_config_names_the_field(field, value):
