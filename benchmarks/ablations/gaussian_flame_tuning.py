@@ -56,10 +56,15 @@ def main() -> None:
     scale = args.rate_scale
     recipes = {
         OFF: (noisy, cpu_config(fine_tune_flame=False)),
-        "fine-tuning on (GaussianAvatars' rates)": (noisy, cpu_config()),
+        "fine-tuning on (GaussianAvatars' rates)": (noisy, cpu_config(fine_tune_flame=True)),
         f"fine-tuning on (rates × {scale:g})": (
             noisy,
-            cpu_config(flame_expression_lr=1e-3 * scale, flame_pose_lr=1e-5 * scale, flame_translation_lr=1e-6 * scale),
+            cpu_config(
+                fine_tune_flame=True,
+                flame_expression_lr=1e-3 * scale,
+                flame_pose_lr=1e-5 * scale,
+                flame_translation_lr=1e-6 * scale,
+            ),
         ),
         "exact tracking, fine-tuning off (reference)": (exact, cpu_config(fine_tune_flame=False)),
     }

@@ -116,9 +116,11 @@ ORIGINAL_ITERATIONS = 30_000
 def cpu_config(**overrides: Any) -> GaussianAvatarConfig:
     """GaussianAvatars' rates on 3D Gaussian Splatting's original 30,000-iteration schedule (densify every 100 steps
     from 500 to 15,000, reset opacities every 3,000, position rate decayed over 30,000): a CPU's minutes reach
-    thousands of steps, not GaussianAvatars' 600,000; then ``overrides``."""
+    thousands of steps, not GaussianAvatars' 600,000; without FLAME fine-tuning, which nearly doubled a CPU step and
+    showed no gain in a few hundred steps (``benchmarks/ablations/gaussian_flame_tuning.py``); then ``overrides``."""
     density = DensityConfig(**ORIGINAL_SCHEDULE, reset_opacity_at_densify_from=True)
-    return GaussianAvatarConfig(**{"density": density, "position_lr_max_steps": ORIGINAL_ITERATIONS, **overrides})
+    defaults = {"density": density, "position_lr_max_steps": ORIGINAL_ITERATIONS, "fine_tune_flame": False}
+    return GaussianAvatarConfig(**{**defaults, **overrides})
 
 
 class GaussianAvatar(nn.Module):

@@ -4,6 +4,7 @@ that read back as the model's Gaussians), the viewer's colour and depth; an exac
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -38,9 +39,9 @@ SCHEDULE = DensityConfig(
 TINY = cpu_config(density=SCHEDULE, sh_interval=2, sh_degree=1)
 
 
-def _train(folder, video_root, steps: int, **training):
+def _train(folder, video_root, steps: int, recipe=TINY, **training):
     config = TrainingConfig(max_iterations=steps, log_every=2, **training)
-    run = RunConfig("gaussian_avatar", TINY, config, SubjectSource(data=str(video_root)))
+    run = RunConfig("gaussian_avatar", recipe, config, SubjectSource(data=str(video_root)))
     return train_run(run, folder, "cpu", log=open(os.devnull, "w"))
 
 
@@ -162,9 +163,10 @@ def test_the_viewer_draws_colour_and_depth(tiny_gaussian_run):
 
 def test_a_stopped_run_resumes_exactly(tmp_path, tiny_video):
     # Stopped at step 3, right after a densification; the SH degree rises at steps 2 and 4, one on each side.
-    whole = _train(tmp_path / "whole", tiny_video[0].root, 5, checkpoint_minutes=None)
-    _train(tmp_path / "parts", tiny_video[0].root, 3, checkpoint_minutes=None)  # stopped after 3 steps
-    parts = _train(tmp_path / "parts", tiny_video[0].root, 5, checkpoint_minutes=None)
+    tuned = dataclasses.replace(TINY, fine_tune_flame=True)  # the paper recipe's FLAME fine-tuning (the CPU's is off)
+    whole = _train(tmp_path / "whole", tiny_video[0].root, 5, tuned, checkpoint_minutes=None)
+    _train(tmp_path / "parts", tiny_video[0].root, 3, tuned, checkpoint_minutes=None)  # stopped after 3 steps
+    parts = _train(tmp_path / "parts", tiny_video[0].root, 5, tuned, checkpoint_minutes=None)
     a, b = (load_run(tmp_path / name, "cpu").model for name in ("whole", "parts"))
     assert parts["iterations"] == whole["iterations"] == 5
     assert a.tracking.num_timesteps == len(tiny_video[0])  # the fitted FLAME parameters resume with the Gaussians
