@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from jaxtyping import Float
 from smplx.joint_names import JOINT_NAMES as SMPLX_ALL_JOINT_NAMES
-from smplx.lbs import batch_rigid_transform, batch_rodrigues, blend_shapes, vertices2joints, vertices2landmarks
+from smplx.lbs import batch_rodrigues, blend_shapes, transform_mat, vertices2joints, vertices2landmarks
 from torch import Tensor, nn
 
 from ..checks import _shape_str, check_count, check_float
@@ -155,6 +155,8 @@ class ParametricModel(nn.Module):
         buffer("posedirs", posedirs.reshape(-1, posedirs.shape[-1]).T)  # [(J-1)*9, V*3], smplx's layout
         buffer("J_regressor", regressor)
         buffer("parents", parents, float_values=False)
+        # The kinematic chain on the host too: walking it by the buffer would read each parent back from a GPU.
+        self.parent_list = tuple(int(p) for p in parents)
         buffer("lbs_weights", weights)
 
         has_uv = "vt" in data and "ft" in data
@@ -177,6 +179,7 @@ class ParametricModel(nn.Module):
         self.region_names = tuple(str(name) for name in regions)
         buffer("region_ids", np.concatenate(ids) if ids else np.zeros(0, np.int64), float_values=False)
         buffer("region_sizes", np.array([len(i) for i in ids], np.int64), float_values=False)
+        self.region_size_list = tuple(len(i) for i in ids)  # (the split below reads no sizes back from a GPU)
         self.to(device=device)
 
     def _array(
@@ -257,7 +260,7 @@ class ParametricModel(nn.Module):
     @property
     def regions(self) -> dict[str, Tensor]:
         """Region name -> vertex ids, as in the model's masks file (empty without one)."""
-        parts = torch.split(self.region_ids, self.region_sizes.tolist())
+        parts = torch.split(self.region_ids, list(self.region_size_list))
         return dict(zip(self.region_names, parts, strict=True))
 
     def official_arrays(self) -> dict[str, Any]:
@@ -370,7 +373,7 @@ class ParametricModel(nn.Module):
         identity = torch.eye(3, dtype=template.dtype, device=template.device)
         pose_feature = (rotations[:, 1:] - identity).reshape(batch, -1)
         rest = v_shaped + (pose_feature @ self.posedirs).view(batch, -1, 3)
-        posed_joints, relative = batch_rigid_transform(rotations, rest_joints, self.parents, dtype=template.dtype)
+        posed_joints, relative = _rigid_transforms(rotations, rest_joints, self.parents, self.parent_list)
         blended = torch.matmul(self.lbs_weights, relative.reshape(batch, j, 16)).view(batch, -1, 4, 4)
         vertices = torch.matmul(blended[..., :3, :3], rest[..., None])[..., 0] + blended[..., :3, 3]
         vertices = vertices + translation[:, None]
@@ -402,6 +405,24 @@ class ParametricModel(nn.Module):
             regions=self.regions,
             landmarks=landmarks,
         )
+
+
+def _rigid_transforms(
+    rotations: Float[Tensor, "B J 3 3"], joints: Float[Tensor, "B J 3"], parents: Tensor, parent_list: tuple[int, ...]
+) -> tuple[Float[Tensor, "B J 3"], Float[Tensor, "B J 4 4"]]:
+    """smplx's ``batch_rigid_transform``: the posed joints and each joint's transform of rest-pose points, the chain
+    walked by ``parent_list`` (the ``parents`` buffer on the host; smplx indexes its list by the tensor's elements,
+    a read-back from a GPU for each joint)."""
+    rest = joints[..., None]
+    relative = rest.clone()
+    relative[:, 1:] -= rest[:, parents[1:]]
+    local = transform_mat(rotations.reshape(-1, 3, 3), relative.reshape(-1, 3, 1)).reshape(-1, joints.shape[1], 4, 4)
+    chain = [local[:, 0]]
+    for joint in range(1, len(parent_list)):
+        chain.append(chain[parent_list[joint]] @ local[:, joint])
+    transforms = torch.stack(chain, dim=1)
+    homogeneous = torch.nn.functional.pad(rest, [0, 0, 0, 1])
+    return transforms[:, :, :3, 3], transforms - torch.nn.functional.pad(transforms @ homogeneous, [3, 0, 0, 0, 0, 0, 0, 0])
 
 
 def _find_model_file(path: str | Path, model_type: str = "flame", gender: str = "neutral") -> Path:

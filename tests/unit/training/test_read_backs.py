@@ -134,9 +134,8 @@ def test_a_gaussian_avatar_s_step_reads_back_only_its_pair_count(tiny_video, tmp
     from headfields.models.gaussian_avatars import GaussianAvatar, cpu_config
 
     train_frames, eval_frames = tiny_video
-    # Without FLAME fine-tuning: with it, each step also poses FLAME, whose forward reads back 5 times (smplx's
-    # batch_rigid_transform indexes its chain by the parents tensor, 4 joints; the Head's regions split by their sizes).
-    recipe = cpu_config(fine_tune_flame=False)
+    # With the paper's FLAME fine-tuning: each step poses FLAME too, its kinematic chain walked on the host.
+    recipe = cpu_config(fine_tune_flame=True)
     model = GaussianAvatar(load_model(train_frames.model_path, train_frames.model_type), recipe)
     spy, step = host_sync_spy(), loop._Loop.train_step
 
