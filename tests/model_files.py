@@ -118,6 +118,23 @@ def random_parameters(model: ParametricModel, seed: int, batch: int, angle: floa
     return [t.to(dtype) for t in (shape, expression, pose, translation)]
 
 
+FLAME_JAW = 2  # FLAME's joints: global, neck, jaw, eyes
+
+
+def jaw_frames(model: ParametricModel, jaw: float, pose_scale: float, seed: int = 0, dtype=torch.float64) -> dict:
+    """Two frames of random parameters (each joint's axis-angle ``pose_scale`` times a normal draw) with FLAME's jaw
+    opened by ``jaw`` radians about x: the keyword arguments of ``model(...)``."""
+    gen = torch.Generator().manual_seed(seed)
+    pose = pose_scale * torch.randn(2, 5, 3, generator=gen, dtype=dtype)
+    pose[:, FLAME_JAW] = torch.tensor([jaw, 0.0, 0.0], dtype=dtype)
+    return dict(
+        shape=torch.randn(model.num_shape, generator=gen, dtype=dtype),
+        expression=torch.randn(2, model.num_expression, generator=gen, dtype=dtype),
+        pose=pose,
+        translation=0.01 * torch.randn(2, 3, generator=gen, dtype=dtype),
+    )
+
+
 def smplx_flame(folder: Path, num_shape: int, num_expression: int):
     return smplx.FLAME(str(folder), num_betas=num_shape, num_expression_coeffs=num_expression, gender="neutral", ext="pkl")
 

@@ -16,6 +16,7 @@ from headfields.parametric.mouth import MOUTH_DEPTH, MOUTH_RINGS
 from headfields.synthetic import write_synthetic_flame
 
 from helpers import raises_naming
+from model_files import jaw_frames
 
 DT = torch.float64
 JAW = 2  # FLAME's joints: global, neck, jaw, eyes
@@ -102,15 +103,7 @@ def closed(model, loop):
 
 
 def _random_frames(model, jaw: float, seed: int = 0):
-    gen = torch.Generator().manual_seed(seed)
-    pose = 0.1 * torch.randn(2, 5, 3, generator=gen, dtype=DT)
-    pose[:, JAW] = torch.tensor([jaw, 0.0, 0.0], dtype=DT)
-    return dict(
-        shape=torch.randn(model.num_shape, generator=gen, dtype=DT),
-        expression=torch.randn(2, model.num_expression, generator=gen, dtype=DT),
-        pose=pose,
-        translation=0.01 * torch.randn(2, 3, generator=gen, dtype=DT),
-    )
+    return jaw_frames(model, jaw, pose_scale=0.1, seed=seed)
 
 
 def _affine_rows(model, loop: list[int], depth: float = MOUTH_DEPTH, rings: int = MOUTH_RINGS) -> torch.Tensor:

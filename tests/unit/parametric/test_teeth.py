@@ -15,6 +15,7 @@ from headfields.parametric.teeth import TEETH_ROWS, teeth_faces
 from headfields.synthetic import write_synthetic_flame
 
 from helpers import raises_naming
+from model_files import jaw_frames
 
 DT = torch.float64
 COLUMNS = 7
@@ -48,15 +49,7 @@ def teeth(model, rings):
 
 
 def frames(model, jaw: float):
-    gen = torch.Generator().manual_seed(1)
-    pose = 0.05 * torch.randn(2, 5, 3, generator=gen, dtype=DT)
-    pose[:, JAW] = torch.tensor([jaw, 0.0, 0.0], dtype=DT)
-    return dict(
-        shape=torch.randn(model.num_shape, generator=gen, dtype=DT),
-        expression=torch.randn(2, model.num_expression, generator=gen, dtype=DT),
-        pose=pose,
-        translation=0.01 * torch.randn(2, 3, generator=gen, dtype=DT),
-    )
+    return jaw_frames(model, jaw, pose_scale=0.05, seed=1)
 
 
 def test_rows_are_vhaps_construction(model, rings, teeth):
