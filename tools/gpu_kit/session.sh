@@ -10,7 +10,7 @@ set -u
 START=$(date +%s); DEADLINE=${1:-540}; OUT=${OUT:-outputs/gpu_kit}; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 VIDEO=outputs/gpu_kit/video512
-STEPS=${STEPS:-unit video insta_profile insta_train tests gaussian_train gaussians_bench gsplat_test}
+STEPS=${STEPS:-unit video insta_profile insta_train tests gaussian_train gaussians_bench gsplat_test cuda_suite}
 left() { echo $((DEADLINE - $(date +%s) + START)); }
 step() {  # step NAME LIMIT_SECONDS COMMAND...
   local name=$1 limit=$2; shift 2
@@ -57,4 +57,9 @@ want gaussians_bench && PYTHONPATH=$GS$PYTHONPATH step gaussians_bench 180 pytho
 want gsplat_test && [ -n "$GS" ] && PYTHONPATH=$GS$PYTHONPATH step gsplat_test 90 python3 -m pytest -q -p no:cacheprovider \
   tests/unit/renderers/test_gaussian_rasterizer.py -k gsplat
 
+# The whole CUDA suite, last (what time is left): -v logs each test's outcome as it ends, so a run cut at its limit
+# still names its failures (listed after it).
+want cuda_suite && step cuda_suite 240 python3 -m pytest tests -v -p no:cacheprovider -k cuda -n 12 -rf \
+  --continue-on-collection-errors -W ignore
+want cuda_suite && grep -E " (FAILED|ERROR) " "$OUT/cuda_suite.log" | cut -c1-200 | head -20
 echo "[kit] done at $(( $(date +%s) - START ))s"
