@@ -111,8 +111,7 @@ def face_frames(vertices: Float[Tensor, "*B V 3"], faces: Int[Tensor, "F 3"]) ->
     >>> frames.scale, frames.origin  # (2 + 1) / 2 and the centroid (2/3, 1/3, 0)
     """
     _check_mesh(vertices, faces)
-    if checking_values():  # (the training loop's posed meshes, checked when tracked: a NaN loss there stops the run)
-        check_nondegenerate(vertices, faces)
+    check_nondegenerate(vertices, faces)  # (not in a training step: a NaN loss there stops the run)
     a, b, c = _corners(vertices, faces)
     edge, other = b - a, c - a
     a0 = F.normalize(edge, dim=-1)

@@ -10,7 +10,7 @@ from torch import Tensor
 from .. import kernels
 from ..backends.cpu.wide_bvh import MAX_DEPTH, WideBvh, build_topology
 from ..backends.cpu.wide_bvh import available as wide_bvh_available
-from ..checks import IntLike, check_finite, check_float, check_int, checking_values, frame_rows
+from ..checks import IntLike, check_finite, check_float, check_int, frame_rows
 from ..device_paths import takes_cuda_path
 from .triangles import check_nondegenerate
 
@@ -114,8 +114,7 @@ class TriangleMesh:
             origin = torch.round((low + high) / 2 / step) * step
             points = (detached - origin[:, None]).to(torch.float32).contiguous()
         check_finite("vertices", points, "values within float32 range")
-        if checking_values():  # (the training loop's posed meshes, from tracking checked when loaded)
-            check_nondegenerate(points, self.faces)
+        check_nondegenerate(points, self.faces)
         return points, origin
 
     def _sync(self, copy: tuple[Tensor, Tensor] | None = None) -> None:

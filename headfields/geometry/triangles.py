@@ -50,7 +50,10 @@ def _check_mesh(vertices: Tensor, faces: Tensor) -> None:
 
 def check_nondegenerate(vertices: Float[Tensor, "*B V 3"], faces: Int[Tensor, "F 3"]) -> None:
     """Raise if a triangle's area is (numerically) zero relative to the mesh's bounding box. Callers have
-    checked ``vertices`` and ``faces`` already (it runs on every mesh update)."""
+    checked ``vertices`` and ``faces`` already (it runs on every mesh update); skipped inside
+    :func:`~headfields.checks.trusted_values` (the training loop's posed meshes, from tracking checked when loaded)."""
+    if not checking_values():
+        return
     extent = vertices.amax(dim=-2) - vertices.amin(dim=-2)
     areas = 0.5 * torch.linalg.vector_norm(_face_cross(vertices, faces), dim=-1)
     bad = areas <= DEGENERATE_AREA_FRACTION * (extent**2).sum(-1, keepdim=True)
@@ -207,8 +210,7 @@ def triangle_frames(vertices: Float[Tensor, "*B V 3"], faces: Int[Tensor, "F 3"]
     n = normalize(e1 × e2), b̂ = normalize(e1 × n), t = normalize(b̂ × n); R = [t | b̂ | n], origin a.
     """
     _check_mesh(vertices, faces)
-    if checking_values():  # (the training loop's posed meshes, from tracking checked when loaded)
-        check_nondegenerate(vertices, faces)
+    check_nondegenerate(vertices, faces)
     return _frames(*_corners(vertices, faces))
 
 
