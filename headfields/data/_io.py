@@ -9,7 +9,6 @@ import hashlib
 import json
 import os
 import re
-import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -271,11 +270,13 @@ def _plain_faces(block: str) -> np.ndarray | None:
 
 def _numbers(text: str, dtype) -> np.ndarray | None:
     """The whitespace-separated numbers of ``text`` (numpy's C reader), None where one does not read as ``dtype``."""
+    # No warnings.catch_warnings here: meshes are parsed on a side thread, and that context swaps the process's
+    # filters under every other thread. numpy 2 raises on text it cannot read to the end (numpy 1 warns, and reads
+    # short: the callers' size checks send such text to the line reader, which names the line).
     try:
-        with warnings.catch_warnings(), np.errstate(over="ignore"):  # 1e39 is Inf in float32: the finite check names it
-            warnings.simplefilter("error", DeprecationWarning)  # numpy's notice of text it could not read to the end
+        with np.errstate(over="ignore"):  # 1e39 is Inf in float32: the finite check names it
             return np.fromstring(text, dtype=dtype, sep=" ")
-    except (ValueError, DeprecationWarning):
+    except ValueError:
         return None
 
 

@@ -9,6 +9,8 @@ import json
 import math
 import re
 import shutil
+import threading
+import warnings
 
 import numpy as np
 import pytest
@@ -94,6 +96,25 @@ def test_capture_reads_back_the_same_images_and_cameras(capture, video):
     assert (read.masks >= source.masks).all()
     lips = torch.isin(read.segmentation, torch.tensor([120, 130]))
     assert torch.equal(lips, source.segmentation == source.segmentation_labels["lips"])
+
+
+def test_loading_meshes_leaves_the_warning_filters_to_the_caller(capture, monkeypatch):
+    """The meshes are parsed on a side thread: a ``warnings.catch_warnings`` there would swap the process's filters
+    under the caller's thread (Python's context is not thread-safe), and a caller's ``pytest.warns`` could miss a
+    warning. None is entered off the caller's thread, and a warning said after the load is still caught."""
+    entered = []
+    plain = warnings.catch_warnings
+
+    def spy(*args, **kwargs):
+        entered.append(threading.current_thread().name)
+        return plain(*args, **kwargs)
+
+    monkeypatch.setattr(warnings, "catch_warnings", spy)
+    with pytest.warns(UserWarning, match="after the load"):
+        frames = load_insta_dataset(capture, "test", cache=False)
+        warnings.warn("after the load", UserWarning, stacklevel=1)
+    assert frames.mesh_vertices is not None
+    assert [name for name in entered if name != threading.main_thread().name] == []
 
 
 def test_rgba_images_are_composited_over_the_background(tmp_path):
