@@ -333,10 +333,15 @@ def test_watch_reloads_a_new_checkpoint(tiny_insta_run, tmp_path):
 
 
 # -- in a real browser -----------------------------------------------------------------------------------------------
+# An upper bound on each wait for the page: software WebGL on a CPU that the other test workers load takes seconds
+# a WebDriver call (most waits end in one or two).
+PAGE_WAIT = 90
+
+
 def _chromium(user_data: str, scale: float):
-    """Headless Chromium, its window 900 x 600 CSS pixels drawn at ``scale`` device pixels each: at 0.5 its software
-    WebGL (SwiftShader, on the CPU the other test worker needs) draws a quarter of the pixels, the page's layout the
-    same."""
+    """Headless Chromium, its window 900 x 600 CSS pixels drawn at ``scale`` device pixels each: at 0.25 its software
+    WebGL (SwiftShader, on the CPU the other test workers need) draws a sixteenth of the pixels, the page's layout
+    the same."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -390,13 +395,13 @@ def test_viewer_in_a_browser(run):
     viewer = AvatarViewer(run, port=port, resting_pixels=96).start()  # a sharp frame in a fraction of a second
     driver = None
     try:
-        driver = _chromium(user_data, 1.0 if write_doc_image else 0.5)  # the docs' screenshot at full size
+        driver = _chromium(user_data, 1.0 if write_doc_image else 0.25)  # the docs' screenshot at full size
         driver.get(f"http://127.0.0.1:{port}")
-        _wait(lambda: driver.find_elements(By.TAG_NAME, "canvas"), 20, "the page's canvas")
-        _wait(lambda: viewer.sharp_frames >= 1, 30, "the first avatar image")
+        _wait(lambda: driver.find_elements(By.TAG_NAME, "canvas"), PAGE_WAIT, "the page's canvas")
+        _wait(lambda: viewer.sharp_frames >= 1, PAGE_WAIT, "the first avatar image")
         # The tracked mesh overlay on, through the page: a 6-step avatar's colours barely follow the jaw, its mesh does.
         _control(driver, "tracked mesh overlay").click()
-        _wait(lambda: viewer.shown_state is not None and viewer.shown_state.mesh, 20, "the mesh overlay")
+        _wait(lambda: viewer.shown_state is not None and viewer.shown_state.mesh, PAGE_WAIT, "the mesh overlay")
         if write_doc_image:
             for close in driver.find_elements(By.CSS_SELECTOR, ".mantine-Notification-closeButton"):
                 close.click()  # "software WebGL rendering detected": true here, and not what the image is about
@@ -410,8 +415,8 @@ def test_viewer_in_a_browser(run):
         sharp = viewer.sharp_frames
         thumb.click()
         thumb.send_keys(Keys.END)  # the jaw wide open
-        _wait(lambda: thumb.get_attribute("aria-valuenow") == "30", 10, "the jaw slider at 30 degrees")
-        _wait(lambda: viewer.sharp_frames > sharp and viewer.shown_state.jaw == 30.0, 30, "the image of the open jaw")
+        _wait(lambda: thumb.get_attribute("aria-valuenow") == "30", PAGE_WAIT, "the jaw slider at 30 degrees")
+        _wait(lambda: viewer.sharp_frames > sharp and viewer.shown_state.jaw == 30.0, PAGE_WAIT, "the image of the open jaw")
         time.sleep(1.0)
         after = _screenshot(driver)
     finally:
@@ -484,11 +489,11 @@ def test_the_browser_draws_a_gaussian_runs_splats(gaussian_run):
     count = gaussian_run.model.gaussians.num_gaussians
     driver = None
     try:
-        driver = _chromium(user_data, 0.5)
+        driver = _chromium(user_data, 0.25)
         driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": PAGE_COUNTERS})
         driver.get(f"http://127.0.0.1:{port}")
-        _wait(lambda: viewer.splats_sent >= 1, 30, "the splats sent")
-        _wait(lambda: count in driver.execute_script("return window.__draws.instances"), 30, "the splats drawn")
+        _wait(lambda: viewer.splats_sent >= 1, PAGE_WAIT, "the splats sent")
+        _wait(lambda: count in driver.execute_script("return window.__draws.instances"), PAGE_WAIT, "the splats drawn")
         shot = _screenshot(driver)
 
         # The drag starts left of the canvas's centre (the GUI panel covers its right), from the viewport's origin.
@@ -499,12 +504,12 @@ def test_the_browser_draws_a_gaussian_runs_splats(gaussian_run):
         orbit = ActionChains(driver, duration=1000)  # each pointer move spread over a second, as a hand's
         orbit.move_by_offset(x, y).click_and_hold().move_by_offset(width // 8, 0).release().perform()
         rates = []
-        _wait(lambda: rates.append(driver.execute_script("return window.__rate")) or rates[-1], 20, "the frame count")
+        _wait(lambda: rates.append(driver.execute_script("return window.__rate")) or rates[-1], PAGE_WAIT, "the frame count")
         rate = rates[-1]
-        _wait(lambda: np.abs(np.array(client.camera.position) - before).max() > 0, 10, "the browser's camera to orbit")
+        _wait(lambda: np.abs(np.array(client.camera.position) - before).max() > 0, PAGE_WAIT, "the browser's camera to orbit")
         orbited = viewer.splats_sent
         viewer._gui["frame"].value = 1  # as the slider does
-        _wait(lambda: viewer.splats_sent > orbited and viewer.shown_state.frame == 1, 20, "the splats of frame 1")
+        _wait(lambda: viewer.splats_sent > orbited and viewer.shown_state.frame == 1, PAGE_WAIT, "the splats of frame 1")
     finally:
         if driver is not None:
             driver.quit()
