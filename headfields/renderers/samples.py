@@ -122,7 +122,8 @@ class SampleCount:
     """The samples of a training step: those its samplers placed along the rays (``marched``), those the field was
     trained on (``trained``: fewer after early termination) and the rays left out because their samples did not fit
     fixed slots (``dropped``). A sample budget (``TrainingConfig.samples_per_batch``) counts ``trained``; with fixed
-    slots the counts are 0-d device tensors and ``trained`` counts the samples the rays wanted, dropped ones too."""
+    slots the counts are 0-d device tensors, ``marched`` counts the samples every ray had for the slots, the
+    dropped rays' too, and ``trained`` those in the slots."""
 
     marched: Count
     trained: Count

@@ -20,6 +20,7 @@ __all__ = [
     "MAX_MARCH_SLOTS",
     "RAYS_KEPT_OVER",
     "RAYS_KEPT_UNDER",
+    "RATE_SMOOTHING",
     "SLOTS_KEPT",
     "SLOT_GRANULE",
     "SampleBudget",
@@ -40,6 +41,10 @@ SLOT_GRANULE = 4096
 RAYS_KEPT_UNDER = 1 / 8
 RAYS_KEPT_OVER = 1 / 16
 SLOTS_KEPT = 0.8
+# ... and size them from the samples a ray marched and trained averaged over the steps (an exponential moving average
+# of this weight): with a few hundred rays a step, one step's rates wander by a third, past either band. The march's
+# slots still grow at once to hold the last counted step's samples (too few would drop rays).
+RATE_SMOOTHING = 1 / 16
 
 
 def over_ranks(samples: SampleCount | None, ranks: int, device: torch.device) -> SampleCount | None:
@@ -55,7 +60,7 @@ def over_ranks(samples: SampleCount | None, ranks: int, device: torch.device) ->
     return SampleCount(*(int(v) for v in total.tolist()))
 
 
-def next_rays(rays: int, trained: int, budget: int, ranks: int, max_rays: int) -> int:
+def next_rays(rays: int, trained: float, budget: int, ranks: int, max_rays: int) -> int:
     """The rays of the next step: this step's ``rays`` scaled by ``budget`` over the samples they ``trained``
     (instant-ngp's ``rays_per_batch * target_batch_size / measured_batch_size``), a multiple of ``ranks`` between
     one a rank and ``max_rays``. A step that trained nothing (an empty field) draws the most."""
@@ -78,6 +83,7 @@ class SampleBudget:
     counted: SampleCount = field(default_factory=lambda: SampleCount(0, 0))
     last: SampleCount | None = None
     marched_per_ray: float | None = None  # at the last counted step: sizes the march's slots
+    smoothed: tuple[float, float] | None = None  # samples marched and trained a fitted ray, averaged (fixed shapes)
     march_slots: int | None = None  # the last step's (fixed shapes)
     pending: deque[tuple[int, HostCopy | SampleCount]] = field(default_factory=deque)  # (rays, counts) a step
 
@@ -88,7 +94,8 @@ class SampleBudget:
         most = MAX_MARCH_SLOTS * self.budget
         if self.marched_per_ray is None:
             return SampleSlots(most, self.budget)
-        expected = MARCH_HEADROOM * self.marched_per_ray * self.rays
+        average = self.marched_per_ray if self.smoothed is None else self.smoothed[0]
+        expected = max(MARCH_HEADROOM * average, self.marched_per_ray) * self.rays  # the last step's samples fit
         march = min(max(math.ceil(expected / SLOT_GRANULE) * SLOT_GRANULE, self.budget), most)
         if self.march_slots is not None and SLOTS_KEPT * self.march_slots <= march <= self.march_slots:
             march = self.march_slots  # the last step's shape
@@ -121,8 +128,14 @@ class SampleBudget:
         """Count a step of ``rays`` rays and set the next step's: the rays that fit scaled to the budget."""
         self.counted, self.last = self.counted + samples, samples
         self.marched_per_ray = samples.marched / max(rays, 1)
+        fitted, trained = rays - samples.dropped, samples.trained
+        if self.fixed:
+            now = (self.marched_per_ray, trained / max(fitted, 1))
+            old = now if self.smoothed is None else self.smoothed
+            self.smoothed = tuple(a + RATE_SMOOTHING * (b - a) for a, b in zip(old, now, strict=True))
+            trained = self.smoothed[1] * max(fitted, 1)
         if self.budget is not None:
-            wanted = next_rays(rays - samples.dropped, samples.trained, self.budget, self.ranks, self.max_rays)
+            wanted = next_rays(fitted, trained, self.budget, self.ranks, self.max_rays)
             kept = (1 - RAYS_KEPT_OVER) * self.rays <= wanted <= (1 + RAYS_KEPT_UNDER) * self.rays
             self.rays = self.rays if self.fixed and kept else wanted
 
@@ -157,6 +170,7 @@ class SampleBudget:
             "drawn": self.drawn,
             "pending": pending,
             "marched_per_ray": self.marched_per_ray,
+            "smoothed": self.smoothed,
             "march_slots": self.march_slots,
         }
 
@@ -167,6 +181,8 @@ class SampleBudget:
         self.drawn = state.get("drawn", steps * self.rays)
         self.marched_per_ray = state.get("marched_per_ray")
         self.march_slots = state.get("march_slots")  # (none before shapes were kept from step to step)
+        smoothed = state.get("smoothed")  # (none before the rates were averaged)
+        self.smoothed = None if smoothed is None else (float(smoothed[0]), float(smoothed[1]))
         self.pending = deque((rays, SampleCount(*counts)) for rays, *counts in state.get("pending", ()))
 
 
