@@ -20,6 +20,7 @@ __all__ = [
     "MAX_MARCH_SLOTS",
     "RAYS_KEPT_OVER",
     "RAYS_KEPT_UNDER",
+    "RATE_JUMP",
     "RATE_SMOOTHING",
     "SLOTS_KEPT",
     "SLOT_GRANULE",
@@ -43,8 +44,10 @@ RAYS_KEPT_OVER = 1 / 16
 SLOTS_KEPT = 0.8
 # ... and size them from the samples a ray marched and trained averaged over the steps (an exponential moving average
 # of this weight): with a few hundred rays a step, one step's rates wander by a third, past either band. The march's
-# slots still grow at once to hold the last counted step's samples (too few would drop rays).
+# slots still grow at once to hold the last counted step's samples (too few would drop rays), and a step whose rate
+# is more than RATE_JUMP off the average (the occupancy grid refreshed) starts the average afresh.
 RATE_SMOOTHING = 1 / 16
+RATE_JUMP = 1 / 2
 
 
 def over_ranks(samples: SampleCount | None, ranks: int, device: torch.device) -> SampleCount | None:
@@ -131,8 +134,11 @@ class SampleBudget:
         fitted, trained = rays - samples.dropped, samples.trained
         if self.fixed:
             now = (self.marched_per_ray, trained / max(fitted, 1))
-            old = now if self.smoothed is None else self.smoothed
-            self.smoothed = tuple(a + RATE_SMOOTHING * (b - a) for a, b in zip(old, now, strict=True))
+            old = self.smoothed
+            if old is None or any(abs(b - a) > RATE_JUMP * a for a, b in zip(old, now, strict=True)):
+                self.smoothed = now
+            else:
+                self.smoothed = tuple(a + RATE_SMOOTHING * (b - a) for a, b in zip(old, now, strict=True))
             trained = self.smoothed[1] * max(fitted, 1)
         if self.budget is not None:
             wanted = next_rays(fitted, trained, self.budget, self.ranks, self.max_rays)

@@ -207,9 +207,9 @@ def test_counts_are_read_two_steps_later_and_size_the_slots():
     for b in (budget, resumed):
         b.after_step(SampleCount(torch.tensor(10), torch.tensor(10), torch.tensor(0)), "m")
     assert budget.rays == resumed.rays and budget.counted == resumed.counted and budget.means(4) == resumed.means(4)
-    # The second step's 100 rays: 90 fitted and trained 1000, 11.1 a ray, averaged with the first step's 5 a ray.
-    average = 5 + sample_budget.RATE_SMOOTHING * (1000 / 90 - 5)
-    assert budget.rays == round(1000 / average)
+    # The second step's 100 rays: 90 fitted and trained 1000, 11.1 a ray, over RATE_JUMP off the first step's 5 a
+    # ray: the average starts afresh from it, and 90 rays fill the budget.
+    assert 1000 / 90 > (1 + sample_budget.RATE_JUMP) * 5 and budget.rays == 90
 
 
 def _step(budget: SampleBudget, per_ray: float, march_per_trained: float = 3.0) -> SampleSlots:
