@@ -7,11 +7,9 @@
 PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
-# pytest's worker processes (pytest-xdist): one more than the CPU's cores, at most 4 (each worker holds its own Warp
-# modules and fixtures, about 1-3 GB on the heaviest tests). The tests wait on child processes, a browser and the
-# disk for a fifth of their time: on 2 cores, 3 workers took 508 s where 2 took 577 s (2026-11-28).
-# TEST_WORKERS=0 runs the tests in this process.
-TEST_WORKERS ?= $(shell $(PYTHON) -c "import os; print(min(4, (os.cpu_count() or 1) + 1))")
+# pytest's worker processes (pytest-xdist): the CPU's cores, at most 4 (each worker holds its own Warp modules and
+# fixtures, about 1-3 GB on the heaviest tests). TEST_WORKERS=0 runs the tests in this process.
+TEST_WORKERS ?= $(shell $(PYTHON) -c "import os; print(min(4, os.cpu_count() or 1))")
 # The installed torch, pinned while the extras install: lpips needs torchvision, whose newest release would
 # otherwise replace torch (and pull CUDA packages) instead of matching it.
 TORCH_PIN := build/torch-pin.txt
