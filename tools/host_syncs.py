@@ -10,6 +10,7 @@ takes, so the calls seen are a GPU's.
         model.training_step(batch, step)
     spy.reads    # Counter {(call, "module.py:function"): n}
     spy.copies   # the same for copies to the device
+    spy.late     # reads of host copies made steps earlier (LATE_READS): no wait on a GPU, not read-backs
 
 A tensor drawn by a CPU generator and then moved to the GPU is a copy this spy cannot see on the CPU (both sides are
 the CPU): the library draws with a generator on the tensors' device (``sample_pixels``, the loop's generators).
@@ -43,6 +44,11 @@ READ_BACKS = frozenset(
     }
 )
 
+# Reads of host memory that the spy cannot tell from the device's on the CPU: ``HostCopy.read`` reads pinned host
+# copies made ``READ_LAG`` steps earlier, without waiting, by the time the GPU has finished that step (on the CPU the
+# copy is the tensor itself). Counted apart, in ``late``: a GPU's queue does not drain for them.
+LATE_READS = frozenset({("tolist", "training/host_copy.py:read")})
+
 # Calls that make a tensor from host values: on a CUDA device, a copy from the host.
 HOST_COPIES = frozenset({"tensor", "as_tensor", "asarray", "new_tensor"})
 
@@ -60,13 +66,14 @@ def _from_host(func_name: str, args: tuple) -> bool:
 
 class HostSyncSpy(TorchFunctionMode):
     """Inside ``with HostSyncSpy() as spy:``, ``spy.reads`` and ``spy.copies`` count each read-back and each copy to
-    the device by (call, innermost headfields function); calls made outside the package (a test's own) are not
-    counted."""
+    the device by (call, innermost headfields function), ``spy.late`` each late read of a host copy (LATE_READS);
+    calls made outside the package (a test's own) are not counted."""
 
     def __init__(self):
         super().__init__()
         self.reads: collections.Counter[tuple[str, str]] = collections.Counter()
         self.copies: collections.Counter[tuple[str, str]] = collections.Counter()
+        self.late: collections.Counter[tuple[str, str]] = collections.Counter()
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -83,10 +90,12 @@ class HostSyncSpy(TorchFunctionMode):
             frames = [f for f in traceback.extract_stack()[:-1] if "/headfields/" in f.filename]
             if frames:
                 where = frames[-1]
-                found[(name, f"{where.filename.split('/headfields/')[-1]}:{where.name}")] += 1
+                site = (name, f"{where.filename.split('/headfields/')[-1]}:{where.name}")
+                (self.late if found is self.reads and site in LATE_READS else found)[site] += 1
         return func(*args, **kwargs)
 
     def report(self) -> str:
         lines = [f"{n} x {name} in {where} (read back)" for (name, where), n in sorted(self.reads.items())]
         lines += [f"{n} x {name} in {where} (copied to the device)" for (name, where), n in sorted(self.copies.items())]
+        lines += [f"{n} x {name} in {where} (a late read of a host copy)" for (name, where), n in sorted(self.late.items())]
         return "\n".join(lines)

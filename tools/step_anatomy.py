@@ -1,6 +1,7 @@
 """What a training step asks of a GPU, counted on the CPU on CUDA's code paths (``headfields.device_paths.cuda_paths``):
 per step, the torch operations that do work (each a kernel launch on a GPU), the Warp launches, the copies of host
-values to the device and the read-backs from it (``host_syncs.py``), the distinct shape signatures over the counted
+values to the device and the read-backs from it (``host_syncs.py``; apart from them, the late reads of host copies
+made steps earlier, which wait for nothing), the distinct shape signatures over the counted
 steps (a CUDA graph replays one; the occupancy refresh, a graph of its own, apart), and the rows the deformer and the
 hash grid evaluate per trained sample.
 
@@ -189,6 +190,7 @@ def anatomy(
                 "warp_launches": sum(calls.values()),
                 "copies_to_device": sum(spy.copies.values()),
                 "read_backs": sum(spy.reads.values()),
+                "late_reads": sum(spy.late.values()),
                 "signature": hash(tuple(ops.shapes)),
                 "by_operation": dict(ops.operations),
                 "sites": spy.report(),
@@ -198,6 +200,7 @@ def anatomy(
             calls.clear()
             spy.reads.clear()
             spy.copies.clear()
+            spy.late.clear()
             if n == warmup + steps:
                 close_counters()
                 raise _Closed
@@ -230,6 +233,7 @@ def anatomy(
         "warp_launches_most": max(s["warp_launches"] for s in counted),
         "copies_to_device": sum(s["copies_to_device"] for s in counted),
         "read_backs": sum(s["read_backs"] for s in counted),
+        "late_reads": sum(s["late_reads"] for s in counted),
         "shape_signatures": len({s["signature"] for s in counted}),
         "trained_per_step": None if trained_total is None else trained_total / steps,
         **{
@@ -253,6 +257,7 @@ def print_figures(f: dict) -> None:
     print(f"  Warp launches a step (median / most):     {f['warp_launches']:,.0f} / {f['warp_launches_most']:,}")
     print(f"  copies to the device, all steps:          {f['copies_to_device']}")
     print(f"  read-backs from the device, all steps:    {f['read_backs']}")
+    print(f"  late reads of host copies, all steps:     {f['late_reads']}")
     print(f"  distinct shape signatures (refresh apart): {f['shape_signatures']}")
     if f["trained_per_step"] is None:
         print("  samples trained a step:                   not counted (the model reports none)")
