@@ -6,6 +6,8 @@ import jaxtyping
 import pytest
 import torch
 
+from headfields.renderers import PackedSamples, SlotSamples
+
 
 def raises_naming(name: str):
     """Bad input raises a ValueError/TypeError that names ``name``: either the library's own
@@ -107,3 +109,18 @@ def random_alexnet(seed: int) -> dict[str, torch.Tensor]:
 def random_vgg16(seed: int) -> dict[str, torch.Tensor]:
     """VGG16's convolutions with random He-initialised weights (15 M numbers, 59 MB saved: make few)."""
     return _random_convolutions(VGG16_SHAPES, seed)
+
+
+def slot_samples(per_ray: list[int], slots: int, fits: list[bool]) -> SlotSamples:
+    """Rays with ``per_ray`` samples each (ray r's at t = r + k / 100), in ``slots`` slots with padding after."""
+    ray = torch.cat([torch.full((n,), r, dtype=torch.long) for r, n in enumerate(per_ray)] + [torch.zeros(0, dtype=torch.long)])
+    start = torch.cat([r + torch.arange(n, dtype=torch.float64) / 100 for r, n in enumerate(per_ray)] + [torch.zeros(0)])
+    n = len(ray)
+    pad = slots - n
+    last = len(per_ray) - 1
+    far = torch.tensor([start[-1].item() + 0.01 if n else 0.0], dtype=torch.float64)
+    ray = torch.cat([ray, torch.full((pad,), last)])
+    end = torch.cat([start + 0.01, far.expand(pad)])
+    start = torch.cat([start, far.expand(pad)])
+    samples = PackedSamples(ray, start, end, len(per_ray))
+    return SlotSamples(samples, torch.tensor(n), torch.tensor(n), torch.tensor(fits))

@@ -26,6 +26,7 @@ from ..checks import check_count, check_positive, trusted_values
 from ..fields import EncodedSamples, Field, FieldOutput, NerfField, NeusField, SdfGeometry
 from ..parametric import Head
 from .compositing import Composite, accumulate, composite, composite_alpha, transmittance
+from .early_stop import compact_in_front
 from .neus import NEUS_BASE_INV_S, NEUS_NUM_SAMPLES, NEUS_ROUNDS, NEUS_SAMPLES_PER_ROUND, neus_rays
 from .samplers import ray_bounds
 from .samples import PackedSamples, SampleCount, SampleSlots
@@ -121,7 +122,8 @@ def render_nerf(
         x = samples.midpoints(rays.origins, rays.directions)
         encoded = None
         if stopping and marched:
-            keep, encoded = _in_front(field, samples, x, rays, head, early_stop)
+            density, encoded = _front_density(field, samples, x, rays, head)
+            keep = transmittance(samples, density * samples.deltas.to(density.dtype)) >= early_stop
             samples, x = samples.select(keep), x[keep]
             encoded = None if encoded is None else encoded.rows(keep)
         out = _trained(field, x, rays, samples, head, encoded)
@@ -136,26 +138,29 @@ def _render_slots(field, rays, head, sampler, background, generator, early_stop,
     encoded = None
     if early_stop is not None:
         x = fixed.samples.midpoints(rays.origins, rays.directions)
-        keep, encoded = _in_front(field, fixed.samples, x, rays, head, early_stop)
-        fixed = fixed.compact(keep, slots.train)
-        # (padding slots take the first slot's encoding: zero-length, they weigh nothing, nor does their gradient)
+        density, encoded = _front_density(field, fixed.samples, x, rays, head)
+        fixed = compact_in_front(fixed, density, early_stop, slots.train)
+        # (padding slots take the first slot's point and encoding: zero-length, they weigh nothing, nor does their
+        # gradient)
         encoded = None if encoded is None else encoded.rows(fixed.source)
-    elif slots.train != slots.march:
-        fixed = fixed.compact(fixed.real(), slots.train)
+        x = x[fixed.source]
+    else:
+        if slots.train != slots.march:
+            fixed = fixed.compact(fixed.real(), slots.train)
+        x = fixed.samples.midpoints(rays.origins, rays.directions)
     samples = fixed.samples
-    x = samples.midpoints(rays.origins, rays.directions)
     out = _trained(field, x, rays, samples, head, encoded)
     count = SampleCount(marched, fixed.count, (~fixed.fits).sum())
     return NerfRender(composite(samples, out.density, out.rgb, background), samples, x, out, count, fixed.fits)
 
 
-def _in_front(
-    field: Field, samples: PackedSamples, x: Tensor, rays: Rays, head: Head, early_stop: float
+def _front_density(
+    field: Field, samples: PackedSamples, x: Tensor, rays: Rays, head: Head
 ) -> tuple[Tensor, EncodedSamples | None]:
-    """Which samples the ray still sees through at least ``early_stop`` of its light: the exclusive transmittance
-    of the field's density (no gradient; the density alone, without the colour branch). For a field that trains
-    from its encoding (:meth:`~headfields.fields.NerfField.trains_from_encoding`), the samples deformed (with their
-    directions) and encoded on the way, so that those kept are not deformed and encoded again."""
+    """The field's density at every sample, without gradient (the density alone, without the colour branch), for
+    early termination to find the samples a ray still sees through. For a field that trains from its encoding
+    (:meth:`~headfields.fields.NerfField.trains_from_encoding`), the samples deformed (with their directions) and
+    encoded on the way, so that those kept are not deformed and encoded again."""
     frame = rays.frame[samples.ray]
     with torch.no_grad():
         encoded = None
@@ -164,7 +169,7 @@ def _in_front(
             density = field.decode_samples(encoded, frame, head, colour=False).density
         else:
             density = field(x, None, frame, head).density
-        return transmittance(samples, density * samples.deltas.to(density.dtype)) >= early_stop, encoded
+        return density, encoded
 
 
 def _trained(field: Field, x: Tensor, rays: Rays, samples: PackedSamples, head: Head, encoded: EncodedSamples | None):

@@ -16,29 +16,14 @@ from headfields.heads import tracked_head
 from headfields.models.insta import Insta
 from headfields.models.monoavatar import MonoAvatar
 from headfields.parametric import load_model
-from headfields.renderers import EARLY_STOP_TRANSMITTANCE, PackedSamples, SampleCount, SampleSlots, SlotSamples, composite
+from headfields.renderers import EARLY_STOP_TRANSMITTANCE, PackedSamples, SampleCount, SampleSlots, composite
 from headfields.training import OptimizerConfig, StepOutput, TrainingConfig, sample_budget, train
 from headfields.training.host_copy import READ_LAG, HostCopy
 from headfields.training.sample_budget import MAX_MARCH_SLOTS, RAYS_KEPT_OVER, RAYS_KEPT_UNDER, SampleBudget
 
-from helpers import raises_naming
+from helpers import raises_naming, slot_samples
 
 # --- SlotSamples.compact against a loop over the rays ----------------------------------------------------------
-
-
-def _slot_samples(per_ray: list[int], slots: int, fits: list[bool]) -> SlotSamples:
-    """Rays with ``per_ray`` samples each (ray r's at t = r + k / 100), in ``slots`` slots with padding after."""
-    ray = torch.cat([torch.full((n,), r, dtype=torch.long) for r, n in enumerate(per_ray)] + [torch.zeros(0, dtype=torch.long)])
-    start = torch.cat([r + torch.arange(n, dtype=torch.float64) / 100 for r, n in enumerate(per_ray)] + [torch.zeros(0)])
-    n = len(ray)
-    pad = slots - n
-    last = len(per_ray) - 1
-    far = torch.tensor([start[-1].item() + 0.01 if n else 0.0], dtype=torch.float64)
-    ray = torch.cat([ray, torch.full((pad,), last)])
-    end = torch.cat([start + 0.01, far.expand(pad)])
-    start = torch.cat([start, far.expand(pad)])
-    samples = PackedSamples(ray, start, end, len(per_ray))
-    return SlotSamples(samples, torch.tensor(n), torch.tensor(n), torch.tensor(fits))
 
 
 def _compact_by_loop(per_ray, fits, keep, slots):
@@ -67,7 +52,7 @@ def test_compact_keeps_what_a_loop_over_the_rays_keeps(per_ray, extra, slots, da
     # The rays that fit the march are the first ones (march_fixed's cut).
     first_out = data.draw(st.integers(0, len(per_ray)))
     fits = [r < first_out for r in range(len(per_ray))]
-    source = _slot_samples(per_ray, total + extra if total + extra else 1, fits)
+    source = slot_samples(per_ray, total + extra if total + extra else 1, fits)
     keep = data.draw(st.lists(st.booleans(), min_size=source.slots, max_size=source.slots))
     out = source.compact(torch.tensor(keep), slots)
     want, want_fits = _compact_by_loop(per_ray, fits, keep, slots)
@@ -85,7 +70,7 @@ def test_compact_keeps_what_a_loop_over_the_rays_keeps(per_ray, extra, slots, da
 
 
 def test_compact_bad_input():
-    source = _slot_samples([2, 3], 6, [True, True])
+    source = slot_samples([2, 3], 6, [True, True])
     with raises_naming("slots"):
         source.compact(torch.ones(6, dtype=torch.bool), 0)
     with raises_naming("keep"):
