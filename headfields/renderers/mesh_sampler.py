@@ -21,7 +21,8 @@ from torch import Tensor
 from .. import kernels as _warp
 from ..checks import IntLike, check_count
 from ..geometry import TriangleMesh, within_distance
-from .occupancy import OccupancyGrid, grid_cell
+from .march_kernels import grid_cell
+from .occupancy import OccupancyGrid
 from .samples import PackedSamples
 
 __all__ = [

@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import no_type_check
 
 import torch
 import warp as wp
@@ -21,7 +20,8 @@ from torch import Tensor, nn
 
 from .. import kernels as _warp
 from ..checks import IntLike, check_count, check_float, check_nonzero_rows, check_positive, check_shape, validation
-from .samples import PackedSamples, SlotSamples, _check_aabb, per_ray, ray_aabb
+from .march_kernels import count_kernel, write_kernel
+from .samples import PackedSamples, SlotSamples, _check_aabb, per_ray
 
 RESOLUTION = 128  # instant-ngp / INSTA: NERF_GRIDSIZE() = 128 (nerf.h), one grid over its unit cube
 # instant-ngp's step (testbed_nerf.cu, calc_dt): dt = clamp(t * cone_angle, sqrt(3)/1024, max) in its unit cube,
@@ -45,121 +45,9 @@ GRID_UNIFORM_FRACTION = GRID_OCCUPIED_FRACTION = 0.25
 UPDATE_CHUNK = 1 << 18  # cells evaluated per density_fn call during an update (bounds its memory)
 
 
-@no_type_check  # Warp parameter types are not Python type hints; keep the jaxtyping checker off them.
-@wp.func
-def grid_cell(res: wp.vec3i, lo: wp.vec3, scale: wp.vec3, p: wp.vec3) -> int:
-    """The flat (C-order) index of the cell of a grid of ``res`` cells from ``lo`` (``scale`` cells a unit) that holds
-    ``p``, or -1 outside the grid (as :meth:`OccupancyGrid.occupied` places points, in float32)."""
-    c = wp.cw_mul(p - lo, scale)  # position in cells
-    if c[0] < 0.0 or c[1] < 0.0 or c[2] < 0.0:
-        return -1
-    i = int(c[0])
-    j = int(c[1])
-    k = int(c[2])
-    if i >= res[0] or j >= res[1] or k >= res[2]:
-        return -1
-    return (i * res[1] + j) * res[2] + k
-
-
-@no_type_check
-@wp.func
-def _occupied(bits: wp.array(dtype=wp.uint8), res: wp.vec3i, lo: wp.vec3, scale: wp.vec3, p: wp.vec3) -> bool:
-    cell = grid_cell(res, lo, scale, p)
-    if cell < 0:
-        return False
-    return bits[cell] != wp.uint8(0)
-
-
-@no_type_check
-@wp.func
-def _step(t: float, step_size: float, max_step: float, cone_angle: float) -> float:
-    return wp.min(wp.max(t * cone_angle, step_size), max_step)
-
-
-# Both passes walk the same steps in the same float32 arithmetic, so the write pass fills exactly the slots
-# the count pass reserved. The midpoint is (t0 + t1) / 2, not t0 + dt / 2, which a compiler could fuse.
-
-
-@no_type_check
-@wp.kernel
-def _count_kernel(
-    bits: wp.array(dtype=wp.uint8),
-    res: wp.vec3i,
-    lo: wp.vec3,
-    scale: wp.vec3,
-    step_size: float,
-    max_step: float,
-    cone_angle: float,
-    max_samples: int,
-    origins: wp.array(dtype=wp.vec3),
-    dirs: wp.array(dtype=wp.vec3),
-    near: wp.array(dtype=wp.float32),
-    far: wp.array(dtype=wp.float32),
-    count: wp.array(dtype=wp.int32),
-):
-    i = wp.tid()
-    o = origins[i]
-    d = dirs[i]
-    t_far = far[i]
-    t = float(near[i])
-    n = int(0)
-    while t < t_far and n < max_samples:
-        t1 = wp.min(t + _step(t, step_size, max_step, cone_angle), t_far)
-        if t1 <= t:  # the step vanished in float32 (t far beyond step_size / 2^-24): stop
-            break
-        if _occupied(bits, res, lo, scale, o + 0.5 * (t + t1) * d):
-            n += 1
-        t = t1
-    count[i] = n
-
-
-@no_type_check
-@wp.kernel
-def _write_kernel(
-    bits: wp.array(dtype=wp.uint8),
-    res: wp.vec3i,
-    lo: wp.vec3,
-    scale: wp.vec3,
-    step_size: float,
-    max_step: float,
-    cone_angle: float,
-    max_samples: int,
-    capacity: wp.int64,
-    out_ray: wp.array(dtype=wp.int64),
-    out_start: wp.array(dtype=wp.float32),
-    out_end: wp.array(dtype=wp.float32),
-    has_cells: int,
-    out_cell: wp.array(dtype=wp.uint8),  # with has_cells: each sample's value in bits
-    origins: wp.array(dtype=wp.vec3),
-    dirs: wp.array(dtype=wp.vec3),
-    near: wp.array(dtype=wp.float32),
-    far: wp.array(dtype=wp.float32),
-    ray: wp.array(dtype=wp.int64),
-    offset: wp.array(dtype=wp.int64),
-):
-    i = wp.tid()
-    o = origins[i]
-    d = dirs[i]
-    t_far = far[i]
-    t = float(near[i])
-    n = int(0)
-    s = wp.int64(offset[i])
-    while t < t_far and n < max_samples:
-        t1 = wp.min(t + _step(t, step_size, max_step, cone_angle), t_far)
-        if t1 <= t:
-            break
-        cell = grid_cell(res, lo, scale, o + 0.5 * (t + t1) * d)
-        if cell >= 0 and bits[cell] != wp.uint8(0):
-            if s >= capacity:  # march_fixed's slots are full: the rest of this ray is cut
-                break
-            out_ray[s] = ray[i]
-            out_start[s] = t
-            out_end[s] = t1
-            if has_cells != 0:
-                out_cell[s] = bits[cell]
-            s += wp.int64(1)
-            n += 1
-        t = t1
+def _own_copy(x: Tensor, source: Tensor | float) -> Tensor:
+    """``x``, cloned where it is still the caller's ``source`` (a kernel is about to write into it)."""
+    return x.clone() if isinstance(source, Tensor) and x.data_ptr() == source.data_ptr() else x
 
 
 def _check_cone_angle(value: float) -> float:
@@ -180,20 +68,23 @@ def _resolution(value: IntLike | Sequence[IntLike]) -> tuple[int, int, int]:
 @dataclass(frozen=True)
 class _Box:
     low: list[float]
+    high: list[float]
     scale: list[float]  # cells per unit on each axis
     side: float  # the largest side
 
 
 @dataclass
 class _MarchRays:
-    """What both marching passes read: the kernels' shared arguments and the rays' float32 copies, clipped to the box."""
+    """What both marching passes read: the kernels' shared arguments and the rays' float32 copies (their bounds
+    clipped to the box by the count pass)."""
 
     shared: list
     origins: Tensor
     dirs: Tensor
     near: Tensor
-    far: Tensor
+    far: Tensor  # (the count pass clips both to the box; without ``has_far`` the far bound is the box's alone)
     dtype: torch.dtype  # the caller's: the samples' t comes back in it
+    has_far: bool
 
     @property
     def count(self) -> int:
@@ -244,7 +135,8 @@ class OccupancyGrid(nn.Module):
         """What marching needs of the box as Python numbers, read once (then marching reads nothing back from the
         device, a host synchronisation on CUDA): its low corner, cells per unit (the float32 values ``occupied``
         computes) and its largest side."""
-        self._box = _Box(self.aabb[0].tolist(), self._scale.tolist(), float((self.aabb[1] - self.aabb[0]).max()))
+        low, high = self.aabb.tolist()
+        self._box = _Box(low, high, self._scale.tolist(), float((self.aabb[1] - self.aabb[0]).max()))
 
     @property
     def resolution(self) -> tuple[int, int, int]:
@@ -453,10 +345,10 @@ class OccupancyGrid(nn.Module):
         cone_angle = self.cone_angle if cone_angle is None else _check_cone_angle(cone_angle)
         max_samples = check_count("max_samples_per_ray", max_samples_per_ray, 1, 2**31 - 1)
 
-        box = ray_aabb(origins, dirs, self.aabb)
-        lo = torch.maximum(box.near, near_t)
-        hi = box.far if far_t is None else torch.minimum(box.far, far_t)
-        hi = torch.where(box.hit, hi, lo)  # misses: an empty range
+        # The rays are clipped to the box by the count pass (ray_aabb's slab test, in its kernel), which writes the
+        # clipped bounds over these float32 copies for the write pass (never over the caller's tensors).
+        near_t = _own_copy(near_t.detach().float(), near)
+        far_t = torch.empty_like(near_t) if far_t is None else _own_copy(far_t.detach().float(), far)
         shared = [
             cells.contiguous().view(-1).view(torch.uint8),
             wp.vec3i(*self.resolution),
@@ -471,14 +363,17 @@ class OccupancyGrid(nn.Module):
             shared=shared,
             origins=origins.detach().float().contiguous(),
             dirs=dirs.detach().float().contiguous(),
-            near=lo.detach().float().contiguous(),
-            far=hi.detach().float().contiguous(),
+            near=near_t,
+            far=far_t,
             dtype=origins.dtype,
+            has_far=far is not None,
         )
 
     def _count(self, rays: _MarchRays) -> Tensor:
+        """Each ray's samples, its bounds clipped to the box on the way (``rays.near`` and ``rays.far`` after)."""
         count = torch.zeros(rays.count, dtype=torch.int32, device=self.aabb.device)
-        _warp.launch_rows(_count_kernel, rays.count, rays.shared, [*rays.per_ray, count], self.aabb.device)
+        box = [wp.vec3(*self._box.low), wp.vec3(*self._box.high), int(rays.has_far)]
+        _warp.launch_rows(count_kernel, rays.count, [*rays.shared, *box], [*rays.per_ray, count], self.aabb.device)
         return count
 
     def _write(self, rays: _MarchRays, count: Tensor, end: Tensor, slots: int, labels: Tensor | None = None) -> PackedSamples:
@@ -492,5 +387,5 @@ class OccupancyGrid(nn.Module):
         out_labels = torch.empty(0, dtype=torch.uint8, device=device) if labels is None else labels
         outputs = [wp.int64(slots), out_ray, out_start, out_end, int(labels is not None), out_labels]
         ray_index = torch.arange(r, device=device)
-        _warp.launch_rows(_write_kernel, r, [*rays.shared, *outputs], [*rays.per_ray, ray_index, end - count], device)
+        _warp.launch_rows(write_kernel, r, [*rays.shared, *outputs], [*rays.per_ray, ray_index, end - count], device)
         return PackedSamples._trusted(out_ray, out_start.to(rays.dtype), out_end.to(rays.dtype), r)

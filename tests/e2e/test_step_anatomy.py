@@ -12,8 +12,8 @@ from tiny_configs import TINY_GRID
 TINY = dict(hash_grid=TINY_GRID, occupancy_resolution=16, occupancy_every=4, occupancy_warmup=2, warmup_steps=2)
 
 # Today's figures (2026-11-28): ceilings.
-OPERATIONS = 390  # torch operations that do work, a step (median of the 4)
-WARP_LAUNCHES = 8
+OPERATIONS = 325  # torch operations that do work, a step (median of the 4; 320 measured)
+WARP_LAUNCHES = 10  # issue 78's ceiling: early termination's count and compaction are two of them
 ROWS = 16.0  # deformer rows per trained sample in the step's passes: the march's slots, padding included
 # (15.6: the rays follow averaged rates, slower than this configuration's grid refresh every 4 steps; at 2^18 samples
 # and the paper's refresh every 16, 1.28 rows where one step's rates gave 1.35)
@@ -43,10 +43,11 @@ def test_insta_s_step_launches_no_more_than_today(figures):
     assert 0 < figures["warp_launches"] <= WARP_LAUNCHES
 
 
-def test_insta_s_step_copies_nothing_and_reads_only_its_late_host_copies(figures):
-    assert figures["copies_to_device"] == 0
-    assert figures["sites"] == ["2 x tolist in training/host_copy.py:read (read back)"]  # the loss and the counts
-    assert figures["read_backs"] == 2 * figures["steps"]
+def test_insta_s_step_copies_nothing_and_reads_nothing_back(figures):
+    assert figures["copies_to_device"] == 0 and figures["read_backs"] == 0
+    # the loss and the counts of the step two before, from host copies: the GPU has finished that step
+    assert figures["sites"] == ["2 x tolist in training/host_copy.py:read (a late read of a host copy)"]
+    assert figures["late_reads"] == 2 * figures["steps"]
 
 
 def test_insta_evaluates_each_trained_sample_no_more_often_than_today(figures):
