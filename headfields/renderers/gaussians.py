@@ -38,7 +38,8 @@ from ..cameras import PinholeCameras
 from ..checks import IntLike, check_count, check_finite, check_float, check_memory, check_shape, checking_values, validation
 from ..deformers.gaussian_binding import quaternion_to_matrix
 from ..encoders.spherical_harmonics import MAX_DEGREE, _real_sh
-from .gaussian_kernels import ALPHA_MIN, OUTPUTS, PARAMS, TILE, blend_tiles
+from .gaussian_blend import blend_tiles
+from .gaussian_kernels import ALPHA_MIN, OUTPUTS, PARAMS, TILE
 
 __all__ = ["BLUR", "GaussianRender", "TileLists", "project_gaussians", "rasterize_gaussians", "sh_colors"]
 
