@@ -31,24 +31,28 @@ def _render(scene, cameras, background, kernel: str):
     return out.image, out.alpha, out.depth
 
 
-def test_matches_the_reference_and_the_per_pixel_kernels(cpu_blocks):
+def test_matches_the_reference_and_the_per_pixel_kernels(device, cpu_blocks):
     """150 Gaussians on a 37 x 29 image (partial tiles on both axes, two of them empty), lists of up to three batches."""
-    cameras = _cameras(37, 29, "cpu")
-    scene = [t.requires_grad_() for t in _scene(150, 0, "cpu", size=0.03)]
+    cameras = _cameras(37, 29, device)
+    scene = [t.requires_grad_() for t in _scene(150, 0, device, size=0.03)]
     proj = project_gaussians(*scene[:3], cameras)
     tiles = _tile_lists(proj, scene[3], cameras.width, cameras.height)
     assert int((tiles.end - tiles.start).max()) > 2 * gaussian_blocks.BATCH
-    background = torch.tensor([0.2, 0.4, 0.9], dtype=torch.float64)
+    background = torch.tensor([0.2, 0.4, 0.9], dtype=torch.float64, device=device)
     ours = _render(scene, cameras, background, "cooperative")
-    truth = reference(*scene, cameras, background)
     per_pixel = _render(scene, cameras, background, "per-pixel")
+    leaves = [t.detach().cpu().requires_grad_() for t in scene]
+    truth = reference(*leaves, cameras.to("cpu"), background.cpu())
     for got, want, pixel in zip(ours, truth, per_pixel, strict=True):
-        torch.testing.assert_close(got, want, atol=1e-10, rtol=1e-9)
-        torch.testing.assert_close(got, pixel, atol=1e-13, rtol=0)  # the same arithmetic: round-off
+        torch.testing.assert_close(got.cpu(), want, atol=1e-10, rtol=1e-9)
+        torch.testing.assert_close(got, pixel, atol=1e-12, rtol=0)  # the same arithmetic: round-off
     weights = [torch.randn(t.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64) for t in truth]
-    grads = [torch.autograd.grad(sum((o * w).sum() for o, w in zip(outs, weights, strict=True)), scene) for outs in (ours, truth)]
-    for name, a, b in zip(("means", "quats", "scales", "opacities", "sh"), *grads, strict=True):
-        torch.testing.assert_close(a, b, atol=1e-8, rtol=1e-6, msg=name)
+
+    def grads(outs, inputs):
+        return torch.autograd.grad(sum((o * w.to(o.device)).sum() for o, w in zip(outs, weights, strict=True)), inputs)
+
+    for name, a, b in zip(("means", "quats", "scales", "opacities", "sh"), grads(ours, scene), grads(truth, leaves), strict=True):
+        torch.testing.assert_close(a.cpu(), b, atol=1e-8, rtol=1e-6, msg=name)
 
 
 def test_opaque_stacks_stop_the_block_early(cpu_blocks):
@@ -76,14 +80,16 @@ def test_opaque_stacks_stop_the_block_early(cpu_blocks):
     torch.testing.assert_close(pixel, torch.tensor([0.99, 0.0099, 0.0], dtype=torch.float64), atol=1e-6, rtol=0)
 
 
-def test_gradcheck(cpu_blocks):
-    cameras = _cameras(20, 18, "cpu")
-    scene = [t.requires_grad_() for t in _scene(5, 7, "cpu", size=0.05)]
+def test_gradcheck(device, cpu_blocks):
+    cameras = _cameras(20, 18, device)
+    scene = [t.requires_grad_() for t in _scene(5, 7, device, size=0.05)]
 
     def render(*scene):
-        return _render(scene, cameras, torch.full((3,), 0.5, dtype=torch.float64), "cooperative")
+        return _render(scene, cameras, torch.full((3,), 0.5, dtype=torch.float64, device=device), "cooperative")
 
-    assert torch.autograd.gradcheck(render, tuple(scene), eps=1e-6, atol=1e-5, fast_mode=True)
+    # CUDA's atomic adds sum the blocks' shares in another order each call: float64 summation error there.
+    nondet_tol = 1e-10 if device.type == "cuda" else 0.0
+    assert torch.autograd.gradcheck(render, tuple(scene), eps=1e-6, atol=1e-5, fast_mode=True, nondet_tol=nondet_tol)
 
 
 def test_float32_matches_the_per_pixel_kernels(cpu_blocks):
@@ -121,13 +127,5 @@ def test_which_kernels_blend(monkeypatch):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
-def test_cuda_takes_the_cooperative_kernels_and_matches_the_reference():
-    device = torch.device("cuda", torch.cuda.current_device())
-    assert gaussian_blend.cooperative(device)
-    cameras = _cameras(37, 29, device)
-    scene = [t.requires_grad_() for t in _scene(300, 0, device, size=0.02)]
-    background = torch.tensor([0.2, 0.4, 0.9], dtype=torch.float64, device=device)
-    ours = _render(scene, cameras, background, "auto")
-    truth = reference(*[t.detach().cpu() for t in scene], cameras.to("cpu"), background.cpu())
-    for got, want in zip(ours, truth, strict=True):
-        torch.testing.assert_close(got.cpu(), want, atol=1e-10, rtol=1e-9)
+def test_cuda_takes_the_cooperative_kernels():
+    assert gaussian_blend.KERNEL == "auto" and gaussian_blend.cooperative(torch.device("cuda", torch.cuda.current_device()))
