@@ -80,6 +80,19 @@ def test_opaque_stacks_stop_the_block_early(cpu_blocks):
     torch.testing.assert_close(pixel, torch.tensor([0.99, 0.0099, 0.0], dtype=torch.float64), atol=1e-6, rtol=0)
 
 
+def test_nothing_drawn_leaves_the_background(cpu_blocks):
+    """No (tile, Gaussian) pairs at all (every list empty, no rows to load) and Gaussians behind the camera."""
+    cameras, background = _cameras(24, 17, "cpu"), torch.tensor([0.1, 0.2, 0.3], dtype=torch.float64)
+    scene = [t.requires_grad_() for t in _scene(4, 2, "cpu")]
+    behind = [scene[0] + 3.0 * torch.tensor([0.05, -0.03, 1.0], dtype=torch.float64), *scene[1:]]
+    for drawn in (behind, [t[:0] for t in scene]):
+        image, alpha, depth = _render(drawn, cameras, background, "cooperative")
+        torch.testing.assert_close(image, background.expand(17, 24, 3))
+        assert float(alpha.detach().abs().max()) == 0 and float(depth.detach().abs().max()) == 0
+    image.sum().backward()
+    assert all(float(t.grad.abs().max()) == 0 for t in scene)
+
+
 def test_gradcheck(device, cpu_blocks):
     cameras = _cameras(20, 18, device)
     scene = [t.requires_grad_() for t in _scene(5, 7, device, size=0.05)]
