@@ -30,7 +30,11 @@ KERNEL = "auto"
 
 def cooperative(device: torch.device) -> bool:
     """Whether a blend on ``device`` takes the block-cooperative kernels, by :data:`KERNEL` (see the module
-    docstring); "cooperative" where a block cannot run its threads raises, naming the setting."""
+    docstring); "cooperative" where a block cannot run its threads raises, naming the setting.
+
+        cooperative(torch.device("cuda"))  # True
+        cooperative(torch.device("cpu"))  # False, unless under cuda_paths() with wp.config.enable_cpu_blocks set
+    """
     if KERNEL not in KERNELS:
         raise ValueError(f"gaussian_blend.KERNEL: expected one of {KERNELS}, got {KERNEL!r}")
     if KERNEL == "per-pixel":

@@ -13,7 +13,9 @@ adds a pixel a splat (all 256 of a tile's pixels onto the same ten addresses, on
 
 On the CPU, Warp runs a block as one thread unless the caller has set ``wp.config.enable_cpu_blocks`` (an
 experimental switch: a block's threads as cooperative fibers); :func:`runs_here` says whether these kernels can run
-where they are asked. Both exist in float32 and float64 (the float64 pair for gradcheck).
+where they are asked. On the fibers they are 5.6x slower than the per-pixel kernels (5,000 Gaussians at 128², forward
+and backward, ``benchmarks/gaussians.py --cpu-blocks``), so the CPU keeps those. Both exist in float32 and float64 (the
+float64 pair for gradcheck).
 """
 
 from functools import cache
@@ -29,19 +31,27 @@ __all__ = ["BATCH", "BLOCK", "block_kernels", "runs_here"]
 BLOCK = TILE * TILE  # threads a block: one a pixel of its tile
 # Splat rows a batch loads into shared memory: 64 x 11 scalars (a row and its exponent cut), 2.8 KB in float32. gsplat
 # loads a block's worth (256); a quarter of it lets a block whose pixels are all done stop sooner, at four block
-# sums per 256 splats instead of one (a block sum is two barriers; blending 64 splats is 64 exponentials a thread).
+# sums per 256 splats instead of one (a sum and its read-back: a few barriers; 64 splats: 64 exponentials a thread).
 BATCH = 64
 
 
 def runs_here(device: torch.device) -> bool:
     """Whether a block of these kernels runs as :data:`BLOCK` threads on ``device``: on CUDA, and on the CPU only
-    where the caller has set ``wp.config.enable_cpu_blocks`` (read, never set, here)."""
+    where the caller has set ``wp.config.enable_cpu_blocks`` (read, never set, here).
+
+        wp.config.enable_cpu_blocks = True  # the caller's choice, for its process
+        assert runs_here(torch.device("cpu"))
+    """
     return device.type == "cuda" or bool(wp.config.enable_cpu_blocks)
 
 
 @cache
 def block_kernels(scalar: type) -> tuple[wp.Kernel, wp.Kernel]:
-    """The forward and backward kernels in ``scalar`` (wp.float32 or wp.float64), built on first use."""
+    """The forward and backward kernels in ``scalar`` (wp.float32 or wp.float64), built on first use; launched a
+    block a tile (``launch_rows(..., tile=(1, BLOCK))``, as :mod:`headfields.renderers.gaussian_blend` does).
+
+        forward, backward = block_kernels(wp.float32)
+    """
     alpha_min, alpha_max, t_min = scalar(ALPHA_MIN), scalar(ALPHA_MAX), scalar(TRANSMITTANCE_MIN)
     half, one, zero = scalar(0.5), scalar(1.0), scalar(0.0)
     tile_side, block, batch, params_n = TILE, BLOCK, BATCH, PARAMS
