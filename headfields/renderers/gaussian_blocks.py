@@ -13,9 +13,9 @@ adds a pixel a splat (all 256 of a tile's pixels onto the same ten addresses, on
 
 On the CPU, Warp runs a block as one thread unless the caller has set ``wp.config.enable_cpu_blocks`` (an
 experimental switch: a block's threads as cooperative fibers); :func:`runs_here` says whether these kernels can run
-where they are asked. On the fibers they are 5.6x slower than the per-pixel kernels (5,000 Gaussians at 128², forward
-and backward, ``benchmarks/gaussians.py --cpu-blocks``), so the CPU keeps those. Both exist in float32 and float64 (the
-float64 pair for gradcheck).
+where they are asked. On the fibers (one launch, one core) they are about 3x slower than the per-pixel kernels on two
+(5,000 Gaussians at 128², forward and backward, ``benchmarks/gaussians.py --cpu-blocks``), so the CPU keeps those.
+Both exist in float32 and float64 (the float64 pair for gradcheck).
 """
 
 from functools import cache
