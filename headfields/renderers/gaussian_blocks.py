@@ -98,9 +98,9 @@ def block_kernels(scalar: type) -> tuple[wp.Kernel, wp.Kernel]:
                     dx = rows[q, 0] - cx
                     dy = rows[q, 1] - cy
                     power = -half * (rows[q, 2] * dx * dx + rows[q, 4] * dy * dy) - rows[q, 3] * dx * dy
-                    if power <= zero and power >= cuts[q]:
+                    if not (power > zero or power < cuts[q]):  # the per-pixel kernels' tests, NaN included
                         alpha = wp.min(alpha_max, rows[q, 5] * wp.exp(power))
-                        if alpha >= alpha_min:
+                        if not (alpha < alpha_min):
                             t_next = t * (one - alpha)
                             if t_next < t_min:
                                 done = 1
@@ -176,11 +176,11 @@ def block_kernels(scalar: type) -> tuple[wp.Kernel, wp.Kernel]:
                     dx = rows[q, 0] - cx
                     dy = rows[q, 1] - cy
                     power = -half * (rows[q, 2] * dx * dx + rows[q, 4] * dy * dy) - rows[q, 3] * dx * dy
-                    if power <= zero and power >= cuts[q]:
+                    if not (power > zero or power < cuts[q]):  # the per-pixel kernels' tests, NaN included
                         gauss = wp.exp(power)
                         raw = rows[q, 5] * gauss
                         alpha = wp.min(alpha_max, raw)
-                        if alpha >= alpha_min:
+                        if not (alpha < alpha_min):
                             w = alpha * t
                             rest_r -= w * rows[q, 6]
                             rest_g -= w * rows[q, 7]
