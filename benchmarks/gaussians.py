@@ -1,11 +1,15 @@
 """The Gaussian rasteriser's frame time at 128², 256² and 512², forward alone and with the backward pass, against a
 peer in the same run: gsplat's ``rasterization`` on CUDA (where installed: the images compared too, and the speed
 ratio; tests/unit/renderers/test_gaussian_rasterizer.py compares the gradients), elsewhere a dense torch rasteriser
-(every Gaussian at every pixel, the same blending) at 128², which shows what the tiles save.
+(every Gaussian at every pixel, the same blending) at 128², which shows what the tiles save. Forward + backward also
+with the other blend kernels (``renderers.gaussian_blend.KERNEL``): on CUDA the per-pixel pair beside the default
+block-cooperative one; on the CPU, with ``--cpu-blocks`` (Warp's experimental ``enable_cpu_blocks``, set by this
+script), the cooperative pair beside the CPU's per-pixel one.
 
     python benchmarks/gaussians.py                       # the device torch sees (CUDA when there is one)
     python benchmarks/gaussians.py --run outputs/gaussians   # a trained gaussian_avatar run's Gaussians
     python benchmarks/gaussians.py --device cpu --per-face 2
+    python benchmarks/gaussians.py --device cpu --cpu-blocks --per-face 1 --count 5000 --sizes 128  # fibers
 
 The scene: a trained run's Gaussians on its first held-out frame, or (no ``--run``) ``--per-face`` Gaussians on each
 face of the synthetic FLAME head, spread over the face, a third of its size, opacities in [0.3, 1], SH of degree 3:
@@ -15,15 +19,18 @@ a trained avatar's count and coverage. Times are medians of ``--repeats`` after 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import math
+from collections.abc import Iterator
 
 import torch
+import warp as wp
 from torch import Tensor
 
 from headfields.cameras import PinholeCameras, resized_cameras
 from headfields.heads import tracked_head
-from headfields.renderers import rasterize_gaussians
+from headfields.renderers import gaussian_blend, rasterize_gaussians
 from headfields.renderers.gaussians import project_gaussians, sh_colors
 
 from avatars import median_seconds
@@ -99,8 +106,26 @@ def gsplat_render(scene: list[Tensor], cameras: PinholeCameras) -> Tensor:
     return colors[0]
 
 
+@contextlib.contextmanager
+def blend_kernels(kernel: str) -> Iterator[None]:
+    """``gaussian_blend.KERNEL`` (the library's public module setting) set to ``kernel`` within the block."""
+    before, gaussian_blend.KERNEL = gaussian_blend.KERNEL, kernel
+    try:
+        yield
+    finally:
+        gaussian_blend.KERNEL = before
+
+
+def other_kernels(device: torch.device) -> str | None:
+    """The blend kernels the default does not take on ``device``, where they can run there (None: none)."""
+    if gaussian_blend.cooperative(device):
+        return "per-pixel"
+    return "cooperative" if device.type == "cpu" and wp.config.enable_cpu_blocks else None
+
+
 def measure(scene: list[Tensor], cameras: PinholeCameras, repeats: int, gsplat: bool) -> str:
-    """One table row: our forward and forward + backward at the cameras' size, and the peer's forward."""
+    """One table row: our forward and forward + backward at the cameras' size (and with the other blend kernels), and
+    the peer's forward."""
     device = scene[0].device
     leaves = [t.clone().requires_grad_() for t in scene]
 
@@ -112,6 +137,10 @@ def measure(scene: list[Tensor], cameras: PinholeCameras, repeats: int, gsplat: 
         rasterize_gaussians(*leaves, cameras, validate=False).image.sum().backward()
 
     ours, trained = median_seconds(forward, repeats, device), median_seconds(both, repeats, device)
+    other, other_cell = other_kernels(device), "—"
+    if other is not None:
+        with blend_kernels(other):
+            other_cell = f"{1e3 * median_seconds(both, repeats, device):.1f} ms ({other})"
     size = cameras.width
     peer, peer_seconds = "—", None
     with torch.no_grad():
@@ -127,7 +156,8 @@ def measure(scene: list[Tensor], cameras: PinholeCameras, repeats: int, gsplat: 
     else:  # said the way it reads: 0.2x "faster" is 5x slower
         ratio = f"{peer_seconds / ours:.1f}× faster" if peer_seconds >= ours else f"{ours / peer_seconds:.1f}× slower"
     peer_cell = "—" if peer_seconds is None else f"{1e3 * peer_seconds:.1f} ms"
-    return f"| {size}² | {1e3 * ours:.1f} ms | {1 / ours:.0f} | {1e3 * trained:.1f} ms | {peer} | {peer_cell} | {ratio} |"
+    timing = f"| {size}² | {1e3 * ours:.1f} ms | {1 / ours:.0f} | {1e3 * trained:.1f} ms | {other_cell} |"
+    return f"{timing} {peer} | {peer_cell} | {ratio} |"
 
 
 def main() -> None:
@@ -135,16 +165,23 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--run", default=None, help="a trained gaussian_avatar run (default: a synthetic scene)")
     parser.add_argument("--per-face", type=int, default=3, help="Gaussians a face of the synthetic scene")
+    parser.add_argument("--count", type=int, default=None, help="a random subset of this many of the scene's Gaussians")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--sizes", type=int, nargs="+", default=list(SIZES), help="image sides, pixels")
+    parser.add_argument("--cpu-blocks", action="store_true", help="Warp's CPU blocks on: time the cooperative kernels")
     args = parser.parse_args()
+    wp.config.enable_cpu_blocks = args.cpu_blocks or wp.config.enable_cpu_blocks  # a script's choice for its process
     device = torch.device(args.device)
     scene, camera = run_scene(args.run, device) if args.run else synthetic_scene(args.per_face, device)
+    if args.count is not None:
+        keep = torch.randperm(len(scene[0]), generator=torch.Generator().manual_seed(0))[: args.count].to(device)
+        scene = [t[keep] for t in scene]
     has_gsplat = device.type == "cuda" and importlib.util.find_spec("gsplat") is not None
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     print(f"{len(scene[0]):,} Gaussians, {name}, median of {args.repeats}; gsplat: {'yes' if has_gsplat else 'not run'}\n")
-    print("| size | forward | frames/s | forward + backward | peer | peer forward | ours vs peer |")
-    print("|---|---:|---:|---:|---|---:|---:|")
-    for size in SIZES:
+    print("| size | forward | frames/s | forward + backward | other kernels' | peer | peer forward | ours vs peer |")
+    print("|---|---:|---:|---:|---:|---|---:|---:|")
+    for size in args.sizes:
         print(measure(scene, resized_cameras(camera, size, size), args.repeats, has_gsplat), flush=True)
 
 

@@ -1,6 +1,7 @@
-"""The tile rasteriser's Warp kernels (3D Gaussian Splatting's ``renderCUDA`` and its backward, Kerbl et al. 2023),
-behind :func:`headfields.renderers.rasterize_gaussians`: front-to-back blending of depth-sorted splats, one thread
-a pixel, and its hand-written adjoint.
+"""The tile rasteriser's per-pixel Warp kernels (3D Gaussian Splatting's ``renderCUDA`` and its backward, Kerbl et al.
+2023), the CPU's, behind :func:`headfields.renderers.rasterize_gaussians` (:mod:`headfields.renderers.gaussian_blend`
+chooses them or CUDA's block-cooperative pair, :mod:`headfields.renderers.gaussian_blocks`): front-to-back blending
+of depth-sorted splats, one thread a pixel, and its hand-written adjoint; and the cuts both pairs share.
 
 Each splat is one row of ``params [N, 10]``: its pixel centre ``(mx, my)``, conic ``(a, b, c)`` (the inverse of its
 2D covariance, ``[[a, b], [b, c]]``), opacity, colour ``(r, g, b)`` and camera depth ``z``. At pixel centre ``p``
@@ -24,15 +25,23 @@ gradcheck). Gradients go to each listed row and are summed into the splats' by `
 """
 
 from functools import cache
-from typing import Any, no_type_check
+from typing import no_type_check
 
 import torch  # no `from __future__ import annotations`: Warp reads the kernels' annotations, which name closure types
 import warp as wp
 from torch import Tensor
 
-from .. import kernels
-
-__all__ = ["ALPHA_MAX", "ALPHA_MIN", "PARAMS", "TILE", "TRANSMITTANCE_MIN", "blend_tiles"]
+__all__ = [
+    "ALPHA_MAX",
+    "ALPHA_MIN",
+    "OUTPUTS",
+    "PARAMS",
+    "PIXELS_PER_THREAD",
+    "TILE",
+    "TRANSMITTANCE_MIN",
+    "exponent_cut",
+    "pixel_kernels",
+]
 
 TILE = 16  # pixels a tile side (3D Gaussian Splatting's BLOCK_X, BLOCK_Y)
 ALPHA_MIN = 1.0 / 255.0  # a splat fainter than this at a pixel is skipped (forward.cu, renderCUDA)
@@ -46,7 +55,7 @@ PIXELS_PER_THREAD = 4 * TILE * TILE
 
 
 @cache
-def _kernels(scalar: type) -> tuple[wp.Kernel, wp.Kernel]:
+def pixel_kernels(scalar: type) -> tuple[wp.Kernel, wp.Kernel]:
     """The forward and backward kernels in ``scalar`` (wp.float32 or wp.float64), built on first use."""
     alpha_min, alpha_max, t_min = scalar(ALPHA_MIN), scalar(ALPHA_MAX), scalar(TRANSMITTANCE_MIN)
     half, one, zero = scalar(0.5), scalar(1.0), scalar(0.0)
@@ -180,49 +189,9 @@ def _kernels(scalar: type) -> tuple[wp.Kernel, wp.Kernel]:
     return forward, backward
 
 
-def _exponent_cut(opacity: Tensor) -> Tensor:
+def exponent_cut(opacity: Tensor) -> Tensor:
     """Below this exponent a splat's alpha, ``opacity · exp(power)``, is under 1/255 whatever the clamp: a pixel
     skips it without the exponential (most of a tile's splats are far from most of its pixels). Kept 1e-5 (and
     1e-5 of its size) short of the bound, so that the exact test on alpha still decides the borderline cases."""
     bound = torch.log(ALPHA_MIN / opacity.clamp(min=torch.finfo(opacity.dtype).tiny))
     return bound - 1e-5 * (1 + bound.abs())
-
-
-class _Blend(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, params: Tensor, tiles: Any) -> Tensor:
-        ctx.tiles = tiles
-        # The tiles' lists as rows of their own: a pixel reads its tile's splats one after another, not scattered
-        # over params.
-        rows = params.detach()[tiles.ids.long()].contiguous()
-        cut = _exponent_cut(rows[:, 5])
-        out = params.new_empty(tiles.width * tiles.height, OUTPUTS)
-        last = torch.empty(tiles.width * tiles.height, dtype=torch.int32, device=params.device)
-        forward = _kernels(kernels.WARP_SCALARS[params.dtype])[0]
-        shared = [rows, cut, tiles.start, tiles.end, tiles.width, tiles.tiles_x, out, last]
-        kernels.launch_rows(forward, len(tiles.pixel), shared, [tiles.pixel], params.device, PIXELS_PER_THREAD)
-        ctx.save_for_backward(rows, cut, out.detach(), last)  # detached: Warp reads a saved output's .grad otherwise
-        ctx.count = params.shape[0]
-        return out
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_out: Tensor) -> tuple[Tensor, None]:
-        rows, cut, out, last = ctx.saved_tensors
-        tiles, device = ctx.tiles, rows.device
-        slots, slot = kernels.launch_slots(len(tiles.pixel), device, PIXELS_PER_THREAD)
-        if slots * rows.numel() * rows.element_size() >= 2**31:  # Warp's strides are 32-bit byte counts
-            raise ValueError(f"means: {len(rows):,} (tile, Gaussian) pairs are too many for the CPU's gradient buffers")
-        grad_rows = rows.new_zeros(slots, *rows.shape)
-        backward = _kernels(kernels.WARP_SCALARS[rows.dtype])[1]
-        shared = [rows, cut, tiles.start, tiles.width, tiles.tiles_x, out, last, grad_out.contiguous(), grad_rows]
-        kernels.launch_rows(backward, len(tiles.pixel), shared, [tiles.pixel, slot], device, PIXELS_PER_THREAD)
-        grad = rows.new_zeros(ctx.count, PARAMS)
-        return grad.index_add_(0, tiles.ids.long(), grad_rows.sum(0)), None
-
-
-def blend_tiles(params: Tensor, tiles: Any) -> Tensor:
-    """Each pixel's ``[r, g, b, alpha, depth]`` (``[H·W, 5]``, row-major pixels) from the splats ``params [N, 10]``
-    (float32 or float64) listed per tile in ``tiles`` (:class:`headfields.renderers.gaussians.TileLists`);
-    differentiable w.r.t. ``params`` (first derivatives)."""
-    return _Blend.apply(params, tiles)

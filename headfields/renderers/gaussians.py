@@ -11,8 +11,10 @@ CPU and CUDA: :func:`rasterize_gaussians`, one entry in the shape of gsplat's ``
    at :data:`RADIUS_MAX`: a footprint larger than the image covers all of it), or the smaller square beyond which
    its alpha is under 1/255 everywhere; one (tile, depth) key per covered tile, sorted, gives every tile its list of
    Gaussians near to far.
-3. **Blend** (Warp, :mod:`headfields.renderers.gaussian_kernels`): one thread a pixel, front to back with 3DGS's
-   thresholds; a hand-written backward kernel.
+3. **Blend** (Warp, :mod:`headfields.renderers.gaussian_blend`): front to back with 3DGS's thresholds, a
+   hand-written backward kernel; on CUDA a block of threads a tile, its splats in shared memory
+   (:mod:`~headfields.renderers.gaussian_blocks`), on the CPU one thread a pixel
+   (:mod:`~headfields.renderers.gaussian_kernels`).
 
 Gaussians whose mean lies nearer than ``near`` in front of the camera (or behind it) are not drawn; one that
 covers the whole image is drawn on every tile. The image, alpha and depth are differentiable w.r.t. means,
@@ -38,7 +40,8 @@ from ..cameras import PinholeCameras
 from ..checks import IntLike, check_count, check_finite, check_float, check_memory, check_shape, checking_values, validation
 from ..deformers.gaussian_binding import quaternion_to_matrix
 from ..encoders.spherical_harmonics import MAX_DEGREE, _real_sh
-from .gaussian_kernels import ALPHA_MIN, OUTPUTS, PARAMS, TILE, blend_tiles
+from .gaussian_blend import blend_tiles
+from .gaussian_kernels import ALPHA_MIN, OUTPUTS, PARAMS, TILE
 
 __all__ = ["BLUR", "GaussianRender", "TileLists", "project_gaussians", "rasterize_gaussians", "sh_colors"]
 

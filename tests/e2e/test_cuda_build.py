@@ -1,7 +1,8 @@
 """tools/cuda_build.py: the decoder shapes it compiles are the models' own, its shared-memory verdicts follow
-the architectures' limits, and it reads each kernel's request from what the compile wrote. A real CUDA compile takes
-a minute or more a kernel (cuBLASDx), so the compile itself is replaced here; the script's figures come from running
-it (docs/results.md, "The fused decoder's CUDA build")."""
+the architectures' limits, and it reads each kernel's request from what the compile wrote. A real CUDA compile of the
+decoder takes a minute or more a kernel (cuBLASDx), so the compile itself is replaced there; the script's figures come
+from running it (docs/results.md, "The fused decoder's CUDA build"). The Gaussian rasteriser's kernels compile in a
+second each: NVRTC builds them for sm_90 here."""
 
 from __future__ import annotations
 
@@ -79,10 +80,33 @@ def test_each_kernel_is_compiled_at_the_launches_block_and_its_request_read_back
     assert "does not build: RuntimeError: NVRTC: error" in cuda_build.table(rows)
 
 
+def test_the_gaussian_kernels_build_for_sm_90(cuda_build, capsys):
+    """The rasteriser's block-cooperative kernels compiled by NVRTC for an H100 / H200 (a second each, no cuBLASDx):
+    each builds, its block asks for its batch of splat rows in shared memory, and fits."""
+    import warp as wp
+
+    from headfields.renderers.gaussian_blocks import BATCH
+    from headfields.renderers.gaussian_kernels import PARAMS
+
+    if wp.get_cuda_toolkit_version() is None:
+        pytest.skip("this Warp was built without CUDA: no NVRTC to compile with")
+    rows = cuda_build.main(["--kernels", "gaussians"])
+    assert [(r["rows"], r["precision"]) for r in rows] == [
+        ("forward", "float32"), ("backward", "float32"), ("forward", "float64"), ("backward", "float64")
+    ]  # fmt: skip
+    for r in rows:
+        assert "error" not in r, r
+        size = 4 if r["precision"] == "float32" else 8
+        assert BATCH * (PARAMS + 1) * size <= r["shared_bytes"] < 2 * BATCH * (PARAMS + 1) * size and r["fits"]
+    assert "| gaussians | backward | float64 | sm_90 |" in capsys.readouterr().out
+
+
 def test_bad_arguments(cuda_build):
     with pytest.raises(SystemExit):
         cuda_build.main(["--rows", "0"])
     with pytest.raises(SystemExit):
         cuda_build.main(["--arch", "70"])  # Warp 1.19's NVRTC starts at sm_75
+    with pytest.raises(SystemExit):
+        cuda_build.main(["--kernels", "mlp"])
     with pytest.raises(RuntimeError, match="--cache"):  # this process imported Warp already
         cuda_build.main(["--cache", "/tmp/never"])

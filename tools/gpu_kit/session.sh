@@ -31,7 +31,8 @@ want unit && step unit 90 python3 -m pytest -q -p no:cacheprovider -k cuda \
   tests/unit/training/test_optimizer.py tests/unit/renderers/test_scan.py tests/unit/renderers/test_compositing.py tests/unit/renderers/test_occupancy.py
 
 want tests && step tests 150 python3 -m pytest -q -p no:cacheprovider -k cuda \
-  tests/unit/renderers/test_gaussian_rasterizer.py tests/unit/deformers/test_gaussian_binding.py tests/unit/models/test_gaussian_density.py tests/unit/models/test_gaussian_avatar.py
+  tests/unit/renderers/test_gaussian_rasterizer.py tests/unit/renderers/test_gaussian_blocks.py tests/unit/deformers/test_gaussian_binding.py \
+  tests/unit/models/test_gaussian_density.py tests/unit/models/test_gaussian_avatar.py
 
 want video && step video 150 python3 -c "from headfields.synthetic import SyntheticVideoConfig, make_synthetic_video; \
 make_synthetic_video('$VIDEO', SyntheticVideoConfig(resolution=512), device='cuda')"
