@@ -8,13 +8,16 @@ product over them at every pixel (no tiles, no lists), keeping only the rule of 
 
 from __future__ import annotations
 
+import ast
 import math
 import sys
 import types
+from pathlib import Path
 
 import pytest
 import torch
 
+import headfields
 from headfields.cameras import PinholeCameras, look_at
 from headfields.renderers.gaussians import BLUR, _means2d, project_gaussians, rasterize_gaussians
 
@@ -403,10 +406,12 @@ def test_gsplat_backend_matches_ours_on_cuda():
     ours, theirs = renders
     assert theirs.image.shape == (48, 64, 3) and theirs.radii.shape == (200,) and theirs.radii.dtype == torch.long
     # The tile rules differ (the module docstring): pixels past 3σ of the opaque Gaussians, by up to 0.011 x opacity.
-    for a, b in ((ours.image, theirs.image), (ours.alpha, theirs.alpha), (ours.depth, theirs.depth)):
-        torch.testing.assert_close(a, b, atol=2e-3, rtol=0)
-    torch.testing.assert_close(ours.means2d, theirs.means2d, atol=1e-3, rtol=0)
+    torch.testing.assert_close(ours.image, theirs.image, atol=2e-3, rtol=0)
+    torch.testing.assert_close(ours.alpha, theirs.alpha, atol=2e-3, rtol=0)
+    torch.testing.assert_close(ours.depth, theirs.depth, atol=3e-3, rtol=0)  # alpha's difference times depths up to 1.1
+    drawn = (ours.radii > 0) & (theirs.radii > 0)  # gsplat leaves the centres of those it does not draw at 0
     assert float(((ours.radii > 0) == (theirs.radii > 0)).float().mean()) > 0.95
+    torch.testing.assert_close(ours.means2d[drawn], theirs.means2d[drawn], atol=1e-3, rtol=0)
     for name, a, b in zip(("means", "quats", "scales", "opacities", "sh", "means2d"), *grads, strict=True):
         assert b is not None, name
         cosine = torch.nn.functional.cosine_similarity(a.flatten(), b.flatten(), dim=0)
@@ -424,3 +429,22 @@ def test_gsplat_centres_carry_their_gradient():
     torch.testing.assert_close(asked.grad, 2 * batched[0].detach())
     with pytest.warns(UserWarning, match="not a leaf"):  # torch's warning: the row not asked for has none
         assert unasked.grad is None
+
+
+def test_gsplat_is_imported_only_at_the_call():
+    """gsplat is an optional extra: no module of headfields imports it outside a function (``import headfields``
+    never needs it; ``backend="gsplat"`` imports it when asked)."""
+
+    def outside_functions(node: ast.AST):
+        for child in ast.iter_child_nodes(node):
+            if not isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda):
+                yield child
+                yield from outside_functions(child)
+
+    found = []
+    for path in sorted(Path(headfields.__file__).parent.rglob("*.py")):
+        for node in outside_functions(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            names += [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            found += [f"{path.name}: {name}" for name in names if name.split(".")[0] == "gsplat"]
+    assert not found, found
