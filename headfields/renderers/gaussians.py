@@ -21,11 +21,11 @@ CPU and CUDA: :func:`rasterize_gaussians`, one entry in the shape of gsplat's ``
 and alpha, its ``"RGB+D"`` depth channel (the weights' sum of camera depths, as ours; ``"RGB+ED"`` is that over
 alpha), the background composited here as ours is. Its projection and blending are 3DGS's, as ours are; its tile
 rules differ. gsplat 1.5 and later bins a Gaussian to the axis-aligned box of ``min(3.33, √(2 ln(255 · opacity)))``
-standard deviations along each image axis, every pixel where its alpha can reach 1/255 (gsplat 1.4: ``⌈3 √λ_max⌉``,
-ours unshrunk), and does not draw one whose opacity is under 1/255; ours stops at 3σ as 3DGS does. So a pixel past
-3σ of a Gaussian of opacity over 0.35 (where its alpha at 3σ, ``0.011 × opacity``, is over 1/255), in a tile ours
-leaves out, differs by up to that alpha times the colours' difference; and the radii differ (gsplat's: the larger
-half-side of its box).
+standard deviations along each image axis, every pixel where its alpha can reach 1/255 (gsplat 1.4: the square of
+half-side ``⌈3 √λ_max⌉``, ours before its shrink), and does not draw one whose opacity is under 1/255; ours stops
+at 3σ as 3DGS does. So a pixel past 3σ of a Gaussian of opacity over 0.35 (where its alpha at 3σ,
+``0.011 × opacity``, is over 1/255), in a tile ours leaves out, differs by up to that alpha times the colours'
+difference; and the radii differ (gsplat's: the larger half-side of its box).
 
 Gaussians whose mean lies nearer than ``near`` in front of the camera (or behind it) are not drawn; one that
 covers the whole image is drawn on every tile. The image, alpha and depth are differentiable w.r.t. means,
@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import functools
 import math
+import typing
 import weakref
 from dataclasses import dataclass
 from typing import Literal
@@ -60,7 +61,7 @@ __all__ = ["BACKENDS", "BLUR", "Backend", "GaussianRender", "TileLists", "projec
 
 # Who draws (rasterize_gaussians' backend): our Warp kernels on CPU and CUDA, or gsplat's rasterization on CUDA.
 Backend = Literal["warp", "gsplat"]
-BACKENDS = ("warp", "gsplat")
+BACKENDS = typing.get_args(Backend)
 
 BLUR = 0.3  # pixels², added to the projected covariance's diagonal (3DGS's computeCov2D low-pass filter)
 SIGMAS = 3.0  # a Gaussian reaches the tiles within this many standard deviations of its mean (3DGS: 3)
