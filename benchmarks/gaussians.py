@@ -1,7 +1,8 @@
 """The Gaussian rasteriser's frame time at 128², 256² and 512², forward alone and with the backward pass, against a
-peer in the same run: gsplat's ``rasterization`` on CUDA (where installed: the images compared too, and the speed
-ratio; tests/unit/renderers/test_gaussian_rasterizer.py compares the gradients), elsewhere a dense torch rasteriser
-(every Gaussian at every pixel, the same blending) at 128², which shows what the tiles save. Forward + backward also
+peer in the same run: gsplat's ``rasterization`` on CUDA (``rasterize_gaussians(..., backend="gsplat")``, where gsplat
+is installed: forward and forward + backward, the images compared too, and the speed ratio;
+tests/unit/renderers/test_gaussian_rasterizer.py compares the gradients), elsewhere a dense torch rasteriser (every
+Gaussian at every pixel, the same blending) at 128², which shows what the tiles save. Forward + backward also
 with the other blend kernels (``renderers.gaussian_blend.KERNEL``): on CUDA the per-pixel pair beside the default
 block-cooperative one; on the CPU, with ``--cpu-blocks`` (Warp's experimental ``enable_cpu_blocks``, set by this
 script), the cooperative pair beside the CPU's per-pixel one.
@@ -21,7 +22,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib.util
-import math
 from collections.abc import Iterator
 
 import torch
@@ -95,15 +95,8 @@ def dense_rasterize(scene: list[Tensor], cameras: PinholeCameras) -> Tensor:
 
 
 def gsplat_render(scene: list[Tensor], cameras: PinholeCameras) -> Tensor:
-    from gsplat import rasterization
-
-    means, quats, scales, opacities, sh = scene
-    k = torch.tensor([[cameras.fx, 0, cameras.cx], [0, cameras.fy, cameras.cy], [0, 0, 1.0]], device=means.device)
-    colors, _, _ = rasterization(
-        means, quats, scales, opacities, sh, cameras.world_to_camera.float(), k[None], cameras.width, cameras.height,
-        near_plane=0.01, sh_degree=int(math.isqrt(sh.shape[1])) - 1, eps2d=0.3, tile_size=16, packed=False,
-    )  # fmt: skip
-    return colors[0]
+    """The same frame through gsplat's ``rasterization``: our rasteriser's ``backend="gsplat"``."""
+    return rasterize_gaussians(*scene, cameras, validate=False, backend="gsplat").image
 
 
 @contextlib.contextmanager
@@ -125,7 +118,7 @@ def other_kernels(device: torch.device) -> str | None:
 
 def measure(scene: list[Tensor], cameras: PinholeCameras, repeats: int, gsplat: bool) -> str:
     """One table row: our forward and forward + backward at the cameras' size (and with the other blend kernels), and
-    the peer's forward."""
+    the peer's forward (gsplat's also with its backward)."""
     device = scene[0].device
     leaves = [t.clone().requires_grad_() for t in scene]
 
@@ -133,8 +126,8 @@ def measure(scene: list[Tensor], cameras: PinholeCameras, repeats: int, gsplat: 
         with torch.no_grad():
             rasterize_gaussians(*scene, cameras, validate=False)
 
-    def both() -> None:
-        rasterize_gaussians(*leaves, cameras, validate=False).image.sum().backward()
+    def both(backend: str = "warp") -> None:
+        rasterize_gaussians(*leaves, cameras, validate=False, backend=backend).image.sum().backward()
 
     ours, trained = median_seconds(forward, repeats, device), median_seconds(both, repeats, device)
     other, other_cell = other_kernels(device), "—"
@@ -142,7 +135,9 @@ def measure(scene: list[Tensor], cameras: PinholeCameras, repeats: int, gsplat: 
         with blend_kernels(other):
             other_cell = f"{1e3 * median_seconds(both, repeats, device):.1f} ms ({other})"
     size = cameras.width
-    peer, peer_seconds = "—", None
+    peer, peer_seconds, peer_trained = "—", None, ""
+    if gsplat:
+        peer_trained = f" ({1e3 * median_seconds(lambda: both('gsplat'), repeats, device):.1f} ms with backward)"
     with torch.no_grad():
         mine = rasterize_gaussians(*scene, cameras).image
         if gsplat:
@@ -155,7 +150,7 @@ def measure(scene: list[Tensor], cameras: PinholeCameras, repeats: int, gsplat: 
         ratio = "—"
     else:  # said the way it reads: 0.2x "faster" is 5x slower
         ratio = f"{peer_seconds / ours:.1f}× faster" if peer_seconds >= ours else f"{ours / peer_seconds:.1f}× slower"
-    peer_cell = "—" if peer_seconds is None else f"{1e3 * peer_seconds:.1f} ms"
+    peer_cell = "—" if peer_seconds is None else f"{1e3 * peer_seconds:.1f} ms{peer_trained}"
     timing = f"| {size}² | {1e3 * ours:.1f} ms | {1 / ours:.0f} | {1e3 * trained:.1f} ms | {other_cell} |"
     return f"{timing} {peer} | {peer_cell} | {ratio} |"
 

@@ -16,6 +16,17 @@ CPU and CUDA: :func:`rasterize_gaussians`, one entry in the shape of gsplat's ``
    (:mod:`~headfields.renderers.gaussian_blocks`), on the CPU one thread a pixel
    (:mod:`~headfields.renderers.gaussian_kernels`).
 
+``backend="gsplat"`` draws the same inputs with gsplat's ``rasterization`` instead (CUDA and float32 only, the
+``[gsplat]`` extra; imported at the call, never required), returning the same :class:`GaussianRender`: its colour
+and alpha, its ``"RGB+D"`` depth channel (the weights' sum of camera depths, as ours; ``"RGB+ED"`` is that over
+alpha), the background composited here as ours is. Its projection and blending are 3DGS's, as ours are; its tile
+rules differ. gsplat 1.5 and later bins a Gaussian to the axis-aligned box of ``min(3.33, √(2 ln(255 · opacity)))``
+standard deviations along each image axis, every pixel where its alpha can reach 1/255 (gsplat 1.4: the square of
+half-side ``⌈3 √λ_max⌉``, ours before its shrink), and does not draw one whose opacity is under 1/255; ours stops
+at 3σ as 3DGS does. So a pixel past 3σ of a Gaussian of opacity over 0.35 (where its alpha at 3σ,
+``0.011 × opacity``, is over 1/255), in a tile ours leaves out, differs by up to that alpha times the colours'
+difference; and the radii differ (gsplat's: the larger half-side of its box).
+
 Gaussians whose mean lies nearer than ``near`` in front of the camera (or behind it) are not drawn; one that
 covers the whole image is drawn on every tile. The image, alpha and depth are differentiable w.r.t. means,
 quaternions, scales, opacities and colours (and the camera pose).
@@ -29,7 +40,10 @@ from __future__ import annotations
 
 import functools
 import math
+import typing
+import weakref
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -43,7 +57,11 @@ from ..encoders.spherical_harmonics import MAX_DEGREE, _real_sh
 from .gaussian_blend import blend_tiles
 from .gaussian_kernels import ALPHA_MIN, OUTPUTS, PARAMS, TILE
 
-__all__ = ["BLUR", "GaussianRender", "TileLists", "project_gaussians", "rasterize_gaussians", "sh_colors"]
+__all__ = ["BACKENDS", "BLUR", "Backend", "GaussianRender", "TileLists", "project_gaussians", "rasterize_gaussians", "sh_colors"]
+
+# Who draws (rasterize_gaussians' backend): our Warp kernels on CPU and CUDA, or gsplat's rasterization on CUDA.
+Backend = Literal["warp", "gsplat"]
+BACKENDS = typing.get_args(Backend)
 
 BLUR = 0.3  # pixels², added to the projected covariance's diagonal (3DGS's computeCov2D low-pass filter)
 SIGMAS = 3.0  # a Gaussian reaches the tiles within this many standard deviations of its mean (3DGS: 3)
@@ -57,6 +75,7 @@ RADIUS_MAX = 2.0**30
 # blend's [r, g, b, alpha, depth], the image over the background, 1 - alpha) besides its int32 list position.
 TILE_LIST_BYTES = 8 + 8 + 8 + 4 + 4
 PIXEL_SCALARS = OUTPUTS + 3 + 1
+GSPLAT_DTYPE = torch.float32  # gsplat's CUDA kernels draw in float32 only
 
 
 @dataclass
@@ -294,16 +313,21 @@ def rasterize_gaussians(
     sh_degree: int | None = None,
     near: float = NEAR,
     validate: bool = True,
+    backend: Backend = "warp",
 ) -> GaussianRender:
     """Render Gaussians (world means, ``(w, x, y, z)`` quaternions, normalised here, positive scales, opacities in
     [0, 1], and colours ``[N, 3]`` or SH coefficients ``[N, K, 3]`` of which the first ``(sh_degree+1)²`` are used)
     into camera ``frame`` of ``cameras`` over ``background`` (default black). See the module docstring.
     ``validate=False`` skips the checks of values (NaN, scales, quaternions, opacities: host syncs on CUDA).
+    ``backend="gsplat"`` draws with gsplat's ``rasterization`` (CUDA, float32, the ``[gsplat]`` extra; see the
+    module docstring for where its tiles differ); without gsplat, on the CPU or in float64 it raises, naming ``backend``.
 
         out = rasterize_gaussians(means, quats, scales, opacities, sh, cameras, 0, background=torch.ones(3))
         loss = (out.image - target).abs().mean()
         loss.backward()  # gradients for means, quats, scales, opacities and sh
     """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend: expected one of {BACKENDS}, got {backend!r}")
     with validation(validate):
         _check(means, quats, scales, opacities, colors, cameras)
         frame = check_count("frame", frame, 0, cameras.num_frames - 1)
@@ -316,6 +340,8 @@ def rasterize_gaussians(
         if background is not None:
             check_shape("background", background, [3], means.device)
             check_finite("background", background)
+    if backend == "gsplat":
+        return _gsplat_render(means, quats, scales, opacities, colors, cameras, frame, background, sh_degree, near)
     _check_image(cameras, means.dtype, means.device)
     proj = project_gaussians(means, quats, scales, cameras, frame, near)
     if colors.dim() == 3:
@@ -328,3 +354,80 @@ def rasterize_gaussians(
     if background is not None:
         image = image + (1 - alpha)[..., None] * background.to(image.dtype)
     return GaussianRender(image=image, alpha=alpha, depth=out[..., 4], means2d=proj.means2d, radii=proj.radii)
+
+
+def _gsplat_rasterization():
+    """gsplat's ``rasterization``, imported at the call: gsplat is an optional extra (it builds a CUDA extension)."""
+    try:
+        from gsplat import rasterization
+    except ImportError as error:
+        raise ImportError(
+            f"backend: 'gsplat' needs the gsplat package ({error}): pip install 'headfields[gsplat]' on a machine with "
+            "CUDA, or take backend='warp' (the default)"
+        ) from None
+    return rasterization
+
+
+@functools.lru_cache(maxsize=16)
+def _intrinsics(fx: float, fy: float, cx: float, cy: float, device: torch.device) -> Tensor:
+    """The float32 matrix K gsplat takes, made once a camera and device (a render copies nothing from the host)."""
+    with torch.inference_mode(False):  # a plain tensor, whatever mode the first render ran in
+        return torch.tensor([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]], dtype=GSPLAT_DTYPE, device=device)
+
+
+def _gsplat_render(
+    means: Tensor,
+    quats: Tensor,
+    scales: Tensor,
+    opacities: Tensor,
+    colors: Tensor,
+    cameras: PinholeCameras,
+    frame: int,
+    background: Tensor | None,
+    sh_degree: int | None,
+    near: float,
+) -> GaussianRender:
+    """:func:`rasterize_gaussians` with ``backend="gsplat"``, its input checked: one camera through gsplat's
+    ``rasterization`` (16x16 tiles, 3DGS's 0.3 pixels² blur, unpacked), back as our :class:`GaussianRender`."""
+    rasterization = _gsplat_rasterization()
+    if means.dtype != GSPLAT_DTYPE:
+        raise TypeError(
+            f"backend: 'gsplat' draws float32 only, got {means.dtype} Gaussians: .float() them, or take backend='warp'"
+        )
+    if means.device.type != "cuda":
+        raise ValueError(
+            f"backend: 'gsplat' draws on CUDA only (gsplat's kernels), got means on {means.device}: move the Gaussians "
+            "and cameras to a GPU, or take backend='warp' (the default), which draws on both"
+        )
+    if colors.dim() == 3 and sh_degree is None:
+        sh_degree = math.isqrt(colors.shape[1]) - 1
+    k = _intrinsics(cameras.fx, cameras.fy, cameras.cx, cameras.cy, means.device)
+    view = cameras.world_to_camera[frame : frame + 1].to(GSPLAT_DTYPE)
+    rendered, alphas, meta = rasterization(
+        means, quats, scales, opacities, colors, view, k[None], cameras.width, cameras.height,
+        near_plane=near, eps2d=BLUR, sh_degree=sh_degree, packed=False, tile_size=TILE, render_mode="RGB+D",
+    )  # fmt: skip
+    image, alpha, depth = rendered[0, ..., :3], alphas[0, ..., 0], rendered[0, ..., 3]
+    if background is not None:  # here, as ours does: gsplat's backgrounds would need a depth channel of their own
+        image = image + (1 - alpha)[..., None] * background.to(image.dtype)
+    radii = meta["radii"][0]
+    if radii.dim() == 2:  # gsplat 1.5 and later: its box's half-sides along x and y
+        radii = radii.amax(-1)
+    return GaussianRender(image=image, alpha=alpha, depth=depth, means2d=_means2d(meta["means2d"]), radii=radii.long())
+
+
+def _means2d(batched: Tensor) -> Tensor:
+    """The one camera's projected centres ``[N, 2]`` out of gsplat's ``[1, N, 2]``, with the gradient density control
+    reads: the row is a view the loss does not pass through, so a hook hands it the batched tensor's gradient when
+    the caller has asked for it (``retain_grad()``), as ours has it."""
+    means2d = batched[0]
+    if batched.requires_grad:
+        row = weakref.ref(means2d)  # weak: a strong one would close a cycle through the graph, which gc cannot see
+
+        def hand_over(grad: Tensor) -> None:
+            target = row()
+            if target is not None and target.retains_grad:
+                target.grad = grad[0] if target.grad is None else target.grad + grad[0]
+
+        batched.register_hook(hand_over)
+    return means2d

@@ -34,6 +34,7 @@ from ...checks import IntLike, check_count, check_positive
 from ...deformers.gaussian_binding import BindingRegulariserConfig, GaussianSet, PosedGaussians, Splats
 from ...parametric import Head, SubjectModel
 from ...renderers import EARLY_STOP_TRANSMITTANCE, GaussianRender, rasterize_gaussians
+from ...renderers.gaussians import BACKENDS, Backend
 from .density import DensityConfig
 from .fine_tuning import FittedTracking
 from .steps import GaussianSteps
@@ -71,8 +72,12 @@ class GaussianAvatarConfig:
     flame_expression_lr: float = 1e-3  # flame_expr_lr
     flame_pose_lr: float = 1e-5  # flame_pose_lr: FLAME's global rotation, neck, jaw and eyes
     flame_translation_lr: float = 1e-6  # flame_trans_lr
+    # Who rasterises (rasterize_gaussians' backend): our Warp kernels, or gsplat's on CUDA (the [gsplat] extra).
+    rasterizer: Backend = "warp"
 
     def __post_init__(self) -> None:
+        if self.rasterizer not in BACKENDS:
+            raise ValueError(f"rasterizer: expected one of {BACKENDS}, got {self.rasterizer!r}")
         check_count("sh_degree", self.sh_degree, 0, 4)
         check_count("sh_interval", self.sh_interval, 1)
         check_count("position_lr_max_steps", self.position_lr_max_steps, 1)
@@ -186,7 +191,7 @@ class GaussianAvatar(nn.Module):
         degree = self.sh_degree_in_use
         return rasterize_gaussians(
             posed.means, posed.quats, posed.scales, posed.opacities, posed.sh, cameras, camera,
-            background=background, sh_degree=degree, validate=validate,
+            background=background, sh_degree=degree, validate=validate, backend=self.config.rasterizer,
         )  # fmt: skip
 
     def splats(self, head: Head, frame: IntLike) -> Splats:

@@ -8,6 +8,7 @@ import dataclasses
 import json
 import math
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -25,7 +26,7 @@ from headfields.models.gaussian_avatars import (
     position_learning_rate,
 )
 from headfields.models.registry import MODELS
-from headfields.parametric import TrackedMeshModel
+from headfields.parametric import TrackedMeshModel, load_model
 from headfields.runs import RunConfig, SubjectSource, load_run, train_run
 from headfields.splat_ply import read_bound_splat_ply, read_splat_ply
 from headfields.synthetic import SyntheticVideoConfig, write_insta_capture
@@ -202,8 +203,21 @@ def test_bad_configs_are_named(tiny_video):
         GaussianAvatarConfig(ssim_weight=1.5)
     with pytest.raises(ValueError, match="background"):
         GaussianAvatarConfig(background=(2.0, 0.0, 0.0))
+    with pytest.raises((TypeError, ValueError), match="rasterizer"):  # jaxtyping's checker in tests, ours without it
+        GaussianAvatarConfig(rasterizer="cuda")
     with pytest.raises(TypeError, match="config"):
         GaussianAvatar(None, config=object())
+
+
+def test_the_recipe_chooses_the_rasteriser(tiny_video, monkeypatch):
+    """``rasterizer="gsplat"`` reaches rasterize_gaussians' backend: without gsplat the render says so, naming it."""
+    frames = tiny_video[0]
+    model = GaussianAvatar(load_model(frames.model_path, frames.model_type), cpu_config(rasterizer="gsplat"))
+    head = tracked_head(model.parametric, frames.select([0]))
+    assert GaussianAvatarConfig().rasterizer == "warp"
+    monkeypatch.setitem(sys.modules, "gsplat", None)  # `import gsplat` raises ImportError
+    with pytest.raises(ImportError, match="backend: 'gsplat' needs the gsplat package"):
+        model.render_camera(frames.cameras, 0, head, 0)
 
 
 def test_the_extent_is_3dgs_s_where_the_cameras_spread_and_the_head_s_where_they_do_not(tiny_video):

@@ -8,13 +8,18 @@ product over them at every pixel (no tiles, no lists), keeping only the rule of 
 
 from __future__ import annotations
 
+import ast
 import math
+import sys
+import types
+from pathlib import Path
 
 import pytest
 import torch
 
+import headfields
 from headfields.cameras import PinholeCameras, look_at
-from headfields.renderers.gaussians import BLUR, project_gaussians, rasterize_gaussians
+from headfields.renderers.gaussians import BLUR, _means2d, project_gaussians, rasterize_gaussians
 
 TILE = 16
 
@@ -355,3 +360,91 @@ def test_matches_gsplat_on_cuda():
     for a, b in zip(mine, peer, strict=True):
         cosine = torch.nn.functional.cosine_similarity(a.flatten(), b.flatten(), dim=0)
         assert float(cosine) > 0.99
+
+
+def test_gsplat_backend_without_gsplat_is_refused(monkeypatch):
+    monkeypatch.setitem(sys.modules, "gsplat", None)  # `import gsplat` raises ImportError
+    scene = [t.float() for t in _scene(4, 1, "cpu")]
+    with pytest.raises(ImportError, match=r"backend: 'gsplat' needs the gsplat package.*headfields\[gsplat\]"):
+        rasterize_gaussians(*scene, _cameras(16, 16, "cpu", torch.float32), backend="gsplat")
+
+
+def test_gsplat_backend_refuses_the_cpu_and_float64(monkeypatch):
+    """gsplat draws on CUDA in float32: anything else is refused, naming ``backend``, before gsplat is called."""
+
+    def rasterization(*args, **kwargs):
+        raise AssertionError("gsplat called")
+
+    monkeypatch.setitem(sys.modules, "gsplat", types.SimpleNamespace(rasterization=rasterization))
+    scene = _scene(4, 1, "cpu")
+    with pytest.raises(TypeError, match="backend: 'gsplat' draws float32 only"):
+        rasterize_gaussians(*scene, _cameras(16, 16, "cpu"), backend="gsplat")
+    with pytest.raises(ValueError, match="backend: 'gsplat' draws on CUDA only"):
+        rasterize_gaussians(*[t.float() for t in scene], _cameras(16, 16, "cpu", torch.float32), backend="gsplat")
+    with pytest.raises((TypeError, ValueError), match="backend"):  # jaxtyping's checker in tests, ours without it
+        rasterize_gaussians(*scene, _cameras(16, 16, "cpu"), backend="cuda")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="gsplat draws on CUDA")
+def test_gsplat_backend_matches_ours_on_cuda():
+    """``backend="gsplat"`` against ours on one scene: image over a background, alpha, depth, the drawn Gaussians, and
+    the gradients of every input and of the projected centres (retain_grad, as density control reads them)."""
+    pytest.importorskip("gsplat")
+    device = torch.device("cuda")
+    cameras = _cameras(64, 48, device, torch.float32)
+    background = torch.tensor([0.2, 0.4, 0.9], device=device)
+    weights = [torch.rand(48, 64, c, device=device, generator=torch.Generator(device).manual_seed(c)) for c in (3, 1, 1)]
+    renders, grads = [], []
+    for backend in ("warp", "gsplat"):
+        scene = [t.float().requires_grad_() for t in _scene(200, 4, device, k=16, size=0.01)]
+        out = rasterize_gaussians(*scene, cameras, background=background, backend=backend)
+        out.means2d.retain_grad()
+        outputs = (out.image, out.alpha[..., None], out.depth[..., None])
+        sum((o * w).sum() for o, w in zip(outputs, weights, strict=True)).backward()
+        renders.append(out)
+        grads.append([t.grad for t in scene] + [out.means2d.grad])
+    ours, theirs = renders
+    assert theirs.image.shape == (48, 64, 3) and theirs.radii.shape == (200,) and theirs.radii.dtype == torch.long
+    # The tile rules differ (the module docstring): pixels past 3σ of the opaque Gaussians, by up to 0.011 x opacity.
+    torch.testing.assert_close(ours.image, theirs.image, atol=2e-3, rtol=0)
+    torch.testing.assert_close(ours.alpha, theirs.alpha, atol=2e-3, rtol=0)
+    torch.testing.assert_close(ours.depth, theirs.depth, atol=3e-3, rtol=0)  # alpha's difference times depths up to 1.1
+    drawn = (ours.radii > 0) & (theirs.radii > 0)  # gsplat leaves the centres of those it does not draw at 0
+    assert float(((ours.radii > 0) == (theirs.radii > 0)).float().mean()) > 0.95
+    torch.testing.assert_close(ours.means2d[drawn], theirs.means2d[drawn], atol=1e-3, rtol=0)
+    for name, a, b in zip(("means", "quats", "scales", "opacities", "sh", "means2d"), *grads, strict=True):
+        assert b is not None, name
+        cosine = torch.nn.functional.cosine_similarity(a.flatten(), b.flatten(), dim=0)
+        assert float(cosine) > 0.99, name
+
+
+def test_gsplat_centres_carry_their_gradient():
+    """gsplat's centres come batched ``[1, N, 2]``; the ``[N, 2]`` row the render returns gets their gradient once the
+    caller asks for it (``retain_grad()``), though the loss does not pass through it."""
+    points = torch.randn(5, 2, dtype=torch.float64, requires_grad=True)
+    batched = (2 * points)[None]  # stands in for gsplat's meta["means2d"]
+    asked, unasked = _means2d(batched), _means2d(batched)
+    asked.retain_grad()
+    (batched**2).sum().backward()
+    torch.testing.assert_close(asked.grad, 2 * batched[0].detach())
+    with pytest.warns(UserWarning, match="not a leaf"):  # torch's warning: the row not asked for has none
+        assert unasked.grad is None
+
+
+def test_gsplat_is_imported_only_at_the_call():
+    """gsplat is an optional extra: no module of headfields imports it outside a function (``import headfields``
+    never needs it; ``backend="gsplat"`` imports it when asked)."""
+
+    def outside_functions(node: ast.AST):
+        for child in ast.iter_child_nodes(node):
+            if not isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda):
+                yield child
+                yield from outside_functions(child)
+
+    found = []
+    for path in sorted(Path(headfields.__file__).parent.rglob("*.py")):
+        for node in outside_functions(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            names += [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            found += [f"{path.name}: {name}" for name in names if name.split(".")[0] == "gsplat"]
+    assert not found, found
