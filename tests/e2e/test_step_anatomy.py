@@ -4,12 +4,10 @@ are checked against what they count: the torch operations against torch's own pr
 spy's sites."""
 
 import pytest
-from tiny_configs import TINY_GRID
+from tiny_configs import TINY_PAPER_STEP
 
-# INSTA's paper recipe on the tiny video, the sizes that do not change what a step launches made small: a 16^3 grid
-# refreshed every 4 steps (one refresh among the 4 counted, after 12 steps: the grid and the rays settled), a 2^12-row
-# hash table of 4 levels (one launch whatever its levels), 1,024 samples a step.
-TINY = dict(hash_grid=TINY_GRID, occupancy_resolution=16, occupancy_every=4, occupancy_warmup=2, warmup_steps=2)
+# INSTA's paper recipe on the tiny video (TINY_PAPER_STEP), 1,024 samples a step: 4 steps counted after 12 (the grid
+# and the rays settled), one refresh among them.
 
 # Today's figures (2026-11-28): ceilings.
 OPERATIONS = 325  # torch operations that do work, a step (median of the 4; 320 measured)
@@ -28,7 +26,7 @@ def figures(tmp_path_factory):
     sys.path.insert(0, tools)
     try:
         anatomy = importlib.import_module("step_anatomy")
-        return anatomy.anatomy(samples=1024, warmup=12, steps=4, resolution=16, overrides=TINY)
+        return anatomy.anatomy(samples=1024, warmup=12, steps=4, resolution=16, overrides=TINY_PAPER_STEP)
     finally:
         sys.path.remove(tools)
         for name in ("step_anatomy", "host_syncs", "calls"):
