@@ -10,7 +10,7 @@ set -u
 START=$(date +%s); DEADLINE=${1:-540}; OUT=${OUT:-outputs/gpu_kit}; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 VIDEO=outputs/gpu_kit/video512
-STEPS=${STEPS:-unit video insta_profile insta_train tests gaussian_train gaussians_bench gsplat_test cuda_suite}
+STEPS=${STEPS:-unit video insta_profile insta_train graph_probe tests gaussian_train gaussians_bench gsplat_test cuda_suite}
 left() { echo $((DEADLINE - $(date +%s) + START)); }
 step() {  # step NAME LIMIT_SECONDS COMMAND...
   local name=$1 limit=$2; shift 2
@@ -45,6 +45,11 @@ want insta_train && step insta_train 150 python3 -m headfields train insta --dev
   --out outputs/gpu_kit/insta_train --recipe paper --samples-per-batch 262144 --early-stop 1e-4 --fixed-shapes True \
   --max-minutes 1 --eval-every 0 --eval-frames 2 --budget training
 want insta_train && grep -E '"(psnr|iterations|train_seconds)"' outputs/gpu_kit/insta_train/metrics.json
+
+# Issue 78's CUDA graph: INSTA's step past the grid's warm-up captured as the loop runs it, then prepared (the loop's
+# generator registered, Adam capturable); each prints whether it held and, if not, the library line that stopped it
+want graph_probe && TAIL=12 step graph_probe 60 python3 tools/graph_probe.py --attempt plain
+want graph_probe && TAIL=12 step graph_probe_prepared 60 python3 tools/graph_probe.py --attempt prepared
 
 want gaussian_train && step gaussian_train 150 python3 -m headfields train gaussian_avatar --device cuda --data "$VIDEO" \
   --out outputs/gpu_kit/gaussian_avatar --max-minutes 1
