@@ -24,7 +24,7 @@ from typing import no_type_check
 import torch  # no `from __future__ import annotations`: Warp reads the kernels' annotations, which name closure types
 import warp as wp
 
-from .gaussian_kernels import ALPHA_MAX, ALPHA_MIN, PARAMS, TILE, TRANSMITTANCE_MIN
+from .gaussian_kernels import ALPHA_MAX, ALPHA_MIN, PARAMS, TILE, TRANSMITTANCE_MIN, splat_gradient
 
 __all__ = ["BATCH", "BLOCK", "block_kernels", "runs_here"]
 
@@ -56,6 +56,8 @@ def block_kernels(scalar: type) -> tuple[wp.Kernel, wp.Kernel]:
     half, one, zero = scalar(0.5), scalar(1.0), scalar(0.0)
     tile_side, block, batch, params_n = TILE, BLOCK, BATCH, PARAMS
     vec = wp.types.vector(length=PARAMS, dtype=scalar)
+    vec4 = wp.types.vector(length=4, dtype=scalar)
+    gradient = splat_gradient(scalar)
 
     @no_type_check  # Warp parameter types are not Python type hints; keep the jaxtyping checker off them.
     @wp.kernel(module="unique", enable_backward=False)  # the adjoint is the kernel below
@@ -145,26 +147,14 @@ def block_kernels(scalar: type) -> tuple[wp.Kernel, wp.Kernel]:
         cy = scalar(py) + half
         first = start[tile]
         mine = first  # one past this pixel's last blended splat: none outside the image
-        g_r = zero
-        g_g = zero
-        g_b = zero
-        g_depth = zero
+        g = vec4()  # the loss's gradient w.r.t. the pixel's colour and depth
         final_t = zero
-        rest_r = zero
-        rest_g = zero
-        rest_b = zero
-        rest_depth = zero
+        rest = vec4()  # what the pixel still gets from the splats behind the current one
         if inside:
             mine = last[p]
-            g_r = grad_out[p, 0]
-            g_g = grad_out[p, 1]
-            g_b = grad_out[p, 2]
-            g_depth = grad_out[p, 4]
+            g = vec4(grad_out[p, 0], grad_out[p, 1], grad_out[p, 2], grad_out[p, 4])
             final_t = grad_out[p, 3] * (one - out[p, 3])  # dL/dA times T_N: ∂A/∂αⱼ = T_N / (1 - αⱼ)
-            rest_r = out[p, 0]  # what the pixel still gets from the splats behind the current one
-            rest_g = out[p, 1]
-            rest_b = out[p, 2]
-            rest_depth = out[p, 4]
+            rest = vec4(out[p, 0], out[p, 1], out[p, 2], out[p, 4])
         stop = wp.tile_max(wp.tile(mine))[0]  # the block's furthest pixel
         t = one
         for row in range(first, stop, batch):
@@ -182,27 +172,11 @@ def block_kernels(scalar: type) -> tuple[wp.Kernel, wp.Kernel]:
                         alpha = wp.min(alpha_max, raw)
                         if not (alpha < alpha_min):
                             w = alpha * t
-                            rest_r -= w * rows[q, 6]
-                            rest_g -= w * rows[q, 7]
-                            rest_b -= w * rows[q, 8]
-                            rest_depth -= w * rows[q, 9]
-                            d[6] = w * g_r
-                            d[7] = w * g_g
-                            d[8] = w * g_b
-                            d[9] = w * g_depth
-                            if raw <= alpha_max:  # a clamped alpha does not move with opacity or shape
-                                keep = one / (one - alpha)
-                                g_alpha = g_r * (rows[q, 6] * t - rest_r * keep) + g_g * (rows[q, 7] * t - rest_g * keep)
-                                g_alpha += g_b * (rows[q, 8] * t - rest_b * keep)
-                                g_alpha += g_depth * (rows[q, 9] * t - rest_depth * keep)
-                                g_alpha += final_t * keep
-                                d[5] = gauss * g_alpha
-                                g_power = raw * g_alpha  # ∂α/∂power = opacity · G
-                                d[0] = -(rows[q, 2] * dx + rows[q, 3] * dy) * g_power
-                                d[1] = -(rows[q, 4] * dy + rows[q, 3] * dx) * g_power
-                                d[2] = -half * dx * dx * g_power
-                                d[3] = -dx * dy * g_power
-                                d[4] = -half * dy * dy * g_power
+                            row_q = vec()
+                            for c in range(params_n):
+                                row_q[c] = rows[q, c]
+                            rest -= w * vec4(row_q[6], row_q[7], row_q[8], row_q[9])
+                            d = gradient(row_q, dx, dy, gauss, t, rest, g, final_t)
                             t = t * (one - alpha)
                 # The block's sum, then one atomic add of the ten values a splat a block (every thread reaches it).
                 # The per-pixel kernel's ten atomic adds a pixel put a tile's 256 pixels onto the same ten addresses,

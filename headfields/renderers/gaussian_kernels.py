@@ -41,6 +41,7 @@ __all__ = [
     "TRANSMITTANCE_MIN",
     "exponent_cut",
     "pixel_kernels",
+    "splat_gradient",
 ]
 
 TILE = 16  # pixels a tile side (3D Gaussian Splatting's BLOCK_X, BLOCK_Y)
@@ -55,11 +56,55 @@ PIXELS_PER_THREAD = 4 * TILE * TILE
 
 
 @cache
+def splat_gradient(scalar: type) -> wp.Function:
+    """The Warp function both kernel pairs' backward passes share (this module's and
+    :mod:`~headfields.renderers.gaussian_blocks`'): a blended splat's gradient at one pixel, its row's ten values, from
+    its ``row`` (a ``PARAMS``-vector of ``scalar``), the pixel's offset ``(dx, dy)`` from its centre, ``gauss`` (its
+    ``exp(power)``), the transmittance ``t`` in front of it, ``rest`` (what the pixel's colour and depth still get from
+    the splats behind it, this one's share taken off), ``g`` (the loss's gradient w.r.t. the pixel's colour and depth)
+    and ``final_t`` (the gradient w.r.t. its alpha times its final transmittance). A clamped alpha passes no gradient
+    to opacity or shape (the module docstring gives the formulas)."""
+    alpha_max, half, one = scalar(ALPHA_MAX), scalar(0.5), scalar(1.0)
+    vec = wp.types.vector(length=PARAMS, dtype=scalar)
+    vec4 = wp.types.vector(length=4, dtype=scalar)
+
+    @no_type_check  # Warp parameter types are not Python type hints; keep the jaxtyping checker off them.
+    @wp.func
+    def gradient(row: vec, dx: scalar, dy: scalar, gauss: scalar, t: scalar, rest: vec4, g: vec4, final_t: scalar):
+        raw = row[5] * gauss
+        alpha = wp.min(alpha_max, raw)
+        w = alpha * t
+        d = vec()
+        d[6] = w * g[0]
+        d[7] = w * g[1]
+        d[8] = w * g[2]
+        d[9] = w * g[3]
+        if raw <= alpha_max:  # a clamped alpha does not move with opacity or shape
+            keep = one / (one - alpha)
+            g_alpha = g[0] * (row[6] * t - rest[0] * keep) + g[1] * (row[7] * t - rest[1] * keep)
+            g_alpha += g[2] * (row[8] * t - rest[2] * keep) + g[3] * (row[9] * t - rest[3] * keep)
+            g_alpha += final_t * keep
+            d[5] = gauss * g_alpha
+            g_power = raw * g_alpha  # ∂α/∂power = opacity · G
+            d[0] = -(row[2] * dx + row[3] * dy) * g_power
+            d[1] = -(row[4] * dy + row[3] * dx) * g_power
+            d[2] = -half * dx * dx * g_power
+            d[3] = -dx * dy * g_power
+            d[4] = -half * dy * dy * g_power
+        return d
+
+    return gradient
+
+
+@cache
 def pixel_kernels(scalar: type) -> tuple[wp.Kernel, wp.Kernel]:
     """The forward and backward kernels in ``scalar`` (wp.float32 or wp.float64), built on first use."""
     alpha_min, alpha_max, t_min = scalar(ALPHA_MIN), scalar(ALPHA_MAX), scalar(TRANSMITTANCE_MIN)
     half, one, zero = scalar(0.5), scalar(1.0), scalar(0.0)
     tile_side = TILE
+    gradient = splat_gradient(scalar)
+    vec = wp.types.vector(length=PARAMS, dtype=scalar)
+    vec4 = wp.types.vector(length=4, dtype=scalar)
 
     @no_type_check  # Warp parameter types are not Python type hints; keep the jaxtyping checker off them.
     @wp.func
@@ -141,15 +186,9 @@ def pixel_kernels(scalar: type) -> tuple[wp.Kernel, wp.Kernel]:
         tile = (py / tile_side) * tiles_x + px / tile_side
         cx = scalar(px) + half
         cy = scalar(py) + half
-        g_r = grad_out[p, 0]
-        g_g = grad_out[p, 1]
-        g_b = grad_out[p, 2]
-        g_depth = grad_out[p, 4]
+        g = vec4(grad_out[p, 0], grad_out[p, 1], grad_out[p, 2], grad_out[p, 4])  # colour and depth
         final_t = grad_out[p, 3] * (one - out[p, 3])  # dL/dA times T_N: ∂A/∂αⱼ = T_N / (1 - αⱼ)
-        rest_r = out[p, 0]  # what the pixel still gets from the splats behind the current one
-        rest_g = out[p, 1]
-        rest_b = out[p, 2]
-        rest_depth = out[p, 4]
+        rest = vec4(out[p, 0], out[p, 1], out[p, 2], out[p, 4])  # what the pixel still gets from the splats behind
         t = one
         for j in range(start[tile], last[p]):
             k = j
@@ -164,26 +203,13 @@ def pixel_kernels(scalar: type) -> tuple[wp.Kernel, wp.Kernel]:
             if alpha < alpha_min:
                 continue
             w = alpha * t
-            rest_r -= w * params[k, 6]
-            rest_g -= w * params[k, 7]
-            rest_b -= w * params[k, 8]
-            rest_depth -= w * params[k, 9]
-            wp.atomic_add(grad, s, k, 6, w * g_r)
-            wp.atomic_add(grad, s, k, 7, w * g_g)
-            wp.atomic_add(grad, s, k, 8, w * g_b)
-            wp.atomic_add(grad, s, k, 9, w * g_depth)
-            if raw <= alpha_max:  # a clamped alpha does not move with opacity or shape
-                keep = one / (one - alpha)
-                g_alpha = g_r * (params[k, 6] * t - rest_r * keep) + g_g * (params[k, 7] * t - rest_g * keep)
-                g_alpha += g_b * (params[k, 8] * t - rest_b * keep) + g_depth * (params[k, 9] * t - rest_depth * keep)
-                g_alpha += final_t * keep
-                wp.atomic_add(grad, s, k, 5, gauss * g_alpha)
-                g_power = raw * g_alpha  # ∂α/∂power = opacity · G
-                wp.atomic_add(grad, s, k, 0, -(params[k, 2] * dx + params[k, 3] * dy) * g_power)
-                wp.atomic_add(grad, s, k, 1, -(params[k, 4] * dy + params[k, 3] * dx) * g_power)
-                wp.atomic_add(grad, s, k, 2, -half * dx * dx * g_power)
-                wp.atomic_add(grad, s, k, 3, -dx * dy * g_power)
-                wp.atomic_add(grad, s, k, 4, -half * dy * dy * g_power)
+            row = vec()
+            for c in range(PARAMS):
+                row[c] = params[k, c]
+            rest -= w * vec4(row[6], row[7], row[8], row[9])
+            d = gradient(row, dx, dy, gauss, t, rest, g, final_t)
+            for c in range(PARAMS):
+                wp.atomic_add(grad, s, k, c, d[c])
             t = t * (one - alpha)
 
     return forward, backward
