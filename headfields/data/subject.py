@@ -136,7 +136,10 @@ def _with_static_offset(parametric: ParametricModel, offset: torch.Tensor, root:
         )
     notes = ["VHAP's static offsets (static_offset) added to the model's rest vertices, as VHAP's FLAME adds them"]
     if rows > v:
-        notes.append(f"static_offset: the last {FLAME_TEETH_VERTICES} rows, VHAP's teeth, dropped (the model has none)")
+        notes.append(
+            f"static_offset: the last {FLAME_TEETH_VERTICES} rows, VHAP's teeth, left out of the subject's model (it has "
+            "none; the Gaussian avatar, which adds the teeth to FLAME, takes them)"
+        )
     return parametric.with_static_offset(offset[:v]), notes
 
 
