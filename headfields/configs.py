@@ -17,7 +17,8 @@ class (``__post_init__`` validates), lists become tuples (the configs are frozen
 - a key that is no field (renamed or removed since) raises ValueError naming the class and the key, and so does
   a value of the wrong type (a string where an integer goes: the field and the type expected), so a command prints
   a bad file as one line of error rather than a traceback;
-- a missing key takes the class default, so a config saved by an older version still loads.
+- a missing key takes the class default, so a config saved by an older version still loads; a field made with
+  :func:`added_field` takes the value runs had before it existed instead (a switch whose default changed).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from .outputs import write_atomic
 
 __all__ = [
     "CLASS_KEY",
+    "added_field",
     "config_from_dict",
     "config_to_dict",
     "config_classes",
@@ -53,9 +55,19 @@ _REGISTERED: list[type] = []  # register_config's classes
 _SOURCES: list[Callable[[], Iterable[type]]] = []  # register_config_source's functions (headfields' own: its __init__)
 _NON_FINITE = {"inf": math.inf, "-inf": -math.inf, "nan": math.nan}
 _NoneType = type(None)
+_ABSENT = "headfields.absent"  # added_field's metadata key: the value a config file without the field was trained with
 
 
 # ----------------------------------------------------------------------------------------------------------- JSON
+
+
+def added_field(default: Any, *, before: Any) -> Any:
+    """A dataclass field added to a configuration after runs were saved without it: new configs take ``default``,
+    a file that lacks the field (written before it existed) ``before``, the value those runs were trained with.
+
+        teeth: bool | None = added_field(None, before=False)  # None: decided by the model; old runs had none
+    """
+    return dataclasses.field(default=default, metadata={_ABSENT: before})
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:
@@ -268,7 +280,9 @@ def _decode_dataclass(data: Mapping[str, Any], candidates: tuple[type, ...], whe
             raise ValueError(f"{where}: {cls.__qualname__} has no field {key!r} (its fields: {', '.join(fields)})")
         kwargs[key] = _decode(value, hints.get(key, Any), f"{where}.{key}")
     for name, f in fields.items():  # missing keys take the defaults, but a required field has none
-        if name not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+        if name not in kwargs and _ABSENT in f.metadata:  # a file older than the field: the value it was trained with
+            kwargs[name] = f.metadata[_ABSENT]
+        elif name not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise ValueError(f"{where}: {cls.__qualname__} needs field {name!r} (it has no default)")
     return _construct(cls, kwargs, where)
 

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from .checks import check_device
-from .configs import CLASS_KEY, config_from_dict, config_to_dict
+from .configs import CLASS_KEY, added_field, config_from_dict, config_to_dict
 from .data import Subject, load_subject
 from .heads import tracked_head
 from .models.registry import build_model, model_entry
@@ -42,7 +42,9 @@ class SubjectSource:
     """Where a run's subject comes from: the capture folder ``data`` (None: the synthetic video ``video``, or the
     default one), its parametric model folder ``model`` (None: the capture's own), the held-out split, a
     tracked-mesh capture's ``regions`` file and the model type a capture that names none is read with. Paths
-    (strings, as config.json holds them) are stored absolute, so a run loads from any working directory."""
+    (strings, as config.json holds them) are stored absolute, so a run loads from any working directory.
+    ``all_held_out``: the capture's other held-out split loaded too and scored beside ``eval_split`` (GaussianAvatars'
+    novel views and self-reenactment in one run); a config.json written before it loads False, as it was trained."""
 
     data: str | None = None
     model: str | None = None
@@ -50,6 +52,7 @@ class SubjectSource:
     regions: str | None = None
     model_type: str = "flame"
     video: SyntheticVideoConfig | None = None
+    all_held_out: bool = added_field(True, before=False)
 
     def __post_init__(self) -> None:
         for name in ("data", "model", "regions"):
@@ -64,7 +67,7 @@ class SubjectSource:
         options = dict(
             model=self.model, eval_split=self.eval_split, model_type=self.model_type, device=device, regions=self.regions
         )
-        options["pixels"] = pixels
+        options.update(pixels=pixels, all_held_out=self.all_held_out)
         if self.data is None:  # no capture folder: the synthetic video, as config.json has always meant
             return synthetic_subject(self.video, **options)
         return load_subject(self.data, **options)
@@ -147,14 +150,16 @@ def train_run(run: RunConfig, out: str | Path, device: str | torch.device | None
         print(note)
     seed_everything(run.training.seed)  # the initial weights
     model = build_model(run.model, subject, run.recipe).to(device)
-    return train(model, subject.train, subject.eval, out, run.training, device=device, run=run, **train_options)
+    more = subject.more_held_out
+    return train(model, subject.train, subject.eval, out, run.training, device=device, run=run, more_eval=more, **train_options)
 
 
 @dataclass
 class Run:
     """A trained run, loaded: its model in eval mode with its evaluation weights, the subject it was trained on
-    and the tracked heads of both splits (carrying what the model fitted per frame, where it did: MonoNPHM's codes
-    and pose corrections), on ``device``."""
+    and the tracked heads of its splits (carrying what the model fitted per frame, where it did: MonoNPHM's codes
+    and pose corrections, the Gaussian avatar's fine-tuned timesteps), on ``device``. :meth:`head`, :meth:`frames`
+    and :meth:`split_metrics` take any split the subject has ("train", ``subject.held_out``)."""
 
     path: Path
     config: RunConfig
@@ -165,19 +170,46 @@ class Run:
     device: torch.device
     step: int  # training steps the weights had
     metrics: dict | None  # metrics.json, once training finished
+    more_heads: dict[str, Head] = field(default_factory=dict)  # the other held-out splits' heads, made when asked
 
     def head(self, split: str) -> Head:
-        """The tracked head of ``split`` ("train" or the held-out split)."""
+        """The tracked head of ``split`` ("train" or a held-out split the subject has: ``subject.held_out``), with
+        what the model fitted per frame; another held-out split's is made on first asking."""
         if split == "train":
             return self.train_head
         if split == self.subject.eval.split:
             return self.eval_head
-        raise ValueError(f"split: expected 'train' or {self.subject.eval.split!r}, got {split!r}")
+        if split not in self.more_heads:
+            self.more_heads[split] = _fitted(self.model, self.frames(split), split)
+        return self.more_heads[split]
 
     def frames(self, split: str):
-        """The frames of ``split`` ("train" or the held-out split)."""
-        self.head(split)  # checks the name
-        return self.subject.train if split == "train" else self.subject.eval
+        """The frames of ``split`` ("train" or a held-out split the subject has)."""
+        splits = {"train": self.subject.train, **self.subject.held_out}
+        if split not in splits:
+            raise ValueError(f"split: expected one of {', '.join(map(repr, splits))}, got {split!r}")
+        return splits[split]
+
+    def split_metrics(self, split: str) -> dict | None:
+        """``split``'s scores in ``metrics.json`` (a held-out split's, under ``"splits"``; the top level's for a run
+        written before it scored more than one), or None where the run has none."""
+        if self.metrics is None:
+            return None
+        splits = self.metrics.get("splits")
+        if isinstance(splits, dict):
+            return splits.get(split)
+        return self.metrics if split == self.subject.eval.split else None
+
+
+def _fitted(model: nn.Module, frames, split: str) -> Head:
+    """The tracked head of ``frames`` with what ``model`` fitted per frame of them (``model.fitted_head``: the
+    Gaussian avatar's fine-tuned training timesteps; MonoNPHM's codes of its "held_out" split)."""
+    head = tracked_head(model.parametric, frames)
+    fitted = getattr(model, "fitted_head", None)
+    if fitted is None:
+        return head
+    with torch.no_grad():  # the heads a loaded run renders with: no graph back to the weights
+        return fitted(head, split)
 
 
 def run_checkpoint(path: str | Path) -> Path:
@@ -239,11 +271,8 @@ def load_run(path: str | Path, device: str | torch.device | None = None, pixels:
     metrics = _read_json(metrics_file, "metrics") if metrics_file.is_file() else None
     if metrics is not None and not isinstance(metrics, dict):
         raise ValueError(f"metrics: {metrics_file} holds a JSON {type(metrics).__name__}, not the run's metrics")
-    train_head, eval_head = tracked_head(model.parametric, subject.train), tracked_head(model.parametric, subject.eval)
-    fitted = getattr(model, "fitted_head", None)
-    if fitted is not None:  # a model that fitted something per frame of each split (MonoNPHM's codes and poses)
-        with torch.no_grad():  # the heads a loaded run renders with: no graph back to the weights
-            train_head, eval_head = fitted(train_head, "train"), fitted(eval_head, "held_out")
+    # A model that fitted something per frame of each split (MonoNPHM's codes and poses) renders with it.
+    train_head, eval_head = _fitted(model, subject.train, "train"), _fitted(model, subject.eval, "held_out")
     return Run(
         path=path,
         config=config,

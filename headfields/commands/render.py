@@ -254,8 +254,9 @@ def _render(run: Run, plan: RenderPlan, out: Path, args: argparse.Namespace, Vid
         truths = (plan.truth_image(k) for k in range(len(plan.head_frames)))
         video_scores = [float(psnr(v, t)) for v, t in zip(decoded, truths, strict=True)]
         summary["video_psnr"] = sum(video_scores) / len(video_scores)
-        if run.metrics is not None and run.metrics.get("psnr") is not None:
-            summary["run_psnr"] = run.metrics["psnr"]  # the run's held-out PSNR, for comparison
+        scored = run.split_metrics(args.split or run.subject.eval.split)
+        if scored is not None and scored.get("psnr") is not None:
+            summary["run_psnr"] = scored["psnr"]  # the run's PSNR of this held-out split, for comparison
     print(json.dumps(summary))
     return summary
 

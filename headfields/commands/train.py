@@ -86,6 +86,8 @@ def run_config(model: str, argv: list[str]) -> tuple[RunConfig, Path, str]:
     )
     given = {k: str(getattr(flags, k)) for k in ("data", "model", "regions", "eval_split") if getattr(flags, k) is not None}
     subject = start.subject
+    if flags.all_held_out is not None:
+        subject = dataclasses.replace(subject, all_held_out=flags.all_held_out)
     if given or start.saved is None:
         data = given.get("data", subject.data)
         subject = SubjectSource(
@@ -95,6 +97,7 @@ def run_config(model: str, argv: list[str]) -> tuple[RunConfig, Path, str]:
             regions=given.get("regions", subject.regions),
             model_type=entry.model_type,
             video=(entry.video() if entry.video is not None else None) if data is None else None,
+            all_held_out=subject.all_held_out,
         )
     run = RunConfig(model, getattr(flags, model), flags.training, subject, start.recipe_name)
     return run, flags.out, flags.device
@@ -122,6 +125,12 @@ def _flags_type(model: str, entry, start: _Start) -> type:
         ),
         _option("device", str, start.device, "cuda, cuda:1, cpu (its default: cuda when torch sees one)"),
         _option("eval_split", Literal["val", "test"] | None, None, "the held-out split (None: test)"),
+        _option(
+            "all_held_out",
+            bool | None,
+            None,
+            "score the capture's other held-out split too, GaussianAvatars' val and test (None: yes, or a saved run's)",
+        ),
         _option(
             "recipe",
             Literal[recipes] | None,  # type: ignore[valid-type]
@@ -186,5 +195,8 @@ def _option(name: str, kind: Any, default: Any, help: str) -> tuple[str, Any, da
 
 
 def rounded(metrics: dict, digits: int = 4) -> dict:
-    """``metrics`` with its floats rounded, for printing."""
-    return {k: round(v, digits) if isinstance(v, float) else v for k, v in metrics.items()}
+    """``metrics`` with its floats rounded, for printing (each held-out split's under ``"splits"`` too)."""
+    return {
+        k: round(v, digits) if isinstance(v, float) else rounded(v, digits) if isinstance(v, dict) else v
+        for k, v in metrics.items()
+    }

@@ -13,7 +13,7 @@ from .insta_reader import composited_over, load_insta_dataset
 from .insta_writer import DEFAULT_INTEGER_DEPTH_SCALE, save_insta_dataset
 from .labels import INSTA_FACE_PARSING, LABEL_PRESETS, detect_label_preset
 from .scans import ScanSamples, ScanSet, read_scan_folder, sample_scans
-from .subject import Subject, load_subject
+from .subject import Subject, held_out_splits, load_subject
 from .tracked_mesh_reader import load_tracked_mesh_model, read_region_file, regions_from_segmentation
 from .trackers import detect_capture_format, load_tracker_dataset
 from .vhap_reader import load_vhap_dataset
@@ -33,6 +33,7 @@ __all__ = [
     "composited_over",
     "detect_label_preset",
     "detect_capture_format",
+    "held_out_splits",
     "load_imavatar_dataset",
     "load_insta_dataset",
     "load_subject",

@@ -124,7 +124,19 @@ def _train_nphm_prior(run, out, device=None, **options) -> dict:
 def _gaussian_avatar(subject: Subject, config) -> nn.Module:
     from .gaussian_avatars import GaussianAvatar
 
-    return GaussianAvatar(_with_teeth(subject) if config.teeth else subject.parametric, config)
+    teeth = config.teeth if config.teeth is not None else _is_flame(subject.parametric)
+    return GaussianAvatar(_with_teeth(subject) if teeth else subject.parametric, config)
+
+
+def _is_flame(parametric: nn.Module) -> bool:
+    """Whether ``parametric`` is FLAME of its 5,023 vertices, the mesh GaussianAvatars adds VHAP's teeth to (a
+    ``teeth`` of None turns them on there)."""
+    from ..parametric import ParametricModel
+    from ..parametric.teeth import FLAME_VERTICES
+
+    return (
+        isinstance(parametric, ParametricModel) and parametric.model_type == "flame" and parametric.num_vertices == FLAME_VERTICES
+    )
 
 
 def _with_teeth(subject: Subject) -> nn.Module:

@@ -83,6 +83,18 @@ class Evaluation:
     region_frames: dict[str, int]  # frames in which each region has pixels (its PSNR is the mean over them)
     regions: dict[str, tuple[int, ...]]  # the label codes of each region
 
+    def summary(self) -> str:
+        """The scores in a line: ``psnr 24.31  head psnr 22.10  ssim 0.9012  lpips 0.0811  lpips_vgg 0.1520``."""
+        head = "" if self.psnr_head is None else f"  head psnr {self.psnr_head:.2f}"
+        perceptual = "" if self.lpips is None else f"  lpips {self.lpips:.4f}"
+        perceptual += "" if self.lpips_vgg is None else f"  lpips_vgg {self.lpips_vgg:.4f}"
+        return f"psnr {self.psnr:.2f}{head}  ssim {self.ssim:.4f}{perceptual}"
+
+    def unscored(self) -> list[str]:
+        """A line for each LPIPS left out, with why (``lpips: null (...)``)."""
+        notes = {"lpips": self.lpips_note, "lpips_vgg": self.lpips_vgg_note}
+        return [f"{key}: null ({note})" for key, note in notes.items() if note is not None]
+
     def metrics(self) -> dict[str, object]:
         """The image part of ``metrics.json`` (JSON types: lists, not tuples)."""
         out: dict[str, object] = {

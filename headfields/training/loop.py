@@ -9,6 +9,7 @@ import math
 import sys
 import time
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
 
@@ -63,8 +64,11 @@ def train(
     resume: bool = True,
     log=sys.stdout,
     run=None,
+    more_eval: Mapping[str, FrameSet] | None = None,
 ) -> dict[str, float]:
     """Train ``model`` on ``train_frames``, evaluate on ``eval_frames``, write ``out/metrics.json`` and renders.
+    ``more_eval``: other held-out splits by name, scored at the end too: ``metrics["splits"]`` holds every split's
+    scores by name, the top level ``eval_frames``' (``metrics["eval_split"]``), as GaussianAvatars scores val and test.
 
     With ``resume`` and a checkpoint in ``out``, training continues from it exactly: the weights, optimiser,
     moving average, sampler state and clock are restored, so stopping and resuming gives the same weights
@@ -103,11 +107,15 @@ def train(
         check_unused(config, strategy.refused, f"{type(model).__name__}, which trains with its own steps,")
         if ranks > 1:
             raise ValueError(f"model: {type(model).__name__}'s steps train in one process, got a group of {ranks} ranks")
-    for name, frames in (("train_frames", train_frames), ("eval_frames", eval_frames)):
+    more_eval = dict(more_eval or {})
+    named = {f"more_eval[{k!r}]": f for k, f in more_eval.items()}
+    for name, frames in {"train_frames": train_frames, "eval_frames": eval_frames, **named}.items():
         if not isinstance(frames, FrameSet) or len(frames) == 0:
             raise ValueError(f"{name}: expected a FrameSet with at least one frame, got {_describe(frames)}")
-    if config.eval_regions and eval_frames.segmentation is None:
-        raise ValueError("eval_regions: expected eval_frames with a segmentation (region labels), got frames without one")
+        if config.eval_regions and name != "train_frames" and frames.segmentation is None:
+            raise ValueError(f"eval_regions: expected {name} with a segmentation (region labels), got frames without one")
+    if eval_frames.split in more_eval:
+        raise ValueError(f"more_eval: expected splits other than eval_frames' {eval_frames.split!r}, got {list(more_eval)}")
     described = None
     if run is not None:
         if run.training != config:
@@ -118,7 +126,7 @@ def train(
         folder.open()
     try:
         with process_tuning(device, flush_denormals=config.flush_denormals, tune_malloc=config.tune_malloc):
-            loop = _Loop(model, train_frames, eval_frames, folder.path, config, device, log, described, strategy)
+            loop = _Loop(model, train_frames, eval_frames, folder.path, config, device, log, described, strategy, more_eval)
             loop.resume_if(resume)
             if described is not None and distributed.rank() == 0:  # after the refusing checks: a refusal writes nothing
                 write_atomic(folder.path / CONFIG_NAME, described + "\n")
@@ -142,6 +150,7 @@ class _Loop:
         log,
         described: str | None,
         strategy: StepStrategy | None = None,
+        more_eval: dict[str, FrameSet] | None = None,
     ) -> None:
         self.model, self.config, self.device, self.out, self.log = model, config, device, out, log
         self.train_frames, self.eval_frames, self.described = train_frames, eval_frames, described
@@ -163,6 +172,7 @@ class _Loop:
         # Each split's tracked head, once: every batch and every evaluation reads it.
         self.train_head = tracked_head(model.parametric, train_frames)
         self.eval_head = tracked_head(model.parametric, eval_frames)
+        self.more_eval = {name: (frames, tracked_head(model.parametric, frames)) for name, frames in (more_eval or {}).items()}
         # The pixels are drawn where the frames' images are (on a GPU when they fit): no copy from the host a step.
         self.train_frames, self.frames_where = place_frames(train_frames, device, config.frames_device_share)
         if strategy is not None:  # the model's own optimiser, over its parameters as they are now
@@ -234,17 +244,23 @@ class _Loop:
 
     # -- the budget
 
-    def final_frames(self) -> list[int]:
-        """The held-out frames the final evaluation can afford: all, or an evenly spread subset of them."""
-        estimate = self.frame_seconds * BUDGET_MARGIN
-        if not self.whole_run or estimate * len(self.everything) <= FINAL_EVALUATION_SHARE * self.budget:
-            return self.everything
-        return evenly_spread(max(1, int(FINAL_EVALUATION_SHARE * self.budget / estimate)), len(self.everything))
+    def final_frames(self, total: int) -> list[int]:
+        """The frames of a held-out split of ``total`` frames the final evaluation can afford: all, or an evenly
+        spread subset, the budget's share divided over the splits by their frames."""
+        estimate, frames = self.frame_seconds * BUDGET_MARGIN, self.final_total()
+        if not self.whole_run or estimate * frames <= FINAL_EVALUATION_SHARE * self.budget:
+            return list(range(total))
+        return evenly_spread(max(1, int(FINAL_EVALUATION_SHARE * self.budget / estimate * total / frames)), total)
+
+    def final_total(self, afforded: bool = False) -> int:
+        """The held-out frames of every split scored at the end: all of them, or (``afforded``) those it affords."""
+        sizes = [len(self.everything), *(len(frames) for frames, _ in self.more_eval.values())]
+        return sum(len(self.final_frames(n)) for n in sizes) if afforded else sum(sizes)
 
     def going(self) -> bool:
         c = self.config
         if self.whole_run:
-            final = self.frame_seconds * BUDGET_MARGIN * len(self.final_frames())
+            final = self.frame_seconds * BUDGET_MARGIN * self.final_total(afforded=True)
             more = self.step < c.max_iterations and self.spent() + final < self.budget
         else:  # the training steps' own clock (or none)
             more = self.step < c.max_iterations and self.elapsed < self.budget
@@ -265,10 +281,10 @@ class _Loop:
         probe = self.lead and self.whole_run
         self.frame_seconds = frame_seconds(model, self.eval_frames, self.eval_head, c.render_chunk, self.device) if probe else 0.0
         if self.lead and self.whole_run:
-            n = len(self.final_frames())
+            n = self.final_total(afforded=True)
             print(
                 f"budget {format_seconds(self.budget)}: training, then the final evaluation of {n} of "
-                f"{len(self.everything)} held-out frames (about {format_seconds(self.frame_seconds * n)} by a first "
+                f"{self.final_total()} held-out frames (about {format_seconds(self.frame_seconds * n)} by a first "
                 "measurement)",
                 file=self.log,
             )
@@ -426,61 +442,52 @@ class _Loop:
             board_evaluation(self.board, self.step, ev, renders, self.held_out)
 
     def final_evaluation(self) -> dict[str, object]:
-        """The held-out frames the budget affords, scored and written; ``metrics.json``; the metrics."""
-        c, out, log = self.config, self.out, self.log
-        chosen = self.final_frames()
-        note = None
-        if len(chosen) < len(self.everything):
-            note = (
-                f"{len(chosen)} of the {len(self.everything)} held-out frames, evenly spread: all would take about "
-                f"{format_seconds(self.frame_seconds * len(self.everything))}, over {FINAL_EVALUATION_SHARE:.0%} of "
-                f"the {format_seconds(self.budget)} budget (give more --max-minutes, or evaluate the run with "
-                "python -m headfields render)"
-            )
-            print(f"final evaluation: {note}", file=log)
-        with averaged(self.ema), Progress(len(chosen), "final evaluation", "frame", file=log) as progress:
-            final = evaluate(
-                self.model,
-                self.eval_frames,
-                chosen,
-                c.render_chunk,
-                self.device,
-                out / "renders" / "final",
-                self.eval_head,
-                regions=dict(c.eval_regions),
-                lpips=self.perceptual,
-                progress=progress,
-                lpips_vgg=self.perceptual_vgg,
-            )
+        """Each held-out split's frames the budget affords, scored and written; ``metrics.json``; the metrics."""
+        primary, out = self.eval_frames.split, self.out
+        splits = {primary: (self.eval_frames, self.eval_head), **self.more_eval}
+        scores, chosen, final = {}, [], None
+        for name, (frames, head) in splits.items():
+            picked, note = self.final_frames(len(frames)), None
+            if len(picked) < len(frames):
+                note = (
+                    f"{len(picked)} of the {len(frames)} held-out frames{'' if name == primary else f' of {name}'}, "
+                    f"evenly spread: all {self.final_total()} would take about "
+                    f"{format_seconds(self.frame_seconds * self.final_total())}, over {FINAL_EVALUATION_SHARE:.0%} of "
+                    f"the {format_seconds(self.budget)} budget (give more --max-minutes, or evaluate the run with "
+                    "python -m headfields render)"
+                )
+                print(f"final evaluation: {note}", file=self.log)
+            renders, c = out / "renders" / ("final" if name == primary else f"final_{name}"), self.config
+            with averaged(self.ema), Progress(len(picked), f"final evaluation ({name})", "frame", file=self.log) as bar:
+                ev = evaluate(
+                    self.model, frames, picked, c.render_chunk, self.device, renders, head, regions=dict(c.eval_regions),
+                    lpips=self.perceptual, progress=bar, lpips_vgg=self.perceptual_vgg,
+                )  # fmt: skip
+            scores[name] = {**ev.metrics(), "eval_frames": ev.frames, "eval_frames_total": len(frames), "eval_note": note}
+            if name == primary:
+                chosen, final = picked, ev
+            else:
+                print(f"final  {name}: {ev.summary()}  ({ev.frames} frames)", file=self.log)
         shown = [chosen[i] for i in evenly_spread(SIDE_BY_SIDE_FRAMES, len(chosen))]
         rows = [np.asarray(Image.open(out / "renders" / "final" / f"{f:05d}_compare.png")) for f in shown]
         with atomic_path(out / "side_by_side.png") as temporary:
             Image.fromarray(np.concatenate(rows, axis=0)).save(temporary)
         metrics = {
-            **final.metrics(),
+            **scores[primary],
             "train_seconds": self.elapsed,
             "wall_seconds": self.spent(),
             "iterations": self.step,
-            "eval_frames": final.frames,
-            "eval_frames_total": len(self.everything),
-            "eval_note": note,
             **(self.sampling.means(self.step) if self.strategy is None else self.strategy.metrics()),
+            "eval_split": primary,
+            "splits": scores,  # every held-out split's scores under its name, the primary's (above) too
         }
         write_atomic(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-        head = "" if final.psnr_head is None else f"  head psnr {final.psnr_head:.2f}"
-        perceptual_score = "" if final.lpips is None else f"  lpips {final.lpips:.4f}"
-        perceptual_score += "" if final.lpips_vgg is None else f"  lpips_vgg {final.lpips_vgg:.4f}"
-        summary = f"psnr {final.psnr:.2f}{head}  ssim {final.ssim:.4f}{perceptual_score}"
-        print(
-            f"final  {summary}  after {self.step} iterations, {self.elapsed:.0f} s of training, {self.spent():.0f} s in all",
-            file=log,
-        )
+        spent = f"after {self.step} iterations, {self.elapsed:.0f} s of training, {self.spent():.0f} s in all"
+        print(f"final  {final.summary()}  {spent}", file=self.log)
         if self.board is not None:
             self.board.close()
-        if final.lpips_note is not None:
-            print(f"lpips: null ({final.lpips_note})", file=log)
-        if final.lpips_vgg_note is not None:
-            print(f"lpips_vgg: null ({final.lpips_vgg_note})", file=log)
+        for note in final.unscored():
+            print(note, file=self.log)
         return metrics
 
 

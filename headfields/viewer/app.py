@@ -159,7 +159,7 @@ class AvatarViewer:
         return not isinstance(self.run.model.parametric, TrackedMeshModel) and self.run.subject.train.params is not None
 
     def splits(self) -> tuple[str, ...]:
-        return ("train", self.run.subject.eval.split)
+        return ("train", *self.run.subject.held_out)  # every held-out split the run loaded (val and test)
 
     def head(self, state: ViewerState) -> Head:
         """The head ``state`` asks for, on the run's device (see :func:`state_head`)."""

@@ -31,6 +31,7 @@ from torch import Tensor, nn
 
 from ...cameras import PinholeCameras, Rays
 from ...checks import IntLike, check_count, check_positive
+from ...configs import added_field
 from ...deformers.gaussian_binding import BindingRegulariserConfig, GaussianSet, PosedGaussians, Splats
 from ...parametric import Head, SubjectModel
 from ...renderers import EARLY_STOP_TRANSMITTANCE, GaussianRender, rasterize_gaussians
@@ -63,9 +64,10 @@ class GaussianAvatarConfig:
     density: DensityConfig = field(default_factory=lambda: DensityConfig(reset_opacity_at_densify_from=True))
     regularisers: BindingRegulariserConfig = field(default_factory=BindingRegulariserConfig)
     background: tuple[float, float, float] = (1.0, 1.0, 1.0)  # the captures' white (GaussianAvatars: --white_background)
-    # FlameGaussianModel always builds FLAME with VHAP's teeth (FlameHead(add_teeth=True)): Gaussians on 168 more faces.
-    # Off by default, so runs saved before it load; see headfields.parametric.add_teeth.
-    teeth: bool = False
+    # FlameGaussianModel always builds FLAME with VHAP's teeth (FlameHead(add_teeth=True)): Gaussians on 168 more faces
+    # (headfields.parametric.add_teeth). None: on for FLAME's 5,023 vertices, whose lip rings VHAP's teeth hang from,
+    # off for other meshes; a config.json written before the switch existed loads with False, as it was trained.
+    teeth: bool | None = added_field(None, before=False)
     # FLAME fine-tuning (fine_tuning.py), on as GaussianAvatars trains (ModelParams.not_finetune_flame_params False):
     # each training timestep's expression, pose and translation in the same Adam, at arguments/__init__.py's rates.
     fine_tune_flame: bool = True
@@ -86,6 +88,8 @@ class GaussianAvatarConfig:
         rates = ("position_lr_init", "position_lr_final", "feature_lr", "opacity_lr", "scaling_lr", "rotation_lr")
         for name in (*rates, "flame_expression_lr", "flame_pose_lr", "flame_translation_lr"):
             check_positive(name, getattr(self, name), finite=True)
+        if self.teeth is not None and not isinstance(self.teeth, bool):
+            raise TypeError(f"teeth: expected True, False or None (on for FLAME's 5,023 vertices), got {self.teeth!r}")
         if not isinstance(self.fine_tune_flame, bool):
             raise TypeError(f"fine_tune_flame: expected True or False, got {self.fine_tune_flame!r}")
         if len(self.background) != 3 or not all(0 <= c <= 1 for c in self.background):

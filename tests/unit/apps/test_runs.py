@@ -183,12 +183,13 @@ def test_a_run_made_before_a_recipe_or_setting_was_added_still_loads(tiny_insta_
 
 
 def test_render_image_of_a_loaded_run_is_its_model_render(tiny_insta_run):
-    """run.head(split) and run.frames(split) name the splits; a wrong name is refused."""
+    """run.head(split) and run.frames(split) name the splits (the capture's val too); a wrong name is refused."""
     folder, _ = tiny_insta_run
     run = load_run(folder, "cpu")
     assert run.frames("train") is run.subject.train and run.head("test") is run.eval_head
+    assert run.frames("val") is run.subject.more_held_out["val"] and run.head("val").num_frames == len(run.frames("val"))
     with pytest.raises(ValueError, match="^split:"):
-        run.head("val")
+        run.head("other")
     image = render_image(run.model, run.subject.train, 0, 4096, run.device, head=run.train_head)
     assert image.shape == (16, 16, 3) and bool(torch.isfinite(image).all())
 
@@ -231,14 +232,15 @@ def test_a_budget_too_short_for_every_frame_evaluates_an_evenly_spread_subset(ti
     from headfields.training import loop as training
 
     # A held-out frame "takes" 100 s: of a 10-minute budget the final evaluation may take a quarter, 150 s, i.e.
-    # one frame at 125 s (the margin included) of the two.
+    # one frame at 125 s (the margin included) of the three (test's two, val's one): each split keeps one.
     monkeypatch.setattr(training, "frame_seconds", lambda *args: 100.0)
     log = io.StringIO()
     metrics = _train_tiny(tiny_video, tmp_path, log, max_minutes=10.0, eval_every=0)
     assert (metrics["eval_frames"], metrics["eval_frames_total"]) == (1, 2)
     assert metrics["eval_note"].startswith("1 of the 2 held-out frames, evenly spread")
     text = log.getvalue()
-    assert "final evaluation of 1 of 2 held-out frames" in text and "final evaluation: 1 of the 2" in text
+    assert "final evaluation of 2 of 3 held-out frames" in text and "final evaluation: 1 of the 2" in text
+    assert metrics["splits"]["val"]["eval_frames"] == metrics["splits"]["val"]["eval_frames_total"] == 1
     assert sorted(p.name for p in (tmp_path / "renders" / "final").glob("*.png")) == ["00000.png", "00000_compare.png"]
     assert metrics["wall_seconds"] >= metrics["train_seconds"] > 0
 

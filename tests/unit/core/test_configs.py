@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from headfields.configs import (
     CLASS_KEY,
+    added_field,
     config_from_dict,
     config_to_dict,
     load_config,
@@ -140,6 +141,22 @@ def test_missing_key_takes_the_default():
     assert config_from_dict(data) == insta.cpu_config(hash_grid=HashGridConfig(), sh_degree=InstaConfig.sh_degree)
     with pytest.raises(ValueError, match="'learning_rate'"):  # no default to take
         config_from_dict({"decay_steps": 3}, expected=OptimizerConfig)
+
+
+@dataclass(frozen=True)
+class _Switched:
+    """A config whose switch came later, with a new default: files without it were trained with the old value."""
+
+    rate: float = 1.0
+    switch: bool | None = added_field(None, before=False)
+
+
+def test_a_field_added_later_takes_its_old_value_where_a_file_lacks_it():
+    assert _Switched().switch is None and config_to_dict(_Switched())["switch"] is None
+    for value in (None, True, False):
+        assert config_from_dict({"rate": 2.0, "switch": value}, expected=_Switched) == _Switched(2.0, value)
+    assert config_from_dict({"rate": 2.0}, expected=_Switched) == _Switched(2.0, False)  # written before the field
+    assert config_from_dict({"switch": True}, expected=_Switched) == _Switched(1.0, True)  # the other: its default
 
 
 def test_values_are_validated():

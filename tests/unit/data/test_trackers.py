@@ -17,7 +17,7 @@ from PIL import Image
 from smplx.lbs import batch_rigid_transform, batch_rodrigues, vertices2joints
 
 from headfields.cameras import PinholeCameras, look_at, project_points
-from headfields.data import FrameSet, load_insta_dataset, load_subject, save_insta_dataset
+from headfields.data import FrameSet, held_out_splits, load_insta_dataset, load_subject, save_insta_dataset
 from headfields.data.trackers import (
     IMAVATAR_JSON,
     detect_capture_format,
@@ -702,6 +702,19 @@ def test_load_subject_reads_a_vhap_export_with_the_model_folder(vhap, flame_fold
     np.testing.assert_array_equal(train.images[0].numpy()[inside], first[inside])
     head = tracked_head(subject.parametric, train)
     assert head.vertices.shape[0] == len(train) and torch.isfinite(head.vertices).all()
+
+
+def test_load_subject_loads_both_of_a_vhap_exports_held_out_splits(vhap, flame_folder):
+    """VHAP's val (the last camera at the training timesteps: novel views) and test (the later timesteps:
+    self-reenactment), both loaded when asked, each with the frames the export lists."""
+    root, truth = vhap
+    assert held_out_splits(root) == ["val", "test"] and load_subject(root, flame_folder).more_held_out == {}
+    subject = load_subject(root, flame_folder, all_held_out=True)
+    assert list(subject.held_out) == ["test", "val"]
+    for split, frames in subject.held_out.items():
+        written = truth["splits"][split]
+        assert frames.split == split and len(frames) == len(written)
+        assert frames.image_paths == [root / f["file_path"] for f in written]
 
 
 def test_load_subject_names_the_imavatar_reader(tmp_path):
