@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from unittest import mock
 
+import filelock
 import pytest
 import torch
 
@@ -39,19 +40,21 @@ def section(report: str, title: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def fallback_run(tmp_path_factory):
-    """gpu.py --quick with CUDA hidden (the CPU fallback on any machine): its process and output folder."""
-    out = tmp_path_factory.mktemp("gpu")
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
-    done = subprocess.run(
-        [sys.executable, str(SCRIPT), "--out", str(out), "--quick", "--baseline", str(ROOT)],  # this checkout: the A/B's path
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    return done, out
+def fallback_run(tmp_path_factory, worker_id):
+    """gpu.py --quick with CUDA hidden (the CPU fallback on any machine): its process and output folder. Made once a
+    session: under pytest-xdist each worker that takes a test of this module would run it again (a minute each), so
+    the first makes it in the session's shared folder, under a lock, and the others read what it left."""
+    shared = tmp_path_factory.getbasetemp() if worker_id == "master" else tmp_path_factory.getbasetemp().parent
+    out, record = shared / "gpu_fallback", shared / "gpu_fallback.json"
+    with filelock.FileLock(str(shared / "gpu_fallback.lock")):
+        if not record.exists():
+            out.mkdir()
+            env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+            command = [sys.executable, str(SCRIPT), "--out", str(out), "--quick", "--baseline", str(ROOT)]  # the A/B's path
+            done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+            kept = dict(args=done.args, returncode=done.returncode, stdout=done.stdout, stderr=done.stderr)
+            record.write_text(json.dumps(kept))
+    return subprocess.CompletedProcess(**json.loads(record.read_text())), out
 
 
 def test_fallback_exits_cleanly_and_writes_the_report(fallback_run):
