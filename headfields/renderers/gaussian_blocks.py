@@ -24,7 +24,7 @@ from typing import no_type_check
 import torch  # no `from __future__ import annotations`: Warp reads the kernels' annotations, which name closure types
 import warp as wp
 
-from .gaussian_kernels import ALPHA_MAX, ALPHA_MIN, PARAMS, TILE, TRANSMITTANCE_MIN, splat_gradient
+from .gaussian_kernels import ALPHA_MAX, ALPHA_MIN, PARAMS, TILE, TRANSMITTANCE_MIN, splat_exponent, splat_gradient
 
 __all__ = ["BATCH", "BLOCK", "block_kernels", "runs_here"]
 
@@ -57,7 +57,14 @@ def block_kernels(scalar: type) -> tuple[wp.Kernel, wp.Kernel]:
     tile_side, block, batch, params_n = TILE, BLOCK, BATCH, PARAMS
     vec = wp.types.vector(length=PARAMS, dtype=scalar)
     vec4 = wp.types.vector(length=4, dtype=scalar)
-    gradient = splat_gradient(scalar)
+    exponent, gradient = splat_exponent(scalar), splat_gradient(scalar)
+
+    @no_type_check  # Warp parameter types are not Python type hints; keep the jaxtyping checker off them.
+    @wp.func
+    def pixel_of(tile: int, lane: int, tiles_x: int):
+        """The image column and row of ``lane``, one of the ``BLOCK`` threads of block ``tile``."""
+        ty = tile / tiles_x
+        return (tile - ty * tiles_x) * tile_side + lane % tile_side, ty * tile_side + lane / tile_side
 
     @no_type_check  # Warp parameter types are not Python type hints; keep the jaxtyping checker off them.
     @wp.kernel(module="unique", enable_backward=False)  # the adjoint is the kernel below
@@ -73,9 +80,7 @@ def block_kernels(scalar: type) -> tuple[wp.Kernel, wp.Kernel]:
         last: wp.array(dtype=wp.int32),
     ):
         tile, lane = wp.tid()
-        ty = tile / tiles_x
-        py = ty * tile_side + lane / tile_side
-        px = (tile - ty * tiles_x) * tile_side + lane % tile_side
+        px, py = pixel_of(tile, lane, tiles_x)
         inside = px < width and py < height
         cx = scalar(px) + half
         cy = scalar(py) + half
@@ -99,7 +104,7 @@ def block_kernels(scalar: type) -> tuple[wp.Kernel, wp.Kernel]:
                 if done == 0:
                     dx = rows[q, 0] - cx
                     dy = rows[q, 1] - cy
-                    power = -half * (rows[q, 2] * dx * dx + rows[q, 4] * dy * dy) - rows[q, 3] * dx * dy
+                    power = exponent(rows[q, 2], rows[q, 3], rows[q, 4], dx, dy)
                     if not (power > zero or power < cuts[q]):  # the per-pixel kernels' tests, NaN included
                         alpha = wp.min(alpha_max, rows[q, 5] * wp.exp(power))
                         if not (alpha < alpha_min):
@@ -138,9 +143,7 @@ def block_kernels(scalar: type) -> tuple[wp.Kernel, wp.Kernel]:
         grad: wp.array(dtype=vec),
     ):
         tile, lane = wp.tid()
-        ty = tile / tiles_x
-        py = ty * tile_side + lane / tile_side
-        px = (tile - ty * tiles_x) * tile_side + lane % tile_side
+        px, py = pixel_of(tile, lane, tiles_x)
         inside = px < width and py < height
         p = py * width + px
         cx = scalar(px) + half
@@ -165,7 +168,7 @@ def block_kernels(scalar: type) -> tuple[wp.Kernel, wp.Kernel]:
                 if row + q < mine:
                     dx = rows[q, 0] - cx
                     dy = rows[q, 1] - cy
-                    power = -half * (rows[q, 2] * dx * dx + rows[q, 4] * dy * dy) - rows[q, 3] * dx * dy
+                    power = exponent(rows[q, 2], rows[q, 3], rows[q, 4], dx, dy)
                     if not (power > zero or power < cuts[q]):  # the per-pixel kernels' tests, NaN included
                         gauss = wp.exp(power)
                         raw = rows[q, 5] * gauss

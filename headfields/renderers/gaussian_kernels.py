@@ -41,6 +41,7 @@ __all__ = [
     "TRANSMITTANCE_MIN",
     "exponent_cut",
     "pixel_kernels",
+    "splat_exponent",
     "splat_gradient",
 ]
 
@@ -53,6 +54,21 @@ OUTPUTS = 5  # a pixel's row: r, g, b, alpha, depth
 # A pixel loops over its tile's list (hundreds of splats): four tiles of pixels are worth a CPU thread, where the
 # launcher's default waits for 8192 rows (a 96 x 96 image would blend on one core).
 PIXELS_PER_THREAD = 4 * TILE * TILE
+
+
+@cache
+def splat_exponent(scalar: type) -> wp.Function:
+    """The Warp function every blend kernel (this module's and :mod:`~headfields.renderers.gaussian_blocks`') takes a
+    splat's exponent at a pixel with: ``−½(a dx² + c dy²) − b dx dy`` of its conic ``(a, b, c)`` at the pixel's offset
+    ``(dx, dy)`` from its centre, in one order of operations, so that the kernels agree to round-off."""
+    half = scalar(0.5)
+
+    @no_type_check  # Warp parameter types are not Python type hints; keep the jaxtyping checker off them.
+    @wp.func
+    def exponent(a: scalar, b: scalar, c: scalar, dx: scalar, dy: scalar):
+        return -half * (a * dx * dx + c * dy * dy) - b * dx * dy
+
+    return exponent
 
 
 @cache
@@ -102,14 +118,9 @@ def pixel_kernels(scalar: type) -> tuple[wp.Kernel, wp.Kernel]:
     alpha_min, alpha_max, t_min = scalar(ALPHA_MIN), scalar(ALPHA_MAX), scalar(TRANSMITTANCE_MIN)
     half, one, zero = scalar(0.5), scalar(1.0), scalar(0.0)
     tile_side = TILE
-    gradient = splat_gradient(scalar)
+    exponent, gradient = splat_exponent(scalar), splat_gradient(scalar)
     vec = wp.types.vector(length=PARAMS, dtype=scalar)
     vec4 = wp.types.vector(length=4, dtype=scalar)
-
-    @no_type_check  # Warp parameter types are not Python type hints; keep the jaxtyping checker off them.
-    @wp.func
-    def _power(params: wp.array2d(dtype=scalar), k: int, dx: scalar, dy: scalar):
-        return -half * (params[k, 2] * dx * dx + params[k, 4] * dy * dy) - params[k, 3] * dx * dy
 
     @no_type_check
     @wp.kernel(module="unique", enable_backward=False)  # the adjoint is the kernel below
@@ -140,7 +151,7 @@ def pixel_kernels(scalar: type) -> tuple[wp.Kernel, wp.Kernel]:
             k = j
             dx = params[k, 0] - cx
             dy = params[k, 1] - cy
-            power = _power(params, k, dx, dy)
+            power = exponent(params[k, 2], params[k, 3], params[k, 4], dx, dy)
             if power > zero or power < cut[k]:
                 continue
             alpha = wp.min(alpha_max, params[k, 5] * wp.exp(power))
@@ -194,7 +205,7 @@ def pixel_kernels(scalar: type) -> tuple[wp.Kernel, wp.Kernel]:
             k = j
             dx = params[k, 0] - cx
             dy = params[k, 1] - cy
-            power = _power(params, k, dx, dy)
+            power = exponent(params[k, 2], params[k, 3], params[k, 4], dx, dy)
             if power > zero or power < cut[k]:
                 continue
             gauss = wp.exp(power)
