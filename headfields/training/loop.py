@@ -435,8 +435,7 @@ class _Loop:
             )
         self.frame_seconds = (time.monotonic() - began) / len(self.held_out)  # the trained model's own speed
         self.model.train()
-        head = "" if ev.psnr_head is None else f"  head psnr {ev.psnr_head:.2f}"
-        bar.write(f"eval  {self.step:6d}  psnr {ev.psnr:.2f}{head}  ssim {ev.ssim:.4f}  ({ev.frames} frames)")
+        bar.write(f"eval  {self.step:6d}  {ev.summary()}  ({ev.frames} frames)")  # (no LPIPS here: none in the line)
         self.run_log.append(self.step, self.elapsed, eval={"psnr": ev.psnr, "psnr_head": ev.psnr_head, "ssim": ev.ssim})
         if self.board is not None:
             board_evaluation(self.board, self.step, ev, renders, self.held_out)
