@@ -5,7 +5,6 @@ are tracked with. What every example script starts from (the built-in synthetic 
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from ..checks import check_device
 from ..parametric import ParametricModel, load_model
 from ..parametric.teeth import FLAME_TEETH_VERTICES
 from ..parametric.tracked_meshes import SubjectModel
+from ._io import read_json
 from .compositing import composite_images
 from .frames import SPLITS, FrameSet
 from .insta_reader import load_insta_dataset
@@ -118,10 +118,7 @@ def held_out_splits(data: str | Path) -> list[str]:
 
 def _json_key(path: Path, key: str) -> object:
     """``key`` of the JSON object in ``path`` (None where it has none); a file that is not JSON is named."""
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"data: {path} is not JSON ({error})") from None
+    data = read_json(path, "transforms file")
     return data.get(key) if isinstance(data, dict) else None
 
 
