@@ -26,7 +26,6 @@ import json
 import statistics
 import sys
 import tempfile
-import time
 import traceback
 from pathlib import Path
 
@@ -36,6 +35,7 @@ from torch.optim.optimizer import register_optimizer_step_post_hook
 import headfields.training.loop as loop
 from headfields.training import train
 
+from frame_variants import timed
 from step_anatomy import build
 
 ATTEMPTS = ("plain", "prepared")
@@ -57,14 +57,8 @@ def _where(error: BaseException) -> str:
 
 
 def _median_ms(run, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        torch.cuda.synchronize()
-        start = time.perf_counter()
-        run()
-        torch.cuda.synchronize()
-        times.append(1e3 * (time.perf_counter() - start))
-    return statistics.median(times)
+    """The median of ``repeats`` timings of ``run()`` (frame_variants.timed: the GPU's queue drained around each)."""
+    return statistics.median(1e3 * timed(run) for _ in range(repeats))
 
 
 def _capture(state: loop._Loop, step, attempt: str, repeats: int) -> dict:
