@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from ..cameras import project_points
 from ..checks import check_count
@@ -54,8 +55,9 @@ class TrackingNoise:
 
 def noisy_tracking(root: str | Path, out: str | Path, noise: TrackingNoise | None = None) -> Path:
     """Copy the INSTA-layout capture ``root`` (tracked parameters needed) to the new folder ``out`` with
-    ``noise`` on every frame's tracked head pose (its parameters and meshes, and so every tracked quantity
-    read from them), and write ``out/landmarks/<split>.npy``: the true tracking's landmarks projected, plus
+    ``noise`` on every timestep's tracked head pose (its parameters and meshes, and so every tracked quantity
+    read from them; the frames of one timestep, a rig's cameras at one instant or a novel-view frame of a training
+    timestep, share its error), and write ``out/landmarks/<split>.npy``: the true tracking's landmarks projected, plus
     ``noise.landmarks`` pixels (what MonoNPHM's ``landmarks`` option reads). The images, masks, depths, labels
     and a synthetic video's ground truth are kept as they are. Returns ``out``."""
     noise = noise or TrackingNoise()
@@ -72,9 +74,9 @@ def noisy_tracking(root: str | Path, out: str | Path, noise: TrackingNoise | Non
     shutil.copytree(first.model_path, model_dir)
     model = load_model(model_dir, first.model_type)
     generator = torch.Generator().manual_seed(noise.seed)
-    noisy, detections = {}, {}
+    noisy, detections, errors = {}, {}, {}
     for split, frames in splits.items():
-        noisy[split], detections[split] = _perturbed(model, frames, noise, generator)
+        noisy[split], detections[split] = _perturbed(model, frames, noise, generator, errors)
         noisy[split].model_path = model_dir
     save_insta_dataset(out, noisy, composited_over=composited_over(root))
     (out / LANDMARKS_FOLDER).mkdir()
@@ -86,14 +88,21 @@ def noisy_tracking(root: str | Path, out: str | Path, noise: TrackingNoise | Non
 
 
 def _perturbed(
-    model: ParametricModel, frames: FrameSet, noise: TrackingNoise, generator: torch.Generator
+    model: ParametricModel, frames: FrameSet, noise: TrackingNoise, generator: torch.Generator, errors: dict[bytes, Tensor]
 ) -> tuple[FrameSet, np.ndarray]:
-    """The frames with noise on their head pose, and the true landmarks projected plus detector noise."""
+    """The frames with noise on their head pose, and the true landmarks projected plus detector noise. ``errors``
+    holds each timestep's pose error by its true tracked row: a frame of a timestep already drawn (another camera at
+    the same instant, in this split or an earlier one) takes that timestep's, as a tracker fits an instant once."""
     p, n = frames.params, frames.num_frames
     with torch.no_grad():
         true = model(shape=p.shape, expression=p.expression, pose=p.pose, translation=p.translation)
         rotation = torch.randn(n, 3, generator=generator, dtype=torch.float64) * math.radians(noise.rotation_deg)
         shift = torch.randn(n, 3, generator=generator, dtype=torch.float64) * noise.translation
+        drawn = torch.cat([rotation, shift], dim=1)  # drawn for every frame, so that the draws after stay as they were
+        rows = torch.cat([p.expression.reshape(n, -1), p.pose.reshape(n, -1), p.translation.reshape(n, -1)], dim=1)
+        for frame, row in enumerate(np.ascontiguousarray(rows.cpu().numpy())):
+            drawn[frame] = errors.setdefault(row.tobytes(), drawn[frame].clone())
+        rotation, shift = drawn[:, :3], drawn[:, 3:]
         pose = p.pose.clone()
         pose[:, 0] = compose_rotations(rotation.to(pose.dtype), pose[:, 0])  # a world rotation about the root joint
         translation = p.translation + shift.to(p.translation.dtype)

@@ -100,3 +100,22 @@ def test_noisy_tracking_names_its_bad_arguments(clean, tmp_path):
     (tmp_path / "taken").mkdir()
     with pytest.raises(FileExistsError, match="^out:"):
         noisy_tracking(clean, tmp_path / "taken")
+
+
+def test_the_frames_of_one_timestep_share_its_error(tmp_path):
+    # GaussianAvatars' novel views: each val frame sees a training timestep again, with its very tracking.
+    config = SyntheticVideoConfig(
+        num_frames=12, num_val=2, num_test=2, resolution=8, supersampling=1, episode_frames=3, val_view_yaw=0.3
+    )
+    clean = make_synthetic_video(tmp_path / "clean", config)
+    noisy = noisy_tracking(clean, tmp_path / "noisy", TrackingNoise(rotation_deg=2.0, translation=0.004, landmarks=0))
+    train, val = load_insta_dataset(noisy, "train"), load_insta_dataset(noisy, "val")
+    clean_train, clean_val = load_insta_dataset(clean, "train"), load_insta_dataset(clean, "val")
+    seen = [next(f for f in range(len(clean_train)) if torch.equal(clean_train.params.pose[f], p)) for p in clean_val.params.pose]
+    for v, f in enumerate(seen):
+        assert torch.equal(val.params.pose[v], train.params.pose[f])
+        assert torch.equal(val.params.translation[v], train.params.translation[f])
+        assert not torch.equal(val.params.translation[v], clean_val.params.translation[v])  # the error is there
+    # The other training frames, each a timestep of its own, carry errors of their own.
+    shifts = train.params.translation - clean_train.params.translation
+    assert len({tuple(s.tolist()) for s in shifts}) == len(train)
