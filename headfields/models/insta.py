@@ -344,7 +344,8 @@ class Insta(nn.Module):
         if step >= c.warmup_steps and batch.segmentation is not None:
             weight = torch.where(torch.isin(batch.segmentation, self.mouth_codes), c.mouth_weight, 1.0)
         if rendered.fits is not None:  # rays past the fixed slots have no samples: out of the loss
-            weight = rendered.fits.to(result.rgb.dtype) * (1.0 if weight is None else weight)
+            fits = rendered.fits.to(result.rgb.dtype)
+            weight = fits if weight is None else fits * weight
         loss = ngp_huber_loss(result.rgb, target, delta=c.huber_delta, weight=weight)
         logs = {}
         # INSTA's depth prior needs the segmentation: without it no ray is on the allow-list.
