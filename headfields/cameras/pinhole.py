@@ -148,6 +148,7 @@ class Projection:
 class PixelSamples:
     frame: Int[Tensor, " R"]
     pixels: Float[Tensor, "R 2"]  # pixel centres (x, y)
+    drawn: Int[Tensor, "R 2"] | None = None  # the integer (col, row) sample_pixels drew: cells without a pass
 
     def __iter__(self):  # ``frame, pixels = sample_pixels(...)``
         return iter((self.frame, self.pixels))
@@ -163,8 +164,8 @@ class PixelSamples:
 
     @property
     def cells(self) -> Int[Tensor, "R 2"]:
-        """Integer column and row of each sample, as :attr:`cols` and :attr:`rows` in one pass (two kernels, not four)."""
-        return self.pixels.floor().long()
+        """Integer column and row of each sample, as :attr:`cols` and :attr:`rows`: as drawn, or in one pass."""
+        return self.pixels.floor().long() if self.drawn is None else self.drawn
 
 
 def focal_from_fov(size: int, fov: float, name: str = "fov") -> float:
@@ -266,9 +267,10 @@ def sample_pixels(
     pick = torch.randint(available, (count,), generator=generator, device=g).to(device)
     cols = torch.randint(cameras.width, (count,), generator=generator, device=g)
     rows = torch.randint(cameras.height, (count,), generator=generator, device=g)
-    pixels = torch.stack([cols, rows], dim=-1).to(device, torch.float32) + 0.5
+    drawn = torch.stack([cols, rows], dim=-1).to(device)
+    pixels = drawn.to(torch.float32) + 0.5
     # Every frame: the pick is the frame itself (no arange to gather it from, two kernels fewer a training step).
-    return PixelSamples(frame=pick if frames is None else frames.long()[pick], pixels=pixels)
+    return PixelSamples(frame=pick if frames is None else frames.long()[pick], pixels=pixels, drawn=drawn)
 
 
 def look_at(
