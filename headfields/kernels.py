@@ -51,6 +51,7 @@ __all__ = [
     "tile_shared_bytes",
     "morton_order",
     "num_cpu_threads",
+    "row_numbers",
     "to_warp",
     "torch_stream",
     "warp_device",
@@ -167,7 +168,7 @@ def morton_order(
         frame_bits = max(count - 1, 0).bit_length()
     bits = min(MORTON_BITS, (_INT64_BITS - frame_bits) // 3)
     points32 = points.detach().float().contiguous()
-    lo, hi = points32.amin(dim=0), points32.amax(dim=0)
+    lo, hi = torch.aminmax(points32, dim=0)
     top = 2**bits - 1  # float32 resolves 2^24 steps, enough for 2^21 cells
     box = torch.stack([lo, top / (hi - lo).clamp(min=torch.finfo(torch.float32).tiny)]).contiguous()
     frame = torch.zeros(n, dtype=torch.long, device=points.device) if frame is None else frame.long().contiguous()
@@ -235,6 +236,28 @@ def launch_slots(rows: int, device: torch.device, min_rows: int | None = None) -
         return 1, torch.zeros(rows, dtype=torch.int32, device=device)
     counts = torch.diff(torch.tensor(bounds))
     return len(counts), torch.repeat_interleave(torch.arange(len(counts), dtype=torch.int32), counts).to(device)
+
+
+# row_numbers' buffer a device: 0, 1, 2, ... (int64), grown to the next power of two of the largest size asked for.
+_ROW_NUMBERS: dict[torch.device, Tensor] = {}
+
+
+def row_numbers(n: int, device: torch.device) -> Int[Tensor, " n"]:
+    """``torch.arange(n, device=device)`` as a view of one buffer a device, to be read, never written (nor in place).
+
+    Launches take the numbers of their rows as an input, and a step of fixed shapes asks for the same few sizes at
+    every step: each ``arange`` would be a kernel on a GPU (6 a step of INSTA's). The buffer is made outside inference
+    mode (autograd may save an index), and not while a CUDA graph is being captured: a buffer first written there
+    would hold nothing until the graph replays, so a size it lacks is then made afresh."""
+    device = torch.device(device)
+    numbers = _ROW_NUMBERS.get(device)
+    if numbers is None or numbers.shape[0] < n:
+        if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
+            return torch.arange(n, device=device)
+        with torch.inference_mode(False):
+            numbers = torch.arange(1 << max(n - 1, 0).bit_length(), device=device)
+        _ROW_NUMBERS[device] = numbers
+    return numbers[:n]
 
 
 def launch_rows(

@@ -147,10 +147,11 @@ class NerfDecoder(nn.Module):
     ) -> DecoderOutput:
         out = self.density_net(self._density_input(features, cond))
         self._check("dirs_encoded", dirs_encoded, self.dir_dim, features.shape[0])
-        geometry = out[:, 1:]
+        # Split, not indexed: the gradients come back in one concatenation, not a zero-filled copy each and an add.
+        raw, geometry = out.split([1, out.shape[1] - 1], dim=1)
         color_in = [geometry, dirs_encoded]
         if self.config.cond_to_color:
             self._check_cond(cond, features.shape[0])
             color_in.append(cond)
         rgb = torch.sigmoid(self.color_net(torch.cat(color_in, dim=-1)))
-        return DecoderOutput(density=self._activation(out[:, 0]), rgb=rgb, extras={"geometry": geometry})
+        return DecoderOutput(density=self._activation(raw.squeeze(1)), rgb=rgb, extras={"geometry": geometry})

@@ -158,6 +158,8 @@ class TriangleFrameDeformer(Deformer):
         # face_adjacency of the last faces seen (a sort of 3F edges, ~20 ms on FLAME's faces): a head's faces are its
         # model's buffer, the same tensor every step, and topology is never written in place.
         self._adjacency: tuple[Tensor, Tensor] | None = None
+        # The faces and their adjacency in the kernels' int32, of the last faces seen: cast once, not every step.
+        self._int32: tuple[Tensor, Tensor, Tensor | None] | None = None
 
     def canonicalize(
         self,
@@ -182,13 +184,14 @@ class TriangleFrameDeformer(Deformer):
         if self.config.backend == "torch":
             return self._torch(x, dirs, source, canonical, head.faces, frame, mesh)
         c = self.config
+        faces, adjacency = self._kernel_topology(head.faces)
         options = FrameMapOptions(
             mesh=mesh,
             frame=frame,
-            faces=head.faces,
+            faces=faces,
             scale_faces=self.scale_faces,
             blend_faces=self.blend_faces,
-            adjacency=None if self.blend_faces is None else self._face_adjacency(head.faces),
+            adjacency=adjacency,
             max_distance=c.max_distance,
             area_exponent=c.area_exponent,
             nearest_falloff=c.nearest_falloff,
@@ -202,6 +205,13 @@ class TriangleFrameDeformer(Deformer):
         if self._adjacency is None or self._adjacency[0] is not faces:
             self._adjacency = (faces, face_adjacency(faces))
         return self._adjacency[1]
+
+    def _kernel_topology(self, faces: Tensor) -> tuple[Tensor, Tensor | None]:
+        """``faces`` and their adjacency (None without ``blend_faces``) as the kernels read them, int32."""
+        if self._int32 is None or self._int32[0] is not faces:
+            adjacency = None if self.blend_faces is None else self._face_adjacency(faces).to(torch.int32)
+            self._int32 = (faces, faces.to(torch.int32), adjacency)
+        return self._int32[1], self._int32[2]
 
     def _source(self, head: Head) -> TriangleMesh:
         """The mesh samples start on (``config.source``): the only place that picks it."""

@@ -466,10 +466,10 @@ class FrameMapOptions:
 
     mesh: TriangleMesh  # the source mesh (posed or rest): its BVHs find the faces
     frame: Int[Tensor, " N"]
-    faces: Int[Tensor, "F 3"]
+    faces: Int[Tensor, "F 3"]  # int32 as the kernels read them (another integer dtype is cast at every call)
     scale_faces: Bool[Tensor, " F"] | None
     blend_faces: Bool[Tensor, " F"] | None
-    adjacency: Int[Tensor, "F 3"] | None  # face_adjacency(faces), needed with blend_faces
+    adjacency: Int[Tensor, "F 3"] | None  # face_adjacency(faces), needed with blend_faces; int32 as faces
     max_distance: float | None
     area_exponent: float
     nearest_falloff: float
@@ -495,7 +495,7 @@ def _mesh_struct(options: FrameMapOptions, source: Tensor, canonical: Tensor) ->
     mesh.canonical = _vec3(canonical)
     mesh.faces = kernels.to_warp(options.faces.to(torch.int32).contiguous(), wp.int32)
     no_adjacency = options.adjacency is None
-    adjacency = torch.full((1, 3), -1, device=device) if no_adjacency else options.adjacency
+    adjacency = torch.full((1, 3), -1, dtype=torch.int32, device=device) if no_adjacency else options.adjacency
     mesh.adjacency = kernels.to_warp(adjacency.to(torch.int32).contiguous(), wp.int32)
     mesh.scale_mask, mesh.has_scale = _mask(options.scale_faces, device)
     mesh.blend_mask, mesh.has_blend = _mask(options.blend_faces, device)

@@ -425,7 +425,7 @@ def ray_intersect(
             first_hits(wide, origins32, dirs32, frame, limit, face, t, bary, normal)
         else:
             # Rays keep their own order: camera rays in pixel order are already coherent.
-            order = torch.arange(n, device=mesh.device)
+            order = kernels.row_numbers(n, mesh.device)
             kernels.launch_rows(
                 _ray_kernel,
                 n,

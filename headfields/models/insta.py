@@ -291,6 +291,8 @@ class Insta(nn.Module):
         # The same as tensors that move with the model, so that a step makes no host-to-device copy of them.
         self.register_buffer("mouth_codes", torch.tensor(self.mouth_labels, dtype=torch.long), persistent=False)
         self.register_buffer("depth_codes", torch.tensor(self.depth_labels, dtype=torch.long), persistent=False)
+        # The mouth's loss weight and the other rays', for the step's where (two Python numbers: two tensors a step).
+        self.register_buffer("mouth_weights", torch.tensor([c.mouth_weight, 1.0]), persistent=False)
 
     def param_groups(self) -> list[dict]:
         """The hash grid's table apart, without weight decay: tiny-cuda-nn's Adam, which INSTA trains with, puts its
@@ -342,9 +344,11 @@ class Insta(nn.Module):
         result = rendered.composite
         weight = None
         if step >= c.warmup_steps and batch.segmentation is not None:
-            weight = torch.where(torch.isin(batch.segmentation, self.mouth_codes), c.mouth_weight, 1.0)
+            mouth, other = self.mouth_weights
+            weight = torch.where(torch.isin(batch.segmentation, self.mouth_codes), mouth, other)
         if rendered.fits is not None:  # rays past the fixed slots have no samples: out of the loss
-            weight = rendered.fits.to(result.rgb.dtype) * (1.0 if weight is None else weight)
+            fits = rendered.fits.to(result.rgb.dtype)
+            weight = fits if weight is None else fits * weight
         loss = ngp_huber_loss(result.rgb, target, delta=c.huber_delta, weight=weight)
         logs = {}
         # INSTA's depth prior needs the segmentation: without it no ray is on the allow-list.

@@ -128,7 +128,9 @@ def _composite(samples: PackedSamples, weights: Tensor, rgb: Tensor, background:
     """The per-ray sums of both compositors: colour, depth and opacity in one :func:`accumulate` pass."""
     ones = weights.new_ones(len(samples), 1)
     sums = _accumulate(samples, weights, torch.cat([rgb.to(weights.dtype), samples.t_mid.to(weights.dtype)[:, None], ones], 1))
-    color, depth, opacity = sums[:, :3], sums[:, 3], sums[:, 4]
+    # Split, not sliced: the gradients come back in one concatenation, not a zero-filled copy each and two adds.
+    color, depth, opacity = sums.split([3, 1, 1], dim=1)
+    depth, opacity = depth.squeeze(1), opacity.squeeze(1)
     if background is not None:
         color = color + (1 - opacity)[:, None] * background.to(weights.dtype)
     return Composite(rgb=color, depth=depth, opacity=opacity, weights=weights)

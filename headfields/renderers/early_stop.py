@@ -123,7 +123,7 @@ def compact_in_front(fixed: SlotSamples, density: Tensor, early_stop: float, slo
         raise TypeError(f"fixed: expected float32 or float64 samples, got {s.t_start.dtype}")
     count_in_front, compact = _kernels(scalar)
     rays = s.num_rays
-    first, ray = s.first(), torch.arange(rays, device=device)
+    first, ray = s.first(), kernels.row_numbers(rays, device)
     real = fixed.count.reshape(1).to(torch.long)
     fits = fixed.fits.view(torch.uint8)
     kept = torch.empty(rays, dtype=torch.long, device=device)
@@ -131,12 +131,12 @@ def compact_in_front(fixed: SlotSamples, density: Tensor, early_stop: float, slo
     kernels.launch_rows(count_in_front, rays, shared, [ray, fits, kept], device)
     through = torch.cumsum(kept, 0)
     fitting = fixed.fits & ((through <= slots) | (kept == 0))  # a ray with nothing to train fits anywhere
-    count = torch.where(fitting, kept, 0).sum()
+    count = (kept * fitting).sum()  # the fitting rays' samples
     out_ray = torch.empty(slots, dtype=torch.long, device=device)
     out_start, out_end = s.t_start.new_empty(slots), s.t_end.new_empty(slots)
     source = torch.empty(slots, dtype=torch.long, device=device)
     far = s.t_end[-1:]  # the far end of the last slot: padding stays behind every sample of the last ray
     shared = [s.t_start, s.t_end, first, through, fitting.view(torch.uint8), rays, far]
-    outputs = [out_ray, out_start, out_end, source, torch.arange(slots, device=device)]
+    outputs = [out_ray, out_start, out_end, source, kernels.row_numbers(slots, device)]
     kernels.launch_rows(compact, slots, shared, outputs, device)
     return SlotSamples(PackedSamples._trusted(out_ray, out_start, out_end, rays), count, through[-1], fitting, source)

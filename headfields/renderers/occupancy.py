@@ -371,7 +371,7 @@ class OccupancyGrid(nn.Module):
 
     def _count(self, rays: _MarchRays) -> Tensor:
         """Each ray's samples, its bounds clipped to the box on the way (``rays.near`` and ``rays.far`` after)."""
-        count = torch.zeros(rays.count, dtype=torch.int32, device=self.aabb.device)
+        count = torch.empty(rays.count, dtype=torch.int32, device=self.aabb.device)  # the kernel writes every ray's
         box = [wp.vec3(*self._box.low), wp.vec3(*self._box.high), int(rays.has_far)]
         _warp.launch_rows(count_kernel, rays.count, [*rays.shared, *box], [*rays.per_ray, count], self.aabb.device)
         return count
@@ -382,10 +382,9 @@ class OccupancyGrid(nn.Module):
         marched, written there."""
         device, r = self.aabb.device, rays.count
         out_ray = torch.full((slots,), r - 1, dtype=torch.long, device=device)
-        out_start = rays.far[r - 1 :].expand(slots).contiguous()
-        out_end = out_start.clone()
+        out_start, out_end = rays.far[r - 1 :].expand(2, slots).contiguous()  # both ends in one copy
         out_labels = torch.empty(0, dtype=torch.uint8, device=device) if labels is None else labels
         outputs = [wp.int64(slots), out_ray, out_start, out_end, int(labels is not None), out_labels]
-        ray_index = torch.arange(r, device=device)
+        ray_index = _warp.row_numbers(r, device)
         _warp.launch_rows(write_kernel, r, [*rays.shared, *outputs], [*rays.per_ray, ray_index, end - count], device)
         return PackedSamples._trusted(out_ray, out_start.to(rays.dtype), out_end.to(rays.dtype), r)

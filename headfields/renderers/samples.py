@@ -14,6 +14,7 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
+from .. import kernels
 from ..cameras import Rays
 from ..checks import IntLike, check_count, check_float, check_generator, check_nonzero_rows, check_shape, checking_values
 
@@ -83,13 +84,13 @@ class PackedSamples:
     def counts(self) -> Int[Tensor, " R"]:
         """Number of samples on each ray: where each ray's samples end less where they start, by binary searches of
         the sorted ``ray`` (``bincount`` would read the largest index back from a GPU)."""
-        rays = torch.arange(self.num_rays, device=self.device)
+        rays = kernels.row_numbers(self.num_rays, self.device)
         return torch.searchsorted(self.ray, rays, right=True) - self.first()
 
     def first(self) -> Int[Tensor, " R"]:
         """Index of each ray's first sample (where its samples would start, for a ray without any): a binary
         search of the sorted ``ray``, with no host synchronisation (``bincount`` reads the largest index)."""
-        return self._memo("first", lambda: torch.searchsorted(self.ray, torch.arange(self.num_rays, device=self.device)))
+        return self._memo("first", lambda: torch.searchsorted(self.ray, kernels.row_numbers(self.num_rays, self.device)))
 
     def ray_first(self) -> Int[Tensor, " S"]:
         """Index of each sample's ray's first sample (``first()[ray]``)."""

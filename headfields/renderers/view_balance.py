@@ -120,5 +120,5 @@ def sample_pixels_balanced(
     # Intrinsics are shared, so a pixel's distribution does not depend on its frame: draw the pixels for one
     # frame with sample_pixels and pair them with the balanced frames.
     one = torch.zeros(1, dtype=torch.long, device=cameras.device)
-    pixels = sample_pixels(cameras, count, generator, one).pixels
-    return PixelSamples(frame=frame, pixels=pixels)
+    drawn = sample_pixels(cameras, count, generator, one)
+    return PixelSamples(frame=frame, pixels=drawn.pixels, drawn=drawn.drawn)

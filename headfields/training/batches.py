@@ -59,7 +59,8 @@ def ray_batch(
 
     # One flat index for the images, masks, depths and labels (each a kernel on a GPU: an index, not three).
     height, width = frames.images.shape[1:3]
-    flat = (picked.frame * height + picked.rows) * width + picked.cols
+    cols, rows = picked.cells.unbind(-1)
+    flat = (picked.frame * height + rows) * width + cols
 
     def gather(x: Tensor | None) -> Tensor | None:
         return None if x is None else x.flatten(0, 2)[flat].to(device, non_blocking=True)

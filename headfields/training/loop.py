@@ -389,7 +389,8 @@ class _Loop:
     def check_later(self, result: StepOutput) -> torch.Tensor:
         """Whether the step's loss is finite (a 0-d device tensor, for :func:`step_if`), the loss itself read
         ``READ_LAG`` steps later, when the GPU has long finished the step; the losses due by now are read."""
-        finite = torch.isfinite(result.loss.detach())
+        # |loss| < inf is False for NaN too: isfinite's answer in two kernels, not its four (== itself, |x| != inf, and).
+        finite = result.loss.detach().abs() < math.inf
         self.loss_checks.append((self.step, HostCopy([result.loss.detach()]), result.logs))
         self.check_losses(READ_LAG)
         return finite

@@ -109,6 +109,18 @@ def test_morton_order_groups_frames_and_follows_the_curve_within_each(num_frames
     assert bool((key[order].diff() >= 0).all())
 
 
+def test_row_numbers_are_views_of_one_buffer_that_grows(device):
+    for n in (0, 5, 3, 9, 1000):
+        assert torch.equal(kernels.row_numbers(n, device), torch.arange(n, device=device))
+    a, b = kernels.row_numbers(700, device), kernels.row_numbers(20, device)
+    assert a.data_ptr() == b.data_ptr()  # the same buffer: no kernel for a size it holds
+    with torch.inference_mode():
+        inside = kernels.row_numbers(5000, device)  # made outside inference mode: autograd may save it later
+    x = torch.rand(5000, device=device, requires_grad=True)
+    x[inside].sum().backward()
+    assert not inside.is_inference() and torch.equal(x.grad, torch.ones_like(x))
+
+
 def test_morton_order_of_no_points_is_empty():
     assert kernels.morton_order(torch.zeros(0, 3), torch.zeros(0, dtype=torch.long)).shape == (0,)
 
