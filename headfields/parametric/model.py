@@ -362,10 +362,11 @@ class ParametricModel(nn.Module):
         pose = checked.get("pose", zeros(batch, j, 3))
         translation = checked.get("translation", zeros(batch, 3))
 
-        # smplx.lbs.lbs, step by step, keeping the rest vertices and joint transforms it does not return.
-        coefficients = torch.cat([shape.expand(batch, -1), expression], dim=1)
-        v_shaped = template + blend_shapes(coefficients, torch.cat([self.shapedirs, self.expr_dirs], dim=-1))
+        # smplx.lbs.lbs, step by step, keeping the rest vertices and joint transforms it does not return. The identity's
+        # blend is made once for all frames, then each frame's expression blend added (smplx concatenates both bases
+        # at every call: a copy of them, and a blend four times as wide, forward and backward, for the same sum).
         canonical = template + blend_shapes(shape[None], self.shapedirs)[0]
+        v_shaped = canonical + blend_shapes(expression, self.expr_dirs)
         if self.static_offset is not None:  # VHAP's: after the blend shapes, so the joints move with it
             v_shaped, canonical = v_shaped + self.static_offset, canonical + self.static_offset
         rest_joints = vertices2joints(self.J_regressor, v_shaped)

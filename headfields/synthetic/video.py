@@ -62,7 +62,7 @@ FRAME_MARGIN = 1.1  # the head's bounding box fills the image up to this margin
 # The portrait subject's expressions (coefficients and jaw angle) are this many times what its tracker reports.
 PORTRAIT_EXPRESSION_GAIN = 1.5
 PER_FRAME_PARAMS = ("expression", "pose", "translation")  # TrackedParams' fields of each frame
-CACHE_VERSION = 3  # bump when the generator's output changes, so cached videos are rendered anew
+CACHE_VERSION = 4  # bump when the generator's output changes, so cached videos are rendered anew
 
 
 @dataclass(frozen=True)
