@@ -156,15 +156,15 @@ class PixelSamples:
     @property
     def rows(self) -> Int[Tensor, " R"]:
         """Integer row of each sample, to gather image values: ``images[frame, rows, cols]``."""
-        return self.pixels[:, 1].floor().long()
+        return self.cells[:, 1]
 
     @property
     def cols(self) -> Int[Tensor, " R"]:
-        return self.pixels[:, 0].floor().long()
+        return self.cells[:, 0]
 
     @property
     def cells(self) -> Int[Tensor, "R 2"]:
-        """Integer column and row of each sample, as :attr:`cols` and :attr:`rows`: as drawn, or in one pass."""
+        """Integer column and row of each sample (the pixel holding its centre): as drawn, or in one pass."""
         return self.pixels.floor().long() if self.drawn is None else self.drawn
 
 

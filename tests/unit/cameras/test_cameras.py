@@ -227,7 +227,7 @@ def test_sample_pixels_is_seeded_and_returns_pixel_centres(device):
     assert torch.equal(a.pixels - 0.5, (a.pixels - 0.5).round())
     assert (a.rows >= 0).all() and (a.rows < 6).all() and (a.cols >= 0).all() and (a.cols < 8).all()
     assert torch.equal(a.cols.float() + 0.5, a.pixels[:, 0])
-    assert torch.equal(a.cells, torch.stack([a.cols, a.rows], dim=-1)) and a.cells is a.drawn  # as drawn: no pass
+    assert torch.equal(a.cells, a.pixels.floor().long()) and a.cells is a.drawn  # as drawn: no pass
     assert torch.equal(PixelSamples(a.frame, a.pixels).cells, a.cells)  # from the centres
     frame, pixels = a  # unpacks like a (frame, pixels) pair
     assert frame is a.frame and pixels is a.pixels
