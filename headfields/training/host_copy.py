@@ -29,12 +29,10 @@ class HostCopy:
     def __init__(self, values: Sequence[Tensor]):
         if not values or not all(isinstance(v, Tensor) and v.dim() == 0 for v in values):
             raise TypeError("values: expected 0-d tensors, at least one")
-        # Values of one dtype are cast once, after the stack (a cast is a kernel on a GPU): the step's counts are all
-        # int64, and int64 counts and a float32 loss are exact in float64 either way.
-        if len({v.dtype for v in values}) == 1:
-            stacked = torch.stack([v.detach() for v in values]).to(torch.float64)
-        else:
-            stacked = torch.stack([v.detach().to(torch.float64) for v in values])
+        # Values of one dtype are cast once, after the stack (a cast is a kernel on a GPU; a cast to their own dtype is
+        # none): the step's counts are all int64, and int64 counts and a float32 loss are exact in float64 either way.
+        common = values[0].dtype if len({v.dtype for v in values}) == 1 else torch.float64
+        stacked = torch.stack([v.detach().to(common) for v in values]).to(torch.float64)
         self.integer = [not v.is_floating_point() for v in values]
         self.event = None
         if stacked.device.type == "cuda":
