@@ -72,20 +72,26 @@ def test_fallback_exits_cleanly_and_writes_the_report(fallback_run):
     assert not (out / "logs" / "fused.log").exists()  # the CPU's variants in one call, the fused decoders too
 
 
-def test_on_the_cpu_step_1_runs_a_fast_file_s_cpu_cases(gpu, tmp_path, monkeypatch):
-    """Without CUDA, step 1 runs one fast file's CPU cases (the fallback checks the step, not the suite) and the report
-    counts them from pytest's closing line; here every step pretends to pass at once, step 1 with pytest's line."""
-    started = []
+def passing_steps(gpu, out, started, stdout=None):
+    """A stand-in for ``gpu.run_step``: every step passes at once, recorded in ``started`` as (name, command), with
+    ``stdout[name]`` as its output (default none); INSTA's step leaves a finished run under ``out`` for the frame's
+    steps to follow."""
 
     def run_step(name, command, timeout, logs, deadline=None):
         started.append((name, command))
-        if name == "insta":  # a finished run, for the frame's steps to follow
-            (tmp_path / "gpu" / "insta").mkdir(parents=True, exist_ok=True)
-            (tmp_path / "gpu" / "insta" / "metrics.json").write_text("{}")
-        stdout = "5 passed, 30 deselected in 0.08s" if name == "tests" else ""
-        return gpu.Step(name, command, 0, 0.0, stdout, "")
+        if name == "insta":
+            (out / "insta").mkdir(parents=True, exist_ok=True)
+            (out / "insta" / "metrics.json").write_text("{}")
+        return gpu.Step(name, command, 0, 0.0, (stdout or {}).get(name, ""), "")
 
-    monkeypatch.setattr(gpu, "run_step", run_step)
+    return run_step
+
+
+def test_on_the_cpu_step_1_runs_a_fast_file_s_cpu_cases(gpu, tmp_path, monkeypatch):
+    """Without CUDA, step 1 runs one fast file's CPU cases (the fallback checks the step, not the suite) and the report
+    counts them from pytest's closing line; here every step pretends to pass at once, step 1 with pytest's line."""
+    started, pytest_line = [], {"tests": "5 passed, 30 deselected in 0.08s"}
+    monkeypatch.setattr(gpu, "run_step", passing_steps(gpu, tmp_path / "gpu", started, pytest_line))
     monkeypatch.setattr(gpu.torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(sys, "argv", ["gpu.py", "--out", str(tmp_path / "gpu"), "--skip-benchmarks"])
     gpu.main()
@@ -214,15 +220,7 @@ def test_on_a_gpu_the_fused_decoders_have_a_call_of_their_own(gpu, tmp_path, mon
     """On a GPU, step 4's variants in two calls, the fused decoders last (their cuBLASDx compilation apart); here every
     step pretends to pass at once."""
     started = []
-
-    def run_step(name, command, timeout, logs, deadline=None):
-        started.append((name, command))
-        if name == "insta":  # a finished run, for the frame's steps to follow
-            (tmp_path / "gpu" / "insta").mkdir(parents=True, exist_ok=True)
-            (tmp_path / "gpu" / "insta" / "metrics.json").write_text("{}")
-        return gpu.Step(name, command, 0, 0.0, "", "")
-
-    monkeypatch.setattr(gpu, "run_step", run_step)
+    monkeypatch.setattr(gpu, "run_step", passing_steps(gpu, tmp_path / "gpu", started))
     monkeypatch.setattr(gpu, "device_name", lambda cuda: "a GPU")
     monkeypatch.setattr(gpu.torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(sys, "argv", ["gpu.py", "--out", str(tmp_path / "gpu"), "--skip-benchmarks", "--skip-tests"])
