@@ -47,6 +47,7 @@ from headfields.training import train
 
 from calls import NO_KERNEL, counted_calls
 from host_syncs import HostSyncSpy
+from replay_audit import ReplayRecorder, differences, watched_launches
 
 # Warp's launches, and its BVH refits (a kernel each inside Warp, per frame mesh whose vertices moved).
 WARP_LAUNCHES = (wp.launch, wp.launch_tiled, wp.Mesh.refit, wp.Bvh.refit)
@@ -150,28 +151,33 @@ def anatomy(
         def refreshing(*args, **kwargs):
             rows.phase = "refresh"
             if "ops" in counters:
-                counters["ops"].shaping = False
+                counters["ops"].shaping = counters["replay"].recording = False
             try:
                 return before_step(*args, **kwargs)
             finally:
                 rows.phase = "step"
                 if "ops" in counters:
-                    counters["ops"].shaping = True
+                    counters["ops"].shaping = counters["replay"].recording = True
 
         model.before_step = refreshing
     state = {"n": 0, "times": [], "steps": []}
 
     def open_counters() -> None:
-        counters["ops"], counters["spy"] = OperationCounter(), HostSyncSpy()
+        counters["ops"], counters["spy"], counters["replay"] = OperationCounter(), HostSyncSpy(), ReplayRecorder()
         counters["launches"] = counted_calls(*WARP_LAUNCHES)
         counters["calls"] = counters["launches"].__enter__()
+        counters["watch"] = watched_launches(counters["replay"])
+        counters["watch"].__enter__()
         counters["spy"].__enter__()
+        counters["replay"].__enter__()
         counters["ops"].__enter__()
         rows.on = True
 
     def close_counters() -> None:
         rows.on = False
         counters["ops"].__exit__(None, None, None)
+        counters["replay"].__exit__(None, None, None)
+        counters["watch"].__exit__(None, None, None)
         counters["spy"].__exit__(None, None, None)
         counters["launches"].__exit__(None, None, None)
 
@@ -195,6 +201,7 @@ def anatomy(
                 "by_operation": dict(ops.operations),
                 "sites": spy.report(),
             })  # fmt: skip
+            counters["replay"].next_step()
             ops.operations.clear()
             ops.shapes.clear()
             calls.clear()
@@ -216,7 +223,7 @@ def anatomy(
         hook.remove()
         if rows.on:
             close_counters()
-    counted = state["steps"]
+    counted, replay = state["steps"], counters["replay"]
     if len(counted) < steps:
         raise RuntimeError(f"the run ended after {state['n']} steps, before the window of steps {warmup + 1}-{warmup + steps}")
     trained_total = float(sum(float(t) for t in trained)) if trained else None
@@ -235,6 +242,8 @@ def anatomy(
         "read_backs": sum(s["read_backs"] for s in counted),
         "late_reads": sum(s["late_reads"] for s in counted),
         "shape_signatures": len({s["signature"] for s in counted}),
+        "replay_signatures": len({tuple(s) for s in replay.steps}),
+        "replay_differences": differences(replay),
         "trained_per_step": None if trained_total is None else trained_total / steps,
         **{
             f"{kind.replace(' ', '_')}_rows_per_trained_sample{'' if phase == 'step' else '_in_refresh'}": (
@@ -259,6 +268,11 @@ def print_figures(f: dict) -> None:
     print(f"  read-backs from the device, all steps:    {f['read_backs']}")
     print(f"  late reads of host copies, all steps:     {f['late_reads']}")
     print(f"  distinct shape signatures (refresh apart): {f['shape_signatures']}")
+    print(f"  distinct replay signatures (a graph's):    {f['replay_signatures']}")
+    for d in f["replay_differences"]:
+        print(f"    departs at counted step {d['step'] + 1}, operation {d['operation']} ({d['name']}), {d['site']}")
+        print(f"      first step: {d['first']}")
+        print(f"      then:       {d['then']}")
     if f["trained_per_step"] is None:
         print("  samples trained a step:                   not counted (the model reports none)")
     else:

@@ -36,6 +36,8 @@ def figures(tmp_path_factory):
 def test_insta_s_step_launches_no_more_than_today(figures):
     assert figures["steps"] == 4 and figures["fixed_shapes"]
     assert figures["shape_signatures"] == 1  # past the grid's warm-up, a refresh among the steps: a CUDA graph's one
+    # and a graph captured at the first would replay the others exactly: no scalar, address or launch changes
+    assert figures["replay_signatures"] == 1 and figures["replay_differences"] == [], figures["replay_differences"]
     assert 0 < figures["operations"] <= OPERATIONS, figures["top_operations"]
     assert figures["operations_most"] > figures["operations"]  # the refresh's step launches more
     assert 0 < figures["warp_launches"] <= WARP_LAUNCHES
@@ -74,3 +76,38 @@ def test_the_operation_counter_counts_kernels_not_views_and_tells_shapes_apart(t
         counted.append(counter)
     assert counted[0].operations == {"randn": 1, "mul": 2, "add": 1, "sum": 1, "ones_like": 1, "clone": 1}, counted[0].operations
     assert counted[0].shapes == counted[1].shapes != counted[2].shapes  # one signature a shape
+
+
+def test_the_replay_recorder_tells_a_step_a_graph_would_replay_from_one_it_would_not(tool_script):
+    import torch
+    import warp as wp
+
+    audit = tool_script("replay_audit")
+    tool_script("calls")  # (imported by it: forgotten after the test too)
+    weights = torch.ones(4)
+
+    @wp.kernel
+    def scale(x: wp.array(dtype=float), by: float):
+        x[wp.tid()] = x[wp.tid()] * by
+
+    def steps(step):
+        recorder = audit.ReplayRecorder()
+        with recorder, audit.watched_launches(recorder):
+            for n in range(3):
+                step(n)
+                recorder.next_step()
+        return len({tuple(s) for s in recorder.steps}), audit.differences(recorder)
+
+    def same(n):  # its own tensors (new each step), the weights updated in place, a constant
+        x = weights * 2 + torch.zeros(4)
+        wp.launch(scale, dim=4, inputs=[wp.from_torch(x), 0.5], device="cpu")
+        weights.add_(x.sum() * 1e-3)
+
+    assert steps(same) == (1, [])
+    count, found = steps(lambda n: weights.mul_(1 + n))  # a scalar from the step number: a graph keeps the first
+    assert count == 3 and found[0]["name"] == "mul_" and "1" in found[0]["first"] and "2" in found[0]["then"]
+    elsewhere = [torch.ones(4) for _ in range(3)]  # made outside the step, at another address each step
+    count, found = steps(lambda n: weights.add_(elsewhere[n]))
+    assert count == 3 and "'at'" in found[0]["first"]
+    count, found = steps(lambda n: wp.launch(scale, dim=4, inputs=[wp.from_torch(weights), 1.0 + n], device="cpu"))
+    assert count == 3 and found[0]["name"].startswith("warp:")
