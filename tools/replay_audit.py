@@ -123,8 +123,9 @@ class ReplayRecorder(TorchDispatchMode):
 @contextlib.contextmanager
 def watched_launches(recorder: ReplayRecorder) -> Iterator[None]:
     """Within the block, each Warp launch that starts while ``recorder.recording``, recorded with its kernel, its
-    dimensions and its inputs (by Python's profile hook, chained to any hook already set)."""
+    dimensions and its inputs, and each BVH refit (by Python's profile hook, chained to any hook already set)."""
     code = inspect.unwrap(wp.launch).__code__
+    refits = {inspect.unwrap(f).__code__: f.__qualname__ for f in (wp.Mesh.refit, wp.Bvh.refit)}  # kernels inside Warp
     previous = sys.getprofile()
 
     def hook(frame, event, arg):
@@ -132,6 +133,8 @@ def watched_launches(recorder: ReplayRecorder) -> Iterator[None]:
             f = frame.f_locals
             kernel = getattr(f["kernel"], "key", f["kernel"])
             recorder.record(f"warp:{kernel}", (f["dim"], list(f["inputs"]), list(f["outputs"]), f["block_dim"]))
+        elif event == "call" and frame.f_code in refits and recorder.recording:
+            recorder.record(f"warp:{refits[frame.f_code]}", frame.f_locals["self"])  # which BVH: by identity
         if previous is not None:
             previous(frame, event, arg)
 
