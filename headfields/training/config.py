@@ -46,6 +46,10 @@ class TrainingConfig:
     # non-finite loss zeroes its step's gradients, then stops the run). Needs samples_per_batch and a model that
     # marches an occupancy grid (INSTA). Off: exact shapes, which a CPU computes no padding for.
     fixed_shapes: bool = False
+    # With fixed_shapes on a CUDA device, each step captured once as a CUDA graph and replayed (training.step_graph):
+    # one launch a step where there were hundreds. The model says what its step decides by the step number
+    # (graph_phase: INSTA); a capture that fails leaves the run eager, with a warning.
+    cuda_graph: bool = False
     frames_per_batch: int | None = None  # each batch draws its rays from this many random frames (None: all)
     balance_views: bool = False  # draw rays evenly from the model's view bins (``model.view_bins(frames)``)
     eval_every: int = 1000  # iterations between held-out evaluations (0: only at the end)
@@ -97,6 +101,10 @@ class TrainingConfig:
             raise TypeError(f"fixed_shapes: expected True or False, got {self.fixed_shapes!r}")
         if self.fixed_shapes and self.samples_per_batch is None:
             raise ValueError("fixed_shapes: expected samples_per_batch too (the slots are sized from it), got None")
+        if not isinstance(self.cuda_graph, bool):
+            raise TypeError(f"cuda_graph: expected True or False, got {self.cuda_graph!r}")
+        if self.cuda_graph and not self.fixed_shapes:
+            raise ValueError("cuda_graph: expected fixed_shapes too (a graph replays one shape), got fixed_shapes=False")
         if self.frames_per_batch is not None:
             check_count("frames_per_batch", self.frames_per_batch, 1)
             if self.balance_views:

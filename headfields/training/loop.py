@@ -8,7 +8,6 @@ import json
 import math
 import sys
 import time
-from collections import deque
 from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
@@ -39,10 +38,11 @@ from .contract import AvatarModel, ImageModel, RayBatch, StepOutput
 from .data_parallel import data_parallel
 from .ema import ExponentialMovingAverage
 from .evaluation import evaluate, evenly_spread, frame_seconds, lpips_for_run
-from .host_copy import READ_LAG, HostCopy
+from .loss_checks import LateLossChecks, finite_flag, non_finite
 from .optimizer import averaged, build_optimizer, set_learning_rate, step_if
 from .run_log import SIDE_BY_SIDE_FRAMES, RunLog, board_evaluation, board_scalars, tensorboard_writer
 from .sample_budget import SampleBudget, over_ranks
+from .step_graph import check_graph, step_graph
 from .strategy import FrameBatch, StepStrategy, step_strategy
 from .unused import check_unused
 
@@ -107,6 +107,8 @@ def train(
         check_unused(config, strategy.refused, f"{type(model).__name__}, which trains with its own steps,")
         if ranks > 1:
             raise ValueError(f"model: {type(model).__name__}'s steps train in one process, got a group of {ranks} ranks")
+    if config.cuda_graph:
+        check_graph(model, device, ranks)
     more_eval = dict(more_eval or {})
     named = {f"more_eval[{k!r}]": f for k, f in more_eval.items()}
     for name, frames in {"train_frames": train_frames, "eval_frames": eval_frames, **named}.items():
@@ -160,7 +162,7 @@ class _Loop:
         self.sampling = SampleBudget(
             config.rays_per_batch, config.samples_per_batch, config.max_rays_per_batch, self.ranks, config.fixed_shapes
         )
-        self.loss_checks: deque[tuple[int, HostCopy, dict]] = deque()  # fixed shapes: (step, loss, logs) read later
+        self.loss_checks = LateLossChecks()  # fixed shapes: each step's loss read later
         self.strategy, self.ema = strategy, None
         if strategy is None:
             # Before the average copies the weights: DDP makes them rank 0's on every rank.
@@ -178,6 +180,8 @@ class _Loop:
         if strategy is not None:  # the model's own optimiser, over its parameters as they are now
             self.optimizer = strategy.optimizer(self.train_frames, self.train_head, config)
         self.generator = torch.Generator(self.train_frames.images.device).manual_seed(config.seed)  # every rank's alike
+        self.jitter = torch.Generator(device)  # re-seeded each step: one generator, which a CUDA graph can register
+        self.graph = step_graph(device, self.optimizer, (self.generator, self.jitter)) if config.cuda_graph else None
         self.step, self.elapsed, self.wall = 0, 0.0, 0.0  # wall: the run's wall-clock seconds, evaluations included
         self.checkpoint = out / CHECKPOINT_NAME
         self.fingerprint, self.frozen = run_fingerprint(model, train_frames, config), frozen_state_keys(model)
@@ -219,7 +223,7 @@ class _Loop:
         return time.monotonic() - self.clock
 
     def save(self) -> None:
-        self.check_losses()  # no checkpoint after a non-finite loss
+        self.loss_checks.read()  # no checkpoint after a non-finite loss
         state = {
             "model": {k: v for k, v in self.model.state_dict().items() if k not in self.frozen},
             "optimizer": self.optimizer.state_dict(),
@@ -324,7 +328,7 @@ class _Loop:
             else:
                 bar.update(1)
         bar.close()
-        self.check_losses()
+        self.loss_checks.read()
         model.eval()
         if not self.lead:  # the other ranks wait for rank 0's evaluation
             return distributed.broadcast_object(None, self.device)
@@ -340,11 +344,29 @@ class _Loop:
         set_learning_rate(self.optimizer, self.optimization, self.step)
         if hasattr(model, "before_step"):
             model.before_step(self.step, self.train_head)
+        self.jitter.manual_seed(c.seed + self.step)  # the step's jitter: a resumed run draws the same (outside a graph)
+        if self.graph is None:
+            batch, result, finite = self.ray_step()
+        else:  # what the step's Python decides (its shapes, the model's phase) keys the graph
+            key = (self.sampling.rays, self.sampling.slots(), model.graph_phase(self.step))
+            batch, result, finite = self.graph(key, self.ray_step)
+        if finite is not None:
+            self.loss_checks.add(self.step, result)
+        if self.ema is not None:
+            self.ema.update()  # the same weights on every rank after the step: the same average
+        self.sampling.after_step(over_ranks(result.samples, self.ranks, self.device), type(model).__name__)
+        self.step += 1
+        self.elapsed += time.perf_counter() - start
+        return batch, result
+
+    def ray_step(self) -> tuple[RayBatch, StepOutput, torch.Tensor | None]:
+        """A ray batch's device work (what ``cuda_graph`` captures): the batch, the model's loss, backward and the
+        optimiser's step; with ``fixed_shapes``, the loss's finite flag (a step that is not finite changes nothing)."""
+        c, model = self.config, self.model
         rays, frames, bins, head = self.sampling.rays, self.train_frames, self.view_bins, self.train_head
         with trusted_values():  # the loop's own draws from frames checked when loaded: no read-back to check them
             batch = ray_batch(frames, rays, self.generator, self.device, c.frames_per_batch, bins, head)
-        # The step's jitter: a function of the seed and the step, so a resumed run draws the same samples.
-        batch.generator = torch.Generator(self.device).manual_seed(c.seed + self.step)
+        batch.generator = self.jitter
         if getattr(model, "random_background", False):  # before the split; other models' jitter stream stays as it was
             batch.backgrounds = torch.rand(len(batch.rgb), 3, generator=batch.generator, device=self.device)
         batch.early_stop, batch.slots = c.early_stop, self.sampling.slots()
@@ -355,28 +377,24 @@ class _Loop:
             result = self.step_fn(batch, self.step)
         finite = None
         if c.fixed_shapes:  # read later; meanwhile a non-finite loss's gradients are zeroed on the device
-            finite = self.check_later(result)
+            finite = finite_flag(result.loss)
         elif not bool(torch.isfinite(result.loss.detach())):  # before the step: the weights and checkpoint stay sound
-            _non_finite(self.step, float(result.loss.detach()), result.logs)
+            non_finite(self.step, float(result.loss.detach()), result.logs)
         self.optimizer.zero_grad(set_to_none=True)
         result.loss.backward()
         if finite is None:
             self.optimizer.step()
         else:  # a non-finite loss's step changes nothing; the run stops when the loss is read
             step_if(self.optimizer, finite)
-        if self.ema is not None:
-            self.ema.update()  # the same weights on every rank after the step: the same average
-        self.sampling.after_step(over_ranks(result.samples, self.ranks, self.device), type(model).__name__)
-        self.step += 1
-        self.elapsed += time.perf_counter() - start
-        return batch, result
+        return batch, result, finite
 
     def strategy_step(self, start: float) -> tuple[FrameBatch, StepOutput]:
         """A step of a model with a :class:`~headfields.training.strategy.StepStrategy`: its batch and loss, then
         backward, its part after backward, and the optimiser's step."""
         with trusted_values():  # the loop's own frames, checked when loaded: no read-back to check them again
             batch, result = self.strategy.step(self.step, self.train_frames, self.train_head, self.generator)
-        finite = self.check_later(result)  # (no wait for the GPU); meanwhile a non-finite one's step changes nothing
+        finite = finite_flag(result.loss)  # (no wait for the GPU); meanwhile a non-finite one's step changes nothing
+        self.loss_checks.add(self.step, result)
         self.optimizer.zero_grad(set_to_none=True)
         result.loss.backward()
         with trusted_values():  # (the step's own gradients and radii)
@@ -385,23 +403,6 @@ class _Loop:
         self.step += 1
         self.elapsed += time.perf_counter() - start
         return batch, result
-
-    def check_later(self, result: StepOutput) -> torch.Tensor:
-        """Whether the step's loss is finite (a 0-d device tensor, for :func:`step_if`), the loss itself read
-        ``READ_LAG`` steps later, when the GPU has long finished the step; the losses due by now are read."""
-        # |loss| < inf is False for NaN too: isfinite's answer in two kernels, not its four (== itself, |x| != inf, and).
-        finite = result.loss.detach().abs() < math.inf
-        self.loss_checks.append((self.step, HostCopy([result.loss.detach()]), result.logs))
-        self.check_losses(READ_LAG)
-        return finite
-
-    def check_losses(self, keep: int = 0) -> None:
-        """Read the losses of the fixed-shape steps but the last ``keep``: a non-finite one stops the run."""
-        while len(self.loss_checks) > keep:
-            step, loss, logs = self.loss_checks.popleft()
-            (value,) = loss.read()
-            if not math.isfinite(value):
-                _non_finite(step, value, logs)
 
     def log_step(self, batch: RayBatch | FrameBatch, result: StepOutput, bar: Progress) -> None:
         with torch.no_grad():  # equal shares: the means over ranks are the whole batch's loss and error
@@ -489,11 +490,6 @@ class _Loop:
         for note in final.unscored():
             print(note, file=self.log)
         return metrics
-
-
-def _non_finite(step: int, loss: float, logs: dict) -> None:
-    terms = ", ".join(f"{k} {float(v):.4g}" for k, v in logs.items())
-    raise FloatingPointError(f"training_step: the loss is {loss} at step {step} ({terms})")
 
 
 def _describe(frames: object) -> str:

@@ -1,0 +1,127 @@
+"""A training step captured as one CUDA graph and replayed (``TrainingConfig.cuda_graph``): a GPU then runs the
+step's hundreds of kernels from one launch, and Python's time a step no longer bounds the GPU's (issue 78).
+
+A graph replays its kernels with the arguments they were captured with. So a step is graphed only where it is the
+same from step to step: fixed shapes (``TrainingConfig.fixed_shapes``), nothing read back to the host, the same
+tensors read (updated in place: weights, moments, the occupancy grid) and the same scalars. The step's *key* (its
+rays, its march slots and the model's :meth:`graph_phase`, what its Python decides by the step number) names what the
+capture depends on; a new key captures again. What changes between steps stays outside the graph: the learning rate
+(a tensor the graph reads, filled before the replay), the step's jitter seed (the generator is registered with the
+graph, which reads its seed and offset at each replay: the same draws as an eager step), the occupancy refresh, the
+moving average and the host copies of the loss and counts. ``tools/step_anatomy.py`` checks on the CPU that a step
+does not change between steps in any way a replay would miss (its *replay signatures*).
+
+Torch's recipe: a few eager steps on a side stream (lazy state made outside the capture), then the capture, on the
+same stream. A capture that fails warns once and leaves the run eager: the step is run again, eagerly.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Hashable, Sequence
+from typing import Any
+
+import torch
+
+__all__ = ["WARMUP_STEPS", "StepGraph", "check_graph", "step_graph"]
+
+WARMUP_STEPS = 3  # eager steps on the capture's stream before each capture (torch's CUDA graph recipe)
+
+
+class StepGraph:
+    """``step()`` on ``device`` run eagerly, ``WARMUP_STEPS`` times for each new key, then captured and replayed
+    while the key holds. ``optimizer`` (torch's Adam) is made capturable for the capture and given its learning rates
+    as tensors; ``generators`` (CUDA generators the step draws from) are registered with the graph.
+
+    The outputs of a replayed step are the graph's own tensors, overwritten by the next replay: read them before it."""
+
+    def __init__(self, device: torch.device, optimizer: torch.optim.Optimizer, generators: Sequence[torch.Generator]):
+        self.device, self.optimizer, self.generators = device, optimizer, list(generators)
+        self.stream = torch.cuda.Stream(device)
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.key: Hashable = None
+        self.warm, self.outputs, self.failed, self.captures = 0, None, False, 0
+        # Adam's rate as a 0-d tensor each group (fused Adam reads a tensor rate on the device): set before a replay.
+        self.rates = [torch.zeros((), device=device) for _ in optimizer.param_groups]
+
+    def __call__(self, key: Hashable, step: Callable[[], Any]) -> Any:
+        """``step()``'s outputs, by a replay where a graph of ``key`` is captured."""
+        if self.failed:
+            return step()
+        if key != self.key:  # a new shape or phase: the old graph's memory goes back, a new one is captured
+            self.graph, self.key, self.warm, self.outputs = None, key, 0, None
+        if self.graph is not None:
+            self._set_rates()
+            self.graph.replay()
+            return self.outputs
+        if self.warm < WARMUP_STEPS:
+            self.warm += 1
+            return self._on_stream(step)
+        return self._capture(step)
+
+    def _on_stream(self, step: Callable[[], Any]) -> Any:
+        current = torch.cuda.current_stream(self.device)
+        self.stream.wait_stream(current)
+        with torch.cuda.stream(self.stream):
+            out = step()
+        current.wait_stream(self.stream)
+        return out
+
+    def _set_rates(self) -> None:
+        for rate, group in zip(self.rates, self.optimizer.param_groups, strict=True):
+            rate.fill_(float(group["lr"]))  # (a fill kernel with the rate as its argument: no copy from the host)
+
+    def _capture(self, step: Callable[[], Any]) -> Any:
+        self._set_rates()
+        graph = torch.cuda.CUDAGraph()
+        for generator in self.generators:
+            graph.register_generator_state(generator)
+        groups = self.optimizer.param_groups
+        floats = [group["lr"] for group in groups]
+        for group, rate in zip(groups, self.rates, strict=True):
+            group["capturable"], group["lr"] = True, rate
+        failure = None
+        try:
+            with torch.cuda.graph(graph, stream=self.stream):
+                outputs = step()
+        except Exception as error:  # noqa: BLE001 (any failure of the capture leaves the run eager, said once)
+            failure = error
+        finally:
+            for group, rate in zip(groups, floats, strict=True):
+                group["capturable"], group["lr"] = False, rate
+        if failure is not None:
+            self.failed = True
+            warnings.warn(
+                f"cuda_graph: the training step could not be captured as a CUDA graph ({type(failure).__name__}: "
+                f"{failure}); training goes on without one",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            return step()  # (the capture ran no kernel: the step is still to do, eagerly)
+        self.graph, self.outputs = graph, outputs
+        self.captures += 1
+        graph.replay()  # the capture recorded the step; the replay runs it
+        return outputs
+
+
+def check_graph(model: object, device: torch.device, ranks: int) -> None:
+    """Refuse ``TrainingConfig.cuda_graph`` where a graph cannot be taken (before anything is written)."""
+    if not callable(getattr(model, "graph_phase", None)):
+        raise ValueError(
+            "cuda_graph: expected a model whose step says what its Python decides by the step number (graph_phase), "
+            f"got {type(model).__name__}"
+        )
+    if ranks > 1:
+        raise ValueError(f"cuda_graph: expected one process (a data-parallel step waits on the others), got {ranks}")
+    if device.type != "cuda":
+        raise ValueError(f"cuda_graph: expected training on a CUDA device, got {device}")
+
+
+def step_graph(device: torch.device, optimizer: torch.optim.Optimizer, generators: Sequence[torch.Generator]) -> StepGraph | None:
+    """The graph of a model's ray steps (:func:`check_graph` passed), or None where the frames are not on the device
+    (their pixels would be copied from the host at every step: said, and the run stays eager)."""
+    if any(g.device.type != "cuda" for g in generators):
+        warning = "cuda_graph: the training frames are not on the GPU (too large for it): no graph"
+        warnings.warn(warning, RuntimeWarning, stacklevel=3)
+        return None
+    return StepGraph(device, optimizer, generators)

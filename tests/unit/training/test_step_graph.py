@@ -1,0 +1,88 @@
+"""The training step as one CUDA graph (``TrainingConfig.cuda_graph``, issue 78): what it refuses, on any machine; on
+CUDA, that INSTA's step is captured and replayed, and trains as the eager step does. (That a step is the same from step
+to step in every way a replay would miss is checked on the CPU by ``tools/step_anatomy.py``'s replay signatures:
+tests/e2e/test_step_anatomy.py.)"""
+
+import dataclasses
+import warnings
+
+import pytest
+import torch
+from tiny_configs import TINY_INSTA
+
+from headfields.models.insta import Insta
+from headfields.parametric import load_model
+from headfields.training import TrainingConfig, train
+from headfields.training import step_graph as step_graph_module
+
+from helpers import raises_naming
+
+CUDA = torch.cuda.is_available()
+
+
+def _config(**fields) -> TrainingConfig:
+    base = dict(
+        max_iterations=3, rays_per_batch=64, samples_per_batch=1024, early_stop=1e-4, fixed_shapes=True,
+        cuda_graph=True, eval_every=0, checkpoint_every=0, log_every=1,
+    )  # fmt: skip
+    return TrainingConfig(**{**base, **fields})
+
+
+def _insta(frames) -> Insta:
+    return Insta(load_model(frames.model_path, frames.model_type), frames.segmentation_labels, TINY_INSTA)
+
+
+def test_cuda_graph_is_checked():
+    with raises_naming("cuda_graph"):
+        _config(fixed_shapes=False)  # a graph replays one shape
+    with raises_naming("cuda_graph"):
+        _config(cuda_graph=1)
+
+
+def test_a_graph_is_refused_where_it_cannot_be_taken(tiny_video, tmp_path):
+    train_frames, eval_frames = tiny_video
+    model = _insta(train_frames)
+    with raises_naming("cuda_graph"):
+        train(model, train_frames, eval_frames, tmp_path / "cpu", _config(), device="cpu", log=None)
+    assert not (tmp_path / "cpu").exists()  # refused before the run folder was made
+
+    class Unphased(Insta):  # a model that does not say what its step decides by the step number
+        graph_phase = None
+
+    unphased = Unphased(
+        load_model(train_frames.model_path, train_frames.model_type), train_frames.segmentation_labels, TINY_INSTA
+    )
+    with raises_naming("cuda_graph"):
+        train(unphased, train_frames, eval_frames, tmp_path / "unphased", _config(), device="cpu", log=None)
+
+
+def test_insta_s_graph_phase_changes_where_its_step_does():
+    config = dataclasses.replace(TINY_INSTA, warmup_steps=5, occupancy_warmup=8)
+    phase = Insta.graph_phase.__get__(type("M", (), {"config": config})())
+    assert phase(4) == (False, False) and phase(5) == (True, False) and phase(8) == phase(100) == (True, True)
+
+
+@pytest.mark.skipif(not CUDA, reason="no CUDA device")
+def test_insta_s_step_is_captured_replayed_and_trains_as_the_eager_step_on_cuda(tiny_video, tmp_path, monkeypatch):
+    graphs = []
+    made = step_graph_module.StepGraph.__init__
+
+    def kept(self, *args, **kwargs):
+        made(self, *args, **kwargs)
+        graphs.append(self)
+
+    monkeypatch.setattr(step_graph_module.StepGraph, "__init__", kept)
+    train_frames, eval_frames = tiny_video
+    runs = {}
+    for graphed in (False, True):
+        torch.manual_seed(0)
+        model = _insta(train_frames)
+        config = _config(max_iterations=60, cuda_graph=graphed)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", RuntimeWarning)  # a failed capture warns: here it fails the test
+            runs[graphed] = train(model, train_frames, eval_frames, tmp_path / str(graphed), config, device="cuda", log=None)
+    (graph,) = graphs
+    assert graph.captures >= 1 and not graph.failed and graph.graph is not None
+    # Replayed steps run the eager step's kernels (the hash grid's atomic gradient sums in any order on CUDA):
+    # the two runs score alike.
+    assert abs(runs[True]["psnr"] - runs[False]["psnr"]) < 0.5, (runs[True]["psnr"], runs[False]["psnr"])
