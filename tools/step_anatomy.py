@@ -1,9 +1,11 @@
 """What a training step asks of a GPU, counted on the CPU on CUDA's code paths (``headfields.device_paths.cuda_paths``):
-per step, the torch operations that do work (each a kernel launch on a GPU), the Warp launches, the copies of host
-values to the device and the read-backs from it (``host_syncs.py``; apart from them, the late reads of host copies
-made steps earlier, which wait for nothing), the distinct shape signatures over the counted
-steps (a CUDA graph replays one; the occupancy refresh, a graph of its own, apart), and the rows the deformer and the
-hash grid evaluate per trained sample.
+per step, the torch operations that do work (each a kernel launch on a GPU) and those of them outside the part that
+``TrainingConfig.cuda_graph`` captures (the loop's ``ray_step``: with a graph, a step launches these and one replay),
+the Warp launches, the copies of host values to the device and the read-backs from it (``host_syncs.py``; apart
+from them, the late reads of host copies made steps earlier, which wait for nothing), the distinct shape signatures
+and replay signatures (``replay_audit.py``: a graph captured at the first counted step would replay steps of one
+signature exactly) over the counted steps (the occupancy refresh apart), and the rows the deformer and the hash grid
+evaluate per trained sample.
 
     python tools/step_anatomy.py                          # INSTA's paper recipe, fixed shapes, 16 steps after 20
     python tools/step_anatomy.py --model insta --samples 65536 --steps 16 --json insta.json
@@ -23,13 +25,16 @@ a host figure for comparing two versions of the code here, not a GPU's time.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import inspect
 import json
 import statistics
 import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -44,6 +49,7 @@ from headfields.encoders import HashGrid
 from headfields.models.registry import MODELS
 from headfields.synthetic import SyntheticVideoConfig, synthetic_subject
 from headfields.training import train
+from headfields.training.loop import _Loop
 
 from calls import NO_KERNEL, counted_calls
 from host_syncs import HostSyncSpy
@@ -57,21 +63,48 @@ class OperationCounter(TorchDispatchMode):
     """The torch operations dispatched inside the block that do work (not in NO_KERNEL), forward and backward, each with
     the shapes of its tensors (while ``shaping``): a step's shape signature is their sequence."""
 
-    def __init__(self):
+    def __init__(self, graphed: dict | None = None):
         super().__init__()
         self.operations: Counter[str] = Counter()
+        self.eager: Counter[str] = Counter()  # those outside the graphed part (while graphed["depth"] is 0)
         self.shapes: list[tuple] = []
         self.shaping = True
+        self.graphed = graphed
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         name = func.overloadpacket.__name__
         if name not in NO_KERNEL:
             self.operations[name] += 1
+            if self.graphed is not None and not self.graphed["depth"]:
+                self.eager[name] += 1
         if name not in NO_KERNEL and self.shaping:
             leaves = tree_leaves((args, kwargs))
             self.shapes.append((name, tuple(tuple(x.shape) for x in leaves if isinstance(x, torch.Tensor))))
         return func(*args, **kwargs)
+
+
+@contextlib.contextmanager
+def running(function, state: dict) -> Iterator[None]:
+    """``state["depth"]``: how many calls of ``function`` are running on this thread, within the block (Python's
+    profile hook, chained to any already set)."""
+    code, previous = inspect.unwrap(function).__code__, sys.getprofile()
+    frame, state["depth"] = sys._getframe(), 0
+    while frame is not None:  # the calls already running (the block may open inside one)
+        state["depth"] += frame.f_code is code
+        frame = frame.f_back
+
+    def hook(frame, event, arg):
+        if frame.f_code is code and event in ("call", "return"):
+            state["depth"] += 1 if event == "call" else -1
+        if previous is not None:
+            previous(frame, event, arg)
+
+    sys.setprofile(hook)
+    try:
+        yield
+    finally:
+        sys.setprofile(previous)
 
 
 class _Closed(Exception):
@@ -163,11 +196,14 @@ def anatomy(
     state = {"n": 0, "times": [], "steps": []}
 
     def open_counters() -> None:
-        counters["ops"], counters["spy"], counters["replay"] = OperationCounter(), HostSyncSpy(), ReplayRecorder()
+        graphed: dict = {}
+        counters["ops"], counters["spy"], counters["replay"] = OperationCounter(graphed), HostSyncSpy(), ReplayRecorder()
         counters["launches"] = counted_calls(*WARP_LAUNCHES)
         counters["calls"] = counters["launches"].__enter__()
         counters["watch"] = watched_launches(counters["replay"])
         counters["watch"].__enter__()
+        counters["graphed"] = running(_Loop.ray_step, graphed)  # what TrainingConfig.cuda_graph captures
+        counters["graphed"].__enter__()
         counters["spy"].__enter__()
         counters["replay"].__enter__()
         counters["ops"].__enter__()
@@ -177,6 +213,7 @@ def anatomy(
         rows.on = False
         counters["ops"].__exit__(None, None, None)
         counters["replay"].__exit__(None, None, None)
+        counters["graphed"].__exit__(None, None, None)
         counters["watch"].__exit__(None, None, None)
         counters["spy"].__exit__(None, None, None)
         counters["launches"].__exit__(None, None, None)
@@ -193,6 +230,8 @@ def anatomy(
             ops, spy, calls = counters["ops"], counters["spy"], counters["calls"]
             state["steps"].append({
                 "operations": sum(ops.operations.values()),
+                "eager_operations": sum(ops.eager.values()),
+                "eager_by_operation": dict(ops.eager),
                 "warp_launches": sum(calls.values()),
                 "copies_to_device": sum(spy.copies.values()),
                 "read_backs": sum(spy.reads.values()),
@@ -203,6 +242,7 @@ def anatomy(
             })  # fmt: skip
             counters["replay"].next_step()
             ops.operations.clear()
+            ops.eager.clear()
             ops.shapes.clear()
             calls.clear()
             spy.reads.clear()
@@ -236,6 +276,9 @@ def anatomy(
         "steps": steps,
         "operations": median("operations"),
         "operations_most": max(s["operations"] for s in counted),
+        "eager_operations": median("eager_operations"),
+        "eager_operations_most": max(s["eager_operations"] for s in counted),
+        "eager_top_operations": Counter(sum((Counter(s["eager_by_operation"]) for s in counted), Counter())).most_common(),
         "warp_launches": median("warp_launches"),
         "warp_launches_most": max(s["warp_launches"] for s in counted),
         "copies_to_device": sum(s["copies_to_device"] for s in counted),
@@ -263,6 +306,8 @@ def print_figures(f: dict) -> None:
     budget = f"{f['samples_per_batch']:,} samples a step, {shapes}" if f["samples_per_batch"] else "the recipe's rays"
     print(f"{f['model']} ({f['recipe']} recipe, {budget}), {f['steps']} steps")
     print(f"  torch operations a step (median / most):  {f['operations']:,.0f} / {f['operations_most']:,}")
+    print(f"  of them outside a graphed step (cuda_graph: its replay is one launch): {f['eager_operations']:,.0f} / "
+          f"{f['eager_operations_most']:,}")  # fmt: skip
     print(f"  Warp launches a step (median / most):     {f['warp_launches']:,.0f} / {f['warp_launches_most']:,}")
     print(f"  copies to the device, all steps:          {f['copies_to_device']}")
     print(f"  read-backs from the device, all steps:    {f['read_backs']}")
@@ -284,6 +329,7 @@ def print_figures(f: dict) -> None:
     if f["wall_ms"] is not None:
         print(f"  wall ms a step here (CPU, CUDA's paths):  {f['wall_ms']:,.0f}")
     print("  operations of the counted steps, most first: " + ", ".join(f"{n} {c}" for n, c in f["top_operations"]))
+    print("  of them outside a graphed step: " + ", ".join(f"{n} {c}" for n, c in f["eager_top_operations"]))
     for line in f["sites"]:
         print(f"  {line}")
 

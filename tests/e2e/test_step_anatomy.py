@@ -11,6 +11,7 @@ from tiny_configs import TINY_PAPER_STEP
 
 # Today's figures (2026-11-28): ceilings.
 OPERATIONS = 293  # torch operations that do work, a step (median of the 4; 288 measured)
+EAGER_OPERATIONS = 6  # of them, outside what TrainingConfig.cuda_graph captures (5 measured)
 WARP_LAUNCHES = 10  # issue 78's ceiling: early termination's count and compaction are two of them
 ROWS = 6.0  # deformer rows per trained sample in the step's passes: the march's slots, padding included (5.42; at
 # 2^18 samples and the paper's grid, 1.28)
@@ -38,6 +39,8 @@ def test_insta_s_step_launches_no_more_than_today(figures):
     assert figures["shape_signatures"] == 1  # past the grid's warm-up, a refresh among the steps: a CUDA graph's one
     # and a graph captured at the first would replay the others exactly: no scalar, address or launch changes
     assert figures["replay_signatures"] == 1 and figures["replay_differences"] == [], figures["replay_differences"]
+    # with cuda_graph, what a step launches besides the graph: the host copies of the loss and counts, the EMA
+    assert 0 < figures["eager_operations"] <= EAGER_OPERATIONS, figures["eager_top_operations"]
     assert 0 < figures["operations"] <= OPERATIONS, figures["top_operations"]
     assert figures["operations_most"] > figures["operations"]  # the refresh's step launches more
     assert 0 < figures["warp_launches"] <= WARP_LAUNCHES
