@@ -240,6 +240,8 @@ def launch_slots(rows: int, device: torch.device, min_rows: int | None = None) -
 
 # row_numbers' buffer a device: 0, 1, 2, ... (int64), grown to the next power of two of the largest size asked for.
 _ROW_NUMBERS: dict[torch.device, Tensor] = {}
+# The buffers grown out of, kept: a CUDA graph captured with one reads it at every replay, and holds no reference.
+_OUTGROWN: list[Tensor] = []
 
 
 def row_numbers(n: int, device: torch.device) -> Int[Tensor, " n"]:
@@ -256,6 +258,8 @@ def row_numbers(n: int, device: torch.device) -> Int[Tensor, " n"]:
             return torch.arange(n, device=device)
         with torch.inference_mode(False):
             numbers = torch.arange(1 << max(n - 1, 0).bit_length(), device=device)
+        if device in _ROW_NUMBERS and device.type == "cuda":
+            _OUTGROWN.append(_ROW_NUMBERS[device])  # (at most as large as the new one, all of them together)
         _ROW_NUMBERS[device] = numbers
     return numbers[:n]
 
