@@ -302,11 +302,10 @@ class Insta(nn.Module):
         rest = [p for p in self.parameters() if id(p) not in ids]
         return [{"params": rest}, *([{"params": grid, "weight_decay": 0.0}] if grid else [])]
 
-    def graph_phase(self, step: int) -> tuple[bool, bool]:
-        """What :meth:`training_step` and the march decide by the step number: the mouth's weight on after
-        ``warmup_steps``, the occupancy grid past its warm-up (``TrainingConfig.cuda_graph`` captures a phase once)."""
-        c = self.config
-        return step >= c.warmup_steps, step >= (c.occupancy_warmup or 0)
+    def graph_phase(self, step: int) -> bool:
+        """What :meth:`training_step` decides by the step number: the mouth's weight, on after ``warmup_steps``
+        (``TrainingConfig.cuda_graph`` captures a phase once; the occupancy refresh runs outside the graph)."""
+        return step >= self.config.warmup_steps
 
     @property
     def random_background(self) -> bool:

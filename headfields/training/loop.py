@@ -181,7 +181,6 @@ class _Loop:
             self.optimizer = strategy.optimizer(self.train_frames, self.train_head, config)
         self.generator = torch.Generator(self.train_frames.images.device).manual_seed(config.seed)  # every rank's alike
         self.jitter = torch.Generator(device)  # re-seeded each step: one generator, which a CUDA graph can register
-        self.graph = step_graph(device, self.optimizer, (self.generator, self.jitter)) if config.cuda_graph else None
         self.step, self.elapsed, self.wall = 0, 0.0, 0.0  # wall: the run's wall-clock seconds, evaluations included
         self.checkpoint = out / CHECKPOINT_NAME
         self.fingerprint, self.frozen = run_fingerprint(model, train_frames, config), frozen_state_keys(model)
@@ -313,6 +312,8 @@ class _Loop:
         self.perceptual = lpips_for_run(c.lpips_weights, self.device, "alex") if self.lead else None
         self.perceptual_vgg = lpips_for_run(c.lpips_vgg_weights, self.device, "vgg") if self.lead else None
         model.train()
+        # After resume_if, which may replace the pixels' generator: the graph registers the one the steps draw from.
+        self.graph = step_graph(self.device, self.optimizer, (self.generator, self.jitter)) if c.cuda_graph else None
         self.first_step, self.first_wall = self.step, self.spent()  # this process's start: its rate of steps
         while self.going():
             wall_start, elapsed_start = self.spent(), self.elapsed

@@ -31,17 +31,20 @@ class LateLossChecks:
     """The losses of fixed-shape steps, copied to the host without waiting and read ``READ_LAG`` steps later."""
 
     def __init__(self):
-        self.pending: deque[tuple[int, HostCopy, dict]] = deque()
+        self.pending: deque[tuple[int, HostCopy, list[str], dict]] = deque()  # step, copy, its terms' names, the rest
 
     def add(self, step: int, result: StepOutput) -> None:
-        """Copy step ``step``'s loss; read the losses due by now."""
-        self.pending.append((step, HostCopy([result.loss.detach()]), result.logs))
+        """Copy step ``step``'s loss and its 0-d logged terms (a CUDA graph's replay overwrites its own); read the
+        losses due by now."""
+        terms = {k: v for k, v in result.logs.items() if isinstance(v, torch.Tensor) and v.dim() == 0}
+        copy = HostCopy([result.loss.detach(), *terms.values()])
+        self.pending.append((step, copy, list(terms), {k: v for k, v in result.logs.items() if k not in terms}))
         self.read(READ_LAG)
 
     def read(self, keep: int = 0) -> None:
         """Read the losses copied but the last ``keep``: a non-finite one stops the run."""
         while len(self.pending) > keep:
-            step, loss, logs = self.pending.popleft()
-            (value,) = loss.read()
+            step, copy, names, others = self.pending.popleft()
+            value, *terms = copy.read()
             if not math.isfinite(value):
-                non_finite(step, value, logs)
+                non_finite(step, value, {**dict(zip(names, terms, strict=True)), **others})

@@ -12,11 +12,14 @@ moving average and the host copies of the loss and counts. ``tools/step_anatomy.
 does not change between steps in any way a replay would miss (its *replay signatures*).
 
 Torch's recipe: a few eager steps on a side stream (lazy state made outside the capture), then the capture, on the
-same stream. A capture that fails warns once and leaves the run eager: the step is run again, eagerly.
+same stream. A capture that fails in Python, its capture ended, warns once and leaves the run eager (the step is run
+again, eagerly); one that CUDA ends (a read-back, a copy from pageable memory inside the step) leaves CUDA's random
+generators and allocator mid-capture, so the run stops there, naming the step's error.
 """
 
 from __future__ import annotations
 
+import gc
 import warnings
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any
@@ -81,27 +84,38 @@ class StepGraph:
         for group, rate in zip(groups, self.rates, strict=True):
             group["capturable"], group["lr"] = True, rate
         failure = None
-        try:
-            with torch.cuda.graph(graph, stream=self.stream):
+        gc.collect()  # no collection inside the capture: a Warp object freed there would end it (cudaFree)
+        gc.disable()
+        try:  # (the outer block restores the stream where a failed capture's exit stops short)
+            with torch.cuda.stream(self.stream), torch.cuda.graph(graph, stream=self.stream):
                 outputs = step()
-        except Exception as error:  # noqa: BLE001 (any failure of the capture leaves the run eager, said once)
+        except Exception as error:  # noqa: BLE001 (any failure of the capture is said, below)
             failure = error
         finally:
+            gc.enable()
             for group, rate in zip(groups, floats, strict=True):
                 group["capturable"], group["lr"] = False, rate
         if failure is not None:
             self.failed = True
-            warnings.warn(
-                f"cuda_graph: the training step could not be captured as a CUDA graph ({type(failure).__name__}: "
-                f"{failure}); training goes on without one",
-                RuntimeWarning,
-                stacklevel=3,
-            )
+            cause = failure.__context__ or failure  # (where the capture's end failed, the step's own error)
+            said = f"cuda_graph: the training step could not be captured as a CUDA graph ({type(cause).__name__}: {cause})"
+            if not _ended(graph):  # CUDA's generators and allocator are left mid-capture: nothing can run after it
+                raise RuntimeError(f"{said}; train with cuda_graph=False (--cuda-graph False)") from cause
+            warnings.warn(f"{said}; training goes on without one", RuntimeWarning, stacklevel=3)
             return step()  # (the capture ran no kernel: the step is still to do, eagerly)
         self.graph, self.outputs = graph, outputs
         self.captures += 1
         graph.replay()  # the capture recorded the step; the replay runs it
         return outputs
+
+
+def _ended(graph: torch.cuda.CUDAGraph) -> bool:
+    """Whether ``graph``'s capture ended (its memory pool exists only then)."""
+    try:
+        graph.pool()
+    except RuntimeError:
+        return False
+    return True
 
 
 def check_graph(model: object, device: torch.device, ranks: int) -> None:
@@ -118,10 +132,15 @@ def check_graph(model: object, device: torch.device, ranks: int) -> None:
 
 
 def step_graph(device: torch.device, optimizer: torch.optim.Optimizer, generators: Sequence[torch.Generator]) -> StepGraph | None:
-    """The graph of a model's ray steps (:func:`check_graph` passed), or None where the frames are not on the device
-    (their pixels would be copied from the host at every step: said, and the run stays eager)."""
+    """The graph of a model's ray steps (:func:`check_graph` passed), or None, said, where it cannot be captured: the
+    frames not on the device (their pixels would be copied from the host at every step), an optimiser that is not
+    torch's fused Adam (whose step count a capture finds on the device)."""
+    warning = None
     if any(g.device.type != "cuda" for g in generators):
-        warning = "cuda_graph: the training frames are not on the GPU (too large for it): no graph"
-        warnings.warn(warning, RuntimeWarning, stacklevel=3)
+        warning = "the training frames are not on the GPU (too large for it)"
+    elif not getattr(optimizer, "defaults", {}).get("fused"):
+        warning = f"the optimiser is not torch's fused Adam (got {type(optimizer).__name__})"
+    if warning is not None:
+        warnings.warn(f"cuda_graph: {warning}: the run trains without a graph", RuntimeWarning, stacklevel=3)
         return None
     return StepGraph(device, optimizer, generators)
