@@ -151,6 +151,9 @@ class RegionExpression(nn.Module):
         super().__init__()
         self.dim, self.outside = dims, float(outside)
         self.register_buffer("faces", None if faces is None else faces.detach().clone())
+        # The table's last row, made once (not a fill a call); not saved: ``outside`` and ``dims`` make it.
+        outside_row = None if faces is None else torch.full((1, dims), self.outside, device=faces.device)
+        self.register_buffer("outside_row", outside_row, persistent=False)
 
     def forward(self, canonical: Canonical, head: Head, frame: Int[Tensor, " S"]) -> Float[Tensor, "S C"]:
         return _gathered(*self.rows(canonical, head, frame)).to(canonical.points.dtype)
@@ -164,7 +167,7 @@ class RegionExpression(nn.Module):
             return table, frame
         if canonical.face is None:
             raise ValueError("deformer: expected a deformer that reports each sample's nearest face (region conditioning)")
-        table = torch.cat([table, table.new_full((1, self.dim), self.outside)])
+        table = torch.cat([table, self.outside_row.to(table.dtype)])
         inside = self.faces[canonical.face.clamp(min=0)] & canonical.valid
         return table, torch.where(inside, frame, table.shape[0] - 1)
 

@@ -216,7 +216,8 @@ def test_region_expression_rows_are_its_table_and_each_samples_row(flame):
     table, index = region.rows(canonical, head, frame)
     inside = faces[face] & valid
     expected = torch.where(inside[:, None], head.expression[frame, :4], torch.ones(12, 4, dtype=torch.float64))
-    assert table.shape == (FRAMES + 1, 4) and (table[FRAMES] == 1.0).all()
+    assert table.shape == (FRAMES + 1, 4) and (table[FRAMES] == 1.0).all() and table.dtype == head.expression.dtype
+    assert set(region.state_dict()) == {"faces"}  # the outside row is made from ``outside``: a checkpoint keeps none
     assert torch.equal(index, torch.where(inside, frame, FRAMES)) and inside.any() and not inside.all()
     assert_close(table[index], expected, rtol=0, atol=0)
     assert_close(region(canonical, head, frame), expected, rtol=0, atol=0)
