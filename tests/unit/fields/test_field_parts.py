@@ -330,3 +330,32 @@ def test_render_image_with_the_frames_own_head_equals_the_full_head(tiny_video):
     assert_close(own, full)
     wrong = render_image(model, frames, f, 256, cpu, head=head.select([other]))
     assert (wrong - full).abs().max() > 1e-3  # the one-frame head is read: another frame's renders differently
+
+
+def test_samples_taken_from_an_encoding_keep_their_region_rows(tiny_video):
+    """NerfField.encode_samples finds each sample's row of a region condition (INSTA's lips) once; samples taken from
+    the encoding (EncodedSamples.rows, as early termination keeps them) decode as the field evaluated afresh at them,
+    on the lips and off them."""
+    from tiny_configs import TINY_INSTA
+
+    from headfields.models.insta import Insta
+
+    frames = tiny_video[0]
+    parametric = load_model(frames.model_path, frames.model_type)
+    torch.manual_seed(0)
+    field = Insta(parametric, frames.segmentation_labels, TINY_INSTA).field
+    head = tracked_head(parametric, frames)
+    g = torch.Generator().manual_seed(2)
+    lips = field.condition.faces
+    faces = torch.cat([lips.nonzero()[:, 0][:40], (~lips).nonzero()[:, 0][:40]])  # near the lips and away
+    frame = torch.randint(0, head.num_frames, (len(faces),), generator=g)
+    x = head.vertices[frame[:, None], head.faces[faces]].mean(1) + 1e-3 * torch.randn(len(faces), 3, generator=g)
+    dirs = torch.nn.functional.normalize(torch.randn(len(faces), 3, generator=g), dim=1)
+    keep = torch.randperm(len(faces), generator=g)[:50]
+    with torch.no_grad():
+        encoded = field.encode_samples(x, dirs, frame, head)
+        taken = field.decode_samples(encoded.rows(keep), frame[keep], head)
+        afresh = field(x[keep], dirs[keep], frame[keep], head)
+    on_lips = lips[afresh.canonical.face.clamp(min=0)] & afresh.canonical.valid
+    assert on_lips.any() and not on_lips.all()
+    assert torch.equal(taken.rgb, afresh.rgb) and torch.equal(taken.density, afresh.density)
