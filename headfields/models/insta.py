@@ -349,8 +349,8 @@ class Insta(nn.Module):
             mouth, other = self.mouth_weights
             weight = torch.where(torch.isin(batch.segmentation, self.mouth_codes), mouth, other)
         if rendered.fits is not None:  # rays past the fixed slots have no samples: out of the loss
-            fits = rendered.fits.to(result.rgb.dtype)
-            weight = fits if weight is None else fits * weight
+            # (times the bool mask itself where there are weights: the same products, without a cast of it first)
+            weight = rendered.fits.to(result.rgb.dtype) if weight is None else weight * rendered.fits
         loss = ngp_huber_loss(result.rgb, target, delta=c.huber_delta, weight=weight)
         logs = {}
         # INSTA's depth prior needs the segmentation: without it no ray is on the allow-list.
