@@ -74,6 +74,7 @@ def _kernels(scalar: type) -> tuple[wp.Kernel, wp.Kernel]:
         out_ray: wp.array(dtype=wp.int64),
         out_start: wp.array(dtype=scalar),
         out_end: wp.array(dtype=scalar),
+        out_mid: wp.array(dtype=scalar),  # (t_start + t_end) / 2, as PackedSamples.t_mid makes it
         source: wp.array(dtype=wp.int64),
         slot: wp.array(dtype=wp.int64),
     ):
@@ -96,11 +97,13 @@ def _kernels(scalar: type) -> tuple[wp.Kernel, wp.Kernel]:
             out_ray[i] = wp.int64(lo)
             out_start[i] = t_start[s]
             out_end[i] = t_end[s]
+            out_mid[i] = (t_start[s] + t_end[s]) / scalar(2.0)
             source[i] = s
         else:  # padding: a zero-length interval at the far end of the last ray, reading the first slot
             out_ray[i] = wp.int64(rays - 1)
             out_start[i] = far[0]
             out_end[i] = far[0]
+            out_mid[i] = far[0]
             source[i] = wp.int64(0)
 
     return count_in_front, compact
@@ -133,10 +136,12 @@ def compact_in_front(fixed: SlotSamples, density: Tensor, early_stop: float, slo
     fitting = fixed.fits & ((through <= slots) | (kept == 0))  # a ray with nothing to train fits anywhere
     count = (kept * fitting).sum()  # the fitting rays' samples
     out_ray = torch.empty(slots, dtype=torch.long, device=device)
-    out_start, out_end = s.t_start.new_empty(slots), s.t_end.new_empty(slots)
+    out_start, out_end, out_mid = (s.t_start.new_empty(slots) for _ in range(3))
     source = torch.empty(slots, dtype=torch.long, device=device)
     far = s.t_end[-1:]  # the far end of the last slot: padding stays behind every sample of the last ray
     shared = [s.t_start, s.t_end, first, through, fitting.view(torch.uint8), rays, far]
-    outputs = [out_ray, out_start, out_end, source, kernels.row_numbers(slots, device)]
+    outputs = [out_ray, out_start, out_end, out_mid, source, kernels.row_numbers(slots, device)]
     kernels.launch_rows(compact, slots, shared, outputs, device)
-    return SlotSamples(PackedSamples._trusted(out_ray, out_start, out_end, rays), count, through[-1], fitting, source)
+    # The midpoints written on the way (the compositor's depth reads them): not an add and a division more.
+    samples = PackedSamples._trusted(out_ray, out_start, out_end, rays, t_mid=out_mid)
+    return SlotSamples(samples, count, through[-1], fitting, source)
