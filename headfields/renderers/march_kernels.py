@@ -130,7 +130,8 @@ def write_kernel(
     near: wp.array(dtype=wp.float32),
     far: wp.array(dtype=wp.float32),
     ray: wp.array(dtype=wp.int64),
-    offset: wp.array(dtype=wp.int64),
+    end: wp.array(dtype=wp.int64),  # the rays' samples summed through each: this ray's start, plus its count
+    count: wp.array(dtype=wp.int32),
 ):
     i = wp.tid()
     o = origins[i]
@@ -138,7 +139,7 @@ def write_kernel(
     t_far = far[i]
     t = float(near[i])
     n = int(0)
-    s = wp.int64(offset[i])
+    s = end[i] - wp.int64(count[i])
     while t < t_far and n < max_samples:
         t1 = wp.min(t + march_step(t, step_size, max_step, cone_angle), t_far)
         if t1 <= t:

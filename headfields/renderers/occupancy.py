@@ -386,5 +386,5 @@ class OccupancyGrid(nn.Module):
         out_labels = torch.empty(0, dtype=torch.uint8, device=device) if labels is None else labels
         outputs = [wp.int64(slots), out_ray, out_start, out_end, int(labels is not None), out_labels]
         ray_index = _warp.row_numbers(r, device)
-        _warp.launch_rows(write_kernel, r, [*rays.shared, *outputs], [*rays.per_ray, ray_index, end - count], device)
+        _warp.launch_rows(write_kernel, r, [*rays.shared, *outputs], [*rays.per_ray, ray_index, end, count], device)
         return PackedSamples._trusted(out_ray, out_start.to(rays.dtype), out_end.to(rays.dtype), r)
