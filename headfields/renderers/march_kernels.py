@@ -123,6 +123,7 @@ def write_kernel(
     out_ray: wp.array(dtype=wp.int64),
     out_start: wp.array(dtype=wp.float32),
     out_end: wp.array(dtype=wp.float32),
+    out_mid: wp.array(dtype=wp.float32),  # (t_start + t_end) / 2, as PackedSamples.t_mid makes it
     has_cells: int,
     out_cell: wp.array(dtype=wp.uint8),  # with has_cells: each sample's value in bits
     origins: wp.array(dtype=wp.vec3),
@@ -151,6 +152,7 @@ def write_kernel(
             out_ray[s] = ray[i]
             out_start[s] = t
             out_end[s] = t1
+            out_mid[s] = (t + t1) / 2.0
             if has_cells != 0:
                 out_cell[s] = bits[cell]
             s += wp.int64(1)

@@ -382,9 +382,11 @@ class OccupancyGrid(nn.Module):
         marched, written there."""
         device, r = self.aabb.device, rays.count
         out_ray = torch.full((slots,), r - 1, dtype=torch.long, device=device)
-        out_start, out_end = rays.far[r - 1 :].expand(2, slots).contiguous()  # both ends in one copy
+        out_start, out_end, out_mid = rays.far[r - 1 :].expand(3, slots).contiguous()  # both ends, midpoints: one copy
         out_labels = torch.empty(0, dtype=torch.uint8, device=device) if labels is None else labels
-        outputs = [wp.int64(slots), out_ray, out_start, out_end, int(labels is not None), out_labels]
+        outputs = [wp.int64(slots), out_ray, out_start, out_end, out_mid, int(labels is not None), out_labels]
         ray_index = _warp.row_numbers(r, device)
         _warp.launch_rows(write_kernel, r, [*rays.shared, *outputs], [*rays.per_ray, ray_index, end, count], device)
-        return PackedSamples._trusted(out_ray, out_start.to(rays.dtype), out_end.to(rays.dtype), r)
+        # The kernel's float32 midpoints are those of float32 ends only (float64 ones are summed after the cast).
+        mid = out_mid if rays.dtype == torch.float32 else None
+        return PackedSamples._trusted(out_ray, out_start.to(rays.dtype), out_end.to(rays.dtype), r, t_mid=mid)

@@ -208,6 +208,7 @@ def test_march_returns_the_dtype_of_the_rays(device):
     origins, dirs = camera_rays(10, seed=3, device=device, dtype=torch.float64)
     samples = grid.march(origins, dirs)
     assert samples.t_start.dtype == torch.float64 and len(samples) > 0
+    assert samples.t_mid.dtype == torch.float64 and torch.equal(samples.t_mid, (samples.t_start + samples.t_end) / 2)
 
 
 @pytest.mark.parametrize("num_cells", [None, 100])
@@ -401,6 +402,8 @@ def test_march_fixed_holds_the_march_then_zero_length_padding(device):
     assert torch.equal(fixed.ray[:n], full.ray) and torch.equal(fixed.t_start[:n], full.t_start)
     assert torch.equal(fixed.t_end[:n], full.t_end)
     assert bool((fixed.ray[n:] == 299).all()) and bool((fixed.deltas[n:] == 0).all())
+    # The midpoints the kernel wrote (the padding's too): the torch expression's, to the bit.
+    assert torch.equal(fixed.t_mid, (fixed.t_start + fixed.t_end) / 2)
     # The padding is valid packed samples (sorted, within the last ray's range) and composites to nothing.
     PackedSamples(fixed.ray, fixed.t_start, fixed.t_end, fixed.num_rays)
     g = torch.Generator().manual_seed(0)
