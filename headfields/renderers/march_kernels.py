@@ -133,6 +133,7 @@ def write_kernel(
     ray: wp.array(dtype=wp.int64),
     end: wp.array(dtype=wp.int64),  # the rays' samples summed through each: this ray's start, plus its count
     count: wp.array(dtype=wp.int32),
+    first: wp.array(dtype=wp.int64),  # out: the ray's first slot (the slots' end past the cut), as PackedSamples.first
 ):
     i = wp.tid()
     o = origins[i]
@@ -141,6 +142,7 @@ def write_kernel(
     t = float(near[i])
     n = int(0)
     s = end[i] - wp.int64(count[i])
+    first[i] = wp.min(s, capacity)
     while t < t_far and n < max_samples:
         t1 = wp.min(t + march_step(t, step_size, max_step, cone_angle), t_far)
         if t1 <= t:

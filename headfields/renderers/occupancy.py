@@ -385,8 +385,8 @@ class OccupancyGrid(nn.Module):
         out_start, out_end, out_mid = rays.far[r - 1 :].expand(3, slots).contiguous()  # both ends, midpoints: one copy
         out_labels = torch.empty(0, dtype=torch.uint8, device=device) if labels is None else labels
         outputs = [wp.int64(slots), out_ray, out_start, out_end, out_mid, int(labels is not None), out_labels]
-        ray_index = _warp.row_numbers(r, device)
-        _warp.launch_rows(write_kernel, r, [*rays.shared, *outputs], [*rays.per_ray, ray_index, end, count], device)
+        ray_index, first = _warp.row_numbers(r, device), torch.empty(r, dtype=torch.long, device=device)
+        _warp.launch_rows(write_kernel, r, [*rays.shared, *outputs], [*rays.per_ray, ray_index, end, count, first], device)
         # The kernel's float32 midpoints are those of float32 ends only (float64 ones are summed after the cast).
         mid = out_mid if rays.dtype == torch.float32 else None
-        return PackedSamples._trusted(out_ray, out_start.to(rays.dtype), out_end.to(rays.dtype), r, t_mid=mid)
+        return PackedSamples._trusted(out_ray, out_start.to(rays.dtype), out_end.to(rays.dtype), r, t_mid=mid, first=first)
