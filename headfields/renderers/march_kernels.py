@@ -134,6 +134,7 @@ def write_kernel(
     end: wp.array(dtype=wp.int64),  # the rays' samples summed through each: this ray's start, plus its count
     count: wp.array(dtype=wp.int32),
     first: wp.array(dtype=wp.int64),  # out: the ray's first slot (the slots' end past the cut), as PackedSamples.first
+    fits: wp.array(dtype=wp.uint8),  # out: whether the ray's samples all fit the slots (none fit anywhere)
 ):
     i = wp.tid()
     o = origins[i]
@@ -143,6 +144,9 @@ def write_kernel(
     n = int(0)
     s = end[i] - wp.int64(count[i])
     first[i] = wp.min(s, capacity)
+    fits[i] = wp.uint8(0)
+    if end[i] <= capacity or count[i] == 0:
+        fits[i] = wp.uint8(1)
     while t < t_far and n < max_samples:
         t1 = wp.min(t + march_step(t, step_size, max_step, cone_angle), t_far)
         if t1 <= t:
