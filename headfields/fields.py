@@ -151,22 +151,37 @@ class RegionExpression(nn.Module):
         super().__init__()
         self.dim, self.outside = dims, float(outside)
         self.register_buffer("faces", None if faces is None else faces.detach().clone())
+        # The table's last row, made once (not a fill a call); not saved: ``outside`` and ``dims`` make it.
+        outside_row = None if faces is None else torch.full((1, dims), self.outside, device=faces.device)
+        self.register_buffer("outside_row", outside_row, persistent=False)
 
-    def forward(self, canonical: Canonical, head: Head, frame: Int[Tensor, " S"]) -> Float[Tensor, "S C"]:
-        return _gathered(*self.rows(canonical, head, frame)).to(canonical.points.dtype)
+    def forward(
+        self, canonical: Canonical, head: Head, frame: Int[Tensor, " S"], index: Int[Tensor, " S"] | None = None
+    ) -> Float[Tensor, "S C"]:
+        """``index``: each sample's row (:meth:`index`), where the caller kept them from an earlier pass."""
+        index = self.index(canonical, head, frame) if index is None else index
+        return _gathered(self.table(head), index).to(canonical.points.dtype)
 
     def rows(self, canonical: Canonical, head: Head, frame: Int[Tensor, " S"]) -> tuple[Float[Tensor, "T C"], Int[Tensor, " S"]]:
         """The condition as a table and each sample's row of it: the frames' first ``dims`` coefficients (in the
         head's dtype), then a row of ``outside`` (the last); ``forward`` gathers them (the experimental fused decoder,
         ``experimental.fused_nerf.fused_decode``, can take the table and the rows and gather them itself)."""
+        return self.table(head), self.index(canonical, head, frame)
+
+    def table(self, head: Head) -> Float[Tensor, "T C"]:
+        """The frames' first ``dims`` coefficients, then (with ``faces``) the row of ``outside``."""
         table = head.expression[:, : self.dim]
+        return table if self.faces is None else torch.cat([table, self.outside_row.to(table.dtype)])
+
+    def index(self, canonical: Canonical, head: Head, frame: Int[Tensor, " S"]) -> Int[Tensor, " S"]:
+        """Each sample's row of :meth:`table`: its frame's, or (with ``faces``) the outside row where its nearest
+        face is not one of them or the deformer dropped it."""
         if self.faces is None:
-            return table, frame
+            return frame
         if canonical.face is None:
             raise ValueError("deformer: expected a deformer that reports each sample's nearest face (region conditioning)")
-        table = torch.cat([table, table.new_full((1, self.dim), self.outside)])
         inside = self.faces[canonical.face.clamp(min=0)] & canonical.valid
-        return table, torch.where(inside, frame, table.shape[0] - 1)
+        return torch.where(inside, frame, head.expression.shape[0])
 
     def per_frame(self, head: Head) -> Float[Tensor, "F C"] | None:
         return head.expression[:, : self.dim] if self.faces is None else None  # the faces: a condition per sample
@@ -278,14 +293,17 @@ class EncodedSamples:
     canonical: Canonical
     inputs: Float[Tensor, "S D"]  # the encoder's input: the canonical points mapped into its domain
     features: Float[Tensor, "S F"]
+    # Each sample's row of a region condition's table (RegionExpression.index), found once: the samples kept after
+    # early termination take theirs instead of looking up their faces again. None: the condition finds them.
+    condition_rows: Int[Tensor, " S"] | None = None
 
     def rows(self, index: Int[Tensor, " K"] | Bool[Tensor, " S"]) -> EncodedSamples:
         """The samples at ``index`` (the canonical extras, one row a sample, too)."""
         c = self.canonical
         extras = {name: value[index] for name, value in c.extras.items()}
-        dirs, face = (None if t is None else t[index] for t in (c.dirs, c.face))
+        dirs, face, condition_rows = (None if t is None else t[index] for t in (c.dirs, c.face, self.condition_rows))
         canonical = Canonical(c.points[index], dirs, c.valid[index], face, extras)
-        return EncodedSamples(canonical, self.inputs[index], self.features[index])
+        return EncodedSamples(canonical, self.inputs[index], self.features[index], condition_rows)
 
 
 class NerfField(nn.Module):
@@ -315,12 +333,15 @@ class NerfField(nn.Module):
         canonical = _deform(self.deformer, x, dirs, frame, head)
         inputs = self.mapping(canonical.points)
         features = self.encoder(inputs, head, frame) if getattr(self.encoder, "reads_head", False) else self.encoder(inputs)
-        return EncodedSamples(canonical, inputs, features)
+        regional = isinstance(self.condition, RegionExpression) and self.condition.faces is not None
+        return EncodedSamples(canonical, inputs, features, self.condition.index(canonical, head, frame) if regional else None)
 
     def decode_samples(self, encoded: EncodedSamples, frame: Int[Tensor, " S"], head: Head, colour: bool = True) -> FieldOutput:
         """Density, and with ``colour`` (and the canonical directions) the colour, of ``encoded``."""
-        canonical, features = encoded.canonical, encoded.features
-        cond = None if self.condition is None else self.condition(canonical, head, frame)
+        canonical, features, rows = encoded.canonical, encoded.features, encoded.condition_rows
+        cond = None
+        if self.condition is not None:
+            cond = self.condition(canonical, head, frame) if rows is None else self.condition(canonical, head, frame, rows)
         if not colour or canonical.dirs is None:
             density, rgb = self.decoder.density(features, cond), None
         else:
@@ -349,7 +370,8 @@ class NerfField(nn.Module):
         """``encoded`` (made without autograd; see :meth:`trains_from_encoding`) with the encoder's gradient
         reattached to its features: the decoder trains on them as it would on samples encoded again, the same values
         and the same gradients."""
-        return EncodedSamples(encoded.canonical, encoded.inputs, self.encoder.reattach(encoded.inputs, encoded.features))
+        features = self.encoder.reattach(encoded.inputs, encoded.features)
+        return EncodedSamples(encoded.canonical, encoded.inputs, features, encoded.condition_rows)
 
 
 # --- SDF (NeuS) -------------------------------------------------------------------------------------------

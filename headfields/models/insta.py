@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -45,6 +46,7 @@ from ..renderers import (
     EARLY_STOP_TRANSMITTANCE,
     NerfRender,
     OccupancySampler,
+    SampleCount,
     SampleSlots,
     render_nerf,
     render_nerf_inference,
@@ -352,8 +354,8 @@ class Insta(nn.Module):
             mouth, other = self.mouth_weights
             weight = torch.where(torch.isin(batch.segmentation, self.mouth_codes), mouth, other)
         if rendered.fits is not None:  # rays past the fixed slots have no samples: out of the loss
-            fits = rendered.fits.to(result.rgb.dtype)
-            weight = fits if weight is None else fits * weight
+            # (times the bool mask itself where there are weights: the same products, without a cast of it first)
+            weight = rendered.fits.to(result.rgb.dtype) if weight is None else weight * rendered.fits
         loss = ngp_huber_loss(result.rgb, target, delta=c.huber_delta, weight=weight)
         logs = {}
         # INSTA's depth prior needs the segmentation: without it no ray is on the allow-list.
@@ -367,7 +369,26 @@ class Insta(nn.Module):
             depth = depth_loss(result.depth, prior, keep) * share
             loss = loss + c.depth_weight * depth
             logs["depth"] = depth.detach()  # read when the loop logs, not every step
-        rgb = result.rgb
-        if background is not None:  # the running PSNR reads the colours over the recipe's background, as the frames
-            rgb = rgb.detach() + (1 - result.opacity.detach())[:, None] * (fixed - background)
-        return StepOutput(loss=loss, rgb=rgb, logs=logs, samples=rendered.count)
+        if background is None:
+            return StepOutput(loss=loss, rgb=result.rgb, logs=logs, samples=rendered.count)
+        # The running PSNR reads the colours over the recipe's background, as the frames: made when read.
+        rgb, opacity = result.rgb.detach(), result.opacity.detach()
+        return _ColoursWhenRead(loss, lambda: rgb + (1 - opacity)[:, None] * (fixed - background), logs, rendered.count)
+
+
+class _ColoursWhenRead(StepOutput):
+    """A step's output whose ``rgb`` is made the first time it is read: the loop reads it on the steps it logs
+    alone, and the others are spared its kernels."""
+
+    def __init__(self, loss: Tensor, colours: Callable[[], Tensor], logs: dict, samples: SampleCount | None):
+        self.loss, self.logs, self.samples, self._colours, self._rgb = loss, logs, samples, colours, None
+
+    @property
+    def rgb(self) -> Tensor:
+        if self._rgb is None:
+            self._rgb = self._colours()
+        return self._rgb
+
+    @rgb.setter
+    def rgb(self, value: Tensor | None) -> None:
+        self._rgb = value

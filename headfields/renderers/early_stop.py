@@ -71,10 +71,13 @@ def _kernels(scalar: type) -> tuple[wp.Kernel, wp.Kernel]:
         fits: wp.array(dtype=wp.uint8),  # the rays whose kept samples fit the slots
         rays: int,
         far: wp.array(dtype=scalar),  # [1]: the far end of the last slot
+        count: wp.array(dtype=wp.int64),  # [1]: the slots holding samples
         out_ray: wp.array(dtype=wp.int64),
         out_start: wp.array(dtype=scalar),
         out_end: wp.array(dtype=scalar),
+        out_mid: wp.array(dtype=scalar),  # (t_start + t_end) / 2, as PackedSamples.t_mid makes it
         source: wp.array(dtype=wp.int64),
+        out_first: wp.array(dtype=wp.int64),  # the slot of each sample's ray's first, as PackedSamples.ray_first
         slot: wp.array(dtype=wp.int64),
     ):
         i = wp.tid()
@@ -96,12 +99,23 @@ def _kernels(scalar: type) -> tuple[wp.Kernel, wp.Kernel]:
             out_ray[i] = wp.int64(lo)
             out_start[i] = t_start[s]
             out_end[i] = t_end[s]
+            out_mid[i] = (t_start[s] + t_end[s]) / scalar(2.0)
             source[i] = s
+            out_first[i] = before
         else:  # padding: a zero-length interval at the far end of the last ray, reading the first slot
             out_ray[i] = wp.int64(rays - 1)
             out_start[i] = far[0]
             out_end[i] = far[0]
+            out_mid[i] = far[0]
             source[i] = wp.int64(0)
+            # The last ray's first slot where it holds samples (the fitting rays' fill the slots in order), else
+            # the first padding slot.
+            last_before = wp.int64(0)
+            if rays > 1:
+                last_before = through[rays - 2]
+            out_first[i] = count[0]
+            if fits[rays - 1] != wp.uint8(0) and through[rays - 1] > last_before:
+                out_first[i] = last_before
 
     return count_in_front, compact
 
@@ -133,10 +147,13 @@ def compact_in_front(fixed: SlotSamples, density: Tensor, early_stop: float, slo
     fitting = fixed.fits & ((through <= slots) | (kept == 0))  # a ray with nothing to train fits anywhere
     count = (kept * fitting).sum()  # the fitting rays' samples
     out_ray = torch.empty(slots, dtype=torch.long, device=device)
-    out_start, out_end = s.t_start.new_empty(slots), s.t_end.new_empty(slots)
-    source = torch.empty(slots, dtype=torch.long, device=device)
+    out_start, out_end, out_mid = (s.t_start.new_empty(slots) for _ in range(3))
+    source, out_first = (torch.empty(slots, dtype=torch.long, device=device) for _ in range(2))
     far = s.t_end[-1:]  # the far end of the last slot: padding stays behind every sample of the last ray
-    shared = [s.t_start, s.t_end, first, through, fitting.view(torch.uint8), rays, far]
-    outputs = [out_ray, out_start, out_end, source, kernels.row_numbers(slots, device)]
+    shared = [s.t_start, s.t_end, first, through, fitting.view(torch.uint8), rays, far, count.reshape(1)]
+    outputs = [out_ray, out_start, out_end, out_mid, source, out_first, kernels.row_numbers(slots, device)]
     kernels.launch_rows(compact, slots, shared, outputs, device)
-    return SlotSamples(PackedSamples._trusted(out_ray, out_start, out_end, rays), count, through[-1], fitting, source)
+    # The midpoints and the rays' first slots written on the way (the compositor reads them): not the add and the
+    # division, nor the binary search and the gather, that would make them.
+    samples = PackedSamples._trusted(out_ray, out_start, out_end, rays, t_mid=out_mid, ray_first=out_first)
+    return SlotSamples(samples, count, through[-1], fitting, source)

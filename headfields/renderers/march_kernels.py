@@ -123,6 +123,7 @@ def write_kernel(
     out_ray: wp.array(dtype=wp.int64),
     out_start: wp.array(dtype=wp.float32),
     out_end: wp.array(dtype=wp.float32),
+    out_mid: wp.array(dtype=wp.float32),  # (t_start + t_end) / 2, as PackedSamples.t_mid makes it
     has_cells: int,
     out_cell: wp.array(dtype=wp.uint8),  # with has_cells: each sample's value in bits
     origins: wp.array(dtype=wp.vec3),
@@ -130,7 +131,10 @@ def write_kernel(
     near: wp.array(dtype=wp.float32),
     far: wp.array(dtype=wp.float32),
     ray: wp.array(dtype=wp.int64),
-    offset: wp.array(dtype=wp.int64),
+    end: wp.array(dtype=wp.int64),  # the rays' samples summed through each: this ray's start, plus its count
+    count: wp.array(dtype=wp.int32),
+    first: wp.array(dtype=wp.int64),  # out: the ray's first slot (the slots' end past the cut), as PackedSamples.first
+    fits: wp.array(dtype=wp.uint8),  # out: whether the ray's samples all fit the slots (none fit anywhere)
 ):
     i = wp.tid()
     o = origins[i]
@@ -138,7 +142,11 @@ def write_kernel(
     t_far = far[i]
     t = float(near[i])
     n = int(0)
-    s = wp.int64(offset[i])
+    s = end[i] - wp.int64(count[i])
+    first[i] = wp.min(s, capacity)
+    fits[i] = wp.uint8(0)
+    if end[i] <= capacity or count[i] == 0:
+        fits[i] = wp.uint8(1)
     while t < t_far and n < max_samples:
         t1 = wp.min(t + march_step(t, step_size, max_step, cone_angle), t_far)
         if t1 <= t:
@@ -150,6 +158,7 @@ def write_kernel(
             out_ray[s] = ray[i]
             out_start[s] = t
             out_end[s] = t1
+            out_mid[s] = (t + t1) / 2.0
             if has_cells != 0:
                 out_cell[s] = bits[cell]
             s += wp.int64(1)

@@ -288,7 +288,7 @@ class OccupancyGrid(nn.Module):
         end = torch.cumsum(count, dim=0)
         total = int(end[-1]) if rays.count > 0 else 0
         labels = torch.empty(total, dtype=torch.uint8, device=self.aabb.device) if labelled else None
-        return self._write(rays, count, end, total, labels), labels
+        return self._write(rays, count, end, total, labels)[0], labels
 
     def march_fixed(
         self,
@@ -318,8 +318,7 @@ class OccupancyGrid(nn.Module):
             raise ValueError("origins: expected at least one ray for march_fixed's padding, got none")
         count = self._count(rays)
         end = torch.cumsum(count, dim=0)
-        samples = self._write(rays, count, end, capacity)
-        fits = (end <= capacity) | (count == 0)  # a ray without samples renders right anywhere
+        samples, fits = self._write(rays, count, end, capacity)
         return SlotSamples(samples, end[-1].clamp(max=capacity), end[-1], fits)
 
     def _rays(self, origins, dirs, near, far, step_size, cone_angle, max_step, max_samples_per_ray, cells=None) -> _MarchRays:
@@ -376,15 +375,22 @@ class OccupancyGrid(nn.Module):
         _warp.launch_rows(count_kernel, rays.count, [*rays.shared, *box], [*rays.per_ray, count], self.aabb.device)
         return count
 
-    def _write(self, rays: _MarchRays, count: Tensor, end: Tensor, slots: int, labels: Tensor | None = None) -> PackedSamples:
-        """The samples into ``slots`` slots; slots past the rays' samples (march_fixed's) stay zero-length
-        intervals at the far end of the last ray. ``labels`` (uint8 ``[slots]``): each sample's value in the cells
-        marched, written there."""
+    def _write(
+        self, rays: _MarchRays, count: Tensor, end: Tensor, slots: int, labels: Tensor | None = None
+    ) -> tuple[PackedSamples, Tensor]:
+        """The samples into ``slots`` slots, and whether each ray's fit them (a ray without samples fits anywhere);
+        slots past the rays' samples (march_fixed's) stay zero-length intervals at the far end of the last ray.
+        ``labels`` (uint8 ``[slots]``): each sample's value in the cells marched, written there."""
         device, r = self.aabb.device, rays.count
         out_ray = torch.full((slots,), r - 1, dtype=torch.long, device=device)
-        out_start, out_end = rays.far[r - 1 :].expand(2, slots).contiguous()  # both ends in one copy
+        out_start, out_end, out_mid = rays.far[r - 1 :].expand(3, slots).contiguous()  # both ends, midpoints: one copy
         out_labels = torch.empty(0, dtype=torch.uint8, device=device) if labels is None else labels
-        outputs = [wp.int64(slots), out_ray, out_start, out_end, int(labels is not None), out_labels]
-        ray_index = _warp.row_numbers(r, device)
-        _warp.launch_rows(write_kernel, r, [*rays.shared, *outputs], [*rays.per_ray, ray_index, end - count], device)
-        return PackedSamples._trusted(out_ray, out_start.to(rays.dtype), out_end.to(rays.dtype), r)
+        outputs = [wp.int64(slots), out_ray, out_start, out_end, out_mid, int(labels is not None), out_labels]
+        ray_index, first = _warp.row_numbers(r, device), torch.empty(r, dtype=torch.long, device=device)
+        fits = torch.empty(r, dtype=torch.bool, device=device)
+        per_ray = [*rays.per_ray, ray_index, end, count, first, fits.view(torch.uint8)]
+        _warp.launch_rows(write_kernel, r, [*rays.shared, *outputs], per_ray, device)
+        # The kernel's float32 midpoints are those of float32 ends only (float64 ones are summed after the cast).
+        mid = out_mid if rays.dtype == torch.float32 else None
+        samples = PackedSamples._trusted(out_ray, out_start.to(rays.dtype), out_end.to(rays.dtype), r, t_mid=mid, first=first)
+        return samples, fits

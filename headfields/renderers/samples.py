@@ -47,10 +47,12 @@ class PackedSamples:
                 raise ValueError("t_end: expected t_end >= t_start for every sample")
 
     @classmethod
-    def _trusted(cls, ray: Tensor, t_start: Tensor, t_end: Tensor, num_rays: int) -> PackedSamples:
-        """Samples known to be valid (made by this package's samplers): skips the value checks."""
+    def _trusted(cls, ray: Tensor, t_start: Tensor, t_end: Tensor, num_rays: int, **derived: Tensor | None) -> PackedSamples:
+        """Samples known to be valid (made by this package's samplers): skips the value checks. ``derived``: values
+        the sampler wrote on the way (``t_mid``, ``ray_first``), kept as those their methods make, to the bit."""
         samples = cls.__new__(cls)
         samples.ray, samples.t_start, samples.t_end, samples.num_rays = ray, t_start, t_end, num_rays
+        samples._derived = {name: value for name, value in derived.items() if value is not None}
         return samples
 
     def __len__(self) -> int:

@@ -216,7 +216,8 @@ def test_region_expression_rows_are_its_table_and_each_samples_row(flame):
     table, index = region.rows(canonical, head, frame)
     inside = faces[face] & valid
     expected = torch.where(inside[:, None], head.expression[frame, :4], torch.ones(12, 4, dtype=torch.float64))
-    assert table.shape == (FRAMES + 1, 4) and (table[FRAMES] == 1.0).all()
+    assert table.shape == (FRAMES + 1, 4) and (table[FRAMES] == 1.0).all() and table.dtype == head.expression.dtype
+    assert set(region.state_dict()) == {"faces"}  # the outside row is made from ``outside``: a checkpoint keeps none
     assert torch.equal(index, torch.where(inside, frame, FRAMES)) and inside.any() and not inside.all()
     assert_close(table[index], expected, rtol=0, atol=0)
     assert_close(region(canonical, head, frame), expected, rtol=0, atol=0)
@@ -329,3 +330,32 @@ def test_render_image_with_the_frames_own_head_equals_the_full_head(tiny_video):
     assert_close(own, full)
     wrong = render_image(model, frames, f, 256, cpu, head=head.select([other]))
     assert (wrong - full).abs().max() > 1e-3  # the one-frame head is read: another frame's renders differently
+
+
+def test_samples_taken_from_an_encoding_keep_their_region_rows(tiny_video):
+    """NerfField.encode_samples finds each sample's row of a region condition (INSTA's lips) once; samples taken from
+    the encoding (EncodedSamples.rows, as early termination keeps them) decode as the field evaluated afresh at them,
+    on the lips and off them."""
+    from tiny_configs import TINY_INSTA
+
+    from headfields.models.insta import Insta
+
+    frames = tiny_video[0]
+    parametric = load_model(frames.model_path, frames.model_type)
+    torch.manual_seed(0)
+    field = Insta(parametric, frames.segmentation_labels, TINY_INSTA).field
+    head = tracked_head(parametric, frames)
+    g = torch.Generator().manual_seed(2)
+    lips = field.condition.faces
+    faces = torch.cat([lips.nonzero()[:, 0][:40], (~lips).nonzero()[:, 0][:40]])  # near the lips and away
+    frame = torch.randint(0, head.num_frames, (len(faces),), generator=g)
+    x = head.vertices[frame[:, None], head.faces[faces]].mean(1) + 1e-3 * torch.randn(len(faces), 3, generator=g)
+    dirs = torch.nn.functional.normalize(torch.randn(len(faces), 3, generator=g), dim=1)
+    keep = torch.randperm(len(faces), generator=g)[:50]
+    with torch.no_grad():
+        encoded = field.encode_samples(x, dirs, frame, head)
+        taken = field.decode_samples(encoded.rows(keep), frame[keep], head)
+        afresh = field(x[keep], dirs[keep], frame[keep], head)
+    on_lips = lips[afresh.canonical.face.clamp(min=0)] & afresh.canonical.valid
+    assert on_lips.any() and not on_lips.all()
+    assert torch.equal(taken.rgb, afresh.rgb) and torch.equal(taken.density, afresh.density)

@@ -25,6 +25,11 @@ def _assert_same(ours, theirs):
     for name in ("ray", "t_start", "t_end"):
         assert torch.equal(getattr(ours.samples, name), getattr(theirs.samples, name)), name
     assert torch.equal(ours.source, theirs.source)
+    # The kernel's midpoints (padding's too): the torch expression's, to the bit.
+    assert torch.equal(ours.samples.t_mid, (theirs.samples.t_start + theirs.samples.t_end) / 2)
+    # And each sample's ray's first slot: where a binary search of the rays finds it.
+    ray = theirs.samples.ray
+    assert torch.equal(ours.samples.ray_first(), torch.searchsorted(ray, torch.arange(theirs.samples.num_rays))[ray])
 
 
 @settings(max_examples=80, deadline=None)

@@ -208,6 +208,7 @@ def test_march_returns_the_dtype_of_the_rays(device):
     origins, dirs = camera_rays(10, seed=3, device=device, dtype=torch.float64)
     samples = grid.march(origins, dirs)
     assert samples.t_start.dtype == torch.float64 and len(samples) > 0
+    assert samples.t_mid.dtype == torch.float64 and torch.equal(samples.t_mid, (samples.t_start + samples.t_end) / 2)
 
 
 @pytest.mark.parametrize("num_cells", [None, 100])
@@ -401,6 +402,9 @@ def test_march_fixed_holds_the_march_then_zero_length_padding(device):
     assert torch.equal(fixed.ray[:n], full.ray) and torch.equal(fixed.t_start[:n], full.t_start)
     assert torch.equal(fixed.t_end[:n], full.t_end)
     assert bool((fixed.ray[n:] == 299).all()) and bool((fixed.deltas[n:] == 0).all())
+    # The midpoints the kernel wrote (the padding's too): the torch expression's, to the bit.
+    assert torch.equal(fixed.t_mid, (fixed.t_start + fixed.t_end) / 2)
+    assert torch.equal(fixed.first(), torch.searchsorted(fixed.ray, torch.arange(300, device=device)))  # the kernel's too
     # The padding is valid packed samples (sorted, within the last ray's range) and composites to nothing.
     PackedSamples(fixed.ray, fixed.t_start, fixed.t_end, fixed.num_rays)
     g = torch.Generator().manual_seed(0)
@@ -422,6 +426,9 @@ def test_march_fixed_cuts_what_does_not_fit_and_says_so(device):
     assert len(fixed) == capacity and int(slots.count) == capacity
     # The slots hold exactly the march's first samples: later rays' samples are the ones cut.
     assert torch.equal(fixed.ray, full.ray[:capacity]) and torch.equal(fixed.t_start, full.t_start[:capacity])
+    # Each ray's first slot, the kernel's: where a binary search of the rays finds it (past the cut, the slots' end).
+    assert torch.equal(fixed.first(), torch.searchsorted(fixed.ray, torch.arange(300, device=device)))
+    assert torch.equal(full.first(), torch.searchsorted(full.ray, torch.arange(300, device=device)))
     # A ray fits if all of its samples are in the slots: the rays before the one the cut crosses.
     per_ray_end = torch.cumsum(full.counts(), 0)
     assert torch.equal(slots.fits, (per_ray_end <= capacity) | (full.counts() == 0)) and not bool(slots.fits.all())
