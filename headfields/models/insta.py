@@ -377,17 +377,16 @@ class Insta(nn.Module):
 
 
 class _ColoursWhenRead(StepOutput):
-    """A step's output whose ``rgb`` is made the first time it is read: the loop reads it on the steps it logs
-    alone, and the others are spared its kernels."""
+    """A step's output whose ``rgb`` is made when it is read: the loop reads it on the steps it logs alone, and the
+    others are spared its kernels. Made at each read, never kept: under ``TrainingConfig.cuda_graph`` one output
+    serves every replay, its tensors overwritten by each."""
 
     def __init__(self, loss: Tensor, colours: Callable[[], Tensor], logs: dict, samples: SampleCount | None):
         self.loss, self.logs, self.samples, self._colours, self._rgb = loss, logs, samples, colours, None
 
     @property
     def rgb(self) -> Tensor:
-        if self._rgb is None:
-            self._rgb = self._colours()
-        return self._rgb
+        return self._colours() if self._rgb is None else self._rgb
 
     @rgb.setter
     def rgb(self, value: Tensor | None) -> None:
