@@ -39,9 +39,23 @@ def counted_calls(*functions: Callable, when: Callable[[], bool] = lambda: True)
             if name is not None and when():
                 counts[name] += 1
 
-    previous = sys.getprofile()
-    sys.setprofile(hook)
-    try:
+    with profiled(hook):
         yield counts
+
+
+@contextlib.contextmanager
+def profiled(hook: Callable) -> Iterator[None]:
+    """``hook(frame, event, arg)`` called at each Python call and return on this thread within the block (Python's
+    profile hook), then any hook already set: hooks nest."""
+    previous = sys.getprofile()
+
+    def chained(frame, event, arg):
+        hook(frame, event, arg)
+        if previous is not None:
+            previous(frame, event, arg)
+
+    sys.setprofile(chained)
+    try:
+        yield
     finally:
         sys.setprofile(previous)

@@ -29,7 +29,7 @@ import torch
 import warp as wp
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from calls import NO_KERNEL
+from calls import NO_KERNEL, profiled
 
 __all__ = ["ReplayRecorder", "differences", "watched_launches"]
 
@@ -123,10 +123,9 @@ class ReplayRecorder(TorchDispatchMode):
 @contextlib.contextmanager
 def watched_launches(recorder: ReplayRecorder) -> Iterator[None]:
     """Within the block, each Warp launch that starts while ``recorder.recording``, recorded with its kernel, its
-    dimensions and its inputs, and each BVH refit (by Python's profile hook, chained to any hook already set)."""
+    dimensions and its inputs, and each BVH refit (by Python's profile hook: ``calls.profiled``)."""
     code = inspect.unwrap(wp.launch).__code__
     refits = {inspect.unwrap(f).__code__: f.__qualname__ for f in (wp.Mesh.refit, wp.Bvh.refit)}  # kernels inside Warp
-    previous = sys.getprofile()
 
     def hook(frame, event, arg):
         if event == "call" and frame.f_code is code and recorder.recording:
@@ -135,14 +134,9 @@ def watched_launches(recorder: ReplayRecorder) -> Iterator[None]:
             recorder.record(f"warp:{kernel}", (f["dim"], list(f["inputs"]), list(f["outputs"]), f["block_dim"]))
         elif event == "call" and frame.f_code in refits and recorder.recording:
             recorder.record(f"warp:{refits[frame.f_code]}", frame.f_locals["self"])  # which BVH: by identity
-        if previous is not None:
-            previous(frame, event, arg)
 
-    sys.setprofile(hook)
-    try:
+    with profiled(hook):
         yield
-    finally:
-        sys.setprofile(previous)
 
 
 def differences(recorder: ReplayRecorder, most: int = 12) -> list[dict]:

@@ -51,7 +51,7 @@ from headfields.synthetic import SyntheticVideoConfig, synthetic_subject
 from headfields.training import train
 from headfields.training.loop import _Loop
 
-from calls import NO_KERNEL, counted_calls
+from calls import NO_KERNEL, counted_calls, profiled
 from host_syncs import HostSyncSpy
 from replay_audit import ReplayRecorder, differences, watched_launches
 
@@ -86,9 +86,9 @@ class OperationCounter(TorchDispatchMode):
 
 @contextlib.contextmanager
 def running(function, state: dict) -> Iterator[None]:
-    """``state["depth"]``: how many calls of ``function`` are running on this thread, within the block (Python's
-    profile hook, chained to any already set)."""
-    code, previous = inspect.unwrap(function).__code__, sys.getprofile()
+    """``state["depth"]``: how many calls of ``function`` are running on this thread, within the block
+    (``calls.profiled``)."""
+    code = inspect.unwrap(function).__code__
     frame, state["depth"] = sys._getframe(), 0
     while frame is not None:  # the calls already running (the block may open inside one)
         state["depth"] += frame.f_code is code
@@ -97,14 +97,9 @@ def running(function, state: dict) -> Iterator[None]:
     def hook(frame, event, arg):
         if frame.f_code is code and event in ("call", "return"):
             state["depth"] += 1 if event == "call" else -1
-        if previous is not None:
-            previous(frame, event, arg)
 
-    sys.setprofile(hook)
-    try:
+    with profiled(hook):
         yield
-    finally:
-        sys.setprofile(previous)
 
 
 class _Closed(Exception):
