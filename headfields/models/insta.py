@@ -304,10 +304,12 @@ class Insta(nn.Module):
         rest = [p for p in self.parameters() if id(p) not in ids]
         return [{"params": rest}, *([{"params": grid, "weight_decay": 0.0}] if grid else [])]
 
-    def graph_phase(self, step: int) -> bool:
+    def graph_phase(self, step: int) -> bool | None:
         """What :meth:`training_step` decides by the step number: the mouth's weight, on after ``warmup_steps``
-        (``TrainingConfig.cuda_graph`` captures a phase once; the occupancy refresh runs outside the graph)."""
-        return step >= self.config.warmup_steps
+        (``TrainingConfig.cuda_graph`` captures a phase once); None in the occupancy grid's warm-up, whose refreshes
+        move the rays a step needs many times over (each new shape would be captured again): no graph yet."""
+        c = self.config
+        return None if step < (c.occupancy_warmup or 0) else step >= c.warmup_steps
 
     @property
     def random_background(self) -> bool:

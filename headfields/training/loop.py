@@ -346,11 +346,11 @@ class _Loop:
         if hasattr(model, "before_step"):
             model.before_step(self.step, self.train_head)
         self.jitter.manual_seed(c.seed + self.step)  # the step's jitter: a resumed run draws the same (outside a graph)
-        if self.graph is None:
+        phase = None if self.graph is None else model.graph_phase(self.step)  # None: not yet (shapes still settling)
+        if phase is None:
             batch, result, finite = self.ray_step()
         else:  # what the step's Python decides (its shapes, the model's phase) keys the graph
-            key = (self.sampling.rays, self.sampling.slots(), model.graph_phase(self.step))
-            batch, result, finite = self.graph(key, self.ray_step)
+            batch, result, finite = self.graph((self.sampling.rays, self.sampling.slots(), phase), self.ray_step)
         if finite is not None:
             self.loss_checks.add(self.step, result)
         if self.ema is not None:

@@ -5,11 +5,12 @@ A graph replays its kernels with the arguments they were captured with. So a ste
 same from step to step: fixed shapes (``TrainingConfig.fixed_shapes``), nothing read back to the host, the same
 tensors read (updated in place: weights, moments, the occupancy grid) and the same scalars. The step's *key* (its
 rays, its march slots and the model's :meth:`graph_phase`, what its Python decides by the step number) names what the
-capture depends on; a new key captures again. What changes between steps stays outside the graph: the learning rate
-(a tensor the graph reads, filled before the replay), the step's jitter seed (the generator is registered with the
-graph, which reads its seed and offset at each replay: the same draws as an eager step), the occupancy refresh, the
-moving average and the host copies of the loss and counts. ``tools/step_anatomy.py`` checks on the CPU that a step
-does not change between steps in any way a replay would miss (its *replay signatures*).
+capture depends on; a new key captures again, and a phase of None runs the step eagerly (no graph yet). What changes
+between steps stays outside the graph: the learning rate (a tensor the graph reads, filled before the replay), the
+step's jitter seed (the generator is registered with the graph, which reads its seed and offset at each replay: the
+same draws as an eager step), the occupancy refresh, the moving average and the host copies of the loss and counts.
+``tools/step_anatomy.py`` checks on the CPU that a step does not change between steps in any way a replay would miss
+(its *replay signatures*).
 
 Torch's recipe: a few eager steps on a side stream (lazy state made outside the capture), then the capture, on the
 same stream. A capture that fails in Python, its capture ended, warns once and leaves the run eager (the step is run

@@ -28,8 +28,9 @@ def _config(**fields) -> TrainingConfig:
     return TrainingConfig(**{**base, **fields})
 
 
-def _insta(frames) -> Insta:
-    return Insta(load_model(frames.model_path, frames.model_type), frames.segmentation_labels, TINY_INSTA)
+def _insta(frames) -> Insta:  # (its grid past its warm-up soon: a graph from step 8)
+    config = dataclasses.replace(TINY_INSTA, occupancy_warmup=8)
+    return Insta(load_model(frames.model_path, frames.model_type), frames.segmentation_labels, config)
 
 
 def test_cuda_graph_is_checked():
@@ -57,9 +58,10 @@ def test_a_graph_is_refused_where_it_cannot_be_taken(tiny_video, tmp_path):
 
 
 def test_insta_s_graph_phase_changes_where_its_step_does():
-    config = dataclasses.replace(TINY_INSTA, warmup_steps=5)
+    config = dataclasses.replace(TINY_INSTA, warmup_steps=5, occupancy_warmup=3)
     phase = Insta.graph_phase.__get__(type("M", (), {"config": config})())
-    assert not phase(4) and phase(5) == phase(100) is True
+    assert phase(2) is None  # the grid's warm-up: no graph yet
+    assert phase(3) is False and phase(5) is True and phase(100) is True
 
 
 @pytest.mark.skipif(not CUDA, reason="no CUDA device")
