@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -46,7 +45,6 @@ from ..renderers import (
     EARLY_STOP_TRANSMITTANCE,
     NerfRender,
     OccupancySampler,
-    SampleCount,
     SampleSlots,
     render_nerf,
     render_nerf_inference,
@@ -371,25 +369,7 @@ class Insta(nn.Module):
             depth = depth_loss(result.depth, prior, keep) * share
             loss = loss + c.depth_weight * depth
             logs["depth"] = depth.detach()  # read when the loop logs, not every step
-        if background is None:
-            return StepOutput(loss=loss, rgb=result.rgb, logs=logs, samples=rendered.count)
-        # The running PSNR reads the colours over the recipe's background, as the frames: made when read.
-        rgb, opacity = result.rgb.detach(), result.opacity.detach()
-        return _ColoursWhenRead(loss, lambda: rgb + (1 - opacity)[:, None] * (fixed - background), logs, rendered.count)
-
-
-class _ColoursWhenRead(StepOutput):
-    """A step's output whose ``rgb`` is made when it is read: the loop reads it on the steps it logs alone, and the
-    others are spared its kernels. Made at each read, never kept: under ``TrainingConfig.cuda_graph`` one output
-    serves every replay, its tensors overwritten by each."""
-
-    def __init__(self, loss: Tensor, colours: Callable[[], Tensor], logs: dict, samples: SampleCount | None):
-        self.loss, self.logs, self.samples, self._colours, self._rgb = loss, logs, samples, colours, None
-
-    @property
-    def rgb(self) -> Tensor:
-        return self._colours() if self._rgb is None else self._rgb
-
-    @rgb.setter
-    def rgb(self, value: Tensor | None) -> None:
-        self._rgb = value
+        rgb = result.rgb
+        if background is not None:  # the running PSNR reads the colours over the recipe's background, as the frames
+            rgb = rgb.detach() + (1 - result.opacity.detach())[:, None] * (fixed - background)
+        return StepOutput(loss=loss, rgb=rgb, logs=logs, samples=rendered.count)

@@ -186,25 +186,3 @@ def test_random_backgrounds_leave_an_empty_scene_no_loss_where_the_frame_shows_o
         for covered in (dataclasses.replace(empty, rgb=grey), dataclasses.replace(empty, mask=torch.ones_like(batch.mask))):
             out = model.training_step(dataclasses.replace(covered, generator=torch.Generator().manual_seed(1)), 0)
             assert float(out.loss) == pytest.approx(float(ngp_huber_loss(white, covered.rgb)), rel=1e-6)
-
-
-def test_the_running_psnr_reads_the_colours_over_the_recipe_s_background(tiny_video):
-    """Trained over random backgrounds, a step's ``rgb`` (the running PSNR's) is still its render over the recipe's
-    background (white), as the frames show the head: made when the loop reads it, on the steps it logs."""
-    frames = tiny_video[0]
-    subject = load_model(frames.model_path, frames.model_type)
-    torch.manual_seed(0)
-    model = Insta(subject, frames.segmentation_labels, TINY_INSTA)
-    head = tracked_head(subject, frames)
-    batch = ray_batch(frames, 256, torch.Generator().manual_seed(0), torch.device("cpu"), head=head)
-    with torch.no_grad():
-        out = model.training_step(dataclasses.replace(batch, generator=torch.Generator().manual_seed(1)), 0)
-        generator = torch.Generator().manual_seed(1)
-        drawn = torch.rand(batch.rgb.shape, generator=generator)  # the step's first draw, then its jitter
-        over_white = model.render(batch.rays, head, generator).composite
-        over_drawn = model.render(batch.rays, head, torch.Generator().manual_seed(1), background=drawn).composite
-    assert torch.equal(model.background, torch.ones(3))
-    seen = over_white.opacity
-    assert ((seen > 0.01) & (seen < 0.99)).any()  # rays that show both the head and the background
-    assert not torch.allclose(over_drawn.rgb, over_white.rgb, atol=1e-3)  # trained over the drawn colours ...
-    torch.testing.assert_close(out.rgb, over_white.rgb, rtol=0, atol=1e-6)  # ... read over white
