@@ -59,6 +59,8 @@ RESOLUTION_ROUNDING = 1e-9
 MAX_LEVELS, MAX_FEATURES, MAX_LOG2_TABLE, MAX_RESOLUTION = 32, 8, 24, 2**20
 SPATIAL_DIMS = 3
 CORNERS = 2**SPATIAL_DIMS
+# Consecutive points a thread of the table's gradient adds up before it adds into the table (see `table_grad`).
+TABLE_GRADIENT_RUN = 16
 # The table types the kernels read (HashGridConfig.table_dtype), as torch and Warp types.
 TABLE_DTYPES = {"float32": (torch.float32, wp.float32), "float16": (torch.float16, wp.float16)}
 TableDtype = Literal["float32", "float16"]
@@ -177,6 +179,15 @@ def _level_corners(point: wp.vec3, res: int, dense: int, offset: int, rows: int)
 
 @no_type_check  # Warp parameter types are not Python type hints; keep the jaxtyping checker off them.
 @wp.func
+def _same_rows(a: _vec8i, b: _vec8i) -> bool:
+    for c in range(CORNERS):
+        if a[c] != b[c]:
+            return False
+    return True
+
+
+@no_type_check  # Warp parameter types are not Python type hints; keep the jaxtyping checker off them.
+@wp.func
 def _level_of(levels: wp.array2d(dtype=wp.int32), level: int):
     """A level's resolution, dense flag, first table row and rows (a row of ``_Levels.table``)."""
     return levels[level, 0], levels[level, 1], levels[level, 2], levels[level, 3]
@@ -214,6 +225,7 @@ def _kernels(features: int, table_dtype: str) -> _Kernels:
     """The kernels for ``features`` a level reading a ``table_dtype`` table (one Warp module per pair, compiled
     on first use); their arithmetic is float32 whatever the table's type."""
     vec = wp.types.vector(length=features, dtype=wp.float32)
+    corner_rows = wp.types.matrix(shape=(CORNERS, features), dtype=wp.float32)
     row_vec = wp.types.vector(length=features, dtype=TABLE_DTYPES[table_dtype][1])
     module = f"headfields_hashgrid_f{features}_{table_dtype}"
 
@@ -239,6 +251,9 @@ def _kernels(features: int, table_dtype: str) -> _Kernels:
     # The table and point gradients are separate kernels: one kernel with both behind flags ran the table-only
     # case (training) twice as slowly on CPU.
 
+    # A thread adds up a run of TABLE_GRADIENT_RUN consecutive points of a level while their cell's corners stay the
+    # same rows, and adds into the table only when they change: a ray's samples are consecutive, and on the coarse
+    # levels most of them share a cell, whose rows every thread would otherwise hit at once.
     @no_type_check  # Warp parameter types are not Python type hints; keep the jaxtyping checker off them.
     @wp.kernel(module=module, enable_backward=False)
     def table_grad(
@@ -247,15 +262,26 @@ def _kernels(features: int, table_dtype: str) -> _Kernels:
         grad_features: wp.array2d(dtype=vec),  # [N, levels]
         grad_table: wp.array(dtype=vec),  # [rows]
         level0: int,
-        point0: int,
+        run0: int,
     ):
         lv, j = wp.tid()
-        level, i = level0 + lv, point0 + j
+        level = level0 + lv
+        first = (run0 + j) * TABLE_GRADIENT_RUN
+        last = wp.min(first + TABLE_GRADIENT_RUN, points.shape[0])
         res, dense, offset, rows = _level_of(levels, level)
-        row, weight, f = _level_corners(points[i], res, dense, offset, rows)
-        g = grad_features[i, level]
-        for c in range(CORNERS):
-            wp.atomic_add(grad_table, row[c], weight[c] * g)
+        held = _vec8i()
+        acc = corner_rows()  # the run's gradient of each corner's row
+        for i in range(first, last):
+            row, weight, f = _level_corners(points[i], res, dense, offset, rows)
+            if i > first and not _same_rows(row, held):
+                for c in range(CORNERS):
+                    wp.atomic_add(grad_table, held[c], acc[c])
+                acc = corner_rows()
+            held = row
+            acc += wp.outer(weight, grad_features[i, level])
+        if last > first:
+            for c in range(CORNERS):
+                wp.atomic_add(grad_table, held[c], acc[c])
 
     @no_type_check  # Warp parameter types are not Python type hints; keep the jaxtyping checker off them.
     @wp.kernel(module=module, enable_backward=False)
@@ -344,7 +370,8 @@ def _table_gradient(k: _Kernels, levels: Tensor, points: Tensor, grad_out: Tenso
     kernels read (the gradient does not depend on its values)."""
     n, count = points.shape[0], levels.shape[0]
     grad_table = torch.zeros(shape, dtype=torch.float32, device=points.device)
-    kernels.launch_grid(k.table_grad, count, n, [levels, points, grad_out, grad_table], points.device, split="outer")
+    runs = -(-n // TABLE_GRADIENT_RUN)
+    kernels.launch_grid(k.table_grad, count, runs, [levels, points, grad_out, grad_table], points.device, split="outer")
     return grad_table
 
 

@@ -206,6 +206,30 @@ def test_table_gradient_only(device):
     torch.testing.assert_close(grid.table.grad, table.grad, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("config", [SMALL, EIGHT, dataclasses.replace(SMALL, log2_table_size=4)])
+def test_table_gradient_of_ray_samples(config, device):
+    """A ray's samples come one after another and share cells on the coarse levels, where the table's gradient adds
+    a run of them up before adding into the table (hashgrid.TABLE_GRADIENT_RUN): the reference's gradient whatever
+    the runs (rays of 1 to 40 samples, some leaving the cube, a point count no multiple of a run, hashed levels of
+    16 rows whose cells share rows)."""
+    gen = torch.Generator().manual_seed(7)
+    lengths = torch.randint(1, 41, (40,), generator=gen)
+    origins = torch.rand(40, 3, generator=gen) * 1.2 - 0.1
+    directions = torch.nn.functional.normalize(torch.randn(40, 3, generator=gen), dim=-1)
+    ray = torch.repeat_interleave(torch.arange(40), lengths)
+    t = torch.cat([torch.arange(k) * 0.013 for k in lengths.tolist()])
+    x = origins[ray] + t[:, None] * directions[ray]
+    assert len(x) % 16 != 0
+    cells = torch.floor(x.clamp(0, 1) * config.base_resolution).clamp(max=config.base_resolution - 1)
+    assert (cells[1:] == cells[:-1]).all(-1).float().mean() > 0.8  # the coarsest level's runs: what is tested
+    weights = torch.randn(len(x), config.levels * config.features_per_level, generator=gen).to(device)
+    grid, x = random_grid(config, device), x.to(device)
+    (grid(x) * weights).sum().backward()
+    table = grid.table.detach().clone().requires_grad_()
+    (torch_hash_grid(x, table, config) * weights).sum().backward()
+    torch.testing.assert_close(grid.table.grad, table.grad, atol=1e-5, rtol=1e-5)
+
+
 def test_float64_points_get_float64_gradients(device):
     grid = random_grid(SMALL, device)
     x = torch.rand(50, 3, dtype=torch.float64, device=device, requires_grad=True)
