@@ -41,11 +41,11 @@ import torch
 import warp as wp
 from torch import nn
 from torch.optim.optimizer import register_optimizer_step_post_hook
-from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_modes
 from torch.utils._pytree import tree_leaves
 
 from headfields.device_paths import cuda_paths
-from headfields.encoders import HashGrid
+from headfields.encoders import HashGrid, hashgrid
 from headfields.models.registry import MODELS
 from headfields.synthetic import SyntheticVideoConfig, synthetic_subject
 from headfields.training import train
@@ -126,6 +126,30 @@ class RowCounter:
         return count
 
 
+class TableAdds:
+    """The rows the hash grids' table gradients add into while ``on`` (``hashgrid._table_gradient``'s kernel: a thread
+    adds up a run of ``TABLE_GRADIENT_RUN`` consecutive points of a level and adds its cell's 8 corner rows when the
+    cell changes), and the rows a thread a point and level would add (8 each): each add is a row of atomic adds on a
+    GPU. Cells stand for the 8 rows (they differ together but for a hash collision of all 8)."""
+
+    def __init__(self):
+        self.on, self.adds, self.point_adds = False, 0, 0
+        self.code = inspect.unwrap(hashgrid._table_gradient).__code__
+
+    def hook(self, frame, event, arg) -> None:
+        if event != "call" or frame.f_code is not self.code or not self.on:
+            return
+        levels, points = frame.f_locals["levels"], frame.f_locals["points"]
+        with torch._C.DisableTorchFunction(), _disable_current_modes():  # the other counters' modes: not the step's
+            resolution = levels[:, 0, None, None].to(points.dtype)
+            cells = torch.minimum(torch.floor(points.clamp(0, 1) * resolution), resolution - 1)  # [levels, N, 3]
+            changes = (cells[:, 1:] != cells[:, :-1]).any(-1)
+            runs_start = torch.arange(1, points.shape[0], device=points.device) % hashgrid.TABLE_GRADIENT_RUN == 0
+            adds = int((changes | runs_start).sum()) + levels.shape[0] * min(points.shape[0], 1)
+        self.adds += hashgrid.CORNERS * adds
+        self.point_adds += hashgrid.CORNERS * levels.shape[0] * points.shape[0]
+
+
 def build(name: str, recipe: str, log2_table_size: int, resolution: int, overrides: dict | None = None):
     """The model and its subject: the recipe with a smaller hash table and ``overrides``, on a small synthetic video."""
     entry = MODELS[name]
@@ -161,7 +185,7 @@ def anatomy(
         entry.training_defaults(recipe), **budget, max_iterations=warmup + steps + 1, max_minutes=None, eval_every=0,
         checkpoint_every=0, log_every=10**9,
     )  # fmt: skip
-    rows = RowCounter(model)
+    rows, table_adds = RowCounter(model), TableAdds()
     trained: list = []
     training_step = model.training_step
 
@@ -199,15 +223,18 @@ def anatomy(
         counters["watch"].__enter__()
         counters["graphed"] = running(_Loop.ray_step, graphed)  # what TrainingConfig.cuda_graph captures
         counters["graphed"].__enter__()
+        counters["table_adds"] = profiled(table_adds.hook)
+        counters["table_adds"].__enter__()
         counters["spy"].__enter__()
         counters["replay"].__enter__()
         counters["ops"].__enter__()
-        rows.on = True
+        rows.on = table_adds.on = True
 
     def close_counters() -> None:
-        rows.on = False
+        rows.on = table_adds.on = False
         counters["ops"].__exit__(None, None, None)
         counters["replay"].__exit__(None, None, None)
+        counters["table_adds"].__exit__(None, None, None)
         counters["graphed"].__exit__(None, None, None)
         counters["watch"].__exit__(None, None, None)
         counters["spy"].__exit__(None, None, None)
@@ -290,6 +317,8 @@ def anatomy(
             for phase in ("step", "refresh")
             for kind in ("deformer", "hash grid")
         },
+        "table_adds_per_trained_sample": None if not trained_total else table_adds.adds / trained_total,
+        "table_adds_per_trained_sample_a_point_a_thread": None if not trained_total else table_adds.point_adds / trained_total,
         "wall_ms": 1e3 * statistics.median(state["times"]) if state["times"] else None,
         "top_operations": Counter(sum((Counter(s["by_operation"]) for s in counted), Counter())).most_common(),
         "sites": sorted({line for s in counted for line in s["sites"].splitlines()}),
@@ -321,6 +350,9 @@ def print_figures(f: dict) -> None:
         step, refresh = f[f"{kind}_rows_per_trained_sample"], f[f"{kind}_rows_per_trained_sample_in_refresh"]
         label = f"{kind.replace('_', '-')} rows per trained sample:"
         print(f"  {label:<42}{step:.2f} in the step, {refresh:.2f} more in the occupancy refresh")
+    if f["table_adds_per_trained_sample"]:
+        print(f"  table-gradient row adds per trained sample: {f['table_adds_per_trained_sample']:.1f} "
+              f"({f['table_adds_per_trained_sample_a_point_a_thread']:.1f} a point a thread)")  # fmt: skip
     if f["wall_ms"] is not None:
         print(f"  wall ms a step here (CPU, CUDA's paths):  {f['wall_ms']:,.0f}")
     print("  operations of the counted steps, most first: " + ", ".join(f"{n} {c}" for n, c in f["top_operations"]))

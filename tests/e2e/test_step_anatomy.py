@@ -13,6 +13,7 @@ from tiny_configs import TINY_PAPER_STEP
 OPERATIONS = 274  # torch operations that do work, a step (median of the 4; 270 measured)
 EAGER_OPERATIONS = 6  # of them, outside what TrainingConfig.cuda_graph captures (5 measured)
 WARP_LAUNCHES = 10  # issue 78's ceiling: early termination's count and compaction are two of them
+TABLE_ADDS = 0.15  # the table gradient's row adds against a thread a point and level's (0.095; at 2^14 and INSTA's grid 0.51)
 ROWS = 6.0  # deformer rows per trained sample in the step's passes: the march's slots, padding included (5.42; at
 # 2^18 samples and the paper's grid, 1.28)
 
@@ -58,6 +59,12 @@ def test_insta_evaluates_each_trained_sample_no_more_often_than_today(figures):
     step, refresh = figures["deformer_rows_per_trained_sample"], figures["deformer_rows_per_trained_sample_in_refresh"]
     assert 1 < step <= ROWS and 0 < refresh
     assert figures["hash_grid_rows_per_trained_sample"] == step  # INSTA encodes what it deforms, once each
+
+
+def test_insta_s_table_gradient_adds_a_ray_s_samples_up_before_the_table(figures):
+    # a thread a point and level adds its cell's 8 corner rows; a run of a ray's samples in one cell adds them once
+    adds, a_point_a_thread = figures["table_adds_per_trained_sample"], figures["table_adds_per_trained_sample_a_point_a_thread"]
+    assert 0 < adds <= TABLE_ADDS * a_point_a_thread, (adds, a_point_a_thread)
 
 
 def test_the_operation_counter_counts_kernels_not_views_and_tells_shapes_apart(tool_script):
