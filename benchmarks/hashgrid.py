@@ -16,6 +16,10 @@ their ratio. The PyTorch reference (``headfields.encoders.hashgrid_reference``, 
 checks the kernels against): its features and table gradient are compared with the Warp ones before timing (with
 ``--table-dtype float16`` the reference gets the table rounded to float16, which is what the Warp kernels read).
 
+First, each grid's table gradient alone: the kernel's runs of consecutive points against a thread a point and level
+(``table_gradient_runs``: on a GPU, where each of those threads adds into the table with atomics, the figure that
+says what the runs buy).
+
 On the CPU the forward of a grid of up to ``hashgrid_lanes.MAX_FEATURES`` features a level runs in SIMD lanes
 (``headfields.backends.cpu.hashgrid_lanes``), as every caller's does; which CPU kernel encodes is the library's choice,
 and the benchmark times what a user gets.
@@ -33,7 +37,7 @@ from collections.abc import Callable
 
 import torch
 
-from headfields.encoders import HashGrid, HashGridConfig
+from headfields.encoders import HashGrid, HashGridConfig, hashgrid
 from headfields.encoders.hashgrid_reference import reference_hash_grid
 from headfields.kernels import num_cpu_threads
 from headfields.models.insta import INSTA_HASH_GRID
@@ -96,6 +100,37 @@ def check(grid: HashGrid, ref_table: torch.Tensor, x: torch.Tensor, weights: tor
     print(f"check on {x.shape[0]} points: max |features diff| {feature_err:.2e}, max |table grad diff| {grad_err:.2e}")
 
 
+def table_gradient_runs(config: HashGridConfig, points: int, repeats: int, device: torch.device, gen: torch.Generator) -> None:
+    """The table's gradient alone, as the kernel runs it (a thread adds up ``TABLE_GRADIENT_RUN`` consecutive points of
+    a level before adding into the table) against a thread a point and level (run 1, the kernel before), on a ray's
+    samples (64 a ray from points in the cube's middle, at instant-ngp's smallest step, sqrt(3) / 1024) and on random
+    points; the two gradients are compared first."""
+    rays = max(points // 64, 1)
+    origins = (torch.rand(rays, 3, generator=gen) * 0.6 + 0.2)[:, None]
+    directions = torch.nn.functional.normalize(torch.randn(rays, 3, generator=gen), dim=-1)[:, None]
+    steps = (torch.arange(64) * (3**0.5 / 1024))[None, :, None]
+    layouts = {
+        "a ray's samples": (origins + steps * directions).reshape(-1, 3).clamp(0, 1),
+        "random": torch.rand(rays * 64, 3, generator=gen),
+    }
+    grid = HashGrid(config).to(device)
+    k, levels, shape = hashgrid._kernels(config.features_per_level, config.table_dtype), grid.level_table, grid.table.shape
+    grad = torch.randn(rays * 64, config.levels, config.features_per_level, generator=gen).to(device)
+    run = hashgrid.TABLE_GRADIENT_RUN
+    for layout, x in layouts.items():
+        x = x.to(device)
+        gradients = [hashgrid._table_gradient(k, levels, x, grad, shape, r) for r in (run, 1)]
+        err = float((gradients[0] - gradients[1]).abs().max())
+        seconds = [
+            median_seconds(lambda r=r, x=x: hashgrid._table_gradient(k, levels, x, grad, shape, r), repeats, device)
+            for r in (run, 1)
+        ]
+        print(
+            f"  table gradient, {layout}: a run of {run} {1e3 * seconds[0]:.2f} ms, a point a thread {1e3 * seconds[1]:.2f} ms, "
+            f"{seconds[1] / seconds[0]:.2f}x (max |gradient diff| {err:.1e})"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--points", type=int, default=2**18)
@@ -124,6 +159,10 @@ def main() -> None:
             warp_s = median_seconds(warp_fn, args.repeats, device)
             torch_s = median_seconds(torch_fn, args.repeats, device)
             rows.append((label, name, warp_s, torch_s))
+    for key in args.grids:
+        label, config = GRIDS[key]
+        print(f"{label}, {x.shape[0]} points:")
+        table_gradient_runs(dataclasses.replace(config, table_dtype=args.table_dtype), x.shape[0], args.repeats, device, gen)
     print(f"\n{'grid':<13} {'pass':<36} {'Warp Mpts/s':>12} {'PyTorch Mpts/s':>15} {'speed-up':>9}")
     n = args.points / 1e6
     for label, name, warp_s, torch_s in rows:

@@ -128,7 +128,7 @@ class RowCounter:
 
 class TableAdds:
     """The rows the hash grids' table gradients add into while ``on`` (``hashgrid._table_gradient``'s kernel: a thread
-    adds up a run of ``TABLE_GRADIENT_RUN`` consecutive points of a level and adds its cell's 8 corner rows when the
+    adds up a run of ``run`` consecutive points of a level and adds its cell's 8 corner rows when the
     cell changes), and the rows a thread a point and level would add (8 each): each add is a row of atomic adds on a
     GPU. Cells stand for the 8 rows (they differ together but for a hash collision of all 8)."""
 
@@ -144,7 +144,7 @@ class TableAdds:
             resolution = levels[:, 0, None, None].to(points.dtype)
             cells = torch.minimum(torch.floor(points.clamp(0, 1) * resolution), resolution - 1)  # [levels, N, 3]
             changes = (cells[:, 1:] != cells[:, :-1]).any(-1)
-            runs_start = torch.arange(1, points.shape[0], device=points.device) % hashgrid.TABLE_GRADIENT_RUN == 0
+            runs_start = torch.arange(1, points.shape[0], device=points.device) % frame.f_locals["run"] == 0
             adds = int((changes | runs_start).sum()) + levels.shape[0] * min(points.shape[0], 1)
         self.adds += hashgrid.CORNERS * adds
         self.point_adds += hashgrid.CORNERS * levels.shape[0] * points.shape[0]

@@ -261,13 +261,14 @@ def _kernels(features: int, table_dtype: str) -> _Kernels:
         points: wp.array(dtype=wp.vec3),
         grad_features: wp.array2d(dtype=vec),  # [N, levels]
         grad_table: wp.array(dtype=vec),  # [rows]
+        run: int,  # TABLE_GRADIENT_RUN (1: a thread a point and level)
         level0: int,
         run0: int,
     ):
         lv, j = wp.tid()
         level = level0 + lv
-        first = (run0 + j) * TABLE_GRADIENT_RUN
-        last = wp.min(first + TABLE_GRADIENT_RUN, points.shape[0])
+        first = (run0 + j) * run
+        last = wp.min(first + run, points.shape[0])
         res, dense, offset, rows = _level_of(levels, level)
         held = _vec8i()
         acc = corner_rows()  # the run's gradient of each corner's row
@@ -365,13 +366,17 @@ class _HashGridFunction(torch.autograd.Function):
         return grad_points, grad_table, None, None
 
 
-def _table_gradient(k: _Kernels, levels: Tensor, points: Tensor, grad_out: Tensor, shape: torch.Size) -> Tensor:
+def _table_gradient(
+    k: _Kernels, levels: Tensor, points: Tensor, grad_out: Tensor, shape: torch.Size, run: int = TABLE_GRADIENT_RUN
+) -> Tensor:
     """The table's gradient from the features' ``grad_out [N, levels, features]``: float32 whatever the table the
-    kernels read (the gradient does not depend on its values)."""
+    kernels read (the gradient does not depend on its values). ``run``: consecutive points a thread adds up (1: a
+    thread a point, for benchmarks/hashgrid.py's comparison)."""
     n, count = points.shape[0], levels.shape[0]
     grad_table = torch.zeros(shape, dtype=torch.float32, device=points.device)
-    runs = -(-n // TABLE_GRADIENT_RUN)
-    kernels.launch_grid(k.table_grad, count, runs, [levels, points, grad_out, grad_table], points.device, split="outer")
+    runs = -(-n // run)
+    shared = [levels, points, grad_out, grad_table, run]
+    kernels.launch_grid(k.table_grad, count, runs, shared, points.device, split="outer")
     return grad_table
 
 

@@ -10,7 +10,7 @@ set -u
 START=$(date +%s); DEADLINE=${1:-540}; OUT=${OUT:-outputs/gpu_kit}; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 VIDEO=outputs/gpu_kit/video512
-STEPS=${STEPS:-unit video insta_profile insta_train insta_graph graph_probe tests gaussian_train gaussians_bench gsplat_test cuda_suite}
+STEPS=${STEPS:-unit hashgrid video insta_profile insta_train insta_graph graph_probe tests gaussian_train gaussians_bench gsplat_test cuda_suite}
 left() { echo $((DEADLINE - $(date +%s) + START)); }
 step() {  # step NAME LIMIT_SECONDS COMMAND...
   local name=$1 limit=$2; shift 2
@@ -28,7 +28,10 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 python3 -c "import torch; print('torch', torch.__version__)"
 
 want unit && step unit 90 python3 -m pytest -q -p no:cacheprovider -k cuda \
-  tests/unit/training/test_optimizer.py tests/unit/training/test_step_graph.py tests/unit/renderers/test_scan.py tests/unit/renderers/test_compositing.py tests/unit/renderers/test_occupancy.py
+  tests/unit/training/test_optimizer.py tests/unit/training/test_step_graph.py tests/unit/encoders/test_hashgrid.py tests/unit/renderers/test_scan.py tests/unit/renderers/test_compositing.py tests/unit/renderers/test_occupancy.py
+
+# Issue 78's table gradient: a run of a ray's samples a thread against a thread a point (its atomics), on INSTA's grid.
+want hashgrid && TAIL=8 step hashgrid 60 python3 benchmarks/hashgrid.py --device cuda --grids insta --repeats 5
 
 want tests && step tests 150 python3 -m pytest -q -p no:cacheprovider -k cuda \
   tests/unit/renderers/test_gaussian_rasterizer.py tests/unit/renderers/test_gaussian_blocks.py tests/unit/deformers/test_gaussian_binding.py \
