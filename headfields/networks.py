@@ -54,17 +54,20 @@ __all__ = [
 SOFTPLUS_THRESHOLD = 20.0
 
 
-_products = threading.local()  # .dtype: the products' dtype inside reduced_precision() on this thread
+_products = threading.local()  # .dtype, .autograd: reduced_precision()'s on this thread
 
 
 @contextmanager
-def reduced_precision(dtype: torch.dtype = torch.bfloat16) -> Iterator[None]:
+def reduced_precision(dtype: torch.dtype = torch.bfloat16, autograd: bool = False) -> Iterator[None]:
     """Inside the block (this thread only), the ``reducible`` MLPs (and ``linear(..., reducible=True)``) evaluated
     without autograd run their products with inputs and weights in ``dtype`` (bfloat16, summed in float32): on the CPU
     where oneDNN has them (:func:`~headfields.backends.cpu.onednn.bfloat16_products`), on a CUDA GPU that has them
-    (compute capability 8 on); autograd, other devices, torch without oneDNN and CPUs or GPUs without
+    (compute capability 8 on); other devices, torch without oneDNN and CPUs or GPUs without
     bfloat16 products keep float32. The inference renderer's
-    callers measure what it changes in their images (docs/results.md, "INSTA's 512² frame").
+    callers measure what it changes in their images (docs/results.md, "INSTA's 512² frame"). With ``autograd``
+    (training: ``TrainingConfig.precision``), also those autograd records, by torch's products: the gradients pass the
+    casts back to the float32 weights, which the optimiser updates (tiny-cuda-nn trains its half-precision MLPs from
+    float32 master weights the same way).
 
     ```python
     with torch.no_grad(), reduced_precision():
@@ -73,21 +76,26 @@ def reduced_precision(dtype: torch.dtype = torch.bfloat16) -> Iterator[None]:
     """
     if dtype != torch.bfloat16:
         raise ValueError(f"dtype: expected torch.bfloat16 (oneDNN's reduced-precision products), got {dtype}")
-    outer = getattr(_products, "dtype", None)
-    _products.dtype = dtype
+    if not isinstance(autograd, bool):
+        raise TypeError(f"autograd: expected True or False, got {autograd!r}")
+    outer = getattr(_products, "dtype", None), getattr(_products, "autograd", False)
+    _products.dtype, _products.autograd = dtype, autograd
     try:
         yield
     finally:
-        _products.dtype = outer
+        _products.dtype, _products.autograd = outer
 
 
 PRECISIONS = ("float32", "bfloat16")  # what products_in takes: the commands' --precision
 
 
-def products_in(precision: str) -> contextlib.AbstractContextManager:
+def products_in(precision: str, autograd: bool = False) -> contextlib.AbstractContextManager:
     """The block in which the reducible MLPs' products run in ``precision``: ``"float32"`` (nothing changes) or
-    ``"bfloat16"`` (:func:`reduced_precision`); the viewer's and ``render``'s ``--precision``."""
-    return contextlib.nullcontext() if check_precision(precision) == "float32" else reduced_precision(torch.bfloat16)
+    ``"bfloat16"`` (:func:`reduced_precision`, with ``autograd`` those autograd records too); the viewer's and
+    ``render``'s ``--precision``, and training's (``TrainingConfig.precision``)."""
+    if check_precision(precision) == "float32":
+        return contextlib.nullcontext()
+    return reduced_precision(torch.bfloat16, autograd)
 
 
 def check_precision(precision: str) -> str:
@@ -100,7 +108,9 @@ def check_precision(precision: str) -> str:
 def _product_dtype(x: Tensor, reducible: bool) -> torch.dtype | None:
     """The reduced dtype the products of a ``reducible`` layer take on ``x`` here (None: ``x``'s own)."""
     dtype = getattr(_products, "dtype", None)
-    if not reducible or dtype is None or torch.is_grad_enabled() or x.dtype != torch.float32:
+    if not reducible or dtype is None or x.dtype != torch.float32:
+        return None
+    if torch.is_grad_enabled() and not _products.autograd:
         return None
     if not takes_cuda_path(x.device):
         return dtype if onednn.bfloat16_products() else None
@@ -131,6 +141,8 @@ def linear(
     ```
     """
     reduced = _product_dtype(x, reducible)
+    if reduced is not None and torch.is_grad_enabled():  # training's bfloat16 products: torch's, through the casts
+        return F.linear(x.to(reduced), weight.to(reduced), None if bias is None else bias.to(reduced)).to(x.dtype)
     if onednn.fits(x, weight, bias):  # the CPU's float32 products (and its bfloat16 ones): oneDNN's
         return onednn.linear(x, weight, bias, reduced)
     if reduced is not None:  # a GPU's bfloat16 products, a float32 result
@@ -152,7 +164,7 @@ class Mlp(nn.Sequential):
     of a pass over memory per layer and per ReLU (3-4x on INSTA's 64-wide MLPs, measured when it landed, 3def6f0). The
     values are the layer-by-layer ones (the same products, block for block); with autograd, or with any other layer
     or input, it is ``nn.Sequential``'s forward. ``reducible`` (slices keep it): bfloat16 products inside
-    :func:`reduced_precision`."""
+    :func:`reduced_precision` (with autograd, inside ``reduced_precision(autograd=True)``, layer by layer)."""
 
     reducible = False
 
@@ -163,10 +175,10 @@ class Mlp(nn.Sequential):
         return part
 
     def forward(self, x: Tensor) -> Tensor:
-        if torch.is_grad_enabled():
-            return super().forward(x)
         reduced = _product_dtype(x, self.reducible)
-        cpu = not takes_cuda_path(x.device)
+        if torch.is_grad_enabled() and reduced is None:
+            return super().forward(x)
+        cpu = not takes_cuda_path(x.device) and not torch.is_grad_enabled()  # oneDNN's blocks: no autograd
         fused = self._fused_plan(x) if cpu or reduced is not None else None  # a GPU's plan: its bfloat16 products
         if fused is None:
             return super().forward(x)

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from ..checks import check_count, check_positive
+from ..networks import check_precision
 
 __all__ = ["CHECKPOINT_NAME", "CONFIG_NAME", "LOG_NAME", "TrainingConfig"]
 
@@ -50,6 +51,10 @@ class TrainingConfig:
     # one launch a step where there were hundreds. The model says what its step decides by the step number
     # (graph_phase: INSTA); a capture that fails leaves the run eager, with a warning.
     cuda_graph: bool = False
+    # The products of the fields' density and colour MLPs (networks.products_in) in a training step: "bfloat16" runs
+    # them, forward and backward, in bfloat16 from the float32 weights (tiny-cuda-nn trains INSTA's MLPs in half
+    # precision), where the device has bfloat16 products; deformations and SDFs stay float32.
+    precision: Literal["float32", "bfloat16"] = "float32"
     frames_per_batch: int | None = None  # each batch draws its rays from this many random frames (None: all)
     balance_views: bool = False  # draw rays evenly from the model's view bins (``model.view_bins(frames)``)
     eval_every: int = 1000  # iterations between held-out evaluations (0: only at the end)
@@ -105,6 +110,7 @@ class TrainingConfig:
             raise TypeError(f"cuda_graph: expected True or False, got {self.cuda_graph!r}")
         if self.cuda_graph and not self.fixed_shapes:
             raise ValueError("cuda_graph: expected fixed_shapes too (a graph replays one shape), got fixed_shapes=False")
+        check_precision(self.precision)
         if self.frames_per_batch is not None:
             check_count("frames_per_batch", self.frames_per_batch, 1)
             if self.balance_views:

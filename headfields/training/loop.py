@@ -20,6 +20,7 @@ from ..backends.cpu.process_tuning import process_tuning
 from ..checks import trusted_values
 from ..data import FrameSet
 from ..heads import tracked_head
+from ..networks import products_in
 from ..outputs import atomic_path, write_atomic
 from ..progress import Progress, format_seconds
 from . import distributed
@@ -374,7 +375,7 @@ class _Loop:
         if self.ranks > 1:
             share = rays // self.ranks
             batch = batch.slice(self.rank * share, (self.rank + 1) * share)
-        with trusted_values():  # the loop's own batch: checked where it was drawn, not again in every layer
+        with trusted_values(), products_in(c.precision, autograd=True):  # the batch: checked where it was drawn
             result = self.step_fn(batch, self.step)
         finite = None
         if c.fixed_shapes:  # read later; meanwhile a non-finite loss's gradients are zeroed on the device

@@ -321,6 +321,40 @@ def test_reduced_precision_runs_the_products_in_bfloat16_without_autograd_on_thi
         networks.products_in("float16")
 
 
+def test_reduced_precision_with_autograd_trains_the_float32_weights_through_bfloat16_products(device):
+    """Inside reduced_precision(autograd=True) (training's TrainingConfig.precision) a reducible MLP with autograd
+    runs its products in bfloat16 (the output layer's float32) and its gradients reach the float32 weights: within
+    bfloat16's rounding of the float64 layers' gradients, and not float32's own. An MLP not built reducible, and the
+    block without autograd=True, keep float32's values and gradients to the bit."""
+    torch.manual_seed(3)
+    net, x = mlp(19, 64, 2, 16, reducible=True).to(device), torch.randn(500, 19).to(device)
+    weights = torch.randn(500, 16).to(device)
+    products = onednn.bfloat16_products() if device.type == "cpu" else networks._cuda_bfloat16_products(device.index)
+    if not products:
+        pytest.skip(f"{device.type} has no bfloat16 products here")
+    plain = net(x)
+    plain_grads = torch.autograd.grad((plain * weights).sum(), list(net.parameters()))
+    with networks.reduced_precision():  # autograd's products stay float32 without autograd=True
+        assert torch.equal(net(x), plain)
+    exact_net = mlp(19, 64, 2, 16).to(device)
+    exact_net.load_state_dict(net.state_dict())
+    with networks.reduced_precision(autograd=True):
+        reduced = net(x)
+        assert torch.equal(exact_net(x), plain)  # not reducible
+        grads = torch.autograd.grad((reduced * weights).sum(), list(net.parameters()))
+    exact = _layer_by_layer(net, x)
+    exact_grads = torch.autograd.grad((exact * weights.double()).sum(), list(net.parameters()))
+    assert reduced.dtype == torch.float32 and all(g.dtype == torch.float32 for g in grads)
+    assert (reduced.double() - exact).abs().max() <= 0.02 * exact.abs().max()
+    for g, e in zip(grads, exact_grads, strict=True):
+        assert (g.double() - e).norm() <= 0.05 * e.norm(), float((g.double() - e).norm() / e.norm())
+    # bfloat16's, not float32's (but the output bias's: the sum of its outputs' gradients, whatever the products)
+    assert not any(torch.equal(g, f) for g, f in zip(grads[:-1], plain_grads[:-1], strict=True))
+    assert torch.equal(grads[-1], plain_grads[-1])
+    with raises_naming("autograd"), networks.reduced_precision(autograd=1):
+        pass
+
+
 def test_mlp_with_other_layers_or_input_runs_them_one_by_one():
     torch.manual_seed(1)
     net = networks.Mlp(Linear(5, 8), Softplus(), Linear(8, 2))
