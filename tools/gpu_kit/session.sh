@@ -10,7 +10,7 @@ set -u
 START=$(date +%s); DEADLINE=${1:-540}; OUT=${OUT:-outputs/gpu_kit}; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 VIDEO=outputs/gpu_kit/video512
-STEPS=${STEPS:-unit hashgrid video insta_profile insta_train insta_graph graph_probe tests gaussian_train gaussians_bench gsplat_test cuda_suite}
+STEPS=${STEPS:-unit hashgrid video insta_profile insta_train insta_graph insta_bf16 graph_probe tests gaussian_train gaussians_bench gsplat_test cuda_suite}
 left() { echo $((DEADLINE - $(date +%s) + START)); }
 step() {  # step NAME LIMIT_SECONDS COMMAND...
   local name=$1 limit=$2; shift 2
@@ -28,7 +28,7 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 python3 -c "import torch; print('torch', torch.__version__)"
 
 want unit && step unit 90 python3 -m pytest -q -p no:cacheprovider -k cuda \
-  tests/unit/training/test_optimizer.py tests/unit/training/test_step_graph.py tests/unit/encoders/test_hashgrid.py tests/unit/renderers/test_scan.py tests/unit/renderers/test_compositing.py tests/unit/renderers/test_occupancy.py
+  tests/unit/training/test_optimizer.py tests/unit/training/test_step_graph.py tests/unit/encoders/test_hashgrid.py tests/unit/core/test_networks.py tests/unit/renderers/test_scan.py tests/unit/renderers/test_compositing.py tests/unit/renderers/test_occupancy.py
 
 # Issue 78's table gradient: a run of a ray's samples a thread against a thread a point (its atomics), on INSTA's grid.
 want hashgrid && TAIL=8 step hashgrid 60 python3 benchmarks/hashgrid.py --device cuda --grids insta --repeats 5
@@ -54,6 +54,12 @@ want insta_graph && step insta_graph 150 python3 -W always::RuntimeWarning -m he
   --fixed-shapes True --cuda-graph True --max-minutes 1 --eval-every 0 --eval-frames 2 --budget training
 want insta_graph && grep -E '"(psnr|iterations|train_seconds)"' outputs/gpu_kit/insta_graph/metrics.json
 want insta_graph && grep -i "cuda_graph" "$OUT/insta_graph.log" | head -3
+
+# The same minute with the fields' MLPs in bfloat16 products (TrainingConfig.precision): it/s, and held-out PSNR
+want insta_bf16 && step insta_bf16 150 python3 -m headfields train insta --device cuda --data "$VIDEO" \
+  --out outputs/gpu_kit/insta_bf16 --recipe paper --samples-per-batch 262144 --early-stop 1e-4 --fixed-shapes True \
+  --precision bfloat16 --max-minutes 1 --eval-every 0 --eval-frames 2 --budget training
+want insta_bf16 && grep -E '"(psnr|iterations|train_seconds)"' outputs/gpu_kit/insta_bf16/metrics.json
 
 # Issue 78's CUDA graph: INSTA's step past the grid's warm-up captured as the loop runs it, then prepared (the loop's
 # generator registered, Adam capturable); each prints whether it held and, if not, the library line that stopped it
