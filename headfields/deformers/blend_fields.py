@@ -29,7 +29,9 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
+from .. import kernels
 from ..checks import check_count, check_float
+from ..device_paths import takes_cuda_path
 from ..encoders.frequency import MAX_FREQUENCIES, FrequencyEncoding
 from ..encoders.hashgrid import HashGrid, HashGridConfig
 from ..networks import mlp
@@ -201,21 +203,29 @@ class BlendFieldDeformer(Deformer):
         """
         if condition is not None:
             check_float("condition", condition, [x.shape[0], self.condition_dim], device=x.device)
+        # On CUDA's paths nothing is read back: the networks see every point (the window is 0 outside the box, so
+        # those stay where they are, exactly) and the mapping every frame of the head (a few rows). The CPU's own
+        # paths skip the points outside and map the frames present (their read-backs cost nothing there).
+        gpu = takes_cuda_path(x.device)
         inside = None  # the points the basis displaces: all of them, or those in the box
         if self.config.outside == "identity":
             check_float("x", x, [None, 3], device=self.bounds.device)
-            lo, hi = self.bounds.to(x.dtype)
-            inside = ((x > lo) & (x < hi)).all(dim=-1).nonzero().squeeze(-1)
+            if not gpu:
+                lo, hi = self.bounds.to(x.dtype)
+                inside = ((x > lo) & (x < hi)).all(dim=-1).nonzero().squeeze(-1)
         picked = x if inside is None else x[inside]
         if condition is None:  # one mapping per frame, not per sample: a batch holds a few frames' samples
             frame = frame if inside is None else frame[inside]
-            frames, inverse = torch.unique(frame, return_inverse=True)
+            if gpu:
+                frames, inverse = kernels.row_numbers(head.num_frames, x.device), frame
+            else:
+                frames, inverse = torch.unique(frame, return_inverse=True)
             # In the points' dtype: a float64 head does not turn float32 samples into float64.
             coefficients = self.coefficients(self.head_condition(head, frames).to(x.dtype))[inverse]
         else:
             coefficients = self.coefficients(condition if inside is None else condition[inside])
         offset = _blend(coefficients, self.basis(picked))
-        if inside is not None:
+        if self.config.outside == "identity":
             offset = offset * self.window(picked)[:, None].to(offset.dtype)
         points = x.to(torch.promote_types(x.dtype, offset.dtype))
         points = points + offset if inside is None else points.index_add(0, inside, offset.to(points.dtype))

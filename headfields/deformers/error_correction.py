@@ -34,7 +34,7 @@ from jaxtyping import Float, Int
 from torch import Tensor, nn
 
 from ..checks import IntLike, check_count, check_float, check_frame, check_int, check_positive
-from ..encoders.frequency import FrequencyEncoding, frequency_window
+from ..encoders.frequency import FrequencyEncoding, frequency_window, window_bands
 from ..networks import mlp, mlp_trunk
 from ..parametric import Head
 from .base import Canonical, Deformer
@@ -198,6 +198,9 @@ class ErrorCorrectionField(Deformer):
         self.config = config = config if config is not None else ErrorCorrectionConfig()
         self.step = 0
         self.encoding = FrequencyEncoding(3, config.num_frequencies)
+        # The coarse-to-fine window's band weights at the step (set_step), kept on the device in the parameters' dtype
+        # (a module's dtype moves it with them): each pass reads it as it is.
+        self.register_buffer("bands", window_bands(self.window, config.num_frequencies).float(), persistent=False)
         self.latent = nn.Embedding(self.num_frames, config.latent_dim)
         nn.init.normal_(self.latent.weight, std=LATENT_INIT_STD)
         width = self.encoding.out_dim + config.latent_dim
@@ -212,6 +215,8 @@ class ErrorCorrectionField(Deformer):
     def set_step(self, step: int) -> None:
         """The training step: sets the coarse-to-fine window and whether the field is on (``step >= start_step``)."""
         self.step = check_count("step", step, 0)
+        with torch.no_grad():  # once a step, on the device: the passes read the buffer (no copy from the host each)
+            self.bands.copy_(window_bands(self.window, self.config.num_frequencies, self.bands.device))
 
     @property
     def window(self) -> float:
@@ -242,7 +247,7 @@ class ErrorCorrectionField(Deformer):
         param_dtype = self.latent.weight.dtype
         dtype = torch.promote_types(x.dtype, param_dtype)
         features = torch.cat(
-            [self.encoding(x.to(param_dtype) / self.config.length_scale, window=self.window), self.latent(frame)], dim=-1
+            [self.encoding(x.to(param_dtype) / self.config.length_scale, bands=self.bands), self.latent(frame)], dim=-1
         )
         hidden = self.trunk(features)
         omega = self.rotation_head(hidden).to(dtype)

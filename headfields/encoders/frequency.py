@@ -31,6 +31,15 @@ def window_weights(window: float, num_frequencies: int) -> list[float]:
     return [(1.0 - math.cos(math.pi * min(max(alpha - k, 0.0), 1.0))) / 2.0 for k in range(num_frequencies)]
 
 
+def window_bands(window: float, num_frequencies: int, device: torch.device | str = "cpu") -> Float[Tensor, " K"]:
+    """:func:`window_weights` as a float64 tensor, computed on ``device`` (nothing copied from the host): for a
+    module that keeps them in a buffer, set once a step, which :meth:`FrequencyEncoding.forward` then reads."""
+    num_frequencies = check_count("num_frequencies", num_frequencies, 0, MAX_FREQUENCIES)
+    alpha = _check_window(window, num_frequencies)
+    k = torch.arange(num_frequencies, dtype=torch.float64, device=device)
+    return (1.0 - torch.cos(math.pi * (alpha - k).clamp(0.0, 1.0))) / 2.0
+
+
 def frequency_window(step: int, num_frequencies: int, ramp_steps: int, start_step: int = 0) -> float:
     """The window ``α`` at training ``step``: 0 until ``start_step``, then growing linearly to
     ``num_frequencies`` over ``ramp_steps`` steps, then held (Nerfies' schedule; MonoAvatar: 0 → 6 bands over
@@ -74,12 +83,19 @@ class FrequencyEncoding(nn.Module):
         self.register_buffer("phase_rates", rates.reshape(-1).clone(), persistent=False)
         self.register_buffer("phase_shift", shift.reshape(-1), persistent=False)
 
-    def forward(self, x: Float[Tensor, "N D"], window: float | None = None) -> Float[Tensor, "N E"]:
+    def forward(
+        self, x: Float[Tensor, "N D"], window: float | None = None, bands: Float[Tensor, " K"] | None = None
+    ) -> Float[Tensor, "N E"]:
+        """``bands``: the window's weights already on the device (:func:`window_bands`), in place of ``window``."""
         check_float("x", x, [None, self.in_dim], device=self.frequencies.device)
+        if bands is not None:
+            if window is not None:
+                raise ValueError("bands: expected None when a window is given (one or the other), got both")
+            check_float("bands", bands, [self.num_frequencies], device=x.device)
         n, d, waves_per_axis = *x.shape, 2 * self.num_frequencies
         rates = self.phase_rates.to(x.dtype).view(waves_per_axis, d)  # each wave's rate and shift, broadcast over x
         shift = self.phase_shift.to(x.dtype).view(waves_per_axis, d)
-        if not torch.is_grad_enabled() and window is None:
+        if not torch.is_grad_enabled() and window is None and bands is None:
             # Without autograd the phases are written where the output wants them and turned into waves in place:
             # one fresh tensor, not four (x repeated 2K times, the phases, the waves, the concatenation), each
             # page-faulted as it is first written. MonoAvatar's 4,096 offsets a block: 2.4 -> 0.7 ms, the same values.
@@ -93,8 +109,9 @@ class FrequencyEncoding(nn.Module):
             return out
         waves = torch.sin(torch.addcmul(shift, x[:, None, :], rates))  # [N, 2K, D]
         if window is not None:
-            band = torch.tensor(window_weights(window, self.num_frequencies), dtype=x.dtype, device=x.device)
-            waves = waves * band.repeat_interleave(2)[:, None]
+            bands = torch.tensor(window_weights(window, self.num_frequencies), dtype=torch.float64, device=x.device)
+        if bands is not None:
+            waves = waves * bands.to(x.dtype).repeat_interleave(2)[:, None]
         waves = waves.reshape(n, waves_per_axis * d)
         return torch.cat([x, waves], dim=1) if self.include_input else waves
 

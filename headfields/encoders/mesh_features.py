@@ -61,6 +61,7 @@ class _FrameFeatures:
 
     def __init__(self) -> None:
         self.memo: dict | None = None
+        self.frames: Tensor | None = None  # the block's frames, sorted (None: each call finds its own)
 
 
 class MeshFeatureEncoder(nn.Module):
@@ -87,15 +88,20 @@ class MeshFeatureEncoder(nn.Module):
         return other
 
     @contextmanager
-    def reuse_frame_features(self) -> Iterator[None]:
+    def reuse_frame_features(self, frames: Int[Tensor, " R"] | None = None) -> Iterator[None]:
         """Inside the block, this encoder and its siblings compute each frame's vertex features once for a head
-        and grad mode and reuse them (a coarse and a fine pass over the same rays); forgotten on exit."""
-        outer = self._shared.memo
-        self._shared.memo = {} if outer is None else outer
+        and grad mode and reuse them (a coarse and a fine pass over the same rays); forgotten on exit. ``frames``
+        (e.g. the rays' frames): every frame the block's calls will see, found once (one read-back on a GPU);
+        each call then computes the features of all of them and finds its samples' among them on the device
+        (otherwise each call finds its own frames: two read-backs a call)."""
+        outer = self._shared.memo, self._shared.frames
+        self._shared.memo = {} if outer[0] is None else outer[0]
+        if frames is not None:
+            self._shared.frames = torch.unique(frames)  # sorted
         try:
             yield
         finally:
-            self._shared.memo = outer
+            self._shared.memo, self._shared.frames = outer
 
     @classmethod
     def build(
@@ -145,20 +151,26 @@ class MeshFeatureEncoder(nn.Module):
         memo = self._shared.memo
         key = None
         if memo is not None:  # the head object, the frames and the grad mode: a no-grad result must not serve a grad pass
-            key = (id(head), tuple(frames.tolist()), torch.is_grad_enabled())
+            # (the block's frames are one tensor: known without reading them back)
+            known = frames is self._shared.frames
+            key = (id(head), id(frames) if known else tuple(frames.tolist()), torch.is_grad_enabled())
             if key in memo:
-                return memo[key][1:]
+                return memo[key][2:]
         vertices = head.to_joint_frame(self.joint, frames, head.vertices[frames])
         features = self.frame_features(head, frames, vertices)
         mesh = TriangleMesh(vertices, head.faces)
         if memo is not None:
-            memo[key] = (head, mesh, features)  # holding the head keeps its id from being reused in the block
+            memo[key] = (head, frames, mesh, features)  # holding the head (frames) keeps its id from being reused
         return mesh, features
 
     def forward(self, points: Float[Tensor, "N 3"], head: Head, frame: Int[Tensor, " N"]) -> Float[Tensor, "N F"]:
         if points.shape[0] == 0:  # rays that all missed the head (a corner of a large image): no frame to read
             return points.new_zeros(0, self.anchored.out_dim, dtype=self.anchored.mlp0[0].weight.dtype)
-        frames, local = torch.unique(frame, return_inverse=True)
+        frames = self._shared.frames
+        if frames is None:
+            frames, local = torch.unique(frame, return_inverse=True)
+        else:  # the block's frames: each sample's place among them, on the device (its caller's promise: all there)
+            local = torch.searchsorted(frames, frame)
         mesh, features = self._frame_inputs(head, frames)
         return self.anchored(points, mesh, features, local).features
 

@@ -25,7 +25,7 @@ from jaxtyping import Float, Int
 from torch import Tensor, nn
 
 from ..checks import check_count, check_float, check_positive
-from ..geometry import UVRaster, interpolate_uv, rasterize_uv, sample_uv, vertex_uvs
+from ..geometry import UVMisses, UVRaster, interpolate_uv, rasterize_uv, sample_uv, uv_misses, vertex_uvs
 from ..networks import mlp
 from .uv_cnn import UVCodeDecoder, UVCodeDecoderConfig, UVUNet, UVUNetConfig
 
@@ -62,13 +62,22 @@ class _UVLayout(nn.Module):
         self.register_buffer("texel_face", raster.face, persistent=False)
         self.register_buffer("texel_bary", raster.bary, persistent=False)
         self.register_buffer("vertex_uv", vertex_uvs(faces, uv_faces, uvs, num_vertices), persistent=False)
+        # What the layout alone decides, found once rather than read back from the device every step: the covered
+        # texels, the vertices no covered tap reaches and their nearest covered texels.
+        self.register_buffer("covered", raster.covered(), persistent=False)
+        misses = uv_misses(self.vertex_uv, raster.mask)
+        self.register_buffer("miss_vertex", misses.point, persistent=False)
+        self.register_buffer("miss_texel", misses.texel, persistent=False)
 
     @property
     def raster(self) -> UVRaster:
         return UVRaster(face=self.texel_face, bary=self.texel_bary, num_faces=len(self.faces))
 
+    def to_map(self, values: Float[Tensor, "B V C"]) -> Float[Tensor, "B C H W"]:
+        return interpolate_uv(self.raster, values, self.faces, self.covered)
+
     def to_vertices(self, uv_map: Float[Tensor, "B C H W"]) -> Float[Tensor, "B V C"]:
-        return sample_uv(uv_map, self.vertex_uv, self.raster.mask)
+        return sample_uv(uv_map, self.vertex_uv, self.texel_face >= 0, UVMisses(self.miss_vertex, self.miss_texel))
 
 
 def _check_uvs(uvs: Tensor | None, uv_faces: Tensor | None) -> None:
@@ -100,7 +109,7 @@ class DisplacementVertexFeatures(nn.Module):
 
     def forward(self, displacements: Float[Tensor, "B V 3"]) -> Float[Tensor, "B V F"]:
         check_float("displacements", displacements, [None, len(self.layout.vertex_uv), 3], device=self.layout.faces.device)
-        uv_map = interpolate_uv(self.layout.raster, displacements / self.displacement_scale, self.layout.faces)
+        uv_map = self.layout.to_map(displacements / self.displacement_scale)
         return self.layout.to_vertices(self.unet(uv_map))
 
 

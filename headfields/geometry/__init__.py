@@ -18,7 +18,7 @@ from .triangles import (
     triangle_frames,
     vertex_normals,
 )
-from .uv import UVRaster, interpolate_uv, rasterize_uv, sample_uv, vertex_uvs
+from .uv import UVMisses, UVRaster, interpolate_uv, rasterize_uv, sample_uv, uv_misses, vertex_uvs
 
 __all__ = [
     "ClosestPoint",
@@ -28,6 +28,7 @@ __all__ = [
     "SurfaceSamples",
     "TriangleFrames",
     "TriangleMesh",
+    "UVMisses",
     "UVRaster",
     "box",
     "closest_point",
@@ -47,6 +48,7 @@ __all__ = [
     "sample_near_surface",
     "sample_surface",
     "sample_uv",
+    "uv_misses",
     "triangle_frames",
     "uv_sphere",
     "vertex_normals",

@@ -111,6 +111,10 @@ class UVRaster:
         """Covered texels."""
         return self.face >= 0
 
+    def covered(self) -> Int[Tensor, " N"]:
+        """The covered texels' flat indices, ascending (a read-back on a GPU: a layout's are found once)."""
+        return (self.face.reshape(-1) >= 0).nonzero()[:, 0]
+
     @property
     def resolution(self) -> tuple[int, int]:
         """``(H, W)``."""
@@ -207,12 +211,16 @@ def rasterize_uv(
 
 
 def interpolate_uv(
-    raster: UVRaster, values: Float[Tensor, "B V C"] | Float[Tensor, "V C"], faces: Int[Tensor, "F 3"]
+    raster: UVRaster,
+    values: Float[Tensor, "B V C"] | Float[Tensor, "V C"],
+    faces: Int[Tensor, "F 3"],
+    covered: Int[Tensor, " N"] | None = None,
 ) -> Float[Tensor, "B C H W"] | Float[Tensor, "C H W"]:
     """Per-vertex ``values`` spread over the UV map: each covered texel blends the values at its triangle's
     corners ``faces[face]`` with its barycentrics; uncovered texels are 0. ``faces`` are the mesh faces
     matching the raster's ``uv_faces`` row by row. Differentiable with respect to ``values``; unbatched
-    ``values [V, C]`` give a ``[C, H, W]`` map."""
+    ``values [V, C]`` give a ``[C, H, W]`` map. ``covered``: the raster's covered texels (:meth:`UVRaster.covered`),
+    for a caller that fills one layout every step (found here otherwise: a read-back on a GPU)."""
     if not isinstance(raster, UVRaster):
         raise TypeError(f"raster: expected a UVRaster (from rasterize_uv), got {type(raster).__name__}")
     unbatched = isinstance(values, Tensor) and values.dim() == 2
@@ -224,7 +232,7 @@ def interpolate_uv(
     height, width = raster.resolution
 
     face = raster.face.reshape(-1)
-    index = (face >= 0).nonzero()[:, 0]
+    index = raster.covered() if covered is None else covered
     corners = faces.long()[face[index]]  # [N, 3]
     bary = raster.bary.reshape(-1, 3)[index].to(values.dtype)
     texel_values = (values[:, corners] * bary[None, :, :, None]).sum(dim=2)  # [B, N, C]
@@ -262,6 +270,7 @@ def sample_uv(
     uv_map: Float[Tensor, "B C H W"] | Float[Tensor, "C H W"],
     uv: Float[Tensor, "V 2"],
     mask: Bool[Tensor, "H W"] | None = None,
+    misses: UVMisses | None = None,
 ) -> Float[Tensor, "B V C"] | Float[Tensor, "V C"]:
     """Bilinear samples of ``uv_map`` at ``uv`` (``grid_sample`` with ``align_corners=False``, matching the
     texel convention). Differentiable with respect to ``uv_map`` (and ``uv``); ``[C, H, W]`` gives ``[V, C]``.
@@ -270,7 +279,8 @@ def sample_uv(
     ``raster.mask``), the sample is mask-normalised, ``sum(w m x) / sum(w m)`` over the four taps, so that a
     point on a chart border does not average in empty texels; taps beyond the edge count as uncovered. Where
     none of the four taps is covered, the point takes the value of the nearest covered texel centre (lowest
-    texel index on ties); an all-false mask raises.
+    texel index on ties); an all-false mask raises. ``misses``: those points and texels, :func:`uv_misses` of ``uv``
+    and ``mask``, for a caller that samples one layout every step (found here otherwise: read-backs on a GPU).
     """
     unbatched = isinstance(uv_map, Tensor) and uv_map.dim() == 3
     if unbatched:
@@ -293,19 +303,47 @@ def sample_uv(
         raise ValueError("mask: expected at least one covered texel, got none")
     weight = mask.to(uv_map.dtype)
     total = F.grid_sample(uv_map * weight, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    one = (uv.to(uv_map.dtype) * 2 - 1)[None, :, None, :]  # the mask is one map, whatever the batch (0 included)
-    norm = F.grid_sample(weight[None, None], one, mode="bilinear", padding_mode="zeros", align_corners=False)
-    total, norm = total[..., 0].transpose(1, 2), norm[0, 0, :, 0]  # [B, V, C], [V]
+    total, norm = total[..., 0].transpose(1, 2), _coverage(uv, weight)  # [B, V, C], [V]
     hit = norm > 0
     out = total / torch.where(hit, norm, torch.ones_like(norm))[None, :, None]
-    if not hit.all():
-        # Nearest covered texel centre, measured in texels.
-        miss = (~hit).nonzero()[:, 0]
-        texels = mask.reshape(-1).nonzero()[:, 0]
-        centres = torch.stack([texels % width, texels // width], dim=-1).double() + 0.5
-        size = torch.tensor([width, height], dtype=torch.float64, device=uv.device)
-        points = uv[miss].detach().double() * size
-        nearest = texels[torch.cdist(points, centres).argmin(dim=1)]
-        fallback = uv_map.reshape(batch, channels, -1)[:, :, nearest].transpose(1, 2)  # [B, M, C]
-        out = out.index_copy(1, miss, fallback)
+    if misses is None and not hit.all():
+        misses = _nearest_covered(uv, mask, (~hit).nonzero()[:, 0])
+    if misses is not None:
+        fallback = uv_map.reshape(batch, channels, -1)[:, :, misses.texel].transpose(1, 2)  # [B, M, C]
+        out = out.index_copy(1, misses.point, fallback)
     return out[0] if unbatched else out
+
+
+@dataclass(frozen=True)
+class UVMisses:
+    """The points none of whose four taps a mask covers (:func:`sample_uv`) and the nearest covered texel of each."""
+
+    point: Int[Tensor, " M"]  # rows of the points
+    texel: Int[Tensor, " M"]  # flat index of each one's nearest covered texel centre (lowest index on ties)
+
+
+def uv_misses(uv: Float[Tensor, "V 2"], mask: Bool[Tensor, "H W"], dtype: torch.dtype = torch.float32) -> UVMisses:
+    """The points of ``uv`` that :func:`sample_uv` with ``mask`` fills from the nearest covered texel, and those
+    texels: they depend on the layout alone (``dtype``: the maps' that will be sampled, whose taps' weights decide)."""
+    check_float("uv", uv, [None, 2])
+    check_shape("mask", mask, [None, None], device=uv.device)
+    if mask.dtype != torch.bool or not mask.any():
+        raise ValueError(f"mask: expected a bool tensor with at least one covered texel, got {mask.dtype}")
+    hit = _coverage(uv, mask.to(dtype)) > 0
+    return _nearest_covered(uv, mask, (~hit).nonzero()[:, 0])
+
+
+def _coverage(uv: Tensor, weight: Tensor) -> Tensor:
+    """Each point's sum of its four taps' bilinear weights over the covered texels (``weight``: the mask, 1 or 0)."""
+    one = (uv.to(weight.dtype) * 2 - 1)[None, :, None, :]  # the mask is one map, whatever the batch (0 included)
+    return F.grid_sample(weight[None, None], one, mode="bilinear", padding_mode="zeros", align_corners=False)[0, 0, :, 0]
+
+
+def _nearest_covered(uv: Tensor, mask: Tensor, miss: Tensor) -> UVMisses:
+    """The covered texel centre nearest each point ``uv[miss]``, measured in texels."""
+    height, width = mask.shape
+    texels = mask.reshape(-1).nonzero()[:, 0]
+    centres = torch.stack([texels % width, texels // width], dim=-1).double() + 0.5
+    size = torch.tensor([width, height], dtype=torch.float64, device=uv.device)
+    points = uv[miss].detach().double() * size
+    return UVMisses(miss, texels[torch.cdist(points, centres).argmin(dim=1)])

@@ -189,7 +189,8 @@ class MonoAvatar(nn.Module):
         joined by ``merge_samples``), each with ``early_stop`` (:func:`~headfields.renderers.render_nerf`). Returns
         ``(coarse, fine)``."""
         background = torch.ones(3, device=rays.origins.device)
-        with self.coarse_field.encoder.reuse_frame_features():  # the shared UV CNN: once per frame for both passes
+        # The shared UV CNN: once per frame of the rays for both passes (the frames found once: one read-back).
+        with self.coarse_field.encoder.reuse_frame_features(rays.frame):
             coarse = render_nerf(self.coarse_field, rays, head, self.sampler, background, generator, early_stop)
             drawn = importance_samples(coarse.samples, coarse.composite.weights.detach(), self.config.fine_samples, generator)
             fine = render_nerf(self.field, rays, head, merge_samples(coarse.samples, drawn), background, generator, early_stop)

@@ -121,14 +121,30 @@ class StratifiedSampler(_FrameShells):
         check_positive("shell", shell)
         self.padding, self.shell = float(padding), shell
 
-    def forward(self, rays: Rays, head: Head, field=None, generator: torch.Generator | None = None) -> PackedSamples:
+    def forward(
+        self, rays: Rays, head: Head, field=None, generator: torch.Generator | None = None, slots: int | None = None
+    ) -> PackedSamples | SlotSamples:
+        """The samples; with ``slots`` (``TrainingConfig.fixed_shapes``), the same samples compacted into that many
+        slots, nothing read back: every ray's bins drawn, then those on rays that hit the box (and within the
+        shell) kept, in order (:meth:`SlotSamples.compact`)."""
         near, far = ray_bounds(rays, head, self.box, self.padding)
+        if slots is not None:
+            return self._slots(rays, head, near, far, generator, slots)
         cells = self._cells_of(rays, head)
         if cells is not None and generator is None:  # the bins' centres: those out of the shell's reach never made
             o, d = rays.origins, rays.directions
             return stratified_shell_samples(o, d, near, far, self.num_samples, head.posed_mesh, self.shell, cells)
         samples = stratified_samples(rays, near, far, self.num_samples, generator)
         return _shell(samples, rays, head, self.shell, cells)
+
+    def _slots(self, rays: Rays, head: Head, near: Tensor, far: Tensor, generator, slots: int) -> SlotSamples:
+        every = stratified_samples(rays, near, far, self.num_samples, generator, keep_misses=True)
+        keep = (far > near)[every.ray]  # stratified_samples' rule: rays that miss the box have no samples
+        if self.shell is not None:
+            keep = keep & near_mesh(every, rays.origins, rays.directions, head.posed_mesh, rays.frame, self.shell)
+        everything = torch.full((), len(every), dtype=torch.long, device=near.device)
+        fits = torch.ones(every.num_rays, dtype=torch.bool, device=near.device)
+        return SlotSamples(every, everything, everything, fits).compact(keep, slots)
 
     def _classify(self, mesh: TriangleMesh, frame: int) -> ShellCells:
         """Every cell of a grid over the frame's mesh box grown by the shell (where every point within it lies)."""

@@ -275,9 +275,10 @@ def stratified_samples(
     far: Float[Tensor, " R"] | float,
     num_samples: IntLike,
     generator: torch.Generator | None = None,
+    keep_misses: bool = False,
 ) -> PackedSamples:
     """``num_samples`` contiguous intervals per ray partitioning ``[near, far]`` (rays with ``far <= near``
-    get none).
+    get none; ``keep_misses``: theirs too, ``num_samples`` a ray, a shape that does not depend on the data).
 
     The interval ``[near, far]`` is cut into equal bins; each bin gets one point, at a uniformly random place
     when ``generator`` is given (stratified sampling, NeRF) or at its centre when it is None. The intervals'
@@ -296,6 +297,8 @@ def stratified_samples(
     near, far = per_ray("near", near, r, origins), per_ray("far", far, r, origins)
     points = stratified_points(near, far, n, generator)
     edges = torch.cat([near[:, None], (points[:, 1:] + points[:, :-1]) / 2, far[:, None]], dim=1)
-    keep = (far > near)[:, None].expand(r, n)
     ray = torch.arange(r, device=origins.device)[:, None].expand(r, n)
+    if keep_misses:
+        return PackedSamples._trusted(ray.reshape(-1), edges[:, :-1].reshape(-1), edges[:, 1:].reshape(-1), r)
+    keep = (far > near)[:, None].expand(r, n)
     return PackedSamples._trusted(ray[keep], edges[:, :-1][keep], edges[:, 1:][keep], r)

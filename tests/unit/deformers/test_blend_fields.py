@@ -240,6 +240,33 @@ def test_outside_identity_leaves_points_outside_the_box_in_place(config, flame):
     torch.testing.assert_close(faded, near + 7 / 27 * clamping.displacement(near, condition[:1]))
 
 
+@pytest.mark.parametrize("config", CONFIGS)
+def test_on_cuda_s_paths_outside_identity_reads_nothing_back(config, flame, host_sync_spy):
+    """On CUDA's paths the networks see every point (the window is 0 outside the box) and the mapping every frame of
+    the head, read back nowhere: points outside stay exactly, those inside move by the displacement times the
+    window, with the head's condition (expression and jaw pose) of each point's frame."""
+    from headfields.checks import trusted_values
+    from headfields.device_paths import cuda_paths
+
+    model, heads = flame
+    head, jaw = heads(), model.joint_names.index("jaw")
+    clamping = random_deformer(config, joint_names=model.joint_names)
+    deformer = random_deformer(dataclasses.replace(config, outside="identity"), joint_names=model.joint_names)
+    deformer.load_state_dict(clamping.state_dict())  # the same networks
+    x = torch.tensor(
+        [[-1.0, 0.0, 0.1], [0.1, 0.0, 0.1], [0.1, 2.0, -5.0], [0.2, -0.3, 0.3], [0.28, 0.0, 0.1]], dtype=torch.float64
+    )
+    frame = torch.tensor([0, 1, 2, 1, 2])
+    with cuda_paths(), trusted_values(), host_sync_spy() as spy:
+        out = deformer(x, head, frame).points
+    assert not spy.reads and not spy.copies, spy.report()
+    condition = torch.cat([head.expression[frame], head.pose[frame, jaw]], dim=-1)
+    window = torch.tensor([0.0, 1.0, 0.0, 1.0, 7 / 27], dtype=torch.float64)  # the last: a third of the taper in
+    torch.testing.assert_close(out[[0, 2]], x[[0, 2]], rtol=0, atol=0)
+    torch.testing.assert_close(out, x + window[:, None] * clamping.displacement(x, condition))
+    torch.testing.assert_close(out, deformer(x, head, frame).points)  # the CPU's own paths
+
+
 # ---------------------------------------------------------------- the head's condition
 
 

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from headfields.encoders import FrequencyEncoding
-from headfields.encoders.frequency import frequency_window, window_weights
+from headfields.encoders.frequency import frequency_window, window_bands, window_weights
 
 from helpers import raises_naming
 
@@ -63,6 +63,25 @@ def test_window_matches_the_closed_formula(alpha, include_input):
     if not include_input:
         expected = expected[:, 3:]
     np.testing.assert_allclose(enc(x, window=alpha).numpy(), expected, atol=1e-12)
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.3, 1.0, 1.5, 2.999, float(K)])
+def test_bands_computed_on_the_device_are_the_window_s(alpha, host_sync_spy):
+    """window_bands: the closed formula's weights, made without a copy from the host; given as ``bands`` the
+    encoding is the closed formula's, as with ``window``."""
+    from headfields.device_paths import cuda_paths
+
+    with cuda_paths(), host_sync_spy() as spy:
+        bands = window_bands(alpha, K)
+    assert not spy.copies and not spy.reads, spy.report()
+    closed = [(1 - math.cos(math.pi * min(max(alpha - k, 0.0), 1.0))) / 2 for k in range(K)]
+    np.testing.assert_allclose(bands.numpy(), closed, rtol=0, atol=1e-15)
+    enc, x = FrequencyEncoding(3, K), points(n=7, seed=4)
+    np.testing.assert_allclose(enc(x, bands=bands).numpy(), numpy_windowed(x.numpy(), K, alpha), atol=1e-12)
+    with raises_naming("bands"):
+        enc(x, window=alpha, bands=bands)
+    with raises_naming("bands"):
+        enc(x, bands=bands[:-1])
 
 
 def test_window_keeps_gradients_and_dtype():

@@ -11,7 +11,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from headfields.geometry import UVRaster, interpolate_uv, rasterize_uv, sample_uv, vertex_uvs
+from headfields.geometry import UVMisses, UVRaster, interpolate_uv, rasterize_uv, sample_uv, uv_misses, vertex_uvs
 from headfields.parametric import load_model
 from headfields.synthetic import write_synthetic_flame
 
@@ -240,6 +240,46 @@ def test_sample_uv_bilinear_and_fallback():
     torch.testing.assert_close(got[:, 1], uv_map[:, :, 0, 0])
     torch.testing.assert_close(got[:, 2], uv_map[:, :, 4, 6])
     torch.testing.assert_close(got[:, 0], uv_map[:, :, 0, 0])  # equidistant: the lower texel index
+
+
+def test_a_layout_s_misses_and_covered_texels_found_once_serve_every_map(host_sync_spy):
+    """uv_misses: the points without a covered tap and their nearest covered texels, by hand; sample_uv and
+    interpolate_uv given them (and the covered texels) read nothing back in a trusted step and give what they give
+    without."""
+    from headfields.checks import trusted_values
+    from headfields.device_paths import cuda_paths
+
+    h, w = 5, 7
+    mask = torch.zeros(h, w, dtype=torch.bool)
+    mask[0, 0] = mask[4, 6] = True
+    # texels (2, 3) (equidistant: the lower index), (1, 0), (3, 6); then one on (0, 0)'s centre and one beside (4, 6)
+    uv = torch.tensor([[0.5, 0.5], [0.05, 0.3], [0.9, 0.7], [0.5 / w, 0.5 / h], [6.2 / w, 4.4 / h]], dtype=DT)
+    misses = uv_misses(uv, mask, DT)
+    assert misses.point.tolist() == [0, 1, 2] and misses.texel.tolist() == [0, 0, 4 * w + 6]
+    uv_map = torch.randn(2, 3, h, w, generator=torch.Generator().manual_seed(3), dtype=DT)
+    with cuda_paths(), trusted_values(), host_sync_spy() as spy:
+        given = sample_uv(uv_map, uv, mask, misses)
+    assert not spy.reads, spy.report()
+    assert torch.equal(given, sample_uv(uv_map, uv, mask))
+    full = uv_misses(uv, torch.ones(h, w, dtype=torch.bool), DT)  # every tap covered: none
+    assert full.point.numel() == 0 and full.texel.numel() == 0
+
+    uvs, faces = planar_grid(4, seed=6)
+    raster = rasterize_uv(uvs, faces, 8)
+    assert torch.equal(raster.covered(), torch.arange(64))  # the unit square's mesh covers every centre
+    values = torch.randn(len(uvs), 2, dtype=DT, generator=torch.Generator().manual_seed(4))
+    covered = raster.covered()
+    with cuda_paths(), trusted_values(), host_sync_spy() as spy:
+        filled = interpolate_uv(raster, values, faces, covered)
+    assert not spy.reads, spy.report()
+    assert torch.equal(filled, interpolate_uv(raster, values, faces))
+    with raises_naming("mask"):
+        uv_misses(uv, torch.zeros(h, w, dtype=torch.bool))
+    with raises_naming("mask"):
+        uv_misses(uv, torch.ones(h, w))
+    with raises_naming("uv"):
+        uv_misses(uv[:, :1], mask)
+    assert isinstance(misses, UVMisses)
 
 
 # ---------------------------------------------------------------------------------------------------------

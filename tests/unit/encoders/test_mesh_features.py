@@ -1,0 +1,55 @@
+"""MonoAvatar's mesh-feature encoder: inside ``reuse_frame_features(frames)`` a call finds its samples' frames among
+the block's on the device. Against the per-call path (each call finds its own frames with ``unique``) and a brute
+force over frames (each frame's points encoded alone), with the read-backs counted on CUDA's paths."""
+
+from __future__ import annotations
+
+import tempfile
+
+import pytest
+import torch
+
+from headfields.checks import trusted_values
+from headfields.device_paths import cuda_paths
+from headfields.encoders import MeshAnchoredConfig, MeshFeatureEncoder
+from headfields.parametric import load_model
+from headfields.synthetic import write_synthetic_flame
+
+
+@pytest.fixture(scope="module")
+def setting():
+    with tempfile.TemporaryDirectory() as folder:
+        parametric = load_model(write_synthetic_flame(folder, seed=0), "flame", num_shape=0, num_expression=4)
+    gen = torch.Generator().manual_seed(0)
+    head = parametric(
+        expression=torch.randn(5, 4, generator=gen), pose=0.1 * torch.randn(5, len(parametric.joint_names), 3, generator=gen)
+    )
+    torch.manual_seed(0)
+    anchored = MeshAnchoredConfig(position_frequencies=2, hidden_dim=8, hidden_layers=1, out_dim=8)
+    encoder = MeshFeatureEncoder.build("codes_mlp", parametric(), 1, anchored, feature_dim=8)
+    ray_frames = torch.tensor([4, 1, 1, 3, 4])  # frames 0 and 2 unseen
+    ray = torch.randint(0, 5, (60,), generator=gen).sort().values  # samples of the rays, packed
+    points = head.vertices[ray_frames[ray], torch.randint(0, head.vertices.shape[1], (60,), generator=gen)].detach()
+    points = points + 0.01 * torch.randn(60, 3, generator=gen)
+    return encoder, head, ray_frames, ray, points
+
+
+def test_the_block_s_frames_give_what_each_call_s_own_give_and_are_read_back_once(setting, host_sync_spy):
+    encoder, head, ray_frames, ray, points = setting
+    frame = ray_frames[ray]
+    with torch.no_grad():
+        alone = torch.cat([encoder(points[frame == f], head, frame[frame == f]) for f in (1, 3, 4)])
+    order = torch.cat([(frame == f).nonzero()[:, 0] for f in (1, 3, 4)])  # brute force: each frame on its own
+    with torch.no_grad(), encoder.reuse_frame_features():
+        own = encoder(points, head, frame)
+    with cuda_paths(), trusted_values(), host_sync_spy() as spy, torch.no_grad():
+        with encoder.reuse_frame_features(ray_frames):
+            block = encoder(points, head, frame)
+            again = encoder(points[::2], head, frame[::2].contiguous())  # a second pass: its own samples, the same frames
+    torch.testing.assert_close(block[order], alone, rtol=1e-6, atol=1e-7)
+    assert torch.equal(block, own) and torch.equal(again, own[::2])
+    assert spy.reads == {("unique", "encoders/mesh_features.py:reuse_frame_features"): 1}, spy.report()
+    with cuda_paths(), trusted_values(), host_sync_spy() as spy, torch.no_grad(), encoder.reuse_frame_features():
+        encoder(points, head, frame)
+        encoder(points[::2], head, frame[::2])
+    assert sum(spy.reads.values()) == 4, spy.report()  # without the block's frames: unique and tolist a call
