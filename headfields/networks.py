@@ -141,11 +141,10 @@ def linear(
     ```
     """
     reduced = _product_dtype(x, reducible)
-    if reduced is not None and torch.is_grad_enabled():  # training's bfloat16 products: torch's, through the casts
-        return F.linear(x.to(reduced), weight.to(reduced), None if bias is None else bias.to(reduced)).to(x.dtype)
-    if onednn.fits(x, weight, bias):  # the CPU's float32 products (and its bfloat16 ones): oneDNN's
+    training = reduced is not None and torch.is_grad_enabled()  # bfloat16 with autograd: torch's, through the casts
+    if not training and onednn.fits(x, weight, bias):  # the CPU's float32 products (and its bfloat16 ones): oneDNN's
         return onednn.linear(x, weight, bias, reduced)
-    if reduced is not None:  # a GPU's bfloat16 products, a float32 result
+    if reduced is not None:  # a GPU's bfloat16 products (or training's), a float32 result
         return F.linear(x.to(reduced), weight.to(reduced), None if bias is None else bias.to(reduced)).to(x.dtype)
     return F.linear(x, weight, bias)
 
