@@ -26,9 +26,7 @@ def _check_window(window: object, num_frequencies: int) -> float:
 def window_weights(window: float, num_frequencies: int) -> list[float]:
     """Nerfies' coarse-to-fine weights ``w_k(α) = (1 − cos(π · clamp(α − k, 0, 1))) / 2`` of bands
     ``k = 0 .. K−1`` for ``α = window`` in ``[0, K]``: band k is off for ``α ≤ k``, on for ``α ≥ k + 1``."""
-    num_frequencies = check_count("num_frequencies", num_frequencies, 0, MAX_FREQUENCIES)
-    alpha = _check_window(window, num_frequencies)
-    return [(1.0 - math.cos(math.pi * min(max(alpha - k, 0.0), 1.0))) / 2.0 for k in range(num_frequencies)]
+    return window_bands(window, num_frequencies).tolist()
 
 
 def window_bands(window: float, num_frequencies: int, device: torch.device | str = "cpu") -> Float[Tensor, " K"]:
@@ -109,7 +107,7 @@ class FrequencyEncoding(nn.Module):
             return out
         waves = torch.sin(torch.addcmul(shift, x[:, None, :], rates))  # [N, 2K, D]
         if window is not None:
-            bands = torch.tensor(window_weights(window, self.num_frequencies), dtype=torch.float64, device=x.device)
+            bands = window_bands(window, self.num_frequencies, x.device)
         if bands is not None:
             waves = waves * bands.to(x.dtype).repeat_interleave(2)[:, None]
         waves = waves.reshape(n, waves_per_axis * d)
