@@ -150,6 +150,13 @@ class Portrait360(nn.Module):
             raise ValueError(f"config: static_regions {self.config.static_regions} cover the whole mesh: nothing to blend")
         return padded_box(rest.canonical_vertices[moving], self.config.padding)
 
+    def graph_phase(self, step: int) -> bool:
+        """What :meth:`training_step` decides by the step number (``TrainingConfig.cuda_graph``): nothing. No loss
+        switches on, no grid warms up or refreshes, the rays come balanced from the loop's view bins (drawn on the
+        device) and the blend fields read the same tensors each step: one phase from the first step. The shapes
+        that still settle (the rays and march slots of a sample budget) key the graph themselves."""
+        return True
+
     def view_bins(self, frames: FrameSet, head: Head) -> Int[Tensor, " B"]:
         """Front (0), side (1) or back (2) view of each frame: the angle between where the subject faces (the
         tracked rotation of ``facing_joint`` applied to FACING) and the direction to the camera."""

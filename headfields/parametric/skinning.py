@@ -86,12 +86,14 @@ def inverse_skinning(
     num_vertices, joints = vertex_weights.shape
     # A table of blended transforms where it is no larger than a gather of every joint a point. On a GPU the table over
     # every frame (no read-back: training); without autograd, or where it is too large, over the frames present (one
-    # when an image renders: on the CPU, where unique's read-back costs nothing, the 50 frames' table cost 18 ms a call).
+    # when an image renders: on the CPU, where unique's read-back costs nothing, the 50 frames' table cost 18 ms a call);
+    # on a GPU without autograd and a table too large, per point (a training step's march: no read-back in a step).
     chosen = None  # the table's frames' transforms and each point's frame among them
     fits = len(transforms) * num_vertices <= len(points) * joints
-    if fits and (takes_cuda_path(points.device) or torch.is_grad_enabled()):
+    cuda = takes_cuda_path(points.device)
+    if fits and (cuda or torch.is_grad_enabled()):
         chosen = transforms, frame
-    elif not torch.is_grad_enabled():
+    elif not torch.is_grad_enabled() and not cuda:
         present = torch.unique(frame)  # sorted
         if len(present) * num_vertices <= len(points) * joints:
             chosen = transforms[present], torch.searchsorted(present, frame)

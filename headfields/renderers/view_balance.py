@@ -30,6 +30,9 @@ NUM_VIEW_BINS = 3
 
 # Facing directions and subject-to-camera offsets shorter than this have no direction.
 _MIN_LENGTH = 1e-12
+# Bits of the integers a frame within a bin is drawn from: each frame of a bin of n is then drawn with a probability
+# within 2^-31 of 1 / n (the products with n stay far inside int64).
+_UNIFORM_BITS = 31
 
 
 def view_angles(cameras: PinholeCameras, forward: Float[Tensor, "B 3"], centers: Float[Tensor, "B 3"]) -> Float[Tensor, " B"]:
@@ -81,28 +84,45 @@ def balanced_frames(
     ``bins[b]`` is frame ``b``'s view bin in ``[0, num_bins)``. Each of the ``k`` non-empty bins gets
     ``count // k`` draws, and ``count % k`` bins drawn at random get one more; within a bin, frames are drawn
     uniformly with replacement. Empty bins are skipped (a front-only video samples only the front). The result
-    is grouped by bin, in bin order. Random numbers come from ``generator`` on its device, so a seed gives the
-    same frames on any device."""
+    is grouped by bin, the bins in a random order. Random numbers come from ``generator`` on its device, so a seed
+    gives the same frames on any device. Nothing is read back to the host, and the shapes depend on ``len(bins)``
+    and ``count`` alone: a CUDA graph can capture the draw.
+
+    ```python
+    bins = torch.tensor([0, 0, 0, 0, 1, 2])  # four front views, one side, one back
+    frames = balanced_frames(bins, 300, torch.Generator().manual_seed(0))  # 100 rays from each bin
+    ```
+    """
     num_bins = check_count("num_bins", num_bins, 1)
     check_int("bins", bins, [None], upper=num_bins)
     count = check_count("count", count, 0)
     check_generator("generator", generator)
     if bins.numel() == 0:
         raise ValueError("bins: expected at least one frame to sample from, got none")
-    device, g = bins.device, generator.device
-    order = torch.argsort(bins, stable=True)  # frames grouped by bin
-    sizes = torch.bincount(bins, minlength=num_bins).tolist()
-    filled = [i for i, size in enumerate(sizes) if size > 0]
-    per_bin = [count // len(filled)] * len(filled)
-    # The remainder goes to random bins, so no view is favoured over many batches.
-    for i in torch.randperm(len(filled), generator=generator, device=g)[: count % len(filled)].tolist():
-        per_bin[i] += 1
-    starts = [sum(sizes[:i]) for i in range(num_bins)]
-    picks = [
-        starts[b] + torch.randint(sizes[b], (c,), generator=generator, device=g).to(device)
-        for b, c in zip(filled, per_bin, strict=True)
-    ]
-    return order[torch.cat(picks)]
+    return _balanced(bins, count, generator)
+
+
+def _balanced(bins: Int[Tensor, " B"], count: int, generator: torch.Generator) -> Int[Tensor, " count"]:
+    """:func:`balanced_frames` of checked arguments, for any non-negative labels."""
+    device, g, n = bins.device, generator.device, bins.numel()
+    labels, order = torch.sort(bins, stable=True)  # frames grouped by bin
+    # A bin is a run of equal labels; the run's first position stands for it, so the filled bins are found on the
+    # device (no count of them on the host) and an empty bin has no position at all.
+    start, end = torch.searchsorted(labels, labels), torch.searchsorted(labels, labels, right=True)
+    position = torch.arange(n, device=device)
+    first = start == position
+    filled = first.sum()
+    # The filled bins in random order (keys in [-1, 0); the other positions after them). The i-th draws count // k
+    # rays, one more for i < count % k: a uniformly random count % k bins get the extra ray, as a random permutation
+    # of the bins gives it.
+    turns = torch.argsort(torch.rand(n, generator=generator, device=g).to(device).add(first, alpha=-1))
+    draws = (position < filled) * (count // filled + (position < count % filled))
+    # (output_size: the shape is known, so a GPU is not asked for it)
+    bin_start = turns.repeat_interleave(draws, output_size=count)
+    # A frame within the bin: floor(u * size) for u = r / 2^31, in integers, so exactly below the bin's size.
+    r = torch.randint(1 << _UNIFORM_BITS, (count,), generator=generator, device=g).to(device)
+    size = end.index_select(0, bin_start) - bin_start
+    return order.index_select(0, bin_start + ((r * size) >> _UNIFORM_BITS))
 
 
 def sample_pixels_balanced(
@@ -115,8 +135,9 @@ def sample_pixels_balanced(
     check_int("bins", bins, [cameras.num_frames], device=cameras.device)
     count = check_count("count", count, 0)
     check_generator("generator", generator)
-    num_bins = max(NUM_VIEW_BINS, int(bins.max()) + 1) if bins.numel() else NUM_VIEW_BINS
-    frame = balanced_frames(bins, count, generator, num_bins)
+    if bins.numel() == 0:
+        raise ValueError("bins: expected at least one frame to sample from, got none")
+    frame = _balanced(bins, count, generator)  # any labels: no read-back for their largest
     # Intrinsics are shared, so a pixel's distribution does not depend on its frame: draw the pixels for one
     # frame with sample_pixels and pair them with the balanced frames.
     one = torch.zeros(1, dtype=torch.long, device=cameras.device)

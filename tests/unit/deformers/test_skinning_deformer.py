@@ -373,9 +373,10 @@ def test_bad_input(flame):
         SkinningDeformerConfig().max_distance = 1.0
 
 
-def test_with_autograd_it_reads_nothing_back(flame, host_sync_spy):
-    """Training on a GPU: neither blend asks the device for the frames present (torch.unique); only the singular
-    check, under checked values, reads back, and the trusted training step turns it off."""
+def test_on_a_gpu_it_reads_nothing_back(flame, host_sync_spy):
+    """Training on a GPU: neither blend asks the device for the frames present (torch.unique), with autograd (the
+    step's passes) or without (its march); only the singular check, under checked values, reads back, and the trusted
+    training step turns it off. The points still skin back to their rest vertices."""
     from headfields.checks import trusted_values
     from headfields.device_paths import cuda_paths
 
@@ -386,9 +387,11 @@ def test_with_autograd_it_reads_nothing_back(flame, host_sync_spy):
     # The topology's tie tables are built once at the first query (a read-back outside any step), by whichever test
     # of this module queries first: build them here, so the spy sees the step's reads whatever the order.
     SkinningDeformer()(head.vertices[0, :4], head, torch.zeros(4, dtype=torch.long), torch.ones(4, 3))
-    for count in (50, 1000):  # each point's joints, every frame's table
-        frame = torch.randint(0, 3, (count,), generator=g)
-        x = head.vertices[frame, torch.randint(0, head.vertices.shape[1], (count,), generator=g)]
-        with cuda_paths(), trusted_values(), host_sync_spy() as spy:
-            SkinningDeformer()(x, head, frame, torch.ones(count, 3))
-        assert not spy.reads and not spy.copies, spy.report()
+    for grad in (True, False):
+        for count in (50, 1000):  # each point's joints, every frame's table
+            frame = torch.randint(0, 3, (count,), generator=g)
+            vertex = torch.randint(0, head.vertices.shape[1], (count,), generator=g)
+            with torch.set_grad_enabled(grad), cuda_paths(), trusted_values(), host_sync_spy() as spy:
+                out = SkinningDeformer()(head.vertices[frame, vertex], head, frame, torch.ones(count, 3))
+            assert not spy.reads and not spy.copies, spy.report()
+            _close(out.points, head.rest_vertices[frame, vertex])

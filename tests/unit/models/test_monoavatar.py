@@ -184,6 +184,14 @@ def test_bad_configuration_raises(video):
         merge_samples(coarse.samples, dataclasses.replace(coarse.samples, num_rays=coarse.samples.num_rays + 1))
 
 
+def test_a_cuda_graph_is_refused_naming_cuda_graph(video):
+    """Its step has no graph_phase yet (its sample counts vary): TrainingConfig.cuda_graph is refused, said by name."""
+    from headfields.training.step_graph import check_graph
+
+    with raises_naming("cuda_graph"):
+        check_graph(_model(video[0]), torch.device("cuda"), 1)
+
+
 # ---------------------------------------------------------------- recipes
 
 

@@ -1,9 +1,10 @@
 """The 360-degree portrait on a tiny orbit video: the blend basis starts as the identity (the same render as the
 chain without it), training lowers the loss and reaches every piece, both blend kinds train, the subject's
-views fall into front, side and back bins as the orbit says, the shared loop trains with balanced views, and bad
-configurations raise."""
+views fall into front, side and back bins as the orbit says, the shared loop trains with balanced views, its step
+decides nothing by the step number (one CUDA graph phase), and bad configurations raise."""
 
 import dataclasses
+import warnings
 
 import pytest
 import torch
@@ -15,6 +16,8 @@ from headfields.models.portrait360 import Portrait360, Portrait360Config
 from headfields.parametric import load_model
 from headfields.renderers import BACK, FRONT, SIDE
 from headfields.training import TrainingConfig, ray_batch, train
+from headfields.training import step_graph as step_graph_module
+from headfields.training.step_graph import check_graph
 
 from helpers import fit, raises_naming
 
@@ -82,6 +85,52 @@ def test_the_training_loop_trains_with_balanced_views(tiny_orbit_video, tmp_path
     assert metrics["iterations"] == 3
     with raises_naming("balance_views"):
         TrainingConfig(balance_views=True, frames_per_batch=2)
+
+
+def test_its_step_decides_nothing_by_the_step_number(tiny_orbit_video):
+    """TrainingConfig.cuda_graph: one graph phase for every step, and the step is indeed the same at any step number
+    (the same batch, jitter and weights: the same loss and gradients at step 0 and at step 10^6)."""
+    train_frames, _ = tiny_orbit_video
+    model = _model(train_frames)
+    assert {model.graph_phase(step) for step in (0, 1, 7, 1000, 10**6)} == {True}
+    check_graph(model, torch.device("cuda"), 1)  # taken where a graph can be
+    with raises_naming("cuda_graph"):
+        check_graph(model, torch.device("cpu"), 1)
+    batch = _batch(model, train_frames, 64)
+    runs = []
+    for step in (0, 10**6):
+        batch.generator = torch.Generator().manual_seed(3)
+        model.zero_grad(set_to_none=True)
+        out = model.training_step(batch, step)
+        out.loss.backward()
+        runs.append([out.loss.detach()] + [p.grad for p in model.parameters() if p.grad is not None])
+    assert len(runs[0]) == len(runs[1]) > 1 and all(torch.equal(a, b) for a, b in zip(*runs, strict=True))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_its_step_is_captured_replayed_and_trains_as_the_eager_step_on_cuda(tiny_orbit_video, tmp_path, monkeypatch):
+    graphs = []
+    made = step_graph_module.StepGraph.__init__
+
+    def kept(self, *args, **kwargs):
+        made(self, *args, **kwargs)
+        graphs.append(self)
+
+    monkeypatch.setattr(step_graph_module.StepGraph, "__init__", kept)
+    train_frames, eval_frames = tiny_orbit_video
+    runs = {}
+    for graphed in (False, True):
+        config = TrainingConfig(
+            max_iterations=60, rays_per_batch=64, samples_per_batch=1024, early_stop=1e-4, fixed_shapes=True,
+            cuda_graph=graphed, balance_views=True, eval_every=0, checkpoint_every=0, eval_frames=1,
+        )  # fmt: skip
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", RuntimeWarning)  # a failed capture warns: here it fails the test
+            runs[graphed] = train(_model(train_frames), train_frames, eval_frames, tmp_path / str(graphed), config, device="cuda")
+    (graph,) = graphs
+    assert graph.captures >= 1 and not graph.failed and graph.graph is not None
+    # replayed steps run the eager step's kernels (the hash grid's atomic sums in any order): the runs score alike
+    assert abs(runs[True]["psnr"] - runs[False]["psnr"]) < 0.5, (runs[True]["psnr"], runs[False]["psnr"])
 
 
 def test_bad_configuration_raises(tiny_orbit_video):

@@ -1,6 +1,7 @@
 """View-balanced ray sampling: view angles against cameras placed at known azimuths, bins of a synthetic orbit,
-and balanced frame draws (exact counts per bin, uniform within a bin)."""
+and balanced frame draws (exact counts per bin, the extra draws to random bins, uniform within a bin)."""
 
+import itertools
 import math
 
 import numpy as np
@@ -133,7 +134,8 @@ def test_balanced_frames_counts_per_bin(labels, count, seed):
         else:
             assert drawn[b] in (base, base + 1)
     assert (drawn == base + 1).sum() == extra
-    assert np.all(np.diff(bins[frames].numpy()) >= 0)  # grouped by bin, in bin order
+    runs = [b for i, b in enumerate(bins[frames].tolist()) if i == 0 or b != bins[frames[i - 1]]]
+    assert len(runs) == len(set(runs))  # grouped by bin
 
 
 def test_balanced_frames_equal_counts_exactly():
@@ -149,6 +151,23 @@ def test_balanced_frames_uniform_within_a_bin():
     observed = np.bincount(inside, minlength=8)[[0, 2, 4, 5, 7]]
     assert observed.sum() == 5000
     assert chisquare(observed).pvalue > 1e-3
+    # a large bin, its frames scattered among the other bin's: each of its 37 frames alike
+    bins = torch.tensor([0] * 37 + [1] * 3)[torch.randperm(40, generator=torch.Generator().manual_seed(0))]
+    frames = balanced_frames(bins, 2 * 37 * 300, torch.Generator().manual_seed(2))
+    observed = np.bincount(frames.numpy(), minlength=40)[(bins == 0).numpy()]
+    assert observed.sum() == 37 * 300
+    assert chisquare(observed).pvalue > 1e-3
+
+
+def test_balanced_frames_gives_the_extra_draws_to_a_uniformly_random_set_of_bins():
+    bins = torch.tensor([4, 0, 3, 1, 0, 4])  # four filled bins (2 empty): 6 draws, 2 bins get a second
+    pairs = []
+    for seed in range(1200):
+        drawn = np.bincount(bins[balanced_frames(bins, 6, torch.Generator().manual_seed(seed), 5)].numpy(), minlength=5)
+        assert drawn[2] == 0 and sorted(drawn[[0, 1, 3, 4]].tolist()) == [1, 1, 2, 2]
+        pairs.append(tuple(np.flatnonzero(drawn == 2)))
+    observed = [pairs.count(pair) for pair in itertools.combinations([0, 1, 3, 4], 2)]
+    assert sum(observed) == 1200 and chisquare(observed).pvalue > 1e-3  # each of the 6 pairs alike
 
 
 def test_balanced_frames_remainder_goes_to_random_bins():
@@ -191,6 +210,24 @@ def test_sample_pixels_balanced(device):
     again = sample_pixels_balanced(cameras, bins, 3000, torch.Generator().manual_seed(2))
     assert torch.equal(again.frame, samples.frame) and torch.equal(again.pixels, samples.pixels)
     assert sample_pixels_balanced(cameras, bins, 0, torch.Generator()).frame.shape == (0,)
+    labels = torch.tensor([0, 0, 5, 0, 7, 5], device=device)  # bins of finer edges: any labels, empty ones between
+    frame = sample_pixels_balanced(cameras, labels, 300, torch.Generator().manual_seed(4)).frame
+    assert np.bincount(labels[frame].cpu().numpy(), minlength=8).tolist() == [100, 0, 0, 0, 0, 100, 0, 100]
+
+
+def test_a_training_step_s_draw_reads_nothing_back_and_keeps_its_shapes(host_sync_spy):
+    """On a GPU (CUDA's paths, the loop's trusted values) the draw asks the device for nothing: a CUDA graph can hold it;
+    its shapes are those of the frames and the count, whatever bins are filled."""
+    from headfields.checks import trusted_values
+    from headfields.device_paths import cuda_paths
+
+    cameras = _orbit_cameras([0.0, 0.2, 1.6, 3.0], [0.0] * 4, torch.zeros(3, dtype=torch.float64), 2.0, torch.float32, "cpu")
+    g = torch.Generator().manual_seed(5)
+    for labels in ([0, 0, 1, 2], [2, 2, 2, 2], [0, 2, 0, 2]):
+        with cuda_paths(), trusted_values(), host_sync_spy() as spy:
+            samples = sample_pixels_balanced(cameras, torch.tensor(labels), 101, g)
+        assert not spy.reads and not spy.copies, spy.report()
+        assert samples.frame.shape == (101,) and samples.pixels.shape == (101, 2)
 
 
 def test_bad_input_names_the_argument():
