@@ -49,7 +49,7 @@ class TrainingConfig:
     fixed_shapes: bool = False
     # With fixed_shapes on a CUDA device, each step captured once as a CUDA graph and replayed (training.step_graph):
     # one launch a step where there were hundreds. The model says what its step decides by the step number
-    # (graph_phase: INSTA); a capture that fails leaves the run eager, with a warning.
+    # (graph_phase: INSTA, the portrait); a capture that fails leaves the run eager, with a warning.
     cuda_graph: bool = False
     # The products of the fields' density and colour MLPs (networks.products_in) in a training step: "bfloat16" runs
     # them, forward and backward, in bfloat16 from the float32 weights (tiny-cuda-nn trains INSTA's MLPs in half
