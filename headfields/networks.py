@@ -271,24 +271,26 @@ class _Softplus(torch.autograd.Function):
 
 class _SoftplusSlope(torch.autograd.Function):
     """``grad * s`` with ``s = sigmoid(beta x)`` (softplus's derivative), differentiable in ``grad`` and ``x``:
-    ``d/dgrad = s``, ``d/dx = grad beta s (1 - s)``, from the saved ``s`` in a few fused passes."""
+    ``d/dgrad = s``, ``d/dx = grad beta s (1 - s) = (grad s) beta (1 - s)``, from the saved ``s`` in a few fused
+    passes. It saves its output ``grad s``, not ``grad``: the product that reads the output saves it anyway, and
+    ``grad`` (a row block of the layer's width) is then freed, a fifth of an SDF MLP's bytes under double backward."""
 
     @staticmethod
     def forward(ctx, grad: Tensor, x: Tensor, slope: Tensor, beta: float) -> Tensor:
-        ctx.save_for_backward(grad, x, slope)
+        out = grad * slope
+        ctx.save_for_backward(out, x, slope)
         ctx.beta = beta
-        return grad * slope
+        return out
 
     @staticmethod
     def backward(ctx, outer: Tensor) -> tuple[Tensor, Tensor, None, None]:
-        grad, x, slope = ctx.saved_tensors
+        out, x, slope = ctx.saved_tensors
         if torch.is_grad_enabled():  # a third derivative is asked for: the same formulas in differentiable ops
             slope = torch.sigmoid(x * ctx.beta)
             scaled = outer * slope
-            return scaled, scaled * (1 - slope) * grad * ctx.beta, None, None
+            return scaled, (outer - scaled) * out * ctx.beta, None, None
         scaled = outer * slope
-        curvature = torch.addcmul(scaled, scaled, slope, value=-1)  # outer s (1 - s)
-        return scaled, curvature.mul_(grad).mul_(ctx.beta), None, None
+        return scaled, (outer - scaled).mul_(out).mul_(ctx.beta), None, None
 
 
 def _checked_beta(beta: numbers.Real) -> float:

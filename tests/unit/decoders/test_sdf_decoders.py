@@ -267,6 +267,34 @@ def test_gradcheck_and_gradgradcheck_of_the_ensemble():
     assert all(p.grad is not None for p in field.parameters())
 
 
+def test_the_ensemble_blends_each_points_members_as_written_out_by_hand():
+    """sdf and features against the blend written out a point and a neighbour at a time: member ``k`` on
+    ``[x - a_k, extra, local[k]]`` (its skip layer reading ``[h, enc] / sqrt(2)``), weighted, plus the global member."""
+    field = tiny_field(21)
+    g = torch.Generator().manual_seed(22)
+    x = torch.randn(6, 3, generator=g, dtype=torch.float64).mul(0.4)
+    extra = torch.randn(6, 2, generator=g, dtype=torch.float64)
+    local = torch.randn(7, 1, generator=g, dtype=torch.float64)
+    out = field(x, extra, local)
+    beta, skip = field.member_config.beta, field.member_config.skip_layer
+
+    def member(k: int, enc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = enc
+        for i in range(len(field.weights) - 1):
+            inputs = torch.cat([h, enc]) / math.sqrt(2) if i == skip else h
+            h = torch.nn.functional.softplus(inputs @ field.weights[i][k] + field.biases[i][k], beta)
+        return h @ field.weights[-1][k][:, 0] + field.biases[-1][k][0], h
+
+    glob = field.global_mlp(x, extra)
+    for n in range(6):
+        sdf, features = out.extras["global_weight"][n] * glob.sdf[n], out.extras["global_weight"][n] * glob.features[n]
+        for m, k in enumerate(out.extras["index"][n].tolist()):
+            s, h = member(k, torch.cat([x[n] - field.anchors[k], extra[n], local[k]]))
+            sdf, features = sdf + out.extras["weight"][n, m] * s, features + out.extras["weight"][n, m] * h
+        torch.testing.assert_close(out.sdf[n], sdf)
+        torch.testing.assert_close(out.features[n], features)
+
+
 def test_sdf_mlp_gradgradcheck():
     mlp = SdfMlp(2, SdfMlpConfig(hidden_dim=6, hidden_layers=2, beta=3.0, position_frequencies=1)).double()
     perturb(mlp, 0.3, seed=13)

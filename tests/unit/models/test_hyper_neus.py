@@ -19,7 +19,7 @@ from headfields.models.hyper_neus import HyperNeusAvatar, HyperNeusConfig, cpu_c
 from headfields.models.hyper_neus_landmarks import posed_landmarks
 from headfields.models.hyper_neus_tracking import TrackingConfig, frame_error, track_frame
 from headfields.parametric import load_model
-from headfields.renderers import NeusSampler
+from headfields.renderers import EARLY_STOP_TRANSMITTANCE, NeusSampler
 from headfields.training import OptimizerConfig, TrainingConfig, build_optimizer, ray_batch, set_learning_rate, train
 from headfields.training.checkpoints import load_checkpoint
 
@@ -260,6 +260,22 @@ def test_rendering_with_and_without_gradients_agrees(video):
         torch.testing.assert_close(getattr(without.composite, name), getattr(with_grad.composite, name).detach(), msg=name)
     torch.testing.assert_close(without.normals, with_grad.normals.detach())
     assert with_grad.composite.rgb.requires_grad and not without.composite.rgb.requires_grad
+
+
+def test_inference_in_chunks_of_rays_stays_within_the_stop_of_every_sample_composited(video):
+    """``inference_rays`` splits the evaluation's rays (the paper's ensemble held 47 GiB in one call of 8,192): each
+    chunk's colours stay within the early stop of the training renderer's, which composites every sample."""
+    train_frames, _ = video
+    model = _model(train_frames, dataclasses.replace(TINY, inference_rays=5))
+    head = _head(model, train_frames, learnt=True)
+    rays = _head_batch(train_frames, 32, head).rays
+    with torch.no_grad():
+        every = model.render(rays, head).composite.rgb
+        chunked = model.render_rays(rays, head)
+    assert chunked.shape == (32, 3)
+    torch.testing.assert_close(chunked, every, rtol=0, atol=EARLY_STOP_TRANSMITTANCE)
+    with raises_naming("inference_rays"):
+        dataclasses.replace(TINY, inference_rays=0)
 
 
 @pytest.mark.unchecked
