@@ -4,6 +4,7 @@ holds the bytes at the peak (the tensors saved for backward, by module; the live
 
     python tools/step_memory.py --model hyper_neus --rays 32 64 128   # the paper recipe; extrapolated to --extrapolate
     python tools/step_memory.py --model hyper_neus --recipe cpu --rays 64 --json memory.json
+    python tools/step_memory.py --model hyper_neus --render-rays 1024 2048   # one render call's peak instead
 
 A torch dispatch mode (:class:`StorageTracker`) sees every tensor an operation returns, forward, backward and optimiser;
 a storage it has not seen is counted live from then until a weakref finalizer on the storage says it was freed (torch
@@ -36,7 +37,9 @@ from torch.optim.optimizer import register_optimizer_step_post_hook, register_op
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
+from headfields.cameras import image_pixels, pixel_rays
 from headfields.device_paths import cuda_paths
+from headfields.heads import tracked_head
 from headfields.training import train
 
 from step_anatomy import RowCounter, _Closed, build
@@ -205,6 +208,23 @@ def step_memory(name: str = "hyper_neus", recipe: str = "paper", rays: int = 64,
     }
 
 
+def render_memory(name: str = "hyper_neus", recipe: str = "paper", rays: int = 1024, resolution: int = 32) -> dict:
+    """The peak bytes of one ``render_rays`` call of ``rays`` rays (the evaluation's and the render command's call, on
+    CUDA's paths, without gradients; the untrained model's rays stop no earlier than a trained one's), parameters
+    aside, and the recipe's ``render_chunk``: the rays such a call gets."""
+    entry, model, subject = build(name, recipe, 14, resolution)
+    cameras, pixels = subject.train.cameras, image_pixels(subject.train.cameras)
+    pick = torch.randint(0, len(pixels), (rays,), generator=torch.Generator().manual_seed(0))
+    tracker = StorageTracker()
+    tracker.resident = set(resident(model, None))
+    with cuda_paths(), torch.no_grad():
+        head = tracked_head(model.parametric, subject.train)
+        with tracker:
+            model.render_rays(pixel_rays(cameras, 0, pixels[pick]), head)
+    return {"model": name, "recipe": recipe, "rays": rays, "peak_gib": tracker.peak / GIB,
+            "render_chunk": entry.training_defaults(recipe).render_chunk}  # fmt: skip
+
+
 def linear_fit(xs: list[float], ys: list[float]) -> tuple[float, float]:
     """Least-squares (intercept, slope) of ``ys`` on ``xs``."""
     n, mx, my = len(xs), sum(xs) / len(xs), sum(ys) / len(ys)
@@ -234,8 +254,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--extrapolate", type=int, default=512, help="the rays a step the fit is extrapolated to")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    parser.add_argument("--render-rays", type=int, nargs="*", default=[], help="instead: one render call's peak at these rays")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
+    if args.render_rays:
+        for rays in args.render_rays:
+            f = render_memory(args.model, args.recipe, rays)
+            print(f"{f['model']} ({f['recipe']} recipe): a render call of {rays:,} rays peaks at {f['peak_gib']:.3f} GiB "
+                  f"(the recipe renders {f['render_chunk']:,} rays a call)")  # fmt: skip
+        return
     figures = []
     for rays in args.rays:
         figures.append(step_memory(args.model, args.recipe, rays, args.warmup))

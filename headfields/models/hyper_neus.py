@@ -67,9 +67,6 @@ class HyperNeusConfig(NeusConfig):
     correspondence_weight: float = 1.0  # in the normalised units (see the departures)
     correspondence_vertices: int = 512  # tracked vertices per step
     optimization: OptimizerConfig = OptimizerConfig(5e-4, 5e-5, 100_000)  # exponential decay; no EMA (none in MonoNPHM)
-    # The ensemble evaluates 13 MLPs a sample: the evaluation's 8,192 rays (render_chunk) in one call held 47 GiB on
-    # an H100 (docs/results.md), 1,024 at a time about 6 GiB (tools/step_memory.py's tracker, the CPU on CUDA's paths).
-    inference_rays: int | None = 1024
 
     WEIGHTS = (*NeusConfig.WEIGHTS, "correspondence_weight")
 
@@ -95,7 +92,6 @@ def cpu_config(**overrides) -> HyperNeusConfig:
         expression_code=LatentCodesConfig(dim=16, weight=1e-2),
         sampler=NeusSampler(coarse=24, rounds=2, per_round=8, padding=0.04),
         optimization=OptimizerConfig(1e-3, 1e-4, 5_000, ema_decay=0.95),
-        inference_rays=None,  # one MLP a sample: a call of every ray fits
     )
     return HyperNeusConfig(**{**sizes, **overrides})
 

@@ -43,16 +43,11 @@ class NeusConfig:
     silhouette_weight: float = 0.1
     optimization: OptimizerConfig = OptimizerConfig(1e-3, 1e-4, 5_000, ema_decay=0.95)
     background: tuple[float, float, float] = (1.0, 1.0, 1.0)
-    # Rays the inference renderer takes at a time (None: all it is given): its up-sampling and its rounds hold every
-    # sample of a call, with the SDF's graph for the normals.
-    inference_rays: int | None = None
 
     WEIGHTS = ("eikonal_weight", "silhouette_weight")  # the loss weights, each checked to be >= 0
 
     def __post_init__(self) -> None:
         check_count("eikonal_points", self.eikonal_points, 0)
-        if self.inference_rays is not None:
-            check_count("inference_rays", self.inference_rays, 1)
         for name in self.WEIGHTS:
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name}: expected a non-negative weight, got {getattr(self, name)}")
@@ -82,18 +77,10 @@ class NeusModel(nn.Module):
         return render_neus(self.field, rays, head, self.config.sampler, self.inverse_variance(), background, generator)
 
     def render_rays(self, rays: Rays, head: Head, early_stop: float = EARLY_STOP_TRANSMITTANCE) -> Tensor:
-        """The colours by the inference renderer (rounds over the live rays, stopped at transmittance ``early_stop``),
-        ``config.inference_rays`` rays at a time. A call's rounds follow its rays, so the chunks move a colour by at
-        most the light behind the stop (``early_stop``)."""
+        """The colours by the inference renderer (rounds over the live rays, stopped at transmittance ``early_stop``)."""
         background = self.background
         sampler, inv_s = self.config.sampler, self.inverse_variance()
-        chunk = self.config.inference_rays
-        if chunk is None or len(rays) <= chunk:
-            return render_neus_inference(self.field, rays, head, sampler, inv_s, background, early_stop).rgb
-        parts = zip(*(t.split(chunk) for t in (rays.origins, rays.directions, rays.frame)), strict=True)
-        return torch.cat(
-            [render_neus_inference(self.field, Rays(*p), head, sampler, inv_s, background, early_stop).rgb for p in parts]
-        )
+        return render_neus_inference(self.field, rays, head, sampler, inv_s, background, early_stop).rgb
 
     def box_condition(self, count: int) -> Tensor | None:
         """What the SDF reads besides the points at the eikonal term's box points: a shared code as it is, else

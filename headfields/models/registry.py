@@ -210,6 +210,10 @@ INFERENCE_CHUNK = 1 << 16
 # march's read-back, each round's launches) is what a frame of a few million samples spends its time on, and four
 # calls of 2^16 rays took 124 ms against 63 ms for one (docs/insta.md, "Figures").
 PAPER_INFERENCE_CHUNK = {"render_chunk": 1 << 18}
+# The hyper NeuS avatar's paper recipe renders 1,024 rays a call: NeuS's inference up-samples every ray of a call at
+# once, each sample through 13 MLPs with the SDF's graph for its normal; TrainingConfig's 8,192 held 47 GiB on an H100
+# (docs/results.md), 1,024 about 5.6 GiB (counted on the CPU: tools/step_memory.py --render-rays).
+HYPER_NEUS_PAPER_CHUNK = {"render_chunk": 1024}
 MONOAVATAR_CPU_SAMPLES_PER_BATCH = {"samples_per_batch": 1 << 13}  # two networks a sample, 4 frames' UV CNN a step
 # MonoNPHM's prior: its paper's steps (PriorTrainingConfig().steps), a log line every 100; on a CPU the steps a
 # half-hour budget reaches on 2 idle cores (~33 min for 2,400: benchmarks/ablations/nphm.py, docs/mononphm.md).
@@ -258,6 +262,7 @@ def _entries() -> dict[str, ModelEntry]:
             _hyper_neus,
             "HyperNeusConfig",
             training=_training(max_minutes=20.0, rays_per_batch=512, frames_per_batch=4, eval_every=500),
+            recipe_training={"paper": HYPER_NEUS_PAPER_CHUNK},
         ),
         # A frozen prior fitted by tracking: its own pipeline (headfields.models.mononphm.run); of the training
         # settings it reads the budget, the seed, the held-out frames measured (5, as its example did) and the chunk.

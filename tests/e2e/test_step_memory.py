@@ -68,3 +68,11 @@ def test_the_hyper_neus_paper_step_holds_no_more_than_today(step_memory):
     assert figures["resident_gib"] > 0.1  # 65 members 4 x 200, a 6 x 400 deformer, Adam's two moments
     assert 0 < figures["peak_gib"] <= HYPER_NEUS_PEAK_GIB, figures
     assert figures["saved_by_module"][0][1] > 0  # the breakdown at the peak is there
+
+
+def test_a_render_call_s_peak_grows_with_its_rays_and_the_recipe_s_chunk_is_named(step_memory):
+    # NeuS's inference holds every sample of a call at once: twice the rays, about twice the bytes (the paper recipe's
+    # reason to render 1,024 rays a call, where 8,192 held 47 GiB on an H100)
+    small, large = (step_memory.render_memory("hyper_neus", "paper", rays, resolution=16) for rays in (16, 32))
+    assert 1.6 < large["peak_gib"] / small["peak_gib"] < 2.4, (small, large)
+    assert small["render_chunk"] == 1024 and small["peak_gib"] > 0
