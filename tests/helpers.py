@@ -1,6 +1,7 @@
 """Helpers shared by the tests (pytest puts this folder on sys.path)."""
 
 import contextlib
+import warnings
 
 import jaxtyping
 import pytest
@@ -124,3 +125,24 @@ def slot_samples(per_ray: list[int], slots: int, fits: list[bool]) -> SlotSample
     start = torch.cat([start, far.expand(pad)])
     samples = PackedSamples(ray, start, end, len(per_ray))
     return SlotSamples(samples, torch.tensor(n), torch.tensor(n), torch.tensor(fits))
+
+
+def eager_and_graphed(monkeypatch, train_one):
+    """``train_one(graphed)`` for graphed False, then True (``TrainingConfig.cuda_graph``), a capture's warning failing
+    it: the StepGraph the graphed run made and each run's metrics, by ``graphed``."""
+    from headfields.training import step_graph
+
+    graphs, made = [], step_graph.StepGraph.__init__
+
+    def kept(self, *args, **kwargs):
+        made(self, *args, **kwargs)
+        graphs.append(self)
+
+    monkeypatch.setattr(step_graph.StepGraph, "__init__", kept)
+    runs = {}
+    for graphed in (False, True):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", RuntimeWarning)  # a failed capture warns: here it fails the test
+            runs[graphed] = train_one(graphed)
+    (graph,) = graphs
+    return graph, runs

@@ -4,7 +4,6 @@ views fall into front, side and back bins as the orbit says, the shared loop tra
 decides nothing by the step number (one CUDA graph phase), and bad configurations raise."""
 
 import dataclasses
-import warnings
 
 import pytest
 import torch
@@ -16,10 +15,9 @@ from headfields.models.portrait360 import Portrait360, Portrait360Config
 from headfields.parametric import load_model
 from headfields.renderers import BACK, FRONT, SIDE
 from headfields.training import TrainingConfig, ray_batch, train
-from headfields.training import step_graph as step_graph_module
 from headfields.training.step_graph import check_graph
 
-from helpers import fit, raises_naming
+from helpers import eager_and_graphed, fit, raises_naming
 
 TINY = TINY_PORTRAIT
 
@@ -109,25 +107,16 @@ def test_its_step_decides_nothing_by_the_step_number(tiny_orbit_video):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 def test_its_step_is_captured_replayed_and_trains_as_the_eager_step_on_cuda(tiny_orbit_video, tmp_path, monkeypatch):
-    graphs = []
-    made = step_graph_module.StepGraph.__init__
-
-    def kept(self, *args, **kwargs):
-        made(self, *args, **kwargs)
-        graphs.append(self)
-
-    monkeypatch.setattr(step_graph_module.StepGraph, "__init__", kept)
     train_frames, eval_frames = tiny_orbit_video
-    runs = {}
-    for graphed in (False, True):
+
+    def train_one(graphed: bool) -> dict:
         config = TrainingConfig(
             max_iterations=60, rays_per_batch=64, samples_per_batch=1024, early_stop=1e-4, fixed_shapes=True,
             cuda_graph=graphed, balance_views=True, eval_every=0, checkpoint_every=0, eval_frames=1,
         )  # fmt: skip
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", RuntimeWarning)  # a failed capture warns: here it fails the test
-            runs[graphed] = train(_model(train_frames), train_frames, eval_frames, tmp_path / str(graphed), config, device="cuda")
-    (graph,) = graphs
+        return train(_model(train_frames), train_frames, eval_frames, tmp_path / str(graphed), config, device="cuda")
+
+    graph, runs = eager_and_graphed(monkeypatch, train_one)
     assert graph.captures >= 1 and not graph.failed and graph.graph is not None
     # replayed steps run the eager step's kernels (the hash grid's atomic sums in any order): the runs score alike
     assert abs(runs[True]["psnr"] - runs[False]["psnr"]) < 0.5, (runs[True]["psnr"], runs[False]["psnr"])

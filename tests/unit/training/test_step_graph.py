@@ -4,7 +4,6 @@ to step in every way a replay would miss is checked on the CPU by ``tools/step_a
 tests/e2e/test_step_anatomy.py.)"""
 
 import dataclasses
-import warnings
 
 import pytest
 import torch
@@ -13,9 +12,8 @@ from tiny_configs import TINY_INSTA
 from headfields.models.insta import Insta
 from headfields.parametric import load_model
 from headfields.training import TrainingConfig, train
-from headfields.training import step_graph as step_graph_module
 
-from helpers import raises_naming
+from helpers import eager_and_graphed, raises_naming
 
 CUDA = torch.cuda.is_available()
 
@@ -66,24 +64,14 @@ def test_insta_s_graph_phase_changes_where_its_step_does():
 
 @pytest.mark.skipif(not CUDA, reason="no CUDA device")
 def test_insta_s_step_is_captured_replayed_and_trains_as_the_eager_step_on_cuda(tiny_video, tmp_path, monkeypatch):
-    graphs = []
-    made = step_graph_module.StepGraph.__init__
-
-    def kept(self, *args, **kwargs):
-        made(self, *args, **kwargs)
-        graphs.append(self)
-
-    monkeypatch.setattr(step_graph_module.StepGraph, "__init__", kept)
     train_frames, eval_frames = tiny_video
-    runs = {}
-    for graphed in (False, True):
+
+    def train_one(graphed: bool) -> dict:
         torch.manual_seed(0)
-        model = _insta(train_frames)
         config = _config(max_iterations=60, cuda_graph=graphed)
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", RuntimeWarning)  # a failed capture warns: here it fails the test
-            runs[graphed] = train(model, train_frames, eval_frames, tmp_path / str(graphed), config, device="cuda", log=None)
-    (graph,) = graphs
+        return train(_insta(train_frames), train_frames, eval_frames, tmp_path / str(graphed), config, device="cuda", log=None)
+
+    graph, runs = eager_and_graphed(monkeypatch, train_one)
     assert graph.captures >= 1 and not graph.failed and graph.graph is not None
     # Replayed steps run the eager step's kernels (the hash grid's atomic gradient sums in any order on CUDA):
     # the two runs score alike.
