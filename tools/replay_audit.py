@@ -72,8 +72,20 @@ class ReplayRecorder(TorchDispatchMode):
     def _claim(self, t: torch.Tensor) -> None:
         storage = t.untyped_storage()
         start = storage.data_ptr()
-        if start and not self._own(start):
-            bisect.insort(self._made, (start, start + max(storage.nbytes(), 1)))
+        if not start:
+            return
+        end = start + max(storage.nbytes(), 1)
+        # Merged with the ranges it meets: the allocator reuses a storage freed in the step for a larger one, whose
+        # tail an earlier range would not cover.
+        i = bisect.bisect_right(self._made, (start, float("inf")))
+        if i > 0 and self._made[i - 1][1] >= start:
+            i -= 1
+            start, end = self._made[i][0], max(end, self._made[i][1])
+        j = i
+        while j < len(self._made) and self._made[j][0] <= end:
+            end = max(end, self._made[j][1])
+            j += 1
+        self._made[i:j] = [(start, end)]
 
     def describe(self, value) -> object:
         """``value`` as a replay would see it."""
@@ -111,7 +123,10 @@ class ReplayRecorder(TorchDispatchMode):
         kwargs = kwargs or {}
         name = func.overloadpacket.__name__
         if self.recording and name not in NO_KERNEL:
-            self.record(name, (args, kwargs))  # before the call: an in-place operation's input as it was found
+            recorded = kwargs
+            if name == "_fused_adam_" and isinstance(kwargs.get("lr"), float):  # a graphed step's rates are tensors,
+                recorded = {**kwargs, "lr": "a rate filled before each replay"}  # (training.step_graph.StepGraph)
+            self.record(name, (args, recorded))  # before the call: an in-place operation's input as it was found
         out = func(*args, **kwargs)
         if self.recording:
             for t in out if isinstance(out, (list, tuple)) else (out,):

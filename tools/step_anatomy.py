@@ -14,12 +14,12 @@ evaluate per trained sample.
 The model is built from its registry entry's recipe (``--recipe``, default ``paper``) with a smaller hash table
 (``--log2-table-size``: the launches and operations do not depend on it) and trained by ``headfields.training.train``
 on a small synthetic video (``--resolution`` pixels, 8 frames) with the recipe's training defaults, the sample budget
-``--samples``, early termination at 1e-4 and, by default, fixed shapes. The first ``--warmup`` steps run uncounted
-(Warp compiles, the occupancy grid passes its warm-up, the budget settles), then ``--steps`` steps are counted, between
-torch's optimiser-step hooks (the library is not touched: the counters are a torch dispatch mode, a torch function mode,
-Python's profile hook and forward hooks on the model's deformer and hash grids). 16 steps hold one occupancy refresh,
-as training pays it. The milliseconds are this CPU's wall time a step on CUDA's paths (slower than its own paths):
-a host figure for comparing two versions of the code here, not a GPU's time.
+``--samples``, early termination at 1e-4 (``--early-stop``; 0: off) and, by default, fixed shapes. The first
+``--warmup`` steps run uncounted (Warp compiles, the occupancy grid passes its warm-up, the budget settles), then
+``--steps`` steps are counted, between torch's optimiser-step hooks (the library is not touched: the counters are a
+torch dispatch mode, a torch function mode, Python's profile hook and forward hooks on the model's deformer and hash
+grids). 16 steps hold one occupancy refresh, as training pays it. The milliseconds are this CPU's wall time a step on
+CUDA's paths (slower than its own paths): a host figure for comparing two versions of the code here, not a GPU's time.
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ from torch.utils._pytree import tree_leaves
 from headfields.device_paths import cuda_paths
 from headfields.encoders import HashGrid, hashgrid
 from headfields.models.registry import MODELS
+from headfields.renderers.volume import EARLY_STOP_TRANSMITTANCE
 from headfields.synthetic import SyntheticVideoConfig, synthetic_subject
 from headfields.training import train
 from headfields.training.loop import _Loop
@@ -174,13 +175,14 @@ def anatomy(
     resolution: int = 32,
     timed: int = 8,
     overrides: dict | None = None,
+    early_stop: float | None = EARLY_STOP_TRANSMITTANCE,
 ) -> dict:
     """Train model ``name`` on CUDA's paths and count steps ``warmup + 1`` to ``warmup + steps``; the ``timed`` steps
     before them are timed, uncounted. ``overrides``: recipe fields set. Returns the figures a step (medians over the
     counted steps), their totals and the rows evaluated per trained sample."""
     timed = min(timed, warmup)
     entry, model, subject = build(name, recipe, log2_table_size, resolution, overrides)
-    budget = {} if not samples else dict(samples_per_batch=samples, early_stop=1e-4, fixed_shapes=fixed_shapes)
+    budget = {} if not samples else dict(samples_per_batch=samples, early_stop=early_stop, fixed_shapes=fixed_shapes)
     config = dataclasses.replace(
         entry.training_defaults(recipe), **budget, max_iterations=warmup + steps + 1, max_minutes=None, eval_every=0,
         checkpoint_every=0, log_every=10**9,
@@ -376,6 +378,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--resolution", type=int, default=32)
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=JSON", help="a recipe field (occupancy_every=4)")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    parser.add_argument(
+        "--early-stop", type=float, default=EARLY_STOP_TRANSMITTANCE, help="the transmittance of early termination; 0: off"
+    )
     args = parser.parse_args(argv)
     overrides = {}
     for item in args.set:
@@ -385,7 +390,7 @@ def main(argv: list[str] | None = None) -> None:
         overrides[field] = json.loads(value)
     figures = anatomy(
         args.model, args.recipe, args.samples, args.warmup, args.steps, args.fixed_shapes, args.log2_table_size,
-        args.resolution, overrides=overrides,
+        args.resolution, overrides=overrides, early_stop=args.early_stop or None,
     )  # fmt: skip
     print_figures(figures)
     if args.json is not None:
