@@ -18,7 +18,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from ..checks import IntLike, check_count, check_finite, check_generator, check_shape, checking_values
-from .samples import PackedSamples
+from .samples import PackedSamples, SlotSamples
 
 # NeRF (Mildenhall et al. 2020, sample_pdf) adds 1e-5 to the coarse weights before normalising, so empty rays
 # resample uniformly and nothing divides by zero (mip-NeRF blurs the weights instead).
@@ -41,7 +41,7 @@ def _check_weights(weights: Tensor, s: int, device: torch.device) -> None:
 
 
 def importance_samples(
-    samples: PackedSamples,
+    samples: PackedSamples | SlotSamples,
     weights: Float[Tensor, " S"],
     num_samples: IntLike,
     generator: torch.Generator | None = None,
@@ -64,7 +64,14 @@ def importance_samples(
     to zero (all weights zero with ``padding = 0``) takes the limit ``padding -> 0``: equal mass per interval.
     Rays without coarse samples get no new ones. The result keeps the dtype and device of ``samples``; no
     gradient flows (weights and intervals are detached: new samples are where to query the field).
+
+    ``samples`` in fixed slots (:class:`~headfields.renderers.SlotSamples`, ``TrainingConfig.fixed_shapes``): the same
+    draw on every ray, ``K`` all of them, so that the result's size does not depend on the data and nothing is read
+    back; the slots' padding has no mass, and a ray without samples gets ``num_samples`` zero-length intervals at 0.
     """
+    real = None
+    if isinstance(samples, SlotSamples):
+        real, samples = samples.real(), samples.samples
     s, r, device = len(samples), samples.num_rays, samples.device
     _check_weights(weights, s, device)
     n = check_count("num_samples", num_samples, 1)
@@ -81,7 +88,7 @@ def importance_samples(
     with torch.no_grad():
         ray = samples.ray
         counts = samples.counts()
-        mass = weights.detach().double() + float(padding)
+        mass = weights.detach().double() + (float(padding) if real is None else float(padding) * real)
         total = torch.zeros(r, dtype=torch.float64, device=device).index_add(0, ray, mass)
         no_mass = total == 0  # all weights zero and no padding: equal masses, the limit padding -> 0
         mass = torch.where(no_mass[ray], 1.0, mass) / torch.where(no_mass, counts.double(), total)[ray]
@@ -100,7 +107,8 @@ def importance_samples(
         last_positive = torch.full((r,), -1, dtype=torch.long, device=device)
         last_positive = last_positive.scatter_reduce(0, ray, torch.where(positive, index, -1), "amax")
 
-        rays = torch.nonzero(counts > 0)[:, 0]
+        has_samples = counts > 0 if real is None else torch.zeros_like(counts).index_add_(0, ray, real.long()) > 0
+        rays = torch.nonzero(has_samples)[:, 0] if real is None else torch.arange(r, device=device)
         k = rays.shape[0]
         steps = torch.arange(n + 1, dtype=torch.float64, device=device)
         if generator is None:
@@ -117,6 +125,8 @@ def importance_samples(
         t0, t1 = samples.t_start.detach().double()[found], samples.t_end.detach().double()[found]
         edges = torch.lerp(t0, t1, frac)
         edges = torch.cummax(edges, dim=1).values.to(dtype)  # non-decreasing despite rounding at interval ends
+        if real is not None:  # (a ray without samples found another's: its intervals at 0, of no length)
+            edges = torch.where(has_samples[:, None], edges, 0.0)
         new_ray = rays[:, None].expand(k, n).reshape(-1)
         return PackedSamples._trusted(new_ray, edges[:, :-1].reshape(-1), edges[:, 1:].reshape(-1), r)
 
@@ -140,7 +150,9 @@ def _by_ray_then_t(ray: Tensor, t: Tensor, num_rays: int) -> Tensor:
     return torch.argsort((ray << _FLOAT32_BITS) | ordered, stable=True)
 
 
-def merge_samples(coarse: PackedSamples, fine: PackedSamples) -> PackedSamples:
+def merge_samples(
+    coarse: PackedSamples | SlotSamples, fine: PackedSamples, slots: IntLike | None = None
+) -> PackedSamples | SlotSamples:
     """NeRF's fine-pass samples: ``coarse``'s intervals cut at every edge of ``fine`` (samples on the same rays),
     so a fine network sees the coarse and the fine samples together, as NeRF evaluates its fine network on
     ``sort(z_coarse ∪ z_fine)``.
@@ -155,7 +167,18 @@ def merge_samples(coarse: PackedSamples, fine: PackedSamples) -> PackedSamples:
         coarse = StratifiedSampler(64)(rays, head)
         weights = composite(coarse, coarse_density, coarse_rgb).weights
         samples = merge_samples(coarse, importance_samples(coarse, weights, 128, generator))  # NeRF's fine pass
+
+    ``coarse`` in fixed slots (:class:`~headfields.renderers.SlotSamples`, ``TrainingConfig.fixed_shapes``): the pieces
+    in ``slots`` slots too, nothing read back; by default as many as hold every piece when each ray's fine intervals
+    are contiguous (:func:`importance_samples`' are), ``coarse.slots + len(fine) + num_rays``: a ray's ``n_f``
+    contiguous fine intervals cut its coarse ones at most ``n_f + 1`` times. Rays whose pieces do not fit have none,
+    as :meth:`SlotSamples.compact` leaves them, and neither have those that did not fit ``coarse``.
     """
+    fixed = None
+    if isinstance(coarse, SlotSamples):
+        fixed, coarse = coarse, coarse.samples
+    elif slots is not None:
+        raise ValueError("slots: expected None for coarse samples that are not in slots (SlotSamples)")
     if fine.num_rays != coarse.num_rays:
         raise ValueError(f"fine: expected samples on the {coarse.num_rays} rays of coarse, got {fine.num_rays} rays")
     if fine.device != coarse.device:
@@ -174,4 +197,10 @@ def merge_samples(coarse: PackedSamples, fine: PackedSamples) -> PackedSamples:
         # A piece between consecutive edges of one ray lies inside a coarse interval or wholly outside them all
         # (every coarse edge is an edge here); at tied edges the coverage after the last of them is the piece's.
         keep = (ray[1:] == ray[:-1]) & (t[1:] > t[:-1]) & inside
-        return PackedSamples._trusted(ray[:-1][keep], t[:-1][keep], t[1:][keep], coarse.num_rays)
+        if fixed is None:
+            return PackedSamples._trusted(ray[:-1][keep], t[:-1][keep], t[1:][keep], coarse.num_rays)
+        # Every piece between consecutive edges in slots, those kept then compacted (the padding's have no length).
+        pieces = PackedSamples._trusted(ray[:-1], t[:-1], t[1:], coarse.num_rays)
+        everything = torch.full((), len(pieces), dtype=torch.long, device=ray.device)
+        slots = fixed.slots + sf + coarse.num_rays if slots is None else check_count("slots", slots, 1)
+        return SlotSamples(pieces, everything, everything, fixed.fits).compact(keep, slots)

@@ -29,7 +29,7 @@ from .compositing import Composite, accumulate, composite, composite_alpha, tran
 from .early_stop import compact_in_front
 from .neus import NEUS_BASE_INV_S, NEUS_NUM_SAMPLES, NEUS_ROUNDS, NEUS_SAMPLES_PER_ROUND, neus_rays
 from .samplers import ray_bounds
-from .samples import PackedSamples, SampleCount, SampleSlots
+from .samples import PackedSamples, SampleCount, SampleSlots, SlotSamples
 
 __all__ = [
     "EARLY_STOP_TRANSMITTANCE",
@@ -65,20 +65,26 @@ class NerfRender:
     points: Float[Tensor, "S 3"]  # the samples' midpoints (world)
     field: FieldOutput  # the field at those points
     count: SampleCount  # the samples the sampler gave and those rendered (fewer after early termination)
-    fits: Bool[Tensor, " R"] | None = None  # with slots: the rays whose samples fit them (leave the others out of a loss)
+    slots: SlotSamples | None = None  # with slots: ``samples`` in them (their count, the rays that fit)
+
+    @property
+    def fits(self) -> Bool[Tensor, " R"] | None:
+        """With slots: the rays whose samples fit them (leave the others out of a loss)."""
+        return None if self.slots is None else self.slots.fits
 
 
-def check_drawn_samples(sampler: nn.Module | PackedSamples, rays: Rays) -> None:
+def check_drawn_samples(sampler: nn.Module | PackedSamples | SlotSamples, rays: Rays) -> None:
     """Samples drawn already (a renderer's ``sampler`` may be them) must lie on ``rays``, one ray for each."""
-    if isinstance(sampler, PackedSamples) and sampler.num_rays != rays.origins.shape[0]:
-        raise ValueError(f"sampler: expected samples on the {rays.origins.shape[0]} rays, got {sampler.num_rays} rays")
+    drawn = sampler.samples if isinstance(sampler, SlotSamples) else sampler
+    if isinstance(drawn, PackedSamples) and drawn.num_rays != rays.origins.shape[0]:
+        raise ValueError(f"sampler: expected samples on the {rays.origins.shape[0]} rays, got {drawn.num_rays} rays")
 
 
 def render_nerf(
     field: Field,
     rays: Rays,
     head: Head,
-    sampler: nn.Module | PackedSamples,
+    sampler: nn.Module | PackedSamples | SlotSamples,
     background: Float[Tensor, " 3"] | Float[Tensor, "R 3"] | None = None,
     generator: torch.Generator | None = None,
     early_stop: float | None = None,
@@ -100,24 +106,29 @@ def render_nerf(
     the host (on CUDA the GPU never waits for Python): the sampler marches into ``slots.march`` slots, then the
     samples trained (those in front of ``early_stop``, or all) are compacted into ``slots.train``; rays whose
     samples do not fit are rendered empty and marked in ``fits``, and the counts are device tensors. The sampler
-    must take ``slots`` (:class:`~headfields.renderers.OccupancySampler`)."""
+    must take ``slots`` (:class:`~headfields.renderers.OccupancySampler`). ``sampler`` may also be samples in slots
+    already (:class:`~headfields.renderers.SlotSamples`: NeRF's fine pass in fixed shapes), rendered as they are, or
+    those in front of ``early_stop`` compacted into ``slots.train`` slots (without ``slots``: into as many as they
+    fill)."""
     check_rays(rays, head.num_frames, head.vertices.device)
     check_drawn_samples(sampler, rays)
     if early_stop is not None and not (isinstance(early_stop, int | float) and 0 < early_stop < 1):
         raise ValueError(f"early_stop: expected a transmittance in (0, 1) or None, got {early_stop!r}")
     stopping = early_stop is not None and torch.is_grad_enabled()
+    drawn = isinstance(sampler, PackedSamples | SlotSamples)
     if slots is not None:
         if not isinstance(slots, SampleSlots):
             raise TypeError(f"slots: expected SampleSlots or None, got {type(slots).__name__}")
-        if isinstance(sampler, PackedSamples) or "slots" not in inspect.signature(sampler.forward).parameters:
+        in_slots = isinstance(sampler, SlotSamples) or (not drawn and "slots" in inspect.signature(sampler.forward).parameters)
+        if not in_slots:
             raise ValueError(
                 f"slots: expected a sampler that marches into fixed slots (OccupancySampler: TrainingConfig.fixed_shapes "
                 f"needs one), got {type(sampler).__name__}"
             )
     with trusted_values():
-        if slots is not None:
+        if slots is not None or isinstance(sampler, SlotSamples):
             return _render_slots(field, rays, head, sampler, background, generator, early_stop if stopping else None, slots)
-        samples = sampler if isinstance(sampler, PackedSamples) else sampler(rays, head, field, generator)
+        samples = sampler if drawn else sampler(rays, head, field, generator)
         marched = len(samples)
         x = samples.midpoints(rays.origins, rays.directions)
         encoded = None
@@ -131,27 +142,28 @@ def render_nerf(
         return NerfRender(composite(samples, out.density, out.rgb, background), samples, x, out, count)
 
 
-def _render_slots(field, rays, head, sampler, background, generator, early_stop, slots: SampleSlots) -> NerfRender:
+def _render_slots(field, rays, head, sampler, background, generator, early_stop, slots: SampleSlots | None) -> NerfRender:
     """:func:`render_nerf` in fixed slots: no value read back."""
-    fixed = sampler(rays, head, field, generator, slots=slots.march)
+    fixed = sampler if isinstance(sampler, SlotSamples) else sampler(rays, head, field, generator, slots=slots.march)
+    train = fixed.slots if slots is None else slots.train
     marched = fixed.wanted  # every ray's samples, those past the slots too
     encoded = None
     if early_stop is not None:
         x = fixed.samples.midpoints(rays.origins, rays.directions)
         density, encoded = _front_density(field, fixed.samples, x, rays, head)
-        fixed = compact_in_front(fixed, density, early_stop, slots.train)
+        fixed = compact_in_front(fixed, density, early_stop, train)
         # (padding slots take the first slot's point and encoding: zero-length, they weigh nothing, nor does their
         # gradient)
         encoded = None if encoded is None else encoded.rows(fixed.source)
         x = x[fixed.source]
     else:
-        if slots.train != slots.march:
-            fixed = fixed.compact(fixed.real(), slots.train)
+        if train != fixed.slots:
+            fixed = fixed.compact(fixed.real(), train)
         x = fixed.samples.midpoints(rays.origins, rays.directions)
     samples = fixed.samples
     out = _trained(field, x, rays, samples, head, encoded)
     count = SampleCount(marched, fixed.count, (~fixed.fits).sum())
-    return NerfRender(composite(samples, out.density, out.rgb, background), samples, x, out, count, fixed.fits)
+    return NerfRender(composite(samples, out.density, out.rgb, background), samples, x, out, count, fixed)
 
 
 def _front_density(

@@ -1,6 +1,7 @@
 """Hierarchical (importance) sampling against a per-ray numpy inverse CDF, its distribution over the coarse
 intervals, analytic cases (one weighted interval, uniform weights on even bins), packing, and bad input; the
-fine pass's samples (coarse cut at the fine edges) against a per-ray numpy partition and a hand-worked case."""
+fine pass's samples (coarse cut at the fine edges) against a per-ray numpy partition and a hand-worked case; both
+in fixed slots (padding, every ray drawn) against themselves on the packed samples, and read nothing back."""
 
 from __future__ import annotations
 
@@ -12,8 +13,10 @@ import torch
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from headfields.renderers import PackedSamples, importance_samples, stratified_samples
-from headfields.renderers.hierarchical import _by_ray_then_t, merge_samples
+from headfields.checks import trusted_values
+from headfields.device_paths import cuda_paths
+from headfields.renderers import PackedSamples, SlotSamples, importance_samples, stratified_samples
+from headfields.renderers.hierarchical import PADDING, _by_ray_then_t, merge_samples
 
 from helpers import raises_naming
 
@@ -335,3 +338,60 @@ def test_merge_bad_input():
     other = PackedSamples(torch.zeros(1, dtype=torch.long), torch.zeros(1), torch.ones(1), 2)
     with raises_naming("fine"):
         merge_samples(coarse, other)
+
+
+def in_slots(samples: PackedSamples, weights: torch.Tensor, spare: int) -> tuple[SlotSamples, torch.Tensor]:
+    """``samples`` in ``len(samples) + spare`` slots (every ray fits; the padding after them) and their weights (0)."""
+    n = len(samples)
+    count = torch.tensor(n)
+    everything = SlotSamples(samples, count, count, torch.ones(samples.num_rays, dtype=torch.bool))
+    fixed = everything.compact(torch.ones(n, dtype=torch.bool), n + spare) if n else None
+    return fixed, torch.cat([weights, weights.new_zeros(spare)])
+
+
+@HYPOTHESIS
+@given(rays=RAYS, seed=st.integers(0, 2**31 - 1), num_samples=st.integers(1, 9), spare=st.integers(1, 7), jitter=st.booleans())
+def test_in_slots_every_ray_draws_and_the_merge_holds_the_packed_pieces(rays, seed, num_samples, spare, jitter, host_sync_spy):
+    """In slots, the draws on the rays with samples are the per-ray numpy inverse CDF's (the padding has no mass; the
+    jitter: one row of uniforms for every ray), the others' are zero-length intervals at 0; the merge in its default
+    slots holds exactly the packed merge of the same draws, every ray fitting, the padding after them; no value is
+    read back on CUDA's paths."""
+    coarse, weights = build_samples(rays, seed)
+    if len(coarse) == 0:
+        return
+    fixed, padded = in_slots(coarse, weights, spare)
+    generator = torch.Generator().manual_seed(seed) if jitter else None
+    with cuda_paths(), trusted_values(), host_sync_spy() as spy:
+        drawn = importance_samples(fixed, padded, num_samples, generator)
+        merged = merge_samples(fixed, drawn)
+    assert spy.reads == {}, spy.report()
+    r, n = coarse.num_rays, num_samples
+    assert drawn.ray.tolist() == torch.arange(r).repeat_interleave(n).tolist()
+    has = coarse.counts() > 0
+    xi = None
+    if jitter:
+        xi = torch.rand(r, n + 1, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)[has].numpy()
+    on_rays = drawn.select(has[drawn.ray])
+    reference_check(coarse, weights, on_rays, n, PADDING, xi)
+    assert (drawn.t_start.reshape(r, n)[~has] == 0).all() and (drawn.t_end.reshape(r, n)[~has] == 0).all()
+    pieces = merge_samples(coarse, on_rays)  # the same draws, packed
+    k = int(merged.count)
+    assert merged.slots == fixed.slots + len(drawn) + r and bool(merged.fits.all()) and k == len(pieces)
+    for name in ("ray", "t_start", "t_end"):
+        torch.testing.assert_close(getattr(merged.samples, name)[:k], getattr(pieces, name), rtol=0, atol=0)
+    assert (merged.samples.deltas[k:] == 0).all() and (merged.samples.ray[k:] == r - 1).all()
+
+
+def test_a_merge_in_too_few_slots_leaves_the_last_rays_out():
+    coarse, weights = build_samples([(4, "dense", True)] * 5, seed=3)
+    fixed, padded = in_slots(coarse, weights, 2)
+    drawn = importance_samples(fixed, padded, 3)
+    pieces = merge_samples(coarse, drawn)  # (every ray has samples: the draws are on them all)
+    merged = merge_samples(fixed, drawn, slots=20)
+    through = torch.cumsum(pieces.counts(), 0)  # the pieces of each ray and those before it
+    assert merged.fits.tolist() == (through <= 20).tolist() and not bool(merged.fits.all())
+    k = int(merged.count)
+    assert k == int(through[merged.fits][-1])
+    torch.testing.assert_close(merged.samples.t_start[:k], pieces.t_start[:k], rtol=0, atol=0)
+    with raises_naming("slots"):
+        merge_samples(coarse, drawn, slots=20)  # packed coarse samples have no slots
