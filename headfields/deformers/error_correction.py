@@ -126,7 +126,7 @@ class CorrectionRegularizers:
 
     elastic: Float[Tensor, ""]  # mean ‖log σ(∂q'/∂q)‖² (Geman-McClure if config.elastic_scale), unweighted
     magnitude: Float[Tensor, ""]  # mean ‖(q − q') / length_scale‖², unweighted (scene units, as the weights assume)
-    elastic_weight: float  # the scheduled weight at the field's step
+    elastic_weight: Float[Tensor, ""]  # the scheduled weight at the field's step (the field's buffer, set by set_step)
     magnitude_weight: float
 
     @property
@@ -201,6 +201,8 @@ class ErrorCorrectionField(Deformer):
         # The coarse-to-fine window's band weights at the step (set_step), kept on the device in the parameters' dtype
         # (a module's dtype moves it with them): each pass reads it as it is.
         self.register_buffer("bands", window_bands(self.window, config.num_frequencies).float(), persistent=False)
+        # The elastic weight at the step, kept as the bands are: a step captured as a CUDA graph reads it as it decays.
+        self.register_buffer("elastic_weight_now", torch.tensor(self.elastic_weight), persistent=False)
         self.latent = nn.Embedding(self.num_frames, config.latent_dim)
         nn.init.normal_(self.latent.weight, std=LATENT_INIT_STD)
         width = self.encoding.out_dim + config.latent_dim
@@ -217,6 +219,7 @@ class ErrorCorrectionField(Deformer):
         self.step = check_count("step", step, 0)
         with torch.no_grad():  # once a step, on the device: the passes read the buffer (no copy from the host each)
             self.bands.copy_(window_bands(self.window, self.config.num_frequencies, self.bands.device))
+            self.elastic_weight_now.fill_(self.elastic_weight)
 
     @property
     def window(self) -> float:
@@ -302,7 +305,7 @@ class ErrorCorrectionField(Deformer):
         is inactive both are 0 (it is the identity there)."""
         self._check_x(x)
         frame = check_frame("frame", frame, x.shape[0], self.num_frames, x.device)
-        weights = {"elastic_weight": self.elastic_weight, "magnitude_weight": float(self.config.magnitude_weight)}
+        weights = {"elastic_weight": self.elastic_weight_now, "magnitude_weight": float(self.config.magnitude_weight)}
         if not self.active or x.shape[0] == 0:
             # A zero on the parameters' graph, so ``total.backward()`` always works.
             zero = (self.latent.weight.sum() * 0.0).to(torch.promote_types(x.dtype, self.latent.weight.dtype))

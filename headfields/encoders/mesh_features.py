@@ -25,6 +25,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
+from ..checks import check_int, checking_values
 from ..geometry import TriangleMesh
 from ..parametric import Head
 from .mesh_anchored import MeshAnchoredConfig, MeshAnchoredEncoder
@@ -62,6 +63,9 @@ class _FrameFeatures:
     def __init__(self) -> None:
         self.memo: dict | None = None
         self.frames: Tensor | None = None  # the block's frames, sorted (None: each call finds its own)
+        # The block's frames' head-frame mesh, kept from block to block while their number stays: its BVHs refit to
+        # the next frames in place (no tree built, no host copy of their ids: what a CUDA graph can replay).
+        self.mesh: tuple[TriangleMesh, Tensor] | None = None  # and the faces it was built with
 
 
 class MeshFeatureEncoder(nn.Module):
@@ -88,16 +92,20 @@ class MeshFeatureEncoder(nn.Module):
         return other
 
     @contextmanager
-    def reuse_frame_features(self, frames: Int[Tensor, " R"] | None = None) -> Iterator[None]:
+    def reuse_frame_features(self, frames: Int[Tensor, " K"] | None = None) -> Iterator[None]:
         """Inside the block, this encoder and its siblings compute each frame's vertex features once for a head
-        and grad mode and reuse them (a coarse and a fine pass over the same rays); forgotten on exit. ``frames``
-        (e.g. the rays' frames): every frame the block's calls will see, found once (one read-back on a GPU);
-        each call then computes the features of all of them and finds its samples' among them on the device
-        (otherwise each call finds its own frames: two read-backs a call)."""
+        and grad mode and reuse them (a coarse and a fine pass over the same rays); forgotten on exit. ``frames``:
+        every frame the block's calls will see, sorted and distinct (``torch.unique(rays.frame)``, or a training
+        batch's drawn frames: ``RayBatch.frame_subset``); each call then computes the features of all of them and
+        finds its samples' among them on the device, and their mesh refits the last block's of as many frames
+        (otherwise each call finds its own frames: two read-backs a call, and builds their mesh)."""
         outer = self._shared.memo, self._shared.frames
         self._shared.memo = {} if outer[0] is None else outer[0]
         if frames is not None:
-            self._shared.frames = torch.unique(frames)  # sorted
+            check_int("frames", frames, [None], device=frames.device)
+            if checking_values() and len(frames) > 1 and not bool((frames[1:] > frames[:-1]).all()):
+                raise ValueError(f"frames: expected sorted, distinct frame indices (torch.unique), got {frames.tolist()}")
+            self._shared.frames = frames
         try:
             yield
         finally:
@@ -150,15 +158,21 @@ class MeshFeatureEncoder(nn.Module):
         its BVH, built at the first neighbour search, then serves every call in the block)."""
         memo = self._shared.memo
         key = None
+        known = memo is not None and frames is self._shared.frames  # (one tensor: known without reading it back)
         if memo is not None:  # the head object, the frames and the grad mode: a no-grad result must not serve a grad pass
-            # (the block's frames are one tensor: known without reading them back)
-            known = frames is self._shared.frames
             key = (id(head), id(frames) if known else tuple(frames.tolist()), torch.is_grad_enabled())
             if key in memo:
                 return memo[key][2:]
         vertices = head.to_joint_frame(self.joint, frames, head.vertices[frames])
         features = self.frame_features(head, frames, vertices)
-        mesh = TriangleMesh(vertices, head.faces)
+        kept = self._shared.mesh if known else None
+        if kept is not None and kept[1] is head.faces and kept[0].vertices.shape == vertices.shape:
+            mesh = kept[0]
+            mesh.update(vertices)
+        else:
+            mesh = TriangleMesh(vertices, head.faces)
+            if known:
+                self._shared.mesh = (mesh, head.faces)
         if memo is not None:
             memo[key] = (head, frames, mesh, features)  # holding the head (frames) keeps its id from being reused
         return mesh, features

@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
+from jaxtyping import Int
 from torch import Tensor, nn
 
 from ..cameras import Rays
@@ -40,6 +41,8 @@ from ..renderers import (
     CPU_SHELL,
     EARLY_STOP_TRANSMITTANCE,
     NerfRender,
+    SampleCount,
+    SampleSlots,
     StratifiedSampler,
     importance_samples,
     nerf_weights_inference,
@@ -47,6 +50,7 @@ from ..renderers import (
     render_nerf_inference,
 )
 from ..renderers.hierarchical import merge_samples
+from ..renderers.samples import PackedSamples, SlotSamples
 from ..training import OptimizerConfig, RayBatch, StepOutput
 
 __all__ = ["MonoAvatar", "MonoAvatarConfig", "cpu_config", "paper_config"]
@@ -182,19 +186,49 @@ class MonoAvatar(nn.Module):
         ]
 
     def render_passes(
-        self, rays: Rays, head: Head, generator: torch.Generator | None = None, early_stop: float | None = None
+        self,
+        rays: Rays,
+        head: Head,
+        generator: torch.Generator | None = None,
+        early_stop: float | None = None,
+        slots: SampleSlots | None = None,
+        frames: Int[Tensor, " K"] | None = None,
     ) -> tuple[NerfRender, NerfRender]:
         """NeRF's two passes: the coarse network on the sampler's samples, then the fine network on those and
         ``fine_samples`` more per ray drawn from the coarse weights (:func:`~headfields.renderers.importance_samples`,
         joined by ``merge_samples``), each with ``early_stop`` (:func:`~headfields.renderers.render_nerf`). Returns
-        ``(coarse, fine)``."""
+        ``(coarse, fine)``.
+
+        ``slots`` (``TrainingConfig.fixed_shapes``): both passes in fixed slots, nothing read back. The coarse samples
+        fill ``slots.march`` slots (at most ``coarse_samples`` a ray); every ray draws its fine ones, merged into slots
+        that hold every ray's pieces (:meth:`_merged_slots`). Rays whose coarse samples do not fit are in neither pass
+        (``NerfRender.fits``). With ``early_stop`` each pass compacts the samples in front within its own slots (the
+        budget's ``slots.train`` counts both networks' samples: it is not split between them). ``frames``: every
+        frame of the rays, sorted and distinct (``RayBatch.frame_subset``); None: found from the rays (one read-back)."""
         background = torch.ones(3, device=rays.origins.device)
-        # The shared UV CNN: once per frame of the rays for both passes (the frames found once: one read-back).
-        with self.coarse_field.encoder.reuse_frame_features(rays.frame):
-            coarse = render_nerf(self.coarse_field, rays, head, self.sampler, background, generator, early_stop)
-            drawn = importance_samples(coarse.samples, coarse.composite.weights.detach(), self.config.fine_samples, generator)
-            fine = render_nerf(self.field, rays, head, merge_samples(coarse.samples, drawn), background, generator, early_stop)
+        if frames is None:
+            frames = torch.unique(rays.frame)
+        # The shared UV CNN: once per frame of the rays for both passes.
+        with self.coarse_field.encoder.reuse_frame_features(frames):
+            placed = self.sampler  # (render_nerf draws the samples)
+            if slots is not None:
+                most = rays.origins.shape[0] * self.config.coarse_samples  # (slots past every ray's samples hold padding)
+                placed = self.sampler(rays, head, None, generator, slots=min(slots.march, most))
+            coarse = render_nerf(self.coarse_field, rays, head, placed, background, generator, early_stop)
+            samples = coarse.samples if coarse.slots is None else coarse.slots
+            drawn = importance_samples(samples, coarse.composite.weights.detach(), self.config.fine_samples, generator)
+            merged = merge_samples(samples, drawn, self._merged_slots(samples, early_stop))
+            fine = render_nerf(self.field, rays, head, merged, background, generator, early_stop)
         return coarse, fine
+
+    def _merged_slots(self, coarse: PackedSamples | SlotSamples, early_stop: float | None) -> int | None:
+        """The fine pass's slots, which hold every ray's pieces: a ray with all its ``coarse_samples`` has at most
+        ``fine_samples + 1`` pieces more, so without a shell or early termination (which leave a ray fewer) the coarse
+        slots in that proportion; otherwise ``merge_samples``' default, which holds any contiguous fine samples."""
+        if not isinstance(coarse, SlotSamples) or self.config.shell is not None or early_stop is not None:
+            return None
+        c = self.config
+        return -(-coarse.slots * (c.coarse_samples + c.fine_samples + 1) // c.coarse_samples)  # (rounded up)
 
     def render(self, rays: Rays, head: Head, generator: torch.Generator | None = None) -> NerfRender:
         """The fine pass (what evaluation renders)."""
@@ -216,20 +250,32 @@ class MonoAvatar(nn.Module):
         if self.correction is not None:
             self.correction.set_step(step)
 
+    def graph_phase(self, step: int) -> bool:
+        """What :meth:`training_step` decides by the step number (``TrainingConfig.cuda_graph``): whether the error
+        correction is on (past its warm-up). Its window and elastic weight, which change every step, are buffers
+        that :meth:`before_step` sets."""
+        return self.correction is None or step >= self.correction.config.start_step
+
     def training_step(self, batch: RayBatch, step: int) -> StepOutput:
-        if batch.slots is not None:
-            raise ValueError("fixed_shapes: expected a model that marches an occupancy grid (INSTA), got MonoAvatar")
-        coarse, out = self.render_passes(batch.rays, batch.head, batch.generator, batch.early_stop)
-        coarse_loss, fine_loss = mse_loss(coarse.composite.rgb, batch.rgb), mse_loss(out.composite.rgb, batch.rgb)
+        rays = batch.rays
+        coarse, out = self.render_passes(rays, batch.head, batch.generator, batch.early_stop, batch.slots, batch.frame_subset)
+        weight = None if out.fits is None else out.fits.to(out.composite.rgb.dtype)  # rays past the slots: out
+        coarse_loss, fine_loss = mse_loss(coarse.composite.rgb, batch.rgb, weight), mse_loss(out.composite.rgb, batch.rgb, weight)
         loss = coarse_loss + fine_loss  # NeRF: both passes supervised alike
         logs = {"coarse": coarse_loss.detach(), "fine": fine_loss.detach()}  # read when the loop logs, not every step
-        if self.correction is not None and self.correction.active and len(out.points):
+        trained = out.count.trained  # (in slots, a device count: the trained samples are the first slots)
+        if self.correction is not None and self.correction.active and (out.fits is not None or trained):
+            # A subset drawn with replacement, in fixed shapes: as many draws whatever the samples.
             g = batch.generator or torch.Generator().manual_seed(step)
-            some = torch.randperm(len(out.points), generator=g, device=g.device)[: self.config.correction_samples]
-            some = some.to(out.points.device)
-            frame = batch.rays.frame[out.samples.ray[some]]
+            draws = torch.rand(self.config.correction_samples, generator=g, device=g.device, dtype=torch.float64)
+            some = (draws.to(out.points.device) * trained).long()
+            frame = rays.frame[out.samples.ray[some]]
             in_head = self.field.deformer.part(RigidDeformer)(out.points[some].detach(), batch.head, frame).points
             terms = self.correction.regularizers(in_head, frame)
             loss = loss + terms.total
             logs.update(elastic=terms.elastic.detach(), magnitude=terms.magnitude.detach())
-        return StepOutput(loss=loss, rgb=out.composite.rgb, logs=logs, samples=coarse.count + out.count)
+        # In slots the march's are the coarse pass's: it counts what the coarse sampler placed (the fine samples follow).
+        samples = coarse.count + out.count
+        if out.fits is not None:
+            samples = SampleCount(coarse.count.marched, samples.trained, out.count.dropped)
+        return StepOutput(loss=loss, rgb=out.composite.rgb, logs=logs, samples=samples)

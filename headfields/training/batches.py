@@ -42,12 +42,14 @@ def ray_batch(
 
     With ``frames_per_batch``, the pixels come from that many frames drawn at random first (all frames when
     there are fewer): models that compute something per frame (MonoAvatar's UV-CNN features) then do it a
-    few times per batch instead of once for nearly every ray. With ``view_bins`` (a bin per frame, e.g. front /
-    side / back), each bin gives the same share of the rays (:func:`~headfields.renderers.sample_pixels_balanced`)."""
+    few times per batch instead of once for nearly every ray (``RayBatch.frame_subset``: those frames). With
+    ``view_bins`` (a bin per frame, e.g. front / side / back), each bin gives the same share of the rays
+    (:func:`~headfields.renderers.sample_pixels_balanced`)."""
     cameras = frames.cameras.to(device)
     # The pixels are picked where the frames are (the step's device after place_frames: no read-back), and the
     # picks and the pixels' values copied to the device otherwise.
     where = cameras if frames.images.device == cameras.device else frames.cameras
+    drawn = None  # the frames drawn for the batch, sorted (frames_per_batch)
     if view_bins is not None:  # the 360-degree portrait: front, side and back views alike
         picked = sample_pixels_balanced(where, view_bins.to(where.device), count, generator)
     else:
@@ -55,6 +57,9 @@ def ray_batch(
         if frames_per_batch is not None and frames_per_batch < len(frames):
             subset = torch.randperm(len(frames), generator=generator, device=generator.device)[:frames_per_batch]
             subset = subset.to(where.device)
+            drawn = torch.sort(subset).values.to(device, non_blocking=True)
+        elif frames_per_batch is not None:  # as many frames as asked for, or fewer: all of them
+            drawn = torch.arange(len(frames), device=device)
         picked = sample_pixels(where, count, generator, subset)
 
     # One flat index for the images, masks, depths and labels (each a kernel on a GPU: an index, not three).
@@ -75,6 +80,7 @@ def ray_batch(
         depth=None if frames.depths is None else gather(frames.depths).float(),  # the reader's are float16
         segmentation=None if segmentation is None else segmentation.long(),
         head=head,
+        frame_subset=drawn,
     )
 
 

@@ -44,12 +44,12 @@ class TrainingConfig:
     # waits for Python): the march fills slots sized from the budget, early termination compacts into
     # samples_per_batch slots, a ray whose samples do not fit is left out of the loss (rays_dropped_per_step), and
     # the sample counts and the finite-loss check are read two steps later from copies made without waiting (a
-    # non-finite loss zeroes its step's gradients, then stops the run). Needs samples_per_batch and a model that
-    # marches an occupancy grid (INSTA). Off: exact shapes, which a CPU computes no padding for.
+    # non-finite loss zeroes its step's gradients, then stops the run). Needs samples_per_batch and a model whose
+    # step takes the slots (INSTA, the portrait, MonoAvatar). Off: exact shapes, which a CPU computes no padding for.
     fixed_shapes: bool = False
     # With fixed_shapes on a CUDA device, each step captured once as a CUDA graph and replayed (training.step_graph):
     # one launch a step where there were hundreds. The model says what its step decides by the step number
-    # (graph_phase: INSTA, the portrait); a capture that fails leaves the run eager, with a warning.
+    # (graph_phase: INSTA, the portrait, MonoAvatar); a capture that fails leaves the run eager, with a warning.
     cuda_graph: bool = False
     # The products of the fields' density and colour MLPs (networks.products_in) in a training step: "bfloat16" runs
     # them, forward and backward, in bfloat16 from the float32 weights (tiny-cuda-nn trains INSTA's MLPs in half

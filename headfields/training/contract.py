@@ -37,6 +37,9 @@ class RayBatch:
     # A random colour a ray, drawn by the loop before the batch is shared among ranks (the step's generator's first
     # draw) for a model whose ``random_background`` is True: what it composites over (training.random_backgrounds).
     backgrounds: Float[Tensor, "R 3"] | None = None
+    # The frames the rays were drawn from, sorted (TrainingConfig.frames_per_batch's draw; None: any training frame):
+    # a model that computes something a frame (MonoAvatar's UV CNN) finds them here without reading the rays back.
+    frame_subset: Int[Tensor, " K"] | None = None
 
     def slice(self, start: int, stop: int) -> RayBatch:
         """Rays ``start`` to ``stop`` (exclusive) with their targets: a rank's share of a batch."""

@@ -118,6 +118,11 @@ class SampleBudget:
         if not self.fixed:
             self._count(self.rays, samples)
             return
+        if not isinstance(samples.trained, torch.Tensor):  # counted on the host: the step did not take the slots
+            raise ValueError(
+                f"fixed_shapes: expected a model whose training_step takes the slots (RayBatch.slots: INSTA, the portrait, "
+                f"MonoAvatar), got {model}, whose samples were counted on the host"
+            )
         self.pending.append((self.rays, HostCopy([samples.marched, samples.trained, samples.dropped])))
         while len(self.pending) > READ_LAG:
             self._count(*self._read(self.pending.popleft()))

@@ -1,6 +1,7 @@
 """MonoAvatar's mesh-feature encoder: inside ``reuse_frame_features(frames)`` a call finds its samples' frames among
 the block's on the device. Against the per-call path (each call finds its own frames with ``unique``) and a brute
-force over frames (each frame's points encoded alone), with the read-backs counted on CUDA's paths."""
+force over frames (each frame's points encoded alone), with the read-backs counted on CUDA's paths; the block's mesh,
+kept and refit from block to block, against one built afresh."""
 
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ def setting():
     return encoder, head, ray_frames, ray, points
 
 
-def test_the_block_s_frames_give_what_each_call_s_own_give_and_are_read_back_once(setting, host_sync_spy):
+def test_the_block_s_frames_give_what_each_call_s_own_give_and_nothing_is_read_back(setting, host_sync_spy):
     encoder, head, ray_frames, ray, points = setting
     frame = ray_frames[ray]
     with torch.no_grad():
@@ -43,13 +44,36 @@ def test_the_block_s_frames_give_what_each_call_s_own_give_and_are_read_back_onc
     with torch.no_grad(), encoder.reuse_frame_features():
         own = encoder(points, head, frame)
     with cuda_paths(), trusted_values(), host_sync_spy() as spy, torch.no_grad():
-        with encoder.reuse_frame_features(ray_frames):
+        with encoder.reuse_frame_features(torch.unique(ray_frames)):
             block = encoder(points, head, frame)
             again = encoder(points[::2], head, frame[::2].contiguous())  # a second pass: its own samples, the same frames
     torch.testing.assert_close(block[order], alone, rtol=1e-6, atol=1e-7)
     assert torch.equal(block, own) and torch.equal(again, own[::2])
-    assert spy.reads == {("unique", "encoders/mesh_features.py:reuse_frame_features"): 1}, spy.report()
+    assert spy.reads == {}, spy.report()  # the block's frames given: the samples found among them on the device
     with cuda_paths(), trusted_values(), host_sync_spy() as spy, torch.no_grad(), encoder.reuse_frame_features():
         encoder(points, head, frame)
         encoder(points[::2], head, frame[::2])
     assert sum(spy.reads.values()) == 4, spy.report()  # without the block's frames: unique and tolist a call
+
+
+def test_a_later_block_refits_the_kept_mesh_and_encodes_as_a_fresh_one(setting):
+    encoder, head, _, ray, points = setting
+    meshes = []
+    for frames in (torch.tensor([0, 2, 4]), torch.tensor([1, 3, 4])):  # as many frames: the first block's mesh refit
+        frame = frames[ray % 3]
+        with torch.no_grad():
+            fresh = encoder(points, head, frame)  # (no block: its own mesh)
+            with encoder.reuse_frame_features(frames):
+                kept = encoder(points, head, frame)
+        torch.testing.assert_close(kept, fresh, rtol=0, atol=0)
+        meshes.append(encoder._shared.mesh[0])
+    mesh = meshes[0]
+    assert meshes[1] is mesh  # refit, not built again
+    torch.testing.assert_close(mesh.vertices, head.to_joint_frame(1, frames, head.vertices[frames]), rtol=0, atol=0)
+
+
+def test_frames_not_sorted_and_distinct_are_refused_naming_frames(setting):
+    encoder = setting[0]
+    for frames in (torch.tensor([3, 1]), torch.tensor([1, 1, 3])):
+        with pytest.raises(ValueError, match="frames"), encoder.reuse_frame_features(frames):
+            pass

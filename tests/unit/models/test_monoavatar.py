@@ -13,18 +13,20 @@ import torch
 from tiny_configs import TINY_MONOAVATAR
 
 from headfields.cameras import Rays
+from headfields.checks import trusted_values
+from headfields.device_paths import cuda_paths
 from headfields.encoders import UVCodeDecoderConfig
 from headfields.encoders.mesh_features import FEATURE_KINDS
 from headfields.encoders.vertex_features import CodeBroadcastVertexFeatures, CodeMlpVertexFeatures
 from headfields.heads import tracked_head
 from headfields.models.monoavatar import MonoAvatar, MonoAvatarConfig, cpu_config, paper_config
 from headfields.parametric import load_model
-from headfields.renderers import render_nerf
+from headfields.renderers import SampleSlots, render_nerf
 from headfields.renderers.hierarchical import merge_samples
 from headfields.training import OptimizerConfig, TrainingConfig, ray_batch, train
 from headfields.training.checkpoints import load_checkpoint
 
-from helpers import fit, raises_naming
+from helpers import eager_and_graphed, fit, raises_naming
 
 TINY = TINY_MONOAVATAR
 
@@ -184,12 +186,34 @@ def test_bad_configuration_raises(video):
         merge_samples(coarse.samples, dataclasses.replace(coarse.samples, num_rays=coarse.samples.num_rays + 1))
 
 
-def test_a_cuda_graph_is_refused_naming_cuda_graph(video):
-    """Its step has no graph_phase yet (its sample counts vary): TrainingConfig.cuda_graph is refused, said by name."""
+def test_its_graph_phase_is_the_error_correction_s_warm_up(video):
+    """TrainingConfig.cuda_graph takes it (check_graph passes): its step decides by the step number only whether the
+    correction is on; the window and elastic weight it reads are buffers, set before the step."""
     from headfields.training.step_graph import check_graph
 
-    with raises_naming("cuda_graph"):
-        check_graph(_model(video[0]), torch.device("cuda"), 1)
+    model = _model(video[0])
+    check_graph(model, torch.device("cuda"), 1)
+    start = model.correction.config.start_step
+    assert [model.graph_phase(s) for s in (0, start - 1, start, start + 10)] == [False, False, True, True]
+    model.correction.set_step(start + 7)  # (what before_step does)
+    weight = model.correction.config.elastic_weight_at(start + 7)
+    assert float(model.correction.elastic_weight_now) == pytest.approx(weight, rel=1e-6)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_its_step_is_captured_replayed_and_trains_as_the_eager_step_on_cuda(video, tmp_path, monkeypatch):
+    train_frames, eval_frames = video
+
+    def train_one(graphed: bool) -> dict:
+        config = TrainingConfig(
+            max_iterations=40, rays_per_batch=32, samples_per_batch=2048, fixed_shapes=True, cuda_graph=graphed,
+            frames_per_batch=2, eval_every=0, checkpoint_every=0, eval_frames=1,
+        )  # fmt: skip
+        return train(_model(train_frames), train_frames, eval_frames, tmp_path / str(graphed), config, device="cuda")
+
+    graph, runs = eager_and_graphed(monkeypatch, train_one)
+    assert graph.captures >= 1 and not graph.failed and graph.graph is not None
+    assert abs(runs[True]["psnr"] - runs[False]["psnr"]) < 0.5, (runs[True]["psnr"], runs[False]["psnr"])
 
 
 # ---------------------------------------------------------------- recipes
@@ -242,6 +266,52 @@ def test_the_fine_pass_reads_the_coarse_and_the_importance_samples(video):
         fine_edges = np.append(fine.samples.t_start[f].numpy(), fine.samples.t_end[f][-1].item())
         assert np.isin(coarse_edges, fine_edges).all()  # every coarse edge is kept
         np.testing.assert_array_equal(fine.samples.t_start[f][1:].numpy(), fine.samples.t_end[f][:-1].numpy())
+
+
+def test_in_fixed_slots_both_passes_render_as_packed_on_the_rays_that_fit(video, host_sync_spy):
+    """Without a generator (the bins' centres, the quantiles i / n) the samples in slots are the packed ones: the
+    coarse pass's, every ray's fine draws and the merge's pieces, their padding of no length; the colours agree, on
+    rays that hit the head and rays that miss it, and nothing is read back on CUDA's paths. With too few coarse slots
+    the last rays are out of both passes (fits) and the others still agree."""
+    train_frames, _ = video
+    model = _model(train_frames, dataclasses.replace(TINY, error_correction=None))
+    head = tracked_head(model.parametric, train_frames)
+    batch = ray_batch(train_frames, 40, torch.Generator().manual_seed(2), torch.device("cpu"), frames_per_batch=2, head=head)
+    rays, frames = batch.rays, batch.frame_subset
+    with torch.no_grad():
+        want = model.render_passes(rays, head)
+        hit = want[0].samples.counts() > 0
+        assert 0 < int(hit.sum()) < len(hit)  # some rays miss the head's box
+        room = SampleSlots(len(hit) * TINY.coarse_samples + 50, 1)
+        with cuda_paths(), trusted_values(), host_sync_spy() as spy:
+            got = model.render_passes(rays, head, slots=room, frames=frames)
+        assert spy.reads == {}, spy.report()
+        for g, w in zip(got, want, strict=True):
+            assert bool(g.fits.all()) and int(g.count.trained) == len(w.samples)
+            torch.testing.assert_close(g.composite.rgb, w.composite.rgb, rtol=1e-5, atol=1e-6)
+        few = model.render_passes(rays, head, slots=SampleSlots(len(want[0].samples) // 2, 1), frames=frames)
+    fits = few[1].fits
+    assert bool(fits.any()) and not bool(fits.all()) and torch.equal(few[0].fits, fits)
+    on_head = fits[hit]  # (a ray without samples fits anywhere)
+    assert not bool(on_head[int(on_head.long().argmin()) :].any())  # of the others, those that fit come first
+    for g, w in zip(few, want, strict=True):
+        torch.testing.assert_close(g.composite.rgb[fits], w.composite.rgb[fits], rtol=1e-5, atol=1e-6)
+
+
+def test_a_step_in_fixed_slots_leaves_the_rays_that_do_not_fit_out_and_counts_the_coarse_march(video):
+    train_frames, _ = video
+    model = _model(train_frames)
+    batch = _head_batch(model, train_frames, 24)
+    model.before_step(TINY.error_correction.start_step, batch.head)  # the correction on: its draws among the slots
+    with torch.no_grad():
+        counts = model.render_passes(batch.rays, batch.head)[0].samples.counts()  # the coarse samples of each ray
+    slots = int(counts.sum()) - 5 * TINY.coarse_samples
+    dropped = int(((torch.cumsum(counts, 0) > slots) & (counts > 0)).sum())
+    out = model.training_step(dataclasses.replace(batch, slots=SampleSlots(slots, 1)), TINY.error_correction.start_step)
+    assert int(out.samples.marched) == int(counts.sum()) and int(out.samples.dropped) == dropped >= 5
+    assert out.loss.isfinite() and {"elastic", "magnitude"} <= set(out.logs)
+    out.loss.backward()
+    assert sum(float(p.grad.abs().sum()) for p in model.correction.parameters() if p.grad is not None) > 0
 
 
 def test_each_pass_is_supervised_by_its_own_loss(video):
