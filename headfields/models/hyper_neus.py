@@ -153,7 +153,9 @@ class HyperNeusAvatar(NeusModel):
     def training_step(self, batch: RayBatch, step: int) -> StepOutput:
         c = self.config
         generator = batch.generator or torch.Generator(batch.rgb.device).manual_seed(step)
-        head, frames = self.expression_codes.attach(batch.head), torch.unique(batch.rays.frame)
+        # The batch's frames: those it drew (frames_per_batch), else found in its rays (a read-back).
+        frames = batch.frame_subset if batch.frame_subset is not None else torch.unique(batch.rays.frame)
+        head = self.expression_codes.attach(batch.head)
         out = self.render(batch.rays, head, generator)
         loss, logs = self.neus_loss(out, batch, generator)
         deformation = self.hyper.regularizers(out.geometry.canonical)
