@@ -91,7 +91,13 @@ def importance_samples(
         mass = weights.detach().double() + (float(padding) if real is None else float(padding) * real)
         total = torch.zeros(r, dtype=torch.float64, device=device).index_add(0, ray, mass)
         no_mass = total == 0  # all weights zero and no padding: equal masses, the limit padding -> 0
-        mass = torch.where(no_mass[ray], 1.0, mass) / torch.where(no_mass, counts.double(), total)[ray]
+        equal, shared = 1.0, counts  # (in slots: none for the padding of a ray with samples)
+        if real is not None:
+            real_counts = torch.zeros_like(counts).index_add_(0, ray, real.long())
+            has_samples = real_counts > 0
+            equal = torch.where(has_samples[ray], real.double(), 1.0)
+            shared = torch.where(has_samples, real_counts, counts)
+        mass = torch.where(no_mass[ray], equal, mass) / torch.where(no_mass, shared.double(), total)[ray]
         first = torch.cumsum(counts, dim=0) - counts
         last = first + counts - 1
         # Per-ray inclusive CDF from one global cumsum (of normalised masses, so the global sum stays ~ the
@@ -107,7 +113,8 @@ def importance_samples(
         last_positive = torch.full((r,), -1, dtype=torch.long, device=device)
         last_positive = last_positive.scatter_reduce(0, ray, torch.where(positive, index, -1), "amax")
 
-        has_samples = counts > 0 if real is None else torch.zeros_like(counts).index_add_(0, ray, real.long()) > 0
+        if real is None:
+            has_samples = counts > 0
         rays = torch.nonzero(has_samples)[:, 0] if real is None else torch.arange(r, device=device)
         k = rays.shape[0]
         steps = torch.arange(n + 1, dtype=torch.float64, device=device)

@@ -350,8 +350,18 @@ def in_slots(samples: PackedSamples, weights: torch.Tensor, spare: int) -> tuple
 
 
 @HYPOTHESIS
-@given(rays=RAYS, seed=st.integers(0, 2**31 - 1), num_samples=st.integers(1, 9), spare=st.integers(1, 7), jitter=st.booleans())
-def test_in_slots_every_ray_draws_and_the_merge_holds_the_packed_pieces(rays, seed, num_samples, spare, jitter, host_sync_spy):
+@given(
+    rays=RAYS,
+    seed=st.integers(0, 2**31 - 1),
+    num_samples=st.integers(1, 9),
+    spare=st.integers(1, 7),
+    jitter=st.booleans(),
+    padding=st.sampled_from([0.0, PADDING]),
+)
+@example(rays=[(3, "zero", True)], seed=0, num_samples=4, spare=2, jitter=False, padding=0.0)  # the padding's ray
+def test_in_slots_every_ray_draws_and_the_merge_holds_the_packed_pieces(
+    rays, seed, num_samples, spare, jitter, padding, host_sync_spy
+):
     """In slots, the draws on the rays with samples are the per-ray numpy inverse CDF's (the padding has no mass; the
     jitter: one row of uniforms for every ray), the others' are zero-length intervals at 0; the merge in its default
     slots holds exactly the packed merge of the same draws, every ray fitting, the padding after them; no value is
@@ -362,7 +372,7 @@ def test_in_slots_every_ray_draws_and_the_merge_holds_the_packed_pieces(rays, se
     fixed, padded = in_slots(coarse, weights, spare)
     generator = torch.Generator().manual_seed(seed) if jitter else None
     with cuda_paths(), trusted_values(), host_sync_spy() as spy:
-        drawn = importance_samples(fixed, padded, num_samples, generator)
+        drawn = importance_samples(fixed, padded, num_samples, generator, padding)
         merged = merge_samples(fixed, drawn)
     assert spy.reads == {}, spy.report()
     r, n = coarse.num_rays, num_samples
@@ -372,7 +382,7 @@ def test_in_slots_every_ray_draws_and_the_merge_holds_the_packed_pieces(rays, se
     if jitter:
         xi = torch.rand(r, n + 1, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)[has].numpy()
     on_rays = drawn.select(has[drawn.ray])
-    reference_check(coarse, weights, on_rays, n, PADDING, xi)
+    reference_check(coarse, weights, on_rays, n, padding, xi)  # (with padding 0, zero weights: equal masses)
     assert (drawn.t_start.reshape(r, n)[~has] == 0).all() and (drawn.t_end.reshape(r, n)[~has] == 0).all()
     pieces = merge_samples(coarse, on_rays)  # the same draws, packed
     k = int(merged.count)
