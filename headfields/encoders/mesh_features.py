@@ -63,9 +63,10 @@ class _FrameFeatures:
     def __init__(self) -> None:
         self.memo: dict | None = None
         self.frames: Tensor | None = None  # the block's frames, sorted (None: each call finds its own)
-        # The block's frames' head-frame mesh, kept from block to block while their number stays: its BVHs refit to
-        # the next frames in place (no tree built, no host copy of their ids: what a CUDA graph can replay).
-        self.mesh: tuple[TriangleMesh, Tensor] | None = None  # and the faces it was built with
+        # The blocks' head-frame meshes, one kept for each number of frames (with the faces it was built with): the
+        # next block of as many frames refits its BVHs in place (no tree built, no host copy of their ids: what a
+        # CUDA graph replays), and a block of another number leaves it alive for the graph that reads it.
+        self.meshes: dict[int, tuple[TriangleMesh, Tensor]] = {}
 
 
 class MeshFeatureEncoder(nn.Module):
@@ -165,17 +166,24 @@ class MeshFeatureEncoder(nn.Module):
                 return memo[key][2:]
         vertices = head.to_joint_frame(self.joint, frames, head.vertices[frames])
         features = self.frame_features(head, frames, vertices)
-        kept = self._shared.mesh if known else None
-        if kept is not None and kept[1] is head.faces and kept[0].vertices.shape == vertices.shape:
-            mesh = kept[0]
-            mesh.update(vertices)
-        else:
-            mesh = TriangleMesh(vertices, head.faces)
-            if known:
-                self._shared.mesh = (mesh, head.faces)
+        mesh = self._kept_mesh(head, vertices) if known else TriangleMesh(vertices, head.faces)
         if memo is not None:
             memo[key] = (head, frames, mesh, features)  # holding the head (frames) keeps its id from being reused
         return mesh, features
+
+    def _kept_mesh(self, head: Head, vertices: Tensor) -> TriangleMesh:
+        """The block's frames' mesh: the one kept for as many frames, refit to ``vertices``, or a new one kept. In the
+        block a second grad mode reuses it as it is (the same frames), unless ``vertices`` carry a gradient it lacks."""
+        kept = self._shared.meshes.get(vertices.shape[0])
+        if kept is None or kept[1] is not head.faces or kept[0].vertices.shape != vertices.shape:
+            mesh = TriangleMesh(vertices, head.faces)
+            self._shared.meshes[vertices.shape[0]] = (mesh, head.faces)
+            return mesh
+        mesh = kept[0]
+        in_block = any(entry[2] is mesh for entry in self._shared.memo.values())
+        if not in_block or (vertices.requires_grad and not mesh.vertices.requires_grad):
+            mesh.update(vertices)
+        return mesh
 
     def forward(self, points: Float[Tensor, "N 3"], head: Head, frame: Int[Tensor, " N"]) -> Float[Tensor, "N F"]:
         if points.shape[0] == 0:  # rays that all missed the head (a corner of a large image): no frame to read

@@ -258,6 +258,11 @@ class MonoAvatar(nn.Module):
 
     def training_step(self, batch: RayBatch, step: int) -> StepOutput:
         rays = batch.rays
+        if batch.slots is not None and batch.frame_subset is None:
+            raise ValueError(
+                "frames_per_batch: expected a number of frames with fixed_shapes (MonoAvatar's UV CNN runs on the "
+                "batch's drawn frames, which it reads without a read-back), got None"
+            )
         coarse, out = self.render_passes(rays, batch.head, batch.generator, batch.early_stop, batch.slots, batch.frame_subset)
         weight = None if out.fits is None else out.fits.to(out.composite.rgb.dtype)  # rays past the slots: out
         coarse_loss, fine_loss = mse_loss(coarse.composite.rgb, batch.rgb, weight), mse_loss(out.composite.rgb, batch.rgb, weight)
@@ -272,7 +277,8 @@ class MonoAvatar(nn.Module):
             frame = rays.frame[out.samples.ray[some]]
             in_head = self.field.deformer.part(RigidDeformer)(out.points[some].detach(), batch.head, frame).points
             terms = self.correction.regularizers(in_head, frame)
-            loss = loss + terms.total
+            # (in slots: no term where nothing was trained, whose draws all fell on a padding slot)
+            loss = loss + (terms.total if out.fits is None else terms.total * (trained > 0))
             logs.update(elastic=terms.elastic.detach(), magnitude=terms.magnitude.detach())
         # In slots the march's are the coarse pass's: it counts what the coarse sampler placed (the fine samples follow).
         samples = coarse.count + out.count

@@ -5,6 +5,7 @@ kept and refit from block to block, against one built afresh."""
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 
 import pytest
@@ -66,10 +67,44 @@ def test_a_later_block_refits_the_kept_mesh_and_encodes_as_a_fresh_one(setting):
             with encoder.reuse_frame_features(frames):
                 kept = encoder(points, head, frame)
         torch.testing.assert_close(kept, fresh, rtol=0, atol=0)
-        meshes.append(encoder._shared.mesh[0])
+        meshes.append(encoder._shared.meshes[3][0])
     mesh = meshes[0]
     assert meshes[1] is mesh  # refit, not built again
     torch.testing.assert_close(mesh.vertices, head.to_joint_frame(1, frames, head.vertices[frames]), rtol=0, atol=0)
+
+
+def test_a_block_of_another_number_of_frames_keeps_the_first_mesh_alive(setting):
+    """A captured CUDA graph reads the kept mesh's BVHs: a block of one frame (an image's render) between training
+    blocks of three builds its own and leaves the three frames' mesh, which the next such block refits."""
+    encoder, head, _, ray, points = setting
+    frames = torch.tensor([0, 2, 4])
+    with torch.no_grad():
+        with encoder.reuse_frame_features(frames):
+            encoder(points, head, frames[ray % 3])
+        three = encoder._shared.meshes[3][0]
+        with encoder.reuse_frame_features(torch.tensor([1])):
+            encoder(points, head, torch.ones_like(ray))
+        with encoder.reuse_frame_features(torch.tensor([1, 2, 3])):
+            encoder(points, head, 1 + ray % 3)
+    assert encoder._shared.meshes[3][0] is three and encoder._shared.meshes[1][0] is not three
+
+
+def test_in_a_block_a_pass_without_gradient_leaves_the_kept_mesh_s_vertices_with_theirs(setting):
+    encoder, head, _, ray, points = setting
+    frames = torch.tensor([0, 2, 4])
+    grad_head = dataclasses.replace(head, vertices=head.vertices.detach().clone().requires_grad_(True))
+    with encoder.reuse_frame_features(frames):
+        with torch.no_grad():
+            encoder(points, grad_head, frames[ray % 3])  # (the kept mesh refit without a gradient)
+        features = encoder(points, grad_head, frames[ray % 3])  # refit again: these vertices carry one
+        assert encoder._shared.meshes[3][0].vertices.requires_grad
+    with encoder.reuse_frame_features(frames):
+        features = encoder(points, grad_head, frames[ray % 3])  # a new block: with the gradient first
+        with torch.no_grad():
+            encoder(points, grad_head, frames[ray % 3])  # (the mesh as it is: the same frames)
+    assert encoder._shared.meshes[3][0].vertices.requires_grad
+    features.sum().backward()
+    assert grad_head.vertices.grad is not None and grad_head.vertices.grad.abs().sum() > 0
 
 
 def test_frames_not_sorted_and_distinct_are_refused_naming_frames(setting):

@@ -312,6 +312,30 @@ def test_a_step_in_fixed_slots_leaves_the_rays_that_do_not_fit_out_and_counts_th
     assert out.loss.isfinite() and {"elastic", "magnitude"} <= set(out.logs)
     out.loss.backward()
     assert sum(float(p.grad.abs().sum()) for p in model.correction.parameters() if p.grad is not None) > 0
+    with raises_naming("frames_per_batch"):  # the frames found in the rays: a read-back
+        model.training_step(dataclasses.replace(batch, slots=SampleSlots(slots, 1), frame_subset=None), 0)
+
+
+def test_in_fixed_slots_the_rays_that_do_not_fit_have_no_gradient(video):
+    """A dropped ray's colour and target may be anything: the loss and its gradient do not see them."""
+    train_frames, _ = video
+    model = _model(train_frames, dataclasses.replace(TINY, error_correction=None))
+    batch = _head_batch(model, train_frames, 16)
+    with torch.no_grad():
+        counts = model.render_passes(batch.rays, batch.head)[0].samples.counts()
+    slots = SampleSlots(int(counts[:10].sum()), 1)  # the first 10 rays fit (and the empty ones after them)
+    fitted = dataclasses.replace(batch, slots=slots)
+    other = batch.rgb.clone()
+    dropped = (torch.cumsum(counts, 0) > slots.march) & (counts > 0)
+    other[dropped] = 1 - other[dropped]  # other targets on the dropped rays alone
+    grads = []
+    for rgb in (batch.rgb, other):
+        model.zero_grad(set_to_none=True)
+        out = model.training_step(dataclasses.replace(fitted, rgb=rgb, generator=torch.Generator().manual_seed(5)), 0)
+        out.loss.backward()
+        grads.append([out.loss.detach()] + [p.grad.clone() for p in model.parameters() if p.grad is not None])
+    assert bool(dropped.any()) and int(out.samples.dropped) == int(dropped.sum())
+    assert all(torch.equal(a, b) for a, b in zip(*grads, strict=True))
 
 
 def test_each_pass_is_supervised_by_its_own_loss(video):
