@@ -27,7 +27,7 @@ want() { [[ " $STEPS " == *" $1 "* ]]; }
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 python3 -c "import torch; print('torch', torch.__version__)"
 
-want unit && step unit 90 python3 -m pytest -q -p no:cacheprovider -k cuda \
+want unit && step unit 120 python3 -m pytest -q -p no:cacheprovider -k cuda \
   tests/unit/training/test_optimizer.py tests/unit/training/test_step_graph.py tests/unit/models/test_portrait360.py \
   tests/unit/models/test_monoavatar.py tests/unit/encoders/test_hashgrid.py tests/unit/core/test_networks.py \
   tests/unit/renderers/test_scan.py tests/unit/renderers/test_compositing.py tests/unit/renderers/test_occupancy.py
