@@ -68,6 +68,16 @@ class _FrameFeatures:
         # CUDA graph replays), and a block of another number leaves it alive for the graph that reads it.
         self.meshes: dict[int, tuple[TriangleMesh, Tensor]] = {}
 
+    # Caches: a copied or pickled encoder starts without them (a kept mesh holds Warp's BVHs, which do not copy).
+    def __deepcopy__(self, memo: dict) -> _FrameFeatures:
+        return _FrameFeatures()
+
+    def __getstate__(self) -> dict:
+        return {}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__()
+
 
 class MeshFeatureEncoder(nn.Module):
     """Features of head-frame ``points`` from the ``k`` nearest head-frame vertices of their frame.

@@ -316,6 +316,29 @@ def test_a_step_in_fixed_slots_leaves_the_rays_that_do_not_fit_out_and_counts_th
         model.training_step(dataclasses.replace(batch, slots=SampleSlots(slots, 1), frame_subset=None), 0)
 
 
+def test_a_trained_model_copies_and_pickles_without_its_kept_meshes(video):
+    """The meshes kept from step to step hold Warp's BVHs, which do not copy: a copy starts without them, its two
+    encoders still sharing one cache, and trains the same step alike."""
+    import copy
+    import io
+
+    train_frames, _ = video
+    model = _model(train_frames)
+    batch = _head_batch(model, train_frames, 16)
+    first = model.training_step(dataclasses.replace(batch, generator=torch.Generator().manual_seed(3)), 0)
+    assert model.field.encoder._shared.meshes  # kept after the step
+    twin = copy.deepcopy(model)
+    shared = twin.field.encoder._shared
+    assert not shared.meshes and shared is twin.coarse_field.encoder._shared
+    again = twin.training_step(dataclasses.replace(batch, generator=torch.Generator().manual_seed(3)), 0)
+    torch.testing.assert_close(again.loss, first.loss, rtol=0, atol=0)
+    buffer = io.BytesIO()
+    torch.save(model, buffer)
+    buffer.seek(0)
+    loaded = torch.load(buffer, weights_only=False)
+    assert not loaded.field.encoder._shared.meshes and loaded.field.encoder._shared is loaded.coarse_field.encoder._shared
+
+
 def test_in_fixed_slots_the_rays_that_do_not_fit_have_no_gradient(video):
     """A dropped ray's colour and target may be anything: the loss and its gradient do not see them."""
     train_frames, _ = video
