@@ -264,12 +264,13 @@ class MonoAvatar(nn.Module):
                 "batch's drawn frames, which it reads without a read-back), got None"
             )
         coarse, out = self.render_passes(rays, batch.head, batch.generator, batch.early_stop, batch.slots, batch.frame_subset)
-        weight = None if out.fits is None else out.fits.to(out.composite.rgb.dtype)  # rays past the slots: out
+        in_slots = out.slots is not None
+        weight = out.fits.to(out.composite.rgb.dtype) if in_slots else None  # rays past the slots: out
         coarse_loss, fine_loss = mse_loss(coarse.composite.rgb, batch.rgb, weight), mse_loss(out.composite.rgb, batch.rgb, weight)
         loss = coarse_loss + fine_loss  # NeRF: both passes supervised alike
         logs = {"coarse": coarse_loss.detach(), "fine": fine_loss.detach()}  # read when the loop logs, not every step
         trained = out.count.trained  # (in slots, a device count: the trained samples are the first slots)
-        if self.correction is not None and self.correction.active and (out.fits is not None or trained):
+        if self.correction is not None and self.correction.active and (in_slots or trained):
             # A subset drawn with replacement, in fixed shapes: as many draws whatever the samples.
             g = batch.generator or torch.Generator().manual_seed(step)
             draws = torch.rand(self.config.correction_samples, generator=g, device=g.device, dtype=torch.float64)
@@ -278,10 +279,10 @@ class MonoAvatar(nn.Module):
             in_head = self.field.deformer.part(RigidDeformer)(out.points[some].detach(), batch.head, frame).points
             terms = self.correction.regularizers(in_head, frame)
             # (in slots: no term where nothing was trained, whose draws all fell on a padding slot)
-            loss = loss + (terms.total if out.fits is None else terms.total * (trained > 0))
+            loss = loss + (terms.total * (trained > 0) if in_slots else terms.total)
             logs.update(elastic=terms.elastic.detach(), magnitude=terms.magnitude.detach())
         # In slots the march's are the coarse pass's: it counts what the coarse sampler placed (the fine samples follow).
         samples = coarse.count + out.count
-        if out.fits is not None:
+        if in_slots:
             samples = SampleCount(coarse.count.marched, samples.trained, out.count.dropped)
         return StepOutput(loss=loss, rgb=out.composite.rgb, logs=logs, samples=samples)
