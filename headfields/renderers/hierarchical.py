@@ -65,9 +65,10 @@ def importance_samples(
     Rays without coarse samples get no new ones. The result keeps the dtype and device of ``samples``; no
     gradient flows (weights and intervals are detached: new samples are where to query the field).
 
-    ``samples`` in fixed slots (:class:`~headfields.renderers.SlotSamples`, ``TrainingConfig.fixed_shapes``): the same
-    draw on every ray, ``K`` all of them, so that the result's size does not depend on the data and nothing is read
-    back; the slots' padding has no mass, and a ray without samples gets ``num_samples`` zero-length intervals at 0.
+    ``samples`` in fixed slots (:class:`~headfields.renderers.SlotSamples`, ``TrainingConfig.fixed_shapes``): a draw
+    for every ray (``K`` is the number of rays, ``xi`` a row each), so that the result's size does not depend on the
+    data and nothing is read back; the slots' padding has no mass, and a ray without samples gets ``num_samples``
+    zero-length intervals at 0.
     """
     real = None
     if isinstance(samples, SlotSamples):
