@@ -97,13 +97,13 @@ def balanced_frames(
     check_int("bins", bins, [None], upper=num_bins)
     count = check_count("count", count, 0)
     check_generator("generator", generator)
-    if bins.numel() == 0:
-        raise ValueError("bins: expected at least one frame to sample from, got none")
     return _balanced(bins, count, generator)
 
 
 def _balanced(bins: Int[Tensor, " B"], count: int, generator: torch.Generator) -> Int[Tensor, " count"]:
-    """:func:`balanced_frames` of checked arguments, for any non-negative labels."""
+    """:func:`balanced_frames` of checked arguments, for any non-negative labels (none: refused)."""
+    if bins.numel() == 0:
+        raise ValueError("bins: expected at least one frame to sample from, got none")
     device, g, n = bins.device, generator.device, bins.numel()
     labels, order = torch.sort(bins, stable=True)  # frames grouped by bin
     # A bin is a run of equal labels; the run's first position stands for it, so the filled bins are found on the
@@ -135,8 +135,6 @@ def sample_pixels_balanced(
     check_int("bins", bins, [cameras.num_frames], device=cameras.device)
     count = check_count("count", count, 0)
     check_generator("generator", generator)
-    if bins.numel() == 0:
-        raise ValueError("bins: expected at least one frame to sample from, got none")
     frame = _balanced(bins, count, generator)  # any labels: no read-back for their largest
     # Intrinsics are shared, so a pixel's distribution does not depend on its frame: draw the pixels for one
     # frame with sample_pixels and pair them with the balanced frames.
