@@ -47,7 +47,7 @@ from torch.utils._pytree import tree_leaves
 from headfields.device_paths import cuda_paths
 from headfields.encoders import HashGrid, hashgrid
 from headfields.models.registry import MODELS
-from headfields.renderers.volume import EARLY_STOP_TRANSMITTANCE
+from headfields.renderers import EARLY_STOP_TRANSMITTANCE
 from headfields.synthetic import SyntheticVideoConfig, synthetic_subject
 from headfields.training import train
 from headfields.training.loop import _Loop
