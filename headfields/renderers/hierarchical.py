@@ -46,6 +46,7 @@ def importance_samples(
     num_samples: IntLike,
     generator: torch.Generator | None = None,
     padding: float = PADDING,
+    every_ray: bool = False,
 ) -> PackedSamples:
     """``num_samples`` contiguous intervals on every ray that has coarse samples, drawn from its coarse weights.
 
@@ -68,7 +69,8 @@ def importance_samples(
     ``samples`` in fixed slots (:class:`~headfields.renderers.SlotSamples`, ``TrainingConfig.fixed_shapes``): a draw
     for every ray (``K`` is the number of rays, ``xi`` a row each), so that the result's size does not depend on the
     data and nothing is read back; the slots' padding has no mass, and a ray without samples gets ``num_samples``
-    zero-length intervals at 0.
+    zero-length intervals at 0. ``every_ray``: the same for packed samples (NeuS's up-sampling in fixed shapes, whose
+    rays all have sections): a draw for every ray, without the read-back that finds the rays with samples.
     """
     real = None
     if isinstance(samples, SlotSamples):
@@ -81,10 +83,15 @@ def importance_samples(
         raise TypeError(f"padding: expected a finite number >= 0, got {padding!r}")
     if not (math.isfinite(padding) and padding >= 0):
         raise ValueError(f"padding: expected a finite number >= 0, got {padding!r}")
+    if not isinstance(every_ray, bool):
+        raise TypeError(f"every_ray: expected True or False, got {every_ray!r}")
+    every_ray = every_ray or real is not None
     dtype = samples.t_start.dtype
-    if s == 0:
-        empty = samples.t_start.new_zeros(0)
-        return PackedSamples._trusted(samples.ray.new_zeros(0), empty, empty.clone(), r)
+    if s == 0:  # (every_ray: each ray's intervals at 0, of no length)
+        k = r if every_ray else 0
+        at_zero = samples.t_start.new_zeros(k * n)
+        ray = torch.arange(k, device=device).repeat_interleave(n)
+        return PackedSamples._trusted(ray, at_zero, at_zero.clone(), r)
 
     with torch.no_grad():
         ray = samples.ray
@@ -116,7 +123,7 @@ def importance_samples(
 
         if real is None:
             has_samples = counts > 0
-        rays = torch.nonzero(has_samples)[:, 0] if real is None else torch.arange(r, device=device)
+        rays = torch.arange(r, device=device) if every_ray else torch.nonzero(has_samples)[:, 0]
         k = rays.shape[0]
         steps = torch.arange(n + 1, dtype=torch.float64, device=device)
         if generator is None:
@@ -133,7 +140,7 @@ def importance_samples(
         t0, t1 = samples.t_start.detach().double()[found], samples.t_end.detach().double()[found]
         edges = torch.lerp(t0, t1, frac)
         edges = torch.cummax(edges, dim=1).values.to(dtype)  # non-decreasing despite rounding at interval ends
-        if real is not None:  # (a ray without samples found another's: its intervals at 0, of no length)
+        if every_ray:  # (a ray without samples found another's: its intervals at 0, of no length)
             edges = torch.where(has_samples[:, None], edges, 0.0)
         new_ray = rays[:, None].expand(k, n).reshape(-1)
         return PackedSamples._trusted(new_ray, edges[:, :-1].reshape(-1), edges[:, 1:].reshape(-1), r)

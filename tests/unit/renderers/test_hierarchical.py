@@ -206,6 +206,39 @@ def test_no_coarse_samples(device):
     assert len(fine) == 0 and fine.num_rays == 4 and fine.t_start.dtype == torch.float32
 
 
+@HYPOTHESIS
+@given(
+    rays=RAYS,
+    seed=st.integers(0, 2**31 - 1),
+    num_samples=st.integers(1, 9),
+    padding=st.sampled_from([0.0, 1e-5, 0.5]),
+    jitter=st.booleans(),
+)
+@example(rays=[(0, "dense", True), (0, "zero", False)], seed=0, num_samples=3, padding=0.0, jitter=True)  # no samples
+def test_every_ray_draws_the_packed_draws_and_nothing_on_the_others(rays, seed, num_samples, padding, jitter, host_sync_spy):
+    """``every_ray``: the rays with samples draw as the numpy inverse CDF (the jitter: a row of uniforms for every
+    ray), exactly the packed draw where no jitter; the others get zero-length intervals at 0; one row a ray, and no
+    value read back on CUDA's paths (no samples at all included)."""
+    coarse, weights = build_samples(rays, seed)
+    r, n = coarse.num_rays, num_samples
+    generator = torch.Generator().manual_seed(seed) if jitter else None
+    with cuda_paths(), trusted_values(), host_sync_spy() as spy:
+        drawn = importance_samples(coarse, weights, n, generator, padding, every_ray=True)
+    assert spy.reads == {}, spy.report()
+    assert drawn.ray.tolist() == torch.arange(r).repeat_interleave(n).tolist() and drawn.num_rays == r
+    has = coarse.counts() > 0
+    on_rays = drawn.select(has[drawn.ray])
+    assert (drawn.t_start.reshape(r, n)[~has] == 0).all() and (drawn.t_end.reshape(r, n)[~has] == 0).all()
+    if jitter:
+        xi = torch.rand(r, n + 1, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)[has].numpy()
+        if len(coarse):
+            reference_check(coarse, weights, on_rays, n, padding, xi)
+    else:
+        packed = importance_samples(coarse, weights, n, None, padding)
+        for name in ("ray", "t_start", "t_end"):
+            assert torch.equal(getattr(on_rays, name), getattr(packed, name)), name
+
+
 def test_bad_input():
     samples = gapped_ray("cpu")
     w = torch.ones(5, dtype=torch.float64)
@@ -228,6 +261,8 @@ def test_bad_input():
             importance_samples(samples, w, 4, padding=padding)
     with raises_naming("generator"):
         importance_samples(samples, w, 4, generator=0)
+    with raises_naming("every_ray"):
+        importance_samples(samples, w, 4, every_ray=1)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
