@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Bool, Float, Int
 from torch import Tensor, nn
 
 from ..checks import IntLike, check_count, check_finite, check_float, check_shape, checking_values
@@ -162,9 +162,11 @@ def neus_samples(
     base_inv_s: float = NEUS_BASE_INV_S,
     generator: torch.Generator | None = None,
     keep_coarse: bool = True,
+    keep_misses: bool = False,
 ) -> PackedSamples:
     """NeuS's up-sampling: ``num_samples + rounds * samples_per_round`` points on every ray with ``far > near``
-    (none on the others), concentrated where the SDF crosses zero.
+    (none on the others; ``keep_misses``: theirs too, all at ``near``, so that the shapes follow from the rays alone
+    and nothing is read back, ``TrainingConfig.fixed_shapes``), concentrated where the SDF crosses zero.
 
     It starts from ``num_samples`` points in ``[near, far]``, those of :func:`stratified_samples` (jittered by
     ``generator``). Round ``i`` views consecutive points as sections, estimates each section's SDF at its middle
@@ -196,6 +198,8 @@ def neus_samples(
     per_round = check_count("samples_per_round", samples_per_round, 1)
     if not keep_coarse and rounds == 0:
         raise ValueError("rounds: expected at least 1 with keep_coarse=False (the up-samples are the samples)")
+    if not isinstance(keep_misses, bool):
+        raise TypeError(f"keep_misses: expected True or False, got {keep_misses!r}")
     if (
         isinstance(base_inv_s, bool)
         or not isinstance(base_inv_s, (int, float))
@@ -204,7 +208,10 @@ def neus_samples(
         raise ValueError(f"base_inv_s: expected a finite number > 0, got {base_inv_s!r}")
 
     with torch.no_grad():
-        rays = torch.nonzero(far > near)[:, 0]
+        if keep_misses:  # (a miss's sections: of no length, at near)
+            rays, far = torch.arange(r, device=device), torch.maximum(far, near)
+        else:
+            rays = torch.nonzero(far > near)[:, 0]
         k = rays.shape[0]
         lo, span = near[rays, None], (far - near)[rays, None]
         t = stratified_points(near, far, n, generator)[rays]  # the points stratified_samples draws
@@ -213,7 +220,7 @@ def neus_samples(
         if rounds > 0 and k > 0:
             sdf = _evaluate(sdf_fn, origins, dirs, rays, t)
             for i in range(rounds):
-                new = _upsample(rays, t, sdf, r, base_inv_s * 2**i, per_round)
+                new = _upsample(rays, t, sdf, r, base_inv_s * 2**i, per_round, every_ray=keep_misses)
                 drawn.append(new)
                 t, order = torch.sort(torch.cat([t, new], dim=1), dim=1, stable=True)
                 if i + 1 < rounds:  # the last round's points steer no further round: their SDF is not needed
@@ -229,9 +236,9 @@ def neus_samples(
         return PackedSamples._trusted(ray, start.reshape(-1), end.reshape(-1), r)
 
 
-def _upsample(rays: Tensor, t: Tensor, sdf: Tensor, num_rays: int, inv_s: float, count: int) -> Tensor:
+def _upsample(rays: Tensor, t: Tensor, sdf: Tensor, num_rays: int, inv_s: float, count: int, every_ray: bool) -> Tensor:
     """One NeuS up-sampling round: ``count`` new points per ray ``[K, count]`` from the sections between the
-    sorted points ``t [K, m]`` with SDF values ``sdf [K, m]``."""
+    sorted points ``t [K, m]`` with SDF values ``sdf [K, m]``; ``every_ray``: ``rays`` are all ``num_rays``."""
     k, m = t.shape
     deltas = t[:, 1:] - t[:, :-1]
     mid = (sdf[:, 1:] + sdf[:, :-1]) / 2
@@ -243,7 +250,7 @@ def _upsample(rays: Tensor, t: Tensor, sdf: Tensor, num_rays: int, inv_s: float,
     sections = PackedSamples._trusted(ray, t[:, :-1].reshape(-1), t[:, 1:].reshape(-1), num_rays)
     weights = _alpha_weights(sections, _alpha(mid.reshape(-1), slope.reshape(-1), deltas.reshape(-1), inv_s))
     # Edges j / (2 count) of 2 count intervals: the odd ones are the strata centres (every ray has sections).
-    drawn = importance_samples(sections, weights, 2 * count)
+    drawn = importance_samples(sections, weights, 2 * count, every_ray=every_ray)
     return drawn.t_start.reshape(k, 2 * count)[:, 1::2]
 
 
@@ -262,6 +269,9 @@ class NeusRays(Generic[FieldT]):
     gradient: Float[Tensor, "S 3"]  # of the SDF w.r.t. the sample points: normals, and NeuS's slopes
     canonical_gradient: Float[Tensor, "S 3"]  # w.r.t. the canonical points the SDF read (the eikonal term's)
     field: FieldT  # the field function's third output at the samples
+    # keep_misses: the samples of rays that cross their bounds (the others are of no length, transparent, and
+    # belong in no loss); None: every sample is
+    real: Bool[Tensor, " S"] | None = None
 
 
 def neus_rays(
@@ -277,6 +287,7 @@ def neus_rays(
     base_inv_s: float = NEUS_BASE_INV_S,
     generator: torch.Generator | None = None,
     keep_coarse: bool = True,
+    keep_misses: bool = False,
 ) -> NeusRays[FieldT]:
     """NeuS opacities along rays of an SDF seen through a deformation: :func:`neus_samples` with ``field_fn``'s
     sdf, then ``field_fn`` at the samples' midpoints with its gradients w.r.t. those points and w.r.t. the
@@ -284,14 +295,18 @@ def neus_rays(
 
     Gradients are computed in evaluation too (normals need them); with grad mode on they keep their graph, so the
     opacities, the normals and the eikonal term train the field. Midpoints that already require grad (rays
-    that depend on a tracked pose) are kept as they are, so the pose gets gradients too."""
+    that depend on a tracked pose) are kept as they are, so the pose gets gradients too.
+
+    ``keep_misses`` (:func:`neus_samples`'): the rays that miss their bounds have samples too, of no length; their
+    opacity is 0 and ``real`` says which samples are on the other rays."""
 
     def sdf_fn(points: Tensor, ray: Tensor) -> Tensor:
         return field_fn(points, ray)[0]
 
     samples = neus_samples(
-        origins, dirs, near, far, sdf_fn, num_samples, rounds, samples_per_round, base_inv_s, generator, keep_coarse
-    )
+        origins, dirs, near, far, sdf_fn, num_samples, rounds, samples_per_round, base_inv_s, generator, keep_coarse,
+        keep_misses,
+    )  # fmt: skip
     train = torch.is_grad_enabled()
     with torch.enable_grad():
         x = samples.midpoints(origins, dirs)
@@ -303,4 +318,9 @@ def neus_rays(
         sdf = sdf.detach()
     slope = (gradient * dirs[samples.ray]).sum(-1)
     alpha = neus_alpha(sdf, slope, samples.deltas, inv_s)
-    return NeusRays(samples, alpha, canonical, gradient, canonical_gradient, field)
+    real = None
+    if keep_misses:  # (NeuS's alpha of a section of no length is not 0: eps over eps and its start's CDF)
+        r = origins.shape[0]
+        real = (per_ray("far", far, r, origins) > per_ray("near", near, r, origins))[samples.ray]
+        alpha = torch.where(real, alpha, 0.0)
+    return NeusRays(samples, alpha, canonical, gradient, canonical_gradient, field, real)

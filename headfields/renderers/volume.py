@@ -228,6 +228,7 @@ class NeusRender:
     samples: PackedSamples
     sdf_gradient: Float[Tensor, "S 3"]  # w.r.t. the canonical points the SDF read, in its units (eikonal)
     geometry: SdfGeometry  # the field's geometry at the samples (canonical points, deformer extras)
+    real: Bool[Tensor, " S"] | None = None  # keep_misses: the samples of rays that cross the box (the rest weigh 0)
 
 
 def render_neus(
@@ -238,16 +239,21 @@ def render_neus(
     inv_s: Float[Tensor, ""] | float,
     background: Float[Tensor, " 3"] | None = None,
     generator: torch.Generator | None = None,
+    keep_misses: bool = False,
 ) -> NeusRender:
     """NeuS rendering of an SDF field: up-sampled samples, the opacity of each section from the SDF and its
     slope along the ray, the colour from the SDF's features and world normal, composited with the alphas.
-    Differentiable in the field (and in the rays, for tracking) when grad mode is on. The rays are checked once."""
+    Differentiable in the field (and in the rays, for tracking) when grad mode is on. The rays are checked once.
+
+    ``keep_misses`` (``TrainingConfig.fixed_shapes``): every ray has the sampler's samples, those that miss the box
+    too (of no length, transparent; ``real`` says which are not theirs), so that the shapes follow from the rays
+    alone and nothing is read back to the host."""
     check_rays(rays, head.num_frames, head.vertices.device)
     with trusted_values():
-        return _render_neus(field, rays, head, sampler, inv_s, background, generator)
+        return _render_neus(field, rays, head, sampler, inv_s, background, generator, keep_misses)
 
 
-def _render_neus(field, rays, head, sampler, inv_s, background, generator) -> NeusRender:
+def _render_neus(field, rays, head, sampler, inv_s, background, generator, keep_misses) -> NeusRender:
     box = None if sampler.box is None else torch.tensor(sampler.box, dtype=rays.origins.dtype, device=rays.origins.device)
     near, far = ray_bounds(rays, head, box, sampler.padding)
 
@@ -258,9 +264,10 @@ def _render_neus(field, rays, head, sampler, inv_s, background, generator) -> Ne
     neus = neus_rays(
         rays.origins, rays.directions, near, far, field_fn, inv_s,
         sampler.coarse, sampler.rounds, sampler.per_round, sampler.base_inv_s, generator, sampler.keep_coarse,
+        keep_misses,
     )  # fmt: skip
     samples, frame = neus.samples, rays.frame[neus.samples.ray]
     rgb = field.colour(neus.field, neus.gradient, frame, head)
     comp = composite_alpha(samples, neus.alpha, rgb, background)
     normals = accumulate(samples, comp.weights, F.normalize(neus.gradient, dim=-1))
-    return NeusRender(comp, normals, samples, neus.canonical_gradient, neus.field)
+    return NeusRender(comp, normals, samples, neus.canonical_gradient, neus.field, neus.real)

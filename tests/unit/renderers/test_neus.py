@@ -14,6 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scipy.special import expit
 
+from headfields.checks import trusted_values
+from headfields.device_paths import cuda_paths
 from headfields.renderers import (
     InverseVariance,
     PackedSamples,
@@ -392,6 +394,59 @@ def test_samples_without_rays_with_room():
     sphere = CountingSphere()
     samples = neus_samples(origins, dirs, near, near, sphere, 8, 2, 4)
     assert len(samples) == 0 and samples.num_rays == len(origins) and sphere.points == []
+
+
+@pytest.mark.parametrize("keep_coarse", [True, False])
+@pytest.mark.parametrize("jitter", [False, True])
+def test_samples_keeping_the_misses_are_the_hits_samples_and_the_misses_of_no_length(keep_coarse, jitter, host_sync_spy):
+    """``keep_misses``: the rays that cross their bounds have exactly the samples they have without it (one row of
+    jitter a ray either way), the one that does not has as many, of no length at its near; the shapes follow from
+    the rays alone, so nothing is read back on CUDA's paths."""
+    origins, dirs, near, far = sphere_rays(torch.float64, "cpu")
+    miss = len(OFFSETS)  # (far == near)
+
+    def draw(keep_misses: bool) -> PackedSamples:
+        generator = torch.Generator().manual_seed(5) if jitter else None
+        return neus_samples(
+            origins, dirs, near, far, CountingSphere(), 16, 2, 8, generator=generator, keep_coarse=keep_coarse,
+            keep_misses=keep_misses,
+        )  # fmt: skip
+
+    want = draw(False)
+    with cuda_paths(), trusted_values(), host_sync_spy() as spy:
+        got = draw(True)
+    assert spy.reads == {}, spy.report()
+    per_ray = (16 if keep_coarse else 0) + 2 * 8
+    assert got.counts().tolist() == [per_ray] * len(origins) and got.num_rays == want.num_rays
+    hit = got.ray != miss
+    for name in ("ray", "t_start", "t_end"):
+        assert torch.equal(getattr(got.select(hit), name), getattr(want, name)), name
+    assert (got.t_start[~hit] == near[miss]).all() and (got.t_end[~hit] == near[miss]).all()
+    with raises_naming("keep_misses"):
+        neus_samples(origins, dirs, near, far, CountingSphere(), 16, 2, 8, keep_misses=1)
+
+
+def test_rays_keeping_the_misses_give_them_no_opacity_and_say_which_samples_are_real():
+    """A miss's sections are of no length, where NeuS's alpha is not 0 (eps over eps and its start's CDF): kept,
+    they weigh nothing, ``real`` marks the others, and those are the samples, opacities and gradients without it."""
+    origins, dirs, near, far = sphere_rays(torch.float64, "cpu")
+
+    def field_fn(x, ray):
+        return x.norm(dim=1) - RADIUS, x, None
+
+    def render(keep_misses: bool):
+        generator = torch.Generator().manual_seed(1)
+        return neus_rays(origins, dirs, near, far, field_fn, 50.0, 16, 2, 8, generator=generator, keep_misses=keep_misses)
+
+    want, got = render(False), render(True)
+    real = got.samples.ray != len(OFFSETS)
+    assert want.real is None and torch.equal(got.real, real) and bool((~real).any())
+    assert (got.alpha[~real] == 0).all()
+    sdf = field_fn(got.samples.midpoints(origins, dirs), None)[0]
+    unmasked = neus_alpha(sdf, torch.zeros(len(real)), got.samples.deltas, 50.0)
+    assert (unmasked[~real] > 0).all()  # (what the mask is for)
+    for name in ("alpha", "gradient", "canonical_gradient"):
+        assert torch.equal(getattr(got, name)[real], getattr(want, name)), name
 
 
 def test_rays_through_a_deformation_match_the_analytic_sphere():
