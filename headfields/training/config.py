@@ -45,7 +45,9 @@ class TrainingConfig:
     # samples_per_batch slots, a ray whose samples do not fit is left out of the loss (rays_dropped_per_step), and
     # the sample counts and the finite-loss check are read two steps later from copies made without waiting (a
     # non-finite loss zeroes its step's gradients, then stops the run). Needs samples_per_batch and a model whose
-    # step takes the slots (INSTA, the portrait, MonoAvatar). Off: exact shapes, which a CPU computes no padding for.
+    # step takes the slots (INSTA, the portrait, MonoAvatar), or a model whose shapes follow from its rays alone
+    # (shapes_follow_rays: the triangle-frame NeuS avatar keeps the rays that miss its box, of no length).
+    # Off: exact shapes, which a CPU computes no padding for.
     fixed_shapes: bool = False
     # With fixed_shapes on a CUDA device, each step captured once as a CUDA graph and replayed (training.step_graph):
     # one launch a step where there were hundreds. The model says what its step decides by the step number
@@ -104,8 +106,6 @@ class TrainingConfig:
                 )
         if not isinstance(self.fixed_shapes, bool):
             raise TypeError(f"fixed_shapes: expected True or False, got {self.fixed_shapes!r}")
-        if self.fixed_shapes and self.samples_per_batch is None:
-            raise ValueError("fixed_shapes: expected samples_per_batch too (the slots are sized from it), got None")
         if not isinstance(self.cuda_graph, bool):
             raise TypeError(f"cuda_graph: expected True or False, got {self.cuda_graph!r}")
         if self.cuda_graph and not self.fixed_shapes:

@@ -34,6 +34,7 @@ class RayBatch:
     generator: torch.Generator | None = None  # this step's jitter (seeded by the loop from the seed and the step)
     early_stop: float | None = None  # the renderer's early termination (TrainingConfig.early_stop; None: off)
     slots: SampleSlots | None = None  # fixed sizes for the renderer's samples (TrainingConfig.fixed_shapes; None: off)
+    fixed_shapes: bool = False  # TrainingConfig.fixed_shapes: no size may depend on the data (slots: the budget's)
     # A random colour a ray, drawn by the loop before the batch is shared among ranks (the step's generator's first
     # draw) for a model whose ``random_background`` is True: what it composites over (training.random_backgrounds).
     backgrounds: Float[Tensor, "R 3"] | None = None

@@ -42,7 +42,7 @@ from .evaluation import evaluate, evenly_spread, frame_seconds, lpips_for_run
 from .loss_checks import LateLossChecks, finite_flag, non_finite
 from .optimizer import averaged, build_optimizer, set_learning_rate, step_if
 from .run_log import SIDE_BY_SIDE_FRAMES, RunLog, board_evaluation, board_scalars, tensorboard_writer
-from .sample_budget import SampleBudget, over_ranks
+from .sample_budget import SampleBudget, check_fixed_shapes, over_ranks
 from .step_graph import check_graph, step_graph
 from .strategy import FrameBatch, StepStrategy, step_strategy
 from .unused import check_unused
@@ -108,6 +108,8 @@ def train(
         check_unused(config, strategy.refused, f"{type(model).__name__}, which trains with its own steps,")
         if ranks > 1:
             raise ValueError(f"model: {type(model).__name__}'s steps train in one process, got a group of {ranks} ranks")
+    if config.fixed_shapes:
+        check_fixed_shapes(model, config.samples_per_batch)
     if config.cuda_graph:
         check_graph(model, device, ranks)
     more_eval = dict(more_eval or {})
@@ -371,7 +373,7 @@ class _Loop:
         batch.generator = self.jitter
         if getattr(model, "random_background", False):  # before the split; other models' jitter stream stays as it was
             batch.backgrounds = torch.rand(len(batch.rgb), 3, generator=batch.generator, device=self.device)
-        batch.early_stop, batch.slots = c.early_stop, self.sampling.slots()
+        batch.early_stop, batch.slots, batch.fixed_shapes = c.early_stop, self.sampling.slots(), c.fixed_shapes
         if self.ranks > 1:
             share = rays // self.ranks
             batch = batch.slice(self.rank * share, (self.rank + 1) * share)

@@ -25,6 +25,7 @@ __all__ = [
     "SLOTS_KEPT",
     "SLOT_GRANULE",
     "SampleBudget",
+    "check_fixed_shapes",
     "next_rays",
     "over_ranks",
 ]
@@ -48,6 +49,16 @@ SLOTS_KEPT = 0.8
 # is more than RATE_JUMP off the average (the occupancy grid refreshed) starts the average afresh.
 RATE_SMOOTHING = 1 / 16
 RATE_JUMP = 1 / 2
+
+
+def check_fixed_shapes(model: object, samples_per_batch: int | None) -> None:
+    """Refuse ``TrainingConfig.fixed_shapes`` without a sample budget to size the slots from, unless the model's
+    step has shapes that follow from its rays alone (``model.shapes_follow_rays``: NeuS keeps the rays that miss)."""
+    if samples_per_batch is None and not getattr(model, "shapes_follow_rays", False):
+        raise ValueError(
+            f"fixed_shapes: expected samples_per_batch too (the slots are sized from it), got None for "
+            f"{type(model).__name__}, whose shapes do not follow from its rays alone (shapes_follow_rays)"
+        )
 
 
 def over_ranks(samples: SampleCount | None, ranks: int, device: torch.device) -> SampleCount | None:
