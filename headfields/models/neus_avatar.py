@@ -50,7 +50,12 @@ class NeusAvatarConfig(NeusConfig):
 
 class NeusAvatar(NeusModel):
     """posed sample → ``deformer`` → :class:`~headfields.fields.NeusField` → NeuS. ``hyper_dim``: the
-    hyper-dimensions the deformer appends to the canonical points (0 for mesh-driven deformers)."""
+    hyper-dimensions the deformer appends to the canonical points (0 for mesh-driven deformers).
+
+    With ``TrainingConfig.fixed_shapes`` it keeps the rays that miss its box (of no length), so a step's shapes
+    follow from its rays alone and it needs no sample budget; then ``cuda_graph`` takes its step."""
+
+    shapes_follow_rays = True  # (TrainingConfig.fixed_shapes without samples_per_batch)
 
     def __init__(self, parametric: SubjectModel, deformer: Deformer, config: NeusAvatarConfig | None = None, hyper_dim=0):
         c = config or NeusAvatarConfig()
@@ -75,3 +80,8 @@ class NeusAvatar(NeusModel):
             sdf_condition,
             colour_condition,
         )
+
+    def graph_phase(self, step: int) -> bool:
+        """What :meth:`training_step` decides by the step number (``TrainingConfig.cuda_graph``): nothing. No loss
+        switches on, the sharpness is learnt and the learning rate is set outside the step: one phase throughout."""
+        return True

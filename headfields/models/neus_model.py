@@ -72,9 +72,10 @@ class NeusModel(nn.Module):
         # The recipe's background as a buffer: it moves with the model, and a step copies nothing from the host.
         self.register_buffer("background", torch.tensor(config.background, dtype=torch.float32), persistent=False)
 
-    def render(self, rays: Rays, head: Head, generator: torch.Generator | None = None) -> NeusRender:
-        background = self.background
-        return render_neus(self.field, rays, head, self.config.sampler, self.inverse_variance(), background, generator)
+    def render(self, rays: Rays, head: Head, generator: torch.Generator | None = None, keep_misses: bool = False) -> NeusRender:
+        """The rays rendered; ``keep_misses``: :func:`~headfields.renderers.render_neus`'s (fixed shapes)."""
+        sampler, inv_s = self.config.sampler, self.inverse_variance()
+        return render_neus(self.field, rays, head, sampler, inv_s, self.background, generator, keep_misses)
 
     def render_rays(self, rays: Rays, head: Head, early_stop: float = EARLY_STOP_TRANSMITTANCE) -> Tensor:
         """The colours by the inference renderer (rounds over the live rays, stopped at transmittance ``early_stop``)."""
@@ -100,19 +101,23 @@ class NeusModel(nn.Module):
             silhouette = mask_loss(opacity, batch.mask.to(opacity.dtype))
             loss = loss + c.silhouette_weight * silhouette
             logs["silhouette"] = silhouette.detach()
-        gradients = out.sdf_gradient
+        gradients, real = out.sdf_gradient, out.real
         if c.eikonal_points:  # the eikonal term away from the surface too, at the canonical slice h = 0
             points = sample_box(self.box, c.eikonal_points, generator).requires_grad_(True)
             mapped = torch.cat([points, points.new_zeros(len(points), self.hyper_dim)], dim=1)
             sdf = self.field.canonical_sdf(mapped, self.box_condition(len(points))).sdf
             (box_gradient,) = torch.autograd.grad(sdf.sum(), points, create_graph=True)
             gradients = torch.cat([gradients, box_gradient])
-        eikonal = eikonal_loss(gradients)
+            real = None if real is None else torch.cat([real, real.new_ones(len(points))])
+        weight = None
+        if real is not None:  # (fixed shapes) the mean over the samples of rays that cross the box, and the box's points
+            weight = real.to(gradients.dtype) * (len(real) / real.sum().clamp(min=1))
+        eikonal = eikonal_loss(gradients, weight)
         logs["eikonal"] = eikonal.detach()
         return loss + c.eikonal_weight * eikonal, logs
 
     def training_step(self, batch: RayBatch, step: int) -> StepOutput:
-        out = self.render(batch.rays, batch.head, batch.generator)
+        out = self.render(batch.rays, batch.head, batch.generator, keep_misses=batch.fixed_shapes)
         loss, logs = self.neus_loss(out, batch, batch.generator)
         return StepOutput(loss=loss, rgb=out.composite.rgb, logs=logs)
 

@@ -9,15 +9,18 @@ import torch
 from torch import nn
 
 from headfields.cameras import Rays
+from headfields.checks import trusted_values
 from headfields.decoders import AppearanceConfig, SdfMlpConfig
+from headfields.device_paths import cuda_paths
 from headfields.heads import present_regions, tracked_head
 from headfields.models.mixes import triangle_neus
-from headfields.models.neus_avatar import NeusAvatarConfig
+from headfields.models.neus_avatar import NeusAvatar, NeusAvatarConfig
 from headfields.parametric import load_model
 from headfields.renderers import NeusSampler
-from headfields.training import OptimizerConfig, build_optimizer, ray_batch, set_learning_rate
+from headfields.training import OptimizerConfig, TrainingConfig, build_optimizer, ray_batch, set_learning_rate, train
+from headfields.training.step_graph import check_graph
 
-from helpers import raises_naming
+from helpers import eager_and_graphed, raises_naming
 
 TINY = NeusAvatarConfig(
     sdf=SdfMlpConfig(hidden_dim=32, hidden_layers=2, position_frequencies=2),
@@ -131,6 +134,71 @@ def test_training_lowers_the_loss_and_reaches_every_piece(tiny_video):
         losses.append(float(out.loss.detach()))
     assert sum(losses[-3:]) / 3 < 0.5 * losses[0], losses
     assert optimizer.param_groups[0]["lr"] < TINY.optimization.learning_rate  # the exponential decay runs
+
+
+def _train(frames, eval_frames, out, fixed_shapes: bool, graphed: bool = False, device: str = "cpu") -> tuple[dict, NeusAvatar]:
+    config = TrainingConfig(
+        max_iterations=6, rays_per_batch=48, fixed_shapes=fixed_shapes, cuda_graph=graphed, eval_every=0,
+        checkpoint_every=0, eval_frames=1,
+    )  # fmt: skip
+    model = _model(frames)
+    render, model.kept_misses = model.render, []
+
+    def recorded(*args, keep_misses=False, **kwargs):
+        model.kept_misses.append(keep_misses)
+        return render(*args, keep_misses=keep_misses, **kwargs)
+
+    model.render = recorded
+    return train(model, frames, eval_frames, out, config, log=None, device=device), model
+
+
+def test_in_fixed_shapes_it_trains_as_with_exact_shapes_without_a_sample_budget(tiny_video, tmp_path):
+    """``fixed_shapes`` without ``samples_per_batch``: the rays that miss the box keep samples of no length, which
+    weigh nothing and leave the eikonal term, so the run trains as with exact shapes (the same draws); what
+    differs is the eikonal mean's rounding. No other model takes fixed shapes without a budget."""
+    train_frames, eval_frames = tiny_video
+    exact, exact_model = _train(train_frames, eval_frames, tmp_path / "exact", fixed_shapes=False)
+    fixed, fixed_model = _train(train_frames, eval_frames, tmp_path / "fixed", fixed_shapes=True)
+    for (name, a), b in zip(exact_model.state_dict().items(), fixed_model.state_dict().values(), strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5, msg=name)
+    assert fixed["psnr"] == pytest.approx(exact["psnr"], abs=1e-3)
+    assert fixed_model.kept_misses[:6] == [True] * 6 and not any(exact_model.kept_misses)  # (the evaluation's: exact)
+    assert fixed_model.shapes_follow_rays and fixed_model.graph_phase(0) == fixed_model.graph_phase(10**6)
+    check_graph(fixed_model, torch.device("cuda"), 1)  # cuda_graph takes it
+
+
+def test_a_fixed_shapes_step_renders_the_misses_as_nothing_and_reads_nothing_back(tiny_video, host_sync_spy):
+    """A batch with rays on and off the head, on CUDA's paths: every ray has the sampler's samples, nothing is read
+    back, and the colours, opacities and loss are those of the exact shapes."""
+    train_frames, _ = tiny_video
+    model = _model(train_frames)
+    batch = _head_batch(train_frames, tracked_head(model.parametric, train_frames), 48)
+    batch.generator = torch.Generator().manual_seed(3)
+    want = model.training_step(batch, 0)
+    exact = model.render(batch.rays, batch.head, torch.Generator().manual_seed(3))
+    batch.generator, batch.fixed_shapes = torch.Generator().manual_seed(3), True
+    with cuda_paths(), trusted_values(), host_sync_spy() as spy:
+        got = model.training_step(batch, 0)
+    assert spy.reads == {}, spy.report()
+    kept = model.render(batch.rays, batch.head, torch.Generator().manual_seed(3), keep_misses=True)
+    per_ray = TINY.sampler.coarse + TINY.sampler.rounds * TINY.sampler.per_round
+    assert len(kept.samples) == per_ray * len(batch.rgb) > len(exact.samples) > 0
+    for name in ("rgb", "opacity", "depth"):
+        torch.testing.assert_close(getattr(kept.composite, name), getattr(exact.composite, name), rtol=0, atol=1e-6)
+    torch.testing.assert_close(got.rgb, want.rgb, rtol=0, atol=1e-6)
+    torch.testing.assert_close(got.loss, want.loss, rtol=1e-5, atol=0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_its_step_is_captured_replayed_and_trains_as_the_eager_step_on_cuda(tiny_video, tmp_path, monkeypatch):
+    train_frames, eval_frames = tiny_video
+
+    def train_one(graphed: bool) -> dict:
+        return _train(train_frames, eval_frames, tmp_path / str(graphed), True, graphed, "cuda")[0]
+
+    graph, runs = eager_and_graphed(monkeypatch, train_one)
+    assert graph.captures >= 1 and not graph.failed and graph.graph is not None
+    assert abs(runs[True]["psnr"] - runs[False]["psnr"]) < 0.5, (runs[True]["psnr"], runs[False]["psnr"])
 
 
 @pytest.mark.parametrize(
