@@ -182,7 +182,11 @@ def anatomy(
     counted steps), their totals and the rows evaluated per trained sample."""
     timed = min(timed, warmup)
     entry, model, subject = build(name, recipe, log2_table_size, resolution, overrides)
-    budget = {} if not samples else dict(samples_per_batch=samples, early_stop=early_stop, fixed_shapes=fixed_shapes)
+    # Without a budget, fixed shapes where the model's follow from its rays (the triangle-frame NeuS avatar)
+    fixed_shapes = fixed_shapes and (bool(samples) or getattr(model, "shapes_follow_rays", False))
+    budget = dict(fixed_shapes=fixed_shapes)
+    if samples:
+        budget.update(samples_per_batch=samples, early_stop=early_stop)
     config = dataclasses.replace(
         entry.training_defaults(recipe), **budget, max_iterations=warmup + steps + 1, max_minutes=None, eval_every=0,
         checkpoint_every=0, log_every=10**9,
@@ -295,7 +299,7 @@ def anatomy(
     return {
         "model": name,
         "recipe": recipe,
-        "fixed_shapes": fixed_shapes and bool(samples),
+        "fixed_shapes": fixed_shapes,
         "samples_per_batch": samples,
         "steps": steps,
         "operations": median("operations"),
@@ -330,6 +334,8 @@ def anatomy(
 def print_figures(f: dict) -> None:
     shapes = "fixed shapes" if f["fixed_shapes"] else "shapes following the budget"
     budget = f"{f['samples_per_batch']:,} samples a step, {shapes}" if f["samples_per_batch"] else "the recipe's rays"
+    if not f["samples_per_batch"] and f["fixed_shapes"]:
+        budget += ", fixed shapes"
     print(f"{f['model']} ({f['recipe']} recipe, {budget}), {f['steps']} steps")
     print(f"  torch operations a step (median / most):  {f['operations']:,.0f} / {f['operations_most']:,}")
     print(f"  of them outside a graphed step (cuda_graph: its replay is one launch): {f['eager_operations']:,.0f} / "
@@ -369,7 +375,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--recipe", default="paper")
     parser.add_argument(
         "--samples", type=int, default=1 << 14,
-        help="the sample budget a step (default 2^14; 0: the recipe's own rays, for a model that counts no samples)",
+        help="the sample budget a step (default 2^14; 0: the recipe's own rays, for a model that counts no samples; "
+        "in fixed shapes where its shapes follow from its rays)",
     )  # fmt: skip
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--steps", type=int, default=16)

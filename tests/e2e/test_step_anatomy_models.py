@@ -1,7 +1,7 @@
-"""tools/step_anatomy.py on MonoAvatar's and the 360° portrait's training steps, on CUDA's paths at a tiny size: their
-read-backs, copies and operations held as ceilings (lower one when a step does less). Both train with fixed shapes,
-read nothing back and, their shapes settled, replay as one CUDA graph (TrainingConfig.cuda_graph); MonoAvatar without
-them reads back its variable sample counts."""
+"""tools/step_anatomy.py on MonoAvatar's, the 360° portrait's and the triangle-frame NeuS mix's training steps, on
+CUDA's paths at a tiny size: their read-backs, copies and operations held as ceilings (lower one when a step does
+less). All train with fixed shapes, read nothing back and, their shapes settled, replay as one CUDA graph
+(TrainingConfig.cuda_graph); MonoAvatar without them reads back its variable sample counts."""
 
 import dataclasses
 
@@ -15,6 +15,10 @@ MONOAVATAR_OPERATIONS = 2_400  # with fixed shapes, 2,341 measured (without: 2,2
 # The portrait: TINY_PORTRAIT, fixed shapes, 1,024 samples, 4 steps after 20 (the rays and march slots settled; steps
 # 7-10 still change them). 20 read-backs a step, then 4 (the view balance's), now none.
 PORTRAIT_OPERATIONS = 465  # 458 measured (at steps 7-10 441 with the view balance's read-backs, 456 with its draw on the device)
+# The triangle-frame NeuS mix: its CPU recipe with 16 + 8 samples a ray, fixed shapes without a sample budget (the rays
+# that miss the box kept), 2 steps after 2. Without fixed shapes, 3 read-backs a step: the rays that hit the box, the
+# up-sampling round's rays with sections, the loop's finite check.
+NEUS_OPERATIONS = 1_000  # 975 measured (955 without fixed shapes)
 
 
 def _fields(config) -> dict:
@@ -69,3 +73,16 @@ def test_the_portrait_s_step_in_fixed_shapes_reads_nothing_back_and_replays_as_o
     assert f["shape_signatures"] == 1
     assert f["replay_signatures"] == 1 and f["replay_differences"] == [], f["replay_differences"]
     assert 0 < f["operations"] <= PORTRAIT_OPERATIONS, f["top_operations"]
+
+
+def test_the_triangle_neus_mix_s_step_in_fixed_shapes_reads_nothing_back_and_replays_as_one_graph(anatomy):
+    from headfields.renderers import NeusSampler
+
+    steps = 2
+    small = dict(sampler=NeusSampler(coarse=16, rounds=1, per_round=8, padding=0.03), eikonal_points=64)
+    f = anatomy("mix_triangle_neus", "cpu", 0, 2, steps, True, 12, 16, overrides=small)
+    assert f["fixed_shapes"] and f["copies_to_device"] == 0 and f["read_backs"] == 0, f["sites"]
+    assert f["sites"] == ["1 x tolist in training/host_copy.py:read (a late read of a host copy)"]  # the loss
+    assert f["shape_signatures"] == 1
+    assert f["replay_signatures"] == 1 and f["replay_differences"] == [], f["replay_differences"]
+    assert 0 < f["operations"] <= NEUS_OPERATIONS, f["top_operations"]
