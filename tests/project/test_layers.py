@@ -34,6 +34,7 @@ TIERS = {
     "checks": "foundation",
     "configs": "foundation",
     "device_paths": "foundation",  # which code path a device takes; cuda_paths() sends the CPU down CUDA's
+    "group_tiles": "foundation",  # rows in tiles of one group: an ensemble's members, one product a layer
     "kernels": "foundation",
     "networks": "foundation",
     "outputs": "foundation",
