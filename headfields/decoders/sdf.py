@@ -30,7 +30,9 @@ from torch import Tensor, nn
 
 from ..backends.cpu.row_blocks import row_blocks, runs_in_row_blocks
 from ..checks import check_count, check_float, check_int, check_positive
+from ..device_paths import takes_cuda_path
 from ..encoders.frequency import MAX_FREQUENCIES, FrequencyEncoding
+from ..group_tiles import GROUP_TILE, group_tiles
 from ..networks import softplus, softplus_
 
 # MonoNPHM's canonical SDF (PAPERS.md, "MonoNPHM"): local MLPs 4 x 200, Softplus(beta = 100); 12 nearest anchors,
@@ -108,15 +110,18 @@ def _run(
 def _layers(
     enc: Tensor, weights: Sequence[Tensor], biases: Sequence[Tensor], skip: int | None, beta: float, activation: Callable
 ) -> tuple[Tensor, Tensor]:
+    """The layers on rows ``enc [P, D]`` with ``weights[i] [in, out]``, or on tiles ``enc [J, T, D]`` with a tile's
+    own ``weights[i] [J, in, out]`` and ``biases[i] [J, 1, out]`` (an ensemble's members, :mod:`~headfields.group_tiles`)."""
+    affine = torch.addmm if enc.dim() == 2 else torch.baddbmm
     h = enc
     for i in range(len(weights) - 1):
         if i == skip:  # [h, enc] / sqrt(2) @ weights[i], as two products: no concatenation to differentiate twice
-            width = h.shape[1]
-            z = torch.addmm(biases[i], h, weights[i][:width], alpha=SKIP_SCALE)
-            h = activation(torch.addmm(z, enc, weights[i][width:], alpha=SKIP_SCALE), beta)
+            width = h.shape[-1]
+            z = affine(biases[i], h, weights[i][..., :width, :], alpha=SKIP_SCALE)
+            h = activation(affine(z, enc, weights[i][..., width:, :], alpha=SKIP_SCALE), beta)
         else:
-            h = activation(torch.addmm(biases[i], h, weights[i]), beta)
-    return torch.addmm(biases[-1], h, weights[-1])[:, 0], h
+            h = activation(affine(biases[i], h, weights[i]), beta)
+    return affine(biases[-1], h, weights[-1])[..., 0], h
 
 
 @functools.lru_cache(maxsize=16)
@@ -301,6 +306,8 @@ class AnchorSdf(nn.Module):
         owner, flip = _mirror_members(mirror, k)
         self.register_buffer("owner", owner)  # anchor -> the member MLP it reads
         self.register_buffer("flip", flip)  # anchor reads its relative x coordinate negated
+        # x -> -x, a buffer: a step copies nothing from the host (not saved: old checkpoints load as they are)
+        self.register_buffer("mirror_x", torch.tensor([-1.0, 1.0, 1.0], dtype=dtype), persistent=False)
         self.num_members = int(owner.max()) + 1
         self.encoding = FrequencyEncoding(3, member.position_frequencies) if member.position_frequencies else None
         self.in_dim = 3 * (1 + 2 * member.position_frequencies) + extra_dim + local_dim
@@ -366,10 +373,18 @@ class AnchorSdf(nn.Module):
         mirrored for a mirrored anchor): (sdf, last hidden layer, times ``weight[p]`` where given). The weight is
         applied member by member: autograd then keeps each member's last layer, which its output product keeps anyway,
         instead of a reordered copy of them all (the anchor ensemble's blend: a twentieth of its bytes under double
-        backward)."""
+        backward). On CUDA's paths the rows go in tiles of one member each, a batched product a layer, whose shapes
+        follow from the row count (:mod:`~headfields.group_tiles`): no group size is read back, and a CUDA graph holds
+        it; the CPU splits the rows by member, which reads the sizes."""
         _check_input("enc", enc, self.in_dim, None, self.weights[0])
         check_int("anchor", anchor, [enc.shape[0]], upper=self.num_anchors, device=enc.device)
         member = self.owner[anchor]
+        if takes_cuda_path(enc.device) and enc.shape[0] > 0:  # no read-back: tiles of one member, a product a layer
+            tiles = group_tiles(member, self.num_members, GROUP_TILE)
+            weights, biases = [w[tiles.group] for w in self.weights], [b[tiles.group][:, None] for b in self.biases]
+            s, h = _layers(tiles.gather(enc), weights, biases, self.member_config.skip_layer, self.member_config.beta, softplus)
+            s, h = tiles.scatter(s), tiles.scatter(h)
+            return s, h if weight is None else weight[:, None] * h
         order = torch.argsort(member, stable=True)
         counts = torch.bincount(member, minlength=self.num_members).tolist()  # one host sync for the group sizes
         rows = enc[order].split(counts)
@@ -413,7 +428,7 @@ class AnchorSdf(nn.Module):
         near = anchors[blend.index] if group is None else anchors[group[:, None], blend.index]
         relative = x[:, None, :] - near
         # A mirrored anchor reads its partner's MLP in mirrored coordinates (x -> -x).
-        relative = torch.where(self.flip[blend.index][..., None], relative * relative.new_tensor([-1.0, 1.0, 1.0]), relative)
+        relative = torch.where(self.flip[blend.index][..., None], relative * self.mirror_x.to(relative.dtype), relative)
         relative = relative.reshape(n * m, 3)
         enc = [self.encoding(relative) if self.encoding is not None else relative]
         if extra is not None:

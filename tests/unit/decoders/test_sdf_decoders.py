@@ -9,8 +9,10 @@ import pytest
 import torch
 
 from headfields.backends.cpu import row_blocks
+from headfields.checks import trusted_values
 from headfields.decoders import AnchorSdf, AnchorSdfConfig, SdfMlp, SdfMlpConfig
 from headfields.decoders import sdf as sdf_module
+from headfields.device_paths import cuda_paths
 from headfields.losses import eikonal_loss
 
 from helpers import raises_naming
@@ -265,6 +267,34 @@ def test_gradcheck_and_gradgradcheck_of_the_ensemble():
     eikonal_loss(grad).backward()
     assert field.anchors.grad is not None and float(field.anchors.grad.abs().sum()) > 0
     assert all(p.grad is not None for p in field.parameters())
+
+
+def test_on_cuda_s_paths_the_members_run_in_tiles_as_split_and_read_nothing_back(monkeypatch, host_sync_spy):
+    """CUDA's paths run the members in tiles of one member (3 rows: a member's group spans several): the sdf,
+    features and the gradients of an eikonal term (a double backward) are the split path's, and no group size is read
+    back."""
+    monkeypatch.setattr(sdf_module, "GROUP_TILE", 3)
+    field = tiny_field(31, learn_anchors=True)
+    g = torch.Generator().manual_seed(32)
+    x = torch.randn(9, 3, generator=g, dtype=torch.float64).mul(0.4)
+    extra = torch.randn(9, 2, generator=g, dtype=torch.float64)
+    local = torch.randn(7, 1, generator=g, dtype=torch.float64)
+
+    def run():
+        xs = x.clone().requires_grad_()
+        out = field(xs, extra, local)
+        (grad,) = torch.autograd.grad(out.sdf.sum(), xs, create_graph=True)
+        loss = eikonal_loss(grad) + out.features.square().mean()
+        return [out.sdf, out.features, grad, *torch.autograd.grad(loss, list(field.parameters()))]
+
+    split = run()
+    with cuda_paths(), trusted_values(), host_sync_spy() as spy:
+        tiled = run()
+    assert spy.reads == {} and not spy.copies, spy.report()
+    for a, b in zip(tiled, split, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    with cuda_paths():
+        assert torch.autograd.gradgradcheck(lambda x: field(x, extra, local).sdf, (x.clone().requires_grad_(),))
 
 
 def test_the_ensemble_blends_each_points_members_as_written_out_by_hand():
