@@ -275,9 +275,12 @@ class HyperDeformer(Deformer):
         # The offsets and hyper coordinates, for the regularisers (HyperDeformation(offset, hyper, points)).
         return Canonical(points=d.points, dirs=dirs, valid=valid, face=None, extras={"offset": d.offset, "hyper": d.hyper})
 
-    def regularizers(self, deformation: HyperDeformation | Canonical) -> HyperRegularizers:
+    def regularizers(
+        self, deformation: HyperDeformation | Canonical, real: Bool[Tensor, " N"] | None = None
+    ) -> HyperRegularizers:
         """MonoNPHM's regularisers: ``offset = mean ‖Δx‖²`` and ``hyper = mean ‖h‖²`` over the samples (of a
-        :class:`Canonical` this deformer made: its ``extras``), raw and with the config's weights. The paper names
+        :class:`Canonical` this deformer made: its ``extras``; ``real``: over those where it is True, a fixed shape's
+        padding left out), raw and with the config's weights. The paper names
         a hyper "magnitude" without its norm; the squared norm is smooth at ``h = 0`` (where the hyper coordinates
         start), so its gradient vanishes there instead of flipping sign, and it matches the offsets' term. Both are
         0 on no samples."""
@@ -287,10 +290,14 @@ class HyperDeformer(Deformer):
             raise TypeError(f"deformation: expected a HyperDeformation, or a Canonical it made, got {type(deformation).__name__}")
         check_shape("deformation.offset", deformation.offset, [None, 3])
         check_shape("deformation.hyper", deformation.hyper, [deformation.offset.shape[0], None])
+        offset, hyper = deformation.offset.square(), deformation.hyper.square()
         count = max(deformation.offset.shape[0], 1)  # sum / count: 0, not NaN, on no samples (with a graph)
+        if real is not None:
+            check_shape("real", real, [deformation.offset.shape[0]], device=offset.device)
+            offset, hyper, count = offset * real[:, None], hyper * real[:, None], real.sum().clamp(min=1)
         return HyperRegularizers(
-            offset=deformation.offset.square().sum() / count,
-            hyper=deformation.hyper.square().sum() / count,
+            offset=offset.sum() / count,
+            hyper=hyper.sum() / count,
             offset_weight=self.config.offset_weight,
             hyper_weight=self.config.hyper_weight,
         )

@@ -106,7 +106,13 @@ class HyperNeusAvatar(NeusModel):
     tracked FLAME expression (a mix; the paper's method is :mod:`headfields.models.mononphm`).
 
     ``num_frames``: training frames (one expression code each). The field's deformer is
-    ``DeformerChain(RigidDeformer(head joint), MappedDeformer(normalise), HyperDeformer)``."""
+    ``DeformerChain(RigidDeformer(head joint), MappedDeformer(normalise), HyperDeformer)``.
+
+    With ``TrainingConfig.fixed_shapes`` (and ``frames_per_batch``) it keeps the rays that miss its box, of no
+    length, and the anchor ensemble runs in tiles on a GPU: a step's shapes follow from its rays alone, it reads
+    nothing back and ``cuda_graph`` takes it."""
+
+    shapes_follow_rays = True  # (TrainingConfig.fixed_shapes without samples_per_batch)
 
     def __init__(self, parametric: SubjectModel, num_frames: int, config: HyperNeusConfig | None = None):
         c = config or HyperNeusConfig()
@@ -150,15 +156,25 @@ class HyperNeusAvatar(NeusModel):
         canonical = self.field.deformer.canonicalize(head.vertices[frames[:, None], pick].reshape(-1, 3), head, frame, None)
         return (canonical.points[:, :3] - self.normalize(head.canonical_vertices[pick].reshape(-1, 3))).square().sum(-1).mean()
 
+    def graph_phase(self, step: int) -> bool:
+        """What :meth:`training_step` decides by the step number (``TrainingConfig.cuda_graph``): nothing. Its
+        sharpness is learnt and its loss weights are constants: one phase throughout."""
+        return True
+
     def training_step(self, batch: RayBatch, step: int) -> StepOutput:
         c = self.config
         generator = batch.generator or torch.Generator(batch.rgb.device).manual_seed(step)
+        if batch.fixed_shapes and batch.frame_subset is None:
+            raise ValueError(
+                "frames_per_batch: expected a number of frames with fixed_shapes (the hyper NeuS avatar's codes and "
+                "correspondences are the batch's drawn frames', read without a read-back), got None"
+            )
         # The batch's frames: those it drew (frames_per_batch), else found in its rays (a read-back).
         frames = batch.frame_subset if batch.frame_subset is not None else torch.unique(batch.rays.frame)
         head = self.expression_codes.attach(batch.head)
-        out = self.render(batch.rays, head, generator)
+        out = self.render(batch.rays, head, generator, keep_misses=batch.fixed_shapes)
         loss, logs = self.neus_loss(out, batch, generator)
-        deformation = self.hyper.regularizers(out.geometry.canonical)
+        deformation = self.hyper.regularizers(out.geometry.canonical, out.real)
         codes = [self.expression_codes.regularizer(self.expression_codes.codes[frames])]
         codes += [self.field.sdf_condition.codes.regularizer(), self.field.colour_condition.codes.regularizer()]
         loss, logs["offset"] = loss + deformation.total + sum(codes), deformation.offset.detach()

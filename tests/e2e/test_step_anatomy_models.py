@@ -19,6 +19,9 @@ PORTRAIT_OPERATIONS = 465  # 458 measured (at steps 7-10 441 with the view balan
 # that miss the box kept), 2 steps after 2. Without fixed shapes, 3 read-backs a step: the rays that hit the box, the
 # up-sampling round's rays with sections, the loop's finite check.
 NEUS_OPERATIONS = 1_000  # 975 measured (955 without fixed shapes)
+# The hyper NeuS avatar: its paper recipe with small networks and 8 anchors, fixed shapes, 2 steps after 2. Without
+# fixed shapes: the rays that hit, the up-sampling's rays, the loop's check (the ensemble's group sizes no more).
+HYPER_NEUS_OPERATIONS = 1_800  # 1,763 measured (1,737 and 3 read-backs a step without fixed shapes)
 
 
 def _fields(config) -> dict:
@@ -86,3 +89,25 @@ def test_the_triangle_neus_mix_s_step_in_fixed_shapes_reads_nothing_back_and_rep
     assert f["shape_signatures"] == 1
     assert f["replay_signatures"] == 1 and f["replay_differences"] == [], f["replay_differences"]
     assert 0 < f["operations"] <= NEUS_OPERATIONS, f["top_operations"]
+
+
+def test_the_hyper_neus_avatar_s_step_in_fixed_shapes_reads_nothing_back_and_replays_as_one_graph(anatomy):
+    """Its paper recipe with small networks and 8 anchors: the ensemble's members in tiles, the misses kept."""
+    from headfields.decoders import AnchorSdfConfig, AppearanceConfig, SdfMlpConfig
+    from headfields.deformers import HyperDeformerConfig
+    from headfields.renderers import NeusSampler
+
+    small = dict(
+        deformer=HyperDeformerConfig(hidden_dim=16, hidden_layers=2, skip_layer=1),
+        num_anchors=8,
+        anchor_sdf=AnchorSdfConfig(local=SdfMlpConfig(hidden_dim=16, hidden_layers=2), neighbours=4, sigma_rank=4),
+        appearance=AppearanceConfig(hidden_dim=16, hidden_layers=2, feature_dim=8),
+        sampler=NeusSampler(coarse=16, rounds=1, per_round=8, padding=0.04),
+        eikonal_points=64,
+        correspondence_vertices=64,
+    )
+    f = anatomy("hyper_neus", "paper", 0, 2, 2, True, 12, 16, overrides=small)
+    assert f["fixed_shapes"] and f["copies_to_device"] == 0 and f["read_backs"] == 0, f["sites"]
+    assert f["shape_signatures"] == 1
+    assert f["replay_signatures"] == 1 and f["replay_differences"] == [], f["replay_differences"]
+    assert 0 < f["operations"] <= HYPER_NEUS_OPERATIONS, f["top_operations"]

@@ -11,8 +11,10 @@ import pytest
 import torch
 
 from headfields.cameras import Rays
+from headfields.checks import trusted_values
 from headfields.decoders import AnchorSdfConfig, AppearanceConfig, SdfMlpConfig
 from headfields.deformers import HyperDeformerConfig
+from headfields.device_paths import cuda_paths
 from headfields.encoders import LatentCodesConfig
 from headfields.heads import tracked_head
 from headfields.models.hyper_neus import HyperNeusAvatar, HyperNeusConfig, cpu_config, paper_config
@@ -21,10 +23,12 @@ from headfields.models.hyper_neus_tracking import TrackingConfig, frame_error, t
 from headfields.models.registry import MODELS
 from headfields.parametric import load_model
 from headfields.renderers import EARLY_STOP_TRANSMITTANCE, NeusSampler
+from headfields.renderers.samplers import ray_bounds
 from headfields.training import OptimizerConfig, TrainingConfig, build_optimizer, ray_batch, render_view, set_learning_rate, train
 from headfields.training.checkpoints import load_checkpoint
+from headfields.training.step_graph import check_graph
 
-from helpers import raises_naming
+from helpers import eager_and_graphed, raises_naming
 
 TINY = HyperNeusConfig(
     deformer=HyperDeformerConfig(hidden_dim=16, hidden_layers=2, skip_layer=1),
@@ -331,6 +335,67 @@ def test_the_training_loop_runs_it_and_resumes_exactly(video, tmp_path):
     for name, value in straight.state_dict().items():
         if isinstance(value, torch.Tensor):
             torch.testing.assert_close(resumed.state_dict()[name], value, rtol=0, atol=1e-6, msg=name)
+
+
+def test_a_fixed_shapes_step_reads_nothing_back_and_is_the_exact_shapes_step(video, host_sync_spy):
+    """On CUDA's paths, the batch in fixed shapes: the rays that miss the box keep samples of no length, the anchor
+    ensemble runs in tiles, nothing is read back; the loss, its terms and the colours are the exact shapes' (whose
+    regularisers and eikonal term see the hits' samples alone), and so are the gradients."""
+    train_frames, _ = video
+    model = _model(train_frames, ANCHORS)
+    g = torch.Generator().manual_seed(5)
+    with torch.no_grad():  # offsets and hyper coordinates that are not 0 (the deformer's head starts at 0)
+        for p in model.hyper.output.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=g))
+    head = _head(model, train_frames)
+    drawn = ray_batch(train_frames, 400, torch.Generator().manual_seed(1), torch.device("cpu"), frames_per_batch=2, head=head)
+    near, far = ray_bounds(drawn.rays, head, None, ANCHORS.sampler.padding)
+    hit = far > near
+    keep = torch.cat([hit.nonzero()[:24, 0], (~hit).nonzero()[:24, 0]]).sort().values
+    batch = dataclasses.replace(drawn.select(keep), depth=None, segmentation=None)
+    assert len(batch.rgb) == 48  # half of them miss the box
+
+    def step(fixed: bool) -> tuple:
+        batch.generator, batch.fixed_shapes = torch.Generator().manual_seed(4), fixed
+        model.zero_grad()
+        out = model.training_step(batch, 0)
+        out.loss.backward()
+        return out, [p.grad.clone() for p in model.parameters() if p.grad is not None]
+
+    want, want_grads = step(False)
+    with cuda_paths(), trusted_values(), host_sync_spy() as spy:
+        got, grads = step(True)
+    assert spy.reads == {} and not spy.copies, spy.report()
+    torch.testing.assert_close(got.rgb, want.rgb, rtol=0, atol=1e-6)
+    assert float(want.logs["offset"]) > 1e-4  # (the misses' offsets would move it)
+    for name in ("rgb", "eikonal", "offset", "correspondence"):
+        torch.testing.assert_close(got.logs[name], want.logs[name], rtol=1e-5, atol=1e-8, msg=name)
+    torch.testing.assert_close(got.loss, want.loss, rtol=1e-5, atol=0)
+    for a, b in zip(grads, want_grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    assert model.shapes_follow_rays and model.graph_phase(0) == model.graph_phase(10**6)
+    check_graph(model, torch.device("cuda"), 1)
+    batch.frame_subset = None
+    with raises_naming("frames_per_batch"):
+        step(True)
+
+
+def _train(frames, eval_frames, out, graphed: bool, device: str) -> dict:
+    config = TrainingConfig(
+        max_iterations=6, rays_per_batch=48, frames_per_batch=2, fixed_shapes=True, cuda_graph=graphed, eval_every=0,
+        checkpoint_every=0, eval_frames=1,
+    )  # fmt: skip
+    return train(_model(frames, ANCHORS), frames, eval_frames, out, config, log=None, device=device)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_its_step_is_captured_replayed_and_trains_as_the_eager_step_on_cuda(video, tmp_path, monkeypatch):
+    train_frames, eval_frames = video
+    graph, runs = eager_and_graphed(
+        monkeypatch, lambda graphed: _train(train_frames, eval_frames, tmp_path / str(graphed), graphed, "cuda")
+    )
+    assert graph.captures >= 1 and not graph.failed and graph.graph is not None
+    assert abs(runs[True]["psnr"] - runs[False]["psnr"]) < 0.5, (runs[True]["psnr"], runs[False]["psnr"])
 
 
 def test_bad_configuration_raises(video):
