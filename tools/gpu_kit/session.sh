@@ -29,8 +29,8 @@ python3 -c "import torch; print('torch', torch.__version__)"
 
 want unit && step unit 120 python3 -m pytest -q -p no:cacheprovider -k cuda \
   tests/unit/training/test_optimizer.py tests/unit/training/test_step_graph.py tests/unit/models/test_portrait360.py \
-  tests/unit/models/test_monoavatar.py tests/unit/models/test_neus_avatar.py tests/unit/encoders/test_hashgrid.py \
-  tests/unit/core/test_networks.py \
+  tests/unit/models/test_monoavatar.py tests/unit/models/test_neus_avatar.py tests/unit/models/test_hyper_neus.py \
+  tests/unit/decoders/test_sdf_decoders.py tests/unit/encoders/test_hashgrid.py tests/unit/core/test_networks.py \
   tests/unit/renderers/test_scan.py tests/unit/renderers/test_compositing.py tests/unit/renderers/test_occupancy.py
 
 # Issue 78's table gradient: a run of a ray's samples a thread against a thread a point (its atomics), on INSTA's grid.
@@ -71,7 +71,7 @@ want graph_probe && TAIL=12 step graph_probe_prepared 60 python3 tools/graph_pro
 
 # Issue 78's other models: each trains 40 s in a process that reports torch's peak CUDA memory (tools/gpu.py's wrapper
 # around headfields/__main__.py): the portrait eager, then as one CUDA graph; the hyper NeuS avatar (its 47 GiB were
-# the evaluation's 8,192-ray calls, now 1,024); MonoAvatar eager, then as one CUDA graph (2^18 samples: its 1,024
+# the evaluation's 8,192-ray calls, now 1,024), then as one CUDA graph (its anchors' members in tiles); MonoAvatar eager, then as one CUDA graph (2^18 samples: its 1,024
 # rays of 64 + 193); the triangle-frame NeuS mix eager, then as one graph. Late in the order: where the deadline cuts it, a second call runs STEPS="models cuda_suite".
 PEAK=$(python3 -c "import sys; sys.path.insert(0, 'tools'); import gpu; print(gpu.PEAK_MEMORY_CHILD)" 2>/dev/null)
 SHORT=(--device cuda --max-minutes 0.67 --eval-every 0 --eval-frames 2 --budget training)
@@ -85,6 +85,7 @@ model_run() {  # model_run NAME MODEL FLAGS...: a 40 s run, its it/s, PSNR and p
 want models && model_run portrait_eager portrait360 "${PORTRAIT[@]}"
 want models && model_run portrait_graph portrait360 "${PORTRAIT[@]}" --cuda-graph True
 want models && model_run hyper_neus hyper_neus --data "$VIDEO"
+want models && model_run hyper_neus_graph hyper_neus --data "$VIDEO" --fixed-shapes True --cuda-graph True
 want models && model_run monoavatar monoavatar --data "$VIDEO"
 want models && model_run monoavatar_graph monoavatar --data "$VIDEO" --samples-per-batch 262144 --fixed-shapes True \
   --cuda-graph True
