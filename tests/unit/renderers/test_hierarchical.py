@@ -94,16 +94,18 @@ def reference_check(samples, weights, fine, num_samples, padding, xi):
 
 
 RAYS = st.lists(st.tuples(st.integers(0, 6), st.sampled_from(["zero", "sparse", "dense"]), st.booleans()), min_size=1, max_size=8)
-
-
-@HYPOTHESIS
-@given(
+# Coarse samples, weights and a draw of them: what the packed draws are tested over.
+DRAWS = dict(
     rays=RAYS,
     seed=st.integers(0, 2**31 - 1),
     num_samples=st.integers(1, 9),
     padding=st.sampled_from([0.0, 1e-5, 0.5]),
     jitter=st.booleans(),
 )
+
+
+@HYPOTHESIS
+@given(**DRAWS)
 def test_matches_per_ray_numpy_inverse_cdf(rays, seed, num_samples, padding, jitter):
     samples, weights = build_samples(rays, seed)
     generator = torch.Generator().manual_seed(seed) if jitter else None
@@ -207,13 +209,7 @@ def test_no_coarse_samples(device):
 
 
 @HYPOTHESIS
-@given(
-    rays=RAYS,
-    seed=st.integers(0, 2**31 - 1),
-    num_samples=st.integers(1, 9),
-    padding=st.sampled_from([0.0, 1e-5, 0.5]),
-    jitter=st.booleans(),
-)
+@given(**DRAWS)
 @example(rays=[(0, "dense", True), (0, "zero", False)], seed=0, num_samples=3, padding=0.0, jitter=True)  # no samples
 def test_every_ray_draws_the_packed_draws_and_nothing_on_the_others(rays, seed, num_samples, padding, jitter, host_sync_spy):
     """``every_ray``: the rays with samples draw as the numpy inverse CDF (the jitter: a row of uniforms for every
