@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from headfields.checks import trusted_values
 from headfields.device_paths import cuda_paths
-from headfields.group_tiles import group_tiles
+from headfields.group_tiles import GROUP_TILE, TILES_PER_GROUP, group_tiles, tile_rows
 
 from helpers import raises_naming
 
@@ -66,3 +66,16 @@ def test_bad_input_names_the_argument():
 def test_the_tiles_follow_from_the_row_count(p):
     tiles = group_tiles(torch.zeros(p, dtype=torch.long), 3)
     assert tiles.source.shape == (math.ceil(p / 128) + 3, 128) and tiles.place.shape == (p,)
+
+
+def test_the_tile_grows_with_the_rows_to_about_a_fixed_number_a_group():
+    """The hyper NeuS avatar's paper step (512 rays x 64 samples x 12 neighbours, 35 members): 1,408-row tiles, 315 of
+    them; small calls keep the least tile. Always a multiple of GROUP_TILE, never fewer rows a group's tiles than its
+    share."""
+    assert tile_rows(512 * 64 * 12, 35) == 1408 and math.ceil(512 * 64 * 12 / 1408) + 35 == 315
+    assert tile_rows(0, 5) == tile_rows(1000, 5) == GROUP_TILE
+    for rows, groups in ((10**5, 3), (10**6, 39), (123_457, 13)):
+        tile = tile_rows(rows, groups)
+        assert tile % GROUP_TILE == 0 and tile * TILES_PER_GROUP * groups >= rows > (tile - GROUP_TILE) * TILES_PER_GROUP * groups
+    with raises_naming("groups"):
+        tile_rows(10, 0)

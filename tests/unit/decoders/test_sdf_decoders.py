@@ -269,12 +269,17 @@ def test_gradcheck_and_gradgradcheck_of_the_ensemble():
     assert all(p.grad is not None for p in field.parameters())
 
 
-def test_on_cuda_s_paths_the_members_run_in_tiles_as_split_and_read_nothing_back(monkeypatch, host_sync_spy):
+@pytest.mark.parametrize("mirrored", [False, True])
+def test_on_cuda_s_paths_the_members_run_in_tiles_as_split_and_read_nothing_back(mirrored, monkeypatch, host_sync_spy):
     """CUDA's paths run the members in tiles of one member (3 rows: a member's group spans several): the sdf,
-    features and the gradients of an eikonal term (a double backward) are the split path's, and no group size is read
-    back."""
-    monkeypatch.setattr(sdf_module, "GROUP_TILE", 3)
+    features and the gradients of an eikonal term (a double backward) are the split path's, mirror pairs' shared
+    members too, and no group size is read back nor the mirror's sign copied."""
+    monkeypatch.setattr(sdf_module, "MEMBER_TILE", 3)
     field = tiny_field(31, learn_anchors=True)
+    if mirrored:  # 3 pairs and one anchor on the plane: 4 members for 7 anchors
+        anchors, mirror = mirrored_cloud(3, 1, seed=33)
+        field = AnchorSdf(anchors, extra_dim=2, config=field.config, local_dim=1, mirror=mirror).double()
+        perturb(field, 0.3, seed=34)
     g = torch.Generator().manual_seed(32)
     x = torch.randn(9, 3, generator=g, dtype=torch.float64).mul(0.4)
     extra = torch.randn(9, 2, generator=g, dtype=torch.float64)
