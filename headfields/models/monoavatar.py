@@ -143,6 +143,8 @@ class MonoAvatar(nn.Module):
     """MonoAvatar: ``field`` is the fine network (what evaluation renders), ``coarse_field`` the coarse one; both
     read the same deformer chain and vertex features. ``sampler`` draws the coarse samples."""
 
+    fixed_shapes_need_frames = True  # (TrainingConfig.fixed_shapes: its UV CNN runs on the batch's drawn frames)
+
     def __init__(self, parametric: SubjectModel, num_frames: int, config: MonoAvatarConfig | None = None, point_encoder=None):
         """``num_frames``: training frames (one error-correction latent each). ``point_encoder`` (none in the
         paper): an encoder of the sample's head-frame position in the unit box (e.g. a hash grid, with an

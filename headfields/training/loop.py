@@ -109,7 +109,7 @@ def train(
         if ranks > 1:
             raise ValueError(f"model: {type(model).__name__}'s steps train in one process, got a group of {ranks} ranks")
     if config.fixed_shapes:
-        check_fixed_shapes(model, config.samples_per_batch)
+        check_fixed_shapes(model, config.samples_per_batch, config.frames_per_batch)
     if config.cuda_graph:
         check_graph(model, device, ranks)
     more_eval = dict(more_eval or {})

@@ -329,12 +329,20 @@ def test_fixed_shapes_settings_are_checked(tiny_video, tmp_path):
     with raises_naming("fixed_shapes"):
         train(_Grey(parametric, nan_at=-1), train_frames, eval_frames, tmp_path / "refused", unbudgeted, log=None)
     assert not (tmp_path / "refused").exists()
+    # A model whose step reads the batch's drawn frames (MonoAvatar, the hyper NeuS avatar) needs frames_per_batch
+    needs_frames = type("NeedsFrames", (_Grey,), {"fixed_shapes_need_frames": True})(parametric, nan_at=-1)
+    budgeted = dataclasses.replace(unbudgeted, samples_per_batch=64)
+    with raises_naming("frames_per_batch"):
+        train(needs_frames, train_frames, eval_frames, tmp_path / "refused", budgeted, log=None)
+    assert not (tmp_path / "refused").exists()
 
     class NoSlots(MonoAvatar):  # a step that leaves the slots alone: its samples counted on the host
         def training_step(self, batch, step):
             return super().training_step(dataclasses.replace(batch, slots=None), step)
 
     model = NoSlots(parametric, len(train_frames), TINY_MONOAVATAR)
-    config = TrainingConfig(max_iterations=1, rays_per_batch=8, samples_per_batch=64, fixed_shapes=True, eval_every=0)
+    config = TrainingConfig(
+        max_iterations=1, rays_per_batch=8, samples_per_batch=64, fixed_shapes=True, frames_per_batch=2, eval_every=0
+    )
     with raises_naming("fixed_shapes"):
         train(model, train_frames, eval_frames, tmp_path / "run", config, log=None)
