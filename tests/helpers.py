@@ -129,7 +129,7 @@ def slot_samples(per_ray: list[int], slots: int, fits: list[bool]) -> SlotSample
 
 def eager_and_graphed(monkeypatch, train_one):
     """``train_one(graphed)`` for graphed False, then True (``TrainingConfig.cuda_graph``), a capture's warning failing
-    it: the StepGraph the graphed run made and each run's metrics, by ``graphed``."""
+    it: the StepGraph the graphed run made and what each run returned (its metrics, say), by ``graphed``."""
     from headfields.training import step_graph
 
     graphs, made = [], step_graph.StepGraph.__init__

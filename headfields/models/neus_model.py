@@ -71,11 +71,13 @@ class NeusModel(nn.Module):
         self.inverse_variance = InverseVariance(config.inverse_variance)
         # The recipe's background as a buffer: it moves with the model, and a step copies nothing from the host.
         self.register_buffer("background", torch.tensor(config.background, dtype=torch.float32), persistent=False)
+        box = None if config.sampler.box is None else torch.tensor(config.sampler.box, dtype=torch.float32)
+        self.register_buffer("sampler_box", box, persistent=False)  # the sampler's fixed box (None: each frame's)
 
     def render(self, rays: Rays, head: Head, generator: torch.Generator | None = None, keep_misses: bool = False) -> NeusRender:
         """The rays rendered; ``keep_misses``: :func:`~headfields.renderers.render_neus`'s (fixed shapes)."""
         sampler, inv_s = self.config.sampler, self.inverse_variance()
-        return render_neus(self.field, rays, head, sampler, inv_s, self.background, generator, keep_misses)
+        return render_neus(self.field, rays, head, sampler, inv_s, self.background, generator, keep_misses, self.sampler_box)
 
     def render_rays(self, rays: Rays, head: Head, early_stop: float = EARLY_STOP_TRANSMITTANCE) -> Tensor:
         """The colours by the inference renderer (rounds over the live rays, stopped at transmittance ``early_stop``)."""

@@ -240,6 +240,7 @@ def render_neus(
     background: Float[Tensor, " 3"] | None = None,
     generator: torch.Generator | None = None,
     keep_misses: bool = False,
+    box: Float[Tensor, "2 3"] | None = None,
 ) -> NeusRender:
     """NeuS rendering of an SDF field: up-sampled samples, the opacity of each section from the SDF and its
     slope along the ray, the colour from the SDF's features and world normal, composited with the alphas.
@@ -247,14 +248,16 @@ def render_neus(
 
     ``keep_misses`` (``TrainingConfig.fixed_shapes``): every ray has the sampler's samples, those that miss the box
     too (of no length, transparent; ``real`` says which are not theirs), so that the shapes follow from the rays
-    alone and nothing is read back to the host."""
+    alone and nothing is read back to the host. ``box``: the sampler's fixed box as a tensor on the rays' device
+    already (a model's buffer: nothing copied from the host a step); None: made from ``sampler.box``."""
     check_rays(rays, head.num_frames, head.vertices.device)
     with trusted_values():
-        return _render_neus(field, rays, head, sampler, inv_s, background, generator, keep_misses)
+        return _render_neus(field, rays, head, sampler, inv_s, background, generator, keep_misses, box)
 
 
-def _render_neus(field, rays, head, sampler, inv_s, background, generator, keep_misses) -> NeusRender:
-    box = None if sampler.box is None else torch.tensor(sampler.box, dtype=rays.origins.dtype, device=rays.origins.device)
+def _render_neus(field, rays, head, sampler, inv_s, background, generator, keep_misses, box) -> NeusRender:
+    if box is None and sampler.box is not None:
+        box = torch.tensor(sampler.box, dtype=rays.origins.dtype, device=rays.origins.device)
     near, far = ray_bounds(rays, head, box, sampler.padding)
 
     def field_fn(x: Tensor, ray: Tensor) -> tuple[Tensor, Tensor, SdfGeometry]:

@@ -380,12 +380,13 @@ def test_a_fixed_shapes_step_reads_nothing_back_and_is_the_exact_shapes_step(vid
         step(True)
 
 
-def _train(frames, eval_frames, out, graphed: bool, device: str) -> dict:
+def _train(frames, eval_frames, out, graphed: bool, device: str) -> tuple[dict, HyperNeusAvatar]:
     config = TrainingConfig(
         max_iterations=6, rays_per_batch=48, frames_per_batch=2, fixed_shapes=True, cuda_graph=graphed, eval_every=0,
         checkpoint_every=0, eval_frames=1,
     )  # fmt: skip
-    return train(_model(frames, ANCHORS), frames, eval_frames, out, config, log=None, device=device)
+    model = _model(frames, ANCHORS)
+    return train(model, frames, eval_frames, out, config, log=None, device=device), model
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
@@ -395,7 +396,10 @@ def test_its_step_is_captured_replayed_and_trains_as_the_eager_step_on_cuda(vide
         monkeypatch, lambda graphed: _train(train_frames, eval_frames, tmp_path / str(graphed), graphed, "cuda")
     )
     assert graph.captures >= 1 and not graph.failed and graph.graph is not None
-    assert abs(runs[True]["psnr"] - runs[False]["psnr"]) < 0.5, (runs[True]["psnr"], runs[False]["psnr"])
+    (eager, eager_model), (graphed, graphed_model) = runs[False], runs[True]
+    assert abs(graphed["psnr"] - eager["psnr"]) < 0.5, (graphed["psnr"], eager["psnr"])
+    for (name, a), b in zip(eager_model.state_dict().items(), graphed_model.state_dict().values(), strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-3, atol=1e-4, msg=name)  # the replays trained as the eager steps
 
 
 def test_bad_configuration_raises(video):

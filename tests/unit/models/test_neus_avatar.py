@@ -167,11 +167,18 @@ def test_in_fixed_shapes_it_trains_as_with_exact_shapes_without_a_sample_budget(
     check_graph(fixed_model, torch.device("cuda"), 1)  # cuda_graph takes it
 
 
-def test_a_fixed_shapes_step_renders_the_misses_as_nothing_and_reads_nothing_back(tiny_video, host_sync_spy):
+@pytest.mark.parametrize("fixed_box", [False, True], ids=["frame_boxes", "fixed_box"])
+def test_a_fixed_shapes_step_renders_the_misses_as_nothing_and_reads_nothing_back(fixed_box, tiny_video, host_sync_spy):
     """A batch with rays on and off the head, on CUDA's paths: every ray has the sampler's samples, nothing is read
-    back, and the colours, opacities and loss are those of the exact shapes."""
+    back nor copied (a sampler's fixed box is the model's buffer), and the colours, opacities and loss are those of
+    the exact shapes."""
     train_frames, _ = tiny_video
-    model = _model(train_frames)
+    config = TINY
+    if fixed_box:  # the head's box over all frames, a little padded
+        bounds = tracked_head(load_model(train_frames.model_path, train_frames.model_type), train_frames).bounds
+        box = (tuple((bounds[:, 0].amin(0) - 0.02).tolist()), tuple((bounds[:, 1].amax(0) + 0.02).tolist()))
+        config = dataclasses.replace(TINY, sampler=dataclasses.replace(TINY.sampler, box=box))
+    model = _model(train_frames, config)
     batch = _head_batch(train_frames, tracked_head(model.parametric, train_frames), 48)
     batch.generator = torch.Generator().manual_seed(3)
     want = model.training_step(batch, 0)
@@ -189,16 +196,36 @@ def test_a_fixed_shapes_step_renders_the_misses_as_nothing_and_reads_nothing_bac
     torch.testing.assert_close(got.loss, want.loss, rtol=1e-5, atol=0)
 
 
+def test_a_fixed_shapes_batch_that_misses_the_head_has_no_eikonal_term_and_a_finite_loss(tiny_video):
+    """Without the eikonal term's box points, a batch whose rays all miss the box has no sample the term may count:
+    it is 0, not a mean over nothing (NaN), as the exact shapes' mean over no samples is."""
+    train_frames, _ = tiny_video
+    model = _model(train_frames, dataclasses.replace(TINY, eikonal_points=0))
+    head = tracked_head(model.parametric, train_frames)
+    frame = torch.arange(8) % len(train_frames)
+    origins = head.bounds[frame, 1] + torch.tensor([0.5, 0.0, 0.0])  # beside each frame's box, looking away
+    rays = Rays(origins, torch.tensor([1.0, 0.0, 0.0]).expand(8, 3), frame)
+    batch = ray_batch(train_frames, 8, torch.Generator().manual_seed(0), torch.device("cpu"), head=head)
+    batch = dataclasses.replace(batch, rays=rays, mask=None, fixed_shapes=True, generator=torch.Generator().manual_seed(1))
+    out = model.training_step(batch, 0)
+    assert float(out.logs["eikonal"]) == 0.0 and bool(out.loss.isfinite())
+    out.loss.backward()  # and a gradient that is finite too
+    assert all(bool(p.grad.isfinite().all()) for p in model.parameters() if p.grad is not None)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 def test_its_step_is_captured_replayed_and_trains_as_the_eager_step_on_cuda(tiny_video, tmp_path, monkeypatch):
     train_frames, eval_frames = tiny_video
 
-    def train_one(graphed: bool) -> dict:
-        return _train(train_frames, eval_frames, tmp_path / str(graphed), True, graphed, "cuda")[0]
+    def train_one(graphed: bool) -> tuple[dict, NeusAvatar]:
+        return _train(train_frames, eval_frames, tmp_path / str(graphed), True, graphed, "cuda")
 
     graph, runs = eager_and_graphed(monkeypatch, train_one)
     assert graph.captures >= 1 and not graph.failed and graph.graph is not None
-    assert abs(runs[True]["psnr"] - runs[False]["psnr"]) < 0.5, (runs[True]["psnr"], runs[False]["psnr"])
+    (eager, eager_model), (graphed, graphed_model) = runs[False], runs[True]
+    assert abs(graphed["psnr"] - eager["psnr"]) < 0.5, (graphed["psnr"], eager["psnr"])
+    for (name, a), b in zip(eager_model.state_dict().items(), graphed_model.state_dict().values(), strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-3, atol=1e-4, msg=name)  # the replays trained as the eager steps
 
 
 @pytest.mark.parametrize(
