@@ -10,8 +10,7 @@ host), so a CUDA graph can hold it. A mixture-of-experts layer pads its tokens t
 The rows sorted by group are cut at every ``tile``-th row and at every group's first row, so each piece is one group's
 and at most ``tile`` rows long; a piece's unused rows repeat a real row and are dropped by :meth:`GroupTiles.scatter`.
 Every group adds at most one partial tile. Each tile also reads a copy of its group's weights, so the tile grows with
-the rows (:func:`tile_rows`): about ``TILES_PER_GROUP`` tiles a group, whose partial tiles pad at most
-``1 / TILES_PER_GROUP`` of the rows.
+the rows (:func:`tile_rows`): larger tiles copy fewer weights and pad more rows.
 """
 
 from __future__ import annotations
@@ -25,13 +24,14 @@ from torch import Tensor
 
 from .checks import check_count, check_int
 
-__all__ = ["GROUP_TILE", "TILES_PER_GROUP", "GroupTiles", "group_tiles", "tile_rows"]
+__all__ = ["GROUP_TILE", "ROW_COPIES", "GroupTiles", "group_tiles", "tile_rows"]
 
 # Rows a tile, at least, and their multiple: a block of a batched product on tensor cores.
 GROUP_TILE = 128
-# Tiles a group, about: each tile copies its group's weights (the hyper NeuS avatar's 393k rows of 35 members, 4 x 200:
-# 491 MB a layer in 128-row tiles, 50 MB in these), and a group's last, partial tile pads up to a tile.
-TILES_PER_GROUP = 8
+# A training step holds a layer's rows about this many times to its weights' copy once (an SDF's double backward keeps
+# the product, its Softplus and the Softplus' derivative): measured on the hyper NeuS avatar's step at 16 rays, 128-row
+# tiles held the least, as this weighting says.
+ROW_COPIES = 3
 
 
 @dataclass(frozen=True)
@@ -54,20 +54,23 @@ class GroupTiles:
         return tiled.flatten(0, 1)[self.place]
 
 
-def tile_rows(rows: int, groups: int) -> int:
-    """The rows of a tile for ``rows`` rows in ``groups`` groups: a multiple of ``GROUP_TILE`` near ``rows /
-    (TILES_PER_GROUP * groups)``, at least ``GROUP_TILE``."""
-    wanted = math.ceil(check_count("rows", rows, 0) / (TILES_PER_GROUP * check_count("groups", groups, 1)))
-    return max(GROUP_TILE, math.ceil(wanted / GROUP_TILE) * GROUP_TILE)
+def tile_rows(rows: int, groups: int, width: int) -> int:
+    """The rows of a tile for ``rows`` rows in ``groups`` groups whose layers are ``width`` wide: the multiple of
+    ``GROUP_TILE`` nearest ``sqrt(rows width / (ROW_COPIES groups))``, at least ``GROUP_TILE``. A layer over the tiles
+    holds ``J (width + ROW_COPIES tile) width`` values, ``J = rows / tile + groups`` tiles each with its copy of a
+    ``width x width`` weight and its rows, padding included; this tile makes that least. (The hyper NeuS avatar's paper
+    step, 393k rows of 35 members 200 wide: 896-row tiles, 474 of them.)"""
+    rows, groups, width = check_count("rows", rows, 0), check_count("groups", groups, 1), check_count("width", width, 1)
+    return max(GROUP_TILE, round(math.sqrt(rows * width / (ROW_COPIES * groups)) / GROUP_TILE) * GROUP_TILE)
 
 
-def group_tiles(group: Int[Tensor, " P"], num_groups: int, tile: int | None = None) -> GroupTiles:
+def group_tiles(group: Int[Tensor, " P"], num_groups: int, tile: int = GROUP_TILE) -> GroupTiles:
     """The tiles of rows whose groups are ``group`` (each in ``[0, num_groups)``): ``ceil(P / tile) + num_groups``
-    tiles of ``tile`` rows (None: :func:`tile_rows`'), a size that depends on ``P`` alone."""
+    tiles of ``tile`` rows (:func:`tile_rows` chooses one), a size that depends on ``P`` alone."""
     num_groups = check_count("num_groups", num_groups, 1)
+    tile = check_count("tile", tile, 1)
     check_int("group", group, [None], upper=num_groups)
     p, device = group.shape[0], group.device
-    tile = tile_rows(p, num_groups) if tile is None else check_count("tile", tile, 1)
     with torch.no_grad():
         order = torch.argsort(group, stable=True)
         ordered = group[order]

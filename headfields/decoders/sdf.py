@@ -32,7 +32,7 @@ from ..backends.cpu.row_blocks import row_blocks, runs_in_row_blocks
 from ..checks import check_count, check_float, check_int, check_positive
 from ..device_paths import takes_cuda_path
 from ..encoders.frequency import MAX_FREQUENCIES, FrequencyEncoding
-from ..group_tiles import group_tiles
+from ..group_tiles import group_tiles, tile_rows
 from ..networks import softplus, softplus_
 
 # MonoNPHM's canonical SDF (PAPERS.md, "MonoNPHM"): local MLPs 4 x 200, Softplus(beta = 100); 12 nearest anchors,
@@ -47,7 +47,7 @@ MONONPHM_SIGMA_DIVISOR = 3.75
 # anchor, so the global MLP takes ~5% near the anchors and, far from them, where every Gaussian falls towards
 # exp(-3.75^2 / 2) ~ 9e-4, ~90%: the far field is the global MLP's.
 GLOBAL_WEIGHT = 0.1
-# The rows of a tile of the ensemble's members on CUDA's paths (group_tiles; None: sized from the rows).
+# The rows of a tile of the ensemble's members on CUDA's paths (group_tiles; None: tile_rows', from the rows).
 MEMBER_TILE: int | None = None
 # IGR's skip connection reads [h, enc] / sqrt(2), so the layer's input keeps its scale.
 SKIP_SCALE = 1.0 / math.sqrt(2.0)
@@ -382,7 +382,8 @@ class AnchorSdf(nn.Module):
         check_int("anchor", anchor, [enc.shape[0]], upper=self.num_anchors, device=enc.device)
         member = self.owner[anchor]
         if takes_cuda_path(enc.device) and enc.shape[0] > 0:  # no read-back: tiles of one member, a product a layer
-            tiles = group_tiles(member, self.num_members, MEMBER_TILE)
+            tile = MEMBER_TILE or tile_rows(enc.shape[0], self.num_members, self.feature_dim)
+            tiles = group_tiles(member, self.num_members, tile)
             weights, biases = [w[tiles.group] for w in self.weights], [b[tiles.group][:, None] for b in self.biases]
             s, h = _layers(tiles.gather(enc), weights, biases, self.member_config.skip_layer, self.member_config.beta, softplus)
             if weight is not None:  # in the tiles, as the split applies it member by member: no reordered copy kept

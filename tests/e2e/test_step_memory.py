@@ -10,9 +10,12 @@ import pytest
 import torch
 from torch import nn
 
-# The hyper NeuS avatar's paper recipe, 16 rays a step on the 16-pixel synthetic video, the second step (2026-11-28):
-# a ceiling over today's peak, resident parameters and Adam's state included.
-HYPER_NEUS_PEAK_GIB = 0.50  # 0.472 measured (0.552 before the saved bytes were cut)
+# The hyper NeuS avatar's paper recipe, 16 rays a step on the 16-pixel synthetic video, the second step (2026-11-29):
+# a ceiling over today's peak, resident parameters and Adam's state included. 0.846 GiB measured since the anchor
+# ensemble runs its members in tiles on CUDA's paths (no read-back; 0.472 split by member): at 16 rays the tiles'
+# copies of the members' weights and their padding weigh most; at the paper's 512 rays, extrapolated from 32, 64 and
+# 128, 6.47 GiB against 5.20 (tools/step_memory.py --rays 32 64 128).
+HYPER_NEUS_PEAK_GIB = 0.90
 
 F32 = 4
 
@@ -71,8 +74,9 @@ def test_the_hyper_neus_paper_step_holds_no_more_than_today(step_memory):
 
 
 def test_a_render_call_s_peak_grows_with_its_rays_and_the_recipe_s_chunk_is_named(step_memory):
-    # NeuS's inference holds every sample of a call at once: twice the rays, about twice the bytes (the paper recipe's
-    # reason to render 1,024 rays a call, where 8,192 held 47 GiB on an H100)
+    # NeuS's inference holds every sample of a call at once: twice the rays, nearly twice the bytes (the paper recipe's
+    # reason to render 1,024 rays a call, where 8,192 held 47 GiB on an H100); 1.55 times at 16 and 32 rays, where
+    # the ensemble's tiles (a copy of a member's weights each, 35 at least) are a fixed part
     small, large = (step_memory.render_memory("hyper_neus", "paper", rays, resolution=16) for rays in (16, 32))
-    assert 1.6 < large["peak_gib"] / small["peak_gib"] < 2.4, (small, large)
+    assert 1.4 < large["peak_gib"] / small["peak_gib"] < 2.4, (small, large)
     assert small["render_chunk"] == 1024 and small["peak_gib"] > 0

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from headfields.checks import trusted_values
 from headfields.device_paths import cuda_paths
-from headfields.group_tiles import GROUP_TILE, TILES_PER_GROUP, group_tiles, tile_rows
+from headfields.group_tiles import GROUP_TILE, ROW_COPIES, group_tiles, tile_rows
 
 from helpers import raises_naming
 
@@ -68,14 +68,20 @@ def test_the_tiles_follow_from_the_row_count(p):
     assert tiles.source.shape == (math.ceil(p / 128) + 3, 128) and tiles.place.shape == (p,)
 
 
-def test_the_tile_grows_with_the_rows_to_about_a_fixed_number_a_group():
-    """The hyper NeuS avatar's paper step (512 rays x 64 samples x 12 neighbours, 35 members): 1,408-row tiles, 315 of
-    them; small calls keep the least tile. Always a multiple of GROUP_TILE, never fewer rows a group's tiles than its
-    share."""
-    assert tile_rows(512 * 64 * 12, 35) == 1408 and math.ceil(512 * 64 * 12 / 1408) + 35 == 315
-    assert tile_rows(0, 5) == tile_rows(1000, 5) == GROUP_TILE
-    for rows, groups in ((10**5, 3), (10**6, 39), (123_457, 13)):
-        tile = tile_rows(rows, groups)
-        assert tile % GROUP_TILE == 0 and tile * TILES_PER_GROUP * groups >= rows > (tile - GROUP_TILE) * TILES_PER_GROUP * groups
+def test_the_tile_holds_the_least_values_a_layer():
+    """``tile_rows``: the multiple of GROUP_TILE whose tiles (their weights' copies once, their rows ROW_COPIES times,
+    padding included) hold the fewest values a layer, by brute force over the multiples; the hyper NeuS avatar's paper
+    step (512 rays x 64 samples x 12 neighbours, 35 members 200 wide) takes 896-row tiles."""
+    assert tile_rows(512 * 64 * 12, 35, 200) == 896 and tile_rows(0, 5, 64) == tile_rows(1000, 5, 64) == GROUP_TILE
+
+    def held(rows, groups, width, tile):
+        return (math.ceil(rows / tile) + groups) * (width + ROW_COPIES * tile) * width
+
+    for rows, groups, width in ((10**5, 3, 64), (10**6, 39, 200), (123_457, 13, 96), (12_288, 35, 200)):
+        tile = tile_rows(rows, groups, width)
+        best = min(held(rows, groups, width, t) for t in range(GROUP_TILE, 64 * GROUP_TILE, GROUP_TILE))
+        assert tile % GROUP_TILE == 0 and held(rows, groups, width, tile) <= 1.05 * best
     with raises_naming("groups"):
-        tile_rows(10, 0)
+        tile_rows(10, 0, 8)
+    with raises_naming("width"):
+        tile_rows(10, 2, 0)
