@@ -165,13 +165,7 @@ class HyperNeusAvatar(NeusModel):
     def training_step(self, batch: RayBatch, step: int) -> StepOutput:
         c = self.config
         generator = batch.generator or torch.Generator(batch.rgb.device).manual_seed(step)
-        if batch.fixed_shapes and batch.frame_subset is None:
-            raise ValueError(
-                "frames_per_batch: expected a number of frames with fixed_shapes (the hyper NeuS avatar's codes and "
-                "correspondences are the batch's drawn frames', read without a read-back), got None"
-            )
-        # The batch's frames: those it drew (frames_per_batch), else found in its rays (a read-back).
-        frames = batch.frame_subset if batch.frame_subset is not None else torch.unique(batch.rays.frame)
+        frames = batch.drawn_frames()  # (the codes and correspondences regularised)
         head = self.expression_codes.attach(batch.head)
         out = self.render(batch.rays, head, generator, keep_misses=batch.fixed_shapes)
         loss, logs = self.neus_loss(out, batch, generator)

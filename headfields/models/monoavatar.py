@@ -259,13 +259,8 @@ class MonoAvatar(nn.Module):
         return self.correction is None or step >= self.correction.config.start_step
 
     def training_step(self, batch: RayBatch, step: int) -> StepOutput:
-        rays = batch.rays
-        if batch.slots is not None and batch.frame_subset is None:
-            raise ValueError(
-                "frames_per_batch: expected a number of frames with fixed_shapes (MonoAvatar's UV CNN runs on the "
-                "batch's drawn frames, which it reads without a read-back), got None"
-            )
-        coarse, out = self.render_passes(rays, batch.head, batch.generator, batch.early_stop, batch.slots, batch.frame_subset)
+        rays, frames = batch.rays, batch.drawn_frames()  # (the UV CNN's frames)
+        coarse, out = self.render_passes(rays, batch.head, batch.generator, batch.early_stop, batch.slots, frames)
         in_slots = out.slots is not None
         weight = out.fits.to(out.composite.rgb.dtype) if in_slots else None  # rays past the slots: out
         coarse_loss, fine_loss = mse_loss(coarse.composite.rgb, batch.rgb, weight), mse_loss(out.composite.rgb, batch.rgb, weight)

@@ -42,6 +42,18 @@ class RayBatch:
     # a model that computes something a frame (MonoAvatar's UV CNN) finds them here without reading the rays back.
     frame_subset: Int[Tensor, " K"] | None = None
 
+    def drawn_frames(self) -> Int[Tensor, " K"]:
+        """The batch's frames, sorted and distinct: those it drew (``frame_subset``), else found in its rays (a
+        read-back, refused with fixed shapes, whose steps read nothing back: ``frames_per_batch`` draws them)."""
+        if self.frame_subset is not None:
+            return self.frame_subset
+        if self.fixed_shapes or self.slots is not None:
+            raise ValueError(
+                "frames_per_batch: expected a number of frames with fixed_shapes (the step works on the batch's drawn "
+                "frames, which it reads without a read-back), got None"
+            )
+        return torch.unique(self.rays.frame)
+
     def slice(self, start: int, stop: int) -> RayBatch:
         """Rays ``start`` to ``stop`` (exclusive) with their targets: a rank's share of a batch."""
         return self.select(slice(start, stop))
