@@ -18,6 +18,14 @@ primaries and matrix, sRGB transfer), which is what players assume for rendered 
 chroma sample per 2x2 pixels, so width and height must be even: an odd size raises a ValueError (pick an even
 render size; padding would make the video's size differ from the frames'). The subsampling also bounds the PSNR
 at edges between strongly different colours, whatever the quality setting (see :data:`DEFAULT_CRF`).
+
+Phone clips, for tests of a tracker's ingest: ``rotation`` writes a display matrix (the flag a phone sets on its
+landscape sensor frames when held upright; ffprobe shows it as the stream's ``rotation``), and ``write(frame,
+time=...)`` gives each frame its own presentation time (a variable-frame-rate clip)::
+
+    with VideoWriter("portrait.mp4", fps=30, rotation=270) as video:  # shown turned 90 degrees clockwise
+        for t, frame in zip([0.0, 0.031, 0.07], sensor_frames):
+            video.write(frame, time=t)
 """
 
 from __future__ import annotations
@@ -25,7 +33,7 @@ from __future__ import annotations
 import contextlib
 import math
 import numbers
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -40,7 +48,16 @@ from torch import Tensor
 
 from .outputs import PendingFile
 
-__all__ = ["DEFAULT_CRF", "VideoInfo", "VideoWriter", "read_video", "video_frames", "video_info", "write_video"]
+__all__ = [
+    "DEFAULT_CRF",
+    "TIMED_TIME_BASE",
+    "VideoInfo",
+    "VideoWriter",
+    "read_video",
+    "video_frames",
+    "video_info",
+    "write_video",
+]
 
 # x264's constant rate factor (0 = lossless luma, 51 = worst; lower = better and larger). Measured on a 128x128
 # rendered-looking frame (a shaded skin-coloured head with sharp hair and silhouette edges on a gradient
@@ -54,6 +71,10 @@ DEFAULT_CRF = 10
 # swscale's chroma filtering and rounding: bicubic with full-resolution chroma and accurate rounding lifts the
 # 4:2:0 round trip of the test frame from 41.9 dB (its default, bilinear) to 45.2 dB, for a negligible cost.
 _SCALE = Interpolation.BICUBIC | Interpolation.ACCURATE_RND | Interpolation.FULL_CHR_H_INT | Interpolation.FULL_CHR_H_INP
+
+# The clock of a clip written with explicit frame times: MPEG's 90 kHz, the time base phones and ffmpeg use for
+# variable-frame-rate video (a time is rounded to 1/90000 s).
+TIMED_TIME_BASE = Fraction(1, 90_000)
 
 
 @dataclass(frozen=True)
@@ -98,6 +119,26 @@ def _check_size(name: str, value: int | None) -> int | None:
     return int(value)
 
 
+def _check_rotation(rotation: int) -> int:
+    if isinstance(rotation, bool) or not isinstance(rotation, numbers.Integral) or rotation % 90:
+        raise ValueError(
+            f"rotation: expected a multiple of 90 degrees (counter-clockwise, as ffprobe shows it), got {rotation!r}"
+        )
+    return int(rotation) % 360
+
+
+def _check_time(time: float, previous: int | None) -> int:
+    """``time`` in seconds as a pts of :data:`TIMED_TIME_BASE`, after ``previous`` (the last frame's pts)."""
+    if isinstance(time, bool) or not isinstance(time, numbers.Real) or not math.isfinite(time) or time < 0:
+        raise ValueError(f"time: expected a finite presentation time in seconds >= 0, got {time!r}")
+    pts = round(Fraction(time) / TIMED_TIME_BASE)
+    if previous is not None and pts <= previous:
+        raise ValueError(
+            f"time: expected times that increase by at least 1/90000 s, got {time!r} after {float(previous * TIMED_TIME_BASE)!r}"
+        )
+    return pts
+
+
 def _frame_uint8(frame: Tensor | np.ndarray) -> np.ndarray:
     """``frame`` [H, W, 3] (float in [0, 1], clamped, or uint8) as a contiguous uint8 numpy array."""
     if isinstance(frame, np.ndarray):
@@ -128,6 +169,12 @@ class VideoWriter:
     its packets written to the file as it arrives: the writer keeps no frames (the encoder's own look-ahead
     holds a bounded few dozen).
 
+    ``rotation`` (degrees counter-clockwise, a multiple of 90) is stored as the stream's display matrix: players
+    show the written frames turned by it, as they show a phone's portrait clip (a phone held upright stores
+    landscape frames with rotation 270, i.e. turned 90 degrees clockwise; ffprobe prints -90). Frames are written
+    as given, unrotated. Giving the first :meth:`write` a ``time`` makes every frame carry its own presentation
+    time (seconds, increasing), on a 90 kHz clock: a variable-frame-rate clip whose nominal rate is ``fps``.
+
     >>> with VideoWriter(tmp / "ramp.mp4", fps=10) as video:
     ...     for t in torch.linspace(0, 1, 20):
     ...         video.write(torch.full((64, 64, 3), float(t)))
@@ -140,13 +187,21 @@ class VideoWriter:
         width: int | None = None,
         height: int | None = None,
         quality: float = DEFAULT_CRF,
+        rotation: int = 0,
     ) -> None:
         self.path = _check_path(path)
         self.fps = _check_fps(fps)
         self.width = _check_size("width", width)
         self.height = _check_size("height", height)
         self.quality = _check_quality(quality)
+        self.rotation = _check_rotation(rotation)
+        if self.rotation and not hasattr(av.video.stream.VideoStream, "set_display_rotation"):
+            raise ValueError(
+                f"rotation: a display matrix needs PyAV's VideoStream.set_display_rotation (18.1 has it), not in {av.__version__}"
+            )
         self.frames_written = 0
+        self._timed: bool | None = None  # set by the first frame: True when frames carry their own times
+        self._last_pts: int | None = None
         # Opened at the first frame, once the size is known: an mp4 with no frame is never left behind.
         self._pending: PendingFile | None = None  # the file being written, renamed over path when closed
         self._container: av.container.OutputContainer | None = None
@@ -163,15 +218,24 @@ class VideoWriter:
         stream = container.add_stream("libx264", rate=self.fps)
         stream.width, stream.height, stream.pix_fmt = self.width, self.height, "yuv420p"
         stream.options = {"crf": f"{self.quality:g}"}
+        if self._timed:
+            stream.codec_context.time_base = stream.time_base = TIMED_TIME_BASE
+        if self.rotation:
+            # PyAV takes degrees counter-clockwise, the angle VideoFrame.rotation and ffprobe read back.
+            stream.set_display_rotation(self.rotation)
         cc = stream.codec_context
         cc.colorspace, cc.color_primaries, cc.color_trc = Colorspace.ITU709, ColorPrimaries.BT709, ColorTrc.IEC61966_2_1
         cc.color_range = ColorRange.MPEG
         self._container, self._stream = container, stream
 
-    def write(self, frame: Float[Tensor, "H W 3"] | UInt8[Tensor, "H W 3"] | np.ndarray) -> None:
-        """Encode one frame: float [H, W, 3] in [0, 1] (tensor on any device, or numpy), or uint8."""
+    def write(self, frame: Float[Tensor, "H W 3"] | UInt8[Tensor, "H W 3"] | np.ndarray, time: float | None = None) -> None:
+        """Encode one frame: float [H, W, 3] in [0, 1] (tensor on any device, or numpy), or uint8; ``time``: its
+        presentation time in seconds, for every frame or for none (then frame k shows at k / fps)."""
         if self._closed:
             raise ValueError(f"frame: the writer of {str(self.path)!r} is closed, it takes no more frames")
+        if self._timed is not None and self._timed != (time is not None):
+            raise ValueError(f"time: expected a time for every frame or for none; frame {self.frames_written} breaks the rule")
+        pts = _check_time(time, self._last_pts) if time is not None else self.frames_written  # in units of 1 / fps
         image = _frame_uint8(frame)
         h, w = image.shape[:2]
         if self._stream is None:
@@ -184,6 +248,7 @@ class VideoWriter:
                     f"got {w}x{h}; render at an even size"
                 )
             self.width, self.height = w, h
+            self._timed = time is not None
             self._open()
         elif (w, h) != (self.width, self.height):
             raise ValueError(
@@ -193,8 +258,9 @@ class VideoWriter:
         yuv = rgb.reformat(
             format="yuv420p", dst_colorspace=Colorspace.ITU709, dst_color_range=ColorRange.MPEG, interpolation=_SCALE
         )
-        yuv.pts = self.frames_written  # in units of the stream's time base, 1 / fps
+        yuv.pts = pts  # in units of the stream's time base: 1 / fps, or TIMED_TIME_BASE
         self._container.mux(self._stream.encode(yuv))
+        self._last_pts = pts
         self.frames_written += 1
 
     def close(self) -> None:
@@ -239,17 +305,26 @@ def write_video(
     frames: Iterable[Float[Tensor, "H W 3"] | UInt8[Tensor, "H W 3"] | np.ndarray] | Tensor | np.ndarray,
     fps: float = 25,
     quality: float = DEFAULT_CRF,
+    rotation: int = 0,
+    times: Sequence[float] | None = None,
 ) -> None:
     """Write every frame of ``frames`` (an iterable of [H, W, 3] images, or one [N, H, W, 3] tensor) to ``path``;
-    a generator streams as :class:`VideoWriter` does.
+    a generator streams as :class:`VideoWriter` does. ``rotation`` and ``times`` (one per frame, seconds): see
+    :class:`VideoWriter`.
 
     >>> write_video(tmp / "flash.mp4", torch.rand(8, 32, 32, 3), fps=8)
+    >>> write_video(tmp / "phone.mp4", torch.rand(3, 32, 48, 3), rotation=270, times=[0, 0.04, 0.07])
     """
     if isinstance(frames, (Tensor, np.ndarray)) and frames.ndim != 4:
         raise ValueError(f"frames: expected a stack of images [N, H, W, 3] or an iterable of [H, W, 3], got {list(frames.shape)}")
-    with VideoWriter(path, fps=fps, quality=quality) as video:
-        for frame in frames:
-            video.write(frame)
+    times = None if times is None else list(times)
+    with VideoWriter(path, fps=fps, quality=quality, rotation=rotation) as video:
+        for k, frame in enumerate(frames):
+            if times is not None and k >= len(times):
+                raise ValueError(f"times: expected one time per frame, got {len(times)} for more frames")
+            video.write(frame, None if times is None else times[k])
+        if times is not None and video.frames_written != len(times):
+            raise ValueError(f"times: expected one time per frame, got {len(times)} for {video.frames_written} frames")
 
 
 def _open_video(path: str | Path) -> av.container.InputContainer:
