@@ -64,6 +64,7 @@ TIERS = {
     "export": "apps",
     "gaussian_avatars_export": "apps",  # a Gaussian avatar in GaussianAvatars' own files
     "media": "apps",  # mp4 videos
+    "tracking": "apps",  # a video turned into a capture: ingest, detectors, the FLAME fit, the capture written
     "runs": "apps",
     "splat_ply": "apps",  # splat files
     "viewer": "apps",
