@@ -1,0 +1,494 @@
+"""A parametric head (FLAME) fitted to a video's 2D landmarks: the landmark stages of a face tracker.
+
+One fixed pinhole camera (OpenCV axes at the world's origin, looking down the world's -z, square pixels, principal
+point at the image centre) sees the head move; each frame has its head pose (the model's global rotation and a
+translation), its expression and jaw. The stages follow metrical-tracker and VHAP (``tracker.py``; VHAP's
+``track.py``: rigid -> shape -> frames -> a global pass), each a batch of Levenberg-Marquardt (Gauss-Newton) steps over
+every frame at once, which on a CPU is faster than their frame-by-frame Adam and reaches the same least-squares optimum:
+
+1. **rigid**: per-frame rotation and translation from a closed-form start (the landmarks' centre and spread);
+2. **keyframes**: the identity's shape and the focal length with the keyframes' pose and expression (a spread of
+   frames: more views constrain shape and focal length better than the first five);
+3. **frames**: every frame's pose, expression and jaw with the shape and focal length held;
+4. **global**: everything at once with temporal smoothness (first differences), which alone carries the frames with
+   no landmarks (no face found), started from their neighbours' pose.
+
+Landmarks are points on the mesh (:class:`SurfaceLandmarks`: a face and barycentric weights each) paired with the
+columns of the observed track they match; residuals are in pixels, robust (a Cauchy loss of scale
+``robust_scale``), priors are quadratic on the coefficients.
+
+    fit = track_landmarks(model, points, found, SurfaceLandmarks.static(model), width=512, height=512)
+    fit.params, fit.cameras, fit.residual  # TrackedParams, PinholeCameras, mean pixel error per frame
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from jaxtyping import Bool, Float, Int
+from smplx.lbs import batch_rigid_transform, batch_rodrigues
+from torch import Tensor
+
+from ..cameras import PinholeCameras
+from ..checks import check_count, check_positive
+from ..data import TrackedParams
+from ..data.ibug import CONTOUR_POINTS, IBUG_POINTS
+from ..parametric.model import ParametricModel
+
+__all__ = ["OPENCV_FROM_WORLD", "LandmarkFit", "LandmarkTrackingConfig", "SurfaceLandmarks", "track_landmarks"]
+
+# The tracker's camera: at the origin, +x right, +y down (the world's -y), +z forward (the world's -z): FLAME faces
+# +z with y up, so a head at negative z faces the camera.
+OPENCV_FROM_WORLD = torch.diag(torch.tensor([1.0, -1.0, -1.0, 1.0], dtype=torch.float64))
+
+# A phone's main (and front) camera: about 26 mm in 35 mm terms, f = 26 / 36 of the longer side (69 degrees).
+PHONE_FOCAL_35MM = 26.0
+FOCAL_PRIOR = 1e-3  # on the log focal length's change from its start, per landmark: a weak pull where views cannot say
+
+
+@dataclass
+class SurfaceLandmarks:
+    """Landmarks on the model's surface: point k lies on face ``faces[k]`` at barycentric ``bary[k]`` and is seen as
+    column ``observed[k]`` of the landmark track (an iBUG-68 or MediaPipe index)."""
+
+    faces: Int[Tensor, " K"]
+    bary: Float[Tensor, "K 3"]
+    observed: Int[Tensor, " K"]
+
+    def __post_init__(self) -> None:
+        k = self.faces.shape[0]
+        if self.faces.dim() != 1 or self.bary.shape != (k, 3) or self.observed.shape != (k,):
+            raise ValueError(
+                f"landmarks: expected faces [K], bary [K, 3], observed [K], got {list(self.faces.shape)}, "
+                f"{list(self.bary.shape)}, {list(self.observed.shape)}"
+            )
+        if k == 0:
+            raise ValueError("landmarks: expected at least one landmark on the surface, got none")
+
+    @classmethod
+    def static(cls, model: ParametricModel) -> SurfaceLandmarks:
+        """The model's own static landmark embedding (FLAME's ``flame_static_embedding.pkl``), paired with the iBUG-68
+        points it holds (17..67; all 68 for a 68-point embedding)."""
+        if model.lmk_faces_idx is None:
+            raise ValueError("model: expected a landmark embedding (FLAME's flame_static_embedding.pkl beside the model)")
+        count = model.lmk_faces_idx.shape[0]
+        if count not in (IBUG_POINTS, IBUG_POINTS - CONTOUR_POINTS):
+            raise ValueError(f"model: expected a static embedding of 51 or 68 iBUG points, got {count}")
+        first = IBUG_POINTS - count
+        observed = torch.arange(first, IBUG_POINTS)
+        return cls(model.lmk_faces_idx.cpu(), model.lmk_bary_coords.detach().cpu().float(), observed)
+
+    def points(self, vertices: Float[Tensor, "B V 3"], faces: Int[Tensor, "F 3"]) -> Float[Tensor, "B K 3"]:
+        corners = vertices[:, faces[self.faces.to(faces.device)]]  # [B, K, 3, 3]
+        return (corners * self.bary.to(vertices)[None, :, :, None]).sum(2)
+
+
+@dataclass(frozen=True)
+class LandmarkTrackingConfig:
+    """Steps, priors and weights of the landmark stages; residuals are in pixels of a 512-pixel image (scaled to
+    the image's size), so the weights hold for any crop."""
+
+    keyframes: int = 16  # spread over the found frames: shape and focal length
+    expressions: int = 50  # the first coefficients fitted (the rest 0): 51 iBUG points cannot tell 100 apart
+    rigid_steps: int = 10  # Levenberg-Marquardt iterations a stage (each stops early once the cost stops falling)
+    keyframe_steps: int = 20
+    frame_steps: int = 10
+    global_steps: int = 10
+    robust_scale: float = 4.0  # pixels: the Cauchy loss is quadratic below, logarithmic beyond (a detector's outliers)
+    # Shape: 1.0 (was 1e-2) keeps the identity from absorbing noise and trading head size against depth; with 1.5 px
+    # noise on the synthetic video: vertex error 2.34 -> 2.20 mm, rotation 1.52 -> 1.35 deg, similarity scale 1.06 -> 1.01.
+    shape_prior: float = 1.0  # on the shape coefficients (unit variance in FLAME's PCA)
+    expression_prior: float = 0.3
+    jaw_prior: float = 1.0  # radians^-2
+    # First differences between neighbouring frames: ``smoothness`` per radian of head rotation, times the ratios below
+    # for translation (per decimetre), jaw (per radian) and expression (per coefficient).
+    smoothness: float = 25.0
+    translation_smoothness: float = 100.0
+    jaw_smoothness: float = 1.0
+    expression_smoothness: float = 0.01
+    focal_prior: float = FOCAL_PRIOR
+    fit_focal: bool = True  # False: the given (or the phone prior's) focal length is held
+
+    def __post_init__(self) -> None:
+        check_count("keyframes", self.keyframes, 1)
+        check_count("expressions", self.expressions, 0)
+        for name in ("rigid_steps", "keyframe_steps", "frame_steps", "global_steps"):
+            check_count(name, getattr(self, name), 0)
+        for name in ("robust_scale", "shape_prior", "expression_prior", "jaw_prior", "smoothness"):
+            check_positive(name, getattr(self, name), finite=True)
+        for name in ("translation_smoothness", "jaw_smoothness", "expression_smoothness", "focal_prior"):
+            if not 0.0 <= getattr(self, name) < math.inf:
+                raise ValueError(f"{name}: expected a finite weight >= 0, got {getattr(self, name)}")
+
+
+@dataclass
+class LandmarkFit:
+    params: TrackedParams  # the model's parameters per frame (world: the camera's, see OPENCV_FROM_WORLD)
+    cameras: PinholeCameras  # one per frame, all the same fixed camera
+    focal: float  # pixels
+    residual: Float[Tensor, " N"]  # mean pixel distance of the landmarks per frame (NaN where none was found)
+
+
+def phone_focal(width: int, height: int) -> float:
+    """The focal length in pixels of a phone's main camera for a whole frame ``width`` x ``height`` (26 mm in 35 mm
+    terms: 26 / 36 of the longer side)."""
+    return PHONE_FOCAL_35MM / 36.0 * max(width, height)
+
+
+def track_landmarks(
+    model: ParametricModel,
+    points: Float[Tensor, "N P 2"],
+    found: Bool[Tensor, " N"],
+    landmarks: SurfaceLandmarks,
+    width: int,
+    height: int,
+    config: LandmarkTrackingConfig | None = None,
+    *,
+    focal: float | None = None,
+    shape: Float[Tensor, " S"] | None = None,
+    progress: Callable[[str, int], None] | None = None,
+) -> LandmarkFit:
+    """Fit ``model`` to ``points`` (pixels, the track's columns ``landmarks.observed``; rows of frames not ``found``
+    are ignored). ``focal``: the start (or, with ``config.fit_focal`` False, the value) of the focal length in pixels,
+    default :func:`phone_focal`; ``shape``: the identity (MICA's ``identity.npy``), held. ``progress(stage, steps)``
+    is told each stage as it starts."""
+    config = config or LandmarkTrackingConfig()
+    check_count("width", width, 2)
+    check_count("height", height, 2)
+    n = points.shape[0]
+    if points.dim() != 3 or points.shape[2] != 2 or n == 0:
+        raise ValueError(f"points: expected pixel landmarks [N, P, 2] with N >= 1, got {list(points.shape)}")
+    if found.shape != (n,) or found.dtype != torch.bool:
+        raise ValueError(f"found: expected a bool tensor [{n}], got {found.dtype} {list(found.shape)}")
+    if int(landmarks.observed.max()) >= points.shape[1]:
+        needed = int(landmarks.observed.max()) + 1
+        raise ValueError(f"points: expected at least {needed} landmarks a frame, got {points.shape[1]}")
+    observed = points[:, landmarks.observed].double()
+    if not bool(found.any()):
+        raise ValueError("found: no frame has a face; expected landmarks in at least one frame")
+    if not bool(torch.isfinite(observed[found]).all()):
+        raise ValueError("points: expected finite landmarks in every found frame")
+    observed = torch.where(found[:, None, None], observed, torch.zeros_like(observed))  # the rest are ignored (NaN)
+    problem = _Problem(model, observed, found, landmarks, width, height, config, focal, shape)
+    order = [("rigid", config.rigid_steps), ("keyframes", config.keyframe_steps)]
+    order += [("frames", config.frame_steps), ("global", config.global_steps)]
+    for stage, steps in order:
+        if progress is not None:
+            progress(stage, steps)
+        getattr(problem, f"{stage}_stage")(steps)
+    return problem.result()
+
+
+class _SurfaceModel:
+    """The model restricted to the vertices the landmarks lie on, in float64: the same linear blend skinning as
+    :class:`~headfields.parametric.ParametricModel` (the joints still regressed from every vertex, a linear map
+    precomputed), about a hundred times cheaper a frame, so the stages can afford Levenberg-Marquardt to convergence."""
+
+    def __init__(self, model: ParametricModel, landmarks: SurfaceLandmarks):
+        corners = model.faces.cpu()[landmarks.faces]  # [K, 3] vertex ids
+        used, inverse = torch.unique(corners.flatten(), return_inverse=True)
+        self.corners, self.bary = inverse.view(-1, 3), landmarks.bary.double()
+        template = model.v_template.detach().cpu().double()
+        if model.static_offset is not None:
+            template = template + model.static_offset.detach().cpu().double()
+        shapedirs, exprdirs = model.shapedirs.detach().cpu().double(), model.expr_dirs.detach().cpu().double()
+        regressor = model.J_regressor.detach().cpu().double()
+        self.template, self.shapedirs, self.exprdirs = template[used], shapedirs[used], exprdirs[used]
+        posedirs = model.posedirs.detach().cpu().double()
+        self.posedirs = posedirs.view(posedirs.shape[0], -1, 3)[:, used].reshape(posedirs.shape[0], -1)
+        self.weights = model.lbs_weights.detach().cpu().double()[used]
+        self.joint_template = regressor @ template
+        self.joint_shape = torch.einsum("jv,vcs->jcs", regressor, shapedirs)
+        self.joint_expression = torch.einsum("jv,vcs->jcs", regressor, exprdirs)
+        self.parents = model.parents.cpu()
+
+    def __call__(self, shape: Tensor, expression: Tensor, pose: Tensor, translation: Tensor) -> Tensor:
+        """The landmarks' world positions ``[B, K, 3]``; ``pose [B, J, 3]`` axis-angle per joint."""
+        b, j = pose.shape[:2]
+        rest = self.template + self.shapedirs @ shape + torch.einsum("vce,be->bvc", self.exprdirs, expression)
+        joints = self.joint_template + self.joint_shape @ shape + torch.einsum("jce,be->bjc", self.joint_expression, expression)
+        rotations = batch_rodrigues(pose.reshape(-1, 3)).view(b, j, 3, 3)
+        eye = torch.eye(3, dtype=pose.dtype)
+        rest = rest + ((rotations[:, 1:] - eye).reshape(b, -1) @ self.posedirs).view(b, -1, 3)
+        _, relative = batch_rigid_transform(rotations, joints, self.parents, dtype=pose.dtype)
+        blended = torch.einsum("vj,bjrc->bvrc", self.weights, relative)
+        posed = (blended[..., :3, :3] @ rest[..., None])[..., 0] + blended[..., :3, 3] + translation[:, None]
+        return (posed[:, self.corners] * self.bary[None, :, :, None]).sum(2)
+
+
+class _Problem:
+    """The parameters and the Gauss-Newton (Levenberg-Marquardt) steps of the stages. Each frame's parameters are one
+    vector ``[rotation 3, translation 3, jaw 3, expression E]``; the shared ones ``[shape S, log focal length]``.
+    A frame's residuals are its landmarks' pixel errors, reweighted for the Cauchy loss at each step (IRLS); its
+    Jacobian comes from forward-mode autodiff over the frames at once. Frames are independent but for the shared
+    parameters (eliminated by their Schur complement) and the smoothness (a block-tridiagonal system)."""
+
+    def __init__(self, model, observed, found, landmarks, width, height, config, focal, shape):
+        self.model, self.config, self.found = model, config, found
+        self.width, self.height = width, height
+        self.observed = observed  # [N, K, 2] pixels
+        self.pixel_scale = 512.0 / max(width, height)  # residuals in pixels of a 512 image
+        self.surface = _SurfaceModel(model, landmarks)
+        self.count = landmarks.faces.shape[0]
+        names = model.joint_names
+        self.global_joint, self.jaw = names.index("global"), names.index("jaw") if "jaw" in names else None
+        d = torch.float64
+        self.start_focal = math.log(focal or phone_focal(width, height))
+        self.shape_fixed = shape is not None
+        shape = shape.double().cpu() if shape is not None else torch.zeros(model.num_shape, dtype=d)
+        self.shared = torch.cat([shape, torch.tensor([self.start_focal], dtype=d)])
+        n, e = observed.shape[0], min(config.expressions, model.num_expression)
+        self.padding = model.num_expression - e  # coefficients held at 0
+        self.frames = torch.zeros(n, 9 + e, dtype=d)
+        self.frames[:, 3:6] = self._initial_translation()
+        k, c = self.count, config
+        # Quadratic priors (per parameter, on one frame's K landmarks' scale) and smoothness weights.
+        self.prior = _per_parameter(0.0, 0.0, c.jaw_prior, c.expression_prior, e) * k
+        smooth = _per_parameter(1.0, c.translation_smoothness, c.jaw_smoothness, c.expression_smoothness, e)
+        self.smooth = smooth * c.smoothness * k
+        self.weight = found.double()[:, None]  # [N, 1]: frames without a face have no data term
+
+    # -- the model and its projection --
+
+    def _pose(self, rotation: Tensor, jaw: Tensor) -> Tensor:
+        pose = [torch.zeros_like(rotation)] * self.model.num_joints
+        pose[self.global_joint] = rotation
+        if self.jaw is not None:
+            pose[self.jaw] = jaw
+        return torch.stack(pose, dim=1)
+
+    def _world(self, frames: Tensor, shared: Tensor) -> Tensor:
+        """The landmarks' world positions ``[B, K, 3]`` of frame vectors ``frames [B, P]``."""
+        pose = self._pose(frames[:, :3], frames[:, 6:9])
+        expression = torch.nn.functional.pad(frames[:, 9:], (0, self.padding))
+        return self.surface(shared[:-1], expression, pose, frames[:, 3:6])
+
+    def _project(self, world: Tensor, log_focal: Tensor) -> Tensor:
+        f = log_focal.exp()
+        x, y, z = world.unbind(-1)  # the camera's axes: (x, -y, -z)
+        depth = (-z).clamp(min=1e-3)
+        return torch.stack([f * x / depth + self.width / 2, f * -y / depth + self.height / 2], dim=-1)
+
+    def _residual(self, frame: Tensor, shared: Tensor, observed: Tensor) -> Tensor:
+        """One frame's residuals ``[2K]`` in pixels of a 512 image."""
+        world = self._world(frame[None], shared)[0]
+        return ((self._project(world, shared[-1]) - observed) * self.pixel_scale).flatten()
+
+    def _initial_translation(self) -> Tensor:
+        """Each frame's translation from its landmarks' centre and spread against the neutral model's (frames with no
+        face take their found neighbours')."""
+        f = math.exp(self.start_focal)
+        neutral = self._world(torch.zeros(1, self.frames.shape[1], dtype=torch.float64), self.shared)[0]
+        obs = self.observed
+        centre2 = obs.mean(1)
+        spread2 = (obs - centre2[:, None]).norm(dim=-1).mean(-1)
+        centre3 = neutral.mean(0)
+        spread3 = (neutral[:, :2] - centre3[:2]).norm(dim=-1).mean()
+        depth = f * spread3 / spread2.clamp(min=1e-6)
+        x = (centre2[:, 0] - self.width / 2) * depth / f - centre3[0]
+        y = -(centre2[:, 1] - self.height / 2) * depth / f - centre3[1]
+        return _fill_missing(torch.stack([x, y, -depth - centre3[2]], dim=-1), self.found)
+
+    # -- costs and linearisations --
+
+    def _robust(self, index: Tensor, residual: Tensor) -> tuple[Tensor, Tensor]:
+        """The Cauchy cost of frames ``index`` ``[B]`` and the IRLS weight of each residual ``[B, 2K]``."""
+        c2 = self.config.robust_scale**2
+        squared = residual.view(residual.shape[0], -1, 2).square().sum(-1)
+        seen = self.weight[index]
+        cost = (torch.log1p(squared / c2) * c2).sum(-1) * seen[:, 0]
+        return cost, (1 / (1 + squared / c2)).repeat_interleave(2, dim=1) * seen
+
+    def _cost(self, frames: Tensor, shared: Tensor, index: Tensor, smoothness: bool) -> Tensor:
+        """The data term, the frames' priors and (``smoothness``) the first differences' of frames ``index``."""
+        residual = torch.func.vmap(self._residual, in_dims=(0, None, 0))(frames, shared, self.observed[index])
+        total = self._robust(index, residual)[0].sum() + (self.prior * frames.square()).sum()
+        if smoothness and len(frames) > 1:
+            total = total + (self.smooth * (frames[1:] - frames[:-1]).square()).sum()
+        return total
+
+    def _shared_prior(self, frames: int) -> Tensor:
+        s = self.model.num_shape
+        k = self.count * frames
+        prior = torch.full((s + 1,), self.config.shape_prior * k, dtype=torch.float64)
+        prior[-1] = self.config.focal_prior * k
+        return prior
+
+    def _linearise(self, frames: Tensor, shared: Tensor, index: Tensor, with_shared: bool):
+        """Residuals ``[B, 2K]``, IRLS weights, and the Jacobians in the frame's ``[B, 2K, P]`` (and the shared
+        parameters' ``[B, 2K, S + 1]``)."""
+        observed = self.observed[index]
+        residual = torch.func.vmap(self._residual, in_dims=(0, None, 0))(frames, shared, observed)
+        argnums = (0, 1) if with_shared else 0
+        jac = torch.func.vmap(torch.func.jacfwd(self._residual, argnums=argnums), in_dims=(0, None, 0))(frames, shared, observed)
+        _, weight = self._robust(index, residual)
+        return residual, weight, jac
+
+    # -- the solvers --
+
+    def _solve_frames(self, active: Tensor, iterations: int, smoothness: bool) -> None:
+        """Levenberg-Marquardt on every frame's ``active`` parameters, the shared ones held."""
+        index = torch.arange(len(self.found))
+        frames, shared = self.frames.clone(), self.shared
+        mask = active.double()
+        damping = 1e-3
+        cost = self._cost(frames, shared, index, smoothness)
+        for _ in range(iterations):
+            residual, weight, jac = self._linearise(frames, shared, index, False)
+            jac = jac * mask
+            h = torch.einsum("brp,br,brq->bpq", jac, weight, jac) + torch.diag_embed(self.prior * mask)
+            g = torch.einsum("brp,br,br->bp", jac, weight, residual) + self.prior * frames * mask
+            s = self.smooth * mask if smoothness else torch.zeros_like(self.smooth)
+            if smoothness and len(frames) > 1:
+                diff = frames[1:] - frames[:-1]
+                g = g + torch.cat([-diff * s, torch.zeros_like(frames[:1])]) + torch.cat([torch.zeros_like(frames[:1]), diff * s])
+            while True:
+                step = _block_tridiagonal_solve(h, s, g, damping, 1 - mask)
+                trial = frames - step
+                new = self._cost(trial, shared, index, smoothness)
+                if bool(new <= cost) or damping > 1e8:
+                    break
+                damping *= 10
+            if bool(new > cost):
+                break
+            improvement = float(cost - new) / max(float(cost), 1e-12)
+            frames, cost, damping = trial, new, max(damping / 10, 1e-9)
+            if improvement < 1e-10:
+                break
+        self.frames = frames
+
+    def _solve_keyframes(self, keys: Tensor, iterations: int) -> None:
+        """Levenberg-Marquardt on the keyframes' parameters and the shared ones at once: the frames' blocks are
+        eliminated (Schur complement), leaving a system the size of the shared parameters."""
+        frames, shared = self.frames[keys].clone(), self.shared.clone()
+        fit_shared = torch.ones_like(shared)
+        if self.shape_fixed:
+            fit_shared[:-1] = 0
+        if not self.config.fit_focal:
+            fit_shared[-1] = 0
+        shared_prior = self._shared_prior(len(keys))
+        start = self.shared.clone()
+        start[:-1] = 0
+        damping = 1e-3
+        cost = self._cost(frames, shared, keys, False) + shared_prior @ (shared - start).square()
+        for _ in range(iterations):
+            residual, weight, (jf, js) = self._linearise(frames, shared, keys, True)
+            js = js * fit_shared
+            a = torch.einsum("brp,br,brq->bpq", jf, weight, jf) + torch.diag_embed(self.prior.expand_as(frames))
+            b = torch.einsum("brp,br,brq->bpq", jf, weight, js)  # [B, P, S + 1]
+            c = torch.einsum("brp,br,brq->pq", js, weight, js) + torch.diag(shared_prior * fit_shared)
+            gf = torch.einsum("brp,br,br->bp", jf, weight, residual) + self.prior * frames
+            gs = torch.einsum("brp,br,br->p", js, weight, residual) + shared_prior * (shared - start) * fit_shared
+            while True:
+                ad = a + damping * torch.diag_embed(a.diagonal(dim1=1, dim2=2).clamp(min=1e-9))
+                cd = c + damping * torch.diag(c.diagonal().clamp(min=1e-9)) + torch.diag(1 - fit_shared)
+                a_inv_b = torch.linalg.solve(ad, b)
+                a_inv_g = torch.linalg.solve(ad, gf)
+                schur = cd - torch.einsum("bpq,bpr->qr", b, a_inv_b)
+                step_s = torch.linalg.solve(schur, gs - torch.einsum("bpq,bp->q", b, a_inv_g))
+                step_f = a_inv_g - torch.einsum("bpq,q->bp", a_inv_b, step_s)
+                trial_f, trial_s = frames - step_f, shared - step_s
+                new = self._cost(trial_f, trial_s, keys, False) + shared_prior @ (trial_s - start).square()
+                if bool(new <= cost) or damping > 1e8:
+                    break
+                damping *= 10
+            if bool(new > cost):
+                break
+            improvement = float(cost - new) / max(float(cost), 1e-12)
+            frames, shared, cost, damping = trial_f, trial_s, new, max(damping / 10, 1e-9)
+            if improvement < 1e-10:
+                break
+        scale = math.exp(float(shared[-1]) - float(self.shared[-1]))
+        self.frames[:, 5] *= scale  # every frame moves with the focal length as the keyframes did
+        self.frames[keys] = frames
+        self.shared = shared
+
+    # -- the stages --
+
+    def rigid_stage(self, iterations: int) -> None:
+        active = torch.zeros(self.frames.shape[1], dtype=torch.bool)
+        active[:6] = True
+        self._solve_frames(active, iterations, smoothness=False)
+
+    def keyframes_stage(self, iterations: int) -> None:
+        live = torch.nonzero(self.found)[:, 0]
+        count = min(self.config.keyframes, len(live))
+        keys = live[torch.linspace(0, len(live) - 1, count).round().long()]
+        self._solve_keyframes(keys, iterations)
+
+    def frames_stage(self, iterations: int) -> None:
+        self._solve_frames(torch.ones(self.frames.shape[1], dtype=torch.bool), iterations, smoothness=False)
+
+    def global_stage(self, iterations: int) -> None:
+        self.frames = _fill_missing(self.frames, self.found)
+        self._solve_frames(torch.ones(self.frames.shape[1], dtype=torch.bool), iterations, smoothness=True)
+
+    def result(self) -> LandmarkFit:
+        n = len(self.found)
+        x = self.frames
+        pose = self._pose(x[:, :3], x[:, 6:9])
+        shape = self.shared[:-1]
+        expression = torch.nn.functional.pad(x[:, 9:], (0, self.padding))
+        params = TrackedParams(shape.float(), expression.float(), pose.float(), x[:, 3:6].float())
+        world = self._world(x, self.shared)
+        error = (self._project(world, self.shared[-1]) - self.observed).norm(dim=-1).mean(-1)
+        error = torch.where(self.found, error, torch.full_like(error, float("nan"))).float()
+        f = math.exp(float(self.shared[-1]))
+        c2w = OPENCV_FROM_WORLD.float().expand(n, 4, 4).clone()
+        cameras = PinholeCameras(f, f, self.width / 2, self.height / 2, self.width, self.height, c2w)
+        return LandmarkFit(params, cameras, f, error)
+
+
+def _block_tridiagonal_solve(h: Tensor, s: Tensor, g: Tensor, damping: float, frozen: Tensor) -> Tensor:
+    """The step ``x`` of ``(H + damping diag(H) + smoothness) x = g``: ``h [N, P, P]`` the frames' blocks, ``s [P]``
+    the smoothness weights that tie neighbouring frames (the system's off-diagonal blocks are ``-diag(s)``), ``g [N,
+    P]``; ``frozen [P]`` (1 for a parameter held) rows of the identity and no step. Block Thomas elimination: N
+    solves of P x P, where the dense system would be (NP)^2."""
+    n, p = g.shape
+    diag = h.diagonal(dim1=1, dim2=2)
+    blocks = h + torch.diag_embed(damping * diag.clamp(min=1e-9))
+    if n > 1 and bool((s > 0).any()):
+        degree = torch.full((n, 1), 2.0, dtype=h.dtype)
+        degree[0] = degree[-1] = 1.0
+        blocks = blocks + torch.diag_embed(degree * s)
+    keep = 1 - frozen
+    blocks = blocks * keep[:, None] * keep + torch.diag_embed(frozen.expand(n, p))  # held: decoupled, no step
+    g = g * keep
+    if n == 1 or not bool((s > 0).any()):
+        return torch.linalg.solve(blocks, g)
+    reduced, rhs = [blocks[0]], [g[0]]
+    for t in range(1, n):
+        carried = torch.linalg.solve(reduced[-1], torch.cat([torch.diag(s), rhs[-1][:, None]], dim=1))
+        reduced.append(blocks[t] - s[:, None] * carried[:, :p])
+        rhs.append(g[t] + s * carried[:, p])
+    out = [torch.linalg.solve(reduced[-1], rhs[-1])]
+    for t in range(n - 2, -1, -1):
+        out.append(torch.linalg.solve(reduced[t], rhs[t] + s * out[-1]))
+    return torch.stack(out[::-1])
+
+
+def _per_parameter(rotation: float, translation: float, jaw: float, expression: float, expressions: int) -> Tensor:
+    """A weight per entry of a frame's vector ``[rotation 3, translation 3, jaw 3, expression E]``."""
+    groups = [(rotation, 3), (translation, 3), (jaw, 3), (expression, expressions)]
+    return torch.cat([torch.full((count,), value, dtype=torch.float64) for value, count in groups])
+
+
+def _fill_missing(values: Tensor, found: Tensor) -> Tensor:
+    """``values [N, ...]`` with the rows of frames not ``found`` linearly interpolated between their found
+    neighbours (held beyond the first and last)."""
+    if bool(found.all()):
+        return values
+    live = torch.nonzero(found)[:, 0]
+    t = torch.arange(len(found), dtype=torch.float64)
+    right = torch.searchsorted(live, torch.arange(len(found))).clamp(max=len(live) - 1)
+    left = (right - 1).clamp(min=0)
+    right = torch.where(live[right] < torch.arange(len(found)), left, right)  # past the last found frame
+    left = torch.where(live[left] > torch.arange(len(found)), right, left)
+    a, b = live[left].double(), live[right].double()
+    w = torch.where(b > a, (t - a) / (b - a).clamp(min=1), torch.zeros_like(t)).clamp(0, 1)
+    shape = (-1,) + (1,) * (values.dim() - 1)
+    filled = values[left] * (1 - w).view(shape).to(values) + values[right] * w.view(shape).to(values)
+    return torch.where(found.view(shape), values, filled)

@@ -1,0 +1,100 @@
+"""How close a tracking is to the truth, where the truth is known (the synthetic videos): the face's vertex error
+after one similarity transform for the whole video (a monocular tracker cannot know the world's scale or where its
+camera is), the head's rotation error and the jaw's, medians over the frames.
+
+    accuracy = tracking_accuracy(model, (params, cameras), (true_params, true_cameras))
+    accuracy.vertex_mm, accuracy.rotation_deg, accuracy.jaw_deg
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from jaxtyping import Bool
+from torch import Tensor
+
+from ..cameras import PinholeCameras
+from ..data import TrackedParams
+from ..parametric.model import ParametricModel
+
+__all__ = ["TrackingAccuracy", "face_region", "tracking_accuracy"]
+
+FACE_MARGIN = (0.01, 0.02, 0.02)  # metres past the static landmarks' box: cheeks, forehead, chin (x, y, depth)
+HIDDEN_REGIONS = ("teeth", "mouth_interior", "eyes")  # inside the face or behind the lids: no landmark sees them
+
+
+@dataclass(frozen=True)
+class TrackingAccuracy:
+    vertex_mm: float  # the face region's vertices, median over vertices and frames
+    rotation_deg: float  # the head (the neck joint's frame) in the camera, median over frames
+    jaw_deg: float  # the jaw joint's axis-angle difference, median over frames
+    frames: int
+
+
+def face_region(model: ParametricModel) -> Bool[Tensor, " V"]:
+    """The neutral head's vertices inside the static landmarks' box grown by ``FACE_MARGIN``, in front of its back,
+    less the regions no camera sees (teeth, mouth interior, eyeballs) where the model names them."""
+    neutral = model()
+    points, rest = neutral.landmarks[0], neutral.canonical_vertices
+    low, high = points.amin(0), points.amax(0)
+    margin = torch.tensor(FACE_MARGIN, dtype=rest.dtype, device=rest.device)
+    inside = ((rest[:, :2] > low[:2] - margin[:2]) & (rest[:, :2] < high[:2] + margin[:2])).all(-1)
+    region = inside & (rest[:, 2] > low[2] - margin[2])
+    for name in HIDDEN_REGIONS:
+        if name in model.regions:
+            region[model.regions[name]] = False
+    return region.detach().cpu()
+
+
+Tracking = tuple[TrackedParams, PinholeCameras]
+
+
+def _in_camera(tracking: Tracking, model: ParametricModel) -> tuple[Tensor, Tensor]:
+    """Posed vertices and the neck joint's rotation in each frame's camera."""
+    p, cameras = tracking
+    head = model(shape=p.shape, expression=p.expression, pose=p.pose, translation=p.translation)
+    w2c = cameras.world_to_camera.double()
+    vertices = torch.einsum("nij,nvj->nvi", w2c[:, :3, :3], head.vertices.detach().double()) + w2c[:, None, :3, 3]
+    joint = model.joint_index("neck") if "neck" in model.joint_names else 0
+    rotation = w2c[:, :3, :3] @ head.joint_transforms[:, joint, :3, :3].detach().double()
+    return vertices, rotation
+
+
+def tracking_accuracy(model: ParametricModel, tracked: Tracking, truth: Tracking) -> TrackingAccuracy:
+    """``tracked`` against ``truth``, each (parameters, cameras) of the same frames in order."""
+    n = truth[0].num_frames
+    for name, (params, cameras) in (("tracked", tracked), ("truth", truth)):
+        if params.num_frames != n or cameras.num_frames != n:
+            raise ValueError(
+                f"{name}: expected parameters and cameras of {n} frames, got {params.num_frames} and {cameras.num_frames}"
+            )
+    region = face_region(model)
+    ours, our_rotation = _in_camera(tracked, model)
+    true, true_rotation = _in_camera(truth, model)
+    a, b = ours[:, region].reshape(-1, 3), true[:, region].reshape(-1, 3)
+    rotation, scale, shift = _similarity(a, b)
+    aligned = scale * a @ rotation.T + shift
+    vertex = (aligned - b).norm(dim=-1).median()
+    relative = true_rotation.transpose(1, 2) @ rotation @ our_rotation
+    cosine = ((relative.diagonal(dim1=1, dim2=2).sum(-1) - 1) / 2).clamp(-1, 1)
+    jaw = model.joint_index("jaw")
+    jaw_error = (tracked[0].pose[:, jaw] - truth[0].pose[:, jaw]).norm(dim=-1)
+    return TrackingAccuracy(
+        vertex_mm=float(vertex) * 1000,
+        rotation_deg=float(torch.rad2deg(torch.acos(cosine)).median()),
+        jaw_deg=float(torch.rad2deg(jaw_error).median()),
+        frames=n,
+    )
+
+
+def _similarity(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Umeyama's least-squares similarity ``b ~ s R a + t``."""
+    ma, mb = a.mean(0), b.mean(0)
+    a0, b0 = a - ma, b - mb
+    u, sigma, vt = torch.linalg.svd(b0.T @ a0)
+    d = torch.ones(3, dtype=a.dtype)
+    d[2] = torch.sign(torch.det(u @ vt))
+    rotation = u @ torch.diag(d) @ vt
+    scale = (sigma * d).sum() / a0.square().sum()
+    return rotation, scale, mb - scale * ma @ rotation.T
