@@ -1,6 +1,7 @@
 """``python -m headfields COMMAND`` (or ``headfields COMMAND``): ``train`` trains a registered model into a run
 folder; ``render`` makes videos of a run (replay, reenactment, camera paths), ``export`` writes coloured meshes,
-``view`` serves a live viewer in the browser, ``inspect`` checks a capture before training on it;
+``view`` serves a live viewer in the browser, ``inspect`` checks a capture before training on it, ``track``
+turns a video of a face into a capture;
 ``python -m headfields COMMAND --help`` explains each flag."""
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Iterator
 from ..checks import check_device
 from ..outputs import OutputBusyError
 from ..training.checkpoints import CheckpointError
-from . import export, inspect, render, view
+from . import export, inspect, render, track, view
 
 __all__ = ["ctrl_c_kept", "main", "parser"]
 
@@ -27,7 +28,7 @@ def parser() -> argparse.ArgumentParser:
     commands = top.add_subparsers(title="commands", dest="name", required=True)
     # train's flags depend on its model (tyro builds them): listed here, parsed by headfields.commands.train.
     commands.add_parser("train", help="train a model: python -m headfields train MODEL --help", add_help=False)
-    for module in (render, export, view, inspect):
+    for module in (render, export, view, inspect, track):
         module.add_parser(commands)
     return top
 

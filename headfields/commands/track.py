@@ -1,0 +1,50 @@
+"""``python -m headfields track VIDEO --out CAPTURE``: a video of a face turned into a capture in INSTA's layout that
+every FLAME model trains on: MediaPipe's face mesh (or your landmark files), the selfie mask (or your matting), lip
+and mouth labels, a FLAME fit, all on the CPU. Rerun the same command to resume an interrupted run.
+
+    python -m headfields track clip.mp4 --out captures/me
+    python -m headfields track clip.mp4 --out captures/me --flame FLAME2023/ --identity identity.npy
+    python -m headfields track clip.mp4 --out captures/me --landmarks lmks/ --masks alpha/ --trim-start 2
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ._common import _Formatter
+
+__all__ = ["add_parser", "track"]
+
+
+def add_parser(commands) -> None:
+    parser = commands.add_parser(
+        "track",
+        help="track a video of a face into a capture",
+        description=__doc__.split("\n\n")[0],
+        epilog="examples:\n" + __doc__.split("\n\n", 1)[1],
+        formatter_class=_Formatter,
+    )
+    parser.add_argument("video", type=Path, help="the video (mp4, mov, ...); a phone's rotation flag is honoured")
+    parser.add_argument("--out", type=Path, required=True, help="a new folder for the capture")
+    parser.add_argument("--fps", type=float, default=25.0, help="frames a second the video is resampled to")
+    parser.add_argument("--trim-start", type=float, default=0.0, help="seconds dropped at the start")
+    parser.add_argument("--trim-end", type=float, default=0.0, help="seconds dropped at the end")
+    parser.add_argument("--test-frames", type=int, default=None, help="held out at the end (default: 350, at most a tenth)")
+    parser.add_argument(
+        "--landmarks", type=Path, default=None, help="your own landmarks: a folder, one file a frame (iBUG-68 or MediaPipe ids)"
+    )
+    parser.add_argument("--masks", type=Path, default=None, help="your own foreground masks: a folder of PNGs, one a frame")
+    parser.add_argument("--flame", type=Path, default=None, help="your FLAME model's folder (default: the synthetic FLAME)")
+    parser.add_argument("--identity", type=Path, default=None, help="MICA's identity.npy: the FLAME shape, held")
+    parser.set_defaults(command=track)
+
+
+def track(args: argparse.Namespace) -> int:
+    from ..tracking.video_tracker import VideoTrackerConfig, track_video
+
+    config = VideoTrackerConfig(fps=args.fps, trim_start=args.trim_start, trim_end=args.trim_end, test_frames=args.test_frames)
+    track_video(
+        args.video, args.out, config, landmarks=args.landmarks, masks=args.masks, flame=args.flame, identity=args.identity
+    )
+    return 0

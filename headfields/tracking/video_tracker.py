@@ -1,0 +1,341 @@
+"""A video turned into a capture in INSTA's layout that every FLAME model trains on: ingest (the display rotation, a
+fixed frame rate, trimmed seconds) -> 2D cues (MediaPipe's face mesh or the user's landmark files, smoothed; the
+selfie mask or the user's matting; lip and mouth-interior labels) -> one square crop from the first frames'
+landmarks, resized to 512 (metrical-tracker's rule) -> the FLAME fit of :func:`~headfields.fitting.track_landmarks`
+-> the capture, its last frames held out as INSTA's scripts keep them.
+
+Each stage's result is kept in a work folder beside the output, named by the video's content hash and the settings,
+so an interrupted run resumes where it stopped; the capture is written there and renamed into place, so the output
+path holds a whole capture or nothing::
+
+    from headfields.tracking import track_video
+
+    root = track_video("clip.mp4", "captures/me")  # then load_subject(root), or python -m headfields train ...
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import shutil
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+
+from ..checks import check_count, check_positive
+from ..data import FrameSet, TrackedParams, save_insta_dataset
+from ..data.capture_cache import cache_folder
+from ..data.labels import INSTA_FACE_PARSING
+from ..fitting.landmark_tracking import LandmarkTrackingConfig, SurfaceLandmarks, phone_focal, track_landmarks
+from ..parametric import load_model
+from ..synthetic import write_synthetic_flame
+from .correspondence import mediapipe_to_ibug
+from .ingest import CROP_SCALE, Crop, crop_frames, probe_video, read_frames, square_crop
+from .landmark_files import read_landmark_files
+from .mouth import mouth_regions
+from .smoothing import smooth_track
+
+__all__ = ["VideoTrackerConfig", "track_video", "tracked_capture"]
+
+# INSTA's scripts hold out the last 350 frames (14 s at 25 fps); a shorter video keeps a tenth of its frames.
+INSTA_TEST_FRAMES = 350
+CROP_FRAMES = 5  # the crop's box spans the landmarks of the first frames with a face (metrical-tracker: the first)
+MEDIAPIPE_CROP_SCALE = 2.0  # the face mesh spans the forehead, ~1.25x the iBUG points' extent: the same box as 2.5x theirs
+MASK_THRESHOLD = 0.5
+MOUTH_LABELS = {name: INSTA_FACE_PARSING[name] for name in ("upper_lip", "lower_lip", "mouth_interior")}
+
+
+@dataclass(frozen=True)
+class VideoTrackerConfig:
+    fps: float | None = 25.0  # resampled to this frame rate (None: every frame as it comes)
+    trim_start: float = 0.0  # seconds dropped at the start and the end
+    trim_end: float = 0.0
+    size: int = 512  # the square crop's side, pixels
+    test_frames: int | None = None  # held out at the end (None: INSTA's 350, at most a tenth of the frames)
+    val_frames: int | None = None  # held out before them (None: a thirtieth, at least 1)
+    smoothing: float = 1.0  # the landmark track's Gaussian, frames
+    max_size: int = 1920  # frames are decoded at most this large (their longer side)
+    fit: LandmarkTrackingConfig = field(default_factory=LandmarkTrackingConfig)
+
+    def __post_init__(self) -> None:
+        if self.fps is not None:
+            check_positive("fps", self.fps, finite=True)
+        check_count("size", self.size, 64)
+        for name in ("test_frames", "val_frames"):
+            if getattr(self, name) is not None:
+                check_count(name, getattr(self, name), 0)
+        check_positive("smoothing", self.smoothing, finite=True)
+        check_count("max_size", self.max_size, 64)
+
+
+def track_video(
+    video: str | Path,
+    out: str | Path,
+    config: VideoTrackerConfig | None = None,
+    *,
+    landmarks: str | Path | None = None,
+    masks: str | Path | None = None,
+    flame: str | Path | None = None,
+    identity: str | Path | None = None,
+    log: Callable[[str], None] = print,
+) -> Path:
+    """Track ``video`` and write the capture to the new folder ``out``; returns ``out``.
+
+    ``landmarks``: a folder of the user's own landmarks (:func:`~headfields.tracking.landmark_files.read_landmark_files`,
+    one file per source frame) instead of MediaPipe's; ``masks``: a folder of a matting tool's per-frame masks (PNG,
+    alpha or grey, one per source frame) instead of the selfie model's; ``flame``: the folder of the user's FLAME
+    files (default: the synthetic FLAME, written into the capture); ``identity``: MICA's ``identity.npy``, held."""
+    config = config or VideoTrackerConfig()
+    video, out = Path(video), Path(out)
+    if not video.is_file():
+        raise ValueError(f"video: expected a video file, {str(video)!r} is not a file")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ValueError(f"out: expected a new or empty folder for the capture, {str(out)!r} already holds files")
+    work = _work_folder(video, out, config, landmarks, masks, flame, identity)
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        cues = _cues(video, work, config, landmarks, masks, log)
+        model_dir = Path(flame) if flame is not None else write_synthetic_flame(work / "model")
+        model = load_model(model_dir)
+        shape = _identity(identity, model.num_shape) if identity is not None else None
+        fit = _fit(cues, model, shape, work, config, log)
+        capture = work / "capture"
+        shutil.rmtree(capture, ignore_errors=True)
+        if flame is None:  # the synthetic model goes with the capture that names it
+            model_dir = Path(shutil.copytree(model_dir, capture / "model"))
+        _write_capture(capture, cues, fit, model, model_dir, config)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if out.exists():
+            out.rmdir()  # empty, checked above
+        capture.rename(out)
+        shutil.rmtree(work, ignore_errors=True)
+    except ValueError:  # bad input: refused, nothing left on disk (an interrupted run keeps its stages to resume)
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    log(f"track: {out} ({len(cues['found'])} frames, {int(cues['found'].sum())} with a face)")
+    return out
+
+
+def tracked_capture(video: str | Path, config: VideoTrackerConfig | None = None, log: Callable[[str], None] = print) -> Path:
+    """The capture of ``video`` tracked with ``config``, tracked on first use into the cache folder
+    (``~/.cache/headfields/tracked/``) under the video's content hash and the settings, and reused after: what
+    ``train --video`` and ``render --drive VIDEO`` read."""
+    config = config or VideoTrackerConfig()
+    video = Path(video)
+    if not video.is_file():
+        raise ValueError(f"video: expected a video file, {str(video)!r} is not a file")
+    root = cache_folder() / "tracked" / _digest(video, config, None, None, None, None)
+    if (root / "tracking.json").is_file():
+        log(f"track: {video} was tracked before: {root}")
+        return root
+    return track_video(video, root, config, log=log)
+
+
+def _digest(video: Path, config, landmarks, masks, flame, identity) -> str:
+    """The video's content and every setting, hashed."""
+    digest = hashlib.sha256()
+    with open(video, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    digest.update(repr((asdict(config), str(landmarks), str(masks), str(flame), str(identity))).encode())
+    return digest.hexdigest()[:16]
+
+
+def _work_folder(video: Path, out: Path, config, landmarks, masks, flame, identity) -> Path:
+    """Beside ``out``, named by the video's content and every setting: a rerun with the same finds its stages."""
+    return out.parent / f".{out.name}.tracking-{_digest(video, config, landmarks, masks, flame, identity)}"
+
+
+def _cues(video: Path, work: Path, config: VideoTrackerConfig, landmarks, masks, log) -> dict:
+    """Frames, landmarks (iBUG-68 in crop pixels), masks and mouth labels: computed once, then read from the work folder."""
+    done = work / "cues.pt"
+    if done.is_file():
+        log("track: cues from the interrupted run")
+        return torch.load(done, weights_only=True)
+    log(f"track: reading {video}")
+    frames = read_frames(video, fps=config.fps, trim_start=config.trim_start, trim_end=config.trim_end, max_size=config.max_size)
+    n, height, width = frames.images.shape[:3]
+    if landmarks is not None:
+        track = read_landmark_files(landmarks, int(frames.source_frames.max()) + 1)
+        scale = width / _source_width(video, frames)
+        points, found = track.points[frames.source_frames] * scale, track.found[frames.source_frames]
+        layout = track.layout
+    else:
+        from .mediapipe import FaceLandmarker
+
+        log(f"track: MediaPipe face mesh on {n} frames")
+        faces = FaceLandmarker()(frames.images)
+        points, found, layout = faces.points[..., :2], faces.found, "mediapipe"
+    if not bool(found.any()):
+        raise ValueError(f"video: no face found in any of its {n} frames")
+    first = torch.nonzero(found)[:CROP_FRAMES, 0]
+    extent = points[first].reshape(-1, 2)
+    extent = extent[torch.isfinite(extent).all(-1)]
+    crop = square_crop(extent, width, height, scale=CROP_SCALE if layout == "ibug68" else MEDIAPIPE_CROP_SCALE)
+    images = crop_frames(frames.images, crop, config.size)
+    cropped = crop.to_pixels(points.float(), config.size)
+    cropped = smooth_track(cropped, found, config.smoothing)
+    ibug = mediapipe_to_ibug(cropped) if layout == "mediapipe" else cropped
+    if masks is not None:
+        alpha = _read_masks(Path(masks), frames.source_frames, crop, config.size, width, height)
+    else:
+        from .mediapipe import SelfieSegmenter
+
+        alpha = SelfieSegmenter()(images) >= MASK_THRESHOLD
+    mouth = mouth_regions(cropped, layout, config.size, config.size)
+    labels = torch.zeros(images.shape[:3], dtype=torch.uint8)
+    for name, region in (
+        ("upper_lip", mouth.upper_lip),
+        ("lower_lip", mouth.lower_lip),
+        ("mouth_interior", mouth.mouth_interior),
+    ):
+        labels[region] = MOUTH_LABELS[name]
+    scale = config.size / crop.size
+    cues = {
+        "images": images,
+        "masks": alpha,
+        "labels": labels,
+        "points": ibug,
+        "found": found,
+        "focal": torch.tensor(phone_focal(width, height) * scale),
+        "times": frames.times,
+        "crop": torch.tensor([crop.left, crop.top, crop.size]),
+    }
+    torch.save(cues, work / "cues.partial")
+    (work / "cues.partial").rename(done)
+    return cues
+
+
+def _source_width(video: Path, frames) -> int:
+    return probe_video(video).width
+
+
+def _read_masks(folder: Path, source: Tensor, crop: Crop, size: int, width: int, height: int) -> Tensor:
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg")) if folder.is_dir() else []
+    if len(files) <= int(source.max()):
+        raise ValueError(f"masks: expected a mask image for each of the video's frames in {str(folder)!r}, found {len(files)}")
+    out = []
+    for i in source.tolist():
+        try:
+            image = Image.open(files[i])
+            grey = np.asarray(image.getchannel("A") if "A" in image.getbands() else image.convert("L"), dtype=np.uint8)
+        except OSError as error:
+            raise ValueError(f"masks: cannot read {str(files[i])!r} as an image ({error})") from None
+        resized = np.asarray(Image.fromarray(grey).resize((width, height), Image.BILINEAR))
+        out.append(torch.from_numpy(resized.copy())[..., None].expand(-1, -1, 3))
+    cropped = crop_frames(torch.stack(out), crop, size)[..., 0]
+    return cropped >= int(255 * MASK_THRESHOLD)
+
+
+def _identity(path: str | Path, count: int) -> Tensor:
+    try:
+        values = np.load(path).reshape(-1)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"identity: cannot read {str(path)!r} as a .npy array of shape coefficients ({error})") from None
+    if not np.isfinite(values).all() or len(values) == 0:
+        raise ValueError(f"identity: expected finite shape coefficients in {str(path)!r}")
+    shape = torch.zeros(count, dtype=torch.float64)
+    shape[: min(count, len(values))] = torch.from_numpy(values[:count].astype(np.float64))
+    return shape
+
+
+def _fit(cues: dict, model, shape, work: Path, config: VideoTrackerConfig, log) -> dict:
+    done = work / "fit.pt"
+    if done.is_file():
+        log("track: the FLAME fit from the interrupted run")
+        return torch.load(done, weights_only=True)
+    size = config.size
+    found = cues["found"]
+    log(f"track: fitting FLAME to {int(found.sum())} frames with a face")
+    landmarks = SurfaceLandmarks.static(model)
+    fitted = track_landmarks(
+        model,
+        cues["points"].double(),
+        found,
+        landmarks,
+        size,
+        size,
+        config.fit,
+        focal=float(cues["focal"]),
+        shape=shape,
+        progress=lambda stage, steps: log(f"track: {stage} ({steps} iterations)"),
+    )
+    p = fitted.params
+    result = {
+        "shape": p.shape,
+        "expression": p.expression,
+        "pose": p.pose,
+        "translation": p.translation,
+        "focal": torch.tensor(fitted.focal),
+        "residual": fitted.residual,
+    }
+    torch.save(result, work / "fit.partial")
+    (work / "fit.partial").rename(done)
+    return result
+
+
+def _splits(n: int, config: VideoTrackerConfig) -> dict[str, Tensor]:
+    test = config.test_frames if config.test_frames is not None else min(INSTA_TEST_FRAMES, max(1, n // 10))
+    val = config.val_frames if config.val_frames is not None else max(1, n // 30)
+    if test + val >= n:
+        raise ValueError(f"video: {n} frames leave none to train on after {test} test and {val} validation frames")
+    return {
+        "train": torch.arange(0, n - test - val),
+        "val": torch.arange(n - test - val, n - test),
+        "test": torch.arange(n - test, n),
+    }
+
+
+def _write_capture(root: Path, cues: dict, fit: dict, model, model_dir: Path, config: VideoTrackerConfig) -> None:
+    from ..cameras import PinholeCameras
+    from ..fitting.landmark_tracking import OPENCV_FROM_WORLD
+
+    n, size = len(cues["found"]), config.size
+    params = TrackedParams(fit["shape"], fit["expression"], fit["pose"], fit["translation"])
+    head = model(shape=params.shape, expression=params.expression, pose=params.pose, translation=params.translation)
+    f = float(fit["focal"])
+    cameras = PinholeCameras(f, f, size / 2, size / 2, size, size, OPENCV_FROM_WORLD.float().expand(n, 4, 4).clone())
+    video = FrameSet(
+        split="train",
+        cameras=cameras,
+        images=cues["images"],
+        masks=cues["masks"],
+        segmentation=cues["labels"],
+        expression=params.expression,
+        params=params,
+        mesh_vertices=head.vertices.detach(),
+        mesh_faces=head.faces,
+        model_type="flame",
+        model_path=model_dir,
+        segmentation_labels=dict(MOUTH_LABELS),
+    )
+    sets = {split: replace(video.select(index), split=split) for split, index in _splits(n, config).items()}
+    save_insta_dataset(root, sets)
+    residual = fit["residual"]
+    report = {
+        "frames": n,
+        "found": cues["found"].tolist(),
+        "reprojection_px": [None if math.isnan(r) else round(r, 3) for r in residual.tolist()],
+        "jitter_px": _jitter(cues["points"], cues["found"]),
+        "focal_px": f,
+        "crop": cues["crop"].tolist(),
+        "times": cues["times"].tolist(),
+    }
+    (root / "tracking.json").write_text(json.dumps(report))
+
+
+def _jitter(points: Tensor, found: Tensor) -> float | None:
+    """The landmarks' median frame-to-frame acceleration (pixels), over consecutive found frames: what a viewer sees
+    as shake, zero on steady motion."""
+    ok = found[2:] & found[1:-1] & found[:-2]
+    if not bool(ok.any()):
+        return None
+    acceleration = (points[2:] - 2 * points[1:-1] + points[:-2]).norm(dim=-1)[ok]
+    value = acceleration[torch.isfinite(acceleration)].median()
+    return round(float(value), 4)
