@@ -4,6 +4,7 @@ another capture's tracking, or seen from a new camera path.
     python -m headfields render outputs/insta                                   # the held-out split, its cameras
     python -m headfields render outputs/insta --camera orbit --frames 48 --resolution 128 --out orbit.mp4
     python -m headfields render outputs/insta --drive /path/to/other/capture    # reenactment (relative transfer)
+    python -m headfields render outputs/insta --drive other_clip.mp4            # from a video, tracked first
 """
 
 from __future__ import annotations
@@ -48,8 +49,8 @@ def add_parser(commands) -> None:
     )
     parser.add_argument(
         "--drive", type=Path, default=None, metavar="CAPTURE",
-        help="a capture (INSTA, VHAP or metrical-tracker layout) whose tracking drives the avatar (default: the "
-        "avatar's own held-out split)",
+        help="a capture (INSTA, VHAP or metrical-tracker layout) whose tracking drives the avatar, or a video of a "
+        "face, tracked first (default: the avatar's own held-out split)",
     )  # fmt: skip
     parser.add_argument("--split", default=None, help="the driving capture's split (default: the run's held-out split)")
     transfer = parser.add_mutually_exclusive_group()
@@ -128,6 +129,10 @@ def plan_render(run: Run, args: argparse.Namespace) -> RenderPlan:
 
     avatar = run.subject.train
     notes = []
+    if args.drive is not None and args.drive.is_file():  # a video: tracked first (once; cached by its content)
+        from ..tracking.video_tracker import tracked_capture
+
+        args.drive = tracked_capture(args.drive)
     if args.drive is not None:
         if not args.drive.is_dir():
             raise FileNotFoundError(f"drive: no capture folder {args.drive}")

@@ -84,6 +84,12 @@ def run_config(model: str, argv: list[str]) -> tuple[RunConfig, Path, str]:
         f"every field of the recipe (--{model.replace('_', '-')}.*). Run again with the same --out to resume.",
         config=CONVENTIONS,
     )
+    if flags.video is not None:
+        if flags.data is not None:
+            raise ValueError("video: expected either --video or --data, got both")
+        from ..tracking.video_tracker import tracked_capture
+
+        flags = dataclasses.replace(flags, data=tracked_capture(flags.video))
     given = {k: str(getattr(flags, k)) for k in ("data", "model", "regions", "eval_split") if getattr(flags, k) is not None}
     subject = start.subject
     if flags.all_held_out is not None:
@@ -110,6 +116,9 @@ def _flags_type(model: str, entry, start: _Start) -> type:
     fields: list[tuple[str, Any, dataclasses.Field]] = [
         _option("out", Path, Path(f"outputs/{model}"), "the run folder (run again to resume)"),
         _option("data", Path | None, None, "a capture folder (None: the model's synthetic video)"),
+        _option(
+            "video", Path | None, None, "a video of a face, tracked first (python -m headfields track; cached by its content)"
+        ),
         _option(
             "model",
             Path | None,
