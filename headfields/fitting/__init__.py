@@ -2,14 +2,16 @@
 beside frozen networks to frames, and fits that draw their own batches (a prior on scans). One job a module:
 ``stages`` (staged Adam over named parameter groups, its schedules), ``pose`` (a tracked head pose with a fitted
 correction), ``preimages`` (canonical points carried into posed space by root finding), ``pixels`` (the frames'
-pixel pools, the silhouette term), ``landmarks`` (the landmark term) and ``steps`` (optimiser steps under a budget
-with decaying rates).
+pixel pools, the silhouette term), ``landmarks`` (the landmark term), ``steps`` (optimiser steps under a budget
+with decaying rates) and ``landmark_tracking`` (a parametric head fitted to a video's 2D landmarks: the video
+tracker's fit, :mod:`headfields.tracking`).
 
 MonoNPHM's tracking (:mod:`headfields.models.mononphm`) and the hyper NeuS avatar's
 (:mod:`headfields.models.hyper_neus_tracking`) are built from them, and MonoNPHM's prior trains with ``steps``;
 what is specific to a model stays with it.
 """
 
+from .landmark_tracking import LandmarkFit, LandmarkTrackingConfig, SurfaceLandmarks, phone_focal, track_landmarks
 from .landmarks import detected_landmarks, landmark_error
 from .pixels import FramePixels, soft_jaccard
 from .pose import corrected_pose
@@ -20,17 +22,22 @@ from .steps import StepHistory, decayed_steps
 __all__ = [
     "ROOT_TOLERANCE",
     "FramePixels",
+    "LandmarkFit",
+    "LandmarkTrackingConfig",
     "PosedPoints",
     "Schedule",
     "StepHistory",
+    "SurfaceLandmarks",
     "check_schedule",
     "corrected_pose",
     "decayed_steps",
     "detected_landmarks",
     "frozen",
     "landmark_error",
+    "phone_focal",
     "posed_points",
     "run_stage",
     "scheduled",
     "soft_jaccard",
+    "track_landmarks",
 ]

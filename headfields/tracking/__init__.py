@@ -1,1 +1,51 @@
-"""The video tracker: a phone video turned into a capture every model trains on."""
+"""The video tracker: a video of a face turned into a capture every FLAME model trains on, on the CPU. One job a
+module: ``ingest`` (decode upright at a fixed rate, one square crop), ``mediapipe`` and ``model_files`` (MediaPipe's
+face mesh and selfie mask on LiteRT, their files from the mediapipe==0.10.21 wheel), ``landmark_files`` (a user's own
+detector's points), ``correspondence`` (MediaPipe's mesh as iBUG-68 points), ``smoothing`` (the track over time),
+``mouth`` (lip and mouth-interior labels), ``video_tracker`` (the stages end to end, resumable, written whole) and
+``accuracy`` (a tracking against the truth, where it is known). The FLAME fit itself is
+:func:`headfields.fitting.track_landmarks`.
+
+    from headfields.tracking import track_video
+
+    root = track_video("clip.mp4", "captures/me")  # python -m headfields track clip.mp4 --out captures/me
+"""
+
+from .accuracy import TrackingAccuracy, face_region, tracking_accuracy
+from .correspondence import MEDIAPIPE_FOR_IBUG, mediapipe_to_ibug
+from .ingest import Crop, Ingested, VideoProbe, crop_frames, probe_video, read_frames, square_crop
+from .landmark_files import LandmarkTrack, read_landmark_files
+from .mediapipe import FaceLandmarker, FaceLandmarks, SelfieSegmenter
+from .model_files import install_mediapipe_models, mediapipe_folder, mediapipe_model
+from .mouth import MouthRegions, mouth_regions
+from .smoothing import smooth_track
+from .video_tracker import VideoTrackerConfig, track_video, tracked_capture
+
+__all__ = [
+    "MEDIAPIPE_FOR_IBUG",
+    "Crop",
+    "FaceLandmarker",
+    "FaceLandmarks",
+    "Ingested",
+    "LandmarkTrack",
+    "MouthRegions",
+    "SelfieSegmenter",
+    "TrackingAccuracy",
+    "VideoProbe",
+    "VideoTrackerConfig",
+    "crop_frames",
+    "face_region",
+    "install_mediapipe_models",
+    "mediapipe_folder",
+    "mediapipe_model",
+    "mediapipe_to_ibug",
+    "mouth_regions",
+    "probe_video",
+    "read_frames",
+    "read_landmark_files",
+    "smooth_track",
+    "square_crop",
+    "track_video",
+    "tracked_capture",
+    "tracking_accuracy",
+]
