@@ -2,8 +2,9 @@
 
 Reads every split as the training scripts would and reports what it found: frames per split, image size,
 intrinsics, the label codes present (with their names), the expression width, the tracked meshes' topology, the
-subject's model (parametric, or the tracked meshes with their regions) and, given model builders, which of them can
-build a model for it. Each problem is one line naming the file and the field.
+subject's model (parametric, or the tracked meshes with their regions), the tracker's own report where our tracker
+wrote the capture (``tracking.json``: frames without a face, reprojection error, jitter) and, given model builders,
+which of them can build a model for it. Each problem is one line naming the file and the field.
 
     report = inspect_capture("data/me")
     print(report)  # report.problems: a line each
@@ -11,6 +12,8 @@ build a model for it. Each problem is one line naming the file and the field.
 
 from __future__ import annotations
 
+import json
+import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -24,6 +27,11 @@ from .insta_reader import load_insta_dataset
 from .subject import Subject, load_subject
 
 __all__ = ["CaptureReport", "inspect_capture"]
+
+# A frame whose landmarks sit this far from the fitted head's on average (pixels of the capture's width, per 512) is
+# named: a detector's failure or a pose the fit could not follow. The fit's median on the synthetic video is ~1.5.
+REPROJECTION_FLAG = 6.0
+NAMED_FRAMES = 8  # at most this many frame numbers a line
 
 
 @dataclass
@@ -85,6 +93,7 @@ def inspect_capture(
         report.lines.append(
             f"tracked parameters: shape {p.shape.shape[0]}, expression {p.expression.shape[1]}, pose {p.pose.shape[1]} joints"
         )
+    _tracking_lines(report, Path(root) / "tracking.json", c.width)
     try:
         subject = load_subject(root, model, regions=regions)
     except (OSError, ValueError, TypeError) as e:
@@ -94,6 +103,35 @@ def inspect_capture(
     report.lines += subject.notes
     report.models = {name: _can_train(build, subject) for name, build in (models or {}).items()}
     return report
+
+
+def _tracking_lines(report: CaptureReport, path: Path, width: int) -> None:
+    """The tracker's per-frame report (headfields.tracking writes it): frames without a face, the reprojection error's
+    median and worst frames, the landmarks' jitter, the focal length."""
+    if not path.is_file():
+        return
+    try:
+        data = json.loads(path.read_text())
+        found, error = list(data["found"]), list(data["reprojection_px"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        report.problems.append(f"{path}: cannot read the tracker's report ({e})")
+        return
+    missing = [i for i, f in enumerate(found) if not f]
+    named = ", ".join(map(str, missing[:NAMED_FRAMES])) + (", ..." if len(missing) > NAMED_FRAMES else "")
+    report.lines.append(f"tracking: {len(found)} frames, {len(missing)} without a face" + (f" ({named})" if missing else ""))
+    values = [e for e in error if e is not None and math.isfinite(e)]
+    if values:
+        limit = REPROJECTION_FLAG * width / 512
+        far = [i for i, e in enumerate(error) if e is not None and e > limit]
+        median = sorted(values)[len(values) // 2]
+        line = f"tracking: landmarks {median:.2f} px from the fitted head (median), worst {max(values):.2f} px"
+        if far:
+            line += f"; over {limit:.1f} px in frames {', '.join(map(str, far[:NAMED_FRAMES]))}" + (
+                ", ..." if len(far) > NAMED_FRAMES else ""
+            )
+        report.lines.append(line)
+    if data.get("jitter_px") is not None:
+        report.lines.append(f"tracking: landmark jitter {data['jitter_px']:.3f} px (median frame-to-frame acceleration)")
 
 
 def _check_frame_counts(report: CaptureReport, splits: dict[str, FrameSet]) -> None:

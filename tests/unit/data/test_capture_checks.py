@@ -553,3 +553,19 @@ def test_the_trackers_coefficients_are_bounded(tmp_path):
     np.savez(npz, **(dict(np.load(npz)) | {"expr": np.full((1, 3), -1e30)}))
     with raises_file(ValueError, npz, "expr: expected coefficients within"):
         load_vhap_dataset(root)
+
+
+def test_inspect_reports_the_trackers_frames(tmp_path):
+    """Our tracker's tracking.json: frames without a face and frames whose landmarks sit far from the fit are named;
+    an unreadable report is a problem naming the file."""
+    root = capture(tmp_path / "c", mesh=False)
+    report_file = root / "tracking.json"
+    # W = 16 px: the flag is 6 px per 512 of width, 0.1875 px here; frame 2 has no face, frame 3 lies 0.5 px off.
+    report_file.write_text(
+        json.dumps({"found": [True, True, False, True], "reprojection_px": [0.05, 0.1, None, 0.5], "jitter_px": 0.02})
+    )
+    lines = inspect_capture(root).lines
+    assert "tracking: 4 frames, 1 without a face (2)" in lines
+    assert any(line.startswith("tracking: landmarks 0.10 px") and line.endswith("in frames 3") for line in lines), lines
+    report_file.write_text("{not json")
+    assert any(line.startswith(f"{report_file}: cannot read") for line in inspect_capture(root).problems)
