@@ -130,9 +130,11 @@ def plan_render(run: Run, args: argparse.Namespace) -> RenderPlan:
     avatar = run.subject.train
     notes = []
     if args.drive is not None and args.drive.is_file():  # a video: tracked first (once; cached by its content)
-        from ..tracking.video_tracker import tracked_capture
+        from ..tracking.video_tracker import VideoTrackerConfig, tracked_capture
 
-        args.drive = tracked_capture(args.drive)
+        # Every frame of a driving clip drives: one split, nothing held out.
+        args.drive = tracked_capture(args.drive, VideoTrackerConfig(test_frames=0, val_frames=0))
+        args.split = args.split or "train"
     if args.drive is not None:
         if not args.drive.is_dir():
             raise FileNotFoundError(f"drive: no capture folder {args.drive}")

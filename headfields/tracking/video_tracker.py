@@ -285,11 +285,12 @@ def _splits(n: int, config: VideoTrackerConfig) -> dict[str, Tensor]:
     val = config.val_frames if config.val_frames is not None else max(1, n // 30)
     if test + val >= n:
         raise ValueError(f"video: {n} frames leave none to train on after {test} test and {val} validation frames")
-    return {
+    splits = {
         "train": torch.arange(0, n - test - val),
         "val": torch.arange(n - test - val, n - test),
         "test": torch.arange(n - test, n),
     }
+    return {name: index for name, index in splits.items() if len(index)}  # a driving clip: all of it trains
 
 
 def _write_capture(root: Path, cues: dict, fit: dict, model, model_dir: Path, config: VideoTrackerConfig) -> None:

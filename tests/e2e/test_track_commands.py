@@ -1,0 +1,50 @@
+"""The commands that take a video: ``train MODEL --video`` tracks a clip it has not seen (cached by the clip's
+content, so a second use reads it back) and ``render RUN --drive VIDEO`` reenacts from another clip, every frame of
+it, tracked first; ``track`` refuses an output folder that holds files, one line, nothing changed."""
+
+import torch
+
+from headfields.commands import main
+from headfields.data import load_insta_dataset
+from headfields.media import read_video, write_video
+from headfields.synthetic import SyntheticVideoConfig, make_synthetic_video
+from headfields.tracking import tracked_capture
+from headfields.tracking.model_files import mediapipe_folder
+
+TRAIN = ["--max-iterations", "3", "--eval-every", "0", "--checkpoint-every", "0", "--device", "cpu"]
+FRAMES = 18  # 15 in the clip: the synthetic video's training frames
+
+
+def _clip(root, path, seed, rotation):
+    config = SyntheticVideoConfig(num_frames=FRAMES, num_val=1, num_test=2, resolution=128, supersampling=1, seed=seed)
+    images = load_insta_dataset(make_synthetic_video(root, config), "train").images
+    write_video(path, torch.rot90(images, k=-rotation // 90, dims=(1, 2)), fps=25, rotation=rotation)
+    return path
+
+
+def test_train_and_drive_from_videos(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("HEADFIELDS_MEDIAPIPE", str(mediapipe_folder()))  # the installed models, before the cache moves
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    clip = _clip(tmp_path / "a", tmp_path / "me.mp4", seed=0, rotation=90)
+    other = _clip(tmp_path / "b", tmp_path / "other.mp4", seed=1, rotation=0)
+
+    run = tmp_path / "run"
+    assert main(["train", "gaussian_avatar", "--video", str(clip), "--out", str(run), *TRAIN]) == 0
+    tracked = list((tmp_path / "cache" / "headfields" / "tracked").iterdir())
+    assert len(tracked) == 1 and (tracked[0] / "tracking.json").is_file()  # cached by the clip's content
+    lines = []
+    assert tracked_capture(clip, log=lines.append) == tracked[0] and "was tracked before" in lines[0]
+
+    out = tmp_path / "reenacted.mp4"
+    assert main(["render", str(run), "--drive", str(other), "--out", str(out), "--device", "cpu"]) == 0
+    assert read_video(out).shape[0] == FRAMES - 3  # every frame of the other clip drives the avatar
+
+    capsys.readouterr()
+    assert main(["track", str(clip), "--out", str(run)]) == 2  # a folder that holds files: refused, nothing changed
+    assert "track: error: out: expected a new or empty folder" in capsys.readouterr().err
+    assert (run / "config.json").is_file()
+
+
+def test_video_and_data_together_are_refused(tmp_path, capsys):
+    assert main(["train", "gaussian_avatar", "--video", str(tmp_path / "x.mp4"), "--data", str(tmp_path), *TRAIN]) == 2
+    assert "video: expected either --video or --data, got both" in capsys.readouterr().err
