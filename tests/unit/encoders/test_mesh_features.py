@@ -49,7 +49,9 @@ def test_the_block_s_frames_give_what_each_call_s_own_give_and_nothing_is_read_b
             block = encoder(points, head, frame)
             again = encoder(points[::2], head, frame[::2].contiguous())  # a second pass: its own samples, the same frames
     torch.testing.assert_close(block[order], alone, rtol=1e-6, atol=1e-7)
-    assert torch.equal(block, own) and torch.equal(again, own[::2])
+    # CUDA's path against the CPU's: other kernels, so close, not bit-equal (an AVX-512 EPYC differs in the last bit).
+    torch.testing.assert_close(block, own, rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(again, own[::2], rtol=1e-6, atol=1e-7)
     assert spy.reads == {}, spy.report()  # the block's frames given: the samples found among them on the device
     with cuda_paths(), trusted_values(), host_sync_spy() as spy, torch.no_grad(), encoder.reuse_frame_features():
         encoder(points, head, frame)
