@@ -30,7 +30,6 @@ from dataclasses import dataclass
 
 import torch
 from jaxtyping import Bool, Float, Int
-from smplx.lbs import batch_rigid_transform, batch_rodrigues
 from torch import Tensor
 
 from ..cameras import PinholeCameras
@@ -39,6 +38,7 @@ from ..data import TrackedParams
 from ..data.ibug import CONTOUR_POINTS, IBUG_POINTS
 from ..parametric.model import ParametricModel
 from .landmark_solvers import band_product, banded_solve, difference_bands
+from .landmark_surface import LandmarkSurface
 
 __all__ = ["OPENCV_FROM_WORLD", "LandmarkFit", "LandmarkTrackingConfig", "SurfaceLandmarks", "track_landmarks"]
 
@@ -187,43 +187,6 @@ def track_landmarks(
     return problem.result()
 
 
-class _SurfaceModel:
-    """The model restricted to the vertices the landmarks lie on, in float64: the same linear blend skinning as
-    :class:`~headfields.parametric.ParametricModel` (the joints still regressed from every vertex, a linear map
-    precomputed), about a hundred times cheaper a frame, so the stages can afford Levenberg-Marquardt to convergence."""
-
-    def __init__(self, model: ParametricModel, landmarks: SurfaceLandmarks):
-        corners = model.faces.cpu()[landmarks.faces]  # [K, 3] vertex ids
-        used, inverse = torch.unique(corners.flatten(), return_inverse=True)
-        self.corners, self.bary = inverse.view(-1, 3), landmarks.bary.double()
-        template = model.v_template.detach().cpu().double()
-        if model.static_offset is not None:
-            template = template + model.static_offset.detach().cpu().double()
-        shapedirs, exprdirs = model.shapedirs.detach().cpu().double(), model.expr_dirs.detach().cpu().double()
-        regressor = model.J_regressor.detach().cpu().double()
-        self.template, self.shapedirs, self.exprdirs = template[used], shapedirs[used], exprdirs[used]
-        posedirs = model.posedirs.detach().cpu().double()
-        self.posedirs = posedirs.view(posedirs.shape[0], -1, 3)[:, used].reshape(posedirs.shape[0], -1)
-        self.weights = model.lbs_weights.detach().cpu().double()[used]
-        self.joint_template = regressor @ template
-        self.joint_shape = torch.einsum("jv,vcs->jcs", regressor, shapedirs)
-        self.joint_expression = torch.einsum("jv,vcs->jcs", regressor, exprdirs)
-        self.parents = model.parents.cpu()
-
-    def __call__(self, shape: Tensor, expression: Tensor, pose: Tensor, translation: Tensor) -> Tensor:
-        """The landmarks' world positions ``[B, K, 3]``; ``pose [B, J, 3]`` axis-angle per joint."""
-        b, j = pose.shape[:2]
-        rest = self.template + self.shapedirs @ shape + torch.einsum("vce,be->bvc", self.exprdirs, expression)
-        joints = self.joint_template + self.joint_shape @ shape + torch.einsum("jce,be->bjc", self.joint_expression, expression)
-        rotations = batch_rodrigues(pose.reshape(-1, 3)).view(b, j, 3, 3)
-        eye = torch.eye(3, dtype=pose.dtype)
-        rest = rest + ((rotations[:, 1:] - eye).reshape(b, -1) @ self.posedirs).view(b, -1, 3)
-        _, relative = batch_rigid_transform(rotations, joints, self.parents, dtype=pose.dtype)
-        blended = torch.einsum("vj,bjrc->bvrc", self.weights, relative)
-        posed = (blended[..., :3, :3] @ rest[..., None])[..., 0] + blended[..., :3, 3] + translation[:, None]
-        return (posed[:, self.corners] * self.bary[None, :, :, None]).sum(2)
-
-
 class _Problem:
     """The parameters and the Gauss-Newton (Levenberg-Marquardt) steps of the stages. Each frame's parameters are one
     vector ``[rotation 3, translation 3, jaw 3, expression E]``; the shared ones ``[shape S, log focal length]``.
@@ -236,7 +199,7 @@ class _Problem:
         self.width, self.height = width, height
         self.observed = observed  # [N, K, 2] pixels
         self.pixel_scale = 512.0 / max(width, height)  # residuals in pixels of a 512 image
-        self.surface = _SurfaceModel(model, landmarks)
+        self.surface = LandmarkSurface(model, landmarks, min(config.expressions, model.num_expression))
         self.count = landmarks.faces.shape[0]
         names = model.joint_names
         self.global_joint, self.jaw = names.index("global"), names.index("jaw") if "jaw" in names else None
@@ -273,10 +236,9 @@ class _Problem:
     def _world(self, frames: Tensor, shared: Tensor) -> Tensor:
         """The landmarks' world positions ``[B, K, 3]`` of frame vectors ``frames [B, P]``."""
         pose = self._pose(frames[:, :3], frames[:, 6:9])
-        expression = torch.nn.functional.pad(frames[:, 9:], (0, self.padding))
         depth = (shared[-1] - self.reference_focal).exp()
         translation = torch.cat([frames[:, 3:5], frames[:, 5:6] * depth], dim=1)
-        return self.surface(shared[:-1], expression, pose, translation)
+        return self.surface(shared[:-1], frames[:, 9:], pose, translation)
 
     def _project(self, world: Tensor, log_focal: Tensor) -> Tensor:
         f = log_focal.exp()
@@ -284,10 +246,10 @@ class _Problem:
         depth = (-z).clamp(min=1e-3)
         return torch.stack([f * x / depth + self.width / 2, f * -y / depth + self.height / 2], dim=-1)
 
-    def _residual(self, frame: Tensor, shared: Tensor, observed: Tensor) -> Tensor:
-        """One frame's residuals ``[2K]`` in pixels of a 512 image."""
-        world = self._world(frame[None], shared)[0]
-        return ((self._project(world, shared[-1]) - observed) * self.pixel_scale).flatten()
+    def _residual(self, frames: Tensor, shared: Tensor, index: Tensor) -> Tensor:
+        """Frames ``index``'s residuals ``[B, 2K]`` in pixels of a 512 image."""
+        world = self._world(frames, shared)
+        return ((self._project(world, shared[-1]) - self.observed[index]) * self.pixel_scale).flatten(1)
 
     def _initial_translation(self) -> Tensor:
         """Each frame's translation from its landmarks' centre and spread against the neutral model's (frames with no
@@ -316,7 +278,7 @@ class _Problem:
 
     def _cost(self, frames: Tensor, shared: Tensor, index: Tensor, smoothness: bool) -> Tensor:
         """The data term, the frames' priors and (``smoothness``) the first differences' of frames ``index``."""
-        residual = torch.func.vmap(self._residual, in_dims=(0, None, 0))(frames, shared, self.observed[index])
+        residual = self._residual(frames, shared, index)
         total = self._robust(index, residual)[0].sum() + (self.prior * frames.square()).sum()
         if smoothness:
             total = total + (frames * band_product(self.bands, frames)).sum()
@@ -331,13 +293,49 @@ class _Problem:
 
     def _linearise(self, frames: Tensor, shared: Tensor, index: Tensor, with_shared: bool):
         """Residuals ``[B, 2K]``, IRLS weights, and the Jacobians in the frame's ``[B, 2K, P]`` (and the shared
-        parameters' ``[B, 2K, S + 1]``)."""
-        observed = self.observed[index]
-        residual = torch.func.vmap(self._residual, in_dims=(0, None, 0))(frames, shared, observed)
-        argnums = (0, 1) if with_shared else 0
-        jac = torch.func.vmap(torch.func.jacfwd(self._residual, argnums=argnums), in_dims=(0, None, 0))(frames, shared, observed)
+        parameters' ``[B, 2K, S + 1]``): the projection's written out, the model's in its coefficients from
+        :meth:`.LandmarkSurface.linear`, forward-mode autodiff for the root's and the jaw's rotations alone."""
+        b, k = frames.shape[0], self.count
+
+        def posed(rotations: Tensor, frame: Tensor) -> Tensor:  # one frame's landmarks against its two rotations
+            vector = torch.cat([rotations[:3], frame[3:6], rotations[3:], frame[9:]])
+            return self._world(vector[None], shared)[0]
+
+        rotations = torch.cat([frames[:, :3], frames[:, 6:9]], dim=1)
+        d_rotation = torch.func.vmap(torch.func.jacfwd(posed))(rotations, frames)  # [B, K, 3, 6]
+        d_shape, d_expression = self.surface.linear(self._pose(frames[:, :3], frames[:, 6:9]), shape=with_shared)
+        world = self._world(frames, shared)
+        focal, depth_scale = shared[-1].exp(), (shared[-1] - self.reference_focal).exp()
+        x, y, z = world.unbind(-1)
+        depth = (-z).clamp(min=1e-3)
+        zero = torch.zeros_like(x)
+        d_pixel = (
+            torch.stack(  # d (u, v) / d world [B, K, 2, 3], u = f x / depth + cx, v = -f y / depth + cy, depth = -z
+                [
+                    torch.stack([focal / depth, zero, focal * x / depth**2], -1),
+                    torch.stack([zero, -focal / depth, -focal * y / depth**2], -1),
+                ],
+                dim=-2,
+            )
+            * self.pixel_scale
+        )
+        d_translation = torch.diag(torch.stack([torch.ones_like(depth_scale), torch.ones_like(depth_scale), depth_scale]))
+        d_world = torch.cat(
+            [d_rotation[..., :3], d_translation.expand(b, k, 3, 3), d_rotation[..., 3:], d_expression], dim=-1
+        )  # [B, K, 3, P]
+        jacobian = (d_pixel @ d_world).reshape(b, 2 * k, -1)
+        pixels = torch.stack([focal * x / depth + self.width / 2, -focal * y / depth + self.height / 2], -1)
+        residual = ((pixels - self.observed[index]) * self.pixel_scale).reshape(b, -1)
         _, weight = self._robust(index, residual)
-        return residual, weight, jac
+        if not with_shared:
+            return residual, weight, jacobian
+        # The focal length scales the projection and, through the stored depths, the heads' depth.
+        along_z = torch.stack([zero, zero, (frames[:, 5] * depth_scale)[:, None].expand_as(z)], -1)
+        d_focal = (
+            torch.stack([focal * x / depth, -focal * y / depth], -1) * self.pixel_scale + (d_pixel @ along_z[..., None])[..., 0]
+        )
+        shared_jacobian = torch.cat([(d_pixel @ d_shape).reshape(b, 2 * k, -1), d_focal.reshape(b, 2 * k, 1)], dim=-1)
+        return residual, weight, (jacobian, shared_jacobian)
 
     # -- the solvers --
 
@@ -441,7 +439,7 @@ class _Problem:
         x = self.frames
         pose = self._pose(x[:, :3], x[:, 6:9])
         shape = self.shared[:-1]
-        expression = torch.nn.functional.pad(x[:, 9:], (0, self.padding))
+        expression = torch.nn.functional.pad(x[:, 9:], (0, self.padding))  # the coefficients not fitted: 0
         params = TrackedParams(shape.float(), expression.float(), pose.float(), x[:, 3:6].float())
         world = self._world(x, self.shared)
         error = (self._project(world, self.shared[-1]) - self.observed).norm(dim=-1).mean(-1)

@@ -10,9 +10,11 @@ import torch
 from headfields.cameras import PinholeCameras, project_points
 from headfields.data import load_insta_dataset
 from headfields.fitting.landmark_solvers import band_product, banded_solve, difference_bands
+from headfields.fitting.landmark_surface import LandmarkSurface
 from headfields.fitting.landmark_tracking import (
+    LandmarkTrackingConfig,
     SurfaceLandmarks,
-    _SurfaceModel,
+    _Problem,
     phone_focal,
     track_landmarks,
 )
@@ -101,7 +103,7 @@ def test_missing_frames_follow_their_neighbours(video):
 def test_surface_model_matches_the_full_model(video):
     model = video[0]
     landmarks = SurfaceLandmarks.static(model)
-    surface = _SurfaceModel(model, landmarks)
+    surface = LandmarkSurface(model, landmarks)
     g = torch.Generator().manual_seed(0)
     b = 3
     shape = torch.randn(model.num_shape, generator=g)
@@ -162,3 +164,27 @@ def test_bad_input(video):
         track_landmarks(model, bad, found, lm, SIZE, SIZE)
     with pytest.raises(ValueError, match="width"):
         track_landmarks(model, pts, found, lm, 0, SIZE)
+
+
+def test_written_out_jacobians_match_autodiff(video):
+    """The residuals' Jacobians in the frames' vectors and the shared ones (shape, log focal length) against
+    forward-mode autodiff of the residuals themselves, at a pose away from zero."""
+    model, _, _, _, points = video
+    n = 4
+    found = torch.ones(n, dtype=torch.bool)
+    problem = _Problem(
+        model, points[:n, 17:].double(), found, SurfaceLandmarks.static(model), SIZE, SIZE, LandmarkTrackingConfig(), 900.0, None
+    )
+    g = torch.Generator().manual_seed(0)
+    frames = problem.frames.clone()
+    frames[:, :3] += 0.2 * torch.randn(n, 3, generator=g, dtype=torch.float64)
+    frames[:, 6:9] += 0.1 * torch.randn(n, 3, generator=g, dtype=torch.float64)
+    frames[:, 9:] += torch.randn(n, frames.shape[1] - 9, generator=g, dtype=torch.float64)
+    shared = problem.shared + 0.1 * torch.randn(problem.shared.shape, generator=g, dtype=torch.float64)
+    index = torch.arange(n)
+    residual, _, (jf, js) = problem._linearise(frames, shared, index, True)
+    torch.testing.assert_close(residual, problem._residual(frames, shared, index))
+    auto_f = torch.func.jacfwd(lambda f: problem._residual(f, shared, index))(frames)  # [B, 2K, B, P]
+    torch.testing.assert_close(jf, torch.stack([auto_f[i, :, i] for i in range(n)]), atol=1e-6, rtol=1e-6)
+    auto_s = torch.func.jacfwd(lambda s: problem._residual(frames, s, index))(shared)
+    torch.testing.assert_close(js, auto_s, atol=1e-6, rtol=1e-6)

@@ -53,9 +53,9 @@ def test_detector_tracks_the_rotated_phone_video(source, tmp_path):
     subject = load_subject(capture)  # what every FLAME model trains on
     assert subject.train.images.shape[1:] == (512, 512, 3) and subject.train.masks is not None
     result = _accuracy(source, capture)
-    # Measured at this commit (40 frames at 192 px): 4.4 mm, 4.3 degrees, jaw 1.7 degrees; the aim is 2 mm and
-    # 2 degrees: the MediaPipe -> iBUG table's offsets on the brows (2-4 px) bias the fit (see docs/results.md).
-    assert result.vertex_mm < 6.0 and result.rotation_deg < 6.0 and result.jaw_deg < 3.0, result
+    # The aim: 2 mm, 2 degrees, jaw 3 degrees. Measured on these 24 frames at 192 px: 4.8 mm, 1.04 degrees,
+    # jaw 1.19: the angles met, the vertices not (the MediaPipe -> iBUG table's 2-4 px offsets on the brows bias it).
+    assert result.vertex_mm < 6.0 and result.rotation_deg < 2.0 and result.jaw_deg < 3.0, result
     labels = subject.train.segmentation
     assert labels is not None and bool((labels == 140).any())  # a mouth interior where the jaw opens
 
@@ -77,8 +77,9 @@ def test_landmark_files_replace_the_detector(source, tmp_path):
         np.save(folder / f"{i:05d}.npy", ibug)
     capture = track_video(video, tmp_path / "me", landmarks=folder, log=lambda line: None)
     result = _accuracy(source, capture)
-    # Measured: see docs/results.md; the aim is 1 mm and 1 degree from true landmarks with 1.5 px of noise.
-    assert result.vertex_mm < 7.0 and result.rotation_deg < 4.0 and result.jaw_deg < 3.0, result
+    # The aim from true landmarks with 1.5 px of noise: 1 mm, 1 degree. Measured here: 1.86 mm, 0.47 degrees,
+    # jaw 0.42: the angles met, the vertices not (51 landmarks leave 50 expressions and the depth loosely held).
+    assert result.vertex_mm < 2.5 and result.rotation_deg < 1.0 and result.jaw_deg < 1.0, result
 
 
 def test_no_face_is_refused_and_leaves_nothing(tmp_path):
