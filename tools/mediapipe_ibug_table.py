@@ -1,6 +1,7 @@
 """Derive the MediaPipe -> iBUG-68 table of headfields.tracking.correspondence: on the synthetic head's video (the
 truth known), the MediaPipe index whose detected point lies nearest (median over frames) to each projected static
-iBUG point (17..67). Prints the table and each pair's median distance in pixels of a 256-pixel frame.
+iBUG point (17..67). Prints the table and each pair's median distance in pixels of a 256-pixel frame; the module keeps
+all but the brows (17..26), whose pairs sit furthest apart (its docstring says why).
 
     python tools/mediapipe_ibug_table.py [--frames 60]
 """

@@ -30,6 +30,8 @@ def add_parser(commands) -> None:
     parser.add_argument("--fps", type=float, default=25.0, help="frames a second the video is resampled to")
     parser.add_argument("--trim-start", type=float, default=0.0, help="seconds dropped at the start")
     parser.add_argument("--trim-end", type=float, default=0.0, help="seconds dropped at the end")
+    parser.add_argument("--whole-frame", action="store_true", help="no crop around the face: the whole frame, padded square")
+    parser.add_argument("--size", type=int, default=512, help="the capture's images: this many pixels a side")
     parser.add_argument("--test-frames", type=int, default=None, help="held out at the end (default: 350, at most a tenth)")
     parser.add_argument(
         "--landmarks", type=Path, default=None, help="your own landmarks: a folder, one file a frame (iBUG-68 or MediaPipe ids)"
@@ -43,7 +45,14 @@ def add_parser(commands) -> None:
 def track(args: argparse.Namespace) -> int:
     from ..tracking.video_tracker import VideoTrackerConfig, track_video
 
-    config = VideoTrackerConfig(fps=args.fps, trim_start=args.trim_start, trim_end=args.trim_end, test_frames=args.test_frames)
+    config = VideoTrackerConfig(
+        fps=args.fps,
+        trim_start=args.trim_start,
+        trim_end=args.trim_end,
+        size=args.size,
+        whole_frame=args.whole_frame,
+        test_frames=args.test_frames,
+    )
     track_video(
         args.video, args.out, config, landmarks=args.landmarks, masks=args.masks, flame=args.flame, identity=args.identity
     )

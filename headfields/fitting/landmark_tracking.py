@@ -83,6 +83,13 @@ class SurfaceLandmarks:
         observed = torch.arange(first, IBUG_POINTS)
         return cls(model.lmk_faces_idx.cpu(), model.lmk_bary_coords.detach().cpu().float(), observed)
 
+    def held_by(self, points: Float[Tensor, "N P 2"], found: Bool[Tensor, " N"]) -> SurfaceLandmarks:
+        """Those of these landmarks that the track ``points`` holds: their column finite in every ``found`` frame (a
+        detector, or a correspondence table, that gives no such point leaves it NaN)."""
+        columns = points[found][:, self.observed.to(points.device)]
+        keep = torch.isfinite(columns).all(-1).all(0).cpu()
+        return SurfaceLandmarks(self.faces[keep], self.bary[keep], self.observed[keep])
+
     def points(self, vertices: Float[Tensor, "B V 3"], faces: Int[Tensor, "F 3"]) -> Float[Tensor, "B K 3"]:
         corners = vertices[:, faces[self.faces.to(faces.device)]]  # [B, K, 3, 3]
         return (corners * self.bary.to(vertices)[None, :, :, None]).sum(2)

@@ -57,6 +57,7 @@ class VideoTrackerConfig:
     trim_start: float = 0.0  # seconds dropped at the start and the end
     trim_end: float = 0.0
     size: int = 512  # the square crop's side, pixels
+    whole_frame: bool = False  # no crop around the face: the whole frame, padded to a square (a clip framed already)
     test_frames: int | None = None  # held out at the end (None: INSTA's 350, at most a tenth of the frames)
     val_frames: int | None = None  # held out before them (None: a thirtieth, at least 1)
     smoothing: float = 1.0  # the landmark track's Gaussian, frames
@@ -178,6 +179,9 @@ def _cues(video: Path, work: Path, config: VideoTrackerConfig, landmarks, masks,
     extent = points[first].reshape(-1, 2)
     extent = extent[torch.isfinite(extent).all(-1)]
     crop = square_crop(extent, width, height, scale=CROP_SCALE if layout == "ibug68" else MEDIAPIPE_CROP_SCALE)
+    if config.whole_frame:
+        side = max(width, height)
+        crop = Crop((width - side) // 2, (height - side) // 2, side)
     images = crop_frames(frames.images, crop, config.size)
     cropped = crop.to_pixels(points.float(), config.size)
     cropped = smooth_track(cropped, found, config.smoothing)
@@ -253,7 +257,7 @@ def _fit(cues: dict, model, shape, work: Path, config: VideoTrackerConfig, log) 
     size = config.size
     found = cues["found"]
     log(f"track: fitting FLAME to {int(found.sum())} frames with a face")
-    landmarks = SurfaceLandmarks.static(model)
+    landmarks = SurfaceLandmarks.static(model).held_by(cues["points"], found)
     fitted = track_landmarks(
         model,
         cues["points"].double(),
