@@ -302,10 +302,15 @@ def _write_capture(root: Path, cues: dict, fit: dict, model, model_dir: Path, co
     from ..fitting.landmark_tracking import OPENCV_FROM_WORLD
 
     n, size = len(cues["found"]), config.size
-    params = TrackedParams(fit["shape"], fit["expression"], fit["pose"], fit["translation"])
+    # The fit's world has the camera at its origin; a capture's has the head there (as metrical-tracker's and VHAP's:
+    # models put their boxes, grids and scene extent about the origin). Both shift by the mean translation, exactly.
+    centre = fit["translation"].mean(0)
+    params = TrackedParams(fit["shape"], fit["expression"], fit["pose"], fit["translation"] - centre)
     head = model(shape=params.shape, expression=params.expression, pose=params.pose, translation=params.translation)
     f = float(fit["focal"])
-    cameras = PinholeCameras(f, f, size / 2, size / 2, size, size, OPENCV_FROM_WORLD.float().expand(n, 4, 4).clone())
+    camera_to_world = OPENCV_FROM_WORLD.float().expand(n, 4, 4).clone()
+    camera_to_world[:, :3, 3] = -centre
+    cameras = PinholeCameras(f, f, size / 2, size / 2, size, size, camera_to_world)
     video = FrameSet(
         split="train",
         cameras=cameras,
