@@ -99,11 +99,12 @@ def main() -> None:
         "--iterations", type=int, default=None, help="train this many steps instead (the same work however busy the CPU)"
     )
     parser.add_argument("--models", nargs="+", default=["gaussian_avatar", "insta"])
+    parser.add_argument("--resolution", type=int, default=None, help="render the video this size (default: the built-in 96 px)")
     parser.add_argument("--out", type=Path, default=None, help="keep the captures and runs here (default: a temporary folder)")
     args = parser.parse_args()
     work = args.out or Path(tempfile.mkdtemp(prefix="tracking-"))
     work.mkdir(parents=True, exist_ok=True)
-    config = SyntheticVideoConfig()
+    config = SyntheticVideoConfig() if args.resolution is None else SyntheticVideoConfig(resolution=args.resolution)
     truth_root = cached_synthetic_video(config)
     params, cameras, images, sizes = _frames(truth_root)
     video = work / "phone.mp4"

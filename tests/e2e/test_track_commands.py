@@ -36,7 +36,7 @@ def test_train_and_drive_from_videos(tmp_path, monkeypatch, capsys):
     assert tracked_capture(clip, log=lines.append) == tracked[0] and "was tracked before" in lines[0]
 
     out = tmp_path / "reenacted.mp4"
-    assert main(["render", str(run), "--drive", str(other), "--out", str(out), "--device", "cpu"]) == 0
+    assert main(["render", str(run), "--drive", str(other), "--out", str(out), "--resolution", "128", "--device", "cpu"]) == 0
     assert read_video(out).shape[0] == FRAMES - 3  # every frame of the other clip drives the avatar
 
     capsys.readouterr()
