@@ -39,6 +39,10 @@ def add_parser(commands) -> None:
     parser.add_argument("--masks", type=Path, default=None, help="your own foreground masks: a folder of PNGs, one a frame")
     parser.add_argument("--flame", type=Path, default=None, help="your FLAME model's folder (default: the synthetic FLAME)")
     parser.add_argument("--identity", type=Path, default=None, help="MICA's identity.npy: the FLAME shape, held")
+    parser.add_argument(
+        "--embedding", type=Path, default=None,
+        help="MediaPipe's points on your model (mediapipe_landmark_embedding.npz layout), fitted instead of the iBUG table",
+    )  # fmt: skip
     parser.set_defaults(command=track)
 
 

@@ -2,7 +2,8 @@
 module: ``ingest`` (decode upright at a fixed rate, one square crop), ``mediapipe`` and ``model_files`` (MediaPipe's
 face mesh and selfie mask on LiteRT, their files from the mediapipe==0.10.21 wheel), ``landmark_files`` (a user's own
 detector's points), ``correspondence`` (MediaPipe's mesh as iBUG-68 points), ``smoothing`` (the track over time),
-``mouth`` (lip and mouth-interior labels), ``video_tracker`` (the stages end to end, resumable, written whole) and
+``mouth`` (lip and mouth-interior labels), ``embedding`` (MediaPipe's points on a model's surface, derived from frames
+whose meshes are known), ``video_tracker`` (the stages end to end, resumable, written whole) and
 ``accuracy`` (a tracking against the truth, where it is known). The FLAME fit itself is
 :func:`headfields.fitting.track_landmarks`.
 
@@ -13,13 +14,14 @@ detector's points), ``correspondence`` (MediaPipe's mesh as iBUG-68 points), ``s
 
 from .accuracy import TrackingAccuracy, face_region, tracking_accuracy
 from .correspondence import MEDIAPIPE_FOR_IBUG, mediapipe_to_ibug
+from .embedding import derive_mediapipe_embedding, save_embedding
 from .ingest import Crop, Ingested, VideoProbe, crop_frames, probe_video, read_frames, square_crop
 from .landmark_files import LandmarkTrack, read_landmark_files
 from .mediapipe import FaceLandmarker, FaceLandmarks, SelfieSegmenter
 from .model_files import install_mediapipe_models, mediapipe_folder, mediapipe_model
 from .mouth import MouthRegions, mouth_regions
 from .smoothing import smooth_track
-from .video_tracker import VideoTrackerConfig, track_video, tracked_capture
+from .video_tracker import VideoTrackerConfig, read_embedding, track_video, tracked_capture
 
 __all__ = [
     "MEDIAPIPE_FOR_IBUG",
@@ -34,6 +36,7 @@ __all__ = [
     "VideoProbe",
     "VideoTrackerConfig",
     "crop_frames",
+    "derive_mediapipe_embedding",
     "face_region",
     "install_mediapipe_models",
     "mediapipe_folder",
@@ -41,8 +44,10 @@ __all__ = [
     "mediapipe_to_ibug",
     "mouth_regions",
     "probe_video",
+    "read_embedding",
     "read_frames",
     "read_landmark_files",
+    "save_embedding",
     "smooth_track",
     "square_crop",
     "track_video",

@@ -41,7 +41,7 @@ from .landmark_files import read_landmark_files
 from .mouth import mouth_regions
 from .smoothing import smooth_track
 
-__all__ = ["VideoTrackerConfig", "track_video", "tracked_capture"]
+__all__ = ["VideoTrackerConfig", "read_embedding", "track_video", "tracked_capture"]
 
 # INSTA's scripts hold out the last 350 frames (14 s at 25 fps); a shorter video keeps a tenth of its frames.
 INSTA_TEST_FRAMES = 350
@@ -84,6 +84,7 @@ def track_video(
     masks: str | Path | None = None,
     flame: str | Path | None = None,
     identity: str | Path | None = None,
+    embedding: str | Path | None = None,
     log: Callable[[str], None] = print,
 ) -> Path:
     """Track ``video`` and write the capture to the new folder ``out``; returns ``out``.
@@ -91,21 +92,24 @@ def track_video(
     ``landmarks``: a folder of the user's own landmarks (:func:`~headfields.tracking.landmark_files.read_landmark_files`,
     one file per source frame) instead of MediaPipe's; ``masks``: a folder of a matting tool's per-frame masks (PNG,
     alpha or grey, one per source frame) instead of the selfie model's; ``flame``: the folder of the user's FLAME
-    files (default: the synthetic FLAME, written into the capture); ``identity``: MICA's ``identity.npy``, held."""
+    files (default: the synthetic FLAME, written into the capture); ``identity``: MICA's ``identity.npy``, held;
+    ``embedding``: MediaPipe's points on the model's surface in metrical-tracker's ``mediapipe_landmark_embedding.npz``
+    layout (``lmk_face_idx``, ``lmk_b_coords``, ``landmark_indices``), used instead of the iBUG table."""
     config = config or VideoTrackerConfig()
     video, out = Path(video), Path(out)
     if not video.is_file():
         raise ValueError(f"video: expected a video file, {str(video)!r} is not a file")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ValueError(f"out: expected a new or empty folder for the capture, {str(out)!r} already holds files")
-    work = _work_folder(video, out, config, landmarks, masks, flame, identity)
+    work = _work_folder(video, out, config, landmarks, masks, flame, (identity, embedding))
     work.mkdir(parents=True, exist_ok=True)
     try:
         cues = _cues(video, work, config, landmarks, masks, log)
         model_dir = Path(flame) if flame is not None else write_synthetic_flame(work / "model")
         model = load_model(model_dir)
         shape = _identity(identity, model.num_shape) if identity is not None else None
-        fit = _fit(cues, model, shape, work, config, log)
+        surface = read_embedding(embedding, model) if embedding is not None else None
+        fit = _fit(cues, model, shape, surface, work, config, log)
         capture = work / "capture"
         shutil.rmtree(capture, ignore_errors=True)
         if flame is None:  # the synthetic model goes with the capture that names it
@@ -206,6 +210,8 @@ def _cues(video: Path, work: Path, config: VideoTrackerConfig, landmarks, masks,
         "masks": alpha,
         "labels": labels,
         "points": ibug,
+        "mediapipe": cropped if layout == "mediapipe" else torch.zeros(0),
+        "layout": layout,
         "found": found,
         "focal": torch.tensor(phone_focal(width, height) * scale),
         "times": frames.times,
@@ -249,7 +255,25 @@ def _identity(path: str | Path, count: int) -> Tensor:
     return shape
 
 
-def _fit(cues: dict, model, shape, work: Path, config: VideoTrackerConfig, log) -> dict:
+def read_embedding(path: str | Path, model) -> SurfaceLandmarks:
+    """MediaPipe's points on ``model``'s surface from an ``.npz`` in metrical-tracker's layout: ``lmk_face_idx [K]``,
+    ``lmk_b_coords [K, 3]`` and ``landmark_indices [K]`` (MediaPipe ids); checked against the model's faces."""
+    try:
+        with np.load(path) as data:
+            faces, bary, ids = (np.asarray(data[k]) for k in ("lmk_face_idx", "lmk_b_coords", "landmark_indices"))
+    except (OSError, ValueError, KeyError) as error:
+        raise ValueError(
+            f"embedding: cannot read {str(path)!r} as an .npz with lmk_face_idx, lmk_b_coords and landmark_indices ({error})"
+        ) from None
+    k = len(faces)
+    if bary.shape != (k, 3) or ids.shape != (k,) or not np.isfinite(bary).all():
+        raise ValueError(f"embedding: expected lmk_face_idx [K], lmk_b_coords [K, 3], landmark_indices [K] in {str(path)!r}")
+    if k == 0 or faces.min() < 0 or faces.max() >= model.faces.shape[0] or ids.min() < 0 or ids.max() >= 478:
+        raise ValueError(f"embedding: {str(path)!r} names faces past the model's {model.faces.shape[0]} or ids past 478")
+    return SurfaceLandmarks(torch.from_numpy(faces).long(), torch.from_numpy(bary).float(), torch.from_numpy(ids).long())
+
+
+def _fit(cues: dict, model, shape, surface: SurfaceLandmarks | None, work: Path, config: VideoTrackerConfig, log) -> dict:
     done = work / "fit.pt"
     if done.is_file():
         log("track: the FLAME fit from the interrupted run")
@@ -257,10 +281,13 @@ def _fit(cues: dict, model, shape, work: Path, config: VideoTrackerConfig, log) 
     size = config.size
     found = cues["found"]
     log(f"track: fitting FLAME to {int(found.sum())} frames with a face")
-    landmarks = SurfaceLandmarks.static(model).held_by(cues["points"], found)
+    if surface is not None and cues["layout"] != "mediapipe":
+        raise ValueError("embedding: a MediaPipe embedding needs MediaPipe's points, not --landmarks in iBUG-68 ids")
+    points = cues["points"] if surface is None else cues["mediapipe"]
+    landmarks = (surface or SurfaceLandmarks.static(model)).held_by(points, found)
     fitted = track_landmarks(
         model,
-        cues["points"].double(),
+        points.double(),
         found,
         landmarks,
         size,
