@@ -361,17 +361,16 @@ class _Problem:
             bands = self.bands * mask if smoothness else None
             if bands is not None:
                 g = g + band_product(bands, frames)
-            while True:
-                step = banded_solve(h, bands, g, damping, 1 - mask)
-                trial = frames - step
-                new = self._cost(trial, shared, index, smoothness)
-                if bool(new <= cost) or damping > 1e8:
-                    break
-                damping *= 10
-            if bool(new > cost):
+
+            def attempt(damping: float, h=h, g=g, bands=bands, frames=frames) -> tuple[Tensor, Tensor]:
+                trial = frames - banded_solve(h, bands, g, damping, 1 - mask)
+                return trial, self._cost(trial, shared, index, smoothness)
+
+            accepted = _damped_step(attempt, cost, damping)
+            if accepted is None:
                 break
-            improvement = float(cost - new) / max(float(cost), 1e-12)
-            frames, cost, damping = trial, new, max(damping / 10, 1e-9)
+            frames, new, damping = accepted
+            cost, improvement = new, float(cost - new) / max(float(cost), 1e-12)
             if improvement < 1e-10:
                 break
         self.frames = frames
@@ -398,7 +397,8 @@ class _Problem:
             c = torch.einsum("brp,br,brq->pq", js, weight, js) + torch.diag(shared_prior * fit_shared)
             gf = torch.einsum("brp,br,br->bp", jf, weight, residual) + self.prior * frames
             gs = torch.einsum("brp,br,br->p", js, weight, residual) + shared_prior * (shared - start) * fit_shared
-            while True:
+
+            def attempt(damping: float, a=a, b=b, c=c, gf=gf, gs=gs, frames=frames, shared=shared):
                 ad = a + damping * torch.diag_embed(a.diagonal(dim1=1, dim2=2).clamp(min=1e-9))
                 cd = c + damping * torch.diag(c.diagonal().clamp(min=1e-9)) + torch.diag(1 - fit_shared)
                 a_inv_b = torch.linalg.solve(ad, b)
@@ -407,14 +407,13 @@ class _Problem:
                 step_s = torch.linalg.solve(schur, gs - torch.einsum("bpq,bp->q", b, a_inv_g))
                 step_f = a_inv_g - torch.einsum("bpq,q->bp", a_inv_b, step_s)
                 trial_f, trial_s = frames - step_f, shared - step_s
-                new = self._cost(trial_f, trial_s, keys, False) + shared_prior @ (trial_s - start).square()
-                if bool(new <= cost) or damping > 1e8:
-                    break
-                damping *= 10
-            if bool(new > cost):
+                return (trial_f, trial_s), self._cost(trial_f, trial_s, keys, False) + shared_prior @ (trial_s - start).square()
+
+            accepted = _damped_step(attempt, cost, damping)
+            if accepted is None:
                 break
-            improvement = float(cost - new) / max(float(cost), 1e-12)
-            frames, shared, cost, damping = trial_f, trial_s, new, max(damping / 10, 1e-9)
+            (frames, shared), new, damping = accepted
+            cost, improvement = new, float(cost - new) / max(float(cost), 1e-12)
             if improvement < 1e-10:
                 break
         self.frames[keys] = frames
@@ -455,6 +454,18 @@ class _Problem:
         c2w = OPENCV_FROM_WORLD.float().expand(n, 4, 4).clone()
         cameras = PinholeCameras(f, f, self.width / 2, self.height / 2, self.width, self.height, c2w)
         return LandmarkFit(params, cameras, f, error)
+
+
+def _damped_step(attempt: Callable[[float], tuple[object, Tensor]], cost: Tensor, damping: float):
+    """One Levenberg-Marquardt step: ``attempt(damping)`` gives a trial and its cost; the damping grows tenfold until
+    the cost falls (then the trial, its cost and a tenth of the damping), or passes 1e8 (None: converged or stuck)."""
+    while True:
+        trial, new = attempt(damping)
+        if bool(new <= cost):
+            return trial, new, max(damping / 10, 1e-9)
+        if damping > 1e8:
+            return None
+        damping *= 10
 
 
 def _per_parameter(rotation: float, translation: float, jaw: float, expression: float, expressions: int) -> Tensor:
