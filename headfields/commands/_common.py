@@ -14,16 +14,20 @@ from ..runs import read_run_config
 from ..training import CONFIG_NAME
 
 
-def run_parser(commands, name: str, help: str, doc: str) -> argparse.ArgumentParser:
-    """Subcommand ``name`` of ``commands`` (described by the first paragraph of ``doc``, examples after it) with the
-    positional run folder and ``--device``."""
-    parser = commands.add_parser(
+def command_parser(commands, name: str, help: str, doc: str) -> argparse.ArgumentParser:
+    """Subcommand ``name`` of ``commands``, described by the first paragraph of ``doc``, its examples after it."""
+    return commands.add_parser(
         name,
         help=help,
         description=doc.split("\n\n")[0],
         epilog="examples:\n" + doc.split("\n\n", 1)[1] if "\n\n" in doc else None,
         formatter_class=_Formatter,
     )
+
+
+def run_parser(commands, name: str, help: str, doc: str) -> argparse.ArgumentParser:
+    """:func:`command_parser` with the positional run folder and ``--device``."""
+    parser = command_parser(commands, name, help, doc)
     parser.add_argument("run", type=Path, help="a training run's folder (its --out)")
     parser.add_argument("--device", default=None, help="default: cuda when torch sees one, else cpu")
     return parser

@@ -15,19 +15,13 @@ from pathlib import Path
 
 from ..data.inspect import inspect_capture
 from ..models.registry import MODELS
-from ._common import _Formatter
+from ._common import command_parser
 
 __all__ = ["add_parser", "inspect"]
 
 
 def add_parser(commands) -> None:
-    parser = commands.add_parser(
-        "inspect",
-        help="check a capture before training on it",
-        description=__doc__.split("\n\n")[0],
-        epilog="examples:\n" + __doc__.split("\n\n", 1)[1],
-        formatter_class=_Formatter,
-    )
+    parser = command_parser(commands, "inspect", "check a capture before training on it", __doc__)
     parser.add_argument("capture", type=Path, help="the capture's folder (transforms_*.json or transforms.json)")
     parser.add_argument("--model", type=Path, default=None, help="the parametric model folder (default: the capture's own)")
     parser.add_argument("--regions", type=Path, default=None, help="a tracked-mesh capture's region file")

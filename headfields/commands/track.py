@@ -12,19 +12,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ._common import _Formatter
+from ._common import command_parser
 
 __all__ = ["add_parser", "track"]
 
 
 def add_parser(commands) -> None:
-    parser = commands.add_parser(
-        "track",
-        help="track a video of a face into a capture",
-        description=__doc__.split("\n\n")[0],
-        epilog="examples:\n" + __doc__.split("\n\n", 1)[1],
-        formatter_class=_Formatter,
-    )
+    parser = command_parser(commands, "track", "track a video of a face into a capture", __doc__)
     parser.add_argument("video", type=Path, help="the video (mp4, mov, ...); a phone's rotation flag is honoured")
     parser.add_argument("--out", type=Path, required=True, help="a new folder for the capture")
     parser.add_argument("--fps", type=float, default=25.0, help="frames a second the video is resampled to")
