@@ -31,7 +31,7 @@ from headfields.data import TrackedParams, load_insta_dataset
 from headfields.media import write_video
 from headfields.parametric import load_model
 from headfields.synthetic import SyntheticVideoConfig, cached_synthetic_video
-from headfields.tracking.accuracy import tracking_accuracy
+from headfields.tracking.accuracy import capture_tracking, tracking_accuracy
 from headfields.tracking.embedding import derive_mediapipe_embedding, save_embedding
 from headfields.tracking.video_tracker import VideoTrackerConfig, track_video
 
@@ -46,12 +46,10 @@ HEADER = (
 
 
 def _frames(root: Path):
+    """The truth's tracking over the whole video, its images and its splits' sizes."""
+    params, cameras = capture_tracking(root)
     parts = [load_insta_dataset(root, split) for split in SPLITS]
-    keys = ("expression", "pose", "translation")
-    params = TrackedParams(parts[0].params.shape, *(torch.cat([getattr(p.params, k) for p in parts]) for k in keys))
-    cameras = replace(parts[0].cameras, camera_to_world=torch.cat([p.cameras.camera_to_world for p in parts]))
-    images = torch.cat([p.images for p in parts])
-    return params, cameras, images, [len(p) for p in parts]
+    return params, cameras, torch.cat([p.images for p in parts]), [len(p) for p in parts]
 
 
 def _landmark_files(root: Path, params: TrackedParams, cameras: PinholeCameras, folder: Path) -> None:
@@ -133,8 +131,7 @@ def main() -> None:
         out = work / name.split(" ")[0].lower().strip(",") if "embedding" not in options else work / "derived"
         shutil.rmtree(out, ignore_errors=True)
         capture, seconds = _track(video, out, tracker, **options)
-        ours = _frames(capture)
-        accuracy = tracking_accuracy(model, (ours[0], ours[1]), (params, cameras))
+        accuracy = tracking_accuracy(model, capture_tracking(capture), (params, cameras))
         report = json.loads((capture / "tracking.json").read_text())
         frames = report["frames"]
         landmark_stages = sum(v for k, v in seconds.items() if k in LANDMARK_STAGES)

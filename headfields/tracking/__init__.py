@@ -12,7 +12,7 @@ whose meshes are known), ``video_tracker`` (the stages end to end, resumable, wr
     root = track_video("clip.mp4", "captures/me")  # python -m headfields track clip.mp4 --out captures/me
 """
 
-from .accuracy import TrackingAccuracy, face_region, tracking_accuracy
+from .accuracy import TrackingAccuracy, capture_tracking, face_region, tracking_accuracy
 from .correspondence import MEDIAPIPE_FOR_IBUG, mediapipe_to_ibug
 from .embedding import derive_mediapipe_embedding, save_embedding
 from .ingest import Crop, Ingested, VideoProbe, crop_frames, probe_video, read_frames, square_crop
@@ -35,6 +35,7 @@ __all__ = [
     "TrackingAccuracy",
     "VideoProbe",
     "VideoTrackerConfig",
+    "capture_tracking",
     "crop_frames",
     "derive_mediapipe_embedding",
     "face_region",

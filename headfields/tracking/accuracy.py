@@ -2,23 +2,24 @@
 after one similarity transform for the whole video (a monocular tracker cannot know the world's scale or where its
 camera is), the head's rotation error and the jaw's, medians over the frames.
 
-    accuracy = tracking_accuracy(model, (params, cameras), (true_params, true_cameras))
+    accuracy = tracking_accuracy(model, capture_tracking("captures/me"), (true_params, true_cameras))
     accuracy.vertex_mm, accuracy.rotation_deg, accuracy.jaw_deg
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 import torch
 from jaxtyping import Bool
 from torch import Tensor
 
 from ..cameras import PinholeCameras
-from ..data import TrackedParams
+from ..data import TrackedParams, held_out_splits, load_insta_dataset
 from ..parametric.model import ParametricModel
 
-__all__ = ["TrackingAccuracy", "face_region", "tracking_accuracy"]
+__all__ = ["TrackingAccuracy", "capture_tracking", "face_region", "tracking_accuracy"]
 
 FACE_MARGIN = (0.01, 0.02, 0.02)  # metres past the static landmarks' box: cheeks, forehead, chin (x, y, depth)
 HIDDEN_REGIONS = ("teeth", "mouth_interior", "eyes")  # inside the face or behind the lids: no landmark sees them
@@ -48,6 +49,18 @@ def face_region(model: ParametricModel) -> Bool[Tensor, " V"]:
 
 
 Tracking = tuple[TrackedParams, PinholeCameras]
+
+
+def capture_tracking(root: str | Path) -> Tracking:
+    """A capture's tracked parameters and cameras over its splits with frames, in the order the tracker writes them
+    (train, val, test: the video's), with no pixels read."""
+    parts = [load_insta_dataset(root, split, pixels=False) for split in ("train", *held_out_splits(root))]
+    if any(part.params is None for part in parts):
+        raise ValueError(f"root: expected a capture with tracked parameters, {str(root)!r} has none")
+    keys = ("expression", "pose", "translation")
+    params = TrackedParams(parts[0].params.shape, *(torch.cat([getattr(part.params, k) for part in parts]) for k in keys))
+    cameras = replace(parts[0].cameras, camera_to_world=torch.cat([part.cameras.camera_to_world for part in parts]))
+    return params, cameras
 
 
 def _in_camera(tracking: Tracking, model: ParametricModel) -> tuple[Tensor, Tensor]:

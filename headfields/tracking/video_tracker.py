@@ -28,11 +28,18 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from ..cameras import PinholeCameras
 from ..checks import check_count, check_positive
 from ..data import FrameSet, TrackedParams, save_insta_dataset
 from ..data.capture_cache import cache_folder
 from ..data.labels import INSTA_FACE_PARSING
-from ..fitting.landmark_tracking import LandmarkTrackingConfig, SurfaceLandmarks, phone_focal, track_landmarks
+from ..fitting.landmark_tracking import (
+    OPENCV_FROM_WORLD,
+    LandmarkTrackingConfig,
+    SurfaceLandmarks,
+    phone_focal,
+    track_landmarks,
+)
 from ..parametric import load_model
 from ..synthetic import write_synthetic_flame
 from .correspondence import mediapipe_to_ibug
@@ -168,7 +175,7 @@ def _cues(video: Path, work: Path, config: VideoTrackerConfig, landmarks, masks,
     n, height, width = frames.images.shape[:3]
     if landmarks is not None:
         track = read_landmark_files(landmarks, int(frames.source_frames.max()) + 1)
-        scale = width / _source_width(video, frames)
+        scale = width / probe_video(video).width  # the files' pixels are the video's, before max_size shrank it
         points, found = track.points[frames.source_frames] * scale, track.found[frames.source_frames]
         layout = track.layout
     else:
@@ -179,13 +186,13 @@ def _cues(video: Path, work: Path, config: VideoTrackerConfig, landmarks, masks,
         points, found, layout = faces.points[..., :2], faces.found, "mediapipe"
     if not bool(found.any()):
         raise ValueError(f"video: no face found in any of its {n} frames")
-    first = torch.nonzero(found)[:CROP_FRAMES, 0]
-    extent = points[first].reshape(-1, 2)
-    extent = extent[torch.isfinite(extent).all(-1)]
-    crop = square_crop(extent, width, height, scale=CROP_SCALE if layout == "ibug68" else MEDIAPIPE_CROP_SCALE)
     if config.whole_frame:
         side = max(width, height)
         crop = Crop((width - side) // 2, (height - side) // 2, side)
+    else:
+        extent = points[torch.nonzero(found)[:CROP_FRAMES, 0]].reshape(-1, 2)
+        extent = extent[torch.isfinite(extent).all(-1)]
+        crop = square_crop(extent, width, height, scale=CROP_SCALE if layout == "ibug68" else MEDIAPIPE_CROP_SCALE)
     images = crop_frames(frames.images, crop, config.size)
     cropped = crop.to_pixels(points.float(), config.size)
     cropped = smooth_track(cropped, found, config.smoothing)
@@ -220,10 +227,6 @@ def _cues(video: Path, work: Path, config: VideoTrackerConfig, landmarks, masks,
     torch.save(cues, work / "cues.partial")
     (work / "cues.partial").rename(done)
     return cues
-
-
-def _source_width(video: Path, frames) -> int:
-    return probe_video(video).width
 
 
 def _read_masks(folder: Path, source: Tensor, crop: Crop, size: int, width: int, height: int) -> Tensor:
@@ -325,9 +328,6 @@ def _splits(n: int, config: VideoTrackerConfig) -> dict[str, Tensor]:
 
 
 def _write_capture(root: Path, cues: dict, fit: dict, model, model_dir: Path, config: VideoTrackerConfig) -> None:
-    from ..cameras import PinholeCameras
-    from ..fitting.landmark_tracking import OPENCV_FROM_WORLD
-
     n, size = len(cues["found"]), config.size
     # The fit's world has the camera at its origin; a capture's has the head there (as metrical-tracker's and VHAP's:
     # models put their boxes, grids and scene extent about the origin). Both shift by the mean translation, exactly.

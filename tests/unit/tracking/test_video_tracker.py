@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from headfields.cameras import project_points
-from headfields.data import TrackedParams, load_insta_dataset, load_subject
+from headfields.data import load_insta_dataset, load_subject
 from headfields.media import write_video
 from headfields.parametric import load_model
 from headfields.synthetic import SyntheticVideoConfig, make_synthetic_video
@@ -31,18 +31,10 @@ def source(tmp_path_factory):
     return root / "video", truth, video
 
 
-def _tracked(capture):
-    parts = [load_insta_dataset(capture, split, pixels=False) for split in ("train", "val", "test")]
-    keys = ("expression", "pose", "translation")
-    params = TrackedParams(parts[0].params.shape, *(torch.cat([getattr(p.params, k) for p in parts]) for k in keys))
-    cameras = replace(parts[0].cameras, camera_to_world=torch.cat([p.cameras.camera_to_world for p in parts]))
-    return params, cameras
-
-
 def _accuracy(source, capture):
     root, truth, _ = source
     model = load_model(root / "model")
-    return accuracy.tracking_accuracy(model, _tracked(capture), (truth.params, truth.cameras))
+    return accuracy.tracking_accuracy(model, accuracy.capture_tracking(capture), (truth.params, truth.cameras))
 
 
 def test_detector_tracks_the_rotated_phone_video(source, tmp_path):
