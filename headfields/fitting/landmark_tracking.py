@@ -198,7 +198,7 @@ class _Problem:
     """The parameters and the Gauss-Newton (Levenberg-Marquardt) steps of the stages. Each frame's parameters are one
     vector ``[rotation 3, translation 3, jaw 3, expression E]``; the shared ones ``[shape S, log focal length]``.
     A frame's residuals are its landmarks' pixel errors, reweighted for the Cauchy loss at each step (IRLS); its
-    Jacobian comes from forward-mode autodiff over the frames at once. Frames are independent but for the shared
+    Jacobian is written out (:meth:`_linearise`). Frames are independent but for the shared
     parameters (eliminated by their Schur complement) and the smoothness (a banded system, :func:`.banded_solve`)."""
 
     def __init__(self, model, observed, found, landmarks, width, height, config, focal, shape):
@@ -284,7 +284,7 @@ class _Problem:
         return cost, (1 / (1 + squared / c2)).repeat_interleave(2, dim=1) * seen
 
     def _cost(self, frames: Tensor, shared: Tensor, index: Tensor, smoothness: bool) -> Tensor:
-        """The data term, the frames' priors and (``smoothness``) the first differences' of frames ``index``."""
+        """The data term, the frames' priors and (``smoothness``) the first and second differences' of frames ``index``."""
         residual = self._residual(frames, shared, index)
         total = self._robust(index, residual)[0].sum() + (self.prior * frames.square()).sum()
         if smoothness:
@@ -304,14 +304,14 @@ class _Problem:
         :meth:`.LandmarkSurface.linear`, forward-mode autodiff for the root's and the jaw's rotations alone."""
         b, k = frames.shape[0], self.count
 
-        def posed(rotations: Tensor, frame: Tensor) -> Tensor:  # one frame's landmarks against its two rotations
+        def posed(rotations: Tensor, frame: Tensor) -> tuple[Tensor, Tensor]:  # a frame's landmarks, its 2 rotations
             vector = torch.cat([rotations[:3], frame[3:6], rotations[3:], frame[9:]])
-            return self._world(vector[None], shared)[0]
+            world = self._world(vector[None], shared)[0]
+            return world, world  # the second: the landmarks themselves, kept by jacfwd as its aux
 
         rotations = torch.cat([frames[:, :3], frames[:, 6:9]], dim=1)
-        d_rotation = torch.func.vmap(torch.func.jacfwd(posed))(rotations, frames)  # [B, K, 3, 6]
+        d_rotation, world = torch.func.vmap(torch.func.jacfwd(posed, has_aux=True))(rotations, frames)  # [B, K, 3, 6]
         d_shape, d_expression = self.surface.linear(self._pose(frames[:, :3], frames[:, 6:9]), shape=with_shared)
-        world = self._world(frames, shared)
         focal, depth_scale = shared[-1].exp(), (shared[-1] - self.reference_focal).exp()
         x, y, z = world.unbind(-1)
         depth = (-z).clamp(min=1e-3)
@@ -331,8 +331,7 @@ class _Problem:
             [d_rotation[..., :3], d_translation.expand(b, k, 3, 3), d_rotation[..., 3:], d_expression], dim=-1
         )  # [B, K, 3, P]
         jacobian = (d_pixel @ d_world).reshape(b, 2 * k, -1)
-        pixels = torch.stack([focal * x / depth + self.width / 2, -focal * y / depth + self.height / 2], -1)
-        residual = ((pixels - self.observed[index]) * self.pixel_scale).reshape(b, -1)
+        residual = ((self._project(world, shared[-1]) - self.observed[index]) * self.pixel_scale).reshape(b, -1)
         _, weight = self._robust(index, residual)
         if not with_shared:
             return residual, weight, jacobian
