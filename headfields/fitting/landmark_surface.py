@@ -6,7 +6,7 @@ linear in the shape and expression coefficients: a posed vertex is ``M_v (rest_v
 ``M_v = sum_j w_vj G_j`` (``G_j`` the joint's world rotation) and ``D_vm = sum_j w_vj C_jm``, where the posed joint
 ``j`` is ``sum_m A_jm J_m`` along the kinematic chain and ``C_jm = A_jm - [j = m] G_j``. So the Jacobians in the shape
 and expression are products with the blend shapes, and only the rotations need forward-mode autodiff (six tangents,
-the root's and the jaw's, where differentiating the whole model took one a coefficient: 59 a frame, 360 on keyframes).
+the head's and the jaw's, where differentiating the whole model took one a coefficient: 59 a frame, 360 on keyframes).
 
     surface = LandmarkSurface(model, SurfaceLandmarks.static(model), expressions=50)
     world = surface(shape, expression, pose, translation)  # [B, K, 3]
