@@ -1,9 +1,9 @@
 """Data: the frame container (:class:`FrameSet`), the reader and writer of the INSTA / NeRFace ``transforms.json``
-dataset format (one loader for real captures and the synthetic video), the readers of VHAP and IMavatar captures,
-a capture's tracked meshes as its model (no model files needed), :func:`load_subject`, which gives an
-example script its frames and model, and 3D scans for a head prior (:class:`ScanSet`, :func:`sample_scans`,
-:func:`read_scan_folder`). ``python -m headfields inspect CAPTURE`` checks a capture. The
-synthetic video itself, and its subject (``synthetic_subject``), are in ``headfields.synthetic``."""
+dataset format (one loader for real captures and the synthetic video), the reader and writer of VHAP's exported
+captures, the reader of IMavatar's, a capture's tracked meshes as its model (no model files needed),
+:func:`load_subject`, which gives an example script its frames and model, and 3D scans for a head prior
+(:class:`ScanSet`, :func:`sample_scans`, :func:`read_scan_folder`). ``python -m headfields inspect CAPTURE`` checks a
+capture. The synthetic video itself, and its subject (``synthetic_subject``), are in ``headfields.synthetic``."""
 
 from ._io import write_obj
 from .capture_cache import clear_capture_cache
@@ -17,6 +17,7 @@ from .subject import Subject, held_out_splits, load_subject
 from .tracked_mesh_reader import load_tracked_mesh_model, read_region_file, regions_from_segmentation
 from .trackers import detect_capture_format, load_tracker_dataset
 from .vhap_reader import load_vhap_dataset
+from .vhap_writer import save_vhap_dataset
 
 __all__ = [
     "clear_capture_cache",
@@ -45,5 +46,6 @@ __all__ = [
     "regions_from_segmentation",
     "sample_scans",
     "save_insta_dataset",
+    "save_vhap_dataset",
     "write_obj",
 ]

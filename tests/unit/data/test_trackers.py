@@ -17,7 +17,15 @@ from PIL import Image
 from smplx.lbs import batch_rigid_transform, batch_rodrigues, vertices2joints
 
 from headfields.cameras import PinholeCameras, look_at, project_points
-from headfields.data import FrameSet, held_out_splits, load_insta_dataset, load_subject, save_insta_dataset
+from headfields.data import (
+    FrameSet,
+    TrackedParams,
+    held_out_splits,
+    load_insta_dataset,
+    load_subject,
+    save_insta_dataset,
+    save_vhap_dataset,
+)
 from headfields.data.trackers import (
     IMAVATAR_JSON,
     detect_capture_format,
@@ -722,3 +730,51 @@ def test_load_subject_names_the_imavatar_reader(tmp_path):
     with raises_naming("data") as error:
         load_subject(tmp_path)
     assert "load_imavatar_dataset" in str(error.value)
+
+
+def _frame_set(split: str, n: int, seed: int, joints: int = 5) -> FrameSet:
+    g = torch.Generator().manual_seed(seed)
+    cameras = PinholeCameras(FX, FY, CX, CY, W, H, torch.from_numpy(cameras_cv(n, seed, 0.6)).float())
+    params = TrackedParams(
+        torch.randn(NUM_SHAPE, generator=g) * 0.5,
+        torch.randn(n, NUM_EXPR, generator=g),
+        torch.randn(n, joints, 3, generator=g) * 0.2,
+        torch.randn(n, 3, generator=g) * 0.02,
+        static_offset=torch.randn(VHAP_V, 3, generator=g) * 1e-3,
+    )
+    images = torch.randint(0, 256, (n, H, W, 3), generator=g, dtype=torch.uint8)
+    masks = torch.rand(n, H, W, generator=g) > 0.5
+    return FrameSet(split, cameras, images, masks=masks, params=params)
+
+
+def test_vhap_writer_is_read_back_and_projects_as_vhap_renders(tmp_path):
+    """What save_vhap_dataset writes: the same frames through our reader, VHAP's rasteriser's pixels (from the
+    written JSON alone) where our cameras put the points, and the parameter files VHAP's FlameHead reads."""
+    sets = {"train": _frame_set("train", 3, 0), "test": _frame_set("test", 2, 1)}
+    root = save_vhap_dataset(tmp_path / "export", sets)
+    assert detect_capture_format(root) == "vhap" and held_out_splits(root) == ["test"]  # an empty val, as VHAP's
+    points = random_points(3)
+    for split, written in sets.items():
+        frames = load_vhap_dataset(root, split)
+        assert torch.equal(frames.images, written.images) and torch.equal(frames.masks, written.masks)
+        p, q = frames.params, written.params
+        for key in ("shape", "expression", "pose", "translation", "static_offset"):
+            torch.testing.assert_close(getattr(p, key), getattr(q, key))
+        torch.testing.assert_close(frames.cameras.camera_to_world, written.cameras.camera_to_world)
+        meta = json.loads((root / f"transforms_{split}.json").read_text())
+        for k, frame in enumerate(meta["frames"]):
+            ours = project_points(written.cameras, torch.from_numpy(points).float(), k).pixels
+            torch.testing.assert_close(ours.double(), torch.from_numpy(vhap_pixels(frame, points)), atol=1e-4, rtol=0)
+            with np.load(root / frame["flame_param_path"]) as data:
+                assert data["eyes_pose"].shape == (1, 6) and data["neck_pose"].shape == (1, 3)
+                np.testing.assert_allclose(data["neck_pose"][0], q.pose[k, 1].numpy())
+                np.testing.assert_allclose(data["eyes_pose"][0, 3:], q.pose[k, 4].numpy())  # the right eye: VHAP's 2nd
+    every = json.loads((root / "transforms.json").read_text())["frames"]
+    assert [f["timestep_index"] for f in every] == [0, 1, 2, 3, 4]
+
+
+def test_vhap_writer_refuses_a_body_model_and_writes_nothing(tmp_path):
+    sets = {"train": _frame_set("train", 2, 0, joints=55)}
+    with raises_naming("frame_sets"):
+        save_vhap_dataset(tmp_path / "export", sets)
+    assert not (tmp_path / "export").exists()
