@@ -1,10 +1,12 @@
-"""``python -m headfields track VIDEO --out CAPTURE``: a video of a face turned into a capture in INSTA's layout that
-every FLAME model trains on: MediaPipe's face mesh (or your landmark files), the selfie mask (or your matting), lip
-and mouth labels, a FLAME fit, all on the CPU. Rerun the same command to resume an interrupted run.
+"""``python -m headfields track VIDEO --out CAPTURE``: a video of a face turned into a capture in INSTA's layout (or
+VHAP's, ``--layout vhap``) that every FLAME model trains on: MediaPipe's face mesh (or your landmark files), the
+selfie mask (or your matting), lip and mouth labels, a FLAME fit, all on the CPU. Rerun the same command to resume an
+interrupted run.
 
     python -m headfields track clip.mp4 --out captures/me
     python -m headfields track clip.mp4 --out captures/me --flame FLAME2023/ --identity identity.npy
     python -m headfields track clip.mp4 --out captures/me --landmarks lmks/ --masks alpha/ --trim-start 2
+    python -m headfields track clip.mp4 --out captures/me_vhap --layout vhap
 """
 
 from __future__ import annotations
@@ -37,6 +39,10 @@ def add_parser(commands) -> None:
         "--embedding", type=Path, default=None,
         help="MediaPipe's points on your model (mediapipe_landmark_embedding.npz layout), fitted instead of the iBUG table",
     )  # fmt: skip
+    parser.add_argument(
+        "--layout", choices=("insta", "vhap"), default="insta",
+        help="INSTA's (metrical-tracker's) layout or VHAP's export (GaussianAvatars'; train with --model CAPTURE/model)",
+    )  # fmt: skip
     parser.set_defaults(command=track)
 
 
@@ -50,8 +56,16 @@ def track(args: argparse.Namespace) -> int:
         size=args.size,
         whole_frame=args.whole_frame,
         test_frames=args.test_frames,
+        layout=args.layout,
     )
     track_video(
-        args.video, args.out, config, landmarks=args.landmarks, masks=args.masks, flame=args.flame, identity=args.identity
+        args.video,
+        args.out,
+        config,
+        landmarks=args.landmarks,
+        masks=args.masks,
+        flame=args.flame,
+        identity=args.identity,
+        embedding=args.embedding,
     )
     return 0

@@ -16,7 +16,7 @@ from jaxtyping import Bool
 from torch import Tensor
 
 from ..cameras import PinholeCameras
-from ..data import TrackedParams, held_out_splits, load_insta_dataset
+from ..data import TrackedParams, detect_capture_format, held_out_splits, load_insta_dataset, load_vhap_dataset
 from ..parametric.model import ParametricModel
 
 __all__ = ["TrackingAccuracy", "capture_tracking", "face_region", "tracking_accuracy"]
@@ -53,8 +53,12 @@ Tracking = tuple[TrackedParams, PinholeCameras]
 
 def capture_tracking(root: str | Path) -> Tracking:
     """A capture's tracked parameters and cameras over its splits with frames, in the order the tracker writes them
-    (train, val, test: the video's), with no pixels read."""
-    parts = [load_insta_dataset(root, split, pixels=False) for split in ("train", *held_out_splits(root))]
+    (train, val, test: the video's), with no pixels read (INSTA's layout; VHAP's reader reads them all the same)."""
+    splits = ("train", *held_out_splits(root))
+    if detect_capture_format(root) == "vhap":
+        parts = [load_vhap_dataset(root, split) for split in splits]
+    else:
+        parts = [load_insta_dataset(root, split, pixels=False) for split in splits]
     if any(part.params is None for part in parts):
         raise ValueError(f"root: expected a capture with tracked parameters, {str(root)!r} has none")
     keys = ("expression", "pose", "translation")

@@ -30,7 +30,7 @@ from torch import Tensor
 
 from ..cameras import PinholeCameras
 from ..checks import check_count, check_positive
-from ..data import FrameSet, TrackedParams, save_insta_dataset
+from ..data import FrameSet, TrackedParams, save_insta_dataset, save_vhap_dataset
 from ..data.capture_cache import cache_folder
 from ..data.labels import INSTA_FACE_PARSING
 from ..fitting.landmark_tracking import (
@@ -55,6 +55,7 @@ INSTA_TEST_FRAMES = 350
 CROP_FRAMES = 5  # the crop's box spans the landmarks of the first frames with a face (metrical-tracker: the first)
 MEDIAPIPE_CROP_SCALE = 2.0  # the face mesh spans the forehead, ~1.25x the iBUG points' extent: the same box as 2.5x theirs
 MASK_THRESHOLD = 0.5
+CAPTURE_LAYOUTS = ("insta", "vhap")
 MOUTH_LABELS = {name: INSTA_FACE_PARSING[name] for name in ("upper_lip", "lower_lip", "mouth_interior")}
 
 
@@ -69,6 +70,7 @@ class VideoTrackerConfig:
     val_frames: int | None = None  # held out before them (None: a thirtieth, at least 1)
     smoothing: float = 1.0  # the landmark track's Gaussian, frames
     max_size: int = 1920  # frames are decoded at most this large (their longer side)
+    layout: str = "insta"  # the capture's: INSTA's (metrical-tracker's) or VHAP's exported one (GaussianAvatars')
     fit: LandmarkTrackingConfig = field(default_factory=LandmarkTrackingConfig)
 
     def __post_init__(self) -> None:
@@ -80,6 +82,8 @@ class VideoTrackerConfig:
                 check_count(name, getattr(self, name), 0)
         check_positive("smoothing", self.smoothing, finite=True)
         check_count("max_size", self.max_size, 64)
+        if self.layout not in CAPTURE_LAYOUTS:
+            raise ValueError(f"layout: expected one of {', '.join(CAPTURE_LAYOUTS)}, got {self.layout!r}")
 
 
 def track_video(
@@ -353,7 +357,10 @@ def _write_capture(root: Path, cues: dict, fit: dict, model, model_dir: Path, co
         segmentation_labels=dict(MOUTH_LABELS),
     )
     sets = {split: replace(video.select(index), split=split) for split, index in _splits(n, config).items()}
-    save_insta_dataset(root, sets)
+    if config.layout == "vhap":
+        save_vhap_dataset(root, sets)
+    else:
+        save_insta_dataset(root, sets)
     residual = fit["residual"]
     report = {
         "frames": n,
