@@ -35,6 +35,7 @@ Facts taken from the graphs (google-ai-edge/mediapipe, mediapipe/modules/):
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -250,9 +251,9 @@ class FaceLandmarker:
         xy = roi.to_image(raw[:, :2])
         return np.concatenate([xy, raw[:, 2:] * roi.width], axis=1), presence
 
-    def __call__(self, images: Tensor | np.ndarray) -> FaceLandmarks:
+    def __call__(self, images: Tensor | np.ndarray, progress: Callable[[int], object] | None = None) -> FaceLandmarks:
         """Landmarks of uint8 frames [N, H, W, 3] (torch or numpy), read as one video in order; the models run on
-        the CPU, the results go to the frames' device."""
+        the CPU, the results go to the frames' device. ``progress(1)`` is called after each frame."""
         frames = _check_images(images)
         n = frames.shape[0]
         points = np.full((n, NUM_LANDMARKS, 3), np.nan, dtype=np.float32)
@@ -267,6 +268,8 @@ class FaceLandmarker:
                 result = self._face(image, detected) if detected is not None else None
                 if result is not None and self.refine_detections:
                     result = self._face(image, _landmarks_roi(result[0])) or result
+            if progress is not None:
+                progress(1)
             if result is None:
                 roi = None
                 continue
@@ -294,8 +297,9 @@ class SelfieSegmenter:
             raise ValueError(f"threads: expected a positive int or None, got {threads!r}")
         self._model = _Model("selfie_segmentation", folder, threads)
 
-    def __call__(self, images: Tensor | np.ndarray) -> Float[Tensor, "N H W"]:
-        """Foreground probability [N, H, W] of uint8 frames [N, H, W, 3] (torch or numpy), at the frames' size."""
+    def __call__(self, images: Tensor | np.ndarray, progress: Callable[[int], object] | None = None) -> Float[Tensor, "N H W"]:
+        """Foreground probability [N, H, W] of uint8 frames [N, H, W, 3] (torch or numpy), at the frames' size;
+        ``progress(1)`` is called after each frame."""
         frames = _check_images(images)
         n, h, w, _ = frames.shape
         masks = torch.empty(n, h, w)
@@ -305,4 +309,6 @@ class SelfieSegmenter:
             (mask,) = self._model(tensor.numpy())
             mask = torch.from_numpy(mask).reshape(1, 1, _SEGMENT_SIZE, _SEGMENT_SIZE)
             masks[i] = F.interpolate(mask, size=(h, w), mode="bilinear", align_corners=False)[0, 0].clamp(0, 1)
+            if progress is not None:
+                progress(1)
         return masks.to(frames.device)

@@ -41,6 +41,7 @@ from ..fitting.landmark_tracking import (
     track_landmarks,
 )
 from ..parametric import load_model
+from ..progress import Progress
 from ..synthetic import write_synthetic_flame
 from .correspondence import mediapipe_to_ibug
 from .ingest import CROP_SCALE, Crop, crop_frames, probe_video, read_frames, square_crop
@@ -186,7 +187,8 @@ def _cues(video: Path, work: Path, config: VideoTrackerConfig, landmarks, masks,
         from .mediapipe import FaceLandmarker
 
         log(f"track: MediaPipe face mesh on {n} frames")
-        faces = FaceLandmarker()(frames.images)
+        with Progress(n, "track: face mesh", "frame") as bar:
+            faces = FaceLandmarker()(frames.images, progress=bar.update)
         points, found, layout = faces.points[..., :2], faces.found, "mediapipe"
     if not bool(found.any()):
         raise ValueError(f"video: no face found in any of its {n} frames")
@@ -206,7 +208,8 @@ def _cues(video: Path, work: Path, config: VideoTrackerConfig, landmarks, masks,
     else:
         from .mediapipe import SelfieSegmenter
 
-        alpha = SelfieSegmenter()(images) >= MASK_THRESHOLD
+        with Progress(n, "track: selfie masks", "frame") as bar:
+            alpha = SelfieSegmenter()(images, progress=bar.update) >= MASK_THRESHOLD
     mouth = mouth_regions(cropped, layout, config.size, config.size)
     labels = torch.zeros(images.shape[:3], dtype=torch.uint8)
     for name, region in (
@@ -292,18 +295,22 @@ def _fit(cues: dict, model, shape, surface: SurfaceLandmarks | None, work: Path,
         raise ValueError("embedding: a MediaPipe embedding needs MediaPipe's points, not --landmarks in iBUG-68 ids")
     points = cues["points"] if surface is None else cues["mediapipe"]
     landmarks = (surface or SurfaceLandmarks.static(model)).held_by(points, found)
-    fitted = track_landmarks(
-        model,
-        points.double(),
-        found,
-        landmarks,
-        size,
-        size,
-        config.fit,
-        focal=float(cues["focal"]),
-        shape=shape,
-        progress=lambda stage, steps: log(f"track: {stage} ({steps} iterations)"),
-    )
+    fit = config.fit
+    stages = [fit.rigid_steps, fit.keyframe_steps, fit.frame_steps, fit.global_steps]
+    begun: list[int] = []
+
+    def stage_begins(stage: str, steps: int) -> None:  # the bar moves a stage at a time (each may stop early)
+        log(f"track: {stage} ({steps} iterations)")
+        bar.update(begun[-1] if begun else 0)
+        bar.set_values(stage=stage)
+        begun.append(steps)
+
+    with Progress(sum(stages), "track: FLAME fit", "step") as bar:
+        fitted = track_landmarks(
+            model, points.double(), found, landmarks, size, size, fit, focal=float(cues["focal"]), shape=shape,
+            progress=stage_begins,
+        )  # fmt: skip
+        bar.update(begun[-1] if begun else 0)
     p = fitted.params
     result = {
         "shape": p.shape,

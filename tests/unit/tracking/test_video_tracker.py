@@ -38,9 +38,10 @@ def _accuracy(source, capture):
     return accuracy.tracking_accuracy(model, accuracy.capture_tracking(capture), (truth.params, truth.cameras))
 
 
-def test_detector_tracks_the_rotated_phone_video(source, tmp_path):
+def test_detector_tracks_the_rotated_phone_video(source, tmp_path, capsys):
     _, truth, video = source
     capture = track_video(video, tmp_path / "me", log=lambda line: None)
+    assert f"track: face mesh: {len(truth)}/{len(truth)} (100%)" in capsys.readouterr().err
     report = __import__("json").loads((capture / "tracking.json").read_text())
     assert all(report["found"]) and report["frames"] == len(truth)  # every frame detected, none dropped by the resampling
     subject = load_subject(capture)  # what every FLAME model trains on
@@ -71,10 +72,15 @@ def _landmark_files(source, folder):
     return folder
 
 
-def test_landmark_files_replace_the_detector(source, tmp_path):
+def test_landmark_files_replace_the_detector(source, tmp_path, capsys):
     _, _, video = source
     folder = _landmark_files(source, tmp_path / "landmarks")
     capture = track_video(video, tmp_path / "me", landmarks=folder, log=lambda line: None)
+    steps = VideoTrackerConfig().fit
+    total = steps.rigid_steps + steps.keyframe_steps + steps.frame_steps + steps.global_steps
+    # No terminal here: each stage's progress as plain lines on stderr, to the end.
+    err = capsys.readouterr().err
+    assert f"track: FLAME fit: {total}/{total} (100%)" in err and "track: selfie masks:" in err
     result = _accuracy(source, capture)
     # The aim from true landmarks with 1.5 px of noise: 1 mm, 1 degree. Measured here: 1.68 mm, 0.43 degrees,
     # jaw 0.41: the angles met, the vertices not (51 landmarks leave 50 expressions and the depth loosely held).
