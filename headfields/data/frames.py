@@ -7,7 +7,7 @@ from __future__ import annotations
 import collections
 import math
 import numbers
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -27,6 +27,19 @@ PARAM_KEYS = ("shape", "expression", "pose", "translation")
 def check_split(split: str) -> None:
     if split not in SPLITS:
         raise ValueError(f"split: expected one of {', '.join(SPLITS)}, got {split!r}")
+
+
+def check_frame_sets(frame_sets: object) -> None:
+    """What a writer is given: a non-empty ``{split: FrameSet}`` mapping, each FrameSet of its own split."""
+    if not isinstance(frame_sets, Mapping) or not frame_sets:
+        raise ValueError(f"frame_sets: expected a non-empty {{split: FrameSet}} mapping, got {frame_sets!r}"[:200])
+    for split, fs in frame_sets.items():
+        if split not in SPLITS:
+            raise ValueError(f"frame_sets: expected splits among {', '.join(SPLITS)}, got {split!r}")
+        if not isinstance(fs, FrameSet):
+            raise TypeError(f"frame_sets: expected FrameSet values, got {type(fs).__name__} for {split!r}")
+        if fs.split != split:
+            raise ValueError(f"frame_sets: the FrameSet under {split!r} is of split {fs.split!r}")
 
 
 @dataclass

@@ -17,7 +17,7 @@ from torch import Tensor
 
 from ..checks import check_positive
 from . import _io
-from .frames import SPLITS, FrameSet
+from .frames import SPLITS, FrameSet, check_frame_sets
 from .insta_reader import DEPTH_RANGE
 from .labels import INSTA_FACE_PARSING
 
@@ -62,15 +62,7 @@ def save_insta_dataset(
     ``canonical.obj``.
     """
     root = Path(root)
-    if not isinstance(frame_sets, Mapping) or not frame_sets:
-        raise ValueError(f"frame_sets: expected a non-empty {{split: FrameSet}} mapping, got {frame_sets!r}"[:200])
-    for split, fs in frame_sets.items():
-        if split not in SPLITS:
-            raise ValueError(f"frame_sets: expected splits among {', '.join(SPLITS)}, got {split!r}")
-        if not isinstance(fs, FrameSet):
-            raise TypeError(f"frame_sets: expected FrameSet values, got {type(fs).__name__} for {split!r}")
-        if fs.split != split:
-            raise ValueError(f"frame_sets: the FrameSet under {split!r} is of split {fs.split!r}")
+    check_frame_sets(frame_sets)
     check_positive("integer_depth_scale", integer_depth_scale)
     low, high = (d / _io.UINT16_MAX for d in DEPTH_RANGE)
     if not low <= integer_depth_scale <= high:  # what the reader would refuse

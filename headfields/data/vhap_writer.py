@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image
 
 from . import _io
-from .frames import SPLITS, FrameSet
+from .frames import SPLITS, FrameSet, check_frame_sets
 
 __all__ = ["save_vhap_dataset"]
 
@@ -40,13 +40,8 @@ def save_vhap_dataset(root: str | os.PathLike, frame_sets: Mapping[str, FrameSet
     VHAP's exported layout (see the module docstring) and return ``root``. Every split's transforms file is
     written (a split not given gets no frames, as VHAP writes an empty validation split for one camera)."""
     root = Path(root)
-    if not isinstance(frame_sets, Mapping) or not frame_sets:
-        raise ValueError(f"frame_sets: expected a non-empty {{split: FrameSet}} mapping, got {frame_sets!r}"[:200])
+    check_frame_sets(frame_sets)
     for split, fs in frame_sets.items():
-        if split not in SPLITS:
-            raise ValueError(f"frame_sets: expected splits among {', '.join(SPLITS)}, got {split!r}")
-        if not isinstance(fs, FrameSet):
-            raise TypeError(f"frame_sets: expected FrameSet values, got {type(fs).__name__} for {split!r}")
         if fs.params is None or fs.params.pose.shape[1] != FLAME_JOINTS:
             raise ValueError(
                 f"frame_sets: VHAP's layout holds FLAME parameters (pose of {FLAME_JOINTS} joints); the {split!r} "
