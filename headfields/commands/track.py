@@ -40,6 +40,14 @@ def add_parser(commands) -> None:
         help="MediaPipe's points on your model (mediapipe_landmark_embedding.npz layout), fitted instead of the iBUG table",
     )  # fmt: skip
     parser.add_argument(
+        "--photometric-steps", type=int, default=None,
+        help="Gauss-Newton steps with the frames' pixels after the landmarks (0: none; default: the fit's)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--photometric-weight", type=float, default=None,
+        help="a frame's mean pixel cost against a landmark's squared pixel (default: the fit's; lower for landmarks you trust)",
+    )  # fmt: skip
+    parser.add_argument(
         "--layout", choices=("insta", "vhap"), default="insta",
         help="INSTA's (metrical-tracker's) layout or VHAP's export (GaussianAvatars'; train with --model CAPTURE/model)",
     )  # fmt: skip
@@ -47,8 +55,11 @@ def add_parser(commands) -> None:
 
 
 def track(args: argparse.Namespace) -> int:
+    from ..fitting.landmark_tracking import LandmarkTrackingConfig
     from ..tracking.video_tracker import VideoTrackerConfig, track_video
 
+    given = {"photometric_steps": args.photometric_steps, "photometric_weight": args.photometric_weight}
+    photometric = {name: value for name, value in given.items() if value is not None}
     config = VideoTrackerConfig(
         fps=args.fps,
         trim_start=args.trim_start,
@@ -57,6 +68,7 @@ def track(args: argparse.Namespace) -> int:
         whole_frame=args.whole_frame,
         test_frames=args.test_frames,
         layout=args.layout,
+        fit=LandmarkTrackingConfig(**photometric),
     )
     track_video(
         args.video,

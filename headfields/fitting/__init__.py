@@ -3,8 +3,9 @@ beside frozen networks to frames, and fits that draw their own batches (a prior 
 ``stages`` (staged Adam over named parameter groups, its schedules), ``pose`` (a tracked head pose with a fitted
 correction), ``preimages`` (canonical points carried into posed space by root finding), ``pixels`` (the frames'
 pixel pools, the silhouette term), ``landmarks`` (the landmark term), ``steps`` (optimiser steps under a budget
-with decaying rates) and ``landmark_tracking`` (a parametric head fitted to a video's 2D landmarks: the video
-tracker's fit, :mod:`headfields.tracking`).
+with decaying rates), ``landmark_tracking`` (a parametric head fitted to a video's 2D landmarks: the video
+tracker's fit, :mod:`headfields.tracking`) and ``photometric_term`` (its last stage: the frames' pixels against the
+face's colours).
 
 MonoNPHM's tracking (:mod:`headfields.models.mononphm`) and the hyper NeuS avatar's
 (:mod:`headfields.models.hyper_neus_tracking`) are built from them, and MonoNPHM's prior trains with ``steps``;
@@ -13,6 +14,7 @@ what is specific to a model stays with it.
 
 from .landmark_tracking import LandmarkFit, LandmarkTrackingConfig, SurfaceLandmarks, phone_focal, track_landmarks
 from .landmarks import detected_landmarks, landmark_error
+from .photometric_term import PhotometricTerm, face_region
 from .pixels import FramePixels, soft_jaccard
 from .pose import corrected_pose
 from .preimages import ROOT_TOLERANCE, PosedPoints, posed_points
@@ -24,6 +26,7 @@ __all__ = [
     "FramePixels",
     "LandmarkFit",
     "LandmarkTrackingConfig",
+    "PhotometricTerm",
     "PosedPoints",
     "Schedule",
     "StepHistory",
@@ -32,6 +35,7 @@ __all__ = [
     "corrected_pose",
     "decayed_steps",
     "detected_landmarks",
+    "face_region",
     "frozen",
     "landmark_error",
     "phone_focal",

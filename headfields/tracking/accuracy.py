@@ -12,17 +12,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
-from jaxtyping import Bool
 from torch import Tensor
 
 from ..cameras import PinholeCameras
 from ..data import TrackedParams, detect_capture_format, held_out_splits, load_insta_dataset, load_vhap_dataset
+from ..fitting.photometric_term import face_region
 from ..parametric.model import ParametricModel
 
 __all__ = ["TrackingAccuracy", "capture_tracking", "face_region", "tracking_accuracy"]
-
-FACE_MARGIN = (0.01, 0.02, 0.02)  # metres past the static landmarks' box: cheeks, forehead, chin (x, y, depth)
-HIDDEN_REGIONS = ("teeth", "mouth_interior", "eyes")  # inside the face or behind the lids: no landmark sees them
 
 
 @dataclass(frozen=True)
@@ -31,21 +28,6 @@ class TrackingAccuracy:
     rotation_deg: float  # the head (the neck joint's frame) in the camera, median over frames
     jaw_deg: float  # the jaw joint's axis-angle difference, median over frames
     frames: int
-
-
-def face_region(model: ParametricModel) -> Bool[Tensor, " V"]:
-    """The neutral head's vertices inside the static landmarks' box grown by ``FACE_MARGIN``, in front of its back,
-    less the regions no camera sees (teeth, mouth interior, eyeballs) where the model names them."""
-    neutral = model()
-    points, rest = neutral.landmarks[0], neutral.canonical_vertices
-    low, high = points.amin(0), points.amax(0)
-    margin = torch.tensor(FACE_MARGIN, dtype=rest.dtype, device=rest.device)
-    inside = ((rest[:, :2] > low[:2] - margin[:2]) & (rest[:, :2] < high[:2] + margin[:2])).all(-1)
-    region = inside & (rest[:, 2] > low[2] - margin[2])
-    for name in HIDDEN_REGIONS:
-        if name in model.regions:
-            region[model.regions[name]] = False
-    return region.detach().cpu()
 
 
 Tracking = tuple[TrackedParams, PinholeCameras]

@@ -296,7 +296,7 @@ def _fit(cues: dict, model, shape, surface: SurfaceLandmarks | None, work: Path,
     points = cues["points"] if surface is None else cues["mediapipe"]
     landmarks = (surface or SurfaceLandmarks.static(model)).held_by(points, found)
     fit = config.fit
-    stages = [fit.rigid_steps, fit.keyframe_steps, fit.frame_steps, fit.global_steps]
+    stages = [fit.rigid_steps, fit.keyframe_steps, fit.frame_steps, fit.global_steps, fit.photometric_steps]
     begun: list[int] = []
 
     def stage_begins(stage: str, steps: int) -> None:  # the bar moves a stage at a time (each may stop early)
@@ -308,7 +308,7 @@ def _fit(cues: dict, model, shape, surface: SurfaceLandmarks | None, work: Path,
     with Progress(sum(stages), "track: FLAME fit", "step") as bar:
         fitted = track_landmarks(
             model, points.double(), found, landmarks, size, size, fit, focal=float(cues["focal"]), shape=shape,
-            progress=stage_begins,
+            images=cues["images"], masks=cues["masks"], progress=stage_begins,
         )  # fmt: skip
         bar.update(begun[-1] if begun else 0)
     p = fitted.params
