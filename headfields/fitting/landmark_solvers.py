@@ -11,11 +11,13 @@ frames. Their sum ``sum_p (first_p D1^T D1 + second_p D2^T D2)`` ties a frame to
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
-__all__ = ["band_product", "banded_solve", "difference_bands"]
+__all__ = ["band_product", "banded_solve", "damped_step", "difference_bands", "fill_missing", "per_parameter"]
 
 
 def _gram_bands(coefficients: tuple[float, ...], n: int) -> Tensor:
@@ -80,3 +82,39 @@ def banded_solve(
     for i in range(m - 2, -1, -1):
         out.append(torch.linalg.lu_solve(*factors[i], (carried[i] - upper[i] @ out[-1])[:, None])[:, 0])
     return torch.stack(out[::-1]).reshape(-1, p)[:n]
+
+
+def damped_step(attempt: Callable[[float], tuple[object, Tensor]], cost: Tensor, damping: float):
+    """One Levenberg-Marquardt step: ``attempt(damping)`` gives a trial and its cost; the damping grows tenfold until
+    the cost falls (then the trial, its cost and a tenth of the damping), or passes 1e8 (None: converged or stuck)."""
+    while True:
+        trial, new = attempt(damping)
+        if bool(new <= cost):
+            return trial, new, max(damping / 10, 1e-9)
+        if damping > 1e8:
+            return None
+        damping *= 10
+
+
+def per_parameter(rotation: float, translation: float, jaw: float, expression: float, expressions: int) -> Tensor:
+    """A weight per entry of a frame's vector ``[rotation 3, translation 3, jaw 3, expression E]``."""
+    groups = [(rotation, 3), (translation, 3), (jaw, 3), (expression, expressions)]
+    return torch.cat([torch.full((count,), value, dtype=torch.float64) for value, count in groups])
+
+
+def fill_missing(values: Tensor, found: Tensor) -> Tensor:
+    """``values [N, ...]`` with the rows of frames not ``found`` linearly interpolated between their found
+    neighbours (held beyond the first and last)."""
+    if bool(found.all()):
+        return values
+    live = torch.nonzero(found)[:, 0]
+    t = torch.arange(len(found), dtype=torch.float64)
+    right = torch.searchsorted(live, torch.arange(len(found))).clamp(max=len(live) - 1)
+    left = (right - 1).clamp(min=0)
+    right = torch.where(live[right] < torch.arange(len(found)), left, right)  # past the last found frame
+    left = torch.where(live[left] > torch.arange(len(found)), right, left)
+    a, b = live[left].double(), live[right].double()
+    w = torch.where(b > a, (t - a) / (b - a).clamp(min=1), torch.zeros_like(t)).clamp(0, 1)
+    shape = (-1,) + (1,) * (values.dim() - 1)
+    filled = values[left] * (1 - w).view(shape).to(values) + values[right] * w.view(shape).to(values)
+    return torch.where(found.view(shape), values, filled)

@@ -33,11 +33,12 @@ from jaxtyping import Bool, Float, Int, UInt8
 from torch import Tensor
 
 from ..cameras import PinholeCameras
-from ..checks import check_count, check_positive
+from ..checks import check_count
 from ..data import TrackedParams
 from ..data.ibug import CONTOUR_POINTS, IBUG_POINTS
 from ..parametric.model import ParametricModel
-from .landmark_solvers import band_product, banded_solve, difference_bands
+from .landmark_config import LandmarkTrackingConfig
+from .landmark_solvers import band_product, banded_solve, damped_step, difference_bands, fill_missing, per_parameter
 from .landmark_surface import LandmarkSurface
 from .photometric_term import PhotometricTerm
 
@@ -49,8 +50,6 @@ OPENCV_FROM_WORLD = torch.diag(torch.tensor([1.0, -1.0, -1.0, 1.0], dtype=torch.
 
 # A phone's main (and front) camera: about 26 mm in 35 mm terms, f = 26 / 36 of the longer side (69 degrees).
 PHONE_FOCAL_35MM = 26.0
-PHOTOMETRIC_CHUNK = 16  # frames whose surface Jacobians are held at once in the photometric stage
-FOCAL_PRIOR = 1e-3  # on the log focal length's change from its start, per landmark: a weak pull where views cannot say
 
 
 @dataclass
@@ -95,59 +94,6 @@ class SurfaceLandmarks:
     def points(self, vertices: Float[Tensor, "B V 3"], faces: Int[Tensor, "F 3"]) -> Float[Tensor, "B K 3"]:
         corners = vertices[:, faces[self.faces.to(faces.device)]]  # [B, K, 3, 3]
         return (corners * self.bary.to(vertices)[None, :, :, None]).sum(2)
-
-
-@dataclass(frozen=True)
-class LandmarkTrackingConfig:
-    """Steps, priors and weights of the landmark stages; residuals are in pixels of a 512-pixel image (scaled to
-    the image's size), so the weights hold for any crop."""
-
-    # Spread over the found frames: shape and focal length (with 1.5 px noise on the synthetic video, 16 -> 48: focal
-    # length 151 -> 172 px of 179, vertex error 2.55 -> 2.26 mm, for 2 s more).
-    keyframes: int = 48
-    expressions: int = 50  # the first coefficients fitted (the rest 0): 51 iBUG points cannot tell 100 apart
-    rigid_steps: int = 10  # Levenberg-Marquardt iterations a stage (each stops early once the cost stops falling)
-    keyframe_steps: int = 20
-    frame_steps: int = 10
-    global_steps: int = 10
-    robust_scale: float = 4.0  # pixels: the Cauchy loss is quadratic below, logarithmic beyond (a detector's outliers)
-    # Shape: 1.0 (was 1e-2) keeps the identity from absorbing noise and trading head size against depth; with 1.5 px
-    # noise on the synthetic video: vertex error 2.34 -> 2.20 mm, rotation 1.52 -> 1.35 deg, similarity scale 1.06 -> 1.01.
-    shape_prior: float = 1.0  # on the shape coefficients (unit variance in FLAME's PCA)
-    expression_prior: float = 0.3
-    jaw_prior: float = 1.0  # radians^-2
-    # First differences between neighbouring frames: ``smoothness`` per radian of head rotation, times the ratios below
-    # for translation (per decimetre), jaw (per radian) and expression (per coefficient).
-    smoothness: float = 25.0
-    # Second differences (a change of velocity: a head turns steadily, so these can be far stiffer than the first)
-    # with the same ratios.
-    acceleration: float = 1000.0
-    translation_smoothness: float = 100.0
-    jaw_smoothness: float = 1.0
-    expression_smoothness: float = 0.01
-    focal_prior: float = FOCAL_PRIOR
-    fit_focal: bool = True  # False: the given (or the phone prior's) focal length is held
-    # The photometric stage (where images are given): Gauss-Newton steps, each after the face's colours are re-solved;
-    # its weight: a frame's mean pixel cost (colours in [0, 1]) counts this many times a landmark's squared pixel.
-    # On the 300-frame synthetic video, vertex error in the 512 crop (landmark stages alone -> 1e3 -> 1e4): MediaPipe
-    # 4.45 mm at 1e3, 3.10 at 1e4; true landmarks + 1.5 px 2.17 -> 1.79 -> 2.43 (whole frame 2.26 -> 1.64 -> 1.35).
-    # A detector's biased points want the pixels to lead; near-perfect landmarks, less so.
-    photometric_steps: int = 10
-    photometric_weight: float = 1e4
-    photometric_grid: int = 128  # pixels sampled a side (every stride-th of a larger image)
-
-    def __post_init__(self) -> None:
-        check_count("keyframes", self.keyframes, 1)
-        check_count("expressions", self.expressions, 0)
-        for name in ("rigid_steps", "keyframe_steps", "frame_steps", "global_steps", "photometric_steps"):
-            check_count(name, getattr(self, name), 0)
-        for name in ("robust_scale", "shape_prior", "expression_prior", "jaw_prior", "smoothness"):
-            check_positive(name, getattr(self, name), finite=True)
-        check_positive("photometric_weight", self.photometric_weight, finite=True)
-        check_count("photometric_grid", self.photometric_grid, 8)
-        for name in ("acceleration", "translation_smoothness", "jaw_smoothness", "expression_smoothness", "focal_prior"):
-            if not 0.0 <= getattr(self, name) < math.inf:
-                raise ValueError(f"{name}: expected a finite weight >= 0, got {getattr(self, name)}")
 
 
 @dataclass
@@ -259,8 +205,8 @@ class _Problem:
         self.frames[:, 3:6] = self._initial_translation()
         k, c = self.count, config
         # Quadratic priors (per parameter, on one frame's K landmarks' scale) and smoothness weights.
-        self.prior = _per_parameter(0.0, 0.0, c.jaw_prior, c.expression_prior, e) * k
-        smooth = _per_parameter(1.0, c.translation_smoothness, c.jaw_smoothness, c.expression_smoothness, e)
+        self.prior = per_parameter(0.0, 0.0, c.jaw_prior, c.expression_prior, e) * k
+        smooth = per_parameter(1.0, c.translation_smoothness, c.jaw_smoothness, c.expression_smoothness, e)
         self.bands = difference_bands(smooth * c.smoothness * k, smooth * c.acceleration * k, n)  # [3, N, P]
         self.weight = found.double()[:, None]  # [N, 1]: frames without a face have no data term
         self.photometric: PhotometricTerm | None = None  # the frames' pixels, in the photometric stage alone
@@ -306,7 +252,7 @@ class _Problem:
         depth = f * spread3 / spread2.clamp(min=1e-6)
         x = (centre2[:, 0] - self.width / 2) * depth / f - centre3[0]
         y = -(centre2[:, 1] - self.height / 2) * depth / f - centre3[1]
-        return _fill_missing(torch.stack([x, y, -depth - centre3[2]], dim=-1), self.found)
+        return fill_missing(torch.stack([x, y, -depth - centre3[2]], dim=-1), self.found)
 
     # -- costs and linearisations --
 
@@ -390,36 +336,17 @@ class _Problem:
 
     def _photometric_system(self, frames: Tensor) -> tuple[Tensor, Tensor]:
         """The photometric term's Gauss-Newton blocks ``[N, P, P]`` and gradients ``[N, P]`` at ``frames``."""
-        term, shared = self.photometric, self.shared
-        focal = float(shared[-1].exp())
-        n, p = frames.shape
-        h = torch.zeros(n, p, p, dtype=torch.float64)
-        g = torch.zeros(n, p, dtype=torch.float64)
-        world = self._world(frames, shared, term.surface)
-        frame, pixel, face, residual = term.residuals(world, focal)
-        _, weight = term.robust(residual)
-        dirs = term.rays(focal)[pixel]
-        for start in range(0, n, PHOTOMETRIC_CHUNK):
-            chunk = torch.arange(start, min(n, start + PHOTOMETRIC_CHUNK))
-            rows = (frame >= start) & (frame < start + len(chunk))
-            if not bool(rows.any()):
-                continue
-            _, d_world, _ = self._point_jacobian(frames[chunk], shared, term.surface, False)
-            local, corners_ids = frame[rows] - start, term.faces[face[rows]]
-            corners = world[frame[rows][:, None], corners_ids]
-            d_colour = term.colour_jacobian(corners, dirs[rows], face[rows])  # [R, 3, 3, 3]
-            jacobian = torch.einsum("rcjx,rjxp->rcp", d_colour, d_world[local[:, None], corners_ids])
-            r, w = residual[rows], weight[rows] * self.photometric_scale
-            counts = torch.bincount(local, minlength=len(chunk)).tolist()
-            for b, (j, rb, wb) in enumerate(zip(jacobian.split(counts), r.split(counts), w.split(counts), strict=True)):
-                h[start + b] = torch.einsum("rcp,r,rcq->pq", j, wb, j)
-                g[start + b] = torch.einsum("rcp,r,rc->p", j, wb, rb)
-        return h, g
+        term = self.photometric
+        world = self._world(frames, self.shared, term.surface)
+
+        def jacobian(index: Tensor) -> Tensor:
+            return self._point_jacobian(frames[index], self.shared, term.surface, False)[1]
+
+        return term.system(world, jacobian, float(self.shared[-1].exp()), self.photometric_scale)
 
     def _photometric_cost(self, frames: Tensor) -> Tensor:
         world = self._world(frames, self.shared, self.photometric.surface)
-        residual = self.photometric.residuals(world, float(self.shared[-1].exp()))[3]
-        return self.photometric.robust(residual)[0].sum() * self.photometric_scale
+        return self.photometric.cost(world, float(self.shared[-1].exp())) * self.photometric_scale
 
     # -- the solvers --
 
@@ -446,7 +373,7 @@ class _Problem:
                 trial = frames - banded_solve(h, bands, g, damping, 1 - mask)
                 return trial, self._cost(trial, shared, index, smoothness)
 
-            accepted = _damped_step(attempt, cost, damping)
+            accepted = damped_step(attempt, cost, damping)
             if accepted is None:
                 break
             frames, new, damping = accepted
@@ -489,7 +416,7 @@ class _Problem:
                 trial_f, trial_s = frames - step_f, shared - step_s
                 return (trial_f, trial_s), self._cost(trial_f, trial_s, keys, False) + shared_prior @ (trial_s - start).square()
 
-            accepted = _damped_step(attempt, cost, damping)
+            accepted = damped_step(attempt, cost, damping)
             if accepted is None:
                 break
             (frames, shared), new, damping = accepted
@@ -517,7 +444,7 @@ class _Problem:
         self._solve_frames(torch.ones(self.frames.shape[1], dtype=torch.bool), iterations, smoothness=False)
 
     def global_stage(self, iterations: int) -> None:
-        self.frames = _fill_missing(self.frames, self.found)
+        self.frames = fill_missing(self.frames, self.found)
         self._solve_frames(torch.ones(self.frames.shape[1], dtype=torch.bool), iterations, smoothness=True)
 
     def photometric_stage(self, iterations: int) -> None:
@@ -550,39 +477,3 @@ class _Problem:
         c2w = OPENCV_FROM_WORLD.float().expand(n, 4, 4).clone()
         cameras = PinholeCameras(f, f, self.width / 2, self.height / 2, self.width, self.height, c2w)
         return LandmarkFit(params, cameras, f, error)
-
-
-def _damped_step(attempt: Callable[[float], tuple[object, Tensor]], cost: Tensor, damping: float):
-    """One Levenberg-Marquardt step: ``attempt(damping)`` gives a trial and its cost; the damping grows tenfold until
-    the cost falls (then the trial, its cost and a tenth of the damping), or passes 1e8 (None: converged or stuck)."""
-    while True:
-        trial, new = attempt(damping)
-        if bool(new <= cost):
-            return trial, new, max(damping / 10, 1e-9)
-        if damping > 1e8:
-            return None
-        damping *= 10
-
-
-def _per_parameter(rotation: float, translation: float, jaw: float, expression: float, expressions: int) -> Tensor:
-    """A weight per entry of a frame's vector ``[rotation 3, translation 3, jaw 3, expression E]``."""
-    groups = [(rotation, 3), (translation, 3), (jaw, 3), (expression, expressions)]
-    return torch.cat([torch.full((count,), value, dtype=torch.float64) for value, count in groups])
-
-
-def _fill_missing(values: Tensor, found: Tensor) -> Tensor:
-    """``values [N, ...]`` with the rows of frames not ``found`` linearly interpolated between their found
-    neighbours (held beyond the first and last)."""
-    if bool(found.all()):
-        return values
-    live = torch.nonzero(found)[:, 0]
-    t = torch.arange(len(found), dtype=torch.float64)
-    right = torch.searchsorted(live, torch.arange(len(found))).clamp(max=len(live) - 1)
-    left = (right - 1).clamp(min=0)
-    right = torch.where(live[right] < torch.arange(len(found)), left, right)  # past the last found frame
-    left = torch.where(live[left] > torch.arange(len(found)), right, left)
-    a, b = live[left].double(), live[right].double()
-    w = torch.where(b > a, (t - a) / (b - a).clamp(min=1), torch.zeros_like(t)).clamp(0, 1)
-    shape = (-1,) + (1,) * (values.dim() - 1)
-    filled = values[left] * (1 - w).view(shape).to(values) + values[right] * w.view(shape).to(values)
-    return torch.where(found.view(shape), values, filled)

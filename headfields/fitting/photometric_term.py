@@ -11,6 +11,7 @@ the term adds a block per frame to the same banded Gauss-Newton system (:mod:`.l
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -27,6 +28,7 @@ __all__ = ["FACE_MARGIN", "PhotometricTerm", "face_region"]
 
 FACE_MARGIN = (0.01, 0.02, 0.02)  # metres past the static landmarks' box: cheeks, forehead, chin (x, y, depth)
 HIDDEN_REGIONS = ("teeth", "mouth_interior", "eyes")  # inside the face or behind the lids: no landmark sees them
+PHOTOMETRIC_CHUNK = 16  # frames whose surface Jacobians are held at once
 COLOUR_ITERATIONS = 25  # conjugate gradient steps of the colours' least squares (warm-started step to step)
 
 
@@ -166,3 +168,35 @@ class PhotometricTerm:
         d_bary = torch.func.vmap(torch.func.jacfwd(bary_of))(corners, dirs)  # [R, 3 (bary), 3, 3]
         c = self.colours[self.faces[face]]  # [R, 3 (corner), 3 (rgb)]
         return torch.einsum("rkc,rkjx->rcjx", c, d_bary)
+
+    def cost(self, vertices: Float[Tensor, "N V 3"], focal: float) -> Tensor:
+        """The Cauchy cost of every hit pixel, summed."""
+        return self.robust(self.residuals(vertices, focal)[3])[0].sum()
+
+    def system(
+        self, vertices: Float[Tensor, "N V 3"], jacobian: Callable[[Tensor], Tensor], focal: float, scale: float
+    ) -> tuple[Tensor, Tensor]:
+        """Gauss-Newton blocks ``[N, P, P]`` and gradients ``[N, P]`` of ``scale`` times the cost, per frame:
+        ``jacobian(frames)`` gives the region vertices' Jacobians ``[B, V, 3, P]`` in those frames' parameters."""
+        frame, pixel, face, residual = self.residuals(vertices, focal)
+        _, weight = self.robust(residual)
+        dirs = self.rays(focal)[pixel]
+        n, h, g = vertices.shape[0], None, None
+        for start in range(0, n, PHOTOMETRIC_CHUNK):
+            chunk = torch.arange(start, min(n, start + PHOTOMETRIC_CHUNK))
+            d_world = jacobian(chunk)
+            if h is None:
+                p = d_world.shape[-1]
+                h, g = torch.zeros(n, p, p, dtype=torch.float64), torch.zeros(n, p, dtype=torch.float64)
+            rows = (frame >= start) & (frame < start + len(chunk))
+            local, corners = frame[rows] - start, self.faces[face[rows]]
+            d_colour = self.colour_jacobian(vertices[frame[rows][:, None], corners], dirs[rows], face[rows])
+            rows_jacobian = torch.einsum("rcjx,rjxp->rcp", d_colour, d_world[local[:, None], corners])  # [R, 3, P]
+            counts = torch.bincount(local, minlength=len(chunk)).tolist()
+            parts = zip(
+                rows_jacobian.split(counts), residual[rows].split(counts), (weight[rows] * scale).split(counts), strict=True
+            )
+            for b, (j, r, w) in enumerate(parts):
+                h[start + b] = torch.einsum("rcp,r,rcq->pq", j, w, j)
+                g[start + b] = torch.einsum("rcp,r,rc->p", j, w, r)
+        return h, g
