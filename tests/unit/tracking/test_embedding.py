@@ -58,7 +58,9 @@ def test_the_file_round_trips_and_bad_files_are_one_line(clip, tmp_path):
 
 
 def test_tracking_with_the_embedding(clip, tmp_path):
+    from headfields.fitting.landmark_tracking import LandmarkTrackingConfig
     from headfields.tracking import track_video
+    from headfields.tracking.video_tracker import VideoTrackerConfig
 
     root, frames, model, head = clip
     video = root / "clip.mp4"
@@ -68,8 +70,10 @@ def test_tracking_with_the_embedding(clip, tmp_path):
         model, frames.images[:half], frames.cameras.select(torch.arange(half)), head.vertices[:half]
     )
     embedding = save_embedding(tmp_path / "e.npz", surface)
-    capture = track_video(video, tmp_path / "me", embedding=embedding, log=lambda line: None)
+    # The landmark stages alone (what the embedding changes), not the photometric one after them.
+    config = VideoTrackerConfig(fit=LandmarkTrackingConfig(photometric_steps=0))
+    capture = track_video(video, tmp_path / "me", config, embedding=embedding, log=lambda line: None)
     result = tracking_accuracy(model, capture_tracking(capture), (frames.params, frames.cameras))
-    # The aims with a detector: 2 mm, 2 degrees, jaw 3. Measured on these 40 frames: 2.19 mm, 0.96 degrees,
+    # The aims with a detector: 2 mm, 2 degrees, jaw 3. Measured on these 40 frames: 2.08 mm, 1.00 degrees,
     # jaw 0.65 (with the iBUG table on a 24-frame clip: 5.2 mm, 0.62 degrees).
     assert result.vertex_mm < 2.8 and result.rotation_deg < 1.5 and result.jaw_deg < 1.5, result
