@@ -24,10 +24,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from . import _io
 from .frames import SPLITS, FrameSet, check_frame_sets
+from .vhap_reader import VHAP_KEYS
 
 __all__ = ["save_vhap_dataset"]
 
@@ -59,17 +59,9 @@ def save_vhap_dataset(root: str | os.PathLike, frame_sets: Mapping[str, FrameSet
         (root / f"transforms_{split}.json").write_text(json.dumps(_top_level(fs or first, frames), indent=1) + "\n")
     (root / "transforms.json").write_text(json.dumps(_top_level(first, every), indent=1) + "\n")
     p = first.params
-    canonical = {
-        "shape": p.shape.numpy(),
-        "expr": np.zeros((1, p.expression.shape[1]), np.float32),
-        **{key: np.zeros((1, 6 if key == "eyes_pose" else 3), np.float32) for key in _POSE_KEYS},
-        "translation": np.zeros((1, 3), np.float32),
-    }
-    np.savez(root / "canonical_flame_param.npz", **canonical)
+    canonical = {key: np.zeros((1, size or p.expression.shape[1]), np.float32) for key, size in VHAP_KEYS.items()}
+    np.savez(root / "canonical_flame_param.npz", shape=p.shape.numpy(), **canonical)
     return root
-
-
-_POSE_KEYS = ("rotation", "neck_pose", "jaw_pose", "eyes_pose")
 
 
 def _intrinsics(fs: FrameSet) -> dict[str, Any]:
@@ -99,7 +91,7 @@ def _write_frames(fs: FrameSet, root: Path, start: int) -> list[dict[str, Any]]:
         _io.write_color(root / frame["file_path"], fs.images[i].numpy())
         if fs.masks is not None:
             frame["fg_mask_path"] = f"fg_masks/{t:05d}.png"
-            Image.fromarray(fs.masks[i].numpy().astype(np.uint8) * 255, "L").save(root / frame["fg_mask_path"])
+            _io.write_labels(root / frame["fg_mask_path"], fs.masks[i].numpy().astype(np.uint8) * 255)
         frame["flame_param_path"] = f"flame_param/{t:05d}.npz"
         arrays = {
             "translation": p.translation[i : i + 1].numpy(),
