@@ -7,6 +7,7 @@ capture. The synthetic video itself, and its subject (``synthetic_subject``), ar
 
 from ._io import write_obj
 from .capture_cache import clear_capture_cache
+from .detected_landmarks import LANDMARKS_FOLDER, load_detected_landmarks, save_detected_landmarks
 from .frames import BACKGROUND_LABEL, SPLITS, FrameSet, TrackedParams
 from .imavatar_reader import load_imavatar_dataset
 from .insta_reader import composited_over, load_insta_dataset
@@ -20,6 +21,7 @@ from .vhap_reader import load_vhap_dataset
 from .vhap_writer import save_vhap_dataset
 
 __all__ = [
+    "LANDMARKS_FOLDER",
     "clear_capture_cache",
     "BACKGROUND_LABEL",
     "DEFAULT_INTEGER_DEPTH_SCALE",
@@ -36,6 +38,7 @@ __all__ = [
     "detect_capture_format",
     "held_out_splits",
     "load_imavatar_dataset",
+    "load_detected_landmarks",
     "load_insta_dataset",
     "load_subject",
     "load_tracked_mesh_model",
@@ -45,6 +48,7 @@ __all__ = [
     "read_scan_folder",
     "regions_from_segmentation",
     "sample_scans",
+    "save_detected_landmarks",
     "save_insta_dataset",
     "save_vhap_dataset",
     "write_obj",

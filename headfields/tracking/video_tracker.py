@@ -30,7 +30,14 @@ from torch import Tensor
 
 from ..cameras import PinholeCameras
 from ..checks import check_count, check_positive
-from ..data import FrameSet, TrackedParams, save_insta_dataset, save_vhap_dataset
+from ..data import (
+    LANDMARKS_FOLDER,
+    FrameSet,
+    TrackedParams,
+    save_detected_landmarks,
+    save_insta_dataset,
+    save_vhap_dataset,
+)
 from ..data.capture_cache import cache_folder
 from ..data.labels import INSTA_FACE_PARSING
 from ..fitting.landmark_tracking import (
@@ -363,11 +370,16 @@ def _write_capture(root: Path, cues: dict, fit: dict, model, model_dir: Path, co
         model_path=model_dir,
         segmentation_labels=dict(MOUTH_LABELS),
     )
-    sets = {split: replace(video.select(index), split=split) for split, index in _splits(n, config).items()}
+    splits = _splits(n, config)
+    sets = {split: replace(video.select(index), split=split) for split, index in splits.items()}
     if config.layout == "vhap":
         save_vhap_dataset(root, sets)
     else:
         save_insta_dataset(root, sets)
+    # The detections themselves, beside the fit: MonoNPHM fits its anchors to a detector's points, as its own code does.
+    detected = torch.where(cues["found"][:, None, None], cues["points"].float(), float("nan"))
+    for split, index in splits.items():
+        save_detected_landmarks(root / LANDMARKS_FOLDER, split, detected[index])
     residual = fit["residual"]
     report = {
         "frames": n,

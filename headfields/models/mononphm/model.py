@@ -95,7 +95,8 @@ class MonoNphmConfig(NeusConfig):
     geometry_frames: int = 3  # of the measured held-out frames, those whose surface is scored (true meshes needed)
     mesh_resolution: int = 128  # marching-cubes points per axis of those surfaces
     # A folder with train.npy and <held-out split>.npy: detected landmarks [frames, L, 2] in pixels, in the order of
-    # the FLAME model's landmarks (None: the capture's tracked landmarks, projected); stored absolute.
+    # the FLAME model's landmarks or iBUG-68's, NaN where none was found (None: the capture's own landmarks/ folder,
+    # which our tracker writes, else the tracked landmarks projected); stored absolute.
     landmarks: str | None = None
 
     def __post_init__(self) -> None:

@@ -28,9 +28,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
 import torch
 
+from ...data.detected_landmarks import LANDMARKS_FOLDER, load_detected_landmarks
 from ...outputs import write_atomic
 from ...training.checkpoints import (
     RunFolder,
@@ -77,14 +77,16 @@ def _prior_file(config: MonoNphmConfig) -> Path:
 
 
 def _landmarks(config: MonoNphmConfig, subject: Subject) -> tuple[torch.Tensor, torch.Tensor] | None:
-    if config.landmarks is None:
+    """The detected landmarks of the train and the held-out frames: ``--mononphm.landmarks``'s, else those a capture
+    from our tracker holds, else None (the tracked head's, projected)."""
+    splits = ("train", subject.eval.split)
+    folder = Path(config.landmarks) if config.landmarks is not None else subject.root / LANDMARKS_FOLDER
+    if config.landmarks is None and not all((folder / f"{split}.npy").is_file() for split in splits):
         return None
-    folder = Path(config.landmarks)
-    files = [folder / f"{split}.npy" for split in ("train", subject.eval.split)]
-    for file in files:
-        if not file.is_file():
-            raise FileNotFoundError(f"mononphm.landmarks: no {file.name} in {folder} (train.npy and {files[1].name})")
-    return tuple(torch.from_numpy(np.load(file)) for file in files)
+    for split in splits:
+        if not (folder / f"{split}.npy").is_file():
+            raise FileNotFoundError(f"mononphm.landmarks: no {split}.npy in {folder} (train.npy and {splits[1]}.npy)")
+    return tuple(load_detected_landmarks(folder, split) for split in splits)
 
 
 def train(run, out: str | Path, device: str | torch.device | None = None, resume: bool = True, log=None) -> dict:

@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from headfields.cameras import image_pixels, pixel_rays, project_points
-from headfields.data import load_subject
+from headfields.data import LANDMARKS_FOLDER, load_subject, save_detected_landmarks
 from headfields.data.ibug import ANCHOR_LANDMARK_PAIRS, ANCHOR_PAIR_WEIGHTS
 from headfields.deformers import RigidDeformer, RigidDeformerConfig
 from headfields.fitting import PosedPoints, detected_landmarks, landmark_error, scheduled, soft_jaccard
@@ -491,6 +491,48 @@ def test_landmarks_given_per_frame_replace_the_projected_tracking(person):
     )
     with raises_naming("landmarks"):
         mononphm.track_sequence(model, subject.train, FEW, landmarks=torch.zeros(len(subject.train), count + 1, 2))
+    inf = ibug.clone()
+    inf[0, 30] = float("inf")
+    with raises_naming("landmarks"):
+        detected_landmarks(model.parametric, subject.train, head, landmarks, inf, model.box.device)
+
+
+def test_landmark_error_skips_points_a_detector_missed(person):
+    """A NaN detection (a point not found) gives the error of the same landmarks without it, and a finite gradient."""
+    subject, _, _ = person
+    cameras = subject.train.cameras
+    points = torch.tensor([[0.0, 0.0, 0.0], [0.02, 0.01, 0.05], [-0.01, 0.02, 0.03]], requires_grad=True)
+    detected = project_points(cameras, points.detach(), 1).pixels + torch.tensor([[1.0, 0.0], [0.0, 2.0], [3.0, 1.0]])
+    missed = detected.clone()
+    missed[1] = float("nan")
+    error = landmark_error(cameras, PosedPoints(points, torch.ones(3, dtype=torch.bool)), 1, missed)
+    kept = torch.tensor([0, 2])
+    alone = landmark_error(cameras, PosedPoints(points[kept], torch.ones(2, dtype=torch.bool)), 1, detected[kept])
+    torch.testing.assert_close(error, alone)
+    error.backward()
+    assert bool(torch.isfinite(points.grad).all()) and float(points.grad[1].abs().sum()) == 0.0
+
+
+def test_run_reads_the_landmarks_a_capture_holds(person, tmp_path):
+    """With no --mononphm.landmarks, a capture's landmarks/ folder (what our tracker writes) is read; a folder given
+    names the file it lacks."""
+    subject, _, _ = person
+    from headfields.models.mononphm.run import _landmarks
+
+    assert _landmarks(SAMPLER, subject) is None  # the synthetic capture has none: the tracking's, projected
+    root = tmp_path  # the capture's root: only its landmarks/ folder is read
+    train = torch.rand(len(subject.train), 68, 2) * 24
+    train[1] = float("nan")  # a frame without a face
+    held = torch.rand(len(subject.eval), 68, 2) * 24
+    save_detected_landmarks(root / LANDMARKS_FOLDER, "train", train)
+    save_detected_landmarks(root / LANDMARKS_FOLDER, subject.eval.split, held)
+    read = _landmarks(SAMPLER, dataclasses.replace(subject, root=root))
+    torch.testing.assert_close(read[0], train, equal_nan=True)
+    torch.testing.assert_close(read[1], held)
+    (root / LANDMARKS_FOLDER / "train.npy").unlink()
+    given = dataclasses.replace(SAMPLER, landmarks=str(root / LANDMARKS_FOLDER))
+    with pytest.raises(FileNotFoundError, match="no train.npy"):
+        _landmarks(given, subject)
 
 
 # ------------------------------------------------------------------------------------------------------------- runs

@@ -10,7 +10,7 @@ import torch
 
 from headfields.cameras import project_points
 from headfields.commands import main
-from headfields.data import detect_capture_format, load_insta_dataset, load_subject
+from headfields.data import LANDMARKS_FOLDER, detect_capture_format, load_detected_landmarks, load_insta_dataset, load_subject
 from headfields.fitting.landmark_tracking import LandmarkTrackingConfig
 from headfields.media import write_video
 from headfields.parametric import load_model
@@ -56,14 +56,21 @@ def test_detector_tracks_the_rotated_phone_video(source, tmp_path, capsys):
     assert labels is not None and bool((labels == 140).any())  # a mouth interior where the jaw opens
 
 
-def _landmark_files(source, folder):
-    """The true iBUG landmarks of the source's frames with 1.5 px of noise (in a 512 frame), one .npy a frame."""
+def _true_landmarks(source):
+    """The source frames' true landmarks (FLAME's 51 iBUG points), in the video's pixels ``[N, 51, 2]``."""
     root, truth, _ = source
     model = load_model(root / "model")
     p = truth.params
     points = model(shape=p.shape, expression=p.expression, pose=p.pose, translation=p.translation).landmarks
     n, k = points.shape[:2]
-    pixels = project_points(truth.cameras, points.reshape(-1, 3), torch.arange(n).repeat_interleave(k)).pixels.reshape(n, k, 2)
+    return project_points(truth.cameras, points.reshape(-1, 3), torch.arange(n).repeat_interleave(k)).pixels.reshape(n, k, 2)
+
+
+def _landmark_files(source, folder):
+    """The true iBUG landmarks of the source's frames with 1.5 px of noise (in a 512 frame), one .npy a frame."""
+    _, truth, _ = source
+    pixels = _true_landmarks(source)
+    n, k = pixels.shape[:2]
     noise = torch.randn(n, k, 2, generator=torch.Generator().manual_seed(0)) * 1.5 * truth.cameras.width / 512
     folder.mkdir()
     for i in range(n):
@@ -90,6 +97,20 @@ def test_landmark_files_replace_the_detector(source, tmp_path, capsys):
     # The issue's aim from true landmarks with 1.5 px of noise: 1 mm, 1 degree. Measured here: 1.68 mm, 0.43 degrees,
     # jaw 0.41: the angles met, the vertices not (51 landmarks leave 50 expressions and the depth loosely held).
     assert result.vertex_mm < 2.5 and result.rotation_deg < 1.0 and result.jaw_deg < 1.0, result
+    # The detections go with the capture (what MonoNPHM fits to), a file a split, in the crop's pixels and smoothed:
+    # nearer the truth than the noisy files.
+    left, top, side = __import__("json").loads((capture / "tracking.json").read_text())["crop"]
+
+    def in_crop(pixels):
+        return (pixels - torch.tensor([left, top])) * 512 / side
+
+    splits = ("train", "val", "test")
+    saved = [load_detected_landmarks(capture / LANDMARKS_FOLDER, split)[:, 17:] for split in splits]
+    assert [len(s) for s in saved] == [len(load_insta_dataset(capture, split, pixels=False)) for split in splits]
+    files = torch.stack([torch.from_numpy(np.load(f)) for f in sorted(folder.iterdir())]).float()[:, 17:]
+    true = in_crop(_true_landmarks(source))
+    saved_error = (torch.cat(saved) - true).norm(dim=-1).median()
+    assert float(saved_error) < float((in_crop(files) - true).norm(dim=-1).median()), saved_error
 
 
 def test_vhap_layout_trains_with_the_capture_model(source, tmp_path):
