@@ -32,6 +32,9 @@ def add_parser(commands) -> None:
     parser.add_argument(
         "--landmarks", type=Path, default=None, help="your own landmarks: a folder, one file a frame (iBUG-68 or MediaPipe ids)"
     )
+    parser.add_argument(
+        "--landmarks-first", type=int, default=0, help="the number in the first landmark file's name (1: ffmpeg's %%05d)"
+    )
     parser.add_argument("--masks", type=Path, default=None, help="your own foreground masks: a folder of PNGs, one a frame")
     parser.add_argument("--flame", type=Path, default=None, help="your FLAME model's folder (default: the synthetic FLAME)")
     parser.add_argument("--identity", type=Path, default=None, help="MICA's identity.npy: the FLAME shape, held")
@@ -75,6 +78,7 @@ def track(args: argparse.Namespace) -> int:
         args.out,
         config,
         landmarks=args.landmarks,
+        landmarks_first=args.landmarks_first,
         masks=args.masks,
         flame=args.flame,
         identity=args.identity,

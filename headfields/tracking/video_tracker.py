@@ -100,6 +100,7 @@ def track_video(
     config: VideoTrackerConfig | None = None,
     *,
     landmarks: str | Path | None = None,
+    landmarks_first: int = 0,
     masks: str | Path | None = None,
     flame: str | Path | None = None,
     identity: str | Path | None = None,
@@ -109,7 +110,8 @@ def track_video(
     """Track ``video`` and write the capture to the new folder ``out``; returns ``out``.
 
     ``landmarks``: a folder of the user's own landmarks (:func:`~headfields.tracking.landmark_files.read_landmark_files`,
-    one file per source frame) instead of MediaPipe's; ``masks``: a folder of a matting tool's per-frame masks (PNG,
+    one file per frame of the video as stored, named by its number counted from ``landmarks_first``: 1 for ffmpeg's
+    ``%05d``) instead of MediaPipe's; ``masks``: a folder of a matting tool's per-frame masks (PNG,
     alpha or grey, one per source frame) instead of the selfie model's; ``flame``: the folder of the user's FLAME
     files (default: the synthetic FLAME, written into the capture); ``identity``: MICA's ``identity.npy``, held;
     ``embedding``: MediaPipe's points on the model's surface in metrical-tracker's ``mediapipe_landmark_embedding.npz``
@@ -120,14 +122,17 @@ def track_video(
         raise ValueError(f"video: expected a video file, {str(video)!r} is not a file")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ValueError(f"out: expected a new or empty folder for the capture, {str(out)!r} already holds files")
-    work = _work_folder(video, out, config, landmarks, masks, flame, (identity, embedding))
+    check_count("landmarks_first", landmarks_first, 0)
+    _check_detectors(landmarks is None, masks is None)  # the extra and its files, before anything is written
+    work = _work_folder(video, out, config, (landmarks, landmarks_first), masks, flame, (identity, embedding))
     work.mkdir(parents=True, exist_ok=True)
     try:
-        cues = _cues(video, work, config, landmarks, masks, log)
+        # The user's files first: a bad one is refused before minutes of detection.
         model_dir = Path(flame) if flame is not None else write_synthetic_flame(work / "model")
         model = load_model(model_dir)
         shape = _identity(identity, model.num_shape) if identity is not None else None
         surface = read_embedding(embedding, model) if embedding is not None else None
+        cues = _cues(video, work, config, landmarks, landmarks_first, masks, log)
         fit = _fit(cues, model, shape, surface, work, config, log)
         capture = work / "capture"
         shutil.rmtree(capture, ignore_errors=True)
@@ -139,11 +144,25 @@ def track_video(
             out.rmdir()  # empty, checked above
         capture.rename(out)
         shutil.rmtree(work, ignore_errors=True)
-    except ValueError:  # bad input: refused, nothing left on disk (an interrupted run keeps its stages to resume)
+    except (ValueError, FileNotFoundError):  # bad input: refused, nothing left (an interrupted run keeps its stages)
         shutil.rmtree(work, ignore_errors=True)
         raise
     log(f"track: {out} ({len(cues['found'])} frames, {int(cues['found'].sum())} with a face)")
     return out
+
+
+def _check_detectors(landmarks: bool, masks: bool) -> None:
+    """MediaPipe's runtime (the ``track`` extra) and model files, where the face mesh (``landmarks``) or the selfie
+    masks (``masks``) will be needed: each missing one is one line naming the fix."""
+    if not (landmarks or masks):
+        return
+    from .mediapipe import load_litert
+    from .model_files import mediapipe_model
+
+    load_litert()
+    names = (("face_detection_short_range", "face_landmark") if landmarks else ()) + (("selfie_segmentation",) if masks else ())
+    for name in names:
+        mediapipe_model(name)
 
 
 def tracked_capture(video: str | Path, config: VideoTrackerConfig | None = None, log: Callable[[str], None] = print) -> Path:
@@ -176,7 +195,7 @@ def _work_folder(video: Path, out: Path, config, landmarks, masks, flame, identi
     return out.parent / f".{out.name}.tracking-{_digest(video, config, landmarks, masks, flame, identity)}"
 
 
-def _cues(video: Path, work: Path, config: VideoTrackerConfig, landmarks, masks, log) -> dict:
+def _cues(video: Path, work: Path, config: VideoTrackerConfig, landmarks, landmarks_first: int, masks, log) -> dict:
     """Frames, landmarks (iBUG-68 in crop pixels), masks and mouth labels: computed once, then read from the work folder."""
     done = work / "cues.pt"
     if done.is_file():
@@ -186,8 +205,9 @@ def _cues(video: Path, work: Path, config: VideoTrackerConfig, landmarks, masks,
     frames = read_frames(video, fps=config.fps, trim_start=config.trim_start, trim_end=config.trim_end, max_size=config.max_size)
     n, height, width = frames.images.shape[:3]
     if landmarks is not None:
-        track = read_landmark_files(landmarks, int(frames.source_frames.max()) + 1)
-        scale = width / probe_video(video).width  # the files' pixels are the video's, before max_size shrank it
+        probe = probe_video(video)  # the files number the video's frames, not those kept by the rate and the trim
+        track = read_landmark_files(landmarks, max(probe.frames, int(frames.source_frames.max()) + 1), landmarks_first)
+        scale = width / probe.width  # the files' pixels are the video's, before max_size shrank it
         points, found = track.points[frames.source_frames] * scale, track.found[frames.source_frames]
         layout = track.layout
     else:

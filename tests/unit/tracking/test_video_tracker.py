@@ -186,3 +186,31 @@ def test_an_interrupted_run_resumes_from_its_cues(source, tmp_path, monkeypatch)
     track_video(source[2], tmp_path / "me", config, log=lines.append)
     assert "track: cues from the interrupted run" in lines
     assert [p.name for p in tmp_path.iterdir()] == ["me"]  # the work folder is gone once the capture is in place
+
+
+def test_landmark_files_number_the_stored_frames(source, tmp_path):
+    """At 10 fps from the 25 fps clip the tracker keeps every 2.5th frame, and files for every stored frame are read
+    (the last ones unused); files numbered from 1 (ffmpeg's %05d) with ``landmarks_first=1``."""
+    _, truth, video = source
+    folder = _landmark_files(source, tmp_path / "landmarks")
+    for path in sorted(folder.iterdir(), reverse=True):  # 00000.npy -> 00001.npy, ...
+        path.rename(folder / f"{int(path.stem) + 1:05d}.npy")
+    config = VideoTrackerConfig(fps=10.0, test_frames=1, val_frames=1, fit=LandmarkTrackingConfig(photometric_steps=0))
+    capture = track_video(video, tmp_path / "me", config, landmarks=folder, landmarks_first=1, log=lambda line: None)
+    report = __import__("json").loads((capture / "tracking.json").read_text())
+    assert report["frames"] == 10 and all(report["found"])  # frames at 0.0 .. 0.9 s of the 27 (0.0 .. 1.04 s)
+    with pytest.raises(ValueError, match="00001.npy: frame number 00001 is outside|frame number"):
+        track_video(video, tmp_path / "other", config, landmarks=folder, landmarks_first=2, log=lambda line: None)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["landmarks", "me"]
+
+
+def test_a_missing_extra_is_one_line_before_anything_is_written(source, tmp_path, monkeypatch, capsys):
+    from headfields.tracking import mediapipe
+
+    def missing():
+        raise ImportError('the tracker\'s landmark detector needs the optional extra: pip install "headfields[track]"')
+
+    monkeypatch.setattr(mediapipe, "load_litert", missing)
+    assert main(["track", str(source[2]), "--out", str(tmp_path / "new" / "me")]) == 2
+    assert 'pip install "headfields[track]"' in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())  # not even the output's parent
