@@ -1,0 +1,77 @@
+"""The tracker against the truth on the built-in synthetic video (300 frames at 96 px, written as a phone's portrait
+clip): the issue's aims held where the tracker meets them; and the measure itself, blind to one similarity transform
+of the whole video and to nothing else."""
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from headfields.cameras import project_points
+from headfields.data import TrackedParams, load_insta_dataset
+from headfields.media import write_video
+from headfields.parametric import load_model
+from headfields.synthetic import SyntheticVideoConfig, cached_synthetic_video
+from headfields.tracking.accuracy import capture_tracking, tracking_accuracy
+from headfields.tracking.video_tracker import VideoTrackerConfig, track_video
+
+NOISE_PX = 1.5  # of a 512-pixel frame: the issue's "true landmarks plus 1.5 px"
+SPLITS = ("train", "val", "test")
+
+
+@pytest.fixture(scope="module")
+def builtin(tmp_path_factory):
+    """The built-in video's truth (its whole tracking, in the tracker's frame order), model and the phone's mp4."""
+    config = SyntheticVideoConfig()
+    root = cached_synthetic_video(config)
+    parts = [load_insta_dataset(root, split) for split in SPLITS]
+    images = torch.cat([p.images for p in parts])
+    video = tmp_path_factory.mktemp("builtin") / "phone.mp4"
+    write_video(video, torch.rot90(images, k=-1, dims=(1, 2)), fps=25, rotation=90)
+    return root, capture_tracking(root), load_model(root / "model"), video, [len(p) for p in parts]
+
+
+def test_true_landmarks_track_the_builtin_video(builtin, tmp_path):
+    """From the true landmarks plus 1.5 px of noise, the whole frame at the video's 96 px: the issue's 1 degree for the
+    head and the jaw are held; its 1 mm for the face's vertices is not met yet (measured 1.33 mm, 0.54 deg, jaw 0.28
+    deg at a59692e on a 2-core AMD EPYC; see docs/bring_your_own_video.md)."""
+    root, (params, cameras), model, video, sizes = builtin
+    head = model(shape=params.shape, expression=params.expression, pose=params.pose, translation=params.translation)
+    n, k = head.landmarks.shape[:2]
+    frame = torch.arange(n).repeat_interleave(k)
+    pixels = project_points(cameras, head.landmarks.reshape(-1, 3), frame).pixels.reshape(n, k, 2)
+    pixels = pixels + torch.randn(n, k, 2, generator=torch.Generator().manual_seed(0)) * NOISE_PX * cameras.width / 512
+    folder = tmp_path / "landmarks"
+    folder.mkdir()
+    for i in range(n):
+        ibug = np.zeros((68, 2))
+        ibug[68 - k :] = pixels[i].numpy()
+        ibug[: 68 - k] = ibug[68 - k :].mean(0)  # the jaw contour FLAME's static embedding lacks: any finite value
+        np.save(folder / f"{i:05d}.npy", ibug)
+    config = VideoTrackerConfig(size=cameras.width, whole_frame=True, val_frames=sizes[1], test_frames=sizes[2])
+    capture = track_video(video, tmp_path / "me", config, landmarks=folder, log=lambda line: None)
+    result = tracking_accuracy(model, capture_tracking(capture), (params, cameras))
+    assert result.frames == n == 300
+    assert result.rotation_deg < 1.0 and result.jaw_deg < 1.0 and result.vertex_mm < 1.6, result
+
+
+def test_the_measure_ignores_one_rigid_motion_and_sees_each_frames_own(builtin):
+    """Every camera turned by 0.3 rad about its own centre and moved along its axis (one rigid motion of all the
+    heads in the cameras' frames): 0 mm, 0 degrees. The head's yaw alternately +2 and -2 degrees on its neck, the jaw
+    +1 and -1 degree: 2 and 1 degrees, the alignment unable to take either back."""
+    _, (params, cameras), model, _, _ = builtin
+    c, s_ = float(np.cos(0.3)), float(np.sin(0.3))
+    local = torch.tensor([[c, 0.0, s_, 0.0], [0.0, 1.0, 0.0, 0.0], [-s_, 0.0, c, 0.05], [0.0, 0.0, 0.0, 1.0]])
+    moved = replace(cameras, camera_to_world=cameras.camera_to_world @ local)
+    same = tracking_accuracy(model, (params, moved), (params, cameras))
+    assert same.vertex_mm < 1e-3 and same.rotation_deg < 0.05 and same.jaw_deg == 0.0, same
+    sign = torch.ones(params.num_frames)
+    sign[1::2] = -1
+    pose = params.pose.clone()
+    pose[:, model.joint_index("neck"), 1] += sign * float(np.deg2rad(2.0))
+    pose[:, model.joint_index("jaw"), 0] += sign * float(np.deg2rad(1.0))
+    shaken = TrackedParams(params.shape, params.expression, pose, params.translation)
+    result = tracking_accuracy(model, (shaken, cameras), (params, cameras))
+    assert result.rotation_deg == pytest.approx(2.0, abs=0.2) and result.jaw_deg == pytest.approx(1.0, abs=0.01)
+    assert result.vertex_mm > 1.0, result
