@@ -59,6 +59,7 @@ class Progress:
         """``unit="s"`` counts a time budget: the bar shows seconds spent of it and time left, no rate."""
         self.file = file if file is not None else sys.stderr
         self.total, self.desc, self.unit, self.every, self.enabled = total, desc, unit, every, enabled
+        self._counted = False
         self.done, self.start, self.last = initial, time.monotonic(), -math.inf
         self.initial = initial
         self.values: dict[str, object] = {}
@@ -118,6 +119,9 @@ class Progress:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+        elif self.enabled and self.total is None and self.done > self.initial and not self._counted:
+            self._counted = True  # with no total no line says it finished: the final count, once
+            print(self.line(), file=self.file, flush=True)
 
     def __enter__(self) -> Progress:
         return self

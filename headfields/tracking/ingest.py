@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 import numbers
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -251,8 +252,10 @@ def read_frames(
     trim_start: float = 0.0,
     trim_end: float = 0.0,
     max_size: int | None = None,
+    progress: Callable[[int], object] | None = None,
 ) -> Ingested:
-    """The frames of ``video``, upright (its display matrix applied), RGB uint8 on the CPU.
+    """The frames of ``video``, upright (its display matrix applied), RGB uint8 on the CPU; ``progress(k)`` is told
+    each time k more of them are decoded.
 
     ``fps`` None keeps every frame presented in the window, with its own time; a rate resamples: output frame k is
     the source frame presented nearest to ``trim_start + k / fps`` (ties to the earlier), for every such time
@@ -290,6 +293,8 @@ def read_frames(
                     image = torch.rot90(torch.from_numpy(rgb), turns, dims=(0, 1)) if turns else torch.from_numpy(rgb)
                     images[slots] = image
                     filled += len(slots)
+                    if progress is not None:
+                        progress(len(slots))
                 if frame.pts is not None and frame.pts >= last:
                     break
     except av.FFmpegError as error:

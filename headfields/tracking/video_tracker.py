@@ -202,7 +202,10 @@ def _cues(video: Path, work: Path, config: VideoTrackerConfig, landmarks, landma
         log("track: cues from the interrupted run")
         return torch.load(done, weights_only=True)
     log(f"track: reading {video}")
-    frames = read_frames(video, fps=config.fps, trim_start=config.trim_start, trim_end=config.trim_end, max_size=config.max_size)
+    with Progress(None, "track: decoding", "frame") as bar:  # how many the rate keeps is known inside read_frames
+        frames = read_frames(
+            video, config.fps, config.trim_start, config.trim_end, config.max_size, progress=bar.update
+        )  # fmt: skip
     n, height, width = frames.images.shape[:3]
     if landmarks is not None:
         probe = probe_video(video)  # the files number the video's frames, not those kept by the rate and the trim

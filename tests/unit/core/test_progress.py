@@ -154,6 +154,18 @@ def test_plain_unknown_total(clock):
     assert "1.5 file/s" in line and "left" not in line and "%" not in line
 
 
+def test_plain_unknown_total_ends_with_its_count(clock):
+    """No line can say 100%: closing writes the final count once (a log shows how many there were)."""
+    out = TextFile()
+    with Progress(total=None, desc="scan", unit="file", file=out, every=10.0) as bar:
+        for _ in range(5):
+            clock.now += 1.0
+            bar.update(1)
+        bar.close()
+    lines = lines_of(out)
+    assert len(lines) == 2 and lines[0].startswith("scan: 1  ") and lines[1].startswith("scan: 5  "), lines
+
+
 def test_time_budget_has_no_rate(clock):
     """unit="s": seconds spent of a budget; a rate of s/s would be meaningless."""
     out = TextFile()

@@ -93,6 +93,7 @@ def test_landmark_files_replace_the_detector(source, tmp_path, capsys):
     # No terminal here: each stage's progress as plain lines on stderr, to the end.
     err = capsys.readouterr().err
     assert f"track: FLAME fit: {total}/{total} (100%)" in err and "track: selfie masks:" in err
+    assert f"track: decoding: {len(source[1])}  " in err  # the frames decoded, counted (the rate keeps them all)
     result = _accuracy(source, capture)
     # The issue's aim from true landmarks with 1.5 px of noise: 1 mm, 1 degree. Measured here: 1.68 mm, 0.43 degrees,
     # jaw 0.41: the angles met, the vertices not (51 landmarks leave 50 expressions and the depth loosely held).
@@ -214,3 +215,24 @@ def test_a_missing_extra_is_one_line_before_anything_is_written(source, tmp_path
     assert main(["track", str(source[2]), "--out", str(tmp_path / "new" / "me")]) == 2
     assert 'pip install "headfields[track]"' in capsys.readouterr().err
     assert not any(tmp_path.iterdir())  # not even the output's parent
+
+
+def test_an_identity_is_held_and_a_bad_one_refused_first(source, tmp_path):
+    """MICA's identity.npy (fewer coefficients than the model's: the rest 0) is the capture's shape, unchanged by the
+    fit; an unreadable one is refused before the landmarks are read, with nothing left."""
+    _, _, video = source
+    folder = _landmark_files(source, tmp_path / "landmarks")
+    identity = np.linspace(-0.5, 0.5, 20)
+    np.save(tmp_path / "identity.npy", identity)
+    fit = LandmarkTrackingConfig(photometric_steps=0, keyframe_steps=3, frame_steps=3, global_steps=3)
+    config = VideoTrackerConfig(fit=fit)
+    capture = track_video(
+        video, tmp_path / "me", config, landmarks=folder, identity=tmp_path / "identity.npy", log=lambda line: None
+    )
+    shape = load_insta_dataset(capture, "train", pixels=False).params.shape
+    torch.testing.assert_close(shape[:20], torch.from_numpy(identity).float())
+    assert float(shape[20:].abs().max()) == 0.0
+    (tmp_path / "bad.npy").write_text("not an array")
+    with pytest.raises(ValueError, match="^identity: cannot read"):
+        track_video(video, tmp_path / "other", config, landmarks=folder, identity=tmp_path / "bad.npy", log=lambda line: None)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.npy", "identity.npy", "landmarks", "me"]
