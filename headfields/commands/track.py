@@ -54,6 +54,10 @@ def add_parser(commands) -> None:
         "--layout", choices=("insta", "vhap"), default="insta",
         help="INSTA's (metrical-tracker's) layout or VHAP's export (GaussianAvatars'; train with --model CAPTURE/model)",
     )  # fmt: skip
+    parser.add_argument(
+        "--correspondence", choices=("model", "table"), default="model",
+        help="MediaPipe's points on the model: where its own views place them, or our MediaPipe -> iBUG table",
+    )  # fmt: skip
     parser.set_defaults(command=track)
 
 
@@ -71,6 +75,7 @@ def track(args: argparse.Namespace) -> int:
         whole_frame=args.whole_frame,
         test_frames=args.test_frames,
         layout=args.layout,
+        correspondence=args.correspondence,
         fit=LandmarkTrackingConfig(**photometric),
     )
     track_video(

@@ -9,7 +9,8 @@ For a parametric head prior: identities with detail FLAME lacks (:class:`Synthet
 :func:`personal_detail`, :func:`personal_model`), a registered scan set of them (:func:`synthetic_scan_set`) and
 a video of one it never saw (``SyntheticVideoConfig(identity=...)``, :func:`nphm_held_out_video`; its true meshes
 by :func:`load_ground_truth`), a person unlike any in the set (:data:`OUT_OF_RANGE_DETAIL`), and a capture whose
-tracked pose and landmarks carry a tracker's errors (:func:`noisy_tracking`, :class:`TrackingNoise`).
+tracked pose and landmarks carry a tracker's errors (:func:`noisy_tracking`, :class:`TrackingNoise`). For a face
+tracker: a model's own head seen as a detector sees a face (:func:`model_views`, :func:`views_resolution`).
 
 It builds on ``headfields.data`` and ``headfields.parametric``; neither imports it."""
 
@@ -25,11 +26,14 @@ from .model_files import (
     write_synthetic_flame,
     write_synthetic_smplx,
 )
+from .model_views import model_views, views_resolution
 from .scan_set import OUT_OF_RANGE_DETAIL, ScanSetConfig, anchor_vertices, nphm_held_out_video, synthetic_scan_set
 from .tracking_noise import LANDMARKS_FOLDER, TrackingNoise, noisy_tracking
 from .video import SyntheticVideoConfig, cached_synthetic_video, make_synthetic_video, synthetic_subject
 
 __all__ = [
+    "model_views",
+    "views_resolution",
     "GLASSES_LABEL",
     "HAIR_VOLUME_LABEL",
     "HairVolume",

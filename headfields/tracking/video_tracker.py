@@ -39,6 +39,7 @@ from ..data import (
     save_vhap_dataset,
 )
 from ..data.capture_cache import cache_folder
+from ..data.ibug import IBUG_POINTS, model_landmark
 from ..data.labels import INSTA_FACE_PARSING
 from ..fitting.landmark_tracking import (
     OPENCV_FROM_WORLD,
@@ -50,7 +51,9 @@ from ..fitting.landmark_tracking import (
 from ..parametric import load_model
 from ..progress import Progress
 from ..synthetic import write_synthetic_flame
+from ..synthetic.model_views import views_resolution
 from .correspondence import mediapipe_to_ibug
+from .embedding import MODEL_VIEWS, model_embedding
 from .ingest import CROP_SCALE, Crop, crop_frames, probe_video, read_frames, square_crop
 from .landmark_files import read_landmark_files
 from .mouth import mouth_regions
@@ -64,6 +67,8 @@ CROP_FRAMES = 5  # the crop's box spans the landmarks of the first frames with a
 MEDIAPIPE_CROP_SCALE = 2.0  # the face mesh spans the forehead, ~1.25x the iBUG points' extent: the same box as 2.5x theirs
 MASK_THRESHOLD = 0.5
 CAPTURE_LAYOUTS = ("insta", "vhap")
+CORRESPONDENCES = ("model", "table")
+MODEL_VIEWS_SIZES = (64, 512)  # the model's views are rendered at the video's face size, within these
 MOUTH_LABELS = {name: INSTA_FACE_PARSING[name] for name in ("upper_lip", "lower_lip", "mouth_interior")}
 
 
@@ -79,6 +84,9 @@ class VideoTrackerConfig:
     smoothing: float = 1.0  # the landmark track's Gaussian, frames
     max_size: int = 1920  # frames are decoded at most this large (their longer side)
     layout: str = "insta"  # the capture's: INSTA's (metrical-tracker's) or VHAP's exported one (GaussianAvatars')
+    # MediaPipe's points on the model (without an --embedding file): "model", where the model's own views place them
+    # (tracking.embedding.model_embedding), or "table", our MediaPipe -> iBUG table over the static embedding.
+    correspondence: str = "model"
     fit: LandmarkTrackingConfig = field(default_factory=LandmarkTrackingConfig)
 
     def __post_init__(self) -> None:
@@ -92,6 +100,8 @@ class VideoTrackerConfig:
         check_count("max_size", self.max_size, 64)
         if self.layout not in CAPTURE_LAYOUTS:
             raise ValueError(f"layout: expected one of {', '.join(CAPTURE_LAYOUTS)}, got {self.layout!r}")
+        if self.correspondence not in CORRESPONDENCES:
+            raise ValueError(f"correspondence: expected one of {', '.join(CORRESPONDENCES)}, got {self.correspondence!r}")
 
 
 def track_video(
@@ -323,6 +333,8 @@ def _fit(cues: dict, model, shape, surface: SurfaceLandmarks | None, work: Path,
     log(f"track: fitting FLAME to {int(found.sum())} frames with a face")
     if surface is not None and cues["layout"] != "mediapipe":
         raise ValueError("embedding: a MediaPipe embedding needs MediaPipe's points, not --landmarks in iBUG-68 ids")
+    if surface is None and cues["layout"] == "mediapipe" and config.correspondence == "model":
+        surface = _model_embedding(cues, model, shape, log)
     points = cues["points"] if surface is None else cues["mediapipe"]
     landmarks = (surface or SurfaceLandmarks.static(model)).held_by(points, found)
     fit = config.fit
@@ -353,6 +365,22 @@ def _fit(cues: dict, model, shape, surface: SurfaceLandmarks | None, work: Path,
     torch.save(result, work / "fit.partial")
     (work / "fit.partial").rename(done)
     return result
+
+
+def _model_embedding(cues: dict, model, shape, log) -> SurfaceLandmarks | None:
+    """MediaPipe's points where the model's own views place them, the views at the video's face size (the span of
+    iBUG 27..67, which the table gives); None (the iBUG table) where the model cannot be rendered so."""
+    count = model().landmarks.shape[1]
+    columns = [model_landmark(i, count) for i in range(27, IBUG_POINTS)]
+    face = cues["points"][cues["found"]][:, 27:]
+    span = float((face.amax(1) - face.amin(1)).amax(-1).median())
+    size = min(max(views_resolution(model, span, columns, shape), MODEL_VIEWS_SIZES[0]), MODEL_VIEWS_SIZES[1])
+    log(f"track: MediaPipe on the model's own views ({MODEL_VIEWS} at {size} px) for its points on the model")
+    try:
+        return model_embedding(model, size, shape)
+    except ValueError as error:
+        log(f"track: no points from the model's views ({error}): MediaPipe's points through the iBUG table")
+        return None
 
 
 def _splits(n: int, config: VideoTrackerConfig) -> dict[str, Tensor]:

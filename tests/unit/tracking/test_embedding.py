@@ -77,3 +77,28 @@ def test_tracking_with_the_embedding(clip, tmp_path):
     # The issue's aims with a detector: 2 mm, 2 degrees, jaw 3. Measured on these 40 frames: 2.08 mm, 1.00 degrees,
     # jaw 0.65 (with the iBUG table on a 24-frame clip: 5.2 mm, 0.62 degrees).
     assert result.vertex_mm < 2.8 and result.rotation_deg < 1.5 and result.jaw_deg < 1.5, result
+
+
+def test_the_models_own_views_place_mediapipes_points_by_its_landmarks(clip):
+    """Derived from the model's views alone (no video, no truth), MediaPipe's points that our iBUG table pairs with
+    FLAME's static landmarks lie beside those landmarks on the neutral head (the table's pairs sit 0.7-2.8 px apart
+    at 256 px, about as many mm)."""
+    from headfields.synthetic.model_views import model_views, views_resolution
+    from headfields.tracking.correspondence import MEDIAPIPE_FOR_IBUG
+    from headfields.tracking.embedding import model_embedding
+
+    _, _, model, _ = clip
+    surface = model_embedding(model, 128)
+    neutral = model()
+    derived = surface.points(neutral.vertices.detach(), model.faces)[0]
+    where = {int(m): i for i, m in enumerate(surface.observed)}
+    pairs = [(where[m], ibug - 17) for ibug, m in MEDIAPIPE_FOR_IBUG.items() if m in where]
+    assert len(pairs) >= 20, len(pairs)
+    ours, theirs = derived[[a for a, _ in pairs]], neutral.landmarks[0].detach()[[b for _, b in pairs]]
+    assert float((ours - theirs).norm(dim=-1).median()) < 0.003
+    # The views' resolution puts the landmarks at the asked size: 2x the face, 2x the pixels; projected, the span.
+    assert abs(views_resolution(model, 120.0) - 2 * views_resolution(model, 60.0)) <= 1
+    size = views_resolution(model, 80.0)
+    _, cameras, _ = model_views(model, count=1, resolution=size)
+    pixels = project_points(cameras, neutral.landmarks[0].detach(), 0).pixels
+    assert float((pixels.amax(0) - pixels.amin(0)).max()) == pytest.approx(80.0, rel=0.03)
