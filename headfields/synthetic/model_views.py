@@ -23,9 +23,9 @@ from ._render import render_frames
 
 __all__ = ["VIEW_FOV", "model_views", "views_resolution"]
 
-# The head's turns (radians, either way, uniform): what a clip facing the camera shows. On the synthetic video the
-# derived embedding gave 1.97 mm, 1.11 degrees (neutral face, 96 views at the video's 96 px, pitch 0.1, yaw 0.3);
-# with expressions (0.15 s.d.) 2.51 mm, at 192 px 2.61 mm.
+# The head's turns (radians, either way, uniform): what a clip facing the camera shows. Tracking the built-in video
+# (96 px) with the points these views place: 2.02 mm, 1.04 degrees (benchmarks/tracking.py); in trials, views with
+# expressions (0.15 s.d.) gave 2.51 mm, views at 192 px instead of the video's 96 gave 2.61 mm.
 VIEW_YAW, VIEW_PITCH = 0.3, 0.1
 VIEW_FOV = math.radians(30.0)
 VIEW_MARGIN = 1.1  # the head's box spans the image up to this margin
