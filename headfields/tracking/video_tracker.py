@@ -68,7 +68,9 @@ MEDIAPIPE_CROP_SCALE = 2.0  # the face mesh spans the forehead, ~1.25x the iBUG 
 MASK_THRESHOLD = 0.5
 CAPTURE_LAYOUTS = ("insta", "vhap")
 CORRESPONDENCES = ("model", "table")
-MODEL_VIEWS_SIZES = (64, 512)  # the model's views are rendered at the video's face size, within these
+# The model's views are rendered at the video's face size, within these: MediaPipe reads a face through a 192-pixel
+# crop of 1.5 times its box, so a larger view tells it no more (at 512, the views' render took minutes on 2 cores).
+MODEL_VIEWS_SIZES = (64, 256)
 MOUTH_LABELS = {name: INSTA_FACE_PARSING[name] for name in ("upper_lip", "lower_lip", "mouth_interior")}
 
 
