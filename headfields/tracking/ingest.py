@@ -68,6 +68,7 @@ class Ingested:
     times: Float[Tensor, " N"]  # seconds since the video's first frame (the target times when resampled)
     source_frames: Int[Tensor, " N"]  # the index of the source frame each one is, in presentation order
     fps: float
+    source: VideoProbe  # the video as stored (its frame count, displayed size, ...): what probe_video finds
 
     @property
     def height(self) -> int:
@@ -301,12 +302,13 @@ def read_frames(
         raise ValueError(f"video: expected a readable video file, {str(path)!r} is corrupt ({error})") from None
     if filled != len(index):
         raise ValueError(f"video: {str(path)!r} decoded {filled} of the {len(index)} frames its packets promise (corrupt?)")
-    rate = float(fps) if fps is not None else _probe(scan).fps
+    source = _probe(scan)
     return Ingested(
         images=images,
         times=torch.as_tensor(times, dtype=torch.float64),
         source_frames=torch.as_tensor(index, dtype=torch.long),
-        fps=rate,
+        fps=float(fps) if fps is not None else source.fps,
+        source=source,
     )
 
 

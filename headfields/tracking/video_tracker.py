@@ -54,7 +54,7 @@ from ..synthetic import write_synthetic_flame
 from ..synthetic.model_views import views_resolution
 from .correspondence import mediapipe_to_ibug
 from .embedding import MODEL_VIEWS, model_embedding
-from .ingest import CROP_SCALE, Crop, crop_frames, probe_video, read_frames, square_crop
+from .ingest import CROP_SCALE, Crop, crop_frames, read_frames, square_crop
 from .landmark_files import read_landmark_files
 from .mouth import mouth_regions
 from .smoothing import smooth_track
@@ -220,9 +220,10 @@ def _cues(video: Path, work: Path, config: VideoTrackerConfig, landmarks, landma
         )  # fmt: skip
     n, height, width = frames.images.shape[:3]
     if landmarks is not None:
-        probe = probe_video(video)  # the files number the video's frames, not those kept by the rate and the trim
-        track = read_landmark_files(landmarks, max(probe.frames, int(frames.source_frames.max()) + 1), landmarks_first)
-        scale = width / probe.width  # the files' pixels are the video's, before max_size shrank it
+        # The files number the video's stored frames (not those the rate and the trim kept), in its pixels (before
+        # max_size shrank them).
+        track = read_landmark_files(landmarks, frames.source.frames, landmarks_first)
+        scale = width / frames.source.width
         points, found = track.points[frames.source_frames] * scale, track.found[frames.source_frames]
         layout = track.layout
     else:

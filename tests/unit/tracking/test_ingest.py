@@ -131,6 +131,7 @@ def test_resampling_picks_the_nearest_frame_in_time(vfr_clip, fps, trim_start, t
     nearest = [int(np.argmin(np.abs(times - t) - 1e-12 * (times < t))) for t in targets]
     assert clip.source_frames.tolist() == nearest
     assert frame_index(clip.images) == nearest  # and the pixels are that frame's
+    assert clip.source == probe_video(vfr_clip)  # the stored video, as probe_video finds it, whatever was kept
     np.testing.assert_allclose(clip.times.numpy(), targets, atol=1e-9)
     assert clip.fps == fps
 
