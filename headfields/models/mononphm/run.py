@@ -83,10 +83,10 @@ def _landmarks(config: MonoNphmConfig, subject: Subject) -> tuple[torch.Tensor, 
     folder = Path(config.landmarks) if config.landmarks is not None else subject.root / LANDMARKS_FOLDER
     if config.landmarks is None and not all((folder / f"{split}.npy").is_file() for split in splits):
         return None
-    for split in splits:
-        if not (folder / f"{split}.npy").is_file():
-            raise FileNotFoundError(f"mononphm.landmarks: no {split}.npy in {folder} (train.npy and {splits[1]}.npy)")
-    return tuple(load_detected_landmarks(folder, split) for split in splits)
+    try:
+        return tuple(load_detected_landmarks(folder, split) for split in splits)
+    except FileNotFoundError as error:  # the reader's "landmarks: no X.npy in DIR", named by the flag
+        raise FileNotFoundError(f"mononphm.{error} (train.npy and {splits[1]}.npy)") from None
 
 
 def train(run, out: str | Path, device: str | torch.device | None = None, resume: bool = True, log=None) -> dict:
