@@ -1,6 +1,8 @@
 """How close a tracking is to the truth, where the truth is known (the synthetic videos): the face's vertex error
 after one similarity transform for the whole video (a monocular tracker cannot know the world's scale or where its
-camera is), the head's rotation error and the jaw's, medians over the frames.
+camera is), the head's rotation error and the jaw's, medians over the frames; and what decides how an avatar trained on
+the tracking renders its held-out frames: where the face lands in the image, its vertices projected by each tracking's
+camera, after one scale and shift of the image for the whole video (a capture's crop).
 
     accuracy = tracking_accuracy(model, capture_tracking("captures/me"), (true_params, true_cameras))
     accuracy.vertex_mm, accuracy.rotation_deg, accuracy.jaw_deg
@@ -14,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ..cameras import PinholeCameras
+from ..cameras import PinholeCameras, project_points
 from ..data import TrackedParams, detect_capture_format, held_out_splits, load_insta_dataset, load_vhap_dataset
 from ..fitting.photometric_term import face_region
 from ..parametric.model import ParametricModel
@@ -27,6 +29,7 @@ class TrackingAccuracy:
     vertex_mm: float  # the face region's vertices, median over vertices and frames
     rotation_deg: float  # the head (the neck joint's frame) in the camera, median over frames
     jaw_deg: float  # the jaw joint's axis-angle difference, median over frames
+    image_px: float  # the face region's projected vertices in the truth's pixels, median over vertices and frames
     frames: int
 
 
@@ -77,14 +80,32 @@ def tracking_accuracy(model: ParametricModel, tracked: Tracking, truth: Tracking
     vertex = (aligned - b).norm(dim=-1).median()
     relative = true_rotation.transpose(1, 2) @ rotation @ our_rotation
     cosine = ((relative.diagonal(dim1=1, dim2=2).sum(-1) - 1) / 2).clamp(-1, 1)
+    projected = [_projected(vertices[:, region], cameras) for vertices, (_, cameras) in ((ours, tracked), (true, truth))]
     jaw = model.joint_index("jaw")
     jaw_error = (tracked[0].pose[:, jaw] - truth[0].pose[:, jaw]).norm(dim=-1)
     return TrackingAccuracy(
         vertex_mm=float(vertex) * 1000,
         rotation_deg=float(torch.rad2deg(torch.acos(cosine)).median()),
         jaw_deg=float(torch.rad2deg(jaw_error).median()),
+        image_px=_image_error(*projected),
         frames=n,
     )
+
+
+def _projected(in_camera: Tensor, cameras: PinholeCameras) -> Tensor:
+    """Camera-space points ``[N, K, 3]`` to their frames' pixels ``[N, K, 2]``."""
+    n, k = in_camera.shape[:2]
+    at_origin = replace(cameras, camera_to_world=torch.eye(4).expand(n, 4, 4))
+    frame = torch.arange(n).repeat_interleave(k)
+    return project_points(at_origin, in_camera.reshape(-1, 3).float(), frame).pixels.double().view(n, k, 2)
+
+
+def _image_error(ours: Tensor, true: Tensor) -> float:
+    """The median distance of ``ours`` to ``true`` pixels ``[N, K, 2]`` after the least-squares ``s ours + t``."""
+    a, b = ours.reshape(-1, 2), true.reshape(-1, 2)
+    a0, b0 = a - a.mean(0), b - b.mean(0)
+    scale = (a0 * b0).sum() / a0.square().sum()
+    return float((scale * a0 - b0).norm(dim=-1).median())
 
 
 def _similarity(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor, Tensor]:

@@ -78,3 +78,21 @@ def test_the_measure_ignores_one_rigid_motion_and_sees_each_frames_own(builtin):
     result = tracking_accuracy(model, (shaken, cameras), (params, cameras))
     assert result.rotation_deg == pytest.approx(2.0, abs=0.2) and result.jaw_deg == pytest.approx(1.0, abs=0.01)
     assert result.vertex_mm > 1.0, result
+
+
+def test_the_image_measure_ignores_a_crop_and_sees_each_frames_shift(builtin):
+    """Cameras of a crop (twice the pixels, the centre moved): 0 px. Each camera moved sideways by half a pixel at the
+    head's depth, alternately left and right: 0.5 px (within the face's depth's spread)."""
+    _, (params, cameras), model, _, _ = builtin
+    crop = replace(cameras, fx=cameras.fx * 2, fy=cameras.fy * 2, cx=cameras.cx * 2 - 7.0, cy=cameras.cy * 2 + 3.0)
+    assert tracking_accuracy(model, (params, crop), (params, cameras)).image_px < 1e-4
+    head = model(shape=params.shape, expression=params.expression, pose=params.pose, translation=params.translation)
+    frame = torch.arange(params.num_frames)
+    depth = project_points(cameras, head.landmarks.mean(1), frame).depth
+    sign = torch.ones(params.num_frames)
+    sign[1::2] = -1
+    local = torch.eye(4).repeat(params.num_frames, 1, 1)
+    local[:, 0, 3] = sign * 0.5 * depth / cameras.fx
+    moved = replace(cameras, camera_to_world=cameras.camera_to_world @ local)
+    result = tracking_accuracy(model, (params, moved), (params, cameras))
+    assert result.image_px == pytest.approx(0.5, abs=0.03), result
