@@ -123,6 +123,14 @@ def _even(value: float) -> int:
     return max(2, 2 * round(value / 2))
 
 
+def _flame_folder(run: Run) -> str | Path | None:
+    """The FLAME folder the run was trained with (its ``--model``, else its capture's own); None for another model
+    or a capture of tracked meshes alone (a driving clip is then fitted with the synthetic FLAME)."""
+    if run.config.subject.model_type != "flame" or run.subject.train.model_type not in (None, "flame"):
+        return None
+    return run.config.subject.model or run.subject.train.model_path
+
+
 def plan_render(run: Run, args: argparse.Namespace) -> RenderPlan:
     """The cameras, heads and ground truth ``args`` ask of ``run`` (see :func:`add_parser` for the flags)."""
     from ..data import load_tracker_dataset
@@ -132,8 +140,9 @@ def plan_render(run: Run, args: argparse.Namespace) -> RenderPlan:
     if args.drive is not None and args.drive.is_file():  # a video: tracked first (once; cached by its content)
         from ..tracking.video_tracker import VideoTrackerConfig, tracked_capture
 
-        # Every frame of a driving clip drives: one split, nothing held out.
-        args.drive = tracked_capture(args.drive, VideoTrackerConfig(test_frames=0, val_frames=0))
+        # Every frame of a driving clip drives: one split, nothing held out; fitted with the avatar's own FLAME.
+        config = VideoTrackerConfig(test_frames=0, val_frames=0)
+        args.drive = tracked_capture(args.drive, config, flame=_flame_folder(run))
         args.split = args.split or "train"
     if args.drive is not None:
         if not args.drive.is_dir():

@@ -36,7 +36,12 @@ def add_parser(commands) -> None:
         "--landmarks-first", type=int, default=0, help="the number in the first landmark file's name (1: ffmpeg's %%05d)"
     )
     parser.add_argument("--masks", type=Path, default=None, help="your own foreground masks: a folder of PNGs, one a frame")
-    parser.add_argument("--flame", type=Path, default=None, help="your FLAME model's folder (default: the synthetic FLAME)")
+    parser.add_argument(
+        "--flame",
+        type=Path,
+        default=None,
+        help="your FLAME model's folder, named by no capture: train with --model (default: the synthetic FLAME, copied in)",
+    )
     parser.add_argument("--identity", type=Path, default=None, help="MICA's identity.npy: the FLAME shape, held")
     parser.add_argument(
         "--embedding", type=Path, default=None,

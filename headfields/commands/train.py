@@ -89,7 +89,7 @@ def run_config(model: str, argv: list[str]) -> tuple[RunConfig, Path, str]:
             raise ValueError("video: expected either --video or --data, got both")
         from ..tracking.video_tracker import tracked_capture
 
-        flags = dataclasses.replace(flags, data=tracked_capture(flags.video))
+        flags = dataclasses.replace(flags, data=tracked_capture(flags.video, flame=flags.model))  # the model it trains
     given = {k: str(getattr(flags, k)) for k in ("data", "model", "regions", "eval_split") if getattr(flags, k) is not None}
     subject = start.subject
     if flags.all_held_out is not None:

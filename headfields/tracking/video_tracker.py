@@ -148,9 +148,10 @@ def track_video(
         fit = _fit(cues, model, shape, surface, work, config, log)
         capture = work / "capture"
         shutil.rmtree(capture, ignore_errors=True)
-        if flame is None:  # the synthetic model goes with the capture that names it
-            model_dir = Path(shutil.copytree(model_dir, capture / "model"))
-        _write_capture(capture, cues, fit, model, model_dir, config)
+        # The synthetic model goes with the capture that names it; the user's licensed files stay where they are, named
+        # by no capture (as INSTA's and metrical-tracker's): train with --model, or on the capture's tracked meshes.
+        named = Path(shutil.copytree(model_dir, capture / "model")) if flame is None else None
+        _write_capture(capture, cues, fit, model, named, config)
         out.parent.mkdir(parents=True, exist_ok=True)
         if out.exists():
             out.rmdir()  # empty, checked above
@@ -177,19 +178,26 @@ def _check_detectors(landmarks: bool, masks: bool) -> None:
         mediapipe_model(name)
 
 
-def tracked_capture(video: str | Path, config: VideoTrackerConfig | None = None, log: Callable[[str], None] = print) -> Path:
-    """The capture of ``video`` tracked with ``config``, tracked on first use into the cache folder
-    (``~/.cache/headfields/tracked/``) under the video's content hash and the settings, and reused after: what
-    ``train --video`` and ``render --drive VIDEO`` read."""
+def tracked_capture(
+    video: str | Path,
+    config: VideoTrackerConfig | None = None,
+    flame: str | Path | None = None,
+    log: Callable[[str], None] = print,
+) -> Path:
+    """The capture of ``video`` tracked with ``config`` (and the user's ``flame`` folder, as :func:`track_video`), tracked
+    on first use into the cache folder (``~/.cache/headfields/tracked/``) under the video's content hash and the
+    settings, and reused after: what ``train --video`` (with its ``--model``) and ``render --drive VIDEO`` (with the
+    run's model) read."""
     config = config or VideoTrackerConfig()
     video = Path(video)
     if not video.is_file():
         raise ValueError(f"video: expected a video file, {str(video)!r} is not a file")
-    root = cache_folder() / "tracked" / _digest(video, config, None, None, None, None)
+    flame = None if flame is None else Path(flame).expanduser().absolute()
+    root = cache_folder() / "tracked" / _digest(video, config, None, None, flame, None)
     if (root / "tracking.json").is_file():
         log(f"track: {video} was tracked before: {root}")
         return root
-    return track_video(video, root, config, log=log)
+    return track_video(video, root, config, flame=flame, log=log)
 
 
 def _digest(video: Path, config, landmarks, masks, flame, identity) -> str:
@@ -399,7 +407,7 @@ def _splits(n: int, config: VideoTrackerConfig) -> dict[str, Tensor]:
     return {name: index for name, index in splits.items() if len(index)}  # a driving clip: all of it trains
 
 
-def _write_capture(root: Path, cues: dict, fit: dict, model, model_dir: Path, config: VideoTrackerConfig) -> None:
+def _write_capture(root: Path, cues: dict, fit: dict, model, model_dir: Path | None, config: VideoTrackerConfig) -> None:
     n, size = len(cues["found"]), config.size
     # The fit's world has the camera at its origin; a capture's has the head there (as metrical-tracker's and VHAP's:
     # models put their boxes, grids and scene extent about the origin). Both shift by the mean translation, exactly.
@@ -420,7 +428,7 @@ def _write_capture(root: Path, cues: dict, fit: dict, model, model_dir: Path, co
         params=params,
         mesh_vertices=head.vertices.detach(),
         mesh_faces=head.faces,
-        model_type="flame",
+        model_type=None if model_dir is None else "flame",
         model_path=model_dir,
         segmentation_labels=dict(MOUTH_LABELS),
     )

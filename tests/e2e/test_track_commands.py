@@ -1,13 +1,14 @@
-"""The commands that take a video: ``train MODEL --video`` tracks a clip it has not seen (cached by the clip's
-content, so a second use reads it back) and ``render RUN --drive VIDEO`` reenacts from another clip, every frame of
-it, tracked first; ``track`` refuses an output folder that holds files, one line, nothing changed."""
+"""The commands that take a video: ``train MODEL --video`` tracks a clip it has not seen with the model it trains (the
+user's FLAME folder, named by no capture; cached by the clip's content and that folder, so a second use reads it back)
+and ``render RUN --drive VIDEO`` reenacts from another clip, every frame of it, tracked first with the run's FLAME;
+``track`` refuses an output folder that holds files, one line, nothing changed."""
 
 import torch
 
 from headfields.commands import main
 from headfields.data import load_insta_dataset
 from headfields.media import read_video, write_video
-from headfields.synthetic import SyntheticVideoConfig, make_synthetic_video
+from headfields.synthetic import SyntheticVideoConfig, make_synthetic_video, write_synthetic_flame
 from headfields.tracking import tracked_capture
 from headfields.tracking.model_files import mediapipe_folder
 
@@ -28,16 +29,22 @@ def test_train_and_drive_from_videos(tmp_path, monkeypatch, capsys):
     clip = _clip(tmp_path / "a", tmp_path / "me.mp4", seed=0, rotation=90)
     other = _clip(tmp_path / "b", tmp_path / "other.mp4", seed=1, rotation=0)
 
+    flame = write_synthetic_flame(tmp_path / "FLAME2023")  # stands for the user's licensed files, kept apart
     run = tmp_path / "run"
-    assert main(["train", "gaussian_avatar", "--video", str(clip), "--out", str(run), *TRAIN]) == 0
-    tracked = list((tmp_path / "cache" / "headfields" / "tracked").iterdir())
+    assert main(["train", "gaussian_avatar", "--video", str(clip), "--model", str(flame), "--out", str(run), *TRAIN]) == 0
+    cache = tmp_path / "cache" / "headfields" / "tracked"
+    tracked = list(cache.iterdir())
     assert len(tracked) == 1 and (tracked[0] / "tracking.json").is_file()  # cached by the clip's content
+    assert load_insta_dataset(tracked[0], "train", pixels=False).model_path is None  # no copy, no path out of it
+    assert not (tracked[0] / "model").exists()
     lines = []
-    assert tracked_capture(clip, log=lines.append) == tracked[0] and "was tracked before" in lines[0]
+    assert tracked_capture(clip, flame=flame, log=lines.append) == tracked[0] and "was tracked before" in lines[0]
 
     out = tmp_path / "reenacted.mp4"
     assert main(["render", str(run), "--drive", str(other), "--out", str(out), "--resolution", "128", "--device", "cpu"]) == 0
     assert read_video(out).shape[0] == FRAMES - 3  # every frame of the other clip drives the avatar
+    driver = set(cache.iterdir()) - {tracked[0]}
+    assert len(driver) == 1 and not (driver.pop() / "model").exists()  # fitted with the run's FLAME, not the synthetic
 
     capsys.readouterr()
     assert main(["track", str(clip), "--out", str(run)]) == 2  # a folder that holds files: refused, nothing changed
