@@ -45,6 +45,7 @@ CROP_SCALE = 2.5
 # it, and by more than 1.5 ticks of the stream's clock: 29.97 fps on a millisecond clock alternates 33 and 34 ms
 # intervals (one tick) and is constant; a phone's 30 fps clip with dropped frames has 67 ms gaps.
 VARIABLE_RATE_TOLERANCE = 0.01
+TIE_SECONDS = 1e-9  # two source frames this close to equally near a target time are a tie
 
 
 @dataclass(frozen=True)
@@ -236,7 +237,9 @@ def _select(scan: _Scan, fps: float | None, trim_start: float, trim_end: float, 
     targets = trim_start + np.arange(count) / fps
     after = np.clip(np.searchsorted(times, targets), 1, len(times) - 1) if len(times) > 1 else np.zeros(count, np.int64)
     before = np.maximum(after - 1, 0)
-    index = np.where(np.abs(times[after] - targets) < np.abs(targets - times[before]), after, before)  # ties: earlier
+    # Ties go to the earlier frame, a tie within a nanosecond too (a clock tick is ~11 us): 0.56 s lies 0.06 from
+    # both 0.5 and 0.62 in exact arithmetic, not in floating point.
+    index = np.where(np.abs(times[after] - targets) < np.abs(targets - times[before]) - TIE_SECONDS, after, before)
     return index, targets
 
 
