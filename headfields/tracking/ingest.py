@@ -3,7 +3,8 @@
 Phones store portrait video as landscape sensor frames plus a display matrix; :func:`read_frames` turns each frame
 as a player shows it. Phones also record at a variable frame rate; given ``fps``, each output frame is the source
 frame presented nearest to ``t0 + k / fps``, so the capture is sampled evenly in time. Frames are decoded one at a
-time and (``max_size``) shrunk as they are decoded: a 4K clip is never held whole at 4K::
+time and (``max_size``) shrunk as they are decoded, and ``each`` makes what is kept of each (a detector's points, a
+crop), so a minute of 1080p (9 GB as frames) is never held whole::
 
     from headfields.tracking.ingest import crop_frames, probe_video, read_frames, square_crop
 
@@ -11,6 +12,7 @@ time and (``max_size``) shrunk as they are decoded: a 4K clip is never held whol
     clip = read_frames("me.mp4", fps=25, trim_start=2, trim_end=1, max_size=1280)  # images [N, H, W, 3] upright
     crop = square_crop(first_frame_landmarks, clip.width, clip.height)  # metrical-tracker's box, 2.5x the face
     frames = crop_frames(clip.images, crop, size=512)  # uint8 [N, 512, 512, 3]
+    frames = read_frames("me.mp4", fps=25, each=lambda image: crop_frames(image[None], crop)[0]).images  # the same
     points_512 = crop.to_pixels(landmarks, size=512)
 
 Pixel coordinates follow headfields' convention (:mod:`headfields.cameras`): the centre of pixel (col, row) is at
@@ -30,7 +32,7 @@ import av
 import numpy as np
 import torch
 import torch.nn.functional as F
-from jaxtyping import Float, Int, UInt8
+from jaxtyping import Float, Int, Shaped, UInt8
 from torch import Tensor
 
 from ..checks import check_shape
@@ -63,21 +65,15 @@ class VideoProbe:
 
 @dataclass(frozen=True)
 class Ingested:
-    """Frames as :func:`read_frames` returns them: upright, at ``fps``."""
+    """Frames as :func:`read_frames` returns them: upright, at ``fps`` (or what its ``each`` made of each one)."""
 
-    images: UInt8[Tensor, "N H W 3"]
+    images: Shaped[Tensor, "N ..."]  # uint8 [N, H, W, 3]; with ``each``: its results, stacked
     times: Float[Tensor, " N"]  # seconds since the video's first frame (the target times when resampled)
     source_frames: Int[Tensor, " N"]  # the index of the source frame each one is, in presentation order
     fps: float
     source: VideoProbe  # the video as stored (its frame count, displayed size, ...): what probe_video finds
-
-    @property
-    def height(self) -> int:
-        return self.images.shape[1]
-
-    @property
-    def width(self) -> int:
-        return self.images.shape[2]
+    width: int  # each frame's as decoded (upright, after max_size)
+    height: int
 
 
 @dataclass(frozen=True)
@@ -257,9 +253,11 @@ def read_frames(
     trim_end: float = 0.0,
     max_size: int | None = None,
     progress: Callable[[int], object] | None = None,
+    each: Callable[[UInt8[Tensor, "H W 3"]], Tensor] | None = None,
 ) -> Ingested:
     """The frames of ``video``, upright (its display matrix applied), RGB uint8 on the CPU; ``progress(k)`` is told
-    each time k more of them are decoded.
+    each time k more of them are decoded. ``each``: called on each frame as it is decoded, in order, its result kept
+    instead (a crop, a detector's points): a long clip is never held whole at its size.
 
     ``fps`` None keeps every frame presented in the window, with its own time; a rate resamples: output frame k is
     the source frame presented nearest to ``trim_start + k / fps`` (ties to the earlier), for every such time
@@ -284,7 +282,7 @@ def read_frames(
     width, height = _shrunk(scan.stored_width, scan.stored_height, max_size)
     turns = scan.rotation // 90
     out_h, out_w = (width, height) if turns % 2 else (height, width)
-    images = torch.empty(len(index), out_h, out_w, 3, dtype=torch.uint8)
+    images = None if each is not None else torch.empty(len(index), out_h, out_w, 3, dtype=torch.uint8)
     filled, last = 0, int(wanted.max())
     try:
         with _open(path)[1] as container:
@@ -295,6 +293,10 @@ def read_frames(
                 if slots:
                     rgb = frame.to_ndarray(format="rgb24", width=width, height=height, interpolation=_SCALE)
                     image = torch.rot90(torch.from_numpy(rgb), turns, dims=(0, 1)) if turns else torch.from_numpy(rgb)
+                    if each is not None:
+                        image = each(image)
+                        if images is None:
+                            images = torch.empty(len(index), *image.shape, dtype=image.dtype)
                     images[slots] = image
                     filled += len(slots)
                     if progress is not None:
@@ -312,6 +314,8 @@ def read_frames(
         source_frames=torch.as_tensor(index, dtype=torch.long),
         fps=float(fps) if fps is not None else source.fps,
         source=source,
+        width=out_w,
+        height=out_h,
     )
 
 

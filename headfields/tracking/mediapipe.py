@@ -48,7 +48,7 @@ from torch import Tensor
 
 from .model_files import mediapipe_model
 
-__all__ = ["FaceLandmarker", "FaceLandmarks", "SelfieSegmenter", "load_litert"]
+__all__ = ["FaceLandmarker", "FaceLandmarks", "SelfieSegmenter", "landmarks_of", "load_litert"]
 
 NUM_LANDMARKS = 468
 _DETECT_SIZE = 128  # face_detection_short_range.pbtxt: tensor_width/height, x/y/w/h_scale
@@ -178,6 +178,12 @@ class FaceLandmarks:
     score: Float[Tensor, " N"]
 
 
+def landmarks_of(rows: Float[Tensor, "N 468 4"]) -> FaceLandmarks:
+    """:class:`FaceLandmarks` from the rows :meth:`FaceLandmarker.video` gives a frame, stacked."""
+    found = torch.isfinite(rows[:, 0, 3])
+    return FaceLandmarks(points=rows[..., :3], found=found, score=torch.where(found, rows[:, 0, 3], 0.0))
+
+
 class FaceLandmarker:
     """MediaPipe's face landmarker in video mode, one face: each call is one video, read in order. The face is
     detected on the first frame; each next frame is cropped where the previous frame's landmarks say the face is,
@@ -255,33 +261,39 @@ class FaceLandmarker:
         """Landmarks of uint8 frames [N, H, W, 3] (torch or numpy), read as one video in order; the models run on
         the CPU, the results go to the frames' device. ``progress(1)`` is called after each frame."""
         frames = _check_images(images)
-        n = frames.shape[0]
-        points = np.full((n, NUM_LANDMARKS, 3), np.nan, dtype=np.float32)
-        score = np.zeros(n, dtype=np.float32)
-        found = np.zeros(n, dtype=bool)
+        step = self.video()
+        rows = []
+        for i in range(frames.shape[0]):
+            rows.append(step(frames[i]))
+            if progress is not None:
+                progress(1)
+        return landmarks_of(torch.stack(rows).to(frames.device))
+
+    def video(self) -> Callable[[Tensor], Tensor]:
+        """One video read a frame at a time: a function of each next uint8 frame [H, W, 3] in order, giving its 468
+        points and the face presence ``[468, 4]`` (x, y, z, presence; NaN where no face was found), which
+        :func:`landmarks_of` turns into :class:`FaceLandmarks`. For frames decoded one by one
+        (:func:`~headfields.tracking.ingest.read_frames`'s ``each``), so that a long clip is never held whole."""
         roi: _Roi | None = None  # the crop tracked from the previous frame
-        for i in range(n):
-            image = frames[i].cpu().permute(2, 0, 1)[None].float() / 255
+
+        def step(frame: Tensor) -> Tensor:
+            nonlocal roi
+            image = _check_images(frame[None])[0].cpu().permute(2, 0, 1)[None].float() / 255
             result = self._face(image, roi) if roi is not None else None
             if result is None:
                 detected = self.detect(image)
                 result = self._face(image, detected) if detected is not None else None
                 if result is not None and self.refine_detections:
                     result = self._face(image, _landmarks_roi(result[0])) or result
-            if progress is not None:
-                progress(1)
+            row = np.full((NUM_LANDMARKS, 4), np.nan, dtype=np.float32)
             if result is None:
                 roi = None
-                continue
-            points[i], score[i] = result
-            found[i] = True
-            roi = _landmarks_roi(points[i])
-        device = frames.device
-        return FaceLandmarks(
-            points=torch.from_numpy(points).to(device),
-            found=torch.from_numpy(found).to(device),
-            score=torch.from_numpy(score).to(device),
-        )
+            else:
+                row[:, :3], row[:, 3] = result
+                roi = _landmarks_roi(result[0])
+            return torch.from_numpy(row)
+
+        return step
 
     def _face(self, image: Tensor, roi: _Roi) -> tuple[np.ndarray, float] | None:
         """:meth:`landmarks` where the face presence passes the threshold, else None."""

@@ -54,7 +54,7 @@ from ..synthetic import write_synthetic_flame
 from ..synthetic.model_views import views_resolution
 from .correspondence import mediapipe_to_ibug
 from .embedding import MODEL_VIEWS, model_embedding
-from .ingest import CROP_SCALE, Crop, crop_frames, read_frames, square_crop
+from .ingest import CROP_SCALE, Crop, Ingested, crop_frames, read_frames, square_crop
 from .landmark_files import read_landmark_files
 from .mouth import mouth_regions
 from .smoothing import smooth_track
@@ -222,25 +222,30 @@ def _cues(video: Path, work: Path, config: VideoTrackerConfig, landmarks, landma
         log("track: cues from the interrupted run")
         return torch.load(done, weights_only=True)
     log(f"track: reading {video}")
-    with Progress(None, "track: decoding", "frame") as bar:  # how many the rate keeps is known inside read_frames
-        frames = read_frames(
-            video, config.fps, config.trim_start, config.trim_end, config.max_size, progress=bar.update
-        )  # fmt: skip
-    n, height, width = frames.images.shape[:3]
+
+    def read(stage: str, each: Callable[[Tensor], Tensor]) -> Ingested:
+        # A frame at a time, kept as ``each`` makes it: a long phone clip is never held whole at its size.
+        with Progress(None, stage, "frame") as bar:  # how many the rate keeps is known inside read_frames
+            return read_frames(
+                video, config.fps, config.trim_start, config.trim_end, config.max_size, bar.update, each
+            )  # fmt: skip
+
     if landmarks is not None:
-        # The files number the video's stored frames (not those the rate and the trim kept), in its pixels (before
-        # max_size shrank them).
+        # The first pass only finds the frames the rate and the trim keep, and their size: the files number the
+        # video's stored frames, in its pixels (before max_size shrank them).
+        frames = read("track: decoding", lambda image: torch.empty(0))
         track = read_landmark_files(landmarks, frames.source.frames, landmarks_first)
-        scale = width / frames.source.width
+        scale = frames.width / frames.source.width
         points, found = track.points[frames.source_frames] * scale, track.found[frames.source_frames]
         layout = track.layout
     else:
-        from .mediapipe import FaceLandmarker
+        from .mediapipe import FaceLandmarker, landmarks_of
 
-        log(f"track: MediaPipe face mesh on {n} frames")
-        with Progress(n, "track: face mesh", "frame") as bar:
-            faces = FaceLandmarker()(frames.images, progress=bar.update)
+        log("track: MediaPipe face mesh, a frame as it is decoded")
+        frames = read("track: face mesh", FaceLandmarker().video())
+        faces = landmarks_of(frames.images)
         points, found, layout = faces.points[..., :2], faces.found, "mediapipe"
+    n, width, height = len(frames.source_frames), frames.width, frames.height
     if not bool(found.any()):
         raise ValueError(f"video: no face found in any of its {n} frames")
     if config.whole_frame:
@@ -250,7 +255,7 @@ def _cues(video: Path, work: Path, config: VideoTrackerConfig, landmarks, landma
         extent = points[torch.nonzero(found)[:CROP_FRAMES, 0]].reshape(-1, 2)
         extent = extent[torch.isfinite(extent).all(-1)]
         crop = square_crop(extent, width, height, scale=CROP_SCALE if layout == "ibug68" else MEDIAPIPE_CROP_SCALE)
-    images = crop_frames(frames.images, crop, config.size)
+    images = read("track: cropping", lambda image: crop_frames(image[None], crop, config.size)[0]).images
     cropped = crop.to_pixels(points.float(), config.size)
     cropped = smooth_track(cropped, found, config.smoothing)
     ibug = mediapipe_to_ibug(cropped) if layout == "mediapipe" else cropped

@@ -155,6 +155,24 @@ def test_max_size_shrinks_each_frame(tmp_path):
     assert read_frames(tmp_path / "big.mp4", max_size=100).images.shape == (2, 64, 48, 3)  # never enlarged
 
 
+def test_each_frame_is_kept_as_each_makes_it(vfr_clip):
+    """``each`` sees every kept frame once, upright and in order (a resampled clip's repeated frame once, its result
+    in every slot that shows it), and only its results are held; the size is the decoded frames'."""
+    clip = read_frames(vfr_clip, fps=40)
+    seen = []
+
+    def each(image):
+        seen.append(image.clone())
+        return image.float().mean((0, 1))
+
+    reduced = read_frames(vfr_clip, fps=40, each=each)
+    assert reduced.images.shape == (len(clip.images), 3) and (reduced.width, reduced.height) == (clip.width, clip.height)
+    torch.testing.assert_close(reduced.images, clip.images.float().mean((1, 2)))
+    distinct = sorted(set(clip.source_frames.tolist()))
+    assert len(seen) == len(distinct) < len(clip.images)  # 40 fps from a slower clip: frames repeat
+    assert all(torch.equal(s, clip.images[clip.source_frames.tolist().index(i)]) for s, i in zip(seen, distinct, strict=True))
+
+
 # ---------------------------------------------------------------- crop
 
 
