@@ -44,8 +44,14 @@ NOISE_PX = 1.5  # in a 512-pixel frame, the issue's "true landmarks plus 1.5 px 
 LANDMARK_STAGES = ("MediaPipe", "fitting", "rigid", "keyframes", "frames", "global")
 HEADER = (
     "| landmarks | frames | with a face | face vertices, median mm | head rotation, median deg | jaw, median deg "
-    "| face in the image, median px | landmark stages, s a frame | photometric stage, s a frame | all, s |"
+    "| in the image, median px: face, neck, eyes | landmark stages, s a frame | photometric stage, s a frame | all, s |"
 )
+
+
+def _pixels(accuracy) -> str:
+    """Where the face, the neck (the body's turn) and the eyes (gaze) land in the image, against the truth."""
+    values = (accuracy.image_px, *(accuracy.regions_px.get(name, float("nan")) for name in ("neck", "eyes")))
+    return ", ".join(f"{v:.2f}" for v in values)
 
 
 def _frames(root: Path):
@@ -151,7 +157,7 @@ def main() -> None:
     print(HEADER)
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, frames, found, acc, per_frame, photometric, total in rows:
-        errors = f"{acc.vertex_mm:.2f} | {acc.rotation_deg:.2f} | {acc.jaw_deg:.2f} | {acc.image_px:.3f}"
+        errors = f"{acc.vertex_mm:.2f} | {acc.rotation_deg:.2f} | {acc.jaw_deg:.2f} | {_pixels(acc)}"
         cells = f"{errors} | {per_frame:.3f} | {photometric:.3f} | {total:.0f}"
         print(f"| {name} | {frames} | {found} | {cells} |")
     if args.minutes <= 0:

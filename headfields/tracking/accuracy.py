@@ -2,7 +2,8 @@
 after one similarity transform for the whole video (a monocular tracker cannot know the world's scale or where its
 camera is), the head's rotation error and the jaw's, medians over the frames; and what decides how an avatar trained on
 the tracking renders its held-out frames: where the face lands in the image, its vertices projected by each tracking's
-camera, after one scale and shift of the image for the whole video (a capture's crop).
+camera, after one scale and shift of the image for the whole video fitted on the face (a capture's crop); and the same
+in each of the model's regions, where the neck and the eyes tell what the face alone does not.
 
     accuracy = tracking_accuracy(model, capture_tracking("captures/me"), (true_params, true_cameras))
     accuracy.vertex_mm, accuracy.rotation_deg, accuracy.jaw_deg
@@ -30,6 +31,7 @@ class TrackingAccuracy:
     rotation_deg: float  # the head (the neck joint's frame) in the camera, median over frames
     jaw_deg: float  # the jaw joint's axis-angle difference, median over frames
     image_px: float  # the face region's projected vertices in the truth's pixels, median over vertices and frames
+    regions_px: dict[str, float]  # the same in each region the model names: its neck (the body's turn), eyes (gaze)...
     frames: int
 
 
@@ -80,14 +82,15 @@ def tracking_accuracy(model: ParametricModel, tracked: Tracking, truth: Tracking
     vertex = (aligned - b).norm(dim=-1).median()
     relative = true_rotation.transpose(1, 2) @ rotation @ our_rotation
     cosine = ((relative.diagonal(dim1=1, dim2=2).sum(-1) - 1) / 2).clamp(-1, 1)
-    projected = [_projected(vertices[:, region], cameras) for vertices, (_, cameras) in ((ours, tracked), (true, truth))]
+    projected = [_projected(vertices, cameras) for vertices, (_, cameras) in ((ours, tracked), (true, truth))]
     jaw = model.joint_index("jaw")
     jaw_error = (tracked[0].pose[:, jaw] - truth[0].pose[:, jaw]).norm(dim=-1)
     return TrackingAccuracy(
         vertex_mm=float(vertex) * 1000,
         rotation_deg=float(torch.rad2deg(torch.acos(cosine)).median()),
         jaw_deg=float(torch.rad2deg(jaw_error).median()),
-        image_px=_image_error(*projected),
+        image_px=_image_error(*projected, region, region),
+        regions_px={name: _image_error(*projected, index, region) for name, index in model.regions.items()},
         frames=n,
     )
 
@@ -100,12 +103,15 @@ def _projected(in_camera: Tensor, cameras: PinholeCameras) -> Tensor:
     return project_points(at_origin, in_camera.reshape(-1, 3).float(), frame).pixels.double().view(n, k, 2)
 
 
-def _image_error(ours: Tensor, true: Tensor) -> float:
-    """The median distance of ``ours`` to ``true`` pixels ``[N, K, 2]`` after the least-squares ``s ours + t``."""
-    a, b = ours.reshape(-1, 2), true.reshape(-1, 2)
+def _image_error(ours: Tensor, true: Tensor, vertices: Tensor, region: Tensor) -> float:
+    """The median distance of ``ours`` to ``true`` pixels ``[N, V, 2]`` at ``vertices`` (a mask or indices), after one
+    least-squares ``s ours + t`` for all frames, fitted on the face ``region`` (what a crop does; the rest of the head
+    would pull it by its own errors)."""
+    a, b = ours[:, region].reshape(-1, 2), true[:, region].reshape(-1, 2)
     a0, b0 = a - a.mean(0), b - b.mean(0)
     scale = (a0 * b0).sum() / a0.square().sum()
-    return float((scale * a0 - b0).norm(dim=-1).median())
+    shift = b.mean(0) - scale * a.mean(0)
+    return float((scale * ours[:, vertices] + shift - true[:, vertices]).norm(dim=-1).median())
 
 
 def _similarity(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor, Tensor]:

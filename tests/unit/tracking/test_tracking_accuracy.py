@@ -82,10 +82,11 @@ def test_the_measure_ignores_one_rigid_motion_and_sees_each_frames_own(builtin):
 
 def test_the_image_measure_ignores_a_crop_and_sees_each_frames_shift(builtin):
     """Cameras of a crop (twice the pixels, the centre moved): 0 px. Each camera moved sideways by half a pixel at the
-    head's depth, alternately left and right: 0.5 px (within the face's depth's spread)."""
+    head's depth, alternately left and right: 0.5 px (the neck, further back, a little less)."""
     _, (params, cameras), model, _, _ = builtin
     crop = replace(cameras, fx=cameras.fx * 2, fy=cameras.fy * 2, cx=cameras.cx * 2 - 7.0, cy=cameras.cy * 2 + 3.0)
-    assert tracking_accuracy(model, (params, crop), (params, cameras)).image_px < 1e-4
+    cropped = tracking_accuracy(model, (params, crop), (params, cameras))
+    assert cropped.image_px < 1e-4 and max(cropped.regions_px.values()) < 1e-4, cropped
     head = model(shape=params.shape, expression=params.expression, pose=params.pose, translation=params.translation)
     frame = torch.arange(params.num_frames)
     depth = project_points(cameras, head.landmarks.mean(1), frame).depth
@@ -95,4 +96,11 @@ def test_the_image_measure_ignores_a_crop_and_sees_each_frames_shift(builtin):
     local[:, 0, 3] = sign * 0.5 * depth / cameras.fx
     moved = replace(cameras, camera_to_world=cameras.camera_to_world @ local)
     result = tracking_accuracy(model, (params, moved), (params, cameras))
-    assert result.image_px == pytest.approx(0.5, abs=0.03), result
+    assert result.image_px == pytest.approx(0.5, abs=0.03) and result.regions_px["neck"] == pytest.approx(0.5, abs=0.1)
+    # The eyes turned 5 degrees, alternately left and right: the face's own measure blind, the whole head's not.
+    pose = params.pose.clone()
+    for eye in ("left_eye", "right_eye"):
+        pose[:, model.joint_index(eye), 1] += sign * float(np.deg2rad(5.0))
+    gazing = TrackedParams(params.shape, params.expression, pose, params.translation)
+    result = tracking_accuracy(model, (gazing, cameras), (params, cameras))
+    assert result.image_px < 1e-4 and result.regions_px["neck"] < 1e-4 < 0.1 < result.regions_px["eyes"], result
