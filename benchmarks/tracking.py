@@ -164,12 +164,13 @@ def main() -> None:
         return
     budget = f"{args.iterations} steps" if args.iterations else f"{args.minutes:g} minutes"
     print(f"\ntraining {budget} a model and capture, held-out PSNR on the same {sizes[2]} frames")
-    print("| model | true tracking | MediaPipe | difference, dB | derived embedding | difference, dB |")
-    print("|---|---:|---:|---:|---:|---:|")
+    trained = ("MediaPipe", "MediaPipe, derived embedding", f"true landmarks + {NOISE_PX} px")
+    print(f"| model | true tracking | {' | '.join(f'{v} | difference, dB' for v in trained)} |")
+    print("|---|---:|" + "---:|---:|" * len(trained))
     for name in args.models:
         true_run = _train(name, truth_root, work / f"{name}_truth", args.minutes, args.iterations)["psnr"]
         cells = [f"{true_run:.2f}"]
-        for variant in ("MediaPipe", "MediaPipe, derived embedding"):
+        for variant in trained:
             psnr = _train(name, captures[variant], work / f"{name}_{len(cells)}", args.minutes, args.iterations)["psnr"]
             cells += [f"{psnr:.2f}", f"{psnr - true_run:+.2f}"]
         print(f"| {name} | {' | '.join(cells)} |")
