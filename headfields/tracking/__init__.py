@@ -15,7 +15,7 @@ whose meshes are known), ``video_tracker`` (the stages end to end, resumable, wr
 from .accuracy import TrackingAccuracy, capture_tracking, face_region, tracking_accuracy
 from .correspondence import MEDIAPIPE_FOR_IBUG, mediapipe_to_ibug
 from .embedding import derive_mediapipe_embedding, save_embedding
-from .ingest import Crop, Ingested, VideoProbe, crop_frames, probe_video, read_frames, square_crop
+from .ingest import Crop, FramePlan, Ingested, VideoProbe, crop_frames, plan_frames, probe_video, read_frames, square_crop
 from .landmark_files import LandmarkTrack, read_landmark_files
 from .mediapipe import FaceLandmarker, FaceLandmarks, SelfieSegmenter
 from .model_files import install_mediapipe_models, mediapipe_folder, mediapipe_model
@@ -28,6 +28,7 @@ __all__ = [
     "Crop",
     "FaceLandmarker",
     "FaceLandmarks",
+    "FramePlan",
     "Ingested",
     "LandmarkTrack",
     "MouthRegions",
@@ -46,6 +47,7 @@ __all__ = [
     "mouth_regions",
     "probe_video",
     "read_embedding",
+    "plan_frames",
     "read_frames",
     "read_landmark_files",
     "save_embedding",

@@ -38,7 +38,17 @@ from torch import Tensor
 from ..checks import check_shape
 from ..media import _SCALE  # the chroma filtering and rounding media's own reader decodes with
 
-__all__ = ["Crop", "Ingested", "VideoProbe", "crop_frames", "probe_video", "read_frames", "square_crop"]
+__all__ = [
+    "Crop",
+    "FramePlan",
+    "Ingested",
+    "VideoProbe",
+    "crop_frames",
+    "plan_frames",
+    "probe_video",
+    "read_frames",
+    "square_crop",
+]
 
 # metrical-tracker's crop (Zielon/metrical-tracker image.py get_bbox, called with bbox_scale 2.5 by
 # datasets/generate_dataset.py): a square 2.5 times the extent of the face's 68 landmarks.
@@ -64,16 +74,23 @@ class VideoProbe:
 
 
 @dataclass(frozen=True)
-class Ingested:
-    """Frames as :func:`read_frames` returns them: upright, at ``fps`` (or what its ``each`` made of each one)."""
+class FramePlan:
+    """Which of a video's frames :func:`read_frames` keeps, when and how large, known from its packets before any
+    frame is decoded (:func:`plan_frames`)."""
 
-    images: Shaped[Tensor, "N ..."]  # uint8 [N, H, W, 3]; with ``each``: its results, stacked
     times: Float[Tensor, " N"]  # seconds since the video's first frame (the target times when resampled)
     source_frames: Int[Tensor, " N"]  # the index of the source frame each one is, in presentation order
     fps: float
     source: VideoProbe  # the video as stored (its frame count, displayed size, ...): what probe_video finds
     width: int  # each frame's as decoded (upright, after max_size)
     height: int
+
+
+@dataclass(frozen=True)
+class Ingested(FramePlan):
+    """Frames as :func:`read_frames` returns them: upright, at ``fps`` (or what its ``each`` made of each one)."""
+
+    images: Shaped[Tensor, "N ..."]  # uint8 [N, H, W, 3]; with ``each``: its results, stacked
 
 
 @dataclass(frozen=True)
@@ -246,6 +263,47 @@ def _shrunk(width: int, height: int, max_size: int | None) -> tuple[int, int]:
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
+def _plan(
+    video: str | Path, fps: float | None, trim_start: float, trim_end: float, max_size: int | None
+) -> tuple[Path, _Scan, FramePlan]:
+    """The arguments checked, the video's packets scanned and the frames kept chosen: its path, scan and the plan."""
+    if fps is not None and (isinstance(fps, bool) or not isinstance(fps, numbers.Real) or not math.isfinite(fps) or fps <= 0):
+        raise ValueError(f"fps: expected a finite positive frame rate, or None to keep the video's frames, got {fps!r}")
+    trim_start, trim_end = _check_seconds("trim_start", trim_start), _check_seconds("trim_end", trim_end)
+    if max_size is not None and (isinstance(max_size, bool) or not isinstance(max_size, numbers.Integral) or max_size < 1):
+        raise ValueError(f"max_size: expected an integer number of pixels >= 1, or None, got {max_size!r}")
+    path, scan = _scan(video)
+    index, times = _select(scan, fps, trim_start, trim_end, path)
+    width, height = _shrunk(scan.stored_width, scan.stored_height, max_size)
+    if (scan.rotation // 90) % 2:
+        width, height = height, width
+    source = _probe(scan)
+    plan = FramePlan(
+        times=torch.as_tensor(times, dtype=torch.float64),
+        source_frames=torch.as_tensor(index, dtype=torch.long),
+        fps=float(fps) if fps is not None else source.fps,
+        source=source,
+        width=width,
+        height=height,
+    )
+    return path, scan, plan
+
+
+def plan_frames(
+    video: str | Path,
+    fps: float | None = None,
+    trim_start: float = 0.0,
+    trim_end: float = 0.0,
+    max_size: int | None = None,
+) -> FramePlan:
+    """What :func:`read_frames` with these arguments keeps (source frames, times, size), from the video's packets
+    alone: nothing is decoded.
+
+    >>> plan_frames("me.mp4", fps=25).source_frames[:3]  # tensor([0, 1, 2])
+    """
+    return _plan(video, fps, trim_start, trim_end, max_size)[2]
+
+
 def read_frames(
     video: str | Path,
     fps: float | None = None,
@@ -268,21 +326,15 @@ def read_frames(
     >>> clip = read_frames("me.mp4", fps=25, trim_start=2.0, max_size=1024)
     >>> clip.images.shape, clip.times[:3]  # (N, 1024, 576, 3), tensor([2.00, 2.04, 2.08])
     """
-    if fps is not None and (isinstance(fps, bool) or not isinstance(fps, numbers.Real) or not math.isfinite(fps) or fps <= 0):
-        raise ValueError(f"fps: expected a finite positive frame rate, or None to keep the video's frames, got {fps!r}")
-    trim_start, trim_end = _check_seconds("trim_start", trim_start), _check_seconds("trim_end", trim_end)
-    if max_size is not None and (isinstance(max_size, bool) or not isinstance(max_size, numbers.Integral) or max_size < 1):
-        raise ValueError(f"max_size: expected an integer number of pixels >= 1, or None, got {max_size!r}")
-    path, scan = _scan(video)
-    index, times = _select(scan, fps, trim_start, trim_end, path)
+    path, scan, plan = _plan(video, fps, trim_start, trim_end, max_size)
+    index = plan.source_frames.numpy()
     wanted = scan.pts[index]
     copies: dict[int, list[int]] = {}  # source pts -> the output slots that show it
     for slot, pts in enumerate(wanted.tolist()):
         copies.setdefault(pts, []).append(slot)
-    width, height = _shrunk(scan.stored_width, scan.stored_height, max_size)
     turns = scan.rotation // 90
-    out_h, out_w = (width, height) if turns % 2 else (height, width)
-    images = None if each is not None else torch.empty(len(index), out_h, out_w, 3, dtype=torch.uint8)
+    width, height = (plan.height, plan.width) if turns % 2 else (plan.width, plan.height)  # as stored, to decode
+    images = None if each is not None else torch.empty(len(index), plan.height, plan.width, 3, dtype=torch.uint8)
     filled, last = 0, int(wanted.max())
     try:
         with _open(path)[1] as container:
@@ -307,16 +359,7 @@ def read_frames(
         raise ValueError(f"video: expected a readable video file, {str(path)!r} is corrupt ({error})") from None
     if filled != len(index):
         raise ValueError(f"video: {str(path)!r} decoded {filled} of the {len(index)} frames its packets promise (corrupt?)")
-    source = _probe(scan)
-    return Ingested(
-        images=images,
-        times=torch.as_tensor(times, dtype=torch.float64),
-        source_frames=torch.as_tensor(index, dtype=torch.long),
-        fps=float(fps) if fps is not None else source.fps,
-        source=source,
-        width=out_w,
-        height=out_h,
-    )
+    return Ingested(**vars(plan), images=images)
 
 
 def square_crop(landmarks: Float[Tensor, "K 2"], width: int, height: int, scale: float = CROP_SCALE) -> Crop:

@@ -54,7 +54,7 @@ from ..synthetic import write_synthetic_flame
 from ..synthetic.model_views import views_resolution
 from .correspondence import mediapipe_to_ibug
 from .embedding import MODEL_VIEWS, model_embedding
-from .ingest import CROP_SCALE, Crop, Ingested, crop_frames, read_frames, square_crop
+from .ingest import CROP_SCALE, Crop, Ingested, crop_frames, plan_frames, read_frames, square_crop
 from .landmark_files import read_landmark_files
 from .mouth import mouth_regions
 from .smoothing import smooth_track
@@ -231,9 +231,9 @@ def _cues(video: Path, work: Path, config: VideoTrackerConfig, landmarks, landma
             )  # fmt: skip
 
     if landmarks is not None:
-        # The first pass only finds the frames the rate and the trim keep, and their size: the files number the
-        # video's stored frames, in its pixels (before max_size shrank them).
-        frames = read("track: decoding", lambda image: torch.empty(0))
+        # The files number the video's stored frames, in its pixels (before max_size shrank them): which the rate and
+        # the trim keep, and their size, is known from the packets, before the one decoding pass below.
+        frames = plan_frames(video, config.fps, config.trim_start, config.trim_end, config.max_size)
         track = read_landmark_files(landmarks, frames.source.frames, landmarks_first)
         scale = frames.width / frames.source.width
         points, found = track.points[frames.source_frames] * scale, track.found[frames.source_frames]
@@ -255,7 +255,7 @@ def _cues(video: Path, work: Path, config: VideoTrackerConfig, landmarks, landma
         extent = points[torch.nonzero(found)[:CROP_FRAMES, 0]].reshape(-1, 2)
         extent = extent[torch.isfinite(extent).all(-1)]
         crop = square_crop(extent, width, height, scale=CROP_SCALE if layout == "ibug68" else MEDIAPIPE_CROP_SCALE)
-    images = read("track: cropping", lambda image: crop_frames(image[None], crop, config.size)[0]).images
+    images = read("track: decoding", lambda image: crop_frames(image[None], crop, config.size)[0]).images
     cropped = crop.to_pixels(points.float(), config.size)
     cropped = smooth_track(cropped, found, config.smoothing)
     ibug = mediapipe_to_ibug(cropped) if layout == "mediapipe" else cropped

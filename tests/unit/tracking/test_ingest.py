@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from headfields.media import write_video
-from headfields.tracking.ingest import Crop, crop_frames, probe_video, read_frames, square_crop
+from headfields.tracking.ingest import Crop, crop_frames, plan_frames, probe_video, read_frames, square_crop
 
 from helpers import raises_naming
 
@@ -167,6 +167,9 @@ def test_each_frame_is_kept_as_each_makes_it(vfr_clip):
 
     reduced = read_frames(vfr_clip, fps=40, each=each)
     assert reduced.images.shape == (len(clip.images), 3) and (reduced.width, reduced.height) == (clip.width, clip.height)
+    plan = plan_frames(vfr_clip, fps=40)  # the same frames, times and size, from the packets alone
+    assert torch.equal(plan.source_frames, clip.source_frames) and torch.equal(plan.times, clip.times)
+    assert (plan.fps, plan.source, plan.width, plan.height) == (clip.fps, clip.source, clip.width, clip.height)
     torch.testing.assert_close(reduced.images, clip.images.float().mean((1, 2)))
     distinct = sorted(set(clip.source_frames.tolist()))
     assert len(seen) == len(distinct) < len(clip.images)  # 40 fps from a slower clip: frames repeat

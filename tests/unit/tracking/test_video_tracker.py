@@ -43,7 +43,7 @@ def test_detector_tracks_the_rotated_phone_video(source, tmp_path, capsys):
     _, truth, video = source
     capture = track_video(video, tmp_path / "me", log=lambda line: None)
     err = capsys.readouterr().err  # the face mesh runs on each frame as it is decoded, the crop on a second pass
-    assert f"track: face mesh: {len(truth)}  " in err and f"track: cropping: {len(truth)}  " in err
+    assert f"track: face mesh: {len(truth)}  " in err and f"track: decoding: {len(truth)}  " in err
     report = __import__("json").loads((capture / "tracking.json").read_text())
     assert all(report["found"]) and report["frames"] == len(truth)  # every frame detected, none dropped by the resampling
     subject = load_subject(capture)  # what every FLAME model trains on
