@@ -82,15 +82,15 @@ def tracking_accuracy(model: ParametricModel, tracked: Tracking, truth: Tracking
     vertex = (aligned - b).norm(dim=-1).median()
     relative = true_rotation.transpose(1, 2) @ rotation @ our_rotation
     cosine = ((relative.diagonal(dim1=1, dim2=2).sum(-1) - 1) / 2).clamp(-1, 1)
-    projected = [_projected(vertices, cameras) for vertices, (_, cameras) in ((ours, tracked), (true, truth))]
+    distance = _image_error(_projected(ours, tracked[1]), _projected(true, truth[1]), region)
     jaw = model.joint_index("jaw")
     jaw_error = (tracked[0].pose[:, jaw] - truth[0].pose[:, jaw]).norm(dim=-1)
     return TrackingAccuracy(
         vertex_mm=float(vertex) * 1000,
         rotation_deg=float(torch.rad2deg(torch.acos(cosine)).median()),
         jaw_deg=float(torch.rad2deg(jaw_error).median()),
-        image_px=_image_error(*projected, region, region),
-        regions_px={name: _image_error(*projected, index, region) for name, index in model.regions.items()},
+        image_px=float(distance[:, region].median()),
+        regions_px={name: float(distance[:, index].median()) for name, index in model.regions.items()},
         frames=n,
     )
 
@@ -103,15 +103,14 @@ def _projected(in_camera: Tensor, cameras: PinholeCameras) -> Tensor:
     return project_points(at_origin, in_camera.reshape(-1, 3).float(), frame).pixels.double().view(n, k, 2)
 
 
-def _image_error(ours: Tensor, true: Tensor, vertices: Tensor, region: Tensor) -> float:
-    """The median distance of ``ours`` to ``true`` pixels ``[N, V, 2]`` at ``vertices`` (a mask or indices), after one
-    least-squares ``s ours + t`` for all frames, fitted on the face ``region`` (what a crop does; the rest of the head
-    would pull it by its own errors)."""
+def _image_error(ours: Tensor, true: Tensor, region: Tensor) -> Tensor:
+    """Each of ``ours`` pixels' distance ``[N, V]`` to ``true``'s (``[N, V, 2]``), after one least-squares ``s ours + t``
+    for all frames, fitted on the face ``region`` (what a crop does; the rest of the head would pull it by its own
+    errors)."""
     a, b = ours[:, region].reshape(-1, 2), true[:, region].reshape(-1, 2)
     a0, b0 = a - a.mean(0), b - b.mean(0)
     scale = (a0 * b0).sum() / a0.square().sum()
-    shift = b.mean(0) - scale * a.mean(0)
-    return float((scale * ours[:, vertices] + shift - true[:, vertices]).norm(dim=-1).median())
+    return (scale * ours + b.mean(0) - scale * a.mean(0) - true).norm(dim=-1)
 
 
 def _similarity(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor, Tensor]:
