@@ -35,6 +35,7 @@ from headfields.media import write_video
 from headfields.parametric import load_model
 from headfields.synthetic import SyntheticVideoConfig, cached_synthetic_video
 from headfields.tracking.accuracy import capture_tracking, tracking_accuracy
+from headfields.tracking.avatar_refinement import AvatarRefinementConfig
 from headfields.tracking.embedding import derive_mediapipe_embedding, save_embedding
 from headfields.tracking.video_tracker import VideoTrackerConfig, track_video
 
@@ -44,7 +45,8 @@ NOISE_PX = 1.5  # in a 512-pixel frame, the issue's "true landmarks plus 1.5 px 
 LANDMARK_STAGES = ("MediaPipe", "fitting", "rigid", "keyframes", "frames", "global")
 HEADER = (
     "| landmarks | frames | with a face | face vertices, median mm | head rotation, median deg | jaw, median deg "
-    "| in the image, median px: face, neck, eyes | landmark stages, s a frame | photometric stage, s a frame | all, s |"
+    "| in the image, median px: face, neck, eyes | landmark stages, s a frame | photometric stage, s a frame "
+    "| avatar refinement, s a frame | all, s |"
 )
 
 
@@ -87,6 +89,10 @@ def _track(video: Path, out: Path, config: VideoTrackerConfig, **options) -> tup
     seconds = {}
     ends = [t for _, t in marks[1:]] + [time.perf_counter() - start]
     for (line, t0), t1 in zip(marks, ends, strict=True):
+        if not line.startswith("track: "):  # the avatar's training lines: its stage goes on
+            stage = list(seconds)[-1]
+            seconds[stage] += t1 - t0
+            continue
         stage = line.removeprefix("track: ").split(" ")[0]
         seconds[stage] = seconds.get(stage, 0.0) + t1 - t0
     return capture, seconds
@@ -138,8 +144,10 @@ def main() -> None:
         work / "embedding.npz", derive_mediapipe_embedding(model, images[train], train_cameras, posed.vertices)
     )
     captures = {}
-    table = replace(tracker, correspondence="table")
-    variants = [("MediaPipe", "mediapipe", tracker, {}), ("MediaPipe, the iBUG table", "table", table, {})]
+    alone = replace(tracker, refine=AvatarRefinementConfig(avatar_steps=0))  # the landmark and photometric stages alone
+    table = replace(alone, correspondence="table")
+    variants = [("MediaPipe", "mediapipe", tracker, {}), ("MediaPipe, no avatar", "alone", alone, {})]
+    variants += [("MediaPipe, the iBUG table (no avatar)", "table", table, {})]
     variants += [("MediaPipe, derived embedding", "derived", tracker, {"embedding": embedding})]
     variants += [(f"true landmarks + {NOISE_PX} px", "true", tracker, {"landmarks": landmarks})]
     for name, folder, variant, options in variants:
@@ -150,21 +158,22 @@ def main() -> None:
         report = json.loads((capture / "tracking.json").read_text())
         frames = report["frames"]
         landmark_stages = sum(v for k, v in seconds.items() if k in LANDMARK_STAGES)
-        photometric = seconds.get("photometric", 0.0) / frames
-        rows.append((name, frames, sum(report["found"]), accuracy, landmark_stages / frames, photometric, sum(seconds.values())))
+        photometric, avatar = (seconds.get(stage, 0.0) / frames for stage in ("photometric", "avatar"))
+        per_frame = (landmark_stages / frames, photometric, avatar)
+        rows.append((name, frames, sum(report["found"]), accuracy, *per_frame, sum(seconds.values())))
         captures[name] = capture
     print(f"tracking the synthetic video ({len(params.expression)} frames at {config.resolution} px, a 90-degree flag)")
     print(HEADER)
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for name, frames, found, acc, per_frame, photometric, total in rows:
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for name, frames, found, acc, per_frame, photometric, avatar, total in rows:
         errors = f"{acc.vertex_mm:.2f} | {acc.rotation_deg:.2f} | {acc.jaw_deg:.2f} | {_pixels(acc)}"
-        cells = f"{errors} | {per_frame:.3f} | {photometric:.3f} | {total:.0f}"
+        cells = f"{errors} | {per_frame:.3f} | {photometric:.3f} | {avatar:.3f} | {total:.0f}"
         print(f"| {name} | {frames} | {found} | {cells} |")
     if args.minutes <= 0:
         return
     budget = f"{args.iterations} steps" if args.iterations else f"{args.minutes:g} minutes"
     print(f"\ntraining {budget} a model and capture, held-out PSNR on the same {sizes[2]} frames")
-    trained = ("MediaPipe", "MediaPipe, derived embedding", f"true landmarks + {NOISE_PX} px")
+    trained = ("MediaPipe", "MediaPipe, no avatar", "MediaPipe, derived embedding", f"true landmarks + {NOISE_PX} px")
     print(f"| model | true tracking | {' | '.join(f'{v} | difference, dB' for v in trained)} |")
     print("|---|---:|" + "---:|---:|" * len(trained))
     for name in args.models:

@@ -13,11 +13,12 @@ from __future__ import annotations
 import math
 import sys
 import time
+from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
 from tqdm import tqdm
 
-__all__ = ["Progress", "TextSink", "format_seconds"]
+__all__ = ["LineSink", "Progress", "TextSink", "format_seconds"]
 
 
 @runtime_checkable
@@ -25,6 +26,23 @@ class TextSink(Protocol):
     """Where progress goes: a text file, a stream, or anything with ``write(str)``."""
 
     def write(self, text: str, /) -> object: ...
+
+
+class LineSink:
+    """A :class:`TextSink` that hands each line written to ``log`` (a stream's writer feeding a caller's line logger:
+    the training loop inside the video tracker)."""
+
+    def __init__(self, log: Callable[[str], object]) -> None:
+        self.log, self.pending = log, ""
+
+    def write(self, text: str) -> None:
+        *lines, self.pending = (self.pending + text).split("\n")
+        for line in lines:
+            if line.strip():
+                self.log(line)
+
+    def flush(self) -> None:  # print(..., flush=True) asks; each line went out whole already
+        pass
 
 
 PLAIN_EVERY_SECONDS = 30.0  # plain lines: one at most this often (and at the first and last update)

@@ -138,10 +138,13 @@ def plan_render(run: Run, args: argparse.Namespace) -> RenderPlan:
     avatar = run.subject.train
     notes = []
     if args.drive is not None and args.drive.is_file():  # a video: tracked first (once; cached by its content)
+        from ..tracking.avatar_refinement import AvatarRefinementConfig
         from ..tracking.video_tracker import VideoTrackerConfig, tracked_capture
 
-        # Every frame of a driving clip drives: one split, nothing held out; fitted with the avatar's own FLAME.
-        config = VideoTrackerConfig(test_frames=0, val_frames=0)
+        # Every frame of a driving clip drives: one split, nothing held out; fitted with the avatar's own FLAME. No
+        # avatar of the driver: what drives is the motion relative to its first frame, which the landmarks give; the
+        # refinement makes a training capture's frames agree in their pixels.
+        config = VideoTrackerConfig(test_frames=0, val_frames=0, refine=AvatarRefinementConfig(avatar_steps=0))
         args.drive = tracked_capture(args.drive, config, flame=_flame_folder(run))
         args.split = args.split or "train"
     if args.drive is not None:

@@ -56,6 +56,10 @@ def add_parser(commands) -> None:
         help="a frame's mean pixel cost against a landmark's squared pixel (default: the fit's; lower for landmarks you trust)",
     )  # fmt: skip
     parser.add_argument(
+        "--avatar-steps", type=int, default=None,
+        help="training steps of the avatar of the video each frame's head turn is refitted through (0: none; default 1500)",
+    )  # fmt: skip
+    parser.add_argument(
         "--layout", choices=("insta", "vhap"), default="insta",
         help="INSTA's (metrical-tracker's) layout or VHAP's export (GaussianAvatars'; train with --model CAPTURE/model)",
     )  # fmt: skip
@@ -68,6 +72,7 @@ def add_parser(commands) -> None:
 
 def track(args: argparse.Namespace) -> int:
     from ..fitting.landmark_tracking import LandmarkTrackingConfig
+    from ..tracking.avatar_refinement import AvatarRefinementConfig
     from ..tracking.video_tracker import VideoTrackerConfig, track_video
 
     given = {"photometric_steps": args.photometric_steps, "photometric_weight": args.photometric_weight}
@@ -82,6 +87,7 @@ def track(args: argparse.Namespace) -> int:
         layout=args.layout,
         correspondence=args.correspondence,
         fit=LandmarkTrackingConfig(**photometric),
+        **({} if args.avatar_steps is None else {"refine": AvatarRefinementConfig(avatar_steps=args.avatar_steps)}),
     )
     track_video(
         args.video,

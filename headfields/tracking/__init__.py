@@ -2,7 +2,8 @@
 module: ``ingest`` (decode upright at a fixed rate, one square crop), ``mediapipe`` and ``model_files`` (MediaPipe's
 face mesh and selfie mask on LiteRT, their files from the mediapipe==0.10.21 wheel), ``landmark_files`` (a user's own
 detector's points), ``correspondence`` (MediaPipe's mesh as iBUG-68 points), ``smoothing`` (the track over time),
-``mouth`` (lip and mouth-interior labels), ``embedding`` (MediaPipe's points on a model's surface, derived from frames
+``mouth`` (lip and mouth-interior labels), ``avatar_refinement`` (each frame's head turn refitted through an avatar of the
+video), ``embedding`` (MediaPipe's points on a model's surface, derived from frames
 whose meshes are known), ``video_tracker`` (the stages end to end, resumable, written whole) and
 ``accuracy`` (a tracking against the truth, where it is known). The FLAME fit itself is
 :func:`headfields.fitting.track_landmarks`.
@@ -13,6 +14,7 @@ whose meshes are known), ``video_tracker`` (the stages end to end, resumable, wr
 """
 
 from .accuracy import TrackingAccuracy, capture_tracking, face_region, tracking_accuracy
+from .avatar_refinement import AvatarRefinementConfig, refine_tracking
 from .correspondence import MEDIAPIPE_FOR_IBUG, mediapipe_to_ibug
 from .embedding import derive_mediapipe_embedding, save_embedding
 from .ingest import Crop, FramePlan, Ingested, VideoProbe, crop_frames, plan_frames, probe_video, read_frames, square_crop
@@ -25,6 +27,7 @@ from .video_tracker import VideoTrackerConfig, read_embedding, track_video, trac
 
 __all__ = [
     "MEDIAPIPE_FOR_IBUG",
+    "AvatarRefinementConfig",
     "Crop",
     "FaceLandmarker",
     "FaceLandmarks",
@@ -50,6 +53,7 @@ __all__ = [
     "plan_frames",
     "read_frames",
     "read_landmark_files",
+    "refine_tracking",
     "save_embedding",
     "smooth_track",
     "square_crop",

@@ -49,9 +49,10 @@ from ..fitting.landmark_tracking import (
     track_landmarks,
 )
 from ..parametric import load_model
-from ..progress import Progress
+from ..progress import LineSink, Progress
 from ..synthetic import write_synthetic_flame
 from ..synthetic.model_views import views_resolution
+from .avatar_refinement import AvatarRefinementConfig, refine_tracking
 from .correspondence import mediapipe_to_ibug
 from .embedding import MODEL_VIEWS, model_embedding
 from .ingest import CROP_SCALE, Crop, Ingested, crop_frames, plan_frames, read_frames, square_crop
@@ -71,6 +72,7 @@ CORRESPONDENCES = ("model", "table")
 # The model's views are rendered at the video's face size, within these: MediaPipe reads a face through a 192-pixel
 # crop of 1.5 times its box, so a larger view tells it no more (at 512, the views' render took minutes on 2 cores).
 MODEL_VIEWS_SIZES = (64, 256)
+DEFAULT_REFINEMENT = AvatarRefinementConfig()
 MOUTH_LABELS = {name: INSTA_FACE_PARSING[name] for name in ("upper_lip", "lower_lip", "mouth_interior")}
 
 
@@ -90,6 +92,8 @@ class VideoTrackerConfig:
     # (tracking.embedding.model_embedding), or "table", our MediaPipe -> iBUG table over the static embedding.
     correspondence: str = "model"
     fit: LandmarkTrackingConfig = field(default_factory=LandmarkTrackingConfig)
+    # The fit made consistent through an avatar of the video (tracking.avatar_refinement; avatar_steps 0: none).
+    refine: AvatarRefinementConfig = field(default_factory=lambda: DEFAULT_REFINEMENT)
 
     def __post_init__(self) -> None:
         if self.fps is not None:
@@ -146,6 +150,8 @@ def track_video(
         surface = read_embedding(embedding, model) if embedding is not None else None
         cues = _cues(video, work, config, landmarks, landmarks_first, masks, log)
         fit = _fit(cues, model, shape, surface, work, config, log)
+        if config.refine.avatar_steps > 0:
+            fit = _refine(cues, fit, model, work, config, log)
         capture = work / "capture"
         shutil.rmtree(capture, ignore_errors=True)
         # The synthetic model goes with the capture that names it; the user's licensed files stay where they are, named
@@ -412,10 +418,27 @@ def _splits(n: int, config: VideoTrackerConfig) -> dict[str, Tensor]:
     return {name: index for name, index in splits.items() if len(index)}  # a driving clip: all of it trains
 
 
-def _write_capture(root: Path, cues: dict, fit: dict, model, model_dir: Path | None, config: VideoTrackerConfig) -> None:
-    n, size = len(cues["found"]), config.size
-    # The fit's world has the camera at its origin; a capture's has the head there (as metrical-tracker's and VHAP's:
-    # models put their boxes, grids and scene extent about the origin). Both shift by the mean translation, exactly.
+def _refine(cues: dict, fit: dict, model, work: Path, config: VideoTrackerConfig, log) -> dict:
+    done = work / "refined.pt"
+    if done.is_file():
+        log("track: the refined fit from the interrupted run")
+        return torch.load(done, weights_only=True)
+    steps = config.refine.avatar_steps
+    log(f"track: avatar of the video ({steps} steps), each frame's head turn then refitted through it")
+    frames, centre = _video_frames(cues, fit, model, None)
+    refined = refine_tracking(frames, model, work / "avatar", config.refine, log=LineSink(log))
+    result = {**fit, "pose": refined.pose.to(fit["pose"]), "translation": (refined.translation + centre).to(fit["translation"])}
+    torch.save(result, work / "refined.partial")
+    (work / "refined.partial").rename(done)
+    return result
+
+
+def _video_frames(cues: dict, fit: dict, model, model_dir: Path | None) -> tuple[FrameSet, Tensor]:
+    """Every frame of the video as one split, and the fit's mean translation, which the frames' world is shifted by.
+
+    The fit's world has the camera at its origin; a capture's has the head there (as metrical-tracker's and VHAP's:
+    models put their boxes, grids and scene extent about the origin). Both shift by the mean translation, exactly."""
+    n, size = len(cues["found"]), cues["images"].shape[1]
     centre = fit["translation"].mean(0)
     params = TrackedParams(fit["shape"], fit["expression"], fit["pose"], fit["translation"] - centre)
     head = model(shape=params.shape, expression=params.expression, pose=params.pose, translation=params.translation)
@@ -437,6 +460,12 @@ def _write_capture(root: Path, cues: dict, fit: dict, model, model_dir: Path | N
         model_path=model_dir,
         segmentation_labels=dict(MOUTH_LABELS),
     )
+    return video, centre
+
+
+def _write_capture(root: Path, cues: dict, fit: dict, model, model_dir: Path | None, config: VideoTrackerConfig) -> None:
+    n = len(cues["found"])
+    video, _ = _video_frames(cues, fit, model, model_dir)
     splits = _splits(n, config)
     sets = {split: replace(video.select(index), split=split) for split, index in splits.items()}
     if config.layout == "vhap":
@@ -453,7 +482,7 @@ def _write_capture(root: Path, cues: dict, fit: dict, model, model_dir: Path | N
         "found": cues["found"].tolist(),
         "reprojection_px": [None if math.isnan(r) else round(r, 3) for r in residual.tolist()],
         "jitter_px": _jitter(cues["points"], cues["found"]),
-        "focal_px": f,
+        "focal_px": video.cameras.fx,
         "crop": cues["crop"].tolist(),
         "times": cues["times"].tolist(),
     }

@@ -9,7 +9,8 @@ from headfields.commands import main
 from headfields.data import load_insta_dataset
 from headfields.media import read_video, write_video
 from headfields.synthetic import SyntheticVideoConfig, make_synthetic_video, write_synthetic_flame
-from headfields.tracking import tracked_capture
+from headfields.tracking import tracked_capture, video_tracker
+from headfields.tracking.avatar_refinement import AvatarRefinementConfig
 from headfields.tracking.model_files import mediapipe_folder
 
 TRAIN = ["--max-iterations", "3", "--eval-every", "0", "--checkpoint-every", "0", "--device", "cpu"]
@@ -26,6 +27,8 @@ def _clip(root, path, seed, rotation):
 def test_train_and_drive_from_videos(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("HEADFIELDS_MEDIAPIPE", str(mediapipe_folder()))  # the installed models, before the cache moves
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    # The avatar refinement run, not its accuracy (test_avatar_refinement.py): minutes at 512 px by default.
+    monkeypatch.setattr(video_tracker, "DEFAULT_REFINEMENT", AvatarRefinementConfig(avatar_steps=5, refit_steps=1, size=32))
     clip = _clip(tmp_path / "a", tmp_path / "me.mp4", seed=0, rotation=90)
     other = _clip(tmp_path / "b", tmp_path / "other.mp4", seed=1, rotation=0)
 

@@ -10,7 +10,7 @@ import re
 import pytest
 
 from headfields import progress as progress_module
-from headfields.progress import Progress, format_seconds
+from headfields.progress import LineSink, Progress, format_seconds
 
 
 class Clock:
@@ -307,3 +307,16 @@ def test_a_string_buffer_terminal_gets_a_bar():
 )
 def test_format_seconds(seconds, text):
     assert format_seconds(seconds) == text
+
+
+def test_a_line_sink_hands_on_whole_lines_only():
+    lines = []
+    sink = LineSink(lines.append)
+    sink.write("train: 1/3")
+    assert lines == []  # not a line yet
+    sink.write(" step 1\nfinal  psnr 30\n\n")
+    sink.flush()
+    assert lines == ["train: 1/3 step 1", "final  psnr 30"]  # the blank line dropped
+    with Progress(2, "refit", "frame", file=sink, every=0.0) as bar:
+        bar.update(2)
+    assert lines[-1].startswith("refit: 2/2 (100%)")

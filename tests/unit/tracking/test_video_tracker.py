@@ -16,9 +16,11 @@ from headfields.media import write_video
 from headfields.parametric import load_model
 from headfields.synthetic import SyntheticVideoConfig, make_synthetic_video
 from headfields.tracking import accuracy, video_tracker
+from headfields.tracking.avatar_refinement import AvatarRefinementConfig
 from headfields.tracking.video_tracker import VideoTrackerConfig, track_video
 
 FRAMES = 27
+TINY_AVATAR = AvatarRefinementConfig(avatar_steps=5, refit_steps=1, size=32)  # the stage run, not its accuracy
 
 
 @pytest.fixture(scope="module")
@@ -178,15 +180,18 @@ def test_an_interrupted_run_resumes_from_its_cues(source, tmp_path, monkeypatch)
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    config = VideoTrackerConfig(fit=replace(VideoTrackerConfig().fit, keyframe_steps=2, frame_steps=2, global_steps=2))
-    with monkeypatch.context() as patch:
-        patch.setattr(video_tracker, "track_landmarks", interrupted)
-        with pytest.raises(KeyboardInterrupt):
-            track_video(source[2], tmp_path / "me", config, log=lines.append)
-    assert not (tmp_path / "me").exists()  # nothing half-written at the final path
+    fit = replace(VideoTrackerConfig().fit, keyframe_steps=2, frame_steps=2, global_steps=2)
+    config = VideoTrackerConfig(fit=fit, refine=TINY_AVATAR)
+    for stage in ("track_landmarks", "refine_tracking"):  # the FLAME fit's, then the avatar's
+        with monkeypatch.context() as patch:
+            patch.setattr(video_tracker, stage, interrupted)
+            with pytest.raises(KeyboardInterrupt):
+                track_video(source[2], tmp_path / "me", config, log=lines.append)
+        assert not (tmp_path / "me").exists()  # nothing half-written at the final path
+    assert "track: cues from the interrupted run" in lines
     lines.clear()
     track_video(source[2], tmp_path / "me", config, log=lines.append)
-    assert "track: cues from the interrupted run" in lines
+    assert "track: cues from the interrupted run" in lines and "track: the FLAME fit from the interrupted run" in lines
     assert [p.name for p in tmp_path.iterdir()] == ["me"]  # the work folder is gone once the capture is in place
 
 
