@@ -42,8 +42,7 @@ def test_each_frames_turn_comes_back_to_the_truth(video, tmp_path):
     after = accuracy.tracking_accuracy(model, (refined, frames.cameras), truth)
     assert before.rotation_deg > 0.9 * TURN_DEGREES
     # Measured: 1.99 -> 0.97 degrees, the face in the image 0.66 -> 0.19 px, its vertices 5.0 -> 2.2 mm.
-    assert after.rotation_deg < 0.5 * before.rotation_deg, (before, after)
-    assert after.image_px < before.image_px
+    assert after.rotation_deg < 0.6 * before.rotation_deg and after.image_px < 0.5 * before.image_px, (before, after)
     assert torch.equal(refined.expression, tracked.expression) and torch.equal(refined.shape, tracked.shape)
     assert torch.equal(refined.pose[:, 2:], tracked.pose[:, 2:])  # the jaw and the eyes as tracked
 
