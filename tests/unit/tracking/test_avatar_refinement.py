@@ -9,10 +9,11 @@ import pytest
 import torch
 
 from headfields.data import TrackedParams, load_insta_dataset
+from headfields.models.gaussian_avatars import cpu_config
 from headfields.parametric import load_model
 from headfields.synthetic import SyntheticVideoConfig, make_synthetic_video
 from headfields.tracking import accuracy
-from headfields.tracking.avatar_refinement import AvatarRefinementConfig, refine_tracking
+from headfields.tracking.avatar_refinement import AvatarRefinementConfig, avatar_recipe, refine_tracking
 
 TURN_DEGREES = 2.0  # each frame's head turned this far off the truth, about a random axis
 
@@ -66,3 +67,11 @@ def test_frames_without_masks_are_refused(video, tmp_path):
     with pytest.raises(ValueError, match="frames: expected tracked parameters and foreground masks"):
         refine_tracking(replace(frames, masks=None), model, tmp_path / "avatar", AvatarRefinementConfig())
     assert not (tmp_path / "avatar").exists()
+
+
+@pytest.mark.parametrize("steps", [1500, 3000, 6001])
+def test_no_opacity_reset_falls_within_the_avatars_steps(steps):
+    """A reset at the avatar's last step left it nearly transparent and the refit astray (3,000 steps: 5 dB lost)."""
+    recipe, cpu = avatar_recipe(steps), cpu_config()
+    assert recipe.density.opacity_reset_interval > steps
+    assert recipe == cpu if steps < cpu.density.opacity_reset_interval else recipe.density != cpu.density
