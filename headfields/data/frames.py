@@ -11,12 +11,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 from jaxtyping import Bool, Float, Int, UInt8
 from torch import Tensor
 
 from ..cameras import PinholeCameras
 from ..checks import check_finite, check_float, check_int, check_shape
+from .compositing import composite_images
 
 SPLITS = ("train", "val", "test")
 MODEL_TYPES = ("flame", "smplx")
@@ -171,6 +173,15 @@ class FrameSet:
             segmentation_labels=dict(self.segmentation_labels),
             image_paths=None if self.image_paths is None else [self.image_paths[i] for i in index.tolist()],
         )
+
+    def over_background(self, background: tuple[float, float, float]) -> FrameSet:
+        """The frames with every pixel outside their masks set to ``background`` (a mask as a binary alpha); the frames
+        themselves where they have no masks."""
+        if self.masks is None:
+            return self
+        alphas = self.masks.cpu().numpy().astype(np.uint8) * 255
+        images = composite_images(self.images.cpu().numpy(), alphas, background)
+        return replace(self, images=torch.from_numpy(images).to(self.images.device))
 
     def to(self, device: torch.device | str) -> FrameSet:
         """The same frames with every tensor on ``device``."""

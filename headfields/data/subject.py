@@ -4,11 +4,9 @@ are tracked with. What every example script starts from (the built-in synthetic 
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from ..checks import check_device
@@ -16,7 +14,6 @@ from ..parametric import ParametricModel, load_model
 from ..parametric.teeth import FLAME_TEETH_VERTICES
 from ..parametric.tracked_meshes import SubjectModel
 from ._io import read_json
-from .compositing import composite_images
 from .frames import SPLITS, FrameSet
 from .insta_reader import load_insta_dataset
 from .tracked_mesh_reader import load_tracked_mesh_model
@@ -163,13 +160,5 @@ def _frames(
         f"{fmt} capture: dynamic_offset not applied, as in VHAP's exported meshes and GaussianAvatars",
         "images: the pixels outside the foreground masks (fg_mask_path) set to the background",
     ]
-    frames = [_over_background(load_vhap_dataset(root, s), background) for s in ("train", *held_out)]
+    frames = [load_vhap_dataset(root, s).over_background(background) for s in ("train", *held_out)]
     return *frames, notes
-
-
-def _over_background(frames: FrameSet, background: tuple[float, float, float]) -> FrameSet:
-    """The frames with every pixel outside their masks set to ``background`` (captures whose images are not matted)."""
-    if frames.masks is None:
-        return frames
-    alphas = frames.masks.numpy().astype(np.uint8) * 255  # a mask as a binary alpha
-    return dataclasses.replace(frames, images=torch.from_numpy(composite_images(frames.images.numpy(), alphas, background)))

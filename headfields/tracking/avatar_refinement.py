@@ -20,19 +20,17 @@ import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from ..cameras.paths import resized_cameras
 from ..checks import check_count, check_positive
 from ..data import FrameSet, TrackedParams
-from ..data.compositing import composite_images
 from ..models.gaussian_avatars import GaussianAvatar, GaussianAvatarConfig, cpu_config
 from ..parametric import ParametricModel
 from ..progress import Progress, TextSink
 from ..training import TrainingConfig, seed_everything, train
+from .ingest import resize_images
 
 __all__ = ["AvatarRefinementConfig", "avatar_recipe", "refine_tracking"]
 
@@ -93,17 +91,13 @@ def avatar_recipe(steps: int) -> GaussianAvatarConfig:
 def _matted(frames: FrameSet, background: tuple[float, float, float], size: int) -> FrameSet:
     """The frames over ``background`` outside their masks (GaussianAvatars trains on matted frames), at most ``size``
     pixels a side, with nothing but their cameras and parameters."""
-    alphas = frames.masks.numpy().astype(np.uint8) * 255
-    images = torch.from_numpy(composite_images(frames.images.numpy(), alphas, background))
+    images = frames.over_background(background).images
     cameras = frames.cameras
     scale = min(1.0, size / max(cameras.width, cameras.height))
     if scale < 1.0:
         width, height = max(1, round(cameras.width * scale)), max(1, round(cameras.height * scale))
         cameras = resized_cameras(cameras, width, height)
-        small = F.interpolate(
-            images.permute(0, 3, 1, 2).float(), size=(height, width), mode="bilinear", align_corners=False, antialias=True
-        )  # fmt: skip
-        images = small.permute(0, 2, 3, 1).round().clamp(0, 255).to(torch.uint8)
+        images = resize_images(images, height, width)
     return FrameSet(split="train", cameras=cameras, images=images, params=frames.params)
 
 

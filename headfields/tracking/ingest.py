@@ -47,6 +47,7 @@ __all__ = [
     "plan_frames",
     "probe_video",
     "read_frames",
+    "resize_images",
     "square_crop",
 ]
 
@@ -416,8 +417,13 @@ def crop_frames(images: UInt8[Tensor, "N H W 3"], crop: Crop, size: int = 512) -
         if crop.size == size:
             out[k] = square
             continue
-        resized = F.interpolate(
-            square.permute(2, 0, 1)[None].float(), size=(size, size), mode="bilinear", align_corners=False, antialias=True
-        )
-        out[k] = resized[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8)
+        out[k] = resize_images(square[None], size, size)[0]
     return out
+
+
+def resize_images(images: UInt8[Tensor, "N H W 3"], height: int, width: int) -> UInt8[Tensor, "N h w 3"]:
+    """uint8 frames resized to ``height`` x ``width``: bilinear, antialiased when shrinking, rounded back to uint8."""
+    resized = F.interpolate(
+        images.permute(0, 3, 1, 2).float(), size=(height, width), mode="bilinear", align_corners=False, antialias=True
+    )
+    return resized.permute(0, 2, 3, 1).round().clamp(0, 255).to(torch.uint8)
