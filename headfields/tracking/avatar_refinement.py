@@ -35,6 +35,7 @@ from .ingest import resize_images
 __all__ = ["AvatarRefinementConfig", "avatar_recipe", "refine_tracking"]
 
 REFIT_JOINTS = ("global", "neck")  # the head's turn: FLAME's root and the head above the neck
+MATTE_CHUNK = 64  # frames matted and resized at once: 2,000 frames of 512 px whole take 6 GB of int32
 EVAL_FRAMES = 4  # the avatar's own score (frames spread over the video): a check that it learned, not a result
 
 
@@ -91,14 +92,16 @@ def avatar_recipe(steps: int) -> GaussianAvatarConfig:
 def _matted(frames: FrameSet, background: tuple[float, float, float], size: int) -> FrameSet:
     """The frames over ``background`` outside their masks (GaussianAvatars trains on matted frames), at most ``size``
     pixels a side, with nothing but their cameras and parameters."""
-    images = frames.over_background(background).images
     cameras = frames.cameras
     scale = min(1.0, size / max(cameras.width, cameras.height))
+    width, height = max(1, round(cameras.width * scale)), max(1, round(cameras.height * scale))
+    parts = []
+    for chunk in torch.arange(len(frames)).split(MATTE_CHUNK):  # int32 and float copies of a chunk, not of the video
+        images = frames.select(chunk).over_background(background).images
+        parts.append(images if scale == 1.0 else resize_images(images, height, width))
     if scale < 1.0:
-        width, height = max(1, round(cameras.width * scale)), max(1, round(cameras.height * scale))
         cameras = resized_cameras(cameras, width, height)
-        images = resize_images(images, height, width)
-    return FrameSet(split="train", cameras=cameras, images=images, params=frames.params)
+    return FrameSet(split="train", cameras=cameras, images=torch.cat(parts), params=frames.params)
 
 
 def _refit(avatar: GaussianAvatar, frames: FrameSet, config: AvatarRefinementConfig) -> TrackedParams:
