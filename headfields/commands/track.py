@@ -57,7 +57,7 @@ def add_parser(commands) -> None:
     )  # fmt: skip
     parser.add_argument(
         "--avatar-steps", type=int, default=None,
-        help="training steps of the avatar of the video each frame's head turn is refitted through (0: none; default 1500)",
+        help="training steps of the avatar of the video each frame's head turn is refitted through (0: none; default 3000)",
     )  # fmt: skip
     parser.add_argument(
         "--layout", choices=("insta", "vhap"), default="insta",

@@ -45,7 +45,7 @@ class AvatarRefinementConfig:
     then 1,500 avatar steps and 10 refit steps a frame (0.83 s a frame): GaussianAvatars' 1,500 steps on the held-out
     frames 28.11 -> 30.64 dB (the true tracking 31.96), INSTA's 27.47 -> 30.55 (32.49); docs/bring_your_own_video.md."""
 
-    avatar_steps: int = 1500  # the avatar's training steps, a frame each (0: no refinement)
+    avatar_steps: int = 3000  # the avatar's training steps, a frame each (0: no refinement)
     size: int = 256  # pixels a side, at most, the avatar and the refit see (a 512 crop rendered at a quarter the cost)
     refit_steps: int = 10  # Adam steps a frame
     rotation_rate: float = 3e-3  # radians a step, Adam's rate for the turn's axis-angle change
@@ -83,7 +83,7 @@ def refine_tracking(
 def avatar_recipe(steps: int) -> GaussianAvatarConfig:
     """The CPU recipe, with no periodic opacity reset within ``steps``: a reset leaves every Gaussian nearly
     transparent, and a refit through such an avatar goes astray (3,000 steps, ending on the CPU recipe's reset at
-    3,000: the face 0.96 px off in the image, 5 dB lost). 1,500 steps keep the recipe as it is."""
+    3,000: the face 0.96 px off in the image, 5 dB lost)."""
     recipe = cpu_config()
     interval = max(recipe.density.opacity_reset_interval, steps + 1)
     return replace(recipe, density=replace(recipe.density, opacity_reset_interval=interval))
