@@ -101,28 +101,38 @@ def _track(video: Path, out: Path, config: VideoTrackerConfig, **options) -> tup
     return capture, seconds
 
 
-def _on_true_tracking(capture: Path, truth_root: Path, params: TrackedParams, cameras: PinholeCameras, out: Path) -> Path:
+def _rewritten(source: Path, model_root: Path, out: Path, change) -> Path:
+    """The capture ``source`` with ``change(model, split, params, cameras, images) -> (params, cameras, images)`` applied
+    to each split, written to ``out`` (replaced) with its meshes recomputed and the model folder ``model_root`` copied
+    in."""
+    shutil.rmtree(out, ignore_errors=True)
+    model = load_model(model_root)
+    folder = Path(shutil.copytree(model_root, out / "model"))
+    sets = {}
+    for split in SPLITS:
+        frames = load_insta_dataset(source, split)
+        params, cameras, images = change(model, split, frames.params, frames.cameras, frames.images)
+        head = model(shape=params.shape, expression=params.expression, pose=params.pose, translation=params.translation)
+        meshes = None if frames.mesh_vertices is None else head.vertices.detach()
+        sets[split] = replace(frames, params=params, cameras=cameras, images=images, model_path=folder, mesh_vertices=meshes)
+    return save_insta_dataset(out, sets)
+
+
+def _on_true_tracking(
+    capture: Path, truth_root: Path, params: TrackedParams, cameras: PinholeCameras, sizes: list[int], out: Path
+) -> Path:
     """``capture``'s pixels, masks and labels (the video's frames as the tracker matted them) with the true parameters
     and cameras: a model trained on it differs from one trained on ``capture`` by the tracking alone, not by the
-    video's compression or the masks."""
-    shutil.rmtree(out, ignore_errors=True)
-    folder = Path(shutil.copytree(truth_root / "model", out / "model"))
-    model = load_model(folder)
-    sets, start = {}, 0
-    for split in SPLITS:
-        frames = load_insta_dataset(capture, split)
-        part = slice(start, start + len(frames))
-        start += len(frames)
+    video's compression or the masks. ``sizes``: the splits' frames, the truth's and the capture's alike."""
+    starts = np.cumsum([0, *sizes[:-1]]).tolist()
+    parts = {split: slice(start, start + n) for split, start, n in zip(SPLITS, starts, sizes, strict=True)}
+
+    def true_tracking(model, split, tracked, tracked_cameras, images):
+        part = parts[split]
         true = TrackedParams(params.shape, params.expression[part], params.pose[part], params.translation[part])
-        head = model(shape=true.shape, expression=true.expression, pose=true.pose, translation=true.translation)
-        sets[split] = replace(
-            frames,
-            params=true,
-            cameras=replace(cameras, camera_to_world=cameras.camera_to_world[part]),
-            model_path=folder,
-            mesh_vertices=None if frames.mesh_vertices is None else head.vertices.detach(),
-        )
-    return save_insta_dataset(out, sets)
+        return true, replace(cameras, camera_to_world=cameras.camera_to_world[part]), images
+
+    return _rewritten(capture, truth_root / "model", out, true_tracking)
 
 
 def _train(model: str, data: Path, out: Path, minutes: float, iterations: int | None) -> dict:
@@ -214,7 +224,7 @@ def main() -> None:
         "masks, the same pixels as the tracked captures; each difference is against the second, then the first)"
     )
     any_capture = next(iter(captures.values()))  # every tracking's pixels and masks are the same
-    same_pixels = _on_true_tracking(any_capture, truth_root, params, cameras, work / "true_tracking")
+    same_pixels = _on_true_tracking(any_capture, truth_root, params, cameras, sizes, work / "true_tracking")
     trained = [
         v
         for v in ("MediaPipe", "MediaPipe, no avatar", "MediaPipe, derived embedding", f"true landmarks + {NOISE_PX} px")

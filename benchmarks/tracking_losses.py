@@ -12,17 +12,15 @@ thing changed at a time, each trained for the same steps and scored on the same 
 from __future__ import annotations
 
 import argparse
-import shutil
 import tempfile
 from dataclasses import replace
 from pathlib import Path
 
 import torch
-from tracking import _train
+from tracking import _rewritten, _train
 
-from headfields.data import TrackedParams, load_insta_dataset, save_insta_dataset
+from headfields.data import TrackedParams, load_insta_dataset
 from headfields.media import write_video
-from headfields.parametric import load_model
 from headfields.parametric.tracked_meshes import rotation_to_axis_angle
 from headfields.synthetic import SyntheticVideoConfig, cached_synthetic_video
 from headfields.tracking.ingest import read_frames
@@ -54,25 +52,6 @@ def _one_camera(model, split, params, cameras, images, first: torch.Tensor):
     return TrackedParams(params.shape, params.expression, pose, translation), one, images
 
 
-def _variant(truth: Path, out: Path, change) -> Path:
-    """The true capture with ``change(model, split, params, cameras, images)`` applied to each split, its meshes
-    recomputed, its model folder copied in."""
-    model = load_model(truth / "model")
-    folder = Path(shutil.copytree(truth / "model", out / "model"))
-    sets = {}
-    for split in SPLITS:
-        frames = load_insta_dataset(truth, split)
-        params, cameras, images = change(model, split, frames.params, frames.cameras, frames.images)
-        p = params
-        head = model(shape=p.shape, expression=p.expression, pose=p.pose, translation=p.translation)
-        meshes = head.vertices.detach() if frames.mesh_vertices is not None else None
-        sets[split] = replace(
-            frames, params=params, cameras=cameras, images=images, model_path=folder, mesh_vertices=meshes
-        )  # fmt: skip
-    save_insta_dataset(out, sets)
-    return out
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--iterations", type=int, default=1500, help="training steps on each capture")
@@ -95,9 +74,8 @@ def main() -> None:
     }
     rows = [("the true capture", _train(args.model, truth, work / "truth", 0, args.iterations)["psnr"])]
     for i, (name, change) in enumerate(variants.items()):
-        capture = work / f"capture_{i}"
-        shutil.rmtree(capture, ignore_errors=True)
-        rows.append((name, _train(args.model, _variant(truth, capture, change), work / f"run_{i}", 0, args.iterations)["psnr"]))
+        capture = _rewritten(truth, truth / "model", work / f"capture_{i}", change)
+        rows.append((name, _train(args.model, capture, work / f"run_{i}", 0, args.iterations)["psnr"]))
     print(f"\n{args.model}, {args.iterations} steps, held-out PSNR on the same {len(parts[2])} frames")
     print("| capture | PSNR, dB | against the true capture, dB |")
     print("|---|---:|---:|")
