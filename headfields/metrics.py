@@ -43,6 +43,8 @@ SSIM_PADDINGS = ("valid", "zero")  # the windows inside the image (Wang et al., 
 SSIM_SIGMA = 1.5
 SSIM_K1 = 0.01
 SSIM_K2 = 0.03
+# PSNR's MSE over every channel at once (the usual), or each channel's PSNR averaged (GaussianAvatars' train.py).
+PSNR_CHANNELS = ("pooled", "mean")
 
 
 def _check_mask(mask: Tensor, shape: Sequence[int], device: torch.device) -> None:
@@ -64,15 +66,28 @@ def _pixels(pred: Tensor, target: Tensor, mask: Tensor | None) -> tuple[Tensor, 
 
 
 def psnr(
-    pred: Float[Tensor, "*B C"], target: Float[Tensor, "*B C"], max_value: float = 1.0, mask: Bool[Tensor, "*B"] | None = None
+    pred: Float[Tensor, "*B C"],
+    target: Float[Tensor, "*B C"],
+    max_value: float = 1.0,
+    mask: Bool[Tensor, "*B"] | None = None,
+    channels: str = "pooled",
 ) -> Float[Tensor, ""]:
     """``10 log10(max_value^2 / MSE)`` over all elements, or over the pixels (rows of the last dim) where ``mask``
     is True, pooled over the images of a batch. ``inf`` when the images are identical; a mask with no True entry
     is an error (no pixels to compare).
 
+    ``channels="mean"``: each channel's PSNR (its MSE over the pixels), then their mean, as GaussianAvatars'
+    ``train.py`` scores a ``[3, H, W]`` image with its ``utils/image_utils.py`` ``psnr`` (the numbers of its
+    paper's tables). A mean of logarithms: at least the pooled PSNR, above it when the channels' errors differ.
+
     Example: ``psnr(render, truth, mask=segmentation != BACKGROUND_LABEL)`` is the head's PSNR of an image."""
     check_positive("max_value", max_value)
+    if channels not in PSNR_CHANNELS:
+        raise ValueError(f"channels: expected one of {PSNR_CHANNELS}, got {channels!r}")
     pred, target = _pixels(pred, target, mask)
+    if channels == "mean":
+        mse = (pred - target).square().reshape(-1, pred.shape[-1]).mean(dim=0)
+        return (10 * torch.log10(max_value**2 / mse)).mean()
     mse = (pred - target).square().mean()
     return 10 * torch.log10(max_value**2 / mse)
 

@@ -1,6 +1,8 @@
 """LPIPS (Zhang et al. 2018), the learned perceptual distance of the avatar papers' tables, version 0.1 of the
-``lpips`` package, with either trunk the papers report: AlexNet ("LPIPS (alex)": INSTA's and MonoAvatar's tables)
-or VGG16 ("LPIPS (vgg)": GaussianAvatars').
+``lpips`` package, with either trunk the papers use: AlexNet ("LPIPS (alex)": INSTA's, MonoAvatar's and
+GaussianAvatars' tables) or VGG16 ("LPIPS (vgg)": GaussianAvatars' ``metrics.py``, which its tables do not use:
+its issue #35). GaussianAvatars' tables feed AlexNet [0, 1] images without mapping them to [-1, 1] (its issue
+#100): ``normalize=False`` gives that number.
 
 The network is the ``lpips`` package's: the trunk's five convolutional stages (AlexNet's, or VGG16's up to
 relu1_2, relu2_2, relu3_3, relu4_3 and relu5_3), each stage's features unit-normalised over channels, their
@@ -27,6 +29,9 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
+import pickle
+import warnings
+import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +67,7 @@ SHIFT = (-0.030, -0.088, -0.188)
 SCALE = (0.458, 0.448, 0.450)
 NORM_EPS = 1e-10  # lpips's guard in the channel normalisation
 LPIPS_BACKGROUND = 1.0  # the colour (white) both images take outside a mask
+ZIP_MAGIC = b"PK\x03\x04"  # how a zip archive (what torch.save writes) starts
 VGG16_STAGES = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512))  # each stage's 3x3 convolutions
 
 
@@ -189,6 +195,7 @@ class Lpips(nn.Module):
         pred: Float[Tensor, "*B H W 3"],
         target: Float[Tensor, "*B H W 3"],
         mask: Bool[Tensor, "*B H W"] | None = None,
+        normalize: bool = True,
     ) -> Float[Tensor, ""]:
         """LPIPS between images in [0, 1] (``[H, W, 3]`` or ``[B, H, W, 3]``, at least ``min_size`` a side: 31
         for AlexNet, 16 for VGG16), averaged over the images: lpips's number for each pair, on the network's
@@ -200,7 +207,13 @@ class Lpips(nn.Module):
         it shrinks with the head's share of the image; compare it between runs on the same frames). Every
         image needs a pixel in its mask.
 
+        ``normalize=False`` feeds the [0, 1] images to the network as they are, not mapped to lpips's [-1, 1]
+        (as ``lpips.LPIPS()(x, y)`` with its default ``normalize=False`` on [0, 1] images): what GaussianAvatars'
+        ``train.py`` scores, the LPIPS of its paper's tables (its issue #100). Only to compare with those numbers.
+
         Example: ``load_lpips()(render, truth)`` is 0 for identical images and ~0.1 to 0.3 for avatar renders."""
+        if not isinstance(normalize, bool):
+            raise TypeError(f"normalize: expected True or False, got {normalize!r}")
         if pred.dim() not in (3, 4):
             raise ValueError(f"pred: expected shape [H, W, 3] or [B, H, W, 3], got {list(pred.shape)}")
         device = self.device
@@ -225,13 +238,13 @@ class Lpips(nn.Module):
             if bool(empty.any()):
                 raise ValueError(f"mask: expected a pixel in every image's mask, image {int(empty.nonzero()[0, 0])} has none")
             x, y = (torch.where(mask, t, torch.full_like(t, LPIPS_BACKGROUND)) for t in (x, y))
-        return self._distance(x, y).mean()
+        return self._distance(x, y, normalize).mean()
 
-    def _distance(self, x: Tensor, y: Tensor) -> Tensor:
-        """Per-image LPIPS of ``[N, H, W, 3]`` images in [0, 1]."""
+    def _distance(self, x: Tensor, y: Tensor, normalize: bool = True) -> Tensor:
+        """Per-image LPIPS of ``[N, H, W, 3]`` images in [0, 1] (``normalize=False``: fed as they are)."""
         dtype = self.shift.dtype
         # [0, 1] -> [-1, 1] (lpips's input range) -> ImageNet-normalised; NCHW for the convolutions.
-        x, y = ((2 * t.to(dtype) - 1).permute(0, 3, 1, 2) for t in (x, y))
+        x, y = ((2 * t.to(dtype) - 1 if normalize else t.to(dtype)).permute(0, 3, 1, 2) for t in (x, y))
         x, y = (x - self.shift) / self.scale, (y - self.shift) / self.scale
         total = x.new_zeros(x.shape[0])
         stage = 0
@@ -284,13 +297,38 @@ def _linear_weights(trunk: _Trunk) -> Path | LpipsUnavailable:
     return path
 
 
-def _read(path: Path, name: str) -> dict[str, Tensor]:
+def _unreadable(path: Path, error: Exception) -> str:
+    """What a file ``torch.load(weights_only=True)`` refused is, in a few words (never torch's advice)."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch.load raises many kinds (pickle, zip, EOF): one message naming the argument
-        raise ValueError(f"{name}: could not read {path} as a torch state dict ({type(error).__name__}: {error})") from None
+        with open(path, "rb") as file:
+            head = file.read(len(ZIP_MAGIC))
+    except OSError as reading:  # unreadable (permissions, a folder): the operating system's reason
+        return f"{type(reading).__name__}: {reading.strerror}"
+    if not head:
+        what = "an empty file"
+    elif head != ZIP_MAGIC:
+        what = "not a torch.save file of tensors"
+    elif not zipfile.is_zipfile(path):
+        what = "a truncated or damaged zip archive"
+    elif isinstance(error, pickle.UnpicklingError):  # torch.save's archive, of more than tensors: refused, not run
+        what = "a torch.save file of objects other than tensors (a whole model? save its state_dict())"
+    else:
+        what = "a zip archive torch.save did not write"
+    return f"{what} ({type(error).__name__})"
+
+
+def _read(path: Path, name: str, expected: str) -> dict[str, Tensor]:
+    """The state dict in ``path``, else one line naming ``name``, the file and ``expected`` (what it should be)."""
+    try:
+        with warnings.catch_warnings():  # a plain pickle's protocol warning: the error below says it all
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        # torch.load raises many kinds (zip, pickle, EOF, IndexError), some over several lines advising
+        # weights_only=False, which would run the file's code: say what the file is instead, in one line.
+        raise ValueError(f"{name}: could not read {path}: {_unreadable(path, error)}; expected {expected}") from None
     if not isinstance(state, Mapping):
-        raise ValueError(f"{name}: expected {path} to hold a state dict, got a {type(state).__name__}")
+        raise ValueError(f"{name}: {path} holds a {type(state).__name__}, not a state dict; expected {expected}")
     return dict(state)
 
 
@@ -323,14 +361,15 @@ def load_lpips(
                 f"no {trunk.title} weights at {backbone_path} (torch.hub's cache; nothing is downloaded): put {trunk.url} "
                 f"there, or give the file's path (TrainingConfig.{trunk.setting})"
             )
-    backbone = _read(backbone_path, "weights")
+    backbone = _read(backbone_path, "weights", f"torchvision's {trunk.title} state dict ({trunk.file})")
     try:
         version = importlib.metadata.version("lpips")
     except importlib.metadata.PackageNotFoundError:  # found on the path but not installed as a distribution
         version = "?"
     source = f"{network}: backbone {backbone_path}, linear layers lpips {version} v0.1"
     try:
-        metric = Lpips(backbone, _read(linear_path, "linear"), source, network)
+        linear = _read(linear_path, "linear", f"the lpips package's {trunk.linear} (v0.1): reinstall lpips")
+        metric = Lpips(backbone, linear, source, network)
     except ValueError as error:  # the backbone's state dict is the ``weights`` file: name the argument given
         message = str(error)
         raise ValueError("weights:" + message.removeprefix("backbone:")) if message.startswith("backbone:") else error from None

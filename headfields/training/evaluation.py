@@ -1,5 +1,6 @@
 """Rendering held-out frames and scoring them: PSNR, SSIM, L1 and LPIPS (AlexNet's and VGG16's) over the frame,
-the head and named regions, with the renders and comparisons written as PNGs."""
+the head and named regions, GaussianAvatars' own PSNR and LPIPS beside them, with the renders and comparisons
+written as PNGs."""
 
 from __future__ import annotations
 
@@ -57,13 +58,17 @@ HEAD_MASKING = (
 class Evaluation:
     """Means over the evaluated frames. The ``*_head`` scores use each frame's head mask (``mask`` says which;
     None without one, or when no frame's mask has a pixel; see :data:`HEAD_MASKING`); ``lpips`` (AlexNet's, the
-    INSTA and MonoAvatar tables') is None with the reason in ``lpips_note``, ``lpips_vgg`` (VGG16's,
-    GaussianAvatars') likewise in ``lpips_vgg_note``; ``psnr_regions`` holds each asked region's PSNR (None where
-    no frame shows it)."""
+    INSTA and MonoAvatar tables') is None with the reason in ``lpips_note``, ``lpips_vgg`` (VGG16's) likewise in
+    ``lpips_vgg_note``; ``psnr_regions`` holds each asked region's PSNR (None where no frame shows it).
+
+    ``*_gaussian_avatars``: the whole frame scored as GaussianAvatars' ``train.py`` scores it, the numbers of its
+    paper's tables (its issues #35 and #100): PSNR the mean of the channels' PSNRs, LPIPS AlexNet's with the
+    [0, 1] images fed unscaled (None when ``lpips`` is, the same reason); SSIM as 3DGS's is ``ssim_3dgs``."""
 
     psnr: float
     ssim: float  # over the windows inside the image (Wang et al.; the avatar papers' tables)
     ssim_3dgs: float  # with the image zero-padded, windows on every pixel: 3DGS's (GaussianAvatars' scores)
+    psnr_gaussian_avatars: float  # each frame's mean of its three channels' PSNRs (GaussianAvatars' train.py)
     frames: int
     l1: float
     psnr_head: float | None
@@ -79,6 +84,8 @@ class Evaluation:
     lpips_vgg_head: float | None
     lpips_vgg_note: str | None
     lpips_vgg_network: str | None  # "vgg: backbone <file>, ..." when computed
+    lpips_gaussian_avatars: float | None  # AlexNet's, [0, 1] images fed as they are (GaussianAvatars' train.py)
+    lpips_gaussian_avatars_note: str | None  # why it is None: lpips_note's reason
     psnr_regions: dict[str, float | None]
     region_frames: dict[str, int]  # frames in which each region has pixels (its PSNR is the mean over them)
     regions: dict[str, tuple[int, ...]]  # the label codes of each region
@@ -113,6 +120,9 @@ class Evaluation:
             "lpips_vgg_head": self.lpips_vgg_head,
             "lpips_vgg_note": self.lpips_vgg_note,
             "lpips_vgg_network": self.lpips_vgg_network,
+            "psnr_gaussian_avatars": self.psnr_gaussian_avatars,
+            "lpips_gaussian_avatars": self.lpips_gaussian_avatars,
+            "lpips_gaussian_avatars_note": self.lpips_gaussian_avatars_note,
             "mask": self.mask,
             "head_masking": HEAD_MASKING if self.mask is not None else None,
             "head_frames": self.head_frames,
@@ -296,9 +306,11 @@ def evaluate(
     ``lpips``: the AlexNet network from :func:`~headfields.perceptual.load_lpips` (load it once, not per call),
     or its :class:`~headfields.perceptual.LpipsUnavailable`; without one, or for images under 31 x 31, ``lpips``
     is None and ``lpips_note`` says why. ``lpips_vgg``: the same with VGG16 (``load_lpips(network="vgg")``,
-    images of at least 16 x 16), scored into ``lpips_vgg`` and ``lpips_vgg_head``. A frame whose mask (or region)
-    has no pixel is left out of that mean; ``head_frames`` and ``region_frames`` count the frames in it. With
-    ``out``, writes each frame's render (``00000.png``) and its comparison with the ground truth
+    images of at least 16 x 16), scored into ``lpips_vgg`` and ``lpips_vgg_head``. The whole frame is also
+    scored as GaussianAvatars' ``train.py`` scores it: ``psnr_gaussian_avatars`` (``psnr(..., channels="mean")``)
+    and, with ``lpips``, ``lpips_gaussian_avatars`` (the same network, ``normalize=False``). A frame whose mask
+    (or region) has no pixel is left out of that mean; ``head_frames`` and ``region_frames`` count the frames in
+    it. With ``out``, writes each frame's render (``00000.png``) and its comparison with the ground truth
     (``00000_compare.png``). ``head``: the frames' tracked head (built when not given). ``progress``: advanced by
     one a frame.
 
@@ -314,6 +326,7 @@ def evaluate(
     head = head if head is not None else tracked_head(model.parametric, frames)
     masks, mask_rule = _head_masks(frames)
     full: dict[str, list[float]] = {"psnr": [], "ssim": [], "ssim_3dgs": [], "l1": [], "lpips": [], "lpips_vgg": []}
+    ga: dict[str, list[float]] = {"psnr": [], "lpips": []}  # GaussianAvatars' train.py's conventions
     inside: dict[str, list[float]] = {"psnr": [], "ssim": [], "l1": [], "lpips": [], "lpips_vgg": []}
     per_region: dict[str, list[float]] = {name: [] for name in regions}
     codes = {name: torch.tensor(c, dtype=torch.uint8) for name, c in regions.items()}
@@ -325,6 +338,7 @@ def evaluate(
         full["ssim"].append(float(ssim(pred, truth)))
         full["ssim_3dgs"].append(float(ssim(pred, truth, padding="zero")))
         full["l1"].append(float(l1(pred, truth)))
+        ga["psnr"].append(float(psnr(pred, truth, channels="mean")))
         mask = None if masks is None else masks[f].cpu()
         if mask is not None and bool(mask.any()):
             inside["psnr"].append(float(psnr(pred, truth, mask=mask)))
@@ -337,6 +351,8 @@ def evaluate(
             on = network.device
             with torch.no_grad():
                 full[key].append(float(network(pred.to(on), truth.to(on))))
+                if key == "lpips":
+                    ga["lpips"].append(float(network(pred.to(on), truth.to(on), normalize=False)))
                 if mask is not None and bool(mask.any()):
                     inside[key].append(float(network(pred.to(on), truth.to(on), mask=mask.to(on))))
         for name, c in codes.items():
@@ -369,6 +385,9 @@ def evaluate(
         lpips_vgg_head=_mean(inside["lpips_vgg"]),
         lpips_vgg_note=perceptual["lpips_vgg"][1],
         lpips_vgg_network=_source(perceptual["lpips_vgg"][0]),
+        psnr_gaussian_avatars=float(np.mean(ga["psnr"])),
+        lpips_gaussian_avatars=_mean(ga["lpips"]),
+        lpips_gaussian_avatars_note=perceptual["lpips"][1],
         psnr_regions={name: _mean(values) for name, values in per_region.items()},
         region_frames={name: len(values) for name, values in per_region.items()},
         regions=regions,
@@ -384,7 +403,8 @@ def evenly_spread(count: int, total: int) -> list[int]:
 
 def lpips_for_run(weights: str | None, device: torch.device, network: str) -> Lpips | LpipsUnavailable:
     """:func:`~headfields.perceptual.load_lpips` of ``network`` for a training run, its errors naming the config's
-    field that gave ``weights`` (``TrainingConfig.lpips_weights``, ``lpips_vgg_weights``: the trunk's ``setting``)."""
+    field that gave ``weights`` (``TrainingConfig.lpips_weights``, ``lpips_vgg_weights``: the trunk's ``setting``)
+    and the train command's flag for it (``--lpips-weights``, ``--lpips-vgg-weights``)."""
     setting = TRUNKS[network].setting
     try:
         return load_lpips(weights, device, network)
@@ -392,4 +412,6 @@ def lpips_for_run(weights: str | None, device: torch.device, network: str) -> Lp
         message = str(error)
         if not message.startswith("weights:"):
             raise
-        raise type(error)(f"{setting}:" + message.removeprefix("weights:")) from None
+        flag = "--" + setting.replace("_", "-")
+        given = f"the file {flag} gives" if weights is not None else f"torch.hub's cache; or give a file with {flag}"
+        raise type(error)(f"{setting}:" + message.removeprefix("weights:") + f" ({given})") from None

@@ -1,5 +1,6 @@
-"""PSNR and L1 against their formulas; SSIM, whole and masked, against an independent SciPy implementation of Wang
-et al. (skimage's method), and 3DGS's zero-padded SSIM against the same on the padded images."""
+"""PSNR (pooled, and averaged over channels as GaussianAvatars scores) and L1 against their formulas; SSIM, whole
+and masked, against an independent SciPy implementation of Wang et al. (skimage's method), and 3DGS's zero-padded
+SSIM against the same on the padded images."""
 
 import math
 
@@ -111,9 +112,33 @@ def test_psnr_formula(device):
     assert psnr(pred, pred).item() == math.inf
 
 
+def test_psnr_averaged_over_channels_as_gaussian_avatars_scores(device):
+    # Each channel its own error (0.01, 0.05, 0.2 in spread): the mean of the three channels' PSNRs (GaussianAvatars'
+    # train.py: its psnr views a [3, H, W] image as [3, H * W]) lies above the PSNR of the pooled MSE.
+    rng = np.random.default_rng(5)
+    a = rng.random((20, 17, 3))
+    b = np.clip(a + rng.normal(0, 1, a.shape) * np.array([0.01, 0.05, 0.2]), 0, 1)
+    per_channel = [10 * math.log10(1 / np.mean((a[..., c] - b[..., c]) ** 2)) for c in range(3)]
+    pooled = 10 * math.log10(1 / np.mean((a - b) ** 2))
+    pred, target = torch.tensor(a, device=device), torch.tensor(b, device=device)
+    got = float(psnr(pred, target, channels="mean"))
+    assert math.isclose(got, float(np.mean(per_channel)), rel_tol=1e-12)
+    assert got > pooled + 3  # the two conventions differ by decibels here, not by rounding
+    assert math.isclose(float(psnr(pred, target, channels="pooled")), pooled, rel_tol=1e-12)
+    # Over a mask: each channel's MSE over the mask's pixels.
+    mask = torch.zeros(a.shape[:2], dtype=torch.bool, device=device)
+    mask[2:11, 5:16] = True
+    inside = [10 * math.log10(1 / np.mean((a[2:11, 5:16, c] - b[2:11, 5:16, c]) ** 2)) for c in range(3)]
+    assert math.isclose(float(psnr(pred, target, mask=mask, channels="mean")), float(np.mean(inside)), rel_tol=1e-12)
+    # Equal errors in every channel: the same number either way.
+    same = pred + 0.1
+    torch.testing.assert_close(psnr(same, pred, channels="mean"), psnr(same, pred), rtol=1e-9, atol=0)
+
+
 @pytest.mark.parametrize(
     "call, name",
     [
+        (lambda: psnr(torch.zeros(4, 3), torch.zeros(4, 3), channels="each"), "channels"),
         (lambda: psnr(torch.zeros(4, 3), torch.zeros(4, 2)), "target"),
         (lambda: psnr(torch.zeros(4, 3), torch.zeros(4, 3), max_value=0.0), "max_value"),
         (lambda: psnr(torch.zeros(4, 3), torch.zeros(4, 3), mask=torch.zeros(4, dtype=torch.bool)), "mask"),

@@ -1,8 +1,9 @@
 """headfields.perceptual against the lpips package's own LPIPS on the same networks (a seeded random AlexNet and
-VGG16: no download), its input range, averaging and masking; the weight lookup and what happens when a file is
-missing."""
+VGG16: no download), its input range (and GaussianAvatars' unscaled one), averaging and masking; the weight lookup
+and what happens when a file is missing or corrupt."""
 
 import importlib.util
+import pickle
 import sys
 import warnings
 from types import SimpleNamespace
@@ -21,6 +22,7 @@ from headfields.perceptual import (
     LpipsUnavailable,
     load_lpips,
 )
+from headfields.training.evaluation import lpips_for_run
 
 from helpers import raises_naming, random_alexnet, random_vgg16
 
@@ -128,6 +130,38 @@ def test_matches_the_lpips_package(oracle, shape):
     torch.testing.assert_close(got, reference(nchw(2 * a - 1), nchw(2 * b - 1)).mean(), rtol=1e-5, atol=1e-7)
 
 
+def test_unscaled_inputs_as_gaussian_avatars_feeds_them(oracle):
+    # GaussianAvatars' train.py hands lpips [0, 1] images without mapping them to [-1, 1] (its issue #100): the
+    # lpips package's number for those images as they are (its default normalize=False).
+    reference, ours = oracle
+    g = torch.Generator().manual_seed(6)
+    shape = (1, ours.min_size, ours.min_size + 1, 3)  # test_matches_the_lpips_package's smallest: VGG16 is slow on CPUs
+    a, b = torch.rand(shape, generator=g), torch.rand(shape, generator=g)
+    b = (0.7 * a + 0.3 * b).clamp(0, 1)
+    got = ours(a, b, normalize=False)
+    torch.testing.assert_close(got, reference(nchw(a), nchw(b)).mean(), rtol=1e-5, atol=1e-7)
+    assert abs(got - ours(a, b)) > 1e-3 * ours(a, b)  # another number than LPIPS's own
+
+
+def _small_lpips() -> Lpips:
+    """AlexNet LPIPS on random weights, built from state dicts: no file read."""
+    linear = {f"lin{i}.model.1.weight": torch.rand(1, c, 1, 1) for i, c in enumerate((64, 192, 384, 256, 256))}
+    return Lpips(random_alexnet(8), linear)
+
+
+def test_unscaled_inputs_are_what_the_network_sees():
+    # normalize=False on x is the usual LPIPS of x' = (x + 1) / 2, the images whose [-1, 1] mapping is x itself.
+    metric = _small_lpips()
+    g = torch.Generator().manual_seed(7)
+    a, b = torch.rand(2, 31, 34, 3, generator=g), torch.rand(2, 31, 34, 3, generator=g)
+    got = metric(a, b, normalize=False)
+    torch.testing.assert_close(got, metric((a + 1) / 2, (b + 1) / 2), rtol=1e-6, atol=0)
+    assert abs(got - metric(a, b)) > 1e-3 * got
+    assert metric(a, a, normalize=False).item() == 0.0
+    with raises_naming("normalize"):
+        metric(a, b, normalize=1)
+
+
 def test_mask_sets_both_images_to_white_outside_it(oracle):
     reference, ours = oracle
     g = torch.Generator().manual_seed(2)
@@ -218,6 +252,46 @@ def test_bad_weight_files_are_named(tmp_path):
         load_lpips(alexnet, network="vgg")  # AlexNet's file for VGG16: the trunk named, not a shape error deep inside
     with pytest.raises(FileNotFoundError, match=f"^weights:.*VGG16.*{VGG16_FILE}"):
         load_lpips(tmp_path / "nowhere.pth", network="vgg")
+
+
+def _truncated_zip(path):
+    torch.save({"features.0.weight": torch.zeros(8, 3)}, path)
+    path.write_bytes(path.read_bytes()[:200])
+
+
+class _NotAStateDict:
+    pass
+
+
+@pytest.mark.parametrize(
+    "write, what",
+    [
+        (lambda path: path.write_bytes(b"not a checkpoint" * 8), "not a torch.save file"),
+        (_truncated_zip, "truncated or damaged zip archive"),
+        (lambda path: path.write_bytes(b""), "an empty file"),
+        (lambda path: torch.save([torch.zeros(2)], path), "holds a list, not a state dict"),  # a pickle of a non-dict
+        (lambda path: path.write_bytes(pickle.dumps(_NotAStateDict())), "not a torch.save file"),  # never unpickled
+        (lambda path: torch.save(torch.nn.Linear(2, 2), path), "a whole model"),
+    ],
+    ids=["garbage", "truncated-zip", "empty", "list", "pickled-object", "whole-module"],
+)
+@pytest.mark.parametrize("network", ["alex", "vgg"])
+def test_corrupt_weight_files_say_what_was_expected(tmp_path, write, what, network):
+    if not LPIPS_INSTALLED:
+        pytest.skip("the lpips package is not installed (its linear layers are looked for first)")
+    path = tmp_path / "weights.pth"
+    write(path)
+    title, file = ("AlexNet", ALEXNET_FILE) if network == "alex" else ("VGG16", VGG16_FILE)
+    setting = "lpips_weights" if network == "alex" else "lpips_vgg_weights"
+    for call, name in ((load_lpips, "weights"), (lpips_for_run, setting)):
+        with pytest.raises(ValueError) as raised:
+            call(str(path), torch.device("cpu"), network)
+        message = str(raised.value)
+        # One line: the argument or setting, the file, what it is and what was expected; none of torch's advice.
+        assert message.startswith(f"{name}: ") and "\n" not in message, message
+        assert str(path) in message and what in message and f"expected torchvision's {title} state dict ({file})" in message
+        assert "weights_only" not in message and raised.value.__cause__ is None
+    assert f"(the file --{setting.replace('_', '-')} gives)" in message  # the train command's flag
 
 
 @pytest.mark.parametrize(

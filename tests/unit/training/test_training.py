@@ -2,6 +2,7 @@
 checkpoint resumes where it stopped."""
 
 import dataclasses
+import importlib.util
 import json
 import platform
 
@@ -293,6 +294,14 @@ def test_evaluate_scores_the_head_the_regions_and_lpips(video32, tmp_path):
     assert ev.frames == 2 and ev.head_frames == 2 and ev.mask == "segmentation != 0 (background)"
     assert ev.psnr == pytest.approx(mean(psnr(grey, t) for t in truths), rel=1e-12)
     assert ev.l1 == pytest.approx(mean(l1(grey, t) for t in truths), rel=1e-12)
+    # GaussianAvatars' PSNR: per frame, the mean of the three channels' PSNRs (numpy, by hand), then over frames.
+    by_channel = [
+        np.mean([10 * np.log10(1 / np.mean((0.5 - t[..., c].double().numpy()) ** 2)) for c in range(3)]) for t in truths
+    ]
+    assert ev.psnr_gaussian_avatars == pytest.approx(float(np.mean(by_channel)), rel=1e-6)
+    # A mean of logarithms, above the pooled PSNR when the channels' errors differ (here by 1e-5 relative: the
+    # tolerance above tells the two apart).
+    assert ev.psnr_gaussian_avatars > ev.psnr
     assert ev.psnr_head == pytest.approx(mean(psnr(grey, t, mask=m) for t, m in zip(truths, masks, strict=True)), rel=1e-12)
     assert ev.ssim_head == pytest.approx(mean(ssim(grey, t, mask=m) for t, m in zip(truths, masks, strict=True)), rel=1e-12)
     assert ev.l1_head == pytest.approx(mean(l1(grey, t, mask=m) for t, m in zip(truths, masks, strict=True)), rel=1e-12)
@@ -305,6 +314,9 @@ def test_evaluate_scores_the_head_the_regions_and_lpips(video32, tmp_path):
         assert ev.lpips == pytest.approx(mean(network(grey, t) for t in truths), rel=1e-6)
         assert ev.lpips_head == pytest.approx(mean(network(grey, t, m) for t, m in zip(truths, masks, strict=True)), rel=1e-6)
         assert ev.lpips_note is None and str(weights) in ev.lpips_network
+        # GaussianAvatars' LPIPS: AlexNet's on [0, 1] images fed unscaled, i.e. the usual LPIPS of (x + 1) / 2.
+        unscaled = mean(network((grey + 1) / 2, (t + 1) / 2) for t in truths)
+        assert ev.lpips_gaussian_avatars == pytest.approx(unscaled, rel=1e-6) and ev.lpips_gaussian_avatars_note is None
         # VGG16's beside it, under its own keys.
         assert ev.lpips_vgg == pytest.approx(mean(vgg(grey, t) for t in truths), rel=1e-6)
         assert ev.lpips_vgg_head == pytest.approx(mean(vgg(grey, t, m) for t, m in zip(truths, masks, strict=True)), rel=1e-6)
@@ -315,6 +327,7 @@ def test_evaluate_scores_the_head_the_regions_and_lpips(video32, tmp_path):
                      lpips_vgg=network)  # fmt: skip
     else:
         assert ev.lpips is None and ev.lpips_head is None and "not installed" in ev.lpips_note
+        assert ev.lpips_gaussian_avatars is None and ev.lpips_gaussian_avatars_note == ev.lpips_note
         assert ev.lpips_vgg is None and ev.lpips_vgg_head is None and "not installed" in ev.lpips_vgg_note
     json.dumps(ev.metrics(), allow_nan=False)  # plain JSON: no NaN anywhere
     assert ev.metrics()["regions"]["face"] == {"labels": list(regions["face"]), "frames": 2}
@@ -322,6 +335,7 @@ def test_evaluate_scores_the_head_the_regions_and_lpips(video32, tmp_path):
     small = evaluate(_Grey(load_model(frames.model_path, frames.model_type)), frames, [0], 4096, torch.device("cpu"))
     assert small.lpips is None and "not computed" in small.lpips_note and small.psnr_regions == {}
     assert small.lpips_vgg is None and "LPIPS (vgg)" in small.lpips_vgg_note
+    assert small.lpips_gaussian_avatars is None and small.lpips_gaussian_avatars_note == small.lpips_note
     assert "regions" not in small.metrics() and "psnr_regions" not in small.metrics()
 
 
@@ -346,14 +360,16 @@ def test_metrics_json_records_the_papers_metrics(video, tmp_path, monkeypatch):
     assert hash(config) == hash(dataclasses.replace(config))  # frozen and hashable, as before
     metrics = train(_model(train_frames), train_frames, eval_frames, tmp_path / "run", config)
     assert json.loads((tmp_path / "run" / "metrics.json").read_text()) == metrics
-    for key in ("psnr", "ssim", "ssim_3dgs", "l1", "psnr_head", "ssim_head", "l1_head"):
+    for key in ("psnr", "ssim", "ssim_3dgs", "l1", "psnr_head", "ssim_head", "l1_head", "psnr_gaussian_avatars"):
         assert isinstance(metrics[key], float) and np.isfinite(metrics[key]), key
     assert 0 < metrics["l1_head"] < 1 and metrics["psnr_head"] > 0
     assert metrics["mask"] == "segmentation != 0 (background)" and "over the mask" in metrics["head_masking"]
     assert metrics["head_frames"] == metrics["eval_frames"] == len(eval_frames)
     assert metrics["lpips"] is None and metrics["lpips_head"] is None and metrics["lpips_network"] is None
     assert str(tmp_path / "hub") in metrics["lpips_note"] or "not installed" in metrics["lpips_note"]
-    # VGG16's LPIPS beside AlexNet's (GaussianAvatars' table): null too, with its own reason.
+    # GaussianAvatars' LPIPS (AlexNet's, unscaled inputs): null with AlexNet's reason.
+    assert metrics["lpips_gaussian_avatars"] is None and metrics["lpips_gaussian_avatars_note"] == metrics["lpips_note"]
+    # VGG16's LPIPS beside AlexNet's (GaussianAvatars' metrics.py, not its tables): null too, with its own reason.
     assert metrics["lpips_vgg"] is None and metrics["lpips_vgg_head"] is None and metrics["lpips_vgg_network"] is None
     assert "vgg16-397923af.pth" in metrics["lpips_vgg_note"] or "not installed" in metrics["lpips_vgg_note"]
     assert set(metrics["psnr_regions"]) == set(regions) and metrics["psnr_regions"]["absent"] is None
@@ -371,6 +387,13 @@ def test_lpips_weights_and_regions_are_checked_before_training(video, tmp_path):
     missing_vgg = dataclasses.replace(config, lpips_vgg_weights=str(tmp_path / "nowhere.pth"))
     with pytest.raises(FileNotFoundError, match="^lpips_vgg_weights:.*VGG16"):
         train(_model(train_frames), train_frames, eval_frames, tmp_path / "c", missing_vgg)
+    if importlib.util.find_spec("lpips") is not None:  # without it no trunk is read: LPIPS is unavailable
+        garbage = tmp_path / "garbage.pth"
+        garbage.write_bytes(b"<html>not found</html>")  # a failed download saved as the weights
+        corrupt = dataclasses.replace(config, lpips_vgg_weights=str(garbage))
+        with pytest.raises(ValueError, match=r"^lpips_vgg_weights: could not read .*garbage\.pth.*vgg16-397923af\.pth"):
+            train(_model(train_frames), train_frames, eval_frames, tmp_path / "d", corrupt)
+        assert not (tmp_path / "d" / "checkpoint.pt").exists()
     no_labels = dataclasses.replace(eval_frames, segmentation=None)
     with pytest.raises(ValueError, match="^eval_regions:"):
         regions = dataclasses.replace(config, eval_regions=(("hair", (6,)),))
