@@ -217,13 +217,14 @@ def format_bytes(count: float) -> str:
     return f"{int(count)} B" if k == 0 else f"{count:.3g} {units[k]}"
 
 
-def check_memory(name: str, value: object, need: float, device: torch.device | str, what: str) -> None:
+def check_memory(name: str, value: object, need: float, device: torch.device | str, what: str, advice: str | None = None) -> None:
     """Refuse ``value`` of argument ``name`` when ``what`` (its buffers: ``need`` bytes) would not fit in the memory
     ``device`` has available: a clear error before the allocation, rather than the allocator's traceback after
-    minutes of work. Does nothing where the available memory is unknown."""
+    minutes of work. ``advice`` ends the message (default: give a smaller ``name``). Does nothing where the
+    available memory is unknown."""
     available = available_memory(device)
     if available is not None and need > available:
         raise ValueError(
             f"{name}: {value} needs {format_bytes(need)} for {what} on {torch.device(device)}, more than the "
-            f"{format_bytes(available)} available; give a smaller {name}"
+            f"{format_bytes(available)} available; {advice or f'give a smaller {name}'}"
         )

@@ -10,7 +10,8 @@ CPU and CUDA: :func:`rasterize_gaussians`, one entry in the shape of gsplat's ``
 2. **Bin** (torch): each Gaussian covers the 16x16 tiles its ``3σ`` square touches (radius ``⌈3 √λ_max⌉``, capped
    at :data:`RADIUS_MAX`: a footprint larger than the image covers all of it), or the smaller square beyond which
    its alpha is under 1/255 everywhere; one (tile, depth) key per covered tile, sorted, gives every tile its list of
-   Gaussians near to far.
+   Gaussians near to far. The pairs' count, the render's one read-back on CUDA, is checked against the memory
+   available and Warp's 32-bit indexing before any pair is made.
 3. **Blend** (Warp, :mod:`headfields.renderers.gaussian_blend`): front to back with 3DGS's thresholds, a
    hand-written backward kernel; on CUDA a block of threads a tile, its splats in shared memory
    (:mod:`~headfields.renderers.gaussian_blocks`), on the CPU one thread a pixel
@@ -75,6 +76,13 @@ RADIUS_MAX = 2.0**30
 # blend's [r, g, b, alpha, depth], the image over the background, 1 - alpha) besides its int32 list position.
 TILE_LIST_BYTES = 8 + 8 + 8 + 4 + 4
 PIXEL_SCALARS = OUTPUTS + 3 + 1
+# Bytes a (tile, Gaussian) pair takes at a render's peak: while the lists are sorted, eight int64s (the Gaussian, its
+# offset, tile, depth and key, the order and the sort's copies), counted as ten for CUDA's radix sort (its second
+# keys and values; not measured); while they are blended, an int32 id and PARAMS + 3 scalars (its row, the cut and
+# the cut's temporaries). Measured on the CPU (peak RSS, 2M to 16M pairs): the lists 64 B a pair; a whole float32
+# render 67 B, a float64 one 105 B.
+SORT_PAIR_BYTES = 10 * 8
+BLEND_PAIR_BYTES, BLEND_PAIR_SCALARS = 4, PARAMS + 3
 GSPLAT_DTYPE = torch.float32  # gsplat's CUDA kernels draw in float32 only
 
 
@@ -143,34 +151,46 @@ def project_gaussians(
     margin_x, margin_y = (FOV_MARGIN - 1) * 0.5 * w / fx, (FOV_MARGIN - 1) * 0.5 * h / fy  # 0.3 tan(half field of view)
     tx = z * torch.clamp(x / z, -(cx / fx + margin_x), (w - cx) / fx + margin_x)
     ty = z * torch.clamp(y / z, -(cy / fy + margin_y), (h - cy) / fy + margin_y)
-    zero = torch.zeros_like(z)
+    # The 2D covariance in units of (k g)²: k the Gaussian's largest scale where that is over 1, g the power of two
+    # at most f / z times that scale (up to 1), the pixels it spans at its depth. A Gaussian metres wide a centimetre
+    # away (its determinant past float32 at scales of 1e8), or one over 1e9 pixels wide (any on the image at a focal
+    # length of 1e20), made NaN and undrawn where 3DGS's math covers the image. Dividing by a power of two is exact:
+    # wherever the unscaled math stays in float32's range, each value is the unscaled one, bit for bit.
+    largest_scale = scales.detach().amax(-1)
+    k = torch.clamp(largest_scale, min=1.0)
+    g = _power_of_two(max(fx, fy) / z.detach() * torch.clamp(largest_scale, max=1.0))
+    zg, z2g, zero = z * g, z**2 * g, torch.zeros_like(z)  # fx / (z g): fx / z is past float32 at fx = 1e37, z = 0.01
     jacobian = torch.stack(
-        [torch.stack([fx / z, zero, -fx * tx / z**2], -1), torch.stack([zero, fy / z, -fy * ty / z**2], -1)], -2
-    )
-    # The 2D covariance in units of k², k the Gaussian's largest scale where that is over 1: a Gaussian metres wide
-    # a centimetre away squares past float32 (its determinant at scales of 1e8), which made it NaN and undrawn where
-    # 3DGS's math covers the image. At k = 1 (every scale up to 1) each operation is the unscaled one, bit for bit.
-    k = torch.clamp(scales.detach().amax(-1), min=1.0)
-    k2 = k * k  # inf past float32's reach: the conic is then 0, the Gaussian flat over the whole image
+        [torch.stack([fx / zg, zero, -fx * tx / z2g], -1), torch.stack([zero, fy / zg, -fy * ty / z2g], -1)], -2
+    )  # J / g
+    k2, g2 = k * k, g * g  # k2 inf past float32's reach: the conic is then 0, the Gaussian flat over the whole image
     m = quaternion_to_matrix(quats) * (scales / k[:, None])[:, None, :]  # R S / k (of the normalised quaternion)
     t = jacobian @ w2c[:3, :3] @ m  # [N, 2, 3]
     cov = t @ t.transpose(1, 2)
-    blur = BLUR / k2
+    blur = BLUR / k2 / g2
     a, b, c = cov[:, 0, 0] + blur, cov[:, 0, 1], cov[:, 1, 1] + blur
     det = a * c - b * b
     good = front & (det > 0)
     det = torch.where(good, det, torch.ones_like(det))
-    conics = torch.stack([c / det, -b / det, a / det], -1) / k2[:, None]
+    conics = torch.stack([c / det, -b / det, a / det], -1) / k2[:, None] / g2[:, None]
     mid = 0.5 * (a + c)
-    largest = mid + torch.sqrt(torch.maximum(mid * mid - det, 0.1 / (k2 * k2)))  # 3DGS's floor of 0.1 pixels⁴
+    floor = 0.1 / (k2 * k2) / (g2 * g2)  # 3DGS's floor of 0.1 pixels⁴
+    largest = mid + torch.sqrt(torch.maximum(mid * mid - det, floor))
     # A footprint past RADIUS_MAX (or float32's reach) covers every tile of any image drawn: capped, not overflowed.
-    radius = torch.clamp(torch.ceil(SIGMAS * torch.sqrt(largest.detach()) * k), max=RADIUS_MAX)
+    radius = torch.clamp(torch.ceil(SIGMAS * torch.sqrt(largest.detach()) * k * g), max=RADIUS_MAX)
     radii = torch.where(good, radius, 0).long()
     means2d = torch.stack([fx * x / z + cx, fy * y / z + cy], -1)
     # A Gaussian whose square touches no tile of the image is not drawn (3DGS's getRect): radius 0.
     lo_x, hi_x, lo_y, hi_y = _tile_rect(means2d.detach(), radii.to(means2d.dtype), w, h)
     radii = torch.where((hi_x > lo_x) & (hi_y > lo_y), radii, 0)
     return Projection2D(means2d=means2d, conics=conics, depths=z, radii=radii)
+
+
+def _power_of_two(x: Tensor) -> Tensor:
+    """The power of two in ``(x / 2, x]`` of each ``x`` clamped to ``[1, the dtype's largest]``: 1 up to 2, and
+    exact (``x`` over twice its mantissa, a quotient that IEEE division rounds to itself)."""
+    x = torch.clamp(x, 1.0, torch.finfo(x.dtype).max)
+    return x / (2 * torch.frexp(x).mantissa)
 
 
 def _tile_rect(center: Tensor, radius: Tensor, width: int, height: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -212,15 +232,13 @@ def _tile_lists(proj: Projection2D, opacities: Tensor, width: int, height: int) 
     lo_x, hi_x, lo_y, hi_y = _tile_rect(center, radius, width, height)
     span_x = hi_x - lo_x
     count = torch.where(radius > 0, span_x * (hi_y - lo_y), 0)
-    # The one host sync of a render on CUDA: how many (tile, Gaussian) pairs there are (gsplat reads it too).
-    gaussian = torch.repeat_interleave(torch.arange(len(count), device=device), count)
-    if len(gaussian) * PARAMS >= 2**31:  # Warp indexes its arrays with 32-bit strides
-        raise ValueError(
-            f"means: {len(gaussian):,} (tile, Gaussian) pairs, more than the rasteriser indexes (2^31 / {PARAMS}): fewer "
-            "or smaller Gaussians, or a smaller image"
-        )
+    # The one host sync of a render on CUDA: how many (tile, Gaussian) pairs there are (gsplat reads it too), read
+    # before any pair exists so that it is checked first, and handed to repeat_interleave (which reads it otherwise).
+    pairs = int(count.sum())
+    _check_pairs(pairs, center.dtype, device)
+    gaussian = torch.repeat_interleave(torch.arange(len(count), device=device), count, output_size=pairs)
     first = torch.cumsum(count, 0) - count
-    k = torch.arange(len(gaussian), device=device) - first[gaussian]
+    k = torch.arange(pairs, device=device) - first[gaussian]
     tile = (lo_y[gaussian] + k // span_x[gaussian]) * tiles_x + lo_x[gaussian] + k % span_x[gaussian]
     # Positive float32 depths order as their bit patterns: the key is the tile above the depth's 32 bits.
     depth_bits = proj.depths.detach().float().view(torch.int32).long()[gaussian]
@@ -236,6 +254,18 @@ def _tile_lists(proj: Projection2D, opacities: Tensor, width: int, height: int) 
         height=height,
         tiles_x=tiles_x,
     )
+
+
+def _check_pairs(pairs: int, dtype: torch.dtype, device: torch.device) -> None:
+    """A frame's (tile, Gaussian) pairs fit in ``device``'s memory and in Warp's 32-bit indexing, checked from their
+    count before any is made: a frame of many large Gaussians on a large image built 13.5 GB of pairs before their
+    count was refused. Named ``scales``: large footprints make the pairs (fewer Gaussians or a smaller image too)."""
+    itemsize = torch.finfo(dtype).bits // 8
+    need = pairs * max(SORT_PAIR_BYTES, BLEND_PAIR_BYTES + BLEND_PAIR_SCALARS * itemsize)
+    value, advice = f"a frame of {pairs:,} (tile, Gaussian) pairs", "give fewer or smaller Gaussians, or smaller cameras"
+    check_memory("scales", value, need, device, "the rasteriser's tile lists", advice)
+    if pairs * PARAMS >= 2**31:  # Warp indexes its arrays with 32-bit strides
+        raise ValueError(f"scales: {value}, more than the rasteriser indexes (2^31 / {PARAMS}); {advice}")
 
 
 @functools.lru_cache(maxsize=16)
@@ -274,6 +304,13 @@ def _check(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, colo
         raise TypeError("means, quats, scales, opacities, colors: expected one dtype, float32 or float64")
     if cameras.device != device:
         raise ValueError(f"cameras: expected cameras on {device} (the device of means), got {cameras.device}")
+    limit = torch.finfo(means.dtype).max  # the projection takes the intrinsics in the Gaussians' dtype
+    for name in ("fx", "fy", "cx", "cy"):
+        if abs(getattr(cameras, name)) > limit:
+            raise ValueError(
+                f"cameras: expected {name} within the range of the Gaussians' {means.dtype} (±{limit:.4g}), got "
+                f"{getattr(cameras, name):.4g}; give float64 Gaussians or a smaller {name}"
+            )
     if checking_values() and n:
         if bool((scales <= 0).any()):
             raise ValueError(f"scales: expected positive scales, found {float(scales.min()):.4g}")
