@@ -7,10 +7,11 @@ The file is ``binary_little_endian 1.0`` with one ``element vertex N`` of float3
 then blue), ``opacity`` (a logit), ``scale_0..2`` (natural logs) and ``rot_0..3`` (a quaternion, w first).
 :class:`Splats` holds the values these encode (opacities in (0, 1), positive scales, unit quaternions);
 :func:`write_splat_ply` and :func:`read_splat_ply` apply the transforms both ways, and check the values after
-them: a value the file's float32 cannot hold (a double ``x = 1e300``, a scale whose log is beyond float32) is refused
-by the writer before it writes, and one that a reader's transform takes beyond float32 (``scale_0 = 200``, whose
-exponential overflows; ``scale_0 = -200``, which rounds to a zero scale) is refused by the reader, naming the
-property and the row, rather than returned as inf or 0.
+them: a value the file's float32 cannot hold (a double ``x = 1e300``) or one that the reader's transform takes
+beyond float32 (``scale_0 = 200``, whose exponential overflows; ``scale_0 = -200``, which rounds to a zero scale) is
+refused, by one check on both sides: by the writer before it writes (a scale of ``1e39``, or float32's largest, whose
+log rounds up in the file), by the reader naming the file, each naming the property and the row, rather than
+written unreadable or returned as inf or 0.
 
     splats = Splats(means, quats, scales, opacities, sh)  # sh [N, K, 3], K = 1, 4, 9, 16 or 25
     write_splat_ply("out/head.ply", splats)  # opens in SuperSplat
@@ -48,7 +49,8 @@ __all__ = [
 ]
 
 SH_C0 = 0.28209479177387814  # the degree-0 real spherical harmonic, 1 / (2 sqrt(pi))
-_NEEDED = ["x", "y", "z", "f_dc_0", "f_dc_1", "f_dc_2", "opacity", "scale_0", "scale_1", "scale_2"]
+_SCALES = ["scale_0", "scale_1", "scale_2"]
+_NEEDED = ["x", "y", "z", "f_dc_0", "f_dc_1", "f_dc_2", "opacity", *_SCALES]
 _NEEDED += ["rot_0", "rot_1", "rot_2", "rot_3"]
 _TYPES = {  # PLY scalar types: the byte layout of every property, so that extra ones are skipped
     **dict.fromkeys(("char", "int8"), "i1"),
@@ -78,6 +80,37 @@ def _first_bad(ok: np.ndarray) -> tuple[int, int]:
     """The (row, column) of the first False of ``ok [N, C]``."""
     row, column = np.argwhere(~ok)[0]
     return int(row), int(column)
+
+
+def _float32(
+    label: str, names: list[str], values: np.ndarray, file: np.ndarray | None = None, what: str = "", where: str = ""
+) -> np.ndarray:
+    """``values [N, C]`` (float64; ``names`` their properties) as float32, refused (the message led by ``label``: the
+    file, or the writer's argument) where float32 cannot hold them: an overflow to inf, or (a decoded value, ``file``
+    the file's values and ``what`` the transform) a non-zero one rounded to 0. ``where`` follows the value shown."""
+    with np.errstate(over="ignore"):  # refused by name below
+        cast = values.astype(np.float32)
+    ok = np.isfinite(cast) if file is None else np.isfinite(cast) & ((cast != 0) | (values == 0))
+    if not ok.all():
+        row, column = _first_bad(ok)
+        value = values[row, column]
+        if abs(value) > 1:
+            why = f"beyond float32's largest magnitude ({_FLOAT32.max:.4g})"
+        else:
+            why = f"rounded to 0 by float32 (under half its smallest magnitude, {_FLOAT32.smallest_subnormal:.4g})"
+        name = f"{label}: {names[column]} of row {row}"
+        if file is None:
+            raise ValueError(f"{name} is {value:.6g}{where}, {why}")
+        raise ValueError(f"{name} is {file[row, column]:.6g}{where}, whose {what} ({value:.6g}) is {why}")
+    return cast
+
+
+def _decoded_scales(label: str, log_scales: np.ndarray, where: str = "") -> np.ndarray:
+    """The float32 scales a file's ``scale_0..2`` (natural logs, float64 ``[N, 3]``) decode to; refused as
+    :func:`_float32` refuses, where a scale's exponential is beyond float32 or rounds to 0 (logs outside about
+    [-103.97, 88.72]). The reader decodes with it and the writer checks what it would write with it."""
+    with np.errstate(over="ignore"):  # an overflow is refused by name
+        return _float32(label, _SCALES, np.exp(log_scales), log_scales, "exponential (the scale)", where)
 
 
 def _check_splats(splats: Splats, argument: str = "splats") -> None:
@@ -160,17 +193,13 @@ def _encoded(splats: Splats) -> tuple[list[str], np.ndarray]:
 
 def _write_rows(path: str | os.PathLike, argument: str, names: list[str], exact: np.ndarray, writer: str) -> Path:
     """``exact [N, len(names)]`` as the float32 vertex rows of a binary PLY at ``path``, refused (naming
-    ``argument``, the property and the row) where float32 cannot hold a value."""
+    ``argument``, the property and the row) where the reader would refuse what the file holds: a value float32
+    cannot hold, or a scale whose log, as float32 holds it, decodes to inf or 0."""
     if not isinstance(path, str | os.PathLike):
         raise TypeError(f"path: expected a file path, got {type(path).__name__}")
-    beyond = np.abs(exact) > _FLOAT32.max  # float64 input float32 cannot hold: refused, not written as inf
-    if beyond.any():
-        row, column = _first_bad(~beyond)
-        raise ValueError(
-            f"{argument}: {names[column]} of row {row} is {exact[row, column]:.6g} in the file's encoding, beyond "
-            f"float32's range (±{_FLOAT32.max:.4g}), which the splat PLY holds"
-        )
-    rows = exact.astype("<f4")
+    where = " in the file's encoding"
+    rows = _float32(argument, names, exact, where=where).astype("<f4")  # float64 input: refused, not written as inf
+    _decoded_scales(argument, rows[:, [names.index(name) for name in _SCALES]].astype(np.float64), where)
     # The count on the third line: SIBR's viewer reads it there (a comment before it made SIBR load 0 splats).
     header = ["ply", "format binary_little_endian 1.0", f"element vertex {len(rows)}"]
     header += [f"property float {name}" for name in names]
@@ -280,22 +309,6 @@ def _read(path: str | os.PathLike) -> tuple[Splats, Tensor | None]:
         check_finite(f"{path}: {', '.join(names)}", torch.from_numpy(values), "finite values in the file")
         return values
 
-    def float32(names: list[str], values: np.ndarray, file: np.ndarray | None = None, what: str = "") -> Tensor:
-        """``values`` as float32, refused where float32 cannot hold them: an overflow to inf, or (a decoded value,
-        ``file`` the file's values and ``what`` the transform) a non-zero one rounded to 0."""
-        with np.errstate(over="ignore"):  # refused by name below
-            cast = values.astype(np.float32)
-        ok = np.isfinite(cast) if file is None else np.isfinite(cast) & ((cast != 0) | (values == 0))
-        if not ok.all():
-            row, column = _first_bad(ok)
-            value = values[row, column]
-            why = f"beyond float32's largest magnitude ({_FLOAT32.max:.4g})" if abs(value) > 1 else "rounded to 0 by float32"
-            name = f"{path}: {names[column]} of row {row}"
-            if file is None:
-                raise ValueError(f"{name} is {value:.6g}, {why}")
-            raise ValueError(f"{name} is {file[row, column]:.6g}, whose {what} ({value:.6g}) is {why}")
-        return torch.from_numpy(cast)
-
     rot = ["rot_0", "rot_1", "rot_2", "rot_3"]
     quats = get(*rot)
     zero = (quats == 0).all(axis=1)  # (not the norm: its square underflows to 0 for a row of 1e-300s)
@@ -303,17 +316,14 @@ def _read(path: str | os.PathLike) -> tuple[Splats, Tensor | None]:
         raise ValueError(f"{path}: rot_0 .. rot_3: expected non-zero quaternions, found a zero one (row {int(zero.argmax())})")
     rest_names = [f"f_rest_{i}" for i in range(3 * (k - 1))]
     rest = get(*rest_names) if k > 1 else np.zeros((count, 0))
-    dc_names, xyz, scale_names = ["f_dc_0", "f_dc_1", "f_dc_2"], ["x", "y", "z"], ["scale_0", "scale_1", "scale_2"]
+    dc_names, xyz, label = ["f_dc_0", "f_dc_1", "f_dc_2"], ["x", "y", "z"], str(path)
     dc = get(*dc_names)
-    coefficients = float32([*dc_names, *rest_names], np.concatenate([dc, rest], 1))
+    coefficients = torch.from_numpy(_float32(label, [*dc_names, *rest_names], np.concatenate([dc, rest], 1)))
     sh = torch.cat([coefficients[:, None, :3], coefficients[:, 3:].reshape(count, 3, k - 1).transpose(1, 2)], dim=1)
-    means, log_scales = get(*xyz), get(*scale_names)
-    with np.errstate(over="ignore"):  # an overflow is refused by name below
-        scales = float32(scale_names, np.exp(log_scales), log_scales, "exponential (the scale)")
     splats = Splats(
-        means=float32(xyz, means),
+        means=torch.from_numpy(_float32(label, xyz, get(*xyz))),
         quats=torch.from_numpy(_unit_quaternions(quats)).float(),
-        scales=scales,
+        scales=torch.from_numpy(_decoded_scales(label, get(*_SCALES))),
         opacities=torch.sigmoid(torch.from_numpy(get("opacity")[:, 0])).float(),  # 0 or 1 at float32's precision
         sh=sh.contiguous(),
     )

@@ -246,9 +246,38 @@ def test_float64_input_beyond_float32_is_refused_before_writing(tmp_path, field,
     value[index] = -1e300
     setattr(splats, field, value)
     path = tmp_path / "big.ply"
-    with pytest.raises(ValueError, match=rf"^splats: {name} is -1e\+300 in the file's encoding, beyond float32's range"):
+    with pytest.raises(ValueError, match=rf"^splats: {name} is -1e\+300 in the file's encoding, beyond float32's largest"):
         write_splat_ply(path, splats)
     assert not path.exists()
+
+
+@pytest.mark.parametrize(
+    ("scale", "dtype", "log", "why"),
+    [
+        (3.4028234663852886e38, torch.float32, r"88.7228", r"\(3.40282e\+38\) is beyond float32's largest magnitude"),
+        (1e39, torch.float64, r"89.8008", r"\(1e\+39\) is beyond float32's largest magnitude \(3.403e\+38\)"),
+        (1e-46, torch.float64, r"-105.919", r"\(9.99999e-47\) is rounded to 0 by float32 \(under half its smallest"),
+    ],
+    ids=["float32-largest", "1e39", "1e-46"],
+)
+def test_the_writer_refuses_a_scale_its_reader_refuses(tmp_path, scale, dtype, log, why):
+    """The reader refuses a scale_i whose exponential float32 cannot hold; the writer wrote such logs (float32's
+    largest scale among them: its log rounds up in float32). One check decides both: the writer refuses, writing
+    nothing, what the reader refuses in the same file written by hand; just inside the bounds, a round trip."""
+    splats = Splats(**{f: getattr(KNOWN, f).to(dtype, copy=True) for f in ("means", "quats", "scales", "opacities", "sh")})
+    splats.scales[1, 0] = scale
+    decoded = rf", whose exponential \(the scale\) {why}"
+    with pytest.raises(ValueError, match=rf"^splats: scale_0 of row 1 is {log} in the file's encoding{decoded}"):
+        write_splat_ply(tmp_path / "big.ply", splats)
+    assert not (tmp_path / "big.ply").exists()
+    columns = known_columns()
+    columns["scale_0"] = [columns["scale_0"][0], float(np.float32(math.log(scale)))]  # what the writer would write
+    write_hand_ply(tmp_path / "hand.ply", columns, kind="float")
+    with pytest.raises(ValueError, match=rf"hand\.ply: scale_0 of row 1 is {log}{decoded}"):
+        read_splat_ply(tmp_path / "hand.ply")
+    splats.scales = torch.tensor([[3.4e38, 1e-44, 1.0], [1.0, 1.0, 1.0]], dtype=torch.float64)  # just inside
+    back = read_splat_ply(write_splat_ply(tmp_path / "inside.ply", splats))
+    torch.testing.assert_close(back.scales, splats.scales.float(), rtol=1e-5, atol=0)  # a float32 log's precision
 
 
 @pytest.mark.parametrize("count", ["-1", "-5", "2.0", "two"])
