@@ -10,14 +10,21 @@ written through, so that an interrupted, killed or failed write never leaves a p
   a full disk fails before minutes of work, naming the folder.
 - :func:`hold`: one writer per output across processes (``flock`` on a hidden lock file beside it, released when
   the process ends, even by SIGKILL); a second writer is refused at once, naming the process that holds it.
+- :func:`atomic_folder` / :func:`remove_folder`: a folder of files written whole, the same way: filled as a hidden
+  temporary folder (``.NAME.PID.TOKEN.tmpdir``), then renamed into place, the folder there before renamed aside and
+  only then removed; a killed writer leaves the previous folder whole and a hidden temporary, swept by the next.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import fnmatch
+import glob
 import os
 import re
 import secrets
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
@@ -25,17 +32,23 @@ from typing import IO
 __all__ = [
     "OutputBusyError",
     "PendingFile",
+    "atomic_folder",
     "atomic_path",
     "fsync_folder",
     "hold",
     "is_temporary",
     "lock_file",
     "probe_folder",
+    "remove_folder",
+    "sweep_folder_temporaries",
     "write_atomic",
 ]
 
 PROBE_BYTES = 4096  # one filesystem block: a full disk refuses it
 _TEMPORARY = re.compile(r"\.\d+(\.[0-9a-f]+)?\.tmp(\.[^.]*)?$")  # ours, and the checkpoints of older versions
+# A temporary folder: ".tmpdir", never ".tmp", so that the sweeps of temporary files (hold, a run folder's) never
+# meet a folder, which they would fail to unlink.
+_FOLDER_TEMPORARY = re.compile(r"\.(?P<name>.+)\.\d+\.[0-9a-f]+\.tmpdir")
 
 
 class OutputBusyError(RuntimeError):
@@ -203,3 +216,83 @@ def hold(path: str | os.PathLike, what: str = "out") -> Iterator[Path]:
     finally:
         lock.unlink(missing_ok=True)  # while still locked: a writer waiting on this file will see it gone and retry
         handle.close()
+
+
+def _folder_temporary(path: Path, scratch: Path) -> Path:
+    return scratch / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmpdir"
+
+
+def sweep_folder_temporaries(scratch: str | os.PathLike, pattern: str) -> None:
+    """Remove the temporary folders that killed writers of the folders named ``pattern`` (a glob on names, such as
+    ``"iteration_*"``) left in ``scratch`` (:func:`atomic_folder`, :func:`remove_folder`). Call it holding those
+    folders: a live writer's temporary folder would go too."""
+    for stale in Path(scratch).glob(".*.tmpdir"):
+        found = _FOLDER_TEMPORARY.fullmatch(stale.name)  # the whole name before .PID.TOKEN: "o", not "o.v2"'s
+        if found and fnmatch.fnmatchcase(found["name"], pattern) and stale.is_dir() and not stale.is_symlink():
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+def remove_folder(path: str | os.PathLike, scratch: str | os.PathLike | None = None, what: str = "out") -> None:
+    """The folder ``path`` removed: renamed first to a hidden temporary folder in ``scratch`` (default: ``path``'s
+    folder; the same filesystem), then deleted there, so that a process killed while deleting never leaves part of
+    it at its name (the temporary is :func:`sweep_folder_temporaries`'s)."""
+    path = Path(path)
+    aside = _folder_temporary(path, path.parent if scratch is None else Path(scratch))
+    try:
+        os.rename(path, aside)
+    except OSError as error:
+        raise _named(error, f"{what}: could not remove {path}") from error
+    fsync_folder(path.parent)
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def atomic_folder(path: str | os.PathLike, what: str = "out", scratch: str | os.PathLike | None = None) -> Iterator[Path]:
+    """A new empty folder to write the files of the folder ``path`` into: when the block ends without an error it
+    takes ``path``'s place (the folder there before renamed aside, then removed); when it raises, it is removed.
+    It is hidden (``.NAME.PID.TOKEN.tmpdir``) in ``scratch`` (default: ``path``'s folder; the same filesystem).
+    Call it holding ``path`` (:func:`hold`): the temporary folders that killed writers of ``path`` left are removed
+    first. A writer killed at any point leaves at ``path`` the previous folder, whole, except between the two
+    renames that swap the folders (microseconds), when there is none. Write the files through :func:`atomic_path`
+    (synced), and refuse a ``path`` that is not the caller's own before: what was there is deleted.
+
+        with hold("out/frames"), atomic_folder("out/frames") as folder:
+            write_atomic(folder / "00000.png", png)
+    """
+    path = Path(path)
+    scratch = path.parent if scratch is None else Path(scratch)
+    sweep_folder_temporaries(scratch, glob.escape(path.name))
+    temporary = _folder_temporary(path, scratch)
+    try:
+        temporary.mkdir()
+    except OSError as error:
+        raise _named(error, f"{what}: cannot write in {scratch}") from error
+    try:
+        yield temporary
+        _swap_in(temporary, path, scratch, what)
+    except BaseException as error:
+        shutil.rmtree(temporary, ignore_errors=True)
+        if isinstance(error, OSError) and not (error.strerror or "").startswith(f"{what}: "):
+            raise _named(error, f"{what}: could not write {path}") from error
+        raise
+
+
+def _swap_in(temporary: Path, path: Path, scratch: Path, what: str) -> None:
+    """``temporary`` renamed to ``path``, the folder there before renamed aside first and removed after."""
+    aside = None
+    if path.is_symlink() or path.exists():
+        if path.is_symlink() or not path.is_dir():
+            raise OSError(errno.ENOTDIR, f"{what}: {path} is in the way: not a folder")
+        aside = _folder_temporary(path, scratch)
+        os.rename(path, aside)
+    try:
+        os.rename(temporary, path)
+    except BaseException:
+        if aside is not None:  # the previous folder back at its name
+            os.rename(aside, path)
+        raise
+    fsync_folder(path.parent)
+    if scratch != path.parent:
+        fsync_folder(scratch)
+    if aside is not None:
+        shutil.rmtree(aside, ignore_errors=True)

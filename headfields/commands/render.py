@@ -10,8 +10,10 @@ another capture's tracking, or seen from a new camera path.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +28,7 @@ from ..driving import TRANSFERS, drive, is_own_capture
 from ..heads import tracked_head
 from ..metrics import psnr
 from ..networks import products_in
-from ..outputs import hold, probe_folder
+from ..outputs import atomic_folder, hold, probe_folder, write_atomic
 from ..parametric import Head
 from ..progress import Progress
 from ..renderers.volume import EARLY_STOP_TRANSMITTANCE, check_early_stop
@@ -35,12 +37,16 @@ from ..training import render_view, save_png
 from ..training.evaluation import image_bytes
 from ._common import add_render_options, ray_flags, refuse_unused_flags, run_model, run_parser
 
-__all__ = ["CAMERAS", "RenderPlan", "add_parser", "plan_render", "render"]
+__all__ = ["CAMERAS", "PNG_MARKER", "RenderPlan", "add_parser", "check_png_folder", "plan_render", "render"]
 
 CAMERAS = ("track", *CAMERA_PATHS)  # track: the driving frames' own cameras
 STILL_FRAMES = 48  # frames of a camera path around the still avatar when --frames is not given
 PRECISION = "float32"  # the MLPs' products: as the scores
 RAY_FLAGS = ray_flags(EARLY_STOP_TRANSMITTANCE, PRECISION)  # what a rasterised model's run refuses
+# Written into every --png folder: what marks a folder as a render's own, which a later render may replace. A name
+# pattern alone would not do: a VHAP capture's images/ folder holds 00000.png, 00001.png, ... too.
+PNG_MARKER = ".headfields_render.json"
+PNG_FRAME = re.compile(r"\d{5,}\.png")  # the frames' names: 00000.png, ...
 
 
 def add_parser(commands) -> None:
@@ -83,7 +89,11 @@ def add_parser(commands) -> None:
     parser.add_argument("--yaw-range", type=float, default=360.0, help="degrees an orbit turns")
     parser.add_argument("--elevation-range", type=float, default=15.0, help="degrees a spiral swings up and down")
     parser.add_argument("--out", type=Path, default=None, help="the mp4 (default: RUN/videos/<camera>.mp4)")
-    parser.add_argument("--png", action="store_true", help="also each frame as a PNG, in a folder named like the video")
+    parser.add_argument(
+        "--png", action="store_true",
+        help="also each frame as a PNG, in a folder named like the video (orbit.mp4: orbit/), replaced whole; a folder "
+        f"there that is not an earlier render's (its {PNG_MARKER} and NNNNN.png frames only) is refused",
+    )  # fmt: skip
     parser.add_argument(
         "--side-by-side", action="store_true",
         help="the capture's image beside each render (the avatar's own capture, --camera track)",
@@ -209,11 +219,35 @@ def plan_render(run: Run, args: argparse.Namespace) -> RenderPlan:
     return RenderPlan(cameras, head, head_frames, truth, notes)
 
 
+def check_png_folder(folder: Path) -> None:
+    """``folder``, the PNG folder of a render (``--png``), absent, empty or an earlier render's (its
+    :data:`PNG_MARKER` and ``NNNNN.png`` frames only, nothing else): what the render may replace whole. Anything
+    else (a capture's ``images/``, a file, a link) raises a ValueError naming it, so that no one's files are lost."""
+    if not folder.is_symlink() and not folder.exists():
+        return
+    if folder.is_symlink() or not folder.is_dir():
+        found = "not a folder"
+    else:
+        names = sorted(p.name for p in folder.iterdir())
+        others = [n for n in names if not (n == PNG_MARKER or PNG_FRAME.fullmatch(n)) or not (folder / n).is_file()]
+        if not names or (PNG_MARKER in names and not others):
+            return
+        found = f"it holds {others[0]}" if others else f"no {PNG_MARKER}: not a render's frames"
+    raise ValueError(
+        f"png: {folder} (the frames' folder of --out) is not an earlier render's ({found}); --png replaces it whole: "
+        "give --out another name, or move that folder away"
+    )
+
+
 def render(args: argparse.Namespace) -> dict:
     """The ``render`` command: writes the video (and the PNGs), prints and returns a summary.
 
     The video is written whole (:class:`~headfields.media.VideoWriter`): an interrupted or failed render leaves the
-    previous file at ``--out``, or none. Its folder is probed and the output held (:func:`headfields.outputs.hold`)
+    previous file at ``--out``, or none. The PNG folder (``--png``) is written whole too
+    (:func:`headfields.outputs.atomic_folder`): its frames go to a hidden folder beside it, which then replaces the
+    folder of an earlier render, so that it holds one render's frames, and a killed render leaves the earlier one
+    whole; a folder there that is not a render's is refused (:func:`check_png_folder`) before anything is written.
+    The folder is probed and the outputs held (:func:`headfields.outputs.hold`)
     before the run is loaded: a read-only folder, a full disk or a second render into the same file fails at once. On
     the CPU the frames render with freed memory kept in the process (``--keep-freed-memory``, put back after). A
     flag for a field's rays (``--chunk``, ``--early-stop``, ``--precision``) given for a rasterised model's run
@@ -231,8 +265,11 @@ def render(args: argparse.Namespace) -> dict:
     out = args.out if args.out is not None else args.run / "videos" / f"{args.camera}.mp4"
     if out.suffix != ".mp4":
         raise ValueError(f"out: expected a .mp4 file, got {out}")
+    pngs = out.with_suffix("") if args.png else None
+    if pngs is not None:
+        check_png_folder(pngs)
     probe_folder(out.parent, "out")
-    with hold(out, "out"):
+    with hold(out, "out"), hold(pngs, "png") if pngs is not None else contextlib.nullcontext():
         # Only a tracked camera replays the capture's own views, whose images the render scores and shows beside.
         run = load_run(args.run, args.device, pixels=args.camera == "track")
         refuse_unused_flags(args, run.config.model, RAY_FLAGS)  # a run without config.json: its model now
@@ -242,14 +279,18 @@ def render(args: argparse.Namespace) -> dict:
         size = f"{plan.cameras.width} x {plan.cameras.height} pixels"
         check_memory(flag, size, plan.frame_bytes(), "cpu", "a frame's buffers")
         with process_tuning(run.device, flush_denormals=False, tune_malloc=args.keep_freed_memory):
-            return _render(run, plan, out, args, VideoWriter, video_frames)
+            return _render(run, plan, out, pngs, args, VideoWriter, video_frames)
 
 
-def _render(run: Run, plan: RenderPlan, out: Path, args: argparse.Namespace, VideoWriter, video_frames) -> dict:
-    pngs = out.with_suffix("") if args.png else None
+def _render(
+    run: Run, plan: RenderPlan, out: Path, pngs: Path | None, args: argparse.Namespace, VideoWriter, video_frames
+) -> dict:
     scores = []
     cameras = plan.cameras.to(run.device)
-    with VideoWriter(out, fps=args.fps) as video, Progress(len(plan.head_frames), "render", "frame") as bar:
+    with contextlib.ExitStack() as stack:
+        video = stack.enter_context(VideoWriter(out, fps=args.fps))
+        folder = stack.enter_context(atomic_folder(pngs, "png")) if pngs is not None else None
+        bar = stack.enter_context(Progress(len(plan.head_frames), "render", "frame"))
         for k, frame in enumerate(plan.head_frames):
             chunk = run.config.training.render_chunk if args.chunk is None else args.chunk
             with products_in(args.precision):
@@ -261,9 +302,12 @@ def _render(run: Run, plan: RenderPlan, out: Path, args: argparse.Namespace, Vid
                 if args.side_by_side:
                     image = torch.cat([truth, image], dim=1)
             video.write(image)
-            if pngs is not None:
-                save_png(image, pngs / f"{k:05d}.png")
+            if folder is not None:
+                save_png(image, folder / f"{k:05d}.png")
             bar.update(1)
+        if folder is not None:  # complete: marked as a render's own, then in place of the earlier render's
+            write_atomic(folder / PNG_MARKER, json.dumps({"video": out.name, "frames": len(plan.head_frames)}) + "\n", "png")
+            check_png_folder(pngs)  # still no one else's (the check before loading the run was minutes ago)
     summary = {"video": str(out), "frames": len(plan.head_frames), "width": video.width, "height": video.height}
     if scores:
         summary["psnr"] = sum(scores) / len(scores)  # the renders themselves
