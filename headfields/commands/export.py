@@ -1,8 +1,9 @@
 """``python -m headfields export RUN --out DIR``: a trained avatar's surface as coloured PLY meshes, in canonical space
 (the neutral expression and pose) or posed at the frames of a split; a Gaussian avatar's Gaussians as 3D Gaussian
 Splatting PLY files (:mod:`headfields.splat_ply`), which splat viewers open, and beside them the avatar in
-GaussianAvatars' own layout under ``DIR/gaussian_avatars`` (local values, ``binding_0``, ``flame_param.npz``), which its
-viewer re-animates (:mod:`headfields.gaussian_avatars_export`).
+GaussianAvatars' own layout under ``DIR/gaussian_avatars`` (local values, ``binding_0``, ``flame_param.npz`` with a row
+per timestep of every split of the capture), which its viewer re-animates (:mod:`headfields.gaussian_avatars_export`);
+an earlier layout there is replaced whole, its other ``point_cloud/iteration_*`` folders removed.
 
     python -m headfields export outputs/insta --out meshes                      # canonical.ply and test_00000.ply
     python -m headfields export outputs/insta --out meshes --frames all         # every held-out frame, posed
@@ -16,8 +17,10 @@ import contextlib
 import json
 from pathlib import Path
 
+import numpy as np
+
 from ..export import DENSITY_THRESHOLD, NoSurfaceError, field_mesh, write_ply
-from ..gaussian_avatars_export import export_gaussian_avatars_run
+from ..gaussian_avatars_export import FLAME_PARAM, export_gaussian_avatars_run
 from ..outputs import hold, probe_folder
 from ..progress import Progress
 from ..runs import load_run
@@ -98,7 +101,9 @@ def export(args: argparse.Namespace) -> dict:
     (:func:`headfields.outputs.hold`) before the first is computed: a read-only folder, a full disk or a second
     export of the same files fails at once. A grid that would not fit in memory is refused before it is made. A
     flag for a field's surface (``--resolution``, ``--level``, ``--padding``) given for a rasterised model's run
-    (a Gaussian avatar, whose Gaussians are written as they are) is refused by name before anything is written."""
+    (a Gaussian avatar, whose Gaussians are written as they are) is refused by name before anything is written.
+    GaussianAvatars' layout is held and written whole (:func:`~headfields.gaussian_avatars_export.export_gaussian_avatars`):
+    a failed or killed export leaves the previous one, and a second export of it is refused."""
     if args.resolution is not None and args.resolution < 2:
         raise ValueError(f"resolution: expected at least 2 grid points per axis, got {args.resolution}")
     refuse_unused_flags(args, run_model(args.run), SURFACE_FLAGS)  # before the out folder is made
@@ -138,7 +143,9 @@ def export(args: argparse.Namespace) -> dict:
     if hasattr(run.model, "splats"):  # beside the world-space frames: GaussianAvatars' own layout, which its viewer drives
         layout = args.out / GAUSSIAN_AVATARS_FOLDER
         try:
-            written[str(export_gaussian_avatars_run(run, layout, split))] = {"layout": "GaussianAvatars", "split": split}
+            ply = export_gaussian_avatars_run(run, layout)
+            with np.load(ply.parent / FLAME_PARAM) as flame_param:  # a row per timestep of every split
+                written[str(ply)] = {"layout": "GaussianAvatars", "timesteps": len(flame_param["expr"])}
         except ValueError as error:  # (a head that is not FLAME's: tracked meshes without model files)
             print(f"GaussianAvatars' layout: not written ({error})")
     print(json.dumps(written))

@@ -8,6 +8,7 @@ builds it (smplx's skinning primitives, of which its ``lbs`` is a copy); a round
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -268,6 +269,130 @@ def test_bad_input_is_named_and_nothing_is_written(avatar, tmp_path):
         export_gaussian_avatars(out, torch.nn.Linear(1, 1), head)
     with raises_naming("iteration"):
         export_gaussian_avatars(out, model, head, iteration=-1)
+    for timesteps in ([0], [0, -1, 2], [0, 1, True]):  # one integer >= 0 a frame
+        with raises_naming("timesteps"):
+            export_gaussian_avatars(out, model, head, timesteps=timesteps)
     with raises_naming("out"):
         export_gaussian_avatars(None, model, head)
     assert not out.exists()
+
+
+# --- issue 96: the layout written whole, one iteration; flame_param rows by the capture's timesteps ---------------
+
+
+def _layout(out) -> dict[str, bytes]:
+    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+
+
+def test_an_export_over_an_earlier_layout_leaves_its_own_iteration_and_the_users_files(avatar, tmp_path):
+    # GaussianAvatars' searchForMaxIteration loads the highest iteration_*: an earlier, higher one must go.
+    _, _, head, model = avatar
+    out = tmp_path / "ga"
+    export_gaussian_avatars(out, model, head, iteration=900)
+    (out / "cfg_args").write_text("the user's")
+    (out / "point_cloud" / "notes.txt").write_text("the user's")
+    (out / "point_cloud" / "iteration_best").mkdir()  # not Scene.save's name: not the export's to remove
+    export_gaussian_avatars(out, model, head, iteration=600)
+    assert sorted(p.name for p in out.iterdir()) == ["cfg_args", "point_cloud"]  # no temporary, no lock
+    assert sorted(p.name for p in (out / "point_cloud").iterdir()) == ["iteration_600", "iteration_best", "notes.txt"]
+    assert sorted(p.name for p in (out / "point_cloud" / "iteration_600").iterdir()) == [FLAME_PARAM, POINT_CLOUD]
+
+
+def test_a_failed_or_killed_export_leaves_the_previous_layout_and_a_second_writer_is_refused(avatar, tmp_path, monkeypatch):
+    from headfields import gaussian_avatars_export
+    from headfields.outputs import OutputBusyError, hold
+
+    _, _, head, model = avatar
+    out = tmp_path / "ga"
+    export_gaussian_avatars(out, model, head, iteration=900)
+    before = _layout(out)
+
+    def full_disk(path, arrays):
+        raise OSError(28, "No space left on device")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(gaussian_avatars_export, "_write_npz", full_disk)  # the PLY written, then the npz fails
+        with pytest.raises(OSError, match=rf"out: could not write {out / 'point_cloud' / 'iteration_600'}"):
+            export_gaussian_avatars(out, model, head, iteration=600)
+    assert _layout(out) == before and sorted(p.name for p in out.iterdir()) == ["point_cloud"]
+    with hold(out / "point_cloud"), pytest.raises(OutputBusyError, match=r"^out: .*point_cloud is being written"):
+        export_gaussian_avatars(out, model, head, iteration=600)
+    assert _layout(out) == before
+    # A killed writer leaves its hidden folder (in out, where GaussianAvatars lists nothing): the next export sweeps it.
+    (out / ".iteration_600.4242.0badcafe.tmpdir").mkdir()
+    export_gaussian_avatars(out, model, head, iteration=600)
+    assert sorted(p.name for p in out.iterdir()) == ["point_cloud"]
+    assert sorted(p.name for p in (out / "point_cloud").iterdir()) == ["iteration_600"]
+
+
+@pytest.fixture(scope="module")
+def vhap_run(tiny_video, tmp_path_factory):
+    """A Gaussian avatar's run (built, not trained) on the tiny video written as a VHAP capture of train (5 frames),
+    val (1) and test (2), its timestep_index renumbered backwards (7 - the writer's) and the val frame a novel view of
+    training frame 1 (its timestep, its tracking), as VHAP numbers a rig's cameras; the training timesteps' FLAME
+    values fine-tuned away from the tracking."""
+    from headfields.data import SPLITS, load_insta_dataset, save_vhap_dataset
+    from headfields.heads import tracked_head
+    from headfields.models.registry import build_model
+    from headfields.runs import Run, RunConfig, SubjectSource
+    from headfields.training import TrainingConfig
+
+    capture = tmp_path_factory.mktemp("vhap")
+    train, test = tiny_video
+    save_vhap_dataset(capture, {"train": train, "val": load_insta_dataset(train.root, "val"), "test": test})
+    listed = {split: json.loads((capture / f"transforms_{split}.json").read_text()) for split in SPLITS}
+    for split in SPLITS:
+        for frame in listed[split]["frames"]:
+            frame["timestep_index"] = 7 - frame["timestep_index"]
+    seen = listed["train"]["frames"][1]
+    listed["val"]["frames"][0].update(timestep_index=seen["timestep_index"], flame_param_path=seen["flame_param_path"])
+    for split in SPLITS:
+        (capture / f"transforms_{split}.json").write_text(json.dumps(listed[split]))
+    source = SubjectSource(data=str(capture), model=str(tiny_video[0].model_path))
+    config = RunConfig("gaussian_avatar", cpu_config(), TrainingConfig(), source)
+    subject = source.load("cpu", pixels=False)
+    model = build_model(config.model, subject, config.recipe)
+    model.tracking.start(tracked_head(model.parametric, subject.train))
+    with torch.no_grad():
+        model.tracking.expression.add_(0.25)
+        model.tracking.translation.add_(0.01)
+    heads = {
+        s: model.fitted_head(tracked_head(model.parametric, f)) for s, f in {"train": subject.train, **subject.held_out}.items()
+    }
+    return Run(capture, config, model, subject, heads["train"], heads["test"], torch.device("cpu"), 7, None)
+
+
+def test_flame_param_rows_are_the_captures_timesteps_across_the_splits(vhap_run, tmp_path):
+    """GaussianAvatars poses a frame of any split with row ``timestep_index`` of flame_param: row t is the frame of
+    timestep t's values, the fine-tuned ones for a training timestep (the val frame sees one again), the tracker's
+    for a held-out one; a timestep no frame has is zeros, as its load_meshes fills it."""
+    from headfields.gaussian_avatars_export import capture_timesteps, export_gaussian_avatars_run, run_timesteps
+
+    run = vhap_run
+    ply = export_gaussian_avatars_run(run, tmp_path)
+    assert ply == tmp_path / "point_cloud" / "iteration_7" / POINT_CLOUD
+    flame_param = dict(np.load(ply.parent / FLAME_PARAM))
+    assert flame_param["expr"].shape[0] == 8  # timesteps 0 .. 7; 2 was the val frame's own before it saw 6
+    fitted, e = run.model.tracking, run.model.tracking.expression.shape[1]
+    tracked_test = run.subject.eval.params
+    cases = [  # (split, frame, its timestep_index, its expression and translation)
+        ("train", 0, 7, fitted.expression[0], fitted.translation[0]),
+        ("train", 4, 3, fitted.expression[4], fitted.translation[4]),
+        ("val", 0, 6, fitted.expression[1], fitted.translation[1]),
+        ("test", 0, 1, tracked_test.expression[0], tracked_test.translation[0]),
+        ("test", 1, 0, tracked_test.expression[1], tracked_test.translation[1]),
+    ]
+    for split, frame, t, expression, translation in cases:
+        assert capture_timesteps(run.frames(split))[frame] == t
+        np.testing.assert_allclose(flame_param["expr"][t, :e], expression.detach().numpy(), atol=1e-6, err_msg=split)
+        np.testing.assert_allclose(flame_param["translation"][t], translation.detach().numpy(), atol=1e-6, err_msg=split)
+        head = run.head(split)
+        np.testing.assert_allclose(flame_param["jaw_pose"][t], head.pose[frame, 2].numpy(), atol=1e-6, err_msg=split)
+    assert not (run.model.tracking.expression - run.subject.train.params.expression).abs().max() < 0.1  # fitted: not tracked
+    assert not any(flame_param[key][2].any() for key in ("expr", "rotation", "translation"))
+    # A capture without timestep_index (INSTA's): numbered as save_vhap_dataset numbers them, train, val, test.
+    insta_test = dataclasses.replace(run.subject.eval, root=None)
+    assert capture_timesteps(insta_test, start=6) == [6, 7]
+    # A run that loaded one held-out split (trained before all_held_out): the others read from the capture.
+    older = dataclasses.replace(run, subject=dataclasses.replace(run.subject, more_held_out={}))
+    assert run_timesteps(older)[1] == run_timesteps(run)[1] == [7, 6, 5, 4, 3, 6, 1, 0]

@@ -93,29 +93,30 @@ def test_export_writes_the_posed_gaussians_as_3dgs_ply(tiny_gaussian_run, tmp_pa
         torch.testing.assert_close(same_rotation, torch.ones_like(same_rotation), atol=1e-5, rtol=0)
     canonical = read_splat_ply(tmp_path / "canonical.ply")
     assert len(canonical.means) == run.model.gaussians.num_gaussians
-    # beside them, GaussianAvatars' layout of the held-out split (tests/unit/apps/test_gaussian_avatars_export.py)
+    # beside them, GaussianAvatars' layout (tests/unit/apps/test_gaussian_avatars_export.py)
     local, binding = read_bound_splat_ply(
         tmp_path / "gaussian_avatars" / "point_cloud" / f"iteration_{run.step}" / "point_cloud.ply"
     )
     assert len(binding) == run.model.gaussians.num_gaussians and torch.equal(binding, run.model.gaussians.parent.cpu())
     params = np.load(tmp_path / "gaussian_avatars" / "point_cloud" / f"iteration_{run.step}" / "flame_param.npz")
-    assert params["expr"].shape[0] == head.num_frames
+    splits = [run.subject.train, *run.subject.held_out.values()]  # a row per timestep of every split
+    assert params["expr"].shape[0] == sum(len(frames) for frames in splits) > head.num_frames
 
 
 def test_a_run_exports_in_gaussian_avatars_layout(tiny_gaussian_run, tmp_path):
-    # Issue 80: the local values, binding_0 and flame_param.npz of a split's frames, at the run's iteration; the
-    # re-posing by GaussianAvatars' formulas is tests/unit/apps/test_gaussian_avatars_export.py's.
+    # Issue 80: the local values, binding_0 and flame_param.npz at the run's iteration; the re-posing by GaussianAvatars'
+    # formulas and the rows by timestep (issue 96) are tests/unit/apps/test_gaussian_avatars_export.py's.
     run = load_run(tiny_gaussian_run[0], "cpu")
-    ply = export_gaussian_avatars_run(run, tmp_path / "train", "train")
-    assert ply == tmp_path / "train" / "point_cloud" / f"iteration_{run.step}" / "point_cloud.ply"
+    ply = export_gaussian_avatars_run(run, tmp_path / "ga")
+    assert ply == tmp_path / "ga" / "point_cloud" / f"iteration_{run.step}" / "point_cloud.ply"
     local, binding = read_bound_splat_ply(ply)
     assert torch.equal(binding, run.model.gaussians.parent) and len(local.means) == run.model.gaussians.num_gaussians
-    assert np.load(ply.parent / "flame_param.npz")["expr"].shape == (run.head("train").num_frames, 100)
-    held_out = export_gaussian_avatars_run(run, tmp_path / "held_out")  # the export command's default split
-    assert np.load(held_out.parent / "flame_param.npz")["expr"].shape[0] == run.head(run.subject.eval.split).num_frames
-    with pytest.raises(ValueError, match=r"^split: expected one of 'train'"):
-        export_gaussian_avatars_run(run, tmp_path / "bad", "validation")
-    assert not (tmp_path / "bad").exists()
+    # An INSTA capture lists no timestep_index: numbered as save_vhap_dataset numbers them, train, val, then test.
+    expression = np.load(ply.parent / "flame_param.npz")["expr"]
+    heads = [run.head(split) for split in ("train", "val", "test")]
+    assert expression.shape == (sum(head.num_frames for head in heads), 100)
+    e = heads[2].expression.shape[1]
+    np.testing.assert_allclose(expression[-1, :e], heads[2].expression[-1].numpy(), rtol=0, atol=1e-7)
 
 
 @pytest.mark.parametrize(
