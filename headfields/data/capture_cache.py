@@ -2,15 +2,21 @@
 memory-mapped, so a capture of thousands of frames decodes once (in parallel) and opens in seconds after.
 
 An entry lives under ``$XDG_CACHE_HOME/headfields/captures`` (default ``~/.cache/headfields/captures``), one
-folder a capture folder and split, and is named by them; its ``manifest.json`` holds the size and modification
-time of every source file it was decoded from (images, depths, labels, meshes, the transforms). A source that
-changed, appeared or went makes the entry stale: it is decoded anew and replaced, never read. An entry is
-written in a temporary folder and renamed into place, so a reader never sees half of one.
+folder a capture folder and split, and is named by them; its ``manifest.json`` holds the size, modification and
+change times, inode and device of every source file it was decoded from (images, depths, labels, meshes, the
+transforms). A source that changed, appeared or went makes the entry stale: it is decoded anew and replaced, never
+read. The change time is what a same-size edit cannot hide: ``cp -p``, ``rsync -t``, ``tar`` and ``touch -r`` put
+the modification time back, nothing but the system clock sets the change time (a ``chmod`` or a rename of the file
+changes it too: a miss, decoded once more). A source changed within :data:`RACY_NS` of its stat may change again
+within the same tick of the file system's clock: its key holds a hash of its contents as well, as git does for its
+"racily clean" files. An entry is written in a temporary folder and renamed into place, so a reader never sees
+half of one.
 
 An entry is verified before it is read: the manifest carries a checksum of itself, and each array's shape, dtype,
-file size and modification time as written. An entry that fails (an array edited, truncated, replaced or gone, a
-manifest changed by hand) is named in a warning, decoded anew and replaced, so a bad entry never blocks a later
-load. (The arrays' bytes are not hashed: that would read gigabytes at every load the cache exists to spare.)
+file size, modification and change times and inode as written. An entry that fails (an array edited, truncated,
+replaced or gone, even with its modification time put back; a manifest changed by hand) is named in a warning,
+decoded anew and replaced, so a bad entry never blocks a later load. (The arrays' bytes are not hashed: that would
+read gigabytes at every load the cache exists to spare.)
 
 An entry keeps what the reader computes from the decoding too, so that a load from the cache only maps files:
 arrays that depend on the sources alone (the foreground masks) and their summaries (the label codes present) are
@@ -29,6 +35,7 @@ import hashlib
 import json
 import os
 import shutil
+import time
 import uuid
 import warnings
 from collections.abc import Callable, Sequence
@@ -41,10 +48,13 @@ import numpy as np
 from ..kernels import num_cpu_threads
 from .frames import SPLITS
 
-__all__ = ["CACHE_MIN_BYTES", "cache_folder", "caches", "clear_capture_cache", "load_or_decode", "parallel_map"]
+__all__ = ["CACHE_MIN_BYTES", "RACY_NS", "cache_folder", "caches", "clear_capture_cache", "load_or_decode", "parallel_map"]
 
 CACHE_MIN_BYTES = 256 * 2**20  # decoded arrays below this are decoded each time (about 2 s on one core)
-_VERSION = 5  # bump when what an entry holds changes: older entries are then stale (5: computed and derived arrays)
+_VERSION = 6  # bump when what an entry holds changes: older entries are then stale (6: change times, inodes)
+# A source whose change time is this recent when its key is taken is keyed by its contents too: a file system's clock
+# ticks every 1-10 ms on Linux before 6.13 (1-2 s on some), so an edit in the same tick would leave every time as it was.
+RACY_NS = 2 * 10**9
 
 T = TypeVar("T")
 # A derived array: the key it depends on besides the sources (JSON-able), and how it is computed from the decoding.
@@ -70,13 +80,28 @@ def _entry(root: Path, split: str) -> Path:
     return cache_folder() / "captures" / f"{root.name}-{split}-{digest}"
 
 
-def _sources_key(sources: Sequence[Path]) -> list[list]:
-    """What identifies the sources' contents without reading them: path, size, modification time (ns)."""
+def _sources_key(sources: Sequence[Path], hashed: frozenset[str] = frozenset()) -> list[list]:
+    """What identifies the sources' contents without reading them: path, size, modification and change times (ns),
+    inode and device; and a hash of the contents of each source changed within :data:`RACY_NS` or named in
+    ``hashed`` (those an entry's key holds a hash of: its key is taken the same way at each load)."""
+    now = time.time_ns()  # before the stats: a change after it shows as a later change time or a recent one
     key = []
     for path in sources:
         stat = path.stat()
-        key.append([os.path.abspath(path), stat.st_size, stat.st_mtime_ns])  # the same key from any working folder
+        name = os.path.abspath(path)  # the same key from any working folder
+        row = [name, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino, stat.st_dev]
+        if name in hashed or stat.st_ctime_ns > now - RACY_NS:
+            row.append(hashlib.sha256(path.read_bytes()).hexdigest())
+        key.append(row)
     return key
+
+
+def _hashed_sources(stored: Any) -> frozenset[str]:
+    """The sources whose contents the key of manifest ``stored`` (as read: any JSON) holds a hash of."""
+    try:
+        return frozenset(row[0] for row in stored["key"]["sources"] if len(row) > 6)
+    except (KeyError, TypeError, IndexError):  # no manifest, or not this version's: the keys differ anyway
+        return frozenset()
 
 
 def clear_capture_cache(root: str | os.PathLike, split: str | None = None) -> None:
@@ -108,14 +133,17 @@ def load_or_decode(
         arrays, meta = decode()
         return {**arrays, **{name: compute(arrays) for name, (_, compute) in derived.items()}}, meta
     entry = _entry(root, split)
-    key = {"version": _VERSION, "sources": _sources_key(sources)}
     manifest = entry / "manifest.json"
+    unreadable = None
     try:
         stored = json.loads(manifest.read_text())
     except (FileNotFoundError, NotADirectoryError):
         stored = None  # no entry yet (or no cache folder: a file in its way, said when the entry is written)
     except (OSError, ValueError) as error:
-        stored = {"key": key, "unreadable": str(error)}  # verified below: named, then replaced
+        stored, unreadable = None, str(error)
+    key = {"version": _VERSION, "sources": _sources_key(sources, _hashed_sources(stored))}
+    if unreadable is not None:
+        stored = {"key": key, "unreadable": unreadable}  # verified below: named, then replaced
     if isinstance(stored, dict) and stored.get("key") == key:
         try:
             arrays, meta = _verified(entry, stored)
@@ -146,8 +174,17 @@ def _checksum(body: dict) -> str:
 
 
 def _array_record(path: Path, array: np.ndarray) -> dict[str, Any]:
+    """What the manifest holds of an entry's array file: the change time and inode catch an edit (in place or a
+    file put in its place) whose size and modification time were put back."""
     stat = path.stat()
-    return {"shape": list(array.shape), "dtype": array.dtype.str, "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    return {
+        "shape": list(array.shape),
+        "dtype": array.dtype.str,
+        "bytes": stat.st_size,
+        "mtime_ns": stat.st_mtime_ns,
+        "ctime_ns": stat.st_ctime_ns,
+        "inode": stat.st_ino,
+    }
 
 
 def _verified(entry: Path, stored: dict) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
@@ -183,7 +220,7 @@ def _write_entry(entry: Path, head: dict, arrays: dict[str, np.ndarray], meta: d
         records = {}
         for name, array in arrays.items():
             np.save(temporary / f"{name}.npy", array)
-            records[name] = _array_record(temporary / f"{name}.npy", np.asarray(array))  # renaming keeps these
+            records[name] = _array_record(temporary / f"{name}.npy", np.asarray(array))  # renaming the folder keeps these
         body = {**head, "arrays": records, "meta": meta}
         (temporary / "manifest.json").write_text(json.dumps({**body, "checksum": _checksum(body)}))
         shutil.rmtree(entry, ignore_errors=True)
@@ -207,8 +244,8 @@ def _add_derived(entry: Path, stored: dict, arrays: dict[str, np.ndarray], missi
     try:
         for name, array in computed.items():
             np.save(temporary.with_suffix(".npy"), array)
-            records[name], keys[name] = _array_record(temporary.with_suffix(".npy"), array), _json_key(missing[name][0])
-            os.replace(temporary.with_suffix(".npy"), entry / f"{name}.npy")
+            os.replace(temporary.with_suffix(".npy"), entry / f"{name}.npy")  # a rename changes the file's change time
+            records[name], keys[name] = _array_record(entry / f"{name}.npy", array), _json_key(missing[name][0])
             computed[name] = np.load(entry / f"{name}.npy", mmap_mode="c")
         body = {"key": stored["key"], "derived": keys, "arrays": records, "meta": stored["meta"]}
         temporary.with_suffix(".json").write_text(json.dumps({**body, "checksum": _checksum(body)}))

@@ -5,6 +5,7 @@ cache that cannot be written is said and skipped."""
 import json
 import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -74,6 +75,54 @@ def test_a_changed_source_file_is_decoded_anew(capture, changed):
     assert not torch.equal(getattr(fresh, attribute[changed]), getattr(frames, attribute[changed]))
 
 
+def _put_times_back(path, before):
+    """``path``'s access and modification times as ``before`` (an os.stat_result): as ``cp -p``, ``rsync -t``, ``tar``
+    and ``touch -r`` leave a file they rewrote."""
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+
+
+def _first_image_stored(capture):
+    """The first training image's path, rewritten stored rather than deflated: any pixels take the same bytes."""
+    path = capture / json.loads((capture / "transforms_train.json").read_text())["frames"][0]["file_path"]
+    Image.fromarray(np.array(Image.open(path))).save(path, compress_level=0)
+    return path
+
+
+def _edit_at_the_same_size(path):
+    image = np.array(Image.open(path))
+    image[0, 0] = 255 - image[0, 0]
+    Image.fromarray(image).save(path, compress_level=0)
+
+
+def test_a_same_size_source_edit_with_its_time_put_back_is_decoded_anew(capture):
+    """The key was path, size and modification time: an image rewritten at the same size with its time put back
+    loaded the old pixels from the cache. Its change time tells the edit."""
+    path = _first_image_stored(capture)
+    before = load_insta_dataset(capture, "train", cache=True)
+    old = path.stat()
+    _edit_at_the_same_size(path)
+    _put_times_back(path, old)
+    new = path.stat()
+    assert (new.st_size, new.st_mtime_ns, new.st_ino) == (old.st_size, old.st_mtime_ns, old.st_ino)
+    fresh = load_insta_dataset(capture, "train", cache=True)
+    _same(load_insta_dataset(capture, "train", cache=False), fresh)
+    assert not torch.equal(fresh.images, before.images)
+
+
+def test_a_source_edited_within_a_tick_of_the_clock_is_told_by_its_contents(capture, monkeypatch):
+    """A file system's clock ticks every few milliseconds (a second on some): a source changed again within the
+    tick of its last change keeps every time. A source changed that recently when its key is taken is keyed by
+    its contents too (``RACY_NS``); here the stats the cache sees do not change at all."""
+    monkeypatch.setattr(capture_cache, "RACY_NS", 10**15)  # recent however slow the machine: the image is rewritten now
+    path = _first_image_stored(capture)
+    before = load_insta_dataset(capture, "train", cache=True)
+    old, stat = path.stat(), Path.stat
+    _edit_at_the_same_size(path)
+    monkeypatch.setattr(Path, "stat", lambda self, **kw: old if os.path.abspath(self) == str(path) else stat(self, **kw))
+    fresh = load_insta_dataset(capture, "train", cache=True)
+    assert not torch.equal(fresh.images, before.images)
+
+
 def test_small_captures_are_not_cached_by_default(capture):
     load_insta_dataset(capture, "train")
     assert _entries() == []
@@ -101,6 +150,12 @@ def _spoil_array(entry, name):
     np.save(entry / f"{name}.npy", np.flip(array, axis=1).copy())  # same shape and size: a changed decoding
 
 
+def _spoil_array_keep_times(entry, name):
+    before = (entry / f"{name}.npy").stat()
+    _spoil_array(entry, name)  # in place: the same inode and size
+    _put_times_back(entry / f"{name}.npy", before)
+
+
 def _spoil_shape(entry, name):
     np.save(entry / f"{name}.npy", np.load(entry / f"{name}.npy")[:1])
 
@@ -120,6 +175,7 @@ def _spoil_manifest(entry, name):
     "spoil, named",
     [
         (_spoil_array, "rgb.npy: a cached array of the capture changed since it was written"),
+        (_spoil_array_keep_times, "rgb.npy: a cached array of the capture changed since it was written: ctime_ns"),
         (_spoil_shape, "rgb.npy: a cached array of the capture changed since it was written: shape"),
         (_truncate, "rgb.npy: a cached array of the capture cannot be read"),
         (_spoil_manifest, "manifest.json: the capture cache's manifest changed since it was written"),
