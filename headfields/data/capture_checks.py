@@ -2,7 +2,7 @@
 ``imavatar_reader``), so that loading refuses, and ``python -m headfields inspect`` reports, a capture that
 would train wrong without an error: cameras out of the bounds that follow from the image size and the tracked
 head, a grey image among colour ones, a frame that two splits list, tracked coefficients no tracker writes, a
-tracked-mesh vertex far from the rest of its mesh.
+tracked-mesh vertex far from the rest of its mesh or pulled off its neighbours (a spike).
 Each error names the file and the key (and the frame)."""
 
 from __future__ import annotations
@@ -45,6 +45,13 @@ MAX_COEFFICIENT = 1000.0
 # (a tracker's diverged vertex, a unit slip in one coordinate), which would make the head as big as the spike is
 # far, so its cameras' distance checks pass anything and every real triangle looks degenerate beside it.
 MAX_VERTEX_SPREAD = 8.0
+# How far a tracked mesh's vertex may lie from its nearest neighbour along an edge, in multiples of the edge length
+# about it: the longer of the mesh's median edge and its neighbours' shortest edges (so that a coarse patch, or a
+# pole's fan of long edges, is its own scale). FLAME's template (5023 vertices, with its neck and eyeballs) reaches
+# 1.7 of it, the synthetic FLAME head with its SMPL-X bust 1.05, a UV sphere 1.0; one of FLAME's vertices moved 5 mm
+# (an expression) leaves 1.7, moved 5 cm measures 10 to 15, moved 0.3 m (within MAX_VERTEX_SPREAD of a head) 65 to 94.
+MAX_EDGE_GAP = 8.0
+_FRAMES_AT_ONCE = 64  # frames measured at once: for SMPL-X (10k vertices, 31k edges), arrays of 15 MB at most
 
 
 def focal_bounds(size: int) -> tuple[float, float]:
@@ -115,14 +122,24 @@ def check_camera_distances(
         )
 
 
-def check_mesh_spread(paths: Sequence[Path], vertices: np.ndarray) -> None:
-    """Every vertex of each frame's tracked mesh (``vertices [N,V,3]``, read from ``paths[k]``) within
-    :data:`MAX_VERTEX_SPREAD` times the median distance of the frame's vertices from their median: else an error
-    naming the file, the vertex and how far it lies from the rest."""
+def check_mesh_spread(paths: Sequence[Path], vertices: np.ndarray, faces: np.ndarray | None = None) -> None:
+    """Every vertex of each frame's tracked mesh (``vertices [N,V,3]``, read from ``paths[k]``) near the rest of it:
+    within :data:`MAX_VERTEX_SPREAD` times the median distance of the frame's vertices from their median and, given
+    the meshes' ``faces [F,3]``, within :data:`MAX_EDGE_GAP` times the edge length about it of its nearest neighbour
+    along an edge. Else an error naming the file, the vertex and how far it lies from the rest."""
     if not vertices.size:
         return
+    graph = _EdgeGraph.of(faces) if faces is not None and len(faces) else None
+    for start in range(0, len(vertices), _FRAMES_AT_ONCE):
+        block = vertices[start : start + _FRAMES_AT_ONCE]
+        _check_spread(paths[start : start + len(block)], np.asarray(block, dtype=np.float64))
+        if graph is not None:  # in single precision, as the meshes are read: twice as fast
+            _check_edge_gaps(paths[start : start + len(block)], np.asarray(block, dtype=np.float32), graph)
+
+
+def _check_spread(paths: Sequence[Path], vertices: np.ndarray) -> None:
     centre = np.median(vertices, axis=1, keepdims=True)
-    distance = np.linalg.norm(vertices.astype(np.float64) - centre, axis=-1)  # [N, V]
+    distance = np.linalg.norm(vertices - centre, axis=-1)  # [N, V]
     typical = np.median(distance, axis=1, keepdims=True)
     far = np.argwhere(distance > MAX_VERTEX_SPREAD * typical)
     if far.size:
@@ -132,6 +149,82 @@ def check_mesh_spread(paths: Sequence[Path], vertices: np.ndarray) -> None:
             f"{paths[k]}: vertex {v} lies {distance[k, v]:.4g} m from the mesh's median vertex, {times:.3g} times the "
             f"median distance of its vertices ({typical[k, 0]:.3g} m); expected at most {MAX_VERTEX_SPREAD:g} times: a "
             "vertex far from the rest of the tracked mesh (a spike), not a head"
+        )
+
+
+@dataclass(frozen=True)
+class _EdgeGraph:
+    """A mesh's edges, once each, and its vertices on an edge (``used``, ascending), each with its ends' ``start`` in
+    ``edge`` (each end's edge, grouped by vertex), its ``valence`` and its ``neighbours`` (positions in ``used``,
+    padded with ``len(used)``). Made once for the frames' one set of faces."""
+
+    edges: np.ndarray  # [E, 2] vertex ids
+    ends: np.ndarray  # [E, 2] positions in used
+    used: np.ndarray  # [U]
+    start: np.ndarray  # [U]
+    valence: np.ndarray  # [U]
+    edge: np.ndarray  # [2E]
+    neighbours: np.ndarray  # [U, the largest valence]
+
+    @classmethod
+    def of(cls, faces: np.ndarray) -> _EdgeGraph:
+        corners = np.asarray(faces, dtype=np.int64)
+        pairs = np.stack([corners, np.roll(corners, -1, axis=1)], axis=-1).reshape(-1, 2)
+        pairs = np.sort(pairs[pairs[:, 0] != pairs[:, 1]], axis=1)  # a repeated corner is no edge
+        n = int(corners.max(initial=0)) + 1
+        keys = np.unique(pairs[:, 0] * n + pairs[:, 1])  # one number an edge: np.unique on rows is 5x slower
+        edges = np.stack([keys // n, keys % n], axis=1)
+        both = np.concatenate([edges, edges[:, ::-1]])
+        order = np.argsort(both[:, 0], kind="stable")
+        used, start, valence = np.unique(both[order, 0], return_index=True, return_counts=True)
+        neighbours = np.full((len(used), valence.max(initial=0)), len(used))
+        slot = np.arange(len(order)) - np.repeat(start, valence)
+        neighbours[np.repeat(np.arange(len(used)), valence), slot] = np.searchsorted(used, both[order, 1])
+        edge = np.tile(np.arange(len(edges)), 2)[order]
+        return cls(edges, np.searchsorted(used, edges), used, start, valence, edge, neighbours)
+
+
+def _squared_lengths(vertices: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Each frame's squared edge lengths ``[N, E]`` (``vertices [N,V,3]``): a coordinate at a time, over rows of
+    frames (gathering [N,V,3] along V, or summing its last axis, is 5x slower)."""
+    rows = np.ascontiguousarray(vertices.transpose(2, 1, 0))  # [3, V, N]
+    squared = np.zeros((len(edges), len(vertices)), dtype=vertices.dtype)
+    for coordinate in rows:
+        difference = np.take(coordinate, edges[:, 0], axis=0) - np.take(coordinate, edges[:, 1], axis=0)
+        squared += difference * difference
+    return squared.T.copy()
+
+
+def _check_edge_gaps(paths: Sequence[Path], vertices: np.ndarray, graph: _EdgeGraph) -> None:
+    """:func:`check_mesh_spread`'s rule of :data:`MAX_EDGE_GAP`, on squared lengths (the same order, no roots)."""
+    if not len(graph.edges):
+        return
+    squared = _squared_lengths(vertices, graph.edges)
+    middle = squared.shape[1] // 2
+    median = np.partition(squared, middle, axis=1)[:, middle]
+    bound, u = MAX_EDGE_GAP**2, len(graph.used)
+    # A vertex over the bound has every edge over MAX_EDGE_GAP median edges: counting each vertex's long edges finds
+    # those (a head has none), and only their frames' shortest edges are reduced, their neighbours' gathered.
+    k, e = np.nonzero(squared > bound * median[:, None])
+    key, count = np.unique(np.concatenate([k * u + graph.ends[e, 0], k * u + graph.ends[e, 1]]), return_counts=True)
+    k, i = np.divmod(key[count == graph.valence[key % u]], u)
+    if not k.size:
+        return
+    frames, row = np.unique(k, return_inverse=True)
+    nearest = np.minimum.reduceat(squared[frames][:, graph.edge], graph.start, axis=1)  # [F, U]: shortest edges
+    padded = np.concatenate([nearest, np.zeros((len(frames), 1), nearest.dtype)], axis=1)
+    about = np.maximum(padded[row[:, None], graph.neighbours[i]].max(axis=1), median[k])
+    far = np.flatnonzero(nearest[row, i] > bound * about)
+    if far.size:
+        f = far[0]  # the first frame's, its first vertex
+        ends = graph.edge[graph.start[i[f]] : graph.start[i[f]] + graph.valence[i[f]]]
+        v, edge = int(graph.used[i[f]]), graph.edges[ends[np.argmin(squared[k[f], ends])]]
+        distance, scale = math.sqrt(nearest[row[f], i[f]]), math.sqrt(about[f])
+        raise ValueError(
+            f"{paths[k[f]]}: vertex {v} lies {distance:.4g} m from its nearest neighbour along an edge (vertex "
+            f"{int(edge[edge != v][0])}), {distance / scale:.3g} times the edge length about it ({scale:.3g} m, the "
+            f"longer of the mesh's median edge and its neighbours' shortest edges); expected at most {MAX_EDGE_GAP:g} "
+            "times: a vertex pulled off the tracked mesh (a spike), not a head"
         )
 
 

@@ -171,7 +171,7 @@ def load_insta_dataset(
     params = _params(meta, root, index, frames) if has["params_path"] else None
     mesh_vertices = mesh_faces = None
     if has["mesh_path"]:
-        capture_checks.check_mesh_spread(listed["mesh_path"], decoded["mesh_vertices"])  # the cached arrays too
+        capture_checks.check_mesh_spread(listed["mesh_path"], decoded["mesh_vertices"], decoded["mesh_faces"])  # cached too
         mesh_vertices, mesh_faces = torch.from_numpy(decoded["mesh_vertices"]), torch.from_numpy(decoded["mesh_faces"])
     head = _tracked_head(len(frames), mesh_vertices, params)
     keys = [f"frames[{i}].transform_matrix" for i in index]

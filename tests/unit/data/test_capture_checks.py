@@ -368,6 +368,47 @@ def test_the_mesh_spread_bound_loads_just_inside_it():
                 check_mesh_spread([Path("m.obj")], vertices)
 
 
+def test_a_vertex_pulled_0_3_m_off_a_head_is_named_and_an_expression_loads():
+    """A vertex 0.3 m off a FLAME head lies about 4 times the median distance from the median vertex, within
+    ``MAX_VERTEX_SPREAD`` (a head with its neck reaches 1.9): it loaded. Its nearest neighbour along an edge lies
+    tens of times the edge length about it away: the file and the vertex are named. The same vertex moved 5 mm (an
+    expression) loads."""
+    from headfields.data.capture_checks import check_mesh_spread
+    from headfields.synthetic._head_mesh import build_head
+
+    head = build_head()
+    vertices, faces = np.repeat(np.asarray(head.vertices, dtype=np.float64)[None], 3, axis=0), np.asarray(head.faces)
+    paths = [Path(f"{k}.obj") for k in range(3)]
+    vertices[1, 100] += [0.0, 0.0, 0.005]
+    check_mesh_spread(paths, vertices, faces)
+    vertices[2, 100] += [0.0, 0.0, 0.3]
+    check_mesh_spread(paths, vertices)  # the spread alone lets it pass
+    with raises_file(ValueError, "2.obj", "vertex 100 lies 0.", "m from its nearest neighbour along an edge", "a spike"):
+        check_mesh_spread(paths, vertices, faces)
+
+
+def test_the_edge_gap_bound_loads_just_inside_it():
+    """The bound, worked out here: a flat grid of squares of side h, each cut by a diagonal (the median edge is h),
+    one inner vertex lifted by z off it. Its shortest edge is sqrt(h^2 + z^2), its neighbours' shortest h: at 7.9 h
+    it is a head, at 8.1 h a spike."""
+    from headfields.data.capture_checks import MAX_EDGE_GAP, check_mesh_spread
+
+    h, n = 0.01, 12
+    x, y = np.meshgrid(np.arange(n) * h, np.arange(n) * h, indexing="ij")
+    grid = np.stack([x.ravel(), y.ravel(), np.zeros(n * n)], axis=1)
+    corner = (np.arange(n - 1)[:, None] * n + np.arange(n - 1)).ravel()  # each square's corner nearest the origin
+    faces = np.concatenate([np.stack([corner, corner + n, corner + n + 1], 1), np.stack([corner, corner + n + 1, corner + 1], 1)])
+    assert MAX_EDGE_GAP == 8.0
+    for times, loads in ((7.9, True), (8.1, False)):
+        vertices = grid.copy()[None]
+        vertices[0, 5 * n + 5, 2] = h * math.sqrt(times**2 - 1)
+        if loads:
+            check_mesh_spread([Path("m.obj")], vertices, faces)
+        else:
+            with raises_file(ValueError, "m.obj", f"vertex {5 * n + 5} lies 0.081 m", "8.1 times the edge length"):
+                check_mesh_spread([Path("m.obj")], vertices, faces)
+
+
 def test_a_training_frame_listed_again_for_testing_is_refused(tmp_path):
     root = capture(tmp_path / "c", mesh=False)
     train = json.loads((root / "transforms_train.json").read_text())["frames"]
@@ -569,3 +610,22 @@ def test_inspect_reports_the_trackers_frames(tmp_path):
     assert any(line.startswith("tracking: landmarks 0.10 px") and line.endswith("in frames 3") for line in lines), lines
     report_file.write_text("{not json")
     assert any(line.startswith(f"{report_file}: cannot read") for line in inspect_capture(root).problems)
+
+
+def test_a_vertex_pulled_off_a_head_mesh_is_refused_on_load(tmp_path):
+    """The load and ``inspect`` refuse a capture whose head mesh has a vertex 0.3 m off, naming the file and vertex
+    (within 8 times the vertices' spread, which the older rule alone let through)."""
+    from headfields.synthetic._head_mesh import build_head
+
+    head = build_head()
+    sets = {s: frames(s, n, k) for k, (s, n) in enumerate({"train": 2, "test": 1}.items())}
+    for fs in sets.values():
+        fs.mesh_vertices = torch.from_numpy(np.asarray(head.vertices, np.float32)).expand(len(fs), -1, -1).clone()
+        fs.mesh_faces = torch.from_numpy(np.asarray(head.faces))
+    root = save_insta_dataset(tmp_path / "c", sets)
+    load_insta_dataset(root)
+    mesh = root / json.loads((root / "transforms_train.json").read_text())["frames"][1]["mesh_path"]
+    move_mesh_vertex(mesh, 100, np.asarray(head.vertices[100]) + [0.0, 0.0, 0.3])
+    with raises_file(ValueError, mesh, "vertex 100 lies", "nearest neighbour along an edge", "a spike"):
+        load_insta_dataset(root)
+    assert any(line.startswith(f"{mesh}: vertex 100 lies") for line in inspect_capture(root).problems)
