@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import math
 import numbers
 import os
 from collections.abc import Iterator, Sequence
@@ -151,13 +150,27 @@ def check_weights(weight: torch.Tensor, like: torch.Tensor, per: str = "per-samp
         raise ValueError(f"weight: expected non-negative {per} weights, got a negative value")
 
 
+# The largest finite float32: a rate or weight the float32 parameters meet must be below it (1e39 is finite in
+# Python's float64, and Adam took it: the weights turned inf and the checkpoint could not be opened again).
+FLOAT32_MAX = float(torch.finfo(torch.float32).max)
+
+
 def check_positive(name: str, value: float | int | None, finite: bool = False) -> None:
-    """None, or a number (not a bool) greater than 0; with ``finite``, less than infinity too (a learning rate: an
-    infinite one is accepted by Adam and turns the weights to NaN at the first step)."""
+    """None, or a number (not a bool) greater than 0; with ``finite``, one that float32 holds too (at most
+    :data:`FLOAT32_MAX`; a learning rate: an infinite one is accepted by Adam and turns the weights to NaN at the
+    first step)."""
     if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
         raise TypeError(f"{name}: expected a number or None, got {value!r}")
-    if value is not None and not (0 < value < math.inf if finite else value > 0):
-        raise ValueError(f"{name}: expected a {'finite ' if finite else ''}positive number, got {value}")
+    if value is not None and not (0 < value <= FLOAT32_MAX if finite else value > 0):
+        bound = f"a positive number float32 holds (at most {FLOAT32_MAX:.4g})" if finite else "a positive number"
+        raise ValueError(f"{name}: expected {bound}, got {value}")
+
+
+def check_non_negative(name: str, value: object) -> None:
+    """A number (not a bool) in [0, :data:`FLOAT32_MAX`]: an Adam epsilon, a weight decay (NaN fails every
+    comparison, so it is refused too)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value <= FLOAT32_MAX:
+        raise ValueError(f"{name}: expected a non-negative number float32 holds (at most {FLOAT32_MAX:.4g}), got {value!r}")
 
 
 DEVICE_TYPES = ("cpu", "cuda")  # what the library's kernels run on (torch's and Warp's)

@@ -15,6 +15,7 @@ from ..checks import check_count, check_shape
 from ..data import FrameSet
 from ..parametric import Head
 from ..renderers.view_balance import sample_pixels_balanced
+from .config import INT64_MAX
 from .contract import RayBatch
 
 __all__ = ["place_frames", "random_backgrounds", "ray_batch", "restored_generator", "seed_everything"]
@@ -23,7 +24,7 @@ __all__ = ["place_frames", "random_backgrounds", "ray_batch", "restored_generato
 def seed_everything(seed: int) -> None:
     """Seed Python's, numpy's and torch's global generators (CPU and every CUDA device) from ``seed``. Call it
     before building a model: its initial weights draw from them (the loop seeds its own sampling)."""
-    seed = check_count("seed", seed, 0)
+    seed = check_count("seed", seed, 0, INT64_MAX)
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)

@@ -18,6 +18,7 @@ CHECKPOINT_NAME = "checkpoint.pt"
 CONFIG_NAME = "config.json"  # the run's whole configuration (headfields.runs.RunConfig)
 BUDGETS = ("run", "training")
 LOGS = ("jsonl", "tensorboard")  # TrainingConfig.log
+INT64_MAX = 2**63 - 1  # torch.manual_seed's and a Generator's seeds
 
 
 @dataclass(frozen=True)
@@ -118,12 +119,15 @@ class TrainingConfig:
         check_count("eval_every", self.eval_every, 0)
         check_count("checkpoint_every", self.checkpoint_every, 0)
         check_positive("checkpoint_minutes", self.checkpoint_minutes)
-        check_count("seed", self.seed, 0)
+        # torch seeds each step's jitter with seed + step, an int64: a seed past it failed in torch, unnamed.
+        check_count("seed", self.seed, 0, INT64_MAX - self.max_iterations)
         check_count("log_every", self.log_every, 1)
         check_count("eval_frames", self.eval_frames, 1)
         check_count("render_chunk", self.render_chunk, 1)
         if self.budget not in BUDGETS:
             raise ValueError(f"budget: expected one of {BUDGETS}, got {self.budget!r}")
+        if self.budget != "run" and self.max_minutes is None:  # it says what max_minutes bounds: nothing to bound
+            raise ValueError(f"budget: {self.budget!r} bounds max_minutes, which is None: give max_minutes too, or 'run'")
         for name in ("flush_denormals", "tune_malloc"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name}: expected True or False, got {getattr(self, name)!r}")

@@ -4,7 +4,6 @@ clipping, and the moving average of the weights that evaluation uses."""
 from __future__ import annotations
 
 import contextlib
-import math
 import numbers
 import warnings
 from dataclasses import dataclass
@@ -12,7 +11,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from ..checks import check_count, check_positive
+from ..checks import check_count, check_non_negative, check_positive
 from .ema import ExponentialMovingAverage
 
 __all__ = [
@@ -50,10 +49,8 @@ class OptimizerConfig:
         check_positive("max_grad_norm", self.max_grad_norm)
         if len(self.betas) != 2 or not all(isinstance(b, numbers.Real) and 0 <= b < 1 for b in self.betas):
             raise ValueError(f"betas: expected two numbers in [0, 1), got {self.betas}")
-        for name in ("eps", "weight_decay"):  # (NaN fails every comparison: `not 0 <= x` catches it)
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < math.inf:
-                raise ValueError(f"{name}: expected a finite non-negative number, got {value!r}")
+        for name in ("eps", "weight_decay"):
+            check_non_negative(name, getattr(self, name))
         if self.ema_decay is not None and not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay: expected a decay in [0, 1) or None, got {self.ema_decay}")
 

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ...cameras import PinholeCameras, Rays
-from ...checks import IntLike, check_count, check_positive
+from ...checks import IntLike, check_count, check_non_negative, check_positive
 from ...configs import added_field
 from ...deformers.gaussian_binding import BindingRegulariserConfig, GaussianSet, PosedGaussians, Splats
 from ...parametric import Head, SubjectModel
@@ -88,6 +88,7 @@ class GaussianAvatarConfig:
         rates = ("position_lr_init", "position_lr_final", "feature_lr", "opacity_lr", "scaling_lr", "rotation_lr")
         for name in (*rates, "flame_expression_lr", "flame_pose_lr", "flame_translation_lr"):
             check_positive(name, getattr(self, name), finite=True)
+        check_non_negative("adam_eps", self.adam_eps)  # Adam's own message named no field: "Invalid epsilon value: nan"
         if self.teeth is not None and not isinstance(self.teeth, bool):
             raise TypeError(f"teeth: expected True, False or None (on for FLAME's 5,023 vertices), got {self.teeth!r}")
         if not isinstance(self.fine_tune_flame, bool):
