@@ -352,8 +352,14 @@ def read_vector(path: Path) -> np.ndarray:
         values = np.array(path.read_text().split(), dtype=np.float64)
     except (ValueError, UnicodeDecodeError) as e:  # numpy's message would quote the file: name the file only
         raise ValueError(f"{path}: expected whitespace-separated numbers, found other text") from e
-    if values.size == 0 or not np.isfinite(values).all():
-        raise ValueError(f"{path}: expected at least one finite number")
+    if values.size == 0:
+        raise ValueError(f"{path}: expected whitespace-separated numbers, found none")
+    bad = np.flatnonzero(~np.isfinite(values.astype(np.float32)))  # (in float32, as returned: 1e39 too)
+    if bad.size:
+        raise ValueError(
+            f"{path}: expected finite numbers (float32's), got {values[bad[0]]:g} at position {bad[0]} of {values.size}"
+            + (f" and {bad.size - 1} more" if bad.size > 1 else "")
+        )
     return values.astype(np.float32)
 
 

@@ -629,3 +629,16 @@ def test_a_vertex_pulled_off_a_head_mesh_is_refused_on_load(tmp_path):
     with raises_file(ValueError, mesh, "vertex 100 lies", "nearest neighbour along an edge", "a spike"):
         load_insta_dataset(root)
     assert any(line.startswith(f"{mesh}: vertex 100 lies") for line in inspect_capture(root).problems)
+
+
+def test_one_non_finite_coefficient_is_named_with_its_position(tmp_path):
+    """One NaN among a frame's expression coefficients read "expected at least one finite number"."""
+    from headfields.data._io import read_vector
+
+    path = tmp_path / "00000.txt"
+    path.write_text("0.1 0.2\nnan 0.4 1e39\n")
+    with pytest.raises(ValueError, match=r"expected finite numbers \(float32's\), got nan at position 2 of 5 and 1 more$"):
+        read_vector(path)
+    path.write_text("\n")
+    with pytest.raises(ValueError, match="expected whitespace-separated numbers, found none"):
+        read_vector(path)
