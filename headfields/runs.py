@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,8 +32,17 @@ from .models.registry import build_model, model_entry
 from .parametric import Head
 from .synthetic import SyntheticVideoConfig, synthetic_subject
 from .training import CHECKPOINT_NAME, CONFIG_NAME, TrainingConfig
-from .training.checkpoints import CheckpointError, check_fingerprint, frozen_state_keys, load_checkpoint, run_fingerprint
+from .training.checkpoints import (
+    RESUMABLE_SETTINGS,
+    CheckpointError,
+    check_fingerprint,
+    check_run_folder,
+    frozen_state_keys,
+    load_checkpoint,
+    run_fingerprint,
+)
 from .training.ema import ExponentialMovingAverage
+from .training.unused import check_unused
 
 __all__ = ["Run", "RunConfig", "SubjectSource", "load_run", "read_run_config", "run_checkpoint", "train_run"]
 
@@ -142,7 +152,9 @@ def train_run(run: RunConfig, out: str | Path, device: str | torch.device | None
     from .training import seed_everything, train
 
     device = check_device("device", device)  # before anything is written into ``out``
+    check_run_folder(out, train_options.get("force", False))  # before minutes of loading: the user's own folder
     entry = model_entry(run.model)
+    check_unused(run.training, entry.unread_training, f"{run.model}'s run")  # before the subject loads
     if entry.train is not None:
         return entry.train(run, out, device, **train_options)
     subject = run.subject.load(device)
@@ -180,7 +192,17 @@ class Run:
         if split == self.subject.eval.split:
             return self.eval_head
         if split not in self.more_heads:
-            self.more_heads[split] = _fitted(self.model, self.frames(split), split)
+            frames = self.frames(split)
+            try:
+                self.more_heads[split] = _fitted(self.model, frames, split)
+            except ValueError as error:  # the model's own refusal: it fitted per-frame codes to two splits (MonoNPHM)
+                if not str(error).startswith("split:"):
+                    raise
+                fitted = f"'train' and {self.subject.eval.split!r}"
+                raise ValueError(
+                    f"split: this {self.config.model} run fitted what it renders with to the frames of {fitted} alone, "
+                    f"not {split!r}: give --split train or --split {self.subject.eval.split}"
+                ) from None
         return self.more_heads[split]
 
     def frames(self, split: str):
@@ -225,6 +247,24 @@ def run_checkpoint(path: str | Path) -> Path:
     return checkpoint
 
 
+def _checkpoints_config(file: Path, checkpoint: Path, config: RunConfig, inside: RunConfig) -> RunConfig:
+    """``inside`` (the checkpoint's configuration), where ``config`` (``file``'s) differs from it in settings a
+    resumed run may change alone (a rerun that changed its budget and stopped before its next checkpoint, which
+    would have carried it; said in a warning); else a CheckpointError saying what differs."""
+    ours, theirs = dataclasses.asdict(config.training), dataclasses.asdict(inside.training)
+    changed = sorted(k for k in ours if ours[k] != theirs[k])
+    if dataclasses.replace(config, training=inside.training) != inside or not set(changed) <= RESUMABLE_SETTINGS:
+        named = [k for k in changed if k not in RESUMABLE_SETTINGS] or ["the model, recipe or subject"]
+        raise CheckpointError(f"run: {file} differs from the configuration inside {checkpoint} ({', '.join(named)})")
+    settings = ", ".join(f"{k} {theirs[k]!r} (config.json: {ours[k]!r})" for k in changed)
+    warnings.warn(
+        f"run: {checkpoint} is intact; its training settings {settings} are the weights' own (a rerun changed them and "
+        "stopped before its next checkpoint): loading with them",
+        stacklevel=3,
+    )
+    return inside
+
+
 def load_run(path: str | Path, device: str | torch.device | None = None, pixels: bool = True) -> Run:
     """The run in folder ``path`` (see the module docstring), on ``device`` (default: CUDA when torch sees one, else
     the CPU): the subject loaded from where the run recorded it, the model rebuilt from ``config.json`` and the
@@ -244,8 +284,9 @@ def load_run(path: str | Path, device: str | torch.device | None = None, pixels:
     if (path / CONFIG_NAME).is_file():
         config = read_run_config(path)
         # Compared as configs, not as text: a field added since (with its default) is no difference.
-        if saved is not None and _run_config(json.loads(saved), f"checkpoint: {checkpoint}") != config:
-            raise CheckpointError(f"run: {path / CONFIG_NAME} differs from the configuration inside {checkpoint}")
+        inside = None if saved is None else _run_config(json.loads(saved), f"checkpoint: {checkpoint}")
+        if inside is not None and inside != config:
+            config = _checkpoints_config(path / CONFIG_NAME, checkpoint, config, inside)
     elif saved is not None:
         config = _run_config(json.loads(saved), f"checkpoint: {checkpoint}")
     else:

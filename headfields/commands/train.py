@@ -25,11 +25,11 @@ import torch
 import tyro
 
 from ..checks import check_device
-from ..models.registry import MODELS, model_entry
+from ..models.registry import MODELS, SUBJECT_FLAGS, model_entry
 from ..runs import RunConfig, SubjectSource, read_run_config
 from ..training import TrainingConfig
 
-__all__ = ["main", "rounded", "run_config", "train"]
+__all__ = ["main", "run_config", "summary", "train"]
 
 # Short names of two training flags, kept from the examples' command line.
 ALIASES = {"--iterations": "--max-iterations", "--rays": "--rays-per-batch"}
@@ -56,14 +56,15 @@ def train(model: str, argv: list[str]) -> tuple[dict | None, Path, torch.device]
     from ..runs import train_run
     from ..training.distributed import destroy_distributed, init_distributed, rank
 
-    run, out, device = run_config(model, argv)
+    run, flags = _parsed(model, argv)
+    out, device = flags.out, flags.device
     if hasattr(run.recipe, "schedule"):  # a recipe that states its own schedule (the Gaussian avatar's)
         print(f"schedule: {run.recipe.schedule(run.training.max_iterations, run.training.max_minutes)}")
     device = init_distributed(device)
-    metrics = train_run(run, out, device)
+    metrics = train_run(run, out, device, force=flags.force)
     lead = rank() == 0
     if lead:
-        print(rounded(metrics))
+        print(summary(metrics, out / "metrics.json"))
     destroy_distributed()
     return (metrics if lead else None), out, device
 
@@ -74,6 +75,12 @@ def run_config(model: str, argv: list[str]) -> tuple[RunConfig, Path, str]:
     Where each setting starts: ``--config``'s saved run (its recipe, training settings and subject), else the
     recipe ``--recipe`` names (default: "paper" on CUDA, "cpu" on a CPU) and the model's training defaults; the
     flags given then change it. Example: ``run_config("insta", ["--max-minutes", "1"])[0].training.max_minutes``."""
+    run, flags = _parsed(model, argv)
+    return run, flags.out, flags.device
+
+
+def _parsed(model: str, argv: list[str]) -> tuple[RunConfig, Any]:
+    """:func:`run_config`'s run, and the flags it was made from."""
     entry = model_entry(model)
     start = _starting_point(model, entry, argv)
     flags = tyro.cli(
@@ -84,6 +91,11 @@ def run_config(model: str, argv: list[str]) -> tuple[RunConfig, Path, str]:
         f"every field of the recipe (--{model.replace('_', '-')}.*). Run again with the same --out to resume.",
         config=CONVENTIONS,
     )
+    unread = [name for name in SUBJECT_FLAGS if name not in entry.subject_flags and getattr(flags, name) is not None]
+    if unread:
+        named = ", ".join("--" + name.replace("_", "-") for name in unread)
+        reads = ", ".join("--" + name.replace("_", "-") for name in entry.subject_flags) or "none"
+        raise ValueError(f"{unread[0]}: {model} does not read {named}: leave it out (of the subject flags it reads {reads})")
     if flags.video is not None:
         if flags.data is not None:
             raise ValueError("video: expected either --video or --data, got both")
@@ -94,6 +106,8 @@ def run_config(model: str, argv: list[str]) -> tuple[RunConfig, Path, str]:
     subject = start.subject
     if flags.all_held_out is not None:
         subject = dataclasses.replace(subject, all_held_out=flags.all_held_out)
+    elif "all_held_out" not in entry.subject_flags:  # what the run does: one held-out split, said in config.json
+        subject = dataclasses.replace(subject, all_held_out=False)
     if given or start.saved is None:
         data = given.get("data", subject.data)
         subject = SubjectSource(
@@ -105,8 +119,7 @@ def run_config(model: str, argv: list[str]) -> tuple[RunConfig, Path, str]:
             video=(entry.video() if entry.video is not None else None) if data is None else None,
             all_held_out=subject.all_held_out,
         )
-    run = RunConfig(model, getattr(flags, model), flags.training, subject, start.recipe_name)
-    return run, flags.out, flags.device
+    return RunConfig(model, getattr(flags, model), flags.training, subject, start.recipe_name), flags
 
 
 def _flags_type(model: str, entry, start: _Start) -> type:
@@ -115,6 +128,9 @@ def _flags_type(model: str, entry, start: _Start) -> type:
     recipes = tuple(sorted(entry.recipes))
     fields: list[tuple[str, Any, dataclasses.Field]] = [
         _option("out", Path, Path(f"outputs/{model}"), "the run folder (run again to resume)"),
+        _option(
+            "force", bool, False, "train into --out even where it holds files but no run (by default refused: your own folder)"
+        ),
         _option("data", Path | None, None, "a capture folder (None: the model's synthetic video)"),
         _option(
             "video", Path | None, None, "a video of a face, tracked first (python -m headfields track; cached by its content)"
@@ -203,9 +219,39 @@ def _option(name: str, kind: Any, default: Any, help: str) -> tuple[str, Any, da
     return name, Annotated[kind, tyro.conf.arg(help=help)], dataclasses.field(default=default)
 
 
-def rounded(metrics: dict, digits: int = 4) -> dict:
-    """``metrics`` with its floats rounded, for printing (each held-out split's under ``"splits"`` too)."""
-    return {
-        k: round(v, digits) if isinstance(v, float) else rounded(v, digits) if isinstance(v, dict) else v
-        for k, v in metrics.items()
-    }
+# The scores the end of a run shows, in this order where a split has them (metrics.json holds every figure).
+SUMMARY_SCORES = ("psnr", "psnr_head", "ssim", "lpips", "lpips_vgg", "chamfer_mm")
+SUMMARY_RUN = ("iterations", "steps", "train_seconds", "wall_seconds", "loss")  # the run's own, where it has them
+
+
+def summary(metrics: dict, file: Path) -> str:
+    """A short table of ``metrics`` (a run's ``metrics.json``, written to ``file``): a row per held-out split with
+    its scores, a line of the run's steps and seconds, and where the full figures are."""
+    splits = metrics.get("splits") if isinstance(metrics.get("splits"), dict) else None
+    if splits is None:
+        splits = {str(metrics.get("eval_split", "held out")): metrics} if any(k in metrics for k in SUMMARY_SCORES) else {}
+    columns = [k for k in SUMMARY_SCORES if any(isinstance(v.get(k), int | float) for v in splits.values())]
+    lines = []
+    if columns:
+        rows = [["split", *columns]]
+        for name, scores in splits.items():
+            frames = f"  ({scores['eval_frames']} frames)" if isinstance(scores.get("eval_frames"), int) else ""
+            rows.append([name, *(_figure(scores.get(k)) for k in columns)])
+            rows[-1][-1] += frames
+        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+        lines += ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows]
+    run = [f"{k} {_figure(metrics[k])}" for k in SUMMARY_RUN if isinstance(metrics.get(k), int | float)]
+    if run:
+        lines.append(", ".join(run))
+    lines.append(f"every figure: {file}")
+    return "\n".join(lines)
+
+
+def _figure(value: object) -> str:
+    if isinstance(value, bool) or value is None:
+        return "-"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return f"{value:.4f}" if abs(value) < 10 else f"{value:.2f}"
+    return str(value)

@@ -33,9 +33,10 @@ from ..geometry import farthest_points
 from ..parametric import Head, SubjectModel, require_parametric_model
 from ..renderers import NeusSampler
 from ..training import OptimizerConfig, RayBatch, StepOutput
+from .neus_model import NEUS_UNREAD_TRAINING_FIELDS as UNREAD_TRAINING_FIELDS
 from .neus_model import NeusConfig, NeusModel
 
-__all__ = ["HyperNeusAvatar", "HyperNeusConfig", "cpu_config", "paper_config"]
+__all__ = ["UNREAD_TRAINING_FIELDS", "HyperNeusAvatar", "HyperNeusConfig", "cpu_config", "paper_config"]
 
 
 @dataclass(frozen=True)

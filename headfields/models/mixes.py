@@ -19,6 +19,7 @@ from .insta import Insta, InstaConfig, insta_deformer, insta_face_masks
 from .insta import cpu_config as insta_cpu_config
 from .monoavatar import MonoAvatar, MonoAvatarConfig, cpu_config
 from .neus_avatar import NeusAvatar, NeusAvatarConfig
+from .neus_model import NEUS_UNREAD_TRAINING_FIELDS
 
 __all__ = ["MIXES", "Mix", "anchored_hashgrid", "anchored_hashgrid_config", "hyper_insta", "triangle_neus"]
 
@@ -68,6 +69,7 @@ class Mix:
     frames_per_batch: int | None  # rays from this many frames per batch (None: all)
     peer: str  # the closest paper model (for "MonoNPHM", compare.py runs its networks without the prior: hyper_neus)
     eval_every: int = 1000
+    unread_training: tuple[str, ...] = ()  # TrainingConfig's fields its steps have no use for (refused when set)
 
     @property
     def name(self) -> str:
@@ -75,7 +77,9 @@ class Mix:
 
 
 MIXES = {
-    "mix_triangle_neus": Mix(triangle_neus, NeusAvatarConfig, 512, None, "MonoNPHM", eval_every=500),
+    "mix_triangle_neus": Mix(
+        triangle_neus, NeusAvatarConfig, 512, None, "MonoNPHM", eval_every=500, unread_training=NEUS_UNREAD_TRAINING_FIELDS
+    ),
     "mix_anchored_hashgrid": Mix(anchored_hashgrid, anchored_hashgrid_config, 1024, 4, "MonoAvatar"),
     "mix_hyper_insta": Mix(hyper_insta, insta_cpu_config, 2048, None, "INSTA"),
 }

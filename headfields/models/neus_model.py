@@ -29,7 +29,11 @@ from ..renderers import (
 )
 from ..training import OptimizerConfig, RayBatch, StepOutput
 
-__all__ = ["NeusConfig", "NeusModel"]
+__all__ = ["NEUS_UNREAD_TRAINING_FIELDS", "NeusConfig", "NeusModel"]
+
+# TrainingConfig's fields a NeuS step has no use for (refused when set, not ignored): it trains every sample of its
+# rays (no early termination), counts none for a sample budget, and its SDF and colour networks run in float32.
+NEUS_UNREAD_TRAINING_FIELDS = ("early_stop", "samples_per_batch", "precision")
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,10 @@ if TYPE_CHECKING:
     from ..data import Subject
     from ..training import TrainingConfig
 
-__all__ = ["MODELS", "ModelEntry", "build_model", "model_entry"]
+__all__ = ["MODELS", "SUBJECT_FLAGS", "ModelEntry", "build_model", "model_entry"]
+
+# The train command's flags that say where a run's subject comes from and how it is scored.
+SUBJECT_FLAGS = ("data", "video", "model", "regions", "eval_split", "all_held_out")
 
 
 @dataclass(frozen=True)
@@ -33,7 +36,10 @@ class ModelEntry:
     recipe's sample budget); ``train``: a pipeline of its own, ``train(run, out, device, resume=, log=) -> metrics``,
     which :func:`headfields.runs.train_run` calls instead of the NeRF-type loop (None: that loop); ``rasterised``:
     the model draws whole images with a rasteriser (``render_camera``) and has no field to march or mesh, so the
-    commands refuse their flags for rays and surfaces (``render --chunk``, ``export --level``) before writing."""
+    commands refuse their flags for rays and surfaces (``render --chunk``, ``export --level``) before writing;
+    ``subject_flags``: the train command's subject flags the model's run reads (the others are refused when given);
+    ``unread_training``: the :class:`TrainingConfig` fields its run does not read (its module's
+    ``UNREAD_TRAINING_FIELDS``), refused when set before anything is loaded or written."""
 
     build: Callable[[Subject, Any], nn.Module]
     recipes: Mapping[str, Callable[[], Any]]
@@ -44,6 +50,8 @@ class ModelEntry:
     train: Callable[..., dict] | None = field(default=None, compare=False)
     recipe_training: Mapping[str, Mapping[str, Any]] = field(default_factory=dict, compare=False)
     rasterised: bool = False
+    subject_flags: tuple[str, ...] = SUBJECT_FLAGS
+    unread_training: tuple[str, ...] = ()
 
     def recipe(self, name: str) -> Any:
         if name not in self.recipes:
@@ -124,8 +132,14 @@ def _train_nphm_prior(run, out, device=None, **options) -> dict:
 def _gaussian_avatar(subject: Subject, config) -> nn.Module:
     from .gaussian_avatars import GaussianAvatar
 
+    has_teeth = "teeth" in getattr(subject.parametric, "region_names", ())  # a model file made with them (VHAP's)
+    if config.teeth is False and has_teeth:  # the Gaussians would be bound to them all the same
+        raise ValueError(
+            "teeth: False, but the subject's model has teeth already (its region 'teeth'): give "
+            "--gaussian-avatar.teeth True (teeth=True), or leave it unset"
+        )
     teeth = config.teeth if config.teeth is not None else _is_flame(subject.parametric)
-    return GaussianAvatar(_with_teeth(subject) if teeth else subject.parametric, config)
+    return GaussianAvatar(_with_teeth(subject) if teeth and not has_teeth else subject.parametric, config)
 
 
 def _is_flame(parametric: nn.Module) -> bool:
@@ -158,7 +172,15 @@ def _paper_model(module_name: str, build, config_name: str, **more) -> ModelEntr
 
     module = importlib.import_module(f"{__package__}.{module_name}")
     recipes = {"paper": module.paper_config, "cpu": module.cpu_config}
+    more.setdefault("unread_training", tuple(getattr(module, "UNREAD_TRAINING_FIELDS", ())))  # declared where it lives
     return ModelEntry(build, recipes, config_type=getattr(module, config_name), **more)
+
+
+def _unread_training(module_name: str) -> tuple[str, ...]:
+    """``UNREAD_TRAINING_FIELDS`` of the module (below this package) that runs a model's training."""
+    import importlib
+
+    return tuple(importlib.import_module(f"{__package__}.{module_name}").UNREAD_TRAINING_FIELDS)
 
 
 def _mix(name: str) -> ModelEntry:
@@ -169,7 +191,10 @@ def _mix(name: str) -> ModelEntry:
         max_minutes=5.0, rays_per_batch=mix.rays_per_batch, frames_per_batch=mix.frames_per_batch, eval_every=mix.eval_every
     )
     return ModelEntry(
-        lambda subject, config: mix.build(subject.parametric, subject.train, config), {"cpu": mix.config}, training=training
+        lambda subject, config: mix.build(subject.parametric, subject.train, config),
+        {"cpu": mix.config},
+        training=training,
+        unread_training=mix.unread_training,
     )
 
 
@@ -273,6 +298,8 @@ def _entries() -> dict[str, ModelEntry]:
             video=_nphm_held_out_video,
             training=_training(eval_frames=5),
             train=_train_mononphm,
+            subject_flags=tuple(f for f in SUBJECT_FLAGS if f != "all_held_out"),  # its tracking scores one split
+            unread_training=_unread_training("mononphm.run"),
         ),
         # MonoNPHM's prior on synthetic scans, what mononphm fits (headfields.models.mononphm.prior_run): of the training
         # settings it reads the steps, the budget, the seed and log_every; the CPU's: benchmarks/ablations/nphm.py's.
@@ -283,6 +310,7 @@ def _entries() -> dict[str, ModelEntry]:
             training=_training(max_iterations=NPHM_PRIOR_STEPS, log_every=NPHM_PRIOR_LOG_EVERY),
             recipe_training={"cpu": NPHM_PRIOR_CPU_BUDGET},
             train=_train_nphm_prior,
+            subject_flags=(),  # synthetic scans of its own, no capture
         ),
         # Beyond the four papers: GaussianAvatars, through the shared loop with its own steps (a whole frame each,
         # density control after backward: headfields.models.gaussian_avatars.steps), which refuse the ray settings.

@@ -393,6 +393,16 @@ def rasterize_gaussians(
     return GaussianRender(image=image, alpha=alpha, depth=out[..., 4], means2d=proj.means2d, radii=proj.radii)
 
 
+def check_backend(backend: Backend, name: str = "backend") -> None:
+    """Refuse a ``backend`` this process cannot draw with (gsplat's, without the gsplat package) before any work: a
+    run asking for it fails before its folder is written, not at its first frame. ``name``: the caller's setting."""
+    if backend == "gsplat":
+        try:
+            _gsplat_rasterization()
+        except ImportError as error:
+            raise ImportError(f"{name}:" + str(error).removeprefix("backend:").replace("backend=", f"{name}=")) from None
+
+
 def _gsplat_rasterization():
     """gsplat's ``rasterization``, imported at the call: gsplat is an optional extra (it builds a CUDA extension)."""
     try:

@@ -32,13 +32,16 @@ from torch import nn
 from ..configs import CLASS_KEY, config_classes, config_from_dict, config_to_dict, same_library_class
 from ..data import FrameSet
 from ..outputs import atomic_path, is_temporary, lock_file, probe_folder
+from .config import CHECKPOINT_NAME
 
 __all__ = [
     "PIXELS_NOT_READ",
     "CheckpointError",
     "RunFolder",
     "check_fingerprint",
+    "check_run_folder",
     "frozen_state_keys",
+    "is_run_folder",
     "load_checkpoint",
     "run_fingerprint",
     "save_checkpoint",
@@ -63,15 +66,18 @@ class CheckpointError(RuntimeError):
 
 class RunFolder:
     """``path`` held by this process while open (a context manager): made, probe-written, then locked with
-    ``flock`` on ``path/.run.lock`` (released when closed or when the process dies, even by SIGKILL)."""
+    ``flock`` on ``path/.run.lock`` (released when closed or when the process dies, even by SIGKILL). A folder that
+    holds files but no run (neither the lock file every run leaves nor a checkpoint: the user's own folder, the
+    current one of an unset ``--out $OUT``) is refused before anything is written into it, unless ``force``."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, force: bool = False):
         if not isinstance(path, str | os.PathLike):
             raise TypeError(f"out: expected a folder path, got {type(path).__name__}")
-        self.path = Path(path)
+        self.path, self.force, self._given = Path(path), force, path  # (Path("") is ".": the given one is checked)
         self._lock = None
 
     def open(self) -> RunFolder:
+        check_run_folder(self._given, self.force)
         probe_folder(self.path, "out")
         self._lock = lock_file(
             self.path / LOCK_NAME,
@@ -94,10 +100,42 @@ class RunFolder:
         self.close()
 
 
+def is_run_folder(path: str | Path) -> bool:
+    """Whether ``path`` is absent, empty, or a run's: it holds the lock file every run leaves, or a checkpoint."""
+    path = Path(path)
+    if not path.is_dir():
+        return not path.exists()
+    return (path / LOCK_NAME).exists() or (path / CHECKPOINT_NAME).exists() or next(path.iterdir(), None) is None
+
+
+def check_run_folder(path: str | Path, force: bool = False) -> None:
+    """Refuse ``path`` as a run's ``out`` where it holds files but no run (see :class:`RunFolder`), unless ``force``.
+    (A file in the way is left to the folder's probe, which names it.)"""
+    path = Path(path)
+    if not os.fspath(path):
+        raise ValueError("out: expected a run folder, got an empty path (an unset variable?)")
+    if not force and path.is_dir() and not is_run_folder(path):
+        shown = f"{path} (the current folder)" if path.absolute() == Path.cwd() else str(path)
+        raise ValueError(
+            f"out: {shown} holds files but no run (no {LOCK_NAME} or {CHECKPOINT_NAME}): give a new or empty folder, "
+            "or --force (force=True) to train into it"
+        )
+
+
 def save_checkpoint(state: Mapping, path: str | Path) -> None:
     """``state`` to ``path`` atomically (see the module docstring): ``path`` is the old checkpoint or the new one,
-    never a part of one."""
+    never a part of one. A state holding a non-finite float is refused (:class:`CheckpointError` naming the entry)
+    and the previous checkpoint kept: :func:`load_checkpoint` would refuse it, and no command could open the run."""
     path = Path(path)
+    floats = [(name, t) for name, t in _tensors(dict(state)) if t.is_floating_point() and t.numel()]
+    if floats:  # one read-back for all of them
+        finite = torch.stack([torch.isfinite(t).all().to(floats[0][1].device) for _, t in floats])
+        if not bool(finite.all()):
+            name = floats[int((~finite).nonzero()[0])][0]
+            raise CheckpointError(
+                f"checkpoint: not written: {name} holds non-finite values (a rate or a weight too large for float32?); "
+                f"{path} keeps the last finite checkpoint, if any"
+            )
     try:
         with atomic_path(path, "checkpoint") as temporary:
             torch.save(dict(state), temporary)
@@ -213,7 +251,16 @@ def _difference(key: str, stored: str | None, current: str) -> str:
         changed = [f"{name} {_short(json.dumps(a), 40)} -> {_short(json.dumps(b), 40)}" for name, a, b in _changed(old, new)]
         if changed:
             return f"{key}: " + ", ".join(changed)
-    return f"{key}: checkpoint {_short(stored)}, now {_short(current)}"
+    old_part, new_part = _where_they_differ(str(stored), current)
+    return f"{key}: checkpoint {old_part}, now {new_part}"
+
+
+def _where_they_differ(old: str, new: str, limit: int = 160) -> tuple[str, str]:
+    """``old`` and ``new`` shortened to ``limit`` characters about where they first differ (texts cut at one place
+    read the same when they differ past it: the refusal showed two identical truncated texts)."""
+    start = next((i for i, (a, b) in enumerate(zip(old, new, strict=False)) if a != b), min(len(old), len(new)))
+    start = max(0, start - limit // 4) if max(len(old), len(new)) > limit else 0
+    return tuple(("..." if start else "") + _short(text[start:], limit) for text in (old, new))
 
 
 def _changed(old: dict, new: dict, prefix: str = "") -> list[tuple[str, object, object]]:

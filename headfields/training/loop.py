@@ -38,14 +38,14 @@ from .config import CHECKPOINT_NAME, CONFIG_NAME, LOG_NAME, TrainingConfig
 from .contract import AvatarModel, ImageModel, RayBatch, StepOutput
 from .data_parallel import data_parallel
 from .ema import ExponentialMovingAverage
-from .evaluation import evaluate, evenly_spread, frame_seconds, lpips_for_run
+from .evaluation import evaluate, evenly_spread, frame_seconds
 from .loss_checks import LateLossChecks, finite_flag, non_finite
 from .optimizer import averaged, build_optimizer, set_learning_rate, step_if
+from .run_checks import RunStart, check_run
 from .run_log import SIDE_BY_SIDE_FRAMES, RunLog, board_evaluation, board_scalars, tensorboard_writer
-from .sample_budget import SampleBudget, check_fixed_shapes, over_ranks
-from .step_graph import check_graph, step_graph
-from .strategy import FrameBatch, StepStrategy, step_strategy
-from .unused import check_unused
+from .sample_budget import SampleBudget, over_ranks
+from .step_graph import step_graph
+from .strategy import FrameBatch
 
 __all__ = ["train"]
 
@@ -66,6 +66,7 @@ def train(
     log=sys.stdout,
     run=None,
     more_eval: Mapping[str, FrameSet] | None = None,
+    force: bool = False,
 ) -> dict[str, float]:
     """Train ``model`` on ``train_frames``, evaluate on ``eval_frames``, write ``out/metrics.json`` and renders.
     ``more_eval``: other held-out splits by name, scored at the end too: ``metrics["splits"]`` holds every split's
@@ -82,9 +83,12 @@ def train(
     Every rank returns rank 0's metrics; the logged loss and PSNR are those of the whole batch.
 
     ``run``: the :class:`~headfields.runs.RunConfig` that built ``model`` (its ``training`` must be ``config``),
-    written to ``out/config.json`` (once a checkpoint there, if any, is found to be this run's) and into the
-    checkpoint before training, so that
-    :func:`~headfields.runs.load_run` can rebuild the model (:func:`~headfields.runs.train_run` passes it).
+    written into each checkpoint and to ``out/config.json`` (a new run's before training; a resumed run's, whose
+    budget may have changed, with its next checkpoint: a rerun that fails or is stopped before then leaves the
+    run as it was), so that :func:`~headfields.runs.load_run` can rebuild the model
+    (:func:`~headfields.runs.train_run` passes it). Every check that can refuse the run runs before anything is
+    written (:func:`~headfields.training.run_checks.check_run`); ``out`` must be new, empty or a run's folder
+    unless ``force`` (:class:`~headfields.training.checkpoints.RunFolder`).
 
     A model with its own steps (``model.step_strategy()``, a :class:`~headfields.training.strategy.StepStrategy`: a
     rasteriser's whole frames and density control) trains in the same loop, its strategy called for the optimiser, the
@@ -98,43 +102,17 @@ def train(
     """
     config = config or TrainingConfig()
     device = torch.device(device) if device is not None else next(model.parameters()).device
-    ranks = distributed.world_size()
-    if config.rays_per_batch % ranks:
-        raise ValueError(
-            f"rays_per_batch: expected a multiple of the {ranks} ranks (an equal share each), got {config.rays_per_batch}"
-        )
-    strategy = step_strategy(model)
-    if strategy is not None:  # before anything is written: a refused run leaves its folder as it was
-        check_unused(config, strategy.refused, f"{type(model).__name__}, which trains with its own steps,")
-        if ranks > 1:
-            raise ValueError(f"model: {type(model).__name__}'s steps train in one process, got a group of {ranks} ranks")
-    if config.fixed_shapes:
-        check_fixed_shapes(model, config.samples_per_batch, config.frames_per_batch)
-    if config.cuda_graph:
-        check_graph(model, device, ranks)
-    more_eval = dict(more_eval or {})
-    named = {f"more_eval[{k!r}]": f for k, f in more_eval.items()}
-    for name, frames in {"train_frames": train_frames, "eval_frames": eval_frames, **named}.items():
-        if not isinstance(frames, FrameSet) or len(frames) == 0:
-            raise ValueError(f"{name}: expected a FrameSet with at least one frame, got {_describe(frames)}")
-        if config.eval_regions and name != "train_frames" and frames.segmentation is None:
-            raise ValueError(f"eval_regions: expected {name} with a segmentation (region labels), got frames without one")
-    if eval_frames.split in more_eval:
-        raise ValueError(f"more_eval: expected splits other than eval_frames' {eval_frames.split!r}, got {list(more_eval)}")
-    described = None
-    if run is not None:
-        if run.training != config:
-            raise ValueError("run: expected the RunConfig whose training configuration is config, got another")
-        described = json.dumps(run.to_dict(), indent=2)
-    folder = RunFolder(out)
+    start = check_run(model, train_frames, eval_frames, config, device, run, more_eval)  # before anything is written
+    folder = RunFolder(out, force)
     if distributed.rank() == 0:  # made, probe-written and locked before any training: a bad folder fails now, not at the end
         folder.open()
     try:
         with process_tuning(device, flush_denormals=config.flush_denormals, tune_malloc=config.tune_malloc):
-            loop = _Loop(model, train_frames, eval_frames, folder.path, config, device, log, described, strategy, more_eval)
-            loop.resume_if(resume)
-            if described is not None and distributed.rank() == 0:  # after the refusing checks: a refusal writes nothing
-                write_atomic(folder.path / CONFIG_NAME, described + "\n")
+            loop = _Loop(model, train_frames, eval_frames, folder.path, config, device, log, start)
+            # A new run's config.json now; a resumed one's is replaced with its next checkpoint, which carries it: a
+            # rerun stopped before then leaves the run as it was, its config.json the checkpoint's.
+            if not loop.resume_if(resume) and start.described is not None and loop.lead:
+                write_atomic(folder.path / CONFIG_NAME, start.described + "\n")
             return loop.run()
     finally:
         folder.close()
@@ -153,12 +131,12 @@ class _Loop:
         config: TrainingConfig,
         device: torch.device,
         log,
-        described: str | None,
-        strategy: StepStrategy | None = None,
-        more_eval: dict[str, FrameSet] | None = None,
+        start: RunStart,
     ) -> None:
         self.model, self.config, self.device, self.out, self.log = model, config, device, out, log
-        self.train_frames, self.eval_frames, self.described = train_frames, eval_frames, described
+        self.train_frames, self.eval_frames, self.described = train_frames, eval_frames, start.described
+        strategy, more_eval = start.strategy, start.more_eval
+        self.perceptual, self.perceptual_vgg = start.perceptual
         self.rank, self.ranks = distributed.rank(), distributed.world_size()
         self.lead = self.rank == 0
         # The rays the next step draws: rays_per_batch, or as the sample budget adapts them (a multiple of the ranks)
@@ -194,10 +172,10 @@ class _Loop:
 
     # -- state: checkpoints and clocks
 
-    def resume_if(self, resume: bool) -> None:
-        """Restore the state of ``out``'s checkpoint when ``resume`` and rank 0 finds one."""
+    def resume_if(self, resume: bool) -> bool:
+        """Restore the state of ``out``'s checkpoint when ``resume`` and rank 0 finds one; whether it did."""
         if not distributed.broadcast_object(resume and self.checkpoint.exists(), self.device):  # rank 0's word
-            return
+            return False
         if not self.checkpoint.exists():
             raise FileNotFoundError(
                 f"out: rank {self.rank} finds no {self.checkpoint}, which rank 0 resumes from (give all ranks one folder)"
@@ -219,6 +197,7 @@ class _Loop:
         self.step, self.elapsed = state["step"], state["elapsed"]
         self.wall = state.get("wall", self.elapsed)
         self.sampling.load_state(state, self.step)
+        return True
 
     def spent(self) -> float:
         """The run's wall-clock seconds, a resumed run's earlier ones included."""
@@ -241,6 +220,8 @@ class _Loop:
             **({} if self.strategy is None else self.strategy.state_dict()),
         }
         save_checkpoint(state, self.checkpoint)
+        if self.described is not None:  # with the checkpoint that carries it (a resumed run's changed budget)
+            write_atomic(self.out / CONFIG_NAME, self.described + "\n")
         self.last_save = time.monotonic()
 
     def checkpoint_due(self) -> bool:
@@ -307,13 +288,8 @@ class _Loop:
         if self.frames_where and self.lead:
             print(self.frames_where, file=self.log)
         self.view_bins = None
-        if c.balance_views:
-            if not hasattr(model, "view_bins"):
-                raise ValueError(f"balance_views: expected a model with view_bins(frames, head), got {type(model).__name__}")
+        if c.balance_views:  # (a model without view_bins was refused by check_run)
             self.view_bins = model.view_bins(self.train_frames, self.train_head)
-        # Once per run, before training: a weights file that was asked for and cannot be read fails now.
-        self.perceptual = lpips_for_run(c.lpips_weights, self.device, "alex") if self.lead else None
-        self.perceptual_vgg = lpips_for_run(c.lpips_vgg_weights, self.device, "vgg") if self.lead else None
         model.train()
         # After resume_if, which may replace the pixels' generator: the graph registers the one the steps draw from.
         self.graph = step_graph(self.device, self.optimizer, (self.generator, self.jitter)) if c.cuda_graph else None
@@ -494,7 +470,3 @@ class _Loop:
         for note in final.unscored():
             print(note, file=self.log)
         return metrics
-
-
-def _describe(frames: object) -> str:
-    return f"{len(frames)} frames" if isinstance(frames, FrameSet) else type(frames).__name__

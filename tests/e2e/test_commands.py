@@ -292,7 +292,10 @@ def test_malformed_configs_devices_and_rates_are_one_error_line_not_a_traceback(
         (["train", "insta", "--config", str(tmp_path / "ten.json"), "--out", out], "max_iterations: expected an integer"),
         (["train", "insta", "--config", str(tmp_path / "no_class.json"), "--out", out], "recipe: expected insta's configuration"),
         (["train", "insta", "--config", str(tmp_path / "path.json"), "--out", out], "subject.data: expected str | None, got 5"),
-        (["train", "insta", "--config", str(tmp_path / "rate.json"), "--out", out], "learning_rate: expected a finite positive"),
+        (["train", "insta", "--config", str(tmp_path / "rate.json"), "--out", out], "learning_rate: expected a positive number"),
+        (["train", "insta", "--seed", str(10**20), "--out", out], "seed: expected an integer in [0, "),
+        (["train", "nphm_prior", "--eval-split", "val", "--out", out], "eval_split: nphm_prior does not read --eval-split"),
+        (["train", "mononphm", "--all-held-out", "True", "--out", out], "all_held_out: mononphm does not read --all-held-out"),
         (["train", "insta", "--device", "banana", "--out", out], "device: expected a device such as 'cpu', 'cuda'"),
         (["train", "insta", "--device", "cuda:99", "--out", out], "device: "),  # no GPU here, or not 100 of them
         (["train", "insta", "--device", "mps", "--out", out], "device: expected a cpu or cuda device, got 'mps'"),
@@ -303,6 +306,8 @@ def test_malformed_configs_devices_and_rates_are_one_error_line_not_a_traceback(
     flag_cases = [  # parsed by tyro, which prints its own box: no traceback, status 2, the field named
         (["train", "insta", "--insta.optimization.learning-rate", "inf", "--out", out], "learning_rate"),
         (["train", "insta", "--insta.optimization.learning-rate", "nan", "--out", out], "learning_rate"),
+        (["train", "insta", "--insta.optimization.learning-rate", "1e39", "--out", out], "learning_rate"),  # past float32
+        (["train", "gaussian_avatar", "--gaussian-avatar.adam-eps", "nan", "--out", out], "adam_eps"),  # was Adam's, unnamed
     ]
     done = subprocess.run(
         [sys.executable, "-c", PROBE, json.dumps([argv for argv, _ in cases + flag_cases])],

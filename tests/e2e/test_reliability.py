@@ -178,8 +178,8 @@ def test_a_damaged_checkpoint_is_refused_by_name(tmp_path, damage):
         path.write_bytes(bytes(data[: len(data) // 2]))
     elif damage == "a list":
         torch.save([1, 2, 3], path)
-    else:
-        save_checkpoint({"model": {"w": torch.tensor([1.0, float("nan")])}}, path)
+    else:  # written by torch.save: save_checkpoint refuses to write one (tests/e2e/test_rerun_safety.py)
+        torch.save({"model": {"w": torch.tensor([1.0, float("nan")])}}, path)
     with pytest.raises(CheckpointError, match=str(path)):
         load_checkpoint(path)
 

@@ -21,6 +21,7 @@ from ...data import FrameSet
 from ...deformers.gaussian_binding import binding_regularisers
 from ...metrics import ssim
 from ...parametric import Head, ParametricModel
+from ...renderers.gaussians import check_backend
 from ...training.config import TrainingConfig
 from ...training.contract import StepOutput
 from ...training.optimizer import FUSED_ADAM_DEVICES
@@ -35,9 +36,10 @@ if TYPE_CHECKING:
 
 __all__ = ["REFUSED_TRAINING_FIELDS", "GaussianSteps"]
 
-# TrainingConfig's fields these steps have no use for: the ray fields (a whole frame a step, rasterised at once), and
-# the weights' average, which density control's changing number of Gaussians leaves nothing to average over.
-REFUSED_TRAINING_FIELDS = (*RAY_FIELDS, "ema_decay")
+# TrainingConfig's fields these steps have no use for: the ray fields (a whole frame a step, rasterised at once), the
+# weights' average, which density control's changing number of Gaussians leaves nothing to average over, and the
+# precision of field MLPs' products, which a rasteriser has none of (it trained in float32 under bfloat16).
+REFUSED_TRAINING_FIELDS = (*RAY_FIELDS, "ema_decay", "precision")
 
 
 class GaussianSteps:
@@ -46,6 +48,7 @@ class GaussianSteps:
     refused = REFUSED_TRAINING_FIELDS
 
     def __init__(self, model: GaussianAvatar) -> None:
+        check_backend(model.config.rasterizer, "rasterizer")  # made before the run folder is touched (training.run_checks)
         self.model = model
         self.density: DensityControl | None = None
         self._render: GaussianRender | None = None  # this step's, for density control after backward

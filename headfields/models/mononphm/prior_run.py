@@ -47,6 +47,7 @@ if TYPE_CHECKING:
 __all__ = [
     "PRIOR_NAME",
     "RUN_TRAINING_FIELDS",
+    "UNREAD_TRAINING_FIELDS",
     "NphmPriorConfig",
     "build",
     "cpu_config",
@@ -59,6 +60,7 @@ PRIOR_NAME = "prior.pt"
 # The fields of the run's TrainingConfig the prior's training reads: they set PriorTrainingConfig's steps,
 # max_minutes, seed and log_every (the recipe's own are refused when set, so that one flag says each).
 RUN_TRAINING_FIELDS = {"max_iterations": "steps", "max_minutes": "max_minutes", "seed": "seed", "log_every": "log_every"}
+UNREAD_TRAINING_FIELDS = unused_fields(RUN_TRAINING_FIELDS)  # refused when set (the registry's entry says so too)
 
 
 @register_config
@@ -134,7 +136,7 @@ def _checked(run) -> NphmPriorConfig:
     config = run.recipe
     if not isinstance(config, NphmPriorConfig):
         raise TypeError(f"recipe: expected an NphmPriorConfig, got {type(config).__name__}")
-    check_unused(run.training, unused_fields(RUN_TRAINING_FIELDS), "the prior's training (steps on synthetic scans)")
+    check_unused(run.training, UNREAD_TRAINING_FIELDS, "the prior's training (steps on synthetic scans)")
     defaults = PriorTrainingConfig()
     set_ = [
         f"training.{name}" for name in RUN_TRAINING_FIELDS.values() if getattr(config.training, name) != getattr(defaults, name)
@@ -143,6 +145,7 @@ def _checked(run) -> NphmPriorConfig:
         flags = ", ".join(f"--{flag.replace('_', '-')}" for flag in RUN_TRAINING_FIELDS)
         raise ValueError(f"nphm_prior: {', '.join(set_)}: set by the run's {flags}; leave them at their defaults")
     given = [name for name in ("data", "model", "regions") if getattr(run.subject, name) is not None]
+    given += ["eval-split"] if run.subject.eval_split != "test" else []  # no held-out frames: nothing to score
     if given:
         raise ValueError(f"subject: the prior trains on synthetic scans, not on a capture: drop --{', --'.join(given)}")
     t = run.training
@@ -150,14 +153,16 @@ def _checked(run) -> NphmPriorConfig:
     return dataclasses.replace(config, training=dataclasses.replace(config.training, **values))
 
 
-def train(run, out: str | Path, device: str | torch.device | None = None, resume: bool = True, log=None) -> dict:
+def train(
+    run, out: str | Path, device: str | torch.device | None = None, resume: bool = True, log=None, force: bool = False
+) -> dict:
     """The prior run ``run`` into ``out`` (see the module docstring); returns its metrics. A finished run of the same
     configuration in ``out`` is not trained again (with ``resume``): its metrics are returned; a folder holding
     another run is refused. ``log``: where the run's lines go (default: standard output). ``run`` is a
     :class:`~headfields.runs.RunConfig`, not annotated: the runs sit above the models."""
     config = _checked(run)
     device = torch.device(device if device is not None else "cpu")
-    folder = RunFolder(out)
+    folder = RunFolder(out, force)  # a folder of the user's refused unless force
     folder.open()
     try:
         with contextlib.redirect_stdout(log) if log is not None and log is not sys.stdout else contextlib.nullcontext():

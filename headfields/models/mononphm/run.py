@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from ...data import held_out_splits
 from ...data.detected_landmarks import LANDMARKS_FOLDER, load_detected_landmarks
 from ...outputs import write_atomic
 from ...training.checkpoints import (
@@ -48,11 +49,12 @@ from .reconstruction import reconstruct
 # The training settings the tracking reads: the budget, the seed, the held-out frames measured, the render chunk and
 # the CPU tunings; every other one is refused by name when set.
 RUN_TRAINING_FIELDS = ("max_minutes", "budget", "seed", "eval_frames", "render_chunk", "flush_denormals", "tune_malloc")
+UNREAD_TRAINING_FIELDS = unused_fields(RUN_TRAINING_FIELDS)  # refused when set (the registry's entry says so too)
 
 if TYPE_CHECKING:
     from ...data import Subject
 
-__all__ = ["build", "train"]
+__all__ = ["RUN_TRAINING_FIELDS", "UNREAD_TRAINING_FIELDS", "build", "train"]
 
 
 def build(subject: Subject, config: MonoNphmConfig) -> MonoNphm:
@@ -76,6 +78,19 @@ def _prior_file(config: MonoNphmConfig) -> Path:
     return path
 
 
+def _check_one_held_out(source, more: list[str] | None = None) -> None:
+    """Refuse a subject whose other held-out splits would be loaded to be scored (``all_held_out``): MonoNPHM's
+    tracking fits and scores one. ``more``: the splits loaded (None: the capture's, read from its listing)."""
+    if more is None:
+        found = held_out_splits(source.data) if source.data is not None and source.all_held_out else []
+        more = [split for split in found if split != source.eval_split]
+    if more:
+        raise ValueError(
+            f"subject: all_held_out: MonoNPHM's tracking scores one held-out split ({source.eval_split}), and the "
+            f"capture has {', '.join(more)} too: give all_held_out=False (--all-held-out left out)"
+        )
+
+
 def _landmarks(config: MonoNphmConfig, subject: Subject) -> tuple[torch.Tensor, torch.Tensor] | None:
     """The detected landmarks of the train and the held-out frames: ``--mononphm.landmarks``'s, else those a capture
     from our tracker holds, else None (the tracked head's, projected)."""
@@ -89,7 +104,9 @@ def _landmarks(config: MonoNphmConfig, subject: Subject) -> tuple[torch.Tensor, 
         raise FileNotFoundError(f"mononphm.{error} (train.npy and {splits[1]}.npy)") from None
 
 
-def train(run, out: str | Path, device: str | torch.device | None = None, resume: bool = True, log=None) -> dict:
+def train(
+    run, out: str | Path, device: str | torch.device | None = None, resume: bool = True, log=None, force: bool = False
+) -> dict:
     """The MonoNPHM run ``run`` into ``out`` (see the module docstring); returns its metrics. A finished run of the
     same configuration in ``out`` is not tracked again (with ``resume``): its metrics are returned; a checkpoint
     of another run there is refused. ``log``: where the run's lines go (default: standard output). ``run`` is a
@@ -100,15 +117,17 @@ def train(run, out: str | Path, device: str | torch.device | None = None, resume
 
     config, training = run.recipe, run.training
     # A field the tracking never reads (a ray budget, an evaluation schedule, ...) is refused, not ignored.
-    check_unused(training, unused_fields(RUN_TRAINING_FIELDS), "MonoNPHM's tracking (its own stages, not the loop)")
+    check_unused(training, UNREAD_TRAINING_FIELDS, "MonoNPHM's tracking (its own stages, not the loop)")
     _prior_file(config)  # before the subject loads: a missing prior fails at once
+    _check_one_held_out(run.subject)
     device = torch.device(device if device is not None else "cpu")
-    folder = RunFolder(out)
+    folder = RunFolder(out, force)  # a folder of the user's refused unless force
     folder.open()  # writable and ours before minutes of tracking, not after
     try:
         with contextlib.redirect_stdout(log) if log is not None and log is not sys.stdout else contextlib.nullcontext():
             began = time.monotonic()
             subject = run.subject.load(device)
+            _check_one_held_out(run.subject, list(subject.more_held_out))  # (the synthetic video's, loaded)
             for note in subject.notes:
                 print(note)
             model = build(subject, config).to(device)

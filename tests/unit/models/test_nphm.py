@@ -208,7 +208,7 @@ def test_the_train_command_trains_a_prior_and_refuses_what_it_does_not_read(tmp_
         train("nphm_prior", [*flags, "--eval-every", "5"])
     with pytest.raises(ValueError, match="training.steps: set by the run's --max-iterations"):
         train("nphm_prior", [*flags, "--nphm-prior.training.steps", "3"])
-    with raises_naming("subject"):
+    with raises_naming("data"):  # refused by the command: the prior reads no subject flag
         train("nphm_prior", [*flags, "--data", str(tmp_path)])
     assert not out.exists()
     metrics, folder, _ = train("nphm_prior", flags)
