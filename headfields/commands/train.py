@@ -9,7 +9,8 @@ configuration, generated from the dataclasses by tyro.
     python -m headfields train insta --config outputs/insta/config.json --out outputs/insta_b   # a saved run's settings
     python -m headfields train hyper_neus --help                               # every flag, explained
 
-Run it again with the same ``--out`` to resume. ``--iterations`` and ``--rays`` are short for ``--max-iterations``
+Run it again with the same ``--out`` to resume: with no ``--config`` or ``--recipe``, the run there is the start.
+``--iterations`` and ``--rays`` are short for ``--max-iterations``
 and ``--rays-per-batch``. Under ``torchrun`` it trains data-parallel (:mod:`headfields.training.distributed`).
 """
 
@@ -27,7 +28,7 @@ import tyro
 from ..checks import check_device
 from ..models.registry import MODELS, SUBJECT_FLAGS, model_entry
 from ..runs import RunConfig, SubjectSource, read_run_config
-from ..training import TrainingConfig
+from ..training import CONFIG_NAME, TrainingConfig
 
 __all__ = ["main", "run_config", "summary", "train"]
 
@@ -181,12 +182,22 @@ class _Start:
 
 
 def _starting_point(model: str, entry, argv: list[str], quiet: bool = False) -> _Start:
-    """What the flags change: ``--config``'s run, or ``--recipe``'s (its default from ``--device``)."""
+    """What the flags change: ``--config``'s run; else the run ``--out`` holds, when no ``--recipe`` is given (a rerun
+    resumes with the settings it was trained with, not today's defaults: a field added since, or a default changed,
+    would make another run of it, which the checkpoint refuses); else ``--recipe``'s (its default from ``--device``)."""
     first = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     first.add_argument("--recipe", default=None)
     first.add_argument("--config", type=Path, default=None)
+    first.add_argument("--out", type=Path, default=Path(f"outputs/{model}"))
     first.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     known, _ = first.parse_known_args(argv)
+    if known.config is None and known.recipe is None and (known.out / CONFIG_NAME).is_file():
+        saved = read_run_config(known.out)
+        if saved.model != model:
+            raise ValueError(f"out: {known.out} holds a {saved.model} run, not {model}: give another --out")
+        if not quiet and "--help" not in argv and "-h" not in argv:
+            print(f"config: {known.out / CONFIG_NAME} (the run in --out, resumed)")
+        return _Start(saved.recipe, saved.training, saved.subject, saved.recipe_name, known.device, saved)
     if known.config is not None:
         if known.recipe is not None:
             raise ValueError("recipe: give --recipe or --config, not both (a saved config holds its recipe)")

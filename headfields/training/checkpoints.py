@@ -248,11 +248,15 @@ def _difference(key: str, stored: str | None, current: str) -> str:
     except (ValueError, TypeError, AttributeError, IndexError):
         old = new = None
     if isinstance(old, dict) and isinstance(new, dict):
-        changed = [f"{name} {_short(json.dumps(a), 40)} -> {_short(json.dumps(b), 40)}" for name, a, b in _changed(old, new)]
+        changed = [f"{name} {_shown(a)} -> {_shown(b)}" for name, a, b in _changed(old, new)]
         if changed:
             return f"{key}: " + ", ".join(changed)
     old_part, new_part = _where_they_differ(str(stored), current)
     return f"{key}: checkpoint {old_part}, now {new_part}"
+
+
+def _shown(value: object) -> str:
+    return repr(value) if value is _ABSENT else _short(json.dumps(value), 40)
 
 
 def _where_they_differ(old: str, new: str, limit: int = 160) -> tuple[str, str]:
@@ -267,12 +271,22 @@ def _changed(old: dict, new: dict, prefix: str = "") -> list[tuple[str, object, 
     """(dotted name, old value, new value) of each setting that differs, nested configurations walked into."""
     out = []
     for name in sorted(old.keys() | new.keys()):
-        a, b = old.get(name), new.get(name)
+        a, b = old.get(name, _ABSENT), new.get(name, _ABSENT)
         if isinstance(a, dict) and isinstance(b, dict):
             out += _changed(a, b, f"{prefix}{name}.")
         elif a != b:
             out.append((prefix + name, a, b))
     return out
+
+
+class _Absent:
+    """A setting one side does not have (written before the field existed): said so, not as null."""
+
+    def __repr__(self) -> str:
+        return "(absent)"
+
+
+_ABSENT = _Absent()
 
 
 def _json(data: dict) -> str:

@@ -154,6 +154,9 @@ def test_a_refusal_shows_where_two_long_texts_differ():
     old, new = "a" * 300 + "OLD" + "z" * 40, "a" * 300 + "NEW" + "z" * 40
     message = _difference("model files", old, new)
     assert "OLD" in message and "NEW" in message and len(message) < 400
+    # A setting written before it existed is said to be absent, not null (null was no difference: the texts were shown).
+    stored = 'm.GaussianAvatar: {"sh_degree": 3}'
+    assert _difference("model", stored, 'm.GaussianAvatar: {"sh_degree": 3, "teeth": null}') == "model: teeth (absent) -> null"
 
 
 def test_the_end_of_train_is_a_short_table(finished):

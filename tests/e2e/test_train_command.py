@@ -25,6 +25,14 @@ from headfields.synthetic import SyntheticVideoConfig
 from headfields.training import TrainingConfig
 
 EXAMPLES = Path(__file__).parents[2] / "examples"
+
+
+@pytest.fixture(autouse=True)
+def _elsewhere(tmp_path_factory, monkeypatch):
+    """The default --out (outputs/MODEL) is relative: a run trained there (make demo) would be resumed from."""
+    monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
+
+
 MODULES = {"insta": insta, "monoavatar": monoavatar, "portrait360": portrait360, "hyper_neus": hyper_neus}
 
 
@@ -198,3 +206,21 @@ def test_an_example_is_the_train_command(name):
     for flag in ("--data", "--model", "--out", "--max-minutes", "--device", "--eval-split", "--config", "--recipe"):
         assert flag in run.stdout, (name, flag)
     assert f"--{name.replace('_', '-')}." in run.stdout  # --hyper-neus.sdf.hidden-dim ...
+
+
+def test_a_rerun_resumes_with_the_settings_it_was_trained_with(tiny_video, tmp_path, monkeypatch, capsys):
+    """Issue 96: an old Gaussian run did not resume with its own command: the rerun built today's recipe, whose
+    defaults had changed since (a field added), and the checkpoint refused it with two identical truncated texts.
+    The run in --out is now the start (as --config), so a change of defaults leaves it resumable."""
+    from headfields.models import registry
+
+    out = tmp_path / "run"
+    argv = ["gaussian_avatar", "--data", str(tiny_video[0].root), "--out", str(out), "--device", "cpu", "--eval-frames", "1"]
+    assert main(["train", *argv, "--iterations", "1", "--gaussian-avatar.sh-degree", "0"]) == 0
+    entry = MODELS["gaussian_avatar"]
+    changed = {**entry.recipes, "cpu": lambda: dataclasses.replace(entry.recipes["cpu"](), sh_interval=7)}
+    monkeypatch.setitem(registry.MODELS._all(), "gaussian_avatar", dataclasses.replace(entry, recipes=changed))
+    assert main(["train", *argv, "--iterations", "2"]) == 0  # today's defaults differ: the run's own are taken
+    assert "the run in --out, resumed" in capsys.readouterr().out
+    run = read_run_config(out)
+    assert run.recipe.sh_degree == 0 and run.recipe.sh_interval != 7 and run.training.max_iterations == 2

@@ -134,8 +134,10 @@ def test_a_run_written_before_loads_with_one_split(capture, both_run):
     assert run.split_metrics("test")["psnr"] == metrics["psnr"] and run.split_metrics("val") is None
 
 
-def test_the_train_command_scores_both_unless_told(capture):
+def test_the_train_command_scores_both_unless_told(capture, tmp_path, monkeypatch):
     from headfields.commands.train import run_config
+
+    monkeypatch.chdir(tmp_path)  # the default --out is relative: a run trained there would be the start
 
     assert run_config("gaussian_avatar", ["--data", str(capture)])[0].subject.all_held_out is True
     run = run_config("gaussian_avatar", ["--data", str(capture), "--all-held-out", "False"])[0]
