@@ -43,6 +43,9 @@ from .steps import GaussianSteps
 __all__ = ["GaussianAvatar", "GaussianAvatarConfig", "cpu_config", "paper_config"]
 
 
+DELAY_MULT = 0.01  # GaussianAvatars' position_lr_delay_mult (arguments/__init__.py)
+
+
 @dataclass(frozen=True)
 class GaussianAvatarConfig:
     """GaussianAvatars' settings (``arguments/__init__.py``, ``train.py``); positions and scales in the parent face's
@@ -53,7 +56,10 @@ class GaussianAvatarConfig:
     ssim_weight: float = 0.2  # lambda_dssim: (1 - λ) L1 + λ (1 - SSIM)
     position_lr_init: float = 0.005  # position_lr_init (times the extent, as 3DGS's spatial_lr_scale)
     position_lr_final: float = 0.00005  # position_lr_final
-    position_lr_delay_mult: float = 0.01  # position_lr_delay_mult (no delay steps: get_expon_lr_func's default 0)
+    # get_expon_lr_func's delay: the rate scaled by position_lr_delay_mult rising to 1 over the first
+    # position_lr_delay_steps (GaussianAvatars passes no delay steps, so its delay_mult is never read: nor is ours then).
+    position_lr_delay_mult: float = DELAY_MULT
+    position_lr_delay_steps: int = 0  # get_expon_lr_func's lr_delay_steps (0: no delay)
     position_lr_max_steps: int = 600_000  # position_lr_max_steps
     feature_lr: float = 0.0025  # feature_lr (SH DC; the higher bands at / 20)
     opacity_lr: float = 0.05  # opacity_lr
@@ -83,6 +89,13 @@ class GaussianAvatarConfig:
         check_count("sh_degree", self.sh_degree, 0, 4)
         check_count("sh_interval", self.sh_interval, 1)
         check_count("position_lr_max_steps", self.position_lr_max_steps, 1)
+        check_count("position_lr_delay_steps", self.position_lr_delay_steps, 0)
+        check_positive("position_lr_delay_mult", self.position_lr_delay_mult, finite=True)
+        if self.position_lr_delay_steps == 0 and self.position_lr_delay_mult != DELAY_MULT:  # accepted and ignored
+            raise ValueError(
+                f"position_lr_delay_mult: read only with position_lr_delay_steps > 0 (3DGS's get_expon_lr_func), got "
+                f"{self.position_lr_delay_mult} with no delay steps: give --gaussian-avatar.position-lr-delay-steps too"
+            )
         if not 0 <= self.ssim_weight <= 1:
             raise ValueError(f"ssim_weight: expected a weight in [0, 1], got {self.ssim_weight}")
         rates = ("position_lr_init", "position_lr_final", "feature_lr", "opacity_lr", "scaling_lr", "rotation_lr")

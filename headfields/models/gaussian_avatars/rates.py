@@ -50,7 +50,12 @@ def learning_rates(config: GaussianAvatarConfig, extent: float) -> dict[str, flo
 
 def position_learning_rate(config: GaussianAvatarConfig, step: int, extent: float) -> float:
     """3DGS's ``get_expon_lr_func`` for the positions at ``step``: log-linear from ``init`` to ``final`` (both times
-    ``extent``) over ``position_lr_max_steps``, no delay steps."""
+    ``extent``) over ``position_lr_max_steps``; with ``position_lr_delay_steps``, scaled by ``position_lr_delay_mult``
+    rising to 1 along a quarter sine over those steps (none by default, as GaussianAvatars trains)."""
     t = min(max(step / config.position_lr_max_steps, 0.0), 1.0)
     init, final = config.position_lr_init * extent, config.position_lr_final * extent
-    return math.exp((1 - t) * math.log(init) + t * math.log(final))
+    delay = 1.0
+    if config.position_lr_delay_steps > 0:
+        rise = min(max(step / config.position_lr_delay_steps, 0.0), 1.0)
+        delay = config.position_lr_delay_mult + (1 - config.position_lr_delay_mult) * math.sin(0.5 * math.pi * rise)
+    return delay * math.exp((1 - t) * math.log(init) + t * math.log(final))
