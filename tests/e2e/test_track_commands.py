@@ -3,10 +3,13 @@ user's FLAME folder, named by no capture; cached by the clip's content and that 
 and ``render RUN --drive VIDEO`` reenacts from another clip, every frame of it, tracked first with the run's FLAME;
 ``track`` refuses an output folder that holds files, one line, nothing changed."""
 
+import functools
+
 import torch
 
 from headfields.commands import main
 from headfields.data import load_insta_dataset
+from headfields.fitting import LandmarkTrackingConfig
 from headfields.media import read_video, write_video
 from headfields.synthetic import SyntheticVideoConfig, make_synthetic_video, write_synthetic_flame
 from headfields.tracking import tracked_capture, video_tracker
@@ -27,8 +30,13 @@ def _clip(root, path, seed, rotation):
 def test_train_and_drive_from_videos(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("HEADFIELDS_MEDIAPIPE", str(mediapipe_folder()))  # the installed models, before the cache moves
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    # The avatar refinement run, not its accuracy (test_avatar_refinement.py): minutes at 512 px by default.
+    # The avatar refinement run, not its accuracy (test_avatar_refinement.py): minutes at 512 px by default. Likewise the
+    # FLAME fit's stages, few steps, and the iBUG table for MediaPipe's points (the model's own views, 13 s for the two
+    # clips, are test_video_tracker.py's): what these commands track with, not how well.
     monkeypatch.setattr(video_tracker, "DEFAULT_REFINEMENT", AvatarRefinementConfig(avatar_steps=5, refit_steps=1, size=32))
+    fit = LandmarkTrackingConfig(keyframe_steps=4, frame_steps=3, global_steps=3, photometric_steps=2)
+    quick = functools.partial(video_tracker.VideoTrackerConfig, fit=fit, correspondence="table")
+    monkeypatch.setattr(video_tracker, "VideoTrackerConfig", quick)
     clip = _clip(tmp_path / "a", tmp_path / "me.mp4", seed=0, rotation=90)
     other = _clip(tmp_path / "b", tmp_path / "other.mp4", seed=1, rotation=0)
 

@@ -180,8 +180,8 @@ def test_an_interrupted_run_resumes_from_its_cues(source, tmp_path, monkeypatch)
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    fit = replace(VideoTrackerConfig().fit, keyframe_steps=2, frame_steps=2, global_steps=2)
-    config = VideoTrackerConfig(fit=fit, refine=TINY_AVATAR)
+    fit = replace(VideoTrackerConfig().fit, keyframe_steps=2, frame_steps=2, global_steps=2, photometric_steps=1)
+    config = VideoTrackerConfig(fit=fit, refine=TINY_AVATAR, correspondence="table")  # the resume, not the fit
     for stage in ("track_landmarks", "refine_tracking"):  # the FLAME fit's, then the avatar's
         with monkeypatch.context() as patch:
             patch.setattr(video_tracker, stage, interrupted)
