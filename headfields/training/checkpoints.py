@@ -73,11 +73,11 @@ class RunFolder:
     def __init__(self, path: str | Path, force: bool = False):
         if not isinstance(path, str | os.PathLike):
             raise TypeError(f"out: expected a folder path, got {type(path).__name__}")
-        self.path, self.force, self._given = Path(path), force, path  # (Path("") is ".": the given one is checked)
+        self.path, self.force = Path(path), force
         self._lock = None
 
     def open(self) -> RunFolder:
-        check_run_folder(self._given, self.force)
+        check_run_folder(self.path, self.force)
         probe_folder(self.path, "out")
         self._lock = lock_file(
             self.path / LOCK_NAME,
@@ -110,10 +110,9 @@ def is_run_folder(path: str | Path) -> bool:
 
 def check_run_folder(path: str | Path, force: bool = False) -> None:
     """Refuse ``path`` as a run's ``out`` where it holds files but no run (see :class:`RunFolder`), unless ``force``.
-    (A file in the way is left to the folder's probe, which names it.)"""
+    (A file in the way is left to the folder's probe, which names it. An empty path is the current folder, as
+    ``Path("")`` is: refused so when it holds files, named as the current folder.)"""
     path = Path(path)
-    if not os.fspath(path):
-        raise ValueError("out: expected a run folder, got an empty path (an unset variable?)")
     if not force and path.is_dir() and not is_run_folder(path):
         shown = f"{path} (the current folder)" if path.absolute() == Path.cwd() else str(path)
         raise ValueError(

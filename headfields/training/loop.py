@@ -111,8 +111,8 @@ def train(
             loop = _Loop(model, train_frames, eval_frames, folder.path, config, device, log, start)
             # A new run's config.json now; a resumed one's is replaced with its next checkpoint, which carries it: a
             # rerun stopped before then leaves the run as it was, its config.json the checkpoint's.
-            if not loop.resume_if(resume) and start.described is not None and loop.lead:
-                write_atomic(folder.path / CONFIG_NAME, start.described + "\n")
+            if not loop.resume_if(resume) and loop.lead:
+                loop.write_config()
             return loop.run()
     finally:
         folder.close()
@@ -135,6 +135,7 @@ class _Loop:
     ) -> None:
         self.model, self.config, self.device, self.out, self.log = model, config, device, out, log
         self.train_frames, self.eval_frames, self.described = train_frames, eval_frames, start.described
+        self.config_written = False  # config.json, replaced once by this process: see train()
         strategy, more_eval = start.strategy, start.more_eval
         self.perceptual, self.perceptual_vgg = start.perceptual
         self.rank, self.ranks = distributed.rank(), distributed.world_size()
@@ -220,9 +221,15 @@ class _Loop:
             **({} if self.strategy is None else self.strategy.state_dict()),
         }
         save_checkpoint(state, self.checkpoint)
-        if self.described is not None:  # with the checkpoint that carries it (a resumed run's changed budget)
-            write_atomic(self.out / CONFIG_NAME, self.described + "\n")
+        if not self.config_written:  # with the checkpoint that carries it (a resumed run's changed budget)
+            self.write_config()
         self.last_save = time.monotonic()
+
+    def write_config(self) -> None:
+        """``config.json``: this process's configuration, written once (a new run's before training)."""
+        if self.described is not None:
+            write_atomic(self.out / CONFIG_NAME, self.described + "\n")
+        self.config_written = True
 
     def checkpoint_due(self) -> bool:
         c = self.config
