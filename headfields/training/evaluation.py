@@ -349,12 +349,13 @@ def evaluate(
             if network is None:
                 continue
             on = network.device
+            images = pred.to(on), truth.to(on)  # once for the network's scores of the frame
             with torch.no_grad():
-                full[key].append(float(network(pred.to(on), truth.to(on))))
+                full[key].append(float(network(*images)))
                 if key == "lpips":
-                    ga["lpips"].append(float(network(pred.to(on), truth.to(on), normalize=False)))
+                    ga["lpips"].append(float(network(*images, normalize=False)))
                 if mask is not None and bool(mask.any()):
-                    inside[key].append(float(network(pred.to(on), truth.to(on), mask=mask.to(on))))
+                    inside[key].append(float(network(*images, mask=mask.to(on))))
         for name, c in codes.items():
             region = torch.isin(frames.segmentation[f].cpu(), c)
             if bool(region.any()):
