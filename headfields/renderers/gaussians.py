@@ -397,20 +397,18 @@ def check_backend(backend: Backend, name: str = "backend") -> None:
     """Refuse a ``backend`` this process cannot draw with (gsplat's, without the gsplat package) before any work: a
     run asking for it fails before its folder is written, not at its first frame. ``name``: the caller's setting."""
     if backend == "gsplat":
-        try:
-            _gsplat_rasterization()
-        except ImportError as error:
-            raise ImportError(f"{name}:" + str(error).removeprefix("backend:").replace("backend=", f"{name}=")) from None
+        _gsplat_rasterization(name)
 
 
-def _gsplat_rasterization():
-    """gsplat's ``rasterization``, imported at the call: gsplat is an optional extra (it builds a CUDA extension)."""
+def _gsplat_rasterization(name: str = "backend"):
+    """gsplat's ``rasterization``, imported at the call: gsplat is an optional extra (it builds a CUDA extension).
+    ``name``: the setting that asked for it, in the error."""
     try:
         from gsplat import rasterization
     except ImportError as error:
         raise ImportError(
-            f"backend: 'gsplat' needs the gsplat package ({error}): pip install 'headfields[gsplat]' on a machine with "
-            "CUDA, or take backend='warp' (the default)"
+            f"{name}: 'gsplat' needs the gsplat package ({error}): pip install 'headfields[gsplat]' on a machine with "
+            f"CUDA, or take {name}='warp' (the default)"
         ) from None
     return rasterization
 
