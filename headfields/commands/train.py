@@ -73,8 +73,9 @@ def train(model: str, argv: list[str]) -> tuple[dict | None, Path, torch.device]
 def run_config(model: str, argv: list[str]) -> tuple[RunConfig, Path, str]:
     """The run that ``python -m headfields train model *argv`` trains, its folder and its device.
 
-    Where each setting starts: ``--config``'s saved run (its recipe, training settings and subject), else the
-    recipe ``--recipe`` names (default: "paper" on CUDA, "cpu" on a CPU) and the model's training defaults; the
+    Where each setting starts: ``--config``'s saved run (its recipe, training settings and subject), else, without
+    ``--recipe``, the run ``--out`` holds (a rerun resumes with its own settings), else the recipe ``--recipe``
+    names (default: "paper" on CUDA, "cpu" on a CPU) and the model's training defaults; the
     flags given then change it. Example: ``run_config("insta", ["--max-minutes", "1"])[0].training.max_minutes``."""
     run, flags = _parsed(model, argv)
     return run, flags.out, flags.device

@@ -172,15 +172,15 @@ def _paper_model(module_name: str, build, config_name: str, **more) -> ModelEntr
 
     module = importlib.import_module(f"{__package__}.{module_name}")
     recipes = {"paper": module.paper_config, "cpu": module.cpu_config}
-    more.setdefault("unread_training", tuple(getattr(module, "UNREAD_TRAINING_FIELDS", ())))  # declared where it lives
+    more.setdefault("unread_training", _unread_training(module_name))  # declared where it lives
     return ModelEntry(build, recipes, config_type=getattr(module, config_name), **more)
 
 
 def _unread_training(module_name: str) -> tuple[str, ...]:
-    """``UNREAD_TRAINING_FIELDS`` of the module (below this package) that runs a model's training."""
+    """``UNREAD_TRAINING_FIELDS`` of the module (below this package) that runs a model's training (none: ())."""
     import importlib
 
-    return tuple(importlib.import_module(f"{__package__}.{module_name}").UNREAD_TRAINING_FIELDS)
+    return tuple(getattr(importlib.import_module(f"{__package__}.{module_name}"), "UNREAD_TRAINING_FIELDS", ()))
 
 
 def _mix(name: str) -> ModelEntry:
