@@ -42,7 +42,7 @@ from .training.checkpoints import (
     run_fingerprint,
 )
 from .training.ema import ExponentialMovingAverage
-from .training.unused import check_unused
+from .training.unused import check_unread_settings, check_unused
 
 __all__ = ["Run", "RunConfig", "SubjectSource", "load_run", "read_run_config", "run_checkpoint", "train_run"]
 
@@ -155,6 +155,8 @@ def train_run(run: RunConfig, out: str | Path, device: str | torch.device | None
     check_run_folder(out, train_options.get("force", False))  # before minutes of loading: the user's own folder
     entry = model_entry(run.model)
     check_unused(run.training, entry.unread_training, f"{run.model}'s run")  # before the subject loads
+    if entry.unread_recipe is not None and not (Path(out) / CHECKPOINT_NAME).is_file():  # (a resumed run: its own)
+        check_unread_settings(run.recipe, entry.unread_recipe(run.recipe), _recipes(run), run.model)
     if entry.train is not None:
         return entry.train(run, out, device, **train_options)
     subject = run.subject.load(device)
@@ -164,6 +166,14 @@ def train_run(run: RunConfig, out: str | Path, device: str | torch.device | None
     model = build_model(run.model, subject, run.recipe).to(device)
     more = subject.more_held_out
     return train(model, subject.train, subject.eval, out, run.training, device=device, run=run, more_eval=more, **train_options)
+
+
+def _recipes(run: RunConfig) -> list:
+    """What an unread setting of ``run`` may hold: a value the model's recipes or its configuration class give it
+    (the recipe it names first). A configuration built in code may start from any of them."""
+    entry = model_entry(run.model)
+    names = sorted(entry.recipes, key=lambda name: name != run.recipe_name)
+    return [*(entry.recipe(name) for name in names), type(run.recipe)()]
 
 
 @dataclass

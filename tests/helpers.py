@@ -59,6 +59,22 @@ def tiny_nphm_config(sdf_width: int = 16):
     )
 
 
+def tiny_flame_prior(flame, config=None, seed: int = 0):
+    """A frozen NPHM prior on ``flame``'s anchors (``config``: :func:`tiny_nphm_config`'s by default), its anchor
+    predictor at zero (the anchors are the template's), weights drawn from ``seed``: what MonoNPHM's tests track."""
+    from headfields.models.mononphm import Nphm
+    from headfields.synthetic import anchor_vertices
+
+    ids, mirror = anchor_vertices(flame)
+    neutral = flame().canonical_vertices
+    torch.manual_seed(seed)
+    prior = Nphm(neutral[ids], mirror, (neutral.amin(0) + neutral.amax(0)) / 2, 1, 1, config or tiny_nphm_config())
+    with torch.no_grad():
+        prior.anchor_offsets[-1].weight.zero_()
+        prior.anchor_offsets[-1].bias.zero_()
+    return prior.requires_grad_(False)
+
+
 @contextlib.contextmanager
 def shapes_unchecked():
     """The jaxtyping runtime checker off inside (every thread: its switch is global), back as it was after. For the

@@ -15,7 +15,7 @@ from .base import (
     RigidDeformerConfig,
     check_deformer_input,
 )
-from .blend_fields import BlendFieldConfig, BlendFieldDeformer
+from .blend_fields import BlendFieldConfig, BlendFieldDeformer, expression_and_jaw
 from .error_correction import (
     CorrectionRegularizers,
     ErrorCorrectionConfig,
@@ -66,6 +66,7 @@ __all__ = [
     "bind_gaussians",
     "binding_regularisers",
     "check_deformer_input",
+    "expression_and_jaw",
     "face_frames",
     "find_preimage",
     "log_quaternion_to_rotation",

@@ -184,7 +184,7 @@ class BlendFieldDeformer(Deformer):
                 f"condition: expected one for a deformer with condition_dim={self.condition_dim}; the default "
                 f"(expression and jaw pose) has {width} values"
             )
-        return torch.cat([head.expression[frame], head.pose[frame, self.jaw_index]], dim=-1)
+        return expression_and_jaw(head, frame, self.jaw_index)
 
     def canonicalize(
         self,
@@ -247,6 +247,13 @@ class BlendFieldDeformer(Deformer):
 
     def extra_repr(self) -> str:
         return f"condition_dim={self.condition_dim}, num_fields={self.num_fields}, field={self.config.field!r}"
+
+
+def expression_and_jaw(head: Head, frame: Int[Tensor, " N"], jaw_index: int) -> Float[Tensor, "N C"]:
+    """The blend basis' default condition of frames ``frame``: ``[head.expression, head.pose[:, jaw_index]]``."""
+    if jaw_index >= head.pose.shape[1]:
+        raise ValueError(f"head: expected at least {jaw_index + 1} joints (the jaw's index), got {head.pose.shape[1]}")
+    return torch.cat([head.expression[frame], head.pose[frame, jaw_index]], dim=-1)
 
 
 def _blend(coefficients: Float[Tensor, "N K"], basis: Float[Tensor, "N K 3"]) -> Float[Tensor, "N 3"]:

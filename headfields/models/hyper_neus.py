@@ -36,7 +36,14 @@ from ..training import OptimizerConfig, RayBatch, StepOutput
 from .neus_model import NEUS_UNREAD_TRAINING_FIELDS as UNREAD_TRAINING_FIELDS
 from .neus_model import NeusConfig, NeusModel
 
-__all__ = ["UNREAD_TRAINING_FIELDS", "HyperNeusAvatar", "HyperNeusConfig", "cpu_config", "paper_config"]
+__all__ = [
+    "UNREAD_TRAINING_FIELDS",
+    "HyperNeusAvatar",
+    "HyperNeusConfig",
+    "cpu_config",
+    "paper_config",
+    "unread_recipe_fields",
+]
 
 
 @dataclass(frozen=True)
@@ -77,6 +84,17 @@ class HyperNeusConfig(NeusConfig):
             raise ValueError(f"canonical: expected 'anchors' or 'global', got {self.canonical!r}")
         check_count("num_anchors", self.num_anchors, 1)
         check_count("correspondence_vertices", self.correspondence_vertices, 0)
+
+
+def unread_recipe_fields(config: HyperNeusConfig) -> dict[str, str]:
+    """The canonical SDF the recipe does not build (dotted name -> why; the registry refuses a change to it)."""
+    why = f"with canonical={config.canonical!r}"
+    if config.canonical != "anchors":
+        return {"num_anchors": why, "anchor_sdf": why}
+    unread = {"global_sdf": why}
+    if config.anchor_sdf.global_distance is not None:  # the global member's weight: a Gaussian's at that distance
+        unread["anchor_sdf.global_weight"] = f"with anchor_sdf.global_distance={config.anchor_sdf.global_distance}"
+    return unread
 
 
 def cpu_config(**overrides) -> HyperNeusConfig:

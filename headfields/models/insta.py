@@ -61,6 +61,7 @@ __all__ = [
     "insta_deformer",
     "insta_face_masks",
     "paper_config",
+    "unread_recipe_fields",
 ]
 
 # INSTA's hash grid (configs/nerf/main.json "encoding": 16 levels of 8 features, 2^18 rows, base resolution 16).
@@ -224,6 +225,12 @@ def insta_face_masks(head: Head, config: InstaConfig) -> InstaFaceMasks:
             label[mask] = rank
     scale, blend, _, lips, _ = (None if mask is None else label == rank for rank, mask in enumerate(order))
     return InstaFaceMasks(scale=scale, blend=blend, lips=lips)
+
+
+def unread_recipe_fields(config: InstaConfig) -> dict[str, str]:
+    """The settings the recipe leaves unread (dotted name -> why; the registry refuses a change to them): the mesh
+    box's inflation inside INSTA's fixed cube."""
+    return {"box_inflation": f"with box_size={config.box_size} (INSTA's cube)"} if config.box_size is not None else {}
 
 
 def insta_box(canonical_vertices: Tensor, config: InstaConfig) -> Tensor:

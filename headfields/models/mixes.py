@@ -6,7 +6,7 @@ trains on and the paper model it is compared with (``benchmarks/compare.py``, ``
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from torch import nn
@@ -15,9 +15,9 @@ from ..data import FrameSet
 from ..deformers import DeformerChain, HyperDeformer, HyperDeformerConfig, TriangleFrameDeformer
 from ..encoders import HashGrid, HashGridConfig, HyperEncoding
 from ..parametric import SubjectModel
-from .insta import Insta, InstaConfig, insta_deformer, insta_face_masks
+from .insta import Insta, InstaConfig, insta_deformer, insta_face_masks, unread_recipe_fields
 from .insta import cpu_config as insta_cpu_config
-from .monoavatar import MonoAvatar, MonoAvatarConfig, cpu_config
+from .monoavatar import MonoAvatar, MonoAvatarConfig, cpu_config, unread_settings
 from .neus_avatar import NeusAvatar, NeusAvatarConfig
 from .neus_model import NEUS_UNREAD_TRAINING_FIELDS
 
@@ -70,6 +70,7 @@ class Mix:
     peer: str  # the closest paper model (for "MonoNPHM", compare.py runs its networks without the prior: hyper_neus)
     eval_every: int = 1000
     unread_training: tuple[str, ...] = ()  # TrainingConfig's fields its steps have no use for (refused when set)
+    unread_recipe: Callable[[object], Mapping[str, str]] | None = None  # its recipe's fields a mode leaves unread
 
     @property
     def name(self) -> str:
@@ -80,6 +81,8 @@ MIXES = {
     "mix_triangle_neus": Mix(
         triangle_neus, NeusAvatarConfig, 512, None, "MonoNPHM", eval_every=500, unread_training=NEUS_UNREAD_TRAINING_FIELDS
     ),
-    "mix_anchored_hashgrid": Mix(anchored_hashgrid, anchored_hashgrid_config, 1024, 4, "MonoAvatar"),
-    "mix_hyper_insta": Mix(hyper_insta, insta_cpu_config, 2048, None, "INSTA"),
+    "mix_anchored_hashgrid": Mix(
+        anchored_hashgrid, anchored_hashgrid_config, 1024, 4, "MonoAvatar", unread_recipe=unread_settings
+    ),
+    "mix_hyper_insta": Mix(hyper_insta, insta_cpu_config, 2048, None, "INSTA", unread_recipe=unread_recipe_fields),
 }

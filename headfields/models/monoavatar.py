@@ -53,7 +53,7 @@ from ..renderers.hierarchical import merge_samples
 from ..renderers.samples import PackedSamples, SlotSamples
 from ..training import OptimizerConfig, RayBatch, StepOutput
 
-__all__ = ["MonoAvatar", "MonoAvatarConfig", "cpu_config", "paper_config"]
+__all__ = ["MonoAvatar", "MonoAvatarConfig", "cpu_config", "paper_config", "unread_recipe_fields", "unread_settings"]
 
 # NeRF (Mildenhall et al. 2020), whose coarse + fine sampling MonoAvatar follows: 64 coarse and 128 fine samples
 # per ray; PAPERS.md gives MonoAvatar's no counts of its own.
@@ -103,14 +103,37 @@ class MonoAvatarConfig:
         for name in ("feature_dim", "uv_resolution", "direction_frequencies", "coarse_samples", "fine_samples"):
             check_count(name, getattr(self, name), 1)
         check_count("correction_samples", self.correction_samples, 0)
-        if self.code_decoder.resolution != self.uv_resolution:
+        # The UV network the features read matches them (the other is not built: unread_settings).
+        if self.features == "code_cnn" and self.code_decoder.resolution != self.uv_resolution:
             got = self.code_decoder.resolution
             raise ValueError(f"code_decoder: expected resolution = uv_resolution = {self.uv_resolution}, got {got}")
-        for name, channels in (("unet", self.unet.out_channels), ("code_decoder", self.code_decoder.out_channels)):
-            if channels != self.feature_dim:
-                raise ValueError(f"{name}: expected out_channels = feature_dim = {self.feature_dim}, got {channels}")
+        networks = {"displacement": ("unet", self.unet), "code_cnn": ("code_decoder", self.code_decoder)}
+        name, network = networks.get(self.features, (None, None))
+        if network is not None and network.out_channels != self.feature_dim:
+            raise ValueError(f"{name}: expected out_channels = feature_dim = {self.feature_dim}, got {network.out_channels}")
         for name in ("padding", "shell", "box_inflation"):
             check_positive(name, getattr(self, name))
+
+
+def unread_settings(config: MonoAvatarConfig) -> dict[str, str]:
+    """The fields of ``config`` its own settings leave unread (dotted name -> why): the UV network the vertex
+    features do not use, and the correction's samples without a correction."""
+    why, unread = f"with features={config.features!r}", {}
+    if config.features != "code_cnn":
+        unread["code_decoder"] = why
+    if config.features != "displacement":
+        unread["unet"] = why
+    if config.features not in ("displacement", "code_cnn"):  # (code_cnn's resolution: code_decoder's, held equal)
+        unread["uv_resolution"] = why
+    if config.error_correction is None:
+        unread["correction_samples"] = "with error_correction=None"
+    return unread
+
+
+def unread_recipe_fields(config: MonoAvatarConfig) -> dict[str, str]:
+    """What MonoAvatar's run leaves unread (the registry refuses a change to them): :func:`unread_settings`, and
+    the point encoder's box, which only a model given a point encoder reads (the anchored hash grid mix)."""
+    return {**unread_settings(config), "box_inflation": "without a point encoder (the anchored hash grid mix has one)"}
 
 
 def paper_config(**overrides) -> MonoAvatarConfig:

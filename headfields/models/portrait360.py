@@ -10,6 +10,7 @@ box) → decode (NeRF MLPs) → composite → Huber loss.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -28,6 +29,7 @@ from ..deformers import (
     SkinningDeformer,
     TriangleDeformerConfig,
     TriangleFrameDeformer,
+    expression_and_jaw,
 )
 from ..encoders import HashGrid, HashGridConfig, SphericalHarmonics
 from ..fields import FrameCondition, NerfField, UnitBox, inflated_box, padded_box
@@ -46,7 +48,7 @@ from ..renderers import (
 )
 from ..training import OptimizerConfig, RayBatch, StepOutput
 
-__all__ = ["Portrait360", "Portrait360Config", "cpu_config", "paper_config"]
+__all__ = ["Portrait360", "Portrait360Config", "cpu_config", "paper_config", "unread_recipe_fields"]
 
 BlendKind = Literal["deformation", "colour"]
 FACING = (0.0, 0.0, 1.0)  # SMPL-X and FLAME face +z in their rest pose
@@ -90,6 +92,22 @@ class Portrait360Config:
             check_positive(name, getattr(self, name))
 
 
+def unread_recipe_fields(config: Portrait360Config) -> dict[str, str]:
+    """The blend basis' settings the recipe leaves unread (dotted name -> why; the registry refuses a change to them):
+    the basis' magnitude weight (the portrait's loss has no such term), and what its field kind, its treatment of the
+    points outside its box or the colour ablation leave unused."""
+    b = config.blend_fields
+    unread = {"blend_fields.magnitude_weight": "(its loss is the Huber photometric term alone: the paper names no other)"}
+    if config.blend != "deformation":  # the mapping network conditions the colour: no displacement fields
+        basis = ("field", "hashgrid", "mlp_hidden_dim", "mlp_layers", "position_frequencies", "outside", "taper")
+        why = f"with blend={config.blend!r}"
+        return unread | {f"blend_fields.{name}": why for name in basis} | {"static_regions": why}
+    unread[f"blend_fields.{'position_frequencies' if b.field == 'hashgrid' else 'hashgrid'}"] = f"with field={b.field!r}"
+    if b.outside == "clamp":
+        unread["blend_fields.taper"] = "with outside='clamp'"
+    return unread
+
+
 def paper_config(**overrides) -> Portrait360Config:
     """The paper's recipe (what it says, our sizes where it is silent), then ``overrides``: ``Portrait360Config()``."""
     return Portrait360Config(**overrides)
@@ -118,15 +136,16 @@ class Portrait360(nn.Module):
         self.facing_joint = names.index(joint)
         rest = parametric()
         condition_dim = parametric.num_expression + 3  # expression and jaw pose
-        blend = BlendFieldDeformer(condition_dim, self._moving_box(rest), c.blend_fields, names)
         deformers = [SkinningDeformer(), TriangleFrameDeformer(TriangleDeformerConfig(source="rest"))]
-        decoder, condition = c.decoder, None
+        decoder, condition, b = c.decoder, None, c.blend_fields
         if c.blend == "deformation":
-            deformers.append(blend)
+            deformers.append(BlendFieldDeformer(condition_dim, self._moving_box(rest), b, names))
         else:  # the ablation: the same mapping network, its coefficients condition the colour, never the density
-            b = c.blend_fields
+            if b.jaw_joint not in names:
+                raise ValueError(f"blend_fields: expected jaw_joint one of the model's joints {names}, got {b.jaw_joint!r}")
             network = mlp(condition_dim, b.mapping_hidden_dim, b.mapping_layers, b.num_fields)
-            condition = FrameCondition(blend.head_condition, network, b.num_fields)
+            inputs = functools.partial(expression_and_jaw, jaw_index=names.index(b.jaw_joint))
+            condition = FrameCondition(inputs, network, b.num_fields)
             decoder = dataclasses.replace(decoder, cond_to_color=True, cond_to_density=False)
         encoder, directions = HashGrid(c.hash_grid), SphericalHarmonics(c.sh_degree)
         cond_dim = 0 if condition is None else condition.dim

@@ -39,7 +39,9 @@ class ModelEntry:
     commands refuse their flags for rays and surfaces (``render --chunk``, ``export --level``) before writing;
     ``subject_flags``: the train command's subject flags the model's run reads (the others are refused when given);
     ``unread_training``: the :class:`TrainingConfig` fields its run does not read (its module's
-    ``UNREAD_TRAINING_FIELDS``), refused when set before anything is loaded or written."""
+    ``UNREAD_TRAINING_FIELDS``), refused when set before anything is loaded or written; ``unread_recipe``: the
+    recipe fields a configuration's mode leaves unread (its module's ``unread_recipe_fields(config)``: dotted name ->
+    why; None: it reads them all), refused when changed from the recipe."""
 
     build: Callable[[Subject, Any], nn.Module]
     recipes: Mapping[str, Callable[[], Any]]
@@ -52,6 +54,7 @@ class ModelEntry:
     rasterised: bool = False
     subject_flags: tuple[str, ...] = SUBJECT_FLAGS
     unread_training: tuple[str, ...] = ()
+    unread_recipe: Callable[[Any], Mapping[str, str]] | None = field(default=None, compare=False)
 
     def recipe(self, name: str) -> Any:
         if name not in self.recipes:
@@ -172,15 +175,25 @@ def _paper_model(module_name: str, build, config_name: str, **more) -> ModelEntr
 
     module = importlib.import_module(f"{__package__}.{module_name}")
     recipes = {"paper": module.paper_config, "cpu": module.cpu_config}
-    more.setdefault("unread_training", _unread_training(module_name))  # declared where it lives
+    more.setdefault("unread_training", _unread_training(module_name))  # declared where they live
+    more.setdefault("unread_recipe", _unread_recipe(module_name))
     return ModelEntry(build, recipes, config_type=getattr(module, config_name), **more)
 
 
 def _unread_training(module_name: str) -> tuple[str, ...]:
     """``UNREAD_TRAINING_FIELDS`` of the module (below this package) that runs a model's training (none: ())."""
+    return tuple(_declared(module_name, "UNREAD_TRAINING_FIELDS", ()))
+
+
+def _unread_recipe(module_name: str) -> Callable[[Any], Mapping[str, str]] | None:
+    """``unread_recipe_fields`` of the module (below this package) that runs a model's training (none: None)."""
+    return _declared(module_name, "unread_recipe_fields", None)
+
+
+def _declared(module_name: str, name: str, default: Any) -> Any:
     import importlib
 
-    return tuple(getattr(importlib.import_module(f"{__package__}.{module_name}"), "UNREAD_TRAINING_FIELDS", ()))
+    return getattr(importlib.import_module(f"{__package__}.{module_name}"), name, default)
 
 
 def _mix(name: str) -> ModelEntry:
@@ -195,6 +208,7 @@ def _mix(name: str) -> ModelEntry:
         {"cpu": mix.config},
         training=training,
         unread_training=mix.unread_training,
+        unread_recipe=mix.unread_recipe,
     )
 
 
@@ -300,6 +314,7 @@ def _entries() -> dict[str, ModelEntry]:
             train=_train_mononphm,
             subject_flags=tuple(f for f in SUBJECT_FLAGS if f != "all_held_out"),  # its tracking scores one split
             unread_training=_unread_training("mononphm.run"),
+            unread_recipe=_unread_recipe("mononphm.run"),
         ),
         # MonoNPHM's prior on synthetic scans, what mononphm fits (headfields.models.mononphm.prior_run): of the training
         # settings it reads the steps, the budget, the seed and log_every; the CPU's: benchmarks/ablations/nphm.py's.

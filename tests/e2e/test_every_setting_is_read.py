@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny_configs import TINY_INSTA, TINY_MONOAVATAR, TINY_PORTRAIT
+from tiny_configs import TINY_ANCHORED_HASHGRID, TINY_INSTA, TINY_MONOAVATAR, TINY_PORTRAIT
 
 import headfields.runs as runs
 from headfields.checks import trusted_values
@@ -58,7 +58,7 @@ CHANGED = {
 STEP_FIELDS = ("early_stop", "precision", "samples_per_batch")  # what a ray model's step reads, or refuses
 # The tiny recipes where a model has one (the mixes' configurations are INSTA's and MonoAvatar's).
 TINY = {"insta": TINY_INSTA, "monoavatar": TINY_MONOAVATAR, "portrait360": TINY_PORTRAIT, "mix_hyper_insta": TINY_INSTA}
-TINY["mix_anchored_hashgrid"] = dataclasses.replace(TINY_MONOAVATAR, error_correction=None)
+TINY["mix_anchored_hashgrid"] = TINY_ANCHORED_HASHGRID
 
 
 class _Reached(Exception):

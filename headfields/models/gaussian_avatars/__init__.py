@@ -11,7 +11,7 @@ a step, density control after backward).
 
 from .density import DensityConfig, DensityControl, gaussian_param_groups
 from .fine_tuning import FittedTracking
-from .model import GaussianAvatar, GaussianAvatarConfig, cpu_config, paper_config
+from .model import GaussianAvatar, GaussianAvatarConfig, cpu_config, paper_config, unread_recipe_fields
 from .rates import camera_extent, learning_rates, position_learning_rate
 from .steps import REFUSED_TRAINING_FIELDS as UNREAD_TRAINING_FIELDS
 from .steps import GaussianSteps
@@ -30,4 +30,5 @@ __all__ = [
     "learning_rates",
     "paper_config",
     "position_learning_rate",
+    "unread_recipe_fields",
 ]

@@ -40,7 +40,7 @@ from .density import DensityConfig
 from .fine_tuning import FittedTracking
 from .steps import GaussianSteps
 
-__all__ = ["GaussianAvatar", "GaussianAvatarConfig", "cpu_config", "paper_config"]
+__all__ = ["GaussianAvatar", "GaussianAvatarConfig", "cpu_config", "paper_config", "unread_recipe_fields"]
 
 
 DELAY_MULT = 0.01  # GaussianAvatars' position_lr_delay_mult (arguments/__init__.py)
@@ -91,11 +91,6 @@ class GaussianAvatarConfig:
         check_count("position_lr_max_steps", self.position_lr_max_steps, 1)
         check_count("position_lr_delay_steps", self.position_lr_delay_steps, 0)
         check_positive("position_lr_delay_mult", self.position_lr_delay_mult, finite=True)
-        if self.position_lr_delay_steps == 0 and self.position_lr_delay_mult != DELAY_MULT:  # accepted and ignored
-            raise ValueError(
-                f"position_lr_delay_mult: read only with position_lr_delay_steps > 0 (3DGS's get_expon_lr_func), got "
-                f"{self.position_lr_delay_mult} with no delay steps: give --gaussian-avatar.position-lr-delay-steps too"
-            )
         if not 0 <= self.ssim_weight <= 1:
             raise ValueError(f"ssim_weight: expected a weight in [0, 1], got {self.ssim_weight}")
         rates = ("position_lr_init", "position_lr_final", "feature_lr", "opacity_lr", "scaling_lr", "rotation_lr")
@@ -124,6 +119,19 @@ class GaussianAvatarConfig:
             f"one more SH degree every {self.sh_interval:,} up to {self.sh_degree}; the position rate decayed over "
             f"{self.position_lr_max_steps:,} steps; {stop}"
         )
+
+
+def unread_recipe_fields(config: GaussianAvatarConfig) -> dict[str, str]:
+    """The settings the recipe leaves unread (dotted name -> why; the registry refuses a change to them): the FLAME
+    rates without fine-tuning, the delay's multiplier without delay steps (3DGS's get_expon_lr_func reads it only then)."""
+    unread = {}
+    if not config.fine_tune_flame:
+        unread |= dict.fromkeys(("flame_expression_lr", "flame_pose_lr", "flame_translation_lr"), "with fine_tune_flame=False")
+    if config.position_lr_delay_steps == 0:
+        unread["position_lr_delay_mult"] = "with position_lr_delay_steps=0 (give the delay's steps too)"
+    if not config.density.prune_by_screen_size:
+        unread["density.max_screen_radius"] = "with density.prune_by_screen_size=False"
+    return unread
 
 
 def paper_config(**overrides: Any) -> GaussianAvatarConfig:

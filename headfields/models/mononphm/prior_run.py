@@ -54,6 +54,7 @@ __all__ = [
     "paper_config",
     "train",
     "train_synthetic_prior",
+    "unread_recipe_fields",
 ]
 
 PRIOR_NAME = "prior.pt"
@@ -77,6 +78,17 @@ class NphmPriorConfig:
         for name, kind in (("scans", ScanSetConfig), ("prior", NphmConfig), ("training", PriorTrainingConfig)):
             if not isinstance(getattr(self, name), kind):
                 raise TypeError(f"{name}: expected a {kind.__name__}, got {type(getattr(self, name)).__name__}")
+
+
+def unread_recipe_fields(config: NphmPriorConfig) -> dict[str, str]:
+    """The recipe's fields the prior's training leaves unread (dotted name -> why; the registry refuses a change to
+    them): the deformer's own regulariser weights (the prior's loss weighs its deformation: training.weights), and
+    the global member's constant weight where it is a Gaussian weight at ``global_distance``."""
+    why = "(the prior's loss weighs its deformation: --nphm-prior.training.weights.*)"
+    unread = {"prior.deformer.offset_weight": why, "prior.deformer.hyper_weight": why}
+    if config.prior.sdf.global_distance is not None:
+        unread["prior.sdf.global_weight"] = f"with prior.sdf.global_distance={config.prior.sdf.global_distance}"
+    return unread
 
 
 def paper_config(**overrides) -> NphmPriorConfig:

@@ -54,7 +54,27 @@ UNREAD_TRAINING_FIELDS = unused_fields(RUN_TRAINING_FIELDS)  # refused when set 
 if TYPE_CHECKING:
     from ...data import Subject
 
-__all__ = ["RUN_TRAINING_FIELDS", "UNREAD_TRAINING_FIELDS", "build", "train"]
+__all__ = ["RUN_TRAINING_FIELDS", "UNREAD_TRAINING_FIELDS", "build", "train", "unread_recipe_fields"]
+
+# The recipe's fields the tracking leaves unread (the registry refuses a change to them): the NeuS fields a frozen
+# prior has no use for, and the stages' weights and rates for what a stage does not fit.
+_FROZEN = "(the prior is frozen: the tracking's stages fit codes, pose and lighting at their own rates)"
+_FIRST_FRAME = "(one frame: no neighbours to be smooth with)"
+_PER_FRAME = "(one frame at a time, its expression and pose alone: the identity, colour, lighting and scale stay)"
+UNREAD_RECIPE_FIELDS = {
+    "eikonal_points": _FROZEN,
+    "eikonal_weight": _FROZEN,
+    "silhouette_weight": "(the stages weigh the mask: tracking.*.mask)",
+    "optimization": _FROZEN,
+    **dict.fromkeys(("tracking.first_frame.smooth_expression", "tracking.first_frame.smooth_pose"), _FIRST_FRAME),
+    **{f"tracking.per_frame.{name}": _PER_FRAME for name in ("smooth_expression", "smooth_pose", "code_rate")},
+    **{f"tracking.per_frame.{name}": _PER_FRAME for name in ("colour_rate", "lighting_rate", "scale_rate")},
+}
+
+
+def unread_recipe_fields(config: MonoNphmConfig) -> dict[str, str]:
+    """:data:`UNREAD_RECIPE_FIELDS` (the same for every MonoNPHM recipe)."""
+    return dict(UNREAD_RECIPE_FIELDS)
 
 
 def build(subject: Subject, config: MonoNphmConfig) -> MonoNphm:

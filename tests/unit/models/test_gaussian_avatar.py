@@ -24,6 +24,7 @@ from headfields.models.gaussian_avatars import (
     GaussianAvatarConfig,
     cpu_config,
     position_learning_rate,
+    unread_recipe_fields,
 )
 from headfields.models.registry import MODELS
 from headfields.parametric import TrackedMeshModel, load_model
@@ -197,17 +198,22 @@ def test_position_rate_decays_log_linearly():
     assert position_learning_rate(config, 500, 2.0) == pytest.approx(0.0001)
 
 
-def test_the_position_rate_delay_is_3dgs_and_its_multiplier_is_not_taken_without_it():
+def test_the_position_rate_delay_is_3dgs_and_its_multiplier_is_not_taken_without_it(tmp_path):
     """3DGS's get_expon_lr_func: the rate times delay_mult + (1 - delay_mult) sin(pi/2 min(step / delay_steps, 1)).
-    GaussianAvatars passes no delay steps, so a delay multiplier alone was accepted and ignored: now refused."""
+    GaussianAvatars passes no delay steps, so a delay multiplier alone was accepted and ignored: now a run refuses it
+    (the registry's unread settings, before anything is loaded)."""
     config = GaussianAvatarConfig(position_lr_max_steps=100, position_lr_delay_steps=10, position_lr_delay_mult=0.1)
     undelayed = GaussianAvatarConfig(position_lr_max_steps=100)
     assert position_learning_rate(config, 0, 2.0) == pytest.approx(0.1 * 0.01)
     rise = 0.1 + 0.9 * math.sin(0.5 * math.pi * 0.5)
     assert position_learning_rate(config, 5, 2.0) == pytest.approx(rise * position_learning_rate(undelayed, 5, 2.0))
     assert position_learning_rate(config, 50, 2.0) == position_learning_rate(undelayed, 50, 2.0)
-    with pytest.raises(ValueError, match=r"^position_lr_delay_mult: read only with position_lr_delay_steps > 0"):
-        GaussianAvatarConfig(position_lr_delay_mult=0.5)
+    assert unread_recipe_fields(config) == unread_recipe_fields(GaussianAvatarConfig(position_lr_delay_steps=1))
+    assert "position_lr_delay_mult" in unread_recipe_fields(undelayed)
+    run = RunConfig("gaussian_avatar", GaussianAvatarConfig(position_lr_delay_mult=0.5))
+    with pytest.raises(ValueError, match=r"^position_lr_delay_mult: gaussian_avatar does not read it with position_lr_del"):
+        train_run(run, tmp_path / "run", "cpu")
+    assert not (tmp_path / "run").exists()
 
 
 def test_bad_configs_are_named(tiny_video):

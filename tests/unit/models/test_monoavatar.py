@@ -10,7 +10,7 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
-from tiny_configs import TINY_MONOAVATAR
+from tiny_configs import TINY_CODE_DECODER, TINY_MONOAVATAR
 
 from headfields.cameras import Rays
 from headfields.checks import trusted_values
@@ -29,6 +29,12 @@ from headfields.training.checkpoints import load_checkpoint
 from helpers import eager_and_graphed, fit, raises_naming
 
 TINY = TINY_MONOAVATAR
+
+
+def _with_features(features: str):
+    """TINY with vertex features ``features`` (the code CNN's variant with a code decoder of its sizes)."""
+    decoder = {"code_decoder": TINY_CODE_DECODER} if features in ("code_cnn", "code") else {}
+    return dataclasses.replace(TINY, features=features, **decoder)
 
 
 @pytest.fixture
@@ -130,7 +136,7 @@ def test_features_see_the_expression_not_the_head_pose_or_the_identity(video):
 @pytest.mark.parametrize("features", ["displacement", "code_cnn", "codes_mlp", "codes"])
 def test_vertex_features_follow_the_expression_and_static_ones_do_not(video, features):
     train_frames, _ = video
-    model = _model(train_frames, dataclasses.replace(TINY, features=features))
+    model = _model(train_frames, _with_features(features))
     head = tracked_head(model.parametric, train_frames)
     frame = torch.arange(head.num_frames)
     per_frame = model.field.encoder.frame_features(head, frame)
@@ -427,7 +433,7 @@ def test_rays_that_all_miss_the_head_render_the_background(video):
 @pytest.mark.parametrize("features", [*FEATURE_KINDS, "code"])
 def test_each_feature_ablation_builds_and_trains_a_step(video, features):
     train_frames, _ = video
-    model = _model(train_frames, dataclasses.replace(TINY, features=features, error_correction=None))
+    model = _model(train_frames, dataclasses.replace(_with_features(features), error_correction=None))
     learnt = model.field.encoder.vertex_features
     before = [p.detach().clone() for p in learnt.parameters()]
     losses, _, out = fit(model, _head_batch(model, train_frames, 32), 2)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_configs import TINY_MONONPHM
 
 from headfields.cameras import image_pixels, pixel_rays, project_points
 from headfields.data import LANDMARKS_FOLDER, load_subject, save_detected_landmarks
@@ -33,27 +34,18 @@ from headfields.runs import RunConfig, SubjectSource, load_run, train_run
 from headfields.synthetic import (
     ScanSetConfig,
     SyntheticVideoConfig,
-    anchor_vertices,
     load_ground_truth,
     make_synthetic_video,
 )
 from headfields.training import CHECKPOINT_NAME, CONFIG_NAME, evaluate, render_image
 from headfields.training.checkpoints import load_checkpoint
 
-from helpers import raises_naming, shapes_unchecked, tiny_nphm_config
+from helpers import raises_naming, shapes_unchecked, tiny_flame_prior, tiny_nphm_config
 
 TINY = tiny_nphm_config(sdf_width=16)
-FEW = mononphm.MonoNphmTracking(
-    first_frame=dataclasses.replace(mononphm.MonoNphmTracking().first_frame, steps=12),
-    per_frame=dataclasses.replace(mononphm.MonoNphmTracking().per_frame, steps=2),
-    joint=dataclasses.replace(mononphm.MonoNphmTracking().joint, steps=4),
-    rays_per_step=96,
-)
+FEW = TINY_MONONPHM.tracking
 EXAMPLES = Path(__file__).parents[3] / "examples"
-SAMPLER = mononphm.cpu_config(
-    sampler=dataclasses.replace(mononphm.cpu_config().sampler, coarse=8, per_round=8), tracking=FEW, geometry_frames=1,
-    mesh_resolution=24,
-)  # fmt: skip
+SAMPLER = TINY_MONONPHM
 
 
 @pytest.fixture(scope="module")
@@ -71,14 +63,7 @@ def _video_config() -> SyntheticVideoConfig:
 
 
 def tiny_prior(flame, seed: int = 0) -> Nphm:
-    ids, mirror = anchor_vertices(flame)
-    neutral = flame().canonical_vertices
-    torch.manual_seed(seed)
-    prior = Nphm(neutral[ids], mirror, (neutral.amin(0) + neutral.amax(0)) / 2, 1, 1, TINY)
-    with torch.no_grad():  # the anchor predictor at zero: anchors are the template's
-        prior.anchor_offsets[-1].weight.zero_()
-        prior.anchor_offsets[-1].bias.zero_()
-    return prior.requires_grad_(False)
+    return tiny_flame_prior(flame, TINY, seed)
 
 
 def _rays(frames, frame: int = 0, count: int = 16):

@@ -515,3 +515,24 @@ def test_a_step_strategy_is_checked_and_refuses_the_fields_it_names():
     check_unused(TrainingConfig(eval_every=7, checkpoint_every=3), RAY_FIELDS, "a rasteriser")  # not ray fields
     with pytest.raises(ValueError, match=r"a rasteriser does not use rays_per_batch=64, early_stop=0\.5: leave them"):
         check_unused(TrainingConfig(rays_per_batch=64, early_stop=0.5), RAY_FIELDS, "a rasteriser")
+
+
+def test_an_unread_recipe_setting_is_refused_against_the_closest_recipe_naming_its_flag_and_value():
+    """Issue 96: a setting a recipe's mode leaves unread is refused when no recipe gives it its value; the message
+    names the leaf that differs from the closest recipe, the mode, the flag and that recipe's value."""
+    from headfields.encoders import UVCodeDecoderConfig
+    from headfields.models.monoavatar import cpu_config, paper_config, unread_recipe_fields
+    from headfields.training.unused import check_unread_settings
+
+    recipes = [paper_config(), cpu_config()]  # code decoders of 256 and 128 texels
+    same = cpu_config(features="displacement", uv_resolution=64)  # the decoder at the CPU recipe's: not changed
+    check_unread_settings(same, unread_recipe_fields(same), recipes, "monoavatar")
+    changed = cpu_config(code_decoder=UVCodeDecoderConfig(resolution=128, negative_slope=0.1))
+    message = (
+        r"^code_decoder\.negative_slope: monoavatar does not read it with features='displacement'; got 0\.1: "
+        r"leave --monoavatar\.code-decoder\.negative-slope at the recipe's 0\.2$"
+    )
+    with pytest.raises(ValueError, match=message):  # against the CPU recipe's decoder (one leaf apart), not the paper's
+        check_unread_settings(changed, unread_recipe_fields(changed), recipes, "monoavatar")
+    code_cnn = cpu_config(features="code_cnn", code_decoder=UVCodeDecoderConfig(resolution=128, negative_slope=0.1))
+    check_unread_settings(code_cnn, unread_recipe_fields(code_cnn), recipes, "monoavatar")  # read there
