@@ -21,10 +21,7 @@ def _library_configs() -> list[type]:
     from .models.registry import MODELS
     from .runs import RunConfig
 
-    classes = [RunConfig]
-    for entry in MODELS.values():
-        classes += [entry.config_type] if entry.config_type is not None else [type(make()) for make in entry.recipes.values()]
-    return classes
+    return [RunConfig, *(method.config_type for method in MODELS.values())]
 
 
 def __getattr__(name: str):

@@ -85,7 +85,7 @@ def run_model(run: str | Path) -> str | None:
 def refuse_unused_flags(args: argparse.Namespace, model: str | None, flags: Mapping[str, tuple[Any, str]]) -> None:
     """Refuse the first of ``flags`` (each flag's name in ``args`` -> its default and what it sets) that ``args``
     gives another value than its default, when ``model`` (a name of the registry; None: not known yet) is rasterised
-    (``ModelEntry.rasterised``, :mod:`headfields.models.registry`): the flag would change nothing."""
+    (``Method.rasterised``, :mod:`headfields.models.method`): the flag would change nothing."""
     if model is None or not model_entry(model).rasterised:
         return
     for name, (default, sets) in flags.items():

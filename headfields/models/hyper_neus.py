@@ -32,14 +32,16 @@ from ..fields import ConcatCondition, FrameCodes, NeusField, Normalize, SharedCo
 from ..geometry import farthest_points
 from ..parametric import Head, SubjectModel, require_parametric_model
 from ..renderers import NeusSampler
-from ..training import OptimizerConfig, RayBatch, StepOutput
+from ..training import OptimizerConfig, RayBatch, StepOutput, TrainingConfig
+from .method import Method, Recipe
 from .neus_model import NEUS_UNREAD_TRAINING_FIELDS as UNREAD_TRAINING_FIELDS
 from .neus_model import NeusConfig, NeusModel
 
 __all__ = [
-    "UNREAD_TRAINING_FIELDS",
     "HyperNeusAvatar",
     "HyperNeusConfig",
+    "METHOD",
+    "UNREAD_TRAINING_FIELDS",
     "cpu_config",
     "paper_config",
     "unread_recipe_fields",
@@ -196,3 +198,24 @@ class HyperNeusAvatar(NeusModel):
             correspondence = self.correspondence_loss(head, frames, generator)
             loss, logs["correspondence"] = loss + c.correspondence_weight * correspondence, correspondence.detach()
         return StepOutput(loss=loss, rgb=out.composite.rgb, logs=logs)
+
+
+# The paper recipe renders 1,024 rays a call: NeuS's inference up-samples every ray of a call at once, each sample
+# through 13 MLPs with the SDF's graph for its normal; TrainingConfig's 8,192 held 47 GiB on an H100 (docs/results.md),
+# 1,024 about 5.6 GiB (counted on the CPU: tools/step_memory.py --render-rays).
+PAPER_TRAINING = {"render_chunk": 1024}
+
+
+def _build(subject, config: HyperNeusConfig) -> HyperNeusAvatar:
+    return HyperNeusAvatar(subject.parametric, len(subject.train), config)
+
+
+METHOD = Method(
+    "hyper_neus",
+    _build,
+    {"paper": Recipe(paper_config, PAPER_TRAINING), "cpu": Recipe(cpu_config)},
+    HyperNeusConfig,
+    training=TrainingConfig(max_minutes=20.0, rays_per_batch=512, frames_per_batch=4, eval_every=500),
+    unread_training=UNREAD_TRAINING_FIELDS,
+    unread_recipe=unread_recipe_fields,
+)

@@ -50,13 +50,16 @@ from ..renderers import (
     render_nerf_inference,
 )
 from ..renderers.occupancy import CONE_ANGLE, GRID_WARMUP_STEPS, INSTA_CONE_ANGLE
-from ..training import OptimizerConfig, RayBatch, StepOutput, random_backgrounds
+from ..training import OptimizerConfig, RayBatch, StepOutput, TrainingConfig, random_backgrounds
+from .method import CPU_SAMPLES_PER_BATCH, INFERENCE_CHUNK, Method, Recipe
 
 __all__ = [
     "INSTA_HASH_GRID",
     "Insta",
     "InstaConfig",
     "InstaFaceMasks",
+    "METHOD",
+    "PAPER_TRAINING",
     "cpu_config",
     "insta_deformer",
     "insta_face_masks",
@@ -380,3 +383,25 @@ class Insta(nn.Module):
         if background is not None:  # the running PSNR reads the colours over the recipe's background, as the frames
             rgb = rgb.detach() + (1 - result.opacity.detach())[:, None] * (fixed - background)
         return StepOutput(loss=loss, rgb=rgb, logs=logs, samples=rendered.count)
+
+
+# INSTA's paper recipe trains as its instant-ngp fork does (testbed_nerf.cu): 2^18 trained samples a step, the rays
+# adapting to fill them (target_batch_size), a ray's samples behind transmittance 1e-4 not trained (the training
+# march's early termination), in shapes fixed so that a step reads nothing back from the device. It renders a 512²
+# frame in one call: on an H100 a call's fixed work (the march's read-back, each round's launches) is what a frame of a
+# few million samples spends its time on, and four calls of 2^16 rays took 124 ms against 63 ms for one (docs/insta.md).
+PAPER_TRAINING = {"samples_per_batch": 1 << 18, "early_stop": 1e-4, "fixed_shapes": True, "render_chunk": 1 << 18}
+
+
+def _build(subject, config: InstaConfig) -> Insta:
+    return Insta(subject.parametric, subject.train.segmentation_labels, config)
+
+
+METHOD = Method(
+    "insta",
+    _build,
+    {"paper": Recipe(paper_config, PAPER_TRAINING), "cpu": Recipe(cpu_config, CPU_SAMPLES_PER_BATCH)},
+    InstaConfig,
+    training=TrainingConfig(max_minutes=15.0, rays_per_batch=2048, eval_every=500, render_chunk=INFERENCE_CHUNK),
+    unread_recipe=unread_recipe_fields,
+)

@@ -15,13 +15,15 @@ from ..data import FrameSet
 from ..deformers import DeformerChain, HyperDeformer, HyperDeformerConfig, TriangleFrameDeformer
 from ..encoders import HashGrid, HashGridConfig, HyperEncoding
 from ..parametric import SubjectModel
+from ..training import TrainingConfig
 from .insta import Insta, InstaConfig, insta_deformer, insta_face_masks, unread_recipe_fields
 from .insta import cpu_config as insta_cpu_config
+from .method import Method, Recipe
 from .monoavatar import MonoAvatar, MonoAvatarConfig, cpu_config, unread_settings
 from .neus_avatar import NeusAvatar, NeusAvatarConfig
 from .neus_model import NEUS_UNREAD_TRAINING_FIELDS
 
-__all__ = ["MIXES", "Mix", "anchored_hashgrid", "anchored_hashgrid_config", "hyper_insta", "triangle_neus"]
+__all__ = ["METHODS", "MIXES", "Mix", "anchored_hashgrid", "anchored_hashgrid_config", "hyper_insta", "triangle_neus"]
 
 # A small backward field (MonoNPHM's is 6 x 400): it runs on every sample INSTA keeps.
 HYPER = HyperDeformerConfig(hidden_dim=64, hidden_layers=3, skip_layer=None, hyper_dim=2, position_frequencies=4)
@@ -65,6 +67,7 @@ def hyper_insta(parametric: SubjectModel, train_frames: FrameSet, config: InstaC
 class Mix:
     build: Callable[[SubjectModel, FrameSet, object], nn.Module]  # (parametric, train_frames, config)
     config: Callable[[], object]  # the mix's recipe (what build uses without a config)
+    config_type: type  # its class
     rays_per_batch: int
     frames_per_batch: int | None  # rays from this many frames per batch (None: all)
     peer: str  # the closest paper model (for "MonoNPHM", compare.py runs its networks without the prior: hyper_neus)
@@ -76,13 +79,34 @@ class Mix:
     def name(self) -> str:
         return (self.build.__doc__ or "").strip().rstrip(".")
 
+    def method(self, key: str) -> Method:
+        """The mix as the registry's method ``key``: its one recipe ("cpu"), five minutes of training."""
+        batches = {"rays_per_batch": self.rays_per_batch, "frames_per_batch": self.frames_per_batch}
+        return Method(
+            key,
+            lambda subject, config: self.build(subject.parametric, subject.train, config),
+            {"cpu": Recipe(self.config)},
+            self.config_type,
+            training=TrainingConfig(max_minutes=5.0, eval_every=self.eval_every, **batches),
+            unread_training=self.unread_training,
+            unread_recipe=self.unread_recipe,
+        )
+
 
 MIXES = {
     "mix_triangle_neus": Mix(
-        triangle_neus, NeusAvatarConfig, 512, None, "MonoNPHM", eval_every=500, unread_training=NEUS_UNREAD_TRAINING_FIELDS
+        triangle_neus,
+        NeusAvatarConfig,
+        NeusAvatarConfig,
+        512,
+        None,
+        "MonoNPHM",
+        eval_every=500,
+        unread_training=NEUS_UNREAD_TRAINING_FIELDS,
     ),
     "mix_anchored_hashgrid": Mix(
-        anchored_hashgrid, anchored_hashgrid_config, 1024, 4, "MonoAvatar", unread_recipe=unread_settings
+        anchored_hashgrid, anchored_hashgrid_config, MonoAvatarConfig, 1024, 4, "MonoAvatar", unread_recipe=unread_settings
     ),
-    "mix_hyper_insta": Mix(hyper_insta, insta_cpu_config, 2048, None, "INSTA", unread_recipe=unread_recipe_fields),
+    "mix_hyper_insta": Mix(hyper_insta, insta_cpu_config, InstaConfig, 2048, None, "INSTA", unread_recipe=unread_recipe_fields),
 }
+METHODS = [mix.method(key) for key, mix in MIXES.items()]  # the registry's

@@ -36,7 +36,7 @@ from ..encoders import (
 from ..encoders.mesh_features import feature_kind
 from ..fields import NerfField, UnitBox, inflated_box
 from ..losses import mse_loss
-from ..parametric import Head, SubjectModel
+from ..parametric import Head, ParametricModel, SubjectModel, add_mouth_interior
 from ..renderers import (
     CPU_SHELL,
     EARLY_STOP_TRANSMITTANCE,
@@ -51,9 +51,18 @@ from ..renderers import (
 )
 from ..renderers.hierarchical import merge_samples
 from ..renderers.samples import PackedSamples, SlotSamples
-from ..training import OptimizerConfig, RayBatch, StepOutput
+from ..training import OptimizerConfig, RayBatch, StepOutput, TrainingConfig
+from .method import INFERENCE_CHUNK, Method, Recipe
 
-__all__ = ["MonoAvatar", "MonoAvatarConfig", "cpu_config", "paper_config", "unread_recipe_fields", "unread_settings"]
+__all__ = [
+    "METHOD",
+    "MonoAvatar",
+    "MonoAvatarConfig",
+    "cpu_config",
+    "paper_config",
+    "unread_recipe_fields",
+    "unread_settings",
+]
 
 # NeRF (Mildenhall et al. 2020), whose coarse + fine sampling MonoAvatar follows: 64 coarse and 128 fine samples
 # per ray; PAPERS.md gives MonoAvatar's no counts of its own.
@@ -306,3 +315,32 @@ class MonoAvatar(nn.Module):
         if in_slots:
             samples = SampleCount(coarse.count.marched, samples.trained, out.count.dropped)
         return StepOutput(loss=loss, rgb=out.composite.rgb, logs=logs, samples=samples)
+
+
+def _build(subject, config: MonoAvatarConfig) -> MonoAvatar:
+    parametric = subject.parametric
+    # Real FLAME has no mouth cavity: MonoAvatar anchors features inside it. A capture's own tracked meshes (no
+    # model files) fix the topology, so they are used as the tracker made them.
+    if isinstance(parametric, ParametricModel) and "mouth_interior" not in parametric.regions:
+        if subject.train.params is None:
+            raise ValueError(
+                "data: a capture with tracked meshes needs a FLAME with a mouth interior for MonoAvatar (its meshes "
+                "fix the topology); track with parameters, or use such a model"
+            )
+        parametric = add_mouth_interior(parametric)
+    return MonoAvatar(parametric, len(subject.train), config)
+
+
+# Two networks a sample and four frames' UV CNN a step: half the other CPU recipes' budget (method.CPU_SAMPLES_PER_BATCH).
+CPU_TRAINING = {"samples_per_batch": 1 << 13}
+
+METHOD = Method(
+    "monoavatar",
+    _build,
+    {"paper": Recipe(paper_config), "cpu": Recipe(cpu_config, CPU_TRAINING)},
+    MonoAvatarConfig,
+    training=TrainingConfig(
+        max_minutes=15.0, rays_per_batch=1024, frames_per_batch=4, eval_every=500, render_chunk=INFERENCE_CHUNK
+    ),
+    unread_recipe=unread_recipe_fields,
+)

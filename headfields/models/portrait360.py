@@ -46,9 +46,17 @@ from ..renderers import (
     view_angles,
     view_bins,
 )
-from ..training import OptimizerConfig, RayBatch, StepOutput
+from ..training import OptimizerConfig, RayBatch, StepOutput, TrainingConfig
+from .method import CPU_SAMPLES_PER_BATCH, INFERENCE_CHUNK, Method, Recipe
 
-__all__ = ["Portrait360", "Portrait360Config", "cpu_config", "paper_config", "unread_recipe_fields"]
+__all__ = [
+    "METHOD",
+    "Portrait360",
+    "Portrait360Config",
+    "cpu_config",
+    "paper_config",
+    "unread_recipe_fields",
+]
 
 BlendKind = Literal["deformation", "colour"]
 FACING = (0.0, 0.0, 1.0)  # SMPL-X and FLAME face +z in their rest pose
@@ -207,3 +215,27 @@ class Portrait360(nn.Module):
         weight = None if rendered.fits is None else rendered.fits.to(result.rgb.dtype)  # rays past the slots: out
         loss = huber_loss(result.rgb, batch.rgb, delta=self.config.huber_delta, weight=weight)
         return StepOutput(loss=loss, rgb=result.rgb, logs={}, samples=rendered.count)
+
+
+def _build(subject, config: Portrait360Config) -> Portrait360:
+    return Portrait360(subject.parametric, config)
+
+
+def _video():
+    from ..synthetic import SyntheticVideoConfig
+
+    return SyntheticVideoConfig.portrait360()  # the SMPL-X bust turning before the camera
+
+
+METHOD = Method(
+    "portrait360",
+    _build,
+    {"paper": Recipe(paper_config), "cpu": Recipe(cpu_config, CPU_SAMPLES_PER_BATCH)},
+    Portrait360Config,
+    training=TrainingConfig(
+        max_minutes=20.0, rays_per_batch=2048, balance_views=True, eval_every=1000, render_chunk=INFERENCE_CHUNK
+    ),
+    model_type="smplx",
+    video=_video,
+    unread_recipe=unread_recipe_fields,
+)

@@ -123,10 +123,10 @@ def test_every_recipe_setting_of_a_pipeline_is_read_or_refused(name, person, tmp
     entry = MODELS[name]
     if name == "mononphm":
         recipe = R(PIPELINES[name], prior=str(person / "prior.pt"))
-        training = R(entry.training(), eval_frames=2, render_chunk=512)
+        training = R(entry.training_defaults(), eval_frames=2, render_chunk=512)
         source = SubjectSource(data=str(person), all_held_out=False)
     else:
-        recipe, training, source = PIPELINES[name], R(entry.training(), max_iterations=2, log_every=1), SubjectSource()
+        recipe, training, source = PIPELINES[name], R(entry.training_defaults(), max_iterations=2, log_every=1), SubjectSource()
     run = RunConfig(name, recipe, training, source)
     with shapes_unchecked():  # an end-to-end run (what the unit tests check, called thousands of times)
         read = reads(recipe, lambda: train_run(run, tmp_path / "run", "cpu", log=io.StringIO()))

@@ -41,7 +41,8 @@ def test_defaults_and_flags_reach_the_run_config():
     assert run.training == MODELS["insta"].training_defaults("cpu") and (out, device) == (Path("outputs/insta"), "cpu")
     assert run.training.samples_per_batch == 1 << 14  # the CPU recipe's budget
     paper, _, _ = run_config("insta", ["--device", "cpu", "--recipe", "paper"])
-    assert paper.training == MODELS["insta"].training_defaults("paper") and paper.training.samples_per_batch is None
+    assert paper.training == MODELS["insta"].training_defaults("paper")
+    assert (paper.training.samples_per_batch, paper.training.early_stop) == (1 << 18, 1e-4)  # instant-ngp's
     assert paper.training.render_chunk == 1 << 18  # a 512² frame a render call on the GPU
     assert (run.model, run.recipe, run.recipe_name) == ("insta", insta.cpu_config(), "cpu")
     assert run.subject == SubjectSource()  # the default synthetic video, tracked with its own model
@@ -218,7 +219,8 @@ def test_a_rerun_resumes_with_the_settings_it_was_trained_with(tiny_video, tmp_p
     argv = ["gaussian_avatar", "--data", str(tiny_video[0].root), "--out", str(out), "--device", "cpu", "--eval-frames", "1"]
     assert main(["train", *argv, "--iterations", "1", "--gaussian-avatar.sh-degree", "0"]) == 0
     entry = MODELS["gaussian_avatar"]
-    changed = {**entry.recipes, "cpu": lambda: dataclasses.replace(entry.recipes["cpu"](), sh_interval=7)}
+    cpu = entry.recipes["cpu"]
+    changed = {**entry.recipes, "cpu": dataclasses.replace(cpu, config=lambda: dataclasses.replace(cpu.config(), sh_interval=7))}
     monkeypatch.setitem(registry.MODELS._all(), "gaussian_avatar", dataclasses.replace(entry, recipes=changed))
     assert main(["train", *argv, "--iterations", "2"]) == 0  # today's defaults differ: the run's own are taken
     assert "the run in --out, resumed" in capsys.readouterr().out

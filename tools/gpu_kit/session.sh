@@ -45,22 +45,22 @@ make_synthetic_video('$VIDEO', SyntheticVideoConfig(resolution=512), device='cud
 
 want insta_profile && TAIL=45 step insta_profile 150 python3 tools/profile_step.py --train insta --warmup 250 --steps 20 \
   --json "$OUT/insta_profile.json" -- --device cuda --data "$VIDEO" --out outputs/gpu_kit/insta --recipe paper \
-  --samples-per-batch 262144 --early-stop 1e-4 --fixed-shapes True --eval-every 0
+  --eval-every 0
 # INSTA's paper recipe for a minute, unprofiled: iterations over training seconds (metrics.json)
 want insta_train && step insta_train 150 python3 -m headfields train insta --device cuda --data "$VIDEO" \
-  --out outputs/gpu_kit/insta_train --recipe paper --samples-per-batch 262144 --early-stop 1e-4 --fixed-shapes True \
+  --out outputs/gpu_kit/insta_train --recipe paper \
   --max-minutes 1 --eval-every 0 --eval-frames 2 --budget training
 want insta_train && grep -E '"(psnr|iterations|train_seconds)"' outputs/gpu_kit/insta_train/metrics.json
 # The same minute with the library's CUDA graph (TrainingConfig.cuda_graph): a failed capture warns and trains eagerly
 want insta_graph && step insta_graph 150 python3 -W always::RuntimeWarning -m headfields train insta --device cuda \
-  --data "$VIDEO" --out outputs/gpu_kit/insta_graph --recipe paper --samples-per-batch 262144 --early-stop 1e-4 \
-  --fixed-shapes True --cuda-graph True --max-minutes 1 --eval-every 0 --eval-frames 2 --budget training
+  --data "$VIDEO" --out outputs/gpu_kit/insta_graph --recipe paper \
+  --cuda-graph True --max-minutes 1 --eval-every 0 --eval-frames 2 --budget training
 want insta_graph && grep -E '"(psnr|iterations|train_seconds)"' outputs/gpu_kit/insta_graph/metrics.json
 want insta_graph && grep -i "cuda_graph" "$OUT/insta_graph.log" | head -3
 
 # The same minute with the fields' MLPs in bfloat16 products (TrainingConfig.precision): it/s, and held-out PSNR
 want insta_bf16 && step insta_bf16 150 python3 -m headfields train insta --device cuda --data "$VIDEO" \
-  --out outputs/gpu_kit/insta_bf16 --recipe paper --samples-per-batch 262144 --early-stop 1e-4 --fixed-shapes True \
+  --out outputs/gpu_kit/insta_bf16 --recipe paper \
   --precision bfloat16 --max-minutes 1 --eval-every 0 --eval-frames 2 --budget training
 want insta_bf16 && grep -E '"(psnr|iterations|train_seconds)"' outputs/gpu_kit/insta_bf16/metrics.json
 

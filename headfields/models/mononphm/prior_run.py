@@ -35,9 +35,10 @@ from ...fitting import StepHistory
 from ...outputs import write_atomic
 from ...parametric import load_model
 from ...synthetic import ScanSetConfig, anchor_vertices, synthetic_scan_set, write_synthetic_flame
-from ...training import CONFIG_NAME, LOG_NAME, seed_everything
+from ...training import CONFIG_NAME, LOG_NAME, TrainingConfig, seed_everything
 from ...training.checkpoints import RunFolder
 from ...training.unused import check_unused, unused_fields
+from ..method import Method, Recipe
 from .prior import Nphm, NphmConfig, cpu_prior_config, save_prior
 from .prior_training import PriorTrainingConfig, cpu_prior_training, train_prior
 
@@ -45,10 +46,11 @@ if TYPE_CHECKING:
     from ...data import Subject
 
 __all__ = [
+    "METHOD",
+    "NphmPriorConfig",
     "PRIOR_NAME",
     "RUN_TRAINING_FIELDS",
     "UNREAD_TRAINING_FIELDS",
-    "NphmPriorConfig",
     "build",
     "cpu_config",
     "paper_config",
@@ -196,3 +198,23 @@ def train(
             return metrics
     finally:
         folder.close()
+
+
+# MonoNPHM's prior on synthetic scans, what mononphm fits: its paper's steps (PriorTrainingConfig().steps), a log line
+# every 100; on a CPU the steps a half-hour budget reaches on 2 idle cores (~33 min for 2,400:
+# benchmarks/ablations/nphm.py, docs/mononphm.md). Of the training settings it reads the steps, the budget, the seed
+# and log_every; it reads no subject.
+PRIOR_STEPS = 30_000
+CPU_TRAINING = {"max_iterations": 2400, "max_minutes": 30.0}
+
+METHOD = Method(
+    "nphm_prior",
+    build,
+    {"paper": Recipe(paper_config), "cpu": Recipe(cpu_config, CPU_TRAINING)},
+    NphmPriorConfig,
+    training=TrainingConfig(max_iterations=PRIOR_STEPS, log_every=100),
+    train=train,
+    subject_flags=(),
+    unread_training=UNREAD_TRAINING_FIELDS,
+    unread_recipe=unread_recipe_fields,
+)

@@ -298,22 +298,27 @@ def test_every_model_has_training_defaults_and_recipes_that_round_trip():
             run = RunConfig(name, entry.recipe(recipe), training, recipe_name=recipe)
             assert RunConfig.from_dict(json.loads(json.dumps(run.to_dict()))) == run, (name, recipe)
     insta = TrainingConfig(max_minutes=15.0, rays_per_batch=2048, eval_every=500, render_chunk=1 << 16)
-    assert MODELS["insta"].training() == insta
+    assert MODELS["insta"].training_defaults() == insta
     # The NeRF models' inference renderers bound their own memory: large render calls; NeuS models keep the default.
-    assert [name for name, entry in MODELS.items() if entry.training().render_chunk == 1 << 16] == [
+    assert [name for name, entry in MODELS.items() if entry.training_defaults().render_chunk == 1 << 16] == [
         "insta",
         "monoavatar",
         "portrait360",
     ]
-    assert MODELS["portrait360"].training().balance_views
-    assert MODELS["mononphm"].training().eval_frames == 5 and MODELS["mononphm"].training().max_minutes is None
+    assert MODELS["portrait360"].training_defaults().balance_views
+    mononphm = MODELS["mononphm"].training_defaults()
+    assert mononphm.eval_frames == 5 and mononphm.max_minutes is None
     assert [name for name, entry in MODELS.items() if entry.train is not None] == ["mononphm", "nphm_prior"]
-    # The CPU recipes of the NeRF paper models train a budget of samples; their paper recipes, the fixed rays.
-    # INSTA's paper recipe (CUDA's default) renders a 512² frame in one call.
+    # The CPU recipes of the NeRF paper models train a budget of samples; MonoAvatar's and the portrait's paper
+    # recipes, the fixed rays.
     for name, budget in (("insta", 1 << 14), ("portrait360", 1 << 14), ("monoavatar", 1 << 13)):
         cpu, paper = MODELS[name].training_defaults("cpu"), MODELS[name].training_defaults("paper")
-        assert cpu == dataclasses.replace(MODELS[name].training(), samples_per_batch=budget)
-        chunk = 1 << 18 if name == "insta" else MODELS[name].training().render_chunk
-        assert paper == dataclasses.replace(MODELS[name].training(), render_chunk=chunk)
+        assert cpu == dataclasses.replace(MODELS[name].training_defaults(), samples_per_batch=budget)
+        if name != "insta":
+            assert paper == MODELS[name].training_defaults()
+    # INSTA's paper recipe (CUDA's default) trains as instant-ngp does: 2^18 samples a step, the march stopped at
+    # transmittance 1e-4, no read-back in a step; and renders a 512² frame in one call.
+    paper = dataclasses.replace(insta, samples_per_batch=1 << 18, early_stop=1e-4, fixed_shapes=True, render_chunk=1 << 18)
+    assert MODELS["insta"].training_defaults("paper") == paper
     with raises_naming("recipe"):
         MODELS["insta"].training_defaults("fast")

@@ -530,7 +530,7 @@ def mononphm_run(person, tmp_path_factory):
     root = tmp_path_factory.mktemp("mononphm_run")
     save_prior(tiny_prior(flame), root / "prior.pt")
     recipe = dataclasses.replace(SAMPLER, prior=str(root / "prior.pt"))
-    training = dataclasses.replace(MODELS["mononphm"].training(), eval_frames=2, render_chunk=512, seed=3)
+    training = dataclasses.replace(MODELS["mononphm"].training_defaults(), eval_frames=2, render_chunk=512, seed=3)
     run = RunConfig("mononphm", recipe, training, SubjectSource(data=str(subject.root), all_held_out=False), "cpu")
     with shapes_unchecked():  # an end-to-end run (the marker's reason: a module fixture sets up before it)
         metrics = train_run(run, root / "run", "cpu")
@@ -561,7 +561,7 @@ def test_train_run_refuses_the_training_fields_the_tracking_does_not_read(tmp_pa
 
     for flag, value in (("rays_per_batch", 64), ("eval_every", 5), ("ema_decay", 0.9)):
         assert flag not in RUN_TRAINING_FIELDS
-        training = dataclasses.replace(MODELS["mononphm"].training(), **{flag: value})
+        training = dataclasses.replace(MODELS["mononphm"].training_defaults(), **{flag: value})
         run = RunConfig("mononphm", SAMPLER, training, SubjectSource(data=str(tmp_path / "none")), "cpu")
         with pytest.raises(ValueError, match=f"does not use {flag}={value}: leave them at their defaults"):
             train_run(run, tmp_path / "run", "cpu")
