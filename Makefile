@@ -35,7 +35,7 @@ endif
 	@mkdir -p build && $(PY) -c "import torch; print('torch==' + torch.__version__)" > $(TORCH_PIN)
 	$(PY) -m pip install --quiet $(NO_ISOLATION) -e ".[dev]" -c $(TORCH_PIN)
 	@# The tracker's MediaPipe models, out of the mediapipe==0.10.21 wheel from PyPI (once; never at run time).
-	$(PY) -m headfields.tracking.model_files
+	$(PY) -m headfields.apps.tracking.model_files
 
 demo: setup
 	$(PY) -m headfields train insta --out outputs/insta --max-minutes 15

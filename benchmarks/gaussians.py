@@ -63,7 +63,7 @@ def synthetic_scene(per_face: int, device: torch.device):
 
 
 def run_scene(path: str, device: torch.device):
-    from headfields.runs import load_run
+    from headfields.apps.runs import load_run
 
     run = load_run(path, device)
     head = run.eval_head

@@ -53,6 +53,7 @@ import torch
 from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
 
+from headfields.apps.runs import RunConfig, SubjectSource, load_run, train_run
 from headfields.cameras import image_rays, resized_cameras
 from headfields.checks import trusted_values
 from headfields.metrics import psnr
@@ -61,7 +62,6 @@ from headfields.models.registry import model_entry
 from headfields.networks import products_in
 from headfields.renderers import EARLY_STOP_TRANSMITTANCE, INTERACTIVE_TRANSMITTANCE
 from headfields.renderers.compositing import transmittance
-from headfields.runs import RunConfig, SubjectSource, load_run, train_run
 from headfields.training.evaluation import render_pixels
 
 from avatars import median_seconds

@@ -31,15 +31,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from headfields.apps.media import write_video
+from headfields.apps.tracking.accuracy import capture_tracking, tracking_accuracy
+from headfields.apps.tracking.avatar_refinement import AvatarRefinementConfig
+from headfields.apps.tracking.embedding import derive_mediapipe_embedding, save_embedding
+from headfields.apps.tracking.video_tracker import VideoTrackerConfig, track_video
 from headfields.cameras import PinholeCameras, project_points
 from headfields.data import TrackedParams, load_insta_dataset, save_insta_dataset
-from headfields.media import write_video
 from headfields.parametric import load_model
 from headfields.synthetic import SyntheticVideoConfig, cached_synthetic_video
-from headfields.tracking.accuracy import capture_tracking, tracking_accuracy
-from headfields.tracking.avatar_refinement import AvatarRefinementConfig
-from headfields.tracking.embedding import derive_mediapipe_embedding, save_embedding
-from headfields.tracking.video_tracker import VideoTrackerConfig, track_video
 
 SPLITS = ("train", "val", "test")
 VARIANTS = ("mediapipe", "alone", "table", "derived", "true")  # the trackings' folders, as --variants names them
@@ -136,7 +136,7 @@ def _on_true_tracking(
 
 
 def _train(model: str, data: Path, out: Path, minutes: float, iterations: int | None) -> dict:
-    from headfields.commands.train import train
+    from headfields.apps.commands.train import train
 
     budget = ["--max-iterations", str(iterations), "--max-minutes", "1000"] if iterations else ["--max-minutes", str(minutes)]
     metrics, _, _ = train(model, ["--data", str(data), "--out", str(out), *budget, "--device", "cpu"])

@@ -19,11 +19,11 @@ from pathlib import Path
 import torch
 from tracking import _rewritten, _train
 
+from headfields.apps.media import write_video
+from headfields.apps.tracking.ingest import read_frames
 from headfields.data import TrackedParams, load_insta_dataset
-from headfields.media import write_video
 from headfields.parametric.tracked_meshes import rotation_to_axis_angle
 from headfields.synthetic import SyntheticVideoConfig, cached_synthetic_video
-from headfields.tracking.ingest import read_frames
 
 SPLITS = ("train", "val", "test")
 

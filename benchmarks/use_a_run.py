@@ -23,11 +23,11 @@ import numpy as np
 import torch
 import trimesh
 
-from headfields.commands import main as command
+from headfields.apps.commands import main as command
+from headfields.apps.media import video_info
+from headfields.apps.runs import load_run
 from headfields.geometry import TriangleMesh, closest_point
-from headfields.media import video_info
 from headfields.metrics import visible_faces
-from headfields.runs import load_run
 
 FACE_REGIONS = ("skin", "lips")
 

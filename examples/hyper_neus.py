@@ -18,10 +18,10 @@ import json
 
 import torch
 
-from headfields.commands.train import train
+from headfields.apps.commands.train import train
+from headfields.apps.runs import load_run
 from headfields.data import write_obj
 from headfields.models.hyper_neus_tracking import TrackingConfig, frame_error, track_frame
-from headfields.runs import load_run
 from headfields.training import comparison, render_image, save_png
 
 

@@ -16,7 +16,7 @@ The same as ``python -m headfields train insta``, with the same flags.
 
 import sys
 
-from headfields.commands import main
+from headfields.apps.commands import main
 
 if __name__ == "__main__":
     raise SystemExit(main(["train", "insta", *sys.argv[1:]]))

@@ -14,7 +14,7 @@ The same as ``python -m headfields train mix_anchored_hashgrid``, with the same 
 
 import sys
 
-from headfields.commands import main
+from headfields.apps.commands import main
 
 if __name__ == "__main__":
     raise SystemExit(main(["train", "mix_anchored_hashgrid", *sys.argv[1:]]))

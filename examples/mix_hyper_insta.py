@@ -14,7 +14,7 @@ The same as ``python -m headfields train mix_hyper_insta``, with the same flags.
 
 import sys
 
-from headfields.commands import main
+from headfields.apps.commands import main
 
 if __name__ == "__main__":
     raise SystemExit(main(["train", "mix_hyper_insta", *sys.argv[1:]]))

@@ -13,7 +13,7 @@ The same as ``python -m headfields train mix_triangle_neus``, with the same flag
 
 import sys
 
-from headfields.commands import main
+from headfields.apps.commands import main
 
 if __name__ == "__main__":
     raise SystemExit(main(["train", "mix_triangle_neus", *sys.argv[1:]]))

@@ -14,7 +14,7 @@ The same as ``python -m headfields train monoavatar``, with the same flags.
 
 import sys
 
-from headfields.commands import main
+from headfields.apps.commands import main
 
 if __name__ == "__main__":
     raise SystemExit(main(["train", "monoavatar", *sys.argv[1:]]))

@@ -23,7 +23,7 @@ under ``out/renders/``, the meshes ``out/mesh_XXXXX.obj``, ``out/config.json`` a
 
 import sys
 
-from headfields.commands import main
+from headfields.apps.commands import main
 
 SHORT = {f"--{name}": f"--mononphm.{name}" for name in ("prior", "landmarks", "geometry-frames", "mesh-resolution")}
 

@@ -14,7 +14,7 @@ The same as ``python -m headfields train portrait360``, with the same flags.
 
 import sys
 
-from headfields.commands import main
+from headfields.apps.commands import main
 
 if __name__ == "__main__":
     raise SystemExit(main(["train", "portrait360", *sys.argv[1:]]))

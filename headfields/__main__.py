@@ -1,5 +1,5 @@
-"""``python -m headfields train | render | export | view ...``: see :mod:`headfields.commands`."""
+"""``python -m headfields train | render | export | view ...``: see :mod:`headfields.apps.commands`."""
 
-from headfields.commands import main
+from headfields.apps.commands import main
 
 raise SystemExit(main())

@@ -1,5 +1,5 @@
 """Configuration dataclasses to JSON and back (the command line's flags come from the same dataclasses through tyro:
-:mod:`headfields.commands.train`).
+:mod:`headfields.apps.commands.train`).
 
     text = json.dumps(config_to_dict(insta.cpu_config()), allow_nan=False)
     config = config_from_dict(json.loads(text), expected=InstaConfig)  # == insta.cpu_config()
@@ -197,7 +197,7 @@ def register_config(cls: type) -> type:
 def register_config_source(source: Callable[[], Iterable[type]]) -> Callable[[], Iterable[type]]:
     """Let config files name the classes ``source()`` returns, with the dataclasses their fields name; ``source`` is
     called each time :func:`config_classes` is, so it may import them then. Returns ``source``. The library's own
-    (:class:`~headfields.runs.RunConfig` and every registered model's recipe classes) come from the source that
+    (:class:`~headfields.apps.runs.RunConfig` and every registered model's recipe classes) come from the source that
     ``headfields/__init__.py`` registers: this module knows no model, the runs and the models import it.
 
         register_config_source(lambda: [MyConfig, *MY_RECIPES])
@@ -211,7 +211,7 @@ def register_config_source(source: Callable[[], Iterable[type]]) -> Callable[[],
 
 def config_classes(roots: Iterable[type] = ()) -> dict[str, type]:
     """The classes a config file may name, by ``"module.QualName"``: the library's configurations
-    (:class:`~headfields.runs.RunConfig` and every registered model's recipe classes, from
+    (:class:`~headfields.apps.runs.RunConfig` and every registered model's recipe classes, from
     :func:`register_config_source`'s sources), ``roots``, the classes given to :func:`register_config`, and from
     each of these the dataclasses its fields' annotations name and the library's dataclasses it derives from or that
     derive from it. No module a config names is imported: only the library's own, by its source."""

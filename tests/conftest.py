@@ -122,7 +122,7 @@ def tiny_orbit_video(tmp_path_factory):
 def _tiny_run(folder, model: str, recipe, video_root, **training):
     """A run of ``model`` trained a few steps on the tiny video at ``video_root``, written to ``folder`` (config.json,
     checkpoint, log.jsonl, metrics.json), and its RunConfig."""
-    from headfields.runs import RunConfig, SubjectSource, train_run
+    from headfields.apps.runs import RunConfig, SubjectSource, train_run
     from headfields.training import TrainingConfig
 
     fields = dict(max_iterations=6, rays_per_batch=128, eval_every=3, log_every=2, eval_frames=1, render_chunk=4096)

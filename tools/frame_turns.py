@@ -26,8 +26,8 @@ from pathlib import Path
 
 import torch
 
+from headfields.apps.runs import load_run
 from headfields.cameras import resized_cameras
-from headfields.runs import load_run
 from headfields.training.evaluation import render_pixels
 
 ANSWER = "frame_turns: "  # the prefix of an answer line (render.py's TURN_ANSWER)

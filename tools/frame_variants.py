@@ -59,6 +59,7 @@ import torch
 
 import headfields.geometry.mesh as mesh_module
 import headfields.renderers.inference as inference
+from headfields.apps.runs import load_run
 from headfields.cameras import resized_cameras
 from headfields.encoders import HashGrid
 from headfields.experimental import fused_nerf
@@ -67,7 +68,6 @@ from headfields.metrics import psnr
 from headfields.networks import products_in
 from headfields.parametric import Head
 from headfields.renderers import EARLY_STOP_TRANSMITTANCE, INTERACTIVE_TRANSMITTANCE
-from headfields.runs import load_run
 from headfields.training.evaluation import render_pixels
 
 # A variant: of the loaded run, a context within which it renders, giving the head it renders (the run's held-out head,

@@ -29,8 +29,8 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 import headfields.kernels as kernels
+from headfields.apps.runs import load_run
 from headfields.cameras import resized_cameras
-from headfields.runs import load_run
 
 from calls import NO_KERNEL, counted_calls
 

@@ -1,4 +1,4 @@
-"""Derive the MediaPipe -> iBUG-68 table of headfields.tracking.correspondence: on the synthetic head's video (the
+"""Derive the MediaPipe -> iBUG-68 table of headfields.apps.tracking.correspondence: on the synthetic head's video (the
 truth known), the MediaPipe index whose detected point lies nearest (median over frames) to each projected static
 iBUG point (17..67). Prints the table and each pair's median distance in pixels of a 256-pixel frame; the module keeps
 all but the brows (17..26), whose pairs sit furthest apart (its docstring says why).
@@ -13,11 +13,11 @@ import tempfile
 
 import torch
 
+from headfields.apps.tracking.mediapipe import FaceLandmarker
 from headfields.cameras import project_points
 from headfields.data import load_insta_dataset
 from headfields.parametric import load_model
 from headfields.synthetic import SyntheticVideoConfig, make_synthetic_video
-from headfields.tracking.mediapipe import FaceLandmarker
 
 
 def main() -> None:

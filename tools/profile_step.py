@@ -233,7 +233,7 @@ def profile_training(model: str, train_args: list[str], steps: int, warmup: int,
     """Run ``python -m headfields train MODEL TRAIN_ARGS`` and profile its steps ``warmup`` to ``warmup + steps``,
     counted by torch's optimiser-step hook; print the device's figures and end the process (exit status 0), or 1
     when the run ended before the window closed."""
-    from headfields.commands import main as headfields_main
+    from headfields.apps.commands import main as headfields_main
 
     cuda = torch.cuda.is_available()
     prof = profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else []))

@@ -60,7 +60,7 @@ def main() -> None:
     parser.add_argument("run", type=Path, help="the run folder, as this project's code wrote it")
     parser.add_argument("out", type=Path, help="the copy for the checkout on PYTHONPATH (replaced)")
     args = parser.parse_args()
-    from headfields.runs import build_model, read_run_config
+    from headfields.apps.runs import build_model, read_run_config
     from headfields.training.checkpoints import run_fingerprint  # the other checkout's, from PYTHONPATH
 
     run, out = args.run.resolve(), args.out.resolve()

@@ -35,10 +35,10 @@ from pathlib import Path
 
 import torch
 
+from headfields.apps.runs import RunConfig, SubjectSource, train_run
 from headfields.models import mononphm
 from headfields.models.mononphm import cpu_prior_config, cpu_prior_training, cpu_tracking
 from headfields.models.mononphm.prior_run import NphmPriorConfig, train_synthetic_prior
-from headfields.runs import RunConfig, SubjectSource, train_run
 from headfields.synthetic import (
     LANDMARKS_FOLDER,
     OUT_OF_RANGE_DETAIL,

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import torch
 
+from headfields.apps.runs import load_run
 from headfields.models.mononphm import face_scan, identity_code, scan_score, surface_identity
-from headfields.runs import load_run
 from headfields.synthetic import load_ground_truth
 
 ROWS = (

@@ -106,7 +106,7 @@ def inspect_capture(
 
 
 def _tracking_lines(report: CaptureReport, path: Path, width: int) -> None:
-    """The tracker's per-frame report (headfields.tracking writes it): frames without a face, the reprojection error's
+    """The tracker's per-frame report (headfields.apps.tracking writes it): frames without a face, the reprojection error's
     median and worst frames, the landmarks' jitter, the focal length."""
     if not path.is_file():
         return

@@ -4,7 +4,7 @@ beside frozen networks to frames, and fits that draw their own batches (a prior 
 correction), ``preimages`` (canonical points carried into posed space by root finding), ``pixels`` (the frames'
 pixel pools, the silhouette term), ``landmarks`` (the landmark term), ``steps`` (optimiser steps under a budget
 with decaying rates), ``landmark_tracking`` (a parametric head fitted to a video's 2D landmarks: the video
-tracker's fit, :mod:`headfields.tracking`) and ``photometric_term`` (its last stage: the frames' pixels against the
+tracker's fit, :mod:`headfields.apps.tracking`) and ``photometric_term`` (its last stage: the frames' pixels against the
 face's colours).
 
 MonoNPHM's tracking (:mod:`headfields.models.mononphm`) and the hyper NeuS avatar's

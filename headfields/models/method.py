@@ -60,7 +60,7 @@ class Method:
     be one); ``training``: the training defaults, as the method's example trains it; ``model_type`` and ``video``:
     the parametric model a capture without one is read with, and the synthetic video the model trains on by default
     (None: the default video); ``train``: a pipeline of its own, ``train(run, out, device, resume=, log=) ->
-    metrics``, which :func:`headfields.runs.train_run` calls instead of the loop (None: the loop); ``rasterised``:
+    metrics``, which :func:`headfields.apps.runs.train_run` calls instead of the loop (None: the loop); ``rasterised``:
     the model draws whole images with a rasteriser (``render_camera``) and has no field to march or mesh, so the
     commands refuse their flags for rays and surfaces (``render --chunk``, ``export --level``) before writing;
     ``subject_flags``: the train command's subject flags its run reads (the others are refused when given);

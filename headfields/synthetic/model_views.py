@@ -1,6 +1,6 @@
 """A parametric head model seen as a face detector sees a face: the identity's neutral head turning a little before
 a camera, with the synthetic head's appearance (skin, lips, eyes, lit). What a detector's points on a model's own
-surface are derived from (:func:`~headfields.tracking.embedding.model_embedding`), so a tracker needs no hand-made
+surface are derived from (:func:`~headfields.apps.tracking.embedding.model_embedding`), so a tracker needs no hand-made
 correspondence for the model it fits.
 
     images, cameras, vertices = model_views(model, count=96, resolution=96)

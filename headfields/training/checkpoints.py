@@ -201,7 +201,7 @@ def run_fingerprint(model: nn.Module, frames: FrameSet, training_config, without
     may not change, the training frames (their images, cameras and tracking) and the parametric model's files.
 
     Frames loaded without their pixels (``FrameSet.pixels`` False: a run loaded to render along a camera path or
-    export, :func:`headfields.runs.load_run`) are refused unless ``without_pixels``; then they are said by their
+    export, :func:`headfields.apps.runs.load_run`) are refused unless ``without_pixels``; then they are said by their
     count alone (:data:`PIXELS_NOT_READ`), which :func:`check_fingerprint` compares with a checkpoint's count."""
     if not frames.pixels and not without_pixels:
         raise ValueError("frames: loaded without their pixels (pixels=False), which a run trains and scores on")

@@ -15,7 +15,7 @@ __all__ = ["CHECKPOINT_NAME", "CONFIG_NAME", "LOG_NAME", "TrainingConfig"]
 
 LOG_NAME = "log.jsonl"  # a JSON line per logged step and per evaluation, in the run folder
 CHECKPOINT_NAME = "checkpoint.pt"
-CONFIG_NAME = "config.json"  # the run's whole configuration (headfields.runs.RunConfig)
+CONFIG_NAME = "config.json"  # the run's whole configuration (headfields.apps.runs.RunConfig)
 BUDGETS = ("run", "training")
 LOGS = ("jsonl", "tensorboard")  # TrainingConfig.log
 INT64_MAX = 2**63 - 1  # torch.manual_seed's and a Generator's seeds
@@ -72,7 +72,7 @@ class TrainingConfig:
     # (("hair", (6,)), ("face", (1, 2, 5))): pairs, not a dict, so the config stays hashable.
     eval_regions: tuple[tuple[str, tuple[int, ...]], ...] = ()
     # torchvision's ImageNet AlexNet and VGG16 state dicts for LPIPS (alex, the lpips score; vgg, lpips_vgg);
-    # None: torch.hub's cache (headfields.perceptual).
+    # None: torch.hub's cache (headfields.metrics.perceptual).
     lpips_weights: str | None = None
     lpips_vgg_weights: str | None = None
     # Where the logged steps go besides RUN/log.jsonl: "tensorboard" adds TensorBoard events under RUN/tensorboard

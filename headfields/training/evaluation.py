@@ -22,9 +22,9 @@ from ..checks import check_count, check_memory, trusted_values
 from ..data import BACKGROUND_LABEL, FrameSet
 from ..heads import tracked_head
 from ..metrics import SSIM_WINDOW, l1, psnr, ssim
+from ..metrics.perceptual import TRUNKS, Lpips, LpipsUnavailable, load_lpips
 from ..outputs import atomic_path
 from ..parametric import Head
-from ..perceptual import TRUNKS, Lpips, LpipsUnavailable, load_lpips
 from ..progress import Progress
 from ..renderers.volume import EARLY_STOP_TRANSMITTANCE
 from .config import region_codes
@@ -303,8 +303,8 @@ def evaluate(
     :data:`HEAD_MASKING` says how each score uses it), and the PSNR of each of ``regions`` ({name: segmentation
     label codes}, e.g. ``{"hair": (6,), "face": (1, 2, 5)}``: the pixels with any of the codes).
 
-    ``lpips``: the AlexNet network from :func:`~headfields.perceptual.load_lpips` (load it once, not per call),
-    or its :class:`~headfields.perceptual.LpipsUnavailable`; without one, or for images under 31 x 31, ``lpips``
+    ``lpips``: the AlexNet network from :func:`~headfields.metrics.perceptual.load_lpips` (load it once, not per call),
+    or its :class:`~headfields.metrics.perceptual.LpipsUnavailable`; without one, or for images under 31 x 31, ``lpips``
     is None and ``lpips_note`` says why. ``lpips_vgg``: the same with VGG16 (``load_lpips(network="vgg")``,
     images of at least 16 x 16), scored into ``lpips_vgg`` and ``lpips_vgg_head``. The whole frame is also
     scored as GaussianAvatars' ``train.py`` scores it: ``psnr_gaussian_avatars`` (``psnr(..., channels="mean")``)
@@ -403,7 +403,7 @@ def evenly_spread(count: int, total: int) -> list[int]:
 
 
 def lpips_for_run(weights: str | None, device: torch.device, network: str) -> Lpips | LpipsUnavailable:
-    """:func:`~headfields.perceptual.load_lpips` of ``network`` for a training run, its errors naming the config's
+    """:func:`~headfields.metrics.perceptual.load_lpips` of ``network`` for a training run, its errors naming the config's
     field that gave ``weights`` (``TrainingConfig.lpips_weights``, ``lpips_vgg_weights``: the trunk's ``setting``)
     and the train command's flag for it (``--lpips-weights``, ``--lpips-vgg-weights``)."""
     setting = TRUNKS[network].setting

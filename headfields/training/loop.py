@@ -82,11 +82,11 @@ def train(
     files (``out`` must be the same folder, shared, on every rank: each rank resumes from its checkpoint).
     Every rank returns rank 0's metrics; the logged loss and PSNR are those of the whole batch.
 
-    ``run``: the :class:`~headfields.runs.RunConfig` that built ``model`` (its ``training`` must be ``config``),
+    ``run``: the :class:`~headfields.apps.runs.RunConfig` that built ``model`` (its ``training`` must be ``config``),
     written into each checkpoint and to ``out/config.json`` (a new run's before training; a resumed run's, whose
     budget may have changed, with its next checkpoint: a rerun that fails or is stopped before then leaves the
-    run as it was), so that :func:`~headfields.runs.load_run` can rebuild the model
-    (:func:`~headfields.runs.train_run` passes it). Every check that can refuse the run runs before anything is
+    run as it was), so that :func:`~headfields.apps.runs.load_run` can rebuild the model
+    (:func:`~headfields.apps.runs.train_run` passes it). Every check that can refuse the run runs before anything is
     written (:func:`~headfields.training.run_checks.check_run`); ``out`` must be new, empty or a run's folder
     unless ``force`` (:class:`~headfields.training.checkpoints.RunFolder`).
 

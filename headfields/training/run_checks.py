@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from ..data import FrameSet
-from ..perceptual import Lpips, LpipsUnavailable
+from ..metrics.perceptual import Lpips, LpipsUnavailable
 from . import distributed
 from .config import TrainingConfig
 from .contract import AvatarModel, ImageModel

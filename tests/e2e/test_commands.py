@@ -16,14 +16,14 @@ import torch
 import trimesh
 from PIL import Image
 
+from headfields.apps.commands import main
+from headfields.apps.commands import render as render_command
+from headfields.apps.export import field_mesh
+from headfields.apps.media import read_video, video_info
+from headfields.apps.runs import load_run
 from headfields.backends.cpu import freed_memory
-from headfields.commands import main
-from headfields.commands import render as render_command
 from headfields.data import load_insta_dataset, save_insta_dataset
-from headfields.export import field_mesh
-from headfields.media import read_video, video_info
 from headfields.metrics import psnr
-from headfields.runs import load_run
 from headfields.synthetic import SyntheticVideoConfig, make_synthetic_video
 
 
@@ -231,7 +231,7 @@ def test_export_and_view_need_no_pyav_and_render_says_which_it_needs(tmp_path):
 
     code = (
         "import sys; sys.modules['av'] = None\n"  # import av now raises ImportError
-        "from headfields.commands import main\n"
+        "from headfields.apps.commands import main\n"
         f"assert main(['render', {str(tmp_path)!r}]) == 2\n"
         "for name in ('export', 'view'):\n"
         "    try:\n"
@@ -245,7 +245,7 @@ def test_export_and_view_need_no_pyav_and_render_says_which_it_needs(tmp_path):
 
 
 def test_exports_default_grid_follows_the_capture():
-    from headfields.commands.export import MAX_RESOLUTION, MIN_RESOLUTION, default_resolution
+    from headfields.apps.commands.export import MAX_RESOLUTION, MIN_RESOLUTION, default_resolution
 
     assert default_resolution(96, 96) == 96 and default_resolution(512, 384) == 512
     assert default_resolution(16, 16) == MIN_RESOLUTION and default_resolution(4096, 2160) == MAX_RESOLUTION
@@ -255,7 +255,7 @@ def test_exports_default_grid_follows_the_capture():
 # ``python -m headfields`` does; an exception main() lets through ends it with a traceback on stderr.
 PROBE = """
 import contextlib, io, json, sys
-from headfields.commands import main
+from headfields.apps.commands import main
 results = []
 for argv in json.loads(sys.argv[1]):
     err = io.StringIO()
@@ -272,9 +272,9 @@ print(json.dumps(results))
 def test_malformed_configs_devices_and_rates_are_one_error_line_not_a_traceback(tmp_path):
     """Each bad input is refused with exit status 2 and a message naming the flag or key and what was expected;
     none writes anything (the run folders named are never made)."""
+    from headfields.apps.runs import RunConfig
     from headfields.configs import CLASS_KEY, config_to_dict
     from headfields.models import insta
-    from headfields.runs import RunConfig
 
     good = config_to_dict(RunConfig("insta", insta.cpu_config()))
     configs = {

@@ -23,6 +23,7 @@ from tiny_configs import (
     TINY_PORTRAIT,
 )
 
+from headfields.apps.runs import RunConfig, SubjectSource, train_run
 from headfields.decoders import AnchorSdfConfig, SdfMlpConfig
 from headfields.encoders import UVUNetConfig
 from headfields.models.gaussian_avatars import DensityConfig
@@ -35,7 +36,6 @@ from headfields.models.mononphm.prior_run import cpu_config as prior_cpu_config
 from headfields.models.portrait360 import Portrait360Config
 from headfields.models.registry import MODELS
 from headfields.parametric import load_model
-from headfields.runs import RunConfig, SubjectSource, train_run
 from headfields.synthetic import ScanSetConfig, SyntheticVideoConfig, make_synthetic_video
 from headfields.training.checkpoints import RunFolder
 

@@ -13,14 +13,14 @@ import pytest
 import torch
 from tiny_configs import TINY_ANCHORED_HASHGRID, TINY_INSTA, TINY_MONOAVATAR, TINY_PORTRAIT
 
-import headfields.runs as runs
+import headfields.apps.runs as runs
+from headfields.apps.commands.train import run_config
+from headfields.apps.runs import RunConfig, SubjectSource, train_run
 from headfields.checks import trusted_values
-from headfields.commands.train import run_config
 from headfields.heads import tracked_head
 from headfields.models.gaussian_avatars import cpu_config as gaussian_cpu_config
 from headfields.models.registry import MODELS, SUBJECT_FLAGS
 from headfields.networks import products_in
-from headfields.runs import RunConfig, SubjectSource, train_run
 from headfields.training import TrainingConfig
 from headfields.training.batches import ray_batch
 from headfields.training.checkpoints import RunFolder

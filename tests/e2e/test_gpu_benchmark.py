@@ -234,7 +234,7 @@ def test_on_a_gpu_the_fused_decoders_have_a_call_of_their_own(gpu, tmp_path, mon
 
 def test_a_variant_that_fails_is_left_out_and_named(fallback_run, tool_script, capsys):
     """A variant that raises in its warm-up (a kernel that does not compile on the device) costs its own row only."""
-    from headfields.runs import load_run
+    from headfields.apps.runs import load_run
 
     variants = tool_script("frame_variants")
 
@@ -255,8 +255,8 @@ def test_larger_rounds_variant_takes_fewer_rounds(fallback_run, tool_script, mon
     rays times the cap, so that the cap, not the least round, sets the rounds (the budget of 2^18 would let 576 rays
     take 57 steps each either way), and both settings are put back after."""
     import headfields.renderers.inference as inference
+    from headfields.apps.runs import load_run
     from headfields.cameras import resized_cameras
-    from headfields.runs import load_run
 
     variants = tool_script("frame_variants")
     _, out = fallback_run

@@ -303,7 +303,7 @@ GAUSSIAN_KILLED_RUN = textwrap.dedent(
     """
     import os
     from headfields.models.gaussian_avatars import cpu_config
-    from headfields.runs import RunConfig, SubjectSource, train_run
+    from headfields.apps.runs import RunConfig, SubjectSource, train_run
     from headfields.training import TrainingConfig
     config = TrainingConfig(max_iterations={steps}, log_every=1, checkpoint_every={every}, checkpoint_minutes=None,
                             eval_every={eval_every}, eval_frames=1)
@@ -542,8 +542,8 @@ def test_a_refused_rerun_leaves_the_finished_run_byte_for_byte(tiny_video, tmp_p
     """Issue 77's lost data: a rerun into a finished --out with another seed is refused by the checkpoint's
     fingerprint, and every file of the run is as it was (config.json was replaced before the check), so the run
     still loads."""
+    from headfields.apps.runs import RunConfig, SubjectSource, load_run, train_run
     from headfields.models.gaussian_avatars import cpu_config
-    from headfields.runs import RunConfig, SubjectSource, load_run, train_run
 
     recipe = TINY_INSTA if model == "insta" else cpu_config(sh_degree=0)
     training = TrainingConfig(max_iterations=2, log_every=1, eval_every=0, eval_frames=1)
@@ -565,8 +565,8 @@ def test_the_gaussian_steps_refuse_training_fields_they_would_ignore(tiny_video,
     """Issues 76, 77: every model honours a training field or refuses it by name. The Gaussian avatar's steps draw a
     whole frame each and change the number of Gaussians: a ray count or a weights' average is refused before anything
     is written (its evaluation and checkpoint schedules are the shared loop's, honoured)."""
+    from headfields.apps.runs import RunConfig, SubjectSource, train_run
     from headfields.models.gaussian_avatars import cpu_config
-    from headfields.runs import RunConfig, SubjectSource, train_run
 
     training = TrainingConfig(max_iterations=2, eval_every=5, rays_per_batch=128, ema_decay=0.9)
     run = RunConfig("gaussian_avatar", cpu_config(sh_degree=0), training, SubjectSource(data=str(tiny_video[0].root)))

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from headfields.apps.runs import RunConfig, SubjectSource, load_run, train_run
 from headfields.models.gaussian_avatars import cpu_config
-from headfields.runs import RunConfig, SubjectSource, load_run, train_run
 from headfields.training import TrainingConfig, seed_everything
 from headfields.training import loop as training_loop
 from headfields.training.checkpoints import CheckpointError, _difference, load_checkpoint, save_checkpoint
@@ -160,7 +160,7 @@ def test_a_refusal_shows_where_two_long_texts_differ():
 
 
 def test_the_end_of_train_is_a_short_table(finished):
-    from headfields.commands.train import summary
+    from headfields.apps.commands.train import summary
 
     _, out = finished
     metrics = json.loads((out / "metrics.json").read_text())

@@ -15,7 +15,7 @@ def test_a_run_is_copied_for_a_checkout_whose_fingerprint_and_config_differ(
 
     import torch
 
-    from headfields.runs import load_run
+    from headfields.apps.runs import load_run
     from headfields.training.checkpoints import CheckpointError
 
     rebase = tool_script("run_for_checkout")
@@ -68,18 +68,18 @@ def test_a_run_is_copied_for_a_checkout_whose_fingerprint_and_config_differ(
 def test_fields_a_checkout_lacks_are_dropped_and_named(tool_script):
     rebase = tool_script("run_for_checkout")
     data = {
-        "__class__": "headfields.runs.RunConfig",
+        "__class__": "headfields.apps.runs.RunConfig",
         "model": "insta",
         "invented": [1, 2],
         "training": {"__class__": "headfields.training.config.TrainingConfig", "max_iterations": 3, "gone": "x"},
-        "subject": {"__class__": "headfields.runs.SubjectSource", "data": "somewhere"},
+        "subject": {"__class__": "headfields.apps.runs.SubjectSource", "data": "somewhere"},
     }
     dropped = []
     kept = rebase.known_fields(data, dropped)
     assert kept == {
-        "__class__": "headfields.runs.RunConfig",
+        "__class__": "headfields.apps.runs.RunConfig",
         "model": "insta",
         "training": {"__class__": "headfields.training.config.TrainingConfig", "max_iterations": 3},
-        "subject": {"__class__": "headfields.runs.SubjectSource", "data": "somewhere"},
+        "subject": {"__class__": "headfields.apps.runs.SubjectSource", "data": "somewhere"},
     }
     assert dropped == ["config.invented=[1, 2]", 'config.training.gone="x"']

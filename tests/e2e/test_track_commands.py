@@ -7,14 +7,14 @@ import functools
 
 import torch
 
-from headfields.commands import main
+from headfields.apps.commands import main
+from headfields.apps.media import read_video, write_video
+from headfields.apps.tracking import tracked_capture, video_tracker
+from headfields.apps.tracking.avatar_refinement import AvatarRefinementConfig
+from headfields.apps.tracking.model_files import mediapipe_folder
 from headfields.data import load_insta_dataset
 from headfields.fitting import LandmarkTrackingConfig
-from headfields.media import read_video, write_video
 from headfields.synthetic import SyntheticVideoConfig, make_synthetic_video, write_synthetic_flame
-from headfields.tracking import tracked_capture, video_tracker
-from headfields.tracking.avatar_refinement import AvatarRefinementConfig
-from headfields.tracking.model_files import mediapipe_folder
 
 TRAIN = ["--max-iterations", "3", "--eval-every", "0", "--checkpoint-every", "0", "--device", "cpu"]
 FRAMES = 18  # 15 in the clip: the synthetic video's training frames

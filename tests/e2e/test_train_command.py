@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from headfields.commands import main
-from headfields.commands.train import run_config
+from headfields.apps.commands import main
+from headfields.apps.commands.train import run_config
+from headfields.apps.runs import RunConfig, SubjectSource, read_run_config
 from headfields.configs import config_to_dict
 from headfields.models import hyper_neus, insta, monoavatar, portrait360
 from headfields.models.mixes import MIXES
 from headfields.models.registry import MODELS
-from headfields.runs import RunConfig, SubjectSource, read_run_config
 from headfields.synthetic import SyntheticVideoConfig
 from headfields.training import TrainingConfig
 
@@ -126,8 +126,8 @@ def test_gaussian_avatars_paper_recipe_runs_its_schedule_to_the_end_and_says_so(
     """Issue 79: --recipe paper is GaussianAvatars' 600,000 steps with no time limit; the CPU recipe 3DGS's 30,000
     stopped at 5 minutes; the command prints the schedule it runs before training (the training itself is
     test_gaussian_avatar's: here the run it would train is recorded instead)."""
-    from headfields import runs
-    from headfields.commands.train import train
+    from headfields.apps import runs
+    from headfields.apps.commands.train import train
     from headfields.models.gaussian_avatars.model import ORIGINAL_ITERATIONS
 
     paper = run_config("gaussian_avatar", ["--recipe", "paper"])[0]
@@ -185,7 +185,7 @@ def test_the_command_names_an_unknown_model_and_lists_the_models(capsys):
 
 
 def test_the_command_trains_a_run_that_load_run_opens(tiny_video, tmp_path, capsys):
-    from headfields.runs import load_run
+    from headfields.apps.runs import load_run
 
     out = tmp_path / "run"
     argv = ["train", "insta", "--device", "cpu", "--data", str(tiny_video[0].root), "--out", str(out)]

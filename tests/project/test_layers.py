@@ -1,6 +1,6 @@
 """The layer contract: a module of headfields imports only from its own tier or a lower one, lazy imports included.
 
-The tiers, lowest first, as DESIGN.md's "Tiers and folders" draws them (issue 76 plans the moves):
+The tiers, lowest first, as docs/architecture.md's "Tiers" states them:
 
     foundation  checks, kernels, networks, configs, outputs, backends/cpu/
     base        geometry/, parametric/ (FLAME, SMPL-X, heads)
@@ -9,8 +9,8 @@ The tiers, lowest first, as DESIGN.md's "Tiers and folders" draws them (issue 76
     data        the frame container and the capture readers/writers
     synthetic   the synthetic heads, scans and videos
     training    the one loop, its checkpoints; fitting/
-    models      the registry and the paper assemblies
-    apps        runs, commands/, viewer, export, media (mp4), splat files
+    models      the paper assemblies, each with its method; the registry
+    apps        apps/ (runs, commands, viewer, export, driving, media, splat files), tracking/
 
 Every module under headfields/ is read with ``ast``, nothing imported: every ``import`` and ``from ... import`` in
 it (at module level, inside functions, under ``if TYPE_CHECKING:``; relative ones made absolute) and every module
@@ -19,6 +19,7 @@ each top-level package and module; :data:`KNOWN_UPWARD` lists today's upward imp
 """
 
 import ast
+import re
 from collections import defaultdict
 from itertools import pairwise
 from pathlib import Path
@@ -49,7 +50,6 @@ TIERS = {
     "fields": "fields",
     "losses": "fields",
     "metrics": "fields",
-    "perceptual": "fields",  # LPIPS, an image metric
     "renderers": "fields",
     "data": "data",
     "heads": "data",  # a capture's frames -> the tracked Head (the Head itself: base, parametric/), mesh depth of rays
@@ -59,15 +59,7 @@ TIERS = {
     "models": "models",
     "__init__": "apps",  # the package's front page: headfields.load_run, from runs
     "__main__": "apps",  # python -m headfields
-    "commands": "apps",
-    "driving": "apps",  # reenactment: a trained avatar driven by another capture
-    "export": "apps",
-    "gaussian_avatars_export": "apps",  # a Gaussian avatar in GaussianAvatars' own files
-    "media": "apps",  # mp4 videos
-    "tracking": "apps",  # a video turned into a capture: ingest, detectors, the FLAME fit, the capture written
-    "runs": "apps",
-    "splat_ply": "apps",  # splat files
-    "viewer": "apps",
+    "apps": "apps",  # runs, the commands, the viewer, export, reenactment, media and splat files, the video tracker
 }
 
 # Today's upward imports, (importer, imported module), by the importer's tier. Moving a tier deletes its lines.
@@ -149,7 +141,7 @@ def test_every_top_level_package_and_module_has_a_tier():
     present = {_top(module) for module in PATHS}
     missing = sorted(present - set(TIERS))
     assert not missing, (
-        f"add {missing} to TIERS in tests/project/test_layers.py, in the tier of its job (DESIGN.md, 'Tiers and folders')"
+        f"add {missing} to TIERS in tests/project/test_layers.py, in the tier of its job (docs/architecture.md, 'Tiers')"
     )
     gone = sorted(set(TIERS) - present)
     assert not gone, f"TIERS names what headfields/ no longer has; delete {gone}"
@@ -220,7 +212,7 @@ if TYPE_CHECKING:
     from ..synthetic import SyntheticVideoConfig
 def f():
     from ..models.registry import MODELS
-    return importlib.import_module("headfields.runs")
+    return importlib.import_module("headfields.apps.runs")
 """
     names = {name for name, _ in imported_names("headfields.deformers.inverse_skinning", False, source)}
     assert names == {
@@ -232,7 +224,7 @@ def f():
         "headfields.parametric",
         "headfields.synthetic.SyntheticVideoConfig",  # under TYPE_CHECKING
         "headfields.models.registry.MODELS",  # in a function
-        "headfields.runs",  # importlib.import_module(...)
+        "headfields.apps.runs",  # importlib.import_module(...)
     }
     in_package = {name for name, _ in imported_names("headfields.data", True, "from . import frames\nfrom .. import heads")}
     assert in_package == {"headfields.data.frames", "headfields.heads"}
@@ -240,4 +232,15 @@ def f():
     # In the package itself: many imports, and the front page's lazy ``from . import runs`` inside __getattr__.
     assert len(IMPORTS) > 500 and len({i.importer for i in IMPORTS}) > 100, len(IMPORTS)
     edges = {(i.importer, i.imported) for i in IMPORTS}
-    assert ("headfields", "headfields.runs") in edges, "headfields/__init__.py's lazy import of runs is not seen"
+    assert ("headfields", "headfields.apps.runs") in edges, "headfields/__init__.py's lazy import of runs is not seen"
+
+
+def test_the_architecture_page_states_the_tiers_this_test_holds():
+    """docs/architecture.md's "Tiers" table names the tiers in ORDER, and each package and module in its tier's row."""
+    page = (PACKAGE.parent / "docs" / "architecture.md").read_text().split("## Tiers")[1].split("\n## ")[0]
+    rows = dict(re.findall(r"^\| (\w+) \| (.+) \|$", page, re.M))
+    rows.pop("tier", None)  # the header
+    assert tuple(rows) == ORDER
+    for name, tier in TIERS.items():
+        if not name.startswith("__"):
+            assert f"`{name}" in rows[tier], f"docs/architecture.md: {name} missing from the {tier} row"

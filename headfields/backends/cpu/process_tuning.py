@@ -1,7 +1,7 @@
 """Process tuning for a training run on the CPU, put back when the run ends: :func:`process_tuning`.
 
 Two settings of the process speed some CPU work up, and both belong to the whole process, not to one call. So
-nothing in headfields sets either unasked (importing it, :func:`~headfields.runs.load_run`, rendering): a training
+nothing in headfields sets either unasked (importing it, :func:`~headfields.apps.runs.load_run`, rendering): a training
 run on the CPU applies the ones its configuration asks for (``TrainingConfig.flush_denormals``,
 ``TrainingConfig.tune_malloc``) for its own duration through :func:`process_tuning`, and puts them back after. The
 ``render`` and ``view`` commands, which own their process, keep freed memory while they render on the CPU

@@ -1,4 +1,4 @@
-"""MonoNPHM's prior as a run (``python -m headfields train nphm_prior``, :func:`headfields.runs.train_run`): an NPHM
+"""MonoNPHM's prior as a run (``python -m headfields train nphm_prior``, :func:`headfields.apps.runs.train_run`): an NPHM
 prior (:class:`~headfields.models.mononphm.Nphm`) trained on the synthetic scan set of many identities, into a run
 folder that ``python -m headfields train mononphm --mononphm.prior RUN/prior.pt`` fits to a video.
 
@@ -7,7 +7,7 @@ configuration gives the steps (``max_iterations``), the budget (``max_minutes``)
 which replace the recipe's :class:`~headfields.models.mononphm.PriorTrainingConfig` ones; every other training
 field is refused when set, and so is a capture (``--data``): the scans are synthetic. :func:`train` writes:
 
-- ``config.json``: the :class:`~headfields.runs.RunConfig`;
+- ``config.json``: the :class:`~headfields.apps.runs.RunConfig`;
 - ``prior.pt`` (:func:`~headfields.models.mononphm.save_prior`) and ``model/``, the synthetic FLAME the scans were
   made with;
 - ``log.jsonl``: the logged losses, a line a logged step;
@@ -173,7 +173,7 @@ def train(
     """The prior run ``run`` into ``out`` (see the module docstring); returns its metrics. A finished run of the same
     configuration in ``out`` is not trained again (with ``resume``): its metrics are returned; a folder holding
     another run is refused. ``log``: where the run's lines go (default: standard output). ``run`` is a
-    :class:`~headfields.runs.RunConfig`, not annotated: the runs sit above the models."""
+    :class:`~headfields.apps.runs.RunConfig`, not annotated: the runs sit above the models."""
     config = _checked(run)
     device = torch.device(device if device is not None else "cpu")
     folder = RunFolder(out, force)  # a folder of the user's refused unless force

@@ -1,4 +1,4 @@
-"""MonoNPHM as a run (``python -m headfields train mononphm``, :func:`headfields.runs.train_run`): its own pipeline,
+"""MonoNPHM as a run (``python -m headfields train mononphm``, :func:`headfields.apps.runs.train_run`): its own pipeline,
 not the NeRF-type loop, writing the run folder every other model writes, so that :func:`headfields.load_run`,
 ``render``, ``export`` and ``view`` open it.
 
@@ -8,7 +8,7 @@ held-out frames measured (``eval_frames``), the render chunk and the CPU tunings
 (:mod:`headfields.backends.cpu.process_tuning`). :func:`train` loads the subject and the prior, runs
 :func:`~headfields.models.mononphm.reconstruct` and writes:
 
-- ``config.json``: the :class:`~headfields.runs.RunConfig` (also inside the checkpoint);
+- ``config.json``: the :class:`~headfields.apps.runs.RunConfig` (also inside the checkpoint);
 - ``checkpoint.pt`` (:func:`~headfields.training.checkpoints.save_checkpoint`, the loop's format): the fitted model's state
   (identity and appearance codes, lighting, each split's expression codes and pose corrections, and the prior's
   weights it was fitted with), the tracking's steps and seconds, the run's fingerprint;
@@ -139,7 +139,7 @@ def train(
     """The MonoNPHM run ``run`` into ``out`` (see the module docstring); returns its metrics. A finished run of the
     same configuration in ``out`` is not tracked again (with ``resume``): its metrics are returned; a checkpoint
     of another run there is refused. ``log``: where the run's lines go (default: standard output). ``run`` is a
-    :class:`~headfields.runs.RunConfig`, not annotated: the runs sit above the models."""
+    :class:`~headfields.apps.runs.RunConfig`, not annotated: the runs sit above the models."""
     from ...backends.cpu.process_tuning import process_tuning
     from ...synthetic import load_ground_truth
     from ...training import CHECKPOINT_NAME, CONFIG_NAME, seed_everything

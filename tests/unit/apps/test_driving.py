@@ -13,9 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.spatial.transform import Rotation
 
+from headfields.apps.driving import drive, is_own_capture
 from headfields.cameras import PinholeCameras
 from headfields.data import FrameSet, TrackedParams
-from headfields.driving import drive, is_own_capture
 
 from helpers import raises_naming
 

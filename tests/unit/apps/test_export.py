@@ -1,4 +1,4 @@
-"""Coloured meshes out of fields (``headfields.export``) against analytic truth, and the PLY writer against trimesh
+"""Coloured meshes out of fields (``headfields.apps.export``) against analytic truth, and the PLY writer against trimesh
 and headfields' own reader.
 
 The analytic fields are the real NerfField / NeusField composers with hand-written parts: a sphere of radius R whose
@@ -16,9 +16,9 @@ import trimesh
 from tiny_configs import TINY_INSTA
 from torch import nn
 
+from headfields.apps.export import DENSITY_THRESHOLD, ColoredMesh, field_mesh, write_ply
 from headfields.data.scans import read_ply
 from headfields.decoders import AppearanceConfig, DecoderOutput, SdfMlpConfig, SdfOutput
-from headfields.export import DENSITY_THRESHOLD, ColoredMesh, field_mesh, write_ply
 from headfields.fields import NerfField, NeusField
 from headfields.geometry import uv_sphere
 from headfields.heads import tracked_head

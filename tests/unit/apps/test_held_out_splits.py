@@ -13,12 +13,12 @@ import os
 import pytest
 import torch
 
-from headfields.commands import main
+from headfields.apps.commands import main
+from headfields.apps.runs import RunConfig, SubjectSource, load_run, train_run
 from headfields.configs import config_from_dict, config_to_dict
 from headfields.data import held_out_splits, load_subject
 from headfields.heads import tracked_head
 from headfields.models.gaussian_avatars import cpu_config
-from headfields.runs import RunConfig, SubjectSource, load_run, train_run
 from headfields.synthetic import SyntheticVideoConfig, make_synthetic_video
 from headfields.training import TrainingConfig
 
@@ -135,7 +135,7 @@ def test_a_run_written_before_loads_with_one_split(capture, both_run):
 
 
 def test_the_train_command_scores_both_unless_told(capture, tmp_path, monkeypatch):
-    from headfields.commands.train import run_config
+    from headfields.apps.commands.train import run_config
 
     monkeypatch.chdir(tmp_path)  # the default --out is relative: a run trained there would be the start
 

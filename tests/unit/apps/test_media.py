@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from headfields.media import DEFAULT_CRF, VideoWriter, read_video, video_info, write_video
+from headfields.apps.media import DEFAULT_CRF, VideoWriter, read_video, video_info, write_video
 
 from helpers import raises_naming
 

@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from headfields.commands import main
-from headfields.commands import render as render_command
-from headfields.commands.render import PNG_MARKER
+from headfields.apps.commands import main
+from headfields.apps.commands import render as render_command
+from headfields.apps.commands.render import PNG_MARKER
+from headfields.apps.runs import load_run
 from headfields.outputs import atomic_folder, hold, remove_folder
-from headfields.runs import load_run
 
 ORBIT = ["--camera", "orbit", "--device", "cpu"]
 

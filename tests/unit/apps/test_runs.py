@@ -13,9 +13,9 @@ import textwrap
 import pytest
 import torch
 
+from headfields.apps.runs import RunConfig, SubjectSource, load_run, read_run_config
 from headfields.configs import config_to_dict
 from headfields.models.registry import MODELS
-from headfields.runs import RunConfig, SubjectSource, load_run, read_run_config
 from headfields.training import CHECKPOINT_NAME, CONFIG_NAME, LOG_NAME, TrainingConfig, evaluate, render_image
 from headfields.training.checkpoints import CheckpointError, load_checkpoint
 
@@ -218,7 +218,7 @@ def test_train_refuses_a_run_config_of_other_training_settings(tiny_video, tmp_p
 def _train_tiny(tiny_video, out, sink, **training):
     from tiny_configs import TINY_INSTA
 
-    from headfields.runs import train_run
+    from headfields.apps.runs import train_run
     from headfields.training import TrainingConfig
 
     fields = dict(max_iterations=2, rays_per_batch=128, eval_every=1, log_every=1, eval_frames=1, render_chunk=4096)

@@ -1,4 +1,4 @@
-"""The browser viewer (headfields.viewer): the GUI state -> Head function, viser's camera -> PinholeCameras, the
+"""The browser viewer (headfields.apps.viewer): the GUI state -> Head function, viser's camera -> PinholeCameras, the
 binding, a Gaussian run's splats as the browser takes them, and the viewer itself driven in a headless Chromium
 (skipped where no Chromium can be had)."""
 
@@ -21,12 +21,9 @@ import torch
 
 pytest.importorskip("viser")
 
-from headfields.cameras import look_at, project_points  # noqa: E402
-from headfields.heads import tracked_head  # noqa: E402
-from headfields.renderers import EARLY_STOP_TRANSMITTANCE, INTERACTIVE_TRANSMITTANCE  # noqa: E402
-from headfields.runs import load_run  # noqa: E402
-from headfields.splat_ply import SH_C0  # noqa: E402
-from headfields.viewer import (  # noqa: E402
+from headfields.apps.runs import load_run  # noqa: E402
+from headfields.apps.splat_ply import SH_C0  # noqa: E402
+from headfields.apps.viewer import (  # noqa: E402
     AvatarViewer,
     ViewerState,
     frame_pixels,
@@ -34,9 +31,12 @@ from headfields.viewer import (  # noqa: E402
     state_head,
     viser_camera,
 )
-from headfields.viewer.app import THREAD_PREFIX, _Request  # noqa: E402
-from headfields.viewer.camera import MIN_PIXELS  # noqa: E402
-from headfields.viewer.splats import browser_splats, show_splats, splat_unit  # noqa: E402
+from headfields.apps.viewer.app import THREAD_PREFIX, _Request  # noqa: E402
+from headfields.apps.viewer.camera import MIN_PIXELS  # noqa: E402
+from headfields.apps.viewer.splats import browser_splats, show_splats, splat_unit  # noqa: E402
+from headfields.cameras import look_at, project_points  # noqa: E402
+from headfields.heads import tracked_head  # noqa: E402
+from headfields.renderers import EARLY_STOP_TRANSMITTANCE, INTERACTIVE_TRANSMITTANCE  # noqa: E402
 
 from helpers import raises_naming  # noqa: E402
 
@@ -225,7 +225,7 @@ def test_the_splats_sent_are_the_models_posed_gaussians(gaussian_run):
 
 
 def test_the_browser_draws_only_a_gaussian_runs_splats(run, gaussian_run):
-    from headfields.commands import parser
+    from headfields.apps.commands import parser
 
     assert parser().parse_args(["view", "some/run"]).splats is None  # on for a Gaussian run
     assert parser().parse_args(["view", "some/run", "--no-splats"]).splats is False
@@ -266,7 +266,7 @@ def test_splats_are_sent_when_the_pose_changes_and_give_way_to_the_depth_picture
 
 # -- binding ---------------------------------------------------------------------------------------------------------
 def test_binds_localhost_by_default(run, capsys):
-    from headfields.commands import parser
+    from headfields.apps.commands import parser
 
     args = parser().parse_args(["view", "some/run"])
     assert args.host == "127.0.0.1" and args.port == 8080 and not args.watch
@@ -286,8 +286,8 @@ def test_binds_localhost_by_default(run, capsys):
 
 
 def test_all_interfaces_only_when_asked_and_said(run, capsys):
-    from headfields.commands import parser
-    from headfields.commands.view import view
+    from headfields.apps.commands import parser
+    from headfields.apps.commands.view import view
 
     port = free_port()
     args = parser().parse_args(["view", str(run.path), "--host", "0.0.0.0", "--port", str(port), "--device", "cpu"])
@@ -303,9 +303,9 @@ def test_all_interfaces_only_when_asked_and_said(run, capsys):
 def test_the_command_serves_with_freed_memory_kept_and_puts_the_process_back(run, monkeypatch):
     # view's blocking command owns its process: on the CPU the viewer renders with glibc keeping freed blocks, until
     # Ctrl-C (here: the first wait raises it); block=False (above) leaves the caller's process as it is.
+    from headfields.apps.commands import parser
+    from headfields.apps.commands import view as view_command
     from headfields.backends.cpu import freed_memory
-    from headfields.commands import parser
-    from headfields.commands import view as view_command
 
     seen, start = [], AvatarViewer.start
     monkeypatch.setattr(AvatarViewer, "start", lambda self: seen.append(freed_memory._in_force) or start(self))

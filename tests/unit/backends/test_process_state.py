@@ -77,13 +77,13 @@ if os.environ.get("MIXED"):
 states = {{"start": state()}}
 for step in sys.argv[1:]:
     if step == "import":
-        import headfields, headfields.runs, headfields.training  # noqa: E401
+        import headfields, headfields.apps.runs, headfields.training  # noqa: E401
     elif step == "load_run":
         from headfields.training import render_image
         run = headfields.load_run(os.environ["TEST_RUN"], "cpu")
         render_image(run.model, run.subject.eval, 0, 4096, run.device, head=run.eval_head)
     elif step == "train":
-        from headfields.runs import read_run_config, train_run
+        from headfields.apps.runs import read_run_config, train_run
         train_run(read_run_config(os.environ["TEST_RUN"]), os.environ["TEST_OUT"], "cpu", log=open(os.devnull, "w"))
     elif step == "tuned":
         from headfields.backends.cpu.process_tuning import process_tuning

@@ -188,7 +188,7 @@ def test_a_value_of_the_wrong_type_is_a_value_error_naming_the_field(field_name,
 
 
 def test_a_recipe_without_its_class_is_named():
-    from headfields.runs import RunConfig
+    from headfields.apps.runs import RunConfig
 
     data = config_to_dict(RunConfig("insta", insta.cpu_config()))
     del data["recipe"][CLASS_KEY]

@@ -20,12 +20,12 @@ import pytest
 import torch
 
 from headfields import outputs
-from headfields.commands import ctrl_c_kept, main
+from headfields.apps.commands import ctrl_c_kept, main
+from headfields.apps.export import write_ply
+from headfields.apps.media import video_info, write_video
+from headfields.apps.runs import RunConfig, read_run_config
 from headfields.configs import CLASS_KEY, config_classes, config_from_dict, register_config
-from headfields.export import write_ply
-from headfields.media import video_info, write_video
 from headfields.outputs import OutputBusyError, atomic_path, hold, is_temporary, probe_folder, write_atomic
-from headfields.runs import RunConfig, read_run_config
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -217,8 +217,8 @@ def test_a_config_source_adds_its_classes_and_the_librarys_needs_no_import_of_th
     # configs imports no model: the package's __init__ registers the library's classes, so they are known to a
     # process that imported nothing but configs.
     code = (
-        "import sys; from headfields.configs import config_classes; assert 'headfields.runs' not in sys.modules; "
-        "known = config_classes(); assert known['headfields.runs.RunConfig'].__name__ == 'RunConfig'; "
+        "import sys; from headfields.configs import config_classes; assert 'headfields.apps.runs' not in sys.modules; "
+        "known = config_classes(); assert known['headfields.apps.runs.RunConfig'].__name__ == 'RunConfig'; "
         "assert 'headfields.models.insta.InstaConfig' in known and 'headfields.models.mononphm.model.MonoNphmConfig' in known"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
@@ -317,7 +317,7 @@ def test_a_second_render_into_one_output_is_refused_and_the_first_wins_whole(tin
 
 
 def test_render_into_a_folder_it_cannot_write_fails_before_loading_the_run(tiny_insta_run, tmp_path, monkeypatch, capsys):
-    from headfields.commands import render
+    from headfields.apps.commands import render
 
     monkeypatch.setattr(render, "load_run", lambda *a: pytest.fail("the run was loaded before the folder was probed"))
     if os.geteuid() == 0:  # root writes anywhere: a file stands where the folder should be

@@ -19,7 +19,7 @@ import trimesh
 from PIL import Image
 from smplx.lbs import batch_rodrigues
 
-from headfields.commands import main
+from headfields.apps.commands import main
 from headfields.data import INSTA_FACE_PARSING, load_insta_dataset, load_subject
 from headfields.data._io import read_obj
 from headfields.data.inspect import inspect_capture

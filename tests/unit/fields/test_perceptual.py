@@ -1,4 +1,4 @@
-"""headfields.perceptual against the lpips package's own LPIPS on the same networks (a seeded random AlexNet and
+"""headfields.metrics.perceptual against the lpips package's own LPIPS on the same networks (a seeded random AlexNet and
 VGG16: no download), its input range (and GaussianAvatars' unscaled one), averaging and masking; the weight lookup
 and what happens when a file is missing or corrupt."""
 
@@ -12,8 +12,8 @@ from unittest import mock
 import pytest
 import torch
 
-import headfields.perceptual as perceptual
-from headfields.perceptual import (
+import headfields.metrics.perceptual as perceptual
+from headfields.metrics.perceptual import (
     ALEXNET_FILE,
     LPIPS_BACKGROUND,
     LPIPS_MIN_SIZES,

@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from headfields.apps.tracking.accuracy import tracking_accuracy
 from headfields.cameras import PinholeCameras, project_points
 from headfields.data import load_insta_dataset
 from headfields.fitting.landmark_solvers import band_product, banded_solve, difference_bands
@@ -20,7 +21,6 @@ from headfields.fitting.landmark_tracking import (
 )
 from headfields.parametric import load_model
 from headfields.synthetic import SyntheticVideoConfig, make_synthetic_video
-from headfields.tracking.accuracy import tracking_accuracy
 
 SIZE = 512  # the tracker's image: residuals and noise in its pixels
 FLIP = torch.tensor([1.0, -1.0, -1.0])  # the tracker's world (OPENCV_FROM_WORLD) to camera coordinates

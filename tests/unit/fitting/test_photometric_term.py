@@ -7,13 +7,13 @@ from __future__ import annotations
 import pytest
 import torch
 
+from headfields.apps.tracking.accuracy import tracking_accuracy
 from headfields.cameras import project_points
 from headfields.data import load_insta_dataset
 from headfields.fitting.landmark_tracking import LandmarkTrackingConfig, SurfaceLandmarks, _Problem, track_landmarks
 from headfields.fitting.photometric_term import PhotometricTerm
 from headfields.parametric import load_model
 from headfields.synthetic import SyntheticVideoConfig, make_synthetic_video
-from headfields.tracking.accuracy import tracking_accuracy
 
 from helpers import raises_naming
 

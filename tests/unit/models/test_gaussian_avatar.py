@@ -14,9 +14,12 @@ import numpy as np
 import pytest
 import torch
 
-from headfields.commands import main
+from headfields.apps.commands import main
+from headfields.apps.gaussian_avatars_export import export_gaussian_avatars_run
+from headfields.apps.runs import RunConfig, SubjectSource, load_run, train_run
+from headfields.apps.splat_ply import read_bound_splat_ply, read_splat_ply
+from headfields.apps.viewer import render_avatar
 from headfields.data import load_subject
-from headfields.gaussian_avatars_export import export_gaussian_avatars_run
 from headfields.heads import tracked_head
 from headfields.models.gaussian_avatars import (
     DensityConfig,
@@ -28,11 +31,8 @@ from headfields.models.gaussian_avatars import (
 )
 from headfields.models.registry import MODELS
 from headfields.parametric import TrackedMeshModel, load_model
-from headfields.runs import RunConfig, SubjectSource, load_run, train_run
-from headfields.splat_ply import read_bound_splat_ply, read_splat_ply
 from headfields.synthetic import SyntheticVideoConfig, write_insta_capture
 from headfields.training import TrainingConfig
-from headfields.viewer import render_avatar
 
 # Densify every 3 steps from step 2 and raise the SH degree every 2 steps: a few steps exercise every part.
 SCHEDULE = DensityConfig(

@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 import torch
 
-from headfields.commands import main
-from headfields.gaussian_avatars_export import export_gaussian_avatars_run
+from headfields.apps.commands import main
+from headfields.apps.gaussian_avatars_export import export_gaussian_avatars_run
+from headfields.apps.runs import RunConfig, SubjectSource, load_run, train_run
 from headfields.heads import tracked_head
 from headfields.metrics import psnr
 from headfields.models.gaussian_avatars import FittedTracking, GaussianAvatar, GaussianAvatarConfig, cpu_config
 from headfields.parametric import load_model
-from headfields.runs import RunConfig, SubjectSource, load_run, train_run
 from headfields.synthetic import SyntheticVideoConfig, write_insta_capture
 from headfields.training import TrainingConfig, train
 

@@ -133,10 +133,10 @@ def test_encoders_without_a_width_are_rejected(tiny_video):
 
 @pytest.mark.parametrize("name", sorted(MIXES))
 def test_each_example_is_the_train_command_of_its_mix(name, monkeypatch):
-    import headfields.commands
+    import headfields.apps.commands
 
     called = []
-    monkeypatch.setattr(headfields.commands, "main", lambda argv: called.append(argv) or 0)
+    monkeypatch.setattr(headfields.apps.commands, "main", lambda argv: called.append(argv) or 0)
     monkeypatch.setattr(sys, "argv", [f"{name}.py", "--max-minutes", "5"])
     with pytest.raises(SystemExit) as exit_status:
         runpy.run_path(str(EXAMPLES / f"{name}.py"), run_name="__main__")

@@ -19,6 +19,7 @@ import pytest
 import torch
 from tiny_configs import TINY_MONONPHM
 
+from headfields.apps.runs import RunConfig, SubjectSource, load_run, train_run
 from headfields.cameras import image_pixels, pixel_rays, project_points
 from headfields.data import LANDMARKS_FOLDER, load_subject, save_detected_landmarks
 from headfields.data.ibug import ANCHOR_LANDMARK_PAIRS, ANCHOR_PAIR_WEIGHTS
@@ -30,7 +31,6 @@ from headfields.models.mononphm import Nphm, identity_code, save_prior, surface_
 from headfields.models.mononphm import tracking as mononphm_tracking
 from headfields.models.registry import MODELS
 from headfields.parametric import load_model
-from headfields.runs import RunConfig, SubjectSource, load_run, train_run
 from headfields.synthetic import (
     ScanSetConfig,
     SyntheticVideoConfig,
@@ -626,7 +626,7 @@ def test_a_finished_run_is_not_tracked_again_and_another_run_is_refused(mononphm
 
 
 def test_render_export_and_the_viewer_open_the_run(mononphm_run, tmp_path):
-    from headfields.commands import main
+    from headfields.apps.commands import main
 
     folder, _, _ = mononphm_run
     video = tmp_path / "track.mp4"
@@ -637,10 +637,10 @@ def test_render_export_and_the_viewer_open_the_run(mononphm_run, tmp_path):
     assert sorted(p.name for p in meshes.iterdir()) == ["canonical.ply", "test_00000.ply"]
     viser = pytest.importorskip("viser")
     del viser
-    from headfields.commands import parser
-    from headfields.commands.view import view
+    from headfields.apps.commands import parser
+    from headfields.apps.commands.view import view
+    from headfields.apps.viewer import AvatarViewer, ViewerState, render_avatar
     from headfields.training import render_view
-    from headfields.viewer import AvatarViewer, ViewerState, render_avatar
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -198,8 +198,8 @@ def test_the_train_command_trains_a_prior_and_refuses_what_it_does_not_read(tmp_
     """``train nphm_prior`` writes config.json, prior.pt (which loads, with a code a synthetic identity and scan),
     log.jsonl (a line a step) and metrics.json; run again it returns the finished run's metrics. A training field
     it does not read, the recipe's own steps and a capture are refused by name, before the folder is made."""
-    from headfields.commands.train import train
-    from headfields.runs import read_run_config
+    from headfields.apps.commands.train import train
+    from headfields.apps.runs import read_run_config
     from headfields.training import LOG_NAME
 
     out = tmp_path / "prior"

@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from tiny_configs import TINY_INSTA, TINY_MONOAVATAR, TINY_PORTRAIT
 
+from headfields.apps.runs import load_run
 from headfields.cameras import Rays, image_pixels, image_rays, pixel_rays
 from headfields.checks import trusted_values
 from headfields.deformers import Canonical
@@ -37,7 +38,6 @@ from headfields.renderers import (
     render_neus_inference,
 )
 from headfields.renderers.inference import MAX_ROUND_STEPS, _round_steps, _step_cap
-from headfields.runs import load_run
 from headfields.training import render_image, render_view
 
 from helpers import raises_naming

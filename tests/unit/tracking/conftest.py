@@ -1,7 +1,7 @@
 import pytest
 
-from headfields.tracking import video_tracker
-from headfields.tracking.avatar_refinement import AvatarRefinementConfig
+from headfields.apps.tracking import video_tracker
+from headfields.apps.tracking.avatar_refinement import AvatarRefinementConfig
 
 
 @pytest.fixture(autouse=True)

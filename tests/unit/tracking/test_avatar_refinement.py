@@ -8,12 +8,12 @@ from dataclasses import replace
 import pytest
 import torch
 
+from headfields.apps.tracking import accuracy
+from headfields.apps.tracking.avatar_refinement import AvatarRefinementConfig, avatar_recipe, refine_tracking
 from headfields.data import TrackedParams, load_insta_dataset
 from headfields.models.gaussian_avatars import cpu_config
 from headfields.parametric import load_model
 from headfields.synthetic import SyntheticVideoConfig, make_synthetic_video
-from headfields.tracking import accuracy
-from headfields.tracking.avatar_refinement import AvatarRefinementConfig, avatar_recipe, refine_tracking
 
 TURN_DEGREES = 2.0  # each frame's head turned this far off the truth, about a random axis
 

@@ -6,15 +6,15 @@ import numpy as np
 import pytest
 import torch
 
+from headfields.apps.media import write_video
+from headfields.apps.tracking import FaceLandmarker, capture_tracking, tracking_accuracy
+from headfields.apps.tracking.embedding import derive_mediapipe_embedding, save_embedding
+from headfields.apps.tracking.video_tracker import read_embedding
 from headfields.cameras import project_points
 from headfields.data import load_insta_dataset
 from headfields.fitting import SurfaceLandmarks
-from headfields.media import write_video
 from headfields.parametric import load_model
 from headfields.synthetic import SyntheticVideoConfig, make_synthetic_video
-from headfields.tracking import FaceLandmarker, capture_tracking, tracking_accuracy
-from headfields.tracking.embedding import derive_mediapipe_embedding, save_embedding
-from headfields.tracking.video_tracker import read_embedding
 
 
 @pytest.fixture(scope="module")
@@ -58,9 +58,9 @@ def test_the_file_round_trips_and_bad_files_are_one_line(clip, tmp_path):
 
 
 def test_tracking_with_the_embedding(clip, tmp_path):
+    from headfields.apps.tracking import track_video
+    from headfields.apps.tracking.video_tracker import VideoTrackerConfig
     from headfields.fitting.landmark_tracking import LandmarkTrackingConfig
-    from headfields.tracking import track_video
-    from headfields.tracking.video_tracker import VideoTrackerConfig
 
     root, frames, model, head = clip
     video = root / "clip.mp4"
@@ -83,9 +83,9 @@ def test_the_models_own_views_place_mediapipes_points_by_its_landmarks(clip):
     """Derived from the model's views alone (no video, no truth), MediaPipe's points that our iBUG table pairs with
     FLAME's static landmarks lie beside those landmarks on the neutral head (the table's pairs sit 0.7-2.8 px apart
     at 256 px, about as many mm)."""
+    from headfields.apps.tracking.correspondence import MEDIAPIPE_FOR_IBUG
+    from headfields.apps.tracking.embedding import model_embedding
     from headfields.synthetic.model_views import model_views, views_resolution
-    from headfields.tracking.correspondence import MEDIAPIPE_FOR_IBUG
-    from headfields.tracking.embedding import model_embedding
 
     _, _, model, _ = clip
     surface = model_embedding(model, 128)

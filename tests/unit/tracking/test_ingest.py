@@ -12,8 +12,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from headfields.media import write_video
-from headfields.tracking.ingest import Crop, crop_frames, plan_frames, probe_video, read_frames, square_crop
+from headfields.apps.media import write_video
+from headfields.apps.tracking.ingest import Crop, crop_frames, plan_frames, probe_video, read_frames, square_crop
 
 from helpers import raises_naming
 

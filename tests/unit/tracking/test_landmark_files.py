@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from headfields.tracking.landmark_files import read_landmark_files
+from headfields.apps.tracking.landmark_files import read_landmark_files
 
 
 def random_points(n: int, k: int, seed: int = 0) -> np.ndarray:

@@ -1,6 +1,6 @@
 """MediaPipe's face landmarker and selfie segmentation (its own models, our pre- and post-processing) against the
 synthetic head's geometry: its FLAME landmarks projected by the true cameras, and its rendered mask. The models
-are MediaPipe's real ones, installed by ``make setup`` (python -m headfields.tracking.model_files)."""
+are MediaPipe's real ones, installed by ``make setup`` (python -m headfields.apps.tracking.model_files)."""
 
 import builtins
 import math
@@ -10,12 +10,12 @@ import pytest
 import torch
 from PIL import Image
 
+from headfields.apps.tracking import mediapipe
+from headfields.apps.tracking.mediapipe import FaceLandmarker, SelfieSegmenter
 from headfields.cameras import project_points
 from headfields.data import load_insta_dataset
 from headfields.parametric import load_model
 from headfields.synthetic import SyntheticVideoConfig, make_synthetic_video
-from headfields.tracking import mediapipe
-from headfields.tracking.mediapipe import FaceLandmarker, SelfieSegmenter
 
 from helpers import shapes_unchecked
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from headfields.tracking import model_files as mf
+from headfields.apps.tracking import model_files as mf
 
 
 def _fake_models(monkeypatch) -> dict[str, bytes]:
@@ -50,7 +50,7 @@ def test_folder_and_missing_file(monkeypatch, tmp_path):
         mf.mediapipe_model("face_landmark")
     message = str(error.value)
     assert "\n" not in message and str(tmp_path / "models" / "face_landmark.tflite") in message
-    fix = 'run "python -m headfields.tracking.model_files" (extracts them from the mediapipe==0.10.21 wheel on PyPI)'
+    fix = 'run "python -m headfields.apps.tracking.model_files" (extracts them from the mediapipe==0.10.21 wheel on PyPI)'
     assert message.endswith(fix)
     with pytest.raises(ValueError, match="name: expected one of"):
         mf.mediapipe_model("face_mesh")
@@ -153,7 +153,7 @@ def test_command(monkeypatch, tmp_path, capsys):
         [
             sys.executable,
             "-m",
-            "headfields.tracking.model_files",
+            "headfields.apps.tracking.model_files",
             "--wheel",
             str(tmp_path / "missing.whl"),
             "--folder",

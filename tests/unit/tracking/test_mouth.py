@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from skimage.measure import points_in_poly
 
-from headfields.tracking.mouth import MEDIAPIPE_LIP_RINGS, MOUTH_POLYGONS, fill_polygon, mouth_regions
+from headfields.apps.tracking.mouth import MEDIAPIPE_LIP_RINGS, MOUTH_POLYGONS, fill_polygon, mouth_regions
 
 from helpers import raises_naming
 

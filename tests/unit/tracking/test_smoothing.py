@@ -11,7 +11,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from headfields.tracking.smoothing import smooth_track
+from headfields.apps.tracking.smoothing import smooth_track
 
 from helpers import raises_naming
 

@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 import torch
 
+from headfields.apps.media import write_video
+from headfields.apps.tracking.accuracy import capture_tracking, tracking_accuracy
+from headfields.apps.tracking.video_tracker import VideoTrackerConfig, track_video
 from headfields.cameras import project_points
 from headfields.data import TrackedParams, load_insta_dataset
 from headfields.fitting.landmark_tracking import LandmarkTrackingConfig
-from headfields.media import write_video
 from headfields.parametric import load_model
 from headfields.synthetic import SyntheticVideoConfig, cached_synthetic_video
-from headfields.tracking.accuracy import capture_tracking, tracking_accuracy
-from headfields.tracking.video_tracker import VideoTrackerConfig, track_video
 
 NOISE_PX = 1.5  # of a 512-pixel frame: the "true landmarks plus 1.5 px"
 SPLITS = ("train", "val", "test")

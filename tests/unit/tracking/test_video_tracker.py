@@ -8,16 +8,16 @@ import numpy as np
 import pytest
 import torch
 
+from headfields.apps.commands import main
+from headfields.apps.media import write_video
+from headfields.apps.tracking import accuracy, video_tracker
+from headfields.apps.tracking.avatar_refinement import AvatarRefinementConfig
+from headfields.apps.tracking.video_tracker import VideoTrackerConfig, track_video
 from headfields.cameras import project_points
-from headfields.commands import main
 from headfields.data import LANDMARKS_FOLDER, detect_capture_format, load_detected_landmarks, load_insta_dataset, load_subject
 from headfields.fitting.landmark_tracking import LandmarkTrackingConfig
-from headfields.media import write_video
 from headfields.parametric import load_model
 from headfields.synthetic import SyntheticVideoConfig, make_synthetic_video
-from headfields.tracking import accuracy, video_tracker
-from headfields.tracking.avatar_refinement import AvatarRefinementConfig
-from headfields.tracking.video_tracker import VideoTrackerConfig, track_video
 
 FRAMES = 27
 TINY_AVATAR = AvatarRefinementConfig(avatar_steps=5, refit_steps=1, size=32)  # the stage run, not its accuracy
@@ -212,7 +212,7 @@ def test_landmark_files_number_the_stored_frames(source, tmp_path):
 
 
 def test_a_missing_extra_is_one_line_before_anything_is_written(source, tmp_path, monkeypatch, capsys):
-    from headfields.tracking import mediapipe
+    from headfields.apps.tracking import mediapipe
 
     def missing():
         raise ImportError('the tracker\'s landmark detector needs the optional extra: pip install "headfields[track]"')

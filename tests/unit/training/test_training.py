@@ -271,7 +271,7 @@ def _regions(frames):
 def test_evaluate_scores_the_head_the_regions_and_lpips(video32, tmp_path):
     from headfields.data import BACKGROUND_LABEL
     from headfields.metrics import l1, psnr, ssim
-    from headfields.perceptual import Lpips, load_lpips
+    from headfields.metrics.perceptual import Lpips, load_lpips
 
     from helpers import random_alexnet, random_vgg16
 
