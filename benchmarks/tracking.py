@@ -162,6 +162,9 @@ def main() -> None:
         help="the trackings to run (mediapipe: the default; alone: no avatar; table: the iBUG table; derived; true landmarks)",
     )
     parser.add_argument("--out", type=Path, default=None, help="keep the captures and runs here (default: a temporary folder)")
+    parser.add_argument(
+        "--avatar-steps", type=int, default=None, help="the tracking refinement's avatar steps (default: the tracker's, 3,000)"
+    )
     args = parser.parse_args()
     if args.crop and args.minutes > 0:
         parser.error("--crop: the true tracking's cameras frame the whole video; train on whole frames, or give --minutes 0")
@@ -176,6 +179,8 @@ def main() -> None:
     # The capture the whole frame at the video's size, its splits the truth's: the same pixels, scored alike.
     framing = {} if args.crop else {"size": config.resolution, "whole_frame": True}
     tracker = VideoTrackerConfig(**framing, val_frames=sizes[1], test_frames=sizes[2])
+    if args.avatar_steps is not None:  # the refinement's avatar (the variants without one keep none)
+        tracker = replace(tracker, refine=replace(tracker.refine, avatar_steps=args.avatar_steps))
     rows = []
     landmarks = work / "landmarks"
     shutil.rmtree(landmarks, ignore_errors=True)
