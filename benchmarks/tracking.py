@@ -15,6 +15,7 @@ parameters. Against the second the difference is the FLAME tracking's alone.
 
     python benchmarks/tracking.py --minutes 5 --models gaussian_avatar insta
     python benchmarks/tracking.py --iterations 2000 --models gaussian_avatar   # the same steps on either capture
+    python benchmarks/tracking.py --iterations 4650 --models gaussian_avatar --seeds 3   # each PSNR a mean of 3 runs
     python benchmarks/tracking.py --minutes 0            # the tracking alone (~3 minutes)
 """
 
@@ -135,12 +136,24 @@ def _on_true_tracking(
     return _rewritten(capture, truth_root / "model", out, true_tracking)
 
 
-def _train(model: str, data: Path, out: Path, minutes: float, iterations: int | None) -> dict:
+def _train(model: str, data: Path, out: Path, minutes: float, iterations: int | None, seed: int = 0) -> dict:
     from headfields.apps.commands.train import train
 
     budget = ["--max-iterations", str(iterations), "--max-minutes", "1000"] if iterations else ["--max-minutes", str(minutes)]
-    metrics, _, _ = train(model, ["--data", str(data), "--out", str(out), *budget, "--device", "cpu"])
+    metrics, _, _ = train(model, ["--data", str(data), "--out", str(out), *budget, "--device", "cpu", "--seed", str(seed)])
     return metrics
+
+
+def _psnr(model: str, data: Path, out: Path, args: argparse.Namespace) -> tuple[float, str]:
+    """Held-out PSNR of ``model`` trained on ``data``, the mean over ``args.seeds`` runs (one a seed, into
+    ``out``, ``out_1``, ...), and the cell that shows it: with several seeds, their range beside the mean."""
+    runs = [
+        _train(model, data, out.with_name(f"{out.name}_{seed}" if seed else out.name), args.minutes, args.iterations, seed)
+        for seed in range(args.seeds)
+    ]
+    values = [run["psnr"] for run in runs]
+    mean = sum(values) / len(values)
+    return mean, f"{mean:.2f}" + (f" ({min(values):.2f}–{max(values):.2f})" if len(values) > 1 else "")
 
 
 def main() -> None:
@@ -165,7 +178,15 @@ def main() -> None:
     parser.add_argument(
         "--avatar-steps", type=int, default=None, help="the tracking refinement's avatar steps (default: the tracker's, 3,000)"
     )
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        default=1,
+        help="train each model and capture once a seed (0, 1, ...): the table's PSNRs are their means, with their range",
+    )
     args = parser.parse_args()
+    if args.seeds < 1:
+        parser.error(f"--seeds: expected at least 1, got {args.seeds}")
     if args.crop and args.minutes > 0:
         parser.error("--crop: the true tracking's cameras frame the whole video; train on whole frames, or give --minutes 0")
     work = args.out or Path(tempfile.mkdtemp(prefix="tracking-"))
@@ -239,12 +260,12 @@ def main() -> None:
     print(f"| model | true tracking | true tracking, the video's pixels | {columns} |")
     print("|---|---:|---:|" + "---:|---:|" * len(trained))
     for name in args.models:
-        renders = _train(name, truth_root, work / f"{name}_truth", args.minutes, args.iterations)["psnr"]
-        true_run = _train(name, same_pixels, work / f"{name}_truth_pixels", args.minutes, args.iterations)["psnr"]
-        cells = [f"{renders:.2f}", f"{true_run:.2f}"]
+        renders, renders_cell = _psnr(name, truth_root, work / f"{name}_truth", args)
+        true_run, true_cell = _psnr(name, same_pixels, work / f"{name}_truth_pixels", args)
+        cells = [renders_cell, true_cell]
         for k, variant in enumerate(trained):
-            psnr = _train(name, captures[variant], work / f"{name}_{k}", args.minutes, args.iterations)["psnr"]
-            cells += [f"{psnr:.2f}", f"{psnr - true_run:+.2f}, {psnr - renders:+.2f}"]
+            psnr, cell = _psnr(name, captures[variant], work / f"{name}_{k}", args)
+            cells += [cell, f"{psnr - true_run:+.2f}, {psnr - renders:+.2f}"]
         print(f"| {name} | {' | '.join(cells)} |")
 
 
