@@ -15,7 +15,7 @@ from .base import (
     RigidDeformerConfig,
     check_deformer_input,
 )
-from .blend_fields import BlendFieldConfig, BlendFieldDeformer, expression_and_jaw
+from .blend_fields import BlendFieldConfig, BlendFieldDeformer, expression_and_jaw, jaw_index
 from .error_correction import (
     CorrectionRegularizers,
     ErrorCorrectionConfig,
@@ -69,6 +69,7 @@ __all__ = [
     "expression_and_jaw",
     "face_frames",
     "find_preimage",
+    "jaw_index",
     "log_quaternion_to_rotation",
     "matrix_to_quaternion",
     "quaternion_multiply",

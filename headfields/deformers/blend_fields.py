@@ -121,12 +121,7 @@ class BlendFieldDeformer(Deformer):
         if not (bounds[1] > bounds[0]).all():
             raise ValueError(f"bounds: expected min < max on every axis, got {bounds.tolist()}")
         self.register_buffer("bounds", bounds.detach().clone())
-        self.jaw_index: int | None = None
-        if joint_names is not None:
-            names = list(joint_names)
-            if config.jaw_joint not in names:
-                raise ValueError(f"joint_names: expected one named {config.jaw_joint!r} (config.jaw_joint), got {names}")
-            self.jaw_index = names.index(config.jaw_joint)
+        self.jaw_index = None if joint_names is None else jaw_index(joint_names, config)
         k = config.num_fields
         if config.field == "hashgrid":
             self.encoding: nn.Module = HashGrid(config.hashgrid)
@@ -247,6 +242,14 @@ class BlendFieldDeformer(Deformer):
 
     def extra_repr(self) -> str:
         return f"condition_dim={self.condition_dim}, num_fields={self.num_fields}, field={self.config.field!r}"
+
+
+def jaw_index(joint_names: Sequence[str], config: BlendFieldConfig) -> int:
+    """The index of ``config.jaw_joint`` among ``joint_names``, whose pose joins the default condition."""
+    names = list(joint_names)
+    if config.jaw_joint not in names:
+        raise ValueError(f"joint_names: expected one named {config.jaw_joint!r} (config.jaw_joint), got {names}")
+    return names.index(config.jaw_joint)
 
 
 def expression_and_jaw(head: Head, frame: Int[Tensor, " N"], jaw_index: int) -> Float[Tensor, "N C"]:

@@ -30,6 +30,7 @@ from ..deformers import (
     TriangleDeformerConfig,
     TriangleFrameDeformer,
     expression_and_jaw,
+    jaw_index,
 )
 from ..encoders import HashGrid, HashGridConfig, SphericalHarmonics
 from ..fields import FrameCondition, NerfField, UnitBox, inflated_box, padded_box
@@ -149,10 +150,8 @@ class Portrait360(nn.Module):
         if c.blend == "deformation":
             deformers.append(BlendFieldDeformer(condition_dim, self._moving_box(rest), b, names))
         else:  # the ablation: the same mapping network, its coefficients condition the colour, never the density
-            if b.jaw_joint not in names:
-                raise ValueError(f"blend_fields: expected jaw_joint one of the model's joints {names}, got {b.jaw_joint!r}")
             network = mlp(condition_dim, b.mapping_hidden_dim, b.mapping_layers, b.num_fields)
-            inputs = functools.partial(expression_and_jaw, jaw_index=names.index(b.jaw_joint))
+            inputs = functools.partial(expression_and_jaw, jaw_index=jaw_index(names, b))
             condition = FrameCondition(inputs, network, b.num_fields)
             decoder = dataclasses.replace(decoder, cond_to_color=True, cond_to_density=False)
         encoder, directions = HashGrid(c.hash_grid), SphericalHarmonics(c.sh_degree)
