@@ -34,14 +34,12 @@ from ..parametric import Head, SubjectModel, require_parametric_model
 from ..renderers import NeusSampler
 from ..training import OptimizerConfig, RayBatch, StepOutput, TrainingConfig
 from .method import Method, Recipe
-from .neus_model import NEUS_UNREAD_TRAINING_FIELDS as UNREAD_TRAINING_FIELDS
-from .neus_model import NeusConfig, NeusModel
+from .neus_model import NEUS_UNREAD_TRAINING_FIELDS, NeusConfig, NeusModel
 
 __all__ = [
     "HyperNeusAvatar",
     "HyperNeusConfig",
     "METHOD",
-    "UNREAD_TRAINING_FIELDS",
     "cpu_config",
     "paper_config",
     "unread_recipe_fields",
@@ -216,6 +214,6 @@ METHOD = Method(
     {"paper": Recipe(paper_config, PAPER_TRAINING), "cpu": Recipe(cpu_config)},
     HyperNeusConfig,
     training=TrainingConfig(max_minutes=20.0, rays_per_batch=512, frames_per_batch=4, eval_every=500),
-    unread_training=UNREAD_TRAINING_FIELDS,
+    unread_training=NEUS_UNREAD_TRAINING_FIELDS,
     unread_recipe=unread_recipe_fields,
 )

@@ -13,7 +13,6 @@ from .density import DensityConfig, DensityControl, gaussian_param_groups
 from .fine_tuning import FittedTracking
 from .model import GaussianAvatar, GaussianAvatarConfig, cpu_config, paper_config, unread_recipe_fields
 from .rates import camera_extent, learning_rates, position_learning_rate
-from .steps import REFUSED_TRAINING_FIELDS as UNREAD_TRAINING_FIELDS
 from .steps import GaussianSteps
 
 __all__ = [
@@ -23,7 +22,6 @@ __all__ = [
     "GaussianAvatar",
     "GaussianAvatarConfig",
     "GaussianSteps",
-    "UNREAD_TRAINING_FIELDS",
     "camera_extent",
     "cpu_config",
     "gaussian_param_groups",

@@ -43,9 +43,6 @@ from .steps import GaussianSteps
 __all__ = ["GaussianAvatar", "GaussianAvatarConfig", "cpu_config", "paper_config", "unread_recipe_fields"]
 
 
-DELAY_MULT = 0.01  # GaussianAvatars' position_lr_delay_mult (arguments/__init__.py)
-
-
 @dataclass(frozen=True)
 class GaussianAvatarConfig:
     """GaussianAvatars' settings (``arguments/__init__.py``, ``train.py``); positions and scales in the parent face's
@@ -58,7 +55,7 @@ class GaussianAvatarConfig:
     position_lr_final: float = 0.00005  # position_lr_final
     # get_expon_lr_func's delay: the rate scaled by position_lr_delay_mult rising to 1 over the first
     # position_lr_delay_steps (GaussianAvatars passes no delay steps, so its delay_mult is never read: nor is ours then).
-    position_lr_delay_mult: float = DELAY_MULT
+    position_lr_delay_mult: float = 0.01  # GaussianAvatars' (arguments/__init__.py)
     position_lr_delay_steps: int = 0  # get_expon_lr_func's lr_delay_steps (0: no delay)
     position_lr_max_steps: int = 600_000  # position_lr_max_steps
     feature_lr: float = 0.0025  # feature_lr (SH DC; the higher bands at / 20)
