@@ -156,7 +156,7 @@ def train_run(run: RunConfig, out: str | Path, device: str | torch.device | None
     entry = model_entry(run.model)
     check_unused(run.training, entry.unread_training, f"{run.model}'s run")  # before the subject loads
     if entry.unread_recipe is not None and not (Path(out) / CHECKPOINT_NAME).is_file():  # (a resumed run: its own)
-        check_unread_settings(run.recipe, entry.unread_recipe(run.recipe), _recipes(run), run.model)
+        check_unread_settings(run.recipe, entry.unread_recipe(run.recipe), _recipes(run, entry), run.model)
     if entry.train is not None:
         return entry.train(run, out, device, **train_options)
     subject = run.subject.load(device)
@@ -168,10 +168,9 @@ def train_run(run: RunConfig, out: str | Path, device: str | torch.device | None
     return train(model, subject.train, subject.eval, out, run.training, device=device, run=run, more_eval=more, **train_options)
 
 
-def _recipes(run: RunConfig) -> list:
-    """What an unread setting of ``run`` may hold: a value the model's recipes or its configuration class give it
-    (the recipe it names first). A configuration built in code may start from any of them."""
-    entry = model_entry(run.model)
+def _recipes(run: RunConfig, entry) -> list:
+    """What an unread setting of ``run`` may hold: a value its method ``entry``'s recipes or its configuration class
+    give it (the recipe it names first). A configuration built in code may start from any of them."""
     names = sorted(entry.recipes, key=lambda name: name != run.recipe_name)
     return [*(entry.recipe(name) for name in names), type(run.recipe)()]
 

@@ -44,8 +44,9 @@ def check_unread_settings(recipe: Any, unread: Mapping[str, str], references: Se
         value = _dotted(recipe, name)
         if any(_dotted(reference, name) == value for reference in references):
             continue
-        closest = min(references, key=lambda reference: len(_differences(name, value, _dotted(reference, name))))
-        field, given = _differences(name, value, _dotted(closest, name))[0]
+        found = [(_differences(name, value, _dotted(reference, name)), reference) for reference in references]
+        differences, closest = min(found, key=lambda pair: len(pair[0]))  # (the first of equals: the run's own recipe)
+        field, given = differences[0]
         flag, expected = f"--{model}.{field}".replace("_", "-"), _dotted(closest, field)
         raise ValueError(f"{field}: {model} does not read it {why}; got {given!r}: leave {flag} at the recipe's {expected!r}")
 
