@@ -49,7 +49,7 @@ NOISE_PX = 1.5  # in a 512-pixel frame, the issue's "true landmarks plus 1.5 px 
 LANDMARK_STAGES = ("MediaPipe", "fitting", "rigid", "keyframes", "frames", "global")
 HEADER = (
     "| landmarks | frames | with a face | face vertices, median mm | head rotation, median deg | jaw, median deg "
-    "| in the image, median px: face, neck, eyes | landmark stages, s a frame | photometric stage, s a frame "
+    "| gaze, median deg | in the image, median px: face, neck, eyes | landmark stages, s a frame | photometric stage, s a frame "
     "| avatar refinement, s a frame | all, s |"
 )
 
@@ -236,9 +236,9 @@ def main() -> None:
         captures[name] = capture
     print(f"tracking the synthetic video ({len(params.expression)} frames at {config.resolution} px, a 90-degree flag)")
     print(HEADER)
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, frames, found, acc, per_frame, photometric, avatar, total in rows:
-        errors = f"{acc.vertex_mm:.2f} | {acc.rotation_deg:.2f} | {acc.jaw_deg:.2f} | {_pixels(acc)}"
+        errors = f"{acc.vertex_mm:.2f} | {acc.rotation_deg:.2f} | {acc.jaw_deg:.2f} | {acc.gaze_deg:.2f} | {_pixels(acc)}"
         cells = f"{errors} | {per_frame:.3f} | {photometric:.3f} | {avatar:.3f} | {total:.0f}"
         print(f"| {name} | {frames} | {found} | {cells} |")
     if args.minutes <= 0:

@@ -162,3 +162,23 @@ def eager_and_graphed(monkeypatch, train_one):
             runs[graphed] = train_one(graphed)
     (graph,) = graphs
     return graph, runs
+
+
+def true_pupils(model, params, cameras) -> torch.Tensor:
+    """Each eye's pupil in each frame's pixels ``[N, 2, 2]`` (``headfields.fitting.gaze.EYE_JOINTS`` order): the
+    eyeball vertex nearest straight ahead of its joint, posed by the model's own skinning and projected. Independent
+    of the gaze fit, which composes the joint transforms itself."""
+    from headfields.cameras import project_points
+    from headfields.fitting.gaze import EYE_JOINTS
+
+    rest = model(shape=params.shape)
+    poles = []
+    for name in EYE_JOINTS:
+        j = model.joint_index(name)
+        ball = torch.nonzero(model.lbs_weights[:, j] > 0.5)[:, 0]
+        ahead = rest.rest_vertices[0, ball] - rest.joints[0, j]
+        poles.append(ball[(ahead[:, 2] / ahead.norm(dim=-1)).argmax()])
+    head = model(shape=params.shape, expression=params.expression, pose=params.pose, translation=params.translation)
+    posed = head.vertices[:, torch.stack(poles)].detach()
+    n = posed.shape[0]
+    return project_points(cameras, posed.reshape(-1, 3), torch.arange(n).repeat_interleave(2)).pixels.view(n, 2, 2)

@@ -16,14 +16,14 @@ whose meshes are known), ``video_tracker`` (the stages end to end, resumable, wr
 from .accuracy import TrackingAccuracy, capture_tracking, face_region, tracking_accuracy
 from .avatar_refinement import AvatarRefinementConfig, refine_tracking
 from .correspondence import MEDIAPIPE_FOR_IBUG, mediapipe_to_ibug
-from .embedding import derive_mediapipe_embedding, save_embedding
+from .embedding import derive_mediapipe_embedding, read_embedding, save_embedding
 from .ingest import Crop, FramePlan, Ingested, VideoProbe, crop_frames, plan_frames, probe_video, read_frames, square_crop
 from .landmark_files import LandmarkTrack, read_landmark_files
 from .mediapipe import FaceLandmarker, FaceLandmarks, SelfieSegmenter
 from .model_files import install_mediapipe_models, mediapipe_folder, mediapipe_model
 from .mouth import MouthRegions, mouth_regions
 from .smoothing import smooth_track
-from .video_tracker import VideoTrackerConfig, read_embedding, track_video, tracked_capture
+from .video_tracker import VideoTrackerConfig, track_video, tracked_capture
 
 __all__ = [
     "MEDIAPIPE_FOR_IBUG",

@@ -1,12 +1,12 @@
 """How close a tracking is to the truth, where the truth is known (the synthetic videos): the face's vertex error
 after one similarity transform for the whole video (a monocular tracker cannot know the world's scale or where its
-camera is), the head's rotation error and the jaw's, medians over the frames; and what decides how an avatar trained on
+camera is), the head's rotation error, the jaw's and the eyes', medians over the frames; and what decides how an avatar trained on
 the tracking renders its held-out frames: where the face lands in the image, its vertices projected by each tracking's
 camera, after one scale and shift of the image for the whole video fitted on the face (a capture's crop); and the same
 in each of the model's regions, where the neck and the eyes tell what the face alone does not.
 
     accuracy = tracking_accuracy(model, capture_tracking("captures/me"), (true_params, true_cameras))
-    accuracy.vertex_mm, accuracy.rotation_deg, accuracy.jaw_deg
+    accuracy.vertex_mm, accuracy.rotation_deg, accuracy.jaw_deg, accuracy.gaze_deg
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from torch import Tensor
 
 from ...cameras import PinholeCameras, project_points
 from ...data import TrackedParams, detect_capture_format, held_out_splits, load_insta_dataset, load_vhap_dataset
+from ...fitting.gaze import EYE_JOINTS
 from ...fitting.photometric_term import face_region
 from ...parametric.model import ParametricModel
 
@@ -30,6 +31,7 @@ class TrackingAccuracy:
     vertex_mm: float  # the face region's vertices, median over vertices and frames
     rotation_deg: float  # the head (the neck joint's frame) in the camera, median over frames
     jaw_deg: float  # the jaw joint's axis-angle difference, median over frames
+    gaze_deg: float  # the same of the eye joints (the gaze in the head), median over frames and eyes
     image_px: float  # the face region's projected vertices in the truth's pixels, median over vertices and frames
     regions_px: dict[str, float]  # the same in each region the model names: its neck (the body's turn), eyes (gaze)...
     frames: int
@@ -85,10 +87,13 @@ def tracking_accuracy(model: ParametricModel, tracked: Tracking, truth: Tracking
     distance = _image_error(_projected(ours, tracked[1]), _projected(true, truth[1]), region)
     jaw = model.joint_index("jaw")
     jaw_error = (tracked[0].pose[:, jaw] - truth[0].pose[:, jaw]).norm(dim=-1)
+    eyes = [model.joint_index(name) for name in EYE_JOINTS]
+    gaze_error = (tracked[0].pose[:, eyes] - truth[0].pose[:, eyes]).norm(dim=-1)
     return TrackingAccuracy(
         vertex_mm=float(vertex) * 1000,
         rotation_deg=float(torch.rad2deg(torch.acos(cosine)).median()),
         jaw_deg=float(torch.rad2deg(jaw_error).median()),
+        gaze_deg=float(torch.rad2deg(gaze_error).median()),
         image_px=float(distance[:, region].median()),
         regions_px={name: float(distance[:, index].median()) for name, index in model.regions.items()},
         frames=n,

@@ -12,19 +12,31 @@ point; the comment gives that median distance. metrical-tracker's MPI-licensed `
 neither shipped nor needed.
 
     ibug = mediapipe_to_ibug(faces.points[..., :2])  # [N, 68, 2]: NaN at the jaw contour and the brows (0..26)
+
+The irises of MediaPipe's refined mesh (478 points) are the pupils of the model's eye joints, as metrical-tracker
+and VHAP read them: :func:`mediapipe_irises` gives their centres in the order of
+:data:`headfields.fitting.gaze.EYE_JOINTS`, and which are seen (a face found, the lids open).
 """
 
 from __future__ import annotations
 
 import torch
-from jaxtyping import Float
+from jaxtyping import Bool, Float
 from torch import Tensor
 
 from ...data.ibug import IBUG_POINTS
+from ...fitting.gaze import EYE_JOINTS
 
-__all__ = ["MEDIAPIPE_FOR_IBUG", "mediapipe_to_ibug"]
+__all__ = ["MEDIAPIPE_FOR_IBUG", "mediapipe_irises", "mediapipe_to_ibug"]
 
 MEDIAPIPE_POINTS = 468
+WITH_IRISES = 478
+# Each eye joint's iris centre, upper and lower lid (mid-points) and corners in the refined mesh. MediaPipe's first
+# iris (468) is from the eye of corners 33 and 133: the subject's right eye, on the image's left.
+EYES = {"left_eye": (473, 386, 374, 362, 263), "right_eye": (468, 159, 145, 33, 133)}
+# A blink: the lids closer than this fraction of the eye's width. Open, MediaPipe's lids sit 0.25-0.35 of it apart;
+# the iris model still answers on a closed eye, wherever the lid's line is.
+BLINK = 0.15
 
 # iBUG-68 index: MediaPipe face-mesh index (tools/mediapipe_ibug_table.py, synthetic head, 256-pixel frames).
 MEDIAPIPE_FOR_IBUG = {
@@ -80,3 +92,15 @@ def mediapipe_to_ibug(points: Float[Tensor, "N M 2"]) -> Float[Tensor, "N 68 2"]
     ibug = torch.tensor(list(MEDIAPIPE_FOR_IBUG), device=points.device)
     out[:, ibug] = points[:, torch.tensor(list(MEDIAPIPE_FOR_IBUG.values()), device=points.device)]
     return out
+
+
+def mediapipe_irises(points: Float[Tensor, "N 478 2"]) -> tuple[Float[Tensor, "N 2 2"], Bool[Tensor, "N 2"]]:
+    """The iris centres of MediaPipe's refined mesh in :data:`~headfields.fitting.gaze.EYE_JOINTS` order, and where
+    each is seen: finite points (a face found) with the lids open."""
+    if points.dim() != 3 or points.shape[1] != WITH_IRISES or points.shape[2] != 2:
+        raise ValueError(f"points: expected MediaPipe's refined face-mesh points [N, 478, 2], got {list(points.shape)}")
+    ids = torch.tensor([EYES[name] for name in EYE_JOINTS], device=points.device)  # [2, 5]
+    iris, upper, lower, start, end = points[:, ids].unbind(dim=2)
+    opening = (upper - lower).norm(dim=-1) / (end - start).norm(dim=-1)
+    seen = torch.isfinite(points[:, ids].sum((-1, -2))) & (opening > BLINK)
+    return iris, seen

@@ -23,7 +23,7 @@ from ...fitting.landmark_tracking import SurfaceLandmarks
 from ...geometry import TriangleMesh, closest_point, ray_intersect
 from ...parametric.model import ParametricModel
 
-__all__ = ["derive_mediapipe_embedding", "model_embedding", "save_embedding"]
+__all__ = ["derive_mediapipe_embedding", "model_embedding", "read_embedding", "save_embedding"]
 
 HIT_SHARE = 0.95  # a point is kept if its ray meets the head in this share of the frames with a face
 # The largest median distance (metres, on the neutral head) of a point's frames from its median position. On the
@@ -97,3 +97,21 @@ def save_embedding(path: str | Path, surface: SurfaceLandmarks) -> Path:
         landmark_indices=surface.observed.numpy().astype(np.int64),
     )
     return path
+
+
+def read_embedding(path: str | Path, model) -> SurfaceLandmarks:
+    """MediaPipe's points on ``model``'s surface from an ``.npz`` in metrical-tracker's layout: ``lmk_face_idx [K]``,
+    ``lmk_b_coords [K, 3]`` and ``landmark_indices [K]`` (MediaPipe ids); checked against the model's faces."""
+    try:
+        with np.load(path) as data:
+            faces, bary, ids = (np.asarray(data[k]) for k in ("lmk_face_idx", "lmk_b_coords", "landmark_indices"))
+    except (OSError, ValueError, KeyError) as error:
+        raise ValueError(
+            f"embedding: cannot read {str(path)!r} as an .npz with lmk_face_idx, lmk_b_coords and landmark_indices ({error})"
+        ) from None
+    k = len(faces)
+    if bary.shape != (k, 3) or ids.shape != (k,) or not np.isfinite(bary).all():
+        raise ValueError(f"embedding: expected lmk_face_idx [K], lmk_b_coords [K, 3], landmark_indices [K] in {str(path)!r}")
+    if k == 0 or faces.min() < 0 or faces.max() >= model.faces.shape[0] or ids.min() < 0 or ids.max() >= 478:
+        raise ValueError(f"embedding: {str(path)!r} names faces past the model's {model.faces.shape[0]} or ids past 478")
+    return SurfaceLandmarks(torch.from_numpy(faces).long(), torch.from_numpy(bary).float(), torch.from_numpy(ids).long())

@@ -9,6 +9,7 @@ its video mode without MediaPipe itself (whose wheel needs numpy<2) or OpenCV::
 
     frames = read_video("selfie.mp4")  # uint8 [N, H, W, 3]
     faces = FaceLandmarker()(frames)  # FaceLandmarks: points [N, 468, 3] in pixels, found [N], score [N]
+    faces = FaceLandmarker(irises=True)(frames)  # points [N, 478, 3]: the irises' 5 points each appended
     masks = SelfieSegmenter()(frames)  # float [N, H, W]: foreground probability
 
 Facts taken from the graphs (google-ai-edge/mediapipe, mediapipe/modules/):
@@ -28,6 +29,12 @@ Facts taken from the graphs (google-ai-edge/mediapipe, mediapipe/modules/):
 - face_landmark/face_landmark_landmarks_to_roi.pbtxt, face_landmark_front_cpu.pbtxt (video mode): the next
   frame's crop is the bounding box of this frame's landmarks, turned by the line from landmark 33 to 133,
   squared, scaled by 1.5; detection runs only while no face is tracked.
+- iris_landmark/iris_landmark_left_and_right_from_face_landmarks_cpu.pbtxt, iris_landmark_landmarks_to_roi.pbtxt,
+  iris_landmark_cpu.pbtxt (the refined mesh's 478 points): each eye's crop is the box of its two corners (landmarks
+  33 and 133; 362 and 263), turned so that the first -> second is horizontal, squared on its long side, scaled by
+  2.3, at 64x64 in [0, 1] with the border replicated; the second eye's crop mirrored (the model sees left eyes
+  only) and its points mirrored back; of the model's outputs the iris's 5 x (x, y, z), the centre first, in crop
+  pixels. MediaPipe appends the first eye's 5 points (468..472), then the second's (473..477).
 - selfie_segmentation/selfie_segmentation_cpu.pbtxt: the whole image stretched (aspect not kept) to 256x256 in
   [0, 1]; the output is already a probability (activation NONE), resized back to the image.
 """
@@ -57,6 +64,11 @@ _SEGMENT_SIZE = 256  # selfie_segmentation_cpu.pbtxt (the square, "general" mode
 _ROI_SCALE = 1.5  # both ROI graphs: scale_x = scale_y = 1.5, square_long
 _NMS_IOU = 0.3  # face_detection_short_range_common.pbtxt: min_suppression_threshold, WEIGHTED
 _ROTATION_FROM_LANDMARKS = (33, 133)  # face_landmark_landmarks_to_roi.pbtxt: rotation_vector start/end
+NUM_WITH_IRISES = 478
+_IRIS_SIZE = 64  # iris_landmark_cpu.pbtxt
+_EYE_ROI_SCALE = 2.3  # iris_landmark_landmarks_to_roi.pbtxt: scale_x = scale_y = 2.3, square_long
+_EYE_CORNERS = ((33, 133, False), (362, 263, True))  # each eye's corners, and whether its crop is mirrored
+_IRIS_POINTS = 5  # the centre, then four points on the iris's edge
 
 
 def load_litert() -> ModuleType:
@@ -158,27 +170,27 @@ def _normalize_angle(angle: float) -> float:
     return angle - 2 * math.pi * math.floor((angle + math.pi) / (2 * math.pi))
 
 
-def _square_roi(lo: np.ndarray, hi: np.ndarray, start: np.ndarray, end: np.ndarray) -> _Roi:
+def _square_roi(lo: np.ndarray, hi: np.ndarray, start: np.ndarray, end: np.ndarray, scale: float = _ROI_SCALE) -> _Roi:
     """DetectionsToRectsCalculator + RectTransformationCalculator: the box [lo, hi] (pixels) turned so that
-    start -> end is horizontal (target angle 0), squared on its long side and scaled by 1.5."""
+    start -> end is horizontal (target angle 0), squared on its long side and scaled by ``scale``."""
     rotation = _normalize_angle(-math.atan2(-(end[1] - start[1]), end[0] - start[0]))
-    side = float(max(hi[0] - lo[0], hi[1] - lo[1])) * _ROI_SCALE
+    side = float(max(hi[0] - lo[0], hi[1] - lo[1])) * scale
     centre = (lo + hi) / 2
     return _Roi(float(centre[0]), float(centre[1]), side, side, rotation)
 
 
 @dataclass
 class FaceLandmarks:
-    """MediaPipe's 468 face landmarks per frame: x, y in pixels of the input images (pixel centres at +0.5), z
-    MediaPipe's relative depth on the same pixel scale (smaller is nearer the camera). Where no face was found
-    ``found`` is False, ``score`` 0 and the points NaN."""
+    """MediaPipe's 468 face landmarks per frame (478 with the irises): x, y in pixels of the input images (pixel
+    centres at +0.5), z MediaPipe's relative depth on the same pixel scale (smaller is nearer the camera). Where no
+    face was found ``found`` is False, ``score`` 0 and the points NaN."""
 
-    points: Float[Tensor, "N 468 3"]
+    points: Float[Tensor, "N P 3"]
     found: Bool[Tensor, " N"]
     score: Float[Tensor, " N"]
 
 
-def landmarks_of(rows: Float[Tensor, "N 468 4"]) -> FaceLandmarks:
+def landmarks_of(rows: Float[Tensor, "N P 4"]) -> FaceLandmarks:
     """:class:`FaceLandmarks` from the rows :meth:`FaceLandmarker.video` gives a frame, stacked."""
     found = torch.isfinite(rows[:, 0, 3])
     return FaceLandmarks(points=rows[..., :3], found=found, score=torch.where(found, rows[:, 0, 3], 0.0))
@@ -192,7 +204,8 @@ class FaceLandmarker:
 
     ``detection_threshold`` is the detector's minimum score and ``presence_threshold`` the landmark model's
     minimum face presence (both MediaPipe's defaults); ``threads`` is the interpreters' thread count (None:
-    LiteRT's default). ``refine_detections`` (not MediaPipe's): on a frame where the face was detected, the
+    LiteRT's default). ``irises``: MediaPipe's refined mesh, the iris model's 5 points an eye appended (478).
+    ``refine_detections`` (not MediaPipe's): on a frame where the face was detected, the
     landmarks are computed a second time in the crop their first pass gives, as on a tracked frame. The
     detector's eye keypoints turn its crop up to ~15 degrees off on a face turned 90 degrees; on the synthetic
     head turned -90 degrees the second pass took the first frame's worst mouth corner from 13.6 to 7.9 px.
@@ -205,6 +218,7 @@ class FaceLandmarker:
         presence_threshold: float = 0.5,
         threads: int | None = None,
         refine_detections: bool = True,
+        irises: bool = False,
     ):
         for name, value in (("detection_threshold", detection_threshold), ("presence_threshold", presence_threshold)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
@@ -216,6 +230,7 @@ class FaceLandmarker:
         self.refine_detections = bool(refine_detections)
         self._detector = _Model("face_detection_short_range", folder, threads)
         self._landmarks = _Model("face_landmark", folder, threads)
+        self._irises = _Model("iris_landmark", folder, threads) if irises else None
         self._anchors = _anchors()
 
     def detect(self, image: Tensor) -> _Roi | None:
@@ -257,6 +272,21 @@ class FaceLandmarker:
         xy = roi.to_image(raw[:, :2])
         return np.concatenate([xy, raw[:, 2:] * roi.width], axis=1), presence
 
+    def irises(self, image: Tensor, points: np.ndarray) -> np.ndarray:
+        """The irises' 5 points each ``[10, 3]`` (pixels) in ``image`` (float [1, 3, H, W]), from the eye corners of
+        the face's 468 ``points``."""
+        out = []
+        for start, end, mirrored in _EYE_CORNERS:
+            corners = points[[start, end], :2]
+            roi = _square_roi(corners.min(axis=0), corners.max(axis=0), *corners, scale=_EYE_ROI_SCALE)
+            tensor = _crop(image, roi, _IRIS_SIZE, _IRIS_SIZE, replicate=True)
+            outputs = self._irises(tensor.flip(2).numpy() if mirrored else tensor.numpy())
+            raw = next(o for o in outputs if o.size == _IRIS_POINTS * 3).reshape(_IRIS_POINTS, 3) / _IRIS_SIZE
+            if mirrored:
+                raw[:, 0] = 1 - raw[:, 0]
+            out.append(np.concatenate([roi.to_image(raw[:, :2]), raw[:, 2:] * roi.width], axis=1))
+        return np.concatenate(out)
+
     def __call__(self, images: Tensor | np.ndarray, progress: Callable[[int], object] | None = None) -> FaceLandmarks:
         """Landmarks of uint8 frames [N, H, W, 3] (torch or numpy), read as one video in order; the models run on
         the CPU, the results go to the frames' device. ``progress(1)`` is called after each frame."""
@@ -271,7 +301,7 @@ class FaceLandmarker:
 
     def video(self) -> Callable[[Tensor], Tensor]:
         """One video read a frame at a time: a function of each next uint8 frame [H, W, 3] in order, giving its 468
-        points and the face presence ``[468, 4]`` (x, y, z, presence; NaN where no face was found), which
+        points (478 with the irises) and the face presence ``[P, 4]`` (x, y, z, presence; NaN where no face was found), which
         :func:`landmarks_of` turns into :class:`FaceLandmarks`. For frames decoded one by one
         (:func:`~headfields.apps.tracking.ingest.read_frames`'s ``each``), so that a long clip is never held whole."""
         roi: _Roi | None = None  # the crop tracked from the previous frame
@@ -285,11 +315,13 @@ class FaceLandmarker:
                 result = self._face(image, detected) if detected is not None else None
                 if result is not None and self.refine_detections:
                     result = self._face(image, _landmarks_roi(result[0])) or result
-            row = np.full((NUM_LANDMARKS, 4), np.nan, dtype=np.float32)
+            row = np.full((NUM_LANDMARKS if self._irises is None else NUM_WITH_IRISES, 4), np.nan, dtype=np.float32)
             if result is None:
                 roi = None
             else:
-                row[:, :3], row[:, 3] = result
+                row[:NUM_LANDMARKS, :3], row[:, 3] = result
+                if self._irises is not None:
+                    row[NUM_LANDMARKS:, :3] = self.irises(image, result[0])
                 roi = _landmarks_roi(result[0])
             return torch.from_numpy(row)
 

@@ -1,8 +1,9 @@
 """A video turned into a capture in INSTA's layout that every FLAME model trains on: ingest (the display rotation, a
 fixed frame rate, trimmed seconds) -> 2D cues (MediaPipe's face mesh or the user's landmark files, smoothed; the
 selfie mask or the user's matting; lip and mouth-interior labels) -> one square crop from the first frames'
-landmarks, resized to 512 (metrical-tracker's rule) -> the FLAME fit of :func:`~headfields.fitting.track_landmarks`
--> the capture, its last frames held out as INSTA's scripts keep them.
+landmarks, resized to 512 (metrical-tracker's rule) -> the FLAME fit of :func:`~headfields.fitting.track_landmarks`,
+the eyes turned to the irises (:func:`~headfields.fitting.gaze.fit_gaze`) -> the capture, its last frames held out
+as INSTA's scripts keep them.
 
 Each stage's result is kept in a work folder beside the output, named by the video's content hash and the settings,
 so an interrupted run resumes where it stopped; the capture is written there and renamed into place, so the output
@@ -25,7 +26,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import Tensor
 
 from ...cameras import PinholeCameras
@@ -41,6 +41,7 @@ from ...data import (
 from ...data.capture_cache import cache_folder
 from ...data.ibug import IBUG_POINTS, model_landmark
 from ...data.labels import INSTA_FACE_PARSING
+from ...fitting.gaze import GazeConfig, fit_gaze
 from ...fitting.landmark_tracking import (
     OPENCV_FROM_WORLD,
     LandmarkTrackingConfig,
@@ -53,14 +54,15 @@ from ...progress import LineSink, Progress
 from ...synthetic import write_synthetic_flame
 from ...synthetic.model_views import views_resolution
 from .avatar_refinement import AvatarRefinementConfig, refine_tracking
-from .correspondence import mediapipe_to_ibug
-from .embedding import MODEL_VIEWS, model_embedding
+from .correspondence import WITH_IRISES, mediapipe_irises, mediapipe_to_ibug
+from .embedding import MODEL_VIEWS, model_embedding, read_embedding
 from .ingest import CROP_SCALE, Crop, Ingested, crop_frames, plan_frames, read_frames, square_crop
 from .landmark_files import read_landmark_files
+from .mask_files import read_mask_files
 from .mouth import mouth_regions
 from .smoothing import smooth_track
 
-__all__ = ["VideoTrackerConfig", "read_embedding", "track_video", "tracked_capture"]
+__all__ = ["VideoTrackerConfig", "track_video", "tracked_capture"]
 
 # INSTA's scripts hold out the last 350 frames (14 s at 25 fps); a shorter video keeps a tenth of its frames.
 INSTA_TEST_FRAMES = 350
@@ -92,6 +94,8 @@ class VideoTrackerConfig:
     # (tracking.embedding.model_embedding), or "table", our MediaPipe -> iBUG table over the static embedding.
     correspondence: str = "model"
     fit: LandmarkTrackingConfig = field(default_factory=LandmarkTrackingConfig)
+    # The eyes turned to MediaPipe's irises (fitting.gaze; iterations 0, or landmark files without irises: straight).
+    gaze: GazeConfig = field(default_factory=GazeConfig)
     # The fit made consistent through an avatar of the video (tracking.avatar_refinement; avatar_steps 0: none).
     refine: AvatarRefinementConfig = field(default_factory=lambda: DEFAULT_REFINEMENT)
 
@@ -179,7 +183,8 @@ def _check_detectors(landmarks: bool, masks: bool) -> None:
     from .model_files import mediapipe_model
 
     load_litert()
-    names = (("face_detection_short_range", "face_landmark") if landmarks else ()) + (("selfie_segmentation",) if masks else ())
+    detector = ("face_detection_short_range", "face_landmark", "iris_landmark")
+    names = (detector if landmarks else ()) + (("selfie_segmentation",) if masks else ())
     for name in names:
         mediapipe_model(name)
 
@@ -248,7 +253,7 @@ def _cues(video: Path, work: Path, config: VideoTrackerConfig, landmarks, landma
         from .mediapipe import FaceLandmarker, landmarks_of
 
         log("track: MediaPipe face mesh, a frame as it is decoded")
-        frames = read("track: face mesh", FaceLandmarker().video())
+        frames = read("track: face mesh", FaceLandmarker(irises=True).video())
         faces = landmarks_of(frames.images)
         points, found, layout = faces.points[..., :2], faces.found, "mediapipe"
     n, width, height = len(frames.source_frames), frames.width, frames.height
@@ -266,7 +271,8 @@ def _cues(video: Path, work: Path, config: VideoTrackerConfig, landmarks, landma
     cropped = smooth_track(cropped, found, config.smoothing)
     ibug = mediapipe_to_ibug(cropped) if layout == "mediapipe" else cropped
     if masks is not None:
-        alpha = _read_masks(Path(masks), frames.source_frames, crop, config.size, width, height)
+        alpha = read_mask_files(Path(masks), frames.source_frames, crop, config.size, (width, height))
+        alpha = alpha >= int(255 * MASK_THRESHOLD)
     else:
         from .mediapipe import SelfieSegmenter
 
@@ -298,23 +304,6 @@ def _cues(video: Path, work: Path, config: VideoTrackerConfig, landmarks, landma
     return cues
 
 
-def _read_masks(folder: Path, source: Tensor, crop: Crop, size: int, width: int, height: int) -> Tensor:
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg")) if folder.is_dir() else []
-    if len(files) <= int(source.max()):
-        raise ValueError(f"masks: expected a mask image for each of the video's frames in {str(folder)!r}, found {len(files)}")
-    out = []
-    for i in source.tolist():
-        try:
-            image = Image.open(files[i])
-            grey = np.asarray(image.getchannel("A") if "A" in image.getbands() else image.convert("L"), dtype=np.uint8)
-        except OSError as error:
-            raise ValueError(f"masks: cannot read {str(files[i])!r} as an image ({error})") from None
-        resized = np.asarray(Image.fromarray(grey).resize((width, height), Image.BILINEAR))
-        out.append(torch.from_numpy(resized.copy())[..., None].expand(-1, -1, 3))
-    cropped = crop_frames(torch.stack(out), crop, size)[..., 0]
-    return cropped >= int(255 * MASK_THRESHOLD)
-
-
 def _identity(path: str | Path, count: int) -> Tensor:
     try:
         values = np.load(path).reshape(-1)
@@ -325,24 +314,6 @@ def _identity(path: str | Path, count: int) -> Tensor:
     shape = torch.zeros(count, dtype=torch.float64)
     shape[: min(count, len(values))] = torch.from_numpy(values[:count].astype(np.float64))
     return shape
-
-
-def read_embedding(path: str | Path, model) -> SurfaceLandmarks:
-    """MediaPipe's points on ``model``'s surface from an ``.npz`` in metrical-tracker's layout: ``lmk_face_idx [K]``,
-    ``lmk_b_coords [K, 3]`` and ``landmark_indices [K]`` (MediaPipe ids); checked against the model's faces."""
-    try:
-        with np.load(path) as data:
-            faces, bary, ids = (np.asarray(data[k]) for k in ("lmk_face_idx", "lmk_b_coords", "landmark_indices"))
-    except (OSError, ValueError, KeyError) as error:
-        raise ValueError(
-            f"embedding: cannot read {str(path)!r} as an .npz with lmk_face_idx, lmk_b_coords and landmark_indices ({error})"
-        ) from None
-    k = len(faces)
-    if bary.shape != (k, 3) or ids.shape != (k,) or not np.isfinite(bary).all():
-        raise ValueError(f"embedding: expected lmk_face_idx [K], lmk_b_coords [K, 3], landmark_indices [K] in {str(path)!r}")
-    if k == 0 or faces.min() < 0 or faces.max() >= model.faces.shape[0] or ids.min() < 0 or ids.max() >= 478:
-        raise ValueError(f"embedding: {str(path)!r} names faces past the model's {model.faces.shape[0]} or ids past 478")
-    return SurfaceLandmarks(torch.from_numpy(faces).long(), torch.from_numpy(bary).float(), torch.from_numpy(ids).long())
 
 
 def _fit(cues: dict, model, shape, surface: SurfaceLandmarks | None, work: Path, config: VideoTrackerConfig, log) -> dict:
@@ -379,7 +350,7 @@ def _fit(cues: dict, model, shape, surface: SurfaceLandmarks | None, work: Path,
     result = {
         "shape": p.shape,
         "expression": p.expression,
-        "pose": p.pose,
+        "pose": _gaze(cues, fitted, size, config.gaze, model, log),
         "translation": p.translation,
         "focal": torch.tensor(fitted.focal),
         "residual": fitted.residual,
@@ -387,6 +358,19 @@ def _fit(cues: dict, model, shape, surface: SurfaceLandmarks | None, work: Path,
     torch.save(result, work / "fit.partial")
     (work / "fit.partial").rename(done)
     return result
+
+
+def _gaze(cues: dict, fitted, size: int, config: GazeConfig, model, log) -> Tensor:
+    """The fit's pose with the eyes turned to the irises, where the points hold them (MediaPipe's refined mesh)."""
+    points = cues["mediapipe"]
+    if config.iterations == 0 or points.shape[1:] != (WITH_IRISES, 2):
+        return fitted.params.pose
+    irises, seen = mediapipe_irises(points.float())
+    seen &= cues["found"][:, None]
+    log(f"track: gaze ({int(seen.any(1).sum())} frames with an open eye)")
+    f = fitted.focal
+    cameras = PinholeCameras(f, f, size / 2, size / 2, size, size, OPENCV_FROM_WORLD.float().expand(len(seen), 4, 4))
+    return fit_gaze(model, fitted.params, cameras, irises, seen, config)
 
 
 def _model_embedding(cues: dict, model, shape, log) -> SurfaceLandmarks | None:

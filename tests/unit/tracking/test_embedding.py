@@ -8,8 +8,7 @@ import torch
 
 from headfields.apps.media import write_video
 from headfields.apps.tracking import FaceLandmarker, capture_tracking, tracking_accuracy
-from headfields.apps.tracking.embedding import derive_mediapipe_embedding, save_embedding
-from headfields.apps.tracking.video_tracker import read_embedding
+from headfields.apps.tracking.embedding import derive_mediapipe_embedding, read_embedding, save_embedding
 from headfields.cameras import project_points
 from headfields.data import load_insta_dataset
 from headfields.fitting import SurfaceLandmarks

@@ -4,6 +4,7 @@ are MediaPipe's real ones, installed by ``make setup`` (python -m headfields.app
 
 import builtins
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -11,13 +12,15 @@ import torch
 from PIL import Image
 
 from headfields.apps.tracking import mediapipe
+from headfields.apps.tracking.correspondence import mediapipe_irises
 from headfields.apps.tracking.mediapipe import FaceLandmarker, SelfieSegmenter
 from headfields.cameras import project_points
 from headfields.data import load_insta_dataset
+from headfields.fitting.gaze import EYE_JOINTS
 from headfields.parametric import load_model
 from headfields.synthetic import SyntheticVideoConfig, make_synthetic_video
 
-from helpers import shapes_unchecked
+from helpers import shapes_unchecked, true_pupils
 
 SIZE = 256
 # MediaPipe's mesh index -> the same place among iBUG-68's points (FLAME's static landmarks are iBUG 17..67):
@@ -39,9 +42,13 @@ def video(tmp_path_factory):
     )
     frames = load_insta_dataset(root, "train")
     p = frames.params
-    head = load_model(root / "model")(shape=p.shape, expression=p.expression, pose=p.pose, translation=p.translation)
+    model = load_model(root / "model")
+    head = model(shape=p.shape, expression=p.expression, pose=p.pose, translation=p.translation)
     ibug = torch.stack([project_points(frames.cameras, head.landmarks[i], i).pixels for i in range(frames.num_frames)])
-    return frames.images, ibug, frames.masks
+    straight = p.pose.clone()
+    straight[:, [model.joint_index(name) for name in EYE_JOINTS]] = 0.0
+    looking_ahead = true_pupils(model, replace(p, pose=straight), frames.cameras)
+    return frames.images, ibug, frames.masks, (true_pupils(model, p, frames.cameras), looking_ahead)
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +72,7 @@ def _check(faces, ibug: torch.Tensor) -> None:
 
 
 def test_landmarks_on_the_projected_face(video, landmarker):
-    images, ibug, _ = video
+    images, ibug, *_ = video
     faces = landmarker(images)
     _check(faces, ibug)
     # z: MediaPipe's relative depth, in pixels: the nose tip nearer the camera than the outer eye corners.
@@ -74,14 +81,28 @@ def test_landmarks_on_the_projected_face(video, landmarker):
     _check(FaceLandmarker(refine_detections=False)(images), ibug)
 
 
+def test_irises_follow_the_gaze(video, landmarker):
+    """The refined mesh's irises against the pupils of the synthetic eyes, which look about by up to 14 degrees."""
+    images, _, _, (pupils, looking_ahead) = video
+    faces = FaceLandmarker(irises=True)(images)
+    assert faces.points.shape == (len(images), 478, 3) and torch.isfinite(faces.points).all()
+    assert faces.points[:, :468].equal(landmarker(images).points)  # the face's points as without the irises
+    irises, seen = mediapipe_irises(faces.points[..., :2])
+    assert seen.all(), seen
+    error, ahead = (irises - pupils).norm(dim=-1), (looking_ahead - pupils).norm(dim=-1)
+    # Measured at 256 px (~63 px between the outer eye corners): 0.03-0.71 px, median 0.44; the pupils looking
+    # straight ahead would be 1.05-1.65 px off. The margin is for XNNPACK's arithmetic on other CPUs.
+    assert float(error.max()) < 1.5 and float(error.median()) < 0.5 * float(ahead.median()), (error, ahead)
+
+
 def test_turned_a_quarter(video, landmarker):
-    images, ibug, _ = video
+    images, ibug, *_ = video
     turned = torch.rot90(images, 1, dims=(1, 2))  # counter-clockwise on screen: (x, y) -> (y, W - x)
     _check(landmarker(turned.numpy()), torch.stack([ibug[..., 1], SIZE - ibug[..., 0]], dim=-1))
 
 
 def test_rolled_twenty_degrees(video, landmarker):
-    images, ibug, _ = video
+    images, ibug, *_ = video
     angle = 20.0
     rolled = [Image.fromarray(im.numpy()).rotate(angle, resample=Image.BICUBIC, fillcolor=(255, 255, 255)) for im in images]
     rolled = torch.from_numpy(np.stack([np.asarray(im) for im in rolled]))
@@ -93,14 +114,14 @@ def test_rolled_twenty_degrees(video, landmarker):
 
 def test_crop_past_the_border_of_a_tall_image(video, landmarker):
     """The face 30 px from the left edge of a 216 x 256 frame: the 1.5x crop reaches past it (padding)."""
-    images, ibug, _ = video
+    images, ibug, *_ = video
     assert ibug[:, 36 - 17, 0].min() - 40 < 70  # the crop (1.5x the face's ~100 px) reaches past the edge
     _check(landmarker(images[:, :, 40:]), ibug - torch.tensor([40.0, 0.0]))
 
 
 def test_no_face(video, landmarker):
     """A blank frame: not found, NaN points, score 0; the video goes on (detection again) after it."""
-    images, ibug, _ = video
+    images, ibug, *_ = video
     blank = torch.full_like(images[:1], 255)
     faces = landmarker(torch.cat([images[:1], blank, images[1:2]]))
     assert faces.found.tolist() == [True, False, True]
@@ -111,7 +132,7 @@ def test_no_face(video, landmarker):
 
 
 def test_selfie_mask(video):
-    images, _, masks = video
+    images, _, masks, _ = video
     probability = SelfieSegmenter()(images)
     assert probability.shape == masks.shape and probability.dtype == torch.float32
     assert ((probability >= 0) & (probability <= 1)).all()

@@ -103,4 +103,6 @@ def test_the_image_measure_ignores_a_crop_and_sees_each_frames_shift(builtin):
         pose[:, model.joint_index(eye), 1] += sign * float(np.deg2rad(5.0))
     gazing = TrackedParams(params.shape, params.expression, pose, params.translation)
     result = tracking_accuracy(model, (gazing, cameras), (params, cameras))
+    same = tracking_accuracy(model, (params, cameras), (params, cameras))
     assert result.image_px < 1e-4 and result.regions_px["neck"] < 1e-4 < 0.1 < result.regions_px["eyes"], result
+    assert result.gaze_deg == pytest.approx(5.0) and same.gaze_deg == 0.0, result
