@@ -8,13 +8,14 @@ import json
 import math
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
+from torch import Tensor
 
 from ..backends.cpu.process_tuning import process_tuning
 from ..checks import trusted_values
@@ -367,13 +368,20 @@ class _Loop:
             finite = finite_flag(result.loss)
         elif not bool(torch.isfinite(result.loss.detach())):  # before the step: the weights and checkpoint stay sound
             non_finite(self.step, float(result.loss.detach()), result.logs)
+        self.descend(result.loss, finite)
+        return batch, result, finite
+
+    def descend(self, loss: Tensor, finite: Tensor | None, after_backward: Callable[[], None] | None = None) -> None:
+        """The gradients of ``loss`` and the optimiser's step, which a non-finite loss's ``finite`` flag (read later)
+        turns into no change; ``after_backward`` runs between (a strategy's density statistics)."""
         self.optimizer.zero_grad(set_to_none=True)
-        result.loss.backward()
+        loss.backward()
+        if after_backward is not None:
+            after_backward()
         if finite is None:
             self.optimizer.step()
         else:  # a non-finite loss's step changes nothing; the run stops when the loss is read
             step_if(self.optimizer, finite)
-        return batch, result, finite
 
     def strategy_step(self, start: float) -> tuple[FrameBatch, StepOutput]:
         """A step of a model with a :class:`~headfields.training.strategy.StepStrategy`: its batch and loss, then
@@ -382,11 +390,12 @@ class _Loop:
             batch, result = self.strategy.step(self.step, self.train_frames, self.train_head, self.generator)
         finite = finite_flag(result.loss)  # (no wait for the GPU); meanwhile a non-finite one's step changes nothing
         self.loss_checks.add(self.step, result)
-        self.optimizer.zero_grad(set_to_none=True)
-        result.loss.backward()
-        with trusted_values():  # (the step's own gradients and radii)
-            result.logs.update(self.strategy.after_backward(self.step))
-        step_if(self.optimizer, finite)
+
+        def after_backward() -> None:
+            with trusted_values():  # (the step's own gradients and radii)
+                result.logs.update(self.strategy.after_backward(self.step))
+
+        self.descend(result.loss, finite, after_backward)
         self.step += 1
         self.elapsed += time.perf_counter() - start
         return batch, result

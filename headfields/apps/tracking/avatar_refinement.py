@@ -26,6 +26,7 @@ from torch import Tensor
 from ...cameras.paths import resized_cameras
 from ...checks import check_count, check_positive
 from ...data import FrameSet, TrackedParams
+from ...fitting.stages import run_stage
 from ...models.gaussian_avatars import GaussianAvatar, GaussianAvatarConfig, cpu_config
 from ...parametric import ParametricModel
 from ...progress import Progress, TextSink
@@ -117,14 +118,13 @@ def _refit(avatar: GaussianAvatar, frames: FrameSet, config: AvatarRefinementCon
         for i in range(len(frames)):
             turn = torch.zeros(len(joints), 3, dtype=pose.dtype, requires_grad=True)
             shift = torch.zeros(3, dtype=translation.dtype, requires_grad=True)
-            rates = [{"params": [turn], "lr": config.rotation_rate}, {"params": [shift], "lr": config.translation_rate}]
-            optimiser = torch.optim.Adam(rates)
-            for _ in range(config.refit_steps):
+
+            def loss(step: int, i=i, turn=turn, shift=shift) -> Tensor:
                 image = _render(avatar, frames, p, i, _turned(pose[i], joints, turn), translation[i] + shift)
-                loss = (image - targets[i]).abs().mean()  # GaussianAvatars' L1
-                optimiser.zero_grad(set_to_none=True)
-                loss.backward()
-                optimiser.step()
+                return (image - targets[i]).abs().mean()  # GaussianAvatars' L1
+
+            groups = [("turn", [turn], config.rotation_rate), ("shift", [shift], config.translation_rate)]
+            run_stage(groups, config.refit_steps, loss)
             pose[i] = _turned(pose[i], joints, turn.detach())
             translation[i] += shift.detach()
             bar.update(1)
