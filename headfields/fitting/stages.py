@@ -4,7 +4,8 @@ every tracking here runs.
 
 - :data:`Schedule` and :func:`scheduled`: factors on a stage's weights and learning rates from a share of its
   steps on; :func:`check_schedule` checks one;
-- :func:`run_stage`: Adam steps over named parameter groups with the schedule applied;
+- :func:`run_stage`: Adam steps over named parameter groups with the schedule applied (:func:`.decayed_steps`'
+  loop);
 - :func:`frozen`: a module's parameters without gradients for the fit (but those fitted), then as they were.
 
     run_stage([("codes", [code], 5e-4), ("pose", [omega, shift], 5e-3)], 100, loss, schedule=((0.5, "pose", 0.5),))
@@ -17,6 +18,8 @@ from contextlib import contextmanager
 
 import torch
 from torch import Tensor, nn
+
+from .steps import decayed_steps
 
 __all__ = ["Schedule", "check_schedule", "frozen", "run_stage", "scheduled"]
 
@@ -54,18 +57,12 @@ def run_stage(
     step is its rate times :func:`scheduled` (``schedule``, its name). Groups with no parameters or a rate of 0 stay
     fixed. ``after_backward`` runs between the backward pass and the step (to mask or clip gradients)."""
     live = [(name, params, rate) for name, params, rate in groups if params and rate > 0]
-    optimizer = torch.optim.Adam([{"params": params, "lr": rate} for _, params, rate in live]) if live else None
-    for step in range(steps):
-        if optimizer is not None:
-            for group, (name, _, rate) in zip(optimizer.param_groups, live, strict=True):
-                group["lr"] = rate * scheduled(schedule, name, step, steps)
-            optimizer.zero_grad()
-        value = loss(step)
-        value.backward()
-        if after_backward is not None:
-            after_backward()
-        if optimizer is not None:
-            optimizer.step()
+    optimizers = [torch.optim.Adam([{"params": params, "lr": rate} for _, params, rate in live])] if live else []
+
+    def factors(step: int) -> list[list[float]]:
+        return [[scheduled(schedule, name, step, steps) for name, _, _ in live]] if live else []
+
+    decayed_steps(optimizers, steps, lambda step: (loss(step), {}), factors=factors, after_backward=after_backward)
 
 
 @contextmanager

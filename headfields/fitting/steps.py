@@ -1,6 +1,6 @@
-"""Optimiser steps under a time budget with the learning rates decaying exponentially: the loop of a fit that
-draws its own batches and is no tracking (MonoNPHM's prior, auto-decoded on scans:
-:func:`~headfields.models.mononphm.train_prior`).
+"""Optimiser steps under a time budget with the learning rates decaying exponentially or scheduled: the one loop of
+every fit here, a fit that draws its own batches (MonoNPHM's prior, auto-decoded on scans:
+:func:`~headfields.models.mononphm.train_prior`) and a tracking's stages (:func:`~headfields.fitting.run_stage`).
 
     history = decayed_steps([adam], 2000, loss, decay=0.1, clip=(networks, 1.0), max_minutes=30)
     history.steps, history.seconds, history.logs[-1]["loss"]
@@ -35,15 +35,19 @@ def decayed_steps(
     loss: Callable[[int], tuple[Tensor, dict[str, float]]],
     *,
     decay: float = 1.0,
+    factors: Callable[[int], Sequence[Sequence[float]]] | None = None,
     clip: tuple[Sequence[Tensor], float] | None = None,
+    after_backward: Callable[[], None] | None = None,
     after_step: Callable[[], None] | None = None,
     max_minutes: float | None = None,
     log_every: int = 100,
 ) -> StepHistory:
     """Up to ``steps`` steps of every optimiser in ``optimizers`` on ``loss(step)`` (the loss and its terms, floats):
     each parameter group's learning rate falls exponentially from its rate at the start to ``decay`` times it at
-    the last step. ``clip``: (parameters, max norm), their gradients' norm clipped before the step; ``after_step``:
-    runs after the optimisers stepped (to project parameters); ``max_minutes``: no step starts once this has passed.
+    the last step, times ``factors(step)[optimizer][group]`` where given (a stage's schedule). ``clip``: (parameters,
+    max norm), their gradients' norm clipped before the step; ``after_backward``: runs between the backward pass and
+    the step (to mask gradients); ``after_step``: runs after the optimisers stepped (to project parameters);
+    ``max_minutes``: no step starts once this has passed.
     The loss and its terms are logged every ``log_every`` steps and at the last."""
     check_count("steps", steps, 0)
     check_count("log_every", log_every, 1)
@@ -55,13 +59,16 @@ def decayed_steps(
         if max_minutes is not None and time.perf_counter() - start > 60 * max_minutes:
             break
         fraction = decay ** (step / max(steps - 1, 1))
-        for optimizer, rates in zip(optimizers, initial, strict=True):
-            for group, lr in zip(optimizer.param_groups, rates, strict=True):
-                group["lr"] = lr * fraction
+        scheduled = factors(step) if factors is not None else [[1.0] * len(rates) for rates in initial]
+        for optimizer, rates, scales in zip(optimizers, initial, scheduled, strict=True):
+            for group, lr, scale in zip(optimizer.param_groups, rates, scales, strict=True):
+                group["lr"] = lr * fraction * scale
         value, logs = loss(step)
         for optimizer in optimizers:
             optimizer.zero_grad()
         value.backward()
+        if after_backward is not None:
+            after_backward()
         if clip is not None:
             torch.nn.utils.clip_grad_norm_(clip[0], clip[1])
         for optimizer in optimizers:
