@@ -45,8 +45,8 @@ from headfields.synthetic import SyntheticVideoConfig, cached_synthetic_video
 SPLITS = ("train", "val", "test")
 VARIANTS = ("mediapipe", "alone", "table", "derived", "true")  # the trackings' folders, as --variants names them
 NOISE_PX = 1.5  # in a 512-pixel frame, the issue's "true landmarks plus 1.5 px noise"
-# The tracker's log lines that start the landmark stages: detection (with the masks and labels) and the fit's four.
-LANDMARK_STAGES = ("MediaPipe", "fitting", "rigid", "keyframes", "frames", "global")
+# The tracker's log lines that start the landmark stages: detection (with the masks and labels), the fit's four, the gaze.
+LANDMARK_STAGES = ("MediaPipe", "fitting", "rigid", "keyframes", "frames", "global", "gaze")
 HEADER = (
     "| landmarks | frames | with a face | face vertices, median mm | head rotation, median deg | jaw, median deg "
     "| gaze, median deg | in the image, median px: face, neck, eyes | landmark stages, s a frame | photometric stage, s a frame "
