@@ -2,11 +2,11 @@
 tracking instead of the true one?
 
 The built-in synthetic video (its FLAME parameters known) is written as a phone stores a portrait clip: an mp4 whose
-frames lie sideways with a 90-degree rotation flag. It is tracked with MediaPipe's face mesh (its points on the model
+frames lie sideways with a 90-degree rotation flag. It is tracked with MediaPipe's face mesh and irises (its points on the model
 where the model's own views place them, the default; through our iBUG table; through an embedding derived on the
 video's training frames and their true meshes), and from the true landmarks plus 1.5 pixels of noise (in a 512-pixel
 frame) given as landmark files. Each tracking is compared with the truth (the face's vertex error after one similarity
-transform for the whole video, the head's rotation, the jaw, and where the face lands in the image: what decides how a
+transform for the whole video, the head's rotation, the jaw, the gaze, and where the face lands in the image: what decides how a
 held-out frame renders), timed per stage, and (unless ``--minutes 0``) each model
 trains for the same minutes on the true and on the tracked capture, scored on the same held-out frames: the
 difference is what the tracker costs. The true tracking trains twice: on the renders with their exact masks, and on
