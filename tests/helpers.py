@@ -165,11 +165,11 @@ def eager_and_graphed(monkeypatch, train_one):
 
 
 def true_pupils(model, params, cameras) -> torch.Tensor:
-    """Each eye's pupil in each frame's pixels ``[N, 2, 2]`` (``headfields.fitting.gaze.EYE_JOINTS`` order): the
+    """Each eye's pupil in each frame's pixels ``[N, 2, 2]`` (``headfields.parametric.EYE_JOINTS`` order): the
     eyeball vertex nearest straight ahead of its joint, posed by the model's own skinning and projected. Independent
     of the gaze fit, which composes the joint transforms itself."""
     from headfields.cameras import project_points
-    from headfields.fitting.gaze import EYE_JOINTS
+    from headfields.parametric import EYE_JOINTS
 
     rest = model(shape=params.shape)
     poles = []

@@ -28,13 +28,12 @@ from torch import Tensor
 from ..cameras import PinholeCameras, project_points
 from ..checks import check_count, check_positive
 from ..data import TrackedParams
-from ..parametric.model import ParametricModel
+from ..parametric.model import EYE_JOINTS, ParametricModel
+from ..parametric.skinning import skinned_to
 from .landmark_solvers import band_product, banded_solve, damped_step, difference_bands
 
-__all__ = ["EYE_JOINTS", "GazeConfig", "fit_gaze"]
+__all__ = ["GazeConfig", "fit_gaze"]
 
-EYE_JOINTS = ("left_eye", "right_eye")  # the order of the irises given: the subject's left eye first
-_SKINNED = 0.5  # an eyeball's vertex: at least this much of its skinning weight on the eye joint
 # One vergence for the video, fitted as a frame's value whose change between frames weighs this many times the gaze's.
 VERGENCE_STIFFNESS = 1e4
 
@@ -63,7 +62,7 @@ def fit_gaze(
     config: GazeConfig | None = None,
 ) -> Float[Tensor, "N J 3"]:
     """``params.pose`` with the eye joints turned so that the pupils land on ``irises`` (pixels of ``cameras``, in
-    :data:`EYE_JOINTS` order) where ``seen``; the other joints, the head and the cameras are held."""
+    :data:`~headfields.parametric.EYE_JOINTS` order) where ``seen``; the other joints, the head and the cameras are held."""
     config = config or GazeConfig()
     n = params.num_frames
     if irises.shape != (n, 2, 2) or seen.shape != (n, 2) or seen.dtype != torch.bool:
@@ -143,7 +142,7 @@ def _eyes(model: ParametricModel, params: TrackedParams, joints: list[int]) -> t
         rest = model(shape=params.shape)
     radii = []
     for j in joints:
-        ball = model.lbs_weights[:, j] > _SKINNED
+        ball = skinned_to(model, [model.joint_names[j]])
         if not bool(ball.any()):
             raise ValueError(f"model: no vertex is skinned to its {model.joint_names[j]!r} joint (an eyeball)")
         radii.append((rest.rest_vertices[0, ball] - rest.joints[0, j]).norm(dim=-1).mean())

@@ -4,13 +4,22 @@ FLAME's open lips and VHAP's teeth. Small synthetic model files in the official 
 
 from .files import read_model_file
 from .head import Head
-from .model import ParametricModel, load_model
+from .model import EYE_JOINTS, ParametricModel, load_model
 from .mouth import add_mouth_interior
-from .skinning import SkinningWeights, blend_transforms, inverse_skinning, skin_points, skinning_weights, transform_points
+from .skinning import (
+    SkinningWeights,
+    blend_transforms,
+    inverse_skinning,
+    skin_points,
+    skinned_to,
+    skinning_weights,
+    transform_points,
+)
 from .teeth import add_teeth
 from .tracked_meshes import SubjectModel, TrackedMeshModel, require_parametric_model, rigid_fit
 
 __all__ = [
+    "EYE_JOINTS",
     "Head",
     "ParametricModel",
     "SkinningWeights",
@@ -25,6 +34,7 @@ __all__ = [
     "require_parametric_model",
     "rigid_fit",
     "skin_points",
+    "skinned_to",
     "skinning_weights",
     "transform_points",
 ]

@@ -87,6 +87,10 @@ def _expression_split(num_dirs: int, source: str) -> tuple[slice, slice]:
     )
 
 
+# FLAME's eyeball joints (SMPL-X's, their suffix dropped), the subject's left eye first.
+EYE_JOINTS = ("left_eye", "right_eye")
+
+
 class ParametricModel(nn.Module):
     """A FLAME or SMPL-X model; ``forward(shape, expression, pose, translation)`` gives a :class:`Head`.
 

@@ -11,16 +11,21 @@ differentiable with respect to the points, the vertex weights and the joint tran
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
-from jaxtyping import Float, Int
+from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from ..checks import IntLike, check_float, check_int, checking_values
 from ..device_paths import takes_cuda_path
 from ..geometry import TriangleMesh, closest_point
+
+if TYPE_CHECKING:
+    from .model import ParametricModel
 
 
 @dataclass
@@ -183,3 +188,10 @@ def _transform(transforms: Tensor, points: Tensor, inverse: bool) -> Tensor:
             raise ValueError(f"points: row {row}'s blended transform is singular (no skinning weights reach it)")
         return solved
     return torch.einsum("nrc,nc->nr", linear, points) + offset
+
+
+def skinned_to(model: ParametricModel, joints: Sequence[str]) -> Bool[Tensor, " V"]:
+    """``model``'s vertices that move mostly with ``joints`` (more than half their skinning weight on them): with
+    :data:`~headfields.parametric.EYE_JOINTS`, FLAME's eyeballs, a rule that needs no regions."""
+    index = [model.joint_index(name, "joints") for name in joints]
+    return model.lbs_weights[:, index].sum(dim=1) > 0.5

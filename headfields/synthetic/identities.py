@@ -32,7 +32,8 @@ from torch import Tensor
 from ..checks import check_count, check_float, check_positive
 from ..data import SPLITS
 from ..geometry import vertex_normals
-from ..parametric.model import ParametricModel
+from ..parametric.model import EYE_JOINTS, ParametricModel
+from ..parametric.skinning import skinned_to
 from ._appearance import value_noise
 
 __all__ = [
@@ -50,7 +51,6 @@ HAIR_REGIONS = ("hair", "scalp")
 EAR_REGIONS = ("left_ear", "right_ear")  # FLAME's; the synthetic head has no ears (see _ear_frames)
 KEEP_OUT_REGIONS = ("lips", "eyes", "teeth", "mouth_interior", "left_eyeball", "right_eyeball")
 NO_BUMP_REGIONS = ("neck", "boundary")  # bumps lie on the cranium and the face, not the neck
-EYE_JOINTS = ("left_eye", "right_eye")
 
 # Fall-backs for a model without the regions above, relative to its eyeballs' centres (the eye joints).
 HAIRLINE_ABOVE_EYES = 0.05  # metres: the forehead's hairline sits about 5 cm above the eyes
@@ -201,8 +201,7 @@ def _mask(model: ParametricModel, ids: list[Tensor]) -> Bool[Tensor, " V"]:
 
 def _eye_vertices(model: ParametricModel) -> Bool[Tensor, " V"]:
     """The eyeballs: the vertices skinned mostly to the eye joints (a geometric rule that needs no regions)."""
-    joints = [model.joint_index(name) for name in EYE_JOINTS if name in model.joint_names]
-    return model.lbs_weights[:, joints].sum(dim=1) > 0.5
+    return skinned_to(model, [name for name in EYE_JOINTS if name in model.joint_names])
 
 
 def _keep_out(model: ParametricModel, regions: dict[str, Tensor]) -> Bool[Tensor, " V"]:

@@ -19,9 +19,8 @@ from torch import Tensor
 
 from ...cameras import PinholeCameras, project_points
 from ...data import TrackedParams, detect_capture_format, held_out_splits, load_insta_dataset, load_vhap_dataset
-from ...fitting.gaze import EYE_JOINTS
 from ...fitting.photometric_term import face_region
-from ...parametric.model import ParametricModel
+from ...parametric.model import EYE_JOINTS, ParametricModel
 
 __all__ = ["TrackingAccuracy", "capture_tracking", "face_region", "tracking_accuracy"]
 

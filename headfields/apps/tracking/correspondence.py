@@ -15,7 +15,7 @@ neither shipped nor needed.
 
 The irises of MediaPipe's refined mesh (478 points) are the pupils of the model's eye joints, as metrical-tracker
 and VHAP read them: :func:`mediapipe_irises` gives their centres in the order of
-:data:`headfields.fitting.gaze.EYE_JOINTS`, and which are seen (a face found, the lids open).
+:data:`headfields.parametric.EYE_JOINTS`, and which are seen (a face found, the lids open).
 """
 
 from __future__ import annotations
@@ -25,12 +25,11 @@ from jaxtyping import Bool, Float
 from torch import Tensor
 
 from ...data.ibug import IBUG_POINTS
-from ...fitting.gaze import EYE_JOINTS
+from ...parametric import EYE_JOINTS
+from .mediapipe import NUM_LANDMARKS, NUM_WITH_IRISES
 
 __all__ = ["MEDIAPIPE_FOR_IBUG", "mediapipe_irises", "mediapipe_to_ibug"]
 
-MEDIAPIPE_POINTS = 468
-WITH_IRISES = 478
 # Each eye joint's iris centre, upper and lower lid (mid-points) and corners in the refined mesh. MediaPipe's first
 # iris (468) is from the eye of corners 33 and 133: the subject's right eye, on the image's left.
 EYES = {"left_eye": (473, 386, 374, 362, 263), "right_eye": (468, 159, 145, 33, 133)}
@@ -86,7 +85,7 @@ MEDIAPIPE_FOR_IBUG = {
 
 def mediapipe_to_ibug(points: Float[Tensor, "N M 2"]) -> Float[Tensor, "N 68 2"]:
     """MediaPipe's points (468, or 478 with the irises) as iBUG-68 points, NaN where the table has none."""
-    if points.dim() != 3 or points.shape[1] < MEDIAPIPE_POINTS or points.shape[2] != 2:
+    if points.dim() != 3 or points.shape[1] < NUM_LANDMARKS or points.shape[2] != 2:
         raise ValueError(f"points: expected MediaPipe face-mesh points [N, 468 or 478, 2], got {list(points.shape)}")
     out = points.new_full((points.shape[0], IBUG_POINTS, 2), float("nan"))
     ibug = torch.tensor(list(MEDIAPIPE_FOR_IBUG), device=points.device)
@@ -95,9 +94,9 @@ def mediapipe_to_ibug(points: Float[Tensor, "N M 2"]) -> Float[Tensor, "N 68 2"]
 
 
 def mediapipe_irises(points: Float[Tensor, "N 478 2"]) -> tuple[Float[Tensor, "N 2 2"], Bool[Tensor, "N 2"]]:
-    """The iris centres of MediaPipe's refined mesh in :data:`~headfields.fitting.gaze.EYE_JOINTS` order, and where
+    """The iris centres of MediaPipe's refined mesh in :data:`~headfields.parametric.EYE_JOINTS` order, and where
     each is seen: finite points (a face found) with the lids open."""
-    if points.dim() != 3 or points.shape[1] != WITH_IRISES or points.shape[2] != 2:
+    if points.dim() != 3 or points.shape[1] != NUM_WITH_IRISES or points.shape[2] != 2:
         raise ValueError(f"points: expected MediaPipe's refined face-mesh points [N, 478, 2], got {list(points.shape)}")
     ids = torch.tensor([EYES[name] for name in EYE_JOINTS], device=points.device)  # [2, 5]
     iris, upper, lower, start, end = points[:, ids].unbind(dim=2)

@@ -54,11 +54,12 @@ from ...progress import LineSink, Progress
 from ...synthetic import write_synthetic_flame
 from ...synthetic.model_views import views_resolution
 from .avatar_refinement import AvatarRefinementConfig, refine_tracking
-from .correspondence import WITH_IRISES, mediapipe_irises, mediapipe_to_ibug
+from .correspondence import mediapipe_irises, mediapipe_to_ibug
 from .embedding import MODEL_VIEWS, model_embedding, read_embedding
 from .ingest import CROP_SCALE, Crop, Ingested, crop_frames, plan_frames, read_frames, square_crop
 from .landmark_files import read_landmark_files
 from .mask_files import read_mask_files
+from .mediapipe import NUM_WITH_IRISES
 from .mouth import mouth_regions
 from .smoothing import smooth_track
 
@@ -364,7 +365,7 @@ def _gaze(cues: dict, params: TrackedParams, focal: float, config: GazeConfig, m
     """``params.pose`` (the fit's world: the camera at its origin) with the eyes turned to the irises, where the points
     hold them (MediaPipe's refined mesh)."""
     points = cues["mediapipe"]
-    if config.iterations == 0 or points.shape[1:] != (WITH_IRISES, 2):
+    if config.iterations == 0 or points.shape[1:] != (NUM_WITH_IRISES, 2):
         return params.pose
     irises, seen = mediapipe_irises(points.float())
     seen &= cues["found"][:, None]

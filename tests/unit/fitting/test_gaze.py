@@ -10,8 +10,8 @@ import torch
 
 from headfields.cameras import PinholeCameras, look_at
 from headfields.data import TrackedParams
-from headfields.fitting.gaze import EYE_JOINTS, GazeConfig, fit_gaze
-from headfields.parametric import load_model
+from headfields.fitting.gaze import GazeConfig, fit_gaze
+from headfields.parametric import EYE_JOINTS, load_model
 from headfields.synthetic import write_synthetic_flame
 
 from helpers import shapes_unchecked, true_pupils

@@ -8,7 +8,15 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from headfields.geometry import TriangleMesh, face_normals, sample_surface
-from headfields.parametric import blend_transforms, load_model, skin_points, skinning_weights, transform_points
+from headfields.parametric import (
+    EYE_JOINTS,
+    blend_transforms,
+    load_model,
+    skin_points,
+    skinned_to,
+    skinning_weights,
+    transform_points,
+)
 from headfields.synthetic import write_synthetic_flame
 
 from helpers import raises_naming
@@ -246,3 +254,20 @@ def test_on_device(flame_folder, device):
             blend_transforms(w, head.joint_transforms, torch.tensor([0, 1]))
         with raises_naming("points"):
             transform_points(head.joint_transforms[0, :2], torch.zeros(2, 3))
+
+
+def test_skinned_to_the_eye_joints_are_the_eyeballs(synthetic_flame):
+    """The synthetic head's eyeballs: spheres of EYE_RADIUS about the eye joints, 2 + rows x columns vertices each."""
+    from headfields.synthetic._head_mesh import EYE_COLUMNS, EYE_RADIUS, EYE_ROWS
+
+    model, _ = synthetic_flame
+    rest = model()
+    for name in EYE_JOINTS:
+        ball = skinned_to(model, [name])
+        distance = (rest.rest_vertices[0, ball] - rest.joints[0, model.joint_index(name)]).norm(dim=-1)
+        assert int(ball.sum()) == 2 + EYE_ROWS * EYE_COLUMNS
+        torch.testing.assert_close(distance, torch.full_like(distance, EYE_RADIUS), atol=1e-6, rtol=0)
+    assert int(skinned_to(model, EYE_JOINTS).sum()) == 2 * (2 + EYE_ROWS * EYE_COLUMNS)
+    assert not skinned_to(model, []).any()
+    with pytest.raises(ValueError, match="joints: expected one of"):
+        skinned_to(model, ["left_eyes"])

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from headfields.apps.tracking.correspondence import BLINK, EYES, MEDIAPIPE_FOR_IBUG, mediapipe_irises, mediapipe_to_ibug
-from headfields.fitting.gaze import EYE_JOINTS
+from headfields.parametric import EYE_JOINTS
 
 from helpers import shapes_unchecked
 

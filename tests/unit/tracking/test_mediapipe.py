@@ -16,8 +16,7 @@ from headfields.apps.tracking.correspondence import mediapipe_irises
 from headfields.apps.tracking.mediapipe import FaceLandmarker, SelfieSegmenter
 from headfields.cameras import project_points
 from headfields.data import load_insta_dataset
-from headfields.fitting.gaze import EYE_JOINTS
-from headfields.parametric import load_model
+from headfields.parametric import EYE_JOINTS, load_model
 from headfields.synthetic import SyntheticVideoConfig, make_synthetic_video
 
 from helpers import shapes_unchecked, true_pupils
