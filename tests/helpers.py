@@ -26,8 +26,7 @@ def fit(model, batch, steps: int, on_backward=None):
     losses = []
     for step in range(steps):
         set_learning_rate(optimizer, model.optimization, step)
-        if hasattr(model, "before_step"):
-            model.before_step(step, batch.head)
+        model.before_step(step, batch.head)
         out = model.training_step(batch, step)
         optimizer.zero_grad()
         out.loss.backward()

@@ -28,6 +28,7 @@ from ..fields import NerfField, NeusField, padded_box
 from ..geometry import extract_isosurface, vertex_normals
 from ..outputs import atomic_path
 from ..parametric import Head
+from ..training import AvatarModel
 
 __all__ = ["DENSITY_THRESHOLD", "ColoredMesh", "NoSurfaceError", "field_mesh", "write_ply"]
 
@@ -89,10 +90,10 @@ def field_mesh(
         mesh = field_mesh(model, head, frame=3, resolution=128)
         mesh.vertices.shape, mesh.faces.shape, mesh.colors.shape  # [V, 3], [F, 3], [V, 3]
     """
-    field = getattr(model, "field", None)
+    field = model.radiance_field() if isinstance(model, AvatarModel) else None
     if not isinstance(field, NerfField | NeusField):
         got = type(model).__name__ if field is None else f"a field of type {type(field).__name__}"
-        raise TypeError(f"model: expected a model whose .field is a NerfField or a NeusField, got {got}")
+        raise TypeError(f"model: expected a model whose radiance_field() is a NerfField or a NeusField, got {got}")
     if not isinstance(head, Head):
         raise TypeError(f"head: expected a headfields.parametric.Head, got {type(head).__name__}")
     frame = check_count("frame", frame, 0, head.num_frames - 1)

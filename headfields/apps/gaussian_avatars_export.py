@@ -42,8 +42,8 @@ from torch import Tensor, nn
 
 from ..checks import IntLike, check_count
 from ..data import SPLITS, FrameSet, held_out_splits
-from ..deformers.gaussian_binding import GaussianSet
 from ..heads import tracked_head
+from ..models.gaussian_avatars import GaussianAvatar
 from ..outputs import atomic_folder, atomic_path, hold, remove_folder, sweep_folder_temporaries
 from ..parametric import Head, ParametricModel, SubjectModel
 from ..parametric.model import FULL_SPACE
@@ -217,24 +217,22 @@ def export_gaussian_avatars(
 
         ply = export_gaussian_avatars("out/ga", run.model, run.head("train"), iteration=run.step)
     """
-    gaussians = getattr(model, "gaussians", None)
-    if not isinstance(gaussians, GaussianSet):
-        raise TypeError(f"model: expected a Gaussian avatar (Gaussians bound to faces, .gaussians), got {type(model).__name__}")
+    if not isinstance(model, GaussianAvatar):
+        raise TypeError(f"model: expected a GaussianAvatar (Gaussians bound to faces), got {type(model).__name__}")
+    gaussians = model.gaussians
     if not isinstance(out, str | os.PathLike):
         raise TypeError(f"out: expected a folder path, got {type(out).__name__}")
     iteration = check_count("iteration", iteration, 0)
     parametric = model.parametric
-    fitted = getattr(model, "fitted_head", None)
-    if fitted is not None:  # the FLAME parameters fine-tuned for the training timesteps (a loaded run's head has them)
-        with torch.no_grad():
-            head = fitted(head)
+    with torch.no_grad():  # the FLAME parameters fine-tuned for the training timesteps (a loaded run's head has them)
+        head = model.fitted_head(head)
     arrays = flame_param_arrays(parametric, head, timesteps)  # before anything is written
     if gaussians.num_faces != parametric.faces.shape[0]:
         raise ValueError(
             f"model: its Gaussians are bound to {gaussians.num_faces} faces, its FLAME model has {parametric.faces.shape[0]}"
         )
     with torch.no_grad():
-        degree = int(getattr(model, "active_sh_degree", gaussians.sh_degree))
+        degree = int(model.active_sh_degree)  # the state a loaded run holds
         sh = torch.cat([gaussians.sh_dc, gaussians.sh_rest], dim=1).clone()
         sh[:, (degree + 1) ** 2 :] = 0
         # In float64 from the logits: a float32 sigmoid rounds a confident Gaussian to exactly 1, no logit to write.

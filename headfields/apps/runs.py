@@ -236,11 +236,8 @@ def _fitted(model: nn.Module, frames, split: str) -> Head:
     """The tracked head of ``frames`` with what ``model`` fitted per frame of them (``model.fitted_head``: the
     Gaussian avatar's fine-tuned training timesteps; MonoNPHM's codes of its "held_out" split)."""
     head = tracked_head(model.parametric, frames)
-    fitted = getattr(model, "fitted_head", None)
-    if fitted is None:
-        return head
     with torch.no_grad():  # the heads a loaded run renders with: no graph back to the weights
-        return fitted(head, split)
+        return model.fitted_head(head, split)
 
 
 def run_checkpoint(path: str | Path) -> Path:

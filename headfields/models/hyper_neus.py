@@ -133,6 +133,7 @@ class HyperNeusAvatar(NeusModel):
 
     shapes_follow_rays = True  # (TrainingConfig.fixed_shapes without samples_per_batch)
     fixed_shapes_need_frames = True  # (and with frames_per_batch: the codes and correspondences of the drawn frames)
+    captures_graph = True  # (graph_phase)
 
     def __init__(self, parametric: SubjectModel, num_frames: int, config: HyperNeusConfig | None = None):
         c = config or HyperNeusConfig()

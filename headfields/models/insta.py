@@ -50,7 +50,7 @@ from ..renderers import (
     render_nerf_inference,
 )
 from ..renderers.occupancy import CONE_ANGLE, GRID_WARMUP_STEPS, INSTA_CONE_ANGLE
-from ..training import OptimizerConfig, RayBatch, StepOutput, TrainingConfig, random_backgrounds
+from ..training import AvatarModel, OptimizerConfig, RayBatch, StepOutput, TrainingConfig, random_backgrounds
 from .method import CPU_SAMPLES_PER_BATCH, INFERENCE_CHUNK, Method, Recipe
 
 __all__ = [
@@ -252,7 +252,12 @@ def insta_box(canonical_vertices: Tensor, config: InstaConfig) -> Tensor:
     return box
 
 
-class Insta(nn.Module):
+class Insta(AvatarModel):
+    """INSTA (see the module docstring): ``field`` a NeRF on the triangle-frame deformer, ``sampler`` its occupancy
+    grid's march."""
+
+    captures_graph = True  # (graph_phase)
+
     def __init__(
         self,
         parametric: SubjectModel,
@@ -323,6 +328,9 @@ class Insta(nn.Module):
     def random_background(self) -> bool:
         """Whether training draws random backgrounds (the loop then draws ``RayBatch.backgrounds``)."""
         return self.config.random_background
+
+    def radiance_field(self) -> NerfField:
+        return self.field
 
     def render(
         self,

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import torch
 from jaxtyping import Int
-from torch import Tensor, nn
+from torch import Tensor
 
 from ..cameras import Rays
 from ..checks import check_count, check_positive
@@ -51,7 +51,7 @@ from ..renderers import (
 )
 from ..renderers.hierarchical import merge_samples
 from ..renderers.samples import PackedSamples, SlotSamples
-from ..training import OptimizerConfig, RayBatch, StepOutput, TrainingConfig
+from ..training import AvatarModel, OptimizerConfig, RayBatch, StepOutput, TrainingConfig
 from .method import INFERENCE_CHUNK, Method, Recipe
 
 __all__ = [
@@ -171,11 +171,12 @@ def cpu_config(**overrides) -> MonoAvatarConfig:
     return MonoAvatarConfig(**{**sizes, **overrides})
 
 
-class MonoAvatar(nn.Module):
+class MonoAvatar(AvatarModel):
     """MonoAvatar: ``field`` is the fine network (what evaluation renders), ``coarse_field`` the coarse one; both
     read the same deformer chain and vertex features. ``sampler`` draws the coarse samples."""
 
     fixed_shapes_need_frames = True  # (TrainingConfig.fixed_shapes: its UV CNN runs on the batch's drawn frames)
+    captures_graph = True  # (graph_phase)
 
     def __init__(self, parametric: SubjectModel, num_frames: int, config: MonoAvatarConfig | None = None, point_encoder=None):
         """``num_frames``: training frames (one error-correction latent each). ``point_encoder`` (none in the
@@ -263,6 +264,9 @@ class MonoAvatar(nn.Module):
             return None
         c = self.config
         return -(-coarse.slots * (c.coarse_samples + c.fine_samples + 1) // c.coarse_samples)  # (rounded up)
+
+    def radiance_field(self) -> NerfField:
+        return self.field
 
     def render(self, rays: Rays, head: Head, generator: torch.Generator | None = None) -> NerfRender:
         """The fine pass (what evaluation renders)."""

@@ -56,6 +56,7 @@ class NeusAvatar(NeusModel):
     follow from its rays alone and it needs no sample budget; then ``cuda_graph`` takes its step."""
 
     shapes_follow_rays = True  # (TrainingConfig.fixed_shapes without samples_per_batch)
+    captures_graph = True  # (graph_phase)
 
     def __init__(self, parametric: SubjectModel, deformer: Deformer, config: NeusAvatarConfig | None = None, hyper_dim=0):
         c = config or NeusAvatarConfig()

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from ..cameras import Rays
 from ..checks import check_count
@@ -27,7 +27,7 @@ from ..renderers import (
     render_neus,
     render_neus_inference,
 )
-from ..training import OptimizerConfig, RayBatch, StepOutput
+from ..training import AvatarModel, OptimizerConfig, RayBatch, StepOutput
 
 __all__ = ["NEUS_UNREAD_TRAINING_FIELDS", "NeusConfig", "NeusModel"]
 
@@ -57,7 +57,7 @@ class NeusConfig:
                 raise ValueError(f"{name}: expected a non-negative weight, got {getattr(self, name)}")
 
 
-class NeusModel(nn.Module):
+class NeusModel(AvatarModel):
     """What every NeuS avatar shares: ``self.field`` (a :class:`~headfields.fields.NeusField`, which a subclass
     builds) rendered by :func:`~headfields.renderers.render_neus` with the config's sampler, a learnt sharpness,
     the image losses (L1, silhouette) and the eikonal term at the render samples and in the canonical ``box``.
@@ -77,6 +77,9 @@ class NeusModel(nn.Module):
         self.register_buffer("background", torch.tensor(config.background, dtype=torch.float32), persistent=False)
         box = None if config.sampler.box is None else torch.tensor(config.sampler.box, dtype=torch.float32)
         self.register_buffer("sampler_box", box, persistent=False)  # the sampler's fixed box (None: each frame's)
+
+    def radiance_field(self) -> NeusField:
+        return self.field
 
     def render(self, rays: Rays, head: Head, generator: torch.Generator | None = None, keep_misses: bool = False) -> NeusRender:
         """The rays rendered; ``keep_misses``: :func:`~headfields.renderers.render_neus`'s (fixed shapes)."""

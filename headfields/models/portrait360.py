@@ -16,7 +16,7 @@ from typing import Literal
 
 import torch
 from jaxtyping import Int
-from torch import Tensor, nn
+from torch import Tensor
 
 from ..cameras import Rays
 from ..checks import check_count, check_positive
@@ -47,7 +47,7 @@ from ..renderers import (
     view_angles,
     view_bins,
 )
-from ..training import OptimizerConfig, RayBatch, StepOutput, TrainingConfig
+from ..training import AvatarModel, OptimizerConfig, RayBatch, StepOutput, TrainingConfig
 from .method import CPU_SAMPLES_PER_BATCH, INFERENCE_CHUNK, Method, Recipe
 
 __all__ = [
@@ -129,7 +129,13 @@ def cpu_config(**overrides) -> Portrait360Config:
     return Portrait360Config(**{"shell": CPU_SHELL, **overrides})
 
 
-class Portrait360(nn.Module):
+class Portrait360(AvatarModel):
+    """The 360-degree portrait (see the module docstring): ``field`` a NeRF on the neck's rigid turn and an error
+    correction, its views drawn alike from the front, sides and back."""
+
+    captures_graph = True  # (graph_phase)
+    balances_views = True  # (view_bins)
+
     def __init__(self, parametric: SubjectModel, config: Portrait360Config | None = None):
         super().__init__()
         self.config = c = config or Portrait360Config()
@@ -189,6 +195,9 @@ class Portrait360(nn.Module):
         facing = head.joint_transforms[:, self.facing_joint, :3, :3] @ head.vertices.new_tensor(FACING)
         centers = head.vertices.mean(dim=1)
         return view_bins(view_angles(frames.cameras.to(centers.device), facing, centers))
+
+    def radiance_field(self) -> NerfField:
+        return self.field
 
     def render(
         self,

@@ -21,7 +21,7 @@ TensorBoard), ``strategy`` (a model's own steps inside the loop: a whole frame a
 
 from .batches import random_backgrounds, ray_batch, seed_everything
 from .config import CHECKPOINT_NAME, CONFIG_NAME, LOG_NAME, TrainingConfig
-from .contract import AvatarModel, ImageModel, RayBatch, SampleCount, StepOutput
+from .contract import AvatarModel, RasterImage, RayBatch, SampleCount, StepOutput
 from .evaluation import (
     HEAD_MASKING,
     Evaluation,
@@ -52,7 +52,7 @@ __all__ = [
     "HEAD_MASKING",
     "LOG_NAME",
     "AvatarModel",
-    "ImageModel",
+    "RasterImage",
     "DecayingAdam",
     "Evaluation",
     "FrameBatch",

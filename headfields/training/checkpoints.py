@@ -27,12 +27,12 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from ..configs import CLASS_KEY, config_classes, config_from_dict, config_to_dict, same_library_class
 from ..data import FrameSet
 from ..outputs import atomic_path, is_temporary, lock_file, probe_folder
 from .config import CHECKPOINT_NAME
+from .contract import AvatarModel
 
 __all__ = [
     "PIXELS_NOT_READ",
@@ -177,12 +177,9 @@ def _tensors(value, name: str = "") -> Iterator[tuple[str, torch.Tensor]]:
             yield from _tensors(item, f"{name}[{i}]")
 
 
-def frozen_state_keys(model: nn.Module) -> set[str]:
+def frozen_state_keys(model: AvatarModel) -> set[str]:
     """The state-dict keys of the model's frozen parametric model (``model.parametric``): the subject's model
     files, not training state; a checkpoint neither stores nor restores them (its fingerprint does)."""
-    parametric = getattr(model, "parametric", None)
-    if parametric is None:
-        return set()
     return {key for key in model.state_dict() if key.startswith("parametric.")}
 
 
@@ -196,7 +193,7 @@ def _digest(*tensors: torch.Tensor | None) -> str:
     return h.hexdigest()
 
 
-def run_fingerprint(model: nn.Module, frames: FrameSet, training_config, without_pixels: bool = False) -> dict[str, str]:
+def run_fingerprint(model: AvatarModel, frames: FrameSet, training_config, without_pixels: bool = False) -> dict[str, str]:
     """What a checkpoint of this run is for: the model's class and recipe, the training settings a resume
     may not change, the training frames (their images, cameras and tracking) and the parametric model's files.
 
@@ -205,14 +202,13 @@ def run_fingerprint(model: nn.Module, frames: FrameSet, training_config, without
     count alone (:data:`PIXELS_NOT_READ`), which :func:`check_fingerprint` compares with a checkpoint's count."""
     if not frames.pixels and not without_pixels:
         raise ValueError("frames: loaded without their pixels (pixels=False), which a run trains and scores on")
-    recipe = getattr(model, "config", None)
+    recipe = model.config
     settings = {k: v for k, v in config_to_dict(training_config).items() if k not in RESUMABLE_SETTINGS}
     tracking = frames.params.expression if frames.params is not None else frames.mesh_vertices
-    parametric = getattr(model, "parametric", None)
     # A capture's static offsets apart from the model files, whose digest stays what it was before models carried them.
-    state = {} if parametric is None else parametric.state_dict()
+    state = model.parametric.state_dict()
     offsets = state.pop(STATIC_OFFSET, None)
-    files = "none" if parametric is None else _digest(*state.values())
+    files = _digest(*state.values())
     described = _json(config_to_dict(recipe)) if dataclasses.is_dataclass(recipe) else repr(recipe)  # an instance or None
     return {
         "model": f"{type(model).__module__}.{type(model).__qualname__}: {described}",

@@ -1,23 +1,29 @@
-"""What a model gives the training loop and what the loop gives it: :class:`AvatarModel`, the batch of rays it
-trains on (:class:`RayBatch`) and the result of its step (:class:`StepOutput`)."""
+"""What a model gives the training loop and what the loop gives it: :class:`AvatarModel`, the declared base of every
+model, the batch of rays it trains on (:class:`RayBatch`) and the result of its step (:class:`StepOutput`)."""
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Hashable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, ClassVar, Protocol
 
 import torch
 from jaxtyping import Bool, Float, Int
-from torch import Tensor
+from torch import Tensor, nn
 
-from ..cameras import Rays
+from ..cameras import PinholeCameras, Rays
 from ..data import FrameSet
 from ..parametric import Head, SubjectModel
 from ..renderers.samples import SampleCount, SampleSlots
-from .optimizer import OptimizerConfig
+from ..renderers.volume import EARLY_STOP_TRANSMITTANCE
 
-__all__ = ["AvatarModel", "ImageModel", "RayBatch", "SampleCount", "StepOutput"]
+if TYPE_CHECKING:
+    from ..fields import NerfField, NeusField
+    from .optimizer import OptimizerConfig
+    from .strategy import StepStrategy
+
+__all__ = ["AvatarModel", "RasterImage", "RayBatch", "SampleCount", "StepOutput"]
 
 
 @dataclass
@@ -79,35 +85,89 @@ class StepOutput:
     samples: SampleCount | None = None  # None: the model does not count them (no sample budget then)
 
 
-@runtime_checkable
-class AvatarModel(Protocol):
-    """What the loop needs from a model (an ``nn.Module``). Optional: ``before_step(step, head)`` (refresh an
-    occupancy grid, advance a schedule), ``param_groups()`` (parameter groups, each a dict with ``params`` and
-    an ``lr_scale`` on the learning rate), ``view_bins(frames, head)`` (for ``balance_views``),
-    ``random_background`` (True: the loop draws ``RayBatch.backgrounds``).
+class AvatarModel(nn.Module):
+    """The base of every model the engine trains (as nerfstudio's models subclass its ``Model``): each callback the
+    engine asks for and each fact it reads before a run is declared here with its default, so the engine never asks a
+    model which names it has. A model overrides what applies to it:
 
-    ``parametric``, from which the loop builds each split's Head, is a member for type checkers only: a model holds
-    it as a submodule, in ``nn.Module``'s ``_modules``, where ``isinstance`` on a protocol does not look from Python
-    3.12 on (it reads attributes statically, ``inspect.getattr_static``), and every model would fail the check."""
+    - ray models: ``optimization`` (its optimiser's settings), :meth:`training_step` and :meth:`render_rays`, and
+      where they do more, :meth:`before_step`, :meth:`param_groups`, :meth:`render`, :meth:`view_bins` (with
+      ``balances_views``), :meth:`graph_phase` (with ``captures_graph``);
+    - a rasteriser (``draws_images``): :meth:`render_camera` and :meth:`step_strategy`, its own whole-frame steps.
 
-    if TYPE_CHECKING:
-        parametric: SubjectModel
-    optimization: OptimizerConfig
-
-    def training_step(self, batch: RayBatch, step: int) -> StepOutput: ...
-
-    # rays.frame indexes head's frames. Optionally an ``early_stop`` keyword: each ray's stop (EARLY_STOP_TRANSMITTANCE
-    # for scores, INTERACTIVE_TRANSMITTANCE in the viewer), which render_view passes where the method takes it.
-    def render_rays(self, rays: Rays, head: Head) -> Float[Tensor, "R 3"]: ...
-
-
-@runtime_checkable
-class ImageModel(Protocol):
-    """A model that draws whole images rather than rays (a rasteriser: GaussianAvatar), trained by the loop through
-    its own steps (``step_strategy()``: :mod:`headfields.training.strategy`): what evaluation, ``render`` and the
-    viewer need from it. ``parametric``: as :class:`AvatarModel`'s."""
+    ``parametric`` (the subject's model, from which the engine builds each split's Head) and ``config`` (the recipe,
+    part of a checkpoint's fingerprint) every model holds; ``parametric`` is a submodule, so it is declared for type
+    checkers only (a class attribute would hide ``nn.Module``'s submodule of that name)."""
 
     if TYPE_CHECKING:
         parametric: SubjectModel
+        optimization: OptimizerConfig
+    config: object = None  # the recipe (a dataclass), which a checkpoint's fingerprint names
+    # What the engine reads before a run (class attributes; a model that needs one sets it):
+    draws_images: ClassVar[bool] = False  # render_camera draws whole images (a rasteriser), not rays
+    random_background: bool = False  # the loop draws a colour a ray to composite over (RayBatch.backgrounds)
+    shapes_follow_rays: ClassVar[bool] = False  # fixed_shapes with no samples_per_batch: NeuS keeps the rays that miss
+    fixed_shapes_need_frames: ClassVar[bool] = False  # fixed_shapes needs frames_per_batch: the step reads its frames
+    captures_graph: ClassVar[bool] = False  # cuda_graph: graph_phase says what the step's Python decides
+    balances_views: ClassVar[bool] = False  # balance_views: view_bins bins the frames by view
 
-    def render_camera(self, cameras, camera: int, head: Head, head_frame: int): ...  # .image [H, W, 3], .alpha, .depth
+    def training_step(self, batch: RayBatch, step: int) -> StepOutput:
+        """The loss of a batch of rays: a ray model's step (a rasteriser trains by :meth:`step_strategy`)."""
+        raise NotImplementedError(f"{type(self).__name__} trains by its own steps (step_strategy), not on rays")
+
+    def render_rays(self, rays: Rays, head: Head, early_stop: float = EARLY_STOP_TRANSMITTANCE) -> Float[Tensor, "R 3"]:
+        """Colours of ``rays`` (``rays.frame`` indexes ``head``'s frames), each ray stopped at transmittance
+        ``early_stop`` (EARLY_STOP_TRANSMITTANCE for scores, INTERACTIVE_TRANSMITTANCE in the viewer)."""
+        if self.draws_images:
+            raise NotImplementedError(
+                f"{type(self).__name__} renders whole images (render_camera), not rays: headfields.training.render_view "
+                "and render_image call it for you"
+            )
+        raise NotImplementedError(f"{type(self).__name__} renders no rays: a ray model overrides render_rays")
+
+    def render(self, rays: Rays, head: Head) -> object | None:
+        """The renderer's whole output for ``rays`` (with a ``depth``, or a ``composite`` holding one), which the
+        viewer shows; None: the model has none beyond its colours (the viewer shows the tracked mesh's depth)."""
+        return None
+
+    def render_camera(self, cameras: PinholeCameras, camera: int, head: Head, head_frame: int) -> RasterImage:
+        """The image of camera ``camera`` of ``cameras`` seeing frame ``head_frame`` of ``head``: a rasteriser's
+        (``draws_images``) ``.image [H, W, 3]``, ``.alpha``, ``.depth``."""
+        raise NotImplementedError(f"{type(self).__name__} renders rays (render_rays), not whole images")
+
+    def step_strategy(self) -> StepStrategy | None:
+        """The model's own steps inside the loop (a rasteriser's whole frames, :mod:`.strategy`); None: rays."""
+        return None
+
+    def before_step(self, step: int, head: Head) -> None:
+        """Work before each ray step: refresh an occupancy grid, advance a schedule. Nothing by default."""
+
+    def param_groups(self) -> list[dict]:
+        """The optimiser's parameter groups, each a dict with ``params`` and an ``lr_scale`` on the learning rate."""
+        return [{"params": list(self.parameters())}]
+
+    def graph_phase(self, step: int) -> Hashable | None:
+        """What the step's Python decides by the step number, which keys a CUDA graph (``captures_graph``); None:
+        not yet (its shapes still settling)."""
+        return None
+
+    def view_bins(self, frames: FrameSet, head: Head) -> Int[Tensor, " N"]:
+        """A view bin a frame (front, side, back: ``balances_views``), each bin drawn alike."""
+        raise NotImplementedError(f"{type(self).__name__} bins no views (balances_views is False)")
+
+    def fitted_head(self, head: Head, split: str = "train") -> Head:
+        """``head`` (a split's tracked head) with what the model fitted for its frames (GaussianAvatars' fine-tuned
+        FLAME, MonoNPHM's codes): what a loaded run renders that split with. ``head`` itself by default."""
+        return head
+
+    def radiance_field(self) -> NerfField | NeusField | None:
+        """The model's field, which a mesh is extracted from (:func:`headfields.apps.export.field_mesh`); None: none."""
+        return None
+
+
+class RasterImage(Protocol):
+    """What :meth:`AvatarModel.render_camera` returns (a Gaussian render)."""
+
+    image: Float[Tensor, "H W 3"]
+    alpha: Float[Tensor, "H W"]
+    depth: Float[Tensor, "H W"]

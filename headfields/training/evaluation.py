@@ -5,7 +5,6 @@ written as PNGs."""
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ from ..parametric import Head
 from ..progress import Progress
 from ..renderers.volume import EARLY_STOP_TRANSMITTANCE
 from .config import region_codes
-from .contract import AvatarModel, ImageModel
+from .contract import AvatarModel
 
 __all__ = [
     "Evaluation",
@@ -136,7 +135,7 @@ class Evaluation:
 
 
 def render_image(
-    model: AvatarModel | ImageModel,
+    model: AvatarModel,
     frames: FrameSet,
     frame: int,
     chunk: int,
@@ -154,7 +153,7 @@ def render_image(
 
 
 def render_view(
-    model: AvatarModel | ImageModel,
+    model: AvatarModel,
     cameras: PinholeCameras,
     camera: int,
     head: Head,
@@ -165,23 +164,22 @@ def render_view(
 ) -> Float[Tensor, "H W 3"]:
     """The image of camera ``camera`` of ``cameras`` seeing frame ``head_frame`` of ``head`` (any camera: a
     capture's, or a new path around the head), ``chunk`` rays at a time without gradients, on the CPU, in [0, 1],
-    each ray stopped at transmittance ``early_stop`` (the viewer's: ``INTERACTIVE_TRANSMITTANCE``); a model with
-    ``render_camera(cameras, camera, head, head_frame)`` (a rasteriser) draws it in one call, with its own stop."""
+    each ray stopped at transmittance ``early_stop`` (the viewer's: ``INTERACTIVE_TRANSMITTANCE``); a rasteriser
+    (``model.draws_images``) draws it in one call of ``render_camera``, with its own stop."""
     check_count("head_frame", head_frame, 0, head.num_frames - 1)
-    if hasattr(model, "render_camera"):  # a rasteriser draws the whole image at once (GaussianAvatar)
+    if model.draws_images:  # a rasteriser draws the whole image at once (GaussianAvatar)
         _check_image_memory(cameras, device)
         with torch.no_grad():
             return model.render_camera(cameras.to(device), camera, head, head_frame).image.clamp(0, 1).cpu()
 
-    stop = {"early_stop": early_stop} if takes_early_stop(model) else {}  # a model of one's own may not take it
-
     def render(rays: Rays) -> Float[Tensor, "R 3"]:
-        return model.render_rays(dataclasses.replace(rays, frame=torch.full_like(rays.frame, head_frame)), head, **stop)
+        one_frame = dataclasses.replace(rays, frame=torch.full_like(rays.frame, head_frame))
+        return model.render_rays(one_frame, head, early_stop=early_stop)
 
     return render_pixels(render, cameras.to(device), camera, chunk).clamp(0, 1)
 
 
-def frame_seconds(model: AvatarModel | ImageModel, frames: FrameSet, head: Head, chunk: int, device: torch.device) -> float:
+def frame_seconds(model: AvatarModel, frames: FrameSet, head: Head, chunk: int, device: torch.device) -> float:
     """Seconds one frame of ``frames`` takes to render (a first estimate; evaluations measure): a rasteriser's whole
     first frame, else one ``chunk`` of its rays scaled to the image."""
     cameras = frames.cameras.to(device)
@@ -189,7 +187,7 @@ def frame_seconds(model: AvatarModel | ImageModel, frames: FrameSet, head: Head,
     model.eval()
     start = time.perf_counter()
     with torch.no_grad(), trusted_values():
-        if hasattr(model, "render_camera"):
+        if model.draws_images:
             model.render_camera(cameras, 0, head, 0)
             scale = 1.0
         else:
@@ -199,12 +197,6 @@ def frame_seconds(model: AvatarModel | ImageModel, frames: FrameSet, head: Head,
     seconds = (time.perf_counter() - start) * scale
     model.train(was_training)
     return seconds
-
-
-def takes_early_stop(model: AvatarModel) -> bool:
-    """Whether ``model.render_rays`` takes ``early_stop`` (the library's models do; a model written to the contract
-    before it, ``render_rays(rays, head)``, renders with its own stop)."""
-    return "early_stop" in inspect.signature(model.render_rays).parameters
 
 
 def _check_image_memory(cameras: PinholeCameras, device: torch.device) -> None:
@@ -286,7 +278,7 @@ def _source(network: Lpips | None) -> str | None:
 
 
 def evaluate(
-    model: AvatarModel | ImageModel,
+    model: AvatarModel,
     frames: FrameSet,
     indices: list[int],
     chunk: int,

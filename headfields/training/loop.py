@@ -36,7 +36,7 @@ from .checkpoints import (
     save_checkpoint,
 )
 from .config import CHECKPOINT_NAME, CONFIG_NAME, LOG_NAME, TrainingConfig
-from .contract import AvatarModel, ImageModel, RayBatch, StepOutput
+from .contract import AvatarModel, RayBatch, StepOutput
 from .data_parallel import data_parallel
 from .ema import ExponentialMovingAverage
 from .evaluation import evaluate, evenly_spread, frame_seconds
@@ -57,7 +57,7 @@ BUDGET_MARGIN = 1.25  # the final evaluation's estimate is scaled by this (LPIPS
 
 
 def train(
-    model: AvatarModel | ImageModel,
+    model: AvatarModel,
     train_frames: FrameSet,
     eval_frames: FrameSet,
     out: str | Path,
@@ -125,7 +125,7 @@ class _Loop:
 
     def __init__(
         self,
-        model: AvatarModel | ImageModel,
+        model: AvatarModel,
         train_frames: FrameSet,
         eval_frames: FrameSet,
         out: Path,
@@ -296,7 +296,7 @@ class _Loop:
         if self.frames_where and self.lead:
             print(self.frames_where, file=self.log)
         self.view_bins = None
-        if c.balance_views:  # (a model without view_bins was refused by check_run)
+        if c.balance_views:  # (a model that bins no views was refused by check_run)
             self.view_bins = model.view_bins(self.train_frames, self.train_head)
         model.train()
         # After resume_if, which may replace the pixels' generator: the graph registers the one the steps draw from.
@@ -330,8 +330,7 @@ class _Loop:
         if self.strategy is not None:
             return self.strategy_step(start)
         set_learning_rate(self.optimizer, self.optimization, self.step)
-        if hasattr(model, "before_step"):
-            model.before_step(self.step, self.train_head)
+        model.before_step(self.step, self.train_head)
         self.jitter.manual_seed(c.seed + self.step)  # the step's jitter: a resumed run draws the same (outside a graph)
         phase = None if self.graph is None else model.graph_phase(self.step)  # None: not yet (shapes still settling)
         if phase is None:
@@ -355,7 +354,7 @@ class _Loop:
         with trusted_values():  # the loop's own draws from frames checked when loaded: no read-back to check them
             batch = ray_batch(frames, rays, self.generator, self.device, c.frames_per_batch, bins, head)
         batch.generator = self.jitter
-        if getattr(model, "random_background", False):  # before the split; other models' jitter stream stays as it was
+        if model.random_background:  # before the split; other models' jitter stream stays as it was
             batch.backgrounds = torch.rand(len(batch.rgb), 3, generator=batch.generator, device=self.device)
         batch.early_stop, batch.slots, batch.fixed_shapes = c.early_stop, self.sampling.slots(), c.fixed_shapes
         if self.ranks > 1:

@@ -12,6 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from ..checks import check_count, check_non_negative, check_positive
+from .contract import AvatarModel
 from .ema import ExponentialMovingAverage
 
 __all__ = [
@@ -67,11 +68,11 @@ FUSED_ADAM_DEVICES = ("cpu", "cuda")
 
 
 def build_optimizer(model: nn.Module, config: OptimizerConfig) -> torch.optim.Adam:
-    """Adam over ``model.param_groups()`` (each group's ``lr_scale`` multiplies the rate) or over all its
-    trainable parameters; with ``max_grad_norm``, each step first clips the gradients' total norm (a step
-    pre-hook: under DDP the gradients are already averaged, so every rank clips alike)."""
+    """Adam over an :class:`~.contract.AvatarModel`'s ``param_groups()`` (each group's ``lr_scale`` multiplies the
+    rate), or over any other module's trainable parameters; with ``max_grad_norm``, each step first clips the
+    gradients' total norm (a step pre-hook: under DDP the gradients are already averaged, so every rank clips alike)."""
     c = config
-    groups = model.param_groups() if hasattr(model, "param_groups") else [{"params": list(model.parameters())}]
+    groups = model.param_groups() if isinstance(model, AvatarModel) else [{"params": list(model.parameters())}]
     groups = [{**g, "params": [p for p in g["params"] if p.requires_grad]} for g in groups]
     for g in groups:
         g.setdefault("lr_scale", 1.0)

@@ -15,7 +15,7 @@ from ..data import FrameSet
 from ..metrics.perceptual import Lpips, LpipsUnavailable
 from . import distributed
 from .config import TrainingConfig
-from .contract import AvatarModel, ImageModel
+from .contract import AvatarModel
 from .evaluation import lpips_for_run
 from .sample_budget import check_fixed_shapes
 from .step_graph import check_graph
@@ -38,7 +38,7 @@ class RunStart:
 
 
 def check_run(
-    model: AvatarModel | ImageModel,
+    model: AvatarModel,
     train_frames: FrameSet,
     eval_frames: FrameSet,
     config: TrainingConfig,
@@ -47,6 +47,11 @@ def check_run(
     more_eval: Mapping[str, FrameSet] | None = None,
 ) -> RunStart:
     """Every check of a run of ``model`` that can fail, before its folder is touched (see the module docstring)."""
+    if not isinstance(model, AvatarModel):
+        raise TypeError(
+            f"model: expected a headfields.training.AvatarModel (subclass it and override its callbacks), "
+            f"got {type(model).__name__}"
+        )
     ranks = distributed.world_size()
     if config.rays_per_batch % ranks:
         raise ValueError(
@@ -57,8 +62,8 @@ def check_run(
         check_unused(config, strategy.refused, f"{type(model).__name__}, which trains with its own steps,")
         if ranks > 1:
             raise ValueError(f"model: {type(model).__name__}'s steps train in one process, got a group of {ranks} ranks")
-    if config.balance_views and not hasattr(model, "view_bins"):
-        raise ValueError(f"balance_views: expected a model with view_bins(frames, head), got {type(model).__name__}")
+    if config.balance_views and not model.balances_views:
+        raise ValueError(f"balance_views: expected a model that bins its views (view_bins), got {type(model).__name__}")
     if config.fixed_shapes:
         check_fixed_shapes(model, config.samples_per_batch, config.frames_per_batch)
     if config.cuda_graph:

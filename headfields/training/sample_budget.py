@@ -55,12 +55,12 @@ def check_fixed_shapes(model: object, samples_per_batch: int | None, frames_per_
     """Refuse ``TrainingConfig.fixed_shapes`` without a sample budget to size the slots from, unless the model's
     step has shapes that follow from its rays alone (``model.shapes_follow_rays``: NeuS keeps the rays that miss), and
     without ``frames_per_batch`` for a model that reads the batch's frames (``model.fixed_shapes_need_frames``)."""
-    if samples_per_batch is None and not getattr(model, "shapes_follow_rays", False):
+    if samples_per_batch is None and not model.shapes_follow_rays:
         raise ValueError(
             f"fixed_shapes: expected samples_per_batch too (the slots are sized from it), got None for "
             f"{type(model).__name__}, whose shapes do not follow from its rays alone (shapes_follow_rays)"
         )
-    if frames_per_batch is None and getattr(model, "fixed_shapes_need_frames", False):
+    if frames_per_batch is None and model.fixed_shapes_need_frames:
         raise ValueError(
             f"frames_per_batch: expected a number of frames with fixed_shapes ({type(model).__name__}'s step works on "
             f"the batch's drawn frames, which it reads without a read-back), got None"

@@ -121,7 +121,7 @@ def _ended(graph: torch.cuda.CUDAGraph) -> bool:
 
 def check_graph(model: object, device: torch.device, ranks: int) -> None:
     """Refuse ``TrainingConfig.cuda_graph`` where a graph cannot be taken (before anything is written)."""
-    if not callable(getattr(model, "graph_phase", None)):
+    if not model.captures_graph:
         raise ValueError(
             "cuda_graph: expected a model whose step says what its Python decides by the step number (graph_phase), "
             f"got {type(model).__name__}"

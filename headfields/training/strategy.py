@@ -11,7 +11,9 @@ one of them is refused before anything is written (:func:`~headfields.training.u
 
 A model with a strategy gives it from ``step_strategy()`` (a fresh one a run)::
 
-    class Model(nn.Module):
+    class Model(AvatarModel):
+        draws_images = True
+
         def step_strategy(self) -> StepStrategy: ...
 """
 
@@ -27,7 +29,7 @@ from torch import Tensor
 from ..data import FrameSet
 from ..parametric import Head
 from .config import TrainingConfig
-from .contract import StepOutput
+from .contract import AvatarModel, StepOutput
 
 __all__ = ["RAY_FIELDS", "FrameBatch", "StepStrategy", "step_strategy"]
 
@@ -84,12 +86,9 @@ class StepStrategy(Protocol):
         ...
 
 
-def step_strategy(model: object) -> StepStrategy | None:
+def step_strategy(model: AvatarModel) -> StepStrategy | None:
     """``model.step_strategy()``, checked, or None for a model that trains on rays."""
-    make = getattr(model, "step_strategy", None)
-    if make is None:
-        return None
-    strategy = make()
-    if not isinstance(strategy, StepStrategy):
+    strategy = model.step_strategy()
+    if strategy is not None and not isinstance(strategy, StepStrategy):
         raise TypeError(f"model: expected step_strategy() to give a StepStrategy, got {type(strategy).__name__}")
     return strategy

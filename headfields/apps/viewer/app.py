@@ -53,7 +53,7 @@ def render_avatar(
     distance to the tracked mesh (0 where a ray misses)."""
     if not depth:
         return render_view(model, cameras, 0, head, 0, chunk, device, early_stop)
-    if hasattr(model, "render_camera"):  # a rasteriser: its expected depth, 0 where nothing is drawn
+    if model.draws_images:  # a rasteriser: its expected depth, 0 where nothing is drawn
         with torch.no_grad():
             out = model.render_camera(cameras.to(device), 0, head, 0)
         z = torch.where(out.alpha > 0, out.depth / out.alpha.clamp(min=1e-12), 0.0).cpu()
@@ -63,7 +63,7 @@ def render_avatar(
         return z * torch.sqrt(1 + (ray**2).sum(-1))
 
     def depth_of(rays: Rays) -> Tensor:
-        result = model.render(rays, head) if hasattr(model, "render") else None
+        result = model.render(rays, head)
         values = getattr(getattr(result, "composite", result), "depth", None)
         return mesh_depth(head, rays) if values is None else values
 

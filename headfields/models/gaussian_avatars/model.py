@@ -27,15 +27,16 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import nn
 
-from ...cameras import PinholeCameras, Rays
+from ...cameras import PinholeCameras
 from ...checks import IntLike, check_count, check_non_negative, check_positive
 from ...configs import added_field
 from ...deformers.gaussian_binding import BindingRegulariserConfig, GaussianSet, PosedGaussians, Splats
 from ...parametric import Head, SubjectModel
-from ...renderers import EARLY_STOP_TRANSMITTANCE, GaussianRender, rasterize_gaussians
+from ...renderers import GaussianRender, rasterize_gaussians
 from ...renderers.gaussians import BACKENDS, Backend
+from ...training import AvatarModel
 from .density import DensityConfig
 from .fine_tuning import FittedTracking
 from .steps import GaussianSteps
@@ -156,8 +157,10 @@ def cpu_config(**overrides: Any) -> GaussianAvatarConfig:
     return GaussianAvatarConfig(**{**defaults, **overrides})
 
 
-class GaussianAvatar(nn.Module):
+class GaussianAvatar(AvatarModel):
     """Gaussians bound to a tracked mesh (see the module docstring): one a face to start."""
+
+    draws_images = True  # (render_camera; trained by its own whole-frame steps, step_strategy)
 
     def __init__(self, parametric: SubjectModel, config: GaussianAvatarConfig | None = None):
         super().__init__()
@@ -230,12 +233,6 @@ class GaussianAvatar(nn.Module):
             # In float64 from the logits: a float32 sigmoid rounds a confident Gaussian to exactly 1, no logit to write.
             opacities = torch.sigmoid(self.gaussians.opacity_logits.double().clamp(-30, 30))
             return Splats(posed.means, F.normalize(posed.quats, dim=-1), posed.scales, opacities, posed.sh)
-
-    def render_rays(self, rays: Rays, head: Head, early_stop: float = EARLY_STOP_TRANSMITTANCE) -> Tensor:
-        raise NotImplementedError(
-            "GaussianAvatar renders whole images (render_camera), not rays: headfields.training.render_view and "
-            "render_image call it for you"
-        )
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
         # Density control changed the number of Gaussians: take the checkpoint's count before its values go in.

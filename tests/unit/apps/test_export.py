@@ -27,6 +27,7 @@ from headfields.models.mixes import triangle_neus
 from headfields.models.neus_avatar import NeusAvatarConfig
 from headfields.parametric import TrackedMeshModel, load_model
 from headfields.renderers import NeusSampler
+from headfields.training import AvatarModel
 
 from helpers import raises_naming
 
@@ -92,10 +93,13 @@ class _PositionAlbedo(nn.Module):
         return _analytic_colour(features, torch.zeros_like(features))
 
 
-class _Model(nn.Module):
+class _Model(AvatarModel):
     def __init__(self, field):
         super().__init__()
         self.field = field
+
+    def radiance_field(self):
+        return self.field
 
 
 def _nerf_model():

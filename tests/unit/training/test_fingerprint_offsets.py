@@ -5,13 +5,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch import nn
 
 from headfields.cameras import PinholeCameras
 from headfields.data import FrameSet
 from headfields.data.frames import TrackedParams
 from headfields.parametric import ParametricModel
-from headfields.training import TrainingConfig
+from headfields.training import AvatarModel, TrainingConfig
 from headfields.training.checkpoints import CheckpointError, check_fingerprint, run_fingerprint
 
 from model_files import flame_arrays
@@ -23,8 +22,8 @@ def frames() -> FrameSet:
     return FrameSet("train", cameras, torch.zeros(2, 4, 4, 3, dtype=torch.uint8), params=params)
 
 
-def avatar(parametric: ParametricModel) -> nn.Module:
-    model = nn.Module()
+def avatar(parametric: ParametricModel) -> AvatarModel:
+    model = AvatarModel()
     model.parametric = parametric
     return model
 

@@ -18,7 +18,7 @@ from headfields.models.insta import Insta
 from headfields.models.monoavatar import MonoAvatar
 from headfields.parametric import load_model
 from headfields.renderers import EARLY_STOP_TRANSMITTANCE, PackedSamples, SampleCount, SampleSlots, composite
-from headfields.training import OptimizerConfig, StepOutput, TrainingConfig, sample_budget, train
+from headfields.training import AvatarModel, OptimizerConfig, StepOutput, TrainingConfig, sample_budget, train
 from headfields.training.host_copy import READ_LAG, HostCopy
 from headfields.training.sample_budget import MAX_MARCH_SLOTS, RAYS_KEPT_OVER, RAYS_KEPT_UNDER, SampleBudget
 
@@ -268,7 +268,7 @@ def test_host_copy_reads_numbers():
 # --- the loop -----------------------------------------------------------------------------------------------------
 
 
-class _Grey(torch.nn.Module):
+class _Grey(AvatarModel):
     """One grey level for every pixel; its step counts one sample a ray as device tensors, and its loss turns NaN
     at ``nan_at``."""
 
@@ -278,7 +278,7 @@ class _Grey(torch.nn.Module):
         self.optimization = OptimizerConfig(learning_rate=1e-2)
         self.grey = torch.nn.Parameter(torch.tensor(0.0))
 
-    def render_rays(self, rays, head):
+    def render_rays(self, rays, head, early_stop=None):
         return torch.sigmoid(self.grey).expand(len(rays.origins), 3)
 
     def training_step(self, batch, step):

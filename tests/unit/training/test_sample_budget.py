@@ -16,7 +16,7 @@ from headfields.heads import tracked_head
 from headfields.models.insta import Insta
 from headfields.parametric import load_model
 from headfields.renderers import EARLY_STOP_TRANSMITTANCE, PackedSamples, render_nerf
-from headfields.training import OptimizerConfig, SampleCount, StepOutput, TrainingConfig, train
+from headfields.training import AvatarModel, OptimizerConfig, SampleCount, StepOutput, TrainingConfig, train
 
 from helpers import raises_naming
 
@@ -109,7 +109,7 @@ def test_early_stop_must_be_a_transmittance(eps, head):
         render_nerf(_Slab(), rays, head, samples, early_stop=eps)
 
 
-class _Counted(torch.nn.Module):
+class _Counted(AvatarModel):
     """A model whose step trains ``per_ray`` samples a ray (and marches twice that): the budget's arithmetic."""
 
     def __init__(self, parametric, per_ray: int, counts: bool = True):
@@ -118,7 +118,7 @@ class _Counted(torch.nn.Module):
         self.optimization = OptimizerConfig(learning_rate=1e-2)
         self.grey = torch.nn.Parameter(torch.tensor(0.0))
 
-    def render_rays(self, rays, head):
+    def render_rays(self, rays, head, early_stop=None):
         return torch.sigmoid(self.grey).expand(len(rays.origins), 3)
 
     def training_step(self, batch, step):

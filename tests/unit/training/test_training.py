@@ -19,6 +19,7 @@ from headfields.heads import tracked_head
 from headfields.models.insta import Insta
 from headfields.parametric import load_model
 from headfields.training import (
+    AvatarModel,
     DecayingAdam,
     OptimizerConfig,
     RunLog,
@@ -164,12 +165,21 @@ def test_ray_batch_draws_from_the_requested_number_of_frames(video):
 def test_the_optimizer_follows_the_exponential_schedule_over_trainable_parameters():
     """Analytic rates: ``initial`` at step 0, their geometric mean half-way, ``final`` from ``steps`` on; a
     group's ``lr_scale`` multiplies its rate; frozen parameters are left out; no final rate: constant."""
-    module = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.Linear(3, 1), torch.nn.Linear(1, 1))
-    module[0].requires_grad_(False)
-    module.param_groups = lambda: [{"params": module[:2].parameters()}, {"params": module[2].parameters(), "lr_scale": 0.1}]
+    layers = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.Linear(3, 1), torch.nn.Linear(1, 1))
+    layers[0].requires_grad_(False)
+
+    class Grouped(AvatarModel):  # a model's own groups (any other module: one group of all its parameters)
+        def __init__(self):
+            super().__init__()
+            self.layers = layers
+
+        def param_groups(self):
+            return [{"params": layers[:2].parameters()}, {"params": layers[2].parameters(), "lr_scale": 0.1}]
+
+    module = Grouped()
     config = OptimizerConfig(1e-2, 1e-4, 100)
     optimizer = build_optimizer(module, config)
-    assert optimizer.param_groups[0]["params"] == list(module[1].parameters())
+    assert optimizer.param_groups[0]["params"] == list(layers[1].parameters())
     for step, rate in ((0, 1e-2), (50, 1e-3), (100, 1e-4), (1000, 1e-4)):
         set_learning_rate(optimizer, config, step)
         assert optimizer.param_groups[0]["lr"] == pytest.approx(rate, rel=1e-12)
@@ -238,7 +248,7 @@ def test_evenly_spread_takes_both_ends_and_gaps_within_one(count, total):
 # The image metrics of issue 19: head (mask) and region scores, L1 and LPIPS in evaluate and metrics.json.
 
 
-class _Grey(torch.nn.Module):
+class _Grey(AvatarModel):
     """A model that renders every ray mid-grey: evaluate's scores are then those of a known image."""
 
     def __init__(self, parametric):
@@ -249,7 +259,7 @@ class _Grey(torch.nn.Module):
     def training_step(self, batch, step):  # pragma: no cover - evaluation only
         raise NotImplementedError
 
-    def render_rays(self, rays, head):
+    def render_rays(self, rays, head, early_stop=None):
         return torch.full((rays.origins.shape[0], 3), 0.5)
 
 
@@ -504,9 +514,9 @@ def test_a_step_strategy_is_checked_and_refuses_the_fields_it_names():
     from headfields.training.strategy import RAY_FIELDS, step_strategy
     from headfields.training.unused import check_unused
 
-    assert step_strategy(torch.nn.Linear(1, 1)) is None  # a model that trains on rays
+    assert step_strategy(AvatarModel()) is None  # a model that trains on rays
 
-    class NotAStrategy(torch.nn.Module):
+    class NotAStrategy(AvatarModel):
         def step_strategy(self):
             return object()
 
