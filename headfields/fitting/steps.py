@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from ..checks import check_count, check_positive
+from ..training.optimizer import descend
 
 __all__ = ["StepHistory", "decayed_steps"]
 
@@ -64,15 +65,7 @@ def decayed_steps(
             for group, lr, scale in zip(optimizer.param_groups, rates, scales, strict=True):
                 group["lr"] = lr * fraction * scale
         value, logs = loss(step)
-        for optimizer in optimizers:
-            optimizer.zero_grad()
-        value.backward()
-        if after_backward is not None:
-            after_backward()
-        if clip is not None:
-            torch.nn.utils.clip_grad_norm_(clip[0], clip[1])
-        for optimizer in optimizers:
-            optimizer.step()
+        descend(optimizers, value, after_backward=after_backward, clip=clip)
         if after_step is not None:
             after_step()
         history.steps = step + 1

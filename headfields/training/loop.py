@@ -8,14 +8,13 @@ import json
 import math
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
-from torch import Tensor
 
 from ..backends.cpu.process_tuning import process_tuning
 from ..checks import trusted_values
@@ -41,7 +40,7 @@ from .data_parallel import data_parallel
 from .ema import ExponentialMovingAverage
 from .evaluation import evaluate, evenly_spread, frame_seconds
 from .loss_checks import LateLossChecks, finite_flag, non_finite
-from .optimizer import averaged, build_optimizer, set_learning_rate, step_if
+from .optimizer import averaged, build_optimizer, descend, set_learning_rate
 from .run_checks import RunStart, check_run
 from .run_log import SIDE_BY_SIDE_FRAMES, RunLog, board_evaluation, board_scalars, tensorboard_writer
 from .sample_budget import SampleBudget, over_ranks
@@ -367,20 +366,8 @@ class _Loop:
             finite = finite_flag(result.loss)
         elif not bool(torch.isfinite(result.loss.detach())):  # before the step: the weights and checkpoint stay sound
             non_finite(self.step, float(result.loss.detach()), result.logs)
-        self.descend(result.loss, finite)
+        descend([self.optimizer], result.loss, finite)  # a non-finite loss's step changes nothing; the run stops
         return batch, result, finite
-
-    def descend(self, loss: Tensor, finite: Tensor | None, after_backward: Callable[[], None] | None = None) -> None:
-        """The gradients of ``loss`` and the optimiser's step, which a non-finite loss's ``finite`` flag (read later)
-        turns into no change; ``after_backward`` runs between (a strategy's density statistics)."""
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if after_backward is not None:
-            after_backward()
-        if finite is None:
-            self.optimizer.step()
-        else:  # a non-finite loss's step changes nothing; the run stops when the loss is read
-            step_if(self.optimizer, finite)
 
     def strategy_step(self, start: float) -> tuple[FrameBatch, StepOutput]:
         """A step of a model with a :class:`~headfields.training.strategy.StepStrategy`: its batch and loss, then
@@ -394,7 +381,7 @@ class _Loop:
             with trusted_values():  # (the step's own gradients and radii)
                 result.logs.update(self.strategy.after_backward(self.step))
 
-        self.descend(result.loss, finite, after_backward)
+        descend([self.optimizer], result.loss, finite, after_backward)
         self.step += 1
         self.elapsed += time.perf_counter() - start
         return batch, result

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import numbers
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -20,6 +21,7 @@ __all__ = [
     "OptimizerConfig",
     "averaged",
     "build_optimizer",
+    "descend",
     "exponential_learning_rate",
     "set_learning_rate",
     "step_if",
@@ -113,6 +115,31 @@ def step_if(optimizer: torch.optim.Optimizer, finite: Tensor) -> None:
         optimizer.step()
     finally:
         del optimizer.found_inf
+
+
+def descend(
+    optimizers: Sequence[torch.optim.Optimizer],
+    loss: Tensor,
+    finite: Tensor | None = None,
+    after_backward: Callable[[], None] | None = None,
+    clip: tuple[Sequence[Tensor], float] | None = None,
+) -> None:
+    """One gradient step, the library's only one: the gradients of ``loss``, then each optimiser's step, which a
+    non-finite loss's ``finite`` flag (a 0-d bool, not read back: :func:`step_if`) turns into no change.
+    ``after_backward`` runs between (a strategy's density statistics, a fit's gradient masks); ``clip``: (parameters,
+    max norm), their gradients' norm clipped before the step."""
+    for optimizer in optimizers:
+        optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if after_backward is not None:
+        after_backward()
+    if clip is not None:
+        torch.nn.utils.clip_grad_norm_(clip[0], clip[1])
+    for optimizer in optimizers:
+        if finite is None:
+            optimizer.step()
+        else:
+            step_if(optimizer, finite)
 
 
 def set_learning_rate(optimizer: torch.optim.Optimizer, config: OptimizerConfig, step: int) -> None:

@@ -85,3 +85,21 @@ def test_a_rate_that_is_not_a_finite_number_is_refused_by_name(field, value, mes
     """Adam takes lr=inf, and the first step turned every weight to NaN: the loss then named a tensor, not the rate."""
     with pytest.raises(ValueError, match=f"^{message}"):
         OptimizerConfig(**{"learning_rate": 1e-3, field: value})
+
+
+def test_descend_is_a_plain_sgd_step_clipped_after_the_hook_and_none_when_not_finite():
+    """The one gradient step: analytic on a quadratic. loss = sum(w^2) has gradient 2w; the hook sees it before the
+    step; clipped to norm 1 the step is lr * 2w / |2w|; a non-finite flag leaves w as it was."""
+    from headfields.training import descend
+
+    w = nn.Parameter(torch.tensor([3.0, 4.0], dtype=torch.float64))
+    sgd = torch.optim.SGD([w], lr=0.1)
+    seen = []
+    descend([sgd], w.square().sum(), after_backward=lambda: seen.append(w.grad.clone()))
+    torch.testing.assert_close(seen[0], torch.tensor([6.0, 8.0], dtype=torch.float64))
+    torch.testing.assert_close(w.detach(), torch.tensor([2.4, 3.2], dtype=torch.float64))
+    descend([sgd], w.square().sum(), clip=([w], 1.0))
+    torch.testing.assert_close(w.detach(), torch.tensor([2.4 - 0.06, 3.2 - 0.08], dtype=torch.float64))
+    before = w.detach().clone()
+    descend([sgd], w.square().sum() * float("nan"), finite=torch.tensor(False))
+    torch.testing.assert_close(w.detach(), before)
