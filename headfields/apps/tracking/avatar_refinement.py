@@ -43,13 +43,14 @@ EVAL_FRAMES = 4  # the avatar's own score (frames spread over the video): a chec
 @dataclass(frozen=True)
 class AvatarRefinementConfig:
     """Steps and rates of :func:`refine_tracking`. On the built-in video (300 frames, 96 px), MediaPipe's tracking
-    then 3,000 avatar steps and 10 refit steps a frame (1.39 s a frame): GaussianAvatars' 4,650 steps (5 CPU minutes)
-    on the held-out frames 28.51 -> 32.73 dB (the true tracking on the same pixels 34.59); 3,000 avatar steps gain
-    0.6 dB over 1,500 there. docs/bring_your_own_video.md."""
+    then 3,000 avatar steps and 25 refit steps a frame: GaussianAvatars' 4,650 steps (5 CPU minutes) on the held-out
+    frames 28.51 dB without the refinement, 33.02 with 10 refit steps, 33.39 with 25 (two seeds each; the true
+    tracking on the same pixels 34.54); 10 steps leave the turn short of its fit (0.67 -> 0.64 degrees, the neck
+    1.14 -> 1.12 px at 25). 3,000 avatar steps gain 0.6 dB over 1,500. docs/bring_your_own_video.md."""
 
     avatar_steps: int = 3000  # the avatar's training steps, a frame each (0: no refinement)
     size: int = 256  # pixels a side, at most, the avatar and the refit see (a 512 crop rendered at a quarter the cost)
-    refit_steps: int = 10  # Adam steps a frame
+    refit_steps: int = 25  # Adam steps a frame
     rotation_rate: float = 3e-3  # radians a step, Adam's rate for the turn's axis-angle change
     translation_rate: float = 7.5e-4  # metres a step
     seed: int = 0
