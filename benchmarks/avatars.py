@@ -45,7 +45,7 @@ def rendering_rays_per_second(model: AvatarModel, frames: FrameSet, repeats: int
 
     def render() -> None:
         with torch.no_grad():
-            if hasattr(model, "render_camera"):  # a rasteriser: the whole frame at once
+            if model.draws_images:  # a rasteriser: the whole frame at once
                 model.render_camera(cameras, 0, head, 0)
             else:
                 model.render_rays(rays, head)

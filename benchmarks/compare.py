@@ -56,7 +56,7 @@ import torch
 import warp
 from torch import Tensor, nn
 
-from headfields.data import FrameSet, load_insta_dataset
+from headfields.data import FrameSet, Subject, load_insta_dataset
 from headfields.deformers import Deformer, DeformerChain, RigidDeformer, SkinningDeformer, TriangleFrameDeformer
 from headfields.encoders import (
     DisplacementVertexFeatures,
@@ -70,10 +70,10 @@ from headfields.encoders import (
 from headfields.encoders.mesh_anchored import MONOAVATAR_POSITION_FREQUENCIES
 from headfields.heads import tracked_head
 from headfields.kernels import num_cpu_threads
-from headfields.models import gaussian_avatars, hyper_neus, insta, monoavatar, portrait360
+from headfields.models import hyper_neus, insta, monoavatar
 from headfields.models.gaussian_avatars import GaussianAvatar
 from headfields.models.hyper_neus import HyperNeusAvatar, HyperNeusConfig
-from headfields.models.insta import INSTA_HASH_GRID, Insta, InstaConfig
+from headfields.models.insta import INSTA_HASH_GRID, InstaConfig
 from headfields.models.mixes import MIXES
 from headfields.models.monoavatar import MonoAvatar, MonoAvatarConfig
 from headfields.models.portrait360 import Portrait360, Portrait360Config
@@ -112,82 +112,48 @@ class Entry:
     images: bool = False  # draws whole images (GaussianAvatar): its 512² frame's speed-up on its peer is printed
 
 
-NO_CORRECTION = monoavatar.cpu_config(error_correction=None)
+# The comparison's entries are the registry's methods trained by the loop (MonoNPHM and its prior have pipelines of
+# their own: benchmarks/ablations/nphm.py), each with its CPU recipe and its training defaults' batch sizes, on the
+# FLAME video (the portrait without its torso: static_regions skips it; no side or back views to balance). What
+# this comparison adds to the list: the paper models' labels, the descriptions, GaussianAvatars' peer, and which
+# method runs as a mix.
+LABELS = {"insta": "INSTA", "monoavatar": "MonoAvatar", "portrait360": "Portrait360", "gaussian_avatar": "GaussianAvatars"}
+DESCRIPTIONS = {
+    "gaussian_avatar": "GaussianAvatars (Gaussians bound to the mesh)",
+    "hyper_neus": "HyperNeus (MonoNPHM nets, no prior)",
+}
+# MonoNPHM's networks fitted per subject with its CPU recipe, without the paper's prior (which is learnt from scans):
+# a mix, and the model the library's NeuS mixes are compared with (their peer "MonoNPHM").
+AS_MIX = {"hyper_neus": "MonoNPHM"}
+# Rasterised, measured against INSTA (ΔPSNR, it/s and 512² frame ratios).
+PEERS = {"gaussian_avatar": "INSTA"}
+# The synthetic video's tracking is exact: MonoAvatar's error correction would have nothing to correct.
+RECIPE_CHANGES = {"monoavatar": {"error_correction": None}}
 
 
-def cpu_budget(model: str) -> int | None:
-    """The sample budget the train command gives ``model``'s CPU recipe."""
-    return MODELS[model].training_defaults("cpu").samples_per_batch
-
-
-# The paper models' CPU recipes (cpu_config) on the FLAME video, batch sizes from their benchmarks, sample budgets
-# from the CPU recipes' training settings.
-PAPERS = [
-    Entry(
-        "INSTA",
-        "INSTA",
-        "paper",
-        lambda p, f: Insta(p, f.segmentation_labels, insta.cpu_config()),
-        2048,
-        None,
-        samples_per_batch=cpu_budget("insta"),
-    ),
-    # The synthetic video's tracking is exact: the error correction would have nothing to correct.
-    Entry(
-        "MonoAvatar",
-        "MonoAvatar",
-        "paper",
-        lambda p, f: MonoAvatar(p, len(f), NO_CORRECTION),
-        1024,
-        4,
-        samples_per_batch=cpu_budget("monoavatar"),
-    ),
-    # On the frontal FLAME video (no torso: static_regions skips it; no side or back views to balance).
-    Entry(
-        "Portrait360",
-        "Portrait360",
-        "paper",
-        lambda p, f: Portrait360(p, portrait360.cpu_config()),
-        2048,
-        None,
-        samples_per_batch=cpu_budget("portrait360"),
-    ),
-]
-
-
-# Beyond the four papers: GaussianAvatars' Gaussians bound to the mesh, rasterised, with its own steps; measured
-# against INSTA (ΔPSNR, it/s and 512² frame ratios).
-GAUSSIANS = Entry(
-    "GaussianAvatars",
-    "GaussianAvatars (Gaussians bound to the mesh)",
-    "paper",
-    lambda p, f: GaussianAvatar(p, gaussian_avatars.cpu_config()),
-    4096,  # unused (its steps render one whole frame each): TrainingConfig's default, which it must be given
-    None,
-    peer="INSTA",
-    images=True,
-)
-
-# MonoNPHM's networks fitted per subject with its CPU recipe, without the paper's prior (which is learnt from scans:
-# benchmarks/ablations/nphm.py): a mix, and the model the library's NeuS mixes are compared with.
-HYPER_NEUS = Entry(
-    "hyper_neus",
-    "HyperNeus (MonoNPHM nets, no prior)",
-    "mix",
-    lambda p, f: HyperNeusAvatar(p, len(f), hyper_neus.cpu_config()),
-    512,
-    4,
-)
-# A mix's peer (headfields.models.mixes: the paper whose parts it shares) -> the entry run for it here.
-PEER_ENTRIES = {"MonoNPHM": HYPER_NEUS.key}
+def _builder(method, changes: dict) -> ModelBuilder:
+    """``method``'s model for a subject of the frames and parametric model given, with its CPU recipe changed."""
+    recipe = dataclasses.replace(method.recipe("cpu"), **changes)
+    return lambda parametric, frames: method.build(Subject(frames, frames, parametric, frames.root), recipe)
 
 
 def registry() -> list[Entry]:
-    mixes = [
-        Entry(key, m.name, "mix", m.build, m.rays_per_batch, m.frames_per_batch, PEER_ENTRIES.get(m.peer, m.peer))
-        for key, m in MIXES.items()
-    ]
-    return PAPERS + [GAUSSIANS, HYPER_NEUS] + mixes
+    entries = []
+    for key, method in MODELS.items():
+        if method.train is not None:
+            continue
+        training = method.training_defaults("cpu")
+        peer, kind = PEERS.get(key), "mix" if key in MIXES or key in AS_MIX else "paper"
+        if key in MIXES:  # its peer paper, or the entry run for it here
+            peer = {paper: entry for entry, paper in AS_MIX.items()}.get(MIXES[key].peer, MIXES[key].peer)
+        name = DESCRIPTIONS.get(key, MIXES[key].name if key in MIXES else LABELS.get(key, key))
+        build = _builder(method, RECIPE_CHANGES.get(key, {}))
+        batches = (training.rays_per_batch, training.frames_per_batch)
+        label = LABELS.get(key, key)
+        entries.append(Entry(label, name, kind, build, *batches, peer, training.samples_per_batch, method.rasterised))
+    # The paper models first, the rasterised one after them, then the mixes (MonoNPHM's networks first), as the
+    # tables read.
+    return sorted(entries, key=lambda e: (e.key in MIXES, e.kind == "mix", e.images))
 
 
 def select(entries: list[Entry], only: list[str] | None) -> list[Entry]:
@@ -246,7 +212,7 @@ def train_one(entry: Entry, args: argparse.Namespace) -> dict:
         # The clock alone stops every model (a fast one on a GPU would hit the default count), or --iterations.
         max_iterations=args.iterations or 10**9,
         max_minutes=None if args.iterations else args.minutes,
-        budget="training",  # equal training time: the evaluation follows, on every held-out frame
+        budget="run" if args.iterations else "training",  # equal training time: the evaluation follows, every held-out frame
         log_every=100,
         eval_every=0,
         checkpoint_every=0,
@@ -468,7 +434,7 @@ def primitive_cases(
         chain_case("Portrait360", portrait, head, frame, n),
     ]
     for entry in mixes:  # a mix's own chain, called as the Deformer interface allows (default conditions)
-        if entry.key == HYPER_NEUS.key:
+        if entry.key in AS_MIX:
             continue  # its HyperDeformer is timed above, at both sizes
         torch.manual_seed(0)
         model = entry.build(parametric, train_frames).to(device)

@@ -156,8 +156,7 @@ def profile_model(key: str, steps: int, warmup: int, device: torch.device, ops: 
         start = time.perf_counter()
         with record_function("phase: batch"):
             set_learning_rate(optimizer, model.optimization, step)
-            if hasattr(model, "before_step"):
-                model.before_step(step, head)
+            model.before_step(step, head)
             batch = ray_batch(train_frames, entry.rays_per_batch, generator, device, entry.frames_per_batch, None, head)
             batch.generator = torch.Generator(device).manual_seed(step)
         times["batch"] = time.perf_counter()

@@ -183,7 +183,7 @@ def anatomy(
     timed = min(timed, warmup)
     entry, model, subject = build(name, recipe, log2_table_size, resolution, overrides)
     # Without a budget, fixed shapes where the model's follow from its rays (the triangle-frame NeuS avatar)
-    fixed_shapes = fixed_shapes and (bool(samples) or getattr(model, "shapes_follow_rays", False))
+    fixed_shapes = fixed_shapes and (bool(samples) or model.shapes_follow_rays)
     budget = dict(fixed_shapes=fixed_shapes)
     if samples:
         budget.update(samples_per_batch=samples, early_stop=early_stop)
@@ -203,21 +203,21 @@ def anatomy(
 
     model.training_step = counting_step
     counters: dict = {}
-    if hasattr(model, "before_step"):  # the occupancy refresh, where a model has one: its rows and shapes apart
-        before_step = model.before_step
+    # The occupancy refresh (before_step: nothing where a model has none), its rows and shapes apart.
+    before_step = model.before_step
 
-        def refreshing(*args, **kwargs):
-            rows.phase = "refresh"
+    def refreshing(*args, **kwargs):
+        rows.phase = "refresh"
+        if "ops" in counters:
+            counters["ops"].shaping = counters["replay"].recording = False
+        try:
+            return before_step(*args, **kwargs)
+        finally:
+            rows.phase = "step"
             if "ops" in counters:
-                counters["ops"].shaping = counters["replay"].recording = False
-            try:
-                return before_step(*args, **kwargs)
-            finally:
-                rows.phase = "step"
-                if "ops" in counters:
-                    counters["ops"].shaping = counters["replay"].recording = True
+                counters["ops"].shaping = counters["replay"].recording = True
 
-        model.before_step = refreshing
+    model.before_step = refreshing
     state = {"n": 0, "times": [], "steps": []}
 
     def open_counters() -> None:

@@ -44,8 +44,7 @@ def main() -> None:
         model = build()
         batch = ray_batch(frames, 256, torch.Generator().manual_seed(0), torch.device("cpu"), 4, None, head)
         batch.generator = torch.Generator().manual_seed(0)
-        if hasattr(model, "before_step"):
-            model.before_step(1, head)
+        model.before_step(1, head)
         model.training_step(batch, 1)  # warm-up (lazy builds)
         counts = []
         for trusted in (False, True):
