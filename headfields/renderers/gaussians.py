@@ -58,7 +58,17 @@ from ..encoders.spherical_harmonics import MAX_DEGREE, _real_sh
 from .gaussian_blend import blend_tiles
 from .gaussian_kernels import ALPHA_MIN, OUTPUTS, PARAMS, TILE
 
-__all__ = ["BACKENDS", "BLUR", "Backend", "GaussianRender", "TileLists", "project_gaussians", "rasterize_gaussians", "sh_colors"]
+__all__ = [
+    "BACKENDS",
+    "BLUR",
+    "Backend",
+    "GaussianRender",
+    "TileLists",
+    "check_image_memory",
+    "project_gaussians",
+    "rasterize_gaussians",
+    "sh_colors",
+]
 
 # Who draws (rasterize_gaussians' backend): our Warp kernels on CPU and CUDA, or gsplat's rasterization on CUDA.
 Backend = Literal["warp", "gsplat"]
@@ -322,15 +332,22 @@ def _check(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, colo
             )
 
 
-def _check_image(cameras: PinholeCameras, dtype: torch.dtype, device: torch.device) -> None:
-    """The image's buffers fit in ``device``'s memory and in Warp's 32-bit indexing: a clear error naming the
-    cameras' size before the allocation, not the allocator's (or Warp's) after the projection."""
+def check_image_memory(cameras: PinholeCameras, dtype: torch.dtype, device: torch.device) -> None:
+    """The rasteriser's buffers for an image of ``cameras``' size in ``dtype`` fit in ``device``'s memory: a clear
+    error naming the cameras' size before the allocation, not the allocator's after the projection. A render checks it
+    itself unless ``validate=False``; a caller drawing many frames of one size (a training run) checks it once."""
     width, height = cameras.width, cameras.height
     padded = -(-width // TILE) * TILE * -(-height // TILE) * TILE
     itemsize = torch.finfo(dtype).bits // 8
     need = padded * TILE_LIST_BYTES + width * height * (PIXEL_SCALARS * itemsize + 4)
+    check_memory("cameras", f"{width} x {height} pixels", need, device, "the rasteriser's image buffers")
+
+
+def _check_image(cameras: PinholeCameras, dtype: torch.dtype) -> None:
+    """The image within Warp's 32-bit indexing (arithmetic: every render checks it)."""
+    width, height = cameras.width, cameras.height
+    itemsize = torch.finfo(dtype).bits // 8
     size = f"{width} x {height} pixels"
-    check_memory("cameras", size, need, device, "the rasteriser's image buffers")
     if width * height * OUTPUTS * itemsize >= 2**31:  # Warp's strides are 32-bit byte counts
         raise ValueError(
             f"cameras: {size} is more than the rasteriser indexes ({OUTPUTS} {dtype} values a pixel under 2^31 bytes); "
@@ -355,7 +372,9 @@ def rasterize_gaussians(
     """Render Gaussians (world means, ``(w, x, y, z)`` quaternions, normalised here, positive scales, opacities in
     [0, 1], and colours ``[N, 3]`` or SH coefficients ``[N, K, 3]`` of which the first ``(sh_degree+1)²`` are used)
     into camera ``frame`` of ``cameras`` over ``background`` (default black). See the module docstring.
-    ``validate=False`` skips the checks of values (NaN, scales, quaternions, opacities: host syncs on CUDA).
+    ``validate=False`` skips the checks of values (NaN, scales, quaternions, opacities: host syncs on CUDA) and of the
+    image's memory (a driver call on CUDA: a caller drawing many frames of one size checks it once,
+    :func:`check_image_memory`).
     ``backend="gsplat"`` draws with gsplat's ``rasterization`` (CUDA, float32, the ``[gsplat]`` extra; see the
     module docstring for where its tiles differ); without gsplat, on the CPU or in float64 it raises, naming ``backend``.
 
@@ -379,7 +398,9 @@ def rasterize_gaussians(
             check_finite("background", background)
     if backend == "gsplat":
         return _gsplat_render(means, quats, scales, opacities, colors, cameras, frame, background, sh_degree, near)
-    _check_image(cameras, means.dtype, means.device)
+    if validate:
+        check_image_memory(cameras, means.dtype, means.device)
+    _check_image(cameras, means.dtype)
     proj = project_gaussians(means, quats, scales, cameras, frame, near)
     if colors.dim() == 3:
         eye = cameras.camera_to_world[frame, :3, 3]

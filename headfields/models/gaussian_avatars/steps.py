@@ -21,7 +21,7 @@ from ...data import FrameSet
 from ...deformers.gaussian_binding import binding_regularisers
 from ...metrics import ssim
 from ...parametric import Head, ParametricModel
-from ...renderers.gaussians import check_backend
+from ...renderers.gaussians import check_backend, check_image_memory
 from ...training.config import TrainingConfig
 from ...training.contract import StepOutput
 from ...training.optimizer import FUSED_ADAM_DEVICES
@@ -60,6 +60,7 @@ class GaussianSteps:
         density statistics (empty) of the run."""
         recipe, device = self.model.config, self.model.gaussians.parent.device
         self.cameras = train_frames.cameras.to(device)
+        check_image_memory(self.cameras, self.model.gaussians.local_means.dtype, device)  # once: steps skip it
         self.extent, self.extent_rule = camera_extent(train_frames, train_head.vertices.mean(dim=(0, 1)))
         self.density = DensityControl(recipe.density, generator=torch.Generator(device=device).manual_seed(config.seed))
         self.frames = random.Random(config.seed)  # the frames the steps draw

@@ -448,3 +448,23 @@ def test_gsplat_is_imported_only_at_the_call():
             names += [node.module or ""] if isinstance(node, ast.ImportFrom) else []
             found += [f"{path.name}: {name}" for name in names if name.split(".")[0] == "gsplat"]
     assert not found, found
+
+
+def test_the_image_memory_is_checked_once_by_a_caller_that_renders_without_validation(monkeypatch):
+    """A driver call a render on CUDA (cudaMemGetInfo): a render checks its image's memory and its pairs', one
+    with ``validate=False`` its pairs' alone (their count changes every frame; the image's size does not), and
+    ``check_image_memory`` refuses the image as the render would."""
+    from headfields import checks
+    from headfields.renderers.gaussians import check_image_memory
+
+    asked = []
+    monkeypatch.setattr(checks, "available_memory", lambda device: asked.append(device) or 2**50)
+    scene, cameras = _scene(3, 1, "cpu"), _cameras(16, 16, "cpu")
+    rasterize_gaussians(*scene, cameras)
+    assert len(asked) == 2
+    for _ in range(3):
+        rasterize_gaussians(*scene, cameras, validate=False)
+    assert len(asked) == 5
+    monkeypatch.setattr(checks, "available_memory", lambda device: 10**6)
+    with pytest.raises(ValueError, match=r"^cameras: 512 x 512 pixels needs .* MB .* more than the 1 MB available"):
+        check_image_memory(_cameras(512, 512, "cpu"), torch.float64, torch.device("cpu"))
