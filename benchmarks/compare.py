@@ -125,6 +125,8 @@ DESCRIPTIONS = {
 # MonoNPHM's networks fitted per subject with its CPU recipe, without the paper's prior (which is learnt from scans):
 # a mix, and the model the library's NeuS mixes are compared with (their peer "MonoNPHM").
 AS_MIX = {"hyper_neus": "MonoNPHM"}
+# A mix's peer paper (headfields.models.mixes) -> the entry run for it here.
+PEER_ENTRIES = {paper: key for key, paper in AS_MIX.items()}
 # Rasterised, measured against INSTA (ΔPSNR, it/s and 512² frame ratios).
 PEERS = {"gaussian_avatar": "INSTA"}
 # The synthetic video's tracking is exact: MonoAvatar's error correction would have nothing to correct.
@@ -143,9 +145,10 @@ def registry() -> list[Entry]:
         if method.train is not None:
             continue
         training = method.training_defaults("cpu")
-        peer, kind = PEERS.get(key), "mix" if key in MIXES or key in AS_MIX else "paper"
+        kind = "mix" if key in MIXES or key in AS_MIX else "paper"
+        peer = PEERS.get(key)
         if key in MIXES:  # its peer paper, or the entry run for it here
-            peer = {paper: entry for entry, paper in AS_MIX.items()}.get(MIXES[key].peer, MIXES[key].peer)
+            peer = PEER_ENTRIES.get(MIXES[key].peer, MIXES[key].peer)
         name = DESCRIPTIONS.get(key, MIXES[key].name if key in MIXES else LABELS.get(key, key))
         build = _builder(method, RECIPE_CHANGES.get(key, {}))
         batches = (training.rays_per_batch, training.frames_per_batch)

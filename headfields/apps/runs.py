@@ -31,7 +31,7 @@ from ..heads import tracked_head
 from ..models.registry import build_model, model_entry
 from ..parametric import Head
 from ..synthetic import SyntheticVideoConfig, synthetic_subject
-from ..training import CHECKPOINT_NAME, CONFIG_NAME, TrainingConfig
+from ..training import CHECKPOINT_NAME, CONFIG_NAME, AvatarModel, TrainingConfig
 from ..training.checkpoints import (
     RESUMABLE_SETTINGS,
     CheckpointError,
@@ -232,7 +232,7 @@ class Run:
         return self.metrics if split == self.subject.eval.split else None
 
 
-def _fitted(model: nn.Module, frames, split: str) -> Head:
+def _fitted(model: AvatarModel, frames, split: str) -> Head:
     """The tracked head of ``frames`` with what ``model`` fitted per frame of them (``model.fitted_head``: the
     Gaussian avatar's fine-tuned training timesteps; MonoNPHM's codes of its "held_out" split)."""
     head = tracked_head(model.parametric, frames)

@@ -13,6 +13,7 @@ import torch
 
 from ..renderers.samples import SampleCount, SampleSlots
 from . import distributed
+from .contract import AvatarModel
 from .host_copy import READ_LAG, HostCopy
 
 __all__ = [
@@ -51,7 +52,7 @@ RATE_SMOOTHING = 1 / 16
 RATE_JUMP = 1 / 2
 
 
-def check_fixed_shapes(model: object, samples_per_batch: int | None, frames_per_batch: int | None) -> None:
+def check_fixed_shapes(model: AvatarModel, samples_per_batch: int | None, frames_per_batch: int | None) -> None:
     """Refuse ``TrainingConfig.fixed_shapes`` without a sample budget to size the slots from, unless the model's
     step has shapes that follow from its rays alone (``model.shapes_follow_rays``: NeuS keeps the rays that miss), and
     without ``frames_per_batch`` for a model that reads the batch's frames (``model.fixed_shapes_need_frames``)."""

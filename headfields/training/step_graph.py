@@ -27,6 +27,8 @@ from typing import Any
 
 import torch
 
+from .contract import AvatarModel
+
 __all__ = ["WARMUP_STEPS", "StepGraph", "check_graph", "step_graph"]
 
 WARMUP_STEPS = 3  # eager steps on the capture's stream before each capture (torch's CUDA graph recipe)
@@ -119,7 +121,7 @@ def _ended(graph: torch.cuda.CUDAGraph) -> bool:
     return True
 
 
-def check_graph(model: object, device: torch.device, ranks: int) -> None:
+def check_graph(model: AvatarModel, device: torch.device, ranks: int) -> None:
     """Refuse ``TrainingConfig.cuda_graph`` where a graph cannot be taken (before anything is written)."""
     if not model.captures_graph:
         raise ValueError(
