@@ -142,7 +142,7 @@ def _builder(method, changes: dict) -> ModelBuilder:
 def registry() -> list[Entry]:
     entries = []
     for key, method in MODELS.items():
-        if method.train is not None:
+        if method.fit is not None:
             continue
         training = method.training_defaults("cpu")
         kind = "mix" if key in MIXES or key in AS_MIX else "paper"

@@ -13,7 +13,7 @@ poses and detected landmarks carry :class:`~headfields.synthetic.TrackingNoise`'
 ``--local-code-scale`` scales the paper's weight on the local codes in every tracking stage.
 
 The prior trains as ``python -m headfields train nphm_prior`` trains it (the library's
-:func:`~headfields.models.mononphm.prior_run.train_synthetic_prior`, at the CPU recipe's sizes). Writes
+:func:`~headfields.models.mononphm.prior_method.train_synthetic_prior`, at the CPU recipe's sizes). Writes
 ``out/prior.pt`` (``python -m headfields train mononphm --mononphm.prior out/prior.pt`` fits it),
 ``out/prior_log.json`` (the prior's losses), the tracking's run folder ``out/mononphm`` (the train command's: its
 renders, meshes, config.json and checkpoint, which ``python -m headfields render`` / ``export`` / ``view`` open) and
@@ -38,7 +38,7 @@ import torch
 from headfields.apps.runs import RunConfig, SubjectSource, train_run
 from headfields.models import mononphm
 from headfields.models.mononphm import cpu_prior_config, cpu_prior_training, cpu_tracking
-from headfields.models.mononphm.prior_run import NphmPriorConfig, train_synthetic_prior
+from headfields.models.mononphm.prior_method import NphmPriorConfig, train_synthetic_prior
 from headfields.synthetic import (
     LANDMARKS_FOLDER,
     OUT_OF_RANGE_DETAIL,

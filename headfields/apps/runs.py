@@ -5,7 +5,7 @@ A run folder (``train(..., run=RunConfig)``, every example script) holds:
 - ``config.json``: the :class:`RunConfig`, i.e. the model's name and its whole configuration (the recipe), the
   training configuration and where the subject came from (also inside the checkpoint);
 - ``checkpoint.pt``: the weights, their moving average, the optimiser (:mod:`headfields.training.checkpoints`); a model
-  with a pipeline of its own (MonoNPHM: :mod:`headfields.models.mononphm.run`) writes the same files;
+  with a fit of its own (MonoNPHM: :mod:`headfields.models.mononphm.method`) writes the same files;
 - ``log.jsonl``: a line per logged step; ``metrics.json`` and ``renders/`` once training has finished.
 
     run = load_run("outputs/insta", device="cpu")  # the model with its evaluation (EMA) weights, in eval mode
@@ -42,6 +42,7 @@ from ..training.checkpoints import (
     run_fingerprint,
 )
 from ..training.ema import ExponentialMovingAverage
+from ..training.engine import Engine
 from ..training.unused import check_unread_settings, check_unused
 
 __all__ = ["Run", "RunConfig", "SubjectSource", "load_run", "read_run_config", "run_checkpoint", "train_run"]
@@ -146,9 +147,9 @@ def _run_config(data: Any, where: str) -> RunConfig:
 def train_run(run: RunConfig, out: str | Path, device: str | torch.device | None = None, **train_options) -> dict:
     """The run ``run`` into ``out``: the subject loaded, the weights seeded and built, then
     :func:`~headfields.training.train` (which writes ``out/config.json`` first and resumes from a checkpoint of
-    the same run). ``train_options``: ``train``'s other arguments (``resume``, ``log``). A model with a pipeline of
-    its own (its registry entry's ``train``: MonoNPHM's tracking of a frozen prior) runs that instead, into the
-    same files."""
+    the same run). ``train_options``: ``train``'s other arguments (``resume``, ``log``, ``force``). A method with a
+    fit of its own (``Method.fit``: MonoNPHM's tracking of a frozen prior, the prior's training) runs it inside the
+    same :class:`~headfields.training.engine.Engine`, into the same files."""
     from ..training import seed_everything, train
 
     device = check_device("device", device)  # before anything is written into ``out``
@@ -157,8 +158,11 @@ def train_run(run: RunConfig, out: str | Path, device: str | torch.device | None
     check_unused(run.training, entry.unread_training, f"{run.model}'s run")  # before the subject loads
     if entry.unread_recipe is not None and not (Path(out) / CHECKPOINT_NAME).is_file():  # (a resumed run: its own)
         check_unread_settings(run.recipe, entry.unread_recipe(run.recipe), _recipes(run, entry), run.model)
-    if entry.train is not None:
-        return entry.train(run, out, device, **train_options)
+    if entry.fit is not None:
+        options = {name: train_options.get(name, default) for name, default in (("resume", True), ("force", False))}
+        described = json.dumps(run.to_dict(), indent=2)
+        with Engine(out, described, **options, log=train_options.get("log")) as engine:
+            return entry.fit(run, engine, device)
     subject = run.subject.load(device)
     for note in subject.notes:  # what a capture without model files was read as
         print(note)

@@ -59,8 +59,9 @@ class Method:
     model has "paper" and "cpu"; a mix has its one recipe); ``config_type``: the recipes' class (a saved config must
     be one); ``training``: the training defaults, as the method's example trains it; ``model_type`` and ``video``:
     the parametric model a capture without one is read with, and the synthetic video the model trains on by default
-    (None: the default video); ``train``: a pipeline of its own, ``train(run, out, device, resume=, log=) ->
-    metrics``, which :func:`headfields.apps.runs.train_run` calls instead of the loop (None: the loop); ``rasterised``:
+    (None: the default video); ``fit``: a fit of its own, ``fit(run, engine, device) -> metrics``, which
+    :func:`headfields.apps.runs.train_run` runs inside the run's :class:`~headfields.training.engine.Engine` instead
+    of the loop's steps (None: the loop); ``rasterised``:
     the model draws whole images with a rasteriser (``render_camera``) and has no field to march or mesh, so the
     commands refuse their flags for rays and surfaces (``render --chunk``, ``export --level``) before writing;
     ``subject_flags``: the train command's subject flags its run reads (the others are refused when given);
@@ -75,7 +76,7 @@ class Method:
     training: TrainingConfig = field(default_factory=TrainingConfig, compare=False)
     model_type: str = "flame"
     video: Callable[[], Any] | None = None
-    train: Callable[..., dict] | None = field(default=None, compare=False)
+    fit: Callable[..., dict] | None = field(default=None, compare=False)
     rasterised: bool = False
     subject_flags: tuple[str, ...] = SUBJECT_FLAGS
     unread_training: tuple[str, ...] = ()

@@ -1,10 +1,9 @@
-"""The loop itself: :func:`train` checks its input and opens the run folder; a :class:`_Loop` holds one run's
+"""The loop itself: :func:`train` checks its input and opens the run's :class:`.Engine`; a :class:`_Loop` holds one run's
 state (weights, optimiser, average, sampler, clocks) and runs its steps, evaluations, checkpoints and the final
 evaluation."""
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 import time
@@ -21,23 +20,22 @@ from ..checks import trusted_values
 from ..data import FrameSet
 from ..heads import tracked_head
 from ..networks import products_in
-from ..outputs import atomic_path, write_atomic
+from ..outputs import atomic_path
 from ..progress import Progress, format_seconds
 from . import distributed
 from .batches import place_frames, ray_batch, restored_generator
 from .checkpoints import (
     CheckpointError,
-    RunFolder,
     check_fingerprint,
     frozen_state_keys,
     load_checkpoint,
     run_fingerprint,
-    save_checkpoint,
 )
-from .config import CHECKPOINT_NAME, CONFIG_NAME, LOG_NAME, TrainingConfig
+from .config import LOG_NAME, TrainingConfig
 from .contract import AvatarModel, RayBatch, StepOutput
 from .data_parallel import data_parallel
 from .ema import ExponentialMovingAverage
+from .engine import Engine
 from .evaluation import evaluate, evenly_spread, frame_seconds
 from .loss_checks import LateLossChecks, finite_flag, non_finite
 from .optimizer import averaged, build_optimizer, descend, set_learning_rate
@@ -103,19 +101,14 @@ def train(
     config = config or TrainingConfig()
     device = torch.device(device) if device is not None else next(model.parameters()).device
     start = check_run(model, train_frames, eval_frames, config, device, run, more_eval)  # before anything is written
-    folder = RunFolder(out, force)
-    if distributed.rank() == 0:  # made, probe-written and locked before any training: a bad folder fails now, not at the end
-        folder.open()
-    try:
-        with process_tuning(device, flush_denormals=config.flush_denormals, tune_malloc=config.tune_malloc):
-            loop = _Loop(model, train_frames, eval_frames, folder.path, config, device, log, start)
-            # A new run's config.json now; a resumed one's is replaced with its next checkpoint, which carries it: a
-            # rerun stopped before then leaves the run as it was, its config.json the checkpoint's.
-            if not loop.resume_if(resume) and loop.lead:
-                loop.write_config()
-            return loop.run()
-    finally:
-        folder.close()
+    engine = Engine(out, start.described, resume=resume, force=force, lead=distributed.rank() == 0)
+    with engine.open(), process_tuning(device, flush_denormals=config.flush_denormals, tune_malloc=config.tune_malloc):
+        loop = _Loop(model, train_frames, eval_frames, engine, config, device, log, start)
+        # A new run's config.json now; a resumed one's is replaced with its next checkpoint, which carries it: a
+        # rerun stopped before then leaves the run as it was, its config.json the checkpoint's.
+        if not loop.resume_if(resume) and loop.lead:
+            loop.write_config()
+        return loop.run()
 
 
 class _Loop:
@@ -127,14 +120,14 @@ class _Loop:
         model: AvatarModel,
         train_frames: FrameSet,
         eval_frames: FrameSet,
-        out: Path,
+        engine: Engine,
         config: TrainingConfig,
         device: torch.device,
         log,
         start: RunStart,
     ) -> None:
-        self.model, self.config, self.device, self.out, self.log = model, config, device, out, log
-        self.train_frames, self.eval_frames, self.described = train_frames, eval_frames, start.described
+        self.model, self.config, self.device, self.engine, self.out, self.log = model, config, device, engine, engine.path, log
+        self.train_frames, self.eval_frames = train_frames, eval_frames
         self.config_written = False  # config.json, replaced once by this process: see train()
         strategy, more_eval = start.strategy, start.more_eval
         self.perceptual, self.perceptual_vgg = start.perceptual
@@ -164,7 +157,7 @@ class _Loop:
         self.generator = torch.Generator(self.train_frames.images.device).manual_seed(config.seed)  # every rank's alike
         self.jitter = torch.Generator(device)  # re-seeded each step: one generator, which a CUDA graph can register
         self.step, self.elapsed, self.wall = 0, 0.0, 0.0  # wall: the run's wall-clock seconds, evaluations included
-        self.checkpoint = out / CHECKPOINT_NAME
+        self.checkpoint = engine.checkpoint
         self.fingerprint, self.frozen = run_fingerprint(model, train_frames, config), frozen_state_keys(model)
         self.budget = math.inf if config.max_minutes is None else 60.0 * config.max_minutes
         self.whole_run = self.budget < math.inf and config.budget == "run"  # evaluations inside the budget
@@ -216,19 +209,17 @@ class _Loop:
             **self.sampling.state(),
             "wall": self.spent(),
             "config": asdict(self.config),
-            "run": self.described,  # config.json's text (None: trained without a RunConfig)
             "fingerprint": self.fingerprint,
             **({} if self.strategy is None else self.strategy.state_dict()),
         }
-        save_checkpoint(state, self.checkpoint)
+        self.engine.save(state)  # with config.json's text (None: trained without a RunConfig)
         if not self.config_written:  # with the checkpoint that carries it (a resumed run's changed budget)
             self.write_config()
         self.last_save = time.monotonic()
 
     def write_config(self) -> None:
         """``config.json``: this process's configuration, written once (a new run's before training)."""
-        if self.described is not None:
-            write_atomic(self.out / CONFIG_NAME, self.described + "\n")
+        self.engine.write_config()
         self.config_written = True
 
     def checkpoint_due(self) -> bool:
@@ -464,7 +455,7 @@ class _Loop:
             "eval_split": primary,
             "splits": scores,  # every held-out split's scores under its name, the primary's (above) too
         }
-        write_atomic(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+        self.engine.finish(metrics)
         spent = f"after {self.step} iterations, {self.elapsed:.0f} s of training, {self.spent():.0f} s in all"
         print(f"final  {final.summary()}  {spent}", file=self.log)
         if self.board is not None:

@@ -32,7 +32,7 @@ from headfields.models.hyper_neus import cpu_config as hyper_neus_cpu_config
 from headfields.models.insta import paper_config as insta_paper_config
 from headfields.models.monoavatar import MonoAvatarConfig
 from headfields.models.mononphm import save_prior
-from headfields.models.mononphm.prior_run import cpu_config as prior_cpu_config
+from headfields.models.mononphm.prior_method import cpu_config as prior_cpu_config
 from headfields.models.portrait360 import Portrait360Config
 from headfields.models.registry import MODELS
 from headfields.parametric import load_model

@@ -86,14 +86,14 @@ def test_every_training_setting_is_read_or_refused_before_the_folder_exists(name
     if name == "gaussian_avatar":
         recipe = gaussian_cpu_config(sh_degree=0)
     model = subject = None
-    if entry.train is None:  # built once: each setting then costs its checks alone
+    if entry.fit is None:  # built once: each setting then costs its checks alone
         subject = source.load("cpu")
         torch.manual_seed(0)
         model = entry.build(subject, recipe)
         monkeypatch.setattr(runs.SubjectSource, "load", lambda self, device=None, pixels=True: subject)
         monkeypatch.setattr(runs, "build_model", lambda *args: model)
     else:  # a pipeline of its own: past its checks, its folder (MonoNPHM's prior file is not needed to get there)
-        monkeypatch.setattr("headfields.models.mononphm.run._prior_file", lambda config: Path("prior.pt"))
+        monkeypatch.setattr("headfields.models.mononphm.method._prior_file", lambda config: Path("prior.pt"))
 
     def reached(self):
         raise _Reached
@@ -116,7 +116,7 @@ def test_every_training_setting_is_read_or_refused_before_the_folder_exists(name
         assert not out.exists(), f"{name}: {values} left {out}"
     unread = [f for f in accepted if f in entry.unread_training]
     assert not unread, f"{name} accepted {unread}, which its entry says it does not read"
-    if entry.train is not None:  # its pipeline's own list of what it reads
+    if entry.fit is not None:  # its pipeline's own list of what it reads
         return
     steps = set(accepted) & set(STEP_FIELDS)
     if entry.rasterised:  # whole frames a step: no rays to stop early, no samples, no field MLPs' products

@@ -9,7 +9,7 @@ by inverse rendering to a monocular video of a person it never saw. A module a c
 - ``evaluation``: the geometry measures (MonoNPHM's depth-scan protocol, the Chamfer distance over the head);
 - ``reconstruction``: a video tracked and measured (:func:`reconstruct`);
 - ``ceiling``: what the prior can express of a person (:func:`surface_identity`);
-- ``run``: MonoNPHM as a run folder (``python -m headfields train mononphm``).
+- ``method``: MonoNPHM's method, a fit of its own in the run's engine (``python -m headfields train mononphm``).
 
     prior = load_prior("outputs/nphm/prior.pt")
     model = MonoNphm(prior, subject.parametric, len(subject.train))

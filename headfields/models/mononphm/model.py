@@ -16,7 +16,7 @@ This module holds the model and its configuration; :mod:`~headfields.models.mono
 tracking stages, :func:`~headfields.models.mononphm.track_sequence` and
 :func:`~headfields.models.mononphm.track_frames`) and :mod:`~headfields.models.mononphm.reconstruction` tracks and
 measures both splits (:func:`~headfields.models.mononphm.reconstruct`). ``python -m headfields train mononphm
---mononphm.prior PRIOR`` runs it into a run folder (:mod:`~headfields.models.mononphm.run`) that ``render``,
+--mononphm.prior PRIOR`` runs it into a run folder (:mod:`~headfields.models.mononphm.method`) that ``render``,
 ``export`` and ``view`` open.
 
     model = MonoNphm(load_prior("outputs/nphm/prior.pt"), subject.parametric, len(subject.train))

@@ -308,7 +308,7 @@ def test_every_model_has_training_defaults_and_recipes_that_round_trip():
     assert MODELS["portrait360"].training_defaults().balance_views
     mononphm = MODELS["mononphm"].training_defaults()
     assert mononphm.eval_frames == 5 and mononphm.max_minutes is None
-    assert [name for name, entry in MODELS.items() if entry.train is not None] == ["mononphm", "nphm_prior"]
+    assert [name for name, entry in MODELS.items() if entry.fit is not None] == ["mononphm", "nphm_prior"]
     # The CPU recipes of the NeRF paper models train a budget of samples; MonoAvatar's and the portrait's paper
     # recipes, the fixed rays.
     for name, budget in (("insta", 1 << 14), ("portrait360", 1 << 14), ("monoavatar", 1 << 13)):

@@ -502,7 +502,7 @@ def test_run_reads_the_landmarks_a_capture_holds(person, tmp_path):
     """With no --mononphm.landmarks, a capture's landmarks/ folder (what our tracker writes) is read; a folder given
     names the file it lacks."""
     subject, _, _ = person
-    from headfields.models.mononphm.run import _landmarks
+    from headfields.models.mononphm.method import _landmarks
 
     assert _landmarks(SAMPLER, subject) is None  # the synthetic capture has none: the tracking's, projected
     root = tmp_path  # the capture's root: only its landmarks/ folder is read
@@ -557,7 +557,7 @@ def test_train_run_writes_the_run_folder(mononphm_run):
 def test_train_run_refuses_the_training_fields_the_tracking_does_not_read(tmp_path):
     """Issue 76: a training field MonoNPHM's tracking never reads is refused by name, before anything is written,
     and before the prior or the capture is opened."""
-    from headfields.models.mononphm.run import RUN_TRAINING_FIELDS
+    from headfields.models.mononphm.method import RUN_TRAINING_FIELDS
 
     for flag, value in (("rays_per_batch", 64), ("eval_every", 5), ("ema_decay", 0.9)):
         assert flag not in RUN_TRAINING_FIELDS

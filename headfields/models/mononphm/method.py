@@ -1,11 +1,11 @@
-"""MonoNPHM as a run (``python -m headfields train mononphm``, :func:`headfields.apps.runs.train_run`): its own pipeline,
-not the NeRF-type loop, writing the run folder every other model writes, so that :func:`headfields.load_run`,
-``render``, ``export`` and ``view`` open it.
+"""MonoNPHM's method (``python -m headfields train mononphm``, :func:`headfields.apps.runs.train_run`): a fit of its own,
+not the loop's steps, inside the run's :class:`~headfields.training.engine.Engine`, which writes the run folder every
+other model writes, so that :func:`headfields.load_run`, ``render``, ``export`` and ``view`` open it.
 
 The recipe (:class:`~headfields.models.mononphm.MonoNphmConfig`) names the prior file, the tracking and what is
 measured; the run's training configuration gives the budget (``max_minutes``, ``budget``), the ``seed``, the
 held-out frames measured (``eval_frames``), the render chunk and the CPU tunings for the run
-(:mod:`headfields.backends.cpu.process_tuning`). :func:`train` loads the subject and the prior, runs
+(:mod:`headfields.backends.cpu.process_tuning`). :func:`fit` loads the subject and the prior, runs
 :func:`~headfields.models.mononphm.reconstruct` and writes:
 
 - ``config.json``: the :class:`~headfields.apps.runs.RunConfig` (also inside the checkpoint);
@@ -20,10 +20,6 @@ held-out frames measured (``eval_frames``), the render chunk and the CPU tunings
 
 from __future__ import annotations
 
-import contextlib
-import json
-import sys
-import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -32,16 +28,12 @@ import torch
 
 from ...data import held_out_splits
 from ...data.detected_landmarks import LANDMARKS_FOLDER, load_detected_landmarks
-from ...outputs import write_atomic
 from ...training import TrainingConfig
 from ...training.checkpoints import (
-    RunFolder,
-    check_fingerprint,
     frozen_state_keys,
-    load_checkpoint,
     run_fingerprint,
-    save_checkpoint,
 )
+from ...training.engine import Engine
 from ...training.unused import check_unused, unused_fields
 from ..method import SUBJECT_FLAGS, Method, Recipe
 from .model import MonoNphm, MonoNphmConfig, cpu_config, paper_config
@@ -61,7 +53,7 @@ __all__ = [
     "RUN_TRAINING_FIELDS",
     "UNREAD_TRAINING_FIELDS",
     "build",
-    "train",
+    "fit",
     "unread_recipe_fields",
 ]
 
@@ -133,16 +125,14 @@ def _landmarks(config: MonoNphmConfig, subject: Subject) -> tuple[torch.Tensor, 
         raise FileNotFoundError(f"mononphm.{error} (train.npy and {splits[1]}.npy)") from None
 
 
-def train(
-    run, out: str | Path, device: str | torch.device | None = None, resume: bool = True, log=None, force: bool = False
-) -> dict:
-    """The MonoNPHM run ``run`` into ``out`` (see the module docstring); returns its metrics. A finished run of the
-    same configuration in ``out`` is not tracked again (with ``resume``): its metrics are returned; a checkpoint
-    of another run there is refused. ``log``: where the run's lines go (default: standard output). ``run`` is a
-    :class:`~headfields.apps.runs.RunConfig`, not annotated: the runs sit above the models."""
+def fit(run, engine: Engine, device: str | torch.device | None = None) -> dict:
+    """The MonoNPHM run ``run`` inside ``engine`` (see the module docstring); returns its metrics. A finished run of
+    the same configuration there is not tracked again (with the engine's ``resume``): its metrics are returned; a
+    checkpoint of another run there is refused. ``run`` is a :class:`~headfields.apps.runs.RunConfig`, not
+    annotated: the runs sit above the models."""
     from ...backends.cpu.process_tuning import process_tuning
     from ...synthetic import load_ground_truth
-    from ...training import CHECKPOINT_NAME, CONFIG_NAME, seed_everything
+    from ...training import seed_everything
 
     config, training = run.recipe, run.training
     # A field the tracking never reads (a ray budget, an evaluation schedule, ...) is refused, not ignored.
@@ -150,59 +140,46 @@ def train(
     _prior_file(config)  # before the subject loads: a missing prior fails at once
     _check_one_held_out(run.subject)
     device = torch.device(device if device is not None else "cpu")
-    folder = RunFolder(out, force)  # a folder of the user's refused unless force
-    folder.open()  # writable and ours before minutes of tracking, not after
-    try:
-        with contextlib.redirect_stdout(log) if log is not None and log is not sys.stdout else contextlib.nullcontext():
-            began = time.monotonic()
-            subject = run.subject.load(device)
-            _check_one_held_out(run.subject, list(subject.more_held_out))  # (the synthetic video's, loaded)
-            for note in subject.notes:
-                print(note)
-            model = build(subject, config).to(device)
-            fingerprint = run_fingerprint(model, subject.train, training)
-            checkpoint, metrics_file = folder.path / CHECKPOINT_NAME, folder.path / "metrics.json"
-            if resume and checkpoint.is_file():
-                check_fingerprint(checkpoint, load_checkpoint(checkpoint, "cpu").get("fingerprint"), fingerprint)
-                if metrics_file.is_file():
-                    print(f"{folder.path}: this run has finished (the tracking has no steps left): its metrics")
-                    return json.loads(metrics_file.read_text())
-            described = json.dumps(run.to_dict(), indent=2)
-            write_atomic(folder.path / CONFIG_NAME, described + "\n")
-            seed_everything(training.seed)
-            root = subject.root
-            truth = load_ground_truth(root, subject.eval.split) if (root / "ground_truth.npz").is_file() else None
-            # The CPU tunings the training configuration asks for, for the tracking and its measures only (the
-            # subject and the model are loaded as load_run loads them: the same model files, bit for bit).
-            with process_tuning(device, flush_denormals=training.flush_denormals, tune_malloc=training.tune_malloc):
-                result = reconstruct(
-                    model.prior, subject.train, subject.eval, subject.parametric, config,
-                    truth=truth, out=folder.path, landmarks=_landmarks(config, subject), eval_frames=training.eval_frames,
-                    max_minutes=training.max_minutes, budget=training.budget, seed=training.seed,
-                    chunk=training.render_chunk,
-                )  # fmt: skip
-            model, steps = result.model, result.metrics["tracking_steps"]
-            frozen = frozen_state_keys(model)
-            state = {
-                "model": {k: v for k, v in model.state_dict().items() if k not in frozen},
-                "optimizer": None,  # the tracking's optimisers live per stage; a finished fit needs none
-                "ema": None,
-                "step": sum(steps.values()),
-                "elapsed": result.metrics["tracking_seconds"],
-                "wall": time.monotonic() - began,
-                "config": asdict(training),
-                "run": described,
-                "fingerprint": fingerprint,
-            }
-            save_checkpoint(state, checkpoint)
-            metrics = {"recipe": run.recipe_name, **result.metrics, "wall_seconds": time.monotonic() - began}
-            write_atomic(metrics_file, json.dumps(metrics, indent=2) + "\n")
-            psnr = f"psnr {metrics['psnr']:.2f} (mean codes {metrics['psnr_mean_codes']:.2f})"
-            chamfer = "" if metrics["chamfer"] is None else f"  chamfer {metrics['chamfer_mm']:.2f} mm"
-            print(f"final  {psnr}  ssim {metrics['ssim']:.4f}{chamfer}  after {state['step']} tracking steps")
-            return metrics
-    finally:
-        folder.close()
+    engine.open()  # writable and ours before minutes of tracking, not after
+    subject = run.subject.load(device)
+    _check_one_held_out(run.subject, list(subject.more_held_out))  # (the synthetic video's, loaded)
+    for note in subject.notes:
+        print(note)
+    model = build(subject, config).to(device)
+    fingerprint = run_fingerprint(model, subject.train, training)
+    done = engine.finished(fingerprint)
+    if done is not None:
+        return done
+    engine.write_config()
+    seed_everything(training.seed)
+    root = subject.root
+    truth = load_ground_truth(root, subject.eval.split) if (root / "ground_truth.npz").is_file() else None
+    # The CPU tunings the training configuration asks for, for the tracking and its measures only (the subject and
+    # the model are loaded as load_run loads them: the same model files, bit for bit).
+    with process_tuning(device, flush_denormals=training.flush_denormals, tune_malloc=training.tune_malloc):
+        result = reconstruct(
+            model.prior, subject.train, subject.eval, subject.parametric, config,
+            truth=truth, out=engine.path, landmarks=_landmarks(config, subject), eval_frames=training.eval_frames,
+            max_minutes=training.max_minutes, budget=training.budget, seed=training.seed, chunk=training.render_chunk,
+        )  # fmt: skip
+    model, steps = result.model, result.metrics["tracking_steps"]
+    frozen = frozen_state_keys(model)
+    state = {
+        "model": {k: v for k, v in model.state_dict().items() if k not in frozen},
+        "optimizer": None,  # the tracking's optimisers live per stage; a finished fit needs none
+        "ema": None,
+        "step": sum(steps.values()),
+        "elapsed": result.metrics["tracking_seconds"],
+        "wall": engine.wall(),
+        "config": asdict(training),
+        "fingerprint": fingerprint,
+    }
+    engine.save(state)
+    metrics = engine.finish({"recipe": run.recipe_name, **result.metrics, "wall_seconds": engine.wall()})
+    psnr = f"psnr {metrics['psnr']:.2f} (mean codes {metrics['psnr_mean_codes']:.2f})"
+    chamfer = "" if metrics["chamfer"] is None else f"  chamfer {metrics['chamfer_mm']:.2f} mm"
+    print(f"final  {psnr}  ssim {metrics['ssim']:.4f}{chamfer}  after {state['step']} tracking steps")
+    return metrics
 
 
 def _video():
@@ -220,7 +197,7 @@ METHOD = Method(
     MonoNphmConfig,
     training=TrainingConfig(eval_frames=5),
     video=_video,
-    train=train,
+    fit=fit,
     subject_flags=tuple(flag for flag in SUBJECT_FLAGS if flag != "all_held_out"),
     unread_training=UNREAD_TRAINING_FIELDS,
     unread_recipe=unread_recipe_fields,

@@ -1,11 +1,12 @@
-"""MonoNPHM's prior as a run (``python -m headfields train nphm_prior``, :func:`headfields.apps.runs.train_run`): an NPHM
-prior (:class:`~headfields.models.mononphm.Nphm`) trained on the synthetic scan set of many identities, into a run
-folder that ``python -m headfields train mononphm --mononphm.prior RUN/prior.pt`` fits to a video.
+"""MonoNPHM's prior as a method (``python -m headfields train nphm_prior``, :func:`headfields.apps.runs.train_run`): an
+NPHM prior (:class:`~headfields.models.mononphm.Nphm`) trained on the synthetic scan set of many identities, a fit
+inside the run's :class:`~headfields.training.engine.Engine`, into a run folder that ``python -m headfields train
+mononphm --mononphm.prior RUN/prior.pt`` fits to a video.
 
 The recipe (:class:`NphmPriorConfig`) names the scan set, the prior's sizes and its training; the run's training
 configuration gives the steps (``max_iterations``), the budget (``max_minutes``), the ``seed`` and ``log_every``,
 which replace the recipe's :class:`~headfields.models.mononphm.PriorTrainingConfig` ones; every other training
-field is refused when set, and so is a capture (``--data``): the scans are synthetic. :func:`train` writes:
+field is refused when set, and so is a capture (``--data``): the scans are synthetic. :func:`fit` writes:
 
 - ``config.json``: the :class:`~headfields.apps.runs.RunConfig`;
 - ``prior.pt`` (:func:`~headfields.models.mononphm.save_prior`) and ``model/``, the synthetic FLAME the scans were
@@ -19,10 +20,8 @@ field is refused when set, and so is a capture (``--data``): the scans are synth
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,8 +34,8 @@ from ...fitting import StepHistory
 from ...outputs import write_atomic
 from ...parametric import load_model
 from ...synthetic import ScanSetConfig, anchor_vertices, synthetic_scan_set, write_synthetic_flame
-from ...training import CONFIG_NAME, LOG_NAME, TrainingConfig, seed_everything
-from ...training.checkpoints import RunFolder
+from ...training import LOG_NAME, TrainingConfig, seed_everything
+from ...training.engine import Engine
 from ...training.unused import check_unused, unused_fields
 from ..method import Method, Recipe
 from .prior import Nphm, NphmConfig, cpu_prior_config, save_prior
@@ -53,8 +52,8 @@ __all__ = [
     "UNREAD_TRAINING_FIELDS",
     "build",
     "cpu_config",
+    "fit",
     "paper_config",
-    "train",
     "train_synthetic_prior",
     "unread_recipe_fields",
 ]
@@ -167,37 +166,23 @@ def _checked(run) -> NphmPriorConfig:
     return dataclasses.replace(config, training=dataclasses.replace(config.training, **values))
 
 
-def train(
-    run, out: str | Path, device: str | torch.device | None = None, resume: bool = True, log=None, force: bool = False
-) -> dict:
-    """The prior run ``run`` into ``out`` (see the module docstring); returns its metrics. A finished run of the same
-    configuration in ``out`` is not trained again (with ``resume``): its metrics are returned; a folder holding
-    another run is refused. ``log``: where the run's lines go (default: standard output). ``run`` is a
-    :class:`~headfields.apps.runs.RunConfig`, not annotated: the runs sit above the models."""
+def fit(run, engine: Engine, device: str | torch.device | None = None) -> dict:
+    """The prior run ``run`` inside ``engine`` (see the module docstring); returns its metrics. A finished run of the
+    same configuration there is not trained again (with the engine's ``resume``): its metrics are returned; a folder
+    holding another run is refused. ``run`` is a :class:`~headfields.apps.runs.RunConfig`, not annotated: the runs
+    sit above the models."""
     config = _checked(run)
     device = torch.device(device if device is not None else "cpu")
-    folder = RunFolder(out, force)  # a folder of the user's refused unless force
-    folder.open()
-    try:
-        with contextlib.redirect_stdout(log) if log is not None and log is not sys.stdout else contextlib.nullcontext():
-            described = json.dumps(run.to_dict(), indent=2) + "\n"
-            config_file, metrics_file = folder.path / CONFIG_NAME, folder.path / "metrics.json"
-            if config_file.is_file() and config_file.read_text() != described:
-                raise ValueError(f"out: {folder.path} holds another run's {CONFIG_NAME}; give another --out")
-            if resume and metrics_file.is_file():
-                print(f"{folder.path}: this prior has finished training: its metrics")
-                return json.loads(metrics_file.read_text())
-            write_atomic(config_file, described)
-            began = time.monotonic()
-            seed_everything(run.training.seed)
-            _, history, measured = train_synthetic_prior(folder.path, config, device)
-            write_atomic(folder.path / LOG_NAME, "".join(json.dumps(line) + "\n" for line in history.logs))
-            last = history.logs[-1] if history.logs else {}
-            metrics = {"recipe": run.recipe_name, **measured, "loss": last.get("loss"), "wall_seconds": time.monotonic() - began}
-            write_atomic(metrics_file, json.dumps(metrics, indent=2) + "\n")
-            return metrics
-    finally:
-        folder.close()
+    engine.open()
+    done = engine.finished()
+    if done is not None:
+        return done
+    engine.write_config()
+    seed_everything(run.training.seed)
+    _, history, measured = train_synthetic_prior(engine.path, config, device)
+    write_atomic(engine.path / LOG_NAME, "".join(json.dumps(line) + "\n" for line in history.logs))
+    last = history.logs[-1] if history.logs else {}
+    return engine.finish({"recipe": run.recipe_name, **measured, "loss": last.get("loss"), "wall_seconds": engine.wall()})
 
 
 # MonoNPHM's prior on synthetic scans, what mononphm fits: its paper's steps (PriorTrainingConfig().steps), a log line
@@ -213,7 +198,7 @@ METHOD = Method(
     {"paper": Recipe(paper_config), "cpu": Recipe(cpu_config, CPU_TRAINING)},
     NphmPriorConfig,
     training=TrainingConfig(max_iterations=PRIOR_STEPS, log_every=100),
-    train=train,
+    fit=fit,
     subject_flags=(),
     unread_training=UNREAD_TRAINING_FIELDS,
     unread_recipe=unread_recipe_fields,
