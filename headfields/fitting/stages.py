@@ -52,17 +52,19 @@ def run_stage(
     loss: Callable[[int], Tensor],
     schedule: Schedule = (),
     after_backward: Callable[[], None] | None = None,
+    decay: float = 1.0,
 ) -> None:
     """``steps`` Adam steps on ``loss(step)``: ``groups`` are (name, parameters, learning rate); a group's rate at a
-    step is its rate times :func:`scheduled` (``schedule``, its name). Groups with no parameters or a rate of 0 stay
-    fixed. ``after_backward`` runs between the backward pass and the step (to mask or clip gradients)."""
+    step is its rate times :func:`scheduled` (``schedule``, its name), falling exponentially to ``decay`` times it at
+    the last step (:func:`.decayed_steps`). Groups with no parameters or a rate of 0 stay fixed. ``after_backward``
+    runs between the backward pass and the step (to mask or clip gradients)."""
     live = [(name, params, rate) for name, params, rate in groups if params and rate > 0]
     optimizers = [torch.optim.Adam([{"params": params, "lr": rate} for _, params, rate in live])] if live else []
 
     def factors(step: int) -> list[list[float]]:
         return [[scheduled(schedule, name, step, steps) for name, _, _ in live]] if live else []
 
-    decayed_steps(optimizers, steps, lambda step: (loss(step), {}), factors=factors, after_backward=after_backward)
+    decayed_steps(optimizers, steps, lambda step: (loss(step), {}), decay=decay, factors=factors, after_backward=after_backward)
 
 
 @contextmanager

@@ -53,6 +53,9 @@ class AvatarRefinementConfig:
     refit_steps: int = 25  # Adam steps a frame
     rotation_rate: float = 3e-3  # radians a step, Adam's rate for the turn's axis-angle change
     translation_rate: float = 7.5e-4  # metres a step
+    # The rates at the last refit step, times the first: Adam at a fixed rate stops anywhere within a step (0.75 mm)
+    # of the optimum (true landmarks + 1.5 px, every 10th frame: 1.167 -> 1.106 mm; 50 steps gain nothing more).
+    refit_decay: float = 0.1
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -61,6 +64,7 @@ class AvatarRefinementConfig:
         check_count("size", self.size, 16)
         check_positive("rotation_rate", self.rotation_rate, finite=True)
         check_positive("translation_rate", self.translation_rate, finite=True)
+        check_positive("refit_decay", self.refit_decay, finite=True)
         check_count("seed", self.seed, 0)
 
 
@@ -125,7 +129,7 @@ def _refit(avatar: GaussianAvatar, frames: FrameSet, config: AvatarRefinementCon
                 return (image - targets[i]).abs().mean()  # GaussianAvatars' L1
 
             groups = [("turn", [turn], config.rotation_rate), ("shift", [shift], config.translation_rate)]
-            run_stage(groups, config.refit_steps, loss)
+            run_stage(groups, config.refit_steps, loss, decay=config.refit_decay)
             pose[i] = _turned(pose[i], joints, turn.detach())
             translation[i] += shift.detach()
             bar.update(1)
