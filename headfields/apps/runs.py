@@ -31,7 +31,7 @@ from ..heads import tracked_head
 from ..models.registry import build_model, model_entry
 from ..parametric import Head
 from ..synthetic import SyntheticVideoConfig, synthetic_subject
-from ..training import CHECKPOINT_NAME, CONFIG_NAME, AvatarModel, TrainingConfig
+from ..training import CHECKPOINT_NAME, CONFIG_NAME, METRICS_NAME, AvatarModel, TrainingConfig
 from ..training.checkpoints import (
     RESUMABLE_SETTINGS,
     CheckpointError,
@@ -159,9 +159,9 @@ def train_run(run: RunConfig, out: str | Path, device: str | torch.device | None
     if entry.unread_recipe is not None and not (Path(out) / CHECKPOINT_NAME).is_file():  # (a resumed run: its own)
         check_unread_settings(run.recipe, entry.unread_recipe(run.recipe), _recipes(run, entry), run.model)
     if entry.fit is not None:
-        options = {name: train_options.get(name, default) for name, default in (("resume", True), ("force", False))}
+        resume, force = train_options.get("resume", True), train_options.get("force", False)
         described = json.dumps(run.to_dict(), indent=2)
-        with Engine(out, described, **options, log=train_options.get("log")) as engine:
+        with Engine(out, described, resume=resume, force=force, log=train_options.get("log")) as engine:
             return entry.fit(run, engine, device)
     subject = run.subject.load(device)
     for note in subject.notes:  # what a capture without model files was read as
@@ -318,7 +318,7 @@ def load_run(path: str | Path, device: str | torch.device | None = None, pixels:
         average.load_state_dict(state["ema"])
         average.copy_to()
     model.eval()
-    metrics_file = path / "metrics.json"
+    metrics_file = path / METRICS_NAME
     metrics = _read_json(metrics_file, "metrics") if metrics_file.is_file() else None
     if metrics is not None and not isinstance(metrics, dict):
         raise ValueError(f"metrics: {metrics_file} holds a JSON {type(metrics).__name__}, not the run's metrics")

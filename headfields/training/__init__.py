@@ -20,7 +20,7 @@ TensorBoard), ``strategy`` (a model's own steps inside the loop: a whole frame a
 """
 
 from .batches import random_backgrounds, ray_batch, seed_everything
-from .config import CHECKPOINT_NAME, CONFIG_NAME, LOG_NAME, TrainingConfig
+from .config import CHECKPOINT_NAME, CONFIG_NAME, LOG_NAME, METRICS_NAME, TrainingConfig
 from .contract import AvatarModel, RasterImage, RayBatch, SampleCount, StepOutput
 from .evaluation import (
     HEAD_MASKING,
@@ -52,6 +52,7 @@ __all__ = [
     "CONFIG_NAME",
     "HEAD_MASKING",
     "LOG_NAME",
+    "METRICS_NAME",
     "AvatarModel",
     "DecayingAdam",
     "Evaluation",

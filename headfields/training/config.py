@@ -16,6 +16,7 @@ __all__ = ["CHECKPOINT_NAME", "CONFIG_NAME", "LOG_NAME", "TrainingConfig"]
 LOG_NAME = "log.jsonl"  # a JSON line per logged step and per evaluation, in the run folder
 CHECKPOINT_NAME = "checkpoint.pt"
 CONFIG_NAME = "config.json"  # the run's whole configuration (headfields.apps.runs.RunConfig)
+METRICS_NAME = "metrics.json"  # a finished run's measures
 BUDGETS = ("run", "training")
 LOGS = ("jsonl", "tensorboard")  # TrainingConfig.log
 INT64_MAX = 2**63 - 1  # torch.manual_seed's and a Generator's seeds

@@ -27,11 +27,9 @@ from typing import Any
 from ..outputs import write_atomic
 from ..progress import TextSink
 from .checkpoints import RunFolder, check_fingerprint, load_checkpoint, save_checkpoint
-from .config import CHECKPOINT_NAME, CONFIG_NAME
+from .config import CHECKPOINT_NAME, CONFIG_NAME, METRICS_NAME
 
-__all__ = ["METRICS_NAME", "Engine"]
-
-METRICS_NAME = "metrics.json"
+__all__ = ["Engine"]
 
 
 class Engine:

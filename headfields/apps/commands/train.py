@@ -27,7 +27,7 @@ import tyro
 
 from ...checks import check_device
 from ...models.registry import MODELS, SUBJECT_FLAGS, model_entry
-from ...training import CONFIG_NAME, TrainingConfig
+from ...training import CONFIG_NAME, METRICS_NAME, TrainingConfig
 from ..runs import RunConfig, SubjectSource, read_run_config
 
 __all__ = ["main", "run_config", "summary", "train"]
@@ -65,7 +65,7 @@ def train(model: str, argv: list[str]) -> tuple[dict | None, Path, torch.device]
     metrics = train_run(run, out, device, force=flags.force)
     lead = rank() == 0
     if lead:
-        print(summary(metrics, out / "metrics.json"))
+        print(summary(metrics, out / METRICS_NAME))
     destroy_distributed()
     return (metrics if lead else None), out, device
 

@@ -5,9 +5,9 @@ import json
 
 import pytest
 
-from headfields.training import CHECKPOINT_NAME, CONFIG_NAME
+from headfields.training import CHECKPOINT_NAME, CONFIG_NAME, METRICS_NAME
 from headfields.training.checkpoints import CheckpointError, load_checkpoint
-from headfields.training.engine import METRICS_NAME, Engine
+from headfields.training.engine import Engine
 
 DESCRIBED = json.dumps({"model": "a", "seed": 0}, indent=2)
 
