@@ -55,6 +55,7 @@ from headfields.backends.cpu.process_tuning import process_tuning
 from headfields.checks import trusted_values
 from headfields.heads import tracked_head
 from headfields.parametric import load_model
+from headfields.renderers import RenderContext
 from headfields.training import TrainingConfig, build_optimizer, ray_batch, set_learning_rate
 
 from primitive_ranges import hook_primitives
@@ -158,7 +159,7 @@ def profile_model(key: str, steps: int, warmup: int, device: torch.device, ops: 
             set_learning_rate(optimizer, model.optimization, step)
             model.before_step(step, head)
             batch = ray_batch(train_frames, entry.rays_per_batch, generator, device, entry.frames_per_batch, None, head)
-            batch.generator = torch.Generator(device).manual_seed(step)
+            batch.context = RenderContext(torch.Generator(device).manual_seed(step))
         times["batch"] = time.perf_counter()
         with record_function("phase: forward and loss"), trusted_values():
             result = model.training_step(batch, step)

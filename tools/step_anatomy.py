@@ -183,7 +183,7 @@ def anatomy(
     timed = min(timed, warmup)
     entry, model, subject = build(name, recipe, log2_table_size, resolution, overrides)
     # Without a budget, fixed shapes where the model's follow from its rays (the triangle-frame NeuS avatar)
-    fixed_shapes = fixed_shapes and (bool(samples) or model.shapes_follow_rays)
+    fixed_shapes = fixed_shapes and (bool(samples) or model.renders_every_ray)
     budget = dict(fixed_shapes=fixed_shapes)
     if samples:
         budget.update(samples_per_batch=samples, early_stop=early_stop)

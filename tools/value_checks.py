@@ -19,6 +19,7 @@ from headfields.models import hyper_neus, insta, monoavatar
 from headfields.models.insta import Insta
 from headfields.models.mixes import MIXES
 from headfields.parametric import load_model
+from headfields.renderers import RenderContext
 from headfields.synthetic import cached_synthetic_video
 from headfields.training import ray_batch, seed_everything
 
@@ -43,7 +44,7 @@ def main() -> None:
         seed_everything(0)
         model = build()
         batch = ray_batch(frames, 256, torch.Generator().manual_seed(0), torch.device("cpu"), 4, None, head)
-        batch.generator = torch.Generator().manual_seed(0)
+        batch.context = RenderContext(torch.Generator().manual_seed(0))
         model.before_step(1, head)
         model.training_step(batch, 1)  # warm-up (lazy builds)
         counts = []

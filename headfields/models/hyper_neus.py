@@ -10,7 +10,7 @@ tracked (:mod:`headfields.models.hyper_neus_tracking`)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import torch
@@ -127,12 +127,11 @@ class HyperNeusAvatar(NeusModel):
     ``num_frames``: training frames (one expression code each). The field's deformer is
     ``DeformerChain(RigidDeformer(head joint), MappedDeformer(normalise), HyperDeformer)``.
 
-    With ``TrainingConfig.fixed_shapes`` (and ``frames_per_batch``) it keeps the rays that miss its box, of no
-    length, and the anchor ensemble runs in tiles on a GPU: a step's shapes follow from its rays alone, it reads
-    nothing back and ``cuda_graph`` takes it."""
+    Its renderer can keep the rays that miss its box, of no length, and the anchor ensemble runs in tiles on a GPU:
+    a step's shapes can follow from its rays alone, read nothing back, and ``cuda_graph`` takes it."""
 
-    shapes_follow_rays = True  # (TrainingConfig.fixed_shapes without samples_per_batch)
-    fixed_shapes_need_frames = True  # (and with frames_per_batch: the codes and correspondences of the drawn frames)
+    renders_every_ray = True  # render_neus keeps the rays that miss the box when the shapes are fixed
+    steps_on_frames = True  # the codes and correspondences of the batch's drawn frames (RayBatch.drawn_frames)
     captures_graph = True  # (graph_phase)
 
     def __init__(self, parametric: SubjectModel, num_frames: int, config: HyperNeusConfig | None = None):
@@ -184,10 +183,10 @@ class HyperNeusAvatar(NeusModel):
 
     def training_step(self, batch: RayBatch, step: int) -> StepOutput:
         c = self.config
-        generator = batch.generator or torch.Generator(batch.rgb.device).manual_seed(step)
+        generator = batch.context.generator or torch.Generator(batch.rgb.device).manual_seed(step)
         frames = batch.drawn_frames()  # (the codes and correspondences regularised)
         head = self.expression_codes.attach(batch.head)
-        out = self.render(batch.rays, head, generator, keep_misses=batch.fixed_shapes)
+        out = self.render(batch.rays, head, replace(batch.context, generator=generator))
         loss, logs = self.neus_loss(out, batch, generator)
         deformation = self.hyper.regularizers(out.geometry.canonical, out.real)
         codes = [self.expression_codes.regularizer(self.expression_codes.codes[frames])]

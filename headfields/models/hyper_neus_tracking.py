@@ -24,6 +24,7 @@ from ..fitting import FramePixels, corrected_pose, frozen, landmark_error, run_s
 from ..heads import tracked_head
 from ..losses import l1_loss, mask_loss
 from ..parametric import Head
+from ..renderers import RenderContext
 from ..training import render_image
 from .hyper_neus import HyperNeusAvatar
 from .hyper_neus_landmarks import landmark_vertices, posed_landmarks
@@ -118,7 +119,7 @@ def track_frame(model: HyperNeusAvatar, frames: FrameSet, frame: int, config: Tr
     def loss(step: int) -> Tensor:
         pick = data.draw(0, c.rays_per_step, 0.0, generator)
         current = head()
-        out = model.render(data.rays(0, pick), current, generator)
+        out = model.render(data.rays(0, pick), current, RenderContext(generator))
         value = l1_loss(out.composite.rgb, data.rgb[0, pick])
         if data.has_masks and c.silhouette_weight > 0:
             opacity = out.composite.opacity.clamp(0, 1)

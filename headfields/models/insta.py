@@ -45,7 +45,7 @@ from ..renderers import (
     EARLY_STOP_TRANSMITTANCE,
     NerfRender,
     OccupancySampler,
-    SampleSlots,
+    RenderContext,
     render_nerf,
     render_nerf_inference,
 )
@@ -336,16 +336,14 @@ class Insta(AvatarModel):
         self,
         rays: Rays,
         head: Head,
-        generator: torch.Generator | None = None,
-        early_stop: float | None = None,
-        slots: SampleSlots | None = None,
+        context: RenderContext | None = None,
         background: Float[Tensor, "R 3"] | None = None,
     ) -> NerfRender:
-        """The rays rendered over ``background`` (a colour a ray; None: the recipe's); ``early_stop`` and ``slots``:
-        :func:`~headfields.renderers.render_nerf`'s."""
+        """The rays rendered over ``background`` (a colour a ray; None: the recipe's) as the step's ``context`` says
+        (:func:`~headfields.renderers.render_nerf`)."""
         if background is None:
             background = self.background
-        return render_nerf(self.field, rays, head, self.sampler, background, generator, early_stop, slots)
+        return render_nerf(self.field, rays, head, self.sampler, background, context)
 
     def render_rays(self, rays: Rays, head: Head, early_stop: float = EARLY_STOP_TRANSMITTANCE) -> torch.Tensor:
         """The colours by the inference renderer (rounds over the live rays, stopped at transmittance ``early_stop``)."""
@@ -363,24 +361,22 @@ class Insta(AvatarModel):
             fixed = self.background.to(target.dtype)
             drawn = batch.backgrounds  # the loop's; a batch made by hand: the step's generator's first draw, as there
             if drawn is None:
-                drawn = torch.rand(target.shape, generator=batch.generator, device=target.device)
+                drawn = torch.rand(target.shape, generator=batch.context.generator, device=target.device)
             background, target = random_backgrounds(target, batch.mask, fixed, drawn)
-        rendered = self.render(batch.rays, batch.head, batch.generator, batch.early_stop, batch.slots, background)
+        rendered = self.render(batch.rays, batch.head, batch.context, background)
         result = rendered.composite
-        weight = None
+        weight = fitted = rendered.loss_weight  # (None, or 0 on the rays the renderer left out)
         if step >= c.warmup_steps and batch.segmentation is not None:
             mouth, other = self.mouth_weights
-            weight = torch.where(torch.isin(batch.segmentation, self.mouth_codes), mouth, other)
-        if rendered.fits is not None:  # rays past the fixed slots have no samples: out of the loss
-            # (times the bool mask itself where there are weights: the same products, without a cast of it first)
-            weight = rendered.fits.to(result.rgb.dtype) if weight is None else weight * rendered.fits
+            mouth_weight = torch.where(torch.isin(batch.segmentation, self.mouth_codes), mouth, other)
+            weight = mouth_weight if weight is None else mouth_weight * weight
         loss = ngp_huber_loss(result.rgb, target, delta=c.huber_delta, weight=weight)
         logs = {}
         # INSTA's depth prior needs the segmentation: without it no ray is on the allow-list.
         if c.depth_weight > 0 and batch.segmentation is not None:
             prior = mesh_depth(batch.head, batch.rays)
             keep = (prior > 0) & torch.isin(batch.segmentation, self.depth_codes)
-            keep = keep if rendered.fits is None else keep & rendered.fits
+            keep = keep if fitted is None else keep & (fitted > 0)
             # Summed over the kept rays and divided by all of them (instant-ngp divides every ray's gradient by the
             # number of rays): the mean over the kept rays times their share.
             share = keep.sum() / max(keep.numel(), 1)  # (a tensor: no read-back)

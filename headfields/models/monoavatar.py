@@ -40,17 +40,16 @@ from ..parametric import Head, ParametricModel, SubjectModel, add_mouth_interior
 from ..renderers import (
     CPU_SHELL,
     EARLY_STOP_TRANSMITTANCE,
+    NerfPasses,
     NerfRender,
-    SampleCount,
-    SampleSlots,
+    RenderContext,
     StratifiedSampler,
     importance_samples,
+    merge_samples,
     nerf_weights_inference,
-    render_nerf,
     render_nerf_inference,
+    render_nerf_passes,
 )
-from ..renderers.hierarchical import merge_samples
-from ..renderers.samples import PackedSamples, SlotSamples
 from ..training import AvatarModel, OptimizerConfig, RayBatch, StepOutput, TrainingConfig
 from .method import INFERENCE_CHUNK, Method, Recipe
 
@@ -175,7 +174,7 @@ class MonoAvatar(AvatarModel):
     """MonoAvatar: ``field`` is the fine network (what evaluation renders), ``coarse_field`` the coarse one; both
     read the same deformer chain and vertex features. ``sampler`` draws the coarse samples."""
 
-    fixed_shapes_need_frames = True  # (TrainingConfig.fixed_shapes: its UV CNN runs on the batch's drawn frames)
+    steps_on_frames = True  # its UV CNN runs on the batch's drawn frames (RayBatch.drawn_frames)
     captures_graph = True  # (graph_phase)
 
     def __init__(self, parametric: SubjectModel, num_frames: int, config: MonoAvatarConfig | None = None, point_encoder=None):
@@ -224,53 +223,27 @@ class MonoAvatar(AvatarModel):
         self,
         rays: Rays,
         head: Head,
-        generator: torch.Generator | None = None,
-        early_stop: float | None = None,
-        slots: SampleSlots | None = None,
+        context: RenderContext | None = None,
         frames: Int[Tensor, " K"] | None = None,
-    ) -> tuple[NerfRender, NerfRender]:
-        """NeRF's two passes: the coarse network on the sampler's samples, then the fine network on those and
-        ``fine_samples`` more per ray drawn from the coarse weights (:func:`~headfields.renderers.importance_samples`,
-        joined by ``merge_samples``), each with ``early_stop`` (:func:`~headfields.renderers.render_nerf`). Returns
-        ``(coarse, fine)``.
-
-        ``slots`` (``TrainingConfig.fixed_shapes``): both passes in fixed slots, nothing read back. The coarse samples
-        fill ``slots.march`` slots (at most ``coarse_samples`` a ray); every ray draws its fine ones, merged into slots
-        that hold every ray's pieces (:meth:`_merged_slots`). Rays whose coarse samples do not fit are in neither pass
-        (``NerfRender.fits``). With ``early_stop`` each pass compacts the samples in front within its own slots (the
-        budget's ``slots.train`` counts both networks' samples: it is not split between them). ``frames``: every
-        frame of the rays, sorted and distinct (``RayBatch.frame_subset``); None: found from the rays (one read-back)."""
+    ) -> NerfPasses:
+        """NeRF's two passes (:func:`~headfields.renderers.render_nerf_passes`): the coarse network on the sampler's
+        samples, then the fine network on those and ``fine_samples`` more per ray drawn from the coarse weights, as
+        the step's ``context`` says. ``frames``: every frame of the rays, sorted and distinct
+        (``RayBatch.drawn_frames``); None: found from the rays (one read-back)."""
         background = torch.ones(3, device=rays.origins.device)
         if frames is None:
             frames = torch.unique(rays.frame)
         # The shared UV CNN: once per frame of the rays for both passes.
         with self.coarse_field.encoder.reuse_frame_features(frames):
-            placed = self.sampler  # (render_nerf draws the samples)
-            if slots is not None:
-                most = rays.origins.shape[0] * self.config.coarse_samples  # (slots past every ray's samples hold padding)
-                placed = self.sampler(rays, head, None, generator, slots=min(slots.march, most))
-            coarse = render_nerf(self.coarse_field, rays, head, placed, background, generator, early_stop)
-            samples = coarse.samples if coarse.slots is None else coarse.slots
-            drawn = importance_samples(samples, coarse.composite.weights.detach(), self.config.fine_samples, generator)
-            merged = merge_samples(samples, drawn, self._merged_slots(samples, early_stop))
-            fine = render_nerf(self.field, rays, head, merged, background, generator, early_stop)
-        return coarse, fine
-
-    def _merged_slots(self, coarse: PackedSamples | SlotSamples, early_stop: float | None) -> int | None:
-        """The fine pass's slots, which hold every ray's pieces: a ray with all its ``coarse_samples`` has at most
-        ``fine_samples + 1`` pieces more, so without a shell or early termination (which leave a ray fewer) the coarse
-        slots in that proportion; otherwise ``merge_samples``' default, which holds any contiguous fine samples."""
-        if not isinstance(coarse, SlotSamples) or self.config.shell is not None or early_stop is not None:
-            return None
-        c = self.config
-        return -(-coarse.slots * (c.coarse_samples + c.fine_samples + 1) // c.coarse_samples)  # (rounded up)
+            fine = self.config.fine_samples
+            return render_nerf_passes(self.coarse_field, self.field, rays, head, self.sampler, fine, background, context)
 
     def radiance_field(self) -> NerfField:
         return self.field
 
-    def render(self, rays: Rays, head: Head, generator: torch.Generator | None = None) -> NerfRender:
+    def render(self, rays: Rays, head: Head, context: RenderContext | None = None) -> NerfRender:
         """The fine pass (what evaluation renders)."""
-        return self.render_passes(rays, head, generator)[1]
+        return self.render_passes(rays, head, context).fine
 
     def render_rays(self, rays: Rays, head: Head, early_stop: float = EARLY_STOP_TRANSMITTANCE) -> Tensor:
         """The fine pass's colours by the inference renderer (both passes in rounds over the live rays, stopped at
@@ -296,29 +269,24 @@ class MonoAvatar(AvatarModel):
 
     def training_step(self, batch: RayBatch, step: int) -> StepOutput:
         rays, frames = batch.rays, batch.drawn_frames()  # (the UV CNN's frames)
-        coarse, out = self.render_passes(rays, batch.head, batch.generator, batch.early_stop, batch.slots, frames)
-        in_slots = out.slots is not None
-        weight = out.fits.to(out.composite.rgb.dtype) if in_slots else None  # rays past the slots: out
+        passes = self.render_passes(rays, batch.head, batch.context, frames)
+        (coarse, out), weight = passes, passes.loss_weight
         coarse_loss, fine_loss = mse_loss(coarse.composite.rgb, batch.rgb, weight), mse_loss(out.composite.rgb, batch.rgb, weight)
         loss = coarse_loss + fine_loss  # NeRF: both passes supervised alike
         logs = {"coarse": coarse_loss.detach(), "fine": fine_loss.detach()}  # read when the loop logs, not every step
-        trained = out.count.trained  # (in slots, a device count: the trained samples are the first slots)
-        if self.correction is not None and self.correction.active and (in_slots or trained):
-            # A subset drawn with replacement, in fixed shapes: as many draws whatever the samples.
-            g = batch.generator or torch.Generator().manual_seed(step)
+        trained = out.count.trained  # (a count the device holds is not read back: the trained samples come first)
+        if self.correction is not None and self.correction.active and (isinstance(trained, Tensor) or trained):
+            # A subset drawn with replacement: as many draws whatever the samples.
+            g = batch.context.generator or torch.Generator().manual_seed(step)
             draws = torch.rand(self.config.correction_samples, generator=g, device=g.device, dtype=torch.float64)
             some = (draws.to(out.points.device) * trained).long()
             frame = rays.frame[out.samples.ray[some]]
             in_head = self.field.deformer.part(RigidDeformer)(out.points[some].detach(), batch.head, frame).points
             terms = self.correction.regularizers(in_head, frame)
-            # (in slots: no term where nothing was trained, whose draws all fell on a padding slot)
-            loss = loss + (terms.total * (trained > 0) if in_slots else terms.total)
+            # (no term where nothing was trained, whose draws all fell on padding: a device count is not read back)
+            loss = loss + (terms.total * (trained > 0) if isinstance(trained, Tensor) else terms.total)
             logs.update(elastic=terms.elastic.detach(), magnitude=terms.magnitude.detach())
-        # In slots the march's are the coarse pass's: it counts what the coarse sampler placed (the fine samples follow).
-        samples = coarse.count + out.count
-        if in_slots:
-            samples = SampleCount(coarse.count.marched, samples.trained, out.count.dropped)
-        return StepOutput(loss=loss, rgb=out.composite.rgb, logs=logs, samples=samples)
+        return StepOutput(loss=loss, rgb=out.composite.rgb, logs=logs, samples=passes.count)
 
 
 def _build(subject, config: MonoAvatarConfig) -> MonoAvatar:

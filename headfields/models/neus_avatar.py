@@ -52,10 +52,10 @@ class NeusAvatar(NeusModel):
     """posed sample → ``deformer`` → :class:`~headfields.fields.NeusField` → NeuS. ``hyper_dim``: the
     hyper-dimensions the deformer appends to the canonical points (0 for mesh-driven deformers).
 
-    With ``TrainingConfig.fixed_shapes`` it keeps the rays that miss its box (of no length), so a step's shapes
-    follow from its rays alone and it needs no sample budget; then ``cuda_graph`` takes its step."""
+    Its renderer can keep the rays that miss its box (of no length), so a step's shapes can follow from its rays
+    alone with no sample budget; then ``cuda_graph`` takes its step."""
 
-    shapes_follow_rays = True  # (TrainingConfig.fixed_shapes without samples_per_batch)
+    renders_every_ray = True  # render_neus keeps the rays that miss the box when the shapes are fixed
     captures_graph = True  # (graph_phase)
 
     def __init__(self, parametric: SubjectModel, deformer: Deformer, config: NeusAvatarConfig | None = None, hyper_dim=0):

@@ -24,6 +24,7 @@ from ..renderers import (
     InverseVariance,
     NeusRender,
     NeusSampler,
+    RenderContext,
     render_neus,
     render_neus_inference,
 )
@@ -81,10 +82,10 @@ class NeusModel(AvatarModel):
     def radiance_field(self) -> NeusField:
         return self.field
 
-    def render(self, rays: Rays, head: Head, generator: torch.Generator | None = None, keep_misses: bool = False) -> NeusRender:
-        """The rays rendered; ``keep_misses``: :func:`~headfields.renderers.render_neus`'s (fixed shapes)."""
+    def render(self, rays: Rays, head: Head, context: RenderContext | None = None) -> NeusRender:
+        """The rays rendered as the step's ``context`` says (:func:`~headfields.renderers.render_neus`)."""
         sampler, inv_s = self.config.sampler, self.inverse_variance()
-        return render_neus(self.field, rays, head, sampler, inv_s, self.background, generator, keep_misses, self.sampler_box)
+        return render_neus(self.field, rays, head, sampler, inv_s, self.background, context, self.sampler_box)
 
     def render_rays(self, rays: Rays, head: Head, early_stop: float = EARLY_STOP_TRANSMITTANCE) -> Tensor:
         """The colours by the inference renderer (rounds over the live rays, stopped at transmittance ``early_stop``)."""
@@ -119,15 +120,15 @@ class NeusModel(AvatarModel):
             gradients = torch.cat([gradients, box_gradient])
             real = None if real is None else torch.cat([real, real.new_ones(len(points))])
         weight = None
-        if real is not None:  # (fixed shapes) the mean over the samples of rays that cross the box, and the box's points
+        if real is not None:  # the mean over the samples of rays that cross the box, and the box's points
             weight = real.to(gradients.dtype) * (len(real) / real.sum().clamp(min=1))
         eikonal = eikonal_loss(gradients, weight)
         logs["eikonal"] = eikonal.detach()
         return loss + c.eikonal_weight * eikonal, logs
 
     def training_step(self, batch: RayBatch, step: int) -> StepOutput:
-        out = self.render(batch.rays, batch.head, batch.generator, keep_misses=batch.fixed_shapes)
-        loss, logs = self.neus_loss(out, batch, batch.generator)
+        out = self.render(batch.rays, batch.head, batch.context)
+        loss, logs = self.neus_loss(out, batch, batch.context.generator)
         return StepOutput(loss=loss, rgb=out.composite.rgb, logs=logs)
 
     def extract_mesh(self, head: Head, frame: int, resolution: int = 128) -> IsoSurface:

@@ -40,7 +40,7 @@ from ..renderers import (
     CPU_SHELL,
     EARLY_STOP_TRANSMITTANCE,
     NerfRender,
-    SampleSlots,
+    RenderContext,
     StratifiedSampler,
     render_nerf,
     render_nerf_inference,
@@ -186,7 +186,7 @@ class Portrait360(AvatarModel):
         """What :meth:`training_step` decides by the step number (``TrainingConfig.cuda_graph``): nothing. No loss
         switches on, no grid warms up or refreshes, the rays come balanced from the loop's view bins (drawn on the
         device) and the blend fields read the same tensors each step: one phase from the first step. The shapes
-        that still settle (the rays and march slots of a sample budget) key the graph themselves."""
+        that still settle (the rays of a sample budget, the renderer's sizes) key the graph themselves."""
         return True
 
     def view_bins(self, frames: FrameSet, head: Head) -> Int[Tensor, " B"]:
@@ -199,17 +199,9 @@ class Portrait360(AvatarModel):
     def radiance_field(self) -> NerfField:
         return self.field
 
-    def render(
-        self,
-        rays: Rays,
-        head: Head,
-        generator: torch.Generator | None = None,
-        early_stop: float | None = None,
-        slots: SampleSlots | None = None,
-    ) -> NerfRender:
-        """The rays rendered; ``early_stop`` and ``slots``: :func:`~headfields.renderers.render_nerf`'s."""
-        background = self.background
-        return render_nerf(self.field, rays, head, self.sampler, background, generator, early_stop, slots)
+    def render(self, rays: Rays, head: Head, context: RenderContext | None = None) -> NerfRender:
+        """The rays rendered as the step's ``context`` says (:func:`~headfields.renderers.render_nerf`)."""
+        return render_nerf(self.field, rays, head, self.sampler, self.background, context)
 
     def render_rays(self, rays: Rays, head: Head, early_stop: float = EARLY_STOP_TRANSMITTANCE) -> Tensor:
         """The colours by the inference renderer (rounds over the live rays, stopped at transmittance ``early_stop``)."""
@@ -218,10 +210,9 @@ class Portrait360(AvatarModel):
             return render_nerf_inference(self.field, rays, head, self.sampler, background, early_stop).rgb
 
     def training_step(self, batch: RayBatch, step: int) -> StepOutput:
-        rendered = self.render(batch.rays, batch.head, batch.generator, batch.early_stop, batch.slots)
+        rendered = self.render(batch.rays, batch.head, batch.context)
         result = rendered.composite
-        weight = None if rendered.fits is None else rendered.fits.to(result.rgb.dtype)  # rays past the slots: out
-        loss = huber_loss(result.rgb, batch.rgb, delta=self.config.huber_delta, weight=weight)
+        loss = huber_loss(result.rgb, batch.rgb, delta=self.config.huber_delta, weight=rendered.loss_weight)
         return StepOutput(loss=loss, rgb=result.rgb, logs={}, samples=rendered.count)
 
 

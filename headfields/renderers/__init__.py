@@ -80,7 +80,9 @@ __all__ += [
 ]
 
 # Renderers that take a field, and the samplers they draw from.
+from .context import RenderContext  # noqa: E402
 from .inference import nerf_weights_inference, render_nerf_inference, render_neus_inference  # noqa: E402
+from .nerf_passes import NerfPasses, render_nerf_passes  # noqa: E402
 from .samplers import OccupancySampler, StratifiedSampler, ray_bounds  # noqa: E402
 from .volume import (  # noqa: E402
     EARLY_STOP_TRANSMITTANCE,
@@ -95,9 +97,12 @@ from .volume import (  # noqa: E402
 __all__ += [
     "EARLY_STOP_TRANSMITTANCE",
     "INTERACTIVE_TRANSMITTANCE",
+    "NerfPasses",
     "NerfRender",
     "NeusRender",
     "NeusSampler",
+    "RenderContext",
+    "render_nerf_passes",
     "OccupancySampler",
     "StratifiedSampler",
     "ray_bounds",

@@ -2,12 +2,13 @@
 
 :func:`render_nerf` composites a density field's samples (NeRF, INSTA, MonoAvatar, the 360° portrait);
 :func:`render_neus` turns an SDF field into NeuS opacities with up-sampling near its zero level (MonoNPHM).
-Both work on packed samples (nerfacc's layout) and return typed results. With ``early_stop``, :func:`render_nerf`
-trains only the samples in front of the point where a ray's transmittance falls below it (instant-ngp's and
+Both work on packed samples (nerfacc's layout) and return typed results. A training step's choices (its jitter,
+early termination, fixed shapes) come in one :class:`~headfields.renderers.RenderContext`. With its ``early_stop``,
+:func:`render_nerf` trains only the samples in front of the point where a ray's transmittance falls below it (instant-ngp's and
 nerfacc's early termination): a pass without gradient finds them, then the field runs with gradient on those alone,
 from the encoding that pass made where the field can train from it (each sample deformed and encoded once).
 
-    out = render_nerf(field, rays, head, StratifiedSampler(64, padding=0.03), background, generator)
+    out = render_nerf(field, rays, head, StratifiedSampler(64, padding=0.03), background, RenderContext(generator))
     out.composite.rgb  # [R, 3]; out.composite.depth, out.composite.opacity, out.field.canonical.face, ...
 """
 
@@ -26,6 +27,7 @@ from ..checks import check_count, check_positive, trusted_values
 from ..fields import EncodedSamples, Field, FieldOutput, NerfField, NeusField, SdfGeometry
 from ..parametric import Head
 from .compositing import Composite, accumulate, composite, composite_alpha, transmittance
+from .context import RenderContext
 from .early_stop import compact_in_front
 from .neus import NEUS_BASE_INV_S, NEUS_NUM_SAMPLES, NEUS_ROUNDS, NEUS_SAMPLES_PER_ROUND, neus_rays
 from .samplers import ray_bounds
@@ -72,6 +74,21 @@ class NerfRender:
         """With slots: the rays whose samples fit them (leave the others out of a loss)."""
         return None if self.slots is None else self.slots.fits
 
+    @property
+    def loss_weight(self) -> Float[Tensor, " R"] | None:
+        """A per-ray weight for the colour loss: 0 on the rays whose samples did not fit the slots, 1 elsewhere;
+        None where every ray rendered (no slots)."""
+        return None if self.slots is None else self.slots.fits.to(self.composite.rgb.dtype)
+
+
+def render_context(context: RenderContext | None) -> RenderContext:
+    """``context``, or the default one (no jitter generator, no early stop, shapes that follow the data)."""
+    if context is None:
+        return RenderContext()
+    if not isinstance(context, RenderContext):
+        raise TypeError(f"context: expected a RenderContext or None, got {type(context).__name__}")
+    return context
+
 
 def check_drawn_samples(sampler: nn.Module | PackedSamples | SlotSamples, rays: Rays) -> None:
     """Samples drawn already (a renderer's ``sampler`` may be them) must lie on ``rays``, one ray for each."""
@@ -86,39 +103,37 @@ def render_nerf(
     head: Head,
     sampler: nn.Module | PackedSamples | SlotSamples,
     background: Float[Tensor, " 3"] | Float[Tensor, "R 3"] | None = None,
-    generator: torch.Generator | None = None,
-    early_stop: float | None = None,
-    slots: SampleSlots | None = None,
+    context: RenderContext | None = None,
 ) -> NerfRender:
     """``sampler``'s samples along ``rays``, the field's density and colour there, composited over ``background``.
     ``sampler`` may also be samples drawn already (NeRF's fine pass: :func:`~headfields.renderers.hierarchical.merge_samples`
     of the coarse pass's samples and those drawn from its weights). The rays are checked once here; what is
     computed from them is not re-checked (:func:`~headfields.checks.trusted_values`).
 
-    ``early_stop`` (e.g. :data:`EARLY_STOP_TRANSMITTANCE`), when gradients are on: the field's density at every
+    ``context`` (:class:`~headfields.renderers.RenderContext`; None: no jitter generator, no early stop, shapes
+    that follow the data) holds what the training step decides. Its ``early_stop`` (e.g.
+    :data:`EARLY_STOP_TRANSMITTANCE`), when gradients are on: the field's density at every
     sample without gradient first, then density and colour with gradient only at the samples whose transmittance
     (of the samples before them on their ray) is at least ``early_stop``; the others are left out of the
     composite, which changes each ray's colour by less than ``early_stop``. It pays where many samples lie behind
     the surface (a large box, no shell); where few do, the extra pass costs more than it saves. Without gradients
     it is not applied (the one pass is cheaper).
 
-    ``slots`` (``TrainingConfig.fixed_shapes``): shapes that do not depend on the data, so nothing is read back to
+    Its ``slots`` (``TrainingConfig.fixed_shapes``): shapes that do not depend on the data, so nothing is read back to
     the host (on CUDA the GPU never waits for Python): the sampler marches into ``slots.march`` slots, then the
     samples trained (those in front of ``early_stop``, or all) are compacted into ``slots.train``; rays whose
-    samples do not fit are rendered empty and marked in ``fits``, and the counts are device tensors. The sampler
+    samples do not fit are rendered empty and weigh 0 in ``loss_weight``, and the counts are device tensors. The sampler
     must take ``slots`` (:class:`~headfields.renderers.OccupancySampler`). ``sampler`` may also be samples in slots
     already (:class:`~headfields.renderers.SlotSamples`: NeRF's fine pass in fixed shapes), rendered as they are, or
     those in front of ``early_stop`` compacted into ``slots.train`` slots (without ``slots``: into as many as they
     fill)."""
     check_rays(rays, head.num_frames, head.vertices.device)
     check_drawn_samples(sampler, rays)
-    if early_stop is not None and not (isinstance(early_stop, int | float) and 0 < early_stop < 1):
-        raise ValueError(f"early_stop: expected a transmittance in (0, 1) or None, got {early_stop!r}")
+    context = render_context(context)
+    generator, early_stop, slots = context.generator, context.early_stop, context.slots
     stopping = early_stop is not None and torch.is_grad_enabled()
     drawn = isinstance(sampler, PackedSamples | SlotSamples)
     if slots is not None:
-        if not isinstance(slots, SampleSlots):
-            raise TypeError(f"slots: expected SampleSlots or None, got {type(slots).__name__}")
         in_slots = isinstance(sampler, SlotSamples) or (not drawn and "slots" in inspect.signature(sampler.forward).parameters)
         if not in_slots:
             raise ValueError(
@@ -228,7 +243,7 @@ class NeusRender:
     samples: PackedSamples
     sdf_gradient: Float[Tensor, "S 3"]  # w.r.t. the canonical points the SDF read, in its units (eikonal)
     geometry: SdfGeometry  # the field's geometry at the samples (canonical points, deformer extras)
-    real: Bool[Tensor, " S"] | None = None  # keep_misses: the samples of rays that cross the box (the rest weigh 0)
+    real: Bool[Tensor, " S"] | None = None  # fixed shapes: the samples of rays that cross the box (the rest weigh 0)
 
 
 def render_neus(
@@ -238,21 +253,22 @@ def render_neus(
     sampler: NeusSampler,
     inv_s: Float[Tensor, ""] | float,
     background: Float[Tensor, " 3"] | None = None,
-    generator: torch.Generator | None = None,
-    keep_misses: bool = False,
+    context: RenderContext | None = None,
     box: Float[Tensor, "2 3"] | None = None,
 ) -> NeusRender:
     """NeuS rendering of an SDF field: up-sampled samples, the opacity of each section from the SDF and its
     slope along the ray, the colour from the SDF's features and world normal, composited with the alphas.
     Differentiable in the field (and in the rays, for tracking) when grad mode is on. The rays are checked once.
 
-    ``keep_misses`` (``TrainingConfig.fixed_shapes``): every ray has the sampler's samples, those that miss the box
-    too (of no length, transparent; ``real`` says which are not theirs), so that the shapes follow from the rays
-    alone and nothing is read back to the host. ``box``: the sampler's fixed box as a tensor on the rays' device
+    ``context`` (:class:`~headfields.renderers.RenderContext`): its ``generator`` jitters the samples; with its
+    ``fixed_shapes`` every ray has the sampler's samples, those that miss the box too (of no length, transparent;
+    ``real`` says which are not theirs), so that the shapes follow from the rays alone and nothing is read back to
+    the host. ``box``: the sampler's fixed box as a tensor on the rays' device
     already (a model's buffer: nothing copied from the host a step); None: made from ``sampler.box``."""
     check_rays(rays, head.num_frames, head.vertices.device)
+    context = render_context(context)
     with trusted_values():
-        return _render_neus(field, rays, head, sampler, inv_s, background, generator, keep_misses, box)
+        return _render_neus(field, rays, head, sampler, inv_s, background, context.generator, context.fixed_shapes, box)
 
 
 def _render_neus(field, rays, head, sampler, inv_s, background, generator, keep_misses, box) -> NeusRender:

@@ -48,7 +48,7 @@ class TrainingConfig:
     # the sample counts and the finite-loss check are read two steps later from copies made without waiting (a
     # non-finite loss zeroes its step's gradients, then stops the run). Needs samples_per_batch and a model whose
     # step takes the slots (INSTA, the portrait, MonoAvatar), or a model whose shapes follow from its rays alone
-    # (shapes_follow_rays: the triangle-frame NeuS avatar keeps the rays that miss its box, of no length).
+    # (renders_every_ray: the triangle-frame NeuS avatar keeps the rays that miss its box, of no length).
     # Off: exact shapes, which a CPU computes no padding for.
     fixed_shapes: bool = False
     # With fixed_shapes on a CUDA device, each step captured once as a CUDA graph and replayed (training.step_graph):

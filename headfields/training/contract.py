@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Hashable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar, Protocol
 
 import torch
@@ -15,7 +15,8 @@ from torch import Tensor, nn
 from ..cameras import PinholeCameras, Rays
 from ..data import FrameSet
 from ..parametric import Head, SubjectModel
-from ..renderers.samples import SampleCount, SampleSlots
+from ..renderers.context import RenderContext
+from ..renderers.samples import SampleCount
 from ..renderers.volume import EARLY_STOP_TRANSMITTANCE
 
 if TYPE_CHECKING:
@@ -37,10 +38,9 @@ class RayBatch:
     depth: Float[Tensor, " R"] | None = None  # metres along the camera axis; 0 = none
     segmentation: Int[Tensor, " R"] | None = None  # region labels of the dataset
     head: Head | None = None  # the tracked head of ``frames`` (the loop builds it once per split)
-    generator: torch.Generator | None = None  # this step's jitter (seeded by the loop from the seed and the step)
-    early_stop: float | None = None  # the renderer's early termination (TrainingConfig.early_stop; None: off)
-    slots: SampleSlots | None = None  # fixed sizes for the renderer's samples (TrainingConfig.fixed_shapes; None: off)
-    fixed_shapes: bool = False  # TrainingConfig.fixed_shapes: no size may depend on the data (slots: the budget's)
+    # How the step renders, which the model hands to its renderer whole: the step's jitter (seeded by the loop from
+    # the seed and the step), early termination and fixed shapes (TrainingConfig.early_stop, fixed_shapes).
+    context: RenderContext = field(default_factory=RenderContext)
     # A random colour a ray, drawn by the loop before the batch is shared among ranks (the step's generator's first
     # draw) for a model whose ``random_background`` is True: what it composites over (training.random_backgrounds).
     backgrounds: Float[Tensor, "R 3"] | None = None
@@ -53,7 +53,7 @@ class RayBatch:
         read-back, refused with fixed shapes, whose steps read nothing back: ``frames_per_batch`` draws them)."""
         if self.frame_subset is not None:
             return self.frame_subset
-        if self.fixed_shapes or self.slots is not None:
+        if self.context.fixed_shapes:
             raise ValueError(
                 "frames_per_batch: expected a number of frames with fixed_shapes (the step works on the batch's drawn "
                 "frames, which it reads without a read-back), got None"
@@ -65,7 +65,7 @@ class RayBatch:
         return self.select(slice(start, stop))
 
     def select(self, index: slice | Int[Tensor, " K"]) -> RayBatch:
-        """The rays ``index`` picks (a slice or indices) with their targets; head, frames and generator kept."""
+        """The rays ``index`` picks (a slice or indices) with their targets; head, frames and context kept."""
 
         def part(x: Tensor | None) -> Tensor | None:
             return None if x is None else x[index]
@@ -106,8 +106,11 @@ class AvatarModel(nn.Module):
     # What the engine reads before a run (class attributes; a model that needs one sets it):
     draws_images: ClassVar[bool] = False  # render_camera draws whole images (a rasteriser), not rays
     random_background: bool = False  # the loop draws a colour a ray to composite over (RayBatch.backgrounds)
-    shapes_follow_rays: ClassVar[bool] = False  # fixed_shapes with no samples_per_batch: NeuS keeps the rays that miss
-    fixed_shapes_need_frames: ClassVar[bool] = False  # fixed_shapes needs frames_per_batch: the step reads its frames
+    # Its renderer gives every ray samples when the shapes are fixed (NeuS: those that miss its box, of no length),
+    # so fixed_shapes needs no samples_per_batch.
+    renders_every_ray: ClassVar[bool] = False
+    # Its step works on the batch's frames (RayBatch.drawn_frames), so fixed_shapes needs frames_per_batch.
+    steps_on_frames: ClassVar[bool] = False
     captures_graph: ClassVar[bool] = False  # cuda_graph: graph_phase says what the step's Python decides
     balances_views: ClassVar[bool] = False  # balance_views: view_bins bins the frames by view
 

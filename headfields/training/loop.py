@@ -22,6 +22,7 @@ from ..heads import tracked_head
 from ..networks import products_in
 from ..outputs import atomic_path
 from ..progress import Progress, format_seconds
+from ..renderers.context import RenderContext
 from . import distributed
 from .batches import place_frames, ray_batch, restored_generator
 from .checkpoints import (
@@ -343,10 +344,9 @@ class _Loop:
         rays, frames, bins, head = self.sampling.rays, self.train_frames, self.view_bins, self.train_head
         with trusted_values():  # the loop's own draws from frames checked when loaded: no read-back to check them
             batch = ray_batch(frames, rays, self.generator, self.device, c.frames_per_batch, bins, head)
-        batch.generator = self.jitter
+        batch.context = RenderContext(self.jitter, c.early_stop, self.sampling.slots(), c.fixed_shapes)
         if model.random_background:  # before the split; other models' jitter stream stays as it was
-            batch.backgrounds = torch.rand(len(batch.rgb), 3, generator=batch.generator, device=self.device)
-        batch.early_stop, batch.slots, batch.fixed_shapes = c.early_stop, self.sampling.slots(), c.fixed_shapes
+            batch.backgrounds = torch.rand(len(batch.rgb), 3, generator=self.jitter, device=self.device)
         if self.ranks > 1:
             share = rays // self.ranks
             batch = batch.slice(self.rank * share, (self.rank + 1) * share)

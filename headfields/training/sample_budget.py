@@ -54,14 +54,14 @@ RATE_JUMP = 1 / 2
 
 def check_fixed_shapes(model: AvatarModel, samples_per_batch: int | None, frames_per_batch: int | None) -> None:
     """Refuse ``TrainingConfig.fixed_shapes`` without a sample budget to size the slots from, unless the model's
-    step has shapes that follow from its rays alone (``model.shapes_follow_rays``: NeuS keeps the rays that miss), and
-    without ``frames_per_batch`` for a model that reads the batch's frames (``model.fixed_shapes_need_frames``)."""
-    if samples_per_batch is None and not model.shapes_follow_rays:
+    step has shapes that follow from its rays alone (``model.renders_every_ray``: NeuS keeps the rays that miss), and
+    without ``frames_per_batch`` for a model that reads the batch's frames (``model.steps_on_frames``)."""
+    if samples_per_batch is None and not model.renders_every_ray:
         raise ValueError(
             f"fixed_shapes: expected samples_per_batch too (the slots are sized from it), got None for "
-            f"{type(model).__name__}, whose shapes do not follow from its rays alone (shapes_follow_rays)"
+            f"{type(model).__name__}, whose shapes do not follow from its rays alone (renders_every_ray)"
         )
-    if frames_per_batch is None and model.fixed_shapes_need_frames:
+    if frames_per_batch is None and model.steps_on_frames:
         raise ValueError(
             f"frames_per_batch: expected a number of frames with fixed_shapes ({type(model).__name__}'s step works on "
             f"the batch's drawn frames, which it reads without a read-back), got None"

@@ -21,6 +21,7 @@ from headfields.heads import tracked_head
 from headfields.models.gaussian_avatars import cpu_config as gaussian_cpu_config
 from headfields.models.registry import MODELS, SUBJECT_FLAGS
 from headfields.networks import products_in
+from headfields.renderers import RenderContext
 from headfields.training import TrainingConfig
 from headfields.training.batches import ray_batch
 from headfields.training.checkpoints import RunFolder
@@ -133,8 +134,7 @@ def _step_reads(model, subject, field: str) -> bool:
     def step(early_stop=None, precision="float32"):
         with trusted_values():
             batch = ray_batch(subject.train, 64, torch.Generator().manual_seed(1), torch.device("cpu"), None, None, head)
-        batch.generator = torch.Generator().manual_seed(2)
-        batch.early_stop, batch.slots, batch.fixed_shapes = early_stop, None, False
+        batch.context = RenderContext(torch.Generator().manual_seed(2), early_stop)
         with trusted_values(), products_in(precision, autograd=True):
             return model.training_step(batch, 10)
 

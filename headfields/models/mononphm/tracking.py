@@ -47,6 +47,7 @@ from ...fitting import (
 from ...heads import tracked_head
 from ...parametric import Head, SubjectModel
 from ...progress import Progress
+from ...renderers import RenderContext
 from .prior import NPHM_UNIT
 
 if TYPE_CHECKING:
@@ -269,7 +270,7 @@ def _frame_loss(
     """One frame's photometric, silhouette and landmark terms (and each, detached: read only when logged)."""
     model, data, c = tracker.model, tracker.data, tracker.config
     pick = data.draw(frame, c.rays_per_step, c.foreground_fraction, tracker.generator)
-    out = model.render(data.rays(frame, pick), head, tracker.generator)
+    out = model.render(data.rays(frame, pick), head, RenderContext(tracker.generator))
     mask = data.mask[frame, pick].to(out.composite.rgb.dtype)
     weight = mask * torch.where(data.mouth[frame, pick], stage.mouth_interior, 1.0) if data.mouth is not None else mask
     # On MonoNPHM's colour scale: its frames are in [-1, 1] (data_loading.py), ours in [0, 1], so its L1 is twice ours

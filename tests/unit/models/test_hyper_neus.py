@@ -22,7 +22,7 @@ from headfields.models.hyper_neus_landmarks import posed_landmarks
 from headfields.models.hyper_neus_tracking import TrackingConfig, frame_error, track_frame
 from headfields.models.registry import MODELS
 from headfields.parametric import load_model
-from headfields.renderers import EARLY_STOP_TRANSMITTANCE, NeusSampler
+from headfields.renderers import EARLY_STOP_TRANSMITTANCE, NeusSampler, RenderContext
 from headfields.renderers.samplers import ray_bounds
 from headfields.training import OptimizerConfig, TrainingConfig, build_optimizer, ray_batch, render_view, set_learning_rate, train
 from headfields.training.checkpoints import load_checkpoint
@@ -356,7 +356,7 @@ def test_a_fixed_shapes_step_reads_nothing_back_and_is_the_exact_shapes_step(vid
     assert len(batch.rgb) == 48  # half of them miss the box
 
     def step(fixed: bool) -> tuple:
-        batch.generator, batch.fixed_shapes = torch.Generator().manual_seed(4), fixed
+        batch.context = RenderContext(torch.Generator().manual_seed(4), fixed_shapes=fixed)
         model.zero_grad()
         out = model.training_step(batch, 0)
         out.loss.backward()
@@ -373,7 +373,7 @@ def test_a_fixed_shapes_step_reads_nothing_back_and_is_the_exact_shapes_step(vid
     torch.testing.assert_close(got.loss, want.loss, rtol=1e-5, atol=0)
     for a, b in zip(grads, want_grads, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
-    assert model.shapes_follow_rays and model.graph_phase(0) == model.graph_phase(10**6)
+    assert model.renders_every_ray and model.graph_phase(0) == model.graph_phase(10**6)
     check_graph(model, torch.device("cuda"), 1)
     batch.frame_subset = None
     with raises_naming("frames_per_batch"):

@@ -23,6 +23,7 @@ from headfields.models.insta import (
     paper_config,
 )
 from headfields.parametric import TrackedMeshModel, load_model
+from headfields.renderers import RenderContext
 from headfields.training import OptimizerConfig, build_optimizer, ray_batch
 
 from helpers import raises_naming
@@ -143,7 +144,7 @@ def test_the_depth_prior_is_insta_s_allow_list_summed_over_all_rays(tiny_video):
     model = Insta(load_model(frames.model_path, frames.model_type), frames.segmentation_labels, config)
     head = tracked_head(model.parametric, frames)
     batch = ray_batch(frames, 512, torch.Generator().manual_seed(0), torch.device("cpu"), head=head)
-    batch = dataclasses.replace(batch, generator=None)
+    batch = dataclasses.replace(batch, context=RenderContext())
     with torch.no_grad():
         out = model.training_step(batch, 0)
         rendered = model.render(batch.rays, head).composite
@@ -176,7 +177,7 @@ def test_random_backgrounds_leave_an_empty_scene_no_loss_where_the_frame_shows_o
     white, grey = torch.ones_like(batch.rgb), torch.full_like(batch.rgb, 0.25)
     empty = dataclasses.replace(batch, rgb=white, mask=torch.zeros_like(batch.mask), segmentation=None)
     with torch.no_grad():
-        out = model.training_step(dataclasses.replace(empty, generator=torch.Generator().manual_seed(1)), 0)
+        out = model.training_step(dataclasses.replace(empty, context=RenderContext(torch.Generator().manual_seed(1))), 0)
         assert float(out.loss) == 0.0 and torch.equal(out.rgb, white)  # the running PSNR reads it over white
         # A fog of the drawn colours would not be free: the renderer was given them (a ray shows its background).
         drawn = torch.rand(white.shape, generator=torch.Generator().manual_seed(1))
@@ -184,5 +185,5 @@ def test_random_backgrounds_leave_an_empty_scene_no_loss_where_the_frame_shows_o
         assert torch.equal(shown, drawn)
         # Covered pixels (in the mask, or any colour but white) keep white and their colour: the loss over white.
         for covered in (dataclasses.replace(empty, rgb=grey), dataclasses.replace(empty, mask=torch.ones_like(batch.mask))):
-            out = model.training_step(dataclasses.replace(covered, generator=torch.Generator().manual_seed(1)), 0)
+            out = model.training_step(dataclasses.replace(covered, context=RenderContext(torch.Generator().manual_seed(1))), 0)
             assert float(out.loss) == pytest.approx(float(ngp_huber_loss(white, covered.rgb)), rel=1e-6)

@@ -19,6 +19,7 @@ from headfields.models.insta import Insta, insta_deformer, insta_face_masks
 from headfields.models.mixes import MIXES, anchored_hashgrid, hyper_insta
 from headfields.models.monoavatar import MonoAvatar
 from headfields.parametric import load_model
+from headfields.renderers import RenderContext
 from headfields.training import ray_batch
 
 from helpers import fit, raises_naming
@@ -101,8 +102,8 @@ def test_anchored_hashgrid_with_silent_grid_is_monoavatar(tiny_video):
     rays, head = batch.rays, batch.head
     generator = lambda: torch.Generator().manual_seed(3)  # noqa: E731 - the same jitter for both
     with torch.no_grad():
-        a = mixed.render(rays, head, generator()).composite
-        b = plain.render(rays, head, generator()).composite
+        a = mixed.render(rays, head, RenderContext(generator())).composite
+        b = plain.render(rays, head, RenderContext(generator())).composite
     assert a.opacity.max() > 0.1  # the rays see the head
     torch.testing.assert_close(a.rgb, b.rgb, rtol=0, atol=1e-6)
 

@@ -21,7 +21,7 @@ from headfields.encoders.vertex_features import CodeBroadcastVertexFeatures, Cod
 from headfields.heads import tracked_head
 from headfields.models.monoavatar import MonoAvatar, MonoAvatarConfig, cpu_config, paper_config
 from headfields.parametric import load_model
-from headfields.renderers import SampleSlots, render_nerf
+from headfields.renderers import RenderContext, SampleSlots, render_nerf
 from headfields.renderers.hierarchical import merge_samples
 from headfields.training import OptimizerConfig, TrainingConfig, ray_batch, train
 from headfields.training.checkpoints import load_checkpoint
@@ -52,7 +52,7 @@ def _head_batch(model, frames, count, seed=0):
     head = tracked_head(model.parametric, frames)
     generator, cpu = torch.Generator().manual_seed(seed), torch.device("cpu")
     batch = ray_batch(frames, 4 * count, generator, cpu, frames_per_batch=2, head=head)
-    batch.generator = torch.Generator().manual_seed(seed + 1)
+    batch.context = RenderContext(torch.Generator().manual_seed(seed + 1))
     keep = batch.mask.nonzero()[:count, 0]
     return dataclasses.replace(batch.select(keep), depth=None, segmentation=None)
 
@@ -261,7 +261,7 @@ def test_the_fine_pass_reads_the_coarse_and_the_importance_samples(video):
     model = _model(train_frames)
     batch = _head_batch(model, train_frames, 24)
     with torch.no_grad():
-        coarse, fine = model.render_passes(batch.rays, batch.head, torch.Generator().manual_seed(4))
+        coarse, fine = model.render_passes(batch.rays, batch.head, RenderContext(torch.Generator().manual_seed(4)))
     nc, nf = TINY.coarse_samples, TINY.fine_samples
     hit = coarse.samples.counts() > 0
     assert hit.all() and (coarse.samples.counts() == nc).all()
@@ -290,18 +290,23 @@ def test_in_fixed_slots_both_passes_render_as_packed_on_the_rays_that_fit(video,
         assert 0 < int(hit.sum()) < len(hit)  # some rays miss the head's box
         room = SampleSlots(len(hit) * TINY.coarse_samples + 50, 1)
         with cuda_paths(), trusted_values(), host_sync_spy() as spy:
-            got = model.render_passes(rays, head, slots=room, frames=frames)
+            got = model.render_passes(rays, head, RenderContext(slots=room), frames)
         assert spy.reads == {}, spy.report()
         for g, w in zip(got, want, strict=True):
             assert bool(g.fits.all()) and int(g.count.trained) == len(w.samples)
             torch.testing.assert_close(g.composite.rgb, w.composite.rgb, rtol=1e-5, atol=1e-6)
-        few = model.render_passes(rays, head, slots=SampleSlots(len(want[0].samples) // 2, 1), frames=frames)
+        few = model.render_passes(rays, head, RenderContext(slots=SampleSlots(len(want[0].samples) // 2, 1)), frames)
     fits = few[1].fits
     assert bool(fits.any()) and not bool(fits.all()) and torch.equal(few[0].fits, fits)
     on_head = fits[hit]  # (a ray without samples fits anywhere)
     assert not bool(on_head[int(on_head.long().argmin()) :].any())  # of the others, those that fit come first
     for g, w in zip(few, want, strict=True):
         torch.testing.assert_close(g.composite.rgb[fits], w.composite.rgb[fits], rtol=1e-5, atol=1e-6)
+
+
+def _in_slots(batch, slots: SampleSlots):
+    """``batch`` rendered in fixed ``slots`` (its generator kept)."""
+    return dataclasses.replace(batch, context=dataclasses.replace(batch.context, slots=slots))
 
 
 def test_a_step_in_fixed_slots_leaves_the_rays_that_do_not_fit_out_and_counts_the_coarse_march(video):
@@ -313,13 +318,13 @@ def test_a_step_in_fixed_slots_leaves_the_rays_that_do_not_fit_out_and_counts_th
         counts = model.render_passes(batch.rays, batch.head)[0].samples.counts()  # the coarse samples of each ray
     slots = int(counts.sum()) - 5 * TINY.coarse_samples
     dropped = int(((torch.cumsum(counts, 0) > slots) & (counts > 0)).sum())
-    out = model.training_step(dataclasses.replace(batch, slots=SampleSlots(slots, 1)), TINY.error_correction.start_step)
+    out = model.training_step(_in_slots(batch, SampleSlots(slots, 1)), TINY.error_correction.start_step)
     assert int(out.samples.marched) == int(counts.sum()) and int(out.samples.dropped) == dropped >= 5
     assert out.loss.isfinite() and {"elastic", "magnitude"} <= set(out.logs)
     out.loss.backward()
     assert sum(float(p.grad.abs().sum()) for p in model.correction.parameters() if p.grad is not None) > 0
     with raises_naming("frames_per_batch"):  # the frames found in the rays: a read-back
-        model.training_step(dataclasses.replace(batch, slots=SampleSlots(slots, 1), frame_subset=None), 0)
+        model.training_step(dataclasses.replace(_in_slots(batch, SampleSlots(slots, 1)), frame_subset=None), 0)
 
 
 def test_a_trained_model_copies_and_pickles_without_its_kept_meshes(video):
@@ -331,12 +336,12 @@ def test_a_trained_model_copies_and_pickles_without_its_kept_meshes(video):
     train_frames, _ = video
     model = _model(train_frames)
     batch = _head_batch(model, train_frames, 16)
-    first = model.training_step(dataclasses.replace(batch, generator=torch.Generator().manual_seed(3)), 0)
+    first = model.training_step(dataclasses.replace(batch, context=RenderContext(torch.Generator().manual_seed(3))), 0)
     assert model.field.encoder._shared.meshes  # kept after the step
     twin = copy.deepcopy(model)
     shared = twin.field.encoder._shared
     assert not shared.meshes and shared is twin.coarse_field.encoder._shared
-    again = twin.training_step(dataclasses.replace(batch, generator=torch.Generator().manual_seed(3)), 0)
+    again = twin.training_step(dataclasses.replace(batch, context=RenderContext(torch.Generator().manual_seed(3))), 0)
     torch.testing.assert_close(again.loss, first.loss, rtol=0, atol=0)
     buffer = io.BytesIO()
     torch.save(model, buffer)
@@ -353,14 +358,16 @@ def test_in_fixed_slots_the_rays_that_do_not_fit_have_no_gradient(video):
     with torch.no_grad():
         counts = model.render_passes(batch.rays, batch.head)[0].samples.counts()
     slots = SampleSlots(int(counts[:10].sum()), 1)  # the first 10 rays fit (and the empty ones after them)
-    fitted = dataclasses.replace(batch, slots=slots)
+    fitted = _in_slots(batch, slots)
     other = batch.rgb.clone()
     dropped = (torch.cumsum(counts, 0) > slots.march) & (counts > 0)
     other[dropped] = 1 - other[dropped]  # other targets on the dropped rays alone
     grads = []
     for rgb in (batch.rgb, other):
         model.zero_grad(set_to_none=True)
-        out = model.training_step(dataclasses.replace(fitted, rgb=rgb, generator=torch.Generator().manual_seed(5)), 0)
+        out = model.training_step(
+            dataclasses.replace(fitted, rgb=rgb, context=RenderContext(torch.Generator().manual_seed(5), slots=slots)), 0
+        )
         out.loss.backward()
         grads.append([out.loss.detach()] + [p.grad.clone() for p in model.parameters() if p.grad is not None])
     assert bool(dropped.any()) and int(out.samples.dropped) == int(dropped.sum())
@@ -379,9 +386,9 @@ def test_each_pass_is_supervised_by_its_own_loss(video):
     def grads(loss):
         return torch.autograd.grad(loss, [coarse_net, fine_net], allow_unused=True)
 
-    out = model.training_step(dataclasses.replace(batch, generator=generator()), 0)
+    out = model.training_step(dataclasses.replace(batch, context=RenderContext(generator())), 0)
     total = grads(out.loss)
-    coarse, fine = model.render_passes(batch.rays, batch.head, generator())
+    coarse, fine = model.render_passes(batch.rays, batch.head, RenderContext(generator()))
     expected = [((r.composite.rgb - batch.rgb) ** 2).mean() for r in (coarse, fine)]
     values = [float(e.detach()) for e in expected]
     assert float(out.loss.detach()) == pytest.approx(values[0] + values[1], rel=1e-6)

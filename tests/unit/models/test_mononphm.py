@@ -31,6 +31,7 @@ from headfields.models.mononphm import Nphm, identity_code, save_prior, surface_
 from headfields.models.mononphm import tracking as mononphm_tracking
 from headfields.models.registry import MODELS
 from headfields.parametric import load_model
+from headfields.renderers import RenderContext
 from headfields.synthetic import (
     ScanSetConfig,
     SyntheticVideoConfig,
@@ -98,12 +99,12 @@ def test_colour_transform_maps_the_foreground_and_leaves_the_background(person):
     model = mononphm.MonoNphm(tiny_prior(flame), subject.parametric, len(subject.train), SAMPLER)
     rays = pixel_rays(subject.train.cameras, 1, image_pixels(subject.train.cameras)[11 * 24 : 13 * 24])  # the middle rows
     head = model.head(subject.train)
-    plain = model.render(rays, head, torch.Generator().manual_seed(0)).composite
+    plain = model.render(rays, head, RenderContext(torch.Generator().manual_seed(0))).composite
     matrix, shift = torch.tensor([[0.9, 0.1, 0.0], [0.0, 1.2, 0.0], [0.05, 0.0, 0.8]]), torch.tensor([0.1, -0.05, 0.02])
     with torch.no_grad():
         model.colour.matrix.copy_(matrix)
         model.colour.shift.copy_(shift)
-    out = model.render(rays, head, torch.Generator().manual_seed(0)).composite
+    out = model.render(rays, head, RenderContext(torch.Generator().manual_seed(0))).composite
     alpha = plain.opacity[:, None].detach()
     assert float(alpha.min()) < 0.5 < float(alpha.max())  # some rays on the head, some past it
     expected = (plain.rgb.detach() - (1 - alpha)) @ matrix + alpha * shift + (1 - alpha)

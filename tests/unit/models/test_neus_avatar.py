@@ -16,7 +16,7 @@ from headfields.heads import present_regions, tracked_head
 from headfields.models.mixes import triangle_neus
 from headfields.models.neus_avatar import NeusAvatar, NeusAvatarConfig
 from headfields.parametric import load_model
-from headfields.renderers import NeusSampler
+from headfields.renderers import NeusSampler, RenderContext
 from headfields.training import OptimizerConfig, TrainingConfig, build_optimizer, ray_batch, set_learning_rate, train
 from headfields.training.step_graph import check_graph
 
@@ -144,9 +144,9 @@ def _train(frames, eval_frames, out, fixed_shapes: bool, graphed: bool = False, 
     model = _model(frames)
     render, model.kept_misses = model.render, []
 
-    def recorded(*args, keep_misses=False, **kwargs):
-        model.kept_misses.append(keep_misses)
-        return render(*args, keep_misses=keep_misses, **kwargs)
+    def recorded(rays, head, context=None):
+        model.kept_misses.append(context is not None and context.fixed_shapes)
+        return render(rays, head, context)
 
     model.render = recorded
     return train(model, frames, eval_frames, out, config, log=None, device=device), model
@@ -163,7 +163,7 @@ def test_in_fixed_shapes_it_trains_as_with_exact_shapes_without_a_sample_budget(
         torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5, msg=name)
     assert fixed["psnr"] == pytest.approx(exact["psnr"], abs=1e-3)
     assert fixed_model.kept_misses[:6] == [True] * 6 and not any(exact_model.kept_misses)  # (the evaluation's: exact)
-    assert fixed_model.shapes_follow_rays and fixed_model.graph_phase(0) == fixed_model.graph_phase(10**6)
+    assert fixed_model.renders_every_ray and fixed_model.graph_phase(0) == fixed_model.graph_phase(10**6)
     check_graph(fixed_model, torch.device("cuda"), 1)  # cuda_graph takes it
 
 
@@ -180,14 +180,14 @@ def test_a_fixed_shapes_step_renders_the_misses_as_nothing_and_reads_nothing_bac
         config = dataclasses.replace(TINY, sampler=dataclasses.replace(TINY.sampler, box=box))
     model = _model(train_frames, config)
     batch = _head_batch(train_frames, tracked_head(model.parametric, train_frames), 48)
-    batch.generator = torch.Generator().manual_seed(3)
+    batch.context = RenderContext(torch.Generator().manual_seed(3))
     want = model.training_step(batch, 0)
-    exact = model.render(batch.rays, batch.head, torch.Generator().manual_seed(3))
-    batch.generator, batch.fixed_shapes = torch.Generator().manual_seed(3), True
+    exact = model.render(batch.rays, batch.head, RenderContext(torch.Generator().manual_seed(3)))
+    batch.context = RenderContext(torch.Generator().manual_seed(3), fixed_shapes=True)
     with cuda_paths(), trusted_values(), host_sync_spy() as spy:
         got = model.training_step(batch, 0)
     assert spy.reads == {} and not spy.copies, spy.report()
-    kept = model.render(batch.rays, batch.head, torch.Generator().manual_seed(3), keep_misses=True)
+    kept = model.render(batch.rays, batch.head, RenderContext(torch.Generator().manual_seed(3), fixed_shapes=True))
     per_ray = TINY.sampler.coarse + TINY.sampler.rounds * TINY.sampler.per_round
     assert len(kept.samples) == per_ray * len(batch.rgb) > len(exact.samples) > 0
     for name in ("rgb", "opacity", "depth"):
@@ -206,7 +206,9 @@ def test_a_fixed_shapes_batch_that_misses_the_head_has_no_eikonal_term_and_a_fin
     origins = head.bounds[frame, 1] + torch.tensor([0.5, 0.0, 0.0])  # beside each frame's box, looking away
     rays = Rays(origins, torch.tensor([1.0, 0.0, 0.0]).expand(8, 3), frame)
     batch = ray_batch(train_frames, 8, torch.Generator().manual_seed(0), torch.device("cpu"), head=head)
-    batch = dataclasses.replace(batch, rays=rays, mask=None, fixed_shapes=True, generator=torch.Generator().manual_seed(1))
+    batch = dataclasses.replace(
+        batch, rays=rays, mask=None, context=RenderContext(torch.Generator().manual_seed(1), fixed_shapes=True)
+    )
     out = model.training_step(batch, 0)
     assert float(out.logs["eikonal"]) == 0.0 and bool(out.loss.isfinite())
     out.loss.backward()  # and a gradient that is finite too

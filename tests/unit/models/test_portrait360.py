@@ -13,7 +13,7 @@ from headfields.deformers import DeformerChain
 from headfields.heads import tracked_head
 from headfields.models.portrait360 import Portrait360, Portrait360Config
 from headfields.parametric import load_model
-from headfields.renderers import BACK, FRONT, SIDE
+from headfields.renderers import BACK, FRONT, SIDE, RenderContext
 from headfields.training import TrainingConfig, ray_batch, train
 from headfields.training.step_graph import check_graph
 
@@ -97,7 +97,7 @@ def test_its_step_decides_nothing_by_the_step_number(tiny_orbit_video):
     batch = _batch(model, train_frames, 64)
     runs = []
     for step in (0, 10**6):
-        batch.generator = torch.Generator().manual_seed(3)
+        batch.context = RenderContext(torch.Generator().manual_seed(3))
         model.zero_grad(set_to_none=True)
         out = model.training_step(batch, step)
         out.loss.backward()

@@ -14,7 +14,7 @@ from headfields.models.insta import Insta
 from headfields.models.monoavatar import MonoAvatar
 from headfields.models.portrait360 import Portrait360, Portrait360Config
 from headfields.parametric import load_model
-from headfields.renderers import StratifiedSampler
+from headfields.renderers import RenderContext, StratifiedSampler
 from headfields.training import ray_batch
 
 from helpers import fit
@@ -77,7 +77,7 @@ def test_every_nerf_model_trains_with_the_shell_off(tiny_video, name):
     batch = ray_batch(train_frames, 512, torch.Generator().manual_seed(0), torch.device("cpu"), frames_per_batch=2, head=head)
     keep = batch.mask.nonzero()[:96, 0]  # rays on the head: what the field has to learn
     batch = dataclasses.replace(batch.select(keep), depth=None, segmentation=None)
-    batch.generator = torch.Generator().manual_seed(2)
+    batch.context = RenderContext(torch.Generator().manual_seed(2))
     losses, _, _ = fit(model, batch, 25)
     assert losses[-1] < 0.5 * losses[0], losses
     assert all(torch.isfinite(torch.tensor(losses)))

@@ -12,7 +12,7 @@ from headfields.checks import trusted_values
 from headfields.device_paths import cuda_paths
 from headfields.heads import tracked_head
 from headfields.models.registry import MODELS
-from headfields.renderers import EARLY_STOP_TRANSMITTANCE, SampleSlots
+from headfields.renderers import EARLY_STOP_TRANSMITTANCE, RenderContext, SampleSlots
 from headfields.synthetic import SyntheticVideoConfig, synthetic_subject
 from headfields.training.batches import ray_batch
 
@@ -57,7 +57,7 @@ def test_the_portrait_s_step_in_slots_is_the_step_without_them(portrait):
     def step(slots):
         model.zero_grad(set_to_none=True)
         with cuda_paths(), trusted_values():
-            out = model.render(rays, head, torch.Generator().manual_seed(2), EARLY_STOP_TRANSMITTANCE, slots)
+            out = model.render(rays, head, RenderContext(torch.Generator().manual_seed(2), EARLY_STOP_TRANSMITTANCE, slots))
             loss = (out.composite.rgb - target).square().mean()
             loss.backward()
         grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}

@@ -18,6 +18,7 @@ from headfields.data import load_insta_dataset
 from headfields.heads import tracked_head
 from headfields.models.insta import Insta
 from headfields.parametric import load_model
+from headfields.renderers import RenderContext
 from headfields.training import TrainingConfig, build_optimizer, distributed, ray_batch, set_learning_rate, train
 from headfields.training.checkpoints import load_checkpoint
 
@@ -124,7 +125,7 @@ def _plain_loop(train_frames) -> _Recording:
         set_learning_rate(optimizer, model.optimization, step)
         model.before_step(step, head)
         batch = ray_batch(train_frames, CONFIG.rays_per_batch, generator, torch.device("cpu"), head=head)
-        batch.generator = torch.Generator().manual_seed(CONFIG.seed + step)
+        batch.context = RenderContext(torch.Generator().manual_seed(CONFIG.seed + step))
         loss = model.training_step(batch, step).loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

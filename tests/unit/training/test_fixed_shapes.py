@@ -17,7 +17,7 @@ from headfields.heads import tracked_head
 from headfields.models.insta import Insta
 from headfields.models.monoavatar import MonoAvatar
 from headfields.parametric import load_model
-from headfields.renderers import EARLY_STOP_TRANSMITTANCE, PackedSamples, SampleCount, SampleSlots, composite
+from headfields.renderers import EARLY_STOP_TRANSMITTANCE, PackedSamples, RenderContext, SampleCount, SampleSlots, composite
 from headfields.training import AvatarModel, OptimizerConfig, StepOutput, TrainingConfig, sample_budget, train
 from headfields.training.host_copy import READ_LAG, HostCopy
 from headfields.training.sample_budget import MAX_MARCH_SLOTS, RAYS_KEPT_OVER, RAYS_KEPT_UNDER, SampleBudget
@@ -99,10 +99,10 @@ def insta(tiny_video):
 @pytest.mark.parametrize("early_stop", [None, EARLY_STOP_TRANSMITTANCE])
 def test_slots_render_what_the_exact_shapes_render(insta, early_stop):
     model, head, rays = insta
-    exact = model.render(rays, head, early_stop=early_stop)
+    exact = model.render(rays, head, RenderContext(early_stop=early_stop))
     wide = len(exact.samples) + 333
     marched = len(model.sampler.grid.march(rays.origins, rays.directions, step_size=model.sampler.step_size))  # shell's
-    fixed = model.render(rays, head, early_stop=early_stop, slots=SampleSlots(march=marched + 555, train=wide))
+    fixed = model.render(rays, head, RenderContext(early_stop=early_stop, slots=SampleSlots(march=marched + 555, train=wide)))
     assert len(fixed.samples) == wide and bool(fixed.fits.all())
     assert int(fixed.count.marched) == exact.count.marched and int(fixed.count.trained) == exact.count.trained
     assert int(fixed.count.dropped) == 0
@@ -121,7 +121,7 @@ def test_kept_samples_train_from_the_early_stop_pass_s_encoding(insta, fixed):
     hooks = [m.register_forward_hook(lambda m, i, o: calls.append(len(i[0]))) for m in parts]
     try:
         slots = SampleSlots(march=4096, train=2048) if fixed else None
-        out = model.render(rays, head, early_stop=0.9, slots=slots)  # (the young field is thin: a stop it reaches)
+        out = model.render(rays, head, RenderContext(early_stop=0.9, slots=slots))  # (the young field is thin: a stop it reaches)
     finally:
         for hook in hooks:
             hook.remove()
@@ -143,10 +143,10 @@ def test_kept_samples_train_from_the_early_stop_pass_s_encoding(insta, fixed):
 
 def test_rays_past_the_slots_are_dropped_and_counted(insta):
     model, head, rays = insta
-    exact = model.render(rays, head, early_stop=EARLY_STOP_TRANSMITTANCE)
+    exact = model.render(rays, head, RenderContext(early_stop=EARLY_STOP_TRANSMITTANCE))
     train_slots = exact.count.trained // 2
     marched = len(model.sampler.grid.march(rays.origins, rays.directions, step_size=model.sampler.step_size))
-    fixed = model.render(rays, head, early_stop=EARLY_STOP_TRANSMITTANCE, slots=SampleSlots(marched, train_slots))
+    fixed = model.render(rays, head, RenderContext(early_stop=EARLY_STOP_TRANSMITTANCE, slots=SampleSlots(marched, train_slots)))
     fits = fixed.fits
     dropped = int((~fits).sum())
     assert 0 < dropped < len(fits) and int(fixed.count.dropped) == dropped
@@ -168,9 +168,9 @@ def test_slots_need_a_sampler_that_marches_into_them(tiny_video):
 
     drawn = model.sampler(rays, head)  # samples drawn already (NeRF's fine pass) cannot march into slots
     with raises_naming("slots"):
-        render_nerf(model.field, rays, head, drawn, slots=SampleSlots(64, 64))
+        render_nerf(model.field, rays, head, drawn, context=RenderContext(slots=SampleSlots(64, 64)))
     with raises_naming("slots"):
-        render_nerf(model.field, rays, head, model.sampler, slots=(64, 64))
+        render_nerf(model.field, rays, head, model.sampler, context=RenderContext(slots=(64, 64)))
 
 
 # --- the budget's lagged counts and the slots it sizes ----------------------------------------------------------
@@ -324,13 +324,13 @@ def test_fixed_shapes_settings_are_checked(tiny_video, tmp_path):
     train_frames, eval_frames = tiny_video
     parametric = load_model(train_frames.model_path, train_frames.model_type)
     # Without a sample budget to size the slots from: refused before anything is written, unless the model's shapes
-    # follow from its rays alone (shapes_follow_rays: the triangle-frame NeuS avatar's test trains so)
+    # follow from its rays alone (renders_every_ray: the triangle-frame NeuS avatar's test trains so)
     unbudgeted = TrainingConfig(max_iterations=1, rays_per_batch=8, fixed_shapes=True, eval_every=0)
     with raises_naming("fixed_shapes"):
         train(_Grey(parametric, nan_at=-1), train_frames, eval_frames, tmp_path / "refused", unbudgeted, log=None)
     assert not (tmp_path / "refused").exists()
     # A model whose step reads the batch's drawn frames (MonoAvatar, the hyper NeuS avatar) needs frames_per_batch
-    needs_frames = type("NeedsFrames", (_Grey,), {"fixed_shapes_need_frames": True})(parametric, nan_at=-1)
+    needs_frames = type("NeedsFrames", (_Grey,), {"steps_on_frames": True})(parametric, nan_at=-1)
     budgeted = dataclasses.replace(unbudgeted, samples_per_batch=64)
     with raises_naming("frames_per_batch"):
         train(needs_frames, train_frames, eval_frames, tmp_path / "refused", budgeted, log=None)
@@ -338,7 +338,7 @@ def test_fixed_shapes_settings_are_checked(tiny_video, tmp_path):
 
     class NoSlots(MonoAvatar):  # a step that leaves the slots alone: its samples counted on the host
         def training_step(self, batch, step):
-            return super().training_step(dataclasses.replace(batch, slots=None), step)
+            return super().training_step(dataclasses.replace(batch, context=dataclasses.replace(batch.context, slots=None)), step)
 
     model = NoSlots(parametric, len(train_frames), TINY_MONOAVATAR)
     config = TrainingConfig(

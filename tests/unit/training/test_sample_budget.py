@@ -15,7 +15,7 @@ from headfields.fields import FieldOutput
 from headfields.heads import tracked_head
 from headfields.models.insta import Insta
 from headfields.parametric import load_model
-from headfields.renderers import EARLY_STOP_TRANSMITTANCE, PackedSamples, render_nerf
+from headfields.renderers import EARLY_STOP_TRANSMITTANCE, PackedSamples, RenderContext, render_nerf
 from headfields.training import AvatarModel, OptimizerConfig, SampleCount, StepOutput, TrainingConfig, train
 
 from helpers import raises_naming
@@ -76,7 +76,7 @@ def test_early_termination_trains_what_is_in_front_of_the_threshold(eps, head):
     rays, samples = _rays_and_samples(24, 64, 4.0)
     background = torch.ones(3, dtype=torch.float64)
     full = render_nerf(field, rays, head, samples, background)
-    cut = render_nerf(field, rays, head, samples, background, early_stop=eps)
+    cut = render_nerf(field, rays, head, samples, background, RenderContext(early_stop=eps))
     expected = _kept_by_loop(field, rays, samples, eps, head)
     assert 0 < int(expected.sum()) < len(samples)  # the slab hides some samples and not all
     assert cut.count.marched == full.count.marched == len(samples) and cut.count.trained == len(cut.samples)
@@ -98,7 +98,7 @@ def test_without_gradients_every_sample_is_rendered(head):
     field = _Slab()
     rays, samples = _rays_and_samples(4, 32, 4.0)
     with torch.no_grad():
-        out = render_nerf(field, rays, head, samples, early_stop=EARLY_STOP_TRANSMITTANCE)
+        out = render_nerf(field, rays, head, samples, context=RenderContext(early_stop=EARLY_STOP_TRANSMITTANCE))
     assert len(out.samples) == out.count.marched == out.count.trained == len(samples)
 
 
@@ -106,7 +106,7 @@ def test_without_gradients_every_sample_is_rendered(head):
 def test_early_stop_must_be_a_transmittance(eps, head):
     rays, samples = _rays_and_samples(2, 4, 4.0)
     with raises_naming("early_stop"):
-        render_nerf(_Slab(), rays, head, samples, early_stop=eps)
+        render_nerf(_Slab(), rays, head, samples, context=RenderContext(early_stop=eps))
 
 
 class _Counted(AvatarModel):
