@@ -92,25 +92,42 @@ def warp_device(device: torch.device) -> wp.context.Device:
     return wp.device_from_torch(device)
 
 
+# One Warp wrapper a torch stream, by its device and CUDA handle: wrapping it anew at every launch costs host time
+# each call, and inside a CUDA graph's capture each new wrapper is one more object made (and later freed) there.
+_WARP_STREAMS: dict[tuple[int, int], wp.Stream] = {}
+
+
+def _warp_stream(device: torch.device) -> wp.Stream:
+    """The Warp stream of torch's current stream on CUDA ``device`` (the same object each time for one stream)."""
+    stream = torch.cuda.current_stream(device)
+    key = (stream.device_index, stream.cuda_stream)
+    wrapped = _WARP_STREAMS.get(key)
+    if wrapped is None:  # (a wrapper owns no stream: one left for a stream torch freed wraps what reuses its handle)
+        wrapped = _WARP_STREAMS[key] = wp.stream_from_torch(stream)
+    return wrapped
+
+
 @contextlib.contextmanager
 def torch_stream(device: torch.device) -> Iterator[None]:
     """Run the Warp work inside on torch's current stream of ``device`` (nothing to do on CPU)."""
     if device.type == "cuda":
         # No wait on Warp's own stream on entry: all our Warp work runs here, and under CUDA-graph capture such a
         # wait would tie the captured stream to uncaptured work (cudaErrorStreamCaptureInvalidated).
-        with wp.ScopedStream(wp.stream_from_torch(device), sync_enter=False):
+        with wp.ScopedStream(_warp_stream(device), sync_enter=False):
             yield
     else:
         yield
 
 
 def to_warp(x: torch.Tensor, dtype: Any) -> wp.array:
-    """Zero-copy view of a contiguous torch tensor as a Warp array of ``dtype`` (a copy would lose writes)."""
+    """Zero-copy view of a contiguous torch tensor as a Warp array of ``dtype`` (a copy would lose writes), without a
+    gradient: our kernels' gradients are torch's (autograd functions), and Warp's own would allocate ``x.grad`` (a
+    zeroed tensor on the caller's parameter every step, and an allocation inside a CUDA graph's capture)."""
     if not x.is_contiguous():
         raise RuntimeError("headfields internal error: Warp arrays must view contiguous tensors")
     if x.numel() == 0:  # torch calls any empty tensor contiguous, whatever its strides; Warp checks them
         x = torch.empty(x.shape, dtype=x.dtype, device=x.device)  # (nothing to write, so nothing is lost)
-    return wp.from_torch(x, dtype=dtype)
+    return wp.from_torch(x, dtype=dtype, requires_grad=False)
 
 
 MORTON_BITS = 21  # per axis at most: 63-bit codes in an int64, fine enough that a far outlier keeps the rest apart

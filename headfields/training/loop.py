@@ -390,6 +390,8 @@ class _Loop:
         if last is not None:  # the whole batch's rays and samples (every rank's)
             logged = {k: v for k, v in asdict(last).items() if k != "dropped" or self.config.fixed_shapes}
             counts = dict(rays=len(batch.rgb) * self.ranks, samples=logged)
+        if self.graph is not None:  # how often the step was captured (a key that returns replays its kept graph)
+            counts["graph_captures"] = self.graph.captures
         terms = {k: float(v) for k, v in result.logs.items()}  # read back here (a model may log tensors)
         self.run_log.append(self.step, self.elapsed, loss=loss, psnr=running_psnr, terms=terms, learning_rates=rates, **counts)
         rate = (self.step - self.first_step) / max(self.spent() - self.first_wall, 1e-9)

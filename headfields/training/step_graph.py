@@ -5,7 +5,8 @@ A graph replays its kernels with the arguments they were captured with. So a ste
 same from step to step: fixed shapes (``TrainingConfig.fixed_shapes``), nothing read back to the host, the same
 tensors read (updated in place: weights, moments, the occupancy grid) and the same scalars. The step's *key* (its
 rays, its march slots and the model's :meth:`graph_phase`, what its Python decides by the step number) names what the
-capture depends on; a new key captures again, and a phase of None runs the step eagerly (no graph yet). What changes
+capture depends on; a new key captures again (the last ``GRAPHS_KEPT`` graphs are kept by key and replayed when their
+key returns), and a phase of None runs the step eagerly (no graph yet). What changes
 between steps stays outside the graph: the learning rate (a tensor the graph reads, filled before the replay), the
 step's jitter seed (the generator is registered with the graph, which reads its seed and offset at each replay: the
 same draws as an eager step), the occupancy refresh, the moving average and the host copies of the loss and counts.
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import gc
 import warnings
+from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
@@ -29,9 +31,13 @@ import torch
 
 from .contract import AvatarModel
 
-__all__ = ["WARMUP_STEPS", "StepGraph", "check_graph", "step_graph"]
+__all__ = ["GRAPHS_KEPT", "WARMUP_STEPS", "StepGraph", "check_graph", "step_graph"]
 
 WARMUP_STEPS = 3  # eager steps on the capture's stream before each capture (torch's CUDA graph recipe)
+# Graphs kept by key: a sample budget that moves between a few ray counts, or a phase that returns, replays the graph
+# it captured before instead of warming up and capturing again. Each holds its own memory pool (graphs replayed in
+# any order cannot share one), so a few, not all.
+GRAPHS_KEPT = 3
 
 
 class StepGraph:
@@ -44,9 +50,10 @@ class StepGraph:
     def __init__(self, device: torch.device, optimizer: torch.optim.Optimizer, generators: Sequence[torch.Generator]):
         self.device, self.optimizer, self.generators = device, optimizer, list(generators)
         self.stream = torch.cuda.Stream(device)
-        self.graph: torch.cuda.CUDAGraph | None = None
-        self.key: Hashable = None
-        self.warm, self.outputs, self.failed, self.captures = 0, None, False, 0
+        # The graphs kept, by key, least recently replayed first: each with its outputs (and its own memory pool).
+        self.graphs: OrderedDict[Hashable, tuple[torch.cuda.CUDAGraph, Any]] = OrderedDict()
+        self.key: Hashable = None  # the key being warmed up for a capture
+        self.warm, self.failed, self.captures = 0, False, 0
         # Adam's rate as a 0-d tensor each group (fused Adam reads a tensor rate on the device): set before a replay.
         self.rates = [torch.zeros((), device=device) for _ in optimizer.param_groups]
 
@@ -54,12 +61,14 @@ class StepGraph:
         """``step()``'s outputs, by a replay where a graph of ``key`` is captured."""
         if self.failed:
             return step()
-        if key != self.key:  # a new shape or phase: the old graph's memory goes back, a new one is captured
-            self.graph, self.key, self.warm, self.outputs = None, key, 0, None
-        if self.graph is not None:
+        kept = self.graphs.get(key)
+        if kept is not None:
+            self.graphs.move_to_end(key)
             self._set_rates()
-            self.graph.replay()
-            return self.outputs
+            kept[0].replay()
+            return kept[1]
+        if key != self.key:  # a new shape or phase: warmed up afresh, then captured
+            self.key, self.warm = key, 0
         if self.warm < WARMUP_STEPS:
             self.warm += 1
             return self._on_stream(step)
@@ -106,7 +115,9 @@ class StepGraph:
                 raise RuntimeError(f"{said}; train with cuda_graph=False (--cuda-graph False)") from cause
             warnings.warn(f"{said}; training goes on without one", RuntimeWarning, stacklevel=3)
             return step()  # (the capture ran no kernel: the step is still to do, eagerly)
-        self.graph, self.outputs = graph, outputs
+        self.graphs[self.key] = (graph, outputs)
+        if len(self.graphs) > GRAPHS_KEPT:  # the least recently replayed graph's memory goes back
+            self.graphs.popitem(last=False)
         self.captures += 1
         graph.replay()  # the capture recorded the step; the replay runs it
         return outputs

@@ -1,6 +1,7 @@
 """The kernels launcher: the docstring's example on CPU and CUDA, split CPU launches equal to one launch, chunk
 bounds, Morton order, and the one private Warp attribute it reads (``kernel.adj.args``)."""
 
+import contextlib
 import platform
 from typing import no_type_check
 
@@ -132,6 +133,49 @@ def test_an_empty_tensor_of_any_strides_becomes_a_warp_array(device):
     assert odd.is_contiguous() and odd.stride(-1) != 1
     array = kernels.to_warp(odd, wp.vec3)
     assert array.shape == (0,)
+
+
+def test_a_warp_view_leaves_the_gradient_of_its_tensor_alone():
+    """A parameter viewed by Warp gets no ``.grad`` (Warp's own views allocate one, zeroed, on the caller's tensor)
+    and the view carries none: our kernels' gradients are torch's."""
+    table = torch.nn.Parameter(torch.randn(8, 3))
+    array = kernels.to_warp(table, wp.vec3)
+    assert table.grad is None and not array.requires_grad and array.grad is None
+    table.grad = torch.ones_like(table)  # one the caller holds stays theirs, unread and unchanged
+    kernels.to_warp(table, wp.vec3)
+    assert torch.equal(table.grad, torch.ones(8, 3))
+
+
+def test_a_torch_stream_is_wrapped_for_warp_once(monkeypatch):
+    """Every launch on torch's current stream reuses one Warp wrapper of it (CUDA's handles faked here: the wrapping
+    itself runs on a GPU), one for each stream and device."""
+    current = {"stream": None}
+    wrapped = []
+
+    class Stream:
+        def __init__(self, device_index, handle):
+            self.device_index, self.cuda_stream = device_index, handle
+
+    class Wrapper(wp.Stream):  # of no CUDA stream: none exists here
+        def __init__(self):
+            self.cuda_stream = None
+
+    def wrap(stream):
+        wrapped.append(stream)
+        return Wrapper()
+
+    monkeypatch.setattr(kernels, "_WARP_STREAMS", {})
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: current["stream"])
+    monkeypatch.setattr(wp, "stream_from_torch", wrap)
+    monkeypatch.setattr(wp, "ScopedStream", lambda stream, sync_enter=True: contextlib.nullcontext())
+    streams = [Stream(0, 7), Stream(0, 7), Stream(0, 9), Stream(1, 7), Stream(0, 7)]
+    used = []
+    for stream in streams:
+        current["stream"] = stream
+        with kernels.torch_stream(torch.device("cuda", stream.device_index)):
+            used.append(kernels._warp_stream(torch.device("cuda", stream.device_index)))
+    assert [(s.device_index, s.cuda_stream) for s in wrapped] == [(0, 7), (0, 9), (1, 7)]
+    assert used[0] is used[1] is used[4] and len({id(u) for u in used}) == 3
 
 
 def _packed_ray_samples(rays: int, steps: int, generator: torch.Generator) -> torch.Tensor:

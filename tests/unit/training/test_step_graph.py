@@ -3,6 +3,7 @@ CUDA, that INSTA's step is captured and replayed, and trains as the eager step d
 to step in every way a replay would miss is checked on the CPU by ``tools/step_anatomy.py``'s replay signatures:
 tests/e2e/test_step_anatomy.py.)"""
 
+import contextlib
 import dataclasses
 
 import pytest
@@ -72,7 +73,48 @@ def test_insta_s_step_is_captured_replayed_and_trains_as_the_eager_step_on_cuda(
         return train(_insta(train_frames), train_frames, eval_frames, tmp_path / str(graphed), config, device="cuda", log=None)
 
     graph, runs = eager_and_graphed(monkeypatch, train_one)
-    assert graph.captures >= 1 and not graph.failed and graph.graph is not None
+    assert graph.captures >= 1 and not graph.failed and graph.graphs
     # Replayed steps run the eager step's kernels (the hash grid's atomic gradient sums in any order on CUDA):
     # the two runs score alike.
     assert abs(runs[True]["psnr"] - runs[False]["psnr"]) < 0.5, (runs[True]["psnr"], runs[False]["psnr"])
+
+
+def test_graphs_are_kept_by_key_and_the_least_recently_replayed_goes(monkeypatch):
+    """A key that returns replays the graph captured for it (no warm-up, no capture again); past ``GRAPHS_KEPT`` keys
+    the least recently replayed graph goes. CUDA's graph, streams and capture are faked here (the capture itself runs
+    on a GPU: the test above); the keeping is the StepGraph's own."""
+    from headfields.training import step_graph
+
+    class Graph:  # a capture records the step's result; a replay hands it back
+        def register_generator_state(self, generator):
+            pass
+
+        def replay(self):
+            replays.append(self)
+
+        def pool(self):
+            return 0
+
+    replays, steps = [], []
+    monkeypatch.setattr(torch.cuda, "CUDAGraph", Graph)
+    monkeypatch.setattr(torch.cuda, "stream", lambda stream: contextlib.nullcontext())
+    monkeypatch.setattr(torch.cuda, "graph", lambda graph, stream=None: contextlib.nullcontext())
+    graphs = step_graph.StepGraph.__new__(step_graph.StepGraph)
+    optimizer = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))])
+    graphs.device, graphs.optimizer, graphs.generators, graphs.stream = torch.device("cpu"), optimizer, [], None
+    graphs.graphs, graphs.key, graphs.warm, graphs.failed, graphs.captures = step_graph.OrderedDict(), None, 0, False, 0
+    graphs.rates = [torch.zeros(())]
+    monkeypatch.setattr(graphs, "_on_stream", lambda step: step())
+
+    def run(key):
+        return graphs(key, lambda: steps.append(key) or key)
+
+    warm = step_graph.WARMUP_STEPS
+    keys = ["a"] * (warm + 2) + ["b"] * (warm + 1) + ["a"] * 2
+    assert [run(k) for k in keys] == keys  # each step's outputs, eager or replayed
+    assert graphs.captures == 2 and steps == ["a"] * (warm + 1) + ["b"] * (warm + 1)  # "a" returned: replayed
+    for key in "cde"[: step_graph.GRAPHS_KEPT - 1]:  # one key too many: "b" (replayed longest ago) goes, "a" stays
+        for _ in range(warm + 1):
+            run(key)
+    kept = list(graphs.graphs)
+    assert "b" not in kept and "a" in kept and len(kept) == step_graph.GRAPHS_KEPT, kept
