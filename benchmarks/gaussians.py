@@ -10,6 +10,7 @@ script), the cooperative pair beside the CPU's per-pixel one.
     python benchmarks/gaussians.py                       # the device torch sees (CUDA when there is one)
     python benchmarks/gaussians.py --run outputs/gaussians   # a trained gaussian_avatar run's Gaussians
     python benchmarks/gaussians.py --device cpu --per-face 2
+    python benchmarks/gaussians.py --sizes 512 --per-face 10 --json outputs/gaussians.json   # the figures, by size
     python benchmarks/gaussians.py --device cpu --cpu-blocks --per-face 1 --count 5000 --sizes 128  # fibers
 
 The scene: a trained run's Gaussians on its first held-out frame, or (no ``--run``) ``--per-face`` Gaussians on each
@@ -22,7 +23,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib.util
+import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import torch
 import warp as wp
@@ -116,9 +119,9 @@ def other_kernels(device: torch.device) -> str | None:
     return "cooperative" if device.type == "cpu" and wp.config.enable_cpu_blocks else None
 
 
-def measure(scene: list[Tensor], cameras: PinholeCameras, repeats: int, gsplat: bool) -> str:
+def measure(scene: list[Tensor], cameras: PinholeCameras, repeats: int, gsplat: bool, figures: dict | None = None) -> str:
     """One table row: our forward and forward + backward at the cameras' size (and with the other blend kernels), and
-    the peer's forward (gsplat's also with its backward)."""
+    the peer's forward (gsplat's also with its backward). ``figures``: filled with the row's seconds by name."""
     device = scene[0].device
     leaves = [t.clone().requires_grad_() for t in scene]
 
@@ -135,9 +138,10 @@ def measure(scene: list[Tensor], cameras: PinholeCameras, repeats: int, gsplat: 
         with blend_kernels(other):
             other_cell = f"{1e3 * median_seconds(both, repeats, device):.1f} ms ({other})"
     size = cameras.width
-    peer, peer_seconds, peer_trained = "—", None, ""
+    peer, peer_seconds, peer_trained, peer_both = "—", None, "", None
     if gsplat:
-        peer_trained = f" ({1e3 * median_seconds(lambda: both('gsplat'), repeats, device):.1f} ms with backward)"
+        peer_both = median_seconds(lambda: both("gsplat"), repeats, device)
+        peer_trained = f" ({1e3 * peer_both:.1f} ms with backward)"
     with torch.no_grad():
         mine = rasterize_gaussians(*scene, cameras).image
         if gsplat:
@@ -151,6 +155,11 @@ def measure(scene: list[Tensor], cameras: PinholeCameras, repeats: int, gsplat: 
     else:  # said the way it reads: 0.2x "faster" is 5x slower
         ratio = f"{peer_seconds / ours:.1f}× faster" if peer_seconds >= ours else f"{ours / peer_seconds:.1f}× slower"
     peer_cell = "—" if peer_seconds is None else f"{1e3 * peer_seconds:.1f} ms{peer_trained}"
+    if figures is not None:
+        figures.update(forward_s=ours, forward_backward_s=trained, frames_per_s=1 / ours)
+        if gsplat:
+            figures.update(gsplat_forward_s=peer_seconds, gsplat_forward_backward_s=peer_both)
+            figures.update(forward_backward_over_gsplat=trained / peer_both)
     timing = f"| {size}² | {1e3 * ours:.1f} ms | {1 / ours:.0f} | {1e3 * trained:.1f} ms | {other_cell} |"
     return f"{timing} {peer} | {peer_cell} | {ratio} |"
 
@@ -164,6 +173,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--sizes", type=int, nargs="+", default=list(SIZES), help="image sides, pixels")
     parser.add_argument("--cpu-blocks", action="store_true", help="Warp's CPU blocks on: time the cooperative kernels")
+    parser.add_argument("--json", default=None, help="also write the figures, by image size, to this file")
     args = parser.parse_args()
     wp.config.enable_cpu_blocks = args.cpu_blocks or wp.config.enable_cpu_blocks  # a script's choice for its process
     device = torch.device(args.device)
@@ -176,8 +186,12 @@ def main() -> None:
     print(f"{len(scene[0]):,} Gaussians, {name}, median of {args.repeats}; gsplat: {'yes' if has_gsplat else 'not run'}\n")
     print("| size | forward | frames/s | forward + backward | other kernels' | peer | peer forward | ours vs peer |")
     print("|---|---:|---:|---:|---:|---|---:|---:|")
+    figures = {"gaussians": len(scene[0]), "device": name, "gsplat": has_gsplat, "sizes": {}}
     for size in args.sizes:
-        print(measure(scene, resized_cameras(camera, size, size), args.repeats, has_gsplat), flush=True)
+        row = figures["sizes"][size] = {}
+        print(measure(scene, resized_cameras(camera, size, size), args.repeats, has_gsplat, row), flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(figures, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from headfields.training import OptimizerConfig
 
 TINY_GRID = HashGridConfig(levels=4, log2_table_size=12, base_resolution=4, finest_resolution=32)
 
-# INSTA's paper recipe as tools/step_anatomy.py and tools/graph_probe.py set it (recipe fields): the sizes that do not
+# INSTA's paper recipe as tools/step_anatomy.py sets it (recipe fields): the sizes that do not
 # change what a step launches made small: a 16^3 grid refreshed every 4 steps, a 2^12-row hash table of 4 levels.
 TINY_PAPER_STEP = dict(hash_grid=TINY_GRID, occupancy_resolution=16, occupancy_every=4, occupancy_warmup=2, warmup_steps=2)
 
