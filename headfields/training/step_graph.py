@@ -38,6 +38,7 @@ WARMUP_STEPS = 3  # eager steps on the capture's stream before each capture (tor
 # it captured before instead of warming up and capturing again. Each holds its own memory pool (graphs replayed in
 # any order cannot share one), so a few, not all.
 GRAPHS_KEPT = 3
+WARMING_KEYS = 16  # keys whose warm-up counts are kept (shapes still settling step to step are not worth a capture)
 
 
 class StepGraph:
@@ -52,8 +53,9 @@ class StepGraph:
         self.stream = torch.cuda.Stream(device)
         # The graphs kept, by key, least recently replayed first: each with its outputs (and its own memory pool).
         self.graphs: OrderedDict[Hashable, tuple[torch.cuda.CUDAGraph, Any]] = OrderedDict()
-        self.key: Hashable = None  # the key being warmed up for a capture
-        self.warm, self.failed, self.captures = 0, False, 0
+        # The eager steps each key not yet captured has had (a few keys: keys that alternate warm up in turn).
+        self.warm: OrderedDict[Hashable, int] = OrderedDict()
+        self.failed, self.captures = False, 0
         # Adam's rate as a 0-d tensor each group (fused Adam reads a tensor rate on the device): set before a replay.
         self.rates = [torch.zeros((), device=device) for _ in optimizer.param_groups]
 
@@ -67,12 +69,13 @@ class StepGraph:
             self._set_rates()
             kept[0].replay()
             return kept[1]
-        if key != self.key:  # a new shape or phase: warmed up afresh, then captured
-            self.key, self.warm = key, 0
-        if self.warm < WARMUP_STEPS:
-            self.warm += 1
+        warm = self.warm.pop(key, 0)  # a new shape or phase: warmed up, then captured
+        if warm < WARMUP_STEPS:
+            self.warm[key] = warm + 1
+            while len(self.warm) > WARMING_KEYS:
+                self.warm.popitem(last=False)
             return self._on_stream(step)
-        return self._capture(step)
+        return self._capture(key, step)
 
     def _on_stream(self, step: Callable[[], Any]) -> Any:
         current = torch.cuda.current_stream(self.device)
@@ -86,7 +89,9 @@ class StepGraph:
         for rate, group in zip(self.rates, self.optimizer.param_groups, strict=True):
             rate.fill_(float(group["lr"]))  # (a fill kernel with the rate as its argument: no copy from the host)
 
-    def _capture(self, step: Callable[[], Any]) -> Any:
+    def _capture(self, key: Hashable, step: Callable[[], Any]) -> Any:
+        if len(self.graphs) >= GRAPHS_KEPT:  # before the capture: never more than GRAPHS_KEPT graphs' memory at once
+            self.graphs.popitem(last=False)
         self._set_rates()
         graph = torch.cuda.CUDAGraph()
         for generator in self.generators:
@@ -108,16 +113,14 @@ class StepGraph:
             for group, rate in zip(groups, floats, strict=True):
                 group["capturable"], group["lr"] = False, rate
         if failure is not None:
-            self.failed = True
+            self.failed, self.graphs = True, OrderedDict()  # eager from here: the kept graphs' memory goes back
             cause = failure.__context__ or failure  # (where the capture's end failed, the step's own error)
             said = f"cuda_graph: the training step could not be captured as a CUDA graph ({type(cause).__name__}: {cause})"
             if not _ended(graph):  # CUDA's generators and allocator are left mid-capture: nothing can run after it
                 raise RuntimeError(f"{said}; train with cuda_graph=False (--cuda-graph False)") from cause
             warnings.warn(f"{said}; training goes on without one", RuntimeWarning, stacklevel=3)
             return step()  # (the capture ran no kernel: the step is still to do, eagerly)
-        self.graphs[self.key] = (graph, outputs)
-        if len(self.graphs) > GRAPHS_KEPT:  # the least recently replayed graph's memory goes back
-            self.graphs.popitem(last=False)
+        self.graphs[key] = (graph, outputs)
         self.captures += 1
         graph.replay()  # the capture recorded the step; the replay runs it
         return outputs

@@ -61,16 +61,19 @@ def test_the_summary_reads_the_steps_outputs_and_says_which_targets_were_met(tmp
     row = {"forward_s": 0.002, "forward_backward_s": 0.006, "frames_per_s": 500.0, "gsplat_forward_s": 0.001}
     row |= {"gsplat_forward_backward_s": 0.003, "forward_backward_over_gsplat": 2.0}
     (work / "gaussians.json").write_text(json.dumps({"gaussians": 99730, "sizes": {"512": row}}))
-    (work / "cuda_tests.log").write_text("FAILED tests/unit/x.py::test_a - boom\n1 failed, 40 passed, 3 skipped in 9s\n")
-    (work / "steps.txt").write_text("insta 240 0 231\ngaussians 90 skipped 0\n")
+    tail = (
+        "FAILED tests/unit/x.py::test_a - boom\nERROR tests/unit/y.py::test_b\n1 failed, 40 passed, 3 skipped, 1 error in 9.20s\n"
+    )
+    (work / "cuda_tests.log").write_text("40 passed so far (a line that is not pytest's last)\n" + tail)
+    (work / "steps.txt").write_text("video 60 skipped 0\ninsta 240 0 231\ngaussians 90 0 80\ncuda_tests 150 1 140\n")
     (work / "video512").mkdir()
     (work / "video512" / "frame.png").write_bytes(b"not archived")
     assert summary.main(["--work", str(work), "--out", str(tmp_path / "out"), "--plan", "330"]) == 0
     said = json.loads((tmp_path / "out" / "summary.json").read_text())
     figures = said["figures"]
     assert figures["gaussian_512_forward_backward_ms"] == pytest.approx(6.0) and figures["gaussians"] == 99730
-    assert (figures["cuda_tests_passed"], figures["cuda_tests_failed"], figures["cuda_tests_skipped"]) == (40, 1, 3)
-    assert figures["cuda_tests_failures"] == ["tests/unit/x.py::test_a"]
+    counts = [figures[f"cuda_tests_{n}"] for n in ("passed", "failed", "errors", "skipped")]
+    assert counts == [40, 1, 1, 3] and figures["cuda_tests_failures"] == ["tests/unit/x.py::test_a", "tests/unit/y.py::test_b"]
     assert said["met"] == {
         "insta_graph_it_per_s": True,
         "insta_psnr_after_minutes": False,
@@ -80,3 +83,21 @@ def test_the_summary_reads_the_steps_outputs_and_says_which_targets_were_met(tmp
     assert said["steps"]["insta"] == {"expected_s": 240, "rc": "0", "seconds": 231}
     with tarfile.open(tmp_path / "out" / "logs.tar.gz") as archive:
         assert sorted(archive.getnames()) == ["cuda_tests.log", "gaussians.json", "insta.json", "steps.txt"]
+    # A test run cut at its limit (no last line): no counts; outputs of a step this call skipped: not its figures.
+    (work / "cuda_tests.log").write_text("40 passed so far\n")
+    (work / "steps.txt").write_text("insta 240 0 231\ngaussians 90 skipped 0\ncuda_tests 150 124 300\n")
+    figures = summary.summary(work, 330, False)["figures"]
+    assert figures["cuda_tests_passed"] is None and figures["gaussian_512_frames_per_s"] is None
+    assert figures["insta_graph_it_per_s"] == 120.0
+
+
+def test_warp_kernels_compile_for_the_gpu_without_one(tmp_path):
+    """tools/gpu_kit/aot.py fills a kernel cache with sm_90 binaries on a machine without a GPU (Warp's NVRTC): here one
+    small module of ours, which the GPU machine then loads from the cache instead of compiling it."""
+    only = "headfields.encoders.spherical_harmonics"
+    command = [sys.executable, "tools/gpu_kit/aot.py", "--cache", str(tmp_path / "kernels"), "--only", only]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "1 modules for sm_90" in done.stdout and "not compiled" not in done.stdout, done.stdout
+    binaries = list((tmp_path / "kernels").rglob("*encode*.sm90.cubin"))  # (its factory's kernel: encode)
+    assert len(binaries) == 1 and binaries[0].stat().st_size > 0, list((tmp_path / "kernels").rglob("*"))

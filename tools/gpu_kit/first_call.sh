@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The first call of a lease (carry .gpu_kit/part1 and .gpu_kit/whl): keeps them in /tmp/kit and starts building
+# The first call of a lease (carry .gpu_kit/part1, .gpu_kit/whl and .gpu_kit/kernels.tar.zst): keeps them in /tmp/kit and starts building
 # gsplat's CUDA extension for sm_90 in the background (about 90 s on 16 cores), then returns at once, so that the
 # second call, made within the machine's 30 s warm window, finds both. See docs/gpu.md.
 bash tools/gpu_kit/unpack.sh stash || exit 1

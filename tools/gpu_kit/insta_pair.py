@@ -1,8 +1,9 @@
 """INSTA's paper recipe eager and as one CUDA graph, in one process (torch's CUDA context and Warp's kernels loaded
 once), for issue 97's figures: the eager run trains ``--minutes`` of training time (its held-out PSNR is the figure
 "after 2 minutes"), the graphed run ``GRAPHED_STEPS`` steps; each run's steady it/s is the least-squares slope of its
-``log.jsonl`` steps over training seconds between steps ``STEADY`` (past the occupancy grid's warm-up and the
-graph's capture).
+``log.jsonl`` steps over training seconds between steps ``STEADY`` (past the occupancy grid's warm-up, the recipe's
+warm-up at step 500, where the graph's phase changes and it is captured again, and the captures). The figures are
+written after each run, so a call cut short keeps the first run's.
 
     python tools/gpu_kit/insta_pair.py --data VIDEO --work DIR --json insta.json [--minutes 2]
     python tools/gpu_kit/insta_pair.py --dry-run --json insta.json    # the figures' names, no training
@@ -16,7 +17,7 @@ import sys
 import traceback
 from pathlib import Path
 
-STEADY = (400, 900)  # steps between which a run's rate is taken
+STEADY = (600, 900)  # steps between which a run's rate is taken
 GRAPHED_STEPS = 900
 FIGURES = (
     "insta_eager_it_per_s", "insta_graph_it_per_s", "insta_graph_over_eager", "insta_psnr_after_minutes",
@@ -74,11 +75,12 @@ def main(argv: list[str] | None = None) -> int:
                 else:
                     figures["insta_graph_psnr"] = metrics.get("psnr")
                     figures["insta_graph_captures"] = _last(work / name / "log.jsonl", "graph_captures")
-            except Exception:  # noqa: BLE001 (the other run and the summary still come back)
+            except (Exception, SystemExit):  # noqa: BLE001 (a bad argument exits: the other run and the figures go on)
                 figures["insta_errors"].append(f"{name}: {traceback.format_exc(limit=3)}")
-        eager, graph = figures["insta_eager_it_per_s"], figures["insta_graph_it_per_s"]
-        if eager and graph:
-            figures["insta_graph_over_eager"] = graph / eager
+            finally:
+                eager, graph = figures["insta_eager_it_per_s"], figures["insta_graph_it_per_s"]
+                figures["insta_graph_over_eager"] = graph / eager if eager and graph else None
+                Path(args.json).write_text(json.dumps(figures, indent=1) + "\n")
     Path(args.json).write_text(json.dumps(figures, indent=1) + "\n")
     print(json.dumps(figures, indent=1))
     return 0

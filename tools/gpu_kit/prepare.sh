@@ -3,6 +3,8 @@
 # at most 64 MiB carried a call), into .gpu_kit/ at the repository root (ignored by git):
 #   .gpu_kit/part1, .gpu_kit/part2   warp-lang split in two (its wheel is 149 MB): one part carried by each of two calls
 #   .gpu_kit/whl/                    the small pure-Python wheels the image lacks (smplx, tyro, beartype, ...)
+#   .gpu_kit/kernels.tar.zst         headfields' Warp kernels compiled for sm_90 here (tools/gpu_kit/aot.py): a kernel
+#                                    cache the GPU machine reads instead of compiling them (carried by the first call)
 # Warp's CUDA library carries its own kernels for seven GPU generations; only sm_90's (H100, H200) are kept, the
 # others zeroed in place (the file's layout unchanged), which is what lets the two parts fit.
 # See docs/gpu.md for the two calls that use them.
@@ -26,4 +28,7 @@ size=$(stat -c %s warp.tar.zst)
 head -c 38000000 warp.tar.zst > part00; tail -c +38000001 warp.tar.zst > part01  # call 1 also carries the wheels
 mv part00 "$KIT/part1"; mv part01 "$KIT/part2"
 rm -rf "$KIT/tmp"
-echo "warp-lang $WARP for sm_$ARCH: $size bytes in two parts; wheels: $(ls "$KIT/whl" | wc -l)"
+# (this repository's environment: Warp $WARP too, so that the cache's module hashes are those the GPU machine makes)
+"${PYTHON:-$ROOT/.venv/bin/python}" "$ROOT/tools/gpu_kit/aot.py" --cache "$KIT/kernels" --arch "$ARCH"
+tar cf - -C "$KIT" kernels | zstd -q -19 -T0 -f -o "$KIT/kernels.tar.zst" && rm -rf "$KIT/kernels"
+echo "warp-lang $WARP for sm_$ARCH: $size bytes in two parts; wheels: $(ls "$KIT/whl" | wc -l); kernels: $(stat -c %s "$KIT/kernels.tar.zst") bytes"

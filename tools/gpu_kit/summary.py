@@ -24,7 +24,9 @@ GAUSSIAN_FIGURES = (
     "gaussians", "gaussian_512_frames_per_s", "gaussian_512_forward_ms", "gaussian_512_forward_backward_ms",
     "gsplat_512_forward_ms", "gsplat_512_forward_backward_ms", "gaussian_512_forward_backward_over_gsplat",
 )  # fmt: skip
-TEST_FIGURES = ("cuda_tests_passed", "cuda_tests_failed", "cuda_tests_skipped", "cuda_tests_failures")
+TEST_FIGURES = ("cuda_tests_passed", "cuda_tests_failed", "cuda_tests_errors", "cuda_tests_skipped", "cuda_tests_failures")
+# pytest's last line, "=== 1 failed, 40 passed, 3 skipped in 9.1s ===" (-q: without the rules): a run cut short has none
+FINAL_LINE = re.compile(r"^=*\s*((?:\d+ \w+(?:, )?)+) in [\d.]+s")
 # Issue 97's acceptance on a GPU: figure -> (comparison, target)
 TARGETS = {
     "insta_graph_it_per_s": (">=", 100.0),
@@ -51,15 +53,19 @@ def _gaussians(work: Path) -> dict:
 
 
 def _tests(work: Path) -> dict:
+    """The CUDA tests' counts from pytest's last line (all null where the run was cut short before it) and the tests
+    that failed or errored (named by -rfE as the run ends)."""
     log = work / "cuda_tests.log"
     figures = dict.fromkeys(TEST_FIGURES)
     if not log.is_file():
         return figures
     text = log.read_text(errors="replace")
-    for name in ("passed", "failed", "skipped"):
-        counts = re.findall(rf"(\d+) {name}", text)
-        figures[f"cuda_tests_{name}"] = int(counts[-1]) if counts else 0
-    figures["cuda_tests_failures"] = re.findall(r"^FAILED (\S+)", text, flags=re.M)[:30]
+    finals = [m for line in text.splitlines() if (m := FINAL_LINE.match(line.strip()))]
+    if finals:
+        counts = dict((word, int(n)) for n, word in re.findall(r"(\d+) (\w+)", finals[-1].group(1)))
+        for name in ("passed", "failed", "errors", "skipped"):
+            figures[f"cuda_tests_{name}"] = counts.get(name, counts.get("error", 0) if name == "errors" else 0)
+    figures["cuda_tests_failures"] = re.findall(r"^(?:FAILED|ERROR) (\S+)", text, flags=re.M)[:30]
     return figures
 
 
@@ -84,8 +90,13 @@ def _machine() -> dict:
 
 
 def summary(work: Path, plan: int, dry_run: bool) -> dict:
-    insta = _json(work / "insta.json")
-    figures = {name: insta.get(name) for name in INSTA_FIGURES} | _gaussians(work) | _tests(work)
+    """Every figure by name: from the outputs of the steps this call ran (``steps.txt``), null for the others."""
+    steps = _steps(work)
+    ran = {name for name, step in steps.items() if step["rc"] not in ("dry", "skipped")}
+    insta = _json(work / "insta.json") if "insta" in ran else {}
+    figures = {name: insta.get(name) for name in INSTA_FIGURES}
+    figures |= _gaussians(work) if "gaussians" in ran else dict.fromkeys(GAUSSIAN_FIGURES)
+    figures |= _tests(work) if "cuda_tests" in ran else dict.fromkeys(TEST_FIGURES)
     met = {}
     for name, (op, target) in TARGETS.items():
         value = figures[name]
@@ -95,7 +106,7 @@ def summary(work: Path, plan: int, dry_run: bool) -> dict:
         "machine": _machine(),
         "plan_s": plan,
         "plan_fits": plan <= PLAN_LIMIT_S,
-        "steps": _steps(work),
+        "steps": steps,
         "figures": figures,
         "targets": {name: f"{op} {target}" for name, (op, target) in TARGETS.items()},
         "met": met,

@@ -5,7 +5,8 @@
 # which keeps them in /tmp/kit; the second, within the machine's 30 s warm window, carries part2 and sources this.
 KIT=.gpu_kit
 if [ "${1:-}" = stash ]; then
-  mkdir -p /tmp/kit && cp -r $KIT/part1 $KIT/whl /tmp/kit/ && echo "[kit] stashed: $(du -sh /tmp/kit | cut -f1)"
+  mkdir -p /tmp/kit && cp -r $KIT/part1 $KIT/whl /tmp/kit/ && { [ ! -f $KIT/kernels.tar.zst ] || cp $KIT/kernels.tar.zst /tmp/kit/; } \
+    && echo "[kit] stashed: $(du -sh /tmp/kit | cut -f1)"
   return 0 2>/dev/null || exit 0
 fi
 [ -f /tmp/kit/part1 ] || cp $KIT/part1 /tmp/kit/ 2>/dev/null || { echo "[kit] part1 missing: the machine was not kept warm"; return 1; }
@@ -16,4 +17,10 @@ import sys, tarfile, zstandard
 reader = zstandard.ZstdDecompressor(max_window_size=1 << 27).stream_reader(sys.stdin.buffer)
 tarfile.open(fileobj=reader, mode='r|').extractall('/tmp/site', filter='data')" || return 1
 export PYTHONPATH=/tmp/site:$PWD
+if [ -f /tmp/kit/kernels.tar.zst ]; then  # headfields' sm_90 kernels, compiled before the lease (tools/gpu_kit/aot.py)
+  PYTHONPATH=/tmp/site python3 -c "
+import sys, tarfile, zstandard
+tarfile.open(fileobj=zstandard.ZstdDecompressor().stream_reader(open('/tmp/kit/kernels.tar.zst', 'rb')), mode='r|').extractall('/tmp/kit', filter='data')" \
+    && export WARP_CACHE_PATH=/tmp/kit/kernels && echo "[kit] kernel cache: $(find /tmp/kit/kernels -name '*.cubin' | wc -l) sm_90 binaries"
+fi
 python3 -c "import warp; warp.init(); print('[kit] warp', warp.__version__, warp.get_cuda_devices())"

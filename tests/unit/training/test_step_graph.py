@@ -102,7 +102,7 @@ def test_graphs_are_kept_by_key_and_the_least_recently_replayed_goes(monkeypatch
     graphs = step_graph.StepGraph.__new__(step_graph.StepGraph)
     optimizer = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))])
     graphs.device, graphs.optimizer, graphs.generators, graphs.stream = torch.device("cpu"), optimizer, [], None
-    graphs.graphs, graphs.key, graphs.warm, graphs.failed, graphs.captures = step_graph.OrderedDict(), None, 0, False, 0
+    graphs.graphs, graphs.warm, graphs.failed, graphs.captures = step_graph.OrderedDict(), step_graph.OrderedDict(), False, 0
     graphs.rates = [torch.zeros(())]
     monkeypatch.setattr(graphs, "_on_stream", lambda step: step())
 
@@ -118,3 +118,8 @@ def test_graphs_are_kept_by_key_and_the_least_recently_replayed_goes(monkeypatch
             run(key)
     kept = list(graphs.graphs)
     assert "b" not in kept and "a" in kept and len(kept) == step_graph.GRAPHS_KEPT, kept
+    # Keys that alternate (a budget moving between two ray counts) each warm up in turn, then both replay.
+    captured, ran = graphs.captures, len(steps)
+    for key in "xy" * (warm + 3):
+        run(key)
+    assert graphs.captures == captured + 2 and len(steps) == ran + 2 * (warm + 1)
