@@ -182,7 +182,7 @@ class PosedGaussians:
 @dataclass
 class Splats:
     """N 3D Gaussians with view-dependent colour, as 3D Gaussian Splatting renders them and its PLY file
-    (:mod:`headfields.apps.splat_ply`, which exports this class) holds them: a :class:`PosedGaussians`' values with unit
+    (:mod:`headfields.data.splat_ply`, which exports this class) holds them: a :class:`PosedGaussians`' values with unit
     quaternions, without the faces' scales."""
 
     means: Float[Tensor, "N 3"]  # centres, world units

@@ -6,11 +6,11 @@ The tiers, lowest first, as docs/architecture.md's "Tiers" states them:
     base        geometry/, parametric/ (FLAME, SMPL-X, heads)
     parts       deformers/, encoders/, decoders/
     fields      fields, renderers/, cameras/, losses, metrics
-    data        the frame container and the capture readers/writers
+    data        the frame container, the capture readers/writers and the splat PLY
     synthetic   the synthetic heads, scans and videos
     training    the one loop, its checkpoints; fitting/
     models      the paper assemblies, each with its method; the registry
-    apps        apps/ (runs, commands, viewer, export, driving, media, splat files), tracking/
+    apps        apps/ (runs, commands, viewer, export, driving, media, a run's GaussianAvatars files), tracking/
 
 Every module under headfields/ is read with ``ast``, nothing imported: every ``import`` and ``from ... import`` in
 it (at module level, inside functions, under ``if TYPE_CHECKING:``; relative ones made absolute) and every module
@@ -59,7 +59,7 @@ TIERS = {
     "models": "models",
     "__init__": "apps",  # the package's front page: headfields.load_run, from runs
     "__main__": "apps",  # python -m headfields
-    "apps": "apps",  # runs, the commands, the viewer, export, reenactment, media and splat files, the video tracker
+    "apps": "apps",  # runs, the commands, the viewer, export, reenactment, media, the video tracker
 }
 
 # Today's upward imports, (importer, imported module), by the importer's tier. Moving a tier deletes its lines.

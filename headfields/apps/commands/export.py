@@ -1,8 +1,8 @@
 """``python -m headfields export RUN --out DIR``: a trained avatar's surface as coloured PLY meshes, in canonical space
 (the neutral expression and pose) or posed at the frames of a split; a Gaussian avatar's Gaussians as 3D Gaussian
-Splatting PLY files (:mod:`headfields.apps.splat_ply`), which splat viewers open, and beside them the avatar in
+Splatting PLY files (:mod:`headfields.data.splat_ply`), which splat viewers open, and beside them the avatar in
 GaussianAvatars' own layout under ``DIR/gaussian_avatars`` (local values, ``binding_0``, ``flame_param.npz`` with a row
-per timestep of every split of the capture), which its viewer re-animates (:mod:`headfields.apps.gaussian_avatars_export`);
+per timestep of every split of the capture), which its viewer re-animates (:mod:`headfields.models.gaussian_avatars.export`);
 an earlier layout there is replaced whole, its other ``point_cloud/iteration_*`` folders removed.
 
     python -m headfields export outputs/insta --out meshes                      # canonical.ply and test_00000.ply
@@ -19,12 +19,13 @@ from pathlib import Path
 
 import numpy as np
 
+from ...data.splat_ply import write_splat_ply
+from ...models.gaussian_avatars.export import FLAME_PARAM
 from ...outputs import hold, probe_folder
 from ...progress import Progress
 from ..export import DENSITY_THRESHOLD, NoSurfaceError, field_mesh, write_ply
-from ..gaussian_avatars_export import FLAME_PARAM, export_gaussian_avatars_run
+from ..gaussian_avatars_run import export_gaussian_avatars_run
 from ..runs import load_run
-from ..splat_ply import write_splat_ply
 from ._common import refuse_unused_flags, run_model, run_parser
 
 __all__ = ["add_parser", "default_resolution", "export", "frame_list"]
@@ -102,8 +103,9 @@ def export(args: argparse.Namespace) -> dict:
     export of the same files fails at once. A grid that would not fit in memory is refused before it is made. A
     flag for a field's surface (``--resolution``, ``--level``, ``--padding``) given for a rasterised model's run
     (a Gaussian avatar, whose Gaussians are written as they are) is refused by name before anything is written.
-    GaussianAvatars' layout is held and written whole (:func:`~headfields.apps.gaussian_avatars_export.export_gaussian_avatars`):
-    a failed or killed export leaves the previous one, and a second export of it is refused."""
+    GaussianAvatars' layout is held and written whole
+    (:func:`~headfields.models.gaussian_avatars.export.export_gaussian_avatars`): a failed or killed export leaves the
+    previous one, and a second export of it is refused."""
     if args.resolution is not None and args.resolution < 2:
         raise ValueError(f"resolution: expected at least 2 grid points per axis, got {args.resolution}")
     refuse_unused_flags(args, run_model(args.run), SURFACE_FLAGS)  # before the out folder is made

@@ -226,7 +226,7 @@ class GaussianAvatar(AvatarModel):
         )  # fmt: skip
 
     def splats(self, head: Head, frame: IntLike) -> Splats:
-        """The Gaussians on frame ``frame`` of ``head`` as :func:`~headfields.apps.splat_ply.write_splat_ply` writes them
+        """The Gaussians on frame ``frame`` of ``head`` as :func:`~headfields.data.splat_ply.write_splat_ply` writes them
         (SH up to the degree reached; the higher bands, never trained, are zero)."""
         with torch.no_grad():
             posed = self.posed(head, frame)

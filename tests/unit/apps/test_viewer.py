@@ -22,7 +22,6 @@ import torch
 pytest.importorskip("viser")
 
 from headfields.apps.runs import load_run  # noqa: E402
-from headfields.apps.splat_ply import SH_C0  # noqa: E402
 from headfields.apps.viewer import (  # noqa: E402
     AvatarViewer,
     ViewerState,
@@ -35,6 +34,7 @@ from headfields.apps.viewer.app import THREAD_PREFIX, _Request  # noqa: E402
 from headfields.apps.viewer.camera import MIN_PIXELS  # noqa: E402
 from headfields.apps.viewer.splats import browser_splats, show_splats, splat_unit  # noqa: E402
 from headfields.cameras import look_at, project_points  # noqa: E402
+from headfields.data.splat_ply import SH_C0  # noqa: E402
 from headfields.heads import tracked_head  # noqa: E402
 from headfields.renderers import EARLY_STOP_TRANSMITTANCE, INTERACTIVE_TRANSMITTANCE  # noqa: E402
 

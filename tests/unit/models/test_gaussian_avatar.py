@@ -15,11 +15,11 @@ import pytest
 import torch
 
 from headfields.apps.commands import main
-from headfields.apps.gaussian_avatars_export import export_gaussian_avatars_run
+from headfields.apps.gaussian_avatars_run import export_gaussian_avatars_run
 from headfields.apps.runs import RunConfig, SubjectSource, load_run, train_run
-from headfields.apps.splat_ply import read_bound_splat_ply, read_splat_ply
 from headfields.apps.viewer import render_avatar
 from headfields.data import load_subject
+from headfields.data.splat_ply import read_bound_splat_ply, read_splat_ply
 from headfields.heads import tracked_head
 from headfields.models.gaussian_avatars import (
     DensityConfig,
@@ -94,7 +94,7 @@ def test_export_writes_the_posed_gaussians_as_3dgs_ply(tiny_gaussian_run, tmp_pa
         torch.testing.assert_close(same_rotation, torch.ones_like(same_rotation), atol=1e-5, rtol=0)
     canonical = read_splat_ply(tmp_path / "canonical.ply")
     assert len(canonical.means) == run.model.gaussians.num_gaussians
-    # beside them, GaussianAvatars' layout (tests/unit/apps/test_gaussian_avatars_export.py)
+    # beside them, GaussianAvatars' layout (tests/unit/models/test_gaussian_avatars_export.py)
     local, binding = read_bound_splat_ply(
         tmp_path / "gaussian_avatars" / "point_cloud" / f"iteration_{run.step}" / "point_cloud.ply"
     )
@@ -106,7 +106,7 @@ def test_export_writes_the_posed_gaussians_as_3dgs_ply(tiny_gaussian_run, tmp_pa
 
 def test_a_run_exports_in_gaussian_avatars_layout(tiny_gaussian_run, tmp_path):
     # Issue 80: the local values, binding_0 and flame_param.npz at the run's iteration; the re-posing by GaussianAvatars'
-    # formulas and the rows by timestep (issue 96) are tests/unit/apps/test_gaussian_avatars_export.py's.
+    # formulas and the rows by timestep (issue 96) are tests/unit/models/test_gaussian_avatars_export.py's.
     run = load_run(tiny_gaussian_run[0], "cpu")
     ply = export_gaussian_avatars_run(run, tmp_path / "ga")
     assert ply == tmp_path / "ga" / "point_cloud" / f"iteration_{run.step}" / "point_cloud.ply"

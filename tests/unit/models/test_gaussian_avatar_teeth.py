@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from headfields.apps.gaussian_avatars_export import flame_param_arrays
 from headfields.configs import config_from_dict, config_to_dict
 from headfields.models.gaussian_avatars import GaussianAvatarConfig, cpu_config, paper_config
+from headfields.models.gaussian_avatars.export import flame_param_arrays
 from headfields.models.registry import build_model
 from headfields.parametric import ParametricModel, TrackedMeshModel
 from headfields.parametric.teeth import FLAME_VERTICES, has_flame_teeth

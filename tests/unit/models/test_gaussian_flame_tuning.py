@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from headfields.apps.commands import main
-from headfields.apps.gaussian_avatars_export import export_gaussian_avatars_run
+from headfields.apps.gaussian_avatars_run import export_gaussian_avatars_run
 from headfields.apps.runs import RunConfig, SubjectSource, load_run, train_run
 from headfields.heads import tracked_head
 from headfields.metrics import psnr

@@ -20,7 +20,7 @@ written unreadable or returned as inf or 0.
 A file that carries a binding (GaussianAvatars' ``binding_0``: each Gaussian's parent face) holds values local to
 that face, not world values: :func:`read_splat_ply` refuses it, and :func:`read_bound_splat_ply` reads it as such
 (the local values and the faces); :func:`write_bound_splat_ply` writes one (a whole avatar in GaussianAvatars' folder
-layout, with its FLAME parameters: :mod:`headfields.apps.gaussian_avatars_export`).
+layout, with its FLAME parameters: :mod:`headfields.models.gaussian_avatars.export`).
 """
 
 from __future__ import annotations
@@ -115,7 +115,7 @@ def _decoded_scales(label: str, log_scales: np.ndarray, where: str = "") -> np.n
 
 def _check_splats(splats: Splats, argument: str = "splats") -> None:
     if not isinstance(splats, Splats):
-        raise TypeError(f"{argument}: expected a headfields.apps.splat_ply.Splats, got {type(splats).__name__}")
+        raise TypeError(f"{argument}: expected a headfields.data.splat_ply.Splats, got {type(splats).__name__}")
     check_float("means", splats.means, [None, 3])
     n = len(splats.means)
     check_float("quats", splats.quats, [n, 4])
@@ -203,7 +203,7 @@ def _write_rows(path: str | os.PathLike, argument: str, names: list[str], exact:
     # The count on the third line: SIBR's viewer reads it there (a comment before it made SIBR load 0 splats).
     header = ["ply", "format binary_little_endian 1.0", f"element vertex {len(rows)}"]
     header += [f"property float {name}" for name in names]
-    header += [f"comment written by headfields.apps.splat_ply.{writer}", "end_header"]
+    header += [f"comment written by headfields.data.splat_ply.{writer}", "end_header"]
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

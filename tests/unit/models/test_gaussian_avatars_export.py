@@ -15,16 +15,16 @@ import pytest
 import torch
 from smplx.lbs import batch_rigid_transform, batch_rodrigues, vertices2joints
 
-from headfields.apps.gaussian_avatars_export import (
+from headfields.data.splat_ply import BINDING, read_bound_splat_ply, read_splat_ply
+from headfields.deformers import GaussianSet
+from headfields.models.gaussian_avatars import GaussianAvatar, cpu_config
+from headfields.models.gaussian_avatars.export import (
     FLAME_PARAM,
     POINT_CLOUD,
     TEETH_VERTICES,
     export_gaussian_avatars,
     flame_param_arrays,
 )
-from headfields.apps.splat_ply import BINDING, read_bound_splat_ply, read_splat_ply
-from headfields.deformers import GaussianSet
-from headfields.models.gaussian_avatars import GaussianAvatar, cpu_config
 from headfields.parametric import TrackedMeshModel, load_model
 
 from helpers import raises_naming
@@ -299,7 +299,7 @@ def test_an_export_over_an_earlier_layout_leaves_its_own_iteration_and_the_users
 
 
 def test_a_failed_or_killed_export_leaves_the_previous_layout_and_a_second_writer_is_refused(avatar, tmp_path, monkeypatch):
-    from headfields.apps import gaussian_avatars_export
+    from headfields.models.gaussian_avatars import export as gaussian_avatars_export
     from headfields.outputs import OutputBusyError, hold
 
     _, _, head, model = avatar
@@ -366,7 +366,8 @@ def test_flame_param_rows_are_the_captures_timesteps_across_the_splits(vhap_run,
     """GaussianAvatars poses a frame of any split with row ``timestep_index`` of flame_param: row t is the frame of
     timestep t's values, the fine-tuned ones for a training timestep (the val frame sees one again), the tracker's
     for a held-out one; a timestep no frame has is zeros, as its load_meshes fills it."""
-    from headfields.apps.gaussian_avatars_export import capture_timesteps, export_gaussian_avatars_run, run_timesteps
+    from headfields.apps.gaussian_avatars_run import export_gaussian_avatars_run, run_timesteps
+    from headfields.models.gaussian_avatars.export import capture_timesteps
 
     run = vhap_run
     ply = export_gaussian_avatars_run(run, tmp_path)

@@ -3,11 +3,12 @@
 GaussianAvatars saves a trained avatar as ``point_cloud/iteration_{N}/point_cloud.ply`` with ``flame_param.npz``
 beside it (``scene/__init__.py`` ``Scene.save``, ``scene/flame_gaussian_model.py`` ``save_ply``). The PLY holds each
 Gaussian's values local to its parent FLAME face and the face itself (``binding_0``,
-:func:`~headfields.apps.splat_ply.write_bound_splat_ply`); the npz holds the FLAME parameters of every timestep, from which
+:func:`~headfields.data.splat_ply.write_bound_splat_ply`); the npz holds the FLAME parameters of every timestep, from which
 the viewer (``local_viewer.py``, ``FlameGaussianModel(sh_degree)``) poses the mesh, then each Gaussian on its face's
 frame: the same frames :mod:`headfields.deformers.gaussian_binding` poses ours on. So
 
-    ply = export_gaussian_avatars_run(run, "out/ga")  # out/ga/point_cloud/iteration_{run.step}/point_cloud.ply
+    ply = export_gaussian_avatars(out, model, head, step, timesteps)  # out/point_cloud/iteration_{step}/point_cloud.ply
+    ply = export_gaussian_avatars_run(run, "out/ga")  # a trained run's (headfields.apps.gaussian_avatars_run)
     # python local_viewer.py --point_path out/ga/point_cloud/iteration_30000/point_cloud.ply
 
 shows, at timestep ``t``, the capture's frame of timestep ``t`` as our model renders it (checked to 1e-5 by re-posing
@@ -18,8 +19,9 @@ export`` writes. The viewer must load the FLAME model file the run was trained w
 Timesteps: GaussianAvatars (``scene/dataset_readers.py``) numbers the frames of every split by the ``timestep_index``
 of their ``transforms_{split}.json``, one numbering over train, val and test, and poses a frame of any split with
 ``flame_param`` row ``[timestep]``. So the npz of a run holds a row per timestep of the capture
-(:func:`run_timesteps`): a VHAP capture's own ``timestep_index``, or, for a capture without one, the numbering
-:func:`~headfields.data.save_vhap_dataset` gives (a frame each, train, then val, then test).
+(:func:`~headfields.apps.gaussian_avatars_run.run_timesteps`): a VHAP capture's own ``timestep_index``, or, for a
+capture without one, the numbering :func:`~headfields.data.save_vhap_dataset` gives (a frame each, train, then val,
+then test).
 
 The layout is held (:func:`~headfields.outputs.hold` on ``point_cloud``) and written whole: the new
 ``iteration_{N}`` folder is filled hidden and renamed into place, and only then are the other ``iteration_*``
@@ -29,7 +31,6 @@ A failed or killed export leaves the previous layout.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import re
@@ -40,16 +41,14 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..checks import IntLike, check_count
-from ..data import SPLITS, FrameSet, held_out_splits
-from ..heads import tracked_head
-from ..models.gaussian_avatars import GaussianAvatar
-from ..outputs import atomic_folder, atomic_path, hold, remove_folder, sweep_folder_temporaries
-from ..parametric import Head, ParametricModel, SubjectModel
-from ..parametric.model import FULL_SPACE
-from ..parametric.teeth import FLAME_TEETH_VERTICES, has_flame_teeth
-from .runs import Run
-from .splat_ply import Splats, write_bound_splat_ply
+from ...checks import IntLike, check_count
+from ...data import FrameSet
+from ...data.splat_ply import Splats, write_bound_splat_ply
+from ...outputs import atomic_folder, atomic_path, hold, remove_folder, sweep_folder_temporaries
+from ...parametric import Head, ParametricModel, SubjectModel
+from ...parametric.model import FULL_SPACE
+from ...parametric.teeth import FLAME_TEETH_VERTICES, has_flame_teeth
+from .model import GaussianAvatar
 
 __all__ = [
     "FLAME_PARAM",
@@ -57,9 +56,7 @@ __all__ = [
     "TEETH_VERTICES",
     "capture_timesteps",
     "export_gaussian_avatars",
-    "export_gaussian_avatars_run",
     "flame_param_arrays",
-    "run_timesteps",
     "write_flame_param_npz",
 ]
 
@@ -292,50 +289,3 @@ def _listed_timesteps(frames: FrameSet) -> list[int] | None:
         if isinstance(t, bool) or not isinstance(t, int) or t < 0:
             raise ValueError(f"{path}: frames[{i}].timestep_index: expected an integer >= 0, got {t!r}")
     return timesteps
-
-
-def run_timesteps(run: Run) -> tuple[Head, list[int]]:
-    """Every frame of ``run``'s splits (train, val, test: those of its capture, in that order) as one head, each
-    split's with what the run fitted, and each frame's capture timestep (:func:`capture_timesteps`): what the npz
-    of :func:`export_gaussian_avatars_run` is indexed by. A split the run did not load (a run trained before runs
-    loaded every held-out split) is read from the capture.
-
-        head, timesteps = run_timesteps(load_run("outputs/gaussian_avatar"))
-    """
-    loaded = {"train": run.subject.train, **run.subject.held_out}
-    missing = [split for split in held_out_splits(run.subject.root) if split not in loaded]
-    if missing:
-        more = dataclasses.replace(run.config.subject, all_held_out=True).load(run.device, pixels=False).more_held_out
-        loaded.update({split: frames for split, frames in more.items() if split in missing})
-    heads, timesteps = [], []
-    for split in (s for s in SPLITS if s in loaded):
-        frames = loaded[split]
-        # A split of the run's: its head as the run fitted it; one read now: as tracked (the export fits it).
-        ran = split == "train" or split in run.subject.held_out
-        heads.append(run.head(split) if ran else tracked_head(run.model.parametric, frames))
-        timesteps += capture_timesteps(frames, start=len(timesteps))  # the frames of the splits before
-    return _joined(heads), timesteps
-
-
-def _joined(heads: list[Head]) -> Head:
-    """The frames of ``heads`` (heads of one model) as one head, in order."""
-    rows = {}
-    for name in Head.PER_FRAME:
-        values = [getattr(head, name) for head in heads]
-        present = all(value is not None for value in values)
-        rows[name] = torch.cat([value.to(values[0].device) for value in values]) if present else None
-    return dataclasses.replace(heads[0], **rows)
-
-
-def export_gaussian_avatars_run(run: Run, out: str | os.PathLike) -> Path:
-    """The trained Gaussian avatar of ``run`` in GaussianAvatars' layout under ``out`` (:func:`export_gaussian_avatars`),
-    the iteration the run's step, its ``flame_param.npz`` a row per timestep of every split of the capture
-    (:func:`run_timesteps`): GaussianAvatars' ``render.py`` poses a frame of any split by its ``timestep_index``.
-    Returns the PLY's path.
-
-        ply = export_gaussian_avatars_run(load_run("outputs/gaussian_avatar"), "out/ga")
-    """
-    if not isinstance(run, Run):
-        raise TypeError(f"run: expected a headfields.apps.runs.Run (load_run), got {type(run).__name__}")
-    head, timesteps = run_timesteps(run)
-    return export_gaussian_avatars(out, run.model, head, run.step, timesteps)

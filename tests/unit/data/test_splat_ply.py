@@ -1,4 +1,4 @@
-"""The 3D Gaussian Splatting PLY (``headfields.apps.splat_ply``): round trips, the bytes against a reader written here
+"""The 3D Gaussian Splatting PLY (``headfields.data.splat_ply``): round trips, the bytes against a reader written here
 from the format's description, a hand-written file in another property order and precision, and bad input."""
 
 import math
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from headfields.apps.splat_ply import (
+from headfields.data.splat_ply import (
     BINDING,
     SH_C0,
     Splats,
