@@ -365,18 +365,19 @@ class Insta(AvatarModel):
             background, target = random_backgrounds(target, batch.mask, fixed, drawn)
         rendered = self.render(batch.rays, batch.head, batch.context, background)
         result = rendered.composite
-        weight = fitted = rendered.loss_weight  # (None, or 0 on the rays the renderer left out)
+        weight, fits = None, rendered.fits  # fits: None, or the rays the renderer kept (the others weigh 0)
         if step >= c.warmup_steps and batch.segmentation is not None:
             mouth, other = self.mouth_weights
-            mouth_weight = torch.where(torch.isin(batch.segmentation, self.mouth_codes), mouth, other)
-            weight = mouth_weight if weight is None else mouth_weight * weight
+            weight = torch.where(torch.isin(batch.segmentation, self.mouth_codes), mouth, other)
+        if fits is not None:  # (times the bool mask itself where there are weights: the same products, no cast first)
+            weight = rendered.loss_weight if weight is None else weight * fits
         loss = ngp_huber_loss(result.rgb, target, delta=c.huber_delta, weight=weight)
         logs = {}
         # INSTA's depth prior needs the segmentation: without it no ray is on the allow-list.
         if c.depth_weight > 0 and batch.segmentation is not None:
             prior = mesh_depth(batch.head, batch.rays)
             keep = (prior > 0) & torch.isin(batch.segmentation, self.depth_codes)
-            keep = keep if fitted is None else keep & (fitted > 0)
+            keep = keep if fits is None else keep & fits
             # Summed over the kept rays and divided by all of them (instant-ngp divides every ray's gradient by the
             # number of rays): the mean over the kept rays times their share.
             share = keep.sum() / max(keep.numel(), 1)  # (a tensor: no read-back)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import traceback
 from pathlib import Path
@@ -29,13 +30,10 @@ def steady_rate(log: Path, window: tuple[int, int] = STEADY) -> float | None:
     """Steps a second between ``window``'s steps: the least-squares slope of step over training time (None: fewer
     than two logged steps there)."""
     rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
-    points = [(r["step"], r["time"]) for r in rows if "loss" in r and window[0] <= r["step"] <= window[1]]
-    if len(points) < 2:
+    points = [(r["time"], r["step"]) for r in rows if "loss" in r and window[0] <= r["step"] <= window[1]]
+    if len({t for t, _ in points}) < 2:
         return None
-    mean_step = sum(s for s, _ in points) / len(points)
-    mean_time = sum(t for _, t in points) / len(points)
-    spread = sum((t - mean_time) ** 2 for _, t in points)
-    return None if spread == 0 else sum((s - mean_step) * (t - mean_time) for s, t in points) / spread
+    return statistics.linear_regression(*zip(*points, strict=True)).slope
 
 
 def _last(log: Path, key: str):

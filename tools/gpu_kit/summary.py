@@ -13,6 +13,7 @@ import re
 import subprocess
 import sys
 import tarfile
+from importlib import metadata
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -62,9 +63,10 @@ def _tests(work: Path) -> dict:
     text = log.read_text(errors="replace")
     finals = [m for line in text.splitlines() if (m := FINAL_LINE.match(line.strip()))]
     if finals:
-        counts = dict((word, int(n)) for n, word in re.findall(r"(\d+) (\w+)", finals[-1].group(1)))
+        said = re.findall(r"(\d+) (\w+)", finals[-1].group(1))
+        counts = {("errors" if word == "error" else word): int(n) for n, word in said}  # (pytest: "1 error")
         for name in ("passed", "failed", "errors", "skipped"):
-            figures[f"cuda_tests_{name}"] = counts.get(name, counts.get("error", 0) if name == "errors" else 0)
+            figures[f"cuda_tests_{name}"] = counts.get(name, 0)
     figures["cuda_tests_failures"] = re.findall(r"^(?:FAILED|ERROR) (\S+)", text, flags=re.M)[:30]
     return figures
 
@@ -84,9 +86,12 @@ def _machine() -> dict:
         except (OSError, subprocess.TimeoutExpired):
             return None
 
+    try:
+        torch = metadata.version("torch")
+    except metadata.PackageNotFoundError:
+        torch = None
     gpu = said(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"])
-    versions = said([sys.executable, "-c", "import torch; print(torch.__version__)"])
-    return {"gpu": gpu, "torch": versions, "commit": said(["git", "rev-parse", "--short", "HEAD"])}
+    return {"gpu": gpu, "torch": torch, "commit": said(["git", "rev-parse", "--short", "HEAD"])}
 
 
 def summary(work: Path, plan: int, dry_run: bool) -> dict:
