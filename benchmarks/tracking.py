@@ -2,16 +2,17 @@
 tracking instead of the true one?
 
 The built-in synthetic video (its FLAME parameters known) is written as a phone stores a portrait clip: an mp4 whose
-frames lie sideways with a 90-degree rotation flag. It is tracked with MediaPipe's face mesh and irises (its points on the model
-where the model's own views place them, the default; through our iBUG table; through an embedding derived on the
-video's training frames and their true meshes), and from the true landmarks plus 1.5 pixels of noise (in a 512-pixel
-frame) given as landmark files. Each tracking is compared with the truth (the face's vertex error after one similarity
-transform for the whole video, the head's rotation, the jaw, the gaze, and where the face lands in the image: what decides how a
-held-out frame renders), timed per stage, and (unless ``--minutes 0``) each model
-trains for the same minutes on the true and on the tracked capture, scored on the same held-out frames: the
-difference is what the tracker costs. The true tracking trains twice: on the renders with their exact masks, and on
-the tracked capture's own pixels (the video's frames, compressed, as the tracker's masks matte them) with the true
-parameters. Against the second the difference is the FLAME tracking's alone.
+frames lie sideways with a 90-degree rotation flag. It is tracked with MediaPipe's face mesh and irises (its points on
+the model where the model's own views place them, the default; through our iBUG table; through an embedding derived on
+the video's training frames and their true meshes), and from the true landmarks plus 1.5 pixels of noise (in a
+512-pixel frame) given as landmark files: iBUG's 51, or MediaPipe's in the tracker's own correspondence (the model's
+views' embedding, ``--variants dense``), fitted with ``TRUSTED_LANDMARKS``. Each tracking is compared with the truth
+(the face's vertex error after one similarity transform for the whole video, the head's rotation, the jaw, the gaze,
+and where the face lands in the image: what decides how a held-out frame renders), timed per stage, and (unless
+``--minutes 0``) each model trains for the same minutes on the true and on the tracked capture, scored on the same
+held-out frames: the difference is what the tracker costs. The true tracking trains twice: on the renders with their
+exact masks, and on the tracked capture's own pixels (the video's frames, compressed, as the tracker's masks matte
+them) with the true parameters. Against the second the difference is the FLAME tracking's alone.
 
     python benchmarks/tracking.py --minutes 5 --models gaussian_avatar insta
     python benchmarks/tracking.py --iterations 2000 --models gaussian_avatar   # the same steps on either capture
@@ -35,16 +36,18 @@ import torch
 from headfields.apps.media import write_video
 from headfields.apps.tracking.accuracy import capture_tracking, tracking_accuracy
 from headfields.apps.tracking.avatar_refinement import AvatarRefinementConfig
-from headfields.apps.tracking.embedding import derive_mediapipe_embedding, save_embedding
+from headfields.apps.tracking.embedding import derive_mediapipe_embedding, model_embedding, save_embedding
 from headfields.apps.tracking.video_tracker import VideoTrackerConfig, track_video
 from headfields.cameras import PinholeCameras, project_points
 from headfields.data import TrackedParams, load_insta_dataset, save_insta_dataset
+from headfields.fitting import TRUSTED_LANDMARKS
 from headfields.parametric import load_model
 from headfields.synthetic import SyntheticVideoConfig, cached_synthetic_video
 
 SPLITS = ("train", "val", "test")
-VARIANTS = ("mediapipe", "alone", "table", "derived", "true")  # the trackings' folders, as --variants names them
+VARIANTS = ("mediapipe", "alone", "table", "derived", "true", "dense")  # the trackings' folders, as --variants names them
 NOISE_PX = 1.5  # in a 512-pixel frame, the issue's "true landmarks plus 1.5 px noise"
+DENSE_VIEWS = 128  # pixels a side of the model's views whose MediaPipe points are the dense variant's correspondence
 # The tracker's log lines that start the landmark stages: detection (with the masks and labels), the fit's four, the gaze.
 LANDMARK_STAGES = ("MediaPipe", "fitting", "rigid", "keyframes", "frames", "global", "gaze")
 HEADER = (
@@ -67,18 +70,18 @@ def _frames(root: Path):
     return params, cameras, torch.cat([p.images for p in parts]), [len(p) for p in parts]
 
 
-def _landmark_files(root: Path, params: TrackedParams, cameras: PinholeCameras, folder: Path) -> None:
-    model = load_model(root / "model")
-    points = model(shape=params.shape, expression=params.expression, pose=params.pose, translation=params.translation).landmarks
+def _landmark_files(points: torch.Tensor, cameras: PinholeCameras, folder: Path, ids: torch.Tensor | None = None) -> None:
+    """Files of the true landmarks ``points [N, K, 3]`` in ``cameras``' pixels plus NOISE_PX of noise: iBUG-68 with
+    the jaw contour left out (``ids`` None: the static embedding's 51), or MediaPipe's 468 ids, ``ids`` the points'."""
     n, k = points.shape[:2]
     pixels = project_points(cameras, points.reshape(-1, 3), torch.arange(n).repeat_interleave(k)).pixels.reshape(n, k, 2)
     pixels = pixels + torch.randn(n, k, 2, generator=torch.Generator().manual_seed(0)) * NOISE_PX * cameras.width / 512
     folder.mkdir(parents=True)
     for i in range(n):
-        ibug = np.zeros((68, 2))
-        ibug[68 - k :] = pixels[i].numpy()
-        ibug[: 68 - k] = ibug[68 - k :].mean(0)  # the jaw contour is not fitted
-        np.save(folder / f"{i:05d}.npy", ibug)
+        # The points no file holds (the jaw contour; MediaPipe's ids off the embedding) are not fitted: any value.
+        array = np.tile(pixels[i].mean(0).numpy(), (68 if ids is None else 468, 1))
+        array[(slice(68 - k, None) if ids is None else ids.numpy())] = pixels[i].numpy()
+        np.save(folder / f"{i:05d}.npy", array)
 
 
 def _track(video: Path, out: Path, config: VideoTrackerConfig, **options) -> tuple[Path, dict[str, float]]:
@@ -172,7 +175,8 @@ def main() -> None:
         nargs="+",
         choices=VARIANTS,
         default=list(VARIANTS),
-        help="the trackings to run (mediapipe: the default; alone: no avatar; table: the iBUG table; derived; true landmarks)",
+        help="the trackings to run (mediapipe: the default; alone: no avatar; table: the iBUG table; derived; true: true iBUG "
+        "landmarks; dense: true MediaPipe points)",
     )
     parser.add_argument("--out", type=Path, default=None, help="keep the captures and runs here (default: a temporary folder)")
     parser.add_argument(
@@ -203,9 +207,15 @@ def main() -> None:
     if args.avatar_steps is not None:  # the refinement's avatar (the variants without one keep none)
         tracker = replace(tracker, refine=replace(tracker.refine, avatar_steps=args.avatar_steps))
     rows = []
-    landmarks = work / "landmarks"
-    shutil.rmtree(landmarks, ignore_errors=True)
-    _landmark_files(truth_root, params, cameras, landmarks)
+    landmarks, dense = work / "landmarks", work / "dense_landmarks"
+    for folder in (landmarks, dense):
+        shutil.rmtree(folder, ignore_errors=True)
+    head = model(shape=params.shape, expression=params.expression, pose=params.pose, translation=params.translation)
+    _landmark_files(head.landmarks, cameras, landmarks)
+    # MediaPipe's points in the tracker's own correspondence (the model's views'), the truth's where it places them.
+    views = model_embedding(model, DENSE_VIEWS)
+    _landmark_files(views.points(head.vertices, model.faces), cameras, dense, views.observed)
+    views_file = save_embedding(work / "views_embedding.npz", views)
     # MediaPipe's points on the synthetic FLAME, derived from the training frames (the held-out ones not seen).
     train = slice(0, sizes[0])
     posed = model(
@@ -222,6 +232,8 @@ def main() -> None:
     variants += [("MediaPipe, the iBUG table (no avatar)", "table", table, {})]
     variants += [("MediaPipe, derived embedding", "derived", tracker, {"embedding": embedding})]
     variants += [(f"true landmarks + {NOISE_PX} px", "true", tracker, {"landmarks": landmarks})]
+    trusted = replace(alone, fit=TRUSTED_LANDMARKS)
+    variants += [(f"true MediaPipe points + {NOISE_PX} px", "dense", trusted, {"landmarks": dense, "embedding": views_file})]
     for name, folder, variant, options in (v for v in variants if v[1] in args.variants):
         out = work / folder
         shutil.rmtree(out, ignore_errors=True)
@@ -254,6 +266,7 @@ def main() -> None:
     trained = [
         v
         for v in ("MediaPipe", "MediaPipe, no avatar", "MediaPipe, derived embedding", f"true landmarks + {NOISE_PX} px")
+        + (f"true MediaPipe points + {NOISE_PX} px",)
         if v in captures
     ]
     columns = " | ".join(f"{v} | difference, dB" for v in trained)

@@ -12,6 +12,7 @@ MonoNPHM's tracking (:mod:`headfields.models.mononphm`) and the hyper NeuS avata
 what is specific to a model stays with it.
 """
 
+from .landmark_config import TRUSTED_LANDMARKS
 from .landmark_tracking import LandmarkFit, LandmarkTrackingConfig, SurfaceLandmarks, phone_focal, track_landmarks
 from .landmarks import detected_landmarks, landmark_error
 from .photometric_term import PhotometricTerm, face_region
@@ -23,6 +24,7 @@ from .steps import StepHistory, decayed_steps
 
 __all__ = [
     "ROOT_TOLERANCE",
+    "TRUSTED_LANDMARKS",
     "FramePixels",
     "LandmarkFit",
     "LandmarkTrackingConfig",

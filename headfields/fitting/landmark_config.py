@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from ..checks import check_count, check_positive
 
-__all__ = ["FOCAL_PRIOR", "LandmarkTrackingConfig"]
+__all__ = ["FOCAL_PRIOR", "TRUSTED_LANDMARKS", "LandmarkTrackingConfig"]
 
 FOCAL_PRIOR = 1e-3  # on the log focal length's change from its start, per landmark: a weak pull where views cannot say
 
@@ -66,3 +66,13 @@ class LandmarkTrackingConfig:
         for name in ("acceleration", "translation_smoothness", "jaw_smoothness", "expression_smoothness", "focal_prior"):
             if not 0.0 <= getattr(self, name) < math.inf:
                 raise ValueError(f"{name}: expected a finite weight >= 0, got {getattr(self, name)}")
+
+
+# For landmarks one trusts to their noise: dense points in the fit's own correspondence (MediaPipe's, where an
+# --embedding places them on the model; a better detector's, or the truth's). The pixels then add nothing the points
+# lack: the landmark stages alone, and 400 points hold more expression and shape than 51 iBUG points, so the priors
+# move. On the built-in video from its true MediaPipe points + 1.5 px (the model's views' embedding at 128 px, 408
+# points), five noise draws: 0.90-1.07 mm (median 0.97), 0.87-0.97 deg. One draw, 0.97 mm and 0.88 deg here: with
+# the defaults' priors 0.93 mm but 1.02 deg; expression prior 1.0, 1.11 mm and 0.70 deg; 4 photometric steps, 1.01 mm
+# and 0.85 deg. docs/bring_your_own_video.md.
+TRUSTED_LANDMARKS = LandmarkTrackingConfig(photometric_steps=0, expression_prior=0.5, shape_prior=3.0)

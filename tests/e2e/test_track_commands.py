@@ -66,3 +66,27 @@ def test_train_and_drive_from_videos(tmp_path, monkeypatch, capsys):
 def test_video_and_data_together_are_refused(tmp_path, capsys):
     assert main(["train", "gaussian_avatar", "--video", str(tmp_path / "x.mp4"), "--data", str(tmp_path), *TRAIN]) == 2
     assert "video: expected either --video or --data, got both" in capsys.readouterr().err
+
+
+def test_trusted_landmarks_need_landmarks(tmp_path, capsys):
+    """``--trust-landmarks`` without ``--landmarks``: one line naming what is missing, nothing written."""
+    out = tmp_path / "me"
+    assert main(["track", str(tmp_path / "x.mp4"), "--out", str(out), "--trust-landmarks"]) == 2
+    assert "track: error: trust-landmarks: expected --landmarks DIR" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_trusted_landmarks_fit_with_their_preset(tmp_path, monkeypatch):
+    """``--trust-landmarks``: TRUSTED_LANDMARKS and no avatar; a photometric flag or --avatar-steps still wins."""
+    from headfields.fitting import TRUSTED_LANDMARKS
+
+    seen = []
+    monkeypatch.setattr(video_tracker, "track_video", lambda video, out, config, **options: seen.append(config))
+    base = ["track", str(tmp_path / "x.mp4"), "--out", str(tmp_path / "me"), "--landmarks", str(tmp_path)]
+    assert main([*base, "--trust-landmarks"]) == 0
+    assert main([*base, "--trust-landmarks", "--photometric-steps", "3", "--avatar-steps", "7"]) == 0
+    assert main(base) == 0
+    assert seen[0].fit == TRUSTED_LANDMARKS and seen[0].refine.avatar_steps == 0
+    assert seen[1].fit.photometric_steps == 3 and seen[1].fit.expression_prior == TRUSTED_LANDMARKS.expression_prior
+    assert seen[1].refine.avatar_steps == 7
+    assert seen[2].fit == LandmarkTrackingConfig() and seen[2].refine.avatar_steps > 0

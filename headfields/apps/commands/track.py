@@ -7,11 +7,13 @@ interrupted run.
     python -m headfields track clip.mp4 --out captures/me --flame FLAME2023/ --identity identity.npy
     python -m headfields track clip.mp4 --out captures/me --landmarks lmks/ --masks alpha/ --trim-start 2
     python -m headfields track clip.mp4 --out captures/me_vhap --layout vhap
+    python -m headfields track clip.mp4 --out captures/me --landmarks mp478/ --embedding emb.npz --trust-landmarks
 """
 
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 
 from ._common import command_parser
@@ -56,6 +58,12 @@ def add_parser(commands) -> None:
         help="a frame's mean pixel cost against a landmark's squared pixel (default: the fit's; lower for landmarks you trust)",
     )  # fmt: skip
     parser.add_argument(
+        "--trust-landmarks",
+        action="store_true",
+        help="your --landmarks are exact to their noise (dense MediaPipe points with --embedding): the landmark stages "
+        "alone, with priors for them (headfields.fitting.TRUSTED_LANDMARKS); no avatar unless --avatar-steps is given",
+    )
+    parser.add_argument(
         "--avatar-steps", type=int, default=None,
         help="training steps of the avatar of the video each frame's head turn is refitted through (0: none; default 3000)",
     )  # fmt: skip
@@ -71,12 +79,16 @@ def add_parser(commands) -> None:
 
 
 def track(args: argparse.Namespace) -> int:
-    from ...fitting.landmark_tracking import LandmarkTrackingConfig
+    from ...fitting.landmark_config import TRUSTED_LANDMARKS, LandmarkTrackingConfig
     from ..tracking.avatar_refinement import AvatarRefinementConfig
     from ..tracking.video_tracker import VideoTrackerConfig, track_video
 
     given = {"photometric_steps": args.photometric_steps, "photometric_weight": args.photometric_weight}
     photometric = {name: value for name, value in given.items() if value is not None}
+    if args.trust_landmarks and args.landmarks is None:
+        raise ValueError("trust-landmarks: expected --landmarks DIR, the points to trust")
+    fit = replace(TRUSTED_LANDMARKS if args.trust_landmarks else LandmarkTrackingConfig(), **photometric)
+    avatar_steps = 0 if args.trust_landmarks and args.avatar_steps is None else args.avatar_steps
     config = VideoTrackerConfig(
         fps=args.fps,
         trim_start=args.trim_start,
@@ -86,8 +98,8 @@ def track(args: argparse.Namespace) -> int:
         test_frames=args.test_frames,
         layout=args.layout,
         correspondence=args.correspondence,
-        fit=LandmarkTrackingConfig(**photometric),
-        **({} if args.avatar_steps is None else {"refine": AvatarRefinementConfig(avatar_steps=args.avatar_steps)}),
+        fit=fit,
+        **({} if avatar_steps is None else {"refine": AvatarRefinementConfig(avatar_steps=avatar_steps)}),
     )
     track_video(
         args.video,
