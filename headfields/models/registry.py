@@ -17,16 +17,8 @@ if TYPE_CHECKING:
 __all__ = ["MODELS", "SUBJECT_FLAGS", "Method", "build_model", "model_entry"]
 
 # The modules that declare methods, in the order the commands list them.
-DECLARED = (
-    "insta",
-    "monoavatar",
-    "portrait360",
-    "hyper_neus",
-    "mononphm.method",
-    "mononphm.prior_method",
-    "gaussian_avatars.method",
-)
-DECLARED += ("mixes",)
+DECLARED = ("insta", "monoavatar", "portrait360", "hyper_neus", "mononphm.method", "mononphm.prior_method")
+DECLARED += ("gaussian_avatars.method", "mixes")
 
 
 class _Methods(Mapping[str, Method]):
