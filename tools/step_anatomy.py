@@ -44,7 +44,7 @@ from torch.optim.optimizer import register_optimizer_step_post_hook
 from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_modes
 from torch.utils._pytree import tree_leaves
 
-from headfields.device_paths import cuda_paths
+from headfields.device_paths import cuda_paths, takes_cuda_path
 from headfields.encoders import HashGrid, hashgrid
 from headfields.models.registry import MODELS
 from headfields.renderers import EARLY_STOP_TRANSMITTANCE
@@ -129,9 +129,9 @@ class RowCounter:
 
 class TableAdds:
     """The rows the hash grids' table gradients add into while ``on`` (``hashgrid._table_gradient``'s kernel: a thread
-    adds up a run of ``run`` consecutive points of a level and adds its cell's 8 corner rows when the
-    cell changes), and the rows a thread a point and level would add (8 each): each add is a row of atomic adds on a
-    GPU. Cells stand for the 8 rows (they differ together but for a hash collision of all 8)."""
+    adds up a run of ``run`` consecutive points of a level and, when the cell changes, adds those of its 8 corner rows
+    the next cell does not share; all 8 on the CPU's own path), and the rows a thread a point and level would add (8
+    each): each add is a row of atomic adds on a GPU. Cells stand for the rows (a hash collision aside)."""
 
     def __init__(self):
         self.on, self.adds, self.point_adds = False, 0, 0
@@ -144,10 +144,14 @@ class TableAdds:
         with torch._C.DisableTorchFunction(), _disable_current_modes():  # the other counters' modes: not the step's
             resolution = levels[:, 0, None, None].to(points.dtype)
             cells = torch.minimum(torch.floor(points.clamp(0, 1) * resolution), resolution - 1)  # [levels, N, 3]
-            changes = (cells[:, 1:] != cells[:, :-1]).any(-1)
+            step = (cells[:, 1:] - cells[:, :-1]).abs()
+            # A step to a neighbouring cell keeps the corners the two share (a face's 4, an edge's 2, a vertex).
+            kept = torch.where((step <= 1).all(-1), (2 - step).prod(-1), 0) if takes_cuda_path(points.device) else 0
+            flushed = torch.where((step != 0).any(-1), hashgrid.CORNERS - kept, 0)
             runs_start = torch.arange(1, points.shape[0], device=points.device) % frame.f_locals["run"] == 0
-            adds = int((changes | runs_start).sum()) + levels.shape[0] * min(points.shape[0], 1)
-        self.adds += hashgrid.CORNERS * adds
+            flushed = torch.where(runs_start, hashgrid.CORNERS, flushed)
+            adds = int(flushed.sum()) + hashgrid.CORNERS * levels.shape[0] * min(points.shape[0], 1)
+        self.adds += adds
         self.point_adds += hashgrid.CORNERS * levels.shape[0] * points.shape[0]
 
 

@@ -251,9 +251,11 @@ def _kernels(features: int, table_dtype: str) -> _Kernels:
     # The table and point gradients are separate kernels: one kernel with both behind flags ran the table-only
     # case (training) twice as slowly on CPU.
 
-    # A thread adds up a run of TABLE_GRADIENT_RUN consecutive points of a level while their cell's corners stay the
-    # same rows, and adds into the table only when they change: a ray's samples are consecutive, and on the coarse
-    # levels most of them share a cell, whose rows every thread would otherwise hit at once.
+    # A thread adds up a run of TABLE_GRADIENT_RUN consecutive points of a level and adds a corner's row into the
+    # table only when the run's cell no longer has it: a ray's samples are consecutive, and on the coarse levels most
+    # of them share a cell, whose rows every thread would otherwise hit at once; on the finer ones a step to the
+    # next cell keeps the shared face's 4 rows (``carry``: 0 flushes all 8 at each change, as the CPU does, where
+    # an add is no atomic's contention and the matching would cost more than it saves).
     @no_type_check  # Warp parameter types are not Python type hints; keep the jaxtyping checker off them.
     @wp.kernel(module=module, enable_backward=False)
     def table_grad(
@@ -262,6 +264,7 @@ def _kernels(features: int, table_dtype: str) -> _Kernels:
         grad_features: wp.array2d(dtype=vec),  # [N, levels]
         grad_table: wp.array(dtype=vec),  # [rows]
         run: int,  # TABLE_GRADIENT_RUN (1: a thread a point and level)
+        carry: int,  # 1: rows the next cell shares stay in the thread's sums
         level0: int,
         run0: int,
     ):
@@ -275,9 +278,17 @@ def _kernels(features: int, table_dtype: str) -> _Kernels:
         for i in range(first, last):
             row, weight, f = _level_corners(points[i], res, dense, offset, rows)
             if i > first and not _same_rows(row, held):
-                for c in range(CORNERS):
-                    wp.atomic_add(grad_table, held[c], acc[c])
-                acc = corner_rows()
+                kept = corner_rows()
+                for d in range(CORNERS):
+                    taken = bool(False)
+                    if carry != 0:
+                        for c in range(CORNERS):  # unrolled, every index known: the sums stay in registers
+                            if not taken and row[c] == held[d]:
+                                kept[c] = kept[c] + acc[d]
+                                taken = True
+                    if not taken:
+                        wp.atomic_add(grad_table, held[d], acc[d])
+                acc = kept
             held = row
             acc += wp.outer(weight, grad_features[i, level])
         if last > first:
@@ -375,7 +386,8 @@ def _table_gradient(
     n, count = points.shape[0], levels.shape[0]
     grad_table = torch.zeros(shape, dtype=torch.float32, device=points.device)
     runs = -(-n // run)
-    shared = [levels, points, grad_out, grad_table, run]
+    carry = int(takes_cuda_path(points.device))
+    shared = [levels, points, grad_out, grad_table, run, carry]
     kernels.launch_grid(k.table_grad, count, runs, shared, points.device, split="outer")
     return grad_table
 

@@ -13,7 +13,7 @@ from tiny_configs import TINY_PAPER_STEP
 OPERATIONS = 274  # torch operations that do work, a step (median of the 4; 270 measured)
 EAGER_OPERATIONS = 6  # of them, outside what TrainingConfig.cuda_graph captures (5 measured)
 WARP_LAUNCHES = 10  # issue 78's ceiling: early termination's count and compaction are two of them
-TABLE_ADDS = 0.15  # the table gradient's row adds against a thread a point and level's (0.095; at 2^14 and INSTA's grid 0.51)
+TABLE_ADDS = 0.1  # the table gradient's row adds against a thread a point and level's (0.082; at 2^14 and INSTA's grid 0.39)
 ROWS = 6.0  # deformer rows per trained sample in the step's passes: the march's slots, padding included (5.42; at
 # 2^18 samples and the paper's grid, 1.28)
 
@@ -62,7 +62,8 @@ def test_insta_evaluates_each_trained_sample_no_more_often_than_today(figures):
 
 
 def test_insta_s_table_gradient_adds_a_ray_s_samples_up_before_the_table(figures):
-    # a thread a point and level adds its cell's 8 corner rows; a run of a ray's samples in one cell adds them once
+    # a thread a point and level adds its cell's 8 corner rows; a run of a ray's samples adds them once a cell, and on
+    # CUDA's paths (these) keeps the rows the next cell shares
     adds, a_point_a_thread = figures["table_adds_per_trained_sample"], figures["table_adds_per_trained_sample_a_point_a_thread"]
     assert 0 < adds <= TABLE_ADDS * a_point_a_thread, (adds, a_point_a_thread)
 
@@ -121,3 +122,53 @@ def test_the_replay_recorder_tells_a_step_a_graph_would_replay_from_one_it_would
     assert count == 3 and "'at'" in found[0]["first"]
     count, found = steps(lambda n: wp.launch(scale, dim=4, inputs=[wp.from_torch(weights), 1.0 + n], device="cpu"))
     assert count == 3 and found[0]["name"].startswith("warp:")
+
+
+def test_the_table_adds_counter_counts_what_the_kernel_adds(tool_script):
+    """TableAdds' count from cells against the table gradient's own rule run by hand, a point at a time: a run's rows
+    added when its cell changes (on CUDA's path only those the next cell does not share) and at its end. Dense levels
+    (no hash collision): rays whose samples stay, step to a face, an edge or a corner neighbour, and jump."""
+    import types
+
+    import torch
+
+    from headfields.device_paths import cuda_paths
+
+    anatomy = tool_script("step_anatomy")
+    gen = torch.Generator().manual_seed(3)
+    origins = torch.rand(30, 3, generator=gen)
+    directions = torch.nn.functional.normalize(torch.randn(30, 3, generator=gen), dim=-1)
+    steps = torch.rand(30, generator=gen) * 0.2  # a sample's step: from within a cell to several cells
+    t = torch.arange(23)[None, :] * steps[:, None]
+    points = (origins[:, None] + t[..., None] * directions[:, None]).reshape(-1, 3).clamp(0, 1)
+    resolutions, run = (4, 16, 64), 16
+    levels = torch.tensor([[r, 1, 0, (r + 1) ** 3] for r in resolutions], dtype=torch.int32)
+
+    def rows(point, res):  # the 8 corners' rows of a dense level, in _level_corners' order
+        cell = torch.minimum(torch.floor(point * res), torch.tensor(res - 1.0)).long()
+        strides = torch.tensor([1, res + 1, (res + 1) ** 2])
+        return [int(((cell + torch.tensor([c & 1, c >> 1 & 1, c >> 2 & 1])) * strides).sum()) for c in range(8)]
+
+    def by_hand(carry: bool) -> int:
+        adds = 0
+        for res in resolutions:
+            for first in range(0, len(points), run):
+                held = rows(points[first], res)
+                for i in range(first + 1, min(first + run, len(points))):
+                    row = rows(points[i], res)
+                    if row != held:
+                        adds += sum(1 for h in held if not (carry and h in row))
+                    held = row
+                adds += 8
+        return adds
+
+    counted = {}
+    for carry in (False, True):
+        counter = anatomy.TableAdds()
+        counter.on = True
+        frame = types.SimpleNamespace(f_code=counter.code, f_locals={"levels": levels, "points": points, "run": run})
+        with cuda_paths(carry):
+            counter.hook(frame, "call", None)
+        assert counter.adds == by_hand(carry) and counter.point_adds == 8 * len(resolutions) * len(points)
+        counted[carry] = counter.adds
+    assert counted[True] < counted[False] < 8 * len(resolutions) * len(points), counted

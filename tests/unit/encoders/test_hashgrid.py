@@ -9,6 +9,7 @@ import math
 import pytest
 import torch
 
+from headfields.device_paths import cuda_paths
 from headfields.encoders import HashGrid, HashGridConfig
 from headfields.encoders.hashgrid_reference import HASH_PRIMES as PRIMES
 from headfields.encoders.hashgrid_reference import reference_hash_grid as torch_hash_grid
@@ -206,12 +207,13 @@ def test_table_gradient_only(device):
     torch.testing.assert_close(grid.table.grad, table.grad, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("carry", [False, True], ids=["own path", "cuda path"])
 @pytest.mark.parametrize("config", [SMALL, EIGHT, dataclasses.replace(SMALL, log2_table_size=4)])
-def test_table_gradient_of_ray_samples(config, device):
+def test_table_gradient_of_ray_samples(config, carry, device):
     """A ray's samples come one after another and share cells on the coarse levels, where the table's gradient adds
-    a run of them up before adding into the table (hashgrid.TABLE_GRADIENT_RUN): the reference's gradient whatever
-    the runs (rays of 1 to 40 samples, some leaving the cube, a point count no multiple of a run, hashed levels of
-    16 rows whose cells share rows)."""
+    a run of them up before adding into the table (hashgrid.TABLE_GRADIENT_RUN), and on CUDA's path keeps the rows
+    the next cell shares: the reference's gradient whatever the runs (rays of 1 to 40 samples, some leaving the
+    cube, a point count no multiple of a run, hashed levels of 16 rows whose cells share rows)."""
     gen = torch.Generator().manual_seed(7)
     lengths = torch.randint(1, 41, (40,), generator=gen)
     origins = torch.rand(40, 3, generator=gen) * 1.2 - 0.1
@@ -224,7 +226,8 @@ def test_table_gradient_of_ray_samples(config, device):
     assert (cells[1:] == cells[:-1]).all(-1).float().mean() > 0.8  # the coarsest level's runs: what is tested
     weights = torch.randn(len(x), config.levels * config.features_per_level, generator=gen).to(device)
     grid, x = random_grid(config, device), x.to(device)
-    (grid(x) * weights).sum().backward()
+    with cuda_paths(carry):
+        (grid(x) * weights).sum().backward()
     table = grid.table.detach().clone().requires_grad_()
     (torch_hash_grid(x, table, config) * weights).sum().backward()
     torch.testing.assert_close(grid.table.grad, table.grad, atol=1e-5, rtol=1e-5)
