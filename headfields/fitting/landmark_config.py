@@ -69,10 +69,10 @@ class LandmarkTrackingConfig:
 
 
 # For landmarks one trusts to their noise: dense points in the fit's own correspondence (MediaPipe's, where an
-# --embedding places them on the model; a better detector's, or the truth's). The pixels then add nothing the points
-# lack: the landmark stages alone, and 400 points hold more expression and shape than 51 iBUG points, so the priors
-# move. On the built-in video from its true MediaPipe points + 1.5 px (the model's views' embedding at 128 px, 408
-# points), five noise draws: 0.90-1.07 mm (median 0.97), 0.87-0.97 deg. One draw, 0.97 mm and 0.88 deg here: with
-# the defaults' priors 0.93 mm but 1.02 deg; expression prior 1.0, 1.11 mm and 0.70 deg; 4 photometric steps, 1.01 mm
-# and 0.85 deg. docs/bring_your_own_video.md.
-TRUSTED_LANDMARKS = LandmarkTrackingConfig(photometric_steps=0, expression_prior=0.5, shape_prior=3.0)
+# --embedding places them on the model; a better detector's, or the truth's). 400 points hold more expression and
+# shape than 51 iBUG points, so the priors move, and the pixels need less weight than a detector's biased points do.
+# On the built-in video from its true MediaPipe points + 1.5 px (the model's views' embedding at 128 px, 408 points),
+# five noise draws: 0.82-0.87 mm (median 0.83), 0.88-0.94 deg, jaw at most 0.35 deg. The landmark stages alone gave
+# 0.90-1.07 mm (median 0.97) and 0.87-0.97 deg; 10 photometric steps at 1e3, 0.95 mm on the worst draw; on one draw
+# the default's priors 0.93 mm but 1.02 deg, expression prior 1.0 1.11 mm and 0.70 deg. docs/bring_your_own_video.md.
+TRUSTED_LANDMARKS = LandmarkTrackingConfig(photometric_steps=4, photometric_weight=3e3, expression_prior=0.5, shape_prior=3.0)

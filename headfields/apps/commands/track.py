@@ -60,8 +60,8 @@ def add_parser(commands) -> None:
     parser.add_argument(
         "--trust-landmarks",
         action="store_true",
-        help="your --landmarks are exact to their noise (dense MediaPipe points with --embedding): the landmark stages "
-        "alone, with priors for them (headfields.fitting.TRUSTED_LANDMARKS); no avatar unless --avatar-steps is given",
+        help="your --landmarks are exact to their noise (dense MediaPipe points with --embedding): priors and a light "
+        "photometric stage for them (headfields.fitting.TRUSTED_LANDMARKS); no avatar unless --avatar-steps is given",
     )
     parser.add_argument(
         "--avatar-steps", type=int, default=None,
