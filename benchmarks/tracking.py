@@ -212,10 +212,12 @@ def main() -> None:
         shutil.rmtree(folder, ignore_errors=True)
     head = model(shape=params.shape, expression=params.expression, pose=params.pose, translation=params.translation)
     _landmark_files(head.landmarks, cameras, landmarks)
-    # MediaPipe's points in the tracker's own correspondence (the model's views'), the truth's where it places them.
-    views = model_embedding(model, DENSE_VIEWS)
-    _landmark_files(views.points(head.vertices, model.faces), cameras, dense, views.observed)
-    views_file = save_embedding(work / "views_embedding.npz", views)
+    views_file = None
+    if "dense" in args.variants:  # (MediaPipe on the model's 96 views: only when the variant runs)
+        # MediaPipe's points in the tracker's own correspondence (the model's views'), the truth's where it places them.
+        views = model_embedding(model, DENSE_VIEWS)
+        _landmark_files(views.points(head.vertices, model.faces), cameras, dense, views.observed)
+        views_file = save_embedding(work / "views_embedding.npz", views)
     # MediaPipe's points on the synthetic FLAME, derived from the training frames (the held-out ones not seen).
     train = slice(0, sizes[0])
     posed = model(
