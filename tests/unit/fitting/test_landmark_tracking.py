@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -114,6 +115,36 @@ def test_surface_model_matches_the_full_model(video):
     expected = landmarks.points(full.vertices, model.faces)
     got = surface(shape.double(), expression.double(), pose.double(), translation.double())
     assert torch.allclose(got.float(), expected, atol=1e-5)
+
+
+def test_surface_on_every_joint_and_its_jacobians_match_autograd(video):
+    """Points on every 23rd face (the eyes', the jaw's and the neck's vertices among them; each joint moves some):
+    equal to the full model's, and the written-out Jacobians in the shape and the expression equal to autograd's."""
+    model = video[0]
+    faces = torch.arange(0, model.faces.shape[0], 23)
+    g = torch.Generator().manual_seed(1)
+    bary = torch.rand(len(faces), 3, generator=g)
+    landmarks = SurfaceLandmarks(faces, bary / bary.sum(1, keepdim=True), torch.arange(len(faces)))
+    surface = LandmarkSurface(model, landmarks, expressions=20)
+    assert surface.live.tolist() == [j for j in range(model.num_joints) if model.lbs_weights[:, j].any()]
+    f64 = torch.float64
+    shape = torch.randn(model.num_shape, generator=g, dtype=f64)
+    expression = torch.randn(2, 20, generator=g, dtype=f64)
+    pose = 0.3 * torch.randn(2, model.num_joints, 3, generator=g, dtype=f64)
+    translation = 0.1 * torch.randn(2, 3, generator=g, dtype=f64)
+    full = copy.deepcopy(model).double()(  # the truth in float64: the fixture's model is left as it is
+        shape=shape,
+        expression=torch.nn.functional.pad(expression, (0, model.num_expression - 20)),
+        pose=pose,
+        translation=translation,
+    )
+    expected = landmarks.points(full.vertices, model.faces)
+    assert torch.allclose(surface(shape, expression, pose, translation), expected, atol=1e-12)
+    d_shape, d_expression = surface.linear(pose)
+    by_shape = torch.func.jacfwd(lambda s: surface(s, expression, pose, translation))(shape)  # [B, K, 3, S]
+    by_expression = torch.func.jacfwd(lambda e: surface(shape, e, pose, translation))(expression)  # [B, K, 3, B, E]
+    assert torch.allclose(d_shape, by_shape, atol=1e-12)
+    assert torch.allclose(d_expression, torch.stack([by_expression[b, :, :, b] for b in range(2)]), atol=1e-12)
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 6, 7])
