@@ -10,7 +10,9 @@ For a parametric head prior: identities with detail FLAME lacks (:class:`Synthet
 a video of one it never saw (``SyntheticVideoConfig(identity=...)``, :func:`nphm_held_out_video`; its true meshes
 by :func:`load_ground_truth`), a person unlike any in the set (:data:`OUT_OF_RANGE_DETAIL`), and a capture whose
 tracked pose and landmarks carry a tracker's errors (:func:`noisy_tracking`, :class:`TrackingNoise`). For a face
-tracker: a model's own head seen as a detector sees a face (:func:`model_views`, :func:`views_resolution`).
+tracker: a model's own head seen as a detector sees a face (:func:`model_views`, :func:`views_resolution`). For
+the 360-degree portrait's tracker: one person's static turn and dynamic video (:func:`portrait_person`) and the
+personal template they should give (:func:`load_template_truth`).
 
 It builds on ``headfields.data`` and ``headfields.parametric``; neither imports it."""
 
@@ -28,8 +30,10 @@ from .model_files import (
 )
 from .model_views import model_views, views_resolution
 from .scan_set import OUT_OF_RANGE_DETAIL, ScanSetConfig, anchor_vertices, nphm_held_out_video, synthetic_scan_set
+from .template_truth import load_template_truth
 from .tracking_noise import LANDMARKS_FOLDER, TrackingNoise, noisy_tracking
-from .video import SyntheticVideoConfig, cached_synthetic_video, make_synthetic_video, synthetic_subject
+from .video import cached_synthetic_video, make_synthetic_video, synthetic_subject
+from .video_config import SyntheticVideoConfig, portrait_person
 
 __all__ = [
     "model_views",
@@ -54,11 +58,13 @@ __all__ = [
     "cached_synthetic_video",
     "glasses_mesh",
     "load_ground_truth",
+    "load_template_truth",
     "make_synthetic_video",
     "nphm_held_out_video",
     "noisy_tracking",
     "personal_detail",
     "personal_model",
+    "portrait_person",
     "subdivide",
     "synthetic_scan_set",
     "synthetic_subject",

@@ -13,6 +13,10 @@ The orbit video (:meth:`SyntheticVideoConfig.portrait360`) is a 360-degree captu
 camera, lingering where it faces the camera as real subjects do (few back views in training), the held-out frames
 make one even turn (every view measured), and the subject's expressions are stronger than its tracked parameters
 say (the under-fitting of a monocular tracker: a personal deformation the generic model misses).
+:meth:`SyntheticVideoConfig.portrait_turn` is the same subject's static turn (one even turn, a neutral face), from
+which the portrait's tracker builds a personal template: :func:`portrait_person` gives the two videos of one person
+with hair and a shape of their own, and the folder of an orbit video with a shape of its own holds the true template
+(:mod:`.template_truth`).
 """
 
 from __future__ import annotations
@@ -23,14 +27,13 @@ import math
 import os
 import shutil
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
 from ..cameras import PinholeCameras, look_at
-from ..checks import check_count, check_positive
 from ..data import FrameSet, Subject, TrackedParams, load_subject, save_insta_dataset
 from ..data.capture_cache import cache_folder
 from ..geometry import TriangleMesh
@@ -41,8 +44,10 @@ from ._appearance import head_appearance
 from ._render import Additions, render_frames
 from .glasses import GLASSES_LABEL, glasses_mesh
 from .hair import HAIR_VOLUME_LABEL, HairVolume, HairVolumeConfig
-from .identities import SyntheticIdentity, save_ground_truth
+from .identities import save_ground_truth
 from .model_files import SYNTHETIC_EXPRESSIONS, write_synthetic_flame, write_synthetic_smplx
+from .template_truth import save_template_truth, true_template
+from .video_config import SyntheticVideoConfig
 
 # Episode channels: two expression directions of the synthetic model and the jaw. Amplitudes are the peak
 # coefficient (expression) or angle in radians (jaw) an episode reaches, scaled by a random 0.6-1.0.
@@ -59,87 +64,8 @@ HEAD_DRIFT = 0.01  # metres
 CAMERA_DRIFT = 0.02  # metres
 SHOULDER_DROP = 0.35  # a portrait shows the torso this far (in head-and-neck heights) below the neck
 FRAME_MARGIN = 1.1  # the head's bounding box fills the image up to this margin
-# The portrait subject's expressions (coefficients and jaw angle) are this many times what its tracker reports.
-PORTRAIT_EXPRESSION_GAIN = 1.5
 PER_FRAME_PARAMS = ("expression", "pose", "translation")  # TrackedParams' fields of each frame
 CACHE_VERSION = 4  # bump when the generator's output changes, so cached videos are rendered anew
-
-
-@dataclass(frozen=True)
-class SyntheticVideoConfig:
-    """What to render. Defaults: a monocular FLAME video of 300 frames at 96x96 pixels."""
-
-    num_frames: int = 300
-    num_val: int = 10  # held out from the training episodes (seen kinds of expression)
-    num_test: int = 50  # the last frames: unseen combinations of expressions
-    resolution: int = 96  # square images, pixels
-    supersampling: int = 2  # colour rays per pixel side (anti-aliasing); depth, mask and labels: the centre ray
-    fov: float = math.radians(30.0)
-    episode_frames: int = 25
-    orbit: bool = False  # True: the SMPL-X head and torso turning before the camera (the 360 degree portrait)
-    orbit_turns: float = 2.0  # turns over the training and validation frames; the test frames make one even turn
-    orbit_front_weight: float = 0.0  # in [0, 1): training frames per yaw angle ~ 1 + weight * cos(yaw)
-    expression_gain: float = 1.0  # rendered expression and jaw pose = gain x the tracked (stored) ones
-    background: tuple[float, float, float] = (1.0, 1.0, 1.0)
-    seed: int = 0
-    # What the tracked template lacks (off by default): a volume of hair over the scalp (True: the default
-    # HairVolumeConfig) and a pair of glasses. Neither is in the written meshes; each has its own label.
-    hair_volume: HairVolumeConfig | bool | None = None
-    glasses: bool = False
-    # A person of their own (FLAME monocular video only): the images show the identity's shape with its personal
-    # detail; the written meshes and parameters are plain FLAME with its shape (the best a FLAME tracker can
-    # reach), and root/ground_truth.npz holds the true meshes (see make_synthetic_video).
-    identity: SyntheticIdentity | None = None
-    # Noisy tracking: each timestep's written expression coefficients carry a tracker's error, zero-mean Gaussian of
-    # this standard deviation (drawn from the seed); the images show the true ones. None: the tracking is exact.
-    expression_noise: float | None = None
-    # A novel-view validation split (GaussianAvatars'): num_val training timesteps, evenly spread, seen by the camera
-    # turned this many radians about the vertical through the head, their tracking the training frames'. None: the
-    # validation frames are timesteps of their own.
-    val_view_yaw: float | None = None
-
-    def __post_init__(self) -> None:
-        check_count("num_frames", self.num_frames, 3)
-        check_count("num_val", self.num_val, 1)
-        check_count("num_test", self.num_test, 1)
-        if self.num_val + self.num_test >= self.num_frames:
-            raise ValueError(
-                f"num_frames: expected more than num_val + num_test = {self.num_val + self.num_test} frames, "
-                f"got {self.num_frames}"
-            )
-        check_count("resolution", self.resolution, 8, 4096)
-        check_count("supersampling", self.supersampling, 1, 8)
-        check_count("episode_frames", self.episode_frames, 2)
-        check_positive("fov", self.fov)
-        if not self.fov < math.pi:
-            raise ValueError(f"fov: expected a field of view below pi radians, got {self.fov}")
-        check_positive("orbit_turns", self.orbit_turns)
-        if not 0.0 <= self.orbit_front_weight < 1.0:
-            raise ValueError(f"orbit_front_weight: expected a weight in [0, 1), got {self.orbit_front_weight}")
-        check_positive("expression_gain", self.expression_gain)
-        if isinstance(self.hair_volume, bool):  # True: the default hair; stored as a config, so caches agree
-            object.__setattr__(self, "hair_volume", HairVolumeConfig() if self.hair_volume else None)
-        if self.hair_volume is not None and not isinstance(self.hair_volume, HairVolumeConfig):
-            raise TypeError(f"hair_volume: expected a HairVolumeConfig, True, False or None, got {self.hair_volume!r}")
-        if not isinstance(self.glasses, bool):
-            raise TypeError(f"glasses: expected True or False, got {self.glasses!r}")
-        if self.identity is not None and not isinstance(self.identity, SyntheticIdentity):
-            raise TypeError(f"identity: expected a SyntheticIdentity or None, got {type(self.identity).__name__}")
-        if self.expression_noise is not None:
-            check_positive("expression_noise", self.expression_noise, finite=True)
-        yaw = self.val_view_yaw
-        if yaw is not None and not (isinstance(yaw, int | float) and not isinstance(yaw, bool) and abs(yaw) < math.pi):
-            raise ValueError(f"val_view_yaw: expected an angle in radians in (-pi, pi) or None, got {self.val_view_yaw!r}")
-        if self.identity is not None and self.orbit:
-            raise ValueError("identity: expected the monocular FLAME video (orbit=False); the orbit video is SMPL-X's")
-
-    @classmethod
-    def portrait360(cls, **changes) -> SyntheticVideoConfig:
-        """The 360-degree portrait video: the SMPL-X bust turning twice before the camera, front-heavy
-        (``orbit_front_weight`` 0.8: about 55% front, 33% side and 11% back training views), with expressions
-        ``PORTRAIT_EXPRESSION_GAIN`` times the tracked ones. ``changes`` override any field."""
-        defaults = dict(orbit=True, orbit_front_weight=0.8, expression_gain=PORTRAIT_EXPRESSION_GAIN)
-        return cls(**{**defaults, **changes})
 
 
 def make_synthetic_video(
@@ -248,6 +174,8 @@ def make_synthetic_video(
     root = save_insta_dataset(root, frame_sets, composited_over=config.background)
     if detail is not None:
         save_ground_truth(root, subject.vertices.detach(), faces, splits, detail)
+    if config.orbit and config.shape is not None:  # a person of their own (portrait_person): their template
+        save_template_truth(root, true_template(canonical, hair), faces)
     return root
 
 
@@ -314,17 +242,17 @@ def synthetic_subject(video: SyntheticVideoConfig | None = None, **options) -> S
     return load_subject(cached_synthetic_video(video), **options)
 
 
-# Fields added to SyntheticVideoConfig since CACHE_VERSION was last bumped: left out of the cache key while unset,
-# so the videos cached before they came keep their keys (their output is the same).
-_UNKEYED_WHEN_NONE = ("identity", "expression_noise", "val_view_yaw")
+# Fields added to SyntheticVideoConfig since CACHE_VERSION was last bumped: left out of the cache key while at their
+# defaults, so the videos cached before they came keep their keys (their output is the same).
+_UNKEYED_AT_DEFAULT = ("identity", "expression_noise", "val_view_yaw", "turn", "shape")
 
 
 def _cache_text(config: SyntheticVideoConfig) -> str:
-    """What the cache key hashes: ``repr((config, CACHE_VERSION))``, written without the unset late fields."""
+    """What the cache key hashes: ``repr((config, CACHE_VERSION))``, written without the late fields at their defaults."""
     fields = [
         f"{f.name}={getattr(config, f.name)!r}"
         for f in dataclasses.fields(config)
-        if f.repr and not (f.name in _UNKEYED_WHEN_NONE and getattr(config, f.name) is None)
+        if f.repr and not (f.name in _UNKEYED_AT_DEFAULT and getattr(config, f.name) == f.default)
     ]
     return f"({type(config).__qualname__}({', '.join(fields)}), {CACHE_VERSION!r})"
 
@@ -385,7 +313,15 @@ def _sequence(model: ParametricModel, config: SyntheticVideoConfig, generator: t
     if config.orbit:  # the subject turns before the camera: global yaw sweeps all the way round
         pose[:, 0, 1] = _orbit_yaw(config, test_start)
     translation = HEAD_DRIFT * _smooth_noise(n, 3, generator)
-    params = TrackedParams(torch.zeros(model.num_shape), expression.float(), pose.float(), translation.float())
+    if config.turn:  # the static turn: a neutral face on a still neck, only the chair turning
+        expression.zero_()
+        pose[:, 1:] = 0.0
+    shape = torch.zeros(model.num_shape)
+    if config.shape is not None:
+        if len(config.shape) > model.num_shape:
+            raise ValueError(f"shape: {len(config.shape)} coefficients, the model has {model.num_shape}")
+        shape[: len(config.shape)] = torch.tensor(config.shape)
+    params = TrackedParams(shape, expression.float(), pose.float(), translation.float())
     return params, test_start
 
 
