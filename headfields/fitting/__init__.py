@@ -2,10 +2,11 @@
 beside frozen networks to frames, and fits that draw their own batches (a prior on scans). One job a module:
 ``stages`` (staged Adam over named parameter groups, its schedules), ``pose`` (a tracked head pose with a fitted
 correction), ``preimages`` (canonical points carried into posed space by root finding), ``pixels`` (the frames'
-pixel pools, the silhouette term), ``landmarks`` (the landmark term), ``steps`` (optimiser steps under a budget
-with decaying rates), ``landmark_tracking`` (a parametric head fitted to a video's 2D landmarks: the video
-tracker's fit, :mod:`headfields.apps.tracking`) and ``photometric_term`` (its last stage: the frames' pixels against the
-face's colours).
+pixel pools, MonoNPHM's silhouette term), ``silhouette`` (masks as distances to their edges: a surface's points
+fitted into them without a renderer, for a template's first fit), ``landmarks`` (the landmark term), ``steps``
+(optimiser steps under a budget with decaying rates), ``landmark_tracking`` (a parametric head fitted to a video's
+2D landmarks: the video tracker's fit, :mod:`headfields.apps.tracking`) and ``photometric_term`` (its last stage: the
+frames' pixels against the face's colours).
 
 MonoNPHM's tracking (:mod:`headfields.models.mononphm`) and the hyper NeuS avatar's
 (:mod:`headfields.models.hyper_neus_tracking`) are built from them, and MonoNPHM's prior trains with ``steps``;
@@ -19,6 +20,7 @@ from .photometric_term import PhotometricTerm, face_region
 from .pixels import FramePixels, soft_jaccard
 from .pose import corrected_pose
 from .preimages import ROOT_TOLERANCE, PosedPoints, posed_points
+from .silhouette import MaskDistances
 from .stages import Schedule, check_schedule, frozen, run_stage, scheduled
 from .steps import StepHistory, decayed_steps
 
@@ -28,6 +30,7 @@ __all__ = [
     "FramePixels",
     "LandmarkFit",
     "LandmarkTrackingConfig",
+    "MaskDistances",
     "PhotometricTerm",
     "PosedPoints",
     "Schedule",

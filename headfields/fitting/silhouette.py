@@ -1,0 +1,82 @@
+"""Silhouettes without a renderer: a surface fits a frame's mask when each of its points projects inside the mask
+and each pixel of the mask's outline has a point projected near it -- the two sides of a 2D chamfer between the
+projected points and the mask (SMPLify-X's silhouette term; the visual hull's, over many views). Unlike a
+rasterised silhouette it pulls from any distance, which is what a template's first fit to a turning subject needs
+before the renderer's pixels can take over; a point's side of the mask needs no visibility (every point of a
+solid body projects inside its silhouette).
+
+    masks = MaskDistances(frames.masks)  # [N, H, W]
+    pixels = project_points(cameras, points.reshape(-1, 3), frame).pixels.reshape(n, p, 2)
+    loss = masks.outside(pixels).mean() + masks.unreached(pixels).mean()
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Bool, Float
+from torch import Tensor
+
+from ..checks import check_float, check_shape
+
+__all__ = ["MaskDistances"]
+
+DISTANCE_CHUNK = 1 << 14  # pixels measured against a frame's outline at once (memory: this x the outline's pixels)
+
+
+class MaskDistances:
+    """Frames' masks ``[N, H, W]`` as distances to their edges: each mask's outline (the midpoints of the pixel edges
+    between it and the rest: its boundary, half a pixel past the outermost centres) and each pixel centre's signed
+    distance to it (in pixels: negative on the mask), so a point on the mask's edge is 0 outside, not half a pixel."""
+
+    def __init__(self, masks: Bool[Tensor, "N H W"]):
+        check_shape("masks", masks, [None, None, None])
+        if masks.dtype != torch.bool:
+            raise ValueError(f"masks: expected booleans [N, H, W], got {masks.dtype}")
+        empty = torch.nonzero(~masks.flatten(1).any(1))[:, 0]
+        if len(empty):
+            raise ValueError(f"masks: expected every frame to show the subject, frame {int(empty[0])} has no mask pixel")
+        masks = masks.cpu()
+        n, h, w = masks.shape
+        padded = F.pad(masks, (1, 1, 1, 1), value=False)  # beyond the image: off the mask
+        rows, cols = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+        centres = torch.stack([cols, rows], dim=-1).float() + 0.5  # (x, y) [H, W, 2]
+        neighbours = {
+            (-1, 0): padded[:, 1:-1, :-2],
+            (1, 0): padded[:, 1:-1, 2:],
+            (0, -1): padded[:, :-2, 1:-1],
+            (0, 1): padded[:, 2:, 1:-1],
+        }
+        self.outlines: list[Tensor] = []
+        distance = torch.zeros(n, h * w)
+        flat = centres.reshape(-1, 2)
+        for f in range(n):
+            edges = [
+                centres[masks[f] & ~seen[f]] + 0.5 * torch.tensor(step, dtype=torch.float32) for step, seen in neighbours.items()
+            ]
+            outline = torch.cat(edges)
+            self.outlines.append(outline)
+            for start in range(0, h * w, DISTANCE_CHUNK):
+                distance[f, start : start + DISTANCE_CHUNK] = torch.cdist(flat[start : start + DISTANCE_CHUNK], outline).amin(1)
+        self.distance = torch.where(masks, -1.0, 1.0) * distance.reshape(n, h, w)  # signed: negative on the mask
+        self.size = (w, h)
+
+    def outside(self, pixels: Float[Tensor, "N P 2"]) -> Float[Tensor, "N P"]:
+        """How far each projected point ``pixels`` (x, y in pixels, frame by frame) lies outside its frame's mask
+        (0 inside): the signed distance, bilinear between pixel centres, plus the distance past the image's border.
+        Differentiable in ``pixels``."""
+        check_float("pixels", pixels, [len(self.outlines), None, 2])
+        w, h = self.size
+        field = self.distance.to(pixels)[:, None]
+        scale = torch.tensor([2.0 / w, 2.0 / h]).to(pixels)
+        grid = (pixels * scale - 1.0)[:, :, None]  # grid_sample's [-1, 1] spans the image's edges (align_corners=False)
+        signed = F.grid_sample(field, grid, mode="bilinear", padding_mode="border", align_corners=False)[:, 0, :, 0]
+        size = torch.tensor([float(w), float(h)]).to(pixels)
+        past = F.relu(-pixels) + F.relu(pixels - size)
+        return F.relu(signed) + past.norm(dim=-1)
+
+    def unreached(self, pixels: Float[Tensor, "N P 2"]) -> Float[Tensor, " N"]:
+        """Per frame, the mean distance from each point of the mask's outline to the nearest projected point
+        ``pixels``: 0 where the points reach the whole outline. Differentiable in ``pixels``."""
+        check_float("pixels", pixels, [len(self.outlines), None, 2])
+        return torch.stack([torch.cdist(o.to(pixels), p).amin(1).mean() for o, p in zip(self.outlines, pixels, strict=True)])
