@@ -27,7 +27,8 @@ DISTANCE_CHUNK = 1 << 14  # pixels measured against a frame's outline at once (m
 class MaskDistances:
     """Frames' masks ``[N, H, W]`` as distances to their edges: each mask's outline (the midpoints of the pixel edges
     between it and the rest: its boundary, half a pixel past the outermost centres) and each pixel centre's signed
-    distance to it (in pixels: negative on the mask), so a point on the mask's edge is 0 outside, not half a pixel."""
+    distance to it (in pixels: negative on the mask), so a point on the mask's edge is 0 outside, not half a pixel.
+    Where the mask meets the image's border it has no outline: what lies beyond is not seen."""
 
     def __init__(self, masks: Bool[Tensor, "N H W"]):
         check_shape("masks", masks, [None, None, None])
@@ -38,7 +39,9 @@ class MaskDistances:
             raise ValueError(f"masks: expected every frame to show the subject, frame {int(empty[0])} has no mask pixel")
         masks = masks.cpu()
         n, h, w = masks.shape
-        padded = F.pad(masks, (1, 1, 1, 1), value=False)  # beyond the image: off the mask
+        # Beyond the image nothing is known: the border's pixels carry on (a torso cut by the frame's edge has no
+        # outline there, and a point projected past it is as far out as the border pixel it lies beyond).
+        padded = F.pad(masks[:, None].float(), (1, 1, 1, 1), mode="replicate")[:, 0] > 0.5
         rows, cols = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
         centres = torch.stack([cols, rows], dim=-1).float() + 0.5  # (x, y) [H, W, 2]
         neighbours = {
@@ -63,7 +66,7 @@ class MaskDistances:
 
     def outside(self, pixels: Float[Tensor, "N P 2"]) -> Float[Tensor, "N P"]:
         """How far each projected point ``pixels`` (x, y in pixels, frame by frame) lies outside its frame's mask
-        (0 inside): the signed distance, bilinear between pixel centres, plus the distance past the image's border.
+        (0 inside): the signed distance, bilinear between pixel centres; past the image's border, the border's.
         Differentiable in ``pixels``."""
         check_float("pixels", pixels, [len(self.outlines), None, 2])
         w, h = self.size
@@ -71,9 +74,7 @@ class MaskDistances:
         scale = torch.tensor([2.0 / w, 2.0 / h]).to(pixels)
         grid = (pixels * scale - 1.0)[:, :, None]  # grid_sample's [-1, 1] spans the image's edges (align_corners=False)
         signed = F.grid_sample(field, grid, mode="bilinear", padding_mode="border", align_corners=False)[:, 0, :, 0]
-        size = torch.tensor([float(w), float(h)]).to(pixels)
-        past = F.relu(-pixels) + F.relu(pixels - size)
-        return F.relu(signed) + past.norm(dim=-1)
+        return F.relu(signed)
 
     def unreached(self, pixels: Float[Tensor, "N P 2"]) -> Float[Tensor, " N"]:
         """Per frame, the mean distance from each point of the mask's outline to the nearest projected point

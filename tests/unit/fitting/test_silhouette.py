@@ -34,14 +34,14 @@ def test_a_discs_distances_and_outline_are_the_circles():
     assert float(torch.diff(torch.cat([angle, angle[:1] + 2 * math.pi])).max()) < 0.1  # all the way round
 
 
-def test_outside_reads_the_map_between_centres_and_grows_past_the_border():
+def test_outside_reads_the_map_between_centres_and_the_border_past_it():
     mask, _ = _disc()
     masks = MaskDistances(mask[None])
     d = masks.distance[0]
     at = torch.tensor([[[10.5, 20.5], [11.0, 20.5], [-3.0, 0.5], [66.0, 0.5], [30.1, 33.7]]])
     got = masks.outside(at)[0]
     assert torch.allclose(got[:2], torch.stack([d[20, 10], (d[20, 10] + d[20, 11]) / 2]))
-    assert torch.allclose(got[2:4], torch.stack([d[0, 0] + 3.0, d[0, 63] + 2.0]))
+    assert torch.allclose(got[2:4], torch.stack([d[0, 0], d[0, 63]]))  # beyond the image: its border's
     assert float(got[4]) == 0.0  # inside: nothing
 
 
@@ -91,3 +91,13 @@ def test_a_turn_of_masks_gives_an_ellipsoids_axes():
         optimiser.step()
     scale = log_scale.detach().exp()
     assert torch.allclose(scale, axes, rtol=0.02), scale
+
+
+def test_a_mask_cut_by_the_frame_has_no_outline_along_it():
+    """A disc cut by the image's bottom edge (a torso below the frame): its outline stops at the edge, and a point
+    below the image, under the mask, is inside."""
+    mask, _ = _disc(centre=(32.0, 60.0), radius=12.0)
+    masks = MaskDistances(mask[None])
+    assert float(masks.outlines[0][:, 1].max()) < SIZE  # no edge along the bottom row (its sides end at 63.5)
+    assert float(masks.outside(torch.tensor([[[32.0, 70.0], [5.0, 70.0]]]))[0, 0]) == 0.0
+    assert float(masks.outside(torch.tensor([[[5.0, 70.0]]]))[0, 0]) > 10.0
