@@ -3,10 +3,11 @@ beside frozen networks to frames, and fits that draw their own batches (a prior 
 ``stages`` (staged Adam over named parameter groups, its schedules), ``pose`` (a tracked head pose with a fitted
 correction), ``preimages`` (canonical points carried into posed space by root finding), ``pixels`` (the frames'
 pixel pools, MonoNPHM's silhouette term), ``silhouette`` (masks as distances to their edges: a surface's points
-fitted into them without a renderer, for a template's first fit), ``landmarks`` (the landmark term), ``steps``
-(optimiser steps under a budget with decaying rates), ``landmark_tracking`` (a parametric head fitted to a video's
-2D landmarks: the video tracker's fit, :mod:`headfields.apps.tracking`) and ``photometric_term`` (its last stage: the
-frames' pixels against the face's colours).
+fitted into them without a renderer), ``mask_template`` (a personal template's shape and offsets from a turn's
+masks), ``landmarks`` (the landmark term), ``steps`` (optimiser steps under a budget with decaying rates),
+``landmark_tracking`` (a parametric head fitted to a video's 2D landmarks: the video tracker's fit,
+:mod:`headfields.apps.tracking`) and ``photometric_term`` (its last stage: the frames' pixels against the face's
+colours).
 
 MonoNPHM's tracking (:mod:`headfields.models.mononphm`) and the hyper NeuS avatar's
 (:mod:`headfields.models.hyper_neus_tracking`) are built from them, and MonoNPHM's prior trains with ``steps``;
@@ -16,6 +17,7 @@ what is specific to a model stays with it.
 from .landmark_config import TRUSTED_LANDMARKS
 from .landmark_tracking import LandmarkFit, LandmarkTrackingConfig, SurfaceLandmarks, phone_focal, track_landmarks
 from .landmarks import detected_landmarks, landmark_error
+from .mask_template import MaskTemplateConfig, PersonalTemplate, fit_mask_template
 from .photometric_term import PhotometricTerm, face_region
 from .pixels import FramePixels, soft_jaccard
 from .pose import corrected_pose
@@ -31,6 +33,8 @@ __all__ = [
     "LandmarkFit",
     "LandmarkTrackingConfig",
     "MaskDistances",
+    "MaskTemplateConfig",
+    "PersonalTemplate",
     "PhotometricTerm",
     "PosedPoints",
     "Schedule",
@@ -41,6 +45,7 @@ __all__ = [
     "decayed_steps",
     "detected_landmarks",
     "face_region",
+    "fit_mask_template",
     "frozen",
     "landmark_error",
     "phone_focal",

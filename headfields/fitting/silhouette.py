@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from jaxtyping import Bool, Float
+from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from ..checks import check_float, check_shape
@@ -64,20 +64,33 @@ class MaskDistances:
         self.distance = torch.where(masks, -1.0, 1.0) * distance.reshape(n, h, w)  # signed: negative on the mask
         self.size = (w, h)
 
-    def outside(self, pixels: Float[Tensor, "N P 2"]) -> Float[Tensor, "N P"]:
-        """How far each projected point ``pixels`` (x, y in pixels, frame by frame) lies outside its frame's mask
-        (0 inside): the signed distance, bilinear between pixel centres; past the image's border, the border's.
-        Differentiable in ``pixels``."""
-        check_float("pixels", pixels, [len(self.outlines), None, 2])
+    def outside(self, pixels: Float[Tensor, "B P 2"], frames: Int[Tensor, " B"] | None = None) -> Float[Tensor, "B P"]:
+        """How far each projected point ``pixels`` (x, y in pixels) lies outside its frame's mask (0 inside): the
+        signed distance, bilinear between pixel centres; past the image's border, the border's. Row ``b`` of
+        ``pixels`` is frame ``frames[b]`` (default: every frame in order). Differentiable in ``pixels``."""
+        frames = self._frames(pixels, frames)
         w, h = self.size
-        field = self.distance.to(pixels)[:, None]
+        field = self.distance[frames].to(pixels)[:, None]
         scale = torch.tensor([2.0 / w, 2.0 / h]).to(pixels)
         grid = (pixels * scale - 1.0)[:, :, None]  # grid_sample's [-1, 1] spans the image's edges (align_corners=False)
         signed = F.grid_sample(field, grid, mode="bilinear", padding_mode="border", align_corners=False)[:, 0, :, 0]
         return F.relu(signed)
 
-    def unreached(self, pixels: Float[Tensor, "N P 2"]) -> Float[Tensor, " N"]:
-        """Per frame, the mean distance from each point of the mask's outline to the nearest projected point
-        ``pixels``: 0 where the points reach the whole outline. Differentiable in ``pixels``."""
-        check_float("pixels", pixels, [len(self.outlines), None, 2])
-        return torch.stack([torch.cdist(o.to(pixels), p).amin(1).mean() for o, p in zip(self.outlines, pixels, strict=True)])
+    def unreached(self, pixels: Float[Tensor, "B P 2"], frames: Int[Tensor, " B"] | None = None) -> Float[Tensor, " B"]:
+        """Per row of ``pixels`` (frame ``frames[b]``, default every frame in order), the mean distance from each point
+        of the frame's mask outline to the nearest projected point: 0 where the points reach the whole outline.
+        Differentiable in ``pixels``."""
+        frames = self._frames(pixels, frames)
+        outlines = [self.outlines[f] for f in frames.tolist()]
+        return torch.stack([torch.cdist(o.to(pixels), p).amin(1).mean() for o, p in zip(outlines, pixels, strict=True)])
+
+    def _frames(self, pixels: Tensor, frames: Tensor | None) -> Tensor:
+        n = len(self.outlines)
+        if frames is None:
+            check_float("pixels", pixels, [n, None, 2])
+            return torch.arange(n)
+        check_shape("frames", frames, [None])
+        check_float("pixels", pixels, [len(frames), None, 2])
+        if frames.is_floating_point() or len(frames) and not (0 <= int(frames.min()) and int(frames.max()) < n):
+            raise ValueError(f"frames: expected frame ids in [0, {n}), got {frames.tolist()}")
+        return frames.cpu()

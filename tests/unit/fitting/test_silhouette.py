@@ -101,3 +101,13 @@ def test_a_mask_cut_by_the_frame_has_no_outline_along_it():
     assert float(masks.outlines[0][:, 1].max()) < SIZE  # no edge along the bottom row (its sides end at 63.5)
     assert float(masks.outside(torch.tensor([[[32.0, 70.0], [5.0, 70.0]]]))[0, 0]) == 0.0
     assert float(masks.outside(torch.tensor([[[5.0, 70.0]]]))[0, 0]) > 10.0
+
+
+def test_a_subset_of_frames_reads_those_frames_and_a_bad_id_is_refused():
+    masks = MaskDistances(torch.stack([_disc()[0], _disc(centre=(20.0, 20.0), radius=8.0)[0]]))
+    pixels = torch.rand(2, 5, 2, generator=torch.Generator().manual_seed(1)) * SIZE
+    both_outside, both_unreached = masks.outside(pixels), masks.unreached(pixels)
+    assert torch.equal(masks.outside(pixels[1:], torch.tensor([1])), both_outside[1:])
+    assert torch.equal(masks.unreached(pixels[1:], torch.tensor([1])), both_unreached[1:])
+    with pytest.raises(ValueError, match=r"frames: expected frame ids in \[0, 2\), got \[2\]"):
+        masks.outside(pixels[:1], torch.tensor([2]))

@@ -1,0 +1,62 @@
+"""The personal template from a turn's masks against the true one (portrait_person's static turn, its poses and
+cameras known): the hair's surface reached from 4 cm inside it, the rest of the head and the torso kept."""
+
+from dataclasses import replace
+
+import pytest
+import torch
+
+from headfields.data import load_insta_dataset
+from headfields.fitting.mask_template import MaskTemplateConfig, fit_mask_template
+from headfields.geometry import TriangleMesh
+from headfields.geometry.queries import closest_point
+from headfields.parametric import load_model
+from headfields.synthetic import SyntheticVideoConfig, load_template_truth, make_synthetic_video, portrait_person
+
+
+@pytest.fixture(scope="module")
+def turn(tmp_path_factory):
+    config, _ = portrait_person(seed=3, resolution=64, supersampling=1)
+    config = SyntheticVideoConfig.portrait_turn(**{**config.__dict__, "num_frames": 24, "num_val": 1, "num_test": 1})
+    root = make_synthetic_video(tmp_path_factory.mktemp("turn"), config)
+    parts = [load_insta_dataset(root, split) for split in ("train", "val", "test")]
+    c2w = torch.cat([p.cameras.camera_to_world for p in parts])
+    cameras = replace(parts[0].cameras, camera_to_world=c2w)
+    params = [p.params for p in parts]
+    pose, translation = torch.cat([p.pose for p in params]), torch.cat([p.translation for p in params])
+    return root, torch.cat([p.masks for p in parts]), cameras, pose, translation
+
+
+def _errors(model, vertices, truth, faces):
+    """Median mm from the template's vertices to the true surface: the hair, the rest of the head, the torso."""
+    distance = closest_point(TriangleMesh(truth[None], faces), vertices).distance * 1000
+    region = {name: torch.zeros(len(vertices), dtype=torch.bool) for name in ("hair", "torso")}
+    for name in region:
+        region[name][model.regions[name]] = True
+    head = ~region["hair"] & ~region["torso"]
+    return {
+        name: float(distance[m].median()) for name, m in (("hair", region["hair"]), ("head", head), ("torso", region["torso"]))
+    }
+
+
+def test_the_masks_of_a_turn_give_the_hair_and_keep_the_rest(turn):
+    root, masks, cameras, pose, translation = turn
+    model = load_model(root / "model", model_type="smplx")
+    truth, faces = load_template_truth(root)
+    losses = []
+    template = fit_mask_template(model, masks, cameras, pose, translation, progress=lambda step, loss: losses.append(loss))
+    before = _errors(model, model().canonical_vertices, truth, faces)
+    after = _errors(model, template.canonical(model), truth, faces)
+    assert before["hair"] > 35.0 and after["hair"] < 3.0, (before, after)
+    assert after["head"] < before["head"] + 0.3 and after["torso"] < 1.5, (before, after)
+    assert len(losses) == MaskTemplateConfig().steps and sum(losses[-10:]) < 0.2 * sum(losses[:10])
+    # Posed by a frame's pose, the template is the canonical one turned: its offsets ride the skinning.
+    posed = template.posed(model, pose[:1], translation[:1])
+    assert posed.shape == (1, model.num_vertices, 3) and bool(torch.isfinite(posed).all())
+
+
+def test_a_camera_count_unlike_the_masks_is_refused(turn):
+    root, masks, cameras, pose, translation = turn
+    model = load_model(root / "model", model_type="smplx")
+    with pytest.raises(ValueError, match="cameras: expected one camera a frame of the 23 masks, got 24"):
+        fit_mask_template(model, masks[1:], cameras, pose[1:], translation[1:])
