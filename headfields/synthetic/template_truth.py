@@ -2,7 +2,7 @@
 (SMPL-X with its shape and per-vertex offsets, as the 360-degree portrait's tracker builds one) should reach.
 
 The subject's hair is a volume (:mod:`.hair`), not a surface: its surface here is where it makes the silhouette, as
-the images' masks take it (a pixel shows hair where the hair's opacity along its ray reaches 0.5). A camera turning
+the images' masks take it (a pixel shows hair where the hair's opacity along its ray passes 0.5). A camera turning
 about the subject at head height meets the hair with horizontal rays, and a silhouette ray grazes the hair: each
 canonical vertex moves out along the ray from the hair's centre through it to the farthest point where a horizontal
 line tangent there (perpendicular to that ray) is opaque. Along the radial ray itself the hair turns opaque deeper
@@ -23,12 +23,12 @@ import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from ._render import OPACITY_LABEL
 from .hair import HairVolume
 
 __all__ = ["TEMPLATE_TRUTH", "load_template_truth", "save_template_truth", "true_template"]
 
 TEMPLATE_TRUTH = "template_truth.npz"  # in the folder of an orbit video of a person's own shape (portrait_person)
-SILHOUETTE_OPACITY = 0.5  # the images' masks: a pixel shows the hair where its opacity along the ray reaches this
 BISECTIONS = 16  # the hair's surface to reach / 2^16: under 0.01 mm
 
 
@@ -47,19 +47,21 @@ def true_template(canonical: Float[Tensor, "V 3"], hair: HairVolume | None) -> F
     tangent = F.normalize(tangent, dim=-1)
     reach = 2 * float(hair.bound_radii.max())  # from the line's point to beyond the volume, either way
 
-    def opaque(radius: Tensor) -> Tensor:
-        at = hair.centre + radius[:, None] * direction
-        seen = hair.composite(at - reach * tangent, tangent, torch.full_like(radius, 2 * reach), colour=False)
-        return seen.opacity >= SILHOUETTE_OPACITY
+    def opaque(radius: Tensor, rows: Tensor) -> Tensor:
+        at = hair.centre + radius[:, None] * direction[rows]
+        seen = hair.composite(at - reach * tangent[rows], tangent[rows], torch.full_like(radius, 2 * reach), colour=False)
+        return seen.opacity > OPACITY_LABEL  # as the masks take a pixel (synthetic._render)
 
-    low = offset.norm(dim=-1)
-    covered = opaque(low)  # the hair is opaque over the vertex: it moves out
+    every = torch.arange(len(points), device=points.device)
+    covered = every[opaque(offset.norm(dim=-1), every)]  # the hair is opaque over these vertices: they move out
+    low = offset[covered].norm(dim=-1)
     high = torch.full_like(low, reach)
     for _ in range(BISECTIONS):  # opaque at low, not at high: halve the bracket
         mid = (low + high) / 2
-        inside = opaque(mid)
+        inside = opaque(mid, covered)
         low, high = torch.where(inside, mid, low), torch.where(inside, high, mid)
-    moved = torch.where(covered[:, None], hair.centre + low[:, None] * direction, points)
+    moved = points.clone()
+    moved[covered] = hair.centre + low[:, None] * direction[covered]
     return moved.to(canonical)
 
 

@@ -11,13 +11,13 @@ from headfields.fitting.mask_template import MaskTemplateConfig, fit_mask_templa
 from headfields.geometry import TriangleMesh
 from headfields.geometry.queries import closest_point
 from headfields.parametric import load_model
-from headfields.synthetic import SyntheticVideoConfig, load_template_truth, make_synthetic_video, portrait_person
+from headfields.synthetic import load_template_truth, make_synthetic_video, portrait_person
 
 
 @pytest.fixture(scope="module")
 def turn(tmp_path_factory):
     config, _ = portrait_person(seed=3, resolution=64, supersampling=1)
-    config = SyntheticVideoConfig.portrait_turn(**{**config.__dict__, "num_frames": 24, "num_val": 1, "num_test": 1})
+    config = replace(config, num_frames=24, num_val=1, num_test=1)
     root = make_synthetic_video(tmp_path_factory.mktemp("turn"), config)
     parts = [load_insta_dataset(root, split) for split in ("train", "val", "test")]
     c2w = torch.cat([p.cameras.camera_to_world for p in parts])

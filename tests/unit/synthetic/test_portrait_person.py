@@ -2,6 +2,7 @@
 same person in both, a neutral turn all the way round, and a template whose silhouette is the images' masks."""
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -26,10 +27,8 @@ SMALL = dict(resolution=64, supersampling=1)
 @pytest.fixture(scope="module")
 def person(tmp_path_factory):
     turn, dynamic = portrait_person(seed=3, **SMALL)
-    turn = SyntheticVideoConfig.portrait_turn(**{**turn.__dict__, "num_frames": 16, "num_val": 1, "num_test": 3})
-    dynamic = SyntheticVideoConfig.portrait360(
-        **{**dynamic.__dict__, "num_frames": 12, "num_val": 1, "num_test": 3, "episode_frames": 3}
-    )
+    turn = replace(turn, num_frames=16, num_val=1, num_test=3)
+    dynamic = replace(dynamic, num_frames=12, num_val=1, num_test=3, episode_frames=3)
     folder = tmp_path_factory.mktemp("person")
     return make_synthetic_video(folder / "turn", turn), make_synthetic_video(folder / "dynamic", dynamic)
 
