@@ -13,6 +13,8 @@ from headfields.geometry.queries import closest_point
 from headfields.parametric import load_model
 from headfields.synthetic import load_template_truth, make_synthetic_video, portrait_person
 
+STEPS = 90  # of the default 150, for time: hair 2.7 mm here (2.0 at 150; benchmarks/portrait_template.py)
+
 
 @pytest.fixture(scope="module")
 def turn(tmp_path_factory):
@@ -44,12 +46,13 @@ def test_the_masks_of_a_turn_give_the_hair_and_keep_the_rest(turn):
     model = load_model(root / "model", model_type="smplx")
     truth, faces = load_template_truth(root)
     losses = []
-    template = fit_mask_template(model, masks, cameras, pose, translation, progress=lambda step, loss: losses.append(loss))
+    config = MaskTemplateConfig(steps=STEPS)
+    template = fit_mask_template(model, masks, cameras, pose, translation, config, lambda step, loss: losses.append(loss))
     before = _errors(model, model().canonical_vertices, truth, faces)
     after = _errors(model, template.canonical(model), truth, faces)
-    assert before["hair"] > 35.0 and after["hair"] < 3.0, (before, after)
+    assert before["hair"] > 35.0 and after["hair"] < 3.5, (before, after)
     assert after["head"] < before["head"] + 0.3 and after["torso"] < 1.5, (before, after)
-    assert len(losses) == MaskTemplateConfig().steps and sum(losses[-10:]) < 0.2 * sum(losses[:10])
+    assert len(losses) == STEPS and sum(losses[-10:]) < 0.2 * sum(losses[:10])
     # Posed by a frame's pose, the template is the canonical one turned: its offsets ride the skinning.
     posed = template.posed(model, pose[:1], translation[:1])
     assert posed.shape == (1, model.num_vertices, 3) and bool(torch.isfinite(posed).all())
