@@ -1,17 +1,17 @@
-"""Fitting: the optimisation beside the training loop, whatever the model: trackings, which fit a few quantities
-beside frozen networks to frames, and fits that draw their own batches (a prior on scans). One job a module:
-``stages`` (staged Adam over named parameter groups, its schedules), ``pose`` (a tracked head pose with a fitted
-correction), ``preimages`` (canonical points carried into posed space by root finding), ``pixels`` (the frames'
-pixel pools, MonoNPHM's silhouette term), ``silhouette`` (masks as distances to their edges: a surface's points
-fitted into them without a renderer), ``mask_template`` (a personal template's shape and offsets from a turn's
-masks), ``landmarks`` (the landmark term), ``steps`` (optimiser steps under a budget with decaying rates),
-``landmark_tracking`` (a parametric head fitted to a video's 2D landmarks: the video tracker's fit,
-:mod:`headfields.apps.tracking`) and ``photometric_term`` (its last stage: the frames' pixels against the face's
-colours).
+"""Fitting: the optimisation beside the training loop, whatever the model: trackings, which fit a few quantities beside
+frozen networks to frames, and fits that draw their own batches (a prior on scans). One job a module: ``stages``
+(staged Adam over named parameter groups, its schedules), ``pose`` (a tracked head pose with a fitted correction),
+``preimages`` (canonical points carried into posed space by root finding), ``pixels`` (the frames' pixel pools,
+MonoNPHM's silhouette term), ``silhouette`` (masks as distances to their edges: a surface's points fitted into them
+without a renderer), ``mask_template`` (a personal template's shape and offsets from a turn's masks),
+``turn_tracking`` (a static turn's poses from its landmarks and masks, and its template), ``landmarks`` (the landmark
+term), ``steps`` (optimiser steps under a budget with decaying rates), ``landmark_tracking`` (a parametric head fitted
+to a video's 2D landmarks: the video tracker's fit, :mod:`headfields.apps.tracking`) and ``photometric_term`` (its
+last stage: the frames' pixels against the face's colours).
 
 MonoNPHM's tracking (:mod:`headfields.models.mononphm`) and the hyper NeuS avatar's
-(:mod:`headfields.models.hyper_neus_tracking`) are built from them, and MonoNPHM's prior trains with ``steps``;
-what is specific to a model stays with it.
+(:mod:`headfields.models.hyper_neus_tracking`) are built from them, and MonoNPHM's prior trains with ``steps``; what
+is specific to a model stays with it.
 """
 
 from .landmark_config import TRUSTED_LANDMARKS
@@ -25,6 +25,7 @@ from .preimages import ROOT_TOLERANCE, PosedPoints, posed_points
 from .silhouette import MaskDistances
 from .stages import Schedule, check_schedule, frozen, run_stage, scheduled
 from .steps import StepHistory, decayed_steps
+from .turn_tracking import TurnFit, TurnTrackingConfig, track_turn
 
 __all__ = [
     "ROOT_TOLERANCE",
@@ -40,6 +41,8 @@ __all__ = [
     "Schedule",
     "StepHistory",
     "SurfaceLandmarks",
+    "TurnFit",
+    "TurnTrackingConfig",
     "check_schedule",
     "corrected_pose",
     "decayed_steps",
@@ -54,4 +57,5 @@ __all__ = [
     "scheduled",
     "soft_jaccard",
     "track_landmarks",
+    "track_turn",
 ]
