@@ -12,6 +12,7 @@ solid body projects inside its silhouette).
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from jaxtyping import Bool, Float, Int
@@ -20,8 +21,6 @@ from torch import Tensor
 from ..checks import check_float, check_shape
 
 __all__ = ["MaskDistances"]
-
-DISTANCE_CHUNK = 1 << 14  # pixels measured against a frame's outline at once (memory: this x the outline's pixels)
 
 
 class MaskDistances:
@@ -51,17 +50,16 @@ class MaskDistances:
             (0, 1): padded[:, 2:, 1:-1],
         }
         self.outlines: list[Tensor] = []
-        distance = torch.zeros(n, h * w)
-        flat = centres.reshape(-1, 2)
+        # float16 (half the memory of a long video's maps): within 1e-3 of the distance, 0.4 px at 700.
+        self.distance = torch.empty(n, h, w, dtype=torch.float16)
         for f in range(n):
             edges = [
                 centres[masks[f] & ~seen[f]] + 0.5 * torch.tensor(step, dtype=torch.float32) for step, seen in neighbours.items()
             ]
             outline = torch.cat(edges)
             self.outlines.append(outline)
-            for start in range(0, h * w, DISTANCE_CHUNK):
-                distance[f, start : start + DISTANCE_CHUNK] = torch.cdist(flat[start : start + DISTANCE_CHUNK], outline).amin(1)
-        self.distance = torch.where(masks, -1.0, 1.0) * distance.reshape(n, h, w)  # signed: negative on the mask
+            distance = _distances(outline, h, w)
+            self.distance[f] = torch.where(masks[f], -distance, distance)  # signed: negative on the mask
         self.size = (w, h)
 
     def outside(self, pixels: Float[Tensor, "B P 2"], frames: Int[Tensor, " B"] | None = None) -> Float[Tensor, "B P"]:
@@ -94,3 +92,18 @@ class MaskDistances:
         if frames.is_floating_point() or len(frames) and not (0 <= int(frames.min()) and int(frames.max()) < n):
             raise ValueError(f"frames: expected frame ids in [0, {n}), got {frames.tolist()}")
         return frames.cpu()
+
+
+def _distances(outline: Tensor, h: int, w: int) -> Tensor:
+    """Each pixel centre's distance to the nearest ``outline`` point ``[M, 2]`` (pixel-edge midpoints), exact: on the
+    grid of half pixels, where centres and midpoints are all nodes, the Euclidean distance transform to the outline's
+    nodes (SciPy's, linear in the pixels: brute force took a second a 512-pixel frame). ``[H, W]`` float32; with no
+    outline (the mask fills the image), ``h + w``: farther than any point of it."""
+    if len(outline) == 0:
+        return torch.full((h, w), float(h + w))
+    from scipy.ndimage import distance_transform_edt
+
+    grid = np.ones((2 * h + 1, 2 * w + 1), dtype=bool)
+    nodes = (2 * outline).round().long().numpy()
+    grid[nodes[:, 1], nodes[:, 0]] = False
+    return torch.from_numpy(distance_transform_edt(grid)[1::2, 1::2] / 2).float()

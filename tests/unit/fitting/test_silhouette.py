@@ -37,7 +37,7 @@ def test_a_discs_distances_and_outline_are_the_circles():
 def test_outside_reads_the_map_between_centres_and_the_border_past_it():
     mask, _ = _disc()
     masks = MaskDistances(mask[None])
-    d = masks.distance[0]
+    d = masks.distance[0].float()
     at = torch.tensor([[[10.5, 20.5], [11.0, 20.5], [-3.0, 0.5], [66.0, 0.5], [30.1, 33.7]]])
     got = masks.outside(at)[0]
     assert torch.allclose(got[:2], torch.stack([d[20, 10], (d[20, 10] + d[20, 11]) / 2]))
@@ -111,3 +111,23 @@ def test_a_subset_of_frames_reads_those_frames_and_a_bad_id_is_refused():
     assert torch.equal(masks.unreached(pixels[1:], torch.tensor([1])), both_unreached[1:])
     with pytest.raises(ValueError, match=r"frames: expected frame ids in \[0, 2\), got \[2\]"):
         masks.outside(pixels[:1], torch.tensor([2]))
+
+
+def test_the_distances_are_the_nearest_outline_points_by_brute_force():
+    """Random blobs, one filling the image's lower half (cut by the border) and one the whole image: every pixel
+    centre's signed distance is its distance to the nearest outline point, sign by the mask."""
+    g = torch.Generator().manual_seed(2)
+    blobs = torch.nn.functional.avg_pool2d(torch.rand(3, 1, 40, 56, generator=g), 9, 1, 4)[:, 0] > 0.5
+    half = torch.zeros(40, 56, dtype=torch.bool)
+    half[25:] = True
+    full = torch.ones(40, 56, dtype=torch.bool)
+    masks = torch.cat([blobs, half[None], full[None]])
+    distances = MaskDistances(masks)
+    steps = torch.arange(56) + 0.5, torch.arange(40) + 0.5
+    centres = torch.stack(torch.meshgrid(*steps, indexing="xy"), dim=-1).reshape(-1, 2)
+    for f in range(len(masks) - 1):
+        nearest = torch.cdist(centres, distances.outlines[f]).amin(1).reshape(40, 56)
+        truth = torch.where(masks[f], -nearest, nearest)
+        torch.testing.assert_close(distances.distance[f].float(), truth, atol=0.0, rtol=1e-3)
+    assert len(distances.outlines[-1]) == 0 and bool((distances.distance[-1] < -50).all())  # nothing outside
+    assert float(distances.outside(torch.tensor([[[-5.0, -5.0], [60.0, 45.0]]]), torch.tensor([4])).max()) == 0.0
