@@ -1,7 +1,7 @@
 """``python -m headfields COMMAND`` (or ``headfields COMMAND``): ``train`` trains a registered model into a run
 folder; ``render`` makes videos of a run (replay, reenactment, camera paths), ``export`` writes coloured meshes,
 ``view`` serves a live viewer in the browser, ``inspect`` checks a capture before training on it, ``track``
-turns a video of a face into a capture;
+turns a video of a face into a capture, ``template`` a video of a turn into a personal template;
 ``python -m headfields COMMAND --help`` explains each flag."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from ...checks import check_device
 from ...outputs import OutputBusyError
 from ...training.checkpoints import CheckpointError
-from . import export, inspect, render, track, view
+from . import export, inspect, render, template, track, view
 
 __all__ = ["ctrl_c_kept", "main", "parser"]
 
@@ -28,7 +28,7 @@ def parser() -> argparse.ArgumentParser:
     commands = top.add_subparsers(title="commands", dest="name", required=True)
     # train's flags depend on its model (tyro builds them): listed here, parsed by headfields.apps.commands.train.
     commands.add_parser("train", help="train a model: python -m headfields train MODEL --help", add_help=False)
-    for module in (render, export, view, inspect, track):
+    for module in (render, export, view, inspect, track, template):
         module.add_parser(commands)
     return top
 

@@ -1,0 +1,126 @@
+"""``python -m headfields template``: a synthetic turn's video, with landmark files (its true points projected, where
+the face is in view) and mask files, turned into a template folder; an interrupted run resumes from its cues; bad
+input is refused in one line with nothing left at the output path."""
+
+import json
+import math
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from smplx.lbs import batch_rodrigues
+
+from headfields.apps.commands import main
+from headfields.apps.media import write_video
+from headfields.apps.tracking import template_tracker
+from headfields.apps.tracking.template_tracker import TemplateTrackerConfig, load_template, track_template
+from headfields.cameras import project_points
+from headfields.data import load_insta_dataset
+from headfields.fitting import MaskTemplateConfig, SurfaceLandmarks, TurnTrackingConfig
+from headfields.fitting.landmark_tracking import OPENCV_FROM_WORLD
+from headfields.parametric import load_model
+from headfields.synthetic import make_synthetic_video, portrait_person
+
+FRAMES = 40
+IN_VIEW = math.radians(50.0)
+
+
+@pytest.fixture(scope="module")
+def turn(tmp_path_factory):
+    """The turn's mp4, landmark and mask folders, focal length and true rotations in the tracker's world."""
+    folder = tmp_path_factory.mktemp("turn")
+    config, _ = portrait_person(seed=3, resolution=64, supersampling=1)
+    root = make_synthetic_video(folder / "video", replace(config, num_frames=FRAMES + 1, num_val=1, num_test=1))
+    parts = [load_insta_dataset(root, split) for split in ("train", "val")]
+    cameras = replace(parts[0].cameras, camera_to_world=torch.cat([p.cameras.camera_to_world for p in parts]))
+    pose = torch.cat([p.params.pose for p in parts])
+    translation = torch.cat([p.params.translation for p in parts])
+    model = load_model(root / "model", model_type="smplx")
+    rotation = (OPENCV_FROM_WORLD.float() @ torch.linalg.inv(cameras.camera_to_world))[:, :3, :3] @ batch_rodrigues(pose[:, 0])
+    in_view = torch.atan2(rotation[:, 0, 2], rotation[:, 2, 2]).abs() < IN_VIEW
+    surface = SurfaceLandmarks.static(model)
+    on_face = surface.points(model(shape=parts[0].params.shape, pose=pose, translation=translation).vertices, model.faces)
+    k = on_face.shape[1]
+    pixels = project_points(cameras, on_face.reshape(-1, 3), torch.arange(FRAMES).repeat_interleave(k)).pixels.view(FRAMES, k, 2)
+    video = folder / "turn.mp4"
+    write_video(video, torch.cat([p.images for p in parts]), fps=25)
+    landmarks, masks, faceless, holed = (folder / name for name in ("landmarks", "masks", "faceless", "holed"))
+    for made in (landmarks, masks, faceless, holed):
+        made.mkdir()
+    for i, (mask, seen) in enumerate(zip(torch.cat([p.masks for p in parts]), in_view, strict=True)):
+        points = np.full((68, 2), np.nan, dtype=np.float32)
+        if seen:  # the 51 points of SMPL-X's static embedding; the jaw's contour, unused, anywhere finite
+            points[:] = pixels[i].mean(0).numpy()
+            points[surface.observed.numpy()] = pixels[i].numpy()
+        np.save(landmarks / f"{i:05d}.npy", points)
+        np.save(faceless / f"{i:05d}.npy", np.full((68, 2), np.nan, dtype=np.float32))
+        Image.fromarray(mask.numpy().astype(np.uint8) * 255).save(masks / f"{i:05d}.png")
+        Image.fromarray(mask.numpy().astype(np.uint8) * 255 * (i != 20)).save(holed / f"{i:05d}.png")  # a matte missed
+    return video, landmarks, masks, faceless, cameras.fx, rotation, in_view, holed
+
+
+def _command(turn, out, *extra):
+    video, landmarks, masks, _, focal, _, _, _ = turn
+    cues = ["--landmarks", str(landmarks), "--masks", str(masks), "--size", "64", "--focal", str(focal)]
+    return ["template", str(video), "--out", str(out), *cues, "--rounds", "1", "--template-steps", "30", *extra]
+
+
+def test_the_template_command_writes_a_template_and_the_turn_s_tracking(turn, tmp_path):
+    out = tmp_path / "template"
+    assert main(_command(turn, out)) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["model", "template.npz", "template.obj", "tracking.json"]
+    assert [p.name for p in tmp_path.iterdir()] == ["template"]  # the work folder gone
+    template = load_template(out)
+    model = load_model(out / "model", model_type="smplx")
+    assert template["offsets"].shape == template["vertices"].shape == (model.num_vertices, 3)
+    assert template["global_orient"].shape == template["transl"].shape == (FRAMES, 3)
+    rotation, in_view = turn[5], turn[6]
+    cosine = ((batch_rodrigues(template["global_orient"]).transpose(1, 2) @ rotation).diagonal(dim1=1, dim2=2).sum(-1) - 1) / 2
+    error = torch.rad2deg(torch.acos(cosine.clamp(-1, 1)))
+    assert float(error.median()) < 5.0, error  # one round of 30 steps (the library's test holds the default's accuracy)
+    assert torch.equal(template["found"], in_view)
+    report = json.loads((out / "tracking.json").read_text())
+    assert report["frames"] == FRAMES and report["found"] == int(in_view.sum())
+
+
+def test_an_interrupted_template_resumes_from_its_cues(turn, tmp_path, monkeypatch):
+    video, landmarks, masks, _, focal, _, _, _ = turn
+    config = TemplateTrackerConfig(size=64, focal=focal, turn=TurnTrackingConfig(rounds=1, template=MaskTemplateConfig(steps=10)))
+    options = dict(landmarks=landmarks, masks=masks)
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(template_tracker, "track_turn", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        track_template(video, tmp_path / "template", config, log=lambda line: None, **options)
+    assert not (tmp_path / "template").exists() and len(list(tmp_path.glob(".template.tracking-*/cues.pt"))) == 1
+    monkeypatch.undo()
+    lines = []
+    track_template(video, tmp_path / "template", replace(config), log=lines.append, **options)
+    assert "track: cues from the interrupted run" in lines and (tmp_path / "template" / "template.npz").is_file()
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"--trim-end": "1.2"}, "masks: expected the subject to turn once all the way round"),  # 0.4 s: a quarter turn
+        ({"--landmarks": "faceless"}, "expected a face in at least one frame"),
+        ({"--masks": "holed"}, "masks: expected the subject in every frame, 1 frames have none (the first: [20])"),
+        ({"--rounds": "0"}, "rounds: expected"),
+    ],
+)
+def test_bad_input_is_refused_in_one_line_leaving_nothing(turn, tmp_path, capsys, change, message):
+    command = _command(turn, tmp_path / "template")
+    for flag, value in change.items():
+        value = {"faceless": str(turn[3]), "holed": str(turn[7])}.get(value, value)
+        if flag in command:
+            command[command.index(flag) + 1] = value
+        else:
+            command += [flag, value]
+    assert main(command) == 2
+    err = capsys.readouterr().err  # progress lines, then the refusal's one line
+    assert message in err.strip().splitlines()[-1] and "template: error:" in err and "Traceback" not in err, err
+    assert list(tmp_path.iterdir()) == []
