@@ -4,9 +4,10 @@ face mesh and selfie mask on LiteRT, their files from the mediapipe==0.10.21 whe
 detector's points), ``correspondence`` (MediaPipe's mesh as iBUG-68 points), ``smoothing`` (the track over time),
 ``mouth`` (lip and mouth-interior labels), ``avatar_refinement`` (each frame's head turn refitted through an avatar of the
 video), ``embedding`` (MediaPipe's points on a model's surface, derived from frames
-whose meshes are known), ``video_tracker`` (the stages end to end, resumable, written whole) and
+whose meshes are known), ``staging`` (a run's work folder and its result put in place whole), ``video_tracker`` (the
+stages end to end, resumable), ``template_tracker`` (a turn's video into a personal template, the same way) and
 ``accuracy`` (a tracking against the truth, where it is known). The FLAME fit itself is
-:func:`headfields.fitting.track_landmarks`.
+:func:`headfields.fitting.track_landmarks`, the turn's :func:`headfields.fitting.track_turn`.
 
     from headfields.apps.tracking import track_video
 
@@ -23,6 +24,7 @@ from .mediapipe import FaceLandmarker, FaceLandmarks, SelfieSegmenter
 from .model_files import install_mediapipe_models, mediapipe_folder, mediapipe_model
 from .mouth import MouthRegions, mouth_regions
 from .smoothing import smooth_track
+from .template_tracker import TemplateTrackerConfig, load_template, track_template
 from .video_tracker import VideoTrackerConfig, track_video, tracked_capture
 
 __all__ = [
@@ -36,6 +38,7 @@ __all__ = [
     "LandmarkTrack",
     "MouthRegions",
     "SelfieSegmenter",
+    "TemplateTrackerConfig",
     "TrackingAccuracy",
     "VideoProbe",
     "VideoTrackerConfig",
@@ -55,8 +58,10 @@ __all__ = [
     "read_landmark_files",
     "refine_tracking",
     "save_embedding",
+    "load_template",
     "smooth_track",
     "square_crop",
+    "track_template",
     "track_video",
     "tracked_capture",
     "tracking_accuracy",

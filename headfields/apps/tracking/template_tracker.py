@@ -38,6 +38,7 @@ from ...fitting.turn_tracking import TurnFit, TurnTrackingConfig, track_turn
 from ...parametric import load_model
 from ...progress import Progress
 from ...synthetic import write_synthetic_smplx
+from .staging import move_into_place, staged
 from .video_tracker import VideoTrackerConfig, _check_detectors, _cues, _work_folder
 
 __all__ = ["TemplateTrackerConfig", "load_template", "track_template"]
@@ -93,8 +94,7 @@ def track_template(
     check_count("landmarks_first", landmarks_first, 0)
     _check_detectors(landmarks is None, masks is None)
     work = _work_folder(video, out, config, (landmarks, landmarks_first), masks, smplx, "template")
-    work.mkdir(parents=True, exist_ok=True)
-    try:
+    with staged(work):
         model_dir = Path(smplx) if smplx is not None else write_synthetic_smplx(work / "model")
         model = load_model(model_dir, model_type="smplx")
         # The video tracker's ingest and cues, on the whole frame: a turn is framed already (its crop is the face's).
@@ -118,14 +118,7 @@ def track_template(
         if smplx is None:
             shutil.copytree(model_dir, result / "model")
         _write(result, fit, model, cues, config)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        if out.exists():
-            out.rmdir()  # empty, checked above
-        result.rename(out)
-        shutil.rmtree(work, ignore_errors=True)
-    except (ValueError, FileNotFoundError):  # bad input: refused, nothing left (an interrupted run keeps its cues)
-        shutil.rmtree(work, ignore_errors=True)
-        raise
+        move_into_place(result, out)
     log(f"template: {out} ({len(cues['found'])} frames, {int(cues['found'].sum())} with a face)")
     return out
 

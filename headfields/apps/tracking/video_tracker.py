@@ -62,6 +62,7 @@ from .mask_files import read_mask_files
 from .mediapipe import NUM_WITH_IRISES
 from .mouth import mouth_regions
 from .smoothing import smooth_track
+from .staging import move_into_place, staged
 
 __all__ = ["VideoTrackerConfig", "track_video", "tracked_capture"]
 
@@ -146,8 +147,7 @@ def track_video(
     check_count("landmarks_first", landmarks_first, 0)
     _check_detectors(landmarks is None, masks is None)  # the extra and its files, before anything is written
     work = _work_folder(video, out, config, (landmarks, landmarks_first), masks, flame, (identity, embedding))
-    work.mkdir(parents=True, exist_ok=True)
-    try:
+    with staged(work):
         # The user's files first: a bad one is refused before minutes of detection.
         model_dir = Path(flame) if flame is not None else write_synthetic_flame(work / "model")
         model = load_model(model_dir)
@@ -163,14 +163,7 @@ def track_video(
         # by no capture (as INSTA's and metrical-tracker's): train with --model, or on the capture's tracked meshes.
         named = Path(shutil.copytree(model_dir, capture / "model")) if flame is None else None
         _write_capture(capture, cues, fit, model, named, config)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        if out.exists():
-            out.rmdir()  # empty, checked above
-        capture.rename(out)
-        shutil.rmtree(work, ignore_errors=True)
-    except (ValueError, FileNotFoundError):  # bad input: refused, nothing left (an interrupted run keeps its stages)
-        shutil.rmtree(work, ignore_errors=True)
-        raise
+        move_into_place(capture, out)
     log(f"track: {out} ({len(cues['found'])} frames, {int(cues['found'].sum())} with a face)")
     return out
 
