@@ -1,6 +1,6 @@
 """``python -m headfields template``: a synthetic turn's video, with landmark files (its true points projected, where
-the face is in view) and mask files, turned into a template folder; an interrupted run resumes from its cues; bad
-input is refused in one line with nothing left at the output path."""
+the face is in view) and mask files, turned into a template folder by a run interrupted after its cues and resumed;
+bad input is refused in one line with nothing left at the output path."""
 
 import json
 import math
@@ -15,13 +15,13 @@ from smplx.lbs import batch_rodrigues
 from headfields.apps.commands import main
 from headfields.apps.media import write_video
 from headfields.apps.tracking import template_tracker
-from headfields.apps.tracking.template_tracker import TemplateTrackerConfig, load_template, track_template
+from headfields.apps.tracking.template_tracker import load_template
 from headfields.cameras import project_points
 from headfields.data import load_insta_dataset
-from headfields.fitting import MaskTemplateConfig, SurfaceLandmarks, TurnTrackingConfig
+from headfields.fitting import SurfaceLandmarks
 from headfields.fitting.landmark_tracking import OPENCV_FROM_WORLD
 from headfields.parametric import load_model
-from headfields.synthetic import make_synthetic_video, portrait_person
+from headfields.synthetic import cached_synthetic_video, portrait_person
 
 FRAMES = 40
 IN_VIEW = math.radians(50.0)
@@ -32,7 +32,7 @@ def turn(tmp_path_factory):
     """The turn's mp4, landmark and mask folders, focal length and true rotations in the tracker's world."""
     folder = tmp_path_factory.mktemp("turn")
     config, _ = portrait_person(seed=3, resolution=64, supersampling=1)
-    root = make_synthetic_video(folder / "video", replace(config, num_frames=FRAMES + 1, num_val=1, num_test=1))
+    root = cached_synthetic_video(replace(config, num_frames=FRAMES + 1, num_val=1, num_test=1))  # as test_turn_tracking
     parts = [load_insta_dataset(root, split) for split in ("train", "val")]
     cameras = replace(parts[0].cameras, camera_to_world=torch.cat([p.cameras.camera_to_world for p in parts]))
     pose = torch.cat([p.params.pose for p in parts])
@@ -67,9 +67,19 @@ def _command(turn, out, *extra):
     return ["template", str(video), "--out", str(out), *cues, "--rounds", "1", "--template-steps", "30", *extra]
 
 
-def test_the_template_command_writes_a_template_and_the_turn_s_tracking(turn, tmp_path):
+def test_an_interrupted_template_resumes_and_writes_the_template_and_the_turn_s_tracking(turn, tmp_path, monkeypatch, capsys):
     out = tmp_path / "template"
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(template_tracker, "track_turn", interrupted)
+    assert main(_command(turn, out)) == 130  # Ctrl-C after the cues: they stay for the rerun, nothing at --out
+    assert not out.exists() and len(list(tmp_path.glob(".template.tracking-*/cues.pt"))) == 1
+    monkeypatch.undo()
+    capsys.readouterr()
     assert main(_command(turn, out)) == 0
+    assert "track: cues from the interrupted run" in capsys.readouterr().out
     assert sorted(p.name for p in out.iterdir()) == ["model", "template.npz", "template.obj", "tracking.json"]
     assert [p.name for p in tmp_path.iterdir()] == ["template"]  # the work folder gone
     template = load_template(out)
@@ -83,24 +93,6 @@ def test_the_template_command_writes_a_template_and_the_turn_s_tracking(turn, tm
     assert torch.equal(template["found"], in_view)
     report = json.loads((out / "tracking.json").read_text())
     assert report["frames"] == FRAMES and report["found"] == int(in_view.sum())
-
-
-def test_an_interrupted_template_resumes_from_its_cues(turn, tmp_path, monkeypatch):
-    video, landmarks, masks, _, focal, _, _, _ = turn
-    config = TemplateTrackerConfig(size=64, focal=focal, turn=TurnTrackingConfig(rounds=1, template=MaskTemplateConfig(steps=10)))
-    options = dict(landmarks=landmarks, masks=masks)
-
-    def interrupted(*args, **kwargs):
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(template_tracker, "track_turn", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        track_template(video, tmp_path / "template", config, log=lambda line: None, **options)
-    assert not (tmp_path / "template").exists() and len(list(tmp_path.glob(".template.tracking-*/cues.pt"))) == 1
-    monkeypatch.undo()
-    lines = []
-    track_template(video, tmp_path / "template", replace(config), log=lines.append, **options)
-    assert "track: cues from the interrupted run" in lines and (tmp_path / "template" / "template.npz").is_file()
 
 
 @pytest.mark.parametrize(

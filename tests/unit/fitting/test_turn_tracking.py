@@ -17,7 +17,7 @@ from headfields.fitting.turn_tracking import TurnTrackingConfig, track_turn
 from headfields.geometry import TriangleMesh
 from headfields.geometry.queries import closest_point
 from headfields.parametric import load_model
-from headfields.synthetic import load_template_truth, make_synthetic_video, portrait_person
+from headfields.synthetic import cached_synthetic_video, load_template_truth, portrait_person
 
 FRAMES = 40  # one turn (the video's last frame, a held-out one, starts another)
 IN_VIEW = math.radians(50.0)  # a face's yaw from the camera where a detector still finds it
@@ -27,7 +27,7 @@ NOISE = 0.3  # the detector's pixel noise at 64 px
 @pytest.fixture(scope="module")
 def turn(tmp_path_factory):
     config, _ = portrait_person(seed=3, resolution=64, supersampling=1)
-    root = make_synthetic_video(tmp_path_factory.mktemp("turn"), replace(config, num_frames=FRAMES + 1, num_val=1, num_test=1))
+    root = cached_synthetic_video(replace(config, num_frames=FRAMES + 1, num_val=1, num_test=1))  # rendered once a machine
     parts = [load_insta_dataset(root, split) for split in ("train", "val")]
     cameras = replace(parts[0].cameras, camera_to_world=torch.cat([p.cameras.camera_to_world for p in parts]))
     pose = torch.cat([p.params.pose for p in parts])
