@@ -25,6 +25,21 @@ def command_parser(commands, name: str, help: str, doc: str) -> argparse.Argumen
     )
 
 
+def add_video_cues(parser: argparse.ArgumentParser) -> None:
+    """The flags of a command that reads a video with the video tracker's ingest (``track``, ``template``): its frame
+    rate, trimmed seconds, and the user's own landmarks and masks."""
+    parser.add_argument("--fps", type=float, default=25.0, help="frames a second the video is resampled to")
+    parser.add_argument("--trim-start", type=float, default=0.0, help="seconds dropped at the start")
+    parser.add_argument("--trim-end", type=float, default=0.0, help="seconds dropped at the end")
+    parser.add_argument(
+        "--landmarks", type=Path, default=None, help="your own landmarks: a folder, one file a frame (iBUG-68 or MediaPipe ids)"
+    )
+    parser.add_argument(
+        "--landmarks-first", type=int, default=0, help="the number in the first landmark file's name (1: ffmpeg's %%05d)"
+    )
+    parser.add_argument("--masks", type=Path, default=None, help="your own foreground masks: a folder of PNGs, one a frame")
+
+
 def run_parser(commands, name: str, help: str, doc: str) -> argparse.ArgumentParser:
     """:func:`command_parser` with the positional run folder and ``--device``."""
     parser = command_parser(commands, name, help, doc)

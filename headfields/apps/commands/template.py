@@ -14,7 +14,7 @@ import argparse
 from dataclasses import replace
 from pathlib import Path
 
-from ._common import command_parser
+from ._common import add_video_cues, command_parser
 
 __all__ = ["add_parser", "template"]
 
@@ -23,18 +23,9 @@ def add_parser(commands) -> None:
     parser = command_parser(commands, "template", "build a personal template from a video of a turn", __doc__)
     parser.add_argument("video", type=Path, help="the video (mp4, mov, ...) of one turn; a phone's rotation flag is honoured")
     parser.add_argument("--out", type=Path, required=True, help="a new folder for the template")
-    parser.add_argument("--fps", type=float, default=25.0, help="frames a second the video is resampled to")
-    parser.add_argument("--trim-start", type=float, default=0.0, help="seconds dropped at the start")
-    parser.add_argument("--trim-end", type=float, default=0.0, help="seconds dropped at the end")
+    add_video_cues(parser)
     parser.add_argument("--size", type=int, default=256, help="the frames the turn is tracked on: this many pixels a side")
     parser.add_argument("--focal", type=float, default=None, help="the camera's focal length, pixels (default: a phone's)")
-    parser.add_argument(
-        "--landmarks", type=Path, default=None, help="your own landmarks: a folder, one file a frame (iBUG-68 or MediaPipe ids)"
-    )
-    parser.add_argument(
-        "--landmarks-first", type=int, default=0, help="the number in the first landmark file's name (1: ffmpeg's %%05d)"
-    )
-    parser.add_argument("--masks", type=Path, default=None, help="your own foreground masks: a folder of PNGs, one a frame")
     parser.add_argument("--smplx", type=Path, default=None, help="your SMPL-X model's folder (default: the synthetic SMPL-X)")
     parser.add_argument("--rounds", type=int, default=None, help="templates fitted, the poses refined between (default 2)")
     parser.add_argument("--template-steps", type=int, default=None, help="each template fit's steps (default 150)")

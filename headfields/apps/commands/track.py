@@ -16,7 +16,7 @@ import argparse
 from dataclasses import replace
 from pathlib import Path
 
-from ._common import command_parser
+from ._common import add_video_cues, command_parser
 
 __all__ = ["add_parser", "track"]
 
@@ -25,19 +25,10 @@ def add_parser(commands) -> None:
     parser = command_parser(commands, "track", "track a video of a face into a capture", __doc__)
     parser.add_argument("video", type=Path, help="the video (mp4, mov, ...); a phone's rotation flag is honoured")
     parser.add_argument("--out", type=Path, required=True, help="a new folder for the capture")
-    parser.add_argument("--fps", type=float, default=25.0, help="frames a second the video is resampled to")
-    parser.add_argument("--trim-start", type=float, default=0.0, help="seconds dropped at the start")
-    parser.add_argument("--trim-end", type=float, default=0.0, help="seconds dropped at the end")
+    add_video_cues(parser)
     parser.add_argument("--whole-frame", action="store_true", help="no crop around the face: the whole frame, padded square")
     parser.add_argument("--size", type=int, default=512, help="the capture's images: this many pixels a side")
     parser.add_argument("--test-frames", type=int, default=None, help="held out at the end (default: 350, at most a tenth)")
-    parser.add_argument(
-        "--landmarks", type=Path, default=None, help="your own landmarks: a folder, one file a frame (iBUG-68 or MediaPipe ids)"
-    )
-    parser.add_argument(
-        "--landmarks-first", type=int, default=0, help="the number in the first landmark file's name (1: ffmpeg's %%05d)"
-    )
-    parser.add_argument("--masks", type=Path, default=None, help="your own foreground masks: a folder of PNGs, one a frame")
     parser.add_argument(
         "--flame",
         type=Path,
