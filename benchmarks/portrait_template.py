@@ -29,7 +29,7 @@ from headfields.cameras import project_points
 from headfields.data import load_insta_dataset
 from headfields.fitting import MaskTemplateConfig, SurfaceLandmarks, TurnTrackingConfig, fit_mask_template, track_turn
 from headfields.fitting.landmark_tracking import OPENCV_FROM_WORLD
-from headfields.geometry import TriangleMesh
+from headfields.geometry import TriangleMesh, similarity_transform
 from headfields.geometry.queries import closest_point
 from headfields.parametric import load_model
 from headfields.synthetic import cached_synthetic_video, load_template_truth, portrait_person
@@ -40,16 +40,10 @@ BEHIND = math.radians(120.0)
 NOISE_512 = 2.0  # the landmarks' noise, pixels of a 512 frame
 
 
-def _similarity(points: torch.Tensor, target: torch.Tensor, on: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``points`` moved onto ``target`` (the same vertices) by the similarity that best aligns the vertices ``on``, and
-    its rotation."""
-    a_mean, b_mean = points[on].mean(0), target[on].mean(0)
-    a, b = points[on] - a_mean, target[on] - b_mean
-    u, s, vt = torch.linalg.svd(b.T @ a)
-    d = torch.ones(3)
-    d[2] = torch.sign(torch.det(u @ vt))
-    rotation = u @ torch.diag(d) @ vt
-    return (s * d).sum() / a.square().sum() * (points - a_mean) @ rotation.T + b_mean, rotation
+def _aligned(points: torch.Tensor, target: torch.Tensor, on: torch.Tensor) -> torch.Tensor:
+    """``points`` moved onto ``target`` (the same vertices) by the similarity that best aligns the vertices ``on``."""
+    rotation, scale, shift = similarity_transform(points[on], target[on])
+    return scale * points @ rotation.T + shift
 
 
 def _parts(model) -> dict[str, torch.Tensor]:
@@ -63,7 +57,7 @@ def _parts(model) -> dict[str, torch.Tensor]:
 def _errors(model, vertices: torch.Tensor, truth: torch.Tensor, faces: torch.Tensor) -> dict[str, float]:
     """Median mm from ``vertices`` to the true surface after one similarity, by region (the head: neither hair nor
     torso)."""
-    aligned, _ = _similarity(vertices, truth, torch.ones(len(vertices), dtype=torch.bool))
+    aligned = _aligned(vertices, truth, torch.ones(len(vertices), dtype=torch.bool))
     distance = closest_point(TriangleMesh(truth[None], faces), aligned).distance * 1000
     return {name: float(distance[on].median()) for name, on in _parts(model).items()}
 
@@ -130,7 +124,7 @@ def main() -> None:
     # The head's position: the true template aligned to ours on the head, posed by our tracking and by the truth.
     ours = fit.template.canonical(model)
     head = _parts(model)["head"]
-    aligned, _ = _similarity(truth, ours, head)
+    aligned = _aligned(truth, ours, head)
     tracked = torch.einsum("nij,vj->nvi", fit.rotation, aligned) + fit.translation[:, None]
     true_posed = (
         torch.einsum("nij,vj->nvi", true_rotation, truth - bare.mean(0))

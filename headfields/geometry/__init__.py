@@ -1,8 +1,9 @@
-"""Meshes and Warp kernels: per-frame BVHs, closest points, ray hits, nearest vertices, surface samples,
-triangle frames, UV rasterisation, and meshes extracted from SDFs. Every query runs on CPU and CUDA from one source,
-launched through :func:`headfields.kernels.launch_rows` like every Warp kernel in headfields (thread pool on CPU,
-torch's stream on CUDA)."""
+"""Meshes and Warp kernels: per-frame BVHs, closest points, ray hits, nearest vertices, surface samples, triangle frames,
+UV rasterisation, meshes extracted from SDFs, and point sets aligned by a similarity. Every query runs on CPU and CUDA
+from one source, launched through :func:`headfields.kernels.launch_rows` like every Warp kernel in headfields (thread
+pool on CPU, torch's stream on CUDA)."""
 
+from .alignment import similarity_transform
 from .isosurface import IsoSurface, extract_isosurface
 from .mesh import TriangleMesh
 from .primitives import box, head_proxy, uv_sphere
@@ -48,6 +49,7 @@ __all__ = [
     "sample_near_surface",
     "sample_surface",
     "sample_uv",
+    "similarity_transform",
     "uv_misses",
     "triangle_frames",
     "uv_sphere",

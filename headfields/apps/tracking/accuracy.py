@@ -20,6 +20,7 @@ from torch import Tensor
 from ...cameras import PinholeCameras, project_points
 from ...data import TrackedParams, detect_capture_format, held_out_splits, load_insta_dataset, load_vhap_dataset
 from ...fitting.photometric_term import face_region
+from ...geometry.alignment import similarity_transform
 from ...parametric.model import EYE_JOINTS, ParametricModel
 
 __all__ = ["TrackingAccuracy", "capture_tracking", "face_region", "tracking_accuracy"]
@@ -78,7 +79,7 @@ def tracking_accuracy(model: ParametricModel, tracked: Tracking, truth: Tracking
     ours, our_rotation = _in_camera(tracked, model)
     true, true_rotation = _in_camera(truth, model)
     a, b = ours[:, region].reshape(-1, 3), true[:, region].reshape(-1, 3)
-    rotation, scale, shift = _similarity(a, b)
+    rotation, scale, shift = similarity_transform(a, b)
     aligned = scale * a @ rotation.T + shift
     vertex = (aligned - b).norm(dim=-1).median()
     relative = true_rotation.transpose(1, 2) @ rotation @ our_rotation
@@ -115,15 +116,3 @@ def _image_error(ours: Tensor, true: Tensor, region: Tensor) -> Tensor:
     a0, b0 = a - a.mean(0), b - b.mean(0)
     scale = (a0 * b0).sum() / a0.square().sum()
     return (scale * ours + b.mean(0) - scale * a.mean(0) - true).norm(dim=-1)
-
-
-def _similarity(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Umeyama's least-squares similarity ``b ~ s R a + t``."""
-    ma, mb = a.mean(0), b.mean(0)
-    a0, b0 = a - ma, b - mb
-    u, sigma, vt = torch.linalg.svd(b0.T @ a0)
-    d = torch.ones(3, dtype=a.dtype)
-    d[2] = torch.sign(torch.det(u @ vt))
-    rotation = u @ torch.diag(d) @ vt
-    scale = (sigma * d).sum() / a0.square().sum()
-    return rotation, scale, mb - scale * ma @ rotation.T

@@ -14,7 +14,7 @@ from headfields.data import load_insta_dataset
 from headfields.fitting import MaskTemplateConfig, SurfaceLandmarks
 from headfields.fitting.landmark_tracking import OPENCV_FROM_WORLD
 from headfields.fitting.turn_tracking import TurnTrackingConfig, track_turn
-from headfields.geometry import TriangleMesh
+from headfields.geometry import TriangleMesh, similarity_transform
 from headfields.geometry.queries import closest_point
 from headfields.parametric import load_model
 from headfields.synthetic import cached_synthetic_video, load_template_truth, portrait_person
@@ -85,13 +85,9 @@ def test_the_turn_is_tracked_round_the_back_and_its_template_grows_the_hair(turn
 
 
 def _aligned(points, target):
-    """``points`` moved onto ``target`` (the same vertices) by the best similarity (Umeyama)."""
-    a, b = points - points.mean(0), target - target.mean(0)
-    u, s, vt = torch.linalg.svd(b.T @ a)
-    d = torch.ones(3)
-    d[2] = torch.sign(torch.det(u @ vt))
-    rotation = u @ torch.diag(d) @ vt
-    return (s * d).sum() / a.square().sum() * a @ rotation.T + target.mean(0)
+    """``points`` moved onto ``target`` (the same vertices) by the best similarity."""
+    rotation, scale, shift = similarity_transform(points, target)
+    return scale * points @ rotation.T + shift
 
 
 def test_a_turn_with_no_face_or_no_turn_is_refused(turn):
