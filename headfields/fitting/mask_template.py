@@ -76,23 +76,23 @@ class PersonalTemplate:
 
 def fit_mask_template(
     model: ParametricModel,
-    masks: Bool[Tensor, "N H W"],
+    masks: Bool[Tensor, "N H W"] | MaskDistances,
     cameras: PinholeCameras,
     pose: Float[Tensor, "N J 3"],
     translation: Float[Tensor, "N 3"],
     config: MaskTemplateConfig | None = None,
     progress: Callable[[int, float], None] | None = None,
 ) -> PersonalTemplate:
-    """Fit ``model``'s first ``config.shapes`` shape coefficients and per-vertex offsets to the frames' ``masks``,
-    seen by ``cameras`` (one a frame) with the subject posed by ``pose`` and ``translation`` (a neutral face).
-    ``progress(step, loss)`` is told after each step."""
+    """Fit ``model``'s first ``config.shapes`` shape coefficients and per-vertex offsets to the frames' ``masks`` (or
+    their :class:`.MaskDistances`, from a caller that fits more than once), seen by ``cameras`` (one a frame) with the
+    subject posed by ``pose`` and ``translation`` (a neutral face). ``progress(step, loss)`` is told after each step."""
     config = config or MaskTemplateConfig()
-    n = masks.shape[0]
+    distances = masks if isinstance(masks, MaskDistances) else MaskDistances(masks)
+    n = len(distances.outlines)
     check_float("pose", pose, [n, model.num_joints, 3])
     check_float("translation", translation, [n, 3])
     if cameras.num_frames != n:
         raise ValueError(f"cameras: expected one camera a frame of the {n} masks, got {cameras.num_frames}")
-    distances = MaskDistances(masks)
     v = model.num_vertices
     edges, degree = _edges(model.faces.cpu(), v)
     shape = torch.zeros(model.num_shape, requires_grad=True)

@@ -135,7 +135,7 @@ def track_turn(
     observed = points[:, held.observed].float()
     rotation, translation, shape = _rigid(cameras, model, held, observed, found, config, tell)
     rotation, translation = _through_the_turn(rotation, translation, found)
-    distances = MaskDistances(masks) if config.rounds > 1 else None
+    distances = MaskDistances(masks)  # built once: every round's poses and template read it
     template = PersonalTemplate(shape, torch.zeros(model.num_vertices, 3))
     for r in range(config.rounds):
         if r:  # the poses against the masks, under the template the last round fitted
@@ -146,7 +146,7 @@ def track_turn(
             )
         params = TurnFit(rotation, translation, template, cameras, found).params(model)
         template = fit_mask_template(
-            model, masks, cameras, params.pose, params.translation, config.template,
+            model, distances, cameras, params.pose, params.translation, config.template,
             lambda step, loss: tell("template", step + 1, config.template.steps),
         )  # fmt: skip
     return TurnFit(rotation, translation, template, cameras, found)
