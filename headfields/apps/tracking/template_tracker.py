@@ -39,7 +39,7 @@ from ...parametric import load_model
 from ...progress import Progress
 from ...synthetic import write_synthetic_smplx
 from .staging import move_into_place, staged
-from .video_tracker import VideoTrackerConfig, _check_detectors, _cues, _work_folder
+from .video_tracker import VideoTrackerConfig, _cues, _work_folder, check_inputs
 
 __all__ = ["TemplateTrackerConfig", "load_template", "track_template"]
 
@@ -86,13 +86,7 @@ def track_template(
     ``landmarks_first`` and ``masks``: the user's own cues, as :func:`~headfields.apps.tracking.track_video` reads them;
     ``smplx``: the folder of the user's SMPL-X files (default: the synthetic SMPL-X, written into the template)."""
     config = config or TemplateTrackerConfig()
-    video, out = Path(video), Path(out)
-    if not video.is_file():
-        raise ValueError(f"video: expected a video file, {str(video)!r} is not a file")
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ValueError(f"out: expected a new or empty folder for the template, {str(out)!r} already holds files")
-    check_count("landmarks_first", landmarks_first, 0)
-    _check_detectors(landmarks is None, masks is None)
+    video, out = check_inputs(video, out, "template", landmarks, landmarks_first, masks)
     work = _work_folder(video, out, config, (landmarks, landmarks_first), masks, smplx, "template")
     with staged(work):
         model_dir = Path(smplx) if smplx is not None else write_synthetic_smplx(work / "model")

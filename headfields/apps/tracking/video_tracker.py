@@ -139,13 +139,7 @@ def track_video(
     ``embedding``: MediaPipe's points on the model's surface in metrical-tracker's ``mediapipe_landmark_embedding.npz``
     layout (``lmk_face_idx``, ``lmk_b_coords``, ``landmark_indices``), used instead of the iBUG table."""
     config = config or VideoTrackerConfig()
-    video, out = Path(video), Path(out)
-    if not video.is_file():
-        raise ValueError(f"video: expected a video file, {str(video)!r} is not a file")
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ValueError(f"out: expected a new or empty folder for the capture, {str(out)!r} already holds files")
-    check_count("landmarks_first", landmarks_first, 0)
-    _check_detectors(landmarks is None, masks is None)  # the extra and its files, before anything is written
+    video, out = check_inputs(video, out, "capture", landmarks, landmarks_first, masks)
     work = _work_folder(video, out, config, (landmarks, landmarks_first), masks, flame, (identity, embedding))
     with staged(work):
         # The user's files first: a bad one is refused before minutes of detection.
@@ -166,6 +160,22 @@ def track_video(
         move_into_place(capture, out)
     log(f"track: {out} ({len(cues['found'])} frames, {int(cues['found'].sum())} with a face)")
     return out
+
+
+def check_inputs(
+    video: str | Path, out: str | Path, result: str, landmarks: str | Path | None, landmarks_first: int, masks: str | Path | None
+) -> tuple[Path, Path]:
+    """``video`` and ``out`` as paths, checked before anything is written: the video a file, ``out`` (for the
+    ``result``) new or empty, ``landmarks_first`` a count, and MediaPipe ready where the user's own ``landmarks`` or
+    ``masks`` are not given. The video tracker's and the template tracker's."""
+    video, out = Path(video), Path(out)
+    if not video.is_file():
+        raise ValueError(f"video: expected a video file, {str(video)!r} is not a file")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ValueError(f"out: expected a new or empty folder for the {result}, {str(out)!r} already holds files")
+    check_count("landmarks_first", landmarks_first, 0)
+    _check_detectors(landmarks is None, masks is None)
+    return video, out
 
 
 def _check_detectors(landmarks: bool, masks: bool) -> None:
