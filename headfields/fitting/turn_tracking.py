@@ -22,29 +22,24 @@ rotation and translation), and the frames with a face in view are few: the front
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 from jaxtyping import Bool, Float
-from smplx.lbs import batch_rodrigues
 from torch import Tensor
 
-from ..cameras import PinholeCameras, project_points
+from ..cameras import PinholeCameras
 from ..checks import check_count, check_positive, check_shape
 from ..data import TrackedParams
 from ..parametric.model import ParametricModel
 from ..parametric.tracked_meshes import rotation_to_axis_angle
 from .landmark_tracking import OPENCV_FROM_WORLD, SurfaceLandmarks
 from .mask_template import MaskTemplateConfig, PersonalTemplate, fit_mask_template
+from .rigid_motion import landmark_poses, project, rotations, second_differences, through_the_turn
 from .silhouette import MaskDistances
 
 __all__ = ["TurnFit", "TurnTrackingConfig", "track_turn"]
-
-# The least turn accepted: a template needs every side (the frames with a face and the turn between them).
-LEAST_TURN = math.radians(300.0)
 
 
 @dataclass(frozen=True)
@@ -133,8 +128,16 @@ def track_turn(
     cameras = PinholeCameras(focal, focal, w / 2, h / 2, w, h, OPENCV_FROM_WORLD.float().expand(n, 4, 4).clone())
     held = landmarks.held_by(points, found)
     observed = points[:, held.observed].float()
-    rotation, translation, shape = _rigid(cameras, model, held, observed, found, config, tell)
-    rotation, translation = _through_the_turn(rotation, translation, found)
+    # The canonical points are linear in the shape: their rest positions and shape directions, reduced once.
+    on_face = held.points(model().canonical_vertices.detach()[None], model.faces)[0]
+    directions = model.shapedirs.detach()[:, :, : config.template.shapes].float()  # [V, 3, S]
+    directions = held.points(directions.permute(2, 0, 1), model.faces)  # [S, K, 3]
+    rates = (4 * config.rotation_rate, config.translation_rate, config.template.shape_rate)
+    rotation, translation, shape = landmark_poses(
+        cameras, on_face, directions, observed[found], config.rigid_steps, rates, config.shape_prior, tell
+    )
+    shape = torch.cat([shape, torch.zeros(model.num_shape - len(shape))])
+    rotation, translation = through_the_turn(rotation, translation, found)
     distances = MaskDistances(masks)  # built once: every round's poses and template read it
     template = PersonalTemplate(shape, torch.zeros(model.num_vertices, 3))
     for r in range(config.rounds):
@@ -150,100 +153,6 @@ def track_turn(
             lambda step, loss: tell("template", step + 1, config.template.steps),
         )  # fmt: skip
     return TurnFit(rotation, translation, template, cameras, found)
-
-
-def _project(cameras: PinholeCameras, x: Tensor) -> Tensor:
-    """World points ``[B, P, 3]`` to pixels ``[B, P, 2]`` through the fixed camera."""
-    b, p = x.shape[:2]
-    return project_points(cameras, x.reshape(-1, 3), torch.zeros(b * p, dtype=torch.long)).pixels.reshape(b, p, 2)
-
-
-def _rotations(axis_angle: Tensor) -> Tensor:
-    return batch_rodrigues(axis_angle.reshape(-1, 3)).reshape(*axis_angle.shape[:-1], 3, 3)
-
-
-def _rigid(
-    cameras: PinholeCameras,
-    model: ParametricModel,
-    held: SurfaceLandmarks,
-    observed: Tensor,
-    found: Tensor,
-    config: TurnTrackingConfig,
-    tell,
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Rotations ``[F, 3, 3]`` and translations ``[F, 3]`` of the ``found`` frames from their landmarks ``observed``,
-    and the face's shape: started facing the camera at the depth their spread gives."""
-    seen = observed[found]
-    # The canonical points are linear in the shape: their rest positions and shape directions, reduced once.
-    on_face = held.points(model().canonical_vertices.detach()[None], model.faces)[0]
-    directions = model.shapedirs.detach()[:, :, : config.template.shapes].float()  # [V, 3, S]
-    directions = held.points(directions.permute(2, 0, 1), model.faces)  # [S, K, 3]
-    centre = seen.mean(1)
-    depth = cameras.fx * (on_face - on_face.mean(0)).norm(dim=-1).mean() / (seen - centre[:, None]).norm(dim=-1).mean(1)
-    x = (centre[:, 0] - cameras.cx) / cameras.fx * depth
-    y = (centre[:, 1] - cameras.cy) / cameras.fy * depth
-    # The tracker's world has y up and the camera looking down -z: a pixel below the centre is a point below the axis.
-    start = torch.stack([x, -y, -depth], -1) - on_face.mean(0)
-    angle = torch.zeros(len(seen), 3, requires_grad=True)
-    shift = start.clone().requires_grad_(True)
-    shape = torch.zeros(config.template.shapes, requires_grad=True)
-    rates = [{"params": [angle], "lr": 4 * config.rotation_rate}, {"params": [shift], "lr": config.translation_rate}]
-    optimiser = torch.optim.Adam([*rates, {"params": [shape], "lr": config.template.shape_rate}])
-    for step in range(config.rigid_steps):
-        shaped = on_face + torch.einsum("s,skc->kc", shape, directions)
-        moved = torch.einsum("bij,kj->bki", _rotations(angle), shaped) + shift[:, None]
-        loss = (_project(cameras, moved) - seen).norm(dim=-1).mean() + config.shape_prior * shape.square().sum()
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
-        tell("rigid", step + 1, config.rigid_steps)
-    return _rotations(angle.detach()), shift.detach(), torch.cat([shape.detach(), torch.zeros(model.num_shape - len(shape))])
-
-
-def _yaw(rotation: Tensor) -> Tensor:
-    """The body's turn about the vertical: the angle of its forward axis (+z) about +y."""
-    return torch.atan2(rotation[:, 0, 2], rotation[:, 2, 2])
-
-
-def _through_the_turn(rotation: Tensor, translation: Tensor, found: Tensor) -> tuple[Tensor, Tensor]:
-    """Every frame's rotation and translation from those of the ``found`` frames: the yaw unwrapped (a gap of
-    frames without a face adds the whole turns that bring its change closest to the turn's own speed, the median
-    over consecutive found frames, times the gap), then interpolated in time, as are the tilt (what is left of each
-    rotation once its yaw is undone) and the translation; past the first and last found frames, the speed carries
-    the yaw and the rest is held."""
-    n = len(found)
-    frames = torch.nonzero(found)[:, 0]
-    yaw = _yaw(rotation).double()
-    gaps = frames.diff()
-    change = torch.remainder(yaw.diff() + math.pi, 2 * math.pi) - math.pi
-    speed = float(change[gaps == 1].median()) if bool((gaps == 1).any()) else 0.0
-    turned = [float(yaw[0])]
-    for gap, step in zip(gaps.tolist(), change.tolist(), strict=True):
-        if gap > 1:
-            step += 2 * math.pi * round((speed * gap - step) / (2 * math.pi))
-        turned.append(turned[-1] + step)
-    if abs(turned[-1] - turned[0]) + abs(speed) * (n - 1 - float(frames[-1] - frames[0])) < LEAST_TURN:
-        raise ValueError(
-            f"masks: expected the subject to turn once all the way round; the frames with a face turn "
-            f"{math.degrees(abs(turned[-1] - turned[0])):.0f} degrees"
-        )
-    tilt = rotation_to_axis_angle((rotation.double() @ _about_y(-yaw)).float())
-    t, known = np.arange(n, dtype=np.float64), frames.numpy().astype(np.float64)
-
-    def spread(values: Tensor) -> Tensor:  # [F, D] on the found frames -> [N, D], linear, held past the ends
-        return torch.stack([torch.from_numpy(np.interp(t, known, v.numpy())) for v in values.double().T], -1)
-
-    every = spread(torch.tensor(turned)[:, None])[:, 0]
-    first, last = int(frames[0]), int(frames[-1])
-    every[:first] = turned[0] + speed * (torch.arange(first) - first)
-    every[last + 1 :] = turned[-1] + speed * torch.arange(1, n - last)
-    rotations = _rotations(spread(tilt).float()) @ _about_y(every).float()
-    return rotations, spread(translation).float()
-
-
-def _about_y(angle: Tensor) -> Tensor:
-    zero = torch.zeros_like(angle)
-    return _rotations(torch.stack([zero, angle, zero], -1))
 
 
 def _refine(
@@ -273,23 +182,18 @@ def _refine(
     generator = torch.Generator().manual_seed(config.seed + round_)
     seen = torch.nonzero(found)[:, 0]
     for step in range(config.pose_steps):
-        posed = _rotations(turn) @ rotation @ _rotations(tilt)
+        posed = rotations(turn) @ rotation @ rotations(tilt)
         at = middle + shift
         drawn = torch.randint(len(body), (config.points_per_frame,), generator=generator)
-        pixels = _project(cameras, torch.einsum("nij,pj->npi", posed, body[drawn]) + at[:, None])
+        pixels = project(cameras, torch.einsum("nij,pj->npi", posed, body[drawn]) + at[:, None])
         silhouette = distances.outside(pixels).mean() + distances.unreached(pixels).mean()
-        marks = _project(cameras, torch.einsum("nij,kj->nki", posed[seen], face) + at[seen, None])
+        marks = project(cameras, torch.einsum("nij,kj->nki", posed[seen], face) + at[seen, None])
         landmark = (marks - observed[seen]).norm(dim=-1).mean()
-        smooth = _second(turn).square().sum(-1).mean() + 100.0 * _second(shift).square().sum(-1).mean()
+        smooth = second_differences(turn).square().sum(-1).mean() + 100.0 * second_differences(shift).square().sum(-1).mean()
         loss = silhouette + config.landmark_weight * landmark + config.smoothness * smooth
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
         tell("poses", step + 1, config.pose_steps)
-    posed = (_rotations(turn) @ rotation @ _rotations(tilt)).detach()
+    posed = (rotations(turn) @ rotation @ rotations(tilt)).detach()
     return posed, (middle + shift - torch.einsum("nij,j->ni", posed, centre)).detach()
-
-
-def _second(x: Tensor) -> Tensor:
-    """Second differences along the frames (none for fewer than three)."""
-    return x[2:] - 2 * x[1:-1] + x[:-2]
