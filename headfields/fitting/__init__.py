@@ -4,7 +4,10 @@ frozen networks to frames, and fits that draw their own batches (a prior on scan
 ``preimages`` (canonical points carried into posed space by root finding), ``pixels`` (the frames' pixel pools,
 MonoNPHM's silhouette term), ``silhouette`` (masks as distances to their edges: a surface's points fitted into them
 without a renderer), ``mask_template`` (a personal template's shape and offsets from a turn's masks),
-``turn_tracking`` (a static turn's poses from its landmarks and masks, and its template), ``landmarks`` (the landmark
+``rigid_motion`` (a turning body's rigid poses: projection, yaw, the landmark start and the turn through
+the back), ``turn_tracking`` (a static turn's poses from its landmarks and masks, and its template),
+``template_appearance`` (the template's colours, and which points a camera sees), ``template_tracking`` (a dynamic
+video tracked against the template), ``landmarks`` (the landmark
 term), ``steps`` (optimiser steps under a budget with decaying rates), ``landmark_tracking`` (a parametric head fitted
 to a video's 2D landmarks: the video tracker's fit, :mod:`headfields.apps.tracking`) and ``photometric_term`` (its
 last stage: the frames' pixels against the face's colours).
@@ -25,6 +28,8 @@ from .preimages import ROOT_TOLERANCE, PosedPoints, posed_points
 from .silhouette import MaskDistances
 from .stages import Schedule, check_schedule, frozen, run_stage, scheduled
 from .steps import StepHistory, decayed_steps
+from .template_appearance import VertexColours, vertex_colours
+from .template_tracking import TemplateTrack, TemplateTrackingConfig, track_with_template
 from .turn_tracking import TurnFit, TurnTrackingConfig, track_turn
 
 __all__ = [
@@ -41,8 +46,11 @@ __all__ = [
     "Schedule",
     "StepHistory",
     "SurfaceLandmarks",
+    "TemplateTrack",
+    "TemplateTrackingConfig",
     "TurnFit",
     "TurnTrackingConfig",
+    "VertexColours",
     "check_schedule",
     "corrected_pose",
     "decayed_steps",
@@ -58,4 +66,6 @@ __all__ = [
     "soft_jaccard",
     "track_landmarks",
     "track_turn",
+    "track_with_template",
+    "vertex_colours",
 ]
