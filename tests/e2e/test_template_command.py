@@ -4,6 +4,7 @@ bad input is refused in one line with nothing left at the output path."""
 
 import json
 import math
+import shutil
 from dataclasses import replace
 
 import numpy as np
@@ -16,9 +17,10 @@ from headfields.apps.commands import main
 from headfields.apps.media import write_video
 from headfields.apps.tracking import template_tracker
 from headfields.apps.tracking.template_tracker import load_template
+from headfields.apps.tracking.template_video import TemplateVideoConfig, track_template_video
 from headfields.cameras import project_points
 from headfields.data import load_insta_dataset
-from headfields.fitting import SurfaceLandmarks
+from headfields.fitting import SurfaceLandmarks, TemplateTrackingConfig
 from headfields.fitting.landmark_tracking import OPENCV_FROM_WORLD
 from headfields.parametric import load_model
 from headfields.synthetic import cached_synthetic_video, portrait_person
@@ -116,3 +118,49 @@ def test_bad_input_is_refused_in_one_line_leaving_nothing(turn, tmp_path, capsys
     err = capsys.readouterr().err  # progress lines, then the refusal's one line
     assert message in err.strip().splitlines()[-1] and "template: error:" in err and "Traceback" not in err, err
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture(scope="module")
+def template(turn, tmp_path_factory):
+    out = tmp_path_factory.mktemp("built") / "template"
+    assert main(_command(turn, out)) == 0
+    return out
+
+
+def test_a_video_tracked_against_the_template_is_a_capture_of_smplx(turn, template, tmp_path):
+    video, landmarks, masks, _, focal, rotation, _, _ = turn
+    stored = load_template(template)
+    assert stored["colours"].shape == (len(stored["offsets"]), 3) and 0.5 < float(stored["seen"].float().mean()) < 1.0
+    tracking = TemplateTrackingConfig(
+        rigid_steps=100, yaw_bins=36, search_points=256, steps=30, frames_per_step=8, points_per_frame=512,
+        visibility_every=15,
+    )  # fmt: skip
+    config = TemplateVideoConfig(size=64, focal=focal, test_frames=4, tracking=tracking)
+    out = track_template_video(video, template, tmp_path / "capture", config, landmarks=landmarks, masks=masks)
+    frames = [load_insta_dataset(out, split) for split in ("train", "val", "test")]
+    assert [len(f) for f in frames] == [FRAMES - 5, 1, 4]
+    model = load_model(out / "model", model_type="smplx")
+    pose = torch.cat([f.params.pose for f in frames])
+    assert pose.shape == (FRAMES, model.num_joints, 3) and torch.equal(frames[0].params.shape, stored["shape"].float())
+    head = batch_rodrigues(pose[:, 0]) @ batch_rodrigues(pose[:, model.joint_index("head")])
+    cosine = ((head.transpose(1, 2) @ rotation).diagonal(dim1=1, dim2=2).sum(-1) - 1) / 2
+    error = torch.rad2deg(torch.acos(cosine.clamp(-1, 1)))
+    assert float(error.median()) < 8.0, error  # 30 steps (the library's test holds the tracker's accuracy)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["capture"]  # the work folder gone
+
+
+def test_a_template_of_another_topology_or_flame_s_flags_are_refused_in_one_line(turn, template, tmp_path, capsys):
+    video, landmarks, masks = (str(x) for x in turn[:3])
+    other = tmp_path / "other"
+    shutil.copytree(template, other)
+    stored = {name: value.numpy() for name, value in load_template(template).items()}
+    np.savez(other / "template.npz", **{**stored, "offsets": stored["offsets"][:-1]})
+    command = ["track", video, "--out", str(tmp_path / "capture"), "--landmarks", landmarks, "--masks", masks]
+    for extra, message in (
+        (["--template", str(other)], "template: expected a template of the model's"),
+        (["--template", str(template), "--flame", str(other)], "flame: expected no --flame with --template"),
+    ):
+        assert main([*command, *extra]) == 2
+        err = capsys.readouterr().err
+        assert message in err.strip().splitlines()[-1] and "Traceback" not in err, err
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["other"]

@@ -8,6 +8,12 @@ interrupted run.
     python -m headfields track clip.mp4 --out captures/me --landmarks lmks/ --masks alpha/ --trim-start 2
     python -m headfields track clip.mp4 --out captures/me_vhap --layout vhap
     python -m headfields track clip.mp4 --out captures/me --landmarks mp478/ --embedding emb.npz --trust-landmarks
+
+With ``--template DIR`` (``python -m headfields template``'s folder) the video is tracked against the subject's
+personal template instead, the back of the head included: SMPL-X's body, head, jaw and expressions per frame, a
+capture ``portrait360`` trains on.
+
+    python -m headfields track video.mp4 --template template/ --out captures/me360 --masks alpha/
 """
 
 from __future__ import annotations
@@ -27,7 +33,9 @@ def add_parser(commands) -> None:
     parser.add_argument("--out", type=Path, required=True, help="a new folder for the capture")
     add_video_cues(parser)
     parser.add_argument("--whole-frame", action="store_true", help="no crop around the face: the whole frame, padded square")
-    parser.add_argument("--size", type=int, default=512, help="the capture's images: this many pixels a side")
+    parser.add_argument(
+        "--size", type=int, default=None, help="the capture's images: this many pixels a side (default 512; 256 with --template)"
+    )
     parser.add_argument("--test-frames", type=int, default=None, help="held out at the end (default: 350, at most a tenth)")
     parser.add_argument(
         "--flame",
@@ -66,7 +74,37 @@ def add_parser(commands) -> None:
         "--correspondence", choices=("model", "table"), default="model",
         help="MediaPipe's points on the model: where its own views place them, or our MediaPipe -> iBUG table",
     )  # fmt: skip
+    parser.add_argument(
+        "--template", type=Path, default=None,
+        help="a personal template's folder (python -m headfields template): track SMPL-X against it, back views included",
+    )  # fmt: skip
+    parser.add_argument("--smplx", type=Path, default=None, help="with --template: the SMPL-X folder it was built on")
+    parser.add_argument("--focal", type=float, default=None, help="with --template: the camera's focal length, pixels")
     parser.set_defaults(command=track)
+
+
+# What only the FLAME tracker reads: refused with --template, where they would be ignored.
+FLAME_FLAGS = ("flame", "identity", "embedding", "photometric_steps", "photometric_weight", "avatar_steps")
+
+
+def _track_template(args: argparse.Namespace) -> int:
+    from ..tracking.template_video import TemplateVideoConfig, track_template_video
+
+    for name in FLAME_FLAGS:
+        if getattr(args, name) is not None:
+            raise ValueError(f"{name.replace('_', '-')}: expected no --{name.replace('_', '-')} with --template (FLAME's)")
+    if args.trust_landmarks or args.whole_frame or args.layout != "insta" or args.correspondence != "model":
+        raise ValueError("template: expected none of --trust-landmarks, --whole-frame, --layout, --correspondence (FLAME's)")
+    size = 256 if args.size is None else args.size
+    config = TemplateVideoConfig(
+        fps=args.fps, trim_start=args.trim_start, trim_end=args.trim_end, size=size, focal=args.focal,
+        test_frames=args.test_frames,
+    )  # fmt: skip
+    track_template_video(
+        args.video, args.template, args.out, config, landmarks=args.landmarks, landmarks_first=args.landmarks_first,
+        masks=args.masks, smplx=args.smplx,
+    )  # fmt: skip
+    return 0
 
 
 def track(args: argparse.Namespace) -> int:
@@ -74,6 +112,10 @@ def track(args: argparse.Namespace) -> int:
     from ..tracking.avatar_refinement import AvatarRefinementConfig
     from ..tracking.video_tracker import VideoTrackerConfig, track_video
 
+    if args.template is not None:
+        return _track_template(args)
+    if args.smplx is not None or args.focal is not None:
+        raise ValueError("template: expected --template DIR with --smplx and --focal")
     given = {"photometric_steps": args.photometric_steps, "photometric_weight": args.photometric_weight}
     photometric = {name: value for name, value in given.items() if value is not None}
     if args.trust_landmarks and args.landmarks is None:
@@ -84,7 +126,7 @@ def track(args: argparse.Namespace) -> int:
         fps=args.fps,
         trim_start=args.trim_start,
         trim_end=args.trim_end,
-        size=args.size,
+        size=512 if args.size is None else args.size,
         whole_frame=args.whole_frame,
         test_frames=args.test_frames,
         layout=args.layout,

@@ -10,7 +10,9 @@ The template folder:
   clothing beyond the body; they turn with their vertex's skinning rotation), ``vertices [V, 3]`` and ``faces [F, 3]``
   (the template at rest), and the turn's tracking: ``global_orient [N, 3]`` and ``transl [N, 3]`` (SMPL-X's, the
   camera fixed at the origin: OpenCV's axes turned to y up, looking down -z), ``found [N]`` (the frames with a face),
-  ``focal``, ``width``, ``height`` (the frames' pixels);
+  ``focal``, ``width``, ``height`` (the frames' pixels); ``colours [V, 3]`` (in [0, 1]) and ``seen [V]``: each
+  vertex's colour, the median of the turn's frames that see it (:func:`~headfields.fitting.vertex_colours`), and
+  whether any did;
 - ``template.obj``: the template at rest, to look at;
 - ``model/``: the synthetic SMPL-X it is built on (not with ``--smplx``: your licensed files stay where they are);
 - ``tracking.json``: the frames, those with a face, the settings.
@@ -24,7 +26,8 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -34,6 +37,7 @@ import torch
 from ...checks import check_count, check_positive
 from ...data import write_obj
 from ...fitting.landmark_tracking import SurfaceLandmarks
+from ...fitting.template_appearance import vertex_colours
 from ...fitting.turn_tracking import TurnFit, TurnTrackingConfig, track_turn
 from ...parametric import load_model
 from ...progress import Progress
@@ -41,7 +45,7 @@ from ...synthetic import write_synthetic_smplx
 from .staging import move_into_place, staged
 from .video_tracker import VideoTrackerConfig, _cues, _work_folder, check_inputs
 
-__all__ = ["TemplateTrackerConfig", "load_template", "track_template"]
+__all__ = ["TemplateTrackerConfig", "check_mattes", "load_template", "stage_bars", "track_template"]
 
 TEMPLATE_FILE = "template.npz"
 
@@ -97,12 +101,7 @@ def track_template(
             whole_frame=True, smoothing=config.smoothing, max_size=config.max_size,
         )  # fmt: skip
         cues = _cues(video, work, ingest, landmarks, landmarks_first, masks, log)
-        empty = torch.nonzero(~cues["masks"].flatten(1).any(1))[:, 0].tolist()
-        if empty:  # MediaPipe's selfie model reads people facing it: from behind it often sees no one
-            raise ValueError(
-                f"masks: expected the subject in every frame, {len(empty)} frames have none (the first: {empty[:5]}); "
-                "the selfie model misses people seen from behind: give a matting tool's masks with --masks DIR"
-            )
+        check_mattes(cues["masks"])
         # In the square frames' pixels: the decoded frame padded to a square of side crop[2], resized to size.
         focal = float(cues["focal"]) if config.focal is None else config.focal * config.size / float(cues["crop"][2])
         fit = _fit(cues, model, focal, config.turn, log)
@@ -117,25 +116,42 @@ def track_template(
     return out
 
 
-def _fit(cues: dict, model, focal: float, config: TurnTrackingConfig, log) -> TurnFit:
-    """The turn tracked, a progress bar a stage."""
-    images = cues["images"]
+def check_mattes(masks: torch.Tensor) -> None:
+    """Refuse, naming ``masks``, frames where the matting found no one."""
+    empty = torch.nonzero(~masks.flatten(1).any(1))[:, 0].tolist()
+    if empty:  # MediaPipe's selfie model reads people facing it: from behind it often sees no one
+        raise ValueError(
+            f"masks: expected the subject in every frame, {len(empty)} frames have none (the first: {empty[:5]}); "
+            "the selfie model misses people seen from behind: give a matting tool's masks with --masks DIR"
+        )
+
+
+@contextmanager
+def stage_bars(command: str) -> Iterator[Callable[[str, int, int], None]]:
+    """A ``progress(stage, step, steps)`` for the trackers: a bar a stage, a new one each time a stage starts again."""
     bars: dict[str, Progress] = {}
 
     def progress(stage: str, step: int, total: int) -> None:
-        if step == 1:  # a stage starts (the poses and the template again each round)
+        if step == 1:
             if stage in bars:
                 bars[stage].close()
-            bars[stage] = Progress(total, f"template: {stage}", "step")
+            bars[stage] = Progress(total, f"{command}: {stage}", "step")
         bars[stage].update(1)
 
-    log(f"template: tracking the turn ({len(images)} frames of {images.shape[2]} px)")
     try:
-        return track_turn(model, cues["masks"], cues["points"], cues["found"], SurfaceLandmarks.static(model),
-                          focal, config, progress)  # fmt: skip
+        yield progress
     finally:
         for bar in bars.values():
             bar.close()
+
+
+def _fit(cues: dict, model, focal: float, config: TurnTrackingConfig, log) -> TurnFit:
+    """The turn tracked, a progress bar a stage."""
+    images = cues["images"]
+    log(f"template: tracking the turn ({len(images)} frames of {images.shape[2]} px)")
+    with stage_bars("template") as progress:
+        return track_turn(model, cues["masks"], cues["points"], cues["found"], SurfaceLandmarks.static(model),
+                          focal, config, progress)  # fmt: skip
 
 
 def _write(folder: Path, fit: TurnFit, model, cues: dict, config: TemplateTrackerConfig) -> None:
@@ -143,6 +159,8 @@ def _write(folder: Path, fit: TurnFit, model, cues: dict, config: TemplateTracke
     params = fit.params(model)
     rest = fit.template.canonical(model).detach()
     width, height = cues["images"].shape[2], cues["images"].shape[1]
+    posed = torch.einsum("nij,vj->nvi", fit.rotation, rest) + fit.translation[:, None]
+    colours = vertex_colours(posed, model.faces, cues["images"], fit.cameras)
     np.savez(
         folder / TEMPLATE_FILE,
         shape=fit.template.shape.numpy(),
@@ -152,6 +170,8 @@ def _write(folder: Path, fit: TurnFit, model, cues: dict, config: TemplateTracke
         global_orient=params.pose[:, 0].numpy(),
         transl=params.translation.numpy(),
         found=fit.found.numpy(),
+        colours=colours.colours.numpy(),
+        seen=colours.seen.numpy(),
         focal=np.float64(fit.cameras.fx),
         width=np.int64(width),
         height=np.int64(height),

@@ -1,0 +1,156 @@
+"""A dynamic video tracked against the subject's personal template (the 360-degree portrait's second step) into a
+capture ``portrait360`` trains on: the video tracker's ingest and 2D cues on the whole frame, then
+:func:`~headfields.fitting.track_with_template` with the template folder's SMPL-X, shape and colours (``python -m
+headfields template`` writes it). The cues are kept in a work folder beside the output, so an interrupted run resumes
+after them; the capture is written there and renamed into place.
+
+The capture is in headfields' layout (:func:`~headfields.data.save_insta_dataset`): the frames, their masks and mouth
+labels, SMPL-X's parameters per frame (the template's shape; global, head and jaw rotations, ten expressions,
+translation), the posed template's meshes (its offsets included), the synthetic SMPL-X in ``model/`` (not with
+``--smplx``: train with ``--model``), the detections, and ``tracking.json``.
+
+    from headfields.apps.tracking.template_video import track_template_video
+
+    track_template_video("video.mp4", "template/", "capture/")
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import torch
+
+from ...cameras import PinholeCameras
+from ...checks import check_count, check_positive
+from ...data import LANDMARKS_FOLDER, FrameSet, TrackedParams, save_detected_landmarks, save_insta_dataset
+from ...fitting import PersonalTemplate, SurfaceLandmarks, TemplateTrackingConfig, VertexColours, track_with_template
+from ...fitting.landmark_tracking import OPENCV_FROM_WORLD
+from ...parametric import load_model
+from .staging import move_into_place, staged
+from .template_tracker import check_mattes, load_template, stage_bars
+from .video_tracker import MOUTH_LABELS, VideoTrackerConfig, _cues, _splits, _work_folder, check_inputs
+
+__all__ = ["TemplateVideoConfig", "track_template_video"]
+
+
+@dataclass(frozen=True)
+class TemplateVideoConfig:
+    """The video's ingest (as the template's), its splits and its tracking."""
+
+    fps: float | None = 25.0  # resampled to this frame rate (None: every frame as it comes)
+    trim_start: float = 0.0  # seconds dropped at the start and the end
+    trim_end: float = 0.0
+    size: int = 256  # the frames' side, pixels (the whole frame padded to a square)
+    smoothing: float = 1.0  # the landmark track's Gaussian, frames
+    max_size: int = 1920  # frames are decoded at most this large (their longer side)
+    focal: float | None = None  # the camera's, in the decoded frames' pixels (None: a phone's main camera)
+    test_frames: int | None = None  # held out at the end (None: 350, at most a tenth)
+    tracking: TemplateTrackingConfig = field(default_factory=TemplateTrackingConfig)
+
+    def __post_init__(self) -> None:
+        if self.fps is not None:
+            check_positive("fps", self.fps, finite=True)
+        check_count("size", self.size, 64)
+        check_positive("smoothing", self.smoothing, finite=True)
+        check_count("max_size", self.max_size, 64)
+        if self.focal is not None:
+            check_positive("focal", self.focal, finite=True)
+        if self.test_frames is not None:
+            check_count("test_frames", self.test_frames, 0)
+
+
+def track_template_video(
+    video: str | Path,
+    template: str | Path,
+    out: str | Path,
+    config: TemplateVideoConfig | None = None,
+    *,
+    landmarks: str | Path | None = None,
+    landmarks_first: int = 0,
+    masks: str | Path | None = None,
+    smplx: str | Path | None = None,
+    log: Callable[[str], None] = print,
+) -> Path:
+    """Track ``video`` against the ``template`` folder and write the capture to the new folder ``out``; returns
+    ``out``. ``landmarks``, ``landmarks_first`` and ``masks``: the user's own cues, as
+    :func:`~headfields.apps.tracking.track_video` reads them; ``smplx``: the folder of the SMPL-X files the template
+    was built on (default: the template's synthetic ``model/``)."""
+    config = config or TemplateVideoConfig()
+    video, out = check_inputs(video, out, "capture", landmarks, landmarks_first, masks)
+    template = Path(template)
+    stored = load_template(template)
+    if "colours" not in stored:
+        raise ValueError(f"template: {str(template)!r} has no colours; build it again with python -m headfields template")
+    model_dir = Path(smplx) if smplx is not None else template / "model"
+    if not model_dir.is_dir():
+        raise ValueError(f"smplx: expected the folder of the SMPL-X files {str(template)!r} was built on (--smplx DIR)")
+    model = load_model(model_dir, model_type="smplx")
+    if stored["offsets"].shape != (model.num_vertices, 3):
+        raise ValueError(
+            f"template: expected a template of the model's {model.num_vertices} vertices, {str(template)!r} holds "
+            f"{len(stored['offsets'])}: another topology (give its SMPL-X with --smplx)"
+        )
+    person = PersonalTemplate(stored["shape"].float(), stored["offsets"].float())
+    colours = VertexColours(stored["colours"].float(), stored["seen"].bool())
+    ingest = VideoTrackerConfig(
+        fps=config.fps, trim_start=config.trim_start, trim_end=config.trim_end, size=config.size, whole_frame=True,
+        smoothing=config.smoothing, max_size=config.max_size, test_frames=config.test_frames,
+    )  # fmt: skip
+    work = _work_folder(video, out, config, (landmarks, landmarks_first), masks, smplx, str(template.absolute()))
+    with staged(work):
+        cues = _cues(video, work, ingest, landmarks, landmarks_first, masks, log)
+        check_mattes(cues["masks"])
+        splits = _splits(len(cues["found"]), ingest)  # a video too short is refused before the tracking
+        focal = float(cues["focal"]) if config.focal is None else config.focal * config.size / float(cues["crop"][2])
+        images = cues["images"]
+        log(f"track: against {template} ({len(images)} frames of {images.shape[2]} px)")
+        with stage_bars("track") as progress:
+            track = track_with_template(
+                model, person, colours, images, cues["masks"], cues["points"], cues["found"],
+                SurfaceLandmarks.static(model), focal, config.tracking, progress,
+            )  # fmt: skip
+        capture = work / "capture"
+        shutil.rmtree(capture, ignore_errors=True)
+        named = Path(shutil.copytree(model_dir, capture / "model")) if smplx is None else None
+        _write_capture(capture, cues, track.params, person, model, named, splits, focal, config)
+        move_into_place(capture, out)
+    log(f"track: {out} ({len(cues['found'])} frames, {int(cues['found'].sum())} with a face)")
+    return out
+
+
+def _write_capture(
+    root: Path, cues: dict, params: TrackedParams, person: PersonalTemplate, model, named: Path | None, splits: dict,
+    f: float, config: TemplateVideoConfig,
+) -> None:  # fmt: skip
+    """The capture's files. The tracker's world has the camera at its origin; a capture's has the subject there, so
+    both shift by the mean translation (as the video tracker's)."""
+    n, size = len(cues["found"]), cues["images"].shape[1]
+    centre = params.translation.mean(0)
+    params = replace(params, translation=params.translation - centre)
+    vertices = person.posed(model, params.pose, params.translation, params.expression).detach()
+    camera_to_world = OPENCV_FROM_WORLD.float().expand(n, 4, 4).clone()
+    camera_to_world[:, :3, 3] = -centre
+    video = FrameSet(
+        split="train",
+        cameras=PinholeCameras(f, f, size / 2, size / 2, size, size, camera_to_world),
+        images=cues["images"],
+        masks=cues["masks"],
+        segmentation=cues["labels"],
+        expression=params.expression,
+        params=params,
+        mesh_vertices=vertices,
+        mesh_faces=model.faces.cpu(),
+        model_type=None if named is None else "smplx",
+        model_path=named,
+        segmentation_labels=dict(MOUTH_LABELS),
+    )
+    save_insta_dataset(root, {split: replace(video.select(index), split=split) for split, index in splits.items()})
+    detected = torch.where(cues["found"][:, None, None], cues["points"].float(), float("nan"))
+    for split, index in splits.items():
+        save_detected_landmarks(root / LANDMARKS_FOLDER, split, detected[index])
+    report = {"frames": n, "found": cues["found"].tolist(), "settings": asdict(config)}
+    (root / "tracking.json").write_text(json.dumps(report))
