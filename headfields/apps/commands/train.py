@@ -98,12 +98,19 @@ def _parsed(model: str, argv: list[str]) -> tuple[RunConfig, Any]:
         named = ", ".join("--" + name.replace("_", "-") for name in unread)
         reads = ", ".join("--" + name.replace("_", "-") for name in entry.subject_flags) or "none"
         raise ValueError(f"{unread[0]}: {model} does not read {named}: leave it out (of the subject flags it reads {reads})")
+    if flags.template is not None and (flags.video is None or entry.model_type != "smplx"):
+        raise ValueError(f"template: expected --video and a model of SMPL-X (portrait360) with --template, got {model}'s")
     if flags.video is not None:
         if flags.data is not None:
             raise ValueError("video: expected either --video or --data, got both")
-        from ..tracking.video_tracker import tracked_capture
+        if flags.template is not None:  # the 360-degree portrait's chain: the turn's template, the video against it
+            from ..tracking.template_video import templated_capture
 
-        flags = dataclasses.replace(flags, data=tracked_capture(flags.video, flame=flags.model))  # the model it trains
+            flags = dataclasses.replace(flags, data=templated_capture(flags.video, flags.template, smplx=flags.model))
+        else:
+            from ..tracking.video_tracker import tracked_capture
+
+            flags = dataclasses.replace(flags, data=tracked_capture(flags.video, flame=flags.model))  # the model it trains
     given = {k: str(getattr(flags, k)) for k in ("data", "model", "regions", "eval_split") if getattr(flags, k) is not None}
     subject = start.subject
     if flags.all_held_out is not None:
@@ -136,6 +143,13 @@ def _flags_type(model: str, entry, start: _Start) -> type:
         _option("data", Path | None, None, "a capture folder (None: the model's synthetic video)"),
         _option(
             "video", Path | None, None, "a video of a face, tracked first (python -m headfields track; cached by its content)"
+        ),
+        _option(
+            "template",
+            Path | None,
+            None,
+            "with --video: a video of the subject turning once (python -m headfields template), the video tracked against "
+            "its template (SMPL-X: portrait360; both cached by their content)",
         ),
         _option(
             "model",

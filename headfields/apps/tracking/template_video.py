@@ -27,14 +27,15 @@ import torch
 from ...cameras import PinholeCameras
 from ...checks import check_count, check_positive
 from ...data import LANDMARKS_FOLDER, FrameSet, TrackedParams, save_detected_landmarks, save_insta_dataset
+from ...data.capture_cache import cache_folder
 from ...fitting import PersonalTemplate, SurfaceLandmarks, TemplateTrackingConfig, VertexColours, track_with_template
 from ...fitting.landmark_tracking import OPENCV_FROM_WORLD
 from ...parametric import load_model
 from .staging import move_into_place, staged
-from .template_tracker import check_mattes, load_template, stage_bars
-from .video_tracker import MOUTH_LABELS, VideoTrackerConfig, _cues, _splits, _work_folder, check_inputs
+from .template_tracker import TEMPLATE_FILE, TemplateTrackerConfig, check_mattes, load_template, stage_bars, track_template
+from .video_tracker import MOUTH_LABELS, VideoTrackerConfig, _cues, _digest, _splits, _work_folder, check_inputs
 
-__all__ = ["TemplateVideoConfig", "track_template_video"]
+__all__ = ["TemplateVideoConfig", "templated_capture", "track_template_video"]
 
 
 @dataclass(frozen=True)
@@ -120,6 +121,30 @@ def track_template_video(
         move_into_place(capture, out)
     log(f"track: {out} ({len(cues['found'])} frames, {int(cues['found'].sum())} with a face)")
     return out
+
+
+def templated_capture(
+    video: str | Path, turn: str | Path, smplx: str | Path | None = None, log: Callable[[str], None] = print
+) -> Path:
+    """The capture of ``video`` tracked against the template built from the video of the subject's ``turn`` (with the
+    user's ``smplx`` folder, or the synthetic SMPL-X), each made on first use into the cache folder
+    (``~/.cache/headfields/templates/`` and ``tracked/``) under its video's content and the default settings, and
+    reused after: what ``train --video --template`` reads."""
+    video, turn = Path(video), Path(turn)
+    for name, path in (("video", video), ("template", turn)):
+        if not path.is_file():
+            raise ValueError(f"{name}: expected a video file, {str(path)!r} is not a file")
+    smplx = None if smplx is None else Path(smplx).expanduser().absolute()
+    template = cache_folder() / "templates" / _digest(turn, TemplateTrackerConfig(), None, None, smplx, None)
+    if (template / TEMPLATE_FILE).is_file():
+        log(f"template: {turn} was built before: {template}")
+    else:
+        track_template(turn, template, smplx=smplx, log=log)
+    root = cache_folder() / "tracked" / _digest(video, TemplateVideoConfig(), None, None, smplx, str(template))
+    if (root / "tracking.json").is_file():
+        log(f"track: {video} was tracked against its template before: {root}")
+        return root
+    return track_template_video(video, template, root, smplx=smplx, log=log)
 
 
 def _write_capture(
