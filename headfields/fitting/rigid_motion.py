@@ -18,12 +18,43 @@ from smplx.lbs import batch_rodrigues
 from torch import Tensor
 
 from ..cameras import PinholeCameras, project_points
+from ..checks import check_positive, check_shape
 from ..parametric.tracked_meshes import rotation_to_axis_angle
 
-__all__ = ["LEAST_TURN", "about_y", "landmark_poses", "project", "rotations", "second_differences", "through_the_turn", "yaw"]
+__all__ = [
+    "LEAST_TURN",
+    "about_y",
+    "check_cues",
+    "landmark_poses",
+    "project",
+    "rotations",
+    "second_differences",
+    "through_the_turn",
+    "yaw",
+]
 
 # The least turn accepted: a template needs every side (the frames with a face and the turn between them).
 LEAST_TURN = math.radians(300.0)
+
+
+def check_cues(
+    masks: Tensor, points: Tensor, found: Tensor, focal: float, observed: Tensor, video: str = "video"
+) -> tuple[int, int, int]:
+    """The trackers' 2D cues checked, each error naming its argument: ``masks [N, H, W]``, ``points [N, P, 2]`` (pixel
+    landmarks, at least the columns ``observed``), ``found [N]`` booleans with a face in some frame of the ``video``,
+    ``focal`` positive. Returns ``N, H, W``."""
+    check_shape("masks", masks, [None, None, None])
+    n, h, w = masks.shape
+    if points.dim() != 3 or points.shape[0] != n or points.shape[2] != 2 or not points.is_floating_point():
+        raise ValueError(f"points: expected pixel landmarks [{n}, P, 2] (one row a mask), got {list(points.shape)}")
+    if found.shape != (n,) or found.dtype != torch.bool:
+        raise ValueError(f"found: expected booleans [{n}] (a frame's landmarks found), got {found.dtype} {list(found.shape)}")
+    check_positive("focal", focal, finite=True)
+    if not bool(found.any()):
+        raise ValueError(f"found: expected a face in some frame of the {video}, found none")
+    if int(observed.max()) >= points.shape[1]:
+        raise ValueError(f"points: expected at least {int(observed.max()) + 1} landmarks a frame, got {points.shape[1]}")
+    return n, h, w
 
 
 def project(cameras: PinholeCameras, x: Float[Tensor, "B P 3"]) -> Float[Tensor, "B P 2"]:

@@ -38,7 +38,7 @@ from ..parametric.model import ParametricModel
 from ..parametric.tracked_meshes import rotation_to_axis_angle
 from .landmark_tracking import OPENCV_FROM_WORLD, SurfaceLandmarks
 from .mask_template import PersonalTemplate
-from .rigid_motion import about_y, landmark_poses, project, rotations, second_differences, through_the_turn, yaw
+from .rigid_motion import about_y, check_cues, landmark_poses, project, rotations, second_differences, through_the_turn, yaw
 from .silhouette import MaskDistances
 from .template_appearance import FACING, VertexColours, sample_pixels, seen_points
 
@@ -116,16 +116,8 @@ def track_with_template(
     ``found`` frames, ``focal`` the camera's focal length in pixels (principal point at the image centre).
     ``progress(stage, step, steps)`` is told as each stage goes ("rigid", "search", "poses")."""
     config = config or TemplateTrackingConfig()
-    check_shape("masks", masks, [None, None, None])
-    n, h, w = masks.shape
+    n, h, w = check_cues(masks, points, found, focal, landmarks.observed)
     check_shape("images", images, [n, h, w, 3])
-    if points.dim() != 3 or points.shape[0] != n or points.shape[2] != 2 or not points.is_floating_point():
-        raise ValueError(f"points: expected pixel landmarks [{n}, P, 2] (one row a mask), got {list(points.shape)}")
-    if found.shape != (n,) or found.dtype != torch.bool:
-        raise ValueError(f"found: expected booleans [{n}] (a frame's landmarks found), got {found.dtype} {list(found.shape)}")
-    check_positive("focal", focal, finite=True)
-    if not bool(found.any()):
-        raise ValueError("found: expected a face in some frame of the video, found none")
     if colours.colours.shape != (model.num_vertices, 3) or template.offsets.shape != (model.num_vertices, 3):
         raise ValueError(
             f"template: expected {model.num_vertices} vertices, the model's, got {len(template.offsets)} offsets and "

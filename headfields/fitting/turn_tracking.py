@@ -30,13 +30,13 @@ from jaxtyping import Bool, Float
 from torch import Tensor
 
 from ..cameras import PinholeCameras
-from ..checks import check_count, check_positive, check_shape
+from ..checks import check_count, check_positive
 from ..data import TrackedParams
 from ..parametric.model import ParametricModel
 from ..parametric.tracked_meshes import rotation_to_axis_angle
 from .landmark_tracking import OPENCV_FROM_WORLD, SurfaceLandmarks
 from .mask_template import MaskTemplateConfig, PersonalTemplate, fit_mask_template
-from .rigid_motion import landmark_poses, project, rotations, second_differences, through_the_turn
+from .rigid_motion import check_cues, landmark_poses, project, rotations, second_differences, through_the_turn
 from .silhouette import MaskDistances
 
 __all__ = ["TurnFit", "TurnTrackingConfig", "track_turn"]
@@ -111,19 +111,7 @@ def track_turn(
     stage goes ("rigid", "poses", "template"). A ``ValueError`` names the argument where no frame has a face or the
     subject does not turn all the way round."""
     config = config or TurnTrackingConfig()
-    check_shape("masks", masks, [None, None, None])
-    n, h, w = masks.shape
-    if points.dim() != 3 or points.shape[0] != n or points.shape[2] != 2 or not points.is_floating_point():
-        raise ValueError(f"points: expected pixel landmarks [{n}, P, 2] (one row a mask), got {list(points.shape)}")
-    if found.shape != (n,) or found.dtype != torch.bool:
-        raise ValueError(f"found: expected booleans [{n}] (a frame's landmarks found), got {found.dtype} {list(found.shape)}")
-    check_positive("focal", focal, finite=True)
-    if not bool(found.any()):
-        raise ValueError("found: expected a face in some frame of the turn, found none")
-    if int(landmarks.observed.max()) >= points.shape[1]:
-        raise ValueError(
-            f"points: expected at least {int(landmarks.observed.max()) + 1} landmarks a frame, got {points.shape[1]}"
-        )
+    n, h, w = check_cues(masks, points, found, focal, landmarks.observed, "turn")
     tell = progress or (lambda stage, step, steps: None)
     cameras = PinholeCameras(focal, focal, w / 2, h / 2, w, h, OPENCV_FROM_WORLD.float().expand(n, 4, 4).clone())
     held = landmarks.held_by(points, found)

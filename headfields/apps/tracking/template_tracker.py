@@ -45,15 +45,16 @@ from ...synthetic import write_synthetic_smplx
 from .staging import move_into_place, staged
 from .video_tracker import VideoTrackerConfig, _cues, _work_folder, check_inputs
 
-__all__ = ["TemplateTrackerConfig", "check_mattes", "load_template", "stage_bars", "track_template"]
+__all__ = ["TemplateTrackerConfig", "WholeFrameIngest", "check_mattes", "load_template", "stage_bars", "track_template"]
 
 TEMPLATE_FILE = "template.npz"
 
 
 @dataclass(frozen=True)
-class TemplateTrackerConfig:
-    """The turn's ingest (as the video tracker's: :class:`~headfields.apps.tracking.video_tracker.VideoTrackerConfig`)
-    and its tracking."""
+class WholeFrameIngest:
+    """A turning subject's video read as the video tracker reads it
+    (:class:`~headfields.apps.tracking.video_tracker.VideoTrackerConfig`), on the whole frame: the template's and the
+    dynamic video's."""
 
     fps: float | None = 25.0  # resampled to this frame rate (None: every frame as it comes)
     trim_start: float = 0.0  # seconds dropped at the start and the end
@@ -63,7 +64,6 @@ class TemplateTrackerConfig:
     max_size: int = 1920  # frames are decoded at most this large (their longer side)
     # The camera's focal length in the decoded frames' pixels (None: a phone's main camera, 69 degrees across).
     focal: float | None = None
-    turn: TurnTrackingConfig = field(default_factory=TurnTrackingConfig)
 
     def __post_init__(self) -> None:
         if self.fps is not None:
@@ -73,6 +73,25 @@ class TemplateTrackerConfig:
         check_count("max_size", self.max_size, 64)
         if self.focal is not None:
             check_positive("focal", self.focal, finite=True)
+
+    def ingest(self, **more) -> VideoTrackerConfig:
+        """The video tracker's settings that read the frames so (``more``: its other fields)."""
+        return VideoTrackerConfig(
+            fps=self.fps, trim_start=self.trim_start, trim_end=self.trim_end, size=self.size, whole_frame=True,
+            smoothing=self.smoothing, max_size=self.max_size, **more,
+        )  # fmt: skip
+
+    def focal_length(self, cues: dict) -> float:
+        """The focal length in the square frames' pixels: the decoded frame padded to a square of side crop[2],
+        resized to ``size``."""
+        return float(cues["focal"]) if self.focal is None else self.focal * self.size / float(cues["crop"][2])
+
+
+@dataclass(frozen=True)
+class TemplateTrackerConfig(WholeFrameIngest):
+    """The turn's ingest and its tracking."""
+
+    turn: TurnTrackingConfig = field(default_factory=TurnTrackingConfig)
 
 
 def track_template(
@@ -96,15 +115,9 @@ def track_template(
         model_dir = Path(smplx) if smplx is not None else write_synthetic_smplx(work / "model")
         model = load_model(model_dir, model_type="smplx")
         # The video tracker's ingest and cues, on the whole frame: a turn is framed already (its crop is the face's).
-        ingest = VideoTrackerConfig(
-            fps=config.fps, trim_start=config.trim_start, trim_end=config.trim_end, size=config.size,
-            whole_frame=True, smoothing=config.smoothing, max_size=config.max_size,
-        )  # fmt: skip
-        cues = _cues(video, work, ingest, landmarks, landmarks_first, masks, log)
+        cues = _cues(video, work, config.ingest(), landmarks, landmarks_first, masks, log)
         check_mattes(cues["masks"])
-        # In the square frames' pixels: the decoded frame padded to a square of side crop[2], resized to size.
-        focal = float(cues["focal"]) if config.focal is None else config.focal * config.size / float(cues["crop"][2])
-        fit = _fit(cues, model, focal, config.turn, log)
+        fit = _fit(cues, model, config.focal_length(cues), config.turn, log)
         result = work / "template"
         shutil.rmtree(result, ignore_errors=True)
         result.mkdir()

@@ -25,41 +25,36 @@ from pathlib import Path
 import torch
 
 from ...cameras import PinholeCameras
-from ...checks import check_count, check_positive
+from ...checks import check_count
 from ...data import LANDMARKS_FOLDER, FrameSet, TrackedParams, save_detected_landmarks, save_insta_dataset
 from ...data.capture_cache import cache_folder
 from ...fitting import PersonalTemplate, SurfaceLandmarks, TemplateTrackingConfig, VertexColours, track_with_template
 from ...fitting.landmark_tracking import OPENCV_FROM_WORLD
 from ...parametric import load_model
 from .staging import move_into_place, staged
-from .template_tracker import TEMPLATE_FILE, TemplateTrackerConfig, check_mattes, load_template, stage_bars, track_template
-from .video_tracker import MOUTH_LABELS, VideoTrackerConfig, _cues, _digest, _splits, _work_folder, check_inputs
+from .template_tracker import (
+    TEMPLATE_FILE,
+    TemplateTrackerConfig,
+    WholeFrameIngest,
+    check_mattes,
+    load_template,
+    stage_bars,
+    track_template,
+)
+from .video_tracker import MOUTH_LABELS, _cues, _digest, _splits, _work_folder, check_inputs
 
 __all__ = ["TemplateVideoConfig", "templated_capture", "track_template_video"]
 
 
 @dataclass(frozen=True)
-class TemplateVideoConfig:
+class TemplateVideoConfig(WholeFrameIngest):
     """The video's ingest (as the template's), its splits and its tracking."""
 
-    fps: float | None = 25.0  # resampled to this frame rate (None: every frame as it comes)
-    trim_start: float = 0.0  # seconds dropped at the start and the end
-    trim_end: float = 0.0
-    size: int = 256  # the frames' side, pixels (the whole frame padded to a square)
-    smoothing: float = 1.0  # the landmark track's Gaussian, frames
-    max_size: int = 1920  # frames are decoded at most this large (their longer side)
-    focal: float | None = None  # the camera's, in the decoded frames' pixels (None: a phone's main camera)
     test_frames: int | None = None  # held out at the end (None: 350, at most a tenth)
     tracking: TemplateTrackingConfig = field(default_factory=TemplateTrackingConfig)
 
     def __post_init__(self) -> None:
-        if self.fps is not None:
-            check_positive("fps", self.fps, finite=True)
-        check_count("size", self.size, 64)
-        check_positive("smoothing", self.smoothing, finite=True)
-        check_count("max_size", self.max_size, 64)
-        if self.focal is not None:
-            check_positive("focal", self.focal, finite=True)
+        super().__post_init__()
         if self.test_frames is not None:
             check_count("test_frames", self.test_frames, 0)
 
@@ -97,16 +92,13 @@ def track_template_video(
         )
     person = PersonalTemplate(stored["shape"].float(), stored["offsets"].float())
     colours = VertexColours(stored["colours"].float(), stored["seen"].bool())
-    ingest = VideoTrackerConfig(
-        fps=config.fps, trim_start=config.trim_start, trim_end=config.trim_end, size=config.size, whole_frame=True,
-        smoothing=config.smoothing, max_size=config.max_size, test_frames=config.test_frames,
-    )  # fmt: skip
+    ingest = config.ingest(test_frames=config.test_frames)
     work = _work_folder(video, out, config, (landmarks, landmarks_first), masks, smplx, str(template.absolute()))
     with staged(work):
         cues = _cues(video, work, ingest, landmarks, landmarks_first, masks, log)
         check_mattes(cues["masks"])
         splits = _splits(len(cues["found"]), ingest)  # a video too short is refused before the tracking
-        focal = float(cues["focal"]) if config.focal is None else config.focal * config.size / float(cues["crop"][2])
+        focal = config.focal_length(cues)
         images = cues["images"]
         log(f"track: against {template} ({len(images)} frames of {images.shape[2]} px)")
         with stage_bars("track") as progress:
