@@ -44,11 +44,11 @@ BEHIND = math.radians(120.0)
 NOISE_512 = 2.0  # the landmarks' noise, pixels of a 512 frame
 
 
-def _video(config, seed: int):
+def _video(config, seed: int, splits: tuple[str, ...] = ("train", "val")):
     """A rendered video's frames (its training and validation splits: the turns), the model and the truth in the
     tracker's world (its fixed camera at the origin; OPENCV_FROM_WORLD is its own inverse), and its landmark track."""
     root = cached_synthetic_video(config)
-    parts = [load_insta_dataset(root, split) for split in ("train", "val")]
+    parts = [load_insta_dataset(root, split) for split in splits]
     cameras = replace(parts[0].cameras, camera_to_world=torch.cat([p.cameras.camera_to_world for p in parts]))
     params = [p.params for p in parts]
     pose, translation = torch.cat([p.pose for p in params]), torch.cat([p.translation for p in params])
