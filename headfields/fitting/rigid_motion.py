@@ -30,6 +30,7 @@ __all__ = [
     "rotations",
     "second_differences",
     "through_the_turn",
+    "wrapped",
     "yaw",
 ]
 
@@ -70,6 +71,11 @@ def rotations(axis_angle: Float[Tensor, "*B 3"]) -> Float[Tensor, "*B 3 3"]:
 def yaw(rotation: Float[Tensor, "N 3 3"]) -> Float[Tensor, " N"]:
     """The body's turn about the vertical: the angle of its forward axis (+z) about +y."""
     return torch.atan2(rotation[:, 0, 2], rotation[:, 2, 2])
+
+
+def wrapped(angle: Tensor) -> Tensor:
+    """Angles brought into [-pi, pi)."""
+    return torch.remainder(angle + math.pi, 2 * math.pi) - math.pi
 
 
 def about_y(angle: Float[Tensor, " N"]) -> Float[Tensor, "N 3 3"]:
@@ -129,7 +135,7 @@ def through_the_turn(
     frames = torch.nonzero(found)[:, 0]
     turn = yaw(rotation).double()
     gaps = frames.diff()
-    change = torch.remainder(turn.diff() + math.pi, 2 * math.pi) - math.pi
+    change = wrapped(turn.diff())
     speed = float(change[gaps == 1].median()) if bool((gaps == 1).any()) else 0.0
     turned = [float(turn[0])]
     for gap, step in zip(gaps.tolist(), change.tolist(), strict=True):

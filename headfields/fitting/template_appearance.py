@@ -23,7 +23,16 @@ from ..geometry.queries import ray_intersect
 from ..geometry.triangles import vertex_normals
 from .rigid_motion import project
 
-__all__ = ["FACING", "SEEN_TOLERANCE", "VertexColours", "sample_pixels", "seen_points", "vertex_colours"]
+__all__ = [
+    "FACING",
+    "SEEN_TOLERANCE",
+    "VertexColours",
+    "sample_pixels",
+    "seen_points",
+    "seen_vertices",
+    "unit_colours",
+    "vertex_colours",
+]
 
 SEEN_TOLERANCE = 2e-3  # metres: a surface point is seen when nothing lies more than this before it on its ray
 # The least cosine between a vertex's normal and its ray back to the camera for its colour to count: grazing views
@@ -54,6 +63,19 @@ def seen_points(
     return (hit.t >= length - SEEN_TOLERANCE).reshape(b, p)
 
 
+def seen_vertices(vertices: Float[Tensor, "B V 3"], faces: Int[Tensor, "F 3"]) -> Bool[Tensor, "B V"]:
+    """Which of each frame's ``vertices`` (the tracker's world) the camera at the origin sees, facing it
+    (:data:`FACING`) with nothing before them (:func:`seen_points`)."""
+    b = len(vertices)
+    facing = -(vertex_normals(vertices, faces) * F.normalize(vertices, dim=-1)).sum(-1) > FACING
+    return facing & seen_points(TriangleMesh(vertices, faces), vertices, torch.zeros(b, 3), torch.arange(b))
+
+
+def unit_colours(images: Tensor) -> Float[Tensor, "N H W 3"]:
+    """Frames as floats in [0, 1]: uint8 ones scaled, float ones as they are."""
+    return images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
+
+
 def sample_pixels(images: Float[Tensor, "B H W 3"], pixels: Float[Tensor, "B P 2"]) -> Float[Tensor, "B P 3"]:
     """Bilinear samples of ``images`` at ``pixels`` (x right, y down; a pixel's centre at +0.5), the border's colour
     past the border."""
@@ -72,12 +94,9 @@ def vertex_colours(
     check_float("vertices", vertices, [None, None, 3])
     n = len(vertices)
     check_shape("images", images, [n, cameras.height, cameras.width, 3])
-    pixels = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
     vertices = vertices.detach().float()
-    normals = vertex_normals(vertices, faces)
-    facing = -(normals * F.normalize(vertices, dim=-1)).sum(-1) > FACING
-    seen = facing & seen_points(TriangleMesh(vertices, faces), vertices, torch.zeros(n, 3), torch.arange(n))
-    sampled = torch.where(seen[..., None], sample_pixels(pixels, project(cameras, vertices)), torch.nan)
+    seen = seen_vertices(vertices, faces)
+    sampled = torch.where(seen[..., None], sample_pixels(unit_colours(images), project(cameras, vertices)), torch.nan)
     any_seen = seen.any(0)
     colours = sampled.nanmedian(0).values.nan_to_num(0.0)  # an unseen vertex's median is NaN: 0, flagged unseen
     return VertexColours(colours, any_seen)

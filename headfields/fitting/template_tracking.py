@@ -38,9 +38,19 @@ from ..parametric.model import ParametricModel
 from ..parametric.tracked_meshes import rotation_to_axis_angle
 from .landmark_tracking import OPENCV_FROM_WORLD, SurfaceLandmarks
 from .mask_template import PersonalTemplate
-from .rigid_motion import about_y, check_cues, landmark_poses, project, rotations, second_differences, through_the_turn, yaw
+from .rigid_motion import (
+    about_y,
+    check_cues,
+    landmark_poses,
+    project,
+    rotations,
+    second_differences,
+    through_the_turn,
+    wrapped,
+    yaw,
+)
 from .silhouette import MaskDistances
-from .template_appearance import FACING, VertexColours, sample_pixels, seen_points
+from .template_appearance import FACING, VertexColours, sample_pixels, seen_points, seen_vertices, unit_colours
 
 __all__ = ["TemplateTrack", "TemplateTrackingConfig", "track_with_template"]
 
@@ -125,7 +135,7 @@ def track_with_template(
         )
     tell = progress or (lambda stage, step, steps: None)
     cameras = PinholeCameras(focal, focal, w / 2, h / 2, w, h, OPENCV_FROM_WORLD.float().expand(n, 4, 4).clone())
-    pixels = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
+    pixels = unit_colours(images)
     held = landmarks.held_by(points, found)
     observed = points[:, held.observed].float()
     canonical = template.canonical(model).detach()
@@ -187,19 +197,15 @@ def _searched(
             photometric = (error * seen).sum(1) / seen.sum(1).clamp(min=1)
             score[:, k] = silhouette + config.photometric_weight * photometric
             tell("search", k + 1, config.yaw_bins)
-    score[found] += config.landmark_yaw * _wrapped(bins[None] - start[found, None]).abs()
+    score[found] += config.landmark_yaw * wrapped(bins[None] - start[found, None]).abs()
     path = _cheapest_path(score, bins, math.radians(config.largest_turn))
     return tilt @ about_y(bins[path])
-
-
-def _wrapped(angle: Tensor) -> Tensor:
-    return torch.remainder(angle + math.pi, 2 * math.pi) - math.pi
 
 
 def _cheapest_path(score: Tensor, bins: Tensor, largest: float) -> Tensor:
     """The bins ``[N]`` minimising the frames' ``score [N, K]`` plus each turn between frames squared, no turn over
     ``largest`` (Viterbi)."""
-    step = _wrapped(bins[None, :] - bins[:, None])  # [from, to]
+    step = wrapped(bins[None, :] - bins[:, None])  # [from, to]
     turn = torch.where(step.abs() <= largest, step.square(), torch.tensor(math.inf))
     total, back = score[0].clone(), torch.empty(score.shape, dtype=torch.long)
     for f in range(1, len(score)):
@@ -259,7 +265,7 @@ def _refined(
         if step % config.visibility_every == 0:
             with torch.no_grad():
                 for chunk in torch.arange(n).split(VISIBILITY_CHUNK):
-                    seen[chunk] = _seen_vertices(posed(chunk), model.faces) & colours.seen
+                    seen[chunk] = seen_vertices(posed(chunk), model.faces) & colours.seen
         pick = torch.randperm(n, generator=generator)[: config.frames_per_step]
         vertices = posed(pick)
         drawn = torch.randint(model.num_vertices, (config.points_per_frame,), generator=generator)
@@ -290,10 +296,3 @@ def _refined(
     full = F.pad(expression.detach(), (0, model.num_expression - e))
     params = TrackedParams(template.shape.clone(), full, pose, shift.detach().clone())
     return TemplateTrack(params, cameras, found)
-
-
-def _seen_vertices(vertices: Tensor, faces: Tensor) -> Tensor:
-    """Which of each frame's ``vertices [B, V, 3]`` the camera at the origin sees, facing it."""
-    b = len(vertices)
-    facing = -(vertex_normals(vertices, faces) * F.normalize(vertices, dim=-1)).sum(-1) > FACING
-    return facing & seen_points(TriangleMesh(vertices, faces), vertices, torch.zeros(b, 3), torch.arange(b))
