@@ -19,18 +19,17 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import torch
+from torch import Tensor
 
-from ...cameras import PinholeCameras
 from ...checks import check_count
-from ...data import LANDMARKS_FOLDER, FrameSet, TrackedParams, save_detected_landmarks, save_insta_dataset
+from ...data import TrackedParams
 from ...data.capture_cache import cache_folder
 from ...fitting import PersonalTemplate, SurfaceLandmarks, TemplateTrackingConfig, VertexColours, track_with_template
-from ...fitting.landmark_tracking import OPENCV_FROM_WORLD
 from ...parametric import load_model
+from .capture_files import capture_frames, save_capture
 from .staging import move_into_place, staged
 from .template_tracker import (
     TEMPLATE_FILE,
@@ -41,7 +40,7 @@ from .template_tracker import (
     stage_bars,
     track_template,
 )
-from .video_tracker import MOUTH_LABELS, _cues, _digest, _splits, _work_folder, check_inputs
+from .video_tracker import _cues, _digest, _splits, _work_folder, check_inputs
 
 __all__ = ["TemplateVideoConfig", "templated_capture", "track_template_video"]
 
@@ -141,33 +140,14 @@ def templated_capture(
 
 def _write_capture(
     root: Path, cues: dict, params: TrackedParams, person: PersonalTemplate, model, named: Path | None, splits: dict,
-    f: float, config: TemplateVideoConfig,
+    focal: float, config: TemplateVideoConfig,
 ) -> None:  # fmt: skip
-    """The capture's files. The tracker's world has the camera at its origin; a capture's has the subject there, so
-    both shift by the mean translation (as the video tracker's)."""
-    n, size = len(cues["found"]), cues["images"].shape[1]
-    centre = params.translation.mean(0)
-    params = replace(params, translation=params.translation - centre)
-    vertices = person.posed(model, params.pose, params.translation, params.expression).detach()
-    camera_to_world = OPENCV_FROM_WORLD.float().expand(n, 4, 4).clone()
-    camera_to_world[:, :3, 3] = -centre
-    video = FrameSet(
-        split="train",
-        cameras=PinholeCameras(f, f, size / 2, size / 2, size, size, camera_to_world),
-        images=cues["images"],
-        masks=cues["masks"],
-        segmentation=cues["labels"],
-        expression=params.expression,
-        params=params,
-        mesh_vertices=vertices,
-        mesh_faces=model.faces.cpu(),
-        model_type=None if named is None else "smplx",
-        model_path=named,
-        segmentation_labels=dict(MOUTH_LABELS),
-    )
-    save_insta_dataset(root, {split: replace(video.select(index), split=split) for split, index in splits.items()})
-    detected = torch.where(cues["found"][:, None, None], cues["points"].float(), float("nan"))
-    for split, index in splits.items():
-        save_detected_landmarks(root / LANDMARKS_FOLDER, split, detected[index])
-    report = {"frames": n, "found": cues["found"].tolist(), "settings": asdict(config)}
+    """The capture's files (:mod:`.capture_files`: the template's meshes, SMPL-X named) and ``tracking.json``."""
+
+    def posed(p: TrackedParams) -> Tensor:
+        return person.posed(model, p.pose, p.translation, p.expression)
+
+    video, _ = capture_frames(cues, params, focal, posed, model.faces.cpu(), "smplx", named)
+    save_capture(root, video, cues, splits)
+    report = {"frames": len(cues["found"]), "found": cues["found"].tolist(), "settings": asdict(config)}
     (root / "tracking.json").write_text(json.dumps(report))

@@ -21,7 +21,7 @@ import json
 import math
 import shutil
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -31,16 +31,11 @@ from torch import Tensor
 from ...cameras import PinholeCameras
 from ...checks import check_count, check_positive
 from ...data import (
-    LANDMARKS_FOLDER,
     FrameSet,
     TrackedParams,
-    save_detected_landmarks,
-    save_insta_dataset,
-    save_vhap_dataset,
 )
 from ...data.capture_cache import cache_folder
 from ...data.ibug import IBUG_POINTS, model_landmark
-from ...data.labels import INSTA_FACE_PARSING
 from ...fitting.gaze import GazeConfig, fit_gaze
 from ...fitting.landmark_tracking import (
     OPENCV_FROM_WORLD,
@@ -54,6 +49,7 @@ from ...progress import LineSink, Progress
 from ...synthetic import write_synthetic_flame
 from ...synthetic.model_views import views_resolution
 from .avatar_refinement import AvatarRefinementConfig, refine_tracking
+from .capture_files import MOUTH_LABELS, capture_frames, save_capture
 from .correspondence import mediapipe_irises, mediapipe_to_ibug
 from .embedding import MODEL_VIEWS, model_embedding, read_embedding
 from .ingest import CROP_SCALE, Crop, Ingested, crop_frames, plan_frames, read_frames, square_crop
@@ -77,7 +73,6 @@ CORRESPONDENCES = ("model", "table")
 # crop of 1.5 times its box, so a larger view tells it no more (at 512, the views' render took minutes on 2 cores).
 MODEL_VIEWS_SIZES = (64, 256)
 DEFAULT_REFINEMENT = AvatarRefinementConfig()
-MOUTH_LABELS = {name: INSTA_FACE_PARSING[name] for name in ("upper_lip", "lower_lip", "mouth_interior")}
 
 
 @dataclass(frozen=True)
@@ -427,48 +422,19 @@ def _refine(cues: dict, fit: dict, model, work: Path, config: VideoTrackerConfig
 
 
 def _video_frames(cues: dict, fit: dict, model, model_dir: Path | None) -> tuple[FrameSet, Tensor]:
-    """Every frame of the video as one split, and the fit's mean translation, which the frames' world is shifted by.
+    """The fit as a capture's frames (:func:`.capture_frames`: FLAME's meshes) and its mean translation."""
+    params = TrackedParams(fit["shape"], fit["expression"], fit["pose"], fit["translation"])
 
-    The fit's world has the camera at its origin; a capture's has the head there (as metrical-tracker's and VHAP's:
-    models put their boxes, grids and scene extent about the origin). Both shift by the mean translation, exactly."""
-    n, size = len(cues["found"]), cues["images"].shape[1]
-    centre = fit["translation"].mean(0)
-    params = TrackedParams(fit["shape"], fit["expression"], fit["pose"], fit["translation"] - centre)
-    head = model(shape=params.shape, expression=params.expression, pose=params.pose, translation=params.translation)
-    f = float(fit["focal"])
-    camera_to_world = OPENCV_FROM_WORLD.float().expand(n, 4, 4).clone()
-    camera_to_world[:, :3, 3] = -centre
-    cameras = PinholeCameras(f, f, size / 2, size / 2, size, size, camera_to_world)
-    video = FrameSet(
-        split="train",
-        cameras=cameras,
-        images=cues["images"],
-        masks=cues["masks"],
-        segmentation=cues["labels"],
-        expression=params.expression,
-        params=params,
-        mesh_vertices=head.vertices.detach(),
-        mesh_faces=head.faces,
-        model_type=None if model_dir is None else "flame",
-        model_path=model_dir,
-        segmentation_labels=dict(MOUTH_LABELS),
-    )
-    return video, centre
+    def posed(p: TrackedParams) -> Tensor:
+        return model(shape=p.shape, expression=p.expression, pose=p.pose, translation=p.translation).vertices
+
+    return capture_frames(cues, params, float(fit["focal"]), posed, model.faces, "flame", model_dir)
 
 
 def _write_capture(root: Path, cues: dict, fit: dict, model, model_dir: Path | None, config: VideoTrackerConfig) -> None:
     n = len(cues["found"])
     video, _ = _video_frames(cues, fit, model, model_dir)
-    splits = _splits(n, config)
-    sets = {split: replace(video.select(index), split=split) for split, index in splits.items()}
-    if config.layout == "vhap":
-        save_vhap_dataset(root, sets)
-    else:
-        save_insta_dataset(root, sets)
-    # The detections themselves, beside the fit: MonoNPHM fits its anchors to a detector's points, as its own code does.
-    detected = torch.where(cues["found"][:, None, None], cues["points"].float(), float("nan"))
-    for split, index in splits.items():
-        save_detected_landmarks(root / LANDMARKS_FOLDER, split, detected[index])
+    save_capture(root, video, cues, _splits(n, config), config.layout)
     residual = fit["residual"]
     report = {
         "frames": n,
