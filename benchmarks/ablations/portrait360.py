@@ -36,11 +36,14 @@ FACE_REGIONS = ("skin", "lips", "teeth", "mouth_interior", "eyes")  # where expr
 
 def psnr_by_bin(renders: Path, frames, bins: torch.Tensor) -> dict[str, float]:
     """Mean PSNR of the final renders per view bin (NaN for a bin without frames), and ``face``: the PSNR of the
-    face's pixels (ground-truth labels in FACE_REGIONS) pooled over the front views."""
+    face's pixels (ground-truth labels in FACE_REGIONS) pooled over the front views. Frames the final evaluation did
+    not render (a budget too short for them all) are left out."""
     values: dict[int, list[float]] = {b: [] for b in BIN_NAMES}
     labels = torch.tensor([frames.segmentation_labels[name] for name in FACE_REGIONS])
     face_pred, face_true = [], []
     for f in range(len(frames)):
+        if not (renders / f"{f:05d}.png").is_file():
+            continue
         pred = torch.from_numpy(np.array(Image.open(renders / f"{f:05d}.png"))).float() / 255.0
         true = frames.images[f].float() / 255.0
         values[int(bins[f])].append(float(psnr(pred, true)))
