@@ -78,8 +78,9 @@ def main() -> None:
     tracked = save_insta_dataset(folder, parts)
     rows = {}
     for name, data in (("true tracking", root), ("our tracking", tracked)):
+        shutil.rmtree(args.out / name.replace(" ", "_"), ignore_errors=True)  # a run of other frames would not resume
         metrics, _, _ = train("portrait360", ["--data", str(data), "--out", str(args.out / name.replace(" ", "_")),
-                                              "--max-minutes", str(args.minutes), "--force", "True"])  # fmt: skip
+                                              "--max-minutes", str(args.minutes)])  # fmt: skip
         rows[name] = metrics
     test = load_insta_dataset(root, "test")
     n = len(test)
