@@ -128,7 +128,7 @@ def track_turn(
     rotation, translation = through_the_turn(rotation, translation, found)
     distances = MaskDistances(masks)  # built once: every round's poses and template read it
     template = PersonalTemplate(shape, torch.zeros(model.num_vertices, 3))
-    faces = (held, torch.where(found[:, None, None], observed, torch.nan))  # the template keeps the landmarks' face
+    marks = torch.where(found[:, None, None], observed, torch.nan)  # the template keeps the landmarks' face
     for r in range(config.rounds):
         if r:  # the poses against the masks, under the template the last round fitted
             canonical = template.canonical(model).detach()
@@ -139,7 +139,7 @@ def track_turn(
         params = TurnFit(rotation, translation, template, cameras, found).params(model)
         template = fit_mask_template(
             model, distances, cameras, params.pose, params.translation, config.template,
-            lambda step, loss: tell("template", step + 1, config.template.steps), *faces,
+            lambda step, loss: tell("template", step + 1, config.template.steps), landmarks=held, points=marks,
         )  # fmt: skip
     return TurnFit(rotation, translation, template, cameras, found)
 

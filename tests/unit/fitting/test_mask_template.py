@@ -11,6 +11,7 @@ from headfields.cameras import project_points
 from headfields.data import load_insta_dataset
 from headfields.fitting import SurfaceLandmarks
 from headfields.fitting.mask_template import MaskTemplateConfig, fit_mask_template
+from headfields.fitting.rigid_motion import wrapped
 from headfields.geometry import TriangleMesh
 from headfields.geometry.queries import closest_point
 from headfields.parametric import load_model
@@ -88,7 +89,7 @@ def test_the_landmarks_keep_the_face_where_the_hair_would_pull_it(turn, from_mas
     marks = landmarks.points(posed, model.faces)
     n, k = marks.shape[:2]
     points = project_points(cameras, marks.reshape(-1, 3), torch.arange(n).repeat_interleave(k)).pixels.view(n, k, 2)
-    facing = torch.remainder(pose[:, 0, 1] + math.pi, 2 * math.pi).sub(math.pi).abs() < math.radians(50)
+    facing = wrapped(pose[:, 0, 1]).abs() < math.radians(50)
     points[~facing] = float("nan")
     config = MaskTemplateConfig(steps=STEPS)
     with_landmarks = fit_mask_template(model, masks, cameras, pose, translation, config, landmarks=landmarks, points=points)
